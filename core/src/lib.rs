@@ -1,0 +1,2 @@
+//! The cryo engine.
+#![warn(missing_docs)]

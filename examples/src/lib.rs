@@ -1,0 +1,1 @@
+//! Runnable scenarios live in examples/.

@@ -1,0 +1,2 @@
+//! Network namespaces and the network lock.
+#![warn(missing_docs)]

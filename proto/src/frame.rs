@@ -1,0 +1,458 @@
+//! Image file framing: a fixed header outside protobuf, then checksummed records.
+//!
+//! ```text
+//! header (32 bytes, little endian)
+//!   0  magic      b"CRYOIMG\0"
+//!   8  major u16  format major version (another major is refused)
+//!  10  minor u16  format minor version (a newer minor is refused)
+//!  12  kind u32   which message type the records hold (ImageKind)
+//!  16  count u32  number of records
+//!  20  hcrc u32   crc32c of bytes 0..20 and 24..32
+//!  24  len u64    length of everything after the header
+//! record (repeated `count` times)
+//!   0  len u32    length of the encoded message
+//!   4  crc u32    crc32c of the encoded message
+//!   8  bytes      the protobuf message
+//! ```
+//!
+//! A reader checks size, magic, version, header checksum, then each record's
+//! checksum, and only then decodes, so a damaged file is named with its record.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use prost::Message;
+
+/// Format major version written by this build.
+pub const FORMAT_MAJOR: u16 = 1;
+/// Format minor version written by this build.
+pub const FORMAT_MINOR: u16 = 0;
+
+const MAGIC: &[u8; 8] = b"CRYOIMG\0";
+const HEADER_LEN: usize = 32;
+const RECORD_HEADER_LEN: usize = 8;
+/// No image file is allowed to be larger than this before decoding.
+const MAX_IMAGE_LEN: u64 = 1 << 32;
+
+/// Which message type an image file holds; 0 is reserved as invalid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum ImageKind {
+    /// inventory.img
+    Inventory = 1,
+    /// pstree.img
+    Pstree = 2,
+    /// core-PID.img
+    Core = 3,
+    /// mm-PID.img
+    Mm = 4,
+    /// files.img
+    Files = 5,
+}
+
+impl ImageKind {
+    fn from_u32(v: u32) -> Option<Self> {
+        Some(match v {
+            1 => Self::Inventory,
+            2 => Self::Pstree,
+            3 => Self::Core,
+            4 => Self::Mm,
+            5 => Self::Files,
+            _ => return None,
+        })
+    }
+}
+
+/// Why an image file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    /// The file could not be read or written.
+    #[error("image {path}: {op}: {source}")]
+    Io {
+        /// The image file.
+        path: PathBuf,
+        /// What was being done.
+        op: &'static str,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The file is shorter than its header says, or than a header.
+    #[error("image {path}: truncated: {detail}")]
+    Truncated {
+        /// The image file.
+        path: PathBuf,
+        /// What is missing.
+        detail: String,
+    },
+    /// Not a cryo image at all.
+    #[error("image {path}: bad magic (not a cryo image)")]
+    BadMagic {
+        /// The image file.
+        path: PathBuf,
+    },
+    /// Written by a format this build does not read.
+    #[error("image {path}: format version {found_major}.{found_minor} is not supported (this cryo reads {FORMAT_MAJOR}.0 to {FORMAT_MAJOR}.{FORMAT_MINOR})")]
+    Version {
+        /// The image file.
+        path: PathBuf,
+        /// Major version found.
+        found_major: u16,
+        /// Minor version found.
+        found_minor: u16,
+    },
+    /// The file holds another kind of record than expected.
+    #[error("image {path}: holds {found} records, expected {expected:?}")]
+    WrongKind {
+        /// The image file.
+        path: PathBuf,
+        /// Kind number found.
+        found: u32,
+        /// Kind expected.
+        expected: ImageKind,
+    },
+    /// Header or record checksum mismatch.
+    #[error("image {path}: {what}: checksum mismatch (stored {stored:#010x}, computed {computed:#010x})")]
+    Checksum {
+        /// The image file.
+        path: PathBuf,
+        /// "header" or "record N".
+        what: String,
+        /// Checksum stored in the file.
+        stored: u32,
+        /// Checksum of the bytes found.
+        computed: u32,
+    },
+    /// A record passed its checksum but does not decode.
+    #[error("image {path}: record {index}: {source}")]
+    Decode {
+        /// The image file.
+        path: PathBuf,
+        /// Index of the record.
+        index: usize,
+        /// The decode error.
+        source: prost::DecodeError,
+    },
+    /// A record's contents are inconsistent (a dangling reference, a bad range).
+    #[error("image {path}: record {index}: {detail}")]
+    Invalid {
+        /// The image file.
+        path: PathBuf,
+        /// Index of the record.
+        index: usize,
+        /// What is wrong.
+        detail: String,
+    },
+}
+
+impl ImageError {
+    /// An I/O error on `path`.
+    pub fn io(path: &Path, op: &'static str, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.to_owned(),
+            op,
+            source,
+        }
+    }
+}
+
+/// Creates a file private to its owner (0600), failing if it exists.
+pub fn create_private(path: &Path) -> Result<File, ImageError> {
+    OpenOptions::new()
+        .write(true)
+        .read(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc_o_cloexec())
+        .open(path)
+        .map_err(|e| ImageError::io(path, "create", e))
+}
+
+const fn libc_o_cloexec() -> i32 {
+    0o2000000
+}
+
+/// Encodes `records` of `kind` into one framed buffer.
+pub fn encode<M: Message>(kind: ImageKind, records: &[M]) -> Vec<u8> {
+    let body_len: usize = records
+        .iter()
+        .map(|r| RECORD_HEADER_LEN + r.encoded_len())
+        .sum();
+    let mut buf = Vec::with_capacity(HEADER_LEN + body_len);
+    buf.extend_from_slice(MAGIC);
+    buf.extend_from_slice(&FORMAT_MAJOR.to_le_bytes());
+    buf.extend_from_slice(&FORMAT_MINOR.to_le_bytes());
+    buf.extend_from_slice(&(kind as u32).to_le_bytes());
+    buf.extend_from_slice(&(records.len() as u32).to_le_bytes());
+    buf.extend_from_slice(&[0; 4]);
+    buf.extend_from_slice(&(body_len as u64).to_le_bytes());
+    let hcrc = header_crc(&buf[..HEADER_LEN]);
+    buf[20..24].copy_from_slice(&hcrc.to_le_bytes());
+    for r in records {
+        let start = buf.len();
+        buf.extend_from_slice(&[0; RECORD_HEADER_LEN]);
+        r.encode(&mut buf).expect("Vec grows as needed");
+        let len = buf.len() - start - RECORD_HEADER_LEN;
+        let crc = crc32c::crc32c(&buf[start + RECORD_HEADER_LEN..]);
+        buf[start..start + 4].copy_from_slice(&(len as u32).to_le_bytes());
+        buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    }
+    buf
+}
+
+fn header_crc(header: &[u8]) -> u32 {
+    let c = crc32c::crc32c(&header[..20]);
+    crc32c::crc32c_append(c, &header[24..HEADER_LEN])
+}
+
+/// Writes `records` to a new private image file at `path`.
+pub fn write_image<M: Message>(
+    path: &Path,
+    kind: ImageKind,
+    records: &[M],
+) -> Result<(), ImageError> {
+    let buf = encode(kind, records);
+    let mut f = create_private(path)?;
+    f.write_all(&buf)
+        .map_err(|e| ImageError::io(path, "write", e))?;
+    Ok(())
+}
+
+/// Decodes a framed buffer read from `path`, checking everything before decoding.
+pub fn decode<M: Message + Default>(
+    path: &Path,
+    kind: ImageKind,
+    buf: &[u8],
+) -> Result<Vec<M>, ImageError> {
+    let truncated = |detail: String| ImageError::Truncated {
+        path: path.to_owned(),
+        detail,
+    };
+    if buf.len() < HEADER_LEN {
+        return Err(truncated(format!(
+            "{} bytes, shorter than the {HEADER_LEN}-byte header",
+            buf.len()
+        )));
+    }
+    if &buf[..8] != MAGIC {
+        return Err(ImageError::BadMagic {
+            path: path.to_owned(),
+        });
+    }
+    let u16_at = |o: usize| u16::from_le_bytes([buf[o], buf[o + 1]]);
+    let u32_at = |b: &[u8], o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
+    let (major, minor) = (u16_at(8), u16_at(10));
+    if major != FORMAT_MAJOR || minor > FORMAT_MINOR {
+        return Err(ImageError::Version {
+            path: path.to_owned(),
+            found_major: major,
+            found_minor: minor,
+        });
+    }
+    let stored = u32_at(buf, 20);
+    let computed = header_crc(&buf[..HEADER_LEN]);
+    if stored != computed {
+        return Err(ImageError::Checksum {
+            path: path.to_owned(),
+            what: "header".into(),
+            stored,
+            computed,
+        });
+    }
+    let found_kind = u32_at(buf, 12);
+    if ImageKind::from_u32(found_kind) != Some(kind) {
+        return Err(ImageError::WrongKind {
+            path: path.to_owned(),
+            found: found_kind,
+            expected: kind,
+        });
+    }
+    let count = u32_at(buf, 16) as usize;
+    let mut len_bytes = [0u8; 8];
+    len_bytes.copy_from_slice(&buf[24..32]);
+    let body_len = u64::from_le_bytes(len_bytes);
+    let body = &buf[HEADER_LEN..];
+    if (body.len() as u64) != body_len {
+        return Err(truncated(format!(
+            "header announces {body_len} bytes of records, file has {}",
+            body.len()
+        )));
+    }
+    let mut records = Vec::with_capacity(count.min(1 << 16));
+    let mut off = 0usize;
+    for index in 0..count {
+        if body.len() - off < RECORD_HEADER_LEN {
+            return Err(truncated(format!("record {index}: header cut short")));
+        }
+        let len = u32_at(body, off) as usize;
+        let stored = u32_at(body, off + 4);
+        off += RECORD_HEADER_LEN;
+        if body.len() - off < len {
+            return Err(truncated(format!(
+                "record {index}: {len} bytes announced, {} left",
+                body.len() - off
+            )));
+        }
+        let bytes = &body[off..off + len];
+        let computed = crc32c::crc32c(bytes);
+        if stored != computed {
+            return Err(ImageError::Checksum {
+                path: path.to_owned(),
+                what: format!("record {index}"),
+                stored,
+                computed,
+            });
+        }
+        let msg = M::decode(bytes).map_err(|source| ImageError::Decode {
+            path: path.to_owned(),
+            index,
+            source,
+        })?;
+        records.push(msg);
+        off += len;
+    }
+    if off != body.len() {
+        return Err(ImageError::Invalid {
+            path: path.to_owned(),
+            index: count,
+            detail: format!("{} bytes after the last record", body.len() - off),
+        });
+    }
+    Ok(records)
+}
+
+/// Reads and checks the image file at `path`.
+pub fn read_image<M: Message + Default>(
+    path: &Path,
+    kind: ImageKind,
+) -> Result<Vec<M>, ImageError> {
+    let mut f = File::open(path).map_err(|e| ImageError::io(path, "open", e))?;
+    let len = f
+        .metadata()
+        .map_err(|e| ImageError::io(path, "stat", e))?
+        .len();
+    if len > MAX_IMAGE_LEN {
+        return Err(ImageError::Invalid {
+            path: path.to_owned(),
+            index: 0,
+            detail: format!("{len} bytes is larger than any image file cryo writes"),
+        });
+    }
+    let mut buf = Vec::with_capacity(len as usize);
+    f.read_to_end(&mut buf)
+        .map_err(|e| ImageError::io(path, "read", e))?;
+    decode(path, kind, &buf)
+}
+
+/// Reads an image file that must hold exactly one record.
+pub fn read_single<M: Message + Default>(path: &Path, kind: ImageKind) -> Result<M, ImageError> {
+    let mut v = read_image::<M>(path, kind)?;
+    if v.len() != 1 {
+        return Err(ImageError::Invalid {
+            path: path.to_owned(),
+            index: 0,
+            detail: format!("expected exactly one record, found {}", v.len()),
+        });
+    }
+    Ok(v.remove(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::{ProcessEntry, Rlimit};
+
+    fn sample() -> Vec<ProcessEntry> {
+        (1..4)
+            .map(|pid| ProcessEntry {
+                pid,
+                ppid: 1,
+                pgid: pid,
+                sid: pid,
+                tids: vec![pid],
+            })
+            .collect()
+    }
+
+    fn p() -> &'static Path {
+        Path::new("pstree.img")
+    }
+
+    #[test]
+    fn round_trip() {
+        let buf = encode(ImageKind::Pstree, &sample());
+        let back: Vec<ProcessEntry> = decode(p(), ImageKind::Pstree, &buf).unwrap();
+        assert_eq!(back, sample());
+    }
+
+    #[test]
+    fn empty_round_trip() {
+        let buf = encode::<ProcessEntry>(ImageKind::Pstree, &[]);
+        let back: Vec<ProcessEntry> = decode(p(), ImageKind::Pstree, &buf).unwrap();
+        assert!(back.is_empty());
+    }
+
+    #[test]
+    fn bad_magic() {
+        let mut buf = encode(ImageKind::Pstree, &sample());
+        buf[0] = b'X';
+        let err = decode::<ProcessEntry>(p(), ImageKind::Pstree, &buf).unwrap_err();
+        assert!(matches!(err, ImageError::BadMagic { .. }), "{err}");
+    }
+
+    #[test]
+    fn other_major_and_newer_minor_refused() {
+        for (o, v) in [(8, FORMAT_MAJOR + 1), (10, FORMAT_MINOR + 1)] {
+            let mut buf = encode(ImageKind::Pstree, &sample());
+            buf[o..o + 2].copy_from_slice(&v.to_le_bytes());
+            let err = decode::<ProcessEntry>(p(), ImageKind::Pstree, &buf).unwrap_err();
+            assert!(matches!(err, ImageError::Version { .. }), "{err}");
+            assert!(err.to_string().contains("pstree.img"));
+        }
+    }
+
+    #[test]
+    fn wrong_kind_refused() {
+        let buf = encode(ImageKind::Pstree, &sample());
+        let err = decode::<Rlimit>(p(), ImageKind::Core, &buf).unwrap_err();
+        assert!(matches!(err, ImageError::WrongKind { .. }), "{err}");
+    }
+
+    #[test]
+    fn every_truncation_refused() {
+        let buf = encode(ImageKind::Pstree, &sample());
+        for len in 0..buf.len() {
+            assert!(
+                decode::<ProcessEntry>(p(), ImageKind::Pstree, &buf[..len]).is_err(),
+                "accepted a file cut at {len} of {}",
+                buf.len()
+            );
+        }
+    }
+
+    #[test]
+    fn every_bit_flip_refused() {
+        let buf = encode(ImageKind::Pstree, &sample());
+        for byte in 0..buf.len() {
+            for bit in 0..8 {
+                let mut b = buf.clone();
+                b[byte] ^= 1 << bit;
+                assert!(
+                    decode::<ProcessEntry>(p(), ImageKind::Pstree, &b).is_err(),
+                    "accepted a flip of bit {bit} in byte {byte}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn record_flip_names_record() {
+        let buf = encode(ImageKind::Pstree, &sample());
+        let mut b = buf.clone();
+        let last = b.len() - 1;
+        b[last] ^= 0x40;
+        let err = decode::<ProcessEntry>(p(), ImageKind::Pstree, &b).unwrap_err();
+        assert!(err.to_string().contains("record 2"), "{err}");
+    }
+}
