@@ -1,2 +1,22 @@
 //! Network namespaces and the network lock.
+//!
+//! The network lock ([`NetworkLock`]) keeps the connections of a process being dumped silent
+//! from the moment it is frozen until its sockets are live again: their packets are dropped in
+//! both directions, so no peer ever receives a RST or FIN from the half-dead side, and the
+//! peers' retransmissions get through once the lock is released. It talks to nf_tables over
+//! netlink directly (no `nft` or `iptables` binary), scopes its rules to the exact 4-tuples
+//! involved, and installs or releases in one transaction whatever the number of connections.
+//!
+//! [`ns`] creates fresh network namespaces with loopback up.
 #![warn(missing_docs)]
+
+mod error;
+mod lock;
+mod netlink;
+mod nft;
+pub mod ns;
+mod sys;
+
+pub use error::{LockError, NetnsError};
+pub use lock::{installed_locks, table_name, ConnTuple, NetworkLock, MAX_ID_LEN, TABLE_PREFIX};
+pub use ns::{enter_new, run_in_new};

@@ -1,0 +1,100 @@
+//! Errors of the network lock and of namespace set-up.
+
+use std::fmt;
+
+use nix::errno::Errno;
+
+/// A failure of the network lock, naming the lock's table and the step that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// The lock id cannot name an nftables table.
+    #[error("lock {id:?}: invalid lock id: {reason}")]
+    InvalidId {
+        /// The id as given.
+        id: String,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+    /// A connection tuple mixes IPv4 and IPv6.
+    #[error("lock {table}: connection {local} -> {remote}: local and remote are of different address families")]
+    MixedFamilies {
+        /// The lock's table, `cryo-<id>`.
+        table: String,
+        /// Local end as given.
+        local: std::net::SocketAddr,
+        /// Remote end as given.
+        remote: std::net::SocketAddr,
+    },
+    /// A netlink socket operation failed (open, setsockopt, send, receive).
+    #[error("lock {table}: {step}: {errno}")]
+    Socket {
+        /// The lock's table, `cryo-<id>`, or `*` for an operation on every lock.
+        table: String,
+        /// The socket operation.
+        step: &'static str,
+        /// The error.
+        errno: Errno,
+    },
+    /// The kernel refused a message of the batch.
+    #[error("lock {table}: {step}: {}{}", errno.desc(), ExtAck(message))]
+    Kernel {
+        /// The lock's table, `cryo-<id>`, or `*` for an operation on every lock.
+        table: String,
+        /// The step the refused message carried out, e.g. `new set v4`.
+        step: String,
+        /// The error number the kernel answered with.
+        errno: Errno,
+        /// The kernel's extended-ack message, if it sent one.
+        message: Option<String>,
+    },
+    /// The kernel's answer did not make sense, or did not come.
+    #[error("lock {table}: {step}: {detail}")]
+    Protocol {
+        /// The lock's table, `cryo-<id>`, or `*` for an operation on every lock.
+        table: String,
+        /// The step.
+        step: &'static str,
+        /// What was wrong.
+        detail: String,
+    },
+}
+
+struct ExtAck<'a>(&'a Option<String>);
+
+impl fmt::Display for ExtAck<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(m) if !m.is_empty() => write!(f, " ({m})"),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl LockError {
+    /// The error number behind this error, if there is one.
+    pub fn errno(&self) -> Option<Errno> {
+        match self {
+            LockError::Socket { errno, .. } | LockError::Kernel { errno, .. } => Some(*errno),
+            _ => None,
+        }
+    }
+}
+
+/// A failure to set up a network namespace.
+#[derive(Debug, thiserror::Error)]
+pub enum NetnsError {
+    /// unshare(CLONE_NEWNET) failed.
+    #[error("netns: unshare(CLONE_NEWNET): {0}")]
+    Unshare(Errno),
+    /// The loopback device could not be found or brought up.
+    #[error("netns: bring lo up: {step}: {errno}")]
+    Loopback {
+        /// The step that failed.
+        step: &'static str,
+        /// The error.
+        errno: Errno,
+    },
+    /// The thread running in the new namespace could not be spawned.
+    #[error("netns: spawn thread: {0}")]
+    Spawn(std::io::Error),
+}

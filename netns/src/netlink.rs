@@ -1,0 +1,221 @@
+//! A netlink socket that sends a request (or a whole nf_tables batch) and collects the
+//! kernel's ACKs, one per message that asked for one.
+
+use std::collections::HashMap;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::sys::socket::{
+    bind, recv, send, setsockopt, socket, sockopt, AddressFamily, MsgFlags, NetlinkAddr, SockFlag,
+    SockProtocol, SockType,
+};
+use nix::sys::time::TimeVal;
+
+use crate::nft::{self, MsgHdr, NLMSG_DONE, NLMSG_ERROR, NLMSG_HDRLEN};
+use crate::sys;
+
+/// How long to wait for the kernel's answers before giving up.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Receive buffer: large enough for any dump message the kernel builds for us.
+const RECV_BUF: usize = 128 * 1024;
+
+/// A failed exchange with the kernel, before the caller names its lock.
+#[derive(Debug)]
+pub(crate) enum NlError {
+    /// A socket call failed.
+    Socket(&'static str, Errno),
+    /// The kernel refused message `step`.
+    Kernel {
+        step: String,
+        errno: Errno,
+        message: Option<String>,
+    },
+    /// No answer or a malformed one.
+    Protocol(&'static str, String),
+}
+
+/// A bound netlink socket of one protocol.
+pub(crate) struct NlSocket {
+    fd: OwnedFd,
+}
+
+impl NlSocket {
+    /// Opens and binds a socket (the kernel picks the port id), with capped and extended ACKs.
+    pub(crate) fn open(protocol: SockProtocol) -> Result<NlSocket, NlError> {
+        let fd = socket(
+            AddressFamily::Netlink,
+            SockType::Raw,
+            SockFlag::SOCK_CLOEXEC,
+            protocol,
+        )
+        .map_err(|e| NlError::Socket("open netlink socket", e))?;
+        bind(fd.as_raw_fd(), &NetlinkAddr::new(0, 0))
+            .map_err(|e| NlError::Socket("bind netlink socket", e))?;
+        sys::netlink_flag_on(fd.as_fd(), sys::NETLINK_CAP_ACK)
+            .map_err(|e| NlError::Socket("setsockopt NETLINK_CAP_ACK", e))?;
+        // Extended ACKs are only an explanation: an old kernel without them is fine.
+        let _ = sys::netlink_flag_on(fd.as_fd(), sys::NETLINK_EXT_ACK);
+        setsockopt(
+            &fd,
+            sockopt::ReceiveTimeout,
+            &TimeVal::from(libc::timeval {
+                tv_sec: ANSWER_TIMEOUT.as_secs() as libc::time_t,
+                tv_usec: 0,
+            }),
+        )
+        .map_err(|e| NlError::Socket("setsockopt SO_RCVTIMEO", e))?;
+        Ok(NlSocket { fd })
+    }
+
+    /// Sends `bytes` in one datagram (one skb: a batch must not be split), growing the send
+    /// buffer first if the datagram would not fit.
+    fn send_all(&self, bytes: &[u8]) -> Result<(), NlError> {
+        if bytes.len() > 64 * 1024 {
+            let want = bytes.len() + 64 * 1024;
+            // SO_SNDBUFFORCE passes wmem_max with CAP_NET_ADMIN; SO_SNDBUF is the fallback.
+            if setsockopt(&self.fd, sockopt::SndBufForce, &want).is_err() {
+                setsockopt(&self.fd, sockopt::SndBuf, &want)
+                    .map_err(|e| NlError::Socket("setsockopt SO_SNDBUF", e))?;
+            }
+        }
+        let n = send(self.fd.as_raw_fd(), bytes, MsgFlags::empty())
+            .map_err(|e| NlError::Socket("send", e))?;
+        if n != bytes.len() {
+            return Err(NlError::Protocol(
+                "send",
+                format!("sent {n} of {} bytes", bytes.len()),
+            ));
+        }
+        Ok(())
+    }
+
+    fn recv_some<'b>(&self, buf: &'b mut [u8]) -> Result<&'b [u8], NlError> {
+        loop {
+            match recv(self.fd.as_raw_fd(), buf, MsgFlags::empty()) {
+                Ok(n) => return Ok(&buf[..n]),
+                Err(Errno::EINTR) => continue,
+                Err(Errno::EAGAIN) => {
+                    return Err(NlError::Protocol(
+                        "receive",
+                        format!(
+                            "no answer from the kernel within {} s",
+                            ANSWER_TIMEOUT.as_secs()
+                        ),
+                    ))
+                }
+                Err(e) => return Err(NlError::Socket("receive", e)),
+            }
+        }
+    }
+
+    /// Sends a batch (or single requests) and waits for the ACK of every step. Returns the
+    /// first refusal, in message order. `batch_seq` is where batch-level errors point.
+    pub(crate) fn transact(
+        &self,
+        bytes: &[u8],
+        batch_seq: Option<u32>,
+        steps: &[(u32, String)],
+    ) -> Result<(), NlError> {
+        self.send_all(bytes)?;
+        let mut pending: HashMap<u32, usize> = steps
+            .iter()
+            .enumerate()
+            .map(|(i, (seq, _))| (*seq, i))
+            .collect();
+        let mut first_err: Option<(usize, Errno, Option<String>)> = None;
+        let mut buf = vec![0u8; RECV_BUF];
+        while !pending.is_empty() {
+            let data = self.recv_some(&mut buf)?;
+            for (hdr, payload) in nft::messages(data) {
+                if hdr.ty != NLMSG_ERROR {
+                    continue;
+                }
+                let (errno, message) = parse_error(&hdr, payload)?;
+                if Some(hdr.seq) == batch_seq && errno != Errno::UnknownErrno {
+                    // The kernel rejected the batch as a whole: no other answer will come.
+                    return Err(NlError::Kernel {
+                        step: "batch".into(),
+                        errno,
+                        message,
+                    });
+                }
+                let Some(i) = pending.remove(&hdr.seq) else {
+                    continue;
+                };
+                if errno != Errno::UnknownErrno && first_err.as_ref().is_none_or(|(j, ..)| i < *j) {
+                    first_err = Some((i, errno, message));
+                }
+            }
+        }
+        match first_err {
+            None => Ok(()),
+            Some((i, errno, message)) => Err(NlError::Kernel {
+                step: steps[i].1.clone(),
+                errno,
+                message,
+            }),
+        }
+    }
+
+    /// Sends a dump request and returns the payloads of every answer, with their types.
+    pub(crate) fn dump(&self, request: &[u8], seq: u32) -> Result<Vec<(u16, Vec<u8>)>, NlError> {
+        self.send_all(request)?;
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; RECV_BUF];
+        loop {
+            let data = self.recv_some(&mut buf)?;
+            for (hdr, payload) in nft::messages(data) {
+                if hdr.seq != seq {
+                    continue;
+                }
+                match hdr.ty {
+                    NLMSG_DONE => return Ok(out),
+                    NLMSG_ERROR => {
+                        let (errno, message) = parse_error(&hdr, payload)?;
+                        return Err(NlError::Kernel {
+                            step: "dump".into(),
+                            errno,
+                            message,
+                        });
+                    }
+                    ty => out.push((ty, payload.to_vec())),
+                }
+            }
+        }
+    }
+}
+
+/// Decodes an NLMSG_ERROR payload: the error (`UnknownErrno` for 0, a plain ACK) and the
+/// extended-ack message.
+fn parse_error(hdr: &MsgHdr, payload: &[u8]) -> Result<(Errno, Option<String>), NlError> {
+    if payload.len() < 4 + NLMSG_HDRLEN {
+        return Err(NlError::Protocol(
+            "receive",
+            format!("short error message ({} bytes)", payload.len()),
+        ));
+    }
+    let code = i32::from_ne_bytes([payload[0], payload[1], payload[2], payload[3]]);
+    let errno = if code == 0 {
+        Errno::UnknownErrno
+    } else {
+        Errno::from_raw(-code)
+    };
+    let mut message = None;
+    if hdr.flags & nft::NLM_F_ACK_TLVS != 0 {
+        let orig = MsgHdr::parse(&payload[4..]);
+        let skip = if hdr.flags & nft::NLM_F_CAPPED != 0 {
+            NLMSG_HDRLEN
+        } else {
+            (orig.len as usize).next_multiple_of(4)
+        };
+        if let Some(tlvs) = payload.get(4 + skip..) {
+            message = nft::attrs(tlvs)
+                .find(|(ty, _)| *ty == nft::NLMSGERR_ATTR_MSG)
+                .map(|(_, v)| {
+                    String::from_utf8_lossy(v.split(|b| *b == 0).next().unwrap_or(&[])).into_owned()
+                });
+        }
+    }
+    Ok((errno, message))
+}
