@@ -146,10 +146,15 @@ fn nl_err(table: &str, e: NlError) -> LockError {
     }
 }
 
-/// Sends one batch on a fresh nftables socket and waits for every ACK.
-fn commit(table: &str, batch: Batch) -> Result<(), LockError> {
-    let enc = batch.finish();
-    let sock = NlSocket::open(SockProtocol::NetlinkNetFilter).map_err(|e| nl_err(table, e))?;
+fn open_socket(table: &str) -> Result<NlSocket, LockError> {
+    NlSocket::open(SockProtocol::NetlinkNetFilter).map_err(|e| nl_err(table, e))
+}
+
+/// Sends one batch and waits for every ACK.
+fn commit(table: &str, sock: &NlSocket, build: impl FnOnce(&mut Batch)) -> Result<(), LockError> {
+    let mut b = Batch::new(sock.next_seq());
+    build(&mut b);
+    let enc = b.finish();
     sock.transact(&enc.bytes, Some(enc.begin_seq), &enc.steps)
         .map_err(|e| nl_err(table, e))
 }
@@ -157,13 +162,29 @@ fn commit(table: &str, batch: Batch) -> Result<(), LockError> {
 /// An installed network lock. Dropping it releases it (errors are logged); [`keep`] leaves it
 /// installed on purpose, for another process to release by id.
 ///
+/// The handle holds the netlink socket it was installed through, so it acts on the network
+/// namespace it was installed in, whichever thread uses it later. The kernel finishes
+/// tearing a released table down (an RCU grace period, 5-15 ms here) when that socket is
+/// closed, that is when the handle is dropped: [`release`] itself returns as soon as the
+/// packets flow again, well under a millisecond.
+///
 /// [`keep`]: NetworkLock::keep
-#[derive(Debug)]
+/// [`release`]: NetworkLock::release
 #[must_use = "dropping the lock releases it at once"]
 pub struct NetworkLock {
     id: String,
     table: String,
+    sock: NlSocket,
     released: bool,
+}
+
+impl std::fmt::Debug for NetworkLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NetworkLock")
+            .field("table", &self.table)
+            .field("released", &self.released)
+            .finish()
+    }
 }
 
 impl NetworkLock {
@@ -174,25 +195,26 @@ impl NetworkLock {
         let table = check_id(lock_id)?;
         let start = Instant::now();
         let keys = keys(&table, conns)?;
-        let mut b = Batch::new(1);
-        b.new_table(&table);
-        for (chain, hook) in CHAINS {
-            b.new_chain(&table, chain, hook);
-        }
-        for family in Family::ALL {
-            b.new_set(&table, family);
-        }
-        for family in Family::ALL {
-            b.new_elems(&table, family, &keys[family as usize], true);
-        }
-        for (chain, _) in CHAINS {
+        let sock = open_socket(&table)?;
+        commit(&table, &sock, |b| {
+            b.new_table(&table);
+            for (chain, hook) in CHAINS {
+                b.new_chain(&table, chain, hook);
+            }
             for family in Family::ALL {
-                for reversed in [false, true] {
-                    b.new_rule(&table, chain, family, reversed);
+                b.new_set(&table, family);
+            }
+            for family in Family::ALL {
+                b.new_elems(&table, family, &keys[family as usize], true);
+            }
+            for (chain, _) in CHAINS {
+                for family in Family::ALL {
+                    for reversed in [false, true] {
+                        b.new_rule(&table, chain, family, reversed);
+                    }
                 }
             }
-        }
-        commit(&table, b)?;
+        })?;
         debug!(
             table,
             v4 = keys[0].len(),
@@ -203,6 +225,7 @@ impl NetworkLock {
         Ok(NetworkLock {
             id: lock_id.to_string(),
             table,
+            sock,
             released: false,
         })
     }
@@ -211,10 +234,12 @@ impl NetworkLock {
     /// release it; `None` if no such lock is installed.
     pub fn open(lock_id: &str) -> Result<Option<NetworkLock>, LockError> {
         let table = check_id(lock_id)?;
-        let found = installed_locks()?.iter().any(|id| id == lock_id);
+        let sock = open_socket(&table)?;
+        let found = list_locks(&sock)?.iter().any(|id| id == lock_id);
         Ok(found.then(|| NetworkLock {
             id: lock_id.to_string(),
             table,
+            sock,
             released: false,
         }))
     }
@@ -225,11 +250,18 @@ impl NetworkLock {
         if keys.iter().all(Vec::is_empty) {
             return Ok(());
         }
-        let mut b = Batch::new(1);
-        for family in Family::ALL {
-            b.new_elems(&self.table, family, &keys[family as usize], false);
+        if self.released {
+            return Err(LockError::Protocol {
+                table: self.table.clone(),
+                step: "add",
+                detail: "the lock was released".into(),
+            });
         }
-        commit(&self.table, b)
+        commit(&self.table, &self.sock, |b| {
+            for family in Family::ALL {
+                b.new_elems(&self.table, family, &keys[family as usize], false);
+            }
+        })
     }
 
     /// Removes the lock: packets of its connections flow again. Returns `false` if the lock
@@ -238,7 +270,7 @@ impl NetworkLock {
         if self.released {
             return Ok(false);
         }
-        let removed = delete_table(&self.table)?;
+        let removed = delete_table(&self.table, &self.sock)?;
         self.released = true;
         Ok(removed)
     }
@@ -247,7 +279,7 @@ impl NetworkLock {
     /// the image). Returns `false`, and does nothing, if no such lock is installed.
     pub fn release_by_id(lock_id: &str) -> Result<bool, LockError> {
         let table = check_id(lock_id)?;
-        delete_table(&table)
+        delete_table(&table, &open_socket(&table)?)
     }
 
     /// Forgets the handle and leaves the lock installed (a dump that killed its tree keeps
@@ -278,11 +310,9 @@ impl Drop for NetworkLock {
     }
 }
 
-fn delete_table(table: &str) -> Result<bool, LockError> {
+fn delete_table(table: &str, sock: &NlSocket) -> Result<bool, LockError> {
     let start = Instant::now();
-    let mut b = Batch::new(1);
-    b.del_table(table);
-    match commit(table, b) {
+    match commit(table, sock, |b| b.del_table(table)) {
         Ok(()) => {
             debug!(
                 table,
@@ -304,9 +334,14 @@ fn delete_table(table: &str) -> Result<bool, LockError> {
 
 /// The ids of every network lock installed in the caller's network namespace.
 pub fn installed_locks() -> Result<Vec<String>, LockError> {
-    let err = |e| nl_err("*", e);
-    let sock = NlSocket::open(SockProtocol::NetlinkNetFilter).map_err(err)?;
-    let answers = sock.dump(&nft::get_tables(1), 1).map_err(err)?;
+    list_locks(&open_socket("*")?)
+}
+
+fn list_locks(sock: &NlSocket) -> Result<Vec<String>, LockError> {
+    let seq = sock.next_seq();
+    let answers = sock
+        .dump(&nft::get_tables(seq), seq)
+        .map_err(|e| nl_err("*", e))?;
     Ok(answers
         .iter()
         .filter_map(|(ty, payload)| nft::parse_table(*ty, payload))

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use nix::errno::Errno;
@@ -38,7 +39,11 @@ pub(crate) enum NlError {
 /// A bound netlink socket of one protocol.
 pub(crate) struct NlSocket {
     fd: OwnedFd,
+    seq: AtomicU32,
 }
+
+/// Sequence numbers reserved per request: more than the messages of any batch.
+const SEQ_STRIDE: u32 = 1 << 20;
 
 impl NlSocket {
     /// Opens and binds a socket (the kernel picks the port id), with capped and extended ACKs.
@@ -65,7 +70,15 @@ impl NlSocket {
             }),
         )
         .map_err(|e| NlError::Socket("setsockopt SO_RCVTIMEO", e))?;
-        Ok(NlSocket { fd })
+        Ok(NlSocket {
+            fd,
+            seq: AtomicU32::new(1),
+        })
+    }
+
+    /// The first of a fresh range of sequence numbers for one request or batch.
+    pub(crate) fn next_seq(&self) -> u32 {
+        self.seq.fetch_add(SEQ_STRIDE, Ordering::Relaxed)
     }
 
     /// Sends `bytes` in one datagram (one skb: a batch must not be split), growing the send

@@ -352,3 +352,20 @@ fn no_reset_leaves_a_locked_connection() {
         assert!(counts[1] > 0, "capture missed the control RST");
     });
 }
+
+#[test]
+fn handle_acts_on_the_namespace_it_was_installed_in() {
+    let id = unique_id("moved");
+    // installed in a test namespace, released from this (the host's) thread after the
+    // namespace's own thread is gone: the handle's socket still points at the test namespace
+    let mut lock = run_in_new(|| NetworkLock::install(&id, &[]).unwrap()).unwrap();
+    assert!(
+        !installed_locks().unwrap().contains(&id),
+        "lock leaked into the caller's netns"
+    );
+    assert!(
+        lock.release().unwrap(),
+        "release did not find the table in its namespace"
+    );
+    assert!(!lock.release().unwrap());
+}
