@@ -3,7 +3,7 @@
 //! "release" is until the kernel acked the deletion (packets flow again); "teardown" is the
 //! close of the handle's netlink socket, where the kernel waits out its deferred destruction.
 //!
-//! `cargo run --release -p cryo-netns --example lock_bench`
+//! `cargo run --release -p cryo-netns --example lock_bench [EXTRA_SIZE...]`
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -51,13 +51,20 @@ fn median(mut v: Vec<Duration>) -> Duration {
 }
 
 fn main() {
+    // extra sizes may be given on the command line: `lock_bench 100000`
+    let mut sizes = vec![1u32, 100, 1_000, 10_000];
+    sizes.extend(
+        std::env::args()
+            .skip(1)
+            .map(|a| a.parse::<u32>().expect("a tuple count")),
+    );
     run_in_new(|| {
         println!(
             "{:>7} {:>6} {:>11} {:>11} {:>11} {:>9}",
             "tuples", "family", "install ms", "release ms", "teardown ms", "us/tuple"
         );
         for v6 in [false, true] {
-            for n in [1u32, 100, 1_000, 10_000] {
+            for &n in &sizes {
                 let conns = tuples(n, v6);
                 let (mut inst, mut rel, mut down) = (Vec::new(), Vec::new(), Vec::new());
                 for round in 0..ROUNDS {

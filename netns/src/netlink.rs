@@ -145,7 +145,7 @@ impl NlSocket {
                     continue;
                 }
                 let (errno, message) = parse_error(&hdr, payload)?;
-                if Some(hdr.seq) == batch_seq && errno != Errno::UnknownErrno {
+                if let (Some(errno), true) = (errno, Some(hdr.seq) == batch_seq) {
                     // The kernel rejected the batch as a whole: no other answer will come.
                     return Err(NlError::Kernel {
                         step: "batch".into(),
@@ -156,8 +156,10 @@ impl NlSocket {
                 let Some(i) = pending.remove(&hdr.seq) else {
                     continue;
                 };
-                if errno != Errno::UnknownErrno && first_err.as_ref().is_none_or(|(j, ..)| i < *j) {
-                    first_err = Some((i, errno, message));
+                if let Some(errno) = errno {
+                    if first_err.as_ref().is_none_or(|(j, ..)| i < *j) {
+                        first_err = Some((i, errno, message));
+                    }
                 }
             }
         }
@@ -186,6 +188,8 @@ impl NlSocket {
                     NLMSG_DONE => return Ok(out),
                     NLMSG_ERROR => {
                         let (errno, message) = parse_error(&hdr, payload)?;
+                        // an ACK in place of DONE is a protocol error too
+                        let errno = errno.unwrap_or(Errno::EPROTO);
                         return Err(NlError::Kernel {
                             step: "dump".into(),
                             errno,
@@ -199,9 +203,9 @@ impl NlSocket {
     }
 }
 
-/// Decodes an NLMSG_ERROR payload: the error (`UnknownErrno` for 0, a plain ACK) and the
-/// extended-ack message.
-fn parse_error(hdr: &MsgHdr, payload: &[u8]) -> Result<(Errno, Option<String>), NlError> {
+/// Decodes an NLMSG_ERROR payload: the error (`None` for a plain ACK) and the extended-ack
+/// message.
+fn parse_error(hdr: &MsgHdr, payload: &[u8]) -> Result<(Option<Errno>, Option<String>), NlError> {
     if payload.len() < 4 + NLMSG_HDRLEN {
         return Err(NlError::Protocol(
             "receive",
@@ -209,11 +213,7 @@ fn parse_error(hdr: &MsgHdr, payload: &[u8]) -> Result<(Errno, Option<String>), 
         ));
     }
     let code = i32::from_ne_bytes([payload[0], payload[1], payload[2], payload[3]]);
-    let errno = if code == 0 {
-        Errno::UnknownErrno
-    } else {
-        Errno::from_raw(-code)
-    };
+    let errno = (code != 0).then(|| Errno::from_raw(-code));
     let mut message = None;
     if hdr.flags & nft::NLM_F_ACK_TLVS != 0 {
         let orig = MsgHdr::parse(&payload[4..]);

@@ -369,3 +369,24 @@ fn handle_acts_on_the_namespace_it_was_installed_in() {
     );
     assert!(!lock.release().unwrap());
 }
+
+#[test]
+fn refused_step_is_named_with_its_errno() {
+    in_netns(|| {
+        let id = unique_id("gone");
+        let mut lock = NetworkLock::install(&id, &[]).unwrap();
+        assert!(NetworkLock::release_by_id(&id).unwrap());
+        let conn = ConnTuple::new(
+            "127.0.0.1:1".parse().unwrap(),
+            "127.0.0.1:2".parse().unwrap(),
+        );
+        let e = lock.add(&[conn]).unwrap_err();
+        eprintln!("{e}");
+        assert_eq!(e.errno(), Some(Errno::ENOENT));
+        let prefix =
+            format!("lock cryo-{id}: new set elements v4 (1/1, 1 keys): No such file or directory");
+        assert!(e.to_string().starts_with(&prefix), "{e}");
+        // the table is gone: release says so, and dropping the handle does not panic
+        assert!(!lock.release().unwrap());
+    });
+}
