@@ -86,9 +86,11 @@ pub enum NetnsError {
     /// unshare(CLONE_NEWNET) failed.
     #[error("netns: unshare(CLONE_NEWNET): {0}")]
     Unshare(Errno),
-    /// The loopback device could not be found or brought up.
-    #[error("netns: bring lo up: {step}: {errno}")]
-    Loopback {
+    /// A link could not be found or brought up.
+    #[error("netns: bring {link} up: {step}: {errno}")]
+    LinkUp {
+        /// The link's name.
+        link: String,
         /// The step that failed.
         step: &'static str,
         /// The error.

@@ -20,7 +20,11 @@
 //! (a crashed dump leaves it behind on purpose: the connections stay silent), and
 //! [`NetworkLock::release_by_id`] removes it later from the id stored in the image.
 //!
-//! Everything acts on the network namespace of the calling thread.
+//! Everything acts on the network namespace of the calling thread (a [`NetworkLock`] handle
+//! keeps acting on the namespace it was installed in).
+//!
+//! Scope: TCP over IPv4 and IPv6 on the input and output hooks, i.e. connections that end in
+//! this namespace. Traffic routed through it (forward hook) is not matched.
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};

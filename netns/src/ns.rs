@@ -41,17 +41,24 @@ pub fn run_in_new<T: Send>(f: impl FnOnce() -> T + Send) -> Result<T, NetnsError
 
 /// Brings link `name` up with an RTM_NEWLINK request (no `ip` binary needed).
 pub fn set_up(name: &str) -> Result<(), NetnsError> {
-    let index = if_nametoindex(name).map_err(|errno| NetnsError::Loopback {
+    let index = if_nametoindex(name).map_err(|errno| NetnsError::LinkUp {
+        link: name.to_string(),
         step: "find link",
         errno,
     })?;
     let err = |e: NlError| match e {
-        NlError::Socket(step, errno) => NetnsError::Loopback { step, errno },
-        NlError::Kernel { errno, .. } => NetnsError::Loopback {
+        NlError::Socket(step, errno) => NetnsError::LinkUp {
+            link: name.to_string(),
+            step,
+            errno,
+        },
+        NlError::Kernel { errno, .. } => NetnsError::LinkUp {
+            link: name.to_string(),
             step: "RTM_NEWLINK",
             errno,
         },
-        NlError::Protocol(step, _) => NetnsError::Loopback {
+        NlError::Protocol(step, _) => NetnsError::LinkUp {
+            link: name.to_string(),
             step,
             errno: Errno::EPROTO,
         },
