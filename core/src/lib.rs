@@ -1,2 +1,3 @@
 //! The cryo engine.
 #![warn(missing_docs)]
+pub mod check;
