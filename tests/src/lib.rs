@@ -611,16 +611,38 @@ impl Workload {
         self.cryo(&args)
     }
 
-    /// A dump that must succeed and kill the workload, which is then reaped.
+    /// A dump that must succeed and kill the workload (the original or a
+    /// restored one), which is then reaped (or, detached, seen to exit).
     #[track_caller]
     pub fn dump_ok(&mut self, img: &Path) -> CryoOutput {
         let out = self.dump(img, &[]);
         out.assert_success();
-        let status = self.wait_original();
-        assert!(
-            status.signal().is_some(),
-            "the dumped workload should have been killed, it exited with {status}\n{out}"
-        );
+        if self.original.is_some() {
+            let status = self.wait_original();
+            assert!(
+                status.signal().is_some(),
+                "the dumped workload should have been killed, it exited with {status}\n{out}"
+            );
+        } else {
+            match self.restored.take() {
+                Some(Restored::Background {
+                    mut cryo,
+                    cryo_pidfd,
+                    stderr,
+                    ..
+                }) => {
+                    // cryo restore reaps the dumped process, then exits.
+                    wait_child(&mut cryo, &cryo_pidfd, CRYO_TIMEOUT).unwrap_or_else(|e| {
+                        panic!("cryo restore after the dump: {e}\n{}", read_lossy(&stderr))
+                    });
+                }
+                Some(Restored::Detached { pidfd }) => assert!(
+                    pidfd.wait_exit(CMD_TIMEOUT),
+                    "the dumped workload should have been killed\n{out}"
+                ),
+                None => panic!("dumped a workload that was not running\n{out}"),
+            }
+        }
         out
     }
 
