@@ -611,6 +611,15 @@ impl Workload {
         self.cryo(&args)
     }
 
+    /// `cryo show -D IMG [--json]`, whatever its outcome.
+    pub fn show(&self, img: &Path, json: bool) -> CryoOutput {
+        let mut args: Vec<&OsStr> = vec!["show".as_ref(), "-D".as_ref(), img.as_ref()];
+        if json {
+            args.push("--json".as_ref());
+        }
+        self.cryo(&args)
+    }
+
     /// A dump that must succeed and kill the workload (the original or a
     /// restored one), which is then reaped (or, detached, seen to exit).
     #[track_caller]

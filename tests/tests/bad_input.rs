@@ -280,7 +280,7 @@ fn a_bit_flipped_record_is_refused_naming_file_and_record() {
     let out = assert_restore_refused(&w, &img, &mm);
     out.assert_stderr_mentions("record");
     // show reads the same images and must refuse them the same way.
-    let show = w.cryo(&["show", "-D", img.to_str().unwrap()]);
+    let show = w.show(&img, false);
     show.assert_refused().assert_stderr_mentions("mm-");
 }
 

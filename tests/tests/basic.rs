@@ -164,10 +164,20 @@ fn show_describes_the_image() {
     let img = w.path("img");
     let pid = w.pid().to_string();
     w.dump_ok(&img);
-    let text = w.cryo(&["show", "-D", img.to_str().unwrap()]);
+    let text = w.show(&img, false);
     text.assert_success();
     assert!(has_word(&text.stdout, &pid), "show names the pid:\n{text}");
-    let json = w.cryo(&["show", "-D", img.to_str().unwrap(), "--json"]);
+    let head = std::fs::read(img.join("inventory.img")).unwrap();
+    let version = format!(
+        "{}.{}",
+        u16::from_le_bytes([head[8], head[9]]),
+        u16::from_le_bytes([head[10], head[11]])
+    );
+    assert!(
+        text.stdout.contains(&version),
+        "show prints the format version {version}:\n{text}"
+    );
+    let json = w.show(&img, true);
     json.assert_success();
     let v: serde_json::Value = serde_json::from_str(&json.stdout)
         .unwrap_or_else(|e| panic!("show --json is not JSON: {e}\n{json}"));
