@@ -25,6 +25,8 @@
 //! The `cryo` binary is found as `target/<profile>/cryo` beside the test
 //! executable's directory, or at `$CRYO_BIN`.
 
+#![warn(missing_docs)]
+
 pub mod protocol;
 
 use std::cell::Cell;
