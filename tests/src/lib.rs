@@ -1,1 +1,960 @@
-//! Shared helpers for the integration tests.
+//! The harness of cryo's integration tests.
+//!
+//! A [`Workload`] is one `cryo-workload` process in a temp dir of its own
+//! (its control directory), driven through two FIFOs there:
+//!
+//! ```text
+//! test                                   workload (cryo-workload DIR MODE ARGS)
+//!  open DIR/out  O_RDWR|O_NONBLOCK
+//!  open DIR/cmd  O_RDWR, write "#5 tick\n" -> blocked in read(DIR/cmd), held O_RDWR
+//!  poll(out, pidfds) until a reply           opens DIR/out O_WRONLY, writes "#5 3\n", closes
+//!  read the "#5 ..." line, close both  <---
+//! ```
+//!
+//! Nothing of the test stays open in the workload between commands, so a dump
+//! finds it blocked in read() on a FIFO only it holds; every command after a
+//! restore therefore also checks that this blocking read resumed. Each wait is
+//! bounded ([`CMD_TIMEOUT`], [`CRYO_TIMEOUT`]) and watches the pidfds of the
+//! processes that could answer, so a dead workload or a failed restore fails
+//! the test at once, with the workload's log and cryo's stderr. No sleeps.
+//!
+//! Images go to directories inside the control directory; dropping the
+//! `Workload` kills whatever it started (original, restored process, cryo)
+//! and reaps its own children.
+//!
+//! The `cryo` binary is found as `target/<profile>/cryo` beside the test
+//! executable's directory, or at `$CRYO_BIN`.
+
+#![warn(missing_docs)]
+
+pub mod protocol;
+
+use std::cell::Cell;
+use std::collections::BTreeMap;
+use std::ffi::{CString, OsStr, OsString};
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+pub use tempfile::TempDir;
+
+/// How long a workload may take to answer one command.
+pub const CMD_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one `cryo` run may take (dumps of 256 MiB included).
+pub const CRYO_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Finds the `cryo` binary: `override_path` if given, else `target/<profile>/cryo`
+/// where `exe` is `target/<profile>/deps/<test>`.
+pub fn locate_cryo(override_path: Option<OsString>, exe: &Path) -> Result<PathBuf, String> {
+    let path = match override_path {
+        Some(p) => PathBuf::from(p),
+        None => profile_dir(exe).join("cryo"),
+    };
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(format!(
+            "cryo binary not found at {}: build it with cargo build -p cryo (or set CRYO_BIN)",
+            path.display()
+        ))
+    }
+}
+
+fn profile_dir(exe: &Path) -> PathBuf {
+    let deps = exe.parent().unwrap_or(Path::new("."));
+    if deps.file_name() == Some(OsStr::new("deps")) {
+        deps.parent().unwrap_or(deps).to_path_buf()
+    } else {
+        deps.to_path_buf()
+    }
+}
+
+fn current_exe() -> PathBuf {
+    std::env::current_exe().expect("current_exe")
+}
+
+/// The `cryo` binary; panics with how to build it if it is missing.
+///
+/// Every test that needs the engine goes through this, so the ones that
+/// cannot run yet fail with that message rather than something obscure.
+pub fn cryo_bin() -> PathBuf {
+    locate_cryo(std::env::var_os("CRYO_BIN"), &current_exe()).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The `cryo-workload` binary (built by cargo with this crate's tests), or `$CRYO_WORKLOAD_BIN`.
+pub fn workload_bin() -> PathBuf {
+    let path = std::env::var_os("CRYO_WORKLOAD_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| profile_dir(&current_exe()).join("cryo-workload"));
+    assert!(
+        path.is_file(),
+        "workload binary not found at {}: build it with cargo build -p cryo-tests",
+        path.display()
+    );
+    path
+}
+
+/// A pidfd: signals and waits that cannot hit a recycled PID.
+#[derive(Debug)]
+pub struct Pidfd {
+    fd: OwnedFd,
+    pid: i32,
+}
+
+impl Pidfd {
+    /// Opens a pidfd for `pid`.
+    pub fn open(pid: i32) -> io::Result<Self> {
+        // SAFETY: pidfd_open takes a pid and flags, no pointers.
+        let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: the kernel just returned this fd to us and nobody else owns it.
+        let fd = unsafe { OwnedFd::from_raw_fd(r as i32) };
+        Ok(Self { fd, pid })
+    }
+
+    /// The pid this pidfd refers to.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Sends `sig`.
+    pub fn signal(&self, sig: i32) -> io::Result<()> {
+        // SAFETY: the fd is a live pidfd; a null siginfo is allowed.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.fd.as_raw_fd(),
+                sig,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Whether the process has exited (it may still be an unreaped zombie).
+    pub fn exited(&self) -> bool {
+        self.wait_exit(Duration::ZERO)
+    }
+
+    /// Waits up to `timeout` for the process to exit; returns whether it did.
+    pub fn wait_exit(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut p = libc::pollfd {
+                fd: self.fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            let ms = remaining_ms(deadline);
+            // SAFETY: p is one valid pollfd.
+            let r = unsafe { libc::poll(&mut p, 1, ms) };
+            if r > 0 {
+                return true;
+            }
+            if r == 0 && ms == 0 {
+                return false;
+            }
+            if r < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+                panic!("poll pidfd: {}", io::Error::last_os_error());
+            }
+            if r == 0 && Instant::now() >= deadline {
+                return false;
+            }
+        }
+    }
+}
+
+fn remaining_ms(deadline: Instant) -> i32 {
+    let left = deadline.saturating_duration_since(Instant::now());
+    // Round up, so a wait never ends early.
+    (left.as_micros().div_ceil(1000)).min(i32::MAX as u128) as i32
+}
+
+/// Waits for our child `child` (whose pidfd is `pidfd`) with a deadline; kills it on timeout.
+fn wait_child(child: &mut Child, pidfd: &Pidfd, timeout: Duration) -> Result<ExitStatus, String> {
+    if pidfd.wait_exit(timeout) {
+        return child.wait().map_err(|e| format!("wait: {e}"));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    Err(format!(
+        "pid {} did not exit within {timeout:?}; killed it",
+        child.id()
+    ))
+}
+
+/// One finished run of `cryo`.
+#[derive(Debug)]
+pub struct CryoOutput {
+    /// The arguments it was given.
+    pub args: Vec<String>,
+    /// How it exited.
+    pub status: ExitStatus,
+    /// What it printed on stdout.
+    pub stdout: String,
+    /// What it printed on stderr.
+    pub stderr: String,
+}
+
+impl fmt::Display for CryoOutput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "cryo {}: {}", self.args.join(" "), self.status)?;
+        writeln!(f, "--- stdout\n{}", self.stdout.trim_end())?;
+        write!(f, "--- stderr\n{}", self.stderr.trim_end())
+    }
+}
+
+impl CryoOutput {
+    /// Exited with status 0.
+    pub fn success(&self) -> bool {
+        self.status.success()
+    }
+
+    /// Panics unless cryo exited 0.
+    #[track_caller]
+    pub fn assert_success(&self) -> &Self {
+        assert!(self.success(), "cryo failed:\n{self}");
+        self
+    }
+
+    /// Panics unless cryo exited with a non-zero code (a crash by signal is no clean refusal)
+    /// and said something on stderr.
+    #[track_caller]
+    pub fn assert_refused(&self) -> &Self {
+        match self.status.code() {
+            Some(0) => panic!("cryo should have failed:\n{self}"),
+            Some(_) => {}
+            None => panic!("cryo crashed instead of refusing:\n{self}"),
+        }
+        assert!(
+            !self.stderr.trim().is_empty(),
+            "cryo failed without a message:\n{self}"
+        );
+        self
+    }
+
+    /// Panics unless stderr contains `needle` (case-insensitive).
+    #[track_caller]
+    pub fn assert_stderr_mentions(&self, needle: &str) -> &Self {
+        assert!(
+            self.stderr.to_lowercase().contains(&needle.to_lowercase()),
+            "cryo's stderr should mention {needle:?}:\n{self}"
+        );
+        self
+    }
+
+    /// Panics unless stderr contains `word` as a whole word (e.g. a number not inside another).
+    #[track_caller]
+    pub fn assert_stderr_has_word(&self, word: &str) -> &Self {
+        assert!(
+            has_word(&self.stderr, word),
+            "cryo's stderr should name {word:?} (as a word):\n{self}"
+        );
+        self
+    }
+}
+
+/// Whether `word` occurs in `text` not surrounded by alphanumeric characters.
+pub fn has_word(text: &str, word: &str) -> bool {
+    text.match_indices(word).any(|(i, _)| {
+        let before = text[..i].chars().next_back();
+        let after = text[i + word.len()..].chars().next();
+        !before.is_some_and(|c| c.is_ascii_alphanumeric())
+            && !after.is_some_and(|c| c.is_ascii_alphanumeric())
+    })
+}
+
+/// Runs `cryo ARGS` with a deadline; stdout and stderr go to files in `log_dir`
+/// named after `tag` (files, not pipes: a process cryo creates can never hold
+/// the test's pipes open).
+pub fn run_cryo<I, S>(log_dir: &Path, tag: &str, args: I) -> CryoOutput
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let args: Vec<OsString> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
+    let (mut child, out_path, err_path) = spawn_cryo(log_dir, tag, &args);
+    let pidfd = Pidfd::open(child.id() as i32).expect("pidfd of cryo");
+    let waited = wait_child(&mut child, &pidfd, CRYO_TIMEOUT);
+    let output = CryoOutput {
+        args: args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect(),
+        status: waited.as_ref().copied().unwrap_or(ExitStatus::from_raw(9)),
+        stdout: read_lossy(&out_path),
+        stderr: read_lossy(&err_path),
+    };
+    if let Err(e) = waited {
+        panic!("cryo hung: {e}\n{output}");
+    }
+    output
+}
+
+fn spawn_cryo(log_dir: &Path, tag: &str, args: &[OsString]) -> (Child, PathBuf, PathBuf) {
+    let out_path = log_dir.join(format!("{tag}.stdout"));
+    let err_path = log_dir.join(format!("{tag}.stderr"));
+    let child = Command::new(cryo_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(File::create(&out_path).expect("cryo stdout file"))
+        .stderr(File::create(&err_path).expect("cryo stderr file"))
+        .spawn()
+        .expect("spawn cryo");
+    (child, out_path, err_path)
+}
+
+fn read_lossy(path: &Path) -> String {
+    fs::read(path)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default()
+}
+
+/// A field of /proc/PID/status (`TracerPid`, `State`, `SigBlk`...), trimmed.
+pub fn status_field(pid: i32, field: &str) -> Option<String> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        (k == field).then(|| v.trim().to_string())
+    })
+}
+
+/// Whether a signal number's bit is set in a /proc/PID/status mask (`SigBlk`, `SigCgt`...).
+pub fn mask_has(mask_hex: &str, sig: i32) -> bool {
+    let mask = u64::from_str_radix(mask_hex, 16).expect("hex signal mask");
+    mask & (1u64 << (sig - 1)) != 0
+}
+
+/// Whether some process has `pid` right now.
+pub fn pid_exists(pid: i32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Parses a `fds` reply into fd number -> link target.
+pub fn parse_fds(reply: &str) -> BTreeMap<i32, String> {
+    reply
+        .split('\t')
+        .filter(|e| !e.is_empty())
+        .map(|e| {
+            let (n, t) = e.split_once('=').expect("N=target");
+            (n.parse().expect("fd number"), t.to_string())
+        })
+        .collect()
+}
+
+/// Makes a fresh control directory (a temp dir of the test's own).
+pub fn control_dir() -> TempDir {
+    tempfile::Builder::new()
+        .prefix("cryo-test-")
+        .tempdir()
+        .expect("temp dir")
+}
+
+/// How the restored process of a workload is held.
+enum Restored {
+    /// `cryo restore` without --detach, still running as our child; the
+    /// restored process is its child.
+    Background {
+        cryo: Child,
+        cryo_pidfd: Pidfd,
+        stderr: PathBuf,
+        pidfd: Option<Pidfd>,
+    },
+    /// `cryo restore --detach` returned; the restored process is nobody we can reap.
+    Detached { pidfd: Pidfd },
+}
+
+/// One workload process (then its restored self), its control dir and images.
+pub struct Workload {
+    dir: TempDir,
+    mode: String,
+    pid: i32,
+    original: Option<Child>,
+    original_pidfd: Pidfd,
+    restored: Option<Restored>,
+    runs: Cell<u32>,
+    serial: Cell<u64>,
+}
+
+impl fmt::Debug for Workload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "workload {} pid {} in {}",
+            self.mode,
+            self.pid,
+            self.dir.path().display()
+        )
+    }
+}
+
+impl Workload {
+    /// Spawns `cryo-workload DIR MODE ARGS` in a fresh control dir and waits until it answers.
+    pub fn spawn(mode: &str, args: &[&str]) -> Self {
+        Self::spawn_in(control_dir(), mode, args)
+    }
+
+    /// As [`Workload::spawn`], in a control dir the test prepared (e.g. with a data file).
+    pub fn spawn_in(dir: TempDir, mode: &str, args: &[&str]) -> Self {
+        for fifo in [protocol::CMD_FIFO, protocol::OUT_FIFO] {
+            mkfifo(&dir.path().join(fifo)).expect("mkfifo");
+        }
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.path().join(protocol::LOG_FILE))
+            .expect("workload log");
+        let child = Command::new(workload_bin())
+            .arg(dir.path())
+            .arg(mode)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn cryo-workload");
+        let pid = child.id() as i32;
+        let original_pidfd = Pidfd::open(pid).expect("pidfd of the workload");
+        let w = Self {
+            dir,
+            mode: format!("{mode} {}", args.join(" ")).trim().to_string(),
+            pid,
+            original: Some(child),
+            original_pidfd,
+            restored: None,
+            runs: Cell::new(0),
+            serial: Cell::new(0),
+        };
+        assert_eq!(w.cmd("ping"), "pong", "{w:?}");
+        w
+    }
+
+    /// The workload's pid (the original's, which the restored process keeps).
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// The control dir.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A path inside the control dir (for image dirs: not created).
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// The workload's stdout and stderr so far.
+    pub fn log(&self) -> String {
+        read_lossy(&self.path(protocol::LOG_FILE))
+    }
+
+    /// Sends one command and returns the reply; panics (with the workload's
+    /// log and any restore's stderr) if none comes within [`CMD_TIMEOUT`].
+    #[track_caller]
+    pub fn cmd(&self, line: &str) -> String {
+        self.try_cmd(line, CMD_TIMEOUT)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Sends one command; an error describes why no reply came.
+    pub fn try_cmd(&self, line: &str, timeout: Duration) -> Result<String, String> {
+        let deadline = Instant::now() + timeout;
+        let fail = |why: String| Err(self.describe_failure(line, &why));
+        let serial = self.serial.get() + 1;
+        self.serial.set(serial);
+        let tag = format!("#{serial}");
+        // The reader first, so the workload's non-blocking open finds it;
+        // O_RDWR so it never sees EOF between two writers.
+        let mut out = match open_fifo(
+            &self.path(protocol::OUT_FIFO),
+            libc::O_RDWR | libc::O_NONBLOCK,
+        ) {
+            Ok(f) => f,
+            Err(e) => return fail(format!("open out fifo: {e}")),
+        };
+        // O_RDWR never blocks and keeps the command in the FIFO even while no
+        // workload holds it (yet: during a restore).
+        let mut cmd = match open_fifo(&self.path(protocol::CMD_FIFO), libc::O_RDWR) {
+            Ok(f) => f,
+            Err(e) => return fail(format!("open cmd fifo: {e}")),
+        };
+        if let Err(e) = cmd.write_all(format!("{tag} {line}\n").as_bytes()) {
+            return fail(format!("write cmd fifo: {e}"));
+        }
+        let watched = self.watched();
+        let mut pending = Vec::new();
+        loop {
+            let mut fds = vec![libc::pollfd {
+                fd: out.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            }];
+            fds.extend(watched.iter().map(|(p, _)| libc::pollfd {
+                fd: p.fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            }));
+            let ms = remaining_ms(deadline);
+            // SAFETY: fds is a valid array of fds.len() pollfds.
+            let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+            if r < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return fail(format!("poll: {e}"));
+            }
+            if fds[0].revents != 0 {
+                let mut buf = [0u8; 4096];
+                match out.read(&mut buf) {
+                    Ok(n) => pending.extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return fail(format!("read out fifo: {e}")),
+                }
+                while let Some(nl) = pending.iter().position(|&b| b == b'\n') {
+                    let l: Vec<u8> = pending.drain(..=nl).collect();
+                    let l = String::from_utf8_lossy(&l[..nl]).into_owned();
+                    match l.split_once(' ') {
+                        Some((t, reply)) if t == tag => return Ok(reply.to_string()),
+                        _ if l == tag => return Ok(String::new()),
+                        // A late reply to an earlier command that timed out.
+                        _ => {}
+                    }
+                }
+                continue;
+            }
+            if let Some((_, who)) = watched
+                .iter()
+                .zip(&fds[1..])
+                .find(|(_, p)| p.revents != 0)
+                .map(|(w, _)| w)
+            {
+                return fail(format!("{who} exited before replying"));
+            }
+            if r == 0 && Instant::now() >= deadline {
+                return fail(format!("no reply within {timeout:?}"));
+            }
+        }
+    }
+
+    /// The processes whose exit means no reply will come.
+    fn watched(&self) -> Vec<(&Pidfd, String)> {
+        match &self.restored {
+            None => vec![(&self.original_pidfd, "the workload".to_string())],
+            Some(Restored::Background {
+                cryo_pidfd, pidfd, ..
+            }) => {
+                let mut v = vec![(cryo_pidfd, "cryo restore".to_string())];
+                if let Some(p) = pidfd {
+                    v.push((p, "the restored workload".to_string()));
+                }
+                v
+            }
+            Some(Restored::Detached { pidfd }) => {
+                vec![(pidfd, "the restored workload (detached)".to_string())]
+            }
+        }
+    }
+
+    fn describe_failure(&self, line: &str, why: &str) -> String {
+        let mut s = format!(
+            "command {line:?} to {self:?}: {why}\n--- workload log\n{}",
+            self.log()
+        );
+        if let Some(Restored::Background { stderr, .. }) = &self.restored {
+            s.push_str(&format!(
+                "\n--- cryo restore stderr\n{}",
+                read_lossy(stderr).trim_end()
+            ));
+        }
+        s
+    }
+
+    fn next_tag(&self, verb: &str) -> String {
+        let n = self.runs.get() + 1;
+        self.runs.set(n);
+        format!("cryo-{n}-{verb}")
+    }
+
+    /// Runs `cryo ARGS` with its output logged in the control dir.
+    pub fn cryo<S: AsRef<OsStr>>(&self, args: &[S]) -> CryoOutput {
+        let verb = args
+            .first()
+            .map(|a| a.as_ref().to_string_lossy().into_owned())
+            .unwrap_or_default();
+        run_cryo(self.dir(), &self.next_tag(&verb), args)
+    }
+
+    /// `cryo dump -t PID -D IMG EXTRA...`, whatever its outcome.
+    pub fn dump(&self, img: &Path, extra: &[&str]) -> CryoOutput {
+        let mut args: Vec<OsString> = vec![
+            "dump".into(),
+            "-t".into(),
+            self.pid.to_string().into(),
+            "-D".into(),
+            img.into(),
+        ];
+        args.extend(extra.iter().map(OsString::from));
+        self.cryo(&args)
+    }
+
+    /// `cryo show -D IMG [--json]`, whatever its outcome.
+    pub fn show(&self, img: &Path, json: bool) -> CryoOutput {
+        let mut args: Vec<&OsStr> = vec!["show".as_ref(), "-D".as_ref(), img.as_ref()];
+        if json {
+            args.push("--json".as_ref());
+        }
+        self.cryo(&args)
+    }
+
+    /// A dump that must succeed and kill the workload (the original or a
+    /// restored one), which is then reaped (or, detached, seen to exit).
+    #[track_caller]
+    pub fn dump_ok(&mut self, img: &Path) -> CryoOutput {
+        let out = self.dump(img, &[]);
+        out.assert_success();
+        if self.original.is_some() {
+            let status = self.wait_original();
+            assert!(
+                status.signal().is_some(),
+                "the dumped workload should have been killed, it exited with {status}\n{out}"
+            );
+        } else {
+            match self.restored.take() {
+                Some(Restored::Background {
+                    mut cryo,
+                    cryo_pidfd,
+                    stderr,
+                    ..
+                }) => {
+                    // cryo restore reaps the dumped process, then exits.
+                    wait_child(&mut cryo, &cryo_pidfd, CRYO_TIMEOUT).unwrap_or_else(|e| {
+                        panic!("cryo restore after the dump: {e}\n{}", read_lossy(&stderr))
+                    });
+                }
+                Some(Restored::Detached { pidfd }) => assert!(
+                    pidfd.wait_exit(CMD_TIMEOUT),
+                    "the dumped workload should have been killed\n{out}"
+                ),
+                None => panic!("dumped a workload that was not running\n{out}"),
+            }
+        }
+        out
+    }
+
+    /// Waits for the original workload to end and reaps it.
+    pub fn wait_original(&mut self) -> ExitStatus {
+        let mut child = self
+            .original
+            .take()
+            .expect("the original was already reaped");
+        wait_child(&mut child, &self.original_pidfd, CMD_TIMEOUT)
+            .unwrap_or_else(|e| panic!("the original workload: {e}"))
+    }
+
+    /// Kills the original workload and reaps it.
+    pub fn kill_original(&mut self) -> ExitStatus {
+        let mut child = self
+            .original
+            .take()
+            .expect("the original was already reaped");
+        let _ = child.kill();
+        child.wait().expect("wait for the original workload")
+    }
+
+    /// Whether the original workload is still our unreaped child.
+    pub fn original_alive(&self) -> bool {
+        self.original.is_some() && !self.original_pidfd.exited()
+    }
+
+    /// Starts `cryo restore -D IMG` (no --detach) as our child and waits until
+    /// the restored workload answers, with its original pid.
+    #[track_caller]
+    pub fn restore_background(&mut self, img: &Path) {
+        self.start_restore(img);
+        self.await_restored();
+    }
+
+    /// Starts `cryo restore -D IMG` as our child without waiting for anything.
+    pub fn start_restore(&mut self, img: &Path) {
+        assert!(
+            self.restored.is_none(),
+            "a restored workload is still running: kill_restored() first"
+        );
+        assert!(
+            !self.original_alive(),
+            "the original workload still runs: dump it or kill it first"
+        );
+        let tag = self.next_tag("restore");
+        let args = [OsString::from("restore"), "-D".into(), img.into()];
+        let (cryo, _, stderr) = spawn_cryo(self.dir(), &tag, &args);
+        let cryo_pidfd = Pidfd::open(cryo.id() as i32).expect("pidfd of cryo");
+        self.restored = Some(Restored::Background {
+            cryo,
+            cryo_pidfd,
+            stderr,
+            pidfd: None,
+        });
+    }
+
+    /// Waits until the restored workload answers and checks its pid.
+    #[track_caller]
+    pub fn await_restored(&mut self) {
+        let pid = self.cmd("pid");
+        assert_eq!(pid, self.pid.to_string(), "restored with another pid");
+        let pidfd = Pidfd::open(self.pid).expect("pidfd of the restored workload");
+        match &mut self.restored {
+            Some(Restored::Background { pidfd: p, .. }) => *p = Some(pidfd),
+            _ => panic!("no background restore"),
+        }
+    }
+
+    /// The pid of the running `cryo restore` (without --detach).
+    pub fn restore_cryo_pid(&self) -> Option<i32> {
+        match &self.restored {
+            Some(Restored::Background { cryo, .. }) => Some(cryo.id() as i32),
+            _ => None,
+        }
+    }
+
+    /// `cryo restore -D IMG --detach`: must exit 0 with the workload answering, its pid kept.
+    #[track_caller]
+    pub fn restore_detached(&mut self, img: &Path) -> CryoOutput {
+        assert!(
+            self.restored.is_none() && !self.original_alive(),
+            "something of this workload still runs"
+        );
+        let out = self.cryo(&[
+            OsStr::new("restore"),
+            "-D".as_ref(),
+            img.as_ref(),
+            "--detach".as_ref(),
+        ]);
+        out.assert_success();
+        let pidfd = Pidfd::open(self.pid).unwrap_or_else(|e| {
+            panic!("no process {} after restore --detach: {e}\n{out}", self.pid)
+        });
+        self.restored = Some(Restored::Detached { pidfd });
+        assert_eq!(self.cmd("pid"), self.pid.to_string());
+        out
+    }
+
+    /// Waits for a background `cryo restore` to exit (after the restored
+    /// workload was told to `exit`) and returns cryo's status.
+    pub fn wait_restore(&mut self) -> ExitStatus {
+        match self.restored.take() {
+            Some(Restored::Background {
+                mut cryo,
+                cryo_pidfd,
+                stderr,
+                ..
+            }) => wait_child(&mut cryo, &cryo_pidfd, CRYO_TIMEOUT).unwrap_or_else(|e| {
+                panic!("cryo restore: {e}\n--- stderr\n{}", read_lossy(&stderr))
+            }),
+            _ => panic!("no background restore"),
+        }
+    }
+
+    /// Kills the restored workload; for a background restore, also waits for
+    /// cryo (which reaps it) and returns cryo's status.
+    pub fn kill_restored(&mut self) -> Option<ExitStatus> {
+        match self.restored.take() {
+            None => panic!("nothing restored"),
+            Some(Restored::Detached { pidfd }) => {
+                let _ = pidfd.signal(libc::SIGKILL);
+                assert!(
+                    pidfd.wait_exit(CMD_TIMEOUT),
+                    "detached restored workload survived SIGKILL"
+                );
+                None
+            }
+            Some(Restored::Background {
+                mut cryo,
+                cryo_pidfd,
+                stderr,
+                pidfd,
+            }) => {
+                match pidfd {
+                    Some(p) => {
+                        let _ = p.signal(libc::SIGKILL);
+                    }
+                    None => self.kill_if_ours(),
+                }
+                let status = wait_child(&mut cryo, &cryo_pidfd, CRYO_TIMEOUT).unwrap_or_else(|e| {
+                    panic!("cryo restore: {e}\n--- stderr\n{}", read_lossy(&stderr))
+                });
+                Some(status)
+            }
+        }
+    }
+
+    /// Whether a process runs with our pid and our control dir in its command line.
+    pub fn pid_is_ours(&self) -> bool {
+        let Ok(cmdline) = fs::read(format!("/proc/{}/cmdline", self.pid)) else {
+            return false;
+        };
+        let dir = self.dir().as_os_str().as_bytes();
+        cmdline.windows(dir.len()).any(|w| w == dir)
+    }
+
+    fn kill_if_ours(&self) {
+        if self.pid_is_ours() {
+            if let Ok(p) = Pidfd::open(self.pid) {
+                let _ = p.signal(libc::SIGKILL);
+            }
+        }
+    }
+
+    /// A field of this workload's /proc/PID/status.
+    pub fn status(&self, field: &str) -> String {
+        status_field(self.pid, field)
+            .unwrap_or_else(|| panic!("no {field} in /proc/{}/status", self.pid))
+    }
+
+    /// Checks the workload runs as before a failed operation: not traced, not
+    /// stopped, and answering.
+    #[track_caller]
+    pub fn assert_untouched(&self) {
+        assert_eq!(self.status("TracerPid"), "0", "left traced: {self:?}");
+        let state = self.status("State");
+        assert!(
+            !state.starts_with('t') && !state.starts_with('T') && !state.starts_with('Z'),
+            "left in state {state}: {self:?}"
+        );
+        assert_eq!(self.cmd("ping"), "pong");
+    }
+}
+
+impl Drop for Workload {
+    fn drop(&mut self) {
+        match self.restored.take() {
+            Some(Restored::Detached { pidfd }) => {
+                let _ = pidfd.signal(libc::SIGKILL);
+            }
+            Some(Restored::Background {
+                mut cryo,
+                cryo_pidfd,
+                pidfd,
+                ..
+            }) => {
+                match pidfd {
+                    Some(p) => {
+                        let _ = p.signal(libc::SIGKILL);
+                    }
+                    None => self.kill_if_ours(),
+                }
+                if wait_child(&mut cryo, &cryo_pidfd, CMD_TIMEOUT).is_err() {
+                    self.kill_if_ours();
+                }
+            }
+            None => {}
+        }
+        if let Some(mut child) = self.original.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // Whatever else runs under our pid from our dir (a restore that was
+        // refused too late, say) goes too.
+        self.kill_if_ours();
+    }
+}
+
+fn mkfifo(path: &Path) -> io::Result<()> {
+    let p = CString::new(path.as_os_str().as_bytes()).expect("no NUL in paths");
+    // SAFETY: p is a NUL-terminated path that outlives the call.
+    if unsafe { libc::mkfifo(p.as_ptr(), 0o600) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn open_fifo(path: &Path, flags: i32) -> io::Result<File> {
+    let mut o = OpenOptions::new();
+    if flags & libc::O_ACCMODE == libc::O_RDWR {
+        o.read(true).write(true);
+    } else {
+        o.read(true);
+    }
+    o.custom_flags(flags & !libc::O_ACCMODE).open(path)
+}
+
+/// A tmpfs mounted for one test, unmounted on drop (declare it after the
+/// `Workload` whose dir holds it, so it goes first).
+#[derive(Debug)]
+pub struct Mount {
+    path: PathBuf,
+}
+
+impl Mount {
+    /// Mounts a tmpfs with `options` (e.g. `size=1M`, `ro`) at `path`, creating the directory.
+    pub fn tmpfs(path: &Path, options: &str) -> Self {
+        fs::create_dir_all(path).expect("mount point");
+        let c = |s: &[u8]| CString::new(s).expect("no NUL");
+        let (src, target, fstype) = (c(b"tmpfs"), c(path.as_os_str().as_bytes()), c(b"tmpfs"));
+        let mut flags: libc::c_ulong = libc::MS_NOSUID | libc::MS_NODEV;
+        let mut data = Vec::new();
+        for opt in options.split(',').filter(|o| !o.is_empty()) {
+            match opt {
+                "ro" => flags |= libc::MS_RDONLY,
+                other => data.push(other),
+            }
+        }
+        let data = c(data.join(",").as_bytes());
+        // SAFETY: all four strings are NUL-terminated and outlive the call.
+        let r = unsafe {
+            libc::mount(
+                src.as_ptr(),
+                target.as_ptr(),
+                fstype.as_ptr(),
+                flags,
+                data.as_ptr().cast(),
+            )
+        };
+        assert!(
+            r == 0,
+            "mount tmpfs -o {options} {}: {}",
+            path.display(),
+            io::Error::last_os_error()
+        );
+        Self {
+            path: path.to_path_buf(),
+        }
+    }
+
+    /// The mount point.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let p = CString::new(self.path.as_os_str().as_bytes()).expect("no NUL");
+        // SAFETY: p is NUL-terminated; unmounting our own mount point.
+        if unsafe { libc::umount2(p.as_ptr(), 0) } != 0 {
+            // SAFETY: as above; lazily, if something still uses it.
+            unsafe { libc::umount2(p.as_ptr(), libc::MNT_DETACH) };
+        }
+    }
+}
+
+/// Writes `data` to `path` (a helper for tests preparing files).
+pub fn write_file(path: &Path, data: &[u8]) {
+    let mut f = File::create(path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
+    f.write_all(data).expect("write");
+}

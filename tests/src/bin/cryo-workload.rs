@@ -1,0 +1,634 @@
+//! The process the integration tests checkpoint and restore.
+//!
+//! ```text
+//! cryo-workload DIR MODE [ARGS...]
+//! ```
+//!
+//! DIR is the test's control directory, holding two FIFOs the harness made:
+//! `cmd` (opened O_RDWR once at start and kept: the workload then blocks in
+//! read() on it, which is where a dump finds it) and `out` (opened O_WRONLY
+//! for each reply, one line written, closed: no fd to the test stays open).
+//! Stdin is /dev/null, stdout and stderr go to `DIR/workload.log`.
+//!
+//! Every mode answers `ping` (`pong`), `pid`, `ppid`, `tick` (counter += 1,
+//! replies it), `get`, `fds` (`N=target` for every open fd, sorted, tab-separated) and
+//! `exit CODE` (replies `bye`, then exits). A command may start with `#TAG`;
+//! its reply then starts with `#TAG ` too. Mode commands:
+//!
+//! ```text
+//! counter                    (only the common commands)
+//! memory SIZE_MIB [SEED]     verify -> ok <checksum> <pages> | bad <offset> <found> <want>
+//!                            touch  -> touched <pages>      addr -> <hex address>
+//! file PATH                  next   -> <offset> <byte> | eof <offset>     pos -> <offset>
+//! deleted-file [LEN] [SEED]  read   -> <len> <checksum>                   pos -> <offset>
+//! pipe [LEN] [SEED]          drain  -> <len> <checksum>   take N -> <len> <checksum>
+//! signal                     count  -> SIGUSR1 handler runs   pending -> 1|0 (SIGUSR2)
+//! unsupported KIND [FD]      fd     -> FD   (KIND: io_uring | packet)
+//! ```
+//!
+//! A failed read() of the command FIFO is fatal (exit 3, logged): with only
+//! SA_RESTART handlers installed it never fails, so a blocking syscall that
+//! does not resume after a restore shows up as a dead workload.
+
+#[path = "../protocol.rs"]
+#[allow(dead_code)]
+mod protocol;
+
+use std::ffi::{CStr, CString};
+use std::io::{self, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use protocol::{DEFAULT_SEED, TOUCH_STRIDE};
+
+const PAGE: usize = 4096;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() < 3 {
+        eprintln!("usage: cryo-workload DIR MODE [ARGS...]");
+        std::process::exit(2);
+    }
+    let dir = PathBuf::from(&args[1]);
+    // Whatever the test process inherited and leaked (a jobserver pipe...)
+    // must not follow the workload into its images.
+    // SAFETY: close_range takes no pointers; nothing in this process uses fds above 2 yet.
+    unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+    // Own session and process group: the workload is a tree of its own.
+    // SAFETY: setsid takes no pointers; failure (already a group leader) is harmless.
+    unsafe { libc::setsid() };
+    let cmd_fd = match sys::open(&dir.join(protocol::CMD_FIFO), libc::O_RDWR) {
+        Ok(fd) => fd,
+        Err(e) => fatal(&format!("open cmd fifo: {e}")),
+    };
+    let mut mode = match Mode::new(&args[2], &args[3..], &dir) {
+        Ok(m) => m,
+        Err(e) => fatal(&format!("mode {}: {e}", args[2])),
+    };
+    let out = dir.join(protocol::OUT_FIFO);
+    let mut counter: u64 = 0;
+    let mut lines = LineReader::new(cmd_fd);
+    loop {
+        let line = match lines.next_line() {
+            Ok(l) => l,
+            Err(e) => fatal(&format!("read cmd fifo: {e}")),
+        };
+        let mut words: Vec<&str> = line.split_whitespace().collect();
+        // An optional leading `#TAG` is echoed in front of the reply, so the
+        // test can tell its reply from a late one to an earlier command.
+        let tag = match words.first() {
+            Some(w) if w.starts_with('#') => Some(words.remove(0).to_string()),
+            _ => None,
+        };
+        let out_line = |reply: &str| match &tag {
+            Some(t) => format!("{t} {reply}"),
+            None => reply.to_string(),
+        };
+        let Some(&verb) = words.first() else { continue };
+        let reply = match (verb, &words[1..]) {
+            ("ping", []) => "pong".to_string(),
+            ("pid", []) => std::process::id().to_string(),
+            // SAFETY: getppid takes no arguments.
+            ("ppid", []) => unsafe { libc::getppid() }.to_string(),
+            ("tick", []) => {
+                counter += 1;
+                counter.to_string()
+            }
+            ("get", []) => counter.to_string(),
+            ("fds", []) => fds().unwrap_or_else(|e| format!("err fds: {e}")),
+            ("exit", [code]) => {
+                let code: i32 = code.parse().unwrap_or(1);
+                reply_line(&out, &out_line("bye"));
+                std::process::exit(code);
+            }
+            _ => mode
+                .command(verb, &words[1..])
+                .unwrap_or_else(|e| format!("err {e}")),
+        };
+        reply_line(&out, &out_line(&reply));
+    }
+}
+
+fn fatal(msg: &str) -> ! {
+    eprintln!("cryo-workload {}: {msg}", std::process::id());
+    std::process::exit(3);
+}
+
+/// Writes one reply line into the `out` FIFO, then closes it. If no test
+/// listens (it gave up), the reply is dropped instead of blocking forever.
+fn reply_line(out: &Path, reply: &str) {
+    let fd = match sys::open(out, libc::O_WRONLY | libc::O_NONBLOCK) {
+        Ok(fd) => fd,
+        Err(e) => {
+            eprintln!("reply {reply:?} dropped: open out fifo: {e}");
+            return;
+        }
+    };
+    let mut line = reply.as_bytes().to_vec();
+    line.push(b'\n');
+    if let Err(e) = sys::write_all(fd, &line) {
+        eprintln!("reply {reply:?} dropped: write: {e}");
+    }
+    sys::close(fd);
+    let _ = io::stderr().flush();
+}
+
+/// Reads newline-terminated commands from a fd, keeping what follows a line.
+struct LineReader {
+    fd: i32,
+    buf: Vec<u8>,
+}
+
+impl LineReader {
+    fn new(fd: i32) -> Self {
+        Self {
+            fd,
+            buf: Vec::new(),
+        }
+    }
+
+    fn next_line(&mut self) -> io::Result<String> {
+        loop {
+            if let Some(nl) = self.buf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=nl).collect();
+                return Ok(String::from_utf8_lossy(&line[..nl]).into_owned());
+            }
+            let mut chunk = [0u8; 512];
+            // Deliberately no EINTR retry: see the module docs.
+            let n = sys::read(self.fd, &mut chunk)?;
+            if n == 0 {
+                // Cannot happen while we hold the FIFO O_RDWR ourselves.
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "eof"));
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+/// `N=target` for every open fd, sorted by number.
+fn fds() -> io::Result<String> {
+    let mut entries = Vec::new();
+    let (dir_fd, names) = sys::list_dir(c"/proc/self/fd")?;
+    for name in names {
+        let Ok(n) = name.parse::<i32>() else { continue };
+        if n == dir_fd {
+            continue;
+        }
+        let target = std::fs::read_link(format!("/proc/self/fd/{n}"))?;
+        entries.push((n, target.to_string_lossy().into_owned()));
+    }
+    entries.sort();
+    Ok(entries
+        .iter()
+        .map(|(n, t)| format!("{n}={t}"))
+        .collect::<Vec<_>>()
+        .join("\t"))
+}
+
+static SIGUSR1_COUNT: AtomicU64 = AtomicU64::new(0);
+
+extern "C" fn on_sigusr1(_sig: libc::c_int) {
+    SIGUSR1_COUNT.fetch_add(1, Ordering::SeqCst);
+}
+
+enum Mode {
+    Counter,
+    Memory(Memory),
+    File { fd: i32 },
+    DeletedFile { fd: i32, len: usize },
+    Pipe { rd: i32 },
+    Signal,
+    Unsupported { fd: i32 },
+}
+
+fn arg<T: std::str::FromStr>(args: &[String], i: usize, default: T) -> Result<T, String> {
+    match args.get(i) {
+        None => Ok(default),
+        Some(s) => s.parse().map_err(|_| format!("bad argument {s:?}")),
+    }
+}
+
+fn parse_seed(args: &[String], i: usize) -> Result<u64, String> {
+    match args.get(i) {
+        None => Ok(DEFAULT_SEED),
+        Some(s) => parse_u64(s),
+    }
+}
+
+fn parse_u64(s: &str) -> Result<u64, String> {
+    let r = match s.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => s.parse(),
+    };
+    r.map_err(|_| format!("bad number {s:?}"))
+}
+
+impl Mode {
+    fn new(mode: &str, args: &[String], dir: &Path) -> Result<Self, String> {
+        let e = |what: &str, err: io::Error| format!("{what}: {err}");
+        Ok(match mode {
+            "counter" => Mode::Counter,
+            "memory" => {
+                let mib: usize = arg(args, 0, 16)?;
+                let seed = parse_seed(args, 1)?;
+                Mode::Memory(Memory::new(mib << 20, seed).map_err(|err| e("mmap", err))?)
+            }
+            "file" => {
+                let path = args.first().ok_or("file mode needs a PATH")?;
+                let fd = sys::open(Path::new(path), libc::O_RDONLY).map_err(|err| e(path, err))?;
+                Mode::File { fd }
+            }
+            "deleted-file" => {
+                let len: usize = arg(args, 0, 100_000)?;
+                let seed = parse_seed(args, 1)?;
+                let path = dir.join(protocol::DELETED_FILE);
+                let fd = sys::open_mode(&path, libc::O_RDWR | libc::O_CREAT | libc::O_EXCL, 0o600)
+                    .map_err(|err| e("create deleted file", err))?;
+                sys::write_all(fd, &protocol::pattern(len, seed)).map_err(|err| e("write", err))?;
+                std::fs::remove_file(&path).map_err(|err| e("unlink", err))?;
+                Mode::DeletedFile { fd, len }
+            }
+            "pipe" => {
+                let len: usize = arg(args, 0, 40_000)?;
+                if len > 65536 {
+                    return Err("pipe mode holds at most 65536 bytes".into());
+                }
+                let seed = parse_seed(args, 1)?;
+                let (rd, wr) = sys::pipe().map_err(|err| e("pipe", err))?;
+                sys::write_all(wr, &protocol::pattern(len, seed)).map_err(|err| e("write", err))?;
+                // Both ends stay open: the write end too, so the pipe is whole.
+                Mode::Pipe { rd }
+            }
+            "signal" => {
+                sys::install_sigusr1(on_sigusr1).map_err(|err| e("sigaction", err))?;
+                sys::block_sigusr2().map_err(|err| e("sigprocmask", err))?;
+                Mode::Signal
+            }
+            "unsupported" => {
+                let kind = args.first().map(String::as_str).unwrap_or("io_uring");
+                let want: i32 = arg(args, 1, 47)?;
+                let fd = match kind {
+                    "io_uring" => sys::io_uring().map_err(|err| e("io_uring_setup", err))?,
+                    "packet" => sys::packet_socket().map_err(|err| e("socket", err))?,
+                    other => return Err(format!("unknown unsupported kind {other:?}")),
+                };
+                let fd = sys::move_fd(fd, want).map_err(|err| e("dup2", err))?;
+                Mode::Unsupported { fd }
+            }
+            other => return Err(format!("unknown mode {other:?}")),
+        })
+    }
+
+    fn command(&mut self, verb: &str, args: &[&str]) -> Result<String, String> {
+        let io = |err: io::Error| err.to_string();
+        match (self, verb, args) {
+            (Mode::Memory(m), "verify", []) => Ok(m.verify()),
+            (Mode::Memory(m), "touch", []) => Ok(format!("touched {}", m.touch())),
+            (Mode::Memory(m), "addr", []) => Ok(format!("{:#x}", m.base as usize)),
+            (Mode::File { fd }, "next", []) => {
+                let off = sys::tell(*fd).map_err(io)?;
+                let mut b = [0u8; 1];
+                match sys::read(*fd, &mut b).map_err(io)? {
+                    0 => Ok(format!("eof {off}")),
+                    _ => Ok(format!("{off} {}", b[0])),
+                }
+            }
+            (Mode::File { fd } | Mode::DeletedFile { fd, .. }, "pos", []) => {
+                Ok(sys::tell(*fd).map_err(io)?.to_string())
+            }
+            (Mode::DeletedFile { fd, len }, "read", []) => {
+                let mut data = vec![0u8; *len + 1];
+                let n = sys::pread_all(*fd, &mut data).map_err(io)?;
+                Ok(protocol::len_and_checksum(&data[..n]))
+            }
+            (Mode::Pipe { rd }, "drain", []) => {
+                let data = sys::read_available(*rd, usize::MAX).map_err(io)?;
+                Ok(protocol::len_and_checksum(&data))
+            }
+            (Mode::Pipe { rd }, "take", [n]) => {
+                let n: usize = n.parse().map_err(|_| format!("bad count {n:?}"))?;
+                let data = sys::read_available(*rd, n).map_err(io)?;
+                Ok(protocol::len_and_checksum(&data))
+            }
+            (Mode::Signal, "count", []) => Ok(SIGUSR1_COUNT.load(Ordering::SeqCst).to_string()),
+            (Mode::Signal, "pending", []) => Ok(u8::from(sys::sigusr2_pending()).to_string()),
+            (Mode::Unsupported { fd }, "fd", []) => Ok(fd.to_string()),
+            _ => Err(format!("unknown command {verb:?}")),
+        }
+    }
+}
+
+/// Anonymous memory filled with a pattern derived from each word's address.
+struct Memory {
+    base: *mut u64,
+    len: usize,
+    seed: u64,
+    /// Times each page was written: 0 for a hole (never written, reads zero).
+    generations: Vec<u32>,
+}
+
+impl Memory {
+    fn new(len: usize, seed: u64) -> io::Result<Self> {
+        let base = sys::mmap_anon(len)?.cast::<u64>();
+        let pages = len / PAGE;
+        let mut m = Self {
+            base,
+            len,
+            seed,
+            generations: vec![0; pages],
+        };
+        for page in 0..pages {
+            if !protocol::memory_page_is_hole(page) {
+                m.write_page(page, 1);
+            }
+        }
+        Ok(m)
+    }
+
+    fn page_words(&mut self, page: usize) -> &mut [u64] {
+        let words = PAGE / 8;
+        assert!((page + 1) * PAGE <= self.len);
+        // SAFETY: base is a live private mapping of len bytes, page-aligned,
+        // owned by this struct; the assert keeps the page inside it.
+        unsafe { std::slice::from_raw_parts_mut(self.base.add(page * words), words) }
+    }
+
+    fn write_page(&mut self, page: usize, generation: u32) {
+        self.generations[page] = generation;
+        let seed = self.seed;
+        let words = self.page_words(page);
+        for w in words.iter_mut() {
+            let addr = std::ptr::from_mut(w) as u64;
+            *w = protocol::memory_word(addr, seed, generation);
+        }
+    }
+
+    /// Rewrites one page in TOUCH_STRIDE (holes stay holes); returns how many.
+    fn touch(&mut self) -> usize {
+        let mut n = 0;
+        for page in (0..self.generations.len()).step_by(TOUCH_STRIDE) {
+            let g = self.generations[page];
+            if g != 0 {
+                self.write_page(page, g + 1);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Checks every word; replies `ok <checksum> <pages>` or the first bad one.
+    fn verify(&mut self) -> String {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let seed = self.seed;
+        for page in 0..self.generations.len() {
+            let g = self.generations[page];
+            let base = self.base as usize;
+            for w in self.page_words(page).iter() {
+                let addr = std::ptr::from_ref(w) as u64;
+                let want = if g == 0 {
+                    0
+                } else {
+                    protocol::memory_word(addr, seed, g)
+                };
+                if *w != want {
+                    return format!(
+                        "bad {:#x} {:#018x} {:#018x}",
+                        addr as usize - base,
+                        *w,
+                        want
+                    );
+                }
+                h = (h ^ *w).wrapping_mul(0x100_0000_01b3);
+            }
+        }
+        format!("ok {h:016x} {}", self.generations.len())
+    }
+}
+
+/// The raw calls, each wrapped once.
+mod sys {
+    use super::*;
+
+    fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(r)
+        }
+    }
+
+    fn cpath(path: &Path) -> CString {
+        CString::new(path.as_os_str().as_bytes()).expect("no NUL in paths")
+    }
+
+    pub fn open(path: &Path, flags: i32) -> io::Result<i32> {
+        open_mode(path, flags, 0)
+    }
+
+    pub fn open_mode(path: &Path, flags: i32, mode: libc::mode_t) -> io::Result<i32> {
+        let p = cpath(path);
+        // SAFETY: p is a NUL-terminated path that outlives the call.
+        cvt(unsafe { libc::open(p.as_ptr(), flags | libc::O_CLOEXEC, mode) })
+    }
+
+    pub fn close(fd: i32) {
+        // SAFETY: fd is one this program opened and no longer uses.
+        unsafe { libc::close(fd) };
+    }
+
+    pub fn read(fd: i32, buf: &mut [u8]) -> io::Result<usize> {
+        // SAFETY: buf is valid for buf.len() bytes of writes.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    }
+
+    pub fn write_all(fd: i32, mut data: &[u8]) -> io::Result<()> {
+        while !data.is_empty() {
+            // SAFETY: data is valid for data.len() bytes of reads.
+            let n = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            data = &data[n as usize..];
+        }
+        Ok(())
+    }
+
+    /// Reads from offset 0 until EOF or `buf` is full; returns the length read.
+    pub fn pread_all(fd: i32, buf: &mut [u8]) -> io::Result<usize> {
+        let mut done = 0;
+        while done < buf.len() {
+            let rest = &mut buf[done..];
+            // SAFETY: rest is valid for rest.len() bytes of writes.
+            let n = unsafe {
+                libc::pread(
+                    fd,
+                    rest.as_mut_ptr().cast(),
+                    rest.len(),
+                    done as libc::off_t,
+                )
+            };
+            match n {
+                0 => break,
+                n if n < 0 => return Err(io::Error::last_os_error()),
+                n => done += n as usize,
+            }
+        }
+        Ok(done)
+    }
+
+    pub fn tell(fd: i32) -> io::Result<u64> {
+        // SAFETY: lseek takes no pointers.
+        let off = unsafe { libc::lseek(fd, 0, libc::SEEK_CUR) };
+        if off < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(off as u64)
+        }
+    }
+
+    /// Reads up to `max` bytes without blocking: whatever the pipe holds now.
+    pub fn read_available(fd: i32, max: usize) -> io::Result<Vec<u8>> {
+        // SAFETY: fcntl on our own fd, no pointers.
+        let flags = cvt(unsafe { libc::fcntl(fd, libc::F_GETFL) })?;
+        // SAFETY: as above.
+        cvt(unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) })?;
+        let mut data = Vec::new();
+        let mut chunk = [0u8; 8192];
+        let result = loop {
+            let want = chunk.len().min(max - data.len());
+            if want == 0 {
+                break Ok(());
+            }
+            match read(fd, &mut chunk[..want]) {
+                Ok(0) => break Ok(()),
+                Ok(n) => data.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(()),
+                Err(e) => break Err(e),
+            }
+        };
+        // SAFETY: as above.
+        cvt(unsafe { libc::fcntl(fd, libc::F_SETFL, flags) })?;
+        result.map(|()| data)
+    }
+
+    pub fn pipe() -> io::Result<(i32, i32)> {
+        let mut fds = [0i32; 2];
+        // SAFETY: fds has room for the two fds pipe2 writes.
+        cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+        Ok((fds[0], fds[1]))
+    }
+
+    /// Moves `fd` to number `want` (closing the old number); returns `want`.
+    pub fn move_fd(fd: i32, want: i32) -> io::Result<i32> {
+        if fd == want {
+            return Ok(fd);
+        }
+        // SAFETY: dup3 on fds we own, no pointers.
+        cvt(unsafe { libc::dup3(fd, want, libc::O_CLOEXEC) })?;
+        close(fd);
+        Ok(want)
+    }
+
+    pub fn mmap_anon(len: usize) -> io::Result<*mut u8> {
+        // SAFETY: a fresh private anonymous mapping; no existing memory is affected.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(p.cast())
+        }
+    }
+
+    pub fn install_sigusr1(handler: extern "C" fn(libc::c_int)) -> io::Result<()> {
+        // SAFETY: sigaction is plain data; zeroed is a valid starting value.
+        let mut sa: libc::sigaction = unsafe { std::mem::zeroed() };
+        sa.sa_sigaction = handler as usize;
+        sa.sa_flags = libc::SA_RESTART;
+        // SAFETY: sa.sa_mask is a valid sigset_t to initialise.
+        unsafe { libc::sigemptyset(&mut sa.sa_mask) };
+        // SAFETY: sa is fully initialised; the handler only touches an atomic.
+        cvt(unsafe { libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut()) })?;
+        Ok(())
+    }
+
+    pub fn block_sigusr2() -> io::Result<()> {
+        // SAFETY: sigset_t is plain data, initialised by sigemptyset below.
+        let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+        // SAFETY: set is a valid sigset_t.
+        unsafe {
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGUSR2);
+        }
+        // SAFETY: set is initialised; the old mask is not wanted.
+        cvt(unsafe { libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) })?;
+        Ok(())
+    }
+
+    pub fn sigusr2_pending() -> bool {
+        // SAFETY: sigset_t is plain data, filled by sigpending.
+        let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+        // SAFETY: set is a valid sigset_t to write.
+        unsafe {
+            libc::sigpending(&mut set);
+            libc::sigismember(&set, libc::SIGUSR2) == 1
+        }
+    }
+
+    pub fn io_uring() -> io::Result<i32> {
+        // struct io_uring_params is 120 bytes; all zero asks for defaults.
+        let mut params = [0u8; 120];
+        // SAFETY: params is a zeroed io_uring_params the kernel fills in.
+        let fd = unsafe { libc::syscall(libc::SYS_io_uring_setup, 4u32, params.as_mut_ptr()) };
+        cvt(fd as libc::c_int)
+    }
+
+    pub fn packet_socket() -> io::Result<i32> {
+        // SAFETY: socket takes no pointers.
+        cvt(unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })
+    }
+
+    /// Lists a directory; returns the fd the listing used (so it can be
+    /// told apart from the process's own fds) and the entry names.
+    pub fn list_dir(path: &CStr) -> io::Result<(i32, Vec<String>)> {
+        // SAFETY: path is NUL-terminated.
+        let d = unsafe { libc::opendir(path.as_ptr()) };
+        if d.is_null() {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: d is a live DIR*.
+        let dfd = unsafe { libc::dirfd(d) };
+        let mut names = Vec::new();
+        loop {
+            // SAFETY: d is a live DIR*; the entry is valid until the next readdir.
+            let ent = unsafe { libc::readdir(d) };
+            if ent.is_null() {
+                break;
+            }
+            // SAFETY: d_name is NUL-terminated inside the entry.
+            let name = unsafe { CStr::from_ptr((*ent).d_name.as_ptr()) };
+            names.push(name.to_string_lossy().into_owned());
+        }
+        // SAFETY: d is live and not used after this.
+        unsafe { libc::closedir(d) };
+        Ok((dfd, names))
+    }
+}

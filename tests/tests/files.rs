@@ -1,0 +1,83 @@
+//! Open files, deleted files and pipes come back with their contents and offsets.
+//!
+//! Needs the engine: `cryo` must be built (`cargo build -p cryo`).
+
+use cryo_tests::protocol::{self, DEFAULT_SEED};
+use cryo_tests::{control_dir, cryo_bin, parse_fds, write_file, Workload};
+
+#[test]
+fn a_regular_file_read_continues_at_the_next_byte() {
+    cryo_bin();
+    let dir = control_dir();
+    let data = protocol::pattern(4096, 3);
+    let path = dir.path().join("data");
+    write_file(&path, &data);
+    let mut w = Workload::spawn_in(dir, "file", &[path.to_str().unwrap()]);
+    for (off, b) in data.iter().enumerate().take(5) {
+        assert_eq!(w.cmd("next"), format!("{off} {b}"));
+    }
+    let fds = parse_fds(&w.cmd("fds"));
+    let img = w.path("img");
+    w.dump_ok(&img);
+    w.restore_background(&img);
+    assert_eq!(w.cmd("pos"), "5");
+    assert_eq!(w.cmd("next"), format!("5 {}", data[5]));
+    assert_eq!(w.cmd("next"), format!("6 {}", data[6]));
+    assert_eq!(parse_fds(&w.cmd("fds")), fds);
+    w.kill_restored();
+}
+
+#[test]
+fn a_deleted_open_file_keeps_its_contents() {
+    cryo_bin();
+    let mut w = Workload::spawn("deleted-file", &["100000", "11"]);
+    let want = protocol::len_and_checksum(&protocol::pattern(100_000, 11));
+    assert_eq!(w.cmd("read"), want);
+    let img = w.path("img");
+    w.dump_ok(&img);
+    w.restore_background(&img);
+    assert_eq!(w.cmd("read"), want);
+    assert_eq!(w.cmd("pos"), "100000");
+    let fds = parse_fds(&w.cmd("fds"));
+    assert!(
+        fds.values().any(|t| t.ends_with(" (deleted)")),
+        "the file should still be deleted: {fds:?}"
+    );
+    assert!(
+        !w.path(protocol::DELETED_FILE).exists(),
+        "the restore left the deleted file behind"
+    );
+    w.kill_restored();
+}
+
+#[test]
+fn unread_pipe_data_survives() {
+    cryo_bin();
+    let mut w = Workload::spawn("pipe", &["40000"]);
+    let data = protocol::pattern(40_000, DEFAULT_SEED);
+    assert_eq!(
+        w.cmd("take 1000"),
+        protocol::len_and_checksum(&data[..1000])
+    );
+    let img = w.path("img");
+    w.dump_ok(&img);
+    w.restore_background(&img);
+    assert_eq!(w.cmd("drain"), protocol::len_and_checksum(&data[1000..]));
+    assert_eq!(w.cmd("drain"), protocol::len_and_checksum(&[]));
+    let fds = parse_fds(&w.cmd("fds"));
+    let pipes: Vec<&String> = fds.values().filter(|t| t.starts_with("pipe:")).collect();
+    assert_eq!(pipes.len(), 2, "{fds:?}");
+    assert_eq!(pipes[0], pipes[1], "both ends of one pipe: {fds:?}");
+    w.kill_restored();
+}
+
+#[test]
+fn an_empty_pipe_stays_empty_and_works() {
+    cryo_bin();
+    let mut w = Workload::spawn("pipe", &["0"]);
+    let img = w.path("img");
+    w.dump_ok(&img);
+    w.restore_background(&img);
+    assert_eq!(w.cmd("drain"), protocol::len_and_checksum(&[]));
+    w.kill_restored();
+}
