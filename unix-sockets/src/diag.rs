@@ -227,16 +227,19 @@ pub struct UnixSockInfo {
     pub sock_type: SockType,
     /// Listen, established, unconnected...
     pub state: SockState,
-    /// The peer's inode: the other end of a connection, the destination of
-    /// a connected dgram socket, the embryo of a client whose connection is
-    /// still in a listener's accept queue.
+    /// The peer's inode: the other end of a connection, or the destination
+    /// of a connected dgram socket. `None` also for a client whose
+    /// connection still waits in a listener's accept queue: its peer is the
+    /// embryo, which has no inode yet (the kernel reports 0); find the
+    /// listener through [`UnixSockInfo::pending`].
     pub peer: Option<u32>,
     /// The bound name.
     pub name: UnixName,
     /// The bound socket file (filesystem names only).
     pub vfs: Option<VfsId>,
-    /// For a listener: the inodes of the embryonic sockets in its accept
-    /// queue, in queue order.
+    /// For a listener: its accept queue, in queue order, as the inodes of
+    /// the CLIENT sockets (the kernel reports each embryo's peer, since an
+    /// embryo has no inode before accept()).
     pub pending: Vec<u32>,
     /// Bytes queued for reading (for a dgram socket, the length of the
     /// first datagram only; for a listener, the number of pending
@@ -286,12 +289,14 @@ impl DiagSocket {
         })
     }
 
-    /// Every unix socket of the network namespace, by inode (embryonic
-    /// sockets of accept queues included).
+    /// Every unix socket of the network namespace, by inode. Embryos
+    /// (accept queue entries) have no inode and are left out.
     pub fn dump(&mut self) -> Result<HashMap<u32, UnixSockInfo>> {
         let mut out = HashMap::new();
         self.request(0, true, |info| {
-            out.insert(info.inode, info);
+            if info.inode != 0 {
+                out.insert(info.inode, info);
+            }
         })?;
         Ok(out)
     }
@@ -445,7 +450,8 @@ fn convert(resp: &UnixResponse) -> Result<UnixSockInfo> {
                     info.vfs = Some(VfsId { dev, ino });
                 }
             }
-            Nla::Peer(p) => info.peer = Some(*p),
+            // 0: an embryo (not accepted yet) has no inode.
+            Nla::Peer(p) => info.peer = (*p != 0).then_some(*p),
             Nla::PendingConnections(v) => info.pending = v.clone(),
             Nla::ReceiveQueueLength(r, w) => {
                 info.rqueue = *r;

@@ -11,8 +11,9 @@
 //!                                  -> socketpair (creator = lower inode),
 //!                                     or connect+accept when one end was
 //!                                     accepted from a dumped listener
-//!   pending:   L [E1 E2]          listener L, embryos in its accept queue
-//!              C -> E1             C dumped: connect a fresh socket to L
+//!   pending:   L [C1 C2]          listener L, its accept queue named by the
+//!                                  clients (C1 dumped: connect a fresh socket
+//!                                  to L at restore)
 //!   dgram:     S -> R              S connected to R (R bound, maybe shared
 //!                                  by several senders)
 //!   external:  X -> ?              peer not in the dump: refuse, or treat as
@@ -96,16 +97,14 @@ pub struct Pair {
 /// One connection waiting in a dumped listener's accept queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pending {
-    /// The embryo's inode (held by no process).
-    pub embryo: u32,
-    /// The client end (its peer is the embryo); `None` if no socket of the
-    /// namespace points at the embryo.
-    pub client: Option<u32>,
+    /// The client socket (unix_diag names accept queue entries by their
+    /// client; the embryo itself has no inode).
+    pub client: u32,
     /// Whether the client is in the dump (if not, it is an external client
     /// and also listed in [`SocketGraph::external`]).
     pub client_dumped: bool,
-    /// Bytes the client sent that wait in the embryo's queue (not
-    /// capturable: no fd reaches the embryo).
+    /// Bytes the client sent that wait in the embryo's queue (the client's
+    /// send queue; not capturable: no fd reaches the embryo).
     pub embryo_queued: u32,
 }
 
@@ -201,8 +200,8 @@ pub enum Problem {
     EmbryoData {
         /// The listener.
         listener: u32,
-        /// The embryo.
-        embryo: u32,
+        /// The client.
+        client: u32,
         /// Bytes waiting.
         bytes: u32,
     },
@@ -275,12 +274,12 @@ impl SocketGraph {
             );
         }
 
-        // Embryos of dumped listeners.
-        let mut embryo_of: HashMap<u32, u32> = HashMap::new();
-        for node in g.nodes.values() {
-            if node.info.state == SockState::Listen {
-                for &e in &node.info.pending {
-                    embryo_of.insert(e, node.inode);
+        // Clients waiting in any listener's accept queue -> that listener.
+        let mut waiting_in: HashMap<u32, u32> = HashMap::new();
+        for info in diag.values() {
+            if info.state == SockState::Listen {
+                for &c in &info.pending {
+                    waiting_in.insert(c, info.inode);
                 }
             }
         }
@@ -325,10 +324,6 @@ impl SocketGraph {
                             });
                         }
                     }
-                    None if embryo_of.contains_key(&peer) => {
-                        // A client waiting in a dumped listener's queue:
-                        // listed with the listener below.
-                    }
                     None => {
                         let peer_name = diag.get(&peer).map(|p| p.name.clone()).unwrap_or_default();
                         if info.sock_type == SockType::Dgram {
@@ -346,6 +341,22 @@ impl SocketGraph {
                             sock_type: info.sock_type,
                             peer,
                             peer_name,
+                            direction: Direction::Outgoing,
+                        });
+                    }
+                }
+            }
+            // A client waiting in the accept queue of a listener outside.
+            if info.peer.is_none() {
+                if let Some(&l) = waiting_in.get(&info.inode) {
+                    if !g.nodes.contains_key(&l) {
+                        g.external.push(ExternalPeer {
+                            pid,
+                            fd,
+                            inode: info.inode,
+                            sock_type: info.sock_type,
+                            peer: l,
+                            peer_name: diag.get(&l).map(|p| p.name.clone()).unwrap_or_default(),
                             direction: Direction::Outgoing,
                         });
                     }
@@ -373,18 +384,17 @@ impl SocketGraph {
             }
             if info.state == SockState::Listen {
                 let mut pending = Vec::new();
-                for &e in &info.pending {
-                    let client = pointed_by.get(&e).and_then(|v| v.first().copied());
-                    let client_dumped = client.is_some_and(|c| g.nodes.contains_key(&c));
-                    let embryo_queued = diag.get(&e).map_or(0, |d| d.rqueue);
+                for &c in &info.pending {
+                    let client_dumped = g.nodes.contains_key(&c);
+                    let embryo_queued = diag.get(&c).map_or(0, |d| d.wqueue);
                     if embryo_queued > 0 {
                         g.problems.push(Problem::EmbryoData {
                             listener: info.inode,
-                            embryo: e,
+                            client: c,
                             bytes: embryo_queued,
                         });
                     }
-                    if let (Some(c), false) = (client, client_dumped) {
+                    if !client_dumped {
                         g.external.push(ExternalPeer {
                             pid,
                             fd,
@@ -396,8 +406,7 @@ impl SocketGraph {
                         });
                     }
                     pending.push(Pending {
-                        embryo: e,
-                        client,
+                        client: c,
                         client_dumped,
                         embryo_queued,
                     });

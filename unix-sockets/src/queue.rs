@@ -12,12 +12,17 @@
 //!   `MSG_TRUNC` makes the call return the full length, so a too-small
 //!   buffer is detected and the peek repeated at the same offset.
 //! - stream (`unix_stream_read_generic`): one peek glues consecutive skbs
-//!   but stops right AFTER an skb that carries SCM_RIGHTS, and, when the
+//!   and stops right AFTER an skb that carries SCM_RIGHTS, and, when the
 //!   reader has SO_PASSCRED, before an skb from another writer (other
-//!   pid/uid/gid). So a chunk returned with descriptors ends with the skb
-//!   that carries them; its start is found by bisection (a peek of `m`
-//!   bytes returns the descriptors iff it reaches the first byte of that
-//!   skb), so each descriptor stays at its byte offset.
+//!   pid/uid/gid). KERNEL TRAP: with MSG_PEEK the loop goes on to the next
+//!   skb even when the requested size is used up (copying 0 bytes of it),
+//!   so a peek of ANY size from an offset returns the descriptors of the
+//!   first fd-carrying skb ahead. Where that skb starts inside the glued
+//!   run cannot be seen with MSG_PEEK. So a stream entry is such a run, its
+//!   descriptors attached to its first byte: the bytes and the descriptors
+//!   come back in order, but a reader whose recv() ends before the fd skb
+//!   gets the descriptors one read earlier than it would have (CRIU has
+//!   the same limit). An entry ends exactly where the fd skb ends.
 //! - credentials are only shown to a reader with SO_PASSCRED: it is turned
 //!   on for the capture and put back. An skb sent while neither end had
 //!   SO_PASSCRED carries none (pid 0 in the cmsg): recorded as `None`.
@@ -53,14 +58,14 @@ pub struct Creds {
 }
 
 /// One entry of a receive queue: a datagram or seqpacket record, or, for a
-/// stream, a run of bytes that starts where descriptors or a writer's
-/// credentials start.
+/// stream, a run of bytes that ends with an skb carrying descriptors, or
+/// where the writer (credentials) changes, or at the end of the queue.
 #[derive(Debug)]
 pub struct QueuedMessage {
     /// The bytes.
     pub data: Vec<u8>,
-    /// SCM_RIGHTS descriptors attached to the first byte (duplicates
-    /// installed in this process by the peek).
+    /// SCM_RIGHTS descriptors (duplicates installed in this process by the
+    /// peek); a refill attaches them to the entry's first byte.
     pub fds: Vec<OwnedFd>,
     /// SCM_CREDENTIALS, when the message carries any.
     pub creds: Option<Creds>,
@@ -240,46 +245,12 @@ fn capture_stream(fd: BorrowedFd<'_>) -> Result<Vec<QueuedMessage>> {
             });
         }
         check_ctrunc(raw, got.flags)?;
-        let creds = creds_of(got.creds);
-        if got.fds.is_empty() {
-            messages.push(QueuedMessage {
-                data: buf[offset..offset + n].to_vec(),
-                fds: Vec::new(),
-                creds,
-                sender: UnixName::Unnamed,
-            });
-        } else {
-            // The descriptors belong to the last skb of this chunk: find
-            // the smallest peek that still returns them.
-            let (mut lo, mut hi) = (1usize, n);
-            let mut probe = vec![0u8; n];
-            while lo < hi {
-                let mid = lo + (hi - lo) / 2;
-                set_peek_off(fd, offset)?;
-                let p = sys::recvmsg(fd, &mut probe[..mid], PEEK, false)
-                    .map_err(|e| UnixSockError::fd("recvmsg MSG_PEEK (locate fds)", raw, e))?;
-                if p.fds.is_empty() {
-                    lo = mid + 1;
-                } else {
-                    hi = mid;
-                }
-            }
-            let start = offset + lo - 1;
-            if start > offset {
-                messages.push(QueuedMessage {
-                    data: buf[offset..start].to_vec(),
-                    fds: Vec::new(),
-                    creds,
-                    sender: UnixName::Unnamed,
-                });
-            }
-            messages.push(QueuedMessage {
-                data: buf[start..offset + n].to_vec(),
-                fds: got.fds,
-                creds,
-                sender: UnixName::Unnamed,
-            });
-        }
+        messages.push(QueuedMessage {
+            data: buf[offset..offset + n].to_vec(),
+            fds: got.fds,
+            creds: creds_of(got.creds),
+            sender: UnixName::Unnamed,
+        });
         offset += n;
     }
     Ok(messages)
@@ -344,4 +315,29 @@ fn check_ctrunc(fd: i32, flags: i32) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// Receives (consumes) one message from `fd`, at most `max` bytes, with its
+/// descriptors, credentials and (dgram) sender, without blocking; `None`
+/// when nothing is queued. The counterpart of a capture, for checks.
+pub fn recv_message(fd: impl AsFd, max: usize) -> Result<Option<QueuedMessage>> {
+    let fd = fd.as_fd();
+    let want_addr = socket_type(fd)? == SockType::Dgram;
+    let mut buf = vec![0u8; max];
+    match sys::recvmsg(fd, &mut buf, libc::MSG_DONTWAIT, want_addr) {
+        Ok(got) => {
+            buf.truncate(got.len.min(max));
+            Ok(Some(QueuedMessage {
+                data: buf,
+                fds: got.fds,
+                creds: creds_of(got.creds),
+                sender: got
+                    .addr
+                    .map(|a| UnixName::from_sun_path(&a))
+                    .unwrap_or_default(),
+            }))
+        }
+        Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => Ok(None),
+        Err(e) => Err(UnixSockError::fd("recvmsg", fd.as_raw_fd(), e)),
+    }
 }
