@@ -276,7 +276,10 @@ fn capture_dgram(
     }
     let want_addr = sock_type == SockType::Dgram;
     let mut messages = Vec::new();
-    let mut buf = vec![0u8; 64 * 1024];
+    // SIOCINQ of a dgram socket is the first datagram's length: a good
+    // first guess; MSG_TRUNC tells when a later one needs more.
+    let first = sys::inq(fd).map_err(|e| UnixSockError::fd("ioctl SIOCINQ", raw, e))?;
+    let mut buf = vec![0u8; usize::try_from(first).unwrap_or(0).max(4096)];
     let mut offset = 0usize;
     set_peek_off(fd, 0)?;
     while messages.len() < MAX_MESSAGES {
