@@ -468,3 +468,49 @@ fn convert(resp: &UnixResponse) -> Result<UnixSockInfo> {
     }
     Ok(info)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_through_sun_path() {
+        for name in [
+            UnixName::Unnamed,
+            UnixName::Path("/run/x.sock".into()),
+            UnixName::Abstract(b"a\0b".to_vec()),
+        ] {
+            assert_eq!(UnixName::from_sun_path(&name.to_sun_path()), name);
+        }
+        // a path as the kernel returns it, with its NUL
+        assert_eq!(
+            UnixName::from_sun_path(b"/tmp/s\0"),
+            UnixName::Path("/tmp/s".into())
+        );
+        assert_eq!(UnixName::Abstract(b"x".to_vec()).to_string(), "@x");
+    }
+
+    #[test]
+    fn kernel_dev_converts_to_stat_dev() {
+        let v = VfsId {
+            dev: (8 << 20) | 3,
+            ino: 42,
+        };
+        assert_eq!(v.st_dev(), libc::makedev(8, 3));
+        assert!(v.matches(libc::makedev(8, 3), 42));
+        assert!(!v.matches(libc::makedev(8, 3), 43));
+    }
+
+    #[test]
+    fn states_and_shutdown_decode() {
+        assert_eq!(SockState::from_raw(10), SockState::Listen);
+        assert_eq!(SockState::from_raw(7), SockState::Unconnected);
+        assert_eq!(
+            Shutdown::from_raw(3),
+            Shutdown {
+                read: true,
+                write: true
+            }
+        );
+    }
+}

@@ -35,8 +35,10 @@
 //!   `SO_ERROR` and reports it in [`CapturedQueue::pending_error`] (the
 //!   running target loses it: only a dump that kills the target is exact).
 //! - a zero-length datagram does not move the peek offset; the kernel marks
-//!   it peeked and skips it on the next peek at the same offset. One that
-//!   was ALREADY peeked (by an earlier capture) is skipped and not seen.
+//!   it peeked and an offset peek skips it from then on. The head of the
+//!   queue is therefore peeked with SO_PEEK_OFF disabled (-1), which returns
+//!   it anyway; a zero-length datagram further in that was ALREADY peeked
+//!   (by an earlier capture, or by the target) is skipped and not seen.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
@@ -281,8 +283,15 @@ fn capture_dgram(
     let first = sys::inq(fd).map_err(|e| UnixSockError::fd("ioctl SIOCINQ", raw, e))?;
     let mut buf = vec![0u8; usize::try_from(first).unwrap_or(0).max(4096)];
     let mut offset = 0usize;
-    set_peek_off(fd, 0)?;
+    // The head is peeked with SO_PEEK_OFF disabled: that path returns it
+    // even when it is a zero-length datagram already peeked before (which
+    // an offset peek skips); from then on the offset walks the queue.
+    sys::set_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, -1)
+        .map_err(|e| UnixSockError::fd("setsockopt SO_PEEK_OFF", raw, e))?;
     while messages.len() < MAX_MESSAGES {
+        if !messages.is_empty() {
+            set_peek_off(fd, offset)?;
+        }
         let got = match sys::recvmsg(fd, &mut buf, PEEK | libc::MSG_TRUNC, want_addr) {
             Ok(got) => got,
             Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => break,
@@ -291,7 +300,6 @@ fn capture_dgram(
         if got.len > buf.len() {
             // Truncated: the offset moved by what was copied; go back.
             buf.resize(got.len, 0);
-            set_peek_off(fd, offset)?;
             continue;
         }
         check_ctrunc(raw, got.flags)?;

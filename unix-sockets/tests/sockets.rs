@@ -672,3 +672,101 @@ fn graph_of_pairs_listener_dgram_and_external_peer() {
     assert_eq!(order[0], ino(&l));
     assert_eq!(order[1], ino(&recv));
 }
+
+#[test]
+fn zero_length_datagrams_and_repeated_capture() {
+    let (a, b) = restore::socketpair(SockType::Dgram).unwrap();
+    restore::send_message(&a, None, &msg(b"")).unwrap();
+    restore::send_message(&a, None, &msg(b"x")).unwrap();
+    restore::send_message(&a, None, &msg(b"")).unwrap();
+    let q1 = capture_queue(&b).unwrap();
+    let d1: Vec<&[u8]> = q1.messages.iter().map(|m| m.data.as_slice()).collect();
+    let q2 = capture_queue(&b).unwrap();
+    let d2: Vec<&[u8]> = q2.messages.iter().map(|m| m.data.as_slice()).collect();
+    assert_eq!(d1, vec![&b""[..], b"x", b""]);
+    // kernel trap: an offset peek skips a zero-length datagram already
+    // peeked; the head one is still seen (peeked without an offset)
+    assert_eq!(d2, vec![&b""[..], b"x"]);
+    for want in [&b""[..], b"x", b""] {
+        assert_eq!(recv_message(&b, 10).unwrap().unwrap().data, want);
+    }
+}
+
+#[test]
+fn listener_and_unconnected_sockets_have_empty_queues() {
+    let name = UnixName::Abstract(uniq("emptyl"));
+    let l = restore::make_listener(SockType::Stream, &name, None, 3).unwrap();
+    let _c = restore::connect_pending(SockType::Stream, &name, &UnixName::Unnamed, None).unwrap();
+    assert!(capture_queue(&l).unwrap().is_empty());
+    let s = restore::socket(SockType::Stream).unwrap();
+    assert!(capture_queue(&s).unwrap().is_empty());
+    let d = restore::socket(SockType::Dgram).unwrap();
+    assert!(capture_queue(&d).unwrap().is_empty());
+}
+
+#[test]
+fn capture_of_a_non_socket_names_fd_and_step() {
+    let f = tempfile::tempfile().unwrap();
+    let err = capture_queue(&f).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("SO_TYPE") && text.contains(&format!("fd {}", f.as_raw_fd())),
+        "{text}"
+    );
+}
+
+#[test]
+fn graph_reports_accept_queue_across_the_dump_boundary() {
+    let pid = std::process::id() as i32;
+    let lname = UnixName::Abstract(uniq("xl"));
+    let l = restore::make_listener(SockType::Stream, &lname, None, 5).unwrap();
+    let inside =
+        restore::connect_pending(SockType::Stream, &lname, &UnixName::Unnamed, None).unwrap();
+    let outside =
+        restore::connect_pending(SockType::Stream, &lname, &UnixName::Unnamed, None).unwrap();
+    restore::send_message(&outside, None, &msg(b"early bytes")).unwrap();
+    let diag = dump_all().unwrap();
+
+    // the listener dumped, one client outside that already sent data
+    let dumped = [
+        DumpedSocket {
+            pid,
+            fd: l.as_raw_fd(),
+            inode: ino(&l),
+        },
+        DumpedSocket {
+            pid,
+            fd: inside.as_raw_fd(),
+            inode: ino(&inside),
+        },
+    ];
+    let g = SocketGraph::build(&dumped, &diag);
+    let lst = &g.listeners[0];
+    assert_eq!(
+        lst.pending
+            .iter()
+            .map(|p| (p.client, p.client_dumped))
+            .collect::<Vec<_>>(),
+        vec![(ino(&inside), true), (ino(&outside), false)]
+    );
+    assert_eq!(g.external.len(), 1);
+    assert_eq!(g.external[0].peer, ino(&outside));
+    assert_eq!(g.external[0].direction, Direction::Incoming);
+    assert!(matches!(
+        g.problems.as_slice(),
+        [cryo_unix_sockets::graph::Problem::EmbryoData { client, bytes, .. }]
+            if *client == ino(&outside) && *bytes > 0
+    ));
+
+    // only the waiting client dumped: its listener is outside
+    let dumped = [DumpedSocket {
+        pid,
+        fd: inside.as_raw_fd(),
+        inode: ino(&inside),
+    }];
+    let g = SocketGraph::build(&dumped, &diag);
+    assert_eq!(g.external.len(), 1);
+    assert_eq!(g.external[0].peer, ino(&l));
+    assert_eq!(g.external[0].peer_name, lname);
+    assert_eq!(g.external[0].direction, Direction::Outgoing);
+}
