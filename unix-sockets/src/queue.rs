@@ -34,6 +34,9 @@
 //!   `poll(POLLERR)` first and, if an error is pending, takes it with
 //!   `SO_ERROR` and reports it in [`CapturedQueue::pending_error`] (the
 //!   running target loses it: only a dump that kills the target is exact).
+//! - stream MSG_OOB data (CONFIG_AF_UNIX_OOB) is not captured: a peek stops
+//!   at the OOB skb, and the capture fails with an error saying so rather
+//!   than return a partial queue.
 //! - a zero-length datagram does not move the peek offset; the kernel marks
 //!   it peeked and an offset peek skips it from then on. The head of the
 //!   queue is therefore peeked with SO_PEEK_OFF disabled (-1), which returns
