@@ -1,0 +1,391 @@
+//! Helpers the restored task calls, while it still runs cryo code, to put
+//! its unix sockets back: pairs, names, listeners, connections pending in a
+//! listener's accept queue, queues, shutdown state and options.
+//!
+//! The order matters, and the kernel makes it so:
+//! 1. create ([`socketpair`], [`socket`]), bind ([`bind_name`]), listen,
+//!    connect ([`connect`], [`connect_pending`]);
+//! 2. refill queues ([`refill_queue`], [`send_message`]): before step 3,
+//!    because `SHUT_WR` on the sender (or `SHUT_RD` on the receiver) makes
+//!    sends fail with EPIPE;
+//! 3. shutdown ([`restore_pair_shutdown`], [`restore_shutdown`]);
+//! 4. options ([`apply_options`]) LAST: with SO_PASSCRED on either end at
+//!    send time the kernel attaches the sender's credentials to every skb
+//!    (and autobinds an unbound socket on connect/send), which the original
+//!    queue did not have.
+
+use std::fs;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use tracing::{debug, warn};
+
+use crate::diag::{Shutdown, SockType, UnixName};
+use crate::error::{Result, UnixSockError};
+use crate::queue::{CapturedQueue, Creds, QueuedMessage};
+use crate::sys;
+
+/// Creates a connected pair of unix sockets of `ty` (close-on-exec).
+pub fn socketpair(ty: SockType) -> Result<(OwnedFd, OwnedFd)> {
+    sys::socketpair(ty.raw()).map_err(|e| UnixSockError::fd("socketpair", -1, e))
+}
+
+/// Creates an unbound, unconnected unix socket of `ty` (close-on-exec).
+pub fn socket(ty: SockType) -> Result<OwnedFd> {
+    sys::socket(ty.raw()).map_err(|e| UnixSockError::fd("socket", -1, e))
+}
+
+/// Mode and owner of a filesystem-bound socket's file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SocketFileAttrs {
+    /// Permission bits (`st_mode & 0o7777`).
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+}
+
+impl SocketFileAttrs {
+    /// Reads them from the file at `path` (at dump time).
+    pub fn of_path(path: &Path) -> Result<Self> {
+        use std::os::unix::fs::MetadataExt;
+        let md = fs::symlink_metadata(path).map_err(|e| UnixSockError::path("stat", path, e))?;
+        Ok(Self {
+            mode: md.mode() & 0o7777,
+            uid: md.uid(),
+            gid: md.gid(),
+        })
+    }
+}
+
+/// Binds `fd` to `name`. For a path, a stale socket file there is unlinked
+/// first (anything else is left alone: [`UnixSockError::NotASocket`]), and
+/// the new file gets `attrs` (mode, owner) when given. A path longer than
+/// `sun_path` is bound through `/proc/self/fd/DIR/NAME`.
+pub fn bind_name(fd: impl AsFd, name: &UnixName, attrs: Option<SocketFileAttrs>) -> Result<()> {
+    let fd = fd.as_fd();
+    match name {
+        UnixName::Unnamed => Ok(()),
+        UnixName::Abstract(_) => sys::bind(fd, &name.to_sun_path())
+            .map_err(|e| UnixSockError::fd("bind abstract name", fd.as_raw_fd(), e)),
+        UnixName::Path(path) => bind_path(fd, path, attrs),
+    }
+}
+
+/// Binds `fd` to the filesystem `path`; see [`bind_name`].
+pub fn bind_path(fd: impl AsFd, path: &Path, attrs: Option<SocketFileAttrs>) -> Result<()> {
+    let fd = fd.as_fd();
+    match fs::symlink_metadata(path) {
+        Ok(md) if md.file_type().is_socket() => {
+            debug!(path = %path.display(), "unlinking stale socket file");
+            fs::remove_file(path)
+                .map_err(|e| UnixSockError::path("unlink stale socket", path, e))?;
+        }
+        Ok(_) => return Err(UnixSockError::NotASocket { path: path.into() }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(UnixSockError::path("stat", path, e)),
+    }
+    let bytes = path.as_os_str().as_bytes();
+    if bytes.len() < sys::SUN_PATH_MAX {
+        sys::bind(fd, bytes).map_err(|e| UnixSockError::path("bind", path, e))?;
+    } else {
+        // Too long for sun_path: go through the parent directory's fd.
+        let parent = path.parent().unwrap_or(Path::new("."));
+        let file = path.file_name().ok_or_else(|| UnixSockError::Path {
+            step: "bind",
+            path: path.into(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "no file name"),
+        })?;
+        let dir =
+            fs::File::open(parent).map_err(|e| UnixSockError::path("open parent", parent, e))?;
+        let mut short = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()));
+        short.push(file);
+        sys::bind(fd, short.as_os_str().as_bytes())
+            .map_err(|e| UnixSockError::path("bind (via /proc/self/fd)", path, e))?;
+    }
+    if let Some(a) = attrs {
+        fs::set_permissions(path, fs::Permissions::from_mode(a.mode))
+            .map_err(|e| UnixSockError::path("chmod socket file", path, e))?;
+        std::os::unix::fs::lchown(path, Some(a.uid), Some(a.gid))
+            .map_err(|e| UnixSockError::path("chown socket file", path, e))?;
+    }
+    Ok(())
+}
+
+/// `listen(fd, backlog)`.
+pub fn listen(fd: impl AsFd, backlog: u32) -> Result<()> {
+    let fd = fd.as_fd();
+    sys::listen(fd, i32::try_from(backlog).unwrap_or(i32::MAX))
+        .map_err(|e| UnixSockError::fd("listen", fd.as_raw_fd(), e))
+}
+
+/// A bound listener of `ty` (stream or seqpacket) on `name`.
+pub fn make_listener(
+    ty: SockType,
+    name: &UnixName,
+    attrs: Option<SocketFileAttrs>,
+    backlog: u32,
+) -> Result<OwnedFd> {
+    let fd = socket(ty)?;
+    bind_name(&fd, name, attrs)?;
+    listen(&fd, backlog)?;
+    Ok(fd)
+}
+
+/// Connects `fd` to the socket bound to `name` (a listener for stream and
+/// seqpacket; the destination of a connected dgram socket).
+pub fn connect(fd: impl AsFd, name: &UnixName) -> Result<()> {
+    let fd = fd.as_fd();
+    if !name.is_bound() {
+        return Err(UnixSockError::Invalid {
+            step: "connect",
+            fd: fd.as_raw_fd(),
+            detail: "peer has no name to connect to".into(),
+        });
+    }
+    sys::connect(fd, &name.to_sun_path()).map_err(|e| UnixSockError::Invalid {
+        step: "connect",
+        fd: fd.as_raw_fd(),
+        detail: format!("to {name}: {e}"),
+    })
+}
+
+/// Recreates a connection pending in a listener's accept queue: a fresh
+/// socket of `ty` (bound to `client_name` if the client was bound) is
+/// connected to the listener bound to `listener_name`, so that the
+/// listener's next accept() returns its peer. Returns the client end.
+///
+/// Data the client had sent before being accepted sits in the embryo's
+/// queue, which no process holds: [`crate::graph`] reports it, and it is not
+/// recreated here.
+pub fn connect_pending(
+    ty: SockType,
+    listener_name: &UnixName,
+    client_name: &UnixName,
+    client_attrs: Option<SocketFileAttrs>,
+) -> Result<OwnedFd> {
+    let fd = socket(ty)?;
+    bind_name(&fd, client_name, client_attrs)?;
+    connect(&fd, listener_name)?;
+    Ok(fd)
+}
+
+/// Sends one captured message from `from` (to `dest` when `from` is not
+/// connected), with its descriptors and credentials, never blocking.
+/// Stream data is written until all of it is in (descriptors go with the
+/// first byte).
+///
+/// Credentials whose pid no longer exists (ESRCH) are replaced by this
+/// process's pid with the same uid and gid, and a warning.
+pub fn send_message(from: impl AsFd, dest: Option<&UnixName>, msg: &QueuedMessage) -> Result<()> {
+    let from = from.as_fd();
+    let raw = from.as_raw_fd();
+    let dest_bytes = dest.filter(|d| d.is_bound()).map(|d| d.to_sun_path());
+    let fds: Vec<BorrowedFd<'_>> = msg.fds.iter().map(|f| f.as_fd()).collect();
+    let mut creds = msg.creds.map(to_raw);
+    let mut sent = 0usize;
+    let mut first = true;
+    loop {
+        let attach: &[BorrowedFd<'_>] = if first { &fds } else { &[] };
+        let r = sys::sendmsg(
+            from,
+            &msg.data[sent..],
+            attach,
+            creds,
+            dest_bytes.as_deref(),
+            libc::MSG_DONTWAIT,
+        );
+        match r {
+            Ok(n) => {
+                sent += n;
+                first = false;
+                if sent >= msg.data.len() {
+                    return Ok(());
+                }
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) && creds.is_some() => {
+                let c = creds.as_mut().expect("checked");
+                warn!(
+                    fd = raw,
+                    pid = c.pid,
+                    "credentials name a pid that is gone, sending with this process's pid"
+                );
+                c.pid = std::process::id() as i32;
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {
+                return Err(UnixSockError::Invalid {
+                    step: "sendmsg (refill)",
+                    fd: raw,
+                    detail: format!(
+                        "receiver full after {sent} of {} bytes (sndbuf too small, or a dgram \
+                         receiver over net.unix.max_dgram_qlen)",
+                        msg.data.len()
+                    ),
+                });
+            }
+            Err(e) => return Err(UnixSockError::fd("sendmsg (refill)", raw, e)),
+        }
+    }
+}
+
+fn to_raw(c: Creds) -> sys::RawCreds {
+    sys::RawCreds {
+        pid: c.pid,
+        uid: c.uid,
+        gid: c.gid,
+    }
+}
+
+/// Refills a receive queue: every message of `queue` is sent from `from`
+/// (the receiver's peer, or any socket able to send to `dest`), in order,
+/// one sendmsg each, so dgram/seqpacket boundaries and the byte offsets of
+/// stream descriptors are kept. `from`'s send buffer is raised for the
+/// refill (SO_SNDBUFFORCE) and put back after.
+pub fn refill_queue(from: impl AsFd, dest: Option<&UnixName>, queue: &CapturedQueue) -> Result<()> {
+    let from = from.as_fd();
+    if queue.is_empty() {
+        return Ok(());
+    }
+    let raw = from.as_raw_fd();
+    let orig = sys::get_int(from, libc::SOL_SOCKET, libc::SO_SNDBUF)
+        .map_err(|e| UnixSockError::fd("getsockopt SO_SNDBUF", raw, e))?;
+    // Each skb is charged its truesize (data plus about 1 KiB of overhead)
+    // against the sender's sk_sndbuf; a stream sendmsg also stops at half
+    // of sk_sndbuf per skb.
+    let need: u64 = queue
+        .messages
+        .iter()
+        .map(|m| m.data.len() as u64 + 2048)
+        .sum::<u64>()
+        * 2;
+    let raised = need > orig as u64;
+    if raised {
+        let val = i32::try_from(need / 2 + 1).unwrap_or(i32::MAX / 2);
+        sys::set_int(from, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, val)
+            .map_err(|e| UnixSockError::fd("setsockopt SO_SNDBUFFORCE", raw, e))?;
+    }
+    let result = queue
+        .messages
+        .iter()
+        .try_for_each(|m| send_message(from, dest, m));
+    if raised {
+        set_buf(from, libc::SO_SNDBUFFORCE, orig)?;
+    }
+    result
+}
+
+/// Sets a buffer size so that getsockopt reads back `doubled` (the kernel
+/// doubles what setsockopt gives).
+fn set_buf(fd: BorrowedFd<'_>, opt: i32, doubled: i32) -> Result<()> {
+    sys::set_int(fd, libc::SOL_SOCKET, opt, doubled / 2)
+        .map_err(|e| UnixSockError::fd("setsockopt buffer size", fd.as_raw_fd(), e))
+}
+
+/// Restores the shutdown state of a connected stream/seqpacket pair. For
+/// such sockets shutdown(2) acts on both ends (a's read side closes with
+/// b's write side), so the pair's two states are folded into at most two
+/// `shutdown(SHUT_WR)`-style calls.
+pub fn restore_pair_shutdown(
+    a: impl AsFd,
+    a_state: Shutdown,
+    b: impl AsFd,
+    b_state: Shutdown,
+) -> Result<()> {
+    let a_wr = a_state.write || b_state.read;
+    let b_wr = b_state.write || a_state.read;
+    if a_wr {
+        restore_shutdown(
+            &a,
+            Shutdown {
+                read: false,
+                write: true,
+            },
+        )?;
+    }
+    if b_wr {
+        restore_shutdown(
+            &b,
+            Shutdown {
+                read: false,
+                write: true,
+            },
+        )?;
+    }
+    Ok(())
+}
+
+/// shutdown(2) of one socket with `state` (for a socket whose peer is not
+/// restored with it, or a dgram socket).
+pub fn restore_shutdown(fd: impl AsFd, state: Shutdown) -> Result<()> {
+    let fd = fd.as_fd();
+    let how = match (state.read, state.write) {
+        (false, false) => return Ok(()),
+        (true, false) => libc::SHUT_RD,
+        (false, true) => libc::SHUT_WR,
+        (true, true) => libc::SHUT_RDWR,
+    };
+    sys::shutdown(fd, how).map_err(|e| UnixSockError::fd("shutdown", fd.as_raw_fd(), e))
+}
+
+/// Socket options worth carrying over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SockOptions {
+    /// SO_PASSCRED.
+    pub passcred: bool,
+    /// SO_SNDBUF as getsockopt reads it (doubled).
+    pub sndbuf: i32,
+    /// SO_RCVBUF as getsockopt reads it (doubled).
+    pub rcvbuf: i32,
+    /// SO_PEEK_OFF (-1: disabled).
+    pub peek_off: i32,
+}
+
+/// Reads the options of `fd`.
+pub fn read_options(fd: impl AsFd) -> Result<SockOptions> {
+    let fd = fd.as_fd();
+    let raw = fd.as_raw_fd();
+    let get = |opt, step| {
+        sys::get_int(fd, libc::SOL_SOCKET, opt).map_err(|e| UnixSockError::fd(step, raw, e))
+    };
+    Ok(SockOptions {
+        passcred: get(libc::SO_PASSCRED, "getsockopt SO_PASSCRED")? != 0,
+        sndbuf: get(libc::SO_SNDBUF, "getsockopt SO_SNDBUF")?,
+        rcvbuf: get(libc::SO_RCVBUF, "getsockopt SO_RCVBUF")?,
+        peek_off: get(libc::SO_PEEK_OFF, "getsockopt SO_PEEK_OFF")?,
+    })
+}
+
+/// Applies `opts` to `fd` (buffers with the FORCE variants, so values above
+/// the sysctl maxima come back too). Call after the queues are refilled.
+pub fn apply_options(fd: impl AsFd, opts: &SockOptions) -> Result<()> {
+    let fd = fd.as_fd();
+    let raw = fd.as_raw_fd();
+    set_buf(fd, libc::SO_SNDBUFFORCE, opts.sndbuf)?;
+    set_buf(fd, libc::SO_RCVBUFFORCE, opts.rcvbuf)?;
+    sys::set_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, opts.peek_off)
+        .map_err(|e| UnixSockError::fd("setsockopt SO_PEEK_OFF", raw, e))?;
+    sys::set_int(
+        fd,
+        libc::SOL_SOCKET,
+        libc::SO_PASSCRED,
+        i32::from(opts.passcred),
+    )
+    .map_err(|e| UnixSockError::fd("setsockopt SO_PASSCRED", raw, e))
+}
+
+/// The name `fd` is bound to (getsockname).
+pub fn local_name(fd: impl AsFd) -> Result<UnixName> {
+    let fd = fd.as_fd();
+    sys::getsockname(fd)
+        .map(|b| UnixName::from_sun_path(&b))
+        .map_err(|e| UnixSockError::fd("getsockname", fd.as_raw_fd(), e))
+}
+
+/// accept(2) on a listener (close-on-exec); for tests and checks.
+pub fn accept(fd: impl AsFd) -> Result<OwnedFd> {
+    let fd = fd.as_fd();
+    sys::accept(fd).map_err(|e| UnixSockError::fd("accept", fd.as_raw_fd(), e))
+}
