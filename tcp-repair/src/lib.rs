@@ -38,7 +38,7 @@ mod udp;
 
 pub use error::{Operation, Result, SocketName, TcpRepairError};
 pub use listen::{capture_listener, listener_diag, restore_listener, InFlight, ListenerDiag};
-pub use repair::{capture_and_leave, Repair};
+pub use repair::{capture_and_leave, kernel_tcp_state, Repair};
 pub use restore::{close_silently, leave_repair, restore, RestoredSocket};
 pub use state::{
     state_name, HandshakeOptions, ListenerState, SocketOptions, TcpConnectionState,

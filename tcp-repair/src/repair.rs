@@ -321,3 +321,12 @@ pub fn capture_and_leave(fd: impl AsFd) -> Result<TcpConnectionState> {
     repair.leave_quiet()?;
     Ok(state)
 }
+
+/// The kernel's TCP state number of a socket (`TCP_INFO`'s `tcpi_state`);
+/// see [`crate::state_name`].
+pub fn kernel_tcp_state(fd: impl AsFd) -> Result<u8> {
+    let fd = fd.as_fd();
+    sys::tcp_info(fd)
+        .map(|i| i.state)
+        .map_err(Ctx::new(Operation::Capture, socket_name(fd)).sys("getsockopt TCP_INFO"))
+}

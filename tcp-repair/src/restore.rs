@@ -90,9 +90,25 @@ impl RestoredSocket {
     }
 
     fn finish(self, how: libc::c_int) -> Result<OwnedFd> {
-        leave(self.fd.as_fd(), how, self.name)?;
-        write_all_blocking(self.fd.as_fd(), &self.unsent)
-            .map_err(Ctx::new(Operation::LeaveRepair, self.name).sys("send (unsent data)"))?;
+        let ctx = Ctx::new(Operation::LeaveRepair, self.name);
+        let fd = self.fd.as_fd();
+        leave(fd, how, self.name)?;
+        if !self.unsent.is_empty() {
+            // The unsent data fitted in the original socket's buffer, but the
+            // sent data restored in repair mode and a different packing into
+            // buffers may not leave room for all of it: widen the buffer for
+            // this write so it never waits for the peer, then put it back.
+            let sndbuf = sys::get_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUF)
+                .map_err(ctx.sys("getsockopt SO_SNDBUF"))?;
+            let widened = (sndbuf / 2)
+                .saturating_add(self.unsent.len().min(i32::MAX as usize / 4) as i32 * 2);
+            let widen = sys::set_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, widened).is_ok();
+            write_all_blocking(fd, &self.unsent).map_err(ctx.sys("send (unsent data)"))?;
+            if widen {
+                sys::set_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, sndbuf / 2)
+                    .map_err(ctx.sys("setsockopt SO_SNDBUFFORCE"))?;
+            }
+        }
         Ok(self.fd)
     }
 }
