@@ -16,7 +16,10 @@ fn listener(addr: &str, backlog: i32) -> Socket {
 }
 
 fn wait_pending(l: &Socket) {
-    let mut pfd = [nix::poll::PollFd::new(l.as_fd(), nix::poll::PollFlags::POLLIN)];
+    let mut pfd = [nix::poll::PollFd::new(
+        l.as_fd(),
+        nix::poll::PollFlags::POLLIN,
+    )];
     nix::poll::poll(&mut pfd, nix::poll::PollTimeout::from(5000u16)).unwrap();
 }
 
@@ -77,7 +80,10 @@ fn udp_round_trip(a: &str, b: &str, connected: bool) {
     them.send_to(b"ping", state.local).unwrap();
     let mut buf = [0u8; 8];
     let (n, from) = us.recv_from(&mut buf).unwrap();
-    assert_eq!((&buf[..n], from), (&b"ping"[..], them.local_addr().unwrap()));
+    assert_eq!(
+        (&buf[..n], from),
+        (&b"ping"[..], them.local_addr().unwrap())
+    );
     if connected {
         us.send(b"pong").unwrap();
     } else {
