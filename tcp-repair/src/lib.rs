@@ -1,2 +1,47 @@
-//! Capture and restore of one TCP connection with TCP_REPAIR.
+//! Capture and restore of one TCP connection with TCP_REPAIR, as a safe
+//! library useful on its own (as libsoccr is for CRIU); plus the listening
+//! TCP and UDP sockets an engine meets beside them.
+//!
+//! ```text
+//!  live socket ──Repair::enter──▶ Repair ──capture()──▶ TcpConnectionState
+//!                                   │ drop / leave_quiet(): connection goes on untouched
+//!                                   │ hold(): stay in repair, close the fd: peer sees nothing
+//!                                   ▼
+//!  TcpConnectionState ──restore()──▶ RestoredSocket (repair mode, nothing sent yet)
+//!                                   │ finish_quiet(): TCP_REPAIR_OFF_NO_WP
+//!                                   │ finish_probe(): TCP_REPAIR_OFF (window probe: dead peer found at once)
+//!                                   ▼
+//!                                 OwnedFd, the same connection
+//! ```
+//!
+//! The engine calls [`Repair::enter`] on a duplicate of the target's socket
+//! obtained with `pidfd_getfd`: it is the same socket, so repair mode set on
+//! the duplicate applies to the target's socket. Everything needs
+//! CAP_NET_ADMIN (repair mode), and half-closed restores need CAP_NET_RAW.
+//! The fd's flags (O_NONBLOCK) are the caller's business: restored sockets
+//! are blocking and close-on-exec.
+//!
+//! Order on restore: listeners first (their address is then shared by the
+//! restored connections, whose repair mode forces address reuse), then
+//! connections.
 #![warn(missing_docs)]
+
+mod error;
+mod inject;
+mod listen;
+mod options;
+mod repair;
+mod restore;
+mod state;
+mod sys;
+mod udp;
+
+pub use error::{Operation, Result, SocketName, TcpRepairError};
+pub use listen::{capture_listener, listener_diag, restore_listener, InFlight, ListenerDiag};
+pub use repair::{capture_and_leave, kernel_tcp_state, Repair};
+pub use restore::{close_silently, leave_repair, restore, RestoredSocket};
+pub use state::{
+    state_name, HandshakeOptions, ListenerState, SocketOptions, TcpConnectionState,
+    TcpSocketOptions, TcpState, TcpWindow, UdpSocketState, WindowScale,
+};
+pub use udp::{capture_udp, restore_udp};

@@ -1,0 +1,196 @@
+//! Listening TCP sockets.
+//!
+//! A listener has no sequence numbers or queues of its own: it is captured
+//! by address and options, and restored with `bind()` and `listen()`. Two
+//! things need the kernel's help:
+//!
+//! - the backlog passed to `listen()` is not readable with `getsockopt`, nor
+//!   from /proc/net/tcp; sock_diag reports it (`idiag_wqueue` is
+//!   `sk_max_ack_backlog` for a listener, `idiag_rqueue` the accept queue
+//!   length). sock_diag answers for the CALLER's network namespace, so a
+//!   listener in another namespace is not found: the backlog is then `None`
+//!   and the restore uses the `default_backlog` it is given.
+//! - connections that completed the handshake but were not `accept()`ed yet
+//!   sit in the listener's accept queue. CRIU refuses to dump such a
+//!   listener ("In-flight connection (l)") unless `--tcp-skip-in-flight`,
+//!   which drops them. Accepting them in the dumper and dumping them as
+//!   established sockets does not help: userspace cannot put a socket back
+//!   into an accept queue, and the application would never `accept()` them.
+//!   So this crate does the same as CRIU: [`InFlight::Refuse`] (the default;
+//!   a temporary error, retry once the application has accepted them) or
+//!   [`InFlight::Skip`] (they are dropped, counted in
+//!   `ListenerState::dropped_pending`; their peers get a RST when the
+//!   original listener is closed). Half-open connections (SYN_RECV request
+//!   socks) are not captured either way: their peers retransmit the SYN and
+//!   the restored listener answers.
+
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+
+use netlink_packet_core::{
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST,
+};
+use netlink_packet_sock_diag::constants::{AF_INET, AF_INET6, IPPROTO_TCP};
+use netlink_packet_sock_diag::inet::{ExtensionFlags, InetRequest, SocketId, StateFlags};
+use netlink_packet_sock_diag::SockDiagMessage;
+use netlink_sys::protocols::NETLINK_SOCK_DIAG;
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+use crate::error::{Ctx, Operation, Result, SocketName, TcpRepairError};
+use crate::options;
+use crate::repair::socket_name;
+use crate::state::{state_name, ListenerState};
+use crate::sys;
+
+/// What to do with connections waiting in a listener's accept queue.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum InFlight {
+    /// Refuse the capture with [`TcpRepairError::PendingConnections`]
+    /// (temporary: retry later).
+    #[default]
+    Refuse,
+    /// Capture anyway; the pending connections are lost.
+    Skip,
+}
+
+/// What sock_diag says about one listener.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListenerDiag {
+    /// Connections in the accept queue.
+    pub accept_queue: u32,
+    /// The backlog given to `listen()` (capped by `somaxconn`).
+    pub backlog: u32,
+}
+
+/// Looks a listening TCP socket up by inode with sock_diag (in the caller's
+/// network namespace). `Ok(None)` when it is not found there.
+pub fn listener_diag(local: SocketAddr, inode: u64) -> std::io::Result<Option<ListenerDiag>> {
+    let mut socket = netlink_sys::Socket::new(NETLINK_SOCK_DIAG)?;
+    socket.bind_auto()?;
+    socket.connect(&netlink_sys::SocketAddr::new(0, 0))?;
+    let mut header = NetlinkHeader::default();
+    header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+    let (family, mut id) = if local.is_ipv6() {
+        (AF_INET6, SocketId::new_v6())
+    } else {
+        (AF_INET, SocketId::new_v4())
+    };
+    id.source_port = local.port();
+    let mut packet = NetlinkMessage::new(
+        header,
+        SockDiagMessage::InetRequest(InetRequest {
+            family,
+            protocol: IPPROTO_TCP,
+            extensions: ExtensionFlags::empty(),
+            states: StateFlags::LISTEN,
+            socket_id: id,
+        })
+        .into(),
+    );
+    packet.finalize();
+    let mut buf = vec![0u8; packet.buffer_len()];
+    packet.serialize(&mut buf);
+    socket.send(&buf, 0)?;
+
+    let mut found = None;
+    let mut rx = vec![0u8; 32 * 1024];
+    loop {
+        let size = socket.recv(&mut &mut rx[..], 0)?;
+        let mut offset = 0;
+        while offset < size {
+            let msg = NetlinkMessage::<SockDiagMessage>::deserialize(&rx[offset..size])
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
+            let len = msg.header.length as usize;
+            match msg.payload {
+                NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(r))
+                    if r.header.inode as u64 == inode =>
+                {
+                    found = Some(ListenerDiag {
+                        accept_queue: r.header.recv_queue,
+                        backlog: r.header.send_queue,
+                    });
+                }
+                NetlinkPayload::Done(_) => return Ok(found),
+                NetlinkPayload::Error(e) => {
+                    return Err(e.to_io());
+                }
+                _ => {}
+            }
+            if len == 0 {
+                break;
+            }
+            offset += len;
+        }
+    }
+}
+
+/// Captures a listening TCP socket: address, backlog (via sock_diag), socket
+/// and TCP options. With [`InFlight::Refuse`], a non-empty accept queue is a
+/// temporary error. Does not need repair mode and does not disturb the
+/// listener.
+pub fn capture_listener(fd: impl AsFd, in_flight: InFlight) -> Result<ListenerState> {
+    let fd = fd.as_fd();
+    let name = socket_name(fd);
+    let ctx = Ctx::new(Operation::Capture, name);
+    let info = sys::tcp_info(fd).map_err(ctx.sys("getsockopt TCP_INFO"))?;
+    if info.state != 10 {
+        return Err(TcpRepairError::UnsupportedState {
+            op: Operation::Capture,
+            sock: name,
+            state: state_name(info.state),
+            why: "not a listening socket",
+        });
+    }
+    let local = name
+        .local
+        .ok_or_else(|| ctx.invalid("getsockname", "listener without an address"))?;
+    let inode = inode_of(fd).map_err(ctx.io("fstat"))?;
+    let diag = listener_diag(local, inode).map_err(ctx.io("sock_diag"))?;
+    let pending = diag.map(|d| d.accept_queue).unwrap_or(0);
+    if pending > 0 && in_flight == InFlight::Refuse {
+        return Err(TcpRepairError::PendingConnections {
+            op: Operation::Capture,
+            sock: name,
+            pending,
+        });
+    }
+    Ok(ListenerState {
+        local,
+        backlog: diag.map(|d| d.backlog),
+        dropped_pending: pending,
+        socket: options::capture_socket(fd, local.is_ipv6(), ctx)?,
+        tcp: options::capture_tcp(fd, ctx)?,
+    })
+}
+
+pub(crate) fn inode_of(fd: BorrowedFd<'_>) -> std::io::Result<u64> {
+    let file = std::fs::File::from(fd.try_clone_to_owned()?);
+    Ok(file.metadata()?.ino())
+}
+
+/// Re-creates a listening socket: options, `bind()`, `listen()` with the
+/// captured backlog or `default_backlog` when it was not known.
+pub fn restore_listener(state: &ListenerState, default_backlog: u32) -> Result<OwnedFd> {
+    let name = SocketName::new(Some(state.local), None);
+    let ctx = Ctx::new(Operation::Restore, name);
+    let ipv6 = state.local.is_ipv6();
+    let domain = if ipv6 { Domain::IPV6 } else { Domain::IPV4 };
+    let socket = Socket::new(domain, Type::STREAM.cloexec(), Some(Protocol::TCP))
+        .map_err(ctx.io("socket"))?;
+    let fd = OwnedFd::from(socket);
+    let b = fd.as_fd();
+    options::apply_pre_bind(b, &state.socket, ctx)?;
+    options::apply_buffers_if_changed(b, &state.socket, ctx)?;
+    let sref = socket2::SockRef::from(&b);
+    sref.bind(&SockAddr::from(state.local))
+        .map_err(ctx.io("bind"))?;
+    options::apply_socket(b, &state.socket, ipv6, ctx)?;
+    options::apply_tcp(b, &state.tcp, ctx)?;
+    let backlog = state
+        .backlog
+        .unwrap_or(default_backlog)
+        .min(i32::MAX as u32) as i32;
+    sref.listen(backlog).map_err(ctx.io("listen"))?;
+    Ok(fd)
+}

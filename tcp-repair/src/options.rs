@@ -1,0 +1,264 @@
+//! Socket options: one table of reads and one of writes, shared by
+//! connections, listeners and UDP sockets.
+
+use std::os::fd::BorrowedFd;
+
+use nix::errno::Errno;
+
+use crate::error::{Ctx, Result};
+use crate::state::{SocketOptions, TcpSocketOptions};
+use crate::sys;
+
+/// Reads the socket-level options; `ipv6` selects `IPV6_TCLASS`/`IPV6_V6ONLY`
+/// over `IP_TOS`.
+pub(crate) fn capture_socket(fd: BorrowedFd<'_>, ipv6: bool, ctx: Ctx) -> Result<SocketOptions> {
+    let int = |level, name, step| sys::get_int(fd, level, name).map_err(ctx.sys(step));
+    let traffic_class = if ipv6 {
+        int(libc::SOL_IPV6, libc::IPV6_TCLASS, "getsockopt IPV6_TCLASS")?
+    } else {
+        int(libc::SOL_IP, libc::IP_TOS, "getsockopt IP_TOS")?
+    };
+    Ok(SocketOptions {
+        reuse_addr: int(
+            libc::SOL_SOCKET,
+            libc::SO_REUSEADDR,
+            "getsockopt SO_REUSEADDR",
+        )? != 0,
+        reuse_port: int(
+            libc::SOL_SOCKET,
+            libc::SO_REUSEPORT,
+            "getsockopt SO_REUSEPORT",
+        )? != 0,
+        send_buffer: int(libc::SOL_SOCKET, libc::SO_SNDBUF, "getsockopt SO_SNDBUF")?,
+        recv_buffer: int(libc::SOL_SOCKET, libc::SO_RCVBUF, "getsockopt SO_RCVBUF")?,
+        linger: sys::get_linger(fd).map_err(ctx.sys("getsockopt SO_LINGER"))?,
+        mark: int(libc::SOL_SOCKET, libc::SO_MARK, "getsockopt SO_MARK")? as u32,
+        traffic_class,
+        v6_only: if ipv6 {
+            Some(int(libc::SOL_IPV6, libc::IPV6_V6ONLY, "getsockopt IPV6_V6ONLY")? != 0)
+        } else {
+            None
+        },
+        broadcast: int(
+            libc::SOL_SOCKET,
+            libc::SO_BROADCAST,
+            "getsockopt SO_BROADCAST",
+        )? != 0,
+    })
+}
+
+/// Reads the TCP-level options.
+pub(crate) fn capture_tcp(fd: BorrowedFd<'_>, ctx: Ctx) -> Result<TcpSocketOptions> {
+    let int = |level, name, step| sys::get_int(fd, level, name).map_err(ctx.sys(step));
+    let mut name = [0u8; 16];
+    let n = sys::get_bytes(fd, libc::SOL_TCP, libc::TCP_CONGESTION, &mut name)
+        .map_err(ctx.sys("getsockopt TCP_CONGESTION"))?;
+    let end = name[..n].iter().position(|&b| b == 0).unwrap_or(n);
+    Ok(TcpSocketOptions {
+        keepalive: int(
+            libc::SOL_SOCKET,
+            libc::SO_KEEPALIVE,
+            "getsockopt SO_KEEPALIVE",
+        )? != 0,
+        keep_idle: int(libc::SOL_TCP, libc::TCP_KEEPIDLE, "getsockopt TCP_KEEPIDLE")?,
+        keep_interval: int(
+            libc::SOL_TCP,
+            libc::TCP_KEEPINTVL,
+            "getsockopt TCP_KEEPINTVL",
+        )?,
+        keep_count: int(libc::SOL_TCP, libc::TCP_KEEPCNT, "getsockopt TCP_KEEPCNT")?,
+        no_delay: int(libc::SOL_TCP, libc::TCP_NODELAY, "getsockopt TCP_NODELAY")? != 0,
+        cork: int(libc::SOL_TCP, libc::TCP_CORK, "getsockopt TCP_CORK")? != 0,
+        user_timeout: int(
+            libc::SOL_TCP,
+            libc::TCP_USER_TIMEOUT,
+            "getsockopt TCP_USER_TIMEOUT",
+        )? as u32,
+        congestion: String::from_utf8_lossy(&name[..end]).into_owned(),
+    })
+}
+
+/// Options that must be set before `bind()`: `SO_REUSEADDR`, `SO_REUSEPORT`,
+/// `IPV6_V6ONLY`. For a TCP connection this also runs BEFORE `TCP_REPAIR`:
+/// setting `SO_REUSEADDR` afterwards would undo the address reuse that repair
+/// mode forces.
+pub(crate) fn apply_pre_bind(fd: BorrowedFd<'_>, o: &SocketOptions, ctx: Ctx) -> Result<()> {
+    sys::set_int(
+        fd,
+        libc::SOL_SOCKET,
+        libc::SO_REUSEADDR,
+        o.reuse_addr as i32,
+    )
+    .map_err(ctx.sys("setsockopt SO_REUSEADDR"))?;
+    if o.reuse_port {
+        sys::set_int(fd, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)
+            .map_err(ctx.sys("setsockopt SO_REUSEPORT"))?;
+    }
+    if let Some(v6_only) = o.v6_only {
+        sys::set_int(fd, libc::SOL_IPV6, libc::IPV6_V6ONLY, v6_only as i32)
+            .map_err(ctx.sys("setsockopt IPV6_V6ONLY"))?;
+    }
+    Ok(())
+}
+
+/// Buffer sizes; set before queues are refilled so they fit.
+pub(crate) fn apply_buffers(fd: BorrowedFd<'_>, o: &SocketOptions, ctx: Ctx) -> Result<()> {
+    set_buffer(
+        fd,
+        libc::SO_SNDBUFFORCE,
+        libc::SO_SNDBUF,
+        o.send_buffer,
+        ctx,
+        "setsockopt SO_SNDBUF",
+    )?;
+    set_buffer(
+        fd,
+        libc::SO_RCVBUFFORCE,
+        libc::SO_RCVBUF,
+        o.recv_buffer,
+        ctx,
+        "setsockopt SO_RCVBUF",
+    )
+}
+
+/// Buffer sizes, only where they differ from what the fresh socket has: a
+/// socket whose sizes were never set keeps the kernel's autotuning (and so
+/// do the connections a listener accepts).
+pub(crate) fn apply_buffers_if_changed(
+    fd: BorrowedFd<'_>,
+    o: &SocketOptions,
+    ctx: Ctx,
+) -> Result<()> {
+    let now = |name, step| sys::get_int(fd, libc::SOL_SOCKET, name).map_err(ctx.sys(step));
+    if now(libc::SO_SNDBUF, "getsockopt SO_SNDBUF")? != o.send_buffer {
+        set_buffer(
+            fd,
+            libc::SO_SNDBUFFORCE,
+            libc::SO_SNDBUF,
+            o.send_buffer,
+            ctx,
+            "setsockopt SO_SNDBUF",
+        )?;
+    }
+    if now(libc::SO_RCVBUF, "getsockopt SO_RCVBUF")? != o.recv_buffer {
+        set_buffer(
+            fd,
+            libc::SO_RCVBUFFORCE,
+            libc::SO_RCVBUF,
+            o.recv_buffer,
+            ctx,
+            "setsockopt SO_RCVBUF",
+        )?;
+    }
+    Ok(())
+}
+
+fn set_buffer(
+    fd: BorrowedFd<'_>,
+    force: libc::c_int,
+    plain: libc::c_int,
+    reported: i32,
+    ctx: Ctx,
+    step: &'static str,
+) -> Result<()> {
+    if reported <= 0 {
+        return Ok(());
+    }
+    // getsockopt reports twice what setsockopt takes.
+    let value = reported / 2;
+    match sys::set_int(fd, libc::SOL_SOCKET, force, value) {
+        Err(Errno::EPERM) => {
+            sys::set_int(fd, libc::SOL_SOCKET, plain, value).map_err(ctx.sys(step))
+        }
+        other => other.map_err(ctx.sys(step)),
+    }
+}
+
+/// The other socket-level options (after `bind()`).
+pub(crate) fn apply_socket(
+    fd: BorrowedFd<'_>,
+    o: &SocketOptions,
+    ipv6: bool,
+    ctx: Ctx,
+) -> Result<()> {
+    sys::set_linger(fd, o.linger).map_err(ctx.sys("setsockopt SO_LINGER"))?;
+    if o.mark != 0 {
+        sys::set_int(fd, libc::SOL_SOCKET, libc::SO_MARK, o.mark as i32)
+            .map_err(ctx.sys("setsockopt SO_MARK"))?;
+    }
+    if o.traffic_class != 0 {
+        if ipv6 {
+            sys::set_int(fd, libc::SOL_IPV6, libc::IPV6_TCLASS, o.traffic_class)
+                .map_err(ctx.sys("setsockopt IPV6_TCLASS"))?;
+        } else {
+            sys::set_int(fd, libc::SOL_IP, libc::IP_TOS, o.traffic_class)
+                .map_err(ctx.sys("setsockopt IP_TOS"))?;
+        }
+    }
+    if o.broadcast {
+        sys::set_int(fd, libc::SOL_SOCKET, libc::SO_BROADCAST, 1)
+            .map_err(ctx.sys("setsockopt SO_BROADCAST"))?;
+    }
+    Ok(())
+}
+
+/// The TCP-level options.
+pub(crate) fn apply_tcp(fd: BorrowedFd<'_>, o: &TcpSocketOptions, ctx: Ctx) -> Result<()> {
+    let set =
+        |level, name, value, step| sys::set_int(fd, level, name, value).map_err(ctx.sys(step));
+    if !o.congestion.is_empty() {
+        sys::set_bytes(
+            fd,
+            libc::SOL_TCP,
+            libc::TCP_CONGESTION,
+            o.congestion.as_bytes(),
+        )
+        .map_err(ctx.sys("setsockopt TCP_CONGESTION"))?;
+    }
+    if o.keep_idle > 0 {
+        set(
+            libc::SOL_TCP,
+            libc::TCP_KEEPIDLE,
+            o.keep_idle,
+            "setsockopt TCP_KEEPIDLE",
+        )?;
+    }
+    if o.keep_interval > 0 {
+        set(
+            libc::SOL_TCP,
+            libc::TCP_KEEPINTVL,
+            o.keep_interval,
+            "setsockopt TCP_KEEPINTVL",
+        )?;
+    }
+    if o.keep_count > 0 {
+        set(
+            libc::SOL_TCP,
+            libc::TCP_KEEPCNT,
+            o.keep_count,
+            "setsockopt TCP_KEEPCNT",
+        )?;
+    }
+    set(
+        libc::SOL_SOCKET,
+        libc::SO_KEEPALIVE,
+        o.keepalive as i32,
+        "setsockopt SO_KEEPALIVE",
+    )?;
+    set(
+        libc::SOL_TCP,
+        libc::TCP_NODELAY,
+        o.no_delay as i32,
+        "setsockopt TCP_NODELAY",
+    )?;
+    set(
+        libc::SOL_TCP,
+        libc::TCP_USER_TIMEOUT,
+        o.user_timeout as i32,
+        "setsockopt TCP_USER_TIMEOUT",
+    )?;
+    if o.cork {
+        set(libc::SOL_TCP, libc::TCP_CORK, 1, "setsockopt TCP_CORK")?;
+    }
+    Ok(())
+}

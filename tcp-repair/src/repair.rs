@@ -1,0 +1,332 @@
+//! Capture: a live socket put in repair mode, read without disturbing it.
+//!
+//! [`Repair::enter`] switches `TCP_REPAIR` on; the returned guard is the only
+//! way to [`Repair::capture`]. Dropping the guard leaves repair mode with
+//! `TCP_REPAIR_OFF_NO_WP` (no window probe), so a capture that is abandoned,
+//! or one with `--leave-running` semantics, leaves the connection exactly as
+//! it was: nothing is read from the queues, nothing is sent.
+//!
+//! When the dumped process is killed instead, its socket must be closed while
+//! still in repair mode: closing a socket in repair mode sends neither FIN nor
+//! RST, so the peer sees nothing. [`Repair::hold`] keeps repair mode on for
+//! that.
+
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, BorrowedFd};
+
+use socket2::SockRef;
+use tracing::debug;
+
+use crate::error::{Ctx, Operation, Result, SocketName, TcpRepairError};
+use crate::options;
+use crate::state::{
+    state_name, HandshakeOptions, TcpConnectionState, TcpState, TcpWindow, WindowScale,
+};
+use crate::sys;
+
+const TCPI_OPT_TIMESTAMPS: u8 = 1;
+const TCPI_OPT_SACK: u8 = 2;
+const TCPI_OPT_WSCALE: u8 = 4;
+
+/// How many times a capture re-reads the queues when data arrives meanwhile.
+const CAPTURE_ATTEMPTS: usize = 4;
+
+/// The local and remote address of a socket, as far as known.
+pub(crate) fn socket_name(fd: BorrowedFd<'_>) -> SocketName {
+    let s = SockRef::from(&fd);
+    let conv = |a: std::io::Result<socket2::SockAddr>| a.ok().and_then(|a| a.as_socket());
+    SocketName::new(conv(s.local_addr()), conv(s.peer_addr()))
+}
+
+/// Maps a kernel TCP state number to a capturable state, or the error that
+/// says why it is not.
+pub(crate) fn classify_state(n: u8, op: Operation, sock: SocketName) -> Result<TcpState> {
+    let state = state_name(n);
+    match n {
+        1 => Ok(TcpState::Established),
+        4 => Ok(TcpState::FinWait1),
+        5 => Ok(TcpState::FinWait2),
+        8 => Ok(TcpState::CloseWait),
+        9 => Ok(TcpState::LastAck),
+        11 => Ok(TcpState::Closing),
+        2 | 3 | 12 => Err(TcpRepairError::TemporaryState { op, sock, state }),
+        10 => Err(TcpRepairError::UnsupportedState {
+            op,
+            sock,
+            state,
+            why: "a listening socket: use capture_listener",
+        }),
+        _ => Err(TcpRepairError::UnsupportedState {
+            op,
+            sock,
+            state,
+            why: "not a connection (closed or never connected): nothing to repair",
+        }),
+    }
+}
+
+/// A TCP socket in repair mode, captured without being disturbed.
+///
+/// Borrow-checked against the fd it was entered on, so the fd cannot be
+/// closed while the guard lives.
+#[derive(Debug)]
+pub struct Repair<'fd> {
+    fd: BorrowedFd<'fd>,
+    name: SocketName,
+    held: bool,
+}
+
+impl<'fd> Repair<'fd> {
+    /// Puts a connected TCP socket in repair mode.
+    ///
+    /// Refuses handshake states (SYN_SENT, SYN_RECV: temporary, retry later),
+    /// listening sockets (see [`crate::capture_listener`]) and closed ones.
+    /// Needs CAP_NET_ADMIN in the socket's network namespace.
+    pub fn enter(fd: BorrowedFd<'fd>) -> Result<Self> {
+        let name = socket_name(fd);
+        let ctx = Ctx::new(Operation::EnterRepair, name);
+        let info = sys::tcp_info(fd).map_err(ctx.sys("getsockopt TCP_INFO"))?;
+        classify_state(info.state, Operation::EnterRepair, name)?;
+        sys::set_int(fd, libc::SOL_TCP, libc::TCP_REPAIR, sys::TCP_REPAIR_ON)
+            .map_err(ctx.sys("setsockopt TCP_REPAIR"))?;
+        debug!(sock = %name, "entered repair mode");
+        Ok(Repair {
+            fd,
+            name,
+            held: false,
+        })
+    }
+
+    /// The socket's addresses.
+    pub fn name(&self) -> SocketName {
+        self.name
+    }
+
+    /// Reads the whole connection: addresses, state, sequence numbers, both
+    /// queues (peeked, not consumed), handshake options, timestamp, window
+    /// and socket options.
+    ///
+    /// The queues must not change meanwhile: freeze the owner and lock the
+    /// network first. Data arriving during the capture is detected; the
+    /// capture is retried a few times and then fails.
+    pub fn capture(&self) -> Result<TcpConnectionState> {
+        let ctx = Ctx::new(Operation::Capture, self.name);
+        let (local, remote) = match (self.name.local, self.name.remote) {
+            (Some(l), Some(r)) => (l, r),
+            _ => return Err(ctx.invalid("getsockname/getpeername", "socket has no addresses")),
+        };
+        let mut last_err = None;
+        for _ in 0..CAPTURE_ATTEMPTS {
+            match self.capture_once(ctx, local, remote) {
+                Ok(Some(state)) => return Ok(state),
+                Ok(None) => {
+                    last_err = Some(ctx.invalid(
+                        "queues",
+                        "the queues changed during capture (freeze the owner and lock the network first)",
+                    ))
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last_err.expect("at least one attempt"))
+    }
+
+    /// One capture attempt; `Ok(None)` when the queues moved meanwhile.
+    fn capture_once(
+        &self,
+        ctx: Ctx,
+        local: SocketAddr,
+        remote: SocketAddr,
+    ) -> Result<Option<TcpConnectionState>> {
+        let fd = self.fd;
+        let info = sys::tcp_info(fd).map_err(ctx.sys("getsockopt TCP_INFO"))?;
+        let state = classify_state(info.state, Operation::Capture, self.name)?;
+
+        let outq = sys::ioctl_int(fd, libc::TIOCOUTQ as _).map_err(ctx.sys("ioctl SIOCOUTQ"))?;
+        let unsent =
+            sys::ioctl_int(fd, libc::SIOCOUTQNSD as _).map_err(ctx.sys("ioctl SIOCOUTQNSD"))?;
+        let inq = sys::ioctl_int(fd, libc::FIONREAD as _).map_err(ctx.sys("ioctl SIOCINQ"))?;
+        let (mut outq, mut unsent, inq) = (outq as u32, unsent as u32, inq as u32);
+        if state.fin_sent() {
+            // The FIN takes a sequence number and is counted by SIOCOUTQ (and
+            // by SIOCOUTQNSD while unsent) until acknowledged; it carries no data.
+            if !state.fin_acked() {
+                outq = outq.saturating_sub(1);
+            }
+            unsent = unsent.saturating_sub(1);
+        }
+        if unsent > outq {
+            return Ok(None);
+        }
+
+        let (recv_end, recv_queue) = self.read_queue(ctx, sys::TCP_RECV_QUEUE, inq)?;
+        let (send_end, send_queue) = self.read_queue(ctx, sys::TCP_SEND_QUEUE, outq)?;
+        sys::set_int(fd, libc::SOL_TCP, libc::TCP_REPAIR_QUEUE, sys::TCP_NO_QUEUE)
+            .map_err(ctx.sys("setsockopt TCP_REPAIR_QUEUE"))?;
+        let (Some(recv_queue), Some(mut send_queue)) = (recv_queue, send_queue) else {
+            return Ok(None);
+        };
+        // Re-check that nothing moved while we peeked.
+        let inq2 = sys::ioctl_int(fd, libc::FIONREAD as _).map_err(ctx.sys("ioctl SIOCINQ"))?;
+        let recv_end2 = self.queue_seq(ctx, sys::TCP_RECV_QUEUE)?;
+        sys::set_int(fd, libc::SOL_TCP, libc::TCP_REPAIR_QUEUE, sys::TCP_NO_QUEUE)
+            .map_err(ctx.sys("setsockopt TCP_REPAIR_QUEUE"))?;
+        if inq2 as u32 != inq || recv_end2 != recv_end {
+            return Ok(None);
+        }
+
+        // TCP_QUEUE_SEQ reports the END of each queue (write_seq, rcv_nxt),
+        // FIN included: turn them into the sequence of the first byte.
+        let send_data_end = send_end.wrapping_sub(state.fin_sent() as u32);
+        let recv_data_end = recv_end.wrapping_sub(state.fin_received() as u32);
+        let send_seq = send_data_end.wrapping_sub(outq);
+        let recv_seq = recv_data_end.wrapping_sub(inq);
+
+        let send_queue_unsent = send_queue.split_off((outq - unsent) as usize);
+        let send_queue_sent = send_queue;
+
+        let mss = sys::get_int(fd, libc::SOL_TCP, libc::TCP_MAXSEG)
+            .map_err(ctx.sys("getsockopt TCP_MAXSEG"))? as u32;
+        let timestamps = info.options & TCPI_OPT_TIMESTAMPS != 0;
+        let timestamp = if timestamps {
+            Some(
+                sys::get_int(fd, libc::SOL_TCP, libc::TCP_TIMESTAMP)
+                    .map_err(ctx.sys("getsockopt TCP_TIMESTAMP"))? as u32,
+            )
+        } else {
+            None
+        };
+        let window = match sys::get_repair_window(fd) {
+            Ok(w) => Some(TcpWindow {
+                snd_wl1: w.snd_wl1,
+                snd_wnd: w.snd_wnd,
+                max_window: w.max_window,
+                rcv_wnd: w.rcv_wnd,
+                rcv_wup: w.rcv_wup,
+            }),
+            Err(nix::errno::Errno::ENOPROTOOPT) => None,
+            Err(e) => return Err(ctx.sys("getsockopt TCP_REPAIR_WINDOW")(e)),
+        };
+        let ipv6 = local.is_ipv6();
+        let state = TcpConnectionState {
+            local,
+            remote,
+            state,
+            send_seq,
+            recv_seq,
+            send_queue_sent,
+            send_queue_unsent,
+            recv_queue,
+            handshake: HandshakeOptions {
+                mss,
+                window_scale: (info.options & TCPI_OPT_WSCALE != 0).then_some(WindowScale {
+                    send: info.snd_wscale,
+                    receive: info.rcv_wscale,
+                }),
+                sack: info.options & TCPI_OPT_SACK != 0,
+                timestamps,
+            },
+            timestamp,
+            window,
+            socket: options::capture_socket(fd, ipv6, ctx)?,
+            tcp: options::capture_tcp(fd, ctx)?,
+        };
+        debug!(
+            sock = %self.name,
+            state = ?state.state,
+            sent = state.send_queue_sent.len(),
+            unsent = state.send_queue_unsent.len(),
+            recv = state.recv_queue.len(),
+            "captured"
+        );
+        Ok(Some(state))
+    }
+
+    fn queue_seq(&self, ctx: Ctx, queue: libc::c_int) -> Result<u32> {
+        sys::set_int(self.fd, libc::SOL_TCP, libc::TCP_REPAIR_QUEUE, queue)
+            .map_err(ctx.sys("setsockopt TCP_REPAIR_QUEUE"))?;
+        Ok(sys::get_int(self.fd, libc::SOL_TCP, libc::TCP_QUEUE_SEQ)
+            .map_err(ctx.sys("getsockopt TCP_QUEUE_SEQ"))? as u32)
+    }
+
+    /// Selects `queue`, reads its end sequence and peeks `len` bytes of it;
+    /// `None` for the data when the queue does not hold exactly `len` bytes.
+    fn read_queue(&self, ctx: Ctx, queue: libc::c_int, len: u32) -> Result<(u32, Option<Vec<u8>>)> {
+        let end = self.queue_seq(ctx, queue)?;
+        if len == 0 {
+            return Ok((end, Some(Vec::new())));
+        }
+        // One byte more than expected, to notice a queue that grew.
+        let mut buf = vec![0u8; len as usize + 1];
+        let step = if queue == sys::TCP_RECV_QUEUE {
+            "recv MSG_PEEK (receive queue)"
+        } else {
+            "recv MSG_PEEK (send queue)"
+        };
+        let n = match sys::recv(self.fd, &mut buf, libc::MSG_PEEK | libc::MSG_DONTWAIT) {
+            Ok(n) => n,
+            Err(nix::errno::Errno::EAGAIN) => 0,
+            Err(e) => return Err(ctx.sys(step)(e)),
+        };
+        if n != len as usize {
+            return Ok((end, None));
+        }
+        buf.truncate(n);
+        Ok((end, Some(buf)))
+    }
+
+    /// Leaves repair mode without a window probe (`TCP_REPAIR_OFF_NO_WP`):
+    /// the connection goes on as if nothing happened. Same as dropping the
+    /// guard, but reports a failure.
+    pub fn leave_quiet(mut self) -> Result<()> {
+        self.held = true;
+        leave(self.fd, sys::TCP_REPAIR_OFF_NO_WP, self.name)
+    }
+
+    /// Leaves repair mode with a window probe (`TCP_REPAIR_OFF`).
+    pub fn leave_probe(mut self) -> Result<()> {
+        self.held = true;
+        leave(self.fd, sys::TCP_REPAIR_OFF, self.name)
+    }
+
+    /// Keeps repair mode on: the caller is about to close the socket (or kill
+    /// its owner), and a socket closed in repair mode sends nothing to the
+    /// peer (no FIN, no RST). The socket stays in repair mode until closed or
+    /// until someone sets `TCP_REPAIR` off.
+    pub fn hold(mut self) {
+        self.held = true;
+    }
+}
+
+impl Drop for Repair<'_> {
+    fn drop(&mut self) {
+        if !self.held {
+            if let Err(e) = leave(self.fd, sys::TCP_REPAIR_OFF_NO_WP, self.name) {
+                tracing::warn!("{e}");
+            }
+        }
+    }
+}
+
+pub(crate) fn leave(fd: BorrowedFd<'_>, how: libc::c_int, name: SocketName) -> Result<()> {
+    sys::set_int(fd, libc::SOL_TCP, libc::TCP_REPAIR, how)
+        .map_err(Ctx::new(Operation::LeaveRepair, name).sys("setsockopt TCP_REPAIR"))
+}
+
+/// Enters repair mode, captures, and leaves repair mode without a probe:
+/// a snapshot of a live connection that leaves it running.
+pub fn capture_and_leave(fd: impl AsFd) -> Result<TcpConnectionState> {
+    let repair = Repair::enter(fd.as_fd())?;
+    let state = repair.capture()?;
+    repair.leave_quiet()?;
+    Ok(state)
+}
+
+/// The kernel's TCP state number of a socket (`TCP_INFO`'s `tcpi_state`);
+/// see [`crate::state_name`].
+pub fn kernel_tcp_state(fd: impl AsFd) -> Result<u8> {
+    let fd = fd.as_fd();
+    sys::tcp_info(fd)
+        .map(|i| i.state)
+        .map_err(Ctx::new(Operation::Capture, socket_name(fd)).sys("getsockopt TCP_INFO"))
+}

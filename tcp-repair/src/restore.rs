@@ -1,0 +1,418 @@
+//! Restore: a new socket that IS the captured connection.
+//!
+//! Order (each step depends on the previous ones):
+//!
+//! 1. `socket()`, `SO_REUSEADDR`/`SO_REUSEPORT`/`IPV6_V6ONLY` (BEFORE repair:
+//!    `SO_REUSEADDR` set later undoes the address reuse repair mode forces);
+//! 2. `TCP_REPAIR` on, buffer sizes (so the queues fit);
+//! 3. `TCP_REPAIR_QUEUE` + `TCP_QUEUE_SEQ` for the receive and send queues
+//!    (the sequence of the FIRST byte of each queue: refilling advances it);
+//! 4. `bind()`, `connect()` (no handshake in repair mode: the socket becomes
+//!    ESTABLISHED at once);
+//! 5. `TCP_REPAIR_OPTIONS` (MSS, window scale, SACK, timestamps), then
+//!    `TCP_TIMESTAMP` (the timestamp offset);
+//! 6. the receive queue, written in repair mode into `TCP_RECV_QUEUE`; the
+//!    sent-but-unacknowledged data written in repair mode into
+//!    `TCP_SEND_QUEUE` (it counts as sent: the kernel retransmits it when its
+//!    timer fires);
+//! 7. `TCP_REPAIR_WINDOW`, then the other socket options;
+//! 8. for half-closed states, the FINs (see below);
+//! 9. leaving repair mode is a separate, explicit step on
+//!    [`RestoredSocket`]: [`RestoredSocket::finish_quiet`] or
+//!    [`RestoredSocket::finish_probe`]. The not-yet-sent data is written
+//!    then, normally, after repair mode is off, so the kernel sends it at
+//!    once (as CRIU's libsoccr does, which drops repair mode for it).
+//!
+//! Half-closed states follow CRIU's libsoccr: a FIN of ours is re-queued with
+//! `shutdown(SHUT_WR)` in repair mode (with `TCP_REPAIR_QUEUE` set to the
+//! send queue when the peer had acknowledged it, so it counts as sent), and
+//! the peer's FIN (or the peer's ACK of our FIN) is injected as a packet
+//! through a raw socket, addressed to the restored socket with the right
+//! sequence numbers. In those states the unsent data must precede our FIN, so
+//! it is written in repair mode as sent data (delivered on retransmission).
+
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+
+use nix::errno::Errno;
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use tracing::debug;
+
+use crate::error::{Ctx, Operation, Result, SocketName};
+use crate::inject;
+use crate::options;
+use crate::repair::leave;
+use crate::state::{TcpConnectionState, TcpState};
+use crate::sys;
+
+/// A restored connection, still in repair mode: nothing has been sent to the
+/// peer yet. Choose how to leave repair mode with
+/// [`finish_quiet`](Self::finish_quiet) or [`finish_probe`](Self::finish_probe).
+/// Dropping it closes the socket in repair mode, which sends nothing.
+#[derive(Debug)]
+pub struct RestoredSocket {
+    fd: OwnedFd,
+    name: SocketName,
+    unsent: Vec<u8>,
+}
+
+impl RestoredSocket {
+    /// The socket's addresses.
+    pub fn name(&self) -> SocketName {
+        self.name
+    }
+
+    /// Data to be sent when repair mode is left (the captured not-yet-sent
+    /// part of the send queue).
+    pub fn pending_unsent(&self) -> &[u8] {
+        &self.unsent
+    }
+
+    /// Leaves repair mode without a window probe (`TCP_REPAIR_OFF_NO_WP`),
+    /// then sends the not-yet-sent data. The connection resumes silently: the
+    /// peer learns of it when either side next sends.
+    pub fn finish_quiet(self) -> Result<OwnedFd> {
+        self.finish(sys::TCP_REPAIR_OFF_NO_WP)
+    }
+
+    /// Leaves repair mode with a window probe (`TCP_REPAIR_OFF`), then sends
+    /// the not-yet-sent data. The probe makes the peer answer at once: an ACK
+    /// if it is alive, a RST if it forgot the connection, so a dead peer is
+    /// found in one round trip instead of at the next write or keepalive.
+    pub fn finish_probe(self) -> Result<OwnedFd> {
+        self.finish(sys::TCP_REPAIR_OFF)
+    }
+
+    /// Keeps repair mode on and hands the socket over; the caller leaves
+    /// repair mode itself later (setting `TCP_REPAIR` to 0 or -1) and must
+    /// then send [`pending_unsent`](Self::pending_unsent) itself.
+    pub fn into_held(self) -> (OwnedFd, Vec<u8>) {
+        (self.fd, self.unsent)
+    }
+
+    fn finish(self, how: libc::c_int) -> Result<OwnedFd> {
+        let ctx = Ctx::new(Operation::LeaveRepair, self.name);
+        let fd = self.fd.as_fd();
+        leave(fd, how, self.name)?;
+        if !self.unsent.is_empty() {
+            // The unsent data fitted in the original socket's buffer, but the
+            // sent data restored in repair mode and a different packing into
+            // buffers may not leave room for all of it: widen the buffer for
+            // this write so it never waits for the peer, then put it back.
+            let sndbuf = sys::get_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUF)
+                .map_err(ctx.sys("getsockopt SO_SNDBUF"))?;
+            let widened = (sndbuf / 2)
+                .saturating_add(self.unsent.len().min(i32::MAX as usize / 4) as i32 * 2);
+            let widen = sys::set_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, widened).is_ok();
+            write_all_blocking(fd, &self.unsent).map_err(ctx.sys("send (unsent data)"))?;
+            if widen {
+                sys::set_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, sndbuf / 2)
+                    .map_err(ctx.sys("setsockopt SO_SNDBUFFORCE"))?;
+            }
+        }
+        Ok(self.fd)
+    }
+}
+
+impl AsFd for RestoredSocket {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl AsRawFd for RestoredSocket {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+/// Writes all of `data`, waiting for room when the socket is full.
+fn write_all_blocking(fd: BorrowedFd<'_>, mut data: &[u8]) -> std::result::Result<(), Errno> {
+    while !data.is_empty() {
+        match sys::send(fd, data, 0) {
+            Ok(n) => data = &data[n..],
+            Err(Errno::EINTR) => {}
+            Err(Errno::EAGAIN) => {
+                let mut pfd = [nix::poll::PollFd::new(fd, nix::poll::PollFlags::POLLOUT)];
+                nix::poll::poll(&mut pfd, nix::poll::PollTimeout::NONE)?;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Writes `data` into the selected repair queue, in chunks that halve when
+/// the kernel cannot allocate a buffer that large (the receive queue is
+/// refilled with one linear buffer per call).
+fn fill_queue(fd: BorrowedFd<'_>, queue: libc::c_int, mut data: &[u8], ctx: Ctx) -> Result<()> {
+    if data.is_empty() {
+        return Ok(());
+    }
+    sys::set_int(fd, libc::SOL_TCP, libc::TCP_REPAIR_QUEUE, queue)
+        .map_err(ctx.sys("setsockopt TCP_REPAIR_QUEUE"))?;
+    let step = if queue == sys::TCP_RECV_QUEUE {
+        "send (receive queue refill)"
+    } else {
+        "send (send queue refill)"
+    };
+    let mut chunk = data.len();
+    while !data.is_empty() {
+        let n = chunk.min(data.len());
+        match sys::send(fd, &data[..n], libc::MSG_DONTWAIT) {
+            Ok(0) => return Err(ctx.invalid(step, "the kernel took no data")),
+            Ok(sent) => data = &data[sent..],
+            Err(Errno::EINTR) => {}
+            Err(Errno::ENOMEM | Errno::EAGAIN) if chunk > 1024 => chunk /= 2,
+            Err(e) => return Err(ctx.sys(step)(e)),
+        }
+    }
+    Ok(())
+}
+
+fn set_queue_seq(fd: BorrowedFd<'_>, queue: libc::c_int, seq: u32, ctx: Ctx) -> Result<()> {
+    sys::set_int(fd, libc::SOL_TCP, libc::TCP_REPAIR_QUEUE, queue)
+        .map_err(ctx.sys("setsockopt TCP_REPAIR_QUEUE"))?;
+    sys::set_int(fd, libc::SOL_TCP, libc::TCP_QUEUE_SEQ, seq as i32)
+        .map_err(ctx.sys("setsockopt TCP_QUEUE_SEQ"))
+}
+
+fn check(state: &TcpConnectionState, ctx: Ctx) -> Result<()> {
+    if state.local.is_ipv4() != state.remote.is_ipv4() {
+        return Err(ctx.invalid("addresses", "local and remote address families differ"));
+    }
+    if state.local.port() == 0 || state.remote.port() == 0 {
+        return Err(ctx.invalid("addresses", "port 0"));
+    }
+    if state.send_queue_len() > u32::MAX as usize / 2
+        || state.recv_queue.len() > u32::MAX as usize / 2
+    {
+        return Err(ctx.invalid("queues", "queue larger than half the sequence space"));
+    }
+    if state.state.fin_acked() && state.send_queue_len() != 0 {
+        return Err(ctx.invalid(
+            "queues",
+            "FIN_WAIT2 with data in the send queue (our FIN was acknowledged, so was all data)",
+        ));
+    }
+    if let Some(ws) = state.handshake.window_scale {
+        if ws.send > 14 || ws.receive > 14 {
+            return Err(ctx.invalid("TCP_REPAIR_OPTIONS", "window scale above 14"));
+        }
+    }
+    Ok(())
+}
+
+/// Re-creates a captured connection in repair mode. See the module docs for
+/// the order of the steps; leave repair mode with
+/// [`RestoredSocket::finish_quiet`] or [`RestoredSocket::finish_probe`].
+///
+/// The local address must be available: the original socket is closed (in
+/// repair mode, so it sent nothing), or the restore happens in another
+/// network namespace or host. Listening sockets on the same port should be
+/// restored first.
+pub fn restore(state: &TcpConnectionState) -> Result<RestoredSocket> {
+    let name = SocketName::new(Some(state.local), Some(state.remote));
+    let ctx = Ctx::new(Operation::Restore, name);
+    check(state, ctx)?;
+    let ipv6 = state.local.is_ipv6();
+    let domain = if ipv6 { Domain::IPV6 } else { Domain::IPV4 };
+    let socket = Socket::new(domain, Type::STREAM.cloexec(), Some(Protocol::TCP))
+        .map_err(ctx.io("socket"))?;
+    let fd = OwnedFd::from(socket);
+    let b = fd.as_fd();
+
+    options::apply_pre_bind(b, &state.socket, ctx)?;
+    sys::set_int(b, libc::SOL_TCP, libc::TCP_REPAIR, sys::TCP_REPAIR_ON)
+        .map_err(ctx.sys("setsockopt TCP_REPAIR"))?;
+    options::apply_buffers(b, &state.socket, ctx)?;
+
+    set_queue_seq(b, sys::TCP_RECV_QUEUE, state.recv_seq, ctx)?;
+    set_queue_seq(b, sys::TCP_SEND_QUEUE, state.send_seq, ctx)?;
+
+    let sref = socket2::SockRef::from(&b);
+    sref.bind(&SockAddr::from(state.local))
+        .map_err(ctx.io("bind"))?;
+    sref.connect(&SockAddr::from(state.remote))
+        .map_err(ctx.io("connect"))?;
+
+    let mut opts = Vec::with_capacity(4);
+    if state.handshake.sack {
+        opts.push(sys::TcpRepairOpt {
+            opt_code: sys::TCPOPT_SACK_PERM,
+            opt_val: 0,
+        });
+    }
+    if let Some(ws) = state.handshake.window_scale {
+        opts.push(sys::TcpRepairOpt {
+            opt_code: sys::TCPOPT_WINDOW,
+            opt_val: ws.send as u32 | ((ws.receive as u32) << 16),
+        });
+    }
+    if state.handshake.timestamps {
+        opts.push(sys::TcpRepairOpt {
+            opt_code: sys::TCPOPT_TIMESTAMP,
+            opt_val: 0,
+        });
+    }
+    opts.push(sys::TcpRepairOpt {
+        opt_code: sys::TCPOPT_MAXSEG,
+        opt_val: state.handshake.mss,
+    });
+    sys::set_repair_options(b, &opts).map_err(ctx.sys("setsockopt TCP_REPAIR_OPTIONS"))?;
+    if let (true, Some(ts)) = (state.handshake.timestamps, state.timestamp) {
+        sys::set_int(b, libc::SOL_TCP, libc::TCP_TIMESTAMP, ts as i32)
+            .map_err(ctx.sys("setsockopt TCP_TIMESTAMP"))?;
+    }
+
+    fill_queue(b, sys::TCP_RECV_QUEUE, &state.recv_queue, ctx)?;
+    fill_queue(b, sys::TCP_SEND_QUEUE, &state.send_queue_sent, ctx)?;
+    // With our FIN in the picture the unsent data must precede it: queue it
+    // now, as sent data (it is delivered when the kernel retransmits).
+    let unsent = if state.state.fin_sent() {
+        fill_queue(b, sys::TCP_SEND_QUEUE, &state.send_queue_unsent, ctx)?;
+        Vec::new()
+    } else {
+        state.send_queue_unsent.clone()
+    };
+    sys::set_int(b, libc::SOL_TCP, libc::TCP_REPAIR_QUEUE, sys::TCP_NO_QUEUE)
+        .map_err(ctx.sys("setsockopt TCP_REPAIR_QUEUE"))?;
+
+    if let Some(w) = state.window {
+        let recv_end = state.recv_seq.wrapping_add(state.recv_queue.len() as u32);
+        let mut win = sys::TcpRepairWindow {
+            snd_wl1: w.snd_wl1,
+            snd_wnd: w.snd_wnd,
+            max_window: w.max_window,
+            rcv_wnd: w.rcv_wnd,
+            rcv_wup: w.rcv_wup,
+        };
+        // The captured rcv_wup may count the peer's FIN, which is injected
+        // only later: the kernel refuses a rcv_wup beyond rcv_nxt.
+        if (win.rcv_wup.wrapping_sub(recv_end) as i32) > 0 {
+            let over = win.rcv_wup.wrapping_sub(recv_end);
+            win.rcv_wup = recv_end;
+            win.rcv_wnd = win.rcv_wnd.wrapping_add(over);
+        }
+        sys::set_repair_window(b, &win).map_err(ctx.sys("setsockopt TCP_REPAIR_WINDOW"))?;
+    }
+
+    options::apply_socket(b, &state.socket, ipv6, ctx)?;
+    options::apply_tcp(b, &state.tcp, ctx)?;
+
+    restore_fins(b, state, ctx)?;
+
+    debug!(sock = %name, state = ?state.state, "restored in repair mode");
+    Ok(RestoredSocket { fd, name, unsent })
+}
+
+/// Puts the FINs of a half-closed connection back (libsoccr's order).
+fn restore_fins(fd: BorrowedFd<'_>, state: &TcpConnectionState, ctx: Ctx) -> Result<()> {
+    let s = state.state;
+    if s == TcpState::Established {
+        return Ok(());
+    }
+    let send_end = state.send_seq.wrapping_add(state.send_queue_len() as u32);
+    let recv_end = state.recv_seq.wrapping_add(state.recv_queue.len() as u32);
+    let peer_window = match (state.window, state.handshake.window_scale) {
+        (Some(w), Some(ws)) => (w.snd_wnd >> ws.send).min(65535) as u16,
+        (Some(w), None) => w.snd_wnd.min(65535) as u16,
+        (None, _) => 65535,
+    };
+    let packet = |flags: u8, seq: u32, ack: u32| inject::Segment {
+        src: state.remote,
+        dst: state.local,
+        seq,
+        ack,
+        flags,
+        window: peer_window,
+    };
+    // Our FIN first, when it went out before the peer's.
+    if matches!(
+        s,
+        TcpState::FinWait1 | TcpState::FinWait2 | TcpState::Closing
+    ) {
+        shutdown_in_repair(fd, s.fin_acked(), ctx)?;
+    }
+    if s.fin_received() {
+        inject::send(
+            &packet(inject::FIN | inject::ACK, recv_end, state.send_seq),
+            ctx,
+        )?;
+    }
+    if s == TcpState::LastAck {
+        shutdown_in_repair(fd, false, ctx)?;
+    }
+    if s.fin_acked() {
+        inject::send(
+            &packet(inject::ACK, recv_end, send_end.wrapping_add(1)),
+            ctx,
+        )?;
+    }
+    let got = sys::tcp_info(fd)
+        .map_err(ctx.sys("getsockopt TCP_INFO"))?
+        .state;
+    if got != s.kernel_number() {
+        return Err(ctx.invalid(
+            "FIN restore",
+            format!(
+                "state is {} instead of {}",
+                crate::state::state_name(got),
+                crate::state::state_name(s.kernel_number())
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn shutdown_in_repair(fd: BorrowedFd<'_>, acked: bool, ctx: Ctx) -> Result<()> {
+    if acked {
+        sys::set_int(
+            fd,
+            libc::SOL_TCP,
+            libc::TCP_REPAIR_QUEUE,
+            sys::TCP_SEND_QUEUE,
+        )
+        .map_err(ctx.sys("setsockopt TCP_REPAIR_QUEUE"))?;
+    }
+    socket2::SockRef::from(&fd)
+        .shutdown(std::net::Shutdown::Write)
+        .map_err(ctx.io("shutdown(SHUT_WR)"))?;
+    if acked {
+        sys::set_int(fd, libc::SOL_TCP, libc::TCP_REPAIR_QUEUE, sys::TCP_NO_QUEUE)
+            .map_err(ctx.sys("setsockopt TCP_REPAIR_QUEUE"))?;
+    }
+    Ok(())
+}
+
+/// Leaves repair mode on a socket restored and handed over with
+/// [`RestoredSocket::into_held`] (or held after capture), with or without a
+/// window probe. The caller still owns any unsent data.
+pub fn leave_repair(fd: impl AsFd, probe: bool) -> Result<()> {
+    let fd = fd.as_fd();
+    let name = crate::repair::socket_name(fd);
+    leave(
+        fd,
+        if probe {
+            sys::TCP_REPAIR_OFF
+        } else {
+            sys::TCP_REPAIR_OFF_NO_WP
+        },
+        name,
+    )
+}
+
+/// Closes a socket while keeping it in repair mode (or putting it there
+/// first), so the kernel sends neither FIN nor RST to the peer. The engine
+/// does this to the dumped process's socket when it kills the process.
+pub fn close_silently(fd: OwnedFd) -> Result<()> {
+    let name = crate::repair::socket_name(fd.as_fd());
+    sys::set_int(
+        fd.as_fd(),
+        libc::SOL_TCP,
+        libc::TCP_REPAIR,
+        sys::TCP_REPAIR_ON,
+    )
+    .map_err(Ctx::new(Operation::EnterRepair, name).sys("setsockopt TCP_REPAIR"))?;
+    drop(fd);
+    Ok(())
+}
