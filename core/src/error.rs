@@ -1,0 +1,69 @@
+//! The engine's error type: every variant names the thing at fault (pid, fd, path, record).
+
+use std::path::PathBuf;
+
+use nix::unistd::Pid;
+
+use crate::files::FileError;
+
+/// A `Result` whose error is the engine's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why a dump, a restore or a show failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An image file was refused (bad magic, version, checksum, truncated, dangling reference).
+    #[error(transparent)]
+    Image(#[from] cryo_proto::ImageError),
+    /// The image directory cannot be used.
+    #[error("image directory {path}: {detail}")]
+    ImageDir {
+        /// The directory given with -D.
+        path: PathBuf,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// A file, pipe or device of a task.
+    #[error(transparent)]
+    Files(#[from] FileError),
+    /// The target process cannot be dumped at all.
+    #[error("pid {pid}: {detail}")]
+    Target {
+        /// The process.
+        pid: Pid,
+        /// Why.
+        detail: String,
+    },
+    /// A system call on a task failed.
+    #[error("pid {pid}: {op}: {source}")]
+    Sys {
+        /// The task.
+        pid: Pid,
+        /// The step that failed.
+        op: String,
+        /// The kernel's answer.
+        source: std::io::Error,
+    },
+    /// Restore cannot proceed: the image does not fit this machine or state.
+    #[error("restore: {0}")]
+    Restore(String),
+}
+
+impl Error {
+    /// A failed system call `op` on task `pid`.
+    pub fn sys(pid: Pid, op: impl Into<String>, source: impl Into<std::io::Error>) -> Self {
+        Self::Sys {
+            pid,
+            op: op.into(),
+            source: source.into(),
+        }
+    }
+
+    /// A reason why task `pid` cannot be dumped.
+    pub fn target(pid: Pid, detail: impl Into<String>) -> Self {
+        Self::Target {
+            pid,
+            detail: detail.into(),
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! The image directory: a private (0700) directory of framed record files and raw files (0600).
+
+use std::fs::{self, File};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use cryo_proto::frame::{self, create_private};
+use cryo_proto::image::RawFileRef;
+use cryo_proto::{ImageError, ImageKind};
+use nix::unistd::Pid;
+use prost::Message;
+
+use crate::error::{Error, Result};
+
+/// File names inside an image directory.
+pub mod names {
+    use nix::unistd::Pid;
+
+    /// The checkpoint as a whole.
+    pub const INVENTORY: &str = "inventory.img";
+    /// One record per process.
+    pub const PSTREE: &str = "pstree.img";
+    /// One record per open file description.
+    pub const FILES: &str = "files.img";
+
+    /// Per-process state.
+    pub fn core(pid: Pid) -> String {
+        format!("core-{pid}.img")
+    }
+    /// Per-process address space.
+    pub fn mm(pid: Pid) -> String {
+        format!("mm-{pid}.img")
+    }
+    /// Per-process raw pages.
+    pub fn pages(pid: Pid) -> String {
+        format!("pages-{pid}.img")
+    }
+    /// Contents of the deleted file with description id `id`.
+    pub fn ghost(id: u32) -> String {
+        format!("ghost-{id}.img")
+    }
+}
+
+/// An image directory being written (by dump) or read (by restore and show).
+#[derive(Debug, Clone)]
+pub struct ImageDir {
+    path: PathBuf,
+}
+
+impl ImageDir {
+    /// Makes `path` ready to receive a dump: created 0700 if absent; if present it must be an
+    /// empty, writable directory (then its mode is set to 0700).
+    pub fn create(path: &Path) -> Result<Self> {
+        let bad = |detail: String| Error::ImageDir {
+            path: path.to_owned(),
+            detail,
+        };
+        match fs::symlink_metadata(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let mut builder = fs::DirBuilder::new();
+                std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+                builder
+                    .create(path)
+                    .map_err(|e| bad(format!("cannot create: {e}")))?;
+            }
+            Err(e) => return Err(bad(format!("cannot stat: {e}"))),
+            Ok(meta) if !meta.is_dir() => return Err(bad("exists and is not a directory".into())),
+            Ok(_) => {
+                let mut entries =
+                    fs::read_dir(path).map_err(|e| bad(format!("cannot list: {e}")))?;
+                if let Some(entry) = entries.next() {
+                    let name = entry
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    return Err(bad(format!(
+                        "is not empty (holds {name}); dump into a new or empty directory"
+                    )));
+                }
+            }
+        }
+        fs::set_permissions(path, fs::Permissions::from_mode(0o700))
+            .map_err(|e| bad(format!("cannot make private (0700): {e}")))?;
+        // Root passes permission checks, so probe for real: a read-only mount or an immutable
+        // directory must fail now, before the target is frozen.
+        let probe = path.join(".cryo-write-probe");
+        create_private(&probe).map_err(|e| bad(format!("is not writable: {e}")))?;
+        fs::remove_file(&probe).map_err(|e| bad(format!("is not writable: {e}")))?;
+        Ok(Self {
+            path: path.to_owned(),
+        })
+    }
+
+    /// Opens an existing image directory for reading.
+    pub fn open(path: &Path) -> Result<Self> {
+        let meta = fs::metadata(path).map_err(|e| Error::ImageDir {
+            path: path.to_owned(),
+            detail: format!("cannot open: {e}"),
+        })?;
+        if !meta.is_dir() {
+            return Err(Error::ImageDir {
+                path: path.to_owned(),
+                detail: "is not a directory".into(),
+            });
+        }
+        Ok(Self {
+            path: path.to_owned(),
+        })
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The path of file `name` inside the directory.
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+
+    /// Writes a framed record file.
+    pub fn write<M: Message>(&self, name: &str, kind: ImageKind, records: &[M]) -> Result<()> {
+        frame::write_image(&self.file(name), kind, records)?;
+        Ok(())
+    }
+
+    /// Reads and checks a framed record file.
+    pub fn read<M: Message + Default>(&self, name: &str, kind: ImageKind) -> Result<Vec<M>> {
+        Ok(frame::read_image(&self.file(name), kind)?)
+    }
+
+    /// Reads a framed record file that holds exactly one record.
+    pub fn read_single<M: Message + Default>(&self, name: &str, kind: ImageKind) -> Result<M> {
+        Ok(frame::read_single(&self.file(name), kind)?)
+    }
+
+    /// Creates a new private raw file.
+    pub fn create_raw(&self, name: &str) -> Result<File> {
+        Ok(create_private(&self.file(name))?)
+    }
+
+    /// Opens a raw file after checking it against its reference (size and crc32c), so a
+    /// truncated or corrupted raw file is refused before anything is restored.
+    pub fn check_raw(&self, raw: &RawFileRef) -> Result<File> {
+        let path = self.file(&raw.name);
+        if raw.name.contains('/') || raw.name.is_empty() {
+            return Err(ImageError::Invalid {
+                path,
+                index: 0,
+                detail: format!("raw file name {:?} is not a plain file name", raw.name),
+            }
+            .into());
+        }
+        let file = File::open(&path).map_err(|e| ImageError::io(&path, "open", e))?;
+        let meta = file
+            .metadata()
+            .map_err(|e| ImageError::io(&path, "stat", e))?;
+        if meta.size() != raw.size {
+            return Err(ImageError::Truncated {
+                path,
+                detail: format!("{} bytes, the image says {}", meta.size(), raw.size),
+            }
+            .into());
+        }
+        let computed =
+            crc_of_file(&file, raw.size).map_err(|e| ImageError::io(&path, "read", e))?;
+        if computed != raw.crc32c {
+            return Err(ImageError::Checksum {
+                path,
+                what: "contents".into(),
+                stored: raw.crc32c,
+                computed,
+            }
+            .into());
+        }
+        Ok(file)
+    }
+}
+
+/// crc32c of the first `len` bytes of `file`, read through a mapping (no copy).
+pub fn crc_of_file(file: &File, len: u64) -> std::io::Result<u32> {
+    if len == 0 {
+        return Ok(crc32c::crc32c(&[]));
+    }
+    let map = crate::sys::mmap::Mapping::map_file(file, len as usize, false)?;
+    Ok(crc32c::crc32c(map.as_slice()))
+}
+
+/// The raw pages file name of a pid, as a [`RawFileRef`] name.
+pub fn pages_name(pid: Pid) -> String {
+    names::pages(pid)
+}

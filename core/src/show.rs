@@ -1,0 +1,1 @@
+//! `cryo show`: an image directory as readable text or JSON.

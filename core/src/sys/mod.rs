@@ -1,0 +1,4 @@
+//! Thin safe wrappers over the system calls the engine needs; every `unsafe` block of the
+//! engine lives under this module.
+
+pub mod mmap;
