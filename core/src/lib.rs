@@ -15,9 +15,15 @@ pub mod check;
 pub mod dump;
 pub mod error;
 pub mod files;
+pub mod freeze;
 pub mod image;
+pub mod memory;
+pub mod proc;
+pub mod remote;
 pub mod restore;
 pub mod show;
+pub mod signals;
+pub mod threads;
 pub mod sys;
 
 pub use error::{Error, Result};

@@ -2,3 +2,6 @@
 //! engine lives under this module.
 
 pub mod mmap;
+pub mod process;
+pub mod ptrace;
+pub mod signal;

@@ -1,0 +1,135 @@
+//! Freezing a task: every thread seized and interrupted (PTRACE_SEIZE + PTRACE_INTERRUPT);
+//! dropping the freeze detaches them, leaving the task running as before.
+
+use nix::sys::ptrace;
+use nix::sys::signal::Signal;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use tracing::debug;
+
+use crate::error::{Error, Result};
+use crate::proc;
+
+/// A task whose threads are all stopped under our ptrace.
+#[derive(Debug)]
+pub struct FrozenTask {
+    pid: Pid,
+    tids: Vec<Pid>,
+    /// Set once the task has been killed: nothing left to detach.
+    killed: bool,
+}
+
+/// Checks that `pid` is a user process we can dump, before anything touches it.
+pub fn check_target(pid: Pid) -> Result<proc::Stat> {
+    if pid.as_raw() <= 0 {
+        return Err(Error::target(pid, "not a valid pid"));
+    }
+    let stat = proc::stat(pid)?;
+    if stat.flags & proc::PF_KTHREAD != 0 {
+        return Err(Error::target(
+            pid,
+            format!("{} is a kernel thread: it has no user state to dump", stat.comm),
+        ));
+    }
+    if pid == nix::unistd::getpid() {
+        return Err(Error::target(pid, "cryo cannot dump itself"));
+    }
+    if stat.state == 'Z' || stat.state == 'X' {
+        return Err(Error::target(pid, format!("{} is a zombie", stat.comm)));
+    }
+    Ok(stat)
+}
+
+impl FrozenTask {
+    /// Seizes and interrupts every thread of `pid`. On failure every thread seized so far is
+    /// released again.
+    pub fn freeze(pid: Pid) -> Result<Self> {
+        let mut frozen = FrozenTask {
+            pid,
+            tids: Vec::new(),
+            killed: false,
+        };
+        // Threads may be born while we seize: loop until the set is stable.
+        loop {
+            let tids = proc::tids(pid)?;
+            let mut new = false;
+            for tid in tids {
+                if frozen.tids.contains(&tid) {
+                    continue;
+                }
+                new = true;
+                seize_one(tid).map_err(|e| match e {
+                    nix::errno::Errno::EPERM => Error::target(
+                        pid,
+                        format!(
+                            "cannot trace thread {tid}: permission denied (is it traced by another \
+                             debugger, or protected by the yama ptrace scope?)"
+                        ),
+                    ),
+                    nix::errno::Errno::ESRCH => Error::target(pid, "exited while being frozen"),
+                    e => Error::sys(pid, format!("freeze thread {tid}"), e),
+                })?;
+                frozen.tids.push(tid);
+            }
+            if !new {
+                break;
+            }
+        }
+        debug!(%pid, threads = frozen.tids.len(), "frozen");
+        Ok(frozen)
+    }
+
+    /// The process.
+    pub fn pid(&self) -> Pid {
+        self.pid
+    }
+
+    /// Its threads, the main one first.
+    pub fn tids(&self) -> &[Pid] {
+        &self.tids
+    }
+
+    /// Kills the task while it is still frozen (the end of a dump without --leave-running).
+    pub fn kill(mut self) -> Result<()> {
+        nix::sys::signal::kill(self.pid, Signal::SIGKILL)
+            .map_err(|e| Error::sys(self.pid, "kill", e))?;
+        self.killed = true;
+        Ok(())
+    }
+}
+
+fn seize_one(tid: Pid) -> nix::Result<()> {
+    ptrace::seize(tid, ptrace::Options::empty())?;
+    if let Err(e) = ptrace::interrupt(tid) {
+        let _ = ptrace::detach(tid, None);
+        return Err(e);
+    }
+    loop {
+        match waitpid(tid, Some(WaitPidFlag::__WALL)) {
+            Ok(WaitStatus::PtraceEvent(..)) | Ok(WaitStatus::Stopped(..)) => return Ok(()),
+            Ok(WaitStatus::Exited(..)) | Ok(WaitStatus::Signaled(..)) => {
+                return Err(nix::errno::Errno::ESRCH)
+            }
+            Ok(_) => continue,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => {
+                let _ = ptrace::detach(tid, None);
+                return Err(e);
+            }
+        }
+    }
+}
+
+impl Drop for FrozenTask {
+    fn drop(&mut self) {
+        if self.killed {
+            return;
+        }
+        for &tid in &self.tids {
+            if let Err(e) = ptrace::detach(tid, None) {
+                tracing::warn!(%tid, "detach: {e}");
+            }
+        }
+        debug!(pid = %self.pid, "released");
+    }
+}

@@ -1,0 +1,255 @@
+//! Dumping an address space: VMAs from /proc/PID/maps, present pages from pagemap, written
+//! into the pages image by the frozen task itself (pwrite issued in its own address space:
+//! one copy), with /proc/PID/mem as the fallback for pages it cannot read.
+
+use std::fs::File;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use cryo_proto::image::{MmCore, PageRun, RawFileRef, Vma, VmaKind};
+use nix::unistd::Pid;
+use tracing::{debug, debug_span};
+
+use super::{classify, page_wanted, PAGE};
+use crate::error::{Error, Result};
+use crate::files::FileTable;
+use crate::image::{names, ImageDir};
+use crate::proc::{self, MapEntry, Stat};
+use crate::remote::{Remote, Scratch};
+
+/// pagemap entries read per pread.
+const PAGEMAP_CHUNK: usize = 64 * 1024;
+/// Largest single read/write the kernel does.
+const MAX_RW: u64 = 0x7fff_f000;
+
+/// Dumps the address space of frozen task `pid`. `maps` must not include `scratch`.
+pub fn dump(
+    pid: Pid,
+    stat: &Stat,
+    maps: &[MapEntry],
+    files: &mut FileTable,
+    images: &ImageDir,
+    remote: &Remote,
+    scratch: &Scratch,
+) -> Result<MmCore> {
+    let _span = debug_span!("memory", %pid).entered();
+    let mut vmas = Vec::with_capacity(maps.len());
+    for entry in maps {
+        let kind = classify(entry);
+        if kind == VmaKind::Vsyscall {
+            continue;
+        }
+        if entry.name.starts_with("/memfd:") {
+            return Err(Error::target(
+                pid,
+                format!(
+                    "memory at {:#x}-{:#x} maps {}: memfd mappings are not supported yet",
+                    entry.start, entry.end, entry.name
+                ),
+            ));
+        }
+        let file_id = match kind {
+            VmaKind::FilePrivate | VmaKind::FileShared => {
+                let link = proc::dir(pid).join(format!("map_files/{:x}-{:x}", entry.start, entry.end));
+                files.add_mapped_file(pid, &link, images)?
+            }
+            _ => 0,
+        };
+        let mut map_flags = if entry.shared {
+            libc::MAP_SHARED
+        } else {
+            libc::MAP_PRIVATE
+        } as u32;
+        if kind == VmaKind::Stack {
+            map_flags |= libc::MAP_GROWSDOWN as u32;
+        }
+        vmas.push(Vma {
+            start: entry.start,
+            end: entry.end,
+            prot: entry.prot,
+            map_flags,
+            kind: kind as i32,
+            pgoff: entry.pgoff,
+            file_id,
+            name: entry.name.clone(),
+            madvise: 0,
+        });
+    }
+
+    let runs = page_runs(pid, &vmas)?;
+    let total: u64 = runs.iter().map(|r| r.npages * PAGE).sum();
+    let name = names::pages(pid);
+    let file = images.create_raw(&name)?;
+    write_pages(pid, images, &name, &file, &runs, &vmas, remote, scratch)?;
+    let crc = crate::image::crc_of_file(&file, total)
+        .map_err(|e| Error::sys(pid, format!("checksum {}", images.file(&name).display()), e))?;
+    debug!(runs = runs.len(), bytes = total, "pages written");
+
+    let brk = remote
+        .call(libc::SYS_brk, &[0])
+        .map_err(|e| Error::sys(pid, "brk(0)", e))?;
+    let exe_file_id = files.add_mapped_file(pid, &proc::dir(pid).join("exe"), images)?;
+    Ok(MmCore {
+        pid: pid.as_raw(),
+        start_code: stat.start_code,
+        end_code: stat.end_code,
+        start_data: stat.start_data,
+        end_data: stat.end_data,
+        start_brk: stat.start_brk,
+        brk,
+        start_stack: stat.start_stack,
+        arg_start: stat.arg_start,
+        arg_end: stat.arg_end,
+        env_start: stat.env_start,
+        env_end: stat.env_end,
+        auxv: proc::auxv(pid)?,
+        exe_file_id,
+        vmas,
+        pages: runs,
+        pages_file: Some(RawFileRef {
+            name,
+            size: total,
+            crc32c: crc,
+        }),
+    })
+}
+
+/// The runs of pages to keep, in address order, with their offsets in the pages file.
+fn page_runs(pid: Pid, vmas: &[Vma]) -> Result<Vec<PageRun>> {
+    let pagemap = File::open(proc::dir(pid).join("pagemap"))
+        .map_err(|e| Error::sys(pid, "open pagemap", e))?;
+    let mut runs: Vec<PageRun> = Vec::new();
+    let mut offset = 0u64;
+    let mut buf = vec![0u8; PAGEMAP_CHUNK * 8];
+    for vma in vmas {
+        let kind = VmaKind::try_from(vma.kind).unwrap_or(VmaKind::Invalid);
+        if !matches!(
+            kind,
+            VmaKind::Anon | VmaKind::Heap | VmaKind::Stack | VmaKind::FilePrivate | VmaKind::ShmemAnon
+        ) {
+            continue;
+        }
+        let mut page = vma.start / PAGE;
+        let end = vma.end / PAGE;
+        // A run never spans two VMAs: each is filled on its own at restore.
+        let mut open_run = false;
+        while page < end {
+            let n = ((end - page) as usize).min(PAGEMAP_CHUNK);
+            let bytes = &mut buf[..n * 8];
+            pagemap
+                .read_exact_at(bytes, page * 8)
+                .map_err(|e| Error::sys(pid, format!("read pagemap at {:#x}", page * PAGE), e))?;
+            for (i, pm) in bytes.chunks_exact(8).enumerate() {
+                let pm = u64::from_le_bytes(pm.try_into().unwrap_or([0; 8]));
+                let addr = (page + i as u64) * PAGE;
+                if page_wanted(kind, pm) {
+                    match runs.last_mut() {
+                        Some(run) if open_run && run.addr + run.npages * PAGE == addr => {
+                            run.npages += 1
+                        }
+                        _ => runs.push(PageRun {
+                            addr,
+                            npages: 1,
+                            offset,
+                        }),
+                    }
+                    open_run = true;
+                    offset += PAGE;
+                } else {
+                    open_run = false;
+                }
+            }
+            page += n as u64;
+        }
+    }
+    Ok(runs)
+}
+
+/// Writes every run into the pages file: the task writes its own memory (one copy);
+/// runs it cannot read (no PROT_READ) are copied through /proc/PID/mem instead.
+#[allow(clippy::too_many_arguments)]
+fn write_pages(
+    pid: Pid,
+    images: &ImageDir,
+    name: &str,
+    file: &File,
+    runs: &[PageRun],
+    vmas: &[Vma],
+    remote: &Remote,
+    scratch: &Scratch,
+) -> Result<()> {
+    if runs.is_empty() {
+        return Ok(());
+    }
+    let path = images.file(name);
+    let remote_fd = open_in_task(&path, remote, scratch);
+    if let Err(e) = &remote_fd {
+        debug!("the task cannot open its pages image ({e}); copying through /proc/{pid}/mem");
+    }
+    let mut vma_idx = 0;
+    for run in runs {
+        while vmas[vma_idx].end <= run.addr {
+            vma_idx += 1;
+        }
+        let readable = vmas[vma_idx].prot & libc::PROT_READ as u32 != 0;
+        let done = match (&remote_fd, readable) {
+            (Ok(fd), true) => remote_write(remote, *fd, run).is_ok(),
+            _ => false,
+        };
+        if !done {
+            copy_through_mem(pid, file, run)
+                .map_err(|e| Error::sys(pid, format!("write pages to {}", path.display()), e))?;
+        }
+    }
+    if let Ok(fd) = remote_fd {
+        remote
+            .call(libc::SYS_close, &[fd])
+            .map_err(|e| Error::sys(pid, "close the pages image in the task", e))?;
+    }
+    Ok(())
+}
+
+fn open_in_task(path: &Path, remote: &Remote, scratch: &Scratch) -> std::io::Result<u64> {
+    let path = std::fs::canonicalize(path)?;
+    let mut bytes = path.as_os_str().as_bytes().to_vec();
+    bytes.push(0);
+    if bytes.len() as u64 > Scratch::LEN {
+        return Err(std::io::Error::other("path too long for the scratch page"));
+    }
+    let addr = scratch.write(remote, 0, &bytes)?;
+    remote.call(
+        libc::SYS_openat,
+        &[libc::AT_FDCWD as u64, addr, (libc::O_WRONLY | libc::O_CLOEXEC) as u64],
+    )
+}
+
+fn remote_write(remote: &Remote, fd: u64, run: &PageRun) -> std::io::Result<()> {
+    let mut done = 0u64;
+    let len = run.npages * PAGE;
+    while done < len {
+        let n = remote.call(
+            libc::SYS_pwrite64,
+            &[fd, run.addr + done, (len - done).min(MAX_RW), run.offset + done],
+        )?;
+        if n == 0 {
+            return Err(std::io::Error::other("pwrite wrote nothing"));
+        }
+        done += n;
+    }
+    Ok(())
+}
+
+fn copy_through_mem(pid: Pid, file: &File, run: &PageRun) -> std::io::Result<()> {
+    let mem = File::open(proc::dir(pid).join("mem"))?;
+    let mut buf = vec![0u8; (run.npages * PAGE).min(8 << 20) as usize];
+    let len = run.npages * PAGE;
+    let mut done = 0u64;
+    while done < len {
+        let n = ((len - done) as usize).min(buf.len());
+        mem.read_exact_at(&mut buf[..n], run.addr + done)?;
+        file.write_all_at(&buf[..n], run.offset + done)?;
+        done += n as u64;
+    }
+    Ok(())
+}

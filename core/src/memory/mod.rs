@@ -1,0 +1,103 @@
+//! Address spaces: which VMAs and which pages a dump keeps (dump), and how the restore
+//! child's address space is rebuilt from them through remote syscalls (restore).
+
+pub mod dump;
+pub mod restore;
+
+use cryo_proto::image::VmaKind;
+
+use crate::proc::MapEntry;
+
+/// Page size on x86_64.
+pub const PAGE: u64 = 4096;
+
+/// What a VMA is, from its /proc/PID/maps line.
+pub fn classify(entry: &MapEntry) -> VmaKind {
+    match entry.name.as_str() {
+        "[vdso]" => VmaKind::Vdso,
+        "[vvar]" => VmaKind::Vvar,
+        "[vvar_vclock]" => VmaKind::VvarVclock,
+        "[vsyscall]" => VmaKind::Vsyscall,
+        "[heap]" => VmaKind::Heap,
+        "[stack]" => VmaKind::Stack,
+        _ if entry.ino == 0 => {
+            if entry.shared {
+                VmaKind::ShmemAnon
+            } else {
+                VmaKind::Anon
+            }
+        }
+        // Shared anonymous memory shows as a deleted /dev/zero (or SysV segment).
+        name if entry.shared && (name.starts_with("/dev/zero") || name.starts_with("/SYSV")) => {
+            VmaKind::ShmemAnon
+        }
+        _ if entry.shared => VmaKind::FileShared,
+        _ => VmaKind::FilePrivate,
+    }
+}
+
+/// True for the kernel-provided mappings that are moved, not recreated.
+pub fn is_special(kind: VmaKind) -> bool {
+    matches!(
+        kind,
+        VmaKind::Vdso | VmaKind::Vvar | VmaKind::VvarVclock | VmaKind::Vsyscall
+    )
+}
+
+/// pagemap entry bits.
+const PM_PRESENT: u64 = 1 << 63;
+const PM_SWAPPED: u64 = 1 << 62;
+const PM_FILE_OR_SHARED: u64 = 1 << 61;
+
+/// Whether the page with pagemap entry `pm` of a VMA of `kind` holds data only the dump keeps.
+pub fn page_wanted(kind: VmaKind, pm: u64) -> bool {
+    match kind {
+        VmaKind::Anon | VmaKind::Heap | VmaKind::Stack => pm & (PM_PRESENT | PM_SWAPPED) != 0,
+        // Only the private copies: pages still backed by the file come back from the file.
+        VmaKind::FilePrivate => {
+            pm & PM_SWAPPED != 0 || (pm & PM_PRESENT != 0 && pm & PM_FILE_OR_SHARED == 0)
+        }
+        VmaKind::ShmemAnon => true,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(name: &str, ino: u64, shared: bool) -> MapEntry {
+        MapEntry {
+            start: 0x1000,
+            end: 0x2000,
+            prot: 3,
+            shared,
+            pgoff: 0,
+            dev: (0, 0),
+            ino,
+            name: name.into(),
+        }
+    }
+
+    #[test]
+    fn classifies_maps() {
+        assert_eq!(classify(&entry("", 0, false)), VmaKind::Anon);
+        assert_eq!(classify(&entry("", 0, true)), VmaKind::ShmemAnon);
+        assert_eq!(classify(&entry("/dev/zero (deleted)", 9, true)), VmaKind::ShmemAnon);
+        assert_eq!(classify(&entry("/usr/lib/libc.so.6", 9, false)), VmaKind::FilePrivate);
+        assert_eq!(classify(&entry("/data", 9, true)), VmaKind::FileShared);
+        assert_eq!(classify(&entry("[vvar_vclock]", 0, false)), VmaKind::VvarVclock);
+        assert_eq!(classify(&entry("[heap]", 0, false)), VmaKind::Heap);
+    }
+
+    #[test]
+    fn keeps_private_copies_only() {
+        assert!(page_wanted(VmaKind::Anon, PM_PRESENT));
+        assert!(!page_wanted(VmaKind::Anon, 0));
+        assert!(page_wanted(VmaKind::Anon, PM_SWAPPED));
+        assert!(!page_wanted(VmaKind::FilePrivate, PM_PRESENT | PM_FILE_OR_SHARED));
+        assert!(page_wanted(VmaKind::FilePrivate, PM_PRESENT));
+        assert!(!page_wanted(VmaKind::FileShared, PM_PRESENT));
+        assert!(!page_wanted(VmaKind::Vdso, PM_PRESENT));
+    }
+}

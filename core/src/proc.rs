@@ -1,0 +1,296 @@
+//! What /proc tells about a task without stopping it: maps, stat, status, auxv and friends.
+
+use std::fs;
+use std::io;
+use std::path::PathBuf;
+
+use nix::unistd::Pid;
+
+use crate::error::{Error, Result};
+
+/// The /proc directory of `pid`.
+pub fn dir(pid: Pid) -> PathBuf {
+    PathBuf::from(format!("/proc/{pid}"))
+}
+
+fn read(pid: Pid, name: &str) -> Result<String> {
+    fs::read_to_string(dir(pid).join(name)).map_err(|e| read_err(pid, name, e))
+}
+
+fn read_err(pid: Pid, name: &str, e: io::Error) -> Error {
+    if e.kind() == io::ErrorKind::NotFound {
+        Error::target(pid, "no such process")
+    } else {
+        Error::sys(pid, format!("read /proc/{pid}/{name}"), e)
+    }
+}
+
+/// One line of /proc/PID/maps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MapEntry {
+    /// First address.
+    pub start: u64,
+    /// One past the last address.
+    pub end: u64,
+    /// PROT_* bits.
+    pub prot: u32,
+    /// Shared (`s`) rather than private (`p`).
+    pub shared: bool,
+    /// File offset.
+    pub pgoff: u64,
+    /// Device of the mapped file (major, minor).
+    pub dev: (u32, u32),
+    /// Inode of the mapped file, 0 for anonymous memory.
+    pub ino: u64,
+    /// The path or pseudo-name (`[heap]`, `[stack]`, `[vdso]`...), empty for anonymous memory.
+    pub name: String,
+}
+
+impl MapEntry {
+    /// Length in bytes.
+    pub fn len(&self) -> u64 {
+        self.end - self.start
+    }
+
+    /// True for an empty range (never in /proc output).
+    pub fn is_empty(&self) -> bool {
+        self.end == self.start
+    }
+}
+
+/// Parses /proc/PID/maps.
+pub fn maps(pid: Pid) -> Result<Vec<MapEntry>> {
+    let text = read(pid, "maps")?;
+    text.lines()
+        .map(|line| {
+            parse_map_line(line).ok_or_else(|| {
+                Error::target(pid, format!("cannot parse /proc/{pid}/maps line {line:?}"))
+            })
+        })
+        .collect()
+}
+
+fn parse_map_line(line: &str) -> Option<MapEntry> {
+    let mut fields = line.splitn(6, ' ');
+    let range = fields.next()?;
+    let perms = fields.next()?.as_bytes();
+    let pgoff = u64::from_str_radix(fields.next()?, 16).ok()?;
+    let dev = fields.next()?;
+    let ino: u64 = fields.next()?.parse().ok()?;
+    let name = fields.next().unwrap_or("").trim_start().to_string();
+    let (start, end) = range.split_once('-')?;
+    let (major, minor) = dev.split_once(':')?;
+    if perms.len() < 4 {
+        return None;
+    }
+    let mut prot = 0;
+    if perms[0] == b'r' {
+        prot |= libc::PROT_READ as u32;
+    }
+    if perms[1] == b'w' {
+        prot |= libc::PROT_WRITE as u32;
+    }
+    if perms[2] == b'x' {
+        prot |= libc::PROT_EXEC as u32;
+    }
+    Some(MapEntry {
+        start: u64::from_str_radix(start, 16).ok()?,
+        end: u64::from_str_radix(end, 16).ok()?,
+        prot,
+        shared: perms[3] == b's',
+        pgoff,
+        dev: (
+            u32::from_str_radix(major, 16).ok()?,
+            u32::from_str_radix(minor, 16).ok()?,
+        ),
+        ino,
+        name,
+    })
+}
+
+/// The fields of /proc/PID/stat the engine uses.
+#[derive(Debug, Clone, Default)]
+pub struct Stat {
+    /// Command name (as in stat, truncated to 15 bytes by the kernel).
+    pub comm: String,
+    /// Scheduler state letter.
+    pub state: char,
+    /// Parent pid.
+    pub ppid: i32,
+    /// Process group.
+    pub pgid: i32,
+    /// Session.
+    pub sid: i32,
+    /// Controlling terminal device, 0 for none.
+    pub tty_nr: u32,
+    /// PF_* flags.
+    pub flags: u32,
+    /// Number of threads.
+    pub num_threads: u32,
+    /// mm fields.
+    pub start_code: u64,
+    /// End of code.
+    pub end_code: u64,
+    /// Start of the stack.
+    pub start_stack: u64,
+    /// Start of data.
+    pub start_data: u64,
+    /// End of data.
+    pub end_data: u64,
+    /// Start of the heap.
+    pub start_brk: u64,
+    /// Start of the arguments.
+    pub arg_start: u64,
+    /// End of the arguments.
+    pub arg_end: u64,
+    /// Start of the environment.
+    pub env_start: u64,
+    /// End of the environment.
+    pub env_end: u64,
+}
+
+/// PF_KTHREAD: a kernel thread.
+pub const PF_KTHREAD: u32 = 0x0020_0000;
+
+/// Parses /proc/PID/stat.
+pub fn stat(pid: Pid) -> Result<Stat> {
+    let text = read(pid, "stat")?;
+    parse_stat(&text).ok_or_else(|| Error::target(pid, format!("cannot parse /proc/{pid}/stat")))
+}
+
+fn parse_stat(text: &str) -> Option<Stat> {
+    let open = text.find('(')?;
+    let close = text.rfind(')')?;
+    let comm = text[open + 1..close].to_string();
+    let rest: Vec<&str> = text[close + 1..].split_whitespace().collect();
+    // rest[0] is field 3 (state).
+    let f = |n: usize| -> Option<u64> { rest.get(n - 3)?.parse().ok() };
+    let i = |n: usize| -> Option<i32> { rest.get(n - 3)?.parse().ok() };
+    Some(Stat {
+        comm,
+        state: rest.first()?.chars().next()?,
+        ppid: i(4)?,
+        pgid: i(5)?,
+        sid: i(6)?,
+        tty_nr: f(7)? as u32,
+        flags: f(9)? as u32,
+        num_threads: f(20)? as u32,
+        start_code: f(26)?,
+        end_code: f(27)?,
+        start_stack: f(28)?,
+        start_data: f(45)?,
+        end_data: f(46)?,
+        start_brk: f(47)?,
+        arg_start: f(48)?,
+        arg_end: f(49)?,
+        env_start: f(50)?,
+        env_end: f(51)?,
+    })
+}
+
+/// /proc/PID/status as key/value pairs.
+pub fn status(pid: Pid) -> Result<Vec<(String, String)>> {
+    let text = read(pid, "status")?;
+    Ok(text
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+        .collect())
+}
+
+/// One field of a parsed status.
+pub fn status_field<'a>(status: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    status
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+}
+
+/// The auxiliary vector (pairs of u64), as the process started with it.
+pub fn auxv(pid: Pid) -> Result<Vec<u64>> {
+    let raw = fs::read(dir(pid).join("auxv")).map_err(|e| read_err(pid, "auxv", e))?;
+    Ok(raw
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+        .collect())
+}
+
+/// The personality flags.
+pub fn personality(pid: Pid) -> Result<u32> {
+    let text = read(pid, "personality")?;
+    u32::from_str_radix(text.trim(), 16)
+        .map_err(|_| Error::target(pid, format!("cannot parse /proc/{pid}/personality")))
+}
+
+/// The thread ids of `pid`.
+pub fn tids(pid: Pid) -> Result<Vec<Pid>> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir(pid).join("task")).map_err(|e| read_err(pid, "task", e))? {
+        let entry = entry.map_err(|e| read_err(pid, "task", e))?;
+        if let Some(tid) = entry.file_name().to_str().and_then(|s| s.parse().ok()) {
+            out.push(Pid::from_raw(tid));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The children of every thread of `pid`.
+pub fn children(pid: Pid) -> Result<Vec<Pid>> {
+    let mut out = Vec::new();
+    for tid in tids(pid)? {
+        let name = format!("task/{tid}/children");
+        let text = read(pid, &name)?;
+        out.extend(
+            text.split_whitespace()
+                .filter_map(|s| s.parse().ok())
+                .map(Pid::from_raw),
+        );
+    }
+    Ok(out)
+}
+
+/// The target of a /proc/PID symlink (cwd, root, exe...).
+pub fn link(pid: Pid, name: &str) -> Result<PathBuf> {
+    fs::read_link(dir(pid).join(name)).map_err(|e| read_err(pid, name, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_maps_lines() {
+        let e = parse_map_line(
+            "7f1c2a000000-7f1c2a021000 rw-p 00001000 08:01 1234                       /usr/lib/x (deleted)",
+        )
+        .unwrap();
+        assert_eq!(e.start, 0x7f1c2a000000);
+        assert_eq!(e.prot, 3);
+        assert!(!e.shared);
+        assert_eq!(e.pgoff, 0x1000);
+        assert_eq!(e.dev, (8, 1));
+        assert_eq!(e.name, "/usr/lib/x (deleted)");
+        let anon = parse_map_line("7ffd1000-7ffd3000 rw-s 00000000 00:00 0 ").unwrap();
+        assert!(anon.shared);
+        assert_eq!(anon.name, "");
+    }
+
+    #[test]
+    fn parses_own_stat() {
+        let s = stat(nix::unistd::getpid()).unwrap();
+        assert_eq!(s.ppid, nix::unistd::getppid().as_raw());
+        assert!(s.arg_end > s.arg_start);
+        assert!(s.num_threads >= 1);
+    }
+
+    #[test]
+    fn comm_with_parens_and_spaces() {
+        let line = "12 (a) b (c) S 1 12 12 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 1 1 1 1 2 3 4 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0 5 6 7 8 9 10 11 0";
+        let s = parse_stat(line).unwrap();
+        assert_eq!(s.comm, "a) b (c");
+        assert_eq!(s.ppid, 1);
+        assert_eq!(s.start_data, 5);
+        assert_eq!(s.env_end, 11);
+    }
+}

@@ -1,0 +1,76 @@
+//! Signal dispositions: read from a frozen task by remote rt_sigaction, installed by the
+//! restore child itself; queued signals put back with everything blocked.
+
+use cryo_proto::image::{SigAction, SigInfo};
+use nix::unistd::Pid;
+
+use crate::error::{Error, Result};
+use crate::remote::{Remote, Scratch};
+use crate::sys::signal::{self, KernelSigaction};
+
+const NSIG: u32 = 64;
+
+/// Every disposition that is not the default, read in the task itself.
+pub fn dump_actions(pid: Pid, remote: &Remote, scratch: &Scratch) -> Result<Vec<SigAction>> {
+    let mut out = Vec::new();
+    for signo in 1..=NSIG {
+        if signo == libc::SIGKILL as u32 || signo == libc::SIGSTOP as u32 {
+            continue;
+        }
+        remote
+            .call(libc::SYS_rt_sigaction, &[signo as u64, 0, scratch.addr, 8])
+            .map_err(|e| Error::sys(pid, format!("rt_sigaction({signo})"), e))?;
+        let mut raw = [0u8; 32];
+        scratch
+            .read(remote, 0, &mut raw)
+            .map_err(|e| Error::sys(pid, format!("rt_sigaction({signo})"), e))?;
+        let word = |i: usize| u64::from_ne_bytes(raw[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
+        let act = SigAction {
+            signo,
+            handler: word(0),
+            flags: word(1),
+            restorer: word(2),
+            mask: word(3),
+        };
+        if act.handler != 0 || act.flags != 0 || act.mask != 0 {
+            out.push(act);
+        }
+    }
+    Ok(out)
+}
+
+/// Installs the dumped dispositions in the calling process (the restore child, signals
+/// blocked); every other signal gets its default.
+pub fn restore_actions(actions: &[SigAction]) -> std::io::Result<()> {
+    for signo in 1..=NSIG {
+        if signo == libc::SIGKILL as u32 || signo == libc::SIGSTOP as u32 {
+            continue;
+        }
+        let act = actions
+            .iter()
+            .find(|a| a.signo == signo)
+            .map(|a| KernelSigaction {
+                handler: a.handler,
+                flags: a.flags,
+                restorer: a.restorer,
+                mask: a.mask,
+            })
+            .unwrap_or_default();
+        signal::set_action(signo, &act)?;
+    }
+    Ok(())
+}
+
+/// Queues the dumped pending signals again (process-wide and thread-directed) in the calling
+/// process, whose signals are all blocked, so they wait exactly as before.
+pub fn requeue(shared: &[SigInfo], thread: &[SigInfo]) -> std::io::Result<()> {
+    for (infos, is_thread) in [(shared, false), (thread, true)] {
+        for info in infos {
+            let raw: [u8; 128] = info.raw.as_slice().try_into().map_err(|_| {
+                std::io::Error::other(format!("signal {}: siginfo is not 128 bytes", info.signo))
+            })?;
+            signal::queue_to_self(&raw, is_thread)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,78 @@
+//! Signal system calls on the calling process, in the kernel's own layouts (the restore
+//! child installs handlers that point into the image, not into cryo).
+
+use std::io;
+
+/// The kernel's struct sigaction on x86_64.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KernelSigaction {
+    /// Handler address, SIG_DFL (0) or SIG_IGN (1).
+    pub handler: u64,
+    /// SA_* flags.
+    pub flags: u64,
+    /// The sa_restorer trampoline.
+    pub restorer: u64,
+    /// Signals blocked while the handler runs.
+    pub mask: u64,
+}
+
+fn cvt(r: libc::c_long) -> io::Result<()> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Installs `act` for `signo` in the calling process.
+pub fn set_action(signo: u32, act: &KernelSigaction) -> io::Result<()> {
+    // SAFETY: rt_sigaction reads one struct of the kernel's layout from `act`, which lives for
+    // the call; the handler address is only used when a signal is delivered, and the caller
+    // keeps every signal blocked until the image it points into is in place.
+    cvt(unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigaction,
+            signo as libc::c_long,
+            act as *const KernelSigaction,
+            std::ptr::null_mut::<KernelSigaction>(),
+            8usize,
+        )
+    })
+}
+
+/// Sets the calling thread's blocked mask, returning the old one.
+pub fn set_mask(mask: u64) -> io::Result<u64> {
+    let mut old = 0u64;
+    // SAFETY: rt_sigprocmask reads and writes one 8-byte mask in our locals.
+    cvt(unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            &mask as *const u64,
+            &mut old as *mut u64,
+            8usize,
+        )
+    })?;
+    Ok(old)
+}
+
+/// Queues the raw siginfo `info` to the calling process (`thread`: to the calling thread only).
+pub fn queue_to_self(info: &[u8; 128], thread: bool) -> io::Result<()> {
+    let signo = i32::from_ne_bytes([info[0], info[1], info[2], info[3]]);
+    // SAFETY: getpid/gettid take nothing; the siginfo buffer is 128 bytes as the kernel reads.
+    cvt(unsafe {
+        let pid = libc::getpid();
+        if thread {
+            libc::syscall(
+                libc::SYS_rt_tgsigqueueinfo,
+                pid,
+                libc::gettid(),
+                signo,
+                info.as_ptr(),
+            )
+        } else {
+            libc::syscall(libc::SYS_rt_sigqueueinfo, pid, signo, info.as_ptr())
+        }
+    })
+}
