@@ -1,10 +1,21 @@
-//! The dump pipeline: resolve, freeze, collect, write, then kill or release.
+//! The dump pipeline: check the target, freeze it, collect its state through /proc, ptrace and
+//! remote syscalls, write the images, then kill it or let it run. A dump that fails leaves the
+//! target running exactly as before and the image directory empty.
 
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
+use cryo_proto::image::{FileDesc, Inventory, ProcessEntry};
+use cryo_proto::ImageKind;
 use nix::unistd::Pid;
+use tracing::{info, info_span};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::files::{FdDumpOptions, FileTable};
+use crate::freeze::{check_target, FrozenTask};
+use crate::image::{names, ImageDir};
+use crate::remote::{Remote, Scratch};
+use crate::{memory, proc, signals, task, threads};
 
 /// What `cryo dump` was asked to do.
 #[derive(Debug, Clone, Default)]
@@ -29,13 +40,162 @@ pub struct DumpSummary {
     /// Bytes of pages written.
     pub pages_bytes: u64,
     /// How long the target was frozen.
-    pub frozen: std::time::Duration,
+    pub frozen: Duration,
     /// How long the whole dump took.
-    pub total: std::time::Duration,
+    pub total: Duration,
 }
 
 /// Dumps the trees rooted at `opts.pids` into `opts.images_dir`.
 pub fn dump(opts: &DumpOptions) -> Result<DumpSummary> {
-    let _ = opts;
-    Err(crate::Error::Restore("dump: not yet".into()))
+    let started = Instant::now();
+    let _span = info_span!("dump", pids = ?opts.pids).entered();
+    let [pid] = opts.pids[..] else {
+        return Err(Error::Restore(format!(
+            "dump of {} roots: one root pid per dump for now",
+            opts.pids.len()
+        )));
+    };
+    let stat = check_target(pid)?;
+    if stat.num_threads > 1 {
+        return Err(Error::target(
+            pid,
+            format!(
+                "{} has {} threads: multi-threaded processes are not supported yet",
+                stat.comm, stat.num_threads
+            ),
+        ));
+    }
+    let children = proc::children(pid)?;
+    if !children.is_empty() {
+        return Err(Error::target(
+            pid,
+            format!(
+                "{} has children {children:?}: process trees are not supported yet",
+                stat.comm
+            ),
+        ));
+    }
+    let images = ImageDir::create(&opts.images_dir)?;
+    let result = dump_task(pid, &images, opts, started);
+    if result.is_err() {
+        clear_dir(&images);
+    }
+    result
+}
+
+fn dump_task(
+    pid: Pid,
+    images: &ImageDir,
+    opts: &DumpOptions,
+    started: Instant,
+) -> Result<DumpSummary> {
+    let frozen = FrozenTask::freeze(pid)?;
+    let frozen_at = Instant::now();
+    // Read again now that it cannot change under us.
+    let stat = proc::stat(pid)?;
+    let mut remote = Remote::borrow(pid).map_err(|e| Error::sys(pid, "take the main thread", e))?;
+    let scratch =
+        Scratch::map(&mut remote).map_err(|e| Error::sys(pid, "map a scratch page", e))?;
+    let collected = collect(pid, &stat, images, opts, &frozen, &remote, &scratch);
+    // Whatever happened, the task gets its own state back before anything else.
+    let unmapped = scratch.unmap(&remote);
+    let released = remote.release();
+    let (core, mm, descs) = collected?;
+    unmapped.map_err(|e| Error::sys(pid, "unmap the scratch page", e))?;
+    released.map_err(|e| Error::sys(pid, "put the main thread back", e))?;
+
+    let pages_bytes = mm.pages_file.as_ref().map_or(0, |f| f.size);
+    let entry: ProcessEntry = task::process_entry(pid, &stat, frozen.tids());
+    let vdso = memory::vdso_identity(pid)?;
+    images.write(&names::core(pid), ImageKind::Core, &[core])?;
+    images.write(&names::mm(pid), ImageKind::Mm, &[mm])?;
+    images.write(names::FILES, ImageKind::Files, &descs)?;
+    images.write(names::PSTREE, ImageKind::Pstree, &[entry])?;
+    // The inventory last: a directory without one is not an image.
+    images.write(
+        names::INVENTORY,
+        ImageKind::Inventory,
+        &[Inventory {
+            checkpoint_id: checkpoint_id(),
+            created_unix_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+            kernel_release: nix::sys::utsname::uname()
+                .map(|u| u.release().to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            cryo_version: env!("CARGO_PKG_VERSION").into(),
+            root_pids: vec![pid.as_raw()],
+            vdso_size: vdso.0,
+            vdso_crc32c: vdso.1,
+            shell_job: opts.shell_job,
+            tcp_established: opts.tcp_established,
+            leave_running: opts.leave_running,
+        }],
+    )?;
+    if opts.leave_running {
+        drop(frozen);
+    } else {
+        frozen.kill()?;
+    }
+    let summary = DumpSummary {
+        pids: vec![pid],
+        pages_bytes,
+        frozen: frozen_at.elapsed(),
+        total: started.elapsed(),
+    };
+    info!(%pid, pages_bytes, frozen_ms = summary.frozen.as_secs_f64() * 1e3, "dumped");
+    Ok(summary)
+}
+
+type Collected = (
+    cryo_proto::image::TaskCore,
+    cryo_proto::image::MmCore,
+    Vec<FileDesc>,
+);
+
+fn collect(
+    pid: Pid,
+    stat: &proc::Stat,
+    images: &ImageDir,
+    opts: &DumpOptions,
+    frozen: &FrozenTask,
+    remote: &Remote,
+    scratch: &Scratch,
+) -> Result<Collected> {
+    let mut core = task::dump(pid, stat)?;
+    for &tid in frozen.tids() {
+        core.threads
+            .push(threads::dump_thread(tid, remote, scratch)?);
+    }
+    core.sigactions = signals::dump_actions(pid, remote, scratch)?;
+    core.shared_pending = threads::shared_pending(pid)?;
+    let mut files = FileTable::new();
+    core.fds = files.dump_task_fds(
+        pid,
+        images,
+        &FdDumpOptions {
+            shell_job: opts.shell_job,
+        },
+    )?;
+    let maps: Vec<_> = proc::maps(pid)?
+        .into_iter()
+        .filter(|m| !scratch.contains(m.start))
+        .collect();
+    let mm = memory::dump::dump(pid, stat, &maps, &mut files, images, remote, scratch)?;
+    Ok((core, mm, files.into_descs()))
+}
+
+fn checkpoint_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/uuid")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| format!("{:x}", std::process::id()))
+}
+
+/// Removes what a failed dump wrote (the directory was empty before).
+fn clear_dir(images: &ImageDir) {
+    if let Ok(entries) = std::fs::read_dir(images.path()) {
+        for entry in entries.flatten() {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }

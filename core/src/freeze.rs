@@ -28,7 +28,10 @@ pub fn check_target(pid: Pid) -> Result<proc::Stat> {
     if stat.flags & proc::PF_KTHREAD != 0 {
         return Err(Error::target(
             pid,
-            format!("{} is a kernel thread: it has no user state to dump", stat.comm),
+            format!(
+                "{} is a kernel thread: it has no user state to dump",
+                stat.comm
+            ),
         ));
     }
     if pid == nix::unistd::getpid() {

@@ -23,8 +23,9 @@ pub mod remote;
 pub mod restore;
 pub mod show;
 pub mod signals;
-pub mod threads;
 pub mod sys;
+pub mod task;
+pub mod threads;
 
 pub use error::{Error, Result};
 pub use nix::unistd::Pid;

@@ -71,6 +71,16 @@ impl Remote {
         self.tid
     }
 
+    /// Executes calls from `site` (which holds `syscall; int3`) from now on, and puts back
+    /// the code the original site replaced.
+    pub fn move_site(&mut self, site: u64) -> io::Result<()> {
+        if let Some(code) = self.saved_code.take() {
+            pt::write_mem(self.tid, self.site, &code)?;
+        }
+        self.site = site;
+        Ok(())
+    }
+
     /// The signal mask the thread had when taken.
     pub fn saved_mask(&self) -> u64 {
         self.saved_mask
@@ -198,20 +208,33 @@ impl Scratch {
     /// Size of the scratch area.
     pub const LEN: u64 = 4096;
 
-    /// Maps a fresh private page in the tracee.
-    pub fn map(remote: &Remote) -> io::Result<Self> {
+    /// Where the relocated `syscall; int3` lives: the end of the page, out of the data's way.
+    const SITE_OFFSET: u64 = Self::LEN - 16;
+
+    /// Maps a fresh private page in the tracee and moves the remote's syscall site into it,
+    /// putting the thread's own code back at once: the dumped memory then never holds our
+    /// instructions.
+    pub fn map(remote: &mut Remote) -> io::Result<Self> {
         let addr = remote.call(
             libc::SYS_mmap,
             &[
                 0,
                 Self::LEN,
-                (libc::PROT_READ | libc::PROT_WRITE) as u64,
+                (libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC) as u64,
                 (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64,
                 u64::MAX,
                 0,
             ],
         )?;
-        Ok(Self { addr })
+        let scratch = Self { addr };
+        let site = scratch.write(remote, Self::SITE_OFFSET, &SYSCALL_INT3)?;
+        remote.move_site(site)?;
+        Ok(scratch)
+    }
+
+    /// Whether `addr` lies in the scratch page.
+    pub fn contains(&self, addr: u64) -> bool {
+        (self.addr..self.addr + Self::LEN).contains(&addr)
     }
 
     /// Writes `data` at `offset` into the scratch page.
@@ -225,9 +248,9 @@ impl Scratch {
         pt::read_mem(remote.tid, self.addr + offset, buf)
     }
 
-    /// Unmaps the page.
+    /// Unmaps the page; the last call, as it removes the site too.
     pub fn unmap(self, remote: &Remote) -> io::Result<()> {
-        remote.call(libc::SYS_munmap, &[self.addr, Self::LEN])?;
+        remote.call_last(libc::SYS_munmap, &[self.addr, Self::LEN])?;
         Ok(())
     }
 }

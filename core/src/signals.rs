@@ -24,7 +24,8 @@ pub fn dump_actions(pid: Pid, remote: &Remote, scratch: &Scratch) -> Result<Vec<
         scratch
             .read(remote, 0, &mut raw)
             .map_err(|e| Error::sys(pid, format!("rt_sigaction({signo})"), e))?;
-        let word = |i: usize| u64::from_ne_bytes(raw[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
+        let word =
+            |i: usize| u64::from_ne_bytes(raw[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
         let act = SigAction {
             signo,
             handler: word(0),

@@ -115,7 +115,8 @@ fn siginfos(raw: Vec<[u8; 128]>) -> Vec<SigInfo> {
 
 /// The process-wide queue of pending signals.
 pub fn shared_pending(tid: Pid) -> Result<Vec<SigInfo>> {
-    let raw = pt::peek_siginfo(tid, true).map_err(|e| Error::sys(tid, "read shared pending signals", e))?;
+    let raw = pt::peek_siginfo(tid, true)
+        .map_err(|e| Error::sys(tid, "read shared pending signals", e))?;
     Ok(siginfos(raw))
 }
 
@@ -143,12 +144,16 @@ pub fn dump_thread(tid: Pid, remote: &Remote, scratch: &Scratch) -> Result<Threa
         .call(libc::SYS_sigaltstack, &[0, scratch.addr])
         .map_err(sys("sigaltstack"))?;
     let mut ss = [0u8; 24];
-    scratch.read(remote, 0, &mut ss).map_err(sys("sigaltstack"))?;
+    scratch
+        .read(remote, 0, &mut ss)
+        .map_err(sys("sigaltstack"))?;
     remote
         .call(libc::SYS_prctl, &[PR_GET_TID_ADDRESS, scratch.addr + 64])
         .map_err(sys("prctl(PR_GET_TID_ADDRESS)"))?;
     let mut tid_addr = [0u8; 8];
-    scratch.read(remote, 64, &mut tid_addr).map_err(sys("prctl(PR_GET_TID_ADDRESS)"))?;
+    scratch
+        .read(remote, 64, &mut tid_addr)
+        .map_err(sys("prctl(PR_GET_TID_ADDRESS)"))?;
 
     let comm = std::fs::read_to_string(format!("/proc/{}/task/{tid}/comm", remote.tid()))
         .map(|s| s.trim_end_matches('\n').to_string())

@@ -51,7 +51,8 @@ pub fn dump(
         }
         let file_id = match kind {
             VmaKind::FilePrivate | VmaKind::FileShared => {
-                let link = proc::dir(pid).join(format!("map_files/{:x}-{:x}", entry.start, entry.end));
+                let link =
+                    proc::dir(pid).join(format!("map_files/{:x}-{:x}", entry.start, entry.end));
                 files.add_mapped_file(pid, &link, images)?
             }
             _ => 0,
@@ -126,7 +127,11 @@ fn page_runs(pid: Pid, vmas: &[Vma]) -> Result<Vec<PageRun>> {
         let kind = VmaKind::try_from(vma.kind).unwrap_or(VmaKind::Invalid);
         if !matches!(
             kind,
-            VmaKind::Anon | VmaKind::Heap | VmaKind::Stack | VmaKind::FilePrivate | VmaKind::ShmemAnon
+            VmaKind::Anon
+                | VmaKind::Heap
+                | VmaKind::Stack
+                | VmaKind::FilePrivate
+                | VmaKind::ShmemAnon
         ) {
             continue;
         }
@@ -220,7 +225,11 @@ fn open_in_task(path: &Path, remote: &Remote, scratch: &Scratch) -> std::io::Res
     let addr = scratch.write(remote, 0, &bytes)?;
     remote.call(
         libc::SYS_openat,
-        &[libc::AT_FDCWD as u64, addr, (libc::O_WRONLY | libc::O_CLOEXEC) as u64],
+        &[
+            libc::AT_FDCWD as u64,
+            addr,
+            (libc::O_WRONLY | libc::O_CLOEXEC) as u64,
+        ],
     )
 }
 
@@ -230,7 +239,12 @@ fn remote_write(remote: &Remote, fd: u64, run: &PageRun) -> std::io::Result<()> 
     while done < len {
         let n = remote.call(
             libc::SYS_pwrite64,
-            &[fd, run.addr + done, (len - done).min(MAX_RW), run.offset + done],
+            &[
+                fd,
+                run.addr + done,
+                (len - done).min(MAX_RW),
+                run.offset + done,
+            ],
         )?;
         if n == 0 {
             return Err(std::io::Error::other("pwrite wrote nothing"));

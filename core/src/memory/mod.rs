@@ -83,10 +83,19 @@ mod tests {
     fn classifies_maps() {
         assert_eq!(classify(&entry("", 0, false)), VmaKind::Anon);
         assert_eq!(classify(&entry("", 0, true)), VmaKind::ShmemAnon);
-        assert_eq!(classify(&entry("/dev/zero (deleted)", 9, true)), VmaKind::ShmemAnon);
-        assert_eq!(classify(&entry("/usr/lib/libc.so.6", 9, false)), VmaKind::FilePrivate);
+        assert_eq!(
+            classify(&entry("/dev/zero (deleted)", 9, true)),
+            VmaKind::ShmemAnon
+        );
+        assert_eq!(
+            classify(&entry("/usr/lib/libc.so.6", 9, false)),
+            VmaKind::FilePrivate
+        );
         assert_eq!(classify(&entry("/data", 9, true)), VmaKind::FileShared);
-        assert_eq!(classify(&entry("[vvar_vclock]", 0, false)), VmaKind::VvarVclock);
+        assert_eq!(
+            classify(&entry("[vvar_vclock]", 0, false)),
+            VmaKind::VvarVclock
+        );
         assert_eq!(classify(&entry("[heap]", 0, false)), VmaKind::Heap);
     }
 
@@ -95,9 +104,25 @@ mod tests {
         assert!(page_wanted(VmaKind::Anon, PM_PRESENT));
         assert!(!page_wanted(VmaKind::Anon, 0));
         assert!(page_wanted(VmaKind::Anon, PM_SWAPPED));
-        assert!(!page_wanted(VmaKind::FilePrivate, PM_PRESENT | PM_FILE_OR_SHARED));
+        assert!(!page_wanted(
+            VmaKind::FilePrivate,
+            PM_PRESENT | PM_FILE_OR_SHARED
+        ));
         assert!(page_wanted(VmaKind::FilePrivate, PM_PRESENT));
         assert!(!page_wanted(VmaKind::FileShared, PM_PRESENT));
         assert!(!page_wanted(VmaKind::Vdso, PM_PRESENT));
     }
+}
+
+/// Size and crc32c of the vdso `pid` runs with: a restore refuses an image whose vdso differs
+/// from the one this kernel gives (the dumped code may have been inside it).
+pub fn vdso_identity(pid: nix::unistd::Pid) -> crate::error::Result<(u64, u32)> {
+    let maps = crate::proc::maps(pid)?;
+    let Some(vdso) = maps.iter().find(|m| m.name == "[vdso]") else {
+        return Ok((0, 0));
+    };
+    let mut buf = vec![0u8; vdso.len() as usize];
+    crate::sys::ptrace::read_mem(pid, vdso.start, &mut buf)
+        .map_err(|e| crate::error::Error::sys(pid, "read the vdso", e))?;
+    Ok((vdso.len(), crc32c::crc32c(&buf)))
 }

@@ -1,0 +1,288 @@
+//! Rebuilding an address space in the stopped restore child, by remote syscalls from its
+//! trampoline: cryo's own mappings out, vdso block moved to the dumped addresses, the image's
+//! VMAs mapped and filled (pread issued by the child from its pages image: one copy),
+//! protections set, mm fields (brk, arg/env, auxv, exe) installed with PR_SET_MM_MAP.
+
+use cryo_proto::image::{MmCore, Vma, VmaKind};
+use nix::unistd::Pid;
+use tracing::debug_span;
+
+use super::{is_special, PAGE};
+use crate::error::{Error, Result};
+use crate::proc;
+use crate::remote::Remote;
+use crate::sys::ptrace as pt;
+
+const MAX_RW: u64 = 0x7fff_f000;
+const PR_SET_MM: u64 = 35;
+const PR_SET_MM_MAP: u64 = 14;
+const RSEQ_FLAG_UNREGISTER: u64 = 1;
+
+/// The fds the restore child opened for its reshaping, at numbers chosen by the parent.
+#[derive(Debug, Clone, Default)]
+pub struct MappingFds {
+    /// The pages image.
+    pub pages: u64,
+    /// The executable, for PR_SET_MM_MAP.
+    pub exe: u64,
+    /// (file id, writable, fd) of every mapped file.
+    pub files: Vec<(u32, bool, u64)>,
+}
+
+impl MappingFds {
+    fn file(&self, id: u32, writable: bool) -> Option<u64> {
+        self.files
+            .iter()
+            .find(|(i, w, _)| *i == id && *w == writable)
+            .map(|f| f.2)
+    }
+
+    /// Every fd, to close once the reshaping is over.
+    pub fn all(&self) -> Vec<u64> {
+        let mut v = vec![self.pages, self.exe];
+        v.extend(self.files.iter().map(|f| f.2));
+        v
+    }
+}
+
+/// Whether a VMA needs its file opened writable (shared and writable).
+pub fn needs_writable_file(vma: &Vma) -> bool {
+    vma.map_flags & libc::MAP_SHARED as u32 != 0 && vma.prot & libc::PROT_WRITE as u32 != 0
+}
+
+/// Replaces the address space of stopped `child` (a fork of cryo running `remote` at its
+/// trampoline `keep`) with the image's. `scratch` is a writable page inside `keep`.
+pub fn reshape(
+    child: Pid,
+    remote: &Remote,
+    keep: (u64, u64),
+    scratch: u64,
+    mm: &MmCore,
+    fds: &MappingFds,
+) -> Result<()> {
+    let _span = debug_span!("reshape", %child).entered();
+    let sys = |op: String| move |e: std::io::Error| Error::sys(child, op, e);
+
+    // glibc registered an rseq area in cryo's TLS, about to be unmapped.
+    let rseq = pt::get_rseq(child).map_err(sys("read rseq".into()))?;
+    if rseq.abi_pointer != 0 {
+        remote
+            .call(
+                libc::SYS_rseq,
+                &[
+                    rseq.abi_pointer,
+                    rseq.abi_size as u64,
+                    RSEQ_FLAG_UNREGISTER,
+                    rseq.signature as u64,
+                ],
+            )
+            .map_err(sys("unregister cryo's rseq".into()))?;
+    }
+
+    // 1. cryo's own mappings go, all but the trampoline and the kernel's special ones.
+    let current = proc::maps(child)?;
+    let mut doomed: Vec<(u64, u64)> = Vec::new();
+    for m in &current {
+        let kind = super::classify(m);
+        if is_special(kind) || (m.start >= keep.0 && m.end <= keep.1) {
+            continue;
+        }
+        match doomed.last_mut() {
+            Some(last) if last.1 == m.start => last.1 = m.end,
+            _ => doomed.push((m.start, m.end)),
+        }
+    }
+    for (start, end) in doomed {
+        remote
+            .call(libc::SYS_munmap, &[start, end - start])
+            .map_err(sys(format!("munmap {start:#x}-{end:#x}")))?;
+    }
+
+    // 2. The vdso block to where the image had it.
+    move_vdso(child, remote, &current, &mm.vmas)?;
+
+    // 3. The image's VMAs, writable while they are filled.
+    let mut filled = vec![false; mm.vmas.len()];
+    for run in &mm.pages {
+        if let Some(i) = mm
+            .vmas
+            .iter()
+            .position(|v| v.start <= run.addr && run.addr < v.end)
+        {
+            filled[i] = true;
+        }
+    }
+    for (vma, &fill) in mm.vmas.iter().zip(&filled) {
+        let kind = VmaKind::try_from(vma.kind).unwrap_or(VmaKind::Invalid);
+        if is_special(kind) {
+            continue;
+        }
+        let mut prot = vma.prot as u64;
+        if fill {
+            prot |= (libc::PROT_READ | libc::PROT_WRITE) as u64;
+        }
+        let mut flags = (vma.map_flags | libc::MAP_FIXED_NOREPLACE as u32) as u64;
+        let (fd, off) = match kind {
+            VmaKind::FilePrivate | VmaKind::FileShared => {
+                let fd = fds
+                    .file(vma.file_id, needs_writable_file(vma))
+                    .ok_or_else(|| {
+                        Error::Restore(format!(
+                            "pid {child}: no file opened for the mapping at {:#x} ({})",
+                            vma.start, vma.name
+                        ))
+                    })?;
+                (fd, vma.pgoff)
+            }
+            _ => {
+                flags |= libc::MAP_ANONYMOUS as u64;
+                (u64::MAX, 0)
+            }
+        };
+        let len = vma.end - vma.start;
+        let got = remote
+            .call(libc::SYS_mmap, &[vma.start, len, prot, flags, fd, off])
+            .map_err(sys(format!(
+                "mmap {:#x}-{:#x} {}",
+                vma.start, vma.end, vma.name
+            )))?;
+        if got != vma.start {
+            return Err(Error::Restore(format!(
+                "pid {child}: mapping {:#x} landed at {got:#x}",
+                vma.start
+            )));
+        }
+    }
+
+    // 4. Every dumped page, read by the child itself from its pages image.
+    for run in &mm.pages {
+        let len = run.npages * PAGE;
+        let mut done = 0;
+        while done < len {
+            let n = remote
+                .call(
+                    libc::SYS_pread64,
+                    &[
+                        fds.pages,
+                        run.addr + done,
+                        (len - done).min(MAX_RW),
+                        run.offset + done,
+                    ],
+                )
+                .map_err(sys(format!(
+                    "fill {:#x} (+{done}) from the pages image",
+                    run.addr
+                )))?;
+            if n == 0 {
+                return Err(Error::Restore(format!(
+                    "pid {child}: pages image ends before page run at {:#x}",
+                    run.addr
+                )));
+            }
+            done += n;
+        }
+    }
+
+    // 5. Final protections.
+    for (vma, &fill) in mm.vmas.iter().zip(&filled) {
+        if fill
+            && vma.prot & (libc::PROT_READ | libc::PROT_WRITE) as u32
+                != (libc::PROT_READ | libc::PROT_WRITE) as u32
+        {
+            remote
+                .call(
+                    libc::SYS_mprotect,
+                    &[vma.start, vma.end - vma.start, vma.prot as u64],
+                )
+                .map_err(sys(format!("mprotect {:#x}", vma.start)))?;
+        }
+    }
+
+    // 6. brk, arg/env, auxv, exe.
+    set_mm_map(child, remote, scratch, mm, fds.exe)?;
+    for fd in fds.all() {
+        remote
+            .call(libc::SYS_close, &[fd])
+            .map_err(sys(format!("close fd {fd}")))?;
+    }
+    Ok(())
+}
+
+/// Moves [vvar], [vvar_vclock] and [vdso] of the child by the offset that puts them where the
+/// image had them (their relative layout is the same on the same kernel).
+fn move_vdso(child: Pid, remote: &Remote, current: &[proc::MapEntry], image: &[Vma]) -> Result<()> {
+    let mut moves = Vec::new();
+    for kind in [VmaKind::Vvar, VmaKind::VvarVclock, VmaKind::Vdso] {
+        let have = current.iter().find(|m| super::classify(m) == kind);
+        let want = image.iter().find(|v| v.kind == kind as i32);
+        match (have, want) {
+            (None, None) => {}
+            (Some(h), Some(w)) if h.len() == w.end - w.start => {
+                moves.push((h.start, w.start, h.len()))
+            }
+            _ => {
+                return Err(Error::Restore(format!(
+                    "pid {child}: the image's {kind:?} differs from this kernel's: \
+                     restore on the kernel the dump was taken on"
+                )))
+            }
+        }
+    }
+    // Moving up: the highest first, so no move lands on a block not yet moved.
+    if moves.iter().any(|(from, to, _)| to > from) {
+        moves.reverse();
+    }
+    for (from, to, len) in moves {
+        if from == to {
+            continue;
+        }
+        remote
+            .call(
+                libc::SYS_mremap,
+                &[
+                    from,
+                    len,
+                    len,
+                    (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64,
+                    to,
+                ],
+            )
+            .map_err(|e| Error::sys(child, format!("move vdso block {from:#x} -> {to:#x}"), e))?;
+    }
+    Ok(())
+}
+
+fn set_mm_map(child: Pid, remote: &Remote, scratch: u64, mm: &MmCore, exe_fd: u64) -> Result<()> {
+    // struct prctl_mm_map, then the auxv it points to.
+    let auxv: Vec<u8> = mm.auxv.iter().flat_map(|w| w.to_ne_bytes()).collect();
+    let auxv_addr = scratch + 128;
+    let mut map = Vec::with_capacity(104);
+    for w in [
+        mm.start_code,
+        mm.end_code,
+        mm.start_data,
+        mm.end_data,
+        mm.start_brk,
+        mm.brk,
+        mm.start_stack,
+        mm.arg_start,
+        mm.arg_end,
+        mm.env_start,
+        mm.env_end,
+        auxv_addr,
+    ] {
+        map.extend_from_slice(&w.to_ne_bytes());
+    }
+    map.extend_from_slice(&(auxv.len() as u32).to_ne_bytes());
+    map.extend_from_slice(&(exe_fd as u32).to_ne_bytes());
+    let io = |e| Error::sys(child, "PR_SET_MM_MAP", e);
+    pt::write_mem(child, scratch, &map).map_err(io)?;
+    pt::write_mem(child, auxv_addr, &auxv).map_err(io)?;
+    remote
+        .call(
+            libc::SYS_prctl,
+            &[PR_SET_MM, PR_SET_MM_MAP, scratch, map.len() as u64, 0],
+        )
+        .map_err(io)?;
+    Ok(())
+}

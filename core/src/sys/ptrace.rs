@@ -22,7 +22,14 @@ const XSTATE_MAX: usize = 16384;
 fn ptrace_raw(req: libc::c_uint, pid: Pid, addr: usize, data: usize) -> io::Result<libc::c_long> {
     // SAFETY: every caller passes addr/data that are either plain integers or pointers to
     // buffers it owns and sized as the request requires; the kernel writes only within them.
-    let r = unsafe { libc::ptrace(req, pid.as_raw(), addr as *mut libc::c_void, data as *mut libc::c_void) };
+    let r = unsafe {
+        libc::ptrace(
+            req,
+            pid.as_raw(),
+            addr as *mut libc::c_void,
+            data as *mut libc::c_void,
+        )
+    };
     if r == -1 {
         Err(io::Error::last_os_error())
     } else {
@@ -37,7 +44,12 @@ pub fn get_xstate(pid: Pid) -> io::Result<Vec<u8>> {
         iov_base: buf.as_mut_ptr().cast(),
         iov_len: buf.len(),
     };
-    ptrace_raw(PTRACE_GETREGSET, pid, NT_X86_XSTATE as usize, &mut iov as *mut _ as usize)?;
+    ptrace_raw(
+        PTRACE_GETREGSET,
+        pid,
+        NT_X86_XSTATE as usize,
+        &mut iov as *mut _ as usize,
+    )?;
     buf.truncate(iov.iov_len);
     Ok(buf)
 }
@@ -49,7 +61,12 @@ pub fn set_xstate(pid: Pid, xstate: &[u8]) -> io::Result<()> {
         iov_base: copy.as_mut_ptr().cast(),
         iov_len: copy.len(),
     };
-    ptrace_raw(PTRACE_SETREGSET, pid, NT_X86_XSTATE as usize, &mut iov as *mut _ as usize)?;
+    ptrace_raw(
+        PTRACE_SETREGSET,
+        pid,
+        NT_X86_XSTATE as usize,
+        &mut iov as *mut _ as usize,
+    )?;
     Ok(())
 }
 

@@ -1,0 +1,117 @@
+//! Process-wide attributes outside memory and files: credentials, resource limits, umask,
+//! personality, name, working and root directory, session and process group.
+
+use cryo_proto::image::{Creds, ProcessEntry, Rlimit, TaskCore};
+use nix::unistd::Pid;
+
+use crate::error::{Error, Result};
+use crate::proc;
+use crate::sys::process::prlimit;
+
+/// RLIMIT_CPU .. RLIMIT_RTTIME.
+const RLIMITS: u32 = 16;
+
+fn ids(status: &[(String, String)], key: &str) -> Vec<u32> {
+    proc::status_field(status, key)
+        .unwrap_or("")
+        .split_whitespace()
+        .filter_map(|s| s.parse().ok())
+        .collect()
+}
+
+fn cap(status: &[(String, String)], key: &str) -> u64 {
+    proc::status_field(status, key)
+        .and_then(|v| u64::from_str_radix(v, 16).ok())
+        .unwrap_or(0)
+}
+
+/// The process-wide attributes of `pid` (threads, signals and fds are filled in by the caller).
+pub fn dump(pid: Pid, stat: &proc::Stat) -> Result<TaskCore> {
+    let status = proc::status(pid)?;
+    let uid = ids(&status, "Uid");
+    let gid = ids(&status, "Gid");
+    let at = |v: &[u32], i: usize| v.get(i).copied().unwrap_or(0);
+    let creds = Creds {
+        uid: at(&uid, 0),
+        euid: at(&uid, 1),
+        suid: at(&uid, 2),
+        fsuid: at(&uid, 3),
+        gid: at(&gid, 0),
+        egid: at(&gid, 1),
+        sgid: at(&gid, 2),
+        fsgid: at(&gid, 3),
+        groups: ids(&status, "Groups"),
+        cap_inh: cap(&status, "CapInh"),
+        cap_prm: cap(&status, "CapPrm"),
+        cap_eff: cap(&status, "CapEff"),
+        cap_bnd: cap(&status, "CapBnd"),
+        cap_amb: cap(&status, "CapAmb"),
+    };
+    let mut rlimits = Vec::new();
+    for resource in 0..RLIMITS {
+        let (cur, max) = prlimit(pid, resource, None)
+            .map_err(|e| Error::sys(pid, format!("prlimit({resource})"), e))?;
+        rlimits.push(Rlimit { resource, cur, max });
+    }
+    let umask = proc::status_field(&status, "Umask")
+        .and_then(|v| u32::from_str_radix(v, 8).ok())
+        .unwrap_or(0o022);
+    let comm = std::fs::read_to_string(proc::dir(pid).join("comm"))
+        .map(|s| s.trim_end_matches('\n').to_string())
+        .unwrap_or_else(|_| stat.comm.clone());
+    Ok(TaskCore {
+        pid: pid.as_raw(),
+        comm,
+        personality: proc::personality(pid)?,
+        umask,
+        creds: Some(creds),
+        rlimits,
+        cwd: proc::link(pid, "cwd")?.to_string_lossy().into_owned(),
+        root: proc::link(pid, "root")?.to_string_lossy().into_owned(),
+        ..Default::default()
+    })
+}
+
+/// The pstree record of `pid`.
+pub fn process_entry(pid: Pid, stat: &proc::Stat, tids: &[Pid]) -> ProcessEntry {
+    ProcessEntry {
+        pid: pid.as_raw(),
+        ppid: stat.ppid,
+        pgid: stat.pgid,
+        sid: stat.sid,
+        tids: tids.iter().map(|t| t.as_raw()).collect(),
+    }
+}
+
+/// Applies the attributes to the calling process (the restore child, still running cryo code).
+pub fn restore_in_child(core: &TaskCore, entry: &ProcessEntry) -> std::result::Result<(), String> {
+    use nix::sys::stat::{umask, Mode};
+    let me = nix::unistd::getpid();
+    if entry.sid == entry.pid {
+        nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
+    } else if entry.pgid == entry.pid {
+        nix::unistd::setpgid(me, me).map_err(|e| format!("setpgid: {e}"))?;
+    }
+    if core.root != "/" {
+        nix::unistd::chroot(core.root.as_str())
+            .map_err(|e| format!("chroot {}: {e}", core.root))?;
+    }
+    nix::unistd::chdir(core.cwd.as_str()).map_err(|e| format!("chdir {}: {e}", core.cwd))?;
+    umask(Mode::from_bits_truncate(core.umask));
+    for lim in &core.rlimits {
+        if let Err(e) = prlimit(me, lim.resource, Some((lim.cur, lim.max))) {
+            // Raising a hard limit needs CAP_SYS_RESOURCE; keep ours then, but never more
+            // than the image's soft limit.
+            let (_, max) = prlimit(me, lim.resource, None).map_err(|e| format!("prlimit: {e}"))?;
+            prlimit(me, lim.resource, Some((lim.cur.min(max), max)))
+                .map_err(|e2| format!("rlimit {}: {e}; then {e2}", lim.resource))?;
+        }
+    }
+    nix::sys::personality::set(nix::sys::personality::Persona::from_bits_retain(
+        core.personality as i32,
+    ))
+    .map_err(|e| format!("personality: {e}"))?;
+    let name = std::ffi::CString::new(core.comm.as_bytes()).unwrap_or_default();
+    nix::sys::prctl::set_name(&name).map_err(|e| format!("set comm: {e}"))?;
+    Ok(())
+}
