@@ -373,7 +373,7 @@ fn finish(child: Pid, task: &TaskImage, tramp: u64) -> Result<()> {
     remote
         .call(libc::SYS_set_tid_address, &[thread.clear_child_tid])
         .map_err(sys("set_tid_address"))?;
-    let ss = thread.altstack.clone().unwrap_or_default();
+    let ss = thread.altstack.unwrap_or_default();
     let mut raw = Vec::with_capacity(24);
     raw.extend_from_slice(&ss.sp.to_ne_bytes());
     // SS_ONSTACK only says the thread was running on it; it cannot be requested.

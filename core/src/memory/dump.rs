@@ -11,7 +11,7 @@ use cryo_proto::image::{MmCore, PageRun, RawFileRef, Vma, VmaKind};
 use nix::unistd::Pid;
 use tracing::{debug, debug_span};
 
-use super::{classify, page_wanted, PAGE};
+use super::{classify, page_wanted, IO_CHUNK, PAGE};
 use crate::error::{Error, Result};
 use crate::files::FileTable;
 use crate::image::{names, ImageDir};
@@ -20,8 +20,6 @@ use crate::remote::{Remote, Scratch};
 
 /// pagemap entries read per pread.
 const PAGEMAP_CHUNK: usize = 64 * 1024;
-/// Largest single read/write the kernel does.
-const MAX_RW: u64 = 0x7fff_f000;
 
 /// Dumps the address space of frozen task `pid`. `maps` must not include `scratch`.
 pub fn dump(
@@ -242,7 +240,7 @@ fn remote_write(remote: &Remote, fd: u64, run: &PageRun) -> std::io::Result<()> 
             &[
                 fd,
                 run.addr + done,
-                (len - done).min(MAX_RW),
+                (len - done).min(IO_CHUNK),
                 run.offset + done,
             ],
         )?;

@@ -7,13 +7,16 @@ use cryo_proto::image::{MmCore, Vma, VmaKind};
 use nix::unistd::Pid;
 use tracing::debug_span;
 
-use super::{is_special, PAGE};
+use super::{is_special, IO_CHUNK, PAGE};
 use crate::error::{Error, Result};
 use crate::proc;
 use crate::remote::Remote;
 use crate::sys::ptrace as pt;
 
-const MAX_RW: u64 = 0x7fff_f000;
+const MADV_POPULATE_WRITE: u64 = 23;
+/// Runs at least this long are populated in one call before they are filled: one fault per
+/// page taken inside pread costs three times more.
+const POPULATE_MIN: u64 = 64 << 10;
 const PR_SET_MM: u64 = 35;
 const PR_SET_MM_MAP: u64 = 14;
 const RSEQ_FLAG_UNREGISTER: u64 = 1;
@@ -157,6 +160,11 @@ pub fn reshape(
     // 4. Every dumped page, read by the child itself from its pages image.
     for run in &mm.pages {
         let len = run.npages * PAGE;
+        if len >= POPULATE_MIN {
+            remote
+                .call(libc::SYS_madvise, &[run.addr, len, MADV_POPULATE_WRITE])
+                .map_err(sys(format!("populate {:#x}", run.addr)))?;
+        }
         let mut done = 0;
         while done < len {
             let n = remote
@@ -165,7 +173,7 @@ pub fn reshape(
                     &[
                         fds.pages,
                         run.addr + done,
-                        (len - done).min(MAX_RW),
+                        (len - done).min(IO_CHUNK),
                         run.offset + done,
                     ],
                 )
