@@ -1,1 +1,140 @@
-fn main() {}
+//! `cryo`: checkpoint/restore of Linux processes, sockets first.
+//!
+//! This binary is thin: it parses the command line (one module per verb under `commands/`),
+//! sets up logging, calls the engine in `cryo-core` and prints. Errors are reported once,
+//! here, as `cryo: error: ...` with their whole chain, and exit with status 1.
+//!
+//! The process stays single-threaded: restore forks from it, and the demo's workload is
+//! this binary re-executed, so no logging thread, no runtime.
+
+mod commands;
+mod logging;
+
+use std::path::PathBuf;
+
+use clap::{ArgAction, Parser, Subcommand};
+
+/// Checkpoint and restore Linux processes, with their files, pipes and sockets.
+#[derive(Debug, Parser)]
+#[command(name = "cryo", version, propagate_version = true)]
+struct Cli {
+    /// More logging: -v info, -vv debug, -vvv trace (default: warnings only; RUST_LOG
+    /// overrides)
+    #[arg(short, long, action = ArgAction::Count, global = true)]
+    verbose: u8,
+
+    /// Write logs to this file (created 0600, appended to) instead of stderr
+    #[arg(long, value_name = "PATH", global = true)]
+    log_file: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Checkpoint process trees into an image directory
+    Dump(commands::dump::Args),
+    /// Restore processes from an image directory
+    Restore(commands::restore::Args),
+    /// Print an image directory as text or JSON
+    Show(commands::show::Args),
+    /// Probe the kernel features cryo needs
+    Check(commands::check::Args),
+    /// Checkpoint a live workload, kill it, restore it and watch it continue
+    Demo(commands::demo::Args),
+    /// The demo's workload (started by `cryo demo`)
+    #[command(name = "__demo-workload", hide = true)]
+    DemoWorkload(commands::demo_workload::Args),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let logging = logging::init(cli.verbose, cli.log_file.as_deref());
+    let result = logging.and_then(|to_file| {
+        run(cli.command).inspect_err(|err| {
+            if to_file {
+                tracing::error!("{err:#}");
+            }
+        })
+    });
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(err) => {
+            eprintln!("cryo: error: {err:#}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// Runs one subcommand; the `Ok` value is the exit status.
+fn run(command: Command) -> anyhow::Result<i32> {
+    match command {
+        Command::Dump(args) => commands::dump::run(args),
+        Command::Restore(args) => commands::restore::run(args),
+        Command::Show(args) => commands::show::run(args),
+        Command::Check(args) => commands::check::run(args),
+        Command::Demo(args) => commands::demo::run(args),
+        Command::DemoWorkload(args) => commands::demo_workload::run(args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn dump_tree_accepts_lists_and_repeats() {
+        let cli = Cli::try_parse_from([
+            "cryo", "dump", "-t", "1,2", "--tree", "3", "-t=4", "-D", "img", "-R",
+        ])
+        .unwrap();
+        let Command::Dump(args) = cli.command else {
+            panic!("not dump: {cli:?}");
+        };
+        let opts = args.options();
+        let pids: Vec<i32> = opts.pids.iter().map(|p| p.as_raw()).collect();
+        assert_eq!(pids, [1, 2, 3, 4]);
+        assert!(opts.leave_running && !opts.shell_job && !opts.tcp_established);
+        assert_eq!(opts.images_dir, PathBuf::from("img"));
+    }
+
+    #[test]
+    fn dump_needs_pids_and_dir() {
+        for argv in [
+            &["cryo", "dump", "-D", "img"][..],
+            &["cryo", "dump", "-t", "1"],
+            &["cryo", "dump", "-t", "0", "-D", "img"],
+            &["cryo", "dump", "-t", "x", "-D", "img"],
+        ] {
+            assert!(Cli::try_parse_from(argv).is_err(), "{argv:?} accepted");
+        }
+    }
+
+    #[test]
+    fn global_flags_anywhere() {
+        let cli = Cli::try_parse_from(["cryo", "check", "-vv", "--json"]).unwrap();
+        assert_eq!(cli.verbose, 2);
+        let cli = Cli::try_parse_from(["cryo", "--log-file", "l", "-v", "show", "-D", "d"]).unwrap();
+        assert_eq!(cli.verbose, 1);
+        assert_eq!(cli.log_file, Some(PathBuf::from("l")));
+    }
+
+    #[test]
+    fn restore_detach_spellings() {
+        for flag in ["--detach", "-d", "--restore-detached"] {
+            let cli = Cli::try_parse_from(["cryo", "restore", "-D", "img", flag]).unwrap();
+            let Command::Restore(args) = cli.command else {
+                panic!("not restore");
+            };
+            assert!(args.options().detach, "{flag}");
+        }
+    }
+}
