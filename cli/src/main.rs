@@ -122,7 +122,8 @@ mod tests {
     fn global_flags_anywhere() {
         let cli = Cli::try_parse_from(["cryo", "check", "-vv", "--json"]).unwrap();
         assert_eq!(cli.verbose, 2);
-        let cli = Cli::try_parse_from(["cryo", "--log-file", "l", "-v", "show", "-D", "d"]).unwrap();
+        let cli =
+            Cli::try_parse_from(["cryo", "--log-file", "l", "-v", "show", "-D", "d"]).unwrap();
         assert_eq!(cli.verbose, 1);
         assert_eq!(cli.log_file, Some(PathBuf::from("l")));
     }

@@ -487,12 +487,11 @@ fn summarise_bytes(value: &mut Value) {
                         .collect();
                     let mut summary = json!({ "len": data.len() });
                     if data.len() <= HEX_LIMIT {
-                        summary["hex"] = Value::String(
-                            data.iter().fold(String::new(), |mut s, b| {
+                        summary["hex"] =
+                            Value::String(data.iter().fold(String::new(), |mut s, b| {
                                 let _ = write!(s, "{b:02x}");
                                 s
-                            }),
-                        );
+                            }));
                     }
                     *v = summary;
                 } else {
@@ -614,7 +613,9 @@ mod tests {
                 })),
             },
         ];
-        images.write(names::FILES, ImageKind::Files, &files).unwrap();
+        images
+            .write(names::FILES, ImageKind::Files, &files)
+            .unwrap();
         let fd = |fd, file_id| FdEntry {
             fd,
             file_id,
@@ -777,7 +778,10 @@ mod tests {
     fn short_bytes_get_hex() {
         let mut v = json!({ "data": [1, 2, 255], "auxv": [1, 2, 3] });
         summarise_bytes(&mut v);
-        assert_eq!(v, json!({ "data": { "len": 3, "hex": "0102ff" }, "auxv": [1, 2, 3] }));
+        assert_eq!(
+            v,
+            json!({ "data": { "len": 3, "hex": "0102ff" }, "auxv": [1, 2, 3] })
+        );
     }
 
     #[test]
@@ -807,7 +811,10 @@ mod tests {
         bytes[last] ^= 1;
         std::fs::write(&path, bytes).unwrap();
         let err = render_text(&dir).unwrap_err().to_string();
-        assert!(err.contains("pstree.img") && err.contains("checksum"), "{err}");
+        assert!(
+            err.contains("pstree.img") && err.contains("checksum"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -340,7 +340,10 @@ impl Workload {
         match said {
             Ok(text) if text.trim() == workload::READY => Ok(task),
             Ok(text) => {
-                let status = task.wait_gone().map(|s| format!(" ({s})")).unwrap_or_default();
+                let status = task
+                    .wait_gone()
+                    .map(|s| format!(" ({s})"))
+                    .unwrap_or_default();
                 bail!(
                     "the workload stopped before it was ready{status}; it said {text:?}; its log:\n{}",
                     read_log(&dir.join(workload::LOG)).unwrap_or_else(|e| format!("{e:#}"))
@@ -478,7 +481,9 @@ mod tests {
 
     #[test]
     fn restarted_counter_fails() {
-        let err = verify(&tick(7), &[tick(1), tick(2)]).unwrap_err().to_string();
+        let err = verify(&tick(7), &[tick(1), tick(2)])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("from 7 to 1"), "{err}");
     }
 

@@ -127,6 +127,9 @@ pub fn ticks(log: &str) -> Vec<Tick> {
 
 /// Runs the workload; returns only on error or after `--max-ticks`.
 pub fn run(args: Args) -> anyhow::Result<i32> {
+    // Nothing inherited beyond stdio (a build tool's jobserver pipe, ...): the checkpoint
+    // must hold only what the workload opens itself.
+    close_inherited_fds()?;
     // A session of its own: no controlling terminal, and the demo's signals don't reach it.
     let session = setsid();
     let mut log = OpenOptions::new()
@@ -199,6 +202,23 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     }
     drop(pipe_w);
     Ok(0)
+}
+
+/// Closes every fd above 2.
+fn close_inherited_fds() -> anyhow::Result<()> {
+    let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+        .context("list /proc/self/fd")?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|&fd| fd > 2)
+        .collect();
+    for fd in fds {
+        // The directory listing's own fd is already closed: EBADF.
+        match nix::unistd::close(fd) {
+            Ok(()) | Err(nix::errno::Errno::EBADF) => {}
+            Err(e) => return Err(e).with_context(|| format!("close inherited fd {fd}")),
+        }
+    }
+    Ok(())
 }
 
 /// Writes the input file (fixed-width lines) and opens it with the first half already read.

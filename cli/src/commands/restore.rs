@@ -34,8 +34,8 @@ impl Args {
 /// exit status (128 + signal when it was killed).
 pub fn run(args: Args) -> anyhow::Result<i32> {
     let opts = args.options();
-    let restored = restore(&opts)
-        .with_context(|| format!("restore from {}", opts.images_dir.display()))?;
+    let restored =
+        restore(&opts).with_context(|| format!("restore from {}", opts.images_dir.display()))?;
     tracing::info!(
         pids = %pid_list(&restored.roots),
         elapsed = %ms(restored.elapsed),
