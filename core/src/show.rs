@@ -154,9 +154,13 @@ pub fn render_text(dir: &Path) -> Result<String> {
     );
     let _ = writeln!(
         out,
-        "{} processes, {} open file descriptions",
-        img.processes.len(),
-        img.files.len()
+        "{}, {}",
+        plural(img.processes.len(), "process", "processes"),
+        plural(
+            img.files.len(),
+            "open file description",
+            "open file descriptions"
+        )
     );
     for p in &img.processes {
         out.push('\n');
@@ -402,6 +406,11 @@ fn open_flags(flags: u32) -> String {
         parts.push(format!("{rest:#o}"));
     }
     parts.join("|")
+}
+
+/// `1 process`, `2 processes`.
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 fn join<T: std::fmt::Display>(items: &[T]) -> String {
@@ -727,6 +736,7 @@ mod tests {
         let text = render_text(&dir).unwrap();
         for needle in [
             "format 1.0",
+            "1 process, 4 open file descriptions",
             "checkpoint ckpt-0123456789",
             "options: leave-running",
             &format!("process {PID} (demo-task)  ppid 1  pgid {PID}  sid {PID}"),

@@ -199,15 +199,23 @@ fn demo(dir: &Path, engine: Engine) -> anyhow::Result<()> {
     let restored = engine
         .restore(pid, &images)
         .with_context(|| format!("restore of the workload from {} failed", images.display()))?;
+    // Every restored process is killed on the way out, whatever happens next. The
+    // rehearsal's workload is the same process, still in `task`.
+    let mut others = Vec::new();
+    if engine == Engine::Cryo {
+        for &root in &restored.roots {
+            if root == pid {
+                task = Workload::adopt(root);
+            } else {
+                others.push(Workload::adopt(root));
+            }
+        }
+    }
     if restored.roots != [pid] {
         bail!(
-            "restore brought back pid(s) {:?}, expected {pid}",
-            restored.roots
+            "restore brought back pid(s) {}, expected {pid}",
+            super::pid_list(&restored.roots)
         );
-    }
-    // The rehearsal's workload is the same process, still in `task`.
-    if engine == Engine::Cryo {
-        task = Workload::adopt(pid);
     }
     println!();
     println!("3. restored pid {pid} in {}", ms(restored.elapsed));
