@@ -1,54 +1,141 @@
-//! Interim command line (replaced by the cli branch).
+//! `cryo`: checkpoint/restore of Linux processes, sockets first.
+//!
+//! This binary is thin: it parses the command line (one module per verb under `commands/`),
+//! sets up logging, calls the engine in `cryo-core` and prints. Errors are reported once,
+//! here, as `cryo: error: ...` with their whole chain, and exit with status 1.
+//!
+//! The process stays single-threaded: restore forks from it, and the demo's workload is
+//! this binary re-executed, so no logging thread, no runtime.
+
+mod commands;
+mod logging;
+
 use std::path::PathBuf;
 
-fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(std::io::stderr)
-        .init();
-    let args: Vec<String> = std::env::args().collect();
-    let get = |flag: &str| {
-        args.iter()
-            .position(|a| a == flag)
-            .and_then(|i| args.get(i + 1).cloned())
-    };
-    let has = |flag: &str| args.iter().any(|a| a == flag);
-    let dir = PathBuf::from(get("-D").unwrap_or_default());
-    match args.get(1).map(String::as_str) {
-        Some("dump") => {
-            let pids = get("-t")
-                .unwrap_or_default()
-                .split(',')
-                .map(|p| p.parse().map(cryo_core::Pid::from_raw))
-                .collect::<Result<Vec<_>, _>>()?;
-            let s = cryo_core::dump::dump(&cryo_core::dump::DumpOptions {
-                pids,
-                images_dir: dir,
-                leave_running: has("--leave-running"),
-                shell_job: has("--shell-job"),
-                tcp_established: has("--tcp-established"),
-            })
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-            eprintln!(
-                "dumped {:?}: {} bytes, frozen {:?}, total {:?}",
-                s.pids, s.pages_bytes, s.frozen, s.total
-            );
-        }
-        Some("restore") => {
-            let r = cryo_core::restore::restore(&cryo_core::restore::RestoreOptions {
-                images_dir: dir,
-                detach: has("--detach"),
-            })
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-            eprintln!("restored {:?} in {:?}", r.roots, r.elapsed);
-            if has("--detach") {
-                println!("{}", r.roots[0]);
-            } else {
-                let code = r.wait().map_err(|e| anyhow::anyhow!("{e}"))?;
-                std::process::exit(code);
+use clap::{ArgAction, Parser, Subcommand};
+
+/// Checkpoint and restore Linux processes, with their files, pipes and sockets.
+#[derive(Debug, Parser)]
+#[command(name = "cryo", version, propagate_version = true)]
+struct Cli {
+    /// More logging: -v info, -vv debug, -vvv trace (default: warnings only; RUST_LOG
+    /// overrides)
+    #[arg(short, long, action = ArgAction::Count, global = true)]
+    verbose: u8,
+
+    /// Write logs to this file (created 0600, appended to) instead of stderr
+    #[arg(long, value_name = "PATH", global = true)]
+    log_file: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Checkpoint process trees into an image directory
+    Dump(commands::dump::Args),
+    /// Restore processes from an image directory
+    Restore(commands::restore::Args),
+    /// Print an image directory as text or JSON
+    Show(commands::show::Args),
+    /// Probe the kernel features cryo needs
+    Check(commands::check::Args),
+    /// Checkpoint a live workload, kill it, restore it and watch it continue
+    Demo(commands::demo::Args),
+    /// The demo's workload (started by `cryo demo`)
+    #[command(name = "__demo-workload", hide = true)]
+    DemoWorkload(commands::demo_workload::Args),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let logging = logging::init(cli.verbose, cli.log_file.as_deref());
+    let result = logging.and_then(|to_file| {
+        run(cli.command).inspect_err(|err| {
+            if to_file {
+                tracing::error!("{err:#}");
             }
+        })
+    });
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(err) => {
+            eprintln!("cryo: error: {err:#}");
+            std::process::exit(1);
         }
-        _ => anyhow::bail!("usage"),
     }
-    Ok(())
+}
+
+/// Runs one subcommand; the `Ok` value is the exit status.
+fn run(command: Command) -> anyhow::Result<i32> {
+    match command {
+        Command::Dump(args) => commands::dump::run(args),
+        Command::Restore(args) => commands::restore::run(args),
+        Command::Show(args) => commands::show::run(args),
+        Command::Check(args) => commands::check::run(args),
+        Command::Demo(args) => commands::demo::run(args),
+        Command::DemoWorkload(args) => commands::demo_workload::run(args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn dump_tree_accepts_lists_and_repeats() {
+        let cli = Cli::try_parse_from([
+            "cryo", "dump", "-t", "1,2", "--tree", "3", "-t=4", "-D", "img", "-R",
+        ])
+        .unwrap();
+        let Command::Dump(args) = cli.command else {
+            panic!("not dump: {cli:?}");
+        };
+        let opts = args.options();
+        let pids: Vec<i32> = opts.pids.iter().map(|p| p.as_raw()).collect();
+        assert_eq!(pids, [1, 2, 3, 4]);
+        assert!(opts.leave_running && !opts.shell_job && !opts.tcp_established);
+        assert_eq!(opts.images_dir, PathBuf::from("img"));
+    }
+
+    #[test]
+    fn dump_needs_pids_and_dir() {
+        for argv in [
+            &["cryo", "dump", "-D", "img"][..],
+            &["cryo", "dump", "-t", "1"],
+            &["cryo", "dump", "-t", "0", "-D", "img"],
+            &["cryo", "dump", "-t", "x", "-D", "img"],
+        ] {
+            assert!(Cli::try_parse_from(argv).is_err(), "{argv:?} accepted");
+        }
+    }
+
+    #[test]
+    fn global_flags_anywhere() {
+        let cli = Cli::try_parse_from(["cryo", "check", "-vv", "--json"]).unwrap();
+        assert_eq!(cli.verbose, 2);
+        let cli =
+            Cli::try_parse_from(["cryo", "--log-file", "l", "-v", "show", "-D", "d"]).unwrap();
+        assert_eq!(cli.verbose, 1);
+        assert_eq!(cli.log_file, Some(PathBuf::from("l")));
+    }
+
+    #[test]
+    fn restore_detach_spellings() {
+        for flag in ["--detach", "-d", "--restore-detached"] {
+            let cli = Cli::try_parse_from(["cryo", "restore", "-D", "img", flag]).unwrap();
+            let Command::Restore(args) = cli.command else {
+                panic!("not restore");
+            };
+            assert!(args.options().detach, "{flag}");
+        }
+    }
 }

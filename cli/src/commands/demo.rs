@@ -1,0 +1,515 @@
+//! `cryo demo`: checkpoint a live workload, kill it, restore it, and show it continuing.
+//!
+//! The workload is this binary re-executed as `cryo __demo-workload DIR` (see
+//! [`super::demo_workload`]): a counter, a regular file read one line per tick from its
+//! middle, and a pipe drained one chunk per tick. The demo
+//!
+//! 1. starts it in a temporary directory and waits on a ready pipe until it has ticked;
+//! 2. dumps it with the engine (kill mode) into `DIR/img` and checks its pid is gone;
+//! 3. restores it (detached), waits for a few more ticks;
+//! 4. checks that the counter, the file offset and the pipe data all continue exactly where
+//!    they stopped, then kills it and removes the directory.
+//!
+//! Everything runs on this one thread: restore forks from this process.
+//!
+//! `cryo demo --rehearse` (hidden) runs the same demo with SIGSTOP and SIGCONT standing in
+//! for the dump and the restore, so everything around the engine is tested on its own.
+
+use std::fs;
+use std::io::Read as _;
+use std::os::fd::AsFd as _;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use cryo_core::dump::{dump, DumpOptions, DumpSummary};
+use cryo_core::restore::{restore, RestoreOptions, Restored};
+use cryo_core::Pid;
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+
+use super::demo_workload::{self as workload, Tick, LINE_LEN};
+use super::{mib, ms};
+
+/// Ticks the workload logs before the dump.
+const TICKS_BEFORE: u64 = 5;
+/// Ticks to see after the restore.
+const TICKS_AFTER: usize = 5;
+/// Longest wait for the workload to be ready, to die, or to tick after the restore.
+const TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the log is looked at while waiting for ticks.
+const POLL: Duration = Duration::from_millis(20);
+
+/// Checkpoint a live workload, kill it, restore it and watch it continue (no arguments needed)
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Keep the working directory (images and the workload's log) instead of removing it
+    #[arg(long)]
+    keep: bool,
+
+    /// Rehearse: SIGSTOP and SIGCONT stand in for the dump and the restore (tests the demo
+    /// without the engine)
+    #[arg(long, hide = true)]
+    rehearse: bool,
+}
+
+/// What checkpoints and restores the workload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Engine {
+    /// cryo-core: dump (kill mode) and restore (detached).
+    Cryo,
+    /// SIGSTOP and SIGCONT: the process is never gone, only stopped.
+    Rehearsal,
+}
+
+impl Engine {
+    fn dump(self, pid: Pid, images: &Path) -> anyhow::Result<DumpSummary> {
+        match self {
+            Self::Cryo => dump(&DumpOptions {
+                pids: vec![pid],
+                images_dir: images.to_path_buf(),
+                ..Default::default()
+            })
+            .map_err(Into::into),
+            Self::Rehearsal => {
+                let start = Instant::now();
+                kill(pid, Signal::SIGSTOP).context("SIGSTOP")?;
+                match waitpid(pid, Some(WaitPidFlag::WUNTRACED)).context("waitpid")? {
+                    WaitStatus::Stopped(..) => {}
+                    other => bail!("the workload did not stop: {other:?}"),
+                }
+                fs::create_dir(images).with_context(|| format!("mkdir {}", images.display()))?;
+                Ok(DumpSummary {
+                    pids: vec![pid],
+                    pages_bytes: 0,
+                    frozen: Duration::ZERO,
+                    total: start.elapsed(),
+                })
+            }
+        }
+    }
+
+    fn restore(self, pid: Pid, images: &Path) -> anyhow::Result<Restored> {
+        match self {
+            Self::Cryo => restore(&RestoreOptions {
+                images_dir: images.to_path_buf(),
+                detach: true,
+            })
+            .map_err(Into::into),
+            Self::Rehearsal => {
+                let start = Instant::now();
+                kill(pid, Signal::SIGCONT).context("SIGCONT")?;
+                Ok(Restored {
+                    roots: vec![pid],
+                    elapsed: start.elapsed(),
+                })
+            }
+        }
+    }
+}
+
+/// Runs the demo; any failure comes back as an error saying which step failed and why.
+pub fn run(args: Args) -> anyhow::Result<i32> {
+    let mut tmp = tempfile::Builder::new()
+        .prefix("cryo-demo.")
+        .tempdir()
+        .context("create a temporary directory")?;
+    tmp.disable_cleanup(args.keep);
+    let dir = tmp.path().to_path_buf();
+    println!("cryo demo: checkpoint a live process, kill it, restore it, watch it continue");
+    println!("  working directory {}", dir.display());
+    let engine = if args.rehearse {
+        println!("  rehearsal: SIGSTOP and SIGCONT stand in for the dump and the restore");
+        Engine::Rehearsal
+    } else {
+        Engine::Cryo
+    };
+    let result = demo(&dir, engine);
+    if args.keep {
+        println!(
+            "  kept {} (see the images with: cryo show -D {})",
+            dir.display(),
+            dir.join("img").display()
+        );
+    }
+    result.map(|()| 0)
+}
+
+fn demo(dir: &Path, engine: Engine) -> anyhow::Result<()> {
+    let log_path = dir.join(workload::LOG);
+    let log = || read_log(&log_path);
+
+    // 1. The workload.
+    let exe = std::env::current_exe().context("find the cryo binary")?;
+    let mut task = Workload::start(&exe, dir)?;
+    let pid = task.pid;
+    println!();
+    println!(
+        "1. started the workload: pid {pid}, `{} __demo-workload {}`",
+        exe.display(),
+        dir.display()
+    );
+    println!(
+        "   in a session of its own with no terminal, it ticks every 100 ms: it counts, reads the \
+         next line of {} (opened, already read halfway) and drains one chunk of a pipe it holds \
+         both ends of",
+        workload::INPUT
+    );
+    let before = log()?;
+    for line in before.lines() {
+        println!("   | {line}");
+    }
+
+    // 2. Checkpoint, in kill mode.
+    let images = dir.join("img");
+    let summary = engine
+        .dump(pid, &images)
+        .with_context(|| format!("checkpoint of the workload (pid {pid}) failed"))?;
+    if engine == Engine::Cryo {
+        task.wait_gone()
+            .context("after the checkpoint the workload should be gone")?;
+    }
+    let (size, files) = dir_size(&images)?;
+    println!();
+    println!(
+        "2. checkpointed pid {pid} into {}: {files} files, {} ({} of pages), frozen {}, total {}",
+        images.display(),
+        mib(size),
+        mib(summary.pages_bytes),
+        ms(summary.frozen),
+        ms(summary.total)
+    );
+    if engine == Engine::Cryo {
+        println!("   the dump killed it: pid {pid} is gone");
+    } else {
+        println!("   rehearsal: pid {pid} is stopped, not gone");
+    }
+    let dumped = log()?;
+    let before_ticks = workload::ticks(&dumped);
+    let last = before_ticks
+        .last()
+        .cloned()
+        .context("the workload's log has no tick")?;
+    println!("   its last tick: {}", last.line().trim_end());
+
+    // 3. Restore, detached: the restored process is our child again.
+    let restored = engine
+        .restore(pid, &images)
+        .with_context(|| format!("restore of the workload from {} failed", images.display()))?;
+    // Every restored process is killed on the way out, whatever happens next. The
+    // rehearsal's workload is the same process, still in `task`.
+    let mut others = Vec::new();
+    if engine == Engine::Cryo {
+        for &root in &restored.roots {
+            if root == pid {
+                task = Workload::adopt(root);
+            } else {
+                others.push(Workload::adopt(root));
+            }
+        }
+    }
+    if restored.roots != [pid] {
+        bail!(
+            "restore brought back pid(s) {}, expected {pid}",
+            super::pid_list(&restored.roots)
+        );
+    }
+    println!();
+    println!("3. restored pid {pid} in {}", ms(restored.elapsed));
+    let after = task.wait_ticks(&log_path, before_ticks.len() + TICKS_AFTER)?;
+    let new_ticks = &after[before_ticks.len()..];
+    println!("   its log around the checkpoint:");
+    println!("   | {}", last.line().trim_end());
+    println!("   | ---- checkpoint, kill, restore ----");
+    for tick in new_ticks {
+        println!("   | {}", tick.line().trim_end());
+    }
+
+    // 4. It went on where it stopped.
+    let verdict = verify(&last, new_ticks)?;
+    task.stop();
+    println!();
+    println!("4. ok: {verdict}");
+    println!("   stopped the restored workload");
+    Ok(())
+}
+
+/// Checks that the ticks after the restore continue `last` exactly: counter, input line and
+/// offset, pipe chunk. Returns a one-line summary.
+fn verify(last: &Tick, after: &[Tick]) -> anyhow::Result<String> {
+    let Some(first) = after.first() else {
+        bail!("no tick after the restore");
+    };
+    let mut problems = Vec::new();
+    if first.n != last.n + 1 {
+        problems.push(format!(
+            "the counter went from {} to {} (expected {})",
+            last.n,
+            first.n,
+            last.n + 1
+        ));
+    }
+    match (last.file_line(), first.file_line()) {
+        (Some(a), Some(b)) if b == a + 1 => {}
+        _ => problems.push(format!(
+            "the input file went from {:?} to {:?} (expected the next line)",
+            last.file, first.file
+        )),
+    }
+    if first.offset != last.offset + LINE_LEN {
+        problems.push(format!(
+            "the input offset went from {} to {} (expected {})",
+            last.offset,
+            first.offset,
+            last.offset + LINE_LEN
+        ));
+    }
+    match (last.pipe_chunk(), first.pipe_chunk()) {
+        (Some(a), Some(b)) if b == a + 1 => {}
+        _ => problems.push(format!(
+            "the pipe went from {:?} to {:?} (expected the next chunk)",
+            last.pipe, first.pipe
+        )),
+    }
+    for pair in after.windows(2) {
+        if pair[1].n != pair[0].n + 1 {
+            problems.push(format!(
+                "after the restore the counter jumped from {} to {}",
+                pair[0].n, pair[1].n
+            ));
+        }
+    }
+    if !problems.is_empty() {
+        bail!(
+            "the restored workload did not continue where it stopped: {}",
+            problems.join("; ")
+        );
+    }
+    Ok(format!(
+        "the counter went on {} -> {}, {} went on at line {} (offset {} -> {}), the pipe at {}",
+        last.n,
+        first.n,
+        workload::INPUT,
+        first.file_line().unwrap_or_default(),
+        last.offset,
+        first.offset,
+        first.pipe
+    ))
+}
+
+/// The workload's log, whole.
+fn read_log(path: &Path) -> anyhow::Result<String> {
+    fs::read_to_string(path).with_context(|| format!("read the workload's log {}", path.display()))
+}
+
+/// Total size and number of the files in `dir`.
+fn dir_size(dir: &Path) -> anyhow::Result<(u64, usize)> {
+    let mut total = (0, 0);
+    for entry in fs::read_dir(dir).with_context(|| format!("list {}", dir.display()))? {
+        let meta = entry
+            .and_then(|e| e.metadata())
+            .with_context(|| format!("list {}", dir.display()))?;
+        total.0 += meta.len();
+        total.1 += 1;
+    }
+    Ok(total)
+}
+
+/// The workload process, killed and reaped on drop unless already gone.
+struct Workload {
+    pid: Pid,
+    gone: bool,
+}
+
+impl Workload {
+    /// Starts the workload and waits (bounded) until it says it is ready.
+    fn start(exe: &Path, dir: &Path) -> anyhow::Result<Self> {
+        let mut child = Command::new(exe)
+            .arg("__demo-workload")
+            .arg(dir)
+            .arg("--ready-after")
+            .arg(TICKS_BEFORE.to_string())
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("start the workload {}", exe.display()))?;
+        let mut task = Self {
+            pid: Pid::from_raw(child.id() as i32),
+            gone: false,
+        };
+        let stdout = child.stdout.take().context("the workload's stdout")?;
+        // The child handle is not needed: the workload is waited for by pid.
+        drop(child);
+        let said = read_to_eof(stdout, TIMEOUT);
+        match said {
+            Ok(text) if text.trim() == workload::READY => Ok(task),
+            Ok(text) => {
+                let status = task
+                    .wait_gone()
+                    .map(|s| format!(" ({s})"))
+                    .unwrap_or_default();
+                bail!(
+                    "the workload stopped before it was ready{status}; it said {text:?}; its log:\n{}",
+                    read_log(&dir.join(workload::LOG)).unwrap_or_else(|e| format!("{e:#}"))
+                )
+            }
+            Err(e) => Err(e).context("waiting for the workload to be ready"),
+        }
+    }
+
+    /// Takes charge of a restored workload.
+    fn adopt(pid: Pid) -> Self {
+        Self { pid, gone: false }
+    }
+
+    /// Whether it has ended, with how, without waiting. Reaps it if it is our child.
+    fn ended(&mut self) -> anyhow::Result<Option<String>> {
+        match waitpid(self.pid, Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL)) {
+            Ok(WaitStatus::Exited(_, code)) => Ok(Some(format!("exited with status {code}"))),
+            Ok(WaitStatus::Signaled(_, sig, _)) => Ok(Some(format!("killed by {sig}"))),
+            Ok(_) => Ok(None),
+            // Not our child (or already reaped by the engine): look whether the pid exists.
+            Err(Errno::ECHILD) => match kill(self.pid, None) {
+                Err(Errno::ESRCH) => Ok(Some("gone".to_string())),
+                _ => Ok(None),
+            },
+            Err(e) => Err(e).with_context(|| format!("waitpid {}", self.pid)),
+        }
+    }
+
+    /// Waits (bounded) until the process has ended and its pid is free; says how it ended.
+    fn wait_gone(&mut self) -> anyhow::Result<String> {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            if let Some(how) = self.ended()? {
+                self.gone = true;
+                return Ok(how);
+            }
+            if Instant::now() > deadline {
+                bail!("pid {} is still there after {TIMEOUT:?}", self.pid);
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// Waits (bounded) until the log holds `count` ticks, failing early if the process ends.
+    fn wait_ticks(&mut self, log: &Path, count: usize) -> anyhow::Result<Vec<Tick>> {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let text = read_log(log)?;
+            let ticks = workload::ticks(&text);
+            if ticks.len() >= count {
+                return Ok(ticks);
+            }
+            if let Some(how) = self.ended()? {
+                self.gone = true;
+                bail!(
+                    "the restored workload (pid {}) {how} after {} new ticks; its log:\n{text}",
+                    self.pid,
+                    ticks.len().saturating_sub(count - TICKS_AFTER)
+                );
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the restored workload (pid {}) logged {} of {count} ticks in {TIMEOUT:?}; its \
+                     log:\n{text}",
+                    self.pid,
+                    ticks.len()
+                );
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// Kills and reaps it.
+    fn stop(&mut self) {
+        if self.gone {
+            return;
+        }
+        let _ = kill(self.pid, Signal::SIGKILL);
+        let _ = self.wait_gone();
+        self.gone = true;
+    }
+}
+
+impl Drop for Workload {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Reads `pipe` until EOF, for at most `timeout`.
+fn read_to_eof(mut pipe: std::process::ChildStdout, timeout: Duration) -> anyhow::Result<String> {
+    let deadline = Instant::now() + timeout;
+    let mut text = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let left_ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+        if left_ms == 0 {
+            bail!("nothing after {timeout:?}");
+        }
+        let mut fds = [PollFd::new(pipe.as_fd(), PollFlags::POLLIN)];
+        if poll(&mut fds, PollTimeout::from(left_ms)).context("poll")? == 0 {
+            continue;
+        }
+        let mut buf = [0u8; 256];
+        match pipe.read(&mut buf) {
+            Ok(0) => return Ok(String::from_utf8_lossy(&text).into_owned()),
+            Ok(n) => text.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e).context("read"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::commands::demo_workload::{input_line, pipe_chunk};
+
+    fn tick(n: u64) -> Tick {
+        let line = 600 + n;
+        Tick {
+            n,
+            file: input_line(line).trim_end().to_string(),
+            offset: line * LINE_LEN,
+            pipe: pipe_chunk(n),
+        }
+    }
+
+    #[test]
+    fn continuing_ticks_pass() {
+        let verdict = verify(&tick(7), &[tick(8), tick(9)]).unwrap();
+        assert!(verdict.contains("7 -> 8"), "{verdict}");
+    }
+
+    #[test]
+    fn restarted_counter_fails() {
+        let err = verify(&tick(7), &[tick(1), tick(2)])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("from 7 to 1"), "{err}");
+    }
+
+    #[test]
+    fn lost_pipe_and_rewound_file_fail() {
+        let mut t = tick(8);
+        t.pipe = "EMPTY".into();
+        t.offset = 0;
+        t.file = input_line(1).trim_end().to_string();
+        let err = verify(&tick(7), &[t]).unwrap_err().to_string();
+        assert!(
+            err.contains("pipe") && err.contains("input file") && err.contains("offset"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn nothing_after_fails() {
+        assert!(verify(&tick(7), &[]).is_err());
+    }
+}
