@@ -42,7 +42,9 @@ fn spawn_workload(mib: usize) -> Pid {
         ForkResult::Parent { child } => {
             drop(wr);
             let mut byte = [0u8; 1];
-            std::fs::File::from(rd).read_exact(&mut byte).expect("workload ready");
+            std::fs::File::from(rd)
+                .read_exact(&mut byte)
+                .expect("workload ready");
             child
         }
     }
@@ -113,7 +115,10 @@ fn gbps(bytes: u64, d: Duration) -> f64 {
 }
 
 fn main() {
-    let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
     let big = args.first().copied().unwrap_or(1024);
     let rounds = args.get(1).copied().unwrap_or(3);
     let dir = Path::new("/dev/shm/cryo-bench-img");
@@ -134,7 +139,10 @@ fn main() {
     let sr = median(small_rounds.iter().map(|r| r.restore).collect());
     let sbytes = small_rounds[0].bytes;
 
-    println!("reference  dd {big} MiB into /dev/shm: {:.3} s, {copy_rate:.2} GB/s", copy.as_secs_f64());
+    println!(
+        "reference  dd {big} MiB into /dev/shm: {:.3} s, {copy_rate:.2} GB/s",
+        copy.as_secs_f64()
+    );
     println!(
         "big        {:.0} MiB of pages: dump {:.3} s ({:.2} GB/s, {:.0}% of copy; frozen {:.3} s), restore {:.3} s ({:.2} GB/s, {:.0}% of copy)",
         bytes as f64 / 1048576.0,

@@ -35,14 +35,14 @@ pub enum Error {
         detail: String,
     },
     /// A system call on a task failed.
-    #[error("pid {pid}: {op}: {source}")]
+    #[error("pid {pid}: {op}: {errno}")]
     Sys {
         /// The task.
         pid: Pid,
         /// The step that failed.
         op: String,
-        /// The kernel's answer.
-        source: std::io::Error,
+        /// The kernel's answer (printed in the message, so not chained as a source).
+        errno: std::io::Error,
     },
     /// Restore cannot proceed: the image does not fit this machine or state.
     #[error("restore: {0}")]
@@ -55,7 +55,7 @@ impl Error {
         Self::Sys {
             pid,
             op: op.into(),
-            source: source.into(),
+            errno: source.into(),
         }
     }
 

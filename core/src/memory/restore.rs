@@ -206,8 +206,14 @@ pub fn reshape(
         }
     }
 
-    // 6. brk, arg/env, auxv, exe.
-    set_mm_map(child, remote, scratch, mm, fds.exe)?;
+    // 6. brk, arg/env, auxv, exe. The kernel refuses to change the exe link while the old
+    // executable is mapped: when the image runs cryo's own binary, it is, and stays right.
+    let exe_fd = if same_file(&proc::dir(child).join("exe"), fds.exe, child) {
+        u64::MAX
+    } else {
+        fds.exe
+    };
+    set_mm_map(child, remote, scratch, mm, exe_fd)?;
     for fd in fds.all() {
         remote
             .call(libc::SYS_close, &[fd])
@@ -260,6 +266,14 @@ fn move_vdso(child: Pid, remote: &Remote, current: &[proc::MapEntry], image: &[V
     Ok(())
 }
 
+/// Whether `link` and the child's fd `fd` are the same file.
+fn same_file(link: &std::path::Path, fd: u64, child: Pid) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let a = std::fs::metadata(link);
+    let b = std::fs::metadata(proc::dir(child).join(format!("fd/{fd}")));
+    matches!((a, b), (Ok(a), Ok(b)) if a.dev() == b.dev() && a.ino() == b.ino())
+}
+
 fn set_mm_map(child: Pid, remote: &Remote, scratch: u64, mm: &MmCore, exe_fd: u64) -> Result<()> {
     // struct prctl_mm_map, then the auxv it points to.
     let auxv: Vec<u8> = mm.auxv.iter().flat_map(|w| w.to_ne_bytes()).collect();
@@ -282,7 +296,7 @@ fn set_mm_map(child: Pid, remote: &Remote, scratch: u64, mm: &MmCore, exe_fd: u6
         map.extend_from_slice(&w.to_ne_bytes());
     }
     map.extend_from_slice(&(auxv.len() as u32).to_ne_bytes());
-    map.extend_from_slice(&(exe_fd as u32).to_ne_bytes());
+    map.extend_from_slice(&(exe_fd as u32).to_ne_bytes()); // u64::MAX -> -1: keep
     let io = |e| Error::sys(child, "PR_SET_MM_MAP", e);
     pt::write_mem(child, scratch, &map).map_err(io)?;
     pt::write_mem(child, auxv_addr, &auxv).map_err(io)?;
