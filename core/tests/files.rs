@@ -74,6 +74,9 @@ os.write(fd, b"fifo data\n")
 place(fd, 18)
 place(os.open("/dev/null", os.O_RDWR), 19)
 place(os.open(d, os.O_RDONLY | os.O_DIRECTORY), 20)
+place(os.open(os.path.join(d, "append.txt"), os.O_PATH), 21)
+place(os.open(os.path.join(d, "read.txt"), os.O_RDONLY), 22)
+os.lseek(22, 9, os.SEEK_SET)
 print("ready", flush=True)
 for line in sys.stdin:
     if line.strip() == "drain":
@@ -218,7 +221,7 @@ fn fds_are_dumped_once_per_description_and_restored_at_their_numbers() {
     let mut sorted = numbers.clone();
     sorted.sort_unstable();
     assert_eq!(numbers, sorted, "sorted by fd");
-    for n in [0, 1, 2, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20] {
+    for n in [0, 1, 2, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22] {
         assert!(numbers.contains(&n), "fd {n} missing from {numbers:?}");
     }
     let append = desc_of(&descs, &fds, 10);
@@ -232,6 +235,15 @@ fn fds_are_dumped_once_per_description_and_restored_at_their_numbers() {
     assert!(entry(&fds, 11).cloexec);
     assert!(!entry(&fds, 12).cloexec);
     assert_eq!(desc_of(&descs, &fds, 11).pos, 5);
+    assert_ne!(
+        entry(&fds, 11).file_id,
+        entry(&fds, 22).file_id,
+        "same file opened twice: two descriptions"
+    );
+    assert_eq!(desc_of(&descs, &fds, 22).pos, 9);
+    let o_path = desc_of(&descs, &fds, 21);
+    assert_ne!(o_path.flags & libc::O_PATH as u32, 0);
+    assert!(regular(o_path).path.ends_with("/work/append.txt"));
 
     let deleted = desc_of(&descs, &fds, 13);
     let reg = regular(deleted);
@@ -486,7 +498,11 @@ fn restore_and_check(images_path: &Path) -> Result<(), String> {
             e.fd,
             e.cloexec
         );
-        let mask = (libc::O_ACCMODE | libc::O_APPEND | libc::O_NONBLOCK | libc::O_DIRECTORY) as u32;
+        let mask = (libc::O_ACCMODE
+            | libc::O_APPEND
+            | libc::O_NONBLOCK
+            | libc::O_DIRECTORY
+            | libc::O_PATH) as u32;
         ensure!(
             flags & mask == desc.flags & mask,
             "fd {} ({}): flags {:o}, want {:o}",
@@ -503,6 +519,10 @@ fn restore_and_check(images_path: &Path) -> Result<(), String> {
     ensure!(
         files::same_description(Pid::this(), 11, Pid::this(), 12).map_err(|e| e.to_string())?,
         "fds 11 and 12 are no longer one description"
+    );
+    ensure!(
+        !files::same_description(Pid::this(), 11, Pid::this(), 22).map_err(|e| e.to_string())?,
+        "fds 11 and 22 became one description"
     );
     ensure!(
         !files::same_description(Pid::this(), 14, Pid::this(), 15).map_err(|e| e.to_string())?,
@@ -735,4 +755,51 @@ fn validate_names_what_is_wrong() {
         err.contains("file 5") && err.contains("ghost-5.img"),
         "{err}"
     );
+}
+
+// ---- mappings -----------------------------------------------------------------
+
+#[test]
+fn a_deleted_file_only_mapped_is_recreated_once() {
+    let dir = tempdir();
+    let setup = r#"
+import os, sys, mmap
+os.closerange(3, 65536)
+p = os.path.join(sys.argv[1], "mapped.bin")
+with open(p, "wb") as f: f.write(b"mapped contents" * 100)
+fd = os.open(p, os.O_RDWR)
+m = mmap.mmap(fd, 1500, mmap.MAP_SHARED)
+os.close(fd)
+os.unlink(p)
+print("ready", flush=True)
+sys.stdin.read()
+"#;
+    let py = Py::spawn(setup, dir.path());
+    let images = ImageDir::create(&dir.path().join("img")).unwrap();
+    let mut table = FileTable::new();
+    let link = map_files_link(py.pid(), "mapped.bin");
+    let id = table
+        .add_mapped_file(py.pid(), &link, &images)
+        .expect("mapped");
+    drop(py);
+    let descs = table.into_descs();
+    let reg = regular(&descs[0]);
+    assert!(reg.deleted && reg.size == 1500, "{reg:?}");
+    files::validate(&descs, &[], &images).expect("valid");
+
+    let first = files::open_for_mapping(&descs, id, true, &images).expect("first open");
+    let second = files::open_for_mapping(&descs, id, false, &images).expect("second open");
+    let (a, b) = (
+        fs::metadata(format!("/proc/self/fd/{}", first.as_raw_fd())).unwrap(),
+        fs::metadata(format!("/proc/self/fd/{}", second.as_raw_fd())).unwrap(),
+    );
+    assert_eq!((a.dev(), a.ino()), (b.dev(), b.ino()), "recreated twice");
+    assert_eq!(a.nlink(), 0, "the recreated file is deleted");
+    assert_eq!(a.len(), 1500);
+    assert!(!dir.path().join("mapped.bin").exists());
+    let mut contents = Vec::new();
+    fs::File::from(second).read_to_end(&mut contents).unwrap();
+    assert_eq!(contents, b"mapped contents".repeat(100));
+    let (flags, _) = fdinfo(first.as_raw_fd()).unwrap();
+    assert_eq!(flags & ACC, libc::O_RDWR as u32);
 }

@@ -294,7 +294,7 @@ impl FileTable {
         opts: &FdDumpOptions,
     ) -> Result<FdEntry, FileError> {
         let open = OpenFd::read(task.pid, fd)?;
-        let (class, meta) = classify(&open, opts)?;
+        let (class, meta) = classify(&open)?;
         let key = InodeKey::of(&meta);
         let entry = |file_id| FdEntry {
             fd,
@@ -473,12 +473,20 @@ pub fn same_description(pid1: Pid, fd1: RawFd, pid2: Pid, fd2: RawFd) -> io::Res
 }
 
 /// Decides what an fd is (refusing what cryo cannot dump) and stats it.
-fn classify(open: &OpenFd, opts: &FdDumpOptions) -> Result<(Class, fs::Metadata), FileError> {
+fn classify(open: &OpenFd) -> Result<(Class, fs::Metadata), FileError> {
     let path = match Link::parse(&open.link) {
         Link::Socket => return Err(open.refuse("socket", true)),
         Link::AnonInode(kind) => return Err(open.refuse(kind, false)),
         Link::Memfd => return Err(open.refuse("memfd", true)),
-        Link::Other(kind) => return Err(open.refuse(format!("{kind} file"), false)),
+        Link::Other(kind) => {
+            let kind = match kind {
+                "net" | "mnt" | "pid" | "user" | "uts" | "ipc" | "cgroup" | "time" => {
+                    format!("{kind} namespace")
+                }
+                other => format!("{other} file"),
+            };
+            return Err(open.refuse(kind, false));
+        }
         Link::Pipe(ino) => {
             let meta = open.stat()?;
             let class = Class::Pipe {
@@ -514,7 +522,6 @@ fn classify(open: &OpenFd, opts: &FdDumpOptions) -> Result<(Class, fs::Metadata)
             fifo_path: path,
         }
     } else if file_type.is_char_device() {
-        let _ = opts;
         Class::CharDevice { path }
     } else {
         return Err(open.refuse(type_name(&meta), false));
@@ -532,7 +539,13 @@ fn check_reachable(open: &OpenFd, class: &Class, meta: &fs::Metadata) -> Result<
         Class::Pipe { fifo_path, .. } => fifo_path,
         Class::CharDevice { .. } => return Ok(()),
     };
-    match fs::metadata(path) {
+    // An O_PATH|O_NOFOLLOW fd may hold a symlink itself.
+    let at_path = if meta.file_type().is_symlink() {
+        fs::symlink_metadata(path)
+    } else {
+        fs::metadata(path)
+    };
+    match at_path {
         Ok(at_path) if InodeKey::of(&at_path) == InodeKey::of(meta) => Ok(()),
         Ok(_) => Err(open.dump_err(format!(
             "{path} now names another file than the one open (renamed or overmounted)"
@@ -676,8 +689,13 @@ pub fn validate(
                 validate_ghost(desc, reg, images, &mut ghosts_checked)?;
             }
             Kind::Regular(reg) => {
-                let meta = fs::metadata(&reg.path).map_err(|_| changed("the file is gone"))?;
                 let o_path = desc.flags & libc::O_PATH as u32 != 0;
+                let meta = if o_path {
+                    fs::symlink_metadata(&reg.path)
+                } else {
+                    fs::metadata(&reg.path)
+                }
+                .map_err(|_| changed("the file is gone"))?;
                 if !o_path && !meta.is_file() {
                     return Err(changed("is no longer a regular file"));
                 }
@@ -765,7 +783,9 @@ fn validate_ghost<'a>(
 /// Restore side, in the freshly forked child (single-threaded, all signals blocked): opens
 /// every fd of the task at its original number, with its flags, offset and FD_CLOEXEC; pipes
 /// refilled; descriptions shared by several fds restored as dups. `keep` (numbered above
-/// every fd of `fds`) survive; every other fd of the process is closed at the end.
+/// every fd of `fds`) survive; every other fd of the process is closed at the end. The caller
+/// must hold no `OwnedFd` of its own outside `keep`: the numbers below are overwritten and
+/// the rest closed.
 ///
 /// Nothing is logged once fds start being placed: fd 2 may then be the task's own stderr.
 pub fn restore_task_fds(
