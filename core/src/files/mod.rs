@@ -1,48 +1,259 @@
 //! Open files of a task: dumped once per open file description, restored at their numbers.
-//! (Interim: mapped files only; the full module lands from the files branch.)
+//!
+//! ```text
+//! dump (target frozen, read from outside):
+//!   /proc/PID/fd/N      readlink -> kind (path, pipe:[INO], socket:[INO], anon_inode:[KIND])
+//!   /proc/PID/fdinfo/N  pos, flags (O_CLOEXEC -> FdEntry.cloexec)
+//!   stat of the fd      dev+ino: descriptions of one inode are compared with
+//!                       kcmp(KCMP_FILE), across pids too -> one FileDesc per description
+//!   pidfd_getfd         a duplicate to tee(2) unread pipe data without consuming it
+//!   ghost-ID.img        contents of a deleted-but-open (or mapped) file
+//!
+//! restore (in the forked child, before it is reshaped):
+//!   validate()          every record and raw file checked before any process exists
+//!   open every description, each moved above the highest target fd (F_DUPFD_CLOEXEC)
+//!   dup3 onto the target numbers (FD_CLOEXEC as dumped), close the temporaries
+//!   close_range every other fd except `keep`
+//! ```
+//!
+//! Sockets, anonymous inodes (io_uring, eventfd, epoll...), memfds and block devices are
+//! refused with the pid, the fd and the kind named. Descriptions shared between processes get
+//! one id at dump (the table compares across pids); restoring them shared (inherited across
+//! fork) is the restore pipeline's business: [`restore_task_fds`] works on one task.
 
-use std::os::fd::{OwnedFd, RawFd};
-use std::path::Path;
+mod devices;
+mod inspect;
+mod pipes;
+mod regular;
+mod sys;
 
-use cryo_proto::image::{file_desc, FdEntry, FileDesc, RegularFile};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::fs;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use cryo_proto::image::{file_desc::Kind, FdEntry, FileDesc, RawFileRef, RegularFile};
+use nix::fcntl::{FcntlArg, OFlag};
 use nix::unistd::Pid;
+use tracing::{debug, instrument};
 
 use crate::image::ImageDir;
+pub use inspect::InodeKey;
+use inspect::{Link, OpenFd};
 
 /// Why a file of a task could not be dumped or restored.
 #[derive(Debug, thiserror::Error)]
 pub enum FileError {
-    /// An fd the engine does not handle.
-    #[error("pid {pid} fd {fd}: {detail}")]
+    /// A kind of file cryo does not dump.
+    #[error("pid {pid} fd {fd}: {kind} is not supported ({link})")]
     Unsupported {
         /// The task.
-        pid: i32,
+        pid: Pid,
         /// The fd.
-        fd: i32,
-        /// What it is and why it is refused.
+        fd: RawFd,
+        /// What it is ("io_uring", "block device"...).
+        kind: String,
+        /// The link text of /proc/PID/fd/N.
+        link: String,
+    },
+    /// A kind of file cryo does not dump yet.
+    #[error("pid {pid} fd {fd}: {kind} is not supported yet ({link})")]
+    NotYet {
+        /// The task.
+        pid: Pid,
+        /// The fd.
+        fd: RawFd,
+        /// What it is ("socket", "memfd"...).
+        kind: String,
+        /// The link text of /proc/PID/fd/N.
+        link: String,
+    },
+    /// A terminal, dumped only for a shell job.
+    #[error("pid {pid} fd {fd}: terminal {path} is dumped only with --shell-job")]
+    Terminal {
+        /// The task.
+        pid: Pid,
+        /// The fd.
+        fd: RawFd,
+        /// The terminal device.
+        path: String,
+    },
+    /// The fds of a task cannot be listed.
+    #[error("pid {pid}: list open fds: {source}")]
+    ListFds {
+        /// The task.
+        pid: Pid,
+        /// The kernel's answer.
+        source: io::Error,
+    },
+    /// A system call inspecting an fd of a task failed.
+    #[error("pid {pid} fd {fd}: {op} {path}: {source}", path = path.display())]
+    Inspect {
+        /// The task.
+        pid: Pid,
+        /// The fd.
+        fd: RawFd,
+        /// The step.
+        op: &'static str,
+        /// What it was applied to.
+        path: PathBuf,
+        /// The kernel's answer.
+        source: io::Error,
+    },
+    /// An fd of a task cannot be dumped.
+    #[error("pid {pid} fd {fd}: {detail}")]
+    Dump {
+        /// The task.
+        pid: Pid,
+        /// The fd.
+        fd: RawFd,
+        /// Why.
         detail: String,
     },
-    /// A file could not be read or opened.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
+    /// A file mapped by a task (or its exe) cannot be dumped.
+    #[error("pid {pid}: mapped file {link}: {detail}", link = link.display())]
+    Mapped {
+        /// The task.
+        pid: Pid,
+        /// /proc/PID/map_files/START-END or /proc/PID/exe.
+        link: PathBuf,
+        /// Why.
+        detail: String,
+    },
+    /// The contents image of a deleted file cannot be written or is damaged.
+    #[error("file {id}: contents of the deleted file: {source}")]
+    Ghost {
+        /// The description.
+        id: u32,
+        /// What went wrong.
+        source: Box<crate::Error>,
+    },
+    /// The contents of a deleted file could not be saved.
+    #[error("file {id}: save the contents of deleted file {path} into {image}: {source}")]
+    SaveGhost {
+        /// The description.
+        id: u32,
+        /// The deleted file.
         path: String,
-        /// The error.
-        source: std::io::Error,
+        /// The ghost image.
+        image: String,
+        /// What went wrong.
+        source: io::Error,
+    },
+    /// A record of files.img is inconsistent.
+    #[error("files.img: file {id}: {detail}")]
+    Invalid {
+        /// The description.
+        id: u32,
+        /// What is wrong.
+        detail: String,
+    },
+    /// An fd refers to a description files.img does not hold.
+    #[error("fd {fd} refers to file {file_id}, which files.img does not hold")]
+    Dangling {
+        /// The fd.
+        fd: RawFd,
+        /// The missing description.
+        file_id: u32,
+    },
+    /// The file on this machine is not what was dumped (gone, truncated, another type).
+    #[error("file {id} ({what}): {detail}")]
+    Changed {
+        /// The description.
+        id: u32,
+        /// The file, as [`describe`] tells it.
+        what: String,
+        /// What changed.
+        detail: String,
+    },
+    /// A system call restoring a description failed.
+    #[error("file {id} ({what}): {op}: {source}")]
+    Restore {
+        /// The description.
+        id: u32,
+        /// The file, as [`describe`] tells it.
+        what: String,
+        /// The step.
+        op: String,
+        /// The kernel's answer.
+        source: io::Error,
+    },
+    /// An fd could not be put at its number.
+    #[error("fd {fd} (file {id}): {op}: {source}")]
+    Place {
+        /// The fd number.
+        fd: RawFd,
+        /// The description.
+        id: u32,
+        /// The step.
+        op: &'static str,
+        /// The kernel's answer.
+        source: io::Error,
     },
 }
 
-/// Options of the fd dump.
+/// How fds are dumped.
 #[derive(Debug, Clone, Default)]
 pub struct FdDumpOptions {
-    /// Dump the controlling terminal.
+    /// The task is a shell job: its terminal fds are dumped (restored by path).
     pub shell_job: bool,
 }
 
-/// The open file descriptions of a dump.
+/// One fd known to hold a description: the representative kcmp compares against.
+#[derive(Debug, Clone, Copy)]
+struct Holder {
+    pid: Pid,
+    fd: RawFd,
+    id: u32,
+}
+
+/// The open file descriptions of a dump, each recorded once however many fds (of however
+/// many tasks) refer to it.
+///
+/// Identity: descriptions are first grouped by inode (dev+ino of the fd's stat); within a
+/// group, kcmp(KCMP_FILE) against one holder (pid, fd) of each known description tells
+/// whether an fd is a dup of it. Holders keep their pid, so tasks dumped one after the other
+/// into one table share descriptions across processes.
 #[derive(Debug, Default)]
 pub struct FileTable {
     descs: Vec<FileDesc>,
+    by_inode: HashMap<InodeKey, Vec<Holder>>,
+    mapped: HashMap<InodeKey, u32>,
+    ghosts: HashMap<InodeKey, RawFileRef>,
+    pipes_captured: HashSet<InodeKey>,
+}
+
+/// Per-task state of one `dump_task_fds` call.
+struct TaskFds {
+    pid: Pid,
+    pidfd: Option<OwnedFd>,
+}
+
+impl TaskFds {
+    /// The task's pidfd, opened on first use.
+    fn pidfd(&mut self, open: &OpenFd) -> Result<&OwnedFd, FileError> {
+        if self.pidfd.is_none() {
+            let fd = sys::pidfd_open(self.pid).map_err(|e| {
+                open.inspect_err(
+                    "pidfd_open",
+                    PathBuf::from(format!("/proc/{}", self.pid)),
+                    e,
+                )
+            })?;
+            self.pidfd = Some(fd);
+        }
+        Ok(self.pidfd.as_ref().expect("set above"))
+    }
+}
+
+/// What an fd is, decided before its description is looked up.
+enum Class {
+    Regular { path: String, deleted: bool },
+    Directory { path: String },
+    Pipe { ino: u64, fifo_path: String },
+    CharDevice { path: String },
 }
 
 impl FileTable {
@@ -51,91 +262,639 @@ impl FileTable {
         Self::default()
     }
 
-    /// Dumps the fds of a frozen task.
+    /// Dumps every fd of the frozen task `pid` (read from /proc/PID/fd, /proc/PID/fdinfo and
+    /// through pidfd_getfd; the task is not touched). Returns the task's fd entries sorted by
+    /// fd. Contents of deleted files are written into `images` as ghost-ID.img.
+    #[instrument(skip_all, fields(pid = pid.as_raw()))]
     pub fn dump_task_fds(
         &mut self,
-        _pid: Pid,
-        _images: &ImageDir,
-        _opts: &FdDumpOptions,
+        pid: Pid,
+        images: &ImageDir,
+        opts: &FdDumpOptions,
     ) -> Result<Vec<FdEntry>, FileError> {
-        Ok(Vec::new())
+        let mut task = TaskFds { pid, pidfd: None };
+        let fds = inspect::list_fds(pid)?;
+        let mut entries = Vec::with_capacity(fds.len());
+        for fd in fds {
+            entries.push(self.dump_fd(&mut task, fd, images, opts)?);
+        }
+        debug!(
+            fds = entries.len(),
+            descriptions = self.descs.len(),
+            "fds dumped"
+        );
+        Ok(entries)
     }
 
-    /// Registers a mapped file.
-    pub fn add_mapped_file(
+    fn dump_fd(
         &mut self,
-        _pid: Pid,
-        link: &Path,
-        _images: &ImageDir,
-    ) -> Result<u32, FileError> {
-        let path = std::fs::read_link(link).map_err(|e| FileError::Io {
-            path: link.display().to_string(),
-            source: e,
-        })?;
-        let path = path.to_string_lossy().into_owned();
-        if let Some(d) = self.descs.iter().find(|d| match &d.kind {
-            Some(file_desc::Kind::Regular(r)) => r.path == path,
-            _ => false,
-        }) {
-            return Ok(d.id);
+        task: &mut TaskFds,
+        fd: RawFd,
+        images: &ImageDir,
+        opts: &FdDumpOptions,
+    ) -> Result<FdEntry, FileError> {
+        let open = OpenFd::read(task.pid, fd)?;
+        let (class, meta) = classify(&open)?;
+        let key = InodeKey::of(&meta);
+        let entry = |file_id| FdEntry {
+            fd,
+            file_id,
+            cloexec: open.cloexec,
+        };
+        if let Some(id) = self.shared_with(&open, key)? {
+            debug!(fd, id, link = %open.link, "fd shares a description");
+            return Ok(entry(id));
         }
-        let id = self.descs.len() as u32 + 1;
+        let id = self.next_id();
+        let kind = match class {
+            Class::Regular { path, deleted } => Kind::Regular(if deleted {
+                let raw = self.ghost(id, key, &path, &open.proc_path(), images)?;
+                reg_deleted(regular::record(path, &meta), raw)
+            } else {
+                regular::record(path, &meta)
+            }),
+            Class::Directory { path } => Kind::Directory(regular::record(path, &meta)),
+            Class::Pipe { ino, fifo_path } => {
+                let with_data = self.pipes_captured.insert(key);
+                let pidfd = task.pidfd(&open)?;
+                Kind::Pipe(pipes::dump(
+                    &open,
+                    pidfd.as_fd(),
+                    ino,
+                    fifo_path,
+                    with_data,
+                )?)
+            }
+            Class::CharDevice { path } => {
+                Kind::CharDevice(devices::dump(&open, &path, &meta, opts)?)
+            }
+        };
+        debug!(
+            fd,
+            id,
+            link = %open.link,
+            flags = format_args!("{:o}", open.flags),
+            pos = open.pos,
+            cloexec = open.cloexec,
+            "fd dumped"
+        );
         self.descs.push(FileDesc {
             id,
-            flags: 0,
-            pos: 0,
-            kind: Some(file_desc::Kind::Regular(RegularFile {
-                path,
-                ..Default::default()
-            })),
+            flags: open.flags,
+            pos: open.pos,
+            kind: Some(kind),
         });
+        self.by_inode.entry(key).or_default().push(Holder {
+            pid: open.pid,
+            fd,
+            id,
+        });
+        Ok(entry(id))
+    }
+
+    /// The id of a known description `open` refers to, if any (kcmp among the holders of
+    /// descriptions of the same inode).
+    fn shared_with(&self, open: &OpenFd, key: InodeKey) -> Result<Option<u32>, FileError> {
+        let Some(holders) = self.by_inode.get(&key) else {
+            return Ok(None);
+        };
+        for h in holders {
+            let same = sys::kcmp_same_file(open.pid, open.fd, h.pid, h.fd).map_err(|e| {
+                open.inspect_err(
+                    "kcmp",
+                    PathBuf::from(format!("/proc/{}/fd/{}", h.pid, h.fd)),
+                    e,
+                )
+            })?;
+            if same {
+                return Ok(Some(h.id));
+            }
+        }
+        Ok(None)
+    }
+
+    fn next_id(&self) -> u32 {
+        self.descs.len() as u32 + 1
+    }
+
+    /// The contents image of deleted inode `key`, written once (as ghost-`id`.img).
+    fn ghost(
+        &mut self,
+        id: u32,
+        key: InodeKey,
+        path: &str,
+        source: &Path,
+        images: &ImageDir,
+    ) -> Result<RawFileRef, FileError> {
+        if let Some(raw) = self.ghosts.get(&key) {
+            return Ok(raw.clone());
+        }
+        let raw = regular::write_ghost(id, source, images).map_err(|e| FileError::SaveGhost {
+            id,
+            path: path.to_string(),
+            image: crate::image::names::ghost(id),
+            source: e,
+        })?;
+        debug!(id, ghost = %raw.name, size = raw.size, "deleted file contents saved");
+        self.ghosts.insert(key, raw.clone());
+        Ok(raw)
+    }
+
+    /// Registers a file mapped into memory (`link` is /proc/PID/map_files/START-END) or the
+    /// exe (/proc/PID/exe); returns its description id (a regular file, O_RDONLY, pos 0). One
+    /// file (dev+ino) gets one id however often it is mapped. A deleted file's contents go to
+    /// a ghost image, shared with the fds open on the same file.
+    #[instrument(skip_all, fields(pid = pid.as_raw()))]
+    pub fn add_mapped_file(
+        &mut self,
+        pid: Pid,
+        link: &Path,
+        images: &ImageDir,
+    ) -> Result<u32, FileError> {
+        let bad = |detail: String| FileError::Mapped {
+            pid,
+            link: link.to_owned(),
+            detail,
+        };
+        let meta = fs::metadata(link).map_err(|e| bad(format!("stat: {e}")))?;
+        let key = InodeKey::of(&meta);
+        if let Some(&id) = self.mapped.get(&key) {
+            return Ok(id);
+        }
+        let text = fs::read_link(link).map_err(|e| bad(format!("readlink: {e}")))?;
+        let text = text
+            .into_os_string()
+            .into_string()
+            .map_err(|raw| bad(format!("path {raw:?} is not valid UTF-8 (not supported)")))?;
+        if Link::parse(&text) == Link::Memfd {
+            return Err(bad(format!("memfd is not supported yet ({text})")));
+        }
+        if !meta.is_file() || !text.starts_with('/') {
+            return Err(bad(format!("{text} is not a regular file (not supported)")));
+        }
+        let (path, deleted) = inspect::resolve_deleted(&text, &meta);
+        let id = self.next_id();
+        let reg = if deleted {
+            let raw = self.ghost(id, key, &path, link, images)?;
+            reg_deleted(regular::record(path, &meta), raw)
+        } else {
+            regular::record(path, &meta)
+        };
+        debug!(id, link = %link.display(), path = %reg.path, deleted, "mapped file");
+        self.descs.push(FileDesc {
+            id,
+            flags: libc::O_RDONLY as u32,
+            pos: 0,
+            kind: Some(Kind::Regular(reg)),
+        });
+        self.mapped.insert(key, id);
         Ok(id)
     }
 
-    /// The descriptions collected.
+    /// The descriptions collected, in id order.
     pub fn into_descs(self) -> Vec<FileDesc> {
         self.descs
     }
 }
 
-/// Checks the descriptions before restore.
+/// A deleted file's record, its contents in `raw`.
+fn reg_deleted(reg: RegularFile, raw: RawFileRef) -> RegularFile {
+    RegularFile {
+        deleted: true,
+        contents: Some(raw),
+        ..reg
+    }
+}
+
+/// True if fd `fd1` of `pid1` and fd `fd2` of `pid2` refer to one open file description
+/// (kcmp KCMP_FILE).
+pub fn same_description(pid1: Pid, fd1: RawFd, pid2: Pid, fd2: RawFd) -> io::Result<bool> {
+    sys::kcmp_same_file(pid1, fd1, pid2, fd2)
+}
+
+/// Decides what an fd is (refusing what cryo cannot dump) and stats it.
+fn classify(open: &OpenFd) -> Result<(Class, fs::Metadata), FileError> {
+    let path = match Link::parse(&open.link) {
+        Link::Socket => return Err(open.refuse("socket", true)),
+        Link::AnonInode(kind) => return Err(open.refuse(kind, false)),
+        Link::Memfd => return Err(open.refuse("memfd", true)),
+        Link::Other(kind) => {
+            let kind = match kind {
+                "net" | "mnt" | "pid" | "user" | "uts" | "ipc" | "cgroup" | "time" => {
+                    format!("{kind} namespace")
+                }
+                other => format!("{other} file"),
+            };
+            return Err(open.refuse(kind, false));
+        }
+        Link::Pipe(ino) => {
+            let meta = open.stat()?;
+            let class = Class::Pipe {
+                ino,
+                fifo_path: String::new(),
+            };
+            return Ok((class, meta));
+        }
+        Link::Path(path) => path,
+    };
+    let meta = open.stat()?;
+    let (path, deleted) = inspect::resolve_deleted(path, &meta);
+    let file_type = meta.file_type();
+    let o_path = open.flags & libc::O_PATH as u32 != 0;
+    let class = if file_type.is_dir() {
+        if deleted {
+            return Err(open.refuse("deleted directory", true));
+        }
+        Class::Directory { path }
+    } else if file_type.is_file() {
+        Class::Regular { path, deleted }
+    } else if deleted {
+        return Err(open.refuse(format!("deleted {}", type_name(&meta)), true));
+    } else if o_path {
+        // An O_PATH fd only names the file: reopened by path, whatever it is.
+        Class::Regular {
+            path,
+            deleted: false,
+        }
+    } else if file_type.is_fifo() {
+        Class::Pipe {
+            ino: meta.ino(),
+            fifo_path: path,
+        }
+    } else if file_type.is_char_device() {
+        Class::CharDevice { path }
+    } else {
+        return Err(open.refuse(type_name(&meta), false));
+    };
+    if !deleted {
+        check_reachable(open, &class, &meta)?;
+    }
+    Ok((class, meta))
+}
+
+/// A path-based file must still be found at its path, or a restore would open another one.
+fn check_reachable(open: &OpenFd, class: &Class, meta: &fs::Metadata) -> Result<(), FileError> {
+    let path = match class {
+        Class::Regular { path, .. } | Class::Directory { path } => path,
+        Class::Pipe { fifo_path, .. } => fifo_path,
+        Class::CharDevice { .. } => return Ok(()),
+    };
+    // An O_PATH|O_NOFOLLOW fd may hold a symlink itself.
+    let at_path = if meta.file_type().is_symlink() {
+        fs::symlink_metadata(path)
+    } else {
+        fs::metadata(path)
+    };
+    match at_path {
+        Ok(at_path) if InodeKey::of(&at_path) == InodeKey::of(meta) => Ok(()),
+        Ok(_) => Err(open.dump_err(format!(
+            "{path} now names another file than the one open (renamed or overmounted)"
+        ))),
+        Err(e) => Err(open.dump_err(format!("{path} cannot be found by its path: {e}"))),
+    }
+}
+
+/// The file type of `meta` in words.
+fn type_name(meta: &fs::Metadata) -> &'static str {
+    let t = meta.file_type();
+    if t.is_block_device() {
+        "block device"
+    } else if t.is_socket() {
+        "unix socket file"
+    } else if t.is_fifo() {
+        "fifo"
+    } else if t.is_char_device() {
+        "character device"
+    } else if t.is_dir() {
+        "directory"
+    } else if t.is_file() {
+        "regular file"
+    } else {
+        "file of unknown type"
+    }
+}
+
+/// A description in words, for messages: "regular file /x", "pipe:[123]"...
+pub fn describe(desc: &FileDesc) -> String {
+    match &desc.kind {
+        Some(Kind::Regular(r)) if r.deleted => format!("deleted file {}", r.path),
+        Some(Kind::Regular(r)) => format!("regular file {}", r.path),
+        Some(Kind::Directory(r)) => format!("directory {}", r.path),
+        Some(Kind::Pipe(p)) if p.fifo_path.is_empty() => format!("pipe:[{}]", p.ino),
+        Some(Kind::Pipe(p)) => format!("fifo {}", p.fifo_path),
+        Some(Kind::CharDevice(path)) => format!("char device {path}"),
+        None => "no kind".into(),
+    }
+}
+
+/// A [`FileError::Restore`] for `desc`.
+fn restore_err(desc: &FileDesc, op: impl Into<String>, source: io::Error) -> FileError {
+    FileError::Restore {
+        id: desc.id,
+        what: describe(desc),
+        op: op.into(),
+        source,
+    }
+}
+
+/// open(2) flags to reopen a description with: the dumped ones without creation flags, with
+/// O_NOCTTY (the controlling terminal is the session's business) and O_CLOEXEC (the fd is a
+/// temporary; the target fd gets its own FD_CLOEXEC). O_ASYNC is set after (see [`set_async`]).
+fn open_flags(flags: u32) -> OFlag {
+    let drop = libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_CLOEXEC | libc::O_ASYNC;
+    OFlag::from_bits_retain((flags as i32 & !drop) | libc::O_NOCTTY | libc::O_CLOEXEC)
+}
+
+/// Sets O_ASYNC through F_SETFL (open(2) ignores it) when the description had it.
+fn set_async(desc: &FileDesc, fd: &OwnedFd) -> Result<(), FileError> {
+    if desc.flags & libc::O_ASYNC as u32 == 0 {
+        return Ok(());
+    }
+    let old = nix::fcntl::fcntl(fd, FcntlArg::F_GETFL)
+        .map_err(|e| restore_err(desc, "F_GETFL", e.into()))?;
+    nix::fcntl::fcntl(
+        fd,
+        FcntlArg::F_SETFL(OFlag::from_bits_retain(old | libc::O_ASYNC)),
+    )
+    .map_err(|e| restore_err(desc, "F_SETFL O_ASYNC", e.into()))?;
+    Ok(())
+}
+
+/// Indexes descriptions by id, refusing a duplicate or zero id and a record without kind.
+fn index(descs: &[FileDesc]) -> Result<HashMap<u32, &FileDesc>, FileError> {
+    let mut by_id = HashMap::with_capacity(descs.len());
+    for desc in descs {
+        if desc.id == 0 {
+            return Err(FileError::Invalid {
+                id: 0,
+                detail: "id 0 is reserved (no file)".into(),
+            });
+        }
+        if desc.kind.is_none() {
+            return Err(FileError::Invalid {
+                id: desc.id,
+                detail: "record without a kind (written by a newer cryo?)".into(),
+            });
+        }
+        if by_id.insert(desc.id, desc).is_some() {
+            return Err(FileError::Invalid {
+                id: desc.id,
+                detail: "two records have this id".into(),
+            });
+        }
+    }
+    Ok(by_id)
+}
+
+/// Checks the fds of one task against the descriptions: numbers valid and unique, every
+/// file id known.
+fn check_fds(by_id: &HashMap<u32, &FileDesc>, fds: &[FdEntry]) -> Result<(), FileError> {
+    let mut seen = HashSet::with_capacity(fds.len());
+    for e in fds {
+        if !by_id.contains_key(&e.file_id) {
+            return Err(FileError::Dangling {
+                fd: e.fd,
+                file_id: e.file_id,
+            });
+        }
+        if e.fd < 0 || !seen.insert(e.fd) {
+            return Err(FileError::Invalid {
+                id: e.file_id,
+                detail: format!("fd {} is negative or listed twice", e.fd),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Restore side, before any process is created: checks every description (ghost images
+/// present with the right size and crc32c, referenced files present and of the right type,
+/// ids unique) and that every fd of every task refers to a known description.
 pub fn validate(
-    _descs: &[FileDesc],
-    _fds_of_tasks: &[&[FdEntry]],
-    _images: &ImageDir,
+    descs: &[FileDesc],
+    fds_of_tasks: &[&[FdEntry]],
+    images: &ImageDir,
 ) -> Result<(), FileError> {
+    let by_id = index(descs)?;
+    let mut ghosts_checked = HashSet::new();
+    let mut pipe_data: HashMap<(u64, &str), (u32, &[u8])> = HashMap::new();
+    for desc in descs {
+        let changed = |detail: &str| FileError::Changed {
+            id: desc.id,
+            what: describe(desc),
+            detail: detail.to_string(),
+        };
+        match desc.kind.as_ref().expect("checked by index") {
+            Kind::Regular(reg) if reg.deleted => {
+                validate_ghost(desc, reg, images, &mut ghosts_checked)?;
+            }
+            Kind::Regular(reg) => {
+                let o_path = desc.flags & libc::O_PATH as u32 != 0;
+                let meta = if o_path {
+                    fs::symlink_metadata(&reg.path)
+                } else {
+                    fs::metadata(&reg.path)
+                }
+                .map_err(|_| changed("the file is gone"))?;
+                if !o_path && !meta.is_file() {
+                    return Err(changed("is no longer a regular file"));
+                }
+                if !o_path && desc.pos > meta.size() && meta.size() < reg.size {
+                    return Err(changed(&format!(
+                        "offset {} is beyond the end: the file was truncated since the dump \
+                         ({} bytes then, {} now)",
+                        desc.pos,
+                        reg.size,
+                        meta.size()
+                    )));
+                }
+            }
+            Kind::Directory(reg) => {
+                let meta = fs::metadata(&reg.path).map_err(|_| changed("the directory is gone"))?;
+                if !meta.is_dir() {
+                    return Err(changed("is no longer a directory"));
+                }
+            }
+            Kind::Pipe(pipe) => {
+                if !pipe.fifo_path.is_empty() && !pipes::is_fifo(&pipe.fifo_path) {
+                    return Err(changed("the fifo is gone or is no longer a fifo"));
+                }
+                if !pipe.data.is_empty() {
+                    let key = (pipe.ino, pipe.fifo_path.as_str());
+                    if let Some((other, _)) = pipe_data.insert(key, (desc.id, &pipe.data)) {
+                        return Err(FileError::Invalid {
+                            id: desc.id,
+                            detail: format!(
+                                "file {other} holds the unread data of the same pipe too"
+                            ),
+                        });
+                    }
+                }
+            }
+            Kind::CharDevice(path) => {
+                let meta = fs::metadata(path).map_err(|_| changed("the device node is gone"))?;
+                if !meta.file_type().is_char_device() {
+                    return Err(changed("is no longer a character device"));
+                }
+            }
+        }
+    }
+    for fds in fds_of_tasks {
+        check_fds(&by_id, fds)?;
+    }
     Ok(())
 }
 
-/// Opens the fds of a task in the restore child.
+/// Checks the contents image of a deleted file (once per image).
+fn validate_ghost<'a>(
+    desc: &FileDesc,
+    reg: &'a RegularFile,
+    images: &ImageDir,
+    checked: &mut HashSet<&'a str>,
+) -> Result<(), FileError> {
+    let raw = reg.contents.as_ref().ok_or_else(|| FileError::Invalid {
+        id: desc.id,
+        detail: format!("deleted file {} has no contents image", reg.path),
+    })?;
+    if raw.size != reg.size {
+        return Err(FileError::Invalid {
+            id: desc.id,
+            detail: format!(
+                "deleted file {} was {} bytes but its contents image {} holds {}",
+                reg.path, reg.size, raw.name, raw.size
+            ),
+        });
+    }
+    if !Path::new(&reg.path).is_absolute() {
+        return Err(FileError::Invalid {
+            id: desc.id,
+            detail: format!("path {:?} is not absolute", reg.path),
+        });
+    }
+    if checked.insert(&raw.name) {
+        images.check_raw(raw).map_err(|e| FileError::Ghost {
+            id: desc.id,
+            source: Box::new(e),
+        })?;
+    }
+    Ok(())
+}
+
+/// Restore side, in the freshly forked child (single-threaded, all signals blocked): opens
+/// every fd of the task at its original number, with its flags, offset and FD_CLOEXEC; pipes
+/// refilled; descriptions shared by several fds restored as dups. `keep` (numbered above
+/// every fd of `fds`) survive; every other fd of the process is closed at the end. The caller
+/// must hold no `OwnedFd` of its own outside `keep`: the numbers below are overwritten and
+/// the rest closed.
+///
+/// Nothing is logged once fds start being placed: fd 2 may then be the task's own stderr.
 pub fn restore_task_fds(
-    _descs: &[FileDesc],
-    _fds: &[FdEntry],
-    _images: &ImageDir,
-    _keep: &[RawFd],
+    descs: &[FileDesc],
+    fds: &[FdEntry],
+    images: &ImageDir,
+    keep: &[RawFd],
 ) -> Result<(), FileError> {
+    let by_id = index(descs)?;
+    check_fds(&by_id, fds)?;
+    // Every temporary lives above the highest target, so placing never overwrites one.
+    let min_high = fds.iter().map(|e| e.fd).max().map_or(0, |m| m + 1);
+    let used: BTreeSet<u32> = fds.iter().map(|e| e.file_id).collect();
+    let mut opened: HashMap<u32, OwnedFd> = HashMap::with_capacity(used.len());
+    let mut ghosts = regular::Ghosts::default();
+    let mut pipe_descs = Vec::new();
+    for id in &used {
+        let desc = by_id[id];
+        let fd = match desc.kind.as_ref().expect("checked by index") {
+            Kind::Regular(reg) => regular::open(desc, reg, false, &mut ghosts, images)?,
+            Kind::Directory(reg) => regular::open(desc, reg, true, &mut ghosts, images)?,
+            Kind::CharDevice(path) => devices::open(desc, path)?,
+            Kind::Pipe(pipe) => {
+                pipe_descs.push((desc, pipe));
+                continue;
+            }
+        };
+        debug!(id, what = %describe(desc), "description opened");
+        opened.insert(*id, above(desc, fd, min_high)?);
+    }
+    for (id, fd) in pipes::open_all(&pipe_descs)? {
+        let desc = by_id[&id];
+        opened.insert(id, above(desc, fd, min_high)?);
+    }
+    drop(ghosts);
+    debug!(fds = fds.len(), descriptions = opened.len(), "placing fds");
+    // From here on: no logging (fd 2 is being replaced).
+    for e in fds {
+        let src = &opened[&e.file_id];
+        sys::dup_to(src.as_fd(), e.fd, e.cloexec).map_err(|source| FileError::Place {
+            fd: e.fd,
+            id: e.file_id,
+            op: "dup3",
+            source,
+        })?;
+    }
+    drop(opened);
+    close_others(fds, keep)
+}
+
+/// `fd` moved to a number at or above `min` (it may already be there).
+fn above(desc: &FileDesc, fd: OwnedFd, min: RawFd) -> Result<OwnedFd, FileError> {
+    if fd.as_raw_fd() >= min {
+        return Ok(fd);
+    }
+    sys::dup_at_least(fd.as_fd(), min).map_err(|e| restore_err(desc, "F_DUPFD_CLOEXEC", e))
+}
+
+/// Closes every fd of this process that is neither a target of `fds` nor in `keep`.
+fn close_others(fds: &[FdEntry], keep: &[RawFd]) -> Result<(), FileError> {
+    let kept: BTreeSet<u32> = fds
+        .iter()
+        .map(|e| e.fd)
+        .chain(keep.iter().copied())
+        .filter_map(|fd| u32::try_from(fd).ok())
+        .collect();
+    let mut next = 0u32;
+    for &fd in &kept {
+        if fd > next {
+            close_gap(next, fd - 1)?;
+        }
+        next = fd.saturating_add(1);
+    }
+    if next < u32::MAX {
+        close_gap(next, u32::MAX)?;
+    }
     Ok(())
 }
 
-/// Opens a mapped file in the restore child.
+fn close_gap(first: u32, last: u32) -> Result<(), FileError> {
+    sys::close_range(first, last).map_err(|source| FileError::Place {
+        fd: first as RawFd,
+        id: 0,
+        op: "close_range",
+        source,
+    })
+}
+
+/// Restore side, in the child: opens the file of description `id` for a mapping (O_RDWR if
+/// `writable`, else O_RDONLY), for the caller to place at a high fd. A deleted file is the
+/// same recreated inode the fds use, whichever of the two is opened first.
 pub fn open_for_mapping(
     descs: &[FileDesc],
     id: u32,
     writable: bool,
-    _images: &ImageDir,
+    images: &ImageDir,
 ) -> Result<OwnedFd, FileError> {
-    let path = descs
+    let desc = descs
         .iter()
         .find(|d| d.id == id)
-        .and_then(|d| match &d.kind {
-            Some(file_desc::Kind::Regular(r)) => Some(r.path.clone()),
-            _ => None,
-        })
-        .unwrap_or_default();
-    std::fs::OpenOptions::new()
-        .read(true)
-        .write(writable)
-        .open(&path)
-        .map(OwnedFd::from)
-        .map_err(|e| FileError::Io { path, source: e })
+        .ok_or_else(|| FileError::Invalid {
+            id,
+            detail: "a mapping refers to it but files.img does not hold it".into(),
+        })?;
+    match &desc.kind {
+        Some(Kind::Regular(reg)) => regular::open_for_mapping(desc, reg, writable, images),
+        _ => Err(FileError::Invalid {
+            id,
+            detail: format!("{} cannot be mapped: not a regular file", describe(desc)),
+        }),
+    }
 }

@@ -1,0 +1,83 @@
+//! Character devices, reopened by path (/dev/null, /dev/zero, /dev/urandom...). Terminals
+//! only with --shell-job; block devices never.
+
+use std::fs;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use cryo_proto::image::FileDesc;
+use nix::errno::Errno;
+use nix::sys::stat::Mode;
+use nix::unistd::Whence;
+use tracing::debug;
+
+use super::inspect::OpenFd;
+use super::{describe, open_flags, restore_err, set_async, FdDumpOptions, FileError};
+
+/// Majors of terminals: 4 (ttyN, ttySN), 5 (/dev/tty, console, ptmx), 136-143 (pts).
+fn is_tty_major(major: u64) -> bool {
+    matches!(major, 4 | 5 | 136..=143)
+}
+
+/// True if `path`, a character device numbered `rdev`, is a terminal.
+pub(super) fn is_terminal(path: &str, rdev: u64) -> bool {
+    is_tty_major(nix::sys::stat::major(rdev))
+        || path.starts_with("/dev/tty")
+        || path.starts_with("/dev/pts/")
+        || path == "/dev/console"
+        || path == "/dev/ptmx"
+}
+
+/// The path to record for character device fd `open` (a terminal only with shell_job).
+pub(super) fn dump(
+    open: &OpenFd,
+    path: &str,
+    meta: &fs::Metadata,
+    opts: &FdDumpOptions,
+) -> Result<String, FileError> {
+    if is_terminal(path, meta.rdev()) && !opts.shell_job {
+        return Err(FileError::Terminal {
+            pid: open.pid,
+            fd: open.fd,
+            path: path.to_string(),
+        });
+    }
+    debug!(pid = %open.pid, fd = open.fd, path, flags = format_args!("{:o}", open.flags), "char device");
+    Ok(path.to_string())
+}
+
+/// Reopens character device `path` for description `desc`.
+pub(super) fn open(desc: &FileDesc, path: &str) -> Result<OwnedFd, FileError> {
+    let fd =
+        nix::fcntl::open(Path::new(path), open_flags(desc.flags), Mode::empty()).map_err(|e| {
+            if e == Errno::ENOENT {
+                FileError::Changed {
+                    id: desc.id,
+                    what: describe(desc),
+                    detail: "the device node is gone".into(),
+                }
+            } else {
+                restore_err(desc, "open", e.into())
+            }
+        })?;
+    if desc.flags & libc::O_PATH as u32 != 0 {
+        return Ok(fd);
+    }
+    let meta = nix::sys::stat::fstat(&fd).map_err(|e| restore_err(desc, "fstat", e.into()))?;
+    if meta.st_mode & libc::S_IFMT != libc::S_IFCHR {
+        return Err(FileError::Changed {
+            id: desc.id,
+            what: describe(desc),
+            detail: "is no longer a character device".into(),
+        });
+    }
+    if desc.pos != 0 {
+        let pos = i64::try_from(desc.pos).unwrap_or(i64::MAX);
+        if let Err(e) = nix::unistd::lseek(&fd, pos, Whence::SeekSet) {
+            debug!(id = desc.id, path, error = %e, "device position not restored");
+        }
+    }
+    set_async(desc, &fd)?;
+    Ok(fd)
+}
