@@ -194,6 +194,7 @@ fn load(images: &ImageDir) -> Result<(Inventory, Vec<TaskImage>, Vec<FileDesc>)>
 /// until its parent (often init, which reaps slowly here) collects it.
 fn wait_pid_free(pid: Pid) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(5);
+    let mut logged = false;
     loop {
         let stat = match crate::proc::stat(pid) {
             Err(_) => return Ok(()),
@@ -206,7 +207,10 @@ fn wait_pid_free(pid: Pid) -> Result<()> {
                 stat.comm, stat.state
             )));
         }
-        debug!(%pid, "pid held by a zombie; waiting for it to be reaped");
+        if !logged {
+            debug!(%pid, "pid held by a zombie; waiting for it to be reaped");
+            logged = true;
+        }
         std::thread::sleep(Duration::from_millis(5));
     }
 }
