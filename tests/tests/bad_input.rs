@@ -343,3 +343,67 @@ fn restore_from_a_dir_that_does_not_exist() {
     out.assert_refused()
         .assert_stderr_mentions(img.to_str().unwrap());
 }
+
+// ---- dump: a process already traced, restore: a pid taken, a failure midway --
+
+#[test]
+fn dump_of_a_process_traced_by_someone_else() {
+    cryo_bin();
+    let w = counter_at_two();
+    let pid = nix::unistd::Pid::from_raw(w.pid());
+    // This test thread becomes the target's tracer; cryo must not steal it.
+    nix::sys::ptrace::seize(pid, nix::sys::ptrace::Options::empty()).unwrap();
+    let out = w.dump(&w.path("img"), &[]);
+    // Detaching needs the tracee stopped: interrupt it, collect the stop, let go.
+    nix::sys::ptrace::interrupt(pid).unwrap();
+    nix::sys::wait::waitpid(pid, Some(nix::sys::wait::WaitPidFlag::__WALL)).unwrap();
+    nix::sys::ptrace::detach(pid, None).unwrap();
+    out.assert_refused()
+        .assert_stderr_has_word(&w.pid().to_string())
+        .assert_stderr_mentions("trace");
+    assert_counter_untouched(&w);
+}
+
+#[test]
+fn restore_while_the_pid_is_taken_is_refused() {
+    cryo_bin();
+    let w = counter_at_two();
+    let img = w.path("img");
+    w.dump(&img, &["--leave-running"]).assert_success();
+    let out = w.cryo(&["restore", "-D", img.to_str().unwrap(), "--detach"]);
+    out.assert_refused()
+        .assert_stderr_has_word(&w.pid().to_string())
+        .assert_stderr_mentions("taken");
+    assert_counter_untouched(&w);
+}
+
+#[test]
+fn a_restore_that_fails_after_creating_the_process_kills_it() {
+    use cryo_proto::image::MmCore;
+    use cryo_proto::ImageKind;
+    cryo_bin();
+    let (w, img) = dumped();
+    // A well-formed image whose second-to-last VMA overlaps the last: it passes every check
+    // before the fork, and mmap refuses it only inside the created process.
+    let mm_path = image_file(&img, "mm-PID.img", w.pid());
+    let mut mm: MmCore = cryo_proto::frame::read_single(&mm_path, ImageKind::Mm).unwrap();
+    let n = mm.vmas.len();
+    let last = mm.vmas[n - 1].clone();
+    let mut overlap = last.clone();
+    overlap.kind = cryo_proto::image::VmaKind::Anon as i32;
+    overlap.file_id = 0;
+    overlap.name = String::new();
+    mm.vmas.insert(n - 1, overlap);
+    fs::remove_file(&mm_path).unwrap();
+    cryo_proto::frame::write_image(&mm_path, ImageKind::Mm, &[mm]).unwrap();
+    let out = w.cryo(&["restore", "-D", img.to_str().unwrap(), "--detach"]);
+    out.assert_refused()
+        .assert_stderr_has_word(&w.pid().to_string())
+        .assert_stderr_mentions("mmap");
+    assert!(
+        !pid_exists(w.pid()),
+        "the failed restore left pid {} behind: {:?}",
+        w.pid(),
+        status_field(w.pid(), "State")
+    );
+}
