@@ -76,6 +76,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored> {
     let _span = info_span!("restore", dir = %opts.images_dir.display()).entered();
     let images = ImageDir::open(&opts.images_dir)?;
     let (_inventory, tasks, descs) = load(&images)?;
+    debug!(ms = started.elapsed().as_secs_f64() * 1e3, "images checked");
     let [task] = &tasks[..] else {
         return Err(Error::Restore(format!(
             "{} processes in the image: one per image for now",
@@ -86,6 +87,10 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored> {
     wait_pid_free(pid)?;
     let child = spawn(task, &descs, &images)?;
     let mut guard = KillOnDrop(Some(child));
+    debug!(
+        ms = started.elapsed().as_secs_f64() * 1e3,
+        "process created, fds open"
+    );
     finish(child.pid, task, child.tramp)?;
     guard.0 = None;
     let elapsed = started.elapsed();

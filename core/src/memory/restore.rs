@@ -191,6 +191,7 @@ pub fn reshape(
         }
     }
 
+    tracing::debug!("pages filled");
     // 5. Final protections.
     for (vma, &fill) in mm.vmas.iter().zip(&filled) {
         if fill
