@@ -11,6 +11,7 @@ use nix::unistd::Pid;
 use prost::Message;
 
 use crate::error::{Error, Result};
+use crate::sys::mmap::Mapping;
 
 /// File names inside an image directory.
 pub mod names {
@@ -141,6 +142,16 @@ impl ImageDir {
     /// Opens a raw file after checking it against its reference (size and crc32c), so a
     /// truncated or corrupted raw file is refused before anything is restored.
     pub fn check_raw(&self, raw: &RawFileRef) -> Result<File> {
+        self.checked(raw).map(|(file, _)| file)
+    }
+
+    /// Like [`ImageDir::check_raw`], keeping the checked contents mapped (None when empty):
+    /// the restore copies pages out of this same mapping, so they are read only once.
+    pub fn map_raw(&self, raw: &RawFileRef) -> Result<Option<Mapping>> {
+        self.checked(raw).map(|(_, map)| map)
+    }
+
+    fn checked(&self, raw: &RawFileRef) -> Result<(File, Option<Mapping>)> {
         let path = self.file(&raw.name);
         if raw.name.contains('/') || raw.name.is_empty() {
             return Err(ImageError::Invalid {
@@ -161,8 +172,15 @@ impl ImageDir {
             }
             .into());
         }
-        let computed =
-            crc_of_file(&file, raw.size).map_err(|e| ImageError::io(&path, "read", e))?;
+        let map = if raw.size == 0 {
+            None
+        } else {
+            Some(
+                Mapping::map_file(&file, raw.size as usize, false)
+                    .map_err(|e| ImageError::io(&path, "map", e))?,
+            )
+        };
+        let computed = crc_of_bytes(map.as_ref().map_or(&[][..], |m| m.as_slice()));
         if computed != raw.crc32c {
             return Err(ImageError::Checksum {
                 path,
@@ -172,24 +190,28 @@ impl ImageDir {
             }
             .into());
         }
-        Ok(file)
+        Ok((file, map))
     }
 }
 
-/// crc32c of the first `len` bytes of `file`, read through a mapping (no copy), split over
-/// the machine's cores: on the 1 GiB pages of a large process this is a fifth of the dump.
-/// The threads are joined before returning, so callers that fork later are single-threaded.
+/// crc32c of the first `len` bytes of `file`, read through a mapping (no copy).
 pub fn crc_of_file(file: &File, len: u64) -> std::io::Result<u32> {
+    if len == 0 {
+        return Ok(crc_of_bytes(&[]));
+    }
+    let map = Mapping::map_file(file, len as usize, false)?;
+    Ok(crc_of_bytes(map.as_slice()))
+}
+
+/// crc32c of `data`, split over the machine's cores: on the 1 GiB pages of a large process
+/// this is a fifth of the dump. The threads are joined before returning, so callers that fork
+/// later are single-threaded again.
+pub fn crc_of_bytes(data: &[u8]) -> u32 {
     /// Below this, one thread is faster than starting another.
     const SPLIT_MIN: usize = 16 << 20;
-    if len == 0 {
-        return Ok(crc32c::crc32c(&[]));
-    }
-    let map = crate::sys::mmap::Mapping::map_file(file, len as usize, false)?;
-    let data = map.as_slice();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     if threads < 2 || data.len() < SPLIT_MIN {
-        return Ok(crc32c::crc32c(data));
+        return crc32c::crc32c(data);
     }
     let part = data.len().div_ceil(threads);
     let crcs: Vec<(u32, usize)> = std::thread::scope(|scope| {
@@ -202,9 +224,8 @@ pub fn crc_of_file(file: &File, len: u64) -> std::io::Result<u32> {
             .map(|h| h.join().unwrap_or((0, 0)))
             .collect()
     });
-    Ok(crcs
-        .into_iter()
-        .fold(0, |acc, (crc, n)| crc32c::crc32c_combine(acc, crc, n)))
+    crcs.into_iter()
+        .fold(0, |acc, (crc, n)| crc32c::crc32c_combine(acc, crc, n))
 }
 
 /// The raw pages file name of a pid, as a [`RawFileRef`] name.

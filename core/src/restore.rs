@@ -68,6 +68,8 @@ struct TaskImage {
     entry: ProcessEntry,
     core: TaskCore,
     mm: MmCore,
+    /// The pages image, mapped when it was checked; the fill copies from it.
+    pages: Option<crate::sys::mmap::Mapping>,
 }
 
 /// Restores the image directory `opts.images_dir`; the processes run when this returns.
@@ -175,8 +177,13 @@ fn load(images: &ImageDir) -> Result<(Inventory, Vec<TaskImage>, Vec<FileDesc>)>
                 format!("unknown exe file {}", mm.exe_file_id),
             ));
         }
-        images.check_raw(pages)?;
-        tasks.push(TaskImage { entry, core, mm });
+        let pages = images.map_raw(pages)?;
+        tasks.push(TaskImage {
+            entry,
+            core,
+            mm,
+            pages,
+        });
     }
     let fds: Vec<&[cryo_proto::image::FdEntry]> =
         tasks.iter().map(|t| t.core.fds.as_slice()).collect();
@@ -363,6 +370,7 @@ fn finish(child: Pid, task: &TaskImage, tramp: u64) -> Result<()> {
         scratch,
         &task.mm,
         &mapping,
+        task.pages.as_ref().map(|m| m.as_slice()),
     )?;
     for fd in [ctl_base as u64, ctl_base as u64 + 1] {
         remote

@@ -25,7 +25,7 @@ mod devices;
 mod inspect;
 mod pipes;
 mod regular;
-mod sys;
+pub(crate) mod sys;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs;

@@ -17,6 +17,7 @@ use crate::files::FileTable;
 use crate::image::{names, ImageDir};
 use crate::proc::{self, MapEntry, Stat};
 use crate::remote::{Remote, Scratch};
+use crate::sys::mmap::Mapping;
 
 /// pagemap entries read per pread.
 const PAGEMAP_CHUNK: usize = 64 * 1024;
@@ -80,9 +81,11 @@ pub fn dump(
     let total: u64 = runs.iter().map(|r| r.npages * PAGE).sum();
     let name = names::pages(pid);
     let file = images.create_raw(&name)?;
-    write_pages(pid, images, &name, &file, &runs, &vmas, remote, scratch)?;
-    let crc = crate::image::crc_of_file(&file, total)
-        .map_err(|e| Error::sys(pid, format!("checksum {}", images.file(&name).display()), e))?;
+    let crc = write_and_checksum(pid, images, &name, &file, total, |written| {
+        write_pages(
+            pid, images, &name, &file, &runs, &vmas, remote, scratch, written,
+        )
+    })?;
     debug!(runs = runs.len(), bytes = total, "pages written");
 
     let brk = remote
@@ -169,6 +172,53 @@ fn page_runs(pid: Pid, vmas: &[Vma]) -> Result<Vec<PageRun>> {
     Ok(runs)
 }
 
+/// Runs `write` (which reports each range it finished, in file order) while a second thread
+/// checksums the ranges already written: the crc costs nothing on top of the writing.
+fn write_and_checksum(
+    pid: Pid,
+    images: &ImageDir,
+    name: &str,
+    file: &File,
+    total: u64,
+    write: impl FnOnce(&dyn Fn(u64, u64)) -> Result<()>,
+) -> Result<u32> {
+    let io = |e| {
+        Error::sys(
+            pid,
+            format!("pages image {}", images.file(name).display()),
+            e,
+        )
+    };
+    /// Below this, a second thread costs more than the checksum it overlaps.
+    const OVERLAP_MIN: u64 = 16 << 20;
+    if total < OVERLAP_MIN {
+        write(&|_, _| {})?;
+        return crate::image::crc_of_file(file, total).map_err(io);
+    }
+    file.set_len(total).map_err(io)?;
+    let map = Mapping::map_file(file, total as usize, false).map_err(io)?;
+    let data = map.as_slice();
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::channel::<(u64, u64)>();
+        let worker = scope.spawn(move || {
+            rx.into_iter().fold(0u32, |crc, (off, len)| {
+                let range = off as usize..(off + len) as usize;
+                data.get(range)
+                    .map_or(crc, |bytes| crc32c::crc32c_append(crc, bytes))
+            })
+        });
+        let written = write(&|off, len| {
+            let _ = tx.send((off, len));
+        });
+        drop(tx);
+        let crc = worker
+            .join()
+            .map_err(|_| Error::target(pid, "the checksum thread panicked"));
+        written?;
+        crc
+    })
+}
+
 /// Writes every run into the pages file: the task writes its own memory (one copy);
 /// runs it cannot read (no PROT_READ) are copied through /proc/PID/mem instead.
 #[allow(clippy::too_many_arguments)]
@@ -181,6 +231,7 @@ fn write_pages(
     vmas: &[Vma],
     remote: &Remote,
     scratch: &Scratch,
+    written: &dyn Fn(u64, u64),
 ) -> Result<()> {
     if runs.is_empty() {
         return Ok(());
@@ -196,13 +247,15 @@ fn write_pages(
             vma_idx += 1;
         }
         let readable = vmas[vma_idx].prot & libc::PROT_READ as u32 != 0;
+        let mut reported = 0;
         let done = match (&remote_fd, readable) {
-            (Ok(fd), true) => remote_write(remote, *fd, run).is_ok(),
+            (Ok(fd), true) => remote_write(remote, *fd, run, &mut reported, written).is_ok(),
             _ => false,
         };
         if !done {
-            copy_through_mem(pid, file, run)
+            copy_through_mem(pid, file, run, reported)
                 .map_err(|e| Error::sys(pid, format!("write pages to {}", path.display()), e))?;
+            written(run.offset + reported, run.npages * PAGE - reported);
         }
     }
     if let Ok(fd) = remote_fd {
@@ -231,8 +284,16 @@ fn open_in_task(path: &Path, remote: &Remote, scratch: &Scratch) -> std::io::Res
     )
 }
 
-fn remote_write(remote: &Remote, fd: u64, run: &PageRun) -> std::io::Result<()> {
-    let mut done = 0u64;
+/// The task writes `run` into its pages image; each chunk is reported to `written` once done,
+/// and `reported` says how far that got if the task fails (the fallback goes on from there).
+fn remote_write(
+    remote: &Remote,
+    fd: u64,
+    run: &PageRun,
+    reported: &mut u64,
+    written: &dyn Fn(u64, u64),
+) -> std::io::Result<()> {
+    let mut done = *reported;
     let len = run.npages * PAGE;
     while done < len {
         let n = remote.call(
@@ -248,15 +309,18 @@ fn remote_write(remote: &Remote, fd: u64, run: &PageRun) -> std::io::Result<()> 
             return Err(std::io::Error::other("pwrite wrote nothing"));
         }
         done += n;
+        written(run.offset + *reported, done - *reported);
+        *reported = done;
     }
     Ok(())
 }
 
-fn copy_through_mem(pid: Pid, file: &File, run: &PageRun) -> std::io::Result<()> {
+/// Copies `run` from byte `from` on through /proc/PID/mem (also pages the task cannot read).
+fn copy_through_mem(pid: Pid, file: &File, run: &PageRun, from: u64) -> std::io::Result<()> {
     let mem = File::open(proc::dir(pid).join("mem"))?;
     let mut buf = vec![0u8; (run.npages * PAGE).min(8 << 20) as usize];
     let len = run.npages * PAGE;
-    let mut done = 0u64;
+    let mut done = from;
     while done < len {
         let n = ((len - done) as usize).min(buf.len());
         mem.read_exact_at(&mut buf[..n], run.addr + done)?;

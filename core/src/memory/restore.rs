@@ -3,15 +3,18 @@
 //! VMAs mapped and filled (pread issued by the child from its pages image: one copy),
 //! protections set, mm fields (brk, arg/env, auxv, exe) installed with PR_SET_MM_MAP.
 
-use cryo_proto::image::{MmCore, Vma, VmaKind};
+use std::os::fd::AsFd;
+
+use cryo_proto::image::{MmCore, PageRun, Vma, VmaKind};
 use nix::unistd::Pid;
-use tracing::debug_span;
+use tracing::{debug, debug_span};
 
 use super::{is_special, IO_CHUNK, PAGE};
 use crate::error::{Error, Result};
 use crate::proc;
 use crate::remote::Remote;
 use crate::sys::ptrace as pt;
+use crate::sys::uffd::Userfault;
 
 const MADV_POPULATE_WRITE: u64 = 23;
 /// Runs at least this long are populated in one call before they are filled: one fault per
@@ -62,6 +65,7 @@ pub fn reshape(
     scratch: u64,
     mm: &MmCore,
     fds: &MappingFds,
+    pages: Option<&[u8]>,
 ) -> Result<()> {
     let _span = debug_span!("reshape", %child).entered();
     let sys = |op: String| move |e: std::io::Error| Error::sys(child, op, e);
@@ -157,40 +161,31 @@ pub fn reshape(
         }
     }
 
-    // 4. Every dumped page, read by the child itself from its pages image.
-    for run in &mm.pages {
-        let len = run.npages * PAGE;
-        if len >= POPULATE_MIN {
-            remote
-                .call(libc::SYS_madvise, &[run.addr, len, MADV_POPULATE_WRITE])
-                .map_err(sys(format!("populate {:#x}", run.addr)))?;
-        }
-        let mut done = 0;
-        while done < len {
-            let n = remote
-                .call(
-                    libc::SYS_pread64,
-                    &[
-                        fds.pages,
-                        run.addr + done,
-                        (len - done).min(IO_CHUNK),
-                        run.offset + done,
-                    ],
+    // 4. Every dumped page: anonymous memory copied in through userfaultfd from the pages
+    // image cryo already mapped to check it; the rest (and all of it if that fails) read
+    // by the child itself from its pages image.
+    let copyable = |addr: u64| {
+        mm.vmas
+            .iter()
+            .find(|v| v.start <= addr && addr < v.end)
+            .is_some_and(|v| {
+                matches!(
+                    VmaKind::try_from(v.kind),
+                    Ok(VmaKind::Anon | VmaKind::Heap | VmaKind::Stack | VmaKind::ShmemAnon)
                 )
-                .map_err(sys(format!(
-                    "fill {:#x} (+{done}) from the pages image",
-                    run.addr
-                )))?;
-            if n == 0 {
-                return Err(Error::Restore(format!(
-                    "pid {child}: pages image ends before page run at {:#x}",
-                    run.addr
-                )));
-            }
-            done += n;
+            })
+    };
+    let (by_copy, mut by_read): (Vec<&PageRun>, Vec<&PageRun>) = match pages {
+        Some(_) => mm.pages.iter().partition(|r| copyable(r.addr)),
+        None => (Vec::new(), mm.pages.iter().collect()),
+    };
+    if let (Some(src), false) = (pages, by_copy.is_empty()) {
+        if let Err(e) = fill_by_copy(child, remote, src, &mm.vmas, &by_copy) {
+            debug!("userfaultfd fill failed ({e}); the child reads its pages instead");
+            by_read.extend(by_copy);
         }
     }
-
+    fill_by_read(child, remote, fds.pages, &by_read)?;
     tracing::debug!("pages filled");
     // 5. Final protections.
     for (vma, &fill) in mm.vmas.iter().zip(&filled) {
@@ -220,6 +215,90 @@ pub fn reshape(
             .call(libc::SYS_close, &[fd])
             .map_err(sys(format!("close fd {fd}")))?;
     }
+    Ok(())
+}
+
+/// Reads runs from the pages image, in the child (fd `pages_fd` there), populating the memory
+/// first: a fault per page taken inside pread costs three times more.
+fn fill_by_read(child: Pid, remote: &Remote, pages_fd: u64, runs: &[&PageRun]) -> Result<()> {
+    let sys = |op: String| move |e: std::io::Error| Error::sys(child, op, e);
+    for run in runs {
+        let len = run.npages * PAGE;
+        if len >= POPULATE_MIN {
+            remote
+                .call(libc::SYS_madvise, &[run.addr, len, MADV_POPULATE_WRITE])
+                .map_err(sys(format!("populate {:#x}", run.addr)))?;
+        }
+        let mut done = 0;
+        while done < len {
+            let n = remote
+                .call(
+                    libc::SYS_pread64,
+                    &[
+                        pages_fd,
+                        run.addr + done,
+                        (len - done).min(IO_CHUNK),
+                        run.offset + done,
+                    ],
+                )
+                .map_err(sys(format!(
+                    "fill {:#x} (+{done}) from the pages image",
+                    run.addr
+                )))?;
+            if n == 0 {
+                return Err(Error::Restore(format!(
+                    "pid {child}: pages image ends before page run at {:#x}",
+                    run.addr
+                )));
+            }
+            done += n;
+        }
+    }
+    Ok(())
+}
+
+/// Copies runs of anonymous memory into the child with UFFDIO_COPY from `src`, cryo's
+/// mapping of the pages image. The userfaultfd is created in the child (it belongs to its
+/// address space), taken with pidfd_getfd and closed there at once.
+fn fill_by_copy(
+    child: Pid,
+    remote: &Remote,
+    src: &[u8],
+    vmas: &[Vma],
+    runs: &[&PageRun],
+) -> std::io::Result<()> {
+    let target_fd = remote.call(libc::SYS_userfaultfd, &[libc::O_CLOEXEC as u64])?;
+    let taken = crate::files::sys::pidfd_open(child)
+        .and_then(|pidfd| crate::files::sys::pidfd_getfd(pidfd.as_fd(), target_fd as i32));
+    remote.call(libc::SYS_close, &[target_fd])?;
+    let uffd = Userfault::new(taken?)?;
+    let mut regions: Vec<(u64, u64)> = Vec::new();
+    for run in runs {
+        if let Some(v) = vmas
+            .iter()
+            .find(|v| v.start <= run.addr && run.addr < v.end)
+        {
+            if regions.last() != Some(&(v.start, v.end)) {
+                regions.push((v.start, v.end));
+            }
+        }
+    }
+    regions.dedup();
+    for &(start, end) in &regions {
+        uffd.register(start, end - start)?;
+    }
+    for run in runs {
+        let from = run.offset as usize;
+        let to = from + (run.npages * PAGE) as usize;
+        let bytes = src
+            .get(from..to)
+            .ok_or_else(|| std::io::Error::other("page run outside the pages image"))?;
+        uffd.copy(run.addr, bytes)?;
+    }
+    for &(start, end) in &regions {
+        uffd.unregister(start, end - start)?;
+    }
+    // Dropping the last reference to the context releases any registration left behind.
     Ok(())
 }
 

@@ -5,3 +5,4 @@ pub mod mmap;
 pub mod process;
 pub mod ptrace;
 pub mod signal;
+pub mod uffd;
