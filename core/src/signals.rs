@@ -10,11 +10,23 @@ use crate::sys::signal::{self, KernelSigaction};
 
 const NSIG: u32 = 64;
 
-/// Every disposition that is not the default, read in the task itself.
+/// Every disposition that is not the default, read in the task itself. Only the signals
+/// /proc says are caught or ignored are asked about (each question is a remote syscall),
+/// plus SIGCHLD, whose flags matter even with the default handler.
 pub fn dump_actions(pid: Pid, remote: &Remote, scratch: &Scratch) -> Result<Vec<SigAction>> {
+    let status = crate::proc::status(pid)?;
+    let mask = |key: &str| {
+        crate::proc::status_field(&status, key)
+            .and_then(|v| u64::from_str_radix(v, 16).ok())
+            .unwrap_or(!0)
+    };
+    let set = mask("SigCgt") | mask("SigIgn") | 1 << (libc::SIGCHLD - 1);
     let mut out = Vec::new();
     for signo in 1..=NSIG {
-        if signo == libc::SIGKILL as u32 || signo == libc::SIGSTOP as u32 {
+        if signo == libc::SIGKILL as u32
+            || signo == libc::SIGSTOP as u32
+            || set & (1 << (signo - 1)) == 0
+        {
             continue;
         }
         remote

@@ -57,3 +57,26 @@ fn memory_survives_two_generations_of_dumps() {
     assert_eq!(verified(&w), second);
     w.kill_restored();
 }
+
+#[test]
+fn every_kind_of_mapping_comes_back() {
+    cryo_bin();
+    let mut w = Workload::spawn("mappings", &[]);
+    assert_eq!(w.cmd("check"), "ok");
+    let bumped: u8 = w.cmd("bump").parse().unwrap();
+    let img = w.path("img");
+    w.dump_ok(&img);
+    w.restore_background(&img);
+    // Shared anonymous memory, the private copy of a file page, a PROT_NONE region
+    // (read through /proc/PID/mem at dump) and the shared file mapping.
+    assert_eq!(w.cmd("check"), "ok");
+    // The shared file mapping is the file again: a write reaches it on disk.
+    let again = bumped.wrapping_add(1);
+    assert_eq!(w.cmd("bump"), again.to_string());
+    let on_disk = std::fs::read(w.path("shared.dat")).unwrap();
+    assert_eq!(
+        on_disk[0], again,
+        "the restored shared mapping no longer writes to the file"
+    );
+    w.kill_restored();
+}

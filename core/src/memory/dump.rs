@@ -77,7 +77,9 @@ pub fn dump(
         });
     }
 
+    tracing::trace!("vmas classified");
     let runs = page_runs(pid, &vmas)?;
+    tracing::trace!("pagemap read");
     let total: u64 = runs.iter().map(|r| r.npages * PAGE).sum();
     let name = names::pages(pid);
     let file = images.create_raw(&name)?;
@@ -238,6 +240,7 @@ fn write_pages(
     }
     let path = images.file(name);
     let remote_fd = open_in_task(&path, remote, scratch);
+    tracing::trace!("opened in task");
     if let Err(e) = &remote_fd {
         debug!("the task cannot open its pages image ({e}); copying through /proc/{pid}/mem");
     }

@@ -105,9 +105,11 @@ pub fn reshape(
             .map_err(sys(format!("munmap {start:#x}-{end:#x}")))?;
     }
 
+    tracing::trace!("cryo unmapped");
     // 2. The vdso block to where the image had it.
     move_vdso(child, remote, &current, &mm.vmas)?;
 
+    tracing::trace!("vdso moved");
     // 3. The image's VMAs, writable while they are filled.
     let mut filled = vec![false; mm.vmas.len()];
     for run in &mm.pages {
@@ -161,6 +163,7 @@ pub fn reshape(
         }
     }
 
+    tracing::trace!("mapped");
     // 4. Every dumped page: anonymous memory copied in through userfaultfd from the pages
     // image cryo already mapped to check it; the rest (and all of it if that fails) read
     // by the child itself from its pages image.
@@ -185,6 +188,7 @@ pub fn reshape(
             by_read.extend(by_copy);
         }
     }
+    tracing::trace!("copied");
     fill_by_read(child, remote, fds.pages, &by_read)?;
     tracing::debug!("pages filled");
     // 5. Final protections.

@@ -23,6 +23,9 @@
 //! deleted-file [LEN] [SEED]  read   -> <len> <checksum>                   pos -> <offset>
 //! pipe [LEN] [SEED]          drain  -> <len> <checksum>   take N -> <len> <checksum>
 //! signal                     count  -> SIGUSR1 handler runs   pending -> 1|0 (SIGUSR2)
+//! mappings                   check  -> ok | bad <region>     bump -> <byte 0 of shared.dat>
+//!                            (shared anonymous, shared file DIR/shared.dat, private file
+//!                            DIR/private.dat with one page written, a PROT_NONE region)
 //! unsupported KIND [FD]      fd     -> FD   (KIND: io_uring | packet)
 //! ```
 //!
@@ -200,6 +203,7 @@ enum Mode {
     Pipe { rd: i32 },
     Signal,
     Unsupported { fd: i32 },
+    Mappings(Mappings),
 }
 
 fn arg<T: std::str::FromStr>(args: &[String], i: usize, default: T) -> Result<T, String> {
@@ -276,6 +280,7 @@ impl Mode {
                 let fd = sys::move_fd(fd, want).map_err(|err| e("dup2", err))?;
                 Mode::Unsupported { fd }
             }
+            "mappings" => Mode::Mappings(Mappings::new(dir).map_err(|err| e("mappings", err))?),
             other => return Err(format!("unknown mode {other:?}")),
         })
     }
@@ -314,12 +319,87 @@ impl Mode {
             (Mode::Signal, "count", []) => Ok(SIGUSR1_COUNT.load(Ordering::SeqCst).to_string()),
             (Mode::Signal, "pending", []) => Ok(u8::from(sys::sigusr2_pending()).to_string()),
             (Mode::Unsupported { fd }, "fd", []) => Ok(fd.to_string()),
+            (Mode::Mappings(m), "check", []) => Ok(m.check()),
+            (Mode::Mappings(m), "bump", []) => Ok(m.bump().to_string()),
             _ => Err(format!("unknown command {verb:?}")),
         }
     }
 }
 
 /// Anonymous memory filled with a pattern derived from each word's address.
+/// One region of each kind a dump must treat differently.
+struct Mappings {
+    shared_anon: &'static mut [u8],
+    shared_file: &'static mut [u8],
+    private_file: &'static mut [u8],
+    hidden: *mut u8,
+}
+
+const MAP_LEN: usize = 4 * PAGE;
+
+impl Mappings {
+    fn new(dir: &Path) -> io::Result<Self> {
+        let shared_anon = sys::map(MAP_LEN, libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1)?;
+        shared_anon.copy_from_slice(&protocol::pattern(MAP_LEN, 1));
+
+        let fd = sys::open_mode(&dir.join("shared.dat"), libc::O_RDWR | libc::O_CREAT, 0o600)?;
+        sys::write_all(fd, &vec![0u8; MAP_LEN])?;
+        let shared_file = sys::map(MAP_LEN, libc::MAP_SHARED, fd)?;
+        sys::close(fd);
+        shared_file.copy_from_slice(&protocol::pattern(MAP_LEN, 2));
+
+        let fd = sys::open_mode(
+            &dir.join("private.dat"),
+            libc::O_RDWR | libc::O_CREAT,
+            0o600,
+        )?;
+        sys::write_all(fd, &protocol::pattern(MAP_LEN, 3))?;
+        let private_file = sys::map(MAP_LEN, libc::MAP_PRIVATE, fd)?;
+        sys::close(fd);
+        private_file[PAGE..2 * PAGE].copy_from_slice(&protocol::pattern(PAGE, 4));
+
+        let hidden = sys::map(2 * PAGE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1)?;
+        hidden.copy_from_slice(&protocol::pattern(2 * PAGE, 5));
+        let hidden = hidden.as_mut_ptr();
+        sys::protect(hidden, 2 * PAGE, libc::PROT_NONE)?;
+        Ok(Self {
+            shared_anon,
+            shared_file,
+            private_file,
+            hidden,
+        })
+    }
+
+    fn check(&self) -> String {
+        let mut private = protocol::pattern(MAP_LEN, 3);
+        private[PAGE..2 * PAGE].copy_from_slice(&protocol::pattern(PAGE, 4));
+        if self.shared_anon[..] != protocol::pattern(MAP_LEN, 1)[..] {
+            return "bad shared-anon".into();
+        }
+        if self.shared_file[1..] != protocol::pattern(MAP_LEN, 2)[1..] {
+            return "bad shared-file".into();
+        }
+        if self.private_file[..] != private[..] {
+            return "bad private-file".into();
+        }
+        if sys::protect(self.hidden, 2 * PAGE, libc::PROT_READ).is_err() {
+            return "bad hidden (mprotect)".into();
+        }
+        // SAFETY: the region is 2 pages, mapped by us and readable for this moment.
+        let hidden = unsafe { std::slice::from_raw_parts(self.hidden, 2 * PAGE) }.to_vec();
+        let _ = sys::protect(self.hidden, 2 * PAGE, libc::PROT_NONE);
+        if hidden != protocol::pattern(2 * PAGE, 5) {
+            return "bad hidden".into();
+        }
+        "ok".into()
+    }
+
+    fn bump(&mut self) -> u8 {
+        self.shared_file[0] = self.shared_file[0].wrapping_add(1);
+        self.shared_file[0]
+    }
+}
+
 struct Memory {
     base: *mut u64,
     len: usize,
@@ -537,6 +617,33 @@ mod sys {
         cvt(unsafe { libc::dup3(fd, want, libc::O_CLOEXEC) })?;
         close(fd);
         Ok(want)
+    }
+
+    /// A read-write mapping of `len` bytes of `fd` (or anonymous memory), kept for the
+    /// program's life.
+    pub fn map(len: usize, flags: i32, fd: i32) -> io::Result<&'static mut [u8]> {
+        // SAFETY: a fresh mapping at an address the kernel picks; nothing else refers to it.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                flags,
+                fd,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: the mapping is len bytes, readable and writable, and never unmapped.
+        Ok(unsafe { std::slice::from_raw_parts_mut(p.cast(), len) })
+    }
+
+    pub fn protect(addr: *mut u8, len: usize, prot: i32) -> io::Result<()> {
+        // SAFETY: addr..addr+len is a mapping of ours; only its protection changes.
+        cvt(unsafe { libc::mprotect(addr.cast(), len, prot) })?;
+        Ok(())
     }
 
     pub fn mmap_anon(len: usize) -> io::Result<*mut u8> {
