@@ -56,15 +56,6 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpSummary> {
         )));
     };
     let stat = check_target(pid)?;
-    if stat.num_threads > 1 {
-        return Err(Error::target(
-            pid,
-            format!(
-                "{} has {} threads: multi-threaded processes are not supported yet",
-                stat.comm, stat.num_threads
-            ),
-        ));
-    }
     let children = proc::children(pid)?;
     if !children.is_empty() {
         return Err(Error::target(
@@ -164,8 +155,19 @@ fn collect(
 ) -> Result<Collected> {
     let mut core = task::dump(pid, stat)?;
     for &tid in frozen.tids() {
-        core.threads
-            .push(threads::dump_thread(tid, remote, scratch)?);
+        if tid == pid {
+            core.threads
+                .push(threads::dump_thread(tid, remote, scratch)?);
+            continue;
+        }
+        // Other threads run their calls from the scratch page, not from their own code.
+        let thread = Remote::at_site(tid, scratch.site())
+            .map_err(|e| Error::sys(tid, "take the thread", e))?;
+        let dumped = threads::dump_thread(tid, &thread, scratch);
+        thread
+            .release()
+            .map_err(|e| Error::sys(tid, "put the thread back", e))?;
+        core.threads.push(dumped?);
     }
     core.sigactions = signals::dump_actions(pid, remote, scratch)?;
     core.shared_pending = threads::shared_pending(pid)?;

@@ -54,7 +54,9 @@ impl FrozenTask {
         };
         // Threads may be born while we seize: loop until the set is stable.
         loop {
-            let tids = proc::tids(pid)?;
+            let mut tids = proc::tids(pid)?;
+            // The main thread first: images keep it as thread 0.
+            tids.sort_by_key(|&t| (t != pid, t));
             let mut new = false;
             for tid in tids {
                 if frozen.tids.contains(&tid) {

@@ -232,6 +232,11 @@ impl Scratch {
         Ok(scratch)
     }
 
+    /// The `syscall; int3` in the page: any thread of the task can run calls from it.
+    pub fn site(&self) -> u64 {
+        self.addr + Self::SITE_OFFSET
+    }
+
     /// Whether `addr` lies in the scratch page.
     pub fn contains(&self, addr: u64) -> bool {
         (self.addr..self.addr + Self::LEN).contains(&addr)

@@ -86,7 +86,9 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored> {
         )));
     };
     let pid = Pid::from_raw(task.entry.pid);
-    wait_pid_free(pid)?;
+    for thread in &task.core.threads {
+        wait_pid_free(Pid::from_raw(thread.tid))?;
+    }
     let child = spawn(task, &descs, &images)?;
     let mut guard = KillOnDrop(Some(child));
     debug!(
@@ -128,13 +130,10 @@ fn load(images: &ImageDir) -> Result<(Inventory, Vec<TaskImage>, Vec<FileDesc>)>
                 format!("belongs to pid {}, not {pid}", core.pid),
             ));
         }
-        if core.threads.len() != 1 {
+        if core.threads.first().map(|t| t.tid) != Some(entry.pid) {
             return Err(invalid(
                 &names::core(pid),
-                format!(
-                    "{} threads: multi-threaded restore is not supported yet",
-                    core.threads.len()
-                ),
+                "the first thread is not the main thread".into(),
             ));
         }
         let Some(pages) = &mm.pages_file else {
@@ -378,46 +377,27 @@ fn finish(child: Pid, task: &TaskImage, tramp: u64) -> Result<()> {
             .map_err(sys("close the control pipes"))?;
     }
 
-    let thread = &task.core.threads[0];
-    if thread.robust_list != 0 {
-        remote
-            .call(
-                libc::SYS_set_robust_list,
-                &[thread.robust_list, thread.robust_list_len],
-            )
-            .map_err(sys("set_robust_list"))?;
+    // The other threads, created from the main one with their tids; each is stopped at birth
+    // (PTRACE_O_TRACECLONE) and sets its own per-thread state by remote calls.
+    ptrace::setoptions(
+        child,
+        ptrace::Options::PTRACE_O_EXITKILL | ptrace::Options::PTRACE_O_TRACECLONE,
+    )
+    .map_err(|e| Error::sys(child, "trace clones", e))?;
+    let mut created = vec![child];
+    for thread in &task.core.threads[1..] {
+        let tid = threads::create(&remote, scratch, Pid::from_raw(thread.tid))?;
+        created.push(tid);
+        let in_thread =
+            Remote::at_site(tid, tramp).map_err(|e| Error::sys(tid, "take the thread", e))?;
+        threads::restore_in_thread(&in_thread, scratch, thread, true)?;
+        if let Some(creds) = &task.core.creds {
+            restore_creds(tid, &in_thread, scratch, creds)?;
+        }
+        in_thread.dismiss();
     }
-    remote
-        .call(libc::SYS_set_tid_address, &[thread.clear_child_tid])
-        .map_err(sys("set_tid_address"))?;
-    let ss = thread.altstack.unwrap_or_default();
-    let mut raw = Vec::with_capacity(24);
-    raw.extend_from_slice(&ss.sp.to_ne_bytes());
-    // SS_ONSTACK only says the thread was running on it; it cannot be requested.
-    let flags = if ss.flags & libc::SS_DISABLE != 0 || ss.size == 0 {
-        libc::SS_DISABLE
-    } else {
-        0
-    };
-    raw.extend_from_slice(&(flags as u64).to_ne_bytes());
-    raw.extend_from_slice(&ss.size.to_ne_bytes());
-    pt::write_mem(child, scratch, &raw).map_err(sys("sigaltstack"))?;
-    remote
-        .call(libc::SYS_sigaltstack, &[scratch, 0])
-        .map_err(sys("sigaltstack"))?;
-    if let Some(rseq) = &thread.rseq {
-        remote
-            .call(
-                libc::SYS_rseq,
-                &[
-                    rseq.abi_pointer,
-                    rseq.abi_size as u64,
-                    0,
-                    rseq.signature as u64,
-                ],
-            )
-            .map_err(sys("register rseq"))?;
-    }
+    let main = &task.core.threads[0];
+    threads::restore_in_thread(&remote, scratch, main, false)?;
     if let Some(creds) = &task.core.creds {
         restore_creds(child, &remote, scratch, creds)?;
     }
@@ -426,17 +406,13 @@ fn finish(child: Pid, task: &TaskImage, tramp: u64) -> Result<()> {
         .map_err(sys("unmap the trampoline"))?;
     remote.dismiss();
 
-    let regs = thread
-        .regs
-        .as_ref()
-        .map(threads::regs_from_image)
-        .ok_or_else(|| Error::Restore(format!("pid {child}: no registers in the image")))?;
-    pt::set_regs(child, &regs).map_err(sys("set registers"))?;
-    if !thread.xstate.is_empty() {
-        pt::set_xstate(child, &thread.xstate).map_err(sys("set XSAVE state"))?;
+    for (thread, &tid) in task.core.threads.iter().zip(&created) {
+        threads::set_final_state(tid, thread)?;
     }
-    pt::set_sigmask(child, thread.blocked).map_err(sys("set the signal mask"))?;
-    ptrace::detach(child, None).map_err(|e| Error::sys(child, "detach", e))?;
+    // The main thread last: the process as a whole runs once it does.
+    for &tid in created.iter().rev() {
+        ptrace::detach(tid, None).map_err(|e| Error::sys(tid, "detach", e))?;
+    }
     Ok(())
 }
 

@@ -182,3 +182,160 @@ pub fn dump_thread(tid: Pid, remote: &Remote, scratch: &Scratch) -> Result<Threa
         }),
     })
 }
+
+/// Where in the trampoline's scratch page thread creation keeps its clone_args and tid.
+const CLONE_ARGS_OFFSET: u64 = 1024;
+const SET_TID_OFFSET: u64 = 1200;
+/// Where restore_in_thread puts its arguments.
+const THREAD_ARGS_OFFSET: u64 = 2048;
+
+/// Creates thread `tid` in the restored process from its main thread (`main` at the
+/// trampoline): clone3 with CLONE_THREAD and set_tid. The new thread comes up stopped (the
+/// main thread is traced with PTRACE_O_TRACECLONE) and is returned ready for ptrace.
+pub fn create(main: &Remote, scratch: u64, tid: Pid) -> Result<Pid> {
+    let pid = main.tid();
+    let flags = (libc::CLONE_VM
+        | libc::CLONE_FS
+        | libc::CLONE_FILES
+        | libc::CLONE_SIGHAND
+        | libc::CLONE_THREAD
+        | libc::CLONE_SYSVSEM) as u64;
+    // struct clone_args: flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size,
+    // tls, set_tid, set_tid_size, cgroup. Stack 0: the thread starts on the caller's stack,
+    // and only ever runs our int3 there before its registers are replaced.
+    let args: [u64; 11] = [flags, 0, 0, 0, 0, 0, 0, 0, scratch + SET_TID_OFFSET, 1, 0];
+    let bytes: Vec<u8> = args.iter().flat_map(|w| w.to_ne_bytes()).collect();
+    let io =
+        |op: &'static str| move |e: io::Error| Error::sys(pid, format!("{op} thread {tid}"), e);
+    pt::write_mem(pid, scratch + CLONE_ARGS_OFFSET, &bytes).map_err(io("create"))?;
+    pt::write_mem(
+        pid,
+        scratch + SET_TID_OFFSET,
+        &(tid.as_raw() as u64).to_ne_bytes(),
+    )
+    .map_err(io("create"))?;
+    let got = main
+        .call(
+            libc::SYS_clone3,
+            &[scratch + CLONE_ARGS_OFFSET, bytes.len() as u64],
+        )
+        .map_err(io("clone3 for"))?;
+    if got != tid.as_raw() as u64 {
+        return Err(Error::Restore(format!(
+            "pid {pid}: thread {tid} was created as {got}"
+        )));
+    }
+    loop {
+        match nix::sys::wait::waitpid(tid, Some(nix::sys::wait::WaitPidFlag::__WALL)) {
+            Ok(nix::sys::wait::WaitStatus::PtraceEvent(..))
+            | Ok(nix::sys::wait::WaitStatus::Stopped(..)) => return Ok(tid),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Ok(other) => {
+                return Err(Error::Restore(format!(
+                    "pid {pid}: new thread {tid}: unexpected {other:?}"
+                )))
+            }
+            Err(e) => return Err(Error::sys(tid, "wait for the new thread", e)),
+        }
+    }
+}
+
+/// Sets the state a thread can only set for itself, by calls run in it: robust futex list,
+/// clear-child-tid address, sigaltstack, rseq; and, for threads other than the main one
+/// (`secondary`), its name and the signals queued to it.
+pub fn restore_in_thread(
+    remote: &Remote,
+    scratch: u64,
+    thread: &ThreadCore,
+    secondary: bool,
+) -> Result<()> {
+    let tid = remote.tid();
+    let sys = |op: &'static str| move |e: io::Error| Error::sys(tid, op, e);
+    let args = scratch + THREAD_ARGS_OFFSET;
+    if thread.robust_list != 0 {
+        remote
+            .call(
+                libc::SYS_set_robust_list,
+                &[thread.robust_list, thread.robust_list_len],
+            )
+            .map_err(sys("set_robust_list"))?;
+    }
+    remote
+        .call(libc::SYS_set_tid_address, &[thread.clear_child_tid])
+        .map_err(sys("set_tid_address"))?;
+    let ss = thread.altstack.unwrap_or_default();
+    // SS_ONSTACK only says the thread was running on it; it cannot be requested.
+    let flags = if ss.flags & libc::SS_DISABLE != 0 || ss.size == 0 {
+        libc::SS_DISABLE
+    } else {
+        0
+    };
+    let mut raw = Vec::with_capacity(24);
+    raw.extend_from_slice(&ss.sp.to_ne_bytes());
+    raw.extend_from_slice(&(flags as u64).to_ne_bytes());
+    raw.extend_from_slice(&ss.size.to_ne_bytes());
+    pt::write_mem(tid, args, &raw).map_err(sys("sigaltstack"))?;
+    remote
+        .call(libc::SYS_sigaltstack, &[args, 0])
+        .map_err(sys("sigaltstack"))?;
+    if let Some(rseq) = &thread.rseq {
+        remote
+            .call(
+                libc::SYS_rseq,
+                &[
+                    rseq.abi_pointer,
+                    rseq.abi_size as u64,
+                    0,
+                    rseq.signature as u64,
+                ],
+            )
+            .map_err(sys("register rseq"))?;
+    }
+    if secondary {
+        let mut name = thread.comm.as_bytes().to_vec();
+        name.truncate(15);
+        name.push(0);
+        pt::write_mem(tid, args, &name).map_err(sys("set the thread name"))?;
+        remote
+            .call(libc::SYS_prctl, &[libc::PR_SET_NAME as u64, args])
+            .map_err(sys("set the thread name"))?;
+        for info in &thread.pending {
+            pt::write_mem(tid, args, &info.raw).map_err(sys("queue a pending signal"))?;
+            remote
+                .call(
+                    libc::SYS_rt_tgsigqueueinfo,
+                    &[
+                        thread_group(tid)?,
+                        tid.as_raw() as u64,
+                        info.signo as u64,
+                        args,
+                    ],
+                )
+                .map_err(sys("queue a pending signal"))?;
+        }
+    }
+    Ok(())
+}
+
+fn thread_group(tid: Pid) -> Result<u64> {
+    let status = crate::proc::status(tid)?;
+    crate::proc::status_field(&status, "Tgid")
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| Error::target(tid, "no Tgid in its status"))
+}
+
+/// The registers, XSAVE state and signal mask a thread resumes with.
+pub fn set_final_state(tid: Pid, thread: &ThreadCore) -> Result<()> {
+    let sys = |op: &'static str| move |e: io::Error| Error::sys(tid, op, e);
+    let regs = thread
+        .regs
+        .as_ref()
+        .map(regs_from_image)
+        .ok_or_else(|| Error::Restore(format!("thread {tid}: no registers in the image")))?;
+    pt::set_regs(tid, &regs).map_err(sys("set registers"))?;
+    if !thread.xstate.is_empty() {
+        pt::set_xstate(tid, &thread.xstate).map_err(sys("set XSAVE state"))?;
+    }
+    pt::set_sigmask(tid, thread.blocked).map_err(sys("set the signal mask"))?;
+    Ok(())
+}

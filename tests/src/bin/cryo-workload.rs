@@ -23,6 +23,9 @@
 //! deleted-file [LEN] [SEED]  read   -> <len> <checksum>                   pos -> <offset>
 //! pipe [LEN] [SEED]          drain  -> <len> <checksum>   take N -> <len> <checksum>
 //! signal                     count  -> SIGUSR1 handler runs   pending -> 1|0 (SIGUSR2)
+//! threads N                  counts -> ok <shared> <wakeups> | bad <shared> <sum>
+//!                            (N threads each counting under one mutex, notifying a
+//!                            condition variable a waiter thread sleeps on)
 //! mappings                   check  -> ok | bad <region>     bump -> <byte 0 of shared.dat>
 //!                            (shared anonymous, shared file DIR/shared.dat, private file
 //!                            DIR/private.dat with one page written, a PROT_NONE region)
@@ -204,6 +207,69 @@ enum Mode {
     Signal,
     Unsupported { fd: i32 },
     Mappings(Mappings),
+    Threads(std::sync::Arc<Counters>),
+}
+
+/// What the counting threads share: every increment of `shared` is matched by one of a
+/// thread's own counter, under the same lock.
+#[derive(Default)]
+struct Counters {
+    state: std::sync::Mutex<(u64, Vec<u64>, u64)>,
+    changed: std::sync::Condvar,
+}
+
+impl Counters {
+    fn start(n: usize) -> std::sync::Arc<Self> {
+        let c = std::sync::Arc::new(Counters {
+            state: std::sync::Mutex::new((0, vec![0; n], 0)),
+            changed: std::sync::Condvar::new(),
+        });
+        for i in 0..n {
+            let c = c.clone();
+            std::thread::Builder::new()
+                .name(format!("counter-{i}"))
+                .spawn(move || loop {
+                    if let Ok(mut s) = c.state.lock() {
+                        s.0 += 1;
+                        s.1[i] += 1;
+                    }
+                    c.changed.notify_all();
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                })
+                .expect("spawn a counting thread");
+        }
+        let waiter = c.clone();
+        std::thread::Builder::new()
+            .name("waiter".into())
+            .spawn(move || {
+                let Ok(mut s) = waiter.state.lock() else {
+                    return;
+                };
+                loop {
+                    s.2 += 1;
+                    s = match waiter.changed.wait(s) {
+                        Ok(s) => s,
+                        Err(_) => return,
+                    };
+                }
+            })
+            .expect("spawn the waiter thread");
+        c
+    }
+
+    fn counts(&self) -> String {
+        match self.state.lock() {
+            Ok(s) => {
+                let sum: u64 = s.1.iter().sum();
+                if sum == s.0 {
+                    format!("ok {} {}", s.0, s.2)
+                } else {
+                    format!("bad {} {sum}", s.0)
+                }
+            }
+            Err(_) => "bad poisoned".into(),
+        }
+    }
 }
 
 fn arg<T: std::str::FromStr>(args: &[String], i: usize, default: T) -> Result<T, String> {
@@ -280,6 +346,7 @@ impl Mode {
                 let fd = sys::move_fd(fd, want).map_err(|err| e("dup2", err))?;
                 Mode::Unsupported { fd }
             }
+            "threads" => Mode::Threads(Counters::start(arg(args, 0, 8)?)),
             "mappings" => Mode::Mappings(Mappings::new(dir).map_err(|err| e("mappings", err))?),
             other => return Err(format!("unknown mode {other:?}")),
         })
@@ -320,6 +387,7 @@ impl Mode {
             (Mode::Signal, "pending", []) => Ok(u8::from(sys::sigusr2_pending()).to_string()),
             (Mode::Unsupported { fd }, "fd", []) => Ok(fd.to_string()),
             (Mode::Mappings(m), "check", []) => Ok(m.check()),
+            (Mode::Threads(c), "counts", []) => Ok(c.counts()),
             (Mode::Mappings(m), "bump", []) => Ok(m.bump().to_string()),
             _ => Err(format!("unknown command {verb:?}")),
         }
