@@ -18,6 +18,7 @@ pub mod files;
 pub mod freeze;
 pub mod image;
 pub mod memory;
+pub mod namespaces;
 pub mod proc;
 pub mod remote;
 pub mod restore;

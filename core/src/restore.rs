@@ -24,7 +24,7 @@ use crate::memory::{self, PAGE};
 use crate::remote::{Remote, SYSCALL_INT3};
 use crate::sys::process::{fork_with_pid, Forked};
 use crate::sys::ptrace as pt;
-use crate::{files, signals, task, threads};
+use crate::{files, namespaces, signals, task, threads};
 
 /// What `cryo restore` was asked to do.
 #[derive(Debug, Clone, Default)]
@@ -33,6 +33,11 @@ pub struct RestoreOptions {
     pub images_dir: PathBuf,
     /// Return once the processes run, instead of waiting for them.
     pub detach: bool,
+    /// Restore into a new PID namespace (under a small init cryo forks): the process keeps
+    /// its pids inside it, whatever runs outside.
+    pub pidns: bool,
+    /// Restore into a new network namespace with loopback up.
+    pub netns: bool,
 }
 
 /// The processes a restore created, running.
@@ -42,13 +47,16 @@ pub struct Restored {
     pub roots: Vec<Pid>,
     /// How long the restore took until the processes ran.
     pub elapsed: Duration,
+    /// The init of the new namespace(s), cryo's child, when restored with `pidns`/`netns`:
+    /// it exits with the status of the root.
+    pub init: Option<Pid>,
 }
 
 impl Restored {
     /// Waits for the first root to end and returns the exit code cryo should exit with:
     /// its status, or 128 + the signal that killed it.
     pub fn wait(self) -> Result<i32> {
-        let Some(&pid) = self.roots.first() else {
+        let Some(pid) = self.init.or(self.roots.first().copied()) else {
             return Ok(0);
         };
         loop {
@@ -86,10 +94,16 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored> {
         )));
     };
     let pid = Pid::from_raw(task.entry.pid);
-    for thread in &task.core.threads {
-        wait_pid_free(Pid::from_raw(thread.tid))?;
+    let ns = Namespaces {
+        pid: opts.pidns,
+        net: opts.netns,
+    };
+    if !ns.pid {
+        for thread in &task.core.threads {
+            wait_pid_free(Pid::from_raw(thread.tid))?;
+        }
     }
-    let child = spawn(task, &descs, &images)?;
+    let child = spawn(task, &descs, &images, ns)?;
     let mut guard = KillOnDrop(Some(child));
     debug!(
         ms = started.elapsed().as_secs_f64() * 1e3,
@@ -98,10 +112,11 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored> {
     finish(child.pid, task, child.tramp)?;
     guard.0 = None;
     let elapsed = started.elapsed();
-    info!(%pid, ms = elapsed.as_secs_f64() * 1e3, "restored");
+    info!(%pid, outside = %child.pid, ms = elapsed.as_secs_f64() * 1e3, "restored");
     let restored = Restored {
-        roots: vec![pid],
+        roots: vec![child.pid],
         elapsed,
+        init: child.init,
     };
     Ok(restored)
 }
@@ -234,14 +249,29 @@ impl Drop for KillOnDrop {
         if let Some(child) = self.0.take() {
             let _ = nix::sys::signal::kill(child.pid, Signal::SIGKILL);
             let _ = waitpid(child.pid, Some(WaitPidFlag::__WALL));
+            // Killing the init of a PID namespace kills everything in it.
+            if let Some(init) = child.init {
+                let _ = nix::sys::signal::kill(init, Signal::SIGKILL);
+                let _ = waitpid(init, Some(WaitPidFlag::__WALL));
+            }
         }
     }
 }
 
+/// Which new namespaces to restore into.
+#[derive(Debug, Clone, Copy, Default)]
+struct Namespaces {
+    pid: bool,
+    net: bool,
+}
+
 #[derive(Clone, Copy)]
 struct Spawned {
+    /// The restored process as cryo sees it (its pid outside any new namespace).
     pid: Pid,
     tramp: u64,
+    /// The init of the new namespaces, if any.
+    init: Option<Pid>,
 }
 
 /// Where the trampoline goes: two pages used neither by the image nor by cryo.
@@ -297,7 +327,12 @@ fn fd_plan(task: &TaskImage) -> (RawFd, MappingFds) {
 }
 
 /// Forks the process with its pid; the child opens its fds and stops itself.
-fn spawn(task: &TaskImage, descs: &[FileDesc], images: &ImageDir) -> Result<Spawned> {
+fn spawn(
+    task: &TaskImage,
+    descs: &[FileDesc],
+    images: &ImageDir,
+    ns: Namespaces,
+) -> Result<Spawned> {
     let pid = Pid::from_raw(task.entry.pid);
     let tramp = pick_trampoline(&task.mm)?;
     let (ctl_base, mapping) = fd_plan(task);
@@ -312,17 +347,33 @@ fn spawn(task: &TaskImage, descs: &[FileDesc], images: &ImageDir) -> Result<Spaw
         mapping: &mapping,
         tramp,
     };
-    let child = match fork_with_pid(pid) {
-        Ok(Forked::Child) => child_main(&plan),
-        Ok(Forked::Parent(child)) => child,
-        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
-            return Err(Error::Restore(format!(
-                "pid {pid} is taken: it was created meanwhile"
-            )))
-        }
-        Err(e) => return Err(Error::sys(pid, "clone3 with set_tid", e)),
+    let (child, init) = if ns.pid || ns.net {
+        let init = namespaces::spawn_init(
+            pid,
+            ns.pid,
+            ns.net,
+            &[sync_rd.as_raw_fd(), err_wr.as_raw_fd()],
+            || child_main(&plan),
+        )?;
+        (init.child, Some(init.init))
+    } else {
+        let child = match fork_with_pid(pid) {
+            Ok(Forked::Child) => child_main(&plan),
+            Ok(Forked::Parent(child)) => child,
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                return Err(Error::Restore(format!(
+                    "pid {pid} is taken: it was created meanwhile"
+                )))
+            }
+            Err(e) => return Err(Error::sys(pid, "clone3 with set_tid", e)),
+        };
+        (child, None)
     };
-    let spawned = Spawned { pid: child, tramp };
+    let spawned = Spawned {
+        pid: child,
+        tramp,
+        init,
+    };
     let guard = KillOnDrop(Some(spawned));
     drop(sync_rd);
     drop(err_wr);
@@ -338,7 +389,12 @@ fn spawn(task: &TaskImage, descs: &[FileDesc], images: &ImageDir) -> Result<Spaw
             Ok(WaitStatus::Exited(..)) | Ok(WaitStatus::Signaled(..)) => {
                 let mut msg = String::new();
                 let _ = std::fs::File::from(err_rd).read_to_string(&mut msg);
+                // The process is gone already (a kill could hit a recycled pid); its init not.
                 std::mem::forget(guard);
+                if let Some(init) = init {
+                    let _ = nix::sys::signal::kill(init, Signal::SIGKILL);
+                    let _ = waitpid(init, None);
+                }
                 if msg.is_empty() {
                     msg = "died while opening its files".into();
                 }
@@ -390,14 +446,19 @@ fn finish(child: Pid, task: &TaskImage, tramp: u64) -> Result<()> {
         created.push(tid);
         let in_thread =
             Remote::at_site(tid, tramp).map_err(|e| Error::sys(tid, "take the thread", e))?;
-        threads::restore_in_thread(&in_thread, scratch, thread, true)?;
+        threads::restore_in_thread(
+            &in_thread,
+            scratch,
+            thread,
+            Some(Pid::from_raw(task.entry.pid)),
+        )?;
         if let Some(creds) = &task.core.creds {
             restore_creds(tid, &in_thread, scratch, creds)?;
         }
         in_thread.dismiss();
     }
     let main = &task.core.threads[0];
-    threads::restore_in_thread(&remote, scratch, main, false)?;
+    threads::restore_in_thread(&remote, scratch, main, None)?;
     if let Some(creds) = &task.core.creds {
         restore_creds(child, &remote, scratch, creds)?;
     }

@@ -225,29 +225,48 @@ pub fn create(main: &Remote, scratch: u64, tid: Pid) -> Result<Pid> {
             "pid {pid}: thread {tid} was created as {got}"
         )));
     }
+    // In a new PID namespace cryo sees the thread under another tid.
+    let outside = outside_tid(pid, tid)?;
     loop {
-        match nix::sys::wait::waitpid(tid, Some(nix::sys::wait::WaitPidFlag::__WALL)) {
+        match nix::sys::wait::waitpid(outside, Some(nix::sys::wait::WaitPidFlag::__WALL)) {
             Ok(nix::sys::wait::WaitStatus::PtraceEvent(..))
-            | Ok(nix::sys::wait::WaitStatus::Stopped(..)) => return Ok(tid),
+            | Ok(nix::sys::wait::WaitStatus::Stopped(..)) => return Ok(outside),
             Err(nix::errno::Errno::EINTR) => continue,
             Ok(other) => {
                 return Err(Error::Restore(format!(
                     "pid {pid}: new thread {tid}: unexpected {other:?}"
                 )))
             }
-            Err(e) => return Err(Error::sys(tid, "wait for the new thread", e)),
+            Err(e) => return Err(Error::sys(outside, "wait for the new thread", e)),
         }
     }
 }
 
+/// The tid, as cryo sees it, of the thread of `pid` whose tid in its own PID namespace is
+/// `inside` (the last NSpid field).
+fn outside_tid(pid: Pid, inside: Pid) -> Result<Pid> {
+    for tid in crate::proc::tids(pid)? {
+        let status = crate::proc::status(tid)?;
+        let last = crate::proc::status_field(&status, "NSpid")
+            .and_then(|v| v.split_whitespace().last())
+            .and_then(|v| v.parse::<i32>().ok());
+        if last == Some(inside.as_raw()) {
+            return Ok(tid);
+        }
+    }
+    Err(Error::Restore(format!(
+        "pid {pid}: the new thread {inside} is not among its threads"
+    )))
+}
+
 /// Sets the state a thread can only set for itself, by calls run in it: robust futex list,
-/// clear-child-tid address, sigaltstack, rseq; and, for threads other than the main one
-/// (`secondary`), its name and the signals queued to it.
+/// clear-child-tid address, sigaltstack, rseq; and, for a thread other than the main one
+/// (`secondary_of`: the image pid of its process), its name and the signals queued to it.
 pub fn restore_in_thread(
     remote: &Remote,
     scratch: u64,
     thread: &ThreadCore,
-    secondary: bool,
+    secondary_of: Option<Pid>,
 ) -> Result<()> {
     let tid = remote.tid();
     let sys = |op: &'static str| move |e: io::Error| Error::sys(tid, op, e);
@@ -291,7 +310,7 @@ pub fn restore_in_thread(
             )
             .map_err(sys("register rseq"))?;
     }
-    if secondary {
+    if let Some(image_pid) = secondary_of {
         let mut name = thread.comm.as_bytes().to_vec();
         name.truncate(15);
         name.push(0);
@@ -304,9 +323,10 @@ pub fn restore_in_thread(
             remote
                 .call(
                     libc::SYS_rt_tgsigqueueinfo,
+                    // The ids as the thread itself sees them.
                     &[
-                        thread_group(tid)?,
-                        tid.as_raw() as u64,
+                        image_pid.as_raw() as u64,
+                        thread.tid as u64,
                         info.signo as u64,
                         args,
                     ],
@@ -315,13 +335,6 @@ pub fn restore_in_thread(
         }
     }
     Ok(())
-}
-
-fn thread_group(tid: Pid) -> Result<u64> {
-    let status = crate::proc::status(tid)?;
-    crate::proc::status_field(&status, "Tgid")
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| Error::target(tid, "no Tgid in its status"))
 }
 
 /// The registers, XSAVE state and signal mask a thread resumes with.

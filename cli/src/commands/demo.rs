@@ -97,12 +97,14 @@ impl Engine {
             Self::Cryo => restore(&RestoreOptions {
                 images_dir: images.to_path_buf(),
                 detach: true,
+                ..Default::default()
             })
             .map_err(Into::into),
             Self::Rehearsal => {
                 let start = Instant::now();
                 kill(pid, Signal::SIGCONT).context("SIGCONT")?;
                 Ok(Restored {
+                    init: None,
                     roots: vec![pid],
                     elapsed: start.elapsed(),
                 })

@@ -18,6 +18,15 @@ pub struct Args {
     /// them and exiting with their status
     #[arg(short = 'd', long, visible_alias = "restore-detached")]
     detach: bool,
+
+    /// Restore into a new PID namespace (the processes keep their pids inside it), so an
+    /// image can be restored while its original, or another restore, still runs
+    #[arg(long)]
+    pidns: bool,
+
+    /// Restore into a new network namespace with loopback up
+    #[arg(long)]
+    netns: bool,
 }
 
 impl Args {
@@ -26,6 +35,8 @@ impl Args {
         RestoreOptions {
             images_dir: self.images_dir.clone(),
             detach: self.detach,
+            pidns: self.pidns,
+            netns: self.netns,
         }
     }
 }

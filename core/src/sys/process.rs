@@ -65,6 +65,56 @@ pub fn fork_with_pid(pid: Pid) -> io::Result<Forked> {
     }
 }
 
+/// Forks this (single-threaded) process into a child that is the first process of new
+/// namespaces (`flags`: CLONE_NEWPID, CLONE_NEWNET).
+pub fn fork_into_namespaces(flags: u64) -> io::Result<Forked> {
+    let args = CloneArgs {
+        flags,
+        exit_signal: libc::SIGCHLD as u64,
+        ..Default::default()
+    };
+    // SAFETY: as in fork_with_pid: clone3 without CLONE_VM is a fork; `args` outlives the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    match cvt(r)? {
+        0 => Ok(Forked::Child),
+        child => Ok(Forked::Parent(Pid::from_raw(child as i32))),
+    }
+}
+
+/// Brings the loopback interface of the calling process's network namespace up.
+pub fn loopback_up() -> io::Result<()> {
+    // SAFETY: a plain datagram socket, closed below; used only for interface ioctls.
+    let sock = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if sock < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this fd; we own it.
+    let sock = unsafe { OwnedFd::from_raw_fd(sock) };
+    // SAFETY: ifreq is plain data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&sock);
+    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write the ifreq we own.
+    unsafe {
+        if libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        if libc::ioctl(fd, libc::SIOCSIFFLAGS, &req) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 /// A pidfd for `pid`.
 pub fn pidfd_open(pid: Pid) -> io::Result<OwnedFd> {
     // SAFETY: pidfd_open takes plain integers.

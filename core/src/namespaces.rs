@@ -1,0 +1,116 @@
+//! New PID and network namespaces for a restore: cryo forks a small init into them (PID 1 of
+//! the new PID namespace), which forks the restored process with its original pid there, then
+//! reaps whatever ends in the namespace and exits with the restored process's status.
+
+use std::io::{Read, Write};
+use std::os::fd::RawFd;
+
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::Pid;
+use tracing::debug;
+
+use crate::error::{Error, Result};
+use crate::sys::process::{close_from, fork_into_namespaces, fork_with_pid, loopback_up, Forked};
+
+/// The processes [`spawn_init`] created.
+#[derive(Debug, Clone, Copy)]
+pub struct InitSpawn {
+    /// The init (cryo's child).
+    pub init: Pid,
+    /// The restored process, as cryo sees it (its pid outside the namespace).
+    pub child: Pid,
+}
+
+/// Forks an init into new namespaces; it forks `pid` there, which runs `child_main`.
+/// `child_main` does not return. `inherited` are fds of cryo meant for the restored process that the init must not keep.
+pub fn spawn_init(
+    pid: Pid,
+    new_pid: bool,
+    new_net: bool,
+    inherited: &[RawFd],
+    child_main: impl FnOnce(),
+) -> Result<InitSpawn> {
+    let mut flags = 0u64;
+    if new_pid {
+        flags |= libc::CLONE_NEWPID as u64;
+    }
+    if new_net {
+        flags |= libc::CLONE_NEWNET as u64;
+    }
+    let (ready_rd, ready_wr) = nix::unistd::pipe().map_err(|e| Error::sys(pid, "pipe", e))?;
+    let init = match fork_into_namespaces(flags) {
+        Err(e) => return Err(Error::sys(pid, "create the new namespaces", e)),
+        Ok(Forked::Child) => {
+            drop(ready_rd);
+            let mut ready = std::fs::File::from(ready_wr);
+            let up = if new_net { loopback_up() } else { Ok(()) };
+            let child = up.and_then(|()| fork_with_pid(pid));
+            match child {
+                Ok(Forked::Child) => {
+                    // cryo waits for this pipe's end: the restored process must not hold it.
+                    drop(ready);
+                    child_main();
+                    // SAFETY: child_main never returns; should it, end this fork at once.
+                    unsafe { libc::_exit(71) }
+                }
+                Ok(Forked::Parent(child)) => {
+                    let _ = ready.write_all(b"ok");
+                    drop(ready);
+                    init_main(child, inherited)
+                }
+                Err(e) => {
+                    let _ = write!(ready, "{e}");
+                    // SAFETY: ends this forked process at once.
+                    unsafe { libc::_exit(1) }
+                }
+            }
+        }
+        Ok(Forked::Parent(init)) => init,
+    };
+    drop(ready_wr);
+    let mut answer = String::new();
+    let _ = std::fs::File::from(ready_rd).read_to_string(&mut answer);
+    if answer != "ok" {
+        let _ = waitpid(init, None);
+        return Err(Error::Restore(format!(
+            "pid {pid}: cannot be created in the new namespace: {answer}"
+        )));
+    }
+    let children = crate::proc::children(init)?;
+    let [child] = children[..] else {
+        return Err(Error::Restore(format!(
+            "pid {pid}: the namespace's init has children {children:?}"
+        )));
+    };
+    debug!(%init, %child, "restoring in new namespaces");
+    Ok(InitSpawn { init, child })
+}
+
+/// The init's life: reap everything, exit with the status of `child` when it ends.
+fn init_main(child: Pid, inherited: &[RawFd]) -> ! {
+    // Nothing of cryo's stays open here: a pipe cryo's caller reads must see its end.
+    for &fd in inherited {
+        let _ = nix::unistd::close(fd);
+    }
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        for fd in 0..3 {
+            // SAFETY: dup2 onto our own stdio numbers.
+            unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), fd) };
+        }
+    }
+    let _ = close_from(3);
+    loop {
+        let code = match waitpid(None, None) {
+            Ok(WaitStatus::Exited(p, code)) if p == child => code,
+            Ok(WaitStatus::Signaled(p, sig, _)) if p == child => 128 + sig as i32,
+            Err(nix::errno::Errno::ECHILD) => 0,
+            _ => continue,
+        };
+        // SAFETY: ends the init (and so the namespace) with the restored process's status.
+        unsafe { libc::_exit(code) }
+    }
+}
