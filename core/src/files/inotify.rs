@@ -96,7 +96,8 @@ fn resolve(open: &OpenFd, w: &WatchLine) -> Result<String, FileError> {
         let at = PathBuf::from(format!("/proc/{}/root{mp}", open.pid));
         let mount = match nix::fcntl::open(
             Path::new(&at),
-            OFlag::O_PATH | OFlag::O_CLOEXEC,
+            // Not O_PATH: open_by_handle_at wants a real file (fdget).
+            OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK,
             Mode::empty(),
         ) {
             Ok(fd) => fd,
