@@ -16,7 +16,9 @@
 //!   close_range every other fd except `keep`
 //! ```
 //!
-//! Sockets, anonymous inodes (io_uring, eventfd, epoll...), memfds and block devices are
+//! eventfd, timerfd, signalfd (events.rs), epoll (epoll.rs: restored last, once its targets
+//! are at their numbers), inotify (inotify.rs) and memfd (memfd.rs) have a module each.
+//! Sockets, other anonymous inodes (io_uring...), hugetlb memfds and block devices are
 //! refused with the pid, the fd and the kind named. Descriptions shared between processes get
 //! one id at dump (the table compares across pids); restoring them shared (inherited across
 //! fork) is the restore pipeline's business: [`restore_task_fds`] works on one task.
