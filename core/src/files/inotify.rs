@@ -158,7 +158,7 @@ pub(super) fn open(desc: &FileDesc, ino: &Inotify) -> Result<OwnedFd, FileError>
     let placeholder = ["/", "/proc", "/dev", "/sys"]
         .into_iter()
         .find(|p| ino.watches.iter().all(|w| w.path != *p))
-        .expect("four paths cannot all be watched paths... unless they are");
+        .ok_or_else(|| invalid("no free placeholder path to skip wd gaps with".into()))?;
     let mut next = 1;
     let mut skipped = 0;
     for w in &ino.watches {
