@@ -302,6 +302,7 @@ fn describe_file(f: &FileDesc) -> String {
             s
         }
         Some(file_desc::Kind::CharDevice(path)) => format!("{path} (char device)  flags {flags}"),
+        Some(_) => format!("{}  flags {flags}", crate::files::describe(f)),
         None => format!("(file {} of unknown kind)  flags {flags}", f.id),
     }
 }
@@ -312,6 +313,7 @@ fn file_name(img: &Loaded, id: u32) -> String {
         Some(file_desc::Kind::Regular(r) | file_desc::Kind::Directory(r)) => r.path.clone(),
         Some(file_desc::Kind::Pipe(p)) => format!("pipe:[{}]", p.ino),
         Some(file_desc::Kind::CharDevice(path)) => path.clone(),
+        Some(_) => crate::files::describe(img.file(id).expect("matched above")),
         None => format!("file {id} (missing from files.img)"),
     }
 }

@@ -633,10 +633,12 @@ fn a_socket_is_refused_naming_pid_fd_and_kind() {
 }
 
 #[test]
-fn an_eventfd_is_refused_naming_pid_fd_and_kind() {
+fn an_epoll_target_closed_since_registration_is_refused() {
+    // The eventfd registered as fd 3 lives on at fd 4 only: the epoll (fd 50) still names 3.
     assert_refused(
-        "fd = os.eventfd(0); os.dup2(fd, 50); os.close(fd)",
-        &["eventfd", "anon_inode:[eventfd]"],
+        "import select\ne = os.eventfd(0); ep = select.epoll(); ep.register(e)\n\
+         os.dup2(ep.fileno(), 50); ep.close(); d = os.dup(e); os.close(e)",
+        &["epoll", "target fd 3", "no longer open"],
     );
 }
 
@@ -653,11 +655,14 @@ fn an_io_uring_is_refused_naming_pid_fd_and_kind() {
 }
 
 #[test]
-fn a_memfd_is_refused() {
-    assert_refused(
-        "fd = os.memfd_create('x'); os.dup2(fd, 50); os.close(fd)",
-        &["memfd"],
+fn a_memfd_and_an_eventfd_are_dumped() {
+    let (_, result) = refused(
+        "fd = os.memfd_create('x'); os.write(fd, b'abc'); os.dup2(fd, 50); os.close(fd)\n\
+         fd = os.eventfd(3); os.dup2(fd, 51); os.close(fd)",
+        &FdDumpOptions::default(),
     );
+    let fds = result.expect("memfds and eventfds are dumped");
+    assert!(fds.iter().any(|e| e.fd == 50) && fds.iter().any(|e| e.fd == 51));
 }
 
 #[test]

@@ -16,13 +16,19 @@
 //!   close_range every other fd except `keep`
 //! ```
 //!
-//! Sockets, anonymous inodes (io_uring, eventfd, epoll...), memfds and block devices are
+//! eventfd, timerfd, signalfd (events.rs), epoll (epoll.rs: restored last, once its targets
+//! are at their numbers), inotify (inotify.rs) and memfd (memfd.rs) have a module each.
+//! Sockets, other anonymous inodes (io_uring...), hugetlb memfds and block devices are
 //! refused with the pid, the fd and the kind named. Descriptions shared between processes get
 //! one id at dump (the table compares across pids); restoring them shared (inherited across
 //! fork) is the restore pipeline's business: [`restore_task_fds`] works on one task.
 
 mod devices;
+mod epoll;
+mod events;
+mod inotify;
 mod inspect;
+mod memfd;
 mod pipes;
 mod regular;
 pub(crate) mod sys;
@@ -250,10 +256,25 @@ impl TaskFds {
 
 /// What an fd is, decided before its description is looked up.
 enum Class {
-    Regular { path: String, deleted: bool },
-    Directory { path: String },
-    Pipe { ino: u64, fifo_path: String },
-    CharDevice { path: String },
+    Regular {
+        path: String,
+        deleted: bool,
+    },
+    Directory {
+        path: String,
+    },
+    Pipe {
+        ino: u64,
+        fifo_path: String,
+    },
+    CharDevice {
+        path: String,
+    },
+    /// eventfd, timerfd, signalfd, epoll, inotify (the kind as [`Link::AnonInode`] says).
+    Anon {
+        kind: String,
+    },
+    Memfd,
 }
 
 impl FileTable {
@@ -328,6 +349,15 @@ impl FileTable {
             Class::CharDevice { path } => {
                 Kind::CharDevice(devices::dump(&open, &path, &meta, opts)?)
             }
+            Class::Anon { kind } => match kind.as_str() {
+                "eventfd" => Kind::Eventfd(events::dump_eventfd(&open)?),
+                "timerfd" => Kind::Timerfd(events::dump_timerfd(&open)?),
+                "signalfd" => Kind::Signalfd(events::dump_signalfd(&open)?),
+                "epoll" => Kind::Epoll(epoll::dump(&open)?),
+                "inotify" => Kind::Inotify(inotify::dump(&open)?),
+                other => return Err(open.refuse(other, false)),
+            },
+            Class::Memfd => Kind::Memfd(memfd::dump(id, &open, &meta, images, &mut self.ghosts)?),
         };
         debug!(
             fd,
@@ -472,12 +502,22 @@ pub fn same_description(pid1: Pid, fd1: RawFd, pid2: Pid, fd2: RawFd) -> io::Res
     sys::kcmp_same_file(pid1, fd1, pid2, fd2)
 }
 
+/// The anonymous-inode files cryo dumps, as [`Link::AnonInode`] names them.
+const ANON_KINDS: &[&str] = &["eventfd", "timerfd", "signalfd", "epoll", "inotify"];
+
 /// Decides what an fd is (refusing what cryo cannot dump) and stats it.
 fn classify(open: &OpenFd) -> Result<(Class, fs::Metadata), FileError> {
     let path = match Link::parse(&open.link) {
         Link::Socket => return Err(open.refuse("socket", true)),
-        Link::AnonInode(kind) => return Err(open.refuse(kind, false)),
-        Link::Memfd => return Err(open.refuse("memfd", true)),
+        Link::AnonInode(kind) => {
+            if !ANON_KINDS.contains(&kind.as_str()) {
+                return Err(open.refuse(kind, false));
+            }
+            return Ok((Class::Anon { kind }, open.stat()?));
+        }
+        Link::Memfd => {
+            return Ok((Class::Memfd, open.stat()?));
+        }
         Link::Other(kind) => {
             let kind = match kind {
                 "net" | "mnt" | "pid" | "user" | "uts" | "ipc" | "cgroup" | "time" => {
@@ -537,7 +577,7 @@ fn check_reachable(open: &OpenFd, class: &Class, meta: &fs::Metadata) -> Result<
     let path = match class {
         Class::Regular { path, .. } | Class::Directory { path } => path,
         Class::Pipe { fifo_path, .. } => fifo_path,
-        Class::CharDevice { .. } => return Ok(()),
+        Class::CharDevice { .. } | Class::Anon { .. } | Class::Memfd => return Ok(()),
     };
     // An O_PATH|O_NOFOLLOW fd may hold a symlink itself.
     let at_path = if meta.file_type().is_symlink() {
@@ -583,6 +623,12 @@ pub fn describe(desc: &FileDesc) -> String {
         Some(Kind::Pipe(p)) if p.fifo_path.is_empty() => format!("pipe:[{}]", p.ino),
         Some(Kind::Pipe(p)) => format!("fifo {}", p.fifo_path),
         Some(Kind::CharDevice(path)) => format!("char device {path}"),
+        Some(Kind::Eventfd(e)) => format!("eventfd (count {})", e.count),
+        Some(Kind::Timerfd(t)) => format!("timerfd (clock {})", t.clockid),
+        Some(Kind::Signalfd(s)) => format!("signalfd (mask {:#x})", s.sigmask),
+        Some(Kind::Epoll(e)) => format!("epoll ({} targets)", e.targets.len()),
+        Some(Kind::Inotify(i)) => format!("inotify ({} watches)", i.watches.len()),
+        Some(Kind::Memfd(m)) => format!("memfd:{}", m.name),
         None => "no kind".into(),
     }
 }
@@ -737,6 +783,12 @@ pub fn validate(
                     return Err(changed("is no longer a character device"));
                 }
             }
+            Kind::Memfd(m) => memfd::validate(desc, m, images)?,
+            Kind::Eventfd(_)
+            | Kind::Timerfd(_)
+            | Kind::Signalfd(_)
+            | Kind::Epoll(_)
+            | Kind::Inotify(_) => {}
         }
     }
     for fds in fds_of_tasks {
@@ -802,6 +854,8 @@ pub fn restore_task_fds(
     let mut opened: HashMap<u32, OwnedFd> = HashMap::with_capacity(used.len());
     let mut ghosts = regular::Ghosts::default();
     let mut pipe_descs = Vec::new();
+    let mut epolls = Vec::new();
+    let mut memfds = memfd::Made::default();
     for id in &used {
         let desc = by_id[id];
         let fd = match desc.kind.as_ref().expect("checked by index") {
@@ -810,6 +864,16 @@ pub fn restore_task_fds(
             Kind::CharDevice(path) => devices::open(desc, path)?,
             Kind::Pipe(pipe) => {
                 pipe_descs.push((desc, pipe));
+                continue;
+            }
+            Kind::Eventfd(ev) => events::open_eventfd(desc, ev)?,
+            Kind::Timerfd(t) => events::open_timerfd(desc, t)?,
+            Kind::Signalfd(s) => events::open_signalfd(desc, s)?,
+            Kind::Inotify(i) => inotify::open(desc, i)?,
+            Kind::Memfd(m) => memfds.open(desc, m, images)?,
+            Kind::Epoll(ep) => {
+                // Registered once every other fd is at its number.
+                epolls.push((desc, ep));
                 continue;
             }
         };
@@ -821,10 +885,13 @@ pub fn restore_task_fds(
         opened.insert(id, above(desc, fd, min_high)?);
     }
     drop(ghosts);
+    drop(memfds);
     debug!(fds = fds.len(), descriptions = opened.len(), "placing fds");
     // From here on: no logging (fd 2 is being replaced).
     for e in fds {
-        let src = &opened[&e.file_id];
+        let Some(src) = opened.get(&e.file_id) else {
+            continue; // an epoll, placed below
+        };
         sys::dup_to(src.as_fd(), e.fd, e.cloexec).map_err(|source| FileError::Place {
             fd: e.fd,
             id: e.file_id,
@@ -833,6 +900,7 @@ pub fn restore_task_fds(
         })?;
     }
     drop(opened);
+    epoll::place_all(&epolls, fds, min_high)?;
     close_others(fds, keep)
 }
 

@@ -96,3 +96,228 @@ pub(crate) fn close_range(first: u32, last: u32) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Checks a syscall's integer result.
+fn check(ret: libc::c_long) -> io::Result<libc::c_long> {
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(ret)
+}
+
+/// `KCMP_EPOLL_TFD` from linux/kcmp.h.
+const KCMP_EPOLL_TFD: libc::c_int = 7;
+
+/// `struct kcmp_epoll_slot` from linux/kcmp.h.
+#[repr(C)]
+struct KcmpEpollSlot {
+    efd: u32,
+    tfd: u32,
+    toff: u32,
+}
+
+/// True if fd `fd` of `pid` is the file registered as target `tfd` (its first registration)
+/// in epoll `epfd` of the same process (kcmp KCMP_EPOLL_TFD).
+pub(crate) fn kcmp_epoll_target(pid: Pid, fd: RawFd, epfd: RawFd, tfd: RawFd) -> io::Result<bool> {
+    let slot = KcmpEpollSlot {
+        efd: epfd as u32,
+        tfd: tfd as u32,
+        toff: 0,
+    };
+    // SAFETY: KCMP_EPOLL_TFD reads one `struct kcmp_epoll_slot` through the pointer, which
+    // points at `slot`, alive for the call.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_kcmp,
+            pid.as_raw(),
+            pid.as_raw(),
+            KCMP_EPOLL_TFD,
+            fd as libc::c_ulong,
+            &slot as *const KcmpEpollSlot,
+        )
+    };
+    Ok(check(ret)? == 0)
+}
+
+/// A new eventfd with counter 0 (`flags`: EFD_*).
+pub(crate) fn eventfd(flags: libc::c_int) -> io::Result<OwnedFd> {
+    // SAFETY: eventfd takes an initial value and flags, no pointers.
+    let ret = unsafe { libc::eventfd(0, flags) };
+    owned(libc::c_long::from(ret))
+}
+
+/// Adds `value` to an eventfd counter (write of 8 bytes).
+pub(crate) fn eventfd_add(fd: BorrowedFd<'_>, value: u64) -> io::Result<()> {
+    let buf = value.to_ne_bytes();
+    // SAFETY: write reads 8 bytes from `buf`, which holds 8 bytes.
+    let ret = unsafe { libc::write(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len()) };
+    if check(ret as libc::c_long)? != 8 {
+        return Err(io::Error::other("short write to the eventfd"));
+    }
+    Ok(())
+}
+
+/// A new timerfd on `clockid` (`flags`: TFD_*).
+pub(crate) fn timerfd_create(clockid: libc::c_int, flags: libc::c_int) -> io::Result<OwnedFd> {
+    // SAFETY: timerfd_create takes a clock id and flags, no pointers.
+    let ret = unsafe { libc::timerfd_create(clockid, flags) };
+    owned(libc::c_long::from(ret))
+}
+
+/// A timespec of `ns` nanoseconds.
+fn timespec(ns: u64) -> libc::timespec {
+    libc::timespec {
+        tv_sec: (ns / 1_000_000_000) as libc::time_t,
+        tv_nsec: (ns % 1_000_000_000) as libc::c_long,
+    }
+}
+
+/// Arms (or disarms, `value_ns` 0) a timerfd: first expiration at `value_ns` (relative, or
+/// absolute on its clock with TFD_TIMER_ABSTIME in `flags`), then every `interval_ns`.
+pub(crate) fn timerfd_settime(
+    fd: BorrowedFd<'_>,
+    flags: libc::c_int,
+    value_ns: u64,
+    interval_ns: u64,
+) -> io::Result<()> {
+    let new = libc::itimerspec {
+        it_interval: timespec(interval_ns),
+        it_value: timespec(value_ns),
+    };
+    // SAFETY: timerfd_settime reads one itimerspec through `&new` and writes nothing (old
+    // value pointer is null).
+    let ret = unsafe { libc::timerfd_settime(fd.as_raw_fd(), flags, &new, std::ptr::null_mut()) };
+    check(libc::c_long::from(ret)).map(drop)
+}
+
+/// `TFD_IOC_SET_TICKS` (`_IOW('T', 0, u64)`): sets the expirations a timerfd reports unread.
+const TFD_IOC_SET_TICKS: libc::c_ulong = 0x4008_5400;
+
+/// Sets the unread expirations of a timerfd (kernels with CONFIG_CHECKPOINT_RESTORE).
+pub(crate) fn timerfd_set_ticks(fd: BorrowedFd<'_>, ticks: u64) -> io::Result<()> {
+    // SAFETY: TFD_IOC_SET_TICKS reads one u64 through the pointer, which points at `ticks`.
+    let ret = unsafe { libc::ioctl(fd.as_raw_fd(), TFD_IOC_SET_TICKS, &ticks as *const u64) };
+    check(libc::c_long::from(ret)).map(drop)
+}
+
+/// The current time of `clockid` in nanoseconds.
+pub(crate) fn clock_now_ns(clockid: libc::c_int) -> io::Result<u64> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec through the pointer, which points at `ts`.
+    let ret = unsafe { libc::clock_gettime(clockid, &mut ts) };
+    check(libc::c_long::from(ret))?;
+    Ok(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
+}
+
+/// A new signalfd reading the signals of `mask` (bit N-1 for signal N).
+pub(crate) fn signalfd(mask: u64, flags: libc::c_int) -> io::Result<OwnedFd> {
+    // SAFETY: sigset_t is plain data; all zeroes is a valid (empty) set, filled just below.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    for bit in 0..64 {
+        if mask & (1u64 << bit) != 0 {
+            // SAFETY: sigaddset writes into `set`, a valid sigset_t; an invalid signal number
+            // only fails with EINVAL.
+            unsafe { libc::sigaddset(&mut set, bit + 1) };
+        }
+    }
+    // SAFETY: the kernel reads the 8-byte signal set from `set` (libc passes _NSIG/8).
+    let ret = unsafe { libc::signalfd(-1, &set, flags) };
+    owned(libc::c_long::from(ret))
+}
+
+/// A new epoll instance (close-on-exec).
+pub(crate) fn epoll_create() -> io::Result<OwnedFd> {
+    // SAFETY: epoll_create1 takes flags, no pointers.
+    let ret = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    owned(libc::c_long::from(ret))
+}
+
+/// Registers fd NUMBER `target` of this process in `epoll` with `events` and `data`. The
+/// number is used as is: the epoll remembers it (fdinfo `tfd:`, EPOLL_CTL_MOD/DEL by number).
+pub(crate) fn epoll_add(
+    epoll: BorrowedFd<'_>,
+    target: RawFd,
+    events: u32,
+    data: u64,
+) -> io::Result<()> {
+    let mut ev = libc::epoll_event { events, u64: data };
+    // SAFETY: epoll_ctl reads one epoll_event through the pointer, which points at `ev`.
+    let ret = unsafe { libc::epoll_ctl(epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, target, &mut ev) };
+    check(libc::c_long::from(ret)).map(drop)
+}
+
+/// A new inotify instance (`flags`: IN_NONBLOCK, IN_CLOEXEC).
+pub(crate) fn inotify_init(flags: libc::c_int) -> io::Result<OwnedFd> {
+    // SAFETY: inotify_init1 takes flags, no pointers.
+    let ret = unsafe { libc::inotify_init1(flags) };
+    owned(libc::c_long::from(ret))
+}
+
+/// Adds a watch on `path`; returns its watch descriptor.
+pub(crate) fn inotify_add_watch(fd: BorrowedFd<'_>, path: &str, mask: u32) -> io::Result<i32> {
+    let path = std::ffi::CString::new(path).map_err(io::Error::other)?;
+    // SAFETY: the kernel reads the NUL-terminated path `path` owns, alive for the call.
+    let ret = unsafe { libc::inotify_add_watch(fd.as_raw_fd(), path.as_ptr(), mask) };
+    Ok(check(libc::c_long::from(ret))? as i32)
+}
+
+/// Removes watch `wd`.
+pub(crate) fn inotify_rm_watch(fd: BorrowedFd<'_>, wd: i32) -> io::Result<()> {
+    // SAFETY: inotify_rm_watch takes an fd and a number, no pointers.
+    let ret = unsafe { libc::inotify_rm_watch(fd.as_raw_fd(), wd) };
+    check(libc::c_long::from(ret)).map(drop)
+}
+
+/// Opens (O_PATH) the file of an inotify file handle on the filesystem of `mount`.
+pub(crate) fn open_by_handle(
+    mount: BorrowedFd<'_>,
+    handle_type: i32,
+    handle: &[u8],
+) -> io::Result<OwnedFd> {
+    // struct file_handle { u32 handle_bytes; int handle_type; unsigned char f_handle[]; }
+    let mut buf = Vec::with_capacity(8 + handle.len());
+    buf.extend_from_slice(&(handle.len() as u32).to_ne_bytes());
+    buf.extend_from_slice(&handle_type.to_ne_bytes());
+    buf.extend_from_slice(handle);
+    // u32-aligned storage for the header.
+    let mut words = vec![0u32; buf.len().div_ceil(4)];
+    for (i, b) in buf.iter().enumerate() {
+        words[i / 4] |= u32::from(*b) << (8 * (i % 4));
+    }
+    // SAFETY: open_by_handle_at reads a `struct file_handle` (header + handle_bytes bytes)
+    // from `words`, which holds exactly that (little-endian x86 layout), 4-byte aligned.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_open_by_handle_at,
+            mount.as_raw_fd(),
+            words.as_ptr(),
+            libc::O_PATH | libc::O_CLOEXEC,
+        )
+    };
+    owned(ret)
+}
+
+/// A new memfd named `name` (`flags`: MFD_*).
+pub(crate) fn memfd_create(name: &str, flags: libc::c_uint) -> io::Result<OwnedFd> {
+    let name = std::ffi::CString::new(name).map_err(io::Error::other)?;
+    // SAFETY: the kernel reads the NUL-terminated name `name` owns, alive for the call.
+    let ret = unsafe { libc::memfd_create(name.as_ptr(), flags) };
+    owned(libc::c_long::from(ret))
+}
+
+/// The seals of a memfd (F_GET_SEALS).
+pub(crate) fn get_seals(fd: BorrowedFd<'_>) -> io::Result<u32> {
+    // SAFETY: fcntl F_GET_SEALS takes an fd, no pointers.
+    let ret = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) };
+    Ok(check(libc::c_long::from(ret))? as u32)
+}
+
+/// Adds seals to a memfd (F_ADD_SEALS).
+pub(crate) fn add_seals(fd: BorrowedFd<'_>, seals: u32) -> io::Result<()> {
+    // SAFETY: fcntl F_ADD_SEALS takes an fd and an int, no pointers.
+    let ret = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals as libc::c_int) };
+    check(libc::c_long::from(ret)).map(drop)
+}

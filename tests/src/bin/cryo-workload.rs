@@ -30,6 +30,16 @@
 //!                            (shared anonymous, shared file DIR/shared.dat, private file
 //!                            DIR/private.dat with one page written, a PROT_NONE region)
 //! unsupported KIND [FD]      fd     -> FD   (KIND: io_uring | packet)
+//! events                     wait   -> ready <data,...> (one epoll_wait, timeout 20 ms)
+//!                            count  -> <eventfd counter>    add N -> ok
+//!                            timer  -> <expirations read so far> (reads the timerfd)
+//!                            sig    -> <signo> | none       (reads the signalfd)
+//!                            memfd  -> <contents> <seals>
+//!                            touch  -> <wd>:<mask hex>,...  (writes DIR/watched, reads inotify)
+//!                            (fd 40 epoll watching 41 eventfd (count 5, semaphore), 42
+//!                            timerfd (CLOCK_MONOTONIC, every 10 ms), 43 signalfd (SIGUSR1,
+//!                            blocked), data = fd number; 44 memfd "cryo-test" sealed
+//!                            SHRINK|GROW; 45 inotify: wd 1 on DIR, wd 3 on DIR/watched)
 //! ```
 //!
 //! A failed read() of the command FIFO is fatal (exit 3, logged): with only
@@ -208,6 +218,118 @@ enum Mode {
     Unsupported { fd: i32 },
     Mappings(Mappings),
     Threads(std::sync::Arc<Counters>),
+    Events { timer_total: u64, dir: PathBuf },
+}
+
+/// The fds of the `events` mode.
+mod ev {
+    pub const EPOLL: i32 = 40;
+    pub const EVENTFD: i32 = 41;
+    pub const TIMERFD: i32 = 42;
+    pub const SIGNALFD: i32 = 43;
+    pub const MEMFD: i32 = 44;
+    pub const INOTIFY: i32 = 45;
+}
+
+/// Sets up the fds of the `events` mode.
+fn events_setup(dir: &Path) -> io::Result<()> {
+    let place = |fd: io::Result<i32>, want: i32| sys::move_fd(fd?, want);
+    place(sys::epoll(), ev::EPOLL)?;
+    place(
+        sys::eventfd(5, libc::EFD_SEMAPHORE | libc::EFD_NONBLOCK),
+        ev::EVENTFD,
+    )?;
+    place(sys::timerfd(10_000_000), ev::TIMERFD)?;
+    sys::block_signal(libc::SIGUSR1)?;
+    place(sys::signalfd(libc::SIGUSR1), ev::SIGNALFD)?;
+    for fd in [ev::EVENTFD, ev::TIMERFD, ev::SIGNALFD] {
+        sys::epoll_add(ev::EPOLL, fd, libc::EPOLLIN as u32, fd as u64)?;
+    }
+    place(sys::memfd("cryo-test"), ev::MEMFD)?;
+    sys::write_all(ev::MEMFD, b"memfd-contents")?;
+    sys::add_seals(ev::MEMFD, libc::F_SEAL_SHRINK | libc::F_SEAL_GROW)?;
+    place(sys::inotify(), ev::INOTIFY)?;
+    let watched = dir.join("watched");
+    let gap = dir.join("gap");
+    std::fs::write(&watched, b"")?;
+    std::fs::write(&gap, b"")?;
+    let mask = libc::IN_MODIFY | libc::IN_CLOSE_WRITE;
+    assert_eq!(sys::add_watch(ev::INOTIFY, dir, mask)?, 1);
+    let g = sys::add_watch(ev::INOTIFY, &gap, mask)?;
+    sys::rm_watch(ev::INOTIFY, g)?;
+    assert_eq!(sys::add_watch(ev::INOTIFY, &watched, mask)?, 3);
+    // Drop the IN_IGNORED of the removed watch.
+    let _ = sys::read_available(ev::INOTIFY, usize::MAX);
+    Ok(())
+}
+
+/// The `events` mode commands.
+fn events_command(
+    timer_total: &mut u64,
+    verb: &str,
+    args: &[&str],
+    dir: &Path,
+) -> Result<String, String> {
+    let io = |err: io::Error| err.to_string();
+    match (verb, args) {
+        ("wait", []) => {
+            let mut ready = sys::epoll_wait(ev::EPOLL, 20).map_err(io)?;
+            ready.sort_unstable();
+            let list: Vec<String> = ready.iter().map(u64::to_string).collect();
+            Ok(format!("ready {}", list.join(",")))
+        }
+        ("count", []) => {
+            let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", ev::EVENTFD))
+                .map_err(io)?;
+            let hex = info
+                .lines()
+                .find_map(|l| l.strip_prefix("eventfd-count:"))
+                .ok_or("no eventfd-count")?;
+            Ok(u64::from_str_radix(hex.trim(), 16)
+                .map_err(|e| e.to_string())?
+                .to_string())
+        }
+        ("add", [n]) => {
+            let n: u64 = n.parse().map_err(|_| format!("bad number {n:?}"))?;
+            sys::write_all(ev::EVENTFD, &n.to_ne_bytes()).map_err(io)?;
+            Ok("ok".into())
+        }
+        ("timer", []) => {
+            let data = sys::read_available(ev::TIMERFD, 8).map_err(io)?;
+            if data.len() == 8 {
+                *timer_total += u64::from_ne_bytes(data.try_into().expect("8 bytes"));
+            }
+            Ok(timer_total.to_string())
+        }
+        ("sig", []) => {
+            let data = sys::read_available(ev::SIGNALFD, 128).map_err(io)?;
+            if data.len() < 4 {
+                return Ok("none".into());
+            }
+            Ok(u32::from_ne_bytes(data[..4].try_into().expect("4 bytes")).to_string())
+        }
+        ("memfd", []) => {
+            let mut buf = vec![0u8; 256];
+            let n = sys::pread_all(ev::MEMFD, &mut buf).map_err(io)?;
+            let seals = sys::get_seals(ev::MEMFD).map_err(io)?;
+            Ok(format!("{} {seals}", String::from_utf8_lossy(&buf[..n])))
+        }
+        ("touch", []) => {
+            std::fs::write(dir.join("watched"), b"x").map_err(io)?;
+            let data = sys::read_available(ev::INOTIFY, 4096).map_err(io)?;
+            let mut out = Vec::new();
+            let mut off = 0;
+            while off + 16 <= data.len() {
+                let wd = i32::from_ne_bytes(data[off..off + 4].try_into().expect("4"));
+                let mask = u32::from_ne_bytes(data[off + 4..off + 8].try_into().expect("4"));
+                let len = u32::from_ne_bytes(data[off + 12..off + 16].try_into().expect("4"));
+                out.push(format!("{wd}:{mask:x}"));
+                off += 16 + len as usize;
+            }
+            Ok(out.join(","))
+        }
+        _ => Err(format!("unknown command {verb:?}")),
+    }
 }
 
 /// What the counting threads share: every increment of `shared` is matched by one of a
@@ -348,6 +470,13 @@ impl Mode {
             }
             "threads" => Mode::Threads(Counters::start(arg(args, 0, 8)?)),
             "mappings" => Mode::Mappings(Mappings::new(dir).map_err(|err| e("mappings", err))?),
+            "events" => {
+                events_setup(dir).map_err(|err| e("events", err))?;
+                Mode::Events {
+                    timer_total: 0,
+                    dir: dir.to_owned(),
+                }
+            }
             other => return Err(format!("unknown mode {other:?}")),
         })
     }
@@ -389,6 +518,9 @@ impl Mode {
             (Mode::Mappings(m), "check", []) => Ok(m.check()),
             (Mode::Threads(c), "counts", []) => Ok(c.counts()),
             (Mode::Mappings(m), "bump", []) => Ok(m.bump().to_string()),
+            (Mode::Events { timer_total, dir }, verb, args) => {
+                events_command(timer_total, verb, args, dir)
+            }
             _ => Err(format!("unknown command {verb:?}")),
         }
     }
@@ -667,6 +799,109 @@ mod sys {
         // SAFETY: as above.
         cvt(unsafe { libc::fcntl(fd, libc::F_SETFL, flags) })?;
         result.map(|()| data)
+    }
+
+    pub fn epoll() -> io::Result<i32> {
+        // SAFETY: epoll_create1 takes flags, no pointers.
+        cvt(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })
+    }
+
+    pub fn epoll_add(epfd: i32, fd: i32, events: u32, data: u64) -> io::Result<()> {
+        let mut ev = libc::epoll_event { events, u64: data };
+        // SAFETY: epoll_ctl reads one epoll_event from `ev`.
+        cvt(unsafe { libc::epoll_ctl(epfd, libc::EPOLL_CTL_ADD, fd, &mut ev) }).map(drop)
+    }
+
+    /// The data of the ready targets of one epoll_wait.
+    pub fn epoll_wait(epfd: i32, timeout_ms: i32) -> io::Result<Vec<u64>> {
+        let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 16];
+        // SAFETY: evs has room for the 16 events epoll_wait may write.
+        let n = cvt(unsafe { libc::epoll_wait(epfd, evs.as_mut_ptr(), 16, timeout_ms) })?;
+        Ok(evs[..n as usize].iter().map(|e| e.u64).collect())
+    }
+
+    pub fn eventfd(count: u32, flags: i32) -> io::Result<i32> {
+        // SAFETY: eventfd takes numbers, no pointers.
+        cvt(unsafe { libc::eventfd(count, flags | libc::EFD_CLOEXEC) })
+    }
+
+    /// A non-blocking CLOCK_MONOTONIC timerfd firing every `ns`.
+    pub fn timerfd(ns: i64) -> io::Result<i32> {
+        // SAFETY: timerfd_create takes numbers, no pointers.
+        let fd = cvt(unsafe {
+            libc::timerfd_create(
+                libc::CLOCK_MONOTONIC,
+                libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
+            )
+        })?;
+        let ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: ns,
+        };
+        let spec = libc::itimerspec {
+            it_interval: ts,
+            it_value: ts,
+        };
+        // SAFETY: timerfd_settime reads `spec`; the old value pointer is null.
+        cvt(unsafe { libc::timerfd_settime(fd, 0, &spec, std::ptr::null_mut()) })?;
+        Ok(fd)
+    }
+
+    fn sigset(sig: i32) -> libc::sigset_t {
+        // SAFETY: sigset_t is plain data; sigemptyset initialises it right after.
+        let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+        // SAFETY: set is a valid sigset_t.
+        unsafe {
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, sig);
+        }
+        set
+    }
+
+    pub fn block_signal(sig: i32) -> io::Result<()> {
+        let set = sigset(sig);
+        // SAFETY: sigprocmask reads `set`; the old set pointer is null.
+        cvt(unsafe { libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) }).map(drop)
+    }
+
+    pub fn signalfd(sig: i32) -> io::Result<i32> {
+        let set = sigset(sig);
+        // SAFETY: signalfd reads `set`.
+        cvt(unsafe { libc::signalfd(-1, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC) })
+    }
+
+    pub fn memfd(name: &str) -> io::Result<i32> {
+        let name = CString::new(name).expect("no NUL");
+        // SAFETY: name is NUL-terminated and outlives the call.
+        cvt(unsafe {
+            libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)
+        })
+    }
+
+    pub fn add_seals(fd: i32, seals: i32) -> io::Result<()> {
+        // SAFETY: fcntl F_ADD_SEALS takes numbers.
+        cvt(unsafe { libc::fcntl(fd, libc::F_ADD_SEALS, seals) }).map(drop)
+    }
+
+    pub fn get_seals(fd: i32) -> io::Result<i32> {
+        // SAFETY: fcntl F_GET_SEALS takes numbers.
+        cvt(unsafe { libc::fcntl(fd, libc::F_GET_SEALS) })
+    }
+
+    pub fn inotify() -> io::Result<i32> {
+        // SAFETY: inotify_init1 takes flags.
+        cvt(unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) })
+    }
+
+    pub fn add_watch(fd: i32, path: &Path, mask: u32) -> io::Result<i32> {
+        let p = cpath(path);
+        // SAFETY: p is NUL-terminated and outlives the call.
+        cvt(unsafe { libc::inotify_add_watch(fd, p.as_ptr(), mask) })
+    }
+
+    pub fn rm_watch(fd: i32, wd: i32) -> io::Result<()> {
+        // SAFETY: numbers only.
+        cvt(unsafe { libc::inotify_rm_watch(fd, wd) }).map(drop)
     }
 
     pub fn pipe() -> io::Result<(i32, i32)> {

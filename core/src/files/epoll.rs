@@ -1,0 +1,160 @@
+//! epoll instances: every registered target as (fd number, events, data).
+//!
+//! ```text
+//! dump     fdinfo "tfd: N events: X data: Y pos:P ino:I sdev:D", one line per target
+//!          kcmp(KCMP_EPOLL_TFD): fd N of the task must still be the file registered
+//!          as N (a target closed, or its number reused, since it was added is refused)
+//! restore  after every other fd of the task is at its number:
+//!          epoll_create1, epoll_ctl(ADD, N, {X, Y}) for each target, dup3 onto the
+//!          epoll's numbers; an epoll watching another epoll waits for that one
+//! ```
+//!
+//! Ready lists are not saved: after restore, level-triggered targets report what is ready
+//! again at the first epoll_wait; an edge-triggered (EPOLLET) target that was ready but not
+//! yet reported is reported once (registration with a ready file queues an event).
+
+use std::collections::{HashMap, HashSet};
+use std::os::fd::{AsFd, RawFd};
+
+use cryo_proto::image::{Epoll, EpollTarget, FdEntry, FileDesc};
+
+use super::inspect::OpenFd;
+use super::{above, events, restore_err, sys, FileError};
+
+/// Parses one `tfd:` line of an epoll fdinfo.
+fn parse_target(line: &str) -> Option<EpollTarget> {
+    let mut words = line.split_whitespace();
+    let mut next_after = |key: &str| -> Option<String> {
+        loop {
+            if words.next()? == key {
+                return words.next().map(str::to_string);
+            }
+        }
+    };
+    let tfd = next_after("tfd:")?.parse().ok()?;
+    let events = u32::from_str_radix(&next_after("events:")?, 16).ok()?;
+    let data = u64::from_str_radix(&next_after("data:")?, 16).ok()?;
+    Some(EpollTarget { tfd, events, data })
+}
+
+/// The targets of the epoll `open`, each checked to be the file now at its fd number.
+pub(super) fn dump(open: &OpenFd) -> Result<Epoll, FileError> {
+    let text = events::fdinfo(open)?;
+    let mut targets = Vec::new();
+    let mut seen = HashSet::new();
+    for line in text.lines().filter(|l| l.starts_with("tfd:")) {
+        let t = parse_target(line)
+            .ok_or_else(|| open.dump_err(format!("epoll: cannot parse fdinfo line {line:?}")))?;
+        if !seen.insert(t.tfd) {
+            return Err(open.dump_err(format!(
+                "epoll: fd number {} is registered twice (two files registered under one \
+                 number, the first one closed since): not supported",
+                t.tfd
+            )));
+        }
+        match sys::kcmp_epoll_target(open.pid, t.tfd, open.fd, t.tfd) {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(open.dump_err(format!(
+                    "epoll: target fd {} now refers to another file than the one registered \
+                     (closed and reused, or dup'ed elsewhere): not supported",
+                    t.tfd
+                )))
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EBADF) => {
+                return Err(open.dump_err(format!(
+                    "epoll: target fd {} is no longer open (the file was registered, then its \
+                     fd closed while another fd keeps it): not supported",
+                    t.tfd
+                )))
+            }
+            Err(e) => {
+                return Err(open.inspect_err(
+                    "kcmp KCMP_EPOLL_TFD",
+                    super::inspect::proc_fd(open.pid, t.tfd),
+                    e,
+                ))
+            }
+        }
+        targets.push(t);
+    }
+    Ok(Epoll { targets })
+}
+
+/// Restore side, once every non-epoll fd of the task is at its number: creates each epoll,
+/// registers its targets by number and places it. `min_high` is above every target number.
+pub(super) fn place_all(
+    epolls: &[(&FileDesc, &Epoll)],
+    fds: &[FdEntry],
+    min_high: RawFd,
+) -> Result<(), FileError> {
+    let epoll_ids: HashSet<u32> = epolls.iter().map(|(d, _)| d.id).collect();
+    let mut placed: HashSet<RawFd> = fds
+        .iter()
+        .filter(|e| !epoll_ids.contains(&e.file_id))
+        .map(|e| e.fd)
+        .collect();
+    let numbers: HashSet<RawFd> = fds.iter().map(|e| e.fd).collect();
+    let mut numbers_of: HashMap<u32, Vec<&FdEntry>> = HashMap::new();
+    for e in fds {
+        numbers_of.entry(e.file_id).or_default().push(e);
+    }
+    let mut pending: Vec<&(&FileDesc, &Epoll)> = epolls.iter().collect();
+    while !pending.is_empty() {
+        let ready = pending
+            .iter()
+            .position(|(_, ep)| ep.targets.iter().all(|t| placed.contains(&t.tfd)));
+        let Some(i) = ready else {
+            let (desc, ep) = pending[0];
+            let missing = ep.targets.iter().find(|t| !placed.contains(&t.tfd));
+            let detail = match missing {
+                Some(t) if !numbers.contains(&t.tfd) => {
+                    format!("epoll target fd {} is not an fd of the task", t.tfd)
+                }
+                _ => "epoll instances watch each other in a cycle".to_string(),
+            };
+            return Err(FileError::Invalid {
+                id: desc.id,
+                detail,
+            });
+        };
+        let (desc, ep) = *pending.swap_remove(i);
+        let fd = sys::epoll_create().map_err(|e| restore_err(desc, "epoll_create1", e))?;
+        let fd = above(desc, fd, min_high)?;
+        for t in &ep.targets {
+            sys::epoll_add(fd.as_fd(), t.tfd, t.events, t.data).map_err(|e| {
+                restore_err(
+                    desc,
+                    format!("epoll_ctl ADD fd {} events {:#x}", t.tfd, t.events),
+                    e,
+                )
+            })?;
+        }
+        for e in numbers_of.get(&desc.id).into_iter().flatten() {
+            sys::dup_to(fd.as_fd(), e.fd, e.cloexec).map_err(|source| FileError::Place {
+                fd: e.fd,
+                id: e.file_id,
+                op: "dup3",
+                source,
+            })?;
+            placed.insert(e.fd);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn target_line_is_parsed() {
+        let line = "tfd:        3 events: 80000019 data:                3  pos:0 ino:40e sdev:10";
+        let t = parse_target(line).unwrap();
+        assert_eq!((t.tfd, t.events, t.data), (3, 0x8000_0019, 3));
+        let line = "tfd:       12 events:       19 data: ffffffffffffffff  pos:0 ino:1 sdev:f";
+        let t = parse_target(line).unwrap();
+        assert_eq!((t.tfd, t.events, t.data), (12, 0x19, u64::MAX));
+        assert!(parse_target("tfd: x events: 1 data: 1").is_none());
+    }
+}

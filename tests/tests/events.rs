@@ -1,0 +1,208 @@
+//! Event-loop fds after a restore: epoll, eventfd, timerfd, signalfd, memfd and inotify
+//! (the `events` workload), and a real node.js process ticking through its event loop.
+//!
+//! Needs the engine: `cryo` must be built (`cargo build -p cryo`).
+
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cryo_tests::{control_dir, cryo_bin, run_cryo, Pidfd, Workload, CMD_TIMEOUT};
+
+/// The `tfd:` lines of an epoll fdinfo, as (fd, events, data) words.
+fn epoll_targets(pid: i32, fd: i32) -> Vec<String> {
+    let info = fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).unwrap();
+    let mut t = info
+        .lines()
+        .filter(|l| l.starts_with("tfd:"))
+        .map(|l| l.split_whitespace().take(6).collect::<Vec<_>>().join(" "))
+        .collect::<Vec<_>>();
+    // fdinfo lists them in kernel (file address) order.
+    t.sort();
+    t
+}
+
+/// The `wd:` and `mask:` of every inotify watch in an fdinfo.
+fn inotify_watches(pid: i32, fd: i32) -> Vec<String> {
+    let info = fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).unwrap();
+    info.lines()
+        .filter(|l| l.starts_with("inotify"))
+        .map(|l| {
+            l.split_whitespace()
+                .filter(|w| w.starts_with("wd:") || w.starts_with("mask:"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect()
+}
+
+/// Asks `verb` until `ok` accepts the reply.
+fn await_reply(w: &Workload, verb: &str, ok: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + CMD_TIMEOUT;
+    loop {
+        let r = w.cmd(verb);
+        if ok(&r) {
+            return r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{verb}: last reply {r:?}\n{}",
+            w.log()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn event_loop_fds_work_after_restore() {
+    cryo_bin();
+    let mut w = Workload::spawn("events", &[]);
+    assert_eq!(w.cmd("count"), "5");
+    assert_eq!(w.cmd("add 2"), "ok");
+    assert_eq!(w.cmd("count"), "7");
+    await_reply(&w, "wait", |r| r == "ready 41,42");
+    let before: u64 = await_reply(&w, "timer", |r| r != "0").parse().unwrap();
+    assert_eq!(w.cmd("sig"), "none");
+    let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW;
+    assert_eq!(w.cmd("memfd"), format!("memfd-contents {seals}"));
+    // Events of wd 3 (DIR/watched); wd 1 (DIR) also sees the control FIFOs.
+    let of_wd3 = |r: String| {
+        let mut e: Vec<String> = r
+            .split(',')
+            .filter(|e| e.starts_with("3:"))
+            .map(str::to_string)
+            .collect();
+        e.sort();
+        e.dedup();
+        e.join(",")
+    };
+    let touched = of_wd3(w.cmd("touch"));
+    assert_eq!(touched, "3:2,3:8");
+    let targets = epoll_targets(w.pid(), 40);
+    assert_eq!(targets.len(), 3, "{targets:?}");
+    let watches = inotify_watches(w.pid(), 45);
+    assert_eq!(watches.len(), 2, "{watches:?}");
+
+    let img = w.path("img");
+    w.dump_ok(&img);
+    w.restore_background(&img);
+
+    assert_eq!(epoll_targets(w.pid(), 40), targets);
+    assert_eq!(inotify_watches(w.pid(), 45), watches);
+    assert_eq!(w.cmd("count"), "7");
+    // The semaphore flag survived: one read takes 1.
+    assert_eq!(w.cmd("add 1"), "ok");
+    assert_eq!(w.cmd("count"), "8");
+    await_reply(&w, "wait", |r| r == "ready 41,42");
+    let after: u64 = await_reply(&w, "timer", |r| r.parse::<u64>().unwrap() > before)
+        .parse()
+        .unwrap();
+    assert!(after > before);
+    assert_eq!(w.cmd("sig"), "none");
+    Pidfd::open(w.pid()).unwrap().signal(libc::SIGUSR1).unwrap();
+    await_reply(&w, "wait", |r| r.contains("43"));
+    assert_eq!(w.cmd("sig"), libc::SIGUSR1.to_string());
+    assert_eq!(w.cmd("memfd"), format!("memfd-contents {seals}"));
+    assert_eq!(of_wd3(w.cmd("touch")), touched);
+    // A second dump of the restored process: the restored fds dump again.
+    let img2 = w.path("img2");
+    w.dump_ok(&img2);
+    w.restore_background(&img2);
+    assert_eq!(epoll_targets(w.pid(), 40), targets);
+    assert_eq!(w.cmd("count"), "8");
+    w.kill_restored();
+}
+
+/// How many ticks node wrote so far.
+fn ticks(path: &Path) -> u64 {
+    fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn await_ticks(path: &Path, above: u64) -> u64 {
+    let deadline = Instant::now() + CMD_TIMEOUT;
+    loop {
+        let n = ticks(path);
+        if n > above {
+            return n;
+        }
+        assert!(Instant::now() < deadline, "node stuck at tick {n}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_node_process_keeps_ticking_after_restore() {
+    cryo_bin();
+    if Command::new("node").arg("--version").output().is_err() {
+        eprintln!("node is not installed: skipped");
+        return;
+    }
+    let dir = control_dir();
+    let tick_file = dir.path().join("ticks");
+    let watched = dir.path().join("watched");
+    fs::create_dir(&watched).unwrap();
+    let script = format!(
+        "const fs = require('fs'); let n = 0; let seen = 0;\n\
+         fs.watch({watched:?}, () => {{ seen++; }});\n\
+         setInterval(() => fs.writeFileSync({tick:?} + '.tmp', `${{++n}} ${{seen}}`) ||\n\
+           fs.renameSync({tick:?} + '.tmp', {tick:?}), 20);",
+        watched = watched.display().to_string(),
+        tick = tick_file.display().to_string(),
+    );
+    let mut node = Command::new("node")
+        .arg("-e")
+        .arg(&script)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(dir.path().join("node.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let pid = node.id() as i32;
+    let n = await_ticks(&tick_file, 3);
+    let img = dir.path().join("img");
+    let out = run_cryo(
+        dir.path(),
+        "dump",
+        ["dump", "-t", &pid.to_string(), "-D", img.to_str().unwrap()],
+    );
+    if !out.success() {
+        let _ = node.kill();
+        let _ = node.wait();
+        panic!("node dump failed\n{out}");
+    }
+    // The dump killed node.
+    let _ = node.wait();
+    let stopped = ticks(&tick_file);
+    assert!(stopped >= n);
+    let out = run_cryo(
+        dir.path(),
+        "restore",
+        ["restore", "-D", img.to_str().unwrap(), "--detach"],
+    );
+    out.assert_success();
+    let restored = Pidfd::open(pid).expect("node restored with its pid");
+    let later = await_ticks(&tick_file, stopped + 5);
+    // fs.watch still reports: a file created in the watched dir is seen.
+    fs::write(watched.join("new"), b"x").unwrap();
+    let deadline = Instant::now() + CMD_TIMEOUT;
+    loop {
+        let text = fs::read_to_string(&tick_file).unwrap_or_default();
+        let seen: u64 = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        if seen > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "fs.watch saw nothing: {text:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(later > stopped);
+    restored.signal(libc::SIGKILL).unwrap();
+    assert!(restored.wait_exit(CMD_TIMEOUT));
+}
