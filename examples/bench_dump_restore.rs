@@ -74,6 +74,7 @@ fn round(mib: usize, dir: &Path) -> Round {
     let restored = restore(&RestoreOptions {
         images_dir: dir.to_owned(),
         detach: true,
+        ..Default::default()
     })
     .unwrap_or_else(|e| panic!("restore: {e}"));
     let restore_time = t.elapsed();

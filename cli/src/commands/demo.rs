@@ -97,6 +97,7 @@ impl Engine {
             Self::Cryo => restore(&RestoreOptions {
                 images_dir: images.to_path_buf(),
                 detach: true,
+                ..Default::default()
             })
             .map_err(Into::into),
             Self::Rehearsal => {

@@ -18,6 +18,11 @@ pub struct Args {
     /// them and exiting with their status
     #[arg(short = 'd', long, visible_alias = "restore-detached")]
     detach: bool,
+
+    /// Restore TCP connections reset instead of live: the application's next read or write
+    /// on them fails with ECONNRESET
+    #[arg(long)]
+    tcp_close: bool,
 }
 
 impl Args {
@@ -26,6 +31,7 @@ impl Args {
         RestoreOptions {
             images_dir: self.images_dir.clone(),
             detach: self.detach,
+            tcp_close: self.tcp_close,
         }
     }
 }
