@@ -29,6 +29,8 @@
 //!                            echo I N -> <len> <checksum> (reads N bytes of conn I, writes them back)
 //!                            blast I N SEED -> <bytes> (writes pattern(N, SEED) without waiting)
 //!                            peer I -> <peer address>
+//!                            accept-n N -> <count> (accepts N more)   echo-all N -> <count>
+//!                            (reads N bytes of every connection, in order, writes them back)
 //! ```
 //!
 //! A failed read() of the command FIFO is fatal (exit 3, logged): with only
@@ -408,6 +410,22 @@ impl Mode {
                 s.set_nonblocking(true).map_err(io)?;
                 t.conns.push(s);
                 Ok((t.conns.len() - 1).to_string())
+            }
+            (Mode::Tcp(t), "accept-n", [n]) => {
+                let n: usize = n.parse().map_err(|_| format!("bad count {n:?}"))?;
+                for _ in 0..n {
+                    let (s, _) = t.listener.accept().map_err(io)?;
+                    s.set_nonblocking(true).map_err(io)?;
+                    t.conns.push(s);
+                }
+                Ok(t.conns.len().to_string())
+            }
+            (Mode::Tcp(t), "echo-all", [n]) => {
+                let n: usize = n.parse().map_err(|_| format!("bad count {n:?}"))?;
+                for (i, s) in t.conns.iter_mut().enumerate() {
+                    echo(s, n).map_err(|e| format!("connection {i}: {e}"))?;
+                }
+                Ok(t.conns.len().to_string())
             }
             (Mode::Tcp(t), "peer", [i]) => Ok(t.conn(i)?.peer_addr().map_err(io)?.to_string()),
             (Mode::Tcp(t), "echo", [i, n]) => {
