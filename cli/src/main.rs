@@ -39,6 +39,8 @@ enum Command {
     Restore(commands::restore::Args),
     /// Print an image directory as text or JSON
     Show(commands::show::Args),
+    /// Remove the network lock a dump left installed
+    Unlock(commands::unlock::Args),
     /// Probe the kernel features cryo needs
     Check(commands::check::Args),
     /// Checkpoint a live workload, kill it, restore it and watch it continue
@@ -73,6 +75,7 @@ fn run(command: Command) -> anyhow::Result<i32> {
         Command::Dump(args) => commands::dump::run(args),
         Command::Restore(args) => commands::restore::run(args),
         Command::Show(args) => commands::show::run(args),
+        Command::Unlock(args) => commands::unlock::run(args),
         Command::Check(args) => commands::check::run(args),
         Command::Demo(args) => commands::demo::run(args),
         Command::DemoWorkload(args) => commands::demo_workload::run(args),

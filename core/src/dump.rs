@@ -11,6 +11,7 @@ use nix::unistd::Pid;
 use tracing::{info, info_span};
 
 use crate::error::{Error, Result};
+use crate::files::sockets::{SocketDump, SocketDumpOptions};
 use crate::files::{FdDumpOptions, FileTable};
 use crate::freeze::{check_target, FrozenTask};
 use crate::image::{names, ImageDir};
@@ -82,12 +83,24 @@ fn dump_task(
 ) -> Result<DumpSummary> {
     let frozen = FrozenTask::freeze(pid)?;
     let frozen_at = Instant::now();
+    // Sockets first: the network lock goes on before any connection is captured. Dropped on
+    // a failure below, it puts the connections back and releases the lock.
+    let lock_id = lock_id_for(images.path());
+    let sockets = SocketDump::collect(
+        pid,
+        &SocketDumpOptions {
+            tcp_established: opts.tcp_established,
+            lock_id: lock_id.clone(),
+        },
+    )?;
     // Read again now that it cannot change under us.
     let stat = proc::stat(pid)?;
     let mut remote = Remote::borrow(pid).map_err(|e| Error::sys(pid, "take the main thread", e))?;
     let scratch =
         Scratch::map(&mut remote).map_err(|e| Error::sys(pid, "map a scratch page", e))?;
-    let collected = collect(pid, &stat, images, opts, &frozen, &remote, &scratch);
+    let collected = collect(
+        pid, &stat, images, opts, &frozen, &remote, &scratch, &sockets,
+    );
     // Whatever happened, the task gets its own state back before anything else.
     let unmapped = scratch.unmap(&remote);
     let released = remote.release();
@@ -121,12 +134,21 @@ fn dump_task(
             shell_job: opts.shell_job,
             tcp_established: opts.tcp_established,
             leave_running: opts.leave_running,
+            network_lock: if !opts.leave_running && sockets.has_connections() {
+                lock_id
+            } else {
+                String::new()
+            },
         }],
     )?;
     if opts.leave_running {
+        sockets.finish_running()?;
         drop(frozen);
     } else {
         frozen.kill()?;
+        if let Some(id) = sockets.finish_killed() {
+            info!(%pid, lock = id, "connections held silent by the network lock until restore");
+        }
     }
     let summary = DumpSummary {
         pids: vec![pid],
@@ -144,6 +166,7 @@ type Collected = (
     Vec<FileDesc>,
 );
 
+#[allow(clippy::too_many_arguments)]
 fn collect(
     pid: Pid,
     stat: &proc::Stat,
@@ -152,6 +175,7 @@ fn collect(
     frozen: &FrozenTask,
     remote: &Remote,
     scratch: &Scratch,
+    sockets: &SocketDump,
 ) -> Result<Collected> {
     let mut core = task::dump(pid, stat)?;
     for &tid in frozen.tids() {
@@ -172,6 +196,7 @@ fn collect(
     core.sigactions = signals::dump_actions(pid, remote, scratch)?;
     core.shared_pending = threads::shared_pending(pid)?;
     let mut files = FileTable::new();
+    files.add_sockets(sockets);
     core.fds = files.dump_task_fds(
         pid,
         images,
@@ -187,6 +212,15 @@ fn collect(
     Ok((core, mm, files.into_descs()))
 }
 
+/// The id of the network lock of a dump into `dir`: derived from the directory's absolute
+/// path, so that `cryo unlock -D DIR` finds it even when the dump died before writing its
+/// inventory.
+pub fn lock_id_for(dir: &std::path::Path) -> String {
+    let abs = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let bytes = abs.as_os_str().as_encoded_bytes();
+    format!("dump-{:08x}-{:x}", crc32c::crc32c(bytes), bytes.len())
+}
+
 fn checkpoint_id() -> String {
     std::fs::read_to_string("/proc/sys/kernel/random/uuid")
         .map(|s| s.trim().to_string())
@@ -200,4 +234,25 @@ fn clear_dir(images: &ImageDir) {
             let _ = std::fs::remove_file(entry.path());
         }
     }
+}
+
+/// Removes the network lock a dump into `dir` left installed (`cryo unlock -D DIR`): the one
+/// named in its inventory, else the one derived from the directory (a dump that died before
+/// writing its inventory). Returns the lock id and whether it was installed.
+pub fn unlock(dir: &std::path::Path) -> Result<(String, bool)> {
+    let from_inventory = ImageDir::open(dir)
+        .ok()
+        .and_then(|images| {
+            images
+                .read_single::<Inventory>(names::INVENTORY, ImageKind::Inventory)
+                .ok()
+        })
+        .map(|inv| inv.network_lock)
+        .filter(|id| !id.is_empty());
+    let id = from_inventory.unwrap_or_else(|| lock_id_for(dir));
+    let found = cryo_netns::NetworkLock::release_by_id(&id).map_err(|e| Error::ImageDir {
+        path: dir.to_path_buf(),
+        detail: format!("remove network lock {id}: {e}"),
+    })?;
+    Ok((id, found))
 }

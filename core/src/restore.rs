@@ -38,6 +38,8 @@ pub struct RestoreOptions {
     pub pidns: bool,
     /// Restore into a new network namespace with loopback up.
     pub netns: bool,
+    /// Restore TCP connections reset (`--tcp-close`) instead of live.
+    pub tcp_close: bool,
 }
 
 /// The processes a restore created, running.
@@ -85,8 +87,10 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored> {
     let started = Instant::now();
     let _span = info_span!("restore", dir = %opts.images_dir.display()).entered();
     let images = ImageDir::open(&opts.images_dir)?;
-    let (_inventory, tasks, descs) = load(&images)?;
+    let (inventory, tasks, descs) = load(&images)?;
     debug!(ms = started.elapsed().as_secs_f64() * 1e3, "images checked");
+    // The dump's network lock goes once the restored sockets are live, or the restore failed.
+    let _unlock = Unlock(inventory.network_lock.clone());
     let [task] = &tasks[..] else {
         return Err(Error::Restore(format!(
             "{} processes in the image: one per image for now",
@@ -103,7 +107,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored> {
             wait_pid_free(Pid::from_raw(thread.tid))?;
         }
     }
-    let child = spawn(task, &descs, &images, ns)?;
+    let child = spawn(task, &descs, &images, ns, opts)?;
     let mut guard = KillOnDrop(Some(child));
     debug!(
         ms = started.elapsed().as_secs_f64() * 1e3,
@@ -241,6 +245,21 @@ fn wait_pid_free(pid: Pid) -> Result<()> {
     }
 }
 
+/// Releases the network lock of a dump (if any) when dropped.
+struct Unlock(String);
+
+impl Drop for Unlock {
+    fn drop(&mut self) {
+        if self.0.is_empty() {
+            return;
+        }
+        match cryo_netns::NetworkLock::release_by_id(&self.0) {
+            Ok(found) => debug!(lock = self.0, found, "network lock released"),
+            Err(e) => tracing::warn!(lock = self.0, error = %e, "network lock not released"),
+        }
+    }
+}
+
 /// Kills and reaps a half-restored process.
 struct KillOnDrop(Option<Spawned>);
 
@@ -332,6 +351,7 @@ fn spawn(
     descs: &[FileDesc],
     images: &ImageDir,
     ns: Namespaces,
+    opts: &RestoreOptions,
 ) -> Result<Spawned> {
     let pid = Pid::from_raw(task.entry.pid);
     let tramp = pick_trampoline(&task.mm)?;
@@ -346,6 +366,9 @@ fn spawn(
         err: (err_wr.as_raw_fd(), ctl_base + 1),
         mapping: &mapping,
         tramp,
+        fd_opts: files::FdRestoreOptions {
+            tcp_close: opts.tcp_close,
+        },
     };
     let (child, init) = if ns.pid || ns.net {
         let init = namespaces::spawn_init(
@@ -522,6 +545,7 @@ struct ChildPlan<'a> {
     err: (RawFd, i32),
     mapping: &'a MappingFds,
     tramp: u64,
+    fd_opts: files::FdRestoreOptions,
 }
 
 /// The restore child: a single-threaded fork of cryo. Never returns: it stops itself for the
@@ -573,8 +597,14 @@ fn child_setup(plan: &ChildPlan) -> std::result::Result<(), String> {
     }
     let mut keep: Vec<RawFd> = vec![plan.sync.1, plan.err.1];
     keep.extend(plan.mapping.all().iter().map(|&fd| fd as RawFd));
-    files::restore_task_fds(plan.descs, &task.core.fds, plan.images, &keep)
-        .map_err(|e| e.to_string())?;
+    files::restore_task_fds_with(
+        plan.descs,
+        &task.core.fds,
+        plan.images,
+        &keep,
+        &plan.fd_opts,
+    )
+    .map_err(|e| e.to_string())?;
 
     signals::restore_actions(&task.core.sigactions).map_err(|e| format!("signal handlers: {e}"))?;
     let thread_pending = &task.core.threads[0].pending;

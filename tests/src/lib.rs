@@ -735,16 +735,24 @@ impl Workload {
     /// `cryo restore -D IMG --detach`: must exit 0 with the workload answering, its pid kept.
     #[track_caller]
     pub fn restore_detached(&mut self, img: &Path) -> CryoOutput {
+        self.restore_detached_with(img, &[])
+    }
+
+    /// `cryo restore -D IMG --detach EXTRA...`: must exit 0 with the workload answering.
+    #[track_caller]
+    pub fn restore_detached_with(&mut self, img: &Path, extra: &[&str]) -> CryoOutput {
         assert!(
             self.restored.is_none() && !self.original_alive(),
             "something of this workload still runs"
         );
-        let out = self.cryo(&[
+        let mut args: Vec<&OsStr> = vec![
             OsStr::new("restore"),
             "-D".as_ref(),
             img.as_ref(),
             "--detach".as_ref(),
-        ]);
+        ];
+        args.extend(extra.iter().map(OsStr::new));
+        let out = self.cryo(&args);
         out.assert_success();
         let pidfd = Pidfd::open(self.pid).unwrap_or_else(|e| {
             panic!("no process {} after restore --detach: {e}\n{out}", self.pid)

@@ -7,6 +7,7 @@ pub mod demo_workload;
 pub mod dump;
 pub mod restore;
 pub mod show;
+pub mod unlock;
 
 use std::time::Duration;
 

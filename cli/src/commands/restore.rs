@@ -27,6 +27,11 @@ pub struct Args {
     /// Restore into a new network namespace with loopback up
     #[arg(long)]
     netns: bool,
+
+    /// Restore TCP connections reset instead of live: the application's next read or write
+    /// on them fails with ECONNRESET
+    #[arg(long)]
+    tcp_close: bool,
 }
 
 impl Args {
@@ -37,6 +42,7 @@ impl Args {
             detach: self.detach,
             pidns: self.pidns,
             netns: self.netns,
+            tcp_close: self.tcp_close,
         }
     }
 }

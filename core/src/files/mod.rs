@@ -31,6 +31,7 @@ mod inspect;
 mod memfd;
 mod pipes;
 mod regular;
+pub mod sockets;
 pub(crate) mod sys;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -40,7 +41,9 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use cryo_proto::image::{file_desc::Kind, FdEntry, FileDesc, RawFileRef, RegularFile};
+use std::net::SocketAddr;
+
+use cryo_proto::image::{file_desc::Kind, FdEntry, FileDesc, RawFileRef, RegularFile, Socket};
 use nix::fcntl::{FcntlArg, OFlag};
 use nix::unistd::Pid;
 use tracing::{debug, instrument};
@@ -186,6 +189,58 @@ pub enum FileError {
         /// The kernel's answer.
         source: io::Error,
     },
+    /// A socket of a task cannot be dumped (its capture failed).
+    #[error("pid {pid} fd {fd}: {detail}")]
+    Socket {
+        /// The task.
+        pid: Pid,
+        /// The fd.
+        fd: RawFd,
+        /// What failed (the socket's addresses and the step).
+        detail: String,
+    },
+    /// An established TCP connection met by a dump without `--tcp-established`.
+    #[error(
+        "pid {pid} fd {fd}: established TCP connection {local} -> {remote} ({state}): dump \
+         with --tcp-established to capture it"
+    )]
+    TcpEstablished {
+        /// The task.
+        pid: Pid,
+        /// The fd.
+        fd: RawFd,
+        /// The local end.
+        local: SocketAddr,
+        /// The peer.
+        remote: SocketAddr,
+        /// The TCP state.
+        state: &'static str,
+    },
+    /// A TCP connection in the middle of its handshake: temporary.
+    #[error(
+        "pid {pid} fd {fd}: TCP connection {local} -> {remote} is in {state} (handshake in \
+         progress): a temporary state, retry later"
+    )]
+    TcpTemporary {
+        /// The task.
+        pid: Pid,
+        /// The fd.
+        fd: RawFd,
+        /// The local end.
+        local: SocketAddr,
+        /// The peer.
+        remote: SocketAddr,
+        /// The TCP state.
+        state: &'static str,
+    },
+    /// The network lock over the connections of a task could not be installed.
+    #[error("pid {pid}: network lock: {source}")]
+    NetworkLock {
+        /// The task.
+        pid: Pid,
+        /// What went wrong.
+        source: cryo_netns::LockError,
+    },
     /// An fd could not be put at its number.
     #[error("fd {fd} (file {id}): {op}: {source}")]
     Place {
@@ -229,6 +284,7 @@ pub struct FileTable {
     mapped: HashMap<InodeKey, u32>,
     ghosts: HashMap<InodeKey, RawFileRef>,
     pipes_captured: HashSet<InodeKey>,
+    sockets: HashMap<u64, Socket>,
 }
 
 /// Per-task state of one `dump_task_fds` call.
@@ -275,12 +331,23 @@ enum Class {
         kind: String,
     },
     Memfd,
+    Socket {
+        ino: u64,
+    },
 }
 
 impl FileTable {
     /// An empty table.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Makes the sockets captured by `dump` known: their fds are dumped from these records
+    /// (without it, every socket fd is refused).
+    pub fn add_sockets(&mut self, dump: &sockets::SocketDump) {
+        for (ino, rec) in dump.records() {
+            self.sockets.insert(ino, rec.clone());
+        }
     }
 
     /// Dumps every fd of the frozen task `pid` (read from /proc/PID/fd, /proc/PID/fdinfo and
@@ -358,6 +425,10 @@ impl FileTable {
                 other => return Err(open.refuse(other, false)),
             },
             Class::Memfd => Kind::Memfd(memfd::dump(id, &open, &meta, images, &mut self.ghosts)?),
+            Class::Socket { ino } => match self.sockets.get(&ino) {
+                Some(rec) => Kind::Socket(rec.clone()),
+                None => return Err(open.refuse("socket", true)),
+            },
         };
         debug!(
             fd,
@@ -508,7 +579,10 @@ const ANON_KINDS: &[&str] = &["eventfd", "timerfd", "signalfd", "epoll", "inotif
 /// Decides what an fd is (refusing what cryo cannot dump) and stats it.
 fn classify(open: &OpenFd) -> Result<(Class, fs::Metadata), FileError> {
     let path = match Link::parse(&open.link) {
-        Link::Socket => return Err(open.refuse("socket", true)),
+        Link::Socket => {
+            let meta = open.stat()?;
+            return Ok((Class::Socket { ino: meta.ino() }, meta));
+        }
         Link::AnonInode(kind) => {
             if !ANON_KINDS.contains(&kind.as_str()) {
                 return Err(open.refuse(kind, false));
@@ -577,7 +651,9 @@ fn check_reachable(open: &OpenFd, class: &Class, meta: &fs::Metadata) -> Result<
     let path = match class {
         Class::Regular { path, .. } | Class::Directory { path } => path,
         Class::Pipe { fifo_path, .. } => fifo_path,
-        Class::CharDevice { .. } | Class::Anon { .. } | Class::Memfd => return Ok(()),
+        Class::CharDevice { .. } | Class::Anon { .. } | Class::Memfd | Class::Socket { .. } => {
+            return Ok(())
+        }
     };
     // An O_PATH|O_NOFOLLOW fd may hold a symlink itself.
     let at_path = if meta.file_type().is_symlink() {
@@ -629,6 +705,7 @@ pub fn describe(desc: &FileDesc) -> String {
         Some(Kind::Epoll(e)) => format!("epoll ({} targets)", e.targets.len()),
         Some(Kind::Inotify(i)) => format!("inotify ({} watches)", i.watches.len()),
         Some(Kind::Memfd(m)) => format!("memfd:{}", m.name),
+        Some(Kind::Socket(s)) => sockets::describe(s),
         None => "no kind".into(),
     }
 }
@@ -789,6 +866,9 @@ pub fn validate(
             | Kind::Signalfd(_)
             | Kind::Epoll(_)
             | Kind::Inotify(_) => {}
+            Kind::Socket(s) => {
+                sockets::decode(desc, s)?;
+            }
         }
     }
     for fds in fds_of_tasks {
@@ -846,6 +926,25 @@ pub fn restore_task_fds(
     images: &ImageDir,
     keep: &[RawFd],
 ) -> Result<(), FileError> {
+    restore_task_fds_with(descs, fds, images, keep, &FdRestoreOptions::default())
+}
+
+/// How fds are restored.
+#[derive(Debug, Clone, Default)]
+pub struct FdRestoreOptions {
+    /// TCP connections come back reset (`--tcp-close`): the application sees ECONNRESET.
+    pub tcp_close: bool,
+}
+
+/// [`restore_task_fds`] with options. Sockets are re-created before any fd is placed:
+/// listeners, then connections, then UDP sockets.
+pub fn restore_task_fds_with(
+    descs: &[FileDesc],
+    fds: &[FdEntry],
+    images: &ImageDir,
+    keep: &[RawFd],
+    opts: &FdRestoreOptions,
+) -> Result<(), FileError> {
     let by_id = index(descs)?;
     check_fds(&by_id, fds)?;
     // Every temporary lives above the highest target, so placing never overwrites one.
@@ -856,6 +955,7 @@ pub fn restore_task_fds(
     let mut pipe_descs = Vec::new();
     let mut epolls = Vec::new();
     let mut memfds = memfd::Made::default();
+    let mut socket_descs = Vec::new();
     for id in &used {
         let desc = by_id[id];
         let fd = match desc.kind.as_ref().expect("checked by index") {
@@ -876,9 +976,19 @@ pub fn restore_task_fds(
                 epolls.push((desc, ep));
                 continue;
             }
+            Kind::Socket(s) => {
+                socket_descs.push((desc, sockets::decode(desc, s)?));
+                continue;
+            }
         };
         debug!(id, what = %describe(desc), "description opened");
         opened.insert(*id, above(desc, fd, min_high)?);
+    }
+    socket_descs.sort_by_key(|(_, d)| d.order());
+    for (desc, decoded) in &socket_descs {
+        let fd = sockets::open(desc, decoded, opts.tcp_close)?;
+        debug!(id = desc.id, what = %describe(desc), "socket restored");
+        opened.insert(desc.id, above(desc, fd, min_high)?);
     }
     for (id, fd) in pipes::open_all(&pipe_descs)? {
         let desc = by_id[&id];

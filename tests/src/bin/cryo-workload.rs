@@ -40,6 +40,13 @@
 //!                            timerfd (CLOCK_MONOTONIC, every 10 ms), 43 signalfd (SIGUSR1,
 //!                            blocked), data = fd number; 44 memfd "cryo-test" sealed
 //!                            SHRINK|GROW; 45 inotify: wd 1 on DIR, wd 3 on DIR/watched)
+//! tcp ADDR                   listens on ADDR (e.g. 127.0.0.1:0, [::1]:0); connections O_NONBLOCK
+//!                            port -> <port>   accept -> <index>   conns -> <count>
+//!                            echo I N -> <len> <checksum> (reads N bytes of conn I, writes them back)
+//!                            blast I N SEED -> <bytes> (writes pattern(N, SEED) without waiting)
+//!                            peer I -> <peer address>
+//!                            accept-n N -> <count> (accepts N more)   echo-all N -> <count>
+//!                            (reads N bytes of every connection, in order, writes them back)
 //! ```
 //!
 //! A failed read() of the command FIFO is fatal (exit 3, logged): with only
@@ -219,6 +226,7 @@ enum Mode {
     Mappings(Mappings),
     Threads(std::sync::Arc<Counters>),
     Events { timer_total: u64, dir: PathBuf },
+    Tcp(Tcp),
 }
 
 /// The fds of the `events` mode.
@@ -394,6 +402,77 @@ impl Counters {
     }
 }
 
+/// The tcp mode: a listener and the connections it accepted.
+struct Tcp {
+    listener: std::net::TcpListener,
+    conns: Vec<std::net::TcpStream>,
+}
+
+impl Tcp {
+    fn conn(&mut self, i: &str) -> Result<&mut std::net::TcpStream, String> {
+        let i: usize = i.parse().map_err(|_| format!("bad index {i:?}"))?;
+        self.conns.get_mut(i).ok_or(format!("no connection {i}"))
+    }
+}
+
+/// Waits until `s` is readable (`events` POLLIN) or writable (POLLOUT).
+fn wait_for(s: &std::net::TcpStream, events: libc::c_short) -> Result<(), String> {
+    use std::os::fd::AsRawFd;
+    let mut pfd = libc::pollfd {
+        fd: s.as_raw_fd(),
+        events,
+        revents: 0,
+    };
+    // SAFETY: one pollfd, valid for the call.
+    let r = unsafe { libc::poll(&mut pfd, 1, -1) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(format!("poll: {e}"));
+        }
+    }
+    Ok(())
+}
+
+fn echo(s: &mut std::net::TcpStream, n: usize) -> Result<String, String> {
+    use std::io::Read;
+    let mut data = vec![0u8; n];
+    let mut got = 0;
+    while got < n {
+        match s.read(&mut data[got..]) {
+            Ok(0) => return Err(format!("eof after {got} bytes")),
+            Ok(k) => got += k,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => wait_for(s, libc::POLLIN)?,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(format!("read after {got} bytes: {e}")),
+        }
+    }
+    let mut sent = 0;
+    while sent < n {
+        match s.write(&data[sent..]) {
+            Ok(k) => sent += k,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => wait_for(s, libc::POLLOUT)?,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(format!("write after {sent} bytes: {e}")),
+        }
+    }
+    Ok(protocol::len_and_checksum(&data))
+}
+
+fn blast(s: &mut std::net::TcpStream, n: usize, seed: u64) -> Result<String, String> {
+    let data = protocol::pattern(n, seed);
+    let mut sent = 0;
+    while sent < n {
+        match s.write(&data[sent..]) {
+            Ok(k) => sent += k,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(format!("write after {sent} bytes: {e}")),
+        }
+    }
+    Ok(sent.to_string())
+}
+
 fn arg<T: std::str::FromStr>(args: &[String], i: usize, default: T) -> Result<T, String> {
     match args.get(i) {
         None => Ok(default),
@@ -477,6 +556,14 @@ impl Mode {
                     dir: dir.to_owned(),
                 }
             }
+            "tcp" => {
+                let addr = args.first().map(String::as_str).unwrap_or("127.0.0.1:0");
+                let listener = std::net::TcpListener::bind(addr).map_err(|err| e(addr, err))?;
+                Mode::Tcp(Tcp {
+                    listener,
+                    conns: Vec::new(),
+                })
+            }
             other => return Err(format!("unknown mode {other:?}")),
         })
     }
@@ -520,6 +607,42 @@ impl Mode {
             (Mode::Mappings(m), "bump", []) => Ok(m.bump().to_string()),
             (Mode::Events { timer_total, dir }, verb, args) => {
                 events_command(timer_total, verb, args, dir)
+            }
+            (Mode::Tcp(t), "port", []) => {
+                Ok(t.listener.local_addr().map_err(io)?.port().to_string())
+            }
+            (Mode::Tcp(t), "conns", []) => Ok(t.conns.len().to_string()),
+            (Mode::Tcp(t), "accept", []) => {
+                let (s, _) = t.listener.accept().map_err(io)?;
+                s.set_nonblocking(true).map_err(io)?;
+                t.conns.push(s);
+                Ok((t.conns.len() - 1).to_string())
+            }
+            (Mode::Tcp(t), "accept-n", [n]) => {
+                let n: usize = n.parse().map_err(|_| format!("bad count {n:?}"))?;
+                for _ in 0..n {
+                    let (s, _) = t.listener.accept().map_err(io)?;
+                    s.set_nonblocking(true).map_err(io)?;
+                    t.conns.push(s);
+                }
+                Ok(t.conns.len().to_string())
+            }
+            (Mode::Tcp(t), "echo-all", [n]) => {
+                let n: usize = n.parse().map_err(|_| format!("bad count {n:?}"))?;
+                for (i, s) in t.conns.iter_mut().enumerate() {
+                    echo(s, n).map_err(|e| format!("connection {i}: {e}"))?;
+                }
+                Ok(t.conns.len().to_string())
+            }
+            (Mode::Tcp(t), "peer", [i]) => Ok(t.conn(i)?.peer_addr().map_err(io)?.to_string()),
+            (Mode::Tcp(t), "echo", [i, n]) => {
+                let n: usize = n.parse().map_err(|_| format!("bad count {n:?}"))?;
+                echo(t.conn(i)?, n)
+            }
+            (Mode::Tcp(t), "blast", [i, n, seed]) => {
+                let n: usize = n.parse().map_err(|_| format!("bad count {n:?}"))?;
+                let seed = parse_u64(seed)?;
+                blast(t.conn(i)?, n, seed)
             }
             _ => Err(format!("unknown command {verb:?}")),
         }

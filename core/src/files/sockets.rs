@@ -1,0 +1,408 @@
+//! Sockets of a task: TCP connections (TCP_REPAIR, through cryo-tcp-repair), TCP listeners and
+//! UDP sockets. Unix sockets and other families are refused.
+//!
+//! ```text
+//! dump (task frozen), before the file table is built:
+//!   /proc/PID/fd/N = socket:[INO]  pidfd_getfd -> a duplicate (the same socket)
+//!   SO_DOMAIN/SO_TYPE/SO_PROTOCOL, TCP_INFO state   -> connection | listener | udp | refused
+//!   network lock installed over every connection's 4-tuple (one nftables batch)
+//!   connections: Repair::enter + capture, then HELD in repair mode (duplicate kept open)
+//!   listeners: capture_listener, udp: capture_udp
+//!   -> one `Socket` record per inode (kind + serde_json of the tcp-repair state)
+//! end of dump:
+//!   killed:          the task dies, then the held duplicates are closed in repair mode:
+//!                    nothing is sent; the lock stays (its id goes in the inventory)
+//!   left running /   repair left quietly (TCP_REPAIR_OFF_NO_WP), lock released
+//!   failed:
+//! restore (in the child, before the fds are placed):
+//!   listeners, then connections (restore + finish_quiet, or closed with --tcp-close), then udp
+//! ```
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
+
+use cryo_netns::{ConnTuple, NetworkLock};
+use cryo_proto::image::{FileDesc, Socket, SocketKind};
+use cryo_tcp_repair::{
+    self as tcp, InFlight, ListenerState, Repair, TcpConnectionState, UdpSocketState,
+};
+use nix::fcntl::{FcntlArg, OFlag};
+use nix::unistd::Pid;
+use socket2::SockRef;
+use tracing::{debug, warn};
+
+use super::inspect::{self, Link, OpenFd};
+use super::{sys, FileError};
+
+/// How sockets are dumped.
+#[derive(Debug, Clone, Default)]
+pub struct SocketDumpOptions {
+    /// Capture established TCP connections (otherwise a dump meeting one is refused).
+    pub tcp_established: bool,
+    /// The id of the network lock to install over the connections.
+    pub lock_id: String,
+}
+
+/// A connection captured and held in repair mode: the duplicate keeps the socket alive after
+/// the task dies, so that closing it (in repair mode) sends nothing.
+#[derive(Debug)]
+struct Held {
+    fd: OwnedFd,
+    name: String,
+}
+
+/// The sockets of a frozen task, captured before its file table is built.
+///
+/// Dropping it without [`finish_killed`](Self::finish_killed) (a failed dump) or with
+/// [`finish_running`](Self::finish_running) puts every held connection back as it was and
+/// releases the network lock.
+#[derive(Debug, Default)]
+pub struct SocketDump {
+    records: HashMap<u64, Socket>,
+    held: Vec<Held>,
+    lock: Option<NetworkLock>,
+}
+
+/// What one socket fd is.
+enum Found {
+    Connection(SocketAddr, SocketAddr),
+    Listener,
+    Udp,
+}
+
+impl SocketDump {
+    /// Finds, checks and captures every socket of the frozen task `pid`: refusals first
+    /// (nothing is touched if any socket cannot be dumped), then the network lock over the
+    /// connections, then the captures.
+    pub fn collect(pid: Pid, opts: &SocketDumpOptions) -> Result<SocketDump, FileError> {
+        let mut found: Vec<(RawFd, u64, OwnedFd, Found)> = Vec::new();
+        let mut pidfd: Option<OwnedFd> = None;
+        for fd in inspect::list_fds(pid)? {
+            let open = OpenFd::read(pid, fd)?;
+            if Link::parse(&open.link) != Link::Socket {
+                continue;
+            }
+            let ino = super::InodeKey::of(&open.stat()?).ino;
+            if found.iter().any(|f| f.1 == ino) {
+                continue;
+            }
+            if pidfd.is_none() {
+                pidfd = Some(sys::pidfd_open(pid).map_err(|e| {
+                    open.inspect_err("pidfd_open", format!("/proc/{pid}").into(), e)
+                })?);
+            }
+            let pidfd = pidfd.as_ref().expect("set above");
+            let dup = sys::pidfd_getfd(pidfd.as_fd(), fd)
+                .map_err(|e| open.inspect_err("pidfd_getfd", open.proc_path(), e))?;
+            let kind = identify(&open, dup.as_fd(), opts)?;
+            found.push((fd, ino, dup, kind));
+        }
+        let mut out = SocketDump::default();
+        let tuples: Vec<ConnTuple> = found
+            .iter()
+            .filter_map(|f| match f.3 {
+                Found::Connection(l, r) => Some(ConnTuple::new(l, r)),
+                _ => None,
+            })
+            .collect();
+        if !tuples.is_empty() {
+            let lock = NetworkLock::install(&opts.lock_id, &tuples)
+                .map_err(|source| FileError::NetworkLock { pid, source })?;
+            debug!(
+                id = opts.lock_id,
+                conns = tuples.len(),
+                "network lock installed"
+            );
+            out.lock = Some(lock);
+        }
+        for (fd, ino, dup, kind) in found {
+            let bad = |e: tcp::TcpRepairError| FileError::Socket {
+                pid,
+                fd,
+                detail: e.to_string(),
+            };
+            let family = SockRef::from(&dup)
+                .domain()
+                .map(|d| i32::from(d) as u32)
+                .unwrap_or(0);
+            let (kind, json) = match kind {
+                Found::Connection(..) => {
+                    let repair = Repair::enter(dup.as_fd()).map_err(bad)?;
+                    let state = repair.capture().map_err(bad)?;
+                    repair.hold();
+                    out.held.push(Held {
+                        fd: dup,
+                        name: format!("{} -> {}", state.local, state.remote),
+                    });
+                    (SocketKind::TcpConnection, to_json(pid, fd, &state)?)
+                }
+                Found::Listener => {
+                    let state =
+                        tcp::capture_listener(dup.as_fd(), InFlight::Refuse).map_err(bad)?;
+                    (SocketKind::TcpListener, to_json(pid, fd, &state)?)
+                }
+                Found::Udp => {
+                    let state = tcp::capture_udp(dup.as_fd()).map_err(bad)?;
+                    (SocketKind::Udp, to_json(pid, fd, &state)?)
+                }
+            };
+            out.records.insert(
+                ino,
+                Socket {
+                    ino,
+                    kind: kind as i32,
+                    family,
+                    state_json: json,
+                },
+            );
+        }
+        debug!(
+            sockets = out.records.len(),
+            held = out.held.len(),
+            "sockets captured"
+        );
+        Ok(out)
+    }
+
+    /// The records captured, by socket inode.
+    pub(super) fn records(&self) -> impl Iterator<Item = (u64, &Socket)> {
+        self.records.iter().map(|(&ino, rec)| (ino, rec))
+    }
+
+    /// True when connections were captured (and the network lock installed).
+    pub fn has_connections(&self) -> bool {
+        !self.held.is_empty()
+    }
+
+    /// The task was killed: close the held connections in repair mode (nothing reaches the
+    /// peers) and leave the network lock installed for the restore to remove. Returns its id.
+    pub fn finish_killed(mut self) -> Option<String> {
+        // Closed while in repair mode: no FIN, no RST.
+        self.held.clear();
+        self.lock.take().map(NetworkLock::keep)
+    }
+
+    /// The task goes on running: leave repair mode quietly and release the lock.
+    pub fn finish_running(self) -> Result<(), FileError> {
+        drop(self);
+        Ok(())
+    }
+}
+
+impl Drop for SocketDump {
+    fn drop(&mut self) {
+        for held in self.held.drain(..) {
+            if let Err(e) = tcp::leave_repair(held.fd.as_fd(), false) {
+                warn!(conn = held.name, error = %e, "connection left in repair mode");
+            }
+        }
+        if let Some(mut lock) = self.lock.take() {
+            if let Err(e) = lock.release() {
+                warn!(lock = lock.id(), error = %e, "network lock not released");
+            }
+        }
+    }
+}
+
+fn to_json<T: serde::Serialize>(pid: Pid, fd: RawFd, state: &T) -> Result<Vec<u8>, FileError> {
+    serde_json::to_vec(state).map_err(|e| FileError::Socket {
+        pid,
+        fd,
+        detail: format!("encode the socket state: {e}"),
+    })
+}
+
+/// Decides what a socket is, refusing what cannot be dumped.
+fn identify(
+    open: &OpenFd,
+    fd: BorrowedFd<'_>,
+    opts: &SocketDumpOptions,
+) -> Result<Found, FileError> {
+    let s = SockRef::from(&fd);
+    let err = |op: &'static str, e: std::io::Error| open.inspect_err(op, open.proc_path(), e);
+    let domain = i32::from(s.domain().map_err(|e| err("getsockopt SO_DOMAIN", e))?);
+    let ty = i32::from(s.r#type().map_err(|e| err("getsockopt SO_TYPE", e))?);
+    let proto = s
+        .protocol()
+        .map_err(|e| err("getsockopt SO_PROTOCOL", e))?
+        .map_or(0, i32::from);
+    let refuse = |kind: String| open.refuse(kind, true);
+    match domain {
+        libc::AF_UNIX => return Err(refuse("unix socket".into())),
+        libc::AF_INET | libc::AF_INET6 => {}
+        libc::AF_NETLINK => return Err(refuse("netlink socket".into())),
+        libc::AF_PACKET => return Err(refuse("packet socket".into())),
+        other => return Err(refuse(format!("socket of family {other}"))),
+    }
+    let addr = |a: std::io::Result<socket2::SockAddr>| a.ok().and_then(|a| a.as_socket());
+    match (ty, proto) {
+        (libc::SOCK_STREAM, libc::IPPROTO_TCP) => {
+            let state = tcp::kernel_tcp_state(fd).map_err(|e| FileError::Socket {
+                pid: open.pid,
+                fd: open.fd,
+                detail: e.to_string(),
+            })?;
+            let (local, remote) = (addr(s.local_addr()), addr(s.peer_addr()));
+            let tuple = || match (local, remote) {
+                (Some(l), Some(r)) => Ok((l, r)),
+                _ => Err(open.dump_err("TCP connection without addresses")),
+            };
+            match state {
+                10 => Ok(Found::Listener),
+                1 | 4 | 5 | 8 | 9 | 11 => {
+                    let (local, remote) = tuple()?;
+                    if !opts.tcp_established {
+                        return Err(FileError::TcpEstablished {
+                            pid: open.pid,
+                            fd: open.fd,
+                            local,
+                            remote,
+                            state: tcp::state_name(state),
+                        });
+                    }
+                    Ok(Found::Connection(local, remote))
+                }
+                2 | 3 | 12 => {
+                    let (local, remote) = tuple()?;
+                    Err(FileError::TcpTemporary {
+                        pid: open.pid,
+                        fd: open.fd,
+                        local,
+                        remote,
+                        state: tcp::state_name(state),
+                    })
+                }
+                other => Err(refuse(format!(
+                    "TCP socket in state {} (neither listening nor connected)",
+                    tcp::state_name(other)
+                ))),
+            }
+        }
+        (libc::SOCK_DGRAM, libc::IPPROTO_UDP) => Ok(Found::Udp),
+        _ => Err(refuse(format!(
+            "inet socket of type {ty} protocol {proto} (raw, sctp...)"
+        ))),
+    }
+}
+
+/// A socket record in words, for messages and `cryo show`.
+pub fn describe(s: &Socket) -> String {
+    match SocketKind::try_from(s.kind) {
+        Ok(SocketKind::TcpConnection) => {
+            match serde_json::from_slice::<TcpConnectionState>(&s.state_json) {
+                Ok(c) => format!(
+                    "tcp {} -> {} ({:?}, {} bytes to send, {} to read)",
+                    c.local,
+                    c.remote,
+                    c.state,
+                    c.send_queue_len(),
+                    c.recv_queue.len()
+                ),
+                Err(_) => format!("tcp connection socket:[{}] (undecodable state)", s.ino),
+            }
+        }
+        Ok(SocketKind::TcpListener) => match serde_json::from_slice::<ListenerState>(&s.state_json)
+        {
+            Ok(l) => format!("tcp listening on {}", l.local),
+            Err(_) => format!("tcp listener socket:[{}] (undecodable state)", s.ino),
+        },
+        Ok(SocketKind::Udp) => match serde_json::from_slice::<UdpSocketState>(&s.state_json) {
+            Ok(u) => match u.remote {
+                Some(r) => format!("udp {} -> {r}", u.local),
+                None => format!("udp {}", u.local),
+            },
+            Err(_) => format!("udp socket:[{}] (undecodable state)", s.ino),
+        },
+        _ => format!("socket:[{}] of unknown kind {}", s.ino, s.kind),
+    }
+}
+
+/// A decoded socket record, ready to restore.
+pub(super) enum Decoded {
+    Connection(Box<TcpConnectionState>),
+    Listener(ListenerState),
+    Udp(UdpSocketState),
+}
+
+impl Decoded {
+    /// Restore order: listeners, then connections (which share the listeners' ports), then
+    /// udp.
+    pub(super) fn order(&self) -> u8 {
+        match self {
+            Decoded::Listener(_) => 0,
+            Decoded::Connection(_) => 1,
+            Decoded::Udp(_) => 2,
+        }
+    }
+}
+
+/// Decodes the state of a socket record (checked at validation, before any process exists).
+pub(super) fn decode(desc: &FileDesc, s: &Socket) -> Result<Decoded, FileError> {
+    let invalid = |detail: String| FileError::Invalid {
+        id: desc.id,
+        detail,
+    };
+    let bad = |e: serde_json::Error| invalid(format!("socket state cannot be decoded: {e}"));
+    match SocketKind::try_from(s.kind) {
+        Ok(SocketKind::TcpConnection) => Ok(Decoded::Connection(Box::new(
+            serde_json::from_slice(&s.state_json).map_err(bad)?,
+        ))),
+        Ok(SocketKind::TcpListener) => Ok(Decoded::Listener(
+            serde_json::from_slice(&s.state_json).map_err(bad)?,
+        )),
+        Ok(SocketKind::Udp) => Ok(Decoded::Udp(
+            serde_json::from_slice(&s.state_json).map_err(bad)?,
+        )),
+        _ => Err(invalid(format!("socket of unknown kind {}", s.kind))),
+    }
+}
+
+/// Default listen() backlog when the dump could not read it.
+const DEFAULT_BACKLOG: u32 = 128;
+
+/// Restore side, in the child: re-creates one socket, with the file status flags of the
+/// description (O_NONBLOCK...). With `tcp_close`, a connection comes back reset: its first
+/// read fails with ECONNRESET.
+pub(super) fn open(
+    desc: &FileDesc,
+    decoded: &Decoded,
+    tcp_close: bool,
+) -> Result<OwnedFd, FileError> {
+    let what = super::describe(desc);
+    let fail = |e: tcp::TcpRepairError| FileError::Restore {
+        id: desc.id,
+        what: what.clone(),
+        op: "restore socket".into(),
+        source: std::io::Error::other(e.to_string()),
+    };
+    let fd = match decoded {
+        Decoded::Listener(l) => tcp::restore_listener(l, DEFAULT_BACKLOG).map_err(fail)?,
+        Decoded::Udp(u) => tcp::restore_udp(u).map_err(fail)?,
+        Decoded::Connection(c) => {
+            let fd = tcp::restore(c)
+                .map_err(fail)?
+                .finish_quiet()
+                .map_err(fail)?;
+            if tcp_close {
+                disconnect(fd.as_fd())
+                    .map_err(|e| super::restore_err(desc, "connect AF_UNSPEC (--tcp-close)", e))?;
+            }
+            fd
+        }
+    };
+    let flags = OFlag::from_bits_retain(desc.flags as i32) & (OFlag::O_NONBLOCK | OFlag::O_ASYNC);
+    if !flags.is_empty() {
+        let old = nix::fcntl::fcntl(&fd, FcntlArg::F_GETFL)
+            .map_err(|e| super::restore_err(desc, "F_GETFL", e.into()))?;
+        nix::fcntl::fcntl(&fd, FcntlArg::F_SETFL(OFlag::from_bits_retain(old) | flags))
+            .map_err(|e| super::restore_err(desc, "F_SETFL", e.into()))?;
+    }
+    Ok(fd)
+}
+
+/// Resets a connection (connect with AF_UNSPEC: tcp_disconnect): the peer gets a RST, the
+/// owner's next read or write fails with ECONNRESET.
+fn disconnect(fd: BorrowedFd<'_>) -> std::io::Result<()> {
+    sys::connect_unspec(fd)
+}

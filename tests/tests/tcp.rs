@@ -1,0 +1,321 @@
+//! TCP sockets across dump and restore: the workload (`tcp` mode) is the server; the test
+//! itself is the client, a separate process that is never dumped. Every listener binds an
+//! ephemeral port, so the tests run in parallel.
+//!
+//! Needs the engine: `cryo` must be built (`cargo build -p cryo`).
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::os::fd::{FromRawFd, IntoRawFd};
+use std::path::Path;
+use std::thread;
+use std::time::Duration;
+
+use cryo_tests::protocol::{len_and_checksum, pattern};
+use cryo_tests::{cryo_bin, has_word, Workload};
+
+/// Generous: a client retransmits on its own backoff timer after the lock is released.
+const IO_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A client socket with a small receive buffer (so the server's send queue backs up),
+/// connected to `addr`.
+fn connect_small(addr: SocketAddr) -> TcpStream {
+    use nix::sys::socket::{
+        connect, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType, SockaddrStorage,
+    };
+    let family = if addr.is_ipv6() {
+        AddressFamily::Inet6
+    } else {
+        AddressFamily::Inet
+    };
+    let fd = socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None).expect("socket");
+    setsockopt(&fd, sockopt::RcvBuf, &16384).expect("SO_RCVBUF");
+    connect(
+        std::os::fd::AsRawFd::as_raw_fd(&fd),
+        &SockaddrStorage::from(addr),
+    )
+    .expect("connect");
+    // SAFETY: a connected TCP socket we own, handed over whole.
+    let s = unsafe { TcpStream::from_raw_fd(fd.into_raw_fd()) };
+    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+    s
+}
+
+fn server_addr(w: &Workload, ip: &str) -> SocketAddr {
+    let port: u16 = w.cmd("port").parse().expect("port");
+    SocketAddr::new(ip.parse::<IpAddr>().unwrap(), port)
+}
+
+#[track_caller]
+fn read_exactly(s: &mut TcpStream, n: usize) -> Vec<u8> {
+    let mut buf = vec![0u8; n];
+    let mut got = 0;
+    while got < n {
+        match s.read(&mut buf[got..]) {
+            Ok(0) => panic!("eof after {got} of {n} bytes"),
+            Ok(k) => got += k,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => panic!("read after {got} of {n} bytes: {e}"),
+        }
+    }
+    buf
+}
+
+/// The network lock a dump left, as `cryo show` prints it.
+fn lock_of(w: &Workload, img: &Path) -> Option<String> {
+    let out = w.show(img, false);
+    out.assert_success();
+    out.stdout
+        .split(|c: char| c.is_whitespace() || c == ',')
+        .find_map(|t| t.strip_prefix("network-lock="))
+        .map(str::to_string)
+}
+
+fn installed(id: &str) -> bool {
+    cryo_netns::installed_locks()
+        .expect("list locks")
+        .iter()
+        .any(|l| l == id)
+}
+
+/// The whole story over one address family: data both ways before the dump, a full send
+/// queue (with unsent data) and unread received data at dump time, the client writing
+/// while the server is frozen and dead, then every byte exactly once and in order.
+fn live_connection_survives(listen: &str, ip: &str) {
+    cryo_bin();
+    let mut w = Workload::spawn("tcp", &[listen]);
+    let mut client = connect_small(server_addr(&w, ip));
+    assert_eq!(w.cmd("accept"), "0");
+
+    let a = pattern(50_000, 1);
+    client.write_all(&a).unwrap();
+    assert_eq!(w.cmd("echo 0 50000"), len_and_checksum(&a));
+    assert_eq!(read_exactly(&mut client, a.len()), a);
+
+    // The client does not read: the server's send queue fills, part of it unsent.
+    let blasted: usize = w.cmd("blast 0 3000000 7").parse().unwrap();
+    assert!(blasted > 100_000, "only {blasted} bytes queued");
+    // Received, not read by the server.
+    let b = pattern(30_000, 2);
+    client.write_all(&b).unwrap();
+
+    // The client keeps sending through the dump and the restore.
+    let d = pattern(200_000, 3);
+    let mut writer = client.try_clone().unwrap();
+    let d2 = d.clone();
+    let sending = thread::spawn(move || writer.write_all(&d2));
+
+    let img = w.path("img");
+    let out = w.dump(&img, &["--tcp-established"]);
+    out.assert_success();
+    w.wait_original();
+    let lock = lock_of(&w, &img).expect("the dump left a network lock");
+    assert!(installed(&lock), "lock {lock} not installed after the dump");
+
+    w.restore_background(&img);
+
+    let got = read_exactly(&mut client, blasted);
+    assert!(
+        got == pattern(3_000_000, 7)[..blasted],
+        "the send queue came back damaged"
+    );
+    sending.join().unwrap().expect("the client's writes failed");
+    let mut bd = b.clone();
+    bd.extend_from_slice(&d);
+    assert_eq!(
+        w.cmd(&format!("echo 0 {}", bd.len())),
+        len_and_checksum(&bd)
+    );
+    assert!(read_exactly(&mut client, bd.len()) == bd, "echo damaged");
+    // Data flowed, so the lock is gone (cryo removes it once the process runs).
+    assert!(
+        !installed(&lock),
+        "lock {lock} still installed after restore"
+    );
+
+    // Still a live connection both ways, and the listener still accepts.
+    let e = pattern(10_000, 4);
+    client.write_all(&e).unwrap();
+    assert_eq!(w.cmd("echo 0 10000"), len_and_checksum(&e));
+    assert_eq!(read_exactly(&mut client, e.len()), e);
+    let _second = TcpStream::connect(server_addr(&w, ip)).unwrap();
+    assert_eq!(w.cmd("accept"), "1");
+    w.kill_restored();
+}
+
+#[test]
+fn a_live_ipv4_connection_keeps_every_byte() {
+    live_connection_survives("127.0.0.1:0", "127.0.0.1");
+}
+
+#[test]
+fn a_live_ipv6_connection_keeps_every_byte() {
+    live_connection_survives("[::1]:0", "::1");
+}
+
+#[test]
+fn an_established_connection_is_refused_without_the_flag() {
+    cryo_bin();
+    let mut w = Workload::spawn("tcp", &["127.0.0.1:0"]);
+    let server = server_addr(&w, "127.0.0.1");
+    let mut client = connect_small(server);
+    assert_eq!(w.cmd("accept"), "0");
+    let img = w.path("img");
+    let out = w.dump(&img, &[]);
+    out.assert_refused();
+    let local = client.local_addr().unwrap();
+    out.assert_stderr_mentions(&format!("pid {}", w.pid()));
+    out.assert_stderr_mentions(&format!("{server} -> {local}"));
+    out.assert_stderr_mentions("--tcp-established");
+    assert!(has_word(&out.stderr, "fd"), "{out}");
+    // Untouched: the connection works.
+    client.write_all(b"hello").unwrap();
+    assert_eq!(w.cmd("echo 0 5"), len_and_checksum(b"hello"));
+    assert_eq!(read_exactly(&mut client, 5), b"hello");
+    w.kill_original();
+}
+
+#[test]
+fn leave_running_keeps_the_connection_and_removes_the_lock() {
+    cryo_bin();
+    let mut w = Workload::spawn("tcp", &["127.0.0.1:0"]);
+    let mut client = connect_small(server_addr(&w, "127.0.0.1"));
+    assert_eq!(w.cmd("accept"), "0");
+    let b = pattern(20_000, 9);
+    client.write_all(&b).unwrap();
+    let img = w.path("img");
+    w.dump(&img, &["--tcp-established", "--leave-running"])
+        .assert_success();
+    assert!(w.original_alive());
+    assert_eq!(lock_of(&w, &img), None);
+    assert!(!cryo_netns::installed_locks()
+        .unwrap()
+        .iter()
+        .any(|l| l == &cryo_core_lock_id(&img)));
+    assert_eq!(w.cmd("echo 0 20000"), len_and_checksum(&b));
+    assert_eq!(read_exactly(&mut client, b.len()), b);
+    w.kill_original();
+}
+
+/// The lock id a dump into `img` uses (see cryo_core::dump::lock_id_for).
+fn cryo_core_lock_id(img: &Path) -> String {
+    let abs = std::fs::canonicalize(img).unwrap();
+    let bytes = abs.as_os_str().as_encoded_bytes();
+    format!("dump-{:08x}-{:x}", crc32c::crc32c(bytes), bytes.len())
+}
+
+#[test]
+fn tcp_close_restores_connections_reset() {
+    cryo_bin();
+    let mut w = Workload::spawn("tcp", &["127.0.0.1:0"]);
+    let mut client = connect_small(server_addr(&w, "127.0.0.1"));
+    assert_eq!(w.cmd("accept"), "0");
+    let img = w.path("img");
+    w.dump(&img, &["--tcp-established"]).assert_success();
+    w.wait_original();
+    w.restore_detached_with(&img, &["--tcp-close"]);
+    let reply = w.cmd("echo 0 1");
+    assert!(
+        reply.contains("reset") || reply.contains("eof"),
+        "the server should see the connection gone: {reply}"
+    );
+    // The client learns it too, at once (the lock is gone: the RST or FIN gets through, or
+    // its next segment is answered with a RST).
+    let _ = client.write_all(b"x");
+    let mut buf = [0u8; 1];
+    match client.read(&mut buf) {
+        Ok(0) => {}
+        Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
+        other => panic!("client should see the connection closed: {other:?}"),
+    }
+    w.kill_restored();
+}
+
+#[test]
+fn a_listener_with_a_pending_connection_is_refused_as_temporary() {
+    cryo_bin();
+    let mut w = Workload::spawn("tcp", &["127.0.0.1:0"]);
+    let addr = server_addr(&w, "127.0.0.1");
+    let _pending = TcpStream::connect(addr).unwrap();
+    let img = w.path("img");
+    let out = w.dump(&img, &["--tcp-established"]);
+    out.assert_refused();
+    out.assert_stderr_mentions("retry");
+    // Accepted, it dumps, and the listener comes back listening.
+    assert_eq!(w.cmd("accept"), "0");
+    w.dump(&img, &["--tcp-established"]).assert_success();
+    w.wait_original();
+    w.restore_background(&img);
+    let mut next = TcpStream::connect(addr).unwrap();
+    assert_eq!(w.cmd("accept"), "1");
+    next.write_all(b"abc").unwrap();
+    assert_eq!(w.cmd("echo 1 3"), len_and_checksum(b"abc"));
+    w.kill_restored();
+}
+
+#[test]
+fn unlock_removes_a_lock_left_by_a_dump() {
+    cryo_bin();
+    let mut w = Workload::spawn("tcp", &["127.0.0.1:0"]);
+    let _client = connect_small(server_addr(&w, "127.0.0.1"));
+    assert_eq!(w.cmd("accept"), "0");
+    let img = w.path("img");
+    w.dump(&img, &["--tcp-established"]).assert_success();
+    w.wait_original();
+    let lock = lock_of(&w, &img).expect("a lock");
+    assert!(installed(&lock));
+    let out = w.cryo(&["unlock", "-D", img.to_str().unwrap()]);
+    out.assert_success();
+    assert!(!installed(&lock), "{out}");
+}
+
+#[test]
+fn a_thousand_connections_keep_every_byte() {
+    const N: usize = 1000;
+    const BATCH: usize = 100;
+    cryo_bin();
+    let mut w = Workload::spawn("tcp", &["127.0.0.1:0"]);
+    let addr = server_addr(&w, "127.0.0.1");
+    let mut clients = Vec::with_capacity(N);
+    while clients.len() < N {
+        for _ in 0..BATCH {
+            let s = TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+            clients.push(s);
+        }
+        assert_eq!(
+            w.cmd(&format!("accept-n {BATCH}")),
+            clients.len().to_string()
+        );
+    }
+    let data = |i: usize, part: u64| pattern(100, (i as u64) << 8 | part);
+    for (i, c) in clients.iter_mut().enumerate() {
+        c.write_all(&data(i, 1)).unwrap();
+    }
+    let img = w.path("img");
+    let started = std::time::Instant::now();
+    w.dump(&img, &["--tcp-established"]).assert_success();
+    let dumped = started.elapsed();
+    w.wait_original();
+    // Sent while the server is dead.
+    for (i, c) in clients.iter_mut().enumerate() {
+        c.write_all(&data(i, 2)).unwrap();
+    }
+    let started = std::time::Instant::now();
+    w.restore_background(&img);
+    let restored = started.elapsed();
+    eprintln!(
+        "{N} connections: dump {:.1} ms, restore {:.1} ms ({:.1} us per connection in all)",
+        dumped.as_secs_f64() * 1e3,
+        restored.as_secs_f64() * 1e3,
+        (dumped + restored).as_secs_f64() * 1e6 / N as f64
+    );
+    assert_eq!(w.cmd("echo-all 200"), N.to_string());
+    for (i, c) in clients.iter_mut().enumerate() {
+        let mut want = data(i, 1);
+        want.extend_from_slice(&data(i, 2));
+        assert!(read_exactly(c, 200) == want, "connection {i} damaged");
+    }
+    w.kill_restored();
+}
