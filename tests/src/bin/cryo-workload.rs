@@ -31,6 +31,7 @@
 //!                            peer I -> <peer address>
 //!                            accept-n N -> <count> (accepts N more)   echo-all N -> <count>
 //!                            (reads N bytes of every connection, in order, writes them back)
+//! udp ADDR                   port -> <port>   recv -> <len> <checksum> <from> (one datagram)
 //! ```
 //!
 //! A failed read() of the command FIFO is fatal (exit 3, logged): with only
@@ -208,6 +209,7 @@ enum Mode {
     Signal,
     Unsupported { fd: i32 },
     Tcp(Tcp),
+    Udp(std::net::UdpSocket),
 }
 
 /// The tcp mode: a listener and the connections it accepted.
@@ -363,6 +365,10 @@ impl Mode {
                     conns: Vec::new(),
                 })
             }
+            "udp" => {
+                let addr = args.first().map(String::as_str).unwrap_or("127.0.0.1:0");
+                Mode::Udp(std::net::UdpSocket::bind(addr).map_err(|err| e(addr, err))?)
+            }
             other => return Err(format!("unknown mode {other:?}")),
         })
     }
@@ -401,6 +407,12 @@ impl Mode {
             (Mode::Signal, "count", []) => Ok(SIGUSR1_COUNT.load(Ordering::SeqCst).to_string()),
             (Mode::Signal, "pending", []) => Ok(u8::from(sys::sigusr2_pending()).to_string()),
             (Mode::Unsupported { fd }, "fd", []) => Ok(fd.to_string()),
+            (Mode::Udp(u), "port", []) => Ok(u.local_addr().map_err(io)?.port().to_string()),
+            (Mode::Udp(u), "recv", []) => {
+                let mut buf = vec![0u8; 65536];
+                let (n, from) = u.recv_from(&mut buf).map_err(io)?;
+                Ok(format!("{} {from}", protocol::len_and_checksum(&buf[..n])))
+            }
             (Mode::Tcp(t), "port", []) => {
                 Ok(t.listener.local_addr().map_err(io)?.port().to_string())
             }
