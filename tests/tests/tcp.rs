@@ -319,3 +319,27 @@ fn a_thousand_connections_keep_every_byte() {
     }
     w.kill_restored();
 }
+
+#[test]
+fn a_udp_socket_comes_back_bound() {
+    cryo_bin();
+    let mut w = Workload::spawn("udp", &["127.0.0.1:0"]);
+    let port: u16 = w.cmd("port").parse().unwrap();
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let me = client.local_addr().unwrap();
+    client.send_to(b"before", ("127.0.0.1", port)).unwrap();
+    assert_eq!(
+        w.cmd("recv"),
+        format!("{} {me}", len_and_checksum(b"before"))
+    );
+    let img = w.path("img");
+    w.dump_ok(&img);
+    w.restore_background(&img);
+    assert_eq!(w.cmd("port"), port.to_string());
+    client.send_to(b"after", ("127.0.0.1", port)).unwrap();
+    assert_eq!(
+        w.cmd("recv"),
+        format!("{} {me}", len_and_checksum(b"after"))
+    );
+    w.kill_restored();
+}

@@ -985,10 +985,36 @@ pub fn restore_task_fds_with(
         opened.insert(*id, above(desc, fd, min_high)?);
     }
     socket_descs.sort_by_key(|(_, d)| d.order());
+    // A socket used by one fd whose number is free goes there at once: a server with
+    // thousands of connections then never holds twice as many fds.
+    let mut uses: HashMap<u32, Vec<&FdEntry>> = HashMap::new();
+    for e in fds {
+        uses.entry(e.file_id).or_default().push(e);
+    }
+    let mut placed: HashSet<RawFd> = HashSet::new();
     for (desc, decoded) in &socket_descs {
         let fd = sockets::open(desc, decoded, opts.tcp_close)?;
-        debug!(id = desc.id, what = %describe(desc), "socket restored");
-        opened.insert(desc.id, above(desc, fd, min_high)?);
+        match uses.get(&desc.id).map(Vec::as_slice) {
+            Some([e]) if e.fd > 2 && !sys::fd_is_open(e.fd) => {
+                sys::dup_to(fd.as_fd(), e.fd, e.cloexec).map_err(|source| FileError::Place {
+                    fd: e.fd,
+                    id: e.file_id,
+                    op: "dup3",
+                    source,
+                })?;
+                placed.insert(e.fd);
+            }
+            _ => {
+                opened.insert(desc.id, above(desc, fd, min_high)?);
+            }
+        }
+    }
+    if !socket_descs.is_empty() {
+        debug!(
+            sockets = socket_descs.len(),
+            placed = placed.len(),
+            "sockets restored"
+        );
     }
     for (id, fd) in pipes::open_all(&pipe_descs)? {
         let desc = by_id[&id];
@@ -999,6 +1025,9 @@ pub fn restore_task_fds_with(
     debug!(fds = fds.len(), descriptions = opened.len(), "placing fds");
     // From here on: no logging (fd 2 is being replaced).
     for e in fds {
+        if placed.contains(&e.fd) {
+            continue;
+        }
         let Some(src) = opened.get(&e.file_id) else {
             continue; // an epoll, placed below
         };

@@ -44,11 +44,13 @@ pub struct SocketDumpOptions {
     pub lock_id: String,
 }
 
-/// A connection captured and held in repair mode: the duplicate keeps the socket alive after
-/// the task dies, so that closing it (in repair mode) sends nothing.
+/// A connection captured and left in repair mode, known by its fd in the task: when the task
+/// is killed, its socket closes in repair mode and sends nothing. No duplicate is kept (a
+/// server with 10,000 connections would double cryo's fds); leaving repair mode (dump failed
+/// or --leave-running) takes a fresh duplicate.
 #[derive(Debug)]
 struct Held {
-    fd: OwnedFd,
+    fd: RawFd,
     name: String,
 }
 
@@ -61,6 +63,7 @@ struct Held {
 pub struct SocketDump {
     records: HashMap<u64, Socket>,
     held: Vec<Held>,
+    pidfd: Option<OwnedFd>,
     lock: Option<NetworkLock>,
 }
 
@@ -76,7 +79,8 @@ impl SocketDump {
     /// (nothing is touched if any socket cannot be dumped), then the network lock over the
     /// connections, then the captures.
     pub fn collect(pid: Pid, opts: &SocketDumpOptions) -> Result<SocketDump, FileError> {
-        let mut found: Vec<(RawFd, u64, OwnedFd, Found)> = Vec::new();
+        let mut found: Vec<(RawFd, u64, Found)> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         let mut pidfd: Option<OwnedFd> = None;
         for fd in inspect::list_fds(pid)? {
             let open = OpenFd::read(pid, fd)?;
@@ -84,7 +88,7 @@ impl SocketDump {
                 continue;
             }
             let ino = super::InodeKey::of(&open.stat()?).ino;
-            if found.iter().any(|f| f.1 == ino) {
+            if !seen.insert(ino) {
                 continue;
             }
             if pidfd.is_none() {
@@ -96,12 +100,13 @@ impl SocketDump {
             let dup = sys::pidfd_getfd(pidfd.as_fd(), fd)
                 .map_err(|e| open.inspect_err("pidfd_getfd", open.proc_path(), e))?;
             let kind = identify(&open, dup.as_fd(), opts)?;
-            found.push((fd, ino, dup, kind));
+            found.push((fd, ino, kind));
         }
         let mut out = SocketDump::default();
+        out.pidfd = pidfd;
         let tuples: Vec<ConnTuple> = found
             .iter()
-            .filter_map(|f| match f.3 {
+            .filter_map(|f| match f.2 {
                 Found::Connection(l, r) => Some(ConnTuple::new(l, r)),
                 _ => None,
             })
@@ -116,7 +121,13 @@ impl SocketDump {
             );
             out.lock = Some(lock);
         }
-        for (fd, ino, dup, kind) in found {
+        for (fd, ino, kind) in found {
+            let pidfd = out.pidfd.as_ref().expect("set with the first socket");
+            let dup = sys::pidfd_getfd(pidfd.as_fd(), fd).map_err(|e| FileError::Socket {
+                pid,
+                fd,
+                detail: format!("pidfd_getfd: {e}"),
+            })?;
             let bad = |e: tcp::TcpRepairError| FileError::Socket {
                 pid,
                 fd,
@@ -132,7 +143,7 @@ impl SocketDump {
                     let state = repair.capture().map_err(bad)?;
                     repair.hold();
                     out.held.push(Held {
-                        fd: dup,
+                        fd,
                         name: format!("{} -> {}", state.local, state.remote),
                     });
                     (SocketKind::TcpConnection, to_json(pid, fd, &state)?)
@@ -178,7 +189,7 @@ impl SocketDump {
     /// The task was killed: close the held connections in repair mode (nothing reaches the
     /// peers) and leave the network lock installed for the restore to remove. Returns its id.
     pub fn finish_killed(mut self) -> Option<String> {
-        // Closed while in repair mode: no FIN, no RST.
+        // The task's sockets closed in repair mode: no FIN, no RST.
         self.held.clear();
         self.lock.take().map(NetworkLock::keep)
     }
@@ -193,8 +204,12 @@ impl SocketDump {
 impl Drop for SocketDump {
     fn drop(&mut self) {
         for held in self.held.drain(..) {
-            if let Err(e) = tcp::leave_repair(held.fd.as_fd(), false) {
-                warn!(conn = held.name, error = %e, "connection left in repair mode");
+            let Some(pidfd) = &self.pidfd else { break };
+            let left = sys::pidfd_getfd(pidfd.as_fd(), held.fd)
+                .map_err(|e| e.to_string())
+                .and_then(|dup| tcp::leave_repair(dup.as_fd(), false).map_err(|e| e.to_string()));
+            if let Err(e) = left {
+                warn!(fd = held.fd, conn = held.name, error = %e, "connection left in repair mode");
             }
         }
         if let Some(mut lock) = self.lock.take() {

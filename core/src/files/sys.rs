@@ -341,3 +341,9 @@ pub(crate) fn connect_unspec(fd: BorrowedFd<'_>) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// True if `fd` is an open descriptor of this process (F_GETFD).
+pub(crate) fn fd_is_open(fd: RawFd) -> bool {
+    // SAFETY: F_GETFD takes no argument and only reads the fd table.
+    unsafe { libc::fcntl(fd, libc::F_GETFD) >= 0 }
+}

@@ -47,6 +47,7 @@
 //!                            peer I -> <peer address>
 //!                            accept-n N -> <count> (accepts N more)   echo-all N -> <count>
 //!                            (reads N bytes of every connection, in order, writes them back)
+//! udp ADDR                   port -> <port>   recv -> <len> <checksum> <from> (one datagram)
 //! ```
 //!
 //! A failed read() of the command FIFO is fatal (exit 3, logged): with only
@@ -227,6 +228,7 @@ enum Mode {
     Threads(std::sync::Arc<Counters>),
     Events { timer_total: u64, dir: PathBuf },
     Tcp(Tcp),
+    Udp(std::net::UdpSocket),
 }
 
 /// The fds of the `events` mode.
@@ -564,6 +566,10 @@ impl Mode {
                     conns: Vec::new(),
                 })
             }
+            "udp" => {
+                let addr = args.first().map(String::as_str).unwrap_or("127.0.0.1:0");
+                Mode::Udp(std::net::UdpSocket::bind(addr).map_err(|err| e(addr, err))?)
+            }
             other => return Err(format!("unknown mode {other:?}")),
         })
     }
@@ -607,6 +613,12 @@ impl Mode {
             (Mode::Mappings(m), "bump", []) => Ok(m.bump().to_string()),
             (Mode::Events { timer_total, dir }, verb, args) => {
                 events_command(timer_total, verb, args, dir)
+            }
+            (Mode::Udp(u), "port", []) => Ok(u.local_addr().map_err(io)?.port().to_string()),
+            (Mode::Udp(u), "recv", []) => {
+                let mut buf = vec![0u8; 65536];
+                let (n, from) = u.recv_from(&mut buf).map_err(io)?;
+                Ok(format!("{} {from}", protocol::len_and_checksum(&buf[..n])))
             }
             (Mode::Tcp(t), "port", []) => {
                 Ok(t.listener.local_addr().map_err(io)?.port().to_string())
