@@ -79,6 +79,24 @@ impl Server {
         .assert_success();
     }
 
+    /// The final checkpoint: the dump kills node with its connections held in repair mode,
+    /// so its clients see nothing until the restore.
+    fn checkpoint_and_stop(&mut self, img: &Path) {
+        self.cryo(&[
+            "dump",
+            "-t",
+            &self.pid.to_string(),
+            "-D",
+            img.to_str().unwrap(),
+            "--tcp-established",
+        ])
+        .assert_success();
+        // Reap it: its pid is free again for the restore.
+        if let Some(mut child) = self.child.take() {
+            child.wait().unwrap();
+        }
+    }
+
     fn kill_original(&mut self) {
         if let Some(mut child) = self.child.take() {
             child.kill().unwrap();
@@ -174,8 +192,7 @@ fn the_same_client_and_a_new_one_see_the_state_after_restore() {
     assert_eq!(client.eval("var x = 41"), "undefined");
     assert_eq!(client.eval("function f(a) { return a + 1 }"), "undefined");
     let img = server.path("img");
-    server.checkpoint(&img);
-    server.kill_original();
+    server.checkpoint_and_stop(&img);
     server.restore(&img, &[]);
     assert_eq!(client.eval("f(x)"), "42", "the old client, still connected");
     let mut fresh = Client::connect(server.port);
