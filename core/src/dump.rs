@@ -16,7 +16,7 @@ use crate::files::{FdDumpOptions, FileTable};
 use crate::freeze::{check_target, FrozenTask};
 use crate::image::{names, ImageDir};
 use crate::remote::{Remote, Scratch};
-use crate::{memory, proc, signals, task, threads};
+use crate::{memory, proc, signals, task, threads, timers};
 
 /// What `cryo dump` was asked to do.
 #[derive(Debug, Clone, Default)]
@@ -194,6 +194,8 @@ fn collect(
         core.threads.push(dumped?);
     }
     core.sigactions = signals::dump_actions(pid, remote, scratch)?;
+    core.itimers = timers::dump_itimers(pid, remote, scratch.addr)?;
+    core.posix_timers = timers::dump_posix(pid, remote, scratch.addr)?;
     core.shared_pending = threads::shared_pending(pid)?;
     let mut files = FileTable::new();
     files.add_sockets(sockets);

@@ -27,6 +27,7 @@ pub mod signals;
 pub mod sys;
 pub mod task;
 pub mod threads;
+pub mod timers;
 
 pub use error::{Error, Result};
 pub use nix::unistd::Pid;

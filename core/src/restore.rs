@@ -24,7 +24,7 @@ use crate::memory::{self, PAGE};
 use crate::remote::{Remote, SYSCALL_INT3};
 use crate::sys::process::{fork_with_pid, Forked};
 use crate::sys::ptrace as pt;
-use crate::{files, namespaces, signals, task, threads};
+use crate::{files, namespaces, signals, task, threads, timers};
 
 /// What `cryo restore` was asked to do.
 #[derive(Debug, Clone, Default)]
@@ -480,6 +480,12 @@ fn finish(child: Pid, task: &TaskImage, tramp: u64) -> Result<()> {
         }
         in_thread.dismiss();
     }
+    timers::restore(
+        &remote,
+        scratch,
+        &task.core.itimers,
+        &task.core.posix_timers,
+    )?;
     let main = &task.core.threads[0];
     threads::restore_in_thread(&remote, scratch, main, None)?;
     if let Some(creds) = &task.core.creds {

@@ -26,6 +26,9 @@
 //! threads N                  counts -> ok <shared> <wakeups> | bad <shared> <sum>
 //!                            (N threads each counting under one mutex, notifying a
 //!                            condition variable a waiter thread sleeps on)
+//! timers                     ticks  -> alarm <SIGALRM count> rt <timer signals> id <timer id>
+//!                            (setitimer ITIMER_REAL every 20 ms; a POSIX timer on
+//!                            CLOCK_MONOTONIC every 15 ms signalling SIGRTMIN with value 0x1234)
 //! mappings                   check  -> ok | bad <region>     bump -> <byte 0 of shared.dat>
 //!                            (shared anonymous, shared file DIR/shared.dat, private file
 //!                            DIR/private.dat with one page written, a PROT_NONE region)
@@ -216,6 +219,25 @@ extern "C" fn on_sigusr1(_sig: libc::c_int) {
     SIGUSR1_COUNT.fetch_add(1, Ordering::SeqCst);
 }
 
+static ALARMS: AtomicU64 = AtomicU64::new(0);
+static RT_TICKS: AtomicU64 = AtomicU64::new(0);
+static RT_BAD_VALUE: AtomicU64 = AtomicU64::new(0);
+const TIMER_VALUE: usize = 0x1234;
+
+extern "C" fn on_alarm(_sig: libc::c_int) {
+    ALARMS.fetch_add(1, Ordering::SeqCst);
+}
+
+extern "C" fn on_timer(_sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {
+    // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler.
+    let value = unsafe { (*info).si_value().sival_ptr } as usize;
+    if value == TIMER_VALUE {
+        RT_TICKS.fetch_add(1, Ordering::SeqCst);
+    } else {
+        RT_BAD_VALUE.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
 enum Mode {
     Counter,
     Memory(Memory),
@@ -225,6 +247,7 @@ enum Mode {
     Signal,
     Unsupported { fd: i32 },
     Mappings(Mappings),
+    Timers { id: i32 },
     Threads(std::sync::Arc<Counters>),
     Events { timer_total: u64, dir: PathBuf },
     Tcp(Tcp),
@@ -549,6 +572,10 @@ impl Mode {
                 let fd = sys::move_fd(fd, want).map_err(|err| e("dup2", err))?;
                 Mode::Unsupported { fd }
             }
+            "timers" => Mode::Timers {
+                id: sys::start_timers(on_alarm, on_timer, TIMER_VALUE)
+                    .map_err(|err| e("timers", err))?,
+            },
             "threads" => Mode::Threads(Counters::start(arg(args, 0, 8)?)),
             "mappings" => Mode::Mappings(Mappings::new(dir).map_err(|err| e("mappings", err))?),
             "events" => {
@@ -610,6 +637,12 @@ impl Mode {
             (Mode::Unsupported { fd }, "fd", []) => Ok(fd.to_string()),
             (Mode::Mappings(m), "check", []) => Ok(m.check()),
             (Mode::Threads(c), "counts", []) => Ok(c.counts()),
+            (Mode::Timers { id }, "ticks", []) => Ok(format!(
+                "alarm {} rt {} id {id} bad {}",
+                ALARMS.load(Ordering::SeqCst),
+                RT_TICKS.load(Ordering::SeqCst),
+                RT_BAD_VALUE.load(Ordering::SeqCst)
+            )),
             (Mode::Mappings(m), "bump", []) => Ok(m.bump().to_string()),
             (Mode::Events { timer_total, dir }, verb, args) => {
                 events_command(timer_total, verb, args, dir)
@@ -1101,6 +1134,65 @@ mod sys {
         } else {
             Ok(p.cast())
         }
+    }
+
+    /// ITIMER_REAL every 20 ms (SIGALRM to `alarm`) and a POSIX timer every 15 ms
+    /// (SIGRTMIN with `value` to `timer`); returns the timer's id.
+    pub fn start_timers(
+        alarm: extern "C" fn(libc::c_int),
+        timer: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void),
+        value: usize,
+    ) -> io::Result<i32> {
+        for (sig, handler, flags) in [
+            (libc::SIGALRM, alarm as usize, libc::SA_RESTART),
+            (
+                libc::SIGRTMIN(),
+                timer as usize,
+                libc::SA_RESTART | libc::SA_SIGINFO,
+            ),
+        ] {
+            // SAFETY: sigaction is plain data; zeroed is a valid starting value.
+            let mut sa: libc::sigaction = unsafe { std::mem::zeroed() };
+            sa.sa_sigaction = handler;
+            sa.sa_flags = flags;
+            // SAFETY: sa is fully initialised; the handlers only touch atomics.
+            cvt(unsafe { libc::sigaction(sig, &sa, std::ptr::null_mut()) })?;
+        }
+        let every = |ms: i64| libc::itimerval {
+            it_interval: libc::timeval {
+                tv_sec: 0,
+                tv_usec: ms * 1000,
+            },
+            it_value: libc::timeval {
+                tv_sec: 0,
+                tv_usec: ms * 1000,
+            },
+        };
+        // SAFETY: a valid itimerval; no old value wanted.
+        cvt(unsafe { libc::setitimer(libc::ITIMER_REAL, &every(20), std::ptr::null_mut()) })?;
+        // SAFETY: sigevent is plain data; zeroed is a valid starting value.
+        let mut ev: libc::sigevent = unsafe { std::mem::zeroed() };
+        ev.sigev_notify = libc::SIGEV_SIGNAL;
+        ev.sigev_signo = libc::SIGRTMIN();
+        ev.sigev_value = libc::sigval {
+            sival_ptr: value as *mut libc::c_void,
+        };
+        let mut id: libc::timer_t = std::ptr::null_mut();
+        // SAFETY: ev and id are valid for the call.
+        cvt(unsafe { libc::timer_create(libc::CLOCK_MONOTONIC, &mut ev, &mut id) })?;
+        let spec = libc::itimerspec {
+            it_interval: libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 15_000_000,
+            },
+            it_value: libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 15_000_000,
+            },
+        };
+        // SAFETY: id was just created; spec is valid.
+        cvt(unsafe { libc::timer_settime(id, 0, &spec, std::ptr::null_mut()) })?;
+        Ok(id as usize as i32)
     }
 
     pub fn install_sigusr1(handler: extern "C" fn(libc::c_int)) -> io::Result<()> {
