@@ -50,6 +50,14 @@
 //!                            peer I -> <peer address>
 //!                            accept-n N -> <count> (accepts N more)   echo-all N -> <count>
 //!                            (reads N bytes of every connection, in order, writes them back)
+//!                            connect ADDR -> <index> (non-blocking connect, kept as connection I)
+//!                            connected I -> ok | <error> (waits until the connect completes)
+//!                            local I -> <local address>   fd I -> <fd>   state I -> <TCP state name> (TCP_INFO)
+//!                            shutdown I -> ok (shuts the write side: sends a FIN)
+//!                            take I N -> <len> <checksum> (reads N bytes, writes nothing)
+//!                            write I N SEED -> <len> (writes all of pattern(N, SEED), waiting)
+//!                            eof I -> eof | data <len> (waits for the peer's FIN)
+//!                            close I -> ok (closes it: later indices shift down)
 //! udp ADDR                   port -> <port>   recv -> <len> <checksum> <from> (one datagram)
 //! ```
 //!
@@ -484,6 +492,166 @@ fn echo(s: &mut std::net::TcpStream, n: usize) -> Result<String, String> {
     Ok(protocol::len_and_checksum(&data))
 }
 
+/// The tcp mode's commands for handshakes and closing states.
+mod tcp_extra {
+    use super::{protocol, wait_for};
+    use std::io::{self, Read, Write};
+    use std::net::{SocketAddr, TcpStream};
+    use std::os::fd::{AsRawFd, FromRawFd};
+
+    /// A TCP socket whose connect to `addr` was started, not waited for.
+    pub fn connect_nonblocking(addr: SocketAddr) -> io::Result<TcpStream> {
+        let (family, storage, len) = sockaddr(addr);
+        // SAFETY: socket takes no pointers.
+        let fd = unsafe {
+            libc::socket(
+                family,
+                libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                0,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a fresh socket we own, handed over whole (closed on error).
+        let s = unsafe { TcpStream::from_raw_fd(fd) };
+        // SAFETY: storage holds a sockaddr of `len` bytes.
+        let r = unsafe { libc::connect(fd, (&raw const storage).cast(), len) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EINPROGRESS) {
+                return Err(e);
+            }
+        }
+        Ok(s)
+    }
+
+    fn sockaddr(addr: SocketAddr) -> (i32, libc::sockaddr_storage, libc::socklen_t) {
+        // SAFETY: all-zero is a valid sockaddr_storage.
+        let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        match addr {
+            SocketAddr::V4(a) => {
+                let sin = libc::sockaddr_in {
+                    sin_family: libc::AF_INET as libc::sa_family_t,
+                    sin_port: a.port().to_be(),
+                    sin_addr: libc::in_addr {
+                        s_addr: u32::from(*a.ip()).to_be(),
+                    },
+                    sin_zero: [0; 8],
+                };
+                // SAFETY: sockaddr_in fits in sockaddr_storage.
+                unsafe { std::ptr::write((&raw mut storage).cast(), sin) };
+                (
+                    libc::AF_INET,
+                    storage,
+                    std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+                )
+            }
+            SocketAddr::V6(a) => {
+                let sin6 = libc::sockaddr_in6 {
+                    sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                    sin6_port: a.port().to_be(),
+                    sin6_flowinfo: a.flowinfo(),
+                    sin6_addr: libc::in6_addr {
+                        s6_addr: a.ip().octets(),
+                    },
+                    sin6_scope_id: a.scope_id(),
+                };
+                // SAFETY: sockaddr_in6 fits in sockaddr_storage.
+                unsafe { std::ptr::write((&raw mut storage).cast(), sin6) };
+                (
+                    libc::AF_INET6,
+                    storage,
+                    std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+                )
+            }
+        }
+    }
+
+    /// The socket's TCP state, by its kernel name.
+    pub fn state(s: &TcpStream) -> io::Result<String> {
+        // SAFETY: all-zero is a valid tcp_info.
+        let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        // SAFETY: info and len are valid for the call.
+        let r = unsafe {
+            libc::getsockopt(
+                s.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_INFO,
+                (&raw mut info).cast(),
+                &mut len,
+            )
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let names = [
+            "0",
+            "ESTABLISHED",
+            "SYN_SENT",
+            "SYN_RECV",
+            "FIN_WAIT1",
+            "FIN_WAIT2",
+            "TIME_WAIT",
+            "CLOSE",
+            "CLOSE_WAIT",
+            "LAST_ACK",
+            "LISTEN",
+            "CLOSING",
+        ];
+        Ok(names
+            .get(usize::from(info.tcpi_state))
+            .map_or_else(|| info.tcpi_state.to_string(), |n| (*n).to_string()))
+    }
+
+    /// Reads exactly `n` bytes (waiting for them) and sums them up.
+    pub fn take(s: &mut TcpStream, n: usize) -> Result<String, String> {
+        let mut data = vec![0u8; n];
+        let mut got = 0;
+        while got < n {
+            match s.read(&mut data[got..]) {
+                Ok(0) => return Err(format!("eof after {got} bytes")),
+                Ok(k) => got += k,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => wait_for(s, libc::POLLIN)?,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(format!("read after {got} bytes: {e}")),
+            }
+        }
+        Ok(protocol::len_and_checksum(&data))
+    }
+
+    /// Writes all of `data`, waiting whenever the send queue is full.
+    pub fn write_all(s: &mut TcpStream, data: &[u8]) -> Result<(), String> {
+        let mut sent = 0;
+        while sent < data.len() {
+            match s.write(&data[sent..]) {
+                Ok(k) => sent += k,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => wait_for(s, libc::POLLOUT)?,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(format!("write after {sent} bytes: {e}")),
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for the end of the stream: `eof`, or `data N` if N bytes came first.
+    pub fn eof(s: &mut TcpStream) -> Result<String, String> {
+        let mut buf = [0u8; 4096];
+        let mut extra = 0usize;
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) if extra == 0 => return Ok("eof".into()),
+                Ok(0) => return Ok(format!("data {extra}")),
+                Ok(k) => extra += k,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => wait_for(s, libc::POLLIN)?,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(format!("read: {e}")),
+            }
+        }
+    }
+}
+
 fn blast(s: &mut std::net::TcpStream, n: usize, seed: u64) -> Result<String, String> {
     let data = protocol::pattern(n, seed);
     let mut sent = 0;
@@ -683,6 +851,48 @@ impl Mode {
             (Mode::Tcp(t), "echo", [i, n]) => {
                 let n: usize = n.parse().map_err(|_| format!("bad count {n:?}"))?;
                 echo(t.conn(i)?, n)
+            }
+            (Mode::Tcp(t), "connect", [addr]) => {
+                let addr: std::net::SocketAddr =
+                    addr.parse().map_err(|_| format!("bad address {addr:?}"))?;
+                let s = tcp_extra::connect_nonblocking(addr).map_err(io)?;
+                t.conns.push(s);
+                Ok((t.conns.len() - 1).to_string())
+            }
+            (Mode::Tcp(t), "connected", [i]) => {
+                let s = t.conn(i)?;
+                wait_for(s, libc::POLLOUT)?;
+                match s.take_error().map_err(io)? {
+                    None => Ok("ok".into()),
+                    Some(e) => Ok(e.to_string()),
+                }
+            }
+            (Mode::Tcp(t), "local", [i]) => Ok(t.conn(i)?.local_addr().map_err(io)?.to_string()),
+            (Mode::Tcp(t), "fd", [i]) => {
+                use std::os::fd::AsRawFd;
+                Ok(t.conn(i)?.as_raw_fd().to_string())
+            }
+            (Mode::Tcp(t), "state", [i]) => tcp_extra::state(t.conn(i)?).map_err(io),
+            (Mode::Tcp(t), "shutdown", [i]) => {
+                t.conn(i)?.shutdown(std::net::Shutdown::Write).map_err(io)?;
+                Ok("ok".into())
+            }
+            (Mode::Tcp(t), "take", [i, n]) => {
+                let n: usize = n.parse().map_err(|_| format!("bad count {n:?}"))?;
+                tcp_extra::take(t.conn(i)?, n)
+            }
+            (Mode::Tcp(t), "write", [i, n, seed]) => {
+                let n: usize = n.parse().map_err(|_| format!("bad count {n:?}"))?;
+                let seed = parse_u64(seed)?;
+                tcp_extra::write_all(t.conn(i)?, &protocol::pattern(n, seed))?;
+                Ok(n.to_string())
+            }
+            (Mode::Tcp(t), "eof", [i]) => tcp_extra::eof(t.conn(i)?),
+            (Mode::Tcp(t), "close", [i]) => {
+                t.conn(i)?;
+                let i: usize = i.parse().map_err(|_| format!("bad index {i:?}"))?;
+                drop(t.conns.remove(i));
+                Ok("ok".into())
             }
             (Mode::Tcp(t), "blast", [i, n, seed]) => {
                 let n: usize = n.parse().map_err(|_| format!("bad count {n:?}"))?;
