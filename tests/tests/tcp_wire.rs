@@ -306,9 +306,6 @@ fn the_client_sees_no_rst_and_no_fin_across_dump_and_restore() {
 }
 
 #[test]
-#[ignore = "engine bug: a SYN_SENT socket has no peer address (getpeername: ENOTCONN), so \
-            core/src/files/sockets.rs refuses it as 'TCP connection without addresses' before \
-            reaching the temporary/retry error, which never names the addresses"]
 fn a_connect_in_progress_is_refused_as_temporary_and_left_alone() {
     cryo_bin();
     // A listener with backlog 0 holds one connection in its accept queue and drops the

@@ -227,9 +227,9 @@ pub enum FileError {
         /// The fd.
         fd: RawFd,
         /// The local end.
-        local: SocketAddr,
-        /// The peer.
-        remote: SocketAddr,
+        local: String,
+        /// The peer it is connecting to (the kernel does not tell a connect in progress's).
+        remote: String,
         /// The TCP state.
         state: &'static str,
     },

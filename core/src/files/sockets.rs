@@ -99,7 +99,7 @@ impl SocketDump {
             let pidfd = pidfd.as_ref().expect("set above");
             let dup = sys::pidfd_getfd(pidfd.as_fd(), fd)
                 .map_err(|e| open.inspect_err("pidfd_getfd", open.proc_path(), e))?;
-            let kind = identify(&open, dup.as_fd(), opts)?;
+            let kind = identify(&open, dup.as_fd(), ino, opts)?;
             found.push((fd, ino, kind));
         }
         let mut out = SocketDump::default();
@@ -228,10 +228,43 @@ fn to_json<T: serde::Serialize>(pid: Pid, fd: RawFd, state: &T) -> Result<Vec<u8
     })
 }
 
+/// The remote address of TCP socket `ino` as /proc/PID/net/tcp{,6} lists it.
+fn proc_net_peer(pid: Pid, ino: u64) -> Option<SocketAddr> {
+    for (file, v6) in [("tcp", false), ("tcp6", true)] {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/net/{file}")).ok()?;
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.get(9).and_then(|i| i.parse::<u64>().ok()) != Some(ino) {
+                continue;
+            }
+            return parse_proc_addr(f.get(2)?, v6);
+        }
+    }
+    None
+}
+
+/// "0100007F:1F90" (IPv4) or 32 hex digits (IPv6), each 32-bit word in host order.
+fn parse_proc_addr(text: &str, v6: bool) -> Option<SocketAddr> {
+    let (host, port) = text.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    let words: Vec<u32> = (0..host.len() / 8)
+        .map(|i| u32::from_str_radix(&host[i * 8..i * 8 + 8], 16).map(u32::from_be))
+        .collect::<Result<_, _>>()
+        .ok()?;
+    let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_be_bytes()).collect();
+    let ip: std::net::IpAddr = if v6 {
+        <[u8; 16]>::try_from(bytes.as_slice()).ok()?.into()
+    } else {
+        <[u8; 4]>::try_from(bytes.as_slice()).ok()?.into()
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
 /// Decides what a socket is, refusing what cannot be dumped.
 fn identify(
     open: &OpenFd,
     fd: BorrowedFd<'_>,
+    ino: u64,
     opts: &SocketDumpOptions,
 ) -> Result<Found, FileError> {
     let s = SockRef::from(&fd);
@@ -279,12 +312,15 @@ fn identify(
                     Ok(Found::Connection(local, remote))
                 }
                 2 | 3 | 12 => {
-                    let (local, remote) = tuple()?;
+                    // A connect in progress has no peer address yet (getpeername: ENOTCONN);
+                    // the kernel's table of the task's namespace has it.
+                    let remote = remote.or_else(|| proc_net_peer(open.pid, ino));
+                    let show = |a: Option<SocketAddr>| a.map_or("?".to_string(), |a| a.to_string());
                     Err(FileError::TcpTemporary {
                         pid: open.pid,
                         fd: open.fd,
-                        local,
-                        remote,
+                        local: show(local),
+                        remote: show(remote),
                         state: tcp::state_name(state),
                     })
                 }
