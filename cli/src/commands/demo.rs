@@ -2,21 +2,29 @@
 //!
 //! The workload is this binary re-executed as `cryo __demo-workload DIR` (see
 //! [`super::demo_workload`]): a counter, a regular file read one line per tick from its
-//! middle, and a pipe drained one chunk per tick. The demo
+//! middle, a pipe drained one chunk per tick, and one TCP connection on 127.0.0.1 to which it
+//! sends a line per tick. The demo
 //!
-//! 1. starts it in a temporary directory and waits on a ready pipe until it has ticked;
-//! 2. dumps it with the engine (kill mode) into `DIR/img` and checks its pid is gone;
-//! 3. restores it (detached), waits for a few more ticks;
+//! 1. starts it in a temporary directory, connects to it as its TCP client (the demo is not
+//!    dumped: it is the peer that must never notice) and waits on a ready pipe until it has
+//!    ticked; it answers every tick line on the connection with a line of its own;
+//! 2. dumps it with the engine (kill mode, established TCP connections included) into
+//!    `DIR/img` and checks its pid is gone;
+//! 3. restores it (detached), waits for a few more ticks, on the log and on the connection;
 //! 4. checks that the counter, the file offset and the pipe data all continue exactly where
-//!    they stopped, then kills it and removes the directory.
+//!    they stopped, that the connection was never reset or closed, that its tick lines go on
+//!    without a gap or a repeat and that the workload got every line the demo sent, then
+//!    kills it and removes the directory.
 //!
-//! Everything runs on this one thread: restore forks from this process.
+//! Everything runs on this one thread (restore forks from this process): the connection is
+//! read without blocking, with poll.
 //!
 //! `cryo demo --rehearse` (hidden) runs the same demo with SIGSTOP and SIGCONT standing in
 //! for the dump and the restore, so everything around the engine is tested on its own.
 
 use std::fs;
-use std::io::Read as _;
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsFd as _;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -31,7 +39,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 
-use super::demo_workload::{self as workload, Tick, LINE_LEN};
+use super::demo_workload::{self as workload, TcpTick, Tick, LINE_LEN};
 use super::{mib, ms};
 
 /// Ticks the workload logs before the dump.
@@ -42,6 +50,8 @@ const TICKS_AFTER: usize = 5;
 const TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the log is looked at while waiting for ticks.
 const POLL: Duration = Duration::from_millis(20);
+/// Lines of the connection shown before the checkpoint.
+const TCP_SHOWN_BEFORE: usize = 3;
 
 /// Checkpoint a live workload, kill it, restore it and watch it continue (no arguments needed)
 #[derive(Debug, clap::Args)]
@@ -71,6 +81,7 @@ impl Engine {
             Self::Cryo => dump(&DumpOptions {
                 pids: vec![pid],
                 images_dir: images.to_path_buf(),
+                tcp_established: true,
                 ..Default::default()
             })
             .map_err(Into::into),
@@ -144,9 +155,9 @@ fn demo(dir: &Path, engine: Engine) -> anyhow::Result<()> {
     let log_path = dir.join(workload::LOG);
     let log = || read_log(&log_path);
 
-    // 1. The workload.
+    // 1. The workload, and the demo as its TCP client.
     let exe = std::env::current_exe().context("find the cryo binary")?;
-    let mut task = Workload::start(&exe, dir)?;
+    let (mut task, mut client) = Workload::start(&exe, dir)?;
     let pid = task.pid;
     println!();
     println!(
@@ -156,16 +167,25 @@ fn demo(dir: &Path, engine: Engine) -> anyhow::Result<()> {
     );
     println!(
         "   in a session of its own with no terminal, it ticks every 100 ms: it counts, reads the \
-         next line of {} (opened, already read halfway) and drains one chunk of a pipe it holds \
-         both ends of",
+         next line of {} (opened, already read halfway), drains one chunk of a pipe it holds \
+         both ends of, and sends a line to its TCP client",
         workload::INPUT
     );
+    println!(
+        "   this demo is that client: connected {} -> {}, it answers every tick line with one \
+         of its own",
+        client.local, client.peer
+    );
+    // Every tick line up to the one the workload was ready at, each answered.
+    client
+        .wait(&mut task, &log_path, 0, TICKS_BEFORE)
+        .context("before the checkpoint")?;
     let before = log()?;
     for line in before.lines() {
         println!("   | {line}");
     }
 
-    // 2. Checkpoint, in kill mode.
+    // 2. Checkpoint, in kill mode, with the established connection.
     let images = dir.join("img");
     let summary = engine
         .dump(pid, &images)
@@ -185,7 +205,9 @@ fn demo(dir: &Path, engine: Engine) -> anyhow::Result<()> {
         ms(summary.total)
     );
     if engine == Engine::Cryo {
-        println!("   the dump killed it: pid {pid} is gone");
+        println!(
+            "   the dump killed it: pid {pid} is gone; its end of the connection is in the images"
+        );
     } else {
         println!("   rehearsal: pid {pid} is stopped, not gone");
     }
@@ -196,6 +218,10 @@ fn demo(dir: &Path, engine: Engine) -> anyhow::Result<()> {
         .cloned()
         .context("the workload's log has no tick")?;
     println!("   its last tick: {}", last.line().trim_end());
+    // The client end is still open, unread and unreset, while the workload is gone.
+    client
+        .pump()
+        .context("the TCP connection while the workload was checkpointed")?;
 
     // 3. Restore, detached: the restored process is our child again.
     let restored = engine
@@ -221,20 +247,50 @@ fn demo(dir: &Path, engine: Engine) -> anyhow::Result<()> {
     }
     println!();
     println!("3. restored pid {pid} in {}", ms(restored.elapsed));
-    let after = task.wait_ticks(&log_path, before_ticks.len() + TICKS_AFTER)?;
-    let new_ticks = &after[before_ticks.len()..];
+    // A few more ticks, all answered but the last: the one after shows the workload's count.
+    let answer_until = last.n + TICKS_AFTER as u64;
+    client.answer_until = answer_until;
+    let after = client
+        .wait(
+            &mut task,
+            &log_path,
+            before_ticks.len() + TICKS_AFTER,
+            answer_until + 1,
+        )
+        .context("after the restore")?;
+    let new_ticks = &after[before_ticks.len()..][..TICKS_AFTER];
     println!("   its log around the checkpoint:");
     println!("   | {}", last.line().trim_end());
     println!("   | ---- checkpoint, kill, restore ----");
     for tick in new_ticks {
         println!("   | {}", tick.line().trim_end());
     }
+    println!(
+        "   the TCP connection around the checkpoint (<- from the workload, -> from this demo):"
+    );
+    let shown_from = client
+        .lines
+        .iter()
+        .position(|l| l.tick.n + TCP_SHOWN_BEFORE as u64 > last.n)
+        .unwrap_or(0);
+    for line in &client.lines[shown_from..] {
+        if line.tick.n == last.n + 1 {
+            println!("   | ---- checkpoint, kill, restore: same connection, never closed ----");
+        }
+        let tick = line.tick.line();
+        match &line.answer {
+            Some(answer) => println!("   | <- {:<30} -> {answer}", tick.trim_end()),
+            None => println!("   | <- {}", tick.trim_end()),
+        }
+    }
 
     // 4. It went on where it stopped.
     let verdict = verify(&last, new_ticks)?;
+    let tcp_verdict = client.verify(&last)?;
     task.stop();
     println!();
     println!("4. ok: {verdict}");
+    println!("   {tcp_verdict}");
     println!("   stopped the restored workload");
     Ok(())
 }
@@ -302,6 +358,191 @@ fn verify(last: &Tick, after: &[Tick]) -> anyhow::Result<String> {
     ))
 }
 
+/// A line the workload sent on the connection, and this demo's answer to it, if any.
+#[derive(Debug, Clone)]
+struct Exchange {
+    tick: TcpTick,
+    answer: Option<String>,
+}
+
+/// This demo as the workload's TCP client: a non-blocking socket read with poll.
+struct Client {
+    stream: TcpStream,
+    local: SocketAddr,
+    peer: SocketAddr,
+    /// Bytes of an unfinished line.
+    partial: Vec<u8>,
+    /// Every line received, in order, with the answer sent.
+    lines: Vec<Exchange>,
+    /// Tick lines up to this one are answered.
+    answer_until: u64,
+    /// Lines sent, and the latest.
+    sent: u64,
+    last_sent: String,
+}
+
+impl Client {
+    fn connect(addr: SocketAddr) -> anyhow::Result<Self> {
+        let stream = TcpStream::connect_timeout(&addr, TIMEOUT)
+            .with_context(|| format!("connect to the workload at {addr}"))?;
+        stream.set_nodelay(true).context("TCP_NODELAY")?;
+        stream.set_nonblocking(true).context("O_NONBLOCK")?;
+        let local = stream.local_addr().context("the client's address")?;
+        Ok(Self {
+            stream,
+            local,
+            peer: addr,
+            partial: Vec::new(),
+            lines: Vec::new(),
+            answer_until: u64::MAX,
+            sent: 0,
+            last_sent: String::new(),
+        })
+    }
+
+    /// The last tick received on the connection (0 if none).
+    fn last_n(&self) -> u64 {
+        self.lines.last().map_or(0, |l| l.tick.n)
+    }
+
+    /// Reads whatever has arrived, without blocking; checks every line follows the one before
+    /// and answers it. An EOF or an error (a reset) fails.
+    fn pump(&mut self) -> anyhow::Result<()> {
+        let mut buf = [0u8; 4096];
+        loop {
+            match self.stream.read(&mut buf) {
+                Ok(0) => bail!(
+                    "the workload closed the TCP connection (EOF) after {} tick lines",
+                    self.last_n()
+                ),
+                Ok(len) => self.partial.extend_from_slice(&buf[..len]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    return Err(e).context(format!(
+                        "the TCP connection failed after {} tick lines",
+                        self.last_n()
+                    ))
+                }
+            }
+            while let Some(end) = self.partial.iter().position(|&b| b == b'\n') {
+                let raw: Vec<u8> = self.partial.drain(..=end).collect();
+                let text = String::from_utf8_lossy(&raw);
+                let tick = TcpTick::parse(&text)
+                    .with_context(|| format!("unexpected line on the TCP connection: {text:?}"))?;
+                let want = self.last_n() + 1;
+                if tick.n != want {
+                    let what = if tick.n < want { "a repeat" } else { "a gap" };
+                    bail!(
+                        "the TCP tick lines went from tick={} to tick={} ({what}; expected tick={want})",
+                        self.last_n(),
+                        tick.n
+                    );
+                }
+                let answer = (tick.n <= self.answer_until)
+                    .then(|| self.answer(tick.n))
+                    .transpose()?;
+                self.lines.push(Exchange { tick, answer });
+            }
+        }
+    }
+
+    /// Sends this demo's line for tick `n`.
+    fn answer(&mut self, n: u64) -> anyhow::Result<String> {
+        let line = format!("ack={n}");
+        self.stream
+            .write_all(format!("{line}\n").as_bytes())
+            .with_context(|| format!("send {line:?} on the TCP connection"))?;
+        self.sent += 1;
+        self.last_sent.clone_from(&line);
+        Ok(line)
+    }
+
+    /// Waits (bounded) until the log holds `count` ticks and the connection brought tick line
+    /// `tcp_n`, failing early if the process ends or the connection breaks. Returns the log's
+    /// ticks.
+    fn wait(
+        &mut self,
+        task: &mut Workload,
+        log: &Path,
+        count: usize,
+        tcp_n: u64,
+    ) -> anyhow::Result<Vec<Tick>> {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let pumped = self.pump();
+            let text = read_log(log)?;
+            let ticks = workload::ticks(&text);
+            if let Some(how) = task.ended()? {
+                task.gone = true;
+                bail!(
+                    "the workload (pid {}) {how} after {} ticks; its log:\n{text}",
+                    task.pid,
+                    ticks.len()
+                );
+            }
+            if let Err(e) = pumped {
+                return Err(e.context(format!("the workload's log:\n{text}")));
+            }
+            if ticks.len() >= count && self.last_n() >= tcp_n {
+                return Ok(ticks);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the workload (pid {}) logged {} of {count} ticks and sent {} of {tcp_n} tick \
+                     lines in {TIMEOUT:?}; its log:\n{text}",
+                    task.pid,
+                    ticks.len(),
+                    self.last_n()
+                );
+            }
+            let mut fds = [PollFd::new(self.stream.as_fd(), PollFlags::POLLIN)];
+            let wait = PollTimeout::try_from(POLL).unwrap_or(PollTimeout::MAX);
+            match poll(&mut fds, wait) {
+                Ok(_) | Err(Errno::EINTR) => {}
+                Err(e) => return Err(e).context("poll the TCP connection"),
+            }
+        }
+    }
+
+    /// Checks, once the answers stopped, that the workload got every line sent; says what
+    /// went over the connection before and after the checkpoint `last`.
+    fn verify(&self, last: &Tick) -> anyhow::Result<String> {
+        let Some(end) = self.lines.last() else {
+            bail!("no line on the TCP connection");
+        };
+        if end.tick.got != self.sent || end.tick.last != self.last_sent {
+            bail!(
+                "the workload did not get every line this demo sent on the TCP connection: it \
+                 counts {} (latest {:?}), this demo sent {} (latest {:?})",
+                end.tick.got,
+                end.tick.last,
+                self.sent,
+                self.last_sent
+            );
+        }
+        let bytes = |after: bool| -> usize {
+            self.lines
+                .iter()
+                .filter(|l| (l.tick.n > last.n) == after)
+                .map(|l| l.tick.line().len() + l.answer.as_ref().map_or(0, |a| a.len() + 1))
+                .sum()
+        };
+        Ok(format!(
+            "the TCP connection {} -> {} went on, never reset or closed: tick lines 1..={} \
+             without a gap or a repeat ({} bytes both ways before the checkpoint, {} after), and \
+             the workload got all {} lines this demo sent (latest {:?})",
+            self.local,
+            self.peer,
+            end.tick.n,
+            bytes(false),
+            bytes(true),
+            self.sent,
+            self.last_sent
+        ))
+    }
+}
+
 /// The workload's log, whole.
 fn read_log(path: &Path) -> anyhow::Result<String> {
     fs::read_to_string(path).with_context(|| format!("read the workload's log {}", path.display()))
@@ -327,8 +568,8 @@ struct Workload {
 }
 
 impl Workload {
-    /// Starts the workload and waits (bounded) until it says it is ready.
-    fn start(exe: &Path, dir: &Path) -> anyhow::Result<Self> {
+    /// Starts the workload, connects to it, and waits (bounded) until it says it is ready.
+    fn start(exe: &Path, dir: &Path) -> anyhow::Result<(Self, Client)> {
         let mut child = Command::new(exe)
             .arg("__demo-workload")
             .arg(dir)
@@ -343,24 +584,44 @@ impl Workload {
             pid: Pid::from_raw(child.id() as i32),
             gone: false,
         };
-        let stdout = child.stdout.take().context("the workload's stdout")?;
+        let mut stdout = child.stdout.take().context("the workload's stdout")?;
         // The child handle is not needed: the workload is waited for by pid.
         drop(child);
-        let said = read_to_eof(stdout, TIMEOUT);
-        match said {
-            Ok(text) if text.trim() == workload::READY => Ok(task),
-            Ok(text) => {
-                let status = task
-                    .wait_gone()
-                    .map(|s| format!(" ({s})"))
-                    .unwrap_or_default();
-                bail!(
-                    "the workload stopped before it was ready{status}; it said {text:?}; its log:\n{}",
-                    read_log(&dir.join(workload::LOG)).unwrap_or_else(|e| format!("{e:#}"))
-                )
-            }
-            Err(e) => Err(e).context("waiting for the workload to be ready"),
+        let deadline = Instant::now() + TIMEOUT;
+        let mut said = Vec::new();
+        // First where it listens, then (once connected and ticked) ready and EOF.
+        read_pipe(&mut stdout, &mut said, true, deadline)
+            .context("waiting for the workload to listen")?;
+        let text = String::from_utf8_lossy(&said).into_owned();
+        let addr = text
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix(workload::LISTENING))
+            .and_then(|a| a.parse::<SocketAddr>().ok());
+        let Some(addr) = addr else {
+            return Err(task.not_ready(dir, &text));
+        };
+        let client = Client::connect(addr)?;
+        said.clear();
+        read_pipe(&mut stdout, &mut said, false, deadline)
+            .context("waiting for the workload to be ready")?;
+        let text = String::from_utf8_lossy(&said).into_owned();
+        if text.trim() != workload::READY {
+            return Err(task.not_ready(dir, &text));
         }
+        Ok((task, client))
+    }
+
+    /// The error for a workload that did not say what it should have.
+    fn not_ready(&mut self, dir: &Path, said: &str) -> anyhow::Error {
+        let status = self
+            .wait_gone()
+            .map(|s| format!(" ({s})"))
+            .unwrap_or_default();
+        anyhow::anyhow!(
+            "the workload stopped before it was ready{status}; it said {said:?}; its log:\n{}",
+            read_log(&dir.join(workload::LOG)).unwrap_or_else(|e| format!("{e:#}"))
+        )
     }
 
     /// Takes charge of a restored workload.
@@ -398,35 +659,6 @@ impl Workload {
         }
     }
 
-    /// Waits (bounded) until the log holds `count` ticks, failing early if the process ends.
-    fn wait_ticks(&mut self, log: &Path, count: usize) -> anyhow::Result<Vec<Tick>> {
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            let text = read_log(log)?;
-            let ticks = workload::ticks(&text);
-            if ticks.len() >= count {
-                return Ok(ticks);
-            }
-            if let Some(how) = self.ended()? {
-                self.gone = true;
-                bail!(
-                    "the restored workload (pid {}) {how} after {} new ticks; its log:\n{text}",
-                    self.pid,
-                    ticks.len().saturating_sub(count - TICKS_AFTER)
-                );
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "the restored workload (pid {}) logged {} of {count} ticks in {TIMEOUT:?}; its \
-                     log:\n{text}",
-                    self.pid,
-                    ticks.len()
-                );
-            }
-            std::thread::sleep(POLL);
-        }
-    }
-
     /// Kills and reaps it.
     fn stop(&mut self) {
         if self.gone {
@@ -444,15 +676,21 @@ impl Drop for Workload {
     }
 }
 
-/// Reads `pipe` until EOF, for at most `timeout`.
-fn read_to_eof(mut pipe: std::process::ChildStdout, timeout: Duration) -> anyhow::Result<String> {
-    let deadline = Instant::now() + timeout;
-    let mut text = Vec::new();
+/// Reads `pipe` into `text` until EOF, or until a whole line if `line`, before `deadline`.
+fn read_pipe(
+    pipe: &mut std::process::ChildStdout,
+    text: &mut Vec<u8>,
+    line: bool,
+    deadline: Instant,
+) -> anyhow::Result<()> {
     loop {
+        if line && text.contains(&b'\n') {
+            return Ok(());
+        }
         let left = deadline.saturating_duration_since(Instant::now());
         let left_ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
         if left_ms == 0 {
-            bail!("nothing after {timeout:?}");
+            bail!("nothing after {TIMEOUT:?}");
         }
         let mut fds = [PollFd::new(pipe.as_fd(), PollFlags::POLLIN)];
         if poll(&mut fds, PollTimeout::from(left_ms)).context("poll")? == 0 {
@@ -460,7 +698,7 @@ fn read_to_eof(mut pipe: std::process::ChildStdout, timeout: Duration) -> anyhow
         }
         let mut buf = [0u8; 256];
         match pipe.read(&mut buf) {
-            Ok(0) => return Ok(String::from_utf8_lossy(&text).into_owned()),
+            Ok(0) => return Ok(()),
             Ok(n) => text.extend_from_slice(&buf[..n]),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e).context("read"),
