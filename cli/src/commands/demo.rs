@@ -50,6 +50,8 @@ const TICKS_AFTER: usize = 5;
 const TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the log is looked at while waiting for ticks.
 const POLL: Duration = Duration::from_millis(20);
+/// What this demo sends on the connection while the workload is checkpointed.
+const MEANWHILE: &str = "sent-while-checkpointed";
 /// Lines of the connection shown before the checkpoint.
 const TCP_SHOWN_BEFORE: usize = 3;
 
@@ -186,6 +188,7 @@ fn demo(dir: &Path, engine: Engine) -> anyhow::Result<()> {
     }
 
     // 2. Checkpoint, in kill mode, with the established connection.
+    client.at_checkpoint = (client.bytes_in, client.bytes_out);
     let images = dir.join("img");
     let summary = engine
         .dump(pid, &images)
@@ -218,10 +221,15 @@ fn demo(dir: &Path, engine: Engine) -> anyhow::Result<()> {
         .cloned()
         .context("the workload's log has no tick")?;
     println!("   its last tick: {}", last.line().trim_end());
-    // The client end is still open, unread and unreset, while the workload is gone.
+    // The client end is still open and unreset while the workload is gone, and a line sent
+    // now waits for the restored workload (the network lock drops it, TCP sends it again).
     client
         .pump()
         .context("the TCP connection while the workload was checkpointed")?;
+    let meanwhile = client
+        .send(MEANWHILE.to_string())
+        .context("while the workload was checkpointed")?;
+    println!("   sent it {meanwhile:?} on the connection meanwhile");
 
     // 3. Restore, detached: the restored process is our child again.
     let restored = engine
@@ -276,6 +284,7 @@ fn demo(dir: &Path, engine: Engine) -> anyhow::Result<()> {
     for line in &client.lines[shown_from..] {
         if line.tick.n == last.n + 1 {
             println!("   | ---- checkpoint, kill, restore: same connection, never closed ----");
+            println!("   | {:<33} -> {MEANWHILE}", "");
         }
         let tick = line.tick.line();
         match &line.answer {
@@ -286,7 +295,7 @@ fn demo(dir: &Path, engine: Engine) -> anyhow::Result<()> {
 
     // 4. It went on where it stopped.
     let verdict = verify(&last, new_ticks)?;
-    let tcp_verdict = client.verify(&last)?;
+    let tcp_verdict = client.verify()?;
     task.stop();
     println!();
     println!("4. ok: {verdict}");
@@ -376,6 +385,11 @@ struct Client {
     lines: Vec<Exchange>,
     /// Tick lines up to this one are answered.
     answer_until: u64,
+    /// Bytes received and sent.
+    bytes_in: usize,
+    bytes_out: usize,
+    /// `(bytes_in, bytes_out)` when the checkpoint started.
+    at_checkpoint: (usize, usize),
     /// Lines sent, and the latest.
     sent: u64,
     last_sent: String,
@@ -395,6 +409,9 @@ impl Client {
             partial: Vec::new(),
             lines: Vec::new(),
             answer_until: u64::MAX,
+            bytes_in: 0,
+            bytes_out: 0,
+            at_checkpoint: (0, 0),
             sent: 0,
             last_sent: String::new(),
         })
@@ -415,7 +432,10 @@ impl Client {
                     "the workload closed the TCP connection (EOF) after {} tick lines",
                     self.last_n()
                 ),
-                Ok(len) => self.partial.extend_from_slice(&buf[..len]),
+                Ok(len) => {
+                    self.bytes_in += len;
+                    self.partial.extend_from_slice(&buf[..len]);
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => {
@@ -449,10 +469,15 @@ impl Client {
 
     /// Sends this demo's line for tick `n`.
     fn answer(&mut self, n: u64) -> anyhow::Result<String> {
-        let line = format!("ack={n}");
+        self.send(format!("ack={n}"))
+    }
+
+    /// Sends `line` (and a newline).
+    fn send(&mut self, line: String) -> anyhow::Result<String> {
         self.stream
             .write_all(format!("{line}\n").as_bytes())
             .with_context(|| format!("send {line:?} on the TCP connection"))?;
+        self.bytes_out += line.len() + 1;
         self.sent += 1;
         self.last_sent.clone_from(&line);
         Ok(line)
@@ -507,7 +532,7 @@ impl Client {
 
     /// Checks, once the answers stopped, that the workload got every line sent; says what
     /// went over the connection before and after the checkpoint `last`.
-    fn verify(&self, last: &Tick) -> anyhow::Result<String> {
+    fn verify(&self) -> anyhow::Result<String> {
         let Some(end) = self.lines.last() else {
             bail!("no line on the TCP connection");
         };
@@ -521,24 +546,19 @@ impl Client {
                 self.last_sent
             );
         }
-        let bytes = |after: bool| -> usize {
-            self.lines
-                .iter()
-                .filter(|l| (l.tick.n > last.n) == after)
-                .map(|l| l.tick.line().len() + l.answer.as_ref().map_or(0, |a| a.len() + 1))
-                .sum()
-        };
+        let (before_in, before_out) = self.at_checkpoint;
         Ok(format!(
             "the TCP connection {} -> {} went on, never reset or closed: tick lines 1..={} \
-             without a gap or a repeat ({} bytes both ways before the checkpoint, {} after), and \
-             the workload got all {} lines this demo sent (latest {:?})",
+             without a gap or a repeat, and the workload got all {} lines this demo sent (latest \
+             {:?}); bytes received/sent by this demo: {before_in}/{before_out} before the \
+             checkpoint, {}/{} since",
             self.local,
             self.peer,
             end.tick.n,
-            bytes(false),
-            bytes(true),
             self.sent,
-            self.last_sent
+            self.last_sent,
+            self.bytes_in - before_in,
+            self.bytes_out - before_out,
         ))
     }
 }
@@ -590,7 +610,7 @@ impl Workload {
         let deadline = Instant::now() + TIMEOUT;
         let mut said = Vec::new();
         // First where it listens, then (once connected and ticked) ready and EOF.
-        read_pipe(&mut stdout, &mut said, true, deadline)
+        read_pipe(&mut stdout, &mut said, true, deadline, None)
             .context("waiting for the workload to listen")?;
         let text = String::from_utf8_lossy(&said).into_owned();
         let addr = text
@@ -601,9 +621,10 @@ impl Workload {
         let Some(addr) = addr else {
             return Err(task.not_ready(dir, &text));
         };
-        let client = Client::connect(addr)?;
+        let mut client = Client::connect(addr)?;
         said.clear();
-        read_pipe(&mut stdout, &mut said, false, deadline)
+        // The tick lines are answered as they come meanwhile.
+        read_pipe(&mut stdout, &mut said, false, deadline, Some(&mut client))
             .context("waiting for the workload to be ready")?;
         let text = String::from_utf8_lossy(&said).into_owned();
         if text.trim() != workload::READY {
@@ -676,12 +697,14 @@ impl Drop for Workload {
     }
 }
 
-/// Reads `pipe` into `text` until EOF, or until a whole line if `line`, before `deadline`.
+/// Reads `pipe` into `text` until EOF, or until a whole line if `line`, before `deadline`;
+/// meanwhile reads and answers what comes on the connection of `client`, if any.
 fn read_pipe(
     pipe: &mut std::process::ChildStdout,
     text: &mut Vec<u8>,
     line: bool,
     deadline: Instant,
+    mut client: Option<&mut Client>,
 ) -> anyhow::Result<()> {
     loop {
         if line && text.contains(&b'\n') {
@@ -692,8 +715,17 @@ fn read_pipe(
         if left_ms == 0 {
             bail!("nothing after {TIMEOUT:?}");
         }
-        let mut fds = [PollFd::new(pipe.as_fd(), PollFlags::POLLIN)];
-        if poll(&mut fds, PollTimeout::from(left_ms)).context("poll")? == 0 {
+        let mut fds = vec![PollFd::new(pipe.as_fd(), PollFlags::POLLIN)];
+        if let Some(c) = client.as_deref() {
+            fds.push(PollFd::new(c.stream.as_fd(), PollFlags::POLLIN));
+        }
+        let ready = poll(&mut fds, PollTimeout::from(left_ms)).context("poll")?;
+        let pipe_ready = fds[0].any().unwrap_or(true);
+        drop(fds);
+        if let Some(c) = client.as_deref_mut() {
+            c.pump()?;
+        }
+        if ready == 0 || !pipe_ready {
             continue;
         }
         let mut buf = [0u8; 256];
