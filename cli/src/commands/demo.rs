@@ -780,6 +780,89 @@ mod tests {
         );
     }
 
+    /// A client connected to a listener of this test, which writes the workload's side.
+    fn client_and_server() -> (Client, TcpStream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = Client::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        (client, server)
+    }
+
+    /// Pumps until `n` tick lines arrived or the pump fails.
+    fn pump_until(client: &mut Client, n: u64) -> anyhow::Result<()> {
+        let deadline = Instant::now() + TIMEOUT;
+        while client.last_n() < n {
+            client.pump()?;
+            assert!(Instant::now() < deadline, "timed out");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(())
+    }
+
+    fn tcp_tick(n: u64, got: u64) -> String {
+        TcpTick {
+            n,
+            got,
+            last: if got == 0 {
+                String::new()
+            } else {
+                format!("ack={got}")
+            },
+        }
+        .line()
+    }
+
+    #[test]
+    fn tcp_ticks_are_answered_and_counted() {
+        let (mut client, mut server) = client_and_server();
+        client.answer_until = 2;
+        server
+            .write_all((tcp_tick(1, 0) + &tcp_tick(2, 1)).as_bytes())
+            .unwrap();
+        pump_until(&mut client, 2).unwrap();
+        server.write_all(tcp_tick(3, 2).as_bytes()).unwrap();
+        pump_until(&mut client, 3).unwrap();
+        let mut got = [0u8; 12];
+        server.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"ack=1\nack=2\n");
+        assert!(client.verify().unwrap().contains("got all 2 lines"));
+    }
+
+    #[test]
+    fn tcp_gap_repeat_and_eof_fail() {
+        let (mut client, mut server) = client_and_server();
+        server
+            .write_all((tcp_tick(1, 0) + &tcp_tick(3, 1)).as_bytes())
+            .unwrap();
+        let err = format!("{:#}", pump_until(&mut client, 3).unwrap_err());
+        assert!(err.contains("a gap"), "{err}");
+
+        let (mut client, mut server) = client_and_server();
+        server
+            .write_all((tcp_tick(1, 0) + &tcp_tick(1, 0)).as_bytes())
+            .unwrap();
+        let err = format!("{:#}", pump_until(&mut client, 2).unwrap_err());
+        assert!(err.contains("a repeat"), "{err}");
+
+        let (mut client, server) = client_and_server();
+        drop(server);
+        let err = format!("{:#}", pump_until(&mut client, 1).unwrap_err());
+        assert!(err.contains("EOF"), "{err}");
+    }
+
+    #[test]
+    fn tcp_lost_line_fails() {
+        let (mut client, mut server) = client_and_server();
+        client.answer_until = 1;
+        server.write_all(tcp_tick(1, 0).as_bytes()).unwrap();
+        pump_until(&mut client, 1).unwrap();
+        // The workload says it got nothing.
+        server.write_all(tcp_tick(2, 0).as_bytes()).unwrap();
+        pump_until(&mut client, 2).unwrap();
+        let err = client.verify().unwrap_err().to_string();
+        assert!(err.contains("did not get every line"), "{err}");
+    }
+
     #[test]
     fn nothing_after_fails() {
         assert!(verify(&tick(7), &[]).is_err());

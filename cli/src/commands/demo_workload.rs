@@ -400,6 +400,21 @@ mod tests {
     }
 
     #[test]
+    fn tcp_tick_round_trip() {
+        let tick = TcpTick {
+            n: 7,
+            got: 6,
+            last: "ack=6".into(),
+        };
+        assert_eq!(tick.line(), "tick=7 got=6 last=\"ack=6\"\n");
+        assert_eq!(TcpTick::parse(&tick.line()), Some(tick));
+        assert_eq!(
+            TcpTick::parse("tick=1 file=\"x\" offset=1 pipe=\"y\""),
+            None
+        );
+    }
+
+    #[test]
     fn eof_and_empty_parse() {
         let t = Tick::parse("tick=900 file=\"EOF\" offset=19200 pipe=\"EMPTY\"").unwrap();
         assert_eq!((t.file_line(), t.pipe_chunk()), (None, None));
