@@ -1,7 +1,7 @@
 //! The `cryo` binary as users run it: subcommands, flags, exit statuses, error messages, and
 //! the demo's workload.
 
-use std::io::Read as _;
+use std::io::{Read as _, Write as _};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -196,28 +196,33 @@ fn errors_go_to_the_log_file_too() {
         .contains("/nonexistent/x"));
 }
 
-/// The demo up to the engine: the workload starts, ticks, and the demo reports the engine's
-/// answer. Once the engine lands the demo must succeed instead; both are accepted here, and
-/// the full run is checked by `demo_rehearsal`.
+/// The whole demo with the engine: checkpoint (kill mode, with its TCP connection), restore,
+/// and everything continues, the connection to the demo included.
 #[test]
-fn demo_runs_or_names_the_failing_step() {
+fn demo_checkpoints_and_restores_with_its_tcp_client() {
     let out = cryo(&["demo"]);
     let stdout = text(&out.stdout);
     let stderr = text(&out.stderr);
-    assert!(
-        stdout.contains("1. started the workload"),
-        "{stdout}\n{stderr}"
-    );
-    assert!(stdout.contains("tick=5 "), "{stdout}\n{stderr}");
-    if !out.status.success() {
-        assert_eq!(out.status.code(), Some(1));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    for needle in [
+        "1. started the workload",
+        "tick=5 ",
+        "this demo is that client: connected 127.0.0.1:",
+        "2. checkpointed pid",
+        "the dump killed it",
+        "3. restored pid",
+        "same connection, never closed",
+        "-> sent-while-checkpointed",
+        "<- tick=6 got=",
+        "4. ok: the counter went on 5 -> 6",
+        "the pipe at pipe-00006",
+        "went on, never reset or closed: tick lines 1..=11 without a gap or a repeat",
+        "the workload got all 11 lines this demo sent",
+    ] {
         assert!(
-            stderr.starts_with("cryo: error: checkpoint of the workload")
-                || stderr.starts_with("cryo: error: restore of the workload"),
-            "{stderr}"
+            stdout.contains(needle),
+            "{needle:?} missing from:\n{stdout}\n{stderr}"
         );
-    } else {
-        assert!(stdout.contains("4. ok:"), "{stdout}");
     }
     assert_no_workload_left(&stdout);
 }
@@ -234,6 +239,8 @@ fn demo_rehearsal() {
         "3. restored pid",
         "4. ok: the counter went on 5 -> 6",
         "the pipe at pipe-00006",
+        "the TCP connection 127.0.0.1:",
+        "went on, never reset or closed",
     ] {
         assert!(
             stdout.contains(needle),
@@ -294,10 +301,38 @@ fn workload_ticks_alone_with_its_file_and_pipe() {
     let mut stdout = child.stdout.take().unwrap();
     let workload = Workload(child);
     let pid = workload.0.id();
-    // It says ready, then lets go of its stdout (EOF).
+    // It says where it listens, waits for its one client, says ready, then lets go of its
+    // stdout (EOF).
+    let mut said = Vec::new();
+    let mut byte = [0u8];
+    while !said.ends_with(b"\n") {
+        assert_eq!(stdout.read(&mut byte).unwrap(), 1, "{said:?}");
+        said.push(byte[0]);
+    }
+    let said = text(&said);
+    let addr = said
+        .trim_end()
+        .strip_prefix("listening ")
+        .unwrap_or_else(|| panic!("{said:?}"));
+    assert!(addr.starts_with("127.0.0.1:"), "{addr}");
+    let mut client = std::net::TcpStream::connect(addr).unwrap();
     let mut said = String::new();
     stdout.read_to_string(&mut said).unwrap();
     assert_eq!(said, "ready\n");
+    // A tick line per tick; what the client sends is counted and echoed.
+    let mut lines = std::io::BufReader::new(client.try_clone().unwrap());
+    let mut line = String::new();
+    for n in 1..=3 {
+        line.clear();
+        std::io::BufRead::read_line(&mut lines, &mut line).unwrap();
+        assert_eq!(line, format!("tick={n} got=0 last=\"\"\n"));
+    }
+    client.write_all(b"hello\nworld\n").unwrap();
+    wait_for("the client's lines counted", || {
+        line.clear();
+        std::io::BufRead::read_line(&mut lines, &mut line).unwrap();
+        line.ends_with("got=2 last=\"world\"\n")
+    });
 
     let log_path = dir.join("workload.log");
     let log = || std::fs::read_to_string(&log_path).unwrap();
@@ -345,8 +380,14 @@ fn workload_ticks_alone_with_its_file_and_pipe() {
             .any(|t| t == dir.join("input.txt").to_str().unwrap()),
         "{targets:?}"
     );
-    // 0, 1, 2, the log, the input file, the pipe's two ends: nothing inherited.
-    assert_eq!(targets.len(), 7, "{targets:?}");
+    // 0, 1, 2, the log, the input file, the pipe's two ends, the connection (the listener
+    // is closed): nothing inherited.
+    assert_eq!(targets.len(), 8, "{targets:?}");
+    assert_eq!(
+        targets.iter().filter(|t| t.starts_with("socket:")).count(),
+        1,
+        "{targets:?}"
+    );
     let pipes: Vec<&String> = targets.iter().filter(|t| t.starts_with("pipe:")).collect();
     assert_eq!(pipes.len(), 2, "{targets:?}");
     assert_eq!(pipes[0], pipes[1], "{targets:?}");

@@ -13,19 +13,35 @@
 //! - `pipe`: the next chunk drained from a pipe whose two ends it holds, filled with all its
 //!   chunks before the first tick (`EMPTY` once drained; the read end is non-blocking).
 //!
+//! It also serves one TCP client: before the first tick it listens on 127.0.0.1 (an
+//! ephemeral port), says `listening 127.0.0.1:PORT` on its original stdout, accepts ONE
+//! client (within 10 s) and closes the listener. Every tick it then sends that client
+//!
+//! ```text
+//! tick=7 got=6 last="ack=6"
+//! ```
+//!
+//! where `got` counts the lines the client has sent so far and `last` echoes the latest one
+//! (read without blocking at each tick). Its log says when the connection ends.
+//!
 //! After `--ready-after` ticks it writes `ready` on its original stdout (a pipe from the
-//! demo) and replaces that stdout with the log, so nothing outside its own files is left
-//! open. It exits by itself after `--max-ticks`, so a workload whose demo died does not
+//! demo) and replaces that stdout with the log, so nothing outside its own files and the
+//! connection is left open. It exits by itself after `--max-ticks`, so a workload whose demo died does not
 //! linger.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read as _, Seek as _, Write as _};
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::os::fd::{AsFd as _, AsRawFd as _};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::Context as _;
+use anyhow::{bail, Context as _};
+use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::socket::{recv, MsgFlags};
 use nix::unistd::{dup2_stderr, dup2_stdin, dup2_stdout, pipe2, setsid};
 
 /// The log file in the workload's directory.
@@ -42,6 +58,10 @@ pub const PIPE_CHUNKS: u64 = 600;
 pub const CHUNK_LEN: usize = 10;
 /// What the workload writes on its original stdout once ready.
 pub const READY: &str = "ready";
+/// What the workload writes on its original stdout before its address, first thing.
+pub const LISTENING: &str = "listening ";
+/// How long the workload waits for its one TCP client.
+pub const ACCEPT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Run the demo's workload in DIR (used by `cryo demo`)
 #[derive(Debug, clap::Args)]
@@ -120,6 +140,90 @@ impl Tick {
     }
 }
 
+/// What the workload sends its TCP client every tick.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TcpTick {
+    /// The tick's counter.
+    pub n: u64,
+    /// How many lines the client had sent, as far as the workload has read.
+    pub got: u64,
+    /// The latest line the client sent (empty if none yet).
+    pub last: String,
+}
+
+impl TcpTick {
+    /// The line sent, with its newline.
+    pub fn line(&self) -> String {
+        format!("tick={} got={} last=\"{}\"\n", self.n, self.got, self.last)
+    }
+
+    /// Parses a line written by [`TcpTick::line`].
+    pub fn parse(line: &str) -> Option<Self> {
+        let rest = line.trim_end().strip_prefix("tick=")?;
+        let (n, rest) = rest.split_once(" got=")?;
+        let (got, rest) = rest.split_once(" last=\"")?;
+        let last = rest.strip_suffix('"')?;
+        Some(Self {
+            n: n.parse().ok()?,
+            got: got.parse().ok()?,
+            last: last.to_string(),
+        })
+    }
+}
+
+/// The one TCP client, as the workload sees it.
+struct Client {
+    stream: TcpStream,
+    /// Bytes of an unfinished line.
+    partial: Vec<u8>,
+    got: u64,
+    last: String,
+}
+
+impl Client {
+    /// Reads whatever the client has sent, without blocking; counts the whole lines.
+    fn receive(&mut self) -> anyhow::Result<()> {
+        let mut buf = [0u8; 4096];
+        loop {
+            match recv(self.stream.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
+                Ok(0) => bail!("the client closed the connection (EOF)"),
+                Ok(len) => self.partial.extend_from_slice(&buf[..len]),
+                Err(Errno::EAGAIN) => return Ok(()),
+                Err(Errno::EINTR) => {}
+                Err(e) => return Err(e).context("recv from the client"),
+            }
+            while let Some(end) = self.partial.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.partial.drain(..=end).collect();
+                self.got += 1;
+                self.last = String::from_utf8_lossy(&line[..end]).into_owned();
+            }
+        }
+    }
+
+    /// Sends tick `n`.
+    fn send(&mut self, n: u64) -> anyhow::Result<()> {
+        let tick = TcpTick {
+            n,
+            got: self.got,
+            last: self.last.clone(),
+        };
+        self.stream
+            .write_all(tick.line().as_bytes())
+            .context("send to the client")
+    }
+}
+
+/// Accepts one connection on `listener`, waiting at most [`ACCEPT_TIMEOUT`].
+fn accept_one(listener: &TcpListener) -> anyhow::Result<TcpStream> {
+    let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
+    let timeout = PollTimeout::try_from(ACCEPT_TIMEOUT).unwrap_or(PollTimeout::MAX);
+    if poll(&mut fds, timeout).context("poll the listener")? == 0 {
+        bail!("no client connected within {ACCEPT_TIMEOUT:?}");
+    }
+    let (stream, _) = listener.accept().context("accept")?;
+    Ok(stream)
+}
+
 /// Every tick in a log's text, in order.
 pub fn ticks(log: &str) -> Vec<Tick> {
     log.lines().filter_map(Tick::parse).collect()
@@ -166,6 +270,30 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         queued.len(),
     )?;
 
+    // The TCP client: listen, say where, accept one, stop listening.
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("listen on 127.0.0.1")?;
+    let addr = listener.local_addr().context("the listener's address")?;
+    {
+        let mut out = std::io::stdout();
+        writeln!(out, "{LISTENING}{addr}")
+            .and_then(|()| out.flush())
+            .context("say where it listens")?;
+    }
+    let stream = accept_one(&listener).with_context(|| format!("on {addr}"))?;
+    drop(listener);
+    stream.set_nodelay(true).context("TCP_NODELAY")?;
+    let peer = stream.peer_addr().context("the client's address")?;
+    writeln!(
+        log,
+        "tcp: accepted a client from {peer} on {addr} (no longer listening)"
+    )?;
+    let mut client = Some(Client {
+        stream,
+        partial: Vec::new(),
+        got: 0,
+        last: String::new(),
+    });
+
     let interval = Duration::from_millis(args.interval_ms);
     for n in 1..=args.max_ticks {
         if n > 1 {
@@ -193,6 +321,14 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         // One write per line: a line is in the log whole or not at all.
         log.write_all(tick.line().as_bytes())
             .context("write the log")?;
+        if let Some(c) = client.as_mut() {
+            if let Err(e) = c.receive().and_then(|()| c.send(n)) {
+                // The ticks go on; the log says why the connection is gone.
+                log.write_all(format!("tcp: {e:#} at tick {n}\n").as_bytes())
+                    .context("write the log")?;
+                client = None;
+            }
+        }
         if n == args.ready_after {
             // The demo may be gone; the workload goes on regardless.
             let mut out = std::io::stdout();
@@ -261,6 +397,21 @@ mod tests {
         assert_eq!(tick.pipe_chunk(), Some(7));
         let log = format!("workload pid=1 started\n{}garbage\n", tick.line());
         assert_eq!(ticks(&log), [tick]);
+    }
+
+    #[test]
+    fn tcp_tick_round_trip() {
+        let tick = TcpTick {
+            n: 7,
+            got: 6,
+            last: "ack=6".into(),
+        };
+        assert_eq!(tick.line(), "tick=7 got=6 last=\"ack=6\"\n");
+        assert_eq!(TcpTick::parse(&tick.line()), Some(tick));
+        assert_eq!(
+            TcpTick::parse("tick=1 file=\"x\" offset=1 pipe=\"y\""),
+            None
+        );
     }
 
     #[test]
