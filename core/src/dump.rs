@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use cryo_proto::image::{FileDesc, Inventory, ProcessEntry};
+use cryo_proto::image::Inventory;
 use cryo_proto::ImageKind;
 use nix::unistd::Pid;
 use tracing::{info, info_span};
@@ -50,71 +50,158 @@ pub struct DumpSummary {
 pub fn dump(opts: &DumpOptions) -> Result<DumpSummary> {
     let started = Instant::now();
     let _span = info_span!("dump", pids = ?opts.pids).entered();
-    let [pid] = opts.pids[..] else {
-        return Err(Error::Restore(format!(
-            "dump of {} roots: one root pid per dump for now",
-            opts.pids.len()
-        )));
-    };
-    let stat = check_target(pid)?;
-    let children = proc::children(pid)?;
-    if !children.is_empty() {
-        return Err(Error::target(
-            pid,
-            format!(
-                "{} has children {children:?}: process trees are not supported yet",
-                stat.comm
-            ),
-        ));
+    if opts.pids.is_empty() {
+        return Err(Error::Restore("dump: no pid given (-t PID)".into()));
     }
+    let tree = resolve_trees(&opts.pids)?;
     let images = ImageDir::create(&opts.images_dir)?;
-    let result = dump_task(pid, &images, opts, started);
+    let result = dump_tree(&tree, &images, opts, started);
     if result.is_err() {
         clear_dir(&images);
     }
     result
 }
 
-fn dump_task(
+/// A process of the trees being dumped.
+struct Member {
     pid: Pid,
+    stat: proc::Stat,
+}
+
+/// Every process of the trees rooted at `roots`, parents before children; zombies included.
+/// A root that lies inside another root's tree is refused.
+fn resolve_trees(roots: &[Pid]) -> Result<Vec<Member>> {
+    let mut out: Vec<Member> = Vec::new();
+    for &root in roots {
+        let stat = check_target(root)?;
+        if let Some(other) = out.iter().find(|m| m.pid == root) {
+            return Err(Error::target(
+                root,
+                format!(
+                    "lies inside the tree of another root (its parent chain reaches {}): give \
+                     only the roots of the trees",
+                    other.stat.ppid
+                ),
+            ));
+        }
+        let first = out.len();
+        out.push(Member { pid: root, stat });
+        let mut k = first;
+        while k < out.len() {
+            let (pid, zombie) = (out[k].pid, out[k].stat.state == 'Z');
+            k += 1;
+            if zombie {
+                continue;
+            }
+            for child in proc::children(pid)? {
+                if roots.contains(&child) {
+                    return Err(Error::target(
+                        child,
+                        format!("lies inside the tree of {pid}: give only the roots of the trees"),
+                    ));
+                }
+                let stat = proc::stat(child)?;
+                if stat.flags & proc::PF_KTHREAD != 0 {
+                    continue;
+                }
+                out.push(Member { pid: child, stat });
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn dump_tree(
+    tree: &[Member],
     images: &ImageDir,
     opts: &DumpOptions,
     started: Instant,
 ) -> Result<DumpSummary> {
-    let frozen = FrozenTask::freeze(pid)?;
+    let live: Vec<&Member> = tree.iter().filter(|m| m.stat.state != 'Z').collect();
+    // Parents first: a child forked meanwhile is seen as a change of the tree below.
+    let mut frozen = Vec::with_capacity(live.len());
+    for m in &live {
+        frozen.push(FrozenTask::freeze(m.pid)?);
+    }
     let frozen_at = Instant::now();
-    // Sockets first: the network lock goes on before any connection is captured. Dropped on
-    // a failure below, it puts the connections back and releases the lock.
+    for m in &live {
+        let now: Vec<Pid> = proc::children(m.pid)?;
+        let before: Vec<Pid> = tree
+            .iter()
+            .filter(|c| c.stat.ppid == m.pid.as_raw() && !opts.pids.contains(&c.pid))
+            .map(|c| c.pid)
+            .collect();
+        let (mut a, mut b) = (now.clone(), before);
+        a.sort();
+        b.sort();
+        if a != b {
+            return Err(Error::target(
+                m.pid,
+                format!(
+                    "its children changed while the tree was being frozen ({b:?} -> {a:?}): retry"
+                ),
+            ));
+        }
+    }
     let lock_id = lock_id_for(images.path());
-    let sockets = SocketDump::collect(
-        pid,
-        &SocketDumpOptions {
-            tcp_established: opts.tcp_established,
-            lock_id: lock_id.clone(),
-        },
-    )?;
-    // Read again now that it cannot change under us.
-    let stat = proc::stat(pid)?;
-    let mut remote = Remote::borrow(pid).map_err(|e| Error::sys(pid, "take the main thread", e))?;
-    let scratch =
-        Scratch::map(&mut remote).map_err(|e| Error::sys(pid, "map a scratch page", e))?;
-    let collected = collect(
-        pid, &stat, images, opts, &frozen, &remote, &scratch, &sockets,
-    );
-    // Whatever happened, the task gets its own state back before anything else.
-    let unmapped = scratch.unmap(&remote);
-    let released = remote.release();
-    let (core, mm, descs) = collected?;
-    unmapped.map_err(|e| Error::sys(pid, "unmap the scratch page", e))?;
-    released.map_err(|e| Error::sys(pid, "put the main thread back", e))?;
-
-    let pages_bytes = mm.pages_file.as_ref().map_or(0, |f| f.size);
-    let entry: ProcessEntry = task::process_entry(pid, &stat, frozen.tids());
-    let vdso = memory::vdso_identity(pid)?;
-    images.write(&names::core(pid), ImageKind::Core, &[core])?;
-    images.write(&names::mm(pid), ImageKind::Mm, &[mm])?;
-    images.write(names::FILES, ImageKind::Files, &descs)?;
-    images.write(names::PSTREE, ImageKind::Pstree, &[entry])?;
+    let mut files = FileTable::new();
+    let mut sockets_held = Vec::new();
+    let mut cores = Vec::new();
+    let mut pstree = Vec::new();
+    let mut pages_bytes = 0;
+    for (m, frozen) in live.iter().zip(&frozen) {
+        let pid = m.pid;
+        let _span = info_span!("task", %pid).entered();
+        // Sockets first: the network lock goes on before any connection is captured. Dropped
+        // on a failure below, it puts the connections back and releases the lock.
+        let sockets = SocketDump::collect(
+            pid,
+            &SocketDumpOptions {
+                tcp_established: opts.tcp_established,
+                lock_id: lock_id.clone(),
+            },
+        )?;
+        if sockets.has_connections() && sockets_held.iter().any(SocketDump::has_connections) {
+            return Err(Error::target(
+                pid,
+                "TCP connections in more than one process of the tree: not supported yet",
+            ));
+        }
+        // Read again now that it cannot change under us.
+        let stat = proc::stat(pid)?;
+        let mut remote =
+            Remote::borrow(pid).map_err(|e| Error::sys(pid, "take the main thread", e))?;
+        let scratch =
+            Scratch::map(&mut remote).map_err(|e| Error::sys(pid, "map a scratch page", e))?;
+        let collected = collect(
+            pid, &stat, images, opts, frozen, &remote, &scratch, &sockets, &mut files,
+        );
+        // Whatever happened, the task gets its own state back before anything else.
+        let unmapped = scratch.unmap(&remote);
+        let released = remote.release();
+        let (core, mm) = collected?;
+        unmapped.map_err(|e| Error::sys(pid, "unmap the scratch page", e))?;
+        released.map_err(|e| Error::sys(pid, "put the main thread back", e))?;
+        pages_bytes += mm.pages_file.as_ref().map_or(0, |f| f.size);
+        pstree.push(task::process_entry(pid, &stat, frozen.tids()));
+        cores.push((core, mm));
+        sockets_held.push(sockets);
+    }
+    for m in tree.iter().filter(|m| m.stat.state == 'Z') {
+        let mut entry = task::process_entry(m.pid, &m.stat, &[]);
+        entry.zombie = true;
+        entry.exit_status = m.stat.exit_code;
+        pstree.push(entry);
+    }
+    let vdso = memory::vdso_identity(live[0].pid)?;
+    for (core, mm) in cores {
+        let pid = Pid::from_raw(core.pid);
+        images.write(&names::core(pid), ImageKind::Core, &[core])?;
+        images.write(&names::mm(pid), ImageKind::Mm, &[mm])?;
+    }
+    images.write(names::FILES, ImageKind::Files, &files.into_descs())?;
+    images.write(names::PSTREE, ImageKind::Pstree, &pstree)?;
+    let has_connections = sockets_held.iter().any(SocketDump::has_connections);
     // The inventory last: a directory without one is not an image.
     images.write(
         names::INVENTORY,
@@ -128,13 +215,13 @@ fn dump_task(
                 .map(|u| u.release().to_string_lossy().into_owned())
                 .unwrap_or_default(),
             cryo_version: env!("CARGO_PKG_VERSION").into(),
-            root_pids: vec![pid.as_raw()],
+            root_pids: opts.pids.iter().map(|p| p.as_raw()).collect(),
             vdso_size: vdso.0,
             vdso_crc32c: vdso.1,
             shell_job: opts.shell_job,
             tcp_established: opts.tcp_established,
             leave_running: opts.leave_running,
-            network_lock: if !opts.leave_running && sockets.has_connections() {
+            network_lock: if !opts.leave_running && has_connections {
                 lock_id
             } else {
                 String::new()
@@ -142,29 +229,40 @@ fn dump_task(
         }],
     )?;
     if opts.leave_running {
-        sockets.finish_running()?;
+        for sockets in sockets_held {
+            sockets.finish_running()?;
+        }
         drop(frozen);
     } else {
-        frozen.kill()?;
-        if let Some(id) = sockets.finish_killed() {
-            info!(%pid, lock = id, "connections held silent by the network lock until restore");
+        // Children first, so no parent sees a child die before it dies itself.
+        for f in frozen.into_iter().rev() {
+            f.kill()?;
+        }
+        for sockets in sockets_held {
+            if let Some(id) = sockets.finish_killed() {
+                info!(
+                    lock = id,
+                    "connections held silent by the network lock until restore"
+                );
+            }
         }
     }
     let summary = DumpSummary {
-        pids: vec![pid],
+        pids: tree.iter().map(|m| m.pid).collect(),
         pages_bytes,
         frozen: frozen_at.elapsed(),
         total: started.elapsed(),
     };
-    info!(%pid, pages_bytes, frozen_ms = summary.frozen.as_secs_f64() * 1e3, "dumped");
+    info!(
+        processes = tree.len(),
+        pages_bytes,
+        frozen_ms = summary.frozen.as_secs_f64() * 1e3,
+        "dumped"
+    );
     Ok(summary)
 }
 
-type Collected = (
-    cryo_proto::image::TaskCore,
-    cryo_proto::image::MmCore,
-    Vec<FileDesc>,
-);
+type Collected = (cryo_proto::image::TaskCore, cryo_proto::image::MmCore);
 
 #[allow(clippy::too_many_arguments)]
 fn collect(
@@ -176,6 +274,7 @@ fn collect(
     remote: &Remote,
     scratch: &Scratch,
     sockets: &SocketDump,
+    files: &mut FileTable,
 ) -> Result<Collected> {
     let mut core = task::dump(pid, stat)?;
     for &tid in frozen.tids() {
@@ -197,7 +296,6 @@ fn collect(
     core.itimers = timers::dump_itimers(pid, remote, scratch.addr)?;
     core.posix_timers = timers::dump_posix(pid, remote, scratch.addr)?;
     core.shared_pending = threads::shared_pending(pid)?;
-    let mut files = FileTable::new();
     files.add_sockets(sockets);
     core.fds = files.dump_task_fds(
         pid,
@@ -210,8 +308,8 @@ fn collect(
         .into_iter()
         .filter(|m| !scratch.contains(m.start))
         .collect();
-    let mm = memory::dump::dump(pid, stat, &maps, &mut files, images, remote, scratch)?;
-    Ok((core, mm, files.into_descs()))
+    let mm = memory::dump::dump(pid, stat, &maps, files, images, remote, scratch)?;
+    Ok((core, mm))
 }
 
 /// The id of the network lock of a dump into `dir`: derived from the directory's absolute

@@ -24,6 +24,7 @@ pub mod remote;
 pub mod restore;
 pub mod show;
 pub mod signals;
+pub(crate) mod spawn;
 pub mod sys;
 pub mod task;
 pub mod threads;

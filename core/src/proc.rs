@@ -147,6 +147,8 @@ pub struct Stat {
     pub env_start: u64,
     /// End of the environment.
     pub env_end: u64,
+    /// The wait status of a zombie.
+    pub exit_code: i32,
 }
 
 /// PF_KTHREAD: a kernel thread.
@@ -185,6 +187,7 @@ fn parse_stat(text: &str) -> Option<Stat> {
         arg_end: f(49)?,
         env_start: f(50)?,
         env_end: f(51)?,
+        exit_code: i(52).unwrap_or(0),
     })
 }
 

@@ -3,13 +3,10 @@
 //! dumped one through remote syscalls, set its registers and let it go. A failure after the
 //! fork kills what was created.
 
-use std::collections::BTreeSet;
-use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use cryo_proto::image::{FileDesc, Inventory, MmCore, ProcessEntry, TaskCore, VmaKind};
+use cryo_proto::image::{FileDesc, Inventory, MmCore, ProcessEntry, TaskCore};
 use cryo_proto::ImageKind;
 use nix::sys::ptrace;
 use nix::sys::signal::Signal;
@@ -19,12 +16,11 @@ use tracing::{debug, info, info_span};
 
 use crate::error::{Error, Result};
 use crate::image::{names, ImageDir};
-use crate::memory::restore::{needs_writable_file, reshape, MappingFds};
+use crate::memory::restore::reshape;
 use crate::memory::{self, PAGE};
-use crate::remote::{Remote, SYSCALL_INT3};
-use crate::sys::process::{fork_with_pid, Forked};
+use crate::remote::Remote;
 use crate::sys::ptrace as pt;
-use crate::{files, namespaces, signals, task, threads, timers};
+use crate::{files, spawn, threads, timers};
 
 /// What `cryo restore` was asked to do.
 #[derive(Debug, Clone, Default)]
@@ -74,60 +70,75 @@ impl Restored {
 }
 
 /// One process of the image, read and checked.
-struct TaskImage {
-    entry: ProcessEntry,
-    core: TaskCore,
-    mm: MmCore,
+pub(crate) struct TaskImage {
+    pub(crate) entry: ProcessEntry,
+    pub(crate) core: TaskCore,
+    pub(crate) mm: MmCore,
     /// The pages image, mapped when it was checked; the fill copies from it.
-    pages: Option<crate::sys::mmap::Mapping>,
+    pub(crate) pages: Option<crate::sys::mmap::Mapping>,
 }
+
+/// What [`load`] read: the inventory, the live processes, the zombies, the descriptions.
+type Loaded = (Inventory, Vec<TaskImage>, Vec<ProcessEntry>, Vec<FileDesc>);
 
 /// Restores the image directory `opts.images_dir`; the processes run when this returns.
 pub fn restore(opts: &RestoreOptions) -> Result<Restored> {
     let started = Instant::now();
     let _span = info_span!("restore", dir = %opts.images_dir.display()).entered();
     let images = ImageDir::open(&opts.images_dir)?;
-    let (inventory, tasks, descs) = load(&images)?;
+    let (inventory, tasks, zombies, descs) = load(&images)?;
     debug!(ms = started.elapsed().as_secs_f64() * 1e3, "images checked");
     // The dump's network lock goes once the restored sockets are live, or the restore failed.
     let _unlock = Unlock(inventory.network_lock.clone());
-    let [task] = &tasks[..] else {
-        return Err(Error::Restore(format!(
-            "{} processes in the image: one per image for now",
-            tasks.len()
-        )));
-    };
-    let pid = Pid::from_raw(task.entry.pid);
-    let ns = Namespaces {
-        pid: opts.pidns,
-        net: opts.netns,
-    };
-    if !ns.pid {
-        for thread in &task.core.threads {
-            wait_pid_free(Pid::from_raw(thread.tid))?;
+    let ns = (opts.pidns || opts.netns).then_some((opts.pidns, opts.netns));
+    if !opts.pidns {
+        for t in &tasks {
+            for thread in &t.core.threads {
+                wait_pid_free(Pid::from_raw(thread.tid))?;
+            }
+        }
+        for z in &zombies {
+            wait_pid_free(Pid::from_raw(z.pid))?;
         }
     }
-    let child = spawn(task, &descs, &images, ns, opts)?;
-    let mut guard = KillOnDrop(Some(child));
+    let plan = spawn::TreePlan::new(
+        &inventory.root_pids,
+        &tasks,
+        &zombies,
+        &descs,
+        &images,
+        opts.tcp_close,
+    )?;
+    let spawned = spawn::spawn_tree(&plan, ns)?;
+    let mut guard = KillAll(Some((spawned.pids.clone(), spawned.init)));
     debug!(
         ms = started.elapsed().as_secs_f64() * 1e3,
-        "process created, fds open"
+        processes = spawned.pids.len(),
+        "processes created, fds open"
     );
-    finish(child.pid, task, child.tramp)?;
+    // Children first: a parent runs again only once its children are whole.
+    for (i, &pid) in spawned.pids.iter().enumerate().rev() {
+        finish(pid, &plan, i)?;
+    }
     guard.0 = None;
     let elapsed = started.elapsed();
-    info!(%pid, outside = %child.pid, ms = elapsed.as_secs_f64() * 1e3, "restored");
-    let restored = Restored {
-        roots: vec![child.pid],
+    let roots: Vec<Pid> = inventory
+        .root_pids
+        .iter()
+        .filter_map(|r| plan.tasks.iter().position(|t| t.entry.pid == *r))
+        .map(|i| spawned.pids[i])
+        .collect();
+    info!(roots = ?roots, ms = elapsed.as_secs_f64() * 1e3, "restored");
+    Ok(Restored {
+        roots,
         elapsed,
-        init: child.init,
-    };
-    Ok(restored)
+        init: spawned.init,
+    })
 }
 
 /// Reads every image and checks it against the others and this machine, before anything
 /// is created.
-fn load(images: &ImageDir) -> Result<(Inventory, Vec<TaskImage>, Vec<FileDesc>)> {
+fn load(images: &ImageDir) -> Result<Loaded> {
     let inventory: Inventory = images.read_single(names::INVENTORY, ImageKind::Inventory)?;
     let pstree: Vec<ProcessEntry> = images.read(names::PSTREE, ImageKind::Pstree)?;
     let descs: Vec<FileDesc> = images.read(names::FILES, ImageKind::Files)?;
@@ -139,7 +150,12 @@ fn load(images: &ImageDir) -> Result<(Inventory, Vec<TaskImage>, Vec<FileDesc>)>
         })
     };
     let mut tasks = Vec::new();
+    let mut zombies = Vec::new();
     for entry in pstree {
+        if entry.zombie {
+            zombies.push(entry);
+            continue;
+        }
         let pid = Pid::from_raw(entry.pid);
         let core: TaskCore = images.read_single(&names::core(pid), ImageKind::Core)?;
         let mm: MmCore = images.read_single(&names::mm(pid), ImageKind::Mm)?;
@@ -217,7 +233,7 @@ fn load(images: &ImageDir) -> Result<(Inventory, Vec<TaskImage>, Vec<FileDesc>)>
             ),
         ));
     }
-    Ok((inventory, tasks, descs))
+    Ok((inventory, tasks, zombies, descs))
 }
 
 /// Waits (bounded) for `pid` to be free: a process killed by a dump may linger as a zombie
@@ -260,16 +276,18 @@ impl Drop for Unlock {
     }
 }
 
-/// Kills and reaps a half-restored process.
-struct KillOnDrop(Option<Spawned>);
+/// Kills and reaps what a failed restore created (and the init of its namespaces).
+struct KillAll(Option<(Vec<Pid>, Option<Pid>)>);
 
-impl Drop for KillOnDrop {
+impl Drop for KillAll {
     fn drop(&mut self) {
-        if let Some(child) = self.0.take() {
-            let _ = nix::sys::signal::kill(child.pid, Signal::SIGKILL);
-            let _ = waitpid(child.pid, Some(WaitPidFlag::__WALL));
+        if let Some((pids, init)) = self.0.take() {
+            for pid in pids.iter().rev() {
+                let _ = nix::sys::signal::kill(*pid, Signal::SIGKILL);
+                let _ = waitpid(*pid, Some(WaitPidFlag::__WALL));
+            }
             // Killing the init of a PID namespace kills everything in it.
-            if let Some(init) = child.init {
+            if let Some(init) = init {
                 let _ = nix::sys::signal::kill(init, Signal::SIGKILL);
                 let _ = waitpid(init, Some(WaitPidFlag::__WALL));
             }
@@ -277,180 +295,25 @@ impl Drop for KillOnDrop {
     }
 }
 
-/// Which new namespaces to restore into.
-#[derive(Debug, Clone, Copy, Default)]
-struct Namespaces {
-    pid: bool,
-    net: bool,
-}
-
-#[derive(Clone, Copy)]
-struct Spawned {
-    /// The restored process as cryo sees it (its pid outside any new namespace).
-    pid: Pid,
-    tramp: u64,
-    /// The init of the new namespaces, if any.
-    init: Option<Pid>,
-}
-
-/// Where the trampoline goes: two pages used neither by the image nor by cryo.
-fn pick_trampoline(mm: &MmCore) -> Result<u64> {
-    const GUARD: u64 = 4 << 20;
-    let ours = crate::proc::maps(nix::unistd::getpid())?;
-    let free = |a: u64| {
-        let b = a + 2 * PAGE;
-        !mm.vmas
-            .iter()
-            .any(|v| v.start < b + GUARD && a < v.end + GUARD)
-            && !ours
-                .iter()
-                .any(|m| m.start < b + GUARD && a < m.end + GUARD)
-    };
-    (1u64..1 << 16)
-        .map(|i| i << 30)
-        .find(|&a| free(a))
-        .ok_or_else(|| Error::Restore("no free address for the restore trampoline".into()))
-}
-
-/// The fd numbers of the restore child's own fds, above every fd of the task: the two control
-/// pipes at the returned base, then the pages image, the executable and the mapped files.
-fn fd_plan(task: &TaskImage) -> (RawFd, MappingFds) {
-    let max_fd = task.core.fds.iter().map(|f| f.fd).max().unwrap_or(2).max(2);
-    let ctl_base = max_fd + 1;
-    let first = (ctl_base + 2) as u64;
-    let wanted: BTreeSet<(u32, bool)> = task
-        .mm
-        .vmas
-        .iter()
-        .filter(|v| {
-            matches!(
-                VmaKind::try_from(v.kind),
-                Ok(VmaKind::FilePrivate | VmaKind::FileShared)
-            )
-        })
-        .map(|v| (v.file_id, needs_writable_file(v)))
-        .collect();
-    let files = wanted
-        .into_iter()
-        .zip(first + 2..)
-        .map(|((id, writable), fd)| (id, writable, fd))
-        .collect();
-    (
-        ctl_base,
-        MappingFds {
-            pages: first,
-            exe: first + 1,
-            files,
-        },
-    )
-}
-
-/// Forks the process with its pid; the child opens its fds and stops itself.
-fn spawn(
-    task: &TaskImage,
-    descs: &[FileDesc],
-    images: &ImageDir,
-    ns: Namespaces,
-    opts: &RestoreOptions,
-) -> Result<Spawned> {
-    let pid = Pid::from_raw(task.entry.pid);
-    let tramp = pick_trampoline(&task.mm)?;
-    let (ctl_base, mapping) = fd_plan(task);
-    let (sync_rd, sync_wr) = nix::unistd::pipe().map_err(|e| Error::sys(pid, "pipe", e))?;
-    let (err_rd, err_wr) = nix::unistd::pipe().map_err(|e| Error::sys(pid, "pipe", e))?;
-    let plan = ChildPlan {
-        task,
-        descs,
-        images,
-        sync: (sync_rd.as_raw_fd(), ctl_base),
-        err: (err_wr.as_raw_fd(), ctl_base + 1),
-        mapping: &mapping,
-        tramp,
-        fd_opts: files::FdRestoreOptions {
-            tcp_close: opts.tcp_close,
-        },
-    };
-    let (child, init) = if ns.pid || ns.net {
-        let init = namespaces::spawn_init(
-            pid,
-            ns.pid,
-            ns.net,
-            &[sync_rd.as_raw_fd(), err_wr.as_raw_fd()],
-            || child_main(&plan),
-        )?;
-        (init.child, Some(init.init))
-    } else {
-        let child = match fork_with_pid(pid) {
-            Ok(Forked::Child) => child_main(&plan),
-            Ok(Forked::Parent(child)) => child,
-            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
-                return Err(Error::Restore(format!(
-                    "pid {pid} is taken: it was created meanwhile"
-                )))
-            }
-            Err(e) => return Err(Error::sys(pid, "clone3 with set_tid", e)),
-        };
-        (child, None)
-    };
-    let spawned = Spawned {
-        pid: child,
-        tramp,
-        init,
-    };
-    let guard = KillOnDrop(Some(spawned));
-    drop(sync_rd);
-    drop(err_wr);
-    ptrace::seize(child, ptrace::Options::PTRACE_O_EXITKILL)
-        .map_err(|e| Error::sys(child, "seize the new process", e))?;
-    let mut sync = std::fs::File::from(sync_wr);
-    sync.write_all(b"g")
-        .map_err(|e| Error::sys(child, "start the new process", e))?;
-    drop(sync);
-    loop {
-        match waitpid(child, Some(WaitPidFlag::__WALL)) {
-            Ok(WaitStatus::Stopped(_, Signal::SIGSTOP)) => break,
-            Ok(WaitStatus::Exited(..)) | Ok(WaitStatus::Signaled(..)) => {
-                let mut msg = String::new();
-                let _ = std::fs::File::from(err_rd).read_to_string(&mut msg);
-                // The process is gone already (a kill could hit a recycled pid); its init not.
-                std::mem::forget(guard);
-                if let Some(init) = init {
-                    let _ = nix::sys::signal::kill(init, Signal::SIGKILL);
-                    let _ = waitpid(init, None);
-                }
-                if msg.is_empty() {
-                    msg = "died while opening its files".into();
-                }
-                return Err(Error::Restore(format!("pid {pid}: {msg}")));
-            }
-            Ok(WaitStatus::Stopped(_, sig)) => {
-                ptrace::cont(child, sig).map_err(|e| Error::sys(child, "continue", e))?;
-            }
-            Ok(_) => continue,
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(Error::sys(child, "wait for the new process", e)),
-        }
-    }
-    std::mem::forget(guard);
-    Ok(spawned)
-}
-
 /// Turns the stopped child into the dumped process and lets it run.
-fn finish(child: Pid, task: &TaskImage, tramp: u64) -> Result<()> {
+fn finish(child: Pid, plan: &spawn::TreePlan, i: usize) -> Result<()> {
+    let task = plan.tasks[i];
+    let tramp = plan.tramps[i];
+    let mapping = &plan.mappings[i];
     let sys = |op: &'static str| move |e: std::io::Error| Error::sys(child, op, e);
     let remote = Remote::at_site(child, tramp).map_err(sys("take the new process"))?;
     let scratch = tramp + PAGE;
-    let (ctl_base, mapping) = fd_plan(task);
+    let (sync_fd, err_fd) = plan.ctl(i);
     reshape(
         child,
         &remote,
         (tramp, tramp + 2 * PAGE),
         scratch,
         &task.mm,
-        &mapping,
+        mapping,
         task.pages.as_ref().map(|m| m.as_slice()),
     )?;
-    for fd in [ctl_base as u64, ctl_base as u64 + 1] {
+    for fd in [sync_fd as u64, err_fd as u64] {
         remote
             .call(libc::SYS_close, &[fd])
             .map_err(sys("close the control pipes"))?;
@@ -538,137 +401,5 @@ fn restore_creds(
             &[creds.uid as u64, creds.euid as u64, creds.suid as u64],
         )
         .map_err(sys("setresuid"))?;
-    Ok(())
-}
-
-/// What the restore child needs, prepared by the parent before the fork.
-struct ChildPlan<'a> {
-    task: &'a TaskImage,
-    descs: &'a [FileDesc],
-    images: &'a ImageDir,
-    /// (inherited fd, number it must move to).
-    sync: (RawFd, i32),
-    err: (RawFd, i32),
-    mapping: &'a MappingFds,
-    tramp: u64,
-    fd_opts: files::FdRestoreOptions,
-}
-
-/// The restore child: a single-threaded fork of cryo. Never returns: it stops itself for the
-/// parent to reshape it, or reports why it could not and exits.
-fn child_main(plan: &ChildPlan) -> ! {
-    let result = child_setup(plan);
-    let err_fd = plan.err.1;
-    match result {
-        Ok(()) => {
-            let _ = nix::sys::signal::raise(Signal::SIGSTOP);
-            // The parent rewrote this process; reaching here means it let go of us early.
-            // SAFETY: _exit ends the process without running anything else.
-            unsafe { libc::_exit(71) }
-        }
-        Err(msg) => {
-            let msg = msg.into_bytes();
-            // SAFETY: writing our own buffer to the error pipe, then ending the process.
-            unsafe {
-                libc::write(err_fd, msg.as_ptr().cast(), msg.len());
-                libc::_exit(70)
-            }
-        }
-    }
-}
-
-fn child_setup(plan: &ChildPlan) -> std::result::Result<(), String> {
-    crate::sys::signal::set_mask(!0).map_err(|e| format!("block signals: {e}"))?;
-    for (from, to) in [plan.err, plan.sync] {
-        move_fd(from, to).map_err(|e| format!("control fd {to}: {e}"))?;
-    }
-    let mut go = [0u8; 1];
-    // SAFETY: reading one byte into a local buffer from our control pipe.
-    if unsafe { libc::read(plan.sync.1, go.as_mut_ptr().cast(), 1) } != 1 {
-        return Err("the parent went away".into());
-    }
-    let task = plan.task;
-    let pid = Pid::from_raw(task.entry.pid);
-
-    let pages = std::fs::File::open(plan.images.file(&names::pages(pid)))
-        .map_err(|e| format!("open {}: {e}", names::pages(pid)))?;
-    place(OwnedFd::from(pages), plan.mapping.pages)?;
-    let exe = files::open_for_mapping(plan.descs, task.mm.exe_file_id, false, plan.images)
-        .map_err(|e| format!("executable: {e}"))?;
-    place(exe, plan.mapping.exe)?;
-    for &(id, writable, fd) in &plan.mapping.files {
-        let file = files::open_for_mapping(plan.descs, id, writable, plan.images)
-            .map_err(|e| format!("mapped file: {e}"))?;
-        place(file, fd)?;
-    }
-    let mut keep: Vec<RawFd> = vec![plan.sync.1, plan.err.1];
-    keep.extend(plan.mapping.all().iter().map(|&fd| fd as RawFd));
-    files::restore_task_fds_with(
-        plan.descs,
-        &task.core.fds,
-        plan.images,
-        &keep,
-        &plan.fd_opts,
-    )
-    .map_err(|e| e.to_string())?;
-
-    signals::restore_actions(&task.core.sigactions).map_err(|e| format!("signal handlers: {e}"))?;
-    let thread_pending = &task.core.threads[0].pending;
-    signals::requeue(&task.core.shared_pending, thread_pending)
-        .map_err(|e| format!("pending signals: {e}"))?;
-    map_trampoline(plan.tramp).map_err(|e| format!("trampoline: {e}"))?;
-    task::restore_in_child(&task.core, &task.entry)?;
-    Ok(())
-}
-
-fn move_fd(from: RawFd, to: RawFd) -> std::io::Result<()> {
-    if from == to {
-        return Ok(());
-    }
-    // SAFETY: dup2/close on fd numbers this child inherited and owns; no OwnedFd refers to
-    // them in the child.
-    unsafe {
-        if libc::dup2(from, to) < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        libc::close(from);
-    }
-    Ok(())
-}
-
-fn place(fd: OwnedFd, at: u64) -> std::result::Result<(), String> {
-    let raw = std::os::fd::IntoRawFd::into_raw_fd(fd);
-    move_fd(raw, at as RawFd).map_err(|e| format!("fd {at}: {e}"))
-}
-
-/// Two pages at `addr`: `syscall; int3` (read-execute), then a writable scratch page.
-fn map_trampoline(addr: u64) -> std::io::Result<()> {
-    use nix::sys::mman::{mmap_anonymous, mprotect, MapFlags, ProtFlags};
-    let len =
-        std::num::NonZeroUsize::new(2 * PAGE as usize).ok_or(std::io::ErrorKind::InvalidInput)?;
-    let at = std::num::NonZeroUsize::new(addr as usize);
-    // SAFETY: a fixed mapping at an address the parent checked is unused in this process
-    // (MAP_FIXED_NOREPLACE fails rather than replace anything).
-    let ptr = unsafe {
-        mmap_anonymous(
-            at,
-            len,
-            ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
-            MapFlags::MAP_PRIVATE | MapFlags::MAP_FIXED_NOREPLACE,
-        )
-    }?;
-    // SAFETY: the first bytes of the page we just mapped, owned by nobody else.
-    unsafe {
-        std::ptr::copy_nonoverlapping(
-            SYSCALL_INT3.as_ptr(),
-            ptr.as_ptr().cast(),
-            SYSCALL_INT3.len(),
-        );
-        mprotect(
-            ptr,
-            PAGE as usize,
-            ProtFlags::PROT_READ | ProtFlags::PROT_EXEC,
-        )?;
-    }
     Ok(())
 }

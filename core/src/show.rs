@@ -80,6 +80,14 @@ impl Loaded {
             .into_iter()
             .map(|entry| {
                 let pid = Pid::from_raw(entry.pid);
+                if entry.zombie {
+                    // A zombie has no state of its own beyond its pstree record.
+                    return Ok(Process {
+                        core: TaskCore::default(),
+                        mm: MmCore::default(),
+                        entry,
+                    });
+                }
                 Ok(Process {
                     core: images.read_single(&names::core(pid), ImageKind::Core)?,
                     mm: images.read_single(&names::mm(pid), ImageKind::Mm)?,
@@ -175,6 +183,14 @@ pub fn render_text(dir: &Path) -> Result<String> {
 
 fn render_process(out: &mut String, img: &Loaded, p: &Process) {
     let (e, core, mm) = (&p.entry, &p.core, &p.mm);
+    if e.zombie {
+        let _ = writeln!(
+            out,
+            "process {} (zombie, wait status {:#x})  ppid {}  pgid {}  sid {}",
+            e.pid, e.exit_status, e.ppid, e.pgid, e.sid
+        );
+        return;
+    }
     let _ = writeln!(
         out,
         "process {} ({})  ppid {}  pgid {}  sid {}",
@@ -591,6 +607,7 @@ mod tests {
                     pgid: PID,
                     sid: PID,
                     tids: vec![PID],
+                    ..Default::default()
                 }],
             )
             .unwrap();

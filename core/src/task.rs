@@ -80,18 +80,31 @@ pub fn process_entry(pid: Pid, stat: &proc::Stat, tids: &[Pid]) -> ProcessEntry 
         pgid: stat.pgid,
         sid: stat.sid,
         tids: tids.iter().map(|t| t.as_raw()).collect(),
+        ..Default::default()
     }
 }
 
-/// Applies the attributes to the calling process (the restore child, still running cryo code).
-pub fn restore_in_child(core: &TaskCore, entry: &ProcessEntry) -> std::result::Result<(), String> {
-    use nix::sys::stat::{umask, Mode};
+/// Session and process group, in the restore child before it forks its own children: a
+/// session leader starts its session, a group leader its group, and a process in another
+/// group of its session joins it when its leader was restored before it.
+pub fn restore_session(entry: &ProcessEntry) -> std::result::Result<(), String> {
     let me = nix::unistd::getpid();
     if entry.sid == entry.pid {
         nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
     } else if entry.pgid == entry.pid {
         nix::unistd::setpgid(me, me).map_err(|e| format!("setpgid: {e}"))?;
+    } else if nix::unistd::getpgrp().as_raw() != entry.pgid {
+        // A group led by a process outside the image (the shell that started a dumped job)
+        // cannot be joined: the process then stays in the group it was forked into.
+        let _ = nix::unistd::setpgid(me, Pid::from_raw(entry.pgid));
     }
+    Ok(())
+}
+
+/// Applies the attributes to the calling process (the restore child, still running cryo code).
+pub fn restore_in_child(core: &TaskCore) -> std::result::Result<(), String> {
+    use nix::sys::stat::{umask, Mode};
+    let me = nix::unistd::getpid();
     if core.root != "/" {
         nix::unistd::chroot(core.root.as_str())
             .map_err(|e| format!("chroot {}: {e}", core.root))?;

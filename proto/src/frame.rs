@@ -371,6 +371,7 @@ mod tests {
                 pgid: pid,
                 sid: pid,
                 tids: vec![pid],
+                ..Default::default()
             })
             .collect()
     }

@@ -51,6 +51,16 @@ fn a_copy_runs_in_its_own_namespaces_beside_the_original() {
     // Both read the same command FIFO: stop the original while talking to the copy.
     let original = Pidfd::open(w.pid()).unwrap();
     original.signal(libc::SIGSTOP).unwrap();
+    // kill() returns before the stop takes effect: a command written meanwhile could be read
+    // by the original, which would then stop before answering.
+    let deadline = std::time::Instant::now() + cryo_tests::CMD_TIMEOUT;
+    while !status_of(w.pid(), "State").starts_with('T') {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the original did not stop"
+        );
+        std::thread::yield_now();
+    }
     assert_eq!(w.cmd("pid"), w.pid().to_string(), "getpid() in the copy");
     assert_eq!(
         w.cmd("ppid"),

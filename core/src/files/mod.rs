@@ -934,6 +934,9 @@ pub fn restore_task_fds(
 pub struct FdRestoreOptions {
     /// TCP connections come back reset (`--tcp-close`): the application sees ECONNRESET.
     pub tcp_close: bool,
+    /// Descriptions this process shares with its parent, already open at these numbers
+    /// (inherited through fork): placed from there instead of being created again.
+    pub inherited: HashMap<u32, RawFd>,
 }
 
 /// [`restore_task_fds`] with options. Sockets are re-created before any fd is placed:
@@ -958,6 +961,14 @@ pub fn restore_task_fds_with(
     let mut socket_descs = Vec::new();
     for id in &used {
         let desc = by_id[id];
+        if let Some(&parent_fd) = opts.inherited.get(id) {
+            // An fd this process inherited and keeps open until placing is over.
+            let fd = sys::dup_at_least(sys::borrow_raw(parent_fd), min_high)
+                .map_err(|e| restore_err(desc, "F_DUPFD_CLOEXEC (inherited)", e))?;
+            debug!(id, what = %describe(desc), "description inherited");
+            opened.insert(*id, fd);
+            continue;
+        }
         let fd = match desc.kind.as_ref().expect("checked by index") {
             Kind::Regular(reg) => regular::open(desc, reg, false, &mut ghosts, images)?,
             Kind::Directory(reg) => regular::open(desc, reg, true, &mut ghosts, images)?,

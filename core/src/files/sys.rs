@@ -65,6 +65,13 @@ pub(crate) fn fionread(fd: BorrowedFd<'_>) -> io::Result<usize> {
     Ok(usize::try_from(n).unwrap_or(0))
 }
 
+/// A borrowed view of fd number `fd`, which the caller knows is open (inherited through
+/// fork) and stays open for the borrow's use.
+pub(crate) fn borrow_raw(fd: RawFd) -> BorrowedFd<'static> {
+    // SAFETY: the caller guarantees `fd` is open; the view is only used for an immediate dup.
+    unsafe { BorrowedFd::borrow_raw(fd) }
+}
+
 /// A close-on-exec duplicate of `fd` numbered `min` or above (F_DUPFD_CLOEXEC).
 pub(crate) fn dup_at_least(fd: BorrowedFd<'_>, min: RawFd) -> io::Result<OwnedFd> {
     // SAFETY: fcntl F_DUPFD_CLOEXEC takes an fd and an int, no pointers.

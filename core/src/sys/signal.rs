@@ -76,3 +76,33 @@ pub fn queue_to_self(info: &[u8; 128], thread: bool) -> io::Result<()> {
         }
     })
 }
+
+/// Discards every pending instance of `signo` (blocked in the calling thread).
+pub fn drain(signo: i32) -> io::Result<()> {
+    let mut set: u64 = 1 << (signo - 1);
+    let zero = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    loop {
+        // SAFETY: rt_sigtimedwait reads the 8-byte set and the timespec, both locals; no
+        // siginfo is wanted.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigtimedwait,
+                &mut set as *mut u64,
+                std::ptr::null_mut::<libc::siginfo_t>(),
+                &zero as *const libc::timespec,
+                8usize,
+            )
+        };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            return if e.raw_os_error() == Some(libc::EAGAIN) {
+                Ok(())
+            } else {
+                Err(e)
+            };
+        }
+    }
+}

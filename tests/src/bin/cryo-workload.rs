@@ -29,6 +29,11 @@
 //! timers                     ticks  -> alarm <SIGALRM count> rt <timer signals> id <timer id>
 //!                            (setitimer ITIMER_REAL every 20 ms; a POSIX timer on
 //!                            CLOCK_MONOTONIC every 15 ms signalling SIGRTMIN with value 0x1234)
+//! tree                       kids -> <child> <grandchild> <zombie>   ask MSG -> got MSG
+//!                            ask reap -> reaped <status of the zombie>
+//!                            (a child in a process group of its own, talking to this
+//!                            process over two inherited pipes; its own child; a zombie
+//!                            child of it that exited with 7)
 //! mappings                   check  -> ok | bad <region>     bump -> <byte 0 of shared.dat>
 //!                            (shared anonymous, shared file DIR/shared.dat, private file
 //!                            DIR/private.dat with one page written, a PROT_NONE region)
@@ -255,6 +260,7 @@ enum Mode {
     Signal,
     Unsupported { fd: i32 },
     Mappings(Mappings),
+    Tree(Tree),
     Timers { id: i32 },
     Threads(std::sync::Arc<Counters>),
     Events { timer_total: u64, dir: PathBuf },
@@ -740,6 +746,7 @@ impl Mode {
                 let fd = sys::move_fd(fd, want).map_err(|err| e("dup2", err))?;
                 Mode::Unsupported { fd }
             }
+            "tree" => Mode::Tree(Tree::start().map_err(|err| e("tree", err))?),
             "timers" => Mode::Timers {
                 id: sys::start_timers(on_alarm, on_timer, TIMER_VALUE)
                     .map_err(|err| e("timers", err))?,
@@ -805,6 +812,8 @@ impl Mode {
             (Mode::Unsupported { fd }, "fd", []) => Ok(fd.to_string()),
             (Mode::Mappings(m), "check", []) => Ok(m.check()),
             (Mode::Threads(c), "counts", []) => Ok(c.counts()),
+            (Mode::Tree(t), "kids", []) => Ok(format!("{} {} {}", t.kids[0], t.kids[1], t.kids[2])),
+            (Mode::Tree(t), "ask", [msg]) => t.ask(msg).map_err(io),
             (Mode::Timers { id }, "ticks", []) => Ok(format!(
                 "alarm {} rt {} id {id} bad {}",
                 ALARMS.load(Ordering::SeqCst),
@@ -905,6 +914,83 @@ impl Mode {
 }
 
 /// Anonymous memory filled with a pattern derived from each word's address.
+/// The `tree` mode: a child (its own process group) with a child and a zombie of its own,
+/// answering this process over two pipes both inherited.
+struct Tree {
+    to_child: i32,
+    from_child: i32,
+    kids: [i32; 3],
+}
+
+impl Tree {
+    fn start() -> io::Result<Self> {
+        let (a_rd, a_wr) = sys::pipe()?;
+        let (b_rd, b_wr) = sys::pipe()?;
+        // SAFETY: the workload is single-threaded here; the child only makes syscalls.
+        let child = unsafe { libc::fork() };
+        if child < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if child == 0 {
+            Self::child(a_rd, b_wr);
+        }
+        let mut buf = [0u8; 64];
+        let n = sys::read(b_rd, &mut buf)?;
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        let mut it = text
+            .split_whitespace()
+            .filter_map(|p| p.parse::<i32>().ok());
+        let (g, z) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
+        Ok(Tree {
+            to_child: a_wr,
+            from_child: b_rd,
+            kids: [child, g, z],
+        })
+    }
+
+    /// The child: a group of its own, a grandchild, a zombie, then answers forever.
+    fn child(rd: i32, wr: i32) -> ! {
+        // SAFETY: plain syscalls in the forked child.
+        unsafe {
+            libc::setpgid(0, 0);
+            let g = libc::fork();
+            if g == 0 {
+                loop {
+                    libc::pause();
+                }
+            }
+            let z = libc::fork();
+            if z == 0 {
+                libc::_exit(7);
+            }
+            let _ = sys::write_all(wr, format!("{g} {z}").as_bytes());
+            let mut buf = [0u8; 256];
+            loop {
+                let n = match sys::read(rd, &mut buf) {
+                    Ok(0) | Err(_) => libc::_exit(3),
+                    Ok(n) => n,
+                };
+                let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+                let reply = if msg == "reap" {
+                    let mut status = 0;
+                    let r = libc::waitpid(z, &mut status, 0);
+                    format!("reaped {} {}", r == z, libc::WEXITSTATUS(status))
+                } else {
+                    format!("got {msg}")
+                };
+                let _ = sys::write_all(wr, reply.as_bytes());
+            }
+        }
+    }
+
+    fn ask(&self, msg: &str) -> io::Result<String> {
+        sys::write_all(self.to_child, msg.as_bytes())?;
+        let mut buf = [0u8; 256];
+        let n = sys::read(self.from_child, &mut buf)?;
+        Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+    }
+}
+
 /// One region of each kind a dump must treat differently.
 struct Mappings {
     shared_anon: &'static mut [u8],

@@ -1,0 +1,581 @@
+//! Creating the processes of a restore: the trees forked with their original pids, each
+//! process forked by its restored parent (so parentage, sessions and groups come out right)
+//! while it still runs cryo code, opening its fds (inheriting the descriptions it shares with
+//! its parent), creating its children and zombies, then stopping for cryo to reshape it.
+//!
+//! Control fds: every process gets a `sync` pipe (cryo says "go" once it traces it) and an
+//! `err` pipe (the process says "r" when it exists, or why it failed). Their child ends sit at
+//! fixed numbers above every fd of the image (`base + 2i`, `base + 2i + 1`), so each process
+//! keeps its descendants' ends open until it has forked them.
+
+use std::collections::{BTreeSet, HashMap};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+use cryo_proto::image::{FileDesc, MmCore, ProcessEntry, VmaKind};
+use nix::sys::ptrace;
+use nix::sys::signal::Signal;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
+use crate::error::{Error, Result};
+use crate::image::{names, ImageDir};
+use crate::memory::restore::{needs_writable_file, MappingFds};
+use crate::memory::PAGE;
+use crate::remote::SYSCALL_INT3;
+use crate::restore::TaskImage;
+use crate::sys::process::{fork_with_pid, Forked};
+use crate::{files, signals, task};
+
+/// How long cryo waits for a process of the tree to show up or stop.
+const STEP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// What every process of the tree needs, computed by cryo before the first fork.
+pub struct TreePlan<'a> {
+    /// Live processes, parents before children (the order they are created in).
+    pub tasks: Vec<&'a TaskImage>,
+    zombies: Vec<&'a ProcessEntry>,
+    /// The first control fd number.
+    base: RawFd,
+    /// Per task: its children (task indices) and zombie children.
+    children: Vec<Vec<usize>>,
+    zombie_children: Vec<Vec<usize>>,
+    /// Per task: descriptions it inherits from its parent, id -> the parent's fd number.
+    inherited: Vec<HashMap<u32, RawFd>>,
+    /// Per task: the trampoline address and its mapping fds.
+    pub tramps: Vec<u64>,
+    pub mappings: Vec<MappingFds>,
+    roots: Vec<usize>,
+    descs: &'a [FileDesc],
+    images: &'a ImageDir,
+    tcp_close: bool,
+}
+
+impl<'a> TreePlan<'a> {
+    /// Orders the tree and assigns every control and mapping fd.
+    pub fn new(
+        roots: &[i32],
+        tasks: &'a [TaskImage],
+        zombies: &'a [ProcessEntry],
+        descs: &'a [FileDesc],
+        images: &'a ImageDir,
+        tcp_close: bool,
+    ) -> Result<Self> {
+        let by_pid: HashMap<i32, usize> = tasks
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.entry.pid, i))
+            .collect();
+        // Breadth first from the roots: parents before children.
+        let mut order: Vec<usize> = Vec::new();
+        let mut root_idx = Vec::new();
+        for &r in roots {
+            let i = *by_pid
+                .get(&r)
+                .ok_or_else(|| Error::Restore(format!("root pid {r} is not in the image")))?;
+            root_idx.push(i);
+        }
+        order.extend(&root_idx);
+        let mut k = 0;
+        while k < order.len() {
+            let pid = tasks[order[k]].entry.pid;
+            let mut kids: Vec<usize> = tasks
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| t.entry.ppid == pid && !root_idx.contains(&by_pid[&t.entry.pid]))
+                .map(|(i, _)| i)
+                .collect();
+            kids.sort_by_key(|&i| tasks[i].entry.pid);
+            order.extend(kids);
+            k += 1;
+        }
+        if order.len() != tasks.len() {
+            return Err(Error::Restore(format!(
+                "{} of the image's {} processes are not in the trees of its roots {roots:?}",
+                tasks.len() - order.len(),
+                tasks.len()
+            )));
+        }
+        let ordered: Vec<&TaskImage> = order.iter().map(|&i| &tasks[i]).collect();
+        let pos: HashMap<i32, usize> = ordered
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.entry.pid, i))
+            .collect();
+        let n = ordered.len();
+        let mut children = vec![Vec::new(); n];
+        let mut zombie_children = vec![Vec::new(); n];
+        for (i, t) in ordered.iter().enumerate() {
+            if let Some(&p) = pos.get(&t.entry.ppid) {
+                if !roots.contains(&t.entry.pid) {
+                    children[p].push(i);
+                }
+            }
+        }
+        for (z, entry) in zombies.iter().enumerate() {
+            let p = *pos.get(&entry.ppid).ok_or_else(|| {
+                Error::Restore(format!(
+                    "zombie {} has no restored parent ({})",
+                    entry.pid, entry.ppid
+                ))
+            })?;
+            zombie_children[p].push(z);
+        }
+        let mut inherited = vec![HashMap::new(); n];
+        for (i, t) in ordered.iter().enumerate() {
+            let Some(&p) = pos.get(&t.entry.ppid) else {
+                continue;
+            };
+            if roots.contains(&t.entry.pid) {
+                continue;
+            }
+            let mine: BTreeSet<u32> = t.core.fds.iter().map(|e| e.file_id).collect();
+            for e in &ordered[p].core.fds {
+                if mine.contains(&e.file_id) {
+                    inherited[i].entry(e.file_id).or_insert(e.fd);
+                }
+            }
+        }
+        // Above every fd of the image and every fd cryo holds now.
+        let image_max = ordered
+            .iter()
+            .flat_map(|t| t.core.fds.iter().map(|e| e.fd))
+            .max()
+            .unwrap_or(2);
+        let ours = std::fs::read_dir("/proc/self/fd")
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<RawFd>().ok()))
+                    .max()
+                    .unwrap_or(2)
+            })
+            .unwrap_or(2);
+        // Room for the pipes cryo is about to create below the base.
+        let base = image_max.max(ours + 4 * n as RawFd + 8) + 1;
+        let first_mapping = (base + 2 * n as RawFd) as u64;
+        let mappings = ordered
+            .iter()
+            .map(|t| mapping_fds(t, first_mapping))
+            .collect();
+        let tramps = ordered
+            .iter()
+            .map(|t| pick_trampoline(&t.mm))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            tasks: ordered,
+            zombies: zombies.iter().collect(),
+            base,
+            children,
+            zombie_children,
+            inherited,
+            tramps,
+            mappings,
+            roots: (0..root_idx.len()).collect(),
+            descs,
+            images,
+            tcp_close,
+        })
+    }
+
+    /// The sync and err fd numbers of task `i` inside the tree.
+    pub fn ctl(&self, i: usize) -> (RawFd, RawFd) {
+        (self.base + 2 * i as RawFd, self.base + 2 * i as RawFd + 1)
+    }
+
+    fn descendants(&self, i: usize) -> Vec<usize> {
+        let mut out = Vec::new();
+        let mut stack = self.children[i].clone();
+        while let Some(c) = stack.pop() {
+            out.push(c);
+            stack.extend(&self.children[c]);
+        }
+        out
+    }
+}
+
+/// The mapping fds of a task from fd number `first` on: pages, exe, then mapped files.
+fn mapping_fds(task: &TaskImage, first: u64) -> MappingFds {
+    let wanted: BTreeSet<(u32, bool)> = task
+        .mm
+        .vmas
+        .iter()
+        .filter(|v| {
+            matches!(
+                VmaKind::try_from(v.kind),
+                Ok(VmaKind::FilePrivate | VmaKind::FileShared)
+            )
+        })
+        .map(|v| (v.file_id, needs_writable_file(v)))
+        .collect();
+    MappingFds {
+        pages: first,
+        exe: first + 1,
+        files: wanted
+            .into_iter()
+            .zip(first + 2..)
+            .map(|((id, writable), fd)| (id, writable, fd))
+            .collect(),
+    }
+}
+
+/// Where the trampoline goes: two pages used neither by the image nor by cryo.
+fn pick_trampoline(mm: &MmCore) -> Result<u64> {
+    const GUARD: u64 = 4 << 20;
+    let ours = crate::proc::maps(nix::unistd::getpid())?;
+    let free = |a: u64| {
+        let b = a + 2 * PAGE;
+        !mm.vmas
+            .iter()
+            .any(|v| v.start < b + GUARD && a < v.end + GUARD)
+            && !ours
+                .iter()
+                .any(|m| m.start < b + GUARD && a < m.end + GUARD)
+    };
+    (1u64..1 << 16)
+        .map(|i| i << 30)
+        .find(|&a| free(a))
+        .ok_or_else(|| Error::Restore("no free address for the restore trampoline".into()))
+}
+
+/// The tree's processes, created and stopped, traced by cryo; pids as cryo sees them.
+pub struct Spawned {
+    /// Per task of the plan (same order): its pid as cryo sees it.
+    pub pids: Vec<Pid>,
+    /// The init of new namespaces, if the tree was restored under one.
+    pub init: Option<Pid>,
+}
+
+/// cryo's ends of the control pipes of one task.
+struct Ctl {
+    sync: Option<OwnedFd>,
+    err: OwnedFd,
+}
+
+/// Creates every process of `plan` and waits until each one has stopped itself, ready for
+/// reshaping. With `ns`, the (single) root is created by an init in new namespaces.
+/// On failure every process created so far is killed.
+pub fn spawn_tree(plan: &TreePlan, ns: Option<(bool, bool)>) -> Result<Spawned> {
+    let n = plan.tasks.len();
+    let mut ours: Vec<Ctl> = Vec::with_capacity(n);
+    let mut theirs: Vec<RawFd> = Vec::with_capacity(2 * n);
+    for i in 0..n {
+        let pid = Pid::from_raw(plan.tasks[i].entry.pid);
+        let (sync_rd, sync_wr) = nix::unistd::pipe().map_err(|e| Error::sys(pid, "pipe", e))?;
+        let (err_rd, err_wr) = nix::unistd::pipe().map_err(|e| Error::sys(pid, "pipe", e))?;
+        let (s, e) = plan.ctl(i);
+        for (fd, at) in [(sync_rd, s), (err_wr, e)] {
+            move_fd(std::os::fd::IntoRawFd::into_raw_fd(fd), at)
+                .map_err(|e| Error::sys(pid, "place a control pipe", e))?;
+            theirs.push(at);
+        }
+        ours.push(Ctl {
+            sync: Some(sync_wr),
+            err: err_rd,
+        });
+    }
+    let mut created: Vec<Option<Pid>> = vec![None; n];
+    let mut init = None;
+    let result = (|| -> Result<()> {
+        match ns {
+            Some((new_pid, new_net)) => {
+                if plan.roots.len() != 1 || n != 1 || !plan.zombies.is_empty() {
+                    return Err(Error::Restore(
+                        "--pidns/--netns restore a single process for now".into(),
+                    ));
+                }
+                let pid = Pid::from_raw(plan.tasks[0].entry.pid);
+                let spawned =
+                    crate::namespaces::spawn_init(pid, new_pid, new_net, &theirs, || {
+                        child_main(plan, 0)
+                    })?;
+                init = Some(spawned.init);
+                created[0] = Some(spawned.child);
+            }
+            None => {
+                for &r in &plan.roots {
+                    let pid = Pid::from_raw(plan.tasks[r].entry.pid);
+                    match fork_with_pid(pid) {
+                        Ok(Forked::Child) => child_main(plan, r),
+                        Ok(Forked::Parent(child)) => created[r] = Some(child),
+                        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                            return Err(Error::Restore(format!(
+                                "pid {pid} is taken: it was created meanwhile"
+                            )))
+                        }
+                        Err(e) => return Err(Error::sys(pid, "clone3 with set_tid", e)),
+                    }
+                }
+            }
+        }
+        for fd in &theirs {
+            let _ = nix::unistd::close(*fd);
+        }
+        // Parents first: each is told to go once traced, then creates its children.
+        for i in 0..n {
+            let pid = Pid::from_raw(plan.tasks[i].entry.pid);
+            let hello = read_ctl(&ours[i].err, pid, 1)?;
+            if hello != "r" {
+                return Err(Error::Restore(format!("pid {pid}: {hello}")));
+            }
+            let seen = match created[i] {
+                Some(p) => p,
+                None => {
+                    // Created by its restored parent; outside a new PID namespace the pid is
+                    // the image's.
+                    created[i] = Some(pid);
+                    pid
+                }
+            };
+            ptrace::seize(seen, ptrace::Options::PTRACE_O_EXITKILL)
+                .map_err(|e| Error::sys(seen, "seize the new process", e))?;
+            let sync = ours[i].sync.take().map(std::fs::File::from);
+            if let Some(mut sync) = sync {
+                std::io::Write::write_all(&mut sync, b"g")
+                    .map_err(|e| Error::sys(seen, "start the new process", e))?;
+            }
+        }
+        for i in 0..n {
+            let pid = created[i].unwrap_or(Pid::from_raw(plan.tasks[i].entry.pid));
+            wait_stopped(pid, &ours[i].err)?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = result {
+        for pid in created.iter().flatten().rev() {
+            let _ = nix::sys::signal::kill(*pid, Signal::SIGKILL);
+            let _ = waitpid(*pid, Some(WaitPidFlag::__WALL));
+        }
+        if let Some(init) = init {
+            let _ = nix::sys::signal::kill(init, Signal::SIGKILL);
+            let _ = waitpid(init, None);
+        }
+        return Err(e);
+    }
+    Ok(Spawned {
+        pids: created.into_iter().flatten().collect(),
+        init,
+    })
+}
+
+/// Reads what a process said on its err pipe: `want` bytes, or its error text up to EOF.
+fn read_ctl(fd: &OwnedFd, pid: Pid, want: usize) -> Result<String> {
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one pollfd that lives across the call.
+    let r = unsafe { libc::poll(&mut pfd, 1, STEP_TIMEOUT.as_millis() as i32) };
+    if r == 0 {
+        return Err(Error::Restore(format!(
+            "pid {pid} was not created within {STEP_TIMEOUT:?}"
+        )));
+    }
+    // The hello is read alone, so an error text written right after it stays in the pipe.
+    let mut buf = vec![0u8; want.min(4096)];
+    // SAFETY: reading into our own buffer.
+    let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+    if n <= 0 {
+        return Err(Error::Restore(format!(
+            "pid {pid}: died before it could say why"
+        )));
+    }
+    buf.truncate(n as usize);
+    Ok(String::from_utf8_lossy(&buf).into_owned())
+}
+
+/// Waits until traced `pid` stops itself (SIGSTOP); if it died instead, its err pipe says why.
+fn wait_stopped(pid: Pid, err: &OwnedFd) -> Result<()> {
+    loop {
+        match waitpid(pid, Some(WaitPidFlag::__WALL)) {
+            Ok(WaitStatus::Stopped(_, Signal::SIGSTOP)) => return Ok(()),
+            Ok(WaitStatus::Exited(..)) | Ok(WaitStatus::Signaled(..)) => {
+                let why = read_ctl(err, pid, 4096).unwrap_or_else(|e| e.to_string());
+                return Err(Error::Restore(format!("pid {pid}: {why}")));
+            }
+            Ok(WaitStatus::Stopped(_, sig)) => {
+                ptrace::cont(pid, sig).map_err(|e| Error::sys(pid, "continue", e))?;
+            }
+            Ok(_) => continue,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(Error::sys(pid, "wait for the new process", e)),
+        }
+    }
+}
+
+/// A process of the tree in its cryo phase. Never returns: it stops itself for cryo to reshape
+/// it, or reports why it could not and exits.
+fn child_main(plan: &TreePlan, i: usize) -> ! {
+    let err_fd = plan.ctl(i).1;
+    match child_setup(plan, i) {
+        Ok(()) => {
+            let _ = nix::sys::signal::raise(Signal::SIGSTOP);
+            // SAFETY: cryo rewrote this process; reaching here means it let go early.
+            unsafe { libc::_exit(71) }
+        }
+        Err(msg) => {
+            let msg = msg.into_bytes();
+            // SAFETY: writing our own buffer to the error pipe, then ending the process.
+            unsafe {
+                libc::write(err_fd, msg.as_ptr().cast(), msg.len());
+                libc::_exit(70)
+            }
+        }
+    }
+}
+
+fn child_setup(plan: &TreePlan, i: usize) -> std::result::Result<(), String> {
+    crate::sys::signal::set_mask(!0).map_err(|e| format!("block signals: {e}"))?;
+    let (sync, err) = plan.ctl(i);
+    // SAFETY: one byte from/to our own buffers on our control pipes.
+    unsafe {
+        if libc::write(err, b"r".as_ptr().cast(), 1) != 1 {
+            libc::_exit(72);
+        }
+        let mut go = [0u8; 1];
+        if libc::read(sync, go.as_mut_ptr().cast(), 1) != 1 {
+            return Err("cryo went away".into());
+        }
+    }
+    let t = plan.tasks[i];
+    let pid = Pid::from_raw(t.entry.pid);
+    task::restore_session(&t.entry)?;
+
+    let mapping = &plan.mappings[i];
+    let pages = std::fs::File::open(plan.images.file(&names::pages(pid)))
+        .map_err(|e| format!("open {}: {e}", names::pages(pid)))?;
+    place(OwnedFd::from(pages), mapping.pages)?;
+    let exe = files::open_for_mapping(plan.descs, t.mm.exe_file_id, false, plan.images)
+        .map_err(|e| format!("executable: {e}"))?;
+    place(exe, mapping.exe)?;
+    for &(id, writable, fd) in &mapping.files {
+        let file = files::open_for_mapping(plan.descs, id, writable, plan.images)
+            .map_err(|e| format!("mapped file: {e}"))?;
+        place(file, fd)?;
+    }
+    let descendants = plan.descendants(i);
+    let mut keep: Vec<RawFd> = vec![sync, err];
+    for &d in &descendants {
+        let (s, e) = plan.ctl(d);
+        keep.extend([s, e]);
+    }
+    keep.extend(mapping.all().iter().map(|&fd| fd as RawFd));
+    files::restore_task_fds_with(
+        plan.descs,
+        &t.core.fds,
+        plan.images,
+        &keep,
+        &files::FdRestoreOptions {
+            tcp_close: plan.tcp_close,
+            inherited: plan.inherited[i].clone(),
+        },
+    )
+    .map_err(|e| e.to_string())?;
+
+    // Children, each forked by its parent with its pid; zombies die at once.
+    for &c in &plan.children[i] {
+        let cpid = Pid::from_raw(plan.tasks[c].entry.pid);
+        match fork_with_pid(cpid) {
+            Ok(Forked::Child) => child_main(plan, c),
+            Ok(Forked::Parent(_)) => {}
+            Err(e) => return Err(format!("fork child {cpid}: {e}")),
+        }
+    }
+    let zombies = &plan.zombie_children[i];
+    for &z in zombies {
+        let entry = plan.zombies[z];
+        let zpid = Pid::from_raw(entry.pid);
+        match fork_with_pid(zpid) {
+            Ok(Forked::Child) => become_zombie(entry.exit_status),
+            Ok(Forked::Parent(_)) => {}
+            Err(e) => return Err(format!("fork zombie {zpid}: {e}")),
+        }
+        // Dead, left unreaped for the restored parent.
+        let id = nix::sys::wait::Id::Pid(zpid);
+        nix::sys::wait::waitid(
+            id,
+            nix::sys::wait::WaitPidFlag::WEXITED | nix::sys::wait::WaitPidFlag::WNOWAIT,
+        )
+        .map_err(|e| format!("wait for zombie {zpid}: {e}"))?;
+    }
+    if !zombies.is_empty() {
+        // Their SIGCHLD belonged to the past the image already holds.
+        crate::sys::signal::drain(libc::SIGCHLD).map_err(|e| format!("SIGCHLD: {e}"))?;
+    }
+    for &d in &descendants {
+        let (s, e) = plan.ctl(d);
+        let _ = nix::unistd::close(s);
+        let _ = nix::unistd::close(e);
+    }
+
+    signals::restore_actions(&t.core.sigactions).map_err(|e| format!("signal handlers: {e}"))?;
+    signals::requeue(&t.core.shared_pending, &t.core.threads[0].pending)
+        .map_err(|e| format!("pending signals: {e}"))?;
+    map_trampoline(plan.tramps[i]).map_err(|e| format!("trampoline: {e}"))?;
+    task::restore_in_child(&t.core)?;
+    Ok(())
+}
+
+/// A zombie of the image: dies at once the way it died (exit code or signal).
+fn become_zombie(status: i32) -> ! {
+    let sig = status & 0x7f;
+    if sig != 0 {
+        let _ = crate::sys::signal::set_action(sig as u32, &Default::default());
+        let _ = crate::sys::signal::set_mask(0);
+        // SAFETY: sending ourselves the signal that killed the original.
+        unsafe { libc::kill(libc::getpid(), sig) };
+    }
+    // SAFETY: ends this forked process with the original's exit code.
+    unsafe { libc::_exit((status >> 8) & 0xff) }
+}
+
+fn move_fd(from: RawFd, to: RawFd) -> std::io::Result<()> {
+    if from == to {
+        return Ok(());
+    }
+    // SAFETY: dup2/close on fd numbers this process owns; no OwnedFd refers to them any more.
+    unsafe {
+        if libc::dup2(from, to) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        libc::close(from);
+    }
+    Ok(())
+}
+
+fn place(fd: OwnedFd, at: u64) -> std::result::Result<(), String> {
+    let raw = std::os::fd::IntoRawFd::into_raw_fd(fd);
+    move_fd(raw, at as RawFd).map_err(|e| format!("fd {at}: {e}"))
+}
+
+/// Two pages at `addr`: `syscall; int3` (read-execute), then a writable scratch page.
+fn map_trampoline(addr: u64) -> std::io::Result<()> {
+    use nix::sys::mman::{mmap_anonymous, mprotect, MapFlags, ProtFlags};
+    let len =
+        std::num::NonZeroUsize::new(2 * PAGE as usize).ok_or(std::io::ErrorKind::InvalidInput)?;
+    let at = std::num::NonZeroUsize::new(addr as usize);
+    // SAFETY: a fixed mapping at an address cryo checked is unused in this process
+    // (MAP_FIXED_NOREPLACE fails rather than replace anything).
+    let ptr = unsafe {
+        mmap_anonymous(
+            at,
+            len,
+            ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+            MapFlags::MAP_PRIVATE | MapFlags::MAP_FIXED_NOREPLACE,
+        )
+    }?;
+    // SAFETY: the first bytes of the page we just mapped, owned by nobody else.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            SYSCALL_INT3.as_ptr(),
+            ptr.as_ptr().cast(),
+            SYSCALL_INT3.len(),
+        );
+        mprotect(
+            ptr,
+            PAGE as usize,
+            ProtFlags::PROT_READ | ProtFlags::PROT_EXEC,
+        )?;
+    }
+    Ok(())
+}

@@ -1,0 +1,111 @@
+//! Process trees: children, grandchildren, process groups, zombies and pipes shared between
+//! parent and child come back as they were.
+//!
+//! Needs the engine: `cryo` must be built (`cargo build -p cryo`).
+
+use cryo_tests::{cryo_bin, Workload};
+
+/// (ppid, pgid, sid, state) of `pid` from /proc; the state only says zombie ('Z') or not
+/// ('-'), running and sleeping being a matter of the moment.
+fn identity(pid: i32) -> (i32, i32, i32, char) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .unwrap_or_else(|e| panic!("pid {pid}: {e}"));
+    let rest: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    (
+        rest[1].parse().unwrap(),
+        rest[2].parse().unwrap(),
+        rest[3].parse().unwrap(),
+        if rest[0] == "Z" { 'Z' } else { '-' },
+    )
+}
+
+/// Kills the processes a tree test leaves behind (the root is the workload's).
+struct Reaper(Vec<i32>);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        for &pid in &self.0 {
+            // SAFETY: kill takes plain integers.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+}
+
+#[test]
+fn a_three_generation_tree_with_a_group_a_zombie_and_shared_pipes() {
+    cryo_bin();
+    let mut w = Workload::spawn("tree", &[]);
+    let kids: Vec<i32> = w
+        .cmd("kids")
+        .split(' ')
+        .map(|p| p.parse().unwrap())
+        .collect();
+    let _reaper = Reaper(kids[..2].to_vec());
+    let (child, grandchild, zombie) = (kids[0], kids[1], kids[2]);
+    assert_eq!(w.cmd("ask hello"), "got hello");
+    // The zombie is one once its exit is visible.
+    let deadline = std::time::Instant::now() + cryo_tests::CMD_TIMEOUT;
+    while identity(zombie).3 != 'Z' {
+        assert!(std::time::Instant::now() < deadline, "no zombie");
+        std::thread::yield_now();
+    }
+    let before: Vec<_> = [w.pid(), child, grandchild, zombie]
+        .iter()
+        .map(|&p| identity(p))
+        .collect();
+    assert_eq!(before[1].1, child, "the child leads its own process group");
+    assert_eq!(
+        before[2].1, child,
+        "the grandchild is in its parent's group"
+    );
+    assert_eq!(before[0].2, w.pid(), "the root leads the session");
+    w.cmd("tick");
+
+    let img = w.path("img");
+    w.dump_ok(&img);
+    for p in [child, grandchild] {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{p}")).exists() || identity(p).3 == 'Z',
+            "the dump killed the whole tree"
+        );
+    }
+    w.restore_background(&img);
+    let after: Vec<_> = [w.pid(), child, grandchild, zombie]
+        .iter()
+        .map(|&p| identity(p))
+        .collect();
+    // The root's parent is now cryo; everything below is as it was.
+    assert_eq!(
+        &after[1..],
+        &before[1..],
+        "pids, parents, groups, sessions, states"
+    );
+    assert_eq!(after[0].1, before[0].1);
+    assert_eq!(after[0].2, before[0].2);
+    assert_eq!(w.cmd("tick"), "2", "the root goes on");
+    // Both pipes still connect root and child, in both directions.
+    assert_eq!(w.cmd("ask again"), "got again");
+    // The zombie is the child's to reap, with the status it exited with.
+    assert_eq!(w.cmd("ask reap"), "reaped true 7");
+    w.kill_restored();
+}
+
+#[test]
+fn a_root_inside_another_tree_is_refused() {
+    cryo_bin();
+    let w = Workload::spawn("tree", &[]);
+    let kids: Vec<i32> = w
+        .cmd("kids")
+        .split(' ')
+        .map(|p| p.parse().unwrap())
+        .collect();
+    let _reaper = Reaper(kids[..2].to_vec());
+    let both = format!("{},{}", w.pid(), kids[0]);
+    let img = w.path("img");
+    let out = w.cryo(&["dump", "-t", &both, "-D", img.to_str().unwrap()]);
+    out.assert_refused()
+        .assert_stderr_has_word(&kids[0].to_string())
+        .assert_stderr_mentions("inside the tree");
+    w.assert_untouched();
+    assert_eq!(w.cmd("ask still"), "got still");
+}
