@@ -19,6 +19,7 @@ pub mod freeze;
 pub mod image;
 pub mod memory;
 pub mod namespaces;
+pub mod notify;
 pub mod proc;
 pub mod remote;
 pub mod restore;

@@ -1,0 +1,567 @@
+//! Telling restored processes what the restore could not bring back: the notification
+//! channel of the cryo-resume library, and `--notify-signal`.
+//!
+//! The channel convention (format version 1, documented in resume/README.md):
+//!
+//! ```text
+//! application (cryo-resume)                     engine (this module)
+//! fd N  pipe, opened O_RDWR|O_NONBLOCK          dump:    find_listener(pid): readlink
+//! fd M  memfd "cryo-resume:v1:fd=N", empty               /proc/PID/fd/*, the marker M names N,
+//!       (or: fd N is a FIFO named cryo-resume*)          N is a pipe -> ListenerRef { fd: N }
+//!                                                        (stored with the image)
+//!       fds come back at their numbers          restore: notify(pid, &ListenerRef, &record):
+//!       with the pipe's unread lines                     open /proc/PID/fd/N O_WRONLY|O_NONBLOCK
+//! poll(N) -> POLLIN, read one JSON line   <------        write one JSON line, whole or nothing
+//! ```
+//!
+//! The record types are a copy of cryo-resume's (`ResumeEvent` there): the library must not
+//! depend on the engine, nor the engine on an application library. `tests/tests/notify.rs`
+//! checks that a record written here is read back there.
+
+use std::fs;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+
+use nix::errno::Errno;
+use nix::fcntl::{FcntlArg, OFlag};
+use nix::sys::stat::{Mode, SFlag};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+use tracing::debug;
+
+/// The prefix of the marker memfd's name (as readlink shows it, after `/memfd:`).
+pub const MARKER_PREFIX: &str = "cryo-resume:v1:fd=";
+
+/// The file name prefix of a FIFO that is a channel by itself (no marker).
+pub const FIFO_PREFIX: &str = "cryo-resume";
+
+/// How to find a process's notification channel after restore: store it with the image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListenerRef {
+    /// The channel's fd number (fds are restored at their numbers).
+    pub fd: RawFd,
+    /// The marker memfd's fd number; `None` for a FIFO channel (found by its name).
+    #[serde(default)]
+    pub marker_fd: Option<RawFd>,
+}
+
+/// One restore, as written to the channel: one JSON line. Same layout as cryo-resume's
+/// `ResumeEvent`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResumeRecord {
+    /// The id of the checkpoint the process was restored from.
+    pub checkpoint_id: String,
+    /// Milliseconds between the freeze at dump time and the resume.
+    pub downtime_ms: u64,
+    /// The connections that did not survive (empty when all did; still written).
+    #[serde(default)]
+    pub broken: Vec<BrokenConnection>,
+}
+
+/// A restored connection that cryo failed on purpose.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokenConnection {
+    /// The connection's fd in the restored process.
+    pub fd: RawFd,
+    /// Local address: `ip:port`, `[v6]:port` or a unix path; empty if unknown.
+    #[serde(default)]
+    pub local: String,
+    /// Remote address, same forms.
+    #[serde(default)]
+    pub remote: String,
+    /// Why it is broken.
+    pub reason: BrokenReason,
+}
+
+/// Why a restored connection is broken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BrokenReason {
+    /// The peer answered the probe with a reset.
+    Reset,
+    /// The peer did not answer within `--peer-timeout`.
+    Timeout,
+    /// An external unix peer (`--ext-unix-sk`) is gone.
+    ExternalPeer,
+    /// Closed by `--tcp-close`.
+    ClosedByPolicy,
+}
+
+impl ResumeRecord {
+    /// The record as written: compact JSON and a newline.
+    pub fn to_line(&self) -> Result<Vec<u8>, serde_json::Error> {
+        let mut line = serde_json::to_vec(self)?;
+        line.push(b'\n');
+        Ok(line)
+    }
+}
+
+/// Why a channel could not be found or written, or a signal not queued.
+#[derive(Debug, thiserror::Error)]
+pub enum NotifyError {
+    /// /proc/PID/fd cannot be listed.
+    #[error("pid {pid}: list /proc/{pid}/fd: {source}")]
+    ListFds {
+        /// The process.
+        pid: Pid,
+        /// The kernel's answer.
+        source: io::Error,
+    },
+    /// The channel fd cannot be opened for writing.
+    #[error("pid {pid}: open notification channel fd {fd} for writing: {source}")]
+    Open {
+        /// The process.
+        pid: Pid,
+        /// The channel fd.
+        fd: RawFd,
+        /// The kernel's answer.
+        source: io::Error,
+    },
+    /// The fd recorded at dump time is not the channel any more.
+    #[error("pid {pid}: fd {fd} is not a cryo-resume channel: {detail}")]
+    NotAChannel {
+        /// The process.
+        pid: Pid,
+        /// The fd recorded at dump time.
+        fd: RawFd,
+        /// What was found instead.
+        detail: String,
+    },
+    /// The application did not read earlier records: the new one does not fit.
+    #[error("pid {pid}: notification channel fd {fd} is full: {need} bytes to write, {free} free")]
+    Full {
+        /// The process.
+        pid: Pid,
+        /// The channel fd.
+        fd: RawFd,
+        /// The record's length.
+        need: usize,
+        /// Room left in the pipe.
+        free: usize,
+    },
+    /// Writing the record failed.
+    #[error("pid {pid}: write to notification channel fd {fd}: {source}")]
+    Write {
+        /// The process.
+        pid: Pid,
+        /// The channel fd.
+        fd: RawFd,
+        /// The kernel's answer.
+        source: io::Error,
+    },
+    /// The record cannot be encoded.
+    #[error("pid {pid}: encode the resume record: {source}")]
+    Encode {
+        /// The process.
+        pid: Pid,
+        /// What serde_json said.
+        source: serde_json::Error,
+    },
+    /// sigqueue failed.
+    #[error("pid {pid}: queue signal {signo}: {source}")]
+    Signal {
+        /// The process.
+        pid: Pid,
+        /// The signal.
+        signo: i32,
+        /// The kernel's answer.
+        source: io::Error,
+    },
+}
+
+impl NotifyError {
+    /// The process the error is about.
+    pub fn pid(&self) -> Pid {
+        match self {
+            Self::ListFds { pid, .. }
+            | Self::Open { pid, .. }
+            | Self::NotAChannel { pid, .. }
+            | Self::Full { pid, .. }
+            | Self::Write { pid, .. }
+            | Self::Encode { pid, .. }
+            | Self::Signal { pid, .. } => *pid,
+        }
+    }
+}
+
+impl From<NotifyError> for crate::Error {
+    fn from(e: NotifyError) -> Self {
+        crate::Error::Target {
+            pid: e.pid(),
+            detail: e.to_string(),
+        }
+    }
+}
+
+/// The fd number a readlink names, if it is a marker: `/memfd:cryo-resume:v1:fd=N (deleted)`.
+fn marker_target(link: &str) -> Option<RawFd> {
+    let name = link.strip_prefix("/memfd:")?;
+    let name = name.strip_suffix(" (deleted)").unwrap_or(name);
+    name.strip_prefix(MARKER_PREFIX)?.parse().ok()
+}
+
+/// True if `link` is the path of a FIFO channel (file name `cryo-resume*`).
+fn is_fifo_channel_name(link: &str) -> bool {
+    link.starts_with('/')
+        && link
+            .rsplit('/')
+            .next()
+            .is_some_and(|name| name.starts_with(FIFO_PREFIX))
+}
+
+/// True if fd `fd` of `pid` is a pipe or a FIFO (stat through /proc follows to the inode).
+fn is_pipe(pid: Pid, fd: RawFd) -> bool {
+    nix::sys::stat::stat(format!("/proc/{pid}/fd/{fd}").as_str()).is_ok_and(|st| {
+        SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) == SFlag::S_IFIFO
+    })
+}
+
+/// Whether fd `fd` of `pid` is open for reading (fdinfo `flags:`, octal).
+fn is_readable(pid: Pid, fd: RawFd) -> bool {
+    let Ok(info) = fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")) else {
+        return false;
+    };
+    info.lines()
+        .find_map(|l| l.strip_prefix("flags:"))
+        .and_then(|f| u32::from_str_radix(f.trim(), 8).ok())
+        .is_some_and(|flags| flags & libc::O_ACCMODE as u32 != libc::O_WRONLY as u32)
+}
+
+/// Every notification channel of `pid`, lowest fd first. Reads /proc only: call it at dump
+/// time, on the frozen process.
+pub fn find_listeners(pid: Pid) -> Result<Vec<ListenerRef>, NotifyError> {
+    let dir = format!("/proc/{pid}/fd");
+    let list = |source| NotifyError::ListFds { pid, source };
+    let mut found = Vec::new();
+    for entry in fs::read_dir(&dir).map_err(list)? {
+        let entry = entry.map_err(list)?;
+        let Some(fd) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<RawFd>().ok())
+        else {
+            continue;
+        };
+        // An fd closed since the listing is simply not a channel.
+        let Ok(link) = fs::read_link(entry.path()) else {
+            continue;
+        };
+        let link = link.to_string_lossy();
+        if let Some(target) = marker_target(&link) {
+            if is_pipe(pid, target) && is_readable(pid, target) {
+                found.push(ListenerRef {
+                    fd: target,
+                    marker_fd: Some(fd),
+                });
+            } else {
+                debug!(%pid, marker = fd, target, "cryo-resume marker names no readable pipe");
+            }
+        } else if is_fifo_channel_name(&link) && is_pipe(pid, fd) && is_readable(pid, fd) {
+            found.push(ListenerRef {
+                fd,
+                marker_fd: None,
+            });
+        }
+    }
+    found.sort_by_key(|l| l.fd);
+    found.dedup_by_key(|l| l.fd);
+    Ok(found)
+}
+
+/// The notification channel of `pid` (the lowest fd if the application opened several), or
+/// `None` if it did not opt in. Call at dump time; store the result with the image.
+pub fn find_listener(pid: Pid) -> Result<Option<ListenerRef>, NotifyError> {
+    Ok(find_listeners(pid)?.into_iter().next())
+}
+
+/// Writes `record` as one line into the channel of the restored process `pid`, from outside
+/// (the process may still be stopped). Whole or nothing, never blocks: if the pipe lacks room
+/// (the application never read earlier records) nothing is written and `Full` is returned.
+pub fn notify(pid: Pid, listener: &ListenerRef, record: &ResumeRecord) -> Result<(), NotifyError> {
+    let fd = listener.fd;
+    check_still_channel(pid, listener)?;
+    let line = record
+        .to_line()
+        .map_err(|source| NotifyError::Encode { pid, source })?;
+    let path = format!("/proc/{pid}/fd/{fd}");
+    // For a pipe, opening /proc/PID/fd/N opens the pipe itself, here for writing.
+    let wr = nix::fcntl::open(
+        path.as_str(),
+        OFlag::O_WRONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| NotifyError::Open {
+        pid,
+        fd,
+        source: e.into(),
+    })?;
+    let st = nix::sys::stat::fstat(&wr).map_err(|e| NotifyError::Open {
+        pid,
+        fd,
+        source: e.into(),
+    })?;
+    if SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) != SFlag::S_IFIFO {
+        return Err(NotifyError::NotAChannel {
+            pid,
+            fd,
+            detail: "not a pipe".into(),
+        });
+    }
+    let write_err = |e: io::Error| NotifyError::Write { pid, fd, source: e };
+    let capacity =
+        nix::fcntl::fcntl(&wr, FcntlArg::F_GETPIPE_SZ).map_err(|e| write_err(e.into()))? as usize;
+    let queued = sys::fionread(wr.as_fd()).map_err(write_err)?;
+    let free = capacity.saturating_sub(queued);
+    if line.len() > free {
+        return Err(NotifyError::Full {
+            pid,
+            fd,
+            need: line.len(),
+            free,
+        });
+    }
+    write_all(&wr, &line).map_err(write_err)?;
+    debug!(%pid, fd, bytes = line.len(), broken = record.broken.len(), "resume record written");
+    Ok(())
+}
+
+/// The marker (if any) still names `listener.fd`.
+fn check_still_channel(pid: Pid, listener: &ListenerRef) -> Result<(), NotifyError> {
+    let fd = listener.fd;
+    let not = |detail: String| NotifyError::NotAChannel { pid, fd, detail };
+    match listener.marker_fd {
+        Some(marker) => {
+            let link = fs::read_link(format!("/proc/{pid}/fd/{marker}"))
+                .map_err(|e| not(format!("marker fd {marker}: {e}")))?;
+            let link = link.to_string_lossy();
+            if marker_target(&link) != Some(fd) {
+                return Err(not(format!("marker fd {marker} is {link}")));
+            }
+        }
+        None => {
+            let link =
+                fs::read_link(format!("/proc/{pid}/fd/{fd}")).map_err(|e| not(e.to_string()))?;
+            let link = link.to_string_lossy();
+            if !is_fifo_channel_name(&link) {
+                return Err(not(format!("it is {link}")));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes all of `data` (known to fit) through the non-blocking `wr`.
+fn write_all(wr: &OwnedFd, data: &[u8]) -> io::Result<()> {
+    let mut done = 0;
+    while done < data.len() {
+        match nix::unistd::write(wr, &data[done..]) {
+            Ok(n) => done += n,
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Queues `signo` to process `pid` with sigqueue(3), `si_value.sival_int = count` (the number
+/// of broken connections, for `--notify-signal`). `si_code` is SI_QUEUE.
+pub fn queue_signal(pid: Pid, signo: i32, count: i32) -> Result<(), NotifyError> {
+    sys::sigqueue(pid.as_raw(), signo, count).map_err(|source| NotifyError::Signal {
+        pid,
+        signo,
+        source,
+    })
+}
+
+/// The raw calls of this module.
+mod sys {
+    use super::*;
+
+    /// Bytes queued in the pipe behind `fd` (FIONREAD).
+    pub(super) fn fionread(fd: BorrowedFd<'_>) -> io::Result<usize> {
+        let mut n: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one int into our local.
+        if unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut n) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(usize::try_from(n).unwrap_or(0))
+    }
+
+    /// sigqueue(3) with an int payload.
+    pub(super) fn sigqueue(pid: libc::pid_t, signo: i32, value: i32) -> io::Result<()> {
+        // sival_int and sival_ptr share their low bytes (x86_64 is little-endian).
+        let val = libc::sigval {
+            sival_ptr: value as u32 as usize as *mut libc::c_void,
+        };
+        // SAFETY: sigqueue takes plain values; the pointer in `val` is never dereferenced.
+        if unsafe { libc::sigqueue(pid, signo, val) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::IntoRawFd;
+
+    /// A channel made by hand, following the documented convention.
+    struct Channel {
+        chan: OwnedFd,
+        _marker: OwnedFd,
+    }
+
+    fn channel() -> Channel {
+        let (rd, _wr) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).unwrap();
+        let chan = nix::fcntl::open(
+            format!("/proc/self/fd/{}", rd.as_raw_fd()).as_str(),
+            OFlag::O_RDWR | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .unwrap();
+        let name = format!("{MARKER_PREFIX}{}", chan.as_raw_fd());
+        let marker = nix::sys::memfd::memfd_create(
+            std::ffi::CString::new(name).unwrap().as_c_str(),
+            nix::sys::memfd::MFdFlags::MFD_CLOEXEC,
+        )
+        .unwrap();
+        Channel {
+            chan,
+            _marker: marker,
+        }
+    }
+
+    fn record(n: usize) -> ResumeRecord {
+        ResumeRecord {
+            checkpoint_id: "ck-1".into(),
+            downtime_ms: 42,
+            broken: (0..n)
+                .map(|i| BrokenConnection {
+                    fd: 10 + i as RawFd,
+                    local: "127.0.0.1:8080".into(),
+                    remote: format!("127.0.0.1:{}", 40000 + i),
+                    reason: BrokenReason::Reset,
+                })
+                .collect(),
+        }
+    }
+
+    fn read_all(fd: &OwnedFd) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 65536];
+        loop {
+            match nix::unistd::read(fd, &mut buf) {
+                Ok(0) | Err(Errno::EAGAIN) => return out,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+    }
+
+    #[test]
+    fn marker_names() {
+        assert_eq!(
+            marker_target("/memfd:cryo-resume:v1:fd=7 (deleted)"),
+            Some(7)
+        );
+        assert_eq!(marker_target("/memfd:cryo-resume:v1:fd=7"), Some(7));
+        assert_eq!(marker_target("/memfd:cryo-resume:v2:fd=7 (deleted)"), None);
+        assert_eq!(marker_target("/tmp/cryo-resume:v1:fd=7"), None);
+        assert_eq!(marker_target("pipe:[123]"), None);
+        assert!(is_fifo_channel_name("/tmp/cryo-resume-42"));
+        assert!(!is_fifo_channel_name("/tmp/cryo-resume-dir/fifo"));
+        assert!(!is_fifo_channel_name("pipe:[1]"));
+    }
+
+    #[test]
+    fn finds_a_channel_made_by_the_convention() {
+        let ch = channel();
+        let me = nix::unistd::getpid();
+        let found = find_listeners(me).unwrap();
+        let mine = found
+            .iter()
+            .find(|l| l.fd == ch.chan.as_raw_fd())
+            .expect("channel found");
+        assert_eq!(mine.marker_fd, Some(ch._marker.as_raw_fd()));
+        let stored = serde_json::to_string(mine).unwrap();
+        assert_eq!(serde_json::from_str::<ListenerRef>(&stored).unwrap(), *mine);
+    }
+
+    #[test]
+    fn a_marker_naming_a_non_pipe_is_ignored() {
+        let file = tempfile::tempfile().unwrap();
+        let name = format!("{MARKER_PREFIX}{}", file.as_raw_fd());
+        let _marker = nix::sys::memfd::memfd_create(
+            std::ffi::CString::new(name).unwrap().as_c_str(),
+            nix::sys::memfd::MFdFlags::MFD_CLOEXEC,
+        )
+        .unwrap();
+        let found = find_listeners(nix::unistd::getpid()).unwrap();
+        assert!(found.iter().all(|l| l.fd != file.as_raw_fd()));
+    }
+
+    #[test]
+    fn notify_writes_one_line() {
+        let ch = channel();
+        let me = nix::unistd::getpid();
+        let l = ListenerRef {
+            fd: ch.chan.as_raw_fd(),
+            marker_fd: Some(ch._marker.as_raw_fd()),
+        };
+        notify(me, &l, &record(2)).unwrap();
+        notify(me, &l, &record(0)).unwrap();
+        let text = String::from_utf8(read_all(&ch.chan)).unwrap();
+        let lines: Vec<_> = text.lines().collect();
+        assert_eq!(lines.len(), 2);
+        let first: ResumeRecord = serde_json::from_str(lines[0]).unwrap();
+        assert_eq!(first, record(2));
+        assert!(lines[0].contains(r#""reason":"reset""#));
+        assert_eq!(
+            lines[1],
+            r#"{"checkpoint_id":"ck-1","downtime_ms":42,"broken":[]}"#
+        );
+    }
+
+    #[test]
+    fn a_full_channel_gets_nothing_rather_than_half_a_line() {
+        let ch = channel();
+        let me = nix::unistd::getpid();
+        let l = ListenerRef {
+            fd: ch.chan.as_raw_fd(),
+            marker_fd: Some(ch._marker.as_raw_fd()),
+        };
+        // Fill the pipe to within a few bytes.
+        let cap = nix::fcntl::fcntl(&ch.chan, FcntlArg::F_GETPIPE_SZ).unwrap() as usize;
+        write_all(&ch.chan, &vec![b'x'; cap - 10]).unwrap();
+        let err = notify(me, &l, &record(1)).unwrap_err();
+        assert!(matches!(err, NotifyError::Full { free: 10, .. }), "{err}");
+        assert_eq!(read_all(&ch.chan).len(), cap - 10);
+        // A record larger than PIPE_BUF still arrives whole when it fits.
+        notify(me, &l, &record(100)).unwrap();
+        let got = read_all(&ch.chan);
+        assert!(got.len() > 4096);
+        let back: ResumeRecord = serde_json::from_slice(&got[..got.len() - 1]).unwrap();
+        assert_eq!(back.broken.len(), 100);
+    }
+
+    #[test]
+    fn a_stale_reference_is_refused() {
+        let ch = channel();
+        let me = nix::unistd::getpid();
+        let wrong = ListenerRef {
+            fd: ch.chan.as_raw_fd(),
+            marker_fd: Some(ch.chan.as_raw_fd()),
+        };
+        let err = notify(me, &wrong, &record(0)).unwrap_err();
+        assert!(matches!(err, NotifyError::NotAChannel { .. }), "{err}");
+        let file = tempfile::tempfile().unwrap().into_raw_fd();
+        let fifo_ref = ListenerRef {
+            fd: file,
+            marker_fd: None,
+        };
+        let err = notify(me, &fifo_ref, &record(0)).unwrap_err();
+        assert!(matches!(err, NotifyError::NotAChannel { .. }), "{err}");
+        nix::unistd::close(file).unwrap();
+    }
+}
