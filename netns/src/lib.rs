@@ -18,5 +18,7 @@ pub mod ns;
 mod sys;
 
 pub use error::{LockError, NetnsError};
-pub use lock::{installed_locks, table_name, ConnTuple, NetworkLock, MAX_ID_LEN, TABLE_PREFIX};
+pub use lock::{
+    installed_locks, table_name, ConnTuple, NetworkLock, BYPASS_MARK, MAX_ID_LEN, TABLE_PREFIX,
+};
 pub use ns::{enter_new, run_in_new};

@@ -7,12 +7,20 @@
 //!   set v4 { type ipv4_addr . inet_service . ipv4_addr . inet_service }
 //!   set v6 { type ipv6_addr . inet_service . ipv6_addr . inet_service }
 //!   chain input  { type filter hook input  priority -2147483648; policy accept;
-//!     meta nfproto ipv4 meta l4proto tcp ip saddr . th sport . ip daddr . th dport @v4 drop
-//!     meta nfproto ipv4 meta l4proto tcp ip daddr . th dport . ip saddr . th sport @v4 drop
+//!     meta nfproto ipv4 meta l4proto tcp meta mark != 0xc114
+//!       ip saddr . th sport . ip daddr . th dport @v4 drop
+//!     meta nfproto ipv4 meta l4proto tcp meta mark != 0xc114
+//!       ip daddr . th dport . ip saddr . th sport @v4 drop
 //!     (the same two for ip6 and @v6) }
 //!   chain output { the same rules, hook output }
 //! }
 //! ```
+//!
+//! Packets marked [`BYPASS_MARK`] get through: the restore of a half-closed connection
+//! injects the peer's FIN (or its ACK of our FIN) through a raw socket carrying that mark
+//! (cryo-tcp-repair's `INJECT_MARK`, the same value), while the lock is still held. The mark
+//! travels with the packet over lo, so it is seen on output and again on input. A connection
+//! whose own socket carries that mark (`SO_MARK` 0xc114) is not held by the lock.
 //!
 //! Each connection is stored once (rules match both orientations), so the lock of a connection
 //! whose two ends are both local covers both sockets. Releasing deletes the table, which
@@ -40,6 +48,10 @@ use crate::nft::{self, Batch, Family, CHAINS};
 
 /// Prefix of every lock table's name.
 pub const TABLE_PREFIX: &str = "cryo-";
+/// Packets with this mark (`SO_MARK` of the sending socket) are never dropped by a lock:
+/// cryo's own segments, injected into a connection restored while its lock is held. The
+/// value is CRIU's (`SOCCR_MARK`), so both tools leave each other's packets alone.
+pub const BYPASS_MARK: u32 = 0xC114;
 /// Longest lock id accepted (a table name may have 255 bytes).
 pub const MAX_ID_LEN: usize = 128;
 
@@ -214,7 +226,7 @@ impl NetworkLock {
             for (chain, _) in CHAINS {
                 for family in Family::ALL {
                     for reversed in [false, true] {
-                        b.new_rule(&table, chain, family, reversed);
+                        b.new_rule(&table, chain, family, reversed, BYPASS_MARK);
                     }
                 }
             }

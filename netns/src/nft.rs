@@ -16,11 +16,13 @@
 //! nlmsghdr{NFNL_MSG_BATCH_END}
 //! ```
 //!
-//! A rule loads (saddr, sport, daddr, dport), or the reversed tuple, into consecutive 32-bit
-//! registers and looks the concatenation up in the set; a hit drops the packet:
+//! A rule skips the packets that carry the bypass mark (cryo's own injected segments, see
+//! [`BYPASS_MARK`](crate::BYPASS_MARK)), loads (saddr, sport, daddr, dport), or the
+//! reversed tuple, into consecutive 32-bit registers and looks the concatenation up in the
+//! set; a hit drops the packet:
 //!
 //! ```text
-//! meta nfproto == ipv4; meta l4proto == tcp;
+//! meta nfproto == ipv4; meta l4proto == tcp; meta mark != 0xc114;
 //! [ip saddr]->r00 [th sport]->r01 [ip daddr]->r02 [th dport]->r03; lookup @v4 r00; drop
 //! ```
 //!
@@ -107,6 +109,7 @@ const NFTA_EXPR_DATA: u16 = 2;
 
 const NFTA_META_DREG: u16 = 1;
 const NFTA_META_KEY: u16 = 2;
+const NFT_META_MARK: u32 = 3;
 const NFT_META_NFPROTO: u32 = 15;
 const NFT_META_L4PROTO: u32 = 16;
 
@@ -114,6 +117,7 @@ const NFTA_CMP_SREG: u16 = 1;
 const NFTA_CMP_OP: u16 = 2;
 const NFTA_CMP_DATA: u16 = 3;
 const NFT_CMP_EQ: u32 = 0;
+const NFT_CMP_NEQ: u32 = 1;
 
 const NFTA_PAYLOAD_DREG: u16 = 1;
 const NFTA_PAYLOAD_BASE: u16 = 2;
@@ -461,8 +465,16 @@ impl Batch {
         }
     }
 
-    /// `meta nfproto <family> meta l4proto tcp <tuple or reversed tuple> @set drop`.
-    pub(crate) fn new_rule(&mut self, table: &str, chain: &str, family: Family, reversed: bool) {
+    /// `meta nfproto <family> meta l4proto tcp meta mark != <bypass_mark>
+    /// <tuple or reversed tuple> @set drop`.
+    pub(crate) fn new_rule(
+        &mut self,
+        table: &str,
+        chain: &str,
+        family: Family,
+        reversed: bool,
+        bypass_mark: u32,
+    ) {
         let dir = if reversed { "reversed" } else { "forward" };
         let step = format!("new rule {chain} {} {dir}", family.set_name());
         self.msg(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, step, |a| {
@@ -471,6 +483,8 @@ impl Batch {
             a.nested(NFTA_RULE_EXPRESSIONS, |x| {
                 meta_eq(x, NFT_META_NFPROTO, family.nfproto());
                 meta_eq(x, NFT_META_L4PROTO, IPPROTO_TCP);
+                // The mark is a host-order u32 in the register, as nft encodes it.
+                meta_cmp(x, NFT_META_MARK, NFT_CMP_NEQ, &bypass_mark.to_ne_bytes());
                 let (saddr, daddr) = family.addr_offsets();
                 let (sport, dport) = (0, 2);
                 let regs_per_addr = family.addr_len() / 4;
@@ -520,14 +534,19 @@ impl Batch {
 }
 
 fn meta_eq(x: &mut Attrs<'_>, key: u32, value: u8) {
+    meta_cmp(x, key, NFT_CMP_EQ, &[value]);
+}
+
+/// `meta <key> <op> <value>`: the meta key loaded into register 1, then compared.
+fn meta_cmp(x: &mut Attrs<'_>, key: u32, op: u32, value: &[u8]) {
     x.expr("meta", |m| {
         m.be32(NFTA_META_KEY, key);
         m.be32(NFTA_META_DREG, NFT_REG_1);
     });
     x.expr("cmp", |c| {
         c.be32(NFTA_CMP_SREG, NFT_REG_1);
-        c.be32(NFTA_CMP_OP, NFT_CMP_EQ);
-        c.nested(NFTA_CMP_DATA, |d| d.bytes(NFTA_DATA_VALUE, &[value]));
+        c.be32(NFTA_CMP_OP, op);
+        c.nested(NFTA_CMP_DATA, |d| d.bytes(NFTA_DATA_VALUE, value));
     });
 }
 
@@ -657,7 +676,7 @@ mod tests {
             .map(|i| [i.to_be_bytes(); 10].concat())
             .collect();
         b.new_elems("cryo-x", Family::V6, &keys, true);
-        b.new_rule("cryo-x", "input", Family::V6, true);
+        b.new_rule("cryo-x", "input", Family::V6, true, 0xc114);
         let e = b.finish();
         assert_eq!(e.begin_seq, 100);
         // table, set, 3 element messages, rule

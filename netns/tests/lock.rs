@@ -6,7 +6,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::Duration;
 
-use cryo_netns::{installed_locks, run_in_new, ConnTuple, NetworkLock};
+use cryo_netns::{installed_locks, run_in_new, ConnTuple, NetworkLock, BYPASS_MARK};
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{
@@ -113,6 +113,36 @@ fn locks_one_ipv4_connection_and_not_the_other() {
 #[test]
 fn locks_one_ipv6_connection_and_not_the_other() {
     in_netns(|| lock_one_of_two("[::1]:0"));
+}
+
+/// Packets marked BYPASS_MARK (cryo's injected segments) cross the lock, on output and, over
+/// lo, on input; the same connection's unmarked packets are still dropped.
+fn marked_packets_get_through(listen: &str) {
+    let listener = TcpListener::bind(listen).unwrap();
+    let (mut c, mut s) = connect(&listener);
+    setsockopt(&c, sockopt::Mark, &BYPASS_MARK).unwrap();
+    let mut lock = NetworkLock::install(&unique_id("mark"), &[tuple(&s)]).unwrap();
+
+    c.write_all(b"marked").unwrap();
+    read_exact_bounded(&mut s, b"marked");
+    s.write_all(b"unmarked").unwrap();
+    assert!(
+        !readable(&c, SILENCE),
+        "an unmarked packet of a locked connection arrived"
+    );
+
+    assert!(lock.release().unwrap());
+    read_exact_bounded(&mut c, b"unmarked");
+}
+
+#[test]
+fn marked_packets_cross_the_lock_ipv4() {
+    in_netns(|| marked_packets_get_through("127.0.0.1:0"));
+}
+
+#[test]
+fn marked_packets_cross_the_lock_ipv6() {
+    in_netns(|| marked_packets_get_through("[::1]:0"));
 }
 
 #[test]

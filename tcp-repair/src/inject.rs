@@ -2,6 +2,10 @@
 //! through a raw socket (needs CAP_NET_RAW). Used to put back the peer's FIN
 //! (CLOSE_WAIT, LAST_ACK, CLOSING) and the peer's ACK of our FIN (FIN_WAIT2),
 //! which no socket call can recreate.
+//!
+//! The raw socket marks its packets with [`INJECT_MARK`]: an engine that holds the
+//! connection's packets back (cryo's network lock drops its 4-tuple both ways until the
+//! restore is over) lets the marked ones through.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::AsFd;
@@ -15,6 +19,10 @@ use crate::sys;
 pub const FIN: u8 = 0x01;
 /// TCP flag ACK.
 pub const ACK: u8 = 0x10;
+
+/// `SO_MARK` of the injected segments (needs CAP_NET_ADMIN), CRIU's `SOCCR_MARK`: a
+/// firewall that holds a restored connection's packets back lets these through.
+pub const INJECT_MARK: u32 = 0xC114;
 
 /// One segment without payload or options.
 #[derive(Clone, Copy, Debug)]
@@ -125,6 +133,13 @@ pub fn send(seg: &Segment, ctx: Ctx) -> Result<()> {
         (libc::SOL_IPV6, libc::IPV6_HDRINCL)
     };
     sys::set_int(raw.as_fd(), level, name, 1).map_err(ctx.sys("setsockopt IP_HDRINCL"))?;
+    sys::set_int(
+        raw.as_fd(),
+        libc::SOL_SOCKET,
+        libc::SO_MARK,
+        INJECT_MARK as i32,
+    )
+    .map_err(ctx.sys("setsockopt SO_MARK (FIN/ACK injection)"))?;
     let n = raw
         .send_to(&packet, &dst)
         .map_err(ctx.io("sendto (FIN/ACK injection)"))?;

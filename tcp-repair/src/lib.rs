@@ -18,6 +18,8 @@
 //! obtained with `pidfd_getfd`: it is the same socket, so repair mode set on
 //! the duplicate applies to the target's socket. Everything needs
 //! CAP_NET_ADMIN (repair mode), and half-closed restores need CAP_NET_RAW.
+//! The segments injected for half-closed restores carry `SO_MARK` [`INJECT_MARK`], for a
+//! firewall holding the connection's packets back to let through.
 //! The fd's flags (O_NONBLOCK) are the caller's business: restored sockets
 //! are blocking and close-on-exec.
 //!
@@ -37,6 +39,7 @@ mod sys;
 mod udp;
 
 pub use error::{Operation, Result, SocketName, TcpRepairError};
+pub use inject::INJECT_MARK;
 pub use listen::{capture_listener, listener_diag, restore_listener, InFlight, ListenerDiag};
 pub use repair::{capture_and_leave, kernel_tcp_state, Repair};
 pub use restore::{close_silently, leave_repair, restore, RestoredSocket};

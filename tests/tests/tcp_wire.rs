@@ -371,9 +371,6 @@ fn a_connect_in_progress_is_refused_as_temporary_and_left_alone() {
 }
 
 #[test]
-#[ignore = "engine bug: restoring the peer's FIN/ACK by raw-socket injection fails with \
-            'sendto (FIN/ACK injection): Operation not permitted': the network lock's output \
-            chain drops the injected segment, whose 4-tuple is the locked connection's"]
 fn close_wait_comes_back_and_finishes_the_close() {
     cryo_bin();
     let mut w = Workload::spawn("tcp", &["127.0.0.1:0"]);
@@ -406,9 +403,6 @@ fn close_wait_comes_back_and_finishes_the_close() {
 }
 
 #[test]
-#[ignore = "engine bug: restoring the peer's FIN/ACK by raw-socket injection fails with \
-            'sendto (FIN/ACK injection): Operation not permitted': the network lock's output \
-            chain drops the injected segment, whose 4-tuple is the locked connection's"]
 fn fin_wait2_comes_back_and_still_receives() {
     cryo_bin();
     let mut w = Workload::spawn("tcp", &["127.0.0.1:0"]);

@@ -35,6 +35,10 @@ use tracing::{debug, warn};
 use super::inspect::{self, Link, OpenFd};
 use super::{sys, FileError};
 
+// The segments tcp-repair injects on restore (the peer's FIN of a half-closed connection)
+// must get through the network lock, which is still held then.
+const _: () = assert!(cryo_tcp_repair::INJECT_MARK == cryo_netns::BYPASS_MARK);
+
 /// How sockets are dumped.
 #[derive(Debug, Clone, Default)]
 pub struct SocketDumpOptions {
