@@ -97,7 +97,15 @@ fn role_a() -> Res<()> {
     // until C acknowledged all our echo data.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let st = capture_and_leave(&conn)?;
+        // C still sending may change the queues under a capture: not quiet yet, look again.
+        let st = match capture_and_leave(&conn) {
+            Ok(st) => st,
+            Err(e) if Instant::now() < deadline && e.to_string().contains("changed") => {
+                std::thread::sleep(Duration::from_millis(2));
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
         let w = st.window.ok_or("no window state")?;
         let recv_end = st.recv_seq.wrapping_add(st.recv_queue.len() as u32);
         let window_full = recv_end.wrapping_sub(w.rcv_wup.wrapping_add(w.rcv_wnd)) as i32 >= 0;

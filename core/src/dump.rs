@@ -296,6 +296,10 @@ fn collect(
     core.itimers = timers::dump_itimers(pid, remote, scratch.addr)?;
     core.posix_timers = timers::dump_posix(pid, remote, scratch.addr)?;
     core.shared_pending = threads::shared_pending(pid)?;
+    if let Some(listener) = crate::notify::find_listener(pid)? {
+        core.resume_listener = serde_json::to_string(&listener)
+            .map_err(|e| Error::target(pid, format!("resume channel: {e}")))?;
+    }
     files.add_sockets(sockets);
     core.fds = files.dump_task_fds(
         pid,

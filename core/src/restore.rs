@@ -121,6 +121,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored> {
         finish(pid, &plan, i)?;
     }
     guard.0 = None;
+    notify_restored(&inventory, &plan, &spawned.pids);
     let elapsed = started.elapsed();
     let roots: Vec<Pid> = inventory
         .root_pids
@@ -134,6 +135,35 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored> {
         elapsed,
         init: spawned.init,
     })
+}
+
+/// Writes the resume record into the channel of every restored process that opened one
+/// (with cryo-resume): the checkpoint id and how long it was down. A process that never read
+/// its channel (full pipe) is logged, not failed: it runs already.
+fn notify_restored(inventory: &Inventory, plan: &spawn::TreePlan, pids: &[Pid]) {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    for (task, &pid) in plan.tasks.iter().zip(pids) {
+        if task.core.resume_listener.is_empty() {
+            continue;
+        }
+        let Ok(listener) =
+            serde_json::from_str::<crate::notify::ListenerRef>(&task.core.resume_listener)
+        else {
+            tracing::warn!(%pid, "unreadable resume channel in the image");
+            continue;
+        };
+        let record = crate::notify::ResumeRecord {
+            checkpoint_id: inventory.checkpoint_id.clone(),
+            downtime_ms: now_ms.saturating_sub(inventory.created_unix_ms),
+            broken: Vec::new(),
+        };
+        match crate::notify::notify(pid, &listener, &record) {
+            Ok(()) => debug!(%pid, fd = listener.fd, "resume record written"),
+            Err(e) => tracing::warn!(%pid, "resume record not written: {e}"),
+        }
+    }
 }
 
 /// Reads every image and checks it against the others and this machine, before anything

@@ -237,15 +237,30 @@ fn the_channel_survives_dump_and_restore() {
     // It was stopped when dumped; let it run.
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
 
-    // The unread record was restored with the pipe.
-    let lines = probe.wait_lines(1);
+    // The unread record was restored with the pipe; then cryo's own record of this restore,
+    // naming the checkpoint, with nothing broken.
+    let lines = probe.wait_lines(2);
     assert_event(&lines[0], &unread);
+    let inventory: cryo_proto::image::Inventory = cryo_proto::frame::read_single(
+        &img.join("inventory.img"),
+        cryo_proto::ImageKind::Inventory,
+    )
+    .unwrap();
+    let auto: serde_json::Value = serde_json::from_str(lines[1].trim_start_matches("event "))
+        .unwrap_or_else(|e| panic!("cryo's record is not JSON ({e}): {}", lines[1]));
+    assert_eq!(
+        auto["checkpoint_id"],
+        inventory.checkpoint_id.as_str(),
+        "{}",
+        lines[1]
+    );
+    assert_eq!(auto["broken"], serde_json::json!([]), "{}", lines[1]);
 
     // The reference stored at dump time finds the channel in the restored process.
     let after = record("ck-restored", vec![broken(5, BrokenReason::Reset)]);
     notify::notify(pid, &l, &after).unwrap();
-    let lines = probe.wait_lines(2);
-    assert_event(&lines[1], &after);
+    let lines = probe.wait_lines(3);
+    assert_event(&lines[2], &after);
     assert_eq!(notify::find_listener(pid).unwrap(), Some(l));
 }
 
