@@ -44,18 +44,23 @@ pub enum Forked {
 /// The caller must be single-threaded: the child runs ordinary Rust code.
 pub fn fork_with_pid(pid: Pid) -> io::Result<Forked> {
     let tid: libc::pid_t = pid.as_raw();
-    let args = CloneArgs {
+    clone3(&CloneArgs {
         exit_signal: libc::SIGCHLD as u64,
         set_tid: &tid as *const libc::pid_t as u64,
         set_tid_size: 1,
         ..Default::default()
-    };
+    })
+}
+
+/// clone3 without CLONE_VM: a fork, shaped by `args`.
+fn clone3(args: &CloneArgs) -> io::Result<Forked> {
     // SAFETY: clone3 without CLONE_VM behaves like fork: the child gets a copy of our address
-    // space and continues here with a return value of 0; `args` and `tid` outlive the call.
+    // space and continues here with a return value of 0; `args` and what it points to (a
+    // set_tid array on the caller's stack) outlive the call.
     let r = unsafe {
         libc::syscall(
             libc::SYS_clone3,
-            &args as *const CloneArgs,
+            args as *const CloneArgs,
             std::mem::size_of::<CloneArgs>(),
         )
     };
@@ -68,23 +73,11 @@ pub fn fork_with_pid(pid: Pid) -> io::Result<Forked> {
 /// Forks this (single-threaded) process into a child that is the first process of new
 /// namespaces (`flags`: CLONE_NEWPID, CLONE_NEWNET).
 pub fn fork_into_namespaces(flags: u64) -> io::Result<Forked> {
-    let args = CloneArgs {
+    clone3(&CloneArgs {
         flags,
         exit_signal: libc::SIGCHLD as u64,
         ..Default::default()
-    };
-    // SAFETY: as in fork_with_pid: clone3 without CLONE_VM is a fork; `args` outlives the call.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_clone3,
-            &args as *const CloneArgs,
-            std::mem::size_of::<CloneArgs>(),
-        )
-    };
-    match cvt(r)? {
-        0 => Ok(Forked::Child),
-        child => Ok(Forked::Parent(Pid::from_raw(child as i32))),
-    }
+    })
 }
 
 /// Brings the loopback interface of the calling process's network namespace up.
