@@ -119,3 +119,38 @@ fn a_peer_outside_the_dump_is_refused() {
     w.assert_untouched();
     assert_eq!(w.cmd("ping"), "pong");
 }
+
+fn listener_round_trip(name: &str, connect: impl Fn() -> std::os::unix::net::UnixStream) {
+    let mut w = Workload::spawn("unix-listen", &[name]);
+    assert_eq!(w.cmd("ping"), "pong");
+    let img = w.path("img");
+    w.dump_ok(&img);
+    w.restore_background(&img);
+    let mut c = connect();
+    std::io::Write::write_all(&mut c, b"hi").unwrap();
+    assert_eq!(w.cmd("accept"), "got hi", "listening again on its name");
+    w.kill_restored();
+}
+
+#[test]
+fn a_listener_bound_to_a_path_listens_again() {
+    cryo_bin();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("l.sock");
+    let p = path.clone();
+    listener_round_trip(path.to_str().unwrap(), move || {
+        std::os::unix::net::UnixStream::connect(&p).unwrap()
+    });
+}
+
+#[test]
+fn a_listener_bound_to_an_abstract_name_listens_again() {
+    use std::os::linux::net::SocketAddrExt;
+    cryo_bin();
+    let name = format!("cryo-test-{}", std::process::id());
+    let n = name.clone();
+    listener_round_trip(&format!("@{name}"), move || {
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(&n).unwrap();
+        std::os::unix::net::UnixStream::connect_addr(&addr).unwrap()
+    });
+}

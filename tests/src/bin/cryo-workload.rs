@@ -72,6 +72,8 @@
 //!                            only end 50, the child only end 51 (both closed the other)
 //!                            push MSG -> ok (the child answers "got MSG", left unread)
 //!                            recv -> <what waits on 50> | empty   kid -> <child pid>
+//! unix-listen NAME           a stream listener at fd 50 on NAME (a path, or @name: abstract)
+//!                            accept -> got <first message of the accepted connection>
 //! unix-ext PATH              connects to the unix listener at PATH (held by the test)
 //! ```
 //!
@@ -278,6 +280,7 @@ enum Mode {
     UnixPair,
     UnixTree { kid: i32 },
     UnixExt,
+    UnixListen(std::os::unix::net::UnixListener),
 }
 
 /// The fds of the unix modes.
@@ -873,6 +876,23 @@ impl Mode {
                 sys::close(b);
                 Mode::UnixTree { kid }
             }
+            "unix-listen" => {
+                use std::os::fd::{FromRawFd, IntoRawFd};
+                use std::os::linux::net::SocketAddrExt;
+                let name = args.first().ok_or("unix-listen mode needs a NAME")?;
+                let l = match name.strip_prefix('@') {
+                    Some(abs) => {
+                        let addr = std::os::unix::net::SocketAddr::from_abstract_name(abs)
+                            .map_err(|err| e(name, err))?;
+                        std::os::unix::net::UnixListener::bind_addr(&addr)
+                    }
+                    None => std::os::unix::net::UnixListener::bind(name),
+                }
+                .map_err(|err| e(name, err))?;
+                let fd = sys::move_fd(l.into_raw_fd(), UNIX_A).map_err(|err| e("dup2", err))?;
+                // SAFETY: fd is the listener just moved there, owned by nobody else.
+                Mode::UnixListen(unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd) })
+            }
             "unix-ext" => {
                 let path = args.first().ok_or("unix-ext mode needs a PATH")?;
                 let s =
@@ -947,6 +967,13 @@ impl Mode {
             }
             (Mode::UnixTree { .. }, "recv", []) => unix_recv_all(UNIX_A).map_err(io),
             (Mode::UnixTree { kid }, "kid", []) => Ok(kid.to_string()),
+            (Mode::UnixListen(l), "accept", []) => {
+                use std::io::Read;
+                let (mut c, _) = l.accept().map_err(io)?;
+                let mut buf = [0u8; 256];
+                let n = c.read(&mut buf).map_err(io)?;
+                Ok(format!("got {}", String::from_utf8_lossy(&buf[..n])))
+            }
             (Mode::Udp(u), "port", []) => Ok(u.local_addr().map_err(io)?.port().to_string()),
             (Mode::Udp(u), "recv", []) => {
                 let mut buf = vec![0u8; 65536];
