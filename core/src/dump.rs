@@ -187,6 +187,8 @@ fn dump_tree(
         cores.push((core, mm));
         sockets_held.push(sockets);
     }
+    // Both ends of every unix connection must be in the dump.
+    crate::files::sockets::check_unix_peers(&sockets_held)?;
     for m in tree.iter().filter(|m| m.stat.state == 'Z') {
         let mut entry = task::process_entry(m.pid, &m.stat, &[]);
         entry.zombie = true;

@@ -42,6 +42,9 @@ pub struct TreePlan<'a> {
     zombie_children: Vec<Vec<usize>>,
     /// Per task: descriptions it inherits from its parent, id -> the parent's fd number.
     inherited: Vec<HashMap<u32, RawFd>>,
+    /// Per task: descriptions it creates without holding them (the other end of a unix pair,
+    /// for its children), id -> the fd number it keeps them at until its children are forked.
+    extra: Vec<HashMap<u32, RawFd>>,
     /// Per task: the trampoline address and its mapping fds.
     pub tramps: Vec<u64>,
     pub mappings: Vec<MappingFds>,
@@ -121,21 +124,7 @@ impl<'a> TreePlan<'a> {
             })?;
             zombie_children[p].push(z);
         }
-        let mut inherited = vec![HashMap::new(); n];
-        for (i, t) in ordered.iter().enumerate() {
-            let Some(&p) = pos.get(&t.entry.ppid) else {
-                continue;
-            };
-            if roots.contains(&t.entry.pid) {
-                continue;
-            }
-            let mine: BTreeSet<u32> = t.core.fds.iter().map(|e| e.file_id).collect();
-            for e in &ordered[p].core.fds {
-                if mine.contains(&e.file_id) {
-                    inherited[i].entry(e.file_id).or_insert(e.fd);
-                }
-            }
-        }
+        let (inherited, extra_slots) = plan_inheritance(&ordered, &pos, roots, descs)?;
         // Above every fd of the image and every fd cryo holds now.
         let image_max = ordered
             .iter()
@@ -153,10 +142,32 @@ impl<'a> TreePlan<'a> {
         // Room for the pipes cryo is about to create below the base.
         let base = image_max.max(ours + 4 * n as RawFd + 8) + 1;
         let first_mapping = (base + 2 * n as RawFd) as u64;
-        let mappings = ordered
+        let mappings: Vec<MappingFds> = ordered
             .iter()
             .map(|t| mapping_fds(t, first_mapping))
             .collect();
+        // Extra ends: above every control and mapping fd of every task.
+        let extra_base = mappings
+            .iter()
+            .flat_map(|m: &MappingFds| m.all())
+            .max()
+            .map_or(first_mapping, |m| m + 1) as RawFd;
+        let slot_fd = |k: usize| extra_base + k as RawFd;
+        let inherited: Vec<HashMap<u32, RawFd>> = inherited
+            .into_iter()
+            .map(|m| {
+                m.into_iter()
+                    .map(|(id, at)| match at {
+                        Inherit::Fd(fd) => (id, fd),
+                        Inherit::Slot(k) => (id, slot_fd(k)),
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut extra = vec![HashMap::new(); n];
+        for (k, &(p, id)) in extra_slots.iter().enumerate() {
+            extra[p].insert(id, slot_fd(k));
+        }
         let tramps = ordered
             .iter()
             .map(|t| pick_trampoline(&t.mm))
@@ -168,6 +179,7 @@ impl<'a> TreePlan<'a> {
             children,
             zombie_children,
             inherited,
+            extra,
             tramps,
             mappings,
             roots: (0..root_idx.len()).collect(),
@@ -191,6 +203,97 @@ impl<'a> TreePlan<'a> {
         }
         out
     }
+}
+
+/// Where a child finds a description it inherits: at the parent's own fd number, or in the
+/// parent's n-th extra slot.
+enum Inherit {
+    Fd(RawFd),
+    Slot(usize),
+}
+
+/// Per task, what it inherits; and the extra slots, (parent task, description) each.
+type InheritPlan = (Vec<HashMap<u32, Inherit>>, Vec<(usize, u32)>);
+
+/// Which descriptions each task inherits from its parent, and the extra ends parents create
+/// for their children (slot k = (parent task, description)).
+///
+/// A description a task shares with its parent is inherited. A connected unix pair is made by
+/// the first task (in creation order) holding one of its ends; when that task does not hold
+/// the other end, it keeps it in an extra slot for a child that holds it. Any other split of a
+/// pair (siblings, a grandchild) is refused: the other end would be made twice.
+fn plan_inheritance(
+    ordered: &[&TaskImage],
+    pos: &HashMap<i32, usize>,
+    roots: &[i32],
+    descs: &[FileDesc],
+) -> Result<InheritPlan> {
+    use cryo_proto::image::file_desc::Kind;
+    let by_ino: HashMap<u64, u32> = descs
+        .iter()
+        .filter_map(|d| match &d.kind {
+            Some(Kind::Socket(s)) if s.kind == files::sockets::UNIX_KIND => Some((s.ino, d.id)),
+            _ => None,
+        })
+        .collect();
+    let peer_of: HashMap<u32, u32> = descs
+        .iter()
+        .filter_map(|d| match &d.kind {
+            Some(Kind::Socket(s)) if s.kind == files::sockets::UNIX_KIND && s.peer_ino != 0 => {
+                by_ino.get(&s.peer_ino).map(|&p| (d.id, p))
+            }
+            _ => None,
+        })
+        .collect();
+    let n = ordered.len();
+    let mut inherited: Vec<HashMap<u32, Inherit>> = (0..n).map(|_| HashMap::new()).collect();
+    let mut slots: Vec<(usize, u32)> = Vec::new();
+    let mut slot_of: HashMap<(usize, u32), usize> = HashMap::new();
+    let mut spare: Vec<BTreeSet<u32>> = vec![BTreeSet::new(); n];
+    let mut creator: HashMap<u32, usize> = HashMap::new();
+    for (i, t) in ordered.iter().enumerate() {
+        let mine: BTreeSet<u32> = t.core.fds.iter().map(|e| e.file_id).collect();
+        if let Some(&p) = pos.get(&t.entry.ppid) {
+            if !roots.contains(&t.entry.pid) {
+                for e in &ordered[p].core.fds {
+                    if mine.contains(&e.file_id) {
+                        inherited[i].entry(e.file_id).or_insert(Inherit::Fd(e.fd));
+                    }
+                }
+                for &d in &spare[p] {
+                    if mine.contains(&d) && !inherited[i].contains_key(&d) {
+                        let k = *slot_of.entry((p, d)).or_insert_with(|| {
+                            slots.push((p, d));
+                            slots.len() - 1
+                        });
+                        inherited[i].insert(d, Inherit::Slot(k));
+                    }
+                }
+            }
+        }
+        for &d in &mine {
+            if inherited[i].contains_key(&d) {
+                continue;
+            }
+            let Some(&e) = peer_of.get(&d) else { continue };
+            match creator.get(&d) {
+                Some(&c) if c == i => continue,
+                Some(&c) => {
+                    return Err(Error::Restore(format!(
+                        "a unix socket pair is split between pid {} and pid {}, neither the                          parent of the other: not supported yet",
+                        ordered[c].entry.pid, t.entry.pid
+                    )))
+                }
+                None => {}
+            }
+            creator.insert(d, i);
+            creator.insert(e, i);
+            if !mine.contains(&e) {
+                spare[i].insert(e);
+            }
+        }
+    }
+    Ok((inherited, slots))
 }
 
 /// The mapping fds of a task from fd number `first` on: pages, exe, then mapped files.
@@ -468,6 +571,7 @@ fn child_setup(plan: &TreePlan, i: usize) -> std::result::Result<(), String> {
         &files::FdRestoreOptions {
             tcp_close: plan.tcp_close,
             inherited: plan.inherited[i].clone(),
+            extra: plan.extra[i].clone(),
         },
     )
     .map_err(|e| e.to_string())?;
@@ -506,6 +610,10 @@ fn child_setup(plan: &TreePlan, i: usize) -> std::result::Result<(), String> {
         let (s, e) = plan.ctl(d);
         let _ = nix::unistd::close(s);
         let _ = nix::unistd::close(e);
+    }
+    // The unix ends kept for the children: they have them now.
+    for &fd in plan.extra[i].values() {
+        let _ = nix::unistd::close(fd);
     }
 
     signals::restore_actions(&t.core.sigactions).map_err(|e| format!("signal handlers: {e}"))?;

@@ -937,6 +937,10 @@ pub struct FdRestoreOptions {
     /// Descriptions this process shares with its parent, already open at these numbers
     /// (inherited through fork): placed from there instead of being created again.
     pub inherited: HashMap<u32, RawFd>,
+    /// Descriptions this process creates without holding them (the other end of a unix pair
+    /// it holds one end of, for a child), placed at these numbers (above every fd of the
+    /// image and every control and mapping fd) and kept open for the children to inherit.
+    pub extra: HashMap<u32, RawFd>,
 }
 
 /// [`restore_task_fds`] with options. Sockets are re-created before any fd is placed:
@@ -959,6 +963,7 @@ pub fn restore_task_fds_with(
     let mut epolls = Vec::new();
     let mut memfds = memfd::Made::default();
     let mut socket_descs = Vec::new();
+    let mut unix_ends = Vec::new();
     for id in &used {
         let desc = by_id[id];
         if let Some(&parent_fd) = opts.inherited.get(id) {
@@ -988,12 +993,68 @@ pub fn restore_task_fds_with(
                 continue;
             }
             Kind::Socket(s) => {
-                socket_descs.push((desc, sockets::decode(desc, s)?));
+                match sockets::decode(desc, s)? {
+                    sockets::Decoded::Unix(u) if s.peer_ino != 0 => {
+                        unix_ends.push((desc, s.peer_ino, u))
+                    }
+                    d => socket_descs.push((desc, d)),
+                }
                 continue;
             }
         };
         debug!(id, what = %describe(desc), "description opened");
         opened.insert(*id, above(desc, fd, min_high)?);
+    }
+    // Connected unix pairs: both ends made together by the first of them met here.
+    let extra_top = opts
+        .extra
+        .values()
+        .max()
+        .map_or(min_high, |&m| m.max(min_high) + 1);
+    let mut extras: Vec<(OwnedFd, RawFd)> = Vec::new();
+    if !unix_ends.is_empty() {
+        let by_ino: HashMap<u64, (&FileDesc, &Socket)> = descs
+            .iter()
+            .filter_map(|d| match &d.kind {
+                Some(Kind::Socket(s)) if s.kind == sockets::UNIX_KIND => Some((s.ino, (d, s))),
+                _ => None,
+            })
+            .collect();
+        for (desc, peer_ino, u) in &unix_ends {
+            if opened.contains_key(&desc.id) {
+                continue; // made with its peer
+            }
+            let Some(&(pdesc, ps)) = by_ino.get(peer_ino) else {
+                return Err(FileError::Invalid {
+                    id: desc.id,
+                    detail: format!("its unix peer socket:[{peer_ino}] is not in the image"),
+                });
+            };
+            let sockets::Decoded::Unix(pu) = sockets::decode(pdesc, ps)? else {
+                return Err(FileError::Invalid {
+                    id: pdesc.id,
+                    detail: "the peer of a unix socket is not a unix socket".into(),
+                });
+            };
+            if opened.contains_key(&pdesc.id) {
+                return Err(FileError::Invalid {
+                    id: desc.id,
+                    detail: format!(
+                        "its unix peer ({}) was inherited without it",
+                        describe(pdesc)
+                    ),
+                });
+            }
+            let (mine, theirs) = sockets::open_unix_pair((desc, u), (pdesc, &pu))?;
+            debug!(id = desc.id, peer = pdesc.id, what = %describe(desc), "unix pair made");
+            opened.insert(desc.id, above(desc, mine, min_high)?);
+            if used.contains(&pdesc.id) {
+                opened.insert(pdesc.id, above(pdesc, theirs, min_high)?);
+            } else if let Some(&at) = opts.extra.get(&pdesc.id) {
+                extras.push((above(pdesc, theirs, extra_top)?, at));
+            }
+            // Otherwise no process made from here holds the other end: it closes.
+        }
     }
     socket_descs.sort_by_key(|(_, d)| d.order());
     // A socket used by one fd whose number is free goes there at once: a server with
@@ -1051,7 +1112,18 @@ pub fn restore_task_fds_with(
     }
     drop(opened);
     epoll::place_all(&epolls, fds, min_high)?;
-    close_others(fds, keep)
+    let mut keep = keep.to_vec();
+    for (fd, at) in &extras {
+        sys::dup_to(fd.as_fd(), *at, true).map_err(|source| FileError::Place {
+            fd: *at,
+            id: 0,
+            op: "dup3 (unix peer end for a child)",
+            source,
+        })?;
+        keep.push(*at);
+    }
+    drop(extras);
+    close_others(fds, &keep)
 }
 
 /// `fd` moved to a number at or above `min` (it may already be there).

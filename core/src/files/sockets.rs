@@ -1,5 +1,11 @@
-//! Sockets of a task: TCP connections (TCP_REPAIR, through cryo-tcp-repair), TCP listeners and
-//! UDP sockets. Unix sockets and other families are refused.
+//! Sockets of a task: TCP connections (TCP_REPAIR, through cryo-tcp-repair), TCP listeners,
+//! UDP sockets and unix sockets (through cryo-unix-sockets). Other families are refused.
+//!
+//! Unix sockets: each end is one record (kind `Unix`, `peer_ino` naming the other end); its
+//! receive queue is captured without consuming it (one entry per message, so seqpacket and
+//! dgram boundaries are kept) with its options. A peer no dumped process holds is refused
+//! ([`check_unix_peers`]). At restore, whichever process creates the first end of a pair makes
+//! both with socketpair() and refills each end's queue from the other.
 //!
 //! ```text
 //! dump (task frozen), before the file table is built:
@@ -31,6 +37,9 @@ use nix::fcntl::{FcntlArg, OFlag};
 use nix::unistd::Pid;
 use socket2::SockRef;
 use tracing::{debug, warn};
+
+use cryo_unix_sockets as unix;
+use serde::{Deserialize, Serialize};
 
 use super::inspect::{self, Link, OpenFd};
 use super::{sys, FileError};
@@ -66,6 +75,8 @@ struct Held {
 #[derive(Debug, Default)]
 pub struct SocketDump {
     records: HashMap<u64, Socket>,
+    /// Unix sockets with a peer: (pid, fd, inode, peer inode), checked across the dump.
+    unix_peers: Vec<(Pid, RawFd, u64, u64)>,
     held: Vec<Held>,
     pidfd: Option<OwnedFd>,
     lock: Option<NetworkLock>,
@@ -76,6 +87,209 @@ enum Found {
     Connection(SocketAddr, SocketAddr),
     Listener,
     Udp,
+    Unix,
+}
+
+/// `SocketKind::Unix` as stored in a `Socket` record.
+pub const UNIX_KIND: i32 = SocketKind::Unix as i32;
+
+/// The state of one unix socket (serde_json in its `Socket` record).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UnixSocketState {
+    /// SOCK_STREAM, SOCK_DGRAM or SOCK_SEQPACKET.
+    pub sock_type: i32,
+    /// Listening (bound to `name`, with `backlog`).
+    pub listening: bool,
+    /// The listen() backlog.
+    pub backlog: u32,
+    /// The bound name as sun_path bytes (empty: unnamed; leading NUL: abstract).
+    pub name: Vec<u8>,
+    /// The socket file's mode, owner and group (bound to a path).
+    pub file_attrs: Option<(u32, u32, u32)>,
+    /// Shutdown state (read, write).
+    pub shutdown: (bool, bool),
+    /// Unread data, one entry per message (stream: per chunk), in order.
+    pub queue: Vec<UnixMessage>,
+    /// SO_PASSCRED.
+    pub passcred: bool,
+    /// SO_SNDBUF and SO_RCVBUF as getsockopt reads them.
+    pub sndbuf: i32,
+    /// See `sndbuf`.
+    pub rcvbuf: i32,
+    /// SO_PEEK_OFF (-1: disabled).
+    pub peek_off: i32,
+}
+
+/// One message of a unix socket's receive queue.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UnixMessage {
+    /// Its bytes.
+    pub data: Vec<u8>,
+    /// SCM_CREDENTIALS (pid, uid, gid), when they were attached.
+    pub creds: Option<(i32, u32, u32)>,
+}
+
+impl UnixSocketState {
+    fn sock_type(&self) -> Result<unix::SockType, String> {
+        unix::SockType::from_raw(self.sock_type)
+            .ok_or_else(|| format!("unix socket of type {}", self.sock_type))
+    }
+
+    fn name(&self) -> unix::UnixName {
+        unix::UnixName::from_sun_path(&self.name)
+    }
+
+    fn shutdown(&self) -> unix::Shutdown {
+        unix::Shutdown {
+            read: self.shutdown.0,
+            write: self.shutdown.1,
+        }
+    }
+
+    fn captured(&self) -> Result<unix::CapturedQueue, String> {
+        Ok(unix::CapturedQueue {
+            sock_type: self.sock_type()?,
+            messages: self
+                .queue
+                .iter()
+                .map(|m| unix::QueuedMessage {
+                    data: m.data.clone(),
+                    fds: Vec::new(),
+                    creds: m.creds.map(|(pid, uid, gid)| unix::Creds { pid, uid, gid }),
+                    sender: unix::UnixName::Unnamed,
+                })
+                .collect(),
+            pending_error: None,
+        })
+    }
+
+    fn options(&self) -> unix::restore::SockOptions {
+        unix::restore::SockOptions {
+            passcred: self.passcred,
+            sndbuf: self.sndbuf,
+            rcvbuf: self.rcvbuf,
+            peek_off: self.peek_off,
+        }
+    }
+}
+
+/// Captures unix socket `ino` of `pid` (its duplicate `dup`): diag, queue, options. Returns
+/// the state and the peer inode (0: none).
+fn capture_unix(
+    pid: Pid,
+    fd: RawFd,
+    ino: u64,
+    dup: BorrowedFd<'_>,
+    diag: &mut Option<unix::DiagSocket>,
+) -> Result<(UnixSocketState, u64), FileError> {
+    let bad = |detail: String| FileError::Socket { pid, fd, detail };
+    if diag.is_none() {
+        *diag = Some(unix::DiagSocket::new().map_err(|e| bad(format!("sock_diag: {e}")))?);
+    }
+    let diag = diag.as_mut().expect("set above");
+    let inode = u32::try_from(ino).map_err(|_| bad(format!("socket inode {ino} above 2^32")))?;
+    let info = diag
+        .query(inode)
+        .map_err(|e| bad(format!("sock_diag query of socket:[{ino}]: {e}")))?
+        .ok_or_else(|| bad(format!("unix socket socket:[{ino}] unknown to sock_diag")))?;
+    let not_yet = |what: &str| {
+        bad(format!(
+            "unix socket socket:[{ino}]: {what}: not supported yet"
+        ))
+    };
+    let listening = info.state == unix::SockState::Listen;
+    if info.state == unix::SockState::Connecting {
+        return Err(not_yet("connect in progress"));
+    }
+    if listening && !info.pending.is_empty() {
+        return Err(not_yet(&format!(
+            "listener with {} connection(s) waiting to be accepted",
+            info.pending.len()
+        )));
+    }
+    let queue = if listening {
+        Vec::new()
+    } else {
+        let q = unix::capture_queue(dup)
+            .map_err(|e| bad(format!("capture the queue of socket:[{ino}]: {e}")))?;
+        if q.fd_count() > 0 {
+            return Err(not_yet("descriptors in flight (SCM_RIGHTS)"));
+        }
+        q.messages
+            .into_iter()
+            .map(|m| UnixMessage {
+                data: m.data,
+                creds: m.creds.map(|c| (c.pid, c.uid, c.gid)),
+            })
+            .collect()
+    };
+    let opts = unix::restore::read_options(dup)
+        .map_err(|e| bad(format!("options of socket:[{ino}]: {e}")))?;
+    let file_attrs = match &info.name {
+        unix::UnixName::Path(p) if info.peer.is_none() => {
+            unix::restore::SocketFileAttrs::of_path(p)
+                .ok()
+                .map(|a| (a.mode, a.uid, a.gid))
+        }
+        _ => None,
+    };
+    let state = UnixSocketState {
+        sock_type: info.sock_type.raw(),
+        listening,
+        backlog: if listening { info.wqueue } else { 0 },
+        name: info.name.to_sun_path(),
+        file_attrs,
+        shutdown: (info.shutdown.read, info.shutdown.write),
+        queue,
+        passcred: opts.passcred,
+        sndbuf: opts.sndbuf,
+        rcvbuf: opts.rcvbuf,
+        peek_off: opts.peek_off,
+    };
+    Ok((state, info.peer.map_or(0, u64::from)))
+}
+
+/// Every unix socket with a peer must find it among the sockets of the dump, connected back
+/// to it. Refuses naming pid, fd, inode and the peer otherwise.
+pub fn check_unix_peers(dumps: &[SocketDump]) -> Result<(), FileError> {
+    let mut peer_of: HashMap<u64, u64> = HashMap::new();
+    for d in dumps {
+        for (ino, rec) in &d.records {
+            if rec.kind == SocketKind::Unix as i32 {
+                peer_of.insert(*ino, rec.peer_ino);
+            }
+        }
+    }
+    for d in dumps {
+        for &(pid, fd, ino, peer) in &d.unix_peers {
+            match peer_of.get(&peer) {
+                Some(&back) if back == ino => {}
+                Some(_) => {
+                    return Err(FileError::Socket {
+                        pid,
+                        fd,
+                        detail: format!(
+                            "unix socket socket:[{ino}] sends to socket:[{peer}], which is not                              connected back (one-way dgram): not supported yet"
+                        ),
+                    })
+                }
+                None => {
+                    let name = unix::query_inode(peer as u32)
+                        .ok()
+                        .flatten()
+                        .map_or("(unknown)".to_string(), |i| i.name.to_string());
+                    return Err(FileError::Socket {
+                        pid,
+                        fd,
+                        detail: format!(
+                            "unix socket socket:[{ino}] is connected to socket:[{peer}] {name},                              which no dumped process holds (external peer; --ext-unix-sk is not                              supported yet)"
+                        ),
+                    });
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 impl SocketDump {
@@ -108,6 +322,7 @@ impl SocketDump {
         }
         let mut out = SocketDump::default();
         out.pidfd = pidfd;
+        let mut diag = None;
         let tuples: Vec<ConnTuple> = found
             .iter()
             .filter_map(|f| match f.2 {
@@ -141,7 +356,16 @@ impl SocketDump {
                 .domain()
                 .map(|d| i32::from(d) as u32)
                 .unwrap_or(0);
+            let mut peer_ino = 0;
             let (kind, json) = match kind {
+                Found::Unix => {
+                    let (state, peer) = capture_unix(pid, fd, ino, dup.as_fd(), &mut diag)?;
+                    if peer != 0 {
+                        out.unix_peers.push((pid, fd, ino, peer));
+                    }
+                    peer_ino = peer;
+                    (SocketKind::Unix, to_json(pid, fd, &state)?)
+                }
                 Found::Connection(..) => {
                     let repair = Repair::enter(dup.as_fd()).map_err(bad)?;
                     let state = repair.capture().map_err(bad)?;
@@ -169,6 +393,7 @@ impl SocketDump {
                     kind: kind as i32,
                     family,
                     state_json: json,
+                    peer_ino,
                 },
             );
         }
@@ -281,7 +506,7 @@ fn identify(
         .map_or(0, i32::from);
     let refuse = |kind: String| open.refuse(kind, true);
     match domain {
-        libc::AF_UNIX => return Err(refuse("unix socket".into())),
+        libc::AF_UNIX => return Ok(Found::Unix),
         libc::AF_INET | libc::AF_INET6 => {}
         libc::AF_NETLINK => return Err(refuse("netlink socket".into())),
         libc::AF_PACKET => return Err(refuse("packet socket".into())),
@@ -369,6 +594,24 @@ pub fn describe(s: &Socket) -> String {
             },
             Err(_) => format!("udp socket:[{}] (undecodable state)", s.ino),
         },
+        Ok(SocketKind::Unix) => match serde_json::from_slice::<UnixSocketState>(&s.state_json) {
+            Ok(u) => {
+                let ty = u.sock_type().unwrap_or(unix::SockType::Stream);
+                let bytes: usize = u.queue.iter().map(|m| m.data.len()).sum();
+                let mut out = format!("unix {ty:?} socket:[{}]", s.ino);
+                if !u.name.is_empty() {
+                    out += &format!(" {}", u.name());
+                }
+                if u.listening {
+                    out += " listening";
+                }
+                if s.peer_ino != 0 {
+                    out += &format!(" <-> socket:[{}]", s.peer_ino);
+                }
+                out + &format!(" ({} messages, {bytes} bytes to read)", u.queue.len())
+            }
+            Err(_) => format!("unix socket:[{}] (undecodable state)", s.ino),
+        },
         _ => format!("socket:[{}] of unknown kind {}", s.ino, s.kind),
     }
 }
@@ -378,6 +621,7 @@ pub(super) enum Decoded {
     Connection(Box<TcpConnectionState>),
     Listener(ListenerState),
     Udp(UdpSocketState),
+    Unix(Box<UnixSocketState>),
 }
 
 impl Decoded {
@@ -388,6 +632,7 @@ impl Decoded {
             Decoded::Listener(_) => 0,
             Decoded::Connection(_) => 1,
             Decoded::Udp(_) => 2,
+            Decoded::Unix(_) => 3,
         }
     }
 }
@@ -409,6 +654,11 @@ pub(super) fn decode(desc: &FileDesc, s: &Socket) -> Result<Decoded, FileError> 
         Ok(SocketKind::Udp) => Ok(Decoded::Udp(
             serde_json::from_slice(&s.state_json).map_err(bad)?,
         )),
+        Ok(SocketKind::Unix) => {
+            let u: UnixSocketState = serde_json::from_slice(&s.state_json).map_err(bad)?;
+            u.sock_type().map_err(invalid)?;
+            Ok(Decoded::Unix(Box::new(u)))
+        }
         _ => Err(invalid(format!("socket of unknown kind {}", s.kind))),
     }
 }
@@ -432,6 +682,7 @@ pub(super) fn open(
         source: std::io::Error::other(e.to_string()),
     };
     let fd = match decoded {
+        Decoded::Unix(u) => open_unix(desc, u)?,
         Decoded::Listener(l) => tcp::restore_listener(l, DEFAULT_BACKLOG).map_err(fail)?,
         Decoded::Udp(u) => tcp::restore_udp(u).map_err(fail)?,
         Decoded::Connection(c) => {
@@ -446,14 +697,96 @@ pub(super) fn open(
             fd
         }
     };
+    set_flags(desc, &fd)?;
+    Ok(fd)
+}
+
+/// The file status flags of the description (O_NONBLOCK, O_ASYNC) on a new socket.
+fn set_flags(desc: &FileDesc, fd: &OwnedFd) -> Result<(), FileError> {
     let flags = OFlag::from_bits_retain(desc.flags as i32) & (OFlag::O_NONBLOCK | OFlag::O_ASYNC);
     if !flags.is_empty() {
-        let old = nix::fcntl::fcntl(&fd, FcntlArg::F_GETFL)
+        let old = nix::fcntl::fcntl(fd, FcntlArg::F_GETFL)
             .map_err(|e| super::restore_err(desc, "F_GETFL", e.into()))?;
-        nix::fcntl::fcntl(&fd, FcntlArg::F_SETFL(OFlag::from_bits_retain(old) | flags))
+        nix::fcntl::fcntl(fd, FcntlArg::F_SETFL(OFlag::from_bits_retain(old) | flags))
             .map_err(|e| super::restore_err(desc, "F_SETFL", e.into()))?;
     }
+    Ok(())
+}
+
+fn unix_err(desc: &FileDesc, op: &str, e: impl std::fmt::Display) -> FileError {
+    super::restore_err(desc, op.to_string(), std::io::Error::other(e.to_string()))
+}
+
+/// A unix socket without a peer: a listener bound and listening again (a stale socket file
+/// at its path removed first), or a socket bound to its name (if any).
+fn open_unix(desc: &FileDesc, u: &UnixSocketState) -> Result<OwnedFd, FileError> {
+    let ty = u
+        .sock_type()
+        .map_err(|e| unix_err(desc, "socket type", e))?;
+    let attrs = u
+        .file_attrs
+        .map(|(mode, uid, gid)| unix::restore::SocketFileAttrs { mode, uid, gid });
+    let fd = if u.listening {
+        unix::restore::make_listener(ty, &u.name(), attrs, u.backlog.max(1))
+            .map_err(|e| unix_err(desc, "unix listener", e))?
+    } else {
+        let fd = unix::restore::socket(ty).map_err(|e| unix_err(desc, "socket", e))?;
+        unix::restore::bind_name(&fd, &u.name(), attrs).map_err(|e| unix_err(desc, "bind", e))?;
+        fd
+    };
+    if !u.listening {
+        let q = u.captured().map_err(|e| unix_err(desc, "queue", e))?;
+        if !q.is_empty() && ty == unix::SockType::Dgram && u.name().is_bound() {
+            // Sent to itself by name: the senders are not known, the data is.
+            unix::restore::refill_queue(&fd, Some(&u.name()), &q)
+                .map_err(|e| unix_err(desc, "refill the queue", e))?;
+        }
+        unix::restore::restore_shutdown(&fd, u.shutdown())
+            .map_err(|e| unix_err(desc, "shutdown", e))?;
+    }
+    unix::restore::apply_options(&fd, &u.options())
+        .map_err(|e| unix_err(desc, "socket options", e))?;
     Ok(fd)
+}
+
+/// Both ends of a connected unix pair, created together with socketpair(), each end's queue
+/// refilled from the other (messages one by one: boundaries kept), shutdown state and
+/// options restored, each with its description's flags.
+pub(super) fn open_unix_pair(
+    a: (&FileDesc, &UnixSocketState),
+    b: (&FileDesc, &UnixSocketState),
+) -> Result<(OwnedFd, OwnedFd), FileError> {
+    let (da, ua) = a;
+    let (db, ub) = b;
+    let ty = ua.sock_type().map_err(|e| unix_err(da, "socket type", e))?;
+    if ub.sock_type != ua.sock_type {
+        return Err(unix_err(
+            da,
+            "socketpair",
+            format!("peer {} has another type", super::describe(db)),
+        ));
+    }
+    let (fa, fb) = unix::restore::socketpair(ty).map_err(|e| unix_err(da, "socketpair", e))?;
+    let qa = ua.captured().map_err(|e| unix_err(da, "queue", e))?;
+    let qb = ub.captured().map_err(|e| unix_err(db, "queue", e))?;
+    unix::restore::refill_queue(&fb, None, &qa).map_err(|e| unix_err(da, "refill the queue", e))?;
+    unix::restore::refill_queue(&fa, None, &qb).map_err(|e| unix_err(db, "refill the queue", e))?;
+    if ty == unix::SockType::Dgram {
+        unix::restore::restore_shutdown(&fa, ua.shutdown())
+            .map_err(|e| unix_err(da, "shutdown", e))?;
+        unix::restore::restore_shutdown(&fb, ub.shutdown())
+            .map_err(|e| unix_err(db, "shutdown", e))?;
+    } else {
+        unix::restore::restore_pair_shutdown(&fa, ua.shutdown(), &fb, ub.shutdown())
+            .map_err(|e| unix_err(da, "shutdown", e))?;
+    }
+    unix::restore::apply_options(&fa, &ua.options())
+        .map_err(|e| unix_err(da, "socket options", e))?;
+    unix::restore::apply_options(&fb, &ub.options())
+        .map_err(|e| unix_err(db, "socket options", e))?;
+    set_flags(da, &fa)?;
+    set_flags(db, &fb)?;
+    Ok((fa, fb))
 }
 
 /// Resets a connection (connect with AF_UNSPEC: tcp_disconnect): the peer gets a RST, the

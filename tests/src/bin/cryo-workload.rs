@@ -64,6 +64,17 @@
 //!                            eof I -> eof | data <len> (waits for the peer's FIN)
 //!                            close I -> ok (closes it: later indices shift down)
 //! udp ADDR                   port -> <port>   recv -> <len> <checksum> <from> (one datagram)
+//! unix-pair TYPE             (TYPE: stream | seqpacket | dgram) a socketpair at fds 50 and 51
+//!                            send SIDE MSG -> ok (writes MSG on end SIDE, 0 or 1, one message)
+//!                            recv SIDE -> <msg>|<msg>|... | empty (reads every message waiting
+//!                            on end SIDE, one read each, without blocking)
+//! unix-tree                  a child talking over a stream socketpair: this process holds
+//!                            only end 50, the child only end 51 (both closed the other)
+//!                            push MSG -> ok (the child answers "got MSG", left unread)
+//!                            recv -> <what waits on 50> | empty   kid -> <child pid>
+//! unix-listen NAME           a stream listener at fd 50 on NAME (a path, or @name: abstract)
+//!                            accept -> got <first message of the accepted connection>
+//! unix-ext PATH              connects to the unix listener at PATH (held by the test)
 //! ```
 //!
 //! A failed read() of the command FIFO is fatal (exit 3, logged): with only
@@ -266,6 +277,74 @@ enum Mode {
     Events { timer_total: u64, dir: PathBuf },
     Tcp(Tcp),
     Udp(std::net::UdpSocket),
+    UnixPair,
+    UnixTree { kid: i32 },
+    UnixExt,
+    UnixListen(std::os::unix::net::UnixListener),
+}
+
+/// The fds of the unix modes.
+const UNIX_A: i32 = 50;
+const UNIX_B: i32 = 51;
+
+fn unix_socketpair(ty: i32) -> io::Result<(i32, i32)> {
+    let mut sv = [0i32; 2];
+    // SAFETY: socketpair fills our two-int array.
+    if unsafe { libc::socketpair(libc::AF_UNIX, ty, 0, sv.as_mut_ptr()) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((sys::move_fd(sv[0], UNIX_A)?, sys::move_fd(sv[1], UNIX_B)?))
+}
+
+/// Every message waiting on `fd`, one non-blocking recv each, joined with '|'.
+fn unix_recv_all(fd: i32) -> io::Result<String> {
+    let mut msgs = Vec::new();
+    loop {
+        let mut buf = [0u8; 4096];
+        // SAFETY: recv into our own buffer.
+        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::WouldBlock {
+                break;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            msgs.push("<eof>".to_string());
+            break;
+        }
+        msgs.push(String::from_utf8_lossy(&buf[..n as usize]).into_owned());
+    }
+    Ok(if msgs.is_empty() {
+        "empty".into()
+    } else {
+        msgs.join("|")
+    })
+}
+
+fn unix_send(fd: i32, msg: &[u8]) -> io::Result<()> {
+    // SAFETY: send from our own buffer.
+    let n = unsafe { libc::send(fd, msg.as_ptr().cast(), msg.len(), 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The `unix-tree` child: answers every message on `fd` with "got MSG".
+fn unix_tree_child(fd: i32) -> ! {
+    let mut buf = [0u8; 4096];
+    loop {
+        // SAFETY: recv into our own buffer.
+        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n <= 0 {
+            // SAFETY: ends the forked child.
+            unsafe { libc::_exit(3) };
+        }
+        let reply = format!("got {}", String::from_utf8_lossy(&buf[..n as usize]));
+        let _ = unix_send(fd, reply.as_bytes());
+    }
 }
 
 /// The fds of the `events` mode.
@@ -772,6 +851,56 @@ impl Mode {
                 let addr = args.first().map(String::as_str).unwrap_or("127.0.0.1:0");
                 Mode::Udp(std::net::UdpSocket::bind(addr).map_err(|err| e(addr, err))?)
             }
+            "unix-pair" => {
+                let ty = match args.first().map(String::as_str).unwrap_or("stream") {
+                    "stream" => libc::SOCK_STREAM,
+                    "seqpacket" => libc::SOCK_SEQPACKET,
+                    "dgram" => libc::SOCK_DGRAM,
+                    other => return Err(format!("unknown socket type {other:?}")),
+                };
+                unix_socketpair(ty).map_err(|err| e("socketpair", err))?;
+                Mode::UnixPair
+            }
+            "unix-tree" => {
+                let (a, b) =
+                    unix_socketpair(libc::SOCK_STREAM).map_err(|err| e("socketpair", err))?;
+                // SAFETY: single-threaded here; the child only makes syscalls.
+                let kid = unsafe { libc::fork() };
+                if kid < 0 {
+                    return Err(e("fork", io::Error::last_os_error()));
+                }
+                if kid == 0 {
+                    sys::close(a);
+                    unix_tree_child(b);
+                }
+                sys::close(b);
+                Mode::UnixTree { kid }
+            }
+            "unix-listen" => {
+                use std::os::fd::{FromRawFd, IntoRawFd};
+                use std::os::linux::net::SocketAddrExt;
+                let name = args.first().ok_or("unix-listen mode needs a NAME")?;
+                let l = match name.strip_prefix('@') {
+                    Some(abs) => {
+                        let addr = std::os::unix::net::SocketAddr::from_abstract_name(abs)
+                            .map_err(|err| e(name, err))?;
+                        std::os::unix::net::UnixListener::bind_addr(&addr)
+                    }
+                    None => std::os::unix::net::UnixListener::bind(name),
+                }
+                .map_err(|err| e(name, err))?;
+                let fd = sys::move_fd(l.into_raw_fd(), UNIX_A).map_err(|err| e("dup2", err))?;
+                // SAFETY: fd is the listener just moved there, owned by nobody else.
+                Mode::UnixListen(unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd) })
+            }
+            "unix-ext" => {
+                let path = args.first().ok_or("unix-ext mode needs a PATH")?;
+                let s =
+                    std::os::unix::net::UnixStream::connect(path).map_err(|err| e(path, err))?;
+                sys::move_fd(std::os::fd::IntoRawFd::into_raw_fd(s), UNIX_A)
+                    .map_err(|err| e("dup2", err))?;
+                Mode::UnixExt
+            }
             other => return Err(format!("unknown mode {other:?}")),
         })
     }
@@ -823,6 +952,27 @@ impl Mode {
             (Mode::Mappings(m), "bump", []) => Ok(m.bump().to_string()),
             (Mode::Events { timer_total, dir }, verb, args) => {
                 events_command(timer_total, verb, args, dir)
+            }
+            (Mode::UnixPair, "send", [side, msg]) => {
+                let fd = if *side == "0" { UNIX_A } else { UNIX_B };
+                unix_send(fd, msg.as_bytes()).map_err(io)?;
+                Ok("ok".into())
+            }
+            (Mode::UnixPair, "recv", [side]) => {
+                unix_recv_all(if *side == "0" { UNIX_A } else { UNIX_B }).map_err(io)
+            }
+            (Mode::UnixTree { .. }, "push", [msg]) => {
+                unix_send(UNIX_A, msg.as_bytes()).map_err(io)?;
+                Ok("ok".into())
+            }
+            (Mode::UnixTree { .. }, "recv", []) => unix_recv_all(UNIX_A).map_err(io),
+            (Mode::UnixTree { kid }, "kid", []) => Ok(kid.to_string()),
+            (Mode::UnixListen(l), "accept", []) => {
+                use std::io::Read;
+                let (mut c, _) = l.accept().map_err(io)?;
+                let mut buf = [0u8; 256];
+                let n = c.read(&mut buf).map_err(io)?;
+                Ok(format!("got {}", String::from_utf8_lossy(&buf[..n])))
             }
             (Mode::Udp(u), "port", []) => Ok(u.local_addr().map_err(io)?.port().to_string()),
             (Mode::Udp(u), "recv", []) => {

@@ -1,0 +1,156 @@
+//! Unix sockets: socketpairs (in one process, or split between a parent and its child) come
+//! back connected with their unread data in both directions, seqpacket messages keep their
+//! boundaries, and a socket whose peer is outside the dump is refused.
+//!
+//! Needs the engine: `cryo` must be built (`cargo build -p cryo`).
+
+use cryo_tests::{cryo_bin, Workload};
+
+fn pair_round_trip(ty: &str) {
+    cryo_bin();
+    let mut w = Workload::spawn("unix-pair", &[ty]);
+    // Unread both ways: 0 -> 1 twice, 1 -> 0 once.
+    assert_eq!(w.cmd("send 0 one"), "ok");
+    assert_eq!(w.cmd("send 0 two"), "ok");
+    assert_eq!(w.cmd("send 1 back"), "ok");
+    let img = w.path("img");
+    w.dump_ok(&img);
+    w.restore_background(&img);
+    let boundaries = ty != "stream";
+    let got1 = w.cmd("recv 1");
+    if boundaries {
+        assert_eq!(got1, "one|two", "messages and their boundaries");
+    } else {
+        assert_eq!(got1.replace('|', ""), "onetwo", "the stream's bytes");
+    }
+    assert_eq!(w.cmd("recv 0"), "back");
+    assert_eq!(w.cmd("recv 0"), "empty", "nothing read twice");
+    // Still connected to each other.
+    assert_eq!(w.cmd("send 1 later"), "ok");
+    assert_eq!(w.cmd("recv 0"), "later");
+    assert_eq!(w.cmd("send 0 again"), "ok");
+    assert_eq!(w.cmd("recv 1"), "again");
+    w.kill_restored();
+}
+
+#[test]
+fn a_stream_socketpair_in_one_process_keeps_its_data_both_ways() {
+    pair_round_trip("stream");
+}
+
+#[test]
+fn a_seqpacket_socketpair_keeps_message_boundaries() {
+    pair_round_trip("seqpacket");
+}
+
+#[test]
+fn a_dgram_socketpair_keeps_message_boundaries() {
+    pair_round_trip("dgram");
+}
+
+#[test]
+fn a_parent_and_its_child_talk_over_a_socketpair_across_restore() {
+    cryo_bin();
+    let mut w = Workload::spawn("unix-tree", &[]);
+    let kid: i32 = w.cmd("kid").parse().unwrap();
+    struct Reaper(i32);
+    impl Drop for Reaper {
+        fn drop(&mut self) {
+            // SAFETY: kill takes plain integers.
+            unsafe { libc::kill(self.0, libc::SIGKILL) };
+        }
+    }
+    let _reaper = Reaper(kid);
+    assert_eq!(w.cmd("push hello"), "ok");
+    // The child's answer waits, unread, in the parent's end.
+    let deadline = std::time::Instant::now() + cryo_tests::CMD_TIMEOUT;
+    let mut first = w.cmd("recv");
+    while first == "empty" {
+        assert!(std::time::Instant::now() < deadline, "no answer");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        first = w.cmd("recv");
+    }
+    assert_eq!(first, "got hello");
+    assert_eq!(w.cmd("push unread"), "ok");
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let img = w.path("img");
+    w.dump_ok(&img);
+    w.restore_background(&img);
+    assert!(
+        std::path::Path::new(&format!("/proc/{kid}")).exists(),
+        "the child is back"
+    );
+    assert_eq!(w.cmd("recv"), "got unread", "the unread answer survived");
+    assert_eq!(w.cmd("push after"), "ok");
+    let deadline = std::time::Instant::now() + cryo_tests::CMD_TIMEOUT;
+    let mut got = w.cmd("recv");
+    while got == "empty" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the child does not answer"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        got = w.cmd("recv");
+    }
+    assert_eq!(got, "got after", "parent and child still connected");
+    w.kill_restored();
+}
+
+#[test]
+fn a_peer_outside_the_dump_is_refused() {
+    cryo_bin();
+    let dir = cryo_tests::control_dir();
+    let path = dir.path().join("ext.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let w = Workload::spawn_in(dir, "unix-ext", &[path.to_str().unwrap()]);
+    let (_peer, _) = listener.accept().unwrap();
+    assert_eq!(w.cmd("ping"), "pong");
+    use std::os::unix::fs::MetadataExt;
+    let ino = std::fs::metadata(format!("/proc/{}/fd/50", w.pid()))
+        .unwrap()
+        .ino();
+    let img = w.path("img");
+    let out = w.dump(&img, &[]);
+    out.assert_refused()
+        .assert_stderr_has_word(&w.pid().to_string())
+        .assert_stderr_mentions("fd 50")
+        .assert_stderr_mentions(&format!("socket:[{ino}]"))
+        .assert_stderr_mentions("no dumped process holds");
+    w.assert_untouched();
+    assert_eq!(w.cmd("ping"), "pong");
+}
+
+fn listener_round_trip(name: &str, connect: impl Fn() -> std::os::unix::net::UnixStream) {
+    let mut w = Workload::spawn("unix-listen", &[name]);
+    assert_eq!(w.cmd("ping"), "pong");
+    let img = w.path("img");
+    w.dump_ok(&img);
+    w.restore_background(&img);
+    let mut c = connect();
+    std::io::Write::write_all(&mut c, b"hi").unwrap();
+    assert_eq!(w.cmd("accept"), "got hi", "listening again on its name");
+    w.kill_restored();
+}
+
+#[test]
+fn a_listener_bound_to_a_path_listens_again() {
+    cryo_bin();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("l.sock");
+    let p = path.clone();
+    listener_round_trip(path.to_str().unwrap(), move || {
+        std::os::unix::net::UnixStream::connect(&p).unwrap()
+    });
+}
+
+#[test]
+fn a_listener_bound_to_an_abstract_name_listens_again() {
+    use std::os::linux::net::SocketAddrExt;
+    cryo_bin();
+    let name = format!("cryo-test-{}", std::process::id());
+    let n = name.clone();
+    listener_round_trip(&format!("@{name}"), move || {
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(&n).unwrap();
+        std::os::unix::net::UnixStream::connect_addr(&addr).unwrap()
+    });
+}
