@@ -492,10 +492,10 @@ pub(super) fn open(
     decoded: &Decoded,
     tcp_close: bool,
 ) -> Result<OwnedFd, FileError> {
-    let what = super::describe(desc);
+    // Described only on failure: describing a connection decodes its state once more.
     let fail = |e: tcp::TcpRepairError| FileError::Restore {
         id: desc.id,
-        what: what.clone(),
+        what: super::describe(desc),
         op: "restore socket".into(),
         source: std::io::Error::other(e.to_string()),
     };
