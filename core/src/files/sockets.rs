@@ -41,7 +41,7 @@ use tracing::{debug, warn};
 use cryo_unix_sockets as unix;
 use serde::{Deserialize, Serialize};
 
-use super::inspect::{self, Link, OpenFd};
+use super::inspect::{self, OpenFd};
 use super::{sys, FileError};
 
 // The segments tcp-repair injects on restore (the peer's FIN of a half-closed connection)
@@ -64,7 +64,8 @@ pub struct SocketDumpOptions {
 #[derive(Debug)]
 struct Held {
     fd: RawFd,
-    name: String,
+    local: SocketAddr,
+    remote: SocketAddr,
 }
 
 /// The sockets of a frozen task, captured before its file table is built.
@@ -292,20 +293,66 @@ pub fn check_unix_peers(dumps: &[SocketDump]) -> Result<(), FileError> {
     Ok(())
 }
 
+/// One socket of the task, identified: its fd, inode, address family and kind.
+struct FoundSocket {
+    fd: RawFd,
+    ino: u64,
+    family: u32,
+    kind: Found,
+}
+
+/// The inode of a `socket:[INO]` link text.
+fn socket_ino(link: &str) -> Option<u64> {
+    link.strip_prefix("socket:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
+}
+
+/// The link of fd `fd` of `pid` when it is a socket: (the fd as seen so far, its inode).
+///
+/// Only the link is read (one readlink): the socket inode is in its text, and the fd's flags
+/// are the file table's business (it reads the fdinfo of every fd anyway), so the `OpenFd`
+/// returned, used for error messages, has no flags or position.
+fn socket_link(pid: Pid, fd: RawFd) -> Result<Option<(OpenFd, u64)>, FileError> {
+    let path = inspect::proc_fd(pid, fd);
+    let link = std::fs::read_link(&path).map_err(|e| FileError::Inspect {
+        pid,
+        fd,
+        op: "readlink",
+        path,
+        source: e,
+    })?;
+    let Some(ino) = link.to_str().and_then(socket_ino) else {
+        return Ok(None);
+    };
+    let open = OpenFd {
+        pid,
+        fd,
+        link: link.to_string_lossy().into_owned(),
+        flags: 0,
+        cloexec: false,
+        pos: 0,
+    };
+    Ok(Some((open, ino)))
+}
+
 impl SocketDump {
     /// Finds, checks and captures every socket of the frozen task `pid`: refusals first
     /// (nothing is touched if any socket cannot be dumped), then the network lock over the
     /// connections, then the captures.
+    ///
+    /// Per socket: one readlink, then a duplicate (pidfd_getfd) to identify it, closed at
+    /// once, and for a connection a second one to capture it after the lock is installed
+    /// (keeping the first would double cryo's fds).
     pub fn collect(pid: Pid, opts: &SocketDumpOptions) -> Result<SocketDump, FileError> {
-        let mut found: Vec<(RawFd, u64, Found)> = Vec::new();
+        let mut found: Vec<FoundSocket> = Vec::new();
         let mut seen = std::collections::HashSet::new();
         let mut pidfd: Option<OwnedFd> = None;
         for fd in inspect::list_fds(pid)? {
-            let open = OpenFd::read(pid, fd)?;
-            if Link::parse(&open.link) != Link::Socket {
+            let Some((open, ino)) = socket_link(pid, fd)? else {
                 continue;
-            }
-            let ino = super::InodeKey::of(&open.stat()?).ino;
+            };
             if !seen.insert(ino) {
                 continue;
             }
@@ -317,15 +364,21 @@ impl SocketDump {
             let pidfd = pidfd.as_ref().expect("set above");
             let dup = sys::pidfd_getfd(pidfd.as_fd(), fd)
                 .map_err(|e| open.inspect_err("pidfd_getfd", open.proc_path(), e))?;
-            let kind = identify(&open, dup.as_fd(), ino, opts)?;
-            found.push((fd, ino, kind));
+            let (family, kind) = identify(&open, dup.as_fd(), ino, opts)?;
+            found.push(FoundSocket {
+                fd,
+                ino,
+                family,
+                kind,
+            });
         }
         let mut out = SocketDump::default();
+        out.records.reserve(found.len());
         out.pidfd = pidfd;
         let mut diag = None;
         let tuples: Vec<ConnTuple> = found
             .iter()
-            .filter_map(|f| match f.2 {
+            .filter_map(|f| match f.kind {
                 Found::Connection(l, r) => Some(ConnTuple::new(l, r)),
                 _ => None,
             })
@@ -339,8 +392,15 @@ impl SocketDump {
                 "network lock installed"
             );
             out.lock = Some(lock);
+            out.held.reserve(tuples.len());
         }
-        for (fd, ino, kind) in found {
+        for FoundSocket {
+            fd,
+            ino,
+            family,
+            kind,
+        } in found
+        {
             let pidfd = out.pidfd.as_ref().expect("set with the first socket");
             let dup = sys::pidfd_getfd(pidfd.as_fd(), fd).map_err(|e| FileError::Socket {
                 pid,
@@ -352,10 +412,6 @@ impl SocketDump {
                 fd,
                 detail: e.to_string(),
             };
-            let family = SockRef::from(&dup)
-                .domain()
-                .map(|d| i32::from(d) as u32)
-                .unwrap_or(0);
             let mut peer_ino = 0;
             let (kind, json) = match kind {
                 Found::Unix => {
@@ -372,7 +428,8 @@ impl SocketDump {
                     repair.hold();
                     out.held.push(Held {
                         fd,
-                        name: format!("{} -> {}", state.local, state.remote),
+                        local: state.local,
+                        remote: state.remote,
                     });
                     (SocketKind::TcpConnection, to_json(pid, fd, &state)?)
                 }
@@ -438,7 +495,13 @@ impl Drop for SocketDump {
                 .map_err(|e| e.to_string())
                 .and_then(|dup| tcp::leave_repair(dup.as_fd(), false).map_err(|e| e.to_string()));
             if let Err(e) = left {
-                warn!(fd = held.fd, conn = held.name, error = %e, "connection left in repair mode");
+                warn!(
+                    fd = held.fd,
+                    local = %held.local,
+                    remote = %held.remote,
+                    error = %e,
+                    "connection left in repair mode"
+                );
             }
         }
         if let Some(mut lock) = self.lock.take() {
@@ -489,13 +552,14 @@ fn parse_proc_addr(text: &str, v6: bool) -> Option<SocketAddr> {
     Some(SocketAddr::new(ip, port))
 }
 
-/// Decides what a socket is, refusing what cannot be dumped.
+/// Decides what a socket is, refusing what cannot be dumped: its address family (what the
+/// record stores) and its kind.
 fn identify(
     open: &OpenFd,
     fd: BorrowedFd<'_>,
     ino: u64,
     opts: &SocketDumpOptions,
-) -> Result<Found, FileError> {
+) -> Result<(u32, Found), FileError> {
     let s = SockRef::from(&fd);
     let err = |op: &'static str, e: std::io::Error| open.inspect_err(op, open.proc_path(), e);
     let domain = i32::from(s.domain().map_err(|e| err("getsockopt SO_DOMAIN", e))?);
@@ -506,14 +570,14 @@ fn identify(
         .map_or(0, i32::from);
     let refuse = |kind: String| open.refuse(kind, true);
     match domain {
-        libc::AF_UNIX => return Ok(Found::Unix),
+        libc::AF_UNIX => return Ok((domain as u32, Found::Unix)),
         libc::AF_INET | libc::AF_INET6 => {}
         libc::AF_NETLINK => return Err(refuse("netlink socket".into())),
         libc::AF_PACKET => return Err(refuse("packet socket".into())),
         other => return Err(refuse(format!("socket of family {other}"))),
     }
     let addr = |a: std::io::Result<socket2::SockAddr>| a.ok().and_then(|a| a.as_socket());
-    match (ty, proto) {
+    let kind = match (ty, proto) {
         (libc::SOCK_STREAM, libc::IPPROTO_TCP) => {
             let state = tcp::kernel_tcp_state(fd).map_err(|e| FileError::Socket {
                 pid: open.pid,
@@ -563,7 +627,8 @@ fn identify(
         _ => Err(refuse(format!(
             "inet socket of type {ty} protocol {proto} (raw, sctp...)"
         ))),
-    }
+    }?;
+    Ok((domain as u32, kind))
 }
 
 /// A socket record in words, for messages and `cryo show`.
@@ -674,10 +739,10 @@ pub(super) fn open(
     decoded: &Decoded,
     tcp_close: bool,
 ) -> Result<OwnedFd, FileError> {
-    let what = super::describe(desc);
+    // Described only on failure: describing a connection decodes its state once more.
     let fail = |e: tcp::TcpRepairError| FileError::Restore {
         id: desc.id,
-        what: what.clone(),
+        what: super::describe(desc),
         op: "restore socket".into(),
         source: std::io::Error::other(e.to_string()),
     };
