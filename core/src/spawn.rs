@@ -280,7 +280,8 @@ fn plan_inheritance(
                 Some(&c) if c == i => continue,
                 Some(&c) => {
                     return Err(Error::Restore(format!(
-                        "a unix socket pair is split between pid {} and pid {}, neither the                          parent of the other: not supported yet",
+                        "a unix socket pair is split between pid {} and pid {}, neither the parent of the \
+                         other: not supported yet",
                         ordered[c].entry.pid, t.entry.pid
                     )))
                 }
