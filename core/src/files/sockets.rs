@@ -141,7 +141,7 @@ impl SocketDump {
             };
             let ino = socket_ino(dup.as_fd()).map_err(|e| {
                 let open = for_errors(pid, fd);
-                open.inspect_err("fstat", open.proc_path(), e.into())
+                open.inspect_err("fstat", open.proc_path(), e)
             })?;
             let Some(ino) = ino else {
                 continue;
