@@ -301,40 +301,25 @@ struct FoundSocket {
     kind: Found,
 }
 
-/// The inode of a `socket:[INO]` link text.
-fn socket_ino(link: &str) -> Option<u64> {
-    link.strip_prefix("socket:[")?
-        .strip_suffix(']')?
-        .parse()
-        .ok()
-}
-
-/// The link of fd `fd` of `pid` when it is a socket: (the fd as seen so far, its inode).
-///
-/// Only the link is read (one readlink): the socket inode is in its text, and the fd's flags
-/// are the file table's business (it reads the fdinfo of every fd anyway), so the `OpenFd`
-/// returned, used for error messages, has no flags or position.
-fn socket_link(pid: Pid, fd: RawFd) -> Result<Option<(OpenFd, u64)>, FileError> {
-    let path = inspect::proc_fd(pid, fd);
-    let link = std::fs::read_link(&path).map_err(|e| FileError::Inspect {
+/// Fd `fd` of `pid` for error messages: its link is read only then.
+fn for_errors(pid: Pid, fd: RawFd) -> OpenFd {
+    let link = std::fs::read_link(inspect::proc_fd(pid, fd))
+        .map(|l| l.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "?".into());
+    OpenFd {
         pid,
         fd,
-        op: "readlink",
-        path,
-        source: e,
-    })?;
-    let Some(ino) = link.to_str().and_then(socket_ino) else {
-        return Ok(None);
-    };
-    let open = OpenFd {
-        pid,
-        fd,
-        link: link.to_string_lossy().into_owned(),
+        link,
         flags: 0,
         cloexec: false,
         pos: 0,
-    };
-    Ok(Some((open, ino)))
+    }
+}
+
+/// The socket inode behind `dup` (a duplicate of a task's fd), `None` if it is no socket.
+fn socket_ino(dup: BorrowedFd<'_>) -> std::io::Result<Option<u64>> {
+    let st = nix::sys::stat::fstat(dup)?;
+    Ok((st.st_mode & libc::S_IFMT == libc::S_IFSOCK).then_some(st.st_ino))
 }
 
 impl SocketDump {
@@ -342,29 +327,43 @@ impl SocketDump {
     /// (nothing is touched if any socket cannot be dumped), then the network lock over the
     /// connections, then the captures.
     ///
-    /// Per socket: one readlink, then a duplicate (pidfd_getfd) to identify it, closed at
-    /// once, and for a connection a second one to capture it after the lock is installed
-    /// (keeping the first would double cryo's fds).
+    /// Per fd: a duplicate (pidfd_getfd) and its fstat (no /proc lookup: a readlink of
+    /// /proc/PID/fd/N costs more than both); a socket is identified on that duplicate, closed
+    /// at once, and captured on a second one after the lock is installed (keeping the first
+    /// would double cryo's fds). The fd's flags are the file table's business.
     pub fn collect(pid: Pid, opts: &SocketDumpOptions) -> Result<SocketDump, FileError> {
         let mut found: Vec<FoundSocket> = Vec::new();
         let mut seen = std::collections::HashSet::new();
         let mut pidfd: Option<OwnedFd> = None;
         for fd in inspect::list_fds(pid)? {
-            let Some((open, ino)) = socket_link(pid, fd)? else {
+            if pidfd.is_none() {
+                pidfd = Some(sys::pidfd_open(pid).map_err(|e| {
+                    for_errors(pid, fd).inspect_err("pidfd_open", format!("/proc/{pid}").into(), e)
+                })?);
+            }
+            let pidfd = pidfd.as_ref().expect("set above");
+            let dup = match sys::pidfd_getfd(pidfd.as_fd(), fd) {
+                Ok(dup) => dup,
+                Err(e) => {
+                    // Not this module's business unless it is a socket.
+                    let open = for_errors(pid, fd);
+                    if !open.link.starts_with("socket:[") {
+                        continue;
+                    }
+                    return Err(open.inspect_err("pidfd_getfd", open.proc_path(), e));
+                }
+            };
+            let ino = socket_ino(dup.as_fd()).map_err(|e| {
+                let open = for_errors(pid, fd);
+                open.inspect_err("fstat", open.proc_path(), e)
+            })?;
+            let Some(ino) = ino else {
                 continue;
             };
             if !seen.insert(ino) {
                 continue;
             }
-            if pidfd.is_none() {
-                pidfd = Some(sys::pidfd_open(pid).map_err(|e| {
-                    open.inspect_err("pidfd_open", format!("/proc/{pid}").into(), e)
-                })?);
-            }
-            let pidfd = pidfd.as_ref().expect("set above");
-            let dup = sys::pidfd_getfd(pidfd.as_fd(), fd)
-                .map_err(|e| open.inspect_err("pidfd_getfd", open.proc_path(), e))?;
-            let (family, kind) = identify(&open, dup.as_fd(), ino, opts)?;
+            let (family, kind) = identify(pid, fd, dup.as_fd(), ino, opts)?;
             found.push(FoundSocket {
                 fd,
                 ino,
@@ -555,20 +554,26 @@ fn parse_proc_addr(text: &str, v6: bool) -> Option<SocketAddr> {
 /// Decides what a socket is, refusing what cannot be dumped: its address family (what the
 /// record stores) and its kind.
 fn identify(
-    open: &OpenFd,
+    pid: Pid,
+    task_fd: RawFd,
     fd: BorrowedFd<'_>,
     ino: u64,
     opts: &SocketDumpOptions,
 ) -> Result<(u32, Found), FileError> {
     let s = SockRef::from(&fd);
-    let err = |op: &'static str, e: std::io::Error| open.inspect_err(op, open.proc_path(), e);
+    // The link is read for the messages only.
+    let open = || for_errors(pid, task_fd);
+    let err = |op: &'static str, e: std::io::Error| {
+        let open = open();
+        open.inspect_err(op, open.proc_path(), e)
+    };
     let domain = i32::from(s.domain().map_err(|e| err("getsockopt SO_DOMAIN", e))?);
     let ty = i32::from(s.r#type().map_err(|e| err("getsockopt SO_TYPE", e))?);
     let proto = s
         .protocol()
         .map_err(|e| err("getsockopt SO_PROTOCOL", e))?
         .map_or(0, i32::from);
-    let refuse = |kind: String| open.refuse(kind, true);
+    let refuse = |kind: String| open().refuse(kind, true);
     match domain {
         libc::AF_UNIX => return Ok((domain as u32, Found::Unix)),
         libc::AF_INET | libc::AF_INET6 => {}
@@ -580,14 +585,14 @@ fn identify(
     let kind = match (ty, proto) {
         (libc::SOCK_STREAM, libc::IPPROTO_TCP) => {
             let state = tcp::kernel_tcp_state(fd).map_err(|e| FileError::Socket {
-                pid: open.pid,
-                fd: open.fd,
+                pid,
+                fd: task_fd,
                 detail: e.to_string(),
             })?;
             let (local, remote) = (addr(s.local_addr()), addr(s.peer_addr()));
             let tuple = || match (local, remote) {
                 (Some(l), Some(r)) => Ok((l, r)),
-                _ => Err(open.dump_err("TCP connection without addresses")),
+                _ => Err(open().dump_err("TCP connection without addresses")),
             };
             match state {
                 10 => Ok(Found::Listener),
@@ -595,8 +600,8 @@ fn identify(
                     let (local, remote) = tuple()?;
                     if !opts.tcp_established {
                         return Err(FileError::TcpEstablished {
-                            pid: open.pid,
-                            fd: open.fd,
+                            pid,
+                            fd: task_fd,
                             local,
                             remote,
                             state: tcp::state_name(state),
@@ -607,11 +612,11 @@ fn identify(
                 2 | 3 | 12 => {
                     // A connect in progress has no peer address yet (getpeername: ENOTCONN);
                     // the kernel's table of the task's namespace has it.
-                    let remote = remote.or_else(|| proc_net_peer(open.pid, ino));
+                    let remote = remote.or_else(|| proc_net_peer(pid, ino));
                     let show = |a: Option<SocketAddr>| a.map_or("?".to_string(), |a| a.to_string());
                     Err(FileError::TcpTemporary {
-                        pid: open.pid,
-                        fd: open.fd,
+                        pid,
+                        fd: task_fd,
                         local: show(local),
                         remote: show(remote),
                         state: tcp::state_name(state),
