@@ -49,6 +49,9 @@ pub struct TreePlan<'a> {
     pub tramps: Vec<u64>,
     pub mappings: Vec<MappingFds>,
     roots: Vec<usize>,
+    /// Ends of pairs shared by two roots: cryo makes them and holds them at these numbers
+    /// while it forks the roots (description id, slot fd), the two ends of a pair adjacent.
+    cryo_slots: Vec<(u32, RawFd)>,
     descs: &'a [FileDesc],
     images: &'a ImageDir,
     tcp_close: bool,
@@ -165,8 +168,13 @@ impl<'a> TreePlan<'a> {
             })
             .collect();
         let mut extra = vec![HashMap::new(); n];
+        let mut cryo_slots = Vec::new();
         for (k, &(p, id)) in extra_slots.iter().enumerate() {
-            extra[p].insert(id, slot_fd(k));
+            if p == CRYO {
+                cryo_slots.push((id, slot_fd(k)));
+            } else {
+                extra[p].insert(id, slot_fd(k));
+            }
         }
         let tramps = ordered
             .iter()
@@ -183,6 +191,7 @@ impl<'a> TreePlan<'a> {
             tramps,
             mappings,
             roots: (0..root_idx.len()).collect(),
+            cryo_slots,
             descs,
             images,
             tcp_close,
@@ -204,6 +213,9 @@ impl<'a> TreePlan<'a> {
         out
     }
 }
+
+/// The "task" that makes a slot when cryo itself makes it (a pair shared by two roots).
+const CRYO: usize = usize::MAX;
 
 /// Where a child finds a description it inherits: at the parent's own fd number, or in the
 /// parent's n-th extra slot.
@@ -251,6 +263,27 @@ fn plan_inheritance(
     let mut slot_of: HashMap<(usize, u32), usize> = HashMap::new();
     let mut spare: Vec<BTreeSet<u32>> = vec![BTreeSet::new(); n];
     let mut creator: HashMap<u32, usize> = HashMap::new();
+    // A pair whose ends two different roots hold (trees dumped together with -t A,B): cryo
+    // makes it before forking the roots, and each root inherits its end from cryo.
+    let holder = |id: u32| {
+        ordered
+            .iter()
+            .position(|t| t.core.fds.iter().any(|e| e.file_id == id))
+    };
+    for (&d, &e) in &peer_of {
+        let (Some(a), Some(b)) = (holder(d), holder(e)) else {
+            continue;
+        };
+        let is_root = |i: usize| roots.contains(&ordered[i].entry.pid);
+        if a == b || !is_root(a) || !is_root(b) || inherited[a].contains_key(&d) {
+            continue;
+        }
+        for (task, id) in [(a, d), (b, e)] {
+            slots.push((CRYO, id));
+            inherited[task].insert(id, Inherit::Slot(slots.len() - 1));
+            creator.insert(id, CRYO);
+        }
+    }
     for (i, t) in ordered.iter().enumerate() {
         let mine: BTreeSet<u32> = t.core.fds.iter().map(|e| e.file_id).collect();
         if let Some(&p) = pos.get(&t.entry.ppid) {
@@ -396,6 +429,16 @@ pub fn spawn_tree(plan: &TreePlan, ns: Option<(bool, bool)>) -> Result<Spawned> 
                 created[0] = Some(spawned.child);
             }
             None => {
+                for pair in plan.cryo_slots.chunks(2) {
+                    let [(a, at_a), (b, at_b)] = pair else {
+                        continue;
+                    };
+                    let (fa, fb) = files::open_unix_pair_by_ids(plan.descs, *a, *b)?;
+                    for (fd, at) in [(fa, *at_a), (fb, *at_b)] {
+                        move_fd(std::os::fd::IntoRawFd::into_raw_fd(fd), at)
+                            .map_err(|e| Error::Restore(format!("place a shared unix end: {e}")))?;
+                    }
+                }
                 for &r in &plan.roots {
                     let pid = Pid::from_raw(plan.tasks[r].entry.pid);
                     match fork_with_pid(pid) {
@@ -411,7 +454,10 @@ pub fn spawn_tree(plan: &TreePlan, ns: Option<(bool, bool)>) -> Result<Spawned> 
                 }
             }
         }
-        for fd in &theirs {
+        for fd in theirs
+            .iter()
+            .chain(plan.cryo_slots.iter().map(|(_, fd)| fd))
+        {
             let _ = nix::unistd::close(*fd);
         }
         // Parents first: each is told to go once traced, then creates its children.

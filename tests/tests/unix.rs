@@ -62,17 +62,10 @@ fn a_parent_and_its_child_talk_over_a_socketpair_across_restore() {
     }
     let _reaper = Reaper(kid);
     assert_eq!(w.cmd("push hello"), "ok");
-    // The child's answer waits, unread, in the parent's end.
-    let deadline = std::time::Instant::now() + cryo_tests::CMD_TIMEOUT;
-    let mut first = w.cmd("recv");
-    while first == "empty" {
-        assert!(std::time::Instant::now() < deadline, "no answer");
-        std::thread::sleep(std::time::Duration::from_millis(10));
-        first = w.cmd("recv");
-    }
-    assert_eq!(first, "got hello");
+    assert_eq!(w.cmd("recv-wait"), "got hello");
+    // The child's next answer waits, unread, in the parent's end.
     assert_eq!(w.cmd("push unread"), "ok");
-    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert_eq!(w.cmd("ready"), "ready");
     let img = w.path("img");
     w.dump_ok(&img);
     w.restore_background(&img);
@@ -82,17 +75,11 @@ fn a_parent_and_its_child_talk_over_a_socketpair_across_restore() {
     );
     assert_eq!(w.cmd("recv"), "got unread", "the unread answer survived");
     assert_eq!(w.cmd("push after"), "ok");
-    let deadline = std::time::Instant::now() + cryo_tests::CMD_TIMEOUT;
-    let mut got = w.cmd("recv");
-    while got == "empty" {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the child does not answer"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(10));
-        got = w.cmd("recv");
-    }
-    assert_eq!(got, "got after", "parent and child still connected");
+    assert_eq!(
+        w.cmd("recv-wait"),
+        "got after",
+        "parent and child still connected"
+    );
     w.kill_restored();
 }
 
@@ -153,4 +140,46 @@ fn a_listener_bound_to_an_abstract_name_listens_again() {
         let addr = std::os::unix::net::SocketAddr::from_abstract_name(&n).unwrap();
         std::os::unix::net::UnixStream::connect_addr(&addr).unwrap()
     });
+}
+
+#[test]
+fn a_pair_split_between_two_trees_dumped_together_keeps_talking() {
+    cryo_bin();
+    let mut w = Workload::spawn("unix-split", &[]);
+    let d: i32 = w.cmd("kid").parse().unwrap();
+    struct Reaper(i32);
+    impl Drop for Reaper {
+        fn drop(&mut self) {
+            // SAFETY: kill takes plain integers.
+            unsafe { libc::kill(self.0, libc::SIGKILL) };
+        }
+    }
+    let _reaper = Reaper(d);
+    let ppid = cryo_tests::status_field(d, "PPid").unwrap();
+    assert_ne!(ppid, w.pid().to_string(), "D is not in the root's tree");
+    // Unread both ways: D's hello waits at the root, the root's message waits at D.
+    assert_eq!(w.cmd("push one"), "ok");
+    let both = format!("{},{d}", w.pid());
+    let img = w.path("img");
+    w.cryo(&["dump", "-t", &both, "-D", img.to_str().unwrap()])
+        .assert_success();
+    w.wait_original();
+    let gone = cryo_tests::Pidfd::open(d).map_or(true, |p| p.wait_exit(cryo_tests::CMD_TIMEOUT));
+    assert!(gone, "the dump killed D too");
+    w.restore_background(&img);
+    assert!(cryo_tests::pid_exists(d), "D is back with its pid");
+    assert_eq!(w.cmd("recv"), "hello-from-D", "D's unread hello survived");
+    // SAFETY: kill takes plain integers.
+    assert_eq!(unsafe { libc::kill(d, libc::SIGUSR1) }, 0);
+    assert_eq!(
+        w.cmd("recv-wait"),
+        "got one",
+        "the root's unread message reached D"
+    );
+    assert_eq!(w.cmd("push two"), "ok");
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(d, libc::SIGUSR1) }, 0);
+    assert_eq!(w.cmd("recv-wait"), "got two", "still connected");
+    assert_eq!(w.cmd("recv"), "empty", "nothing read twice");
+    w.kill_restored();
 }

@@ -1126,6 +1126,38 @@ pub fn restore_task_fds_with(
     close_others(fds, &keep)
 }
 
+/// Both ends of the connected unix pair whose ends are descriptions `a` and `b`, made by cryo
+/// itself for two root processes that share it (each inherits one end from cryo).
+pub(crate) fn open_unix_pair_by_ids(
+    descs: &[FileDesc],
+    a: u32,
+    b: u32,
+) -> Result<(OwnedFd, OwnedFd), FileError> {
+    let by_id = index(descs)?;
+    let unix_of = |id: u32| -> Result<(&FileDesc, Box<sockets::UnixSocketState>), FileError> {
+        let desc = *by_id.get(&id).ok_or(FileError::Invalid {
+            id,
+            detail: "no such description".into(),
+        })?;
+        match desc.kind.as_ref() {
+            Some(Kind::Socket(s)) => match sockets::decode(desc, s)? {
+                sockets::Decoded::Unix(u) => Ok((desc, u)),
+                _ => Err(FileError::Invalid {
+                    id,
+                    detail: "not a unix socket".into(),
+                }),
+            },
+            _ => Err(FileError::Invalid {
+                id,
+                detail: "not a socket".into(),
+            }),
+        }
+    };
+    let (da, ua) = unix_of(a)?;
+    let (db, ub) = unix_of(b)?;
+    sockets::open_unix_pair((da, &ua), (db, &ub))
+}
+
 /// `fd` moved to a number at or above `min` (it may already be there).
 fn above(desc: &FileDesc, fd: OwnedFd, min: RawFd) -> Result<OwnedFd, FileError> {
     if fd.as_raw_fd() >= min {

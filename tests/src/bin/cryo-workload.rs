@@ -72,8 +72,16 @@
 //!                            only end 50, the child only end 51 (both closed the other)
 //!                            push MSG -> ok (the child answers "got MSG", left unread)
 //!                            recv -> <what waits on 50> | empty   kid -> <child pid>
+//!                            recv-wait -> <what waits on 50> (waits up to 10 s for something)
+//!                            ready -> ready (waits up to 10 s for something, reads nothing)
 //! unix-listen NAME           a stream listener at fd 50 on NAME (a path, or @name: abstract)
 //!                            accept -> got <first message of the accepted connection>
+//! unix-split                 a stream socketpair split between two trees: this process holds
+//!                            end 50; a child forks a grandchild D holding end 51 and exits, so
+//!                            D is no descendant. D sends "hello-from-D" at once, then answers
+//!                            every waiting message with "got MSG" each time it gets SIGUSR1.
+//!                            push MSG -> ok   recv -> <what waits on 50> | empty
+//!                            recv-wait, ready (as unix-tree)   kid -> <D's pid>
 //! unix-ext PATH              connects to the unix listener at PATH (held by the test)
 //! ```
 //!
@@ -279,6 +287,7 @@ enum Mode {
     Udp(std::net::UdpSocket),
     UnixPair,
     UnixTree { kid: i32 },
+    UnixSplit { kid: i32 },
     UnixExt,
     UnixListen(std::os::unix::net::UnixListener),
 }
@@ -298,6 +307,16 @@ fn unix_socketpair(ty: i32) -> io::Result<(i32, i32)> {
 
 /// Every message waiting on `fd`, one non-blocking recv each, joined with '|'.
 fn unix_recv_all(fd: i32) -> io::Result<String> {
+    let msgs = unix_recv_all_raw(fd)?;
+    Ok(if msgs.is_empty() {
+        "empty".into()
+    } else {
+        msgs.join("|")
+    })
+}
+
+/// Every message waiting on `fd`, one non-blocking recv each ("<eof>" for an end of stream).
+fn unix_recv_all_raw(fd: i32) -> io::Result<Vec<String>> {
     let mut msgs = Vec::new();
     loop {
         let mut buf = [0u8; 4096];
@@ -316,11 +335,25 @@ fn unix_recv_all(fd: i32) -> io::Result<String> {
         }
         msgs.push(String::from_utf8_lossy(&buf[..n as usize]).into_owned());
     }
-    Ok(if msgs.is_empty() {
-        "empty".into()
-    } else {
-        msgs.join("|")
-    })
+    Ok(msgs)
+}
+
+/// Waits up to 10 s for something to read on `fd`, reading nothing.
+fn unix_wait_readable(fd: i32) -> io::Result<()> {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: poll on our one pollfd.
+    match unsafe { libc::poll(&mut p, 1, 10_000) } {
+        n if n < 0 => Err(io::Error::last_os_error()),
+        0 => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "nothing to read after 10 s",
+        )),
+        _ => Ok(()),
+    }
 }
 
 fn unix_send(fd: i32, msg: &[u8]) -> io::Result<()> {
@@ -345,6 +378,40 @@ fn unix_tree_child(fd: i32) -> ! {
         let reply = format!("got {}", String::from_utf8_lossy(&buf[..n as usize]));
         let _ = unix_send(fd, reply.as_bytes());
     }
+}
+
+/// The `unix-split` grandchild: says hello on `fd`, reports its pid on `report`, then answers
+/// what waits on `fd` each time SIGUSR1 arrives (blocked outside sigsuspend, so none is lost).
+fn unix_split_grandchild(fd: i32, report: i32) -> ! {
+    let run = || -> io::Result<()> {
+        sys::install_sigusr1(on_sigusr1)?;
+        sys::block_signal(libc::SIGUSR1)?;
+        unix_send(fd, b"hello-from-D")?;
+        sys::write_all(report, std::process::id().to_string().as_bytes())?;
+        sys::close(report);
+        loop {
+            // SAFETY: sigset_t is plain data, emptied by sigemptyset before use.
+            let mut none: libc::sigset_t = unsafe { std::mem::zeroed() };
+            // SAFETY: none is a valid sigset_t; sigsuspend returns once a handler ran.
+            unsafe {
+                libc::sigemptyset(&mut none);
+                libc::sigsuspend(&none);
+            }
+            let waiting = unix_recv_all_raw(fd)?;
+            for msg in waiting {
+                unix_send(fd, format!("got {msg}").as_bytes())?;
+            }
+        }
+    };
+    let code = match run() {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("unix-split grandchild: {e}");
+            3
+        }
+    };
+    // SAFETY: ends the forked process.
+    unsafe { libc::_exit(code) };
 }
 
 /// The fds of the `events` mode.
@@ -876,6 +943,55 @@ impl Mode {
                 sys::close(b);
                 Mode::UnixTree { kid }
             }
+            "unix-split" => {
+                let (a, b) =
+                    unix_socketpair(libc::SOCK_STREAM).map_err(|err| e("socketpair", err))?;
+                let (rd, wr) = sys::pipe().map_err(|err| e("pipe", err))?;
+                // SAFETY: single-threaded here; the child only makes syscalls.
+                let child = unsafe { libc::fork() };
+                if child < 0 {
+                    return Err(e("fork", io::Error::last_os_error()));
+                }
+                if child == 0 {
+                    // SAFETY: still single-threaded in the child.
+                    let grandchild = unsafe { libc::fork() };
+                    if grandchild == 0 {
+                        // D keeps only stdio, its end and the report pipe: nothing else
+                        // of this tree (the command FIFO stays the root's alone).
+                        for fd in 3..1024 {
+                            if fd != b && fd != wr {
+                                // SAFETY: closing fds this new process does not use.
+                                unsafe { libc::close(fd) };
+                            }
+                        }
+                        unix_split_grandchild(b, wr);
+                    }
+                    // SAFETY: ends the child; D is reparented away from this tree.
+                    unsafe { libc::_exit(if grandchild < 0 { 3 } else { 0 }) };
+                }
+                sys::close(b);
+                sys::close(wr);
+                let mut status = 0;
+                // SAFETY: reaps our own child.
+                if unsafe { libc::waitpid(child, &mut status, 0) } != child || status != 0 {
+                    return Err(format!("the unix-split child failed: status {status}"));
+                }
+                // D reports once its hello is sent; the pipe ends when it closes its end.
+                let mut report = Vec::new();
+                let mut chunk = [0u8; 64];
+                loop {
+                    match sys::read(rd, &mut chunk).map_err(|err| e("report pipe", err))? {
+                        0 => break,
+                        n => report.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                sys::close(rd);
+                let kid = String::from_utf8_lossy(&report)
+                    .parse()
+                    .map_err(|_| "the grandchild did not report its pid".to_string())?;
+                debug_assert_eq!(a, UNIX_A);
+                Mode::UnixSplit { kid }
+            }
             "unix-listen" => {
                 use std::os::fd::{FromRawFd, IntoRawFd};
                 use std::os::linux::net::SocketAddrExt;
@@ -966,7 +1082,20 @@ impl Mode {
                 Ok("ok".into())
             }
             (Mode::UnixTree { .. }, "recv", []) => unix_recv_all(UNIX_A).map_err(io),
-            (Mode::UnixTree { kid }, "kid", []) => Ok(kid.to_string()),
+            (Mode::UnixTree { kid } | Mode::UnixSplit { kid }, "kid", []) => Ok(kid.to_string()),
+            (Mode::UnixSplit { .. }, "push", [msg]) => {
+                unix_send(UNIX_A, msg.as_bytes()).map_err(io)?;
+                Ok("ok".into())
+            }
+            (Mode::UnixSplit { .. }, "recv", []) => unix_recv_all(UNIX_A).map_err(io),
+            (Mode::UnixTree { .. } | Mode::UnixSplit { .. }, "recv-wait", []) => {
+                unix_wait_readable(UNIX_A).map_err(io)?;
+                unix_recv_all(UNIX_A).map_err(io)
+            }
+            (Mode::UnixTree { .. } | Mode::UnixSplit { .. }, "ready", []) => {
+                unix_wait_readable(UNIX_A).map_err(io)?;
+                Ok("ready".into())
+            }
             (Mode::UnixListen(l), "accept", []) => {
                 use std::io::Read;
                 let (mut c, _) = l.accept().map_err(io)?;
