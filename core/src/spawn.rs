@@ -49,9 +49,10 @@ pub struct TreePlan<'a> {
     pub tramps: Vec<u64>,
     pub mappings: Vec<MappingFds>,
     roots: Vec<usize>,
-    /// Ends of pairs shared by two roots: cryo makes them and holds them at these numbers
-    /// while it forks the roots (description id, slot fd), the two ends of a pair adjacent.
-    cryo_slots: Vec<(u32, RawFd)>,
+    /// Pairs whose ends are in different roots' trees: cryo makes them (both ends'
+    /// descriptions) and holds the ends at these slot numbers while it forks the roots.
+    cryo_pairs: Vec<(u32, u32)>,
+    cryo_slots: HashMap<u32, RawFd>,
     descs: &'a [FileDesc],
     images: &'a ImageDir,
     tcp_close: bool,
@@ -127,7 +128,7 @@ impl<'a> TreePlan<'a> {
             })?;
             zombie_children[p].push(z);
         }
-        let (inherited, extra_slots) = plan_inheritance(&ordered, &pos, roots, descs)?;
+        let (inherited, extra_slots, cryo_pairs) = plan_inheritance(&ordered, &pos, roots, descs)?;
         // Above every fd of the image and every fd cryo holds now.
         let image_max = ordered
             .iter()
@@ -168,10 +169,10 @@ impl<'a> TreePlan<'a> {
             })
             .collect();
         let mut extra = vec![HashMap::new(); n];
-        let mut cryo_slots = Vec::new();
+        let mut cryo_slots = HashMap::new();
         for (k, &(p, id)) in extra_slots.iter().enumerate() {
             if p == CRYO {
-                cryo_slots.push((id, slot_fd(k)));
+                cryo_slots.insert(id, slot_fd(k));
             } else {
                 extra[p].insert(id, slot_fd(k));
             }
@@ -192,6 +193,7 @@ impl<'a> TreePlan<'a> {
             mappings,
             roots: (0..root_idx.len()).collect(),
             cryo_slots,
+            cryo_pairs,
             descs,
             images,
             tcp_close,
@@ -224,16 +226,22 @@ enum Inherit {
     Slot(usize),
 }
 
-/// Per task, what it inherits; and the extra slots, (parent task, description) each.
-type InheritPlan = (Vec<HashMap<u32, Inherit>>, Vec<(usize, u32)>);
+/// Per task, what it inherits; the extra slots, (parent task or [`CRYO`], description) each;
+/// and the pairs cryo makes itself (both ends' descriptions).
+type InheritPlan = (
+    Vec<HashMap<u32, Inherit>>,
+    Vec<(usize, u32)>,
+    Vec<(u32, u32)>,
+);
 
-/// Which descriptions each task inherits from its parent, and the extra ends parents create
-/// for their children (slot k = (parent task, description)).
+/// Which descriptions each task inherits from its parent, and the extra slots tasks keep for
+/// their descendants (slot k = (task, description), the task holding it at slot fd k).
 ///
-/// A description a task shares with its parent is inherited. A connected unix pair is made by
-/// the first task (in creation order) holding one of its ends; when that task does not hold
-/// the other end, it keeps it in an extra slot for a child that holds it. Any other split of a
-/// pair (siblings, a grandchild) is refused: the other end would be made twice.
+/// A description a task shares with its parent is inherited at the parent's fd number. A
+/// connected unix pair is made once, by the lowest common ancestor of every task holding one
+/// of its ends (cryo itself when they are in different roots' trees): from there each end
+/// travels down to its holders, at the fd number of a task on the way that holds it, else in
+/// extra slots (a task on the way that holds neither end only passes them on).
 fn plan_inheritance(
     ordered: &[&TaskImage],
     pos: &HashMap<i32, usize>,
@@ -258,76 +266,126 @@ fn plan_inheritance(
         })
         .collect();
     let n = ordered.len();
+    let parent: Vec<Option<usize>> = ordered
+        .iter()
+        .map(|t| {
+            if roots.contains(&t.entry.pid) {
+                None
+            } else {
+                pos.get(&t.entry.ppid).copied()
+            }
+        })
+        .collect();
+    // Parents come before their children in `ordered`.
+    let mut depth = vec![0usize; n];
+    for i in 0..n {
+        if let Some(p) = parent[i] {
+            depth[i] = depth[p] + 1;
+        }
+    }
+    let fd_of: Vec<HashMap<u32, RawFd>> = ordered
+        .iter()
+        .map(|t| t.core.fds.iter().map(|e| (e.file_id, e.fd)).collect())
+        .collect();
     let mut inherited: Vec<HashMap<u32, Inherit>> = (0..n).map(|_| HashMap::new()).collect();
+    // Any description shared with the parent: inherited at the parent's number.
+    for i in 0..n {
+        if let Some(p) = parent[i] {
+            for (&id, _) in &fd_of[i] {
+                if let Some(&fd) = fd_of[p].get(&id) {
+                    inherited[i].insert(id, Inherit::Fd(fd));
+                }
+            }
+        }
+    }
     let mut slots: Vec<(usize, u32)> = Vec::new();
     let mut slot_of: HashMap<(usize, u32), usize> = HashMap::new();
-    let mut spare: Vec<BTreeSet<u32>> = vec![BTreeSet::new(); n];
-    let mut creator: HashMap<u32, usize> = HashMap::new();
-    // A pair whose ends two different roots hold (trees dumped together with -t A,B): cryo
-    // makes it before forking the roots, and each root inherits its end from cryo.
-    let holder = |id: u32| {
-        ordered
+    let mut cryo_pairs = Vec::new();
+    let mut holders: HashMap<u32, Vec<usize>> = HashMap::new();
+    for (i, fds) in fd_of.iter().enumerate() {
+        for &id in fds.keys() {
+            if peer_of.contains_key(&id) {
+                holders.entry(id).or_default().push(i);
+            }
+        }
+    }
+    let mut pairs: Vec<(u32, u32)> = peer_of
+        .iter()
+        .filter(|(d, e)| d < e)
+        .map(|(&d, &e)| (d, e))
+        .collect();
+    pairs.sort_unstable();
+    for (d, e) in pairs {
+        let held: Vec<(usize, u32)> = [d, e]
             .iter()
-            .position(|t| t.core.fds.iter().any(|e| e.file_id == id))
-    };
-    for (&d, &e) in &peer_of {
-        let (Some(a), Some(b)) = (holder(d), holder(e)) else {
-            continue;
-        };
-        let is_root = |i: usize| roots.contains(&ordered[i].entry.pid);
-        if a == b || !is_root(a) || !is_root(b) || inherited[a].contains_key(&d) {
-            continue;
+            .flat_map(|&x| holders.get(&x).into_iter().flatten().map(move |&h| (h, x)))
+            .collect();
+        let mut tasks = held.iter().map(|&(h, _)| h);
+        let Some(first) = tasks.next() else { continue };
+        // The lowest common ancestor; None: the holders are in different roots' trees.
+        let mut maker = Some(first);
+        for h in tasks {
+            maker = maker.and_then(|m| common_ancestor(&parent, &depth, m, h));
         }
-        for (task, id) in [(a, d), (b, e)] {
-            slots.push((CRYO, id));
-            inherited[task].insert(id, Inherit::Slot(slots.len() - 1));
-            creator.insert(id, CRYO);
+        let maker = maker.unwrap_or(CRYO);
+        if maker == CRYO {
+            cryo_pairs.push((d, e));
         }
-    }
-    for (i, t) in ordered.iter().enumerate() {
-        let mine: BTreeSet<u32> = t.core.fds.iter().map(|e| e.file_id).collect();
-        if let Some(&p) = pos.get(&t.entry.ppid) {
-            if !roots.contains(&t.entry.pid) {
-                for e in &ordered[p].core.fds {
-                    if mine.contains(&e.file_id) {
-                        inherited[i].entry(e.file_id).or_insert(Inherit::Fd(e.fd));
+        for (h, x) in held {
+            // Walk up from the holder until a task that has x: the maker, or one that holds
+            // or already receives it; every step down from there gets it from its parent.
+            let mut path = Vec::new();
+            let mut at = h;
+            while at != maker && !inherited[at].contains_key(&x) {
+                path.push(at);
+                match parent[at] {
+                    Some(p) if p != maker && fd_of[p].contains_key(&x) => {
+                        inherited[at].insert(x, Inherit::Fd(fd_of[p][&x]));
+                        path.pop();
+                        break;
                     }
-                }
-                for &d in &spare[p] {
-                    if mine.contains(&d) && !inherited[i].contains_key(&d) {
-                        let k = *slot_of.entry((p, d)).or_insert_with(|| {
-                            slots.push((p, d));
-                            slots.len() - 1
-                        });
-                        inherited[i].insert(d, Inherit::Slot(k));
-                    }
+                    Some(p) => at = p,
+                    None => at = CRYO,
                 }
             }
-        }
-        for &d in &mine {
-            if inherited[i].contains_key(&d) {
-                continue;
-            }
-            let Some(&e) = peer_of.get(&d) else { continue };
-            match creator.get(&d) {
-                Some(&c) if c == i => continue,
-                Some(&c) => {
-                    return Err(Error::Restore(format!(
-                        "a unix socket pair is split between pid {} and pid {}, neither the parent of the \
-                         other: not supported yet",
-                        ordered[c].entry.pid, t.entry.pid
-                    )))
+            for &q in path.iter().rev() {
+                if inherited[q].contains_key(&x) {
+                    continue;
                 }
-                None => {}
-            }
-            creator.insert(d, i);
-            creator.insert(e, i);
-            if !mine.contains(&e) {
-                spare[i].insert(e);
+                let from = parent[q].unwrap_or(CRYO);
+                let inherit = match fd_of.get(from).and_then(|m| m.get(&x)) {
+                    Some(&fd) => Inherit::Fd(fd),
+                    None => Inherit::Slot(*slot_of.entry((from, x)).or_insert_with(|| {
+                        slots.push((from, x));
+                        slots.len() - 1
+                    })),
+                };
+                inherited[q].insert(x, inherit);
             }
         }
     }
-    Ok((inherited, slots))
+    Ok((inherited, slots, cryo_pairs))
+}
+
+/// The lowest common ancestor of tasks `a` and `b` (a task is its own ancestor), or `None`
+/// when they are in different trees.
+fn common_ancestor(
+    parent: &[Option<usize>],
+    depth: &[usize],
+    mut a: usize,
+    mut b: usize,
+) -> Option<usize> {
+    while depth[a] > depth[b] {
+        a = parent[a]?;
+    }
+    while depth[b] > depth[a] {
+        b = parent[b]?;
+    }
+    while a != b {
+        a = parent[a]?;
+        b = parent[b]?;
+    }
+    Some(a)
 }
 
 /// The mapping fds of a task from fd number `first` on: pages, exe, then mapped files.
@@ -429,14 +487,14 @@ pub fn spawn_tree(plan: &TreePlan, ns: Option<(bool, bool)>) -> Result<Spawned> 
                 created[0] = Some(spawned.child);
             }
             None => {
-                for pair in plan.cryo_slots.chunks(2) {
-                    let [(a, at_a), (b, at_b)] = pair else {
-                        continue;
-                    };
-                    let (fa, fb) = files::open_unix_pair_by_ids(plan.descs, *a, *b)?;
-                    for (fd, at) in [(fa, *at_a), (fb, *at_b)] {
-                        move_fd(std::os::fd::IntoRawFd::into_raw_fd(fd), at)
-                            .map_err(|e| Error::Restore(format!("place a shared unix end: {e}")))?;
+                for &(a, b) in &plan.cryo_pairs {
+                    let (fa, fb) = files::open_unix_pair_by_ids(plan.descs, a, b)?;
+                    for (id, fd) in [(a, fa), (b, fb)] {
+                        if let Some(&at) = plan.cryo_slots.get(&id) {
+                            move_fd(std::os::fd::IntoRawFd::into_raw_fd(fd), at).map_err(|e| {
+                                Error::Restore(format!("place a shared unix end: {e}"))
+                            })?;
+                        }
                     }
                 }
                 for &r in &plan.roots {
@@ -454,10 +512,7 @@ pub fn spawn_tree(plan: &TreePlan, ns: Option<(bool, bool)>) -> Result<Spawned> 
                 }
             }
         }
-        for fd in theirs
-            .iter()
-            .chain(plan.cryo_slots.iter().map(|(_, fd)| fd))
-        {
+        for fd in theirs.iter().chain(plan.cryo_slots.values()) {
             let _ = nix::unistd::close(*fd);
         }
         // Parents first: each is told to go once traced, then creates its children.

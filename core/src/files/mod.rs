@@ -1056,6 +1056,37 @@ pub fn restore_task_fds_with(
             // Otherwise no process made from here holds the other end: it closes.
         }
     }
+    // Ends kept for descendants that this process does not hold: passed on from its parent,
+    // or (this process is the pair's lowest common ancestor) made here.
+    for (&id, &at) in &opts.extra {
+        if extras.iter().any(|(_, a)| *a == at) || used.contains(&id) {
+            continue;
+        }
+        let desc = by_id.get(&id).copied().ok_or(FileError::Invalid {
+            id,
+            detail: "kept for a child but not in the image".into(),
+        })?;
+        if let Some(&from) = opts.inherited.get(&id) {
+            let fd = sys::dup_at_least(sys::borrow_raw(from), extra_top)
+                .map_err(|e| restore_err(desc, "F_DUPFD_CLOEXEC (passed on)", e))?;
+            extras.push((fd, at));
+            continue;
+        }
+        let peer = by_id
+            .values()
+            .copied()
+            .find(|d| matches!(&d.kind, Some(Kind::Socket(p)) if Some(p.ino) == peer_ino(desc)))
+            .ok_or(FileError::Invalid {
+                id,
+                detail: "kept for a child, neither inherited nor one end of a pair".into(),
+            })?;
+        let (mine, theirs) = open_unix_pair_by_ids(descs, id, peer.id)?;
+        debug!(id, peer = peer.id, what = %describe(desc), "unix pair made for children");
+        extras.push((above(desc, mine, extra_top)?, at));
+        if let Some(&peer_at) = opts.extra.get(&peer.id) {
+            extras.push((above(peer, theirs, extra_top)?, peer_at));
+        }
+    }
     socket_descs.sort_by_key(|(_, d)| d.order());
     // A socket used by one fd whose number is free goes there at once: a server with
     // thousands of connections then never holds twice as many fds.
@@ -1156,6 +1187,16 @@ pub(crate) fn open_unix_pair_by_ids(
     let (da, ua) = unix_of(a)?;
     let (db, ub) = unix_of(b)?;
     sockets::open_unix_pair((da, &ua), (db, &ub))
+}
+
+/// The inode of the peer of a connected unix socket description.
+fn peer_ino(desc: &FileDesc) -> Option<u64> {
+    match &desc.kind {
+        Some(Kind::Socket(s)) if s.kind == sockets::UNIX_KIND && s.peer_ino != 0 => {
+            Some(s.peer_ino)
+        }
+        _ => None,
+    }
 }
 
 /// `fd` moved to a number at or above `min` (it may already be there).
