@@ -13,7 +13,8 @@
 //! The dump and restore run the `cryo` binary built beside this example (`cargo build
 //! --release -p cryo` first).
 //!
-//! `cargo run --release -p cryo-examples --example bench-unix-tree [-- PAIRS]` (default 1000)
+//! `cargo run --release -p cryo-examples --example bench-unix-tree [-- PAIRS]` (default 1000;
+//! CRYO_BENCH_LOG=PATH logs cryo's stages there)
 
 use std::ffi::CString;
 use std::fs::File;
@@ -123,7 +124,8 @@ fn member(idx: usize, pairs: usize) -> ! {
         let mut buf = [0u8; 8];
         ok &= read_exact(fd, &mut buf) && buf == (i as u64).to_le_bytes();
     }
-    write_all(REPORT_FD, if ok { b"k" } else { b"x" });
+    // A failure reports the process's index (+ 128, clear of 'k' and 'r').
+    write_all(REPORT_FD, &[if ok { b'k' } else { 128 + idx as u8 }]);
     loop {
         // SAFETY: waits for the bench to kill the tree.
         unsafe { libc::pause() };
@@ -195,11 +197,13 @@ fn make_fifo(path: &Path) -> File {
         .expect("open FIFO")
 }
 
-/// Reads one byte per process from the report FIFO; returns how many said `want`.
-fn collect(report: &mut File, want: u8) -> usize {
+/// Reads one byte per process from the report FIFO; returns how many said `want`, and the
+/// indices of those that reported a failure.
+fn collect(report: &mut File, want: u8) -> (usize, Vec<u8>) {
     let mut got = vec![0u8; PROCESSES];
     report.read_exact(&mut got).expect("reports");
-    got.iter().filter(|&&b| b == want).count()
+    let failed = got.iter().filter(|&&b| b >= 128).map(|b| b - 128).collect();
+    (got.iter().filter(|&&b| b == want).count(), failed)
 }
 
 fn main() {
@@ -221,7 +225,7 @@ fn main() {
         ForkResult::Child => root(pairs, &go_path, &report_path),
         ForkResult::Parent { child } => child,
     };
-    assert_eq!(collect(&mut report, b'r'), PROCESSES, "tree ready");
+    assert_eq!(collect(&mut report, b'r').0, PROCESSES, "tree ready");
     println!(
         "tree of {PROCESSES} processes, {pairs} unix pairs with {QUEUED} bytes queued each way: \
          ready in {:.0} ms",
@@ -234,8 +238,13 @@ fn main() {
         .and_then(|p| p.parent())
         .expect("target dir")
         .join("cryo");
+    // CRYO_BENCH_LOG=PATH: cryo logs its stages (-vv) there.
+    let log: Vec<String> = std::env::var("CRYO_BENCH_LOG")
+        .map(|p| vec!["-vv".into(), "--log-file".into(), p])
+        .unwrap_or_default();
     let run = |args: &[&str]| {
         let out = Command::new(&cryo)
+            .args(&log)
             .args(args)
             .output()
             .unwrap_or_else(|e| panic!("run {}: {e}", cryo.display()));
@@ -270,12 +279,12 @@ fn main() {
     );
 
     go.write_all(&[b'g'; PROCESSES]).expect("go");
-    let ok = collect(&mut report, b'k');
+    let (ok, failed) = collect(&mut report, b'k');
     let _ = kill(Pid::from_raw(-root_pid.as_raw()), Signal::SIGKILL);
     let _ = std::fs::remove_dir_all(&base);
     assert_eq!(
         ok, PROCESSES,
-        "processes that found every byte and still talk to their peers"
+        "processes that found every byte and still talk to their peers (failed: {failed:?})"
     );
     println!("all {PROCESSES} processes read their queued bytes and still talk to their peers");
 }
