@@ -209,8 +209,11 @@ pub fn crc_of_file(file: &File, len: u64) -> std::io::Result<u32> {
 pub fn crc_of_bytes(data: &[u8]) -> u32 {
     /// Below this, one thread is faster than starting another.
     const SPLIT_MIN: usize = 16 << 20;
+    if data.len() < SPLIT_MIN {
+        return crc32c::crc32c(data);
+    }
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if threads < 2 || data.len() < SPLIT_MIN {
+    if threads < 2 {
         return crc32c::crc32c(data);
     }
     let part = data.len().div_ceil(threads);
