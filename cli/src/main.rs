@@ -41,6 +41,8 @@ enum Command {
     Show(commands::show::Args),
     /// Remove the network lock a dump left installed
     Unlock(commands::unlock::Args),
+    /// Kill what a --leave-running dump left running, silently for its TCP peers
+    Kill(commands::kill::Args),
     /// Probe the kernel features cryo needs
     Check(commands::check::Args),
     /// Checkpoint a live workload, kill it, restore it and watch it continue
@@ -76,6 +78,7 @@ fn run(command: Command) -> anyhow::Result<i32> {
         Command::Restore(args) => commands::restore::run(args),
         Command::Show(args) => commands::show::run(args),
         Command::Unlock(args) => commands::unlock::run(args),
+        Command::Kill(args) => commands::kill::run(args),
         Command::Check(args) => commands::check::run(args),
         Command::Demo(args) => commands::demo::run(args),
         Command::DemoWorkload(args) => commands::demo_workload::run(args),

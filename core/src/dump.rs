@@ -63,14 +63,14 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpSummary> {
 }
 
 /// A process of the trees being dumped.
-struct Member {
-    pid: Pid,
-    stat: proc::Stat,
+pub(crate) struct Member {
+    pub(crate) pid: Pid,
+    pub(crate) stat: proc::Stat,
 }
 
 /// Every process of the trees rooted at `roots`, parents before children; zombies included.
 /// A root that lies inside another root's tree is refused.
-fn resolve_trees(roots: &[Pid]) -> Result<Vec<Member>> {
+pub(crate) fn resolve_trees(roots: &[Pid]) -> Result<Vec<Member>> {
     let mut out: Vec<Member> = Vec::new();
     for &root in roots {
         let stat = check_target(root)?;

@@ -124,6 +124,17 @@ impl ImageDir {
         Ok(())
     }
 
+    /// Replaces a framed record file: written beside it, then renamed over it, so a reader
+    /// sees the old file or the new one, whole.
+    pub fn replace<M: Message>(&self, name: &str, kind: ImageKind, records: &[M]) -> Result<()> {
+        let new = format!("{name}.new");
+        let _ = std::fs::remove_file(self.file(&new));
+        frame::write_image(&self.file(&new), kind, records)?;
+        std::fs::rename(self.file(&new), self.file(name))
+            .map_err(|e| Error::Image(cryo_proto::ImageError::io(&self.file(name), "rename", e)))?;
+        Ok(())
+    }
+
     /// Reads and checks a framed record file.
     pub fn read<M: Message + Default>(&self, name: &str, kind: ImageKind) -> Result<Vec<M>> {
         Ok(frame::read_image(&self.file(name), kind)?)

@@ -23,6 +23,7 @@ pub mod notify;
 pub mod proc;
 pub mod remote;
 pub mod restore;
+pub mod retire;
 pub mod show;
 pub mod signals;
 pub(crate) mod spawn;

@@ -16,7 +16,13 @@ fn a_tree_of_100_processes_linked_by_unix_pairs_comes_back_connected() {
     let bin = example_binary();
     if !bin.exists() {
         let status = Command::new(env!("CARGO"))
-            .args(["build", "-p", "cryo-examples", "--example", "bench-unix-tree"])
+            .args([
+                "build",
+                "-p",
+                "cryo-examples",
+                "--example",
+                "bench-unix-tree",
+            ])
             .status()
             .unwrap();
         assert!(status.success());

@@ -343,3 +343,71 @@ fn a_udp_socket_comes_back_bound() {
     );
     w.kill_restored();
 }
+
+#[test]
+fn kill_after_leave_running_keeps_the_client_connected_for_the_restore() {
+    cryo_bin();
+    let mut w = Workload::spawn("tcp", &["127.0.0.1:0"]);
+    let mut client = connect_small(server_addr(&w, "127.0.0.1"));
+    assert_eq!(w.cmd("accept"), "0");
+    let a = pattern(20_000, 5);
+    client.write_all(&a).unwrap();
+    assert_eq!(w.cmd("echo 0 20000"), len_and_checksum(&a));
+    assert_eq!(read_exactly(&mut client, a.len()), a);
+    let img = w.path("img");
+    w.dump(&img, &["--tcp-established", "--leave-running"])
+        .assert_success();
+    assert!(w.original_alive());
+    let img_s = img.to_str().unwrap();
+    w.cryo(&["kill", "-D", img_s]).assert_success();
+    let status = w.wait_original();
+    assert!(
+        std::os::unix::process::ExitStatusExt::signal(&status).is_some(),
+        "{status}"
+    );
+    // Nothing reached the client: no FIN (a read would return 0), no RST.
+    client.set_nonblocking(true).unwrap();
+    let mut byte = [0u8; 1];
+    match client.read(&mut byte) {
+        Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+        other => panic!("the client saw the server go: {other:?}"),
+    }
+    client.set_nonblocking(false).unwrap();
+    let lock = lock_of(&w, &img).expect("cryo kill recorded the network lock");
+    assert!(installed(&lock));
+    // The client talks on while no server runs; the restored one gets every byte.
+    let b = pattern(30_000, 6);
+    client.write_all(&b).unwrap();
+    w.restore_background(&img);
+    assert_eq!(w.cmd("echo 0 30000"), len_and_checksum(&b));
+    assert_eq!(read_exactly(&mut client, b.len()), b);
+    assert!(!installed(&lock), "the restore removed the lock");
+    w.kill_restored();
+}
+
+#[test]
+fn kill_refuses_a_connection_that_moved_on_since_the_dump() {
+    cryo_bin();
+    let mut w = Workload::spawn("tcp", &["127.0.0.1:0"]);
+    let mut client = connect_small(server_addr(&w, "127.0.0.1"));
+    assert_eq!(w.cmd("accept"), "0");
+    let img = w.path("img");
+    w.dump(&img, &["--tcp-established", "--leave-running"])
+        .assert_success();
+    // Bytes both ways after the dump: the image no longer matches the connection.
+    client.write_all(b"later").unwrap();
+    assert_eq!(w.cmd("echo 0 5"), len_and_checksum(b"later"));
+    assert_eq!(read_exactly(&mut client, 5), b"later");
+    let out = w.cryo(&["kill", "-D", img.to_str().unwrap()]);
+    out.assert_refused()
+        .assert_stderr_mentions("moved on since the dump")
+        .assert_stderr_has_word(&w.pid().to_string());
+    // Left as it was: running, connected, no lock.
+    assert!(w.original_alive());
+    assert_eq!(lock_of(&w, &img), None);
+    assert!(!installed(&cryo_core_lock_id(&img)));
+    client.write_all(b"still").unwrap();
+    assert_eq!(w.cmd("echo 0 5"), len_and_checksum(b"still"));
+    assert_eq!(read_exactly(&mut client, 5), b"still");
+    w.kill_original();
+}

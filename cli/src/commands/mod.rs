@@ -5,6 +5,7 @@ pub mod check;
 pub mod demo;
 pub mod demo_workload;
 pub mod dump;
+pub mod kill;
 pub mod restore;
 pub mod show;
 pub mod unlock;

@@ -864,3 +864,48 @@ pub(super) fn open_unix_pair(
 fn disconnect(fd: BorrowedFd<'_>) -> std::io::Result<()> {
     sys::connect_unspec(fd)
 }
+
+/// How the live connection `live` differs from the image's record of it, if it does: the
+/// bytes exchanged since the dump (sequence numbers, queues) or its state. Options and timers
+/// may differ: only what the peer has seen matters for restoring the image against it.
+pub(crate) fn connection_moved(live: &Socket, image: &Socket) -> Option<String> {
+    let decode = |s: &Socket| serde_json::from_slice::<TcpConnectionState>(&s.state_json).ok();
+    let (Some(now), Some(then)) = (decode(live), decode(image)) else {
+        return Some("its state cannot be read".into());
+    };
+    let was = |what: &str, a: &dyn std::fmt::Display, b: &dyn std::fmt::Display| {
+        Some(format!("{what} was {b} in the image, is {a} now"))
+    };
+    if now.state != then.state {
+        return was(
+            "state",
+            &format!("{:?}", now.state),
+            &format!("{:?}", then.state),
+        );
+    }
+    if now.send_seq != then.send_seq || now.send_queue_len() != then.send_queue_len() {
+        return was(
+            "the send side (first unacknowledged byte, queued bytes)",
+            &format!("({}, {})", now.send_seq, now.send_queue_len()),
+            &format!("({}, {})", then.send_seq, then.send_queue_len()),
+        );
+    }
+    if now.recv_seq != then.recv_seq || now.recv_queue != then.recv_queue {
+        return was(
+            "the receive side (next byte to read, unread bytes)",
+            &format!("({}, {})", now.recv_seq, now.recv_queue.len()),
+            &format!("({}, {})", then.recv_seq, then.recv_queue.len()),
+        );
+    }
+    None
+}
+
+impl SocketDump {
+    /// The established connections captured, by socket inode.
+    pub(crate) fn connections(&self) -> impl Iterator<Item = (u64, &Socket)> {
+        self.records
+            .iter()
+            .filter(|(_, r)| r.kind == SocketKind::TcpConnection as i32)
+            .map(|(&ino, rec)| (ino, rec))
+    }
+}

@@ -1,0 +1,162 @@
+//! `cryo kill -D DIR`: ends the processes a `--leave-running` dump left running without a
+//! word to their TCP peers, so that the image restores against connections that never saw
+//! them go.
+//!
+//! Killing such a process normally closes its sockets: the peers get a FIN or a RST and the
+//! connections the image holds are over. Here the tree is frozen again, every connection is
+//! captured in repair mode and compared with the image (a connection that exchanged bytes
+//! since the dump cannot be restored from it: refused, nothing done), the dump's network lock
+//! goes back over them, and the processes die with their sockets in repair mode: nothing is
+//! sent. The lock id is written into the image's inventory, so `cryo restore` (or `cryo
+//! unlock`) removes it, exactly as after a dump that killed its target.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+use cryo_proto::image::{file_desc::Kind, FileDesc, Inventory, ProcessEntry};
+use cryo_proto::ImageKind;
+use nix::unistd::Pid;
+use tracing::{info, info_span};
+
+use crate::dump::{lock_id_for, resolve_trees};
+use crate::error::{Error, Result};
+use crate::files::sockets::{self, SocketDump, SocketDumpOptions};
+use crate::freeze::FrozenTask;
+use crate::image::{names, ImageDir};
+
+/// What `cryo kill` did.
+#[derive(Debug, Clone, Default)]
+pub struct Retired {
+    /// The processes killed.
+    pub pids: Vec<Pid>,
+    /// The connections now held silent for the restore.
+    pub connections: usize,
+    /// The network lock left installed (empty: the image has no connection).
+    pub network_lock: String,
+}
+
+/// Kills the processes the `--leave-running` dump in `dir` left running, silently for their
+/// TCP peers. Refused, with everything left as it was, when the processes are not those of
+/// the image or a connection moved on since the dump.
+pub fn kill_left_running(dir: &Path) -> Result<Retired> {
+    let _span = info_span!("kill", dir = %dir.display()).entered();
+    let images = ImageDir::open(dir)?;
+    let mut inventory: Inventory = images.read_single(names::INVENTORY, ImageKind::Inventory)?;
+    let refuse = |detail: String| Error::Restore(format!("{}: {detail}", dir.display()));
+    if !inventory.leave_running {
+        return Err(refuse(
+            "not a --leave-running dump: its processes were killed by the dump".into(),
+        ));
+    }
+    if !inventory.network_lock.is_empty() {
+        return Err(refuse(format!(
+            "its connections are already held by network lock {} (killed before?)",
+            inventory.network_lock
+        )));
+    }
+    let pstree: Vec<ProcessEntry> = images.read(names::PSTREE, ImageKind::Pstree)?;
+    let descs: Vec<FileDesc> = images.read(names::FILES, ImageKind::Files)?;
+    let image_connections: HashMap<u64, &cryo_proto::image::Socket> = descs
+        .iter()
+        .filter_map(|d| match &d.kind {
+            Some(Kind::Socket(s))
+                if s.kind == cryo_proto::image::SocketKind::TcpConnection as i32 =>
+            {
+                Some((s.ino, s))
+            }
+            _ => None,
+        })
+        .collect();
+
+    // The same processes as in the image, still there.
+    let roots: Vec<Pid> = inventory
+        .root_pids
+        .iter()
+        .map(|&p| Pid::from_raw(p))
+        .collect();
+    let tree = resolve_trees(&roots)?;
+    let live: Vec<Pid> = tree
+        .iter()
+        .filter(|m| m.stat.state != 'Z')
+        .map(|m| m.pid)
+        .collect();
+    let imaged: HashSet<i32> = pstree.iter().filter(|e| !e.zombie).map(|e| e.pid).collect();
+    let now: HashSet<i32> = live.iter().map(|p| p.as_raw()).collect();
+    if now != imaged {
+        let mut gone: Vec<_> = imaged.difference(&now).collect();
+        let mut new: Vec<_> = now.difference(&imaged).collect();
+        gone.sort();
+        new.sort();
+        return Err(refuse(format!(
+            "the running trees are not the image's any more (gone: {gone:?}, new: {new:?})"
+        )));
+    }
+
+    let mut frozen = Vec::with_capacity(live.len());
+    for &pid in &live {
+        frozen.push(FrozenTask::freeze(pid)?);
+    }
+    let lock_id = lock_id_for(dir);
+    let mut held = Vec::new();
+    let mut seen = 0;
+    for &pid in &live {
+        let dump = SocketDump::collect(
+            pid,
+            &SocketDumpOptions {
+                tcp_established: true,
+                lock_id: lock_id.clone(),
+            },
+        )?;
+        for (ino, now) in dump.connections() {
+            let Some(then) = image_connections.get(&ino) else {
+                return Err(Error::target(
+                    pid,
+                    format!(
+                        "{} is not in the image: it was connected after the dump",
+                        sockets::describe(now)
+                    ),
+                ));
+            };
+            if let Some(moved) = sockets::connection_moved(now, then) {
+                return Err(Error::target(
+                    pid,
+                    format!(
+                        "{} moved on since the dump ({moved}): the image cannot be restored \
+                         against it; dump again",
+                        sockets::describe(now)
+                    ),
+                ));
+            }
+            seen += 1;
+        }
+        held.push(dump);
+    }
+    if seen != image_connections.len() {
+        return Err(refuse(format!(
+            "{} of the image's {} connections are closed already",
+            image_connections.len() - seen,
+            image_connections.len()
+        )));
+    }
+    // Record the lock before killing: if writing fails, nothing is lost yet.
+    let network_lock = if seen > 0 { lock_id } else { String::new() };
+    inventory.network_lock = network_lock.clone();
+    images.replace(names::INVENTORY, ImageKind::Inventory, &[inventory])?;
+    // Children first, as the dump does.
+    for f in frozen.into_iter().rev() {
+        f.kill()?;
+    }
+    for dump in held {
+        let _ = dump.finish_killed();
+    }
+    info!(
+        processes = live.len(),
+        connections = seen,
+        "killed; connections held for the restore"
+    );
+    Ok(Retired {
+        pids: live,
+        connections: seen,
+        network_lock,
+    })
+}
