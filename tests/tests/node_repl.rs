@@ -79,18 +79,13 @@ impl Server {
         .assert_success();
     }
 
-    /// The final checkpoint: the dump kills node with its connections held in repair mode,
-    /// so its clients see nothing until the restore.
+    /// The final checkpoint, as the issue tells it: dumped with `--leave-running`, then
+    /// killed with `cryo kill`, which ends node with its connections in repair mode, so its
+    /// clients see nothing until the restore.
     fn checkpoint_and_stop(&mut self, img: &Path) {
-        self.cryo(&[
-            "dump",
-            "-t",
-            &self.pid.to_string(),
-            "-D",
-            img.to_str().unwrap(),
-            "--tcp-established",
-        ])
-        .assert_success();
+        self.checkpoint(img);
+        self.cryo(&["kill", "-D", img.to_str().unwrap()])
+            .assert_success();
         // Reap it: its pid is free again for the restore.
         if let Some(mut child) = self.child.take() {
             child.wait().unwrap();
