@@ -95,7 +95,10 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored> {
     let mut hooks = Hooks::new(opts.action_script.as_ref(), images.path());
     hooks.set(hooks::env::CHECKPOINT_ID, inventory.checkpoint_id.as_str());
     hooks.set(hooks::env::NETWORK_LOCK, inventory.network_lock.as_str());
-    hooks.set(hooks::env::IMAGE_PIDS, crate::show::join(&inventory.root_pids));
+    hooks.set(
+        hooks::env::IMAGE_PIDS,
+        crate::show::join(&inventory.root_pids),
+    );
     // Before anything is touched: a refusal here leaves even the network lock in place.
     hooks.run(Stage::PreRestore, &[])?;
     // The dump's network lock goes once the restored sockets are live, or the restore failed.
