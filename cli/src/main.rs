@@ -135,6 +135,54 @@ mod tests {
     }
 
     #[test]
+    fn action_script_on_dump_and_restore() {
+        let cli = Cli::try_parse_from([
+            "cryo",
+            "dump",
+            "-t",
+            "1",
+            "-D",
+            "img",
+            "--action-script",
+            "/x/hook",
+        ])
+        .unwrap();
+        let Command::Dump(args) = cli.command else {
+            panic!("not dump");
+        };
+        let script = args.options().action_script.expect("a script");
+        assert_eq!(script.path, PathBuf::from("/x/hook"));
+        assert_eq!(script.timeout, Some(cryo_core::hooks::DEFAULT_TIMEOUT));
+        let cli = Cli::try_parse_from([
+            "cryo",
+            "restore",
+            "-D",
+            "img",
+            "--action-script",
+            "hook",
+            "--action-script-timeout",
+            "0",
+        ])
+        .unwrap();
+        let Command::Restore(args) = cli.command else {
+            panic!("not restore");
+        };
+        let script = args.options().action_script.expect("a script");
+        assert!(script.path.is_absolute(), "{script:?}");
+        assert_eq!(script.timeout, None);
+        // A timeout without a script is a mistake.
+        assert!(Cli::try_parse_from([
+            "cryo",
+            "restore",
+            "-D",
+            "img",
+            "--action-script-timeout",
+            "5"
+        ])
+        .is_err());
+    }
+
+    #[test]
     fn restore_detach_spellings() {
         for flag in ["--detach", "-d", "--restore-detached"] {
             let cli = Cli::try_parse_from(["cryo", "restore", "-D", "img", flag]).unwrap();

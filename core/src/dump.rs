@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::files::sockets::{SocketDump, SocketDumpOptions};
 use crate::files::{FdDumpOptions, FileTable};
 use crate::freeze::{check_target, FrozenTask};
+use crate::hooks::{self, Hooks, Stage};
 use crate::image::{names, ImageDir};
 use crate::remote::{Remote, Scratch};
 use crate::{memory, proc, signals, task, threads, timers};
@@ -31,6 +32,8 @@ pub struct DumpOptions {
     pub shell_job: bool,
     /// Capture established TCP connections.
     pub tcp_established: bool,
+    /// The program run at pre-dump, network-lock and post-dump (`--action-script`).
+    pub action_script: Option<crate::hooks::ActionScript>,
 }
 
 /// What a dump did, for the command line to print.
@@ -55,7 +58,15 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpSummary> {
     }
     let tree = resolve_trees(&opts.pids)?;
     let images = ImageDir::create(&opts.images_dir)?;
-    let result = dump_tree(&tree, &images, opts, started);
+    let mut hooks = Hooks::new(opts.action_script.as_ref(), images.path());
+    let result = hooks
+        .run(Stage::PreDump, &opts.pids)
+        // The script may have changed the trees (stopped a worker, say): look again.
+        .and_then(|()| match opts.action_script {
+            Some(_) => resolve_trees(&opts.pids),
+            None => Ok(tree),
+        })
+        .and_then(|tree| dump_tree(&tree, &images, opts, &mut hooks, started));
     if result.is_err() {
         clear_dir(&images);
     }
@@ -115,6 +126,7 @@ fn dump_tree(
     tree: &[Member],
     images: &ImageDir,
     opts: &DumpOptions,
+    hooks: &mut Hooks,
     started: Instant,
 ) -> Result<DumpSummary> {
     let live: Vec<&Member> = tree.iter().filter(|m| m.stat.state != 'Z').collect();
@@ -167,6 +179,10 @@ fn dump_tree(
                 "TCP connections in more than one process of the tree: not supported yet",
             ));
         }
+        if sockets.has_connections() {
+            hooks.set(hooks::env::NETWORK_LOCK, lock_id.as_str());
+            hooks.run(Stage::NetworkLock, &opts.pids)?;
+        }
         // Read again now that it cannot change under us.
         let stat = proc::stat(pid)?;
         let mut remote =
@@ -204,12 +220,13 @@ fn dump_tree(
     images.write(names::FILES, ImageKind::Files, &files.into_descs())?;
     images.write(names::PSTREE, ImageKind::Pstree, &pstree)?;
     let has_connections = sockets_held.iter().any(SocketDump::has_connections);
+    let checkpoint_id = checkpoint_id();
     // The inventory last: a directory without one is not an image.
     images.write(
         names::INVENTORY,
         ImageKind::Inventory,
         &[Inventory {
-            checkpoint_id: checkpoint_id(),
+            checkpoint_id: checkpoint_id.clone(),
             created_unix_ms: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64),
@@ -230,6 +247,8 @@ fn dump_tree(
             },
         }],
     )?;
+    hooks.set(hooks::env::CHECKPOINT_ID, checkpoint_id);
+    hooks.run(Stage::PostDump, &opts.pids)?;
     if opts.leave_running {
         for sockets in sockets_held {
             sockets.finish_running()?;

@@ -44,6 +44,22 @@ pub enum Error {
         /// The kernel's answer (printed in the message, so not chained as a source).
         errno: std::io::Error,
     },
+    /// The action script failed at a stage; the dump or restore was undone.
+    #[error(
+        "{stage} action script {} {status}{}",
+        .script.display(),
+        crate::hooks::describe_output(.output)
+    )]
+    Hook {
+        /// The stage it ran at.
+        stage: crate::hooks::Stage,
+        /// The script (--action-script).
+        script: PathBuf,
+        /// How it failed.
+        status: crate::hooks::HookStatus,
+        /// The end of what it wrote on stdout and stderr (interleaved), trimmed.
+        output: String,
+    },
     /// Restore cannot proceed: the image does not fit this machine or state.
     #[error("restore: {0}")]
     Restore(String),

@@ -16,6 +16,7 @@ pub mod dump;
 pub mod error;
 pub mod files;
 pub mod freeze;
+pub mod hooks;
 pub mod image;
 pub mod memory;
 pub mod namespaces;

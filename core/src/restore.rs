@@ -15,6 +15,7 @@ use nix::unistd::Pid;
 use tracing::{debug, info, info_span};
 
 use crate::error::{Error, Result};
+use crate::hooks::{self, Hooks, Stage};
 use crate::image::{names, ImageDir};
 use crate::memory::restore::reshape;
 use crate::memory::{self, PAGE};
@@ -36,6 +37,9 @@ pub struct RestoreOptions {
     pub netns: bool,
     /// Restore TCP connections reset (`--tcp-close`) instead of live.
     pub tcp_close: bool,
+    /// The program run at pre-restore, post-restore, network-unlock and post-resume
+    /// (`--action-script`).
+    pub action_script: Option<crate::hooks::ActionScript>,
 }
 
 /// The processes a restore created, running.
@@ -88,8 +92,17 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored> {
     let images = ImageDir::open(&opts.images_dir)?;
     let (inventory, tasks, zombies, descs) = load(&images)?;
     debug!(ms = started.elapsed().as_secs_f64() * 1e3, "images checked");
+    let mut hooks = Hooks::new(opts.action_script.as_ref(), images.path());
+    hooks.set(hooks::env::CHECKPOINT_ID, inventory.checkpoint_id.as_str());
+    hooks.set(hooks::env::NETWORK_LOCK, inventory.network_lock.as_str());
+    hooks.set(
+        hooks::env::IMAGE_PIDS,
+        crate::show::join(&inventory.root_pids),
+    );
+    // Before anything is touched: a refusal here leaves even the network lock in place.
+    hooks.run(Stage::PreRestore, &[])?;
     // The dump's network lock goes once the restored sockets are live, or the restore failed.
-    let _unlock = Unlock(inventory.network_lock.clone());
+    let mut unlock = Unlock(inventory.network_lock.clone());
     let ns = (opts.pidns || opts.netns).then_some((opts.pidns, opts.netns));
     if !opts.pidns {
         for t in &tasks {
@@ -116,19 +129,30 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored> {
         processes = spawned.pids.len(),
         "processes created, fds open"
     );
-    // Children first: a parent runs again only once its children are whole.
-    for (i, &pid) in spawned.pids.iter().enumerate().rev() {
-        finish(pid, &plan, i)?;
-    }
-    guard.0 = None;
-    notify_restored(&inventory, &plan, &spawned.pids);
-    let elapsed = started.elapsed();
     let roots: Vec<Pid> = inventory
         .root_pids
         .iter()
         .filter_map(|r| plan.tasks.iter().position(|t| t.entry.pid == *r))
         .map(|i| spawned.pids[i])
         .collect();
+    // Every process whole and stopped first, children first; then they run, children first,
+    // so a parent runs again only once its children are whole.
+    let mut stopped = Vec::with_capacity(spawned.pids.len());
+    for (i, &pid) in spawned.pids.iter().enumerate().rev() {
+        stopped.push(finish(pid, &plan, i)?);
+    }
+    hooks.run(Stage::PostRestore, &roots)?;
+    if unlock.release() {
+        hooks.run(Stage::NetworkUnlock, &roots)?;
+    }
+    for tids in &stopped {
+        let_run(tids)?;
+    }
+    notify_restored(&inventory, &plan, &spawned.pids);
+    // They run already; a failure here still kills them, as any failed restore does.
+    hooks.run(Stage::PostResume, &roots)?;
+    guard.0 = None;
+    let elapsed = started.elapsed();
     info!(roots = ?roots, ms = elapsed.as_secs_f64() * 1e3, "restored");
     Ok(Restored {
         roots,
@@ -294,15 +318,24 @@ fn wait_pid_free(pid: Pid) -> Result<()> {
 /// Releases the network lock of a dump (if any) when dropped.
 struct Unlock(String);
 
+impl Unlock {
+    /// Releases the lock now; true when there was one.
+    fn release(&mut self) -> bool {
+        let id = std::mem::take(&mut self.0);
+        if id.is_empty() {
+            return false;
+        }
+        match cryo_netns::NetworkLock::release_by_id(&id) {
+            Ok(found) => debug!(lock = id, found, "network lock released"),
+            Err(e) => tracing::warn!(lock = id, error = %e, "network lock not released"),
+        }
+        true
+    }
+}
+
 impl Drop for Unlock {
     fn drop(&mut self) {
-        if self.0.is_empty() {
-            return;
-        }
-        match cryo_netns::NetworkLock::release_by_id(&self.0) {
-            Ok(found) => debug!(lock = self.0, found, "network lock released"),
-            Err(e) => tracing::warn!(lock = self.0, error = %e, "network lock not released"),
-        }
+        self.release();
     }
 }
 
@@ -313,8 +346,14 @@ impl Drop for KillAll {
     fn drop(&mut self) {
         if let Some((pids, init)) = self.0.take() {
             for pid in pids.iter().rev() {
+                let threads = crate::proc::tids(*pid).unwrap_or_default();
                 let _ = nix::sys::signal::kill(*pid, Signal::SIGKILL);
-                let _ = waitpid(*pid, Some(WaitPidFlag::__WALL));
+                // Threads still traced by us stay our zombies until reaped, and until they
+                // are the leader cannot be (a restore stopped before they ran).
+                for &tid in threads.iter().filter(|&tid| tid != pid) {
+                    reap(tid);
+                }
+                reap(*pid);
             }
             // Killing the init of a PID namespace kills everything in it.
             if let Some(init) = init {
@@ -325,8 +364,20 @@ impl Drop for KillAll {
     }
 }
 
-/// Turns the stopped child into the dumped process and lets it run.
-fn finish(child: Pid, plan: &spawn::TreePlan, i: usize) -> Result<()> {
+/// Waits until `tid` (killed) is gone, if it is ours to wait for (a child, or traced).
+fn reap(tid: Pid) {
+    loop {
+        match waitpid(tid, Some(WaitPidFlag::__WALL)) {
+            Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) | Err(_) => return,
+            // A stop reported before the kill took effect.
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Turns the stopped child into the dumped process, left stopped; returns its tids for
+/// [`let_run`], the main thread first.
+fn finish(child: Pid, plan: &spawn::TreePlan, i: usize) -> Result<Vec<Pid>> {
     let task = plan.tasks[i];
     let tramp = plan.tramps[i];
     let mapping = &plan.mappings[i];
@@ -392,8 +443,13 @@ fn finish(child: Pid, plan: &spawn::TreePlan, i: usize) -> Result<()> {
     for (thread, &tid) in task.core.threads.iter().zip(&created) {
         threads::set_final_state(tid, thread)?;
     }
+    Ok(created)
+}
+
+/// Detaches the threads `tids` of a process [`finish`] made whole, so it runs.
+fn let_run(tids: &[Pid]) -> Result<()> {
     // The main thread last: the process as a whole runs once it does.
-    for &tid in created.iter().rev() {
+    for &tid in tids.iter().rev() {
         ptrace::detach(tid, None).map_err(|e| Error::sys(tid, "detach", e))?;
     }
     Ok(())

@@ -37,6 +37,9 @@ pub struct Args {
     /// Capture established TCP connections (with TCP_REPAIR)
     #[arg(long)]
     tcp_established: bool,
+
+    #[command(flatten)]
+    action_script: super::ActionScriptArgs,
 }
 
 impl Args {
@@ -48,6 +51,7 @@ impl Args {
             leave_running: self.leave_running,
             shell_job: self.shell_job,
             tcp_established: self.tcp_established,
+            action_script: self.action_script.script(),
         }
     }
 }

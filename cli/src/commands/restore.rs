@@ -32,6 +32,9 @@ pub struct Args {
     /// on them fails with ECONNRESET
     #[arg(long)]
     tcp_close: bool,
+
+    #[command(flatten)]
+    action_script: super::ActionScriptArgs,
 }
 
 impl Args {
@@ -43,6 +46,7 @@ impl Args {
             pidns: self.pidns,
             netns: self.netns,
             tcp_close: self.tcp_close,
+            action_script: self.action_script.script(),
         }
     }
 }
