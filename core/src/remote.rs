@@ -25,6 +25,9 @@ pub struct Remote {
     saved_code: Option<[u8; 3]>,
     /// Set by [`Remote::release`]; otherwise dropping puts things back as best it can.
     released: bool,
+    /// A SIGSTOP (the one signal our mask cannot hold back) arrived during a call: it was
+    /// held back and is sent again when the thread is put back.
+    stop_held: std::cell::Cell<bool>,
 }
 
 impl Remote {
@@ -45,6 +48,7 @@ impl Remote {
             site,
             saved_code: Some(saved),
             released: false,
+            stop_held: std::cell::Cell::new(false),
         };
         pt::set_sigmask(tid, !0)?;
         Ok(remote)
@@ -63,6 +67,7 @@ impl Remote {
             site,
             saved_code: None,
             released: false,
+            stop_held: std::cell::Cell::new(false),
         })
     }
 
@@ -124,6 +129,16 @@ impl Remote {
         loop {
             match waitpid(self.tid, Some(WaitPidFlag::__WALL)).map_err(io::Error::from)? {
                 WaitStatus::Stopped(_, Signal::SIGTRAP) => break,
+                WaitStatus::Stopped(_, Signal::SIGSTOP) => {
+                    // Sent to the process just before we froze it; it must not stop inside
+                    // our call. Held back, sent again when the thread is put back.
+                    self.stop_held.set(true);
+                    if step {
+                        ptrace::step(self.tid, None).map_err(io::Error::from)?;
+                    } else {
+                        ptrace::cont(self.tid, None).map_err(io::Error::from)?;
+                    }
+                }
                 WaitStatus::Stopped(_, sig) => {
                     return Err(io::Error::other(format!(
                         "remote syscall {nr}: thread {} stopped by {sig:?} instead of our trap",
@@ -176,6 +191,9 @@ impl Remote {
         }
         pt::set_sigmask(self.tid, self.saved_mask)?;
         pt::set_regs(self.tid, &self.saved_regs)?;
+        if self.stop_held.get() {
+            nix::sys::signal::kill(self.tid, Signal::SIGSTOP).map_err(io::Error::from)?;
+        }
         Ok(())
     }
 }
