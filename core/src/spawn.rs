@@ -227,36 +227,22 @@ enum Inherit {
 /// Per task, what it inherits; and the extra slots, (parent task, description) each.
 type InheritPlan = (Vec<HashMap<u32, Inherit>>, Vec<(usize, u32)>);
 
-/// Which descriptions each task inherits from its parent, and the extra ends parents create
-/// for their children (slot k = (parent task, description)).
+/// Which descriptions each task inherits from its parent, and the extra descriptions parents
+/// create for their children (slot k = (parent task, description)).
 ///
-/// A description a task shares with its parent is inherited. A connected unix pair is made by
-/// the first task (in creation order) holding one of its ends; when that task does not hold
-/// the other end, it keeps it in an extra slot for a child that holds it. Any other split of a
-/// pair (siblings, a grandchild) is refused: the other end would be made twice.
+/// A description a task shares with its parent is inherited. Unix sockets made together (a
+/// pair, a listener and its waiting clients) are made by the first task (in creation order)
+/// opening one of them, which also opens what their queues carry in flight
+/// ([`files::UnixLinks::to_open`]); what it opens without holding it stays in an extra slot for
+/// a child that holds it. Any other split (siblings, a grandchild) is refused: the description
+/// would be made twice.
 fn plan_inheritance(
     ordered: &[&TaskImage],
     pos: &HashMap<i32, usize>,
     roots: &[i32],
     descs: &[FileDesc],
 ) -> Result<InheritPlan> {
-    use cryo_proto::image::file_desc::Kind;
-    let by_ino: HashMap<u64, u32> = descs
-        .iter()
-        .filter_map(|d| match &d.kind {
-            Some(Kind::Socket(s)) if s.kind == files::sockets::UNIX_KIND => Some((s.ino, d.id)),
-            _ => None,
-        })
-        .collect();
-    let peer_of: HashMap<u32, u32> = descs
-        .iter()
-        .filter_map(|d| match &d.kind {
-            Some(Kind::Socket(s)) if s.kind == files::sockets::UNIX_KIND && s.peer_ino != 0 => {
-                by_ino.get(&s.peer_ino).map(|&p| (d.id, p))
-            }
-            _ => None,
-        })
-        .collect();
+    let links = files::UnixLinks::build(descs)?;
     let n = ordered.len();
     let mut inherited: Vec<HashMap<u32, Inherit>> = (0..n).map(|_| HashMap::new()).collect();
     let mut slots: Vec<(usize, u32)> = Vec::new();
@@ -270,13 +256,20 @@ fn plan_inheritance(
             .iter()
             .position(|t| t.core.fds.iter().any(|e| e.file_id == id))
     };
-    for (&d, &e) in &peer_of {
+    for (d, e) in links.pairs() {
         let (Some(a), Some(b)) = (holder(d), holder(e)) else {
             continue;
         };
         let is_root = |i: usize| roots.contains(&ordered[i].entry.pid);
-        if a == b || !is_root(a) || !is_root(b) || inherited[a].contains_key(&d) {
+        if a == b || !is_root(a) || !is_root(b) {
             continue;
+        }
+        if !links.carried_with(d).is_empty() {
+            return Err(Error::Restore(format!(
+                "a unix socket pair split between pid {} and pid {} carries descriptors in \
+                 flight (SCM_RIGHTS): not supported yet",
+                ordered[a].entry.pid, ordered[b].entry.pid
+            )));
         }
         for (task, id) in [(a, d), (b, e)] {
             slots.push((CRYO, id));
@@ -286,46 +279,69 @@ fn plan_inheritance(
     }
     for (i, t) in ordered.iter().enumerate() {
         let mine: BTreeSet<u32> = t.core.fds.iter().map(|e| e.file_id).collect();
-        if let Some(&p) = pos.get(&t.entry.ppid) {
-            if !roots.contains(&t.entry.pid) {
-                for e in &ordered[p].core.fds {
-                    if mine.contains(&e.file_id) {
-                        inherited[i].entry(e.file_id).or_insert(Inherit::Fd(e.fd));
-                    }
+        let parent = pos
+            .get(&t.entry.ppid)
+            .copied()
+            .filter(|_| !roots.contains(&t.entry.pid));
+        let parent_fd = |id: u32| {
+            parent.and_then(|p| {
+                ordered[p]
+                    .core
+                    .fds
+                    .iter()
+                    .find(|e| e.file_id == id)
+                    .map(|e| e.fd)
+            })
+        };
+        let from_parent =
+            |id: u32| parent_fd(id).is_some() || parent.is_some_and(|p| spare[p].contains(&id));
+        let open = links.to_open(&mine, |id| {
+            inherited[i].contains_key(&id) || from_parent(id)
+        });
+        if let Some(p) = parent {
+            for &id in &open {
+                if inherited[i].contains_key(&id) {
+                    continue;
                 }
-                for &d in &spare[p] {
-                    if mine.contains(&d) && !inherited[i].contains_key(&d) {
-                        let k = *slot_of.entry((p, d)).or_insert_with(|| {
-                            slots.push((p, d));
-                            slots.len() - 1
-                        });
-                        inherited[i].insert(d, Inherit::Slot(k));
-                    }
+                if let Some(fd) = parent_fd(id) {
+                    inherited[i].insert(id, Inherit::Fd(fd));
+                } else if spare[p].contains(&id) {
+                    let k = *slot_of.entry((p, id)).or_insert_with(|| {
+                        slots.push((p, id));
+                        slots.len() - 1
+                    });
+                    inherited[i].insert(id, Inherit::Slot(k));
                 }
             }
         }
-        for &d in &mine {
-            if inherited[i].contains_key(&d) {
+        for &d in &open {
+            if inherited[i].contains_key(&d) || !links.is_linked(d) {
                 continue;
             }
-            let Some(&e) = peer_of.get(&d) else { continue };
             match creator.get(&d) {
-                Some(&c) if c == i => continue,
+                Some(&c) if c == i => {}
                 Some(&c) => {
+                    let other = if c == CRYO {
+                        "cryo".to_string()
+                    } else {
+                        format!("pid {}", ordered[c].entry.pid)
+                    };
                     return Err(Error::Restore(format!(
-                        "a unix socket pair is split between pid {} and pid {}, neither the parent of the \
-                         other: not supported yet",
-                        ordered[c].entry.pid, t.entry.pid
-                    )))
+                        "a unix socket (or a description in flight in one) is shared by {other} \
+                         and pid {}, neither the parent of the other: not supported yet",
+                        t.entry.pid
+                    )));
                 }
-                None => {}
-            }
-            creator.insert(d, i);
-            creator.insert(e, i);
-            if !mine.contains(&e) {
-                spare[i].insert(e);
+                None => {
+                    creator.insert(d, i);
+                }
             }
         }
+        spare[i] = open
+            .iter()
+            .copied()
+            .filter(|id| !mine.contains(id) && !inherited[i].contains_key(id))
+            .collect();
     }
     Ok((inherited, slots))
 }

@@ -68,6 +68,21 @@
 //!                            send SIDE MSG -> ok (writes MSG on end SIDE, 0 or 1, one message)
 //!                            recv SIDE -> <msg>|<msg>|... | empty (reads every message waiting
 //!                            on end SIDE, one read each, without blocking)
+//!                            pass SIDE WHAT... -> ok (one message "fds" on end SIDE carrying a
+//!                            descriptor per WHAT, closed here after: pipe:DATA the read end of a
+//!                            new pipe holding DATA, its write end kept at fd 60; file:PATH:OFF
+//!                            PATH read-only at offset OFF; sock:DATA one end of a new stream
+//!                            socketpair with DATA waiting in it, the other end kept at fd 61)
+//!                            take SIDE -> <msg> <item>... (one recvmsg; per descriptor
+//!                            pipe:<data> (kept at 63) | file:<offset>:<rest> (kept at 64) |
+//!                            sock:<what waits> (kept at 62))
+//!                            pipe-write DATA -> ok (fd 60)   pipe-read -> <data> (fd 63)
+//!                            sock-send DATA -> ok (from 61)  sock-recv -> <msgs> | empty (62)
+//!                            shut SIDE -> ok (SHUT_WR)   send-nosig SIDE MSG -> ok | err ...
+//!                            send-creds SIDE MSG UID GID [PID] -> ok (with SCM_CREDENTIALS,
+//!                            PID defaults to its own)   passcred SIDE -> ok (SO_PASSCRED on)
+//!                            recv-creds SIDE -> <msg> <pid> <uid> <gid> | <msg> none | empty
+//!                            (SO_PASSCRED on, then one message)
 //! unix-tree                  a child talking over a stream socketpair: this process holds
 //!                            only end 50, the child only end 51 (both closed the other)
 //!                            push MSG -> ok (the child answers "got MSG", left unread)
@@ -76,6 +91,9 @@
 //!                            ready -> ready (waits up to 10 s for something, reads nothing)
 //! unix-listen NAME           a stream listener at fd 50 on NAME (a path, or @name: abstract)
 //!                            accept -> got <first message of the accepted connection>
+//!                            connect MSG -> ok (a client of its own listener at fd 52, MSG sent,
+//!                            not accepted)   accept-keep -> got <first message> (kept at fd 53)
+//!                            say client|conn MSG -> ok   hear client|conn -> <msgs> | empty
 //! unix-split                 a stream socketpair split between two trees: this process holds
 //!                            end 50; a child forks a grandchild D holding end 51 and exits, so
 //!                            D is no descendant. D sends "hello-from-D" at once, then answers
@@ -100,6 +118,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use protocol::{DEFAULT_SEED, TOUCH_STRIDE};
+
+#[path = "../workload/unix_msg.rs"]
+mod unix_msg;
 
 const PAGE: usize = 4096;
 
@@ -1103,6 +1124,13 @@ impl Mode {
                 let n = c.read(&mut buf).map_err(io)?;
                 Ok(format!("got {}", String::from_utf8_lossy(&buf[..n])))
             }
+            (Mode::UnixListen(l), verb, args) => {
+                use std::os::fd::AsRawFd;
+                unix_msg::listen_command(l.as_raw_fd(), verb, args)
+                    .unwrap_or_else(|| Err(format!("unknown command {verb:?}")))
+            }
+            (Mode::UnixPair, verb, args) => unix_msg::pair_command(verb, args)
+                .unwrap_or_else(|| Err(format!("unknown command {verb:?}"))),
             (Mode::Udp(u), "port", []) => Ok(u.local_addr().map_err(io)?.port().to_string()),
             (Mode::Udp(u), "recv", []) => {
                 let mut buf = vec![0u8; 65536];
