@@ -382,3 +382,29 @@ fn a_connection_accepted_from_a_listener_keeps_its_data_both_ways() {
     assert_eq!(w.cmd("hear conn"), "again");
     w.kill_restored();
 }
+
+#[test]
+fn a_pipe_a_parent_passed_to_its_child_comes_back_in_flight() {
+    cryo_bin();
+    let mut w = Workload::spawn("unix-pass", &[]);
+    let kid: i32 = w.cmd("kid").parse().unwrap();
+    struct Reaper(i32);
+    impl Drop for Reaper {
+        fn drop(&mut self) {
+            // SAFETY: kill takes plain integers.
+            unsafe { libc::kill(self.0, libc::SIGKILL) };
+        }
+    }
+    let _reaper = Reaper(kid);
+    assert_eq!(w.cmd("pass pipe:for-the-child"), "ok");
+    let img = w.path("img");
+    w.dump_ok(&img);
+    w.restore_background(&img);
+    assert!(cryo_tests::pid_exists(kid), "the child is back");
+    assert_eq!(
+        w.cmd("ask"),
+        "fds pipe:for-the-child",
+        "the child receives the pipe its parent passed, with the data in it"
+    );
+    w.kill_restored();
+}

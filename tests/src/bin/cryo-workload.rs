@@ -101,6 +101,12 @@
 //!                            push MSG -> ok   recv -> <what waits on 50> | empty
 //!                            recv-wait, ready (as unix-tree)   kid -> <D's pid>
 //! unix-ext PATH              connects to the unix listener at PATH (held by the test)
+//! unix-pass                  a stream socketpair: this process holds end 50, a child only end
+//!                            51; the child takes one message each time it gets SIGUSR1 (as
+//!                            `take` of unix-pair) and answers with what it took
+//!                            pass WHAT... -> ok (as unix-pair's, from end 50)
+//!                            pipe-write DATA -> ok   kid -> <child pid>
+//!                            ask -> <the child's answer> (SIGUSR1, then waits up to 10 s)
 //! ```
 //!
 //! A failed read() of the command FIFO is fatal (exit 3, logged): with only
@@ -311,6 +317,7 @@ enum Mode {
     UnixSplit { kid: i32 },
     UnixExt,
     UnixListen(std::os::unix::net::UnixListener),
+    UnixPass { kid: i32 },
 }
 
 /// The fds of the unix modes.
@@ -1030,6 +1037,9 @@ impl Mode {
                 // SAFETY: fd is the listener just moved there, owned by nobody else.
                 Mode::UnixListen(unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd) })
             }
+            "unix-pass" => Mode::UnixPass {
+                kid: unix_msg::start_pass_child().map_err(|err| e("unix-pass", err))?,
+            },
             "unix-ext" => {
                 let path = args.first().ok_or("unix-ext mode needs a PATH")?;
                 let s =
@@ -1129,6 +1139,8 @@ impl Mode {
                 unix_msg::listen_command(l.as_raw_fd(), verb, args)
                     .unwrap_or_else(|| Err(format!("unknown command {verb:?}")))
             }
+            (Mode::UnixPass { kid }, verb, args) => unix_msg::pass_command(*kid, verb, args)
+                .unwrap_or_else(|| Err(format!("unknown command {verb:?}"))),
             (Mode::UnixPair, verb, args) => unix_msg::pair_command(verb, args)
                 .unwrap_or_else(|| Err(format!("unknown command {verb:?}"))),
             (Mode::Udp(u), "port", []) => Ok(u.local_addr().map_err(io)?.port().to_string()),

@@ -392,3 +392,90 @@ fn recvmsg_flags(fd: i32, flags: i32) -> io::Result<Received> {
     }
     Ok((buf, fds, creds))
 }
+
+/// `unix-pass`: a stream socketpair at fds 50 and 51 and a child holding only 51 (this process
+/// only 50), which takes one message (`take`) each time it gets SIGUSR1 and answers with what
+/// it took. Returns the child's pid.
+pub fn start_pass_child() -> io::Result<i32> {
+    let mut sv = [0i32; 2];
+    // SAFETY: socketpair fills our two-int array.
+    cvt(unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+            0,
+            sv.as_mut_ptr(),
+        )
+    })?;
+    let a = sys::move_fd(sv[0], crate::UNIX_A)?;
+    let b = sys::move_fd(sv[1], crate::UNIX_B)?;
+    // Blocked before the fork: a SIGUSR1 sent early waits for the child's sigsuspend.
+    sys::install_sigusr1(crate::on_sigusr1)?;
+    sys::block_signal(libc::SIGUSR1)?;
+    // SAFETY: single-threaded here; the child only makes syscalls and small allocations.
+    let kid = cvt(unsafe { libc::fork() })?;
+    if kid == 0 {
+        sys::close(a);
+        let code = match pass_child(b) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("unix-pass child: {e}");
+                3
+            }
+        };
+        // SAFETY: ends the forked child.
+        unsafe { libc::_exit(code) };
+    }
+    sys::close(b);
+    Ok(kid)
+}
+
+fn pass_child(fd: i32) -> io::Result<()> {
+    loop {
+        // SAFETY: sigset_t is plain data, emptied by sigemptyset before use.
+        let mut none: libc::sigset_t = unsafe { zeroed() };
+        // SAFETY: none is a valid sigset_t; sigsuspend returns once a handler ran.
+        unsafe {
+            libc::sigemptyset(&mut none);
+            libc::sigsuspend(&none);
+        }
+        let took = take(fd)?;
+        send_flags(fd, took.as_bytes(), 0)?;
+    }
+}
+
+/// Commands of `unix-pass`; `None` for a verb it does not know.
+pub fn pass_command(kid: i32, verb: &str, args: &[&str]) -> Option<Result<String, String>> {
+    let io = |e: io::Error| e.to_string();
+    Some(match (verb, args) {
+        ("kid", []) => Ok(kid.to_string()),
+        ("pass", what) => pass(crate::UNIX_A, what),
+        ("pipe-write", [data]) => sys::write_all(PIPE_WRITER, data.as_bytes())
+            .map(|()| "ok".into())
+            .map_err(io),
+        ("ask", []) => {
+            // SAFETY: kill takes plain integers.
+            if unsafe { libc::kill(kid, libc::SIGUSR1) } < 0 {
+                return Some(Err(io(io::Error::last_os_error())));
+            }
+            wait_readable(crate::UNIX_A)
+                .and_then(|()| crate::unix_recv_all(crate::UNIX_A))
+                .map_err(io)
+        }
+        _ => return None,
+    })
+}
+
+/// Waits up to 10 s for something to read on `fd`.
+fn wait_readable(fd: i32) -> io::Result<()> {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: poll on our one pollfd.
+    match cvt(unsafe { libc::poll(&mut p, 1, 10_000) })? {
+        0 => Err(io::Error::new(io::ErrorKind::TimedOut, "no answer after 10 s")),
+        _ => Ok(()),
+    }
+}
