@@ -78,8 +78,8 @@ pub fn capture_accept_queues(
 ) -> Result<(), FileError> {
     let mut diag: Option<unix::DiagSocket> = None;
     let mut changed = false;
-    for di in 0..dumps.len() {
-        let queues: Vec<_> = dumps[di]
+    for dump in dumps.iter_mut() {
+        let queues: Vec<_> = dump
             .accept_queues
             .iter()
             .filter(|q| q.clients.iter().any(|&(_, sent)| sent > 0))
@@ -129,7 +129,7 @@ pub fn capture_accept_queues(
                 })?;
                 let (messages, carried) = sockets::split_queue(captured);
                 for (message, fds) in carried {
-                    dumps[di].in_flight.push(InFlightFds {
+                    dump.in_flight.push(InFlightFds {
                         pid: q.pid,
                         fd: q.fd,
                         ino: q.ino,
@@ -145,9 +145,9 @@ pub fn capture_accept_queues(
                     "accept queue entry captured"
                 );
                 queues.push(messages);
-                dumps[di].kept.push(conn);
+                dump.kept.push(conn);
             }
-            let rec = dumps[di]
+            let rec = dump
                 .patch_unix(q.ino, |state| {
                     if state.pending.len() != queues.len() {
                         return Err(format!(

@@ -475,7 +475,10 @@ fn wait_readable(fd: i32) -> io::Result<()> {
     };
     // SAFETY: poll on our one pollfd.
     match cvt(unsafe { libc::poll(&mut p, 1, 10_000) })? {
-        0 => Err(io::Error::new(io::ErrorKind::TimedOut, "no answer after 10 s")),
+        0 => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "no answer after 10 s",
+        )),
         _ => Ok(()),
     }
 }
