@@ -9,6 +9,16 @@
 
 use cryo_tests::{cryo_bin, Workload};
 
+/// Kills a process of the workload's that is no child of the test (the restored one's child).
+struct Reaper(i32);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        // SAFETY: kill takes plain integers.
+        unsafe { libc::kill(self.0, libc::SIGKILL) };
+    }
+}
+
 fn pair_round_trip(ty: &str) {
     cryo_bin();
     let mut w = Workload::spawn("unix-pair", &[ty]);
@@ -56,13 +66,6 @@ fn a_parent_and_its_child_talk_over_a_socketpair_across_restore() {
     cryo_bin();
     let mut w = Workload::spawn("unix-tree", &[]);
     let kid: i32 = w.cmd("kid").parse().unwrap();
-    struct Reaper(i32);
-    impl Drop for Reaper {
-        fn drop(&mut self) {
-            // SAFETY: kill takes plain integers.
-            unsafe { libc::kill(self.0, libc::SIGKILL) };
-        }
-    }
     let _reaper = Reaper(kid);
     assert_eq!(w.cmd("push hello"), "ok");
     assert_eq!(w.cmd("recv-wait"), "got hello");
@@ -150,13 +153,6 @@ fn a_pair_split_between_two_trees_dumped_together_keeps_talking() {
     cryo_bin();
     let mut w = Workload::spawn("unix-split", &[]);
     let d: i32 = w.cmd("kid").parse().unwrap();
-    struct Reaper(i32);
-    impl Drop for Reaper {
-        fn drop(&mut self) {
-            // SAFETY: kill takes plain integers.
-            unsafe { libc::kill(self.0, libc::SIGKILL) };
-        }
-    }
     let _reaper = Reaper(d);
     let ppid = cryo_tests::status_field(d, "PPid").unwrap();
     assert_ne!(ppid, w.pid().to_string(), "D is not in the root's tree");
@@ -388,13 +384,6 @@ fn a_pipe_a_parent_passed_to_its_child_comes_back_in_flight() {
     cryo_bin();
     let mut w = Workload::spawn("unix-pass", &[]);
     let kid: i32 = w.cmd("kid").parse().unwrap();
-    struct Reaper(i32);
-    impl Drop for Reaper {
-        fn drop(&mut self) {
-            // SAFETY: kill takes plain integers.
-            unsafe { libc::kill(self.0, libc::SIGKILL) };
-        }
-    }
     let _reaper = Reaper(kid);
     assert_eq!(w.cmd("pass pipe:for-the-child"), "ok");
     let img = w.path("img");

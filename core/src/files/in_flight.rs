@@ -204,37 +204,25 @@ fn resolve_in_flight(
             let raw = fd.as_raw_fd();
             let family = domain(fd.as_fd());
             if family != Some(libc::AF_UNIX) {
-                return Err(in_flight_err(
+                return Err(refuse(
                     e,
-                    me,
-                    raw,
-                    FileError::Dump {
-                        pid: me,
-                        fd: raw,
-                        detail: format!(
-                            "socket:[{ino}] of family {}: only unix sockets are supported in \
-                             flight for now",
-                            family.map_or("?".into(), |f| f.to_string())
-                        ),
-                    },
+                    format!(
+                        "socket:[{ino}] of family {}: only unix sockets are supported in flight \
+                         for now",
+                        family.map_or("?".into(), |f| f.to_string())
+                    ),
                 ));
             }
             alone
                 .record_unix(me, raw, ino, libc::AF_UNIX as u32, fd.as_fd(), &mut diag)
                 .map_err(|err| in_flight_err(e, me, raw, err))?;
             if !alone.in_flight.is_empty() {
-                return Err(in_flight_err(
+                return Err(refuse(
                     e,
-                    me,
-                    raw,
-                    FileError::Dump {
-                        pid: me,
-                        fd: raw,
-                        detail: format!(
-                            "unix socket socket:[{ino}] is in flight and carries descriptors in \
-                             flight itself: not supported"
-                        ),
-                    },
+                    format!(
+                        "unix socket socket:[{ino}] is in flight and carries descriptors in \
+                         flight itself: not supported"
+                    ),
                 ));
             }
         }
@@ -355,6 +343,16 @@ fn domain(fd: std::os::fd::BorrowedFd<'_>) -> Option<i32> {
     socket2::SockRef::from(&fd).domain().ok().map(i32::from)
 }
 
+/// A refusal of a descriptor in flight in a message of `e`.
+fn refuse(e: &InFlightFds, detail: String) -> FileError {
+    FileError::InFlight {
+        pid: e.pid,
+        fd: e.fd,
+        ino: e.ino,
+        detail,
+    }
+}
+
 /// An error about descriptor `raw` (cryo's duplicate) in flight in a message of `e`, said in
 /// the terms of the task that holds the socket.
 fn in_flight_err(e: &InFlightFds, me: Pid, raw: RawFd, err: FileError) -> FileError {
@@ -363,10 +361,5 @@ fn in_flight_err(e: &InFlightFds, me: Pid, raw: RawFd, err: FileError) -> FileEr
         .strip_prefix(&format!("pid {me} fd {raw}: "))
         .unwrap_or(&text)
         .to_string();
-    FileError::InFlight {
-        pid: e.pid,
-        fd: e.fd,
-        ino: e.ino,
-        detail,
-    }
+    refuse(e, detail)
 }

@@ -397,18 +397,7 @@ fn recvmsg_flags(fd: i32, flags: i32) -> io::Result<Received> {
 /// only 50), which takes one message (`take`) each time it gets SIGUSR1 and answers with what
 /// it took. Returns the child's pid.
 pub fn start_pass_child() -> io::Result<i32> {
-    let mut sv = [0i32; 2];
-    // SAFETY: socketpair fills our two-int array.
-    cvt(unsafe {
-        libc::socketpair(
-            libc::AF_UNIX,
-            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
-            0,
-            sv.as_mut_ptr(),
-        )
-    })?;
-    let a = sys::move_fd(sv[0], crate::UNIX_A)?;
-    let b = sys::move_fd(sv[1], crate::UNIX_B)?;
+    let (a, b) = crate::unix_socketpair(libc::SOCK_STREAM)?;
     // Blocked before the fork: a SIGUSR1 sent early waits for the child's sigsuspend.
     sys::install_sigusr1(crate::on_sigusr1)?;
     sys::block_signal(libc::SIGUSR1)?;
