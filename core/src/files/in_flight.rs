@@ -22,10 +22,12 @@
 //!
 //! Reaching an embryo's queue takes accept(), which cannot be undone: a `--leave-running` dump
 //! meeting such a connection is refused as temporary (retry once it is accepted), and a
-//! killing dump accepts only after the task images are written. Waiting connections whose
-//! clients sent nothing are not touched: restore connects the clients again.
+//! killing dump accepts only after the task images are written (should the last images then
+//! fail to be written, the targets run on without those connections: their clients see them
+//! closed). Waiting connections whose clients sent nothing are not touched: restore connects
+//! the clients again.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 
 use nix::unistd::Pid;
@@ -77,7 +79,7 @@ pub fn capture_accept_queues(
     images: &ImageDir,
 ) -> Result<(), FileError> {
     let mut diag: Option<unix::DiagSocket> = None;
-    let mut changed = false;
+    let mut taken = HashSet::new();
     for dump in dumps.iter_mut() {
         let queues: Vec<_> = dump
             .accept_queues
@@ -163,12 +165,28 @@ pub fn capture_accept_queues(
                 })?
                 .ok_or_else(|| bad("its record is gone".into()))?;
             files.update_socket(&rec);
-            changed = true;
+            taken.insert(q.ino);
         }
     }
-    if changed {
-        resolve_in_flight(dumps, files, images)?;
-        sockets::check_unix_peers(dumps)?;
+    if taken.is_empty() {
+        return Ok(());
+    }
+    // What the embryos' queues carried in flight: dumped like the rest, checked like the rest.
+    resolve_in_flight(dumps, files, images)?;
+    sockets::check_unix_peers(dumps)?;
+    check_accept_queues(dumps)?;
+    for q in dumps.iter().flat_map(|d| &d.accept_queues) {
+        if !taken.contains(&q.ino) && q.clients.iter().any(|&(_, sent)| sent > 0) {
+            return Err(FileError::Socket {
+                pid: q.pid,
+                fd: q.fd,
+                detail: format!(
+                    "unix listener socket:[{}], in flight in what a client sent before being \
+                     accepted, has connections waiting with data: not supported",
+                    q.ino
+                ),
+            });
+        }
     }
     Ok(())
 }
@@ -207,9 +225,14 @@ fn resolve_in_flight(
                 return Err(refuse(
                     e,
                     format!(
-                        "socket:[{ino}] of family {}: only unix sockets are supported in flight \
-                         for now",
-                        family.map_or("?".into(), |f| f.to_string())
+                        "{} socket socket:[{ino}]: only unix sockets are supported in flight for \
+                         now",
+                        match family {
+                            Some(libc::AF_INET) => "an inet".to_string(),
+                            Some(libc::AF_INET6) => "an inet6".to_string(),
+                            Some(f) => format!("a family {f}"),
+                            None => "a".to_string(),
+                        }
                     ),
                 ));
             }
@@ -228,7 +251,9 @@ fn resolve_in_flight(
         }
     }
     files.add_sockets(&alone);
-    let mut patches: Vec<(u64, Option<usize>, usize, Vec<u32>)> = Vec::new();
+    // Per socket, its messages' ids: each record is rewritten once.
+    type Ids = Vec<(Option<usize>, usize, Vec<u32>)>;
+    let mut patches: BTreeMap<u64, Ids> = BTreeMap::new();
     for e in &entries {
         let mut ids = Vec::with_capacity(e.fds.len());
         for fd in &e.fds {
@@ -238,22 +263,27 @@ fn resolve_in_flight(
             ids.push(id);
         }
         debug!(pid = %e.pid, fd = e.fd, ino = e.ino, message = e.message, ?ids, "descriptors in flight");
-        patches.push((e.ino, e.pending, e.message, ids));
+        patches
+            .entry(e.ino)
+            .or_default()
+            .push((e.pending, e.message, ids));
     }
     dumps.push(alone);
-    for (ino, pending, message, ids) in patches {
+    for (ino, ids) in patches {
+        let mut ids = Some(ids);
         let mut rec = None;
         for d in dumps.iter_mut() {
-            let ids = ids.clone();
-            rec = d.patch_unix(ino, move |state| {
-                let queue = match pending {
-                    Some(k) => state.pending.get_mut(k).map(|p| &mut p.queue),
-                    None => Some(&mut state.queue),
-                };
-                let m = queue
-                    .and_then(|q| q.get_mut(message))
-                    .ok_or_else(|| format!("message {message} is not in its queue"))?;
-                m.fds = ids;
+            rec = d.patch_unix(ino, |state| {
+                for (pending, message, fds) in ids.take().unwrap_or_default() {
+                    let queue = match pending {
+                        Some(k) => state.pending.get_mut(k).map(|p| &mut p.queue),
+                        None => Some(&mut state.queue),
+                    };
+                    let m = queue
+                        .and_then(|q| q.get_mut(message))
+                        .ok_or_else(|| format!("message {message} is not in its queue"))?;
+                    m.fds = fds;
+                }
                 Ok(())
             })?;
             if rec.is_some() {

@@ -1022,6 +1022,9 @@ pub fn restore_task_fds_with(
     let links = UnixLinks::build(descs)?;
     // Besides its own: the other ends of the unix sockets it makes, and what their queues carry.
     let to_open = links.to_open(&used, |id| opts.inherited.contains_key(&id));
+    if to_open.len() > used.len() {
+        sys::raise_nofile();
+    }
     let mut opened: HashMap<u32, OwnedFd> = HashMap::with_capacity(to_open.len());
     let mut ghosts = regular::Ghosts::default();
     let mut pipe_descs = Vec::new();

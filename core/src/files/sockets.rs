@@ -609,6 +609,7 @@ impl SocketDump {
         dup: BorrowedFd<'_>,
         diag: &mut Option<unix::DiagSocket>,
     ) -> Result<(), FileError> {
+        sys::raise_nofile();
         let c = capture_unix(pid, fd, ino, dup, diag)?;
         if c.peer != 0 {
             self.unix_peers.push((pid, fd, ino, c.peer));
