@@ -203,6 +203,8 @@ fn dump_tree(
         cores.push((core, mm));
         sockets_held.push(sockets);
     }
+    // Descriptors in flight become descriptions; accept queues checked.
+    crate::files::in_flight::resolve(&mut sockets_held, &mut files, images, opts.leave_running)?;
     // Both ends of every unix connection must be in the dump.
     crate::files::sockets::check_unix_peers(&sockets_held)?;
     for m in tree.iter().filter(|m| m.stat.state == 'Z') {
@@ -216,6 +218,10 @@ fn dump_tree(
         let pid = Pid::from_raw(core.pid);
         images.write(&names::core(pid), ImageKind::Core, &[core])?;
         images.write(&names::mm(pid), ImageKind::Mm, &[mm])?;
+    }
+    if !opts.leave_running {
+        // What clients sent before being accepted: reached by accept(), so only now.
+        crate::files::in_flight::capture_accept_queues(&mut sockets_held, &mut files, images)?;
     }
     images.write(names::FILES, ImageKind::Files, &files.into_descs())?;
     images.write(names::PSTREE, ImageKind::Pstree, &pstree)?;

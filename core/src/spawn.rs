@@ -237,34 +237,20 @@ type InheritPlan = (
 /// Which descriptions each task inherits from its parent, and the extra slots tasks keep for
 /// their descendants (slot k = (task, description), the task holding it at slot fd k).
 ///
-/// A description a task shares with its parent is inherited at the parent's fd number. A
-/// connected unix pair is made once, by the lowest common ancestor of every task holding one
-/// of its ends (cryo itself when they are in different roots' trees): from there each end
-/// travels down to its holders, at the fd number of a task on the way that holds it, else in
-/// extra slots (a task on the way that holds neither end only passes them on).
+/// A description a task shares with its parent is inherited at the parent's fd number. Unix
+/// sockets made together (a pair, a listener and its waiting clients), joined with what their
+/// queues carry in flight ([`files::UnixLinks::components`]), are made once, by the lowest
+/// common ancestor of every task holding one of them (cryo itself for a plain pair whose
+/// holders are in different roots' trees): from there each description travels down to its
+/// holders, at the fd number of a task on the way that holds it, else in extra slots (a task
+/// on the way that holds none only passes them on).
 fn plan_inheritance(
     ordered: &[&TaskImage],
     pos: &HashMap<i32, usize>,
     roots: &[i32],
     descs: &[FileDesc],
 ) -> Result<InheritPlan> {
-    use cryo_proto::image::file_desc::Kind;
-    let by_ino: HashMap<u64, u32> = descs
-        .iter()
-        .filter_map(|d| match &d.kind {
-            Some(Kind::Socket(s)) if s.kind == files::sockets::UNIX_KIND => Some((s.ino, d.id)),
-            _ => None,
-        })
-        .collect();
-    let peer_of: HashMap<u32, u32> = descs
-        .iter()
-        .filter_map(|d| match &d.kind {
-            Some(Kind::Socket(s)) if s.kind == files::sockets::UNIX_KIND && s.peer_ino != 0 => {
-                by_ino.get(&s.peer_ino).map(|&p| (d.id, p))
-            }
-            _ => None,
-        })
-        .collect();
+    let links = files::UnixLinks::build(descs)?;
     let n = ordered.len();
     let parent: Vec<Option<usize>> = ordered
         .iter()
@@ -291,7 +277,7 @@ fn plan_inheritance(
     // Any description shared with the parent: inherited at the parent's number.
     for i in 0..n {
         if let Some(p) = parent[i] {
-            for (&id, _) in &fd_of[i] {
+            for &id in fd_of[i].keys() {
                 if let Some(&fd) = fd_of[p].get(&id) {
                     inherited[i].insert(id, Inherit::Fd(fd));
                 }
@@ -304,19 +290,13 @@ fn plan_inheritance(
     let mut holders: HashMap<u32, Vec<usize>> = HashMap::new();
     for (i, fds) in fd_of.iter().enumerate() {
         for &id in fds.keys() {
-            if peer_of.contains_key(&id) {
+            if links.is_linked(id) {
                 holders.entry(id).or_default().push(i);
             }
         }
     }
-    let mut pairs: Vec<(u32, u32)> = peer_of
-        .iter()
-        .filter(|(d, e)| d < e)
-        .map(|(&d, &e)| (d, e))
-        .collect();
-    pairs.sort_unstable();
-    for (d, e) in pairs {
-        let held: Vec<(usize, u32)> = [d, e]
+    for component in links.components() {
+        let held: Vec<(usize, u32)> = component
             .iter()
             .flat_map(|&x| holders.get(&x).into_iter().flatten().map(move |&h| (h, x)))
             .collect();
@@ -327,10 +307,24 @@ fn plan_inheritance(
         for h in tasks {
             maker = maker.and_then(|m| common_ancestor(&parent, &depth, m, h));
         }
-        let maker = maker.unwrap_or(CRYO);
-        if maker == CRYO {
-            cryo_pairs.push((d, e));
-        }
+        let maker = match maker {
+            Some(m) => m,
+            None => match links.plain_pair(&component) {
+                Some(pair) => {
+                    cryo_pairs.push(pair);
+                    CRYO
+                }
+                None => {
+                    let pids: BTreeSet<i32> =
+                        held.iter().map(|&(h, _)| ordered[h].entry.pid).collect();
+                    return Err(Error::Restore(format!(
+                        "unix sockets linked to each other (a listener and its clients, or \
+                         descriptors in flight) are held by processes in different trees \
+                         {pids:?}: not supported yet"
+                    )));
+                }
+            },
+        };
         for (h, x) in held {
             // Walk up from the holder until a task that has x: the maker, or one that holds
             // or already receives it; every step down from there gets it from its parent.

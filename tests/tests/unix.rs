@@ -1,10 +1,23 @@
 //! Unix sockets: socketpairs (in one process, or split between a parent and its child) come
 //! back connected with their unread data in both directions, seqpacket messages keep their
-//! boundaries, and a socket whose peer is outside the dump is refused.
+//! boundaries, and a socket whose peer is outside the dump is refused. What a queue carries
+//! beyond bytes comes back too: descriptors in flight (SCM_RIGHTS) the receiver then uses,
+//! credentials, shutdown state, and connections waiting in a listener's accept queue with
+//! what their clients sent before being accepted.
 //!
 //! Needs the engine: `cryo` must be built (`cargo build -p cryo`).
 
 use cryo_tests::{cryo_bin, Workload};
+
+/// Kills a process of the workload's that is no child of the test (the restored one's child).
+struct Reaper(i32);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        // SAFETY: kill takes plain integers.
+        unsafe { libc::kill(self.0, libc::SIGKILL) };
+    }
+}
 
 fn pair_round_trip(ty: &str) {
     cryo_bin();
@@ -53,13 +66,6 @@ fn a_parent_and_its_child_talk_over_a_socketpair_across_restore() {
     cryo_bin();
     let mut w = Workload::spawn("unix-tree", &[]);
     let kid: i32 = w.cmd("kid").parse().unwrap();
-    struct Reaper(i32);
-    impl Drop for Reaper {
-        fn drop(&mut self) {
-            // SAFETY: kill takes plain integers.
-            unsafe { libc::kill(self.0, libc::SIGKILL) };
-        }
-    }
     let _reaper = Reaper(kid);
     assert_eq!(w.cmd("push hello"), "ok");
     assert_eq!(w.cmd("recv-wait"), "got hello");
@@ -147,13 +153,6 @@ fn a_pair_split_between_two_trees_dumped_together_keeps_talking() {
     cryo_bin();
     let mut w = Workload::spawn("unix-split", &[]);
     let d: i32 = w.cmd("kid").parse().unwrap();
-    struct Reaper(i32);
-    impl Drop for Reaper {
-        fn drop(&mut self) {
-            // SAFETY: kill takes plain integers.
-            unsafe { libc::kill(self.0, libc::SIGKILL) };
-        }
-    }
     let _reaper = Reaper(d);
     let ppid = cryo_tests::status_field(d, "PPid").unwrap();
     assert_ne!(ppid, w.pid().to_string(), "D is not in the root's tree");
@@ -181,5 +180,220 @@ fn a_pair_split_between_two_trees_dumped_together_keeps_talking() {
     assert_eq!(unsafe { libc::kill(d, libc::SIGUSR1) }, 0);
     assert_eq!(w.cmd("recv-wait"), "got two", "still connected");
     assert_eq!(w.cmd("recv"), "empty", "nothing read twice");
+    w.kill_restored();
+}
+
+/// The workload's pid as its replies print it.
+fn pid_of(w: &Workload) -> String {
+    w.pid().to_string()
+}
+
+#[test]
+fn a_pipe_a_file_and_a_socket_in_flight_come_back_usable() {
+    cryo_bin();
+    let mut w = Workload::spawn("unix-pair", &["stream"]);
+    let file = w.path("passed.txt");
+    cryo_tests::write_file(&file, b"0123456789");
+    let items = format!("pipe:piped file:{}:3 sock:inner", file.display());
+    assert_eq!(w.cmd(&format!("pass 0 {items}")), "ok");
+    let img = w.path("img");
+    w.dump_ok(&img);
+    w.restore_background(&img);
+    assert_eq!(
+        w.cmd("take 1"),
+        "fds pipe:piped file:3:3456789 sock:inner",
+        "each descriptor received with its data, the file at its offset"
+    );
+    // The pipe in flight is the one whose write end the workload kept.
+    assert_eq!(w.cmd("pipe-write more"), "ok");
+    assert_eq!(w.cmd("pipe-read"), "more");
+    // The socket in flight is still connected to the end the workload kept.
+    assert_eq!(w.cmd("sock-send hello"), "ok");
+    assert_eq!(w.cmd("sock-recv"), "hello");
+    assert_eq!(w.cmd("recv 1"), "empty", "nothing read twice");
+    w.kill_restored();
+}
+
+fn descriptor_between_messages(ty: &str) {
+    cryo_bin();
+    let mut w = Workload::spawn("unix-pair", &[ty]);
+    assert_eq!(w.cmd("send 0 first"), "ok");
+    assert_eq!(w.cmd("pass 0 pipe:x"), "ok");
+    assert_eq!(w.cmd("send 0 last"), "ok");
+    let img = w.path("img");
+    w.dump_ok(&img);
+    w.restore_background(&img);
+    assert_eq!(w.cmd("take 1"), "first", "no descriptor before its message");
+    assert_eq!(
+        w.cmd("take 1"),
+        "fds pipe:x",
+        "the descriptor with its message"
+    );
+    assert_eq!(w.cmd("take 1"), "last");
+    w.kill_restored();
+}
+
+#[test]
+fn a_descriptor_in_flight_keeps_its_message_in_a_seqpacket_queue() {
+    descriptor_between_messages("seqpacket");
+}
+
+#[test]
+fn a_descriptor_in_flight_keeps_its_message_in_a_dgram_queue() {
+    descriptor_between_messages("dgram");
+}
+
+#[test]
+fn credentials_stay_with_their_messages() {
+    cryo_bin();
+    let mut w = Workload::spawn("unix-pair", &["dgram"]);
+    // Sent while neither end asked for credentials: none.
+    assert_eq!(w.cmd("send 0 plain"), "ok");
+    // The receiver asks: the kernel attaches the sender's.
+    assert_eq!(w.cmd("passcred 1"), "ok");
+    assert_eq!(w.cmd("send 0 auto"), "ok");
+    // Explicit ones, other than the sender's own uid and gid.
+    assert_eq!(w.cmd("send-creds 0 explicit 1234 5678"), "ok");
+    let img = w.path("img");
+    w.dump_ok(&img);
+    w.restore_background(&img);
+    let pid = pid_of(&w);
+    assert_eq!(w.cmd("recv-creds 1"), "plain none");
+    assert_eq!(w.cmd("recv-creds 1"), format!("auto {pid} 0 0"));
+    assert_eq!(w.cmd("recv-creds 1"), format!("explicit {pid} 1234 5678"));
+    assert_eq!(w.cmd("recv-creds 1"), "empty");
+    w.kill_restored();
+}
+
+#[test]
+fn credentials_naming_a_process_gone_at_restore_name_the_receiver_instead() {
+    cryo_bin();
+    let mut w = Workload::spawn("unix-pair", &["dgram"]);
+    let mut other = std::process::Command::new("sleep")
+        .arg("1000")
+        .spawn()
+        .unwrap();
+    let gone = other.id();
+    assert_eq!(w.cmd(&format!("send-creds 0 other 1234 5678 {gone}")), "ok");
+    let img = w.path("img");
+    w.dump_ok(&img);
+    other.kill().unwrap();
+    other.wait().unwrap();
+    w.restore_background(&img);
+    // The kernel refuses a pid that does not exist: the restored process's own is sent.
+    assert_eq!(
+        w.cmd("recv-creds 1"),
+        format!("other {} 1234 5678", pid_of(&w))
+    );
+    w.kill_restored();
+}
+
+#[test]
+fn a_pair_shut_for_writing_on_one_end_stays_shut() {
+    cryo_bin();
+    let mut w = Workload::spawn("unix-pair", &["stream"]);
+    assert_eq!(w.cmd("send 0 last-words"), "ok");
+    assert_eq!(w.cmd("shut 0"), "ok");
+    let img = w.path("img");
+    w.dump_ok(&img);
+    w.restore_background(&img);
+    assert_eq!(
+        w.cmd("recv 1"),
+        "last-words|<eof>",
+        "the reader gets the data, then end of file"
+    );
+    let refused = w.cmd("send-nosig 0 more");
+    assert!(
+        refused.contains("os error 32"),
+        "the shut end cannot write (EPIPE): {refused}"
+    );
+    // The other direction still works.
+    assert_eq!(w.cmd("send 1 back"), "ok");
+    assert_eq!(w.cmd("recv 0"), "back");
+    w.kill_restored();
+}
+
+#[test]
+fn a_connection_waiting_in_a_listeners_accept_queue_comes_back_with_what_it_sent() {
+    cryo_bin();
+    let dir = cryo_tests::control_dir();
+    let path = dir.path().join("l.sock");
+    let mut w = Workload::spawn_in(dir, "unix-listen", &[path.to_str().unwrap()]);
+    assert_eq!(w.cmd("connect early"), "ok");
+    let img = w.path("img");
+    w.dump_ok(&img);
+    w.restore_background(&img);
+    assert_eq!(
+        w.cmd("accept-keep"),
+        "got early",
+        "the waiting connection, with what its client sent before accept"
+    );
+    assert_eq!(w.cmd("say client ping"), "ok");
+    assert_eq!(w.cmd("hear conn"), "ping");
+    assert_eq!(w.cmd("say conn pong"), "ok");
+    assert_eq!(w.cmd("hear client"), "pong");
+    // And the listener takes new clients at its path.
+    let mut c = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    std::io::Write::write_all(&mut c, b"hi").unwrap();
+    assert_eq!(w.cmd("accept"), "got hi");
+    w.kill_restored();
+}
+
+#[test]
+fn a_waiting_connection_with_data_is_refused_by_a_dump_that_leaves_it_running() {
+    cryo_bin();
+    let dir = cryo_tests::control_dir();
+    let path = dir.path().join("l.sock");
+    let w = Workload::spawn_in(dir, "unix-listen", &[path.to_str().unwrap()]);
+    assert_eq!(w.cmd("connect early"), "ok");
+    let img = w.path("img");
+    w.dump(&img, &["--leave-running"])
+        .assert_refused()
+        .assert_stderr_mentions("accept queue")
+        .assert_stderr_mentions("retry");
+    w.assert_untouched();
+    assert_eq!(
+        w.cmd("accept-keep"),
+        "got early",
+        "the connection still waits"
+    );
+}
+
+#[test]
+fn a_connection_accepted_from_a_listener_keeps_its_data_both_ways() {
+    cryo_bin();
+    let dir = cryo_tests::control_dir();
+    let path = dir.path().join("l.sock");
+    let mut w = Workload::spawn_in(dir, "unix-listen", &[path.to_str().unwrap()]);
+    assert_eq!(w.cmd("connect hello"), "ok");
+    assert_eq!(w.cmd("accept-keep"), "got hello");
+    assert_eq!(w.cmd("say client to-conn"), "ok");
+    assert_eq!(w.cmd("say conn to-client"), "ok");
+    let img = w.path("img");
+    w.dump_ok(&img);
+    w.restore_background(&img);
+    assert_eq!(w.cmd("hear conn"), "to-conn");
+    assert_eq!(w.cmd("hear client"), "to-client");
+    assert_eq!(w.cmd("say client again"), "ok");
+    assert_eq!(w.cmd("hear conn"), "again");
+    w.kill_restored();
+}
+
+#[test]
+fn a_pipe_a_parent_passed_to_its_child_comes_back_in_flight() {
+    cryo_bin();
+    let mut w = Workload::spawn("unix-pass", &[]);
+    let kid: i32 = w.cmd("kid").parse().unwrap();
+    let _reaper = Reaper(kid);
+    assert_eq!(w.cmd("pass pipe:for-the-child"), "ok");
+    let img = w.path("img");
+    w.dump_ok(&img);
+    w.restore_background(&img);
+    assert!(cryo_tests::pid_exists(kid), "the child is back");
+    assert_eq!(
+        w.cmd("ask"),
+        "fds pipe:for-the-child",
+        "the child receives the pipe its parent passed, with the data in it"
+    );
     w.kill_restored();
 }

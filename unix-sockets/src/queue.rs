@@ -331,6 +331,25 @@ fn check_ctrunc(fd: i32, flags: i32) -> Result<()> {
     Ok(())
 }
 
+/// Takes the next connection waiting in the accept queue of listener `fd`
+/// (a duplicate of the owner's), without blocking: `None` when none waits.
+/// The listener's O_NONBLOCK is left alone (it is the owner's too).
+///
+/// Unlike the rest of this module this CONSUMES: the connection leaves the
+/// owner's accept queue for good. It is the only way to reach what a client
+/// sent before being accepted (the embryo socket has no fd and no inode), so
+/// a dump uses it only once it is committed to end the owner.
+pub fn accept_waiting(fd: impl AsFd) -> Result<Option<OwnedFd>> {
+    let fd = fd.as_fd();
+    let raw = fd.as_raw_fd();
+    if !sys::poll_in(fd).map_err(|e| UnixSockError::fd("poll", raw, e))? {
+        return Ok(None);
+    }
+    sys::accept(fd)
+        .map(Some)
+        .map_err(|e| UnixSockError::fd("accept", raw, e))
+}
+
 /// Receives (consumes) one message from `fd`, at most `max` bytes, with its
 /// descriptors, credentials and (dgram) sender, without blocking; `None`
 /// when nothing is queued. The counterpart of a capture, for checks.

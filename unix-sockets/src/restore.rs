@@ -158,9 +158,9 @@ pub fn connect(fd: impl AsFd, name: &UnixName) -> Result<()> {
 /// connected to the listener bound to `listener_name`, so that the
 /// listener's next accept() returns its peer. Returns the client end.
 ///
-/// Data the client had sent before being accepted sits in the embryo's
-/// queue, which no process holds: [`crate::graph`] reports it, and it is not
-/// recreated here.
+/// Data the client had sent before being accepted goes back into the new
+/// embryo's queue when the caller sends it from the returned end
+/// ([`refill_queue`]); capturing it took an accept ([`crate::accept_waiting`]).
 pub fn connect_pending(
     ty: SockType,
     listener_name: &UnixName,

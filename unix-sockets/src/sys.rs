@@ -379,12 +379,22 @@ pub(crate) fn accept(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
 
 /// Whether `poll` reports POLLERR (a pending `sk_err`) without consuming it.
 pub(crate) fn poll_err(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    Ok(poll_now(fd, 0)? & libc::POLLERR != 0)
+}
+
+/// Whether `poll` reports POLLIN (for a listener: a connection to accept).
+pub(crate) fn poll_in(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    Ok(poll_now(fd, libc::POLLIN)? & libc::POLLIN != 0)
+}
+
+/// `poll` of one fd for `events`, without waiting: its `revents`.
+fn poll_now(fd: BorrowedFd<'_>, events: libc::c_short) -> io::Result<libc::c_short> {
     let mut pfd = libc::pollfd {
         fd: fd.as_raw_fd(),
-        events: 0,
+        events,
         revents: 0,
     };
     // SAFETY: pfd is one valid pollfd; a zero timeout never blocks.
     cvt(unsafe { libc::poll(&mut pfd, 1, 0) })?;
-    Ok(pfd.revents & libc::POLLERR != 0)
+    Ok(pfd.revents)
 }

@@ -26,6 +26,7 @@
 mod devices;
 mod epoll;
 mod events;
+pub(crate) mod in_flight;
 mod inotify;
 mod inspect;
 mod memfd;
@@ -33,6 +34,7 @@ mod pipes;
 mod regular;
 pub mod sockets;
 pub(crate) mod sys;
+mod unix_groups;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs;
@@ -51,6 +53,7 @@ use tracing::{debug, instrument};
 use crate::image::ImageDir;
 pub use inspect::InodeKey;
 use inspect::{Link, OpenFd};
+pub(crate) use unix_groups::UnixLinks;
 
 /// Why a file of a task could not be dumped or restored.
 #[derive(Debug, thiserror::Error)]
@@ -241,6 +244,18 @@ pub enum FileError {
         /// What went wrong.
         source: cryo_netns::LockError,
     },
+    /// A descriptor in flight (SCM_RIGHTS) in a unix socket's queue cannot be dumped.
+    #[error("pid {pid} fd {fd}: a descriptor in flight on socket:[{ino}]: {detail}")]
+    InFlight {
+        /// The task holding the socket.
+        pid: Pid,
+        /// Its fd there.
+        fd: RawFd,
+        /// The socket whose queue carries the descriptor.
+        ino: u64,
+        /// Why.
+        detail: String,
+    },
     /// An fd could not be put at its number.
     #[error("fd {fd} (file {id}): {op}: {source}")]
     Place {
@@ -347,6 +362,49 @@ impl FileTable {
     pub fn add_sockets(&mut self, dump: &sockets::SocketDump) {
         for (ino, rec) in dump.records() {
             self.sockets.insert(ino, rec.clone());
+        }
+    }
+
+    /// Dumps one of cryo's own fds (a descriptor in flight, duplicated into cryo by a peek)
+    /// as a description no fd of a task points to, unless kcmp finds a task's fd (or an
+    /// earlier one of cryo's) on the same description. Returns its id.
+    pub(crate) fn dump_own_fd(
+        &mut self,
+        fd: std::os::fd::BorrowedFd<'_>,
+        images: &ImageDir,
+    ) -> Result<u32, FileError> {
+        let me = nix::unistd::getpid();
+        let mut task = TaskFds {
+            pid: me,
+            pidfd: None,
+        };
+        let raw = fd.as_raw_fd();
+        let entry = self.dump_fd(&mut task, raw, images, &FdDumpOptions::default())?;
+        let kind = self
+            .descs
+            .iter()
+            .find(|d| d.id == entry.file_id)
+            .and_then(|d| d.kind.as_ref());
+        if matches!(kind, Some(Kind::Epoll(_))) {
+            return Err(FileError::Dump {
+                pid: me,
+                fd: raw,
+                detail: "an epoll in flight: not supported yet".into(),
+            });
+        }
+        Ok(entry.file_id)
+    }
+
+    /// Replaces the record of socket `rec.ino` (known through [`Self::add_sockets`]), in the
+    /// descriptions already dumped too.
+    pub(crate) fn update_socket(&mut self, rec: &Socket) {
+        self.sockets.insert(rec.ino, rec.clone());
+        for d in &mut self.descs {
+            if let Some(Kind::Socket(s)) = &mut d.kind {
+                if s.ino == rec.ino {
+                    *s = rec.clone();
+                }
+            }
         }
     }
 
@@ -874,6 +932,8 @@ pub fn validate(
     for fds in fds_of_tasks {
         check_fds(&by_id, fds)?;
     }
+    // Peers, waiting clients and descriptions in flight all in the image.
+    UnixLinks::build(descs)?;
     Ok(())
 }
 
@@ -944,7 +1004,9 @@ pub struct FdRestoreOptions {
 }
 
 /// [`restore_task_fds`] with options. Sockets are re-created before any fd is placed:
-/// listeners, then connections, then UDP sockets.
+/// listeners, then connections, then UDP sockets, then the unix sockets made together (pairs,
+/// listeners with waiting connections), whose queues are refilled once every description they
+/// carry in flight is open.
 pub fn restore_task_fds_with(
     descs: &[FileDesc],
     fds: &[FdEntry],
@@ -957,14 +1019,21 @@ pub fn restore_task_fds_with(
     // Every temporary lives above the highest target, so placing never overwrites one.
     let min_high = fds.iter().map(|e| e.fd).max().map_or(0, |m| m + 1);
     let used: BTreeSet<u32> = fds.iter().map(|e| e.file_id).collect();
-    let mut opened: HashMap<u32, OwnedFd> = HashMap::with_capacity(used.len());
+    let links = UnixLinks::build(descs)?;
+    // Besides its own: what it keeps for its descendants (inherited and passed on, or made
+    // here), the other members of the unix groups it makes, and what their queues carry.
+    let wanted: BTreeSet<u32> = used.iter().chain(opts.extra.keys()).copied().collect();
+    let to_open = links.to_open(&wanted, |id| opts.inherited.contains_key(&id));
+    if to_open.len() > used.len() {
+        sys::raise_nofile();
+    }
+    let mut opened: HashMap<u32, OwnedFd> = HashMap::with_capacity(to_open.len());
     let mut ghosts = regular::Ghosts::default();
     let mut pipe_descs = Vec::new();
     let mut epolls = Vec::new();
     let mut memfds = memfd::Made::default();
     let mut socket_descs = Vec::new();
-    let mut unix_ends = Vec::new();
-    for id in &used {
+    for id in &to_open {
         let desc = by_id[id];
         if let Some(&parent_fd) = opts.inherited.get(id) {
             // An fd this process inherited and keeps open until placing is over.
@@ -993,99 +1062,18 @@ pub fn restore_task_fds_with(
                 continue;
             }
             Kind::Socket(s) => {
-                match sockets::decode(desc, s)? {
-                    sockets::Decoded::Unix(u) if s.peer_ino != 0 => {
-                        unix_ends.push((desc, s.peer_ino, u))
-                    }
-                    d => socket_descs.push((desc, d)),
+                if !links.is_member(*id) {
+                    socket_descs.push((desc, sockets::decode(desc, s)?));
                 }
-                continue;
+                continue; // a unix socket made with its group, below
             }
         };
         debug!(id, what = %describe(desc), "description opened");
         opened.insert(*id, above(desc, fd, min_high)?);
     }
-    // Connected unix pairs: both ends made together by the first of them met here.
-    let extra_top = opts
-        .extra
-        .values()
-        .max()
-        .map_or(min_high, |&m| m.max(min_high) + 1);
-    let mut extras: Vec<(OwnedFd, RawFd)> = Vec::new();
-    if !unix_ends.is_empty() {
-        let by_ino: HashMap<u64, (&FileDesc, &Socket)> = descs
-            .iter()
-            .filter_map(|d| match &d.kind {
-                Some(Kind::Socket(s)) if s.kind == sockets::UNIX_KIND => Some((s.ino, (d, s))),
-                _ => None,
-            })
-            .collect();
-        for (desc, peer_ino, u) in &unix_ends {
-            if opened.contains_key(&desc.id) {
-                continue; // made with its peer
-            }
-            let Some(&(pdesc, ps)) = by_ino.get(peer_ino) else {
-                return Err(FileError::Invalid {
-                    id: desc.id,
-                    detail: format!("its unix peer socket:[{peer_ino}] is not in the image"),
-                });
-            };
-            let sockets::Decoded::Unix(pu) = sockets::decode(pdesc, ps)? else {
-                return Err(FileError::Invalid {
-                    id: pdesc.id,
-                    detail: "the peer of a unix socket is not a unix socket".into(),
-                });
-            };
-            if opened.contains_key(&pdesc.id) {
-                return Err(FileError::Invalid {
-                    id: desc.id,
-                    detail: format!(
-                        "its unix peer ({}) was inherited without it",
-                        describe(pdesc)
-                    ),
-                });
-            }
-            let (mine, theirs) = sockets::open_unix_pair((desc, u), (pdesc, &pu))?;
-            debug!(id = desc.id, peer = pdesc.id, what = %describe(desc), "unix pair made");
-            opened.insert(desc.id, above(desc, mine, min_high)?);
-            if used.contains(&pdesc.id) {
-                opened.insert(pdesc.id, above(pdesc, theirs, min_high)?);
-            } else if let Some(&at) = opts.extra.get(&pdesc.id) {
-                extras.push((above(pdesc, theirs, extra_top)?, at));
-            }
-            // Otherwise no process made from here holds the other end: it closes.
-        }
-    }
-    // Ends kept for descendants that this process does not hold: passed on from its parent,
-    // or (this process is the pair's lowest common ancestor) made here.
-    for (&id, &at) in &opts.extra {
-        if extras.iter().any(|(_, a)| *a == at) || used.contains(&id) {
-            continue;
-        }
-        let desc = by_id.get(&id).copied().ok_or(FileError::Invalid {
-            id,
-            detail: "kept for a child but not in the image".into(),
-        })?;
-        if let Some(&from) = opts.inherited.get(&id) {
-            let fd = sys::dup_at_least(sys::borrow_raw(from), extra_top)
-                .map_err(|e| restore_err(desc, "F_DUPFD_CLOEXEC (passed on)", e))?;
-            extras.push((fd, at));
-            continue;
-        }
-        let peer = by_id
-            .values()
-            .copied()
-            .find(|d| matches!(&d.kind, Some(Kind::Socket(p)) if Some(p.ino) == peer_ino(desc)))
-            .ok_or(FileError::Invalid {
-                id,
-                detail: "kept for a child, neither inherited nor one end of a pair".into(),
-            })?;
-        let (mine, theirs) = open_unix_pair_by_ids(descs, id, peer.id)?;
-        debug!(id, peer = peer.id, what = %describe(desc), "unix pair made for children");
-        extras.push((above(desc, mine, extra_top)?, at));
-        if let Some(&peer_at) = opts.extra.get(&peer.id) {
-            extras.push((above(peer, theirs, extra_top)?, peer_at));
-        }
+    for (id, fd) in pipes::open_all(&pipe_descs)? {
+        let desc = by_id[&id];
+        opened.insert(id, above(desc, fd, min_high)?);
     }
     socket_descs.sort_by_key(|(_, d)| d.order());
     // A socket used by one fd whose number is free goes there at once: a server with
@@ -1098,7 +1086,7 @@ pub fn restore_task_fds_with(
     for (desc, decoded) in &socket_descs {
         let fd = sockets::open(desc, decoded, opts.tcp_close)?;
         match uses.get(&desc.id).map(Vec::as_slice) {
-            Some([e]) if e.fd > 2 && !sys::fd_is_open(e.fd) => {
+            Some([e]) if e.fd > 2 && !sys::fd_is_open(e.fd) && !links.is_carried(desc.id) => {
                 sys::dup_to(fd.as_fd(), e.fd, e.cloexec).map_err(|source| FileError::Place {
                     fd: e.fd,
                     id: e.file_id,
@@ -1119,9 +1107,23 @@ pub fn restore_task_fds_with(
             "sockets restored"
         );
     }
-    for (id, fd) in pipes::open_all(&pipe_descs)? {
-        let desc = by_id[&id];
-        opened.insert(id, above(desc, fd, min_high)?);
+    // Unix sockets made together, their queues refilled with what they carry in flight.
+    links.make_all(&by_id, &to_open, &mut opened, min_high)?;
+    // What this process made for its children (the other end of a pair, a description in
+    // flight a child holds too): above every extra slot until placing is over.
+    let extra_top = opts
+        .extra
+        .values()
+        .max()
+        .map_or(min_high, |&m| m.max(min_high) + 1);
+    let mut extras: Vec<(OwnedFd, RawFd)> = Vec::new();
+    for (id, &at) in &opts.extra {
+        if used.contains(id) {
+            continue;
+        }
+        if let Some(fd) = opened.remove(id) {
+            extras.push((above(by_id[id], fd, extra_top)?, at));
+        }
     }
     drop(ghosts);
     drop(memfds);
@@ -1148,7 +1150,7 @@ pub fn restore_task_fds_with(
         sys::dup_to(fd.as_fd(), *at, true).map_err(|source| FileError::Place {
             fd: *at,
             id: 0,
-            op: "dup3 (unix peer end for a child)",
+            op: "dup3 (a description kept for a child)",
             source,
         })?;
         keep.push(*at);
@@ -1158,45 +1160,25 @@ pub fn restore_task_fds_with(
 }
 
 /// Both ends of the connected unix pair whose ends are descriptions `a` and `b`, made by cryo
-/// itself for two root processes that share it (each inherits one end from cryo).
+/// itself for two root processes that share it (each inherits one end from cryo). Their
+/// queues must carry no descriptors in flight (the plan refuses that).
 pub(crate) fn open_unix_pair_by_ids(
     descs: &[FileDesc],
     a: u32,
     b: u32,
 ) -> Result<(OwnedFd, OwnedFd), FileError> {
     let by_id = index(descs)?;
-    let unix_of = |id: u32| -> Result<(&FileDesc, Box<sockets::UnixSocketState>), FileError> {
-        let desc = *by_id.get(&id).ok_or(FileError::Invalid {
+    let links = UnixLinks::build(descs)?;
+    let both: BTreeSet<u32> = [a, b].into();
+    let mut opened = HashMap::new();
+    links.make_all(&by_id, &both, &mut opened, 0)?;
+    let mut end = |id: u32| {
+        opened.remove(&id).ok_or(FileError::Invalid {
             id,
-            detail: "no such description".into(),
-        })?;
-        match desc.kind.as_ref() {
-            Some(Kind::Socket(s)) => match sockets::decode(desc, s)? {
-                sockets::Decoded::Unix(u) => Ok((desc, u)),
-                _ => Err(FileError::Invalid {
-                    id,
-                    detail: "not a unix socket".into(),
-                }),
-            },
-            _ => Err(FileError::Invalid {
-                id,
-                detail: "not a socket".into(),
-            }),
-        }
+            detail: "not one end of a unix pair".into(),
+        })
     };
-    let (da, ua) = unix_of(a)?;
-    let (db, ub) = unix_of(b)?;
-    sockets::open_unix_pair((da, &ua), (db, &ub))
-}
-
-/// The inode of the peer of a connected unix socket description.
-fn peer_ino(desc: &FileDesc) -> Option<u64> {
-    match &desc.kind {
-        Some(Kind::Socket(s)) if s.kind == sockets::UNIX_KIND && s.peer_ino != 0 => {
-            Some(s.peer_ino)
-        }
-        _ => None,
-    }
+    Ok((end(a)?, end(b)?))
 }
 
 /// `fd` moved to a number at or above `min` (it may already be there).

@@ -7,6 +7,10 @@
 //! ([`check_unix_peers`]). At restore, whichever process creates the first end of a pair makes
 //! both with socketpair() and refills each end's queue from the other.
 //!
+//! What a queue carries beyond bytes (descriptors in flight, the connections waiting in a
+//! listener's accept queue and what their clients sent) is noted here per task and resolved
+//! across the dump by `in_flight`; sockets made together at restore are `unix_groups`' job.
+//!
 //! ```text
 //! dump (task frozen), before the file table is built:
 //!   /proc/PID/fd/N = socket:[INO]  pidfd_getfd -> a duplicate (the same socket)
@@ -78,6 +82,18 @@ pub struct SocketDump {
     records: HashMap<u64, Socket>,
     /// Unix sockets with a peer: (pid, fd, inode, peer inode), checked across the dump.
     unix_peers: Vec<(Pid, RawFd, u64, u64)>,
+    /// Descriptors in flight (SCM_RIGHTS) in the queues captured: duplicates the peek
+    /// installed in cryo, resolved into descriptions once every task's fds are dumped.
+    pub(super) in_flight: Vec<InFlightFds>,
+    /// Listeners with connections waiting in their accept queue.
+    pub(super) accept_queues: Vec<AcceptQueue>,
+    /// Connected stream/seqpacket unix sockets without a peer inode (pid, fd, inode): clients
+    /// waiting in a listener's accept queue, to be found in a dumped listener's.
+    pub(super) awaiting_accept: Vec<(Pid, RawFd, u64)>,
+    /// Held open until the dump ends: duplicates of descriptors in flight (later descriptions
+    /// are compared against them with kcmp) and connections accepted out of a listener's queue
+    /// (closing them early would tell their clients).
+    pub(super) kept: Vec<OwnedFd>,
     held: Vec<Held>,
     pidfd: Option<OwnedFd>,
     lock: Option<NetworkLock>,
@@ -119,6 +135,9 @@ pub struct UnixSocketState {
     pub rcvbuf: i32,
     /// SO_PEEK_OFF (-1: disabled).
     pub peek_off: i32,
+    /// A listener: the connections waiting in its accept queue, in queue order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending: Vec<PendingConnection>,
 }
 
 /// One message of a unix socket's receive queue.
@@ -128,43 +147,134 @@ pub struct UnixMessage {
     pub data: Vec<u8>,
     /// SCM_CREDENTIALS (pid, uid, gid), when they were attached.
     pub creds: Option<(i32, u32, u32)>,
+    /// Descriptors in flight with it (SCM_RIGHTS), in order: ids of descriptions of files.img
+    /// (the same id as a task's fd when a task holds the same description).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fds: Vec<u32>,
+}
+
+impl UnixMessage {
+    /// The message as cryo-unix-sockets sends it, with `fds` (its descriptions, open here).
+    pub(super) fn to_queued(&self, fds: Vec<OwnedFd>) -> unix::QueuedMessage {
+        unix::QueuedMessage {
+            data: self.data.clone(),
+            fds,
+            creds: self
+                .creds
+                .map(|(pid, uid, gid)| unix::Creds { pid, uid, gid }),
+            sender: unix::UnixName::Unnamed,
+        }
+    }
+}
+
+/// A connection waiting in a listener's accept queue (not accepted yet).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PendingConnection {
+    /// The client socket (connected, held by a dumped process or in flight).
+    pub client_ino: u64,
+    /// What the client sent before being accepted (the embryo's queue), in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub queue: Vec<UnixMessage>,
+}
+
+/// Descriptors in flight in one message of a captured queue (duplicates installed in cryo).
+#[derive(Debug)]
+pub(super) struct InFlightFds {
+    /// The task holding the socket (cryo itself for a socket that is in flight too).
+    pub pid: Pid,
+    /// Its fd there.
+    pub fd: RawFd,
+    /// The socket whose queue holds the message.
+    pub ino: u64,
+    /// The waiting connection whose queue it is (index in `pending`), or `None`: the
+    /// socket's own queue.
+    pub pending: Option<usize>,
+    /// The message's index in that queue.
+    pub message: usize,
+    /// The descriptors, in order.
+    pub fds: Vec<OwnedFd>,
+}
+
+/// A dumped listener with connections waiting in its accept queue.
+#[derive(Debug, Clone)]
+pub(super) struct AcceptQueue {
+    /// The task holding it.
+    pub pid: Pid,
+    /// Its fd there.
+    pub fd: RawFd,
+    /// The listener.
+    pub ino: u64,
+    /// Each waiting client in queue order: its inode and the bytes it sent before being
+    /// accepted (sock_diag's count of its unread output).
+    pub clients: Vec<(u64, u32)>,
+}
+
+/// The messages of a captured queue and the descriptors in flight in them, by message index.
+pub(super) type Messages = (Vec<UnixMessage>, Vec<(usize, Vec<OwnedFd>)>);
+
+/// Splits a captured queue into its messages and the descriptors they carry.
+pub(super) fn split_queue(q: unix::CapturedQueue) -> Messages {
+    let mut fds = Vec::new();
+    let messages = q
+        .messages
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| {
+            if !m.fds.is_empty() {
+                fds.push((i, m.fds));
+            }
+            UnixMessage {
+                data: m.data,
+                creds: m.creds.map(|c| (c.pid, c.uid, c.gid)),
+                fds: Vec::new(),
+            }
+        })
+        .collect();
+    (messages, fds)
 }
 
 impl UnixSocketState {
-    fn sock_type(&self) -> Result<unix::SockType, String> {
+    pub(super) fn sock_type(&self) -> Result<unix::SockType, String> {
         unix::SockType::from_raw(self.sock_type)
             .ok_or_else(|| format!("unix socket of type {}", self.sock_type))
     }
 
-    fn name(&self) -> unix::UnixName {
+    pub(super) fn name(&self) -> unix::UnixName {
         unix::UnixName::from_sun_path(&self.name)
     }
 
-    fn shutdown(&self) -> unix::Shutdown {
+    /// The socket file's mode and owner (bound to a path).
+    pub(super) fn attrs(&self) -> Option<unix::restore::SocketFileAttrs> {
+        self.file_attrs
+            .map(|(mode, uid, gid)| unix::restore::SocketFileAttrs { mode, uid, gid })
+    }
+
+    pub(super) fn shutdown(&self) -> unix::Shutdown {
         unix::Shutdown {
             read: self.shutdown.0,
             write: self.shutdown.1,
         }
     }
 
+    /// The queue without its descriptors in flight (`unix_groups` sends those).
     fn captured(&self) -> Result<unix::CapturedQueue, String> {
         Ok(unix::CapturedQueue {
             sock_type: self.sock_type()?,
-            messages: self
-                .queue
-                .iter()
-                .map(|m| unix::QueuedMessage {
-                    data: m.data.clone(),
-                    fds: Vec::new(),
-                    creds: m.creds.map(|(pid, uid, gid)| unix::Creds { pid, uid, gid }),
-                    sender: unix::UnixName::Unnamed,
-                })
-                .collect(),
+            messages: self.queue.iter().map(|m| m.to_queued(Vec::new())).collect(),
             pending_error: None,
         })
     }
 
-    fn options(&self) -> unix::restore::SockOptions {
+    /// The ids of every description in flight in its queues (its own, its waiting
+    /// connections').
+    pub(super) fn carried(&self) -> impl Iterator<Item = u32> + '_ {
+        self.queue
+            .iter()
+            .chain(self.pending.iter().flat_map(|p| &p.queue))
+            .flat_map(|m| m.fds.iter().copied())
+    }
+
+    pub(super) fn options(&self) -> unix::restore::SockOptions {
         unix::restore::SockOptions {
             passcred: self.passcred,
             sndbuf: self.sndbuf,
@@ -174,15 +284,30 @@ impl UnixSocketState {
     }
 }
 
-/// Captures unix socket `ino` of `pid` (its duplicate `dup`): diag, queue, options. Returns
-/// the state and the peer inode (0: none).
-fn capture_unix(
+/// What [`capture_unix`] found beyond the state.
+pub(super) struct UnixCapture {
+    /// The state.
+    pub state: UnixSocketState,
+    /// The peer inode (0: none).
+    pub peer: u64,
+    /// Descriptors in flight in its queue, by message index.
+    pub in_flight: Vec<(usize, Vec<OwnedFd>)>,
+    /// A listener: its waiting clients (inode, bytes each sent before being accepted).
+    pub waiting: Vec<(u64, u32)>,
+    /// Connected (stream or seqpacket) without a peer inode and not shut down: a client
+    /// waiting in some listener's accept queue.
+    pub awaiting_accept: bool,
+}
+
+/// Captures unix socket `ino` of `pid` (its duplicate `dup`): diag, queue (with the
+/// descriptors in flight, duplicated into cryo), options, accept queue.
+pub(super) fn capture_unix(
     pid: Pid,
     fd: RawFd,
     ino: u64,
     dup: BorrowedFd<'_>,
     diag: &mut Option<unix::DiagSocket>,
-) -> Result<(UnixSocketState, u64), FileError> {
+) -> Result<UnixCapture, FileError> {
     let bad = |detail: String| FileError::Socket { pid, fd, detail };
     if diag.is_none() {
         *diag = Some(unix::DiagSocket::new().map_err(|e| bad(format!("sock_diag: {e}")))?);
@@ -202,28 +327,27 @@ fn capture_unix(
     if info.state == unix::SockState::Connecting {
         return Err(not_yet("connect in progress"));
     }
-    if listening && !info.pending.is_empty() {
-        return Err(not_yet(&format!(
-            "listener with {} connection(s) waiting to be accepted",
-            info.pending.len()
-        )));
+    // A waiting client's unread output is what it sent the embryo: counted here, captured
+    // (by accepting) only by a dump that ends the listener's owner.
+    let mut waiting = Vec::with_capacity(info.pending.len());
+    for &client in &info.pending {
+        let sent = diag
+            .query(client)
+            .map_err(|e| bad(format!("sock_diag query of socket:[{client}]: {e}")))?
+            .map_or(0, |c| c.wqueue);
+        waiting.push((u64::from(client), sent));
     }
-    let queue = if listening {
-        Vec::new()
+    let (queue, in_flight) = if listening {
+        (Vec::new(), Vec::new())
     } else {
         let q = unix::capture_queue(dup)
             .map_err(|e| bad(format!("capture the queue of socket:[{ino}]: {e}")))?;
-        if q.fd_count() > 0 {
-            return Err(not_yet("descriptors in flight (SCM_RIGHTS)"));
-        }
-        q.messages
-            .into_iter()
-            .map(|m| UnixMessage {
-                data: m.data,
-                creds: m.creds.map(|c| (c.pid, c.uid, c.gid)),
-            })
-            .collect()
+        split_queue(q)
     };
+    let awaiting_accept = info.state == unix::SockState::Established
+        && info.peer.is_none()
+        && info.sock_type != unix::SockType::Dgram
+        && !(info.shutdown.read && info.shutdown.write);
     let opts = unix::restore::read_options(dup)
         .map_err(|e| bad(format!("options of socket:[{ino}]: {e}")))?;
     let file_attrs = match &info.name {
@@ -246,8 +370,21 @@ fn capture_unix(
         sndbuf: opts.sndbuf,
         rcvbuf: opts.rcvbuf,
         peek_off: opts.peek_off,
+        pending: waiting
+            .iter()
+            .map(|&(client_ino, _)| PendingConnection {
+                client_ino,
+                queue: Vec::new(),
+            })
+            .collect(),
     };
-    Ok((state, info.peer.map_or(0, u64::from)))
+    Ok(UnixCapture {
+        state,
+        peer: info.peer.map_or(0, u64::from),
+        in_flight,
+        waiting,
+        awaiting_accept,
+    })
 }
 
 /// Every unix socket with a peer must find it among the sockets of the dump, connected back
@@ -411,15 +548,10 @@ impl SocketDump {
                 fd,
                 detail: e.to_string(),
             };
-            let mut peer_ino = 0;
             let (kind, json) = match kind {
                 Found::Unix => {
-                    let (state, peer) = capture_unix(pid, fd, ino, dup.as_fd(), &mut diag)?;
-                    if peer != 0 {
-                        out.unix_peers.push((pid, fd, ino, peer));
-                    }
-                    peer_ino = peer;
-                    (SocketKind::Unix, to_json(pid, fd, &state)?)
+                    out.record_unix(pid, fd, ino, family, dup.as_fd(), &mut diag)?;
+                    continue;
                 }
                 Found::Connection(..) => {
                     let repair = Repair::enter(dup.as_fd()).map_err(bad)?;
@@ -449,7 +581,7 @@ impl SocketDump {
                     kind: kind as i32,
                     family,
                     state_json: json,
-                    peer_ino,
+                    peer_ino: 0,
                 },
             );
         }
@@ -464,6 +596,85 @@ impl SocketDump {
     /// The records captured, by socket inode.
     pub(super) fn records(&self) -> impl Iterator<Item = (u64, &Socket)> {
         self.records.iter().map(|(&ino, rec)| (ino, rec))
+    }
+
+    /// Captures unix socket `ino` (fd `fd` of `pid`, duplicated as `dup`) and notes what it
+    /// holds for the dump-wide passes: its peer, its descriptors in flight, its accept queue.
+    pub(super) fn record_unix(
+        &mut self,
+        pid: Pid,
+        fd: RawFd,
+        ino: u64,
+        family: u32,
+        dup: BorrowedFd<'_>,
+        diag: &mut Option<unix::DiagSocket>,
+    ) -> Result<(), FileError> {
+        sys::raise_nofile();
+        let c = capture_unix(pid, fd, ino, dup, diag)?;
+        if c.peer != 0 {
+            self.unix_peers.push((pid, fd, ino, c.peer));
+        }
+        if c.awaiting_accept {
+            self.awaiting_accept.push((pid, fd, ino));
+        }
+        if !c.waiting.is_empty() {
+            self.accept_queues.push(AcceptQueue {
+                pid,
+                fd,
+                ino,
+                clients: c.waiting,
+            });
+        }
+        for (message, fds) in c.in_flight {
+            self.in_flight.push(InFlightFds {
+                pid,
+                fd,
+                ino,
+                pending: None,
+                message,
+                fds,
+            });
+        }
+        let json = to_json(pid, fd, &c.state)?;
+        self.records.insert(
+            ino,
+            Socket {
+                ino,
+                kind: SocketKind::Unix as i32,
+                family,
+                state_json: json,
+                peer_ino: c.peer,
+            },
+        );
+        Ok(())
+    }
+
+    /// Whether a record of socket `ino` is here.
+    pub(super) fn has_record(&self, ino: u64) -> bool {
+        self.records.contains_key(&ino)
+    }
+
+    /// Rewrites the state of unix socket `ino` with `change`; returns the new record (`None`
+    /// when this dump does not hold it).
+    pub(super) fn patch_unix(
+        &mut self,
+        ino: u64,
+        change: impl FnOnce(&mut UnixSocketState) -> Result<(), String>,
+    ) -> Result<Option<Socket>, FileError> {
+        let Some(rec) = self.records.get_mut(&ino) else {
+            return Ok(None);
+        };
+        let bad = |detail: String| FileError::Dump {
+            pid: Pid::from_raw(0),
+            fd: -1,
+            detail: format!("unix socket socket:[{ino}]: {detail}"),
+        };
+        let mut state: UnixSocketState = serde_json::from_slice(&rec.state_json)
+            .map_err(|e| bad(format!("decode its state: {e}")))?;
+        change(&mut state).map_err(bad)?;
+        rec.state_json =
+            serde_json::to_vec(&state).map_err(|e| bad(format!("encode its state: {e}")))?;
+        Ok(Some(rec.clone()))
     }
 
     /// True when connections were captured (and the network lock installed).
@@ -678,6 +889,13 @@ pub fn describe(s: &Socket) -> String {
                 if s.peer_ino != 0 {
                     out += &format!(" <-> socket:[{}]", s.peer_ino);
                 }
+                if !u.pending.is_empty() {
+                    out += &format!(" ({} waiting to be accepted)", u.pending.len());
+                }
+                let carried = u.carried().count();
+                if carried > 0 {
+                    out += &format!(" ({carried} descriptors in flight)");
+                }
                 out + &format!(" ({} messages, {bytes} bytes to read)", u.queue.len())
             }
             Err(_) => format!("unix socket:[{}] (undecodable state)", s.ino),
@@ -772,7 +990,7 @@ pub(super) fn open(
 }
 
 /// The file status flags of the description (O_NONBLOCK, O_ASYNC) on a new socket.
-fn set_flags(desc: &FileDesc, fd: &OwnedFd) -> Result<(), FileError> {
+pub(super) fn set_flags(desc: &FileDesc, fd: &OwnedFd) -> Result<(), FileError> {
     let flags = OFlag::from_bits_retain(desc.flags as i32) & (OFlag::O_NONBLOCK | OFlag::O_ASYNC);
     if !flags.is_empty() {
         let old = nix::fcntl::fcntl(fd, FcntlArg::F_GETFL)
@@ -783,80 +1001,56 @@ fn set_flags(desc: &FileDesc, fd: &OwnedFd) -> Result<(), FileError> {
     Ok(())
 }
 
-fn unix_err(desc: &FileDesc, op: &str, e: impl std::fmt::Display) -> FileError {
+pub(super) fn unix_err(desc: &FileDesc, op: &str, e: impl std::fmt::Display) -> FileError {
     super::restore_err(desc, op.to_string(), std::io::Error::other(e.to_string()))
 }
 
 /// A unix socket without a peer: a listener bound and listening again (a stale socket file
 /// at its path removed first), or a socket bound to its name (if any).
 fn open_unix(desc: &FileDesc, u: &UnixSocketState) -> Result<OwnedFd, FileError> {
-    let ty = u
-        .sock_type()
-        .map_err(|e| unix_err(desc, "socket type", e))?;
-    let attrs = u
-        .file_attrs
-        .map(|(mode, uid, gid)| unix::restore::SocketFileAttrs { mode, uid, gid });
-    let fd = if u.listening {
-        unix::restore::make_listener(ty, &u.name(), attrs, u.backlog.max(1))
-            .map_err(|e| unix_err(desc, "unix listener", e))?
-    } else {
-        let fd = unix::restore::socket(ty).map_err(|e| unix_err(desc, "socket", e))?;
-        unix::restore::bind_name(&fd, &u.name(), attrs).map_err(|e| unix_err(desc, "bind", e))?;
-        fd
-    };
-    if !u.listening {
-        let q = u.captured().map_err(|e| unix_err(desc, "queue", e))?;
-        if !q.is_empty() && ty == unix::SockType::Dgram && u.name().is_bound() {
-            // Sent to itself by name: the senders are not known, the data is.
-            unix::restore::refill_queue(&fd, Some(&u.name()), &q)
-                .map_err(|e| unix_err(desc, "refill the queue", e))?;
-        }
-        unix::restore::restore_shutdown(&fd, u.shutdown())
-            .map_err(|e| unix_err(desc, "shutdown", e))?;
-    }
-    unix::restore::apply_options(&fd, &u.options())
-        .map_err(|e| unix_err(desc, "socket options", e))?;
+    let fd = make_unix(desc, u, u.backlog)?;
+    let q = u.captured().map_err(|e| unix_err(desc, "queue", e))?;
+    finish_unix(desc, u, &fd, &q)?;
     Ok(fd)
 }
 
-/// Both ends of a connected unix pair, created together with socketpair(), each end's queue
-/// refilled from the other (messages one by one: boundaries kept), shutdown state and
-/// options restored, each with its description's flags.
-pub(super) fn open_unix_pair(
-    a: (&FileDesc, &UnixSocketState),
-    b: (&FileDesc, &UnixSocketState),
-) -> Result<(OwnedFd, OwnedFd), FileError> {
-    let (da, ua) = a;
-    let (db, ub) = b;
-    let ty = ua.sock_type().map_err(|e| unix_err(da, "socket type", e))?;
-    if ub.sock_type != ua.sock_type {
-        return Err(unix_err(
-            da,
-            "socketpair",
-            format!("peer {} has another type", super::describe(db)),
-        ));
+/// Creates a unix socket without a peer: a listener (with `backlog`) or a socket bound to its
+/// name (if any).
+pub(super) fn make_unix(
+    desc: &FileDesc,
+    u: &UnixSocketState,
+    backlog: u32,
+) -> Result<OwnedFd, FileError> {
+    let ty = u
+        .sock_type()
+        .map_err(|e| unix_err(desc, "socket type", e))?;
+    if u.listening {
+        return unix::restore::make_listener(ty, &u.name(), u.attrs(), backlog.max(1))
+            .map_err(|e| unix_err(desc, "unix listener", e));
     }
-    let (fa, fb) = unix::restore::socketpair(ty).map_err(|e| unix_err(da, "socketpair", e))?;
-    let qa = ua.captured().map_err(|e| unix_err(da, "queue", e))?;
-    let qb = ub.captured().map_err(|e| unix_err(db, "queue", e))?;
-    unix::restore::refill_queue(&fb, None, &qa).map_err(|e| unix_err(da, "refill the queue", e))?;
-    unix::restore::refill_queue(&fa, None, &qb).map_err(|e| unix_err(db, "refill the queue", e))?;
-    if ty == unix::SockType::Dgram {
-        unix::restore::restore_shutdown(&fa, ua.shutdown())
-            .map_err(|e| unix_err(da, "shutdown", e))?;
-        unix::restore::restore_shutdown(&fb, ub.shutdown())
-            .map_err(|e| unix_err(db, "shutdown", e))?;
-    } else {
-        unix::restore::restore_pair_shutdown(&fa, ua.shutdown(), &fb, ub.shutdown())
-            .map_err(|e| unix_err(da, "shutdown", e))?;
+    let fd = unix::restore::socket(ty).map_err(|e| unix_err(desc, "socket", e))?;
+    unix::restore::bind_name(&fd, &u.name(), u.attrs()).map_err(|e| unix_err(desc, "bind", e))?;
+    Ok(fd)
+}
+
+/// Completes a socket made by [`make_unix`]: its queue `q` refilled (a bound dgram socket, from
+/// itself), shutdown state, options.
+pub(super) fn finish_unix(
+    desc: &FileDesc,
+    u: &UnixSocketState,
+    fd: &OwnedFd,
+    q: &unix::CapturedQueue,
+) -> Result<(), FileError> {
+    if !u.listening {
+        if !q.is_empty() && q.sock_type == unix::SockType::Dgram && u.name().is_bound() {
+            // Sent to itself by name: the senders are not known, the data is.
+            unix::restore::refill_queue(fd, Some(&u.name()), q)
+                .map_err(|e| unix_err(desc, "refill the queue", e))?;
+        }
+        unix::restore::restore_shutdown(fd, u.shutdown())
+            .map_err(|e| unix_err(desc, "shutdown", e))?;
     }
-    unix::restore::apply_options(&fa, &ua.options())
-        .map_err(|e| unix_err(da, "socket options", e))?;
-    unix::restore::apply_options(&fb, &ub.options())
-        .map_err(|e| unix_err(db, "socket options", e))?;
-    set_flags(da, &fa)?;
-    set_flags(db, &fb)?;
-    Ok((fa, fb))
+    unix::restore::apply_options(fd, &u.options()).map_err(|e| unix_err(desc, "socket options", e))
 }
 
 /// Resets a connection (connect with AF_UNSPEC: tcp_disconnect): the peer gets a RST, the

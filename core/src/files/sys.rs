@@ -354,3 +354,18 @@ pub(crate) fn fd_is_open(fd: RawFd) -> bool {
     // SAFETY: F_GETFD takes no argument and only reads the fd table.
     unsafe { libc::fcntl(fd, libc::F_GETFD) >= 0 }
 }
+
+/// Raises this process's soft RLIMIT_NOFILE to its hard limit, once: descriptors in flight
+/// arrive in cryo as duplicates (a peek installs them) and stay open while the dump lasts, and
+/// a restoring task holds them until its queues are refilled.
+pub(crate) fn raise_nofile() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        use nix::sys::resource::{getrlimit, setrlimit, Resource};
+        if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+            if soft < hard {
+                let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+            }
+        }
+    });
+}

@@ -68,6 +68,21 @@
 //!                            send SIDE MSG -> ok (writes MSG on end SIDE, 0 or 1, one message)
 //!                            recv SIDE -> <msg>|<msg>|... | empty (reads every message waiting
 //!                            on end SIDE, one read each, without blocking)
+//!                            pass SIDE WHAT... -> ok (one message "fds" on end SIDE carrying a
+//!                            descriptor per WHAT, closed here after: pipe:DATA the read end of a
+//!                            new pipe holding DATA, its write end kept at fd 60; file:PATH:OFF
+//!                            PATH read-only at offset OFF; sock:DATA one end of a new stream
+//!                            socketpair with DATA waiting in it, the other end kept at fd 61)
+//!                            take SIDE -> <msg> <item>... (one recvmsg; per descriptor
+//!                            pipe:<data> (kept at 63) | file:<offset>:<rest> (kept at 64) |
+//!                            sock:<what waits> (kept at 62))
+//!                            pipe-write DATA -> ok (fd 60)   pipe-read -> <data> (fd 63)
+//!                            sock-send DATA -> ok (from 61)  sock-recv -> <msgs> | empty (62)
+//!                            shut SIDE -> ok (SHUT_WR)   send-nosig SIDE MSG -> ok | err ...
+//!                            send-creds SIDE MSG UID GID [PID] -> ok (with SCM_CREDENTIALS,
+//!                            PID defaults to its own)   passcred SIDE -> ok (SO_PASSCRED on)
+//!                            recv-creds SIDE -> <msg> <pid> <uid> <gid> | <msg> none | empty
+//!                            (SO_PASSCRED on, then one message)
 //! unix-tree                  a child talking over a stream socketpair: this process holds
 //!                            only end 50, the child only end 51 (both closed the other)
 //!                            push MSG -> ok (the child answers "got MSG", left unread)
@@ -76,6 +91,9 @@
 //!                            ready -> ready (waits up to 10 s for something, reads nothing)
 //! unix-listen NAME           a stream listener at fd 50 on NAME (a path, or @name: abstract)
 //!                            accept -> got <first message of the accepted connection>
+//!                            connect MSG -> ok (a client of its own listener at fd 52, MSG sent,
+//!                            not accepted)   accept-keep -> got <first message> (kept at fd 53)
+//!                            say client|conn MSG -> ok   hear client|conn -> <msgs> | empty
 //! unix-split                 a stream socketpair split between two trees: this process holds
 //!                            end 50; a child forks a grandchild D holding end 51 and exits, so
 //!                            D is no descendant. D sends "hello-from-D" at once, then answers
@@ -83,6 +101,12 @@
 //!                            push MSG -> ok   recv -> <what waits on 50> | empty
 //!                            recv-wait, ready (as unix-tree)   kid -> <D's pid>
 //! unix-ext PATH              connects to the unix listener at PATH (held by the test)
+//! unix-pass                  a stream socketpair: this process holds end 50, a child only end
+//!                            51; the child takes one message each time it gets SIGUSR1 (as
+//!                            `take` of unix-pair) and answers with what it took
+//!                            pass WHAT... -> ok (as unix-pair's, from end 50)
+//!                            pipe-write DATA -> ok   kid -> <child pid>
+//!                            ask -> <the child's answer> (SIGUSR1, then waits up to 10 s)
 //! ```
 //!
 //! A failed read() of the command FIFO is fatal (exit 3, logged): with only
@@ -100,6 +124,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use protocol::{DEFAULT_SEED, TOUCH_STRIDE};
+
+#[path = "../workload/unix_msg.rs"]
+mod unix_msg;
 
 const PAGE: usize = 4096;
 
@@ -290,6 +317,7 @@ enum Mode {
     UnixSplit { kid: i32 },
     UnixExt,
     UnixListen(std::os::unix::net::UnixListener),
+    UnixPass { kid: i32 },
 }
 
 /// The fds of the unix modes.
@@ -1009,6 +1037,9 @@ impl Mode {
                 // SAFETY: fd is the listener just moved there, owned by nobody else.
                 Mode::UnixListen(unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd) })
             }
+            "unix-pass" => Mode::UnixPass {
+                kid: unix_msg::start_pass_child().map_err(|err| e("unix-pass", err))?,
+            },
             "unix-ext" => {
                 let path = args.first().ok_or("unix-ext mode needs a PATH")?;
                 let s =
@@ -1103,6 +1134,15 @@ impl Mode {
                 let n = c.read(&mut buf).map_err(io)?;
                 Ok(format!("got {}", String::from_utf8_lossy(&buf[..n])))
             }
+            (Mode::UnixListen(l), verb, args) => {
+                use std::os::fd::AsRawFd;
+                unix_msg::listen_command(l.as_raw_fd(), verb, args)
+                    .unwrap_or_else(|| Err(format!("unknown command {verb:?}")))
+            }
+            (Mode::UnixPass { kid }, verb, args) => unix_msg::pass_command(*kid, verb, args)
+                .unwrap_or_else(|| Err(format!("unknown command {verb:?}"))),
+            (Mode::UnixPair, verb, args) => unix_msg::pair_command(verb, args)
+                .unwrap_or_else(|| Err(format!("unknown command {verb:?}"))),
             (Mode::Udp(u), "port", []) => Ok(u.local_addr().map_err(io)?.port().to_string()),
             (Mode::Udp(u), "recv", []) => {
                 let mut buf = vec![0u8; 65536];

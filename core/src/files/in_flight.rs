@@ -1,0 +1,395 @@
+//! Dump side of what unix queues carry beyond bytes: descriptors in flight (SCM_RIGHTS), each
+//! dumped as a description of its own, and connections waiting in a listener's accept queue
+//! with what their clients sent before being accepted.
+//!
+//! ```text
+//! per task (SocketDump::collect)   queues peeked: the descriptors in flight arrive in cryo as
+//!                                  duplicates; listeners note their waiting clients and the
+//!                                  bytes each sent (sock_diag)
+//! resolve (every task's fds dumped, targets frozen):
+//!   socket in flight no task holds   captured from cryo's duplicate (unix only; one that
+//!                                    carries descriptors itself is refused)
+//!   each descriptor in flight        FileTable::dump_own_fd: kcmp finds a task's fd on the
+//!                                    same description (same id), else a new FileDesc that no
+//!                                    fd uses
+//!   message.fds = [ids]              the socket's record rewritten
+//!   accept queues                    every waiting client is a dumped socket, every dumped
+//!                                    client without a peer waits in a dumped listener
+//! capture_accept_queues (a dump that kills, just before files.img is written):
+//!   listener whose clients sent data accept() on a duplicate, in queue order, each embryo's
+//!                                    queue peeked into pending[k].queue; resolve again
+//! ```
+//!
+//! Reaching an embryo's queue takes accept(), which cannot be undone: a `--leave-running` dump
+//! meeting such a connection is refused as temporary (retry once it is accepted), and a
+//! killing dump accepts only after the task images are written (should the last images then
+//! fail to be written, the targets run on without those connections: their clients see them
+//! closed). Waiting connections whose clients sent nothing are not touched: restore connects
+//! the clients again.
+
+use std::collections::{BTreeMap, HashSet};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+
+use nix::unistd::Pid;
+use tracing::debug;
+
+use cryo_unix_sockets as unix;
+
+use super::sockets::{self, InFlightFds, SocketDump};
+use super::{sys, FileError, FileTable};
+use crate::image::ImageDir;
+
+/// Resolves what the captured queues carry, once every task's fds are dumped: descriptors in
+/// flight become descriptions of `files`, and accept queues are checked. With
+/// `leave_running`, a connection waiting with data is refused (capturing it takes accept()).
+pub fn resolve(
+    dumps: &mut Vec<SocketDump>,
+    files: &mut FileTable,
+    images: &ImageDir,
+    leave_running: bool,
+) -> Result<(), FileError> {
+    resolve_in_flight(dumps, files, images)?;
+    if leave_running {
+        for q in dumps.iter().flat_map(|d| &d.accept_queues) {
+            if let Some(&(client, sent)) = q.clients.iter().find(|(_, sent)| *sent > 0) {
+                return Err(FileError::Socket {
+                    pid: q.pid,
+                    fd: q.fd,
+                    detail: format!(
+                        "unix listener socket:[{}]: the connection from socket:[{client}] \
+                         waiting in its accept queue carries {sent} bytes sent before accept; \
+                         capturing them takes accept(), which a --leave-running dump cannot \
+                         undo: a temporary state, retry once it is accepted",
+                        q.ino
+                    ),
+                });
+            }
+        }
+    }
+    check_accept_queues(dumps)
+}
+
+/// A dump that ends its targets, just before files.img: takes every connection waiting in a
+/// dumped listener whose clients sent data before being accepted, in queue order, and records
+/// what each embryo holds (its descriptors in flight resolved like the rest). The accepted
+/// sockets stay open in cryo until the dump ends.
+pub fn capture_accept_queues(
+    dumps: &mut Vec<SocketDump>,
+    files: &mut FileTable,
+    images: &ImageDir,
+) -> Result<(), FileError> {
+    let mut diag: Option<unix::DiagSocket> = None;
+    let mut taken = HashSet::new();
+    for dump in dumps.iter_mut() {
+        let queues: Vec<_> = dump
+            .accept_queues
+            .iter()
+            .filter(|q| q.clients.iter().any(|&(_, sent)| sent > 0))
+            .cloned()
+            .collect();
+        for q in queues {
+            let bad = |detail: String| FileError::Socket {
+                pid: q.pid,
+                fd: q.fd,
+                detail: format!("unix listener socket:[{}]: {detail}", q.ino),
+            };
+            if diag.is_none() {
+                diag = Some(unix::DiagSocket::new().map_err(|e| bad(format!("sock_diag: {e}")))?);
+            }
+            let diag = diag.as_mut().expect("set above");
+            let pidfd = sys::pidfd_open(q.pid).map_err(|e| bad(format!("pidfd_open: {e}")))?;
+            let listener = sys::pidfd_getfd(pidfd.as_fd(), q.fd)
+                .map_err(|e| bad(format!("pidfd_getfd: {e}")))?;
+            let mut queues = Vec::with_capacity(q.clients.len());
+            for (k, &(client, _)) in q.clients.iter().enumerate() {
+                let conn = unix::accept_waiting(&listener)
+                    .map_err(|e| bad(e.to_string()))?
+                    .ok_or_else(|| {
+                        bad(format!(
+                            "the connection from socket:[{client}] left the accept queue \
+                             during the dump"
+                        ))
+                    })?;
+                let ino = nix::sys::stat::fstat(&conn)
+                    .map_err(|e| bad(format!("fstat an accepted connection: {e}")))?
+                    .st_ino;
+                let peer = u32::try_from(ino)
+                    .ok()
+                    .and_then(|i| diag.query(i).ok().flatten())
+                    .and_then(|info| info.peer);
+                if peer.map(u64::from) != Some(client) {
+                    return Err(bad(format!(
+                        "accept() returned the connection of socket:[{}] where the accept \
+                         queue named socket:[{client}]",
+                        peer.unwrap_or(0)
+                    )));
+                }
+                let captured = unix::capture_queue(&conn).map_err(|e| {
+                    bad(format!(
+                        "capture what socket:[{client}] sent before accept: {e}"
+                    ))
+                })?;
+                let (messages, carried) = sockets::split_queue(captured);
+                for (message, fds) in carried {
+                    dump.in_flight.push(InFlightFds {
+                        pid: q.pid,
+                        fd: q.fd,
+                        ino: q.ino,
+                        pending: Some(k),
+                        message,
+                        fds,
+                    });
+                }
+                debug!(
+                    listener = q.ino,
+                    client,
+                    messages = messages.len(),
+                    "accept queue entry captured"
+                );
+                queues.push(messages);
+                dump.kept.push(conn);
+            }
+            let rec = dump
+                .patch_unix(q.ino, |state| {
+                    if state.pending.len() != queues.len() {
+                        return Err(format!(
+                            "{} waiting connections recorded, {} accepted",
+                            state.pending.len(),
+                            queues.len()
+                        ));
+                    }
+                    for (p, messages) in state.pending.iter_mut().zip(queues) {
+                        p.queue = messages;
+                    }
+                    Ok(())
+                })?
+                .ok_or_else(|| bad("its record is gone".into()))?;
+            files.update_socket(&rec);
+            taken.insert(q.ino);
+        }
+    }
+    if taken.is_empty() {
+        return Ok(());
+    }
+    // What the embryos' queues carried in flight: dumped like the rest, checked like the rest.
+    resolve_in_flight(dumps, files, images)?;
+    sockets::check_unix_peers(dumps)?;
+    check_accept_queues(dumps)?;
+    for q in dumps.iter().flat_map(|d| &d.accept_queues) {
+        if !taken.contains(&q.ino) && q.clients.iter().any(|&(_, sent)| sent > 0) {
+            return Err(FileError::Socket {
+                pid: q.pid,
+                fd: q.fd,
+                detail: format!(
+                    "unix listener socket:[{}], in flight in what a client sent before being \
+                     accepted, has connections waiting with data: not supported",
+                    q.ino
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Turns the descriptors in flight noted so far into descriptions of `files` and writes
+/// their ids into the messages that carry them. Sockets in flight that no task holds are
+/// captured first (into a dump of their own, appended to `dumps`).
+fn resolve_in_flight(
+    dumps: &mut Vec<SocketDump>,
+    files: &mut FileTable,
+    images: &ImageDir,
+) -> Result<(), FileError> {
+    let entries: Vec<InFlightFds> = dumps
+        .iter_mut()
+        .flat_map(|d| d.in_flight.drain(..))
+        .collect();
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let me = nix::unistd::getpid();
+    let held = |dumps: &[SocketDump], ino: u64| dumps.iter().any(|d| d.has_record(ino));
+    let mut alone = SocketDump::default();
+    let mut diag = None;
+    let mut seen = HashSet::new();
+    for e in &entries {
+        for fd in &e.fds {
+            let Some(ino) = socket_ino(fd.as_fd()) else {
+                continue;
+            };
+            if held(dumps, ino) || !seen.insert(ino) {
+                continue;
+            }
+            let raw = fd.as_raw_fd();
+            let family = domain(fd.as_fd());
+            if family != Some(libc::AF_UNIX) {
+                return Err(refuse(
+                    e,
+                    format!(
+                        "{} socket socket:[{ino}]: only unix sockets are supported in flight for \
+                         now",
+                        match family {
+                            Some(libc::AF_INET) => "an inet".to_string(),
+                            Some(libc::AF_INET6) => "an inet6".to_string(),
+                            Some(f) => format!("a family {f}"),
+                            None => "a".to_string(),
+                        }
+                    ),
+                ));
+            }
+            alone
+                .record_unix(me, raw, ino, libc::AF_UNIX as u32, fd.as_fd(), &mut diag)
+                .map_err(|err| in_flight_err(e, me, raw, err))?;
+            if !alone.in_flight.is_empty() {
+                return Err(refuse(
+                    e,
+                    format!(
+                        "unix socket socket:[{ino}] is in flight and carries descriptors in \
+                         flight itself: not supported"
+                    ),
+                ));
+            }
+        }
+    }
+    files.add_sockets(&alone);
+    // Per socket, its messages' ids: each record is rewritten once.
+    type Ids = Vec<(Option<usize>, usize, Vec<u32>)>;
+    let mut patches: BTreeMap<u64, Ids> = BTreeMap::new();
+    for e in &entries {
+        let mut ids = Vec::with_capacity(e.fds.len());
+        for fd in &e.fds {
+            let id = files
+                .dump_own_fd(fd.as_fd(), images)
+                .map_err(|err| in_flight_err(e, me, fd.as_raw_fd(), err))?;
+            ids.push(id);
+        }
+        debug!(pid = %e.pid, fd = e.fd, ino = e.ino, message = e.message, ?ids, "descriptors in flight");
+        patches
+            .entry(e.ino)
+            .or_default()
+            .push((e.pending, e.message, ids));
+    }
+    dumps.push(alone);
+    for (ino, ids) in patches {
+        let mut ids = Some(ids);
+        let mut rec = None;
+        for d in dumps.iter_mut() {
+            rec = d.patch_unix(ino, |state| {
+                for (pending, message, fds) in ids.take().unwrap_or_default() {
+                    let queue = match pending {
+                        Some(k) => state.pending.get_mut(k).map(|p| &mut p.queue),
+                        None => Some(&mut state.queue),
+                    };
+                    let m = queue
+                        .and_then(|q| q.get_mut(message))
+                        .ok_or_else(|| format!("message {message} is not in its queue"))?;
+                    m.fds = fds;
+                }
+                Ok(())
+            })?;
+            if rec.is_some() {
+                break;
+            }
+        }
+        let rec = rec.ok_or_else(|| FileError::Dump {
+            pid: me,
+            fd: -1,
+            detail: format!("socket:[{ino}] carries descriptors in flight but has no record"),
+        })?;
+        files.update_socket(&rec);
+    }
+    // The duplicates stay open until the dump ends: kcmp compares later ones against them.
+    let keep = dumps.last_mut().expect("pushed above");
+    keep.kept.extend(entries.into_iter().flat_map(|e| e.fds));
+    Ok(())
+}
+
+/// Every client waiting in a dumped listener's accept queue must be a dumped socket, and
+/// every dumped client without a peer must wait in a dumped listener's accept queue.
+fn check_accept_queues(dumps: &[SocketDump]) -> Result<(), FileError> {
+    let mut waiting: HashSet<u64> = HashSet::new();
+    for q in dumps.iter().flat_map(|d| &d.accept_queues) {
+        for &(client, _) in &q.clients {
+            if !dumps.iter().any(|d| d.has_record(client)) {
+                let name = name_of(client);
+                return Err(FileError::Socket {
+                    pid: q.pid,
+                    fd: q.fd,
+                    detail: format!(
+                        "unix listener socket:[{}] has a connection waiting in its accept queue \
+                         from socket:[{client}] {name}, which no dumped process holds (external \
+                         client): not supported yet",
+                        q.ino
+                    ),
+                });
+            }
+            waiting.insert(client);
+        }
+    }
+    for &(pid, fd, ino) in dumps.iter().flat_map(|d| &d.awaiting_accept) {
+        if !waiting.contains(&ino) {
+            let listener = listener_of(ino);
+            return Err(FileError::Socket {
+                pid,
+                fd,
+                detail: format!(
+                    "unix socket socket:[{ino}] waits in the accept queue of {listener}, which no \
+                     dumped process holds (external listener): not supported yet"
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The name of unix socket `ino` as sock_diag tells it, for messages.
+fn name_of(ino: u64) -> String {
+    u32::try_from(ino)
+        .ok()
+        .and_then(|i| unix::query_inode(i).ok().flatten())
+        .map_or("(unknown)".to_string(), |i| i.name.to_string())
+}
+
+/// The listener whose accept queue holds client `ino`, for messages (one sock_diag dump).
+fn listener_of(ino: u64) -> String {
+    unix::dump_all()
+        .ok()
+        .and_then(|all| {
+            all.into_values()
+                .find(|l| l.pending.iter().any(|&c| u64::from(c) == ino))
+        })
+        .map_or("a listener".to_string(), |l| {
+            format!("listener socket:[{}] {}", l.inode, l.name)
+        })
+}
+
+/// The socket inode behind `fd`, `None` if it is no socket.
+fn socket_ino(fd: std::os::fd::BorrowedFd<'_>) -> Option<u64> {
+    let st = nix::sys::stat::fstat(fd).ok()?;
+    (st.st_mode & libc::S_IFMT == libc::S_IFSOCK).then_some(st.st_ino)
+}
+
+/// SO_DOMAIN of socket `fd`.
+fn domain(fd: std::os::fd::BorrowedFd<'_>) -> Option<i32> {
+    socket2::SockRef::from(&fd).domain().ok().map(i32::from)
+}
+
+/// A refusal of a descriptor in flight in a message of `e`.
+fn refuse(e: &InFlightFds, detail: String) -> FileError {
+    FileError::InFlight {
+        pid: e.pid,
+        fd: e.fd,
+        ino: e.ino,
+        detail,
+    }
+}
+
+/// An error about descriptor `raw` (cryo's duplicate) in flight in a message of `e`, said in
+/// the terms of the task that holds the socket.
+fn in_flight_err(e: &InFlightFds, me: Pid, raw: RawFd, err: FileError) -> FileError {
+    let text = err.to_string();
+    let detail = text
+        .strip_prefix(&format!("pid {me} fd {raw}: "))
+        .unwrap_or(&text)
+        .to_string();
+    refuse(e, detail)
+}

@@ -1,0 +1,548 @@
+//! Unix sockets made together at restore, and the descriptions their queues carry: the two
+//! ends of a pair, a listener with the clients waiting in its accept queue, a socket without
+//! peer whose own queue carries descriptors in flight. Whichever task makes a group also opens
+//! every description its queues carry (SCM_RIGHTS), so the refill sends them again in their
+//! messages.
+//!
+//! ```text
+//! pair      a <-> b         socketpair(); a's queue sent from b, b's from a
+//! listener  L [C1 C2 ..]    bind + listen (backlog raised for the reconnects, then put back);
+//!                           each client connects again, in queue order, and sends what it had
+//!                           sent before being accepted (the embryo's queue)
+//! single    s               no peer, descriptors in its own queue (a bound dgram socket,
+//!                           refilled from itself)
+//! in a task: every socket of every group it makes -> queues refilled (descriptors in flight
+//!            taken from the task's open descriptions) -> shutdown -> options -> flags
+//! ```
+//!
+//! [`UnixLinks::to_open`] says what a task opens: its fds' descriptions, plus the other members
+//! of the groups it makes and what their queues carry, recursively. The restore pipeline
+//! ([`crate::spawn`]) uses the same closure to plan what each process inherits.
+//!
+//! Credentials (SCM_CREDENTIALS) go back with their message; the kernel wants their pid to
+//! exist when the queue is refilled. One that does not (a process not restored, or restored
+//! after the task refilling the queue, such as its child) is sent with the refilling task's
+//! pid instead, uid and gid kept, and a warning.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
+
+use cryo_proto::image::{file_desc::Kind, FileDesc};
+use tracing::debug;
+
+use cryo_unix_sockets as unix;
+
+use super::sockets::{self, unix_err, Decoded, UnixMessage, UnixSocketState};
+use super::{above, describe, sys, FileError};
+
+/// How the members of a group are made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Shape {
+    Pair(u32, u32),
+    Listener { listener: u32, clients: Vec<u32> },
+    Single(u32),
+}
+
+impl Shape {
+    fn members(&self) -> Vec<u32> {
+        match self {
+            Shape::Pair(a, b) => vec![*a, *b],
+            Shape::Listener { listener, clients } => std::iter::once(*listener)
+                .chain(clients.iter().copied())
+                .collect(),
+            Shape::Single(s) => vec![*s],
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Group {
+    shape: Shape,
+    /// Descriptions in flight in the queues the maker refills.
+    carried: Vec<u32>,
+}
+
+/// The unix sockets of an image that are made together, and what their queues carry.
+#[derive(Debug, Default)]
+pub(crate) struct UnixLinks {
+    groups: Vec<Group>,
+    group_of: HashMap<u32, usize>,
+    states: HashMap<u32, Box<UnixSocketState>>,
+    /// Every description some group's queues carry.
+    carried: HashSet<u32>,
+}
+
+impl UnixLinks {
+    /// Groups the unix sockets of `descs`, checking every reference (peer, waiting client,
+    /// description in flight).
+    pub(crate) fn build(descs: &[FileDesc]) -> Result<Self, FileError> {
+        let by_id: HashMap<u32, &FileDesc> = descs.iter().map(|d| (d.id, d)).collect();
+        let mut states: BTreeMap<u32, (Box<UnixSocketState>, u64, u64)> = BTreeMap::new();
+        for desc in descs {
+            if let Some(Kind::Socket(s)) = &desc.kind {
+                if s.kind == sockets::UNIX_KIND {
+                    if let Decoded::Unix(u) = sockets::decode(desc, s)? {
+                        states.insert(desc.id, (u, s.ino, s.peer_ino));
+                    }
+                }
+            }
+        }
+        let by_ino: HashMap<u64, u32> =
+            states.iter().map(|(&id, (_, ino, _))| (*ino, id)).collect();
+        let invalid = |id: u32, detail: String| FileError::Invalid { id, detail };
+        let mut shapes = Vec::new();
+        // Listeners first: their clients have no peer of their own.
+        for (&id, (u, _, _)) in &states {
+            if !u.listening || u.pending.is_empty() {
+                continue;
+            }
+            let clients = u
+                .pending
+                .iter()
+                .map(|p| {
+                    by_ino.get(&p.client_ino).copied().ok_or_else(|| {
+                        invalid(
+                            id,
+                            format!(
+                                "a connection waiting in its accept queue comes from \
+                                 socket:[{}], which is not in the image",
+                                p.client_ino
+                            ),
+                        )
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            shapes.push(Shape::Listener {
+                listener: id,
+                clients,
+            });
+        }
+        for (&id, (_, ino, peer)) in &states {
+            if *peer == 0 {
+                continue;
+            }
+            let &p = by_ino.get(peer).ok_or_else(|| {
+                invalid(
+                    id,
+                    format!("its unix peer socket:[{peer}] is not in the image"),
+                )
+            })?;
+            if states[&p].2 != *ino {
+                return Err(invalid(
+                    id,
+                    format!("its unix peer socket:[{peer}] is not connected back to it"),
+                ));
+            }
+            if id < p {
+                shapes.push(Shape::Pair(id, p));
+            }
+        }
+        let mut links = UnixLinks::default();
+        for shape in shapes {
+            links.add(shape, &states)?;
+        }
+        for (&id, (u, _, _)) in &states {
+            if !links.group_of.contains_key(&id) && u.carried().next().is_some() {
+                links.add(Shape::Single(id), &states)?;
+            }
+        }
+        for &id in &links.carried {
+            match by_id.get(&id).and_then(|d| d.kind.as_ref()) {
+                None => {
+                    return Err(invalid(
+                        id,
+                        "a unix message carries it in flight but files.img does not hold it".into(),
+                    ))
+                }
+                Some(Kind::Epoll(_)) => {
+                    return Err(invalid(
+                        id,
+                        "an epoll in flight in a unix message: not supported".into(),
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        links.states = states.into_iter().map(|(id, (u, _, _))| (id, u)).collect();
+        Ok(links)
+    }
+
+    fn add(
+        &mut self,
+        shape: Shape,
+        states: &BTreeMap<u32, (Box<UnixSocketState>, u64, u64)>,
+    ) -> Result<(), FileError> {
+        let index = self.groups.len();
+        let mut carried = Vec::new();
+        for m in shape.members() {
+            if self.group_of.insert(m, index).is_some() {
+                return Err(FileError::Invalid {
+                    id: m,
+                    detail: "unix socket made twice (a pair end that also waits in an accept \
+                             queue, or a client in two)"
+                        .into(),
+                });
+            }
+            carried.extend(states[&m].0.carried());
+        }
+        self.carried.extend(carried.iter().copied());
+        self.groups.push(Group { shape, carried });
+        Ok(())
+    }
+
+    /// Whether `id` is made with a group or carried by one: a description whose creation the
+    /// restore must keep to one process.
+    pub(crate) fn is_linked(&self, id: u32) -> bool {
+        self.group_of.contains_key(&id) || self.carried.contains(&id)
+    }
+
+    /// Whether unix socket `id` is made by a group (not by [`sockets::open`]).
+    pub(super) fn is_member(&self, id: u32) -> bool {
+        self.group_of.contains_key(&id)
+    }
+
+    /// Whether some unix message carries `id` in flight.
+    pub(super) fn is_carried(&self, id: u32) -> bool {
+        self.carried.contains(&id)
+    }
+
+    /// The sets of descriptions whose creation must stay in one process: the members of each
+    /// group and what its queues carry, joined when groups share a member or a carried
+    /// description. Each set sorted; the sets in the order of their first id.
+    pub(crate) fn components(&self) -> Vec<Vec<u32>> {
+        fn root(up: &mut HashMap<u32, u32>, mut id: u32) -> u32 {
+            while let Some(&p) = up.get(&id) {
+                if p == id {
+                    break;
+                }
+                id = p;
+            }
+            id
+        }
+        let mut up: HashMap<u32, u32> = HashMap::new();
+        for g in &self.groups {
+            let ids: Vec<u32> = g
+                .shape
+                .members()
+                .into_iter()
+                .chain(g.carried.iter().copied())
+                .collect();
+            let first = root(&mut up, ids[0]);
+            up.entry(first).or_insert(first);
+            for &id in &ids[1..] {
+                let r = root(&mut up, id);
+                up.insert(r, first);
+                up.entry(id).or_insert(first);
+            }
+        }
+        let ids: Vec<u32> = up.keys().copied().collect();
+        let mut by_root: std::collections::BTreeMap<u32, Vec<u32>> = Default::default();
+        for id in ids {
+            let r = root(&mut up, id);
+            by_root.entry(r).or_default().push(id);
+        }
+        let mut out: Vec<Vec<u32>> = by_root
+            .into_values()
+            .map(|mut v| {
+                v.sort_unstable();
+                v
+            })
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
+    /// The two ends of `component` when it is a connected pair and nothing else (no
+    /// descriptor in flight): what cryo itself can make for two trees.
+    pub(crate) fn plain_pair(&self, component: &[u32]) -> Option<(u32, u32)> {
+        let &[a, b] = component else { return None };
+        let g = &self.groups[*self.group_of.get(&a)?];
+        let plain =
+            (g.shape == Shape::Pair(a, b) || g.shape == Shape::Pair(b, a)) && g.carried.is_empty();
+        plain.then_some((a, b))
+    }
+
+    /// What a task holding `held` opens: those, plus, for every group one of them belongs to
+    /// and that the task makes (no member `inherited`), the other members and what the
+    /// group's queues carry; recursively.
+    pub(crate) fn to_open(
+        &self,
+        held: &BTreeSet<u32>,
+        inherited: impl Fn(u32) -> bool,
+    ) -> BTreeSet<u32> {
+        let mut out = held.clone();
+        let mut work: Vec<u32> = held.iter().copied().collect();
+        while let Some(id) = work.pop() {
+            let Some(&g) = self.group_of.get(&id) else {
+                continue;
+            };
+            if inherited(id) {
+                continue;
+            }
+            let g = &self.groups[g];
+            for m in g
+                .shape
+                .members()
+                .into_iter()
+                .chain(g.carried.iter().copied())
+            {
+                if out.insert(m) {
+                    work.push(m);
+                }
+            }
+        }
+        out
+    }
+
+    fn state(&self, desc: &FileDesc) -> Result<&UnixSocketState, FileError> {
+        self.states
+            .get(&desc.id)
+            .map(|b| &**b)
+            .ok_or_else(|| FileError::Invalid {
+                id: desc.id,
+                detail: "not a unix socket".into(),
+            })
+    }
+
+    /// Restore side, in the task: makes every group with a member among `to_open` and none
+    /// in `opened` (inherited), refills their queues with the descriptions in flight found in
+    /// `opened`, then restores shutdown state, options and flags. Every socket made goes into
+    /// `opened`, at or above `min_high`.
+    pub(super) fn make_all(
+        &self,
+        by_id: &HashMap<u32, &FileDesc>,
+        to_open: &BTreeSet<u32>,
+        opened: &mut HashMap<u32, OwnedFd>,
+        min_high: RawFd,
+    ) -> Result<(), FileError> {
+        let mine: Vec<&Group> = self
+            .groups
+            .iter()
+            .filter(|g| {
+                let members = g.shape.members();
+                members
+                    .iter()
+                    .any(|m| to_open.contains(m) && !opened.contains_key(m))
+            })
+            .collect();
+        let desc = |id: u32| {
+            by_id.get(&id).copied().ok_or(FileError::Invalid {
+                id,
+                detail: "no such description".into(),
+            })
+        };
+        for g in &mine {
+            let members = g.shape.members();
+            if let Some(&m) = members.iter().find(|m| opened.contains_key(m)) {
+                let first = desc(members[0])?;
+                return Err(FileError::Invalid {
+                    id: first.id,
+                    detail: format!(
+                        "it is made with {}, which was inherited without it",
+                        describe(desc(m)?)
+                    ),
+                });
+            }
+            for (id, fd) in self.make(g, &desc)? {
+                let d = desc(id)?;
+                opened.insert(id, above(d, fd, min_high)?);
+            }
+        }
+        for g in &mine {
+            self.refill(g, &desc, opened)?;
+        }
+        for g in &mine {
+            self.finish(g, &desc, opened)?;
+        }
+        Ok(())
+    }
+
+    /// Creates the sockets of group `g`: (description id, fd) each.
+    fn make<'a>(
+        &self,
+        g: &Group,
+        desc: &impl Fn(u32) -> Result<&'a FileDesc, FileError>,
+    ) -> Result<Vec<(u32, OwnedFd)>, FileError> {
+        match &g.shape {
+            Shape::Pair(a, b) => {
+                let (da, db) = (desc(*a)?, desc(*b)?);
+                let (ua, ub) = (self.state(da)?, self.state(db)?);
+                let ty = ua.sock_type().map_err(|e| unix_err(da, "socket type", e))?;
+                if ub.sock_type != ua.sock_type {
+                    return Err(unix_err(
+                        da,
+                        "socketpair",
+                        format!("peer {} has another type", describe(db)),
+                    ));
+                }
+                let (fa, fb) =
+                    unix::restore::socketpair(ty).map_err(|e| unix_err(da, "socketpair", e))?;
+                debug!(id = da.id, peer = db.id, what = %describe(da), "unix pair made");
+                Ok(vec![(*a, fa), (*b, fb)])
+            }
+            Shape::Listener { listener, clients } => {
+                let dl = desc(*listener)?;
+                let ul = self.state(dl)?;
+                // Room for every waiting connection while they connect again.
+                let room = ul.backlog.max(clients.len() as u32);
+                let fd = sockets::make_unix(dl, ul, room)?;
+                let mut out = vec![(*listener, fd)];
+                for &c in clients {
+                    let dc = desc(c)?;
+                    let uc = self.state(dc)?;
+                    let ty = uc.sock_type().map_err(|e| unix_err(dc, "socket type", e))?;
+                    let cfd =
+                        unix::restore::connect_pending(ty, &ul.name(), &uc.name(), uc.attrs())
+                            .map_err(|e| unix_err(dc, "connect to its listener again", e))?;
+                    out.push((c, cfd));
+                }
+                if room != ul.backlog.max(1) {
+                    unix::restore::listen(&out[0].1, ul.backlog.max(1))
+                        .map_err(|e| unix_err(dl, "listen", e))?;
+                }
+                debug!(id = dl.id, waiting = clients.len(), what = %describe(dl), "unix listener made with its waiting connections");
+                Ok(out)
+            }
+            Shape::Single(s) => {
+                let ds = desc(*s)?;
+                let us = self.state(ds)?;
+                Ok(vec![(*s, sockets::make_unix(ds, us, us.backlog)?)])
+            }
+        }
+    }
+
+    /// Refills the queues of group `g` (its sockets and its descriptions in flight are in
+    /// `opened`).
+    fn refill<'a>(
+        &self,
+        g: &Group,
+        desc: &impl Fn(u32) -> Result<&'a FileDesc, FileError>,
+        opened: &HashMap<u32, OwnedFd>,
+    ) -> Result<(), FileError> {
+        let fd = |id: u32| borrow(opened, id);
+        match &g.shape {
+            Shape::Pair(a, b) => {
+                for (to, from) in [(*a, *b), (*b, *a)] {
+                    let d = desc(to)?;
+                    let u = self.state(d)?;
+                    let q = queue(d, u, &u.queue, opened)?;
+                    unix::restore::refill_queue(fd(from)?, None, &q)
+                        .map_err(|e| unix_err(d, "refill the queue", e))?;
+                }
+            }
+            Shape::Listener { listener, clients } => {
+                let dl = desc(*listener)?;
+                let ul = self.state(dl)?;
+                for (p, &c) in ul.pending.iter().zip(clients) {
+                    let q = queue(dl, self.state(desc(c)?)?, &p.queue, opened)?;
+                    unix::restore::refill_queue(fd(c)?, None, &q)
+                        .map_err(|e| unix_err(dl, "refill what a waiting client had sent", e))?;
+                }
+            }
+            Shape::Single(_) => {} // with its shutdown and options, in finish
+        }
+        Ok(())
+    }
+
+    /// Shutdown state, options and flags of the sockets of group `g`.
+    fn finish<'a>(
+        &self,
+        g: &Group,
+        desc: &impl Fn(u32) -> Result<&'a FileDesc, FileError>,
+        opened: &HashMap<u32, OwnedFd>,
+    ) -> Result<(), FileError> {
+        let fd = |id: u32| borrow(opened, id);
+        match &g.shape {
+            Shape::Pair(a, b) => {
+                let (da, db) = (desc(*a)?, desc(*b)?);
+                let (ua, ub) = (self.state(da)?, self.state(db)?);
+                if ua.sock_type == libc::SOCK_DGRAM {
+                    for (d, u, id) in [(da, ua, *a), (db, ub, *b)] {
+                        unix::restore::restore_shutdown(fd(id)?, u.shutdown())
+                            .map_err(|e| unix_err(d, "shutdown", e))?;
+                    }
+                } else {
+                    unix::restore::restore_pair_shutdown(
+                        fd(*a)?,
+                        ua.shutdown(),
+                        fd(*b)?,
+                        ub.shutdown(),
+                    )
+                    .map_err(|e| unix_err(da, "shutdown", e))?;
+                }
+            }
+            Shape::Listener { clients, .. } => {
+                for &c in clients {
+                    let d = desc(c)?;
+                    unix::restore::restore_shutdown(fd(c)?, self.state(d)?.shutdown())
+                        .map_err(|e| unix_err(d, "shutdown", e))?;
+                }
+            }
+            Shape::Single(s) => {
+                let d = desc(*s)?;
+                let u = self.state(d)?;
+                let q = queue(d, u, &u.queue, opened)?;
+                let owned = opened.get(s).ok_or(FileError::Invalid {
+                    id: *s,
+                    detail: "not made".into(),
+                })?;
+                sockets::finish_unix(d, u, owned, &q)?;
+                return sockets::set_flags(d, owned);
+            }
+        }
+        for m in g.shape.members() {
+            let d = desc(m)?;
+            unix::restore::apply_options(fd(m)?, &self.state(d)?.options())
+                .map_err(|e| unix_err(d, "socket options", e))?;
+            let owned = opened.get(&m).ok_or(FileError::Invalid {
+                id: m,
+                detail: "not made".into(),
+            })?;
+            sockets::set_flags(d, owned)?;
+        }
+        Ok(())
+    }
+}
+
+/// Description `id` among the open ones.
+fn borrow(opened: &HashMap<u32, OwnedFd>, id: u32) -> Result<BorrowedFd<'_>, FileError> {
+    opened
+        .get(&id)
+        .map(|f| f.as_fd())
+        .ok_or(FileError::Invalid {
+            id,
+            detail: "needed by a unix socket's queue but not open in this process".into(),
+        })
+}
+
+/// `messages` (a queue of `u`, described by `desc`) with their descriptors in flight: a
+/// duplicate of each, closed once sent.
+fn queue(
+    desc: &FileDesc,
+    u: &UnixSocketState,
+    messages: &[UnixMessage],
+    opened: &HashMap<u32, OwnedFd>,
+) -> Result<unix::CapturedQueue, FileError> {
+    let sock_type = u
+        .sock_type()
+        .map_err(|e| unix_err(desc, "socket type", e))?;
+    let messages = messages
+        .iter()
+        .map(|m| {
+            let fds = m
+                .fds
+                .iter()
+                .map(|&id| {
+                    sys::dup_at_least(borrow(opened, id)?, 0)
+                        .map_err(|e| unix_err(desc, "dup a descriptor in flight", e))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(m.to_queued(fds))
+        })
+        .collect::<Result<Vec<_>, FileError>>()?;
+    Ok(unix::CapturedQueue {
+        sock_type,
+        messages,
+        pending_error: None,
+    })
+}
