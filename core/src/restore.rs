@@ -83,14 +83,20 @@ pub(crate) struct TaskImage {
 }
 
 /// What [`load`] read: the inventory, the live processes, the zombies, the descriptions.
-type Loaded = (Inventory, Vec<TaskImage>, Vec<ProcessEntry>, Vec<FileDesc>);
+type Loaded = (
+    Inventory,
+    Vec<TaskImage>,
+    Vec<ProcessEntry>,
+    Vec<FileDesc>,
+    files::UnixLinks,
+);
 
 /// Restores the image directory `opts.images_dir`; the processes run when this returns.
 pub fn restore(opts: &RestoreOptions) -> Result<Restored> {
     let started = Instant::now();
     let _span = info_span!("restore", dir = %opts.images_dir.display()).entered();
     let images = ImageDir::open(&opts.images_dir)?;
-    let (inventory, tasks, zombies, descs) = load(&images)?;
+    let (inventory, tasks, zombies, descs, links) = load(&images)?;
     debug!(ms = started.elapsed().as_secs_f64() * 1e3, "images checked");
     let mut hooks = Hooks::new(opts.action_script.as_ref(), images.path());
     hooks.set(hooks::env::CHECKPOINT_ID, inventory.checkpoint_id.as_str());
@@ -119,6 +125,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored> {
         &tasks,
         &zombies,
         &descs,
+        links,
         &images,
         opts.tcp_close,
     )?;
@@ -275,7 +282,7 @@ fn load(images: &ImageDir) -> Result<Loaded> {
     }
     let fds: Vec<&[cryo_proto::image::FdEntry]> =
         tasks.iter().map(|t| t.core.fds.as_slice()).collect();
-    files::validate(&descs, &fds, images)?;
+    let links = files::validate(&descs, &fds, images)?;
     let ours = memory::vdso_identity(nix::unistd::getpid())?;
     if (inventory.vdso_size, inventory.vdso_crc32c) != ours {
         return Err(invalid(
@@ -287,7 +294,7 @@ fn load(images: &ImageDir) -> Result<Loaded> {
             ),
         ));
     }
-    Ok((inventory, tasks, zombies, descs))
+    Ok((inventory, tasks, zombies, descs, links))
 }
 
 /// Waits (bounded) for `pid` to be free: a process killed by a dump may linger as a zombie

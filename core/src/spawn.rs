@@ -53,6 +53,8 @@ pub struct TreePlan<'a> {
     /// descriptions) and holds the ends at these slot numbers while it forks the roots.
     cryo_pairs: Vec<(u32, u32)>,
     cryo_slots: HashMap<u32, RawFd>,
+    /// The unix sockets made together and what they carry, worked out once for every task.
+    links: files::UnixLinks,
     descs: &'a [FileDesc],
     images: &'a ImageDir,
     tcp_close: bool,
@@ -65,6 +67,7 @@ impl<'a> TreePlan<'a> {
         tasks: &'a [TaskImage],
         zombies: &'a [ProcessEntry],
         descs: &'a [FileDesc],
+        links: files::UnixLinks,
         images: &'a ImageDir,
         tcp_close: bool,
     ) -> Result<Self> {
@@ -128,7 +131,7 @@ impl<'a> TreePlan<'a> {
             })?;
             zombie_children[p].push(z);
         }
-        let (inherited, extra_slots, cryo_pairs) = plan_inheritance(&ordered, &pos, roots, descs)?;
+        let (inherited, extra_slots, cryo_pairs) = plan_inheritance(&ordered, &pos, roots, &links)?;
         // Above every fd of the image and every fd cryo holds now.
         let image_max = ordered
             .iter()
@@ -194,6 +197,7 @@ impl<'a> TreePlan<'a> {
             roots: (0..root_idx.len()).collect(),
             cryo_slots,
             cryo_pairs,
+            links,
             descs,
             images,
             tcp_close,
@@ -248,9 +252,8 @@ fn plan_inheritance(
     ordered: &[&TaskImage],
     pos: &HashMap<i32, usize>,
     roots: &[i32],
-    descs: &[FileDesc],
+    links: &files::UnixLinks,
 ) -> Result<InheritPlan> {
-    let links = files::UnixLinks::build(descs)?;
     let n = ordered.len();
     let parent: Vec<Option<usize>> = ordered
         .iter()
@@ -482,7 +485,7 @@ pub fn spawn_tree(plan: &TreePlan, ns: Option<(bool, bool)>) -> Result<Spawned> 
             }
             None => {
                 for &(a, b) in &plan.cryo_pairs {
-                    let (fa, fb) = files::open_unix_pair_by_ids(plan.descs, a, b)?;
+                    let (fa, fb) = files::open_unix_pair_by_ids(plan.descs, &plan.links, a, b)?;
                     for (id, fd) in [(a, fa), (b, fb)] {
                         if let Some(&at) = plan.cryo_slots.get(&id) {
                             move_fd(std::os::fd::IntoRawFd::into_raw_fd(fd), at).map_err(|e| {
@@ -669,6 +672,7 @@ fn child_setup(plan: &TreePlan, i: usize) -> std::result::Result<(), String> {
             inherited: plan.inherited[i].clone(),
             extra: plan.extra[i].clone(),
         },
+        &plan.links,
     )
     .map_err(|e| e.to_string())?;
 

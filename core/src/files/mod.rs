@@ -53,7 +53,7 @@ use tracing::{debug, instrument};
 use crate::image::ImageDir;
 pub use inspect::InodeKey;
 use inspect::{Link, OpenFd};
-pub(crate) use unix_groups::UnixLinks;
+pub use unix_groups::UnixLinks;
 
 /// Why a file of a task could not be dumped or restored.
 #[derive(Debug, thiserror::Error)]
@@ -850,12 +850,13 @@ fn check_fds(by_id: &HashMap<u32, &FileDesc>, fds: &[FdEntry]) -> Result<(), Fil
 
 /// Restore side, before any process is created: checks every description (ghost images
 /// present with the right size and crc32c, referenced files present and of the right type,
-/// ids unique) and that every fd of every task refers to a known description.
+/// ids unique) and that every fd of every task refers to a known description. Returns the
+/// unix sockets grouped as the restore makes them (each decoded once here).
 pub fn validate(
     descs: &[FileDesc],
     fds_of_tasks: &[&[FdEntry]],
     images: &ImageDir,
-) -> Result<(), FileError> {
+) -> Result<UnixLinks, FileError> {
     let by_id = index(descs)?;
     let mut ghosts_checked = HashSet::new();
     let mut pipe_data: HashMap<(u64, &str), (u32, &[u8])> = HashMap::new();
@@ -924,6 +925,8 @@ pub fn validate(
             | Kind::Signalfd(_)
             | Kind::Epoll(_)
             | Kind::Inotify(_) => {}
+            // Unix sockets are decoded (and checked) by UnixLinks::build below.
+            Kind::Socket(s) if s.kind == sockets::UNIX_KIND => {}
             Kind::Socket(s) => {
                 sockets::decode(desc, s)?;
             }
@@ -933,8 +936,7 @@ pub fn validate(
         check_fds(&by_id, fds)?;
     }
     // Peers, waiting clients and descriptions in flight all in the image.
-    UnixLinks::build(descs)?;
-    Ok(())
+    UnixLinks::build(descs)
 }
 
 /// Checks the contents image of a deleted file (once per image).
@@ -986,7 +988,15 @@ pub fn restore_task_fds(
     images: &ImageDir,
     keep: &[RawFd],
 ) -> Result<(), FileError> {
-    restore_task_fds_with(descs, fds, images, keep, &FdRestoreOptions::default())
+    let links = UnixLinks::build(descs)?;
+    restore_task_fds_with(
+        descs,
+        fds,
+        images,
+        keep,
+        &FdRestoreOptions::default(),
+        &links,
+    )
 }
 
 /// How fds are restored.
@@ -1006,20 +1016,21 @@ pub struct FdRestoreOptions {
 /// [`restore_task_fds`] with options. Sockets are re-created before any fd is placed:
 /// listeners, then connections, then UDP sockets, then the unix sockets made together (pairs,
 /// listeners with waiting connections), whose queues are refilled once every description they
-/// carry in flight is open.
-pub fn restore_task_fds_with(
+/// carry in flight is open. `links` is [`UnixLinks::build`] of `descs`, built once for every
+/// process of a tree.
+pub(crate) fn restore_task_fds_with(
     descs: &[FileDesc],
     fds: &[FdEntry],
     images: &ImageDir,
     keep: &[RawFd],
     opts: &FdRestoreOptions,
+    links: &UnixLinks,
 ) -> Result<(), FileError> {
     let by_id = index(descs)?;
     check_fds(&by_id, fds)?;
     // Every temporary lives above the highest target, so placing never overwrites one.
     let min_high = fds.iter().map(|e| e.fd).max().map_or(0, |m| m + 1);
     let used: BTreeSet<u32> = fds.iter().map(|e| e.file_id).collect();
-    let links = UnixLinks::build(descs)?;
     // Besides its own: what it keeps for its descendants (inherited and passed on, or made
     // here), the other members of the unix groups it makes, and what their queues carry.
     let wanted: BTreeSet<u32> = used.iter().chain(opts.extra.keys()).copied().collect();
@@ -1164,11 +1175,11 @@ pub fn restore_task_fds_with(
 /// queues must carry no descriptors in flight (the plan refuses that).
 pub(crate) fn open_unix_pair_by_ids(
     descs: &[FileDesc],
+    links: &UnixLinks,
     a: u32,
     b: u32,
 ) -> Result<(OwnedFd, OwnedFd), FileError> {
     let by_id = index(descs)?;
-    let links = UnixLinks::build(descs)?;
     let both: BTreeSet<u32> = [a, b].into();
     let mut opened = HashMap::new();
     links.make_all(&by_id, &both, &mut opened, 0)?;

@@ -64,7 +64,7 @@ struct Group {
 
 /// The unix sockets of an image that are made together, and what their queues carry.
 #[derive(Debug, Default)]
-pub(crate) struct UnixLinks {
+pub struct UnixLinks {
     groups: Vec<Group>,
     group_of: HashMap<u32, usize>,
     states: HashMap<u32, Box<UnixSocketState>>,
