@@ -86,7 +86,11 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored> {
     let started = Instant::now();
     let _span = info_span!("restore", dir = %opts.images_dir.display()).entered();
     let images = ImageDir::open(&opts.images_dir)?;
-    let (inventory, tasks, zombies, descs) = load(&images)?;
+    let (inventory, mut tasks, zombies, descs) = load(&images)?;
+    if inventory.shell_job {
+        let mut entries: Vec<&mut ProcessEntry> = tasks.iter_mut().map(|t| &mut t.entry).collect();
+        crate::task::adopt_shell_job(&mut entries, &inventory.root_pids)?;
+    }
     debug!(ms = started.elapsed().as_secs_f64() * 1e3, "images checked");
     // The dump's network lock goes once the restored sockets are live, or the restore failed.
     let _unlock = Unlock(inventory.network_lock.clone());
@@ -116,9 +120,18 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored> {
         processes = spawned.pids.len(),
         "processes created, fds open"
     );
-    // Children first: a parent runs again only once its children are whole.
+    // Children first: a parent runs again only once its children are whole. None runs
+    // before all are: the seals of shared memory go on once every mapping exists.
+    let mut whole = Vec::with_capacity(spawned.pids.len());
     for (i, &pid) in spawned.pids.iter().enumerate().rev() {
-        finish(pid, &plan, i)?;
+        whole.push(finish(pid, &plan, i)?);
+    }
+    plan.before_run()?;
+    for tids in whole {
+        // The main thread last: the process as a whole runs once it does.
+        for tid in tids.into_iter().rev() {
+            ptrace::detach(tid, None).map_err(|e| Error::sys(tid, "detach", e))?;
+        }
     }
     guard.0 = None;
     notify_restored(&inventory, &plan, &spawned.pids);
@@ -325,8 +338,9 @@ impl Drop for KillAll {
     }
 }
 
-/// Turns the stopped child into the dumped process and lets it run.
-fn finish(child: Pid, plan: &spawn::TreePlan, i: usize) -> Result<()> {
+/// Turns the stopped child into the dumped process, ready to run: returns its threads, main
+/// thread first, for the caller to detach.
+fn finish(child: Pid, plan: &spawn::TreePlan, i: usize) -> Result<Vec<Pid>> {
     let task = plan.tasks[i];
     let tramp = plan.tramps[i];
     let mapping = &plan.mappings[i];
@@ -392,11 +406,7 @@ fn finish(child: Pid, plan: &spawn::TreePlan, i: usize) -> Result<()> {
     for (thread, &tid) in task.core.threads.iter().zip(&created) {
         threads::set_final_state(tid, thread)?;
     }
-    // The main thread last: the process as a whole runs once it does.
-    for &tid in created.iter().rev() {
-        ptrace::detach(tid, None).map_err(|e| Error::sys(tid, "detach", e))?;
-    }
-    Ok(())
+    Ok(created)
 }
 
 fn restore_creds(

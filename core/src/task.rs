@@ -101,6 +101,40 @@ pub fn restore_session(entry: &ProcessEntry) -> std::result::Result<(), String> 
     Ok(())
 }
 
+/// A shell job (dumped with --shell-job) becomes part of the job `cryo restore` runs as: the
+/// process group of every root that was not a session leader (the job's group, whether the
+/// root or its shell led it) is replaced by cryo's own. Forked by cryo, the processes are in
+/// cryo's session already; in its group they are in the terminal's foreground whenever cryo
+/// is, and the restoring shell's job control (Ctrl-C, Ctrl-Z, fg) reaches them with cryo.
+pub fn adopt_shell_job(entries: &mut [&mut ProcessEntry], roots: &[i32]) -> Result<()> {
+    let ours = nix::unistd::getpgrp().as_raw();
+    let jobs: Vec<i32> = entries
+        .iter()
+        .filter(|e| roots.contains(&e.pid) && e.sid != e.pid)
+        .map(|e| e.pgid)
+        .collect();
+    if let Some(e) = entries
+        .iter()
+        .find(|e| e.pid == ours || (e.pgid == ours && !jobs.contains(&e.pgid)))
+    {
+        return Err(Error::Restore(format!(
+            "cryo runs in process group {ours}, which pid {} of the image uses too: restore the \
+             shell job from another process group",
+            e.pid
+        )));
+    }
+    for e in entries.iter_mut().filter(|e| jobs.contains(&e.pgid)) {
+        tracing::debug!(
+            pid = e.pid,
+            was = e.pgid,
+            now = ours,
+            "shell job joins the group of cryo restore"
+        );
+        e.pgid = ours;
+    }
+    Ok(())
+}
+
 /// Applies the attributes to the calling process (the restore child, still running cryo code).
 pub fn restore_in_child(core: &TaskCore) -> std::result::Result<(), String> {
     use nix::sys::stat::{umask, Mode};
