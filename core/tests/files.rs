@@ -674,7 +674,10 @@ fn a_terminal_needs_shell_job() {
         "fd = os.open('{}', os.O_RDWR | os.O_NOCTTY); os.dup2(fd, 50); os.close(fd)",
         slave.display()
     );
-    assert_refused(&setup, &["terminal", &slave.display().to_string(), "--shell-job"]);
+    assert_refused(
+        &setup,
+        &["terminal", &slave.display().to_string(), "--shell-job"],
+    );
     let (_, result) = refused(&setup, &FdDumpOptions { shell_job: true });
     let fds = result.expect("a shell job dumps its terminal");
     assert!(fds.iter().any(|e| e.fd == 50));
