@@ -162,3 +162,39 @@ pub fn restore_in_child(core: &TaskCore) -> std::result::Result<(), String> {
     nix::sys::prctl::set_name(&name).map_err(|e| format!("set comm: {e}"))?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(pid: i32, pgid: i32, sid: i32) -> ProcessEntry {
+        ProcessEntry {
+            pid,
+            ppid: 1,
+            pgid,
+            sid,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_shell_job_joins_the_group_of_cryo() {
+        let ours = nix::unistd::getpgrp().as_raw();
+        // Pids far from ours: a job led by its root 1000 (a child in its group, another in a
+        // group of its own), and a session leader restored as it was.
+        let (mut root, mut kid, mut own, mut leader) = (
+            entry(1_000_001, 1_000_001, 7),
+            entry(1_000_002, 1_000_001, 7),
+            entry(1_000_003, 1_000_003, 7),
+            entry(1_000_010, 1_000_010, 1_000_010),
+        );
+        let mut all = [&mut root, &mut kid, &mut own, &mut leader];
+        adopt_shell_job(&mut all, &[1_000_001, 1_000_010]).unwrap();
+        assert_eq!((root.pgid, kid.pgid), (ours, ours));
+        assert_eq!((own.pgid, leader.pgid), (1_000_003, 1_000_010));
+        // A process of the image already in a group numbered like cryo's: refused.
+        let (mut root, mut other) = (entry(1_000_001, 1_000_001, 7), entry(1_000_002, ours, 7));
+        let err = adopt_shell_job(&mut [&mut root, &mut other], &[1_000_001]).unwrap_err();
+        assert!(err.to_string().contains("process group"), "{err}");
+    }
+}

@@ -278,7 +278,8 @@ pub enum FileError {
 /// How fds are dumped.
 #[derive(Debug, Clone, Default)]
 pub struct FdDumpOptions {
-    /// The task is a shell job: its terminal fds are dumped (restored by path).
+    /// The task is a shell job: its terminal fds are dumped (a pty slave as the shell job's
+    /// terminal, restored on the terminal of `cryo restore`; other terminals by path).
     pub shell_job: bool,
 }
 
