@@ -483,10 +483,12 @@ pub fn spawn_tree(plan: &TreePlan, ns: Option<(bool, bool)>) -> Result<Spawned> 
     }
     let mut created: Vec<Option<Pid>> = vec![None; n];
     let mut init = None;
-    let object_slots = plan.object_slots();
-    for &(fd, slot) in &object_slots {
+    // The objects at their slots while the roots are forked; closed then (or on a failure).
+    let mut object_slots = Slots(Vec::new());
+    for (fd, slot) in plan.object_slots() {
         files::sys::dup_to(files::sys::borrow_raw(fd), slot, false)
             .map_err(|e| Error::Restore(format!("place a shared object at fd {slot}: {e}")))?;
+        object_slots.0.push(slot);
     }
     let result = (|| -> Result<()> {
         match ns {
@@ -533,10 +535,10 @@ pub fn spawn_tree(plan: &TreePlan, ns: Option<(bool, bool)>) -> Result<Spawned> 
         for fd in theirs
             .iter()
             .chain(plan.cryo_slots.iter().map(|(_, fd)| fd))
-            .chain(object_slots.iter().map(|(_, slot)| slot))
         {
             let _ = nix::unistd::close(*fd);
         }
+        object_slots.close();
         // Parents first: each is told to go once traced, then creates its children.
         for i in 0..n {
             let pid = Pid::from_raw(plan.tasks[i].entry.pid);
@@ -588,6 +590,23 @@ pub fn spawn_tree(plan: &TreePlan, ns: Option<(bool, bool)>) -> Result<Spawned> 
         pids: created.into_iter().flatten().collect(),
         init,
     })
+}
+
+/// Slot fds cryo placed for the tree, closed once (explicitly, or when dropped).
+struct Slots(Vec<RawFd>);
+
+impl Slots {
+    fn close(&mut self) {
+        for fd in self.0.drain(..) {
+            let _ = nix::unistd::close(fd);
+        }
+    }
+}
+
+impl Drop for Slots {
+    fn drop(&mut self) {
+        self.close();
+    }
 }
 
 /// Reads what a process said on its err pipe: `want` bytes, or its error text up to EOF.
