@@ -123,6 +123,8 @@ pub struct Stat {
     pub sid: i32,
     /// Controlling terminal device, 0 for none.
     pub tty_nr: u32,
+    /// Foreground process group of the controlling terminal (-1 for none).
+    pub tpgid: i32,
     /// PF_* flags.
     pub flags: u32,
     /// Number of threads.
@@ -175,6 +177,7 @@ fn parse_stat(text: &str) -> Option<Stat> {
         pgid: i(5)?,
         sid: i(6)?,
         tty_nr: f(7)? as u32,
+        tpgid: i(8)?,
         flags: f(9)? as u32,
         num_threads: f(20)? as u32,
         start_code: f(26)?,

@@ -96,7 +96,11 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored> {
     let started = Instant::now();
     let _span = info_span!("restore", dir = %opts.images_dir.display()).entered();
     let images = ImageDir::open(&opts.images_dir)?;
-    let (inventory, tasks, zombies, descs, links) = load(&images)?;
+    let (inventory, mut tasks, zombies, descs, links) = load(&images)?;
+    if inventory.shell_job {
+        let mut entries: Vec<&mut ProcessEntry> = tasks.iter_mut().map(|t| &mut t.entry).collect();
+        crate::task::adopt_shell_job(&mut entries, &inventory.root_pids)?;
+    }
     debug!(ms = started.elapsed().as_secs_f64() * 1e3, "images checked");
     let mut hooks = Hooks::new(opts.action_script.as_ref(), images.path());
     hooks.set(hooks::env::CHECKPOINT_ID, inventory.checkpoint_id.as_str());
@@ -148,6 +152,8 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored> {
     for (i, &pid) in spawned.pids.iter().enumerate().rev() {
         stopped.push(finish(pid, &plan, i)?);
     }
+    // The seals of shared memory go on once every mapping of every process exists.
+    plan.before_run()?;
     hooks.run(Stage::PostRestore, &roots)?;
     if unlock.release() {
         hooks.run(Stage::NetworkUnlock, &roots)?;

@@ -763,7 +763,11 @@ mod tests {
         let dir = sample(&tmp.0);
         let text = render_text(&dir).unwrap();
         for needle in [
-            "format 1.0",
+            &format!(
+                "format {}.{}",
+                cryo_proto::FORMAT_MAJOR,
+                cryo_proto::FORMAT_MINOR
+            ),
             "1 process, 4 open file descriptions",
             "checkpoint ckpt-0123456789",
             "options: leave-running",
@@ -794,7 +798,10 @@ mod tests {
         let tmp = TempDir::new();
         let dir = sample(&tmp.0);
         let v = to_json(&dir).unwrap();
-        assert_eq!(v["format_version"], "1.0");
+        assert_eq!(
+            v["format_version"],
+            format!("{}.{}", cryo_proto::FORMAT_MAJOR, cryo_proto::FORMAT_MINOR)
+        );
         assert_eq!(v["inventory"]["checkpoint_id"], "ckpt-0123456789");
         let p = &v["processes"][0];
         assert_eq!(p["pstree"]["pid"], PID);

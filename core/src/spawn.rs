@@ -7,6 +7,11 @@
 //! `err` pipe (the process says "r" when it exists, or why it failed). Their child ends sit at
 //! fixed numbers above every fd of the image (`base + 2i`, `base + 2i + 1`), so each process
 //! keeps its descendants' ends open until it has forked them.
+//!
+//! Objects of the whole tree: the shared memory objects (memfds, shared anonymous memory) and
+//! the terminal of a shell job are made or opened by cryo before the first fork and held at
+//! slot fds above all others, which every process inherits and keeps until its children are
+//! forked: each fd and VMA of each process reopens them, so there is one object behind all.
 
 use std::collections::{BTreeSet, HashMap};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -58,6 +63,15 @@ pub struct TreePlan<'a> {
     descs: &'a [FileDesc],
     images: &'a ImageDir,
     tcp_close: bool,
+    /// The shared memory objects, made by cryo, and the slot fd of each (dumped inode ->
+    /// fd number in the tree).
+    shared: files::SharedObjects,
+    shared_slots: HashMap<u64, RawFd>,
+    /// The terminal of a shell job (cryo's stdin), its slot fd and what each process does
+    /// with it.
+    terminal: Option<(files::tty::Terminal, RawFd, files::tty::Attach)>,
+    /// Tasks (indices) that are to get the terminal as their controlling terminal.
+    want_ctty: Vec<usize>,
 }
 
 impl<'a> TreePlan<'a> {
@@ -132,6 +146,21 @@ impl<'a> TreePlan<'a> {
             zombie_children[p].push(z);
         }
         let (inherited, extra_slots, cryo_pairs) = plan_inheritance(&ordered, &pos, roots, &links)?;
+        // The objects of the whole tree, made before the fd numbers are chosen.
+        let used: BTreeSet<u32> = ordered
+            .iter()
+            .flat_map(|t| {
+                let fds = t.core.fds.iter().map(|e| e.file_id);
+                fds.chain(t.mm.vmas.iter().map(|v| v.file_id))
+                    .chain([t.mm.exe_file_id])
+            })
+            .collect();
+        let shared = files::SharedObjects::create(descs, &used, images)?;
+        let fds_of: Vec<(i32, &[cryo_proto::image::FdEntry])> = ordered
+            .iter()
+            .map(|t| (t.entry.pid, t.core.fds.as_slice()))
+            .collect();
+        let terminal = files::tty::Terminal::open(descs, &fds_of)?;
         // Above every fd of the image and every fd cryo holds now.
         let image_max = ordered
             .iter()
@@ -171,6 +200,22 @@ impl<'a> TreePlan<'a> {
                     .collect()
             })
             .collect();
+        let shared_base = slot_fd(extra_slots.len());
+        let shared_slots: HashMap<u64, RawFd> = shared
+            .fds()
+            .zip(shared_base..)
+            .map(|((ino, _), slot)| (ino, slot))
+            .collect();
+        let want_ctty = match &terminal {
+            Some(t) => (0..n)
+                .filter(|&i| t.wants_controlling(&ordered[i].entry))
+                .collect(),
+            None => Vec::new(),
+        };
+        let terminal = terminal.map(|t| {
+            let attach = t.attach_plan();
+            (t, shared_base + shared.len() as RawFd, attach)
+        });
         let mut extra = vec![HashMap::new(); n];
         let mut cryo_slots = HashMap::new();
         for (k, &(p, id)) in extra_slots.iter().enumerate() {
@@ -201,7 +246,34 @@ impl<'a> TreePlan<'a> {
             descs,
             images,
             tcp_close,
+            shared,
+            shared_slots,
+            terminal,
+            want_ctty,
         })
+    }
+
+    /// The slot fds of the tree's objects: (cryo's fd, the slot's number).
+    fn object_slots(&self) -> Vec<(RawFd, RawFd)> {
+        let mut v: Vec<(RawFd, RawFd)> = self
+            .shared
+            .fds()
+            .map(|(ino, fd)| (fd, self.shared_slots[&ino]))
+            .collect();
+        if let Some((t, slot, _)) = &self.terminal {
+            v.push((t.fd(), *slot));
+        }
+        v
+    }
+
+    /// The last step before the processes run, once every one is whole: the memfd seals go
+    /// on (every mapping exists now) and the terminal gets the dumped modes.
+    pub fn before_run(&self) -> Result<()> {
+        self.shared.seal()?;
+        if let Some((t, _, _)) = &self.terminal {
+            t.set_modes()?;
+        }
+        Ok(())
     }
 
     /// The sync and err fd numbers of task `i` inside the tree.
@@ -391,11 +463,10 @@ fn mapping_fds(task: &TaskImage, first: u64) -> MappingFds {
         .mm
         .vmas
         .iter()
-        .filter(|v| {
-            matches!(
-                VmaKind::try_from(v.kind),
-                Ok(VmaKind::FilePrivate | VmaKind::FileShared)
-            )
+        .filter(|v| match VmaKind::try_from(v.kind) {
+            Ok(VmaKind::FilePrivate | VmaKind::FileShared) => true,
+            Ok(VmaKind::ShmemAnon) => v.file_id != 0,
+            _ => false,
         })
         .map(|v| (v.file_id, needs_writable_file(v)))
         .collect();
@@ -467,6 +538,13 @@ pub fn spawn_tree(plan: &TreePlan, ns: Option<(bool, bool)>) -> Result<Spawned> 
     }
     let mut created: Vec<Option<Pid>> = vec![None; n];
     let mut init = None;
+    // The objects at their slots while the roots are forked; closed then (or on a failure).
+    let mut object_slots = Slots(Vec::new());
+    for (fd, slot) in plan.object_slots() {
+        files::sys::dup_to(files::sys::borrow_raw(fd), slot, false)
+            .map_err(|e| Error::Restore(format!("place a shared object at fd {slot}: {e}")))?;
+        object_slots.0.push(slot);
+    }
     let result = (|| -> Result<()> {
         match ns {
             Some((new_pid, new_net)) => {
@@ -512,6 +590,7 @@ pub fn spawn_tree(plan: &TreePlan, ns: Option<(bool, bool)>) -> Result<Spawned> 
         for fd in theirs.iter().chain(plan.cryo_slots.values()) {
             let _ = nix::unistd::close(*fd);
         }
+        object_slots.close();
         // Parents first: each is told to go once traced, then creates its children.
         for i in 0..n {
             let pid = Pid::from_raw(plan.tasks[i].entry.pid);
@@ -540,6 +619,12 @@ pub fn spawn_tree(plan: &TreePlan, ns: Option<(bool, bool)>) -> Result<Spawned> 
             let pid = created[i].unwrap_or(Pid::from_raw(plan.tasks[i].entry.pid));
             wait_stopped(pid, &ours[i].err)?;
         }
+        if let Some((t, _, _)) = &plan.terminal {
+            for &i in &plan.want_ctty {
+                let seen = created[i].unwrap_or(Pid::from_raw(plan.tasks[i].entry.pid));
+                t.check_controlling(plan.tasks[i].entry.pid, seen);
+            }
+        }
         Ok(())
     })();
     if let Err(e) = result {
@@ -557,6 +642,23 @@ pub fn spawn_tree(plan: &TreePlan, ns: Option<(bool, bool)>) -> Result<Spawned> 
         pids: created.into_iter().flatten().collect(),
         init,
     })
+}
+
+/// Slot fds cryo placed for the tree, closed once (explicitly, or when dropped).
+struct Slots(Vec<RawFd>);
+
+impl Slots {
+    fn close(&mut self) {
+        for fd in self.0.drain(..) {
+            let _ = nix::unistd::close(fd);
+        }
+    }
+}
+
+impl Drop for Slots {
+    fn drop(&mut self) {
+        self.close();
+    }
 }
 
 /// Reads what a process said on its err pipe: `want` bytes, or its error text up to EOF.
@@ -642,17 +744,27 @@ fn child_setup(plan: &TreePlan, i: usize) -> std::result::Result<(), String> {
     let t = plan.tasks[i];
     let pid = Pid::from_raw(t.entry.pid);
     task::restore_session(&t.entry)?;
+    if let Some((_, slot, attach)) = &plan.terminal {
+        files::tty::attach(*slot, &t.entry, attach);
+    }
 
     let mapping = &plan.mappings[i];
     let pages = std::fs::File::open(plan.images.file(&names::pages(pid)))
         .map_err(|e| format!("open {}: {e}", names::pages(pid)))?;
     place(OwnedFd::from(pages), mapping.pages)?;
-    let exe = files::open_for_mapping(plan.descs, t.mm.exe_file_id, false, plan.images)
-        .map_err(|e| format!("executable: {e}"))?;
+    let exe = files::open_for_mapping_with(
+        plan.descs,
+        t.mm.exe_file_id,
+        false,
+        plan.images,
+        &plan.shared_slots,
+    )
+    .map_err(|e| format!("executable: {e}"))?;
     place(exe, mapping.exe)?;
     for &(id, writable, fd) in &mapping.files {
-        let file = files::open_for_mapping(plan.descs, id, writable, plan.images)
-            .map_err(|e| format!("mapped file: {e}"))?;
+        let file =
+            files::open_for_mapping_with(plan.descs, id, writable, plan.images, &plan.shared_slots)
+                .map_err(|e| format!("mapped file: {e}"))?;
         place(file, fd)?;
     }
     let descendants = plan.descendants(i);
@@ -662,6 +774,8 @@ fn child_setup(plan: &TreePlan, i: usize) -> std::result::Result<(), String> {
         keep.extend([s, e]);
     }
     keep.extend(mapping.all().iter().map(|&fd| fd as RawFd));
+    let object_slots: Vec<RawFd> = plan.object_slots().iter().map(|&(_, s)| s).collect();
+    keep.extend(&object_slots);
     files::restore_task_fds_with(
         plan.descs,
         &t.core.fds,
@@ -671,6 +785,8 @@ fn child_setup(plan: &TreePlan, i: usize) -> std::result::Result<(), String> {
             tcp_close: plan.tcp_close,
             inherited: plan.inherited[i].clone(),
             extra: plan.extra[i].clone(),
+            shared: plan.shared_slots.clone(),
+            terminal: plan.terminal.as_ref().map(|(_, slot, _)| *slot),
         },
         &plan.links,
     )
@@ -711,8 +827,8 @@ fn child_setup(plan: &TreePlan, i: usize) -> std::result::Result<(), String> {
         let _ = nix::unistd::close(s);
         let _ = nix::unistd::close(e);
     }
-    // The unix ends kept for the children: they have them now.
-    for &fd in plan.extra[i].values() {
+    // The unix ends and the objects kept for the children: they have them now.
+    for &fd in plan.extra[i].values().chain(&object_slots) {
         let _ = nix::unistd::close(fd);
     }
 

@@ -101,6 +101,40 @@ pub fn restore_session(entry: &ProcessEntry) -> std::result::Result<(), String> 
     Ok(())
 }
 
+/// A shell job (dumped with --shell-job) becomes part of the job `cryo restore` runs as: the
+/// process group of every root that was not a session leader (the job's group, whether the
+/// root or its shell led it) is replaced by cryo's own. Forked by cryo, the processes are in
+/// cryo's session already; in its group they are in the terminal's foreground whenever cryo
+/// is, and the restoring shell's job control (Ctrl-C, Ctrl-Z, fg) reaches them with cryo.
+pub fn adopt_shell_job(entries: &mut [&mut ProcessEntry], roots: &[i32]) -> Result<()> {
+    let ours = nix::unistd::getpgrp().as_raw();
+    let jobs: Vec<i32> = entries
+        .iter()
+        .filter(|e| roots.contains(&e.pid) && e.sid != e.pid)
+        .map(|e| e.pgid)
+        .collect();
+    if let Some(e) = entries
+        .iter()
+        .find(|e| e.pid == ours || (e.pgid == ours && !jobs.contains(&e.pgid)))
+    {
+        return Err(Error::Restore(format!(
+            "cryo runs in process group {ours}, which pid {} of the image uses too: restore the \
+             shell job from another process group",
+            e.pid
+        )));
+    }
+    for e in entries.iter_mut().filter(|e| jobs.contains(&e.pgid)) {
+        tracing::debug!(
+            pid = e.pid,
+            was = e.pgid,
+            now = ours,
+            "shell job joins the group of cryo restore"
+        );
+        e.pgid = ours;
+    }
+    Ok(())
+}
+
 /// Applies the attributes to the calling process (the restore child, still running cryo code).
 pub fn restore_in_child(core: &TaskCore) -> std::result::Result<(), String> {
     use nix::sys::stat::{umask, Mode};
@@ -127,4 +161,40 @@ pub fn restore_in_child(core: &TaskCore) -> std::result::Result<(), String> {
     let name = std::ffi::CString::new(core.comm.as_bytes()).unwrap_or_default();
     nix::sys::prctl::set_name(&name).map_err(|e| format!("set comm: {e}"))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(pid: i32, pgid: i32, sid: i32) -> ProcessEntry {
+        ProcessEntry {
+            pid,
+            ppid: 1,
+            pgid,
+            sid,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_shell_job_joins_the_group_of_cryo() {
+        let ours = nix::unistd::getpgrp().as_raw();
+        // Pids far from ours: a job led by its root 1000 (a child in its group, another in a
+        // group of its own), and a session leader restored as it was.
+        let (mut root, mut kid, mut own, mut leader) = (
+            entry(1_000_001, 1_000_001, 7),
+            entry(1_000_002, 1_000_001, 7),
+            entry(1_000_003, 1_000_003, 7),
+            entry(1_000_010, 1_000_010, 1_000_010),
+        );
+        let mut all = [&mut root, &mut kid, &mut own, &mut leader];
+        adopt_shell_job(&mut all, &[1_000_001, 1_000_010]).unwrap();
+        assert_eq!((root.pgid, kid.pgid), (ours, ours));
+        assert_eq!((own.pgid, leader.pgid), (1_000_003, 1_000_010));
+        // A process of the image already in a group numbered like cryo's: refused.
+        let (mut root, mut other) = (entry(1_000_001, 1_000_001, 7), entry(1_000_002, ours, 7));
+        let err = adopt_shell_job(&mut [&mut root, &mut other], &[1_000_001]).unwrap_err();
+        assert!(err.to_string().contains("process group"), "{err}");
+    }
 }

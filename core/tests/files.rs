@@ -667,11 +667,31 @@ fn a_memfd_and_an_eventfd_are_dumped() {
 
 #[test]
 fn a_terminal_needs_shell_job() {
-    let setup = "m, s = os.openpty(); os.dup2(s, 50); os.dup2(m, 51); os.close(s); os.close(m)";
-    assert_refused(setup, &["terminal", "/dev/pts/", "--shell-job"]);
-    let (_, result) = refused(setup, &FdDumpOptions { shell_job: true });
+    // A shell's terminal: its master is held elsewhere (here, by the test).
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let slave = nix::unistd::ttyname(&pty.slave).unwrap();
+    let setup = format!(
+        "fd = os.open('{}', os.O_RDWR | os.O_NOCTTY); os.dup2(fd, 50); os.close(fd)",
+        slave.display()
+    );
+    assert_refused(
+        &setup,
+        &["terminal", &slave.display().to_string(), "--shell-job"],
+    );
+    let (_, result) = refused(&setup, &FdDumpOptions { shell_job: true });
     let fds = result.expect("a shell job dumps its terminal");
     assert!(fds.iter().any(|e| e.fd == 50));
+}
+
+#[test]
+fn a_pty_master_is_refused_even_for_a_shell_job() {
+    let setup = "m, s = os.openpty(); os.dup2(m, 50); os.close(s); os.close(m)";
+    let (pid, result) = refused(setup, &FdDumpOptions { shell_job: true });
+    let err = result.expect_err("a pty master is not dumped").to_string();
+    let pid = format!("pid {pid} ");
+    for w in [pid.as_str(), " fd 50:", "pty master", "not supported yet"] {
+        assert!(err.contains(w), "{err:?} should mention {w:?}");
+    }
 }
 
 // ---- validation -------------------------------------------------------------

@@ -27,8 +27,10 @@ use prost::Message;
 
 /// Format major version written by this build.
 pub const FORMAT_MAJOR: u16 = 1;
-/// Format minor version written by this build.
-pub const FORMAT_MINOR: u16 = 0;
+/// Format minor version written by this build. 1.1: shared memory objects (`Shmem`, sparse
+/// memfd contents, VMAs of shared anonymous memory naming their object) and shell-job
+/// terminals (`Tty`); a 1.0 reader would restore such memory empty.
+pub const FORMAT_MINOR: u16 = 1;
 
 const MAGIC: &[u8; 8] = b"CRYOIMG\0";
 const HEADER_LEN: usize = 32;

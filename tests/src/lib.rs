@@ -306,15 +306,25 @@ where
 }
 
 fn spawn_cryo(log_dir: &Path, tag: &str, args: &[OsString]) -> (Child, PathBuf, PathBuf) {
+    spawn_cryo_with(log_dir, tag, args, |_| {})
+}
+
+fn spawn_cryo_with(
+    log_dir: &Path,
+    tag: &str,
+    args: &[OsString],
+    configure: impl FnOnce(&mut Command),
+) -> (Child, PathBuf, PathBuf) {
     let out_path = log_dir.join(format!("{tag}.stdout"));
     let err_path = log_dir.join(format!("{tag}.stderr"));
-    let child = Command::new(cryo_bin())
+    let mut command = Command::new(cryo_bin());
+    command
         .args(args)
         .stdin(Stdio::null())
         .stdout(File::create(&out_path).expect("cryo stdout file"))
-        .stderr(File::create(&err_path).expect("cryo stderr file"))
-        .spawn()
-        .expect("spawn cryo");
+        .stderr(File::create(&err_path).expect("cryo stderr file"));
+    configure(&mut command);
+    let child = command.spawn().expect("spawn cryo");
     (child, out_path, err_path)
 }
 
@@ -410,6 +420,18 @@ impl Workload {
 
     /// As [`Workload::spawn`], in a control dir the test prepared (e.g. with a data file).
     pub fn spawn_in(dir: TempDir, mode: &str, args: &[&str]) -> Self {
+        Self::spawn_configured(dir, mode, args, |_| {})
+    }
+
+    /// As [`Workload::spawn_in`], with the command adjusted by `configure` first (its stdio,
+    /// say). The workload's pid is the one that answers `pid`: it may be a descendant of the
+    /// process spawned (a job of `cryo-workload DIR job-shell MODE`), which then stands for it.
+    pub fn spawn_configured(
+        dir: TempDir,
+        mode: &str,
+        args: &[&str],
+        configure: impl FnOnce(&mut Command),
+    ) -> Self {
         for fifo in [protocol::CMD_FIFO, protocol::OUT_FIFO] {
             mkfifo(&dir.path().join(fifo)).expect("mkfifo");
         }
@@ -418,18 +440,19 @@ impl Workload {
             .append(true)
             .open(dir.path().join(protocol::LOG_FILE))
             .expect("workload log");
-        let child = Command::new(workload_bin())
+        let mut command = Command::new(workload_bin());
+        command
             .arg(dir.path())
             .arg(mode)
             .args(args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn cryo-workload");
+            .stderr(log);
+        configure(&mut command);
+        let child = command.spawn().expect("spawn cryo-workload");
         let pid = child.id() as i32;
         let original_pidfd = Pidfd::open(pid).expect("pidfd of the workload");
-        let w = Self {
+        let mut w = Self {
             dir,
             mode: format!("{mode} {}", args.join(" ")).trim().to_string(),
             pid,
@@ -440,6 +463,7 @@ impl Workload {
             serial: Cell::new(0),
         };
         assert_eq!(w.cmd("ping"), "pong", "{w:?}");
+        w.pid = w.cmd("pid").parse().expect("the workload's pid");
         w
     }
 
@@ -692,6 +716,12 @@ impl Workload {
 
     /// Starts `cryo restore -D IMG` as our child without waiting for anything.
     pub fn start_restore(&mut self, img: &Path) {
+        self.start_restore_with(img, |_| {});
+    }
+
+    /// As [`Workload::start_restore`], with cryo's command adjusted by `configure` first (its
+    /// stdio on a terminal, say: its stdout and stderr files are then empty).
+    pub fn start_restore_with(&mut self, img: &Path, configure: impl FnOnce(&mut Command)) {
         assert!(
             self.restored.is_none(),
             "a restored workload is still running: kill_restored() first"
@@ -702,7 +732,7 @@ impl Workload {
         );
         let tag = self.next_tag("restore");
         let args = [OsString::from("restore"), "-D".into(), img.into()];
-        let (cryo, _, stderr) = spawn_cryo(self.dir(), &tag, &args);
+        let (cryo, _, stderr) = spawn_cryo_with(self.dir(), &tag, &args, configure);
         let cryo_pidfd = Pidfd::open(cryo.id() as i32).expect("pidfd of cryo");
         self.restored = Some(Restored::Background {
             cryo,

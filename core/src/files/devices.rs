@@ -1,5 +1,6 @@
 //! Character devices, reopened by path (/dev/null, /dev/zero, /dev/urandom...). Terminals
-//! only with --shell-job; block devices never.
+//! only with --shell-job (a pty slave is then the shell job's terminal: tty.rs); pty masters
+//! and block devices never.
 
 use std::fs;
 use std::os::fd::OwnedFd;
@@ -36,6 +37,9 @@ pub(super) fn dump(
     meta: &fs::Metadata,
     opts: &FdDumpOptions,
 ) -> Result<String, FileError> {
+    if super::tty::is_pty_master(meta.rdev()) {
+        return Err(open.refuse("pty master", true));
+    }
     if is_terminal(path, meta.rdev()) && !opts.shell_job {
         return Err(FileError::Terminal {
             pid: open.pid,

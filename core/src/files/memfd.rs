@@ -1,16 +1,15 @@
 //! memfds: anonymous shmem files, saved like deleted files.
 //!
 //! ```text
-//! dump     /proc/PID/fd/N reads "/memfd:NAME (deleted)"
-//!          contents copied through it into memfd-ID.img (once per inode), F_GET_SEALS
-//! restore  memfd_create(NAME, MFD_ALLOW_SEALING) once per inode, contents written back,
-//!          mode set, seals added last; every description is a reopen of it through
-//!          /proc/self/fd (its own flags and offset)
+//! dump     /proc/PID/fd/N reads "/memfd:NAME (deleted)" (a VMA: /proc/PID/map_files/S-E)
+//!          data extents copied into memfd-ID.img (once per inode), F_GET_SEALS
+//! restore  memfd_create(NAME, MFD_ALLOW_SEALING) once per inode (by cryo for a whole tree:
+//!          shmem.rs), size set, contents written back, mode set, seals added last; every
+//!          description is a reopen of it through /proc/self/fd (its own flags and offset)
 //! ```
 //!
 //! A memfd without MFD_ALLOW_SEALING reads F_SEAL_SEAL, so it is recreated sealable and
-//! sealed with F_SEAL_SEAL: the same thing. hugetlb memfds are refused. Mapped memfds are
-//! refused by the memory dump.
+//! sealed with F_SEAL_SEAL: the same thing. hugetlb memfds are refused.
 
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -19,12 +18,12 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use cryo_proto::image::{FileDesc, Memfd, RawFileRef};
+use cryo_proto::image::{FileDesc, Memfd};
 use nix::sys::stat::Mode;
-use nix::unistd::Whence;
+use nix::unistd::{Pid, Whence};
 
 use super::inspect::{InodeKey, OpenFd};
-use super::{open_flags, restore_err, set_async, sys, FileError};
+use super::{open_flags, restore_err, set_async, shmem, sys, FileError};
 use crate::image::ImageDir;
 
 /// `HUGETLBFS_MAGIC` from linux/magic.h.
@@ -41,59 +40,83 @@ fn name_of(link: &str) -> &str {
     rest.strip_suffix(" (deleted)").unwrap_or(rest)
 }
 
-/// Dumps memfd `open` (description `id`): name, seals, mode and contents; the contents image
-/// is written once per inode (`saved` remembers them).
-pub(super) fn dump(
+/// Why a memfd could not be recorded.
+enum Failure {
+    Hugetlb,
+    Step(&'static str, io::Error),
+}
+
+/// The record of the memfd open at `source` (an fd or a map_files link whose text is `link`),
+/// first met as description `id`: name, seals, mode and contents, the contents image
+/// written once per inode (`saved` remembers the records).
+fn record(
     id: u32,
-    open: &OpenFd,
+    source: &Path,
+    link: &str,
     meta: &fs::Metadata,
     images: &ImageDir,
-    saved: &mut HashMap<InodeKey, RawFileRef>,
-) -> Result<Memfd, FileError> {
-    let path = open.proc_path();
-    let file = File::open(&path).map_err(|e| open.inspect_err("open", path.clone(), e))?;
-    let fs_type = nix::sys::statfs::fstatfs(&file)
-        .map_err(|e| open.inspect_err("fstatfs", path.clone(), e.into()))?;
-    if fs_type.filesystem_type().0 as i64 == HUGETLBFS_MAGIC {
-        return Err(open.refuse("hugetlb memfd", true));
-    }
-    let seals = sys::get_seals(file.as_fd())
-        .map_err(|e| open.inspect_err("F_GET_SEALS", path.clone(), e))?;
+    saved: &mut HashMap<InodeKey, Memfd>,
+) -> Result<Memfd, Failure> {
     let key = InodeKey::of(meta);
-    let contents = match saved.get(&key) {
-        Some(raw) => raw.clone(),
-        None => {
-            let raw = save(id, file, meta.size(), images)
-                .map_err(|e| open.dump_err(format!("save the memfd contents: {e}")))?;
-            saved.insert(key, raw.clone());
-            raw
-        }
-    };
-    Ok(Memfd {
-        name: name_of(&open.link).to_string(),
+    if let Some(m) = saved.get(&key) {
+        return Ok(m.clone());
+    }
+    let file = File::open(source).map_err(|e| Failure::Step("open", e))?;
+    let fs_type =
+        nix::sys::statfs::fstatfs(&file).map_err(|e| Failure::Step("fstatfs", e.into()))?;
+    if fs_type.filesystem_type().0 as i64 == HUGETLBFS_MAGIC {
+        return Err(Failure::Hugetlb);
+    }
+    let seals = sys::get_seals(file.as_fd()).map_err(|e| Failure::Step("F_GET_SEALS", e))?;
+    let (contents, extents) = shmem::save_extents(&file, meta.size(), image_name(id), images)
+        .map_err(|e| Failure::Step("save the memfd contents", e))?;
+    let m = Memfd {
+        name: name_of(link).to_string(),
         size: meta.size(),
         seals,
         contents: Some(contents),
         ino: meta.ino(),
         mode: meta.mode(),
+        sparse: true,
+        extents,
+    };
+    saved.insert(key, m.clone());
+    Ok(m)
+}
+
+/// Dumps memfd fd `open` (description `id`).
+pub(super) fn dump(
+    id: u32,
+    open: &OpenFd,
+    meta: &fs::Metadata,
+    images: &ImageDir,
+    saved: &mut HashMap<InodeKey, Memfd>,
+) -> Result<Memfd, FileError> {
+    let path = open.proc_path();
+    record(id, &path, &open.link, meta, images, saved).map_err(|f| match f {
+        Failure::Hugetlb => open.refuse("hugetlb memfd", true),
+        Failure::Step(op, e) => open.inspect_err(op, path.clone(), e),
     })
 }
 
-/// Copies the contents into memfd-`id`.img.
-fn save(id: u32, mut src: File, size: u64, images: &ImageDir) -> io::Result<RawFileRef> {
-    let name = image_name(id);
-    let mut out = images.create_raw(&name).map_err(io::Error::other)?;
-    let copied = io::copy(&mut src, &mut out)?;
-    if copied != size {
-        return Err(io::Error::other(format!(
-            "read {copied} bytes of {size} (the memfd changed size)"
-        )));
-    }
-    let crc32c = crate::image::crc_of_file(&out, copied)?;
-    Ok(RawFileRef {
-        name,
-        size: copied,
-        crc32c,
+/// Dumps the memfd a VMA of `pid` maps (`link`: its /proc/PID/map_files entry, reading
+/// `text`), as description `id`.
+pub(super) fn dump_mapped(
+    id: u32,
+    pid: Pid,
+    link: &Path,
+    text: &str,
+    meta: &fs::Metadata,
+    images: &ImageDir,
+    saved: &mut HashMap<InodeKey, Memfd>,
+) -> Result<Memfd, FileError> {
+    record(id, link, text, meta, images, saved).map_err(|f| FileError::Mapped {
+        pid,
+        link: link.to_owned(),
+        detail: match f {
+            Failure::Hugetlb => "hugetlb memfd is not supported yet".into(),
+            Failure::Step(op, e) => format!("{op}: {e}"),
+        },
     })
 }
 
@@ -104,6 +127,9 @@ pub(super) fn validate(desc: &FileDesc, m: &Memfd, images: &ImageDir) -> Result<
         id: desc.id,
         detail: format!("memfd:{} has no contents image", m.name),
     })?;
+    if m.sparse {
+        return shmem::check_extents(desc, m.size, raw, &m.extents, images);
+    }
     if raw.size != m.size {
         return Err(FileError::Invalid {
             id: desc.id,
@@ -127,21 +153,29 @@ pub(super) struct Made {
 }
 
 impl Made {
-    /// A description of memfd `m`: the memfd recreated on first use, then reopened with the
-    /// description's flags and offset.
+    /// A description of memfd `m`: a reopen of the object cryo made for the tree (`slots`),
+    /// else of the memfd recreated here on first use; with the description's flags and offset.
     pub(super) fn open(
         &mut self,
         desc: &FileDesc,
         m: &Memfd,
         images: &ImageDir,
+        slots: &shmem::Slots,
     ) -> Result<OwnedFd, FileError> {
-        let holder = match self.by_ino.entry(m.ino) {
-            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(v) => v.insert(recreate(desc, m, images)?),
+        let fd = match shmem::reopen(desc, slots, open_flags(desc.flags)) {
+            Some(fd) => fd?,
+            None => {
+                let holder = match self.by_ino.entry(m.ino) {
+                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        v.insert(recreate(desc, m, images, true)?)
+                    }
+                };
+                let path = PathBuf::from(format!("/proc/self/fd/{}", holder.as_raw_fd()));
+                nix::fcntl::open(Path::new(&path), open_flags(desc.flags), Mode::empty())
+                    .map_err(|e| restore_err(desc, "reopen the memfd", e.into()))?
+            }
         };
-        let path = PathBuf::from(format!("/proc/self/fd/{}", holder.as_raw_fd()));
-        let fd = nix::fcntl::open(Path::new(&path), open_flags(desc.flags), Mode::empty())
-            .map_err(|e| restore_err(desc, "reopen the memfd", e.into()))?;
         if desc.pos != 0 {
             nix::unistd::lseek(&fd, desc.pos as i64, Whence::SeekSet)
                 .map_err(|e| restore_err(desc, "lseek", e.into()))?;
@@ -151,8 +185,14 @@ impl Made {
     }
 }
 
-/// memfd_create, contents, mode, seals.
-fn recreate(desc: &FileDesc, m: &Memfd, images: &ImageDir) -> Result<OwnedFd, FileError> {
+/// memfd_create, size, contents, mode, and the seals if `seal` (else the caller adds them
+/// once every mapping of it exists).
+pub(super) fn recreate(
+    desc: &FileDesc,
+    m: &Memfd,
+    images: &ImageDir,
+    seal: bool,
+) -> Result<OwnedFd, FileError> {
     let fd = sys::memfd_create(&m.name, libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)
         .map_err(|e| restore_err(desc, "memfd_create", e))?;
     let raw = m.contents.as_ref().ok_or_else(|| FileError::Invalid {
@@ -160,22 +200,29 @@ fn recreate(desc: &FileDesc, m: &Memfd, images: &ImageDir) -> Result<OwnedFd, Fi
         detail: "memfd without contents".into(),
     })?;
     let mut file = File::from(fd);
-    let mut src = File::open(images.file(&raw.name))
-        .map_err(|e| restore_err(desc, format!("open {}", raw.name), e))?;
-    let copied =
-        io::copy(&mut src, &mut file).map_err(|e| restore_err(desc, "fill the memfd", e))?;
-    if copied != m.size {
-        return Err(FileError::Invalid {
-            id: desc.id,
-            detail: format!(
-                "{} holds {copied} bytes, the image says {}",
-                raw.name, m.size
-            ),
-        });
+    if m.sparse {
+        file.set_len(m.size)
+            .map_err(|e| restore_err(desc, "ftruncate", e))?;
+        shmem::write_extents(&file, raw, &m.extents, images)
+            .map_err(|e| restore_err(desc, "fill the memfd", e))?;
+    } else {
+        let mut src = File::open(images.file(&raw.name))
+            .map_err(|e| restore_err(desc, format!("open {}", raw.name), e))?;
+        let copied =
+            io::copy(&mut src, &mut file).map_err(|e| restore_err(desc, "fill the memfd", e))?;
+        if copied != m.size {
+            return Err(FileError::Invalid {
+                id: desc.id,
+                detail: format!(
+                    "{} holds {copied} bytes, the image says {}",
+                    raw.name, m.size
+                ),
+            });
+        }
     }
     file.set_permissions(fs::Permissions::from_mode(m.mode & 0o7777))
         .map_err(|e| restore_err(desc, "fchmod", e))?;
-    if m.seals != 0 {
+    if seal && m.seals != 0 {
         sys::add_seals(file.as_fd(), m.seals)
             .map_err(|e| restore_err(desc, format!("F_ADD_SEALS {:#x}", m.seals), e))?;
     }

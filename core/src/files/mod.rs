@@ -17,9 +17,11 @@
 //! ```
 //!
 //! eventfd, timerfd, signalfd (events.rs), epoll (epoll.rs: restored last, once its targets
-//! are at their numbers), inotify (inotify.rs) and memfd (memfd.rs) have a module each.
-//! Sockets, other anonymous inodes (io_uring...), hugetlb memfds and block devices are
-//! refused with the pid, the fd and the kind named. Descriptions shared between processes get
+//! are at their numbers), inotify (inotify.rs), memfd (memfd.rs) and the terminal of a shell
+//! job (tty.rs) have a module each; memfds and shared anonymous memory are one object per
+//! inode for every fd and VMA of the tree (shmem.rs). Other anonymous inodes (io_uring...),
+//! hugetlb memfds, pty masters and block devices are refused with the pid, the fd and the
+//! kind named. Descriptions shared between processes get
 //! one id at dump (the table compares across pids); restoring them shared (inherited across
 //! fork) is the restore pipeline's business: [`restore_task_fds`] works on one task.
 
@@ -32,8 +34,10 @@ mod inspect;
 mod memfd;
 mod pipes;
 mod regular;
+mod shmem;
 pub mod sockets;
 pub(crate) mod sys;
+pub mod tty;
 mod unix_groups;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -45,7 +49,9 @@ use std::path::{Path, PathBuf};
 
 use std::net::SocketAddr;
 
-use cryo_proto::image::{file_desc::Kind, FdEntry, FileDesc, RawFileRef, RegularFile, Socket};
+use cryo_proto::image::{
+    file_desc::Kind, FdEntry, FileDesc, Memfd, RawFileRef, RegularFile, Socket,
+};
 use nix::fcntl::{FcntlArg, OFlag};
 use nix::unistd::Pid;
 use tracing::{debug, instrument};
@@ -53,6 +59,7 @@ use tracing::{debug, instrument};
 use crate::image::ImageDir;
 pub use inspect::InodeKey;
 use inspect::{Link, OpenFd};
+pub use shmem::SharedObjects;
 pub use unix_groups::UnixLinks;
 
 /// Why a file of a task could not be dumped or restored.
@@ -90,6 +97,19 @@ pub enum FileError {
         /// The fd.
         fd: RawFd,
         /// The terminal device.
+        path: String,
+    },
+    /// The image holds a shell job's terminal but `cryo restore` has none to give it.
+    #[error(
+        "pid {pid} fd {fd} was on terminal {path} (a shell job, dumped with --shell-job): cryo \
+         restore needs a terminal on its stdin to attach it to"
+    )]
+    NoTerminal {
+        /// The task.
+        pid: Pid,
+        /// The fd.
+        fd: RawFd,
+        /// The terminal at dump time.
         path: String,
     },
     /// The fds of a task cannot be listed.
@@ -273,7 +293,8 @@ pub enum FileError {
 /// How fds are dumped.
 #[derive(Debug, Clone, Default)]
 pub struct FdDumpOptions {
-    /// The task is a shell job: its terminal fds are dumped (restored by path).
+    /// The task is a shell job: its terminal fds are dumped (a pty slave as the shell job's
+    /// terminal, restored on the terminal of `cryo restore`; other terminals by path).
     pub shell_job: bool,
 }
 
@@ -298,6 +319,9 @@ pub struct FileTable {
     by_inode: HashMap<InodeKey, Vec<Holder>>,
     mapped: HashMap<InodeKey, u32>,
     ghosts: HashMap<InodeKey, RawFileRef>,
+    memfds: HashMap<InodeKey, Memfd>,
+    /// The terminal of a shell job, once met: (device, path, pid, fd).
+    terminal: Option<(u64, String, Pid, RawFd)>,
     pipes_captured: HashSet<InodeKey>,
     sockets: HashMap<u64, Socket>,
 }
@@ -471,6 +495,11 @@ impl FileTable {
                     with_data,
                 )?)
             }
+            Class::CharDevice { path } if opts.shell_job && tty::is_pty_slave(meta.rdev()) => {
+                let pidfd = task.pidfd(&open)?;
+                let t = tty::dump(&open, &path, &meta, pidfd.as_fd(), &mut self.terminal)?;
+                Kind::Tty(t)
+            }
             Class::CharDevice { path } => {
                 Kind::CharDevice(devices::dump(&open, &path, &meta, opts)?)
             }
@@ -482,7 +511,7 @@ impl FileTable {
                 "inotify" => Kind::Inotify(inotify::dump(&open)?),
                 other => return Err(open.refuse(other, false)),
             },
-            Class::Memfd => Kind::Memfd(memfd::dump(id, &open, &meta, images, &mut self.ghosts)?),
+            Class::Memfd => Kind::Memfd(memfd::dump(id, &open, &meta, images, &mut self.memfds)?),
             Class::Socket { ino } => match self.sockets.get(&ino) {
                 Some(rec) => Kind::Socket(rec.clone()),
                 None => return Err(open.refuse("socket", true)),
@@ -586,7 +615,7 @@ impl FileTable {
             .into_string()
             .map_err(|raw| bad(format!("path {raw:?} is not valid UTF-8 (not supported)")))?;
         if Link::parse(&text) == Link::Memfd {
-            return Err(bad(format!("memfd is not supported yet ({text})")));
+            return self.add_mapped_memfd(pid, link, &text, &meta, images);
         }
         if !meta.is_file() || !text.starts_with('/') {
             return Err(bad(format!("{text} is not a regular file (not supported)")));
@@ -605,6 +634,69 @@ impl FileTable {
             flags: libc::O_RDONLY as u32,
             pos: 0,
             kind: Some(Kind::Regular(reg)),
+        });
+        self.mapped.insert(key, id);
+        Ok(id)
+    }
+
+    /// A memfd mapped by a task: the description of an fd open on it if there is one (fds
+    /// are dumped before memory), else one of its own; either way the mapping and the fds
+    /// come back on one memfd.
+    fn add_mapped_memfd(
+        &mut self,
+        pid: Pid,
+        link: &Path,
+        text: &str,
+        meta: &fs::Metadata,
+        images: &ImageDir,
+    ) -> Result<u32, FileError> {
+        let key = InodeKey::of(meta);
+        if let Some(held) = self.by_inode.get(&key).and_then(|h| h.first()) {
+            self.mapped.insert(key, held.id);
+            return Ok(held.id);
+        }
+        let id = self.next_id();
+        let m = memfd::dump_mapped(id, pid, link, text, meta, images, &mut self.memfds)?;
+        debug!(id, link = %link.display(), name = %m.name, "mapped memfd");
+        self.descs.push(FileDesc {
+            id,
+            flags: libc::O_RDWR as u32,
+            pos: 0,
+            kind: Some(Kind::Memfd(m)),
+        });
+        self.mapped.insert(key, id);
+        Ok(id)
+    }
+
+    /// Registers shared anonymous memory a task maps (`link`: /proc/PID/map_files/START-END);
+    /// returns its description id, one per object however often and by whom it is mapped
+    /// (a parent and its child after fork share one). Its contents are saved once.
+    #[instrument(skip_all, fields(pid = pid.as_raw()))]
+    pub fn add_shmem(
+        &mut self,
+        pid: Pid,
+        link: &Path,
+        images: &ImageDir,
+    ) -> Result<u32, FileError> {
+        let bad = |detail: String| FileError::Mapped {
+            pid,
+            link: link.to_owned(),
+            detail,
+        };
+        let meta = fs::metadata(link).map_err(|e| bad(format!("stat: {e}")))?;
+        let key = InodeKey::of(&meta);
+        if let Some(&id) = self.mapped.get(&key) {
+            return Ok(id);
+        }
+        let id = self.next_id();
+        let s = shmem::dump(id, link, images)
+            .map_err(|e| bad(format!("save the shared memory: {e}")))?;
+        debug!(id, link = %link.display(), ino = s.ino, size = s.size, "shared anonymous memory");
+        self.descs.push(FileDesc {
+            id,
+            flags: libc::O_RDWR as u32,
+            pos: 0,
+            kind: Some(Kind::Shmem(s)),
         });
         self.mapped.insert(key, id);
         Ok(id)
@@ -763,6 +855,8 @@ pub fn describe(desc: &FileDesc) -> String {
         Some(Kind::Epoll(e)) => format!("epoll ({} targets)", e.targets.len()),
         Some(Kind::Inotify(i)) => format!("inotify ({} watches)", i.watches.len()),
         Some(Kind::Memfd(m)) => format!("memfd:{}", m.name),
+        Some(Kind::Shmem(s)) => format!("shared anonymous memory ({} bytes)", s.size),
+        Some(Kind::Tty(t)) => format!("terminal {} (the shell job's)", t.path),
         Some(Kind::Socket(s)) => sockets::describe(s),
         None => "no kind".into(),
     }
@@ -920,6 +1014,8 @@ pub fn validate(
                 }
             }
             Kind::Memfd(m) => memfd::validate(desc, m, images)?,
+            Kind::Shmem(s) => shmem::validate(desc, s, images)?,
+            Kind::Tty(_) => {}
             Kind::Eventfd(_)
             | Kind::Timerfd(_)
             | Kind::Signalfd(_)
@@ -1011,6 +1107,11 @@ pub struct FdRestoreOptions {
     /// it holds one end of, for a child), placed at these numbers (above every fd of the
     /// image and every control and mapping fd) and kept open for the children to inherit.
     pub extra: HashMap<u32, RawFd>,
+    /// The shared memory objects cryo made for the tree, by dumped inode: the fd (inherited)
+    /// each memfd description and each mapping reopens.
+    pub shared: HashMap<u64, RawFd>,
+    /// The terminal of `cryo restore` (inherited), which the shell job's terminal fds reopen.
+    pub terminal: Option<RawFd>,
 }
 
 /// [`restore_task_fds`] with options. Sockets are re-created before any fd is placed:
@@ -1066,7 +1167,14 @@ pub(crate) fn restore_task_fds_with(
             Kind::Timerfd(t) => events::open_timerfd(desc, t)?,
             Kind::Signalfd(s) => events::open_signalfd(desc, s)?,
             Kind::Inotify(i) => inotify::open(desc, i)?,
-            Kind::Memfd(m) => memfds.open(desc, m, images)?,
+            Kind::Memfd(m) => memfds.open(desc, m, images, &opts.shared)?,
+            Kind::Tty(t) => tty::open(desc, t, opts.terminal)?,
+            Kind::Shmem(_) => {
+                return Err(FileError::Invalid {
+                    id: desc.id,
+                    detail: "shared anonymous memory is mapped, never held by an fd".into(),
+                })
+            }
             Kind::Epoll(ep) => {
                 // Registered once every other fd is at its number.
                 epolls.push((desc, ep));
@@ -1232,12 +1340,25 @@ fn close_gap(first: u32, last: u32) -> Result<(), FileError> {
 
 /// Restore side, in the child: opens the file of description `id` for a mapping (O_RDWR if
 /// `writable`, else O_RDONLY), for the caller to place at a high fd. A deleted file is the
-/// same recreated inode the fds use, whichever of the two is opened first.
+/// same recreated inode the fds use, whichever of the two is opened first; a memfd or shared
+/// anonymous memory only through [`open_for_mapping_with`].
 pub fn open_for_mapping(
     descs: &[FileDesc],
     id: u32,
     writable: bool,
     images: &ImageDir,
+) -> Result<OwnedFd, FileError> {
+    open_for_mapping_with(descs, id, writable, images, &HashMap::new())
+}
+
+/// [`open_for_mapping`] in a process of a restored tree: a memfd or shared anonymous memory
+/// is the object cryo made for the tree (`shared`: dumped inode -> the fd holding it).
+pub fn open_for_mapping_with(
+    descs: &[FileDesc],
+    id: u32,
+    writable: bool,
+    images: &ImageDir,
+    shared: &HashMap<u64, RawFd>,
 ) -> Result<OwnedFd, FileError> {
     let desc = descs
         .iter()
@@ -1248,6 +1369,7 @@ pub fn open_for_mapping(
         })?;
     match &desc.kind {
         Some(Kind::Regular(reg)) => regular::open_for_mapping(desc, reg, writable, images),
+        Some(Kind::Memfd(_) | Kind::Shmem(_)) => shmem::open_for_mapping(desc, writable, shared),
         _ => Err(FileError::Invalid {
             id,
             detail: format!("{} cannot be mapped: not a regular file", describe(desc)),

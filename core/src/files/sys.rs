@@ -315,6 +315,51 @@ pub(crate) fn memfd_create(name: &str, flags: libc::c_uint) -> io::Result<OwnedF
     owned(libc::c_long::from(ret))
 }
 
+/// New shared anonymous memory of `size` bytes, as an fd on its shmem file: a
+/// MAP_SHARED|MAP_ANONYMOUS mapping is made, its /proc/self/map_files link opened O_RDWR and
+/// the mapping removed (the fd keeps the object; the kernel names it "/dev/zero").
+pub(crate) fn shmem_anon(size: u64) -> io::Result<OwnedFd> {
+    let page = 4096u64;
+    let len = usize::try_from(size.div_ceil(page) * page).map_err(io::Error::other)?;
+    // SAFETY: a fresh mapping at an address the kernel picks; nothing refers to it.
+    let addr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if addr == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    let start = addr as usize;
+    let link = format!("/proc/self/map_files/{start:x}-{:x}", start + len);
+    let opened = nix::fcntl::open(
+        link.as_str(),
+        nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    );
+    // SAFETY: unmapping exactly the mapping made above, which nothing else uses.
+    unsafe { libc::munmap(addr, len) };
+    let fd = opened?;
+    if size != len as u64 {
+        // A SysV segment's size need not be a page multiple.
+        nix::unistd::ftruncate(&fd, size as libc::off_t)?;
+    }
+    Ok(fd)
+}
+
+/// Makes terminal `fd` the controlling terminal of the caller's session (TIOCSCTTY with 0:
+/// never taken from another session).
+pub(crate) fn set_controlling_terminal(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: TIOCSCTTY takes an int argument, no pointers.
+    let ret = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSCTTY, 0) };
+    check(libc::c_long::from(ret)).map(drop)
+}
+
 /// The seals of a memfd (F_GET_SEALS).
 pub(crate) fn get_seals(fd: BorrowedFd<'_>) -> io::Result<u32> {
     // SAFETY: fcntl F_GET_SEALS takes an fd, no pointers.

@@ -39,21 +39,14 @@ pub fn dump(
         if kind == VmaKind::Vsyscall {
             continue;
         }
-        if entry.name.starts_with("/memfd:") {
-            return Err(Error::target(
-                pid,
-                format!(
-                    "memory at {:#x}-{:#x} maps {}: memfd mappings are not supported yet",
-                    entry.start, entry.end, entry.name
-                ),
-            ));
-        }
+        let link = || proc::dir(pid).join(format!("map_files/{:x}-{:x}", entry.start, entry.end));
+        // Files, memfds and shared anonymous memory are recorded once per inode, however many
+        // VMAs (of however many processes) map them.
         let file_id = match kind {
             VmaKind::FilePrivate | VmaKind::FileShared => {
-                let link =
-                    proc::dir(pid).join(format!("map_files/{:x}-{:x}", entry.start, entry.end));
-                files.add_mapped_file(pid, &link, images)?
+                files.add_mapped_file(pid, &link(), images)?
             }
+            VmaKind::ShmemAnon => files.add_shmem(pid, &link(), images)?,
             _ => 0,
         };
         let mut map_flags = if entry.shared {
@@ -130,11 +123,7 @@ fn page_runs(pid: Pid, vmas: &[Vma]) -> Result<Vec<PageRun>> {
         let kind = VmaKind::try_from(vma.kind).unwrap_or(VmaKind::Invalid);
         if !matches!(
             kind,
-            VmaKind::Anon
-                | VmaKind::Heap
-                | VmaKind::Stack
-                | VmaKind::FilePrivate
-                | VmaKind::ShmemAnon
+            VmaKind::Anon | VmaKind::Heap | VmaKind::Stack | VmaKind::FilePrivate
         ) {
             continue;
         }

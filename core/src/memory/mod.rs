@@ -61,7 +61,7 @@ pub fn page_wanted(kind: VmaKind, pm: u64) -> bool {
         VmaKind::FilePrivate => {
             pm & PM_SWAPPED != 0 || (pm & PM_PRESENT != 0 && pm & PM_FILE_OR_SHARED == 0)
         }
-        VmaKind::ShmemAnon => true,
+        // Shared memory is saved once per object, with the files (files/shmem.rs).
         _ => false,
     }
 }
@@ -127,6 +127,7 @@ mod tests {
         ));
         assert!(page_wanted(VmaKind::FilePrivate, PM_PRESENT));
         assert!(!page_wanted(VmaKind::FileShared, PM_PRESENT));
+        assert!(!page_wanted(VmaKind::ShmemAnon, PM_PRESENT));
         assert!(!page_wanted(VmaKind::Vdso, PM_PRESENT));
     }
 }

@@ -131,22 +131,23 @@ pub fn reshape(
             prot |= (libc::PROT_READ | libc::PROT_WRITE) as u64;
         }
         let mut flags = (vma.map_flags | libc::MAP_FIXED_NOREPLACE as u32) as u64;
-        let (fd, off) = match kind {
-            VmaKind::FilePrivate | VmaKind::FileShared => {
-                let fd = fds
-                    .file(vma.file_id, needs_writable_file(vma))
-                    .ok_or_else(|| {
-                        Error::Restore(format!(
-                            "pid {child}: no file opened for the mapping at {:#x} ({})",
-                            vma.start, vma.name
-                        ))
-                    })?;
-                (fd, vma.pgoff)
-            }
-            _ => {
-                flags |= libc::MAP_ANONYMOUS as u64;
-                (u64::MAX, 0)
-            }
+        // Shared anonymous memory maps the one object cryo made for the tree (images before
+        // format 1.1 have no object: fresh memory, filled from the pages).
+        let from_file = matches!(kind, VmaKind::FilePrivate | VmaKind::FileShared)
+            || (kind == VmaKind::ShmemAnon && vma.file_id != 0);
+        let (fd, off) = if from_file {
+            let fd = fds
+                .file(vma.file_id, needs_writable_file(vma))
+                .ok_or_else(|| {
+                    Error::Restore(format!(
+                        "pid {child}: no file opened for the mapping at {:#x} ({})",
+                        vma.start, vma.name
+                    ))
+                })?;
+            (fd, vma.pgoff)
+        } else {
+            flags |= libc::MAP_ANONYMOUS as u64;
+            (u64::MAX, 0)
         };
         let len = vma.end - vma.start;
         let got = remote

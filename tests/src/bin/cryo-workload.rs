@@ -107,6 +107,23 @@
 //!                            pass WHAT... -> ok (as unix-pair's, from end 50)
 //!                            pipe-write DATA -> ok   kid -> <child pid>
 //!                            ask -> <the child's answer> (SIGUSR1, then waits up to 10 s)
+//! shared-memory              one object seen through several views, and a child seeing them too:
+//!                            memfd fd 60 (4 pages, sealed SHRINK|GROW) as `fd` (pread/pwrite),
+//!                            `a` (shared map of all of it), `b` (shared map of pages 1-3: b[0] is
+//!                            a[4096]), `p` (private map, page 3 written after mapping); `o1`, `o2`
+//!                            (two shared maps of a 2-page memfd whose fd was closed, sealed
+//!                            FUTURE_WRITE after mapping); `anon` (4 pages MAP_SHARED|MAP_ANONYMOUS).
+//!                            The child (forked last, fd 60 closed) answers `kid ...` over pipes.
+//!                            w VIEW OFF BYTE -> ok   r VIEW OFF -> <byte>   addr VIEW -> <hex>
+//!                            kid w|r|addr ... -> the child's answer   kid pid -> <child pid>
+//!                            seals -> <F_GET_SEALS of fd 60>   size -> <st_size of fd 60>
+//! tty [ctty]                 stdio on a terminal (ctty: made the controlling terminal first)
+//!                            line -> ok LINE (reads one line from fd 0, writes "got LINE" to fd 1)
+//!                            tty -> <tty_nr> <pgid> <sid> <tpgid> (of /proc/self/stat)
+//! job-shell MODE [ARGS...]   a tiny shell (not a mode: it never reads the FIFOs): the
+//!                            controlling terminal is its stdin, it runs `cryo-workload DIR MODE
+//!                            ARGS` as a job in a group of its own in the foreground, waits for
+//!                            it and dies the way it died
 //! ```
 //!
 //! A failed read() of the command FIFO is fatal (exit 3, logged): with only
@@ -144,6 +161,9 @@ fn main() {
     // Own session and process group: the workload is a tree of its own.
     // SAFETY: setsid takes no pointers; failure (already a group leader) is harmless.
     unsafe { libc::setsid() };
+    if args[2] == "job-shell" {
+        job_shell(&args[1], &args[3..]);
+    }
     let cmd_fd = match sys::open(&dir.join(protocol::CMD_FIFO), libc::O_RDWR) {
         Ok(fd) => fd,
         Err(e) => fatal(&format!("open cmd fifo: {e}")),
@@ -318,6 +338,8 @@ enum Mode {
     UnixExt,
     UnixListen(std::os::unix::net::UnixListener),
     UnixPass { kid: i32 },
+    SharedMemory(SharedMemory),
+    Tty,
 }
 
 /// The fds of the unix modes.
@@ -1048,6 +1070,15 @@ impl Mode {
                     .map_err(|err| e("dup2", err))?;
                 Mode::UnixExt
             }
+            "shared-memory" => {
+                Mode::SharedMemory(SharedMemory::start().map_err(|err| e("shared-memory", err))?)
+            }
+            "tty" => {
+                if args.first().map(String::as_str) == Some("ctty") {
+                    sys::set_ctty(0).map_err(|err| e("TIOCSCTTY", err))?;
+                }
+                Mode::Tty
+            }
             other => return Err(format!("unknown mode {other:?}")),
         })
     }
@@ -1227,9 +1258,223 @@ impl Mode {
                 let seed = parse_u64(seed)?;
                 blast(t.conn(i)?, n, seed)
             }
+            (Mode::SharedMemory(s), "kid", rest) => s.ask(&rest.join(" ")).map_err(io),
+            (Mode::SharedMemory(_), "seals", []) => {
+                Ok(sys::get_seals(SHM_FD).map_err(io)?.to_string())
+            }
+            (Mode::SharedMemory(_), "size", []) => {
+                Ok(sys::fd_size(SHM_FD).map_err(io)?.to_string())
+            }
+            (Mode::SharedMemory(s), verb, args) => Ok(s.answer(verb, args)),
+            (Mode::Tty, "line", []) => {
+                let line = sys::read_line(0).map_err(io)?;
+                sys::write_all(1, format!("got {line}\n").as_bytes()).map_err(io)?;
+                Ok(format!("ok {line}"))
+            }
+            (Mode::Tty, "tty", []) => {
+                let stat = std::fs::read_to_string("/proc/self/stat").map_err(io)?;
+                let rest = &stat[stat.rfind(')').map_or(0, |i| i + 2)..];
+                let f: Vec<&str> = rest.split(' ').collect();
+                // Fields 5 (pgrp), 6 (session), 7 (tty_nr), 8 (tpgid); f[0] is field 3.
+                Ok(format!("{} {} {} {}", f[4], f[2], f[3], f[5]))
+            }
             _ => Err(format!("unknown command {verb:?}")),
         }
     }
+}
+
+/// The fd of the `shared-memory` mode's memfd, its length and the orphan memfd's.
+const SHM_FD: i32 = 60;
+const SHM_LEN: usize = 4 * PAGE;
+const ORPHAN_LEN: usize = 2 * PAGE;
+
+/// The `shared-memory` mode (see the module doc).
+struct SharedMemory {
+    views: Vec<(&'static str, *mut u8, usize)>,
+    to_child: i32,
+    from_child: i32,
+}
+
+impl SharedMemory {
+    fn start() -> io::Result<Self> {
+        let fd = sys::move_fd(sys::memfd("cryo-shm")?, SHM_FD)?;
+        sys::write_all(fd, &protocol::pattern(SHM_LEN, 11))?;
+        sys::add_seals(fd, libc::F_SEAL_SHRINK | libc::F_SEAL_GROW)?;
+        let a = sys::map_at(SHM_LEN, libc::MAP_SHARED, fd, 0)?;
+        let b = sys::map_at(SHM_LEN - PAGE, libc::MAP_SHARED, fd, PAGE)?;
+        let p = sys::map_at(SHM_LEN, libc::MAP_PRIVATE, fd, 0)?;
+        p[3 * PAGE] = 0xee;
+        let orphan = sys::memfd("cryo-orphan")?;
+        sys::write_all(orphan, &protocol::pattern(ORPHAN_LEN, 12))?;
+        let o1 = sys::map_at(ORPHAN_LEN, libc::MAP_SHARED, orphan, 0)?;
+        let o2 = sys::map_at(ORPHAN_LEN, libc::MAP_SHARED, orphan, 0)?;
+        // After the mappings: they stay writable, new writable ones are refused.
+        sys::add_seals(orphan, libc::F_SEAL_FUTURE_WRITE)?;
+        sys::close(orphan);
+        let anon = sys::map(SHM_LEN, libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1)?;
+        anon.copy_from_slice(&protocol::pattern(SHM_LEN, 13));
+        let mut views = Vec::new();
+        for (name, v) in [
+            ("a", a),
+            ("b", b),
+            ("p", p),
+            ("o1", o1),
+            ("o2", o2),
+            ("anon", anon),
+        ] {
+            views.push((name, v.as_mut_ptr(), v.len()));
+        }
+        let (a_rd, a_wr) = sys::pipe()?;
+        let (b_rd, b_wr) = sys::pipe()?;
+        // SAFETY: the workload is single-threaded here; the child only makes syscalls.
+        let kid = unsafe { libc::fork() };
+        if kid < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let me = Self {
+            views,
+            to_child: a_wr,
+            from_child: b_rd,
+        };
+        if kid == 0 {
+            sys::close(SHM_FD);
+            me.child(a_rd, b_wr);
+        }
+        // The child's ends stay open here too (as in `tree`): a pipe whose ends are split
+        // between a parent and its child is not restored as one pipe yet.
+        Ok(me)
+    }
+
+    /// The child: answers `w`, `r` and `addr` through the mappings it inherited, forever.
+    fn child(&self, rd: i32, wr: i32) -> ! {
+        let mut buf = [0u8; 256];
+        loop {
+            let n = match sys::read(rd, &mut buf) {
+                Ok(0) | Err(_) => std::process::exit(3),
+                Ok(n) => n,
+            };
+            let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+            let words: Vec<&str> = msg.split_whitespace().collect();
+            let reply = match words.split_first() {
+                // SAFETY: getpid takes no arguments.
+                Some((&"pid", [])) => unsafe { libc::getpid() }.to_string(),
+                Some((verb, args)) => self.answer(verb, args),
+                None => "err empty".into(),
+            };
+            let _ = sys::write_all(wr, reply.as_bytes());
+        }
+    }
+
+    fn ask(&self, msg: &str) -> io::Result<String> {
+        sys::write_all(self.to_child, msg.as_bytes())?;
+        let mut buf = [0u8; 256];
+        let n = sys::read(self.from_child, &mut buf)?;
+        Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+    }
+
+    /// `w VIEW OFF BYTE`, `r VIEW OFF`, `addr VIEW`, in this process.
+    fn answer(&self, verb: &str, args: &[&str]) -> String {
+        let view = |name: &str| self.views.iter().find(|v| v.0 == name).copied();
+        let off = |s: &str| {
+            s.parse::<usize>()
+                .map_err(|_| format!("err bad offset {s:?}"))
+        };
+        let result = match (verb, args) {
+            ("addr", [name]) => view(name)
+                .map(|v| format!("{:#x}", v.1 as usize))
+                .ok_or_else(|| format!("err no view {name}")),
+            ("w", ["fd", o, b]) => off(o).and_then(|o| {
+                let byte: u8 = b.parse().map_err(|_| format!("err bad byte {b:?}"))?;
+                sys::pwrite_at(SHM_FD, &[byte], o)
+                    .map(|()| "ok".to_string())
+                    .map_err(|e| format!("err pwrite: {e}"))
+            }),
+            ("r", ["fd", o]) => off(o).and_then(|o| {
+                let mut byte = [0u8; 1];
+                sys::pread_at(SHM_FD, &mut byte, o)
+                    .map(|()| byte[0].to_string())
+                    .map_err(|e| format!("err pread: {e}"))
+            }),
+            ("w" | "r", [name, o, ..]) => {
+                let v = view(name).ok_or_else(|| format!("err no view {name}"));
+                v.and_then(|v| Ok((v, off(o)?)))
+                    .and_then(|((_, ptr, len), o)| {
+                        if o >= len {
+                            return Err(format!("err offset {o} beyond {len}"));
+                        }
+                        // SAFETY: ptr..ptr+len is a live read-write mapping of this process and
+                        // o < len; volatile, since another process writes the same memory.
+                        unsafe {
+                            match args {
+                                [_, _, b] => {
+                                    let byte: u8 =
+                                        b.parse().map_err(|_| format!("err bad byte {b:?}"))?;
+                                    std::ptr::write_volatile(ptr.add(o), byte);
+                                    Ok("ok".to_string())
+                                }
+                                _ => Ok(std::ptr::read_volatile(ptr.add(o)).to_string()),
+                            }
+                        }
+                    })
+            }
+            _ => Err(format!("err unknown command {verb:?}")),
+        };
+        result.unwrap_or_else(|e| e)
+    }
+}
+
+/// `job-shell`: runs `cryo-workload DIR MODE ARGS` the way a shell runs a foreground job, on
+/// the terminal of its stdin, and dies the way the job died. Never returns.
+fn job_shell(dir: &str, job: &[String]) -> ! {
+    if let Err(e) = sys::set_ctty(0) {
+        fatal(&format!("job-shell: TIOCSCTTY: {e}"));
+    }
+    let exe = std::env::current_exe().unwrap_or_else(|e| fatal(&format!("current_exe: {e}")));
+    let mut argv: Vec<CString> = vec![CString::new(exe.as_os_str().as_bytes()).expect("no NUL")];
+    argv.push(CString::new(dir).expect("no NUL"));
+    argv.extend(
+        job.iter()
+            .map(|a| CString::new(a.as_str()).expect("no NUL")),
+    );
+    let (go_rd, go_wr) = sys::pipe().unwrap_or_else(|e| fatal(&format!("pipe: {e}")));
+    // SAFETY: single-threaded; the child only makes syscalls before exec.
+    let kid = unsafe { libc::fork() };
+    if kid == 0 {
+        let mut b = [0u8; 1];
+        // SAFETY: plain syscalls in the forked child; argv outlives execv.
+        unsafe {
+            libc::setpgid(0, 0);
+            // Wait until the shell has made this group the foreground one.
+            libc::read(go_rd, b.as_mut_ptr().cast(), 1);
+            let mut ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+            ptrs.push(std::ptr::null());
+            libc::execv(ptrs[0], ptrs.as_ptr());
+            libc::_exit(127);
+        }
+    }
+    if kid < 0 {
+        fatal(&format!("fork: {}", io::Error::last_os_error()));
+    }
+    // SAFETY: plain syscalls on our own child and terminal; SIGTTOU ignored so a shell in the
+    // background may still hand over the terminal.
+    let status = unsafe {
+        libc::setpgid(kid, kid);
+        libc::signal(libc::SIGTTOU, libc::SIG_IGN);
+        libc::tcsetpgrp(0, kid);
+        libc::write(go_wr, b"g".as_ptr().cast(), 1);
+        let mut status = 0;
+        while libc::waitpid(kid, &mut status, 0) < 0 {}
+        status
+    };
+    if libc::WIFSIGNALED(status) {
+        let sig = libc::WTERMSIG(status);
+        // SAFETY: dying by the job's signal, with its default action.
+        unsafe {
+            libc::signal(sig, libc::SIG_DFL);
+            libc::raise(sig);
+        }
+    }
+    std::process::exit(libc::WEXITSTATUS(status));
 }
 
 /// Anonymous memory filled with a pattern derived from each word's address.
@@ -1708,6 +1953,11 @@ mod sys {
     /// A read-write mapping of `len` bytes of `fd` (or anonymous memory), kept for the
     /// program's life.
     pub fn map(len: usize, flags: i32, fd: i32) -> io::Result<&'static mut [u8]> {
+        map_at(len, flags, fd, 0)
+    }
+
+    /// As [`map`], from byte `offset` of `fd`.
+    pub fn map_at(len: usize, flags: i32, fd: i32, offset: usize) -> io::Result<&'static mut [u8]> {
         // SAFETY: a fresh mapping at an address the kernel picks; nothing else refers to it.
         let p = unsafe {
             libc::mmap(
@@ -1716,7 +1966,7 @@ mod sys {
                 libc::PROT_READ | libc::PROT_WRITE,
                 flags,
                 fd,
-                0,
+                offset as libc::off_t,
             )
         };
         if p == libc::MAP_FAILED {
@@ -1724,6 +1974,56 @@ mod sys {
         }
         // SAFETY: the mapping is len bytes, readable and writable, and never unmapped.
         Ok(unsafe { std::slice::from_raw_parts_mut(p.cast(), len) })
+    }
+
+    pub fn pwrite_at(fd: i32, data: &[u8], off: usize) -> io::Result<()> {
+        // SAFETY: data is valid for data.len() bytes of reads.
+        let n = unsafe { libc::pwrite(fd, data.as_ptr().cast(), data.len(), off as libc::off_t) };
+        if n as usize == data.len() {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
+    pub fn pread_at(fd: i32, buf: &mut [u8], off: usize) -> io::Result<()> {
+        // SAFETY: buf is valid for buf.len() bytes of writes.
+        let n = unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), buf.len(), off as libc::off_t) };
+        if n as usize == buf.len() {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
+    pub fn fd_size(fd: i32) -> io::Result<u64> {
+        // SAFETY: stat is plain data, filled by fstat.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: st is valid for the write.
+        cvt(unsafe { libc::fstat(fd, &mut st) })?;
+        Ok(st.st_size as u64)
+    }
+
+    /// Makes terminal `fd` the controlling terminal of this session (a session leader's).
+    pub fn set_ctty(fd: i32) -> io::Result<()> {
+        // SAFETY: TIOCSCTTY takes an int argument, no pointers.
+        cvt(unsafe { libc::ioctl(fd, libc::TIOCSCTTY, 0) }).map(drop)
+    }
+
+    /// One line from `fd`, read a byte at a time (nothing after the newline is consumed).
+    pub fn read_line(fd: i32) -> io::Result<String> {
+        let mut line = Vec::new();
+        let mut b = [0u8; 1];
+        loop {
+            match read(fd, &mut b)? {
+                0 => break,
+                _ if b[0] == b'\n' => break,
+                _ => line.push(b[0]),
+            }
+        }
+        Ok(String::from_utf8_lossy(&line)
+            .trim_end_matches('\r')
+            .to_string())
     }
 
     pub fn protect(addr: *mut u8, len: usize, prot: i32) -> io::Result<()> {

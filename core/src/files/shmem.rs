@@ -1,0 +1,362 @@
+//! Shared memory objects: memfds and shared anonymous memory. One object per inode, however
+//! many fds and VMAs of however many processes use it; its contents are saved once, sparse,
+//! and at restore it is made ONCE, by cryo, before the tree is forked.
+//!
+//! ```text
+//! dump     the fd (/proc/PID/fd/N) or the VMA (/proc/PID/map_files/START-END) opens the
+//!          shmem inode: its dev+ino is the object's identity (a memfd mapped and held by an
+//!          fd, or a region shared by a parent and its child after fork, is one object)
+//!          SEEK_DATA/SEEK_HOLE -> extents, their bytes back to back in memfd-ID.img or
+//!          shmem-ID.img
+//! restore  cryo: memfd_create (a memfd) or mmap MAP_SHARED|MAP_ANONYMOUS and an open of its
+//!          /proc/self/map_files link (shared anonymous memory: "/dev/zero (deleted)" again,
+//!          as the kernel names it), size set, extents written back, held at a slot fd that
+//!          every process of the tree inherits while it is created
+//!          each process: its fds reopen /proc/self/fd/SLOT with their own flags and offset;
+//!          its VMAs map a reopen (O_RDWR if shared and writable, else O_RDONLY) at their offset
+//!          cryo: the memfd seals go on once every process is mapped, before any of them runs
+//!          (F_SEAL_FUTURE_WRITE would refuse the writable shared mappings made before it)
+//! ```
+
+use std::collections::{BTreeSet, HashMap};
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+
+use cryo_proto::image::{file_desc::Kind, FileDesc, FileExtent, RawFileRef, Shmem};
+use nix::sys::stat::Mode;
+use tracing::debug;
+
+use super::{describe, memfd, open_flags, restore_err, sys, FileError};
+use crate::image::ImageDir;
+
+/// The contents image of the shared anonymous memory first dumped as description `id`.
+fn image_name(id: u32) -> String {
+    format!("shmem-{id}.img")
+}
+
+/// The data extents of `src` (a shmem file of `size` bytes), in offset order.
+fn extents(src: &File, size: u64) -> io::Result<Vec<FileExtent>> {
+    use nix::unistd::{lseek, Whence};
+    let seek = |off: u64, whence| lseek(src, off as libc::off_t, whence).map(|r| r as u64);
+    let mut out = Vec::new();
+    let mut off = 0;
+    while off < size {
+        let start = match seek(off, Whence::SeekData) {
+            Ok(start) => start,
+            Err(nix::errno::Errno::ENXIO) => break,
+            Err(e) => return Err(e.into()),
+        };
+        let end = seek(start, Whence::SeekHole)?.min(size);
+        if end > start {
+            out.push(FileExtent {
+                offset: start,
+                len: end - start,
+            });
+        }
+        off = end;
+    }
+    Ok(out)
+}
+
+/// Saves the data of `src` (a shmem file of `size` bytes) into the raw image `name`: its
+/// extents back to back. Holes (pages never touched) take no room.
+pub(super) fn save_extents(
+    src: &File,
+    size: u64,
+    name: String,
+    images: &ImageDir,
+) -> io::Result<(RawFileRef, Vec<FileExtent>)> {
+    let extents = extents(src, size)?;
+    let mut out = images.create_raw(&name).map_err(io::Error::other)?;
+    let mut total = 0;
+    for e in &extents {
+        let mut from = src.try_clone()?;
+        from.seek(SeekFrom::Start(e.offset))?;
+        // A kernel-side copy where it can (sendfile/splice): one copy.
+        let copied = io::copy(&mut from.take(e.len), &mut out)?;
+        if copied != e.len {
+            return Err(io::Error::other(format!(
+                "read {copied} bytes of the {} at offset {} (the object shrank)",
+                e.len, e.offset
+            )));
+        }
+        total += copied;
+    }
+    let crc32c = crate::image::crc_of_file(&out, total)?;
+    Ok((
+        RawFileRef {
+            name,
+            size: total,
+            crc32c,
+        },
+        extents,
+    ))
+}
+
+/// Checks that `extents` lie inside an object of `size` bytes, in order, and that their data
+/// is what `raw` holds (size and crc32c).
+pub(super) fn check_extents(
+    desc: &FileDesc,
+    size: u64,
+    raw: &RawFileRef,
+    extents: &[FileExtent],
+    images: &ImageDir,
+) -> Result<(), FileError> {
+    let invalid = |detail: String| FileError::Invalid {
+        id: desc.id,
+        detail: format!("{}: {detail}", describe(desc)),
+    };
+    let mut end = 0;
+    let mut total = 0u64;
+    for e in extents {
+        let stop = e.offset.checked_add(e.len).filter(|&s| s <= size);
+        match stop {
+            Some(stop) if e.offset >= end && e.len > 0 => end = stop,
+            _ => {
+                return Err(invalid(format!(
+                    "data extent {}+{} overlaps another or lies beyond its {size} bytes",
+                    e.offset, e.len
+                )))
+            }
+        }
+        total += e.len;
+    }
+    if total != raw.size {
+        return Err(invalid(format!(
+            "its extents hold {total} bytes but {} holds {}",
+            raw.name, raw.size
+        )));
+    }
+    images.check_raw(raw).map_err(|e| FileError::Ghost {
+        id: desc.id,
+        source: Box::new(e),
+    })?;
+    Ok(())
+}
+
+/// Writes the extents held back to back in `raw` into `dst` at their offsets.
+pub(super) fn write_extents(
+    dst: &File,
+    raw: &RawFileRef,
+    extents: &[FileExtent],
+    images: &ImageDir,
+) -> io::Result<()> {
+    let mut src = File::open(images.file(&raw.name))?;
+    for e in extents {
+        let mut to = dst.try_clone()?;
+        to.seek(SeekFrom::Start(e.offset))?;
+        let copied = io::copy(&mut (&mut src).take(e.len), &mut to)?;
+        if copied != e.len {
+            return Err(io::Error::other(format!(
+                "{} ends inside the extent at offset {}",
+                raw.name, e.offset
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Dumps the shared anonymous memory behind `link` (/proc/PID/map_files/START-END of one of
+/// its VMAs), first met as description `id`.
+pub(super) fn dump(id: u32, link: &Path, images: &ImageDir) -> io::Result<Shmem> {
+    let file = File::open(link)?;
+    let meta = file.metadata()?;
+    let (contents, extents) = save_extents(&file, meta.len(), image_name(id), images)?;
+    Ok(Shmem {
+        ino: std::os::unix::fs::MetadataExt::ino(&meta),
+        size: meta.len(),
+        contents: Some(contents),
+        extents,
+    })
+}
+
+/// Restore side, before any process exists: the contents are there and fit the object.
+pub(super) fn validate(desc: &FileDesc, s: &Shmem, images: &ImageDir) -> Result<(), FileError> {
+    let raw = s.contents.as_ref().ok_or_else(|| FileError::Invalid {
+        id: desc.id,
+        detail: "shared anonymous memory without a contents image".into(),
+    })?;
+    if s.size == 0 {
+        return Err(FileError::Invalid {
+            id: desc.id,
+            detail: "shared anonymous memory of 0 bytes".into(),
+        });
+    }
+    check_extents(desc, s.size, raw, &s.extents, images)
+}
+
+/// New shared anonymous memory holding the contents of `s`: the shmem file of a fresh
+/// MAP_SHARED|MAP_ANONYMOUS mapping, opened through /proc/self/map_files (the kernel names
+/// it "/dev/zero (deleted)", as it did the original), then unmapped.
+fn create_anon(s: &Shmem, images: &ImageDir) -> io::Result<OwnedFd> {
+    let fd = sys::shmem_anon(s.size)?;
+    let file = File::from(fd);
+    if let Some(raw) = &s.contents {
+        write_extents(&file, raw, &s.extents, images)?;
+    }
+    Ok(file.into())
+}
+
+/// The identity of a shared memory object in an image: the dumped inode number.
+fn object_of(desc: &FileDesc) -> Option<u64> {
+    match &desc.kind {
+        Some(Kind::Memfd(m)) => Some(m.ino),
+        Some(Kind::Shmem(s)) => Some(s.ino),
+        _ => None,
+    }
+}
+
+/// One object made by cryo for the restore.
+#[derive(Debug)]
+struct Object {
+    ino: u64,
+    fd: OwnedFd,
+    /// Memfd seals still to add (once every process is mapped).
+    seals: u32,
+    what: String,
+    id: u32,
+}
+
+/// The shared memory objects of a restore, made by cryo before the tree is forked.
+#[derive(Debug, Default)]
+pub struct SharedObjects {
+    objects: Vec<Object>,
+}
+
+impl SharedObjects {
+    /// Makes every memfd and shared anonymous memory object that description ids `used`
+    /// refer to (by an fd or a VMA), once per object, with its contents and size.
+    pub fn create(
+        descs: &[FileDesc],
+        used: &BTreeSet<u32>,
+        images: &ImageDir,
+    ) -> Result<Self, FileError> {
+        let mut objects: Vec<Object> = Vec::new();
+        for desc in descs.iter().filter(|d| used.contains(&d.id)) {
+            let Some(ino) = object_of(desc) else { continue };
+            if objects.iter().any(|o| o.ino == ino) {
+                continue;
+            }
+            let (fd, seals) = match &desc.kind {
+                Some(Kind::Memfd(m)) => (memfd::recreate(desc, m, images, false)?, m.seals),
+                Some(Kind::Shmem(s)) => (
+                    create_anon(s, images)
+                        .map_err(|e| restore_err(desc, "create the shared memory", e))?,
+                    0,
+                ),
+                _ => continue,
+            };
+            debug!(id = desc.id, ino, what = %describe(desc), "shared memory object made");
+            objects.push(Object {
+                ino,
+                fd,
+                seals,
+                what: describe(desc),
+                id: desc.id,
+            });
+        }
+        Ok(Self { objects })
+    }
+
+    /// How many objects there are.
+    pub fn len(&self) -> usize {
+        self.objects.len()
+    }
+
+    /// True when the image has none.
+    pub fn is_empty(&self) -> bool {
+        self.objects.is_empty()
+    }
+
+    /// (dumped inode, cryo's fd) of every object, in slot order.
+    pub fn fds(&self) -> impl Iterator<Item = (u64, RawFd)> + '_ {
+        self.objects.iter().map(|o| (o.ino, o.fd.as_raw_fd()))
+    }
+
+    /// Adds the memfd seals: once every process has made its mappings, before any runs.
+    pub fn seal(&self) -> Result<(), FileError> {
+        for o in self.objects.iter().filter(|o| o.seals != 0) {
+            sys::add_seals(o.fd.as_fd(), o.seals).map_err(|source| FileError::Restore {
+                id: o.id,
+                what: o.what.clone(),
+                op: format!("F_ADD_SEALS {:#x}", o.seals),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// Where each process finds the objects: dumped inode -> slot fd (inherited from cryo).
+pub type Slots = HashMap<u64, RawFd>;
+
+/// Reopens the object of `desc` held at its slot, with open(2) `flags`; None when `slots`
+/// does not hold it (a restore of one task on its own makes its memfds itself).
+pub(super) fn reopen(
+    desc: &FileDesc,
+    slots: &Slots,
+    flags: nix::fcntl::OFlag,
+) -> Option<Result<OwnedFd, FileError>> {
+    let slot = *slots.get(&object_of(desc)?)?;
+    let path = PathBuf::from(format!("/proc/self/fd/{slot}"));
+    Some(
+        nix::fcntl::open(&path, flags, Mode::empty())
+            .map_err(|e| restore_err(desc, "reopen the shared memory object", e.into())),
+    )
+}
+
+/// Opens the object of `desc` for a mapping (O_RDWR if `writable`, else O_RDONLY).
+pub(super) fn open_for_mapping(
+    desc: &FileDesc,
+    writable: bool,
+    slots: &Slots,
+) -> Result<OwnedFd, FileError> {
+    let access = if writable {
+        libc::O_RDWR
+    } else {
+        libc::O_RDONLY
+    };
+    reopen(desc, slots, open_flags(access as u32)).unwrap_or_else(|| {
+        Err(FileError::Invalid {
+            id: desc.id,
+            detail: format!(
+                "{} is mapped but cryo did not make it before the processes",
+                describe(desc)
+            ),
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::FileExt;
+
+    #[test]
+    fn extents_skip_holes() {
+        let fd = sys::memfd_create("extents", libc::MFD_CLOEXEC).unwrap();
+        let file = File::from(fd);
+        file.set_len(64 << 10).unwrap();
+        file.write_all_at(b"a", 4096).unwrap();
+        file.write_all_at(b"b", 40960 + 100).unwrap();
+        let got = extents(&file, 64 << 10).unwrap();
+        assert_eq!(
+            got,
+            vec![
+                FileExtent {
+                    offset: 4096,
+                    len: 4096
+                },
+                FileExtent {
+                    offset: 40960,
+                    len: 4096
+                }
+            ]
+        );
+        let mut buf = [0u8; 1];
+        file.read_exact_at(&mut buf, 40960 + 100).unwrap();
+        assert_eq!(&buf, b"b");
+    }
+}
