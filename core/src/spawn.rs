@@ -13,7 +13,7 @@
 //! slot fds above all others, which every process inherits and keeps until its children are
 //! forked: each fd and VMA of each process reopens them, so there is one object behind all.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
@@ -145,7 +145,9 @@ impl<'a> TreePlan<'a> {
             })?;
             zombie_children[p].push(z);
         }
-        let (inherited, extra_slots, cryo_pairs) = plan_inheritance(&ordered, &pos, roots, &links)?;
+        let together = files::made_together(descs, &links);
+        let (inherited, extra_slots, cryo_pairs) =
+            plan_inheritance(&ordered, &pos, roots, &links, &together)?;
         // The objects of the whole tree, made before the fd numbers are chosen.
         let used: BTreeSet<u32> = ordered
             .iter()
@@ -325,6 +327,7 @@ fn plan_inheritance(
     pos: &HashMap<i32, usize>,
     roots: &[i32],
     links: &files::UnixLinks,
+    together: &[Vec<u32>],
 ) -> Result<InheritPlan> {
     let n = ordered.len();
     let parent: Vec<Option<usize>> = ordered
@@ -362,15 +365,16 @@ fn plan_inheritance(
     let mut slots: Vec<(usize, u32)> = Vec::new();
     let mut slot_of: HashMap<(usize, u32), usize> = HashMap::new();
     let mut cryo_pairs = Vec::new();
+    let linked: HashSet<u32> = together.iter().flatten().copied().collect();
     let mut holders: HashMap<u32, Vec<usize>> = HashMap::new();
     for (i, fds) in fd_of.iter().enumerate() {
         for &id in fds.keys() {
-            if links.is_linked(id) {
+            if linked.contains(&id) {
                 holders.entry(id).or_default().push(i);
             }
         }
     }
-    for component in links.components() {
+    for component in together {
         let held: Vec<(usize, u32)> = component
             .iter()
             .flat_map(|&x| holders.get(&x).into_iter().flatten().map(move |&h| (h, x)))
@@ -384,7 +388,7 @@ fn plan_inheritance(
         }
         let maker = match maker {
             Some(m) => m,
-            None => match links.plain_pair(&component) {
+            None => match links.plain_pair(component) {
                 Some(pair) => {
                     cryo_pairs.push(pair);
                     CRYO
@@ -393,9 +397,9 @@ fn plan_inheritance(
                     let pids: BTreeSet<i32> =
                         held.iter().map(|&(h, _)| ordered[h].entry.pid).collect();
                     return Err(Error::Restore(format!(
-                        "unix sockets linked to each other (a listener and its clients, or \
-                         descriptors in flight) are held by processes in different trees \
-                         {pids:?}: not supported yet"
+                        "descriptions made together (a pipe's ends, a listener and its \
+                         clients, descriptors in flight) are held by processes in different \
+                         trees {pids:?}: not supported yet"
                     )));
                 }
             },

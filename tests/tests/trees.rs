@@ -109,3 +109,24 @@ fn a_root_inside_another_tree_is_refused() {
     w.assert_untouched();
     assert_eq!(w.cmd("ask still"), "got still");
 }
+
+#[test]
+fn a_pipe_whose_ends_parent_and_child_hold_apart_stays_one_pipe() {
+    cryo_bin();
+    let mut w = Workload::spawn("pipe-split", &[]);
+    let kid: i32 = w.cmd("kid").parse().unwrap();
+    let _reaper = Reaper(vec![kid]);
+    // Unread at dump time: the child's "early" waits in the pipe.
+    let img = w.path("img");
+    w.dump_ok(&img);
+    w.restore_background(&img);
+    assert_eq!(w.cmd("read-wait"), "early", "the pipe's data came back");
+    // SAFETY: kill takes plain integers.
+    assert_eq!(unsafe { libc::kill(kid, libc::SIGUSR1) }, 0);
+    assert_eq!(
+        w.cmd("read-wait"),
+        "late",
+        "the child still writes into the same pipe"
+    );
+    w.kill_restored();
+}

@@ -40,7 +40,7 @@ pub(crate) mod sys;
 pub mod tty;
 mod unix_groups;
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
@@ -1135,7 +1135,16 @@ pub(crate) fn restore_task_fds_with(
     // Besides its own: what it keeps for its descendants (inherited and passed on, or made
     // here), the other members of the unix groups it makes, and what their queues carry.
     let wanted: BTreeSet<u32> = used.iter().chain(opts.extra.keys()).copied().collect();
-    let to_open = links.to_open(&wanted, |id| opts.inherited.contains_key(&id));
+    let mut to_open = links.to_open(&wanted, |id| opts.inherited.contains_key(&id));
+    // An anonymous pipe made here is made whole: its other ends go to whoever holds them.
+    for ends in pipes::components(descs) {
+        if ends
+            .iter()
+            .any(|id| to_open.contains(id) && !opts.inherited.contains_key(id))
+        {
+            to_open.extend(ends);
+        }
+    }
     if to_open.len() > used.len() {
         sys::raise_nofile();
     }
@@ -1298,6 +1307,51 @@ pub(crate) fn open_unix_pair_by_ids(
         })
     };
     Ok((end(a)?, end(b)?))
+}
+
+/// The sets of descriptions that one process must make together and hand down to the others
+/// holding them: unix sockets made together with what their queues carry in flight, and the
+/// ends of an anonymous pipe. Overlapping sets are joined; each set sorted, the sets in order.
+pub(crate) fn made_together(descs: &[FileDesc], links: &UnixLinks) -> Vec<Vec<u32>> {
+    let mut sets: Vec<Vec<u32>> = links.group_sets().collect();
+    sets.extend(pipes::components(descs));
+    join_overlapping(sets)
+}
+
+/// The union of every chain of sets that share an element.
+fn join_overlapping(sets: Vec<Vec<u32>>) -> Vec<Vec<u32>> {
+    fn root(up: &HashMap<u32, u32>, mut id: u32) -> u32 {
+        while let Some(&p) = up.get(&id) {
+            if p == id {
+                break;
+            }
+            id = p;
+        }
+        id
+    }
+    let mut up: HashMap<u32, u32> = HashMap::new();
+    for set in &sets {
+        let Some(&first) = set.first() else { continue };
+        let top = root(&up, first);
+        up.insert(top, top);
+        for &id in &set[1..] {
+            let r = root(&up, id);
+            up.insert(r, top);
+        }
+    }
+    let mut joined: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+    for &id in up.keys() {
+        joined.entry(root(&up, id)).or_default().push(id);
+    }
+    let mut out: Vec<Vec<u32>> = joined
+        .into_values()
+        .map(|mut v| {
+            v.sort_unstable();
+            v
+        })
+        .collect();
+    out.sort_unstable();
+    out
 }
 
 /// `fd` moved to a number at or above `min` (it may already be there).

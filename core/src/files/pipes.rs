@@ -18,7 +18,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
-use cryo_proto::image::{FileDesc, Pipe};
+use cryo_proto::image::{file_desc::Kind, FileDesc, Pipe};
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, OFlag, SpliceFFlags};
 use nix::sys::stat::Mode;
@@ -101,6 +101,20 @@ fn peek(src: &OwnedFd) -> io::Result<Vec<u8>> {
     }
     data.truncate(got);
     Ok(data)
+}
+
+/// The descriptions of each anonymous pipe that has more than one (its read and write
+/// ends, opened apart): made together, by one process, so both ends stay one pipe.
+pub(crate) fn components(descs: &[FileDesc]) -> Vec<Vec<u32>> {
+    let mut by_ino: BTreeMap<u64, Vec<u32>> = BTreeMap::new();
+    for d in descs {
+        if let Some(Kind::Pipe(p)) = &d.kind {
+            if p.fifo_path.is_empty() {
+                by_ino.entry(p.ino).or_default().push(d.id);
+            }
+        }
+    }
+    by_ino.into_values().filter(|ids| ids.len() > 1).collect()
 }
 
 /// Opens every pipe description of one task: `(desc, pipe)` pairs. Returns an fd per id.

@@ -190,12 +190,6 @@ impl UnixLinks {
         Ok(())
     }
 
-    /// Whether `id` is made with a group or carried by one: a description whose creation the
-    /// restore must keep to one process.
-    pub(crate) fn is_linked(&self, id: u32) -> bool {
-        self.group_of.contains_key(&id) || self.carried.contains(&id)
-    }
-
     /// Whether unix socket `id` is made by a group (not by [`sockets::open`]).
     pub(super) fn is_member(&self, id: u32) -> bool {
         self.group_of.contains_key(&id)
@@ -206,50 +200,16 @@ impl UnixLinks {
         self.carried.contains(&id)
     }
 
-    /// The sets of descriptions whose creation must stay in one process: the members of each
-    /// group and what its queues carry, joined when groups share a member or a carried
-    /// description. Each set sorted; the sets in the order of their first id.
-    pub(crate) fn components(&self) -> Vec<Vec<u32>> {
-        fn root(up: &mut HashMap<u32, u32>, mut id: u32) -> u32 {
-            while let Some(&p) = up.get(&id) {
-                if p == id {
-                    break;
-                }
-                id = p;
-            }
-            id
-        }
-        let mut up: HashMap<u32, u32> = HashMap::new();
-        for g in &self.groups {
-            let ids: Vec<u32> = g
-                .shape
+    /// Per group, its members and what its queues carry: descriptions whose creation must
+    /// stay in one process ([`super::made_together`] joins the sets that overlap).
+    pub(crate) fn group_sets(&self) -> impl Iterator<Item = Vec<u32>> + '_ {
+        self.groups.iter().map(|g| {
+            g.shape
                 .members()
                 .into_iter()
                 .chain(g.carried.iter().copied())
-                .collect();
-            let first = root(&mut up, ids[0]);
-            up.entry(first).or_insert(first);
-            for &id in &ids[1..] {
-                let r = root(&mut up, id);
-                up.insert(r, first);
-                up.entry(id).or_insert(first);
-            }
-        }
-        let ids: Vec<u32> = up.keys().copied().collect();
-        let mut by_root: std::collections::BTreeMap<u32, Vec<u32>> = Default::default();
-        for id in ids {
-            let r = root(&mut up, id);
-            by_root.entry(r).or_default().push(id);
-        }
-        let mut out: Vec<Vec<u32>> = by_root
-            .into_values()
-            .map(|mut v| {
-                v.sort_unstable();
-                v
-            })
-            .collect();
-        out.sort_unstable();
-        out
+                .collect()
+        })
     }
 
     /// The two ends of `component` when it is a connected pair and nothing else (no

@@ -94,6 +94,10 @@
 //!                            connect MSG -> ok (a client of its own listener at fd 52, MSG sent,
 //!                            not accepted)   accept-keep -> got <first message> (kept at fd 53)
 //!                            say client|conn MSG -> ok   hear client|conn -> <msgs> | empty
+//! pipe-split                 a pipe split between this process (read end only) and a child
+//!                            (write end only) that writes "early" at once, "late" on SIGUSR1
+//!                            read-wait -> <what the pipe holds> (waits up to 10 s)
+//!                            kid -> <child pid>
 //! unix-split                 a stream socketpair split between two trees: this process holds
 //!                            end 50; a child forks a grandchild D holding end 51 and exits, so
 //!                            D is no descendant. D sends "hello-from-D" at once, then answers
@@ -335,6 +339,7 @@ enum Mode {
     UnixPair,
     UnixTree { kid: i32 },
     UnixSplit { kid: i32 },
+    PipeSplit { kid: i32, rd: i32 },
     UnixExt,
     UnixListen(std::os::unix::net::UnixListener),
     UnixPass { kid: i32 },
@@ -428,6 +433,35 @@ fn unix_tree_child(fd: i32) -> ! {
         let reply = format!("got {}", String::from_utf8_lossy(&buf[..n as usize]));
         let _ = unix_send(fd, reply.as_bytes());
     }
+}
+
+/// The `pipe-split` child: holds only the write end of its parent's pipe; writes "early" at
+/// once, then "late" each time SIGUSR1 arrives (blocked outside sigsuspend, none lost).
+fn pipe_split_child(wr: i32) -> ! {
+    let run = || -> io::Result<()> {
+        sys::install_sigusr1(on_sigusr1)?;
+        sys::block_signal(libc::SIGUSR1)?;
+        sys::write_all(wr, b"early")?;
+        loop {
+            // SAFETY: sigset_t is plain data, emptied by sigemptyset before use.
+            let mut none: libc::sigset_t = unsafe { std::mem::zeroed() };
+            // SAFETY: none is a valid sigset_t; sigsuspend returns once a handler ran.
+            unsafe {
+                libc::sigemptyset(&mut none);
+                libc::sigsuspend(&none);
+            }
+            sys::write_all(wr, b"late")?;
+        }
+    };
+    let code = match run() {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("pipe-split child: {e}");
+            3
+        }
+    };
+    // SAFETY: ends the forked process.
+    unsafe { libc::_exit(code) };
 }
 
 /// The `unix-split` grandchild: says hello on `fd`, reports its pid on `report`, then answers
@@ -993,6 +1027,20 @@ impl Mode {
                 sys::close(b);
                 Mode::UnixTree { kid }
             }
+            "pipe-split" => {
+                let (rd, wr) = sys::pipe().map_err(|err| e("pipe", err))?;
+                // SAFETY: single-threaded here; the child only makes syscalls.
+                let kid = unsafe { libc::fork() };
+                if kid < 0 {
+                    return Err(e("fork", io::Error::last_os_error()));
+                }
+                if kid == 0 {
+                    sys::close(rd);
+                    pipe_split_child(wr);
+                }
+                sys::close(wr);
+                Mode::PipeSplit { kid, rd }
+            }
             "unix-split" => {
                 let (a, b) =
                     unix_socketpair(libc::SOCK_STREAM).map_err(|err| e("socketpair", err))?;
@@ -1144,7 +1192,16 @@ impl Mode {
                 Ok("ok".into())
             }
             (Mode::UnixTree { .. }, "recv", []) => unix_recv_all(UNIX_A).map_err(io),
-            (Mode::UnixTree { kid } | Mode::UnixSplit { kid }, "kid", []) => Ok(kid.to_string()),
+            (
+                Mode::UnixTree { kid } | Mode::UnixSplit { kid } | Mode::PipeSplit { kid, .. },
+                "kid",
+                [],
+            ) => Ok(kid.to_string()),
+            (Mode::PipeSplit { rd, .. }, "read-wait", []) => {
+                unix_wait_readable(*rd).map_err(io)?;
+                let data = sys::read_available(*rd, usize::MAX).map_err(io)?;
+                Ok(String::from_utf8_lossy(&data).into_owned())
+            }
             (Mode::UnixSplit { .. }, "push", [msg]) => {
                 unix_send(UNIX_A, msg.as_bytes()).map_err(io)?;
                 Ok("ok".into())
