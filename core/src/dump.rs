@@ -31,6 +31,9 @@ pub struct DumpOptions {
     pub shell_job: bool,
     /// Capture established TCP connections.
     pub tcp_established: bool,
+    /// Accept unix sockets whose peer is outside the dump (`--ext-unix-sk`): they are
+    /// restored as broken connections.
+    pub ext_unix_sk: bool,
 }
 
 /// What a dump did, for the command line to print.
@@ -187,8 +190,9 @@ fn dump_tree(
         cores.push((core, mm));
         sockets_held.push(sockets);
     }
-    // Both ends of every unix connection must be in the dump.
-    crate::files::sockets::check_unix_peers(&sockets_held)?;
+    // Both ends of every unix connection must be in the dump (or be let go: --ext-unix-sk).
+    let external = crate::files::sockets::check_unix_peers(&sockets_held, opts.ext_unix_sk)?;
+    files.mark_external_peers(&external);
     for m in tree.iter().filter(|m| m.stat.state == 'Z') {
         let mut entry = task::process_entry(m.pid, &m.stat, &[]);
         entry.zombie = true;

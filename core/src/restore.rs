@@ -36,6 +36,13 @@ pub struct RestoreOptions {
     pub netns: bool,
     /// Restore TCP connections reset (`--tcp-close`) instead of live.
     pub tcp_close: bool,
+    /// How long a restored connection's peer has to answer the probe sent once the network
+    /// lock is gone (`--peer-timeout`); `None`: [`DEFAULT_PEER_TIMEOUT`](crate::peers::DEFAULT_PEER_TIMEOUT);
+    /// zero: no probe.
+    pub peer_timeout: Option<Duration>,
+    /// Signal queued (sigqueue, si_value = the count) to every restored process with broken
+    /// connections (`--notify-signal`).
+    pub notify_signal: Option<i32>,
 }
 
 /// The processes a restore created, running.
@@ -89,7 +96,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored> {
     let (inventory, tasks, zombies, descs) = load(&images)?;
     debug!(ms = started.elapsed().as_secs_f64() * 1e3, "images checked");
     // The dump's network lock goes once the restored sockets are live, or the restore failed.
-    let _unlock = Unlock(inventory.network_lock.clone());
+    let mut unlock = Unlock(inventory.network_lock.clone());
     let ns = (opts.pidns || opts.netns).then_some((opts.pidns, opts.netns));
     if !opts.pidns {
         for t in &tasks {
@@ -116,12 +123,29 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored> {
         processes = spawned.pids.len(),
         "processes created, fds open"
     );
-    // Children first: a parent runs again only once its children are whole.
+    // Children first; nobody runs before every process is whole.
+    let mut stopped = Vec::with_capacity(spawned.pids.len());
     for (i, &pid) in spawned.pids.iter().enumerate().rev() {
-        finish(pid, &plan, i)?;
+        stopped.push(finish(pid, &plan, i)?);
+    }
+    // The connections' packets flow again; each is probed while its owner is still stopped
+    // (probing toggles repair mode), and judged once the processes run.
+    unlock.release();
+    let fds: Vec<&[cryo_proto::image::FdEntry]> =
+        plan.tasks.iter().map(|t| t.core.fds.as_slice()).collect();
+    let timeout = match opts.peer_timeout {
+        _ if opts.tcp_close => Duration::ZERO,
+        Some(t) => t,
+        None => crate::peers::DEFAULT_PEER_TIMEOUT,
+    };
+    let probing = crate::peers::send_probes(&descs, &fds, &spawned.pids, timeout);
+    for tids in &stopped {
+        resume(tids)?;
     }
     guard.0 = None;
-    notify_restored(&inventory, &plan, &spawned.pids);
+    let verdicts = probing.verdict();
+    let broken = crate::peers::broken_per_process(&descs, &fds, &verdicts, opts.tcp_close);
+    notify_restored(&inventory, &plan, &spawned.pids, &broken, opts.notify_signal);
     let elapsed = started.elapsed();
     let roots: Vec<Pid> = inventory
         .root_pids
@@ -138,31 +162,59 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored> {
 }
 
 /// Writes the resume record into the channel of every restored process that opened one
-/// (with cryo-resume): the checkpoint id and how long it was down. A process that never read
-/// its channel (full pipe) is logged, not failed: it runs already.
-fn notify_restored(inventory: &Inventory, plan: &spawn::TreePlan, pids: &[Pid]) {
+/// (with cryo-resume): the checkpoint id, how long it was down and its broken connections
+/// (`broken`, per process). Then queues `signal` to every process with broken connections.
+/// A process that never read its channel (full pipe) is logged, not failed: it runs already.
+fn notify_restored(
+    inventory: &Inventory,
+    plan: &spawn::TreePlan,
+    pids: &[Pid],
+    broken: &[Vec<crate::notify::BrokenConnection>],
+    signal: Option<i32>,
+) {
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
-    for (task, &pid) in plan.tasks.iter().zip(pids) {
-        if task.core.resume_listener.is_empty() {
-            continue;
+    for ((task, &pid), broken) in plan.tasks.iter().zip(pids).zip(broken) {
+        if !broken.is_empty() {
+            info!(%pid, broken = broken.len(), "restored with broken connections");
         }
-        let Ok(listener) =
-            serde_json::from_str::<crate::notify::ListenerRef>(&task.core.resume_listener)
-        else {
-            tracing::warn!(%pid, "unreadable resume channel in the image");
-            continue;
-        };
-        let record = crate::notify::ResumeRecord {
-            checkpoint_id: inventory.checkpoint_id.clone(),
-            downtime_ms: now_ms.saturating_sub(inventory.created_unix_ms),
-            broken: Vec::new(),
-        };
-        match crate::notify::notify(pid, &listener, &record) {
-            Ok(()) => debug!(%pid, fd = listener.fd, "resume record written"),
-            Err(e) => tracing::warn!(%pid, "resume record not written: {e}"),
+        notify_one(inventory, task, pid, broken, now_ms);
+        if let (Some(signo), false) = (signal, broken.is_empty()) {
+            let count = i32::try_from(broken.len()).unwrap_or(i32::MAX);
+            match crate::notify::queue_signal(pid, signo, count) {
+                Ok(()) => debug!(%pid, signo, count, "notify signal queued"),
+                Err(e) => tracing::warn!(%pid, "notify signal not queued: {e}"),
+            }
         }
+    }
+}
+
+/// The resume record of one process, if it opened a channel.
+fn notify_one(
+    inventory: &Inventory,
+    task: &TaskImage,
+    pid: Pid,
+    broken: &[crate::notify::BrokenConnection],
+    now_ms: u64,
+) {
+    if task.core.resume_listener.is_empty() {
+        return;
+    }
+    let Ok(listener) =
+        serde_json::from_str::<crate::notify::ListenerRef>(&task.core.resume_listener)
+    else {
+        tracing::warn!(%pid, "unreadable resume channel in the image");
+        return;
+    };
+    let record = crate::notify::ResumeRecord {
+        checkpoint_id: inventory.checkpoint_id.clone(),
+        downtime_ms: now_ms.saturating_sub(inventory.created_unix_ms),
+        broken: broken.to_vec(),
+    };
+    match crate::notify::notify(pid, &listener, &record) {
+        Ok(()) => debug!(%pid, fd = listener.fd, "resume record written"),
+        Err(e) => tracing::warn!(%pid, "resume record not written: {e}"),
     }
 }
 
@@ -291,18 +343,25 @@ fn wait_pid_free(pid: Pid) -> Result<()> {
     }
 }
 
-/// Releases the network lock of a dump (if any) when dropped.
+/// Releases the network lock of a dump (if any) when told or when dropped.
 struct Unlock(String);
+
+impl Unlock {
+    fn release(&mut self) {
+        let id = std::mem::take(&mut self.0);
+        if id.is_empty() {
+            return;
+        }
+        match cryo_netns::NetworkLock::release_by_id(&id) {
+            Ok(found) => debug!(lock = id, found, "network lock released"),
+            Err(e) => tracing::warn!(lock = id, error = %e, "network lock not released"),
+        }
+    }
+}
 
 impl Drop for Unlock {
     fn drop(&mut self) {
-        if self.0.is_empty() {
-            return;
-        }
-        match cryo_netns::NetworkLock::release_by_id(&self.0) {
-            Ok(found) => debug!(lock = self.0, found, "network lock released"),
-            Err(e) => tracing::warn!(lock = self.0, error = %e, "network lock not released"),
-        }
+        self.release();
     }
 }
 
@@ -325,8 +384,9 @@ impl Drop for KillAll {
     }
 }
 
-/// Turns the stopped child into the dumped process and lets it run.
-fn finish(child: Pid, plan: &spawn::TreePlan, i: usize) -> Result<()> {
+/// Turns the stopped child into the dumped process, leaving it stopped: returns its threads,
+/// main thread first, for [`resume`].
+fn finish(child: Pid, plan: &spawn::TreePlan, i: usize) -> Result<Vec<Pid>> {
     let task = plan.tasks[i];
     let tramp = plan.tramps[i];
     let mapping = &plan.mappings[i];
@@ -392,8 +452,13 @@ fn finish(child: Pid, plan: &spawn::TreePlan, i: usize) -> Result<()> {
     for (thread, &tid) in task.core.threads.iter().zip(&created) {
         threads::set_final_state(tid, thread)?;
     }
-    // The main thread last: the process as a whole runs once it does.
-    for &tid in created.iter().rev() {
+    Ok(created)
+}
+
+/// Lets a process [`finish`] left stopped run: its threads, the main thread last (the process
+/// as a whole runs once it does).
+fn resume(threads: &[Pid]) -> Result<()> {
+    for &tid in threads.iter().rev() {
         ptrace::detach(tid, None).map_err(|e| Error::sys(tid, "detach", e))?;
     }
     Ok(())

@@ -37,6 +37,11 @@ pub struct Args {
     /// Capture established TCP connections (with TCP_REPAIR)
     #[arg(long)]
     tcp_established: bool,
+
+    /// Accept unix sockets connected to a peer outside the dumped trees: they are restored
+    /// as broken connections (reads get EOF, writes EPIPE), reported as "external-peer"
+    #[arg(long)]
+    ext_unix_sk: bool,
 }
 
 impl Args {
@@ -48,6 +53,7 @@ impl Args {
             leave_running: self.leave_running,
             shell_job: self.shell_job,
             tcp_established: self.tcp_established,
+            ext_unix_sk: self.ext_unix_sk,
         }
     }
 }
