@@ -145,7 +145,13 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored> {
     guard.0 = None;
     let verdicts = probing.verdict();
     let broken = crate::peers::broken_per_process(&descs, &fds, &verdicts, opts.tcp_close);
-    notify_restored(&inventory, &plan, &spawned.pids, &broken, opts.notify_signal);
+    notify_restored(
+        &inventory,
+        &plan,
+        &spawned.pids,
+        &broken,
+        opts.notify_signal,
+    );
     let elapsed = started.elapsed();
     let roots: Vec<Pid> = inventory
         .root_pids

@@ -65,8 +65,9 @@ pub fn send_probe(fd: BorrowedFd<'_>) -> Result<Option<PeerProbe>> {
 impl PeerProbe {
     /// What the peer of `fd` (the socket probed) did since the probe.
     pub fn answer(&self, fd: BorrowedFd<'_>) -> Result<PeerAnswer> {
-        let info = sys::tcp_info_full(fd)
-            .map_err(|e| Ctx::new(Operation::Probe, socket_name(fd)).sys("getsockopt TCP_INFO")(e))?;
+        let info = sys::tcp_info_full(fd).map_err(|e| {
+            Ctx::new(Operation::Probe, socket_name(fd)).sys("getsockopt TCP_INFO")(e)
+        })?;
         Ok(if info.tcpi_state == CLOSE {
             PeerAnswer::Reset
         } else if info.tcpi_segs_in != self.segs_in {

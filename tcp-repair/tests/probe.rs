@@ -32,7 +32,9 @@ fn answer(s: &TcpStream, probe: PeerProbe) -> PeerAnswer {
 #[test]
 fn a_live_peer_answers_and_the_connection_goes_on() {
     let (mut server, client) = pair();
-    let probe = send_probe(server.as_fd()).unwrap().expect("established: probed");
+    let probe = send_probe(server.as_fd())
+        .unwrap()
+        .expect("established: probed");
     assert_eq!(answer(&server, probe), PeerAnswer::Alive);
     std::io::Write::write_all(&mut &client, b"still here").unwrap();
     let mut buf = [0u8; 10];

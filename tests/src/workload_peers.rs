@@ -83,7 +83,10 @@ impl Peers {
                 .parse()
                 .map_err(|_| format!("bad wait {ms:?}"))
                 .and_then(|ms| self.signext(Duration::from_millis(ms))),
-            ("poke", [fd]) => fd.parse::<i32>().map_err(|_| format!("bad fd {fd:?}")).map(poke),
+            ("poke", [fd]) => fd
+                .parse::<i32>()
+                .map_err(|_| format!("bad fd {fd:?}"))
+                .map(poke),
             ("resume-open", []) => cryo_resume::Listener::open()
                 .map(|l| {
                     let fd = l.as_raw_fd();
@@ -128,7 +131,10 @@ impl Peers {
             return Ok("none".into());
         }
         match fd.read_signal() {
-            Ok(Some(i)) => Ok(format!("signal {} {} {}", i.ssi_signo, i.ssi_int, i.ssi_code)),
+            Ok(Some(i)) => Ok(format!(
+                "signal {} {} {}",
+                i.ssi_signo, i.ssi_int, i.ssi_code
+            )),
             Ok(None) => Ok("none".into()),
             Err(e) => Err(format!("read signalfd: {e}")),
         }

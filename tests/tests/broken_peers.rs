@@ -55,7 +55,10 @@ fn start_reader(w: &Workload, fd: i32) {
     // Nothing tells when a thread has entered read(): the kernel's view of it is read until
     // it says so (syscall 0 on x86_64).
     while !std::fs::read_to_string(&path).is_ok_and(|s| s.starts_with("0 ")) {
-        assert!(start.elapsed() < SETTLE, "thread {tid} never blocked in read");
+        assert!(
+            start.elapsed() < SETTLE,
+            "thread {tid} never blocked in read"
+        );
         std::thread::yield_now();
     }
 }
@@ -205,9 +208,8 @@ fn a_silent_peer_times_out_after_peer_timeout() {
     dump_killed(&mut w, &[]);
     // The peer goes silent: a lock of our own keeps dropping this connection's packets after
     // the dump's is released (dropped at the end of the test, whatever happens).
-    let _silence =
-        cryo_netns::NetworkLock::install(&format!("test-silent-{}", w.pid()), &[tuple])
-            .expect("install a lock of our own");
+    let _silence = cryo_netns::NetworkLock::install(&format!("test-silent-{}", w.pid()), &[tuple])
+        .expect("install a lock of our own");
 
     let timeout = Duration::from_millis(300);
     let (start, end) = restore(&mut w, &["--peer-timeout", "300ms"]);
@@ -220,7 +222,10 @@ fn a_silent_peer_times_out_after_peer_timeout() {
     );
     assert!(outcome.starts_with("err ") || outcome == "eof", "{outcome}");
     let waited = Duration::from_nanos((failed_at - start) as u64);
-    assert!(waited >= timeout, "failed after {waited:?}, before the timeout");
+    assert!(
+        waited >= timeout,
+        "failed after {waited:?}, before the timeout"
+    );
     assert!(
         waited < timeout + Duration::from_secs(1),
         "failed after {waited:?}"
