@@ -34,6 +34,9 @@ pub struct DumpOptions {
     pub tcp_established: bool,
     /// The program run at pre-dump, network-lock and post-dump (`--action-script`).
     pub action_script: Option<crate::hooks::ActionScript>,
+    /// Accept unix sockets whose peer is outside the dump (`--ext-unix-sk`): they are
+    /// restored as broken connections.
+    pub ext_unix_sk: bool,
 }
 
 /// What a dump did, for the command line to print.
@@ -205,8 +208,9 @@ fn dump_tree(
     }
     // Descriptors in flight become descriptions; accept queues checked.
     crate::files::in_flight::resolve(&mut sockets_held, &mut files, images, opts.leave_running)?;
-    // Both ends of every unix connection must be in the dump.
-    crate::files::sockets::check_unix_peers(&sockets_held)?;
+    // Both ends of every unix connection must be in the dump (or be let go: --ext-unix-sk).
+    let external = crate::files::sockets::check_unix_peers(&sockets_held, opts.ext_unix_sk)?;
+    files.mark_external_peers(&external);
     for m in tree.iter().filter(|m| m.stat.state == 'Z') {
         let mut entry = task::process_entry(m.pid, &m.stat, &[]);
         entry.zombie = true;

@@ -40,6 +40,13 @@ pub struct RestoreOptions {
     /// The program run at pre-restore, post-restore, network-unlock and post-resume
     /// (`--action-script`).
     pub action_script: Option<crate::hooks::ActionScript>,
+    /// How long a restored connection's peer has to answer the probe sent once the network
+    /// lock is gone (`--peer-timeout`); `None`: [`DEFAULT_PEER_TIMEOUT`](crate::peers::DEFAULT_PEER_TIMEOUT);
+    /// zero: no probe.
+    pub peer_timeout: Option<Duration>,
+    /// Signal queued (sigqueue, si_value = the count) to every restored process with broken
+    /// connections (`--notify-signal`).
+    pub notify_signal: Option<i32>,
 }
 
 /// The processes a restore created, running.
@@ -155,13 +162,31 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored> {
     // The seals of shared memory go on once every mapping of every process exists.
     plan.before_run()?;
     hooks.run(Stage::PostRestore, &roots)?;
+    // The connections' packets flow again; each is probed while its owner is still stopped
+    // (probing toggles repair mode), and judged once the processes run.
     if unlock.release() {
         hooks.run(Stage::NetworkUnlock, &roots)?;
     }
+    let fds: Vec<&[cryo_proto::image::FdEntry]> =
+        plan.tasks.iter().map(|t| t.core.fds.as_slice()).collect();
+    let timeout = match opts.peer_timeout {
+        _ if opts.tcp_close => Duration::ZERO,
+        Some(t) => t,
+        None => crate::peers::DEFAULT_PEER_TIMEOUT,
+    };
+    let probing = crate::peers::send_probes(&descs, &fds, &spawned.pids, timeout);
     for tids in &stopped {
         let_run(tids)?;
     }
-    notify_restored(&inventory, &plan, &spawned.pids);
+    let verdicts = probing.verdict();
+    let broken = crate::peers::broken_per_process(&descs, &fds, &verdicts, opts.tcp_close);
+    notify_restored(
+        &inventory,
+        &plan,
+        &spawned.pids,
+        &broken,
+        opts.notify_signal,
+    );
     // They run already; a failure here still kills them, as any failed restore does.
     hooks.run(Stage::PostResume, &roots)?;
     guard.0 = None;
@@ -175,31 +200,59 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored> {
 }
 
 /// Writes the resume record into the channel of every restored process that opened one
-/// (with cryo-resume): the checkpoint id and how long it was down. A process that never read
-/// its channel (full pipe) is logged, not failed: it runs already.
-fn notify_restored(inventory: &Inventory, plan: &spawn::TreePlan, pids: &[Pid]) {
+/// (with cryo-resume): the checkpoint id, how long it was down and its broken connections
+/// (`broken`, per process). Then queues `signal` to every process with broken connections.
+/// A process that never read its channel (full pipe) is logged, not failed: it runs already.
+fn notify_restored(
+    inventory: &Inventory,
+    plan: &spawn::TreePlan,
+    pids: &[Pid],
+    broken: &[Vec<crate::notify::BrokenConnection>],
+    signal: Option<i32>,
+) {
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
-    for (task, &pid) in plan.tasks.iter().zip(pids) {
-        if task.core.resume_listener.is_empty() {
-            continue;
+    for ((task, &pid), broken) in plan.tasks.iter().zip(pids).zip(broken) {
+        if !broken.is_empty() {
+            info!(%pid, broken = broken.len(), "restored with broken connections");
         }
-        let Ok(listener) =
-            serde_json::from_str::<crate::notify::ListenerRef>(&task.core.resume_listener)
-        else {
-            tracing::warn!(%pid, "unreadable resume channel in the image");
-            continue;
-        };
-        let record = crate::notify::ResumeRecord {
-            checkpoint_id: inventory.checkpoint_id.clone(),
-            downtime_ms: now_ms.saturating_sub(inventory.created_unix_ms),
-            broken: Vec::new(),
-        };
-        match crate::notify::notify(pid, &listener, &record) {
-            Ok(()) => debug!(%pid, fd = listener.fd, "resume record written"),
-            Err(e) => tracing::warn!(%pid, "resume record not written: {e}"),
+        notify_one(inventory, task, pid, broken, now_ms);
+        if let (Some(signo), false) = (signal, broken.is_empty()) {
+            let count = i32::try_from(broken.len()).unwrap_or(i32::MAX);
+            match crate::notify::queue_signal(pid, signo, count) {
+                Ok(()) => debug!(%pid, signo, count, "notify signal queued"),
+                Err(e) => tracing::warn!(%pid, "notify signal not queued: {e}"),
+            }
         }
+    }
+}
+
+/// The resume record of one process, if it opened a channel.
+fn notify_one(
+    inventory: &Inventory,
+    task: &TaskImage,
+    pid: Pid,
+    broken: &[crate::notify::BrokenConnection],
+    now_ms: u64,
+) {
+    if task.core.resume_listener.is_empty() {
+        return;
+    }
+    let Ok(listener) =
+        serde_json::from_str::<crate::notify::ListenerRef>(&task.core.resume_listener)
+    else {
+        tracing::warn!(%pid, "unreadable resume channel in the image");
+        return;
+    };
+    let record = crate::notify::ResumeRecord {
+        checkpoint_id: inventory.checkpoint_id.clone(),
+        downtime_ms: now_ms.saturating_sub(inventory.created_unix_ms),
+        broken: broken.to_vec(),
+    };
+    match crate::notify::notify(pid, &listener, &record) {
+        Ok(()) => debug!(%pid, fd = listener.fd, "resume record written"),
+        Err(e) => tracing::warn!(%pid, "resume record not written: {e}"),
     }
 }
 
@@ -328,7 +381,7 @@ fn wait_pid_free(pid: Pid) -> Result<()> {
     }
 }
 
-/// Releases the network lock of a dump (if any) when dropped.
+/// Releases the network lock of a dump (if any) when told or when dropped.
 struct Unlock(String);
 
 impl Unlock {

@@ -22,6 +22,9 @@ const server = net.createServer((sock) => {
   r.context.clients = () => clients;
   r.on('exit', () => sock.end());
   sock.on('error', () => r.close());
+  // readline re-emits the socket's error on the REPL: a client that reset its connection (or
+  // one a restore found gone) ends its own session, not the server.
+  r.on('error', () => sock.destroy());
 });
 
 server.listen(port, host, () => {

@@ -18,6 +18,8 @@ pub enum Operation {
     Restore,
     /// Leaving repair mode.
     LeaveRepair,
+    /// Probing the peer of a live connection.
+    Probe,
 }
 
 impl fmt::Display for Operation {
@@ -27,6 +29,7 @@ impl fmt::Display for Operation {
             Operation::Capture => "capture",
             Operation::Restore => "restore",
             Operation::LeaveRepair => "leave repair",
+            Operation::Probe => "probe",
         })
     }
 }

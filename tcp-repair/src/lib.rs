@@ -12,6 +12,8 @@
 //!                                   │ finish_probe(): TCP_REPAIR_OFF (window probe: dead peer found at once)
 //!                                   ▼
 //!                                 OwnedFd, the same connection
+//!
+//!  live connection ──send_probe()──▶ PeerProbe ──answer()──▶ Waiting | Alive | Reset
 //! ```
 //!
 //! The engine calls [`Repair::enter`] on a duplicate of the target's socket
@@ -32,6 +34,7 @@ mod error;
 mod inject;
 mod listen;
 mod options;
+mod probe;
 mod repair;
 mod restore;
 mod state;
@@ -41,6 +44,7 @@ mod udp;
 pub use error::{Operation, Result, SocketName, TcpRepairError};
 pub use inject::INJECT_MARK;
 pub use listen::{capture_listener, listener_diag, restore_listener, InFlight, ListenerDiag};
+pub use probe::{send_probe, PeerAnswer, PeerProbe};
 pub use repair::{capture_and_leave, kernel_tcp_state, Repair};
 pub use restore::{close_silently, leave_repair, restore, RestoredSocket};
 pub use state::{

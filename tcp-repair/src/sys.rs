@@ -262,6 +262,26 @@ pub fn tcp_info(fd: BorrowedFd<'_>) -> Result<TcpInfoHead, Errno> {
     })
 }
 
+/// The whole `TCP_INFO` (as far as this kernel fills it; the rest stays zero).
+pub fn tcp_info_full(fd: BorrowedFd<'_>) -> Result<libc::tcp_info, Errno> {
+    let mut info = MaybeUninit::<libc::tcp_info>::zeroed();
+    let mut len = size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: the kernel writes at most `len` bytes into `info`, which is that large and
+    // all-zero to begin with (a valid tcp_info: plain integers).
+    let ret = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_TCP,
+            libc::TCP_INFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    cvt(ret)?;
+    // SAFETY: zero-initialised above, partly overwritten by the kernel: every byte is set.
+    Ok(unsafe { info.assume_init() })
+}
+
 /// An `ioctl` returning an `int` (SIOCINQ, SIOCOUTQ, SIOCOUTQNSD).
 pub fn ioctl_int(fd: BorrowedFd<'_>, request: libc::c_ulong) -> Result<i32, Errno> {
     let mut value: libc::c_int = 0;

@@ -63,3 +63,15 @@ pub fn memory_page_is_hole(page: usize) -> bool {
 
 /// The memory mode rewrites one page in this many on `touch`.
 pub const TOUCH_STRIDE: usize = 16;
+
+/// CLOCK_MONOTONIC in nanoseconds: one clock for every process of the machine, so a time the
+/// workload reports compares with the test's.
+pub fn monotonic_ns() -> u128 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into our local.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
+    t.tv_sec as u128 * 1_000_000_000 + t.tv_nsec as u128
+}

@@ -40,6 +40,10 @@ pub struct Args {
 
     #[command(flatten)]
     action_script: super::ActionScriptArgs,
+    /// Accept unix sockets connected to a peer outside the dumped trees: they are restored
+    /// as broken connections (reads get EOF, writes EPIPE), reported as "external-peer"
+    #[arg(long)]
+    ext_unix_sk: bool,
 }
 
 impl Args {
@@ -52,6 +56,7 @@ impl Args {
             shell_job: self.shell_job,
             tcp_established: self.tcp_established,
             action_script: self.action_script.script(),
+            ext_unix_sk: self.ext_unix_sk,
         }
     }
 }

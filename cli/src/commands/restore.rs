@@ -1,6 +1,7 @@
 //! `cryo restore -D DIR [--detach]`: bring the processes of an image directory back.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use cryo_core::restore::{restore, RestoreOptions};
@@ -35,6 +36,17 @@ pub struct Args {
 
     #[command(flatten)]
     action_script: super::ActionScriptArgs,
+    /// How long a restored TCP connection's peer has to answer the probe sent once its
+    /// packets flow again before cryo fails the connection ("timeout"): 500ms, 2s, or
+    /// seconds; 0 sends no probe
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    peer_timeout: Duration,
+
+    /// Queue this signal (name or number: USR1, SIGRTMIN+2, 10) to every restored process
+    /// with at least one broken connection once the verdict is in, with sigqueue: si_value
+    /// is the number of its broken connections
+    #[arg(long, value_name = "SIG", value_parser = parse_signal)]
+    notify_signal: Option<i32>,
 }
 
 impl Args {
@@ -47,6 +59,8 @@ impl Args {
             netns: self.netns,
             tcp_close: self.tcp_close,
             action_script: self.action_script.script(),
+            peer_timeout: Some(self.peer_timeout),
+            notify_signal: self.notify_signal,
         }
     }
 }
@@ -74,4 +88,82 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         .with_context(|| format!("waiting for restored pid {roots}"))?;
     tracing::info!(pids = %roots, code, "restored process ended");
     Ok(code)
+}
+
+/// `500ms`, `2s`, `1.5s`, `2m` or plain seconds (`3`, `0.25`).
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration (e.g. 500ms, 2s, 1)"))?;
+    let seconds = match unit.trim() {
+        "" | "s" => value,
+        "ms" => value / 1e3,
+        "us" => value / 1e6,
+        "m" | "min" => value * 60.0,
+        other => return Err(format!("unknown unit {other:?} in {text:?} (ms, s, m)")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
+}
+
+/// A signal by number (`10`) or name (`USR1`, `SIGUSR1`, `SIGRTMIN+2`, `RTMAX-1`).
+fn parse_signal(text: &str) -> Result<i32, String> {
+    let text = text.trim();
+    let (min, max) = (libc::SIGRTMIN(), libc::SIGRTMAX());
+    let bad = || format!("{text:?} is not a signal (a number 1-{max} or a name like USR1)");
+    if let Ok(n) = text.parse::<i32>() {
+        return (1..=max).contains(&n).then_some(n).ok_or_else(bad);
+    }
+    let upper = text.to_ascii_uppercase();
+    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+    let offset = |rest: &str| -> Result<i32, String> {
+        match rest {
+            "" => Ok(0),
+            _ => rest.parse::<i32>().map_err(|_| bad()),
+        }
+    };
+    let n = if let Some(rest) = name.strip_prefix("RTMIN") {
+        min + offset(rest.strip_prefix('+').unwrap_or(rest))?
+    } else if let Some(rest) = name.strip_prefix("RTMAX") {
+        max + offset(rest)?
+    } else {
+        format!("SIG{name}")
+            .parse::<nix::sys::signal::Signal>()
+            .map_err(|_| bad())? as i32
+    };
+    (1..=max).contains(&n).then_some(n).ok_or_else(bad)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_duration("0.25"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        for bad in ["", "ms", "2h", "-1s", "1..2s"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn signals() {
+        assert_eq!(parse_signal("10"), Ok(libc::SIGUSR1));
+        assert_eq!(parse_signal("USR1"), Ok(libc::SIGUSR1));
+        assert_eq!(parse_signal("sigusr2"), Ok(libc::SIGUSR2));
+        assert_eq!(parse_signal("SIGRTMIN"), Ok(libc::SIGRTMIN()));
+        assert_eq!(parse_signal("SIGRTMIN+2"), Ok(libc::SIGRTMIN() + 2));
+        assert_eq!(parse_signal("RTMAX-1"), Ok(libc::SIGRTMAX() - 1));
+        for bad in ["0", "65", "SIGNOPE", "RTMIN+x", "RTMAX+1"] {
+            assert!(parse_signal(bad).is_err(), "{bad:?} accepted");
+        }
+    }
 }

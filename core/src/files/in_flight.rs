@@ -173,7 +173,8 @@ pub fn capture_accept_queues(
     }
     // What the embryos' queues carried in flight: dumped like the rest, checked like the rest.
     resolve_in_flight(dumps, files, images)?;
-    sockets::check_unix_peers(dumps)?;
+    // Peers outside the dump are judged by the caller's check, which knows --ext-unix-sk.
+    sockets::check_unix_peers(dumps, true)?;
     check_accept_queues(dumps)?;
     for q in dumps.iter().flat_map(|d| &d.accept_queues) {
         if !taken.contains(&q.ino) && q.clients.iter().any(|&(_, sent)| sent > 0) {

@@ -432,6 +432,26 @@ impl FileTable {
         }
     }
 
+    /// Marks the unix sockets whose peer is outside the dump (accepted with `--ext-unix-sk`)
+    /// in the descriptions built so far: they are restored broken.
+    pub fn mark_external_peers(&mut self, external: &[sockets::ExternalPeer]) {
+        if external.is_empty() {
+            return;
+        }
+        let by_ino: HashMap<u64, &str> = external
+            .iter()
+            .map(|e| (e.ino, e.peer_name.as_str()))
+            .collect();
+        for desc in &mut self.descs {
+            if let Some(Kind::Socket(s)) = &mut desc.kind {
+                if let Some(name) = by_ino.get(&s.ino) {
+                    s.external_peer = true;
+                    s.peer_name = (*name).to_string();
+                }
+            }
+        }
+    }
+
     /// Dumps every fd of the frozen task `pid` (read from /proc/PID/fd, /proc/PID/fdinfo and
     /// through pidfd_getfd; the task is not touched). Returns the task's fd entries sorted by
     /// fd. Contents of deleted files are written into `images` as ghost-ID.img.

@@ -4,7 +4,8 @@
 //! Unix sockets: each end is one record (kind `Unix`, `peer_ino` naming the other end); its
 //! receive queue is captured without consuming it (one entry per message, so seqpacket and
 //! dgram boundaries are kept) with its options. A peer no dumped process holds is refused
-//! ([`check_unix_peers`]). At restore, whichever process creates the first end of a pair makes
+//! ([`check_unix_peers`]), or with `--ext-unix-sk` recorded as external: the socket comes back
+//! broken (one end of a socketpair whose other end is closed: its queue, then EOF). At restore, whichever process creates the first end of a pair makes
 //! both with socketpair() and refills each end's queue from the other.
 //!
 //! What a queue carries beyond bytes (descriptors in flight, the connections waiting in a
@@ -387,9 +388,23 @@ pub(super) fn capture_unix(
     })
 }
 
+/// A unix socket whose peer no dumped process holds, accepted with `--ext-unix-sk`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExternalPeer {
+    /// The dumped socket's inode.
+    pub ino: u64,
+    /// The peer's bound name as sock_diag shows it (empty: unnamed or unknown).
+    pub peer_name: String,
+}
+
 /// Every unix socket with a peer must find it among the sockets of the dump, connected back
-/// to it. Refuses naming pid, fd, inode and the peer otherwise.
-pub fn check_unix_peers(dumps: &[SocketDump]) -> Result<(), FileError> {
+/// to it. Refuses naming pid, fd, inode and the peer otherwise; with `allow_external`
+/// (`--ext-unix-sk`) a peer outside the dump is accepted instead and returned: the socket is
+/// restored broken.
+pub fn check_unix_peers(
+    dumps: &[SocketDump],
+    allow_external: bool,
+) -> Result<Vec<ExternalPeer>, FileError> {
     let mut peer_of: HashMap<u64, u64> = HashMap::new();
     for d in dumps {
         for (ino, rec) in &d.records {
@@ -398,6 +413,7 @@ pub fn check_unix_peers(dumps: &[SocketDump]) -> Result<(), FileError> {
             }
         }
     }
+    let mut external = Vec::new();
     for d in dumps {
         for &(pid, fd, ino, peer) in &d.unix_peers {
             match peer_of.get(&peer) {
@@ -407,7 +423,8 @@ pub fn check_unix_peers(dumps: &[SocketDump]) -> Result<(), FileError> {
                         pid,
                         fd,
                         detail: format!(
-                            "unix socket socket:[{ino}] sends to socket:[{peer}], which is not                              connected back (one-way dgram): not supported yet"
+                            "unix socket socket:[{ino}] sends to socket:[{peer}], which is not \
+                             connected back (one-way dgram): not supported yet"
                         ),
                     })
                 }
@@ -415,19 +432,33 @@ pub fn check_unix_peers(dumps: &[SocketDump]) -> Result<(), FileError> {
                     let name = unix::query_inode(peer as u32)
                         .ok()
                         .flatten()
-                        .map_or("(unknown)".to_string(), |i| i.name.to_string());
+                        .map(|i| i.name);
+                    if allow_external {
+                        debug!(%pid, fd, ino, peer, "unix peer outside the dump: restored broken");
+                        external.push(ExternalPeer {
+                            ino,
+                            peer_name: name
+                                .filter(unix::UnixName::is_bound)
+                                .map(|n| n.to_string())
+                                .unwrap_or_default(),
+                        });
+                        continue;
+                    }
                     return Err(FileError::Socket {
                         pid,
                         fd,
                         detail: format!(
-                            "unix socket socket:[{ino}] is connected to socket:[{peer}] {name},                              which no dumped process holds (external peer; --ext-unix-sk is not                              supported yet)"
+                            "unix socket socket:[{ino}] is connected to socket:[{peer}] {}, \
+                             which no dumped process holds (external peer: dump with \
+                             --ext-unix-sk to restore it as a broken connection)",
+                            name.map_or("(unknown)".to_string(), |n| n.to_string())
                         ),
                     });
                 }
             }
         }
     }
-    Ok(())
+    Ok(external)
 }
 
 /// One socket of the task, identified: its fd, inode, address family and kind.
@@ -582,6 +613,7 @@ impl SocketDump {
                     family,
                     state_json: json,
                     peer_ino: 0,
+                    ..Socket::default()
                 },
             );
         }
@@ -644,6 +676,7 @@ impl SocketDump {
                 family,
                 state_json: json,
                 peer_ino: c.peer,
+                ..Socket::default()
             },
         );
         Ok(())
@@ -896,6 +929,9 @@ pub fn describe(s: &Socket) -> String {
                 if carried > 0 {
                     out += &format!(" ({carried} descriptors in flight)");
                 }
+                if s.external_peer {
+                    out += &format!(" {} outside the dump (restored broken)", s.peer_name);
+                }
                 out + &format!(" ({} messages, {bytes} bytes to read)", u.queue.len())
             }
             Err(_) => format!("unix socket:[{}] (undecodable state)", s.ino),
@@ -910,6 +946,8 @@ pub(super) enum Decoded {
     Listener(ListenerState),
     Udp(UdpSocketState),
     Unix(Box<UnixSocketState>),
+    /// A unix socket whose peer was outside the dump (`--ext-unix-sk`): restored broken.
+    BrokenUnix(Box<UnixSocketState>),
 }
 
 impl Decoded {
@@ -920,7 +958,7 @@ impl Decoded {
             Decoded::Listener(_) => 0,
             Decoded::Connection(_) => 1,
             Decoded::Udp(_) => 2,
-            Decoded::Unix(_) => 3,
+            Decoded::Unix(_) | Decoded::BrokenUnix(_) => 3,
         }
     }
 }
@@ -945,7 +983,11 @@ pub(super) fn decode(desc: &FileDesc, s: &Socket) -> Result<Decoded, FileError> 
         Ok(SocketKind::Unix) => {
             let u: UnixSocketState = serde_json::from_slice(&s.state_json).map_err(bad)?;
             u.sock_type().map_err(invalid)?;
-            Ok(Decoded::Unix(Box::new(u)))
+            Ok(if s.external_peer {
+                Decoded::BrokenUnix(Box::new(u))
+            } else {
+                Decoded::Unix(Box::new(u))
+            })
         }
         _ => Err(invalid(format!("socket of unknown kind {}", s.kind))),
     }
@@ -971,6 +1013,7 @@ pub(super) fn open(
     };
     let fd = match decoded {
         Decoded::Unix(u) => open_unix(desc, u)?,
+        Decoded::BrokenUnix(u) => open_unix_broken(desc, u)?,
         Decoded::Listener(l) => tcp::restore_listener(l, DEFAULT_BACKLOG).map_err(fail)?,
         Decoded::Udp(u) => tcp::restore_udp(u).map_err(fail)?,
         Decoded::Connection(c) => {
@@ -1012,6 +1055,55 @@ fn open_unix(desc: &FileDesc, u: &UnixSocketState) -> Result<OwnedFd, FileError>
     let q = u.captured().map_err(|e| unix_err(desc, "queue", e))?;
     finish_unix(desc, u, &fd, &q)?;
     Ok(fd)
+}
+
+/// A unix socket whose peer stayed outside the dump: one end of a fresh socketpair whose
+/// other end is closed once the captured queue went through it. The application reads what
+/// was waiting, then EOF (a datagram socket: its reads end too); writes fail with EPIPE.
+fn open_unix_broken(desc: &FileDesc, u: &UnixSocketState) -> Result<OwnedFd, FileError> {
+    let ty = u
+        .sock_type()
+        .map_err(|e| unix_err(desc, "socket type", e))?;
+    let (fd, gone) = unix::restore::socketpair(ty).map_err(|e| unix_err(desc, "socketpair", e))?;
+    let q = u.captured().map_err(|e| unix_err(desc, "queue", e))?;
+    unix::restore::refill_queue(&gone, None, &q)
+        .map_err(|e| unix_err(desc, "refill the queue", e))?;
+    drop(gone);
+    let shutdown = if ty == unix::SockType::Dgram {
+        // A datagram socket sees no EOF when its peer closes: shut it, as the peer did.
+        unix::Shutdown {
+            read: true,
+            write: true,
+        }
+    } else {
+        u.shutdown()
+    };
+    unix::restore::restore_shutdown(&fd, shutdown).map_err(|e| unix_err(desc, "shutdown", e))?;
+    unix::restore::apply_options(&fd, &u.options())
+        .map_err(|e| unix_err(desc, "socket options", e))?;
+    Ok(fd)
+}
+
+/// The local and remote address of a socket record as a resume record lists them: `ip:port`
+/// (`[v6]:port`) for TCP; for unix the bound names (the peer's as the dump saw it). Empty
+/// when unknown or unnamed.
+pub(crate) fn record_addresses(s: &Socket) -> (String, String) {
+    match SocketKind::try_from(s.kind) {
+        Ok(SocketKind::TcpConnection) => {
+            serde_json::from_slice::<TcpConnectionState>(&s.state_json)
+                .map(|c| (c.local.to_string(), c.remote.to_string()))
+                .unwrap_or_default()
+        }
+        Ok(SocketKind::Unix) => {
+            let local = serde_json::from_slice::<UnixSocketState>(&s.state_json)
+                .ok()
+                .map(|u| u.name())
+                .filter(unix::UnixName::is_bound)
+                .map_or_else(String::new, |n| n.to_string());
+            (local, s.peer_name.clone())
+        }
+        _ => Default::default(),
+    }
 }
 
 /// Creates a unix socket without a peer: a listener (with `backlog`) or a socket bound to its

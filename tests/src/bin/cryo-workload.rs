@@ -11,8 +11,10 @@
 //! Stdin is /dev/null, stdout and stderr go to `DIR/workload.log`.
 //!
 //! Every mode answers `ping` (`pong`), `pid`, `ppid`, `tick` (counter += 1,
-//! replies it), `get`, `fds` (`N=target` for every open fd, sorted, tab-separated) and
-//! `exit CODE` (replies `bye`, then exits). A command may start with `#TAG`;
+//! replies it), `get`, `fds` (`N=target` for every open fd, sorted, tab-separated),
+//! `exit CODE` (replies `bye`, then exits) and the broken-peer commands of
+//! `tests/src/workload_peers.rs` (`sigwatch`, `signext`, `resume-open`, `resume-next`,
+//! `reader FD`, `reader-result FD`). A command may start with `#TAG`;
 //! its reply then starts with `#TAG ` too. Mode commands:
 //!
 //! ```text
@@ -137,6 +139,8 @@
 #[path = "../protocol.rs"]
 #[allow(dead_code)]
 mod protocol;
+#[path = "../workload_peers.rs"]
+mod workload_peers;
 
 use std::ffi::{CStr, CString};
 use std::io::{self, Write};
@@ -178,6 +182,7 @@ fn main() {
     };
     let out = dir.join(protocol::OUT_FIFO);
     let mut counter: u64 = 0;
+    let mut peers = workload_peers::Peers::default();
     let mut lines = LineReader::new(cmd_fd);
     loop {
         let line = match lines.next_line() {
@@ -212,8 +217,9 @@ fn main() {
                 reply_line(&out, &out_line("bye"));
                 std::process::exit(code);
             }
-            _ => mode
+            _ => peers
                 .command(verb, &words[1..])
+                .unwrap_or_else(|| mode.command(verb, &words[1..]))
                 .unwrap_or_else(|e| format!("err {e}")),
         };
         reply_line(&out, &out_line(&reply));
