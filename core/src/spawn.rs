@@ -54,9 +54,9 @@ pub struct TreePlan<'a> {
     pub tramps: Vec<u64>,
     pub mappings: Vec<MappingFds>,
     roots: Vec<usize>,
-    /// Pairs whose ends are in different roots' trees: cryo makes them (both ends'
-    /// descriptions) and holds the ends at these slot numbers while it forks the roots.
-    cryo_pairs: Vec<(u32, u32)>,
+    /// Descriptions shared by different roots' trees: cryo makes each set (a unix pair, or
+    /// files and pipes) and holds them at these slot numbers while it forks the roots.
+    cryo_sets: Vec<CryoSet>,
     cryo_slots: HashMap<u32, RawFd>,
     /// The unix sockets made together and what they carry, worked out once for every task.
     links: files::UnixLinks,
@@ -146,8 +146,8 @@ impl<'a> TreePlan<'a> {
             zombie_children[p].push(z);
         }
         let together = files::made_together(descs, &links);
-        let (inherited, extra_slots, cryo_pairs) =
-            plan_inheritance(&ordered, &pos, roots, &links, &together)?;
+        let (inherited, extra_slots, cryo_sets) =
+            plan_inheritance(&ordered, &pos, roots, &links, &together, descs)?;
         // The objects of the whole tree, made before the fd numbers are chosen.
         let used: BTreeSet<u32> = ordered
             .iter()
@@ -243,7 +243,7 @@ impl<'a> TreePlan<'a> {
             mappings,
             roots: (0..root_idx.len()).collect(),
             cryo_slots,
-            cryo_pairs,
+            cryo_sets,
             links,
             descs,
             images,
@@ -304,13 +304,18 @@ enum Inherit {
     Slot(usize),
 }
 
+/// What cryo itself makes for trees that share it.
+#[derive(Debug)]
+enum CryoSet {
+    /// Both ends of a connected unix pair.
+    UnixPair(u32, u32),
+    /// Files, directories, devices, pipes ([`files::can_hand_down`]).
+    Plain(Vec<u32>),
+}
+
 /// Per task, what it inherits; the extra slots, (parent task or [`CRYO`], description) each;
-/// and the pairs cryo makes itself (both ends' descriptions).
-type InheritPlan = (
-    Vec<HashMap<u32, Inherit>>,
-    Vec<(usize, u32)>,
-    Vec<(u32, u32)>,
-);
+/// and what cryo makes itself.
+type InheritPlan = (Vec<HashMap<u32, Inherit>>, Vec<(usize, u32)>, Vec<CryoSet>);
 
 /// Which descriptions each task inherits from its parent, and the extra slots tasks keep for
 /// their descendants (slot k = (task, description), the task holding it at slot fd k).
@@ -328,6 +333,7 @@ fn plan_inheritance(
     roots: &[i32],
     links: &files::UnixLinks,
     together: &[Vec<u32>],
+    descs: &[FileDesc],
 ) -> Result<InheritPlan> {
     let n = ordered.len();
     let parent: Vec<Option<usize>> = ordered
@@ -364,7 +370,26 @@ fn plan_inheritance(
     }
     let mut slots: Vec<(usize, u32)> = Vec::new();
     let mut slot_of: HashMap<(usize, u32), usize> = HashMap::new();
-    let mut cryo_pairs = Vec::new();
+    let mut cryo_sets = Vec::new();
+    let by_id: HashMap<u32, &FileDesc> = descs.iter().map(|d| (d.id, d)).collect();
+    // Besides what is made together: a file, device or pipe end held by several processes
+    // not all in one line of descent (siblings, two trees) is opened once and handed down.
+    let mut count: HashMap<u32, usize> = HashMap::new();
+    for fds in &fd_of {
+        for &id in fds.keys() {
+            *count.entry(id).or_default() += 1;
+        }
+    }
+    let in_sets: HashSet<u32> = together.iter().flatten().copied().collect();
+    let mut singles: Vec<Vec<u32>> = count
+        .iter()
+        .filter(|&(id, &n)| {
+            n > 1 && !in_sets.contains(id) && by_id.get(id).is_some_and(|d| files::can_hand_down(d))
+        })
+        .map(|(&id, _)| vec![id])
+        .collect();
+    singles.sort_unstable();
+    let together: Vec<Vec<u32>> = together.iter().cloned().chain(singles).collect();
     let linked: HashSet<u32> = together.iter().flatten().copied().collect();
     let mut holders: HashMap<u32, Vec<usize>> = HashMap::new();
     for (i, fds) in fd_of.iter().enumerate() {
@@ -374,7 +399,7 @@ fn plan_inheritance(
             }
         }
     }
-    for component in together {
+    for component in &together {
         let held: Vec<(usize, u32)> = component
             .iter()
             .flat_map(|&x| holders.get(&x).into_iter().flatten().map(move |&h| (h, x)))
@@ -389,8 +414,15 @@ fn plan_inheritance(
         let maker = match maker {
             Some(m) => m,
             None => match links.plain_pair(component) {
-                Some(pair) => {
-                    cryo_pairs.push(pair);
+                Some((a, b)) => {
+                    cryo_sets.push(CryoSet::UnixPair(a, b));
+                    CRYO
+                }
+                None if component
+                    .iter()
+                    .all(|id| by_id.get(id).is_some_and(|d| files::can_hand_down(d))) =>
+                {
+                    cryo_sets.push(CryoSet::Plain(component.clone()));
                     CRYO
                 }
                 None => {
@@ -437,7 +469,7 @@ fn plan_inheritance(
             }
         }
     }
-    Ok((inherited, slots, cryo_pairs))
+    Ok((inherited, slots, cryo_sets))
 }
 
 /// The lowest common ancestor of tasks `a` and `b` (a task is its own ancestor), or `None`
@@ -566,12 +598,21 @@ pub fn spawn_tree(plan: &TreePlan, ns: Option<(bool, bool)>) -> Result<Spawned> 
                 created[0] = Some(spawned.child);
             }
             None => {
-                for &(a, b) in &plan.cryo_pairs {
-                    let (fa, fb) = files::open_unix_pair_by_ids(plan.descs, &plan.links, a, b)?;
-                    for (id, fd) in [(a, fa), (b, fb)] {
+                for set in &plan.cryo_sets {
+                    let made = match set {
+                        CryoSet::UnixPair(a, b) => {
+                            let (fa, fb) =
+                                files::open_unix_pair_by_ids(plan.descs, &plan.links, *a, *b)?;
+                            vec![(*a, fa), (*b, fb)]
+                        }
+                        CryoSet::Plain(ids) => files::open_in_cryo(plan.descs, ids, plan.images)?,
+                    };
+                    for (id, fd) in made {
                         if let Some(&at) = plan.cryo_slots.get(&id) {
                             move_fd(std::os::fd::IntoRawFd::into_raw_fd(fd), at).map_err(|e| {
-                                Error::Restore(format!("place a shared unix end: {e}"))
+                                Error::Restore(format!(
+                                    "place a description shared by two trees: {e}"
+                                ))
                             })?;
                         }
                     }

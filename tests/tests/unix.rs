@@ -149,7 +149,7 @@ fn a_listener_bound_to_an_abstract_name_listens_again() {
 }
 
 #[test]
-fn a_pair_split_between_two_trees_dumped_together_keeps_talking() {
+fn a_pair_a_pipe_and_a_file_shared_by_two_trees_dumped_together_stay_shared() {
     cryo_bin();
     let mut w = Workload::spawn("unix-split", &[]);
     let d: i32 = w.cmd("kid").parse().unwrap();
@@ -175,10 +175,19 @@ fn a_pair_split_between_two_trees_dumped_together_keeps_talking() {
         "got one",
         "the root's unread message reached D"
     );
+    // The pipe and the file the two trees share came back shared.
+    assert_eq!(w.cmd("pipe-read"), "p", "D writes into the root's pipe");
+    assert_eq!(
+        w.cmd("file-pos"),
+        "1",
+        "D's read moved the root's offset: one file"
+    );
     assert_eq!(w.cmd("push two"), "ok");
     // SAFETY: as above.
     assert_eq!(unsafe { libc::kill(d, libc::SIGUSR1) }, 0);
     assert_eq!(w.cmd("recv-wait"), "got two", "still connected");
+    assert_eq!(w.cmd("pipe-read"), "p");
+    assert_eq!(w.cmd("file-pos"), "2");
     assert_eq!(w.cmd("recv"), "empty", "nothing read twice");
     w.kill_restored();
 }

@@ -1338,6 +1338,53 @@ pub(crate) fn made_together(descs: &[FileDesc], links: &UnixLinks) -> Vec<Vec<u3
     join_overlapping(sets)
 }
 
+/// Whether a description of this kind can be opened by a process that does not hold it (or
+/// by cryo itself) and handed down: files, directories, devices, pipes and FIFOs. Others
+/// (epoll, signalfd, sockets...) depend on the process that makes them.
+pub(crate) fn can_hand_down(desc: &FileDesc) -> bool {
+    matches!(
+        desc.kind,
+        Some(Kind::Regular(_) | Kind::Directory(_) | Kind::CharDevice(_) | Kind::Pipe(_))
+    )
+}
+
+/// Opens, in cryo itself, the descriptions of `ids` (all of kinds [`can_hand_down`]) for
+/// processes in different trees that share them: (id, fd) each.
+pub(crate) fn open_in_cryo(
+    descs: &[FileDesc],
+    ids: &[u32],
+    images: &ImageDir,
+) -> Result<Vec<(u32, OwnedFd)>, FileError> {
+    let by_id = index(descs)?;
+    let mut ghosts = regular::Ghosts::default();
+    let mut pipe_descs = Vec::new();
+    let mut out = Vec::new();
+    for id in ids {
+        let desc = by_id.get(id).copied().ok_or(FileError::Invalid {
+            id: *id,
+            detail: "no such description".into(),
+        })?;
+        let fd = match desc.kind.as_ref() {
+            Some(Kind::Regular(reg)) => regular::open(desc, reg, false, &mut ghosts, images)?,
+            Some(Kind::Directory(reg)) => regular::open(desc, reg, true, &mut ghosts, images)?,
+            Some(Kind::CharDevice(path)) => devices::open(desc, path)?,
+            Some(Kind::Pipe(pipe)) => {
+                pipe_descs.push((desc, pipe));
+                continue;
+            }
+            _ => {
+                return Err(FileError::Invalid {
+                    id: *id,
+                    detail: format!("{} cannot be made by cryo for two trees", describe(desc)),
+                })
+            }
+        };
+        out.push((*id, fd));
+    }
+    out.extend(pipes::open_all(&pipe_descs)?);
+    Ok(out)
+}
+
 /// The union of every chain of sets that share an element.
 fn join_overlapping(sets: Vec<Vec<u32>>) -> Vec<Vec<u32>> {
     fn root(up: &HashMap<u32, u32>, mut id: u32) -> u32 {

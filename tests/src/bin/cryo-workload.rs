@@ -103,9 +103,13 @@
 //! unix-split                 a stream socketpair split between two trees: this process holds
 //!                            end 50; a child forks a grandchild D holding end 51 and exits, so
 //!                            D is no descendant. D sends "hello-from-D" at once, then answers
-//!                            every waiting message with "got MSG" each time it gets SIGUSR1.
+//!                            every waiting message with "got MSG" each time it gets SIGUSR1,
+//!                            then writes "p" into a pipe (fd 53; this process reads fd 52) and
+//!                            reads one byte of DIR/split.txt (fd 54 in both: one offset).
 //!                            push MSG -> ok   recv -> <what waits on 50> | empty
 //!                            recv-wait, ready (as unix-tree)   kid -> <D's pid>
+//!                            pipe-read -> <what the pipe holds> (waits up to 10 s)
+//!                            file-pos -> <offset of fd 54>
 //! unix-ext PATH              connects to the unix listener at PATH (held by the test)
 //! unix-pass                  a stream socketpair: this process holds end 50, a child only end
 //!                            51; the child takes one message each time it gets SIGUSR1 (as
@@ -353,6 +357,11 @@ enum Mode {
     Tty,
 }
 
+/// The fds `unix-split` shares between its two trees besides the pair: a pipe, a file.
+const SPLIT_PIPE_RD: i32 = 52;
+const SPLIT_PIPE_WR: i32 = 53;
+const SPLIT_FILE: i32 = 54;
+
 /// The fds of the unix modes.
 const UNIX_A: i32 = 50;
 const UNIX_B: i32 = 51;
@@ -491,6 +500,9 @@ fn unix_split_grandchild(fd: i32, report: i32) -> ! {
             for msg in waiting {
                 unix_send(fd, format!("got {msg}").as_bytes())?;
             }
+            // The pipe and the file it shares with the other tree.
+            sys::write_all(SPLIT_PIPE_WR, b"p")?;
+            sys::read(SPLIT_FILE, &mut [0u8; 1])?;
         }
     };
     let code = match run() {
@@ -1050,6 +1062,15 @@ impl Mode {
             "unix-split" => {
                 let (a, b) =
                     unix_socketpair(libc::SOCK_STREAM).map_err(|err| e("socketpair", err))?;
+                // Shared with D too: a pipe (D writes, this process reads) and a file (one
+                // offset for both).
+                let (prd, pwr) = sys::pipe().map_err(|err| e("pipe", err))?;
+                let prd = sys::move_fd(prd, SPLIT_PIPE_RD).map_err(|err| e("dup2", err))?;
+                let pwr = sys::move_fd(pwr, SPLIT_PIPE_WR).map_err(|err| e("dup2", err))?;
+                let path = dir.join("split.txt");
+                std::fs::write(&path, b"abcdefgh").map_err(|err| e("split.txt", err))?;
+                let file = sys::open(&path, libc::O_RDONLY).map_err(|err| e("split.txt", err))?;
+                let file = sys::move_fd(file, SPLIT_FILE).map_err(|err| e("dup2", err))?;
                 let (rd, wr) = sys::pipe().map_err(|err| e("pipe", err))?;
                 // SAFETY: single-threaded here; the child only makes syscalls.
                 let child = unsafe { libc::fork() };
@@ -1063,7 +1084,7 @@ impl Mode {
                         // D keeps only stdio, its end and the report pipe: nothing else
                         // of this tree (the command FIFO stays the root's alone).
                         for fd in 3..1024 {
-                            if fd != b && fd != wr {
+                            if ![b, wr, pwr, file].contains(&fd) {
                                 // SAFETY: closing fds this new process does not use.
                                 unsafe { libc::close(fd) };
                             }
@@ -1075,6 +1096,8 @@ impl Mode {
                 }
                 sys::close(b);
                 sys::close(wr);
+                sys::close(pwr);
+                let _ = prd;
                 let mut status = 0;
                 // SAFETY: reaps our own child.
                 if unsafe { libc::waitpid(child, &mut status, 0) } != child || status != 0 {
@@ -1213,6 +1236,14 @@ impl Mode {
                 Ok("ok".into())
             }
             (Mode::UnixSplit { .. }, "recv", []) => unix_recv_all(UNIX_A).map_err(io),
+            (Mode::UnixSplit { .. }, "pipe-read", []) => {
+                unix_wait_readable(SPLIT_PIPE_RD).map_err(io)?;
+                let data = sys::read_available(SPLIT_PIPE_RD, usize::MAX).map_err(io)?;
+                Ok(String::from_utf8_lossy(&data).into_owned())
+            }
+            (Mode::UnixSplit { .. }, "file-pos", []) => {
+                Ok(sys::tell(SPLIT_FILE).map_err(io)?.to_string())
+            }
             (Mode::UnixTree { .. } | Mode::UnixSplit { .. }, "recv-wait", []) => {
                 unix_wait_readable(UNIX_A).map_err(io)?;
                 unix_recv_all(UNIX_A).map_err(io)
