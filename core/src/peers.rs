@@ -3,12 +3,14 @@
 //! that did not survive (for the resume record and `--notify-signal`).
 //!
 //! ```text
-//! processes reshaped, still stopped; network lock released
-//! probe pass     per TCP connection description (one fd holding it): pidfd_getfd -> the
-//!                same socket; ESTABLISHED -> window probe (cryo-tcp-repair send_probe; the
-//!                owner is stopped, so the moment in repair mode goes unseen)
+//! processes created, sockets restored (out of repair mode), all stopped; network lock released
+//! probe pass     on a thread of its own while the processes are rebuilt, split over the
+//!                CPUs beyond 256 connections: per TCP connection description (one fd holding
+//!                it) pidfd_getfd -> the same socket; ESTABLISHED -> window probe (cryo-tcp-repair
+//!                send_probe; the owner is stopped, so the moment in repair mode goes unseen);
+//!                then one look at the answers (a peer on this host has answered already)
 //! processes resume
-//! verdict        TCP_INFO of every probed duplicate, again after 0.5 ms, 1, 2, 4 ... 20 ms,
+//! verdict        TCP_INFO of every duplicate still waiting, after 0.5 ms, 1, 2, 4 ... 20 ms,
 //!                until each has answered or --peer-timeout has passed since the resume:
 //!                  Reset  the kernel failed the socket itself: a reader gets ECONNRESET
 //!                  Alive  nothing to do
@@ -19,12 +21,12 @@
 //!                --tcp-close (closed-by-policy), --ext-unix-sk (external-peer)
 //! ```
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use cryo_proto::image::file_desc::Kind;
-use cryo_proto::image::{FdEntry, FileDesc, Socket, SocketKind};
+use cryo_proto::image::{FdEntry, FileDesc, SocketKind};
 use cryo_tcp_repair::{self as tcp, PeerAnswer, PeerProbe};
 use nix::unistd::Pid;
 use tracing::{debug, info, warn};
@@ -39,6 +41,18 @@ pub const DEFAULT_PEER_TIMEOUT: Duration = Duration::from_secs(1);
 const FIRST_PAUSE: Duration = Duration::from_micros(500);
 const LONGEST_PAUSE: Duration = Duration::from_millis(20);
 
+/// Below this many connections per thread, the probe pass stays on one thread.
+const PER_THREAD: usize = 256;
+
+/// One connection to probe: the process (index into the restored pids), an fd of it holding
+/// the connection, and the description.
+#[derive(Clone, Copy)]
+struct Target {
+    task: usize,
+    fd: RawFd,
+    id: u32,
+}
+
 /// One probed connection: its description, the duplicate cryo holds and what to compare
 /// against.
 struct Probed {
@@ -47,27 +61,43 @@ struct Probed {
     probe: PeerProbe,
 }
 
-/// The probes sent, waiting for their answers.
+/// The probes sent: the connections still waiting for an answer, and those already judged.
 pub(crate) struct Probing {
     pending: Vec<Probed>,
+    broken: HashMap<u32, BrokenReason>,
     timeout: Duration,
 }
 
-/// The TCP connection descriptions of the image, by id.
-fn connections(descs: &[FileDesc]) -> HashMap<u32, &Socket> {
-    descs
+/// Every TCP connection description of the image, each from the first fd (in process order)
+/// holding it.
+fn targets(descs: &[FileDesc], fds: &[&[FdEntry]]) -> Vec<Target> {
+    let mut unprobed: HashSet<u32> = descs
         .iter()
         .filter_map(|d| match &d.kind {
-            Some(Kind::Socket(s)) if s.kind == SocketKind::TcpConnection as i32 => Some((d.id, s)),
+            Some(Kind::Socket(s)) if s.kind == SocketKind::TcpConnection as i32 => Some(d.id),
             _ => None,
         })
-        .collect()
+        .collect();
+    let mut out = Vec::with_capacity(unprobed.len());
+    for (task, fds) in fds.iter().enumerate() {
+        for e in fds.iter() {
+            if unprobed.remove(&e.file_id) {
+                out.push(Target {
+                    task,
+                    fd: e.fd,
+                    id: e.file_id,
+                });
+            }
+        }
+    }
+    out
 }
 
 /// Sends one probe per established TCP connection of the restored processes (`pids`, whose
-/// fd tables are `fds`, same order), from one fd holding it. Call with the network lock
-/// released and the processes still stopped. A connection that cannot be probed is logged
-/// and left unjudged. With a zero `timeout`, nothing is sent.
+/// fd tables are `fds`, same order), then looks once at what came back (a peer on this host
+/// has answered already). Call with the network lock released and the processes still
+/// stopped. Many connections are split over the CPUs. A connection that cannot be probed is
+/// logged and left unjudged. With a zero `timeout`, nothing is sent.
 pub(crate) fn send_probes(
     descs: &[FileDesc],
     fds: &[&[FdEntry]],
@@ -76,50 +106,77 @@ pub(crate) fn send_probes(
 ) -> Probing {
     let mut out = Probing {
         pending: Vec::new(),
+        broken: HashMap::new(),
         timeout,
     };
     if timeout.is_zero() {
         return out;
     }
-    let mut unprobed = connections(descs);
-    if unprobed.is_empty() {
+    let targets = targets(descs, fds);
+    if targets.is_empty() {
         return out;
     }
     let started = Instant::now();
-    out.pending.reserve(unprobed.len());
-    for (&pid, fds) in pids.iter().zip(fds) {
-        let mut pidfd: Option<OwnedFd> = None;
-        for e in fds.iter() {
-            if unprobed.remove(&e.file_id).is_none() {
-                continue;
-            }
-            if pidfd.is_none() {
-                match sys::pidfd_open(pid) {
-                    Ok(fd) => pidfd = Some(fd),
-                    Err(e) => {
-                        warn!(%pid, error = %e, "pidfd_open: its connections are not probed");
-                        break;
-                    }
-                }
-            }
-            let Some(pidfd) = &pidfd else { break };
-            match probe_one(pidfd, e.fd) {
-                Ok(Some((dup, probe))) => out.pending.push(Probed {
-                    id: e.file_id,
-                    dup,
-                    probe,
-                }),
-                Ok(None) => {}
-                Err(error) => warn!(%pid, fd = e.fd, %error, "connection not probed"),
-            }
-        }
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = cpus.min(targets.len().div_ceil(PER_THREAD)).max(1);
+    let chunk = targets.len().div_ceil(threads);
+    let parts: Vec<(Vec<Probed>, HashMap<u32, BrokenReason>)> = if threads == 1 {
+        vec![probe_all(&targets, pids)]
+    } else {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = targets
+                .chunks(chunk)
+                .map(|part| scope.spawn(move || probe_all(part, pids)))
+                .collect();
+            handles.into_iter().filter_map(|h| h.join().ok()).collect()
+        })
+    };
+    for (pending, broken) in parts {
+        out.pending.extend(pending);
+        out.broken.extend(broken);
     }
     debug!(
-        probed = out.pending.len(),
+        connections = targets.len(),
+        threads,
+        waiting = out.pending.len(),
+        reset = out.broken.len(),
         ms = started.elapsed().as_secs_f64() * 1e3,
         "peers probed"
     );
     out
+}
+
+/// Probes `targets`, then looks once at the answers: the connections still waiting, and
+/// those reset.
+fn probe_all(targets: &[Target], pids: &[Pid]) -> (Vec<Probed>, HashMap<u32, BrokenReason>) {
+    let mut probed = Vec::with_capacity(targets.len());
+    let mut pidfd: Option<(usize, OwnedFd)> = None;
+    for t in targets {
+        let pid = pids[t.task];
+        if pidfd.as_ref().is_none_or(|(task, _)| *task != t.task) {
+            match sys::pidfd_open(pid) {
+                Ok(fd) => pidfd = Some((t.task, fd)),
+                Err(error) => {
+                    warn!(%pid, %error, "pidfd_open: its connections are not probed");
+                    pidfd = None;
+                    continue;
+                }
+            }
+        }
+        let Some((_, pidfd)) = &pidfd else { continue };
+        match probe_one(pidfd, t.fd) {
+            Ok(Some((dup, probe))) => probed.push(Probed {
+                id: t.id,
+                dup,
+                probe,
+            }),
+            Ok(None) => {}
+            Err(error) => warn!(%pid, fd = t.fd, %error, "connection not probed"),
+        }
+    }
+    let mut broken = HashMap::new();
+    look(&mut probed, &mut broken);
+    (probed, broken)
 }
 
 /// A duplicate of fd `fd` of the process behind `pidfd`, probed if it is established.
@@ -129,56 +186,59 @@ fn probe_one(pidfd: &OwnedFd, fd: RawFd) -> Result<Option<(OwnedFd, PeerProbe)>,
     Ok(probe.map(|p| (dup, p)))
 }
 
+/// Keeps in `pending` the connections whose peer has not answered yet; a reset goes to
+/// `broken`.
+fn look(pending: &mut Vec<Probed>, broken: &mut HashMap<u32, BrokenReason>) {
+    pending.retain(|p| match p.probe.answer(p.dup.as_fd()) {
+        Ok(PeerAnswer::Waiting) => true,
+        Ok(PeerAnswer::Alive) => false,
+        Ok(PeerAnswer::Reset) => {
+            broken.insert(p.id, BrokenReason::Reset);
+            false
+        }
+        Err(error) => {
+            warn!(%error, "probed connection unreadable: left unjudged");
+            false
+        }
+    });
+}
+
 impl Probing {
     /// Waits (once, for all) until every probed peer answered or the timeout passed since
     /// this call (made right after the processes resume), fails the silent connections and
     /// returns the broken ones by description id.
     pub(crate) fn verdict(mut self) -> HashMap<u32, BrokenReason> {
-        let mut broken = HashMap::new();
-        if self.pending.is_empty() {
-            return broken;
-        }
         let started = Instant::now();
         let deadline = started + self.timeout;
         let mut pause = FIRST_PAUSE;
-        loop {
-            self.pending
-                .retain(|p| match p.probe.answer(p.dup.as_fd()) {
-                    Ok(PeerAnswer::Waiting) => true,
-                    Ok(PeerAnswer::Alive) => false,
-                    Ok(PeerAnswer::Reset) => {
-                        broken.insert(p.id, BrokenReason::Reset);
-                        false
-                    }
-                    Err(error) => {
-                        warn!(%error, "probed connection unreadable: left unjudged");
-                        false
-                    }
-                });
+        while !self.pending.is_empty() {
             let now = Instant::now();
-            if self.pending.is_empty() || now >= deadline {
+            if now >= deadline {
                 break;
             }
             std::thread::sleep(pause.min(deadline - now));
             pause = (pause * 2).min(LONGEST_PAUSE);
+            look(&mut self.pending, &mut self.broken);
         }
+        let mut broken = self.broken;
+        let mut timeouts = 0;
         for p in &self.pending {
             match sys::connect_unspec(p.dup.as_fd()) {
                 Ok(()) => {
                     broken.insert(p.id, BrokenReason::Timeout);
+                    timeouts += 1;
                 }
                 Err(error) => warn!(%error, "silent connection could not be failed"),
             }
         }
-        info!(
-            reset = broken
-                .values()
-                .filter(|r| **r == BrokenReason::Reset)
-                .count(),
-            timeout = self.pending.len(),
-            ms = started.elapsed().as_secs_f64() * 1e3,
-            "peers judged"
-        );
+        if !broken.is_empty() {
+            info!(
+                reset = broken.len() - timeouts,
+                timeout = timeouts,
+                ms = started.elapsed().as_secs_f64() * 1e3,
+                "peers judged"
+            );
+        }
         broken
     }
 }

@@ -119,7 +119,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored> {
     // Before anything is touched: a refusal here leaves even the network lock in place.
     hooks.run(Stage::PreRestore, &[])?;
     // The dump's network lock goes once the restored sockets are live, or the restore failed.
-    let mut unlock = Unlock(inventory.network_lock.clone());
+    let mut unlock = Unlock::new(inventory.network_lock.clone());
     let ns = (opts.pidns || opts.netns).then_some((opts.pidns, opts.netns));
     if !opts.pidns {
         for t in &tasks {
@@ -153,20 +153,10 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored> {
         .filter_map(|r| plan.tasks.iter().position(|t| t.entry.pid == *r))
         .map(|i| spawned.pids[i])
         .collect();
-    // Every process whole and stopped first, children first; then they run, children first,
-    // so a parent runs again only once its children are whole.
-    let mut stopped = Vec::with_capacity(spawned.pids.len());
-    for (i, &pid) in spawned.pids.iter().enumerate().rev() {
-        stopped.push(finish(pid, &plan, i)?);
-    }
-    // The seals of shared memory go on once every mapping of every process exists.
-    plan.before_run()?;
-    hooks.run(Stage::PostRestore, &roots)?;
-    // The connections' packets flow again; each is probed while its owner is still stopped
-    // (probing toggles repair mode), and judged once the processes run.
-    if unlock.release() {
-        hooks.run(Stage::NetworkUnlock, &roots)?;
-    }
+    // Every socket exists and left repair mode, its owner stopped: the connections may talk
+    // again. Each is probed (which toggles repair mode: only a stopped owner does not notice)
+    // on a thread of its own while the processes are rebuilt, and judged once they run.
+    let had_lock = unlock.release();
     let fds: Vec<&[cryo_proto::image::FdEntry]> =
         plan.tasks.iter().map(|t| t.core.fds.as_slice()).collect();
     let timeout = match opts.peer_timeout {
@@ -174,7 +164,15 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored> {
         Some(t) => t,
         None => crate::peers::DEFAULT_PEER_TIMEOUT,
     };
-    let probing = crate::peers::send_probes(&descs, &fds, &spawned.pids, timeout);
+    let (stopped, probing) = finish_all(&plan, &spawned.pids, unlock.close_later(), || {
+        crate::peers::send_probes(&descs, &fds, &spawned.pids, timeout)
+    })?;
+    // The seals of shared memory go on once every mapping of every process exists.
+    plan.before_run()?;
+    hooks.run(Stage::PostRestore, &roots)?;
+    if had_lock {
+        hooks.run(Stage::NetworkUnlock, &roots)?;
+    }
     for tids in &stopped {
         let_run(tids)?;
     }
@@ -382,20 +380,44 @@ fn wait_pid_free(pid: Pid) -> Result<()> {
 }
 
 /// Releases the network lock of a dump (if any) when told or when dropped.
-struct Unlock(String);
+///
+/// Closing the netlink socket of a release waits for an RCU grace period (about 10 ms here)
+/// after the table is already gone: [`release`](Self::release) keeps the socket, for
+/// [`close_later`](Self::close_later) to hand to a thread that is not on the critical path.
+struct Unlock {
+    id: String,
+    released: Option<cryo_netns::NetworkLock>,
+}
 
 impl Unlock {
-    /// Releases the lock now; true when there was one.
+    fn new(id: String) -> Self {
+        Self { id, released: None }
+    }
+
+    /// Deletes the lock's table: the connections' packets flow from here on. True when the
+    /// image left one.
     fn release(&mut self) -> bool {
-        let id = std::mem::take(&mut self.0);
+        let id = std::mem::take(&mut self.id);
         if id.is_empty() {
             return false;
         }
-        match cryo_netns::NetworkLock::release_by_id(&id) {
-            Ok(found) => debug!(lock = id, found, "network lock released"),
+        match cryo_netns::NetworkLock::open(&id) {
+            Ok(Some(mut lock)) => {
+                match lock.release() {
+                    Ok(found) => debug!(lock = id, found, "network lock released"),
+                    Err(e) => tracing::warn!(lock = id, error = %e, "network lock not released"),
+                }
+                self.released = Some(lock);
+            }
+            Ok(None) => debug!(lock = id, "network lock was not installed"),
             Err(e) => tracing::warn!(lock = id, error = %e, "network lock not released"),
         }
         true
+    }
+
+    /// The released lock, whose dropping closes its netlink socket (slowly).
+    fn close_later(&mut self) -> Option<cryo_netns::NetworkLock> {
+        self.released.take()
     }
 }
 
@@ -441,8 +463,39 @@ fn reap(tid: Pid) {
     }
 }
 
-/// Turns the stopped child into the dumped process, left stopped; returns its tids for
-/// [`let_run`], the main thread first.
+/// [`finish`]es every process (children first; nobody runs before every process is whole),
+/// while `probe` runs on a thread of its own and the socket of the `released` network lock
+/// closes on another (that close only waits for the kernel). Returns the threads of each
+/// process, for [`let_run`], and what `probe` returned.
+fn finish_all<T: Send>(
+    plan: &spawn::TreePlan,
+    pids: &[Pid],
+    released: Option<cryo_netns::NetworkLock>,
+    probe: impl FnOnce() -> T + Send,
+) -> Result<(Vec<Vec<Pid>>, T)> {
+    std::thread::scope(|scope| {
+        if let Some(lock) = released {
+            let _ = std::thread::Builder::new()
+                .name("cryo-unlock".into())
+                .spawn_scoped(scope, move || drop(lock));
+        }
+        let prober = std::thread::Builder::new()
+            .name("cryo-probe".into())
+            .spawn_scoped(scope, probe)
+            .map_err(|e| Error::Restore(format!("start the probe thread: {e}")))?;
+        let mut stopped = Vec::with_capacity(pids.len());
+        for (i, &pid) in pids.iter().enumerate().rev() {
+            stopped.push(finish(pid, plan, i)?);
+        }
+        let probed = prober
+            .join()
+            .map_err(|_| Error::Restore("the probe thread panicked".into()))?;
+        Ok((stopped, probed))
+    })
+}
+
+/// Turns the stopped child into the dumped process, leaving it stopped: returns its threads,
+/// main thread first, for [`let_run`].
 fn finish(child: Pid, plan: &spawn::TreePlan, i: usize) -> Result<Vec<Pid>> {
     let task = plan.tasks[i];
     let tramp = plan.tramps[i];
