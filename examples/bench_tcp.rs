@@ -107,8 +107,13 @@ fn main() {
         .and_then(|p| p.parent())
         .expect("target dir")
         .join("cryo");
+    // CRYO_BENCH_LOG=PATH: cryo logs its stages (-vv) there.
+    let log: Vec<String> = std::env::var("CRYO_BENCH_LOG")
+        .map(|p| vec!["-vv".into(), "--log-file".into(), p])
+        .unwrap_or_default();
     let run = |args: &[&str]| {
         let out = Command::new(&cryo)
+            .args(&log)
             .args(args)
             .output()
             .unwrap_or_else(|e| panic!("run {}: {e}", cryo.display()));
