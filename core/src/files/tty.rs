@@ -171,13 +171,19 @@ impl Terminal {
         descs: &[FileDesc],
         tasks: &[(i32, &[FdEntry])],
     ) -> Result<Option<Self>, FileError> {
-        let used = tasks.iter().find_map(|(pid, fds)| {
-            fds.iter().find_map(|e| {
-                descs.iter().find_map(|d| match &d.kind {
-                    Some(Kind::Tty(t)) if d.id == e.file_id => Some((*pid, e.fd, t)),
-                    _ => None,
-                })
+        let ttys: std::collections::HashMap<u32, &Tty> = descs
+            .iter()
+            .filter_map(|d| match &d.kind {
+                Some(Kind::Tty(t)) => Some((d.id, t)),
+                _ => None,
             })
+            .collect();
+        if ttys.is_empty() {
+            return Ok(None);
+        }
+        let used = tasks.iter().find_map(|(pid, fds)| {
+            fds.iter()
+                .find_map(|e| ttys.get(&e.file_id).map(|&t| (*pid, e.fd, t)))
         });
         let Some((pid, fd, image)) = used else {
             return Ok(None);
