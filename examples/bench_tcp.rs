@@ -16,8 +16,6 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::Instant;
 
-use std::process::Command;
-
 use cryo_core::Pid;
 use nix::sys::signal::{kill, Signal};
 use nix::sys::socket::{listen, Backlog};
@@ -101,33 +99,11 @@ fn main() {
         t.elapsed().as_secs_f64() * 1e3
     );
 
-    let cryo = std::env::current_exe()
-        .expect("own path")
-        .parent()
-        .and_then(|p| p.parent())
-        .expect("target dir")
-        .join("cryo");
-    // CRYO_BENCH_LOG=PATH: cryo logs its stages (-vv) there.
-    let log: Vec<String> = std::env::var("CRYO_BENCH_LOG")
-        .map(|p| vec!["-vv".into(), "--log-file".into(), p])
-        .unwrap_or_default();
-    let run = |args: &[&str]| {
-        let out = Command::new(&cryo)
-            .args(&log)
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| panic!("run {}: {e}", cryo.display()));
-        assert!(
-            out.status.success(),
-            "cryo {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let cryo = cryo_examples::Cryo::beside_this_example();
     let dir_s = dir.to_str().expect("utf-8 temp dir").to_string();
     let pid_s = pid.to_string();
     let t = Instant::now();
-    run(&["dump", "-t", &pid_s, "-D", &dir_s, "--tcp-established"]);
+    cryo.run(&["dump", "-t", &pid_s, "-D", &dir_s, "--tcp-established"]);
     let dump_time = t.elapsed();
     let _ = waitpid(pid, None);
     // The clients talk while the server is dead: the lock holds their segments back.
@@ -135,7 +111,7 @@ fn main() {
         s.write_all(b"while-dead").expect("client write");
     }
     let t = Instant::now();
-    run(&["restore", "-D", &dir_s, "--detach"]);
+    cryo.run(&["restore", "-D", &dir_s, "--detach"]);
     let restore_time = t.elapsed();
 
     let total = dump_time + restore_time;

@@ -21,7 +21,6 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::RawFd;
 use std::path::Path;
-use std::process::Command;
 use std::time::Instant;
 
 use nix::sys::signal::{kill, Signal};
@@ -237,32 +236,11 @@ fn main() {
         t.elapsed().as_secs_f64() * 1e3
     );
 
-    let cryo = std::env::current_exe()
-        .expect("own path")
-        .parent()
-        .and_then(|p| p.parent())
-        .expect("target dir")
-        .join("cryo");
-    // CRYO_BENCH_LOG=PATH: cryo logs its stages (-vv) there.
-    let log: Vec<String> = std::env::var("CRYO_BENCH_LOG")
-        .map(|p| vec!["-vv".into(), "--log-file".into(), p])
-        .unwrap_or_default();
-    let run = |args: &[&str]| {
-        let out = Command::new(&cryo)
-            .args(&log)
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| panic!("run {}: {e}", cryo.display()));
-        assert!(
-            out.status.success(),
-            "cryo {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let cryo = cryo_examples::Cryo::beside_this_example();
     let img_s = img.to_str().expect("utf-8 dir").to_string();
     let root_s = root_pid.to_string();
     let t = Instant::now();
-    run(&["dump", "-t", &root_s, "-D", &img_s]);
+    cryo.run(&["dump", "-t", &root_s, "-D", &img_s]);
     let dump_time = t.elapsed();
     let mut reaped = 0;
     while reaped < PROCESSES {
@@ -273,7 +251,7 @@ fn main() {
         }
     }
     let t = Instant::now();
-    run(&["restore", "-D", &img_s, "--detach"]);
+    cryo.run(&["restore", "-D", &img_s, "--detach"]);
     let restore_time = t.elapsed();
     let total = dump_time + restore_time;
     let image_bytes: u64 = std::fs::read_dir(&img)

@@ -1,1 +1,43 @@
-//! Runnable scenarios live in examples/.
+//! Runnable scenarios live in examples/; this library holds what the benches share.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+/// The `cryo` binary built beside the running example (target/PROFILE/cryo; `cargo build
+/// --release -p cryo` first), run as a separate process so it inherits none of the bench's
+/// own sockets. With CRYO_BENCH_LOG=PATH it logs its stages (-vv) there.
+pub struct Cryo {
+    bin: PathBuf,
+    log: Vec<String>,
+}
+
+impl Cryo {
+    /// The binary two directories above this example's own (target/PROFILE/examples/NAME).
+    pub fn beside_this_example() -> Self {
+        let bin = std::env::current_exe()
+            .expect("own path")
+            .parent()
+            .and_then(|p| p.parent())
+            .expect("target dir")
+            .join("cryo");
+        let log = std::env::var("CRYO_BENCH_LOG")
+            .map(|p| vec!["-vv".into(), "--log-file".into(), p])
+            .unwrap_or_default();
+        Self { bin, log }
+    }
+
+    /// Runs `cryo ARGS...`, which must succeed; returns its stdout.
+    pub fn run(&self, args: &[&str]) -> String {
+        let out = Command::new(&self.bin)
+            .args(&self.log)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("run {}: {e}", self.bin.display()));
+        assert!(
+            out.status.success(),
+            "cryo {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
