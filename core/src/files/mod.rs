@@ -619,11 +619,7 @@ impl FileTable {
         link: &Path,
         images: &ImageDir,
     ) -> Result<u32, FileError> {
-        let bad = |detail: String| FileError::Mapped {
-            pid,
-            link: link.to_owned(),
-            detail,
-        };
+        let bad = mapped_err(pid, link);
         let meta = fs::metadata(link).map_err(|e| bad(format!("stat: {e}")))?;
         let key = InodeKey::of(&meta);
         if let Some(&id) = self.mapped.get(&key) {
@@ -649,14 +645,7 @@ impl FileTable {
             regular::record(path, &meta)
         };
         debug!(id, link = %link.display(), path = %reg.path, deleted, "mapped file");
-        self.descs.push(FileDesc {
-            id,
-            flags: libc::O_RDONLY as u32,
-            pos: 0,
-            kind: Some(Kind::Regular(reg)),
-        });
-        self.mapped.insert(key, id);
-        Ok(id)
+        Ok(self.push_mapped(key, id, libc::O_RDONLY, Kind::Regular(reg)))
     }
 
     /// A memfd mapped by a task: the description of an fd open on it if there is one (fds
@@ -678,14 +667,7 @@ impl FileTable {
         let id = self.next_id();
         let m = memfd::dump_mapped(id, pid, link, text, meta, images, &mut self.memfds)?;
         debug!(id, link = %link.display(), name = %m.name, "mapped memfd");
-        self.descs.push(FileDesc {
-            id,
-            flags: libc::O_RDWR as u32,
-            pos: 0,
-            kind: Some(Kind::Memfd(m)),
-        });
-        self.mapped.insert(key, id);
-        Ok(id)
+        Ok(self.push_mapped(key, id, libc::O_RDWR, Kind::Memfd(m)))
     }
 
     /// Registers shared anonymous memory a task maps (`link`: /proc/PID/map_files/START-END);
@@ -698,11 +680,7 @@ impl FileTable {
         link: &Path,
         images: &ImageDir,
     ) -> Result<u32, FileError> {
-        let bad = |detail: String| FileError::Mapped {
-            pid,
-            link: link.to_owned(),
-            detail,
-        };
+        let bad = mapped_err(pid, link);
         let meta = fs::metadata(link).map_err(|e| bad(format!("stat: {e}")))?;
         let key = InodeKey::of(&meta);
         if let Some(&id) = self.mapped.get(&key) {
@@ -712,14 +690,20 @@ impl FileTable {
         let s = shmem::dump(id, link, images)
             .map_err(|e| bad(format!("save the shared memory: {e}")))?;
         debug!(id, link = %link.display(), ino = s.ino, size = s.size, "shared anonymous memory");
+        Ok(self.push_mapped(key, id, libc::O_RDWR, Kind::Shmem(s)))
+    }
+
+    /// Adds the description `id` of an object mapped into memory (inode `key`), opened with
+    /// `flags` at position 0, for every later mapping of the same inode; returns `id`.
+    fn push_mapped(&mut self, key: InodeKey, id: u32, flags: i32, kind: Kind) -> u32 {
         self.descs.push(FileDesc {
             id,
-            flags: libc::O_RDWR as u32,
+            flags: flags as u32,
             pos: 0,
-            kind: Some(Kind::Shmem(s)),
+            kind: Some(kind),
         });
         self.mapped.insert(key, id);
-        Ok(id)
+        id
     }
 
     /// The descriptions collected, in id order.
@@ -1327,6 +1311,15 @@ pub(crate) fn open_unix_pair_by_ids(
         })
     };
     Ok((end(a)?, end(b)?))
+}
+
+/// The error about mapping `link` (/proc/PID/map_files/START-END) of `pid`.
+fn mapped_err(pid: Pid, link: &Path) -> impl Fn(String) -> FileError + '_ {
+    move |detail| FileError::Mapped {
+        pid,
+        link: link.to_owned(),
+        detail,
+    }
 }
 
 /// The sets of descriptions that one process must make together and hand down to the others
