@@ -426,6 +426,13 @@ fn unix_wait_readable(fd: i32) -> io::Result<()> {
     }
 }
 
+/// What `fd` holds once something is there (waits up to 10 s), as text.
+fn read_when_readable(fd: i32) -> io::Result<String> {
+    unix_wait_readable(fd)?;
+    let data = sys::read_available(fd, usize::MAX)?;
+    Ok(String::from_utf8_lossy(&data).into_owned())
+}
+
 fn unix_send(fd: i32, msg: &[u8]) -> io::Result<()> {
     // SAFETY: send from our own buffer.
     let n = unsafe { libc::send(fd, msg.as_ptr().cast(), msg.len(), 0) };
@@ -450,6 +457,20 @@ fn unix_tree_child(fd: i32) -> ! {
     }
 }
 
+/// Ends a forked child: status 0 when `result` is Ok, else 3 with the error on stderr
+/// (`what` names the child).
+fn exit_child(what: &str, result: io::Result<()>) -> ! {
+    let code = match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("{what}: {e}");
+            3
+        }
+    };
+    // SAFETY: ends the forked process.
+    unsafe { libc::_exit(code) };
+}
+
 /// The `pipe-split` child: holds only the write end of its parent's pipe; writes "early" at
 /// once, then "late" each time SIGUSR1 arrives (blocked outside sigsuspend, none lost).
 fn pipe_split_child(wr: i32) -> ! {
@@ -458,25 +479,11 @@ fn pipe_split_child(wr: i32) -> ! {
         sys::block_signal(libc::SIGUSR1)?;
         sys::write_all(wr, b"early")?;
         loop {
-            // SAFETY: sigset_t is plain data, emptied by sigemptyset before use.
-            let mut none: libc::sigset_t = unsafe { std::mem::zeroed() };
-            // SAFETY: none is a valid sigset_t; sigsuspend returns once a handler ran.
-            unsafe {
-                libc::sigemptyset(&mut none);
-                libc::sigsuspend(&none);
-            }
+            sys::await_sigusr1();
             sys::write_all(wr, b"late")?;
         }
     };
-    let code = match run() {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("pipe-split child: {e}");
-            3
-        }
-    };
-    // SAFETY: ends the forked process.
-    unsafe { libc::_exit(code) };
+    exit_child("pipe-split child", run())
 }
 
 /// The `unix-split` grandchild: says hello on `fd`, reports its pid on `report`, then answers
@@ -489,13 +496,7 @@ fn unix_split_grandchild(fd: i32, report: i32) -> ! {
         sys::write_all(report, std::process::id().to_string().as_bytes())?;
         sys::close(report);
         loop {
-            // SAFETY: sigset_t is plain data, emptied by sigemptyset before use.
-            let mut none: libc::sigset_t = unsafe { std::mem::zeroed() };
-            // SAFETY: none is a valid sigset_t; sigsuspend returns once a handler ran.
-            unsafe {
-                libc::sigemptyset(&mut none);
-                libc::sigsuspend(&none);
-            }
+            sys::await_sigusr1();
             let waiting = unix_recv_all_raw(fd)?;
             for msg in waiting {
                 unix_send(fd, format!("got {msg}").as_bytes())?;
@@ -505,15 +506,7 @@ fn unix_split_grandchild(fd: i32, report: i32) -> ! {
             sys::read(SPLIT_FILE, &mut [0u8; 1])?;
         }
     };
-    let code = match run() {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("unix-split grandchild: {e}");
-            3
-        }
-    };
-    // SAFETY: ends the forked process.
-    unsafe { libc::_exit(code) };
+    exit_child("unix-split grandchild", run())
 }
 
 /// The fds of the `events` mode.
@@ -1226,20 +1219,14 @@ impl Mode {
                 "kid",
                 [],
             ) => Ok(kid.to_string()),
-            (Mode::PipeSplit { rd, .. }, "read-wait", []) => {
-                unix_wait_readable(*rd).map_err(io)?;
-                let data = sys::read_available(*rd, usize::MAX).map_err(io)?;
-                Ok(String::from_utf8_lossy(&data).into_owned())
-            }
+            (Mode::PipeSplit { rd, .. }, "read-wait", []) => read_when_readable(*rd).map_err(io),
             (Mode::UnixSplit { .. }, "push", [msg]) => {
                 unix_send(UNIX_A, msg.as_bytes()).map_err(io)?;
                 Ok("ok".into())
             }
             (Mode::UnixSplit { .. }, "recv", []) => unix_recv_all(UNIX_A).map_err(io),
             (Mode::UnixSplit { .. }, "pipe-read", []) => {
-                unix_wait_readable(SPLIT_PIPE_RD).map_err(io)?;
-                let data = sys::read_available(SPLIT_PIPE_RD, usize::MAX).map_err(io)?;
-                Ok(String::from_utf8_lossy(&data).into_owned())
+                read_when_readable(SPLIT_PIPE_RD).map_err(io)
             }
             (Mode::UnixSplit { .. }, "file-pos", []) => {
                 Ok(sys::tell(SPLIT_FILE).map_err(io)?.to_string())
@@ -1978,6 +1965,18 @@ mod sys {
             libc::sigaddset(&mut set, sig);
         }
         set
+    }
+
+    /// Waits until a handler ran, with no signal blocked meanwhile: SIGUSR1, kept blocked
+    /// outside this wait, is never lost between two waits.
+    pub fn await_sigusr1() {
+        // SAFETY: sigset_t is plain data, emptied by sigemptyset before use.
+        let mut none: libc::sigset_t = unsafe { std::mem::zeroed() };
+        // SAFETY: none is a valid sigset_t; sigsuspend returns once a handler ran.
+        unsafe {
+            libc::sigemptyset(&mut none);
+            libc::sigsuspend(&none);
+        }
     }
 
     pub fn block_signal(sig: i32) -> io::Result<()> {

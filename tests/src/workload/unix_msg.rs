@@ -405,15 +405,7 @@ pub fn start_pass_child() -> io::Result<i32> {
     let kid = cvt(unsafe { libc::fork() })?;
     if kid == 0 {
         sys::close(a);
-        let code = match pass_child(b) {
-            Ok(()) => 0,
-            Err(e) => {
-                eprintln!("unix-pass child: {e}");
-                3
-            }
-        };
-        // SAFETY: ends the forked child.
-        unsafe { libc::_exit(code) };
+        crate::exit_child("unix-pass child", pass_child(b));
     }
     sys::close(b);
     Ok(kid)
@@ -421,13 +413,7 @@ pub fn start_pass_child() -> io::Result<i32> {
 
 fn pass_child(fd: i32) -> io::Result<()> {
     loop {
-        // SAFETY: sigset_t is plain data, emptied by sigemptyset before use.
-        let mut none: libc::sigset_t = unsafe { zeroed() };
-        // SAFETY: none is a valid sigset_t; sigsuspend returns once a handler ran.
-        unsafe {
-            libc::sigemptyset(&mut none);
-            libc::sigsuspend(&none);
-        }
+        sys::await_sigusr1();
         let took = take(fd)?;
         send_flags(fd, took.as_bytes(), 0)?;
     }
