@@ -372,33 +372,26 @@ fn plan_inheritance(
     let mut slot_of: HashMap<(usize, u32), usize> = HashMap::new();
     let mut cryo_sets = Vec::new();
     let by_id: HashMap<u32, &FileDesc> = descs.iter().map(|d| (d.id, d)).collect();
-    // Besides what is made together: a file, device or pipe end held by several processes
-    // not all in one line of descent (siblings, two trees) is opened once and handed down.
-    let mut count: HashMap<u32, usize> = HashMap::new();
-    for fds in &fd_of {
+    let mut holders: HashMap<u32, Vec<usize>> = HashMap::new();
+    for (i, fds) in fd_of.iter().enumerate() {
         for &id in fds.keys() {
-            *count.entry(id).or_default() += 1;
+            holders.entry(id).or_default().push(i);
         }
     }
+    // Besides what is made together: a file, device or pipe end held by several processes
+    // not all in one line of descent (siblings, two trees) is opened once and handed down.
     let in_sets: HashSet<u32> = together.iter().flatten().copied().collect();
-    let mut singles: Vec<Vec<u32>> = count
+    let mut singles: Vec<Vec<u32>> = holders
         .iter()
-        .filter(|&(id, &n)| {
-            n > 1 && !in_sets.contains(id) && by_id.get(id).is_some_and(|d| files::can_hand_down(d))
+        .filter(|&(id, h)| {
+            h.len() > 1
+                && !in_sets.contains(id)
+                && by_id.get(id).is_some_and(|d| files::can_hand_down(d))
         })
         .map(|(&id, _)| vec![id])
         .collect();
     singles.sort_unstable();
     let together: Vec<Vec<u32>> = together.iter().cloned().chain(singles).collect();
-    let linked: HashSet<u32> = together.iter().flatten().copied().collect();
-    let mut holders: HashMap<u32, Vec<usize>> = HashMap::new();
-    for (i, fds) in fd_of.iter().enumerate() {
-        for &id in fds.keys() {
-            if linked.contains(&id) {
-                holders.entry(id).or_default().push(i);
-            }
-        }
-    }
     for component in &together {
         let held: Vec<(usize, u32)> = component
             .iter()
