@@ -11,6 +11,8 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use libc::{c_int, c_long, c_void, pid_t};
 
+use crate::sys::process::CloneArgs;
+
 /// `PTRACE_SEIZE`.
 const PTRACE_SEIZE: c_long = 0x4206;
 /// `PTRACE_INTERRUPT`.
@@ -57,23 +59,6 @@ const PAGEMAP_SCAN: libc::c_ulong = 0xC060_6610;
 
 /// `struct user_regs_struct` size on x86_64 (27 registers).
 pub const USER_REGS_SIZE: usize = 27 * 8;
-
-/// `struct clone_args` (CLONE_ARGS_SIZE_VER2, 88 bytes).
-#[repr(C)]
-#[derive(Default)]
-struct CloneArgs {
-    flags: u64,
-    pidfd: u64,
-    child_tid: u64,
-    parent_tid: u64,
-    exit_signal: u64,
-    stack: u64,
-    stack_size: u64,
-    tls: u64,
-    set_tid: u64,
-    set_tid_size: u64,
-    cgroup: u64,
-}
 
 /// `struct prctl_mm_map` (104 bytes).
 #[repr(C)]
