@@ -6,10 +6,10 @@
 //! that now means something else to the restored process (the log file's number reused by a
 //! socket it made): every write first checks that the fd is still the file it was.
 
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::{IsTerminal as _, Write};
 use std::os::fd::{AsFd, BorrowedFd};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -68,10 +68,11 @@ struct Guarded<W> {
     identity: Option<(u64, u64)>,
 }
 
-/// The (device, inode) the fd refers to now.
+/// The (device, inode) the fd refers to now: one fstat per log line.
 fn identity(fd: BorrowedFd<'_>) -> Option<(u64, u64)> {
-    let file = File::from(fd.try_clone_to_owned().ok()?);
-    file.metadata().ok().map(|m| (m.dev(), m.ino()))
+    nix::sys::stat::fstat(fd)
+        .ok()
+        .map(|st| (st.st_dev, st.st_ino))
 }
 
 impl<W: AsFd> Guarded<W> {
@@ -102,6 +103,7 @@ impl<W: AsFd + Write> Write for Guarded<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::File;
 
     #[test]
     fn a_log_fd_taken_over_by_another_file_gets_nothing() {
