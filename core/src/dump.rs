@@ -265,10 +265,7 @@ fn dump_tree(
         }
         drop(frozen);
     } else {
-        // Children first, so no parent sees a child die before it dies itself.
-        for f in frozen.into_iter().rev() {
-            f.kill()?;
-        }
+        let dying = crate::freeze::kill_tree(frozen)?;
         for sockets in sockets_held {
             if let Some(id) = sockets.finish_killed() {
                 info!(
@@ -277,6 +274,7 @@ fn dump_tree(
                 );
             }
         }
+        dying.into_iter().for_each(crate::freeze::Dying::wait_gone);
     }
     let summary = DumpSummary {
         pids: tree.iter().map(|m| m.pid).collect(),

@@ -95,11 +95,51 @@ impl FrozenTask {
     }
 
     /// Kills the task while it is still frozen (the end of a dump without --leave-running).
-    pub fn kill(mut self) -> Result<()> {
+    /// The task is still dying on return: [`Dying::wait_gone`] waits for its end, so that
+    /// several tasks can be killed at once and their exits overlap.
+    pub fn kill(mut self) -> Result<Dying> {
         nix::sys::signal::kill(self.pid, Signal::SIGKILL)
             .map_err(|e| Error::sys(self.pid, "kill", e))?;
         self.killed = true;
-        Ok(())
+        Ok(Dying {
+            pid: self.pid,
+            tids: std::mem::take(&mut self.tids),
+        })
+    }
+}
+
+/// Kills a frozen tree, given parents first, children first so that no parent sees a child
+/// die before it dies itself.
+pub fn kill_tree(frozen: Vec<FrozenTask>) -> Result<Vec<Dying>> {
+    frozen.into_iter().rev().map(FrozenTask::kill).collect()
+}
+
+/// A frozen task sent SIGKILL whose threads may not have exited yet.
+#[derive(Debug)]
+pub struct Dying {
+    pid: Pid,
+    tids: Vec<Pid>,
+}
+
+impl Dying {
+    /// Waits, as their tracer, until every thread has exited: once a dump returns, what it
+    /// killed is dead (at most a zombie for its parent to reap), never still running.
+    pub fn wait_gone(self) {
+        // Other threads before the main one, whose exit waits for theirs.
+        for &tid in self.tids.iter().rev() {
+            loop {
+                match waitpid(tid, Some(WaitPidFlag::__WALL)) {
+                    Ok(WaitStatus::Exited(..)) | Ok(WaitStatus::Signaled(..)) => break,
+                    // A stop reported before the kill landed: the exit follows.
+                    Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+                    // ECHILD: already reaped or no longer ours to wait for.
+                    Err(e) => {
+                        debug!(pid = %self.pid, %tid, "wait for the killed thread: {e}");
+                        break;
+                    }
+                }
+            }
+        }
     }
 }
 

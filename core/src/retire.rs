@@ -142,13 +142,11 @@ pub fn kill_left_running(dir: &Path) -> Result<Retired> {
     let network_lock = if seen > 0 { lock_id } else { String::new() };
     inventory.network_lock = network_lock.clone();
     images.replace(names::INVENTORY, ImageKind::Inventory, &[inventory])?;
-    // Children first, as the dump does.
-    for f in frozen.into_iter().rev() {
-        f.kill()?;
-    }
+    let dying = crate::freeze::kill_tree(frozen)?;
     for dump in held {
         let _ = dump.finish_killed();
     }
+    dying.into_iter().for_each(crate::freeze::Dying::wait_gone);
     info!(
         processes = live.len(),
         connections = seen,

@@ -617,7 +617,7 @@ pub fn spawn_tree(plan: &TreePlan, ns: Option<(bool, bool)>) -> Result<Spawned> 
                         Ok(Forked::Parent(child)) => created[r] = Some(child),
                         Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
                             return Err(Error::Restore(format!(
-                                "pid {pid} is taken: it was created meanwhile"
+                                "pid {pid} is taken: a process created meanwhile holds it, or a dying one as its group id"
                             )))
                         }
                         Err(e) => return Err(Error::sys(pid, "clone3 with set_tid", e)),

@@ -42,14 +42,28 @@ pub enum Forked {
 /// Forks this (single-threaded) process into a child with pid `pid` (clone3 with set_tid).
 ///
 /// The caller must be single-threaded: the child runs ordinary Rust code.
+///
+/// EEXIST is retried for a moment: a pid number stays allocated a little after its process
+/// is gone from /proc (the kernel frees it after dropping tasklist_lock), and as long as a
+/// dying process still has it as its process group or session id.
 pub fn fork_with_pid(pid: Pid) -> io::Result<Forked> {
+    const PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
     let tid: libc::pid_t = pid.as_raw();
-    clone3(&CloneArgs {
+    let args = CloneArgs {
         exit_signal: libc::SIGCHLD as u64,
         set_tid: &tid as *const libc::pid_t as u64,
         set_tid_size: 1,
         ..Default::default()
-    })
+    };
+    let started = std::time::Instant::now();
+    loop {
+        match clone3(&args) {
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) && started.elapsed() < PATIENCE => {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            done => return done,
+        }
+    }
 }
 
 /// clone3 without CLONE_VM: a fork, shaped by `args`.
