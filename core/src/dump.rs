@@ -259,13 +259,17 @@ fn dump_tree(
     )?;
     hooks.set(hooks::env::CHECKPOINT_ID, checkpoint_id);
     hooks.run(Stage::PostDump, &opts.pids)?;
+    // Frozen until released or killed; the wait for the killed to exit is not freezing.
+    let frozen_for;
     if opts.leave_running {
         for sockets in sockets_held {
             sockets.finish_running()?;
         }
         drop(frozen);
+        frozen_for = frozen_at.elapsed();
     } else {
         let dying = crate::freeze::kill_tree(frozen)?;
+        frozen_for = frozen_at.elapsed();
         for sockets in sockets_held {
             if let Some(id) = sockets.finish_killed() {
                 info!(
@@ -279,7 +283,7 @@ fn dump_tree(
     let summary = DumpSummary {
         pids: tree.iter().map(|m| m.pid).collect(),
         pages_bytes,
-        frozen: frozen_at.elapsed(),
+        frozen: frozen_for,
         total: started.elapsed(),
     };
     info!(
