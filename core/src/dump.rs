@@ -329,7 +329,8 @@ fn collect(
     core.itimers = timers::dump_itimers(pid, remote, scratch.addr)?;
     core.posix_timers = timers::dump_posix(pid, remote, scratch.addr)?;
     core.shared_pending = threads::shared_pending(pid)?;
-    if let Some(listener) = crate::notify::find_listener(pid)? {
+    let listener = crate::notify::find_listeners_except(pid, |fd| sockets.is_socket_fd(fd))?;
+    if let Some(listener) = listener.into_iter().next() {
         core.resume_listener = serde_json::to_string(&listener)
             .map_err(|e| Error::target(pid, format!("resume channel: {e}")))?;
     }

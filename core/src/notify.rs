@@ -230,6 +230,16 @@ fn is_readable(pid: Pid, fd: RawFd) -> bool {
 /// Every notification channel of `pid`, lowest fd first. Reads /proc only: call it at dump
 /// time, on the frozen process.
 pub fn find_listeners(pid: Pid) -> Result<Vec<ListenerRef>, NotifyError> {
+    find_listeners_except(pid, |_| false)
+}
+
+/// As [`find_listeners`], not looking at the fds `known_other` says are something else (the
+/// sockets a dump has identified already: a server's 10,000 connections are 10,000 readlinks
+/// saved).
+pub(crate) fn find_listeners_except(
+    pid: Pid,
+    known_other: impl Fn(RawFd) -> bool,
+) -> Result<Vec<ListenerRef>, NotifyError> {
     let dir = format!("/proc/{pid}/fd");
     let list = |source| NotifyError::ListFds { pid, source };
     let mut found = Vec::new();
@@ -242,6 +252,9 @@ pub fn find_listeners(pid: Pid) -> Result<Vec<ListenerRef>, NotifyError> {
         else {
             continue;
         };
+        if known_other(fd) {
+            continue;
+        }
         // An fd closed since the listing is simply not a channel.
         let Ok(link) = fs::read_link(entry.path()) else {
             continue;

@@ -79,6 +79,12 @@ impl OpenFd {
                 fd,
                 detail: format!("path {raw:?} is not valid UTF-8 (not supported)"),
             })?;
+        Self::with_link(pid, fd, link)
+    }
+
+    /// Reads the fdinfo of fd `fd` of `pid`, whose link is known already (a socket found by
+    /// the socket pass: its link is `socket:[INO]`).
+    pub(super) fn with_link(pid: Pid, fd: RawFd, link: String) -> Result<Self, FileError> {
         let info_path = PathBuf::from(format!("/proc/{pid}/fdinfo/{fd}"));
         let text = read_proc_text(&info_path).map_err(|e| FileError::Inspect {
             pid,
@@ -166,7 +172,14 @@ fn read_proc_text(path: &std::path::Path) -> io::Result<String> {
     loop {
         match file.read(&mut chunk) {
             Ok(0) => break,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Ok(n) => {
+                buf.extend_from_slice(&chunk[..n]);
+                // A seq_file read returns all it has up to the size asked: a short read is
+                // the end, and the read that would say so is saved (one syscall per fd).
+                if n < chunk.len() {
+                    break;
+                }
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }

@@ -324,6 +324,9 @@ pub struct FileTable {
     terminal: Option<(u64, String, Pid, RawFd)>,
     pipes_captured: HashSet<InodeKey>,
     sockets: HashMap<u64, Socket>,
+    /// The socket fds of the task being dumped, as its socket pass found them: their link and
+    /// inode are known, so only their fdinfo is read.
+    task_sockets: HashMap<RawFd, InodeKey>,
 }
 
 /// Per-task state of one `dump_task_fds` call.
@@ -387,6 +390,7 @@ impl FileTable {
         for (ino, rec) in dump.records() {
             self.sockets.insert(ino, rec.clone());
         }
+        self.task_sockets = dump.socket_fds().clone();
     }
 
     /// Dumps one of cryo's own fds (a descriptor in flight, duplicated into cryo by a peek)
@@ -483,9 +487,18 @@ impl FileTable {
         images: &ImageDir,
         opts: &FdDumpOptions,
     ) -> Result<FdEntry, FileError> {
-        let open = OpenFd::read(task.pid, fd)?;
-        let (class, meta) = classify(&open)?;
-        let key = InodeKey::of(&meta);
+        let known_socket = self.task_sockets.get(&fd).copied();
+        let (open, key, classified) = match known_socket {
+            Some(key) => {
+                let link = format!("socket:[{}]", key.ino);
+                (OpenFd::with_link(task.pid, fd, link)?, key, None)
+            }
+            None => {
+                let open = OpenFd::read(task.pid, fd)?;
+                let (class, meta) = classify(&open)?;
+                (open, InodeKey::of(&meta), Some((class, meta)))
+            }
+        };
         let entry = |file_id| FdEntry {
             fd,
             file_id,
@@ -496,46 +509,11 @@ impl FileTable {
             return Ok(entry(id));
         }
         let id = self.next_id();
-        let kind = match class {
-            Class::Regular { path, deleted } => Kind::Regular(if deleted {
-                let raw = self.ghost(id, key, &path, &open.proc_path(), images)?;
-                reg_deleted(regular::record(path, &meta), raw)
-            } else {
-                regular::record(path, &meta)
-            }),
-            Class::Directory { path } => Kind::Directory(regular::record(path, &meta)),
-            Class::Pipe { ino, fifo_path } => {
-                let with_data = self.pipes_captured.insert(key);
-                let pidfd = task.pidfd(&open)?;
-                Kind::Pipe(pipes::dump(
-                    &open,
-                    pidfd.as_fd(),
-                    ino,
-                    fifo_path,
-                    with_data,
-                )?)
+        let kind = match classified {
+            None => self.socket_kind(&open, key.ino)?,
+            Some((class, meta)) => {
+                self.file_kind(task, &open, class, &meta, id, key, images, opts)?
             }
-            Class::CharDevice { path } if opts.shell_job && tty::is_pty_slave(meta.rdev()) => {
-                let pidfd = task.pidfd(&open)?;
-                let t = tty::dump(&open, &path, &meta, pidfd.as_fd(), &mut self.terminal)?;
-                Kind::Tty(t)
-            }
-            Class::CharDevice { path } => {
-                Kind::CharDevice(devices::dump(&open, &path, &meta, opts)?)
-            }
-            Class::Anon { kind } => match kind.as_str() {
-                "eventfd" => Kind::Eventfd(events::dump_eventfd(&open)?),
-                "timerfd" => Kind::Timerfd(events::dump_timerfd(&open)?),
-                "signalfd" => Kind::Signalfd(events::dump_signalfd(&open)?),
-                "epoll" => Kind::Epoll(epoll::dump(&open)?),
-                "inotify" => Kind::Inotify(inotify::dump(&open)?),
-                other => return Err(open.refuse(other, false)),
-            },
-            Class::Memfd => Kind::Memfd(memfd::dump(id, &open, &meta, images, &mut self.memfds)?),
-            Class::Socket { ino } => match self.sockets.get(&ino) {
-                Some(rec) => Kind::Socket(rec.clone()),
-                None => return Err(open.refuse("socket", true)),
-            },
         };
         debug!(
             fd,
@@ -558,6 +536,59 @@ impl FileTable {
             id,
         });
         Ok(entry(id))
+    }
+
+    /// The record of socket `ino`, captured by the task's socket pass.
+    fn socket_kind(&self, open: &OpenFd, ino: u64) -> Result<Kind, FileError> {
+        match self.sockets.get(&ino) {
+            Some(rec) => Ok(Kind::Socket(rec.clone())),
+            None => Err(open.refuse("socket", true)),
+        }
+    }
+
+    /// What description `id` of a file other than a known socket is.
+    #[allow(clippy::too_many_arguments)]
+    fn file_kind(
+        &mut self,
+        task: &mut TaskFds,
+        open: &OpenFd,
+        class: Class,
+        meta: &fs::Metadata,
+        id: u32,
+        key: InodeKey,
+        images: &ImageDir,
+        opts: &FdDumpOptions,
+    ) -> Result<Kind, FileError> {
+        Ok(match class {
+            Class::Regular { path, deleted } => Kind::Regular(if deleted {
+                let raw = self.ghost(id, key, &path, &open.proc_path(), images)?;
+                reg_deleted(regular::record(path, meta), raw)
+            } else {
+                regular::record(path, meta)
+            }),
+            Class::Directory { path } => Kind::Directory(regular::record(path, meta)),
+            Class::Pipe { ino, fifo_path } => {
+                let with_data = self.pipes_captured.insert(key);
+                let pidfd = task.pidfd(open)?;
+                Kind::Pipe(pipes::dump(open, pidfd.as_fd(), ino, fifo_path, with_data)?)
+            }
+            Class::CharDevice { path } if opts.shell_job && tty::is_pty_slave(meta.rdev()) => {
+                let pidfd = task.pidfd(open)?;
+                let t = tty::dump(open, &path, meta, pidfd.as_fd(), &mut self.terminal)?;
+                Kind::Tty(t)
+            }
+            Class::CharDevice { path } => Kind::CharDevice(devices::dump(open, &path, meta, opts)?),
+            Class::Anon { kind } => match kind.as_str() {
+                "eventfd" => Kind::Eventfd(events::dump_eventfd(open)?),
+                "timerfd" => Kind::Timerfd(events::dump_timerfd(open)?),
+                "signalfd" => Kind::Signalfd(events::dump_signalfd(open)?),
+                "epoll" => Kind::Epoll(epoll::dump(open)?),
+                "inotify" => Kind::Inotify(inotify::dump(open)?),
+                other => return Err(open.refuse(other, false)),
+            },
+            Class::Memfd => Kind::Memfd(memfd::dump(id, open, meta, images, &mut self.memfds)?),
+            Class::Socket { ino } => self.socket_kind(open, ino)?,
+        })
     }
 
     /// The id of a known description `open` refers to, if any (kcmp among the holders of

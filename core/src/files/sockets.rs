@@ -46,7 +46,7 @@ use tracing::{debug, warn};
 use cryo_unix_sockets as unix;
 use serde::{Deserialize, Serialize};
 
-use super::inspect::{self, OpenFd};
+use super::inspect::{self, InodeKey, OpenFd};
 use super::{sys, FileError};
 
 // The segments tcp-repair injects on restore (the peer's FIN of a half-closed connection)
@@ -98,6 +98,8 @@ pub struct SocketDump {
     held: Vec<Held>,
     pidfd: Option<OwnedFd>,
     lock: Option<NetworkLock>,
+    /// Every socket fd of the task (several may share one socket), with its inode.
+    socket_fds: HashMap<RawFd, InodeKey>,
 }
 
 /// What one socket fd is.
@@ -469,6 +471,93 @@ struct FoundSocket {
     kind: Found,
 }
 
+/// A socket record as the capture makes it (its peer, for unix sockets, comes later).
+fn socket_record(ino: u64, kind: SocketKind, family: u32, state_json: Vec<u8>) -> Socket {
+    Socket {
+        ino,
+        kind: kind as i32,
+        family,
+        state_json,
+        peer_ino: 0,
+        ..Socket::default()
+    }
+}
+
+/// Captures TCP connections (the network lock installed, the owner frozen) on up to one
+/// thread per core, returning each result in the order given. A connection captured is left
+/// in repair mode and comes back with its [`Held`]; one that fails is put back as it was.
+fn capture_connections(
+    pid: Pid,
+    pidfd: Option<BorrowedFd<'_>>,
+    connections: Vec<FoundConnection>,
+) -> Vec<Result<(Held, Socket), FileError>> {
+    /// Below this many, a thread costs more than it saves.
+    const PER_THREAD_MIN: usize = 256;
+    let Some(pidfd) = pidfd else {
+        return Vec::new();
+    };
+    let capture_one = |f: &FoundConnection| -> Result<(Held, Socket), FileError> {
+        let fd = f.fd;
+        let dup = sys::pidfd_getfd(pidfd, fd).map_err(|e| FileError::Socket {
+            pid,
+            fd,
+            detail: format!("pidfd_getfd: {e}"),
+        })?;
+        let bad = |e: tcp::TcpRepairError| FileError::Socket {
+            pid,
+            fd,
+            detail: e.to_string(),
+        };
+        let repair = Repair::enter_named(dup.as_fd(), f.name).map_err(bad)?;
+        let state = repair.capture().map_err(bad)?;
+        let json = to_json(pid, fd, &state)?;
+        repair.hold();
+        let held = Held {
+            fd,
+            local: state.local,
+            remote: state.remote,
+        };
+        Ok((
+            held,
+            socket_record(f.ino, SocketKind::TcpConnection, f.family, json),
+        ))
+    };
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(connections.len() / PER_THREAD_MIN)
+        .max(1);
+    if threads == 1 {
+        return connections.iter().map(capture_one).collect();
+    }
+    let per_thread = connections.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = connections
+            .chunks(per_thread)
+            .map(|chunk| scope.spawn(move || chunk.iter().map(capture_one).collect::<Vec<_>>()))
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| {
+                w.join().unwrap_or_else(|_| {
+                    vec![Err(FileError::Socket {
+                        pid,
+                        fd: -1,
+                        detail: "a capture thread panicked".into(),
+                    })]
+                })
+            })
+            .collect()
+    })
+}
+
+/// A TCP connection of the task, found and checked, to be captured.
+struct FoundConnection {
+    fd: RawFd,
+    ino: u64,
+    family: u32,
+    name: tcp::SocketName,
+}
+
 /// Fd `fd` of `pid` for error messages: its link is read only then.
 fn for_errors(pid: Pid, fd: RawFd) -> OpenFd {
     let link = std::fs::read_link(inspect::proc_fd(pid, fd))
@@ -485,9 +574,14 @@ fn for_errors(pid: Pid, fd: RawFd) -> OpenFd {
 }
 
 /// The socket inode behind `dup` (a duplicate of a task's fd), `None` if it is no socket.
-fn socket_ino(dup: BorrowedFd<'_>) -> std::io::Result<Option<u64>> {
+fn socket_inode(dup: BorrowedFd<'_>) -> std::io::Result<Option<InodeKey>> {
     let st = nix::sys::stat::fstat(dup)?;
-    Ok((st.st_mode & libc::S_IFMT == libc::S_IFSOCK).then_some(st.st_ino))
+    Ok(
+        (st.st_mode & libc::S_IFMT == libc::S_IFSOCK).then_some(InodeKey {
+            dev: st.st_dev,
+            ino: st.st_ino,
+        }),
+    )
 }
 
 impl SocketDump {
@@ -502,6 +596,7 @@ impl SocketDump {
     pub fn collect(pid: Pid, opts: &SocketDumpOptions) -> Result<SocketDump, FileError> {
         let mut found: Vec<FoundSocket> = Vec::new();
         let mut seen = std::collections::HashSet::new();
+        let mut socket_fds = HashMap::new();
         let mut pidfd: Option<OwnedFd> = None;
         for fd in inspect::list_fds(pid)? {
             if pidfd.is_none() {
@@ -521,13 +616,15 @@ impl SocketDump {
                     return Err(open.inspect_err("pidfd_getfd", open.proc_path(), e));
                 }
             };
-            let ino = socket_ino(dup.as_fd()).map_err(|e| {
+            let inode = socket_inode(dup.as_fd()).map_err(|e| {
                 let open = for_errors(pid, fd);
                 open.inspect_err("fstat", open.proc_path(), e)
             })?;
-            let Some(ino) = ino else {
+            let Some(inode) = inode else {
                 continue;
             };
+            socket_fds.insert(fd, inode);
+            let ino = inode.ino;
             if !seen.insert(ino) {
                 continue;
             }
@@ -542,6 +639,7 @@ impl SocketDump {
         let mut out = SocketDump::default();
         out.records.reserve(found.len());
         out.pidfd = pidfd;
+        out.socket_fds = socket_fds;
         let mut diag = None;
         let tuples: Vec<ConnTuple> = found
             .iter()
@@ -561,12 +659,44 @@ impl SocketDump {
             out.lock = Some(lock);
             out.held.reserve(tuples.len());
         }
+        // Connections are captured on every core: each costs some 40 syscalls and none
+        // depends on another. The rest (listeners, UDP, unix) is captured here in order.
+        let mut connections = Vec::new();
+        let mut others = Vec::new();
+        for f in found {
+            match f.kind {
+                Found::Connection(local, remote) => connections.push(FoundConnection {
+                    fd: f.fd,
+                    ino: f.ino,
+                    family: f.family,
+                    name: tcp::SocketName::new(Some(local), Some(remote)),
+                }),
+                _ => others.push(f),
+            }
+        }
+        let pidfd_ref = out.pidfd.as_ref().map(|p| p.as_fd());
+        let mut first_err = None;
+        for captured in capture_connections(pid, pidfd_ref, connections) {
+            match captured {
+                Ok((held, rec)) => {
+                    out.held.push(held);
+                    out.records.insert(rec.ino, rec);
+                }
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        // Captured connections stay held in `out`: dropping it on error puts them back.
+        if let Some(e) = first_err {
+            return Err(e);
+        }
         for FoundSocket {
             fd,
             ino,
             family,
             kind,
-        } in found
+        } in others
         {
             let pidfd = out.pidfd.as_ref().expect("set with the first socket");
             let dup = sys::pidfd_getfd(pidfd.as_fd(), fd).map_err(|e| FileError::Socket {
@@ -584,17 +714,7 @@ impl SocketDump {
                     out.record_unix(pid, fd, ino, family, dup.as_fd(), &mut diag)?;
                     continue;
                 }
-                Found::Connection(..) => {
-                    let repair = Repair::enter(dup.as_fd()).map_err(bad)?;
-                    let state = repair.capture().map_err(bad)?;
-                    repair.hold();
-                    out.held.push(Held {
-                        fd,
-                        local: state.local,
-                        remote: state.remote,
-                    });
-                    (SocketKind::TcpConnection, to_json(pid, fd, &state)?)
-                }
+                Found::Connection(..) => continue,
                 Found::Listener => {
                     let state =
                         tcp::capture_listener(dup.as_fd(), InFlight::Refuse).map_err(bad)?;
@@ -605,17 +725,8 @@ impl SocketDump {
                     (SocketKind::Udp, to_json(pid, fd, &state)?)
                 }
             };
-            out.records.insert(
-                ino,
-                Socket {
-                    ino,
-                    kind: kind as i32,
-                    family,
-                    state_json: json,
-                    peer_ino: 0,
-                    ..Socket::default()
-                },
-            );
+            out.records
+                .insert(ino, socket_record(ino, kind, family, json));
         }
         debug!(
             sockets = out.records.len(),
@@ -623,6 +734,16 @@ impl SocketDump {
             "sockets captured"
         );
         Ok(out)
+    }
+
+    /// True if fd `fd` of the task is a socket.
+    pub fn is_socket_fd(&self, fd: RawFd) -> bool {
+        self.socket_fds.contains_key(&fd)
+    }
+
+    /// Every socket fd of the task, with the inode behind it.
+    pub(super) fn socket_fds(&self) -> &HashMap<RawFd, InodeKey> {
+        &self.socket_fds
     }
 
     /// The records captured, by socket inode.
