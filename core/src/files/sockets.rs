@@ -471,6 +471,24 @@ struct FoundSocket {
     kind: Found,
 }
 
+/// A duplicate of socket fd `fd` of `pid`, to capture it through.
+fn socket_dup(pid: Pid, pidfd: BorrowedFd<'_>, fd: RawFd) -> Result<OwnedFd, FileError> {
+    sys::pidfd_getfd(pidfd, fd).map_err(|e| FileError::Socket {
+        pid,
+        fd,
+        detail: format!("pidfd_getfd: {e}"),
+    })
+}
+
+/// Maps a capture error of socket fd `fd` of `pid` to this crate's error.
+fn repair_err(pid: Pid, fd: RawFd) -> impl Fn(tcp::TcpRepairError) -> FileError + Copy {
+    move |e| FileError::Socket {
+        pid,
+        fd,
+        detail: e.to_string(),
+    }
+}
+
 /// A socket record as the capture makes it (its peer, for unix sockets, comes later).
 fn socket_record(ino: u64, kind: SocketKind, family: u32, state_json: Vec<u8>) -> Socket {
     Socket {
@@ -498,16 +516,8 @@ fn capture_connections(
     };
     let capture_one = |f: &FoundConnection| -> Result<(Held, Socket), FileError> {
         let fd = f.fd;
-        let dup = sys::pidfd_getfd(pidfd, fd).map_err(|e| FileError::Socket {
-            pid,
-            fd,
-            detail: format!("pidfd_getfd: {e}"),
-        })?;
-        let bad = |e: tcp::TcpRepairError| FileError::Socket {
-            pid,
-            fd,
-            detail: e.to_string(),
-        };
+        let dup = socket_dup(pid, pidfd, fd)?;
+        let bad = repair_err(pid, fd);
         let repair = Repair::enter_named(dup.as_fd(), f.name).map_err(bad)?;
         let state = repair.capture().map_err(bad)?;
         let json = to_json(pid, fd, &state)?;
@@ -699,16 +709,8 @@ impl SocketDump {
         } in others
         {
             let pidfd = out.pidfd.as_ref().expect("set with the first socket");
-            let dup = sys::pidfd_getfd(pidfd.as_fd(), fd).map_err(|e| FileError::Socket {
-                pid,
-                fd,
-                detail: format!("pidfd_getfd: {e}"),
-            })?;
-            let bad = |e: tcp::TcpRepairError| FileError::Socket {
-                pid,
-                fd,
-                detail: e.to_string(),
-            };
+            let dup = socket_dup(pid, pidfd.as_fd(), fd)?;
+            let bad = repair_err(pid, fd);
             let (kind, json) = match kind {
                 Found::Unix => {
                     out.record_unix(pid, fd, ino, family, dup.as_fd(), &mut diag)?;
