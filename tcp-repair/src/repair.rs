@@ -74,9 +74,6 @@ pub struct Repair<'fd> {
     fd: BorrowedFd<'fd>,
     name: SocketName,
     held: bool,
-    /// TCP_INFO as read on entering: the first capture attempt needs no second read (the
-    /// owner is frozen and the network locked, so nothing moves in between; a retry re-reads).
-    info: sys::TcpInfoHead,
 }
 
 impl<'fd> Repair<'fd> {
@@ -101,7 +98,6 @@ impl<'fd> Repair<'fd> {
             fd,
             name,
             held: false,
-            info,
         })
     }
 
@@ -124,12 +120,8 @@ impl<'fd> Repair<'fd> {
             _ => return Err(ctx.invalid("getsockname/getpeername", "socket has no addresses")),
         };
         let mut last_err = None;
-        for attempt in 0..CAPTURE_ATTEMPTS {
-            let info = match attempt {
-                0 => self.info,
-                _ => sys::tcp_info(self.fd).map_err(ctx.sys("getsockopt TCP_INFO"))?,
-            };
-            match self.capture_once(ctx, local, remote, info) {
+        for _ in 0..CAPTURE_ATTEMPTS {
+            match self.capture_once(ctx, local, remote) {
                 Ok(Some(state)) => return Ok(state),
                 Ok(None) => {
                     last_err = Some(ctx.invalid(
@@ -149,9 +141,9 @@ impl<'fd> Repair<'fd> {
         ctx: Ctx,
         local: SocketAddr,
         remote: SocketAddr,
-        info: sys::TcpInfoHead,
     ) -> Result<Option<TcpConnectionState>> {
         let fd = self.fd;
+        let info = sys::tcp_info(fd).map_err(ctx.sys("getsockopt TCP_INFO"))?;
         let state = classify_state(info.state, Operation::Capture, self.name)?;
 
         let outq = sys::ioctl_int(fd, libc::TIOCOUTQ as _).map_err(ctx.sys("ioctl SIOCOUTQ"))?;
@@ -171,18 +163,18 @@ impl<'fd> Repair<'fd> {
             return Ok(None);
         }
 
-        // The send queue first, so that the receive queue is still selected for the re-check.
-        let (send_end, send_queue) = self.read_queue(ctx, sys::TCP_SEND_QUEUE, outq)?;
         let (recv_end, recv_queue) = self.read_queue(ctx, sys::TCP_RECV_QUEUE, inq)?;
-        // Re-check that nothing arrived while we peeked.
-        let inq2 = sys::ioctl_int(fd, libc::FIONREAD as _).map_err(ctx.sys("ioctl SIOCINQ"))?;
-        let recv_end2 = sys::get_int(fd, libc::SOL_TCP, libc::TCP_QUEUE_SEQ)
-            .map_err(ctx.sys("getsockopt TCP_QUEUE_SEQ"))? as u32;
+        let (send_end, send_queue) = self.read_queue(ctx, sys::TCP_SEND_QUEUE, outq)?;
         sys::set_int(fd, libc::SOL_TCP, libc::TCP_REPAIR_QUEUE, sys::TCP_NO_QUEUE)
             .map_err(ctx.sys("setsockopt TCP_REPAIR_QUEUE"))?;
         let (Some(recv_queue), Some(mut send_queue)) = (recv_queue, send_queue) else {
             return Ok(None);
         };
+        // Re-check that nothing moved while we peeked.
+        let inq2 = sys::ioctl_int(fd, libc::FIONREAD as _).map_err(ctx.sys("ioctl SIOCINQ"))?;
+        let recv_end2 = self.queue_seq(ctx, sys::TCP_RECV_QUEUE)?;
+        sys::set_int(fd, libc::SOL_TCP, libc::TCP_REPAIR_QUEUE, sys::TCP_NO_QUEUE)
+            .map_err(ctx.sys("setsockopt TCP_REPAIR_QUEUE"))?;
         if inq2 as u32 != inq || recv_end2 != recv_end {
             return Ok(None);
         }
