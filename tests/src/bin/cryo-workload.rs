@@ -442,6 +442,22 @@ fn unix_send(fd: i32, msg: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// Forks a child that runs `child` with fd `theirs` (closing `ours`), while this process keeps
+/// `ours` (closing `theirs`). Returns the child's pid.
+fn fork_holding(ours: i32, theirs: i32, child: fn(i32) -> !) -> io::Result<libc::pid_t> {
+    // SAFETY: the workload is single-threaded here; the child only makes syscalls.
+    let kid = unsafe { libc::fork() };
+    if kid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if kid == 0 {
+        sys::close(ours);
+        child(theirs);
+    }
+    sys::close(theirs);
+    Ok(kid)
+}
+
 /// The `unix-tree` child: answers every message on `fd` with "got MSG".
 fn unix_tree_child(fd: i32) -> ! {
     let mut buf = [0u8; 4096];
@@ -1026,30 +1042,12 @@ impl Mode {
             "unix-tree" => {
                 let (a, b) =
                     unix_socketpair(libc::SOCK_STREAM).map_err(|err| e("socketpair", err))?;
-                // SAFETY: single-threaded here; the child only makes syscalls.
-                let kid = unsafe { libc::fork() };
-                if kid < 0 {
-                    return Err(e("fork", io::Error::last_os_error()));
-                }
-                if kid == 0 {
-                    sys::close(a);
-                    unix_tree_child(b);
-                }
-                sys::close(b);
+                let kid = fork_holding(a, b, unix_tree_child).map_err(|err| e("fork", err))?;
                 Mode::UnixTree { kid }
             }
             "pipe-split" => {
                 let (rd, wr) = sys::pipe().map_err(|err| e("pipe", err))?;
-                // SAFETY: single-threaded here; the child only makes syscalls.
-                let kid = unsafe { libc::fork() };
-                if kid < 0 {
-                    return Err(e("fork", io::Error::last_os_error()));
-                }
-                if kid == 0 {
-                    sys::close(rd);
-                    pipe_split_child(wr);
-                }
-                sys::close(wr);
+                let kid = fork_holding(rd, wr, pipe_split_child).map_err(|err| e("fork", err))?;
                 Mode::PipeSplit { kid, rd }
             }
             "unix-split" => {
