@@ -506,14 +506,11 @@ fn socket_record(ino: u64, kind: SocketKind, family: u32, state_json: Vec<u8>) -
 /// in repair mode and comes back with its [`Held`]; one that fails is put back as it was.
 fn capture_connections(
     pid: Pid,
-    pidfd: Option<BorrowedFd<'_>>,
+    pidfd: BorrowedFd<'_>,
     connections: Vec<FoundConnection>,
 ) -> Vec<Result<(Held, Socket), FileError>> {
     /// Below this many, a thread costs more than it saves.
     const PER_THREAD_MIN: usize = 256;
-    let Some(pidfd) = pidfd else {
-        return Vec::new();
-    };
     let capture_one = |f: &FoundConnection| -> Result<(Held, Socket), FileError> {
         let fd = f.fd;
         let dup = socket_dup(pid, pidfd, fd)?;
@@ -684,9 +681,13 @@ impl SocketDump {
                 _ => others.push(f),
             }
         }
-        let pidfd_ref = out.pidfd.as_ref().map(|p| p.as_fd());
+        // A task with connections has fds, so a pidfd: it is None only without any.
+        let captured = match &out.pidfd {
+            Some(pidfd) => capture_connections(pid, pidfd.as_fd(), connections),
+            None => Vec::new(),
+        };
         let mut first_err = None;
-        for captured in capture_connections(pid, pidfd_ref, connections) {
+        for captured in captured {
             match captured {
                 Ok((held, rec)) => {
                     out.held.push(held);
@@ -716,6 +717,7 @@ impl SocketDump {
                     out.record_unix(pid, fd, ino, family, dup.as_fd(), &mut diag)?;
                     continue;
                 }
+                // Split out and captured above.
                 Found::Connection(..) => continue,
                 Found::Listener => {
                     let state =
