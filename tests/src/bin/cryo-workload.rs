@@ -104,8 +104,8 @@
 //!                            end 50; a child forks a grandchild D holding end 51 and exits, so
 //!                            D is no descendant. D sends "hello-from-D" at once, then answers
 //!                            every waiting message with "got MSG" each time it gets SIGUSR1,
-//!                            then writes "p" into a pipe (fd 53; this process reads fd 52) and
-//!                            reads one byte of DIR/split.txt (fd 54 in both: one offset).
+//!                            then reads one byte of DIR/split.txt (fd 54 in both: one offset)
+//!                            and writes "p" into a pipe (fd 53; this process reads fd 52).
 //!                            push MSG -> ok   recv -> <what waits on 50> | empty
 //!                            recv-wait, ready (as unix-tree)   kid -> <D's pid>
 //!                            pipe-read -> <what the pipe holds> (waits up to 10 s)
@@ -517,9 +517,10 @@ fn unix_split_grandchild(fd: i32, report: i32) -> ! {
             for msg in waiting {
                 unix_send(fd, format!("got {msg}").as_bytes())?;
             }
-            // The pipe and the file it shares with the other tree.
-            sys::write_all(SPLIT_PIPE_WR, b"p")?;
+            // The file and the pipe it shares with the other tree; the file first, so that
+            // "p" in the pipe tells the reader the offset has moved already.
             sys::read(SPLIT_FILE, &mut [0u8; 1])?;
+            sys::write_all(SPLIT_PIPE_WR, b"p")?;
         }
     };
     exit_child("unix-split grandchild", run())
