@@ -24,7 +24,7 @@ use std::os::fd::AsFd;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-use cryo_tcp_repair::{capture_and_leave, restore, Repair, TcpConnectionState};
+use cryo_tcp_repair::{capture_and_leave, close_silently, restore, Repair, TcpConnectionState};
 
 /// Bytes C sends in total.
 const TOTAL: u64 = 8 << 20;
@@ -139,8 +139,9 @@ fn role_a() -> Res<()> {
     if line.trim() != "ready" {
         return Err(format!("B said {line:?}").into());
     }
-    // Closing in repair mode sends neither FIN nor RST.
-    drop(conn);
+    // Closing in repair mode sends neither FIN nor RST; the disconnect frees the
+    // address pair for B even if some child of ours still holds a copy of the fd.
+    close_silently(conn.into())?;
     b_in.write_all(b"go\n")?;
     b_in.flush()?;
     println!("A: closed its socket in repair mode; B takes over");

@@ -6,6 +6,7 @@
 //!  live socket ──Repair::enter──▶ Repair ──capture()──▶ TcpConnectionState
 //!                                   │ drop / leave_quiet(): connection goes on untouched
 //!                                   │ hold(): stay in repair, close the fd: peer sees nothing
+//!                                   │ abandon(): disconnect in repair: peer sees nothing, address pair free at once
 //!                                   ▼
 //!  TcpConnectionState ──restore()──▶ RestoredSocket (repair mode, nothing sent yet)
 //!                                   │ finish_quiet(): TCP_REPAIR_OFF_NO_WP

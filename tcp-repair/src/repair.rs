@@ -300,6 +300,18 @@ impl<'fd> Repair<'fd> {
     pub fn hold(mut self) {
         self.held = true;
     }
+
+    /// Ends the connection here without a word to the peer: in repair mode
+    /// a disconnect (`connect(AF_UNSPEC)`) sends neither FIN nor RST, and it
+    /// takes the socket out of the connection table at once. Unlike closing
+    /// the fd, this holds while another process still has a copy of the fd
+    /// (a child between fork and exec), so the address pair is free for a
+    /// restore the moment this returns. The fd stays open, on a closed socket.
+    pub fn abandon(mut self) -> Result<()> {
+        self.held = true;
+        sys::connect_unspec(self.fd)
+            .map_err(Ctx::new(Operation::LeaveRepair, self.name).sys("connect AF_UNSPEC"))
+    }
 }
 
 impl Drop for Repair<'_> {

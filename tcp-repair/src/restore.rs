@@ -401,9 +401,10 @@ pub fn leave_repair(fd: impl AsFd, probe: bool) -> Result<()> {
     )
 }
 
-/// Closes a socket while keeping it in repair mode (or putting it there
-/// first), so the kernel sends neither FIN nor RST to the peer. The engine
-/// does this to the dumped process's socket when it kills the process.
+/// Closes a connection while keeping it in repair mode (or putting it there
+/// first), so the kernel sends neither FIN nor RST to the peer, and frees its
+/// address pair at once even if another process holds a copy of the fd (see
+/// [`crate::Repair::abandon`]).
 pub fn close_silently(fd: OwnedFd) -> Result<()> {
     let name = crate::repair::socket_name(fd.as_fd());
     sys::set_int(
@@ -413,6 +414,6 @@ pub fn close_silently(fd: OwnedFd) -> Result<()> {
         sys::TCP_REPAIR_ON,
     )
     .map_err(Ctx::new(Operation::EnterRepair, name).sys("setsockopt TCP_REPAIR"))?;
-    drop(fd);
-    Ok(())
+    sys::connect_unspec(fd.as_fd())
+        .map_err(Ctx::new(Operation::LeaveRepair, name).sys("connect AF_UNSPEC"))
 }

@@ -114,6 +114,23 @@ fn getsockopt_pod<T: Copy + Default>(
     Ok(value)
 }
 
+/// `connect` with an `AF_UNSPEC` address: `tcp_disconnect`, which takes the
+/// socket out of the connection table at once, whoever else holds its fd.
+pub fn connect_unspec(fd: BorrowedFd<'_>) -> Result<(), Errno> {
+    // SAFETY: an all-zero sockaddr is a valid value; its family is then AF_UNSPEC.
+    let mut addr: libc::sockaddr = unsafe { std::mem::zeroed() };
+    addr.sa_family = libc::AF_UNSPEC as libc::sa_family_t;
+    // SAFETY: the pointer and length describe `addr`, which lives across the call.
+    let ret = unsafe {
+        libc::connect(
+            fd.as_raw_fd(),
+            &addr,
+            size_of::<libc::sockaddr>() as libc::socklen_t,
+        )
+    };
+    cvt(ret).map(drop)
+}
+
 /// `setsockopt` of an `int` option.
 pub fn set_int(
     fd: BorrowedFd<'_>,

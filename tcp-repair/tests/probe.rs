@@ -49,7 +49,7 @@ fn a_vanished_peer_resets_the_connection() {
     // without a trace: its reset finds nobody.
     let repair = Repair::enter(server.as_fd()).unwrap();
     let state = repair.capture().unwrap();
-    repair.hold();
+    repair.abandon().unwrap();
     drop(server);
     socket2::SockRef::from(&client)
         .set_linger(Some(Duration::ZERO))

@@ -104,7 +104,7 @@ fn wait_state(fd: impl AsFd, want: u8) {
 fn migrate(s: TcpStream, probe: bool) -> (TcpConnectionState, TcpStream) {
     let repair = Repair::enter(s.as_fd()).unwrap();
     let state = repair.capture().unwrap();
-    repair.hold();
+    repair.abandon().unwrap();
     drop(s);
     // Round trip through the serialised form the engine would store.
     let json = serde_json::to_string(&state).unwrap();
@@ -216,7 +216,7 @@ fn restore_sent_unacked_is_retransmitted() {
     let (s, mut peer) = connection(false);
     let repair = Repair::enter(s.as_fd()).unwrap();
     let mut state = repair.capture().unwrap();
-    repair.hold();
+    repair.abandon().unwrap();
     drop(s);
     assert!(state.send_queue_sent.is_empty() && state.send_queue_unsent.is_empty());
     state.send_queue_sent = pattern(0, 3000, LOCAL_SALT);
@@ -370,4 +370,30 @@ fn error_names_socket_and_step() {
     let err = restore(&state).unwrap_err().to_string();
     let want = format!("restore {} -> {}: ", state.local, state.remote);
     assert!(err.starts_with(&want), "{err}");
+}
+
+/// A copy of the fd elsewhere (here a dup; in a test run, a child another thread forked
+/// and has not exec'd yet) keeps a closed socket alive and its address pair taken;
+/// `abandon` frees the pair anyway, silently, and the restore gets it.
+#[test]
+fn abandon_frees_the_address_pair_while_a_copy_of_the_fd_lives() {
+    let (s, mut peer) = connection(false);
+    peer.cmd("write 100");
+    wait_readable(&s, 100);
+    let copy = s.try_clone().unwrap();
+    let repair = Repair::enter(s.as_fd()).unwrap();
+    let state = repair.capture().unwrap();
+    repair.hold();
+    drop(s);
+    let err = restore(&state).unwrap_err();
+    assert_eq!(err.errno(), Some(nix::errno::Errno::EADDRNOTAVAIL), "{err}");
+
+    Repair::enter(copy.as_fd()).unwrap().abandon().unwrap();
+    let mut s = TcpStream::from(restore(&state).unwrap().finish_probe().unwrap());
+    drop(copy);
+    let mut inp = 0;
+    read_checked(&mut s, &mut inp, 100);
+    let mut out = 0;
+    write_pattern(&mut s, &mut out, 3000);
+    peer.cmd("read 3000");
 }
