@@ -13,6 +13,57 @@ use crate::sys::ptrace::{self as pt, Regs};
 /// `syscall; int3`: the call, then a trap that hands the thread back to us.
 pub const SYSCALL_INT3: [u8; 3] = [0x0f, 0x05, 0xcc];
 
+/// The batch loop, for the restore trampoline: for each 64-byte entry of the table at `rbx`
+/// (syscall number, six arguments, result), `r12` entries in all, it loads the registers,
+/// runs `syscall` and stores the result; it stops after the first call that fails (a result
+/// in -4095..-1) or after the last, on an `int3`. One stop of the thread then runs many calls:
+/// each stop costs two context switches, more than most calls themselves.
+///
+/// ```text
+/// loop: mov rax,[rbx]; mov rdi,[rbx+8]; mov rsi,[rbx+16]; mov rdx,[rbx+24]
+///       mov r10,[rbx+32]; mov r8,[rbx+40]; mov r9,[rbx+48]; syscall; mov [rbx+56],rax
+///       cmp rax,-4095; jae done; add rbx,64; dec r12; jnz loop
+/// done: int3
+/// ```
+pub const BATCH_LOOP: [u8; 51] = [
+    0x48, 0x8b, 0x03, 0x48, 0x8b, 0x7b, 0x08, 0x48, 0x8b, 0x73, 0x10, 0x48, 0x8b, 0x53, 0x18, 0x4c,
+    0x8b, 0x53, 0x20, 0x4c, 0x8b, 0x43, 0x28, 0x4c, 0x8b, 0x4b, 0x30, 0x0f, 0x05, 0x48, 0x89, 0x43,
+    0x38, 0x48, 0x3d, 0x01, 0xf0, 0xff, 0xff, 0x73, 0x09, 0x48, 0x83, 0xc3, 0x40, 0x49, 0xff, 0xcc,
+    0x75, 0xce, 0xcc,
+];
+
+/// Where [`BATCH_LOOP`] sits in the trampoline's code page, after `syscall; int3`.
+pub const BATCH_LOOP_OFFSET: u64 = 16;
+
+/// Bytes per entry of a batch table: number, six arguments, result.
+const BATCH_ENTRY: usize = 64;
+
+/// One call of a batch: a syscall number and its six arguments.
+pub type BatchCall = (i64, [u64; 6]);
+
+/// Where a thread runs batches: the [`BATCH_LOOP`] mapped in it and a writable table.
+#[derive(Clone, Copy, Debug)]
+pub struct BatchSite {
+    /// Address of the loop's first instruction.
+    pub code: u64,
+    /// Address of the table, `table_len` writable bytes.
+    pub table: u64,
+    /// Size of the table: how many calls one stop can run is `table_len / 64`.
+    pub table_len: u64,
+}
+
+/// A batch that stopped: the call at `index` failed with `error`, or the batch could not
+/// run at all (then `index` is the first call not known to have run).
+#[derive(Debug)]
+pub struct BatchError {
+    /// The call blamed.
+    pub index: usize,
+    /// Its error (the errno it returned, or why the batch could not run).
+    pub error: io::Error,
+    /// The results of the calls before `index`, which all ran.
+    pub results: Vec<u64>,
+}
+
 /// A stopped thread we run system calls in.
 pub struct Remote {
     tid: Pid,
@@ -111,8 +162,6 @@ impl Remote {
         let mut regs = self.saved_regs;
         regs.rip = self.site;
         regs.rax = nr as u64;
-        // No syscall in progress from the kernel's point of view: no restart fixup on resume.
-        regs.orig_rax = u64::MAX;
         let arg = |i: usize| args.get(i).copied().unwrap_or(0);
         regs.rdi = arg(0);
         regs.rsi = arg(1);
@@ -120,6 +169,108 @@ impl Remote {
         regs.r10 = arg(3);
         regs.r8 = arg(4);
         regs.r9 = arg(5);
+        let after = self.run_to_trap(regs, step, || format!("remote syscall {nr}"))?;
+        let expected = self.site + if step { 2 } else { SYSCALL_INT3.len() as u64 };
+        if after.rip != expected {
+            return Err(io::Error::other(format!(
+                "remote syscall {nr}: thread {} trapped at {:#x}, not after our site {:#x}",
+                self.tid, after.rip, self.site
+            )));
+        }
+        Ok(after.rax as i64)
+    }
+
+    /// Runs `calls` in order, as many per stop of the thread as `site`'s table holds, and
+    /// returns their results; stops at the first that fails (the later ones do not run).
+    pub fn batch(&self, site: BatchSite, calls: &[BatchCall]) -> Result<Vec<u64>, BatchError> {
+        let per_stop = (site.table_len as usize / BATCH_ENTRY).max(1);
+        let mut results = Vec::with_capacity(calls.len());
+        for chunk in calls.chunks(per_stop) {
+            let first = results.len();
+            if let Err((i, error)) = self.batch_stop(site, chunk, &mut results) {
+                results.truncate(first + i);
+                return Err(BatchError {
+                    index: first + i,
+                    error,
+                    results,
+                });
+            }
+        }
+        Ok(results)
+    }
+
+    /// One stop of a batch: `calls` fit the table. On failure, the index within `calls`.
+    fn batch_stop(
+        &self,
+        site: BatchSite,
+        calls: &[BatchCall],
+        results: &mut Vec<u64>,
+    ) -> Result<(), (usize, io::Error)> {
+        let mut table = Vec::with_capacity(calls.len() * BATCH_ENTRY);
+        for (nr, args) in calls {
+            table.extend_from_slice(&nr.to_ne_bytes());
+            for a in args {
+                table.extend_from_slice(&a.to_ne_bytes());
+            }
+            table.extend_from_slice(&u64::MAX.to_ne_bytes());
+        }
+        let not_run = |e: io::Error| (0, e);
+        let remote_table = [nix::sys::uio::RemoteIoVec {
+            base: site.table as usize,
+            len: table.len(),
+        }];
+        let n =
+            nix::sys::uio::process_vm_writev(self.tid, &[io::IoSlice::new(&table)], &remote_table)
+                .map_err(|e| not_run(e.into()))?;
+        if n != table.len() {
+            return Err(not_run(io::Error::other("batch table written in part")));
+        }
+        let mut regs = self.saved_regs;
+        regs.rip = site.code;
+        regs.rbx = site.table;
+        regs.r12 = calls.len() as u64;
+        let after = self
+            .run_to_trap(regs, false, || "remote batch".to_string())
+            .map_err(not_run)?;
+        if after.rip != site.code + BATCH_LOOP.len() as u64 {
+            return Err(not_run(io::Error::other(format!(
+                "remote batch: thread {} trapped at {:#x}, not at the end of the loop",
+                self.tid, after.rip
+            ))));
+        }
+        let ran = ((after.rbx.wrapping_sub(site.table)) as usize / BATCH_ENTRY).min(calls.len());
+        let n = nix::sys::uio::process_vm_readv(
+            self.tid,
+            &mut [io::IoSliceMut::new(&mut table)],
+            &remote_table,
+        )
+        .map_err(|e| not_run(e.into()))?;
+        if n != table.len() {
+            return Err(not_run(io::Error::other("batch table read in part")));
+        }
+        for (i, entry) in table.chunks_exact(BATCH_ENTRY).enumerate() {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(&entry[BATCH_ENTRY - 8..]);
+            match errno_result(i64::from_ne_bytes(word)) {
+                Ok(v) if i < ran || ran == calls.len() => results.push(v),
+                Ok(_) => {
+                    return Err((i, io::Error::other("remote batch stopped before this call")))
+                }
+                Err(e) => return Err((i, e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Resumes the thread with `regs` (no syscall in progress, so no restart fixup) until it
+    /// traps; returns its registers then. `what` names the call for errors.
+    fn run_to_trap(
+        &self,
+        mut regs: Regs,
+        step: bool,
+        what: impl Fn() -> String,
+    ) -> io::Result<Regs> {
+        regs.orig_rax = u64::MAX;
         pt::set_regs(self.tid, &regs)?;
         if step {
             ptrace::step(self.tid, None).map_err(io::Error::from)?;
@@ -141,7 +292,8 @@ impl Remote {
                 }
                 WaitStatus::Stopped(_, sig) => {
                     return Err(io::Error::other(format!(
-                        "remote syscall {nr}: thread {} stopped by {sig:?} instead of our trap",
+                        "{}: thread {} stopped by {sig:?} instead of our trap",
+                        what(),
                         self.tid
                     )))
                 }
@@ -150,22 +302,15 @@ impl Remote {
                 }
                 WaitStatus::Exited(..) | WaitStatus::Signaled(..) => {
                     return Err(io::Error::other(format!(
-                        "remote syscall {nr}: thread {} died",
+                        "{}: thread {} died",
+                        what(),
                         self.tid
                     )))
                 }
                 _ => continue,
             }
         }
-        let after = pt::get_regs(self.tid)?;
-        let expected = self.site + if step { 2 } else { SYSCALL_INT3.len() as u64 };
-        if after.rip != expected {
-            return Err(io::Error::other(format!(
-                "remote syscall {nr}: thread {} trapped at {:#x}, not after our site {:#x}",
-                self.tid, after.rip, self.site
-            )));
-        }
-        Ok(after.rax as i64)
+        pt::get_regs(self.tid)
     }
 
     /// Like [`Remote::syscall`], with a negative result turned into an error.
@@ -229,6 +374,10 @@ impl Scratch {
     /// Where the relocated `syscall; int3` lives: the end of the page, out of the data's way.
     const SITE_OFFSET: u64 = Self::LEN - 16;
 
+    /// Where the [`BATCH_LOOP`] lives, just below the site; the batch table is what lies
+    /// below it.
+    const BATCH_OFFSET: u64 = Self::LEN - 80;
+
     /// Maps a fresh private page in the tracee and moves the remote's syscall site into it,
     /// putting the thread's own code back at once: the dumped memory then never holds our
     /// instructions.
@@ -245,9 +394,21 @@ impl Scratch {
             ],
         )?;
         let scratch = Self { addr };
-        let site = scratch.write(remote, Self::SITE_OFFSET, &SYSCALL_INT3)?;
-        remote.move_site(site)?;
+        let mut code = BATCH_LOOP.to_vec();
+        code.resize((Self::SITE_OFFSET - Self::BATCH_OFFSET) as usize, 0xcc);
+        code.extend_from_slice(&SYSCALL_INT3);
+        scratch.write(remote, Self::BATCH_OFFSET, &code)?;
+        remote.move_site(scratch.site())?;
         Ok(scratch)
+    }
+
+    /// The page's batch loop and table, for [`Remote::batch`].
+    pub fn batch_site(&self) -> BatchSite {
+        BatchSite {
+            code: self.addr + Self::BATCH_OFFSET,
+            table: self.addr,
+            table_len: Self::BATCH_OFFSET,
+        }
     }
 
     /// The `syscall; int3` in the page: any thread of the task can run calls from it.

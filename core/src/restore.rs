@@ -17,9 +17,9 @@ use tracing::{debug, info, info_span};
 use crate::error::{Error, Result};
 use crate::hooks::{self, Hooks, Stage};
 use crate::image::{names, ImageDir};
-use crate::memory::restore::reshape;
+use crate::memory::restore::{reshape, run_batch};
 use crate::memory::{self, PAGE};
-use crate::remote::Remote;
+use crate::remote::{BatchSite, Remote, BATCH_LOOP_OFFSET};
 use crate::sys::ptrace as pt;
 use crate::{files, spawn, threads, timers};
 
@@ -503,21 +503,29 @@ fn finish(child: Pid, plan: &spawn::TreePlan, i: usize) -> Result<Vec<Pid>> {
     let sys = |op: &'static str| move |e: std::io::Error| Error::sys(child, op, e);
     let remote = Remote::at_site(child, tramp).map_err(sys("take the new process"))?;
     let scratch = tramp + PAGE;
+    // The trampoline's scratch page doubles as the batch table.
+    let batch = BatchSite {
+        code: tramp + BATCH_LOOP_OFFSET,
+        table: scratch,
+        table_len: PAGE,
+    };
     let (sync_fd, err_fd) = plan.ctl(i);
     reshape(
         child,
         &remote,
         (tramp, tramp + 2 * PAGE),
-        scratch,
+        batch,
         &task.mm,
         mapping,
         task.pages.as_ref().map(|m| m.as_slice()),
     )?;
-    for fd in [sync_fd as u64, err_fd as u64] {
-        remote
-            .call(libc::SYS_close, &[fd])
-            .map_err(sys("close the control pipes"))?;
-    }
+    let control = [
+        (libc::SYS_close, [sync_fd as u64, 0, 0, 0, 0, 0]),
+        (libc::SYS_close, [err_fd as u64, 0, 0, 0, 0, 0]),
+    ];
+    run_batch(child, &remote, batch, &control, |_| {
+        "close the control pipes".into()
+    })?;
 
     // The other threads, created from the main one with their tids; each is stopped at birth
     // (PTRACE_O_TRACECLONE) and sets its own per-thread state by remote calls.

@@ -27,7 +27,7 @@ use crate::error::{Error, Result};
 use crate::image::{names, ImageDir};
 use crate::memory::restore::{needs_writable_file, MappingFds};
 use crate::memory::PAGE;
-use crate::remote::SYSCALL_INT3;
+use crate::remote::{BATCH_LOOP, BATCH_LOOP_OFFSET, SYSCALL_INT3};
 use crate::restore::TaskImage;
 use crate::sys::process::{fork_with_pid, Forked};
 use crate::{files, signals, task};
@@ -910,7 +910,8 @@ fn place(fd: OwnedFd, at: u64) -> std::result::Result<(), String> {
     move_fd(raw, at as RawFd).map_err(|e| format!("fd {at}: {e}"))
 }
 
-/// Two pages at `addr`: `syscall; int3` (read-execute), then a writable scratch page.
+/// Two pages at `addr`: `syscall; int3` and the batch loop (read-execute), then a writable
+/// scratch page.
 fn map_trampoline(addr: u64) -> std::io::Result<()> {
     use nix::sys::mman::{mmap_anonymous, mprotect, MapFlags, ProtFlags};
     let len =
@@ -926,12 +927,18 @@ fn map_trampoline(addr: u64) -> std::io::Result<()> {
             MapFlags::MAP_PRIVATE | MapFlags::MAP_FIXED_NOREPLACE,
         )
     }?;
-    // SAFETY: the first bytes of the page we just mapped, owned by nobody else.
+    // SAFETY: bytes at the start of the page we just mapped (the loop ends well inside it),
+    // owned by nobody else.
     unsafe {
         std::ptr::copy_nonoverlapping(
             SYSCALL_INT3.as_ptr(),
             ptr.as_ptr().cast(),
             SYSCALL_INT3.len(),
+        );
+        std::ptr::copy_nonoverlapping(
+            BATCH_LOOP.as_ptr(),
+            ptr.as_ptr().cast::<u8>().add(BATCH_LOOP_OFFSET as usize),
+            BATCH_LOOP.len(),
         );
         mprotect(
             ptr,

@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::files::FileTable;
 use crate::image::{names, ImageDir};
 use crate::proc::{self, MapEntry, Stat};
-use crate::remote::{Remote, Scratch};
+use crate::remote::{BatchCall, Remote, Scratch};
 
 /// pagemap entries read per pread.
 const PAGEMAP_CHUNK: usize = 64 * 1024;
@@ -240,13 +240,21 @@ fn write_pages(
     if let Err(e) = &remote_fd {
         debug!("the task cannot open its pages image ({e}); copying through /proc/{pid}/mem");
     }
+    // Whether the task can write each run itself (it can read its pages).
     let mut vma_idx = 0;
-    for run in runs {
-        while vmas[vma_idx].end <= run.addr {
-            vma_idx += 1;
-        }
-        let readable = vmas[vma_idx].prot & libc::PROT_READ as u32 != 0;
-        let mut reported = 0;
+    let readable: Vec<bool> = runs
+        .iter()
+        .map(|run| {
+            while vmas[vma_idx].end <= run.addr {
+                vma_idx += 1;
+            }
+            vmas[vma_idx].prot & libc::PROT_READ as u32 != 0
+        })
+        .collect();
+    // One run from byte `from` on (bytes before it written and reported): by the task,
+    // else (and from where the task failed) through /proc/PID/mem.
+    let write_run = |run: &PageRun, readable: bool, from: u64| -> Result<()> {
+        let mut reported = from;
         let done = match (&remote_fd, readable) {
             (Ok(fd), true) => remote_write(remote, *fd, run, &mut reported, written).is_ok(),
             _ => false,
@@ -255,6 +263,50 @@ fn write_pages(
             copy_through_mem(pid, file, run, reported)
                 .map_err(|e| Error::sys(pid, format!("write pages to {}", path.display()), e))?;
             written(run.offset + reported, run.npages * PAGE - reported);
+        }
+        Ok(())
+    };
+    // Small runs the task can write go in batches of up to a chunk, one stop of the task for
+    // many pwrites; the large ones chunk by chunk. Either way the checksum hears of every
+    // chunk's worth as soon as it is written.
+    let batchable = |k: usize| remote_fd.is_ok() && readable[k];
+    let mut next = 0;
+    while next < runs.len() {
+        let (mut end, mut bytes) = (next, 0);
+        while end < runs.len() && batchable(end) && bytes + runs[end].npages * PAGE <= IO_CHUNK {
+            bytes += runs[end].npages * PAGE;
+            end += 1;
+        }
+        let (Ok(fd), true) = (&remote_fd, end > next + 1) else {
+            write_run(&runs[next], readable[next], 0)?;
+            next += 1;
+            continue;
+        };
+        let calls: Vec<BatchCall> = runs[next..end]
+            .iter()
+            .map(|r| {
+                (
+                    libc::SYS_pwrite64,
+                    [*fd, r.addr, r.npages * PAGE, r.offset, 0, 0],
+                )
+            })
+            .collect();
+        let (results, failed) = match remote.batch(scratch.batch_site(), &calls) {
+            Ok(results) => (results, None),
+            Err(e) => (e.results, Some(e.index)),
+        };
+        for (run, &n) in runs[next..].iter().zip(&results) {
+            let n = n.min(run.npages * PAGE);
+            written(run.offset, n);
+            write_run(run, true, n)?;
+        }
+        match failed {
+            // The failed run on its own (the task again, then /proc/PID/mem).
+            Some(f) => {
+                write_run(&runs[next + f], true, 0)?;
+                next += f + 1;
+            }
+            None => next = end,
         }
     }
     if let Ok(fd) = remote_fd {

@@ -12,7 +12,7 @@ use tracing::{debug, debug_span};
 use super::{is_special, IO_CHUNK, PAGE};
 use crate::error::{Error, Result};
 use crate::proc;
-use crate::remote::Remote;
+use crate::remote::{BatchCall, BatchSite, Remote};
 use crate::sys::ptrace as pt;
 use crate::sys::uffd::Userfault;
 
@@ -57,12 +57,13 @@ pub fn needs_writable_file(vma: &Vma) -> bool {
 }
 
 /// Replaces the address space of stopped `child` (a fork of cryo running `remote` at its
-/// trampoline `keep`) with the image's. `scratch` is a writable page inside `keep`.
+/// trampoline `keep`) with the image's. `batch` is the trampoline's batch loop, its table a
+/// writable page inside `keep` that also serves as scratch memory.
 pub fn reshape(
     child: Pid,
     remote: &Remote,
     keep: (u64, u64),
-    scratch: u64,
+    batch: BatchSite,
     mm: &MmCore,
     fds: &MappingFds,
     pages: Option<&[u8]>,
@@ -99,11 +100,13 @@ pub fn reshape(
             _ => doomed.push((m.start, m.end)),
         }
     }
-    for (start, end) in doomed {
-        remote
-            .call(libc::SYS_munmap, &[start, end - start])
-            .map_err(sys(format!("munmap {start:#x}-{end:#x}")))?;
-    }
+    let unmaps: Vec<BatchCall> = doomed
+        .iter()
+        .map(|&(start, end)| (libc::SYS_munmap, [start, end - start, 0, 0, 0, 0]))
+        .collect();
+    run_batch(child, remote, batch, &unmaps, |i| {
+        format!("munmap {:#x}-{:#x}", doomed[i].0, doomed[i].1)
+    })?;
 
     tracing::trace!("cryo unmapped");
     // 2. The vdso block to where the image had it.
@@ -121,6 +124,8 @@ pub fn reshape(
             filled[i] = true;
         }
     }
+    let mut maps: Vec<BatchCall> = Vec::with_capacity(mm.vmas.len());
+    let mut mapped: Vec<&Vma> = Vec::with_capacity(mm.vmas.len());
     for (vma, &fill) in mm.vmas.iter().zip(&filled) {
         let kind = VmaKind::try_from(vma.kind).unwrap_or(VmaKind::Invalid);
         if is_special(kind) {
@@ -150,18 +155,18 @@ pub fn reshape(
             (u64::MAX, 0)
         };
         let len = vma.end - vma.start;
-        let got = remote
-            .call(libc::SYS_mmap, &[vma.start, len, prot, flags, fd, off])
-            .map_err(sys(format!(
-                "mmap {:#x}-{:#x} {}",
-                vma.start, vma.end, vma.name
-            )))?;
-        if got != vma.start {
-            return Err(Error::Restore(format!(
-                "pid {child}: mapping {:#x} landed at {got:#x}",
-                vma.start
-            )));
-        }
+        maps.push((libc::SYS_mmap, [vma.start, len, prot, flags, fd, off]));
+        mapped.push(vma);
+    }
+    let got = run_batch(child, remote, batch, &maps, |i| {
+        let vma = mapped[i];
+        format!("mmap {:#x}-{:#x} {}", vma.start, vma.end, vma.name)
+    })?;
+    if let Some((vma, at)) = mapped.iter().zip(got).find(|(v, at)| *at != v.start) {
+        return Err(Error::Restore(format!(
+            "pid {child}: mapping {:#x} landed at {at:#x}",
+            vma.start
+        )));
     }
 
     tracing::trace!("mapped");
@@ -190,22 +195,31 @@ pub fn reshape(
         }
     }
     tracing::trace!("copied");
-    fill_by_read(child, remote, fds.pages, &by_read)?;
+    fill_by_read(child, remote, batch, fds.pages, &by_read)?;
     tracing::debug!("pages filled");
     // 5. Final protections.
-    for (vma, &fill) in mm.vmas.iter().zip(&filled) {
-        if fill
-            && vma.prot & (libc::PROT_READ | libc::PROT_WRITE) as u32
+    let reprotect: Vec<&Vma> = mm
+        .vmas
+        .iter()
+        .zip(&filled)
+        .filter(|(vma, &fill)| {
+            fill && vma.prot & (libc::PROT_READ | libc::PROT_WRITE) as u32
                 != (libc::PROT_READ | libc::PROT_WRITE) as u32
-        {
-            remote
-                .call(
-                    libc::SYS_mprotect,
-                    &[vma.start, vma.end - vma.start, vma.prot as u64],
-                )
-                .map_err(sys(format!("mprotect {:#x}", vma.start)))?;
-        }
-    }
+        })
+        .map(|(vma, _)| vma)
+        .collect();
+    let protects: Vec<BatchCall> = reprotect
+        .iter()
+        .map(|v| {
+            (
+                libc::SYS_mprotect,
+                [v.start, v.end - v.start, v.prot as u64, 0, 0, 0],
+            )
+        })
+        .collect();
+    run_batch(child, remote, batch, &protects, |i| {
+        format!("mprotect {:#x}", reprotect[i].start)
+    })?;
 
     // 6. brk, arg/env, auxv, exe. The kernel refuses to change the exe link while the old
     // executable is mapped: when the image runs cryo's own binary, it is, and stays right.
@@ -214,27 +228,82 @@ pub fn reshape(
     } else {
         fds.exe
     };
-    set_mm_map(child, remote, scratch, mm, exe_fd)?;
-    for fd in fds.all() {
-        remote
-            .call(libc::SYS_close, &[fd])
-            .map_err(sys(format!("close fd {fd}")))?;
-    }
+    set_mm_map(child, remote, batch.table, mm, exe_fd)?;
+    let fds = fds.all();
+    let closes: Vec<BatchCall> = fds
+        .iter()
+        .map(|&fd| (libc::SYS_close, [fd, 0, 0, 0, 0, 0]))
+        .collect();
+    run_batch(child, remote, batch, &closes, |i| {
+        format!("close fd {}", fds[i])
+    })?;
     Ok(())
 }
 
+/// Runs `calls` in the child in as few stops as its batch table allows; a failure is named
+/// by `what` of the call that failed.
+pub(crate) fn run_batch(
+    child: Pid,
+    remote: &Remote,
+    batch: BatchSite,
+    calls: &[BatchCall],
+    what: impl Fn(usize) -> String,
+) -> Result<Vec<u64>> {
+    remote
+        .batch(batch, calls)
+        .map_err(|e| Error::sys(child, what(e.index), e.error))
+}
+
 /// Reads runs from the pages image, in the child (fd `pages_fd` there), populating the memory
-/// first: a fault per page taken inside pread costs three times more.
-fn fill_by_read(child: Pid, remote: &Remote, pages_fd: u64, runs: &[&PageRun]) -> Result<()> {
+/// first: a fault per page taken inside pread costs three times more. The first read of
+/// every run goes in one batch; what a short read left is read one call at a time.
+fn fill_by_read(
+    child: Pid,
+    remote: &Remote,
+    batch: BatchSite,
+    pages_fd: u64,
+    runs: &[&PageRun],
+) -> Result<()> {
     let sys = |op: String| move |e: std::io::Error| Error::sys(child, op, e);
-    for run in runs {
+    let mut calls: Vec<BatchCall> = Vec::with_capacity(2 * runs.len());
+    // (run, whether the call is its read) per call, for errors and results.
+    let mut of_call: Vec<(usize, bool)> = Vec::with_capacity(2 * runs.len());
+    for (i, run) in runs.iter().enumerate() {
         let len = run.npages * PAGE;
         if len >= POPULATE_MIN {
-            remote
-                .call(libc::SYS_madvise, &[run.addr, len, MADV_POPULATE_WRITE])
-                .map_err(sys(format!("populate {:#x}", run.addr)))?;
+            calls.push((
+                libc::SYS_madvise,
+                [run.addr, len, MADV_POPULATE_WRITE, 0, 0, 0],
+            ));
+            of_call.push((i, false));
         }
-        let mut done = 0;
+        calls.push((
+            libc::SYS_pread64,
+            [pages_fd, run.addr, len.min(IO_CHUNK), run.offset, 0, 0],
+        ));
+        of_call.push((i, true));
+    }
+    let results = run_batch(child, remote, batch, &calls, |c| {
+        let (i, read) = of_call[c];
+        if read {
+            format!("fill {:#x} from the pages image", runs[i].addr)
+        } else {
+            format!("populate {:#x}", runs[i].addr)
+        }
+    })?;
+    for (&(i, read), &n) in of_call.iter().zip(&results) {
+        if !read {
+            continue;
+        }
+        let run = runs[i];
+        let len = run.npages * PAGE;
+        if n == 0 {
+            return Err(Error::Restore(format!(
+                "pid {child}: pages image ends before page run at {:#x}",
+                run.addr
+            )));
+        }
+        let mut done = n;
         while done < len {
             let n = remote
                 .call(
