@@ -326,8 +326,8 @@ fn collect(
         core.threads.push(dumped?);
     }
     core.sigactions = signals::dump_actions(pid, remote, scratch)?;
-    core.itimers = timers::dump_itimers(pid, remote, scratch.addr)?;
-    core.posix_timers = timers::dump_posix(pid, remote, scratch.addr)?;
+    core.itimers = timers::dump_itimers(pid, remote, scratch)?;
+    core.posix_timers = timers::dump_posix(pid, remote, scratch)?;
     core.shared_pending = threads::shared_pending(pid)?;
     let listener = crate::notify::find_listeners_except(pid, |fd| sockets.is_socket_fd(fd))?;
     if let Some(listener) = listener.into_iter().next() {

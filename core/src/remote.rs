@@ -411,6 +411,44 @@ impl Scratch {
         }
     }
 
+    /// Runs `n` calls that each write `out_len` bytes into memory, in as few stops as the
+    /// page holds: `make(i, slot)` builds call `i` with `slot`, the address of its own
+    /// output in the page (after the table). Returns the outputs, `out_len` bytes per call.
+    pub fn batch_reading(
+        &self,
+        remote: &Remote,
+        n: usize,
+        out_len: usize,
+        make: impl Fn(usize, u64) -> BatchCall,
+    ) -> Result<Vec<u8>, BatchError> {
+        let per_stop = (Self::BATCH_OFFSET as usize / (BATCH_ENTRY + out_len)).max(1);
+        let mut outputs = vec![0u8; n * out_len];
+        let mut results = Vec::with_capacity(n);
+        for first in (0..n).step_by(per_stop) {
+            let count = per_stop.min(n - first);
+            let slots = self.addr + (count * BATCH_ENTRY) as u64;
+            let calls: Vec<BatchCall> = (0..count)
+                .map(|i| make(first + i, slots + (i * out_len) as u64))
+                .collect();
+            let blame = |index: usize, error: io::Error, results: Vec<u64>| BatchError {
+                index,
+                error,
+                results,
+            };
+            match remote.batch(self.batch_site(), &calls) {
+                Ok(r) => results.extend(r),
+                Err(e) => {
+                    results.extend(e.results);
+                    return Err(blame(first + e.index, e.error, results));
+                }
+            }
+            let out = &mut outputs[first * out_len..(first + count) * out_len];
+            self.read(remote, slots - self.addr, out)
+                .map_err(|e| blame(first, e, results.clone()))?;
+        }
+        Ok(outputs)
+    }
+
     /// The `syscall; int3` in the page: any thread of the task can run calls from it.
     pub fn site(&self) -> u64 {
         self.addr + Self::SITE_OFFSET

@@ -21,21 +21,25 @@ pub fn dump_actions(pid: Pid, remote: &Remote, scratch: &Scratch) -> Result<Vec<
             .unwrap_or(!0)
     };
     let set = mask("SigCgt") | mask("SigIgn") | 1 << (libc::SIGCHLD - 1);
+    let asked: Vec<u32> = (1..=NSIG)
+        .filter(|&signo| {
+            signo != libc::SIGKILL as u32
+                && signo != libc::SIGSTOP as u32
+                && set & (1 << (signo - 1)) != 0
+        })
+        .collect();
+    // struct kernel_sigaction: handler, flags, restorer, mask.
+    const ACTION_LEN: usize = 32;
+    let raw = scratch
+        .batch_reading(remote, asked.len(), ACTION_LEN, |i, slot| {
+            (libc::SYS_rt_sigaction, [asked[i] as u64, 0, slot, 8, 0, 0])
+        })
+        .map_err(|e| {
+            let signo = asked.get(e.index).copied().unwrap_or(0);
+            Error::sys(pid, format!("rt_sigaction({signo})"), e.error)
+        })?;
     let mut out = Vec::new();
-    for signo in 1..=NSIG {
-        if signo == libc::SIGKILL as u32
-            || signo == libc::SIGSTOP as u32
-            || set & (1 << (signo - 1)) == 0
-        {
-            continue;
-        }
-        remote
-            .call(libc::SYS_rt_sigaction, &[signo as u64, 0, scratch.addr, 8])
-            .map_err(|e| Error::sys(pid, format!("rt_sigaction({signo})"), e))?;
-        let mut raw = [0u8; 32];
-        scratch
-            .read(remote, 0, &mut raw)
-            .map_err(|e| Error::sys(pid, format!("rt_sigaction({signo})"), e))?;
+    for (&signo, raw) in asked.iter().zip(raw.chunks_exact(ACTION_LEN)) {
         let word =
             |i: usize| u64::from_ne_bytes(raw[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
         let act = SigAction {

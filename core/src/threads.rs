@@ -120,21 +120,17 @@ pub fn dump_thread(tid: Pid, remote: &Remote, scratch: &Scratch) -> Result<Threa
     let (robust_list, robust_list_len) = get_robust_list(tid).map_err(sys("get_robust_list"))?;
     let rseq = pt::get_rseq(tid).map_err(sys("read rseq registration"))?;
 
-    // sigaltstack(NULL, &old) and prctl(PR_GET_TID_ADDRESS, &addr) run in the thread itself.
-    remote
-        .call(libc::SYS_sigaltstack, &[0, scratch.addr])
-        .map_err(sys("sigaltstack"))?;
-    let mut ss = [0u8; 24];
-    scratch
-        .read(remote, 0, &mut ss)
-        .map_err(sys("sigaltstack"))?;
-    remote
-        .call(libc::SYS_prctl, &[PR_GET_TID_ADDRESS, scratch.addr + 64])
-        .map_err(sys("prctl(PR_GET_TID_ADDRESS)"))?;
-    let mut tid_addr = [0u8; 8];
-    scratch
-        .read(remote, 64, &mut tid_addr)
-        .map_err(sys("prctl(PR_GET_TID_ADDRESS)"))?;
+    // sigaltstack(NULL, &old) and prctl(PR_GET_TID_ADDRESS, &addr) run in the thread itself,
+    // in one stop; each writes at most a stack_t (24 bytes).
+    const OUT_LEN: usize = 24;
+    let calls = ["sigaltstack", "prctl(PR_GET_TID_ADDRESS)"];
+    let out = scratch
+        .batch_reading(remote, calls.len(), OUT_LEN, |i, slot| match i {
+            0 => (libc::SYS_sigaltstack, [0, slot, 0, 0, 0, 0]),
+            _ => (libc::SYS_prctl, [PR_GET_TID_ADDRESS, slot, 0, 0, 0, 0]),
+        })
+        .map_err(|e| Error::sys(tid, calls[e.index.min(1)], e.error))?;
+    let (ss, tid_addr) = (&out[..OUT_LEN], &out[OUT_LEN..OUT_LEN + 8]);
 
     let comm = std::fs::read_to_string(format!("/proc/{}/task/{tid}/comm", remote.tid()))
         .map(|s| s.trim_end_matches('\n').to_string())
@@ -152,7 +148,7 @@ pub fn dump_thread(tid: Pid, remote: &Remote, scratch: &Scratch) -> Result<Threa
             flags: i32::from_ne_bytes([ss[8], ss[9], ss[10], ss[11]]),
             size: word(&ss[16..24]),
         }),
-        clear_child_tid: word(&tid_addr),
+        clear_child_tid: word(tid_addr),
         robust_list,
         robust_list_len,
         rseq: (rseq.abi_pointer != 0).then_some(Rseq {

@@ -8,7 +8,7 @@ use cryo_proto::image::{ITimer, PosixTimer};
 use nix::unistd::Pid;
 
 use crate::error::{Error, Result};
-use crate::remote::Remote;
+use crate::remote::{Remote, Scratch};
 use crate::sys::ptrace as pt;
 
 const PR_TIMER_CREATE_RESTORE_IDS: u64 = 77;
@@ -22,18 +22,18 @@ fn words(raw: &[u8]) -> Vec<u64> {
         .collect()
 }
 
-/// The three interval timers that are armed, asked of the task itself (`scratch`: a writable
-/// page of it).
-pub fn dump_itimers(pid: Pid, remote: &Remote, scratch: u64) -> Result<Vec<ITimer>> {
+/// The three interval timers that are armed, asked of the task itself (in one stop).
+pub fn dump_itimers(pid: Pid, remote: &Remote, scratch: &Scratch) -> Result<Vec<ITimer>> {
+    // struct itimerval: it_interval {sec, usec}, it_value {sec, usec}.
+    const ITIMERVAL_LEN: usize = 32;
+    let raw = scratch
+        .batch_reading(remote, 3, ITIMERVAL_LEN, |which, slot| {
+            (libc::SYS_getitimer, [which as u64, slot, 0, 0, 0, 0])
+        })
+        .map_err(|e| Error::sys(pid, format!("getitimer({})", e.index), e.error))?;
     let mut out = Vec::new();
-    for which in 0..3 {
-        remote
-            .call(libc::SYS_getitimer, &[which as u64, scratch])
-            .map_err(|e| Error::sys(pid, format!("getitimer({which})"), e))?;
-        let mut raw = [0u8; 32];
-        pt::read_mem(pid, scratch, &mut raw).map_err(|e| Error::sys(pid, "getitimer", e))?;
-        // struct itimerval: it_interval {sec, usec}, it_value {sec, usec}.
-        let w = words(&raw);
+    for (which, raw) in (0..).zip(raw.chunks_exact(ITIMERVAL_LEN)) {
+        let w = words(raw);
         let interval_us = w[0] * 1_000_000 + w[1];
         let value_us = w[2] * 1_000_000 + w[3];
         if value_us != 0 || interval_us != 0 {
@@ -48,20 +48,27 @@ pub fn dump_itimers(pid: Pid, remote: &Remote, scratch: u64) -> Result<Vec<ITime
 }
 
 /// Every POSIX timer of the task: /proc/PID/timers for how it was made, timer_gettime in the
-/// task for where it stands.
-pub fn dump_posix(pid: Pid, remote: &Remote, scratch: u64) -> Result<Vec<PosixTimer>> {
+/// task for where it stands (all in one stop).
+pub fn dump_posix(pid: Pid, remote: &Remote, scratch: &Scratch) -> Result<Vec<PosixTimer>> {
     let text = std::fs::read_to_string(crate::proc::dir(pid).join("timers"))
         .map_err(|e| Error::sys(pid, "read /proc/PID/timers", e))?;
     let mut timers = parse_proc_timers(&text)
         .ok_or_else(|| Error::target(pid, format!("cannot parse /proc/{pid}/timers")))?;
-    for t in &mut timers {
-        remote
-            .call(libc::SYS_timer_gettime, &[t.id as u64, scratch])
-            .map_err(|e| Error::sys(pid, format!("timer_gettime({})", t.id), e))?;
-        let mut raw = [0u8; 32];
-        pt::read_mem(pid, scratch, &mut raw).map_err(|e| Error::sys(pid, "timer_gettime", e))?;
-        // struct itimerspec: it_interval {sec, nsec}, it_value {sec, nsec}.
-        let w = words(&raw);
+    // struct itimerspec: it_interval {sec, nsec}, it_value {sec, nsec}.
+    const ITIMERSPEC_LEN: usize = 32;
+    let raw = scratch
+        .batch_reading(remote, timers.len(), ITIMERSPEC_LEN, |i, slot| {
+            (
+                libc::SYS_timer_gettime,
+                [timers[i].id as u64, slot, 0, 0, 0, 0],
+            )
+        })
+        .map_err(|e| {
+            let id = timers.get(e.index).map_or(-1, |t| t.id);
+            Error::sys(pid, format!("timer_gettime({id})"), e.error)
+        })?;
+    for (t, raw) in timers.iter_mut().zip(raw.chunks_exact(ITIMERSPEC_LEN)) {
+        let w = words(raw);
         t.interval_ns = w[0] * 1_000_000_000 + w[1];
         t.value_ns = w[2] * 1_000_000_000 + w[3];
     }
