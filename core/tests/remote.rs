@@ -1,5 +1,6 @@
 //! Remote calls in a real stopped process (run as root): single calls and batches, one that
-//! fails in the middle of a batch, batches larger than one stop's table.
+//! fails in the middle of a batch, batches larger than one stop's table, batches that write
+//! into memory.
 
 use std::io::Read;
 use std::process::{Command, Stdio};
@@ -16,7 +17,7 @@ fn call(nr: i64, args: &[u64]) -> BatchCall {
 }
 
 #[test]
-fn a_batch_stops_at_the_call_that_fails_and_runs_nothing_after_it() {
+fn batches_run_in_order_stop_at_a_failure_and_fill_their_own_slots() {
     let mut child = Command::new("sleep")
         .arg("60")
         .stdout(Stdio::piped())
@@ -48,6 +49,24 @@ fn a_batch_stops_at_the_call_that_fails_and_runs_nothing_after_it() {
     let many: Vec<BatchCall> = (0..150).map(|_| call(libc::SYS_getpid, &[])).collect();
     let results = remote.batch(site, &many).expect("150 getpid");
     assert_eq!(results, vec![pid.as_raw() as u64; 150]);
+    // Calls writing memory, more than one stop's worth: each its own slot, in order.
+    let clocks = scratch
+        .batch_reading(&remote, 120, 16, |_, slot| {
+            call(
+                libc::SYS_clock_gettime,
+                &[libc::CLOCK_MONOTONIC as u64, slot],
+            )
+        })
+        .expect("120 clock_gettime");
+    let ns: Vec<u128> = clocks
+        .chunks_exact(16)
+        .map(|t| {
+            let word = |b: &[u8]| u64::from_ne_bytes(b.try_into().expect("8 bytes")) as u128;
+            word(&t[..8]) * 1_000_000_000 + word(&t[8..])
+        })
+        .collect();
+    assert_eq!(ns.len(), 120);
+    assert!(ns[0] > 0 && ns.windows(2).all(|w| w[0] <= w[1]), "{ns:?}");
     assert_eq!(
         remote
             .call(libc::SYS_getppid, &[])
