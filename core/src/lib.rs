@@ -21,6 +21,7 @@ pub mod image;
 pub mod memory;
 pub mod namespaces;
 pub mod notify;
+mod parallel;
 pub mod peers;
 pub mod proc;
 pub mod remote;

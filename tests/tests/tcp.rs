@@ -270,11 +270,19 @@ fn unlock_removes_a_lock_left_by_a_dump() {
     assert!(!installed(&lock), "{out}");
 }
 
+/// 1,200 connections: enough for the socket pass, the captures and the fdinfo reads of the
+/// dump to spread over the cores.
 #[test]
-fn a_thousand_connections_keep_every_byte() {
-    const N: usize = 1000;
+fn twelve_hundred_connections_keep_every_byte() {
+    const N: usize = 1200;
     const BATCH: usize = 100;
     cryo_bin();
+    // This process and the workload (which inherits the limit) each hold N sockets.
+    let (soft, hard) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .expect("RLIMIT_NOFILE");
+    let want = soft.max((4 * N as u64).min(hard));
+    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, want, hard)
+        .expect("raise RLIMIT_NOFILE");
     let mut w = Workload::spawn("tcp", &["127.0.0.1:0"]);
     let addr = server_addr(&w, "127.0.0.1");
     let mut clients = Vec::with_capacity(N);

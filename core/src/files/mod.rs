@@ -407,7 +407,7 @@ impl FileTable {
             pidfd: None,
         };
         let raw = fd.as_raw_fd();
-        let entry = self.dump_fd(&mut task, raw, images, &FdDumpOptions::default())?;
+        let entry = self.dump_fd(&mut task, raw, None, images, &FdDumpOptions::default())?;
         let kind = self
             .descs
             .iter()
@@ -468,9 +468,11 @@ impl FileTable {
     ) -> Result<Vec<FdEntry>, FileError> {
         let mut task = TaskFds { pid, pidfd: None };
         let fds = inspect::list_fds(pid)?;
+        let mut socket_fds = self.socket_fdinfo(pid, &fds)?;
         let mut entries = Vec::with_capacity(fds.len());
         for fd in fds {
-            entries.push(self.dump_fd(&mut task, fd, images, opts)?);
+            let fdinfo = socket_fds.remove(&fd);
+            entries.push(self.dump_fd(&mut task, fd, fdinfo, images, opts)?);
         }
         debug!(
             fds = entries.len(),
@@ -480,20 +482,50 @@ impl FileTable {
         Ok(entries)
     }
 
+    /// The fdinfo of the task's socket fds (already identified by the socket pass), read on
+    /// every core when there are many (a server's connections: each is an open, a read and
+    /// a close of a /proc file); empty when there are few, each then read in its turn.
+    fn socket_fdinfo(&self, pid: Pid, fds: &[RawFd]) -> Result<HashMap<RawFd, OpenFd>, FileError> {
+        /// Below this many, a thread costs more than it saves.
+        const PER_THREAD_MIN: usize = 512;
+        let sockets: Vec<(RawFd, u64)> = fds
+            .iter()
+            .filter_map(|fd| self.task_sockets.get(fd).map(|key| (*fd, key.ino)))
+            .collect();
+        if sockets.len() < 2 * PER_THREAD_MIN {
+            return Ok(HashMap::new());
+        }
+        let read =
+            |&(fd, ino): &(RawFd, u64)| OpenFd::with_link(pid, fd, format!("socket:[{ino}]"));
+        let read =
+            crate::parallel::map_on_cores(&sockets, PER_THREAD_MIN, read).ok_or_else(|| {
+                FileError::Dump {
+                    pid,
+                    fd: -1,
+                    detail: "a thread reading fdinfo panicked".into(),
+                }
+            })?;
+        read.into_iter()
+            .map(|open| open.map(|open| (open.fd, open)))
+            .collect()
+    }
+
     fn dump_fd(
         &mut self,
         task: &mut TaskFds,
         fd: RawFd,
+        fdinfo: Option<OpenFd>,
         images: &ImageDir,
         opts: &FdDumpOptions,
     ) -> Result<FdEntry, FileError> {
         let known_socket = self.task_sockets.get(&fd).copied();
-        let (open, key, classified) = match known_socket {
-            Some(key) => {
+        let (open, key, classified) = match (known_socket, fdinfo) {
+            (Some(key), Some(open)) => (open, key, None),
+            (Some(key), None) => {
                 let link = format!("socket:[{}]", key.ino);
                 (OpenFd::with_link(task.pid, fd, link)?, key, None)
             }
-            None => {
+            (None, _) => {
                 let open = OpenFd::read(task.pid, fd)?;
                 let (class, meta) = classify(&open)?;
                 (open, InodeKey::of(&meta), Some((class, meta)))

@@ -529,31 +529,12 @@ fn capture_connections(
             socket_record(f.ino, SocketKind::TcpConnection, f.family, json),
         ))
     };
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(connections.len() / PER_THREAD_MIN)
-        .max(1);
-    if threads == 1 {
-        return connections.iter().map(capture_one).collect();
-    }
-    let per_thread = connections.len().div_ceil(threads);
-    std::thread::scope(|scope| {
-        let workers: Vec<_> = connections
-            .chunks(per_thread)
-            .map(|chunk| scope.spawn(move || chunk.iter().map(capture_one).collect::<Vec<_>>()))
-            .collect();
-        workers
-            .into_iter()
-            .flat_map(|w| {
-                w.join().unwrap_or_else(|_| {
-                    vec![Err(FileError::Socket {
-                        pid,
-                        fd: -1,
-                        detail: "a capture thread panicked".into(),
-                    })]
-                })
-            })
-            .collect()
+    crate::parallel::map_on_cores(&connections, PER_THREAD_MIN, capture_one).unwrap_or_else(|| {
+        vec![Err(FileError::Socket {
+            pid,
+            fd: -1,
+            detail: "a capture thread panicked".into(),
+        })]
     })
 }
 
@@ -599,26 +580,28 @@ impl SocketDump {
     /// Per fd: a duplicate (pidfd_getfd) and its fstat (no /proc lookup: a readlink of
     /// /proc/PID/fd/N costs more than both); a socket is identified on that duplicate, closed
     /// at once, and captured on a second one after the lock is installed (keeping the first
-    /// would double cryo's fds). The fd's flags are the file table's business.
+    /// would double cryo's fds); thousands of fds are spread over the cores. The fd's flags are the
+    /// file table's business.
     pub fn collect(pid: Pid, opts: &SocketDumpOptions) -> Result<SocketDump, FileError> {
-        let mut found: Vec<FoundSocket> = Vec::new();
-        let mut seen = std::collections::HashSet::new();
-        let mut socket_fds = HashMap::new();
-        let mut pidfd: Option<OwnedFd> = None;
-        for fd in inspect::list_fds(pid)? {
-            if pidfd.is_none() {
-                pidfd = Some(sys::pidfd_open(pid).map_err(|e| {
-                    for_errors(pid, fd).inspect_err("pidfd_open", format!("/proc/{pid}").into(), e)
-                })?);
-            }
-            let pidfd = pidfd.as_ref().expect("set above");
+        /// Below this many fds, a thread costs more than it saves.
+        const PER_THREAD_MIN: usize = 512;
+        let fds = inspect::list_fds(pid)?;
+        let Some(&first_fd) = fds.first() else {
+            return Ok(SocketDump::default());
+        };
+        let pidfd = sys::pidfd_open(pid).map_err(|e| {
+            for_errors(pid, first_fd).inspect_err("pidfd_open", format!("/proc/{pid}").into(), e)
+        })?;
+        // Each fd on its own (a server has thousands): duplicated, checked for a socket and,
+        // if it is one, identified, on every core.
+        let identify_fd = |&fd: &RawFd| -> Result<Option<(InodeKey, u32, Found)>, FileError> {
             let dup = match sys::pidfd_getfd(pidfd.as_fd(), fd) {
                 Ok(dup) => dup,
                 Err(e) => {
                     // Not this module's business unless it is a socket.
                     let open = for_errors(pid, fd);
                     if !open.link.starts_with("socket:[") {
-                        continue;
+                        return Ok(None);
                     }
                     return Err(open.inspect_err("pidfd_getfd", open.proc_path(), e));
                 }
@@ -628,21 +611,35 @@ impl SocketDump {
                 open.inspect_err("fstat", open.proc_path(), e)
             })?;
             let Some(inode) = inode else {
+                return Ok(None);
+            };
+            let (family, kind) = identify(pid, fd, dup.as_fd(), inode.ino, opts)?;
+            Ok(Some((inode, family, kind)))
+        };
+        let identified = crate::parallel::map_on_cores(&fds, PER_THREAD_MIN, identify_fd)
+            .ok_or_else(|| FileError::Socket {
+                pid,
+                fd: -1,
+                detail: "a thread identifying sockets panicked".into(),
+            })?;
+        let mut found: Vec<FoundSocket> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        let mut socket_fds = HashMap::new();
+        for (&fd, identified) in fds.iter().zip(identified) {
+            let Some((inode, family, kind)) = identified? else {
                 continue;
             };
             socket_fds.insert(fd, inode);
-            let ino = inode.ino;
-            if !seen.insert(ino) {
-                continue;
+            if seen.insert(inode.ino) {
+                found.push(FoundSocket {
+                    fd,
+                    ino: inode.ino,
+                    family,
+                    kind,
+                });
             }
-            let (family, kind) = identify(pid, fd, dup.as_fd(), ino, opts)?;
-            found.push(FoundSocket {
-                fd,
-                ino,
-                family,
-                kind,
-            });
         }
+        let pidfd = Some(pidfd);
         let mut out = SocketDump::default();
         out.records.reserve(found.len());
         out.pidfd = pidfd;
