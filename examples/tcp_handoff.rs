@@ -10,7 +10,8 @@
 //!   that sequence (no byte lost, duplicated or reordered, no reset).
 //! - A echoes for a while, then stops reading so that C's window closes (this
 //!   example has no network lock; a closed window keeps C's data in C, where
-//!   it cannot hit the gap between A's close and B's restore), captures the
+//!   it cannot hit the gap between A's close and B's restore), or until C has
+//!   sent everything and its FIN when the rest fits in A's buffer, captures the
 //!   connection in repair mode, passes it to B, and closes its socket in
 //!   repair mode (nothing is sent to C).
 //! - B restores the connection, leaves repair mode with a window probe, and
@@ -24,7 +25,9 @@ use std::os::fd::AsFd;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-use cryo_tcp_repair::{capture_and_leave, close_silently, restore, Repair, TcpConnectionState};
+use cryo_tcp_repair::{
+    capture_and_leave, close_silently, restore, Repair, TcpConnectionState, TcpState,
+};
 
 /// Bytes C sends in total.
 const TOTAL: u64 = 8 << 20;
@@ -109,11 +112,21 @@ fn role_a() -> Res<()> {
         let w = st.window.ok_or("no window state")?;
         let recv_end = st.recv_seq.wrapping_add(st.recv_queue.len() as u32);
         let window_full = recv_end.wrapping_sub(w.rcv_wup.wrapping_add(w.rcv_wnd)) as i32 >= 0;
-        if window_full && st.send_queue_len() == 0 {
+        // C sends nothing more once A's window is full, or once C has sent all of it and its
+        // FIN (the rest fit in A's receive buffer, autotuned as large as that under load).
+        let c_done = st.state == TcpState::CloseWait;
+        if (window_full || c_done) && st.send_queue_len() == 0 {
             break;
         }
         if Instant::now() > deadline {
-            return Err("C's window never closed".into());
+            return Err(format!(
+                "C's window never closed: received up to {recv_end}, window {}+{}, {} bytes \
+                 of ours unacknowledged or unsent",
+                w.rcv_wup,
+                w.rcv_wnd,
+                st.send_queue_len()
+            )
+            .into());
         }
         // Pacing of a condition re-checked at each turn, not synchronisation.
         std::thread::sleep(Duration::from_millis(2));
