@@ -468,11 +468,12 @@ impl FileTable {
     ) -> Result<Vec<FdEntry>, FileError> {
         let mut task = TaskFds { pid, pidfd: None };
         let fds = inspect::list_fds(pid)?;
-        let mut socket_fds = self.socket_fdinfo(pid, &fds)?;
+        let mut socket_fdinfo = self.socket_fdinfo(pid, &fds)?;
         let mut entries = Vec::with_capacity(fds.len());
         for fd in fds {
-            let fdinfo = socket_fds.remove(&fd);
-            entries.push(self.dump_fd(&mut task, fd, fdinfo, images, opts)?);
+            let known = self.task_sockets.get(&fd).copied();
+            let known = known.zip(socket_fdinfo.remove(&fd));
+            entries.push(self.dump_fd(&mut task, fd, known, images, opts)?);
         }
         debug!(
             fds = entries.len(),
@@ -482,9 +483,9 @@ impl FileTable {
         Ok(entries)
     }
 
-    /// The fdinfo of the task's socket fds (already identified by the socket pass), read on
-    /// every core when there are many (a server's connections: each is an open, a read and
-    /// a close of a /proc file); empty when there are few, each then read in its turn.
+    /// The fdinfo of the task's socket fds (already identified by the socket pass: only
+    /// their fdinfo is read), on every core when there are many (a server's connections:
+    /// each is an open, a read and a close of a /proc file).
     fn socket_fdinfo(&self, pid: Pid, fds: &[RawFd]) -> Result<HashMap<RawFd, OpenFd>, FileError> {
         /// Below this many, a thread costs more than it saves.
         const PER_THREAD_MIN: usize = 512;
@@ -492,9 +493,6 @@ impl FileTable {
             .iter()
             .filter_map(|fd| self.task_sockets.get(fd).map(|key| (*fd, key.ino)))
             .collect();
-        if sockets.len() < 2 * PER_THREAD_MIN {
-            return Ok(HashMap::new());
-        }
         let read =
             |&(fd, ino): &(RawFd, u64)| OpenFd::with_link(pid, fd, format!("socket:[{ino}]"));
         let read =
@@ -510,22 +508,19 @@ impl FileTable {
             .collect()
     }
 
+    /// Dumps fd `fd` of `task`; `known_socket` is the inode and fdinfo of a socket fd the
+    /// task's socket pass identified (then nothing else is read).
     fn dump_fd(
         &mut self,
         task: &mut TaskFds,
         fd: RawFd,
-        fdinfo: Option<OpenFd>,
+        known_socket: Option<(InodeKey, OpenFd)>,
         images: &ImageDir,
         opts: &FdDumpOptions,
     ) -> Result<FdEntry, FileError> {
-        let known_socket = self.task_sockets.get(&fd).copied();
-        let (open, key, classified) = match (known_socket, fdinfo) {
-            (Some(key), Some(open)) => (open, key, None),
-            (Some(key), None) => {
-                let link = format!("socket:[{}]", key.ino);
-                (OpenFd::with_link(task.pid, fd, link)?, key, None)
-            }
-            (None, _) => {
+        let (open, key, classified) = match known_socket {
+            Some((key, open)) => (open, key, None),
+            None => {
                 let open = OpenFd::read(task.pid, fd)?;
                 let (class, meta) = classify(&open)?;
                 (open, InodeKey::of(&meta), Some((class, meta)))
