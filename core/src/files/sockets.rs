@@ -580,8 +580,8 @@ impl SocketDump {
     /// Per fd: a duplicate (pidfd_getfd) and its fstat (no /proc lookup: a readlink of
     /// /proc/PID/fd/N costs more than both); a socket is identified on that duplicate, closed
     /// at once, and captured on a second one after the lock is installed (keeping the first
-    /// would double cryo's fds); thousands of fds are spread over the cores. The fd's flags are the
-    /// file table's business.
+    /// would double cryo's fds); thousands of fds are spread over the cores. The fd's flags
+    /// are the file table's business.
     pub fn collect(pid: Pid, opts: &SocketDumpOptions) -> Result<SocketDump, FileError> {
         /// Below this many fds, a thread costs more than it saves.
         const PER_THREAD_MIN: usize = 512;
@@ -639,10 +639,8 @@ impl SocketDump {
                 });
             }
         }
-        let pidfd = Some(pidfd);
         let mut out = SocketDump::default();
         out.records.reserve(found.len());
-        out.pidfd = pidfd;
         out.socket_fds = socket_fds;
         let mut diag = None;
         let tuples: Vec<ConnTuple> = found
@@ -678,11 +676,8 @@ impl SocketDump {
                 _ => others.push(f),
             }
         }
-        // A task with connections has fds, so a pidfd: it is None only without any.
-        let captured = match &out.pidfd {
-            Some(pidfd) => capture_connections(pid, pidfd.as_fd(), connections),
-            None => Vec::new(),
-        };
+        // Kept in `out` from here on: dropping it on an error puts the captured back.
+        let captured = capture_connections(pid, out.pidfd.insert(pidfd).as_fd(), connections);
         let mut first_err = None;
         for captured in captured {
             match captured {
@@ -706,7 +701,7 @@ impl SocketDump {
             kind,
         } in others
         {
-            let pidfd = out.pidfd.as_ref().expect("set with the first socket");
+            let pidfd = out.pidfd.as_ref().expect("set before the captures");
             let dup = socket_dup(pid, pidfd.as_fd(), fd)?;
             let bad = repair_err(pid, fd);
             let (kind, json) = match kind {
