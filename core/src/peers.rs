@@ -223,7 +223,7 @@ impl Probing {
         let mut broken = self.broken;
         let mut timeouts = 0;
         for p in &self.pending {
-            match sys::connect_unspec(p.dup.as_fd()) {
+            match tcp::disconnect(&p.dup) {
                 Ok(()) => {
                     broken.insert(p.id, BrokenReason::Timeout);
                     timeouts += 1;

@@ -20,6 +20,8 @@ pub enum Operation {
     LeaveRepair,
     /// Probing the peer of a live connection.
     Probe,
+    /// Dissolving a connection (`connect(AF_UNSPEC)`).
+    Disconnect,
 }
 
 impl fmt::Display for Operation {
@@ -30,6 +32,7 @@ impl fmt::Display for Operation {
             Operation::Restore => "restore",
             Operation::LeaveRepair => "leave repair",
             Operation::Probe => "probe",
+            Operation::Disconnect => "disconnect",
         })
     }
 }

@@ -46,7 +46,7 @@ pub use error::{Operation, Result, SocketName, TcpRepairError};
 pub use inject::INJECT_MARK;
 pub use listen::{capture_listener, listener_diag, restore_listener, InFlight, ListenerDiag};
 pub use probe::{send_probe, PeerAnswer, PeerProbe};
-pub use repair::{capture_and_leave, kernel_tcp_state, Repair};
+pub use repair::{capture_and_leave, disconnect, kernel_tcp_state, Repair};
 pub use restore::{close_silently, leave_repair, restore, RestoredSocket};
 pub use state::{
     state_name, HandshakeOptions, ListenerState, SocketOptions, TcpConnectionState,

@@ -309,9 +309,21 @@ impl<'fd> Repair<'fd> {
     /// restore the moment this returns. The fd stays open, on a closed socket.
     pub fn abandon(mut self) -> Result<()> {
         self.held = true;
-        sys::connect_unspec(self.fd)
-            .map_err(Ctx::new(Operation::LeaveRepair, self.name).sys("connect AF_UNSPEC"))
+        disconnect_named(self.fd, self.name)
     }
+}
+
+/// Dissolves a connection (`connect(AF_UNSPEC)`: tcp_disconnect). Outside repair mode the
+/// peer gets a RST and the owner's next read or write fails with ECONNRESET; in repair mode
+/// nothing is sent. Either way the socket leaves the connection table at once, whoever else
+/// holds its fd.
+pub fn disconnect(fd: impl AsFd) -> Result<()> {
+    let fd = fd.as_fd();
+    disconnect_named(fd, socket_name(fd))
+}
+
+pub(crate) fn disconnect_named(fd: BorrowedFd<'_>, name: SocketName) -> Result<()> {
+    sys::connect_unspec(fd).map_err(Ctx::new(Operation::Disconnect, name).sys("connect AF_UNSPEC"))
 }
 
 impl Drop for Repair<'_> {

@@ -414,6 +414,5 @@ pub fn close_silently(fd: OwnedFd) -> Result<()> {
         sys::TCP_REPAIR_ON,
     )
     .map_err(Ctx::new(Operation::EnterRepair, name).sys("setsockopt TCP_REPAIR"))?;
-    sys::connect_unspec(fd.as_fd())
-        .map_err(Ctx::new(Operation::LeaveRepair, name).sys("connect AF_UNSPEC"))
+    crate::repair::disconnect_named(fd.as_fd(), name)
 }

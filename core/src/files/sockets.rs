@@ -1139,8 +1139,9 @@ pub(super) fn open(
                 .finish_quiet()
                 .map_err(fail)?;
             if tcp_close {
-                disconnect(fd.as_fd())
-                    .map_err(|e| super::restore_err(desc, "connect AF_UNSPEC (--tcp-close)", e))?;
+                tcp::disconnect(&fd).map_err(|e| {
+                    super::restore_err(desc, "--tcp-close", std::io::Error::other(e.to_string()))
+                })?;
             }
             fd
         }
@@ -1260,12 +1261,6 @@ pub(super) fn finish_unix(
             .map_err(|e| unix_err(desc, "shutdown", e))?;
     }
     unix::restore::apply_options(fd, &u.options()).map_err(|e| unix_err(desc, "socket options", e))
-}
-
-/// Resets a connection (connect with AF_UNSPEC: tcp_disconnect): the peer gets a RST, the
-/// owner's next read or write fails with ECONNRESET.
-fn disconnect(fd: BorrowedFd<'_>) -> std::io::Result<()> {
-    sys::connect_unspec(fd)
 }
 
 /// How the live connection `live` differs from the image's record of it, if it does: the

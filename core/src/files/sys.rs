@@ -374,26 +374,6 @@ pub(crate) fn add_seals(fd: BorrowedFd<'_>, seals: u32) -> io::Result<()> {
     check(libc::c_long::from(ret)).map(drop)
 }
 
-/// connect(2) with an AF_UNSPEC address: dissolves the association of a socket (for TCP,
-/// tcp_disconnect: a RST to the peer, ECONNRESET for the owner).
-pub(crate) fn connect_unspec(fd: BorrowedFd<'_>) -> io::Result<()> {
-    // SAFETY: an all-zero sockaddr_storage is a valid value; sa_family = AF_UNSPEC.
-    let mut addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    addr.ss_family = libc::AF_UNSPEC as libc::sa_family_t;
-    // SAFETY: the pointer and length describe `addr`, which lives across the call.
-    let ret = unsafe {
-        libc::connect(
-            fd.as_raw_fd(),
-            (&addr as *const libc::sockaddr_storage).cast(),
-            std::mem::size_of::<libc::sockaddr>() as libc::socklen_t,
-        )
-    };
-    if ret < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
 /// True if `fd` is an open descriptor of this process (F_GETFD).
 pub(crate) fn fd_is_open(fd: RawFd) -> bool {
     // SAFETY: F_GETFD takes no argument and only reads the fd table.
