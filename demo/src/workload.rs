@@ -27,8 +27,8 @@
 //!
 //! After `--ready-after` ticks it writes `ready` on its original stdout (a pipe from the
 //! demo) and replaces that stdout with the log, so nothing outside its own files and the
-//! connection is left open. It exits by itself after `--max-ticks`, so a workload whose demo died does not
-//! linger.
+//! connection is left open. It exits by itself after `--max-ticks`, so a workload whose demo
+//! died does not linger.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read as _, Seek as _, Write as _};
