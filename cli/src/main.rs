@@ -48,8 +48,8 @@ enum Command {
     /// Checkpoint a live workload, kill it, restore it and watch it continue
     Demo(commands::demo::Args),
     /// The demo's workload (started by `cryo demo`)
-    #[command(name = "__demo-workload", hide = true)]
-    DemoWorkload(commands::demo_workload::Args),
+    #[command(name = cryo_demo::WORKLOAD_COMMAND, hide = true)]
+    DemoWorkload(commands::demo::WorkloadArgs),
 }
 
 fn main() {
@@ -81,7 +81,7 @@ fn run(command: Command) -> anyhow::Result<i32> {
         Command::Kill(args) => commands::kill::run(args),
         Command::Check(args) => commands::check::run(args),
         Command::Demo(args) => commands::demo::run(args),
-        Command::DemoWorkload(args) => commands::demo_workload::run(args),
+        Command::DemoWorkload(args) => commands::demo::run_workload(args),
     }
 }
 

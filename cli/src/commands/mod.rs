@@ -3,7 +3,6 @@
 
 pub mod check;
 pub mod demo;
-pub mod demo_workload;
 pub mod dump;
 pub mod kill;
 pub mod restore;

@@ -1,118 +1,26 @@
-//! The workload's unix commands beyond plain bytes: descriptors passed with SCM_RIGHTS,
-//! credentials, shutdown, and a listener's own clients (accepted or still waiting). Part of
-//! `cryo-workload` (its top doc lists the commands).
+//! Unix messages beyond plain bytes, for `unix-pair` and `unix-pass`: descriptors passed
+//! with SCM_RIGHTS (`pass`, `take`) and credentials (SCM_CREDENTIALS).
 
 use std::io;
 use std::mem::{size_of, zeroed};
 use std::path::Path;
 
-use crate::sys;
+use super::sys::{self, cvt};
+use super::unix::{self, send_flags};
 
 /// Where `pass` keeps the pipe's write end.
-const PIPE_WRITER: i32 = 60;
+pub const PIPE_WRITER: i32 = 60;
 /// Where `pass` keeps the other end of the socketpair it passes one end of.
-const SOCK_KEPT: i32 = 61;
+pub const SOCK_KEPT: i32 = 61;
 /// Where `take` keeps a socket it received.
-const SOCK_TAKEN: i32 = 62;
+pub const SOCK_TAKEN: i32 = 62;
 /// Where `take` keeps a pipe it received.
-const PIPE_TAKEN: i32 = 63;
+pub const PIPE_TAKEN: i32 = 63;
 /// Where `take` keeps a file it received.
-const FILE_TAKEN: i32 = 64;
-/// The `unix-listen` client of its own listener.
-const CLIENT: i32 = 52;
-/// The `unix-listen` connection accepted and kept.
-const CONN: i32 = 53;
-
-/// Commands of `unix-pair` beyond send/recv; `None` for a verb it does not know.
-pub fn pair_command(verb: &str, args: &[&str]) -> Option<Result<String, String>> {
-    let io = |e: io::Error| e.to_string();
-    let side = |s: &str| {
-        if s == "0" {
-            crate::UNIX_A
-        } else {
-            crate::UNIX_B
-        }
-    };
-    Some(match (verb, args) {
-        ("pass", [s, what @ ..]) => pass(side(s), what),
-        ("take", [s]) => take(side(s)).map_err(io),
-        ("pipe-write", [data]) => sys::write_all(PIPE_WRITER, data.as_bytes())
-            .map(|()| "ok".into())
-            .map_err(io),
-        ("pipe-read", []) => sys::read_available(PIPE_TAKEN, 4096)
-            .map(|d| String::from_utf8_lossy(&d).into_owned())
-            .map_err(io),
-        ("sock-send", [data]) => send_flags(SOCK_KEPT, data.as_bytes(), 0)
-            .map(|()| "ok".into())
-            .map_err(io),
-        ("sock-recv", []) => crate::unix_recv_all(SOCK_TAKEN).map_err(io),
-        ("shut", [s]) => {
-            // SAFETY: shutdown takes no pointers.
-            cvt(unsafe { libc::shutdown(side(s), libc::SHUT_WR) })
-                .map(|_| "ok".into())
-                .map_err(io)
-        }
-        ("send-nosig", [s, msg]) => send_flags(side(s), msg.as_bytes(), libc::MSG_NOSIGNAL)
-            .map(|()| "ok".into())
-            .map_err(io),
-        ("send-creds", [s, msg, uid, gid, pid @ ..]) => {
-            let num = |t: &str| t.parse::<u32>().map_err(|_| format!("bad number {t:?}"));
-            let pid = match pid {
-                [p] => num(p).map(|p| p as i32),
-                _ => Ok(std::process::id() as i32),
-            };
-            match (num(uid), num(gid), pid) {
-                (Ok(uid), Ok(gid), Ok(pid)) => {
-                    let creds = libc::ucred { pid, uid, gid };
-                    sendmsg(side(s), msg.as_bytes(), &[], Some(creds))
-                        .map(|()| "ok".into())
-                        .map_err(io)
-                }
-                (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => Err(e),
-            }
-        }
-        ("passcred", [s]) => set_passcred(side(s)).map(|()| "ok".into()).map_err(io),
-        ("recv-creds", [s]) => recv_creds(side(s)).map_err(io),
-        _ => return None,
-    })
-}
-
-/// Commands of `unix-listen` beyond accept; `None` for a verb it does not know.
-pub fn listen_command(listener: i32, verb: &str, args: &[&str]) -> Option<Result<String, String>> {
-    let io = |e: io::Error| e.to_string();
-    let end = |w: &str| if w == "client" { CLIENT } else { CONN };
-    Some(match (verb, args) {
-        ("connect", [msg]) => connect_self(listener, msg.as_bytes())
-            .map(|()| "ok".into())
-            .map_err(io),
-        ("accept-keep", []) => accept_keep(listener).map_err(io),
-        ("say", [w, msg]) => send_flags(end(w), msg.as_bytes(), 0)
-            .map(|()| "ok".into())
-            .map_err(io),
-        ("hear", [w]) => crate::unix_recv_all(end(w)).map_err(io),
-        _ => return None,
-    })
-}
-
-fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(r)
-    }
-}
-
-fn send_flags(fd: i32, msg: &[u8], flags: i32) -> io::Result<()> {
-    // SAFETY: send from our own buffer.
-    let n = unsafe { libc::send(fd, msg.as_ptr().cast(), msg.len(), flags) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
+pub const FILE_TAKEN: i32 = 64;
 
 /// `pass SIDE WHAT...`: one message "fds" carrying a descriptor per WHAT, closed here after.
-fn pass(fd: i32, what: &[&str]) -> Result<String, String> {
+pub fn pass(fd: i32, what: &[&str]) -> Result<String, String> {
     let io = |e: io::Error| e.to_string();
     let mut fds = Vec::new();
     for w in what {
@@ -162,7 +70,7 @@ fn pass(fd: i32, what: &[&str]) -> Result<String, String> {
 }
 
 /// `take SIDE`: one message with its descriptors, each used and kept.
-fn take(fd: i32) -> io::Result<String> {
+pub fn take(fd: i32) -> io::Result<String> {
     let (data, fds, _) = recvmsg(fd)?;
     let mut out = vec![String::from_utf8_lossy(&data).into_owned()];
     for f in fds {
@@ -191,7 +99,7 @@ fn take(fd: i32) -> io::Result<String> {
             }
             libc::S_IFSOCK => {
                 let kept = sys::move_fd(f, SOCK_TAKEN)?;
-                format!("sock:{}", crate::unix_recv_all(kept)?)
+                format!("sock:{}", unix::recv_all(kept)?)
             }
             other => {
                 sys::close(f);
@@ -203,7 +111,7 @@ fn take(fd: i32) -> io::Result<String> {
     Ok(out.join(" "))
 }
 
-fn set_passcred(fd: i32) -> io::Result<()> {
+pub fn set_passcred(fd: i32) -> io::Result<()> {
     let on: libc::c_int = 1;
     // SAFETY: the option value is one int that outlives the call.
     cvt(unsafe {
@@ -219,7 +127,7 @@ fn set_passcred(fd: i32) -> io::Result<()> {
 }
 
 /// `recv-creds SIDE`: one message and its credentials, without blocking.
-fn recv_creds(fd: i32) -> io::Result<String> {
+pub fn recv_creds(fd: i32) -> io::Result<String> {
     set_passcred(fd)?;
     match recvmsg_flags(fd, libc::MSG_DONTWAIT) {
         Ok((data, fds, creds)) => {
@@ -236,57 +144,11 @@ fn recv_creds(fd: i32) -> io::Result<String> {
         Err(e) => Err(e),
     }
 }
-
-/// `connect MSG` (unix-listen): a client of the listener's own name at fd 52, MSG sent.
-fn connect_self(listener: i32, msg: &[u8]) -> io::Result<()> {
-    // SAFETY: sockaddr_un is plain data; all-zero is valid.
-    let mut addr: libc::sockaddr_un = unsafe { zeroed() };
-    let mut len = size_of::<libc::sockaddr_un>() as libc::socklen_t;
-    // SAFETY: addr and len are valid for writes of the sizes given.
-    cvt(unsafe {
-        libc::getsockname(
-            listener,
-            (&mut addr as *mut libc::sockaddr_un).cast(),
-            &mut len,
-        )
-    })?;
-    // SAFETY: plain syscall.
-    let c = cvt(unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) })?;
-    // SAFETY: addr holds `len` valid bytes, as getsockname returned them.
-    cvt(unsafe { libc::connect(c, (&addr as *const libc::sockaddr_un).cast(), len) })?;
-    let c = sys::move_fd(c, CLIENT)?;
-    send_flags(c, msg, 0)
-}
-
-/// `accept-keep` (unix-listen): one connection accepted, kept at fd 53, its first message read.
-fn accept_keep(listener: i32) -> io::Result<String> {
-    // SAFETY: null address pointers are allowed.
-    let c = cvt(unsafe {
-        libc::accept4(
-            listener,
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-            libc::SOCK_CLOEXEC,
-        )
-    })?;
-    let c = sys::move_fd(c, CONN)?;
-    let mut buf = [0u8; 4096];
-    // SAFETY: recv into our own buffer.
-    let n = unsafe { libc::recv(c, buf.as_mut_ptr().cast(), buf.len(), 0) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(format!(
-        "got {}",
-        String::from_utf8_lossy(&buf[..n as usize])
-    ))
-}
-
 /// Room for SCM_MAX_FD descriptors and credentials.
 const CMSG_BUF: usize = 2048;
 
 /// `sendmsg` of `data` with `fds` (SCM_RIGHTS) and `creds` (SCM_CREDENTIALS).
-fn sendmsg(fd: i32, data: &[u8], fds: &[i32], creds: Option<libc::ucred>) -> io::Result<()> {
+pub fn sendmsg(fd: i32, data: &[u8], fds: &[i32], creds: Option<libc::ucred>) -> io::Result<()> {
     let mut cbuf = [0u64; CMSG_BUF / 8];
     let fd_bytes = std::mem::size_of_val(fds);
     // SAFETY: CMSG_SPACE is arithmetic.
@@ -391,69 +253,4 @@ fn recvmsg_flags(fd: i32, flags: i32) -> io::Result<Received> {
         }
     }
     Ok((buf, fds, creds))
-}
-
-/// `unix-pass`: a stream socketpair at fds 50 and 51 and a child holding only 51 (this process
-/// only 50), which takes one message (`take`) each time it gets SIGUSR1 and answers with what
-/// it took. Returns the child's pid.
-pub fn start_pass_child() -> io::Result<i32> {
-    let (a, b) = crate::unix_socketpair(libc::SOCK_STREAM)?;
-    // Blocked before the fork: a SIGUSR1 sent early waits for the child's sigsuspend.
-    sys::install_sigusr1(crate::on_sigusr1)?;
-    sys::block_signal(libc::SIGUSR1)?;
-    // SAFETY: single-threaded here; the child only makes syscalls and small allocations.
-    let kid = cvt(unsafe { libc::fork() })?;
-    if kid == 0 {
-        sys::close(a);
-        crate::exit_child("unix-pass child", pass_child(b));
-    }
-    sys::close(b);
-    Ok(kid)
-}
-
-fn pass_child(fd: i32) -> io::Result<()> {
-    loop {
-        sys::await_sigusr1();
-        let took = take(fd)?;
-        send_flags(fd, took.as_bytes(), 0)?;
-    }
-}
-
-/// Commands of `unix-pass`; `None` for a verb it does not know.
-pub fn pass_command(kid: i32, verb: &str, args: &[&str]) -> Option<Result<String, String>> {
-    let io = |e: io::Error| e.to_string();
-    Some(match (verb, args) {
-        ("kid", []) => Ok(kid.to_string()),
-        ("pass", what) => pass(crate::UNIX_A, what),
-        ("pipe-write", [data]) => sys::write_all(PIPE_WRITER, data.as_bytes())
-            .map(|()| "ok".into())
-            .map_err(io),
-        ("ask", []) => {
-            // SAFETY: kill takes plain integers.
-            if unsafe { libc::kill(kid, libc::SIGUSR1) } < 0 {
-                return Some(Err(io(io::Error::last_os_error())));
-            }
-            wait_readable(crate::UNIX_A)
-                .and_then(|()| crate::unix_recv_all(crate::UNIX_A))
-                .map_err(io)
-        }
-        _ => return None,
-    })
-}
-
-/// Waits up to 10 s for something to read on `fd`.
-fn wait_readable(fd: i32) -> io::Result<()> {
-    let mut p = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: poll on our one pollfd.
-    match cvt(unsafe { libc::poll(&mut p, 1, 10_000) })? {
-        0 => Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            "no answer after 10 s",
-        )),
-        _ => Ok(()),
-    }
 }

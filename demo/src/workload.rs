@@ -1,4 +1,5 @@
-//! `cryo __demo-workload DIR` (hidden): the process `cryo demo` checkpoints.
+//! `cryo __demo-workload DIR` (hidden): the process `cryo demo` checkpoints, the calling
+//! binary re-executed (see [`crate::WORKLOAD_COMMAND`]).
 //!
 //! It puts itself in a session of its own with no terminal (stdin /dev/null, stderr and,
 //! once ready, stdout to `DIR/workload.log`), then every tick (~100 ms) appends one line:
@@ -26,8 +27,8 @@
 //!
 //! After `--ready-after` ticks it writes `ready` on its original stdout (a pipe from the
 //! demo) and replaces that stdout with the log, so nothing outside its own files and the
-//! connection is left open. It exits by itself after `--max-ticks`, so a workload whose demo died does not
-//! linger.
+//! connection is left open. It exits by itself after `--max-ticks`, so a workload whose demo
+//! died does not linger.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read as _, Seek as _, Write as _};
@@ -44,131 +45,26 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{recv, MsgFlags};
 use nix::unistd::{dup2_stderr, dup2_stdin, dup2_stdout, pipe2, setsid};
 
-/// The log file in the workload's directory.
-pub const LOG: &str = "workload.log";
-/// The regular file it reads one line of per tick.
-pub const INPUT: &str = "input.txt";
-/// Lines in the input file; the first half is read before the first tick.
-pub const INPUT_LINES: u64 = 1200;
-/// Every input line has this length, so a line number and an offset say the same thing.
-pub const LINE_LEN: u64 = 16;
-/// Chunks queued in the pipe before the first tick.
-pub const PIPE_CHUNKS: u64 = 600;
-/// Every chunk has this length.
-pub const CHUNK_LEN: usize = 10;
-/// What the workload writes on its original stdout once ready.
-pub const READY: &str = "ready";
-/// What the workload writes on its original stdout before its address, first thing.
-pub const LISTENING: &str = "listening ";
+use crate::ticks::{
+    input_line, pipe_chunk, TcpTick, Tick, CHUNK_LEN, INPUT, INPUT_LINES, LINE_LEN, LISTENING, LOG,
+    PIPE_CHUNKS, READY,
+};
+
 /// How long the workload waits for its one TCP client.
 pub const ACCEPT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Run the demo's workload in DIR (used by `cryo demo`)
-#[derive(Debug, clap::Args)]
-pub struct Args {
-    /// Directory for the log and the input file
-    dir: PathBuf,
-
-    /// Say ready after this many ticks
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
-    ready_after: u64,
-
-    /// Milliseconds between ticks
-    #[arg(long, default_value_t = 100)]
-    interval_ms: u64,
-
-    /// Exit after this many ticks
-    #[arg(long, default_value_t = 3000)]
-    max_ticks: u64,
-}
-
-/// Line `n` (from 1) of the input file.
-pub fn input_line(n: u64) -> String {
-    format!("input line {n:04}\n")
-}
-
-/// Chunk `n` (from 1) of the pipe.
-pub fn pipe_chunk(n: u64) -> String {
-    format!("pipe-{n:05}")
-}
-
-/// One tick as logged.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Tick {
-    /// The counter.
-    pub n: u64,
-    /// The input line read this tick, without its newline, or `EOF`.
-    pub file: String,
-    /// The input file's offset after the read.
-    pub offset: u64,
-    /// The pipe chunk read this tick, or `EMPTY`.
-    pub pipe: String,
-}
-
-impl Tick {
-    /// The log line, with its newline.
-    pub fn line(&self) -> String {
-        format!(
-            "tick={} file=\"{}\" offset={} pipe=\"{}\"\n",
-            self.n, self.file, self.offset, self.pipe
-        )
-    }
-
-    /// Parses a log line written by [`Tick::line`]; other lines give `None`.
-    pub fn parse(line: &str) -> Option<Self> {
-        let rest = line.trim_end().strip_prefix("tick=")?;
-        let (n, rest) = rest.split_once(" file=\"")?;
-        let (file, rest) = rest.split_once("\" offset=")?;
-        let (offset, rest) = rest.split_once(" pipe=\"")?;
-        let pipe = rest.strip_suffix('"')?;
-        Some(Self {
-            n: n.parse().ok()?,
-            file: file.to_string(),
-            offset: offset.parse().ok()?,
-            pipe: pipe.to_string(),
-        })
-    }
-
-    /// The number of the input line read, if one was.
-    pub fn file_line(&self) -> Option<u64> {
-        self.file.strip_prefix("input line ")?.parse().ok()
-    }
-
-    /// The number of the pipe chunk read, if one was.
-    pub fn pipe_chunk(&self) -> Option<u64> {
-        self.pipe.strip_prefix("pipe-")?.parse().ok()
-    }
-}
-
-/// What the workload sends its TCP client every tick.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TcpTick {
-    /// The tick's counter.
-    pub n: u64,
-    /// How many lines the client had sent, as far as the workload has read.
-    pub got: u64,
-    /// The latest line the client sent (empty if none yet).
-    pub last: String,
-}
-
-impl TcpTick {
-    /// The line sent, with its newline.
-    pub fn line(&self) -> String {
-        format!("tick={} got={} last=\"{}\"\n", self.n, self.got, self.last)
-    }
-
-    /// Parses a line written by [`TcpTick::line`].
-    pub fn parse(line: &str) -> Option<Self> {
-        let rest = line.trim_end().strip_prefix("tick=")?;
-        let (n, rest) = rest.split_once(" got=")?;
-        let (got, rest) = rest.split_once(" last=\"")?;
-        let last = rest.strip_suffix('"')?;
-        Some(Self {
-            n: n.parse().ok()?,
-            got: got.parse().ok()?,
-            last: last.to_string(),
-        })
-    }
+/// How the workload runs (`__demo-workload DIR [--ready-after N] [--interval-ms MS]
+/// [--max-ticks N]`).
+#[derive(Debug, Clone)]
+pub struct WorkloadOptions {
+    /// Directory for the log and the input file.
+    pub dir: PathBuf,
+    /// Say ready after this many ticks (at least 1).
+    pub ready_after: u64,
+    /// Milliseconds between ticks.
+    pub interval_ms: u64,
+    /// Exit after this many ticks.
+    pub max_ticks: u64,
 }
 
 /// The one TCP client, as the workload sees it.
@@ -224,13 +120,8 @@ fn accept_one(listener: &TcpListener) -> anyhow::Result<TcpStream> {
     Ok(stream)
 }
 
-/// Every tick in a log's text, in order.
-pub fn ticks(log: &str) -> Vec<Tick> {
-    log.lines().filter_map(Tick::parse).collect()
-}
-
 /// Runs the workload; returns only on error or after `--max-ticks`.
-pub fn run(args: Args) -> anyhow::Result<i32> {
+pub fn run(args: &WorkloadOptions) -> anyhow::Result<i32> {
     // Nothing inherited beyond stdio (a build tool's jobserver pipe, ...): the checkpoint
     // must hold only what the workload opens itself.
     close_inherited_fds()?;
@@ -366,57 +257,4 @@ fn open_half_read(path: &Path) -> anyhow::Result<File> {
     file.read_exact(&mut half)
         .with_context(|| format!("read {}", path.display()))?;
     Ok(file)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fixed_widths() {
-        assert_eq!(input_line(1).len() as u64, LINE_LEN);
-        assert_eq!(input_line(INPUT_LINES).len() as u64, LINE_LEN);
-        assert_eq!(pipe_chunk(1).len(), CHUNK_LEN);
-        assert_eq!(pipe_chunk(PIPE_CHUNKS).len(), CHUNK_LEN);
-    }
-
-    #[test]
-    fn tick_round_trip() {
-        let tick = Tick {
-            n: 7,
-            file: "input line 0607".into(),
-            offset: 9712,
-            pipe: pipe_chunk(7),
-        };
-        assert_eq!(
-            tick.line(),
-            "tick=7 file=\"input line 0607\" offset=9712 pipe=\"pipe-00007\"\n"
-        );
-        assert_eq!(Tick::parse(&tick.line()), Some(tick.clone()));
-        assert_eq!(tick.file_line(), Some(607));
-        assert_eq!(tick.pipe_chunk(), Some(7));
-        let log = format!("workload pid=1 started\n{}garbage\n", tick.line());
-        assert_eq!(ticks(&log), [tick]);
-    }
-
-    #[test]
-    fn tcp_tick_round_trip() {
-        let tick = TcpTick {
-            n: 7,
-            got: 6,
-            last: "ack=6".into(),
-        };
-        assert_eq!(tick.line(), "tick=7 got=6 last=\"ack=6\"\n");
-        assert_eq!(TcpTick::parse(&tick.line()), Some(tick));
-        assert_eq!(
-            TcpTick::parse("tick=1 file=\"x\" offset=1 pipe=\"y\""),
-            None
-        );
-    }
-
-    #[test]
-    fn eof_and_empty_parse() {
-        let t = Tick::parse("tick=900 file=\"EOF\" offset=19200 pipe=\"EMPTY\"").unwrap();
-        assert_eq!((t.file_line(), t.pipe_chunk()), (None, None));
-    }
 }

@@ -1,0 +1,42 @@
+//! `deleted-file [LEN] [SEED]`: a file created in the control directory, filled, kept open
+//! and unlinked: its contents live only in the open file.
+//!
+//! ```text
+//! deleted-file [LEN] [SEED]  read   -> <len> <checksum>                   pos -> <offset>
+//! ```
+
+use std::path::Path;
+
+use super::{arg, failed, io_err, seed_arg, sys, unknown, Mode};
+use crate::protocol;
+
+struct DeletedFile {
+    fd: i32,
+    len: usize,
+}
+
+/// `deleted-file [LEN] [SEED]`
+pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
+    let len: usize = arg(args, 0, 100_000)?;
+    let seed = seed_arg(args, 1)?;
+    let path = dir.join(protocol::DELETED_FILE);
+    let fd = sys::open_mode(&path, libc::O_RDWR | libc::O_CREAT | libc::O_EXCL, 0o600)
+        .map_err(failed("create deleted file"))?;
+    sys::write_all(fd, &protocol::pattern(len, seed)).map_err(failed("write"))?;
+    std::fs::remove_file(&path).map_err(failed("unlink"))?;
+    Ok(Box::new(DeletedFile { fd, len }))
+}
+
+impl Mode for DeletedFile {
+    fn command(&mut self, verb: &str, args: &[&str]) -> Result<String, String> {
+        match (verb, args) {
+            ("read", []) => {
+                let mut data = vec![0u8; self.len + 1];
+                let n = sys::pread_all(self.fd, &mut data).map_err(io_err)?;
+                Ok(protocol::len_and_checksum(&data[..n]))
+            }
+            ("pos", []) => Ok(sys::tell(self.fd).map_err(io_err)?.to_string()),
+            _ => unknown(verb),
+        }
+    }
+}

@@ -1,0 +1,54 @@
+//! What the modes that fork share: a child holding one fd of a pair, how a forked child
+//! ends, and a child asked questions over two pipes.
+
+use std::io;
+
+use super::sys;
+
+/// Forks a child that runs `child` with fd `theirs` (closing `ours`), while this process keeps
+/// `ours` (closing `theirs`). Returns the child's pid.
+pub fn fork_holding(ours: i32, theirs: i32, child: fn(i32) -> !) -> io::Result<libc::pid_t> {
+    // SAFETY: the workload is single-threaded here; the child only makes syscalls.
+    let kid = unsafe { libc::fork() };
+    if kid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if kid == 0 {
+        sys::close(ours);
+        child(theirs);
+    }
+    sys::close(theirs);
+    Ok(kid)
+}
+
+/// Ends a forked child: status 0 when `result` is Ok, else 3 with the error on stderr
+/// (`what` names the child).
+pub fn exit_child(what: &str, result: io::Result<()>) -> ! {
+    let code = match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("{what}: {e}");
+            3
+        }
+    };
+    // SAFETY: ends the forked process.
+    unsafe { libc::_exit(code) };
+}
+
+/// The two pipes to a child that answers one message with one message.
+pub struct ChildPipes {
+    /// Where this process writes its question.
+    pub to_child: i32,
+    /// Where the child writes its answer.
+    pub from_child: i32,
+}
+
+impl ChildPipes {
+    /// Sends `msg` and waits for the child's answer (one read of up to 256 bytes).
+    pub fn ask(&self, msg: &str) -> io::Result<String> {
+        sys::write_all(self.to_child, msg.as_bytes())?;
+        let mut buf = [0u8; 256];
+        let n = sys::read(self.from_child, &mut buf)?;
+        Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+    }
+}

@@ -1,0 +1,146 @@
+//! The modes of `cryo-workload`, one module each, and the table from a mode's name to its
+//! `start`.
+//!
+//! A mode sets up what the tests checkpoint (memory, files, sockets, children...) once, at
+//! start, then answers its own commands; the commands every mode answers are the control
+//! loop's ([`control`]). Adding a mode = a module with `start` returning a [`Mode`], and one
+//! line in [`MODES`].
+//!
+//! ```text
+//! control    the command FIFO, the replies, the common commands
+//! sys        every raw call, wrapped once
+//! kids       forked helpers: a child holding one fd, its exit, asking it over two pipes
+//! unix       the unix modes' socketpair at fds 50/51, send, receive all, wait
+//! unix_msg   SCM_RIGHTS and SCM_CREDENTIALS messages (unix-pair and unix-pass)
+//! <mode>     one per mode (see the table)
+//! ```
+
+pub mod control;
+pub mod job_shell;
+mod kids;
+mod sys;
+mod unix;
+mod unix_msg;
+
+mod counter;
+mod deleted_file;
+mod events;
+mod file;
+mod mappings;
+mod memory;
+mod pipe;
+mod pipe_split;
+mod shared_memory;
+mod signal;
+mod tcp;
+mod threads;
+mod timers;
+mod tree;
+mod tty;
+mod udp;
+mod unix_ext;
+mod unix_listen;
+mod unix_pair;
+mod unix_pass;
+mod unix_split;
+mod unix_tree;
+mod unsupported;
+
+use std::io;
+use std::path::Path;
+
+use crate::protocol::DEFAULT_SEED;
+
+/// The page size the modes lay their memory out in.
+const PAGE: usize = 4096;
+
+/// A running mode: answers the commands of its own.
+pub trait Mode {
+    /// Answers `verb args...` (the common commands never get here); `Err` is sent as
+    /// `err MESSAGE`.
+    fn command(&mut self, verb: &str, args: &[&str]) -> Result<String, String>;
+}
+
+/// Sets a mode up from its arguments, in the control directory `dir`.
+pub type Start = fn(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String>;
+
+/// Every mode, by the name given on the command line.
+pub const MODES: &[(&str, Start)] = &[
+    ("counter", counter::start),
+    ("memory", memory::start),
+    ("file", file::start),
+    ("deleted-file", deleted_file::start),
+    ("pipe", pipe::start),
+    ("signal", signal::start),
+    ("unsupported", unsupported::start),
+    ("tree", tree::start),
+    ("timers", timers::start),
+    ("threads", threads::start),
+    ("mappings", mappings::start),
+    ("events", events::start),
+    ("tcp", tcp::start),
+    ("udp", udp::start),
+    ("unix-pair", unix_pair::start),
+    ("unix-tree", unix_tree::start),
+    ("pipe-split", pipe_split::start),
+    ("unix-split", unix_split::start),
+    ("unix-listen", unix_listen::start),
+    ("unix-pass", unix_pass::start),
+    ("unix-ext", unix_ext::start),
+    ("shared-memory", shared_memory::start),
+    ("tty", tty::start),
+];
+
+/// Starts the mode called `name`.
+pub fn start(name: &str, args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
+    let (_, start) = MODES
+        .iter()
+        .find(|(mode, _)| *mode == name)
+        .ok_or_else(|| format!("unknown mode {name:?}"))?;
+    start(args, dir)
+}
+
+/// The reply to a command the mode does not know.
+fn unknown(verb: &str) -> Result<String, String> {
+    Err(format!("unknown command {verb:?}"))
+}
+
+/// An `io::Error` as a reply's error text.
+fn io_err(err: io::Error) -> String {
+    err.to_string()
+}
+
+/// An `io::Error` as a setup error naming what failed: `WHAT: ERROR`.
+fn failed(what: &str) -> impl Fn(io::Error) -> String + '_ {
+    move |err| format!("{what}: {err}")
+}
+
+/// Argument `i`, or `default` if there is none.
+fn arg<T: std::str::FromStr>(args: &[String], i: usize, default: T) -> Result<T, String> {
+    match args.get(i) {
+        None => Ok(default),
+        Some(s) => s.parse().map_err(|_| format!("bad argument {s:?}")),
+    }
+}
+
+/// Argument `i` as a seed (decimal or 0x hex), or [`DEFAULT_SEED`].
+fn seed_arg(args: &[String], i: usize) -> Result<u64, String> {
+    match args.get(i) {
+        None => Ok(DEFAULT_SEED),
+        Some(s) => parse_u64(s),
+    }
+}
+
+/// A number, decimal or 0x hex.
+fn parse_u64(s: &str) -> Result<u64, String> {
+    let r = match s.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => s.parse(),
+    };
+    r.map_err(|_| format!("bad number {s:?}"))
+}
+
+/// A count or a size in a command.
+fn count(s: &str) -> Result<usize, String> {
+    s.parse().map_err(|_| format!("bad count {s:?}"))
+}

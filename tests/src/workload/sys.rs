@@ -1,0 +1,494 @@
+//! The raw calls of the workload, each wrapped once: fds as plain numbers (the modes place
+//! them at fixed numbers the tests look for), errors as `io::Error`.
+
+use std::ffi::{CStr, CString};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+/// Closes every fd from `first` up.
+pub fn close_from(first: u32) {
+    // SAFETY: close_range takes no pointers; nothing in this process uses those fds yet.
+    unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, 0u32) };
+}
+
+/// A session (and process group) of its own.
+pub fn setsid() -> io::Result<()> {
+    // SAFETY: setsid takes no pointers.
+    cvt(unsafe { libc::setsid() }).map(drop)
+}
+
+pub fn getppid() -> i32 {
+    // SAFETY: getppid takes no arguments.
+    unsafe { libc::getppid() }
+}
+
+/// Sends `sig` to `pid`.
+pub fn signal(pid: i32, sig: i32) -> io::Result<()> {
+    // SAFETY: kill takes plain integers.
+    cvt(unsafe { libc::kill(pid, sig) }).map(drop)
+}
+
+/// `r`, or the errno of a failed call.
+pub fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+fn cpath(path: &Path) -> CString {
+    CString::new(path.as_os_str().as_bytes()).expect("no NUL in paths")
+}
+
+pub fn open(path: &Path, flags: i32) -> io::Result<i32> {
+    open_mode(path, flags, 0)
+}
+
+pub fn open_mode(path: &Path, flags: i32, mode: libc::mode_t) -> io::Result<i32> {
+    let p = cpath(path);
+    // SAFETY: p is a NUL-terminated path that outlives the call.
+    cvt(unsafe { libc::open(p.as_ptr(), flags | libc::O_CLOEXEC, mode) })
+}
+
+pub fn close(fd: i32) {
+    // SAFETY: fd is one this program opened and no longer uses.
+    unsafe { libc::close(fd) };
+}
+
+pub fn read(fd: i32, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: buf is valid for buf.len() bytes of writes.
+    let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+pub fn write_all(fd: i32, mut data: &[u8]) -> io::Result<()> {
+    while !data.is_empty() {
+        // SAFETY: data is valid for data.len() bytes of reads.
+        let n = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        data = &data[n as usize..];
+    }
+    Ok(())
+}
+
+/// Reads from offset 0 until EOF or `buf` is full; returns the length read.
+pub fn pread_all(fd: i32, buf: &mut [u8]) -> io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        let rest = &mut buf[done..];
+        // SAFETY: rest is valid for rest.len() bytes of writes.
+        let n = unsafe {
+            libc::pread(
+                fd,
+                rest.as_mut_ptr().cast(),
+                rest.len(),
+                done as libc::off_t,
+            )
+        };
+        match n {
+            0 => break,
+            n if n < 0 => return Err(io::Error::last_os_error()),
+            n => done += n as usize,
+        }
+    }
+    Ok(done)
+}
+
+pub fn tell(fd: i32) -> io::Result<u64> {
+    // SAFETY: lseek takes no pointers.
+    let off = unsafe { libc::lseek(fd, 0, libc::SEEK_CUR) };
+    if off < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(off as u64)
+    }
+}
+
+/// Reads up to `max` bytes without blocking: whatever the pipe holds now.
+pub fn read_available(fd: i32, max: usize) -> io::Result<Vec<u8>> {
+    // SAFETY: fcntl on our own fd, no pointers.
+    let flags = cvt(unsafe { libc::fcntl(fd, libc::F_GETFL) })?;
+    // SAFETY: as above.
+    cvt(unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) })?;
+    let mut data = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let result = loop {
+        let want = chunk.len().min(max - data.len());
+        if want == 0 {
+            break Ok(());
+        }
+        match read(fd, &mut chunk[..want]) {
+            Ok(0) => break Ok(()),
+            Ok(n) => data.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(()),
+            Err(e) => break Err(e),
+        }
+    };
+    // SAFETY: as above.
+    cvt(unsafe { libc::fcntl(fd, libc::F_SETFL, flags) })?;
+    result.map(|()| data)
+}
+
+pub fn epoll() -> io::Result<i32> {
+    // SAFETY: epoll_create1 takes flags, no pointers.
+    cvt(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })
+}
+
+pub fn epoll_add(epfd: i32, fd: i32, events: u32, data: u64) -> io::Result<()> {
+    let mut ev = libc::epoll_event { events, u64: data };
+    // SAFETY: epoll_ctl reads one epoll_event from `ev`.
+    cvt(unsafe { libc::epoll_ctl(epfd, libc::EPOLL_CTL_ADD, fd, &mut ev) }).map(drop)
+}
+
+/// The data of the ready targets of one epoll_wait.
+pub fn epoll_wait(epfd: i32, timeout_ms: i32) -> io::Result<Vec<u64>> {
+    let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 16];
+    // SAFETY: evs has room for the 16 events epoll_wait may write.
+    let n = cvt(unsafe { libc::epoll_wait(epfd, evs.as_mut_ptr(), 16, timeout_ms) })?;
+    Ok(evs[..n as usize].iter().map(|e| e.u64).collect())
+}
+
+pub fn eventfd(count: u32, flags: i32) -> io::Result<i32> {
+    // SAFETY: eventfd takes numbers, no pointers.
+    cvt(unsafe { libc::eventfd(count, flags | libc::EFD_CLOEXEC) })
+}
+
+/// A non-blocking CLOCK_MONOTONIC timerfd firing every `ns`.
+pub fn timerfd(ns: i64) -> io::Result<i32> {
+    // SAFETY: timerfd_create takes numbers, no pointers.
+    let fd = cvt(unsafe {
+        libc::timerfd_create(
+            libc::CLOCK_MONOTONIC,
+            libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
+        )
+    })?;
+    let ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: ns,
+    };
+    let spec = libc::itimerspec {
+        it_interval: ts,
+        it_value: ts,
+    };
+    // SAFETY: timerfd_settime reads `spec`; the old value pointer is null.
+    cvt(unsafe { libc::timerfd_settime(fd, 0, &spec, std::ptr::null_mut()) })?;
+    Ok(fd)
+}
+
+fn sigset(sig: i32) -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data; sigemptyset initialises it right after.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: set is a valid sigset_t.
+    unsafe {
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, sig);
+    }
+    set
+}
+
+/// Waits until a handler ran, with no signal blocked meanwhile: SIGUSR1, kept blocked
+/// outside this wait, is never lost between two waits.
+pub fn await_sigusr1() {
+    // SAFETY: sigset_t is plain data, emptied by sigemptyset before use.
+    let mut none: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: none is a valid sigset_t; sigsuspend returns once a handler ran.
+    unsafe {
+        libc::sigemptyset(&mut none);
+        libc::sigsuspend(&none);
+    }
+}
+
+pub fn block_signal(sig: i32) -> io::Result<()> {
+    let set = sigset(sig);
+    // SAFETY: sigprocmask reads `set`; the old set pointer is null.
+    cvt(unsafe { libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) }).map(drop)
+}
+
+pub fn signalfd(sig: i32) -> io::Result<i32> {
+    let set = sigset(sig);
+    // SAFETY: signalfd reads `set`.
+    cvt(unsafe { libc::signalfd(-1, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC) })
+}
+
+pub fn memfd(name: &str) -> io::Result<i32> {
+    let name = CString::new(name).expect("no NUL");
+    // SAFETY: name is NUL-terminated and outlives the call.
+    cvt(unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) })
+}
+
+pub fn add_seals(fd: i32, seals: i32) -> io::Result<()> {
+    // SAFETY: fcntl F_ADD_SEALS takes numbers.
+    cvt(unsafe { libc::fcntl(fd, libc::F_ADD_SEALS, seals) }).map(drop)
+}
+
+pub fn get_seals(fd: i32) -> io::Result<i32> {
+    // SAFETY: fcntl F_GET_SEALS takes numbers.
+    cvt(unsafe { libc::fcntl(fd, libc::F_GET_SEALS) })
+}
+
+pub fn inotify() -> io::Result<i32> {
+    // SAFETY: inotify_init1 takes flags.
+    cvt(unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) })
+}
+
+pub fn add_watch(fd: i32, path: &Path, mask: u32) -> io::Result<i32> {
+    let p = cpath(path);
+    // SAFETY: p is NUL-terminated and outlives the call.
+    cvt(unsafe { libc::inotify_add_watch(fd, p.as_ptr(), mask) })
+}
+
+pub fn rm_watch(fd: i32, wd: i32) -> io::Result<()> {
+    // SAFETY: numbers only.
+    cvt(unsafe { libc::inotify_rm_watch(fd, wd) }).map(drop)
+}
+
+pub fn pipe() -> io::Result<(i32, i32)> {
+    let mut fds = [0i32; 2];
+    // SAFETY: fds has room for the two fds pipe2 writes.
+    cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    Ok((fds[0], fds[1]))
+}
+
+/// Moves `fd` to number `want` (closing the old number); returns `want`.
+pub fn move_fd(fd: i32, want: i32) -> io::Result<i32> {
+    if fd == want {
+        return Ok(fd);
+    }
+    // SAFETY: dup3 on fds we own, no pointers.
+    cvt(unsafe { libc::dup3(fd, want, libc::O_CLOEXEC) })?;
+    close(fd);
+    Ok(want)
+}
+
+/// A read-write mapping of `len` bytes of `fd` (or anonymous memory), kept for the
+/// program's life.
+pub fn map(len: usize, flags: i32, fd: i32) -> io::Result<&'static mut [u8]> {
+    map_at(len, flags, fd, 0)
+}
+
+/// As [`map`], from byte `offset` of `fd`.
+pub fn map_at(len: usize, flags: i32, fd: i32, offset: usize) -> io::Result<&'static mut [u8]> {
+    // SAFETY: a fresh mapping at an address the kernel picks; nothing else refers to it.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            flags,
+            fd,
+            offset as libc::off_t,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the mapping is len bytes, readable and writable, and never unmapped.
+    Ok(unsafe { std::slice::from_raw_parts_mut(p.cast(), len) })
+}
+
+pub fn pwrite_at(fd: i32, data: &[u8], off: usize) -> io::Result<()> {
+    // SAFETY: data is valid for data.len() bytes of reads.
+    let n = unsafe { libc::pwrite(fd, data.as_ptr().cast(), data.len(), off as libc::off_t) };
+    if n as usize == data.len() {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+pub fn pread_at(fd: i32, buf: &mut [u8], off: usize) -> io::Result<()> {
+    // SAFETY: buf is valid for buf.len() bytes of writes.
+    let n = unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), buf.len(), off as libc::off_t) };
+    if n as usize == buf.len() {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+pub fn fd_size(fd: i32) -> io::Result<u64> {
+    // SAFETY: stat is plain data, filled by fstat.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: st is valid for the write.
+    cvt(unsafe { libc::fstat(fd, &mut st) })?;
+    Ok(st.st_size as u64)
+}
+
+/// Makes terminal `fd` the controlling terminal of this session (a session leader's).
+pub fn set_ctty(fd: i32) -> io::Result<()> {
+    // SAFETY: TIOCSCTTY takes an int argument, no pointers.
+    cvt(unsafe { libc::ioctl(fd, libc::TIOCSCTTY, 0) }).map(drop)
+}
+
+/// One line from `fd`, read a byte at a time (nothing after the newline is consumed).
+pub fn read_line(fd: i32) -> io::Result<String> {
+    let mut line = Vec::new();
+    let mut b = [0u8; 1];
+    loop {
+        match read(fd, &mut b)? {
+            0 => break,
+            _ if b[0] == b'\n' => break,
+            _ => line.push(b[0]),
+        }
+    }
+    Ok(String::from_utf8_lossy(&line)
+        .trim_end_matches('\r')
+        .to_string())
+}
+
+pub fn protect(addr: *mut u8, len: usize, prot: i32) -> io::Result<()> {
+    // SAFETY: addr..addr+len is a mapping of ours; only its protection changes.
+    cvt(unsafe { libc::mprotect(addr.cast(), len, prot) })?;
+    Ok(())
+}
+
+pub fn mmap_anon(len: usize) -> io::Result<*mut u8> {
+    // SAFETY: a fresh private anonymous mapping; no existing memory is affected.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(p.cast())
+    }
+}
+
+/// ITIMER_REAL every 20 ms (SIGALRM to `alarm`) and a POSIX timer every 15 ms
+/// (SIGRTMIN with `value` to `timer`); returns the timer's id.
+pub fn start_timers(
+    alarm: extern "C" fn(libc::c_int),
+    timer: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void),
+    value: usize,
+) -> io::Result<i32> {
+    for (sig, handler, flags) in [
+        (libc::SIGALRM, alarm as usize, libc::SA_RESTART),
+        (
+            libc::SIGRTMIN(),
+            timer as usize,
+            libc::SA_RESTART | libc::SA_SIGINFO,
+        ),
+    ] {
+        // SAFETY: sigaction is plain data; zeroed is a valid starting value.
+        let mut sa: libc::sigaction = unsafe { std::mem::zeroed() };
+        sa.sa_sigaction = handler;
+        sa.sa_flags = flags;
+        // SAFETY: sa is fully initialised; the handlers only touch atomics.
+        cvt(unsafe { libc::sigaction(sig, &sa, std::ptr::null_mut()) })?;
+    }
+    let every = |ms: i64| libc::itimerval {
+        it_interval: libc::timeval {
+            tv_sec: 0,
+            tv_usec: ms * 1000,
+        },
+        it_value: libc::timeval {
+            tv_sec: 0,
+            tv_usec: ms * 1000,
+        },
+    };
+    // SAFETY: a valid itimerval; no old value wanted.
+    cvt(unsafe { libc::setitimer(libc::ITIMER_REAL, &every(20), std::ptr::null_mut()) })?;
+    // SAFETY: sigevent is plain data; zeroed is a valid starting value.
+    let mut ev: libc::sigevent = unsafe { std::mem::zeroed() };
+    ev.sigev_notify = libc::SIGEV_SIGNAL;
+    ev.sigev_signo = libc::SIGRTMIN();
+    ev.sigev_value = libc::sigval {
+        sival_ptr: value as *mut libc::c_void,
+    };
+    let mut id: libc::timer_t = std::ptr::null_mut();
+    // SAFETY: ev and id are valid for the call.
+    cvt(unsafe { libc::timer_create(libc::CLOCK_MONOTONIC, &mut ev, &mut id) })?;
+    let spec = libc::itimerspec {
+        it_interval: libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 15_000_000,
+        },
+        it_value: libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 15_000_000,
+        },
+    };
+    // SAFETY: id was just created; spec is valid.
+    cvt(unsafe { libc::timer_settime(id, 0, &spec, std::ptr::null_mut()) })?;
+    Ok(id as usize as i32)
+}
+
+pub fn install_sigusr1(handler: extern "C" fn(libc::c_int)) -> io::Result<()> {
+    // SAFETY: sigaction is plain data; zeroed is a valid starting value.
+    let mut sa: libc::sigaction = unsafe { std::mem::zeroed() };
+    sa.sa_sigaction = handler as usize;
+    sa.sa_flags = libc::SA_RESTART;
+    // SAFETY: sa.sa_mask is a valid sigset_t to initialise.
+    unsafe { libc::sigemptyset(&mut sa.sa_mask) };
+    // SAFETY: sa is fully initialised; the handler only touches an atomic.
+    cvt(unsafe { libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut()) })?;
+    Ok(())
+}
+
+pub fn sigusr2_pending() -> bool {
+    // SAFETY: sigset_t is plain data, filled by sigpending.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: set is a valid sigset_t to write.
+    unsafe {
+        libc::sigpending(&mut set);
+        libc::sigismember(&set, libc::SIGUSR2) == 1
+    }
+}
+
+pub fn io_uring() -> io::Result<i32> {
+    // struct io_uring_params is 120 bytes; all zero asks for defaults.
+    let mut params = [0u8; 120];
+    // SAFETY: params is a zeroed io_uring_params the kernel fills in.
+    let fd = unsafe { libc::syscall(libc::SYS_io_uring_setup, 4u32, params.as_mut_ptr()) };
+    cvt(fd as libc::c_int)
+}
+
+pub fn packet_socket() -> io::Result<i32> {
+    // SAFETY: socket takes no pointers.
+    cvt(unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })
+}
+
+/// Lists a directory; returns the fd the listing used (so it can be
+/// told apart from the process's own fds) and the entry names.
+pub fn list_dir(path: &CStr) -> io::Result<(i32, Vec<String>)> {
+    // SAFETY: path is NUL-terminated.
+    let d = unsafe { libc::opendir(path.as_ptr()) };
+    if d.is_null() {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: d is a live DIR*.
+    let dfd = unsafe { libc::dirfd(d) };
+    let mut names = Vec::new();
+    loop {
+        // SAFETY: d is a live DIR*; the entry is valid until the next readdir.
+        let ent = unsafe { libc::readdir(d) };
+        if ent.is_null() {
+            break;
+        }
+        // SAFETY: d_name is NUL-terminated inside the entry.
+        let name = unsafe { CStr::from_ptr((*ent).d_name.as_ptr()) };
+        names.push(name.to_string_lossy().into_owned());
+    }
+    // SAFETY: d is live and not used after this.
+    unsafe { libc::closedir(d) };
+    Ok((dfd, names))
+}

@@ -1,0 +1,335 @@
+//! `tcp ADDR`: a TCP listener and the connections it accepts or makes, O_NONBLOCK: data in
+//! flight both ways, handshakes and closing states.
+//!
+//! ```text
+//! tcp ADDR                   listens on ADDR (e.g. 127.0.0.1:0, [::1]:0); connections O_NONBLOCK
+//!                            port -> <port>   accept -> <index>   conns -> <count>
+//!                            echo I N -> <len> <checksum> (reads N bytes of conn I, writes them back)
+//!                            blast I N SEED -> <bytes> (writes pattern(N, SEED) without waiting)
+//!                            peer I -> <peer address>
+//!                            accept-n N -> <count> (accepts N more)   echo-all N -> <count>
+//!                            (reads N bytes of every connection, in order, writes them back)
+//!                            connect ADDR -> <index> (non-blocking connect, kept as connection I)
+//!                            connected I -> ok | <error> (waits until the connect completes)
+//!                            local I -> <local address>   fd I -> <fd>   state I -> <TCP state name> (TCP_INFO)
+//!                            shutdown I -> ok (shuts the write side: sends a FIN)
+//!                            take I N -> <len> <checksum> (reads N bytes, writes nothing)
+//!                            write I N SEED -> <len> (writes all of pattern(N, SEED), waiting)
+//!                            eof I -> eof | data <len> (waits for the peer's FIN)
+//!                            close I -> ok (closes it: later indices shift down)
+//! ```
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::path::Path;
+
+use super::{count, failed, io_err, parse_u64, unknown, Mode};
+use crate::protocol;
+
+/// `tcp ADDR`
+pub fn start(args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
+    let addr = args.first().map(String::as_str).unwrap_or("127.0.0.1:0");
+    let listener = TcpListener::bind(addr).map_err(failed(addr))?;
+    Ok(Box::new(Tcp {
+        listener,
+        conns: Vec::new(),
+    }))
+}
+
+impl Mode for Tcp {
+    fn command(&mut self, verb: &str, args: &[&str]) -> Result<String, String> {
+        let t = self;
+        match (verb, args) {
+            ("port", []) => Ok(t.listener.local_addr().map_err(io_err)?.port().to_string()),
+            ("conns", []) => Ok(t.conns.len().to_string()),
+            ("accept", []) => {
+                let (s, _) = t.listener.accept().map_err(io_err)?;
+                s.set_nonblocking(true).map_err(io_err)?;
+                t.conns.push(s);
+                Ok((t.conns.len() - 1).to_string())
+            }
+            ("accept-n", [n]) => {
+                let n = count(n)?;
+                for _ in 0..n {
+                    let (s, _) = t.listener.accept().map_err(io_err)?;
+                    s.set_nonblocking(true).map_err(io_err)?;
+                    t.conns.push(s);
+                }
+                Ok(t.conns.len().to_string())
+            }
+            ("echo-all", [n]) => {
+                let n = count(n)?;
+                for (i, s) in t.conns.iter_mut().enumerate() {
+                    echo(s, n).map_err(|e| format!("connection {i}: {e}"))?;
+                }
+                Ok(t.conns.len().to_string())
+            }
+            ("peer", [i]) => Ok(t.conn(i)?.peer_addr().map_err(io_err)?.to_string()),
+            ("echo", [i, n]) => {
+                let n = count(n)?;
+                echo(t.conn(i)?, n)
+            }
+            ("connect", [addr]) => {
+                let addr: std::net::SocketAddr =
+                    addr.parse().map_err(|_| format!("bad address {addr:?}"))?;
+                let s = connect_nonblocking(addr).map_err(io_err)?;
+                t.conns.push(s);
+                Ok((t.conns.len() - 1).to_string())
+            }
+            ("connected", [i]) => {
+                let s = t.conn(i)?;
+                wait_for(s, libc::POLLOUT)?;
+                match s.take_error().map_err(io_err)? {
+                    None => Ok("ok".into()),
+                    Some(e) => Ok(e.to_string()),
+                }
+            }
+            ("local", [i]) => Ok(t.conn(i)?.local_addr().map_err(io_err)?.to_string()),
+            ("fd", [i]) => {
+                use std::os::fd::AsRawFd;
+                Ok(t.conn(i)?.as_raw_fd().to_string())
+            }
+            ("state", [i]) => state(t.conn(i)?).map_err(io_err),
+            ("shutdown", [i]) => {
+                t.conn(i)?
+                    .shutdown(std::net::Shutdown::Write)
+                    .map_err(io_err)?;
+                Ok("ok".into())
+            }
+            ("take", [i, n]) => {
+                let n = count(n)?;
+                take(t.conn(i)?, n)
+            }
+            ("write", [i, n, seed]) => {
+                let n = count(n)?;
+                let seed = parse_u64(seed)?;
+                write_all(t.conn(i)?, &protocol::pattern(n, seed))?;
+                Ok(n.to_string())
+            }
+            ("eof", [i]) => eof(t.conn(i)?),
+            ("close", [i]) => {
+                t.conn(i)?;
+                let i: usize = i.parse().map_err(|_| format!("bad index {i:?}"))?;
+                drop(t.conns.remove(i));
+                Ok("ok".into())
+            }
+            ("blast", [i, n, seed]) => {
+                let n = count(n)?;
+                let seed = parse_u64(seed)?;
+                blast(t.conn(i)?, n, seed)
+            }
+            _ => unknown(verb),
+        }
+    }
+}
+
+/// The tcp mode: a listener and the connections it accepted.
+struct Tcp {
+    listener: TcpListener,
+    conns: Vec<TcpStream>,
+}
+
+impl Tcp {
+    fn conn(&mut self, i: &str) -> Result<&mut TcpStream, String> {
+        let i: usize = i.parse().map_err(|_| format!("bad index {i:?}"))?;
+        self.conns.get_mut(i).ok_or(format!("no connection {i}"))
+    }
+}
+
+/// Waits until `s` is readable (`events` POLLIN) or writable (POLLOUT).
+fn wait_for(s: &TcpStream, events: libc::c_short) -> Result<(), String> {
+    let mut pfd = libc::pollfd {
+        fd: s.as_raw_fd(),
+        events,
+        revents: 0,
+    };
+    // SAFETY: one pollfd, valid for the call.
+    let r = unsafe { libc::poll(&mut pfd, 1, -1) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(format!("poll: {e}"));
+        }
+    }
+    Ok(())
+}
+
+/// Writes as much of pattern(`n`, `seed`) as fits without waiting; says how much.
+fn blast(s: &mut TcpStream, n: usize, seed: u64) -> Result<String, String> {
+    let data = protocol::pattern(n, seed);
+    let mut sent = 0;
+    while sent < n {
+        match s.write(&data[sent..]) {
+            Ok(k) => sent += k,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(format!("write after {sent} bytes: {e}")),
+        }
+    }
+    Ok(sent.to_string())
+}
+
+/// A TCP socket whose connect to `addr` was started, not waited for.
+fn connect_nonblocking(addr: SocketAddr) -> io::Result<TcpStream> {
+    let (family, storage, len) = sockaddr(addr);
+    // SAFETY: socket takes no pointers.
+    let fd = unsafe {
+        libc::socket(
+            family,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh socket we own, handed over whole (closed on error).
+    let s = unsafe { TcpStream::from_raw_fd(fd) };
+    // SAFETY: storage holds a sockaddr of `len` bytes.
+    let r = unsafe { libc::connect(fd, (&raw const storage).cast(), len) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINPROGRESS) {
+            return Err(e);
+        }
+    }
+    Ok(s)
+}
+
+fn sockaddr(addr: SocketAddr) -> (i32, libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: all-zero is a valid sockaddr_storage.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    match addr {
+        SocketAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from(*a.ip()).to_be(),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_in fits in sockaddr_storage.
+            unsafe { std::ptr::write((&raw mut storage).cast(), sin) };
+            (
+                libc::AF_INET,
+                storage,
+                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            )
+        }
+        SocketAddr::V6(a) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: a.flowinfo(),
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
+                sin6_scope_id: a.scope_id(),
+            };
+            // SAFETY: sockaddr_in6 fits in sockaddr_storage.
+            unsafe { std::ptr::write((&raw mut storage).cast(), sin6) };
+            (
+                libc::AF_INET6,
+                storage,
+                std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+            )
+        }
+    }
+}
+
+/// The socket's TCP state, by its kernel name.
+fn state(s: &TcpStream) -> io::Result<String> {
+    // SAFETY: all-zero is a valid tcp_info.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: info and len are valid for the call.
+    let r = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&raw mut info).cast(),
+            &mut len,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let names = [
+        "0",
+        "ESTABLISHED",
+        "SYN_SENT",
+        "SYN_RECV",
+        "FIN_WAIT1",
+        "FIN_WAIT2",
+        "TIME_WAIT",
+        "CLOSE",
+        "CLOSE_WAIT",
+        "LAST_ACK",
+        "LISTEN",
+        "CLOSING",
+    ];
+    Ok(names
+        .get(usize::from(info.tcpi_state))
+        .map_or_else(|| info.tcpi_state.to_string(), |n| (*n).to_string()))
+}
+
+/// Reads exactly `n` bytes, waiting for them.
+fn read_n(s: &mut TcpStream, n: usize) -> Result<Vec<u8>, String> {
+    let mut data = vec![0u8; n];
+    let mut got = 0;
+    while got < n {
+        match s.read(&mut data[got..]) {
+            Ok(0) => return Err(format!("eof after {got} bytes")),
+            Ok(k) => got += k,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => wait_for(s, libc::POLLIN)?,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(format!("read after {got} bytes: {e}")),
+        }
+    }
+    Ok(data)
+}
+
+/// Reads exactly `n` bytes (waiting for them) and sums them up.
+fn take(s: &mut TcpStream, n: usize) -> Result<String, String> {
+    Ok(protocol::len_and_checksum(&read_n(s, n)?))
+}
+
+/// Reads exactly `n` bytes (waiting for them), writes them back, and sums them up.
+fn echo(s: &mut TcpStream, n: usize) -> Result<String, String> {
+    let data = read_n(s, n)?;
+    write_all(s, &data)?;
+    Ok(protocol::len_and_checksum(&data))
+}
+
+/// Writes all of `data`, waiting whenever the send queue is full.
+fn write_all(s: &mut TcpStream, data: &[u8]) -> Result<(), String> {
+    let mut sent = 0;
+    while sent < data.len() {
+        match s.write(&data[sent..]) {
+            Ok(k) => sent += k,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => wait_for(s, libc::POLLOUT)?,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(format!("write after {sent} bytes: {e}")),
+        }
+    }
+    Ok(())
+}
+
+/// Waits for the end of the stream: `eof`, or `data N` if N bytes came first.
+fn eof(s: &mut TcpStream) -> Result<String, String> {
+    let mut buf = [0u8; 4096];
+    let mut extra = 0usize;
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) if extra == 0 => return Ok("eof".into()),
+            Ok(0) => return Ok(format!("data {extra}")),
+            Ok(k) => extra += k,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => wait_for(s, libc::POLLIN)?,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(format!("read: {e}")),
+        }
+    }
+}

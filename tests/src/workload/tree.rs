@@ -1,0 +1,105 @@
+//! `tree`: a process tree to rebuild: a child in a process group of its own, its own child,
+//! and a zombie child of it.
+//!
+//! ```text
+//! tree                       kids -> <child> <grandchild> <zombie>   ask MSG -> got MSG
+//!                            ask reap -> reaped <status of the zombie>
+//!                            (a child in a process group of its own, talking to this
+//!                            process over two inherited pipes; its own child; a zombie
+//!                            child of it that exited with 7)
+//! ```
+
+use std::io;
+use std::path::Path;
+
+use super::kids::ChildPipes;
+use super::{failed, io_err, sys, unknown, Mode};
+
+/// `tree`
+pub fn start(_args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
+    Ok(Box::new(Tree::start().map_err(failed("tree"))?))
+}
+
+impl Mode for Tree {
+    fn command(&mut self, verb: &str, args: &[&str]) -> Result<String, String> {
+        match (verb, args) {
+            ("kids", []) => Ok(format!(
+                "{} {} {}",
+                self.kids[0], self.kids[1], self.kids[2]
+            )),
+            ("ask", [msg]) => self.pipes.ask(msg).map_err(io_err),
+            _ => unknown(verb),
+        }
+    }
+}
+
+/// The `tree` mode: a child (its own process group) with a child and a zombie of its own,
+/// answering this process over two pipes both inherited.
+struct Tree {
+    pipes: ChildPipes,
+    kids: [i32; 3],
+}
+
+impl Tree {
+    fn start() -> io::Result<Self> {
+        let (a_rd, a_wr) = sys::pipe()?;
+        let (b_rd, b_wr) = sys::pipe()?;
+        // SAFETY: the workload is single-threaded here; the child only makes syscalls.
+        let child = unsafe { libc::fork() };
+        if child < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if child == 0 {
+            Self::child(a_rd, b_wr);
+        }
+        let mut buf = [0u8; 64];
+        let n = sys::read(b_rd, &mut buf)?;
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        let mut it = text
+            .split_whitespace()
+            .filter_map(|p| p.parse::<i32>().ok());
+        let (g, z) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
+        Ok(Tree {
+            pipes: ChildPipes {
+                to_child: a_wr,
+                from_child: b_rd,
+            },
+            kids: [child, g, z],
+        })
+    }
+
+    /// The child: a group of its own, a grandchild, a zombie, then answers forever.
+    fn child(rd: i32, wr: i32) -> ! {
+        // SAFETY: plain syscalls in the forked child.
+        unsafe {
+            libc::setpgid(0, 0);
+            let g = libc::fork();
+            if g == 0 {
+                loop {
+                    libc::pause();
+                }
+            }
+            let z = libc::fork();
+            if z == 0 {
+                libc::_exit(7);
+            }
+            let _ = sys::write_all(wr, format!("{g} {z}").as_bytes());
+            let mut buf = [0u8; 256];
+            loop {
+                let n = match sys::read(rd, &mut buf) {
+                    Ok(0) | Err(_) => libc::_exit(3),
+                    Ok(n) => n,
+                };
+                let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+                let reply = if msg == "reap" {
+                    let mut status = 0;
+                    let r = libc::waitpid(z, &mut status, 0);
+                    format!("reaped {} {}", r == z, libc::WEXITSTATUS(status))
+                } else {
+                    format!("got {msg}")
+                };
+                let _ = sys::write_all(wr, reply.as_bytes());
+            }
+        }
+    }
+}
