@@ -114,7 +114,7 @@ pub fn dump(
 }
 
 /// The runs of pages to keep, in address order, with their offsets in the pages file.
-fn page_runs(pid: Pid, vmas: &[Vma]) -> Result<Vec<PageRun>> {
+pub(crate) fn page_runs(pid: Pid, vmas: &[Vma]) -> Result<Vec<PageRun>> {
     let pagemap = File::open(proc::dir(pid).join("pagemap"))
         .map_err(|e| Error::sys(pid, "open pagemap", e))?;
     let mut runs: Vec<PageRun> = Vec::new();
