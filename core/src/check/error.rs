@@ -27,13 +27,13 @@ pub enum Cause {
     Engine(Box<crate::error::Error>),
     /// cryo-tcp-repair failed.
     #[error("{0}")]
-    TcpRepair(#[from] cryo_tcp_repair::TcpRepairError),
+    TcpRepair(Box<cryo_tcp_repair::TcpRepairError>),
     /// The unix sock_diag query of cryo-unix-sockets failed.
     #[error("{0}")]
-    UnixDiag(#[from] cryo_unix_sockets::UnixSockError),
+    UnixDiag(Box<cryo_unix_sockets::UnixSockError>),
     /// The network lock of cryo-netns failed.
     #[error("{0}")]
-    Lock(#[from] cryo_netns::LockError),
+    Lock(Box<cryo_netns::LockError>),
     /// The call succeeded but the kernel's answer is not what the engine relies on.
     #[error("{0}")]
     Unexpected(String),
@@ -48,6 +48,24 @@ pub enum Cause {
 impl From<crate::error::Error> for Cause {
     fn from(e: crate::error::Error) -> Self {
         Cause::Engine(Box::new(e))
+    }
+}
+
+impl From<cryo_tcp_repair::TcpRepairError> for Cause {
+    fn from(e: cryo_tcp_repair::TcpRepairError) -> Self {
+        Cause::TcpRepair(Box::new(e))
+    }
+}
+
+impl From<cryo_unix_sockets::UnixSockError> for Cause {
+    fn from(e: cryo_unix_sockets::UnixSockError) -> Self {
+        Cause::UnixDiag(Box::new(e))
+    }
+}
+
+impl From<cryo_netns::LockError> for Cause {
+    fn from(e: cryo_netns::LockError) -> Self {
+        Cause::Lock(Box::new(e))
     }
 }
 

@@ -16,7 +16,6 @@ use std::fs;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use cryo_proto::image::MmCore;
 use nix::sys::signal::{kill, SigSet, SigmaskHow, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
@@ -229,21 +228,8 @@ pub(super) fn probe_pr_set_mm_map(target: &Target) -> Outcome {
         let brk = remote
             .call(libc::SYS_brk, &[0])
             .map_err(at("remote brk(0)"))?;
-        let mm = MmCore {
-            start_code: stat.start_code,
-            end_code: stat.end_code,
-            start_data: stat.start_data,
-            end_data: stat.end_data,
-            start_brk: stat.start_brk,
-            brk,
-            start_stack: stat.start_stack,
-            arg_start: stat.arg_start,
-            arg_end: stat.arg_end,
-            env_start: stat.env_start,
-            env_end: stat.env_end,
-            auxv: crate::proc::auxv(pid).map_err(at("/proc/PID/auxv"))?,
-            ..MmCore::default()
-        };
+        let auxv = crate::proc::auxv(pid).map_err(at("/proc/PID/auxv"))?;
+        let mm = crate::memory::dump::mm_layout(&stat, brk, auxv);
         crate::memory::restore::set_mm_map(pid, &remote, scratch.addr, &mm, u64::MAX)
             .map_err(at("remote PR_SET_MM_MAP"))?;
         Ok(mm.auxv.len() * 8)

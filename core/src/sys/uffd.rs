@@ -86,19 +86,18 @@ impl Userfault {
 
     /// Registers `start..start+len` for missing-page handling, so pages can be copied in.
     pub fn register(&self, start: u64, len: u64) -> io::Result<()> {
-        let mut reg = Register {
-            range: Range { start, len },
-            mode: UFFDIO_REGISTER_MODE_MISSING,
-            ioctls: 0,
-        };
-        ioctl(&self.fd, UFFDIO_REGISTER, &mut reg)
+        self.register_mode(start, len, UFFDIO_REGISTER_MODE_MISSING)
     }
 
     /// Registers `start..start+len` for write-protect tracking.
     pub fn register_write_protect(&self, start: u64, len: u64) -> io::Result<()> {
+        self.register_mode(start, len, UFFDIO_REGISTER_MODE_WP)
+    }
+
+    fn register_mode(&self, start: u64, len: u64, mode: u64) -> io::Result<()> {
         let mut reg = Register {
             range: Range { start, len },
-            mode: UFFDIO_REGISTER_MODE_WP,
+            mode,
             ioctls: 0,
         };
         ioctl(&self.fd, UFFDIO_REGISTER, &mut reg)
