@@ -311,7 +311,7 @@ fn spawn_and_wait(
 /// Waits until `pid` has exited (without reaping it) or `limit` passed: true when it
 /// exited.
 fn wait_exit(pid: Pid, limit: Duration) -> std::io::Result<bool> {
-    let pidfd = crate::sys::process::pidfd_open(pid)?;
+    let pidfd = crate::sys::pidfd::pidfd_open(pid)?;
     let deadline = Instant::now() + limit;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());

@@ -8,6 +8,7 @@ use nix::sys::signal::Signal;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
+use crate::sys::process::{vm_read, vm_write};
 use crate::sys::ptrace::{self as pt, Regs};
 
 /// `syscall; int3`: the call, then a trap that hands the thread back to us.
@@ -215,13 +216,7 @@ impl Remote {
             table.extend_from_slice(&u64::MAX.to_ne_bytes());
         }
         let not_run = |e: io::Error| (0, e);
-        let remote_table = [nix::sys::uio::RemoteIoVec {
-            base: site.table as usize,
-            len: table.len(),
-        }];
-        let n =
-            nix::sys::uio::process_vm_writev(self.tid, &[io::IoSlice::new(&table)], &remote_table)
-                .map_err(|e| not_run(e.into()))?;
+        let n = vm_write(self.tid, site.table, &table).map_err(not_run)?;
         if n != table.len() {
             return Err(not_run(io::Error::other("batch table written in part")));
         }
@@ -239,12 +234,7 @@ impl Remote {
             ))));
         }
         let ran = ((after.rbx.wrapping_sub(site.table)) as usize / BATCH_ENTRY).min(calls.len());
-        let n = nix::sys::uio::process_vm_readv(
-            self.tid,
-            &mut [io::IoSliceMut::new(&mut table)],
-            &remote_table,
-        )
-        .map_err(|e| not_run(e.into()))?;
+        let n = vm_read(self.tid, site.table, &mut table).map_err(not_run)?;
         if n != table.len() {
             return Err(not_run(io::Error::other("batch table read in part")));
         }

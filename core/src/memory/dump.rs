@@ -90,6 +90,22 @@ pub fn dump(
     let exe_file_id = files.add_mapped_file(pid, &proc::dir(pid).join("exe"), images)?;
     Ok(MmCore {
         pid: pid.as_raw(),
+        exe_file_id,
+        vmas,
+        pages: runs,
+        pages_file: Some(RawFileRef {
+            name,
+            size: total,
+            crc32c: crc,
+        }),
+        ..mm_layout(stat, brk, proc::auxv(pid)?)
+    })
+}
+
+/// The address-space layout PR_SET_MM_MAP takes, from `/proc/PID/stat`, the current break
+/// and the auxiliary vector.
+pub(crate) fn mm_layout(stat: &Stat, brk: u64, auxv: Vec<u64>) -> MmCore {
+    MmCore {
         start_code: stat.start_code,
         end_code: stat.end_code,
         start_data: stat.start_data,
@@ -101,20 +117,13 @@ pub fn dump(
         arg_end: stat.arg_end,
         env_start: stat.env_start,
         env_end: stat.env_end,
-        auxv: proc::auxv(pid)?,
-        exe_file_id,
-        vmas,
-        pages: runs,
-        pages_file: Some(RawFileRef {
-            name,
-            size: total,
-            crc32c: crc,
-        }),
-    })
+        auxv,
+        ..MmCore::default()
+    }
 }
 
 /// The runs of pages to keep, in address order, with their offsets in the pages file.
-fn page_runs(pid: Pid, vmas: &[Vma]) -> Result<Vec<PageRun>> {
+pub(crate) fn page_runs(pid: Pid, vmas: &[Vma]) -> Result<Vec<PageRun>> {
     let pagemap = File::open(proc::dir(pid).join("pagemap"))
         .map_err(|e| Error::sys(pid, "open pagemap", e))?;
     let mut runs: Vec<PageRun> = Vec::new();

@@ -428,7 +428,13 @@ fn same_file(link: &std::path::Path, fd: u64, child: Pid) -> bool {
     matches!((a, b), (Ok(a), Ok(b)) if a.dev() == b.dev() && a.ino() == b.ino())
 }
 
-fn set_mm_map(child: Pid, remote: &Remote, scratch: u64, mm: &MmCore, exe_fd: u64) -> Result<()> {
+pub(crate) fn set_mm_map(
+    child: Pid,
+    remote: &Remote,
+    scratch: u64,
+    mm: &MmCore,
+    exe_fd: u64,
+) -> Result<()> {
     // struct prctl_mm_map, then the auxv it points to.
     let auxv: Vec<u8> = mm.auxv.iter().flat_map(|w| w.to_ne_bytes()).collect();
     let auxv_addr = scratch + 128;

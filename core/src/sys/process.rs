@@ -1,34 +1,27 @@
-//! Process-level system calls: clone3 with a chosen pid, pidfds, robust lists, rlimits,
-//! cross-process memory reads.
+//! Process-level system calls: clone3 (a chosen pid, new namespaces), what a child forked
+//! from a multi-threaded cryo may still do, robust lists, rlimits, cross-process memory.
 
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd};
 
 use nix::unistd::Pid;
 
-fn cvt(r: libc::c_long) -> io::Result<libc::c_long> {
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(r)
-    }
-}
+use super::{check as cvt, owned_fd};
 
 /// The kernel's struct clone_args (version 2, with set_tid; CLONE_ARGS_SIZE_VER2, 88 bytes).
 #[repr(C)]
 #[derive(Default)]
-pub(crate) struct CloneArgs {
-    pub(crate) flags: u64,
-    pub(crate) pidfd: u64,
-    pub(crate) child_tid: u64,
-    pub(crate) parent_tid: u64,
-    pub(crate) exit_signal: u64,
-    pub(crate) stack: u64,
-    pub(crate) stack_size: u64,
-    pub(crate) tls: u64,
-    pub(crate) set_tid: u64,
-    pub(crate) set_tid_size: u64,
-    pub(crate) cgroup: u64,
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
 }
 
 /// Which side of [`fork_with_pid`] we are on.
@@ -66,6 +59,12 @@ pub fn fork_with_pid(pid: Pid) -> io::Result<Forked> {
     }
 }
 
+/// A plain fork through clone3 (no glibc fork handlers run). From a multi-threaded process,
+/// the child may only make raw system calls: [`park_child`], [`exit_child`].
+pub fn fork() -> io::Result<Forked> {
+    fork_into_namespaces(0)
+}
+
 /// clone3 without CLONE_VM: a fork, shaped by `args`.
 fn clone3(args: &CloneArgs) -> io::Result<Forked> {
     // SAFETY: clone3 without CLONE_VM behaves like fork: the child gets a copy of our address
@@ -96,13 +95,10 @@ pub fn fork_into_namespaces(flags: u64) -> io::Result<Forked> {
 
 /// Brings the loopback interface of the calling process's network namespace up.
 pub fn loopback_up() -> io::Result<()> {
-    // SAFETY: a plain datagram socket, closed below; used only for interface ioctls.
-    let sock = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if sock < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the kernel just returned this fd; we own it.
-    let sock = unsafe { OwnedFd::from_raw_fd(sock) };
+    // SAFETY: a plain datagram socket, closed on drop; used only for interface ioctls.
+    let sock = owned_fd(libc::c_long::from(unsafe {
+        libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0)
+    }))?;
     // SAFETY: ifreq is plain data; all-zero is a valid value.
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
     for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
@@ -120,14 +116,6 @@ pub fn loopback_up() -> io::Result<()> {
         }
     }
     Ok(())
-}
-
-/// A pidfd for `pid`.
-pub fn pidfd_open(pid: Pid) -> io::Result<OwnedFd> {
-    // SAFETY: pidfd_open takes plain integers.
-    let fd = cvt(unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) })?;
-    // SAFETY: the kernel just gave us this fd; nobody else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
 /// The robust futex list head and length of thread `tid`.
@@ -172,54 +160,54 @@ pub fn prlimit(pid: Pid, resource: u32, new: Option<(u64, u64)>) -> io::Result<(
     Ok((old.rlim_cur, old.rlim_max))
 }
 
-/// Copies `len` bytes at `remote` in `pid` to `local` (process_vm_readv, many ranges per call).
-/// Returns how many bytes were copied (short at the first unreadable page).
-pub fn vm_read(pid: Pid, ranges: &[(u64, *mut u8, usize)]) -> io::Result<usize> {
-    let mut total = 0usize;
-    // IOV_MAX per call.
-    for chunk in ranges.chunks(1024) {
-        let local: Vec<libc::iovec> = chunk
-            .iter()
-            .map(|&(_, ptr, len)| libc::iovec {
-                iov_base: ptr.cast(),
-                iov_len: len,
-            })
-            .collect();
-        let remote: Vec<libc::iovec> = chunk
-            .iter()
-            .map(|&(addr, _, len)| libc::iovec {
-                iov_base: addr as *mut libc::c_void,
-                iov_len: len,
-            })
-            .collect();
-        let want: usize = chunk.iter().map(|r| r.2).sum();
-        // SAFETY: every local iovec points into memory the caller owns and sized by it; the
-        // remote ones are only read by the kernel from the other process.
-        let n = unsafe {
-            libc::process_vm_readv(
-                pid.as_raw(),
-                local.as_ptr(),
-                local.len() as libc::c_ulong,
-                remote.as_ptr(),
-                remote.len() as libc::c_ulong,
-                0,
-            )
-        };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        total += n as usize;
-        if (n as usize) < want {
-            break;
-        }
-    }
-    Ok(total)
+/// Reads `buf.len()` bytes at `addr` of process `pid` (process_vm_readv); returns how many
+/// were read (short at the first unreadable page).
+pub fn vm_read(pid: Pid, addr: u64, buf: &mut [u8]) -> io::Result<usize> {
+    let remote = [nix::sys::uio::RemoteIoVec {
+        base: addr as usize,
+        len: buf.len(),
+    }];
+    Ok(nix::sys::uio::process_vm_readv(
+        pid,
+        &mut [io::IoSliceMut::new(buf)],
+        &remote,
+    )?)
+}
+
+/// Writes `data` at `addr` of process `pid` (process_vm_writev); returns how many bytes were
+/// written.
+pub fn vm_write(pid: Pid, addr: u64, data: &[u8]) -> io::Result<usize> {
+    let remote = [nix::sys::uio::RemoteIoVec {
+        base: addr as usize,
+        len: data.len(),
+    }];
+    Ok(nix::sys::uio::process_vm_writev(
+        pid,
+        &[io::IoSlice::new(data)],
+        &remote,
+    )?)
 }
 
 /// Closes every fd from `first` up.
 pub fn close_from(first: u32) -> io::Result<()> {
-    // SAFETY: close_range takes integers; the caller owns no OwnedFd in this range (it is the
-    // restore child dropping what it inherited).
-    cvt(unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, 0) })?;
-    Ok(())
+    super::fd::close_range(first, u32::MAX)
+}
+
+/// In a child forked from a (possibly multi-threaded) cryo: dies with the thread that forked
+/// it, exits at once if that is already gone, and otherwise waits for signals forever. Only
+/// raw system calls: nothing that could take a lock another thread held at the fork.
+pub fn park_child(parent: Pid) -> ! {
+    let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
+    if nix::unistd::getppid() != parent {
+        exit_child(1);
+    }
+    loop {
+        nix::unistd::pause();
+    }
+}
+
+/// In a forked child: exits at once with `code` (no atexit handlers, no flushing).
+pub fn exit_child(code: i32) -> ! {
+    // SAFETY: _exit ends the process without touching any state shared with the parent.
+    unsafe { libc::_exit(code) }
 }

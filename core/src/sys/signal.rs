@@ -106,3 +106,16 @@ pub fn drain(signo: i32) -> io::Result<()> {
         }
     }
 }
+
+/// Queues `signo` with the int payload `value` to process `pid` (sigqueue(3)).
+pub fn sigqueue(pid: nix::unistd::Pid, signo: i32, value: i32) -> io::Result<()> {
+    // sival_int and sival_ptr share their low bytes (x86_64 is little-endian).
+    let val = libc::sigval {
+        sival_ptr: value as u32 as usize as *mut libc::c_void,
+    };
+    // SAFETY: sigqueue takes plain values; the pointer in `val` is never dereferenced.
+    if unsafe { libc::sigqueue(pid.as_raw(), signo, val) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

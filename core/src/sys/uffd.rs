@@ -5,12 +5,15 @@
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 
+use super::owned_fd;
+
 const UFFD_API: u64 = 0xaa;
 const UFFDIO_API: libc::c_ulong = 0xc018_aa3f;
 const UFFDIO_REGISTER: libc::c_ulong = 0xc020_aa00;
 const UFFDIO_UNREGISTER: libc::c_ulong = 0x8010_aa01;
 const UFFDIO_COPY: libc::c_ulong = 0xc028_aa03;
 const UFFDIO_REGISTER_MODE_MISSING: u64 = 1;
+const UFFDIO_REGISTER_MODE_WP: u64 = 1 << 1;
 
 #[repr(C)]
 struct Api {
@@ -46,6 +49,12 @@ pub struct Userfault {
     fd: OwnedFd,
 }
 
+/// A userfaultfd of cryo's own address space (`flags`: O_CLOEXEC, O_NONBLOCK).
+pub fn userfaultfd(flags: libc::c_int) -> io::Result<OwnedFd> {
+    // SAFETY: userfaultfd takes flags, no pointers.
+    owned_fd(unsafe { libc::syscall(libc::SYS_userfaultfd, flags) })
+}
+
 fn ioctl<T>(fd: &OwnedFd, req: libc::c_ulong, arg: &mut T) -> io::Result<()> {
     // SAFETY: `arg` is the struct layout the request expects and lives across the call; the
     // kernel reads and writes only within it.
@@ -60,20 +69,35 @@ fn ioctl<T>(fd: &OwnedFd, req: libc::c_ulong, arg: &mut T) -> io::Result<()> {
 impl Userfault {
     /// Takes a userfaultfd (created in the target, duplicated here) and does the API handshake.
     pub fn new(fd: OwnedFd) -> io::Result<Self> {
+        Self::with_features(fd, 0).map(|(uffd, _)| uffd)
+    }
+
+    /// The API handshake asking for `features` (UFFD_FEATURE_* bits); returns the context and
+    /// every feature this kernel supports.
+    pub fn with_features(fd: OwnedFd, features: u64) -> io::Result<(Self, u64)> {
         let mut api = Api {
             api: UFFD_API,
-            features: 0,
+            features,
             ioctls: 0,
         };
         ioctl(&fd, UFFDIO_API, &mut api)?;
-        Ok(Self { fd })
+        Ok((Self { fd }, api.features))
     }
 
     /// Registers `start..start+len` for missing-page handling, so pages can be copied in.
     pub fn register(&self, start: u64, len: u64) -> io::Result<()> {
+        self.register_mode(start, len, UFFDIO_REGISTER_MODE_MISSING)
+    }
+
+    /// Registers `start..start+len` for write-protect tracking.
+    pub fn register_write_protect(&self, start: u64, len: u64) -> io::Result<()> {
+        self.register_mode(start, len, UFFDIO_REGISTER_MODE_WP)
+    }
+
+    fn register_mode(&self, start: u64, len: u64, mode: u64) -> io::Result<()> {
         let mut reg = Register {
             range: Range { start, len },
-            mode: UFFDIO_REGISTER_MODE_MISSING,
+            mode,
             ioctls: 0,
         };
         ioctl(&self.fd, UFFDIO_REGISTER, &mut reg)

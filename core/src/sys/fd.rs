@@ -1,0 +1,68 @@
+//! Descriptor-table calls: duplicates (at a minimum number, or onto an exact one), closing
+//! ranges, the open check, FIONREAD, and cryo's own RLIMIT_NOFILE.
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+
+use super::{check, owned_fd};
+
+/// A borrowed view of fd number `fd`, which the caller knows is open (inherited through
+/// fork) and stays open for the borrow's use.
+pub(crate) fn borrow_raw(fd: RawFd) -> BorrowedFd<'static> {
+    // SAFETY: the caller guarantees `fd` is open; the view is only used for an immediate dup.
+    unsafe { BorrowedFd::borrow_raw(fd) }
+}
+
+/// A close-on-exec duplicate of `fd` numbered `min` or above (F_DUPFD_CLOEXEC).
+pub(crate) fn dup_at_least(fd: BorrowedFd<'_>, min: RawFd) -> io::Result<OwnedFd> {
+    let ret = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(min))?;
+    owned_fd(libc::c_long::from(ret))
+}
+
+/// Makes fd number `target` of this process refer to the description of `fd` (dup3), with
+/// FD_CLOEXEC set or not. `target` is not returned as an [`OwnedFd`]: it belongs to the
+/// process being restored, not to cryo.
+pub(crate) fn dup_to(fd: BorrowedFd<'_>, target: RawFd, cloexec: bool) -> io::Result<()> {
+    let flags = if cloexec { libc::O_CLOEXEC } else { 0 };
+    // SAFETY: dup3 takes fd numbers and flags, no pointers. Replacing whatever `target` held is
+    // the point: the caller guarantees no live OwnedFd of this process is numbered `target`.
+    let ret = unsafe { libc::dup3(fd.as_raw_fd(), target, flags) };
+    check(libc::c_long::from(ret)).map(drop)
+}
+
+/// Closes every fd from `first` to `last` inclusive (close_range).
+pub(crate) fn close_range(first: u32, last: u32) -> io::Result<()> {
+    // SAFETY: close_range takes numbers, no pointers. The caller guarantees no live OwnedFd of
+    // this process lies in the range.
+    check(unsafe { libc::syscall(libc::SYS_close_range, first, last, 0) }).map(drop)
+}
+
+/// True if `fd` is an open descriptor of this process (F_GETFD).
+pub(crate) fn fd_is_open(fd: RawFd) -> bool {
+    // SAFETY: F_GETFD takes no argument and only reads the fd table.
+    unsafe { libc::fcntl(fd, libc::F_GETFD) >= 0 }
+}
+
+/// Bytes queued in a pipe or socket (FIONREAD).
+pub(crate) fn fionread(fd: BorrowedFd<'_>) -> io::Result<usize> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one c_int through the pointer, which points at `n`.
+    let ret = unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut n as *mut libc::c_int) };
+    check(libc::c_long::from(ret))?;
+    Ok(usize::try_from(n).unwrap_or(0))
+}
+
+/// Raises this process's soft RLIMIT_NOFILE to its hard limit, once: descriptors in flight
+/// arrive in cryo as duplicates (a peek installs them) and stay open while the dump lasts, and
+/// a restoring task holds them until its queues are refilled.
+pub(crate) fn raise_nofile() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        use nix::sys::resource::{getrlimit, setrlimit, Resource};
+        if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+            if soft < hard {
+                let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+            }
+        }
+    });
+}

@@ -1,0 +1,60 @@
+//! kcmp: whether two fds (of one process or two) are one kernel object.
+
+use std::io;
+use std::os::fd::RawFd;
+
+use nix::unistd::Pid;
+
+use super::check;
+
+/// `KCMP_FILE` from linux/kcmp.h: compare two fds' open file descriptions.
+const KCMP_FILE: libc::c_int = 0;
+/// `KCMP_EPOLL_TFD` from linux/kcmp.h.
+const KCMP_EPOLL_TFD: libc::c_int = 7;
+
+/// `struct kcmp_epoll_slot` from linux/kcmp.h.
+#[repr(C)]
+struct KcmpEpollSlot {
+    efd: u32,
+    tfd: u32,
+    toff: u32,
+}
+
+/// True if fd `fd1` of `pid1` and fd `fd2` of `pid2` refer to one open file description.
+pub(crate) fn kcmp_same_file(pid1: Pid, fd1: RawFd, pid2: Pid, fd2: RawFd) -> io::Result<bool> {
+    // SAFETY: kcmp with KCMP_FILE takes pids and fd numbers, no pointers.
+    let ret = check(unsafe {
+        libc::syscall(
+            libc::SYS_kcmp,
+            pid1.as_raw(),
+            pid2.as_raw(),
+            KCMP_FILE,
+            fd1 as libc::c_ulong,
+            fd2 as libc::c_ulong,
+        )
+    })?;
+    Ok(ret == 0)
+}
+
+/// True if fd `fd` of `pid` is the file registered as target `tfd` (its first registration)
+/// in epoll `epfd` of the same process (kcmp KCMP_EPOLL_TFD).
+pub(crate) fn kcmp_epoll_target(pid: Pid, fd: RawFd, epfd: RawFd, tfd: RawFd) -> io::Result<bool> {
+    let slot = KcmpEpollSlot {
+        efd: epfd as u32,
+        tfd: tfd as u32,
+        toff: 0,
+    };
+    // SAFETY: KCMP_EPOLL_TFD reads one `struct kcmp_epoll_slot` through the pointer, which
+    // points at `slot`, alive for the call.
+    let ret = check(unsafe {
+        libc::syscall(
+            libc::SYS_kcmp,
+            pid.as_raw(),
+            pid.as_raw(),
+            KCMP_EPOLL_TFD,
+            fd as libc::c_ulong,
+            &slot as *const KcmpEpollSlot,
+        )
+    })?;
+    Ok(ret == 0)
+}

@@ -1,0 +1,90 @@
+//! PAGEMAP_SCAN (Linux 6.7): the pages of a range that match categories, found in one ioctl
+//! on /proc/PID/pagemap instead of reading one 8-byte entry per page.
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+use super::check;
+
+/// `PAGEMAP_SCAN`: `_IOWR('f', 16, struct pm_scan_arg)`.
+const PAGEMAP_SCAN: libc::c_ulong = 0xC060_6610;
+
+/// `PM_SCAN_WP_MATCHING`: write-protect the matching pages as they are reported.
+pub const PM_SCAN_WP_MATCHING: u64 = 1 << 0;
+/// `PM_SCAN_CHECK_WPASYNC`: fail unless the range is registered with uffd-wp async.
+pub const PM_SCAN_CHECK_WPASYNC: u64 = 1 << 1;
+/// `PAGE_IS_WRITTEN`: written since write-protected.
+pub const PAGE_IS_WRITTEN: u64 = 1 << 1;
+/// `PAGE_IS_PRESENT`: in RAM.
+pub const PAGE_IS_PRESENT: u64 = 1 << 3;
+
+/// `struct page_region`, one answer of PAGEMAP_SCAN.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PageRegion {
+    /// First address of the region.
+    pub start: u64,
+    /// End of the region (exclusive).
+    pub end: u64,
+    /// `PAGE_IS_*` bits of the region (masked by `return_mask`).
+    pub categories: u64,
+}
+
+/// Arguments of one PAGEMAP_SCAN call.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Scan {
+    /// `PM_SCAN_*` flags.
+    pub flags: u64,
+    /// First address.
+    pub start: u64,
+    /// End address (exclusive).
+    pub end: u64,
+    /// Categories a page must have.
+    pub category_mask: u64,
+    /// Categories reported back.
+    pub return_mask: u64,
+}
+
+/// `struct pm_scan_arg`.
+#[repr(C)]
+struct PmScanArg {
+    size: u64,
+    flags: u64,
+    start: u64,
+    end: u64,
+    walk_end: u64,
+    vec: u64,
+    vec_len: u64,
+    max_pages: u64,
+    category_inverted: u64,
+    category_mask: u64,
+    category_anyof_mask: u64,
+    return_mask: u64,
+}
+
+/// `ioctl(pagemap, PAGEMAP_SCAN)`: fills `out` and returns the number of regions.
+pub fn scan(pagemap: BorrowedFd<'_>, scan: Scan, out: &mut [PageRegion]) -> io::Result<usize> {
+    let mut arg = PmScanArg {
+        size: std::mem::size_of::<PmScanArg>() as u64,
+        flags: scan.flags,
+        start: scan.start,
+        end: scan.end,
+        walk_end: 0,
+        vec: out.as_mut_ptr() as u64,
+        vec_len: out.len() as u64,
+        max_pages: 0,
+        category_inverted: 0,
+        category_mask: scan.category_mask,
+        category_anyof_mask: 0,
+        return_mask: scan.return_mask,
+    };
+    // SAFETY: `arg` is a live pm_scan_arg whose `vec` points to `out`, `vec_len` entries long.
+    let ret = unsafe {
+        libc::ioctl(
+            pagemap.as_raw_fd(),
+            PAGEMAP_SCAN,
+            &mut arg as *mut PmScanArg,
+        )
+    };
+    Ok(check(libc::c_long::from(ret))? as usize)
+}

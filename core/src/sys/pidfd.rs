@@ -1,0 +1,21 @@
+//! pidfds: a stable handle on a process, and through it a duplicate of any of its fds.
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+
+use nix::unistd::Pid;
+
+use super::owned_fd;
+
+/// A pidfd of process `pid` (close-on-exec).
+pub(crate) fn pidfd_open(pid: Pid) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags, no pointers.
+    owned_fd(unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) })
+}
+
+/// A duplicate, in this process, of fd `fd` of the process behind `pidfd`: the same open file
+/// description (offset, flags, pipe buffers). The new fd is close-on-exec.
+pub(crate) fn pidfd_getfd(pidfd: BorrowedFd<'_>, fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_getfd takes two fds and flags (0), no pointers.
+    owned_fd(unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) })
+}

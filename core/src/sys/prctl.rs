@@ -1,0 +1,30 @@
+//! prctl calls of the engine that nix does not wrap: the size of `struct prctl_mm_map` the
+//! kernel takes (PR_SET_MM_MAP itself runs in the restored task, through a remote call).
+
+use std::io;
+
+use super::check;
+
+/// `PR_SET_MM_MAP_SIZE` from linux/prctl.h.
+const PR_SET_MM_MAP_SIZE: libc::c_ulong = 15;
+
+/// The length of `struct prctl_mm_map` as the engine writes it: 12 addresses, the auxv size
+/// and the exe fd.
+pub const MM_MAP_LEN: usize = 12 * 8 + 4 + 4;
+
+/// `prctl(PR_SET_MM, PR_SET_MM_MAP_SIZE)`: the size of `struct prctl_mm_map` this kernel takes.
+pub fn mm_map_size() -> io::Result<u32> {
+    let mut size = 0u32;
+    // SAFETY: the kernel writes one u32 to the live `size`.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_prctl,
+            libc::PR_SET_MM as libc::c_ulong,
+            PR_SET_MM_MAP_SIZE,
+            &mut size as *mut u32,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        )
+    })?;
+    Ok(size)
+}

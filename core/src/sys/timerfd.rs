@@ -1,0 +1,63 @@
+//! timerfd: create, arm, set the unread expirations; and the clock they count on.
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+
+use super::{check, owned_fd};
+
+/// `TFD_IOC_SET_TICKS` (`_IOW('T', 0, u64)`): sets the expirations a timerfd reports unread.
+const TFD_IOC_SET_TICKS: libc::c_ulong = 0x4008_5400;
+
+/// A new timerfd on `clockid` (`flags`: TFD_*).
+pub(crate) fn timerfd_create(clockid: libc::c_int, flags: libc::c_int) -> io::Result<OwnedFd> {
+    // SAFETY: timerfd_create takes a clock id and flags, no pointers.
+    owned_fd(libc::c_long::from(unsafe {
+        libc::timerfd_create(clockid, flags)
+    }))
+}
+
+/// A timespec of `ns` nanoseconds.
+fn timespec(ns: u64) -> libc::timespec {
+    libc::timespec {
+        tv_sec: (ns / 1_000_000_000) as libc::time_t,
+        tv_nsec: (ns % 1_000_000_000) as libc::c_long,
+    }
+}
+
+/// Arms (or disarms, `value_ns` 0) a timerfd: first expiration at `value_ns` (relative, or
+/// absolute on its clock with TFD_TIMER_ABSTIME in `flags`), then every `interval_ns`.
+pub(crate) fn timerfd_settime(
+    fd: BorrowedFd<'_>,
+    flags: libc::c_int,
+    value_ns: u64,
+    interval_ns: u64,
+) -> io::Result<()> {
+    let new = libc::itimerspec {
+        it_interval: timespec(interval_ns),
+        it_value: timespec(value_ns),
+    };
+    // SAFETY: timerfd_settime reads one itimerspec through `&new` and writes nothing (old
+    // value pointer is null).
+    let ret = unsafe { libc::timerfd_settime(fd.as_raw_fd(), flags, &new, std::ptr::null_mut()) };
+    check(libc::c_long::from(ret)).map(drop)
+}
+
+/// Sets the unread expirations of a timerfd (kernels with CONFIG_CHECKPOINT_RESTORE).
+pub(crate) fn timerfd_set_ticks(fd: BorrowedFd<'_>, ticks: u64) -> io::Result<()> {
+    // SAFETY: TFD_IOC_SET_TICKS reads one u64 through the pointer, which points at `ticks`.
+    let ret = unsafe { libc::ioctl(fd.as_raw_fd(), TFD_IOC_SET_TICKS, &ticks as *const u64) };
+    check(libc::c_long::from(ret)).map(drop)
+}
+
+/// The current time of `clockid` in nanoseconds.
+pub(crate) fn clock_now_ns(clockid: libc::c_int) -> io::Result<u64> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec through the pointer, which points at `ts`.
+    check(libc::c_long::from(unsafe {
+        libc::clock_gettime(clockid, &mut ts)
+    }))?;
+    Ok(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
+}
