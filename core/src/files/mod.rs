@@ -28,17 +28,14 @@
 mod devices;
 mod epoll;
 mod events;
-pub(crate) mod in_flight;
 mod inotify;
-mod inspect;
+pub(crate) mod inspect;
 mod memfd;
 mod pipes;
 mod regular;
 mod shmem;
-pub mod sockets;
 pub(crate) mod sys;
 pub mod tty;
-mod unix_groups;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs;
@@ -59,8 +56,8 @@ use tracing::{debug, instrument};
 use crate::image::ImageDir;
 pub use inspect::InodeKey;
 use inspect::{Link, OpenFd};
+use crate::sockets::{self, UnixLinks};
 pub use shmem::SharedObjects;
-pub use unix_groups::UnixLinks;
 
 /// Why a file of a task could not be dumped or restored.
 #[derive(Debug, thiserror::Error)]
@@ -212,6 +209,9 @@ pub enum FileError {
         /// The kernel's answer.
         source: io::Error,
     },
+    /// A socket of a task or of the image.
+    #[error(transparent)]
+    Sockets(#[from] sockets::SocketError),
     /// A socket of a task cannot be dumped (its capture failed).
     #[error("pid {pid} fd {fd}: {detail}")]
     Socket {
@@ -1084,7 +1084,7 @@ pub fn validate(
             | Kind::Epoll(_)
             | Kind::Inotify(_) => {}
             // Unix sockets are decoded (and checked) by UnixLinks::build below.
-            Kind::Socket(s) if s.kind == sockets::UNIX_KIND => {}
+            Kind::Socket(s) if sockets::is_unix(s) => {}
             Kind::Socket(s) => {
                 sockets::decode(desc, s)?;
             }
@@ -1473,7 +1473,7 @@ fn join_overlapping(sets: Vec<Vec<u32>>) -> Vec<Vec<u32>> {
 }
 
 /// `fd` moved to a number at or above `min` (it may already be there).
-fn above(desc: &FileDesc, fd: OwnedFd, min: RawFd) -> Result<OwnedFd, FileError> {
+pub(crate) fn above(desc: &FileDesc, fd: OwnedFd, min: RawFd) -> Result<OwnedFd, FileError> {
     if fd.as_raw_fd() >= min {
         return Ok(fd);
     }

@@ -26,12 +26,12 @@ use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use cryo_proto::image::file_desc::Kind;
-use cryo_proto::image::{FdEntry, FileDesc, SocketKind};
+use cryo_proto::image::{FdEntry, FileDesc};
 use cryo_tcp_repair::{self as tcp, PeerAnswer, PeerProbe};
 use nix::unistd::Pid;
 use tracing::{debug, info, warn};
 
-use crate::files::{sockets, sys};
+use crate::files::sys;
 use crate::notify::{BrokenConnection, BrokenReason};
 
 /// `--peer-timeout` when none is given.
@@ -74,7 +74,7 @@ fn targets(descs: &[FileDesc], fds: &[&[FdEntry]]) -> Vec<Target> {
     let mut unprobed: HashSet<u32> = descs
         .iter()
         .filter_map(|d| match &d.kind {
-            Some(Kind::Socket(s)) if s.kind == SocketKind::TcpConnection as i32 => Some(d.id),
+            Some(Kind::Socket(s)) if super::is_connection(s) => Some(d.id),
             _ => None,
         })
         .collect();
@@ -259,14 +259,14 @@ pub(crate) fn broken_per_process(
         };
         let reason = if let Some(&r) = verdicts.get(&d.id) {
             r
-        } else if tcp_close && s.kind == SocketKind::TcpConnection as i32 {
+        } else if tcp_close && super::is_connection(s) {
             BrokenReason::ClosedByPolicy
         } else if s.external_peer {
             BrokenReason::ExternalPeer
         } else {
             continue;
         };
-        let (local, remote) = sockets::record_addresses(s);
+        let (local, remote) = super::record_addresses(s);
         broken.insert(d.id, (local, remote, reason));
     }
     fds.iter()
