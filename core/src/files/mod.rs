@@ -44,7 +44,6 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use std::net::SocketAddr;
 
 use cryo_proto::image::{
     file_desc::Kind, FdEntry, FileDesc, Memfd, RawFileRef, RegularFile, Socket,
@@ -212,70 +211,6 @@ pub enum FileError {
     /// A socket of a task or of the image.
     #[error(transparent)]
     Sockets(#[from] sockets::SocketError),
-    /// A socket of a task cannot be dumped (its capture failed).
-    #[error("pid {pid} fd {fd}: {detail}")]
-    Socket {
-        /// The task.
-        pid: Pid,
-        /// The fd.
-        fd: RawFd,
-        /// What failed (the socket's addresses and the step).
-        detail: String,
-    },
-    /// An established TCP connection met by a dump without `--tcp-established`.
-    #[error(
-        "pid {pid} fd {fd}: established TCP connection {local} -> {remote} ({state}): dump \
-         with --tcp-established to capture it"
-    )]
-    TcpEstablished {
-        /// The task.
-        pid: Pid,
-        /// The fd.
-        fd: RawFd,
-        /// The local end.
-        local: SocketAddr,
-        /// The peer.
-        remote: SocketAddr,
-        /// The TCP state.
-        state: &'static str,
-    },
-    /// A TCP connection in the middle of its handshake: temporary.
-    #[error(
-        "pid {pid} fd {fd}: TCP connection {local} -> {remote} is in {state} (handshake in \
-         progress): a temporary state, retry later"
-    )]
-    TcpTemporary {
-        /// The task.
-        pid: Pid,
-        /// The fd.
-        fd: RawFd,
-        /// The local end.
-        local: String,
-        /// The peer it is connecting to (the kernel does not tell a connect in progress's).
-        remote: String,
-        /// The TCP state.
-        state: &'static str,
-    },
-    /// The network lock over the connections of a task could not be installed.
-    #[error("pid {pid}: network lock: {source}")]
-    NetworkLock {
-        /// The task.
-        pid: Pid,
-        /// What went wrong.
-        source: cryo_netns::LockError,
-    },
-    /// A descriptor in flight (SCM_RIGHTS) in a unix socket's queue cannot be dumped.
-    #[error("pid {pid} fd {fd}: a descriptor in flight on socket:[{ino}]: {detail}")]
-    InFlight {
-        /// The task holding the socket.
-        pid: Pid,
-        /// Its fd there.
-        fd: RawFd,
-        /// The socket whose queue carries the descriptor.
-        ino: u64,
-        /// Why.
-        detail: String,
-    },
     /// An fd could not be put at its number.
     #[error("fd {fd} (file {id}): {op}: {source}")]
     Place {
