@@ -11,12 +11,12 @@ use nix::unistd::Pid;
 use tracing::{info, info_span};
 
 use crate::error::{Error, Result};
-use crate::sockets::{SocketDump, SocketDumpOptions};
 use crate::files::{FdDumpOptions, FileTable};
 use crate::freeze::{check_target, FrozenTask};
 use crate::hooks::{self, Hooks, Stage};
 use crate::image::{names, ImageDir};
 use crate::remote::{Remote, Scratch};
+use crate::sockets::{SocketDump, SocketDumpOptions};
 use crate::{memory, proc, signals, task, threads, timers};
 
 /// What `cryo dump` was asked to do.

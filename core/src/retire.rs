@@ -20,9 +20,9 @@ use tracing::{info, info_span};
 
 use crate::dump::{lock_id_for, resolve_trees};
 use crate::error::{Error, Result};
-use crate::sockets::{self, SocketDump, SocketDumpOptions};
 use crate::freeze::FrozenTask;
 use crate::image::{names, ImageDir};
+use crate::sockets::{self, SocketDump, SocketDumpOptions};
 
 /// What `cryo kill` did.
 #[derive(Debug, Clone, Default)]

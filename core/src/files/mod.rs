@@ -44,7 +44,6 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-
 use cryo_proto::image::{
     file_desc::Kind, FdEntry, FileDesc, Memfd, RawFileRef, RegularFile, Socket,
 };
@@ -53,9 +52,9 @@ use nix::unistd::Pid;
 use tracing::{debug, instrument};
 
 use crate::image::ImageDir;
+use crate::sockets::{self, UnixLinks};
 pub use inspect::InodeKey;
 use inspect::{Link, OpenFd};
-use crate::sockets::{self, UnixLinks};
 pub use shmem::SharedObjects;
 
 /// Why a file of a task could not be dumped or restored.

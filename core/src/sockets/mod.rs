@@ -135,7 +135,10 @@ fn socket_dup(pid: Pid, pidfd: BorrowedFd<'_>, fd: RawFd) -> Result<OwnedFd, Soc
 }
 
 /// Maps a capture error of socket fd `fd` of `pid` to this subsystem's error.
-fn repair_err(pid: Pid, fd: RawFd) -> impl Fn(cryo_tcp_repair::TcpRepairError) -> SocketError + Copy {
+fn repair_err(
+    pid: Pid,
+    fd: RawFd,
+) -> impl Fn(cryo_tcp_repair::TcpRepairError) -> SocketError + Copy {
     move |source| SocketError::Repair { pid, fd, source }
 }
 
@@ -219,11 +222,12 @@ impl SocketDump {
             let (family, kind) = identify(pid, fd, dup.as_fd(), inode.ino, opts)?;
             Ok(Some((inode, family, kind)))
         };
-        let identified = crate::parallel::map_on_cores(&fds, PER_THREAD_MIN, identify_fd)
-            .ok_or(SocketError::Panicked {
+        let identified = crate::parallel::map_on_cores(&fds, PER_THREAD_MIN, identify_fd).ok_or(
+            SocketError::Panicked {
                 pid,
                 pass: "identifying sockets",
-            })?;
+            },
+        )?;
         let mut found: Vec<FoundSocket> = Vec::new();
         let mut seen = HashSet::new();
         let mut socket_fds = HashMap::new();
@@ -261,8 +265,7 @@ impl SocketDump {
             }
         }
         // Kept in `out` from here on: dropping it on an error puts the captured back.
-        let captured =
-            tcp::capture_connections(pid, out.pidfd.insert(pidfd).as_fd(), connections);
+        let captured = tcp::capture_connections(pid, out.pidfd.insert(pidfd).as_fd(), connections);
         let mut first_err = None;
         for captured in captured {
             match captured {
@@ -299,8 +302,7 @@ impl SocketDump {
                 Found::Listener => tcp::capture_listener(pid, fd, dup.as_fd())?,
                 Found::Udp => udp::capture(pid, fd, dup.as_fd())?,
             };
-            out.records
-                .insert(ino, socket_record(ino, family, &state));
+            out.records.insert(ino, socket_record(ino, family, &state));
         }
         debug!(
             sockets = out.records.len(),

@@ -98,7 +98,9 @@ impl TryFrom<&pb::Socket> for SocketState {
             Some(State::TcpConnection(c)) => connection_from(c)
                 .map(|c| SocketState::Connection(Box::new(c)))
                 .map_err(fail),
-            Some(State::TcpListener(l)) => listener_from(l).map(SocketState::Listener).map_err(fail),
+            Some(State::TcpListener(l)) => {
+                listener_from(l).map(SocketState::Listener).map_err(fail)
+            }
             Some(State::Udp(u)) => udp_from(u).map(SocketState::Udp).map_err(fail),
             Some(State::Unix(u)) => UnixSocketState::try_from(u)
                 .map(|u| SocketState::Unix(Box::new(u)))
@@ -377,12 +379,11 @@ impl TryFrom<&pb::UnixSocket> for UnixSocketState {
     type Error = RecordProblem;
 
     fn try_from(u: &pb::UnixSocket) -> Result<Self, RecordProblem> {
-        let sock_type = cryo_unix_sockets::SockType::from_raw(u.sock_type).ok_or(
-            RecordProblem::Range {
+        let sock_type =
+            cryo_unix_sockets::SockType::from_raw(u.sock_type).ok_or(RecordProblem::Range {
                 field: "sock_type",
                 value: u.sock_type.into(),
-            },
-        )?;
+            })?;
         Ok(UnixSocketState {
             sock_type,
             listening: u.listening,
@@ -570,7 +571,10 @@ mod tests {
             change(c);
             let err = SocketState::try_from(&bad).unwrap_err();
             let text = err.to_string();
-            assert!(text.contains("socket:[42]") && text.contains("tcp connection"), "{text}");
+            assert!(
+                text.contains("socket:[42]") && text.contains("tcp connection"),
+                "{text}"
+            );
             assert!(
                 matches!(err, SocketError::Record { problem, .. } if problem == want),
                 "{text}"
@@ -632,7 +636,10 @@ mod tests {
             ..pb::Socket::default()
         };
         let err = SocketState::try_from(&unix).unwrap_err().to_string();
-        assert!(err.contains("unix socket") && err.contains("sock_type"), "{err}");
+        assert!(
+            err.contains("unix socket") && err.contains("sock_type"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -164,7 +164,10 @@ pub(super) fn restore_connection(
     tcp_close: bool,
 ) -> Result<OwnedFd, SocketError> {
     let fail = |e| restore_err(desc, "restore socket", e);
-    let fd = repair::restore(c).map_err(fail)?.finish_quiet().map_err(fail)?;
+    let fd = repair::restore(c)
+        .map_err(fail)?
+        .finish_quiet()
+        .map_err(fail)?;
     if tcp_close {
         repair::disconnect(&fd).map_err(|e| restore_err(desc, "--tcp-close", e))?;
     }

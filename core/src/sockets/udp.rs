@@ -10,7 +10,11 @@ use nix::unistd::Pid;
 use super::{repair_err, restore_err, SocketError, SocketState};
 
 /// Captures UDP socket `dup` (fd `fd` of `pid`).
-pub(super) fn capture(pid: Pid, fd: RawFd, dup: BorrowedFd<'_>) -> Result<SocketState, SocketError> {
+pub(super) fn capture(
+    pid: Pid,
+    fd: RawFd,
+    dup: BorrowedFd<'_>,
+) -> Result<SocketState, SocketError> {
     repair::capture_udp(dup)
         .map(SocketState::Udp)
         .map_err(repair_err(pid, fd))

@@ -335,8 +335,7 @@ impl UnixLinks {
                         detail: format!("its unix peer {} has another type", describe(db)),
                     });
                 }
-                let (fa, fb) =
-                    unix::restore::socketpair(ty).map_err(unix_err(da, "socketpair"))?;
+                let (fa, fb) = unix::restore::socketpair(ty).map_err(unix_err(da, "socketpair"))?;
                 debug!(id = da.id, peer = db.id, what = %describe(da), "unix pair made");
                 Ok(vec![(*a, fa), (*b, fb)])
             }

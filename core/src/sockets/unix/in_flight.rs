@@ -99,8 +99,7 @@ pub fn capture_accept_queues(
             }
             let diag = diag.as_mut().expect("set above");
             let pidfd = sys::pidfd_open(q.pid).map_err(sys_err("pidfd_open"))?;
-            let listener =
-                sys::pidfd_getfd(pidfd.as_fd(), q.fd).map_err(sys_err("pidfd_getfd"))?;
+            let listener = sys::pidfd_getfd(pidfd.as_fd(), q.fd).map_err(sys_err("pidfd_getfd"))?;
             let mut queues = Vec::with_capacity(q.clients.len());
             for (k, &(client, _)) in q.clients.iter().enumerate() {
                 let conn = unix::accept_waiting(&listener)

@@ -249,12 +249,14 @@ fn capture(
     dup: BorrowedFd<'_>,
     diag: &mut Option<unix::DiagSocket>,
 ) -> Result<UnixCapture, SocketError> {
-    let bad = |step: &'static str| move |source| SocketError::Unix {
-        pid,
-        fd,
-        ino,
-        step,
-        source,
+    let bad = |step: &'static str| {
+        move |source| SocketError::Unix {
+            pid,
+            fd,
+            ino,
+            step,
+            source,
+        }
     };
     let not_yet = |what: &'static str| SocketError::UnixNotYet { pid, fd, ino, what };
     if diag.is_none() {
