@@ -31,6 +31,7 @@ use cryo_tcp_repair::{self as tcp, PeerAnswer, PeerProbe};
 use nix::unistd::Pid;
 use tracing::{debug, info, warn};
 
+use super::SocketError;
 use crate::files::sys;
 use crate::notify::{BrokenConnection, BrokenReason};
 
@@ -164,7 +165,7 @@ fn probe_all(targets: &[Target], pids: &[Pid]) -> (Vec<Probed>, HashMap<u32, Bro
             }
         }
         let Some((_, pidfd)) = &pidfd else { continue };
-        match probe_one(pidfd, t.fd) {
+        match probe_one(pid, pidfd, t.fd) {
             Ok(Some((dup, probe))) => probed.push(Probed {
                 id: t.id,
                 dup,
@@ -180,9 +181,13 @@ fn probe_all(targets: &[Target], pids: &[Pid]) -> (Vec<Probed>, HashMap<u32, Bro
 }
 
 /// A duplicate of fd `fd` of the process behind `pidfd`, probed if it is established.
-fn probe_one(pidfd: &OwnedFd, fd: RawFd) -> Result<Option<(OwnedFd, PeerProbe)>, String> {
-    let dup = sys::pidfd_getfd(pidfd.as_fd(), fd).map_err(|e| format!("pidfd_getfd: {e}"))?;
-    let probe = tcp::send_probe(dup.as_fd()).map_err(|e| e.to_string())?;
+fn probe_one(
+    pid: Pid,
+    pidfd: &OwnedFd,
+    fd: RawFd,
+) -> Result<Option<(OwnedFd, PeerProbe)>, SocketError> {
+    let dup = super::socket_dup(pid, pidfd.as_fd(), fd)?;
+    let probe = tcp::send_probe(dup.as_fd()).map_err(super::repair_err(pid, fd))?;
     Ok(probe.map(|p| (dup, p)))
 }
 

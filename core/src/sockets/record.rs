@@ -128,13 +128,7 @@ fn connection_to(c: &tcp::TcpConnectionState) -> pb::TcpConnection {
         sack: c.handshake.sack,
         timestamps: c.handshake.timestamps,
         timestamp: c.timestamp,
-        window: c.window.map(|w| pb::TcpWindow {
-            snd_wl1: w.snd_wl1,
-            snd_wnd: w.snd_wnd,
-            max_window: w.max_window,
-            rcv_wnd: w.rcv_wnd,
-            rcv_wup: w.rcv_wup,
-        }),
+        window: c.window.as_ref().map(window_to),
         socket: Some(options_to(&c.socket)),
         tcp: Some(tcp_options_to(&c.tcp)),
     }
@@ -180,13 +174,7 @@ fn connection_from(c: &pb::TcpConnection) -> Result<tcp::TcpConnectionState, Rec
             timestamps: c.timestamps,
         },
         timestamp: c.timestamp,
-        window: c.window.map(|w| tcp::TcpWindow {
-            snd_wl1: w.snd_wl1,
-            snd_wnd: w.snd_wnd,
-            max_window: w.max_window,
-            rcv_wnd: w.rcv_wnd,
-            rcv_wup: w.rcv_wup,
-        }),
+        window: c.window.as_ref().map(window_of),
         socket: options_from(c.socket.as_ref()),
         tcp: tcp_options_from(c.tcp.as_ref()),
     })
@@ -284,66 +272,71 @@ fn addr_from(field: &'static str, a: Option<&pb::InetAddr>) -> Result<SocketAddr
     )))
 }
 
-fn options_to(o: &tcp::SocketOptions) -> pb::SocketOptions {
-    pb::SocketOptions {
-        reuse_addr: o.reuse_addr,
-        reuse_port: o.reuse_port,
-        send_buffer: o.send_buffer,
-        recv_buffer: o.recv_buffer,
-        linger: o.linger,
-        mark: o.mark,
-        traffic_class: o.traffic_class,
-        v6_only: o.v6_only,
-        broadcast: o.broadcast,
-    }
+/// The two conversions between an engine struct and a message with the same fields, one for
+/// one (the message's optional fields are the struct's `Option`s).
+macro_rules! field_for_field {
+    ($to:ident, $from:ident, $engine:path, $message:path, [$($field:ident),* $(,)?]) => {
+        fn $to(o: &$engine) -> $message {
+            $message { $($field: o.$field.clone()),* }
+        }
+
+        fn $from(o: &$message) -> $engine {
+            $engine { $($field: o.$field.clone()),* }
+        }
+    };
 }
+
+field_for_field!(
+    options_to,
+    options_of,
+    tcp::SocketOptions,
+    pb::SocketOptions,
+    [
+        reuse_addr,
+        reuse_port,
+        send_buffer,
+        recv_buffer,
+        linger,
+        mark,
+        traffic_class,
+        v6_only,
+        broadcast,
+    ]
+);
+
+field_for_field!(
+    tcp_options_to,
+    tcp_options_of,
+    tcp::TcpSocketOptions,
+    pb::TcpOptions,
+    [
+        keepalive,
+        keep_idle,
+        keep_interval,
+        keep_count,
+        no_delay,
+        cork,
+        user_timeout,
+        congestion,
+    ]
+);
+
+field_for_field!(
+    window_to,
+    window_of,
+    tcp::TcpWindow,
+    pb::TcpWindow,
+    [snd_wl1, snd_wnd, max_window, rcv_wnd, rcv_wup]
+);
 
 /// Socket options of a record; absent, the defaults (nothing set).
 fn options_from(o: Option<&pb::SocketOptions>) -> tcp::SocketOptions {
-    let Some(o) = o else {
-        return tcp::SocketOptions::default();
-    };
-    tcp::SocketOptions {
-        reuse_addr: o.reuse_addr,
-        reuse_port: o.reuse_port,
-        send_buffer: o.send_buffer,
-        recv_buffer: o.recv_buffer,
-        linger: o.linger,
-        mark: o.mark,
-        traffic_class: o.traffic_class,
-        v6_only: o.v6_only,
-        broadcast: o.broadcast,
-    }
-}
-
-fn tcp_options_to(o: &tcp::TcpSocketOptions) -> pb::TcpOptions {
-    pb::TcpOptions {
-        keepalive: o.keepalive,
-        keep_idle: o.keep_idle,
-        keep_interval: o.keep_interval,
-        keep_count: o.keep_count,
-        no_delay: o.no_delay,
-        cork: o.cork,
-        user_timeout: o.user_timeout,
-        congestion: o.congestion.clone(),
-    }
+    o.map_or_else(tcp::SocketOptions::default, options_of)
 }
 
 /// TCP options of a record; absent, the defaults (nothing set).
 fn tcp_options_from(o: Option<&pb::TcpOptions>) -> tcp::TcpSocketOptions {
-    let Some(o) = o else {
-        return tcp::TcpSocketOptions::default();
-    };
-    tcp::TcpSocketOptions {
-        keepalive: o.keepalive,
-        keep_idle: o.keep_idle,
-        keep_interval: o.keep_interval,
-        keep_count: o.keep_count,
-        no_delay: o.no_delay,
-        cork: o.cork,
-        user_timeout: o.user_timeout,
-        congestion: o.congestion.clone(),
-    }
+    o.map_or_else(tcp::TcpSocketOptions::default, tcp_options_of)
 }
 
 impl From<&UnixSocketState> for pb::UnixSocket {
