@@ -11,12 +11,12 @@ use nix::unistd::Pid;
 use tracing::{info, info_span};
 
 use crate::error::{Error, Result};
-use crate::files::sockets::{SocketDump, SocketDumpOptions};
 use crate::files::{FdDumpOptions, FileTable};
 use crate::freeze::{check_target, FrozenTask};
 use crate::hooks::{self, Hooks, Stage};
 use crate::image::{names, ImageDir};
 use crate::remote::{Remote, Scratch};
+use crate::sockets::{SocketDump, SocketDumpOptions};
 use crate::{memory, proc, signals, task, threads, timers};
 
 /// What `cryo dump` was asked to do.
@@ -207,9 +207,9 @@ fn dump_tree(
         sockets_held.push(sockets);
     }
     // Descriptors in flight become descriptions; accept queues checked.
-    crate::files::in_flight::resolve(&mut sockets_held, &mut files, images, opts.leave_running)?;
+    crate::sockets::resolve(&mut sockets_held, &mut files, images, opts.leave_running)?;
     // Both ends of every unix connection must be in the dump (or be let go: --ext-unix-sk).
-    let external = crate::files::sockets::check_unix_peers(&sockets_held, opts.ext_unix_sk)?;
+    let external = crate::sockets::check_unix_peers(&sockets_held, opts.ext_unix_sk)?;
     files.mark_external_peers(&external);
     for m in tree.iter().filter(|m| m.stat.state == 'Z') {
         let mut entry = task::process_entry(m.pid, &m.stat, &[]);
@@ -225,7 +225,7 @@ fn dump_tree(
     }
     if !opts.leave_running {
         // What clients sent before being accepted: reached by accept(), so only now.
-        crate::files::in_flight::capture_accept_queues(&mut sockets_held, &mut files, images)?;
+        crate::sockets::capture_accept_queues(&mut sockets_held, &mut files, images)?;
     }
     images.write(names::FILES, ImageKind::Files, &files.into_descs())?;
     images.write(names::PSTREE, ImageKind::Pstree, &pstree)?;
@@ -331,8 +331,7 @@ fn collect(
     core.shared_pending = threads::shared_pending(pid)?;
     let listener = crate::notify::find_listeners_except(pid, |fd| sockets.is_socket_fd(fd))?;
     if let Some(listener) = listener.into_iter().next() {
-        core.resume_listener = serde_json::to_string(&listener)
-            .map_err(|e| Error::target(pid, format!("resume channel: {e}")))?;
+        core.resume_channel = Some((&listener).into());
     }
     files.add_sockets(sockets);
     core.fds = files.dump_task_fds(

@@ -26,6 +26,9 @@ pub enum Error {
     /// A file, pipe or device of a task.
     #[error(transparent)]
     Files(#[from] FileError),
+    /// A socket of a task or of the image.
+    #[error(transparent)]
+    Sockets(#[from] crate::sockets::SocketError),
     /// The target process cannot be dumped at all.
     #[error("pid {pid}: {detail}")]
     Target {

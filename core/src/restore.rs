@@ -41,7 +41,7 @@ pub struct RestoreOptions {
     /// (`--action-script`).
     pub action_script: Option<crate::hooks::ActionScript>,
     /// How long a restored connection's peer has to answer the probe sent once the network
-    /// lock is gone (`--peer-timeout`); `None`: [`DEFAULT_PEER_TIMEOUT`](crate::peers::DEFAULT_PEER_TIMEOUT);
+    /// lock is gone (`--peer-timeout`); `None`: [`DEFAULT_PEER_TIMEOUT`](crate::sockets::peers::DEFAULT_PEER_TIMEOUT);
     /// zero: no probe.
     pub peer_timeout: Option<Duration>,
     /// Signal queued (sigqueue, si_value = the count) to every restored process with broken
@@ -95,7 +95,7 @@ type Loaded = (
     Vec<TaskImage>,
     Vec<ProcessEntry>,
     Vec<FileDesc>,
-    files::UnixLinks,
+    crate::sockets::UnixLinks,
 );
 
 /// Restores the image directory `opts.images_dir`; the processes run when this returns.
@@ -162,10 +162,10 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored> {
     let timeout = match opts.peer_timeout {
         _ if opts.tcp_close => Duration::ZERO,
         Some(t) => t,
-        None => crate::peers::DEFAULT_PEER_TIMEOUT,
+        None => crate::sockets::peers::DEFAULT_PEER_TIMEOUT,
     };
     let (stopped, probing) = finish_all(&plan, &spawned.pids, unlock.close_later(), || {
-        crate::peers::send_probes(&descs, &fds, &spawned.pids, timeout)
+        crate::sockets::peers::send_probes(&descs, &fds, &spawned.pids, timeout)
     })?;
     // The seals of shared memory go on once every mapping of every process exists.
     plan.before_run()?;
@@ -177,7 +177,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored> {
         let_run(tids)?;
     }
     let verdicts = probing.verdict();
-    let broken = crate::peers::broken_per_process(&descs, &fds, &verdicts, opts.tcp_close);
+    let broken = crate::sockets::peers::broken_per_process(&descs, &fds, &verdicts, opts.tcp_close);
     notify_restored(
         &inventory,
         &plan,
@@ -234,13 +234,12 @@ fn notify_one(
     broken: &[crate::notify::BrokenConnection],
     now_ms: u64,
 ) {
-    if task.core.resume_listener.is_empty() {
-        return;
-    }
-    let Ok(listener) =
-        serde_json::from_str::<crate::notify::ListenerRef>(&task.core.resume_listener)
+    let Some(listener) = task
+        .core
+        .resume_channel
+        .as_ref()
+        .map(crate::notify::ListenerRef::from)
     else {
-        tracing::warn!(%pid, "unreadable resume channel in the image");
         return;
     };
     let record = crate::notify::ResumeRecord {

@@ -20,9 +20,9 @@ use tracing::{info, info_span};
 
 use crate::dump::{lock_id_for, resolve_trees};
 use crate::error::{Error, Result};
-use crate::files::sockets::{self, SocketDump, SocketDumpOptions};
 use crate::freeze::FrozenTask;
 use crate::image::{names, ImageDir};
+use crate::sockets::{self, SocketDump, SocketDumpOptions};
 
 /// What `cryo kill` did.
 #[derive(Debug, Clone, Default)]
@@ -59,11 +59,7 @@ pub fn kill_left_running(dir: &Path) -> Result<Retired> {
     let image_connections: HashMap<u64, &cryo_proto::image::Socket> = descs
         .iter()
         .filter_map(|d| match &d.kind {
-            Some(Kind::Socket(s))
-                if s.kind == cryo_proto::image::SocketKind::TcpConnection as i32 =>
-            {
-                Some((s.ino, s))
-            }
+            Some(Kind::Socket(s)) if sockets::is_connection(s) => Some((s.ino, s)),
             _ => None,
         })
         .collect();

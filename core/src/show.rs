@@ -323,7 +323,7 @@ fn describe_file(f: &FileDesc) -> String {
         }
         Some(file_desc::Kind::CharDevice(path)) => format!("{path} (char device)  flags {flags}"),
         Some(file_desc::Kind::Socket(s)) => {
-            format!("{}  flags {flags}", crate::files::sockets::describe(s))
+            format!("{}  flags {flags}", crate::sockets::describe(s))
         }
         Some(_) => format!("{}  flags {flags}", crate::files::describe(f)),
         None => format!("(file {} of unknown kind)  flags {flags}", f.id),
@@ -336,7 +336,7 @@ fn file_name(img: &Loaded, id: u32) -> String {
         Some(file_desc::Kind::Regular(r) | file_desc::Kind::Directory(r)) => r.path.clone(),
         Some(file_desc::Kind::Pipe(p)) => format!("pipe:[{}]", p.ino),
         Some(file_desc::Kind::CharDevice(path)) => path.clone(),
-        Some(file_desc::Kind::Socket(s)) => crate::files::sockets::describe(s),
+        Some(file_desc::Kind::Socket(s)) => crate::sockets::describe(s),
         Some(_) => crate::files::describe(img.file(id).expect("matched above")),
         None => format!("file {id} (missing from files.img)"),
     }

@@ -59,7 +59,7 @@ pub struct TreePlan<'a> {
     cryo_sets: Vec<CryoSet>,
     cryo_slots: HashMap<u32, RawFd>,
     /// The unix sockets made together and what they carry, worked out once for every task.
-    links: files::UnixLinks,
+    links: crate::sockets::UnixLinks,
     descs: &'a [FileDesc],
     images: &'a ImageDir,
     tcp_close: bool,
@@ -81,7 +81,7 @@ impl<'a> TreePlan<'a> {
         tasks: &'a [TaskImage],
         zombies: &'a [ProcessEntry],
         descs: &'a [FileDesc],
-        links: files::UnixLinks,
+        links: crate::sockets::UnixLinks,
         images: &'a ImageDir,
         tcp_close: bool,
     ) -> Result<Self> {
@@ -322,7 +322,7 @@ type InheritPlan = (Vec<HashMap<u32, Inherit>>, Vec<(usize, u32)>, Vec<CryoSet>)
 ///
 /// A description a task shares with its parent is inherited at the parent's fd number. Unix
 /// sockets made together (a pair, a listener and its waiting clients), joined with what their
-/// queues carry in flight ([`files::UnixLinks::components`]), are made once, by the lowest
+/// queues carry in flight ([`crate::sockets::UnixLinks::components`]), are made once, by the lowest
 /// common ancestor of every task holding one of them (cryo itself for a plain pair whose
 /// holders are in different roots' trees): from there each description travels down to its
 /// holders, at the fd number of a task on the way that holds it, else in extra slots (a task
@@ -331,7 +331,7 @@ fn plan_inheritance(
     ordered: &[&TaskImage],
     pos: &HashMap<i32, usize>,
     roots: &[i32],
-    links: &files::UnixLinks,
+    links: &crate::sockets::UnixLinks,
     together: &[Vec<u32>],
     descs: &[FileDesc],
 ) -> Result<InheritPlan> {

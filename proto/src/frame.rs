@@ -25,12 +25,13 @@ use std::path::{Path, PathBuf};
 
 use prost::Message;
 
-/// Format major version written by this build.
-pub const FORMAT_MAJOR: u16 = 1;
-/// Format minor version written by this build. 1.1: shared memory objects (`Shmem`, sparse
-/// memfd contents, VMAs of shared anonymous memory naming their object) and shell-job
-/// terminals (`Tty`); a 1.0 reader would restore such memory empty.
-pub const FORMAT_MINOR: u16 = 1;
+/// Format major version written by this build. 2: sockets as native messages (`TcpConnection`,
+/// `TcpListener`, `UdpSocket`, `UnixSocket` in a `oneof` of `Socket`, queues as `bytes`) and the
+/// resume channel as a `ResumeChannel`, where format 1 stored serde_json; a 1.x image is
+/// refused ([`ImageError::OlderFormat`]) and must be dumped again.
+pub const FORMAT_MAJOR: u16 = 2;
+/// Format minor version written by this build.
+pub const FORMAT_MINOR: u16 = 0;
 
 const MAGIC: &[u8; 8] = b"CRYOIMG\0";
 const HEADER_LEN: usize = 32;
@@ -97,6 +98,16 @@ pub enum ImageError {
     /// Written by a format this build does not read.
     #[error("image {path}: format version {found_major}.{found_minor} is not supported (this cryo reads {FORMAT_MAJOR}.0 to {FORMAT_MAJOR}.{FORMAT_MINOR})")]
     Version {
+        /// The image file.
+        path: PathBuf,
+        /// Major version found.
+        found_major: u16,
+        /// Minor version found.
+        found_minor: u16,
+    },
+    /// Written by an older cryo in a format this build no longer reads.
+    #[error("image {path}: a format-{found_major} image (version {found_major}.{found_minor}) from an older cryo; this cryo reads format {FORMAT_MAJOR} only: dump the process again with this cryo")]
+    OlderFormat {
         /// The image file.
         path: PathBuf,
         /// Major version found.
@@ -245,6 +256,13 @@ pub fn decode<M: Message + Default>(
     let u16_at = |o: usize| u16::from_le_bytes([buf[o], buf[o + 1]]);
     let u32_at = |b: &[u8], o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
     let (major, minor) = (u16_at(8), u16_at(10));
+    if major < FORMAT_MAJOR {
+        return Err(ImageError::OlderFormat {
+            path: path.to_owned(),
+            found_major: major,
+            found_minor: minor,
+        });
+    }
     if major != FORMAT_MAJOR || minor > FORMAT_MINOR {
         return Err(ImageError::Version {
             path: path.to_owned(),
@@ -412,6 +430,22 @@ mod tests {
             let err = decode::<ProcessEntry>(p(), ImageKind::Pstree, &buf).unwrap_err();
             assert!(matches!(err, ImageError::Version { .. }), "{err}");
             assert!(err.to_string().contains("pstree.img"));
+        }
+    }
+
+    #[test]
+    fn format_1_image_refused_as_older() {
+        for minor in [0u16, 1] {
+            let mut buf = encode(ImageKind::Pstree, &sample());
+            buf[8..10].copy_from_slice(&1u16.to_le_bytes());
+            buf[10..12].copy_from_slice(&minor.to_le_bytes());
+            let err = decode::<ProcessEntry>(p(), ImageKind::Pstree, &buf).unwrap_err();
+            assert!(matches!(err, ImageError::OlderFormat { .. }), "{err}");
+            let text = err.to_string();
+            assert!(text.contains("pstree.img"), "{text}");
+            assert!(text.contains("format-1 image"), "{text}");
+            assert!(text.contains("older cryo"), "{text}");
+            assert!(text.contains("dump the process again"), "{text}");
         }
     }
 

@@ -31,7 +31,7 @@ impl InodeKey {
 }
 
 /// The open fds of `pid`, sorted.
-pub(super) fn list_fds(pid: Pid) -> Result<Vec<RawFd>, FileError> {
+pub(crate) fn list_fds(pid: Pid) -> Result<Vec<RawFd>, FileError> {
     let dir = format!("/proc/{pid}/fd");
     let list = |e| FileError::ListFds { pid, source: e };
     let mut fds = Vec::new();
@@ -47,7 +47,7 @@ pub(super) fn list_fds(pid: Pid) -> Result<Vec<RawFd>, FileError> {
 
 /// What the kernel says about one fd of a task.
 #[derive(Debug)]
-pub(super) struct OpenFd {
+pub(crate) struct OpenFd {
     pub pid: Pid,
     pub fd: RawFd,
     /// readlink of /proc/PID/fd/N.
@@ -110,7 +110,7 @@ impl OpenFd {
     }
 
     /// /proc/PID/fd/N.
-    pub(super) fn proc_path(&self) -> PathBuf {
+    pub(crate) fn proc_path(&self) -> PathBuf {
         proc_fd(self.pid, self.fd)
     }
 
@@ -121,7 +121,7 @@ impl OpenFd {
     }
 
     /// An [`FileError::Inspect`] for this fd.
-    pub(super) fn inspect_err(&self, op: &'static str, path: PathBuf, e: io::Error) -> FileError {
+    pub(crate) fn inspect_err(&self, op: &'static str, path: PathBuf, e: io::Error) -> FileError {
         FileError::Inspect {
             pid: self.pid,
             fd: self.fd,
@@ -132,7 +132,7 @@ impl OpenFd {
     }
 
     /// A [`FileError::Dump`] for this fd.
-    pub(super) fn dump_err(&self, detail: impl Into<String>) -> FileError {
+    pub(crate) fn dump_err(&self, detail: impl Into<String>) -> FileError {
         FileError::Dump {
             pid: self.pid,
             fd: self.fd,
@@ -141,7 +141,7 @@ impl OpenFd {
     }
 
     /// A refusal of this fd: `kind` is not supported (yet, if `yet`).
-    pub(super) fn refuse(&self, kind: impl Into<String>, yet: bool) -> FileError {
+    pub(crate) fn refuse(&self, kind: impl Into<String>, yet: bool) -> FileError {
         let (pid, fd, kind, link) = (self.pid, self.fd, kind.into(), self.link.clone());
         if yet {
             FileError::NotYet {
@@ -188,7 +188,7 @@ fn read_proc_text(path: &std::path::Path) -> io::Result<String> {
 }
 
 /// /proc/PID/fd/N.
-pub(super) fn proc_fd(pid: Pid, fd: RawFd) -> PathBuf {
+pub(crate) fn proc_fd(pid: Pid, fd: RawFd) -> PathBuf {
     PathBuf::from(format!("/proc/{pid}/fd/{fd}"))
 }
 

@@ -28,17 +28,14 @@
 mod devices;
 mod epoll;
 mod events;
-pub(crate) mod in_flight;
 mod inotify;
-mod inspect;
+pub(crate) mod inspect;
 mod memfd;
 mod pipes;
 mod regular;
 mod shmem;
-pub mod sockets;
 pub(crate) mod sys;
 pub mod tty;
-mod unix_groups;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs;
@@ -46,8 +43,6 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
-
-use std::net::SocketAddr;
 
 use cryo_proto::image::{
     file_desc::Kind, FdEntry, FileDesc, Memfd, RawFileRef, RegularFile, Socket,
@@ -57,10 +52,10 @@ use nix::unistd::Pid;
 use tracing::{debug, instrument};
 
 use crate::image::ImageDir;
+use crate::sockets::{self, UnixLinks};
 pub use inspect::InodeKey;
 use inspect::{Link, OpenFd};
 pub use shmem::SharedObjects;
-pub use unix_groups::UnixLinks;
 
 /// Why a file of a task could not be dumped or restored.
 #[derive(Debug, thiserror::Error)]
@@ -212,70 +207,9 @@ pub enum FileError {
         /// The kernel's answer.
         source: io::Error,
     },
-    /// A socket of a task cannot be dumped (its capture failed).
-    #[error("pid {pid} fd {fd}: {detail}")]
-    Socket {
-        /// The task.
-        pid: Pid,
-        /// The fd.
-        fd: RawFd,
-        /// What failed (the socket's addresses and the step).
-        detail: String,
-    },
-    /// An established TCP connection met by a dump without `--tcp-established`.
-    #[error(
-        "pid {pid} fd {fd}: established TCP connection {local} -> {remote} ({state}): dump \
-         with --tcp-established to capture it"
-    )]
-    TcpEstablished {
-        /// The task.
-        pid: Pid,
-        /// The fd.
-        fd: RawFd,
-        /// The local end.
-        local: SocketAddr,
-        /// The peer.
-        remote: SocketAddr,
-        /// The TCP state.
-        state: &'static str,
-    },
-    /// A TCP connection in the middle of its handshake: temporary.
-    #[error(
-        "pid {pid} fd {fd}: TCP connection {local} -> {remote} is in {state} (handshake in \
-         progress): a temporary state, retry later"
-    )]
-    TcpTemporary {
-        /// The task.
-        pid: Pid,
-        /// The fd.
-        fd: RawFd,
-        /// The local end.
-        local: String,
-        /// The peer it is connecting to (the kernel does not tell a connect in progress's).
-        remote: String,
-        /// The TCP state.
-        state: &'static str,
-    },
-    /// The network lock over the connections of a task could not be installed.
-    #[error("pid {pid}: network lock: {source}")]
-    NetworkLock {
-        /// The task.
-        pid: Pid,
-        /// What went wrong.
-        source: cryo_netns::LockError,
-    },
-    /// A descriptor in flight (SCM_RIGHTS) in a unix socket's queue cannot be dumped.
-    #[error("pid {pid} fd {fd}: a descriptor in flight on socket:[{ino}]: {detail}")]
-    InFlight {
-        /// The task holding the socket.
-        pid: Pid,
-        /// Its fd there.
-        fd: RawFd,
-        /// The socket whose queue carries the descriptor.
-        ino: u64,
-        /// Why.
-        detail: String,
-    },
+    /// A socket of a task or of the image.
+    #[error(transparent)]
+    Sockets(#[from] sockets::SocketError),
     /// An fd could not be put at its number.
     #[error("fd {fd} (file {id}): {op}: {source}")]
     Place {
@@ -1084,7 +1018,7 @@ pub fn validate(
             | Kind::Epoll(_)
             | Kind::Inotify(_) => {}
             // Unix sockets are decoded (and checked) by UnixLinks::build below.
-            Kind::Socket(s) if s.kind == sockets::UNIX_KIND => {}
+            Kind::Socket(s) if sockets::is_unix(s) => {}
             Kind::Socket(s) => {
                 sockets::decode(desc, s)?;
             }
@@ -1473,7 +1407,7 @@ fn join_overlapping(sets: Vec<Vec<u32>>) -> Vec<Vec<u32>> {
 }
 
 /// `fd` moved to a number at or above `min` (it may already be there).
-fn above(desc: &FileDesc, fd: OwnedFd, min: RawFd) -> Result<OwnedFd, FileError> {
+pub(crate) fn above(desc: &FileDesc, fd: OwnedFd, min: RawFd) -> Result<OwnedFd, FileError> {
     if fd.as_raw_fd() >= min {
         return Ok(fd);
     }

@@ -26,12 +26,13 @@ use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use cryo_proto::image::file_desc::Kind;
-use cryo_proto::image::{FdEntry, FileDesc, SocketKind};
+use cryo_proto::image::{FdEntry, FileDesc};
 use cryo_tcp_repair::{self as tcp, PeerAnswer, PeerProbe};
 use nix::unistd::Pid;
 use tracing::{debug, info, warn};
 
-use crate::files::{sockets, sys};
+use super::SocketError;
+use crate::files::sys;
 use crate::notify::{BrokenConnection, BrokenReason};
 
 /// `--peer-timeout` when none is given.
@@ -74,7 +75,7 @@ fn targets(descs: &[FileDesc], fds: &[&[FdEntry]]) -> Vec<Target> {
     let mut unprobed: HashSet<u32> = descs
         .iter()
         .filter_map(|d| match &d.kind {
-            Some(Kind::Socket(s)) if s.kind == SocketKind::TcpConnection as i32 => Some(d.id),
+            Some(Kind::Socket(s)) if super::is_connection(s) => Some(d.id),
             _ => None,
         })
         .collect();
@@ -164,7 +165,7 @@ fn probe_all(targets: &[Target], pids: &[Pid]) -> (Vec<Probed>, HashMap<u32, Bro
             }
         }
         let Some((_, pidfd)) = &pidfd else { continue };
-        match probe_one(pidfd, t.fd) {
+        match probe_one(pid, pidfd, t.fd) {
             Ok(Some((dup, probe))) => probed.push(Probed {
                 id: t.id,
                 dup,
@@ -180,9 +181,13 @@ fn probe_all(targets: &[Target], pids: &[Pid]) -> (Vec<Probed>, HashMap<u32, Bro
 }
 
 /// A duplicate of fd `fd` of the process behind `pidfd`, probed if it is established.
-fn probe_one(pidfd: &OwnedFd, fd: RawFd) -> Result<Option<(OwnedFd, PeerProbe)>, String> {
-    let dup = sys::pidfd_getfd(pidfd.as_fd(), fd).map_err(|e| format!("pidfd_getfd: {e}"))?;
-    let probe = tcp::send_probe(dup.as_fd()).map_err(|e| e.to_string())?;
+fn probe_one(
+    pid: Pid,
+    pidfd: &OwnedFd,
+    fd: RawFd,
+) -> Result<Option<(OwnedFd, PeerProbe)>, SocketError> {
+    let dup = super::socket_dup(pid, pidfd.as_fd(), fd)?;
+    let probe = tcp::send_probe(dup.as_fd()).map_err(super::repair_err(pid, fd))?;
     Ok(probe.map(|p| (dup, p)))
 }
 
@@ -259,14 +264,14 @@ pub(crate) fn broken_per_process(
         };
         let reason = if let Some(&r) = verdicts.get(&d.id) {
             r
-        } else if tcp_close && s.kind == SocketKind::TcpConnection as i32 {
+        } else if tcp_close && super::is_connection(s) {
             BrokenReason::ClosedByPolicy
         } else if s.external_peer {
             BrokenReason::ExternalPeer
         } else {
             continue;
         };
-        let (local, remote) = sockets::record_addresses(s);
+        let (local, remote) = super::record_addresses(s);
         broken.insert(d.id, (local, remote, reason));
     }
     fds.iter()

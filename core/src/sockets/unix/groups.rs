@@ -32,8 +32,9 @@ use tracing::debug;
 
 use cryo_unix_sockets as unix;
 
-use super::sockets::{self, unix_err, Decoded, UnixMessage, UnixSocketState};
-use super::{above, describe, sys, FileError};
+use super::{finish, make, unix_err, UnixMessage, UnixSocketState};
+use crate::files::{above, describe, sys, FileError};
+use crate::sockets::{self as sockets, Decoded, SocketState};
 
 /// How the members of a group are made.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,8 +81,8 @@ impl UnixLinks {
         let mut states: BTreeMap<u32, (Box<UnixSocketState>, u64, u64)> = BTreeMap::new();
         for desc in descs {
             if let Some(Kind::Socket(s)) = &desc.kind {
-                if s.kind == sockets::UNIX_KIND {
-                    if let Decoded::Unix(u) = sockets::decode(desc, s)? {
+                if sockets::is_unix(s) {
+                    if let Decoded::Plain(SocketState::Unix(u)) = sockets::decode(desc, s)? {
                         states.insert(desc.id, (u, s.ino, s.peer_ino));
                     }
                 }
@@ -190,18 +191,18 @@ impl UnixLinks {
         Ok(())
     }
 
-    /// Whether unix socket `id` is made by a group (not by [`sockets::open`]).
-    pub(super) fn is_member(&self, id: u32) -> bool {
+    /// Whether unix socket `id` is made by a group (not by [`crate::sockets::open`]).
+    pub(crate) fn is_member(&self, id: u32) -> bool {
         self.group_of.contains_key(&id)
     }
 
     /// Whether some unix message carries `id` in flight.
-    pub(super) fn is_carried(&self, id: u32) -> bool {
+    pub(crate) fn is_carried(&self, id: u32) -> bool {
         self.carried.contains(&id)
     }
 
     /// Per group, its members and what its queues carry: descriptions whose creation must
-    /// stay in one process ([`super::made_together`] joins the sets that overlap).
+    /// stay in one process ([`crate::files::made_together`] joins the sets that overlap).
     pub(crate) fn group_sets(&self) -> impl Iterator<Item = Vec<u32>> + '_ {
         self.groups.iter().map(|g| {
             g.shape
@@ -268,7 +269,7 @@ impl UnixLinks {
     /// in `opened` (inherited), refills their queues with the descriptions in flight found in
     /// `opened`, then restores shutdown state, options and flags. Every socket made goes into
     /// `opened`, at or above `min_high`.
-    pub(super) fn make_all(
+    pub(crate) fn make_all(
         &self,
         by_id: &HashMap<u32, &FileDesc>,
         to_open: &BTreeSet<u32>,
@@ -327,16 +328,14 @@ impl UnixLinks {
             Shape::Pair(a, b) => {
                 let (da, db) = (desc(*a)?, desc(*b)?);
                 let (ua, ub) = (self.state(da)?, self.state(db)?);
-                let ty = ua.sock_type().map_err(|e| unix_err(da, "socket type", e))?;
+                let ty = ua.sock_type;
                 if ub.sock_type != ua.sock_type {
-                    return Err(unix_err(
-                        da,
-                        "socketpair",
-                        format!("peer {} has another type", describe(db)),
-                    ));
+                    return Err(FileError::Invalid {
+                        id: da.id,
+                        detail: format!("its unix peer {} has another type", describe(db)),
+                    });
                 }
-                let (fa, fb) =
-                    unix::restore::socketpair(ty).map_err(|e| unix_err(da, "socketpair", e))?;
+                let (fa, fb) = unix::restore::socketpair(ty).map_err(unix_err(da, "socketpair"))?;
                 debug!(id = da.id, peer = db.id, what = %describe(da), "unix pair made");
                 Ok(vec![(*a, fa), (*b, fb)])
             }
@@ -345,20 +344,20 @@ impl UnixLinks {
                 let ul = self.state(dl)?;
                 // Room for every waiting connection while they connect again.
                 let room = ul.backlog.max(clients.len() as u32);
-                let fd = sockets::make_unix(dl, ul, room)?;
+                let fd = make(dl, ul, room)?;
                 let mut out = vec![(*listener, fd)];
                 for &c in clients {
                     let dc = desc(c)?;
                     let uc = self.state(dc)?;
-                    let ty = uc.sock_type().map_err(|e| unix_err(dc, "socket type", e))?;
+                    let ty = uc.sock_type;
                     let cfd =
                         unix::restore::connect_pending(ty, &ul.name(), &uc.name(), uc.attrs())
-                            .map_err(|e| unix_err(dc, "connect to its listener again", e))?;
+                            .map_err(unix_err(dc, "connect to its listener again"))?;
                     out.push((c, cfd));
                 }
                 if room != ul.backlog.max(1) {
                     unix::restore::listen(&out[0].1, ul.backlog.max(1))
-                        .map_err(|e| unix_err(dl, "listen", e))?;
+                        .map_err(unix_err(dl, "listen"))?;
                 }
                 debug!(id = dl.id, waiting = clients.len(), what = %describe(dl), "unix listener made with its waiting connections");
                 Ok(out)
@@ -366,7 +365,7 @@ impl UnixLinks {
             Shape::Single(s) => {
                 let ds = desc(*s)?;
                 let us = self.state(ds)?;
-                Ok(vec![(*s, sockets::make_unix(ds, us, us.backlog)?)])
+                Ok(vec![(*s, make(ds, us, us.backlog)?)])
             }
         }
     }
@@ -387,7 +386,7 @@ impl UnixLinks {
                     let u = self.state(d)?;
                     let q = queue(d, u, &u.queue, opened)?;
                     unix::restore::refill_queue(fd(from)?, None, &q)
-                        .map_err(|e| unix_err(d, "refill the queue", e))?;
+                        .map_err(unix_err(d, "refill the queue"))?;
                 }
             }
             Shape::Listener { listener, clients } => {
@@ -396,7 +395,7 @@ impl UnixLinks {
                 for (p, &c) in ul.pending.iter().zip(clients) {
                     let q = queue(dl, self.state(desc(c)?)?, &p.queue, opened)?;
                     unix::restore::refill_queue(fd(c)?, None, &q)
-                        .map_err(|e| unix_err(dl, "refill what a waiting client had sent", e))?;
+                        .map_err(unix_err(dl, "refill what a waiting client had sent"))?;
                 }
             }
             Shape::Single(_) => {} // with its shutdown and options, in finish
@@ -416,10 +415,10 @@ impl UnixLinks {
             Shape::Pair(a, b) => {
                 let (da, db) = (desc(*a)?, desc(*b)?);
                 let (ua, ub) = (self.state(da)?, self.state(db)?);
-                if ua.sock_type == libc::SOCK_DGRAM {
+                if ua.sock_type == unix::SockType::Dgram {
                     for (d, u, id) in [(da, ua, *a), (db, ub, *b)] {
                         unix::restore::restore_shutdown(fd(id)?, u.shutdown())
-                            .map_err(|e| unix_err(d, "shutdown", e))?;
+                            .map_err(unix_err(d, "shutdown"))?;
                     }
                 } else {
                     unix::restore::restore_pair_shutdown(
@@ -428,14 +427,14 @@ impl UnixLinks {
                         fd(*b)?,
                         ub.shutdown(),
                     )
-                    .map_err(|e| unix_err(da, "shutdown", e))?;
+                    .map_err(unix_err(da, "shutdown"))?;
                 }
             }
             Shape::Listener { clients, .. } => {
                 for &c in clients {
                     let d = desc(c)?;
                     unix::restore::restore_shutdown(fd(c)?, self.state(d)?.shutdown())
-                        .map_err(|e| unix_err(d, "shutdown", e))?;
+                        .map_err(unix_err(d, "shutdown"))?;
                 }
             }
             Shape::Single(s) => {
@@ -446,14 +445,14 @@ impl UnixLinks {
                     id: *s,
                     detail: "not made".into(),
                 })?;
-                sockets::finish_unix(d, u, owned, &q)?;
-                return sockets::set_flags(d, owned);
+                finish(d, u, owned, &q)?;
+                return Ok(sockets::set_flags(d, owned)?);
             }
         }
         for m in g.shape.members() {
             let d = desc(m)?;
             unix::restore::apply_options(fd(m)?, &self.state(d)?.options())
-                .map_err(|e| unix_err(d, "socket options", e))?;
+                .map_err(unix_err(d, "socket options"))?;
             let owned = opened.get(&m).ok_or(FileError::Invalid {
                 id: m,
                 detail: "not made".into(),
@@ -483,9 +482,7 @@ fn queue(
     messages: &[UnixMessage],
     opened: &HashMap<u32, OwnedFd>,
 ) -> Result<unix::CapturedQueue, FileError> {
-    let sock_type = u
-        .sock_type()
-        .map_err(|e| unix_err(desc, "socket type", e))?;
+    let sock_type = u.sock_type;
     let messages = messages
         .iter()
         .map(|m| {
@@ -493,8 +490,9 @@ fn queue(
                 .fds
                 .iter()
                 .map(|&id| {
-                    sys::dup_at_least(borrow(opened, id)?, 0)
-                        .map_err(|e| unix_err(desc, "dup a descriptor in flight", e))
+                    let dup = sys::dup_at_least(borrow(opened, id)?, 0)
+                        .map_err(unix_err(desc, "dup a descriptor in flight"))?;
+                    Ok::<_, FileError>(dup)
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(m.to_queued(fds))

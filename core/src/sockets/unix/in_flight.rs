@@ -35,9 +35,10 @@ use tracing::debug;
 
 use cryo_unix_sockets as unix;
 
-use super::sockets::{self, InFlightFds, SocketDump};
-use super::{sys, FileError, FileTable};
+use super::{split_queue, InFlightFds};
+use crate::files::{sys, FileError, FileTable};
 use crate::image::ImageDir;
+use crate::sockets::{AcceptProblem, InFlightRefusal, RecordProblem, SocketDump, SocketError};
 
 /// Resolves what the captured queues carry, once every task's fds are dumped: descriptors in
 /// flight become descriptions of `files`, and accept queues are checked. With
@@ -52,21 +53,18 @@ pub fn resolve(
     if leave_running {
         for q in dumps.iter().flat_map(|d| &d.accept_queues) {
             if let Some(&(client, sent)) = q.clients.iter().find(|(_, sent)| *sent > 0) {
-                return Err(FileError::Socket {
+                return Err(SocketError::EmbryoData {
                     pid: q.pid,
                     fd: q.fd,
-                    detail: format!(
-                        "unix listener socket:[{}]: the connection from socket:[{client}] \
-                         waiting in its accept queue carries {sent} bytes sent before accept; \
-                         capturing them takes accept(), which a --leave-running dump cannot \
-                         undo: a temporary state, retry once it is accepted",
-                        q.ino
-                    ),
-                });
+                    ino: q.ino,
+                    client,
+                    sent,
+                }
+                .into());
             }
         }
     }
-    check_accept_queues(dumps)
+    Ok(check_accept_queues(dumps)?)
 }
 
 /// A dump that ends its targets, just before files.img: takes every connection waiting in a
@@ -88,48 +86,42 @@ pub fn capture_accept_queues(
             .cloned()
             .collect();
         for q in queues {
-            let bad = |detail: String| FileError::Socket {
+            let bad = |problem| SocketError::AcceptQueue {
                 pid: q.pid,
                 fd: q.fd,
-                detail: format!("unix listener socket:[{}]: {detail}", q.ino),
+                ino: q.ino,
+                problem,
             };
+            let sys_err = |step| move |source| bad(AcceptProblem::Sys { step, source });
+            let unix_err = |step| move |source| bad(AcceptProblem::Unix { step, source });
             if diag.is_none() {
-                diag = Some(unix::DiagSocket::new().map_err(|e| bad(format!("sock_diag: {e}")))?);
+                diag = Some(unix::DiagSocket::new().map_err(unix_err("sock_diag"))?);
             }
             let diag = diag.as_mut().expect("set above");
-            let pidfd = sys::pidfd_open(q.pid).map_err(|e| bad(format!("pidfd_open: {e}")))?;
-            let listener = sys::pidfd_getfd(pidfd.as_fd(), q.fd)
-                .map_err(|e| bad(format!("pidfd_getfd: {e}")))?;
+            let pidfd = sys::pidfd_open(q.pid).map_err(sys_err("pidfd_open"))?;
+            let listener = sys::pidfd_getfd(pidfd.as_fd(), q.fd).map_err(sys_err("pidfd_getfd"))?;
             let mut queues = Vec::with_capacity(q.clients.len());
             for (k, &(client, _)) in q.clients.iter().enumerate() {
                 let conn = unix::accept_waiting(&listener)
-                    .map_err(|e| bad(e.to_string()))?
-                    .ok_or_else(|| {
-                        bad(format!(
-                            "the connection from socket:[{client}] left the accept queue \
-                             during the dump"
-                        ))
-                    })?;
+                    .map_err(unix_err("accept"))?
+                    .ok_or_else(|| bad(AcceptProblem::Left { client }))?;
                 let ino = nix::sys::stat::fstat(&conn)
-                    .map_err(|e| bad(format!("fstat an accepted connection: {e}")))?
+                    .map_err(|e| sys_err("fstat an accepted connection")(e.into()))?
                     .st_ino;
                 let peer = u32::try_from(ino)
                     .ok()
                     .and_then(|i| diag.query(i).ok().flatten())
                     .and_then(|info| info.peer);
                 if peer.map(u64::from) != Some(client) {
-                    return Err(bad(format!(
-                        "accept() returned the connection of socket:[{}] where the accept \
-                         queue named socket:[{client}]",
-                        peer.unwrap_or(0)
-                    )));
+                    return Err(bad(AcceptProblem::OutOfOrder {
+                        client,
+                        found: peer.map_or(0, u64::from),
+                    })
+                    .into());
                 }
-                let captured = unix::capture_queue(&conn).map_err(|e| {
-                    bad(format!(
-                        "capture what socket:[{client}] sent before accept: {e}"
-                    ))
-                })?;
-                let (messages, carried) = sockets::split_queue(captured);
+                let captured = unix::capture_queue(&conn)
+                    .map_err(unix_err("capture what a client sent before accept"))?;
+                let (messages, carried) = split_queue(captured);
                 for (message, fds) in carried {
                     dump.in_flight.push(InFlightFds {
                         pid: q.pid,
@@ -152,18 +144,17 @@ pub fn capture_accept_queues(
             let rec = dump
                 .patch_unix(q.ino, |state| {
                     if state.pending.len() != queues.len() {
-                        return Err(format!(
-                            "{} waiting connections recorded, {} accepted",
-                            state.pending.len(),
-                            queues.len()
-                        ));
+                        return Err(bad(AcceptProblem::Count {
+                            recorded: state.pending.len(),
+                            accepted: queues.len(),
+                        }));
                     }
                     for (p, messages) in state.pending.iter_mut().zip(queues) {
                         p.queue = messages;
                     }
                     Ok(())
                 })?
-                .ok_or_else(|| bad("its record is gone".into()))?;
+                .ok_or_else(|| bad(AcceptProblem::NoRecord))?;
             files.update_socket(&rec);
             taken.insert(q.ino);
         }
@@ -174,19 +165,17 @@ pub fn capture_accept_queues(
     // What the embryos' queues carried in flight: dumped like the rest, checked like the rest.
     resolve_in_flight(dumps, files, images)?;
     // Peers outside the dump are judged by the caller's check, which knows --ext-unix-sk.
-    sockets::check_unix_peers(dumps, true)?;
+    crate::sockets::check_unix_peers(dumps, true)?;
     check_accept_queues(dumps)?;
     for q in dumps.iter().flat_map(|d| &d.accept_queues) {
         if !taken.contains(&q.ino) && q.clients.iter().any(|&(_, sent)| sent > 0) {
-            return Err(FileError::Socket {
+            return Err(SocketError::AcceptQueue {
                 pid: q.pid,
                 fd: q.fd,
-                detail: format!(
-                    "unix listener socket:[{}], in flight in what a client sent before being \
-                     accepted, has connections waiting with data: not supported",
-                    q.ino
-                ),
-            });
+                ino: q.ino,
+                problem: AcceptProblem::InFlightWithData,
+            }
+            .into());
         }
     }
     Ok(())
@@ -223,31 +212,19 @@ fn resolve_in_flight(
             let raw = fd.as_raw_fd();
             let family = domain(fd.as_fd());
             if family != Some(libc::AF_UNIX) {
-                return Err(refuse(
-                    e,
-                    format!(
-                        "{} socket socket:[{ino}]: only unix sockets are supported in flight for \
-                         now",
-                        match family {
-                            Some(libc::AF_INET) => "an inet".to_string(),
-                            Some(libc::AF_INET6) => "an inet6".to_string(),
-                            Some(f) => format!("a family {f}"),
-                            None => "a".to_string(),
-                        }
-                    ),
-                ));
+                let family = match family {
+                    Some(libc::AF_INET) => "an inet".to_string(),
+                    Some(libc::AF_INET6) => "an inet6".to_string(),
+                    Some(f) => format!("a family {f}"),
+                    None => "a".to_string(),
+                };
+                return Err(refuse(e, InFlightRefusal::NotUnix { family, ino }).into());
             }
             alone
                 .record_unix(me, raw, ino, libc::AF_UNIX as u32, fd.as_fd(), &mut diag)
                 .map_err(|err| in_flight_err(e, me, raw, err))?;
             if !alone.in_flight.is_empty() {
-                return Err(refuse(
-                    e,
-                    format!(
-                        "unix socket socket:[{ino}] is in flight and carries descriptors in \
-                         flight itself: not supported"
-                    ),
-                ));
+                return Err(refuse(e, InFlightRefusal::Nested { ino }).into());
             }
         }
     }
@@ -282,20 +259,23 @@ fn resolve_in_flight(
                     };
                     let m = queue
                         .and_then(|q| q.get_mut(message))
-                        .ok_or_else(|| format!("message {message} is not in its queue"))?;
+                        .ok_or(SocketError::Record {
+                            ino,
+                            record: "unix socket",
+                            problem: RecordProblem::Range {
+                                field: "message",
+                                value: message as i64,
+                            },
+                        })?;
                     m.fds = fds;
                 }
-                Ok(())
+                Ok::<(), SocketError>(())
             })?;
             if rec.is_some() {
                 break;
             }
         }
-        let rec = rec.ok_or_else(|| FileError::Dump {
-            pid: me,
-            fd: -1,
-            detail: format!("socket:[{ino}] carries descriptors in flight but has no record"),
-        })?;
+        let rec = rec.ok_or(SocketError::NoRecord { ino })?;
         files.update_socket(&rec);
     }
     // The duplicates stay open until the dump ends: kcmp compares later ones against them.
@@ -306,21 +286,17 @@ fn resolve_in_flight(
 
 /// Every client waiting in a dumped listener's accept queue must be a dumped socket, and
 /// every dumped client without a peer must wait in a dumped listener's accept queue.
-fn check_accept_queues(dumps: &[SocketDump]) -> Result<(), FileError> {
+fn check_accept_queues(dumps: &[SocketDump]) -> Result<(), SocketError> {
     let mut waiting: HashSet<u64> = HashSet::new();
     for q in dumps.iter().flat_map(|d| &d.accept_queues) {
         for &(client, _) in &q.clients {
             if !dumps.iter().any(|d| d.has_record(client)) {
-                let name = name_of(client);
-                return Err(FileError::Socket {
+                return Err(SocketError::ExternalClient {
                     pid: q.pid,
                     fd: q.fd,
-                    detail: format!(
-                        "unix listener socket:[{}] has a connection waiting in its accept queue \
-                         from socket:[{client}] {name}, which no dumped process holds (external \
-                         client): not supported yet",
-                        q.ino
-                    ),
+                    ino: q.ino,
+                    client,
+                    name: name_of(client),
                 });
             }
             waiting.insert(client);
@@ -328,14 +304,11 @@ fn check_accept_queues(dumps: &[SocketDump]) -> Result<(), FileError> {
     }
     for &(pid, fd, ino) in dumps.iter().flat_map(|d| &d.awaiting_accept) {
         if !waiting.contains(&ino) {
-            let listener = listener_of(ino);
-            return Err(FileError::Socket {
+            return Err(SocketError::ExternalListener {
                 pid,
                 fd,
-                detail: format!(
-                    "unix socket socket:[{ino}] waits in the accept queue of {listener}, which no \
-                     dumped process holds (external listener): not supported yet"
-                ),
+                ino,
+                listener: listener_of(ino),
             });
         }
     }
@@ -375,22 +348,22 @@ fn domain(fd: std::os::fd::BorrowedFd<'_>) -> Option<i32> {
 }
 
 /// A refusal of a descriptor in flight in a message of `e`.
-fn refuse(e: &InFlightFds, detail: String) -> FileError {
-    FileError::InFlight {
+fn refuse(e: &InFlightFds, refusal: InFlightRefusal) -> SocketError {
+    SocketError::InFlight {
         pid: e.pid,
         fd: e.fd,
         ino: e.ino,
-        detail,
+        refusal,
     }
 }
 
 /// An error about descriptor `raw` (cryo's duplicate) in flight in a message of `e`, said in
 /// the terms of the task that holds the socket.
-fn in_flight_err(e: &InFlightFds, me: Pid, raw: RawFd, err: FileError) -> FileError {
+fn in_flight_err(e: &InFlightFds, me: Pid, raw: RawFd, err: impl std::fmt::Display) -> SocketError {
     let text = err.to_string();
     let detail = text
         .strip_prefix(&format!("pid {me} fd {raw}: "))
         .unwrap_or(&text)
         .to_string();
-    refuse(e, detail)
+    refuse(e, InFlightRefusal::File(detail))
 }

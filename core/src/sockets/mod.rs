@@ -1,0 +1,501 @@
+//! The socket subsystem: a task's TCP connections (TCP_REPAIR, through cryo-tcp-repair), TCP
+//! listeners, UDP sockets and unix sockets (through cryo-unix-sockets) are captured, held and
+//! re-created here; other families are refused. Sockets are fds, so the file table
+//! ([`crate::files`]) places them; what they are and how they live is this module's.
+//!
+//! ```text
+//! tcp.rs          connections and listeners: identified, captured in repair mode, restored
+//! udp.rs          UDP sockets
+//! unix/           unix sockets: mod.rs one socket (its queue, options, broken external
+//!                 peers), groups.rs the sockets made together at restore, in_flight.rs the
+//!                 descriptors in flight and accept queues resolved across the dump
+//! lifecycle.rs    network lock, connections held in repair mode, finish after kill or
+//!                 leave-running (or failure)
+//! peers.rs        after restore: probe every connection, the verdict on silent peers
+//! record.rs       engine states <-> image messages (Socket's oneof), invariants checked
+//! error.rs        SocketError
+//! ```
+//!
+//! The lifecycle of a dumped socket:
+//!
+//! ```text
+//! dump (task frozen), before the file table is built (SocketDump::collect):
+//!   /proc/PID/fd/N                 pidfd_getfd -> a duplicate (the same socket), fstat: inode
+//!   SO_DOMAIN/SO_TYPE/SO_PROTOCOL, TCP_INFO state   -> connection | listener | udp | unix
+//!                                                      | refused (nothing touched yet)
+//!   network lock installed over every connection's 4-tuple (one nftables batch)
+//!   connections: Repair::enter + capture, then HELD in repair mode (on every core)
+//!   listeners, udp, unix: captured in order (unix: queue peeked, descriptors in flight noted)
+//!   -> one `Socket` record per inode (its state in the oneof: record.rs)
+//! across the dump (unix/in_flight.rs): unix peers checked, descriptors in flight dumped,
+//!   accept queues checked (and, by a dump that kills, taken)
+//! end of dump (lifecycle.rs):
+//!   killed:          the task dies, then the held sockets close in repair mode: nothing is
+//!                    sent; the lock stays (its id goes in the inventory)
+//!   left running /   repair left quietly (TCP_REPAIR_OFF_NO_WP), lock released
+//!   failed:
+//! restore (in the child, before the fds are placed):
+//!   listeners, then connections (restore + finish_quiet, or reset with --tcp-close), then
+//!   udp, then unix sockets (groups made together by the task that makes the first member)
+//! after restore (peers.rs): lock released, every connection probed, silent peers failed
+//! ```
+
+mod error;
+mod lifecycle;
+pub(crate) mod peers;
+pub(crate) mod record;
+mod tcp;
+mod udp;
+pub(crate) mod unix;
+
+use std::collections::{HashMap, HashSet};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
+
+use cryo_netns::NetworkLock;
+use cryo_proto::image::{socket::State, FileDesc, Socket};
+use nix::fcntl::{FcntlArg, OFlag};
+use nix::unistd::Pid;
+use socket2::SockRef;
+use tracing::debug;
+
+use crate::files::inspect::{self, InodeKey, OpenFd};
+use crate::files::{sys, FileError};
+
+pub use error::{AcceptProblem, InFlightRefusal, RecordProblem, SocketError};
+pub use peers::DEFAULT_PEER_TIMEOUT;
+pub(crate) use record::SocketState;
+pub use unix::groups::UnixLinks;
+pub use unix::in_flight::{capture_accept_queues, resolve};
+pub use unix::{check_unix_peers, ExternalPeer};
+
+pub(crate) use tcp::connection_moved;
+
+/// How sockets are dumped.
+#[derive(Debug, Clone, Default)]
+pub struct SocketDumpOptions {
+    /// Capture established TCP connections (otherwise a dump meeting one is refused).
+    pub tcp_established: bool,
+    /// The id of the network lock to install over the connections.
+    pub lock_id: String,
+}
+
+/// The sockets of a frozen task, captured before its file table is built.
+///
+/// Dropping it without [`finish_killed`](Self::finish_killed) (a failed dump) or with
+/// [`finish_running`](Self::finish_running) puts every held connection back as it was and
+/// releases the network lock (lifecycle.rs).
+#[derive(Debug, Default)]
+pub struct SocketDump {
+    records: HashMap<u64, Socket>,
+    /// Unix sockets with a peer: (pid, fd, inode, peer inode), checked across the dump.
+    unix_peers: Vec<(Pid, RawFd, u64, u64)>,
+    /// Descriptors in flight (SCM_RIGHTS) in the queues captured: duplicates the peek
+    /// installed in cryo, resolved into descriptions once every task's fds are dumped.
+    in_flight: Vec<unix::InFlightFds>,
+    /// Listeners with connections waiting in their accept queue.
+    accept_queues: Vec<unix::AcceptQueue>,
+    /// Connected stream/seqpacket unix sockets without a peer inode (pid, fd, inode): clients
+    /// waiting in a listener's accept queue, to be found in a dumped listener's.
+    awaiting_accept: Vec<(Pid, RawFd, u64)>,
+    /// Held open until the dump ends: duplicates of descriptors in flight (later descriptions
+    /// are compared against them with kcmp) and connections accepted out of a listener's queue
+    /// (closing them early would tell their clients).
+    kept: Vec<OwnedFd>,
+    held: Vec<lifecycle::Held>,
+    pidfd: Option<OwnedFd>,
+    lock: Option<NetworkLock>,
+    /// Every socket fd of the task (several may share one socket), with its inode.
+    socket_fds: HashMap<RawFd, InodeKey>,
+}
+
+/// What one socket fd is.
+enum Found {
+    Connection(std::net::SocketAddr, std::net::SocketAddr),
+    Listener,
+    Udp,
+    Unix,
+}
+
+/// One socket of the task, identified: its fd, inode, address family and kind.
+struct FoundSocket {
+    fd: RawFd,
+    ino: u64,
+    family: u32,
+    kind: Found,
+}
+
+/// A duplicate of socket fd `fd` of `pid`, to capture it through.
+fn socket_dup(pid: Pid, pidfd: BorrowedFd<'_>, fd: RawFd) -> Result<OwnedFd, SocketError> {
+    sys::pidfd_getfd(pidfd, fd).map_err(|source| SocketError::Sys {
+        pid,
+        fd,
+        step: "pidfd_getfd",
+        source,
+    })
+}
+
+/// Maps a capture error of socket fd `fd` of `pid` to this subsystem's error.
+fn repair_err(
+    pid: Pid,
+    fd: RawFd,
+) -> impl Fn(cryo_tcp_repair::TcpRepairError) -> SocketError + Copy {
+    move |source| SocketError::Repair { pid, fd, source }
+}
+
+/// A socket record as the capture makes it (its peer, for unix sockets, comes later).
+fn socket_record(ino: u64, family: u32, state: &SocketState) -> Socket {
+    Socket {
+        ino,
+        family,
+        state: Some(state.into()),
+        ..Socket::default()
+    }
+}
+
+/// Fd `fd` of `pid` for error messages: its link is read only then.
+fn for_errors(pid: Pid, fd: RawFd) -> OpenFd {
+    let link = std::fs::read_link(inspect::proc_fd(pid, fd))
+        .map(|l| l.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "?".into());
+    OpenFd {
+        pid,
+        fd,
+        link,
+        flags: 0,
+        cloexec: false,
+        pos: 0,
+    }
+}
+
+/// The socket inode behind `dup` (a duplicate of a task's fd), `None` if it is no socket.
+fn socket_inode(dup: BorrowedFd<'_>) -> std::io::Result<Option<InodeKey>> {
+    let st = nix::sys::stat::fstat(dup)?;
+    Ok(
+        (st.st_mode & libc::S_IFMT == libc::S_IFSOCK).then_some(InodeKey {
+            dev: st.st_dev,
+            ino: st.st_ino,
+        }),
+    )
+}
+
+impl SocketDump {
+    /// Finds, checks and captures every socket of the frozen task `pid`: refusals first
+    /// (nothing is touched if any socket cannot be dumped), then the network lock over the
+    /// connections, then the captures.
+    ///
+    /// Per fd: a duplicate (pidfd_getfd) and its fstat (no /proc lookup: a readlink of
+    /// /proc/PID/fd/N costs more than both); a socket is identified on that duplicate, closed
+    /// at once, and captured on a second one after the lock is installed (keeping the first
+    /// would double cryo's fds); thousands of fds are spread over the cores. The fd's flags
+    /// are the file table's business.
+    pub fn collect(pid: Pid, opts: &SocketDumpOptions) -> Result<SocketDump, FileError> {
+        /// Below this many fds, a thread costs more than it saves.
+        const PER_THREAD_MIN: usize = 512;
+        let fds = inspect::list_fds(pid)?;
+        let Some(&first_fd) = fds.first() else {
+            return Ok(SocketDump::default());
+        };
+        let pidfd = sys::pidfd_open(pid).map_err(|e| {
+            for_errors(pid, first_fd).inspect_err("pidfd_open", format!("/proc/{pid}").into(), e)
+        })?;
+        // Each fd on its own (a server has thousands): duplicated, checked for a socket and,
+        // if it is one, identified, on every core.
+        let identify_fd = |&fd: &RawFd| -> Result<Option<(InodeKey, u32, Found)>, FileError> {
+            let dup = match sys::pidfd_getfd(pidfd.as_fd(), fd) {
+                Ok(dup) => dup,
+                Err(e) => {
+                    // Not this module's business unless it is a socket.
+                    let open = for_errors(pid, fd);
+                    if !open.link.starts_with("socket:[") {
+                        return Ok(None);
+                    }
+                    return Err(open.inspect_err("pidfd_getfd", open.proc_path(), e));
+                }
+            };
+            let inode = socket_inode(dup.as_fd()).map_err(|e| {
+                let open = for_errors(pid, fd);
+                open.inspect_err("fstat", open.proc_path(), e)
+            })?;
+            let Some(inode) = inode else {
+                return Ok(None);
+            };
+            let (family, kind) = identify(pid, fd, dup.as_fd(), inode.ino, opts)?;
+            Ok(Some((inode, family, kind)))
+        };
+        let identified = crate::parallel::map_on_cores(&fds, PER_THREAD_MIN, identify_fd).ok_or(
+            SocketError::Panicked {
+                pid,
+                pass: "identifying sockets",
+            },
+        )?;
+        let mut found: Vec<FoundSocket> = Vec::new();
+        let mut seen = HashSet::new();
+        let mut socket_fds = HashMap::new();
+        for (&fd, identified) in fds.iter().zip(identified) {
+            let Some((inode, family, kind)) = identified? else {
+                continue;
+            };
+            socket_fds.insert(fd, inode);
+            if seen.insert(inode.ino) {
+                found.push(FoundSocket {
+                    fd,
+                    ino: inode.ino,
+                    family,
+                    kind,
+                });
+            }
+        }
+        let mut out = SocketDump::default();
+        out.records.reserve(found.len());
+        out.socket_fds = socket_fds;
+        out.lock_connections(pid, opts, &found)?;
+        // Connections are captured on every core: each costs some 40 syscalls and none
+        // depends on another. The rest (listeners, UDP, unix) is captured here in order.
+        let mut connections = Vec::new();
+        let mut others = Vec::new();
+        for f in found {
+            match f.kind {
+                Found::Connection(local, remote) => connections.push(tcp::FoundConnection {
+                    fd: f.fd,
+                    ino: f.ino,
+                    family: f.family,
+                    name: cryo_tcp_repair::SocketName::new(Some(local), Some(remote)),
+                }),
+                _ => others.push(f),
+            }
+        }
+        // Kept in `out` from here on: dropping it on an error puts the captured back.
+        let captured = tcp::capture_connections(pid, out.pidfd.insert(pidfd).as_fd(), connections);
+        let mut first_err = None;
+        for captured in captured {
+            match captured {
+                Ok((held, rec)) => {
+                    out.held.push(held);
+                    out.records.insert(rec.ino, rec);
+                }
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        // Captured connections stay held in `out`: dropping it on error puts them back.
+        if let Some(e) = first_err {
+            return Err(e.into());
+        }
+        let mut diag = None;
+        for FoundSocket {
+            fd,
+            ino,
+            family,
+            kind,
+        } in others
+        {
+            let pidfd = out.pidfd.as_ref().expect("set before the captures");
+            let dup = socket_dup(pid, pidfd.as_fd(), fd)?;
+            let state = match kind {
+                Found::Unix => {
+                    out.record_unix(pid, fd, ino, family, dup.as_fd(), &mut diag)?;
+                    continue;
+                }
+                // Split out and captured above.
+                Found::Connection(..) => continue,
+                Found::Listener => tcp::capture_listener(pid, fd, dup.as_fd())?,
+                Found::Udp => udp::capture(pid, fd, dup.as_fd())?,
+            };
+            out.records.insert(ino, socket_record(ino, family, &state));
+        }
+        debug!(
+            sockets = out.records.len(),
+            held = out.held.len(),
+            "sockets captured"
+        );
+        Ok(out)
+    }
+
+    /// True if fd `fd` of the task is a socket.
+    pub fn is_socket_fd(&self, fd: RawFd) -> bool {
+        self.socket_fds.contains_key(&fd)
+    }
+
+    /// Every socket fd of the task, with the inode behind it.
+    pub(crate) fn socket_fds(&self) -> &HashMap<RawFd, InodeKey> {
+        &self.socket_fds
+    }
+
+    /// The records captured, by socket inode.
+    pub(crate) fn records(&self) -> impl Iterator<Item = (u64, &Socket)> {
+        self.records.iter().map(|(&ino, rec)| (ino, rec))
+    }
+
+    /// The established connections captured, by socket inode.
+    pub(crate) fn connections(&self) -> impl Iterator<Item = (u64, &Socket)> {
+        self.records().filter(|(_, r)| is_connection(r))
+    }
+
+    /// Whether a record of socket `ino` is here.
+    fn has_record(&self, ino: u64) -> bool {
+        self.records.contains_key(&ino)
+    }
+}
+
+/// Decides what a socket is, refusing what cannot be dumped: its address family (what the
+/// record stores) and its kind.
+fn identify(
+    pid: Pid,
+    task_fd: RawFd,
+    fd: BorrowedFd<'_>,
+    ino: u64,
+    opts: &SocketDumpOptions,
+) -> Result<(u32, Found), FileError> {
+    let s = SockRef::from(&fd);
+    // The link is read for the messages only.
+    let open = || for_errors(pid, task_fd);
+    let err = |op: &'static str, e: std::io::Error| {
+        let open = open();
+        open.inspect_err(op, open.proc_path(), e)
+    };
+    let domain = i32::from(s.domain().map_err(|e| err("getsockopt SO_DOMAIN", e))?);
+    let ty = i32::from(s.r#type().map_err(|e| err("getsockopt SO_TYPE", e))?);
+    let proto = s
+        .protocol()
+        .map_err(|e| err("getsockopt SO_PROTOCOL", e))?
+        .map_or(0, i32::from);
+    let refuse = |kind: String| open().refuse(kind, true);
+    match domain {
+        libc::AF_UNIX => return Ok((domain as u32, Found::Unix)),
+        libc::AF_INET | libc::AF_INET6 => {}
+        libc::AF_NETLINK => return Err(refuse("netlink socket".into())),
+        libc::AF_PACKET => return Err(refuse("packet socket".into())),
+        other => return Err(refuse(format!("socket of family {other}"))),
+    }
+    let kind = match (ty, proto) {
+        (libc::SOCK_STREAM, libc::IPPROTO_TCP) => tcp::identify(pid, task_fd, fd, ino, opts)?,
+        (libc::SOCK_DGRAM, libc::IPPROTO_UDP) => Found::Udp,
+        _ => {
+            return Err(refuse(format!(
+                "inet socket of type {ty} protocol {proto} (raw, sctp...)"
+            )))
+        }
+    };
+    Ok((domain as u32, kind))
+}
+
+/// Whether `s` is an established (or closing) TCP connection's record.
+pub(crate) fn is_connection(s: &Socket) -> bool {
+    matches!(s.state, Some(State::TcpConnection(_)))
+}
+
+/// Whether `s` is a unix socket's record.
+pub fn is_unix(s: &Socket) -> bool {
+    matches!(s.state, Some(State::Unix(_)))
+}
+
+/// A socket record in words, for messages and `cryo show`.
+pub fn describe(s: &Socket) -> String {
+    match SocketState::try_from(s) {
+        Ok(SocketState::Connection(c)) => tcp::describe_connection(&c),
+        Ok(SocketState::Listener(l)) => format!("tcp listening on {}", l.local),
+        Ok(SocketState::Udp(u)) => udp::describe(&u),
+        Ok(SocketState::Unix(u)) => unix::describe(s, &u),
+        Err(_) if s.state.is_none() => format!("socket:[{}] of unknown kind", s.ino),
+        Err(_) => format!(
+            "{} socket:[{}] (undecodable state)",
+            record::record_name(s),
+            s.ino
+        ),
+    }
+}
+
+/// The local and remote address of a socket record as a resume record lists them: `ip:port`
+/// (`[v6]:port`) for TCP; for unix the bound names (the peer's as the dump saw it). Empty
+/// when unknown or unnamed.
+pub(crate) fn record_addresses(s: &Socket) -> (String, String) {
+    match SocketState::try_from(s) {
+        Ok(SocketState::Connection(c)) => (c.local.to_string(), c.remote.to_string()),
+        Ok(SocketState::Unix(u)) => {
+            let local = Some(u.name())
+                .filter(cryo_unix_sockets::UnixName::is_bound)
+                .map_or_else(String::new, |n| n.to_string());
+            (local, s.peer_name.clone())
+        }
+        _ => Default::default(),
+    }
+}
+
+/// A decoded socket record, ready to restore.
+pub(crate) enum Decoded {
+    /// A socket restored from its state alone.
+    Plain(SocketState),
+    /// A unix socket whose peer was outside the dump (`--ext-unix-sk`): restored broken.
+    BrokenUnix(Box<unix::UnixSocketState>),
+}
+
+impl Decoded {
+    /// Restore order: listeners, then connections (which share the listeners' ports), then
+    /// udp.
+    pub(crate) fn order(&self) -> u8 {
+        match self {
+            Decoded::Plain(SocketState::Listener(_)) => 0,
+            Decoded::Plain(SocketState::Connection(_)) => 1,
+            Decoded::Plain(SocketState::Udp(_)) => 2,
+            Decoded::Plain(SocketState::Unix(_)) | Decoded::BrokenUnix(_) => 3,
+        }
+    }
+}
+
+/// Decodes the state of a socket record (checked at validation, before any process exists).
+pub(crate) fn decode(desc: &FileDesc, s: &Socket) -> Result<Decoded, FileError> {
+    let state = SocketState::try_from(s).map_err(|e| FileError::Invalid {
+        id: desc.id,
+        detail: e.to_string(),
+    })?;
+    Ok(match state {
+        SocketState::Unix(u) if s.external_peer => Decoded::BrokenUnix(u),
+        state => Decoded::Plain(state),
+    })
+}
+
+/// A [`SocketError::Restore`] of `desc` at `step`.
+fn restore_err(
+    desc: &FileDesc,
+    step: &'static str,
+    source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+) -> SocketError {
+    SocketError::Restore {
+        id: desc.id,
+        what: crate::files::describe(desc),
+        step,
+        source: source.into(),
+    }
+}
+
+/// Restore side, in the child: re-creates one socket, with the file status flags of the
+/// description (O_NONBLOCK...). With `tcp_close`, a connection comes back reset: its first
+/// read fails with ECONNRESET.
+pub(crate) fn open(
+    desc: &FileDesc,
+    decoded: &Decoded,
+    tcp_close: bool,
+) -> Result<OwnedFd, FileError> {
+    let fd = match decoded {
+        Decoded::Plain(SocketState::Unix(u)) => unix::open(desc, u)?,
+        Decoded::BrokenUnix(u) => unix::open_broken(desc, u)?,
+        Decoded::Plain(SocketState::Listener(l)) => tcp::restore_listener(desc, l)?,
+        Decoded::Plain(SocketState::Udp(u)) => udp::restore(desc, u)?,
+        Decoded::Plain(SocketState::Connection(c)) => tcp::restore_connection(desc, c, tcp_close)?,
+    };
+    set_flags(desc, &fd)?;
+    Ok(fd)
+}
+
+/// The file status flags of the description (O_NONBLOCK, O_ASYNC) on a new socket.
+pub(crate) fn set_flags(desc: &FileDesc, fd: &OwnedFd) -> Result<(), SocketError> {
+    let flags = OFlag::from_bits_retain(desc.flags as i32) & (OFlag::O_NONBLOCK | OFlag::O_ASYNC);
+    if !flags.is_empty() {
+        let old = nix::fcntl::fcntl(fd, FcntlArg::F_GETFL)
+            .map_err(|e| restore_err(desc, "F_GETFL", e))?;
+        nix::fcntl::fcntl(fd, FcntlArg::F_SETFL(OFlag::from_bits_retain(old) | flags))
+            .map_err(|e| restore_err(desc, "F_SETFL", e))?;
+    }
+    Ok(())
+}

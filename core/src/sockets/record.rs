@@ -1,0 +1,653 @@
+//! Conversions between the engine's socket states and the image's messages (prost types of
+//! cryo-proto): one [`SocketState`] per `Socket` record, its kind the `oneof`.
+//!
+//! ```text
+//! dump:     TcpConnectionState | ListenerState | UdpSocketState | UnixSocketState
+//!             -> SocketState -> socket::State (TcpConnection | TcpListener | UdpSocket | UnixSocket)
+//! restore:  Socket --TryFrom--> SocketState: every address 4 or 16 bytes, ports and window
+//!           shifts in range, the TCP state one a connection is captured in, the unix socket
+//!           type known; a failure names the socket inode and the record
+//! ```
+//!
+//! The TCP and UDP states are cryo-tcp-repair's types (foreign to this crate, as the prost
+//! types are), so they convert through [`SocketState`], which is this crate's.
+
+use std::net::{IpAddr, SocketAddr, SocketAddrV6};
+
+use cryo_proto::image::{self as pb, socket::State};
+use cryo_tcp_repair as tcp;
+
+use super::error::{RecordProblem, SocketError};
+use super::unix::{PendingConnection, UnixMessage, UnixSocketState};
+use crate::notify::ListenerRef;
+
+/// The captured state of one socket, as the engine uses it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum SocketState {
+    /// An established (or closing) TCP connection, captured in repair mode.
+    Connection(Box<tcp::TcpConnectionState>),
+    /// A listening TCP socket.
+    Listener(tcp::ListenerState),
+    /// A UDP socket.
+    Udp(tcp::UdpSocketState),
+    /// An AF_UNIX socket.
+    Unix(Box<UnixSocketState>),
+}
+
+impl SocketState {
+    /// The record's name, for messages.
+    pub(crate) fn record_name(&self) -> &'static str {
+        match self {
+            SocketState::Connection(_) => CONNECTION,
+            SocketState::Listener(_) => LISTENER,
+            SocketState::Udp(_) => UDP,
+            SocketState::Unix(_) => UNIX,
+        }
+    }
+}
+
+const CONNECTION: &str = "tcp connection";
+const LISTENER: &str = "tcp listener";
+const UDP: &str = "udp socket";
+const UNIX: &str = "unix socket";
+
+/// The name of the record `s` holds, for messages ("socket" when it holds none).
+pub(crate) fn record_name(s: &pb::Socket) -> &'static str {
+    match &s.state {
+        Some(State::TcpConnection(_)) => CONNECTION,
+        Some(State::TcpListener(_)) => LISTENER,
+        Some(State::Udp(_)) => UDP,
+        Some(State::Unix(_)) => UNIX,
+        None => "socket",
+    }
+}
+
+impl From<&SocketState> for State {
+    fn from(s: &SocketState) -> Self {
+        match s {
+            SocketState::Connection(c) => State::TcpConnection(connection_to(c)),
+            SocketState::Listener(l) => State::TcpListener(pb::TcpListener {
+                local: Some(addr_to(&l.local)),
+                backlog: l.backlog,
+                dropped_pending: l.dropped_pending,
+                socket: Some(options_to(&l.socket)),
+                tcp: Some(tcp_options_to(&l.tcp)),
+            }),
+            SocketState::Udp(u) => State::Udp(pb::UdpSocket {
+                local: Some(addr_to(&u.local)),
+                remote: u.remote.as_ref().map(addr_to),
+                socket: Some(options_to(&u.socket)),
+                dropped_recv_bytes: u.dropped_recv_bytes,
+            }),
+            SocketState::Unix(u) => State::Unix(pb::UnixSocket::from(&**u)),
+        }
+    }
+}
+
+impl TryFrom<&pb::Socket> for SocketState {
+    type Error = SocketError;
+
+    fn try_from(s: &pb::Socket) -> Result<Self, SocketError> {
+        let record = record_name(s);
+        let fail = |problem| SocketError::Record {
+            ino: s.ino,
+            record,
+            problem,
+        };
+        match &s.state {
+            Some(State::TcpConnection(c)) => connection_from(c)
+                .map(|c| SocketState::Connection(Box::new(c)))
+                .map_err(fail),
+            Some(State::TcpListener(l)) => {
+                listener_from(l).map(SocketState::Listener).map_err(fail)
+            }
+            Some(State::Udp(u)) => udp_from(u).map(SocketState::Udp).map_err(fail),
+            Some(State::Unix(u)) => UnixSocketState::try_from(u)
+                .map(|u| SocketState::Unix(Box::new(u)))
+                .map_err(fail),
+            None => Err(fail(RecordProblem::NoState)),
+        }
+    }
+}
+
+fn connection_to(c: &tcp::TcpConnectionState) -> pb::TcpConnection {
+    pb::TcpConnection {
+        local: Some(addr_to(&c.local)),
+        remote: Some(addr_to(&c.remote)),
+        state: tcp_state_to(c.state) as i32,
+        send_seq: c.send_seq,
+        recv_seq: c.recv_seq,
+        send_queue_sent: c.send_queue_sent.clone(),
+        send_queue_unsent: c.send_queue_unsent.clone(),
+        recv_queue: c.recv_queue.clone(),
+        mss: c.handshake.mss,
+        window_scale: c.handshake.window_scale.map(|w| pb::WindowScale {
+            send: w.send.into(),
+            receive: w.receive.into(),
+        }),
+        sack: c.handshake.sack,
+        timestamps: c.handshake.timestamps,
+        timestamp: c.timestamp,
+        window: c.window.as_ref().map(window_to),
+        socket: Some(options_to(&c.socket)),
+        tcp: Some(tcp_options_to(&c.tcp)),
+    }
+}
+
+fn connection_from(c: &pb::TcpConnection) -> Result<tcp::TcpConnectionState, RecordProblem> {
+    let local = addr_from("local", c.local.as_ref())?;
+    let remote = addr_from("remote", c.remote.as_ref())?;
+    if local.is_ipv4() != remote.is_ipv4() {
+        return Err(RecordProblem::Families);
+    }
+    /// The largest window shift TCP allows (RFC 7323).
+    const MAX_SHIFT: u32 = 14;
+    let shift = |field, v: u32| {
+        u8::try_from(v)
+            .ok()
+            .filter(|_| v <= MAX_SHIFT)
+            .ok_or(RecordProblem::Range {
+                field,
+                value: v.into(),
+            })
+    };
+    let window_scale = match &c.window_scale {
+        Some(w) => Some(tcp::WindowScale {
+            send: shift("window_scale.send", w.send)?,
+            receive: shift("window_scale.receive", w.receive)?,
+        }),
+        None => None,
+    };
+    Ok(tcp::TcpConnectionState {
+        local,
+        remote,
+        state: tcp_state_from(c.state)?,
+        send_seq: c.send_seq,
+        recv_seq: c.recv_seq,
+        send_queue_sent: c.send_queue_sent.clone(),
+        send_queue_unsent: c.send_queue_unsent.clone(),
+        recv_queue: c.recv_queue.clone(),
+        handshake: tcp::HandshakeOptions {
+            mss: c.mss,
+            window_scale,
+            sack: c.sack,
+            timestamps: c.timestamps,
+        },
+        timestamp: c.timestamp,
+        window: c.window.as_ref().map(window_of),
+        socket: options_from(c.socket.as_ref()),
+        tcp: tcp_options_from(c.tcp.as_ref()),
+    })
+}
+
+fn listener_from(l: &pb::TcpListener) -> Result<tcp::ListenerState, RecordProblem> {
+    Ok(tcp::ListenerState {
+        local: addr_from("local", l.local.as_ref())?,
+        backlog: l.backlog,
+        dropped_pending: l.dropped_pending,
+        socket: options_from(l.socket.as_ref()),
+        tcp: tcp_options_from(l.tcp.as_ref()),
+    })
+}
+
+fn udp_from(u: &pb::UdpSocket) -> Result<tcp::UdpSocketState, RecordProblem> {
+    let local = addr_from("local", u.local.as_ref())?;
+    let remote = match &u.remote {
+        Some(r) => Some(addr_from("remote", Some(r))?),
+        None => None,
+    };
+    if remote.is_some_and(|r| r.is_ipv4() != local.is_ipv4()) {
+        return Err(RecordProblem::Families);
+    }
+    Ok(tcp::UdpSocketState {
+        local,
+        remote,
+        socket: options_from(u.socket.as_ref()),
+        dropped_recv_bytes: u.dropped_recv_bytes,
+    })
+}
+
+fn tcp_state_to(s: tcp::TcpState) -> pb::TcpState {
+    match s {
+        tcp::TcpState::Established => pb::TcpState::Established,
+        tcp::TcpState::FinWait1 => pb::TcpState::FinWait1,
+        tcp::TcpState::FinWait2 => pb::TcpState::FinWait2,
+        tcp::TcpState::CloseWait => pb::TcpState::CloseWait,
+        tcp::TcpState::LastAck => pb::TcpState::LastAck,
+        tcp::TcpState::Closing => pb::TcpState::Closing,
+    }
+}
+
+fn tcp_state_from(raw: i32) -> Result<tcp::TcpState, RecordProblem> {
+    Ok(match pb::TcpState::try_from(raw) {
+        Ok(pb::TcpState::Established) => tcp::TcpState::Established,
+        Ok(pb::TcpState::FinWait1) => tcp::TcpState::FinWait1,
+        Ok(pb::TcpState::FinWait2) => tcp::TcpState::FinWait2,
+        Ok(pb::TcpState::CloseWait) => tcp::TcpState::CloseWait,
+        Ok(pb::TcpState::LastAck) => tcp::TcpState::LastAck,
+        Ok(pb::TcpState::Closing) => tcp::TcpState::Closing,
+        Ok(pb::TcpState::Invalid) | Err(_) => {
+            return Err(RecordProblem::Range {
+                field: "state",
+                value: raw.into(),
+            })
+        }
+    })
+}
+
+fn addr_to(a: &SocketAddr) -> pb::InetAddr {
+    match a {
+        SocketAddr::V4(v4) => pb::InetAddr {
+            ip: v4.ip().octets().to_vec(),
+            port: v4.port().into(),
+            ..pb::InetAddr::default()
+        },
+        SocketAddr::V6(v6) => pb::InetAddr {
+            ip: v6.ip().octets().to_vec(),
+            port: v6.port().into(),
+            scope_id: v6.scope_id(),
+            flowinfo: v6.flowinfo(),
+        },
+    }
+}
+
+fn addr_from(field: &'static str, a: Option<&pb::InetAddr>) -> Result<SocketAddr, RecordProblem> {
+    let a = a.ok_or(RecordProblem::Missing { field })?;
+    let port = u16::try_from(a.port).map_err(|_| RecordProblem::Range {
+        field,
+        value: a.port.into(),
+    })?;
+    if let Ok(v4) = <[u8; 4]>::try_from(a.ip.as_slice()) {
+        return Ok(SocketAddr::new(IpAddr::from(v4), port));
+    }
+    let v6 = <[u8; 16]>::try_from(a.ip.as_slice()).map_err(|_| RecordProblem::Address {
+        field,
+        len: a.ip.len(),
+    })?;
+    Ok(SocketAddr::V6(SocketAddrV6::new(
+        v6.into(),
+        port,
+        a.flowinfo,
+        a.scope_id,
+    )))
+}
+
+/// The two conversions between an engine struct and a message with the same fields, one for
+/// one (the message's optional fields are the struct's `Option`s).
+macro_rules! field_for_field {
+    ($to:ident, $from:ident, $engine:path, $message:path, [$($field:ident),* $(,)?]) => {
+        fn $to(o: &$engine) -> $message {
+            $message { $($field: o.$field.clone()),* }
+        }
+
+        fn $from(o: &$message) -> $engine {
+            $engine { $($field: o.$field.clone()),* }
+        }
+    };
+}
+
+field_for_field!(
+    options_to,
+    options_of,
+    tcp::SocketOptions,
+    pb::SocketOptions,
+    [
+        reuse_addr,
+        reuse_port,
+        send_buffer,
+        recv_buffer,
+        linger,
+        mark,
+        traffic_class,
+        v6_only,
+        broadcast,
+    ]
+);
+
+field_for_field!(
+    tcp_options_to,
+    tcp_options_of,
+    tcp::TcpSocketOptions,
+    pb::TcpOptions,
+    [
+        keepalive,
+        keep_idle,
+        keep_interval,
+        keep_count,
+        no_delay,
+        cork,
+        user_timeout,
+        congestion,
+    ]
+);
+
+field_for_field!(
+    window_to,
+    window_of,
+    tcp::TcpWindow,
+    pb::TcpWindow,
+    [snd_wl1, snd_wnd, max_window, rcv_wnd, rcv_wup]
+);
+
+/// Socket options of a record; absent, the defaults (nothing set).
+fn options_from(o: Option<&pb::SocketOptions>) -> tcp::SocketOptions {
+    o.map_or_else(tcp::SocketOptions::default, options_of)
+}
+
+/// TCP options of a record; absent, the defaults (nothing set).
+fn tcp_options_from(o: Option<&pb::TcpOptions>) -> tcp::TcpSocketOptions {
+    o.map_or_else(tcp::TcpSocketOptions::default, tcp_options_of)
+}
+
+impl From<&UnixSocketState> for pb::UnixSocket {
+    fn from(u: &UnixSocketState) -> Self {
+        pb::UnixSocket {
+            sock_type: u.sock_type.raw(),
+            listening: u.listening,
+            backlog: u.backlog,
+            name: u.name.clone(),
+            file_attrs: u
+                .file_attrs
+                .map(|(mode, uid, gid)| pb::SocketFileAttrs { mode, uid, gid }),
+            shutdown_read: u.shutdown.0,
+            shutdown_write: u.shutdown.1,
+            queue: u.queue.iter().map(pb::UnixMessage::from).collect(),
+            passcred: u.passcred,
+            sndbuf: u.sndbuf,
+            rcvbuf: u.rcvbuf,
+            peek_off: u.peek_off,
+            pending: u
+                .pending
+                .iter()
+                .map(|p| pb::UnixPendingConnection {
+                    client_ino: p.client_ino,
+                    queue: p.queue.iter().map(pb::UnixMessage::from).collect(),
+                })
+                .collect(),
+        }
+    }
+}
+
+impl TryFrom<&pb::UnixSocket> for UnixSocketState {
+    type Error = RecordProblem;
+
+    fn try_from(u: &pb::UnixSocket) -> Result<Self, RecordProblem> {
+        let sock_type =
+            cryo_unix_sockets::SockType::from_raw(u.sock_type).ok_or(RecordProblem::Range {
+                field: "sock_type",
+                value: u.sock_type.into(),
+            })?;
+        Ok(UnixSocketState {
+            sock_type,
+            listening: u.listening,
+            backlog: u.backlog,
+            name: u.name.clone(),
+            file_attrs: u.file_attrs.map(|a| (a.mode, a.uid, a.gid)),
+            shutdown: (u.shutdown_read, u.shutdown_write),
+            queue: u.queue.iter().map(UnixMessage::from).collect(),
+            passcred: u.passcred,
+            sndbuf: u.sndbuf,
+            rcvbuf: u.rcvbuf,
+            peek_off: u.peek_off,
+            pending: u
+                .pending
+                .iter()
+                .map(|p| PendingConnection {
+                    client_ino: p.client_ino,
+                    queue: p.queue.iter().map(UnixMessage::from).collect(),
+                })
+                .collect(),
+        })
+    }
+}
+
+impl From<&UnixMessage> for pb::UnixMessage {
+    fn from(m: &UnixMessage) -> Self {
+        pb::UnixMessage {
+            data: m.data.clone(),
+            creds: m
+                .creds
+                .map(|(pid, uid, gid)| pb::UnixCreds { pid, uid, gid }),
+            fds: m.fds.clone(),
+        }
+    }
+}
+
+impl From<&pb::UnixMessage> for UnixMessage {
+    fn from(m: &pb::UnixMessage) -> Self {
+        UnixMessage {
+            data: m.data.clone(),
+            creds: m.creds.map(|c| (c.pid, c.uid, c.gid)),
+            fds: m.fds.clone(),
+        }
+    }
+}
+
+impl From<&ListenerRef> for pb::ResumeChannel {
+    fn from(l: &ListenerRef) -> Self {
+        pb::ResumeChannel {
+            fd: l.fd,
+            marker_fd: l.marker_fd,
+        }
+    }
+}
+
+impl From<&pb::ResumeChannel> for ListenerRef {
+    fn from(c: &pb::ResumeChannel) -> Self {
+        ListenerRef {
+            fd: c.fd,
+            marker_fd: c.marker_fd,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options() -> tcp::SocketOptions {
+        tcp::SocketOptions {
+            reuse_addr: true,
+            send_buffer: 4608,
+            recv_buffer: 131072,
+            linger: Some(3),
+            v6_only: Some(false),
+            ..tcp::SocketOptions::default()
+        }
+    }
+
+    fn connection(local: &str, remote: &str) -> tcp::TcpConnectionState {
+        tcp::TcpConnectionState {
+            local: local.parse().unwrap(),
+            remote: remote.parse().unwrap(),
+            state: tcp::TcpState::FinWait1,
+            send_seq: 0xfff0_0000,
+            recv_seq: 7,
+            send_queue_sent: b"sent".to_vec(),
+            send_queue_unsent: b"unsent".to_vec(),
+            recv_queue: vec![0, 255, 1],
+            handshake: tcp::HandshakeOptions {
+                mss: 1448,
+                window_scale: Some(tcp::WindowScale {
+                    send: 7,
+                    receive: 14,
+                }),
+                sack: true,
+                timestamps: true,
+            },
+            timestamp: Some(123),
+            window: Some(tcp::TcpWindow {
+                snd_wl1: 1,
+                snd_wnd: 2,
+                max_window: 3,
+                rcv_wnd: 4,
+                rcv_wup: 5,
+            }),
+            socket: options(),
+            tcp: tcp::TcpSocketOptions {
+                keepalive: true,
+                congestion: "cubic".into(),
+                ..tcp::TcpSocketOptions::default()
+            },
+        }
+    }
+
+    fn record(state: &SocketState) -> pb::Socket {
+        pb::Socket {
+            ino: 42,
+            state: Some(state.into()),
+            ..pb::Socket::default()
+        }
+    }
+
+    fn round_trip(state: SocketState) {
+        let back = SocketState::try_from(&record(&state)).unwrap();
+        assert_eq!(back, state);
+    }
+
+    #[test]
+    fn every_kind_round_trips() {
+        round_trip(SocketState::Connection(Box::new(connection(
+            "10.0.0.1:80",
+            "10.0.0.2:5000",
+        ))));
+        round_trip(SocketState::Connection(Box::new(connection(
+            "[fe80::1%3]:80",
+            "[::ffff:1.2.3.4]:5000",
+        ))));
+        round_trip(SocketState::Listener(tcp::ListenerState {
+            local: "[::]:8080".parse().unwrap(),
+            backlog: None,
+            dropped_pending: 0,
+            socket: options(),
+            tcp: tcp::TcpSocketOptions::default(),
+        }));
+        round_trip(SocketState::Udp(tcp::UdpSocketState {
+            local: "127.0.0.1:53".parse().unwrap(),
+            remote: Some("127.0.0.1:9".parse().unwrap()),
+            socket: options(),
+            dropped_recv_bytes: 12,
+        }));
+        let message = UnixMessage {
+            data: b"hello".to_vec(),
+            creds: Some((1, 2, 3)),
+            fds: vec![4, 5],
+        };
+        round_trip(SocketState::Unix(Box::new(UnixSocketState {
+            sock_type: cryo_unix_sockets::SockType::SeqPacket,
+            listening: true,
+            backlog: 5,
+            name: b"\0abstract".to_vec(),
+            file_attrs: Some((0o755, 1, 2)),
+            shutdown: (true, false),
+            queue: vec![message.clone()],
+            passcred: true,
+            sndbuf: 1,
+            rcvbuf: 2,
+            peek_off: -1,
+            pending: vec![PendingConnection {
+                client_ino: 9,
+                queue: vec![message],
+            }],
+        })));
+    }
+
+    #[test]
+    fn broken_records_are_refused_naming_the_socket() {
+        let state = SocketState::Connection(Box::new(connection("10.0.0.1:80", "10.0.0.2:5")));
+        let good = record(&state);
+        let refuse = |change: &dyn Fn(&mut pb::TcpConnection), want: RecordProblem| {
+            let mut bad = good.clone();
+            let Some(State::TcpConnection(c)) = &mut bad.state else {
+                unreachable!()
+            };
+            change(c);
+            let err = SocketState::try_from(&bad).unwrap_err();
+            let text = err.to_string();
+            assert!(
+                text.contains("socket:[42]") && text.contains("tcp connection"),
+                "{text}"
+            );
+            assert!(
+                matches!(err, SocketError::Record { problem, .. } if problem == want),
+                "{text}"
+            );
+        };
+        refuse(
+            &|c| c.local.as_mut().unwrap().ip = vec![1, 2, 3],
+            RecordProblem::Address {
+                field: "local",
+                len: 3,
+            },
+        );
+        refuse(
+            &|c| c.remote = None,
+            RecordProblem::Missing { field: "remote" },
+        );
+        refuse(
+            &|c| c.remote.as_mut().unwrap().port = 70000,
+            RecordProblem::Range {
+                field: "remote",
+                value: 70000,
+            },
+        );
+        refuse(
+            &|c| c.state = 2,
+            RecordProblem::Range {
+                field: "state",
+                value: 2,
+            },
+        );
+        refuse(
+            &|c| c.window_scale.as_mut().unwrap().send = 15,
+            RecordProblem::Range {
+                field: "window_scale.send",
+                value: 15,
+            },
+        );
+        refuse(
+            &|c| c.remote.as_mut().unwrap().ip = vec![0; 16],
+            RecordProblem::Families,
+        );
+        let empty = pb::Socket {
+            ino: 42,
+            ..pb::Socket::default()
+        };
+        assert!(matches!(
+            SocketState::try_from(&empty),
+            Err(SocketError::Record {
+                problem: RecordProblem::NoState,
+                ..
+            })
+        ));
+        let unix = pb::Socket {
+            ino: 42,
+            state: Some(State::Unix(pb::UnixSocket {
+                sock_type: 99,
+                ..pb::UnixSocket::default()
+            })),
+            ..pb::Socket::default()
+        };
+        let err = SocketState::try_from(&unix).unwrap_err().to_string();
+        assert!(
+            err.contains("unix socket") && err.contains("sock_type"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn resume_channel_round_trips() {
+        for l in [
+            ListenerRef {
+                fd: 7,
+                marker_fd: Some(8),
+            },
+            ListenerRef {
+                fd: 9,
+                marker_fd: None,
+            },
+        ] {
+            assert_eq!(ListenerRef::from(&pb::ResumeChannel::from(&l)), l);
+        }
+    }
+}

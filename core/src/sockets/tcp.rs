@@ -1,0 +1,245 @@
+//! TCP connections and listeners: identified by their kernel state, connections captured in
+//! repair mode (TCP_REPAIR, through cryo-tcp-repair) on every core and restored quietly (or
+//! reset with `--tcp-close`), listeners captured and listening again.
+//!
+//! ```text
+//! identify    TCP_INFO state: LISTEN -> listener; ESTABLISHED and the closing states ->
+//!             connection (refused without --tcp-established); SYN_SENT, SYN_RECV,
+//!             NEW_SYN_RECV -> refused as temporary; TIME_WAIT, CLOSE -> refused
+//! capture     Repair::enter + capture, then hold() (lifecycle.rs owns what happens next)
+//! restore     restore + finish_quiet (the lock still drops what the peer sends), or
+//!             disconnect with --tcp-close
+//! ```
+
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
+
+use cryo_proto::image::{FileDesc, Socket};
+use cryo_tcp_repair::{self as repair, InFlight, ListenerState, Repair, TcpConnectionState};
+use nix::unistd::Pid;
+use socket2::SockRef;
+
+use super::lifecycle::Held;
+use super::{
+    for_errors, repair_err, restore_err, socket_dup, socket_record, Found, SocketDumpOptions,
+    SocketError, SocketState,
+};
+use crate::files::FileError;
+
+/// Default listen() backlog when the dump could not read it.
+const DEFAULT_BACKLOG: u32 = 128;
+
+/// A TCP connection of the task, found and checked, to be captured.
+pub(super) struct FoundConnection {
+    pub fd: RawFd,
+    pub ino: u64,
+    pub family: u32,
+    pub name: repair::SocketName,
+}
+
+/// What TCP socket `fd` (fd `task_fd` of `pid`) is, by its kernel state: a listener, a
+/// connection (refused without `--tcp-established`), or refused.
+pub(super) fn identify(
+    pid: Pid,
+    task_fd: RawFd,
+    fd: BorrowedFd<'_>,
+    ino: u64,
+    opts: &SocketDumpOptions,
+) -> Result<Found, FileError> {
+    let open = || for_errors(pid, task_fd);
+    let s = SockRef::from(&fd);
+    let addr = |a: std::io::Result<socket2::SockAddr>| a.ok().and_then(|a| a.as_socket());
+    let state = repair::kernel_tcp_state(fd).map_err(repair_err(pid, task_fd))?;
+    let (local, remote) = (addr(s.local_addr()), addr(s.peer_addr()));
+    let tuple = || match (local, remote) {
+        (Some(l), Some(r)) => Ok((l, r)),
+        _ => Err(open().dump_err("TCP connection without addresses")),
+    };
+    match state {
+        10 => Ok(Found::Listener),
+        1 | 4 | 5 | 8 | 9 | 11 => {
+            let (local, remote) = tuple()?;
+            if !opts.tcp_established {
+                return Err(SocketError::TcpEstablished {
+                    pid,
+                    fd: task_fd,
+                    local,
+                    remote,
+                    state: repair::state_name(state),
+                }
+                .into());
+            }
+            Ok(Found::Connection(local, remote))
+        }
+        2 | 3 | 12 => {
+            // A connect in progress has no peer address yet (getpeername: ENOTCONN); the
+            // kernel's table of the task's namespace has it.
+            let remote = remote.or_else(|| proc_net_peer(pid, ino));
+            let show = |a: Option<SocketAddr>| a.map_or("?".to_string(), |a| a.to_string());
+            Err(SocketError::TcpTemporary {
+                pid,
+                fd: task_fd,
+                local: show(local),
+                remote: show(remote),
+                state: repair::state_name(state),
+            }
+            .into())
+        }
+        other => Err(open().refuse(
+            format!(
+                "TCP socket in state {} (neither listening nor connected)",
+                repair::state_name(other)
+            ),
+            true,
+        )),
+    }
+}
+
+/// Captures TCP connections (the network lock installed, the owner frozen) on up to one
+/// thread per core, returning each result in the order given. A connection captured is left
+/// in repair mode and comes back with its [`Held`]; one that fails is put back as it was.
+pub(super) fn capture_connections(
+    pid: Pid,
+    pidfd: BorrowedFd<'_>,
+    connections: Vec<FoundConnection>,
+) -> Vec<Result<(Held, Socket), SocketError>> {
+    /// Below this many, a thread costs more than it saves.
+    const PER_THREAD_MIN: usize = 256;
+    let capture_one = |f: &FoundConnection| -> Result<(Held, Socket), SocketError> {
+        let fd = f.fd;
+        let dup = socket_dup(pid, pidfd, fd)?;
+        let bad = repair_err(pid, fd);
+        let repair = Repair::enter_named(dup.as_fd(), f.name).map_err(bad)?;
+        let state = repair.capture().map_err(bad)?;
+        repair.hold();
+        let held = Held {
+            fd,
+            local: state.local,
+            remote: state.remote,
+        };
+        let state = SocketState::Connection(Box::new(state));
+        Ok((held, socket_record(f.ino, f.family, &state)))
+    };
+    crate::parallel::map_on_cores(&connections, PER_THREAD_MIN, capture_one).unwrap_or_else(|| {
+        vec![Err(SocketError::Panicked {
+            pid,
+            pass: "capturing connections",
+        })]
+    })
+}
+
+/// Captures listener `dup` (fd `fd` of `pid`).
+pub(super) fn capture_listener(
+    pid: Pid,
+    fd: RawFd,
+    dup: BorrowedFd<'_>,
+) -> Result<SocketState, SocketError> {
+    repair::capture_listener(dup, InFlight::Refuse)
+        .map(SocketState::Listener)
+        .map_err(repair_err(pid, fd))
+}
+
+/// A connection in words, for messages and `cryo show`.
+pub(super) fn describe_connection(c: &TcpConnectionState) -> String {
+    format!(
+        "tcp {} -> {} ({:?}, {} bytes to send, {} to read)",
+        c.local,
+        c.remote,
+        c.state,
+        c.send_queue_len(),
+        c.recv_queue.len()
+    )
+}
+
+/// Listener `l` listening again.
+pub(super) fn restore_listener(desc: &FileDesc, l: &ListenerState) -> Result<OwnedFd, SocketError> {
+    repair::restore_listener(l, DEFAULT_BACKLOG).map_err(|e| restore_err(desc, "restore socket", e))
+}
+
+/// Connection `c` back from repair mode, quietly; reset with `tcp_close` (its first read
+/// fails with ECONNRESET).
+pub(super) fn restore_connection(
+    desc: &FileDesc,
+    c: &TcpConnectionState,
+    tcp_close: bool,
+) -> Result<OwnedFd, SocketError> {
+    let fail = |e| restore_err(desc, "restore socket", e);
+    let fd = repair::restore(c)
+        .map_err(fail)?
+        .finish_quiet()
+        .map_err(fail)?;
+    if tcp_close {
+        repair::disconnect(&fd).map_err(|e| restore_err(desc, "--tcp-close", e))?;
+    }
+    Ok(fd)
+}
+
+/// How the live connection `live` differs from the image's record of it, if it does: the
+/// bytes exchanged since the dump (sequence numbers, queues) or its state. Options and timers
+/// may differ: only what the peer has seen matters for restoring the image against it.
+pub(crate) fn connection_moved(live: &Socket, image: &Socket) -> Option<String> {
+    let decode = |s: &Socket| match SocketState::try_from(s) {
+        Ok(SocketState::Connection(c)) => Some(c),
+        _ => None,
+    };
+    let (Some(now), Some(then)) = (decode(live), decode(image)) else {
+        return Some("its state cannot be read".into());
+    };
+    let was = |what: &str, a: &dyn std::fmt::Display, b: &dyn std::fmt::Display| {
+        Some(format!("{what} was {b} in the image, is {a} now"))
+    };
+    if now.state != then.state {
+        return was(
+            "state",
+            &format!("{:?}", now.state),
+            &format!("{:?}", then.state),
+        );
+    }
+    if now.send_seq != then.send_seq || now.send_queue_len() != then.send_queue_len() {
+        return was(
+            "the send side (first unacknowledged byte, queued bytes)",
+            &format!("({}, {})", now.send_seq, now.send_queue_len()),
+            &format!("({}, {})", then.send_seq, then.send_queue_len()),
+        );
+    }
+    if now.recv_seq != then.recv_seq || now.recv_queue != then.recv_queue {
+        return was(
+            "the receive side (next byte to read, unread bytes)",
+            &format!("({}, {})", now.recv_seq, now.recv_queue.len()),
+            &format!("({}, {})", then.recv_seq, then.recv_queue.len()),
+        );
+    }
+    None
+}
+
+/// The remote address of TCP socket `ino` as /proc/PID/net/tcp{,6} lists it.
+fn proc_net_peer(pid: Pid, ino: u64) -> Option<SocketAddr> {
+    for (file, v6) in [("tcp", false), ("tcp6", true)] {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/net/{file}")).ok()?;
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.get(9).and_then(|i| i.parse::<u64>().ok()) != Some(ino) {
+                continue;
+            }
+            return parse_proc_addr(f.get(2)?, v6);
+        }
+    }
+    None
+}
+
+/// "0100007F:1F90" (IPv4) or 32 hex digits (IPv6), each 32-bit word in host order.
+fn parse_proc_addr(text: &str, v6: bool) -> Option<SocketAddr> {
+    let (host, port) = text.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    let words: Vec<u32> = (0..host.len() / 8)
+        .map(|i| u32::from_str_radix(&host[i * 8..i * 8 + 8], 16).map(u32::from_be))
+        .collect::<Result<_, _>>()
+        .ok()?;
+    let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_be_bytes()).collect();
+    let ip: std::net::IpAddr = if v6 {
+        <[u8; 16]>::try_from(bytes.as_slice()).ok()?.into()
+    } else {
+        <[u8; 4]>::try_from(bytes.as_slice()).ok()?.into()
+    };
+    Some(SocketAddr::new(ip, port))
+}

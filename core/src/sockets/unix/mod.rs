@@ -1,0 +1,545 @@
+//! Unix sockets: one socket captured and re-created. Each end is one record (`peer_ino`
+//! naming the other end); its receive queue is captured without consuming it (one entry per
+//! message, so seqpacket and dgram boundaries are kept) with its options. A peer no dumped
+//! process holds is refused ([`check_unix_peers`]), or with `--ext-unix-sk` recorded as
+//! external: the socket comes back broken (one end of a socketpair whose other end is closed:
+//! its queue, then EOF).
+//!
+//! What a queue carries beyond bytes (descriptors in flight, the connections waiting in a
+//! listener's accept queue and what their clients sent) is noted here per task and resolved
+//! across the dump by [`in_flight`]; sockets made together at restore (the two ends of a
+//! pair, a listener and its waiting clients) are [`groups`]' job.
+//!
+//! ```text
+//! capture   sock_diag (state, peer, name, accept queue), queue peeked (descriptors in
+//!           flight arrive in cryo as duplicates), options, file mode of a bound path
+//! restore   alone: bound (or listening) again, a dgram queue refilled from itself
+//!           broken:  one end of a socketpair, the other closed once the queue went through
+//!           with a peer or waiting clients: groups.rs
+//! ```
+
+pub(crate) mod groups;
+pub(crate) mod in_flight;
+
+use std::collections::HashMap;
+use std::os::fd::{BorrowedFd, OwnedFd, RawFd};
+
+use cryo_proto::image::{socket::State, FileDesc, Socket};
+use cryo_unix_sockets as unix;
+use nix::unistd::Pid;
+use tracing::debug;
+
+use super::{restore_err, SocketDump, SocketError};
+use crate::files::sys;
+
+/// The state of one unix socket (a `UnixSocket` message in its record).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnixSocketState {
+    /// Stream, datagram or seqpacket.
+    pub sock_type: unix::SockType,
+    /// Listening (bound to `name`, with `backlog`).
+    pub listening: bool,
+    /// The listen() backlog.
+    pub backlog: u32,
+    /// The bound name as sun_path bytes (empty: unnamed; leading NUL: abstract).
+    pub name: Vec<u8>,
+    /// The socket file's mode, owner and group (bound to a path).
+    pub file_attrs: Option<(u32, u32, u32)>,
+    /// Shutdown state (read, write).
+    pub shutdown: (bool, bool),
+    /// Unread data, one entry per message (stream: per chunk), in order.
+    pub queue: Vec<UnixMessage>,
+    /// SO_PASSCRED.
+    pub passcred: bool,
+    /// SO_SNDBUF and SO_RCVBUF as getsockopt reads them.
+    pub sndbuf: i32,
+    /// See `sndbuf`.
+    pub rcvbuf: i32,
+    /// SO_PEEK_OFF (-1: disabled).
+    pub peek_off: i32,
+    /// A listener: the connections waiting in its accept queue, in queue order.
+    pub pending: Vec<PendingConnection>,
+}
+
+/// One message of a unix socket's receive queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnixMessage {
+    /// Its bytes.
+    pub data: Vec<u8>,
+    /// SCM_CREDENTIALS (pid, uid, gid), when they were attached.
+    pub creds: Option<(i32, u32, u32)>,
+    /// Descriptors in flight with it (SCM_RIGHTS), in order: ids of descriptions of files.img
+    /// (the same id as a task's fd when a task holds the same description).
+    pub fds: Vec<u32>,
+}
+
+impl UnixMessage {
+    /// The message as cryo-unix-sockets sends it, with `fds` (its descriptions, open here).
+    pub(super) fn to_queued(&self, fds: Vec<OwnedFd>) -> unix::QueuedMessage {
+        unix::QueuedMessage {
+            data: self.data.clone(),
+            fds,
+            creds: self
+                .creds
+                .map(|(pid, uid, gid)| unix::Creds { pid, uid, gid }),
+            sender: unix::UnixName::Unnamed,
+        }
+    }
+}
+
+/// A connection waiting in a listener's accept queue (not accepted yet).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingConnection {
+    /// The client socket (connected, held by a dumped process or in flight).
+    pub client_ino: u64,
+    /// What the client sent before being accepted (the embryo's queue), in order.
+    pub queue: Vec<UnixMessage>,
+}
+
+/// Descriptors in flight in one message of a captured queue (duplicates installed in cryo).
+#[derive(Debug)]
+pub(crate) struct InFlightFds {
+    /// The task holding the socket (cryo itself for a socket that is in flight too).
+    pub pid: Pid,
+    /// Its fd there.
+    pub fd: RawFd,
+    /// The socket whose queue holds the message.
+    pub ino: u64,
+    /// The waiting connection whose queue it is (index in `pending`), or `None`: the
+    /// socket's own queue.
+    pub pending: Option<usize>,
+    /// The message's index in that queue.
+    pub message: usize,
+    /// The descriptors, in order.
+    pub fds: Vec<OwnedFd>,
+}
+
+/// A dumped listener with connections waiting in its accept queue.
+#[derive(Debug, Clone)]
+pub(crate) struct AcceptQueue {
+    /// The task holding it.
+    pub pid: Pid,
+    /// Its fd there.
+    pub fd: RawFd,
+    /// The listener.
+    pub ino: u64,
+    /// Each waiting client in queue order: its inode and the bytes it sent before being
+    /// accepted (sock_diag's count of its unread output).
+    pub clients: Vec<(u64, u32)>,
+}
+
+/// The messages of a captured queue and the descriptors in flight in them, by message index.
+type Messages = (Vec<UnixMessage>, Vec<(usize, Vec<OwnedFd>)>);
+
+/// Splits a captured queue into its messages and the descriptors they carry.
+fn split_queue(q: unix::CapturedQueue) -> Messages {
+    let mut fds = Vec::new();
+    let messages = q
+        .messages
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| {
+            if !m.fds.is_empty() {
+                fds.push((i, m.fds));
+            }
+            UnixMessage {
+                data: m.data,
+                creds: m.creds.map(|c| (c.pid, c.uid, c.gid)),
+                fds: Vec::new(),
+            }
+        })
+        .collect();
+    (messages, fds)
+}
+
+impl UnixSocketState {
+    pub(super) fn name(&self) -> unix::UnixName {
+        unix::UnixName::from_sun_path(&self.name)
+    }
+
+    /// The socket file's mode and owner (bound to a path).
+    pub(super) fn attrs(&self) -> Option<unix::restore::SocketFileAttrs> {
+        self.file_attrs
+            .map(|(mode, uid, gid)| unix::restore::SocketFileAttrs { mode, uid, gid })
+    }
+
+    pub(super) fn shutdown(&self) -> unix::Shutdown {
+        unix::Shutdown {
+            read: self.shutdown.0,
+            write: self.shutdown.1,
+        }
+    }
+
+    /// The queue without its descriptors in flight (`groups` sends those).
+    fn captured(&self) -> unix::CapturedQueue {
+        unix::CapturedQueue {
+            sock_type: self.sock_type,
+            messages: self.queue.iter().map(|m| m.to_queued(Vec::new())).collect(),
+            pending_error: None,
+        }
+    }
+
+    /// The ids of every description in flight in its queues (its own, its waiting
+    /// connections').
+    pub(super) fn carried(&self) -> impl Iterator<Item = u32> + '_ {
+        self.queue
+            .iter()
+            .chain(self.pending.iter().flat_map(|p| &p.queue))
+            .flat_map(|m| m.fds.iter().copied())
+    }
+
+    pub(super) fn options(&self) -> unix::restore::SockOptions {
+        unix::restore::SockOptions {
+            passcred: self.passcred,
+            sndbuf: self.sndbuf,
+            rcvbuf: self.rcvbuf,
+            peek_off: self.peek_off,
+        }
+    }
+}
+
+/// A unix socket in words, for messages and `cryo show`.
+pub(super) fn describe(s: &Socket, u: &UnixSocketState) -> String {
+    let ty = u.sock_type;
+    let bytes: usize = u.queue.iter().map(|m| m.data.len()).sum();
+    let mut out = format!("unix {ty:?} socket:[{}]", s.ino);
+    if !u.name.is_empty() {
+        out += &format!(" {}", u.name());
+    }
+    if u.listening {
+        out += " listening";
+    }
+    if s.peer_ino != 0 {
+        out += &format!(" <-> socket:[{}]", s.peer_ino);
+    }
+    if !u.pending.is_empty() {
+        out += &format!(" ({} waiting to be accepted)", u.pending.len());
+    }
+    let carried = u.carried().count();
+    if carried > 0 {
+        out += &format!(" ({carried} descriptors in flight)");
+    }
+    if s.external_peer {
+        out += &format!(" {} outside the dump (restored broken)", s.peer_name);
+    }
+    out + &format!(" ({} messages, {bytes} bytes to read)", u.queue.len())
+}
+
+/// What [`capture`] found beyond the state.
+struct UnixCapture {
+    /// The state.
+    state: UnixSocketState,
+    /// The peer inode (0: none).
+    peer: u64,
+    /// Descriptors in flight in its queue, by message index.
+    in_flight: Vec<(usize, Vec<OwnedFd>)>,
+    /// A listener: its waiting clients (inode, bytes each sent before being accepted).
+    waiting: Vec<(u64, u32)>,
+    /// Connected (stream or seqpacket) without a peer inode and not shut down: a client
+    /// waiting in some listener's accept queue.
+    awaiting_accept: bool,
+}
+
+/// Captures unix socket `ino` of `pid` (its duplicate `dup`): diag, queue (with the
+/// descriptors in flight, duplicated into cryo), options, accept queue.
+fn capture(
+    pid: Pid,
+    fd: RawFd,
+    ino: u64,
+    dup: BorrowedFd<'_>,
+    diag: &mut Option<unix::DiagSocket>,
+) -> Result<UnixCapture, SocketError> {
+    let bad = |step: &'static str| {
+        move |source| SocketError::Unix {
+            pid,
+            fd,
+            ino,
+            step,
+            source,
+        }
+    };
+    let not_yet = |what: &'static str| SocketError::UnixNotYet { pid, fd, ino, what };
+    if diag.is_none() {
+        *diag = Some(unix::DiagSocket::new().map_err(bad("sock_diag"))?);
+    }
+    let diag = diag.as_mut().expect("set above");
+    let inode = u32::try_from(ino).map_err(|_| not_yet("an inode above 2^32"))?;
+    let info = diag
+        .query(inode)
+        .map_err(bad("sock_diag query"))?
+        .ok_or_else(|| not_yet("unknown to sock_diag"))?;
+    let listening = info.state == unix::SockState::Listen;
+    if info.state == unix::SockState::Connecting {
+        return Err(not_yet("connect in progress"));
+    }
+    // A waiting client's unread output is what it sent the embryo: counted here, captured
+    // (by accepting) only by a dump that ends the listener's owner.
+    let mut waiting = Vec::with_capacity(info.pending.len());
+    for &client in &info.pending {
+        let sent = diag
+            .query(client)
+            .map_err(bad("sock_diag query of a waiting client"))?
+            .map_or(0, |c| c.wqueue);
+        waiting.push((u64::from(client), sent));
+    }
+    let (queue, in_flight) = if listening {
+        (Vec::new(), Vec::new())
+    } else {
+        split_queue(unix::capture_queue(dup).map_err(bad("capture the queue"))?)
+    };
+    let awaiting_accept = info.state == unix::SockState::Established
+        && info.peer.is_none()
+        && info.sock_type != unix::SockType::Dgram
+        && !(info.shutdown.read && info.shutdown.write);
+    let opts = unix::restore::read_options(dup).map_err(bad("options"))?;
+    let file_attrs = match &info.name {
+        unix::UnixName::Path(p) if info.peer.is_none() => {
+            unix::restore::SocketFileAttrs::of_path(p)
+                .ok()
+                .map(|a| (a.mode, a.uid, a.gid))
+        }
+        _ => None,
+    };
+    let state = UnixSocketState {
+        sock_type: info.sock_type,
+        listening,
+        backlog: if listening { info.wqueue } else { 0 },
+        name: info.name.to_sun_path(),
+        file_attrs,
+        shutdown: (info.shutdown.read, info.shutdown.write),
+        queue,
+        passcred: opts.passcred,
+        sndbuf: opts.sndbuf,
+        rcvbuf: opts.rcvbuf,
+        peek_off: opts.peek_off,
+        pending: waiting
+            .iter()
+            .map(|&(client_ino, _)| PendingConnection {
+                client_ino,
+                queue: Vec::new(),
+            })
+            .collect(),
+    };
+    Ok(UnixCapture {
+        state,
+        peer: info.peer.map_or(0, u64::from),
+        in_flight,
+        waiting,
+        awaiting_accept,
+    })
+}
+
+impl SocketDump {
+    /// Captures unix socket `ino` (fd `fd` of `pid`, duplicated as `dup`) and notes what it
+    /// holds for the dump-wide passes: its peer, its descriptors in flight, its accept queue.
+    pub(super) fn record_unix(
+        &mut self,
+        pid: Pid,
+        fd: RawFd,
+        ino: u64,
+        family: u32,
+        dup: BorrowedFd<'_>,
+        diag: &mut Option<unix::DiagSocket>,
+    ) -> Result<(), SocketError> {
+        sys::raise_nofile();
+        let c = capture(pid, fd, ino, dup, diag)?;
+        if c.peer != 0 {
+            self.unix_peers.push((pid, fd, ino, c.peer));
+        }
+        if c.awaiting_accept {
+            self.awaiting_accept.push((pid, fd, ino));
+        }
+        if !c.waiting.is_empty() {
+            self.accept_queues.push(AcceptQueue {
+                pid,
+                fd,
+                ino,
+                clients: c.waiting,
+            });
+        }
+        for (message, fds) in c.in_flight {
+            self.in_flight.push(InFlightFds {
+                pid,
+                fd,
+                ino,
+                pending: None,
+                message,
+                fds,
+            });
+        }
+        self.records.insert(
+            ino,
+            Socket {
+                ino,
+                family,
+                state: Some(State::Unix((&c.state).into())),
+                peer_ino: c.peer,
+                ..Socket::default()
+            },
+        );
+        Ok(())
+    }
+
+    /// Rewrites the state of unix socket `ino` with `change`; returns the new record (`None`
+    /// when this dump does not hold it).
+    fn patch_unix<E>(
+        &mut self,
+        ino: u64,
+        change: impl FnOnce(&mut UnixSocketState) -> Result<(), E>,
+    ) -> Result<Option<Socket>, SocketError>
+    where
+        SocketError: From<E>,
+    {
+        let Some(rec) = self.records.get_mut(&ino) else {
+            return Ok(None);
+        };
+        let mut state = match super::SocketState::try_from(&*rec)? {
+            super::SocketState::Unix(u) => u,
+            other => {
+                return Err(SocketError::Record {
+                    ino,
+                    record: other.record_name(),
+                    problem: super::RecordProblem::Missing {
+                        field: "unix socket state",
+                    },
+                })
+            }
+        };
+        change(&mut state)?;
+        rec.state = Some(State::Unix((&*state).into()));
+        Ok(Some(rec.clone()))
+    }
+}
+
+/// A unix socket whose peer no dumped process holds, accepted with `--ext-unix-sk`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExternalPeer {
+    /// The dumped socket's inode.
+    pub ino: u64,
+    /// The peer's bound name as sock_diag shows it (empty: unnamed or unknown).
+    pub peer_name: String,
+}
+
+/// Every unix socket with a peer must find it among the sockets of the dump, connected back
+/// to it. Refuses naming pid, fd, inode and the peer otherwise; with `allow_external`
+/// (`--ext-unix-sk`) a peer outside the dump is accepted instead and returned: the socket is
+/// restored broken.
+pub fn check_unix_peers(
+    dumps: &[SocketDump],
+    allow_external: bool,
+) -> Result<Vec<ExternalPeer>, SocketError> {
+    let mut peer_of: HashMap<u64, u64> = HashMap::new();
+    for d in dumps {
+        for (ino, rec) in &d.records {
+            if super::is_unix(rec) {
+                peer_of.insert(*ino, rec.peer_ino);
+            }
+        }
+    }
+    let mut external = Vec::new();
+    for d in dumps {
+        for &(pid, fd, ino, peer) in &d.unix_peers {
+            match peer_of.get(&peer) {
+                Some(&back) if back == ino => {}
+                Some(_) => return Err(SocketError::OneWayPeer { pid, fd, ino, peer }),
+                None => {
+                    let name = unix::query_inode(peer as u32)
+                        .ok()
+                        .flatten()
+                        .map(|i| i.name);
+                    if allow_external {
+                        debug!(%pid, fd, ino, peer, "unix peer outside the dump: restored broken");
+                        external.push(ExternalPeer {
+                            ino,
+                            peer_name: name
+                                .filter(unix::UnixName::is_bound)
+                                .map(|n| n.to_string())
+                                .unwrap_or_default(),
+                        });
+                        continue;
+                    }
+                    return Err(SocketError::ExternalPeer {
+                        pid,
+                        fd,
+                        ino,
+                        peer,
+                        name: name.map_or("(unknown)".to_string(), |n| n.to_string()),
+                    });
+                }
+            }
+        }
+    }
+    Ok(external)
+}
+
+/// A [`SocketError::Restore`] of unix socket `desc` at `step`.
+fn unix_err<'a, E>(desc: &'a FileDesc, step: &'static str) -> impl Fn(E) -> SocketError + 'a
+where
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    move |e| restore_err(desc, step, e)
+}
+
+/// A unix socket without a peer: a listener bound and listening again (a stale socket file
+/// at its path removed first), or a socket bound to its name (if any).
+pub(super) fn open(desc: &FileDesc, u: &UnixSocketState) -> Result<OwnedFd, SocketError> {
+    let fd = make(desc, u, u.backlog)?;
+    let q = u.captured();
+    finish(desc, u, &fd, &q)?;
+    Ok(fd)
+}
+
+/// A unix socket whose peer stayed outside the dump: one end of a fresh socketpair whose
+/// other end is closed once the captured queue went through it. The application reads what
+/// was waiting, then EOF (a datagram socket: its reads end too); writes fail with EPIPE.
+pub(super) fn open_broken(desc: &FileDesc, u: &UnixSocketState) -> Result<OwnedFd, SocketError> {
+    let ty = u.sock_type;
+    let (fd, gone) = unix::restore::socketpair(ty).map_err(unix_err(desc, "socketpair"))?;
+    let q = u.captured();
+    unix::restore::refill_queue(&gone, None, &q).map_err(unix_err(desc, "refill the queue"))?;
+    drop(gone);
+    let shutdown = if ty == unix::SockType::Dgram {
+        // A datagram socket sees no EOF when its peer closes: shut it, as the peer did.
+        unix::Shutdown {
+            read: true,
+            write: true,
+        }
+    } else {
+        u.shutdown()
+    };
+    unix::restore::restore_shutdown(&fd, shutdown).map_err(unix_err(desc, "shutdown"))?;
+    unix::restore::apply_options(&fd, &u.options()).map_err(unix_err(desc, "socket options"))?;
+    Ok(fd)
+}
+
+/// Creates a unix socket without a peer: a listener (with `backlog`) or a socket bound to its
+/// name (if any).
+fn make(desc: &FileDesc, u: &UnixSocketState, backlog: u32) -> Result<OwnedFd, SocketError> {
+    let ty = u.sock_type;
+    if u.listening {
+        return unix::restore::make_listener(ty, &u.name(), u.attrs(), backlog.max(1))
+            .map_err(unix_err(desc, "unix listener"));
+    }
+    let fd = unix::restore::socket(ty).map_err(unix_err(desc, "socket"))?;
+    unix::restore::bind_name(&fd, &u.name(), u.attrs()).map_err(unix_err(desc, "bind"))?;
+    Ok(fd)
+}
+
+/// Completes a socket made by [`make`]: its queue `q` refilled (a bound dgram socket, from
+/// itself), shutdown state, options.
+fn finish(
+    desc: &FileDesc,
+    u: &UnixSocketState,
+    fd: &OwnedFd,
+    q: &unix::CapturedQueue,
+) -> Result<(), SocketError> {
+    if !u.listening {
+        if !q.is_empty() && q.sock_type == unix::SockType::Dgram && u.name().is_bound() {
+            // Sent to itself by name: the senders are not known, the data is.
+            unix::restore::refill_queue(fd, Some(&u.name()), q)
+                .map_err(unix_err(desc, "refill the queue"))?;
+        }
+        unix::restore::restore_shutdown(fd, u.shutdown()).map_err(unix_err(desc, "shutdown"))?;
+    }
+    unix::restore::apply_options(fd, &u.options()).map_err(unix_err(desc, "socket options"))
+}
