@@ -9,6 +9,10 @@
 //!          -> files (child opens fds) -> memory (reshaped through remote syscalls)
 //!          -> threads (registers) -> detach, wait
 //! ```
+//!
+//! `dump/` and `restore/` hold the two pipelines (the restore as a chain of phase types);
+//! `task/` the per-task kernel objects both use (process attributes, threads, signals,
+//! timers), each with its dump and restore side by side.
 #![warn(missing_docs)]
 
 pub mod check;
@@ -19,21 +23,16 @@ pub mod freeze;
 pub mod hooks;
 pub mod image;
 pub mod memory;
-pub mod namespaces;
 pub mod notify;
 mod parallel;
 pub mod peers;
 pub mod proc;
 pub mod remote;
 pub mod restore;
-pub mod retire;
 pub mod show;
-pub mod signals;
-pub(crate) mod spawn;
 pub mod sys;
 pub mod task;
-pub mod threads;
-pub mod timers;
 
+pub use dump::retire;
 pub use error::{Error, Result};
 pub use nix::unistd::Pid;

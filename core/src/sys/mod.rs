@@ -5,4 +5,5 @@ pub mod mmap;
 pub mod process;
 pub mod ptrace;
 pub mod signal;
+pub mod spawn;
 pub mod uffd;
