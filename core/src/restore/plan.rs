@@ -472,3 +472,320 @@ pub(crate) fn pick_trampoline(mm: &MmCore, ours: &[Range<u64>]) -> Option<u64> {
     };
     (1u64..1 << 16).map(|i| i << 30).find(|&a| free(a))
 }
+
+#[cfg(test)]
+mod tests {
+    use cryo_proto::image::file_desc::Kind;
+    use cryo_proto::image::{FdEntry, Pipe, RegularFile, TaskCore, Vma};
+
+    use super::*;
+
+    /// A live process of a hand-built image: `pid` child of `ppid`, holding `fds`
+    /// ((fd, description id) each).
+    fn task(pid: i32, ppid: i32, fds: &[(i32, u32)]) -> TaskImage {
+        TaskImage {
+            entry: ProcessEntry {
+                pid,
+                ppid,
+                pgid: pid,
+                sid: pid,
+                ..Default::default()
+            },
+            core: TaskCore {
+                pid,
+                fds: fds
+                    .iter()
+                    .map(|&(fd, file_id)| FdEntry {
+                        fd,
+                        file_id,
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            },
+            mm: MmCore {
+                pid,
+                ..Default::default()
+            },
+            pages: None,
+        }
+    }
+
+    fn zombie(pid: i32, ppid: i32) -> ProcessEntry {
+        ProcessEntry {
+            pid,
+            ppid,
+            zombie: true,
+            ..Default::default()
+        }
+    }
+
+    fn regular(id: u32) -> FileDesc {
+        FileDesc {
+            id,
+            kind: Some(Kind::Regular(RegularFile {
+                path: format!("/tmp/file-{id}"),
+                ..Default::default()
+            })),
+            ..Default::default()
+        }
+    }
+
+    fn pipe_end(id: u32, ino: u64) -> FileDesc {
+        FileDesc {
+            id,
+            kind: Some(Kind::Pipe(Pipe {
+                ino,
+                ..Default::default()
+            })),
+            ..Default::default()
+        }
+    }
+
+    struct Image {
+        roots: Vec<i32>,
+        tasks: Vec<TaskImage>,
+        zombies: Vec<ProcessEntry>,
+        descs: Vec<FileDesc>,
+        links: files::UnixLinks,
+    }
+
+    impl Image {
+        fn new(roots: &[i32], tasks: Vec<TaskImage>, descs: Vec<FileDesc>) -> Self {
+            Self {
+                roots: roots.to_vec(),
+                tasks,
+                zombies: Vec::new(),
+                descs,
+                links: files::UnixLinks::default(),
+            }
+        }
+
+        fn plan(&self) -> Result<TreePlan, RestoreError> {
+            self.plan_with(10, &[], &[], false)
+        }
+
+        fn plan_with(
+            &self,
+            cryo_max_fd: RawFd,
+            cryo_maps: &[Range<u64>],
+            shared_inodes: &[u64],
+            terminal: bool,
+        ) -> Result<TreePlan, RestoreError> {
+            TreePlan::new(&PlanInput {
+                roots: &self.roots,
+                tasks: &self.tasks,
+                zombies: &self.zombies,
+                descs: &self.descs,
+                links: &self.links,
+                cryo_max_fd,
+                cryo_maps,
+                shared_inodes,
+                terminal,
+            })
+        }
+    }
+
+    #[test]
+    fn parents_come_before_children_roots_first() {
+        // 100 -> {120, 110 -> 111}; 200 a second root. Image order shuffled.
+        let image = Image::new(
+            &[100, 200],
+            vec![
+                task(111, 110, &[]),
+                task(200, 1, &[]),
+                task(120, 100, &[]),
+                task(100, 1, &[]),
+                task(110, 100, &[]),
+            ],
+            Vec::new(),
+        );
+        let plan = image.plan().unwrap();
+        let pids: Vec<i32> = plan
+            .order
+            .iter()
+            .map(|&i| image.tasks[i].entry.pid)
+            .collect();
+        assert_eq!(pids, [100, 200, 110, 120, 111]);
+        assert_eq!(plan.roots, [0, 1]);
+        assert_eq!(plan.children, [vec![2, 3], vec![], vec![4], vec![], vec![]]);
+        let mut below: Vec<usize> = plan.descendants(0);
+        below.sort();
+        assert_eq!(below, [2, 3, 4]);
+    }
+
+    #[test]
+    fn zombies_go_to_their_restored_parent() {
+        let mut image = Image::new(
+            &[100],
+            vec![task(100, 1, &[]), task(110, 100, &[])],
+            Vec::new(),
+        );
+        image.zombies = vec![zombie(111, 110), zombie(101, 100)];
+        let plan = image.plan().unwrap();
+        assert_eq!(plan.zombie_children, [vec![1], vec![0]]);
+        image.zombies.push(zombie(300, 299));
+        assert!(matches!(
+            image.plan(),
+            Err(RestoreError::OrphanZombie {
+                pid: 300,
+                ppid: 299
+            })
+        ));
+    }
+
+    #[test]
+    fn a_tree_that_does_not_add_up_is_refused() {
+        let missing_root = Image::new(&[5], vec![task(100, 1, &[])], Vec::new());
+        assert!(matches!(
+            missing_root.plan(),
+            Err(RestoreError::RootNotInImage { pid: 5 })
+        ));
+        let unreached = Image::new(
+            &[100],
+            vec![task(100, 1, &[]), task(300, 1, &[])],
+            Vec::new(),
+        );
+        assert!(matches!(
+            unreached.plan(),
+            Err(RestoreError::Unreached {
+                unreached: 1,
+                total: 2,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn control_and_mapping_fds_sit_above_everything() {
+        let mut parent = task(100, 1, &[(3, 1), (40, 2)]);
+        parent.mm.vmas = vec![
+            Vma {
+                start: 0x1000,
+                end: 0x2000,
+                kind: VmaKind::FilePrivate as i32,
+                file_id: 1,
+                ..Default::default()
+            },
+            Vma {
+                start: 0x3000,
+                end: 0x4000,
+                kind: VmaKind::FileShared as i32,
+                map_flags: libc::MAP_SHARED as u32,
+                prot: (libc::PROT_READ | libc::PROT_WRITE) as u32,
+                file_id: 2,
+                ..Default::default()
+            },
+            Vma {
+                start: 0x5000,
+                end: 0x6000,
+                kind: VmaKind::Anon as i32,
+                ..Default::default()
+            },
+        ];
+        let image = Image::new(
+            &[100],
+            vec![parent, task(110, 100, &[])],
+            vec![regular(1), regular(2)],
+        );
+        // cryo's highest fd (10) + room for 4 pipe fds per task + 8 stays under the image's 40.
+        let plan = image.plan_with(10, &[], &[77, 78], true).unwrap();
+        assert_eq!(plan.base, 41);
+        assert_eq!((plan.ctl(0), plan.ctl(1)), ((41, 42), (43, 44)));
+        let m = &plan.mappings[0];
+        assert_eq!((m.pages, m.exe), (45, 46));
+        assert_eq!(m.files, [(1, false, 47), (2, true, 48)]);
+        let m = &plan.mappings[1];
+        assert_eq!((m.pages, m.exe, m.files.len()), (45, 46, 0));
+        // Shared objects after the last mapping fd, then the terminal.
+        assert_eq!(plan.shared_slots[&77], 49);
+        assert_eq!(plan.shared_slots[&78], 50);
+        assert_eq!(plan.terminal_slot, Some(51));
+        // A cryo holding many fds pushes the base up.
+        let plan = image.plan_with(100, &[], &[], false).unwrap();
+        assert_eq!(plan.base, 100 + 4 * 2 + 8 + 1);
+        assert_eq!(plan.terminal_slot, None);
+    }
+
+    #[test]
+    fn a_description_shared_with_the_parent_is_inherited_at_its_number() {
+        let image = Image::new(
+            &[100],
+            vec![task(100, 1, &[(3, 1)]), task(110, 100, &[(7, 1)])],
+            vec![regular(1)],
+        );
+        let plan = image.plan().unwrap();
+        assert_eq!(plan.inherited[1], HashMap::from([(1, 3)]));
+        assert!(plan.inherited[0].is_empty());
+        assert!(plan.extra.iter().all(HashMap::is_empty));
+        assert!(plan.cryo_sets.is_empty());
+    }
+
+    #[test]
+    fn pipe_ends_of_siblings_are_made_by_their_parent() {
+        // 110 reads, 120 writes; the parent 100 holds neither end: it makes the pipe, keeps
+        // both ends in slots until its children are forked, each child inherits its end.
+        let image = Image::new(
+            &[100],
+            vec![
+                task(100, 1, &[]),
+                task(110, 100, &[(3, 10)]),
+                task(120, 100, &[(4, 11)]),
+            ],
+            vec![pipe_end(10, 7), pipe_end(11, 7)],
+        );
+        let plan = image.plan().unwrap();
+        let slots = &plan.extra[0];
+        assert_eq!(slots.len(), 2);
+        assert_eq!(plan.inherited[1], HashMap::from([(10, slots[&10])]));
+        assert_eq!(plan.inherited[2], HashMap::from([(11, slots[&11])]));
+        // The slots lie above every control and mapping fd.
+        let highest = plan.mappings.iter().flat_map(|m| m.all()).max().unwrap();
+        assert!(slots.values().all(|&s| s as u64 > highest));
+    }
+
+    #[test]
+    fn a_file_shared_by_two_trees_is_opened_by_cryo() {
+        let image = Image::new(
+            &[100, 200],
+            vec![task(100, 1, &[(3, 1)]), task(200, 1, &[(5, 1)])],
+            vec![regular(1)],
+        );
+        let plan = image.plan().unwrap();
+        assert!(matches!(&plan.cryo_sets[..], [CryoSet::Plain(ids)] if ids == &[1]));
+        let slot = plan.cryo_slots[&1];
+        assert_eq!(plan.inherited[0], HashMap::from([(1, slot)]));
+        assert_eq!(plan.inherited[1], HashMap::from([(1, slot)]));
+    }
+
+    #[test]
+    fn common_ancestors() {
+        // 0 -> {1 -> 3, 2}; 4 another tree.
+        let parent = [None, Some(0), Some(0), Some(1), None];
+        let depth = [0, 1, 1, 2, 0];
+        assert_eq!(common_ancestor(&parent, &depth, 3, 2), Some(0));
+        assert_eq!(common_ancestor(&parent, &depth, 3, 1), Some(1));
+        assert_eq!(common_ancestor(&parent, &depth, 3, 3), Some(3));
+        assert_eq!(common_ancestor(&parent, &depth, 3, 4), None);
+    }
+
+    #[test]
+    fn the_trampoline_keeps_clear_of_the_image_and_of_cryo() {
+        const GIB: u64 = 1 << 30;
+        let mut mm = MmCore::default();
+        assert_eq!(pick_trampoline(&mm, &[]), Some(GIB));
+        mm.vmas.push(Vma {
+            start: GIB + (8 << 20),
+            end: GIB + (9 << 20),
+            ..Default::default()
+        });
+        // Within 4 MiB of a VMA's end counts as taken.
+        mm.vmas.push(Vma {
+            start: GIB,
+            end: 2 * GIB - (2 << 20),
+            ..Default::default()
+        });
+        assert_eq!(pick_trampoline(&mm, &[]), Some(3 * GIB));
+        assert_eq!(pick_trampoline(&mm, &[3 * GIB..3 * GIB + 1]), Some(4 * GIB));
+    }
+}
