@@ -786,6 +786,10 @@ mod tests {
             ..Default::default()
         });
         assert_eq!(pick_trampoline(&mm, &[]), Some(3 * GIB));
-        assert_eq!(pick_trampoline(&mm, &[3 * GIB..3 * GIB + 1]), Some(4 * GIB));
+        let cryo = vec![Range {
+            start: 3 * GIB,
+            end: 3 * GIB + 1,
+        }];
+        assert_eq!(pick_trampoline(&mm, &cryo), Some(4 * GIB));
     }
 }
