@@ -54,7 +54,7 @@ fn child_setup(tree: &Planned, i: usize) -> Result<(), ChildError> {
     if !matches!(read_raw(sync, &mut go), Ok(1)) {
         return Err(ChildError::CryoGone);
     }
-    let t = &tree.tasks[i];
+    let t = &tree.loaded.tasks[i];
     let pid = Pid::from_raw(t.entry.pid);
     process::restore_session(&t.entry)?;
     if let (Some((_, attach)), Some(slot)) = (&tree.terminal, plan.terminal_slot) {
@@ -62,7 +62,7 @@ fn child_setup(tree: &Planned, i: usize) -> Result<(), ChildError> {
     }
 
     let mapping = &plan.mappings[i];
-    let pages = std::fs::File::open(tree.images.file(&names::pages(pid)))
+    let pages = std::fs::File::open(tree.loaded.images.file(&names::pages(pid)))
         .map_err(ChildError::sys_on(ChildStep::OpenPages, names::pages(pid)))?;
     place(OwnedFd::from(pages), mapping.pages)?;
     let files_error = |what| {
@@ -72,20 +72,20 @@ fn child_setup(tree: &Planned, i: usize) -> Result<(), ChildError> {
         }
     };
     let exe = files::open_for_mapping_with(
-        &tree.descs,
+        &tree.loaded.descs,
         t.mm.exe_file_id,
         false,
-        &tree.images,
+        &tree.loaded.images,
         &plan.shared_slots,
     )
     .map_err(files_error(ChildFiles::Executable))?;
     place(exe, mapping.exe)?;
     for &(id, writable, fd) in &mapping.files {
         let file = files::open_for_mapping_with(
-            &tree.descs,
+            &tree.loaded.descs,
             id,
             writable,
-            &tree.images,
+            &tree.loaded.images,
             &plan.shared_slots,
         )
         .map_err(files_error(ChildFiles::MappedFile))?;
@@ -101,9 +101,9 @@ fn child_setup(tree: &Planned, i: usize) -> Result<(), ChildError> {
     let object_slots: Vec<RawFd> = tree.object_slots().iter().map(|&(_, s)| s).collect();
     keep.extend(&object_slots);
     files::restore_task_fds_with(
-        &tree.descs,
+        &tree.loaded.descs,
         &t.core.fds,
-        &tree.images,
+        &tree.loaded.images,
         &keep,
         &files::FdRestoreOptions {
             tcp_close: tree.tcp_close,
@@ -112,13 +112,13 @@ fn child_setup(tree: &Planned, i: usize) -> Result<(), ChildError> {
             shared: plan.shared_slots.clone(),
             terminal: plan.terminal_slot,
         },
-        &tree.links,
+        &tree.loaded.links,
     )
     .map_err(files_error(ChildFiles::Fds))?;
 
     // Children, each forked by its parent with its pid; zombies die at once.
     for &c in &plan.children[i] {
-        let cpid = Pid::from_raw(tree.tasks[c].entry.pid);
+        let cpid = Pid::from_raw(tree.loaded.tasks[c].entry.pid);
         match fork_with_pid(cpid) {
             Ok(Forked::Child) => child_main(tree, c),
             Ok(Forked::Parent(_)) => {}
@@ -127,7 +127,7 @@ fn child_setup(tree: &Planned, i: usize) -> Result<(), ChildError> {
     }
     let zombies = &plan.zombie_children[i];
     for &z in zombies {
-        let entry = &tree.zombies[z];
+        let entry = &tree.loaded.zombies[z];
         let zpid = Pid::from_raw(entry.pid);
         match fork_with_pid(zpid) {
             Ok(Forked::Child) => become_zombie(entry.exit_status),

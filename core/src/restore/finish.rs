@@ -53,7 +53,7 @@ impl Spawned {
     ) -> Result<(Reshaped, Probing)> {
         let tree = &self.planned;
         let pids = &self.pids;
-        let (descs, fds) = (&tree.descs, tree.fd_tables());
+        let (descs, fds) = (&tree.loaded.descs, tree.fd_tables());
         let (stopped, probing) = std::thread::scope(|scope| {
             if let Some(lock) = released {
                 let _ = std::thread::Builder::new()
@@ -113,14 +113,14 @@ impl Running {
         let tree = &self.spawned.planned;
         let verdicts = probing.verdict();
         let broken = crate::peers::broken_per_process(
-            &tree.descs,
+            &tree.loaded.descs,
             &tree.fd_tables(),
             &verdicts,
             tree.tcp_close,
         );
         notify_restored(
-            &tree.inventory,
-            &tree.tasks,
+            &tree.loaded.inventory,
+            &tree.loaded.tasks,
             &self.spawned.pids,
             &broken,
             signal,
@@ -141,7 +141,7 @@ impl Running {
 /// Turns the stopped child into the dumped process, leaving it stopped: returns its threads,
 /// main thread first, for [`Reshaped::run`].
 fn finish(child: Pid, tree: &Planned, i: usize) -> Result<Vec<Pid>> {
-    let task = &tree.tasks[i];
+    let task = &tree.loaded.tasks[i];
     let tramp = tree.plan.tramps[i];
     let mapping = &tree.plan.mappings[i];
     let sys = |op: &'static str| move |e: std::io::Error| Error::sys(child, op, e);

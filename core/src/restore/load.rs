@@ -25,7 +25,7 @@ pub(crate) struct Loaded {
     pub images: ImageDir,
     /// Its inventory.
     pub inventory: Inventory,
-    /// The live processes, in image order.
+    /// The live processes, in image order; in creation order once planned.
     pub tasks: Vec<TaskImage>,
     /// The zombies.
     pub zombies: Vec<ProcessEntry>,

@@ -51,8 +51,9 @@ pub(crate) struct Spawned {
 impl Spawned {
     /// The roots' pids as cryo sees them, in the inventory's order.
     pub fn roots(&self) -> Vec<Pid> {
-        let tasks = &self.planned.tasks;
+        let tasks = &self.planned.loaded.tasks;
         self.planned
+            .loaded
             .inventory
             .root_pids
             .iter()
@@ -75,12 +76,12 @@ impl Planned {
     /// On failure every process created so far is killed.
     pub fn spawn(self, ns: Option<Namespaces>) -> Result<Spawned> {
         if ns.is_none_or(|ns| !ns.pid) {
-            for t in &self.tasks {
+            for t in &self.loaded.tasks {
                 for thread in &t.core.threads {
                     wait_pid_free(Pid::from_raw(thread.tid))?;
                 }
             }
-            for z in &self.zombies {
+            for z in &self.loaded.zombies {
                 wait_pid_free(Pid::from_raw(z.pid))?;
             }
         }
@@ -124,11 +125,11 @@ fn wait_pid_free(pid: Pid) -> Result<()> {
 /// namespaces.
 fn spawn_tree(tree: &Planned, ns: Option<Namespaces>) -> Result<(Vec<Pid>, Option<Pid>)> {
     let plan = &tree.plan;
-    let n = tree.tasks.len();
+    let n = tree.loaded.tasks.len();
     let mut ours: Vec<Ctl> = Vec::with_capacity(n);
     let mut theirs: Vec<RawFd> = Vec::with_capacity(2 * n);
     for i in 0..n {
-        let pid = Pid::from_raw(tree.tasks[i].entry.pid);
+        let pid = Pid::from_raw(tree.loaded.tasks[i].entry.pid);
         let (sync_rd, sync_wr) = nix::unistd::pipe().map_err(|e| Error::sys(pid, "pipe", e))?;
         let (err_rd, err_wr) = nix::unistd::pipe().map_err(|e| Error::sys(pid, "pipe", e))?;
         let (s, e) = plan.ctl(i);
@@ -158,10 +159,10 @@ fn spawn_tree(tree: &Planned, ns: Option<Namespaces>) -> Result<(Vec<Pid>, Optio
     let result = (|| -> Result<()> {
         match ns {
             Some(ns) => {
-                if plan.roots.len() != 1 || n != 1 || !tree.zombies.is_empty() {
+                if plan.roots.len() != 1 || n != 1 || !tree.loaded.zombies.is_empty() {
                     return Err(RestoreError::NamespacesHoldOneProcess.into());
                 }
-                let pid = Pid::from_raw(tree.tasks[0].entry.pid);
+                let pid = Pid::from_raw(tree.loaded.tasks[0].entry.pid);
                 let spawned =
                     super::namespaces::spawn_init(pid, ns, &theirs, || child_main(tree, 0))?;
                 init = Some(spawned.init);
@@ -171,11 +172,17 @@ fn spawn_tree(tree: &Planned, ns: Option<Namespaces>) -> Result<(Vec<Pid>, Optio
                 for set in &plan.cryo_sets {
                     let made = match set {
                         CryoSet::UnixPair(a, b) => {
-                            let (fa, fb) =
-                                files::open_unix_pair_by_ids(&tree.descs, &tree.links, *a, *b)?;
+                            let (fa, fb) = files::open_unix_pair_by_ids(
+                                &tree.loaded.descs,
+                                &tree.loaded.links,
+                                *a,
+                                *b,
+                            )?;
                             vec![(*a, fa), (*b, fb)]
                         }
-                        CryoSet::Plain(ids) => files::open_in_cryo(&tree.descs, ids, &tree.images)?,
+                        CryoSet::Plain(ids) => {
+                            files::open_in_cryo(&tree.loaded.descs, ids, &tree.loaded.images)?
+                        }
                     };
                     for (id, fd) in made {
                         if let Some(&at) = plan.cryo_slots.get(&id) {
@@ -188,7 +195,7 @@ fn spawn_tree(tree: &Planned, ns: Option<Namespaces>) -> Result<(Vec<Pid>, Optio
                     }
                 }
                 for &r in &plan.roots {
-                    let pid = Pid::from_raw(tree.tasks[r].entry.pid);
+                    let pid = Pid::from_raw(tree.loaded.tasks[r].entry.pid);
                     match fork_with_pid(pid) {
                         Ok(Forked::Child) => child_main(tree, r),
                         Ok(Forked::Parent(child)) => created[r] = Some(child),
@@ -206,7 +213,7 @@ fn spawn_tree(tree: &Planned, ns: Option<Namespaces>) -> Result<(Vec<Pid>, Optio
         object_slots.close();
         // Parents first: each is told to go once traced, then creates its children.
         for i in 0..n {
-            let pid = Pid::from_raw(tree.tasks[i].entry.pid);
+            let pid = Pid::from_raw(tree.loaded.tasks[i].entry.pid);
             await_hello(&ours[i].err, pid)?;
             let seen = match created[i] {
                 Some(p) => p,
@@ -226,13 +233,13 @@ fn spawn_tree(tree: &Planned, ns: Option<Namespaces>) -> Result<(Vec<Pid>, Optio
             }
         }
         for i in 0..n {
-            let pid = created[i].unwrap_or(Pid::from_raw(tree.tasks[i].entry.pid));
+            let pid = created[i].unwrap_or(Pid::from_raw(tree.loaded.tasks[i].entry.pid));
             wait_stopped(pid, &ours[i].err)?;
         }
         if let Some((t, _)) = &tree.terminal {
             for &i in &tree.want_ctty {
-                let seen = created[i].unwrap_or(Pid::from_raw(tree.tasks[i].entry.pid));
-                t.check_controlling(tree.tasks[i].entry.pid, seen);
+                let seen = created[i].unwrap_or(Pid::from_raw(tree.loaded.tasks[i].entry.pid));
+                t.check_controlling(tree.loaded.tasks[i].entry.pid, seen);
             }
         }
         Ok(())

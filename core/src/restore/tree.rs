@@ -5,24 +5,17 @@
 use std::ops::Range;
 use std::os::fd::RawFd;
 
-use cryo_proto::image::{FileDesc, Inventory, ProcessEntry};
-
 use super::load::{Loaded, TaskImage};
 use super::plan::{PlanInput, TreePlan};
 use crate::error::Result;
 use crate::files;
-use crate::image::ImageDir;
 
 /// A restore planned: what every process needs is known, the tree's shared objects exist,
 /// no process does yet.
 pub(crate) struct Planned {
-    pub images: ImageDir,
-    pub inventory: Inventory,
-    /// The live processes, in creation order (parents before children).
-    pub tasks: Vec<TaskImage>,
-    pub zombies: Vec<ProcessEntry>,
-    pub descs: Vec<FileDesc>,
-    pub links: files::UnixLinks,
+    /// The images, the live processes now in creation order (parents before children): the
+    /// plan's task positions index them.
+    pub loaded: Loaded,
     pub plan: TreePlan,
     /// TCP connections restored reset (`--tcp-close`).
     pub tcp_close: bool,
@@ -86,9 +79,10 @@ impl Loaded {
         let mut tasks: Vec<(usize, TaskImage)> = position.into_iter().zip(self.tasks).collect();
         tasks.sort_by_key(|&(k, _)| k);
         let tasks: Vec<TaskImage> = tasks.into_iter().map(|(_, t)| t).collect();
+        let loaded = Loaded { tasks, ..self };
         let want_ctty = match &terminal {
-            Some(t) => (0..tasks.len())
-                .filter(|&i| t.wants_controlling(&tasks[i].entry))
+            Some(t) => (0..loaded.tasks.len())
+                .filter(|&i| t.wants_controlling(&loaded.tasks[i].entry))
                 .collect(),
             None => Vec::new(),
         };
@@ -97,12 +91,7 @@ impl Loaded {
             (t, attach)
         });
         Ok(Planned {
-            images: self.images,
-            inventory: self.inventory,
-            tasks,
-            zombies: self.zombies,
-            descs: self.descs,
-            links: self.links,
+            loaded,
             plan,
             tcp_close,
             shared,
@@ -138,6 +127,10 @@ impl Planned {
 
     /// The fd tables of the processes, in creation order.
     pub fn fd_tables(&self) -> Vec<&[cryo_proto::image::FdEntry]> {
-        self.tasks.iter().map(|t| t.core.fds.as_slice()).collect()
+        self.loaded
+            .tasks
+            .iter()
+            .map(|t| t.core.fds.as_slice())
+            .collect()
     }
 }
