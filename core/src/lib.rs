@@ -31,8 +31,13 @@ pub mod remote;
 pub mod restore;
 pub mod show;
 pub mod sys;
-pub mod task;
+pub(crate) mod task;
 
+pub use dump::error::{DumpError, KillError};
 pub use dump::retire;
+pub use dump::{dump, unlock, DumpOptions, DumpSummary};
 pub use error::{Error, Result};
 pub use nix::unistd::Pid;
+pub use restore::error::{ChildError, RestoreError};
+pub use restore::{restore, RestoreOptions, Restored};
+pub use retire::{kill_left_running, Retired};

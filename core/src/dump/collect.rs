@@ -4,7 +4,6 @@
 use nix::unistd::Pid;
 
 use super::error::DumpError;
-use super::DumpOptions;
 use crate::error::{Error, Result};
 use crate::files::sockets::SocketDump;
 use crate::files::{FdDumpOptions, FileTable};
@@ -24,7 +23,7 @@ pub(super) fn collect(
     pid: Pid,
     stat: &proc::Stat,
     images: &ImageDir,
-    opts: &DumpOptions,
+    fd_opts: &FdDumpOptions,
     frozen: &FrozenTask,
     remote: &Remote,
     scratch: &Scratch,
@@ -57,13 +56,7 @@ pub(super) fn collect(
             .map_err(|source| DumpError::ResumeChannel { pid, source })?;
     }
     files.add_sockets(sockets);
-    core.fds = files.dump_task_fds(
-        pid,
-        images,
-        &FdDumpOptions {
-            shell_job: opts.shell_job,
-        },
-    )?;
+    core.fds = files.dump_task_fds(pid, images, fd_opts)?;
     let maps: Vec<_> = proc::maps(pid)?
         .into_iter()
         .filter(|m| !scratch.contains(m.start))

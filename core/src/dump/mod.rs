@@ -19,10 +19,10 @@ use cryo_proto::ImageKind;
 use nix::unistd::Pid;
 use tracing::{info, info_span};
 
-pub mod collect;
+pub(crate) mod collect;
 pub mod error;
 pub mod retire;
-pub mod tree;
+pub(crate) mod tree;
 pub mod unlock;
 
 use self::collect::collect;
@@ -31,7 +31,7 @@ pub(crate) use self::tree::{resolve_trees, Member};
 pub use self::unlock::{lock_id_for, unlock};
 use crate::error::{Error, Result};
 use crate::files::sockets::{SocketDump, SocketDumpOptions};
-use crate::files::FileTable;
+use crate::files::{FdDumpOptions, FileTable};
 use crate::freeze::FrozenTask;
 use crate::hooks::{self, Hooks, Stage};
 use crate::image::{names, ImageDir};
@@ -130,6 +130,9 @@ fn dump_tree(
         }
     }
     let lock_id = lock_id_for(images.path());
+    let fd_opts = FdDumpOptions {
+        shell_job: opts.shell_job,
+    };
     let mut files = FileTable::new();
     let mut sockets_held = Vec::new();
     let mut cores = Vec::new();
@@ -161,7 +164,7 @@ fn dump_tree(
         let scratch =
             Scratch::map(&mut remote).map_err(|e| Error::sys(pid, "map a scratch page", e))?;
         let collected = collect(
-            pid, &stat, images, opts, frozen, &remote, &scratch, &sockets, &mut files,
+            pid, &stat, images, &fd_opts, frozen, &remote, &scratch, &sockets, &mut files,
         );
         // Whatever happened, the task gets its own state back before anything else.
         let unmapped = scratch.unmap(&remote);

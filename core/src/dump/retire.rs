@@ -19,7 +19,8 @@ use nix::unistd::Pid;
 use tracing::{info, info_span};
 
 use super::error::KillError;
-use super::{lock_id_for, resolve_trees};
+use super::tree::resolve_trees;
+use super::unlock::lock_id_for;
 use crate::error::Result;
 use crate::files::sockets::{self, SocketDump, SocketDumpOptions};
 use crate::freeze::FrozenTask;

@@ -3,7 +3,7 @@
 //! then all let go at once, then told they were restored.
 //!
 //! ```text
-//! Spawned --reshape--> Reshaped --run--> Running --notify, into_restored--> Restored
+//! Spawned --reshape--> Reshaped --run--> Running --notify, release--> (roots, init)
 //!  stopped, fds open    whole, stopped    running (killed if a late hook fails)
 //! ```
 
@@ -18,7 +18,6 @@ use super::error::RestoreError;
 use super::load::TaskImage;
 use super::spawn::Spawned;
 use super::tree::Planned;
-use super::Restored;
 use crate::error::{Error, Result};
 use crate::memory::restore::{reshape, run_batch};
 use crate::memory::PAGE;
@@ -127,14 +126,11 @@ impl Running {
         );
     }
 
-    /// The restore is done: the processes are left to themselves.
-    pub fn into_restored(mut self, elapsed: Duration) -> Restored {
+    /// The restore is done: the processes are left to themselves. Returns the roots' pids
+    /// as cryo sees them and the init of the new namespaces.
+    pub fn release(mut self) -> (Vec<Pid>, Option<Pid>) {
         self.spawned.guard.disarm();
-        Restored {
-            roots: self.spawned.roots(),
-            elapsed,
-            init: self.spawned.init,
-        }
+        (self.spawned.roots(), self.spawned.init)
     }
 }
 

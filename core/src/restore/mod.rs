@@ -19,7 +19,7 @@ pub mod error;
 pub(crate) mod finish;
 pub(crate) mod guard;
 pub(crate) mod load;
-pub mod namespaces;
+pub(crate) mod namespaces;
 pub(crate) mod plan;
 pub(crate) mod spawn;
 pub(crate) mod tree;
@@ -141,7 +141,12 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored> {
     running.notify(probing, opts.notify_signal);
     // They run already; a failure here still kills them, as any failed restore does.
     hooks.run(Stage::PostResume, &roots)?;
-    let restored = running.into_restored(started.elapsed());
+    let (roots, init) = running.release();
+    let restored = Restored {
+        roots,
+        elapsed: started.elapsed(),
+        init,
+    };
     info!(
         roots = ?restored.roots,
         ms = restored.elapsed.as_secs_f64() * 1e3,
