@@ -68,8 +68,9 @@ pub enum Error {
     /// A restore stopped (what it created is gone).
     ///
     /// Named `Restore` once the untyped [`Error::Restore`] below is gone.
+    /// (Not `#[from]`: that would chain the same error as its own source, printed twice.)
     #[error("restore: {0}")]
-    Restoring(#[from] RestoreError),
+    Restoring(RestoreError),
     /// `cryo kill` refused.
     #[error(transparent)]
     Kill(#[from] KillError),
@@ -77,6 +78,12 @@ pub enum Error {
     /// [`RestoreError`] variants. Do not add uses.
     #[error("restore: {0}")]
     Restore(String),
+}
+
+impl From<RestoreError> for Error {
+    fn from(e: RestoreError) -> Self {
+        Self::Restoring(e)
+    }
 }
 
 impl Error {
