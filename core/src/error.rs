@@ -4,7 +4,9 @@ use std::path::PathBuf;
 
 use nix::unistd::Pid;
 
+use crate::dump::error::{DumpError, KillError};
 use crate::files::FileError;
+use crate::restore::error::RestoreError;
 
 /// A `Result` whose error is the engine's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -63,9 +65,28 @@ pub enum Error {
         /// The end of what it wrote on stdout and stderr (interleaved), trimmed.
         output: String,
     },
-    /// Restore cannot proceed: the image does not fit this machine or state.
+    /// A dump stopped (the target runs on as before).
+    #[error(transparent)]
+    Dump(#[from] DumpError),
+    /// A restore stopped (what it created is gone).
+    ///
+    /// Named `Restore` once the untyped [`Error::Restore`] below is gone.
+    /// (Not `#[from]`: that would chain the same error as its own source, printed twice.)
+    #[error("restore: {0}")]
+    Restoring(RestoreError),
+    /// `cryo kill` refused.
+    #[error(transparent)]
+    Kill(#[from] KillError),
+    /// Deprecated, untyped: only memory/restore.rs still builds it, until its failures are
+    /// [`RestoreError`] variants. Do not add uses.
     #[error("restore: {0}")]
     Restore(String),
+}
+
+impl From<RestoreError> for Error {
+    fn from(e: RestoreError) -> Self {
+        Self::Restoring(e)
+    }
 }
 
 impl Error {

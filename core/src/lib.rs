@@ -9,6 +9,10 @@
 //!          -> files (child opens fds) -> memory (reshaped through remote syscalls)
 //!          -> threads (registers) -> detach, wait
 //! ```
+//!
+//! `dump/` and `restore/` hold the two pipelines (the restore as a chain of phase types);
+//! `task/` the per-task kernel objects both use (process attributes, threads, signals,
+//! timers), each with its dump and restore side by side.
 #![warn(missing_docs)]
 
 pub mod check;
@@ -19,21 +23,21 @@ pub mod freeze;
 pub mod hooks;
 pub mod image;
 pub mod memory;
-pub mod namespaces;
 pub mod notify;
 mod parallel;
 pub mod proc;
 pub mod remote;
 pub mod restore;
-pub mod retire;
 pub mod show;
-pub mod signals;
 pub mod sockets;
-pub(crate) mod spawn;
 pub mod sys;
-pub mod task;
-pub mod threads;
-pub mod timers;
+pub(crate) mod task;
 
+pub use dump::error::{DumpError, KillError};
+pub use dump::retire;
+pub use dump::{dump, unlock, DumpOptions, DumpSummary};
 pub use error::{Error, Result};
 pub use nix::unistd::Pid;
+pub use restore::error::{ChildError, RestoreError};
+pub use restore::{restore, RestoreOptions, Restored};
+pub use retire::{kill_left_running, Retired};

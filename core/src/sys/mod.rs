@@ -34,6 +34,7 @@ pub mod process;
 pub mod ptrace;
 pub mod signal;
 pub mod signalfd;
+pub mod spawn;
 pub mod timerfd;
 pub mod tty;
 pub mod uffd;

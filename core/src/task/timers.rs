@@ -9,6 +9,7 @@ use nix::unistd::Pid;
 
 use crate::error::{Error, Result};
 use crate::remote::{Remote, Scratch};
+use crate::restore::error::RestoreError;
 use crate::sys::ptrace as pt;
 
 const PR_TIMER_CREATE_RESTORE_IDS: u64 = 77;
@@ -162,11 +163,12 @@ pub fn restore(
         let mut got = [0u8; 4];
         pt::read_mem(pid, scratch + 64, &mut got).map_err(sys("timer_create".into()))?;
         if i32::from_ne_bytes(got) != t.id {
-            return Err(Error::Restore(format!(
-                "pid {pid}: timer {} came back as {}",
-                t.id,
-                i32::from_ne_bytes(got)
-            )));
+            return Err(RestoreError::TimerId {
+                pid,
+                id: t.id,
+                got: i32::from_ne_bytes(got),
+            }
+            .into());
         }
         let mut its = Vec::with_capacity(32);
         let value = if t.value_ns == 0 && t.interval_ns == 0 {

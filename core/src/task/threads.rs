@@ -8,6 +8,7 @@ use nix::unistd::Pid;
 
 use crate::error::{Error, Result};
 use crate::remote::{Remote, Scratch};
+use crate::restore::error::RestoreError;
 use crate::sys::process::get_robust_list;
 use crate::sys::ptrace::{self as pt, Regs};
 
@@ -198,9 +199,7 @@ pub fn create(main: &Remote, scratch: u64, tid: Pid) -> Result<Pid> {
         )
         .map_err(io("clone3 for"))?;
     if got != tid.as_raw() as u64 {
-        return Err(Error::Restore(format!(
-            "pid {pid}: thread {tid} was created as {got}"
-        )));
+        return Err(RestoreError::ThreadTid { pid, tid, got }.into());
     }
     // In a new PID namespace cryo sees the thread under another tid.
     let outside = outside_tid(pid, tid)?;
@@ -210,9 +209,12 @@ pub fn create(main: &Remote, scratch: u64, tid: Pid) -> Result<Pid> {
             | Ok(nix::sys::wait::WaitStatus::Stopped(..)) => return Ok(outside),
             Err(nix::errno::Errno::EINTR) => continue,
             Ok(other) => {
-                return Err(Error::Restore(format!(
-                    "pid {pid}: new thread {tid}: unexpected {other:?}"
-                )))
+                return Err(RestoreError::ThreadStatus {
+                    pid,
+                    tid,
+                    status: format!("{other:?}"),
+                }
+                .into())
             }
             Err(e) => return Err(Error::sys(outside, "wait for the new thread", e)),
         }
@@ -231,9 +233,7 @@ fn outside_tid(pid: Pid, inside: Pid) -> Result<Pid> {
             return Ok(tid);
         }
     }
-    Err(Error::Restore(format!(
-        "pid {pid}: the new thread {inside} is not among its threads"
-    )))
+    Err(RestoreError::ThreadMissing { pid, tid: inside }.into())
 }
 
 /// Sets the state a thread can only set for itself, by calls run in it: robust futex list,
@@ -321,7 +321,7 @@ pub fn set_final_state(tid: Pid, thread: &ThreadCore) -> Result<()> {
         .regs
         .as_ref()
         .map(regs_from_image)
-        .ok_or_else(|| Error::Restore(format!("thread {tid}: no registers in the image")))?;
+        .ok_or(RestoreError::NoRegisters { tid })?;
     pt::set_regs(tid, &regs).map_err(sys("set registers"))?;
     if !thread.xstate.is_empty() {
         pt::set_xstate(tid, &thread.xstate).map_err(sys("set XSAVE state"))?;

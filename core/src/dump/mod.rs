@@ -1,6 +1,15 @@
 //! The dump pipeline: check the target, freeze it, collect its state through /proc, ptrace and
 //! remote syscalls, write the images, then kill it or let it run. A dump that fails leaves the
 //! target running exactly as before and the image directory empty.
+//!
+//! ```text
+//! tree.rs     roots -> trees (resolve_trees)
+//! mod.rs      freeze, per task: sockets (network lock) -> collect.rs -> images; shared
+//!             objects once; inventory last; kill or let run
+//! unlock.rs   the dump's network lock id, `cryo unlock`
+//! retire.rs   `cryo kill` of a --leave-running dump
+//! error.rs    DumpError, KillError
+//! ```
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -10,14 +19,25 @@ use cryo_proto::ImageKind;
 use nix::unistd::Pid;
 use tracing::{info, info_span};
 
+pub(crate) mod collect;
+pub mod error;
+pub mod retire;
+pub(crate) mod tree;
+pub mod unlock;
+
+use self::collect::collect;
+use self::error::DumpError;
+pub(crate) use self::tree::{resolve_trees, Member};
+pub use self::unlock::{lock_id_for, unlock};
 use crate::error::{Error, Result};
 use crate::files::{FdDumpOptions, FileTable};
-use crate::freeze::{check_target, FrozenTask};
+use crate::freeze::FrozenTask;
 use crate::hooks::{self, Hooks, Stage};
 use crate::image::{names, ImageDir};
 use crate::remote::{Remote, Scratch};
 use crate::sockets::{SocketDump, SocketDumpOptions};
-use crate::{memory, proc, signals, task, threads, timers};
+use crate::task::process as task;
+use crate::{memory, proc};
 
 /// What `cryo dump` was asked to do.
 #[derive(Debug, Clone, Default)]
@@ -57,7 +77,7 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpSummary> {
     let started = Instant::now();
     let _span = info_span!("dump", pids = ?opts.pids).entered();
     if opts.pids.is_empty() {
-        return Err(Error::Restore("dump: no pid given (-t PID)".into()));
+        return Err(DumpError::NoPid.into());
     }
     let tree = resolve_trees(&opts.pids)?;
     let images = ImageDir::create(&opts.images_dir)?;
@@ -74,55 +94,6 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpSummary> {
         clear_dir(&images);
     }
     result
-}
-
-/// A process of the trees being dumped.
-pub(crate) struct Member {
-    pub(crate) pid: Pid,
-    pub(crate) stat: proc::Stat,
-}
-
-/// Every process of the trees rooted at `roots`, parents before children; zombies included.
-/// A root that lies inside another root's tree is refused.
-pub(crate) fn resolve_trees(roots: &[Pid]) -> Result<Vec<Member>> {
-    let mut out: Vec<Member> = Vec::new();
-    for &root in roots {
-        let stat = check_target(root)?;
-        if let Some(other) = out.iter().find(|m| m.pid == root) {
-            return Err(Error::target(
-                root,
-                format!(
-                    "lies inside the tree of another root (its parent chain reaches {}): give \
-                     only the roots of the trees",
-                    other.stat.ppid
-                ),
-            ));
-        }
-        let first = out.len();
-        out.push(Member { pid: root, stat });
-        let mut k = first;
-        while k < out.len() {
-            let (pid, zombie) = (out[k].pid, out[k].stat.state == 'Z');
-            k += 1;
-            if zombie {
-                continue;
-            }
-            for child in proc::children(pid)? {
-                if roots.contains(&child) {
-                    return Err(Error::target(
-                        child,
-                        format!("lies inside the tree of {pid}: give only the roots of the trees"),
-                    ));
-                }
-                let stat = proc::stat(child)?;
-                if stat.flags & proc::PF_KTHREAD != 0 {
-                    continue;
-                }
-                out.push(Member { pid: child, stat });
-            }
-        }
-    }
-    Ok(out)
 }
 
 fn dump_tree(
@@ -150,15 +121,18 @@ fn dump_tree(
         a.sort();
         b.sort();
         if a != b {
-            return Err(Error::target(
-                m.pid,
-                format!(
-                    "its children changed while the tree was being frozen ({b:?} -> {a:?}): retry"
-                ),
-            ));
+            return Err(DumpError::ChildrenChanged {
+                pid: m.pid,
+                before: b,
+                after: a,
+            }
+            .into());
         }
     }
     let lock_id = lock_id_for(images.path());
+    let fd_opts = FdDumpOptions {
+        shell_job: opts.shell_job,
+    };
     let mut files = FileTable::new();
     let mut sockets_held = Vec::new();
     let mut cores = Vec::new();
@@ -177,10 +151,7 @@ fn dump_tree(
             },
         )?;
         if sockets.has_connections() && sockets_held.iter().any(SocketDump::has_connections) {
-            return Err(Error::target(
-                pid,
-                "TCP connections in more than one process of the tree: not supported yet",
-            ));
+            return Err(DumpError::ConnectionsInSeveralProcesses { pid }.into());
         }
         if sockets.has_connections() {
             hooks.set(hooks::env::NETWORK_LOCK, lock_id.as_str());
@@ -193,7 +164,7 @@ fn dump_tree(
         let scratch =
             Scratch::map(&mut remote).map_err(|e| Error::sys(pid, "map a scratch page", e))?;
         let collected = collect(
-            pid, &stat, images, opts, frozen, &remote, &scratch, &sockets, &mut files,
+            pid, &stat, images, &fd_opts, frozen, &remote, &scratch, &sockets, &mut files,
         );
         // Whatever happened, the task gets its own state back before anything else.
         let unmapped = scratch.unmap(&remote);
@@ -295,69 +266,6 @@ fn dump_tree(
     Ok(summary)
 }
 
-type Collected = (cryo_proto::image::TaskCore, cryo_proto::image::MmCore);
-
-#[allow(clippy::too_many_arguments)]
-fn collect(
-    pid: Pid,
-    stat: &proc::Stat,
-    images: &ImageDir,
-    opts: &DumpOptions,
-    frozen: &FrozenTask,
-    remote: &Remote,
-    scratch: &Scratch,
-    sockets: &SocketDump,
-    files: &mut FileTable,
-) -> Result<Collected> {
-    let mut core = task::dump(pid, stat)?;
-    for &tid in frozen.tids() {
-        if tid == pid {
-            core.threads
-                .push(threads::dump_thread(tid, remote, scratch)?);
-            continue;
-        }
-        // Other threads run their calls from the scratch page, not from their own code.
-        let thread = Remote::at_site(tid, scratch.site())
-            .map_err(|e| Error::sys(tid, "take the thread", e))?;
-        let dumped = threads::dump_thread(tid, &thread, scratch);
-        thread
-            .release()
-            .map_err(|e| Error::sys(tid, "put the thread back", e))?;
-        core.threads.push(dumped?);
-    }
-    core.sigactions = signals::dump_actions(pid, remote, scratch)?;
-    core.itimers = timers::dump_itimers(pid, remote, scratch)?;
-    core.posix_timers = timers::dump_posix(pid, remote, scratch)?;
-    core.shared_pending = threads::shared_pending(pid)?;
-    let listener = crate::notify::find_listeners_except(pid, |fd| sockets.is_socket_fd(fd))?;
-    if let Some(listener) = listener.into_iter().next() {
-        core.resume_channel = Some((&listener).into());
-    }
-    files.add_sockets(sockets);
-    core.fds = files.dump_task_fds(
-        pid,
-        images,
-        &FdDumpOptions {
-            shell_job: opts.shell_job,
-        },
-    )?;
-    let maps: Vec<_> = proc::maps(pid)?
-        .into_iter()
-        .filter(|m| !scratch.contains(m.start))
-        .collect();
-    let mm = memory::dump::dump(pid, stat, &maps, files, images, remote, scratch)?;
-    Ok((core, mm))
-}
-
-/// The id of the network lock of a dump into `dir`: derived from the directory's absolute
-/// path, so that `cryo unlock -D DIR` finds it even when the dump died before writing its
-/// inventory.
-pub fn lock_id_for(dir: &std::path::Path) -> String {
-    let abs = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
-    let bytes = abs.as_os_str().as_encoded_bytes();
-    format!("dump-{:08x}-{:x}", crc32c::crc32c(bytes), bytes.len())
-}
-
 fn checkpoint_id() -> String {
     std::fs::read_to_string("/proc/sys/kernel/random/uuid")
         .map(|s| s.trim().to_string())
@@ -371,25 +279,4 @@ fn clear_dir(images: &ImageDir) {
             let _ = std::fs::remove_file(entry.path());
         }
     }
-}
-
-/// Removes the network lock a dump into `dir` left installed (`cryo unlock -D DIR`): the one
-/// named in its inventory, else the one derived from the directory (a dump that died before
-/// writing its inventory). Returns the lock id and whether it was installed.
-pub fn unlock(dir: &std::path::Path) -> Result<(String, bool)> {
-    let from_inventory = ImageDir::open(dir)
-        .ok()
-        .and_then(|images| {
-            images
-                .read_single::<Inventory>(names::INVENTORY, ImageKind::Inventory)
-                .ok()
-        })
-        .map(|inv| inv.network_lock)
-        .filter(|id| !id.is_empty());
-    let id = from_inventory.unwrap_or_else(|| lock_id_for(dir));
-    let found = cryo_netns::NetworkLock::release_by_id(&id).map_err(|e| Error::ImageDir {
-        path: dir.to_path_buf(),
-        detail: format!("remove network lock {id}: {e}"),
-    })?;
-    Ok((id, found))
 }

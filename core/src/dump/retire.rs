@@ -18,8 +18,10 @@ use cryo_proto::ImageKind;
 use nix::unistd::Pid;
 use tracing::{info, info_span};
 
-use crate::dump::{lock_id_for, resolve_trees};
-use crate::error::{Error, Result};
+use super::error::KillError;
+use super::tree::resolve_trees;
+use super::unlock::lock_id_for;
+use crate::error::Result;
 use crate::freeze::FrozenTask;
 use crate::image::{names, ImageDir};
 use crate::sockets::{self, SocketDump, SocketDumpOptions};
@@ -42,17 +44,16 @@ pub fn kill_left_running(dir: &Path) -> Result<Retired> {
     let _span = info_span!("kill", dir = %dir.display()).entered();
     let images = ImageDir::open(dir)?;
     let mut inventory: Inventory = images.read_single(names::INVENTORY, ImageKind::Inventory)?;
-    let refuse = |detail: String| Error::Restore(format!("{}: {detail}", dir.display()));
+    let dir_buf = || dir.to_path_buf();
     if !inventory.leave_running {
-        return Err(refuse(
-            "not a --leave-running dump: its processes were killed by the dump".into(),
-        ));
+        return Err(KillError::NotLeftRunning { dir: dir_buf() }.into());
     }
     if !inventory.network_lock.is_empty() {
-        return Err(refuse(format!(
-            "its connections are already held by network lock {} (killed before?)",
-            inventory.network_lock
-        )));
+        return Err(KillError::AlreadyLocked {
+            dir: dir_buf(),
+            lock: inventory.network_lock.clone(),
+        }
+        .into());
     }
     let pstree: Vec<ProcessEntry> = images.read(names::PSTREE, ImageKind::Pstree)?;
     let descs: Vec<FileDesc> = images.read(names::FILES, ImageKind::Files)?;
@@ -83,9 +84,12 @@ pub fn kill_left_running(dir: &Path) -> Result<Retired> {
         let mut new: Vec<_> = now.difference(&imaged).collect();
         gone.sort();
         new.sort();
-        return Err(refuse(format!(
-            "the running trees are not the image's any more (gone: {gone:?}, new: {new:?})"
-        )));
+        return Err(KillError::TreesChanged {
+            dir: dir_buf(),
+            gone: gone.into_iter().copied().collect(),
+            new: new.into_iter().copied().collect(),
+        }
+        .into());
     }
 
     let mut frozen = Vec::with_capacity(live.len());
@@ -105,34 +109,31 @@ pub fn kill_left_running(dir: &Path) -> Result<Retired> {
         )?;
         for (ino, now) in dump.connections() {
             let Some(then) = image_connections.get(&ino) else {
-                return Err(Error::target(
+                return Err(KillError::NewConnection {
                     pid,
-                    format!(
-                        "{} is not in the image: it was connected after the dump",
-                        sockets::describe(now)
-                    ),
-                ));
+                    connection: sockets::describe(now),
+                }
+                .into());
             };
             if let Some(moved) = sockets::connection_moved(now, then) {
-                return Err(Error::target(
+                return Err(KillError::ConnectionMoved {
                     pid,
-                    format!(
-                        "{} moved on since the dump ({moved}): the image cannot be restored \
-                         against it; dump again",
-                        sockets::describe(now)
-                    ),
-                ));
+                    connection: sockets::describe(now),
+                    moved: moved.to_string(),
+                }
+                .into());
             }
             seen += 1;
         }
         held.push(dump);
     }
     if seen != image_connections.len() {
-        return Err(refuse(format!(
-            "{} of the image's {} connections are closed already",
-            image_connections.len() - seen,
-            image_connections.len()
-        )));
+        return Err(KillError::ConnectionsClosed {
+            dir: dir_buf(),
+            closed: image_connections.len() - seen,
+            total: image_connections.len(),
+        }
+        .into());
     }
     // Record the lock before killing: if writing fails, nothing is lost yet.
     let network_lock = if seen > 0 { lock_id } else { String::new() };

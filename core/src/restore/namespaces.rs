@@ -9,8 +9,25 @@ use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
 use tracing::debug;
 
+use super::error::RestoreError;
 use crate::error::{Error, Result};
 use crate::sys::process::{close_from, fork_into_namespaces, fork_with_pid, loopback_up, Forked};
+
+/// The new namespaces a restore creates for its process (`--pidns`, `--netns`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Namespaces {
+    /// A new PID namespace: the process keeps its pids inside it.
+    pub pid: bool,
+    /// A new network namespace with loopback up.
+    pub net: bool,
+}
+
+impl Namespaces {
+    /// The namespaces asked for, or `None` when the process restores into cryo's own.
+    pub fn new(pid: bool, net: bool) -> Option<Self> {
+        (pid || net).then_some(Self { pid, net })
+    }
+}
 
 /// The processes [`spawn_init`] created.
 #[derive(Debug, Clone, Copy)]
@@ -25,16 +42,15 @@ pub struct InitSpawn {
 /// `child_main` does not return. `inherited` are fds of cryo meant for the restored process that the init must not keep.
 pub fn spawn_init(
     pid: Pid,
-    new_pid: bool,
-    new_net: bool,
+    ns: Namespaces,
     inherited: &[RawFd],
     child_main: impl FnOnce(),
 ) -> Result<InitSpawn> {
     let mut flags = 0u64;
-    if new_pid {
+    if ns.pid {
         flags |= libc::CLONE_NEWPID as u64;
     }
-    if new_net {
+    if ns.net {
         flags |= libc::CLONE_NEWNET as u64;
     }
     let (ready_rd, ready_wr) = nix::unistd::pipe().map_err(|e| Error::sys(pid, "pipe", e))?;
@@ -43,15 +59,14 @@ pub fn spawn_init(
         Ok(Forked::Child) => {
             drop(ready_rd);
             let mut ready = std::fs::File::from(ready_wr);
-            let up = if new_net { loopback_up() } else { Ok(()) };
+            let up = if ns.net { loopback_up() } else { Ok(()) };
             let child = up.and_then(|()| fork_with_pid(pid));
             match child {
                 Ok(Forked::Child) => {
                     // cryo waits for this pipe's end: the restored process must not hold it.
                     drop(ready);
                     child_main();
-                    // SAFETY: child_main never returns; should it, end this fork at once.
-                    unsafe { libc::_exit(71) }
+                    crate::sys::spawn::exit_now(71)
                 }
                 Ok(Forked::Parent(child)) => {
                     let _ = ready.write_all(b"ok");
@@ -60,8 +75,7 @@ pub fn spawn_init(
                 }
                 Err(e) => {
                     let _ = write!(ready, "{e}");
-                    // SAFETY: ends this forked process at once.
-                    unsafe { libc::_exit(1) }
+                    crate::sys::spawn::exit_now(1)
                 }
             }
         }
@@ -72,15 +86,11 @@ pub fn spawn_init(
     let _ = std::fs::File::from(ready_rd).read_to_string(&mut answer);
     if answer != "ok" {
         let _ = waitpid(init, None);
-        return Err(Error::Restore(format!(
-            "pid {pid}: cannot be created in the new namespace: {answer}"
-        )));
+        return Err(RestoreError::NamespaceInit { pid, answer }.into());
     }
     let children = crate::proc::children(init)?;
     let [child] = children[..] else {
-        return Err(Error::Restore(format!(
-            "pid {pid}: the namespace's init has children {children:?}"
-        )));
+        return Err(RestoreError::NamespaceChildren { pid, children }.into());
     };
     debug!(%init, %child, "restoring in new namespaces");
     Ok(InitSpawn { init, child })
@@ -98,8 +108,7 @@ fn init_main(child: Pid, inherited: &[RawFd]) -> ! {
         .open("/dev/null")
     {
         for fd in 0..3 {
-            // SAFETY: dup2 onto our own stdio numbers.
-            unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), fd) };
+            let _ = crate::sys::spawn::dup_onto(std::os::fd::AsFd::as_fd(&null), fd);
         }
     }
     let _ = close_from(3);
@@ -110,7 +119,7 @@ fn init_main(child: Pid, inherited: &[RawFd]) -> ! {
             Err(nix::errno::Errno::ECHILD) => 0,
             _ => continue,
         };
-        // SAFETY: ends the init (and so the namespace) with the restored process's status.
-        unsafe { libc::_exit(code) }
+        // Ends the init (and so the namespace) with the restored process's status.
+        crate::sys::spawn::exit_now(code)
     }
 }

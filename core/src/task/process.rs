@@ -6,6 +6,8 @@ use nix::unistd::Pid;
 
 use crate::error::{Error, Result};
 use crate::proc;
+use crate::restore::error::RestoreError;
+use crate::restore::error::{ChildError, ChildStep};
 use crate::sys::process::prlimit;
 
 /// RLIMIT_CPU .. RLIMIT_RTTIME.
@@ -87,12 +89,12 @@ pub fn process_entry(pid: Pid, stat: &proc::Stat, tids: &[Pid]) -> ProcessEntry 
 /// Session and process group, in the restore child before it forks its own children: a
 /// session leader starts its session, a group leader its group, and a process in another
 /// group of its session joins it when its leader was restored before it.
-pub fn restore_session(entry: &ProcessEntry) -> std::result::Result<(), String> {
+pub fn restore_session(entry: &ProcessEntry) -> Result<(), ChildError> {
     let me = nix::unistd::getpid();
     if entry.sid == entry.pid {
-        nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
+        nix::unistd::setsid().map_err(ChildError::sys(ChildStep::Setsid))?;
     } else if entry.pgid == entry.pid {
-        nix::unistd::setpgid(me, me).map_err(|e| format!("setpgid: {e}"))?;
+        nix::unistd::setpgid(me, me).map_err(ChildError::sys(ChildStep::Setpgid))?;
     } else if nix::unistd::getpgrp().as_raw() != entry.pgid {
         // A group led by a process outside the image (the shell that started a dumped job)
         // cannot be joined: the process then stays in the group it was forked into.
@@ -117,11 +119,11 @@ pub fn adopt_shell_job(entries: &mut [&mut ProcessEntry], roots: &[i32]) -> Resu
         .iter()
         .find(|e| e.pid == ours || (e.pgid == ours && !jobs.contains(&e.pgid)))
     {
-        return Err(Error::Restore(format!(
-            "cryo runs in process group {ours}, which pid {} of the image uses too: restore the \
-             shell job from another process group",
-            e.pid
-        )));
+        return Err(RestoreError::ShellJobGroup {
+            group: ours,
+            pid: e.pid,
+        }
+        .into());
     }
     for e in entries.iter_mut().filter(|e| jobs.contains(&e.pgid)) {
         tracing::debug!(
@@ -136,30 +138,34 @@ pub fn adopt_shell_job(entries: &mut [&mut ProcessEntry], roots: &[i32]) -> Resu
 }
 
 /// Applies the attributes to the calling process (the restore child, still running cryo code).
-pub fn restore_in_child(core: &TaskCore) -> std::result::Result<(), String> {
+pub fn restore_in_child(core: &TaskCore) -> Result<(), ChildError> {
     use nix::sys::stat::{umask, Mode};
     let me = nix::unistd::getpid();
     if core.root != "/" {
         nix::unistd::chroot(core.root.as_str())
-            .map_err(|e| format!("chroot {}: {e}", core.root))?;
+            .map_err(|e| ChildError::sys_on(ChildStep::Chroot, &core.root)(e.into()))?;
     }
-    nix::unistd::chdir(core.cwd.as_str()).map_err(|e| format!("chdir {}: {e}", core.cwd))?;
+    nix::unistd::chdir(core.cwd.as_str())
+        .map_err(|e| ChildError::sys_on(ChildStep::Chdir, &core.cwd)(e.into()))?;
     umask(Mode::from_bits_truncate(core.umask));
     for lim in &core.rlimits {
         if let Err(e) = prlimit(me, lim.resource, Some((lim.cur, lim.max))) {
             // Raising a hard limit needs CAP_SYS_RESOURCE; keep ours then, but never more
             // than the image's soft limit.
-            let (_, max) = prlimit(me, lim.resource, None).map_err(|e| format!("prlimit: {e}"))?;
-            prlimit(me, lim.resource, Some((lim.cur.min(max), max)))
-                .map_err(|e2| format!("rlimit {}: {e}; then {e2}", lim.resource))?;
+            let (_, max) = prlimit(me, lim.resource, None)
+                .map_err(ChildError::sys_on(ChildStep::Prlimit, lim.resource))?;
+            prlimit(me, lim.resource, Some((lim.cur.min(max), max))).map_err(|e2| {
+                tracing::debug!(resource = lim.resource, first = %e, "rlimit kept lower");
+                ChildError::sys_on(ChildStep::Prlimit, lim.resource)(e2)
+            })?;
         }
     }
     nix::sys::personality::set(nix::sys::personality::Persona::from_bits_retain(
         core.personality as i32,
     ))
-    .map_err(|e| format!("personality: {e}"))?;
+    .map_err(ChildError::sys(ChildStep::Personality))?;
     let name = std::ffi::CString::new(core.comm.as_bytes()).unwrap_or_default();
-    nix::sys::prctl::set_name(&name).map_err(|e| format!("set comm: {e}"))?;
+    nix::sys::prctl::set_name(&name).map_err(ChildError::sys(ChildStep::SetComm))?;
     Ok(())
 }
 

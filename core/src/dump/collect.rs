@@ -1,0 +1,64 @@
+//! What a dump collects of one frozen task: process attributes, threads, signal handlers,
+//! timers, pending signals, the resume channel, fds and memory.
+
+use nix::unistd::Pid;
+
+use crate::error::{Error, Result};
+use crate::files::{FdDumpOptions, FileTable};
+use crate::freeze::FrozenTask;
+use crate::image::ImageDir;
+use crate::remote::{Remote, Scratch};
+use crate::sockets::SocketDump;
+use crate::task::{process as task, signals, threads, timers};
+use crate::{memory, proc};
+
+/// A task's core and memory images.
+pub(super) type Collected = (cryo_proto::image::TaskCore, cryo_proto::image::MmCore);
+
+/// Everything of task `pid` (frozen, its main thread `remote` borrowed, `scratch` mapped):
+/// its core with threads, signals, timers and fds, and its memory.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn collect(
+    pid: Pid,
+    stat: &proc::Stat,
+    images: &ImageDir,
+    fd_opts: &FdDumpOptions,
+    frozen: &FrozenTask,
+    remote: &Remote,
+    scratch: &Scratch,
+    sockets: &SocketDump,
+    files: &mut FileTable,
+) -> Result<Collected> {
+    let mut core = task::dump(pid, stat)?;
+    for &tid in frozen.tids() {
+        if tid == pid {
+            core.threads
+                .push(threads::dump_thread(tid, remote, scratch)?);
+            continue;
+        }
+        // Other threads run their calls from the scratch page, not from their own code.
+        let thread = Remote::at_site(tid, scratch.site())
+            .map_err(|e| Error::sys(tid, "take the thread", e))?;
+        let dumped = threads::dump_thread(tid, &thread, scratch);
+        thread
+            .release()
+            .map_err(|e| Error::sys(tid, "put the thread back", e))?;
+        core.threads.push(dumped?);
+    }
+    core.sigactions = signals::dump_actions(pid, remote, scratch)?;
+    core.itimers = timers::dump_itimers(pid, remote, scratch)?;
+    core.posix_timers = timers::dump_posix(pid, remote, scratch)?;
+    core.shared_pending = threads::shared_pending(pid)?;
+    let listener = crate::notify::find_listeners_except(pid, |fd| sockets.is_socket_fd(fd))?;
+    if let Some(listener) = listener.into_iter().next() {
+        core.resume_channel = Some((&listener).into());
+    }
+    files.add_sockets(sockets);
+    core.fds = files.dump_task_fds(pid, images, fd_opts)?;
+    let maps: Vec<_> = proc::maps(pid)?
+        .into_iter()
+        .filter(|m| !scratch.contains(m.start))
+        .collect();
+    let mm = memory::dump::dump(pid, stat, &maps, files, images, remote, scratch)?;
+    Ok((core, mm))
+}

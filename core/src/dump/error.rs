@@ -1,0 +1,110 @@
+//! What can stop a dump or a `cryo kill`: every variant names the process or directory at
+//! fault. A dump stopped by any of them leaves its targets running as before.
+
+use std::path::PathBuf;
+
+use nix::unistd::Pid;
+
+/// Why a dump stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum DumpError {
+    /// No root was given.
+    #[error("dump: no pid given (-t PID)")]
+    NoPid,
+    /// A root was given twice, or inside another root's tree.
+    #[error(
+        "pid {pid}: lies inside the tree of another root (its parent chain reaches {ancestor}): \
+         give only the roots of the trees"
+    )]
+    RootInsideTree {
+        /// The root.
+        pid: Pid,
+        /// The process its parent chain reaches.
+        ancestor: Pid,
+    },
+    /// The children of a process changed while the tree was frozen.
+    #[error(
+        "pid {pid}: its children changed while the tree was being frozen ({before:?} -> \
+         {after:?}): retry"
+    )]
+    ChildrenChanged {
+        /// The parent.
+        pid: Pid,
+        /// Its children when the tree was read.
+        before: Vec<Pid>,
+        /// Its children once frozen.
+        after: Vec<Pid>,
+    },
+    /// TCP connections in two processes of a tree.
+    #[error("pid {pid}: TCP connections in more than one process of the tree: not supported yet")]
+    ConnectionsInSeveralProcesses {
+        /// The second process holding some.
+        pid: Pid,
+    },
+}
+
+/// Why `cryo kill -D DIR` refused.
+#[derive(Debug, thiserror::Error)]
+pub enum KillError {
+    /// The image's processes are not running.
+    #[error("{}: not a --leave-running dump: its processes were killed by the dump", .dir.display())]
+    NotLeftRunning {
+        /// The image directory.
+        dir: PathBuf,
+    },
+    /// The image's connections are held already.
+    #[error(
+        "{}: its connections are already held by network lock {lock} (killed before?)",
+        .dir.display()
+    )]
+    AlreadyLocked {
+        /// The image directory.
+        dir: PathBuf,
+        /// The lock's id.
+        lock: String,
+    },
+    /// The running trees are not the image's.
+    #[error(
+        "{}: the running trees are not the image's any more (gone: {gone:?}, new: {new:?})",
+        .dir.display()
+    )]
+    TreesChanged {
+        /// The image directory.
+        dir: PathBuf,
+        /// Processes of the image that are gone.
+        gone: Vec<i32>,
+        /// Processes in the trees that the image does not hold.
+        new: Vec<i32>,
+    },
+    /// Connections of the image closed since.
+    #[error("{}: {closed} of the image's {total} connections are closed already", .dir.display())]
+    ConnectionsClosed {
+        /// The image directory.
+        dir: PathBuf,
+        /// How many are closed.
+        closed: usize,
+        /// How many the image holds.
+        total: usize,
+    },
+    /// A connection made after the dump.
+    #[error("pid {pid}: {connection} is not in the image: it was connected after the dump")]
+    NewConnection {
+        /// The process.
+        pid: Pid,
+        /// The connection, described.
+        connection: String,
+    },
+    /// A connection that exchanged bytes since the dump.
+    #[error(
+        "pid {pid}: {connection} moved on since the dump ({moved}): the image cannot be \
+         restored against it; dump again"
+    )]
+    ConnectionMoved {
+        /// The process.
+        pid: Pid,
+        /// The connection, described.
+        connection: String,
+        /// What moved.
+        moved: String,
+    },
+}

@@ -1,0 +1,205 @@
+//! What runs in a forked process of the tree while it is still cryo: it says hello, waits
+//! for cryo to trace it, joins its session, opens its mapping fds and its fds at their
+//! original numbers (inheriting what it shares with its parent), forks its children and
+//! zombies, installs its signal handlers and the trampoline, and stops itself. A failure is
+//! reported to cryo as a [`ChildError`] on the err pipe.
+
+use std::os::fd::{OwnedFd, RawFd};
+
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+
+use super::error::{ChildError, ChildFiles, ChildStep};
+use super::tree::Planned;
+use crate::files;
+use crate::image::names;
+use crate::remote::{BATCH_LOOP, BATCH_LOOP_OFFSET, SYSCALL_INT3};
+use crate::sys::process::{fork_with_pid, Forked};
+use crate::sys::spawn::{map_code_pages, move_to, read_raw, write_raw};
+use crate::task::{process, signals};
+
+/// Exit codes of a forked process that did not become the dumped one.
+const EXIT_LET_GO: i32 = 71;
+const EXIT_FAILED: i32 = 70;
+const EXIT_NO_PIPE: i32 = 72;
+
+/// A process of the tree in its cryo phase. Never returns: it stops itself for cryo to reshape
+/// it, or reports why it could not and exits.
+pub(super) fn child_main(tree: &Planned, i: usize) -> ! {
+    let err_fd = tree.plan.ctl(i).1;
+    match child_setup(tree, i) {
+        Ok(()) => {
+            let _ = nix::sys::signal::raise(Signal::SIGSTOP);
+            // cryo rewrote this process; reaching here means it let go early.
+            crate::sys::spawn::exit_now(EXIT_LET_GO)
+        }
+        Err(e) => {
+            let _ = write_raw(err_fd, &e.encode());
+            crate::sys::spawn::exit_now(EXIT_FAILED)
+        }
+    }
+}
+
+fn child_setup(tree: &Planned, i: usize) -> Result<(), ChildError> {
+    let plan = &tree.plan;
+    crate::sys::signal::set_mask(!0).map_err(|e| ChildError::Sys {
+        step: ChildStep::BlockSignals,
+        errno: e.raw_os_error().unwrap_or(libc::EIO),
+    })?;
+    let (sync, err) = plan.ctl(i);
+    if !matches!(write_raw(err, b"r"), Ok(1)) {
+        crate::sys::spawn::exit_now(EXIT_NO_PIPE);
+    }
+    let mut go = [0u8; 1];
+    if !matches!(read_raw(sync, &mut go), Ok(1)) {
+        return Err(ChildError::CryoGone);
+    }
+    let t = &tree.loaded.tasks[i];
+    let pid = Pid::from_raw(t.entry.pid);
+    process::restore_session(&t.entry)?;
+    if let (Some((_, attach)), Some(slot)) = (&tree.terminal, plan.terminal_slot) {
+        files::tty::attach(slot, &t.entry, attach);
+    }
+
+    let mapping = &plan.mappings[i];
+    let pages = std::fs::File::open(tree.loaded.images.file(&names::pages(pid)))
+        .map_err(ChildError::sys_on(ChildStep::OpenPages, names::pages(pid)))?;
+    place(OwnedFd::from(pages), mapping.pages)?;
+    let files_error = |what| {
+        move |e: files::FileError| ChildError::Files {
+            what,
+            message: e.to_string(),
+        }
+    };
+    let exe = files::open_for_mapping_with(
+        &tree.loaded.descs,
+        t.mm.exe_file_id,
+        false,
+        &tree.loaded.images,
+        &plan.shared_slots,
+    )
+    .map_err(files_error(ChildFiles::Executable))?;
+    place(exe, mapping.exe)?;
+    for &(id, writable, fd) in &mapping.files {
+        let file = files::open_for_mapping_with(
+            &tree.loaded.descs,
+            id,
+            writable,
+            &tree.loaded.images,
+            &plan.shared_slots,
+        )
+        .map_err(files_error(ChildFiles::MappedFile))?;
+        place(file, fd)?;
+    }
+    let descendants = plan.descendants(i);
+    let mut keep: Vec<RawFd> = vec![sync, err];
+    for &d in &descendants {
+        let (s, e) = plan.ctl(d);
+        keep.extend([s, e]);
+    }
+    keep.extend(mapping.all().iter().map(|&fd| fd as RawFd));
+    let object_slots: Vec<RawFd> = tree.object_slots().iter().map(|&(_, s)| s).collect();
+    keep.extend(&object_slots);
+    files::restore_task_fds_with(
+        &tree.loaded.descs,
+        &t.core.fds,
+        &tree.loaded.images,
+        &keep,
+        &files::FdRestoreOptions {
+            tcp_close: tree.tcp_close,
+            inherited: plan.inherited[i].clone(),
+            extra: plan.extra[i].clone(),
+            shared: plan.shared_slots.clone(),
+            terminal: plan.terminal_slot,
+        },
+        &tree.loaded.links,
+    )
+    .map_err(files_error(ChildFiles::Fds))?;
+
+    // Children, each forked by its parent with its pid; zombies die at once.
+    for &c in &plan.children[i] {
+        let cpid = Pid::from_raw(tree.loaded.tasks[c].entry.pid);
+        match fork_with_pid(cpid) {
+            Ok(Forked::Child) => child_main(tree, c),
+            Ok(Forked::Parent(_)) => {}
+            Err(e) => return Err(ChildError::sys_on(ChildStep::ForkChild, cpid)(e)),
+        }
+    }
+    let zombies = &plan.zombie_children[i];
+    for &z in zombies {
+        let entry = &tree.loaded.zombies[z];
+        let zpid = Pid::from_raw(entry.pid);
+        match fork_with_pid(zpid) {
+            Ok(Forked::Child) => become_zombie(entry.exit_status),
+            Ok(Forked::Parent(_)) => {}
+            Err(e) => return Err(ChildError::sys_on(ChildStep::ForkZombie, zpid)(e)),
+        }
+        // Dead, left unreaped for the restored parent.
+        let id = nix::sys::wait::Id::Pid(zpid);
+        nix::sys::wait::waitid(
+            id,
+            nix::sys::wait::WaitPidFlag::WEXITED | nix::sys::wait::WaitPidFlag::WNOWAIT,
+        )
+        .map_err(|e| ChildError::sys_on(ChildStep::WaitZombie, zpid)(e.into()))?;
+    }
+    if !zombies.is_empty() {
+        // Their SIGCHLD belonged to the past the image already holds.
+        crate::sys::signal::drain(libc::SIGCHLD).map_err(io_error(ChildStep::DrainSigchld))?;
+    }
+    for &d in &descendants {
+        let (s, e) = plan.ctl(d);
+        let _ = nix::unistd::close(s);
+        let _ = nix::unistd::close(e);
+    }
+    // The unix ends and the objects kept for the children: they have them now.
+    for &fd in plan.extra[i].values().chain(&object_slots) {
+        let _ = nix::unistd::close(fd);
+    }
+
+    signals::restore_actions(&t.core.sigactions).map_err(io_error(ChildStep::SignalHandlers))?;
+    signals::requeue(&t.core.shared_pending, &t.core.threads[0].pending)
+        .map_err(io_error(ChildStep::PendingSignals))?;
+    map_trampoline(plan.tramps[i]).map_err(io_error(ChildStep::Trampoline))?;
+    process::restore_in_child(&t.core)?;
+    Ok(())
+}
+
+/// A failed system call at `step`, from its `io::Error`.
+fn io_error(step: ChildStep) -> impl Fn(std::io::Error) -> ChildError {
+    move |e| ChildError::Sys {
+        step,
+        errno: e.raw_os_error().unwrap_or(libc::EIO),
+    }
+}
+
+/// A zombie of the image: dies at once the way it died (exit code or signal).
+fn become_zombie(status: i32) -> ! {
+    let sig = status & 0x7f;
+    if sig != 0 {
+        let _ = crate::sys::signal::set_action(sig as u32, &Default::default());
+        let _ = crate::sys::signal::set_mask(0);
+        if let Ok(sig) = Signal::try_from(sig) {
+            let _ = nix::sys::signal::kill(nix::unistd::getpid(), sig);
+        }
+    }
+    // Ends this forked process with the original's exit code.
+    crate::sys::spawn::exit_now((status >> 8) & 0xff)
+}
+
+/// Puts `fd` at number `at` of this process, where the dumped process had it.
+fn place(fd: OwnedFd, at: u64) -> Result<(), ChildError> {
+    move_to(fd, at as RawFd).map_err(ChildError::sys_on(ChildStep::PlaceFd, at))
+}
+
+/// Two pages at `addr`: `syscall; int3` and the batch loop (read-execute), then a writable
+/// scratch page.
+fn map_trampoline(addr: u64) -> std::io::Result<()> {
+    map_code_pages(
+        addr,
+        2,
+        &[
+            (0, SYSCALL_INT3.as_slice()),
+            (BATCH_LOOP_OFFSET as usize, BATCH_LOOP.as_slice()),
+        ],
+    )
+}

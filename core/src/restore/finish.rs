@@ -1,0 +1,314 @@
+//! The last phases of a restore: each stopped process reshaped into the dumped one (memory
+//! through remote syscalls from its trampoline, threads, timers, registers, credentials),
+//! then all let go at once, then told they were restored.
+//!
+//! ```text
+//! Spawned --reshape--> Reshaped --run--> Running --notify, release--> (roots, init)
+//!  stopped, fds open    whole, stopped    running (killed if a late hook fails)
+//! ```
+
+use std::time::Duration;
+
+use cryo_proto::image::Inventory;
+use nix::sys::ptrace;
+use nix::unistd::Pid;
+use tracing::{debug, info};
+
+use super::error::RestoreError;
+use super::load::TaskImage;
+use super::spawn::Spawned;
+use super::tree::Planned;
+use crate::error::{Error, Result};
+use crate::memory::restore::{reshape, run_batch};
+use crate::memory::PAGE;
+use crate::remote::{BatchSite, Remote, BATCH_LOOP_OFFSET};
+use crate::sockets::peers::Probing;
+use crate::sys::ptrace as pt;
+use crate::task::{threads, timers};
+
+/// Every process whole and stopped, the tree's seals and terminal modes set: nothing runs
+/// yet.
+pub(crate) struct Reshaped {
+    spawned: Spawned,
+    /// Per process: its threads, main thread first.
+    stopped: Vec<Vec<Pid>>,
+}
+
+/// The restored processes, running; still killed if dropped (a post-resume hook failed).
+pub(crate) struct Running {
+    spawned: Spawned,
+}
+
+impl Spawned {
+    /// Finishes every process (children first; nobody runs before every process is whole),
+    /// while the connections' peers are probed (`peer_timeout`; zero: no probe) on a thread
+    /// of its own and the socket of the `released` network lock closes on another (that close
+    /// only waits for the kernel). Then the seals of shared memory go on (every mapping of
+    /// every process exists now) and the terminal gets its modes.
+    pub fn reshape(
+        self,
+        released: Option<cryo_netns::NetworkLock>,
+        peer_timeout: Duration,
+    ) -> Result<(Reshaped, Probing)> {
+        let tree = &self.planned;
+        let pids = &self.pids;
+        let (descs, fds) = (&tree.loaded.descs, tree.fd_tables());
+        let (stopped, probing) = std::thread::scope(|scope| {
+            if let Some(lock) = released {
+                let _ = std::thread::Builder::new()
+                    .name("cryo-unlock".into())
+                    .spawn_scoped(scope, move || drop(lock));
+            }
+            let prober = std::thread::Builder::new()
+                .name("cryo-probe".into())
+                .spawn_scoped(scope, || {
+                    crate::sockets::peers::send_probes(descs, &fds, pids, peer_timeout)
+                })
+                .map_err(|source| RestoreError::HelperThread {
+                    name: "probe",
+                    source,
+                })?;
+            let mut stopped = Vec::with_capacity(pids.len());
+            for (i, &pid) in pids.iter().enumerate().rev() {
+                stopped.push(finish(pid, tree, i)?);
+            }
+            let probed = prober
+                .join()
+                .map_err(|_| RestoreError::HelperPanicked { name: "probe" })?;
+            Ok::<_, Error>((stopped, probed))
+        })?;
+        self.planned.before_run()?;
+        Ok((
+            Reshaped {
+                spawned: self,
+                stopped,
+            },
+            probing,
+        ))
+    }
+}
+
+impl Reshaped {
+    /// The roots' pids as cryo sees them.
+    pub fn roots(&self) -> Vec<Pid> {
+        self.spawned.roots()
+    }
+
+    /// Detaches every thread of every process: they run.
+    pub fn run(self) -> Result<Running> {
+        for tids in &self.stopped {
+            let_run(tids)?;
+        }
+        Ok(Running {
+            spawned: self.spawned,
+        })
+    }
+}
+
+impl Running {
+    /// Tells every restored process it was restored (its resume channel, `signal` if it has
+    /// broken connections), with the probes' verdicts.
+    pub fn notify(&self, probing: Probing, signal: Option<i32>) {
+        let tree = &self.spawned.planned;
+        let verdicts = probing.verdict();
+        let broken = crate::sockets::peers::broken_per_process(
+            &tree.loaded.descs,
+            &tree.fd_tables(),
+            &verdicts,
+            tree.tcp_close,
+        );
+        notify_restored(
+            &tree.loaded.inventory,
+            &tree.loaded.tasks,
+            &self.spawned.pids,
+            &broken,
+            signal,
+        );
+    }
+
+    /// The restore is done: the processes are left to themselves. Returns the roots' pids
+    /// as cryo sees them and the init of the new namespaces.
+    pub fn release(mut self) -> (Vec<Pid>, Option<Pid>) {
+        self.spawned.guard.disarm();
+        (self.spawned.roots(), self.spawned.init)
+    }
+}
+
+/// Turns the stopped child into the dumped process, leaving it stopped: returns its threads,
+/// main thread first, for [`Reshaped::run`].
+fn finish(child: Pid, tree: &Planned, i: usize) -> Result<Vec<Pid>> {
+    let task = &tree.loaded.tasks[i];
+    let tramp = tree.plan.tramps[i];
+    let mapping = &tree.plan.mappings[i];
+    let sys = |op: &'static str| move |e: std::io::Error| Error::sys(child, op, e);
+    let remote = Remote::at_site(child, tramp).map_err(sys("take the new process"))?;
+    let scratch = tramp + PAGE;
+    // The trampoline's scratch page doubles as the batch table.
+    let batch = BatchSite {
+        code: tramp + BATCH_LOOP_OFFSET,
+        table: scratch,
+        table_len: PAGE,
+    };
+    let (sync_fd, err_fd) = tree.plan.ctl(i);
+    reshape(
+        child,
+        &remote,
+        (tramp, tramp + 2 * PAGE),
+        batch,
+        &task.mm,
+        mapping,
+        task.pages.as_ref().map(|m| m.as_slice()),
+    )?;
+    let control = [
+        (libc::SYS_close, [sync_fd as u64, 0, 0, 0, 0, 0]),
+        (libc::SYS_close, [err_fd as u64, 0, 0, 0, 0, 0]),
+    ];
+    run_batch(child, &remote, batch, &control, |_| {
+        "close the control pipes".into()
+    })?;
+
+    // The other threads, created from the main one with their tids; each is stopped at birth
+    // (PTRACE_O_TRACECLONE) and sets its own per-thread state by remote calls.
+    ptrace::setoptions(
+        child,
+        ptrace::Options::PTRACE_O_EXITKILL | ptrace::Options::PTRACE_O_TRACECLONE,
+    )
+    .map_err(|e| Error::sys(child, "trace clones", e))?;
+    let mut created = vec![child];
+    for thread in &task.core.threads[1..] {
+        let tid = threads::create(&remote, scratch, Pid::from_raw(thread.tid))?;
+        created.push(tid);
+        let in_thread =
+            Remote::at_site(tid, tramp).map_err(|e| Error::sys(tid, "take the thread", e))?;
+        threads::restore_in_thread(
+            &in_thread,
+            scratch,
+            thread,
+            Some(Pid::from_raw(task.entry.pid)),
+        )?;
+        if let Some(creds) = &task.core.creds {
+            restore_creds(tid, &in_thread, scratch, creds)?;
+        }
+        in_thread.dismiss();
+    }
+    timers::restore(
+        &remote,
+        scratch,
+        &task.core.itimers,
+        &task.core.posix_timers,
+    )?;
+    let main = &task.core.threads[0];
+    threads::restore_in_thread(&remote, scratch, main, None)?;
+    if let Some(creds) = &task.core.creds {
+        restore_creds(child, &remote, scratch, creds)?;
+    }
+    remote
+        .call_last(libc::SYS_munmap, &[tramp, 2 * PAGE])
+        .map_err(sys("unmap the trampoline"))?;
+    remote.dismiss();
+
+    for (thread, &tid) in task.core.threads.iter().zip(&created) {
+        threads::set_final_state(tid, thread)?;
+    }
+    Ok(created)
+}
+
+/// Detaches the threads `tids` of a process [`finish`] made whole, so it runs.
+fn let_run(tids: &[Pid]) -> Result<()> {
+    // The main thread last: the process as a whole runs once it does.
+    for &tid in tids.iter().rev() {
+        ptrace::detach(tid, None).map_err(|e| Error::sys(tid, "detach", e))?;
+    }
+    Ok(())
+}
+
+fn restore_creds(
+    child: Pid,
+    remote: &Remote,
+    scratch: u64,
+    creds: &cryo_proto::image::Creds,
+) -> Result<()> {
+    let sys = |op: &'static str| move |e: std::io::Error| Error::sys(child, op, e);
+    let root = [
+        creds.uid, creds.euid, creds.suid, creds.gid, creds.egid, creds.sgid,
+    ]
+    .iter()
+    .all(|&id| id == 0);
+    if root && creds.groups.iter().all(|&g| g == 0) {
+        return Ok(());
+    }
+    let groups: Vec<u8> = creds.groups.iter().flat_map(|g| g.to_ne_bytes()).collect();
+    pt::write_mem(child, scratch, &groups).map_err(sys("setgroups"))?;
+    remote
+        .call(libc::SYS_setgroups, &[creds.groups.len() as u64, scratch])
+        .map_err(sys("setgroups"))?;
+    remote
+        .call(
+            libc::SYS_setresgid,
+            &[creds.gid as u64, creds.egid as u64, creds.sgid as u64],
+        )
+        .map_err(sys("setresgid"))?;
+    remote
+        .call(
+            libc::SYS_setresuid,
+            &[creds.uid as u64, creds.euid as u64, creds.suid as u64],
+        )
+        .map_err(sys("setresuid"))?;
+    Ok(())
+}
+
+/// Writes the resume record into the channel of every restored process that opened one
+/// (with cryo-resume): the checkpoint id, how long it was down and its broken connections
+/// (`broken`, per process). Then queues `signal` to every process with broken connections.
+/// A process that never read its channel (full pipe) is logged, not failed: it runs already.
+fn notify_restored(
+    inventory: &Inventory,
+    tasks: &[TaskImage],
+    pids: &[Pid],
+    broken: &[Vec<crate::notify::BrokenConnection>],
+    signal: Option<i32>,
+) {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    for ((task, &pid), broken) in tasks.iter().zip(pids).zip(broken) {
+        if !broken.is_empty() {
+            info!(%pid, broken = broken.len(), "restored with broken connections");
+        }
+        notify_one(inventory, task, pid, broken, now_ms);
+        if let (Some(signo), false) = (signal, broken.is_empty()) {
+            let count = i32::try_from(broken.len()).unwrap_or(i32::MAX);
+            match crate::notify::queue_signal(pid, signo, count) {
+                Ok(()) => debug!(%pid, signo, count, "notify signal queued"),
+                Err(e) => tracing::warn!(%pid, "notify signal not queued: {e}"),
+            }
+        }
+    }
+}
+
+/// The resume record of one process, if it opened a channel.
+fn notify_one(
+    inventory: &Inventory,
+    task: &TaskImage,
+    pid: Pid,
+    broken: &[crate::notify::BrokenConnection],
+    now_ms: u64,
+) {
+    let Some(listener) = task
+        .core
+        .resume_channel
+        .as_ref()
+        .map(crate::notify::ListenerRef::from)
+    else {
+        return;
+    };
+    let record = crate::notify::ResumeRecord {
+        checkpoint_id: inventory.checkpoint_id.clone(),
+        downtime_ms: now_ms.saturating_sub(inventory.created_unix_ms),
+        broken: broken.to_vec(),
+    };
+    match crate::notify::notify(pid, &listener, &record) {
+        Ok(()) => debug!(%pid, fd = listener.fd, "resume record written"),
+        Err(e) => tracing::warn!(%pid, "resume record not written: {e}"),
+    }
+}

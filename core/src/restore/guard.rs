@@ -1,0 +1,104 @@
+//! What undoes a restore that stops half-way: the dump's network lock released when dropped,
+//! and every process created killed and reaped.
+
+use nix::sys::signal::Signal;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use tracing::debug;
+
+/// Releases the network lock of a dump (if any) when told or when dropped.
+///
+/// Closing the netlink socket of a release waits for an RCU grace period (about 10 ms here)
+/// after the table is already gone: [`release`](Self::release) keeps the socket, for
+/// [`close_later`](Self::close_later) to hand to a thread that is not on the critical path.
+pub(crate) struct Unlock {
+    id: String,
+    released: Option<cryo_netns::NetworkLock>,
+}
+
+impl Unlock {
+    pub fn new(id: String) -> Self {
+        Self { id, released: None }
+    }
+
+    /// Deletes the lock's table: the connections' packets flow from here on. True when the
+    /// image left one.
+    pub fn release(&mut self) -> bool {
+        let id = std::mem::take(&mut self.id);
+        if id.is_empty() {
+            return false;
+        }
+        match cryo_netns::NetworkLock::open(&id) {
+            Ok(Some(mut lock)) => {
+                match lock.release() {
+                    Ok(found) => debug!(lock = id, found, "network lock released"),
+                    Err(e) => tracing::warn!(lock = id, error = %e, "network lock not released"),
+                }
+                self.released = Some(lock);
+            }
+            Ok(None) => debug!(lock = id, "network lock was not installed"),
+            Err(e) => tracing::warn!(lock = id, error = %e, "network lock not released"),
+        }
+        true
+    }
+
+    /// The released lock, whose dropping closes its netlink socket (slowly).
+    pub fn close_later(&mut self) -> Option<cryo_netns::NetworkLock> {
+        self.released.take()
+    }
+}
+
+impl Drop for Unlock {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+/// Kills and reaps what a failed restore created (and the init of its namespaces), unless
+/// [`disarm`](Self::disarm)ed.
+pub(crate) struct KillAll(Option<(Vec<Pid>, Option<Pid>)>);
+
+impl KillAll {
+    /// Kills `pids` (and `init`) when dropped.
+    pub fn new(pids: Vec<Pid>, init: Option<Pid>) -> Self {
+        Self(Some((pids, init)))
+    }
+
+    /// The restore succeeded: the processes are left alone.
+    pub fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for KillAll {
+    fn drop(&mut self) {
+        if let Some((pids, init)) = self.0.take() {
+            for pid in pids.iter().rev() {
+                let threads = crate::proc::tids(*pid).unwrap_or_default();
+                let _ = nix::sys::signal::kill(*pid, Signal::SIGKILL);
+                // Threads still traced by us stay our zombies until reaped, and until they
+                // are the leader cannot be (a restore stopped before they ran).
+                for &tid in threads.iter().filter(|&tid| tid != pid) {
+                    reap(tid);
+                }
+                reap(*pid);
+            }
+            // Killing the init of a PID namespace kills everything in it.
+            if let Some(init) = init {
+                let _ = nix::sys::signal::kill(init, Signal::SIGKILL);
+                let _ = waitpid(init, Some(WaitPidFlag::__WALL));
+            }
+        }
+    }
+}
+
+/// Waits until `tid` (killed) is gone, if it is ours to wait for (a child, or traced).
+fn reap(tid: Pid) {
+    loop {
+        match waitpid(tid, Some(WaitPidFlag::__WALL)) {
+            Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) | Err(_) => return,
+            // A stop reported before the kill took effect.
+            Ok(_) => {}
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! The first phase of a restore: every image read and checked against the others and this
+//! machine (owners, page runs, file references, the vdso) before anything is created.
+
+use cryo_proto::image::{FileDesc, Inventory, MmCore, ProcessEntry, TaskCore};
+use cryo_proto::ImageKind;
+use nix::unistd::Pid;
+
+use crate::error::{Error, Result};
+use crate::files;
+use crate::image::{names, ImageDir};
+use crate::memory::{self, PAGE};
+
+/// One process of the image, read and checked.
+pub(crate) struct TaskImage {
+    pub(crate) entry: ProcessEntry,
+    pub(crate) core: TaskCore,
+    pub(crate) mm: MmCore,
+    /// The pages image, mapped when it was checked; the fill copies from it.
+    pub(crate) pages: Option<crate::sys::mmap::Mapping>,
+}
+
+/// The images of a restore, read and checked: nothing exists yet.
+pub(crate) struct Loaded {
+    /// The image directory.
+    pub images: ImageDir,
+    /// Its inventory.
+    pub inventory: Inventory,
+    /// The live processes, in image order; in creation order once planned.
+    pub tasks: Vec<TaskImage>,
+    /// The zombies.
+    pub zombies: Vec<ProcessEntry>,
+    /// Every description.
+    pub descs: Vec<FileDesc>,
+    /// The unix sockets made together and what they carry.
+    pub links: crate::sockets::UnixLinks,
+}
+
+impl Loaded {
+    /// Reads every image and checks it against the others and this machine, before anything
+    /// is created.
+    pub fn read(images: ImageDir) -> Result<Self> {
+        let inventory: Inventory = images.read_single(names::INVENTORY, ImageKind::Inventory)?;
+        let pstree: Vec<ProcessEntry> = images.read(names::PSTREE, ImageKind::Pstree)?;
+        let descs: Vec<FileDesc> = images.read(names::FILES, ImageKind::Files)?;
+        let invalid = |name: &str, detail: String| {
+            Error::Image(cryo_proto::ImageError::Invalid {
+                path: images.file(name),
+                index: 0,
+                detail,
+            })
+        };
+        let mut tasks = Vec::new();
+        let mut zombies = Vec::new();
+        for entry in pstree {
+            if entry.zombie {
+                zombies.push(entry);
+                continue;
+            }
+            let pid = Pid::from_raw(entry.pid);
+            let core: TaskCore = images.read_single(&names::core(pid), ImageKind::Core)?;
+            let mm: MmCore = images.read_single(&names::mm(pid), ImageKind::Mm)?;
+            if core.pid != entry.pid || mm.pid != entry.pid {
+                return Err(invalid(
+                    &names::core(pid),
+                    format!("belongs to pid {}, not {pid}", core.pid),
+                ));
+            }
+            if core.threads.first().map(|t| t.tid) != Some(entry.pid) {
+                return Err(invalid(
+                    &names::core(pid),
+                    "the first thread is not the main thread".into(),
+                ));
+            }
+            let Some(pages) = &mm.pages_file else {
+                return Err(invalid(&names::mm(pid), "no pages file".into()));
+            };
+            if pages.name != names::pages(pid) {
+                return Err(invalid(
+                    &names::mm(pid),
+                    format!("pages file {:?} is not this pid's", pages.name),
+                ));
+            }
+            for (i, run) in mm.pages.iter().enumerate() {
+                let inside = mm
+                    .vmas
+                    .iter()
+                    .any(|v| v.start <= run.addr && run.addr + run.npages * PAGE <= v.end);
+                if !inside || run.offset + run.npages * PAGE > pages.size || run.addr % PAGE != 0 {
+                    return Err(Error::Image(cryo_proto::ImageError::Invalid {
+                        path: images.file(&names::mm(pid)),
+                        index: 0,
+                        detail: format!(
+                            "page run {i} at {:#x} lies outside its VMA or the pages file",
+                            run.addr
+                        ),
+                    }));
+                }
+            }
+            let known = |id: u32| descs.iter().any(|d| d.id == id);
+            for vma in &mm.vmas {
+                if vma.file_id != 0 && !known(vma.file_id) {
+                    return Err(invalid(
+                        &names::mm(pid),
+                        format!("VMA {:#x} maps unknown file {}", vma.start, vma.file_id),
+                    ));
+                }
+            }
+            if !known(mm.exe_file_id) {
+                return Err(invalid(
+                    &names::mm(pid),
+                    format!("unknown exe file {}", mm.exe_file_id),
+                ));
+            }
+            let pages = images.map_raw(pages)?;
+            tasks.push(TaskImage {
+                entry,
+                core,
+                mm,
+                pages,
+            });
+        }
+        let fds: Vec<&[cryo_proto::image::FdEntry]> =
+            tasks.iter().map(|t| t.core.fds.as_slice()).collect();
+        let links = files::validate(&descs, &fds, &images)?;
+        let ours = memory::vdso_identity(nix::unistd::getpid())?;
+        if (inventory.vdso_size, inventory.vdso_crc32c) != ours {
+            return Err(invalid(
+                names::INVENTORY,
+                format!(
+                    "the image was taken with another vdso ({} bytes, crc {:#x}; this kernel's: {} bytes, \
+                     crc {:#x}): restore on the kernel it was dumped on ({})",
+                    inventory.vdso_size, inventory.vdso_crc32c, ours.0, ours.1, inventory.kernel_release
+                ),
+            ));
+        }
+        Ok(Self {
+            images,
+            inventory,
+            tasks,
+            zombies,
+            descs,
+            links,
+        })
+    }
+
+    /// A shell job joins the process group `cryo restore` runs in
+    /// ([`adopt_shell_job`](crate::task::process::adopt_shell_job)).
+    pub fn adopt_shell_job(&mut self) -> Result<()> {
+        if !self.inventory.shell_job {
+            return Ok(());
+        }
+        let mut entries: Vec<&mut ProcessEntry> =
+            self.tasks.iter_mut().map(|t| &mut t.entry).collect();
+        crate::task::process::adopt_shell_job(&mut entries, &self.inventory.root_pids)
+    }
+}

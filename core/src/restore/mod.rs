@@ -1,0 +1,156 @@
+//! The restore pipeline: read and check every image before anything starts, fork the process
+//! with its original pid, let it open its fds while it still runs cryo code, reshape it into the
+//! dumped one through remote syscalls, set its registers and let it go. A failure after the
+//! fork kills what was created.
+//!
+//! Each phase is a type that consumes the one before, so the order cannot be broken:
+//!
+//! ```text
+//! ImageDir -read-> Loaded -plan-> Planned -spawn-> Spawned -reshape-> Reshaped -run-> Running
+//!   load.rs        tree.rs,       spawn.rs,         finish.rs          finish.rs
+//!                  plan.rs (pure) child.rs (forked)
+//! ```
+//!
+//! `guard.rs` undoes a failed restore (network lock, processes), `namespaces.rs` creates the
+//! init of new namespaces, `error.rs` says what failed.
+
+pub(crate) mod child;
+pub mod error;
+pub(crate) mod finish;
+pub(crate) mod guard;
+pub(crate) mod load;
+pub(crate) mod namespaces;
+pub(crate) mod plan;
+pub(crate) mod spawn;
+pub(crate) mod tree;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::Pid;
+use tracing::{debug, info, info_span};
+
+use self::guard::Unlock;
+use self::load::Loaded;
+use self::namespaces::Namespaces;
+use crate::error::{Error, Result};
+use crate::hooks::{self, Hooks, Stage};
+use crate::image::ImageDir;
+
+/// What `cryo restore` was asked to do.
+#[derive(Debug, Clone, Default)]
+pub struct RestoreOptions {
+    /// The image directory (-D).
+    pub images_dir: PathBuf,
+    /// Return once the processes run, instead of waiting for them.
+    pub detach: bool,
+    /// Restore into a new PID namespace (under a small init cryo forks): the process keeps
+    /// its pids inside it, whatever runs outside.
+    pub pidns: bool,
+    /// Restore into a new network namespace with loopback up.
+    pub netns: bool,
+    /// Restore TCP connections reset (`--tcp-close`) instead of live.
+    pub tcp_close: bool,
+    /// The program run at pre-restore, post-restore, network-unlock and post-resume
+    /// (`--action-script`).
+    pub action_script: Option<crate::hooks::ActionScript>,
+    /// How long a restored connection's peer has to answer the probe sent once the network
+    /// lock is gone (`--peer-timeout`); `None`: [`DEFAULT_PEER_TIMEOUT`](crate::sockets::peers::DEFAULT_PEER_TIMEOUT);
+    /// zero: no probe.
+    pub peer_timeout: Option<Duration>,
+    /// Signal queued (sigqueue, si_value = the count) to every restored process with broken
+    /// connections (`--notify-signal`).
+    pub notify_signal: Option<i32>,
+}
+
+/// The processes a restore created, running.
+#[derive(Debug)]
+pub struct Restored {
+    /// The root pids, children of this process.
+    pub roots: Vec<Pid>,
+    /// How long the restore took until the processes ran.
+    pub elapsed: Duration,
+    /// The init of the new namespace(s), cryo's child, when restored with `pidns`/`netns`:
+    /// it exits with the status of the root.
+    pub init: Option<Pid>,
+}
+
+impl Restored {
+    /// Waits for the first root to end and returns the exit code cryo should exit with:
+    /// its status, or 128 + the signal that killed it.
+    pub fn wait(self) -> Result<i32> {
+        let Some(pid) = self.init.or(self.roots.first().copied()) else {
+            return Ok(0);
+        };
+        loop {
+            match waitpid(pid, None) {
+                Ok(WaitStatus::Exited(_, code)) => return Ok(code),
+                Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(128 + sig as i32),
+                Ok(_) => continue,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(Error::sys(pid, "wait for the restored process", e)),
+            }
+        }
+    }
+}
+
+/// Restores the image directory `opts.images_dir`; the processes run when this returns.
+pub fn restore(opts: &RestoreOptions) -> Result<Restored> {
+    let started = Instant::now();
+    let _span = info_span!("restore", dir = %opts.images_dir.display()).entered();
+    let mut loaded = Loaded::read(ImageDir::open(&opts.images_dir)?)?;
+    loaded.adopt_shell_job()?;
+    debug!(ms = started.elapsed().as_secs_f64() * 1e3, "images checked");
+    let inventory = &loaded.inventory;
+    let mut hooks = Hooks::new(opts.action_script.as_ref(), loaded.images.path());
+    hooks.set(hooks::env::CHECKPOINT_ID, inventory.checkpoint_id.as_str());
+    hooks.set(hooks::env::NETWORK_LOCK, inventory.network_lock.as_str());
+    hooks.set(
+        hooks::env::IMAGE_PIDS,
+        crate::show::join(&inventory.root_pids),
+    );
+    // Before anything is touched: a refusal here leaves even the network lock in place.
+    hooks.run(Stage::PreRestore, &[])?;
+    // The dump's network lock goes once the restored sockets are live, or the restore failed.
+    let mut unlock = Unlock::new(inventory.network_lock.clone());
+    let spawned = loaded
+        .plan(opts.tcp_close)?
+        .spawn(Namespaces::new(opts.pidns, opts.netns))?;
+    debug!(
+        ms = started.elapsed().as_secs_f64() * 1e3,
+        processes = spawned.pids.len(),
+        "processes created, fds open"
+    );
+    // Every socket exists and left repair mode, its owner stopped: the connections may talk
+    // again. Each is probed (which toggles repair mode: only a stopped owner does not notice)
+    // on a thread of its own while the processes are rebuilt, and judged once they run.
+    let had_lock = unlock.release();
+    let timeout = match opts.peer_timeout {
+        _ if opts.tcp_close => Duration::ZERO,
+        Some(t) => t,
+        None => crate::sockets::peers::DEFAULT_PEER_TIMEOUT,
+    };
+    let (reshaped, probing) = spawned.reshape(unlock.close_later(), timeout)?;
+    let roots = reshaped.roots();
+    hooks.run(Stage::PostRestore, &roots)?;
+    if had_lock {
+        hooks.run(Stage::NetworkUnlock, &roots)?;
+    }
+    let running = reshaped.run()?;
+    running.notify(probing, opts.notify_signal);
+    // They run already; a failure here still kills them, as any failed restore does.
+    hooks.run(Stage::PostResume, &roots)?;
+    let (roots, init) = running.release();
+    let restored = Restored {
+        roots,
+        elapsed: started.elapsed(),
+        init,
+    };
+    info!(
+        roots = ?restored.roots,
+        ms = restored.elapsed.as_secs_f64() * 1e3,
+        "restored"
+    );
+    Ok(restored)
+}

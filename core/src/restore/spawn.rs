@@ -1,0 +1,351 @@
+//! The third phase of a restore: the trees forked with their original pids, each process
+//! forked by its restored parent (so parentage, sessions and groups come out right) while it
+//! still runs cryo code ([`child`](super::child)), then stopped, traced by cryo.
+//!
+//! Control fds: every process gets a `sync` pipe (cryo says "go" once it traces it) and an
+//! `err` pipe (the process says "r" when it exists, or why it failed, a
+//! [`ChildError`]). Their child ends sit at fixed numbers above every fd of the image
+//! (`base + 2i`, `base + 2i + 1`), so each process keeps its descendants' ends open until it
+//! has forked them.
+//!
+//! Objects of the whole tree: the shared memory objects (memfds, shared anonymous memory) and
+//! the terminal of a shell job are made or opened by cryo before the first fork and held at
+//! slot fds above all others, which every process inherits and keeps until its children are
+//! forked: each fd and VMA of each process reopens them, so there is one object behind all.
+
+use std::os::fd::{AsFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::ptrace;
+use nix::sys::signal::Signal;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use tracing::debug;
+
+use super::child::child_main;
+use super::error::{ChildError, RestoreError};
+use super::guard::KillAll;
+use super::namespaces::Namespaces;
+use super::plan::CryoSet;
+use super::tree::Planned;
+use crate::error::{Error, Result};
+use crate::files;
+use crate::sys::process::{fork_with_pid, Forked};
+use crate::sys::spawn::move_to;
+
+/// How long cryo waits for a process of the tree to show up or stop.
+const STEP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The tree's processes, created and stopped, traced by cryo; killed if dropped before they
+/// run.
+pub(crate) struct Spawned {
+    pub planned: Planned,
+    /// Per task of the plan (same order): its pid as cryo sees it.
+    pub pids: Vec<Pid>,
+    /// The init of new namespaces, if the tree was restored under one.
+    pub init: Option<Pid>,
+    pub(super) guard: KillAll,
+}
+
+impl Spawned {
+    /// The roots' pids as cryo sees them, in the inventory's order.
+    pub fn roots(&self) -> Vec<Pid> {
+        let tasks = &self.planned.loaded.tasks;
+        self.planned
+            .loaded
+            .inventory
+            .root_pids
+            .iter()
+            .filter_map(|r| tasks.iter().position(|t| t.entry.pid == *r))
+            .map(|i| self.pids[i])
+            .collect()
+    }
+}
+
+/// cryo's ends of the control pipes of one task.
+struct Ctl {
+    sync: Option<OwnedFd>,
+    err: OwnedFd,
+}
+
+impl Planned {
+    /// Creates every process of the plan and waits until each one has stopped itself, ready
+    /// for reshaping. With `ns`, the (single) root is created by an init in new namespaces;
+    /// without, every pid must be free first (a zombie holding one is waited for, bounded).
+    /// On failure every process created so far is killed.
+    pub fn spawn(self, ns: Option<Namespaces>) -> Result<Spawned> {
+        if ns.is_none_or(|ns| !ns.pid) {
+            for t in &self.loaded.tasks {
+                for thread in &t.core.threads {
+                    wait_pid_free(Pid::from_raw(thread.tid))?;
+                }
+            }
+            for z in &self.loaded.zombies {
+                wait_pid_free(Pid::from_raw(z.pid))?;
+            }
+        }
+        let (pids, init) = spawn_tree(&self, ns)?;
+        Ok(Spawned {
+            guard: KillAll::new(pids.clone(), init),
+            planned: self,
+            pids,
+            init,
+        })
+    }
+}
+
+/// Waits (bounded) for `pid` to be free: a process killed by a dump may linger as a zombie
+/// until its parent (often init, which reaps slowly here) collects it.
+fn wait_pid_free(pid: Pid) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut logged = false;
+    loop {
+        let stat = match crate::proc::stat(pid) {
+            Err(_) => return Ok(()),
+            Ok(stat) => stat,
+        };
+        if stat.state != 'Z' && stat.state != 'X' || Instant::now() > deadline {
+            return Err(RestoreError::PidTaken {
+                pid,
+                comm: stat.comm,
+                state: stat.state,
+            }
+            .into());
+        }
+        if !logged {
+            debug!(%pid, "pid held by a zombie; waiting for it to be reaped");
+            logged = true;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Creates the processes of `tree`: their pids as cryo sees them, and the init of the new
+/// namespaces.
+fn spawn_tree(tree: &Planned, ns: Option<Namespaces>) -> Result<(Vec<Pid>, Option<Pid>)> {
+    let plan = &tree.plan;
+    let n = tree.loaded.tasks.len();
+    let mut ours: Vec<Ctl> = Vec::with_capacity(n);
+    let mut theirs: Vec<RawFd> = Vec::with_capacity(2 * n);
+    for i in 0..n {
+        let pid = Pid::from_raw(tree.loaded.tasks[i].entry.pid);
+        let (sync_rd, sync_wr) = nix::unistd::pipe().map_err(|e| Error::sys(pid, "pipe", e))?;
+        let (err_rd, err_wr) = nix::unistd::pipe().map_err(|e| Error::sys(pid, "pipe", e))?;
+        let (s, e) = plan.ctl(i);
+        for (fd, at) in [(sync_rd, s), (err_wr, e)] {
+            move_to(fd, at).map_err(|e| Error::sys(pid, "place a control pipe", e))?;
+            theirs.push(at);
+        }
+        ours.push(Ctl {
+            sync: Some(sync_wr),
+            err: err_rd,
+        });
+    }
+    let mut created: Vec<Option<Pid>> = vec![None; n];
+    let mut init = None;
+    // The objects at their slots while the roots are forked; closed then (or on a failure).
+    let mut object_slots = Slots(Vec::new());
+    for (fd, slot) in tree.object_slots() {
+        files::sys::dup_to(files::sys::borrow_raw(fd), slot, false).map_err(|source| {
+            RestoreError::PlaceFd {
+                what: "a shared object",
+                fd: slot,
+                source,
+            }
+        })?;
+        object_slots.0.push(slot);
+    }
+    let result = (|| -> Result<()> {
+        match ns {
+            Some(ns) => {
+                if plan.roots.len() != 1 || n != 1 || !tree.loaded.zombies.is_empty() {
+                    return Err(RestoreError::NamespacesHoldOneProcess.into());
+                }
+                let pid = Pid::from_raw(tree.loaded.tasks[0].entry.pid);
+                let spawned =
+                    super::namespaces::spawn_init(pid, ns, &theirs, || child_main(tree, 0))?;
+                init = Some(spawned.init);
+                created[0] = Some(spawned.child);
+            }
+            None => {
+                for set in &plan.cryo_sets {
+                    let made = match set {
+                        CryoSet::UnixPair(a, b) => {
+                            let (fa, fb) = files::open_unix_pair_by_ids(
+                                &tree.loaded.descs,
+                                &tree.loaded.links,
+                                *a,
+                                *b,
+                            )?;
+                            vec![(*a, fa), (*b, fb)]
+                        }
+                        CryoSet::Plain(ids) => {
+                            files::open_in_cryo(&tree.loaded.descs, ids, &tree.loaded.images)?
+                        }
+                    };
+                    for (id, fd) in made {
+                        if let Some(&at) = plan.cryo_slots.get(&id) {
+                            move_to(fd, at).map_err(|source| RestoreError::PlaceFd {
+                                what: "a description shared by two trees",
+                                fd: at,
+                                source,
+                            })?;
+                        }
+                    }
+                }
+                for &r in &plan.roots {
+                    let pid = Pid::from_raw(tree.loaded.tasks[r].entry.pid);
+                    match fork_with_pid(pid) {
+                        Ok(Forked::Child) => child_main(tree, r),
+                        Ok(Forked::Parent(child)) => created[r] = Some(child),
+                        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                            return Err(RestoreError::PidRaced { pid }.into())
+                        }
+                        Err(e) => return Err(Error::sys(pid, "clone3 with set_tid", e)),
+                    }
+                }
+            }
+        }
+        for fd in theirs.iter().chain(plan.cryo_slots.values()) {
+            let _ = nix::unistd::close(*fd);
+        }
+        object_slots.close();
+        // Parents first: each is told to go once traced, then creates its children.
+        for i in 0..n {
+            let pid = Pid::from_raw(tree.loaded.tasks[i].entry.pid);
+            await_hello(&ours[i].err, pid)?;
+            let seen = match created[i] {
+                Some(p) => p,
+                None => {
+                    // Created by its restored parent; outside a new PID namespace the pid is
+                    // the image's.
+                    created[i] = Some(pid);
+                    pid
+                }
+            };
+            ptrace::seize(seen, ptrace::Options::PTRACE_O_EXITKILL)
+                .map_err(|e| Error::sys(seen, "seize the new process", e))?;
+            let sync = ours[i].sync.take().map(std::fs::File::from);
+            if let Some(mut sync) = sync {
+                std::io::Write::write_all(&mut sync, b"g")
+                    .map_err(|e| Error::sys(seen, "start the new process", e))?;
+            }
+        }
+        for i in 0..n {
+            let pid = created[i].unwrap_or(Pid::from_raw(tree.loaded.tasks[i].entry.pid));
+            wait_stopped(pid, &ours[i].err)?;
+        }
+        if let Some((t, _)) = &tree.terminal {
+            for &i in &tree.want_ctty {
+                let seen = created[i].unwrap_or(Pid::from_raw(tree.loaded.tasks[i].entry.pid));
+                t.check_controlling(tree.loaded.tasks[i].entry.pid, seen);
+            }
+        }
+        Ok(())
+    })();
+    if let Err(e) = result {
+        for pid in created.iter().flatten().rev() {
+            let _ = nix::sys::signal::kill(*pid, Signal::SIGKILL);
+            let _ = waitpid(*pid, Some(WaitPidFlag::__WALL));
+        }
+        if let Some(init) = init {
+            let _ = nix::sys::signal::kill(init, Signal::SIGKILL);
+            let _ = waitpid(init, None);
+        }
+        return Err(e);
+    }
+    Ok((created.into_iter().flatten().collect(), init))
+}
+
+/// Slot fds cryo placed for the tree, closed once (explicitly, or when dropped).
+struct Slots(Vec<RawFd>);
+
+impl Slots {
+    fn close(&mut self) {
+        for fd in self.0.drain(..) {
+            let _ = nix::unistd::close(fd);
+        }
+    }
+}
+
+impl Drop for Slots {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// Waits until `fd` (an err pipe) is readable, at most [`STEP_TIMEOUT`].
+fn await_readable(fd: &OwnedFd, pid: Pid) -> Result<()> {
+    let timeout = PollTimeout::try_from(STEP_TIMEOUT).unwrap_or(PollTimeout::MAX);
+    let mut pfd = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+    loop {
+        match poll(&mut pfd, timeout) {
+            Ok(0) => {
+                return Err(RestoreError::NotCreated {
+                    pid,
+                    timeout: STEP_TIMEOUT,
+                }
+                .into())
+            }
+            Ok(_) => return Ok(()),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(Error::sys(pid, "poll the error pipe", e)),
+        }
+    }
+}
+
+/// Waits for the hello ("r") of `pid` on its err pipe; anything else is its error report.
+fn await_hello(err: &OwnedFd, pid: Pid) -> Result<()> {
+    await_readable(err, pid)?;
+    // The hello is read alone, so an error report written right after it stays in the pipe.
+    let mut hello = [0u8; 1];
+    match nix::unistd::read(err, &mut hello) {
+        Ok(1) if hello == *b"r" => Ok(()),
+        Ok(1) => Err(child_failed(pid, err, &hello)),
+        _ => Err(RestoreError::DiedSilently { pid }.into()),
+    }
+}
+
+/// The error `pid` reported on its err pipe, `read` of it already read. The report is one
+/// write of less than a pipe buffer, so one read takes the rest: a process of the tree that
+/// still holds the pipe's end cannot make this wait.
+fn child_failed(pid: Pid, err: &OwnedFd, read: &[u8]) -> Error {
+    let mut report = read.to_vec();
+    let mut buf = [0u8; 4096];
+    if let Ok(n) = nix::unistd::read(err, &mut buf) {
+        report.extend_from_slice(&buf[..n]);
+    }
+    if report.is_empty() {
+        return RestoreError::DiedSilently { pid }.into();
+    }
+    match ChildError::decode(&report) {
+        Some(error) => RestoreError::Child { pid, error }.into(),
+        None => RestoreError::ChildReport {
+            pid,
+            report: String::from_utf8_lossy(&report).into_owned(),
+        }
+        .into(),
+    }
+}
+
+/// Waits until traced `pid` stops itself (SIGSTOP); if it died instead, its err pipe says why.
+fn wait_stopped(pid: Pid, err: &OwnedFd) -> Result<()> {
+    loop {
+        match waitpid(pid, Some(WaitPidFlag::__WALL)) {
+            Ok(WaitStatus::Stopped(_, Signal::SIGSTOP)) => return Ok(()),
+            Ok(WaitStatus::Exited(..)) | Ok(WaitStatus::Signaled(..)) => {
+                return Err(match await_readable(err, pid) {
+                    Ok(()) => child_failed(pid, err, &[]),
+                    Err(e) => e,
+                });
+            }
+            Ok(WaitStatus::Stopped(_, sig)) => {
+                ptrace::cont(pid, sig).map_err(|e| Error::sys(pid, "continue", e))?;
+            }
+            Ok(_) => continue,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(Error::sys(pid, "wait for the new process", e)),
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! The second phase of a restore: the tree planned ([`TreePlan`], pure) and the objects of
+//! the whole tree made by cryo before the first fork (shared memory objects, the terminal
+//! of a shell job), the processes in creation order.
+
+use std::ops::Range;
+use std::os::fd::RawFd;
+
+use super::load::{Loaded, TaskImage};
+use super::plan::{PlanInput, TreePlan};
+use crate::error::Result;
+use crate::files;
+
+/// A restore planned: what every process needs is known, the tree's shared objects exist,
+/// no process does yet.
+pub(crate) struct Planned {
+    /// The images, the live processes now in creation order (parents before children): the
+    /// plan's task positions index them.
+    pub loaded: Loaded,
+    pub plan: TreePlan,
+    /// TCP connections restored reset (`--tcp-close`).
+    pub tcp_close: bool,
+    /// The shared memory objects, made by cryo.
+    pub shared: files::SharedObjects,
+    /// The terminal of a shell job (cryo's stdin) and what each process does with it.
+    pub terminal: Option<(files::tty::Terminal, files::tty::Attach)>,
+    /// Tasks (positions) that are to get the terminal as their controlling terminal.
+    pub want_ctty: Vec<usize>,
+}
+
+impl Loaded {
+    /// Makes the tree's shared objects and plans the tree around them and around cryo's own
+    /// fds and mappings.
+    pub fn plan(self, tcp_close: bool) -> Result<Planned> {
+        let used: std::collections::BTreeSet<u32> = self
+            .tasks
+            .iter()
+            .flat_map(|t| {
+                let fds = t.core.fds.iter().map(|e| e.file_id);
+                fds.chain(t.mm.vmas.iter().map(|v| v.file_id))
+                    .chain([t.mm.exe_file_id])
+            })
+            .collect();
+        let shared = files::SharedObjects::create(&self.descs, &used, &self.images)?;
+        let fds_of: Vec<(i32, &[cryo_proto::image::FdEntry])> = self
+            .tasks
+            .iter()
+            .map(|t| (t.entry.pid, t.core.fds.as_slice()))
+            .collect();
+        let terminal = files::tty::Terminal::open(&self.descs, &fds_of)?;
+        let cryo_max_fd = std::fs::read_dir("/proc/self/fd")
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<RawFd>().ok()))
+                    .max()
+                    .unwrap_or(2)
+            })
+            .unwrap_or(2);
+        let cryo_maps: Vec<Range<u64>> = crate::proc::maps(nix::unistd::getpid())?
+            .iter()
+            .map(|m| m.start..m.end)
+            .collect();
+        let shared_inodes: Vec<u64> = shared.fds().map(|(ino, _)| ino).collect();
+        let plan = TreePlan::new(&PlanInput {
+            roots: &self.inventory.root_pids,
+            tasks: &self.tasks,
+            zombies: &self.zombies,
+            descs: &self.descs,
+            links: &self.links,
+            cryo_max_fd,
+            cryo_maps: &cryo_maps,
+            shared_inodes: &shared_inodes,
+            terminal: terminal.is_some(),
+        })?;
+        // The processes in creation order: the plan's positions index them from here on.
+        let mut position = vec![0; plan.order.len()];
+        for (k, &i) in plan.order.iter().enumerate() {
+            position[i] = k;
+        }
+        let mut tasks: Vec<(usize, TaskImage)> = position.into_iter().zip(self.tasks).collect();
+        tasks.sort_by_key(|&(k, _)| k);
+        let tasks: Vec<TaskImage> = tasks.into_iter().map(|(_, t)| t).collect();
+        let loaded = Loaded { tasks, ..self };
+        let want_ctty = match &terminal {
+            Some(t) => (0..loaded.tasks.len())
+                .filter(|&i| t.wants_controlling(&loaded.tasks[i].entry))
+                .collect(),
+            None => Vec::new(),
+        };
+        let terminal = terminal.map(|t| {
+            let attach = t.attach_plan();
+            (t, attach)
+        });
+        Ok(Planned {
+            loaded,
+            plan,
+            tcp_close,
+            shared,
+            terminal,
+            want_ctty,
+        })
+    }
+}
+
+impl Planned {
+    /// The slot fds of the tree's objects: (cryo's fd, the slot's number).
+    pub fn object_slots(&self) -> Vec<(RawFd, RawFd)> {
+        let mut v: Vec<(RawFd, RawFd)> = self
+            .shared
+            .fds()
+            .map(|(ino, fd)| (fd, self.plan.shared_slots[&ino]))
+            .collect();
+        if let (Some((t, _)), Some(slot)) = (&self.terminal, self.plan.terminal_slot) {
+            v.push((t.fd(), slot));
+        }
+        v
+    }
+
+    /// The last step before the processes run, once every one is whole: the memfd seals go
+    /// on (every mapping exists now) and the terminal gets the dumped modes.
+    pub fn before_run(&self) -> Result<()> {
+        self.shared.seal()?;
+        if let Some((t, _)) = &self.terminal {
+            t.set_modes()?;
+        }
+        Ok(())
+    }
+
+    /// The fd tables of the processes, in creation order.
+    pub fn fd_tables(&self) -> Vec<&[cryo_proto::image::FdEntry]> {
+        self.loaded
+            .tasks
+            .iter()
+            .map(|t| t.core.fds.as_slice())
+            .collect()
+    }
+}

@@ -1,0 +1,14 @@
+//! The per-task kernel objects both pipelines handle, one module each with its dump and
+//! restore side by side.
+//!
+//! ```text
+//! process   credentials, rlimits, umask, personality, name, cwd/root, session and group
+//! threads   registers, syscall restart, per-thread state (mask, altstack, robust list, rseq)
+//! signals   dispositions and queued signals
+//! timers    interval timers and POSIX timers
+//! ```
+
+pub mod process;
+pub mod signals;
+pub mod threads;
+pub mod timers;
