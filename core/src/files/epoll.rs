@@ -19,7 +19,7 @@ use std::os::fd::{AsFd, RawFd};
 use cryo_proto::image::{Epoll, EpollTarget, FdEntry, FileDesc};
 
 use super::inspect::OpenFd;
-use super::{above, events, restore_err, sys, FileError};
+use super::{above, eventfd as events, restore_err, sys, FileError};
 
 /// Parses one `tfd:` line of an epoll fdinfo.
 fn parse_target(line: &str) -> Option<EpollTarget> {

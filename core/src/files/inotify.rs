@@ -24,7 +24,7 @@ use nix::fcntl::{FcntlArg, OFlag};
 use nix::sys::stat::Mode;
 
 use super::inspect::OpenFd;
-use super::{events, restore_err, sys, FileError};
+use super::{eventfd as events, restore_err, sys, FileError};
 
 /// The most placeholder watches one restore adds to skip wd gaps.
 const MAX_GAP: i32 = 1 << 16;

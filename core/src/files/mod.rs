@@ -27,7 +27,7 @@
 
 mod devices;
 mod epoll;
-mod events;
+mod eventfd;
 pub(crate) mod in_flight;
 mod inotify;
 mod inspect;
@@ -606,9 +606,9 @@ impl FileTable {
             }
             Class::CharDevice { path } => Kind::CharDevice(devices::dump(open, &path, meta, opts)?),
             Class::Anon { kind } => match kind.as_str() {
-                "eventfd" => Kind::Eventfd(events::dump_eventfd(open)?),
-                "timerfd" => Kind::Timerfd(events::dump_timerfd(open)?),
-                "signalfd" => Kind::Signalfd(events::dump_signalfd(open)?),
+                "eventfd" => Kind::Eventfd(eventfd::dump_eventfd(open)?),
+                "timerfd" => Kind::Timerfd(eventfd::dump_timerfd(open)?),
+                "signalfd" => Kind::Signalfd(eventfd::dump_signalfd(open)?),
                 "epoll" => Kind::Epoll(epoll::dump(open)?),
                 "inotify" => Kind::Inotify(inotify::dump(open)?),
                 other => return Err(open.refuse(other, false)),
@@ -1234,9 +1234,9 @@ pub(crate) fn restore_task_fds_with(
                 pipe_descs.push((desc, pipe));
                 continue;
             }
-            Kind::Eventfd(ev) => events::open_eventfd(desc, ev)?,
-            Kind::Timerfd(t) => events::open_timerfd(desc, t)?,
-            Kind::Signalfd(s) => events::open_signalfd(desc, s)?,
+            Kind::Eventfd(ev) => eventfd::open_eventfd(desc, ev)?,
+            Kind::Timerfd(t) => eventfd::open_timerfd(desc, t)?,
+            Kind::Signalfd(s) => eventfd::open_signalfd(desc, s)?,
             Kind::Inotify(i) => inotify::open(desc, i)?,
             Kind::Memfd(m) => memfds.open(desc, m, images, &opts.shared)?,
             Kind::Tty(t) => tty::open(desc, t, opts.terminal)?,
