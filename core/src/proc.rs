@@ -261,6 +261,15 @@ pub fn link(pid: Pid, name: &str) -> Result<PathBuf> {
     fs::read_link(dir(pid).join(name)).map_err(|e| read_err(pid, name, e))
 }
 
+/// A list as `1,2,3` (pids, signal numbers), as /proc and the environment of hooks write it.
+pub(crate) fn join<T: std::fmt::Display>(items: &[T]) -> String {
+    items
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

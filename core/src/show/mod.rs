@@ -32,7 +32,7 @@ use std::io::Read as _;
 use std::path::Path;
 
 use cryo_proto::image::{
-    file_desc, FileDesc, Inventory, MmCore, ProcessEntry, TaskCore, ThreadCore, Vma, VmaKind,
+    FileDesc, Inventory, MmCore, ProcessEntry, TaskCore, ThreadCore, Vma, VmaKind,
 };
 use cryo_proto::{ImageError, ImageKind};
 use nix::unistd::Pid;
@@ -40,6 +40,7 @@ use serde_json::{json, Value};
 
 use crate::error::Result;
 use crate::image::{names, ImageDir};
+pub(crate) use crate::proc::join;
 
 /// The page size of the images (x86_64).
 const PAGE_SIZE: u64 = 4096;
@@ -290,54 +291,15 @@ fn render_thread(out: &mut String, t: &ThreadCore) {
     );
 }
 
-/// What an open file description is: path, position and flags, or pipe and its queue.
+/// What an open file description is, as its kind shows it, with its flags.
 fn describe_file(f: &FileDesc) -> String {
-    let flags = open_flags(f.flags);
-    match &f.kind {
-        Some(file_desc::Kind::Regular(r)) => {
-            let mut s = format!("{}  pos {}  flags {flags}", r.path, f.pos);
-            if r.deleted {
-                let contents = r
-                    .contents
-                    .as_ref()
-                    .map(|c| format!(", contents in {} ({} bytes)", c.name, c.size))
-                    .unwrap_or_default();
-                let _ = write!(s, "  (deleted{contents})");
-            }
-            s
-        }
-        Some(file_desc::Kind::Directory(d)) => format!("{} (directory)  flags {flags}", d.path),
-        Some(file_desc::Kind::Pipe(p)) => {
-            let mut s = if p.fifo_path.is_empty() {
-                format!("pipe:[{}]", p.ino)
-            } else {
-                format!("fifo {} (pipe:[{}])", p.fifo_path, p.ino)
-            };
-            let _ = write!(
-                s,
-                "  {} bytes queued (capacity {})  flags {flags}",
-                p.data.len(),
-                p.capacity
-            );
-            s
-        }
-        Some(file_desc::Kind::CharDevice(path)) => format!("{path} (char device)  flags {flags}"),
-        Some(file_desc::Kind::Socket(s)) => {
-            format!("{}  flags {flags}", crate::files::sockets::describe(s))
-        }
-        Some(_) => format!("{}  flags {flags}", crate::files::describe(f)),
-        None => format!("(file {} of unknown kind)  flags {flags}", f.id),
-    }
+    crate::files::show_line(f, &open_flags(f.flags))
 }
 
 /// The path of file `id`, for exe and file mappings.
 fn file_name(img: &Loaded, id: u32) -> String {
-    match img.file(id).and_then(|f| f.kind.as_ref()) {
-        Some(file_desc::Kind::Regular(r) | file_desc::Kind::Directory(r)) => r.path.clone(),
-        Some(file_desc::Kind::Pipe(p)) => format!("pipe:[{}]", p.ino),
-        Some(file_desc::Kind::CharDevice(path)) => path.clone(),
-        Some(file_desc::Kind::Socket(s)) => crate::files::sockets::describe(s),
-        Some(_) => crate::files::describe(img.file(id).expect("matched above")),
+    match img.file(id) {
+        Some(f) => crate::files::name(f),
         None => format!("file {id} (missing from files.img)"),
     }
 }
@@ -437,15 +399,6 @@ fn open_flags(flags: u32) -> String {
 /// `1 process`, `2 processes`.
 fn plural(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
-}
-
-/// `1,2,3`.
-pub(crate) fn join<T: std::fmt::Display>(items: &[T]) -> String {
-    items
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(",")
 }
 
 /// `123 B`, `4.0 KiB`, `1.5 MiB`, `2.00 GiB`.
