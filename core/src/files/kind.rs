@@ -428,35 +428,33 @@ pub(crate) static KINDS: &[&dyn AnyKind] = &[
     &kind_socket::Sockets,
 ];
 
-/// The kind of a record's variant.
-pub(crate) fn of(kind: &Kind) -> &'static dyn AnyKind {
+/// The place in [`KINDS`] of the kind of a record's variant.
+fn position(kind: &Kind) -> usize {
     KINDS
         .iter()
-        .copied()
-        .find(|k| k.owns(kind))
+        .position(|k| k.owns(kind))
         .expect("every variant of FileDesc.kind has a line in KINDS")
 }
 
-/// The kind of description `desc` and its place in [`KINDS`] (the order in which kinds that
-/// open their descriptions together do so).
-pub(crate) fn position_of(desc: &FileDesc) -> Result<(usize, &'static dyn AnyKind), FileError> {
-    let kind = of_desc(desc)?;
-    let at = KINDS
-        .iter()
-        .position(|k| std::ptr::addr_eq(*k, kind))
-        .expect("found in KINDS");
-    Ok((at, kind))
+/// The kind of a record's variant.
+pub(crate) fn of(kind: &Kind) -> &'static dyn AnyKind {
+    KINDS[position(kind)]
 }
 
 /// The kind of description `desc`; a record without a kind (a newer cryo's) is refused.
 pub(crate) fn of_desc(desc: &FileDesc) -> Result<&'static dyn AnyKind, FileError> {
-    desc.kind
-        .as_ref()
-        .map(of)
-        .ok_or_else(|| FileError::Invalid {
-            id: desc.id,
-            detail: "record without a kind (written by a newer cryo?)".into(),
-        })
+    position_of(desc).map(|(_, k)| k)
+}
+
+/// The kind of description `desc` and its place in [`KINDS`] (the order in which kinds that
+/// open their descriptions together do so); a record without a kind is refused.
+pub(crate) fn position_of(desc: &FileDesc) -> Result<(usize, &'static dyn AnyKind), FileError> {
+    let kind = desc.kind.as_ref().ok_or_else(|| FileError::Invalid {
+        id: desc.id,
+        detail: "record without a kind (written by a newer cryo?)".into(),
+    })?;
+    let at = position(kind);
+    Ok((at, KINDS[at]))
 }
 
 /// The kind that claims the fd `fd` is about, if one does.
@@ -485,5 +483,39 @@ pub fn name(desc: &FileDesc) -> String {
     match &desc.kind {
         Some(kind) => of(kind).name(desc),
         None => format!("file {} of unknown kind", desc.id),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cryo_proto::image::{
+        Epoll, EventFd, Inotify, Memfd, Pipe, RegularFile, Shmem, SignalFd, Socket, TimerFd, Tty,
+    };
+
+    use super::*;
+
+    #[test]
+    fn every_variant_has_its_own_kind() {
+        let variants = [
+            Kind::Regular(RegularFile::default()),
+            Kind::Directory(RegularFile::default()),
+            Kind::Pipe(Pipe::default()),
+            Kind::Tty(Tty::default()),
+            Kind::CharDevice(String::new()),
+            Kind::Eventfd(EventFd::default()),
+            Kind::Timerfd(TimerFd::default()),
+            Kind::Signalfd(SignalFd::default()),
+            Kind::Epoll(Epoll::default()),
+            Kind::Inotify(Inotify::default()),
+            Kind::Memfd(Memfd::default()),
+            Kind::Shmem(Shmem::default()),
+            Kind::Socket(Socket::default()),
+        ];
+        let at: Vec<usize> = variants.iter().map(position).collect();
+        assert_eq!(at, (0..KINDS.len()).collect::<Vec<_>>());
+        for v in &variants {
+            let owners = KINDS.iter().filter(|k| k.owns(v)).count();
+            assert_eq!(owners, 1, "{v:?}");
+        }
     }
 }
