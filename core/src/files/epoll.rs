@@ -20,7 +20,7 @@ use cryo_proto::image::{file_desc::Kind, Epoll, EpollTarget, FdEntry, FileDesc};
 
 use super::inspect::{fdinfo, OpenFd};
 use super::kind::{Dumping, FileKind, Opened};
-use super::place::{above, Opening};
+use super::place::{above, place_at, Opening};
 use super::{restore_err, sys, FileError};
 
 /// epoll instances, made once every other fd of the task is at its number.
@@ -186,12 +186,7 @@ fn place_all(
             })?;
         }
         for e in numbers_of.get(&desc.id).into_iter().flatten() {
-            sys::dup_to(fd.as_fd(), e.fd, e.cloexec).map_err(|source| FileError::Place {
-                fd: e.fd,
-                id: e.file_id,
-                op: "dup3",
-                source,
-            })?;
+            place_at(fd.as_fd(), e)?;
             placed.insert(e.fd);
         }
     }

@@ -126,8 +126,10 @@ fn mount_points(pid: i32, dev: &str) -> io::Result<Vec<String>> {
 fn resolve(open: &OpenFd, w: &WatchLine) -> Result<String, FileError> {
     let dev = kdev_name(w.sdev);
     let bad = |detail: String| open.dump_err(format!("inotify watch {}: {detail}", w.wd));
-    let mounts = mount_points(open.pid.as_raw(), &dev)
-        .map_err(|e| bad(format!("read the mount table: {e}")))?;
+    let mounts = mount_points(open.pid.as_raw(), &dev).map_err(|e| {
+        let table = PathBuf::from(format!("/proc/{}/mountinfo", open.pid));
+        open.inspect_err("read the mount table", table, e)
+    })?;
     let mut last_err = format!("no mount of filesystem {dev} is visible to the task");
     for mp in mounts {
         let at = PathBuf::from(format!("/proc/{}/root{mp}", open.pid));

@@ -165,13 +165,13 @@ pub(super) fn dump_mapped(
     state: &mut KindState,
 ) -> Result<Memfd, FileError> {
     let saved = &mut state.get::<Saved>().0;
-    record(id, link, text, meta, images, saved).map_err(|f| FileError::Mapped {
-        pid,
-        link: link.to_owned(),
-        detail: match f {
-            Failure::Hugetlb => "hugetlb memfd is not supported yet".into(),
-            Failure::Step(op, e) => format!("{op}: {e}"),
+    record(id, link, text, meta, images, saved).map_err(|f| match f {
+        Failure::Hugetlb => FileError::Mapped {
+            pid,
+            link: link.to_owned(),
+            detail: "hugetlb memfd is not supported yet".into(),
         },
+        Failure::Step(step, e) => super::table::mapped_step(pid, link, step)(e),
     })
 }
 

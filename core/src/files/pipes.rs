@@ -165,7 +165,7 @@ fn dump(
         .map_err(|e| open.inspect_err("F_GETPIPE_SZ", open.proc_path(), e.into()))?;
     let data = if with_data {
         peek(&src)
-            .map_err(|e| open.dump_err(format!("capture the unread data of {}: {e}", open.link)))?
+            .map_err(|e| open.inspect_err("capture the unread data (tee)", open.proc_path(), e))?
     } else {
         Vec::new()
     };

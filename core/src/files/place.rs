@@ -14,7 +14,7 @@
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use cryo_proto::image::{FdEntry, FileDesc};
 use nix::fcntl::{FcntlArg, OFlag};
@@ -129,12 +129,7 @@ impl<'a> Opening<'a> {
     pub(crate) fn place_or_hold(&mut self, desc: &FileDesc, fd: OwnedFd) -> Result<(), FileError> {
         match self.uses.get(&desc.id).map(Vec::as_slice) {
             Some([e]) if e.fd > 2 && !sys::fd_is_open(e.fd) && !self.links.is_carried(desc.id) => {
-                sys::dup_to(fd.as_fd(), e.fd, e.cloexec).map_err(|source| FileError::Place {
-                    fd: e.fd,
-                    id: e.file_id,
-                    op: "dup3",
-                    source,
-                })?;
+                place_at(fd.as_fd(), e)?;
                 self.placed.insert(e.fd);
                 Ok(())
             }
@@ -256,12 +251,7 @@ pub(crate) fn restore_task_fds_with(
         let Some(src) = opened.get(&e.file_id) else {
             continue; // placed after the others, below
         };
-        sys::dup_to(src.as_fd(), e.fd, e.cloexec).map_err(|source| FileError::Place {
-            fd: e.fd,
-            id: e.file_id,
-            op: "dup3",
-            source,
-        })?;
+        place_at(src.as_fd(), e)?;
     }
     drop(opened);
     for (at, group) in &after {
@@ -391,6 +381,16 @@ fn join_overlapping(sets: Vec<Vec<u32>>) -> Vec<Vec<u32>> {
         .collect();
     out.sort_unstable();
     out
+}
+
+/// Puts `fd` at the number of fd entry `e`, with its FD_CLOEXEC.
+pub(crate) fn place_at(fd: BorrowedFd<'_>, e: &FdEntry) -> Result<(), FileError> {
+    sys::dup_to(fd, e.fd, e.cloexec).map_err(|source| FileError::Place {
+        fd: e.fd,
+        id: e.file_id,
+        op: "dup3",
+        source,
+    })
 }
 
 /// `fd` moved to a number at or above `min` (it may already be there).

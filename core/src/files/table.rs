@@ -274,11 +274,10 @@ impl FileTable {
         link: &Path,
         images: &ImageDir,
     ) -> Result<u32, FileError> {
-        let meta = fs::metadata(link).map_err(mapped_step(pid, link, "stat"))?;
-        let key = InodeKey::of(&meta);
-        if let Some(&id) = self.mapped.get(&key) {
-            return Ok(id);
-        }
+        let (meta, key) = match self.mapped_inode(pid, link)? {
+            Mapped::Known(id) => return Ok(id),
+            Mapped::New(meta, key) => (meta, key),
+        };
         let text = fs::read_link(link).map_err(mapped_step(pid, link, "readlink"))?;
         let bad = |detail: String| FileError::Mapped {
             pid,
@@ -334,11 +333,10 @@ impl FileTable {
         link: &Path,
         images: &ImageDir,
     ) -> Result<u32, FileError> {
-        let meta = fs::metadata(link).map_err(mapped_step(pid, link, "stat"))?;
-        let key = InodeKey::of(&meta);
-        if let Some(&id) = self.mapped.get(&key) {
-            return Ok(id);
-        }
+        let key = match self.mapped_inode(pid, link)? {
+            Mapped::Known(id) => return Ok(id),
+            Mapped::New(_, key) => key,
+        };
         let id = self.next_id();
         let s = shmem::dump(id, link, images).map_err(mapped_step(
             pid,
@@ -347,6 +345,17 @@ impl FileTable {
         ))?;
         debug!(id, link = %link.display(), ino = s.ino, size = s.size, "shared anonymous memory");
         Ok(self.push_mapped(key, id, libc::O_RDWR, Kind::Shmem(s)))
+    }
+
+    /// The inode a mapping (`link`: /proc/PID/map_files/START-END or /proc/PID/exe) opens:
+    /// the description of an earlier mapping of it, or its stat.
+    fn mapped_inode(&self, pid: Pid, link: &Path) -> Result<Mapped, FileError> {
+        let meta = fs::metadata(link).map_err(mapped_step(pid, link, "stat"))?;
+        let key = InodeKey::of(&meta);
+        Ok(match self.mapped.get(&key) {
+            Some(&id) => Mapped::Known(id),
+            None => Mapped::New(meta, key),
+        })
     }
 
     /// Adds the description `id` of an object mapped into memory (inode `key`), opened with
@@ -461,7 +470,7 @@ fn check_reachable(open: &OpenFd, seen: &Seen, meta: &fs::Metadata) -> Result<()
         Ok(_) => Err(open.dump_err(format!(
             "{path} now names another file than the one open (renamed or overmounted)"
         ))),
-        Err(e) => Err(open.dump_err(format!("{path} cannot be found by its path: {e}"))),
+        Err(e) => Err(open.inspect_err("find it by its path", PathBuf::from(path), e)),
     }
 }
 
@@ -485,8 +494,20 @@ fn type_name(meta: &fs::Metadata) -> &'static str {
     }
 }
 
+/// What [`FileTable::mapped_inode`] found.
+enum Mapped {
+    /// The description of an earlier mapping of the inode.
+    Known(u32),
+    /// An inode not mapped before: its stat and key.
+    New(fs::Metadata, InodeKey),
+}
+
 /// The error of step `step` on mapping `link` (/proc/PID/map_files/START-END) of `pid`.
-fn mapped_step(pid: Pid, link: &Path, step: &'static str) -> impl FnOnce(io::Error) -> FileError {
+pub(super) fn mapped_step(
+    pid: Pid,
+    link: &Path,
+    step: &'static str,
+) -> impl FnOnce(io::Error) -> FileError {
     let link = link.to_owned();
     move |source| FileError::MappedStep {
         pid,
