@@ -35,6 +35,7 @@ use super::inspect::OpenFd;
 use super::kind::{task_pidfd, Dumping, FileKind, Opened, Seen};
 use super::place::{open_flags, set_async, Opening};
 use super::{restore_err, sys, FileError};
+use crate::proc::task_stat;
 
 /// The terminal of a shell job: a pty slave, dumped with `--shell-job`.
 pub(super) struct ShellJobTerminal;
@@ -124,7 +125,10 @@ fn dump(
     let termios = libc::termios::from(
         tcgetattr(&dup).map_err(|e| open.inspect_err("TCGETS", open.proc_path(), e.into()))?,
     );
-    let stat = crate::proc::stat(open.pid).map_err(|e| open.dump_err(e.to_string()))?;
+    let stat = task_stat::read(open.pid).map_err(|e| {
+        let path = PathBuf::from(format!("/proc/{}/stat", open.pid));
+        open.inspect_err("read", path, e)
+    })?;
     let controlling = is_device(stat.tty_nr, rdev);
     debug!(pid = %open.pid, fd = open.fd, path, controlling, sid = stat.sid, foreground = stat.tpgid, "shell job terminal");
     Ok(Tty {
@@ -247,7 +251,7 @@ impl Terminal {
             source: e.into(),
         })?;
         let rdev = nix::sys::stat::fstat(&term).map(|m| m.st_rdev).unwrap_or(0);
-        let cryo_ctty = crate::proc::stat(nix::unistd::getpid())
+        let cryo_ctty = task_stat::read(nix::unistd::getpid())
             .map(|s| is_device(s.tty_nr, rdev))
             .unwrap_or(true);
         debug!(was = %image.path, rdev, cryo_ctty, "shell job terminal: cryo's stdin");
@@ -293,7 +297,7 @@ impl Terminal {
     /// Checks that restored process `pid` (seen as `seen`) has the terminal as its
     /// controlling terminal; says so when it could not take it (another session has it).
     pub fn check_controlling(&self, pid: i32, seen: Pid) {
-        let has = crate::proc::stat(seen).is_ok_and(|s| is_device(s.tty_nr, self.rdev));
+        let has = task_stat::read(seen).is_ok_and(|s| is_device(s.tty_nr, self.rdev));
         if !has {
             warn!(
                 pid,
