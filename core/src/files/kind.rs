@@ -97,6 +97,12 @@ pub(crate) trait FileKind: Sync + 'static {
         false
     }
 
+    /// The sets of this kind's descriptions among `descs` that one process must make
+    /// together and hand down to the others holding them (the ends of one pipe).
+    fn made_together(&self, _descs: &[FileDesc]) -> Vec<Vec<u32>> {
+        Vec::new()
+    }
+
     /// Whether a description of this kind can be restored in flight, inside a unix socket's
     /// queue (it is then made before the queue is refilled, not after placement).
     fn in_flight(&self) -> bool {
@@ -331,6 +337,8 @@ pub(crate) trait AnyKind: Sync {
     ) -> Result<(), FileError>;
     /// [`FileKind::hand_down`].
     fn hand_down(&self) -> bool;
+    /// [`FileKind::made_together`].
+    fn made_together(&self, descs: &[FileDesc]) -> Vec<Vec<u32>>;
     /// [`FileKind::in_flight`].
     fn in_flight(&self) -> bool;
     /// [`FileKind::open_for_mapping`].
@@ -383,6 +391,9 @@ impl<K: FileKind> AnyKind for K {
     }
     fn hand_down(&self) -> bool {
         FileKind::hand_down(self)
+    }
+    fn made_together(&self, descs: &[FileDesc]) -> Vec<Vec<u32>> {
+        FileKind::made_together(self, descs)
     }
     fn in_flight(&self) -> bool {
         FileKind::in_flight(self)
@@ -455,6 +466,11 @@ pub(crate) fn position_of(desc: &FileDesc) -> Result<(usize, &'static dyn AnyKin
     })?;
     let at = position(kind);
     Ok((at, KINDS[at]))
+}
+
+/// The sets of descriptions of `descs` that one process makes together, kind by kind.
+pub(crate) fn made_together(descs: &[FileDesc]) -> Vec<Vec<u32>> {
+    KINDS.iter().flat_map(|k| k.made_together(descs)).collect()
 }
 
 /// The kind that claims the fd `fd` is about, if one does.

@@ -110,6 +110,10 @@ impl FileKind for Pipes {
         true
     }
 
+    fn made_together(&self, descs: &[FileDesc]) -> Vec<Vec<u32>> {
+        components(descs)
+    }
+
     fn describe(&self, _desc: &FileDesc, p: &Pipe) -> String {
         if p.fifo_path.is_empty() {
             format!("pipe:[{}]", p.ino)
@@ -214,7 +218,7 @@ fn peek(src: &OwnedFd) -> io::Result<Vec<u8>> {
 
 /// The descriptions of each anonymous pipe that has more than one (its read and write
 /// ends, opened apart): made together, by one process, so both ends stay one pipe.
-pub(crate) fn components(descs: &[FileDesc]) -> Vec<Vec<u32>> {
+fn components(descs: &[FileDesc]) -> Vec<Vec<u32>> {
     let mut by_ino: BTreeMap<u64, Vec<u32>> = BTreeMap::new();
     for d in descs {
         if let Some(Kind::Pipe(p)) = &d.kind {

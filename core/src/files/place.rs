@@ -23,7 +23,7 @@ use tracing::debug;
 use super::error::restore_err;
 use super::kind::{self, KindState, MapOpen, Opened};
 use super::validate::{check_fds, index};
-use super::{pipes, sys, FileError, UnixLinks};
+use super::{sys, FileError, UnixLinks};
 use crate::image::ImageDir;
 
 /// Restore side, in the freshly forked child (single-threaded, all signals blocked): opens
@@ -185,8 +185,9 @@ pub(crate) fn restore_task_fds_with(
     // here), the other members of the unix groups it makes, and what their queues carry.
     let wanted: BTreeSet<u32> = used.iter().chain(opts.extra.keys()).copied().collect();
     let mut to_open = links.to_open(&wanted, |id| opts.inherited.contains_key(&id));
-    // An anonymous pipe made here is made whole: its other ends go to whoever holds them.
-    for ends in pipes::components(descs) {
+    // What is made together here is made whole (the ends of an anonymous pipe): its other
+    // members go to whoever holds them.
+    for ends in kind::made_together(descs) {
         if ends
             .iter()
             .any(|id| to_open.contains(id) && !opts.inherited.contains_key(id))
@@ -298,7 +299,7 @@ pub(crate) fn open_unix_pair_by_ids(
 /// ends of an anonymous pipe. Overlapping sets are joined; each set sorted, the sets in order.
 pub(crate) fn made_together(descs: &[FileDesc], links: &UnixLinks) -> Vec<Vec<u32>> {
     let mut sets: Vec<Vec<u32>> = links.group_sets().collect();
-    sets.extend(pipes::components(descs));
+    sets.extend(kind::made_together(descs));
     join_overlapping(sets)
 }
 
