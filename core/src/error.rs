@@ -25,6 +25,9 @@ pub enum Error {
         /// What is wrong with it.
         detail: String,
     },
+    /// The image directory, or a file in it, cannot be used.
+    #[error(transparent)]
+    Images(#[from] crate::image::ImageDirError),
     /// A file, pipe or device of a task.
     #[error(transparent)]
     Files(#[from] FileError),

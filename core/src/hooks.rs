@@ -30,7 +30,7 @@ use nix::unistd::Pid;
 use tracing::{debug, info};
 
 use crate::error::{Error, Result};
-use crate::show::join;
+use crate::proc::join;
 
 /// How long a script may run when no timeout is given.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);

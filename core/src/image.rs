@@ -10,8 +10,47 @@ use cryo_proto::{ImageError, ImageKind};
 use nix::unistd::Pid;
 use prost::Message;
 
-use crate::error::{Error, Result};
 use crate::sys::mmap::Mapping;
+
+/// A `Result` whose error is an [`ImageDirError`].
+pub type Result<T, E = ImageDirError> = std::result::Result<T, E>;
+
+/// Why an image directory, or a file in it, cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageDirError {
+    /// A record or raw file was refused (bad magic, version, checksum, truncated, bad name).
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    /// A step on the directory itself failed.
+    #[error("image directory {}: {step}: {source}", .path.display())]
+    Dir {
+        /// The directory given with -D.
+        path: PathBuf,
+        /// What was being done ("cannot create", "is not writable"...).
+        step: &'static str,
+        /// The kernel's answer.
+        source: std::io::Error,
+    },
+    /// The path exists and is something else than a directory.
+    #[error("image directory {}: {what}", .path.display())]
+    NotADirectory {
+        /// The directory given with -D.
+        path: PathBuf,
+        /// How it was found ("exists and is not a directory", "is not a directory").
+        what: &'static str,
+    },
+    /// A dump is refused into a directory that holds files already.
+    #[error(
+        "image directory {}: is not empty (holds {entry}); dump into a new or empty directory",
+        .path.display()
+    )]
+    NotEmpty {
+        /// The directory given with -D.
+        path: PathBuf,
+        /// One of the files it holds.
+        entry: String,
+    },
+}
 
 /// File names inside an image directory.
 pub mod names {
@@ -52,40 +91,46 @@ impl ImageDir {
     /// Makes `path` ready to receive a dump: created 0700 if absent; if present it must be an
     /// empty, writable directory (then its mode is set to 0700).
     pub fn create(path: &Path) -> Result<Self> {
-        let bad = |detail: String| Error::ImageDir {
-            path: path.to_owned(),
-            detail,
+        let bad = |step: &'static str| {
+            move |source| ImageDirError::Dir {
+                path: path.to_owned(),
+                step,
+                source,
+            }
         };
         match fs::symlink_metadata(path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let mut builder = fs::DirBuilder::new();
                 std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-                builder
-                    .create(path)
-                    .map_err(|e| bad(format!("cannot create: {e}")))?;
+                builder.create(path).map_err(bad("cannot create"))?;
             }
-            Err(e) => return Err(bad(format!("cannot stat: {e}"))),
-            Ok(meta) if !meta.is_dir() => return Err(bad("exists and is not a directory".into())),
+            Err(e) => return Err(bad("cannot stat")(e)),
+            Ok(meta) if !meta.is_dir() => {
+                return Err(ImageDirError::NotADirectory {
+                    path: path.to_owned(),
+                    what: "exists and is not a directory",
+                })
+            }
             Ok(_) => {
-                let mut entries =
-                    fs::read_dir(path).map_err(|e| bad(format!("cannot list: {e}")))?;
+                let mut entries = fs::read_dir(path).map_err(bad("cannot list"))?;
                 if let Some(entry) = entries.next() {
-                    let name = entry
+                    let entry = entry
                         .map(|e| e.file_name().to_string_lossy().into_owned())
                         .unwrap_or_default();
-                    return Err(bad(format!(
-                        "is not empty (holds {name}); dump into a new or empty directory"
-                    )));
+                    return Err(ImageDirError::NotEmpty {
+                        path: path.to_owned(),
+                        entry,
+                    });
                 }
             }
         }
         fs::set_permissions(path, fs::Permissions::from_mode(0o700))
-            .map_err(|e| bad(format!("cannot make private (0700): {e}")))?;
+            .map_err(bad("cannot make private (0700)"))?;
         // Root passes permission checks, so probe for real: a read-only mount or an immutable
         // directory must fail now, before the target is frozen.
         let probe = path.join(".cryo-write-probe");
-        create_private(&probe).map_err(|e| bad(format!("is not writable: {e}")))?;
-        fs::remove_file(&probe).map_err(|e| bad(format!("is not writable: {e}")))?;
+        create_private(&probe).map_err(|e| bad("is not writable")(std::io::Error::other(e)))?;
+        fs::remove_file(&probe).map_err(bad("is not writable"))?;
         Ok(Self {
             path: path.to_owned(),
         })
@@ -93,14 +138,15 @@ impl ImageDir {
 
     /// Opens an existing image directory for reading.
     pub fn open(path: &Path) -> Result<Self> {
-        let meta = fs::metadata(path).map_err(|e| Error::ImageDir {
+        let meta = fs::metadata(path).map_err(|source| ImageDirError::Dir {
             path: path.to_owned(),
-            detail: format!("cannot open: {e}"),
+            step: "cannot open",
+            source,
         })?;
         if !meta.is_dir() {
-            return Err(Error::ImageDir {
+            return Err(ImageDirError::NotADirectory {
                 path: path.to_owned(),
-                detail: "is not a directory".into(),
+                what: "is not a directory",
             });
         }
         Ok(Self {
@@ -131,7 +177,7 @@ impl ImageDir {
         let _ = std::fs::remove_file(self.file(&new));
         frame::write_image(&self.file(&new), kind, records)?;
         std::fs::rename(self.file(&new), self.file(name))
-            .map_err(|e| Error::Image(cryo_proto::ImageError::io(&self.file(name), "rename", e)))?;
+            .map_err(|e| ImageError::io(&self.file(name), "rename", e))?;
         Ok(())
     }
 

@@ -4,17 +4,83 @@
 
 use std::fs;
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
-use cryo_proto::image::FileDesc;
+use cryo_proto::image::{file_desc::Kind, FileDesc};
 use nix::errno::Errno;
 use nix::sys::stat::Mode;
 use nix::unistd::Whence;
 use tracing::debug;
 
+use super::error::changed;
 use super::inspect::OpenFd;
-use super::{describe, open_flags, restore_err, set_async, FdDumpOptions, FileError};
+use super::kind::{Checking, Dumping, FileKind, Opened, Seen};
+use super::place::{open_flags, set_async, Opening};
+use super::{restore_err, FileError};
+
+/// Character devices other than the shell job's terminal.
+pub(super) struct CharDevice;
+
+impl FileKind for CharDevice {
+    type Record = String;
+
+    fn record(kind: &Kind) -> Option<&String> {
+        match kind {
+            Kind::CharDevice(path) => Some(path),
+            _ => None,
+        }
+    }
+
+    fn claims(&self, fd: &Dumping<'_>) -> bool {
+        matches!(fd.seen, Seen::CharDevice { .. })
+    }
+
+    fn dump(&self, fd: &mut Dumping<'_>) -> Result<Kind, FileError> {
+        let Seen::CharDevice { path } = &fd.seen else {
+            return Err(fd.open.refuse("not a character device", false));
+        };
+        dump(fd.open, path, fd.meta, fd.shell_job).map(Kind::CharDevice)
+    }
+
+    fn validate(
+        &self,
+        desc: &FileDesc,
+        path: &String,
+        _cx: &mut Checking<'_>,
+    ) -> Result<(), FileError> {
+        let meta = fs::metadata(path).map_err(|_| changed(desc, "the device node is gone"))?;
+        if !meta.file_type().is_char_device() {
+            return Err(changed(desc, "is no longer a character device"));
+        }
+        Ok(())
+    }
+
+    fn open(
+        &self,
+        desc: &FileDesc,
+        path: &String,
+        _cx: &mut Opening<'_>,
+    ) -> Result<Opened, FileError> {
+        open(desc, path).map(Opened::Now)
+    }
+
+    fn hand_down(&self) -> bool {
+        true
+    }
+
+    fn describe(&self, _desc: &FileDesc, path: &String) -> String {
+        format!("char device {path}")
+    }
+
+    fn show(&self, _desc: &FileDesc, path: &String, flags: &str) -> String {
+        format!("{path} (char device)  flags {flags}")
+    }
+
+    fn name(&self, _desc: &FileDesc, path: &String) -> String {
+        path.clone()
+    }
+}
 
 /// Majors of terminals: 4 (ttyN, ttySN), 5 (/dev/tty, console, ptmx), 136-143 (pts).
 fn is_tty_major(major: u64) -> bool {
@@ -31,16 +97,16 @@ pub(super) fn is_terminal(path: &str, rdev: u64) -> bool {
 }
 
 /// The path to record for character device fd `open` (a terminal only with shell_job).
-pub(super) fn dump(
+fn dump(
     open: &OpenFd,
     path: &str,
     meta: &fs::Metadata,
-    opts: &FdDumpOptions,
+    shell_job: bool,
 ) -> Result<String, FileError> {
     if super::tty::is_pty_master(meta.rdev()) {
         return Err(open.refuse("pty master", true));
     }
-    if is_terminal(path, meta.rdev()) && !opts.shell_job {
+    if is_terminal(path, meta.rdev()) && !shell_job {
         return Err(FileError::Terminal {
             pid: open.pid,
             fd: open.fd,
@@ -52,15 +118,11 @@ pub(super) fn dump(
 }
 
 /// Reopens character device `path` for description `desc`.
-pub(super) fn open(desc: &FileDesc, path: &str) -> Result<OwnedFd, FileError> {
+fn open(desc: &FileDesc, path: &str) -> Result<OwnedFd, FileError> {
     let fd =
         nix::fcntl::open(Path::new(path), open_flags(desc.flags), Mode::empty()).map_err(|e| {
             if e == Errno::ENOENT {
-                FileError::Changed {
-                    id: desc.id,
-                    what: describe(desc),
-                    detail: "the device node is gone".into(),
-                }
+                changed(desc, "the device node is gone")
             } else {
                 restore_err(desc, "open", e.into())
             }
@@ -70,11 +132,7 @@ pub(super) fn open(desc: &FileDesc, path: &str) -> Result<OwnedFd, FileError> {
     }
     let meta = nix::sys::stat::fstat(&fd).map_err(|e| restore_err(desc, "fstat", e.into()))?;
     if meta.st_mode & libc::S_IFMT != libc::S_IFCHR {
-        return Err(FileError::Changed {
-            id: desc.id,
-            what: describe(desc),
-            detail: "is no longer a character device".into(),
-        });
+        return Err(changed(desc, "is no longer a character device"));
     }
     if desc.pos != 0 {
         let pos = i64::try_from(desc.pos).unwrap_or(i64::MAX);

@@ -16,10 +16,65 @@
 use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsFd, RawFd};
 
-use cryo_proto::image::{Epoll, EpollTarget, FdEntry, FileDesc};
+use cryo_proto::image::{file_desc::Kind, Epoll, EpollTarget, FdEntry, FileDesc};
 
-use super::inspect::OpenFd;
-use super::{above, events, restore_err, sys, FileError};
+use super::inspect::{fdinfo, OpenFd};
+use super::kind::{Dumping, FileKind, Opened};
+use super::place::{above, place_at, Opening};
+use super::{restore_err, sys, FileError};
+
+/// epoll instances, made once every other fd of the task is at its number.
+pub(super) struct Epolls;
+
+impl FileKind for Epolls {
+    type Record = Epoll;
+
+    fn record(kind: &Kind) -> Option<&Epoll> {
+        match kind {
+            Kind::Epoll(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    fn claims(&self, fd: &Dumping<'_>) -> bool {
+        fd.seen.is_anon("epoll")
+    }
+
+    fn dump(&self, fd: &mut Dumping<'_>) -> Result<Kind, FileError> {
+        dump(fd.open).map(Kind::Epoll)
+    }
+
+    fn open(
+        &self,
+        _desc: &FileDesc,
+        _ep: &Epoll,
+        _cx: &mut Opening<'_>,
+    ) -> Result<Opened, FileError> {
+        // Registered once every other fd is at its number.
+        Ok(Opened::AfterPlacement)
+    }
+
+    fn place_after(
+        &self,
+        descs: &[&FileDesc],
+        fds: &[FdEntry],
+        min_high: RawFd,
+    ) -> Result<(), FileError> {
+        let epolls: Vec<(&FileDesc, &Epoll)> = descs
+            .iter()
+            .filter_map(|d| Some((*d, d.kind.as_ref().and_then(Self::record)?)))
+            .collect();
+        place_all(&epolls, fds, min_high)
+    }
+
+    fn in_flight(&self) -> bool {
+        false
+    }
+
+    fn describe(&self, _desc: &FileDesc, e: &Epoll) -> String {
+        format!("epoll ({} targets)", e.targets.len())
+    }
+}
 
 /// Parses one `tfd:` line of an epoll fdinfo.
 fn parse_target(line: &str) -> Option<EpollTarget> {
@@ -38,8 +93,8 @@ fn parse_target(line: &str) -> Option<EpollTarget> {
 }
 
 /// The targets of the epoll `open`, each checked to be the file now at its fd number.
-pub(super) fn dump(open: &OpenFd) -> Result<Epoll, FileError> {
-    let text = events::fdinfo(open)?;
+fn dump(open: &OpenFd) -> Result<Epoll, FileError> {
+    let text = fdinfo(open)?;
     let mut targets = Vec::new();
     let mut seen = HashSet::new();
     for line in text.lines().filter(|l| l.starts_with("tfd:")) {
@@ -83,7 +138,7 @@ pub(super) fn dump(open: &OpenFd) -> Result<Epoll, FileError> {
 
 /// Restore side, once every non-epoll fd of the task is at its number: creates each epoll,
 /// registers its targets by number and places it. `min_high` is above every target number.
-pub(super) fn place_all(
+fn place_all(
     epolls: &[(&FileDesc, &Epoll)],
     fds: &[FdEntry],
     min_high: RawFd,
@@ -131,12 +186,7 @@ pub(super) fn place_all(
             })?;
         }
         for e in numbers_of.get(&desc.id).into_iter().flatten() {
-            sys::dup_to(fd.as_fd(), e.fd, e.cloexec).map_err(|source| FileError::Place {
-                fd: e.fd,
-                id: e.file_id,
-                op: "dup3",
-                source,
-            })?;
+            place_at(fd.as_fd(), e)?;
             placed.insert(e.fd);
         }
     }

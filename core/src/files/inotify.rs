@@ -19,12 +19,49 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use cryo_proto::image::{FileDesc, Inotify, InotifyWatch};
+use cryo_proto::image::{file_desc::Kind, FileDesc, Inotify, InotifyWatch};
 use nix::fcntl::{FcntlArg, OFlag};
 use nix::sys::stat::Mode;
 
-use super::inspect::OpenFd;
-use super::{events, restore_err, sys, FileError};
+use super::inspect::{fdinfo, OpenFd};
+use super::kind::{Dumping, FileKind, Opened};
+use super::place::Opening;
+use super::{restore_err, sys, FileError};
+
+/// inotify instances.
+pub(super) struct Inotifies;
+
+impl FileKind for Inotifies {
+    type Record = Inotify;
+
+    fn record(kind: &Kind) -> Option<&Inotify> {
+        match kind {
+            Kind::Inotify(i) => Some(i),
+            _ => None,
+        }
+    }
+
+    fn claims(&self, fd: &Dumping<'_>) -> bool {
+        fd.seen.is_anon("inotify")
+    }
+
+    fn dump(&self, fd: &mut Dumping<'_>) -> Result<Kind, FileError> {
+        dump(fd.open).map(Kind::Inotify)
+    }
+
+    fn open(
+        &self,
+        desc: &FileDesc,
+        i: &Inotify,
+        _cx: &mut Opening<'_>,
+    ) -> Result<Opened, FileError> {
+        open(desc, i).map(Opened::Now)
+    }
+
+    fn describe(&self, _desc: &FileDesc, i: &Inotify) -> String {
+        format!("inotify ({} watches)", i.watches.len())
+    }
+}
 
 /// The most placeholder watches one restore adds to skip wd gaps.
 const MAX_GAP: i32 = 1 << 16;
@@ -89,8 +126,10 @@ fn mount_points(pid: i32, dev: &str) -> io::Result<Vec<String>> {
 fn resolve(open: &OpenFd, w: &WatchLine) -> Result<String, FileError> {
     let dev = kdev_name(w.sdev);
     let bad = |detail: String| open.dump_err(format!("inotify watch {}: {detail}", w.wd));
-    let mounts = mount_points(open.pid.as_raw(), &dev)
-        .map_err(|e| bad(format!("read the mount table: {e}")))?;
+    let mounts = mount_points(open.pid.as_raw(), &dev).map_err(|e| {
+        let table = PathBuf::from(format!("/proc/{}/mountinfo", open.pid));
+        open.inspect_err("read the mount table", table, e)
+    })?;
     let mut last_err = format!("no mount of filesystem {dev} is visible to the task");
     for mp in mounts {
         let at = PathBuf::from(format!("/proc/{}/root{mp}", open.pid));
@@ -128,8 +167,8 @@ fn resolve(open: &OpenFd, w: &WatchLine) -> Result<String, FileError> {
 }
 
 /// The watches of inotify `open`, in wd order.
-pub(super) fn dump(open: &OpenFd) -> Result<Inotify, FileError> {
-    let text = events::fdinfo(open)?;
+fn dump(open: &OpenFd) -> Result<Inotify, FileError> {
+    let text = fdinfo(open)?;
     let mut watches = Vec::new();
     for line in text.lines().filter(|l| l.starts_with("inotify ")) {
         let w = parse_line(line)
@@ -148,7 +187,7 @@ pub(super) fn dump(open: &OpenFd) -> Result<Inotify, FileError> {
 }
 
 /// Recreates an inotify instance with its watches at their wds.
-pub(super) fn open(desc: &FileDesc, ino: &Inotify) -> Result<OwnedFd, FileError> {
+fn open(desc: &FileDesc, ino: &Inotify) -> Result<OwnedFd, FileError> {
     let fd = sys::inotify_init(libc::IN_CLOEXEC | libc::IN_NONBLOCK)
         .map_err(|e| restore_err(desc, "inotify_init1", e))?;
     let invalid = |detail: String| FileError::Invalid {

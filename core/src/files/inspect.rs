@@ -261,6 +261,32 @@ impl<'a> Link<'a> {
     }
 }
 
+/// The whole fdinfo text of the fd.
+pub(super) fn fdinfo(open: &OpenFd) -> Result<String, FileError> {
+    let path = PathBuf::from(format!("/proc/{}/fdinfo/{}", open.pid, open.fd));
+    fs::read_to_string(&path).map_err(|e| open.inspect_err("read", path, e))
+}
+
+/// The value of the `key:` line of an fdinfo text, trimmed.
+pub(super) fn field<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    text.lines().find_map(|line| {
+        let (k, v) = line.split_once(':')?;
+        (k.trim() == key).then_some(v.trim())
+    })
+}
+
+/// A required `key:` of the fdinfo, parsed by `parse`.
+pub(super) fn required<T>(
+    open: &OpenFd,
+    text: &str,
+    key: &str,
+    parse: impl FnOnce(&str) -> Option<T>,
+) -> Result<T, FileError> {
+    field(text, key)
+        .and_then(parse)
+        .ok_or_else(|| open.dump_err(format!("fdinfo has no valid `{key}:` line: {text:?}")))
+}
+
 /// Splits a link text of a path into the path and whether the kernel marked it deleted,
 /// using the inode to decide: a file whose real name ends in " (deleted)" is not deleted.
 pub(super) fn resolve_deleted(link: &str, meta: &fs::Metadata) -> (String, bool) {
@@ -286,6 +312,15 @@ mod tests {
         let text = "pos:\t12\nflags:\t02102001\nmnt_id:\t25\nino:\t1234\n";
         assert_eq!(parse_fdinfo(text), Some((0o2102001, 12)));
         assert_eq!(parse_fdinfo("pos:\t1\n"), None);
+    }
+
+    #[test]
+    fn fdinfo_fields_are_found() {
+        let text = "pos:\t0\nflags:\t04002\neventfd-count:                5\neventfd-id: 1\n\
+                    eventfd-semaphore: 1\n";
+        assert_eq!(field(text, "eventfd-count"), Some("5"));
+        assert_eq!(field(text, "eventfd-semaphore"), Some("1"));
+        assert_eq!(field(text, "sigmask"), None);
     }
 
     #[test]

@@ -18,13 +18,67 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use cryo_proto::image::{FileDesc, Memfd};
+use cryo_proto::image::{file_desc::Kind, FileDesc, Memfd};
 use nix::sys::stat::Mode;
 use nix::unistd::{Pid, Whence};
 
 use super::inspect::{InodeKey, OpenFd};
-use super::{open_flags, restore_err, set_async, shmem, sys, FileError};
+use super::kind::{Checking, Dumping, FileKind, KindState, MapOpen, Opened, Seen};
+use super::place::{open_flags, set_async, Opening};
+use super::{restore_err, shmem, sys, FileError};
 use crate::image::ImageDir;
+
+/// memfds (not hugetlb ones).
+pub(super) struct Memfds;
+
+/// The memfds a dump has saved, by inode: their contents are saved once.
+#[derive(Debug, Default)]
+struct Saved(HashMap<InodeKey, Memfd>);
+
+impl FileKind for Memfds {
+    type Record = Memfd;
+
+    fn record(kind: &Kind) -> Option<&Memfd> {
+        match kind {
+            Kind::Memfd(m) => Some(m),
+            _ => None,
+        }
+    }
+
+    fn claims(&self, fd: &Dumping<'_>) -> bool {
+        matches!(fd.seen, Seen::Memfd)
+    }
+
+    fn dump(&self, fd: &mut Dumping<'_>) -> Result<Kind, FileError> {
+        let saved = &mut fd.state.get::<Saved>().0;
+        dump(fd.id, fd.open, fd.meta, fd.images, saved).map(Kind::Memfd)
+    }
+
+    fn validate(&self, desc: &FileDesc, m: &Memfd, cx: &mut Checking<'_>) -> Result<(), FileError> {
+        validate(desc, m, cx.images)
+    }
+
+    fn open(&self, desc: &FileDesc, m: &Memfd, cx: &mut Opening<'_>) -> Result<Opened, FileError> {
+        let (images, shared) = (cx.images, &cx.opts.shared);
+        cx.state
+            .get::<Made>()
+            .open(desc, m, images, shared)
+            .map(Opened::Now)
+    }
+
+    fn open_for_mapping(
+        &self,
+        desc: &FileDesc,
+        _m: &Memfd,
+        to: &MapOpen<'_>,
+    ) -> Result<OwnedFd, FileError> {
+        shmem::open_for_mapping(desc, to.writable, to.shared)
+    }
+
+    fn describe(&self, _desc: &FileDesc, m: &Memfd) -> String {
+        format!("memfd:{}", m.name)
+    }
+}
 
 /// `HUGETLBFS_MAGIC` from linux/magic.h.
 const HUGETLBFS_MAGIC: i64 = 0x9584_58f6;
@@ -85,7 +139,7 @@ fn record(
 }
 
 /// Dumps memfd fd `open` (description `id`).
-pub(super) fn dump(
+fn dump(
     id: u32,
     open: &OpenFd,
     meta: &fs::Metadata,
@@ -108,21 +162,22 @@ pub(super) fn dump_mapped(
     text: &str,
     meta: &fs::Metadata,
     images: &ImageDir,
-    saved: &mut HashMap<InodeKey, Memfd>,
+    state: &mut KindState,
 ) -> Result<Memfd, FileError> {
-    record(id, link, text, meta, images, saved).map_err(|f| FileError::Mapped {
-        pid,
-        link: link.to_owned(),
-        detail: match f {
-            Failure::Hugetlb => "hugetlb memfd is not supported yet".into(),
-            Failure::Step(op, e) => format!("{op}: {e}"),
+    let saved = &mut state.get::<Saved>().0;
+    record(id, link, text, meta, images, saved).map_err(|f| match f {
+        Failure::Hugetlb => FileError::Mapped {
+            pid,
+            link: link.to_owned(),
+            detail: "hugetlb memfd is not supported yet".into(),
         },
+        Failure::Step(step, e) => super::table::mapped_step(pid, link, step)(e),
     })
 }
 
 /// Restore side, before any process exists: the contents image is there, of the right size
 /// and crc.
-pub(super) fn validate(desc: &FileDesc, m: &Memfd, images: &ImageDir) -> Result<(), FileError> {
+fn validate(desc: &FileDesc, m: &Memfd, images: &ImageDir) -> Result<(), FileError> {
     let raw = m.contents.as_ref().ok_or_else(|| FileError::Invalid {
         id: desc.id,
         detail: format!("memfd:{} has no contents image", m.name),
@@ -139,7 +194,7 @@ pub(super) fn validate(desc: &FileDesc, m: &Memfd, images: &ImageDir) -> Result<
             ),
         });
     }
-    images.check_raw(raw).map_err(|e| FileError::Ghost {
+    images.check_raw(raw).map_err(|e| FileError::Contents {
         id: desc.id,
         source: Box::new(e),
     })?;
@@ -148,7 +203,7 @@ pub(super) fn validate(desc: &FileDesc, m: &Memfd, images: &ImageDir) -> Result<
 
 /// The memfds recreated by one restore call, by dumped inode number.
 #[derive(Debug, Default)]
-pub(super) struct Made {
+struct Made {
     by_ino: HashMap<u64, OwnedFd>,
 }
 

@@ -24,15 +24,128 @@ use nix::fcntl::{FcntlArg, OFlag, SpliceFFlags};
 use nix::sys::stat::Mode;
 use tracing::debug;
 
-use super::inspect::OpenFd;
-use super::{describe, restore_err, sys, FileError};
+use super::error::changed;
+use super::inspect::{InodeKey, OpenFd};
+use super::kind::{task_pidfd, Checking, Dumping, FileKind, Opened, Seen};
+use super::place::Opening;
+use super::{restore_err, sys, FileError};
+
+/// Anonymous pipes and FIFOs: one description per end, the unread data once per pipe.
+pub(super) struct Pipes;
+
+/// The pipes whose unread data a dump has captured (on their first description).
+#[derive(Debug, Default)]
+struct Captured(std::collections::HashSet<InodeKey>);
+
+impl FileKind for Pipes {
+    type Record = Pipe;
+
+    fn record(kind: &Kind) -> Option<&Pipe> {
+        match kind {
+            Kind::Pipe(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    fn claims(&self, fd: &Dumping<'_>) -> bool {
+        matches!(fd.seen, Seen::Pipe { .. })
+    }
+
+    fn dump(&self, fd: &mut Dumping<'_>) -> Result<Kind, FileError> {
+        let Seen::Pipe { ino, fifo_path } = &fd.seen else {
+            return Err(fd.open.refuse("not a pipe", false));
+        };
+        let with_data = fd.state.get::<Captured>().0.insert(fd.key);
+        let pidfd = task_pidfd(fd.open, fd.pidfd)?;
+        dump(fd.open, pidfd, *ino, fifo_path.clone(), with_data).map(Kind::Pipe)
+    }
+
+    fn validate(
+        &self,
+        desc: &FileDesc,
+        pipe: &Pipe,
+        cx: &mut Checking<'_>,
+    ) -> Result<(), FileError> {
+        if !pipe.fifo_path.is_empty() && !is_fifo(&pipe.fifo_path) {
+            return Err(changed(desc, "the fifo is gone or is no longer a fifo"));
+        }
+        if !pipe.data.is_empty() {
+            let key = format!("pipe data {} {}", pipe.ino, pipe.fifo_path);
+            if let Some(other) = cx.first(key, desc.id) {
+                return Err(FileError::Invalid {
+                    id: desc.id,
+                    detail: format!("file {other} holds the unread data of the same pipe too"),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn open(
+        &self,
+        _desc: &FileDesc,
+        _pipe: &Pipe,
+        _cx: &mut Opening<'_>,
+    ) -> Result<Opened, FileError> {
+        Ok(Opened::Together)
+    }
+
+    fn open_together(&self, descs: &[&FileDesc], cx: &mut Opening<'_>) -> Result<(), FileError> {
+        let pipes: Vec<(&FileDesc, &Pipe)> = descs
+            .iter()
+            .filter_map(|d| Some((*d, d.kind.as_ref().and_then(Self::record)?)))
+            .collect();
+        for (id, fd) in open_all(&pipes)? {
+            let desc = pipes
+                .iter()
+                .find(|(d, _)| d.id == id)
+                .expect("opened from pipes")
+                .0;
+            cx.hold(desc, fd)?;
+        }
+        Ok(())
+    }
+
+    fn hand_down(&self) -> bool {
+        true
+    }
+
+    fn made_together(&self, descs: &[FileDesc]) -> Vec<Vec<u32>> {
+        components(descs)
+    }
+
+    fn describe(&self, _desc: &FileDesc, p: &Pipe) -> String {
+        if p.fifo_path.is_empty() {
+            format!("pipe:[{}]", p.ino)
+        } else {
+            format!("fifo {}", p.fifo_path)
+        }
+    }
+
+    fn show(&self, _desc: &FileDesc, p: &Pipe, flags: &str) -> String {
+        let what = if p.fifo_path.is_empty() {
+            format!("pipe:[{}]", p.ino)
+        } else {
+            format!("fifo {} (pipe:[{}])", p.fifo_path, p.ino)
+        };
+        format!(
+            "{what}  {} bytes queued (capacity {})  flags {flags}",
+            p.data.len(),
+            p.capacity
+        )
+    }
+
+    fn name(&self, _desc: &FileDesc, p: &Pipe) -> String {
+        format!("pipe:[{}]", p.ino)
+    }
+}
 
 /// Flags F_SETFL can change on a pipe end, and that matter.
 const SETFL_PIPE: u32 = (libc::O_NONBLOCK | libc::O_DIRECT | libc::O_ASYNC) as u32;
 
 /// Captures capacity and unread data of the pipe behind `open`; the data only if `with_data`
 /// (it is stored once per pipe).
-pub(super) fn dump(
+fn dump(
     open: &OpenFd,
     pidfd: BorrowedFd<'_>,
     ino: u64,
@@ -56,7 +169,7 @@ pub(super) fn dump(
         .map_err(|e| open.inspect_err("F_GETPIPE_SZ", open.proc_path(), e.into()))?;
     let data = if with_data {
         peek(&src)
-            .map_err(|e| open.dump_err(format!("capture the unread data of {}: {e}", open.link)))?
+            .map_err(|e| open.inspect_err("capture the unread data (tee)", open.proc_path(), e))?
     } else {
         Vec::new()
     };
@@ -105,7 +218,7 @@ fn peek(src: &OwnedFd) -> io::Result<Vec<u8>> {
 
 /// The descriptions of each anonymous pipe that has more than one (its read and write
 /// ends, opened apart): made together, by one process, so both ends stay one pipe.
-pub(crate) fn components(descs: &[FileDesc]) -> Vec<Vec<u32>> {
+fn components(descs: &[FileDesc]) -> Vec<Vec<u32>> {
     let mut by_ino: BTreeMap<u64, Vec<u32>> = BTreeMap::new();
     for d in descs {
         if let Some(Kind::Pipe(p)) = &d.kind {
@@ -118,7 +231,7 @@ pub(crate) fn components(descs: &[FileDesc]) -> Vec<Vec<u32>> {
 }
 
 /// Opens every pipe description of one task: `(desc, pipe)` pairs. Returns an fd per id.
-pub(super) fn open_all(pipes: &[(&FileDesc, &Pipe)]) -> Result<Vec<(u32, OwnedFd)>, FileError> {
+fn open_all(pipes: &[(&FileDesc, &Pipe)]) -> Result<Vec<(u32, OwnedFd)>, FileError> {
     let mut anon: BTreeMap<u64, Vec<(&FileDesc, &Pipe)>> = BTreeMap::new();
     let mut fifos: BTreeMap<&str, Vec<(&FileDesc, &Pipe)>> = BTreeMap::new();
     for &(desc, pipe) in pipes {
@@ -208,22 +321,14 @@ fn open_fifo(
     )
     .map_err(|e| {
         if e == Errno::ENOENT {
-            FileError::Changed {
-                id: first.id,
-                what: describe(first),
-                detail: "the fifo is gone".into(),
-            }
+            changed(first, "the fifo is gone")
         } else {
             restore_err(first, "open", e.into())
         }
     })?;
     let meta = nix::sys::stat::fstat(&holder).map_err(|e| restore_err(first, "fstat", e.into()))?;
     if meta.st_mode & libc::S_IFMT != libc::S_IFIFO {
-        return Err(FileError::Changed {
-            id: first.id,
-            what: describe(first),
-            detail: "is no longer a fifo".into(),
-        });
+        return Err(changed(first, "is no longer a fifo"));
     }
     let (data, capacity) = data_and_capacity(group);
     let queued = sys::fionread(holder.as_fd()).map_err(|e| restore_err(first, "FIONREAD", e))?;
@@ -296,16 +401,15 @@ fn refill(desc: &FileDesc, wr: &OwnedFd, data: &[u8], capacity: u32) -> Result<(
             Err(Errno::EAGAIN) => {
                 let now = nix::fcntl::fcntl(wr, FcntlArg::F_GETPIPE_SZ).unwrap_or(0);
                 let max = fs::read_to_string("/proc/sys/fs/pipe-max-size").unwrap_or_default();
-                return Err(FileError::Changed {
-                    id: desc.id,
-                    what: describe(desc),
-                    detail: format!(
+                return Err(changed(
+                    desc,
+                    format!(
                         "{} unread bytes do not fit: the pipe held up to {capacity} bytes, here \
                          it holds {now} (pipe-max-size {}, and no CAP_SYS_RESOURCE to exceed it)",
                         data.len(),
                         max.trim()
                     ),
-                });
+                ));
             }
             Err(e) => return Err(restore_err(desc, "refill", e.into())),
         }
@@ -328,6 +432,6 @@ fn set_flags(desc: &FileDesc, fd: &OwnedFd) -> Result<(), FileError> {
 }
 
 /// True if `path` is a FIFO now.
-pub(super) fn is_fifo(path: &str) -> bool {
+fn is_fifo(path: &str) -> bool {
     fs::metadata(path).is_ok_and(|m| m.file_type().is_fifo())
 }

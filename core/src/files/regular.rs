@@ -16,17 +16,20 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use cryo_proto::image::{FileDesc, RawFileRef, RegularFile};
+use cryo_proto::image::{file_desc::Kind, FileDesc, RawFileRef, RegularFile};
 use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
 use nix::unistd::{Gid, Uid, Whence};
 use tracing::debug;
 
-use super::{describe, open_flags, restore_err, set_async, FileError, InodeKey};
+use super::error::changed;
+use super::kind::{Checking, Dumping, FileKind, KindState, MapOpen, Opened, Seen};
+use super::place::{open_flags, set_async, Opening};
+use super::{restore_err, FileError, InodeKey};
 use crate::image::{names, ImageDir};
 
 /// The RegularFile record of a file, from its stat.
-pub(super) fn record(path: String, meta: &fs::Metadata) -> RegularFile {
+fn record(path: String, meta: &fs::Metadata) -> RegularFile {
     RegularFile {
         path,
         dev: meta.dev(),
@@ -40,13 +43,269 @@ pub(super) fn record(path: String, meta: &fs::Metadata) -> RegularFile {
     }
 }
 
-/// Copies the contents of a deleted file, read through `source` (/proc/PID/fd/N or a
-/// map_files link), into the ghost image of description `id`.
-pub(super) fn write_ghost(
+/// The ghost images of a dump, by inode: the contents of a deleted file are saved once.
+#[derive(Debug, Default)]
+struct GhostImages(HashMap<InodeKey, RawFileRef>);
+
+/// The record of regular file `path` (stat `meta`, inode `key`), first met as description
+/// `id`; if it is `deleted`, its contents are saved as a ghost image (once per inode), read
+/// through `source` (/proc/PID/fd/N or a map_files link).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn dump_file(
+    state: &mut KindState,
     id: u32,
+    key: InodeKey,
+    path: String,
+    deleted: bool,
+    meta: &fs::Metadata,
     source: &Path,
     images: &ImageDir,
-) -> Result<RawFileRef, io::Error> {
+) -> Result<RegularFile, FileError> {
+    let reg = record(path, meta);
+    if !deleted {
+        return Ok(reg);
+    }
+    let saved = state.get::<GhostImages>();
+    let raw = match saved.0.get(&key) {
+        Some(raw) => raw.clone(),
+        None => {
+            let raw = write_ghost(id, source, images).map_err(|e| FileError::SaveGhost {
+                id,
+                path: reg.path.clone(),
+                image: names::ghost(id),
+                source: e,
+            })?;
+            debug!(id, ghost = %raw.name, size = raw.size, "deleted file contents saved");
+            saved.0.insert(key, raw.clone());
+            raw
+        }
+    };
+    Ok(RegularFile {
+        deleted: true,
+        contents: Some(raw),
+        ..reg
+    })
+}
+
+/// The message about an offset beyond the end of a file truncated since the dump.
+fn truncated(desc: &FileDesc, reg: &RegularFile, now: u64) -> String {
+    format!(
+        "offset {} is beyond the end: the file was truncated since the dump ({} bytes then, \
+         {now} now)",
+        desc.pos, reg.size
+    )
+}
+
+/// Checks the contents image of a deleted file (once per image).
+fn validate_ghost(
+    desc: &FileDesc,
+    reg: &RegularFile,
+    cx: &mut Checking<'_>,
+) -> Result<(), FileError> {
+    let raw = reg.contents.as_ref().ok_or_else(|| FileError::Invalid {
+        id: desc.id,
+        detail: format!("deleted file {} has no contents image", reg.path),
+    })?;
+    if raw.size != reg.size {
+        return Err(FileError::Invalid {
+            id: desc.id,
+            detail: format!(
+                "deleted file {} was {} bytes but its contents image {} holds {}",
+                reg.path, reg.size, raw.name, raw.size
+            ),
+        });
+    }
+    if !Path::new(&reg.path).is_absolute() {
+        return Err(FileError::Invalid {
+            id: desc.id,
+            detail: format!("path {:?} is not absolute", reg.path),
+        });
+    }
+    if cx.first(format!("raw {}", raw.name), desc.id).is_none() {
+        cx.images.check_raw(raw).map_err(|e| FileError::Contents {
+            id: desc.id,
+            source: Box::new(e),
+        })?;
+    }
+    Ok(())
+}
+
+/// Regular files (and O_PATH fds on anything), deleted ones with their contents.
+pub(super) struct Regular;
+
+impl FileKind for Regular {
+    type Record = RegularFile;
+
+    fn record(kind: &Kind) -> Option<&RegularFile> {
+        match kind {
+            Kind::Regular(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    fn claims(&self, fd: &Dumping<'_>) -> bool {
+        matches!(fd.seen, Seen::Regular { .. })
+    }
+
+    fn dump(&self, fd: &mut Dumping<'_>) -> Result<Kind, FileError> {
+        let Seen::Regular { path, deleted } = &fd.seen else {
+            return Err(fd.open.refuse("not a regular file", false));
+        };
+        let source = fd.open.proc_path();
+        let reg = dump_file(
+            fd.state,
+            fd.id,
+            fd.key,
+            path.clone(),
+            *deleted,
+            fd.meta,
+            &source,
+            fd.images,
+        )?;
+        Ok(Kind::Regular(reg))
+    }
+
+    fn validate(
+        &self,
+        desc: &FileDesc,
+        reg: &RegularFile,
+        cx: &mut Checking<'_>,
+    ) -> Result<(), FileError> {
+        if reg.deleted {
+            return validate_ghost(desc, reg, cx);
+        }
+        let o_path = desc.flags & libc::O_PATH as u32 != 0;
+        let meta = if o_path {
+            fs::symlink_metadata(&reg.path)
+        } else {
+            fs::metadata(&reg.path)
+        }
+        .map_err(|_| changed(desc, "the file is gone"))?;
+        if !o_path && !meta.is_file() {
+            return Err(changed(desc, "is no longer a regular file"));
+        }
+        if !o_path && desc.pos > meta.size() && meta.size() < reg.size {
+            return Err(changed(desc, truncated(desc, reg, meta.size())));
+        }
+        Ok(())
+    }
+
+    fn open(
+        &self,
+        desc: &FileDesc,
+        reg: &RegularFile,
+        cx: &mut Opening<'_>,
+    ) -> Result<Opened, FileError> {
+        let images = cx.images;
+        open(desc, reg, false, cx.state.get::<Ghosts>(), images).map(Opened::Now)
+    }
+
+    fn hand_down(&self) -> bool {
+        true
+    }
+
+    fn open_for_mapping(
+        &self,
+        desc: &FileDesc,
+        reg: &RegularFile,
+        to: &MapOpen<'_>,
+    ) -> Result<OwnedFd, FileError> {
+        open_for_mapping(desc, reg, to.writable, to.images)
+    }
+
+    fn describe(&self, _desc: &FileDesc, r: &RegularFile) -> String {
+        if r.deleted {
+            format!("deleted file {}", r.path)
+        } else {
+            format!("regular file {}", r.path)
+        }
+    }
+
+    fn show(&self, desc: &FileDesc, r: &RegularFile, flags: &str) -> String {
+        let mut s = format!("{}  pos {}  flags {flags}", r.path, desc.pos);
+        if r.deleted {
+            let contents = r
+                .contents
+                .as_ref()
+                .map(|c| format!(", contents in {} ({} bytes)", c.name, c.size))
+                .unwrap_or_default();
+            s.push_str(&format!("  (deleted{contents})"));
+        }
+        s
+    }
+
+    fn name(&self, _desc: &FileDesc, r: &RegularFile) -> String {
+        r.path.clone()
+    }
+}
+
+/// Directories, reopened by path (their position is best effort).
+pub(super) struct Directory;
+
+impl FileKind for Directory {
+    type Record = RegularFile;
+
+    fn record(kind: &Kind) -> Option<&RegularFile> {
+        match kind {
+            Kind::Directory(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    fn claims(&self, fd: &Dumping<'_>) -> bool {
+        matches!(fd.seen, Seen::Directory { .. })
+    }
+
+    fn dump(&self, fd: &mut Dumping<'_>) -> Result<Kind, FileError> {
+        let Seen::Directory { path } = &fd.seen else {
+            return Err(fd.open.refuse("not a directory", false));
+        };
+        Ok(Kind::Directory(record(path.clone(), fd.meta)))
+    }
+
+    fn validate(
+        &self,
+        desc: &FileDesc,
+        reg: &RegularFile,
+        _cx: &mut Checking<'_>,
+    ) -> Result<(), FileError> {
+        let meta = fs::metadata(&reg.path).map_err(|_| changed(desc, "the directory is gone"))?;
+        if !meta.is_dir() {
+            return Err(changed(desc, "is no longer a directory"));
+        }
+        Ok(())
+    }
+
+    fn open(
+        &self,
+        desc: &FileDesc,
+        reg: &RegularFile,
+        cx: &mut Opening<'_>,
+    ) -> Result<Opened, FileError> {
+        let images = cx.images;
+        open(desc, reg, true, cx.state.get::<Ghosts>(), images).map(Opened::Now)
+    }
+
+    fn hand_down(&self) -> bool {
+        true
+    }
+
+    fn describe(&self, _desc: &FileDesc, r: &RegularFile) -> String {
+        format!("directory {}", r.path)
+    }
+
+    fn show(&self, _desc: &FileDesc, r: &RegularFile, flags: &str) -> String {
+        format!("{} (directory)  flags {flags}", r.path)
+    }
+
+    fn name(&self, _desc: &FileDesc, r: &RegularFile) -> String {
+        r.path.clone()
+    }
+}
+
+/// Copies the contents of a deleted file, read through `source` (/proc/PID/fd/N or a
+/// map_files link), into the ghost image of description `id`.
+fn write_ghost(id: u32, source: &Path, images: &ImageDir) -> Result<RawFileRef, io::Error> {
     let name = names::ghost(id);
     let mut src = File::open(source)?;
     let mut out = images.create_raw(&name).map_err(io::Error::other)?;
@@ -218,7 +477,7 @@ fn create_somewhere(original: &Path, images: &Path) -> io::Result<(File, Option<
 }
 
 /// Opens the description `desc` of a regular file or directory, at its offset.
-pub(super) fn open(
+fn open(
     desc: &FileDesc,
     reg: &RegularFile,
     directory: bool,
@@ -235,11 +494,7 @@ pub(super) fn open(
     } else {
         nix::fcntl::open(Path::new(&reg.path), flags, Mode::empty()).map_err(|e| {
             if e == nix::errno::Errno::ENOENT {
-                FileError::Changed {
-                    id: desc.id,
-                    what: describe(desc),
-                    detail: "the file is gone".into(),
-                }
+                changed(desc, "the file is gone")
             } else {
                 restore_err(desc, "open", e.into())
             }
@@ -252,15 +507,7 @@ pub(super) fn open(
     if !directory && !reg.deleted {
         let size = meta.st_size as u64;
         if desc.pos > size && size < reg.size {
-            return Err(FileError::Changed {
-                id: desc.id,
-                what: describe(desc),
-                detail: format!(
-                    "offset {} is beyond the end: the file was truncated since the dump \
-                     ({} bytes then, {size} now)",
-                    desc.pos, reg.size
-                ),
-            });
+            return Err(changed(desc, truncated(desc, reg, size)));
         }
         if size != reg.size {
             debug!(id = desc.id, path = %reg.path, was = reg.size, now = size, "file size changed since the dump");
@@ -281,7 +528,7 @@ pub(super) fn open(
 }
 
 /// Opens the regular file `reg` of description `desc` for a mapping.
-pub(super) fn open_for_mapping(
+fn open_for_mapping(
     desc: &FileDesc,
     reg: &RegularFile,
     writable: bool,
@@ -300,11 +547,7 @@ pub(super) fn open_for_mapping(
     }
     nix::fcntl::open(Path::new(&reg.path), flags, Mode::empty()).map_err(|e| {
         if e == nix::errno::Errno::ENOENT {
-            FileError::Changed {
-                id: desc.id,
-                what: describe(desc),
-                detail: "the file is gone".into(),
-            }
+            changed(desc, "the file is gone")
         } else {
             restore_err(desc, "open for mapping", e.into())
         }

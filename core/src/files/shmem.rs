@@ -28,8 +28,63 @@ use cryo_proto::image::{file_desc::Kind, FileDesc, FileExtent, RawFileRef, Shmem
 use nix::sys::stat::Mode;
 use tracing::debug;
 
-use super::{describe, memfd, open_flags, restore_err, sys, FileError};
+use super::kind::{Checking, Dumping, FileKind, MapOpen, Opened};
+use super::place::{open_flags, Opening};
+use super::{describe, memfd, restore_err, sys, FileError};
 use crate::image::ImageDir;
+
+/// Shared anonymous memory: mapped, never held by an fd (dumped by `FileTable::add_shmem`).
+pub(super) struct SharedAnon;
+
+impl FileKind for SharedAnon {
+    type Record = Shmem;
+
+    fn record(kind: &Kind) -> Option<&Shmem> {
+        match kind {
+            Kind::Shmem(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    fn claims(&self, _fd: &Dumping<'_>) -> bool {
+        false
+    }
+
+    fn dump(&self, fd: &mut Dumping<'_>) -> Result<Kind, FileError> {
+        Err(fd
+            .open
+            .refuse("shared anonymous memory held by an fd", false))
+    }
+
+    fn validate(&self, desc: &FileDesc, s: &Shmem, cx: &mut Checking<'_>) -> Result<(), FileError> {
+        validate(desc, s, cx.images)
+    }
+
+    fn open(
+        &self,
+        desc: &FileDesc,
+        _s: &Shmem,
+        _cx: &mut Opening<'_>,
+    ) -> Result<Opened, FileError> {
+        Err(FileError::Invalid {
+            id: desc.id,
+            detail: "shared anonymous memory is mapped, never held by an fd".into(),
+        })
+    }
+
+    fn open_for_mapping(
+        &self,
+        desc: &FileDesc,
+        _s: &Shmem,
+        to: &MapOpen<'_>,
+    ) -> Result<OwnedFd, FileError> {
+        open_for_mapping(desc, to.writable, to.shared)
+    }
+
+    fn describe(&self, _desc: &FileDesc, s: &Shmem) -> String {
+        format!("shared anonymous memory ({} bytes)", s.size)
+    }
+}
 
 /// The contents image of the shared anonymous memory first dumped as description `id`.
 fn image_name(id: u32) -> String {
@@ -129,7 +184,7 @@ pub(super) fn check_extents(
             raw.name, raw.size
         )));
     }
-    images.check_raw(raw).map_err(|e| FileError::Ghost {
+    images.check_raw(raw).map_err(|e| FileError::Contents {
         id: desc.id,
         source: Box::new(e),
     })?;
@@ -173,7 +228,7 @@ pub(super) fn dump(id: u32, link: &Path, images: &ImageDir) -> io::Result<Shmem>
 }
 
 /// Restore side, before any process exists: the contents are there and fit the object.
-pub(super) fn validate(desc: &FileDesc, s: &Shmem, images: &ImageDir) -> Result<(), FileError> {
+fn validate(desc: &FileDesc, s: &Shmem, images: &ImageDir) -> Result<(), FileError> {
     let raw = s.contents.as_ref().ok_or_else(|| FileError::Invalid {
         id: desc.id,
         detail: "shared anonymous memory without a contents image".into(),

@@ -32,7 +32,50 @@ use nix::unistd::Pid;
 use tracing::{debug, warn};
 
 use super::inspect::OpenFd;
-use super::{open_flags, restore_err, set_async, sys, FileError};
+use super::kind::{task_pidfd, Dumping, FileKind, Opened, Seen};
+use super::place::{open_flags, set_async, Opening};
+use super::{restore_err, sys, FileError};
+use crate::proc::task_stat;
+
+/// The terminal of a shell job: a pty slave, dumped with `--shell-job`.
+pub(super) struct ShellJobTerminal;
+
+/// The dump's terminal once met: (device, path, pid, fd).
+#[derive(Debug, Default)]
+struct SeenTerminal(Option<(u64, String, Pid, RawFd)>);
+
+impl FileKind for ShellJobTerminal {
+    type Record = Tty;
+
+    fn record(kind: &Kind) -> Option<&Tty> {
+        match kind {
+            Kind::Tty(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    fn claims(&self, fd: &Dumping<'_>) -> bool {
+        matches!(fd.seen, Seen::CharDevice { .. }) && fd.shell_job && is_pty_slave(fd.meta.rdev())
+    }
+
+    fn dump(&self, fd: &mut Dumping<'_>) -> Result<Kind, FileError> {
+        let Seen::CharDevice { path } = &fd.seen else {
+            return Err(fd.open.refuse("not a terminal", false));
+        };
+        let path = path.clone();
+        let pidfd = task_pidfd(fd.open, fd.pidfd)?;
+        let seen = &mut fd.state.get::<SeenTerminal>().0;
+        dump(fd.open, &path, fd.meta, pidfd, seen).map(Kind::Tty)
+    }
+
+    fn open(&self, desc: &FileDesc, t: &Tty, cx: &mut Opening<'_>) -> Result<Opened, FileError> {
+        open(desc, t, cx.opts.terminal).map(Opened::Now)
+    }
+
+    fn describe(&self, _desc: &FileDesc, t: &Tty) -> String {
+        format!("terminal {} (the shell job's)", t.path)
+    }
+}
 
 /// True for a pty slave (/dev/pts/N: majors 136-143).
 pub fn is_pty_slave(rdev: u64) -> bool {
@@ -59,7 +102,7 @@ fn is_device(tty_nr: u32, rdev: u64) -> bool {
 
 /// Dumps pty slave fd `open` (on `path`) of a shell job: its termios and what it was to the
 /// process's session. `seen` holds the dump's terminal once met: a second one is refused.
-pub(super) fn dump(
+fn dump(
     open: &OpenFd,
     path: &str,
     meta: &fs::Metadata,
@@ -82,7 +125,10 @@ pub(super) fn dump(
     let termios = libc::termios::from(
         tcgetattr(&dup).map_err(|e| open.inspect_err("TCGETS", open.proc_path(), e.into()))?,
     );
-    let stat = crate::proc::stat(open.pid).map_err(|e| open.dump_err(e.to_string()))?;
+    let stat = task_stat::read(open.pid).map_err(|e| {
+        let path = PathBuf::from(format!("/proc/{}/stat", open.pid));
+        open.inspect_err("read", path, e)
+    })?;
     let controlling = is_device(stat.tty_nr, rdev);
     debug!(pid = %open.pid, fd = open.fd, path, controlling, sid = stat.sid, foreground = stat.tpgid, "shell job terminal");
     Ok(Tty {
@@ -101,11 +147,7 @@ pub(super) fn dump(
 
 /// A description of the shell job's terminal: a reopen of the terminal of `cryo restore`,
 /// held at fd `terminal`, with the description's flags.
-pub(super) fn open(
-    desc: &FileDesc,
-    t: &Tty,
-    terminal: Option<RawFd>,
-) -> Result<OwnedFd, FileError> {
+fn open(desc: &FileDesc, t: &Tty, terminal: Option<RawFd>) -> Result<OwnedFd, FileError> {
     let Some(slot) = terminal else {
         return Err(FileError::Invalid {
             id: desc.id,
@@ -209,7 +251,7 @@ impl Terminal {
             source: e.into(),
         })?;
         let rdev = nix::sys::stat::fstat(&term).map(|m| m.st_rdev).unwrap_or(0);
-        let cryo_ctty = crate::proc::stat(nix::unistd::getpid())
+        let cryo_ctty = task_stat::read(nix::unistd::getpid())
             .map(|s| is_device(s.tty_nr, rdev))
             .unwrap_or(true);
         debug!(was = %image.path, rdev, cryo_ctty, "shell job terminal: cryo's stdin");
@@ -255,7 +297,7 @@ impl Terminal {
     /// Checks that restored process `pid` (seen as `seen`) has the terminal as its
     /// controlling terminal; says so when it could not take it (another session has it).
     pub fn check_controlling(&self, pid: i32, seen: Pid) {
-        let has = crate::proc::stat(seen).is_ok_and(|s| is_device(s.tty_nr, self.rdev));
+        let has = task_stat::read(seen).is_ok_and(|s| is_device(s.tty_nr, self.rdev));
         if !has {
             warn!(
                 pid,

@@ -108,7 +108,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored> {
     hooks.set(hooks::env::NETWORK_LOCK, inventory.network_lock.as_str());
     hooks.set(
         hooks::env::IMAGE_PIDS,
-        crate::show::join(&inventory.root_pids),
+        crate::proc::join(&inventory.root_pids),
     );
     // Before anything is touched: a refusal here leaves even the network lock in place.
     hooks.run(Stage::PreRestore, &[])?;

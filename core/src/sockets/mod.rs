@@ -41,6 +41,7 @@
 //! ```
 
 mod error;
+pub(crate) mod kind;
 mod lifecycle;
 pub(crate) mod peers;
 pub(crate) mod record;

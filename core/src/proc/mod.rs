@@ -7,6 +7,9 @@ use std::path::PathBuf;
 use nix::unistd::Pid;
 
 use crate::error::{Error, Result};
+pub use task_stat::Stat;
+
+pub(crate) mod task_stat;
 
 /// The /proc directory of `pid`.
 pub fn dir(pid: Pid) -> PathBuf {
@@ -108,89 +111,14 @@ fn parse_map_line(line: &str) -> Option<MapEntry> {
     })
 }
 
-/// The fields of /proc/PID/stat the engine uses.
-#[derive(Debug, Clone, Default)]
-pub struct Stat {
-    /// Command name (as in stat, truncated to 15 bytes by the kernel).
-    pub comm: String,
-    /// Scheduler state letter.
-    pub state: char,
-    /// Parent pid.
-    pub ppid: i32,
-    /// Process group.
-    pub pgid: i32,
-    /// Session.
-    pub sid: i32,
-    /// Controlling terminal device, 0 for none.
-    pub tty_nr: u32,
-    /// Foreground process group of the controlling terminal (-1 for none).
-    pub tpgid: i32,
-    /// PF_* flags.
-    pub flags: u32,
-    /// Number of threads.
-    pub num_threads: u32,
-    /// mm fields.
-    pub start_code: u64,
-    /// End of code.
-    pub end_code: u64,
-    /// Start of the stack.
-    pub start_stack: u64,
-    /// Start of data.
-    pub start_data: u64,
-    /// End of data.
-    pub end_data: u64,
-    /// Start of the heap.
-    pub start_brk: u64,
-    /// Start of the arguments.
-    pub arg_start: u64,
-    /// End of the arguments.
-    pub arg_end: u64,
-    /// Start of the environment.
-    pub env_start: u64,
-    /// End of the environment.
-    pub env_end: u64,
-    /// The wait status of a zombie.
-    pub exit_code: i32,
-}
-
 /// PF_KTHREAD: a kernel thread.
 pub const PF_KTHREAD: u32 = 0x0020_0000;
 
 /// Parses /proc/PID/stat.
 pub fn stat(pid: Pid) -> Result<Stat> {
-    let text = read(pid, "stat")?;
-    parse_stat(&text).ok_or_else(|| Error::target(pid, format!("cannot parse /proc/{pid}/stat")))
-}
-
-fn parse_stat(text: &str) -> Option<Stat> {
-    let open = text.find('(')?;
-    let close = text.rfind(')')?;
-    let comm = text[open + 1..close].to_string();
-    let rest: Vec<&str> = text[close + 1..].split_whitespace().collect();
-    // rest[0] is field 3 (state).
-    let f = |n: usize| -> Option<u64> { rest.get(n - 3)?.parse().ok() };
-    let i = |n: usize| -> Option<i32> { rest.get(n - 3)?.parse().ok() };
-    Some(Stat {
-        comm,
-        state: rest.first()?.chars().next()?,
-        ppid: i(4)?,
-        pgid: i(5)?,
-        sid: i(6)?,
-        tty_nr: f(7)? as u32,
-        tpgid: i(8)?,
-        flags: f(9)? as u32,
-        num_threads: f(20)? as u32,
-        start_code: f(26)?,
-        end_code: f(27)?,
-        start_stack: f(28)?,
-        start_data: f(45)?,
-        end_data: f(46)?,
-        start_brk: f(47)?,
-        arg_start: f(48)?,
-        arg_end: f(49)?,
-        env_start: f(50)?,
-        env_end: f(51)?,
-        exit_code: i(52).unwrap_or(0),
+    task_stat::read(pid).map_err(|e| match e.kind() {
+        io::ErrorKind::InvalidData => Error::target(pid, format!("cannot parse /proc/{pid}/stat")),
+        _ => read_err(pid, "stat", e),
     })
 }
 
@@ -261,6 +189,15 @@ pub fn link(pid: Pid, name: &str) -> Result<PathBuf> {
     fs::read_link(dir(pid).join(name)).map_err(|e| read_err(pid, name, e))
 }
 
+/// A list as `1,2,3` (pids, signal numbers), as /proc and the environment of hooks write it.
+pub(crate) fn join<T: std::fmt::Display>(items: &[T]) -> String {
+    items
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -288,15 +225,5 @@ mod tests {
         assert_eq!(s.ppid, nix::unistd::getppid().as_raw());
         assert!(s.arg_end > s.arg_start);
         assert!(s.num_threads >= 1);
-    }
-
-    #[test]
-    fn comm_with_parens_and_spaces() {
-        let line = "12 (a) b (c) S 1 12 12 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 1 1 1 1 2 3 4 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0 5 6 7 8 9 10 11 0";
-        let s = parse_stat(line).unwrap();
-        assert_eq!(s.comm, "a) b (c");
-        assert_eq!(s.ppid, 1);
-        assert_eq!(s.start_data, 5);
-        assert_eq!(s.env_end, 11);
     }
 }

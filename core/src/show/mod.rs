@@ -1,4 +1,4 @@
-//! `cryo show`: an image directory as readable text or JSON.
+//! `cryo show`: an image directory as readable text (text.rs) or JSON (json.rs).
 //!
 //! Every record file is read through [`ImageDir`], so it is checked (magic, version,
 //! checksums) exactly as restore would check it; a missing or damaged file fails the whole
@@ -26,32 +26,22 @@
 //! `{"len": N}` (plus `"hex"` when at most 64 bytes), and a VMA's `kind` is its name
 //! (`"anon"`, `"file-private"`, ...) rather than its number.
 
-use std::fmt::Write as _;
+mod json;
+mod text;
+
 use std::fs::File;
 use std::io::Read as _;
 use std::path::Path;
 
-use cryo_proto::image::{
-    file_desc, FileDesc, Inventory, MmCore, ProcessEntry, TaskCore, ThreadCore, Vma, VmaKind,
-};
+use cryo_proto::image::{FileDesc, Inventory, MmCore, ProcessEntry, TaskCore, VmaKind};
 use cryo_proto::{ImageError, ImageKind};
 use nix::unistd::Pid;
-use serde_json::{json, Value};
 
 use crate::error::Result;
 use crate::image::{names, ImageDir};
-
-/// The page size of the images (x86_64).
-const PAGE_SIZE: u64 = 4096;
-
-/// O_LARGEFILE as fdinfo shows it (libc says 0 on x86_64, where it is implied).
-const LARGEFILE: i32 = 0o100000;
-
-/// Bytes fields of the schema, summarised in JSON.
-const BYTES_FIELDS: &[&str] = &["xstate", "raw", "data"];
-
-/// Bytes fields at most this long also get their contents, in hex, in JSON.
-const HEX_LIMIT: usize = 64;
+pub(crate) use crate::proc::join;
+pub use json::to_json;
+pub use text::render_text;
 
 /// One process of the image: its pstree record, core and mm.
 struct Process {
@@ -122,266 +112,6 @@ fn format_version(path: &Path) -> Result<(u16, u16)> {
     ))
 }
 
-/// The image directory `dir` as readable text (see the module docs for the layout).
-pub fn render_text(dir: &Path) -> Result<String> {
-    let img = Loaded::read(dir)?;
-    let inv = &img.inventory;
-    let mut out = String::new();
-    let _ = writeln!(out, "image directory {}", dir.display());
-    let _ = writeln!(
-        out,
-        "format {}.{}  checkpoint {}  created {} (unix ms)",
-        img.major, img.minor, inv.checkpoint_id, inv.created_unix_ms
-    );
-    let mut options = Vec::new();
-    if inv.shell_job {
-        options.push("shell-job");
-    }
-    if inv.tcp_established {
-        options.push("tcp-established");
-    }
-    if inv.leave_running {
-        options.push("leave-running");
-    }
-    let lock = format!("network-lock={}", inv.network_lock);
-    if !inv.network_lock.is_empty() {
-        options.push(&lock);
-    }
-    let _ = writeln!(
-        out,
-        "kernel {}  cryo {}  roots {}  options: {}",
-        inv.kernel_release,
-        inv.cryo_version,
-        join(&inv.root_pids),
-        if options.is_empty() {
-            "none".to_string()
-        } else {
-            options.join(" ")
-        }
-    );
-    let _ = writeln!(
-        out,
-        "vdso {} bytes, crc32c {:#010x}",
-        inv.vdso_size, inv.vdso_crc32c
-    );
-    let _ = writeln!(
-        out,
-        "{}, {}",
-        plural(img.processes.len(), "process", "processes"),
-        plural(
-            img.files.len(),
-            "open file description",
-            "open file descriptions"
-        )
-    );
-    for p in &img.processes {
-        out.push('\n');
-        render_process(&mut out, &img, p);
-    }
-    Ok(out)
-}
-
-fn render_process(out: &mut String, img: &Loaded, p: &Process) {
-    let (e, core, mm) = (&p.entry, &p.core, &p.mm);
-    if e.zombie {
-        let _ = writeln!(
-            out,
-            "process {} (zombie, wait status {:#x})  ppid {}  pgid {}  sid {}",
-            e.pid, e.exit_status, e.ppid, e.pgid, e.sid
-        );
-        return;
-    }
-    let _ = writeln!(
-        out,
-        "process {} ({})  ppid {}  pgid {}  sid {}",
-        e.pid, core.comm, e.ppid, e.pgid, e.sid
-    );
-    let mut line = format!(
-        "  cwd {}  root {}  umask {:03o}",
-        core.cwd, core.root, core.umask
-    );
-    if let Some(c) = &core.creds {
-        let _ = write!(line, "  uid {}  gid {}", c.uid, c.gid);
-        if c.euid != c.uid || c.egid != c.gid {
-            let _ = write!(line, " (euid {} egid {})", c.euid, c.egid);
-        }
-    }
-    let _ = writeln!(out, "{line}");
-    if let Some(exe) = (mm.exe_file_id != 0).then(|| file_name(img, mm.exe_file_id)) {
-        let _ = writeln!(out, "  exe {exe}");
-    }
-    let handlers: Vec<u32> = core
-        .sigactions
-        .iter()
-        .filter(|a| a.handler != 0)
-        .map(|a| a.signo)
-        .collect();
-    let _ = writeln!(
-        out,
-        "  signals: handlers for [{}], {} shared pending; {} rlimits",
-        join(&handlers),
-        core.shared_pending.len(),
-        core.rlimits.len()
-    );
-    if core.threads.is_empty() {
-        let _ = writeln!(out, "  no threads");
-    }
-    for t in &core.threads {
-        render_thread(out, t);
-    }
-    for fd in &core.fds {
-        let what = match img.file(fd.file_id) {
-            Some(f) => describe_file(f),
-            None => "(missing from files.img)".to_string(),
-        };
-        let cloexec = if fd.cloexec { "  cloexec" } else { "" };
-        let _ = writeln!(
-            out,
-            "  fd {} -> {what}{cloexec}  [file {}]",
-            fd.fd, fd.file_id
-        );
-    }
-    for v in &mm.vmas {
-        let _ = writeln!(out, "  vma {}", describe_vma(img, v));
-    }
-    let pages: u64 = mm.pages.iter().map(|r| r.npages).sum();
-    let file = mm
-        .pages_file
-        .as_ref()
-        .map(|r| format!("  {} ({} bytes)", r.name, r.size))
-        .unwrap_or_default();
-    let _ = writeln!(
-        out,
-        "  pages {pages} ({}) in {} runs over {} vmas{file}",
-        human_bytes(pages * PAGE_SIZE),
-        mm.pages.len(),
-        mm.vmas.len()
-    );
-    let _ = writeln!(
-        out,
-        "  brk {:#x}-{:#x}  stack {:#x}  args {:#x}-{:#x}  env {:#x}-{:#x}  auxv {} words",
-        mm.start_brk,
-        mm.brk,
-        mm.start_stack,
-        mm.arg_start,
-        mm.arg_end,
-        mm.env_start,
-        mm.env_end,
-        mm.auxv.len()
-    );
-}
-
-fn render_thread(out: &mut String, t: &ThreadCore) {
-    let regs = match &t.regs {
-        Some(r) => format!(
-            "rip {:#018x}  rsp {:#018x}  orig_rax {}",
-            r.rip, r.rsp, r.orig_rax as i64
-        ),
-        None => "no registers".to_string(),
-    };
-    let _ = writeln!(
-        out,
-        "  thread {} ({})  {regs}  xstate {} bytes  blocked {:#x}  {} pending",
-        t.tid,
-        t.comm,
-        t.xstate.len(),
-        t.blocked,
-        t.pending.len()
-    );
-}
-
-/// What an open file description is: path, position and flags, or pipe and its queue.
-fn describe_file(f: &FileDesc) -> String {
-    let flags = open_flags(f.flags);
-    match &f.kind {
-        Some(file_desc::Kind::Regular(r)) => {
-            let mut s = format!("{}  pos {}  flags {flags}", r.path, f.pos);
-            if r.deleted {
-                let contents = r
-                    .contents
-                    .as_ref()
-                    .map(|c| format!(", contents in {} ({} bytes)", c.name, c.size))
-                    .unwrap_or_default();
-                let _ = write!(s, "  (deleted{contents})");
-            }
-            s
-        }
-        Some(file_desc::Kind::Directory(d)) => format!("{} (directory)  flags {flags}", d.path),
-        Some(file_desc::Kind::Pipe(p)) => {
-            let mut s = if p.fifo_path.is_empty() {
-                format!("pipe:[{}]", p.ino)
-            } else {
-                format!("fifo {} (pipe:[{}])", p.fifo_path, p.ino)
-            };
-            let _ = write!(
-                s,
-                "  {} bytes queued (capacity {})  flags {flags}",
-                p.data.len(),
-                p.capacity
-            );
-            s
-        }
-        Some(file_desc::Kind::CharDevice(path)) => format!("{path} (char device)  flags {flags}"),
-        Some(file_desc::Kind::Socket(s)) => {
-            format!("{}  flags {flags}", crate::sockets::describe(s))
-        }
-        Some(_) => format!("{}  flags {flags}", crate::files::describe(f)),
-        None => format!("(file {} of unknown kind)  flags {flags}", f.id),
-    }
-}
-
-/// The path of file `id`, for exe and file mappings.
-fn file_name(img: &Loaded, id: u32) -> String {
-    match img.file(id).and_then(|f| f.kind.as_ref()) {
-        Some(file_desc::Kind::Regular(r) | file_desc::Kind::Directory(r)) => r.path.clone(),
-        Some(file_desc::Kind::Pipe(p)) => format!("pipe:[{}]", p.ino),
-        Some(file_desc::Kind::CharDevice(path)) => path.clone(),
-        Some(file_desc::Kind::Socket(s)) => crate::sockets::describe(s),
-        Some(_) => crate::files::describe(img.file(id).expect("matched above")),
-        None => format!("file {id} (missing from files.img)"),
-    }
-}
-
-/// `start-end prot kind name`, with the size.
-fn describe_vma(img: &Loaded, v: &Vma) -> String {
-    let prot = [
-        (libc::PROT_READ, 'r'),
-        (libc::PROT_WRITE, 'w'),
-        (libc::PROT_EXEC, 'x'),
-    ]
-    .iter()
-    .map(|&(bit, c)| if v.prot & bit as u32 != 0 { c } else { '-' })
-    .chain(std::iter::once(
-        if v.map_flags & libc::MAP_SHARED as u32 != 0 {
-            's'
-        } else {
-            'p'
-        },
-    ))
-    .collect::<String>();
-    let name = if !v.name.is_empty() {
-        v.name.clone()
-    } else if v.file_id != 0 {
-        file_name(img, v.file_id)
-    } else {
-        String::new()
-    };
-    let mut s = format!(
-        "{:016x}-{:016x} {prot} {:<12} {:>9}",
-        v.start,
-        v.end,
-        vma_kind_name(v.kind),
-        human_bytes(v.end.saturating_sub(v.start)),
-    );
-    if v.pgoff != 0 {
-        let _ = write!(s, " @{:#x}", v.pgoff);
-    }
-    if !name.is_empty() {
-        let _ = write!(s, " {name}");
-    }
-    s.trim_end().to_string()
-}
-
 /// A VMA kind as a short name: `anon`, `file-private`, `vvar-vclock`...
 fn vma_kind_name(kind: i32) -> String {
     match VmaKind::try_from(kind) {
@@ -394,152 +124,6 @@ fn vma_kind_name(kind: i32) -> String {
     }
 }
 
-/// open(2) flags as `O_RDONLY|O_APPEND|...`, unknown bits in octal.
-fn open_flags(flags: u32) -> String {
-    let flags = flags as i32;
-    let mut parts = vec![match flags & libc::O_ACCMODE {
-        libc::O_RDONLY => "O_RDONLY",
-        libc::O_WRONLY => "O_WRONLY",
-        libc::O_RDWR => "O_RDWR",
-        _ => "O_ACCMODE",
-    }
-    .to_string()];
-    let mut rest = flags & !libc::O_ACCMODE;
-    for (bit, name) in [
-        (libc::O_PATH, "O_PATH"),
-        (libc::O_SYNC, "O_SYNC"),
-        (libc::O_DSYNC, "O_DSYNC"),
-        (libc::O_APPEND, "O_APPEND"),
-        (libc::O_NONBLOCK, "O_NONBLOCK"),
-        (libc::O_DIRECT, "O_DIRECT"),
-        (LARGEFILE, "O_LARGEFILE"),
-        (libc::O_DIRECTORY, "O_DIRECTORY"),
-        (libc::O_NOFOLLOW, "O_NOFOLLOW"),
-        (libc::O_NOATIME, "O_NOATIME"),
-        (libc::O_CLOEXEC, "O_CLOEXEC"),
-        (libc::O_CREAT, "O_CREAT"),
-        (libc::O_EXCL, "O_EXCL"),
-        (libc::O_NOCTTY, "O_NOCTTY"),
-        (libc::O_TRUNC, "O_TRUNC"),
-        (libc::O_ASYNC, "O_ASYNC"),
-    ] {
-        if bit != 0 && rest & bit == bit {
-            parts.push(name.to_string());
-            rest &= !bit;
-        }
-    }
-    if rest != 0 {
-        parts.push(format!("{rest:#o}"));
-    }
-    parts.join("|")
-}
-
-/// `1 process`, `2 processes`.
-fn plural(n: usize, one: &str, many: &str) -> String {
-    format!("{n} {}", if n == 1 { one } else { many })
-}
-
-/// `1,2,3`.
-pub(crate) fn join<T: std::fmt::Display>(items: &[T]) -> String {
-    items
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-/// `123 B`, `4.0 KiB`, `1.5 MiB`, `2.00 GiB`.
-fn human_bytes(n: u64) -> String {
-    const KIB: f64 = 1024.0;
-    let f = n as f64;
-    if n < 1024 {
-        format!("{n} B")
-    } else if f < KIB * KIB {
-        format!("{:.1} KiB", f / KIB)
-    } else if f < KIB * KIB * KIB {
-        format!("{:.1} MiB", f / (KIB * KIB))
-    } else {
-        format!("{:.2} GiB", f / (KIB * KIB * KIB))
-    }
-}
-
-/// The image directory `dir` as one JSON object (see the module docs for its shape).
-pub fn to_json(dir: &Path) -> Result<Value> {
-    let img = Loaded::read(dir)?;
-    let processes: Vec<Value> = img
-        .processes
-        .iter()
-        .map(|p| {
-            let mut mm = to_value(&p.mm);
-            if let Some(vmas) = mm.get_mut("vmas").and_then(Value::as_array_mut) {
-                for vma in vmas {
-                    if let Some(kind) = vma.get_mut("kind") {
-                        let name = kind.as_i64().map(|k| vma_kind_name(k as i32));
-                        if let Some(name) = name {
-                            *kind = Value::String(name);
-                        }
-                    }
-                }
-            }
-            json!({
-                "pstree": to_value(&p.entry),
-                "core": to_value(&p.core),
-                "mm": mm,
-            })
-        })
-        .collect();
-    let mut value = json!({
-        "format_version": format!("{}.{}", img.major, img.minor),
-        "dir": dir.display().to_string(),
-        "inventory": to_value(&img.inventory),
-        "processes": processes,
-        "files": img.files.iter().map(to_value).collect::<Vec<_>>(),
-    });
-    summarise_bytes(&mut value);
-    Ok(value)
-}
-
-/// A record as JSON. The schema types hold only numbers, strings, bools, vectors and
-/// options, which always serialize.
-fn to_value<T: serde::Serialize>(record: &T) -> Value {
-    serde_json::to_value(record).unwrap_or_else(|e| json!({ "error": e.to_string() }))
-}
-
-/// Replaces every bytes field (an array of numbers under a key in [`BYTES_FIELDS`]) with
-/// `{"len": N}`, plus `"hex"` when it is short.
-fn summarise_bytes(value: &mut Value) {
-    match value {
-        Value::Object(map) => {
-            for (key, v) in map.iter_mut() {
-                let bytes = BYTES_FIELDS.contains(&key.as_str())
-                    && v.as_array()
-                        .is_some_and(|a| a.iter().all(|x| x.as_u64().is_some_and(|b| b < 256)));
-                if bytes {
-                    let data: Vec<u8> = v
-                        .as_array()
-                        .map(|a| a.iter().filter_map(|x| x.as_u64()).map(|b| b as u8))
-                        .into_iter()
-                        .flatten()
-                        .collect();
-                    let mut summary = json!({ "len": data.len() });
-                    if data.len() <= HEX_LIMIT {
-                        summary["hex"] =
-                            Value::String(data.iter().fold(String::new(), |mut s, b| {
-                                let _ = write!(s, "{b:02x}");
-                                s
-                            }));
-                    }
-                    *v = summary;
-                } else {
-                    summarise_bytes(v);
-                }
-            }
-        }
-        Value::Array(items) => items.iter_mut().for_each(summarise_bytes),
-        _ => {}
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::path::PathBuf;
@@ -549,6 +133,11 @@ mod tests {
         Creds, FdEntry, PageRun, Pipe, RawFileRef, RegularFile, SigInfo, X86Regs,
     };
 
+    use cryo_proto::image::{file_desc, ThreadCore, Vma};
+    use serde_json::json;
+
+    use super::json::summarise_bytes;
+    use super::text::{human_bytes, open_flags, PAGE_SIZE};
     use super::*;
 
     /// A temporary directory removed on drop (core has no tempfile dependency).

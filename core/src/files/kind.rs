@@ -1,0 +1,535 @@
+//! The contract of one kind of open file (dump, validate, open, describe) and the registry
+//! that maps each `FileDesc.kind` variant, and each fd met at dump, to its implementation.
+//!
+//! Adding a kind of file takes exactly three things, and nothing else in files/, show/ or
+//! the pipelines names a kind:
+//!
+//! 1. a message for its state in proto/proto/image.proto, as a variant of `FileDesc.kind`;
+//! 2. one module in files/ whose unit type implements [`FileKind`] for that message
+//!    (`record` picks its variant, `claims` recognises its fds, then dump, validate, open,
+//!    describe);
+//! 3. one line in [`KINDS`].
+//!
+//! ```text
+//! dump      table.rs   classify the fd (link, stat) -> Seen -> the kind that claims it
+//!                      -> FileKind::dump -> FileDesc.kind
+//! validate  validate.rs  FileDesc.kind -> its kind -> FileKind::validate
+//! restore   place.rs   FileDesc.kind -> its kind -> FileKind::open: an fd now, or later
+//!                      with the others of its kind (pipes, sockets), or after every other
+//!                      fd is at its number (epoll)
+//! show      show/      FileKind::describe, FileKind::show
+//! ```
+//!
+//! A kind that needs to remember something across the fds of one dump, or across the
+//! descriptions of one restore call, keeps it in [`KindState`] under a type of its own.
+
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::fs;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
+use std::path::PathBuf;
+
+use cryo_proto::image::{file_desc::Kind, FdEntry, FileDesc};
+
+use super::inspect::{InodeKey, OpenFd};
+use super::place::Opening;
+use super::{
+    devices, epoll, eventfd, inotify, memfd, pipes, regular, shmem, signalfd, sys, timerfd, tty,
+    FileError,
+};
+use crate::image::ImageDir;
+
+/// One kind of open file, on the model of firecracker's `Persist`: saved from the fd to its
+/// proto message, checked against the image, opened again from it, told in words.
+pub(crate) trait FileKind: Sync + 'static {
+    /// Its message in `FileDesc.kind`.
+    type Record;
+
+    /// Its record, if `kind` is its variant.
+    fn record(kind: &Kind) -> Option<&Self::Record>;
+
+    /// Dump: whether this kind handles the fd `fd` is about (what its link and stat say).
+    fn claims(&self, fd: &Dumping<'_>) -> bool;
+
+    /// Dump: the record of the fd (the target is frozen; read from outside).
+    fn dump(&self, fd: &mut Dumping<'_>) -> Result<Kind, FileError>;
+
+    /// Restore, before any process exists: the record against the image (references,
+    /// sizes, checksums) and this machine (the file is still there, of the same type).
+    fn validate(
+        &self,
+        _desc: &FileDesc,
+        _rec: &Self::Record,
+        _cx: &mut Checking<'_>,
+    ) -> Result<(), FileError> {
+        Ok(())
+    }
+
+    /// Restore, in the forked child: the description opened with its flags and position.
+    fn open(
+        &self,
+        desc: &FileDesc,
+        rec: &Self::Record,
+        cx: &mut Opening<'_>,
+    ) -> Result<Opened, FileError>;
+
+    /// Restore: the descriptions this kind answered [`Opened::Together`] for, opened at once
+    /// (into `cx`, see [`Opening::hold`]).
+    fn open_together(&self, descs: &[&FileDesc], _cx: &mut Opening<'_>) -> Result<(), FileError> {
+        Err(not_here(descs, "opened one by one"))
+    }
+
+    /// Restore: the descriptions this kind answered [`Opened::AfterPlacement`] for, made and
+    /// placed once every other fd of the task (`fds`) is at its number. `min_high` is above
+    /// every target number.
+    fn place_after(
+        &self,
+        descs: &[&FileDesc],
+        _fds: &[FdEntry],
+        _min_high: RawFd,
+    ) -> Result<(), FileError> {
+        Err(not_here(descs, "placed with the others"))
+    }
+
+    /// Whether a process that does not hold it (or cryo itself) can open it and hand it
+    /// down: it does not depend on the process that makes it.
+    fn hand_down(&self) -> bool {
+        false
+    }
+
+    /// The sets of this kind's descriptions among `descs` that one process must make
+    /// together and hand down to the others holding them (the ends of one pipe).
+    fn made_together(&self, _descs: &[FileDesc]) -> Vec<Vec<u32>> {
+        Vec::new()
+    }
+
+    /// Whether a description of this kind can be restored in flight, inside a unix socket's
+    /// queue (it is then made before the queue is refilled, not after placement).
+    fn in_flight(&self) -> bool {
+        true
+    }
+
+    /// Restore: the object opened for a mapping (O_RDWR if `writable`, else O_RDONLY).
+    fn open_for_mapping(
+        &self,
+        desc: &FileDesc,
+        _rec: &Self::Record,
+        _to: &MapOpen<'_>,
+    ) -> Result<OwnedFd, FileError> {
+        Err(FileError::Invalid {
+            id: desc.id,
+            detail: format!(
+                "{} cannot be mapped: not a regular file",
+                super::describe(desc)
+            ),
+        })
+    }
+
+    /// One line for messages and logs: "regular file /x", "pipe:[123]".
+    fn describe(&self, desc: &FileDesc, rec: &Self::Record) -> String;
+
+    /// The line of `cryo show` for an fd on it, ending with the open flags (`flags`, in
+    /// words); more detail than [`FileKind::describe`] where there is some to give.
+    fn show(&self, desc: &FileDesc, rec: &Self::Record, flags: &str) -> String {
+        format!("{}  flags {flags}", self.describe(desc, rec))
+    }
+
+    /// What a mapping or the exe of a process names it by in `cryo show`.
+    fn name(&self, desc: &FileDesc, rec: &Self::Record) -> String {
+        self.describe(desc, rec)
+    }
+}
+
+/// What [`FileKind::open`] made of a description.
+pub(crate) enum Opened {
+    /// Open, at some temporary number (place.rs moves it above the targets).
+    Now(OwnedFd),
+    /// Opened with the other descriptions of its kind: [`FileKind::open_together`].
+    Together,
+    /// Made once every other fd is at its number: [`FileKind::place_after`].
+    AfterPlacement,
+    /// Made elsewhere in place.rs (a unix socket, with its group) or by no one here.
+    Elsewhere,
+}
+
+/// The error for a description handed to a step its kind does not take part in.
+fn not_here(descs: &[&FileDesc], how: &str) -> FileError {
+    let id = descs.first().map_or(0, |d| d.id);
+    FileError::Invalid {
+        id,
+        detail: format!(
+            "{} is {how}",
+            descs
+                .first()
+                .map_or("no file".into(), |d| super::describe(d))
+        ),
+    }
+}
+
+/// What an fd is, from its link and stat, before any kind looks at it.
+#[derive(Debug)]
+pub(crate) enum Seen {
+    /// A regular file (or an O_PATH fd on anything), `deleted` if unlinked.
+    Regular {
+        /// Its path (without " (deleted)").
+        path: String,
+        /// Unlinked while open.
+        deleted: bool,
+    },
+    /// A directory.
+    Directory {
+        /// Its path.
+        path: String,
+    },
+    /// An anonymous pipe (`fifo_path` empty) or a FIFO.
+    Pipe {
+        /// The pipe's inode.
+        ino: u64,
+        /// The FIFO's path, empty for an anonymous pipe.
+        fifo_path: String,
+    },
+    /// A character device.
+    CharDevice {
+        /// Its path.
+        path: String,
+    },
+    /// An anonymous inode, by the name its link gives ("eventfd", "epoll"...).
+    Anon {
+        /// The name.
+        kind: String,
+    },
+    /// A memfd.
+    Memfd,
+    /// A socket.
+    Socket {
+        /// Its inode.
+        ino: u64,
+    },
+}
+
+impl Seen {
+    /// True for an anonymous inode named `name`.
+    pub(crate) fn is_anon(&self, name: &str) -> bool {
+        matches!(self, Seen::Anon { kind } if kind == name)
+    }
+}
+
+/// One fd being dumped, as a kind sees it.
+pub(crate) struct Dumping<'a> {
+    /// Its link and fdinfo.
+    pub open: &'a OpenFd,
+    /// What it is.
+    pub seen: Seen,
+    /// stat of the file behind it.
+    pub meta: &'a fs::Metadata,
+    /// The id its new description gets.
+    pub id: u32,
+    /// The inode.
+    pub key: InodeKey,
+    /// Where raw contents (ghost, memfd) go.
+    pub images: &'a ImageDir,
+    /// The dump is of a shell job (terminals are dumped).
+    pub shell_job: bool,
+    /// What the kinds remember across the fds of the dump.
+    pub state: &'a mut KindState,
+    /// The task's pidfd, opened on first use ([`task_pidfd`]).
+    pub pidfd: &'a mut Option<OwnedFd>,
+}
+
+/// The pidfd of the task of `open`, kept in `slot` once opened.
+pub(crate) fn task_pidfd<'p>(
+    open: &OpenFd,
+    slot: &'p mut Option<OwnedFd>,
+) -> Result<BorrowedFd<'p>, FileError> {
+    if slot.is_none() {
+        let pid = open.pid;
+        let fd = sys::pidfd_open(pid).map_err(|e| {
+            open.inspect_err("pidfd_open", PathBuf::from(format!("/proc/{pid}")), e)
+        })?;
+        *slot = Some(fd);
+    }
+    Ok(slot.as_ref().expect("set above").as_fd())
+}
+
+/// Restore side, before any process exists: what validation shares across descriptions.
+pub(crate) struct Checking<'a> {
+    /// The image directory the records refer into.
+    pub images: &'a ImageDir,
+    /// Things checked or claimed once per image: key -> the first description with it.
+    once: HashMap<String, u32>,
+}
+
+impl<'a> Checking<'a> {
+    /// A fresh check of the image in `images`.
+    pub(crate) fn new(images: &'a ImageDir) -> Self {
+        Self {
+            images,
+            once: HashMap::new(),
+        }
+    }
+
+    /// Records that description `id` has `key` (a raw image checked, a pipe's data held);
+    /// returns the description that had it first, if another did.
+    pub(crate) fn first(&mut self, key: String, id: u32) -> Option<u32> {
+        match self.once.entry(key) {
+            std::collections::hash_map::Entry::Occupied(e) => Some(*e.get()),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(id);
+                None
+            }
+        }
+    }
+}
+
+/// Restore side: how a mapping wants its object opened.
+pub(crate) struct MapOpen<'a> {
+    /// O_RDWR, else O_RDONLY.
+    pub writable: bool,
+    /// The image directory (ghost contents).
+    pub images: &'a ImageDir,
+    /// The shared memory objects cryo made for the tree: dumped inode -> fd.
+    pub shared: &'a HashMap<u64, RawFd>,
+}
+
+/// What the kinds keep across the fds of one dump or the descriptions of one restore call:
+/// one value per type, made on first use.
+#[derive(Default)]
+pub(crate) struct KindState(HashMap<TypeId, Box<dyn Any + Send>>);
+
+impl KindState {
+    /// The value of type `T`, made with `T::default()` on first use.
+    pub(crate) fn get<T: Default + Send + 'static>(&mut self) -> &mut T {
+        self.0
+            .entry(TypeId::of::<T>())
+            .or_insert_with(|| Box::new(T::default()))
+            .downcast_mut()
+            .expect("stored under its own TypeId")
+    }
+}
+
+impl std::fmt::Debug for KindState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "KindState({} values)", self.0.len())
+    }
+}
+
+/// The object-safe face of [`FileKind`], which the registry holds: each call finds the
+/// record of the description's variant and hands it to the kind.
+pub(crate) trait AnyKind: Sync {
+    /// Whether `kind` is this kind's variant.
+    fn owns(&self, kind: &Kind) -> bool;
+    /// [`FileKind::claims`].
+    fn claims(&self, fd: &Dumping<'_>) -> bool;
+    /// [`FileKind::dump`].
+    fn dump(&self, fd: &mut Dumping<'_>) -> Result<Kind, FileError>;
+    /// [`FileKind::validate`].
+    fn validate(&self, desc: &FileDesc, cx: &mut Checking<'_>) -> Result<(), FileError>;
+    /// [`FileKind::open`].
+    fn open(&self, desc: &FileDesc, cx: &mut Opening<'_>) -> Result<Opened, FileError>;
+    /// [`FileKind::open_together`].
+    fn open_together(&self, descs: &[&FileDesc], cx: &mut Opening<'_>) -> Result<(), FileError>;
+    /// [`FileKind::place_after`].
+    fn place_after(
+        &self,
+        descs: &[&FileDesc],
+        fds: &[FdEntry],
+        min_high: RawFd,
+    ) -> Result<(), FileError>;
+    /// [`FileKind::hand_down`].
+    fn hand_down(&self) -> bool;
+    /// [`FileKind::made_together`].
+    fn made_together(&self, descs: &[FileDesc]) -> Vec<Vec<u32>>;
+    /// [`FileKind::in_flight`].
+    fn in_flight(&self) -> bool;
+    /// [`FileKind::open_for_mapping`].
+    fn open_for_mapping(&self, desc: &FileDesc, to: &MapOpen<'_>) -> Result<OwnedFd, FileError>;
+    /// [`FileKind::describe`].
+    fn describe(&self, desc: &FileDesc) -> String;
+    /// [`FileKind::show`].
+    fn show(&self, desc: &FileDesc, flags: &str) -> String;
+    /// [`FileKind::name`].
+    fn name(&self, desc: &FileDesc) -> String;
+}
+
+/// The record of `desc` for kind `K` (the registry only hands a kind its own descriptions).
+fn record<K: FileKind>(desc: &FileDesc) -> Result<&K::Record, FileError> {
+    desc.kind
+        .as_ref()
+        .and_then(K::record)
+        .ok_or_else(|| FileError::Invalid {
+            id: desc.id,
+            detail: "record without a kind (written by a newer cryo?)".into(),
+        })
+}
+
+impl<K: FileKind> AnyKind for K {
+    fn owns(&self, kind: &Kind) -> bool {
+        K::record(kind).is_some()
+    }
+    fn claims(&self, fd: &Dumping<'_>) -> bool {
+        FileKind::claims(self, fd)
+    }
+    fn dump(&self, fd: &mut Dumping<'_>) -> Result<Kind, FileError> {
+        FileKind::dump(self, fd)
+    }
+    fn validate(&self, desc: &FileDesc, cx: &mut Checking<'_>) -> Result<(), FileError> {
+        FileKind::validate(self, desc, record::<K>(desc)?, cx)
+    }
+    fn open(&self, desc: &FileDesc, cx: &mut Opening<'_>) -> Result<Opened, FileError> {
+        FileKind::open(self, desc, record::<K>(desc)?, cx)
+    }
+    fn open_together(&self, descs: &[&FileDesc], cx: &mut Opening<'_>) -> Result<(), FileError> {
+        FileKind::open_together(self, descs, cx)
+    }
+    fn place_after(
+        &self,
+        descs: &[&FileDesc],
+        fds: &[FdEntry],
+        min_high: RawFd,
+    ) -> Result<(), FileError> {
+        FileKind::place_after(self, descs, fds, min_high)
+    }
+    fn hand_down(&self) -> bool {
+        FileKind::hand_down(self)
+    }
+    fn made_together(&self, descs: &[FileDesc]) -> Vec<Vec<u32>> {
+        FileKind::made_together(self, descs)
+    }
+    fn in_flight(&self) -> bool {
+        FileKind::in_flight(self)
+    }
+    fn open_for_mapping(&self, desc: &FileDesc, to: &MapOpen<'_>) -> Result<OwnedFd, FileError> {
+        FileKind::open_for_mapping(self, desc, record::<K>(desc)?, to)
+    }
+    fn describe(&self, desc: &FileDesc) -> String {
+        match record::<K>(desc) {
+            Ok(rec) => FileKind::describe(self, desc, rec),
+            Err(_) => "no kind".into(),
+        }
+    }
+    fn show(&self, desc: &FileDesc, flags: &str) -> String {
+        match record::<K>(desc) {
+            Ok(rec) => FileKind::show(self, desc, rec, flags),
+            Err(_) => format!("(file {} of unknown kind)  flags {flags}", desc.id),
+        }
+    }
+    fn name(&self, desc: &FileDesc) -> String {
+        match record::<K>(desc) {
+            Ok(rec) => FileKind::name(self, desc, rec),
+            Err(_) => format!("file {}", desc.id),
+        }
+    }
+}
+
+/// Every kind of file cryo dumps and restores. Order matters at dump only: the first kind
+/// that claims an fd gets it (the shell job's terminal before other character devices).
+pub(crate) static KINDS: &[&dyn AnyKind] = &[
+    &regular::Regular,
+    &regular::Directory,
+    &pipes::Pipes,
+    &tty::ShellJobTerminal,
+    &devices::CharDevice,
+    &eventfd::EventFds,
+    &timerfd::TimerFds,
+    &signalfd::SignalFds,
+    &epoll::Epolls,
+    &inotify::Inotifies,
+    &memfd::Memfds,
+    &shmem::SharedAnon,
+    &crate::sockets::kind::Sockets,
+];
+
+/// The place in [`KINDS`] of the kind of a record's variant.
+fn position(kind: &Kind) -> usize {
+    KINDS
+        .iter()
+        .position(|k| k.owns(kind))
+        .expect("every variant of FileDesc.kind has a line in KINDS")
+}
+
+/// The kind of a record's variant.
+pub(crate) fn of(kind: &Kind) -> &'static dyn AnyKind {
+    KINDS[position(kind)]
+}
+
+/// The kind of description `desc`; a record without a kind (a newer cryo's) is refused.
+pub(crate) fn of_desc(desc: &FileDesc) -> Result<&'static dyn AnyKind, FileError> {
+    position_of(desc).map(|(_, k)| k)
+}
+
+/// The kind of description `desc` and its place in [`KINDS`] (the order in which kinds that
+/// open their descriptions together do so); a record without a kind is refused.
+pub(crate) fn position_of(desc: &FileDesc) -> Result<(usize, &'static dyn AnyKind), FileError> {
+    let kind = desc.kind.as_ref().ok_or_else(|| FileError::Invalid {
+        id: desc.id,
+        detail: "record without a kind (written by a newer cryo?)".into(),
+    })?;
+    let at = position(kind);
+    Ok((at, KINDS[at]))
+}
+
+/// The sets of descriptions of `descs` that one process makes together, kind by kind.
+pub(crate) fn made_together(descs: &[FileDesc]) -> Vec<Vec<u32>> {
+    KINDS.iter().flat_map(|k| k.made_together(descs)).collect()
+}
+
+/// The kind that claims the fd `fd` is about, if one does.
+pub(crate) fn claiming(fd: &Dumping<'_>) -> Option<&'static dyn AnyKind> {
+    KINDS.iter().copied().find(|k| k.claims(fd))
+}
+
+/// A description in words, for messages: "regular file /x", "pipe:[123]"...
+pub fn describe(desc: &FileDesc) -> String {
+    match &desc.kind {
+        Some(kind) => of(kind).describe(desc),
+        None => "no kind".into(),
+    }
+}
+
+/// The line of `cryo show` for description `desc` opened with `flags` (in words).
+pub fn show_line(desc: &FileDesc, flags: &str) -> String {
+    match &desc.kind {
+        Some(kind) => of(kind).show(desc, flags),
+        None => format!("(file {} of unknown kind)  flags {flags}", desc.id),
+    }
+}
+
+/// What a mapping or the exe of a process names description `desc` by in `cryo show`.
+pub fn name(desc: &FileDesc) -> String {
+    match &desc.kind {
+        Some(kind) => of(kind).name(desc),
+        None => format!("file {} of unknown kind", desc.id),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cryo_proto::image::{
+        Epoll, EventFd, Inotify, Memfd, Pipe, RegularFile, Shmem, SignalFd, Socket, TimerFd, Tty,
+    };
+
+    use super::*;
+
+    #[test]
+    fn every_variant_has_its_own_kind() {
+        let variants = [
+            Kind::Regular(RegularFile::default()),
+            Kind::Directory(RegularFile::default()),
+            Kind::Pipe(Pipe::default()),
+            Kind::Tty(Tty::default()),
+            Kind::CharDevice(String::new()),
+            Kind::Eventfd(EventFd::default()),
+            Kind::Timerfd(TimerFd::default()),
+            Kind::Signalfd(SignalFd::default()),
+            Kind::Epoll(Epoll::default()),
+            Kind::Inotify(Inotify::default()),
+            Kind::Memfd(Memfd::default()),
+            Kind::Shmem(Shmem::default()),
+            Kind::Socket(Socket::default()),
+        ];
+        for v in &variants {
+            let owners = KINDS.iter().filter(|k| k.owns(v)).count();
+            assert_eq!(owners, 1, "{v:?}");
+        }
+    }
+}

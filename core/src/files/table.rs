@@ -1,0 +1,529 @@
+//! The dump side of files: the table of open file descriptions of a dump, each recorded
+//! once however many fds (of however many tasks) refer to it, and the classification of an
+//! fd that picks the kind (kind.rs) that dumps it.
+//!
+//! ```text
+//!   /proc/PID/fd/N      readlink -> what it is (path, pipe:[INO], socket:[INO], anon_inode:[KIND])
+//!   /proc/PID/fdinfo/N  pos, flags (O_CLOEXEC -> FdEntry.cloexec)
+//!   stat of the fd      dev+ino: descriptions of one inode are compared with
+//!                       kcmp(KCMP_FILE), across pids too -> one FileDesc per description
+//!   the kind claiming it  its record (kind.rs: FileKind::dump)
+//! ```
+
+use std::collections::HashMap;
+use std::fs;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use cryo_proto::image::{file_desc::Kind, FdEntry, FileDesc, Socket};
+use nix::unistd::Pid;
+use tracing::{debug, instrument};
+
+use super::inspect::{self, InodeKey, Link, OpenFd};
+use super::kind::{self, Dumping, KindState, Seen};
+use super::{memfd, regular, shmem, sys, FileError};
+use crate::image::ImageDir;
+use crate::sockets::{self, kind as kind_socket};
+
+/// How fds are dumped.
+#[derive(Debug, Clone, Default)]
+pub struct FdDumpOptions {
+    /// The task is a shell job: its terminal fds are dumped (a pty slave as the shell job's
+    /// terminal, restored on the terminal of `cryo restore`; other terminals by path).
+    pub shell_job: bool,
+}
+
+/// One fd known to hold a description: the representative kcmp compares against.
+#[derive(Debug, Clone, Copy)]
+struct Holder {
+    pid: Pid,
+    fd: RawFd,
+    id: u32,
+}
+
+/// The open file descriptions of a dump, each recorded once however many fds (of however
+/// many tasks) refer to it.
+///
+/// Identity: descriptions are first grouped by inode (dev+ino of the fd's stat); within a
+/// group, kcmp(KCMP_FILE) against one holder (pid, fd) of each known description tells
+/// whether an fd is a dup of it. Holders keep their pid, so tasks dumped one after the other
+/// into one table share descriptions across processes.
+#[derive(Debug, Default)]
+pub struct FileTable {
+    descs: Vec<FileDesc>,
+    by_inode: HashMap<InodeKey, Vec<Holder>>,
+    mapped: HashMap<InodeKey, u32>,
+    /// What the kinds remember across the fds of the dump (ghost images, memfd contents,
+    /// the shell job's terminal, pipes whose data is captured, the sockets captured).
+    state: KindState,
+    /// The socket fds of the task being dumped, as its socket pass found them: their link and
+    /// inode are known, so only their fdinfo is read.
+    task_sockets: HashMap<RawFd, InodeKey>,
+}
+
+impl FileTable {
+    /// An empty table.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Makes the sockets captured by `dump` known: their fds are dumped from these records
+    /// (without it, every socket fd is refused).
+    pub fn add_sockets(&mut self, dump: &sockets::SocketDump) {
+        kind_socket::add_known(&mut self.state, dump);
+        self.task_sockets = dump.socket_fds().clone();
+    }
+
+    /// Dumps one of cryo's own fds (a descriptor in flight, duplicated into cryo by a peek)
+    /// as a description no fd of a task points to, unless kcmp finds a task's fd (or an
+    /// earlier one of cryo's) on the same description. Returns its id.
+    pub(crate) fn dump_own_fd(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        images: &ImageDir,
+    ) -> Result<u32, FileError> {
+        let me = nix::unistd::getpid();
+        let mut pidfd = None;
+        let raw = fd.as_raw_fd();
+        let entry = self.dump_fd(me, &mut pidfd, raw, None, images, &FdDumpOptions::default())?;
+        let desc = self.descs.iter().find(|d| d.id == entry.file_id);
+        if let Some(k) = desc.and_then(|d| d.kind.as_ref()).map(kind::of) {
+            if !k.in_flight() {
+                return Err(FileError::Dump {
+                    pid: me,
+                    fd: raw,
+                    detail: format!(
+                        "{} in flight: not supported yet",
+                        k.describe(desc.expect("found above"))
+                    ),
+                });
+            }
+        }
+        Ok(entry.file_id)
+    }
+
+    /// Replaces the record of socket `rec.ino` (known through [`Self::add_sockets`]), in the
+    /// descriptions already dumped too.
+    pub(crate) fn update_socket(&mut self, rec: &Socket) {
+        kind_socket::update(&mut self.state, &mut self.descs, rec);
+    }
+
+    /// Marks the unix sockets whose peer is outside the dump (accepted with `--ext-unix-sk`)
+    /// in the descriptions built so far: they are restored broken.
+    pub fn mark_external_peers(&mut self, external: &[sockets::ExternalPeer]) {
+        kind_socket::mark_external_peers(&mut self.descs, external);
+    }
+
+    /// Dumps every fd of the frozen task `pid` (read from /proc/PID/fd, /proc/PID/fdinfo and
+    /// through pidfd_getfd; the task is not touched). Returns the task's fd entries sorted by
+    /// fd. Contents of deleted files are written into `images` as ghost-ID.img.
+    #[instrument(skip_all, fields(pid = pid.as_raw()))]
+    pub fn dump_task_fds(
+        &mut self,
+        pid: Pid,
+        images: &ImageDir,
+        opts: &FdDumpOptions,
+    ) -> Result<Vec<FdEntry>, FileError> {
+        let mut pidfd = None;
+        let fds = inspect::list_fds(pid)?;
+        let mut socket_fdinfo = self.socket_fdinfo(pid, &fds)?;
+        let mut entries = Vec::with_capacity(fds.len());
+        for fd in fds {
+            let known = self.task_sockets.get(&fd).copied();
+            let known = known.zip(socket_fdinfo.remove(&fd));
+            entries.push(self.dump_fd(pid, &mut pidfd, fd, known, images, opts)?);
+        }
+        debug!(
+            fds = entries.len(),
+            descriptions = self.descs.len(),
+            "fds dumped"
+        );
+        Ok(entries)
+    }
+    /// The fdinfo of the task's socket fds (already identified by the socket pass: only
+    /// their fdinfo is read), on every core when there are many (a server's connections:
+    /// each is an open, a read and a close of a /proc file).
+    fn socket_fdinfo(&self, pid: Pid, fds: &[RawFd]) -> Result<HashMap<RawFd, OpenFd>, FileError> {
+        /// Below this many, a thread costs more than it saves.
+        const PER_THREAD_MIN: usize = 512;
+        let sockets: Vec<(RawFd, u64)> = fds
+            .iter()
+            .filter_map(|fd| self.task_sockets.get(fd).map(|key| (*fd, key.ino)))
+            .collect();
+        let read =
+            |&(fd, ino): &(RawFd, u64)| OpenFd::with_link(pid, fd, format!("socket:[{ino}]"));
+        let read =
+            crate::parallel::map_on_cores(&sockets, PER_THREAD_MIN, read).ok_or_else(|| {
+                FileError::Dump {
+                    pid,
+                    fd: -1,
+                    detail: "a thread reading fdinfo panicked".into(),
+                }
+            })?;
+        read.into_iter()
+            .map(|open| open.map(|open| (open.fd, open)))
+            .collect()
+    }
+
+    /// Dumps fd `fd` of `pid`; `known_socket` is the inode and fdinfo of a socket fd the
+    /// task's socket pass identified (then nothing else is read).
+    fn dump_fd(
+        &mut self,
+        pid: Pid,
+        pidfd: &mut Option<OwnedFd>,
+        fd: RawFd,
+        known_socket: Option<(InodeKey, OpenFd)>,
+        images: &ImageDir,
+        opts: &FdDumpOptions,
+    ) -> Result<FdEntry, FileError> {
+        let (open, key, classified) = match known_socket {
+            Some((key, open)) => (open, key, None),
+            None => {
+                let open = OpenFd::read(pid, fd)?;
+                let (seen, meta) = classify(&open)?;
+                (open, InodeKey::of(&meta), Some((seen, meta)))
+            }
+        };
+        let entry = |file_id| FdEntry {
+            fd,
+            file_id,
+            cloexec: open.cloexec,
+        };
+        if let Some(id) = self.shared_with(&open, key)? {
+            debug!(fd, id, link = %open.link, "fd shares a description");
+            return Ok(entry(id));
+        }
+        let id = self.next_id();
+        let kind = match classified {
+            None => kind_socket::known(&mut self.state, &open, key.ino)?,
+            Some((seen, meta)) => {
+                let mut dumping = Dumping {
+                    open: &open,
+                    seen,
+                    meta: &meta,
+                    id,
+                    key,
+                    images,
+                    shell_job: opts.shell_job,
+                    state: &mut self.state,
+                    pidfd,
+                };
+                match kind::claiming(&dumping) {
+                    Some(k) => k.dump(&mut dumping)?,
+                    None => return Err(refusal(&open, &dumping.seen)),
+                }
+            }
+        };
+        debug!(
+            fd,
+            id,
+            link = %open.link,
+            flags = format_args!("{:o}", open.flags),
+            pos = open.pos,
+            cloexec = open.cloexec,
+            "fd dumped"
+        );
+        self.descs.push(FileDesc {
+            id,
+            flags: open.flags,
+            pos: open.pos,
+            kind: Some(kind),
+        });
+        self.by_inode.entry(key).or_default().push(Holder {
+            pid: open.pid,
+            fd,
+            id,
+        });
+        Ok(entry(id))
+    }
+
+    /// The id of a known description `open` refers to, if any (kcmp among the holders of
+    /// descriptions of the same inode).
+    fn shared_with(&self, open: &OpenFd, key: InodeKey) -> Result<Option<u32>, FileError> {
+        let Some(holders) = self.by_inode.get(&key) else {
+            return Ok(None);
+        };
+        for h in holders {
+            let same = sys::kcmp_same_file(open.pid, open.fd, h.pid, h.fd).map_err(|e| {
+                open.inspect_err(
+                    "kcmp",
+                    PathBuf::from(format!("/proc/{}/fd/{}", h.pid, h.fd)),
+                    e,
+                )
+            })?;
+            if same {
+                return Ok(Some(h.id));
+            }
+        }
+        Ok(None)
+    }
+
+    fn next_id(&self) -> u32 {
+        self.descs.len() as u32 + 1
+    }
+
+    /// Registers a file mapped into memory (`link` is /proc/PID/map_files/START-END) or the
+    /// exe (/proc/PID/exe); returns its description id (a regular file, O_RDONLY, pos 0). One
+    /// file (dev+ino) gets one id however often it is mapped. A deleted file's contents go to
+    /// a ghost image, shared with the fds open on the same file.
+    #[instrument(skip_all, fields(pid = pid.as_raw()))]
+    pub fn add_mapped_file(
+        &mut self,
+        pid: Pid,
+        link: &Path,
+        images: &ImageDir,
+    ) -> Result<u32, FileError> {
+        let (meta, key) = match self.mapped_inode(pid, link)? {
+            Mapped::Known(id) => return Ok(id),
+            Mapped::New(meta, key) => (meta, key),
+        };
+        let text = fs::read_link(link).map_err(mapped_step(pid, link, "readlink"))?;
+        let bad = |detail: String| FileError::Mapped {
+            pid,
+            link: link.to_owned(),
+            detail,
+        };
+        let text = text
+            .into_os_string()
+            .into_string()
+            .map_err(|raw| bad(format!("path {raw:?} is not valid UTF-8 (not supported)")))?;
+        if Link::parse(&text) == Link::Memfd {
+            return self.add_mapped_memfd(pid, link, &text, &meta, images);
+        }
+        if !meta.is_file() || !text.starts_with('/') {
+            return Err(bad(format!("{text} is not a regular file (not supported)")));
+        }
+        let (path, deleted) = inspect::resolve_deleted(&text, &meta);
+        let id = self.next_id();
+        let reg = regular::dump_file(&mut self.state, id, key, path, deleted, &meta, link, images)?;
+        debug!(id, link = %link.display(), path = %reg.path, deleted, "mapped file");
+        Ok(self.push_mapped(key, id, libc::O_RDONLY, Kind::Regular(reg)))
+    }
+
+    /// A memfd mapped by a task: the description of an fd open on it if there is one (fds
+    /// are dumped before memory), else one of its own; either way the mapping and the fds
+    /// come back on one memfd.
+    fn add_mapped_memfd(
+        &mut self,
+        pid: Pid,
+        link: &Path,
+        text: &str,
+        meta: &fs::Metadata,
+        images: &ImageDir,
+    ) -> Result<u32, FileError> {
+        let key = InodeKey::of(meta);
+        if let Some(held) = self.by_inode.get(&key).and_then(|h| h.first()) {
+            self.mapped.insert(key, held.id);
+            return Ok(held.id);
+        }
+        let id = self.next_id();
+        let m = memfd::dump_mapped(id, pid, link, text, meta, images, &mut self.state)?;
+        debug!(id, link = %link.display(), name = %m.name, "mapped memfd");
+        Ok(self.push_mapped(key, id, libc::O_RDWR, Kind::Memfd(m)))
+    }
+
+    /// Registers shared anonymous memory a task maps (`link`: /proc/PID/map_files/START-END);
+    /// returns its description id, one per object however often and by whom it is mapped
+    /// (a parent and its child after fork share one). Its contents are saved once.
+    #[instrument(skip_all, fields(pid = pid.as_raw()))]
+    pub fn add_shmem(
+        &mut self,
+        pid: Pid,
+        link: &Path,
+        images: &ImageDir,
+    ) -> Result<u32, FileError> {
+        let key = match self.mapped_inode(pid, link)? {
+            Mapped::Known(id) => return Ok(id),
+            Mapped::New(_, key) => key,
+        };
+        let id = self.next_id();
+        let s = shmem::dump(id, link, images).map_err(mapped_step(
+            pid,
+            link,
+            "save the shared memory",
+        ))?;
+        debug!(id, link = %link.display(), ino = s.ino, size = s.size, "shared anonymous memory");
+        Ok(self.push_mapped(key, id, libc::O_RDWR, Kind::Shmem(s)))
+    }
+
+    /// The inode a mapping (`link`: /proc/PID/map_files/START-END or /proc/PID/exe) opens:
+    /// the description of an earlier mapping of it, or its stat.
+    fn mapped_inode(&self, pid: Pid, link: &Path) -> Result<Mapped, FileError> {
+        let meta = fs::metadata(link).map_err(mapped_step(pid, link, "stat"))?;
+        let key = InodeKey::of(&meta);
+        Ok(match self.mapped.get(&key) {
+            Some(&id) => Mapped::Known(id),
+            None => Mapped::New(meta, key),
+        })
+    }
+
+    /// Adds the description `id` of an object mapped into memory (inode `key`), opened with
+    /// `flags` at position 0, for every later mapping of the same inode; returns `id`.
+    fn push_mapped(&mut self, key: InodeKey, id: u32, flags: i32, kind: Kind) -> u32 {
+        self.descs.push(FileDesc {
+            id,
+            flags: flags as u32,
+            pos: 0,
+            kind: Some(kind),
+        });
+        self.mapped.insert(key, id);
+        id
+    }
+
+    /// The descriptions collected, in id order.
+    pub fn into_descs(self) -> Vec<FileDesc> {
+        self.descs
+    }
+}
+
+/// True if fd `fd1` of `pid1` and fd `fd2` of `pid2` refer to one open file description
+/// (kcmp KCMP_FILE).
+pub fn same_description(pid1: Pid, fd1: RawFd, pid2: Pid, fd2: RawFd) -> io::Result<bool> {
+    sys::kcmp_same_file(pid1, fd1, pid2, fd2)
+}
+
+/// Decides what an fd is (refusing what cryo cannot dump) and stats it.
+fn classify(open: &OpenFd) -> Result<(Seen, fs::Metadata), FileError> {
+    let path = match Link::parse(&open.link) {
+        Link::Socket => {
+            let meta = open.stat()?;
+            return Ok((Seen::Socket { ino: meta.ino() }, meta));
+        }
+        Link::AnonInode(kind) => {
+            return Ok((Seen::Anon { kind }, open.stat()?));
+        }
+        Link::Memfd => {
+            return Ok((Seen::Memfd, open.stat()?));
+        }
+        Link::Other(kind) => {
+            let kind = match kind {
+                "net" | "mnt" | "pid" | "user" | "uts" | "ipc" | "cgroup" | "time" => {
+                    format!("{kind} namespace")
+                }
+                other => format!("{other} file"),
+            };
+            return Err(open.refuse(kind, false));
+        }
+        Link::Pipe(ino) => {
+            let meta = open.stat()?;
+            let seen = Seen::Pipe {
+                ino,
+                fifo_path: String::new(),
+            };
+            return Ok((seen, meta));
+        }
+        Link::Path(path) => path,
+    };
+    let meta = open.stat()?;
+    let (path, deleted) = inspect::resolve_deleted(path, &meta);
+    let file_type = meta.file_type();
+    let o_path = open.flags & libc::O_PATH as u32 != 0;
+    let seen = if file_type.is_dir() {
+        if deleted {
+            return Err(open.refuse("deleted directory", true));
+        }
+        Seen::Directory { path }
+    } else if file_type.is_file() {
+        Seen::Regular { path, deleted }
+    } else if deleted {
+        return Err(open.refuse(format!("deleted {}", type_name(&meta)), true));
+    } else if o_path {
+        // An O_PATH fd only names the file: reopened by path, whatever it is.
+        Seen::Regular {
+            path,
+            deleted: false,
+        }
+    } else if file_type.is_fifo() {
+        Seen::Pipe {
+            ino: meta.ino(),
+            fifo_path: path,
+        }
+    } else if file_type.is_char_device() {
+        Seen::CharDevice { path }
+    } else {
+        return Err(open.refuse(type_name(&meta), false));
+    };
+    if !deleted {
+        check_reachable(open, &seen, &meta)?;
+    }
+    Ok((seen, meta))
+}
+
+/// A path-based file must still be found at its path, or a restore would open another one.
+fn check_reachable(open: &OpenFd, seen: &Seen, meta: &fs::Metadata) -> Result<(), FileError> {
+    let path = match seen {
+        Seen::Regular { path, .. } | Seen::Directory { path } => path,
+        Seen::Pipe { fifo_path, .. } => fifo_path,
+        Seen::CharDevice { .. } | Seen::Anon { .. } | Seen::Memfd | Seen::Socket { .. } => {
+            return Ok(())
+        }
+    };
+    // An O_PATH|O_NOFOLLOW fd may hold a symlink itself.
+    let at_path = if meta.file_type().is_symlink() {
+        fs::symlink_metadata(path)
+    } else {
+        fs::metadata(path)
+    };
+    match at_path {
+        Ok(at_path) if InodeKey::of(&at_path) == InodeKey::of(meta) => Ok(()),
+        Ok(_) => Err(open.dump_err(format!(
+            "{path} now names another file than the one open (renamed or overmounted)"
+        ))),
+        Err(e) => Err(open.inspect_err("find it by its path", PathBuf::from(path), e)),
+    }
+}
+
+/// The file type of `meta` in words.
+fn type_name(meta: &fs::Metadata) -> &'static str {
+    let t = meta.file_type();
+    if t.is_block_device() {
+        "block device"
+    } else if t.is_socket() {
+        "unix socket file"
+    } else if t.is_fifo() {
+        "fifo"
+    } else if t.is_char_device() {
+        "character device"
+    } else if t.is_dir() {
+        "directory"
+    } else if t.is_file() {
+        "regular file"
+    } else {
+        "file of unknown type"
+    }
+}
+
+/// What [`FileTable::mapped_inode`] found.
+enum Mapped {
+    /// The description of an earlier mapping of the inode.
+    Known(u32),
+    /// An inode not mapped before: its stat and key.
+    New(fs::Metadata, InodeKey),
+}
+
+/// The error of step `step` on mapping `link` (/proc/PID/map_files/START-END) of `pid`.
+pub(super) fn mapped_step(
+    pid: Pid,
+    link: &Path,
+    step: &'static str,
+) -> impl FnOnce(io::Error) -> FileError {
+    let link = link.to_owned();
+    move |source| FileError::MappedStep {
+        pid,
+        link,
+        step,
+        source,
+    }
+}
+
+/// The refusal of an fd no kind claims.
+fn refusal(open: &OpenFd, seen: &Seen) -> FileError {
+    match seen {
+        Seen::Anon { kind } => open.refuse(kind.clone(), false),
+        Seen::Memfd => open.refuse("memfd", true),
+        Seen::Socket { .. } => open.refuse("socket", true),
+        _ => open.refuse("file", false),
+    }
+}
