@@ -243,7 +243,7 @@ fn notify_one(
         tracing::warn!(%pid, "unreadable resume channel in the image");
         return;
     };
-    let record = crate::notify::ResumeRecord {
+    let record = crate::notify::ResumeEvent {
         checkpoint_id: inventory.checkpoint_id.clone(),
         downtime_ms: now_ms.saturating_sub(inventory.created_unix_ms),
         broken: broken.to_vec(),

@@ -1,5 +1,9 @@
 //! A netlink socket that sends a request (or a whole nf_tables batch) and collects the
 //! kernel's ACKs, one per message that asked for one.
+//!
+//! What the kernel sends back is read by two pure functions, [`parse_acks`] and
+//! [`parse_dump_part`] (bytes of one datagram in, typed answers out, no socket), so that the
+//! fuzz targets in fuzz/ can feed them anything.
 
 use std::collections::HashMap;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -22,18 +26,32 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 const RECV_BUF: usize = 128 * 1024;
 
 /// A failed exchange with the kernel, before the caller names its lock.
-#[derive(Debug)]
-pub(crate) enum NlError {
-    /// A socket call failed.
+#[derive(Debug, PartialEq, Eq)]
+pub enum NlError {
+    /// A socket call failed: (the call, the kernel's answer).
     Socket(&'static str, Errno),
     /// The kernel refused message `step`.
     Kernel {
+        /// The refused message, as the caller named it.
         step: String,
+        /// The kernel's error.
         errno: Errno,
+        /// The kernel's explanation (extended ACK), if it gave one.
         message: Option<String>,
     },
-    /// No answer or a malformed one.
+    /// No answer or a malformed one: (the step, what was wrong).
     Protocol(&'static str, String),
+}
+
+/// One NLMSG_ERROR message: the ACK (or refusal) of the request with sequence number `seq`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ack {
+    /// The sequence number of the message it answers.
+    pub seq: u32,
+    /// The refusal; `None` for a plain ACK.
+    pub errno: Option<Errno>,
+    /// The kernel's explanation (extended ACK), if it gave one.
+    pub message: Option<String>,
 }
 
 /// A bound netlink socket of one protocol.
@@ -140,25 +158,21 @@ impl NlSocket {
         let mut buf = vec![0u8; RECV_BUF];
         while !pending.is_empty() {
             let data = self.recv_some(&mut buf)?;
-            for (hdr, payload) in nft::messages(data) {
-                if hdr.ty != NLMSG_ERROR {
-                    continue;
-                }
-                let (errno, message) = parse_error(&hdr, payload)?;
-                if let (Some(errno), true) = (errno, Some(hdr.seq) == batch_seq) {
+            for ack in parse_acks(data)? {
+                if let (Some(errno), true) = (ack.errno, Some(ack.seq) == batch_seq) {
                     // The kernel rejected the batch as a whole: no other answer will come.
                     return Err(NlError::Kernel {
                         step: "batch".into(),
                         errno,
-                        message,
+                        message: ack.message,
                     });
                 }
-                let Some(i) = pending.remove(&hdr.seq) else {
+                let Some(i) = pending.remove(&ack.seq) else {
                     continue;
                 };
-                if let Some(errno) = errno {
+                if let Some(errno) = ack.errno {
                     if first_err.as_ref().is_none_or(|(j, ..)| i < *j) {
-                        first_err = Some((i, errno, message));
+                        first_err = Some((i, errno, ack.message));
                     }
                 }
             }
@@ -180,27 +194,60 @@ impl NlSocket {
         let mut buf = vec![0u8; RECV_BUF];
         loop {
             let data = self.recv_some(&mut buf)?;
-            for (hdr, payload) in nft::messages(data) {
-                if hdr.seq != seq {
-                    continue;
-                }
-                match hdr.ty {
-                    NLMSG_DONE => return Ok(out),
-                    NLMSG_ERROR => {
-                        let (errno, message) = parse_error(&hdr, payload)?;
-                        // an ACK in place of DONE is a protocol error too
-                        let errno = errno.unwrap_or(Errno::EPROTO);
-                        return Err(NlError::Kernel {
-                            step: "dump".into(),
-                            errno,
-                            message,
-                        });
-                    }
-                    ty => out.push((ty, payload.to_vec())),
-                }
+            if parse_dump_part(data, seq, &mut out)? {
+                return Ok(out);
             }
         }
     }
+}
+
+/// The ACKs and refusals (NLMSG_ERROR messages) of one received datagram, in order; other
+/// messages are skipped, a malformed error message is a protocol error.
+pub fn parse_acks(datagram: &[u8]) -> Result<Vec<Ack>, NlError> {
+    let mut acks = Vec::new();
+    for (hdr, payload) in nft::messages(datagram) {
+        if hdr.ty != NLMSG_ERROR {
+            continue;
+        }
+        let (errno, message) = parse_error(&hdr, payload)?;
+        acks.push(Ack {
+            seq: hdr.seq,
+            errno,
+            message,
+        });
+    }
+    Ok(acks)
+}
+
+/// Reads one received datagram of the answer to dump request `seq`: appends the
+/// (type, payload) of each answer to `out`, and returns true once NLMSG_DONE arrived.
+/// Messages of other requests are skipped; a refusal (even a plain ACK in place of DONE)
+/// is an error.
+pub fn parse_dump_part(
+    datagram: &[u8],
+    seq: u32,
+    out: &mut Vec<(u16, Vec<u8>)>,
+) -> Result<bool, NlError> {
+    for (hdr, payload) in nft::messages(datagram) {
+        if hdr.seq != seq {
+            continue;
+        }
+        match hdr.ty {
+            NLMSG_DONE => return Ok(true),
+            NLMSG_ERROR => {
+                let (errno, message) = parse_error(&hdr, payload)?;
+                // an ACK in place of DONE is a protocol error too
+                let errno = errno.unwrap_or(Errno::EPROTO);
+                return Err(NlError::Kernel {
+                    step: "dump".into(),
+                    errno,
+                    message,
+                });
+            }
+            ty => out.push((ty, payload.to_vec())),
+        }
+    }
+    Ok(false)
 }
 
 /// Decodes an NLMSG_ERROR payload: the error (`None` for a plain ACK) and the extended-ack
