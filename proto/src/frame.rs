@@ -275,11 +275,22 @@ pub fn decode<M: Message + Default>(
     len_bytes.copy_from_slice(&buf[24..32]);
     let body_len = u64::from_le_bytes(len_bytes);
     let body = &buf[HEADER_LEN..];
-    if (body.len() as u64) != body_len {
+    if (body.len() as u64) < body_len {
         return Err(truncated(format!(
-            "header announces {body_len} bytes of records, file has {}",
+            "{} cut short: header announces {body_len} bytes of records, file has {}",
+            cut_record(body, count),
             body.len()
         )));
+    }
+    if (body.len() as u64) > body_len {
+        return Err(ImageError::Invalid {
+            path: path.to_owned(),
+            index: count,
+            detail: format!(
+                "{} bytes after the last record (header announces {body_len} bytes of records)",
+                body.len() as u64 - body_len
+            ),
+        });
     }
     let mut records = Vec::with_capacity(count.min(1 << 16));
     let mut off = 0usize;
@@ -322,6 +333,24 @@ pub fn decode<M: Message + Default>(
         });
     }
     Ok(records)
+}
+
+/// Which record a body shorter than announced is cut in ("record N"), walking the record
+/// headers that are there; "record N" past the last complete one if they all fit.
+fn cut_record(body: &[u8], count: usize) -> String {
+    let mut off = 0usize;
+    for index in 0..count {
+        let Some(head) = body.get(off..off + RECORD_HEADER_LEN) else {
+            return format!("record {index}");
+        };
+        let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        off += RECORD_HEADER_LEN;
+        if body.len() - off < len {
+            return format!("record {index}");
+        }
+        off += len;
+    }
+    format!("record {count}")
 }
 
 /// Reads and checks the image file at `path`.
