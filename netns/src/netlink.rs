@@ -260,7 +260,8 @@ fn parse_error(hdr: &MsgHdr, payload: &[u8]) -> Result<(Option<Errno>, Option<St
         ));
     }
     let code = i32::from_ne_bytes([payload[0], payload[1], payload[2], payload[3]]);
-    let errno = (code != 0).then(|| Errno::from_raw(-code));
+    // saturating: a code of i32::MIN (no errno) must not overflow
+    let errno = (code != 0).then(|| Errno::from_raw(code.saturating_neg()));
     let mut message = None;
     if hdr.flags & nft::NLM_F_ACK_TLVS != 0 {
         let orig = MsgHdr::parse(&payload[4..]);
@@ -278,4 +279,59 @@ fn parse_error(hdr: &MsgHdr, payload: &[u8]) -> Result<(Option<Errno>, Option<St
         }
     }
     Ok((errno, message))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(words: &[u32]) -> Vec<u8> {
+        words.iter().flat_map(|w| w.to_ne_bytes()).collect()
+    }
+
+    #[test]
+    fn acks_and_refusals_with_their_message() {
+        // nlmsgerr of seq 4: -EEXIST, capped header, NLMSGERR_ATTR_MSG "no\0"
+        let mut refusal = words(&[44, 2, 0x300, 4, 0, (-17i32) as u32, 16, 0x0a00, 4, 0]);
+        refusal.extend_from_slice(&[8, 0, 1, 0, b'n', b'o', 0, 0]);
+        let ack = words(&[36, 2, 0x100, 3, 0, 0, 16, 0x0a00, 3, 0]);
+        let acks = parse_acks(&[ack, refusal].concat()).unwrap();
+        assert_eq!(
+            acks,
+            [
+                Ack {
+                    seq: 3,
+                    errno: None,
+                    message: None
+                },
+                Ack {
+                    seq: 4,
+                    errno: Some(Errno::EEXIST),
+                    message: Some("no".into())
+                }
+            ]
+        );
+    }
+
+    /// Found by the netlink_acks and nft_dump fuzz targets: a code of i32::MIN overflowed.
+    #[test]
+    fn an_error_code_of_i32_min_is_refused_not_a_panic() {
+        let msg = words(&[36, 2, 0x100, 7, 0, 0x8000_0000, 16, 0x0a00, 7, 0]);
+        assert!(parse_acks(&msg).unwrap()[0].errno.is_some());
+        assert!(matches!(
+            parse_dump_part(&msg, 7, &mut Vec::new()),
+            Err(NlError::Kernel { .. })
+        ));
+    }
+
+    #[test]
+    fn a_dump_ends_at_done_and_skips_other_requests() {
+        let table = words(&[20, 0x0a00, 2, 7, 0, 1]);
+        let other = words(&[20, 0x0a00, 2, 8, 0, 1]);
+        let done = words(&[20, 3, 2, 7, 0, 0]);
+        let mut out = Vec::new();
+        assert!(!parse_dump_part(&[table.clone(), other].concat(), 7, &mut out).unwrap());
+        assert!(parse_dump_part(&done, 7, &mut out).unwrap());
+        assert_eq!(out, [(0x0a00, 1u32.to_ne_bytes().to_vec())]);
+    }
 }

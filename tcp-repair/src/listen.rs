@@ -127,7 +127,11 @@ pub fn parse_listener_answer(
                 });
             }
             NetlinkPayload::Done(_) => return Ok(true),
-            NetlinkPayload::Error(e) => return Err(e.to_io()),
+            // Not `e.to_io()`: it negates the code, which overflows on i32::MIN.
+            NetlinkPayload::Error(e) => {
+                let errno = e.raw_code().checked_neg().unwrap_or(i32::MAX);
+                return Err(std::io::Error::from_raw_os_error(errno));
+            }
             _ => {}
         }
         if len == 0 {
@@ -206,4 +210,20 @@ pub fn restore_listener(state: &ListenerState, default_backlog: u32) -> Result<O
         .min(i32::MAX as u32) as i32;
     sref.listen(backlog).map_err(ctx.io("listen"))?;
     Ok(fd)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by the inet_diag fuzz target: NLMSG_ERROR with code i32::MIN panicked
+    /// (netlink-packet-core's `to_io` negates it).
+    #[test]
+    fn an_error_code_of_i32_min_is_an_error() {
+        let msg: Vec<u8> = [36u32, 2, 7, 0, 0x8000_0000, 16, 0x0005_0a00, 7, 0]
+            .iter()
+            .flat_map(|w| w.to_ne_bytes())
+            .collect();
+        assert!(parse_listener_answer(&msg, 1, &mut None).is_err());
+    }
 }

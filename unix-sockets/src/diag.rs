@@ -410,7 +410,11 @@ pub fn parse_answer(
                 }
             }
             NetlinkPayload::Done(_) => return Ok(Answer::Done),
-            NetlinkPayload::Error(e) => return Ok(Answer::Refused(e.to_io())),
+            // Not `e.to_io()`: it negates the code, which overflows on i32::MIN.
+            NetlinkPayload::Error(e) => {
+                let errno = e.raw_code().checked_neg().unwrap_or(i32::MAX);
+                return Ok(Answer::Refused(io::Error::from_raw_os_error(errno)));
+            }
             NetlinkPayload::Overrun(_) => {
                 return Err(UnixSockError::Netlink {
                     step: "receive answer",
@@ -504,6 +508,18 @@ fn convert(resp: &UnixResponse) -> Result<UnixSockInfo> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the unix_diag fuzz target: NLMSG_ERROR with code i32::MIN panicked
+    /// (netlink-packet-core's `to_io` negates it).
+    #[test]
+    fn an_error_code_of_i32_min_is_a_refusal() {
+        let mut msg = Vec::new();
+        for word in [36u32, 2, 7, 0, 0x8000_0000, 16, 0x0005_0a00, 7, 0] {
+            msg.extend_from_slice(&word.to_ne_bytes());
+        }
+        let end = parse_answer(&msg, 7, true, |_| {}).unwrap();
+        assert!(matches!(end, Answer::Refused(_)), "{end:?}");
+    }
 
     #[test]
     fn names_round_trip_through_sun_path() {
