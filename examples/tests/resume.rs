@@ -8,8 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cryo_core::notify;
-use cryo_resume::{BrokenConnection, BrokenReason, ResumeEvent};
 use cryo_core::Pid;
+use cryo_resume::{BrokenConnection, BrokenReason, ResumeEvent};
 
 const TIMEOUT: Duration = Duration::from_secs(20);
 

@@ -12,9 +12,7 @@ const INTERESTING: [u32; 10] = [0, 1, 3, 4, 16, 20, 0x7f, 0xff, 0xffff, 0xffff_f
 impl Mutator {
     /// A generator seeded with `seed` (any value; 0 is replaced).
     pub fn new(seed: u64) -> Self {
-        Self {
-            state: seed.max(1),
-        }
+        Self { state: seed.max(1) }
     }
 
     fn next(&mut self) -> u64 {

@@ -113,7 +113,10 @@ pub fn resume_record(data: &[u8]) {
         let line = event.to_line().expect("a parsed record encodes");
         let back = cryo_resume::parse_record(&line[..line.len() - 1]).expect("own line parses");
         // An unknown reason reads as Other, writes as "other" and reads as Other again.
-        assert_eq!(back, event, "a record changed across to_line and parse_record");
+        assert_eq!(
+            back, event,
+            "a record changed across to_line and parse_record"
+        );
     }
     let text = String::from_utf8_lossy(data);
     let _ = cryo_resume::marker_channel(&text);

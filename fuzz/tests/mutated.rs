@@ -45,7 +45,10 @@ fn run(name: &'static str, target: fn(&[u8])) {
     let (tx, rx) = mpsc::channel::<Option<Vec<u8>>>();
     let worker = std::thread::spawn(move || {
         let mut m = Mutator::new(0x5eed ^ name.len() as u64);
-        let inputs = seeds.clone().into_iter().chain((0..runs()).map(|_| m.mutate(&seeds)));
+        let inputs = seeds
+            .clone()
+            .into_iter()
+            .chain((0..runs()).map(|_| m.mutate(&seeds)));
         for input in inputs {
             tx.send(Some(input.clone())).unwrap();
             if let Err(p) = catch_unwind(AssertUnwindSafe(|| target(&input))) {

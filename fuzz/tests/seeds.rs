@@ -15,7 +15,8 @@ fn image_seeds_decode() {
     let pstree: Vec<ProcessEntry> =
         decode(Path::new("pstree.img"), ImageKind::Pstree, &frames[1]).unwrap();
     assert_eq!(pstree.len(), 3);
-    let files: Vec<FileDesc> = decode(Path::new("files.img"), ImageKind::Files, &frames[4]).unwrap();
+    let files: Vec<FileDesc> =
+        decode(Path::new("files.img"), ImageKind::Files, &frames[4]).unwrap();
     assert_eq!(files[1].pos, 4096);
 }
 
@@ -30,9 +31,15 @@ fn unix_diag_seeds_read_as_sockets() {
     assert_eq!(listener.state, SockState::Listen);
     assert_eq!(listener.name, UnixName::Path("/run/app.sock".into()));
     assert_eq!(listener.pending, [201, 202]);
-    assert_eq!((listener.rqueue, listener.wqueue, listener.uid), (2, 128, Some(1000)));
+    assert_eq!(
+        (listener.rqueue, listener.wqueue, listener.uid),
+        (2, 128, Some(1000))
+    );
     assert_eq!(listener.vfs.map(|v| v.ino), Some(555));
-    assert_eq!(sockets[1].peer, None, "a pending client's peer is the embryo");
+    assert_eq!(
+        sockets[1].peer, None,
+        "a pending client's peer is the embryo"
+    );
     assert!(sockets[1].shutdown.read);
     assert_eq!(sockets[2].name, UnixName::Abstract(b"abstract".to_vec()));
     assert_eq!(sockets[3].peer, Some(300));
@@ -77,7 +84,10 @@ fn nft_dump_seeds_name_their_tables() {
         .iter()
         .filter_map(|(ty, p)| cryo_netns::replies::parse_table(*ty, p))
         .collect();
-    assert_eq!(tables, [(1, "cryo-7".to_string()), (2, "filter".to_string())]);
+    assert_eq!(
+        tables,
+        [(1, "cryo-7".to_string()), (2, "filter".to_string())]
+    );
     let mut more = Vec::new();
     assert!(!cryo_netns::replies::parse_dump_part(&dumps[1], 7, &mut more).unwrap());
     assert!(cryo_netns::replies::parse_dump_part(&dumps[2], 7, &mut more).is_err());

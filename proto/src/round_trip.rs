@@ -7,8 +7,8 @@
 
 use std::path::Path;
 
-use prost::Message;
 use proptest::prelude::*;
+use prost::Message;
 
 use crate::frame::{decode, encode, ImageError, ImageKind};
 use crate::image;
@@ -21,7 +21,10 @@ fn check_round_trip<M: Message + Default + PartialEq>(records: &[M]) -> Result<(
     let buf = encode(ImageKind::Core, records);
     let back: Vec<M> = decode(Path::new(FILE), ImageKind::Core, &buf)
         .map_err(|e| TestCaseError::fail(format!("decode of a fresh frame: {e}")))?;
-    prop_assert!(back == records, "decoded records differ from the encoded ones");
+    prop_assert!(
+        back == records,
+        "decoded records differ from the encoded ones"
+    );
     Ok(())
 }
 
@@ -50,7 +53,11 @@ fn check_flip_refused<M: Message + Default>(
     let byte = at.index(buf.len());
     buf[byte] ^= 1 << (bit % 8);
     let err = match decode::<M>(Path::new(FILE), ImageKind::Core, &buf) {
-        Ok(_) => return Err(TestCaseError::fail(format!("accepted a flip in byte {byte}"))),
+        Ok(_) => {
+            return Err(TestCaseError::fail(format!(
+                "accepted a flip in byte {byte}"
+            )))
+        }
         Err(e) => e,
     };
     let text = err.to_string();

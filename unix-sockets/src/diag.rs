@@ -391,12 +391,13 @@ pub fn parse_answer(
 ) -> Result<Answer> {
     let mut offset = 0;
     while offset < datagram.len() {
-        let msg = NetlinkMessage::<SockDiagMessage>::deserialize(&datagram[offset..]).map_err(
-            |e| UnixSockError::Decode {
-                step: "netlink message",
-                detail: e.to_string(),
-            },
-        )?;
+        let msg =
+            NetlinkMessage::<SockDiagMessage>::deserialize(&datagram[offset..]).map_err(|e| {
+                UnixSockError::Decode {
+                    step: "netlink message",
+                    detail: e.to_string(),
+                }
+            })?;
         let len = msg.header.length as usize;
         if msg.header.sequence_number != seq {
             offset += len.max(1);
