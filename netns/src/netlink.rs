@@ -285,6 +285,7 @@ fn parse_error(hdr: &MsgHdr, payload: &[u8]) -> Result<(Option<Errno>, Option<St
 mod tests {
     use super::*;
 
+    /// Native-endian u32 words; a nlmsghdr is `len, type | flags << 16, seq, pid`.
     fn words(words: &[u32]) -> Vec<u8> {
         words.iter().flat_map(|w| w.to_ne_bytes()).collect()
     }
@@ -292,9 +293,9 @@ mod tests {
     #[test]
     fn acks_and_refusals_with_their_message() {
         // nlmsgerr of seq 4: -EEXIST, capped header, NLMSGERR_ATTR_MSG "no\0"
-        let mut refusal = words(&[44, 2, 0x300, 4, 0, (-17i32) as u32, 16, 0x0a00, 4, 0]);
+        let mut refusal = words(&[44, 2 | 0x300 << 16, 4, 0, (-17i32) as u32, 16, 0x0a00, 4, 0]);
         refusal.extend_from_slice(&[8, 0, 1, 0, b'n', b'o', 0, 0]);
-        let ack = words(&[36, 2, 0x100, 3, 0, 0, 16, 0x0a00, 3, 0]);
+        let ack = words(&[36, 2 | 0x100 << 16, 3, 0, 0, 16, 0x0a00, 3, 0]);
         let acks = parse_acks(&[ack, refusal].concat()).unwrap();
         assert_eq!(
             acks,
@@ -316,7 +317,7 @@ mod tests {
     /// Found by the netlink_acks and nft_dump fuzz targets: a code of i32::MIN overflowed.
     #[test]
     fn an_error_code_of_i32_min_is_refused_not_a_panic() {
-        let msg = words(&[36, 2, 0x100, 7, 0, 0x8000_0000, 16, 0x0a00, 7, 0]);
+        let msg = words(&[36, 2 | 0x100 << 16, 7, 0, 0x8000_0000, 16, 0x0a00, 7, 0]);
         assert!(parse_acks(&msg).unwrap()[0].errno.is_some());
         assert!(matches!(
             parse_dump_part(&msg, 7, &mut Vec::new()),
@@ -326,9 +327,9 @@ mod tests {
 
     #[test]
     fn a_dump_ends_at_done_and_skips_other_requests() {
-        let table = words(&[20, 0x0a00, 2, 7, 0, 1]);
-        let other = words(&[20, 0x0a00, 2, 8, 0, 1]);
-        let done = words(&[20, 3, 2, 7, 0, 0]);
+        let table = words(&[20, 0x0a00 | 2 << 16, 7, 0, 1]);
+        let other = words(&[20, 0x0a00 | 2 << 16, 8, 0, 1]);
+        let done = words(&[20, 3 | 2 << 16, 7, 0, 0]);
         let mut out = Vec::new();
         assert!(!parse_dump_part(&[table.clone(), other].concat(), 7, &mut out).unwrap());
         assert!(parse_dump_part(&done, 7, &mut out).unwrap());
