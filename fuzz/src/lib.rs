@@ -19,8 +19,11 @@ pub mod mutate;
 pub mod seeds;
 pub mod targets;
 
+/// A target: a function of the fuzzer's bytes that panics only on a broken contract.
+pub type Target = fn(&[u8]);
+
 /// Every target: its name (as in fuzz_targets/ and fuzz/corpus/) and its function.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("image_frame", targets::image_frame),
     ("unix_diag", targets::unix_diag),
     ("inet_diag", targets::inet_diag),
