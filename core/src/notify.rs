@@ -14,87 +14,23 @@
 //! poll(N) -> POLLIN, read one JSON line   <------        write one JSON line, whole or nothing
 //! ```
 //!
-//! The record types are a copy of cryo-resume's (`ResumeEvent` there): the library must not
-//! depend on the engine, nor the engine on an application library. `tests/tests/notify.rs`
-//! checks that a record written here is read back there.
+//! The record, its wire format and the channel's naming convention are cryo-resume's (the
+//! one definition: the library does not depend on the engine, the engine uses the library's
+//! types); this module does the /proc work around them. `tests/tests/notify.rs` checks that a
+//! record written here is read back by a process linking cryo-resume.
 
 use std::fs;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
+use cryo_resume::{is_fifo_channel_path, marker_channel};
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, OFlag};
 use nix::sys::stat::{Mode, SFlag};
 use nix::unistd::Pid;
-use serde::{Deserialize, Serialize};
 use tracing::debug;
 
-/// The prefix of the marker memfd's name (as readlink shows it, after `/memfd:`).
-pub const MARKER_PREFIX: &str = "cryo-resume:v1:fd=";
-
-/// The file name prefix of a FIFO that is a channel by itself (no marker).
-pub const FIFO_PREFIX: &str = "cryo-resume";
-
-/// How to find a process's notification channel after restore: store it with the image.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ListenerRef {
-    /// The channel's fd number (fds are restored at their numbers).
-    pub fd: RawFd,
-    /// The marker memfd's fd number; `None` for a FIFO channel (found by its name).
-    #[serde(default)]
-    pub marker_fd: Option<RawFd>,
-}
-
-/// One restore, as written to the channel: one JSON line. Same layout as cryo-resume's
-/// `ResumeEvent`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ResumeRecord {
-    /// The id of the checkpoint the process was restored from.
-    pub checkpoint_id: String,
-    /// Milliseconds between the freeze at dump time and the resume.
-    pub downtime_ms: u64,
-    /// The connections that did not survive (empty when all did; still written).
-    #[serde(default)]
-    pub broken: Vec<BrokenConnection>,
-}
-
-/// A restored connection that cryo failed on purpose.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BrokenConnection {
-    /// The connection's fd in the restored process.
-    pub fd: RawFd,
-    /// Local address: `ip:port`, `[v6]:port` or a unix path; empty if unknown.
-    #[serde(default)]
-    pub local: String,
-    /// Remote address, same forms.
-    #[serde(default)]
-    pub remote: String,
-    /// Why it is broken.
-    pub reason: BrokenReason,
-}
-
-/// Why a restored connection is broken.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum BrokenReason {
-    /// The peer answered the probe with a reset.
-    Reset,
-    /// The peer did not answer within `--peer-timeout`.
-    Timeout,
-    /// An external unix peer (`--ext-unix-sk`) is gone.
-    ExternalPeer,
-    /// Closed by `--tcp-close`.
-    ClosedByPolicy,
-}
-
-impl ResumeRecord {
-    /// The record as written: compact JSON and a newline.
-    pub fn to_line(&self) -> Result<Vec<u8>, serde_json::Error> {
-        let mut line = serde_json::to_vec(self)?;
-        line.push(b'\n');
-        Ok(line)
-    }
-}
+pub use cryo_resume::{BrokenConnection, BrokenReason, ListenerRef, ResumeEvent};
 
 /// Why a channel could not be found or written, or a signal not queued.
 #[derive(Debug, thiserror::Error)]
@@ -193,22 +129,6 @@ impl From<NotifyError> for crate::Error {
     }
 }
 
-/// The fd number a readlink names, if it is a marker: `/memfd:cryo-resume:v1:fd=N (deleted)`.
-fn marker_target(link: &str) -> Option<RawFd> {
-    let name = link.strip_prefix("/memfd:")?;
-    let name = name.strip_suffix(" (deleted)").unwrap_or(name);
-    name.strip_prefix(MARKER_PREFIX)?.parse().ok()
-}
-
-/// True if `link` is the path of a FIFO channel (file name `cryo-resume*`).
-fn is_fifo_channel_name(link: &str) -> bool {
-    link.starts_with('/')
-        && link
-            .rsplit('/')
-            .next()
-            .is_some_and(|name| name.starts_with(FIFO_PREFIX))
-}
-
 /// True if fd `fd` of `pid` is a pipe or a FIFO (stat through /proc follows to the inode).
 fn is_pipe(pid: Pid, fd: RawFd) -> bool {
     nix::sys::stat::stat(format!("/proc/{pid}/fd/{fd}").as_str()).is_ok_and(|st| {
@@ -260,7 +180,7 @@ pub(crate) fn find_listeners_except(
             continue;
         };
         let link = link.to_string_lossy();
-        if let Some(target) = marker_target(&link) {
+        if let Some(target) = marker_channel(&link) {
             if is_pipe(pid, target) && is_readable(pid, target) {
                 found.push(ListenerRef {
                     fd: target,
@@ -269,7 +189,7 @@ pub(crate) fn find_listeners_except(
             } else {
                 debug!(%pid, marker = fd, target, "cryo-resume marker names no readable pipe");
             }
-        } else if is_fifo_channel_name(&link) && is_pipe(pid, fd) && is_readable(pid, fd) {
+        } else if is_fifo_channel_path(&link) && is_pipe(pid, fd) && is_readable(pid, fd) {
             found.push(ListenerRef {
                 fd,
                 marker_fd: None,
@@ -290,7 +210,7 @@ pub fn find_listener(pid: Pid) -> Result<Option<ListenerRef>, NotifyError> {
 /// Writes `record` as one line into the channel of the restored process `pid`, from outside
 /// (the process may still be stopped). Whole or nothing, never blocks: if the pipe lacks room
 /// (the application never read earlier records) nothing is written and `Full` is returned.
-pub fn notify(pid: Pid, listener: &ListenerRef, record: &ResumeRecord) -> Result<(), NotifyError> {
+pub fn notify(pid: Pid, listener: &ListenerRef, record: &ResumeEvent) -> Result<(), NotifyError> {
     let fd = listener.fd;
     check_still_channel(pid, listener)?;
     let line = record
@@ -347,7 +267,7 @@ fn check_still_channel(pid: Pid, listener: &ListenerRef) -> Result<(), NotifyErr
             let link = fs::read_link(format!("/proc/{pid}/fd/{marker}"))
                 .map_err(|e| not(format!("marker fd {marker}: {e}")))?;
             let link = link.to_string_lossy();
-            if marker_target(&link) != Some(fd) {
+            if marker_channel(&link) != Some(fd) {
                 return Err(not(format!("marker fd {marker} is {link}")));
             }
         }
@@ -355,7 +275,7 @@ fn check_still_channel(pid: Pid, listener: &ListenerRef) -> Result<(), NotifyErr
             let link =
                 fs::read_link(format!("/proc/{pid}/fd/{fd}")).map_err(|e| not(e.to_string()))?;
             let link = link.to_string_lossy();
-            if !is_fifo_channel_name(&link) {
+            if !is_fifo_channel_path(&link) {
                 return Err(not(format!("it is {link}")));
             }
         }
@@ -414,9 +334,26 @@ mod sys {
     }
 }
 
+/// The image record of a resume channel (`TaskCore.resume_channel`).
+pub(crate) fn channel_record(l: &ListenerRef) -> cryo_proto::image::ResumeChannel {
+    cryo_proto::image::ResumeChannel {
+        fd: l.fd,
+        marker_fd: l.marker_fd,
+    }
+}
+
+/// The resume channel an image record names.
+pub(crate) fn channel_from_record(c: &cryo_proto::image::ResumeChannel) -> ListenerRef {
+    ListenerRef {
+        fd: c.fd,
+        marker_fd: c.marker_fd,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cryo_resume::MARKER_PREFIX;
     use std::os::fd::IntoRawFd;
 
     /// A channel made by hand, following the documented convention.
@@ -445,8 +382,8 @@ mod tests {
         }
     }
 
-    fn record(n: usize) -> ResumeRecord {
-        ResumeRecord {
+    fn record(n: usize) -> ResumeEvent {
+        ResumeEvent {
             checkpoint_id: "ck-1".into(),
             downtime_ms: 42,
             broken: (0..n)
@@ -470,21 +407,6 @@ mod tests {
                 Err(e) => panic!("read: {e}"),
             }
         }
-    }
-
-    #[test]
-    fn marker_names() {
-        assert_eq!(
-            marker_target("/memfd:cryo-resume:v1:fd=7 (deleted)"),
-            Some(7)
-        );
-        assert_eq!(marker_target("/memfd:cryo-resume:v1:fd=7"), Some(7));
-        assert_eq!(marker_target("/memfd:cryo-resume:v2:fd=7 (deleted)"), None);
-        assert_eq!(marker_target("/tmp/cryo-resume:v1:fd=7"), None);
-        assert_eq!(marker_target("pipe:[123]"), None);
-        assert!(is_fifo_channel_name("/tmp/cryo-resume-42"));
-        assert!(!is_fifo_channel_name("/tmp/cryo-resume-dir/fifo"));
-        assert!(!is_fifo_channel_name("pipe:[1]"));
     }
 
     #[test]
@@ -527,7 +449,7 @@ mod tests {
         let text = String::from_utf8(read_all(&ch.chan)).unwrap();
         let lines: Vec<_> = text.lines().collect();
         assert_eq!(lines.len(), 2);
-        let first: ResumeRecord = serde_json::from_str(lines[0]).unwrap();
+        let first: ResumeEvent = serde_json::from_str(lines[0]).unwrap();
         assert_eq!(first, record(2));
         assert!(lines[0].contains(r#""reason":"reset""#));
         assert_eq!(
@@ -554,7 +476,7 @@ mod tests {
         notify(me, &l, &record(100)).unwrap();
         let got = read_all(&ch.chan);
         assert!(got.len() > 4096);
-        let back: ResumeRecord = serde_json::from_slice(&got[..got.len() - 1]).unwrap();
+        let back: ResumeEvent = serde_json::from_slice(&got[..got.len() - 1]).unwrap();
         assert_eq!(back.broken.len(), 100);
     }
 
@@ -576,5 +498,21 @@ mod tests {
         let err = notify(me, &fifo_ref, &record(0)).unwrap_err();
         assert!(matches!(err, NotifyError::NotAChannel { .. }), "{err}");
         nix::unistd::close(file).unwrap();
+    }
+
+    #[test]
+    fn resume_channel_round_trips() {
+        for l in [
+            ListenerRef {
+                fd: 7,
+                marker_fd: Some(8),
+            },
+            ListenerRef {
+                fd: 9,
+                marker_fd: None,
+            },
+        ] {
+            assert_eq!(channel_from_record(&channel_record(&l)), l);
+        }
     }
 }

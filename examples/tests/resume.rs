@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cryo_core::notify::{self, BrokenConnection, BrokenReason, ResumeRecord};
+use cryo_core::notify;
 use cryo_core::Pid;
+use cryo_resume::{BrokenConnection, BrokenReason, ResumeEvent};
 
 const TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -77,8 +78,8 @@ impl Drop for App {
     }
 }
 
-fn record() -> ResumeRecord {
-    ResumeRecord {
+fn record() -> ResumeEvent {
+    ResumeEvent {
         checkpoint_id: "ck-example".into(),
         downtime_ms: 77,
         broken: vec![BrokenConnection {
@@ -127,7 +128,7 @@ fn node_example_prints_the_record() {
     assert_eq!(l.marker_fd, None, "a FIFO channel has no marker");
     notify::notify(app.pid(), &l, &record()).unwrap();
     let line = app.wait_line("resumed ");
-    let ev: ResumeRecord = serde_json::from_str(line.strip_prefix("resumed ").unwrap()).unwrap();
+    let ev: ResumeEvent = serde_json::from_str(line.strip_prefix("resumed ").unwrap()).unwrap();
     assert_eq!(ev, record());
     let detail = app.wait_line("broken fd ");
     assert_eq!(

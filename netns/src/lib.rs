@@ -22,3 +22,11 @@ pub use lock::{
     installed_locks, table_name, ConnTuple, NetworkLock, BYPASS_MARK, MAX_ID_LEN, TABLE_PREFIX,
 };
 pub use ns::{enter_new, run_in_new};
+
+/// The pure parsers of the kernel's netlink answers: bytes in, typed values or an error out,
+/// no socket. Public for the fuzz targets (fuzz/); the lock and [`ns`] use them through their
+/// sockets.
+pub mod replies {
+    pub use crate::netlink::{parse_acks, parse_dump_part, Ack, NlError};
+    pub use crate::nft::parse_table;
+}

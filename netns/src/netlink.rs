@@ -1,5 +1,9 @@
 //! A netlink socket that sends a request (or a whole nf_tables batch) and collects the
 //! kernel's ACKs, one per message that asked for one.
+//!
+//! What the kernel sends back is read by two pure functions, [`parse_acks`] and
+//! [`parse_dump_part`] (bytes of one datagram in, typed answers out, no socket), so that the
+//! fuzz targets in fuzz/ can feed them anything.
 
 use std::collections::HashMap;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -22,18 +26,32 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 const RECV_BUF: usize = 128 * 1024;
 
 /// A failed exchange with the kernel, before the caller names its lock.
-#[derive(Debug)]
-pub(crate) enum NlError {
-    /// A socket call failed.
+#[derive(Debug, PartialEq, Eq)]
+pub enum NlError {
+    /// A socket call failed: (the call, the kernel's answer).
     Socket(&'static str, Errno),
     /// The kernel refused message `step`.
     Kernel {
+        /// The refused message, as the caller named it.
         step: String,
+        /// The kernel's error.
         errno: Errno,
+        /// The kernel's explanation (extended ACK), if it gave one.
         message: Option<String>,
     },
-    /// No answer or a malformed one.
+    /// No answer or a malformed one: (the step, what was wrong).
     Protocol(&'static str, String),
+}
+
+/// One NLMSG_ERROR message: the ACK (or refusal) of the request with sequence number `seq`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ack {
+    /// The sequence number of the message it answers.
+    pub seq: u32,
+    /// The refusal; `None` for a plain ACK.
+    pub errno: Option<Errno>,
+    /// The kernel's explanation (extended ACK), if it gave one.
+    pub message: Option<String>,
 }
 
 /// A bound netlink socket of one protocol.
@@ -140,25 +158,21 @@ impl NlSocket {
         let mut buf = vec![0u8; RECV_BUF];
         while !pending.is_empty() {
             let data = self.recv_some(&mut buf)?;
-            for (hdr, payload) in nft::messages(data) {
-                if hdr.ty != NLMSG_ERROR {
-                    continue;
-                }
-                let (errno, message) = parse_error(&hdr, payload)?;
-                if let (Some(errno), true) = (errno, Some(hdr.seq) == batch_seq) {
+            for ack in parse_acks(data)? {
+                if let (Some(errno), true) = (ack.errno, Some(ack.seq) == batch_seq) {
                     // The kernel rejected the batch as a whole: no other answer will come.
                     return Err(NlError::Kernel {
                         step: "batch".into(),
                         errno,
-                        message,
+                        message: ack.message,
                     });
                 }
-                let Some(i) = pending.remove(&hdr.seq) else {
+                let Some(i) = pending.remove(&ack.seq) else {
                     continue;
                 };
-                if let Some(errno) = errno {
+                if let Some(errno) = ack.errno {
                     if first_err.as_ref().is_none_or(|(j, ..)| i < *j) {
-                        first_err = Some((i, errno, message));
+                        first_err = Some((i, errno, ack.message));
                     }
                 }
             }
@@ -180,27 +194,60 @@ impl NlSocket {
         let mut buf = vec![0u8; RECV_BUF];
         loop {
             let data = self.recv_some(&mut buf)?;
-            for (hdr, payload) in nft::messages(data) {
-                if hdr.seq != seq {
-                    continue;
-                }
-                match hdr.ty {
-                    NLMSG_DONE => return Ok(out),
-                    NLMSG_ERROR => {
-                        let (errno, message) = parse_error(&hdr, payload)?;
-                        // an ACK in place of DONE is a protocol error too
-                        let errno = errno.unwrap_or(Errno::EPROTO);
-                        return Err(NlError::Kernel {
-                            step: "dump".into(),
-                            errno,
-                            message,
-                        });
-                    }
-                    ty => out.push((ty, payload.to_vec())),
-                }
+            if parse_dump_part(data, seq, &mut out)? {
+                return Ok(out);
             }
         }
     }
+}
+
+/// The ACKs and refusals (NLMSG_ERROR messages) of one received datagram, in order; other
+/// messages are skipped, a malformed error message is a protocol error.
+pub fn parse_acks(datagram: &[u8]) -> Result<Vec<Ack>, NlError> {
+    let mut acks = Vec::new();
+    for (hdr, payload) in nft::messages(datagram) {
+        if hdr.ty != NLMSG_ERROR {
+            continue;
+        }
+        let (errno, message) = parse_error(&hdr, payload)?;
+        acks.push(Ack {
+            seq: hdr.seq,
+            errno,
+            message,
+        });
+    }
+    Ok(acks)
+}
+
+/// Reads one received datagram of the answer to dump request `seq`: appends the
+/// (type, payload) of each answer to `out`, and returns true once NLMSG_DONE arrived.
+/// Messages of other requests are skipped; a refusal (even a plain ACK in place of DONE)
+/// is an error.
+pub fn parse_dump_part(
+    datagram: &[u8],
+    seq: u32,
+    out: &mut Vec<(u16, Vec<u8>)>,
+) -> Result<bool, NlError> {
+    for (hdr, payload) in nft::messages(datagram) {
+        if hdr.seq != seq {
+            continue;
+        }
+        match hdr.ty {
+            NLMSG_DONE => return Ok(true),
+            NLMSG_ERROR => {
+                let (errno, message) = parse_error(&hdr, payload)?;
+                // an ACK in place of DONE is a protocol error too
+                let errno = errno.unwrap_or(Errno::EPROTO);
+                return Err(NlError::Kernel {
+                    step: "dump".into(),
+                    errno,
+                    message,
+                });
+            }
+            ty => out.push((ty, payload.to_vec())),
+        }
+    }
+    Ok(false)
 }
 
 /// Decodes an NLMSG_ERROR payload: the error (`None` for a plain ACK) and the extended-ack
@@ -213,7 +260,8 @@ fn parse_error(hdr: &MsgHdr, payload: &[u8]) -> Result<(Option<Errno>, Option<St
         ));
     }
     let code = i32::from_ne_bytes([payload[0], payload[1], payload[2], payload[3]]);
-    let errno = (code != 0).then(|| Errno::from_raw(-code));
+    // saturating: a code of i32::MIN (no errno) must not overflow
+    let errno = (code != 0).then(|| Errno::from_raw(code.saturating_neg()));
     let mut message = None;
     if hdr.flags & nft::NLM_F_ACK_TLVS != 0 {
         let orig = MsgHdr::parse(&payload[4..]);
@@ -231,4 +279,60 @@ fn parse_error(hdr: &MsgHdr, payload: &[u8]) -> Result<(Option<Errno>, Option<St
         }
     }
     Ok((errno, message))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Native-endian u32 words; a nlmsghdr is `len, type | flags << 16, seq, pid`.
+    fn words(words: &[u32]) -> Vec<u8> {
+        words.iter().flat_map(|w| w.to_ne_bytes()).collect()
+    }
+
+    #[test]
+    fn acks_and_refusals_with_their_message() {
+        // nlmsgerr of seq 4: -EEXIST, capped header, NLMSGERR_ATTR_MSG "no\0"
+        let mut refusal = words(&[44, 2 | 0x300 << 16, 4, 0, (-17i32) as u32, 16, 0x0a00, 4, 0]);
+        refusal.extend_from_slice(&[8, 0, 1, 0, b'n', b'o', 0, 0]);
+        let ack = words(&[36, 2 | 0x100 << 16, 3, 0, 0, 16, 0x0a00, 3, 0]);
+        let acks = parse_acks(&[ack, refusal].concat()).unwrap();
+        assert_eq!(
+            acks,
+            [
+                Ack {
+                    seq: 3,
+                    errno: None,
+                    message: None
+                },
+                Ack {
+                    seq: 4,
+                    errno: Some(Errno::EEXIST),
+                    message: Some("no".into())
+                }
+            ]
+        );
+    }
+
+    /// Found by the netlink_acks and nft_dump fuzz targets: a code of i32::MIN overflowed.
+    #[test]
+    fn an_error_code_of_i32_min_is_refused_not_a_panic() {
+        let msg = words(&[36, 2 | 0x100 << 16, 7, 0, 0x8000_0000, 16, 0x0a00, 7, 0]);
+        assert!(parse_acks(&msg).unwrap()[0].errno.is_some());
+        assert!(matches!(
+            parse_dump_part(&msg, 7, &mut Vec::new()),
+            Err(NlError::Kernel { .. })
+        ));
+    }
+
+    #[test]
+    fn a_dump_ends_at_done_and_skips_other_requests() {
+        let table = words(&[20, 0x0a00 | 2 << 16, 7, 0, 1]);
+        let other = words(&[20, 0x0a00 | 2 << 16, 8, 0, 1]);
+        let done = words(&[20, 3 | 2 << 16, 7, 0, 0]);
+        let mut out = Vec::new();
+        assert!(!parse_dump_part(&[table.clone(), other].concat(), 7, &mut out).unwrap());
+        assert!(parse_dump_part(&done, 7, &mut out).unwrap());
+        assert_eq!(out, [(0x0a00, 1u32.to_ne_bytes().to_vec())]);
+    }
 }

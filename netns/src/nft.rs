@@ -574,8 +574,10 @@ pub(crate) fn get_tables(seq: u32) -> Vec<u8> {
     buf
 }
 
-/// A `NEWTABLE` reply from a GETTABLE dump: (family, name).
-pub(crate) fn parse_table(msg_type: u16, payload: &[u8]) -> Option<(u8, String)> {
+/// A `NEWTABLE` answer of a GETTABLE dump, as (type, payload) from
+/// [`parse_dump_part`](crate::netlink::parse_dump_part): its (family, name); `None` for any
+/// other message or one without a name.
+pub fn parse_table(msg_type: u16, payload: &[u8]) -> Option<(u8, String)> {
     if msg_type != nft_type(NFT_MSG_NEWTABLE) || payload.len() < NFGENMSG_LEN {
         return None;
     }

@@ -256,7 +256,8 @@ pub fn decode<M: Message + Default>(
     let u16_at = |o: usize| u16::from_le_bytes([buf[o], buf[o + 1]]);
     let u32_at = |b: &[u8], o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
     let (major, minor) = (u16_at(8), u16_at(10));
-    if major < FORMAT_MAJOR {
+    // Format 1 is the only older format there was; a 0 is no format at all.
+    if (1..FORMAT_MAJOR).contains(&major) {
         return Err(ImageError::OlderFormat {
             path: path.to_owned(),
             found_major: major,
@@ -293,11 +294,22 @@ pub fn decode<M: Message + Default>(
     len_bytes.copy_from_slice(&buf[24..32]);
     let body_len = u64::from_le_bytes(len_bytes);
     let body = &buf[HEADER_LEN..];
-    if (body.len() as u64) != body_len {
+    if (body.len() as u64) < body_len {
         return Err(truncated(format!(
-            "header announces {body_len} bytes of records, file has {}",
+            "{} cut short: header announces {body_len} bytes of records, file has {}",
+            cut_record(body, count),
             body.len()
         )));
+    }
+    if (body.len() as u64) > body_len {
+        return Err(ImageError::Invalid {
+            path: path.to_owned(),
+            index: count,
+            detail: format!(
+                "{} bytes after the last record (header announces {body_len} bytes of records)",
+                body.len() as u64 - body_len
+            ),
+        });
     }
     let mut records = Vec::with_capacity(count.min(1 << 16));
     let mut off = 0usize;
@@ -340,6 +352,24 @@ pub fn decode<M: Message + Default>(
         });
     }
     Ok(records)
+}
+
+/// Which record a body shorter than announced is cut in ("record N"), walking the record
+/// headers that are there; "record N" past the last complete one if they all fit.
+fn cut_record(body: &[u8], count: usize) -> String {
+    let mut off = 0usize;
+    for index in 0..count {
+        let Some(head) = body.get(off..off + RECORD_HEADER_LEN) else {
+            return format!("record {index}");
+        };
+        let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        off += RECORD_HEADER_LEN;
+        if body.len() - off < len {
+            return format!("record {index}");
+        }
+        off += len;
+    }
+    format!("record {count}")
 }
 
 /// Reads and checks the image file at `path`.

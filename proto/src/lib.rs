@@ -14,6 +14,8 @@
 #![warn(missing_docs)]
 
 pub mod frame;
+#[cfg(test)]
+mod round_trip;
 
 /// Generated protobuf types of the image schema.
 #[allow(missing_docs, clippy::all)]

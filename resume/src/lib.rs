@@ -26,68 +26,18 @@
 #![warn(missing_docs)]
 
 pub mod ffi;
+mod record;
 mod sys;
+
+pub use record::{
+    is_fifo_channel_path, marker_channel, parse_record, BrokenConnection, BrokenReason,
+    ListenerRef, ResumeEvent, FIFO_PREFIX, FORMAT_VERSION, MARKER_PREFIX,
+};
 
 use std::fs;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
-
-use serde::{Deserialize, Serialize};
-
-/// The version of the channel convention this crate follows (`v1` in the marker name).
-pub const FORMAT_VERSION: u32 = 1;
-
-/// The prefix of the marker memfd's name; the channel's fd number follows it.
-pub const MARKER_PREFIX: &str = "cryo-resume:v1:fd=";
-
-/// The file name prefix of a FIFO that is a channel by itself (the convention for runtimes
-/// that cannot create memfds, such as node.js; see README.md).
-pub const FIFO_PREFIX: &str = "cryo-resume";
-
-/// One restore, as cryo reports it: one JSON line on the channel.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ResumeEvent {
-    /// The id of the checkpoint the process was restored from.
-    pub checkpoint_id: String,
-    /// Milliseconds between the freeze at dump time and the resume.
-    pub downtime_ms: u64,
-    /// The connections that did not survive the restore (empty when all did).
-    #[serde(default)]
-    pub broken: Vec<BrokenConnection>,
-}
-
-/// A connection the restore could not bring back alive.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BrokenConnection {
-    /// The fd of the connection in the restored process.
-    pub fd: i32,
-    /// Local address (`ip:port`, or a unix socket path; empty if unknown).
-    #[serde(default)]
-    pub local: String,
-    /// Remote address (`ip:port`, or a unix socket path; empty if unknown).
-    #[serde(default)]
-    pub remote: String,
-    /// Why it is broken.
-    pub reason: BrokenReason,
-}
-
-/// Why a restored connection is broken.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum BrokenReason {
-    /// The peer answered the probe with a reset.
-    Reset,
-    /// The peer did not answer within `--peer-timeout`.
-    Timeout,
-    /// The peer was outside the dump (`--ext-unix-sk`) and is gone.
-    ExternalPeer,
-    /// cryo closed it on purpose (`--tcp-close`).
-    ClosedByPolicy,
-    /// A reason this version of the library does not know.
-    #[serde(other)]
-    Other,
-}
 
 /// Why reading an event failed.
 #[derive(Debug, thiserror::Error)]
@@ -217,24 +167,16 @@ impl AsRawFd for Listener {
     }
 }
 
-/// Parses one record (a line without its newline).
-pub fn parse_record(line: &[u8]) -> Result<ResumeEvent, Error> {
-    serde_json::from_slice(line).map_err(|source| Error::Record {
-        line: String::from_utf8_lossy(line).into_owned(),
-        source,
-    })
-}
-
 /// The marker fds of this process that name `channel`.
 fn markers_of(channel: RawFd) -> Vec<RawFd> {
-    let want = format!("/memfd:{MARKER_PREFIX}{channel} (deleted)");
     let Ok(dir) = fs::read_dir("/proc/self/fd") else {
         return Vec::new();
     };
     dir.filter_map(|e| e.ok())
         .filter_map(|e| e.file_name().to_str()?.parse::<RawFd>().ok())
         .filter(|fd| {
-            fs::read_link(format!("/proc/self/fd/{fd}")).is_ok_and(|l| l.to_string_lossy() == want)
+            fs::read_link(format!("/proc/self/fd/{fd}"))
+                .is_ok_and(|l| marker_channel(&l.to_string_lossy()) == Some(channel))
         })
         .collect()
 }

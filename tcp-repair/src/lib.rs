@@ -44,7 +44,10 @@ mod udp;
 
 pub use error::{Operation, Result, SocketName, TcpRepairError};
 pub use inject::INJECT_MARK;
-pub use listen::{capture_listener, listener_diag, restore_listener, InFlight, ListenerDiag};
+pub use listen::{
+    capture_listener, listener_diag, parse_listener_answer, restore_listener, InFlight,
+    ListenerDiag,
+};
 pub use probe::{send_probe, PeerAnswer, PeerProbe};
 pub use repair::{capture_and_leave, disconnect, kernel_tcp_state, Repair};
 pub use restore::{close_silently, leave_repair, restore, RestoredSocket};

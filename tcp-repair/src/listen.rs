@@ -97,32 +97,49 @@ pub fn listener_diag(local: SocketAddr, inode: u64) -> std::io::Result<Option<Li
     let mut rx = vec![0u8; 32 * 1024];
     loop {
         let size = socket.recv(&mut &mut rx[..], 0)?;
-        let mut offset = 0;
-        while offset < size {
-            let msg = NetlinkMessage::<SockDiagMessage>::deserialize(&rx[offset..size])
-                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
-            let len = msg.header.length as usize;
-            match msg.payload {
-                NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(r))
-                    if r.header.inode as u64 == inode =>
-                {
-                    found = Some(ListenerDiag {
-                        accept_queue: r.header.recv_queue,
-                        backlog: r.header.send_queue,
-                    });
-                }
-                NetlinkPayload::Done(_) => return Ok(found),
-                NetlinkPayload::Error(e) => {
-                    return Err(e.to_io());
-                }
-                _ => {}
-            }
-            if len == 0 {
-                break;
-            }
-            offset += len;
+        if parse_listener_answer(&rx[..size], inode, &mut found)? {
+            return Ok(found);
         }
     }
+}
+
+/// Reads one received datagram of an inet_diag dump of listeners (no socket: bytes in, typed
+/// answer out): records in `found` the listener with inode `inode` if the datagram describes
+/// it, and returns true once the dump is complete (NLMSG_DONE). A refusal by the kernel or
+/// a malformed message is an error.
+pub fn parse_listener_answer(
+    datagram: &[u8],
+    inode: u64,
+    found: &mut Option<ListenerDiag>,
+) -> std::io::Result<bool> {
+    let mut offset = 0;
+    while offset < datagram.len() {
+        let msg = NetlinkMessage::<SockDiagMessage>::deserialize(&datagram[offset..])
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
+        let len = msg.header.length as usize;
+        match msg.payload {
+            NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(r))
+                if r.header.inode as u64 == inode =>
+            {
+                *found = Some(ListenerDiag {
+                    accept_queue: r.header.recv_queue,
+                    backlog: r.header.send_queue,
+                });
+            }
+            NetlinkPayload::Done(_) => return Ok(true),
+            // Not `e.to_io()`: it negates the code, which overflows on i32::MIN.
+            NetlinkPayload::Error(e) => {
+                let errno = e.raw_code().checked_neg().unwrap_or(i32::MAX);
+                return Err(std::io::Error::from_raw_os_error(errno));
+            }
+            _ => {}
+        }
+        if len == 0 {
+            break;
+        }
+        offset += len;
+    }
+    Ok(false)
 }
 
 /// Captures a listening TCP socket: address, backlog (via sock_diag), socket
@@ -193,4 +210,20 @@ pub fn restore_listener(state: &ListenerState, default_backlog: u32) -> Result<O
         .min(i32::MAX as u32) as i32;
     sref.listen(backlog).map_err(ctx.io("listen"))?;
     Ok(fd)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by the inet_diag fuzz target: NLMSG_ERROR with code i32::MIN panicked
+    /// (netlink-packet-core's `to_io` negates it).
+    #[test]
+    fn an_error_code_of_i32_min_is_an_error() {
+        let msg: Vec<u8> = [36u32, 2, 7, 0, 0x8000_0000, 16, 0x0005_0a00, 7, 0]
+            .iter()
+            .flat_map(|w| w.to_ne_bytes())
+            .collect();
+        assert!(parse_listener_answer(&msg, 1, &mut None).is_err());
+    }
 }

@@ -7,8 +7,9 @@ use std::fs;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cryo_core::notify::{self, BrokenConnection, BrokenReason, ListenerRef, ResumeRecord};
+use cryo_core::notify;
 use cryo_core::Pid;
+use cryo_resume::{BrokenConnection, BrokenReason, ListenerRef, ResumeEvent};
 use cryo_tests::{pid_exists, run_cryo, Pidfd};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -99,8 +100,8 @@ impl Drop for Probe {
     }
 }
 
-fn record(id: &str, broken: Vec<BrokenConnection>) -> ResumeRecord {
-    ResumeRecord {
+fn record(id: &str, broken: Vec<BrokenConnection>) -> ResumeEvent {
+    ResumeEvent {
         checkpoint_id: id.into(),
         downtime_ms: 1234,
         broken,
@@ -119,7 +120,7 @@ fn broken(fd: i32, reason: BrokenReason) -> BrokenConnection {
 /// The record the probe read, from an `event {json}` line, checked both ways: the library's
 /// struct as it decoded it, and the engine's struct decoding the library's encoding.
 #[track_caller]
-fn assert_event(line: &str, want: &ResumeRecord) {
+fn assert_event(line: &str, want: &ResumeEvent) {
     let json = line
         .strip_prefix("event ")
         .unwrap_or_else(|| panic!("not an event: {line}"));
@@ -127,7 +128,7 @@ fn assert_event(line: &str, want: &ResumeRecord) {
     assert_eq!(got.checkpoint_id, want.checkpoint_id);
     assert_eq!(got.downtime_ms, want.downtime_ms);
     assert_eq!(got.broken.len(), want.broken.len());
-    let back: ResumeRecord = serde_json::from_str(json).unwrap();
+    let back: ResumeEvent = serde_json::from_str(json).unwrap();
     assert_eq!(&back, want);
 }
 

@@ -350,53 +350,86 @@ impl DiagSocket {
                 .sock
                 .recv(&mut &mut self.buf[..], 0)
                 .map_err(nl_err("receive answer"))?;
-            let mut offset = 0;
-            while offset < size {
-                let msg = NetlinkMessage::<SockDiagMessage>::deserialize(&self.buf[offset..size])
-                    .map_err(|e| UnixSockError::Decode {
-                    step: "netlink message",
-                    detail: e.to_string(),
-                })?;
-                let len = msg.header.length as usize;
-                if msg.header.sequence_number != self.seq {
-                    // A late answer to an earlier, abandoned request.
-                    offset += len.max(1);
-                    continue;
-                }
-                match msg.payload {
-                    NetlinkPayload::InnerMessage(SockDiagMessage::UnixResponse(resp)) => {
-                        each(convert(&resp)?);
-                        if !dump {
-                            return Ok(());
+            match parse_answer(&self.buf[..size], self.seq, !dump, &mut each)? {
+                Answer::More => {}
+                Answer::Done => return Ok(()),
+                Answer::Refused(source) => {
+                    return Err(if dump {
+                        UnixSockError::Netlink {
+                            step: "dump unix sockets",
+                            source,
                         }
-                    }
-                    NetlinkPayload::Done(_) => return Ok(()),
-                    NetlinkPayload::Error(e) => {
-                        let source = e.to_io();
-                        return Err(if dump {
-                            UnixSockError::Netlink {
-                                step: "dump unix sockets",
-                                source,
-                            }
-                        } else {
-                            UnixSockError::Query { inode, source }
-                        });
-                    }
-                    NetlinkPayload::Overrun(_) => {
-                        return Err(UnixSockError::Netlink {
-                            step: "receive answer",
-                            source: io::Error::other("netlink overrun"),
-                        })
-                    }
-                    _ => {}
+                    } else {
+                        UnixSockError::Query { inode, source }
+                    })
                 }
-                if len == 0 {
-                    break;
-                }
-                offset += len;
             }
         }
     }
+}
+
+/// How one received datagram of a unix_diag answer left it.
+#[derive(Debug)]
+pub enum Answer {
+    /// More datagrams follow.
+    More,
+    /// The answer is complete (NLMSG_DONE, or the socket a query asked for).
+    Done,
+    /// The kernel refused the request (NLMSG_ERROR).
+    Refused(io::Error),
+}
+
+/// Reads one received datagram of the unix_diag answer to request `seq` (no socket: bytes in,
+/// typed sockets out): calls `each` for every socket it describes and says whether the
+/// answer is complete. Messages of other requests (late answers to an abandoned one) are
+/// skipped; `first_only` (a query by inode) ends the answer at its first socket.
+pub fn parse_answer(
+    datagram: &[u8],
+    seq: u32,
+    first_only: bool,
+    mut each: impl FnMut(UnixSockInfo),
+) -> Result<Answer> {
+    let mut offset = 0;
+    while offset < datagram.len() {
+        let msg =
+            NetlinkMessage::<SockDiagMessage>::deserialize(&datagram[offset..]).map_err(|e| {
+                UnixSockError::Decode {
+                    step: "netlink message",
+                    detail: e.to_string(),
+                }
+            })?;
+        let len = msg.header.length as usize;
+        if msg.header.sequence_number != seq {
+            offset += len.max(1);
+            continue;
+        }
+        match msg.payload {
+            NetlinkPayload::InnerMessage(SockDiagMessage::UnixResponse(resp)) => {
+                each(convert(&resp)?);
+                if first_only {
+                    return Ok(Answer::Done);
+                }
+            }
+            NetlinkPayload::Done(_) => return Ok(Answer::Done),
+            // Not `e.to_io()`: it negates the code, which overflows on i32::MIN.
+            NetlinkPayload::Error(e) => {
+                let errno = e.raw_code().checked_neg().unwrap_or(i32::MAX);
+                return Ok(Answer::Refused(io::Error::from_raw_os_error(errno)));
+            }
+            NetlinkPayload::Overrun(_) => {
+                return Err(UnixSockError::Netlink {
+                    step: "receive answer",
+                    source: io::Error::other("netlink overrun"),
+                })
+            }
+            _ => {}
+        }
+        if len == 0 {
+            break;
+        }
+        offset += len;
+    }
+    Ok(Answer::More)
 }
 
 /// Dumps every unix socket of the caller's network namespace, by inode.
@@ -476,6 +509,18 @@ fn convert(resp: &UnixResponse) -> Result<UnixSockInfo> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the unix_diag fuzz target: NLMSG_ERROR with code i32::MIN panicked
+    /// (netlink-packet-core's `to_io` negates it).
+    #[test]
+    fn an_error_code_of_i32_min_is_a_refusal() {
+        let mut msg = Vec::new();
+        for word in [36u32, 2, 7, 0, 0x8000_0000, 16, 0x0005_0a00, 7, 0] {
+            msg.extend_from_slice(&word.to_ne_bytes());
+        }
+        let end = parse_answer(&msg, 7, true, |_| {}).unwrap();
+        assert!(matches!(end, Answer::Refused(_)), "{end:?}");
+    }
 
     #[test]
     fn names_round_trip_through_sun_path() {

@@ -51,7 +51,7 @@ pub(super) fn collect(
     core.shared_pending = threads::shared_pending(pid)?;
     let listener = crate::notify::find_listeners_except(pid, |fd| sockets.is_socket_fd(fd))?;
     if let Some(listener) = listener.into_iter().next() {
-        core.resume_channel = Some((&listener).into());
+        core.resume_channel = Some(crate::notify::channel_record(&listener));
     }
     files.add_sockets(sockets);
     core.fds = files.dump_task_fds(pid, images, fd_opts)?;

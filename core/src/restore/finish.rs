@@ -298,11 +298,11 @@ fn notify_one(
         .core
         .resume_channel
         .as_ref()
-        .map(crate::notify::ListenerRef::from)
+        .map(crate::notify::channel_from_record)
     else {
         return;
     };
-    let record = crate::notify::ResumeRecord {
+    let record = crate::notify::ResumeEvent {
         checkpoint_id: inventory.checkpoint_id.clone(),
         downtime_ms: now_ms.saturating_sub(inventory.created_unix_ms),
         broken: broken.to_vec(),

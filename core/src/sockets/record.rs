@@ -19,7 +19,6 @@ use cryo_tcp_repair as tcp;
 
 use super::error::{RecordProblem, SocketError};
 use super::unix::{PendingConnection, UnixMessage, UnixSocketState};
-use crate::notify::ListenerRef;
 
 /// The captured state of one socket, as the engine uses it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -423,24 +422,6 @@ impl From<&pb::UnixMessage> for UnixMessage {
     }
 }
 
-impl From<&ListenerRef> for pb::ResumeChannel {
-    fn from(l: &ListenerRef) -> Self {
-        pb::ResumeChannel {
-            fd: l.fd,
-            marker_fd: l.marker_fd,
-        }
-    }
-}
-
-impl From<&pb::ResumeChannel> for ListenerRef {
-    fn from(c: &pb::ResumeChannel) -> Self {
-        ListenerRef {
-            fd: c.fd,
-            marker_fd: c.marker_fd,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -633,21 +614,5 @@ mod tests {
             err.contains("unix socket") && err.contains("sock_type"),
             "{err}"
         );
-    }
-
-    #[test]
-    fn resume_channel_round_trips() {
-        for l in [
-            ListenerRef {
-                fd: 7,
-                marker_fd: Some(8),
-            },
-            ListenerRef {
-                fd: 9,
-                marker_fd: None,
-            },
-        ] {
-            assert_eq!(ListenerRef::from(&pb::ResumeChannel::from(&l)), l);
-        }
     }
 }

@@ -1,0 +1,124 @@
+//! The target functions: each feeds one parser the bytes it is given and checks its contract.
+
+use std::path::Path;
+
+use cryo_proto::frame::{decode, encode, ImageKind};
+use cryo_proto::image::{FileDesc, Inventory, MmCore, ProcessEntry, TaskCore};
+use prost::Message;
+
+/// Header and record-header layout of an image frame (proto/src/frame.rs).
+const HEADER_LEN: usize = 32;
+const RECORD_HEADER_LEN: usize = 8;
+
+/// The netlink sequence number of the first message of `data` (0 if too short), so that
+/// the parsers' "answer to my request" filter lets the fuzzer's messages through.
+fn first_seq(data: &[u8]) -> u32 {
+    data.get(8..12)
+        .map_or(0, |b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+/// Decodes `data` as an image of `kind` holding `M`; what decodes must encode and decode
+/// back to the same records.
+fn frame_of<M: Message + Default + PartialEq>(kind: ImageKind, data: &[u8]) {
+    let path = Path::new("fuzz.img");
+    if let Ok(records) = decode::<M>(path, kind, data) {
+        let again = encode(kind, &records);
+        let back = decode::<M>(path, kind, &again).expect("a frame cryo encoded is refused");
+        assert!(back == records, "records changed across encode and decode");
+    }
+}
+
+/// Every image kind with its record type.
+fn every_kind(data: &[u8]) {
+    frame_of::<Inventory>(ImageKind::Inventory, data);
+    frame_of::<ProcessEntry>(ImageKind::Pstree, data);
+    frame_of::<TaskCore>(ImageKind::Core, data);
+    frame_of::<MmCore>(ImageKind::Mm, data);
+    frame_of::<FileDesc>(ImageKind::Files, data);
+}
+
+/// `data` with its header checksum and every record checksum it can reach made valid.
+fn with_valid_checksums(data: &[u8]) -> Vec<u8> {
+    let mut buf = data.to_vec();
+    if buf.len() < HEADER_LEN {
+        return buf;
+    }
+    let mut off = HEADER_LEN;
+    while let Some(head) = buf.get(off..off + RECORD_HEADER_LEN) {
+        let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        let start = off + RECORD_HEADER_LEN;
+        let Some(bytes) = buf.get(start..start.saturating_add(len)) else {
+            break;
+        };
+        let crc = crc32c::crc32c(bytes);
+        buf[off + 4..off + 8].copy_from_slice(&crc.to_le_bytes());
+        off = start + len;
+    }
+    let c = crc32c::crc32c(&buf[..20]);
+    let hcrc = crc32c::crc32c_append(c, &buf[24..HEADER_LEN]);
+    buf[20..24].copy_from_slice(&hcrc.to_le_bytes());
+    buf
+}
+
+/// Image frames: as they come (size, magic, version, checksums judged), then with valid
+/// checksums (the record walk and the protobuf decode of every record type).
+pub fn image_frame(data: &[u8]) {
+    every_kind(data);
+    every_kind(&with_valid_checksums(data));
+}
+
+/// unix_diag answers, as a dump and as a query by inode.
+pub fn unix_diag(data: &[u8]) {
+    let seq = first_seq(data);
+    for first_only in [false, true] {
+        let mut sockets = Vec::new();
+        let _ = cryo_unix_sockets::diag::parse_answer(data, seq, first_only, |s| sockets.push(s));
+        assert!(
+            !first_only || sockets.len() <= 1,
+            "a query by inode took {} sockets",
+            sockets.len()
+        );
+    }
+}
+
+/// inet_diag answers of a listener dump.
+pub fn inet_diag(data: &[u8]) {
+    // The inode the fuzzer most likely wrote: the inode field of the first answer.
+    let inode = data
+        .get(16 + 68..16 + 72)
+        .map_or(0, |b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
+    let mut found = None;
+    let _ = cryo_tcp_repair::parse_listener_answer(data, u64::from(inode), &mut found);
+}
+
+/// NLMSG_ERROR ACKs of an nf_tables batch or an rtnetlink request.
+pub fn netlink_acks(data: &[u8]) {
+    if let Ok(acks) = cryo_netns::replies::parse_acks(data) {
+        assert!(acks.len() <= data.len() / 16, "more ACKs than messages");
+    }
+}
+
+/// The answer to a GETTABLE dump, and the tables it names.
+pub fn nft_dump(data: &[u8]) {
+    let mut answers = Vec::new();
+    let _ = cryo_netns::replies::parse_dump_part(data, first_seq(data), &mut answers);
+    for (ty, payload) in &answers {
+        let _ = cryo_netns::replies::parse_table(*ty, payload);
+    }
+}
+
+/// A line of the resume channel, and the readlink texts the engine matches channels by.
+pub fn resume_record(data: &[u8]) {
+    if let Ok(event) = cryo_resume::parse_record(data) {
+        let line = event.to_line().expect("a parsed record encodes");
+        let back = cryo_resume::parse_record(&line[..line.len() - 1]).expect("own line parses");
+        // An unknown reason reads as Other, writes as "other" and reads as Other again.
+        assert_eq!(
+            back, event,
+            "a record changed across to_line and parse_record"
+        );
+    }
+    let text = String::from_utf8_lossy(data);
+    let _ = cryo_resume::marker_channel(&text);
+    let _ = cryo_resume::is_fifo_channel_path(&text);
+}
