@@ -216,6 +216,15 @@ attr_tests! {
         ("get seccomp", "mode 0 filters 0"),
     ];
 
+    /// A filter answering brk(0) with ENOMSG in the main thread: the program never asks again
+    /// once started, but a dump or restore that makes it call brk(0) remotely meets the
+    /// filter, unless it suspends seccomp for its remote calls (PTRACE_O_SUSPEND_SECCOMP).
+    seccomp_filter_meets_remote_calls: ["thread", "seccomp-brk0=42"] => [
+        ("get brk0", "errno 42"),
+        ("get seccomp", "mode 2 filters 1"),
+        ("tget brk0", "ok"),
+    ];
+
     /// Every piece of security state at once, set in the order a program would (the order a
     /// restore must respect): bounding set, securebits, capabilities, no_new_privs, seccomp.
     security_state_together: [
@@ -241,6 +250,10 @@ attr_tests! {
 
     /// umask.
     umask: ["umask=027"] => [("get umask", "027")];
+
+    /// /proc/self/loginuid set to 1000 (the audit login uid; the session id the kernel then
+    /// assigns is not checked: no interface sets it).
+    loginuid: ["loginuid=1000"] => [("get loginuid", "1000")];
 
     /// personality: ADDR_NO_RANDOMIZE | UNAME26.
     personality: ["personality=0x60000"] => [("get personality", "0x60000")];

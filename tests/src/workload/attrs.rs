@@ -25,6 +25,9 @@
 //! fsuid=UID               setfsuid                                         this thread
 //! seccomp=ERRNO           a filter: getcpu fails with ERRNO                this thread
 //! seccomp-tsync=ERRNO     the same filter with TSYNC                       every thread
+//! seccomp-brk0=ERRNO      a filter: brk(0) fails with ERRNO (the process never calls it
+//!                         again once started; a remote call in it would)  this thread
+//! loginuid=UID            write /proc/self/loginuid (needs CAP_AUDIT_CONTROL) process
 //! rlimit=RES:SOFT:HARD    setrlimit, RES a number or nofile|stack|core|cpu|fsize|nproc|memlock
 //! umask=OCTAL             umask                                            process
 //! personality=HEX         personality                                      process
@@ -49,6 +52,8 @@
 //! ids           uid R E S FS gid R E S FS groups G,G   (/proc/thread-self/status)
 //! seccomp       mode M filters F      (/proc/thread-self/status)
 //! getcpu        ok | errno N          (the call the seccomp filters answer)
+//! brk0          ok | errno N          (the raw brk(0))
+//! loginuid, sessionid  N             (/proc/self/loginuid, /proc/self/sessionid)
 //! rlimit:RES    SOFT HARD             (getrlimit; unlimited as -1)
 //! umask         OCTAL
 //! personality   HEX
@@ -245,6 +250,7 @@ fn apply(setting: &str, dir: &Path) -> Result<(), String> {
             sys::set_ioprio((class as u32) << 13 | level).map_err(fail)
         }
         "oom" => std::fs::write("/proc/self/oom_score_adj", value).map_err(fail),
+        "loginuid" => std::fs::write("/proc/self/loginuid", value).map_err(fail),
         "timerslack" => flag(libc::PR_SET_TIMERSLACK),
         "dumpable" => flag(libc::PR_SET_DUMPABLE),
         "pdeathsig" => flag(libc::PR_SET_PDEATHSIG),
@@ -294,9 +300,17 @@ fn apply(setting: &str, dir: &Path) -> Result<(), String> {
                 now => Err(format!("{setting}: fsuid stayed {now}")),
             }
         }
-        "seccomp" => sys::seccomp_filter(&getcpu_filter(num(value)? as u32), 0).map_err(fail),
+        "seccomp" => sys::seccomp_filter(
+            &errno_filter(libc::SYS_getcpu, num(value)? as u32, false),
+            0,
+        )
+        .map_err(fail),
+        "seccomp-brk0" => {
+            sys::seccomp_filter(&errno_filter(libc::SYS_brk, num(value)? as u32, true), 0)
+                .map_err(fail)
+        }
         "seccomp-tsync" => sys::seccomp_filter(
-            &getcpu_filter(num(value)? as u32),
+            &errno_filter(libc::SYS_getcpu, num(value)? as u32, false),
             libc::SECCOMP_FILTER_FLAG_TSYNC as u32,
         )
         .map_err(fail),
@@ -416,10 +430,11 @@ fn observe(key: &str) -> Result<String, String> {
             status("Seccomp")?,
             status("Seccomp_filters")?
         )),
-        "getcpu" => Ok(match sys::getcpu() {
-            Ok(()) => "ok".to_string(),
-            Err(e) => format!("errno {}", e.raw_os_error().unwrap_or(-1)),
-        }),
+        "getcpu" => Ok(outcome(sys::getcpu())),
+        "brk0" => Ok(outcome(sys::brk0())),
+        "loginuid" | "sessionid" => std::fs::read_to_string(format!("/proc/self/{key}"))
+            .map(|s| s.trim().to_string())
+            .map_err(fail),
         "umask" => {
             let mask = sys::umask(0);
             sys::umask(mask);
@@ -429,6 +444,14 @@ fn observe(key: &str) -> Result<String, String> {
             .map(|p| format!("{p:#x}"))
             .map_err(fail),
         other => Err(format!("unknown key {other:?}")),
+    }
+}
+
+/// `ok`, or `errno N` of a failed call.
+fn outcome(result: std::io::Result<()>) -> String {
+    match result {
+        Ok(()) => "ok".to_string(),
+        Err(e) => format!("errno {}", e.raw_os_error().unwrap_or(-1)),
     }
 }
 
@@ -481,8 +504,9 @@ fn rlimit_number(name: &str) -> Result<u32, String> {
 /// x86-64 audit architecture (AUDIT_ARCH_X86_64), checked first as every filter should.
 const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
 
-/// A cBPF seccomp program: getcpu fails with `errno`, everything else is allowed.
-fn getcpu_filter(errno: u32) -> Vec<libc::sock_filter> {
+/// A cBPF seccomp program: syscall `nr` fails with `errno` (only when its first argument is 0
+/// if `arg0_zero`), everything else is allowed.
+fn errno_filter(nr: i64, errno: u32, arg0_zero: bool) -> Vec<libc::sock_filter> {
     let stmt = |code: u32, k: u32| libc::sock_filter {
         code: code as u16,
         jt: 0,
@@ -497,17 +521,31 @@ fn getcpu_filter(errno: u32) -> Vec<libc::sock_filter> {
     };
     let load = libc::BPF_LD | libc::BPF_W | libc::BPF_ABS;
     let ret = libc::BPF_RET | libc::BPF_K;
-    // struct seccomp_data: nr at offset 0, arch at offset 4.
-    vec![
+    let allow = stmt(ret, libc::SECCOMP_RET_ALLOW);
+    let fail = stmt(
+        ret,
+        libc::SECCOMP_RET_ERRNO | (errno & libc::SECCOMP_RET_DATA),
+    );
+    // struct seccomp_data: nr at offset 0, arch at 4, instruction pointer at 8, args from 16
+    // (the low half of args[0] at 16, its high half at 20 on little-endian x86-64).
+    let mut prog = vec![
         stmt(load, 4),
         jeq(AUDIT_ARCH_X86_64, 1, 0),
-        stmt(ret, libc::SECCOMP_RET_ALLOW),
+        allow,
         stmt(load, 0),
-        jeq(libc::SYS_getcpu as u32, 0, 1),
-        stmt(
-            ret,
-            libc::SECCOMP_RET_ERRNO | (errno & libc::SECCOMP_RET_DATA),
-        ),
-        stmt(ret, libc::SECCOMP_RET_ALLOW),
-    ]
+    ];
+    if arg0_zero {
+        prog.extend([
+            jeq(nr as u32, 0, 5),
+            stmt(load, 16),
+            jeq(0, 0, 3),
+            stmt(load, 20),
+            jeq(0, 0, 1),
+            fail,
+            allow,
+        ]);
+    } else {
+        prog.extend([jeq(nr as u32, 0, 1), fail, allow]);
+    }
+    prog
 }

@@ -688,6 +688,18 @@ pub fn getcpu() -> io::Result<()> {
     cvt(r as libc::c_int).map(drop)
 }
 
+/// The raw brk(0): asks for the program break, changes nothing.
+pub fn brk0() -> io::Result<()> {
+    // SAFETY: brk(0) only reports the current break.
+    let r = unsafe { libc::syscall(libc::SYS_brk, 0u64) };
+    // The break is an address: only -1 is an error.
+    if r == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
 pub fn setrlimit(resource: u32, soft: u64, hard: u64) -> io::Result<()> {
     let lim = libc::rlimit {
         rlim_cur: soft,
