@@ -59,25 +59,27 @@ fn kept_by_leave_running(settings: &[&str], expect: &[(&str, String)]) {
     check(&w, expect, "in the original after a --leave-running dump");
 }
 
-/// One module per attribute: `SETTINGS` for the workload, `EXPECT` (command, reply) pairs,
-/// and the two tests.
+/// One module per attribute, with the two tests: `NAME: [SETTINGS] => [(COMMAND, REPLY)...];`,
+/// or `@module NAME: [SETTINGS] => EXPR` where EXPR computes the (command, reply) list.
 macro_rules! attr_tests {
-    ($($(#[$doc:meta])* $name:ident: [$($setting:expr),* $(,)?] => [$(($command:expr, $reply:expr)),* $(,)?];)*) => {$(
+    (@module $(#[$doc:meta])* $name:ident: [$($setting:expr),* $(,)?] => $expect:expr) => {
         $(#[$doc])*
         mod $name {
             const SETTINGS: &[&str] = &[$($setting),*];
-            const EXPECT: &[(&str, &str)] = &[$(($command, $reply)),*];
 
             #[test]
             fn restored() {
-                super::restored(SETTINGS, &super::owned(EXPECT));
+                super::restored(SETTINGS, &$expect);
             }
 
             #[test]
             fn kept_by_leave_running() {
-                super::kept_by_leave_running(SETTINGS, &super::owned(EXPECT));
+                super::kept_by_leave_running(SETTINGS, &$expect);
             }
         }
+    };
+    ($($(#[$doc:meta])* $name:ident: [$($setting:expr),* $(,)?] => [$(($command:expr, $reply:expr)),* $(,)?];)*) => {$(
+        attr_tests!(@module $(#[$doc])* $name: [$($setting),*] => super::owned(&[$(($command, $reply)),*]));
     )*};
 }
 
@@ -280,52 +282,26 @@ fn own_caps() -> (u64, u64) {
     (hex("CapPrm"), hex("CapBnd"))
 }
 
-/// PR_CAPBSET_DROP of SYS_BOOT (22) and MKNOD (27): the bounding set, as root's less those.
-mod bounding_set {
-    const SETTINGS: &[&str] = &["thread", "bnd-drop=22,27"];
-
-    fn expect() -> Vec<(&'static str, String)> {
+attr_tests!(@module
+    /// PR_CAPBSET_DROP of SYS_BOOT (22) and MKNOD (27) in the main thread: root's bounding set
+    /// less those there, root's whole set in the second thread.
+    bounding_set: ["thread", "bnd-drop=22,27"] => {
         let (_, bnd) = super::own_caps();
-        vec![
-            (
-                "get status:CapBnd",
-                format!("{:016x}", bnd & !(1 << 22 | 1 << 27)),
-            ),
+        [
+            ("get status:CapBnd", format!("{:016x}", bnd & !(1 << 22 | 1 << 27))),
             ("tget status:CapBnd", format!("{bnd:016x}")),
         ]
     }
+);
 
-    #[test]
-    fn restored() {
-        super::restored(SETTINGS, &expect());
-    }
-
-    #[test]
-    fn kept_by_leave_running() {
-        super::kept_by_leave_running(SETTINGS, &expect());
-    }
-}
-
-/// capset in the second thread only (the raw call acts on one thread): NET_BIND_SERVICE
-/// alone there, root's full sets in the main thread.
-mod capabilities_per_thread {
-    const SETTINGS: &[&str] = &["thread", "t.caps=0x400:0x400:0x0"];
-
-    fn expect() -> Vec<(&'static str, String)> {
+attr_tests!(@module
+    /// capset in the second thread only (the raw call acts on one thread): NET_BIND_SERVICE
+    /// alone there, root's full sets in the main thread.
+    capabilities_per_thread: ["thread", "t.caps=0x400:0x400:0x0"] => {
         let (prm, _) = super::own_caps();
-        vec![
+        [
             ("get caps", format!("{prm:#x} {prm:#x} 0x0")),
             ("tget caps", "0x400 0x400 0x0".to_string()),
         ]
     }
-
-    #[test]
-    fn restored() {
-        super::restored(SETTINGS, &expect());
-    }
-
-    #[test]
-    fn kept_by_leave_running() {
-        super::kept_by_leave_running(SETTINGS, &expect());
-    }
-}
+);
