@@ -31,6 +31,9 @@ pub enum Error {
     /// A file, pipe or device of a task.
     #[error(transparent)]
     Files(#[from] FileError),
+    /// A process or thread attribute (nice, policy, affinity, oom_score_adj...).
+    #[error(transparent)]
+    Attrs(#[from] crate::task::attrs::AttrError),
     /// A socket of a task or of the image.
     #[error(transparent)]
     Sockets(#[from] crate::sockets::SocketError),

@@ -411,6 +411,19 @@ impl Scratch {
         out_len: usize,
         make: impl Fn(usize, u64) -> BatchCall,
     ) -> Result<Vec<u8>, BatchError> {
+        self.batch_reading_results(remote, n, out_len, make)
+            .map(|(outputs, _)| outputs)
+    }
+
+    /// Like [`Scratch::batch_reading`], with the calls' results too (for calls that answer
+    /// in their return value rather than in memory).
+    pub fn batch_reading_results(
+        &self,
+        remote: &Remote,
+        n: usize,
+        out_len: usize,
+        make: impl Fn(usize, u64) -> BatchCall,
+    ) -> Result<(Vec<u8>, Vec<u64>), BatchError> {
         let per_stop = (Self::BATCH_OFFSET as usize / (BATCH_ENTRY + out_len)).max(1);
         let mut outputs = vec![0u8; n * out_len];
         let mut results = Vec::with_capacity(n);
@@ -436,7 +449,7 @@ impl Scratch {
             self.read(remote, slots - self.addr, out)
                 .map_err(|e| blame(first, e, results.clone()))?;
         }
-        Ok(outputs)
+        Ok((outputs, results))
     }
 
     /// The `syscall; int3` in the page: any thread of the task can run calls from it.

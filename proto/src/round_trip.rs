@@ -189,6 +189,8 @@ every_message!(
     UnixPendingConnection,
     SocketFileAttrs,
     UnixSocket,
+    ThreadAttrs,
+    ProcessAttrs,
 );
 
 #[test]

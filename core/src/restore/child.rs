@@ -16,7 +16,7 @@ use crate::image::names;
 use crate::remote::{BATCH_LOOP, BATCH_LOOP_OFFSET, SYSCALL_INT3};
 use crate::sys::process::{fork_with_pid, Forked};
 use crate::sys::spawn::{map_code_pages, move_to, read_raw, write_raw};
-use crate::task::{process, signals};
+use crate::task::{attrs, process, signals};
 
 /// Exit codes of a forked process that did not become the dumped one.
 const EXIT_LET_GO: i32 = 71;
@@ -161,6 +161,7 @@ fn child_setup(tree: &Planned, i: usize) -> Result<(), ChildError> {
         .map_err(io_error(ChildStep::PendingSignals))?;
     map_trampoline(plan.tramps[i]).map_err(io_error(ChildStep::Trampoline))?;
     process::restore_in_child(&t.core)?;
+    attrs::restore_in_child(&t.core)?;
     Ok(())
 }
 

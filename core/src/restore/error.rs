@@ -243,6 +243,8 @@ pub enum ChildStep {
     Personality,
     #[error("set comm")]
     SetComm,
+    #[error("set")]
+    Attribute,
 }
 
 /// The object a failed file step of a forked process was opening.

@@ -24,7 +24,7 @@ use crate::memory::PAGE;
 use crate::remote::{BatchSite, Remote, BATCH_LOOP_OFFSET};
 use crate::sockets::peers::Probing;
 use crate::sys::ptrace as pt;
-use crate::task::{threads, timers};
+use crate::task::{attrs, threads, timers};
 
 /// Every process whole and stopped, the tree's seals and terminal modes set: nothing runs
 /// yet.
@@ -189,6 +189,7 @@ fn finish(child: Pid, tree: &Planned, i: usize) -> Result<Vec<Pid>> {
         if let Some(creds) = &task.core.creds {
             restore_creds(tid, &in_thread, scratch, creds)?;
         }
+        attrs::restore_after_creds(child, &in_thread, batch, &task.core, thread)?;
         in_thread.dismiss();
     }
     timers::restore(
@@ -202,6 +203,8 @@ fn finish(child: Pid, tree: &Planned, i: usize) -> Result<Vec<Pid>> {
     if let Some(creds) = &task.core.creds {
         restore_creds(child, &remote, scratch, creds)?;
     }
+    // After every thread's ids: an id change resets dumpable and the parent-death signal.
+    attrs::restore_after_creds(child, &remote, batch, &task.core, main)?;
     remote
         .call_last(libc::SYS_munmap, &[tramp, 2 * PAGE])
         .map_err(sys("unmap the trampoline"))?;
@@ -209,6 +212,7 @@ fn finish(child: Pid, tree: &Planned, i: usize) -> Result<Vec<Pid>> {
 
     for (thread, &tid) in task.core.threads.iter().zip(&created) {
         threads::set_final_state(tid, thread)?;
+        attrs::restore_sched(child, tid, thread)?;
     }
     Ok(created)
 }

@@ -10,7 +10,8 @@
 //! process   clone3 (set_tid, new namespaces), robust lists, prlimit, process_vm_*
 //! ptrace    register sets, sigmask, queued siginfo, rseq, /proc/PID/mem
 //! signal    rt_sigaction / sigprocmask / sigqueueinfo in the kernel's layouts
-//! prctl     PR_SET_MM_MAP size, parent-death signal
+//! prctl     PR_SET_MM_MAP size, parent-death signal, prctl options of the calling thread
+//! sched     policy and parameters, nice, affinity, ioprio of a thread by its tid
 //! uffd      userfaultfd: create, API handshake, register, UFFDIO_COPY
 //! pagemap   PAGEMAP_SCAN
 //! mmap      mappings owned by cryo (image windows, anonymous scratch)
@@ -32,6 +33,7 @@ pub mod pidfd;
 pub mod prctl;
 pub mod process;
 pub mod ptrace;
+pub mod sched;
 pub mod signal;
 pub mod signalfd;
 pub mod spawn;

@@ -28,3 +28,20 @@ pub fn mm_map_size() -> io::Result<u32> {
     })?;
     Ok(size)
 }
+
+/// `prctl(option, arg2, arg3, 0, 0)` on the calling thread (or its process, for the options
+/// kept per process): the setters a restored process runs on itself before it is reshaped.
+pub fn set_own(option: libc::c_int, arg2: u64, arg3: u64) -> io::Result<()> {
+    // SAFETY: the options passed here take integers, no pointers.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_prctl,
+            option as libc::c_ulong,
+            arg2 as libc::c_ulong,
+            arg3 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        )
+    })?;
+    Ok(())
+}

@@ -2,12 +2,14 @@
 //! restore side by side.
 //!
 //! ```text
+//! attrs     nice, policy, affinity, ioprio, slack, pdeathsig, MCE, oom, loginuid, dumpable...
 //! process   credentials, rlimits, umask, personality, name, cwd/root, session and group
 //! threads   registers, syscall restart, per-thread state (mask, altstack, robust list, rseq)
 //! signals   dispositions and queued signals
 //! timers    interval timers and POSIX timers
 //! ```
 
+pub mod attrs;
 pub mod process;
 pub mod signals;
 pub mod threads;

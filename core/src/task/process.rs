@@ -49,12 +49,10 @@ pub fn dump(pid: Pid, stat: &proc::Stat) -> Result<TaskCore> {
         cap_bnd: cap(&status, "CapBnd"),
         cap_amb: cap(&status, "CapAmb"),
     };
-    let mut rlimits = Vec::new();
-    for resource in 0..RLIMITS {
-        let (cur, max) = prlimit(pid, resource, None)
-            .map_err(|e| Error::sys(pid, format!("prlimit({resource})"), e))?;
-        rlimits.push(Rlimit { resource, cur, max });
-    }
+    let limits = std::fs::read_to_string(proc::dir(pid).join("limits"))
+        .map_err(|e| Error::sys(pid, "read limits", e))?;
+    let rlimits = parse_limits(&limits)
+        .ok_or_else(|| Error::sys(pid, "read limits", std::io::ErrorKind::InvalidData))?;
     let umask = proc::status_field(&status, "Umask")
         .and_then(|v| u32::from_str_radix(v, 8).ok())
         .unwrap_or(0o022);
@@ -72,6 +70,30 @@ pub fn dump(pid: Pid, stat: &proc::Stat) -> Result<TaskCore> {
         root: proc::link(pid, "root")?.to_string_lossy().into_owned(),
         ..Default::default()
     })
+}
+
+/// The resource limits in `/proc/PID/limits`, which anyone may read: `prlimit(pid)`, even to
+/// read, needs the target's uid or CAP_SYS_RESOURCE (missing on these machines). One line per
+/// resource in their numbering order after the header; the name column is 26 wide, then the
+/// soft and hard limits, a number or `unlimited`.
+fn parse_limits(text: &str) -> Option<Vec<Rlimit>> {
+    const NAME_WIDTH: usize = 26;
+    let value = |v: &str| match v {
+        "unlimited" => Some(libc::RLIM_INFINITY),
+        n => n.parse().ok(),
+    };
+    let rlimits: Vec<Rlimit> = text
+        .lines()
+        .skip(1)
+        .zip(0..RLIMITS)
+        .map(|(line, resource)| {
+            let mut fields = line.get(NAME_WIDTH..)?.split_whitespace();
+            let cur = value(fields.next()?)?;
+            let max = value(fields.next()?)?;
+            Some(Rlimit { resource, cur, max })
+        })
+        .collect::<Option<_>>()?;
+    (rlimits.len() == RLIMITS as usize).then_some(rlimits)
 }
 
 /// The pstree record of `pid`.
@@ -181,6 +203,18 @@ mod tests {
             sid,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn limits_read_from_proc_match_prlimit() {
+        let me = nix::unistd::getpid();
+        let text = std::fs::read_to_string("/proc/self/limits").unwrap();
+        let parsed = parse_limits(&text).expect("our own limits parse");
+        for lim in parsed {
+            let (cur, max) = prlimit(me, lim.resource, None).unwrap();
+            assert_eq!((lim.cur, lim.max), (cur, max), "resource {}", lim.resource);
+        }
+        assert!(parse_limits("Limit\nMax cpu time    x").is_none());
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use std::io;
 
-use cryo_proto::image::{Rseq, SigAltStack, SigInfo, ThreadCore, X86Regs};
+use cryo_proto::image::{ProcessAttrs, Rseq, SigAltStack, SigInfo, ThreadCore, X86Regs};
 use nix::unistd::Pid;
 
 use crate::error::{Error, Result};
@@ -11,6 +11,7 @@ use crate::remote::{Remote, Scratch};
 use crate::restore::error::RestoreError;
 use crate::sys::process::get_robust_list;
 use crate::sys::ptrace::{self as pt, Regs};
+use crate::task::attrs;
 
 const ERESTARTSYS: i64 = 512;
 const ERESTARTNOINTR: i64 = 513;
@@ -103,8 +104,14 @@ pub fn shared_pending(tid: Pid) -> Result<Vec<SigInfo>> {
 }
 
 /// Everything about one stopped thread. `remote` runs in this thread (its registers as taken
-/// are the ones dumped) and `scratch` is a page of the tracee for the calls' results.
-pub fn dump_thread(tid: Pid, remote: &Remote, scratch: &Scratch) -> Result<ThreadCore> {
+/// are the ones dumped) and `scratch` is a page of the tracee for the calls' results. For the
+/// main thread, `process` gets the process attributes its calls read too.
+pub fn dump_thread(
+    tid: Pid,
+    remote: &Remote,
+    scratch: &Scratch,
+    process: Option<&mut ProcessAttrs>,
+) -> Result<ThreadCore> {
     let sys = |op: &str| {
         let op = op.to_string();
         move |e: io::Error| Error::sys(tid, op, e)
@@ -121,17 +128,41 @@ pub fn dump_thread(tid: Pid, remote: &Remote, scratch: &Scratch) -> Result<Threa
     let (robust_list, robust_list_len) = get_robust_list(tid).map_err(sys("get_robust_list"))?;
     let rseq = pt::get_rseq(tid).map_err(sys("read rseq registration"))?;
 
-    // sigaltstack(NULL, &old) and prctl(PR_GET_TID_ADDRESS, &addr) run in the thread itself,
-    // in one stop; each writes at most a stack_t (24 bytes).
+    // sigaltstack(NULL, &old), prctl(PR_GET_TID_ADDRESS, &addr) and the attributes' prctl
+    // getters run in the thread itself, in one stop; each writes at most a stack_t (24 bytes).
     const OUT_LEN: usize = 24;
+    let reads = attrs::remote_reads(process.is_some());
     let calls = ["sigaltstack", "prctl(PR_GET_TID_ADDRESS)"];
-    let out = scratch
-        .batch_reading(remote, calls.len(), OUT_LEN, |i, slot| match i {
-            0 => (libc::SYS_sigaltstack, [0, slot, 0, 0, 0, 0]),
-            _ => (libc::SYS_prctl, [PR_GET_TID_ADDRESS, slot, 0, 0, 0, 0]),
-        })
-        .map_err(|e| Error::sys(tid, calls[e.index.min(1)], e.error))?;
+    let (out, results) = scratch
+        .batch_reading_results(
+            remote,
+            calls.len() + reads.len(),
+            OUT_LEN,
+            |i, slot| match i {
+                0 => (libc::SYS_sigaltstack, [0, slot, 0, 0, 0, 0]),
+                1 => (libc::SYS_prctl, [PR_GET_TID_ADDRESS, slot, 0, 0, 0, 0]),
+                _ => reads[i - calls.len()].call(slot),
+            },
+        )
+        .map_err(|e| {
+            let op = calls.get(e.index).copied();
+            Error::sys(
+                tid,
+                op.unwrap_or_else(|| reads[e.index - calls.len()].name),
+                e.error,
+            )
+        })?;
     let (ss, tid_addr) = (&out[..OUT_LEN], &out[OUT_LEN..OUT_LEN + 8]);
+    let values: Vec<u64> = reads
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let at = (calls.len() + i) * OUT_LEN;
+            r.value(results[calls.len() + i], &out[at..at + OUT_LEN])
+        })
+        .collect();
+    let attrs = attrs::dump_thread(tid, &values, process)
+        .map_err(|e| Error::sys(tid, "read scheduling attributes", e))?;
 
     let comm = std::fs::read_to_string(format!("/proc/{}/task/{tid}/comm", remote.tid()))
         .map(|s| s.trim_end_matches('\n').to_string())
@@ -158,6 +189,7 @@ pub fn dump_thread(tid: Pid, remote: &Remote, scratch: &Scratch) -> Result<Threa
             flags: rseq.flags,
             signature: rseq.signature,
         }),
+        attrs: Some(attrs),
     })
 }
 

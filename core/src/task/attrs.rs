@@ -1,0 +1,742 @@
+//! Process and thread attributes outside security state (issue 12): nice, scheduling policy
+//! and parameters, CPU affinity, ioprio, timer slack, parent-death signal, MCE kill policy
+//! (per thread); oom_score_adj, loginuid, dumpable, child subreaper, THP disable (per
+//! process). Each is restored exactly, or the dump refuses it naming pid, tid and attribute.
+//!
+//! ```text
+//! dump     outside: sched_getattr, getpriority, sched_getaffinity, ioprio_get (by tid),
+//!                   /proc/PID/oom_score_adj, loginuid, sessionid
+//!          remote:  prctl getters, in the batch each thread runs anyway (threads.rs)
+//!          refuse:  what this host's cryo could not set (probed on a thread of cryo's own)
+//! restore  child:   oom_score_adj, loginuid, subreaper, THP, the main thread's slack and MCE
+//!                   policy (the threads created later inherit the last two)
+//!          remote, after the credentials (an id change resets them): pdeathsig, dumpable,
+//!                   the other threads' own slack and MCE policy
+//!          outside, last (a real-time or idle thread would slow the restore's own calls):
+//!                   policy, nice, affinity, ioprio
+//! ```
+
+use std::io;
+
+use cryo_proto::image::{Creds, ProcessAttrs, TaskCore, ThreadAttrs, ThreadCore};
+use nix::unistd::Pid;
+
+use crate::remote::{BatchCall, BatchSite, Remote};
+use crate::restore::error::{ChildError, ChildStep};
+use crate::sys::prctl::set_own;
+use crate::sys::sched::{self, SchedAttr};
+
+/// `PR_THP_DISABLE_EXCEPT_ADVISED` (linux/prctl.h, 6.18): THP stays allowed where madvised.
+const PR_THP_DISABLE_EXCEPT_ADVISED: u64 = 1 << 1;
+/// What PR_GET_THP_DISABLE answers for that mode.
+const THP_DISABLED_EXCEPT_ADVISED: u32 = 3;
+/// PR_MCE_KILL_GET's answer for a thread that never chose (the system's policy).
+const MCE_KILL_DEFAULT: u32 = libc::PR_MCE_KILL_DEFAULT as u32;
+/// The RT class of ioprio (class << 13).
+const IOPRIO_CLASS_RT: u32 = 1;
+/// CAP_AUDIT_CONTROL: needed to write another loginuid.
+const CAP_AUDIT_CONTROL: u32 = 30;
+
+/// Why an attribute of a task cannot be dumped or restored; each names the process, the
+/// thread and the attribute.
+#[derive(Debug, thiserror::Error)]
+pub enum AttrError {
+    /// Reading an attribute failed.
+    #[error("pid {pid} thread {tid}: read {attribute}: {source}")]
+    Read {
+        /// The process.
+        pid: Pid,
+        /// The thread.
+        tid: Pid,
+        /// The attribute.
+        attribute: &'static str,
+        /// The kernel's answer.
+        source: io::Error,
+    },
+    /// Setting an attribute in a restored thread failed.
+    #[error("pid {pid} thread {tid}: set {attribute}: {source}")]
+    Set {
+        /// The process.
+        pid: Pid,
+        /// The thread.
+        tid: Pid,
+        /// The attribute.
+        attribute: &'static str,
+        /// The kernel's answer.
+        source: io::Error,
+    },
+    /// A scheduling attribute cryo is not allowed to set here (without CAP_SYS_NICE, beyond
+    /// RLIMIT_RTPRIO/RLIMIT_NICE, or no real-time budget in cryo's cgroup).
+    #[error(
+        "pid {pid} thread {tid}: {attribute} {value} cannot be restored: cryo may not set it \
+         here ({source})"
+    )]
+    NotPermitted {
+        /// The process.
+        pid: Pid,
+        /// The thread.
+        tid: Pid,
+        /// The attribute.
+        attribute: &'static str,
+        /// Its value, as the thread has it.
+        value: String,
+        /// What the kernel answered cryo's own attempt.
+        source: io::Error,
+    },
+    /// A CPU mask the restored thread could not have: the CPUs are not in cryo's cpuset.
+    #[error(
+        "pid {pid} thread {tid}: cpu affinity {wanted} cannot be restored: cryo's cpuset \
+         narrows it to {got}"
+    )]
+    AffinityNarrowed {
+        /// The process.
+        pid: Pid,
+        /// The thread.
+        tid: Pid,
+        /// The thread's CPUs.
+        wanted: String,
+        /// What a thread of cryo asking for them gets.
+        got: String,
+    },
+    /// SCHED_DEADLINE is not restored yet.
+    #[error("pid {pid} thread {tid}: scheduling policy SCHED_DEADLINE cannot be restored yet")]
+    Deadline {
+        /// The process.
+        pid: Pid,
+        /// The thread.
+        tid: Pid,
+    },
+    /// A negative oom_score_adj below what cryo can set without CAP_SYS_RESOURCE.
+    #[error(
+        "pid {pid} thread {pid}: oom_score_adj {value} cannot be restored: cryo cannot go below \
+         its own minimum without CAP_SYS_RESOURCE ({source})"
+    )]
+    OomScoreAdj {
+        /// The process.
+        pid: Pid,
+        /// The value.
+        value: i32,
+        /// What the kernel answered cryo's own attempt.
+        source: io::Error,
+    },
+    /// Dumpable 2 (suid_dumpable) cannot be set through prctl.
+    #[error(
+        "pid {pid} thread {pid}: dumpable 2 (set by a set-id exec under fs.suid_dumpable=2) \
+         cannot be restored: prctl only sets 0 or 1"
+    )]
+    SuidDumpable {
+        /// The process.
+        pid: Pid,
+    },
+    /// Another loginuid needs CAP_AUDIT_CONTROL, which cryo lacks.
+    #[error(
+        "pid {pid} thread {pid}: loginuid {loginuid} cannot be restored: writing it needs \
+         CAP_AUDIT_CONTROL, which cryo lacks"
+    )]
+    Loginuid {
+        /// The process.
+        pid: Pid,
+        /// The loginuid.
+        loginuid: u32,
+    },
+}
+
+/// One prctl getter run in a stopped thread: an option, and whether it answers in memory
+/// (an int at arg2) rather than in its return value.
+#[derive(Debug)]
+pub struct PrctlRead {
+    /// The attribute, for errors.
+    pub name: &'static str,
+    option: libc::c_int,
+    into_memory: bool,
+}
+
+impl PrctlRead {
+    /// The call, with `slot` the address its int may go to.
+    pub fn call(&self, slot: u64) -> BatchCall {
+        let arg2 = if self.into_memory { slot } else { 0 };
+        (libc::SYS_prctl, [self.option as u64, arg2, 0, 0, 0, 0])
+    }
+
+    /// The value read, from the call's `result` and its memory `out`.
+    pub fn value(&self, result: u64, out: &[u8]) -> u64 {
+        if self.into_memory {
+            u32::from_ne_bytes([out[0], out[1], out[2], out[3]]) as u64
+        } else {
+            result
+        }
+    }
+}
+
+const fn read(name: &'static str, option: libc::c_int, into_memory: bool) -> PrctlRead {
+    PrctlRead {
+        name,
+        option,
+        into_memory,
+    }
+}
+
+/// The prctl reads of the main thread: the per-thread ones, then the per-process ones.
+const MAIN_READS: [PrctlRead; 6] = [
+    read("timer slack", libc::PR_GET_TIMERSLACK, false),
+    read("parent-death signal", libc::PR_GET_PDEATHSIG, true),
+    read("mce kill policy", libc::PR_MCE_KILL_GET, false),
+    read("dumpable", libc::PR_GET_DUMPABLE, false),
+    read("child subreaper", libc::PR_GET_CHILD_SUBREAPER, true),
+    read("thp disable", libc::PR_GET_THP_DISABLE, false),
+];
+/// How many of [`MAIN_READS`] every thread runs.
+const THREAD_READS: usize = 3;
+
+/// The prctl reads a thread runs in its dump batch (`main`: its process's ones too).
+pub fn remote_reads(main: bool) -> &'static [PrctlRead] {
+    if main {
+        &MAIN_READS
+    } else {
+        &MAIN_READS[..THREAD_READS]
+    }
+}
+
+/// The attributes of thread `tid`, read from outside; `values` are the answers of its
+/// [`remote_reads`] in order. With `process` (the main thread) the process's share of them
+/// goes there.
+pub fn dump_thread(
+    tid: Pid,
+    values: &[u64],
+    process: Option<&mut ProcessAttrs>,
+) -> io::Result<ThreadAttrs> {
+    let attr = sched::get_attr(tid)?;
+    let mut attrs = ThreadAttrs {
+        nice: sched::get_nice(tid)?,
+        policy: attr.policy,
+        sched_flags: attr.flags & libc::SCHED_FLAG_RESET_ON_FORK as u64,
+        rt_priority: attr.priority,
+        runtime: attr.runtime,
+        deadline: attr.deadline,
+        period: attr.period,
+        util_min: attr.util_min,
+        util_max: attr.util_max,
+        affinity: sched::get_affinity(tid)?,
+        ioprio: sched::get_ioprio(tid)?,
+        ..Default::default()
+    };
+    let value = |i: usize| values.get(i).copied().unwrap_or(0);
+    attrs.timerslack_ns = value(0);
+    attrs.pdeathsig = value(1) as i32;
+    attrs.mce_kill = value(2) as u32;
+    if let Some(p) = process {
+        p.dumpable = value(3) as u32;
+        p.child_subreaper = value(4) != 0;
+        p.thp_disable = value(5) as u32;
+    }
+    Ok(attrs)
+}
+
+/// The process attributes /proc shows from outside (the prctl ones come with the main
+/// thread's [`dump_thread`]).
+pub fn dump_process(pid: Pid) -> Result<ProcessAttrs, AttrError> {
+    let number = |name: &'static str| -> Result<i64, AttrError> {
+        let text = std::fs::read_to_string(crate::proc::dir(pid).join(name)).map_err(|e| {
+            AttrError::Read {
+                pid,
+                tid: pid,
+                attribute: name,
+                source: e,
+            }
+        })?;
+        text.trim().parse().map_err(|_| AttrError::Read {
+            pid,
+            tid: pid,
+            attribute: name,
+            source: io::Error::from(io::ErrorKind::InvalidData),
+        })
+    };
+    Ok(ProcessAttrs {
+        oom_score_adj: number("oom_score_adj")? as i32,
+        loginuid: number("loginuid")? as u32,
+        sessionid: number("sessionid")? as u32,
+        ..Default::default()
+    })
+}
+
+fn is_realtime(policy: u32) -> bool {
+    matches!(policy as i32, libc::SCHED_FIFO | libc::SCHED_RR)
+}
+
+fn policy_name(policy: u32) -> &'static str {
+    match policy as i32 {
+        libc::SCHED_OTHER => "SCHED_OTHER",
+        libc::SCHED_FIFO => "SCHED_FIFO",
+        libc::SCHED_RR => "SCHED_RR",
+        libc::SCHED_BATCH => "SCHED_BATCH",
+        libc::SCHED_IDLE => "SCHED_IDLE",
+        libc::SCHED_DEADLINE => "SCHED_DEADLINE",
+        _ => "an unknown policy",
+    }
+}
+
+/// A CPU mask as a list: `0-1,4`.
+fn cpu_list(mask: &[u64]) -> String {
+    let cpus: Vec<usize> = (0..mask.len() * 64)
+        .filter(|&c| mask[c / 64] >> (c % 64) & 1 != 0)
+        .collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < cpus.len() {
+        let mut j = i;
+        while j + 1 < cpus.len() && cpus[j + 1] == cpus[j] + 1 {
+            j += 1;
+        }
+        out.push(if i == j {
+            cpus[i].to_string()
+        } else {
+            format!("{}-{}", cpus[i], cpus[j])
+        });
+        i = j + 1;
+    }
+    out.join(",")
+}
+
+/// Whether two masks hold the same CPUs (their lengths may differ by zero words).
+fn same_cpus(a: &[u64], b: &[u64]) -> bool {
+    let word = |m: &[u64], i: usize| m.get(i).copied().unwrap_or(0);
+    (0..a.len().max(b.len())).all(|i| word(a, i) == word(b, i))
+}
+
+/// Whether every CPU of `a` is in `b`.
+fn within(a: &[u64], b: &[u64]) -> bool {
+    a.iter()
+        .enumerate()
+        .all(|(i, w)| w & !b.get(i).copied().unwrap_or(0) == 0)
+}
+
+/// What cryo itself has, against which a dumped value needs a check: the calling thread's
+/// nice, CPU mask, oom_score_adj, loginuid and effective capabilities.
+struct Own {
+    nice: i32,
+    affinity: Vec<u64>,
+    oom_score_adj: i32,
+    loginuid: u32,
+    cap_eff: u64,
+}
+
+impl Own {
+    fn read() -> io::Result<Self> {
+        let me = Pid::from_raw(0);
+        let file = |name: &str| std::fs::read_to_string(format!("/proc/self/{name}"));
+        let bad = || io::Error::from(io::ErrorKind::InvalidData);
+        let status = file("status")?;
+        let cap_eff = status
+            .lines()
+            .find_map(|l| l.strip_prefix("CapEff:"))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            .ok_or_else(bad)?;
+        Ok(Self {
+            nice: sched::get_nice(me)?,
+            affinity: sched::get_affinity(me)?,
+            oom_score_adj: file("oom_score_adj")?.trim().parse().map_err(|_| bad())?,
+            loginuid: file("loginuid")?.trim().parse().map_err(|_| bad())?,
+            cap_eff,
+        })
+    }
+}
+
+/// Refuses, naming pid, tid and attribute, whatever of `core`'s attributes a restore by this
+/// cryo could not set: what only a capability allows is tried on cryo itself (a thread of
+/// its own for the scheduling attributes), so the answer is the kernel's.
+pub fn refuse_unrestorable(pid: Pid, core: &TaskCore) -> Result<(), AttrError> {
+    let own = Own::read().map_err(|e| AttrError::Read {
+        pid,
+        tid: pid,
+        attribute: "cryo's own attributes",
+        source: e,
+    })?;
+    if let Some(p) = &core.attrs {
+        refuse_process(pid, p, &own)?;
+    }
+    let mut probes = Vec::new();
+    for thread in &core.threads {
+        let Some(a) = &thread.attrs else { continue };
+        let tid = Pid::from_raw(thread.tid);
+        if a.policy as i32 == libc::SCHED_DEADLINE {
+            return Err(AttrError::Deadline { pid, tid });
+        }
+        if is_realtime(a.policy)
+            || a.nice < own.nice
+            || !within(&a.affinity, &own.affinity)
+            || a.ioprio >> 13 == IOPRIO_CLASS_RT
+        {
+            probes.push((tid, a));
+        }
+    }
+    if probes.is_empty() {
+        return Ok(());
+    }
+    // On a thread of cryo's own, which ends after: cryo's other threads keep theirs.
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| probes.iter().try_for_each(|(tid, a)| probe(pid, *tid, a)))
+            .join()
+            .unwrap_or(Err(AttrError::Read {
+                pid,
+                tid: pid,
+                attribute: "scheduling attributes (the probe thread panicked)",
+                source: io::Error::from(io::ErrorKind::Other),
+            }))
+    })
+}
+
+/// Sets `a` on the calling thread, as the restore would on thread `tid`.
+fn probe(pid: Pid, tid: Pid, a: &ThreadAttrs) -> Result<(), AttrError> {
+    let me = Pid::from_raw(0);
+    let refused = |attribute: &'static str, value: String| {
+        move |source| AttrError::NotPermitted {
+            pid,
+            tid,
+            attribute,
+            value,
+            source,
+        }
+    };
+    if is_realtime(a.policy) {
+        let attr = SchedAttr {
+            policy: a.policy,
+            priority: a.rt_priority,
+            ..Default::default()
+        };
+        sched::set_attr(me, &attr).map_err(refused(
+            "scheduling policy",
+            format!("{} {}", policy_name(a.policy), a.rt_priority),
+        ))?;
+        sched::set_attr(me, &SchedAttr::default()).map_err(refused(
+            "scheduling policy",
+            "SCHED_OTHER (back)".to_string(),
+        ))?;
+    }
+    sched::set_nice(me, a.nice).map_err(refused("nice", a.nice.to_string()))?;
+    if !a.affinity.is_empty() {
+        let wanted = cpu_list(&a.affinity);
+        sched::set_affinity(me, &a.affinity).map_err(refused("cpu affinity", wanted.clone()))?;
+        let got = sched::get_affinity(me).map_err(|source| AttrError::Read {
+            pid,
+            tid,
+            attribute: "cpu affinity (cryo's own)",
+            source,
+        })?;
+        if !same_cpus(&got, &a.affinity) {
+            return Err(AttrError::AffinityNarrowed {
+                pid,
+                tid,
+                wanted,
+                got: cpu_list(&got),
+            });
+        }
+    }
+    sched::set_ioprio(me, a.ioprio).map_err(refused("ioprio", format!("{:#x}", a.ioprio)))?;
+    Ok(())
+}
+
+fn refuse_process(pid: Pid, p: &ProcessAttrs, own: &Own) -> Result<(), AttrError> {
+    if p.dumpable == 2 {
+        return Err(AttrError::SuidDumpable { pid });
+    }
+    if p.loginuid != own.loginuid && own.cap_eff >> CAP_AUDIT_CONTROL & 1 == 0 {
+        return Err(AttrError::Loginuid {
+            pid,
+            loginuid: p.loginuid,
+        });
+    }
+    if p.oom_score_adj < own.oom_score_adj {
+        // Only as low as cryo's hidden minimum without CAP_SYS_RESOURCE: tried on cryo
+        // itself, then put back (going back up is always allowed).
+        let path = "/proc/self/oom_score_adj";
+        let tried = std::fs::write(path, p.oom_score_adj.to_string());
+        let _ = std::fs::write(path, own.oom_score_adj.to_string());
+        tried.map_err(|source| AttrError::OomScoreAdj {
+            pid,
+            value: p.oom_score_adj,
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+/// In the restore child (still cryo, before it is reshaped): the process attributes it sets
+/// on itself, and the main thread's timer slack and MCE policy (the threads it creates later
+/// start with those).
+pub fn restore_in_child(core: &TaskCore) -> Result<(), ChildError> {
+    let fail = |what: &'static str| ChildError::sys_on(ChildStep::Attribute, what);
+    if let Some(p) = &core.attrs {
+        let own = |name: &str| std::fs::read_to_string(format!("/proc/self/{name}"));
+        if own("loginuid").map_err(fail("loginuid"))?.trim() != p.loginuid.to_string() {
+            std::fs::write("/proc/self/loginuid", p.loginuid.to_string())
+                .map_err(fail("loginuid"))?;
+        }
+        std::fs::write("/proc/self/oom_score_adj", p.oom_score_adj.to_string())
+            .map_err(fail("oom_score_adj"))?;
+        if p.child_subreaper {
+            set_own(libc::PR_SET_CHILD_SUBREAPER, 1, 0).map_err(fail("child subreaper"))?;
+        }
+        if p.thp_disable != 0 {
+            let flags = if p.thp_disable == THP_DISABLED_EXCEPT_ADVISED {
+                PR_THP_DISABLE_EXCEPT_ADVISED
+            } else {
+                0
+            };
+            set_own(libc::PR_SET_THP_DISABLE, 1, flags).map_err(fail("thp disable"))?;
+        }
+    }
+    if let Some(main) = core.threads.first().and_then(|t| t.attrs.as_ref()) {
+        // A real-time thread reads 0 and ignores a new slack: it gets its own back when it
+        // leaves the real-time class.
+        if !is_realtime(main.policy) && main.timerslack_ns != 0 {
+            set_own(libc::PR_SET_TIMERSLACK, main.timerslack_ns, 0).map_err(fail("timer slack"))?;
+        }
+        if main.mce_kill != MCE_KILL_DEFAULT {
+            set_own(
+                libc::PR_MCE_KILL,
+                libc::PR_MCE_KILL_SET as u64,
+                main.mce_kill as u64,
+            )
+            .map_err(fail("mce kill policy"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether restoring `creds` changes an id of the (root) restore child: that resets dumpable
+/// and the parent-death signal.
+fn ids_change(creds: Option<&Creds>) -> bool {
+    creds.is_some_and(|c| {
+        [
+            c.uid, c.euid, c.suid, c.fsuid, c.gid, c.egid, c.sgid, c.fsgid,
+        ]
+        .iter()
+        .any(|&id| id != 0)
+    })
+}
+
+/// Sets, by remote calls in `remote`'s thread (`thread` of `task`) once its credentials are
+/// in place, what an id change resets and what it does not inherit from the main thread:
+/// parent-death signal; in the main thread, dumpable; in the others, their own timer slack and
+/// MCE policy. Runs nothing when nothing differs.
+pub fn restore_after_creds(
+    pid: Pid,
+    remote: &Remote,
+    batch: BatchSite,
+    task: &TaskCore,
+    thread: &ThreadCore,
+) -> Result<(), AttrError> {
+    let Some(a) = &thread.attrs else {
+        return Ok(());
+    };
+    let main = task.threads.first().and_then(|t| t.attrs.as_ref());
+    let is_main = task.threads.first().is_some_and(|t| t.tid == thread.tid);
+    let prctl = |option: libc::c_int, arg2: u64, arg3: u64| -> BatchCall {
+        (libc::SYS_prctl, [option as u64, arg2, arg3, 0, 0, 0])
+    };
+    let mut calls: Vec<(&'static str, BatchCall)> = Vec::new();
+    if a.pdeathsig != 0 {
+        calls.push((
+            "parent-death signal",
+            prctl(libc::PR_SET_PDEATHSIG, a.pdeathsig as u64, 0),
+        ));
+    }
+    if is_main {
+        if let Some(p) = &task.attrs {
+            if p.dumpable != 1 || ids_change(task.creds.as_ref()) {
+                calls.push((
+                    "dumpable",
+                    prctl(libc::PR_SET_DUMPABLE, p.dumpable as u64, 0),
+                ));
+            }
+        }
+    } else if let Some(main) = main {
+        let inherited = !is_realtime(main.policy) && main.timerslack_ns == a.timerslack_ns;
+        if !is_realtime(a.policy) && a.timerslack_ns != 0 && !inherited {
+            calls.push((
+                "timer slack",
+                prctl(libc::PR_SET_TIMERSLACK, a.timerslack_ns, 0),
+            ));
+        }
+        if a.mce_kill != main.mce_kill {
+            let call = if a.mce_kill == MCE_KILL_DEFAULT {
+                prctl(libc::PR_MCE_KILL, libc::PR_MCE_KILL_CLEAR as u64, 0)
+            } else {
+                prctl(
+                    libc::PR_MCE_KILL,
+                    libc::PR_MCE_KILL_SET as u64,
+                    a.mce_kill as u64,
+                )
+            };
+            calls.push(("mce kill policy", call));
+        }
+    }
+    if calls.is_empty() {
+        return Ok(());
+    }
+    let batch_calls: Vec<BatchCall> = calls.iter().map(|(_, c)| *c).collect();
+    remote
+        .batch(batch, &batch_calls)
+        .map(drop)
+        .map_err(|e| AttrError::Set {
+            pid,
+            tid: remote.tid(),
+            attribute: calls.get(e.index).map_or("prctl attributes", |(n, _)| n),
+            source: e.error,
+        })
+}
+
+/// Sets the scheduling attributes of the restored thread `tid` (as cryo sees it) from
+/// outside, those that differ from what it has: the last step before it runs.
+pub fn restore_sched(pid: Pid, tid: Pid, thread: &ThreadCore) -> Result<(), AttrError> {
+    let Some(a) = &thread.attrs else {
+        return Ok(());
+    };
+    let read = |attribute: &'static str| {
+        move |source| AttrError::Read {
+            pid,
+            tid,
+            attribute,
+            source,
+        }
+    };
+    let set = |attribute: &'static str| {
+        move |source| AttrError::Set {
+            pid,
+            tid,
+            attribute,
+            source,
+        }
+    };
+    if !a.affinity.is_empty() {
+        let now = sched::get_affinity(tid).map_err(read("cpu affinity"))?;
+        if !same_cpus(&now, &a.affinity) {
+            sched::set_affinity(tid, &a.affinity).map_err(set("cpu affinity"))?;
+        }
+    }
+    if sched::get_ioprio(tid).map_err(read("ioprio"))? != a.ioprio {
+        sched::set_ioprio(tid, a.ioprio).map_err(set("ioprio"))?;
+    }
+    let now = sched::get_attr(tid).map_err(read("scheduling policy"))?;
+    // The fair policies' slice: only a custom one is set (an unset one reads the default).
+    let runtime = if now.runtime == a.runtime {
+        0
+    } else {
+        a.runtime
+    };
+    let wanted = SchedAttr {
+        policy: a.policy,
+        flags: a.sched_flags,
+        nice: a.nice,
+        priority: a.rt_priority,
+        runtime,
+        ..Default::default()
+    };
+    let differs = now.policy != a.policy
+        || now.flags & libc::SCHED_FLAG_RESET_ON_FORK as u64 != a.sched_flags
+        || now.priority != a.rt_priority
+        || runtime != 0
+        || now.nice != a.nice;
+    if differs {
+        sched::set_attr(tid, &wanted).map_err(set("scheduling policy"))?;
+    }
+    // A real-time policy leaves the nice value alone.
+    if sched::get_nice(tid).map_err(read("nice"))? != a.nice {
+        sched::set_nice(tid, a.nice).map_err(set("nice"))?;
+    }
+    let now = sched::get_attr(tid).map_err(read("utilisation clamps"))?;
+    if (now.util_min, now.util_max) != (a.util_min, a.util_max) {
+        const KEEP_ALL: u64 = 0x08 | 0x10;
+        const UTIL_CLAMP: u64 = 0x20 | 0x40;
+        let clamps = SchedAttr {
+            flags: KEEP_ALL | UTIL_CLAMP | a.sched_flags,
+            util_min: a.util_min,
+            util_max: a.util_max,
+            ..now
+        };
+        sched::set_attr(tid, &clamps).map_err(set("utilisation clamps"))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CAP_SYS_RESOURCE: u32 = 24;
+
+    #[test]
+    fn cpu_lists_read_as_the_kernel_writes_them() {
+        assert_eq!(cpu_list(&[0b1011]), "0-1,3");
+        assert_eq!(cpu_list(&[0, 1]), "64");
+        assert!(same_cpus(&[0b10], &[0b10, 0]));
+        assert!(within(&[0b10], &[0b11]));
+        assert!(!within(&[0b100], &[0b11]));
+    }
+
+    fn own(oom_score_adj: i32, cap_eff: u64) -> Own {
+        Own {
+            nice: 0,
+            affinity: vec![0b11],
+            oom_score_adj,
+            loginuid: u32::MAX,
+            cap_eff,
+        }
+    }
+
+    #[test]
+    fn suid_dumpable_and_a_foreign_loginuid_without_audit_control_are_refused() {
+        let pid = Pid::from_raw(4242);
+        let suid = ProcessAttrs {
+            dumpable: 2,
+            loginuid: u32::MAX,
+            ..Default::default()
+        };
+        let err = refuse_process(pid, &suid, &own(0, !0)).unwrap_err();
+        assert!(
+            err.to_string().contains("pid 4242 thread 4242: dumpable 2"),
+            "{err}"
+        );
+        let login = ProcessAttrs {
+            dumpable: 1,
+            loginuid: 1000,
+            ..Default::default()
+        };
+        let err = refuse_process(pid, &login, &own(0, !(1 << CAP_AUDIT_CONTROL))).unwrap_err();
+        assert!(err.to_string().contains("loginuid 1000"), "{err}");
+        refuse_process(pid, &login, &own(0, !0)).unwrap();
+    }
+
+    #[test]
+    fn an_oom_score_adj_below_cryos_minimum_is_refused() {
+        // cryo's minimum is at most its own value; below it, only CAP_SYS_RESOURCE helps,
+        // which these machines lack: the kernel's own answer to cryo decides.
+        let current: i32 = std::fs::read_to_string("/proc/self/oom_score_adj")
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let p = ProcessAttrs {
+            dumpable: 1,
+            loginuid: u32::MAX,
+            oom_score_adj: -1000,
+            ..Default::default()
+        };
+        let has_sys_resource = Own::read().unwrap().cap_eff >> CAP_SYS_RESOURCE & 1 != 0;
+        let got = refuse_process(Pid::from_raw(4242), &p, &own(current, !0));
+        if has_sys_resource {
+            got.unwrap();
+        } else {
+            let err = got.unwrap_err();
+            assert!(err.to_string().contains("oom_score_adj -1000"), "{err}");
+        }
+        // Put back as it was, whatever the probe did.
+        let after: i32 = std::fs::read_to_string("/proc/self/oom_score_adj")
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert_eq!(after, current);
+    }
+}
