@@ -42,7 +42,7 @@ const CAP_AUDIT_CONTROL: u32 = 30;
 #[derive(Debug, thiserror::Error)]
 pub enum AttrError {
     /// Reading an attribute failed.
-    #[error("pid {pid} thread {tid}: read {attribute}: {source}")]
+    #[error("pid {pid} thread {tid}: read {attribute}: {errno}")]
     Read {
         /// The process.
         pid: Pid,
@@ -50,11 +50,11 @@ pub enum AttrError {
         tid: Pid,
         /// The attribute.
         attribute: &'static str,
-        /// The kernel's answer.
-        source: io::Error,
+        /// The kernel's answer (in the message, so not chained as a source).
+        errno: io::Error,
     },
     /// Setting an attribute in a restored thread failed.
-    #[error("pid {pid} thread {tid}: set {attribute}: {source}")]
+    #[error("pid {pid} thread {tid}: set {attribute}: {errno}")]
     Set {
         /// The process.
         pid: Pid,
@@ -62,14 +62,14 @@ pub enum AttrError {
         tid: Pid,
         /// The attribute.
         attribute: &'static str,
-        /// The kernel's answer.
-        source: io::Error,
+        /// The kernel's answer (in the message, so not chained as a source).
+        errno: io::Error,
     },
     /// A scheduling attribute cryo is not allowed to set here (without CAP_SYS_NICE, beyond
     /// RLIMIT_RTPRIO/RLIMIT_NICE, or no real-time budget in cryo's cgroup).
     #[error(
         "pid {pid} thread {tid}: {attribute} {value} cannot be restored: cryo may not set it \
-         here ({source})"
+         here ({errno})"
     )]
     NotPermitted {
         /// The process.
@@ -80,8 +80,8 @@ pub enum AttrError {
         attribute: &'static str,
         /// Its value, as the thread has it.
         value: String,
-        /// What the kernel answered cryo's own attempt.
-        source: io::Error,
+        /// What the kernel answered cryo's own attempt (in the message).
+        errno: io::Error,
     },
     /// A CPU mask the restored thread could not have: the CPUs are not in cryo's cpuset.
     #[error(
@@ -109,15 +109,15 @@ pub enum AttrError {
     /// A negative oom_score_adj below what cryo can set without CAP_SYS_RESOURCE.
     #[error(
         "pid {pid} thread {pid}: oom_score_adj {value} cannot be restored: cryo cannot go below \
-         its own minimum without CAP_SYS_RESOURCE ({source})"
+         its own minimum without CAP_SYS_RESOURCE ({errno})"
     )]
     OomScoreAdj {
         /// The process.
         pid: Pid,
         /// The value.
         value: i32,
-        /// What the kernel answered cryo's own attempt.
-        source: io::Error,
+        /// What the kernel answered cryo's own attempt (in the message).
+        errno: io::Error,
     },
     /// Dumpable 2 (suid_dumpable) cannot be set through prctl.
     #[error(
@@ -241,14 +241,14 @@ pub fn dump_process(pid: Pid) -> Result<ProcessAttrs, AttrError> {
                 pid,
                 tid: pid,
                 attribute: name,
-                source: e,
+                errno: e,
             }
         })?;
         text.trim().parse().map_err(|_| AttrError::Read {
             pid,
             tid: pid,
             attribute: name,
-            source: io::Error::from(io::ErrorKind::InvalidData),
+            errno: io::Error::from(io::ErrorKind::InvalidData),
         })
     };
     Ok(ProcessAttrs {
@@ -349,7 +349,7 @@ pub fn refuse_unrestorable(pid: Pid, core: &TaskCore) -> Result<(), AttrError> {
         pid,
         tid: pid,
         attribute: "cryo's own attributes",
-        source: e,
+        errno: e,
     })?;
     if let Some(p) = &core.attrs {
         refuse_process(pid, p, &own)?;
@@ -381,7 +381,7 @@ pub fn refuse_unrestorable(pid: Pid, core: &TaskCore) -> Result<(), AttrError> {
                 pid,
                 tid: pid,
                 attribute: "scheduling attributes (the probe thread panicked)",
-                source: io::Error::from(io::ErrorKind::Other),
+                errno: io::Error::from(io::ErrorKind::Other),
             }))
     })
 }
@@ -390,12 +390,12 @@ pub fn refuse_unrestorable(pid: Pid, core: &TaskCore) -> Result<(), AttrError> {
 fn probe(pid: Pid, tid: Pid, a: &ThreadAttrs) -> Result<(), AttrError> {
     let me = Pid::from_raw(0);
     let refused = |attribute: &'static str, value: String| {
-        move |source| AttrError::NotPermitted {
+        move |errno| AttrError::NotPermitted {
             pid,
             tid,
             attribute,
             value,
-            source,
+            errno,
         }
     };
     if is_realtime(a.policy) {
@@ -417,11 +417,11 @@ fn probe(pid: Pid, tid: Pid, a: &ThreadAttrs) -> Result<(), AttrError> {
     if !a.affinity.is_empty() {
         let wanted = cpu_list(&a.affinity);
         sched::set_affinity(me, &a.affinity).map_err(refused("cpu affinity", wanted.clone()))?;
-        let got = sched::get_affinity(me).map_err(|source| AttrError::Read {
+        let got = sched::get_affinity(me).map_err(|errno| AttrError::Read {
             pid,
             tid,
             attribute: "cpu affinity (cryo's own)",
-            source,
+            errno,
         })?;
         if !same_cpus(&got, &a.affinity) {
             return Err(AttrError::AffinityNarrowed {
@@ -452,10 +452,10 @@ fn refuse_process(pid: Pid, p: &ProcessAttrs, own: &Own) -> Result<(), AttrError
         let path = "/proc/self/oom_score_adj";
         let tried = std::fs::write(path, p.oom_score_adj.to_string());
         let _ = std::fs::write(path, own.oom_score_adj.to_string());
-        tried.map_err(|source| AttrError::OomScoreAdj {
+        tried.map_err(|errno| AttrError::OomScoreAdj {
             pid,
             value: p.oom_score_adj,
-            source,
+            errno,
         })?;
     }
     Ok(())
@@ -583,7 +583,7 @@ pub fn restore_after_creds(
             pid,
             tid: remote.tid(),
             attribute: calls.get(e.index).map_or("prctl attributes", |(n, _)| n),
-            source: e.error,
+            errno: e.error,
         })
 }
 
@@ -594,19 +594,19 @@ pub fn restore_sched(pid: Pid, tid: Pid, thread: &ThreadCore) -> Result<(), Attr
         return Ok(());
     };
     let read = |attribute: &'static str| {
-        move |source| AttrError::Read {
+        move |errno| AttrError::Read {
             pid,
             tid,
             attribute,
-            source,
+            errno,
         }
     };
     let set = |attribute: &'static str| {
-        move |source| AttrError::Set {
+        move |errno| AttrError::Set {
             pid,
             tid,
             attribute,
-            source,
+            errno,
         }
     };
     if !a.affinity.is_empty() {
