@@ -36,6 +36,21 @@ const MCE_KILL_DEFAULT: u32 = libc::PR_MCE_KILL_DEFAULT as u32;
 const IOPRIO_CLASS_RT: u32 = 1;
 /// CAP_AUDIT_CONTROL: needed to write another loginuid.
 const CAP_AUDIT_CONTROL: u32 = 30;
+/// AUDIT_UID_UNSET / AUDIT_SID_UNSET: what loginuid and sessionid read before any login.
+const AUDIT_UNSET: u32 = u32::MAX;
+
+/// `/proc/{who}/{name}` (loginuid, sessionid): a kernel without audit has no such file, which
+/// means unset.
+fn audit_id(who: &str, name: &str) -> io::Result<u32> {
+    match std::fs::read_to_string(format!("/proc/{who}/{name}")) {
+        Ok(text) => text
+            .trim()
+            .parse()
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidData)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(AUDIT_UNSET),
+        Err(e) => Err(e),
+    }
+}
 
 /// Why an attribute of a task cannot be dumped or restored; each names the process, the
 /// thread and the attribute.
@@ -141,6 +156,28 @@ pub enum AttrError {
     },
 }
 
+impl AttrError {
+    /// Reading `attribute` of thread `tid` of `pid` failed.
+    fn read(pid: Pid, tid: Pid, attribute: &'static str) -> impl Fn(io::Error) -> Self {
+        move |errno| Self::Read {
+            pid,
+            tid,
+            attribute,
+            errno,
+        }
+    }
+
+    /// Setting `attribute` in thread `tid` of `pid` failed.
+    fn set(pid: Pid, tid: Pid, attribute: &'static str) -> impl Fn(io::Error) -> Self {
+        move |errno| Self::Set {
+            pid,
+            tid,
+            attribute,
+            errno,
+        }
+    }
+}
+
 /// One prctl getter run in a stopped thread: an option, and whether it answers in memory
 /// (an int at arg2) rather than in its return value.
 #[derive(Debug)]
@@ -235,7 +272,7 @@ pub fn dump_thread(
 /// The process attributes /proc shows from outside (the prctl ones come with the main
 /// thread's [`dump_thread`]).
 pub fn dump_process(pid: Pid) -> Result<ProcessAttrs, AttrError> {
-    let number = |name: &'static str| -> Result<i64, AttrError> {
+    let number = |name: &'static str| -> Result<i32, AttrError> {
         let text = std::fs::read_to_string(crate::proc::dir(pid).join(name)).map_err(|e| {
             AttrError::Read {
                 pid,
@@ -251,10 +288,11 @@ pub fn dump_process(pid: Pid) -> Result<ProcessAttrs, AttrError> {
             errno: io::Error::from(io::ErrorKind::InvalidData),
         })
     };
+    let audit = |name| audit_id(&pid.to_string(), name).map_err(AttrError::read(pid, pid, name));
     Ok(ProcessAttrs {
-        oom_score_adj: number("oom_score_adj")? as i32,
-        loginuid: number("loginuid")? as u32,
-        sessionid: number("sessionid")? as u32,
+        oom_score_adj: number("oom_score_adj")?,
+        loginuid: audit("loginuid")?,
+        sessionid: audit("sessionid")?,
         ..Default::default()
     })
 }
@@ -335,7 +373,7 @@ impl Own {
             nice: sched::get_nice(me)?,
             affinity: sched::get_affinity(me)?,
             oom_score_adj: file("oom_score_adj")?.trim().parse().map_err(|_| bad())?,
-            loginuid: file("loginuid")?.trim().parse().map_err(|_| bad())?,
+            loginuid: audit_id("self", "loginuid")?,
             cap_eff,
         })
     }
@@ -417,12 +455,11 @@ fn probe(pid: Pid, tid: Pid, a: &ThreadAttrs) -> Result<(), AttrError> {
     if !a.affinity.is_empty() {
         let wanted = cpu_list(&a.affinity);
         sched::set_affinity(me, &a.affinity).map_err(refused("cpu affinity", wanted.clone()))?;
-        let got = sched::get_affinity(me).map_err(|errno| AttrError::Read {
+        let got = sched::get_affinity(me).map_err(AttrError::read(
             pid,
             tid,
-            attribute: "cpu affinity (cryo's own)",
-            errno,
-        })?;
+            "cpu affinity (cryo's own)",
+        ))?;
         if !same_cpus(&got, &a.affinity) {
             return Err(AttrError::AffinityNarrowed {
                 pid,
@@ -467,8 +504,7 @@ fn refuse_process(pid: Pid, p: &ProcessAttrs, own: &Own) -> Result<(), AttrError
 pub fn restore_in_child(core: &TaskCore) -> Result<(), ChildError> {
     let fail = |what: &'static str| ChildError::sys_on(ChildStep::Attribute, what);
     if let Some(p) = &core.attrs {
-        let own = |name: &str| std::fs::read_to_string(format!("/proc/self/{name}"));
-        if own("loginuid").map_err(fail("loginuid"))?.trim() != p.loginuid.to_string() {
+        if audit_id("self", "loginuid").map_err(fail("loginuid"))? != p.loginuid {
             std::fs::write("/proc/self/loginuid", p.loginuid.to_string())
                 .map_err(fail("loginuid"))?;
         }
@@ -576,15 +612,10 @@ pub fn restore_after_creds(
         return Ok(());
     }
     let batch_calls: Vec<BatchCall> = calls.iter().map(|(_, c)| *c).collect();
-    remote
-        .batch(batch, &batch_calls)
-        .map(drop)
-        .map_err(|e| AttrError::Set {
-            pid,
-            tid: remote.tid(),
-            attribute: calls.get(e.index).map_or("prctl attributes", |(n, _)| n),
-            errno: e.error,
-        })
+    remote.batch(batch, &batch_calls).map(drop).map_err(|e| {
+        let attribute = calls.get(e.index).map_or("prctl attributes", |(n, _)| n);
+        AttrError::set(pid, remote.tid(), attribute)(e.error)
+    })
 }
 
 /// Sets the scheduling attributes of the restored thread `tid` (as cryo sees it) from
@@ -593,22 +624,8 @@ pub fn restore_sched(pid: Pid, tid: Pid, thread: &ThreadCore) -> Result<(), Attr
     let Some(a) = &thread.attrs else {
         return Ok(());
     };
-    let read = |attribute: &'static str| {
-        move |errno| AttrError::Read {
-            pid,
-            tid,
-            attribute,
-            errno,
-        }
-    };
-    let set = |attribute: &'static str| {
-        move |errno| AttrError::Set {
-            pid,
-            tid,
-            attribute,
-            errno,
-        }
-    };
+    let read = |attribute| AttrError::read(pid, tid, attribute);
+    let set = |attribute| AttrError::set(pid, tid, attribute);
     if !a.affinity.is_empty() {
         let now = sched::get_affinity(tid).map_err(read("cpu affinity"))?;
         if !same_cpus(&now, &a.affinity) {
@@ -680,7 +697,7 @@ mod tests {
             nice: 0,
             affinity: vec![0b11],
             oom_score_adj,
-            loginuid: u32::MAX,
+            loginuid: AUDIT_UNSET,
             cap_eff,
         }
     }
@@ -690,7 +707,7 @@ mod tests {
         let pid = Pid::from_raw(4242);
         let suid = ProcessAttrs {
             dumpable: 2,
-            loginuid: u32::MAX,
+            loginuid: AUDIT_UNSET,
             ..Default::default()
         };
         let err = refuse_process(pid, &suid, &own(0, !0)).unwrap_err();
@@ -719,7 +736,7 @@ mod tests {
             .unwrap();
         let p = ProcessAttrs {
             dumpable: 1,
-            loginuid: u32::MAX,
+            loginuid: AUDIT_UNSET,
             oom_score_adj: -1000,
             ..Default::default()
         };
