@@ -44,6 +44,7 @@
 //! unix-pass                  fds in flight to a child
 //! shared-memory              one memfd through several views, and a child
 //! tty [ctty]                 stdio on a terminal
+//! attrs SETTING...           process and thread attributes set at start, read from inside
 //! job-shell MODE [ARGS...]   not a mode: a tiny shell running one as a foreground job
 //! ```
 //!

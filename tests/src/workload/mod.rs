@@ -22,6 +22,7 @@ mod sys;
 mod unix;
 mod unix_msg;
 
+mod attrs;
 mod counter;
 mod deleted_file;
 mod events;
@@ -89,6 +90,7 @@ pub const MODES: &[(&str, Start)] = &[
     ("unix-ext", unix_ext::start),
     ("shared-memory", shared_memory::start),
     ("tty", tty::start),
+    ("attrs", attrs::start),
 ];
 
 /// Starts the mode called `name`.

@@ -492,3 +492,268 @@ pub fn list_dir(path: &CStr) -> io::Result<(i32, Vec<String>)> {
     unsafe { libc::closedir(d) };
     Ok((dfd, names))
 }
+
+// Process and thread attributes (the attrs mode). Every call here acts on the calling thread
+// (pid 0 = "me"), which is how a test sets one thread apart from the others.
+
+/// The calling thread's id.
+pub fn gettid() -> i32 {
+    // SAFETY: gettid takes no arguments.
+    unsafe { libc::gettid() }
+}
+
+/// `prctl(op, a2, a3)` with integer arguments; the call's result.
+pub fn prctl(op: i32, a2: u64, a3: u64) -> io::Result<i32> {
+    // SAFETY: every prctl this mode makes takes integers only (no pointers).
+    cvt(unsafe { libc::prctl(op, a2, a3, 0u64, 0u64) })
+}
+
+/// The calling thread's nice value.
+pub fn set_nice(nice: i32) -> io::Result<()> {
+    // SAFETY: numbers only; PRIO_PROCESS with who 0 is the calling thread on Linux.
+    cvt(unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) }).map(drop)
+}
+
+pub fn nice() -> io::Result<i32> {
+    // getpriority may legitimately return -1: errno tells an error apart.
+    // SAFETY: __errno_location is the calling thread's errno.
+    unsafe { *libc::__errno_location() = 0 };
+    // SAFETY: numbers only.
+    let n = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+    let e = io::Error::last_os_error();
+    if n == -1 && e.raw_os_error() != Some(0) {
+        return Err(e);
+    }
+    Ok(n)
+}
+
+/// The calling thread's scheduling policy (flags such as SCHED_RESET_ON_FORK or'ed in) and
+/// static priority.
+pub fn set_scheduler(policy: i32, priority: i32) -> io::Result<()> {
+    let param = libc::sched_param {
+        sched_priority: priority,
+    };
+    // SAFETY: sched_setscheduler reads one sched_param.
+    cvt(unsafe { libc::sched_setscheduler(0, policy, &param) }).map(drop)
+}
+
+/// (policy with its flags, static priority) of the calling thread.
+pub fn scheduler() -> io::Result<(i32, i32)> {
+    // SAFETY: numbers only.
+    let policy = cvt(unsafe { libc::sched_getscheduler(0) })?;
+    let mut param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: sched_getparam writes one sched_param.
+    cvt(unsafe { libc::sched_getparam(0, &mut param) })?;
+    Ok((policy, param.sched_priority))
+}
+
+pub fn set_affinity(cpus: &[usize]) -> io::Result<()> {
+    // SAFETY: cpu_set_t is plain data; all zero is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for &cpu in cpus {
+        // SAFETY: CPU_SET checks cpu against the set's size.
+        unsafe { libc::CPU_SET(cpu, &mut set) };
+    }
+    // SAFETY: the kernel reads size_of(set) bytes from set.
+    cvt(unsafe { libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) }).map(drop)
+}
+
+/// The CPUs the calling thread may run on.
+pub fn affinity() -> io::Result<Vec<usize>> {
+    // SAFETY: cpu_set_t is plain data, filled by sched_getaffinity.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: the kernel writes at most size_of(set) bytes into set.
+    cvt(unsafe { libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set) })?;
+    Ok((0..libc::CPU_SETSIZE as usize)
+        // SAFETY: CPU_ISSET checks cpu against the set's size.
+        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
+        .collect())
+}
+
+const IOPRIO_WHO_PROCESS: u64 = 1;
+
+/// The calling thread's I/O priority, `class << 13 | level`.
+pub fn set_ioprio(prio: u32) -> io::Result<()> {
+    // SAFETY: numbers only; who 0 is the calling thread.
+    let r = unsafe { libc::syscall(libc::SYS_ioprio_set, IOPRIO_WHO_PROCESS, 0u64, prio as u64) };
+    cvt(r as libc::c_int).map(drop)
+}
+
+pub fn ioprio() -> io::Result<u32> {
+    // SAFETY: numbers only.
+    let r = unsafe { libc::syscall(libc::SYS_ioprio_get, IOPRIO_WHO_PROCESS, 0u64) };
+    cvt(r as libc::c_int).map(|p| p as u32)
+}
+
+const CAP_VERSION_3: u32 = 0x2008_0522;
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+/// The calling thread's (permitted, effective, inheritable) capability sets.
+pub fn capget() -> io::Result<(u64, u64, u64)> {
+    let mut header = CapHeader {
+        version: CAP_VERSION_3,
+        pid: 0,
+    };
+    let mut data = [CapData::default(); 2];
+    // SAFETY: version 3 reads the header and writes two CapData.
+    let r = unsafe { libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) };
+    cvt(r as libc::c_int)?;
+    let wide = |f: fn(&CapData) -> u32| f(&data[0]) as u64 | (f(&data[1]) as u64) << 32;
+    Ok((
+        wide(|d| d.permitted),
+        wide(|d| d.effective),
+        wide(|d| d.inheritable),
+    ))
+}
+
+/// Sets the calling thread's capability sets (the raw call: this thread only).
+pub fn capset(permitted: u64, effective: u64, inheritable: u64) -> io::Result<()> {
+    let mut header = CapHeader {
+        version: CAP_VERSION_3,
+        pid: 0,
+    };
+    let half = |v: u64, i: usize| (v >> (32 * i)) as u32;
+    let data: [CapData; 2] = std::array::from_fn(|i| CapData {
+        effective: half(effective, i),
+        permitted: half(permitted, i),
+        inheritable: half(inheritable, i),
+    });
+    // SAFETY: version 3 reads the header and two CapData.
+    let r = unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) };
+    cvt(r as libc::c_int).map(drop)
+}
+
+/// Sets the calling thread's fsuid (glibc's setfsuid is the raw call: this thread only);
+/// returns the previous one. The kernel reports no error: read it back to know.
+pub fn setfsuid(uid: u32) -> u32 {
+    // SAFETY: numbers only.
+    unsafe { libc::setfsuid(uid) as u32 }
+}
+
+/// Installs a seccomp filter on the calling thread (`flags`: SECCOMP_FILTER_FLAG_TSYNC to
+/// put it on every thread of the process).
+pub fn seccomp_filter(prog: &[libc::sock_filter], flags: u32) -> io::Result<()> {
+    let fprog = libc::sock_fprog {
+        len: prog.len() as u16,
+        filter: prog.as_ptr().cast_mut(),
+    };
+    // SAFETY: the kernel copies the program that fprog describes; prog outlives the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            flags,
+            &fprog,
+        )
+    };
+    // TSYNC reports a thread it could not synchronise as a positive tid.
+    match r {
+        0 => Ok(()),
+        r if r > 0 => Err(io::Error::other(format!("tsync failed on thread {r}"))),
+        _ => Err(io::Error::last_os_error()),
+    }
+}
+
+/// Puts the calling thread in seccomp strict mode: from then on it may only read, write,
+/// exit and return from signals.
+pub fn seccomp_strict() -> io::Result<()> {
+    prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_STRICT as u64, 0).map(drop)
+}
+
+/// The raw getcpu call (the one the attrs mode's seccomp filters answer).
+pub fn getcpu() -> io::Result<()> {
+    let mut cpu = 0u32;
+    // SAFETY: getcpu writes one u32; the node and cache pointers may be null.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_getcpu,
+            &mut cpu,
+            std::ptr::null_mut::<u32>(),
+            std::ptr::null_mut::<u8>(),
+        )
+    };
+    cvt(r as libc::c_int).map(drop)
+}
+
+/// The raw brk(0): asks for the program break, changes nothing.
+pub fn brk0() -> io::Result<()> {
+    // SAFETY: brk(0) only reports the current break.
+    let r = unsafe { libc::syscall(libc::SYS_brk, 0u64) };
+    // The break is an address: only -1 is an error.
+    if r == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+pub fn setrlimit(resource: u32, soft: u64, hard: u64) -> io::Result<()> {
+    let lim = libc::rlimit {
+        rlim_cur: soft,
+        rlim_max: hard,
+    };
+    // SAFETY: setrlimit reads one rlimit.
+    cvt(unsafe { libc::setrlimit(resource as _, &lim) }).map(drop)
+}
+
+/// (soft, hard) of a resource limit.
+pub fn getrlimit(resource: u32) -> io::Result<(u64, u64)> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit.
+    cvt(unsafe { libc::getrlimit(resource as _, &mut lim) })?;
+    Ok((lim.rlim_cur, lim.rlim_max))
+}
+
+/// Sets the umask; returns the previous one.
+pub fn umask(mask: u32) -> u32 {
+    // SAFETY: numbers only.
+    unsafe { libc::umask(mask as libc::mode_t) as u32 }
+}
+
+/// Sets the personality (0xffffffff only reads it); returns the previous one.
+pub fn personality(persona: u32) -> io::Result<u32> {
+    // SAFETY: numbers only.
+    cvt(unsafe { libc::personality(persona as libc::c_ulong) }).map(|p| p as u32)
+}
+
+/// Becomes `uid`:`gid` with no supplementary groups, in every thread (glibc's wrappers
+/// apply credentials to all threads of the process).
+pub fn become_user(uid: u32, gid: u32) -> io::Result<()> {
+    // SAFETY: no groups: a null list of length 0.
+    cvt(unsafe { libc::setgroups(0, std::ptr::null()) })?;
+    // SAFETY: numbers only.
+    cvt(unsafe { libc::setresgid(gid, gid, gid) })?;
+    // SAFETY: numbers only.
+    cvt(unsafe { libc::setresuid(uid, uid, uid) }).map(drop)
+}
+
+pub fn chmod(path: &Path, mode: u32) -> io::Result<()> {
+    let p = cpath(path);
+    // SAFETY: p is NUL-terminated and outlives the call.
+    cvt(unsafe { libc::chmod(p.as_ptr(), mode as libc::mode_t) }).map(drop)
+}
+
+/// A prctl getter that writes its answer to an `int *` (PR_GET_PDEATHSIG,
+/// PR_GET_CHILD_SUBREAPER).
+pub fn prctl_get_int(op: i32) -> io::Result<i32> {
+    let mut value: libc::c_int = 0;
+    // SAFETY: these getters write one int through their second argument.
+    cvt(unsafe { libc::prctl(op, &mut value as *mut libc::c_int, 0u64, 0u64, 0u64) })?;
+    Ok(value)
+}

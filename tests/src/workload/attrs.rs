@@ -1,0 +1,551 @@
+//! `attrs SETTING...`: process and thread attributes set at start, in the order given, then
+//! read back from inside: by the main thread (`get KEY`), by a second thread (`tget KEY`),
+//! and from a thread in seccomp strict mode (`strict`).
+//!
+//! ```text
+//! settings, applied in order (t.NAME=VALUE: applied by the second thread, to itself)
+//! thread                  start the second thread (it inherits what is set so far)
+//! strict-thread           start a thread in seccomp strict mode, echoing bytes on a pipe
+//! nice=N                  setpriority(PRIO_PROCESS, 0)                    this thread
+//! sched=POL[:PRIO][:reset] sched_setscheduler, POL other|batch|idle|fifo|rr this thread
+//! affinity=CPU[,CPU]      sched_setaffinity                               this thread
+//! ioprio=CLASS:LEVEL      ioprio_set, CLASS rt|be|idle                     this thread
+//! oom=N                   write /proc/self/oom_score_adj                   process
+//! timerslack=NS           PR_SET_TIMERSLACK                                this thread
+//! dumpable=N              PR_SET_DUMPABLE                                  process
+//! pdeathsig=SIG           PR_SET_PDEATHSIG                                 this thread
+//! subreaper=1             PR_SET_CHILD_SUBREAPER                           process
+//! thp-disable=1           PR_SET_THP_DISABLE                               process
+//! mce=early|late          PR_MCE_KILL                                      this thread
+//! nnp=1                   PR_SET_NO_NEW_PRIVS                              this thread
+//! securebits=HEX          PR_SET_SECUREBITS                                this thread
+//! bnd-drop=CAP[,CAP]      PR_CAPBSET_DROP                                  this thread
+//! caps=PRM:EFF:INH        capset, sets in hex                              this thread
+//! ambient=CAP             PR_CAP_AMBIENT_RAISE                             this thread
+//! fsuid=UID               setfsuid                                         this thread
+//! seccomp=ERRNO           a filter: getcpu fails with ERRNO                this thread
+//! seccomp-tsync=ERRNO     the same filter with TSYNC                       every thread
+//! seccomp-brk0=ERRNO      a filter: brk(0) fails with ERRNO (the process never calls it
+//!                         again once started; a remote call in it would)  this thread
+//! loginuid=UID            write /proc/self/loginuid (needs CAP_AUDIT_CONTROL) process
+//! rlimit=RES:SOFT:HARD    setrlimit, RES a number or nofile|stack|core|cpu|fsize|nproc|memlock
+//! umask=OCTAL             umask                                            process
+//! personality=HEX         personality                                      process
+//! user=UID                make DIR and DIR/out reachable for UID, then setgroups([]) and
+//!                         setresgid/setresuid(UID) (glibc: every thread)
+//!
+//! commands
+//! get KEY                 KEY as the main thread observes it
+//! tget KEY                KEY as the second thread observes it
+//! strict                  `seccomp MODE alive`: the strict thread's Seccomp field
+//!                         (/proc/self/task/TID/status), then one byte echoed through it
+//!
+//! KEY   reply
+//! nice          N                     (getpriority)
+//! sched         POL PRIO [reset]      (sched_getscheduler, sched_getparam)
+//! affinity      CPU,CPU...            (sched_getaffinity)
+//! ioprio        CLASS LEVEL           (ioprio_get; CLASS none|rt|be|idle)
+//! oom           N                     (/proc/self/oom_score_adj)
+//! timerslack, dumpable, pdeathsig, subreaper, thp-disable, securebits (hex), nnp:  prctl getters
+//! mce           N                     (PR_MCE_KILL_GET)
+//! caps          PRM EFF INH           (capget, hex)
+//! ids           uid R E S FS gid R E S FS groups G,G   (/proc/thread-self/status)
+//! seccomp       mode M filters F      (/proc/thread-self/status)
+//! getcpu        ok | errno N          (the call the seccomp filters answer)
+//! brk0          ok | errno N          (the raw brk(0))
+//! loginuid, sessionid  N             (/proc/self/loginuid, /proc/self/sessionid)
+//! rlimit:RES    SOFT HARD             (getrlimit; unlimited as -1)
+//! umask         OCTAL
+//! personality   HEX
+//! status:FIELD  the field of /proc/thread-self/status (CapBnd, CapAmb, NoNewPrivs...)
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+
+use super::{arg, parse_u64, sys, unknown, Mode};
+use crate::protocol;
+
+/// `attrs SETTING...`
+pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
+    let mut attrs = Attrs {
+        dir: dir.to_path_buf(),
+        second: None,
+        strict: None,
+    };
+    for setting in args {
+        match setting.as_str() {
+            "thread" => attrs.second = Some(Second::start(dir)?),
+            "strict-thread" => attrs.strict = Some(Strict::start()?),
+            s => match s.strip_prefix("t.") {
+                Some(s) => {
+                    let second = attrs.second.as_ref().ok_or("t.SETTING before thread")?;
+                    second.ask(Ask::Apply(s.to_string()))?;
+                }
+                None => apply(s, &attrs.dir)?,
+            },
+        }
+    }
+    Ok(Box::new(attrs))
+}
+
+struct Attrs {
+    dir: PathBuf,
+    second: Option<Second>,
+    strict: Option<Strict>,
+}
+
+impl Mode for Attrs {
+    fn command(&mut self, verb: &str, args: &[&str]) -> Result<String, String> {
+        match (verb, args) {
+            ("get", [key]) => observe(key),
+            ("tget", [key]) => self
+                .second
+                .as_ref()
+                .ok_or("no second thread")?
+                .ask(Ask::Observe(key.to_string())),
+            ("strict", []) => self.strict.as_ref().ok_or("no strict thread")?.probe(),
+            _ => unknown(verb),
+        }
+    }
+}
+
+/// What the second thread is asked to do, by itself.
+enum Ask {
+    Apply(String),
+    Observe(String),
+}
+
+type Request = (Ask, mpsc::Sender<Result<String, String>>);
+
+/// A thread that applies settings to itself and observes them, on request.
+struct Second {
+    requests: mpsc::Sender<Request>,
+}
+
+impl Second {
+    fn start(dir: &Path) -> Result<Self, String> {
+        let (requests, incoming) = mpsc::channel::<Request>();
+        let dir = dir.to_path_buf();
+        std::thread::Builder::new()
+            .name("second".into())
+            .spawn(move || {
+                for (ask, reply) in incoming {
+                    let answer = match ask {
+                        Ask::Apply(setting) => apply(&setting, &dir).map(|()| String::new()),
+                        Ask::Observe(key) => observe(&key),
+                    };
+                    let _ = reply.send(answer);
+                }
+            })
+            .map_err(|e| format!("spawn the second thread: {e}"))?;
+        Ok(Self { requests })
+    }
+
+    fn ask(&self, ask: Ask) -> Result<String, String> {
+        let (tx, rx) = mpsc::channel();
+        self.requests
+            .send((ask, tx))
+            .map_err(|_| "the second thread is gone")?;
+        rx.recv().map_err(|_| "the second thread did not answer")?
+    }
+}
+
+/// A thread in seccomp strict mode: it reads one byte at a time from a pipe and writes it
+/// back on another, the only calls strict mode allows it.
+struct Strict {
+    tid: i32,
+    to_thread: i32,
+    from_thread: i32,
+}
+
+impl Strict {
+    fn start() -> Result<Self, String> {
+        let (thread_reads, to_thread) = sys::pipe().map_err(|e| format!("pipe: {e}"))?;
+        let (from_thread, thread_writes) = sys::pipe().map_err(|e| format!("pipe: {e}"))?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("strict".into())
+            .spawn(move || {
+                // The channel may need futex: its last use comes before strict mode.
+                let _ = tx.send(sys::gettid());
+                // One byte tells how entering strict mode went: a thread that broke its
+                // rules would be killed, alone, and never tell.
+                let entered: &[u8] = if sys::seccomp_strict().is_ok() {
+                    b"1"
+                } else {
+                    b"0"
+                };
+                let _ = sys::write_all(thread_writes, entered);
+                let mut byte = [0u8; 1];
+                loop {
+                    if let Ok(1) = sys::read(thread_reads, &mut byte) {
+                        let _ = sys::write_all(thread_writes, &byte);
+                    }
+                }
+            })
+            .map_err(|e| format!("spawn the strict thread: {e}"))?;
+        let tid = rx.recv().map_err(|_| "the strict thread did not start")?;
+        let mut entered = [0u8; 1];
+        match sys::read(from_thread, &mut entered) {
+            Ok(1) if entered == *b"1" => {}
+            other => return Err(format!("seccomp strict failed: {other:?}")),
+        }
+        Ok(Self {
+            tid,
+            to_thread,
+            from_thread,
+        })
+    }
+
+    fn probe(&self) -> Result<String, String> {
+        let mode = field(&format!("/proc/self/task/{}/status", self.tid), "Seccomp")?;
+        sys::write_all(self.to_thread, b"?").map_err(|e| format!("write: {e}"))?;
+        let mut byte = [0u8; 1];
+        match sys::read(self.from_thread, &mut byte) {
+            Ok(1) if byte == *b"?" => Ok(format!("seccomp {mode} alive")),
+            other => Err(format!("the strict thread answered {other:?}")),
+        }
+    }
+}
+
+/// Applies one `NAME=VALUE` setting to the calling thread (or the process).
+fn apply(setting: &str, dir: &Path) -> Result<(), String> {
+    let (name, value) = setting
+        .split_once('=')
+        .ok_or_else(|| format!("bad setting {setting:?}"))?;
+    let fail = |e: std::io::Error| format!("{setting}: {e}");
+    let num = |s: &str| parse_u64(s);
+    let int = |s: &str| s.parse::<i32>().map_err(|_| format!("bad number {s:?}"));
+    let flag =
+        |op: i32| -> Result<(), String> { sys::prctl(op, num(value)?, 0).map(drop).map_err(fail) };
+    match name {
+        "nice" => sys::set_nice(int(value)?).map_err(fail),
+        "sched" => {
+            let parts: Vec<&str> = value.split(':').collect();
+            let mut policy = policy_number(parts[0])?;
+            let priority = match parts.get(1) {
+                Some(p) => int(p)?,
+                None => 0,
+            };
+            if parts.get(2) == Some(&"reset") {
+                policy |= libc::SCHED_RESET_ON_FORK;
+            }
+            sys::set_scheduler(policy, priority).map_err(fail)
+        }
+        "affinity" => {
+            let cpus = value
+                .split(',')
+                .map(|c| c.parse().map_err(|_| format!("bad cpu {c:?}")))
+                .collect::<Result<Vec<usize>, _>>()?;
+            sys::set_affinity(&cpus).map_err(fail)
+        }
+        "ioprio" => {
+            let (class, level) = value.split_once(':').unwrap_or((value, "0"));
+            let class = IOPRIO_CLASSES
+                .iter()
+                .position(|c| *c == class)
+                .ok_or_else(|| format!("bad ioprio class {class:?}"))?;
+            let level: u32 = arg(&[level.to_string()], 0, 0)?;
+            sys::set_ioprio((class as u32) << 13 | level).map_err(fail)
+        }
+        "oom" => std::fs::write("/proc/self/oom_score_adj", value).map_err(fail),
+        "loginuid" => std::fs::write("/proc/self/loginuid", value).map_err(fail),
+        "timerslack" => flag(libc::PR_SET_TIMERSLACK),
+        "dumpable" => flag(libc::PR_SET_DUMPABLE),
+        "pdeathsig" => flag(libc::PR_SET_PDEATHSIG),
+        "subreaper" => flag(libc::PR_SET_CHILD_SUBREAPER),
+        "thp-disable" => flag(libc::PR_SET_THP_DISABLE),
+        "nnp" => flag(libc::PR_SET_NO_NEW_PRIVS),
+        "securebits" => flag(libc::PR_SET_SECUREBITS),
+        "mce" => {
+            let policy = match value {
+                "early" => libc::PR_MCE_KILL_EARLY,
+                "late" => libc::PR_MCE_KILL_LATE,
+                other => return Err(format!("bad mce policy {other:?}")),
+            };
+            sys::prctl(
+                libc::PR_MCE_KILL,
+                libc::PR_MCE_KILL_SET as u64,
+                policy as u64,
+            )
+            .map(drop)
+            .map_err(fail)
+        }
+        "bnd-drop" => value.split(',').try_for_each(|cap| {
+            sys::prctl(libc::PR_CAPBSET_DROP, num(cap)?, 0)
+                .map(drop)
+                .map_err(fail)
+        }),
+        "caps" => {
+            let sets: Vec<&str> = value.split(':').collect();
+            let [prm, eff, inh] = sets[..] else {
+                return Err(format!("bad caps {value:?}: PRM:EFF:INH"));
+            };
+            sys::capset(num(prm)?, num(eff)?, num(inh)?).map_err(fail)
+        }
+        "ambient" => sys::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_RAISE as u64,
+            num(value)?,
+        )
+        .map(drop)
+        .map_err(fail),
+        "fsuid" => {
+            let uid = num(value)? as u32;
+            sys::setfsuid(uid);
+            // setfsuid reports nothing: the previous value it returns is the proof.
+            match sys::setfsuid(u32::MAX) {
+                now if now == uid => Ok(()),
+                now => Err(format!("{setting}: fsuid stayed {now}")),
+            }
+        }
+        "seccomp" => sys::seccomp_filter(
+            &errno_filter(libc::SYS_getcpu, num(value)? as u32, false),
+            0,
+        )
+        .map_err(fail),
+        "seccomp-brk0" => {
+            sys::seccomp_filter(&errno_filter(libc::SYS_brk, num(value)? as u32, true), 0)
+                .map_err(fail)
+        }
+        "seccomp-tsync" => sys::seccomp_filter(
+            &errno_filter(libc::SYS_getcpu, num(value)? as u32, false),
+            libc::SECCOMP_FILTER_FLAG_TSYNC as u32,
+        )
+        .map_err(fail),
+        "rlimit" => {
+            let parts: Vec<&str> = value.split(':').collect();
+            let [res, soft, hard] = parts[..] else {
+                return Err(format!("bad rlimit {value:?}: RES:SOFT:HARD"));
+            };
+            sys::setrlimit(rlimit_number(res)?, num(soft)?, num(hard)?).map_err(fail)
+        }
+        "umask" => {
+            let mask = u32::from_str_radix(value, 8).map_err(|_| format!("bad umask {value:?}"))?;
+            sys::umask(mask);
+            Ok(())
+        }
+        "personality" => sys::personality(num(value)? as u32).map(drop).map_err(fail),
+        "user" => {
+            let uid = num(value)? as u32;
+            // The command FIFO is open already; each reply opens DIR/out anew.
+            sys::chmod(dir, 0o711).map_err(fail)?;
+            sys::chmod(&dir.join(protocol::OUT_FIFO), 0o622).map_err(fail)?;
+            sys::become_user(uid, uid).map_err(fail)
+        }
+        other => Err(format!("unknown setting {other:?}")),
+    }
+}
+
+/// What the calling thread observes of `key` (see the module doc).
+fn observe(key: &str) -> Result<String, String> {
+    let fail = |e: std::io::Error| format!("{key}: {e}");
+    let getter = |op: i32| sys::prctl(op, 0, 0).map(|v| v.to_string()).map_err(fail);
+    let int_getter = |op: i32| sys::prctl_get_int(op).map(|v| v.to_string()).map_err(fail);
+    let status = |name: &str| field("/proc/thread-self/status", name);
+    if let Some(res) = key.strip_prefix("rlimit:") {
+        let (soft, hard) = sys::getrlimit(rlimit_number(res)?).map_err(fail)?;
+        let show = |v: u64| {
+            if v == libc::RLIM_INFINITY {
+                "-1".to_string()
+            } else {
+                v.to_string()
+            }
+        };
+        return Ok(format!("{} {}", show(soft), show(hard)));
+    }
+    if let Some(name) = key.strip_prefix("status:") {
+        return status(name);
+    }
+    match key {
+        "nice" => sys::nice().map(|n| n.to_string()).map_err(fail),
+        "sched" => {
+            let (policy, priority) = sys::scheduler().map_err(fail)?;
+            let name = POLICIES
+                .iter()
+                .find(|(_, n)| *n == policy & !libc::SCHED_RESET_ON_FORK)
+                .map_or("?", |(name, _)| name);
+            let reset = if policy & libc::SCHED_RESET_ON_FORK != 0 {
+                " reset"
+            } else {
+                ""
+            };
+            Ok(format!("{name} {priority}{reset}"))
+        }
+        "affinity" => {
+            let cpus = sys::affinity().map_err(fail)?;
+            Ok(cpus
+                .iter()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>()
+                .join(","))
+        }
+        "ioprio" => {
+            let prio = sys::ioprio().map_err(fail)?;
+            let class = IOPRIO_CLASSES.get((prio >> 13) as usize).unwrap_or(&"?");
+            Ok(format!("{class} {}", prio & 0x1fff))
+        }
+        "oom" => std::fs::read_to_string("/proc/self/oom_score_adj")
+            .map(|s| s.trim().to_string())
+            .map_err(fail),
+        "timerslack" => getter(libc::PR_GET_TIMERSLACK),
+        "dumpable" => getter(libc::PR_GET_DUMPABLE),
+        "subreaper" => int_getter(libc::PR_GET_CHILD_SUBREAPER),
+        "pdeathsig" => int_getter(libc::PR_GET_PDEATHSIG),
+        "thp-disable" => getter(libc::PR_GET_THP_DISABLE),
+        "nnp" => getter(libc::PR_GET_NO_NEW_PRIVS),
+        "securebits" => sys::prctl(libc::PR_GET_SECUREBITS, 0, 0)
+            .map(|v| format!("{v:#x}"))
+            .map_err(fail),
+        "mce" => getter(libc::PR_MCE_KILL_GET),
+        "caps" => {
+            let (prm, eff, inh) = sys::capget().map_err(fail)?;
+            Ok(format!("{prm:#x} {eff:#x} {inh:#x}"))
+        }
+        "ids" => {
+            let ids = |name: &str| -> Result<String, String> {
+                Ok(status(name)?
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" "))
+            };
+            let groups = status("Groups")?
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(",");
+            let groups = if groups.is_empty() {
+                "none".to_string()
+            } else {
+                groups
+            };
+            Ok(format!(
+                "uid {} gid {} groups {groups}",
+                ids("Uid")?,
+                ids("Gid")?
+            ))
+        }
+        "seccomp" => Ok(format!(
+            "mode {} filters {}",
+            status("Seccomp")?,
+            status("Seccomp_filters")?
+        )),
+        "getcpu" => Ok(outcome(sys::getcpu())),
+        "brk0" => Ok(outcome(sys::brk0())),
+        "loginuid" | "sessionid" => std::fs::read_to_string(format!("/proc/self/{key}"))
+            .map(|s| s.trim().to_string())
+            .map_err(fail),
+        "umask" => {
+            let mask = sys::umask(0);
+            sys::umask(mask);
+            Ok(format!("{mask:03o}"))
+        }
+        "personality" => sys::personality(0xffff_ffff)
+            .map(|p| format!("{p:#x}"))
+            .map_err(fail),
+        other => Err(format!("unknown key {other:?}")),
+    }
+}
+
+/// `ok`, or `errno N` of a failed call.
+fn outcome(result: std::io::Result<()>) -> String {
+    match result {
+        Ok(()) => "ok".to_string(),
+        Err(e) => format!("errno {}", e.raw_os_error().unwrap_or(-1)),
+    }
+}
+
+/// A field of a `status` file, trimmed.
+fn field(path: &str, name: &str) -> Result<String, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+    text.lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            (k == name).then(|| v.trim().to_string())
+        })
+        .ok_or_else(|| format!("no {name} in {path}"))
+}
+
+const POLICIES: &[(&str, i32)] = &[
+    ("other", libc::SCHED_OTHER),
+    ("fifo", libc::SCHED_FIFO),
+    ("rr", libc::SCHED_RR),
+    ("batch", libc::SCHED_BATCH),
+    ("idle", libc::SCHED_IDLE),
+];
+
+/// By their number: IOPRIO_CLASS_NONE, RT, BE, IDLE.
+const IOPRIO_CLASSES: &[&str] = &["none", "rt", "be", "idle"];
+
+fn policy_number(name: &str) -> Result<i32, String> {
+    POLICIES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, p)| *p)
+        .ok_or_else(|| format!("bad policy {name:?}"))
+}
+
+fn rlimit_number(name: &str) -> Result<u32, String> {
+    let known = [
+        ("cpu", libc::RLIMIT_CPU),
+        ("fsize", libc::RLIMIT_FSIZE),
+        ("stack", libc::RLIMIT_STACK),
+        ("core", libc::RLIMIT_CORE),
+        ("nproc", libc::RLIMIT_NPROC),
+        ("nofile", libc::RLIMIT_NOFILE),
+        ("memlock", libc::RLIMIT_MEMLOCK),
+    ];
+    match known.iter().find(|(n, _)| *n == name) {
+        Some((_, r)) => Ok(*r),
+        None => parse_u64(name).map(|r| r as u32),
+    }
+}
+
+/// x86-64 audit architecture (AUDIT_ARCH_X86_64), checked first as every filter should.
+const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+
+/// A cBPF seccomp program: syscall `nr` fails with `errno` (only when its first argument is 0
+/// if `arg0_zero`), everything else is allowed.
+fn errno_filter(nr: i64, errno: u32, arg0_zero: bool) -> Vec<libc::sock_filter> {
+    let stmt = |code: u32, k: u32| libc::sock_filter {
+        code: code as u16,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    let jeq = |k: u32, jt: u8, jf: u8| libc::sock_filter {
+        code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+        jt,
+        jf,
+        k,
+    };
+    let load = libc::BPF_LD | libc::BPF_W | libc::BPF_ABS;
+    let ret = libc::BPF_RET | libc::BPF_K;
+    let allow = stmt(ret, libc::SECCOMP_RET_ALLOW);
+    let fail = stmt(
+        ret,
+        libc::SECCOMP_RET_ERRNO | (errno & libc::SECCOMP_RET_DATA),
+    );
+    // struct seccomp_data: nr at offset 0, arch at 4, instruction pointer at 8, args from 16
+    // (the low half of args[0] at 16, its high half at 20 on little-endian x86-64).
+    let mut prog = vec![
+        stmt(load, 4),
+        jeq(AUDIT_ARCH_X86_64, 1, 0),
+        allow,
+        stmt(load, 0),
+    ];
+    if arg0_zero {
+        prog.extend([
+            jeq(nr as u32, 0, 5),
+            stmt(load, 16),
+            jeq(0, 0, 3),
+            stmt(load, 20),
+            jeq(0, 0, 1),
+            fail,
+            allow,
+        ]);
+    } else {
+        prog.extend([jeq(nr as u32, 0, 1), fail, allow]);
+    }
+    prog
+}
