@@ -77,6 +77,9 @@ pub enum Error {
     /// (Not `#[from]`: that would chain the same error as its own source, printed twice.)
     #[error("restore: {0}")]
     Restoring(RestoreError),
+    /// The security state of a thread (capabilities, seccomp...) cannot be dumped or restored.
+    #[error(transparent)]
+    Security(#[from] crate::task::security::SecurityError),
     /// `cryo kill` refused.
     #[error(transparent)]
     Kill(#[from] KillError),

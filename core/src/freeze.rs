@@ -75,6 +75,8 @@ impl FrozenTask {
                     e => Error::sys(pid, format!("freeze thread {tid}"), e),
                 })?;
                 frozen.tids.push(tid);
+                // Before any remote call: a confined thread's filters must not see them.
+                crate::task::security::suspend_seccomp(pid, tid)?;
             }
             if !new {
                 break;

@@ -9,7 +9,7 @@ use crate::freeze::FrozenTask;
 use crate::image::ImageDir;
 use crate::remote::{Remote, Scratch};
 use crate::sockets::SocketDump;
-use crate::task::{process as task, signals, threads, timers};
+use crate::task::{process as task, security, signals, threads, timers};
 use crate::{memory, proc};
 
 /// A task's core and memory images.
@@ -31,20 +31,25 @@ pub(super) fn collect(
 ) -> Result<Collected> {
     let mut core = task::dump(pid, stat)?;
     for &tid in frozen.tids() {
+        let dump = |remote: &Remote| -> Result<_> {
+            let mut thread = threads::dump_thread(tid, remote, scratch)?;
+            thread.security = Some(security::dump_thread(pid, remote)?);
+            Ok(thread)
+        };
         if tid == pid {
-            core.threads
-                .push(threads::dump_thread(tid, remote, scratch)?);
+            core.threads.push(dump(remote)?);
             continue;
         }
         // Other threads run their calls from the scratch page, not from their own code.
         let thread = Remote::at_site(tid, scratch.site())
             .map_err(|e| Error::sys(tid, "take the thread", e))?;
-        let dumped = threads::dump_thread(tid, &thread, scratch);
+        let dumped = dump(&thread);
         thread
             .release()
             .map_err(|e| Error::sys(tid, "put the thread back", e))?;
         core.threads.push(dumped?);
     }
+    security::check_task(pid, &core.threads)?;
     core.sigactions = signals::dump_actions(pid, remote, scratch)?;
     core.itimers = timers::dump_itimers(pid, remote, scratch)?;
     core.posix_timers = timers::dump_posix(pid, remote, scratch)?;

@@ -158,6 +158,8 @@ pub fn dump_thread(tid: Pid, remote: &Remote, scratch: &Scratch) -> Result<Threa
             flags: rseq.flags,
             signature: rseq.signature,
         }),
+        // Read by task::security (dump/collect.rs).
+        security: None,
     })
 }
 
