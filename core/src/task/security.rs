@@ -745,13 +745,16 @@ mod tests {
         let (a, b) = (filter(1), filter(2));
         let pid = Pid::from_raw(1);
         // Shared by all, then one thread's own: restorable.
-        let fine = [thread(1, &[a.clone()]), thread(2, &[a.clone(), b.clone()])];
+        let fine = [
+            thread(1, std::slice::from_ref(&a)),
+            thread(2, &[a.clone(), b]),
+        ];
         check_task(pid, &fine).unwrap();
         // Two of three threads have the same filter the third lacks.
         let partly = [
             thread(1, &[]),
-            thread(2, &[a.clone()]),
-            thread(3, &[a.clone()]),
+            thread(2, std::slice::from_ref(&a)),
+            thread(3, std::slice::from_ref(&a)),
         ];
         let err = check_task(pid, &partly).unwrap_err().to_string();
         assert!(
