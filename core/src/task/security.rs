@@ -341,11 +341,11 @@ pub fn check_task(pid: Pid, threads: &[ThreadCore]) -> Result<()> {
 /// first), and the scratch page their calls may use.
 pub struct Threads<'a> {
     /// The process as cryo sees it.
-    pub pid: Pid,
+    pid: Pid,
     /// Per thread: its image record and a remote in it; the main thread first.
-    pub threads: Vec<(&'a ThreadCore, &'a Remote)>,
+    threads: Vec<(&'a ThreadCore, &'a Remote)>,
     /// A page of the process for arguments (the trampoline's scratch page).
-    pub scratch: u64,
+    scratch: u64,
     /// Per thread: whether [`Threads::set_ids`] changed its securebits (to be put right).
     secbits_changed: Vec<bool>,
 }
