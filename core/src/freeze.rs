@@ -75,12 +75,15 @@ impl FrozenTask {
                     e => Error::sys(pid, format!("freeze thread {tid}"), e),
                 })?;
                 frozen.tids.push(tid);
-                // Before any remote call: a confined thread's filters must not see them.
-                crate::task::security::suspend_seccomp(pid, tid)?;
             }
             if !new {
                 break;
             }
+        }
+        // Before any remote call, and once no thread runs (a TSYNC could confine a thread
+        // already stopped): a confined thread's filters must not see cryo's calls.
+        for &tid in &frozen.tids {
+            crate::task::security::suspend_seccomp(pid, tid)?;
         }
         debug!(%pid, threads = frozen.tids.len(), "frozen");
         Ok(frozen)
