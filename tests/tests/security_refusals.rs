@@ -56,3 +56,32 @@ fn filter_shared_by_some_threads_only() {
         ],
     );
 }
+
+/// A cryo without CAP_SYS_ADMIN (its bounding set cut by setpriv, util-linux) can neither
+/// suspend a confined thread's filters for its own calls nor read them: the dump refuses
+/// before its first remote call, and the target keeps its filter.
+#[test]
+fn confined_thread_when_cryo_lacks_cap_sys_admin() {
+    let cryo = cryo_bin();
+    let w = Workload::spawn("attrs", &["seccomp=42"]);
+    let img = w.path("img");
+    let out = std::process::Command::new("setpriv")
+        .arg("--bounding-set=-sys_admin")
+        .arg("--")
+        .arg(&cryo)
+        .args(["dump", "-t", &w.pid().to_string(), "-D"])
+        .arg(&img)
+        .arg("--leave-running")
+        .output()
+        .expect("run cryo under setpriv (util-linux)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the dump should fail: {stderr}");
+    assert!(
+        stderr.contains("seccomp cannot be suspended")
+            && cryo_tests::has_word(&stderr, &w.pid().to_string()),
+        "{stderr}"
+    );
+    w.assert_untouched();
+    assert_eq!(w.cmd("get getcpu"), "errno 42");
+    assert_eq!(w.cmd("get seccomp"), "mode 2 filters 1");
+}

@@ -43,7 +43,7 @@ const CAP_LAST: u32 = 40;
 #[derive(Debug, thiserror::Error)]
 pub enum SecurityError {
     /// A system call or ptrace request on the thread failed.
-    #[error("pid {pid} thread {tid}: {op}: {source}")]
+    #[error("pid {pid} thread {tid}: {op}: {errno}")]
     Sys {
         /// The process.
         pid: Pid,
@@ -51,24 +51,24 @@ pub enum SecurityError {
         tid: Pid,
         /// What was being done.
         op: &'static str,
-        /// The kernel's answer.
-        source: io::Error,
+        /// The kernel's answer (in the message, so not chained as a source).
+        errno: io::Error,
     },
     /// A confined thread whose confinement cryo cannot lift for its own remote calls.
     #[error(
         "pid {pid} thread {tid}: seccomp cannot be suspended for cryo's calls \
-         (PTRACE_O_SUSPEND_SECCOMP needs CAP_SYS_ADMIN and an unconfined cryo): {source}"
+         (PTRACE_O_SUSPEND_SECCOMP needs CAP_SYS_ADMIN and an unconfined cryo): {errno}"
     )]
     Suspend {
         /// The process.
         pid: Pid,
         /// The thread.
         tid: Pid,
-        /// The kernel's answer.
-        source: io::Error,
+        /// The kernel's answer (in the message, so not chained as a source).
+        errno: io::Error,
     },
     /// A seccomp filter the kernel does not hand out.
-    #[error("pid {pid} thread {tid}: seccomp filter {index} cannot be read: {source}")]
+    #[error("pid {pid} thread {tid}: seccomp filter {index} cannot be read: {errno}")]
     FilterUnreadable {
         /// The process.
         pid: Pid,
@@ -76,8 +76,8 @@ pub enum SecurityError {
         tid: Pid,
         /// Its index, 0 the oldest.
         index: usize,
-        /// The kernel's answer.
-        source: io::Error,
+        /// The kernel's answer (in the message, so not chained as a source).
+        errno: io::Error,
     },
     /// A filter that hands system calls to a listener (or may: its action is computed).
     #[error(
@@ -190,7 +190,7 @@ pub fn suspend_seccomp(pid: Pid, tid: Pid) -> Result<()> {
     pt::set_options(tid, pt::O_SUSPEND_SECCOMP).map_err(|source| SecurityError::Suspend {
         pid,
         tid,
-        source,
+        errno: source,
     })?;
     Ok(())
 }
@@ -203,7 +203,7 @@ pub fn dump_thread(pid: Pid, remote: &Remote) -> Result<ThreadSecurity> {
             pid,
             tid,
             op,
-            source,
+            errno: source,
         }
     };
     let status = proc::status(tid)?;
@@ -221,7 +221,7 @@ pub fn dump_thread(pid: Pid, remote: &Remote) -> Result<ThreadSecurity> {
             pid,
             tid,
             index,
-            source,
+            errno: source,
         };
         let program = pt::seccomp_filter(tid, index).map_err(unreadable)?;
         let flags = pt::seccomp_filter_flags(tid, index).map_err(unreadable)?;
@@ -368,7 +368,7 @@ impl<'a> Threads<'a> {
             pid,
             tid,
             op,
-            source,
+            errno: source,
         }
     }
 
@@ -542,7 +542,7 @@ impl<'a> Threads<'a> {
                 pid: self.pid,
                 tid,
                 op: "install a seccomp filter on every thread (TSYNC)",
-                source: io::Error::other(format!("thread {other} cannot be synchronised")),
+                errno: io::Error::other(format!("thread {other} cannot be synchronised")),
             }
             .into()),
         }
