@@ -63,7 +63,11 @@ pub use kind::{describe, name, show_line};
 pub(crate) use place::{
     above, can_hand_down, made_together, open_in_cryo, open_unix_pair_by_ids, restore_task_fds_with,
 };
-pub use place::{open_for_mapping, open_for_mapping_with, restore_task_fds, FdRestoreOptions};
+#[cfg(any(test, feature = "internals"))]
+pub use place::{open_for_mapping, restore_task_fds};
+pub use place::{open_for_mapping_with, FdRestoreOptions};
 pub use shmem::SharedObjects;
-pub use table::{same_description, FdDumpOptions, FileTable};
+#[cfg(any(test, feature = "internals"))]
+pub use table::same_description;
+pub use table::{FdDumpOptions, FileTable};
 pub use validate::validate;

@@ -26,6 +26,7 @@ use super::validate::{check_fds, index};
 use super::{sys, FileError, UnixLinks};
 use crate::image::ImageDir;
 
+#[cfg(any(test, feature = "internals"))]
 /// Restore side, in the freshly forked child (single-threaded, all signals blocked): opens
 /// every fd of the task at its original number, with its flags, offset and FD_CLOEXEC; pipes
 /// refilled; descriptions shared by several fds restored as dups. `keep` (numbered above
@@ -432,6 +433,7 @@ fn close_gap(first: u32, last: u32) -> Result<(), FileError> {
     })
 }
 
+#[cfg(any(test, feature = "internals"))]
 /// Restore side, in the child: opens the file of description `id` for a mapping (O_RDWR if
 /// `writable`, else O_RDONLY), for the caller to place at a high fd. A deleted file is the
 /// same recreated inode the fds use, whichever of the two is opened first; a memfd or shared

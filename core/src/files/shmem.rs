@@ -315,16 +315,6 @@ impl SharedObjects {
         Ok(Self { objects })
     }
 
-    /// How many objects there are.
-    pub fn len(&self) -> usize {
-        self.objects.len()
-    }
-
-    /// True when the image has none.
-    pub fn is_empty(&self) -> bool {
-        self.objects.is_empty()
-    }
-
     /// (dumped inode, cryo's fd) of every object, in slot order.
     pub fn fds(&self) -> impl Iterator<Item = (u64, RawFd)> + '_ {
         self.objects.iter().map(|o| (o.ino, o.fd.as_raw_fd()))

@@ -378,6 +378,7 @@ impl FileTable {
     }
 }
 
+#[cfg(any(test, feature = "internals"))]
 /// True if fd `fd1` of `pid1` and fd `fd2` of `pid2` refer to one open file description
 /// (kcmp KCMP_FILE).
 pub fn same_description(pid1: Pid, fd1: RawFd, pid2: Pid, fd2: RawFd) -> io::Result<bool> {
