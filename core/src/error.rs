@@ -56,6 +56,9 @@ pub enum Error {
     /// The action script failed at a stage; the dump or restore was undone.
     #[error(transparent)]
     Hook(#[from] crate::hooks::HookError),
+    /// /proc could not tell about a task.
+    #[error(transparent)]
+    Proc(#[from] crate::proc::ProcError),
     /// The memory of a restored task.
     #[error(transparent)]
     Memory(#[from] MemoryError),
