@@ -89,6 +89,7 @@ impl FrozenTask {
         Ok(frozen)
     }
 
+#[cfg(any(test, feature = "internals"))]
     /// The process.
     pub fn pid(&self) -> Pid {
         self.pid

@@ -19,8 +19,8 @@ use std::os::fd::{AsFd, RawFd};
 use cryo_proto::image::{file_desc::Kind, Epoll, EpollTarget, FdEntry, FileDesc};
 
 use super::inspect::{fdinfo, OpenFd};
-use super::kind::{Dumping, FileKind, Opened};
-use super::place::{above, place_at, Opening};
+use super::kind::{Dumping, FileKind, Opened, Opening};
+use super::open::{above, place_at};
 use super::{restore_err, sys, FileError};
 
 /// epoll instances, made once every other fd of the task is at its number.

@@ -11,8 +11,8 @@ use std::os::fd::{AsFd, OwnedFd};
 use cryo_proto::image::{file_desc::Kind, EventFd, FileDesc};
 
 use super::inspect::{fdinfo, field, required, OpenFd};
-use super::kind::{Dumping, FileKind, Opened};
-use super::place::{create_flags, Opening};
+use super::kind::{Dumping, FileKind, Opened, Opening};
+use super::open::create_flags;
 use super::{restore_err, sys, FileError};
 
 /// eventfd instances.

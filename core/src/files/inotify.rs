@@ -24,8 +24,7 @@ use nix::fcntl::{FcntlArg, OFlag};
 use nix::sys::stat::Mode;
 
 use super::inspect::{fdinfo, OpenFd};
-use super::kind::{Dumping, FileKind, Opened};
-use super::place::Opening;
+use super::kind::{Dumping, FileKind, Opened, Opening};
 use super::{restore_err, sys, FileError};
 
 /// inotify instances.

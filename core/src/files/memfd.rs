@@ -22,9 +22,10 @@ use cryo_proto::image::{file_desc::Kind, FileDesc, Memfd};
 use nix::sys::stat::Mode;
 use nix::unistd::{Pid, Whence};
 
+use super::error::mapped_step;
 use super::inspect::{InodeKey, OpenFd};
-use super::kind::{Checking, Dumping, FileKind, KindState, MapOpen, Opened, Seen};
-use super::place::{open_flags, set_async, Opening};
+use super::kind::{Checking, Dumping, FileKind, KindState, MapOpen, Opened, Seen, Opening};
+use super::open::{open_flags, set_async};
 use super::{restore_err, shmem, sys, FileError};
 use crate::image::ImageDir;
 
@@ -171,7 +172,7 @@ pub(super) fn dump_mapped(
             link: link.to_owned(),
             detail: "hugetlb memfd is not supported yet".into(),
         },
-        Failure::Step(step, e) => super::table::mapped_step(pid, link, step)(e),
+        Failure::Step(step, e) => mapped_step(pid, link, step)(e),
     })
 }
 

@@ -26,8 +26,7 @@ use tracing::debug;
 
 use super::error::changed;
 use super::inspect::{InodeKey, OpenFd};
-use super::kind::{task_pidfd, Checking, Dumping, FileKind, Opened, Seen};
-use super::place::Opening;
+use super::kind::{task_pidfd, Checking, Dumping, FileKind, Opened, Seen, Opening};
 use super::{restore_err, sys, FileError};
 
 /// Anonymous pipes and FIFOs: one description per end, the unread data once per pipe.

@@ -12,8 +12,8 @@ use std::os::fd::OwnedFd;
 use cryo_proto::image::{file_desc::Kind, FileDesc, SignalFd};
 
 use super::inspect::{fdinfo, required, OpenFd};
-use super::kind::{Dumping, FileKind, Opened};
-use super::place::{create_flags, Opening};
+use super::kind::{Dumping, FileKind, Opened, Opening};
+use super::open::create_flags;
 use super::{restore_err, sys, FileError};
 
 /// signalfd instances.

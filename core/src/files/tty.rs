@@ -32,8 +32,8 @@ use nix::unistd::Pid;
 use tracing::{debug, warn};
 
 use super::inspect::OpenFd;
-use super::kind::{task_pidfd, Dumping, FileKind, Opened, Seen};
-use super::place::{open_flags, set_async, Opening};
+use super::kind::{task_pidfd, Dumping, FileKind, Opened, Seen, Opening};
+use super::open::{open_flags, set_async};
 use super::{restore_err, sys, FileError};
 use crate::proc::task_stat;
 

@@ -63,7 +63,7 @@ use crate::files::inspect::{self, InodeKey, OpenFd};
 use crate::files::{sys, FileError};
 
 pub use error::{AcceptProblem, InFlightRefusal, RecordProblem, SocketError};
-pub use peers::DEFAULT_PEER_TIMEOUT;
+
 pub(crate) use record::SocketState;
 pub use unix::groups::UnixLinks;
 pub use unix::in_flight::{capture_accept_queues, resolve};
