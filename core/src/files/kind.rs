@@ -35,7 +35,8 @@ use cryo_proto::image::{file_desc::Kind, FdEntry, FileDesc};
 
 use super::inspect::{InodeKey, OpenFd};
 use super::open::{above, place_at, FdRestoreOptions};
-use super::{sys, FileError, UnixLinks};
+use super::{FileError, UnixLinks};
+use crate::sys;
 use crate::image::ImageDir;
 
 /// One kind of open file, on the model of firecracker's `Persist`: saved from the fd to its
@@ -251,7 +252,7 @@ pub(crate) fn task_pidfd<'p>(
 ) -> Result<BorrowedFd<'p>, FileError> {
     if slot.is_none() {
         let pid = open.pid;
-        let fd = sys::pidfd_open(pid).map_err(|e| {
+        let fd = sys::pidfd::pidfd_open(pid).map_err(|e| {
             open.inspect_err("pidfd_open", PathBuf::from(format!("/proc/{pid}")), e)
         })?;
         *slot = Some(fd);
@@ -348,7 +349,7 @@ impl<'a> Opening<'a> {
     /// then never holds twice as many fds); else holds it.
     pub(crate) fn place_or_hold(&mut self, desc: &FileDesc, fd: OwnedFd) -> Result<(), FileError> {
         match self.uses.get(&desc.id).map(Vec::as_slice) {
-            Some([e]) if e.fd > 2 && !sys::fd_is_open(e.fd) && !self.links.is_carried(desc.id) => {
+            Some([e]) if e.fd > 2 && !sys::fd::fd_is_open(e.fd) && !self.links.is_carried(desc.id) => {
                 place_at(fd.as_fd(), e)?;
                 self.placed.insert(e.fd);
                 Ok(())

@@ -58,7 +58,6 @@ mod registry;
 mod shared;
 mod shmem;
 mod signalfd;
-pub(crate) mod sys;
 mod table;
 mod timerfd;
 pub mod tty;

@@ -10,7 +10,8 @@ use cryo_proto::image::{FdEntry, FileDesc};
 use nix::fcntl::{FcntlArg, OFlag};
 
 use super::error::restore_err;
-use super::{sys, FileError};
+use super::{FileError};
+use crate::sys;
 
 /// How fds are restored.
 #[derive(Debug, Clone, Default)]
@@ -33,7 +34,7 @@ pub struct FdRestoreOptions {
 
 /// Puts `fd` at the number of fd entry `e`, with its FD_CLOEXEC.
 pub(crate) fn place_at(fd: BorrowedFd<'_>, e: &FdEntry) -> Result<(), FileError> {
-    sys::dup_to(fd, e.fd, e.cloexec).map_err(|source| FileError::Place {
+    sys::fd::dup_to(fd, e.fd, e.cloexec).map_err(|source| FileError::Place {
         fd: e.fd,
         id: e.file_id,
         op: "dup3",
@@ -46,7 +47,7 @@ pub(crate) fn above(desc: &FileDesc, fd: OwnedFd, min: RawFd) -> Result<OwnedFd,
     if fd.as_raw_fd() >= min {
         return Ok(fd);
     }
-    sys::dup_at_least(fd.as_fd(), min).map_err(|e| restore_err(desc, "F_DUPFD_CLOEXEC", e))
+    sys::fd::dup_at_least(fd.as_fd(), min).map_err(|e| restore_err(desc, "F_DUPFD_CLOEXEC", e))
 }
 
 /// open(2) flags to reopen a description with: the dumped ones without creation flags, with

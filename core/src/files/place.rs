@@ -24,7 +24,8 @@ use super::kind::{MapOpen, Opened, Opening};
 use super::open::{above, place_at, FdRestoreOptions};
 use super::registry;
 use super::validate::{check_fds, index};
-use super::{sys, FileError, UnixLinks};
+use super::{FileError, UnixLinks};
+use crate::sys;
 use crate::image::ImageDir;
 
 #[cfg(any(test, feature = "internals"))]
@@ -107,7 +108,7 @@ pub(crate) fn restore_task_fds_with(
         }
     }
     if to_open.len() > used.len() {
-        sys::raise_nofile();
+        sys::fd::raise_nofile();
     }
     let mut cx = Opening::new(images, opts, links, fds, min_high);
     cx.opened.reserve(to_open.len());
@@ -117,7 +118,7 @@ pub(crate) fn restore_task_fds_with(
         let desc = by_id[id];
         if let Some(&parent_fd) = opts.inherited.get(id) {
             // An fd this process inherited and keeps open until placing is over.
-            let fd = sys::dup_at_least(sys::borrow_raw(parent_fd), min_high)
+            let fd = sys::fd::dup_at_least(sys::fd::borrow_raw(parent_fd), min_high)
                 .map_err(|e| restore_err(desc, "F_DUPFD_CLOEXEC (inherited)", e))?;
             debug!(id, what = %registry::describe(desc), "description inherited");
             cx.opened.insert(*id, fd);
@@ -171,7 +172,7 @@ pub(crate) fn restore_task_fds_with(
     }
     let mut keep = keep.to_vec();
     for (fd, at) in &extras {
-        sys::dup_to(fd.as_fd(), *at, true).map_err(|source| FileError::Place {
+        sys::fd::dup_to(fd.as_fd(), *at, true).map_err(|source| FileError::Place {
             fd: *at,
             id: 0,
             op: "dup3 (a description kept for a child)",
@@ -317,7 +318,7 @@ fn close_others(fds: &[FdEntry], keep: &[RawFd]) -> Result<(), FileError> {
 }
 
 fn close_gap(first: u32, last: u32) -> Result<(), FileError> {
-    sys::close_range(first, last).map_err(|source| FileError::Place {
+    sys::fd::close_range(first, last).map_err(|source| FileError::Place {
         fd: first as RawFd,
         id: 0,
         op: "close_range",

@@ -9,7 +9,8 @@ use cryo_proto::image::{file_desc::Kind, FileDesc};
 use tracing::debug;
 
 use super::shmem::{create_anon, object_of};
-use super::{describe, memfd, restore_err, sys, FileError};
+use super::{describe, memfd, restore_err, FileError};
+use crate::sys;
 use crate::image::ImageDir;
 
 /// One object made by cryo for the restore.
@@ -72,7 +73,7 @@ impl SharedObjects {
     /// Adds the memfd seals: once every process has made its mappings, before any runs.
     pub fn seal(&self) -> Result<(), FileError> {
         for o in self.objects.iter().filter(|o| o.seals != 0) {
-            sys::add_seals(o.fd.as_fd(), o.seals).map_err(|source| FileError::Restore {
+            sys::memfd::add_seals(o.fd.as_fd(), o.seals).map_err(|source| FileError::Restore {
                 id: o.id,
                 what: o.what.clone(),
                 op: format!("F_ADD_SEALS {:#x}", o.seals),

@@ -29,7 +29,8 @@ use nix::sys::stat::Mode;
 
 use super::kind::{Checking, Dumping, FileKind, MapOpen, Opened, Opening};
 use super::open::open_flags;
-use super::{describe, restore_err, sys, FileError};
+use super::{describe, restore_err, FileError};
+use crate::sys;
 use crate::image::ImageDir;
 
 /// Shared anonymous memory: mapped, never held by an fd (dumped by `FileTable::add_shmem`).
@@ -245,7 +246,7 @@ fn validate(desc: &FileDesc, s: &Shmem, images: &ImageDir) -> Result<(), FileErr
 /// MAP_SHARED|MAP_ANONYMOUS mapping, opened through /proc/self/map_files (the kernel names
 /// it "/dev/zero (deleted)", as it did the original), then unmapped.
 pub(super) fn create_anon(s: &Shmem, images: &ImageDir) -> io::Result<OwnedFd> {
-    let fd = sys::shmem_anon(s.size)?;
+    let fd = sys::memfd::shmem_anon(s.size)?;
     let file = File::from(fd);
     if let Some(raw) = &s.contents {
         write_extents(&file, raw, &s.extents, images)?;
@@ -309,7 +310,7 @@ mod tests {
 
     #[test]
     fn extents_skip_holes() {
-        let fd = sys::memfd_create("extents", libc::MFD_CLOEXEC).unwrap();
+        let fd = sys::memfd::memfd_create("extents", libc::MFD_CLOEXEC).unwrap();
         let file = File::from(fd);
         file.set_len(64 << 10).unwrap();
         file.write_all_at(b"a", 4096).unwrap();

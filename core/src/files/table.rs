@@ -24,7 +24,8 @@ use super::error::mapped_step;
 use super::inspect::{self, InodeKey, Link, OpenFd};
 use super::kind::{Dumping, KindState, Seen};
 use super::registry;
-use super::{memfd, regular, shmem, sys, FileError};
+use super::{memfd, regular, shmem, FileError};
+use crate::sys;
 use crate::image::ImageDir;
 use crate::sockets::{self, kind as kind_socket};
 
@@ -247,7 +248,7 @@ impl FileTable {
             return Ok(None);
         };
         for h in holders {
-            let same = sys::kcmp_same_file(open.pid, open.fd, h.pid, h.fd).map_err(|e| {
+            let same = sys::kcmp::kcmp_same_file(open.pid, open.fd, h.pid, h.fd).map_err(|e| {
                 open.inspect_err(
                     "kcmp",
                     PathBuf::from(format!("/proc/{}/fd/{}", h.pid, h.fd)),
@@ -383,7 +384,7 @@ impl FileTable {
 /// True if fd `fd1` of `pid1` and fd `fd2` of `pid2` refer to one open file description
 /// (kcmp KCMP_FILE).
 pub fn same_description(pid1: Pid, fd1: RawFd, pid2: Pid, fd2: RawFd) -> std::io::Result<bool> {
-    sys::kcmp_same_file(pid1, fd1, pid2, fd2)
+    sys::kcmp::kcmp_same_file(pid1, fd1, pid2, fd2)
 }
 
 /// Decides what an fd is (refusing what cryo cannot dump) and stats it.

@@ -348,8 +348,8 @@ fn fill_by_copy(
     runs: &[&PageRun],
 ) -> std::io::Result<()> {
     let target_fd = remote.call(libc::SYS_userfaultfd, &[libc::O_CLOEXEC as u64])?;
-    let taken = crate::files::sys::pidfd_open(child)
-        .and_then(|pidfd| crate::files::sys::pidfd_getfd(pidfd.as_fd(), target_fd as i32));
+    let taken = crate::sys::pidfd::pidfd_open(child)
+        .and_then(|pidfd| crate::sys::pidfd::pidfd_getfd(pidfd.as_fd(), target_fd as i32));
     remote.call(libc::SYS_close, &[target_fd])?;
     let uffd = Userfault::new(taken?)?;
     let mut regions: Vec<(u64, u64)> = Vec::new();
