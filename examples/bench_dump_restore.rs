@@ -11,9 +11,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use cryo_core::dump::{dump, DumpOptions};
-use cryo_core::restore::{restore, RestoreOptions};
 use cryo_core::Pid;
+use cryo_core::{dump, DumpOptions};
+use cryo_core::{restore, RestoreOptions};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::waitpid;
 use nix::unistd::{fork, ForkResult};
@@ -61,22 +61,14 @@ fn round(mib: usize, dir: &Path) -> Round {
     let pid = spawn_workload(mib);
     let _ = std::fs::remove_dir_all(dir);
     let t = Instant::now();
-    let summary = dump(&DumpOptions {
-        pids: vec![pid],
-        images_dir: dir.to_owned(),
-        ..Default::default()
-    })
-    .unwrap_or_else(|e| panic!("dump: {e}"));
+    let summary = dump(&DumpOptions::new(vec![pid], dir)).unwrap_or_else(|e| panic!("dump: {e}"));
     let dump_time = t.elapsed();
     // The dump killed our child: reap it so its pid is free again.
     let _ = waitpid(pid, None);
     let t = Instant::now();
-    let restored = restore(&RestoreOptions {
-        images_dir: dir.to_owned(),
-        detach: true,
-        ..Default::default()
-    })
-    .unwrap_or_else(|e| panic!("restore: {e}"));
+    let mut opts = RestoreOptions::new(dir);
+    opts.detach = true;
+    let restored = restore(&opts).unwrap_or_else(|e| panic!("restore: {e}"));
     let restore_time = t.elapsed();
     for p in &restored.roots {
         let _ = kill(*p, Signal::SIGKILL);

@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cryo_core::dump::{dump, DumpOptions};
-use cryo_core::restore::{restore, RestoreOptions};
 use cryo_core::Pid;
+use cryo_core::{dump, DumpOptions};
+use cryo_core::{restore, RestoreOptions};
 
 fn read_prompt(s: &mut TcpStream) -> String {
     let mut got = Vec::new();
@@ -109,27 +109,20 @@ fn main() {
         let dir = PathBuf::from(format!("/dev/shm/cryo-bench-node-{i}"));
         let _ = std::fs::remove_dir_all(&dir);
         let t = Instant::now();
-        let summary = dump(&DumpOptions {
-            pids: vec![pid],
-            images_dir: dir.clone(),
-            leave_running: true,
-            tcp_established: true,
-            ..Default::default()
-        })
-        .unwrap_or_else(|e| panic!("dump: {e}"));
+        let mut opts = DumpOptions::new(vec![pid], dir.clone());
+        opts.leave_running = true;
+        opts.tcp_established = true;
+        let summary = dump(&opts).unwrap_or_else(|e| panic!("dump: {e}"));
         dumps.push(t.elapsed());
         frozen.push(summary.frozen);
         image_bytes = summary.pages_bytes;
 
         let t = Instant::now();
-        let restored = restore(&RestoreOptions {
-            images_dir: dir.clone(),
-            detach: true,
-            pidns: true,
-            netns: true,
-            ..Default::default()
-        })
-        .unwrap_or_else(|e| panic!("restore: {e}"));
+        let mut opts = RestoreOptions::new(dir.clone());
+        opts.detach = true;
+        opts.pidns = true;
+        opts.netns = true;
+        let restored = restore(&opts).unwrap_or_else(|e| panic!("restore: {e}"));
         let copy = restored.roots[0];
         let mut inside = connect_in(copy, port);
         read_prompt(&mut inside);

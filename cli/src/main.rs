@@ -152,7 +152,7 @@ mod tests {
         };
         let script = args.options().action_script.expect("a script");
         assert_eq!(script.path, PathBuf::from("/x/hook"));
-        assert_eq!(script.timeout, Some(cryo_core::hooks::DEFAULT_TIMEOUT));
+        assert_eq!(script.timeout, Some(cryo_core::DEFAULT_HOOK_TIMEOUT));
         let cli = Cli::try_parse_from([
             "cryo",
             "restore",

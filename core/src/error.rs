@@ -6,6 +6,7 @@ use nix::unistd::Pid;
 
 use crate::dump::error::{DumpError, KillError};
 use crate::files::FileError;
+use crate::memory::error::MemoryError;
 use crate::restore::error::RestoreError;
 
 /// A `Result` whose error is the engine's [`Error`].
@@ -56,42 +57,33 @@ pub enum Error {
         errno: std::io::Error,
     },
     /// The action script failed at a stage; the dump or restore was undone.
-    #[error(
-        "{stage} action script {} {status}{}",
-        .script.display(),
-        crate::hooks::describe_output(.output)
-    )]
-    Hook {
-        /// The stage it ran at.
-        stage: crate::hooks::Stage,
-        /// The script (--action-script).
-        script: PathBuf,
-        /// How it failed.
-        status: crate::hooks::HookStatus,
-        /// The end of what it wrote on stdout and stderr (interleaved), trimmed.
-        output: String,
-    },
+    #[error(transparent)]
+    Hook(#[from] crate::hooks::HookError),
+    /// /proc could not tell about a task.
+    #[error(transparent)]
+    Proc(#[from] crate::proc::ProcError),
+    /// The memory of a restored task.
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
     /// A dump stopped (the target runs on as before).
     #[error(transparent)]
     Dump(#[from] DumpError),
     /// A restore stopped (what it created is gone).
     ///
-    /// Named `Restore` once the untyped [`Error::Restore`] below is gone.
     /// (Not `#[from]`: that would chain the same error as its own source, printed twice.)
     #[error("restore: {0}")]
-    Restoring(RestoreError),
+    Restore(RestoreError),
+    /// The security state of a thread (capabilities, seccomp...) cannot be dumped or restored.
+    #[error(transparent)]
+    Security(#[from] crate::task::security::SecurityError),
     /// `cryo kill` refused.
     #[error(transparent)]
     Kill(#[from] KillError),
-    /// Deprecated, untyped: only memory/restore.rs still builds it, until its failures are
-    /// [`RestoreError`] variants. Do not add uses.
-    #[error("restore: {0}")]
-    Restore(String),
 }
 
 impl From<RestoreError> for Error {
     fn from(e: RestoreError) -> Self {
-        Self::Restoring(e)
+        Self::Restore(e)
     }
 }
 

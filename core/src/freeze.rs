@@ -80,10 +80,16 @@ impl FrozenTask {
                 break;
             }
         }
+        // Before any remote call, and once no thread runs (a TSYNC could confine a thread
+        // already stopped): a confined thread's filters must not see cryo's calls.
+        for &tid in &frozen.tids {
+            crate::task::security::suspend_seccomp(pid, tid)?;
+        }
         debug!(%pid, threads = frozen.tids.len(), "frozen");
         Ok(frozen)
     }
 
+#[cfg(any(test, feature = "internals"))]
     /// The process.
     pub fn pid(&self) -> Pid {
         self.pid

@@ -29,7 +29,6 @@ use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use tracing::{debug, info};
 
-use crate::error::{Error, Result};
 use crate::proc::join;
 
 /// How long a script may run when no timeout is given.
@@ -171,6 +170,24 @@ impl std::fmt::Display for HookStatus {
     }
 }
 
+/// The action script failed at a stage; the dump or restore was undone.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{stage} action script {} {status}{}",
+    .script.display(),
+    describe_output(.output)
+)]
+pub struct HookError {
+    /// The stage it ran at.
+    pub stage: Stage,
+    /// The script (--action-script).
+    pub script: PathBuf,
+    /// How it failed.
+    pub status: HookStatus,
+    /// The end of what it wrote on stdout and stderr (interleaved), trimmed.
+    pub output: String,
+}
+
 /// `, its output:\n...` for an error message, or `, no output`.
 pub(crate) fn describe_output(output: &str) -> String {
     if output.is_empty() {
@@ -214,7 +231,7 @@ impl Hooks {
 
     /// Runs the script for `stage`, about the root processes `pids`, and waits for it.
     /// A failure carries the stage, the script, how it ended and the end of its output.
-    pub fn run(&self, stage: Stage, pids: &[Pid]) -> Result<()> {
+    pub fn run(&self, stage: Stage, pids: &[Pid]) -> Result<(), HookError> {
         let Some(script) = &self.script else {
             return Ok(());
         };
@@ -237,7 +254,7 @@ impl Hooks {
             );
             return Ok(());
         };
-        Err(Error::Hook {
+        Err(HookError {
             stage,
             script: script.path.clone(),
             status,
@@ -359,7 +376,7 @@ mod tests {
 
     fn failure(hooks: &Hooks, stage: Stage) -> (String, HookStatus) {
         match hooks.run(stage, &[Pid::from_raw(1)]) {
-            Err(Error::Hook {
+            Err(HookError {
                 stage: s,
                 output,
                 status,

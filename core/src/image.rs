@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use cryo_proto::frame::{self, create_private};
 use cryo_proto::image::RawFileRef;
 use cryo_proto::{ImageError, ImageKind};
-use nix::unistd::Pid;
 use prost::Message;
 
 use crate::sys::mmap::Mapping;
@@ -286,9 +285,4 @@ pub fn crc_of_bytes(data: &[u8]) -> u32 {
     });
     crcs.into_iter()
         .fold(0, |acc, (crc, n)| crc32c::crc32c_combine(acc, crc, n))
-}
-
-/// The raw pages file name of a pid, as a [`RawFileRef`] name.
-pub fn pages_name(pid: Pid) -> String {
-    names::pages(pid)
 }

@@ -13,31 +13,43 @@
 //! `dump/` and `restore/` hold the two pipelines (the restore as a chain of phase types);
 //! `task/` the per-task kernel objects both use (process attributes, threads, signals,
 //! timers), each with its dump and restore side by side.
+//!
+//! This file is the whole public surface: the operations `cryo` offers ([`dump`], [`restore`],
+//! [`show`], [`kill`], [`unlock`], [`check`]), their options and summaries, and the errors.
+//! Every module behind them is crate-private; the `internals` feature opens a few of them to
+//! the engine's own integration tests (core/tests, tests/).
 #![warn(missing_docs)]
 
+/// Declares modules that are crate-private, and public with the `internals` feature (for the
+/// engine's own integration tests only: nothing outside this workspace may rely on them).
+macro_rules! internal_modules {
+    ($($name:ident),* $(,)?) => {$(
+        #[cfg(feature = "internals")]
+        pub mod $name;
+        #[cfg(not(feature = "internals"))]
+        mod $name;
+    )*};
+}
+
+internal_modules!(dump, files, freeze, image, notify, remote);
+
 pub mod check;
-pub mod dump;
-pub mod error;
-pub mod files;
-pub mod freeze;
-pub mod hooks;
-pub mod image;
-pub mod memory;
-pub mod notify;
+mod error;
+mod hooks;
+mod memory;
 mod parallel;
-pub mod proc;
-pub mod remote;
-pub mod restore;
+mod proc;
+mod restore;
 pub mod show;
-pub mod sockets;
-pub mod sys;
-pub(crate) mod task;
+mod sockets;
+mod sys;
+mod task;
 
 pub use dump::error::{DumpError, KillError};
-pub use dump::retire;
-pub use dump::{dump, unlock, DumpOptions, DumpSummary};
+pub use dump::retire::{kill_left_running as kill, Retired};
+pub use dump::{dump, lock_id_for, unlock, DumpOptions, DumpSummary};
 pub use error::{Error, Result};
+pub use hooks::{ActionScript, HookStatus, Stage, DEFAULT_TIMEOUT as DEFAULT_HOOK_TIMEOUT};
 pub use nix::unistd::Pid;
 pub use restore::error::{ChildError, RestoreError};
 pub use restore::{restore, RestoreOptions, Restored};
-pub use retire::{kill_left_running, Retired};

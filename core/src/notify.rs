@@ -21,7 +21,7 @@
 
 use std::fs;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, OwnedFd, RawFd};
 
 use cryo_resume::{is_fifo_channel_path, marker_channel};
 use nix::errno::Errno;
@@ -147,6 +147,7 @@ fn is_readable(pid: Pid, fd: RawFd) -> bool {
         .is_some_and(|flags| flags & libc::O_ACCMODE as u32 != libc::O_WRONLY as u32)
 }
 
+#[cfg(any(test, feature = "internals"))]
 /// Every notification channel of `pid`, lowest fd first. Reads /proc only: call it at dump
 /// time, on the frozen process.
 pub fn find_listeners(pid: Pid) -> Result<Vec<ListenerRef>, NotifyError> {
@@ -201,6 +202,7 @@ pub(crate) fn find_listeners_except(
     Ok(found)
 }
 
+#[cfg(any(test, feature = "internals"))]
 /// The notification channel of `pid` (the lowest fd if the application opened several), or
 /// `None` if it did not opt in. Call at dump time; store the result with the image.
 pub fn find_listener(pid: Pid) -> Result<Option<ListenerRef>, NotifyError> {
@@ -243,7 +245,7 @@ pub fn notify(pid: Pid, listener: &ListenerRef, record: &ResumeEvent) -> Result<
     let write_err = |e: io::Error| NotifyError::Write { pid, fd, source: e };
     let capacity =
         nix::fcntl::fcntl(&wr, FcntlArg::F_GETPIPE_SZ).map_err(|e| write_err(e.into()))? as usize;
-    let queued = sys::fionread(wr.as_fd()).map_err(write_err)?;
+    let queued = crate::sys::fd::fionread(wr.as_fd()).map_err(write_err)?;
     let free = capacity.saturating_sub(queued);
     if line.len() > free {
         return Err(NotifyError::Full {
@@ -299,40 +301,13 @@ fn write_all(wr: &OwnedFd, data: &[u8]) -> io::Result<()> {
 /// Queues `signo` to process `pid` with sigqueue(3), `si_value.sival_int = count` (the number
 /// of broken connections, for `--notify-signal`). `si_code` is SI_QUEUE.
 pub fn queue_signal(pid: Pid, signo: i32, count: i32) -> Result<(), NotifyError> {
-    sys::sigqueue(pid.as_raw(), signo, count).map_err(|source| NotifyError::Signal {
+    crate::sys::signal::sigqueue(pid, signo, count).map_err(|source| NotifyError::Signal {
         pid,
         signo,
         source,
     })
 }
 
-/// The raw calls of this module.
-mod sys {
-    use super::*;
-
-    /// Bytes queued in the pipe behind `fd` (FIONREAD).
-    pub(super) fn fionread(fd: BorrowedFd<'_>) -> io::Result<usize> {
-        let mut n: libc::c_int = 0;
-        // SAFETY: FIONREAD writes one int into our local.
-        if unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut n) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(usize::try_from(n).unwrap_or(0))
-    }
-
-    /// sigqueue(3) with an int payload.
-    pub(super) fn sigqueue(pid: libc::pid_t, signo: i32, value: i32) -> io::Result<()> {
-        // sival_int and sival_ptr share their low bytes (x86_64 is little-endian).
-        let val = libc::sigval {
-            sival_ptr: value as u32 as usize as *mut libc::c_void,
-        };
-        // SAFETY: sigqueue takes plain values; the pointer in `val` is never dereferenced.
-        if unsafe { libc::sigqueue(pid, signo, val) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
-    }
-}
 
 /// The image record of a resume channel (`TaskCore.resume_channel`).
 pub(crate) fn channel_record(l: &ListenerRef) -> cryo_proto::image::ResumeChannel {
@@ -354,7 +329,7 @@ pub(crate) fn channel_from_record(c: &cryo_proto::image::ResumeChannel) -> Liste
 mod tests {
     use super::*;
     use cryo_resume::MARKER_PREFIX;
-    use std::os::fd::IntoRawFd;
+    use std::os::fd::{AsRawFd, IntoRawFd};
 
     /// A channel made by hand, following the documented convention.
     struct Channel {

@@ -6,9 +6,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use cryo_core::dump::{dump, DumpOptions, DumpSummary};
-use cryo_core::restore::{restore, RestoreOptions, Restored};
 use cryo_core::Pid;
+use cryo_core::{dump, DumpOptions, DumpSummary};
+use cryo_core::{restore, RestoreOptions, Restored};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 
@@ -26,13 +26,11 @@ impl Engine {
     /// connections included.
     pub(crate) fn dump(self, pid: Pid, images: &Path) -> anyhow::Result<DumpSummary> {
         match self {
-            Self::Cryo => dump(&DumpOptions {
-                pids: vec![pid],
-                images_dir: images.to_path_buf(),
-                tcp_established: true,
-                ..Default::default()
-            })
-            .map_err(Into::into),
+            Self::Cryo => {
+                let mut opts = DumpOptions::new(vec![pid], images);
+                opts.tcp_established = true;
+                dump(&opts).map_err(Into::into)
+            }
             Self::Rehearsal => {
                 let start = Instant::now();
                 kill(pid, Signal::SIGSTOP).context("SIGSTOP")?;
@@ -55,12 +53,11 @@ impl Engine {
     /// this process's child again.
     pub(crate) fn restore(self, pid: Pid, images: &Path) -> anyhow::Result<Restored> {
         match self {
-            Self::Cryo => restore(&RestoreOptions {
-                images_dir: images.to_path_buf(),
-                detach: true,
-                ..Default::default()
-            })
-            .map_err(Into::into),
+            Self::Cryo => {
+                let mut opts = RestoreOptions::new(images);
+                opts.detach = true;
+                restore(&opts).map_err(Into::into)
+            }
             Self::Rehearsal => {
                 let start = Instant::now();
                 kill(pid, Signal::SIGCONT).context("SIGCONT")?;

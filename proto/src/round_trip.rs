@@ -153,6 +153,8 @@ every_message!(
     Rseq,
     X86Regs,
     ThreadCore,
+    ThreadSecurity,
+    SeccompFilter,
     FdEntry,
     TaskCore,
     ITimer,

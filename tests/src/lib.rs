@@ -850,6 +850,27 @@ impl Workload {
         cmdline.windows(dir.len()).any(|w| w == dir)
     }
 
+    /// SIGKILLs every process whose command line names this workload's dir.
+    fn kill_every_process_of_ours(&self) {
+        let dir = self.dir().as_os_str().as_bytes().to_vec();
+        let Ok(entries) = fs::read_dir("/proc") else {
+            return;
+        };
+        for pid in entries
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        {
+            let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) else {
+                continue;
+            };
+            if cmdline.windows(dir.len()).any(|w| w == dir.as_slice()) {
+                if let Ok(p) = Pidfd::open(pid) {
+                    let _ = p.signal(libc::SIGKILL);
+                }
+            }
+        }
+    }
+
     fn kill_if_ours(&self) {
         if self.pid_is_ours() {
             if let Ok(p) = Pidfd::open(self.pid) {
@@ -909,6 +930,9 @@ impl Drop for Workload {
         // Whatever else runs under our pid from our dir (a restore that was
         // refused too late, say) goes too.
         self.kill_if_ours();
+        // And every process the workload forked (its children carry its command line, our
+        // dir in it): killing a restored root leaves them to init otherwise.
+        self.kill_every_process_of_ours();
     }
 }
 

@@ -198,7 +198,7 @@ fn leave_running_keeps_the_connection_and_removes_the_lock() {
     w.kill_original();
 }
 
-/// The lock id a dump into `img` uses (see cryo_core::dump::lock_id_for).
+/// The lock id a dump into `img` uses (see cryo_core::lock_id_for).
 fn cryo_core_lock_id(img: &Path) -> String {
     let abs = std::fs::canonicalize(img).unwrap();
     let bytes = abs.as_os_str().as_encoded_bytes();

@@ -72,7 +72,7 @@ fn wait_state(w: &Workload, i: usize, state: &str) {
     }
 }
 
-/// The lock id a dump into `img` uses (see cryo_core::dump::lock_id_for).
+/// The lock id a dump into `img` uses (see cryo_core::lock_id_for).
 fn lock_id(img: &Path) -> String {
     let abs = std::fs::canonicalize(img).unwrap_or_else(|_| img.to_path_buf());
     let bytes = abs.as_os_str().as_encoded_bytes();

@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use cryo_core::dump::{dump, DumpOptions};
 use cryo_core::Pid;
+use cryo_core::{dump, DumpOptions};
 
 use super::{mib, ms, pid_list};
 
@@ -49,15 +49,14 @@ pub struct Args {
 impl Args {
     /// The engine's options for these arguments.
     pub fn options(&self) -> DumpOptions {
-        DumpOptions {
-            pids: self.pids.iter().copied().map(Pid::from_raw).collect(),
-            images_dir: self.images_dir.clone(),
-            leave_running: self.leave_running,
-            shell_job: self.shell_job,
-            tcp_established: self.tcp_established,
-            action_script: self.action_script.script(),
-            ext_unix_sk: self.ext_unix_sk,
-        }
+        let pids = self.pids.iter().copied().map(Pid::from_raw).collect();
+        let mut opts = DumpOptions::new(pids, self.images_dir.clone());
+        opts.leave_running = self.leave_running;
+        opts.shell_job = self.shell_job;
+        opts.tcp_established = self.tcp_established;
+        opts.action_script = self.action_script.script();
+        opts.ext_unix_sk = self.ext_unix_sk;
+        opts
     }
 }
 

@@ -15,7 +15,7 @@ pub struct Args {
 
 /// Kills them; prints what was done.
 pub fn run(args: Args) -> anyhow::Result<i32> {
-    let retired = cryo_core::retire::kill_left_running(&args.images_dir)
+    let retired = cryo_core::kill(&args.images_dir)
         .with_context(|| format!("kill the processes of {}", args.images_dir.display()))?;
     println!("killed {}", super::pid_list(&retired.pids));
     if !retired.network_lock.is_empty() {

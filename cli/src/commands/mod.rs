@@ -25,7 +25,7 @@ pub struct ActionScriptArgs {
     #[arg(
         long,
         value_name = "SECS",
-        default_value_t = cryo_core::hooks::DEFAULT_TIMEOUT.as_secs(),
+        default_value_t = cryo_core::DEFAULT_HOOK_TIMEOUT.as_secs(),
         requires = "action_script"
     )]
     action_script_timeout: u64,
@@ -33,9 +33,9 @@ pub struct ActionScriptArgs {
 
 impl ActionScriptArgs {
     /// The engine's form: the path made absolute (it runs from wherever cryo runs).
-    pub fn script(&self) -> Option<cryo_core::hooks::ActionScript> {
+    pub fn script(&self) -> Option<cryo_core::ActionScript> {
         let path = self.action_script.as_ref()?;
-        Some(cryo_core::hooks::ActionScript {
+        Some(cryo_core::ActionScript {
             path: std::path::absolute(path).unwrap_or_else(|_| path.clone()),
             timeout: (self.action_script_timeout > 0)
                 .then(|| Duration::from_secs(self.action_script_timeout)),

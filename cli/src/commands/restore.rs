@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use cryo_core::restore::{restore, RestoreOptions};
+use cryo_core::{restore, RestoreOptions};
 
 use super::{ms, pid_list};
 
@@ -52,16 +52,15 @@ pub struct Args {
 impl Args {
     /// The engine's options for these arguments.
     pub fn options(&self) -> RestoreOptions {
-        RestoreOptions {
-            images_dir: self.images_dir.clone(),
-            detach: self.detach,
-            pidns: self.pidns,
-            netns: self.netns,
-            tcp_close: self.tcp_close,
-            action_script: self.action_script.script(),
-            peer_timeout: Some(self.peer_timeout),
-            notify_signal: self.notify_signal,
-        }
+        let mut opts = RestoreOptions::new(self.images_dir.clone());
+        opts.detach = self.detach;
+        opts.pidns = self.pidns;
+        opts.netns = self.netns;
+        opts.tcp_close = self.tcp_close;
+        opts.action_script = self.action_script.script();
+        opts.peer_timeout = Some(self.peer_timeout);
+        opts.notify_signal = self.notify_signal;
+        opts
     }
 }
 

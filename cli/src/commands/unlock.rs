@@ -14,7 +14,7 @@ pub struct Args {
 
 /// Removes the lock; prints what was done.
 pub fn run(args: Args) -> anyhow::Result<i32> {
-    let (id, found) = cryo_core::dump::unlock(&args.images_dir)
+    let (id, found) = cryo_core::unlock(&args.images_dir)
         .with_context(|| format!("unlock {}", args.images_dir.display()))?;
     if found {
         println!("network lock {id} removed");

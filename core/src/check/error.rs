@@ -51,6 +51,12 @@ impl From<crate::error::Error> for Cause {
     }
 }
 
+impl From<crate::proc::ProcError> for Cause {
+    fn from(e: crate::proc::ProcError) -> Self {
+        Cause::Engine(Box::new(e.into()))
+    }
+}
+
 impl From<cryo_tcp_repair::TcpRepairError> for Cause {
     fn from(e: cryo_tcp_repair::TcpRepairError) -> Self {
         Cause::TcpRepair(Box::new(e))

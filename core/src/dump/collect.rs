@@ -9,7 +9,7 @@ use crate::freeze::FrozenTask;
 use crate::image::ImageDir;
 use crate::remote::{Remote, Scratch};
 use crate::sockets::SocketDump;
-use crate::task::{attrs, process as task, signals, threads, timers};
+use crate::task::{attrs, process as task, security, signals, threads, timers};
 use crate::{memory, proc};
 
 /// A task's core and memory images.
@@ -32,19 +32,19 @@ pub(super) fn collect(
     let mut core = task::dump(pid, stat)?;
     let mut process_attrs = attrs::dump_process(pid)?;
     for &tid in frozen.tids() {
+        let dump = |remote: &Remote, process: Option<&mut _>| -> Result<_> {
+            let mut thread = threads::dump_thread(tid, remote, scratch, process)?;
+            thread.security = Some(security::dump_thread(pid, remote)?);
+            Ok(thread)
+        };
         if tid == pid {
-            core.threads.push(threads::dump_thread(
-                tid,
-                remote,
-                scratch,
-                Some(&mut process_attrs),
-            )?);
+            core.threads.push(dump(remote, Some(&mut process_attrs))?);
             continue;
         }
         // Other threads run their calls from the scratch page, not from their own code.
         let thread = Remote::at_site(tid, scratch.site())
             .map_err(|e| Error::sys(tid, "take the thread", e))?;
-        let dumped = threads::dump_thread(tid, &thread, scratch, None);
+        let dumped = dump(&thread, None);
         thread
             .release()
             .map_err(|e| Error::sys(tid, "put the thread back", e))?;
@@ -53,6 +53,7 @@ pub(super) fn collect(
     core.attrs = Some(process_attrs);
     // Whatever a restore would refuse, the dump refuses first.
     attrs::refuse_unrestorable(pid, &core)?;
+    security::check_task(pid, &core.threads)?;
     core.sigactions = signals::dump_actions(pid, remote, scratch)?;
     core.itimers = timers::dump_itimers(pid, remote, scratch)?;
     core.posix_timers = timers::dump_posix(pid, remote, scratch)?;

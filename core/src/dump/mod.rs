@@ -39,8 +39,10 @@ use crate::sockets::{SocketDump, SocketDumpOptions};
 use crate::task::process as task;
 use crate::{memory, proc};
 
-/// What `cryo dump` was asked to do.
+/// What `cryo dump` was asked to do: [`DumpOptions::new`], then set the fields that differ
+/// from their defaults (more may come, so the struct cannot be built literally outside).
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct DumpOptions {
     /// The root pids (-t).
     pub pids: Vec<Pid>,
@@ -57,6 +59,18 @@ pub struct DumpOptions {
     /// Accept unix sockets whose peer is outside the dump (`--ext-unix-sk`): they are
     /// restored as broken connections.
     pub ext_unix_sk: bool,
+}
+
+impl DumpOptions {
+    /// A dump of the trees rooted at `pids` into `images_dir`, every option at its default
+    /// (the processes killed once dumped, no terminal, no TCP connections, no script).
+    pub fn new(pids: Vec<Pid>, images_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            pids,
+            images_dir: images_dir.into(),
+            ..Self::default()
+        }
+    }
 }
 
 /// What a dump did, for the command line to print.
@@ -84,6 +98,7 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpSummary> {
     let mut hooks = Hooks::new(opts.action_script.as_ref(), images.path());
     let result = hooks
         .run(Stage::PreDump, &opts.pids)
+        .map_err(Error::from)
         // The script may have changed the trees (stopped a worker, say): look again.
         .and_then(|()| match opts.action_script {
             Some(_) => resolve_trees(&opts.pids),

@@ -15,8 +15,8 @@ use tracing::debug;
 
 use super::error::changed;
 use super::inspect::OpenFd;
-use super::kind::{Checking, Dumping, FileKind, Opened, Seen};
-use super::place::{open_flags, set_async, Opening};
+use super::kind::{Checking, Dumping, FileKind, Opened, Seen, Opening};
+use super::open::{open_flags, set_async};
 use super::{restore_err, FileError};
 
 /// Character devices other than the shell job's terminal.

@@ -19,9 +19,10 @@ use std::os::fd::{AsFd, RawFd};
 use cryo_proto::image::{file_desc::Kind, Epoll, EpollTarget, FdEntry, FileDesc};
 
 use super::inspect::{fdinfo, OpenFd};
-use super::kind::{Dumping, FileKind, Opened};
-use super::place::{above, place_at, Opening};
-use super::{restore_err, sys, FileError};
+use super::kind::{Dumping, FileKind, Opened, Opening};
+use super::open::{above, place_at};
+use super::{restore_err, FileError};
+use crate::sys;
 
 /// epoll instances, made once every other fd of the task is at its number.
 pub(super) struct Epolls;
@@ -107,7 +108,7 @@ fn dump(open: &OpenFd) -> Result<Epoll, FileError> {
                 t.tfd
             )));
         }
-        match sys::kcmp_epoll_target(open.pid, t.tfd, open.fd, t.tfd) {
+        match sys::kcmp::kcmp_epoll_target(open.pid, t.tfd, open.fd, t.tfd) {
             Ok(true) => {}
             Ok(false) => {
                 return Err(open.dump_err(format!(
@@ -174,10 +175,10 @@ fn place_all(
             });
         };
         let (desc, ep) = *pending.swap_remove(i);
-        let fd = sys::epoll_create().map_err(|e| restore_err(desc, "epoll_create1", e))?;
+        let fd = sys::epoll::epoll_create().map_err(|e| restore_err(desc, "epoll_create1", e))?;
         let fd = above(desc, fd, min_high)?;
         for t in &ep.targets {
-            sys::epoll_add(fd.as_fd(), t.tfd, t.events, t.data).map_err(|e| {
+            sys::epoll::epoll_add(fd.as_fd(), t.tfd, t.events, t.data).map_err(|e| {
                 restore_err(
                     desc,
                     format!("epoll_ctl ADD fd {} events {:#x}", t.tfd, t.events),

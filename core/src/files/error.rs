@@ -3,7 +3,7 @@
 
 use std::io;
 use std::os::fd::RawFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use cryo_proto::image::FileDesc;
 use nix::unistd::Pid;
@@ -206,5 +206,20 @@ pub(crate) fn changed(desc: &FileDesc, detail: impl Into<String>) -> FileError {
         id: desc.id,
         what: super::describe(desc),
         detail: detail.into(),
+    }
+}
+
+/// The error of step `step` on mapping `link` (/proc/PID/map_files/START-END) of `pid`.
+pub(crate) fn mapped_step(
+    pid: Pid,
+    link: &Path,
+    step: &'static str,
+) -> impl FnOnce(io::Error) -> FileError {
+    let link = link.to_owned();
+    move |source| FileError::MappedStep {
+        pid,
+        link,
+        step,
+        source,
     }
 }

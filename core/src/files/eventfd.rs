@@ -11,9 +11,10 @@ use std::os::fd::{AsFd, OwnedFd};
 use cryo_proto::image::{file_desc::Kind, EventFd, FileDesc};
 
 use super::inspect::{fdinfo, field, required, OpenFd};
-use super::kind::{Dumping, FileKind, Opened};
-use super::place::{create_flags, Opening};
-use super::{restore_err, sys, FileError};
+use super::kind::{Dumping, FileKind, Opened, Opening};
+use super::open::create_flags;
+use super::{restore_err, FileError};
+use crate::sys;
 
 /// eventfd instances.
 pub(super) struct EventFds;
@@ -64,9 +65,9 @@ fn dump(open: &OpenFd) -> Result<EventFd, FileError> {
 /// Recreates an eventfd.
 fn open(desc: &FileDesc, ev: &EventFd) -> Result<OwnedFd, FileError> {
     let sem = if ev.semaphore { libc::EFD_SEMAPHORE } else { 0 };
-    let fd = sys::eventfd(create_flags(desc) | sem).map_err(|e| restore_err(desc, "eventfd", e))?;
+    let fd = sys::eventfd::eventfd(create_flags(desc) | sem).map_err(|e| restore_err(desc, "eventfd", e))?;
     if ev.count != 0 {
-        sys::eventfd_add(fd.as_fd(), ev.count).map_err(|e| {
+        sys::eventfd::eventfd_add(fd.as_fd(), ev.count).map_err(|e| {
             restore_err(desc, format!("set the eventfd counter to {}", ev.count), e)
         })?;
     }

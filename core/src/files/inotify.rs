@@ -24,9 +24,9 @@ use nix::fcntl::{FcntlArg, OFlag};
 use nix::sys::stat::Mode;
 
 use super::inspect::{fdinfo, OpenFd};
-use super::kind::{Dumping, FileKind, Opened};
-use super::place::Opening;
-use super::{restore_err, sys, FileError};
+use super::kind::{Dumping, FileKind, Opened, Opening};
+use super::{restore_err, FileError};
+use crate::sys;
 
 /// inotify instances.
 pub(super) struct Inotifies;
@@ -145,7 +145,7 @@ fn resolve(open: &OpenFd, w: &WatchLine) -> Result<String, FileError> {
                 continue;
             }
         };
-        let fd = match sys::open_by_handle(mount.as_fd(), w.handle_type, &w.handle) {
+        let fd = match sys::inotify::open_by_handle(mount.as_fd(), w.handle_type, &w.handle) {
             Ok(fd) => fd,
             Err(e) => {
                 last_err = format!("open_by_handle_at on mount {mp}: {e}");
@@ -188,7 +188,7 @@ fn dump(open: &OpenFd) -> Result<Inotify, FileError> {
 
 /// Recreates an inotify instance with its watches at their wds.
 fn open(desc: &FileDesc, ino: &Inotify) -> Result<OwnedFd, FileError> {
-    let fd = sys::inotify_init(libc::IN_CLOEXEC | libc::IN_NONBLOCK)
+    let fd = sys::inotify::inotify_init(libc::IN_CLOEXEC | libc::IN_NONBLOCK)
         .map_err(|e| restore_err(desc, "inotify_init1", e))?;
     let invalid = |detail: String| FileError::Invalid {
         id: desc.id,
@@ -202,13 +202,13 @@ fn open(desc: &FileDesc, ino: &Inotify) -> Result<OwnedFd, FileError> {
     let mut skipped = 0;
     for w in &ino.watches {
         while next < w.wd {
-            let gap = sys::inotify_add_watch(
+            let gap = sys::inotify::inotify_add_watch(
                 fd.as_fd(),
                 placeholder,
                 libc::IN_ACCESS | libc::IN_MASK_CREATE,
             )
             .map_err(|e| restore_err(desc, format!("placeholder watch on {placeholder}"), e))?;
-            sys::inotify_rm_watch(fd.as_fd(), gap)
+            sys::inotify::inotify_rm_watch(fd.as_fd(), gap)
                 .map_err(|e| restore_err(desc, "inotify_rm_watch", e))?;
             next = gap + 1;
             skipped += 1;
@@ -216,7 +216,7 @@ fn open(desc: &FileDesc, ino: &Inotify) -> Result<OwnedFd, FileError> {
                 return Err(invalid(format!("wd {} is too far to reach", w.wd)));
             }
         }
-        let got = sys::inotify_add_watch(fd.as_fd(), &w.path, w.mask)
+        let got = sys::inotify::inotify_add_watch(fd.as_fd(), &w.path, w.mask)
             .map_err(|e| restore_err(desc, format!("inotify_add_watch {}", w.path), e))?;
         if got != w.wd {
             return Err(invalid(format!(

@@ -1,5 +1,7 @@
-//! The contract of one kind of open file (dump, validate, open, describe) and the registry
-//! that maps each `FileDesc.kind` variant, and each fd met at dump, to its implementation.
+//! The contract of one kind of open file (dump, validate, open, describe) and the contexts a
+//! kind is handed (Dumping, Checking, Opening, MapOpen, KindState). The kinds import this and
+//! open.rs; the registry (registry.rs) imports the kinds; the orchestrators (table.rs,
+//! validate.rs, place.rs) dispatch through the registry, so no kind imports them back.
 //!
 //! Adding a kind of file takes exactly three things, and nothing else in files/, show/ or
 //! the pipelines names a kind:
@@ -8,7 +10,7 @@
 //! 2. one module in files/ whose unit type implements [`FileKind`] for that message
 //!    (`record` picks its variant, `claims` recognises its fds, then dump, validate, open,
 //!    describe);
-//! 3. one line in [`KINDS`].
+//! 3. one line in `KINDS` (registry.rs).
 //!
 //! ```text
 //! dump      table.rs   classify the fd (link, stat) -> Seen -> the kind that claims it
@@ -24,7 +26,7 @@
 //! descriptions of one restore call, keeps it in [`KindState`] under a type of its own.
 
 use std::any::{Any, TypeId};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::PathBuf;
@@ -32,11 +34,9 @@ use std::path::PathBuf;
 use cryo_proto::image::{file_desc::Kind, FdEntry, FileDesc};
 
 use super::inspect::{InodeKey, OpenFd};
-use super::place::Opening;
-use super::{
-    devices, epoll, eventfd, inotify, memfd, pipes, regular, shmem, signalfd, sys, timerfd, tty,
-    FileError,
-};
+use super::open::{above, place_at, FdRestoreOptions};
+use super::{FileError, UnixLinks};
+use crate::sys;
 use crate::image::ImageDir;
 
 /// One kind of open file, on the model of firecracker's `Persist`: saved from the fd to its
@@ -76,7 +76,7 @@ pub(crate) trait FileKind: Sync + 'static {
     /// Restore: the descriptions this kind answered [`Opened::Together`] for, opened at once
     /// (into `cx`, see [`Opening::hold`]).
     fn open_together(&self, descs: &[&FileDesc], _cx: &mut Opening<'_>) -> Result<(), FileError> {
-        Err(not_here(descs, "opened one by one"))
+        Err(not_here(self, descs, "opened one by one"))
     }
 
     /// Restore: the descriptions this kind answered [`Opened::AfterPlacement`] for, made and
@@ -88,7 +88,7 @@ pub(crate) trait FileKind: Sync + 'static {
         _fds: &[FdEntry],
         _min_high: RawFd,
     ) -> Result<(), FileError> {
-        Err(not_here(descs, "placed with the others"))
+        Err(not_here(self, descs, "placed with the others"))
     }
 
     /// Whether a process that does not hold it (or cryo itself) can open it and hand it
@@ -120,7 +120,7 @@ pub(crate) trait FileKind: Sync + 'static {
             id: desc.id,
             detail: format!(
                 "{} cannot be mapped: not a regular file",
-                super::describe(desc)
+                self.describe(desc, _rec)
             ),
         })
     }
@@ -152,8 +152,9 @@ pub(crate) enum Opened {
     Elsewhere,
 }
 
-/// The error for a description handed to a step its kind does not take part in.
-fn not_here(descs: &[&FileDesc], how: &str) -> FileError {
+/// The error for a description of kind `kind` handed to a step the kind does not take part
+/// in.
+fn not_here<K: FileKind + ?Sized>(kind: &K, descs: &[&FileDesc], how: &str) -> FileError {
     let id = descs.first().map_or(0, |d| d.id);
     FileError::Invalid {
         id,
@@ -161,8 +162,16 @@ fn not_here(descs: &[&FileDesc], how: &str) -> FileError {
             "{} is {how}",
             descs
                 .first()
-                .map_or("no file".into(), |d| super::describe(d))
+                .map_or("no file".into(), |d| describe_own(kind, d))
         ),
+    }
+}
+
+/// Description `desc` of kind `kind` in words ([`FileKind::describe`]).
+fn describe_own<K: FileKind + ?Sized>(kind: &K, desc: &FileDesc) -> String {
+    match record::<K>(desc) {
+        Ok(rec) => kind.describe(desc, rec),
+        Err(_) => "no kind".into(),
     }
 }
 
@@ -243,7 +252,7 @@ pub(crate) fn task_pidfd<'p>(
 ) -> Result<BorrowedFd<'p>, FileError> {
     if slot.is_none() {
         let pid = open.pid;
-        let fd = sys::pidfd_open(pid).map_err(|e| {
+        let fd = sys::pidfd::pidfd_open(pid).map_err(|e| {
             open.inspect_err("pidfd_open", PathBuf::from(format!("/proc/{pid}")), e)
         })?;
         *slot = Some(fd);
@@ -281,6 +290,80 @@ impl<'a> Checking<'a> {
     }
 }
 
+/// One restore call's work in progress, as the kinds see it: what is open so far, above
+/// every target number, and where.
+pub(crate) struct Opening<'a> {
+    /// The image directory (ghost and memfd contents).
+    pub images: &'a ImageDir,
+    /// How fds are restored (shared objects, the terminal, --tcp-close).
+    pub opts: &'a FdRestoreOptions,
+    /// The unix sockets made together.
+    pub links: &'a UnixLinks,
+    /// What the kinds keep for this call (recreated ghosts, memfds): dropped before placing,
+    /// since its fds may sit on target numbers.
+    pub state: KindState,
+    /// The descriptions open so far, at or above `min_high`.
+    pub(super) opened: HashMap<u32, OwnedFd>,
+    /// Above every target number.
+    min_high: RawFd,
+    /// The fds of the task using each description.
+    uses: HashMap<u32, Vec<&'a FdEntry>>,
+    /// Target numbers already placed.
+    pub(super) placed: HashSet<RawFd>,
+}
+
+impl<'a> Opening<'a> {
+    /// A fresh restore call: `fds` are the task's targets, `min_high` above every one.
+    pub(super) fn new(
+        images: &'a ImageDir,
+        opts: &'a FdRestoreOptions,
+        links: &'a UnixLinks,
+        fds: &'a [FdEntry],
+        min_high: RawFd,
+    ) -> Self {
+        let mut uses: HashMap<u32, Vec<&FdEntry>> = HashMap::new();
+        for e in fds {
+            uses.entry(e.file_id).or_default().push(e);
+        }
+        Self {
+            images,
+            opts,
+            links,
+            state: KindState::default(),
+            opened: HashMap::new(),
+            min_high,
+            uses,
+            placed: HashSet::new(),
+        }
+    }
+
+    /// Holds `fd`, open for `desc`, above every target number until placing.
+    pub(crate) fn hold(&mut self, desc: &FileDesc, fd: OwnedFd) -> Result<(), FileError> {
+        let fd = above(desc, fd, self.min_high)?;
+        self.opened.insert(desc.id, fd);
+        Ok(())
+    }
+
+    /// Puts `fd`, open for `desc`, at the number of the one fd that uses it when that number
+    /// is free and nothing carries `desc` in flight (a server with thousands of connections
+    /// then never holds twice as many fds); else holds it.
+    pub(crate) fn place_or_hold(&mut self, desc: &FileDesc, fd: OwnedFd) -> Result<(), FileError> {
+        match self.uses.get(&desc.id).map(Vec::as_slice) {
+            Some([e]) if e.fd > 2 && !sys::fd::fd_is_open(e.fd) && !self.links.is_carried(desc.id) => {
+                place_at(fd.as_fd(), e)?;
+                self.placed.insert(e.fd);
+                Ok(())
+            }
+            _ => self.hold(desc, fd),
+        }
+    }
+
+    /// How many target numbers [`Self::place_or_hold`] placed.
+    pub(crate) fn placed(&self) -> usize {
+        self.placed.len()
+    }
+}
+
 /// Restore side: how a mapping wants its object opened.
 pub(crate) struct MapOpen<'a> {
     /// O_RDWR, else O_RDONLY.
@@ -313,8 +396,8 @@ impl std::fmt::Debug for KindState {
     }
 }
 
-/// The object-safe face of [`FileKind`], which the registry holds: each call finds the
-/// record of the description's variant and hands it to the kind.
+/// The object-safe face of [`FileKind`], which the registry (registry.rs) holds: each call
+/// finds the record of the description's variant and hands it to the kind.
 pub(crate) trait AnyKind: Sync {
     /// Whether `kind` is this kind's variant.
     fn owns(&self, kind: &Kind) -> bool;
@@ -352,7 +435,7 @@ pub(crate) trait AnyKind: Sync {
 }
 
 /// The record of `desc` for kind `K` (the registry only hands a kind its own descriptions).
-fn record<K: FileKind>(desc: &FileDesc) -> Result<&K::Record, FileError> {
+fn record<K: FileKind + ?Sized>(desc: &FileDesc) -> Result<&K::Record, FileError> {
     desc.kind
         .as_ref()
         .and_then(K::record)
@@ -402,10 +485,7 @@ impl<K: FileKind> AnyKind for K {
         FileKind::open_for_mapping(self, desc, record::<K>(desc)?, to)
     }
     fn describe(&self, desc: &FileDesc) -> String {
-        match record::<K>(desc) {
-            Ok(rec) => FileKind::describe(self, desc, rec),
-            Err(_) => "no kind".into(),
-        }
+        describe_own(self, desc)
     }
     fn show(&self, desc: &FileDesc, flags: &str) -> String {
         match record::<K>(desc) {
@@ -417,119 +497,6 @@ impl<K: FileKind> AnyKind for K {
         match record::<K>(desc) {
             Ok(rec) => FileKind::name(self, desc, rec),
             Err(_) => format!("file {}", desc.id),
-        }
-    }
-}
-
-/// Every kind of file cryo dumps and restores. Order matters at dump only: the first kind
-/// that claims an fd gets it (the shell job's terminal before other character devices).
-pub(crate) static KINDS: &[&dyn AnyKind] = &[
-    &regular::Regular,
-    &regular::Directory,
-    &pipes::Pipes,
-    &tty::ShellJobTerminal,
-    &devices::CharDevice,
-    &eventfd::EventFds,
-    &timerfd::TimerFds,
-    &signalfd::SignalFds,
-    &epoll::Epolls,
-    &inotify::Inotifies,
-    &memfd::Memfds,
-    &shmem::SharedAnon,
-    &crate::sockets::kind::Sockets,
-];
-
-/// The place in [`KINDS`] of the kind of a record's variant.
-fn position(kind: &Kind) -> usize {
-    KINDS
-        .iter()
-        .position(|k| k.owns(kind))
-        .expect("every variant of FileDesc.kind has a line in KINDS")
-}
-
-/// The kind of a record's variant.
-pub(crate) fn of(kind: &Kind) -> &'static dyn AnyKind {
-    KINDS[position(kind)]
-}
-
-/// The kind of description `desc`; a record without a kind (a newer cryo's) is refused.
-pub(crate) fn of_desc(desc: &FileDesc) -> Result<&'static dyn AnyKind, FileError> {
-    position_of(desc).map(|(_, k)| k)
-}
-
-/// The kind of description `desc` and its place in [`KINDS`] (the order in which kinds that
-/// open their descriptions together do so); a record without a kind is refused.
-pub(crate) fn position_of(desc: &FileDesc) -> Result<(usize, &'static dyn AnyKind), FileError> {
-    let kind = desc.kind.as_ref().ok_or_else(|| FileError::Invalid {
-        id: desc.id,
-        detail: "record without a kind (written by a newer cryo?)".into(),
-    })?;
-    let at = position(kind);
-    Ok((at, KINDS[at]))
-}
-
-/// The sets of descriptions of `descs` that one process makes together, kind by kind.
-pub(crate) fn made_together(descs: &[FileDesc]) -> Vec<Vec<u32>> {
-    KINDS.iter().flat_map(|k| k.made_together(descs)).collect()
-}
-
-/// The kind that claims the fd `fd` is about, if one does.
-pub(crate) fn claiming(fd: &Dumping<'_>) -> Option<&'static dyn AnyKind> {
-    KINDS.iter().copied().find(|k| k.claims(fd))
-}
-
-/// A description in words, for messages: "regular file /x", "pipe:[123]"...
-pub fn describe(desc: &FileDesc) -> String {
-    match &desc.kind {
-        Some(kind) => of(kind).describe(desc),
-        None => "no kind".into(),
-    }
-}
-
-/// The line of `cryo show` for description `desc` opened with `flags` (in words).
-pub fn show_line(desc: &FileDesc, flags: &str) -> String {
-    match &desc.kind {
-        Some(kind) => of(kind).show(desc, flags),
-        None => format!("(file {} of unknown kind)  flags {flags}", desc.id),
-    }
-}
-
-/// What a mapping or the exe of a process names description `desc` by in `cryo show`.
-pub fn name(desc: &FileDesc) -> String {
-    match &desc.kind {
-        Some(kind) => of(kind).name(desc),
-        None => format!("file {} of unknown kind", desc.id),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use cryo_proto::image::{
-        Epoll, EventFd, Inotify, Memfd, Pipe, RegularFile, Shmem, SignalFd, Socket, TimerFd, Tty,
-    };
-
-    use super::*;
-
-    #[test]
-    fn every_variant_has_its_own_kind() {
-        let variants = [
-            Kind::Regular(RegularFile::default()),
-            Kind::Directory(RegularFile::default()),
-            Kind::Pipe(Pipe::default()),
-            Kind::Tty(Tty::default()),
-            Kind::CharDevice(String::new()),
-            Kind::Eventfd(EventFd::default()),
-            Kind::Timerfd(TimerFd::default()),
-            Kind::Signalfd(SignalFd::default()),
-            Kind::Epoll(Epoll::default()),
-            Kind::Inotify(Inotify::default()),
-            Kind::Memfd(Memfd::default()),
-            Kind::Shmem(Shmem::default()),
-            Kind::Socket(Socket::default()),
-        ];
-        for v in &variants {
-            let owners = KINDS.iter().filter(|k| k.owns(v)).count();
-            assert_eq!(owners, 1, "{v:?}");
         }
     }
 }

@@ -22,10 +22,12 @@ use cryo_proto::image::{file_desc::Kind, FileDesc, Memfd};
 use nix::sys::stat::Mode;
 use nix::unistd::{Pid, Whence};
 
+use super::error::mapped_step;
 use super::inspect::{InodeKey, OpenFd};
-use super::kind::{Checking, Dumping, FileKind, KindState, MapOpen, Opened, Seen};
-use super::place::{open_flags, set_async, Opening};
-use super::{restore_err, shmem, sys, FileError};
+use super::kind::{Checking, Dumping, FileKind, KindState, MapOpen, Opened, Seen, Opening};
+use super::open::{open_flags, set_async};
+use super::{restore_err, shmem, FileError};
+use crate::sys;
 use crate::image::ImageDir;
 
 /// memfds (not hugetlb ones).
@@ -121,7 +123,7 @@ fn record(
     if fs_type.filesystem_type().0 as i64 == HUGETLBFS_MAGIC {
         return Err(Failure::Hugetlb);
     }
-    let seals = sys::get_seals(file.as_fd()).map_err(|e| Failure::Step("F_GET_SEALS", e))?;
+    let seals = sys::memfd::get_seals(file.as_fd()).map_err(|e| Failure::Step("F_GET_SEALS", e))?;
     let (contents, extents) = shmem::save_extents(&file, meta.size(), image_name(id), images)
         .map_err(|e| Failure::Step("save the memfd contents", e))?;
     let m = Memfd {
@@ -171,7 +173,7 @@ pub(super) fn dump_mapped(
             link: link.to_owned(),
             detail: "hugetlb memfd is not supported yet".into(),
         },
-        Failure::Step(step, e) => super::table::mapped_step(pid, link, step)(e),
+        Failure::Step(step, e) => mapped_step(pid, link, step)(e),
     })
 }
 
@@ -248,7 +250,7 @@ pub(super) fn recreate(
     images: &ImageDir,
     seal: bool,
 ) -> Result<OwnedFd, FileError> {
-    let fd = sys::memfd_create(&m.name, libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)
+    let fd = sys::memfd::memfd_create(&m.name, libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)
         .map_err(|e| restore_err(desc, "memfd_create", e))?;
     let raw = m.contents.as_ref().ok_or_else(|| FileError::Invalid {
         id: desc.id,
@@ -278,7 +280,7 @@ pub(super) fn recreate(
     file.set_permissions(fs::Permissions::from_mode(m.mode & 0o7777))
         .map_err(|e| restore_err(desc, "fchmod", e))?;
     if seal && m.seals != 0 {
-        sys::add_seals(file.as_fd(), m.seals)
+        sys::memfd::add_seals(file.as_fd(), m.seals)
             .map_err(|e| restore_err(desc, format!("F_ADD_SEALS {:#x}", m.seals), e))?;
     }
     Ok(file.into())

@@ -17,14 +17,20 @@
 //! ```
 //!
 //! ```text
-//!   error.rs     FileError
-//!   kind.rs      the contract of one kind (FileKind) and the registry of kinds (KINDS)
+//! top: the registry and the orchestrators that dispatch through it
+//!   registry.rs  every kind (KINDS) and the lookups by record variant or fd; describe
 //!   table.rs     dump: FileTable, the classification of an fd
 //!   validate.rs  restore, before any process exists: every record checked
 //!   place.rs     restore, in the child: descriptions opened and put at their numbers
-//!   inspect.rs   reading one fd of a task from outside (link, fdinfo, inode)
+//!   shared.rs    restore, in cryo: the shared memory objects of the tree (SharedObjects)
+//! middle: one kind each (FileKind), importing only the bottom (and devices.rs -> tty.rs)
 //!   regular.rs devices.rs pipes.rs tty.rs eventfd.rs timerfd.rs signalfd.rs epoll.rs
-//!   inotify.rs memfd.rs shmem.rs: one kind each (FileKind); sockets: crate::sockets::kind
+//!   inotify.rs memfd.rs shmem.rs; sockets: crate::sockets::kind
+//! bottom: what the kinds are given and use
+//!   kind.rs      the contract of one kind (FileKind) and the contexts it receives
+//!   open.rs      restore toolkit: Opening, FdRestoreOptions, open/create flags, fd moves
+//!   error.rs     FileError
+//!   inspect.rs   reading one fd of a task from outside (link, fdinfo, inode)
 //! ```
 //!
 //! eventfd, timerfd, signalfd (a module each), epoll (epoll.rs: restored last, once its targets
@@ -44,12 +50,14 @@ mod inotify;
 pub(crate) mod inspect;
 pub(crate) mod kind;
 mod memfd;
+pub(crate) mod open;
 mod pipes;
-pub(crate) mod place;
+mod place;
 mod regular;
+mod registry;
+mod shared;
 mod shmem;
 mod signalfd;
-pub(crate) mod sys;
 mod table;
 mod timerfd;
 pub mod tty;
@@ -59,11 +67,17 @@ pub use crate::sockets::UnixLinks;
 pub(crate) use error::restore_err;
 pub use error::FileError;
 pub use inspect::InodeKey;
-pub use kind::{describe, name, show_line};
+pub(crate) use open::above;
+pub use open::FdRestoreOptions;
 pub(crate) use place::{
-    above, can_hand_down, made_together, open_in_cryo, open_unix_pair_by_ids, restore_task_fds_with,
+    can_hand_down, made_together, open_in_cryo, open_unix_pair_by_ids, restore_task_fds_with,
 };
-pub use place::{open_for_mapping, open_for_mapping_with, restore_task_fds, FdRestoreOptions};
-pub use shmem::SharedObjects;
-pub use table::{same_description, FdDumpOptions, FileTable};
+#[cfg(any(test, feature = "internals"))]
+pub use place::{open_for_mapping, restore_task_fds};
+pub use place::open_for_mapping_with;
+pub use registry::{describe, name, show_line};
+pub use shared::SharedObjects;
+#[cfg(any(test, feature = "internals"))]
+pub use table::same_description;
+pub use table::{FdDumpOptions, FileTable};
 pub use validate::validate;

@@ -26,9 +26,9 @@ use tracing::debug;
 
 use super::error::changed;
 use super::inspect::{InodeKey, OpenFd};
-use super::kind::{task_pidfd, Checking, Dumping, FileKind, Opened, Seen};
-use super::place::Opening;
-use super::{restore_err, sys, FileError};
+use super::kind::{task_pidfd, Checking, Dumping, FileKind, Opened, Seen, Opening};
+use super::{restore_err, FileError};
+use crate::sys;
 
 /// Anonymous pipes and FIFOs: one description per end, the unread data once per pipe.
 pub(super) struct Pipes;
@@ -154,7 +154,7 @@ fn dump(
 ) -> Result<Pipe, FileError> {
     let readable = open.flags & libc::O_ACCMODE as u32 != libc::O_WRONLY as u32;
     let src = if readable {
-        sys::pidfd_getfd(pidfd, open.fd)
+        sys::pidfd::pidfd_getfd(pidfd, open.fd)
             .map_err(|e| open.inspect_err("pidfd_getfd", open.proc_path(), e))?
     } else {
         // Only a write end: a read end of the same pipe, opened anew, sees the same buffers.
@@ -184,7 +184,7 @@ fn dump(
 
 /// The bytes queued in the pipe `src` (a readable end), left in place.
 fn peek(src: &OwnedFd) -> io::Result<Vec<u8>> {
-    let queued = sys::fionread(src.as_fd())?;
+    let queued = sys::fd::fionread(src.as_fd())?;
     if queued == 0 {
         return Ok(Vec::new());
     }
@@ -331,7 +331,7 @@ fn open_fifo(
         return Err(changed(first, "is no longer a fifo"));
     }
     let (data, capacity) = data_and_capacity(group);
-    let queued = sys::fionread(holder.as_fd()).map_err(|e| restore_err(first, "FIONREAD", e))?;
+    let queued = sys::fd::fionread(holder.as_fd()).map_err(|e| restore_err(first, "FIONREAD", e))?;
     if queued == 0 {
         resize(first, &holder, capacity, data.len());
         refill(first, &holder, data, capacity)?;

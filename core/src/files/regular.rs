@@ -23,8 +23,8 @@ use nix::unistd::{Gid, Uid, Whence};
 use tracing::debug;
 
 use super::error::changed;
-use super::kind::{Checking, Dumping, FileKind, KindState, MapOpen, Opened, Seen};
-use super::place::{open_flags, set_async, Opening};
+use super::kind::{Checking, Dumping, FileKind, KindState, MapOpen, Opened, Seen, Opening};
+use super::open::{open_flags, set_async};
 use super::{restore_err, FileError, InodeKey};
 use crate::image::{names, ImageDir};
 

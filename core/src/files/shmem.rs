@@ -18,19 +18,19 @@
 //!          (F_SEAL_FUTURE_WRITE would refuse the writable shared mappings made before it)
 //! ```
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
 use cryo_proto::image::{file_desc::Kind, FileDesc, FileExtent, RawFileRef, Shmem};
 use nix::sys::stat::Mode;
-use tracing::debug;
 
-use super::kind::{Checking, Dumping, FileKind, MapOpen, Opened};
-use super::place::{open_flags, Opening};
-use super::{describe, memfd, restore_err, sys, FileError};
+use super::kind::{Checking, Dumping, FileKind, MapOpen, Opened, Opening};
+use super::open::open_flags;
+use super::{describe, restore_err, FileError};
+use crate::sys;
 use crate::image::ImageDir;
 
 /// Shared anonymous memory: mapped, never held by an fd (dumped by `FileTable::add_shmem`).
@@ -245,8 +245,8 @@ fn validate(desc: &FileDesc, s: &Shmem, images: &ImageDir) -> Result<(), FileErr
 /// New shared anonymous memory holding the contents of `s`: the shmem file of a fresh
 /// MAP_SHARED|MAP_ANONYMOUS mapping, opened through /proc/self/map_files (the kernel names
 /// it "/dev/zero (deleted)", as it did the original), then unmapped.
-fn create_anon(s: &Shmem, images: &ImageDir) -> io::Result<OwnedFd> {
-    let fd = sys::shmem_anon(s.size)?;
+pub(super) fn create_anon(s: &Shmem, images: &ImageDir) -> io::Result<OwnedFd> {
+    let fd = sys::memfd::shmem_anon(s.size)?;
     let file = File::from(fd);
     if let Some(raw) = &s.contents {
         write_extents(&file, raw, &s.extents, images)?;
@@ -255,92 +255,11 @@ fn create_anon(s: &Shmem, images: &ImageDir) -> io::Result<OwnedFd> {
 }
 
 /// The identity of a shared memory object in an image: the dumped inode number.
-fn object_of(desc: &FileDesc) -> Option<u64> {
+pub(super) fn object_of(desc: &FileDesc) -> Option<u64> {
     match &desc.kind {
         Some(Kind::Memfd(m)) => Some(m.ino),
         Some(Kind::Shmem(s)) => Some(s.ino),
         _ => None,
-    }
-}
-
-/// One object made by cryo for the restore.
-#[derive(Debug)]
-struct Object {
-    ino: u64,
-    fd: OwnedFd,
-    /// Memfd seals still to add (once every process is mapped).
-    seals: u32,
-    what: String,
-    id: u32,
-}
-
-/// The shared memory objects of a restore, made by cryo before the tree is forked.
-#[derive(Debug, Default)]
-pub struct SharedObjects {
-    objects: Vec<Object>,
-}
-
-impl SharedObjects {
-    /// Makes every memfd and shared anonymous memory object that description ids `used`
-    /// refer to (by an fd or a VMA), once per object, with its contents and size.
-    pub fn create(
-        descs: &[FileDesc],
-        used: &BTreeSet<u32>,
-        images: &ImageDir,
-    ) -> Result<Self, FileError> {
-        let mut objects: Vec<Object> = Vec::new();
-        for desc in descs.iter().filter(|d| used.contains(&d.id)) {
-            let Some(ino) = object_of(desc) else { continue };
-            if objects.iter().any(|o| o.ino == ino) {
-                continue;
-            }
-            let (fd, seals) = match &desc.kind {
-                Some(Kind::Memfd(m)) => (memfd::recreate(desc, m, images, false)?, m.seals),
-                Some(Kind::Shmem(s)) => (
-                    create_anon(s, images)
-                        .map_err(|e| restore_err(desc, "create the shared memory", e))?,
-                    0,
-                ),
-                _ => continue,
-            };
-            debug!(id = desc.id, ino, what = %describe(desc), "shared memory object made");
-            objects.push(Object {
-                ino,
-                fd,
-                seals,
-                what: describe(desc),
-                id: desc.id,
-            });
-        }
-        Ok(Self { objects })
-    }
-
-    /// How many objects there are.
-    pub fn len(&self) -> usize {
-        self.objects.len()
-    }
-
-    /// True when the image has none.
-    pub fn is_empty(&self) -> bool {
-        self.objects.is_empty()
-    }
-
-    /// (dumped inode, cryo's fd) of every object, in slot order.
-    pub fn fds(&self) -> impl Iterator<Item = (u64, RawFd)> + '_ {
-        self.objects.iter().map(|o| (o.ino, o.fd.as_raw_fd()))
-    }
-
-    /// Adds the memfd seals: once every process has made its mappings, before any runs.
-    pub fn seal(&self) -> Result<(), FileError> {
-        for o in self.objects.iter().filter(|o| o.seals != 0) {
-            sys::add_seals(o.fd.as_fd(), o.seals).map_err(|source| FileError::Restore {
-                id: o.id,
-                what: o.what.clone(),
-                op: format!("F_ADD_SEALS {:#x}", o.seals),
-                source,
-            })?;
-        }
-        Ok(())
     }
 }
 
@@ -391,7 +310,7 @@ mod tests {
 
     #[test]
     fn extents_skip_holes() {
-        let fd = sys::memfd_create("extents", libc::MFD_CLOEXEC).unwrap();
+        let fd = sys::memfd::memfd_create("extents", libc::MFD_CLOEXEC).unwrap();
         let file = File::from(fd);
         file.set_len(64 << 10).unwrap();
         file.write_all_at(b"a", 4096).unwrap();

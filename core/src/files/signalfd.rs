@@ -12,9 +12,10 @@ use std::os::fd::OwnedFd;
 use cryo_proto::image::{file_desc::Kind, FileDesc, SignalFd};
 
 use super::inspect::{fdinfo, required, OpenFd};
-use super::kind::{Dumping, FileKind, Opened};
-use super::place::{create_flags, Opening};
-use super::{restore_err, sys, FileError};
+use super::kind::{Dumping, FileKind, Opened, Opening};
+use super::open::create_flags;
+use super::{restore_err, FileError};
+use crate::sys;
 
 /// signalfd instances.
 pub(super) struct SignalFds;
@@ -60,5 +61,5 @@ fn dump(open: &OpenFd) -> Result<SignalFd, FileError> {
 
 /// Recreates a signalfd.
 fn open(desc: &FileDesc, s: &SignalFd) -> Result<OwnedFd, FileError> {
-    sys::signalfd(s.sigmask, create_flags(desc)).map_err(|e| restore_err(desc, "signalfd", e))
+    sys::signalfd::signalfd(s.sigmask, create_flags(desc)).map_err(|e| restore_err(desc, "signalfd", e))
 }

@@ -12,7 +12,6 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -21,9 +20,12 @@ use cryo_proto::image::{file_desc::Kind, FdEntry, FileDesc, Socket};
 use nix::unistd::Pid;
 use tracing::{debug, instrument};
 
+use super::error::mapped_step;
 use super::inspect::{self, InodeKey, Link, OpenFd};
-use super::kind::{self, Dumping, KindState, Seen};
-use super::{memfd, regular, shmem, sys, FileError};
+use super::kind::{Dumping, KindState, Seen};
+use super::registry;
+use super::{memfd, regular, shmem, FileError};
+use crate::sys;
 use crate::image::ImageDir;
 use crate::sockets::{self, kind as kind_socket};
 
@@ -89,7 +91,7 @@ impl FileTable {
         let raw = fd.as_raw_fd();
         let entry = self.dump_fd(me, &mut pidfd, raw, None, images, &FdDumpOptions::default())?;
         let desc = self.descs.iter().find(|d| d.id == entry.file_id);
-        if let Some(k) = desc.and_then(|d| d.kind.as_ref()).map(kind::of) {
+        if let Some(k) = desc.and_then(|d| d.kind.as_ref()).map(registry::of) {
             if !k.in_flight() {
                 return Err(FileError::Dump {
                     pid: me,
@@ -210,7 +212,7 @@ impl FileTable {
                     state: &mut self.state,
                     pidfd,
                 };
-                match kind::claiming(&dumping) {
+                match registry::claiming(&dumping) {
                     Some(k) => k.dump(&mut dumping)?,
                     None => return Err(refusal(&open, &dumping.seen)),
                 }
@@ -246,7 +248,7 @@ impl FileTable {
             return Ok(None);
         };
         for h in holders {
-            let same = sys::kcmp_same_file(open.pid, open.fd, h.pid, h.fd).map_err(|e| {
+            let same = sys::kcmp::kcmp_same_file(open.pid, open.fd, h.pid, h.fd).map_err(|e| {
                 open.inspect_err(
                     "kcmp",
                     PathBuf::from(format!("/proc/{}/fd/{}", h.pid, h.fd)),
@@ -378,10 +380,11 @@ impl FileTable {
     }
 }
 
+#[cfg(any(test, feature = "internals"))]
 /// True if fd `fd1` of `pid1` and fd `fd2` of `pid2` refer to one open file description
 /// (kcmp KCMP_FILE).
-pub fn same_description(pid1: Pid, fd1: RawFd, pid2: Pid, fd2: RawFd) -> io::Result<bool> {
-    sys::kcmp_same_file(pid1, fd1, pid2, fd2)
+pub fn same_description(pid1: Pid, fd1: RawFd, pid2: Pid, fd2: RawFd) -> std::io::Result<bool> {
+    sys::kcmp::kcmp_same_file(pid1, fd1, pid2, fd2)
 }
 
 /// Decides what an fd is (refusing what cryo cannot dump) and stats it.
@@ -501,21 +504,6 @@ enum Mapped {
     Known(u32),
     /// An inode not mapped before: its stat and key.
     New(fs::Metadata, InodeKey),
-}
-
-/// The error of step `step` on mapping `link` (/proc/PID/map_files/START-END) of `pid`.
-pub(super) fn mapped_step(
-    pid: Pid,
-    link: &Path,
-    step: &'static str,
-) -> impl FnOnce(io::Error) -> FileError {
-    let link = link.to_owned();
-    move |source| FileError::MappedStep {
-        pid,
-        link,
-        step,
-        source,
-    }
 }
 
 /// The refusal of an fd no kind claims.

@@ -17,9 +17,10 @@ use std::os::fd::{AsFd, OwnedFd};
 use cryo_proto::image::{file_desc::Kind, FileDesc, TimerFd};
 
 use super::inspect::{fdinfo, required, OpenFd};
-use super::kind::{Dumping, FileKind, Opened};
-use super::place::{create_flags, Opening};
-use super::{restore_err, sys, FileError};
+use super::kind::{Dumping, FileKind, Opened, Opening};
+use super::open::create_flags;
+use super::{restore_err, FileError};
+use crate::sys;
 
 /// timerfd instances.
 pub(super) struct TimerFds;
@@ -80,14 +81,14 @@ fn dump(open: &OpenFd) -> Result<TimerFd, FileError> {
 
 /// Recreates a timerfd with the time that was left to its next expiration.
 fn open(desc: &FileDesc, t: &TimerFd) -> Result<OwnedFd, FileError> {
-    let fd = sys::timerfd_create(t.clockid, create_flags(desc))
+    let fd = sys::timerfd::timerfd_create(t.clockid, create_flags(desc))
         .map_err(|e| restore_err(desc, format!("timerfd_create clock {}", t.clockid), e))?;
     if t.value_ns != 0 {
         let abstime = t.settime_flags & libc::TFD_TIMER_ABSTIME as u32 != 0;
         let (flags, value) = if abstime {
             // Same wall-clock deadline (CANCEL_ON_SET needs ABSTIME).
             let now =
-                sys::clock_now_ns(t.clockid).map_err(|e| restore_err(desc, "clock_gettime", e))?;
+                sys::timerfd::clock_now_ns(t.clockid).map_err(|e| restore_err(desc, "clock_gettime", e))?;
             (
                 t.settime_flags as libc::c_int,
                 now.saturating_add(t.value_ns),
@@ -95,12 +96,12 @@ fn open(desc: &FileDesc, t: &TimerFd) -> Result<OwnedFd, FileError> {
         } else {
             (0, t.value_ns)
         };
-        sys::timerfd_settime(fd.as_fd(), flags, value, t.interval_ns)
+        sys::timerfd::timerfd_settime(fd.as_fd(), flags, value, t.interval_ns)
             .map_err(|e| restore_err(desc, "timerfd_settime", e))?;
     }
     if t.ticks != 0 {
         // ENOTTY without CONFIG_CHECKPOINT_RESTORE: the unread expirations are lost.
-        let _ = sys::timerfd_set_ticks(fd.as_fd(), t.ticks);
+        let _ = sys::timerfd::timerfd_set_ticks(fd.as_fd(), t.ticks);
     }
     Ok(fd)
 }

@@ -32,9 +32,10 @@ use nix::unistd::Pid;
 use tracing::{debug, warn};
 
 use super::inspect::OpenFd;
-use super::kind::{task_pidfd, Dumping, FileKind, Opened, Seen};
-use super::place::{open_flags, set_async, Opening};
-use super::{restore_err, sys, FileError};
+use super::kind::{task_pidfd, Dumping, FileKind, Opened, Seen, Opening};
+use super::open::{open_flags, set_async};
+use super::{restore_err, FileError};
+use crate::sys;
 use crate::proc::task_stat;
 
 /// The terminal of a shell job: a pty slave, dumped with `--shell-job`.
@@ -120,7 +121,7 @@ fn dump(
         Some(_) => {}
         None => *seen = Some((rdev, path.to_string(), open.pid, open.fd)),
     }
-    let dup = sys::pidfd_getfd(pidfd, open.fd)
+    let dup = sys::pidfd::pidfd_getfd(pidfd, open.fd)
         .map_err(|e| open.inspect_err("pidfd_getfd", open.proc_path(), e))?;
     let termios = libc::termios::from(
         tcgetattr(&dup).map_err(|e| open.inspect_err("TCGETS", open.proc_path(), e.into()))?,
@@ -183,12 +184,12 @@ pub struct Attach {
 /// a background group gets no SIGTTOU). Failures leave the process without them: cryo
 /// checks the outcome and says so.
 pub fn attach(fd: RawFd, entry: &ProcessEntry, a: &Attach) {
-    let term = sys::borrow_raw(fd);
+    let term = sys::fd::borrow_raw(fd);
     if a.session == 0 || entry.sid != a.session {
         return;
     }
     if entry.sid == entry.pid && a.may_take {
-        let _ = sys::set_controlling_terminal(term);
+        let _ = sys::tty::set_controlling_terminal(term);
     }
     if entry.pgid == entry.pid && entry.pgid == a.foreground {
         let _ = nix::unistd::tcsetpgrp(term, Pid::from_raw(entry.pgid));

@@ -6,7 +6,8 @@ use std::collections::{HashMap, HashSet};
 
 use cryo_proto::image::{FdEntry, FileDesc};
 
-use super::kind::{self, Checking};
+use super::kind::Checking;
+use super::registry;
 use super::{FileError, UnixLinks};
 use crate::image::ImageDir;
 
@@ -20,7 +21,7 @@ pub(crate) fn index(descs: &[FileDesc]) -> Result<HashMap<u32, &FileDesc>, FileE
                 detail: "id 0 is reserved (no file)".into(),
             });
         }
-        kind::of_desc(desc)?;
+        registry::of_desc(desc)?;
         if by_id.insert(desc.id, desc).is_some() {
             return Err(FileError::Invalid {
                 id: desc.id,
@@ -64,7 +65,7 @@ pub fn validate(
     let by_id = index(descs)?;
     let mut cx = Checking::new(images);
     for desc in descs {
-        kind::of_desc(desc)?.validate(desc, &mut cx)?;
+        registry::of_desc(desc)?.validate(desc, &mut cx)?;
     }
     for fds in fds_of_tasks {
         check_fds(&by_id, fds)?;

@@ -2,6 +2,7 @@
 //! child's address space is rebuilt from them through remote syscalls (restore).
 
 pub mod dump;
+pub mod error;
 pub mod restore;
 
 use cryo_proto::image::VmaKind;

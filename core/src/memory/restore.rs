@@ -9,6 +9,7 @@ use cryo_proto::image::{MmCore, PageRun, Vma, VmaKind};
 use nix::unistd::Pid;
 use tracing::{debug, debug_span};
 
+use super::error::MemoryError;
 use super::{is_special, IO_CHUNK, PAGE};
 use crate::error::{Error, Result};
 use crate::proc;
@@ -144,10 +145,11 @@ pub fn reshape(
             let fd = fds
                 .file(vma.file_id, needs_writable_file(vma))
                 .ok_or_else(|| {
-                    Error::Restore(format!(
-                        "pid {child}: no file opened for the mapping at {:#x} ({})",
-                        vma.start, vma.name
-                    ))
+                    Error::from(MemoryError::NoFileForMapping {
+                        pid: child,
+                        start: vma.start,
+                        name: vma.name.clone(),
+                    })
                 })?;
             (fd, vma.pgoff)
         } else {
@@ -163,10 +165,12 @@ pub fn reshape(
         format!("mmap {:#x}-{:#x} {}", vma.start, vma.end, vma.name)
     })?;
     if let Some((vma, at)) = mapped.iter().zip(got).find(|(v, at)| *at != v.start) {
-        return Err(Error::Restore(format!(
-            "pid {child}: mapping {:#x} landed at {at:#x}",
-            vma.start
-        )));
+        return Err(MemoryError::Misplaced {
+            pid: child,
+            start: vma.start,
+            at,
+        }
+        .into());
     }
 
     tracing::trace!("mapped");
@@ -298,10 +302,11 @@ fn fill_by_read(
         let run = runs[i];
         let len = run.npages * PAGE;
         if n == 0 {
-            return Err(Error::Restore(format!(
-                "pid {child}: pages image ends before page run at {:#x}",
-                run.addr
-            )));
+            return Err(MemoryError::PagesShort {
+                pid: child,
+                addr: run.addr,
+            }
+            .into());
         }
         let mut done = n;
         while done < len {
@@ -320,10 +325,11 @@ fn fill_by_read(
                     run.addr
                 )))?;
             if n == 0 {
-                return Err(Error::Restore(format!(
-                    "pid {child}: pages image ends before page run at {:#x}",
-                    run.addr
-                )));
+                return Err(MemoryError::PagesShort {
+                    pid: child,
+                    addr: run.addr,
+                }
+                .into());
             }
             done += n;
         }
@@ -342,8 +348,8 @@ fn fill_by_copy(
     runs: &[&PageRun],
 ) -> std::io::Result<()> {
     let target_fd = remote.call(libc::SYS_userfaultfd, &[libc::O_CLOEXEC as u64])?;
-    let taken = crate::files::sys::pidfd_open(child)
-        .and_then(|pidfd| crate::files::sys::pidfd_getfd(pidfd.as_fd(), target_fd as i32));
+    let taken = crate::sys::pidfd::pidfd_open(child)
+        .and_then(|pidfd| crate::sys::pidfd::pidfd_getfd(pidfd.as_fd(), target_fd as i32));
     remote.call(libc::SYS_close, &[target_fd])?;
     let uffd = Userfault::new(taken?)?;
     let mut regions: Vec<(u64, u64)> = Vec::new();
@@ -388,12 +394,7 @@ fn move_vdso(child: Pid, remote: &Remote, current: &[proc::MapEntry], image: &[V
             (Some(h), Some(w)) if h.len() == w.end - w.start => {
                 moves.push((h.start, w.start, h.len()))
             }
-            _ => {
-                return Err(Error::Restore(format!(
-                    "pid {child}: the image's {kind:?} differs from this kernel's: \
-                     restore on the kernel the dump was taken on"
-                )))
-            }
+            _ => return Err(MemoryError::VdsoDiffers { pid: child, kind }.into()),
         }
     }
     // Moving up: the highest first, so no move lands on a block not yet moved.

@@ -25,8 +25,6 @@ pub struct Stat {
     pub tpgid: i32,
     /// PF_* flags.
     pub flags: u32,
-    /// Number of threads.
-    pub num_threads: u32,
     /// mm fields.
     pub start_code: u64,
     /// End of code.
@@ -74,7 +72,6 @@ fn parse_stat(text: &str) -> Option<Stat> {
         tty_nr: f(7)? as u32,
         tpgid: i(8)?,
         flags: f(9)? as u32,
-        num_threads: f(20)? as u32,
         start_code: f(26)?,
         end_code: f(27)?,
         start_stack: f(28)?,

@@ -23,7 +23,7 @@ use crate::memory::restore::{reshape, run_batch};
 use crate::memory::PAGE;
 use crate::remote::{BatchSite, Remote, BATCH_LOOP_OFFSET};
 use crate::sockets::peers::Probing;
-use crate::sys::ptrace as pt;
+use crate::task::security::Threads;
 use crate::task::{attrs, threads, timers};
 
 /// Every process whole and stopped, the tree's seals and terminal modes set: nothing runs
@@ -175,6 +175,8 @@ fn finish(child: Pid, tree: &Planned, i: usize) -> Result<Vec<Pid>> {
     )
     .map_err(|e| Error::sys(child, "trace clones", e))?;
     let mut created = vec![child];
+    // Kept until the security state, which goes on last, in every thread.
+    let mut in_threads = Vec::with_capacity(task.core.threads.len() - 1);
     for thread in &task.core.threads[1..] {
         let tid = threads::create(&remote, scratch, Pid::from_raw(thread.tid))?;
         created.push(tid);
@@ -186,11 +188,7 @@ fn finish(child: Pid, tree: &Planned, i: usize) -> Result<Vec<Pid>> {
             thread,
             Some(Pid::from_raw(task.entry.pid)),
         )?;
-        if let Some(creds) = &task.core.creds {
-            restore_creds(tid, &in_thread, scratch, creds)?;
-        }
-        attrs::restore_after_creds(child, &in_thread, batch, &task.core, thread)?;
-        in_thread.dismiss();
+        in_threads.push(in_thread);
     }
     timers::restore(
         &remote,
@@ -200,11 +198,24 @@ fn finish(child: Pid, tree: &Planned, i: usize) -> Result<Vec<Pid>> {
     )?;
     let main = &task.core.threads[0];
     threads::restore_in_thread(&remote, scratch, main, None)?;
-    if let Some(creds) = &task.core.creds {
-        restore_creds(child, &remote, scratch, creds)?;
-    }
+    // Security state last, just before the registers (DESIGN choice 11): ids first, then
+    // (after what an id change resets) filters, capabilities, no_new_privs, strict mode.
+    let remotes = std::iter::once(&remote).chain(&in_threads);
+    let mut security = Threads::new(
+        child,
+        task.core.threads.iter().zip(remotes).collect(),
+        scratch,
+    );
+    security.set_ids(&task.core)?;
     // After every thread's ids: an id change resets dumpable and the parent-death signal.
-    attrs::restore_after_creds(child, &remote, batch, &task.core, main)?;
+    let remotes = std::iter::once(&remote).chain(&in_threads);
+    for (thread, in_thread) in task.core.threads.iter().zip(remotes) {
+        attrs::restore_after_creds(child, in_thread, batch, &task.core, thread)?;
+    }
+    security.set_last()?;
+    for in_thread in in_threads {
+        in_thread.dismiss();
+    }
     remote
         .call_last(libc::SYS_munmap, &[tramp, 2 * PAGE])
         .map_err(sys("unmap the trampoline"))?;
@@ -223,41 +234,6 @@ fn let_run(tids: &[Pid]) -> Result<()> {
     for &tid in tids.iter().rev() {
         ptrace::detach(tid, None).map_err(|e| Error::sys(tid, "detach", e))?;
     }
-    Ok(())
-}
-
-fn restore_creds(
-    child: Pid,
-    remote: &Remote,
-    scratch: u64,
-    creds: &cryo_proto::image::Creds,
-) -> Result<()> {
-    let sys = |op: &'static str| move |e: std::io::Error| Error::sys(child, op, e);
-    let root = [
-        creds.uid, creds.euid, creds.suid, creds.gid, creds.egid, creds.sgid,
-    ]
-    .iter()
-    .all(|&id| id == 0);
-    if root && creds.groups.iter().all(|&g| g == 0) {
-        return Ok(());
-    }
-    let groups: Vec<u8> = creds.groups.iter().flat_map(|g| g.to_ne_bytes()).collect();
-    pt::write_mem(child, scratch, &groups).map_err(sys("setgroups"))?;
-    remote
-        .call(libc::SYS_setgroups, &[creds.groups.len() as u64, scratch])
-        .map_err(sys("setgroups"))?;
-    remote
-        .call(
-            libc::SYS_setresgid,
-            &[creds.gid as u64, creds.egid as u64, creds.sgid as u64],
-        )
-        .map_err(sys("setresgid"))?;
-    remote
-        .call(
-            libc::SYS_setresuid,
-            &[creds.uid as u64, creds.euid as u64, creds.suid as u64],
-        )
-        .map_err(sys("setresuid"))?;
     Ok(())
 }
 

@@ -38,8 +38,10 @@ use crate::error::{Error, Result};
 use crate::hooks::{self, Hooks, Stage};
 use crate::image::ImageDir;
 
-/// What `cryo restore` was asked to do.
+/// What `cryo restore` was asked to do: [`RestoreOptions::new`], then set the fields that
+/// differ from their defaults (more may come, so the struct cannot be built literally outside).
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct RestoreOptions {
     /// The image directory (-D).
     pub images_dir: PathBuf,
@@ -62,6 +64,17 @@ pub struct RestoreOptions {
     /// Signal queued (sigqueue, si_value = the count) to every restored process with broken
     /// connections (`--notify-signal`).
     pub notify_signal: Option<i32>,
+}
+
+impl RestoreOptions {
+    /// A restore of `images_dir`, every option at its default (waiting for the processes, in
+    /// the host's namespaces, connections restored live, the default peer timeout).
+    pub fn new(images_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            images_dir: images_dir.into(),
+            ..Self::default()
+        }
+    }
 }
 
 /// The processes a restore created, running.

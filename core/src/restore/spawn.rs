@@ -147,7 +147,7 @@ fn spawn_tree(tree: &Planned, ns: Option<Namespaces>) -> Result<(Vec<Pid>, Optio
     // The objects at their slots while the roots are forked; closed then (or on a failure).
     let mut object_slots = Slots(Vec::new());
     for (fd, slot) in tree.object_slots() {
-        files::sys::dup_to(files::sys::borrow_raw(fd), slot, false).map_err(|source| {
+        crate::sys::fd::dup_to(crate::sys::fd::borrow_raw(fd), slot, false).map_err(|source| {
             RestoreError::PlaceFd {
                 what: "a shared object",
                 fd: slot,

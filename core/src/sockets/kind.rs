@@ -7,8 +7,8 @@ use cryo_proto::image::{file_desc::Kind, FileDesc, Socket};
 use tracing::debug;
 
 use crate::files::inspect::OpenFd;
+use crate::files::kind::Opening;
 use crate::files::kind::{Checking, Dumping, FileKind, KindState, Opened, Seen};
-use crate::files::place::Opening;
 use crate::files::FileError;
 use crate::sockets;
 

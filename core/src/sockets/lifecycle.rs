@@ -20,7 +20,7 @@ use nix::unistd::Pid;
 use tracing::{debug, warn};
 
 use super::{Found, FoundSocket, SocketDump, SocketDumpOptions, SocketError};
-use crate::files::sys;
+use crate::sys;
 
 // The segments tcp-repair injects on restore (the peer's FIN of a half-closed connection)
 // must get through the network lock, which is still held then.
@@ -91,7 +91,7 @@ impl Drop for SocketDump {
     fn drop(&mut self) {
         for held in self.held.drain(..) {
             let Some(pidfd) = &self.pidfd else { break };
-            let left = sys::pidfd_getfd(pidfd.as_fd(), held.fd)
+            let left = sys::pidfd::pidfd_getfd(pidfd.as_fd(), held.fd)
                 .map_err(|e| e.to_string())
                 .and_then(|dup| {
                     cryo_tcp_repair::leave_repair(dup.as_fd(), false).map_err(|e| e.to_string())

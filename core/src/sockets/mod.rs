@@ -60,10 +60,11 @@ use socket2::SockRef;
 use tracing::debug;
 
 use crate::files::inspect::{self, InodeKey, OpenFd};
-use crate::files::{sys, FileError};
+use crate::files::FileError;
+use crate::sys;
 
 pub use error::{AcceptProblem, InFlightRefusal, RecordProblem, SocketError};
-pub use peers::DEFAULT_PEER_TIMEOUT;
+
 pub(crate) use record::SocketState;
 pub use unix::groups::UnixLinks;
 pub use unix::in_flight::{capture_accept_queues, resolve};
@@ -127,7 +128,7 @@ struct FoundSocket {
 
 /// A duplicate of socket fd `fd` of `pid`, to capture it through.
 fn socket_dup(pid: Pid, pidfd: BorrowedFd<'_>, fd: RawFd) -> Result<OwnedFd, SocketError> {
-    sys::pidfd_getfd(pidfd, fd).map_err(|source| SocketError::Sys {
+    sys::pidfd::pidfd_getfd(pidfd, fd).map_err(|source| SocketError::Sys {
         pid,
         fd,
         step: "pidfd_getfd",
@@ -196,13 +197,13 @@ impl SocketDump {
         let Some(&first_fd) = fds.first() else {
             return Ok(SocketDump::default());
         };
-        let pidfd = sys::pidfd_open(pid).map_err(|e| {
+        let pidfd = sys::pidfd::pidfd_open(pid).map_err(|e| {
             for_errors(pid, first_fd).inspect_err("pidfd_open", format!("/proc/{pid}").into(), e)
         })?;
         // Each fd on its own (a server has thousands): duplicated, checked for a socket and,
         // if it is one, identified, on every core.
         let identify_fd = |&fd: &RawFd| -> Result<Option<(InodeKey, u32, Found)>, FileError> {
-            let dup = match sys::pidfd_getfd(pidfd.as_fd(), fd) {
+            let dup = match sys::pidfd::pidfd_getfd(pidfd.as_fd(), fd) {
                 Ok(dup) => dup,
                 Err(e) => {
                     // Not this module's business unless it is a socket.

@@ -32,8 +32,8 @@ use nix::unistd::Pid;
 use tracing::{debug, info, warn};
 
 use super::SocketError;
-use crate::files::sys;
 use crate::notify::{BrokenConnection, BrokenReason};
+use crate::sys;
 
 /// `--peer-timeout` when none is given.
 pub const DEFAULT_PEER_TIMEOUT: Duration = Duration::from_secs(1);
@@ -155,7 +155,7 @@ fn probe_all(targets: &[Target], pids: &[Pid]) -> (Vec<Probed>, HashMap<u32, Bro
     for t in targets {
         let pid = pids[t.task];
         if pidfd.as_ref().is_none_or(|(task, _)| *task != t.task) {
-            match sys::pidfd_open(pid) {
+            match sys::pidfd::pidfd_open(pid) {
                 Ok(fd) => pidfd = Some((t.task, fd)),
                 Err(error) => {
                     warn!(%pid, %error, "pidfd_open: its connections are not probed");

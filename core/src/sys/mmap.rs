@@ -83,19 +83,9 @@ impl Mapping {
         self.ptr.as_ptr() as u64
     }
 
-    /// The mapped bytes, writable (only meaningful for a writable mapping).
-    pub fn as_mut_ptr(&mut self) -> *mut u8 {
-        self.ptr.as_ptr()
-    }
-
     /// Length in bytes.
     pub fn len(&self) -> usize {
         self.len
-    }
-
-    /// True for a zero-length mapping (never created).
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
     }
 }
 

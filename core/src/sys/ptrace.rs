@@ -13,6 +13,12 @@ const PTRACE_PEEKSIGINFO: libc::c_uint = 0x4209;
 const PTRACE_GETSIGMASK: libc::c_uint = 0x420a;
 const PTRACE_SETSIGMASK: libc::c_uint = 0x420b;
 const PTRACE_GET_RSEQ_CONFIGURATION: libc::c_uint = 0x420f;
+const PTRACE_SECCOMP_GET_FILTER: libc::c_uint = 0x420c;
+const PTRACE_SECCOMP_GET_METADATA: libc::c_uint = 0x420d;
+const PTRACE_SETOPTIONS: libc::c_uint = 0x4200;
+/// PTRACE_O_SUSPEND_SECCOMP (nix has no name for it): the tracee's seccomp filters and strict
+/// mode do not apply while it is traced with this option (needs CAP_SYS_ADMIN).
+pub const O_SUSPEND_SECCOMP: u64 = 1 << 21;
 const PTRACE_PEEKSIGINFO_SHARED: u32 = 1;
 const NT_X86_XSTATE: libc::c_int = 0x202;
 
@@ -150,6 +156,51 @@ pub fn get_rseq(pid: Pid) -> io::Result<RseqConfig> {
         &mut conf as *mut _ as usize,
     )?;
     Ok(conf)
+}
+
+/// Sets the ptrace options of a stopped tracee (PTRACE_SETOPTIONS, any bits, the ones nix
+/// knows no name for included).
+pub fn set_options(pid: Pid, options: u64) -> io::Result<()> {
+    ptrace_raw(PTRACE_SETOPTIONS, pid, 0, options as usize).map(drop)
+}
+
+/// Filter `index` (0: the oldest) of a stopped tracee's seccomp chain: its classic BPF
+/// instructions, 8 bytes each. ENOENT past the last filter.
+pub fn seccomp_filter(pid: Pid, index: usize) -> io::Result<Vec<u8>> {
+    // A null buffer asks for the instruction count.
+    let count = ptrace_raw(PTRACE_SECCOMP_GET_FILTER, pid, index, 0)? as usize;
+    let mut program = vec![0u8; count * std::mem::size_of::<libc::sock_filter>()];
+    let got = ptrace_raw(
+        PTRACE_SECCOMP_GET_FILTER,
+        pid,
+        index,
+        program.as_mut_ptr() as usize,
+    )? as usize;
+    program.truncate(got.min(count) * std::mem::size_of::<libc::sock_filter>());
+    Ok(program)
+}
+
+/// struct seccomp_metadata.
+#[repr(C)]
+#[derive(Default)]
+struct SeccompMetadata {
+    filter_off: u64,
+    flags: u64,
+}
+
+/// The flags of filter `index` of a stopped tracee's seccomp chain (SECCOMP_FILTER_FLAG_LOG).
+pub fn seccomp_filter_flags(pid: Pid, index: usize) -> io::Result<u64> {
+    let mut meta = SeccompMetadata {
+        filter_off: index as u64,
+        flags: 0,
+    };
+    ptrace_raw(
+        PTRACE_SECCOMP_GET_METADATA,
+        pid,
+        std::mem::size_of::<SeccompMetadata>(),
+        &mut meta as *mut _ as usize,
+    )?;
+    Ok(meta.flags)
 }
 
 /// Reads `buf.len()` bytes at `addr` of a stopped tracee, through /proc/PID/mem

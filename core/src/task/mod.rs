@@ -4,6 +4,7 @@
 //! ```text
 //! attrs     nice, policy, affinity, ioprio, slack, pdeathsig, MCE, oom, loginuid, dumpable...
 //! process   credentials, rlimits, umask, personality, name, cwd/root, session and group
+//! security  per-thread ids, capabilities, securebits, no_new_privs, seccomp (restored last)
 //! threads   registers, syscall restart, per-thread state (mask, altstack, robust list, rseq)
 //! signals   dispositions and queued signals
 //! timers    interval timers and POSIX timers
@@ -11,6 +12,7 @@
 
 pub mod attrs;
 pub mod process;
+pub mod security;
 pub mod signals;
 pub mod threads;
 pub mod timers;

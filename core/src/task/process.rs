@@ -1,7 +1,7 @@
 //! Process-wide attributes outside memory and files: credentials, resource limits, umask,
 //! personality, name, working and root directory, session and process group.
 
-use cryo_proto::image::{Creds, ProcessEntry, Rlimit, TaskCore};
+use cryo_proto::image::{ProcessEntry, Rlimit, TaskCore};
 use nix::unistd::Pid;
 
 use crate::error::{Error, Result};
@@ -13,42 +13,10 @@ use crate::sys::process::prlimit;
 /// RLIMIT_CPU .. RLIMIT_RTTIME.
 const RLIMITS: u32 = 16;
 
-fn ids(status: &[(String, String)], key: &str) -> Vec<u32> {
-    proc::status_field(status, key)
-        .unwrap_or("")
-        .split_whitespace()
-        .filter_map(|s| s.parse().ok())
-        .collect()
-}
-
-fn cap(status: &[(String, String)], key: &str) -> u64 {
-    proc::status_field(status, key)
-        .and_then(|v| u64::from_str_radix(v, 16).ok())
-        .unwrap_or(0)
-}
-
 /// The process-wide attributes of `pid` (threads, signals and fds are filled in by the caller).
 pub fn dump(pid: Pid, stat: &proc::Stat) -> Result<TaskCore> {
     let status = proc::status(pid)?;
-    let uid = ids(&status, "Uid");
-    let gid = ids(&status, "Gid");
-    let at = |v: &[u32], i: usize| v.get(i).copied().unwrap_or(0);
-    let creds = Creds {
-        uid: at(&uid, 0),
-        euid: at(&uid, 1),
-        suid: at(&uid, 2),
-        fsuid: at(&uid, 3),
-        gid: at(&gid, 0),
-        egid: at(&gid, 1),
-        sgid: at(&gid, 2),
-        fsgid: at(&gid, 3),
-        groups: ids(&status, "Groups"),
-        cap_inh: cap(&status, "CapInh"),
-        cap_prm: cap(&status, "CapPrm"),
-        cap_eff: cap(&status, "CapEff"),
-        cap_bnd: cap(&status, "CapBnd"),
-        cap_amb: cap(&status, "CapAmb"),
-    };
+    let creds = super::security::creds_from_status(&status);
     let limits = std::fs::read_to_string(proc::dir(pid).join("limits"))
         .map_err(|e| Error::sys(pid, "read limits", e))?;
     let rlimits = parse_limits(&limits)

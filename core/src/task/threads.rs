@@ -190,6 +190,8 @@ pub fn dump_thread(
             signature: rseq.signature,
         }),
         attrs: Some(attrs),
+        // Read by task::security (dump/collect.rs).
+        security: None,
     })
 }
 

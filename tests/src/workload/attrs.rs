@@ -25,6 +25,8 @@
 //! fsuid=UID               setfsuid                                         this thread
 //! seccomp=ERRNO           a filter: getcpu fails with ERRNO                this thread
 //! seccomp-tsync=ERRNO     the same filter with TSYNC                       every thread
+//! seccomp-notify=1        a filter: getcpu goes to a user-notification listener whose fd
+//!                         the process keeps (never call getcpu then)      this thread
 //! seccomp-brk0=ERRNO      a filter: brk(0) fails with ERRNO (the process never calls it
 //!                         again once started; a remote call in it would)  this thread
 //! loginuid=UID            write /proc/self/loginuid (needs CAP_AUDIT_CONTROL) process
@@ -314,6 +316,14 @@ fn apply(setting: &str, dir: &Path) -> Result<(), String> {
             libc::SECCOMP_FILTER_FLAG_TSYNC as u32,
         )
         .map_err(fail),
+        "seccomp-notify" => {
+            let mut prog = errno_filter(libc::SYS_getcpu, 0, false);
+            // The errno answer becomes a notification to the listener.
+            for insn in prog.iter_mut().filter(|i| i.k == libc::SECCOMP_RET_ERRNO) {
+                insn.k = libc::SECCOMP_RET_USER_NOTIF;
+            }
+            sys::seccomp_filter(&prog, libc::SECCOMP_FILTER_FLAG_NEW_LISTENER as u32).map_err(fail)
+        }
         "rlimit" => {
             let parts: Vec<&str> = value.split(':').collect();
             let [res, soft, hard] = parts[..] else {

@@ -659,9 +659,11 @@ pub fn seccomp_filter(prog: &[libc::sock_filter], flags: u32) -> io::Result<()> 
             &fprog,
         )
     };
-    // TSYNC reports a thread it could not synchronise as a positive tid.
+    // TSYNC reports a thread it could not synchronise as a positive tid; NEW_LISTENER
+    // answers the listener's fd (left open: the process holds it).
     match r {
         0 => Ok(()),
+        r if r > 0 && flags & libc::SECCOMP_FILTER_FLAG_NEW_LISTENER as u32 != 0 => Ok(()),
         r if r > 0 => Err(io::Error::other(format!("tsync failed on thread {r}"))),
         _ => Err(io::Error::last_os_error()),
     }

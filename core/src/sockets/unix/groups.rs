@@ -33,8 +33,9 @@ use tracing::debug;
 use cryo_unix_sockets as unix;
 
 use super::{finish, make, unix_err, UnixMessage, UnixSocketState};
-use crate::files::{above, describe, sys, FileError};
+use crate::files::{above, describe, FileError};
 use crate::sockets::{self as sockets, Decoded, SocketState};
+use crate::sys;
 
 /// How the members of a group are made.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -490,7 +491,7 @@ fn queue(
                 .fds
                 .iter()
                 .map(|&id| {
-                    let dup = sys::dup_at_least(borrow(opened, id)?, 0)
+                    let dup = sys::fd::dup_at_least(borrow(opened, id)?, 0)
                         .map_err(unix_err(desc, "dup a descriptor in flight"))?;
                     Ok::<_, FileError>(dup)
                 })

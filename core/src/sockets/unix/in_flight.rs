@@ -36,9 +36,10 @@ use tracing::debug;
 use cryo_unix_sockets as unix;
 
 use super::{split_queue, InFlightFds};
-use crate::files::{sys, FileError, FileTable};
+use crate::files::{FileError, FileTable};
 use crate::image::ImageDir;
 use crate::sockets::{AcceptProblem, InFlightRefusal, RecordProblem, SocketDump, SocketError};
+use crate::sys;
 
 /// Resolves what the captured queues carry, once every task's fds are dumped: descriptors in
 /// flight become descriptions of `files`, and accept queues are checked. With
@@ -98,8 +99,9 @@ pub fn capture_accept_queues(
                 diag = Some(unix::DiagSocket::new().map_err(unix_err("sock_diag"))?);
             }
             let diag = diag.as_mut().expect("set above");
-            let pidfd = sys::pidfd_open(q.pid).map_err(sys_err("pidfd_open"))?;
-            let listener = sys::pidfd_getfd(pidfd.as_fd(), q.fd).map_err(sys_err("pidfd_getfd"))?;
+            let pidfd = sys::pidfd::pidfd_open(q.pid).map_err(sys_err("pidfd_open"))?;
+            let listener =
+                sys::pidfd::pidfd_getfd(pidfd.as_fd(), q.fd).map_err(sys_err("pidfd_getfd"))?;
             let mut queues = Vec::with_capacity(q.clients.len());
             for (k, &(client, _)) in q.clients.iter().enumerate() {
                 let conn = unix::accept_waiting(&listener)

@@ -30,7 +30,7 @@ use nix::unistd::Pid;
 use tracing::debug;
 
 use super::{restore_err, SocketDump, SocketError};
-use crate::files::sys;
+use crate::sys;
 
 /// The state of one unix socket (a `UnixSocket` message in its record).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -341,7 +341,7 @@ impl SocketDump {
         dup: BorrowedFd<'_>,
         diag: &mut Option<unix::DiagSocket>,
     ) -> Result<(), SocketError> {
-        sys::raise_nofile();
+        sys::fd::raise_nofile();
         let c = capture(pid, fd, ino, dup, diag)?;
         if c.peer != 0 {
             self.unix_peers.push((pid, fd, ino, c.peer));

@@ -1,0 +1,81 @@
+//! The toolkit of the kinds on the restore side: the options of a restore call
+//! ([`FdRestoreOptions`]), the open(2) and create flags of a description, and the moves that
+//! keep an fd above the targets or put it at its number. Which kind opens what is place.rs's
+//! business (through the registry); nothing here names a kind.
+
+use std::collections::HashMap;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+
+use cryo_proto::image::{FdEntry, FileDesc};
+use nix::fcntl::{FcntlArg, OFlag};
+
+use super::error::restore_err;
+use super::{FileError};
+use crate::sys;
+
+/// How fds are restored.
+#[derive(Debug, Clone, Default)]
+pub struct FdRestoreOptions {
+    /// TCP connections come back reset (`--tcp-close`): the application sees ECONNRESET.
+    pub tcp_close: bool,
+    /// Descriptions this process shares with its parent, already open at these numbers
+    /// (inherited through fork): placed from there instead of being created again.
+    pub inherited: HashMap<u32, RawFd>,
+    /// Descriptions this process creates without holding them (the other end of a unix pair
+    /// it holds one end of, for a child), placed at these numbers (above every fd of the
+    /// image and every control and mapping fd) and kept open for the children to inherit.
+    pub extra: HashMap<u32, RawFd>,
+    /// The shared memory objects cryo made for the tree, by dumped inode: the fd (inherited)
+    /// each memfd description and each mapping reopens.
+    pub shared: HashMap<u64, RawFd>,
+    /// The terminal of `cryo restore` (inherited), which the shell job's terminal fds reopen.
+    pub terminal: Option<RawFd>,
+}
+
+/// Puts `fd` at the number of fd entry `e`, with its FD_CLOEXEC.
+pub(crate) fn place_at(fd: BorrowedFd<'_>, e: &FdEntry) -> Result<(), FileError> {
+    sys::fd::dup_to(fd, e.fd, e.cloexec).map_err(|source| FileError::Place {
+        fd: e.fd,
+        id: e.file_id,
+        op: "dup3",
+        source,
+    })
+}
+
+/// `fd` moved to a number at or above `min` (it may already be there).
+pub(crate) fn above(desc: &FileDesc, fd: OwnedFd, min: RawFd) -> Result<OwnedFd, FileError> {
+    if fd.as_raw_fd() >= min {
+        return Ok(fd);
+    }
+    sys::fd::dup_at_least(fd.as_fd(), min).map_err(|e| restore_err(desc, "F_DUPFD_CLOEXEC", e))
+}
+
+/// open(2) flags to reopen a description with: the dumped ones without creation flags, with
+/// O_NOCTTY (the controlling terminal is the session's business) and O_CLOEXEC (the fd is a
+/// temporary; the target fd gets its own FD_CLOEXEC). O_ASYNC is set after (see [`set_async`]).
+pub(crate) fn open_flags(flags: u32) -> OFlag {
+    let drop = libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_CLOEXEC | libc::O_ASYNC;
+    OFlag::from_bits_retain((flags as i32 & !drop) | libc::O_NOCTTY | libc::O_CLOEXEC)
+}
+
+/// Sets O_ASYNC through F_SETFL (open(2) ignores it) when the description had it.
+pub(crate) fn set_async(desc: &FileDesc, fd: &OwnedFd) -> Result<(), FileError> {
+    if desc.flags & libc::O_ASYNC as u32 == 0 {
+        return Ok(());
+    }
+    let old = nix::fcntl::fcntl(fd, FcntlArg::F_GETFL)
+        .map_err(|e| restore_err(desc, "F_GETFL", e.into()))?;
+    nix::fcntl::fcntl(
+        fd,
+        FcntlArg::F_SETFL(OFlag::from_bits_retain(old | libc::O_ASYNC)),
+    )
+    .map_err(|e| restore_err(desc, "F_SETFL O_ASYNC", e.into()))?;
+    Ok(())
+}
+
+/// The O_NONBLOCK of a description as the *_NONBLOCK flag of the call that creates its kind
+/// (eventfd, timerfd, signalfd: they are all O_NONBLOCK), plus close-on-exec for the temporary.
+pub(crate) fn create_flags(desc: &FileDesc) -> libc::c_int {
+    let nonblock = desc.flags & libc::O_NONBLOCK as u32 != 0;
+    libc::O_CLOEXEC | if nonblock { libc::O_NONBLOCK } else { 0 }
+}

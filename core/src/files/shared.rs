@@ -1,0 +1,85 @@
+//! The shared memory objects of a restore (memfds and shared anonymous memory), made once
+//! by cryo before the tree is forked, each by its kind (memfd.rs, shmem.rs); the processes
+//! then reopen them from their slots (shmem.rs: Slots).
+
+use std::collections::BTreeSet;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+
+use cryo_proto::image::{file_desc::Kind, FileDesc};
+use tracing::debug;
+
+use super::shmem::{create_anon, object_of};
+use super::{describe, memfd, restore_err, FileError};
+use crate::sys;
+use crate::image::ImageDir;
+
+/// One object made by cryo for the restore.
+#[derive(Debug)]
+struct Object {
+    ino: u64,
+    fd: OwnedFd,
+    /// Memfd seals still to add (once every process is mapped).
+    seals: u32,
+    what: String,
+    id: u32,
+}
+
+/// The shared memory objects of a restore, made by cryo before the tree is forked.
+#[derive(Debug, Default)]
+pub struct SharedObjects {
+    objects: Vec<Object>,
+}
+
+impl SharedObjects {
+    /// Makes every memfd and shared anonymous memory object that description ids `used`
+    /// refer to (by an fd or a VMA), once per object, with its contents and size.
+    pub fn create(
+        descs: &[FileDesc],
+        used: &BTreeSet<u32>,
+        images: &ImageDir,
+    ) -> Result<Self, FileError> {
+        let mut objects: Vec<Object> = Vec::new();
+        for desc in descs.iter().filter(|d| used.contains(&d.id)) {
+            let Some(ino) = object_of(desc) else { continue };
+            if objects.iter().any(|o| o.ino == ino) {
+                continue;
+            }
+            let (fd, seals) = match &desc.kind {
+                Some(Kind::Memfd(m)) => (memfd::recreate(desc, m, images, false)?, m.seals),
+                Some(Kind::Shmem(s)) => (
+                    create_anon(s, images)
+                        .map_err(|e| restore_err(desc, "create the shared memory", e))?,
+                    0,
+                ),
+                _ => continue,
+            };
+            debug!(id = desc.id, ino, what = %describe(desc), "shared memory object made");
+            objects.push(Object {
+                ino,
+                fd,
+                seals,
+                what: describe(desc),
+                id: desc.id,
+            });
+        }
+        Ok(Self { objects })
+    }
+
+    /// (dumped inode, cryo's fd) of every object, in slot order.
+    pub fn fds(&self) -> impl Iterator<Item = (u64, RawFd)> + '_ {
+        self.objects.iter().map(|o| (o.ino, o.fd.as_raw_fd()))
+    }
+
+    /// Adds the memfd seals: once every process has made its mappings, before any runs.
+    pub fn seal(&self) -> Result<(), FileError> {
+        for o in self.objects.iter().filter(|o| o.seals != 0) {
+            sys::memfd::add_seals(o.fd.as_fd(), o.seals).map_err(|source| FileError::Restore {
+                id: o.id,
+                what: o.what.clone(),
+                op: format!("F_ADD_SEALS {:#x}", o.seals),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,49 @@
+//! Why a task's memory could not be restored: each variant names the task and the mapping.
+
+use cryo_proto::image::VmaKind;
+use nix::unistd::Pid;
+
+/// A failure of the memory restore that is no failed system call (those are
+/// [`crate::Error::Sys`], naming the call).
+#[derive(Debug, thiserror::Error)]
+pub enum MemoryError {
+    /// A file mapping whose file the child did not open.
+    #[error("pid {pid}: no file opened for the mapping at {start:#x} ({name})")]
+    NoFileForMapping {
+        /// The restored task.
+        pid: Pid,
+        /// The mapping's start.
+        start: u64,
+        /// Its name in the maps (the file's path).
+        name: String,
+    },
+    /// mmap put a mapping elsewhere than asked.
+    #[error("pid {pid}: mapping {start:#x} landed at {at:#x}")]
+    Misplaced {
+        /// The restored task.
+        pid: Pid,
+        /// Where the image has it.
+        start: u64,
+        /// Where the kernel put it.
+        at: u64,
+    },
+    /// The pages image is shorter than its page runs say.
+    #[error("pid {pid}: pages image ends before page run at {addr:#x}")]
+    PagesShort {
+        /// The restored task.
+        pid: Pid,
+        /// The run's address.
+        addr: u64,
+    },
+    /// The vdso or vvar block of this kernel is not the one the image had.
+    #[error(
+        "pid {pid}: the image's {kind:?} differs from this kernel's: restore on the kernel the \
+         dump was taken on"
+    )]
+    VdsoDiffers {
+        /// The restored task.
+        pid: Pid,
+        /// Which block.
+        kind: VmaKind,
+    },
+}
