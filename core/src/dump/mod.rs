@@ -188,7 +188,10 @@ fn dump_tree(
         unmapped.map_err(|e| Error::sys(pid, "unmap the scratch page", e))?;
         released.map_err(|e| Error::sys(pid, "put the main thread back", e))?;
         pages_bytes += mm.pages_file.as_ref().map_or(0, |f| f.size);
-        pstree.push(task::process_entry(pid, &stat, frozen.tids()));
+        let mut entry = task::process_entry(pid, &stat, frozen.tids());
+        // The state before the freeze (the frozen task reads as traced now).
+        entry.stopped = m.stat.state == 'T';
+        pstree.push(entry);
         cores.push((core, mm));
         sockets_held.push(sockets);
     }

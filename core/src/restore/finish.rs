@@ -225,6 +225,12 @@ fn finish(child: Pid, tree: &Planned, i: usize) -> Result<Vec<Pid>> {
         threads::set_final_state(tid, thread)?;
         attrs::restore_sched(child, tid, thread)?;
     }
+    if task.entry.stopped {
+        // Queued while the process is still under ptrace: it takes the stop as it is let go,
+        // before running an instruction of its own, as it was when dumped.
+        nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGSTOP)
+            .map_err(|e| Error::sys(child, "stop it again (it was stopped when dumped)", e))?;
+    }
     Ok(created)
 }
 

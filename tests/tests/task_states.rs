@@ -1,0 +1,68 @@
+//! Task states a process can be dumped in: stopped by job control comes back stopped.
+//!
+//! Needs the engine: `cryo` must be built (`cargo build -p cryo`).
+
+use std::time::Instant;
+
+use cryo_tests::{cryo_bin, Pidfd, Workload, CMD_TIMEOUT};
+
+/// The state letter of /proc/PID/stat (after the command name's closing parenthesis).
+fn state(pid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(") ")?.1.chars().next()
+}
+
+/// Waits (bounded) until `pid` is in `want`: a stop reaches /proc only once the signal is
+/// taken, and nothing else can say so.
+fn await_state(pid: i32, want: char) {
+    let deadline = Instant::now() + CMD_TIMEOUT;
+    loop {
+        let now = state(pid);
+        if now == Some(want) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pid {pid} is in state {now:?}, expected {want:?}"
+        );
+        std::thread::yield_now();
+    }
+}
+
+fn stop(pid: i32) {
+    Pidfd::open(pid).unwrap().signal(libc::SIGSTOP).unwrap();
+    await_state(pid, 'T');
+}
+
+#[test]
+fn a_stopped_process_comes_back_stopped_and_continues_on_sigcont() {
+    cryo_bin();
+    let mut w = Workload::spawn("counter", &[]);
+    assert_eq!(w.cmd("tick"), "1");
+    stop(w.pid());
+    let img = w.path("img");
+    w.dump_ok(&img);
+    w.start_restore(&img);
+    // Restored, and stopped again as it was when dumped, before answering anything.
+    await_state(w.pid(), 'T');
+    assert_eq!(w.status("TracerPid"), "0", "left traced");
+    Pidfd::open(w.pid()).unwrap().signal(libc::SIGCONT).unwrap();
+    w.await_restored();
+    assert_eq!(w.cmd("get"), "1");
+    assert_eq!(w.cmd("tick"), "2");
+    w.kill_restored();
+}
+
+#[test]
+fn a_stopped_process_stays_stopped_after_a_leave_running_dump() {
+    cryo_bin();
+    let w = Workload::spawn("counter", &[]);
+    stop(w.pid());
+    let img = w.path("img");
+    w.dump(&img, &["--leave-running"]).assert_success();
+    assert!(w.original_alive(), "--leave-running killed the target");
+    assert_eq!(state(w.pid()), Some('T'), "the original no longer stopped");
+    assert_eq!(w.status("TracerPid"), "0", "left traced");
+    Pidfd::open(w.pid()).unwrap().signal(libc::SIGCONT).unwrap();
+    assert_eq!(w.cmd("tick"), "1");
+}
