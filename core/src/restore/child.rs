@@ -31,11 +31,11 @@ pub(super) fn child_main(tree: &Planned, i: usize) -> ! {
         Ok(()) => {
             let _ = nix::sys::signal::raise(Signal::SIGSTOP);
             // cryo rewrote this process; reaching here means it let go early.
-            crate::sys::spawn::exit_now(EXIT_LET_GO)
+            crate::sys::process::exit_child(EXIT_LET_GO)
         }
         Err(e) => {
             let _ = write_raw(err_fd, &e.encode());
-            crate::sys::spawn::exit_now(EXIT_FAILED)
+            crate::sys::process::exit_child(EXIT_FAILED)
         }
     }
 }
@@ -48,7 +48,7 @@ fn child_setup(tree: &Planned, i: usize) -> Result<(), ChildError> {
     })?;
     let (sync, err) = plan.ctl(i);
     if !matches!(write_raw(err, b"r"), Ok(1)) {
-        crate::sys::spawn::exit_now(EXIT_NO_PIPE);
+        crate::sys::process::exit_child(EXIT_NO_PIPE);
     }
     let mut go = [0u8; 1];
     if !matches!(read_raw(sync, &mut go), Ok(1)) {
@@ -184,7 +184,7 @@ fn become_zombie(status: i32) -> ! {
         }
     }
     // Ends this forked process with the original's exit code.
-    crate::sys::spawn::exit_now((status >> 8) & 0xff)
+    crate::sys::process::exit_child((status >> 8) & 0xff)
 }
 
 /// Puts `fd` at number `at` of this process, where the dumped process had it.

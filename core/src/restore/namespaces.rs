@@ -66,7 +66,7 @@ pub fn spawn_init(
                     // cryo waits for this pipe's end: the restored process must not hold it.
                     drop(ready);
                     child_main();
-                    crate::sys::spawn::exit_now(71)
+                    crate::sys::process::exit_child(71)
                 }
                 Ok(Forked::Parent(child)) => {
                     let _ = ready.write_all(b"ok");
@@ -75,7 +75,7 @@ pub fn spawn_init(
                 }
                 Err(e) => {
                     let _ = write!(ready, "{e}");
-                    crate::sys::spawn::exit_now(1)
+                    crate::sys::process::exit_child(1)
                 }
             }
         }
@@ -108,7 +108,7 @@ fn init_main(child: Pid, inherited: &[RawFd]) -> ! {
         .open("/dev/null")
     {
         for fd in 0..3 {
-            let _ = crate::sys::spawn::dup_onto(std::os::fd::AsFd::as_fd(&null), fd);
+            let _ = crate::sys::fd::dup_to(std::os::fd::AsFd::as_fd(&null), fd, false);
         }
     }
     let _ = close_from(3);
@@ -120,6 +120,6 @@ fn init_main(child: Pid, inherited: &[RawFd]) -> ! {
             _ => continue,
         };
         // Ends the init (and so the namespace) with the restored process's status.
-        crate::sys::spawn::exit_now(code)
+        crate::sys::process::exit_child(code)
     }
 }

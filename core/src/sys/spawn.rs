@@ -4,23 +4,9 @@
 
 use std::io;
 use std::num::NonZeroUsize;
-use std::os::fd::{AsRawFd, BorrowedFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd, RawFd};
 
 use nix::sys::mman::{mmap_anonymous, mprotect, MapFlags, ProtFlags};
-
-/// Duplicates `fd` onto number `at` (closing what was there), which stays open and unowned:
-/// it is meant for a process forked from here.
-pub fn dup_onto(fd: BorrowedFd<'_>, at: RawFd) -> io::Result<()> {
-    if fd.as_raw_fd() == at {
-        return Ok(());
-    }
-    // SAFETY: dup2 reads `fd`, borrowed for the call, and replaces number `at`, which no
-    // OwnedFd of this process holds (the caller's contract: it is a slot of the tree).
-    if unsafe { libc::dup2(fd.as_raw_fd(), at) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
 
 /// Moves `fd` to number `at`: `at` stays open and unowned, the old number is closed.
 pub fn move_to(fd: OwnedFd, at: RawFd) -> io::Result<()> {
@@ -29,7 +15,8 @@ pub fn move_to(fd: OwnedFd, at: RawFd) -> io::Result<()> {
         let _ = fd.into_raw_fd();
         return Ok(());
     }
-    dup_onto(std::os::fd::AsFd::as_fd(&fd), at)
+    // The number is the caller's slot: no OwnedFd of this process holds it.
+    super::fd::dup_to(std::os::fd::AsFd::as_fd(&fd), at, false)
 }
 
 /// Writes `bytes` once to fd number `fd` (a control pipe end inherited by number).
@@ -45,13 +32,6 @@ pub fn read_raw(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     // yields EBADF.
     let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
     usize::try_from(n).map_err(|_| io::Error::last_os_error())
-}
-
-/// Ends this (forked) process at once with `code`: no exit handlers, no flushing of what
-/// the process it was forked from had buffered.
-pub fn exit_now(code: i32) -> ! {
-    // SAFETY: _exit(2) ends the process; nothing of this process is used after it.
-    unsafe { libc::_exit(code) }
 }
 
 /// Maps `pages` pages at `addr` (read-write, MAP_FIXED_NOREPLACE), writes each
