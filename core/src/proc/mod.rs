@@ -49,7 +49,8 @@ pub enum ProcError {
 /// A `Result` of reading /proc.
 pub type Result<T> = std::result::Result<T, ProcError>;
 
-fn read(pid: Pid, name: &str) -> Result<String> {
+/// The text of `/proc/PID/NAME`.
+pub(crate) fn read(pid: Pid, name: &str) -> Result<String> {
     fs::read_to_string(dir(pid).join(name)).map_err(|e| read_err(pid, name, e))
 }
 

@@ -4,7 +4,7 @@
 use cryo_proto::image::{ProcessEntry, Rlimit, TaskCore};
 use nix::unistd::Pid;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::proc;
 use crate::restore::error::RestoreError;
 use crate::restore::error::{ChildError, ChildStep};
@@ -17,10 +17,11 @@ const RLIMITS: u32 = 16;
 pub fn dump(pid: Pid, stat: &proc::Stat) -> Result<TaskCore> {
     let status = proc::status(pid)?;
     let creds = super::security::creds_from_status(&status);
-    let limits = std::fs::read_to_string(proc::dir(pid).join("limits"))
-        .map_err(|e| Error::sys(pid, "read limits", e))?;
-    let rlimits = parse_limits(&limits)
-        .ok_or_else(|| Error::sys(pid, "read limits", std::io::ErrorKind::InvalidData))?;
+    let rlimits = parse_limits(&proc::read(pid, "limits")?).ok_or(proc::ProcError::Parse {
+        pid,
+        file: "limits",
+        line: None,
+    })?;
     let umask = proc::status_field(&status, "Umask")
         .and_then(|v| u32::from_str_radix(v, 8).ok())
         .unwrap_or(0o022);
