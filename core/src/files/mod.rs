@@ -56,7 +56,7 @@ mod place;
 mod regular;
 mod registry;
 mod shared;
-mod shmem;
+pub(crate) mod shmem;
 mod signalfd;
 mod table;
 mod timerfd;

@@ -1,0 +1,474 @@
+//! System V shared memory segments: dumped once per segment a process of the dump attaches,
+//! made again (or found again) by cryo before the tree is forked, attached by each process
+//! with shmat at its dumped address while it is reshaped.
+//!
+//! ```text
+//! dump     a "/SYSV<key>" line of /proc/PID/maps (its inode number is the shmid): the row of
+//!          /proc/sysvipc/shm (key, perms, size, owners, creator, ctime), the contents read
+//!          through /proc/PID/map_files, sparse, once per segment (files.img: SysvShm)
+//!          refused: another IPC namespace, a partial attachment, hugetlb segments
+//! restore  validate: the segment's id and key are free here, or hold this very segment
+//!          cryo: the very segment is still there (a dump kills its targets, not their
+//!          segments; --leave-running): it is reattached as it is, contents untouched;
+//!          else shm_next_id = id, shmget(key, IPC_CREAT|IPC_EXCL) as cuid/cgid,
+//!          IPC_SET uid, gid, mode, SHM_LOCK, the contents written through a short attach
+//!          each process: shmat(id, start, SHM_RDONLY if read-only) by a remote call
+//!          before it runs: IPC_RMID of a segment that was marked destroyed
+//! ```
+//!
+//! Not restorable (the kernel sets them, no call changes them): the creator and last pids,
+//! the attach, detach and change times of a segment made again.
+
+use std::collections::BTreeSet;
+use std::fs::File;
+
+use cryo_proto::image::{file_desc::Kind, FileDesc, SysvShm};
+use nix::unistd::Pid;
+use tracing::debug;
+
+use super::IpcError;
+use crate::files::kind::{Checking, Dumping, FileKind, Opened, Opening};
+use crate::files::{FileError, FileTable};
+use crate::image::ImageDir;
+use crate::memory::PAGE;
+use crate::proc::MapEntry;
+use crate::sys;
+
+/// SHM_DEST and SHM_LOCKED in a segment's mode (/proc/sysvipc/shm perms).
+const SHM_DEST: i64 = 0o1000;
+const SHM_LOCKED: i64 = 0o2000;
+/// shmat flags.
+const SHM_RDONLY: u64 = 0o10000;
+const SHM_EXEC: u64 = 0o100000;
+
+/// The segments of a dump, as descriptions of files.img mapped by the processes' VMAs.
+pub(crate) struct Segments;
+
+impl FileKind for Segments {
+    type Record = SysvShm;
+
+    fn record(kind: &Kind) -> Option<&SysvShm> {
+        match kind {
+            Kind::SysvShm(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    fn claims(&self, _fd: &Dumping<'_>) -> bool {
+        false
+    }
+
+    fn dump(&self, fd: &mut Dumping<'_>) -> Result<Kind, FileError> {
+        Err(fd
+            .open
+            .refuse("a SysV shared memory segment held by an fd", false))
+    }
+
+    fn validate(
+        &self,
+        desc: &FileDesc,
+        s: &SysvShm,
+        cx: &mut Checking<'_>,
+    ) -> Result<(), FileError> {
+        let raw = s.contents.as_ref().ok_or_else(|| FileError::Invalid {
+            id: desc.id,
+            detail: format!("{} without a contents image", describe(s)),
+        })?;
+        crate::files::shmem::check_extents(desc, s.size, raw, &s.extents, cx.images)?;
+        fate(s, &live()?)?;
+        Ok(())
+    }
+
+    fn open(
+        &self,
+        desc: &FileDesc,
+        s: &SysvShm,
+        _cx: &mut Opening<'_>,
+    ) -> Result<Opened, FileError> {
+        Err(FileError::Invalid {
+            id: desc.id,
+            detail: format!("{} is attached, never held by an fd", describe(s)),
+        })
+    }
+
+    fn describe(&self, _desc: &FileDesc, s: &SysvShm) -> String {
+        describe(s)
+    }
+}
+
+/// A segment in words, for messages.
+fn describe(s: &SysvShm) -> String {
+    format!(
+        "SysV shared memory segment {} (key {:#x}, {} bytes)",
+        s.id, s.key, s.size
+    )
+}
+
+/// A segment of cryo's IPC namespace, as /proc/sysvipc/shm lists it.
+#[derive(Debug, Clone)]
+struct Live {
+    id: i32,
+    key: i32,
+    size: u64,
+    perms: i64,
+    cpid: i32,
+    ctime: i64,
+    uid: u32,
+    gid: u32,
+    cuid: u32,
+    cgid: u32,
+}
+
+/// Every segment of cryo's IPC namespace.
+fn live() -> Result<Vec<Live>, IpcError> {
+    Ok(super::list("shm")?
+        .iter()
+        .map(|r| {
+            let get = |c: &str| r.get(c).copied().unwrap_or(0);
+            Live {
+                id: get("shmid") as i32,
+                key: get("key") as i32,
+                size: get("size") as u64,
+                perms: get("perms"),
+                cpid: get("cpid") as i32,
+                ctime: get("ctime"),
+                uid: get("uid") as u32,
+                gid: get("gid") as u32,
+                cuid: get("cuid") as u32,
+                cgid: get("cgid") as u32,
+            }
+        })
+        .collect())
+}
+
+/// Dumps the segment attached at `entry` of frozen `pid` (once per segment: later
+/// attachments, of this process or another, get the same description); returns the
+/// description id and the segment's id.
+pub(crate) fn dump_attachment(
+    pid: Pid,
+    entry: &MapEntry,
+    files: &mut FileTable,
+    images: &ImageDir,
+) -> Result<(u32, i32), FileError> {
+    let shmid = entry.ino as i32;
+    let what = format!("SysV shared memory segment {shmid} at {:#x}", entry.start);
+    let refuse = |detail: String| IpcError::Refused {
+        pid,
+        what: what.clone(),
+        detail,
+    };
+    let step = |op: &str, source| IpcError::Step {
+        what: format!("pid {pid}: {what}"),
+        op: op.into(),
+        source,
+    };
+    if !super::same_namespace(pid).map_err(|e| step("compare IPC namespaces", e))? {
+        return Err(refuse(
+            "the process is in another IPC namespace than cryo (IPC namespaces are not restored)"
+                .into(),
+        )
+        .into());
+    }
+    let seg = live()?
+        .into_iter()
+        .find(|l| l.id == shmid)
+        .ok_or_else(|| refuse("not listed in /proc/sysvipc/shm".into()))?;
+    let whole = seg.size.div_ceil(PAGE) * PAGE;
+    if entry.pgoff != 0 || entry.end - entry.start != whole {
+        return Err(refuse(format!(
+            "attached in part ({:#x}-{:#x} at offset {:#x} of a {}-byte segment: part unmapped \
+             or its protection changed in part), not supported",
+            entry.start, entry.end, entry.pgoff, seg.size
+        ))
+        .into());
+    }
+    let link = crate::proc::dir(pid).join(format!("map_files/{:x}-{:x}", entry.start, entry.end));
+    let id = files.add_mapped_object(pid, &link, |id| {
+        let file = File::open(&link).map_err(|e| step("open its map_files link", e))?;
+        let meta = file.metadata().map_err(|e| step("stat", e))?;
+        if std::os::unix::fs::MetadataExt::blksize(&meta) != PAGE {
+            return Err(refuse("a hugetlb segment (SHM_HUGETLB), not supported".into()).into());
+        }
+        let (contents, extents) = crate::files::shmem::save_extents(
+            &file,
+            seg.size,
+            format!("sysvshm-{shmid}.img"),
+            images,
+        )
+        .map_err(|e| step("save its contents", e))?;
+        let rec = SysvShm {
+            id: seg.id,
+            key: seg.key,
+            size: seg.size,
+            uid: seg.uid,
+            gid: seg.gid,
+            cuid: seg.cuid,
+            cgid: seg.cgid,
+            mode: (seg.perms & 0o777) as u32,
+            destroyed: seg.perms & SHM_DEST != 0,
+            locked: seg.perms & SHM_LOCKED != 0,
+            cpid: seg.cpid,
+            ctime: seg.ctime,
+            contents: Some(contents),
+            extents,
+        };
+        debug!(
+            id,
+            shmid,
+            key = rec.key,
+            size = rec.size,
+            "SysV shared memory segment"
+        );
+        Ok(Kind::SysvShm(rec))
+    })?;
+    Ok((id, shmid))
+}
+
+/// What a restore does with a segment of the image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    /// The very segment is still there: attach it as it is.
+    Reattach,
+    /// Neither its id nor its key is in use: make it again.
+    Create,
+}
+
+/// Decides what becomes of `s` among the segments `live` of this machine, refusing an id or
+/// key held by another segment.
+fn fate(s: &SysvShm, live: &[Live]) -> Result<Fate, IpcError> {
+    let taken = |detail: String| IpcError::Taken {
+        what: describe(s),
+        detail,
+    };
+    if let Some(l) = live.iter().find(|l| l.id == s.id) {
+        let same = l.key == s.key
+            && l.size == s.size
+            && l.cpid == s.cpid
+            && l.ctime == s.ctime
+            && (l.perms & SHM_DEST != 0) == s.destroyed;
+        if same {
+            return Ok(Fate::Reattach);
+        }
+        return Err(taken(format!(
+            "its id is held here by another segment (key {:#x}, {} bytes, created by pid {})",
+            l.key, l.size, l.cpid
+        )));
+    }
+    if s.key != libc::IPC_PRIVATE {
+        if let Some(l) = live.iter().find(|l| l.key == s.key) {
+            return Err(taken(format!("its key is held here by segment {}", l.id)));
+        }
+    }
+    Ok(Fate::Create)
+}
+
+/// The flags of the shmat that attaches a segment with protection `prot`.
+pub(crate) fn shmat_flags(prot: u32) -> u64 {
+    let mut flags = 0;
+    if prot & libc::PROT_WRITE as u32 == 0 {
+        flags |= SHM_RDONLY;
+    }
+    if prot & libc::PROT_EXEC as u32 != 0 {
+        flags |= SHM_EXEC;
+    }
+    flags
+}
+
+/// Whether an attachment made with [`shmat_flags`]`(prot)` needs an mprotect to get `prot`
+/// (shmat always maps readable).
+pub(crate) fn needs_mprotect(prot: u32) -> bool {
+    prot & libc::PROT_READ as u32 == 0
+}
+
+/// One segment a restore made.
+#[derive(Debug)]
+struct Made {
+    id: i32,
+    destroyed: bool,
+    what: String,
+}
+
+/// The segments a restore made, removed again if it fails before [`Restored::finish`].
+#[derive(Debug, Default)]
+pub struct Restored {
+    made: Vec<Made>,
+    /// Set once the processes have attached: the segments stay.
+    finished: std::cell::Cell<bool>,
+}
+
+impl Restored {
+    /// Makes (or finds again) every segment that description ids `used` refer to.
+    pub(crate) fn create(
+        descs: &[FileDesc],
+        used: &BTreeSet<u32>,
+        images: &ImageDir,
+    ) -> Result<Self, IpcError> {
+        let mut out = Self::default();
+        for desc in descs.iter().filter(|d| used.contains(&d.id)) {
+            let Some(Kind::SysvShm(s)) = &desc.kind else {
+                continue;
+            };
+            match fate(s, &live()?)? {
+                Fate::Reattach => {
+                    debug!(
+                        shmid = s.id,
+                        "SysV segment still there: reattached as it is"
+                    )
+                }
+                Fate::Create => {
+                    // Pushed before it is filled: a failure below removes it.
+                    let id = make(s)?;
+                    out.made.push(Made {
+                        id,
+                        destroyed: s.destroyed,
+                        what: describe(s),
+                    });
+                    fill(s, images)?;
+                    debug!(shmid = s.id, "SysV segment made");
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Once every process has attached its segments, before any runs: the segments that were
+    /// marked destroyed are marked again; every one made stays.
+    pub(crate) fn finish(&self) -> Result<(), IpcError> {
+        for m in self.made.iter().filter(|m| m.destroyed) {
+            sys::ipc::shm_command(m.id, libc::IPC_RMID).map_err(|source| IpcError::Step {
+                what: m.what.clone(),
+                op: "IPC_RMID".into(),
+                source,
+            })?;
+        }
+        self.finished.set(true);
+        Ok(())
+    }
+}
+
+impl Drop for Restored {
+    fn drop(&mut self) {
+        if self.finished.get() {
+            return;
+        }
+        for m in &self.made {
+            let _ = sys::ipc::shm_command(m.id, libc::IPC_RMID);
+        }
+    }
+}
+
+/// Makes segment `s` with its id, key, size, creator ids, owner and mode.
+fn make(s: &SysvShm) -> Result<i32, IpcError> {
+    let step = |op: &str| {
+        let what = describe(s);
+        let op = op.to_string();
+        move |source| IpcError::Step { what, op, source }
+    };
+    super::set_next_id("shm", s.id).map_err(step("write shm_next_id"))?;
+    let flags = libc::IPC_CREAT | libc::IPC_EXCL | (s.mode & 0o777) as i32;
+    let id = sys::ipc::as_creator(s.cuid, s.cgid, || sys::ipc::shmget(s.key, s.size, flags))
+        .map_err(step("shmget"))?;
+    if id != s.id {
+        let _ = sys::ipc::shm_command(id, libc::IPC_RMID);
+        return Err(IpcError::Taken {
+            what: describe(s),
+            detail: format!("the kernel gave id {id} (its slot is held by another segment)"),
+        });
+    }
+    let owned = sys::ipc::shm_set_owner(id, s.uid, s.gid, s.mode).map_err(step("IPC_SET"));
+    let locked = match s.locked {
+        true => sys::ipc::shm_command(id, libc::SHM_LOCK).map_err(step("SHM_LOCK")),
+        false => Ok(()),
+    };
+    if let Err(e) = owned.and(locked) {
+        let _ = sys::ipc::shm_command(id, libc::IPC_RMID);
+        return Err(e);
+    }
+    Ok(id)
+}
+
+/// Writes the dumped contents of `s` into the segment, through a short attachment in cryo.
+fn fill(s: &SysvShm, images: &ImageDir) -> Result<(), IpcError> {
+    let step = |op: &str| {
+        let what = describe(s);
+        let op = op.to_string();
+        move |source| IpcError::Step { what, op, source }
+    };
+    let Some(raw) = &s.contents else {
+        return Ok(());
+    };
+    let attached = sys::ipc::Attached::new(s.id).map_err(step("attach in cryo"))?;
+    let start = attached.start();
+    let link = format!(
+        "/proc/self/map_files/{start:x}-{:x}",
+        start + s.size.div_ceil(PAGE) * PAGE
+    );
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&link)
+        .map_err(step("open its map_files link"))?;
+    crate::files::shmem::write_extents(&file, raw, &s.extents, images)
+        .map_err(step("write its contents"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seg() -> SysvShm {
+        SysvShm {
+            id: 7,
+            key: 0x1234,
+            size: 8192,
+            cpid: 100,
+            ctime: 5,
+            ..Default::default()
+        }
+    }
+
+    fn live_of(s: &SysvShm) -> Live {
+        Live {
+            id: s.id,
+            key: s.key,
+            size: s.size,
+            perms: 0o600,
+            cpid: s.cpid,
+            ctime: s.ctime,
+            uid: 0,
+            gid: 0,
+            cuid: 0,
+            cgid: 0,
+        }
+    }
+
+    #[test]
+    fn the_very_segment_is_reattached() {
+        let s = seg();
+        assert_eq!(fate(&s, &[live_of(&s)]).unwrap(), Fate::Reattach);
+        assert_eq!(fate(&s, &[]).unwrap(), Fate::Create);
+    }
+
+    #[test]
+    fn another_segment_on_the_id_or_key_is_refused() {
+        let s = seg();
+        let mut other = live_of(&s);
+        other.cpid = 999;
+        assert!(matches!(fate(&s, &[other]), Err(IpcError::Taken { .. })));
+        let mut same_key = live_of(&s);
+        same_key.id = 8;
+        assert!(matches!(fate(&s, &[same_key]), Err(IpcError::Taken { .. })));
+        // Private segments share key 0.
+        let private = SysvShm { key: 0, ..seg() };
+        let mut zero = live_of(&private);
+        zero.id = 8;
+        assert_eq!(fate(&private, &[zero]).unwrap(), Fate::Create);
+    }
+
+    #[test]
+    fn read_only_attachments() {
+        assert_eq!(shmat_flags(libc::PROT_READ as u32), SHM_RDONLY);
+        assert_eq!(shmat_flags((libc::PROT_READ | libc::PROT_WRITE) as u32), 0);
+        assert!(needs_mprotect(libc::PROT_NONE as u32));
+    }
+}
