@@ -194,6 +194,10 @@ every_message!(
     ThreadAttrs,
     ProcessAttrs,
     SysvShm,
+    SysvSem,
+    SysvMessage,
+    SysvMsgQueue,
+    SysvIpc,
 );
 
 #[test]

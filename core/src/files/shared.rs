@@ -28,8 +28,6 @@ struct Object {
 #[derive(Debug, Default)]
 pub struct SharedObjects {
     objects: Vec<Object>,
-    /// The SysV shared memory segments, made (or found again) by cryo too.
-    sysv: crate::ipc::shm::Restored,
 }
 
 impl SharedObjects {
@@ -64,8 +62,7 @@ impl SharedObjects {
                 id: desc.id,
             });
         }
-        let sysv = crate::ipc::shm::Restored::create(descs, used, images)?;
-        Ok(Self { objects, sysv })
+        Ok(Self { objects })
     }
 
     /// (dumped inode, cryo's fd) of every object, in slot order.
@@ -73,10 +70,8 @@ impl SharedObjects {
         self.objects.iter().map(|o| (o.ino, o.fd.as_raw_fd()))
     }
 
-    /// Adds the memfd seals and marks the SysV segments that were destroyed so again: once
-    /// every process has made its mappings, before any runs.
+    /// Adds the memfd seals: once every process has made its mappings, before any runs.
     pub fn seal(&self) -> Result<(), FileError> {
-        self.sysv.finish()?;
         for o in self.objects.iter().filter(|o| o.seals != 0) {
             sys::memfd::add_seals(o.fd.as_fd(), o.seals).map_err(|source| FileError::Restore {
                 id: o.id,

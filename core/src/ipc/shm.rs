@@ -26,7 +26,7 @@ use cryo_proto::image::{file_desc::Kind, FileDesc, SysvShm};
 use nix::unistd::Pid;
 use tracing::debug;
 
-use super::IpcError;
+use super::{Fate, IpcError, ObjectKind};
 use crate::files::kind::{Checking, Dumping, FileKind, Opened, Opening};
 use crate::files::{FileError, FileTable};
 use crate::image::ImageDir;
@@ -224,42 +224,15 @@ pub(crate) fn dump_attachment(
     Ok((id, shmid))
 }
 
-/// What a restore does with a segment of the image.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Fate {
-    /// The very segment is still there: attach it as it is.
-    Reattach,
-    /// Neither its id nor its key is in use: make it again.
-    Create,
-}
-
-/// Decides what becomes of `s` among the segments `live` of this machine, refusing an id or
-/// key held by another segment.
+/// Decides what becomes of `s` among the segments `live` of this machine.
 fn fate(s: &SysvShm, live: &[Live]) -> Result<Fate, IpcError> {
-    let taken = |detail: String| IpcError::Taken {
-        what: describe(s),
-        detail,
-    };
-    if let Some(l) = live.iter().find(|l| l.id == s.id) {
-        let same = l.key == s.key
+    super::fate(&describe(s), (s.id, s.key), live, |l| (l.id, l.key), |l| {
+        l.key == s.key
             && l.size == s.size
             && l.cpid == s.cpid
             && l.ctime == s.ctime
-            && (l.perms & SHM_DEST != 0) == s.destroyed;
-        if same {
-            return Ok(Fate::Reattach);
-        }
-        return Err(taken(format!(
-            "its id is held here by another segment (key {:#x}, {} bytes, created by pid {})",
-            l.key, l.size, l.cpid
-        )));
-    }
-    if s.key != libc::IPC_PRIVATE {
-        if let Some(l) = live.iter().find(|l| l.key == s.key) {
-            return Err(taken(format!("its key is held here by segment {}", l.id)));
-        }
-    }
-    Ok(Fate::Create)
+            && (l.perms & SHM_DEST != 0) == s.destroyed
+    })
 }
 
 /// The flags of the shmat that attaches a segment with protection `prot`.
@@ -280,111 +253,46 @@ pub(crate) fn needs_mprotect(prot: u32) -> bool {
     prot & libc::PROT_READ as u32 == 0
 }
 
-/// One segment a restore made.
-#[derive(Debug)]
-struct Made {
-    id: i32,
-    destroyed: bool,
-    what: String,
-}
-
-/// The segments a restore made, removed again if it fails before [`Restored::finish`].
-#[derive(Debug, Default)]
-pub struct Restored {
-    made: Vec<Made>,
-    /// Set once the processes have attached: the segments stay.
-    finished: std::cell::Cell<bool>,
-}
-
-impl Restored {
-    /// Makes (or finds again) every segment that description ids `used` refer to.
-    pub(crate) fn create(
-        descs: &[FileDesc],
-        used: &BTreeSet<u32>,
-        images: &ImageDir,
-    ) -> Result<Self, IpcError> {
-        let mut out = Self::default();
-        for desc in descs.iter().filter(|d| used.contains(&d.id)) {
-            let Some(Kind::SysvShm(s)) = &desc.kind else {
-                continue;
-            };
-            match fate(s, &live()?)? {
-                Fate::Reattach => {
-                    debug!(
-                        shmid = s.id,
-                        "SysV segment still there: reattached as it is"
-                    )
-                }
-                Fate::Create => {
-                    // Pushed before it is filled: a failure below removes it.
-                    let id = make(s)?;
-                    out.made.push(Made {
-                        id,
-                        destroyed: s.destroyed,
+/// Makes (or finds again) every segment that description ids `used` refer to.
+pub(super) fn create(
+    descs: &[FileDesc],
+    used: &BTreeSet<u32>,
+    images: &ImageDir,
+    out: &mut super::Restored,
+) -> Result<(), IpcError> {
+    for desc in descs.iter().filter(|d| used.contains(&d.id)) {
+        let Some(Kind::SysvShm(s)) = &desc.kind else {
+            continue;
+        };
+        if fate(s, &live()?)? == Fate::Reattach {
+            debug!(shmid = s.id, "SysV segment still there: reattached as it is");
+            continue;
+        }
+        let flags = libc::IPC_CREAT | libc::IPC_EXCL | (s.mode & 0o777) as i32;
+        out.make(
+            ObjectKind::Shm,
+            describe(s),
+            s.id,
+            (s.cuid, s.cgid),
+            s.destroyed,
+            || sys::ipc::shmget(s.key, s.size, flags),
+            |id| {
+                let step = |op: &'static str| {
+                    move |source| IpcError::Step {
                         what: describe(s),
-                    });
-                    fill(s, images)?;
-                    debug!(shmid = s.id, "SysV segment made");
+                        op: op.into(),
+                        source,
+                    }
+                };
+                sys::ipc::shm_set_owner(id, s.uid, s.gid, s.mode).map_err(step("IPC_SET"))?;
+                if s.locked {
+                    sys::ipc::shm_command(id, libc::SHM_LOCK).map_err(step("SHM_LOCK"))?;
                 }
-            }
-        }
-        Ok(out)
+                fill(s, images)
+            },
+        )?;
     }
-
-    /// Once every process has attached its segments, before any runs: the segments that were
-    /// marked destroyed are marked again; every one made stays.
-    pub(crate) fn finish(&self) -> Result<(), IpcError> {
-        for m in self.made.iter().filter(|m| m.destroyed) {
-            sys::ipc::shm_command(m.id, libc::IPC_RMID).map_err(|source| IpcError::Step {
-                what: m.what.clone(),
-                op: "IPC_RMID".into(),
-                source,
-            })?;
-        }
-        self.finished.set(true);
-        Ok(())
-    }
-}
-
-impl Drop for Restored {
-    fn drop(&mut self) {
-        if self.finished.get() {
-            return;
-        }
-        for m in &self.made {
-            let _ = sys::ipc::shm_command(m.id, libc::IPC_RMID);
-        }
-    }
-}
-
-/// Makes segment `s` with its id, key, size, creator ids, owner and mode.
-fn make(s: &SysvShm) -> Result<i32, IpcError> {
-    let step = |op: &str| {
-        let what = describe(s);
-        let op = op.to_string();
-        move |source| IpcError::Step { what, op, source }
-    };
-    super::set_next_id("shm", s.id).map_err(step("write shm_next_id"))?;
-    let flags = libc::IPC_CREAT | libc::IPC_EXCL | (s.mode & 0o777) as i32;
-    let id = sys::ipc::as_creator(s.cuid, s.cgid, || sys::ipc::shmget(s.key, s.size, flags))
-        .map_err(step("shmget"))?;
-    if id != s.id {
-        let _ = sys::ipc::shm_command(id, libc::IPC_RMID);
-        return Err(IpcError::Taken {
-            what: describe(s),
-            detail: format!("the kernel gave id {id} (its slot is held by another segment)"),
-        });
-    }
-    let owned = sys::ipc::shm_set_owner(id, s.uid, s.gid, s.mode).map_err(step("IPC_SET"));
-    let locked = match s.locked {
-        true => sys::ipc::shm_command(id, libc::SHM_LOCK).map_err(step("SHM_LOCK")),
-        false => Ok(()),
-    };
-    if let Err(e) = owned.and(locked) {
-        let _ = sys::ipc::shm_command(id, libc::IPC_RMID);
-        return Err(e);
-    }
-    Ok(id)
+    Ok(())
 }
 
 /// Writes the dumped contents of `s` into the segment, through a short attachment in cryo.

@@ -33,6 +33,7 @@ mod pipe;
 mod pipe_split;
 mod shared_memory;
 mod signal;
+mod sysv_ipc;
 mod sysv_shm;
 mod tcp;
 mod threads;
@@ -93,6 +94,7 @@ pub const MODES: &[(&str, Start)] = &[
     ("tty", tty::start),
     ("attrs", attrs::start),
     ("sysv-shm", sysv_shm::start),
+    ("sysv-ipc", sysv_ipc::start),
 ];
 
 /// Starts the mode called `name`.
