@@ -22,7 +22,10 @@ fn objects(kind: &str) -> Vec<(i32, i32)> {
         .lines()
         .skip(1)
         .map(|l| {
-            let f: Vec<i32> = l.split_whitespace().map(|f| f.parse().unwrap_or(-1)).collect();
+            let f: Vec<i32> = l
+                .split_whitespace()
+                .map(|f| f.parse().unwrap_or(-1))
+                .collect();
             (f[1], f[0])
         })
         .collect()
@@ -33,7 +36,11 @@ fn remove(n: i32) {
     for (id, k) in objects("sem") {
         if k == key(n) {
             // SAFETY: IPC_RMID reads no argument.
-            assert_eq!(unsafe { libc::semctl(id, 0, libc::IPC_RMID) }, 0, "semctl IPC_RMID");
+            assert_eq!(
+                unsafe { libc::semctl(id, 0, libc::IPC_RMID) },
+                0,
+                "semctl IPC_RMID"
+            );
         }
     }
     for (id, k) in objects("msg") {
@@ -92,7 +99,10 @@ fn semaphores_and_queues_come_back() {
     assert_eq!(ok(&w, "semvals"), "1 3 0");
     assert_eq!(ok(&w, "msgrcv 0"), "1 three");
     assert_eq!(ok(&w, "msgrcv 0"), "3 four");
-    assert!(w.cmd("msgrcv 0").contains("No message"), "the queue should be empty");
+    assert!(
+        w.cmd("msgrcv 0").contains("No message"),
+        "the queue should be empty"
+    );
     assert_eq!(ok(&w, "rm"), "ok");
     w.kill_restored();
 }

@@ -190,7 +190,10 @@ fn fate<L>(
     }
     if key != libc::IPC_PRIVATE {
         if let Some(l) = live.iter().find(|l| ident(l).1 == key) {
-            return Err(taken(format!("its key is held here by object {}", ident(l).0)));
+            return Err(taken(format!(
+                "its key is held here by object {}",
+                ident(l).0
+            )));
         }
     }
     Ok(Fate::Create)

@@ -81,7 +81,12 @@ pub(super) fn dump(pids: &[Pid]) -> Result<Vec<SysvMsgQueue>, IpcError> {
         {
             messages.push(SysvMessage { mtype, text });
         }
-        debug!(msqid = l.id, key = l.key, messages = messages.len(), "SysV message queue");
+        debug!(
+            msqid = l.id,
+            key = l.key,
+            messages = messages.len(),
+            "SysV message queue"
+        );
         out.push(SysvMsgQueue {
             id: l.id,
             key: l.key,
@@ -98,9 +103,13 @@ pub(super) fn dump(pids: &[Pid]) -> Result<Vec<SysvMsgQueue>, IpcError> {
 }
 
 fn fate(q: &SysvMsgQueue, live: &[Live]) -> Result<Fate, IpcError> {
-    super::fate(&describe(q), (q.id, q.key), live, |l| (l.id, l.key), |l| {
-        l.key == q.key && l.cuid == q.cuid && l.cgid == q.cgid
-    })
+    super::fate(
+        &describe(q),
+        (q.id, q.key),
+        live,
+        |l| (l.id, l.key),
+        |l| l.key == q.key && l.cuid == q.cuid && l.cgid == q.cgid,
+    )
 }
 
 /// The most bytes a queue made here may hold without CAP_SYS_RESOURCE (msgmnb).
@@ -136,7 +145,10 @@ pub(super) fn check(queues: &[SysvMsgQueue]) -> Result<(), IpcError> {
 pub(super) fn create(queues: &[SysvMsgQueue], out: &mut Restored) -> Result<(), IpcError> {
     for q in queues {
         if fate(q, &live()?)? == Fate::Reattach {
-            debug!(msqid = q.id, "SysV message queue still there: left as it is");
+            debug!(
+                msqid = q.id,
+                "SysV message queue still there: left as it is"
+            );
             continue;
         }
         let flags = libc::IPC_CREAT | libc::IPC_EXCL | (q.mode & 0o777) as i32;

@@ -75,7 +75,12 @@ pub(super) fn dump(pids: &[Pid]) -> Result<Vec<SysvSem>, IpcError> {
             op: "GETALL".into(),
             source,
         })?;
-        debug!(semid = l.id, key = l.key, nsems = l.nsems, "SysV semaphore set");
+        debug!(
+            semid = l.id,
+            key = l.key,
+            nsems = l.nsems,
+            "SysV semaphore set"
+        );
         out.push(SysvSem {
             id: l.id,
             key: l.key,
@@ -91,9 +96,13 @@ pub(super) fn dump(pids: &[Pid]) -> Result<Vec<SysvSem>, IpcError> {
 }
 
 fn fate(s: &SysvSem, live: &[Live]) -> Result<Fate, IpcError> {
-    super::fate(&describe(s), (s.id, s.key), live, |l| (l.id, l.key), |l| {
-        l.key == s.key && l.nsems == s.values.len() && l.cuid == s.cuid && l.cgid == s.cgid
-    })
+    super::fate(
+        &describe(s),
+        (s.id, s.key),
+        live,
+        |l| (l.id, l.key),
+        |l| l.key == s.key && l.nsems == s.values.len() && l.cuid == s.cuid && l.cgid == s.cgid,
+    )
 }
 
 /// Restore, before anything is made: every set's id and key are free here or hold the very
@@ -116,7 +125,10 @@ pub(super) fn check(sems: &[SysvSem]) -> Result<(), IpcError> {
 pub(super) fn create(sems: &[SysvSem], out: &mut Restored) -> Result<(), IpcError> {
     for s in sems {
         if fate(s, &live()?)? == Fate::Reattach {
-            debug!(semid = s.id, "SysV semaphore set still there: left as it is");
+            debug!(
+                semid = s.id,
+                "SysV semaphore set still there: left as it is"
+            );
             continue;
         }
         let values: Vec<u16> = s.values.iter().map(|&v| v as u16).collect();

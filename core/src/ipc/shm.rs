@@ -226,13 +226,19 @@ pub(crate) fn dump_attachment(
 
 /// Decides what becomes of `s` among the segments `live` of this machine.
 fn fate(s: &SysvShm, live: &[Live]) -> Result<Fate, IpcError> {
-    super::fate(&describe(s), (s.id, s.key), live, |l| (l.id, l.key), |l| {
-        l.key == s.key
-            && l.size == s.size
-            && l.cpid == s.cpid
-            && l.ctime == s.ctime
-            && (l.perms & SHM_DEST != 0) == s.destroyed
-    })
+    super::fate(
+        &describe(s),
+        (s.id, s.key),
+        live,
+        |l| (l.id, l.key),
+        |l| {
+            l.key == s.key
+                && l.size == s.size
+                && l.cpid == s.cpid
+                && l.ctime == s.ctime
+                && (l.perms & SHM_DEST != 0) == s.destroyed
+        },
+    )
 }
 
 /// The flags of the shmat that attaches a segment with protection `prot`.
@@ -265,7 +271,10 @@ pub(super) fn create(
             continue;
         };
         if fate(s, &live()?)? == Fate::Reattach {
-            debug!(shmid = s.id, "SysV segment still there: reattached as it is");
+            debug!(
+                shmid = s.id,
+                "SysV segment still there: reattached as it is"
+            );
             continue;
         }
         let flags = libc::IPC_CREAT | libc::IPC_EXCL | (s.mode & 0o777) as i32;

@@ -40,6 +40,9 @@ pub fn dump(
         if kind == VmaKind::Vsyscall {
             continue;
         }
+        if crate::files::aio::is_ring(&entry.name) {
+            return Err(crate::files::aio::refuse(pid, entry.start, entry.end).into());
+        }
         let link = || proc::dir(pid).join(format!("map_files/{:x}-{:x}", entry.start, entry.end));
         // Files, memfds and shared anonymous memory are recorded once per inode, however many
         // VMAs (of however many processes) map them.

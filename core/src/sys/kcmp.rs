@@ -66,7 +66,14 @@ const KCMP_SYSVSEM: libc::c_int = 6;
 pub(crate) fn kcmp_same_sysvsem(pid1: Pid, pid2: Pid) -> io::Result<bool> {
     // SAFETY: kcmp with KCMP_SYSVSEM takes two pids, no pointers.
     let ret = check(unsafe {
-        libc::syscall(libc::SYS_kcmp, pid1.as_raw(), pid2.as_raw(), KCMP_SYSVSEM, 0, 0)
+        libc::syscall(
+            libc::SYS_kcmp,
+            pid1.as_raw(),
+            pid2.as_raw(),
+            KCMP_SYSVSEM,
+            0,
+            0,
+        )
     })?;
     Ok(ret == 0)
 }

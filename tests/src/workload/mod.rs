@@ -22,6 +22,7 @@ mod sys;
 mod unix;
 mod unix_msg;
 
+mod aio;
 mod attrs;
 mod counter;
 mod deleted_file;
@@ -95,6 +96,7 @@ pub const MODES: &[(&str, Start)] = &[
     ("attrs", attrs::start),
     ("sysv-shm", sysv_shm::start),
     ("sysv-ipc", sysv_ipc::start),
+    ("aio", aio::start),
 ];
 
 /// Starts the mode called `name`.

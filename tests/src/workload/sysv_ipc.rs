@@ -154,10 +154,17 @@ impl SysvIpc {
                     return Err(io::Error::last_os_error());
                 }
                 let mtype = i64::from_ne_bytes(buf[..8].try_into().expect("8 bytes"));
-                Ok(format!("{mtype} {}", String::from_utf8_lossy(&buf[8..8 + n as usize])))
+                Ok(format!(
+                    "{mtype} {}",
+                    String::from_utf8_lossy(&buf[8..8 + n as usize])
+                ))
             }
             ("msgsnd", [t, text]) => {
-                msgsnd(self.msg, t.parse().map_err(|_| bad("TYPE"))?, text.as_bytes())?;
+                msgsnd(
+                    self.msg,
+                    t.parse().map_err(|_| bad("TYPE"))?,
+                    text.as_bytes(),
+                )?;
                 Ok("ok".into())
             }
             ("rm", []) => {
