@@ -91,6 +91,63 @@ pub enum IpcError {
 /// One row of a /proc/sysvipc list: column name -> value.
 type Row = HashMap<String, i64>;
 
+impl IpcError {
+    /// The error of step `op` on object `what`, for `map_err`.
+    fn step(what: &str, op: &str) -> impl FnOnce(io::Error) -> Self {
+        let (what, op) = (what.to_string(), op.to_string());
+        move |source| Self::Step { what, op, source }
+    }
+}
+
+/// An object of cryo's IPC namespace as /proc/sysvipc lists it: what every kind shows (id,
+/// key, mode, owner, creator), and its row for the columns of its kind.
+#[derive(Debug, Clone)]
+struct Listed {
+    id: i32,
+    key: i32,
+    perms: i64,
+    uid: u32,
+    gid: u32,
+    cuid: u32,
+    cgid: u32,
+    row: Row,
+}
+
+impl Listed {
+    /// The object of `row`, whose id is in column `id_col` (shmid, semid, msqid).
+    fn of(row: Row, id_col: &str) -> Self {
+        let get = |c: &str| row.get(c).copied().unwrap_or(0);
+        Self {
+            id: get(id_col) as i32,
+            key: get("key") as i32,
+            perms: get("perms"),
+            uid: get("uid") as u32,
+            gid: get("gid") as u32,
+            cuid: get("cuid") as u32,
+            cgid: get("cgid") as u32,
+            row,
+        }
+    }
+
+    /// Column `c` of its kind (0 if absent).
+    fn col(&self, c: &str) -> i64 {
+        self.row.get(c).copied().unwrap_or(0)
+    }
+
+    /// The permission bits.
+    fn mode(&self) -> u32 {
+        (self.perms & 0o777) as u32
+    }
+}
+
+/// Every object of /proc/sysvipc/`name` (shm, sem, msg), its id in column `id_col`.
+fn listed(name: &str, id_col: &str) -> Result<Vec<Listed>, IpcError> {
+    Ok(list(name)?
+        .into_iter()
+        .map(|r| Listed::of(r, id_col))
+        .collect())
+}
+
 /// The rows of /proc/sysvipc/`name` (shm, sem, msg) of cryo's IPC namespace, by column name
 /// (the header line names them; perms are octal there).
 fn list(name: &str) -> Result<Vec<Row>, IpcError> {
@@ -275,12 +332,10 @@ impl Restored {
         get: impl FnOnce() -> io::Result<i32>,
         set: impl FnOnce(i32) -> Result<(), IpcError>,
     ) -> Result<(), IpcError> {
-        let step = |op: &str| {
-            let (what, op) = (what.clone(), op.to_string());
-            move |source| IpcError::Step { what, op, source }
-        };
-        set_next_id(kind.name(), want).map_err(step(&format!("write {}_next_id", kind.name())))?;
-        let id = crate::sys::ipc::as_creator(cuid, cgid, get).map_err(step("create"))?;
+        let next_id = format!("write {}_next_id", kind.name());
+        set_next_id(kind.name(), want).map_err(IpcError::step(&what, &next_id))?;
+        let id = crate::sys::ipc::as_creator(cuid, cgid, get)
+            .map_err(IpcError::step(&what, "create"))?;
         let made = if id != want {
             Err(IpcError::Taken {
                 what: what.clone(),
@@ -307,11 +362,9 @@ impl Restored {
     /// marked destroyed are marked again; every object made stays.
     pub(crate) fn finish(&self) -> Result<(), IpcError> {
         for m in self.made.iter().filter(|m| m.destroyed) {
-            m.kind.remove(m.id).map_err(|source| IpcError::Step {
-                what: m.what.clone(),
-                op: "IPC_RMID".into(),
-                source,
-            })?;
+            m.kind
+                .remove(m.id)
+                .map_err(IpcError::step(&m.what, "IPC_RMID"))?;
         }
         self.finished.set(true);
         Ok(())
@@ -335,14 +388,7 @@ impl Drop for Restored {
 pub(crate) fn dump(pids: &[Pid], images: &ImageDir) -> crate::error::Result<()> {
     let me = nix::unistd::getpid();
     for &pid in pids {
-        let step = |op: &str| {
-            let op = op.to_string();
-            move |source| IpcError::Step {
-                what: format!("pid {pid}"),
-                op,
-                source,
-            }
-        };
+        let step = |op: &str| IpcError::step(&format!("pid {pid}"), op);
         if !same_namespace(pid).map_err(step("compare IPC namespaces"))? {
             let n = objects_in_namespace_of(pid).map_err(step("list its IPC namespace"))?;
             if n > 0 {

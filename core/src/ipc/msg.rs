@@ -8,43 +8,12 @@ use cryo_proto::image::{SysvMessage, SysvMsgQueue};
 use nix::unistd::Pid;
 use tracing::debug;
 
-use super::{Fate, IpcError, ObjectKind, Restored};
+use super::{Fate, IpcError, Listed, ObjectKind, Restored};
 use crate::sys;
 
-/// A queue of cryo's IPC namespace, as /proc/sysvipc/msg lists it.
-#[derive(Debug, Clone)]
-struct Live {
-    id: i32,
-    key: i32,
-    perms: i64,
-    cbytes: u64,
-    lspid: i32,
-    lrpid: i32,
-    uid: u32,
-    gid: u32,
-    cuid: u32,
-    cgid: u32,
-}
-
-fn live() -> Result<Vec<Live>, IpcError> {
-    Ok(super::list("msg")?
-        .iter()
-        .map(|r| {
-            let get = |c: &str| r.get(c).copied().unwrap_or(0);
-            Live {
-                id: get("msqid") as i32,
-                key: get("key") as i32,
-                perms: get("perms"),
-                cbytes: get("cbytes") as u64,
-                lspid: get("lspid") as i32,
-                lrpid: get("lrpid") as i32,
-                uid: get("uid") as u32,
-                gid: get("gid") as u32,
-                cuid: get("cuid") as u32,
-                cgid: get("cgid") as u32,
-            }
-        })
-        .collect())
+/// The queues of cryo's IPC namespace.
+fn live() -> Result<Vec<Listed>, IpcError> {
+    super::listed("msg", "msqid")
 }
 
 /// A queue in words, for messages.
@@ -62,20 +31,16 @@ fn describe(q: &SysvMsgQueue) -> String {
 pub(super) fn dump(pids: &[Pid]) -> Result<Vec<SysvMsgQueue>, IpcError> {
     let mut out = Vec::new();
     for l in live()? {
-        if !pids.contains(&Pid::from_raw(l.lspid)) && !pids.contains(&Pid::from_raw(l.lrpid)) {
+        let by = |c: &str| pids.contains(&Pid::from_raw(l.col(c) as i32));
+        if !by("lspid") && !by("lrpid") {
             continue;
         }
-        let step = |op: &'static str| {
-            move |source| IpcError::Step {
-                what: format!("SysV message queue {}", l.id),
-                op: op.into(),
-                source,
-            }
-        };
+        let what = format!("SysV message queue {}", l.id);
+        let step = |op: &str| IpcError::step(&what, op);
         let qbytes = sys::ipc::msg_qbytes(l.id).map_err(step("IPC_STAT"))?;
         let mut messages = Vec::new();
         // No message is longer than all of them together.
-        let max = l.cbytes.max(1) as usize;
+        let max = l.col("cbytes").max(1) as usize;
         while let Some((mtype, text)) =
             sys::ipc::msg_peek(l.id, messages.len(), max).map_err(step("msgrcv MSG_COPY"))?
         {
@@ -94,7 +59,7 @@ pub(super) fn dump(pids: &[Pid]) -> Result<Vec<SysvMsgQueue>, IpcError> {
             gid: l.gid,
             cuid: l.cuid,
             cgid: l.cgid,
-            mode: (l.perms & 0o777) as u32,
+            mode: l.mode(),
             qbytes,
             messages,
         });
@@ -102,7 +67,7 @@ pub(super) fn dump(pids: &[Pid]) -> Result<Vec<SysvMsgQueue>, IpcError> {
     Ok(out)
 }
 
-fn fate(q: &SysvMsgQueue, live: &[Live]) -> Result<Fate, IpcError> {
+fn fate(q: &SysvMsgQueue, live: &[Listed]) -> Result<Fate, IpcError> {
     super::fate(
         &describe(q),
         (q.id, q.key),
@@ -160,13 +125,7 @@ pub(super) fn create(queues: &[SysvMsgQueue], out: &mut Restored) -> Result<(), 
             false,
             || sys::ipc::msgget(q.key, flags),
             |id| {
-                let step = |op: &'static str| {
-                    move |source| IpcError::Step {
-                        what: describe(q),
-                        op: op.into(),
-                        source,
-                    }
-                };
+                let step = |op: &str| IpcError::step(&describe(q), op);
                 sys::ipc::msg_set(id, q.uid, q.gid, q.mode, q.qbytes).map_err(step("IPC_SET"))?;
                 for m in &q.messages {
                     sys::ipc::msg_send(id, m.mtype, &m.text).map_err(step("msgsnd"))?;

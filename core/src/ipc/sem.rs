@@ -8,39 +8,12 @@ use cryo_proto::image::SysvSem;
 use nix::unistd::Pid;
 use tracing::debug;
 
-use super::{Fate, IpcError, ObjectKind, Restored};
+use super::{Fate, IpcError, Listed, ObjectKind, Restored};
 use crate::sys;
 
-/// A set of cryo's IPC namespace, as /proc/sysvipc/sem lists it.
-#[derive(Debug, Clone)]
-struct Live {
-    id: i32,
-    key: i32,
-    perms: i64,
-    nsems: usize,
-    uid: u32,
-    gid: u32,
-    cuid: u32,
-    cgid: u32,
-}
-
-fn live() -> Result<Vec<Live>, IpcError> {
-    Ok(super::list("sem")?
-        .iter()
-        .map(|r| {
-            let get = |c: &str| r.get(c).copied().unwrap_or(0);
-            Live {
-                id: get("semid") as i32,
-                key: get("key") as i32,
-                perms: get("perms"),
-                nsems: get("nsems") as usize,
-                uid: get("uid") as u32,
-                gid: get("gid") as u32,
-                cuid: get("cuid") as u32,
-                cgid: get("cgid") as u32,
-            }
-        })
-        .collect())
+/// The sets of cryo's IPC namespace.
+fn live() -> Result<Vec<Listed>, IpcError> {
+    super::listed("sem", "semid")
 }
 
 /// A set in words, for messages.
@@ -58,29 +31,18 @@ fn describe(s: &SysvSem) -> String {
 pub(super) fn dump(pids: &[Pid]) -> Result<Vec<SysvSem>, IpcError> {
     let mut out = Vec::new();
     for l in live()? {
+        let what = format!("SysV semaphore set {}", l.id);
+        let nsems = l.col("nsems") as usize;
         let mut ours = false;
-        for num in 0..l.nsems {
-            let pid = sys::ipc::sem_last_pid(l.id, num).map_err(|source| IpcError::Step {
-                what: format!("SysV semaphore set {}", l.id),
-                op: "GETPID".into(),
-                source,
-            })?;
+        for num in 0..nsems {
+            let pid = sys::ipc::sem_last_pid(l.id, num).map_err(IpcError::step(&what, "GETPID"))?;
             ours |= pids.contains(&Pid::from_raw(pid));
         }
         if !ours {
             continue;
         }
-        let values = sys::ipc::sem_values(l.id, l.nsems).map_err(|source| IpcError::Step {
-            what: format!("SysV semaphore set {}", l.id),
-            op: "GETALL".into(),
-            source,
-        })?;
-        debug!(
-            semid = l.id,
-            key = l.key,
-            nsems = l.nsems,
-            "SysV semaphore set"
-        );
+        let values = sys::ipc::sem_values(l.id, nsems).map_err(IpcError::step(&what, "GETALL"))?;
+        debug!(semid = l.id, key = l.key, nsems, "SysV semaphore set");
         out.push(SysvSem {
             id: l.id,
             key: l.key,
@@ -88,20 +50,25 @@ pub(super) fn dump(pids: &[Pid]) -> Result<Vec<SysvSem>, IpcError> {
             gid: l.gid,
             cuid: l.cuid,
             cgid: l.cgid,
-            mode: (l.perms & 0o777) as u32,
+            mode: l.mode(),
             values: values.into_iter().map(u32::from).collect(),
         });
     }
     Ok(out)
 }
 
-fn fate(s: &SysvSem, live: &[Live]) -> Result<Fate, IpcError> {
+fn fate(s: &SysvSem, live: &[Listed]) -> Result<Fate, IpcError> {
     super::fate(
         &describe(s),
         (s.id, s.key),
         live,
         |l| (l.id, l.key),
-        |l| l.key == s.key && l.nsems == s.values.len() && l.cuid == s.cuid && l.cgid == s.cgid,
+        |l| {
+            l.key == s.key
+                && l.col("nsems") as usize == s.values.len()
+                && l.cuid == s.cuid
+                && l.cgid == s.cgid
+        },
     )
 }
 
@@ -141,13 +108,7 @@ pub(super) fn create(sems: &[SysvSem], out: &mut Restored) -> Result<(), IpcErro
             false,
             || sys::ipc::semget(s.key, values.len(), flags),
             |id| {
-                let step = |op: &'static str| {
-                    move |source| IpcError::Step {
-                        what: describe(s),
-                        op: op.into(),
-                        source,
-                    }
-                };
+                let step = |op: &str| IpcError::step(&describe(s), op);
                 sys::ipc::sem_set_owner(id, s.uid, s.gid, s.mode).map_err(step("IPC_SET"))?;
                 sys::ipc::sem_set_values(id, &values).map_err(step("SETALL"))
             },

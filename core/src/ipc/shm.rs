@@ -26,7 +26,7 @@ use cryo_proto::image::{file_desc::Kind, FileDesc, SysvShm};
 use nix::unistd::Pid;
 use tracing::debug;
 
-use super::{Fate, IpcError, ObjectKind};
+use super::{Fate, IpcError, Listed, ObjectKind};
 use crate::files::kind::{Checking, Dumping, FileKind, Opened, Opening};
 use crate::files::{FileError, FileTable};
 use crate::image::ImageDir;
@@ -104,41 +104,9 @@ fn describe(s: &SysvShm) -> String {
     )
 }
 
-/// A segment of cryo's IPC namespace, as /proc/sysvipc/shm lists it.
-#[derive(Debug, Clone)]
-struct Live {
-    id: i32,
-    key: i32,
-    size: u64,
-    perms: i64,
-    cpid: i32,
-    ctime: i64,
-    uid: u32,
-    gid: u32,
-    cuid: u32,
-    cgid: u32,
-}
-
 /// Every segment of cryo's IPC namespace.
-fn live() -> Result<Vec<Live>, IpcError> {
-    Ok(super::list("shm")?
-        .iter()
-        .map(|r| {
-            let get = |c: &str| r.get(c).copied().unwrap_or(0);
-            Live {
-                id: get("shmid") as i32,
-                key: get("key") as i32,
-                size: get("size") as u64,
-                perms: get("perms"),
-                cpid: get("cpid") as i32,
-                ctime: get("ctime"),
-                uid: get("uid") as u32,
-                gid: get("gid") as u32,
-                cuid: get("cuid") as u32,
-                cgid: get("cgid") as u32,
-            }
-        })
-        .collect())
+fn live() -> Result<Vec<Listed>, IpcError> {
+    super::listed("shm", "shmid")
 }
 
 /// Dumps the segment attached at `entry` of frozen `pid` (once per segment: later
@@ -157,11 +125,7 @@ pub(crate) fn dump_attachment(
         what: what.clone(),
         detail,
     };
-    let step = |op: &str, source| IpcError::Step {
-        what: format!("pid {pid}: {what}"),
-        op: op.into(),
-        source,
-    };
+    let step = |op: &str, source| IpcError::step(&format!("pid {pid}: {what}"), op)(source);
     if !super::same_namespace(pid).map_err(|e| step("compare IPC namespaces", e))? {
         return Err(refuse(
             "the process is in another IPC namespace than cryo (IPC namespaces are not restored)"
@@ -173,12 +137,13 @@ pub(crate) fn dump_attachment(
         .into_iter()
         .find(|l| l.id == shmid)
         .ok_or_else(|| refuse("not listed in /proc/sysvipc/shm".into()))?;
-    let whole = seg.size.div_ceil(PAGE) * PAGE;
+    let size = seg.col("size") as u64;
+    let whole = size.div_ceil(PAGE) * PAGE;
     if entry.pgoff != 0 || entry.end - entry.start != whole {
         return Err(refuse(format!(
             "attached in part ({:#x}-{:#x} at offset {:#x} of a {}-byte segment: part unmapped \
              or its protection changed in part), not supported",
-            entry.start, entry.end, entry.pgoff, seg.size
+            entry.start, entry.end, entry.pgoff, size
         ))
         .into());
     }
@@ -189,26 +154,22 @@ pub(crate) fn dump_attachment(
         if std::os::unix::fs::MetadataExt::blksize(&meta) != PAGE {
             return Err(refuse("a hugetlb segment (SHM_HUGETLB), not supported".into()).into());
         }
-        let (contents, extents) = crate::files::shmem::save_extents(
-            &file,
-            seg.size,
-            format!("sysvshm-{shmid}.img"),
-            images,
-        )
-        .map_err(|e| step("save its contents", e))?;
+        let (contents, extents) =
+            crate::files::shmem::save_extents(&file, size, format!("sysvshm-{shmid}.img"), images)
+                .map_err(|e| step("save its contents", e))?;
         let rec = SysvShm {
             id: seg.id,
             key: seg.key,
-            size: seg.size,
+            size,
             uid: seg.uid,
             gid: seg.gid,
             cuid: seg.cuid,
             cgid: seg.cgid,
-            mode: (seg.perms & 0o777) as u32,
+            mode: seg.mode(),
             destroyed: seg.perms & SHM_DEST != 0,
             locked: seg.perms & SHM_LOCKED != 0,
-            cpid: seg.cpid,
-            ctime: seg.ctime,
+            cpid: seg.col("cpid") as i32,
+            ctime: seg.col("ctime"),
             contents: Some(contents),
             extents,
         };
@@ -225,7 +186,7 @@ pub(crate) fn dump_attachment(
 }
 
 /// Decides what becomes of `s` among the segments `live` of this machine.
-fn fate(s: &SysvShm, live: &[Live]) -> Result<Fate, IpcError> {
+fn fate(s: &SysvShm, live: &[Listed]) -> Result<Fate, IpcError> {
     super::fate(
         &describe(s),
         (s.id, s.key),
@@ -233,9 +194,9 @@ fn fate(s: &SysvShm, live: &[Live]) -> Result<Fate, IpcError> {
         |l| (l.id, l.key),
         |l| {
             l.key == s.key
-                && l.size == s.size
-                && l.cpid == s.cpid
-                && l.ctime == s.ctime
+                && l.col("size") as u64 == s.size
+                && l.col("cpid") as i32 == s.cpid
+                && l.col("ctime") == s.ctime
                 && (l.perms & SHM_DEST != 0) == s.destroyed
         },
     )
@@ -286,13 +247,7 @@ pub(super) fn create(
             s.destroyed,
             || sys::ipc::shmget(s.key, s.size, flags),
             |id| {
-                let step = |op: &'static str| {
-                    move |source| IpcError::Step {
-                        what: describe(s),
-                        op: op.into(),
-                        source,
-                    }
-                };
+                let step = |op: &str| IpcError::step(&describe(s), op);
                 sys::ipc::shm_set_owner(id, s.uid, s.gid, s.mode).map_err(step("IPC_SET"))?;
                 if s.locked {
                     sys::ipc::shm_command(id, libc::SHM_LOCK).map_err(step("SHM_LOCK"))?;
@@ -306,11 +261,7 @@ pub(super) fn create(
 
 /// Writes the dumped contents of `s` into the segment, through a short attachment in cryo.
 fn fill(s: &SysvShm, images: &ImageDir) -> Result<(), IpcError> {
-    let step = |op: &str| {
-        let what = describe(s);
-        let op = op.to_string();
-        move |source| IpcError::Step { what, op, source }
-    };
+    let step = |op: &str| IpcError::step(&describe(s), op);
     let Some(raw) = &s.contents else {
         return Ok(());
     };
@@ -344,19 +295,19 @@ mod tests {
         }
     }
 
-    fn live_of(s: &SysvShm) -> Live {
-        Live {
-            id: s.id,
-            key: s.key,
-            size: s.size,
-            perms: 0o600,
-            cpid: s.cpid,
-            ctime: s.ctime,
-            uid: 0,
-            gid: 0,
-            cuid: 0,
-            cgid: 0,
-        }
+    fn live_of(s: &SysvShm) -> Listed {
+        let row = [
+            ("shmid", s.id as i64),
+            ("key", s.key as i64),
+            ("size", s.size as i64),
+            ("perms", 0o600),
+            ("cpid", s.cpid as i64),
+            ("ctime", s.ctime),
+        ];
+        Listed::of(
+            row.iter().map(|(c, v)| (c.to_string(), *v)).collect(),
+            "shmid",
+        )
     }
 
     #[test]
@@ -370,7 +321,8 @@ mod tests {
     fn another_segment_on_the_id_or_key_is_refused() {
         let s = seg();
         let mut other = live_of(&s);
-        other.cpid = 999;
+        other.row.insert("cpid".into(), 999);
+        other = Listed::of(other.row, "shmid");
         assert!(matches!(fate(&s, &[other]), Err(IpcError::Taken { .. })));
         let mut same_key = live_of(&s);
         same_key.id = 8;
