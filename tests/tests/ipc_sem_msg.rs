@@ -36,11 +36,8 @@ fn remove(n: i32) {
     for (id, k) in objects("sem") {
         if k == key(n) {
             // SAFETY: IPC_RMID reads no argument.
-            assert_eq!(
-                unsafe { libc::semctl(id, 0, libc::IPC_RMID) },
-                0,
-                "semctl IPC_RMID"
-            );
+            let r = unsafe { libc::semctl(id, 0, libc::IPC_RMID) };
+            assert_eq!(r, 0, "semctl IPC_RMID");
         }
     }
     for (id, k) in objects("msg") {
