@@ -53,6 +53,8 @@ pub enum ImageKind {
     Mm = 4,
     /// files.img
     Files = 5,
+    /// ipc.img (SysV semaphore sets and message queues)
+    SysvIpc = 20,
 }
 
 impl ImageKind {
@@ -63,6 +65,7 @@ impl ImageKind {
             3 => Self::Core,
             4 => Self::Mm,
             5 => Self::Files,
+            20 => Self::SysvIpc,
             _ => return None,
         })
     }

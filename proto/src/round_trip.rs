@@ -193,6 +193,11 @@ every_message!(
     UnixSocket,
     ThreadAttrs,
     ProcessAttrs,
+    SysvShm,
+    SysvSem,
+    SysvMessage,
+    SysvMsgQueue,
+    SysvIpc,
 );
 
 #[test]

@@ -206,6 +206,10 @@ fn dump_tree(
         entry.exit_status = m.stat.exit_code;
         pstree.push(entry);
     }
+    // SysV semaphore sets and message queues, and what of the processes' IPC state cannot
+    // come back (refused here, before anything is killed).
+    let live_pids: Vec<Pid> = live.iter().map(|m| m.pid).collect();
+    crate::ipc::dump(&live_pids, images)?;
     let vdso = memory::vdso_identity(live[0].pid)?;
     for (core, mm) in cores {
         let pid = Pid::from_raw(core.pid);

@@ -135,6 +135,10 @@ pub enum FileError {
         /// What went wrong.
         source: io::Error,
     },
+    /// A SysV IPC object (a shared memory segment a process attaches) cannot be dumped or
+    /// restored.
+    #[error(transparent)]
+    Ipc(#[from] crate::ipc::IpcError),
     /// A record of files.img is inconsistent.
     #[error("files.img: file {id}: {detail}")]
     Invalid {

@@ -42,6 +42,7 @@
 //! one id at dump (the table compares across pids); restoring them shared (inherited across
 //! fork) is the restore pipeline's business: [`restore_task_fds`] works on one task.
 
+pub(crate) mod aio;
 mod devices;
 mod epoll;
 mod error;
@@ -56,7 +57,7 @@ mod place;
 mod regular;
 mod registry;
 mod shared;
-mod shmem;
+pub(crate) mod shmem;
 mod signalfd;
 mod table;
 mod timerfd;

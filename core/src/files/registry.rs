@@ -26,6 +26,7 @@ pub(crate) static KINDS: &[&dyn AnyKind] = &[
     &inotify::Inotifies,
     &memfd::Memfds,
     &shmem::SharedAnon,
+    &crate::ipc::shm::Segments,
     &crate::sockets::kind::Sockets,
 ];
 
@@ -95,7 +96,8 @@ pub fn name(desc: &FileDesc) -> String {
 #[cfg(test)]
 mod tests {
     use cryo_proto::image::{
-        Epoll, EventFd, Inotify, Memfd, Pipe, RegularFile, Shmem, SignalFd, Socket, TimerFd, Tty,
+        Epoll, EventFd, Inotify, Memfd, Pipe, RegularFile, Shmem, SignalFd, Socket, SysvShm, TimerFd,
+        Tty,
     };
 
     use super::*;
@@ -115,6 +117,7 @@ mod tests {
             Kind::Inotify(Inotify::default()),
             Kind::Memfd(Memfd::default()),
             Kind::Shmem(Shmem::default()),
+            Kind::SysvShm(SysvShm::default()),
             Kind::Socket(Socket::default()),
         ];
         for v in &variants {

@@ -117,7 +117,7 @@ fn extents(src: &File, size: u64) -> io::Result<Vec<FileExtent>> {
 
 /// Saves the data of `src` (a shmem file of `size` bytes) into the raw image `name`: its
 /// extents back to back. Holes (pages never touched) take no room.
-pub(super) fn save_extents(
+pub(crate) fn save_extents(
     src: &File,
     size: u64,
     name: String,
@@ -152,7 +152,7 @@ pub(super) fn save_extents(
 
 /// Checks that `extents` lie inside an object of `size` bytes, in order, and that their data
 /// is what `raw` holds (size and crc32c).
-pub(super) fn check_extents(
+pub(crate) fn check_extents(
     desc: &FileDesc,
     size: u64,
     raw: &RawFileRef,
@@ -192,7 +192,7 @@ pub(super) fn check_extents(
 }
 
 /// Writes the extents held back to back in `raw` into `dst` at their offsets.
-pub(super) fn write_extents(
+pub(crate) fn write_extents(
     dst: &File,
     raw: &RawFileRef,
     extents: &[FileExtent],

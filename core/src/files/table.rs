@@ -350,6 +350,24 @@ impl FileTable {
         Ok(self.push_mapped(key, id, libc::O_RDWR, Kind::Shmem(s)))
     }
 
+    /// Registers an object a task maps that another module dumps (a SysV segment:
+    /// ipc/shm.rs), once per inode however many VMAs map it: `dump` makes its record for the
+    /// description id it is given. Returns the description id.
+    pub(crate) fn add_mapped_object(
+        &mut self,
+        pid: Pid,
+        link: &Path,
+        dump: impl FnOnce(u32) -> Result<Kind, FileError>,
+    ) -> Result<u32, FileError> {
+        let key = match self.mapped_inode(pid, link)? {
+            Mapped::Known(id) => return Ok(id),
+            Mapped::New(_, key) => key,
+        };
+        let id = self.next_id();
+        let kind = dump(id)?;
+        Ok(self.push_mapped(key, id, libc::O_RDWR, kind))
+    }
+
     /// The inode a mapping (`link`: /proc/PID/map_files/START-END or /proc/PID/exe) opens:
     /// the description of an earlier mapping of it, or its stat.
     fn mapped_inode(&self, pid: Pid, link: &Path) -> Result<Mapped, FileError> {

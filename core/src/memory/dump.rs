@@ -40,14 +40,23 @@ pub fn dump(
         if kind == VmaKind::Vsyscall {
             continue;
         }
+        if crate::files::aio::is_ring(&entry.name) {
+            return Err(crate::files::aio::refuse(pid, entry.start, entry.end).into());
+        }
         let link = || proc::dir(pid).join(format!("map_files/{:x}-{:x}", entry.start, entry.end));
         // Files, memfds and shared anonymous memory are recorded once per inode, however many
         // VMAs (of however many processes) map them.
+        let mut sysv_shmid = 0;
         let file_id = match kind {
             VmaKind::FilePrivate | VmaKind::FileShared => {
                 files.add_mapped_file(pid, &link(), images)?
             }
             VmaKind::ShmemAnon => files.add_shmem(pid, &link(), images)?,
+            VmaKind::SysvShm => {
+                let (id, shmid) = crate::ipc::shm::dump_attachment(pid, entry, files, images)?;
+                sysv_shmid = shmid;
+                id
+            }
             _ => 0,
         };
         let mut map_flags = if entry.shared {
@@ -68,6 +77,7 @@ pub fn dump(
             file_id,
             name: entry.name.clone(),
             madvise: 0,
+            sysv_shmid,
         });
     }
 

@@ -32,10 +32,10 @@ pub fn classify(entry: &MapEntry) -> VmaKind {
                 VmaKind::Anon
             }
         }
-        // Shared anonymous memory shows as a deleted /dev/zero (or SysV segment).
-        name if entry.shared && (name.starts_with("/dev/zero") || name.starts_with("/SYSV")) => {
-            VmaKind::ShmemAnon
-        }
+        // A SysV segment attached with shmat (ipc/shm.rs), its inode number the shmid.
+        name if entry.shared && name.starts_with("/SYSV") => VmaKind::SysvShm,
+        // Shared anonymous memory shows as a deleted /dev/zero.
+        name if entry.shared && name.starts_with("/dev/zero") => VmaKind::ShmemAnon,
         _ if entry.shared => VmaKind::FileShared,
         _ => VmaKind::FilePrivate,
     }
@@ -110,6 +110,10 @@ mod tests {
             VmaKind::FilePrivate
         );
         assert_eq!(classify(&entry("/data", 9, true)), VmaKind::FileShared);
+        assert_eq!(
+            classify(&entry("/SYSV00001234 (deleted)", 3, true)),
+            VmaKind::SysvShm
+        );
         assert_eq!(
             classify(&entry("[vvar_vclock]", 0, false)),
             VmaKind::VvarVclock

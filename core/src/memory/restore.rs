@@ -136,6 +136,15 @@ pub fn reshape(
         if fill {
             prot |= (libc::PROT_READ | libc::PROT_WRITE) as u64;
         }
+        let len = vma.end - vma.start;
+        if kind == VmaKind::SysvShm {
+            // A SysV attachment is made by shmat of the segment cryo made or found again.
+            let flags = crate::ipc::shm::shmat_flags(vma.prot);
+            let shmid = vma.sysv_shmid as u32 as u64;
+            maps.push((libc::SYS_shmat, [shmid, vma.start, flags, 0, 0, 0]));
+            mapped.push(vma);
+            continue;
+        }
         let mut flags = (vma.map_flags | libc::MAP_FIXED_NOREPLACE as u32) as u64;
         // Shared anonymous memory maps the one object cryo made for the tree (images before
         // format 1.1 have no object: fresh memory, filled from the pages).
@@ -156,7 +165,6 @@ pub fn reshape(
             flags |= libc::MAP_ANONYMOUS as u64;
             (u64::MAX, 0)
         };
-        let len = vma.end - vma.start;
         maps.push((libc::SYS_mmap, [vma.start, len, prot, flags, fd, off]));
         mapped.push(vma);
     }
@@ -207,8 +215,11 @@ pub fn reshape(
         .iter()
         .zip(&filled)
         .filter(|(vma, &fill)| {
-            fill && vma.prot & (libc::PROT_READ | libc::PROT_WRITE) as u32
-                != (libc::PROT_READ | libc::PROT_WRITE) as u32
+            let sysv = vma.kind == VmaKind::SysvShm as i32;
+            (fill
+                && vma.prot & (libc::PROT_READ | libc::PROT_WRITE) as u32
+                    != (libc::PROT_READ | libc::PROT_WRITE) as u32)
+                || (sysv && crate::ipc::shm::needs_mprotect(vma.prot))
         })
         .map(|(vma, _)| vma)
         .collect();

@@ -33,6 +33,8 @@ pub(crate) struct Loaded {
     pub descs: Vec<FileDesc>,
     /// The unix sockets made together and what they carry.
     pub links: crate::sockets::UnixLinks,
+    /// The SysV semaphore sets and message queues (ipc.img), checked against this machine.
+    pub ipc: cryo_proto::image::SysvIpc,
 }
 
 impl Loaded {
@@ -122,6 +124,7 @@ impl Loaded {
         let fds: Vec<&[cryo_proto::image::FdEntry]> =
             tasks.iter().map(|t| t.core.fds.as_slice()).collect();
         let links = files::validate(&descs, &fds, &images)?;
+        let ipc = crate::ipc::read(&images)?;
         let ours = memory::vdso_identity(nix::unistd::getpid())?;
         if (inventory.vdso_size, inventory.vdso_crc32c) != ours {
             return Err(invalid(
@@ -140,6 +143,7 @@ impl Loaded {
             zombies,
             descs,
             links,
+            ipc,
         })
     }
 

@@ -21,6 +21,8 @@ pub(crate) struct Planned {
     pub tcp_close: bool,
     /// The shared memory objects, made by cryo.
     pub shared: files::SharedObjects,
+    /// The SysV IPC objects (segments, semaphore sets, message queues), made or found again.
+    pub ipc: crate::ipc::Restored,
     /// The terminal of a shell job (cryo's stdin) and what each process does with it.
     pub terminal: Option<(files::tty::Terminal, files::tty::Attach)>,
     /// Tasks (positions) that are to get the terminal as their controlling terminal.
@@ -41,6 +43,7 @@ impl Loaded {
             })
             .collect();
         let shared = files::SharedObjects::create(&self.descs, &used, &self.images)?;
+        let ipc = crate::ipc::Restored::create(&self.descs, &used, &self.ipc, &self.images)?;
         let fds_of: Vec<(i32, &[cryo_proto::image::FdEntry])> = self
             .tasks
             .iter()
@@ -95,6 +98,7 @@ impl Loaded {
             plan,
             tcp_close,
             shared,
+            ipc,
             terminal,
             want_ctty,
         })
@@ -116,9 +120,11 @@ impl Planned {
     }
 
     /// The last step before the processes run, once every one is whole: the memfd seals go
-    /// on (every mapping exists now) and the terminal gets the dumped modes.
+    /// on (every mapping exists now), destroyed SysV segments are marked again, and the
+    /// terminal gets the dumped modes.
     pub fn before_run(&self) -> Result<()> {
         self.shared.seal()?;
+        self.ipc.finish()?;
         if let Some((t, _)) = &self.terminal {
             t.set_modes()?;
         }

@@ -58,3 +58,22 @@ pub(crate) fn kcmp_epoll_target(pid: Pid, fd: RawFd, epfd: RawFd, tfd: RawFd) ->
     })?;
     Ok(ret == 0)
 }
+
+/// `KCMP_SYSVSEM` from linux/kcmp.h.
+const KCMP_SYSVSEM: libc::c_int = 6;
+
+/// True if `pid1` and `pid2` have one SysV semaphore undo list (or neither has one).
+pub(crate) fn kcmp_same_sysvsem(pid1: Pid, pid2: Pid) -> io::Result<bool> {
+    // SAFETY: kcmp with KCMP_SYSVSEM takes two pids, no pointers.
+    let ret = check(unsafe {
+        libc::syscall(
+            libc::SYS_kcmp,
+            pid1.as_raw(),
+            pid2.as_raw(),
+            KCMP_SYSVSEM,
+            0,
+            0,
+        )
+    })?;
+    Ok(ret == 0)
+}

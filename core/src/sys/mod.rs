@@ -15,6 +15,7 @@
 //! uffd      userfaultfd: create, API handshake, register, UFFDIO_COPY
 //! pagemap   PAGEMAP_SCAN
 //! mmap      mappings owned by cryo (image windows, anonymous scratch)
+//! ipc       System V shared memory: shmget, shmat/shmdt in cryo, shmctl; creator ids
 //! eventfd, timerfd, signalfd, epoll, inotify, memfd, tty: the fd kinds files/ restores
 //! ```
 
@@ -25,6 +26,7 @@ pub mod epoll;
 pub mod eventfd;
 pub mod fd;
 pub mod inotify;
+pub mod ipc;
 pub mod kcmp;
 pub mod memfd;
 pub mod mmap;

@@ -22,6 +22,7 @@ mod sys;
 mod unix;
 mod unix_msg;
 
+mod aio;
 mod attrs;
 mod counter;
 mod deleted_file;
@@ -33,6 +34,8 @@ mod pipe;
 mod pipe_split;
 mod shared_memory;
 mod signal;
+mod sysv_ipc;
+mod sysv_shm;
 mod tcp;
 mod threads;
 mod timers;
@@ -91,6 +94,9 @@ pub const MODES: &[(&str, Start)] = &[
     ("shared-memory", shared_memory::start),
     ("tty", tty::start),
     ("attrs", attrs::start),
+    ("sysv-shm", sysv_shm::start),
+    ("sysv-ipc", sysv_ipc::start),
+    ("aio", aio::start),
 ];
 
 /// Starts the mode called `name`.

@@ -1,0 +1,448 @@
+//! System V IPC objects of a dump: what the kernel lists of them (/proc/sysvipc/*), the IPC
+//! namespace they live in, what a restore does with each (make it again, or find the very
+//! one still there), and one module per object: shm.rs (segments, attached: files.img),
+//! sem.rs (semaphore sets) and msg.rs (message queues) (ipc.img).
+//!
+//! ```text
+//! which      segments: those a process of the dump attaches; semaphore sets and message
+//!            queues: those a process of the dump changed last (sempid of a semaphore,
+//!            lspid or lrpid of a queue). The others of the host's namespace are the host's,
+//!            as files on its disks are: a process reaches them by key or id, holds nothing
+//! namespace  only the IPC namespace cryo runs in: a process of another one is refused
+//!            when its namespace holds a SysV object (IPC namespaces are not restored)
+//! SEM_UNDO   a process with a semaphore undo list is refused (kcmp KCMP_SYSVSEM against
+//!            cryo's, which has none): the kernel does not show its adjustments
+//! restore    per object, at validation and again when made (Fate): the very object is
+//!            still here (same id, key, creator...: a dump kills processes, not their IPC
+//!            objects) -> left as it is, live state included; its id or key held by another
+//!            -> refused before anything is made; else made again with its id
+//!            (/proc/sys/kernel/{shm,sem,msg}_next_id), as its creator (cuid/cgid), then
+//!            owner, mode and contents set; a failed restore removes what it made
+//! ```
+//!
+//! Not restorable (the kernel sets them, no call changes them): the pids and times of the
+//! last operations (shm_cpid/lpid, sempid, msg_lspid/lrpid, the a/d/c/o/s/r times) of an
+//! object made again.
+
+pub(crate) mod msg;
+pub(crate) mod sem;
+pub(crate) mod shm;
+
+use std::cell::Cell;
+use std::collections::BTreeSet;
+
+use cryo_proto::image::{FileDesc, SysvIpc};
+use cryo_proto::ImageKind;
+use tracing::debug;
+
+use crate::image::ImageDir;
+
+/// The image of the semaphore sets and message queues.
+pub(crate) const IMAGE: &str = "ipc.img";
+
+use std::collections::HashMap;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+
+use nix::unistd::Pid;
+
+/// Why a SysV IPC object could not be dumped or restored.
+#[derive(Debug, thiserror::Error)]
+pub enum IpcError {
+    /// A process of the dump holds an object cryo cannot bring back.
+    #[error("pid {pid}: {what}: {detail}")]
+    Refused {
+        /// The process.
+        pid: Pid,
+        /// The object ("SysV shared memory segment 3 (key 0x1234) at 0x7f...").
+        what: String,
+        /// Why.
+        detail: String,
+    },
+    /// At restore, this machine has another object where the image's must go.
+    #[error("{what}: {detail}")]
+    Taken {
+        /// The object of the image.
+        what: String,
+        /// What holds its id or key here.
+        detail: String,
+    },
+    /// A list of /proc/sysvipc could not be read or parsed.
+    #[error("read {path}: {source}", path = path.display())]
+    List {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        source: io::Error,
+    },
+    /// A step making or attaching an object failed.
+    #[error("{what}: {op}: {source}")]
+    Step {
+        /// The object.
+        what: String,
+        /// The step.
+        op: String,
+        /// The kernel's answer.
+        source: io::Error,
+    },
+}
+
+/// One row of a /proc/sysvipc list: column name -> value.
+type Row = HashMap<String, i64>;
+
+impl IpcError {
+    /// The error of step `op` on object `what`, for `map_err`.
+    fn step(what: &str, op: &str) -> impl FnOnce(io::Error) -> Self {
+        let (what, op) = (what.to_string(), op.to_string());
+        move |source| Self::Step { what, op, source }
+    }
+}
+
+/// An object of cryo's IPC namespace as /proc/sysvipc lists it: what every kind shows (id,
+/// key, mode, owner, creator), and its row for the columns of its kind.
+#[derive(Debug, Clone)]
+struct Listed {
+    id: i32,
+    key: i32,
+    perms: i64,
+    uid: u32,
+    gid: u32,
+    cuid: u32,
+    cgid: u32,
+    row: Row,
+}
+
+impl Listed {
+    /// The object of `row`, whose id is in column `id_col` (shmid, semid, msqid).
+    fn of(row: Row, id_col: &str) -> Self {
+        let get = |c: &str| row.get(c).copied().unwrap_or(0);
+        Self {
+            id: get(id_col) as i32,
+            key: get("key") as i32,
+            perms: get("perms"),
+            uid: get("uid") as u32,
+            gid: get("gid") as u32,
+            cuid: get("cuid") as u32,
+            cgid: get("cgid") as u32,
+            row,
+        }
+    }
+
+    /// Column `c` of its kind (0 if absent).
+    fn col(&self, c: &str) -> i64 {
+        self.row.get(c).copied().unwrap_or(0)
+    }
+
+    /// The permission bits.
+    fn mode(&self) -> u32 {
+        (self.perms & 0o777) as u32
+    }
+}
+
+/// Every object of /proc/sysvipc/`name` (shm, sem, msg), its id in column `id_col`.
+fn listed(name: &str, id_col: &str) -> Result<Vec<Listed>, IpcError> {
+    Ok(list(name)?
+        .into_iter()
+        .map(|r| Listed::of(r, id_col))
+        .collect())
+}
+
+/// The rows of /proc/sysvipc/`name` (shm, sem, msg) of cryo's IPC namespace, by column name
+/// (the header line names them; perms are octal there).
+fn list(name: &str) -> Result<Vec<Row>, IpcError> {
+    let path = PathBuf::from(format!("/proc/sysvipc/{name}"));
+    let text = std::fs::read_to_string(&path).map_err(|source| IpcError::List {
+        path: path.clone(),
+        source,
+    })?;
+    parse_list(&text).map_err(|detail| IpcError::List {
+        path,
+        source: io::Error::new(io::ErrorKind::InvalidData, detail),
+    })
+}
+
+fn parse_list(text: &str) -> Result<Vec<Row>, String> {
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines
+        .next()
+        .ok_or("no header line")?
+        .split_whitespace()
+        .collect();
+    let mut rows = Vec::new();
+    for line in lines.filter(|l| !l.trim().is_empty()) {
+        let mut row = Row::new();
+        for (col, value) in header.iter().zip(line.split_whitespace()) {
+            let radix = if *col == "perms" { 8 } else { 10 };
+            let v = i64::from_str_radix(value, radix)
+                .map_err(|e| format!("column {col} value {value:?}: {e}"))?;
+            row.insert((*col).to_string(), v);
+        }
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+/// Whether `pid` lives in the IPC namespace cryo runs in.
+fn same_namespace(pid: Pid) -> io::Result<bool> {
+    let theirs = std::fs::metadata(crate::proc::dir(pid).join("ns/ipc"))?;
+    let ours = std::fs::metadata("/proc/self/ns/ipc")?;
+    Ok((theirs.dev(), theirs.ino()) == (ours.dev(), ours.ino()))
+}
+
+/// Makes the next object of `kind` (shm, sem, msg) created in cryo's IPC namespace get `id`.
+fn set_next_id(kind: &str, id: i32) -> io::Result<()> {
+    std::fs::write(format!("/proc/sys/kernel/{kind}_next_id"), id.to_string())
+}
+
+/// How many SysV objects the IPC namespace of `pid` holds, read from a thread that joins it.
+fn objects_in_namespace_of(pid: Pid) -> io::Result<usize> {
+    let ns = std::fs::File::open(crate::proc::dir(pid).join("ns/ipc"))?;
+    std::thread::scope(|s| {
+        s.spawn(|| -> io::Result<usize> {
+            // This thread only: the IPC namespace is per thread.
+            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWIPC)?;
+            let mut n = 0;
+            for name in ["shm", "sem", "msg"] {
+                n += list(name).map_err(io::Error::other)?.len();
+            }
+            Ok(n)
+        })
+        .join()
+        .map_err(|_| io::Error::other("the namespace reader panicked"))?
+    })
+}
+
+/// What a restore does with an object of the image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    /// The very object is still there: left as it is.
+    Reattach,
+    /// Neither its id nor its key is in use: made again.
+    Create,
+}
+
+/// Decides what becomes of the object `what` (`id`, `key`) among the objects `live` of its
+/// kind here (`ident`: their id and key; `same`: whether one is this very object), refusing
+/// an id or key held by another object.
+fn fate<L>(
+    what: &str,
+    (id, key): (i32, i32),
+    live: &[L],
+    ident: impl Fn(&L) -> (i32, i32),
+    same: impl Fn(&L) -> bool,
+) -> Result<Fate, IpcError> {
+    let taken = |detail: String| IpcError::Taken {
+        what: what.to_string(),
+        detail,
+    };
+    if let Some(l) = live.iter().find(|l| ident(l).0 == id) {
+        if same(l) {
+            return Ok(Fate::Reattach);
+        }
+        return Err(taken(format!(
+            "its id is held here by another object (key {:#x})",
+            ident(l).1
+        )));
+    }
+    if key != libc::IPC_PRIVATE {
+        if let Some(l) = live.iter().find(|l| ident(l).1 == key) {
+            return Err(taken(format!(
+                "its key is held here by object {}",
+                ident(l).0
+            )));
+        }
+    }
+    Ok(Fate::Create)
+}
+
+/// The kinds of objects, for their /proc/sys/kernel/*_next_id and their removal.
+#[derive(Debug, Clone, Copy)]
+enum ObjectKind {
+    Shm,
+    Sem,
+    Msg,
+}
+
+impl ObjectKind {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Shm => "shm",
+            Self::Sem => "sem",
+            Self::Msg => "msg",
+        }
+    }
+
+    fn remove(self, id: i32) -> io::Result<()> {
+        match self {
+            Self::Shm => crate::sys::ipc::shm_command(id, libc::IPC_RMID),
+            Self::Sem => crate::sys::ipc::sem_remove(id),
+            Self::Msg => crate::sys::ipc::msg_remove(id),
+        }
+    }
+}
+
+/// One object a restore made.
+#[derive(Debug)]
+struct Made {
+    kind: ObjectKind,
+    id: i32,
+    /// IPC_RMID'd at dump (a segment still attached): marked so again before the processes
+    /// run.
+    destroyed: bool,
+    what: String,
+}
+
+/// The IPC objects a restore made before the tree is forked, removed again if it fails
+/// before [`Restored::finish`].
+#[derive(Debug, Default)]
+pub(crate) struct Restored {
+    made: Vec<Made>,
+    /// Set once the processes have attached: the objects stay.
+    finished: Cell<bool>,
+}
+
+impl Restored {
+    /// Makes (or finds again) every segment that description ids `used` refer to, and every
+    /// semaphore set and message queue of `ipc`.
+    pub(crate) fn create(
+        descs: &[FileDesc],
+        used: &BTreeSet<u32>,
+        ipc: &SysvIpc,
+        images: &ImageDir,
+    ) -> Result<Self, IpcError> {
+        let mut out = Self::default();
+        shm::create(descs, used, images, &mut out)?;
+        sem::create(&ipc.sems, &mut out)?;
+        msg::create(&ipc.queues, &mut out)?;
+        Ok(out)
+    }
+
+    /// Makes object `what` of `kind` with id `want` as its creator (`cuid`, `cgid`) through
+    /// `get`, then `set` (owner, mode, contents); a failure removes it. The object is
+    /// remembered (and removed if the restore fails) once whole.
+    #[allow(clippy::too_many_arguments)]
+    fn make(
+        &mut self,
+        kind: ObjectKind,
+        what: String,
+        want: i32,
+        (cuid, cgid): (u32, u32),
+        destroyed: bool,
+        get: impl FnOnce() -> io::Result<i32>,
+        set: impl FnOnce(i32) -> Result<(), IpcError>,
+    ) -> Result<(), IpcError> {
+        let next_id = format!("write {}_next_id", kind.name());
+        set_next_id(kind.name(), want).map_err(IpcError::step(&what, &next_id))?;
+        let id = crate::sys::ipc::as_creator(cuid, cgid, get)
+            .map_err(IpcError::step(&what, "create"))?;
+        let made = if id != want {
+            Err(IpcError::Taken {
+                what: what.clone(),
+                detail: format!("the kernel gave id {id} (its slot is held by another object)"),
+            })
+        } else {
+            set(id)
+        };
+        if let Err(e) = made {
+            let _ = kind.remove(id);
+            return Err(e);
+        }
+        debug!(kind = kind.name(), id, "SysV object made");
+        self.made.push(Made {
+            kind,
+            id,
+            destroyed,
+            what,
+        });
+        Ok(())
+    }
+
+    /// Once every process has attached its segments, before any runs: the segments that were
+    /// marked destroyed are marked again; every object made stays.
+    pub(crate) fn finish(&self) -> Result<(), IpcError> {
+        for m in self.made.iter().filter(|m| m.destroyed) {
+            m.kind
+                .remove(m.id)
+                .map_err(IpcError::step(&m.what, "IPC_RMID"))?;
+        }
+        self.finished.set(true);
+        Ok(())
+    }
+}
+
+impl Drop for Restored {
+    fn drop(&mut self) {
+        if self.finished.get() {
+            return;
+        }
+        for m in &self.made {
+            let _ = m.kind.remove(m.id);
+        }
+    }
+}
+
+/// Dumps ipc.img (the semaphore sets and message queues of cryo's IPC namespace), refusing a
+/// process of `pids` whose SysV state cannot come back: objects in another IPC namespace,
+/// a semaphore undo list.
+pub(crate) fn dump(pids: &[Pid], images: &ImageDir) -> crate::error::Result<()> {
+    let me = nix::unistd::getpid();
+    for &pid in pids {
+        let step = |op: &str| IpcError::step(&format!("pid {pid}"), op);
+        if !same_namespace(pid).map_err(step("compare IPC namespaces"))? {
+            let n = objects_in_namespace_of(pid).map_err(step("list its IPC namespace"))?;
+            if n > 0 {
+                return Err(IpcError::Refused {
+                    pid,
+                    what: "its IPC namespace".into(),
+                    detail: format!(
+                        "holds {n} SysV objects and is not cryo's (IPC namespaces are not restored)"
+                    ),
+                }
+                .into());
+            }
+        }
+        if !crate::sys::kcmp::kcmp_same_sysvsem(pid, me).map_err(step("kcmp KCMP_SYSVSEM"))? {
+            return Err(IpcError::Refused {
+                pid,
+                what: "its SysV semaphore undo list (semop with SEM_UNDO)".into(),
+                detail: "the kernel does not show the adjustments, so they cannot come back".into(),
+            }
+            .into());
+        }
+    }
+    let ipc = SysvIpc {
+        sems: sem::dump(pids)?,
+        queues: msg::dump(pids)?,
+    };
+    Ok(images.write(IMAGE, ImageKind::SysvIpc, &[ipc])?)
+}
+
+/// Reads ipc.img (none in an image without it: no objects) and checks every object against
+/// this machine, before anything is made.
+pub(crate) fn read(images: &ImageDir) -> crate::error::Result<SysvIpc> {
+    if !images.file(IMAGE).exists() {
+        return Ok(SysvIpc::default());
+    }
+    let ipc: SysvIpc = images.read_single(IMAGE, ImageKind::SysvIpc)?;
+    sem::check(&ipc.sems)?;
+    msg::check(&ipc.queues)?;
+    Ok(ipc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_sysvipc_list() {
+        let text = "       key      shmid perms                  size  cpid  lpid nattch   uid   gid\n\
+                    \x20   4660         3  1600                  8192   100   101      2     0     0\n";
+        let rows = parse_list(text).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0]["key"], 4660);
+        assert_eq!(rows[0]["shmid"], 3);
+        assert_eq!(rows[0]["perms"], 0o1600);
+        assert_eq!(rows[0]["nattch"], 2);
+    }
+}

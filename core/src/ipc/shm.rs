@@ -1,0 +1,343 @@
+//! System V shared memory segments: dumped once per segment a process of the dump attaches,
+//! made again (or found again) by cryo before the tree is forked, attached by each process
+//! with shmat at its dumped address while it is reshaped.
+//!
+//! ```text
+//! dump     a "/SYSV<key>" line of /proc/PID/maps (its inode number is the shmid): the row of
+//!          /proc/sysvipc/shm (key, perms, size, owners, creator, ctime), the contents read
+//!          through /proc/PID/map_files, sparse, once per segment (files.img: SysvShm)
+//!          refused: another IPC namespace, a partial attachment, hugetlb segments
+//! restore  validate: the segment's id and key are free here, or hold this very segment
+//!          cryo: the very segment is still there (a dump kills its targets, not their
+//!          segments; --leave-running): it is reattached as it is, contents untouched;
+//!          else shm_next_id = id, shmget(key, IPC_CREAT|IPC_EXCL) as cuid/cgid,
+//!          IPC_SET uid, gid, mode, SHM_LOCK, the contents written through a short attach
+//!          each process: shmat(id, start, SHM_RDONLY if read-only) by a remote call
+//!          before it runs: IPC_RMID of a segment that was marked destroyed
+//! ```
+//!
+//! Not restorable (the kernel sets them, no call changes them): the creator and last pids,
+//! the attach, detach and change times of a segment made again.
+
+use std::collections::BTreeSet;
+use std::fs::File;
+
+use cryo_proto::image::{file_desc::Kind, FileDesc, SysvShm};
+use nix::unistd::Pid;
+use tracing::debug;
+
+use super::{Fate, IpcError, Listed, ObjectKind};
+use crate::files::kind::{Checking, Dumping, FileKind, Opened, Opening};
+use crate::files::{FileError, FileTable};
+use crate::image::ImageDir;
+use crate::memory::PAGE;
+use crate::proc::MapEntry;
+use crate::sys;
+
+/// SHM_DEST and SHM_LOCKED in a segment's mode (/proc/sysvipc/shm perms).
+const SHM_DEST: i64 = 0o1000;
+const SHM_LOCKED: i64 = 0o2000;
+/// shmat flags.
+const SHM_RDONLY: u64 = 0o10000;
+const SHM_EXEC: u64 = 0o100000;
+
+/// The segments of a dump, as descriptions of files.img mapped by the processes' VMAs.
+pub(crate) struct Segments;
+
+impl FileKind for Segments {
+    type Record = SysvShm;
+
+    fn record(kind: &Kind) -> Option<&SysvShm> {
+        match kind {
+            Kind::SysvShm(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    fn claims(&self, _fd: &Dumping<'_>) -> bool {
+        false
+    }
+
+    fn dump(&self, fd: &mut Dumping<'_>) -> Result<Kind, FileError> {
+        Err(fd
+            .open
+            .refuse("a SysV shared memory segment held by an fd", false))
+    }
+
+    fn validate(
+        &self,
+        desc: &FileDesc,
+        s: &SysvShm,
+        cx: &mut Checking<'_>,
+    ) -> Result<(), FileError> {
+        let raw = s.contents.as_ref().ok_or_else(|| FileError::Invalid {
+            id: desc.id,
+            detail: format!("{} without a contents image", describe(s)),
+        })?;
+        crate::files::shmem::check_extents(desc, s.size, raw, &s.extents, cx.images)?;
+        fate(s, &live()?)?;
+        Ok(())
+    }
+
+    fn open(
+        &self,
+        desc: &FileDesc,
+        s: &SysvShm,
+        _cx: &mut Opening<'_>,
+    ) -> Result<Opened, FileError> {
+        Err(FileError::Invalid {
+            id: desc.id,
+            detail: format!("{} is attached, never held by an fd", describe(s)),
+        })
+    }
+
+    fn describe(&self, _desc: &FileDesc, s: &SysvShm) -> String {
+        describe(s)
+    }
+}
+
+/// A segment in words, for messages.
+fn describe(s: &SysvShm) -> String {
+    format!(
+        "SysV shared memory segment {} (key {:#x}, {} bytes)",
+        s.id, s.key, s.size
+    )
+}
+
+/// Every segment of cryo's IPC namespace.
+fn live() -> Result<Vec<Listed>, IpcError> {
+    super::listed("shm", "shmid")
+}
+
+/// Dumps the segment attached at `entry` of frozen `pid` (once per segment: later
+/// attachments, of this process or another, get the same description); returns the
+/// description id and the segment's id.
+pub(crate) fn dump_attachment(
+    pid: Pid,
+    entry: &MapEntry,
+    files: &mut FileTable,
+    images: &ImageDir,
+) -> Result<(u32, i32), FileError> {
+    let shmid = entry.ino as i32;
+    let what = format!("SysV shared memory segment {shmid} at {:#x}", entry.start);
+    let refuse = |detail: String| IpcError::Refused {
+        pid,
+        what: what.clone(),
+        detail,
+    };
+    let step = |op: &str, source| IpcError::step(&format!("pid {pid}: {what}"), op)(source);
+    if !super::same_namespace(pid).map_err(|e| step("compare IPC namespaces", e))? {
+        return Err(refuse(
+            "the process is in another IPC namespace than cryo (IPC namespaces are not restored)"
+                .into(),
+        )
+        .into());
+    }
+    let seg = live()?
+        .into_iter()
+        .find(|l| l.id == shmid)
+        .ok_or_else(|| refuse("not listed in /proc/sysvipc/shm".into()))?;
+    let size = seg.col("size") as u64;
+    let whole = size.div_ceil(PAGE) * PAGE;
+    if entry.pgoff != 0 || entry.end - entry.start != whole {
+        return Err(refuse(format!(
+            "attached in part ({:#x}-{:#x} at offset {:#x} of a {}-byte segment: part unmapped \
+             or its protection changed in part), not supported",
+            entry.start, entry.end, entry.pgoff, size
+        ))
+        .into());
+    }
+    let link = crate::proc::dir(pid).join(format!("map_files/{:x}-{:x}", entry.start, entry.end));
+    let id = files.add_mapped_object(pid, &link, |id| {
+        let file = File::open(&link).map_err(|e| step("open its map_files link", e))?;
+        let meta = file.metadata().map_err(|e| step("stat", e))?;
+        if std::os::unix::fs::MetadataExt::blksize(&meta) != PAGE {
+            return Err(refuse("a hugetlb segment (SHM_HUGETLB), not supported".into()).into());
+        }
+        let (contents, extents) =
+            crate::files::shmem::save_extents(&file, size, format!("sysvshm-{shmid}.img"), images)
+                .map_err(|e| step("save its contents", e))?;
+        let rec = SysvShm {
+            id: seg.id,
+            key: seg.key,
+            size,
+            uid: seg.uid,
+            gid: seg.gid,
+            cuid: seg.cuid,
+            cgid: seg.cgid,
+            mode: seg.mode(),
+            destroyed: seg.perms & SHM_DEST != 0,
+            locked: seg.perms & SHM_LOCKED != 0,
+            cpid: seg.col("cpid") as i32,
+            ctime: seg.col("ctime"),
+            contents: Some(contents),
+            extents,
+        };
+        debug!(
+            id,
+            shmid,
+            key = rec.key,
+            size = rec.size,
+            "SysV shared memory segment"
+        );
+        Ok(Kind::SysvShm(rec))
+    })?;
+    Ok((id, shmid))
+}
+
+/// Decides what becomes of `s` among the segments `live` of this machine.
+fn fate(s: &SysvShm, live: &[Listed]) -> Result<Fate, IpcError> {
+    super::fate(
+        &describe(s),
+        (s.id, s.key),
+        live,
+        |l| (l.id, l.key),
+        |l| {
+            l.key == s.key
+                && l.col("size") as u64 == s.size
+                && l.col("cpid") as i32 == s.cpid
+                && l.col("ctime") == s.ctime
+                && (l.perms & SHM_DEST != 0) == s.destroyed
+        },
+    )
+}
+
+/// The flags of the shmat that attaches a segment with protection `prot`.
+pub(crate) fn shmat_flags(prot: u32) -> u64 {
+    let mut flags = 0;
+    if prot & libc::PROT_WRITE as u32 == 0 {
+        flags |= SHM_RDONLY;
+    }
+    if prot & libc::PROT_EXEC as u32 != 0 {
+        flags |= SHM_EXEC;
+    }
+    flags
+}
+
+/// Whether an attachment made with [`shmat_flags`]`(prot)` needs an mprotect to get `prot`
+/// (shmat always maps readable).
+pub(crate) fn needs_mprotect(prot: u32) -> bool {
+    prot & libc::PROT_READ as u32 == 0
+}
+
+/// Makes (or finds again) every segment that description ids `used` refer to.
+pub(super) fn create(
+    descs: &[FileDesc],
+    used: &BTreeSet<u32>,
+    images: &ImageDir,
+    out: &mut super::Restored,
+) -> Result<(), IpcError> {
+    for desc in descs.iter().filter(|d| used.contains(&d.id)) {
+        let Some(Kind::SysvShm(s)) = &desc.kind else {
+            continue;
+        };
+        if fate(s, &live()?)? == Fate::Reattach {
+            debug!(
+                shmid = s.id,
+                "SysV segment still there: reattached as it is"
+            );
+            continue;
+        }
+        let flags = libc::IPC_CREAT | libc::IPC_EXCL | (s.mode & 0o777) as i32;
+        out.make(
+            ObjectKind::Shm,
+            describe(s),
+            s.id,
+            (s.cuid, s.cgid),
+            s.destroyed,
+            || sys::ipc::shmget(s.key, s.size, flags),
+            |id| {
+                let step = |op: &str| IpcError::step(&describe(s), op);
+                sys::ipc::shm_set_owner(id, s.uid, s.gid, s.mode).map_err(step("IPC_SET"))?;
+                if s.locked {
+                    sys::ipc::shm_command(id, libc::SHM_LOCK).map_err(step("SHM_LOCK"))?;
+                }
+                fill(s, images)
+            },
+        )?;
+    }
+    Ok(())
+}
+
+/// Writes the dumped contents of `s` into the segment, through a short attachment in cryo.
+fn fill(s: &SysvShm, images: &ImageDir) -> Result<(), IpcError> {
+    let step = |op: &str| IpcError::step(&describe(s), op);
+    let Some(raw) = &s.contents else {
+        return Ok(());
+    };
+    let attached = sys::ipc::Attached::new(s.id).map_err(step("attach in cryo"))?;
+    let start = attached.start();
+    let link = format!(
+        "/proc/self/map_files/{start:x}-{:x}",
+        start + s.size.div_ceil(PAGE) * PAGE
+    );
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&link)
+        .map_err(step("open its map_files link"))?;
+    crate::files::shmem::write_extents(&file, raw, &s.extents, images)
+        .map_err(step("write its contents"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seg() -> SysvShm {
+        SysvShm {
+            id: 7,
+            key: 0x1234,
+            size: 8192,
+            cpid: 100,
+            ctime: 5,
+            ..Default::default()
+        }
+    }
+
+    fn live_of(s: &SysvShm) -> Listed {
+        let row = [
+            ("shmid", s.id as i64),
+            ("key", s.key as i64),
+            ("size", s.size as i64),
+            ("perms", 0o600),
+            ("cpid", s.cpid as i64),
+            ("ctime", s.ctime),
+        ];
+        Listed::of(
+            row.iter().map(|(c, v)| (c.to_string(), *v)).collect(),
+            "shmid",
+        )
+    }
+
+    #[test]
+    fn the_very_segment_is_reattached() {
+        let s = seg();
+        assert_eq!(fate(&s, &[live_of(&s)]).unwrap(), Fate::Reattach);
+        assert_eq!(fate(&s, &[]).unwrap(), Fate::Create);
+    }
+
+    #[test]
+    fn another_segment_on_the_id_or_key_is_refused() {
+        let s = seg();
+        let mut other = live_of(&s);
+        other.row.insert("cpid".into(), 999);
+        other = Listed::of(other.row, "shmid");
+        assert!(matches!(fate(&s, &[other]), Err(IpcError::Taken { .. })));
+        let mut same_key = live_of(&s);
+        same_key.id = 8;
+        assert!(matches!(fate(&s, &[same_key]), Err(IpcError::Taken { .. })));
+        // Private segments share key 0.
+        let private = SysvShm { key: 0, ..seg() };
+        let mut zero = live_of(&private);
+        zero.id = 8;
+        assert_eq!(fate(&private, &[zero]).unwrap(), Fate::Create);
+    }
+
+    #[test]
+    fn read_only_attachments() {
+        assert_eq!(shmat_flags(libc::PROT_READ as u32), SHM_RDONLY);
+        assert_eq!(shmat_flags((libc::PROT_READ | libc::PROT_WRITE) as u32), 0);
+        assert!(needs_mprotect(libc::PROT_NONE as u32));
+    }
+}
