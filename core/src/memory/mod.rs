@@ -3,6 +3,7 @@
 
 pub mod dump;
 pub mod error;
+pub mod premap;
 pub mod restore;
 
 use cryo_proto::image::VmaKind;

@@ -245,6 +245,8 @@ pub enum ChildStep {
     SetComm,
     #[error("set")]
     Attribute,
+    #[error("stage memory shared with the children")]
+    StageMemory,
 }
 
 /// The object a failed file step of a forked process was opening.

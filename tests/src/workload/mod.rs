@@ -24,6 +24,7 @@ mod unix_msg;
 
 mod attrs;
 mod counter;
+mod cow_tree;
 mod deleted_file;
 mod events;
 mod file;
@@ -91,6 +92,7 @@ pub const MODES: &[(&str, Start)] = &[
     ("shared-memory", shared_memory::start),
     ("tty", tty::start),
     ("attrs", attrs::start),
+    ("cow-tree", cow_tree::start),
 ];
 
 /// Starts the mode called `name`.
