@@ -7,6 +7,10 @@
 //!                            check -> ok (the parent checks its region, then asks every
 //!                            worker to check its own view: the parent's data, and its
 //!                            own writes where it wrote)   pages -> <region length in pages>
+//!                            poke K V -> <byte K of the shared page, read by the parent after
+//!                            worker K wrote V there>   peek K -> <byte K of the shared page>
+//!                            (one page of MAP_SHARED|MAP_ANONYMOUS memory, mapped before the
+//!                            forks: one object for the whole tree)
 //! ```
 
 use std::io;
@@ -36,6 +40,19 @@ impl Mode for CowTree {
             ("addr", []) => Ok(format!("{:#x}", self.region.as_ptr() as usize)),
             ("pages", []) => Ok((self.region.len() / PAGE).to_string()),
             ("check", []) => self.check(),
+            ("poke", [k, v]) => {
+                let k: usize = k.parse().map_err(|_| format!("bad worker {k:?}"))?;
+                let (_, pipes) = self.workers.get(k).ok_or("no such worker")?;
+                let reply = pipes.ask(&format!("poke {v}")).map_err(io_err)?;
+                if reply != "ok" {
+                    return Err(reply);
+                }
+                Ok(self.shared[k].to_string())
+            }
+            ("peek", [k]) => {
+                let k: usize = k.parse().map_err(|_| format!("bad index {k:?}"))?;
+                Ok(self.shared.get(k).ok_or("out of the page")?.to_string())
+            }
             _ => unknown(verb),
         }
     }
@@ -44,6 +61,7 @@ impl Mode for CowTree {
 /// The `cow-tree` mode: the region and each worker (pid, pipes).
 struct CowTree {
     region: &'static mut [u8],
+    shared: &'static mut [u8],
     workers: Vec<(i32, ChildPipes)>,
 }
 
@@ -85,6 +103,7 @@ impl CowTree {
         for (i, chunk) in region.chunks_exact_mut(8).enumerate() {
             chunk.copy_from_slice(&word(i).to_ne_bytes());
         }
+        let shared = sys::map(PAGE, libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1)?;
         let mut kids = Vec::with_capacity(workers);
         for k in 0..workers {
             let (q_rd, q_wr) = sys::pipe()?;
@@ -102,7 +121,7 @@ impl CowTree {
                     sys::close(pipes.to_child);
                     sys::close(pipes.from_child);
                 }
-                Self::worker(region, k, q_rd, a_wr);
+                Self::worker(region, shared, k, q_rd, a_wr);
             }
             sys::close(q_rd);
             sys::close(a_wr);
@@ -118,6 +137,7 @@ impl CowTree {
         // mode answers its first command.
         let tree = Self {
             region,
+            shared,
             workers: kids,
         };
         tree.check().map_err(io::Error::other)?;
@@ -125,7 +145,7 @@ impl CowTree {
     }
 
     /// A worker: writes its pages, then answers `check` until the parent goes.
-    fn worker(region: &mut [u8], k: usize, questions: i32, answers: i32) -> ! {
+    fn worker(region: &mut [u8], shared: &mut [u8], k: usize, questions: i32, answers: i32) -> ! {
         let pages = region.len() / PAGE;
         let writes = written(k, pages);
         for &(p, marker) in &writes {
@@ -138,12 +158,20 @@ impl CowTree {
                 if n == 0 {
                     return Ok(());
                 }
-                let reply = match &buf[..n] {
-                    b"check" => match verify(region, &writes) {
+                let question = String::from_utf8_lossy(&buf[..n]).into_owned();
+                let reply = match question.split(' ').collect::<Vec<_>>()[..] {
+                    ["check"] => match verify(region, &writes) {
                         Ok(()) => "ok".to_string(),
                         Err(e) => format!("worker {k}: {e}"),
                     },
-                    other => format!("worker {k}: unknown {:?}", String::from_utf8_lossy(other)),
+                    ["poke", v] => match v.parse() {
+                        Ok(v) => {
+                            shared[k] = v;
+                            "ok".to_string()
+                        }
+                        Err(_) => format!("worker {k}: bad value {v:?}"),
+                    },
+                    _ => format!("worker {k}: unknown {question:?}"),
                 };
                 sys::write_all(answers, reply.as_bytes())?;
             }
