@@ -62,9 +62,11 @@ pub struct PageSources<'a> {
     pub staged: &'a [Staged],
 }
 
-/// Whether a VMA needs its file opened writable (shared and writable).
+/// Whether a VMA needs its file opened writable: shared, and writable or allowed to become
+/// so (its file was opened for writing: a later mprotect(PROT_WRITE) must work again).
 pub fn needs_writable_file(vma: &Vma) -> bool {
-    vma.map_flags & libc::MAP_SHARED as u32 != 0 && vma.prot & libc::PROT_WRITE as u32 != 0
+    vma.map_flags & libc::MAP_SHARED as u32 != 0
+        && (vma.prot & libc::PROT_WRITE as u32 != 0 || vma.may_write)
 }
 
 /// Replaces the address space of stopped `child` (a fork of cryo running `remote` at its

@@ -28,6 +28,7 @@ mod cow_tree;
 mod deleted_file;
 mod events;
 mod file;
+mod mapping_access;
 mod mappings;
 mod memory;
 mod pipe;
@@ -93,6 +94,7 @@ pub const MODES: &[(&str, Start)] = &[
     ("tty", tty::start),
     ("attrs", attrs::start),
     ("cow-tree", cow_tree::start),
+    ("mapping-access", mapping_access::start),
 ];
 
 /// Starts the mode called `name`.
