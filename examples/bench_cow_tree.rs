@@ -165,14 +165,20 @@ fn round(cryo: &Path, mib: usize, workers: usize) -> Figures {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let num = |i: usize, default: usize| args.get(i).map_or(default, |a| a.parse().expect("number"));
+    let num =
+        |i: usize, default: usize| args.get(i).map_or(default, |a| a.parse().expect("number"));
     let (mib, workers, rounds) = (num(1, 256), num(2, 8), num(3, 3));
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-    let this = std::env::var_os("CRYO").map(PathBuf::from).unwrap_or_else(|| {
-        let exe = std::env::current_exe().expect("own path");
-        exe.parent().and_then(Path::parent).expect("target dir").join("cryo")
-    });
+    let this = std::env::var_os("CRYO")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let exe = std::env::current_exe().expect("own path");
+            exe.parent()
+                .and_then(Path::parent)
+                .expect("target dir")
+                .join("cryo")
+        });
     let mut builds = vec![("this", this)];
     if let Some(base) = std::env::var_os("CRYO_BASE") {
         builds.push(("base", PathBuf::from(base)));
@@ -185,7 +191,13 @@ fn main() {
     for (name, cryo) in &builds {
         let figures: Vec<Figures> = (0..rounds).map(|_| round(cryo, mib, workers)).collect();
         let best = |f: fn(&Figures) -> Duration| {
-            figures.iter().map(f).min().unwrap_or_default().as_secs_f64() * 1e3
+            figures
+                .iter()
+                .map(f)
+                .min()
+                .unwrap_or_default()
+                .as_secs_f64()
+                * 1e3
         };
         let last = figures.last().expect("one round");
         println!(

@@ -64,31 +64,60 @@ fn a_tree_with_shared_memory_is_copied_into_new_namespaces() {
     let outside: i32 = out.stdout.trim().parse().unwrap();
     reaper.0.push(outside);
     let copy = Pidfd::open(outside).unwrap();
-    assert_eq!(inner_pid(outside), w.pid(), "the copy's root has the original pid inside");
+    assert_eq!(
+        inner_pid(outside),
+        w.pid(),
+        "the copy's root has the original pid inside"
+    );
     let copy_workers = children(outside);
     reaper.0.extend(&copy_workers);
     let mut inside: Vec<i32> = copy_workers.iter().map(|&p| inner_pid(p)).collect();
     inside.sort();
     let mut want = workers.clone();
     want.sort();
-    assert_eq!(inside, want, "the copy's workers have the original pids inside");
+    assert_eq!(
+        inside, want,
+        "the copy's workers have the original pids inside"
+    );
 
     // Both roots read the same command FIFO: stop the original while talking to the copy.
     let original = Pidfd::open(w.pid()).unwrap();
     original.signal(libc::SIGSTOP).unwrap();
     let deadline = std::time::Instant::now() + cryo_tests::CMD_TIMEOUT;
     while !status_field(w.pid(), "State").is_some_and(|s| s.starts_with('T')) {
-        assert!(std::time::Instant::now() < deadline, "the original did not stop");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the original did not stop"
+        );
         std::thread::yield_now();
     }
     assert_eq!(w.cmd("pid"), w.pid().to_string(), "getpid() in the copy");
-    assert_eq!(w.cmd("check"), "ok", "the copy's memory, checked by its processes");
+    assert_eq!(
+        w.cmd("check"),
+        "ok",
+        "the copy's memory, checked by its processes"
+    );
     assert_eq!(w.cmd("peek 0"), "5", "the shared page as dumped");
-    assert_eq!(w.cmd("peek 1"), "0", "the original's later write is not the copy's");
-    assert_eq!(w.cmd("poke 1 9"), "9", "a worker of the copy writes, its parent reads");
+    assert_eq!(
+        w.cmd("peek 1"),
+        "0",
+        "the original's later write is not the copy's"
+    );
+    assert_eq!(
+        w.cmd("poke 1 9"),
+        "9",
+        "a worker of the copy writes, its parent reads"
+    );
     copy.signal(libc::SIGKILL).unwrap();
-    assert!(copy.wait_exit(cryo_tests::CMD_TIMEOUT), "the copy did not die");
+    assert!(
+        copy.wait_exit(cryo_tests::CMD_TIMEOUT),
+        "the copy did not die"
+    );
     original.signal(libc::SIGCONT).unwrap();
-    assert_eq!(w.cmd("peek 1"), "6", "the original's shared page is its own");
+    assert_eq!(
+        w.cmd("peek 1"),
+        "6",
+        "the original's shared page is its own"
+    );
     assert_eq!(w.cmd("check"), "ok", "the original's memory");
 }

@@ -90,7 +90,10 @@ pub fn plan(
         }
     }
     let mut taken: Vec<Range<u64>> = avoid.to_vec();
-    taken.extend(mms.iter().flat_map(|mm| mm.vmas.iter().map(|v| v.start..v.end)));
+    taken.extend(
+        mms.iter()
+            .flat_map(|mm| mm.vmas.iter().map(|v| v.start..v.end)),
+    );
     let mut next = STAGING_BASE;
     let mut staged: Vec<Vec<Staged>> = Vec::with_capacity(mms.len());
     for (i, mm) in mms.iter().enumerate() {
@@ -106,10 +109,11 @@ pub fn plan(
                     ..*s
                 });
             } else if !children[i].is_empty() {
-                let at = place(next, v.end - v.start, &taken).ok_or(MemoryError::NoStagingRoom {
-                    pid: Pid::from_raw(mm.pid),
-                    start: v.start,
-                })?;
+                let at =
+                    place(next, v.end - v.start, &taken).ok_or(MemoryError::NoStagingRoom {
+                        pid: Pid::from_raw(mm.pid),
+                        start: v.start,
+                    })?;
                 next = at + (v.end - v.start) + PAGE;
                 mine.push(Staged {
                     start: v.start,
@@ -158,7 +162,10 @@ pub fn stage(
     parents: &[Staged],
     pages: Option<&[u8]>,
 ) -> Result<usize, StageFailed> {
-    for p in parents.iter().filter(|p| !mine.iter().any(|s| s.at == p.at)) {
+    for p in parents
+        .iter()
+        .filter(|p| !mine.iter().any(|s| s.at == p.at))
+    {
         mmap::unmap_staged(p.at, p.size()).map_err(|source| StageFailed {
             start: p.start,
             source,
@@ -241,18 +248,29 @@ mod tests {
         let g = 1 << 30;
         let parent = mm(
             1,
-            vec![vma(g, 2 * g, VmaKind::Anon), vma(3 * g, 4 * g, VmaKind::Heap)],
+            vec![
+                vma(g, 2 * g, VmaKind::Anon),
+                vma(3 * g, 4 * g, VmaKind::Heap),
+            ],
         );
         let mut moved = vma(g, 2 * g, VmaKind::Anon);
         moved.prot = 1;
         let child = mm(
             2,
-            vec![moved, vma(3 * g, 4 * g, VmaKind::Heap), vma(5 * g, 6 * g, VmaKind::Anon)],
+            vec![
+                moved,
+                vma(3 * g, 4 * g, VmaKind::Heap),
+                vma(5 * g, 6 * g, VmaKind::Anon),
+            ],
         );
         let leaf = mm(3, vec![vma(g, 2 * g, VmaKind::Anon)]);
         let cryo = [STAGING_BASE..STAGING_BASE + 4096];
-        let staged = plan(&[&parent, &child, &leaf], &[vec![1, 2], vec![], vec![]], &cryo)
-            .expect("room");
+        let staged = plan(
+            &[&parent, &child, &leaf],
+            &[vec![1, 2], vec![], vec![]],
+            &cryo,
+        )
+        .expect("room");
         assert_eq!(staged[0].len(), 2);
         assert!(staged[0].iter().all(|s| !s.inherited));
         assert!(staged[0][0].at >= STAGING_BASE + 4096 + GUARD);
@@ -277,7 +295,10 @@ mod tests {
 
     #[test]
     fn staging_keeps_clear_of_the_image() {
-        let image = mm(1, vec![vma(STAGING_BASE, STAGING_BASE + 8192, VmaKind::Anon)]);
+        let image = mm(
+            1,
+            vec![vma(STAGING_BASE, STAGING_BASE + 8192, VmaKind::Anon)],
+        );
         let staged = plan(&[&image, &mm(2, vec![])], &[vec![1], vec![]], &[]).expect("room");
         assert!(staged[0][0].at >= STAGING_BASE + 8192 + GUARD);
         assert!(!stageable(&Vma {

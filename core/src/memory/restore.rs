@@ -107,8 +107,7 @@ pub fn reshape(
     for m in &current {
         let kind = super::classify(m);
         let kept = |s: &Staged| m.start >= s.at && m.end <= s.at + s.size();
-        if is_special(kind) || (m.start >= keep.0 && m.end <= keep.1) || staged.iter().any(kept)
-        {
+        if is_special(kind) || (m.start >= keep.0 && m.end <= keep.1) || staged.iter().any(kept) {
             continue;
         }
         match doomed.last_mut() {

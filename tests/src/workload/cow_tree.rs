@@ -77,7 +77,12 @@ fn written(k: usize, pages: usize) -> Vec<(usize, u64)> {
         return Vec::new();
     }
     (0..4)
-        .map(|j| ((k * 131 + j * 4099 + 7) % pages, 0xc0de_0000 + (k * 16 + j) as u64))
+        .map(|j| {
+            (
+                (k * 131 + j * 4099 + 7) % pages,
+                0xc0de_0000 + (k * 16 + j) as u64,
+            )
+        })
         .collect()
 }
 
