@@ -38,7 +38,7 @@ fn spawn_tree(mib: usize, workers: usize) -> Vec<Pid> {
                 // SAFETY: as above, single-threaded.
                 match unsafe { fork() }.expect("fork") {
                     ForkResult::Child => {
-                        if k % 3 == 0 {
+                        if k.is_multiple_of(3) {
                             let pages = mem.len() / PAGE;
                             for j in 0..4 {
                                 mem[((k * 131 + j * 4099 + 7) % pages) * PAGE] = 0xc0;

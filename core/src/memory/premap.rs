@@ -264,7 +264,7 @@ mod tests {
             ],
         );
         let leaf = mm(3, vec![vma(g, 2 * g, VmaKind::Anon)]);
-        let cryo = [STAGING_BASE..STAGING_BASE + 4096];
+        let cryo: Vec<Range<u64>> = std::iter::once(STAGING_BASE..STAGING_BASE + 4096).collect();
         let staged = plan(
             &[&parent, &child, &leaf],
             &[vec![1, 2], vec![], vec![]],

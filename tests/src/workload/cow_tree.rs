@@ -73,7 +73,7 @@ fn word(i: usize) -> u64 {
 /// Pages worker `k` wrote (none unless `k` is a multiple of three), with the first word of
 /// each page set to a marker of its own.
 fn written(k: usize, pages: usize) -> Vec<(usize, u64)> {
-    if k % 3 != 0 {
+    if !k.is_multiple_of(3) {
         return Vec::new();
     }
     (0..4)
