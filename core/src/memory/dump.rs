@@ -35,6 +35,16 @@ pub fn dump(
 ) -> Result<MmCore> {
     let _span = debug_span!("memory", %pid).entered();
     let mut vmas = Vec::with_capacity(maps.len());
+    // Whether a shared mapping without write permission may get it back is only in smaps
+    // (which walks the page tables: read only when such a mapping exists).
+    let read_only_shared = maps
+        .iter()
+        .any(|e| e.shared && e.prot & libc::PROT_WRITE as u32 == 0);
+    let flags = if read_only_shared {
+        super::vmflags::read(pid)?
+    } else {
+        Default::default()
+    };
     for entry in maps {
         let kind = classify(entry);
         if kind == VmaKind::Vsyscall {
@@ -78,6 +88,9 @@ pub fn dump(
             name: entry.name.clone(),
             madvise: 0,
             sysv_shmid,
+            may_write: entry.shared
+                && (entry.prot & libc::PROT_WRITE as u32 != 0
+                    || super::vmflags::may_write(flags.get(&entry.start))),
         });
     }
 

@@ -46,4 +46,12 @@ pub enum MemoryError {
         /// Which block.
         kind: VmaKind,
     },
+    /// No room in the address space to stage a VMA shared with children.
+    #[error("pid {pid}: no free address range to stage the VMA at {start:#x}")]
+    NoStagingRoom {
+        /// The restored task.
+        pid: Pid,
+        /// The VMA's start.
+        start: u64,
+    },
 }

@@ -3,7 +3,9 @@
 
 pub mod dump;
 pub mod error;
+pub mod premap;
 pub mod restore;
+pub mod vmflags;
 
 use cryo_proto::image::VmaKind;
 

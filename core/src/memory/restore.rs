@@ -10,6 +10,7 @@ use nix::unistd::Pid;
 use tracing::{debug, debug_span};
 
 use super::error::MemoryError;
+use super::premap::Staged;
 use super::{is_special, IO_CHUNK, PAGE};
 use crate::error::{Error, Result};
 use crate::proc;
@@ -52,9 +53,20 @@ impl MappingFds {
     }
 }
 
-/// Whether a VMA needs its file opened writable (shared and writable).
+/// Where the pages of a process come from.
+#[derive(Debug, Clone, Copy)]
+pub struct PageSources<'a> {
+    /// cryo's mapping of the pages image, if it has one.
+    pub mapped: Option<&'a [u8]>,
+    /// The VMAs the process staged, filled already, in its cryo phase (moved into place).
+    pub staged: &'a [Staged],
+}
+
+/// Whether a VMA needs its file opened writable: shared, and writable or allowed to become
+/// so (its file was opened for writing: a later mprotect(PROT_WRITE) must work again).
 pub fn needs_writable_file(vma: &Vma) -> bool {
-    vma.map_flags & libc::MAP_SHARED as u32 != 0 && vma.prot & libc::PROT_WRITE as u32 != 0
+    vma.map_flags & libc::MAP_SHARED as u32 != 0
+        && (vma.prot & libc::PROT_WRITE as u32 != 0 || vma.may_write)
 }
 
 /// Replaces the address space of stopped `child` (a fork of cryo running `remote` at its
@@ -67,8 +79,9 @@ pub fn reshape(
     batch: BatchSite,
     mm: &MmCore,
     fds: &MappingFds,
-    pages: Option<&[u8]>,
+    sources: PageSources<'_>,
 ) -> Result<()> {
+    let (pages, staged) = (sources.mapped, sources.staged);
     let _span = debug_span!("reshape", %child).entered();
     let sys = |op: String| move |e: std::io::Error| Error::sys(child, op, e);
 
@@ -93,7 +106,8 @@ pub fn reshape(
     let mut doomed: Vec<(u64, u64)> = Vec::new();
     for m in &current {
         let kind = super::classify(m);
-        if is_special(kind) || (m.start >= keep.0 && m.end <= keep.1) {
+        let kept = |s: &Staged| m.start >= s.at && m.end <= s.at + s.size();
+        if is_special(kind) || (m.start >= keep.0 && m.end <= keep.1) || staged.iter().any(kept) {
             continue;
         }
         match doomed.last_mut() {
@@ -114,8 +128,10 @@ pub fn reshape(
     move_vdso(child, remote, &current, &mm.vmas)?;
 
     tracing::trace!("vdso moved");
-    // 3. The image's VMAs, writable while they are filled.
-    let mut filled = vec![false; mm.vmas.len()];
+    // 3. The image's VMAs, writable while they are filled; the staged ones, filled, moved
+    // into place.
+    let staged_at = |vma: &Vma| staged.iter().find(|s| s.start == vma.start).map(|s| s.at);
+    let mut filled: Vec<bool> = mm.vmas.iter().map(|v| staged_at(v).is_some()).collect();
     for run in &mm.pages {
         if let Some(i) = mm
             .vmas
@@ -145,6 +161,12 @@ pub fn reshape(
             mapped.push(vma);
             continue;
         }
+        if let Some(at) = staged_at(vma) {
+            let how = (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64;
+            maps.push((libc::SYS_mremap, [at, len, len, how, vma.start, 0]));
+            mapped.push(vma);
+            continue;
+        }
         let mut flags = (vma.map_flags | libc::MAP_FIXED_NOREPLACE as u32) as u64;
         // Shared anonymous memory maps the one object cryo made for the tree (images before
         // format 1.1 have no object: fresh memory, filled from the pages).
@@ -170,7 +192,12 @@ pub fn reshape(
     }
     let got = run_batch(child, remote, batch, &maps, |i| {
         let vma = mapped[i];
-        format!("mmap {:#x}-{:#x} {}", vma.start, vma.end, vma.name)
+        let how = if staged_at(vma).is_some() {
+            "move the staged"
+        } else {
+            "mmap"
+        };
+        format!("{how} {:#x}-{:#x} {}", vma.start, vma.end, vma.name)
     })?;
     if let Some((vma, at)) = mapped.iter().zip(got).find(|(v, at)| *at != v.start) {
         return Err(MemoryError::Misplaced {
@@ -196,9 +223,11 @@ pub fn reshape(
                 )
             })
     };
+    let in_staged = |r: &&PageRun| staged.iter().any(|s| s.start <= r.addr && r.addr < s.end);
+    let runs = mm.pages.iter().filter(|r| !in_staged(r));
     let (by_copy, mut by_read): (Vec<&PageRun>, Vec<&PageRun>) = match pages {
-        Some(_) => mm.pages.iter().partition(|r| copyable(r.addr)),
-        None => (Vec::new(), mm.pages.iter().collect()),
+        Some(_) => runs.partition(|r| copyable(r.addr)),
+        None => (Vec::new(), runs.collect()),
     };
     if let (Some(src), false) = (pages, by_copy.is_empty()) {
         if let Err(e) = fill_by_copy(child, remote, src, &mm.vmas, &by_copy) {

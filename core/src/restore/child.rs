@@ -116,6 +116,15 @@ fn child_setup(tree: &Planned, i: usize) -> Result<(), ChildError> {
     )
     .map_err(files_error(ChildFiles::Fds))?;
 
+    // Memory shared with the children: filled before they are forked, so they inherit it.
+    crate::memory::premap::stage(
+        &t.mm,
+        &tree.staged[i],
+        tree.parents_staged(i),
+        t.pages.as_ref().map(|m| m.as_slice()),
+    )
+    .map_err(|e| ChildError::sys_on(ChildStep::StageMemory, format!("{:#x}", e.start))(e.source))?;
+
     // Children, each forked by its parent with its pid; zombies die at once.
     for &c in &plan.children[i] {
         let cpid = Pid::from_raw(tree.loaded.tasks[c].entry.pid);

@@ -83,8 +83,8 @@ pub enum RestoreError {
         /// The kernel's answer.
         source: std::io::Error,
     },
-    /// New namespaces hold one process for now.
-    #[error("--pidns/--netns restore a single process for now")]
+    /// New namespaces hold one tree (one root) for now.
+    #[error("--pidns/--netns restore a single tree (one root) for now")]
     NamespacesHoldOneProcess,
     /// The init of new namespaces could not create the process.
     #[error("pid {pid}: cannot be created in the new namespace: {answer}")]
@@ -245,6 +245,8 @@ pub enum ChildStep {
     SetComm,
     #[error("set")]
     Attribute,
+    #[error("stage memory shared with the children")]
+    StageMemory,
 }
 
 /// The object a failed file step of a forked process was opening.

@@ -19,7 +19,7 @@ use super::load::TaskImage;
 use super::spawn::Spawned;
 use super::tree::Planned;
 use crate::error::{Error, Result};
-use crate::memory::restore::{reshape, run_batch};
+use crate::memory::restore::{reshape, run_batch, PageSources};
 use crate::memory::PAGE;
 use crate::remote::{BatchSite, Remote, BATCH_LOOP_OFFSET};
 use crate::sockets::peers::Probing;
@@ -157,7 +157,10 @@ fn finish(child: Pid, tree: &Planned, i: usize) -> Result<Vec<Pid>> {
         batch,
         &task.mm,
         mapping,
-        task.pages.as_ref().map(|m| m.as_slice()),
+        PageSources {
+            mapped: task.pages.as_ref().map(|m| m.as_slice()),
+            staged: &tree.staged[i],
+        },
     )?;
     let control = [
         (libc::SYS_close, [sync_fd as u64, 0, 0, 0, 0, 0]),

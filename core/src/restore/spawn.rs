@@ -143,6 +143,7 @@ fn spawn_tree(tree: &Planned, ns: Option<Namespaces>) -> Result<(Vec<Pid>, Optio
         });
     }
     let mut created: Vec<Option<Pid>> = vec![None; n];
+    let in_pidns = ns.is_some_and(|ns| ns.pid);
     let mut init = None;
     // The objects at their slots while the roots are forked; closed then (or on a failure).
     let mut object_slots = Slots(Vec::new());
@@ -159,14 +160,15 @@ fn spawn_tree(tree: &Planned, ns: Option<Namespaces>) -> Result<(Vec<Pid>, Optio
     let result = (|| -> Result<()> {
         match ns {
             Some(ns) => {
-                if plan.roots.len() != 1 || n != 1 || !tree.loaded.zombies.is_empty() {
+                // One init per namespace: one root, whose descendants it forks inside.
+                let [r] = plan.roots[..] else {
                     return Err(RestoreError::NamespacesHoldOneProcess.into());
-                }
-                let pid = Pid::from_raw(tree.loaded.tasks[0].entry.pid);
+                };
+                let pid = Pid::from_raw(tree.loaded.tasks[r].entry.pid);
                 let spawned =
-                    super::namespaces::spawn_init(pid, ns, &theirs, || child_main(tree, 0))?;
+                    super::namespaces::spawn_init(pid, ns, &theirs, || child_main(tree, r))?;
                 init = Some(spawned.init);
-                created[0] = Some(spawned.child);
+                created[r] = Some(spawned.child);
             }
             None => {
                 for set in &plan.cryo_sets {
@@ -219,9 +221,13 @@ fn spawn_tree(tree: &Planned, ns: Option<Namespaces>) -> Result<(Vec<Pid>, Optio
                 Some(p) => p,
                 None => {
                     // Created by its restored parent; outside a new PID namespace the pid is
-                    // the image's.
-                    created[i] = Some(pid);
-                    pid
+                    // the image's, inside it the parent's child with that pid there.
+                    let seen = match plan.children.iter().position(|k| k.contains(&i)) {
+                        Some(p) if in_pidns => outside_pid(created[p].unwrap_or(pid), pid)?,
+                        _ => pid,
+                    };
+                    created[i] = Some(seen);
+                    seen
                 }
             };
             ptrace::seize(seen, ptrace::Options::PTRACE_O_EXITKILL)
@@ -256,6 +262,26 @@ fn spawn_tree(tree: &Planned, ns: Option<Namespaces>) -> Result<(Vec<Pid>, Optio
         return Err(e);
     }
     Ok((created.into_iter().flatten().collect(), init))
+}
+
+/// The pid, as cryo sees it, of the child of `parent` whose pid in its own PID namespace is
+/// `inside` (the last NSpid field).
+fn outside_pid(parent: Pid, inside: Pid) -> Result<Pid> {
+    let children = crate::proc::children(parent)?;
+    for &child in &children {
+        let status = crate::proc::status(child)?;
+        let last = crate::proc::status_field(&status, "NSpid")
+            .and_then(|v| v.split_whitespace().last())
+            .and_then(|v| v.parse::<i32>().ok());
+        if last == Some(inside.as_raw()) {
+            return Ok(child);
+        }
+    }
+    Err(RestoreError::NamespaceChildren {
+        pid: inside,
+        children,
+    }
+    .into())
 }
 
 /// Slot fds cryo placed for the tree, closed once (explicitly, or when dropped).

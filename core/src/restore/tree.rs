@@ -9,6 +9,7 @@ use super::load::{Loaded, TaskImage};
 use super::plan::{PlanInput, TreePlan};
 use crate::error::Result;
 use crate::files;
+use crate::memory::premap::{self, Staged};
 
 /// A restore planned: what every process needs is known, the tree's shared objects exist,
 /// no process does yet.
@@ -27,6 +28,9 @@ pub(crate) struct Planned {
     pub terminal: Option<(files::tty::Terminal, files::tty::Attach)>,
     /// Tasks (positions) that are to get the terminal as their controlling terminal.
     pub want_ctty: Vec<usize>,
+    /// Per task (position): the VMAs it fills before forking its children, or keeps from
+    /// its parent's (memory shared copy-on-write stays shared).
+    pub staged: Vec<Vec<Staged>>,
 }
 
 impl Loaded {
@@ -83,6 +87,10 @@ impl Loaded {
         tasks.sort_by_key(|&(k, _)| k);
         let tasks: Vec<TaskImage> = tasks.into_iter().map(|(_, t)| t).collect();
         let loaded = Loaded { tasks, ..self };
+        let mut avoid = cryo_maps;
+        avoid.extend(plan.tramps.iter().map(|&t| t..t + 2 * crate::memory::PAGE));
+        let mms: Vec<&cryo_proto::image::MmCore> = loaded.tasks.iter().map(|t| &t.mm).collect();
+        let staged = premap::plan(&mms, &plan.children, &avoid)?;
         let want_ctty = match &terminal {
             Some(t) => (0..loaded.tasks.len())
                 .filter(|&i| t.wants_controlling(&loaded.tasks[i].entry))
@@ -101,6 +109,7 @@ impl Loaded {
             ipc,
             terminal,
             want_ctty,
+            staged,
         })
     }
 }
@@ -129,6 +138,15 @@ impl Planned {
             t.set_modes()?;
         }
         Ok(())
+    }
+
+    /// What the parent of task `i` staged (nothing for a root).
+    pub fn parents_staged(&self, i: usize) -> &[Staged] {
+        self.plan
+            .children
+            .iter()
+            .position(|kids| kids.contains(&i))
+            .map_or(&[], |p| self.staged[p].as_slice())
     }
 
     /// The fd tables of the processes, in creation order.

@@ -97,3 +97,79 @@ impl Drop for Mapping {
         }
     }
 }
+
+/// Maps `len` bytes of fresh private anonymous memory, read-write, exactly at `addr` (which
+/// must be free: MAP_FIXED_NOREPLACE). The region belongs to no Rust object: it is memory
+/// staged for the address space a restored process is about to get.
+pub fn map_anonymous_at(addr: u64, len: u64) -> std::io::Result<()> {
+    // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping, so no memory any Rust
+    // object refers to changes; the new region is referred to by address only.
+    let got = unsafe {
+        libc::mmap(
+            addr as *mut libc::c_void,
+            len as usize,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+            -1,
+            0,
+        )
+    };
+    if got == libc::MAP_FAILED {
+        return Err(std::io::Error::last_os_error());
+    }
+    if got as u64 != addr {
+        // An old kernel that ignores MAP_FIXED_NOREPLACE put it elsewhere: undo.
+        // SAFETY: unmapping the region just created, which nothing refers to.
+        unsafe { libc::munmap(got, len as usize) };
+        return Err(std::io::Error::from_raw_os_error(libc::EEXIST));
+    }
+    Ok(())
+}
+
+/// Unmaps `addr..addr + len`, staged memory no Rust object refers to.
+pub fn unmap_staged(addr: u64, len: u64) -> std::io::Result<()> {
+    // SAFETY: the caller names a staged region (see map_anonymous_at), never memory a Rust
+    // object refers to.
+    if unsafe { libc::munmap(addr as *mut libc::c_void, len as usize) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// madvise(`addr`, `len`, `advice`) on staged memory.
+pub fn advise_staged(addr: u64, len: u64, advice: libc::c_int) -> std::io::Result<()> {
+    // SAFETY: madvise on a staged region; MADV_DONTNEED there only zeroes memory no Rust
+    // object refers to.
+    if unsafe { libc::madvise(addr as *mut libc::c_void, len as usize, advice) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Copies `src` into the staged region at `addr` (`src.len()` bytes of it must be mapped
+/// read-write there).
+pub fn copy_into_staged(addr: u64, src: &[u8]) {
+    // SAFETY: the caller names a staged read-write region of at least src.len() bytes that
+    // no Rust object refers to; src (image pages mapped elsewhere) cannot overlap it.
+    unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), addr as *mut u8, src.len()) };
+}
+
+/// Writes each page of `src` into the staged region at `addr` only where it differs from
+/// what is there, so a page equal to the one inherited from the parent stays shared with it
+/// (a write would copy it). Returns how many pages were written.
+pub fn merge_into_staged(addr: u64, src: &[u8], page: usize) -> usize {
+    let mut written = 0;
+    for (i, want) in src.chunks(page).enumerate() {
+        let at = (addr as usize + i * page) as *mut u8;
+        // SAFETY: the caller names a staged region of at least src.len() bytes, readable and
+        // writable, that no Rust object refers to and nothing writes meanwhile; src cannot
+        // overlap it. The slice is not used after the write below.
+        let same = unsafe { std::slice::from_raw_parts(at as *const u8, want.len()) } == want;
+        if !same {
+            // SAFETY: as above: a page of the staged region, src elsewhere.
+            unsafe { std::ptr::copy_nonoverlapping(want.as_ptr(), at, want.len()) };
+            written += 1;
+        }
+    }
+    written
+}

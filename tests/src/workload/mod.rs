@@ -25,9 +25,11 @@ mod unix_msg;
 mod aio;
 mod attrs;
 mod counter;
+mod cow_tree;
 mod deleted_file;
 mod events;
 mod file;
+mod mapping_access;
 mod mappings;
 mod memory;
 mod pipe;
@@ -97,6 +99,8 @@ pub const MODES: &[(&str, Start)] = &[
     ("sysv-shm", sysv_shm::start),
     ("sysv-ipc", sysv_ipc::start),
     ("aio", aio::start),
+    ("cow-tree", cow_tree::start),
+    ("mapping-access", mapping_access::start),
 ];
 
 /// Starts the mode called `name`.

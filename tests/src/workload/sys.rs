@@ -348,6 +348,25 @@ pub fn read_line(fd: i32) -> io::Result<String> {
         .to_string())
 }
 
+/// A read-only shared mapping of the first `len` bytes of `fd`, kept for the program's life.
+pub fn map_shared_read_only(len: usize, fd: i32) -> io::Result<*mut u8> {
+    // SAFETY: a fresh mapping at an address the kernel picks; nothing else refers to it.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            fd,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(p.cast())
+}
+
 pub fn protect(addr: *mut u8, len: usize, prot: i32) -> io::Result<()> {
     // SAFETY: addr..addr+len is a mapping of ours; only its protection changes.
     cvt(unsafe { libc::mprotect(addr.cast(), len, prot) })?;

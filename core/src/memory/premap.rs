@@ -1,0 +1,310 @@
+//! Memory a parent shares copy-on-write with its children stays shared through a restore.
+//!
+//! After `fork`, a child's private anonymous pages are the parent's until one of them writes.
+//! Filling each process from its own pages would give every child a copy. Instead, as CRIU
+//! does, a process with children maps its private anonymous VMAs at staging addresses and
+//! fills them in its cryo phase, BEFORE it forks them; each child inherits those regions, and
+//! keeps the ones whose VMA is its own too (same bounds, protection and flags), writing only
+//! the pages of its image that differ from the inherited ones (equal pages stay shared) and
+//! dropping those its image does not have. The reshaping then moves every staged region to
+//! the VMA's address with mremap, which keeps the pages (and their sharing) as they are.
+//!
+//! ```text
+//!  parent (cryo phase)        child (cryo phase)          reshaping (each process)
+//!  map at S, fill ----fork--> keeps S, writes what differs  mremap S -> the VMA's start
+//!                             unmaps S' it has no VMA for
+//! ```
+//!
+//! Staging addresses are chosen once for the tree ([`plan`]), away from cryo's mappings, the
+//! trampolines and every VMA of every process, so no move lands on a region not yet moved.
+
+use std::ops::Range;
+
+use cryo_proto::image::{MmCore, Vma, VmaKind};
+use nix::unistd::Pid;
+
+use super::error::MemoryError;
+use super::PAGE;
+use crate::sys::mmap;
+
+/// Staging regions start here (16 TiB), far below where the kernel puts mappings it chooses.
+const STAGING_BASE: u64 = 1 << 44;
+/// And end below the top of the user address space (47 bits).
+const STAGING_TOP: u64 = (1 << 47) - (1 << 32);
+/// Distance kept from every mapping to avoid.
+const GUARD: u64 = 4 << 20;
+/// Runs at least this long are populated in one call before they are filled (one fault per
+/// page taken by the copy costs more).
+const POPULATE_MIN: u64 = 64 << 10;
+
+/// One VMA of a process filled in its cryo phase at a staging address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Staged {
+    /// Where the image has the VMA.
+    pub start: u64,
+    /// Its end.
+    pub end: u64,
+    /// Where it is staged.
+    pub at: u64,
+    /// The parent staged it and the process inherits it: only the pages that differ are
+    /// written.
+    pub inherited: bool,
+}
+
+impl Staged {
+    /// The region's length in bytes.
+    pub fn size(&self) -> u64 {
+        self.end - self.start
+    }
+}
+
+/// Whether a VMA is memory a child may share with its parent copy-on-write: private
+/// anonymous memory (the heap too).
+pub fn stageable(v: &Vma) -> bool {
+    matches!(VmaKind::try_from(v.kind), Ok(VmaKind::Anon | VmaKind::Heap))
+        && v.map_flags & libc::MAP_SHARED as u32 == 0
+}
+
+/// Whether a child's VMA `v` is its parent's `p`, inherited at fork and left whole.
+fn same_vma(v: &Vma, p: &Vma) -> bool {
+    v.start == p.start
+        && v.end == p.end
+        && v.prot == p.prot
+        && v.map_flags == p.map_flags
+        && v.kind == p.kind
+}
+
+/// Chooses what each process stages and where. `mms` are the processes in creation order
+/// (parents first), `children` their children by position, `avoid` what must stay clear
+/// (cryo's mappings, the trampolines). A process stages its stageable VMAs when it has
+/// children, and those equal to one its parent staged (at the parent's address).
+pub fn plan(
+    mms: &[&MmCore],
+    children: &[Vec<usize>],
+    avoid: &[Range<u64>],
+) -> Result<Vec<Vec<Staged>>, MemoryError> {
+    let mut parent: Vec<Option<usize>> = vec![None; mms.len()];
+    for (p, kids) in children.iter().enumerate() {
+        for &c in kids {
+            parent[c] = Some(p);
+        }
+    }
+    let mut taken: Vec<Range<u64>> = avoid.to_vec();
+    taken.extend(
+        mms.iter()
+            .flat_map(|mm| mm.vmas.iter().map(|v| v.start..v.end)),
+    );
+    let mut next = STAGING_BASE;
+    let mut staged: Vec<Vec<Staged>> = Vec::with_capacity(mms.len());
+    for (i, mm) in mms.iter().enumerate() {
+        let mut mine = Vec::new();
+        for v in mm.vmas.iter().filter(|v| stageable(v)) {
+            let from_parent = parent[i].and_then(|p| {
+                let theirs = mms[p].vmas.iter().find(|pv| same_vma(v, pv))?;
+                staged[p].iter().find(|s: &&Staged| s.start == theirs.start)
+            });
+            if let Some(s) = from_parent {
+                mine.push(Staged {
+                    inherited: true,
+                    ..*s
+                });
+            } else if !children[i].is_empty() {
+                let at =
+                    place(next, v.end - v.start, &taken).ok_or(MemoryError::NoStagingRoom {
+                        pid: Pid::from_raw(mm.pid),
+                        start: v.start,
+                    })?;
+                next = at + (v.end - v.start) + PAGE;
+                mine.push(Staged {
+                    start: v.start,
+                    end: v.end,
+                    at,
+                    inherited: false,
+                });
+            }
+        }
+        staged.push(mine);
+    }
+    Ok(staged)
+}
+
+/// The lowest address from `from` where `len` bytes keep [`GUARD`] away from every range of
+/// `taken`.
+fn place(from: u64, len: u64, taken: &[Range<u64>]) -> Option<u64> {
+    let mut at = from;
+    while let Some(r) = taken
+        .iter()
+        .find(|r| r.start < at + len + GUARD && at < r.end + GUARD)
+    {
+        at = (r.end + GUARD).next_multiple_of(PAGE);
+    }
+    (at + len <= STAGING_TOP).then_some(at)
+}
+
+/// Why staging failed: the VMA and the failed call.
+#[derive(Debug, thiserror::Error)]
+#[error("stage the VMA at {start:#x}: {source}")]
+pub struct StageFailed {
+    /// The VMA's start in the image.
+    pub start: u64,
+    /// The failed call's error.
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// In the cryo phase of a process, before it forks its children: unmaps what its parent
+/// staged that it does not keep (`parents`), then maps and fills its own staged regions
+/// (`mine`) from its pages image `pages` (mapped by cryo), writing into inherited regions only
+/// what differs.
+pub fn stage(
+    mm: &MmCore,
+    mine: &[Staged],
+    parents: &[Staged],
+    pages: Option<&[u8]>,
+) -> Result<usize, StageFailed> {
+    for p in parents
+        .iter()
+        .filter(|p| !mine.iter().any(|s| s.at == p.at))
+    {
+        mmap::unmap_staged(p.at, p.size()).map_err(|source| StageFailed {
+            start: p.start,
+            source,
+        })?;
+    }
+    let mut written = 0;
+    for s in mine {
+        let failed = |source| StageFailed {
+            start: s.start,
+            source,
+        };
+        if !s.inherited {
+            mmap::map_anonymous_at(s.at, s.size()).map_err(failed)?;
+        }
+        let mut runs: Vec<_> = mm
+            .pages
+            .iter()
+            .filter(|r| s.start <= r.addr && r.addr < s.end)
+            .collect();
+        runs.sort_by_key(|r| r.addr);
+        // Where the image has no page the memory is zero: an inherited page there goes.
+        let mut hole = s.start;
+        for run in runs {
+            let len = run.npages * PAGE;
+            let at = s.at + (run.addr - s.start);
+            let src = pages
+                .and_then(|p| p.get(run.offset as usize..(run.offset + len) as usize))
+                .ok_or_else(|| failed(std::io::Error::from_raw_os_error(libc::EINVAL)))?;
+            if s.inherited {
+                if run.addr > hole {
+                    drop_pages(s, hole, run.addr).map_err(failed)?;
+                }
+                written += mmap::merge_into_staged(at, src, PAGE as usize);
+            } else {
+                if len >= POPULATE_MIN {
+                    mmap::advise_staged(at, len, libc::MADV_POPULATE_WRITE).map_err(failed)?;
+                }
+                mmap::copy_into_staged(at, src);
+                written += run.npages as usize;
+            }
+            hole = run.addr + len;
+        }
+        if s.inherited && hole < s.end {
+            drop_pages(s, hole, s.end).map_err(failed)?;
+        }
+    }
+    Ok(written)
+}
+
+/// Drops the pages of staged region `s` for image addresses `from..to`.
+fn drop_pages(s: &Staged, from: u64, to: u64) -> std::io::Result<()> {
+    mmap::advise_staged(s.at + (from - s.start), to - from, libc::MADV_DONTNEED)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vma(start: u64, end: u64, kind: VmaKind) -> Vma {
+        Vma {
+            start,
+            end,
+            prot: 3,
+            map_flags: libc::MAP_PRIVATE as u32,
+            kind: kind as i32,
+            ..Default::default()
+        }
+    }
+
+    fn mm(pid: i32, vmas: Vec<Vma>) -> MmCore {
+        MmCore {
+            pid,
+            vmas,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn children_keep_what_their_parent_staged_and_nothing_else() {
+        let g = 1 << 30;
+        let parent = mm(
+            1,
+            vec![
+                vma(g, 2 * g, VmaKind::Anon),
+                vma(3 * g, 4 * g, VmaKind::Heap),
+            ],
+        );
+        let mut moved = vma(g, 2 * g, VmaKind::Anon);
+        moved.prot = 1;
+        let child = mm(
+            2,
+            vec![
+                moved,
+                vma(3 * g, 4 * g, VmaKind::Heap),
+                vma(5 * g, 6 * g, VmaKind::Anon),
+            ],
+        );
+        let leaf = mm(3, vec![vma(g, 2 * g, VmaKind::Anon)]);
+        let cryo: Vec<Range<u64>> = std::iter::once(STAGING_BASE..STAGING_BASE + 4096).collect();
+        let staged = plan(
+            &[&parent, &child, &leaf],
+            &[vec![1, 2], vec![], vec![]],
+            &cryo,
+        )
+        .expect("room");
+        assert_eq!(staged[0].len(), 2);
+        assert!(staged[0].iter().all(|s| !s.inherited));
+        assert!(staged[0][0].at >= STAGING_BASE + 4096 + GUARD);
+        assert!(staged[0][1].at >= staged[0][0].at + g + PAGE);
+        // The child changed the protection of the first: only the heap is kept; it has no
+        // children, so its own VMA is not staged.
+        assert_eq!(
+            staged[1],
+            vec![Staged {
+                inherited: true,
+                ..staged[0][1]
+            }]
+        );
+        assert_eq!(
+            staged[2],
+            vec![Staged {
+                inherited: true,
+                ..staged[0][0]
+            }]
+        );
+    }
+
+    #[test]
+    fn staging_keeps_clear_of_the_image() {
+        let image = mm(
+            1,
+            vec![vma(STAGING_BASE, STAGING_BASE + 8192, VmaKind::Anon)],
+        );
+        let staged = plan(&[&image, &mm(2, vec![])], &[vec![1], vec![]], &[]).expect("room");
+        assert!(staged[0][0].at >= STAGING_BASE + 8192 + GUARD);
+        assert!(!stageable(&Vma {
+            map_flags: libc::MAP_SHARED as u32,
+            ..vma(0, 4096, VmaKind::Anon)
+        }));
+        assert!(!stageable(&vma(0, 4096, VmaKind::Stack)));
+    }
+}
