@@ -150,7 +150,8 @@ impl Dying {
 }
 
 fn seize_one(tid: Pid) -> nix::Result<()> {
-    ptrace::seize(tid, ptrace::Options::empty())?;
+    // Remote calls take the thread back at syscall stops, told from signal stops by the 0x80.
+    ptrace::seize(tid, ptrace::Options::PTRACE_O_TRACESYSGOOD)?;
     if let Err(e) = ptrace::interrupt(tid) {
         let _ = ptrace::detach(tid, None);
         return Err(e);

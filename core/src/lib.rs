@@ -36,6 +36,7 @@ internal_modules!(dump, files, freeze, image, notify, remote);
 pub mod check;
 mod error;
 mod hooks;
+pub mod interrupt;
 mod memory;
 mod parallel;
 mod proc;

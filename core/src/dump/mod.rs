@@ -89,6 +89,8 @@ pub struct DumpSummary {
 /// Dumps the trees rooted at `opts.pids` into `opts.images_dir`.
 pub fn dump(opts: &DumpOptions) -> Result<DumpSummary> {
     let started = Instant::now();
+    // Answered between steps (`interrupted`), before the point of no return.
+    let _held = crate::interrupt::Held::new();
     let _span = info_span!("dump", pids = ?opts.pids).entered();
     if opts.pids.is_empty() {
         return Err(DumpError::NoPid.into());
@@ -125,6 +127,8 @@ fn dump_tree(
         frozen.push(FrozenTask::freeze(m.pid)?);
     }
     let frozen_at = Instant::now();
+    interrupted("while freezing")?;
+    crate::interrupt::pause_point("frozen");
     for m in &live {
         let now: Vec<Pid> = proc::children(m.pid)?;
         let before: Vec<Pid> = tree
@@ -169,9 +173,11 @@ fn dump_tree(
             return Err(DumpError::ConnectionsInSeveralProcesses { pid }.into());
         }
         if sockets.has_connections() {
+            crate::interrupt::pause_point("locked");
             hooks.set(hooks::env::NETWORK_LOCK, lock_id.as_str());
             hooks.run(Stage::NetworkLock, &opts.pids)?;
         }
+        interrupted("while capturing sockets")?;
         // Read again now that it cannot change under us.
         let stat = proc::stat(pid)?;
         let mut remote =
@@ -188,6 +194,8 @@ fn dump_tree(
         unmapped.map_err(|e| Error::sys(pid, "unmap the scratch page", e))?;
         released.map_err(|e| Error::sys(pid, "put the main thread back", e))?;
         pages_bytes += mm.pages_file.as_ref().map_or(0, |f| f.size);
+        crate::interrupt::pause_point("collected");
+        interrupted("while collecting process state")?;
         let mut entry = task::process_entry(pid, &stat, frozen.tids());
         // The state before the freeze (the frozen task reads as traced now).
         entry.stopped = m.stat.state == 'T';
@@ -248,6 +256,9 @@ fn dump_tree(
     )?;
     hooks.set(hooks::env::CHECKPOINT_ID, checkpoint_id);
     hooks.run(Stage::PostDump, &opts.pids)?;
+    crate::interrupt::pause_point("written");
+    // The point of no return: a signal from here on waits for the end of the dump.
+    interrupted("after writing the images")?;
     // Frozen until released or killed; the wait for the killed to exit is not freezing.
     let frozen_for;
     if opts.leave_running {
@@ -282,6 +293,13 @@ fn dump_tree(
         "dumped"
     );
     Ok(summary)
+}
+
+/// Fails with [`DumpError::Interrupted`] when SIGINT or SIGTERM is pending.
+fn interrupted(stage: &'static str) -> Result<()> {
+    crate::interrupt::check(stage)
+        .map_err(DumpError::from)
+        .map_err(Error::from)
 }
 
 fn checkpoint_id() -> String {

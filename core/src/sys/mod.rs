@@ -15,6 +15,7 @@
 //! uffd      userfaultfd: create, API handshake, register, UFFDIO_COPY
 //! pagemap   PAGEMAP_SCAN
 //! mmap      mappings owned by cryo (image windows, anonymous scratch)
+//! termination  SIGINT/SIGTERM held pending while a dump or restore runs
 //! eventfd, timerfd, signalfd, epoll, inotify, memfd, tty: the fd kinds files/ restores
 //! ```
 
@@ -37,6 +38,7 @@ pub mod sched;
 pub mod signal;
 pub mod signalfd;
 pub mod spawn;
+pub mod termination;
 pub mod timerfd;
 pub mod tty;
 pub mod uffd;
