@@ -6,6 +6,7 @@
 //! tree.rs     roots -> trees (resolve_trees)
 //! mod.rs      freeze, per task: sockets (network lock) -> collect.rs -> images; shared
 //!             objects once; inventory last; kill or let run
+//! guardian.rs the process that undoes repair mode and the lock if cryo dies mid-dump
 //! unlock.rs   the dump's network lock id, `cryo unlock`
 //! retire.rs   `cryo kill` of a --leave-running dump
 //! error.rs    DumpError, KillError
@@ -21,12 +22,14 @@ use tracing::{info, info_span};
 
 pub(crate) mod collect;
 pub mod error;
+mod guardian;
 pub mod retire;
 pub(crate) mod tree;
 pub mod unlock;
 
 use self::collect::collect;
 use self::error::DumpError;
+use self::guardian::Guardian;
 pub(crate) use self::tree::{resolve_trees, Member};
 pub use self::unlock::{lock_id_for, unlock};
 use crate::error::{Error, Result};
@@ -121,6 +124,15 @@ fn dump_tree(
     started: Instant,
 ) -> Result<DumpSummary> {
     let live: Vec<&Member> = tree.iter().filter(|m| m.stat.state != 'Z').collect();
+    let lock_id = lock_id_for(images.path());
+    // Before anything is changed, and dropped last: if cryo dies from here on, it takes the
+    // connections out of repair mode and removes the lock.
+    let guardian = opts.tcp_established.then(|| {
+        let pids: Vec<Pid> = live.iter().map(|m| m.pid).collect();
+        let inventory = images.path().join(names::INVENTORY);
+        Guardian::start(&pids, &lock_id, (!opts.leave_running).then_some(&*inventory))
+    });
+    let guardian = guardian.flatten();
     // Parents first: a child forked meanwhile is seen as a change of the tree below.
     let mut frozen = Vec::with_capacity(live.len());
     for m in &live {
@@ -148,7 +160,6 @@ fn dump_tree(
             .into());
         }
     }
-    let lock_id = lock_id_for(images.path());
     let fd_opts = FdDumpOptions {
         shell_job: opts.shell_job,
     };
@@ -267,7 +278,14 @@ fn dump_tree(
         }
         drop(frozen);
         frozen_for = frozen_at.elapsed();
+        if let Some(guardian) = guardian {
+            guardian.done();
+        }
     } else {
+        // The point of no return: the guardian kills the tree too if cryo dies now.
+        if let Some(guardian) = guardian {
+            guardian.commit();
+        }
         let dying = crate::freeze::kill_tree(frozen)?;
         frozen_for = frozen_at.elapsed();
         for sockets in sockets_held {

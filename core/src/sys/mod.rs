@@ -16,6 +16,7 @@
 //! pagemap   PAGEMAP_SCAN
 //! mmap      mappings owned by cryo (image windows, anonymous scratch)
 //! termination  SIGINT/SIGTERM held pending while a dump or restore runs
+//! repair    whether a TCP socket is in repair mode (the dump guardian)
 //! eventfd, timerfd, signalfd, epoll, inotify, memfd, tty: the fd kinds files/ restores
 //! ```
 
@@ -33,6 +34,7 @@ pub mod pagemap;
 pub mod pidfd;
 pub mod prctl;
 pub mod process;
+pub mod repair;
 pub mod ptrace;
 pub mod sched;
 pub mod signal;
