@@ -144,7 +144,10 @@ fn interrupt_at(point: &str, signal: i32, leave_running: bool) {
         assert!(seen.contains("interrupted by"), "{trial}: {seen}");
     }
     for g in &guardians {
-        assert!(g.wait_exit(CMD_TIMEOUT), "{trial}: the guardian never ended");
+        assert!(
+            g.wait_exit(CMD_TIMEOUT),
+            "{trial}: the guardian never ended"
+        );
     }
 
     assert!(

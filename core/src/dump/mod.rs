@@ -31,7 +31,7 @@ use self::collect::collect;
 use self::error::DumpError;
 use self::guardian::Guardian;
 pub(crate) use self::tree::{resolve_trees, Member};
-pub use self::unlock::{lock_id_for, unlock};
+pub use self::unlock::{lock_id_for, network_lock_installed, unlock};
 use crate::error::{Error, Result};
 use crate::files::{FdDumpOptions, FileTable};
 use crate::freeze::FrozenTask;

@@ -33,6 +33,7 @@ mod pipe;
 mod pipe_split;
 mod shared_memory;
 mod signal;
+mod sigtrap;
 mod tcp;
 mod threads;
 mod timers;
@@ -73,6 +74,7 @@ pub const MODES: &[(&str, Start)] = &[
     ("deleted-file", deleted_file::start),
     ("pipe", pipe::start),
     ("signal", signal::start),
+    ("sigtrap", sigtrap::start),
     ("unsupported", unsupported::start),
     ("tree", tree::start),
     ("timers", timers::start),
