@@ -39,6 +39,9 @@ pub const BATCH_LOOP: [u8; 51] = [
     0x75, 0xce, 0xcc,
 ];
 
+/// Where the thread stands at the exit of the [`BATCH_LOOP`]'s `syscall`.
+const BATCH_LOOP_SYSCALL_END: u64 = 29;
+
 /// Where [`BATCH_LOOP`] sits in the trampoline's code page, after `syscall; int3`.
 pub const BATCH_LOOP_OFFSET: u64 = 16;
 
@@ -75,8 +78,8 @@ pub struct BatchError {
 #[derive(Debug)]
 enum Mode {
     /// `syscall; int3` at `site` (the restore trampoline, or the thread's own code when no
-    /// self-returning code could be installed): the int3 hands the thread back. A thread left
-    /// there without a tracer dies of the SIGTRAP.
+    /// self-returning code could be installed); cryo takes the thread back at the call's
+    /// exit. A thread left there without a tracer dies of the int3's SIGTRAP.
     Trap {
         /// Address of the `syscall; int3` we execute.
         site: u64,
@@ -108,15 +111,6 @@ pub struct Remote {
     /// A SIGSTOP (the one signal our mask cannot hold back) arrived during a call: it was
     /// held back and is sent again when the thread is put back.
     stop_held: std::cell::Cell<bool>,
-}
-
-/// Where a stopped call is expected to hand the thread back.
-#[derive(Clone, Copy)]
-enum Until {
-    /// At the trap after `syscall; int3` (or after a single-stepped `syscall`).
-    Trap { step: bool },
-    /// At the exit of the `n`th system call from now, or of the first that fails.
-    SyscallExit { n: usize },
 }
 
 impl Remote {
@@ -260,16 +254,16 @@ impl Remote {
 
     /// Runs syscall `nr` with `args`; returns its raw result (negative errno on failure).
     pub fn syscall(&self, nr: i64, args: &[u64]) -> io::Result<i64> {
-        self.run(nr, args, false)
+        self.run(nr, args)
     }
 
     /// Like [`Remote::call`], for a call that unmaps the code it runs from (the restore
-    /// trampoline): single-steps over the `syscall` instead of trapping on the `int3` after it.
+    /// trampoline): the thread, taken back at the call's exit, never runs what followed it.
     pub fn call_last(&self, nr: i64, args: &[u64]) -> io::Result<u64> {
-        errno_result(self.run(nr, args, true)?)
+        self.call(nr, args)
     }
 
-    fn run(&self, nr: i64, args: &[u64], step: bool) -> io::Result<i64> {
+    fn run(&self, nr: i64, args: &[u64]) -> io::Result<i64> {
         let mut regs = self.saved_regs;
         regs.rax = nr as u64;
         let arg = |i: usize| args.get(i).copied().unwrap_or(0);
@@ -280,19 +274,18 @@ impl Remote {
         regs.r8 = arg(4);
         regs.r9 = arg(5);
         let what = || format!("remote syscall {nr}");
-        let (expected, until) = match &self.mode {
+        let expected = match &self.mode {
             Mode::Trap { site, .. } => {
                 regs.rip = *site;
-                let len = if step { 2 } else { SYSCALL_INT3.len() as u64 };
-                (site + len, Until::Trap { step })
+                *site + 2
             }
             Mode::Home { code, frame, .. } => {
                 regs.rip = code.single();
                 regs.rsp = frame.rsp();
-                (code.single() + 2, Until::SyscallExit { n: 1 })
+                code.single() + 2
             }
         };
-        let after = self.run_until(regs, until, what)?;
+        let after = self.run_until(regs, 1, what)?;
         if after.rip != expected {
             return Err(io::Error::other(format!(
                 "remote syscall {nr}: thread {} stopped at {:#x}, not after our call {:#x}",
@@ -345,22 +338,15 @@ impl Remote {
         regs.rip = site.code;
         regs.rbx = site.table;
         regs.r12 = calls.len() as u64;
-        let until = match &self.mode {
-            Mode::Trap { .. } => Until::Trap { step: false },
-            Mode::Home { frame, .. } => {
-                regs.rsp = frame.rsp();
-                Until::SyscallExit { n: calls.len() }
-            }
-        };
+        if let Mode::Home { frame, .. } = &self.mode {
+            regs.rsp = frame.rsp();
+        }
         let after = self
-            .run_until(regs, until, || "remote batch".to_string())
+            .run_until(regs, calls.len(), || "remote batch".to_string())
             .map_err(not_run)?;
         let ran = ((after.rbx.wrapping_sub(site.table)) as usize / BATCH_ENTRY).min(calls.len());
-        let expected = match until {
-            Until::Trap { .. } => site.code + BATCH_LOOP.len() as u64,
-            // At the exit of the loop's `syscall` (its result not stored yet).
-            Until::SyscallExit { .. } => site.code + 29,
-        };
+        // At the exit of the loop's `syscall` (its result not stored yet).
+        let expected = site.code + BATCH_LOOP_SYSCALL_END;
         if after.rip != expected {
             return Err(not_run(io::Error::other(format!(
                 "remote batch: thread {} stopped at {:#x}, not in our loop",
@@ -371,18 +357,16 @@ impl Remote {
         if n != table.len() {
             return Err(not_run(io::Error::other("batch table read in part")));
         }
-        let stopped_at_exit = matches!(until, Until::SyscallExit { .. });
         for (i, entry) in table.chunks_exact(BATCH_ENTRY).enumerate() {
             let mut word = [0u8; 8];
             word.copy_from_slice(&entry[BATCH_ENTRY - 8..]);
             let mut raw = i64::from_ne_bytes(word);
             // Taken back at its exit, the last call has not stored its result yet.
-            if stopped_at_exit && i == ran {
+            if i == ran {
                 raw = after.rax as i64;
             }
-            let done = if stopped_at_exit { i <= ran } else { i < ran || ran == calls.len() };
             match errno_result(raw) {
-                Ok(v) if done => results.push(v),
+                Ok(v) if i <= ran => results.push(v),
                 Ok(_) => {
                     return Err((i, io::Error::other("remote batch stopped before this call")))
                 }
@@ -392,23 +376,19 @@ impl Remote {
         Ok(())
     }
 
-    /// Resumes the thread with `regs` (no syscall in progress, so no restart fixup) until it
-    /// is handed back as `until` says; returns its registers then. `what` names the call.
-    fn run_until(&self, mut regs: Regs, until: Until, what: impl Fn() -> String) -> io::Result<Regs> {
+    /// Resumes the thread with `regs` (no syscall in progress, so no restart fixup) until the
+    /// exit of its `n`th system call, or of the first that fails; returns its registers then.
+    /// Taken back at a syscall exit, the thread never runs the int3 or the rt_sigreturn after
+    /// our call: no SIGTRAP is forced on it (which would reset its own SIGTRAP handler and
+    /// take the place of one it holds pending). `what` names the call for errors.
+    fn run_until(&self, mut regs: Regs, n: usize, what: impl Fn() -> String) -> io::Result<Regs> {
         regs.orig_rax = u64::MAX;
         pt::set_regs(self.tid, &regs)?;
         if !self.masked.get() {
             pt::set_sigmask(self.tid, !0)?;
             self.masked.set(true);
         }
-        let resume = |tid: Pid| -> io::Result<()> {
-            match until {
-                Until::Trap { step: true } => ptrace::step(tid, None),
-                Until::Trap { step: false } => ptrace::cont(tid, None),
-                Until::SyscallExit { .. } => ptrace::syscall(tid, None),
-            }
-            .map_err(io::Error::from)
-        };
+        let resume = |tid: Pid| ptrace::syscall(tid, None).map_err(io::Error::from);
         crate::interrupt::pause_at_call(true);
         resume(self.tid)?;
         // Syscall stops alternate: entry, exit, entry...
@@ -419,12 +399,11 @@ impl Remote {
                 status => status.map_err(io::Error::from)?,
             };
             match status {
-                WaitStatus::PtraceSyscall(_) | WaitStatus::Stopped(_, Signal::SIGTRAP)
-                    if matches!(until, Until::SyscallExit { .. }) =>
-                {
+                // Without PTRACE_O_TRACESYSGOOD a syscall stop reads as SIGTRAP; with every
+                // signal blocked and no trap in our code, nothing else does.
+                WaitStatus::PtraceSyscall(_) | WaitStatus::Stopped(_, Signal::SIGTRAP) => {
                     syscall_stops += 1;
                     if syscall_stops % 2 == 0 {
-                        let Until::SyscallExit { n } = until else { unreachable!() };
                         let now = pt::get_regs(self.tid)?;
                         let failed = (-4095..0).contains(&(now.rax as i64));
                         if failed || syscall_stops / 2 >= n {
@@ -434,7 +413,6 @@ impl Remote {
                     }
                     resume(self.tid)?;
                 }
-                WaitStatus::Stopped(_, Signal::SIGTRAP) => break,
                 WaitStatus::Stopped(_, Signal::SIGSTOP) => {
                     // Sent to the process just before we froze it; it must not stop inside
                     // our call. Held back, sent again when the thread is put back.
@@ -459,7 +437,6 @@ impl Remote {
                 _ => continue,
             }
         }
-        pt::get_regs(self.tid)
     }
 
     /// Like [`Remote::syscall`], with a negative result turned into an error.
