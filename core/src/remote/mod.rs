@@ -403,7 +403,7 @@ impl Remote {
                 // signal blocked and no trap in our code, nothing else does.
                 WaitStatus::PtraceSyscall(_) | WaitStatus::Stopped(_, Signal::SIGTRAP) => {
                     syscall_stops += 1;
-                    if syscall_stops % 2 == 0 {
+                    if syscall_stops.is_multiple_of(2) {
                         let now = pt::get_regs(self.tid)?;
                         let failed = (-4095..0).contains(&(now.rax as i64));
                         if failed || syscall_stops / 2 >= n {
