@@ -29,11 +29,9 @@ impl Scratch {
     /// the syscall site and batch loop, and the thread's own code is put back at once: the
     /// dumped memory then never holds our instructions.
     pub fn map(remote: &mut Remote) -> io::Result<Self> {
-        let exec = if remote.returns_home() {
-            0
-        } else {
-            libc::PROT_EXEC
-        };
+        // Executable even when no code goes there: no ordinary read-write neighbour merges
+        // with it, so it stays a VMA of its own that the dump leaves out.
+        let exec = libc::PROT_EXEC;
         let addr = remote.call(
             libc::SYS_mmap,
             &[
