@@ -63,6 +63,7 @@ impl FrozenTask {
                     continue;
                 }
                 new = true;
+                refuse_traced(pid, tid)?;
                 seize_one(tid).map_err(|e| match e {
                     nix::errno::Errno::EPERM => Error::target(
                         pid,
@@ -149,8 +150,33 @@ impl Dying {
     }
 }
 
+/// A thread traced by someone else (gdb, strace) cannot be ours: said with the tracer's pid.
+fn refuse_traced(pid: Pid, tid: Pid) -> Result<()> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status"));
+    let tracer = status.ok().and_then(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("TracerPid:"))
+            .and_then(|v| v.trim().parse::<i32>().ok())
+    });
+    match tracer {
+        Some(tracer) if tracer != 0 => {
+            let comm = std::fs::read_to_string(format!("/proc/{tracer}/comm"))
+                .map(|c| c.trim_end().to_string())
+                .unwrap_or_default();
+            Err(Error::target(
+                pid,
+                format!(
+                    "thread {tid} is traced by pid {tracer} ({comm}): detach that tracer first"
+                ),
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
 fn seize_one(tid: Pid) -> nix::Result<()> {
-    ptrace::seize(tid, ptrace::Options::empty())?;
+    // Remote calls take the thread back at syscall stops, told from signal stops by the 0x80.
+    ptrace::seize(tid, ptrace::Options::PTRACE_O_TRACESYSGOOD)?;
     if let Err(e) = ptrace::interrupt(tid) {
         let _ = ptrace::detach(tid, None);
         return Err(e);

@@ -37,6 +37,7 @@ pub mod check;
 mod error;
 mod hooks;
 mod ipc;
+pub mod interrupt;
 mod memory;
 mod parallel;
 mod proc;
@@ -48,7 +49,7 @@ mod task;
 
 pub use dump::error::{DumpError, KillError};
 pub use dump::retire::{kill_left_running as kill, Retired};
-pub use dump::{dump, lock_id_for, unlock, DumpOptions, DumpSummary};
+pub use dump::{dump, lock_id_for, network_lock_installed, unlock, DumpOptions, DumpSummary};
 pub use error::{Error, Result};
 pub use hooks::{ActionScript, HookStatus, Stage, DEFAULT_TIMEOUT as DEFAULT_HOOK_TIMEOUT};
 pub use ipc::IpcError;

@@ -68,8 +68,17 @@ impl Args {
 /// exit status (128 + signal when it was killed).
 pub fn run(args: Args) -> anyhow::Result<i32> {
     let opts = args.options();
-    let restored =
-        restore(&opts).with_context(|| format!("restore from {}", opts.images_dir.display()))?;
+    let dir = opts.images_dir.display().to_string();
+    let restored = restore(&opts).with_context(|| {
+        // A failed restore keeps the dump's network lock: say so, with the way out.
+        match cryo_core::network_lock_installed(&opts.images_dir) {
+            Some(id) => format!(
+                "restore from {dir} (network lock {id} kept: the connections wait for a \
+                 restore that succeeds; retry, or give them up with `cryo unlock -D {dir}`)"
+            ),
+            None => format!("restore from {dir}"),
+        }
+    })?;
     tracing::info!(
         pids = %pid_list(&restored.roots),
         elapsed = %ms(restored.elapsed),

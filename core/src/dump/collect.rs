@@ -41,8 +41,8 @@ pub(super) fn collect(
             core.threads.push(dump(remote, Some(&mut process_attrs))?);
             continue;
         }
-        // Other threads run their calls from the scratch page, not from their own code.
-        let thread = Remote::at_site(tid, scratch.site())
+        // Other threads run their calls through the same code, not from their own.
+        let thread = Remote::borrow_sibling(tid, remote, scratch.site())
             .map_err(|e| Error::sys(tid, "take the thread", e))?;
         let dumped = dump(&thread, None);
         thread

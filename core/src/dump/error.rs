@@ -35,6 +35,9 @@ pub enum DumpError {
         /// Its children once frozen.
         after: Vec<Pid>,
     },
+    /// SIGINT or SIGTERM arrived before the dump's point of no return.
+    #[error("dump {0}: rolled back, the processes run as before")]
+    Interrupted(#[from] crate::interrupt::Interrupted),
     /// TCP connections in two processes of a tree.
     #[error("pid {pid}: TCP connections in more than one process of the tree: not supported yet")]
     ConnectionsInSeveralProcesses {

@@ -6,6 +6,7 @@
 //! tree.rs     roots -> trees (resolve_trees)
 //! mod.rs      freeze, per task: sockets (network lock) -> collect.rs -> images; shared
 //!             objects once; inventory last; kill or let run
+//! guardian.rs the process that undoes repair mode and the lock if cryo dies mid-dump
 //! unlock.rs   the dump's network lock id, `cryo unlock`
 //! retire.rs   `cryo kill` of a --leave-running dump
 //! error.rs    DumpError, KillError
@@ -21,14 +22,16 @@ use tracing::{info, info_span};
 
 pub(crate) mod collect;
 pub mod error;
+mod guardian;
 pub mod retire;
 pub(crate) mod tree;
 pub mod unlock;
 
 use self::collect::collect;
 use self::error::DumpError;
+use self::guardian::Guardian;
 pub(crate) use self::tree::{resolve_trees, Member};
-pub use self::unlock::{lock_id_for, unlock};
+pub use self::unlock::{lock_id_for, network_lock_installed, unlock};
 use crate::error::{Error, Result};
 use crate::files::{FdDumpOptions, FileTable};
 use crate::freeze::FrozenTask;
@@ -89,6 +92,8 @@ pub struct DumpSummary {
 /// Dumps the trees rooted at `opts.pids` into `opts.images_dir`.
 pub fn dump(opts: &DumpOptions) -> Result<DumpSummary> {
     let started = Instant::now();
+    // Answered between steps (`interrupted`), before the point of no return.
+    let _held = crate::interrupt::Held::new();
     let _span = info_span!("dump", pids = ?opts.pids).entered();
     if opts.pids.is_empty() {
         return Err(DumpError::NoPid.into());
@@ -119,12 +124,23 @@ fn dump_tree(
     started: Instant,
 ) -> Result<DumpSummary> {
     let live: Vec<&Member> = tree.iter().filter(|m| m.stat.state != 'Z').collect();
+    let lock_id = lock_id_for(images.path());
+    // Before anything is changed, and dropped last: if cryo dies from here on, it takes the
+    // connections out of repair mode and removes the lock.
+    let guardian = opts.tcp_established.then(|| {
+        let pids: Vec<Pid> = live.iter().map(|m| m.pid).collect();
+        let inventory = images.path().join(names::INVENTORY);
+        Guardian::start(&pids, &lock_id, (!opts.leave_running).then_some(&*inventory))
+    });
+    let guardian = guardian.flatten();
     // Parents first: a child forked meanwhile is seen as a change of the tree below.
     let mut frozen = Vec::with_capacity(live.len());
     for m in &live {
         frozen.push(FrozenTask::freeze(m.pid)?);
     }
     let frozen_at = Instant::now();
+    interrupted("while freezing")?;
+    crate::interrupt::pause_point("frozen");
     for m in &live {
         let now: Vec<Pid> = proc::children(m.pid)?;
         let before: Vec<Pid> = tree
@@ -144,7 +160,6 @@ fn dump_tree(
             .into());
         }
     }
-    let lock_id = lock_id_for(images.path());
     let fd_opts = FdDumpOptions {
         shell_job: opts.shell_job,
     };
@@ -169,9 +184,11 @@ fn dump_tree(
             return Err(DumpError::ConnectionsInSeveralProcesses { pid }.into());
         }
         if sockets.has_connections() {
+            crate::interrupt::pause_point("locked");
             hooks.set(hooks::env::NETWORK_LOCK, lock_id.as_str());
             hooks.run(Stage::NetworkLock, &opts.pids)?;
         }
+        interrupted("while capturing sockets")?;
         // Read again now that it cannot change under us.
         let stat = proc::stat(pid)?;
         let mut remote =
@@ -188,6 +205,8 @@ fn dump_tree(
         unmapped.map_err(|e| Error::sys(pid, "unmap the scratch page", e))?;
         released.map_err(|e| Error::sys(pid, "put the main thread back", e))?;
         pages_bytes += mm.pages_file.as_ref().map_or(0, |f| f.size);
+        crate::interrupt::pause_point("collected");
+        interrupted("while collecting process state")?;
         let mut entry = task::process_entry(pid, &stat, frozen.tids());
         // The state before the freeze (the frozen task reads as traced now).
         entry.stopped = m.stat.state == 'T';
@@ -252,6 +271,9 @@ fn dump_tree(
     )?;
     hooks.set(hooks::env::CHECKPOINT_ID, checkpoint_id);
     hooks.run(Stage::PostDump, &opts.pids)?;
+    crate::interrupt::pause_point("written");
+    // The point of no return: a signal from here on waits for the end of the dump.
+    interrupted("after writing the images")?;
     // Frozen until released or killed; the wait for the killed to exit is not freezing.
     let frozen_for;
     if opts.leave_running {
@@ -260,7 +282,14 @@ fn dump_tree(
         }
         drop(frozen);
         frozen_for = frozen_at.elapsed();
+        if let Some(guardian) = guardian {
+            guardian.done();
+        }
     } else {
+        // The point of no return: the guardian kills the tree too if cryo dies now.
+        if let Some(guardian) = guardian {
+            guardian.commit();
+        }
         let dying = crate::freeze::kill_tree(frozen)?;
         frozen_for = frozen_at.elapsed();
         for sockets in sockets_held {
@@ -286,6 +315,13 @@ fn dump_tree(
         "dumped"
     );
     Ok(summary)
+}
+
+/// Fails with [`DumpError::Interrupted`] when SIGINT or SIGTERM is pending.
+fn interrupted(stage: &'static str) -> Result<()> {
+    crate::interrupt::check(stage)
+        .map_err(DumpError::from)
+        .map_err(Error::from)
 }
 
 fn checkpoint_id() -> String {

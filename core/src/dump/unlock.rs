@@ -35,3 +35,15 @@ pub fn unlock(dir: &std::path::Path) -> Result<(String, bool)> {
     })?;
     Ok((id, found))
 }
+
+/// The network lock of the image in `dir`, if its inventory names one and it is installed
+/// (what a failed restore leaves for a retry).
+pub fn network_lock_installed(dir: &std::path::Path) -> Option<String> {
+    let images = ImageDir::open(dir).ok()?;
+    let inventory: Inventory = images
+        .read_single(names::INVENTORY, ImageKind::Inventory)
+        .ok()?;
+    let id = inventory.network_lock;
+    let installed = cryo_netns::installed_locks().ok()?;
+    (!id.is_empty() && installed.contains(&id)).then_some(id)
+}

@@ -1,12 +1,14 @@
-//! What undoes a restore that stops half-way: the dump's network lock released when dropped,
-//! and every process created killed and reaped.
+//! What undoes a restore that stops half-way: every process created killed and reaped; the
+//! dump's network lock stays (the peers wait for a restore that succeeds, or `cryo unlock`).
 
 use nix::sys::signal::Signal;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use tracing::debug;
 
-/// Releases the network lock of a dump (if any) when told or when dropped.
+/// Releases the network lock of a dump (if any) when told. Dropped before that (a restore
+/// that failed before its connections were live), it leaves the lock installed: the peers'
+/// packets keep being dropped, not answered with a reset, so a retry finds them waiting.
 ///
 /// Closing the netlink socket of a release waits for an RCU grace period (about 10 ms here)
 /// after the table is already gone: [`release`](Self::release) keeps the socket, for
@@ -50,7 +52,13 @@ impl Unlock {
 
 impl Drop for Unlock {
     fn drop(&mut self) {
-        self.release();
+        if !self.id.is_empty() {
+            tracing::warn!(
+                lock = self.id,
+                "network lock kept: the connections wait for a restore that succeeds \
+                 (or `cryo unlock -D DIR`)"
+            );
+        }
     }
 }
 

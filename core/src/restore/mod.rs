@@ -11,7 +11,7 @@
 //!                  plan.rs (pure) child.rs (forked)
 //! ```
 //!
-//! `guard.rs` undoes a failed restore (network lock, processes), `namespaces.rs` creates the
+//! `guard.rs` undoes a failed restore (processes; the network lock stays), `namespaces.rs` creates the
 //! init of new namespaces, `error.rs` says what failed.
 
 pub(crate) mod child;
@@ -125,7 +125,8 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored> {
     );
     // Before anything is touched: a refusal here leaves even the network lock in place.
     hooks.run(Stage::PreRestore, &[])?;
-    // The dump's network lock goes once the restored sockets are live, or the restore failed.
+    // The dump's network lock goes once the restored sockets are live; a restore that fails
+    // before keeps it (peers wait for a retry, or `cryo unlock`).
     let mut unlock = Unlock::new(inventory.network_lock.clone());
     let spawned = loaded
         .plan(opts.tcp_close)?

@@ -16,6 +16,8 @@
 //! pagemap   PAGEMAP_SCAN
 //! mmap      mappings owned by cryo (image windows, anonymous scratch)
 //! ipc       System V shared memory: shmget, shmat/shmdt in cryo, shmctl; creator ids
+//! termination  SIGINT/SIGTERM held pending while a dump or restore runs
+//! repair    whether a TCP socket is in repair mode (the dump guardian)
 //! eventfd, timerfd, signalfd, epoll, inotify, memfd, tty: the fd kinds files/ restores
 //! ```
 
@@ -35,10 +37,12 @@ pub mod pidfd;
 pub mod prctl;
 pub mod process;
 pub mod ptrace;
+pub mod repair;
 pub mod sched;
 pub mod signal;
 pub mod signalfd;
 pub mod spawn;
+pub mod termination;
 pub mod timerfd;
 pub mod tty;
 pub mod uffd;

@@ -220,3 +220,10 @@ pub fn write_mem(pid: Pid, addr: u64, data: &[u8]) -> io::Result<()> {
         .open(format!("/proc/{pid}/mem"))?;
     mem.write_all_at(data, addr)
 }
+
+/// A register set with every register zero (to build one field by field).
+#[cfg(test)]
+pub fn zero_regs() -> Regs {
+    // SAFETY: user_regs_struct is plain integers, for which all-zero bytes are a valid value.
+    unsafe { std::mem::zeroed() }
+}

@@ -38,6 +38,7 @@ mod shared_memory;
 mod signal;
 mod sysv_ipc;
 mod sysv_shm;
+mod sigtrap;
 mod tcp;
 mod threads;
 mod timers;
@@ -78,6 +79,7 @@ pub const MODES: &[(&str, Start)] = &[
     ("deleted-file", deleted_file::start),
     ("pipe", pipe::start),
     ("signal", signal::start),
+    ("sigtrap", sigtrap::start),
     ("unsupported", unsupported::start),
     ("tree", tree::start),
     ("timers", timers::start),

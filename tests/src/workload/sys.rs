@@ -778,3 +778,39 @@ pub fn prctl_get_int(op: i32) -> io::Result<i32> {
     cvt(unsafe { libc::prctl(op, &mut value as *mut libc::c_int, 0u64, 0u64, 0u64) })?;
     Ok(value)
 }
+
+/// Installs `handler` for `sig` (SA_RESTART).
+pub fn install_handler(sig: i32, handler: extern "C" fn(libc::c_int)) -> io::Result<()> {
+    // SAFETY: sigaction is plain data; zeroed is a valid starting value.
+    let mut sa: libc::sigaction = unsafe { std::mem::zeroed() };
+    sa.sa_sigaction = handler as usize;
+    sa.sa_flags = libc::SA_RESTART;
+    // SAFETY: sa.sa_mask is a valid sigset_t to initialise.
+    unsafe { libc::sigemptyset(&mut sa.sa_mask) };
+    // SAFETY: sa is fully initialised; the handlers given only touch atomics.
+    cvt(unsafe { libc::sigaction(sig, &sa, std::ptr::null_mut()) }).map(drop)
+}
+
+/// Sends `sig` to the calling thread.
+pub fn raise(sig: i32) -> io::Result<()> {
+    // SAFETY: raise takes a signal number.
+    cvt(unsafe { libc::raise(sig) }).map(drop)
+}
+
+/// Unblocks `sig` in the calling thread.
+pub fn unblock_signal(sig: i32) -> io::Result<()> {
+    let set = sigset(sig);
+    // SAFETY: sigprocmask reads `set`; the old set pointer is null.
+    cvt(unsafe { libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) }).map(drop)
+}
+
+/// Whether `sig` is pending for the calling thread or its process.
+pub fn signal_pending(sig: i32) -> bool {
+    // SAFETY: sigset_t is plain data, filled by sigpending.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: set is a valid sigset_t to write.
+    unsafe {
+        libc::sigpending(&mut set);
+        libc::sigismember(&set, sig) == 1
+    }
+}

@@ -11,6 +11,12 @@ use nix::unistd::Pid;
 use crate::sys::process::{vm_read, vm_write};
 use crate::sys::ptrace::{self as pt, Regs};
 
+pub mod homing;
+mod scratch;
+
+use self::homing::{HomeCode, HomeFrame};
+pub use self::scratch::Scratch;
+
 /// `syscall; int3`: the call, then a trap that hands the thread back to us.
 pub const SYSCALL_INT3: [u8; 3] = [0x0f, 0x05, 0xcc];
 
@@ -33,11 +39,14 @@ pub const BATCH_LOOP: [u8; 51] = [
     0x75, 0xce, 0xcc,
 ];
 
+/// Where the thread stands at the exit of the [`BATCH_LOOP`]'s `syscall`.
+const BATCH_LOOP_SYSCALL_END: u64 = 29;
+
 /// Where [`BATCH_LOOP`] sits in the trampoline's code page, after `syscall; int3`.
 pub const BATCH_LOOP_OFFSET: u64 = 16;
 
 /// Bytes per entry of a batch table: number, six arguments, result.
-const BATCH_ENTRY: usize = 64;
+pub(crate) const BATCH_ENTRY: usize = 64;
 
 /// One call of a batch: a syscall number and its six arguments.
 pub type BatchCall = (i64, [u64; 6]);
@@ -65,16 +74,38 @@ pub struct BatchError {
     pub results: Vec<u64>,
 }
 
+/// How a borrowed thread runs our calls and comes back to us.
+#[derive(Debug)]
+enum Mode {
+    /// `syscall; int3` at `site` (the restore trampoline, or the thread's own code when no
+    /// self-returning code could be installed); cryo takes the thread back at the call's
+    /// exit. A thread left there without a tracer dies of the int3's SIGTRAP.
+    Trap {
+        /// Address of the `syscall; int3` we execute.
+        site: u64,
+        /// The bytes our code replaced, if we wrote it over the thread's own code.
+        saved_code: Option<[u8; 3]>,
+    },
+    /// Code that returns to the thread's own context by itself ([`homing`]): cryo takes the
+    /// thread back at the exit of each call (PTRACE_SYSCALL).
+    Home {
+        code: HomeCode,
+        frame: HomeFrame,
+        /// This remote installed the code (the process's first borrowed thread) and removes it.
+        owns_code: bool,
+    },
+}
+
 /// A stopped thread we run system calls in.
 pub struct Remote {
     tid: Pid,
     /// Registers the thread had when we took it; every call starts from them.
     saved_regs: Regs,
     saved_mask: u64,
-    /// Address of the `syscall; int3` we execute.
-    site: u64,
-    /// The bytes our code replaced, if we wrote it over the thread's own code.
-    saved_code: Option<[u8; 3]>,
+    mode: Mode,
+    /// Every signal blocked for our calls (set with the first call, after its registers: a
+    /// thread let go between the two runs its own code with its own mask).
+    masked: std::cell::Cell<bool>,
     /// Set by [`Remote::release`]; otherwise dropping puts things back as best it can.
     released: bool,
     /// A SIGSTOP (the one signal our mask cannot hold back) arrived during a call: it was
@@ -83,27 +114,85 @@ pub struct Remote {
 }
 
 impl Remote {
-    /// Takes a stopped thread and writes a syscall site over the code at its instruction
-    /// pointer (put back by [`Remote::release`]); all signals are blocked meanwhile so none is
-    /// delivered into our borrowed instruction stream.
+    /// Takes a stopped thread, the first of its process: installs the self-returning code
+    /// ([`homing`]) and the thread's frame. Where the vdso has no room, falls back to a
+    /// `syscall; int3` written over the code at the thread's instruction pointer (put back by
+    /// [`Remote::release`]).
     pub fn borrow(tid: Pid) -> io::Result<Self> {
+        match HomeCode::install(tid)? {
+            Some(code) => Self::home(tid, code, true),
+            None => {
+                tracing::warn!(
+                    %tid,
+                    "no room for cryo's self-returning code in the vdso: remote calls trap \
+                     (a cryo killed meanwhile kills the target)"
+                );
+                Self::over_own_code(tid)
+            }
+        }
+    }
+
+    /// Takes another stopped thread of the process `main` was borrowed in, to run calls
+    /// through the same code.
+    pub fn borrow_sibling(tid: Pid, main: &Remote, scratch_site: u64) -> io::Result<Self> {
+        match &main.mode {
+            Mode::Home { code, .. } => Self::home(tid, *code, false),
+            Mode::Trap { .. } => Self::at_site(tid, scratch_site),
+        }
+    }
+
+    fn home(tid: Pid, code: HomeCode, owns_code: bool) -> io::Result<Self> {
+        let saved_regs = pt::get_regs(tid)?;
+        let saved_mask = pt::get_sigmask(tid)?;
+        let frame = match HomeFrame::write(tid, &saved_regs, saved_mask) {
+            Ok(frame) => frame,
+            Err(e) => {
+                if owns_code {
+                    let _ = code.remove(tid);
+                }
+                return Err(e);
+            }
+        };
+        Ok(Self::new(
+            tid,
+            saved_regs,
+            saved_mask,
+            Mode::Home {
+                code,
+                frame,
+                owns_code,
+            },
+        ))
+    }
+
+    fn new(tid: Pid, saved_regs: Regs, saved_mask: u64, mode: Mode) -> Self {
+        Self {
+            tid,
+            saved_regs,
+            saved_mask,
+            mode,
+            masked: std::cell::Cell::new(false),
+            released: false,
+            stop_held: std::cell::Cell::new(false),
+        }
+    }
+
+    fn over_own_code(tid: Pid) -> io::Result<Self> {
         let saved_regs = pt::get_regs(tid)?;
         let saved_mask = pt::get_sigmask(tid)?;
         let site = saved_regs.rip;
         let mut saved = [0u8; 3];
         pt::read_mem(tid, site, &mut saved)?;
         pt::write_mem(tid, site, &SYSCALL_INT3)?;
-        let remote = Self {
+        Ok(Self::new(
             tid,
             saved_regs,
             saved_mask,
-            site,
-            saved_code: Some(saved),
-            released: false,
-            stop_held: std::cell::Cell::new(false),
-        };
-        pt::set_sigmask(tid, !0)?;
-        Ok(remote)
+            Mode::Trap {
+                site,
+                saved_code: Some(saved),
+            },
+        ))
     }
 
     /// Takes a stopped thread that already has `syscall; int3` mapped at `site` (the restore
@@ -111,16 +200,15 @@ impl Remote {
     pub fn at_site(tid: Pid, site: u64) -> io::Result<Self> {
         let saved_regs = pt::get_regs(tid)?;
         let saved_mask = pt::get_sigmask(tid)?;
-        pt::set_sigmask(tid, !0)?;
-        Ok(Self {
+        Ok(Self::new(
             tid,
             saved_regs,
             saved_mask,
-            site,
-            saved_code: None,
-            released: false,
-            stop_held: std::cell::Cell::new(false),
-        })
+            Mode::Trap {
+                site,
+                saved_code: None,
+            },
+        ))
     }
 
     /// The thread.
@@ -128,13 +216,29 @@ impl Remote {
         self.tid
     }
 
-    /// Executes calls from `site` (which holds `syscall; int3`) from now on, and puts back
-    /// the code the original site replaced.
-    pub fn move_site(&mut self, site: u64) -> io::Result<()> {
-        if let Some(code) = self.saved_code.take() {
-            pt::write_mem(self.tid, self.site, &code)?;
+    /// Whether calls return home by themselves (a cryo killed meanwhile leaves the thread
+    /// running as before).
+    pub fn returns_home(&self) -> bool {
+        matches!(self.mode, Mode::Home { .. })
+    }
+
+    /// Where the batch loop runs from when the calls return home by themselves.
+    pub(crate) fn home_batch(&self) -> Option<u64> {
+        match &self.mode {
+            Mode::Home { code, .. } => Some(code.batch()),
+            Mode::Trap { .. } => None,
         }
-        self.site = site;
+    }
+
+    /// For trapping calls: executes them from `site` (which holds `syscall; int3`) from now
+    /// on, and puts back the code the original site replaced. Nothing to do otherwise.
+    pub fn move_site(&mut self, new_site: u64) -> io::Result<()> {
+        if let Mode::Trap { site, saved_code } = &mut self.mode {
+            if let Some(code) = saved_code.take() {
+                pt::write_mem(self.tid, *site, &code)?;
+            }
+            *site = new_site;
+        }
         Ok(())
     }
 
@@ -150,18 +254,17 @@ impl Remote {
 
     /// Runs syscall `nr` with `args`; returns its raw result (negative errno on failure).
     pub fn syscall(&self, nr: i64, args: &[u64]) -> io::Result<i64> {
-        self.run(nr, args, false)
+        self.run(nr, args)
     }
 
-    /// Like [`Remote::call`], but single-steps over the `syscall` instead of trapping on the
-    /// `int3` after it: for a call that unmaps the site itself.
+    /// Like [`Remote::call`], for a call that unmaps the code it runs from (the restore
+    /// trampoline): the thread, taken back at the call's exit, never runs what followed it.
     pub fn call_last(&self, nr: i64, args: &[u64]) -> io::Result<u64> {
-        errno_result(self.run(nr, args, true)?)
+        self.call(nr, args)
     }
 
-    fn run(&self, nr: i64, args: &[u64], step: bool) -> io::Result<i64> {
+    fn run(&self, nr: i64, args: &[u64]) -> io::Result<i64> {
         let mut regs = self.saved_regs;
-        regs.rip = self.site;
         regs.rax = nr as u64;
         let arg = |i: usize| args.get(i).copied().unwrap_or(0);
         regs.rdi = arg(0);
@@ -170,12 +273,23 @@ impl Remote {
         regs.r10 = arg(3);
         regs.r8 = arg(4);
         regs.r9 = arg(5);
-        let after = self.run_to_trap(regs, step, || format!("remote syscall {nr}"))?;
-        let expected = self.site + if step { 2 } else { SYSCALL_INT3.len() as u64 };
+        let what = || format!("remote syscall {nr}");
+        let expected = match &self.mode {
+            Mode::Trap { site, .. } => {
+                regs.rip = *site;
+                *site + 2
+            }
+            Mode::Home { code, frame, .. } => {
+                regs.rip = code.single();
+                regs.rsp = frame.rsp();
+                code.single() + 2
+            }
+        };
+        let after = self.run_until(regs, 1, what)?;
         if after.rip != expected {
             return Err(io::Error::other(format!(
-                "remote syscall {nr}: thread {} trapped at {:#x}, not after our site {:#x}",
-                self.tid, after.rip, self.site
+                "remote syscall {nr}: thread {} stopped at {:#x}, not after our call {:#x}",
+                self.tid, after.rip, expected
             )));
         }
         Ok(after.rax as i64)
@@ -224,16 +338,21 @@ impl Remote {
         regs.rip = site.code;
         regs.rbx = site.table;
         regs.r12 = calls.len() as u64;
+        if let Mode::Home { frame, .. } = &self.mode {
+            regs.rsp = frame.rsp();
+        }
         let after = self
-            .run_to_trap(regs, false, || "remote batch".to_string())
+            .run_until(regs, calls.len(), || "remote batch".to_string())
             .map_err(not_run)?;
-        if after.rip != site.code + BATCH_LOOP.len() as u64 {
+        let ran = ((after.rbx.wrapping_sub(site.table)) as usize / BATCH_ENTRY).min(calls.len());
+        // At the exit of the loop's `syscall` (its result not stored yet).
+        let expected = site.code + BATCH_LOOP_SYSCALL_END;
+        if after.rip != expected {
             return Err(not_run(io::Error::other(format!(
-                "remote batch: thread {} trapped at {:#x}, not at the end of the loop",
+                "remote batch: thread {} stopped at {:#x}, not in our loop",
                 self.tid, after.rip
             ))));
         }
-        let ran = ((after.rbx.wrapping_sub(site.table)) as usize / BATCH_ENTRY).min(calls.len());
         let n = vm_read(self.tid, site.table, &mut table).map_err(not_run)?;
         if n != table.len() {
             return Err(not_run(io::Error::other("batch table read in part")));
@@ -241,8 +360,13 @@ impl Remote {
         for (i, entry) in table.chunks_exact(BATCH_ENTRY).enumerate() {
             let mut word = [0u8; 8];
             word.copy_from_slice(&entry[BATCH_ENTRY - 8..]);
-            match errno_result(i64::from_ne_bytes(word)) {
-                Ok(v) if i < ran || ran == calls.len() => results.push(v),
+            let mut raw = i64::from_ne_bytes(word);
+            // Taken back at its exit, the last call has not stored its result yet.
+            if i == ran {
+                raw = after.rax as i64;
+            }
+            match errno_result(raw) {
+                Ok(v) if i <= ran => results.push(v),
                 Ok(_) => {
                     return Err((i, io::Error::other("remote batch stopped before this call")))
                 }
@@ -252,44 +376,57 @@ impl Remote {
         Ok(())
     }
 
-    /// Resumes the thread with `regs` (no syscall in progress, so no restart fixup) until it
-    /// traps; returns its registers then. `what` names the call for errors.
-    fn run_to_trap(
-        &self,
-        mut regs: Regs,
-        step: bool,
-        what: impl Fn() -> String,
-    ) -> io::Result<Regs> {
+    /// Resumes the thread with `regs` (no syscall in progress, so no restart fixup) until the
+    /// exit of its `n`th system call, or of the first that fails; returns its registers then.
+    /// Taken back at a syscall exit, the thread never runs the int3 or the rt_sigreturn after
+    /// our call: no SIGTRAP is forced on it (which would reset its own SIGTRAP handler and
+    /// take the place of one it holds pending). `what` names the call for errors.
+    fn run_until(&self, mut regs: Regs, n: usize, what: impl Fn() -> String) -> io::Result<Regs> {
         regs.orig_rax = u64::MAX;
         pt::set_regs(self.tid, &regs)?;
-        if step {
-            ptrace::step(self.tid, None).map_err(io::Error::from)?;
-        } else {
-            ptrace::cont(self.tid, None).map_err(io::Error::from)?;
+        if !self.masked.get() {
+            pt::set_sigmask(self.tid, !0)?;
+            self.masked.set(true);
         }
+        let resume = |tid: Pid| ptrace::syscall(tid, None).map_err(io::Error::from);
+        crate::interrupt::pause_at_call(true);
+        resume(self.tid)?;
+        // Syscall stops alternate: entry, exit, entry...
+        let mut syscall_stops = 0usize;
         loop {
-            match waitpid(self.tid, Some(WaitPidFlag::__WALL)).map_err(io::Error::from)? {
-                WaitStatus::Stopped(_, Signal::SIGTRAP) => break,
+            let status = match waitpid(self.tid, Some(WaitPidFlag::__WALL)) {
+                Err(nix::errno::Errno::EINTR) => continue,
+                status => status.map_err(io::Error::from)?,
+            };
+            match status {
+                // Without PTRACE_O_TRACESYSGOOD a syscall stop reads as SIGTRAP; with every
+                // signal blocked and no trap in our code, nothing else does.
+                WaitStatus::PtraceSyscall(_) | WaitStatus::Stopped(_, Signal::SIGTRAP) => {
+                    syscall_stops += 1;
+                    if syscall_stops.is_multiple_of(2) {
+                        let now = pt::get_regs(self.tid)?;
+                        let failed = (-4095..0).contains(&(now.rax as i64));
+                        if failed || syscall_stops / 2 >= n {
+                            crate::interrupt::pause_at_call(false);
+                            return Ok(now);
+                        }
+                    }
+                    resume(self.tid)?;
+                }
                 WaitStatus::Stopped(_, Signal::SIGSTOP) => {
                     // Sent to the process just before we froze it; it must not stop inside
                     // our call. Held back, sent again when the thread is put back.
                     self.stop_held.set(true);
-                    if step {
-                        ptrace::step(self.tid, None).map_err(io::Error::from)?;
-                    } else {
-                        ptrace::cont(self.tid, None).map_err(io::Error::from)?;
-                    }
+                    resume(self.tid)?;
                 }
                 WaitStatus::Stopped(_, sig) => {
                     return Err(io::Error::other(format!(
-                        "{}: thread {} stopped by {sig:?} instead of our trap",
+                        "{}: thread {} stopped by {sig:?} inside our call",
                         what(),
                         self.tid
                     )))
                 }
-                WaitStatus::PtraceEvent(..) => {
-                    ptrace::cont(self.tid, None).map_err(io::Error::from)?;
-                }
+                WaitStatus::PtraceEvent(..) => resume(self.tid)?,
                 WaitStatus::Exited(..) | WaitStatus::Signaled(..) => {
                     return Err(io::Error::other(format!(
                         "{}: thread {} died",
@@ -300,7 +437,6 @@ impl Remote {
                 _ => continue,
             }
         }
-        pt::get_regs(self.tid)
     }
 
     /// Like [`Remote::syscall`], with a negative result turned into an error.
@@ -320,12 +456,30 @@ impl Remote {
         self.released = true;
     }
 
+    /// In an order where a cryo killed at any step leaves the thread whole: its mask before
+    /// its registers (our code returns home with its own mask too), our code and frame last.
     fn put_back(&self) -> io::Result<()> {
-        if let Some(code) = self.saved_code {
-            pt::write_mem(self.tid, self.site, &code)?;
+        if self.masked.get() {
+            pt::set_sigmask(self.tid, self.saved_mask)?;
         }
-        pt::set_sigmask(self.tid, self.saved_mask)?;
         pt::set_regs(self.tid, &self.saved_regs)?;
+        match &self.mode {
+            Mode::Trap {
+                site,
+                saved_code: Some(code),
+            } => pt::write_mem(self.tid, *site, code)?,
+            Mode::Trap { .. } => {}
+            Mode::Home {
+                code,
+                frame,
+                owns_code,
+            } => {
+                frame.remove(self.tid)?;
+                if *owns_code {
+                    code.remove(self.tid)?;
+                }
+            }
+        }
         if self.stop_held.get() {
             nix::sys::signal::kill(self.tid, Signal::SIGSTOP).map_err(io::Error::from)?;
         }
@@ -351,131 +505,3 @@ impl Drop for Remote {
     }
 }
 
-/// One page of the tracee's memory we map for arguments and results of remote calls.
-pub struct Scratch {
-    /// Its address in the tracee.
-    pub addr: u64,
-}
-
-impl Scratch {
-    /// Size of the scratch area.
-    pub const LEN: u64 = 4096;
-
-    /// Where the relocated `syscall; int3` lives: the end of the page, out of the data's way.
-    const SITE_OFFSET: u64 = Self::LEN - 16;
-
-    /// Where the [`BATCH_LOOP`] lives, just below the site; the batch table is what lies
-    /// below it.
-    const BATCH_OFFSET: u64 = Self::LEN - 80;
-
-    /// Maps a fresh private page in the tracee and moves the remote's syscall site into it,
-    /// putting the thread's own code back at once: the dumped memory then never holds our
-    /// instructions.
-    pub fn map(remote: &mut Remote) -> io::Result<Self> {
-        let addr = remote.call(
-            libc::SYS_mmap,
-            &[
-                0,
-                Self::LEN,
-                (libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC) as u64,
-                (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64,
-                u64::MAX,
-                0,
-            ],
-        )?;
-        let scratch = Self { addr };
-        let mut code = BATCH_LOOP.to_vec();
-        code.resize((Self::SITE_OFFSET - Self::BATCH_OFFSET) as usize, 0xcc);
-        code.extend_from_slice(&SYSCALL_INT3);
-        scratch.write(remote, Self::BATCH_OFFSET, &code)?;
-        remote.move_site(scratch.site())?;
-        Ok(scratch)
-    }
-
-    /// The page's batch loop and table, for [`Remote::batch`].
-    pub fn batch_site(&self) -> BatchSite {
-        BatchSite {
-            code: self.addr + Self::BATCH_OFFSET,
-            table: self.addr,
-            table_len: Self::BATCH_OFFSET,
-        }
-    }
-
-    /// Runs `n` calls that each write `out_len` bytes into memory, in as few stops as the
-    /// page holds: `make(i, slot)` builds call `i` with `slot`, the address of its own
-    /// output in the page (after the table). Returns the outputs, `out_len` bytes per call.
-    pub fn batch_reading(
-        &self,
-        remote: &Remote,
-        n: usize,
-        out_len: usize,
-        make: impl Fn(usize, u64) -> BatchCall,
-    ) -> Result<Vec<u8>, BatchError> {
-        self.batch_reading_results(remote, n, out_len, make)
-            .map(|(outputs, _)| outputs)
-    }
-
-    /// Like [`Scratch::batch_reading`], with the calls' results too (for calls that answer
-    /// in their return value rather than in memory).
-    pub fn batch_reading_results(
-        &self,
-        remote: &Remote,
-        n: usize,
-        out_len: usize,
-        make: impl Fn(usize, u64) -> BatchCall,
-    ) -> Result<(Vec<u8>, Vec<u64>), BatchError> {
-        let per_stop = (Self::BATCH_OFFSET as usize / (BATCH_ENTRY + out_len)).max(1);
-        let mut outputs = vec![0u8; n * out_len];
-        let mut results = Vec::with_capacity(n);
-        for first in (0..n).step_by(per_stop) {
-            let count = per_stop.min(n - first);
-            let slots = self.addr + (count * BATCH_ENTRY) as u64;
-            let calls: Vec<BatchCall> = (0..count)
-                .map(|i| make(first + i, slots + (i * out_len) as u64))
-                .collect();
-            let blame = |index: usize, error: io::Error, results: Vec<u64>| BatchError {
-                index,
-                error,
-                results,
-            };
-            match remote.batch(self.batch_site(), &calls) {
-                Ok(r) => results.extend(r),
-                Err(e) => {
-                    results.extend(e.results);
-                    return Err(blame(first + e.index, e.error, results));
-                }
-            }
-            let out = &mut outputs[first * out_len..(first + count) * out_len];
-            self.read(remote, slots - self.addr, out)
-                .map_err(|e| blame(first, e, results.clone()))?;
-        }
-        Ok((outputs, results))
-    }
-
-    /// The `syscall; int3` in the page: any thread of the task can run calls from it.
-    pub fn site(&self) -> u64 {
-        self.addr + Self::SITE_OFFSET
-    }
-
-    /// Whether `addr` lies in the scratch page.
-    pub fn contains(&self, addr: u64) -> bool {
-        (self.addr..self.addr + Self::LEN).contains(&addr)
-    }
-
-    /// Writes `data` at `offset` into the scratch page.
-    pub fn write(&self, remote: &Remote, offset: u64, data: &[u8]) -> io::Result<u64> {
-        pt::write_mem(remote.tid, self.addr + offset, data)?;
-        Ok(self.addr + offset)
-    }
-
-    /// Reads `buf.len()` bytes at `offset` of the scratch page.
-    pub fn read(&self, remote: &Remote, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        pt::read_mem(remote.tid, self.addr + offset, buf)
-    }
-
-    /// Unmaps the page; the last call, as it removes the site too.
-    pub fn unmap(self, remote: &Remote) -> io::Result<()> {
-        remote.call_last(libc::SYS_munmap, &[self.addr, Self::LEN])?;
-        Ok(())
-    }
-}

@@ -1,0 +1,190 @@
+//! The dump guardian: a small process forked when a dump with TCP connections starts, that
+//! outlives cryo and undoes what a dead cryo left behind.
+//!
+//! ```text
+//! cryo                                   guardian (setsid, SIGINT/SIGTERM/SIGHUP ignored,
+//!  fork, keeps the pipe's write end       only the pipe's read end open)
+//!  ... dump ...                           blocked in read(pipe)
+//!  'D' (done: nothing left to undo)  -->  exits
+//!  'K' (the images are complete)     -->  SIGKILL to every target (so a cryo killed between
+//!                                          the word and its own kill still ends the dump),
+//!                                          exits; cryo kills them too and waits
+//!  cryo dies (EOF, no word)          -->  every TCP socket of the targets still in repair
+//!                                          mode leaves it quietly (TCP_REPAIR_OFF_NO_WP, on a
+//!                                          pidfd_getfd duplicate), then the dump's network
+//!                                          lock is removed, and the inventory of a dump that
+//!                                          was to kill them (no image of live processes); exits
+//! ```
+//!
+//! The pipe closes when cryo's fds do, before the kernel lets the traced targets go: the
+//! guardian is usually at work as they resume (the lock still drops the peers' packets
+//! until it has finished, so nothing reaches a socket still in repair mode).
+//!
+//! Forked only from a single-threaded cryo (the command line is): the child runs ordinary
+//! Rust. A multi-threaded caller gets no guardian (logged).
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::Path;
+
+use nix::unistd::Pid;
+use tracing::{debug, warn};
+
+use crate::sys;
+use crate::sys::process::Forked;
+
+/// The word that says the dump ended and nothing is to be undone.
+const DONE: u8 = b'D';
+/// The word that says the images are complete and the targets are to die.
+const KILL: u8 = b'K';
+
+/// cryo's end of the guardian: dropping it without a word makes the guardian undo.
+#[derive(Debug)]
+pub struct Guardian {
+    pid: Pid,
+    pipe: Option<OwnedFd>,
+}
+
+impl Guardian {
+    /// Forks the guardian of a dump of `targets` whose network lock is `lock_id`; when it
+    /// undoes, it removes `inventory` too (a dump that was to kill its targets: a complete
+    /// image of processes that run on must not be restored). `None` when cryo runs other
+    /// threads (no safe fork) or the fork fails (logged).
+    pub fn start(targets: &[Pid], lock_id: &str, inventory: Option<&Path>) -> Option<Self> {
+        let me = nix::unistd::getpid();
+        match crate::proc::tids(me) {
+            Ok(t) if t.len() == 1 => {}
+            _ => {
+                warn!("cryo runs several threads: no dump guardian (a killed cryo leaves connections in repair mode)");
+                return None;
+            }
+        }
+        let (read, write) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
+            Ok(p) => p,
+            Err(e) => {
+                warn!("no dump guardian: pipe: {e}");
+                return None;
+            }
+        };
+        match sys::process::fork() {
+            Ok(Forked::Child) => {
+                drop(write);
+                guard(read, targets, lock_id, inventory)
+            }
+            Ok(Forked::Parent(pid)) => {
+                drop(read);
+                debug!(%pid, "dump guardian started");
+                Some(Self {
+                    pid,
+                    pipe: Some(write),
+                })
+            }
+            Err(e) => {
+                warn!("no dump guardian: fork: {e}");
+                None
+            }
+        }
+    }
+
+    /// The dump ended (failed and rolled back by cryo, or left running): nothing to undo.
+    pub fn done(self) {
+        self.say(DONE);
+    }
+
+    /// The images are complete: the guardian kills the targets too, so that the dump ends
+    /// even if cryo dies before its own kill.
+    pub fn commit(self) {
+        self.say(KILL);
+    }
+
+    fn say(mut self, word: u8) {
+        if let Some(pipe) = self.pipe.take() {
+            if let Err(e) = nix::unistd::write(&pipe, &[word]) {
+                warn!("dump guardian: {e}");
+            }
+        }
+        self.reap();
+    }
+
+    fn reap(&self) {
+        if let Err(e) = nix::sys::wait::waitpid(self.pid, None) {
+            debug!(pid = %self.pid, "dump guardian: {e}");
+        }
+    }
+}
+
+impl Drop for Guardian {
+    fn drop(&mut self) {
+        if self.pipe.take().is_some() {
+            // Closed without a word: the guardian undoes; wait so that it is done on return.
+            self.reap();
+        }
+    }
+}
+
+/// The guardian's life (in the child).
+fn guard(pipe: OwnedFd, targets: &[Pid], lock_id: &str, inventory: Option<&Path>) -> ! {
+    let _ = nix::unistd::setsid();
+    let ignore = sys::signal::KernelSigaction {
+        handler: 1,
+        ..Default::default()
+    };
+    for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGPIPE] {
+        let _ = sys::signal::set_action(s as u32, &ignore);
+    }
+    let _ = sys::signal::set_mask(0);
+    // Nothing of cryo's stays open here but the pipe (image files, sockets, locks).
+    let pipe_fd = pipe.as_raw_fd();
+    let keep = 3;
+    if pipe_fd != keep && sys::spawn::move_to(pipe, keep).is_err() {
+        sys::process::exit_child(1);
+    }
+    let _ = sys::process::close_from(keep as u32 + 1);
+    let _ = sys::fd::close_range(0, keep as u32 - 1);
+    let mut word = [0u8; 1];
+    let got = loop {
+        match sys::spawn::read_raw(keep, &mut word) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            r => break r,
+        }
+    };
+    match (got, word[0]) {
+        (Ok(1), DONE) => {}
+        (Ok(1), KILL) => {
+            for &pid in targets {
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            }
+        }
+        _ => {
+            if let Some(inventory) = inventory {
+                let _ = std::fs::remove_file(inventory);
+            }
+            undo(targets, lock_id)
+        }
+    }
+    sys::process::exit_child(0)
+}
+
+/// Takes every connection of `targets` out of repair mode, then removes the lock.
+fn undo(targets: &[Pid], lock_id: &str) {
+    for &pid in targets {
+        let Ok(pidfd) = sys::pidfd::pidfd_open(pid) else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        for entry in fds.flatten() {
+            let Some(fd) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
+                continue;
+            };
+            let Ok(dup) = sys::pidfd::pidfd_getfd(pidfd.as_fd(), fd) else {
+                continue;
+            };
+            if matches!(sys::repair::in_repair(dup.as_fd()), Ok(true)) {
+                let _ = cryo_tcp_repair::leave_repair(dup.as_fd(), false);
+            }
+        }
+    }
+    let _ = cryo_netns::NetworkLock::release_by_id(lock_id);
+}

@@ -1,0 +1,214 @@
+//! A dump of a server with 120 live TCP clients, interrupted by SIGINT, SIGTERM or SIGKILL at
+//! several instants (reached through cryo's `CRYO_TEST_PAUSE_AT` hook, not by timing), in
+//! killing and `--leave-running` mode: the server runs on as if nothing happened, every
+//! client still echoes, no network lock is left, and no image of a live process remains.
+//!
+//! Needs the engine: `cryo` must be built (`cargo build -p cryo`).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use cryo_tests::{cryo_bin, Pidfd, Workload, CMD_TIMEOUT};
+
+const CLIENTS: usize = 120;
+
+/// Instants of a dump, in order: all frozen, lock installed and connections in repair mode,
+/// the first remote call about to run (the scratch mmap), a later one stopped at its exit,
+/// a call in the middle of the collection, the task collected, the images written.
+const POINTS: [&str; 7] = [
+    "frozen",
+    "locked",
+    "call:1",
+    "exit:5",
+    "call:8",
+    "collected",
+    "written",
+];
+
+struct Server {
+    w: Workload,
+    clients: Vec<TcpStream>,
+    round: u8,
+}
+
+impl Server {
+    fn start() -> Self {
+        let w = Workload::spawn("tcp", &["127.0.0.1:0"]);
+        let port: u16 = w.cmd("port").parse().expect("port");
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let clients: Vec<TcpStream> = (0..CLIENTS)
+            .map(|_| {
+                let s = TcpStream::connect(addr).expect("connect");
+                s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                s
+            })
+            .collect();
+        assert_eq!(w.cmd(&format!("accept-n {CLIENTS}")), CLIENTS.to_string());
+        let mut server = Self {
+            w,
+            clients,
+            round: 0,
+        };
+        server.echo_round("before the dump");
+        server
+    }
+
+    /// Every client sends 8 bytes, the server echoes them all, every client reads them back.
+    #[track_caller]
+    fn echo_round(&mut self, when: &str) {
+        self.round += 1;
+        for (i, c) in self.clients.iter_mut().enumerate() {
+            let msg = [self.round, i as u8, 1, 2, 3, 4, 5, 6];
+            c.write_all(&msg)
+                .unwrap_or_else(|e| panic!("client {i} write {when}: {e}"));
+        }
+        let echoed = self.w.try_cmd("echo-all 8", CMD_TIMEOUT);
+        assert_eq!(
+            echoed.as_deref(),
+            Ok(CLIENTS.to_string().as_str()),
+            "server echo {when}"
+        );
+        let mut lost = Vec::new();
+        for (i, c) in self.clients.iter_mut().enumerate() {
+            let mut got = [0u8; 8];
+            match c.read_exact(&mut got) {
+                Ok(()) if got == [self.round, i as u8, 1, 2, 3, 4, 5, 6] => {}
+                other => lost.push((i, format!("{other:?} {got:?}"))),
+            }
+        }
+        assert!(
+            lost.is_empty(),
+            "{} connections lost {when}: {:?}",
+            lost.len(),
+            &lost[..lost.len().min(3)]
+        );
+    }
+}
+
+fn children_of(pid: u32) -> Vec<i32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+/// One trial: dump paused at `point`, `signal` sent to cryo there, then everything checked.
+fn interrupt_at(point: &str, signal: i32, leave_running: bool) {
+    let mut server = Server::start();
+    let img = server.w.path("img");
+    let mut cmd = Command::new(cryo_bin());
+    cmd.args(["dump", "-t", &server.w.pid().to_string(), "-D"])
+        .arg(&img)
+        .arg("--tcp-established")
+        .env("CRYO_TEST_PAUSE_AT", point)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    if leave_running {
+        cmd.arg("--leave-running");
+    }
+    let mut cryo = cmd.spawn().expect("spawn cryo");
+    let mut stderr = BufReader::new(cryo.stderr.take().unwrap());
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        let n = stderr.read_line(&mut line).expect("cryo stderr");
+        seen.push_str(&line);
+        if n == 0 {
+            panic!("cryo ended before pausing at {point}:\n{seen}");
+        }
+        if line.contains(&format!("paused at {point}")) {
+            break;
+        }
+    }
+    // The guardian (forked at dump start) must be done before anything is checked.
+    let guardians: Vec<Pidfd> = children_of(cryo.id())
+        .into_iter()
+        .filter_map(|p| Pidfd::open(p).ok())
+        .collect();
+    // SAFETY: kill takes plain values.
+    unsafe { libc::kill(cryo.id() as i32, signal) };
+    let status = cryo.wait().expect("wait for cryo");
+    let mut rest = String::new();
+    let _ = stderr.read_to_string(&mut rest);
+    seen.push_str(&rest);
+    let trial = format!("{point}, signal {signal}, leave_running {leave_running}");
+    if signal == libc::SIGKILL {
+        assert_eq!(status.signal(), Some(libc::SIGKILL), "{trial}: {seen}");
+    } else {
+        assert!(!status.success(), "{trial}: cryo exited 0\n{seen}");
+        assert!(seen.contains("interrupted by"), "{trial}: {seen}");
+    }
+    for g in &guardians {
+        assert!(
+            g.wait_exit(CMD_TIMEOUT),
+            "{trial}: the guardian never ended"
+        );
+    }
+
+    assert!(
+        server.w.original_alive(),
+        "{trial}: the server died\n{seen}\n{}",
+        server.w.log()
+    );
+    let lock = cryo_core::lock_id_for(&img);
+    assert!(
+        !cryo_netns::installed_locks()
+            .expect("list locks")
+            .contains(&lock),
+        "{trial}: network lock {lock} left installed"
+    );
+    assert!(
+        !img.join("inventory.img").exists() || leave_running,
+        "{trial}: an image of a process that runs on"
+    );
+    server.echo_round(&format!("after {trial}"));
+    // And a dump after that works.
+    let again = server.w.path("img2");
+    server
+        .w
+        .dump(&again, &["--tcp-established", "--leave-running"])
+        .assert_success();
+    server.echo_round(&format!("after a dump following {trial}"));
+}
+
+fn every_point(signal: i32, leave_running: bool) {
+    cryo_bin();
+    for point in POINTS {
+        interrupt_at(point, signal, leave_running);
+    }
+}
+
+#[test]
+fn sigint_rolls_back_a_killing_dump() {
+    every_point(libc::SIGINT, false);
+}
+
+#[test]
+fn sigterm_rolls_back_a_killing_dump() {
+    every_point(libc::SIGTERM, false);
+}
+
+#[test]
+fn sigkill_leaves_the_target_of_a_killing_dump_whole() {
+    every_point(libc::SIGKILL, false);
+}
+
+#[test]
+fn sigint_rolls_back_a_leave_running_dump() {
+    every_point(libc::SIGINT, true);
+}
+
+#[test]
+fn sigterm_rolls_back_a_leave_running_dump() {
+    every_point(libc::SIGTERM, true);
+}
+
+#[test]
+fn sigkill_leaves_the_target_of_a_leave_running_dump_whole() {
+    every_point(libc::SIGKILL, true);
+}
