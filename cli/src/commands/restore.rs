@@ -47,6 +47,12 @@ pub struct Args {
     /// is the number of its broken connections
     #[arg(long, value_name = "SIG", value_parser = parse_signal)]
     notify_signal: Option<i32>,
+
+    /// Restore an image directory owned by another user (root only): without it, a dump
+    /// whose directory or files belong to someone else than root or you is refused, since
+    /// its owner could have rewritten any record
+    #[arg(long)]
+    trust_image_owner: bool,
 }
 
 impl Args {
@@ -60,6 +66,7 @@ impl Args {
         opts.action_script = self.action_script.script();
         opts.peer_timeout = Some(self.peer_timeout);
         opts.notify_signal = self.notify_signal;
+        opts.trust_image_owner = self.trust_image_owner;
         opts
     }
 }

@@ -410,7 +410,7 @@ fn recreate(
 
 /// Writes the ghost contents, owner and mode into `file`.
 fn fill(file: &mut File, reg: &RegularFile, raw: &RawFileRef, images: &ImageDir) -> io::Result<()> {
-    let mut src = File::open(images.file(&raw.name))?;
+    let mut src = images.open_raw(&raw.name).map_err(io::Error::other)?;
     let copied = io::copy(&mut src, file)?;
     if copied != raw.size {
         return Err(io::Error::other(format!(

@@ -64,6 +64,9 @@ pub struct RestoreOptions {
     /// Signal queued (sigqueue, si_value = the count) to every restored process with broken
     /// connections (`--notify-signal`).
     pub notify_signal: Option<i32>,
+    /// Root restores an image directory another user owns, on purpose
+    /// (`--trust-image-owner`); refused otherwise.
+    pub trust_image_owner: bool,
 }
 
 impl RestoreOptions {
@@ -112,7 +115,14 @@ impl Restored {
 pub fn restore(opts: &RestoreOptions) -> Result<Restored> {
     let started = Instant::now();
     let _span = info_span!("restore", dir = %opts.images_dir.display()).entered();
-    let mut loaded = Loaded::read(ImageDir::open(&opts.images_dir)?)?;
+    let mut loaded = Loaded::read(ImageDir::open_trusting(
+        &opts.images_dir,
+        if opts.trust_image_owner {
+            crate::image::OwnerTrust::Foreign
+        } else {
+            crate::image::OwnerTrust::RootOrSelf
+        },
+    )?)?;
     loaded.adopt_shell_job()?;
     debug!(ms = started.elapsed().as_secs_f64() * 1e3, "images checked");
     let inventory = &loaded.inventory;
