@@ -151,6 +151,9 @@ pub struct ImageDir {
     dir: Arc<OwnedFd>,
     /// The owners whose files are accepted besides root and cryo's user.
     trusted_owner: Option<u32>,
+    /// Whether a file the image names may differ from what the dump saw
+    /// (`--accept-changed-files`).
+    accept_changed_files: bool,
 }
 
 /// What `st` is, for a refusal.
@@ -277,6 +280,7 @@ impl ImageDir {
             path: path.to_owned(),
             dir: Arc::new(fd),
             trusted_owner: None,
+            accept_changed_files: false,
         };
         let mut entries = std::fs::read_dir(images.proc_path()).map_err(bad("cannot list"))?;
         if let Some(entry) = entries.next() {
@@ -342,7 +346,19 @@ impl ImageDir {
             path: path.to_owned(),
             dir: Arc::new(fd),
             trusted_owner,
+            accept_changed_files: false,
         })
+    }
+
+    /// Lets a file the image names differ from what the dump saw (device, inode, size,
+    /// mtime, mode, owner): it is used with a warning instead of refused.
+    pub fn accept_changed_files(&mut self) {
+        self.accept_changed_files = true;
+    }
+
+    /// Whether [`ImageDir::accept_changed_files`] was called.
+    pub fn accepts_changed_files(&self) -> bool {
+        self.accept_changed_files
     }
 
     /// The directory.

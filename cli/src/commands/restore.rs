@@ -53,6 +53,12 @@ pub struct Args {
     /// its owner could have rewritten any record
     #[arg(long)]
     trust_image_owner: bool,
+
+    /// Use a file the processes had open even if it is no longer the one the dump saw
+    /// (device, inode, size, modification time, mode or owner differ), with a warning;
+    /// without it such a restore is refused, naming the path and what differs
+    #[arg(long)]
+    accept_changed_files: bool,
 }
 
 impl Args {
@@ -67,6 +73,7 @@ impl Args {
         opts.peer_timeout = Some(self.peer_timeout);
         opts.notify_signal = self.notify_signal;
         opts.trust_image_owner = self.trust_image_owner;
+        opts.accept_changed_files = self.accept_changed_files;
         opts
     }
 }

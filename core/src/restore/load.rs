@@ -8,7 +8,9 @@ use nix::unistd::Pid;
 use crate::error::{Error, Result};
 use crate::files;
 use crate::image::{names, ImageDir};
-use crate::memory::{self, PAGE};
+use crate::memory;
+
+use super::sanity;
 
 /// One process of the image, read and checked.
 pub(crate) struct TaskImage {
@@ -51,7 +53,15 @@ impl Loaded {
         };
         let mut tasks = Vec::new();
         let mut zombies = Vec::new();
-        for entry in pstree {
+        let limits = sanity::Limits::here();
+        for (index, entry) in pstree.into_iter().enumerate() {
+            sanity::check_entry(&entry, &limits).map_err(|detail| {
+                Error::Image(cryo_proto::ImageError::Invalid {
+                    path: images.file(names::PSTREE),
+                    index,
+                    detail,
+                })
+            })?;
             if entry.zombie {
                 zombies.push(entry);
                 continue;
@@ -80,22 +90,10 @@ impl Loaded {
                     format!("pages file {:?} is not this pid's", pages.name),
                 ));
             }
-            for (i, run) in mm.pages.iter().enumerate() {
-                let inside = mm
-                    .vmas
-                    .iter()
-                    .any(|v| v.start <= run.addr && run.addr + run.npages * PAGE <= v.end);
-                if !inside || run.offset + run.npages * PAGE > pages.size || run.addr % PAGE != 0 {
-                    return Err(Error::Image(cryo_proto::ImageError::Invalid {
-                        path: images.file(&names::mm(pid)),
-                        index: 0,
-                        detail: format!(
-                            "page run {i} at {:#x} lies outside its VMA or the pages file",
-                            run.addr
-                        ),
-                    }));
-                }
-            }
+            sanity::check_core(&core, &limits)
+                .map_err(|detail| invalid(&names::core(pid), detail))?;
+            sanity::check_mm(&mm, pages.size, &limits)
+                .map_err(|detail| invalid(&names::mm(pid), detail))?;
             let known = |id: u32| descs.iter().any(|d| d.id == id);
             for vma in &mm.vmas {
                 if vma.file_id != 0 && !known(vma.file_id) {
