@@ -129,6 +129,7 @@ pub(crate) fn same_file(
         return Ok(());
     }
     let list = differ.join(", ");
+    let verb = if differ.len() == 1 { "differs" } else { "differ" };
     if images.accepts_changed_files() {
         tracing::warn!(id = desc.id, path = %reg.path, differ = %list, "file changed since the dump, accepted");
         return Ok(());
@@ -136,7 +137,7 @@ pub(crate) fn same_file(
     Err(super::error::changed(
         desc,
         format!(
-            "{} is not the file the dump saw ({list} differ); restore with \
+            "{} is not the file the dump saw ({list} {verb}); restore with \
              --accept-changed-files to use it anyway",
             reg.path
         ),
