@@ -149,6 +149,9 @@ pub struct ImageDir {
     /// The directory, opened once without following a symlink; every file is opened
     /// relative to it.
     dir: Arc<OwnedFd>,
+    /// Its device and inode: a restore child may find `dir`'s number taken by a restored fd
+    /// (or closed), and then reopens the directory, which must still be this one.
+    identity: (u64, u64),
     /// The owners whose files are accepted besides root and cryo's user.
     trusted_owner: Option<u32>,
     /// Whether a file the image names may differ from what the dump saw
@@ -279,6 +282,7 @@ impl ImageDir {
         let images = Self {
             path: path.to_owned(),
             dir: Arc::new(fd),
+            identity: (st.st_dev, st.st_ino),
             trusted_owner: None,
             accept_changed_files: false,
         };
@@ -345,6 +349,7 @@ impl ImageDir {
         Ok(Self {
             path: path.to_owned(),
             dir: Arc::new(fd),
+            identity: (st.st_dev, st.st_ino),
             trusted_owner,
             accept_changed_files: false,
         })
@@ -378,6 +383,26 @@ impl ImageDir {
         PathBuf::from(format!("/proc/self/fd/{}", self.dir.as_raw_fd()))
     }
 
+    /// The directory fd: the one opened first if its number still holds it, else the
+    /// directory reopened (without following a symlink) and checked to be the same one.
+    /// (None: the first one is still good.)
+    fn reopened_dir(&self) -> Result<Option<OwnedFd>> {
+        let same = |st: &FileStat| {
+            is_type(st, SFlag::S_IFDIR) && (st.st_dev, st.st_ino) == self.identity
+        };
+        if nix::sys::stat::fstat(self.dir.as_fd()).is_ok_and(|st| same(&st)) {
+            return Ok(None);
+        }
+        let (fd, st) = open_dir(&self.path, "cannot reopen")?;
+        if !same(&st) {
+            return Err(ImageDirError::NotADirectory {
+                path: self.path.clone(),
+                what: "was replaced by another directory during the restore",
+            });
+        }
+        Ok(Some(fd))
+    }
+
     /// Refuses a name that is not a plain file name of the directory.
     fn plain(&self, name: &str) -> Result<()> {
         if name.is_empty() || name.contains('/') || name == "." || name == ".." {
@@ -397,8 +422,10 @@ impl ImageDir {
     pub fn open_file(&self, name: &str) -> Result<(File, FileStat)> {
         self.plain(name)?;
         let path = self.file(name);
+        let reopened = self.reopened_dir()?;
+        let dir = reopened.as_ref().unwrap_or(&self.dir);
         let fd = nix::fcntl::openat(
-            self.dir.as_fd(),
+            dir.as_fd(),
             name,
             OFlag::O_RDONLY | file_flags(),
             Mode::empty(),
@@ -433,8 +460,10 @@ impl ImageDir {
     /// Creates a new private (0600) file `name` in the directory, failing if it exists.
     fn create_file(&self, name: &str) -> Result<File> {
         self.plain(name)?;
+        let reopened = self.reopened_dir()?;
+        let dir = reopened.as_ref().unwrap_or(&self.dir);
         let fd = nix::fcntl::openat(
-            self.dir.as_fd(),
+            dir.as_fd(),
             name,
             OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_EXCL | file_flags(),
             Mode::from_bits_truncate(0o600),

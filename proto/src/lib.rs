@@ -14,6 +14,7 @@
 #![warn(missing_docs)]
 
 pub mod frame;
+pub mod sanity;
 #[cfg(test)]
 mod round_trip;
 

@@ -2,6 +2,7 @@
 //! machine (owners, page runs, file references, the vdso) before anything is created.
 
 use cryo_proto::image::{FileDesc, Inventory, MmCore, ProcessEntry, TaskCore};
+use cryo_proto::sanity;
 use cryo_proto::ImageKind;
 use nix::unistd::Pid;
 
@@ -9,8 +10,6 @@ use crate::error::{Error, Result};
 use crate::files;
 use crate::image::{names, ImageDir};
 use crate::memory;
-
-use super::sanity;
 
 /// One process of the image, read and checked.
 pub(crate) struct TaskImage {
@@ -53,7 +52,7 @@ impl Loaded {
         };
         let mut tasks = Vec::new();
         let mut zombies = Vec::new();
-        let limits = sanity::Limits::here();
+        let limits = limits_here();
         for (index, entry) in pstree.into_iter().enumerate() {
             sanity::check_entry(&entry, &limits).map_err(|detail| {
                 Error::Image(cryo_proto::ImageError::Invalid {
@@ -150,5 +149,20 @@ impl Loaded {
         let mut entries: Vec<&mut ProcessEntry> =
             self.tasks.iter_mut().map(|t| &mut t.entry).collect();
         crate::task::process::adopt_shell_job(&mut entries, &self.inventory.root_pids)
+    }
+}
+
+fn read_sys(path: &str) -> Option<u64> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// The limits of this machine and of this process that the records are checked against.
+fn limits_here() -> sanity::Limits {
+    let nofile = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map_or(1 << 20, |(_, hard)| hard);
+    sanity::Limits {
+        pid_max: read_sys("/proc/sys/kernel/pid_max").map_or(1 << 22, |v| v as i64),
+        nofile,
+        max_map_count: read_sys("/proc/sys/vm/max_map_count").map_or(1 << 16, |v| v as usize),
     }
 }

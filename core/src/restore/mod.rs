@@ -21,7 +21,6 @@ pub(crate) mod guard;
 pub(crate) mod load;
 pub(crate) mod namespaces;
 pub(crate) mod plan;
-pub(crate) mod sanity;
 pub(crate) mod spawn;
 pub(crate) mod tree;
 

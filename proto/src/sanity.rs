@@ -3,10 +3,14 @@
 //! aligned runs inside the pages file, canonical user addresses, fd numbers below the
 //! restorer's limit, pids within pid_max, bounded counts and lengths). A record that passed
 //! its checksum is still only as trustworthy as whoever wrote the file.
+//!
+//! Pure functions of the records and of [`Limits`] (which the restore reads from this
+//! machine), so the fuzz target `image_checks` runs them too.
 
-use cryo_proto::image::{MmCore, ProcessEntry, TaskCore};
+use crate::image::{MmCore, ProcessEntry, TaskCore};
 
-use crate::memory::PAGE;
+/// The page size of the images (x86_64).
+pub const PAGE: u64 = 4096;
 
 /// The end of the x86_64 user address space (47-bit, 4-level paging): the last user page
 /// ends here.
@@ -20,7 +24,7 @@ const COMM_MAX: usize = 16;
 
 /// What this machine allows, read once per restore.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Limits {
+pub struct Limits {
     /// /proc/sys/kernel/pid_max.
     pub pid_max: i64,
     /// The hard RLIMIT_NOFILE of the restorer: the highest fd number it can place, plus one.
@@ -29,25 +33,8 @@ pub(crate) struct Limits {
     pub max_map_count: usize,
 }
 
-fn read_sys(path: &str) -> Option<u64> {
-    std::fs::read_to_string(path).ok()?.trim().parse().ok()
-}
-
-impl Limits {
-    /// The limits of this machine and of this process.
-    pub(crate) fn here() -> Self {
-        let nofile = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-            .map_or(1 << 20, |(_, hard)| hard);
-        Self {
-            pid_max: read_sys("/proc/sys/kernel/pid_max").map_or(1 << 22, |v| v as i64),
-            nofile,
-            max_map_count: read_sys("/proc/sys/vm/max_map_count").map_or(1 << 16, |v| v as usize),
-        }
-    }
-}
-
 /// Checks the pids of a pstree entry (the ppid, pgid and sid may be 0: outside the dump).
-pub(crate) fn check_entry(e: &ProcessEntry, limits: &Limits) -> Result<(), String> {
+pub fn check_entry(e: &ProcessEntry, limits: &Limits) -> Result<(), String> {
     let pid_ok = |p: i32| p > 0 && i64::from(p) < limits.pid_max;
     if !pid_ok(e.pid) {
         return Err(format!(
@@ -76,7 +63,7 @@ pub(crate) fn check_entry(e: &ProcessEntry, limits: &Limits) -> Result<(), Strin
 }
 
 /// Checks the per-process state: fd numbers, thread ids, lengths.
-pub(crate) fn check_core(core: &TaskCore, limits: &Limits) -> Result<(), String> {
+pub fn check_core(core: &TaskCore, limits: &Limits) -> Result<(), String> {
     if core.comm.len() > COMM_MAX {
         return Err(format!("comm is {} bytes long", core.comm.len()));
     }
@@ -125,7 +112,7 @@ fn user_range(start: u64, end: u64) -> bool {
 
 /// Checks the address space: VMAs page aligned and canonical; page runs page
 /// aligned, inside a VMA and inside the pages file of `pages_size` bytes.
-pub(crate) fn check_mm(mm: &MmCore, pages_size: u64, limits: &Limits) -> Result<(), String> {
+pub fn check_mm(mm: &MmCore, pages_size: u64, limits: &Limits) -> Result<(), String> {
     if mm.vmas.len() > limits.max_map_count {
         return Err(format!(
             "{} VMAs, more than vm.max_map_count ({})",
@@ -177,7 +164,7 @@ pub(crate) fn check_mm(mm: &MmCore, pages_size: u64, limits: &Limits) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cryo_proto::image::{PageRun, Vma};
+    use crate::image::{PageRun, Vma};
 
     fn limits() -> Limits {
         Limits {
@@ -245,7 +232,7 @@ mod tests {
         assert!(check_entry(&entry(5_000_000, vec![]), &l).is_err());
         assert!(check_entry(&entry(100, vec![100, -3]), &l).is_err());
         let core = |fd| TaskCore {
-            fds: vec![cryo_proto::image::FdEntry {
+            fds: vec![crate::image::FdEntry {
                 fd,
                 file_id: 1,
                 cloexec: false,
