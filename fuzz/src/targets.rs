@@ -92,7 +92,10 @@ pub fn image_checks(data: &[u8]) {
     if let Ok(cores) = decode::<TaskCore>(path, ImageKind::Core, &data) {
         for c in &cores {
             if check_core(c, &LIMITS).is_ok() {
-                assert!(c.fds.iter().all(|e| e.fd >= 0 && (e.fd as u64) < LIMITS.nofile));
+                assert!(c
+                    .fds
+                    .iter()
+                    .all(|e| e.fd >= 0 && (e.fd as u64) < LIMITS.nofile));
             }
         }
     }

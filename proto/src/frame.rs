@@ -402,9 +402,7 @@ pub fn read_image<M: Message + Default>(
         .custom_flags(libc_o_cloexec() | O_NOFOLLOW | O_NONBLOCK)
         .open(path)
         .map_err(|e| ImageError::io(path, "open", e))?;
-    let meta = f
-        .metadata()
-        .map_err(|e| ImageError::io(path, "stat", e))?;
+    let meta = f.metadata().map_err(|e| ImageError::io(path, "stat", e))?;
     if !meta.is_file() {
         return Err(ImageError::NotRegular {
             path: path.to_owned(),

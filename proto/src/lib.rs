@@ -14,9 +14,9 @@
 #![warn(missing_docs)]
 
 pub mod frame;
-pub mod sanity;
 #[cfg(test)]
 mod round_trip;
+pub mod sanity;
 
 /// Generated protobuf types of the image schema.
 #[allow(missing_docs, clippy::all)]

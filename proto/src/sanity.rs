@@ -104,8 +104,8 @@ pub fn check_core(core: &TaskCore, limits: &Limits) -> Result<(), String> {
 
 /// Whether `[start, end)` is a page-aligned range of user addresses (or the vsyscall page).
 fn user_range(start: u64, end: u64) -> bool {
-    start % PAGE == 0
-        && end % PAGE == 0
+    start.is_multiple_of(PAGE)
+        && end.is_multiple_of(PAGE)
         && start < end
         && (end <= USER_END || (start == VSYSCALL && end == VSYSCALL + PAGE))
 }
@@ -127,15 +127,21 @@ pub fn check_mm(mm: &MmCore, pages_size: u64, limits: &Limits) -> Result<(), Str
                 v.start, v.end
             ));
         }
-        if v.pgoff % PAGE != 0 {
-            return Err(format!("VMA {i}: file offset {:#x} is not page aligned", v.pgoff));
+        if !v.pgoff.is_multiple_of(PAGE) {
+            return Err(format!(
+                "VMA {i}: file offset {:#x} is not page aligned",
+                v.pgoff
+            ));
         }
         if v.name.len() > PATH_MAX {
             return Err(format!("VMA {i}: name longer than PATH_MAX"));
         }
     }
     if mm.pages.len() as u64 > pages_size / PAGE + 1 {
-        return Err(format!("{} page runs for a pages file that small", mm.pages.len()));
+        return Err(format!(
+            "{} page runs for a pages file that small",
+            mm.pages.len()
+        ));
     }
     for (i, run) in mm.pages.iter().enumerate() {
         let len = run.npages.checked_mul(PAGE);
@@ -144,7 +150,7 @@ pub fn check_mm(mm: &MmCore, pages_size: u64, limits: &Limits) -> Result<(), Str
         let (Some(end), Some(file_end)) = (end, file_end) else {
             return Err(format!("page run {i}: its length overflows"));
         };
-        if run.npages == 0 || run.addr % PAGE != 0 || run.offset % PAGE != 0 {
+        if run.npages == 0 || !run.addr.is_multiple_of(PAGE) || !run.offset.is_multiple_of(PAGE) {
             return Err(format!(
                 "page run {i} at {:#x}: empty, or its address or file offset is not page aligned",
                 run.addr
@@ -198,7 +204,10 @@ mod tests {
 
     #[test]
     fn a_sound_address_space_passes() {
-        let m = mm(vec![(0x1000, 0x3000), (VSYSCALL, VSYSCALL + PAGE)], vec![(0x1000, 2, 0)]);
+        let m = mm(
+            vec![(0x1000, 0x3000), (VSYSCALL, VSYSCALL + PAGE)],
+            vec![(0x1000, 2, 0)],
+        );
         check_mm(&m, 2 * PAGE, &limits()).unwrap();
     }
 

@@ -44,7 +44,11 @@ fn refused(w: &Workload, extra: &[&str], mentions: &[&str]) -> String {
     for m in mentions {
         out.assert_stderr_mentions(m);
     }
-    assert!(!pid_exists(w.pid()), "the refused restore made pid {}", w.pid());
+    assert!(
+        !pid_exists(w.pid()),
+        "the refused restore made pid {}",
+        w.pid()
+    );
     out.stderr.clone()
 }
 
@@ -75,7 +79,11 @@ fn a_directory_on_the_path_swapped_for_a_symlink_is_refused() {
     let elsewhere = w.path("elsewhere");
     fs::rename(&sub, &elsewhere).unwrap();
     symlink(&elsewhere, &sub).unwrap();
-    assert_eq!(fs::read(&path).unwrap(), data, "the symlink leads to the same bytes");
+    assert_eq!(
+        fs::read(&path).unwrap(),
+        data,
+        "the symlink leads to the same bytes"
+    );
     refused(&w, &[], &["symbolic link"]);
 }
 
@@ -89,7 +97,11 @@ fn a_file_replaced_by_another_is_refused_unless_accepted() {
     let err = refused(
         &w,
         &[],
-        &[path.to_str().unwrap(), "not the file the dump saw", "--accept-changed-files"],
+        &[
+            path.to_str().unwrap(),
+            "not the file the dump saw",
+            "--accept-changed-files",
+        ],
     );
     assert!(!err.contains("4096"), "the refusal says the size:\n{err}");
     let img = w.path("img");
@@ -147,4 +159,50 @@ fn a_forged_set_uid_deleted_file_record_is_refused() {
         r.uid = 0;
     });
     refused(&w, &[], &["set-uid"]);
+}
+
+/// A "unix-listen" workload bound to `sub/l.sock` in a temp dir, dumped (its socket file
+/// left behind, stale); returns it, the temp dir and the socket path.
+fn dumped_listener() -> (Workload, tempfile::TempDir, PathBuf) {
+    cryo_bin();
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir(dir.path().join("sub")).unwrap();
+    let path = dir.path().join("sub/l.sock");
+    let mut w = Workload::spawn("unix-listen", &[path.to_str().unwrap()]);
+    assert_eq!(w.cmd("ping"), "pong");
+    let img = w.path("img");
+    w.dump_ok(&img);
+    (w, dir, path)
+}
+
+/// Whether a connection to `path` reaches `service` (the live socket is still the one bound).
+#[track_caller]
+fn still_served(path: &Path, service: &std::os::unix::net::UnixListener) {
+    let _c = std::os::unix::net::UnixStream::connect(path).expect("the live socket is gone");
+    service.set_nonblocking(true).unwrap();
+    service
+        .accept()
+        .expect("the connection reached another socket");
+}
+
+#[test]
+fn a_socket_directory_swapped_for_a_symlink_is_refused_and_nothing_deleted() {
+    let (w, dir, path) = dumped_listener();
+    // Another service's live socket, in a directory the symlink leads to.
+    let service_dir = dir.path().join("service");
+    fs::create_dir(&service_dir).unwrap();
+    let service = std::os::unix::net::UnixListener::bind(service_dir.join("l.sock")).unwrap();
+    fs::rename(dir.path().join("sub"), dir.path().join("sub-old")).unwrap();
+    symlink(&service_dir, dir.path().join("sub")).unwrap();
+    refused(&w, &[], &["no symlinks"]);
+    still_served(&path, &service);
+}
+
+#[test]
+fn a_live_socket_bound_where_the_dump_was_is_left_alone() {
+    let (w, _dir, path) = dumped_listener();
+    fs::remove_file(&path).unwrap();
+    let service = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    refused(&w, &[], &["another socket is bound there"]);
+    still_served(&path, &service);
 }

@@ -40,7 +40,11 @@ fn refused(w: &Workload, img: &Path, file: &str, detail: &str) {
     out.assert_refused()
         .assert_stderr_mentions(file)
         .assert_stderr_mentions(detail);
-    assert!(!pid_exists(w.pid()), "the refused restore made pid {}", w.pid());
+    assert!(
+        !pid_exists(w.pid()),
+        "the refused restore made pid {}",
+        w.pid()
+    );
 }
 
 fn mm_of(w: &Workload, img: &Path) -> (PathBuf, String) {
