@@ -1,12 +1,25 @@
-//! The image directory: a private (0700) directory of framed record files and raw files (0600).
+//! The image directory: a private (0700) directory of framed record files and raw files (0600),
+//! trusted no further than its owner.
+//!
+//! The directory is opened once (O_DIRECTORY | O_NOFOLLOW) and every file in it is opened
+//! relative to that fd by a plain name (no `/`), with O_NOFOLLOW and O_NONBLOCK, then checked
+//! through fstat before a byte is read: a regular file (a FIFO or a device never blocks or
+//! reads without end), owned by root or by the user running cryo, writable by no one else,
+//! no larger than any file cryo writes. A directory owned by another user is refused by dump
+//! (it could swap files in) and by restore, unless root trusts it explicitly
+//! ([`OwnerTrust::Foreign`], `--trust-image-owner`).
 
-use std::fs::{self, File};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use cryo_proto::frame::{self, create_private};
+use cryo_proto::frame::{self};
 use cryo_proto::image::RawFileRef;
 use cryo_proto::{ImageError, ImageKind};
+use nix::fcntl::OFlag;
+use nix::sys::stat::{FileStat, Mode, SFlag};
 use prost::Message;
 
 use crate::sys::mmap::Mapping;
@@ -49,6 +62,55 @@ pub enum ImageDirError {
         /// One of the files it holds.
         entry: String,
     },
+    /// The directory or a file in it belongs to a user cryo does not trust.
+    #[error("{}: owned by uid {owner}, not by root or by you (uid {user}): {hint}", .path.display())]
+    ForeignOwner {
+        /// The directory or file.
+        path: PathBuf,
+        /// Its owner.
+        owner: u32,
+        /// The effective uid of cryo.
+        user: u32,
+        /// What to do about it.
+        hint: &'static str,
+    },
+    /// The directory or a file in it can be written by group or others.
+    #[error("{}: writable by {who} (mode {mode:#o}): an image must be writable by its owner only", .path.display())]
+    OpenToOthers {
+        /// The directory or file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+        /// "its group", "others" or "its group and others".
+        who: &'static str,
+    },
+    /// A file of the image is not a regular file (a symlink, a FIFO, a device...).
+    #[error("image {}: is {found}, not a regular file: refused", .path.display())]
+    NotRegular {
+        /// The file.
+        path: PathBuf,
+        /// What it is.
+        found: &'static str,
+    },
+    /// Only root may restore an image another user owns, and only when asked to.
+    #[error("image directory {}: trusting an image another user owns needs root (you are uid {user})", .path.display())]
+    TrustNeedsRoot {
+        /// The directory.
+        path: PathBuf,
+        /// The effective uid of cryo.
+        user: u32,
+    },
+}
+
+/// Whose image directory cryo reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OwnerTrust {
+    /// Only one owned by root or by the user running cryo (the default).
+    #[default]
+    RootOrSelf,
+    /// Also one owned by another user: root restoring a dump another user took, on purpose
+    /// (`--trust-image-owner`). Files in it must belong to that user, root or us.
+    Foreign,
 }
 
 /// File names inside an image directory.
@@ -80,15 +142,105 @@ pub mod names {
     }
 }
 
-/// An image directory being written (by dump) or read (by restore and show).
+/// An image directory being written (by dump) or read (by restore and show), held open.
 #[derive(Debug, Clone)]
 pub struct ImageDir {
     path: PathBuf,
+    /// The directory, opened once without following a symlink; every file is opened
+    /// relative to it.
+    dir: Arc<OwnedFd>,
+    /// Its device and inode: a restore child may find `dir`'s number taken by a restored fd
+    /// (or closed), and then reopens the directory, which must still be this one.
+    identity: (u64, u64),
+    /// The owners whose files are accepted besides root and cryo's user.
+    trusted_owner: Option<u32>,
+    /// Whether a file the image names may differ from what the dump saw
+    /// (`--accept-changed-files`).
+    accept_changed_files: bool,
+}
+
+/// What `st` is, for a refusal.
+fn file_type_name(st: &FileStat) -> &'static str {
+    match SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) {
+        SFlag::S_IFDIR => "a directory",
+        SFlag::S_IFIFO => "a FIFO",
+        SFlag::S_IFCHR => "a character device",
+        SFlag::S_IFBLK => "a block device",
+        SFlag::S_IFSOCK => "a socket",
+        SFlag::S_IFLNK => "a symbolic link",
+        SFlag::S_IFREG => "a regular file",
+        _ => "of an unknown type",
+    }
+}
+
+fn is_type(st: &FileStat, kind: SFlag) -> bool {
+    st.st_mode & SFlag::S_IFMT.bits() == kind.bits()
+}
+
+/// Refuses `st` (of `path`) when group or others may write it.
+fn private_enough(path: &Path, st: &FileStat) -> Result<()> {
+    let who = match (st.st_mode & 0o020 != 0, st.st_mode & 0o002 != 0) {
+        (false, false) => return Ok(()),
+        (true, false) => "its group",
+        (false, true) => "others",
+        (true, true) => "its group and others",
+    };
+    Err(ImageDirError::OpenToOthers {
+        path: path.to_owned(),
+        mode: st.st_mode & 0o7777,
+        who,
+    })
+}
+
+fn euid() -> u32 {
+    nix::unistd::geteuid().as_raw()
+}
+
+/// The flags every file of the image is opened with: never through a symlink, never
+/// blocking on a FIFO, never inherited by an exec.
+fn file_flags() -> OFlag {
+    OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC | OFlag::O_NOCTTY
+}
+
+/// Opens directory `path` without following a symlink in its last component.
+fn open_dir(path: &Path, step: &'static str) -> Result<(OwnedFd, FileStat)> {
+    let fd = nix::fcntl::open(
+        path,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| match e {
+        nix::errno::Errno::ELOOP => ImageDirError::NotADirectory {
+            path: path.to_owned(),
+            what: "is a symbolic link (refused: give the directory itself)",
+        },
+        // O_DIRECTORY answers ENOTDIR for a symlink too: say which it is.
+        nix::errno::Errno::ENOTDIR => ImageDirError::NotADirectory {
+            path: path.to_owned(),
+            what: if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+                "is a symbolic link (refused: give the directory itself)"
+            } else {
+                "is not a directory"
+            },
+        },
+        e => ImageDirError::Dir {
+            path: path.to_owned(),
+            step,
+            source: e.into(),
+        },
+    })?;
+    let st = nix::sys::stat::fstat(&fd).map_err(|e| ImageDirError::Dir {
+        path: path.to_owned(),
+        step: "cannot stat",
+        source: e.into(),
+    })?;
+    Ok((fd, st))
 }
 
 impl ImageDir {
     /// Makes `path` ready to receive a dump: created 0700 if absent; if present it must be an
-    /// empty, writable directory (then its mode is set to 0700).
+    /// empty, writable directory that the user running cryo owns (then its mode is set to
+    /// 0700). A directory another user made is refused: its owner could swap files in.
     pub fn create(path: &Path) -> Result<Self> {
         let bad = |step: &'static str| {
             move |source| ImageDirError::Dir {
@@ -97,60 +249,121 @@ impl ImageDir {
                 source,
             }
         };
-        match fs::symlink_metadata(path) {
+        match std::fs::symlink_metadata(path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let mut builder = fs::DirBuilder::new();
+                let mut builder = std::fs::DirBuilder::new();
                 std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
                 builder.create(path).map_err(bad("cannot create"))?;
             }
             Err(e) => return Err(bad("cannot stat")(e)),
+            Ok(meta) if meta.file_type().is_symlink() => {
+                return Err(ImageDirError::NotADirectory {
+                    path: path.to_owned(),
+                    what: "is a symbolic link (refused: give the directory itself)",
+                })
+            }
             Ok(meta) if !meta.is_dir() => {
                 return Err(ImageDirError::NotADirectory {
                     path: path.to_owned(),
                     what: "exists and is not a directory",
                 })
             }
-            Ok(_) => {
-                let mut entries = fs::read_dir(path).map_err(bad("cannot list"))?;
-                if let Some(entry) = entries.next() {
-                    let entry = entry
-                        .map(|e| e.file_name().to_string_lossy().into_owned())
-                        .unwrap_or_default();
-                    return Err(ImageDirError::NotEmpty {
-                        path: path.to_owned(),
-                        entry,
-                    });
-                }
-            }
+            Ok(_) => {}
         }
-        fs::set_permissions(path, fs::Permissions::from_mode(0o700))
-            .map_err(bad("cannot make private (0700)"))?;
+        let (fd, st) = open_dir(path, "cannot open")?;
+        if st.st_uid != euid() {
+            return Err(ImageDirError::ForeignOwner {
+                path: path.to_owned(),
+                owner: st.st_uid,
+                user: euid(),
+                hint: "dump into a directory you own, or a new one",
+            });
+        }
+        let images = Self {
+            path: path.to_owned(),
+            dir: Arc::new(fd),
+            identity: (st.st_dev, st.st_ino),
+            trusted_owner: None,
+            accept_changed_files: false,
+        };
+        let mut entries = std::fs::read_dir(images.proc_path()).map_err(bad("cannot list"))?;
+        if let Some(entry) = entries.next() {
+            let entry = entry
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .unwrap_or_default();
+            return Err(ImageDirError::NotEmpty {
+                path: path.to_owned(),
+                entry,
+            });
+        }
+        nix::sys::stat::fchmod(images.dir.as_fd(), Mode::from_bits_truncate(0o700))
+            .map_err(|e| bad("cannot make private (0700)")(e.into()))?;
         // Root passes permission checks, so probe for real: a read-only mount or an immutable
         // directory must fail now, before the target is frozen.
-        let probe = path.join(".cryo-write-probe");
-        create_private(&probe).map_err(|e| bad("is not writable")(std::io::Error::other(e)))?;
-        fs::remove_file(&probe).map_err(bad("is not writable"))?;
+        let probe = ".cryo-write-probe";
+        images
+            .create_raw(probe)
+            .map_err(|e| bad("is not writable")(std::io::Error::other(e)))?;
+        nix::unistd::unlinkat(
+            images.dir.as_fd(),
+            probe,
+            nix::unistd::UnlinkatFlags::NoRemoveDir,
+        )
+        .map_err(|e| bad("is not writable")(e.into()))?;
+        Ok(images)
+    }
+
+    /// Opens an existing image directory for reading: owned by root or by the user running
+    /// cryo, writable by no one else.
+    pub fn open(path: &Path) -> Result<Self> {
+        Self::open_trusting(path, OwnerTrust::RootOrSelf)
+    }
+
+    /// Opens an existing image directory for reading, trusting its owner as `trust` says.
+    pub fn open_trusting(path: &Path, trust: OwnerTrust) -> Result<Self> {
+        let (fd, st) = open_dir(path, "cannot open")?;
+        let user = euid();
+        let trusted_owner = if st.st_uid == 0 || st.st_uid == user {
+            None
+        } else if trust == OwnerTrust::Foreign {
+            if user != 0 {
+                return Err(ImageDirError::TrustNeedsRoot {
+                    path: path.to_owned(),
+                    user,
+                });
+            }
+            Some(st.st_uid)
+        } else {
+            return Err(ImageDirError::ForeignOwner {
+                path: path.to_owned(),
+                owner: st.st_uid,
+                user,
+                hint: if user == 0 {
+                    "a dump another user took is restored only with --trust-image-owner"
+                } else {
+                    "restore images you or root took"
+                },
+            });
+        };
+        private_enough(path, &st)?;
         Ok(Self {
             path: path.to_owned(),
+            dir: Arc::new(fd),
+            identity: (st.st_dev, st.st_ino),
+            trusted_owner,
+            accept_changed_files: false,
         })
     }
 
-    /// Opens an existing image directory for reading.
-    pub fn open(path: &Path) -> Result<Self> {
-        let meta = fs::metadata(path).map_err(|source| ImageDirError::Dir {
-            path: path.to_owned(),
-            step: "cannot open",
-            source,
-        })?;
-        if !meta.is_dir() {
-            return Err(ImageDirError::NotADirectory {
-                path: path.to_owned(),
-                what: "is not a directory",
-            });
-        }
-        Ok(Self {
-            path: path.to_owned(),
-        })
+    /// Lets a file the image names differ from what the dump saw (device, inode, size,
+    /// mtime, mode, owner): it is used with a warning instead of refused.
+    pub fn accept_changed_files(&mut self) {
+        self.accept_changed_files = true;
+    }
+
+    /// Whether [`ImageDir::accept_changed_files`] was called.
+    pub fn accepts_changed_files(&self) -> bool {
+        self.accept_changed_files
     }
 
     /// The directory.
@@ -158,14 +371,112 @@ impl ImageDir {
         &self.path
     }
 
-    /// The path of file `name` inside the directory.
+    /// The path of file `name` inside the directory (for messages and for programs run on
+    /// the images; cryo itself opens files with [`ImageDir::open_file`]).
     pub fn file(&self, name: &str) -> PathBuf {
         self.path.join(name)
     }
 
+    /// /proc/self/fd/N of the directory fd: the directory cryo opened, whatever is at its
+    /// path now.
+    fn proc_path(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/self/fd/{}", self.dir.as_raw_fd()))
+    }
+
+    /// The directory fd: the one opened first if its number still holds it, else the
+    /// directory reopened (without following a symlink) and checked to be the same one.
+    /// (None: the first one is still good.)
+    fn reopened_dir(&self) -> Result<Option<OwnedFd>> {
+        let same = |st: &FileStat| {
+            is_type(st, SFlag::S_IFDIR) && (st.st_dev, st.st_ino) == self.identity
+        };
+        if nix::sys::stat::fstat(self.dir.as_fd()).is_ok_and(|st| same(&st)) {
+            return Ok(None);
+        }
+        let (fd, st) = open_dir(&self.path, "cannot reopen")?;
+        if !same(&st) {
+            return Err(ImageDirError::NotADirectory {
+                path: self.path.clone(),
+                what: "was replaced by another directory during the restore",
+            });
+        }
+        Ok(Some(fd))
+    }
+
+    /// Refuses a name that is not a plain file name of the directory.
+    fn plain(&self, name: &str) -> Result<()> {
+        if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+            return Err(ImageError::Invalid {
+                path: self.file(name),
+                index: 0,
+                detail: format!("file name {name:?} is not a plain file name"),
+            }
+            .into());
+        }
+        Ok(())
+    }
+
+    /// Opens file `name` of the image for reading and checks it before a byte is read: a
+    /// regular file (not a symlink, FIFO or device), owned by root, cryo's user (or the
+    /// trusted owner), writable by no one else. Returns it with its stat.
+    pub fn open_file(&self, name: &str) -> Result<(File, FileStat)> {
+        self.plain(name)?;
+        let path = self.file(name);
+        let reopened = self.reopened_dir()?;
+        let dir = reopened.as_ref().unwrap_or(&self.dir);
+        let fd = nix::fcntl::openat(
+            dir.as_fd(),
+            name,
+            OFlag::O_RDONLY | file_flags(),
+            Mode::empty(),
+        )
+        .map_err(|e| match e {
+            nix::errno::Errno::ELOOP => ImageDirError::NotRegular {
+                path: path.clone(),
+                found: "a symbolic link",
+            },
+            e => ImageError::io(&path, "open", e.into()).into(),
+        })?;
+        let st = nix::sys::stat::fstat(&fd).map_err(|e| ImageError::io(&path, "stat", e.into()))?;
+        if !is_type(&st, SFlag::S_IFREG) {
+            return Err(ImageDirError::NotRegular {
+                path,
+                found: file_type_name(&st),
+            });
+        }
+        let user = euid();
+        if st.st_uid != 0 && st.st_uid != user && Some(st.st_uid) != self.trusted_owner {
+            return Err(ImageDirError::ForeignOwner {
+                path,
+                owner: st.st_uid,
+                user,
+                hint: "a file of the image was replaced by another user",
+            });
+        }
+        private_enough(&path, &st)?;
+        Ok((File::from(fd), st))
+    }
+
+    /// Creates a new private (0600) file `name` in the directory, failing if it exists.
+    fn create_file(&self, name: &str) -> Result<File> {
+        self.plain(name)?;
+        let reopened = self.reopened_dir()?;
+        let dir = reopened.as_ref().unwrap_or(&self.dir);
+        let fd = nix::fcntl::openat(
+            dir.as_fd(),
+            name,
+            OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_EXCL | file_flags(),
+            Mode::from_bits_truncate(0o600),
+        )
+        .map_err(|e| ImageError::io(&self.file(name), "create", e.into()))?;
+        Ok(File::from(fd))
+    }
+
     /// Writes a framed record file.
     pub fn write<M: Message>(&self, name: &str, kind: ImageKind, records: &[M]) -> Result<()> {
-        frame::write_image(&self.file(name), kind, records)?;
+        let mut file = self.create_file(name)?;
+        file.write_all(&frame::encode(kind, records))
+            .map_err(|e| ImageError::io(&self.file(name), "write", e))?;
         Ok(())
     }
 
@@ -173,26 +484,50 @@ impl ImageDir {
     /// sees the old file or the new one, whole.
     pub fn replace<M: Message>(&self, name: &str, kind: ImageKind, records: &[M]) -> Result<()> {
         let new = format!("{name}.new");
-        let _ = std::fs::remove_file(self.file(&new));
-        frame::write_image(&self.file(&new), kind, records)?;
-        std::fs::rename(self.file(&new), self.file(name))
-            .map_err(|e| ImageError::io(&self.file(name), "rename", e))?;
+        let _ = nix::unistd::unlinkat(
+            self.dir.as_fd(),
+            new.as_str(),
+            nix::unistd::UnlinkatFlags::NoRemoveDir,
+        );
+        self.write(&new, kind, records)?;
+        nix::fcntl::renameat(self.dir.as_fd(), new.as_str(), self.dir.as_fd(), name)
+            .map_err(|e| ImageError::io(&self.file(name), "rename", e.into()))?;
         Ok(())
     }
 
-    /// Reads and checks a framed record file.
+    /// Reads and checks a framed record file (its size bounded before it is read).
     pub fn read<M: Message + Default>(&self, name: &str, kind: ImageKind) -> Result<Vec<M>> {
-        Ok(frame::read_image(&self.file(name), kind)?)
+        let (file, st) = self.open_file(name)?;
+        Ok(frame::read_open_image(
+            file,
+            st.st_size as u64,
+            &self.file(name),
+            kind,
+        )?)
     }
 
     /// Reads a framed record file that holds exactly one record.
     pub fn read_single<M: Message + Default>(&self, name: &str, kind: ImageKind) -> Result<M> {
-        Ok(frame::read_single(&self.file(name), kind)?)
+        let mut records = self.read::<M>(name, kind)?;
+        if records.len() != 1 {
+            return Err(ImageError::Invalid {
+                path: self.file(name),
+                index: 0,
+                detail: format!("expected exactly one record, found {}", records.len()),
+            }
+            .into());
+        }
+        Ok(records.remove(0))
     }
 
     /// Creates a new private raw file.
     pub fn create_raw(&self, name: &str) -> Result<File> {
-        Ok(create_private(&self.file(name))?)
+        self.create_file(name)
+    }
+
+    /// Opens raw file `name` for reading, checked as [`ImageDir::open_file`] does.
+    pub fn open_raw(&self, name: &str) -> Result<File> {
+        self.open_file(name).map(|(file, _)| file)
     }
 
     /// Opens a raw file after checking it against its reference (size and crc32c), so a
@@ -207,44 +542,31 @@ impl ImageDir {
         self.checked(raw).map(|(_, map)| map)
     }
 
+    /// The raw file of `raw`, checked. The refusals never say the size or checksum the file
+    /// has: they would tell whoever forges a record what to write in it.
     fn checked(&self, raw: &RawFileRef) -> Result<(File, Option<Mapping>)> {
+        let (file, st) = self.open_file(&raw.name)?;
         let path = self.file(&raw.name);
-        if raw.name.contains('/') || raw.name.is_empty() {
-            return Err(ImageError::Invalid {
-                path,
-                index: 0,
-                detail: format!("raw file name {:?} is not a plain file name", raw.name),
-            }
-            .into());
-        }
-        let file = File::open(&path).map_err(|e| ImageError::io(&path, "open", e))?;
-        let meta = file
-            .metadata()
-            .map_err(|e| ImageError::io(&path, "stat", e))?;
-        if meta.size() != raw.size {
+        if st.st_size as u64 != raw.size {
             return Err(ImageError::Truncated {
                 path,
-                detail: format!("{} bytes, the image says {}", meta.size(), raw.size),
+                detail: "its size is not the size the image records".into(),
             }
             .into());
         }
-        let map = if raw.size == 0 {
+        let len = usize::try_from(raw.size).map_err(|_| ImageError::Invalid {
+            path: path.clone(),
+            index: 0,
+            detail: "larger than this machine can map".into(),
+        })?;
+        let map = if len == 0 {
             None
         } else {
-            Some(
-                Mapping::map_file(&file, raw.size as usize, false)
-                    .map_err(|e| ImageError::io(&path, "map", e))?,
-            )
+            Some(Mapping::map_file(&file, len, false).map_err(|e| ImageError::io(&path, "map", e))?)
         };
         let computed = crc_of_bytes(map.as_ref().map_or(&[][..], |m| m.as_slice()));
         if computed != raw.crc32c {
-            return Err(ImageError::Checksum {
-                path,
-                what: "contents".into(),
-                stored: raw.crc32c,
-                computed,
-            }
-            .into());
+            return Err(ImageError::ContentsChecksum { path }.into());
         }
         Ok((file, map))
     }

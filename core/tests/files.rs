@@ -701,11 +701,31 @@ fn regular_desc(id: u32, path: &str, pos: u64) -> FileDesc {
         id,
         flags: libc::O_RDONLY as u32,
         pos,
-        kind: Some(Kind::Regular(RegularFile {
+        kind: Some(Kind::Regular(regular_record(path))),
+    }
+}
+
+/// The record a dump would make of `path` (stat of the file when it exists, as restore
+/// checks it is the same file).
+fn regular_record(path: &str) -> RegularFile {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = fs::metadata(path) else {
+        return RegularFile {
             path: path.into(),
             size: 10,
             ..Default::default()
-        })),
+        };
+    };
+    RegularFile {
+        path: path.into(),
+        dev: meta.dev(),
+        ino: meta.ino(),
+        mode: meta.mode(),
+        size: meta.size(),
+        uid: meta.uid(),
+        gid: meta.gid(),
+        mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+        ..Default::default()
     }
 }
 

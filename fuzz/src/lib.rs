@@ -5,6 +5,8 @@
 //! target          parser (pure entry point: bytes in, typed value or error out)
 //! image_frame     cryo_proto::frame::decode, every image kind (as read, and with its
 //!                 checksums made valid so the record walk and protobuf decode are reached)
+//! image_checks    cryo_proto::sanity::{check_entry, check_core, check_mm}: the semantic
+//!                 checks a restore runs after decoding, on valid-framed mutated images
 //! unix_diag       cryo_unix_sockets::diag::parse_answer (unix_diag answers)
 //! inet_diag       cryo_tcp_repair::parse_listener_answer (inet_diag answers)
 //! netlink_acks    cryo_netns::replies::parse_acks (NLMSG_ERROR ACKs, extended ACK TLVs)
@@ -25,6 +27,7 @@ pub type Target = fn(&[u8]);
 /// Every target: its name (as in fuzz_targets/ and fuzz/corpus/) and its function.
 pub const TARGETS: &[(&str, Target)] = &[
     ("image_frame", targets::image_frame),
+    ("image_checks", targets::image_checks),
     ("unix_diag", targets::unix_diag),
     ("inet_diag", targets::inet_diag),
     ("netlink_acks", targets::netlink_acks),

@@ -3,13 +3,15 @@
 
 use cryo_proto::frame::{encode, ImageKind};
 use cryo_proto::image::{
-    file_desc, FileDesc, Inventory, MmCore, ProcessEntry, TaskCore, ThreadCore, Vma,
+    file_desc, FdEntry, FileDesc, Inventory, MmCore, PageRun, ProcessEntry, RawFileRef, TaskCore,
+    ThreadCore, Vma,
 };
 
 /// The seeds of target `name` (empty for an unknown name).
 pub fn of(name: &str) -> Vec<Vec<u8>> {
     match name {
         "image_frame" => image_frames(),
+        "image_checks" => image_check_seeds(),
         "unix_diag" => unix_diag_answers(),
         "inet_diag" => inet_diag_answers(),
         "netlink_acks" => netlink_acks(),
@@ -78,6 +80,72 @@ pub fn image_frames() -> Vec<Vec<u8>> {
         encode(ImageKind::Files, &files),
         encode::<FileDesc>(ImageKind::Files, &[]),
     ]
+}
+
+/// Images as a restore checks them: the frames above, and an address space with page runs
+/// and a process with fds and threads, all within the limits.
+pub fn image_check_seeds() -> Vec<Vec<u8>> {
+    let mm = MmCore {
+        pid: 42,
+        vmas: vec![
+            Vma {
+                start: 0x40_0000,
+                end: 0x40_4000,
+                prot: 3,
+                ..Default::default()
+            },
+            Vma {
+                start: 0x7ffd_0000_0000,
+                end: 0x7ffd_0002_0000,
+                prot: 3,
+                ..Default::default()
+            },
+        ],
+        pages: vec![
+            PageRun {
+                addr: 0x40_0000,
+                npages: 2,
+                offset: 0,
+            },
+            PageRun {
+                addr: 0x7ffd_0001_0000,
+                npages: 1,
+                offset: 0x2000,
+            },
+        ],
+        pages_file: Some(RawFileRef {
+            name: "pages-42.img".into(),
+            size: 0x3000,
+            crc32c: 0,
+        }),
+        ..Default::default()
+    };
+    let core = TaskCore {
+        pid: 42,
+        comm: "server".into(),
+        fds: (0..4)
+            .map(|fd| FdEntry {
+                fd,
+                file_id: 1,
+                cloexec: fd > 2,
+            })
+            .collect(),
+        threads: vec![
+            ThreadCore {
+                tid: 42,
+                ..Default::default()
+            },
+            ThreadCore {
+                tid: 43,
+                ..Default::default()
+            },
+        ],
+        ..Default::default()
+    };
+    let mut seeds = image_frames();
+    seeds.push(encode(ImageKind::Mm, &[mm]));
+    seeds.push(encode(ImageKind::Core, &[core]));
+    seeds
 }
 
 const NLMSG_ERROR: u16 = 2;

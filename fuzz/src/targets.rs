@@ -67,6 +67,56 @@ pub fn image_frame(data: &[u8]) {
     every_kind(&with_valid_checksums(data));
 }
 
+/// The limits the restore checks records against, as on the machines cryo runs on.
+const LIMITS: cryo_proto::sanity::Limits = cryo_proto::sanity::Limits {
+    pid_max: 4_194_304,
+    nofile: 1 << 20,
+    max_map_count: 65_530,
+};
+
+/// The semantic checks a restore runs after decoding (cryo_proto::sanity), on valid-framed
+/// images (checksums made valid, so every mutation reaches them): never a panic or a hang,
+/// and what they accept satisfies what the restore then relies on (page runs inside their
+/// VMA and the pages file, with no overflow).
+pub fn image_checks(data: &[u8]) {
+    use cryo_proto::sanity::{check_core, check_entry, check_mm, PAGE};
+    let data = with_valid_checksums(data);
+    let path = Path::new("fuzz.img");
+    if let Ok(entries) = decode::<ProcessEntry>(path, ImageKind::Pstree, &data) {
+        for e in &entries {
+            if check_entry(e, &LIMITS).is_ok() {
+                assert!(e.pid > 0 && i64::from(e.pid) < LIMITS.pid_max);
+            }
+        }
+    }
+    if let Ok(cores) = decode::<TaskCore>(path, ImageKind::Core, &data) {
+        for c in &cores {
+            if check_core(c, &LIMITS).is_ok() {
+                assert!(c
+                    .fds
+                    .iter()
+                    .all(|e| e.fd >= 0 && (e.fd as u64) < LIMITS.nofile));
+            }
+        }
+    }
+    if let Ok(mms) = decode::<MmCore>(path, ImageKind::Mm, &data) {
+        for mm in &mms {
+            let pages_size = mm.pages_file.as_ref().map_or(0, |f| f.size);
+            if check_mm(mm, pages_size, &LIMITS).is_ok() {
+                for run in &mm.pages {
+                    let end = run.offset + run.npages * PAGE;
+                    assert!(end <= pages_size, "an accepted run leaves the pages file");
+                    let addr_end = run.addr + run.npages * PAGE;
+                    assert!(mm
+                        .vmas
+                        .iter()
+                        .any(|v| v.start <= run.addr && addr_end <= v.end));
+                }
+            }
+        }
+    }
+}
+
 /// unix_diag answers, as a dump and as a query by inode.
 pub fn unix_diag(data: &[u8]) {
     let seq = first_seq(data);

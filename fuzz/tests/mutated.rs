@@ -88,6 +88,7 @@ fn every_target_has_a_test_below() {
         names,
         [
             "image_frame",
+            "image_checks",
             "unix_diag",
             "inet_diag",
             "netlink_acks",
@@ -100,6 +101,11 @@ fn every_target_has_a_test_below() {
 #[test]
 fn image_frame() {
     run("image_frame", cryo_fuzz::targets::image_frame);
+}
+
+#[test]
+fn image_checks() {
+    run("image_checks", cryo_fuzz::targets::image_checks);
 }
 
 #[test]

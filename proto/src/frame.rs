@@ -37,7 +37,7 @@ const MAGIC: &[u8; 8] = b"CRYOIMG\0";
 const HEADER_LEN: usize = 32;
 const RECORD_HEADER_LEN: usize = 8;
 /// No image file is allowed to be larger than this before decoding.
-const MAX_IMAGE_LEN: u64 = 1 << 32;
+pub const MAX_IMAGE_LEN: u64 = 1 << 32;
 
 /// Which message type an image file holds; 0 is reserved as invalid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,6 +140,20 @@ pub enum ImageError {
         /// Checksum of the bytes found.
         computed: u32,
     },
+    /// A raw file's contents do not match the checksum its reference records (the checksum
+    /// found is not said: it would help forge a reference).
+    #[error("image {path}: contents: checksum mismatch")]
+    ContentsChecksum {
+        /// The raw file.
+        path: PathBuf,
+    },
+    /// The file is not a regular file (a FIFO, a device, a directory): refused before a byte
+    /// is read, so it can neither block nor read without end.
+    #[error("image {path}: is not a regular file: refused")]
+    NotRegular {
+        /// The image file.
+        path: PathBuf,
+    },
     /// A record passed its checksum but does not decode.
     #[error("image {path}: record {index}: {source}")]
     Decode {
@@ -188,6 +202,11 @@ pub fn create_private(path: &Path) -> Result<File, ImageError> {
 const fn libc_o_cloexec() -> i32 {
     0o2000000
 }
+
+/// O_NOFOLLOW on x86_64, the one architecture cryo runs on (this crate does not link libc).
+const O_NOFOLLOW: i32 = 0o400000;
+/// O_NONBLOCK.
+const O_NONBLOCK: i32 = 0o4000;
 
 /// Encodes `records` of `kind` into one framed buffer.
 pub fn encode<M: Message>(kind: ImageKind, records: &[M]) -> Vec<u8> {
@@ -375,26 +394,52 @@ fn cut_record(body: &[u8], count: usize) -> String {
     format!("record {count}")
 }
 
-/// Reads and checks the image file at `path`.
+/// Reads and checks the image file at `path`: opened without following a symlink and without
+/// blocking, refused unless it is a regular file no larger than [`MAX_IMAGE_LEN`].
 pub fn read_image<M: Message + Default>(
     path: &Path,
     kind: ImageKind,
 ) -> Result<Vec<M>, ImageError> {
-    let mut f = File::open(path).map_err(|e| ImageError::io(path, "open", e))?;
-    let len = f
-        .metadata()
-        .map_err(|e| ImageError::io(path, "stat", e))?
-        .len();
+    let f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc_o_cloexec() | O_NOFOLLOW | O_NONBLOCK)
+        .open(path)
+        .map_err(|e| ImageError::io(path, "open", e))?;
+    let meta = f.metadata().map_err(|e| ImageError::io(path, "stat", e))?;
+    if !meta.is_file() {
+        return Err(ImageError::NotRegular {
+            path: path.to_owned(),
+        });
+    }
+    read_open_image(f, meta.len(), path, kind)
+}
+
+/// Reads and checks an image file opened already (as `path`), whose stat gave `len` bytes:
+/// `len` is bounded first, and never more than `len` bytes are read, whatever the file does.
+pub fn read_open_image<M: Message + Default>(
+    f: File,
+    len: u64,
+    path: &Path,
+    kind: ImageKind,
+) -> Result<Vec<M>, ImageError> {
     if len > MAX_IMAGE_LEN {
         return Err(ImageError::Invalid {
             path: path.to_owned(),
             index: 0,
-            detail: format!("{len} bytes is larger than any image file cryo writes"),
+            detail: "larger than any image file cryo writes".into(),
         });
     }
     let mut buf = Vec::with_capacity(len as usize);
-    f.read_to_end(&mut buf)
+    // One byte more than announced, to see a file that grows under us.
+    f.take(len + 1)
+        .read_to_end(&mut buf)
         .map_err(|e| ImageError::io(path, "read", e))?;
+    if buf.len() as u64 != len {
+        return Err(ImageError::Truncated {
+            path: path.to_owned(),
+            detail: "the file changed size while it was read".into(),
+        });
+    }
     decode(path, kind, &buf)
 }
 

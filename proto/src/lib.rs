@@ -16,6 +16,7 @@
 pub mod frame;
 #[cfg(test)]
 mod round_trip;
+pub mod sanity;
 
 /// Generated protobuf types of the image schema.
 #[allow(missing_docs, clippy::all)]

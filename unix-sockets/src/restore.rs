@@ -17,7 +17,6 @@
 use std::fs;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use tracing::{debug, warn};
@@ -75,42 +74,80 @@ pub fn bind_name(fd: impl AsFd, name: &UnixName, attrs: Option<SocketFileAttrs>)
     }
 }
 
-/// Binds `fd` to the filesystem `path`; see [`bind_name`].
+/// Binds `fd` to the filesystem `path`; see [`bind_name`]. The parent directory is opened
+/// without following any symlink on the way (the bound path came from the kernel, which shows
+/// none: a symlink there now was swapped in after the dump), and the unlink, the bind and the
+/// chmod/chown all go through that directory fd, so nothing is deleted or created elsewhere.
+/// A socket file already there is unlinked only when it is stale: nobody listens on it and
+/// it has the owner the dump recorded.
 pub fn bind_path(fd: impl AsFd, path: &Path, attrs: Option<SocketFileAttrs>) -> Result<()> {
+    use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag};
     let fd = fd.as_fd();
-    match fs::symlink_metadata(path) {
-        Ok(md) if md.file_type().is_socket() => {
+    let parent = path.parent().unwrap_or(Path::new("/"));
+    let file = path.file_name().ok_or_else(|| UnixSockError::Path {
+        step: "bind",
+        path: path.into(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "no file name"),
+    })?;
+    let dir = nix::fcntl::openat2(
+        nix::fcntl::AT_FDCWD,
+        parent,
+        OpenHow::new()
+            .flags(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
+            .resolve(ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_MAGICLINKS),
+    )
+    .map_err(|e| UnixSockError::path("open the directory (no symlinks)", parent, e.into()))?;
+    // Through the directory fd, which also keeps a long path within sun_path.
+    let mut short = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()));
+    short.push(file);
+    match nix::sys::stat::fstatat(&dir, file, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFSOCK => {
+            // A stale socket file refuses connections; a live one is someone's.
+            let live = [SockType::Stream, SockType::SeqPacket, SockType::Dgram]
+                .into_iter()
+                .any(|ty| {
+                    socket(ty).is_ok_and(|probe| {
+                        sys::connect(probe.as_fd(), short.as_os_str().as_bytes()).is_ok()
+                    })
+                });
+            let owner_ok = attrs.is_none_or(|a| (st.st_uid, st.st_gid) == (a.uid, a.gid));
+            if live || !owner_ok {
+                return Err(UnixSockError::path(
+                    "bind",
+                    path,
+                    std::io::Error::new(
+                        std::io::ErrorKind::AddrInUse,
+                        "another socket is bound there (live, or not the owner the dump saw): \
+                         left alone",
+                    ),
+                ));
+            }
             debug!(path = %path.display(), "unlinking stale socket file");
-            fs::remove_file(path)
-                .map_err(|e| UnixSockError::path("unlink stale socket", path, e))?;
+            nix::unistd::unlinkat(&dir, file, nix::unistd::UnlinkatFlags::NoRemoveDir)
+                .map_err(|e| UnixSockError::path("unlink stale socket", path, e.into()))?;
         }
         Ok(_) => return Err(UnixSockError::NotASocket { path: path.into() }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(UnixSockError::path("stat", path, e)),
+        Err(nix::errno::Errno::ENOENT) => {}
+        Err(e) => return Err(UnixSockError::path("stat", path, e.into())),
     }
-    let bytes = path.as_os_str().as_bytes();
-    if bytes.len() < sys::SUN_PATH_MAX {
-        sys::bind(fd, bytes).map_err(|e| UnixSockError::path("bind", path, e))?;
-    } else {
-        // Too long for sun_path: go through the parent directory's fd.
-        let parent = path.parent().unwrap_or(Path::new("."));
-        let file = path.file_name().ok_or_else(|| UnixSockError::Path {
-            step: "bind",
-            path: path.into(),
-            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "no file name"),
-        })?;
-        let dir =
-            fs::File::open(parent).map_err(|e| UnixSockError::path("open parent", parent, e))?;
-        let mut short = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()));
-        short.push(file);
-        sys::bind(fd, short.as_os_str().as_bytes())
-            .map_err(|e| UnixSockError::path("bind (via /proc/self/fd)", path, e))?;
-    }
+    sys::bind(fd, short.as_os_str().as_bytes())
+        .map_err(|e| UnixSockError::path("bind", path, e))?;
     if let Some(a) = attrs {
-        fs::set_permissions(path, fs::Permissions::from_mode(a.mode))
-            .map_err(|e| UnixSockError::path("chmod socket file", path, e))?;
-        std::os::unix::fs::lchown(path, Some(a.uid), Some(a.gid))
-            .map_err(|e| UnixSockError::path("chown socket file", path, e))?;
+        nix::sys::stat::fchmodat(
+            &dir,
+            file,
+            nix::sys::stat::Mode::from_bits_truncate(a.mode),
+            nix::sys::stat::FchmodatFlags::FollowSymlink,
+        )
+        .map_err(|e| UnixSockError::path("chmod socket file", path, e.into()))?;
+        nix::unistd::fchownat(
+            &dir,
+            file,
+            Some(nix::unistd::Uid::from_raw(a.uid)),
+            Some(nix::unistd::Gid::from_raw(a.gid)),
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .map_err(|e| UnixSockError::path("chown socket file", path, e.into()))?;
     }
     Ok(())
 }

@@ -47,6 +47,18 @@ pub struct Args {
     /// is the number of its broken connections
     #[arg(long, value_name = "SIG", value_parser = parse_signal)]
     notify_signal: Option<i32>,
+
+    /// Restore an image directory owned by another user (root only): without it, a dump
+    /// whose directory or files belong to someone else than root or you is refused, since
+    /// its owner could have rewritten any record
+    #[arg(long)]
+    trust_image_owner: bool,
+
+    /// Use a file the processes had open even if it is no longer the one the dump saw
+    /// (device, inode, size, modification time, mode or owner differ), with a warning;
+    /// without it such a restore is refused, naming the path and what differs
+    #[arg(long)]
+    accept_changed_files: bool,
 }
 
 impl Args {
@@ -60,6 +72,8 @@ impl Args {
         opts.action_script = self.action_script.script();
         opts.peer_timeout = Some(self.peer_timeout);
         opts.notify_signal = self.notify_signal;
+        opts.trust_image_owner = self.trust_image_owner;
+        opts.accept_changed_files = self.accept_changed_files;
         opts
     }
 }

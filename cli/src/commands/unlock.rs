@@ -14,6 +14,13 @@ pub struct Args {
 
 /// Removes the lock; prints what was done.
 pub fn run(args: Args) -> anyhow::Result<i32> {
+    // A typo must not read as "nothing was locked": the lock id is derived from the path.
+    if !args.images_dir.is_dir() {
+        anyhow::bail!(
+            "unlock {}: no such image directory (give the -D of the dump)",
+            args.images_dir.display()
+        );
+    }
     let (id, found) = cryo_core::unlock(&args.images_dir)
         .with_context(|| format!("unlock {}", args.images_dir.display()))?;
     if found {

@@ -214,14 +214,13 @@ const PROBES: &[Def] = &[
     },
     Def {
         name: "pagemap_scan",
-        needed_for: "not used by this cryo yet: present pages in one ioctl (PAGEMAP_SCAN)",
+        needed_for: "unused: dump reads present pages from pagemap, one entry a page",
         required: false,
         run: |_| memory::probe_pagemap_scan(),
     },
     Def {
         name: "dirty_tracking",
-        needed_for: "not used by this cryo yet: iterative pre-dumps (uffd-wp async + \
-                     PAGEMAP_SCAN written pages)",
+        needed_for: "unused: cryo has no pre-dump command; nothing tracks written pages",
         required: false,
         run: |_| memory::probe_dirty_tracking(),
     },
@@ -263,8 +262,8 @@ const PROBES: &[Def] = &[
     },
     Def {
         name: "cap_sys_resource",
-        needed_for: "restore: rlimits of another uid's tasks (prlimit fails without it), hard \
-                     rlimits above cryo's own, pipes above pipe-max-size",
+        needed_for: "restore, when missing: a task of another uid, a hard rlimit above cryo's \
+                     or a pipe above pipe-max-size cannot be restored",
         required: false,
         run: |_| caps::cap_sys_resource(),
     },

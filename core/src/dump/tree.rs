@@ -4,7 +4,7 @@
 use nix::unistd::Pid;
 
 use super::error::DumpError;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::freeze::check_target;
 use crate::proc;
 
@@ -14,9 +14,46 @@ pub(crate) struct Member {
     pub(crate) stat: proc::Stat,
 }
 
+/// Refuses, before anything is touched, a root given twice, pid 1, and cryo itself or any
+/// of its ancestors: freezing one of those would freeze (or, once dumped, kill) the process
+/// waiting for cryo, or the init of the pid namespace.
+fn refuse_roots_up_front(roots: &[Pid]) -> Result<()> {
+    for (i, &root) in roots.iter().enumerate() {
+        if roots[..i].contains(&root) {
+            return Err(Error::target(root, "is given twice with -t"));
+        }
+        if root.as_raw() == 1 {
+            return Err(Error::target(
+                root,
+                "is the init of this pid namespace: dumping it would stop (and kill) every \
+                 process of the namespace; refused",
+            ));
+        }
+    }
+    let mut pid = nix::unistd::getpid();
+    loop {
+        if roots.contains(&pid) {
+            return Err(Error::target(
+                pid,
+                if pid == nix::unistd::getpid() {
+                    "is cryo itself: cryo cannot dump itself"
+                } else {
+                    "is an ancestor of cryo (it waits for cryo): dumping it would freeze the \
+                     process cryo reports to; refused"
+                },
+            ));
+        }
+        match proc::stat(pid) {
+            Ok(stat) if stat.ppid > 1 => pid = Pid::from_raw(stat.ppid),
+            _ => return Ok(()),
+        }
+    }
+}
+
 /// Every process of the trees rooted at `roots`, parents before children; zombies included.
 /// A root that lies inside another root's tree is refused.
 pub(crate) fn resolve_trees(roots: &[Pid]) -> Result<Vec<Member>> {
+    refuse_roots_up_front(roots)?;
     let mut out: Vec<Member> = Vec::new();
     for &root in roots {
         let stat = check_target(root)?;

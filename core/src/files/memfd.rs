@@ -263,7 +263,9 @@ pub(super) fn recreate(
         shmem::write_extents(&file, raw, &m.extents, images)
             .map_err(|e| restore_err(desc, "fill the memfd", e))?;
     } else {
-        let mut src = File::open(images.file(&raw.name))
+        let mut src = images
+            .open_raw(&raw.name)
+            .map_err(io::Error::other)
             .map_err(|e| restore_err(desc, format!("open {}", raw.name), e))?;
         let copied =
             io::copy(&mut src, &mut file).map_err(|e| restore_err(desc, "fill the memfd", e))?;

@@ -79,3 +79,18 @@ pub(crate) fn create_flags(desc: &FileDesc) -> libc::c_int {
     let nonblock = desc.flags & libc::O_NONBLOCK as u32 != 0;
     libc::O_CLOEXEC | if nonblock { libc::O_NONBLOCK } else { 0 }
 }
+
+/// Opens `path` (absolute, as the dump recorded it) with `flags`, refusing a symlink anywhere
+/// on the way (openat2 RESOLVE_NO_SYMLINKS). The dump took the path from the kernel (the
+/// /proc/PID/fd link, d_path), which never holds a symlink, so one found now was swapped in
+/// after the dump: following it could hand the process a file it never had.
+pub(crate) fn open_no_symlinks(path: &str, flags: OFlag) -> nix::Result<OwnedFd> {
+    use nix::fcntl::{OpenHow, ResolveFlag};
+    nix::fcntl::openat2(
+        nix::fcntl::AT_FDCWD,
+        path,
+        OpenHow::new()
+            .flags(flags)
+            .resolve(ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_MAGICLINKS),
+    )
+}

@@ -24,7 +24,8 @@ use tracing::debug;
 
 use super::error::changed;
 use super::kind::{Checking, Dumping, FileKind, KindState, MapOpen, Opened, Seen, Opening};
-use super::open::{open_flags, set_async};
+use super::open::{open_flags, open_no_symlinks, set_async};
+use super::validate::{same_file, Identity};
 use super::{restore_err, FileError, InodeKey};
 use crate::image::{names, ImageDir};
 
@@ -40,6 +41,7 @@ fn record(path: String, meta: &fs::Metadata) -> RegularFile {
         contents: None,
         uid: meta.uid(),
         gid: meta.gid(),
+        mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
     }
 }
 
@@ -65,6 +67,16 @@ pub(super) fn dump_file(
     if !deleted {
         return Ok(reg);
     }
+    if reg.mode & 0o6000 != 0 {
+        return Err(FileError::Invalid {
+            id,
+            detail: format!(
+                "deleted file {} is set-uid or set-gid: refused, a restore would have to \
+                 create a set-id copy of it",
+                reg.path
+            ),
+        });
+    }
     let saved = state.get::<GhostImages>();
     let raw = match saved.0.get(&key) {
         Some(raw) => raw.clone(),
@@ -89,9 +101,10 @@ pub(super) fn dump_file(
 
 /// The message about an offset beyond the end of a file truncated since the dump.
 fn truncated(desc: &FileDesc, reg: &RegularFile, now: u64) -> String {
+    // The size now is not said: a forged record must learn nothing of the file it names.
+    let _ = now;
     format!(
-        "offset {} is beyond the end: the file was truncated since the dump ({} bytes then, \
-         {now} now)",
+        "offset {} is beyond the end: the file was truncated since the dump ({} bytes then)",
         desc.pos, reg.size
     )
 }
@@ -112,6 +125,15 @@ fn validate_ghost(
             detail: format!(
                 "deleted file {} was {} bytes but its contents image {} holds {}",
                 reg.path, reg.size, raw.name, raw.size
+            ),
+        });
+    }
+    if reg.mode & 0o6000 != 0 {
+        return Err(FileError::Invalid {
+            id: desc.id,
+            detail: format!(
+                "deleted file {} is set-uid or set-gid: its copy is not made (the dump refuses it)",
+                reg.path
             ),
         });
     }
@@ -175,19 +197,19 @@ impl FileKind for Regular {
             return validate_ghost(desc, reg, cx);
         }
         let o_path = desc.flags & libc::O_PATH as u32 != 0;
-        let meta = if o_path {
-            fs::symlink_metadata(&reg.path)
-        } else {
-            fs::metadata(&reg.path)
+        if o_path {
+            fs::symlink_metadata(&reg.path).map_err(|_| changed(desc, "the file is gone"))?;
+            return Ok(());
         }
-        .map_err(|_| changed(desc, "the file is gone"))?;
-        if !o_path && !meta.is_file() {
+        let st = identify(desc, reg)?;
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
             return Err(changed(desc, "is no longer a regular file"));
         }
-        if !o_path && desc.pos > meta.size() && meta.size() < reg.size {
-            return Err(changed(desc, truncated(desc, reg, meta.size())));
+        let size = st.st_size as u64;
+        if desc.pos > size && size < reg.size {
+            return Err(changed(desc, truncated(desc, reg, size)));
         }
-        Ok(())
+        same_file(desc, reg, &st, Identity::File, cx.images)
     }
 
     fn open(
@@ -267,13 +289,13 @@ impl FileKind for Directory {
         &self,
         desc: &FileDesc,
         reg: &RegularFile,
-        _cx: &mut Checking<'_>,
+        cx: &mut Checking<'_>,
     ) -> Result<(), FileError> {
-        let meta = fs::metadata(&reg.path).map_err(|_| changed(desc, "the directory is gone"))?;
-        if !meta.is_dir() {
+        let st = identify(desc, reg)?;
+        if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
             return Err(changed(desc, "is no longer a directory"));
         }
-        Ok(())
+        same_file(desc, reg, &st, Identity::Directory, cx.images)
     }
 
     fn open(
@@ -410,7 +432,7 @@ fn recreate(
 
 /// Writes the ghost contents, owner and mode into `file`.
 fn fill(file: &mut File, reg: &RegularFile, raw: &RawFileRef, images: &ImageDir) -> io::Result<()> {
-    let mut src = File::open(images.file(&raw.name))?;
+    let mut src = images.open_raw(&raw.name).map_err(io::Error::other)?;
     let copied = io::copy(&mut src, file)?;
     if copied != raw.size {
         return Err(io::Error::other(format!(
@@ -419,14 +441,17 @@ fn fill(file: &mut File, reg: &RegularFile, raw: &RawFileRef, images: &ImageDir)
         )));
     }
     // Owner first: chown clears set-id bits.
+    let mut mode = reg.mode & 0o7777;
     if let Err(e) = nix::unistd::fchown(
         file.as_fd(),
         Some(Uid::from_raw(reg.uid)),
         Some(Gid::from_raw(reg.gid)),
     ) {
         debug!(path = %reg.path, error = %e, "chown of the recreated file failed, kept cryo's owner");
+        // Never a set-id copy owned by someone else than the recorded owner.
+        mode &= 0o1777;
     }
-    file.set_permissions(fs::Permissions::from_mode(reg.mode & 0o7777))?;
+    file.set_permissions(fs::Permissions::from_mode(mode))?;
     Ok(())
 }
 
@@ -492,18 +517,25 @@ fn open(
         nix::fcntl::open(&handle, flags & !OFlag::O_NOFOLLOW, Mode::empty())
             .map_err(|e| restore_err(desc, "open the recreated file", e.into()))?
     } else {
-        nix::fcntl::open(Path::new(&reg.path), flags, Mode::empty()).map_err(|e| {
-            if e == nix::errno::Errno::ENOENT {
-                changed(desc, "the file is gone")
-            } else {
-                restore_err(desc, "open", e.into())
-            }
-        })?
+        let opened = if o_path {
+            nix::fcntl::open(Path::new(&reg.path), flags, Mode::empty())
+        } else {
+            open_no_symlinks(&reg.path, flags)
+        };
+        opened.map_err(|e| opened_err(desc, reg, "open", e))?
     };
     if o_path {
         return Ok(fd);
     }
     let meta = nix::sys::stat::fstat(&fd).map_err(|e| restore_err(desc, "fstat", e.into()))?;
+    if !reg.deleted {
+        let identity = if directory {
+            Identity::Directory
+        } else {
+            Identity::File
+        };
+        same_file(desc, reg, &meta, identity, images)?;
+    }
     if !directory && !reg.deleted {
         let size = meta.st_size as u64;
         if desc.pos > size && size < reg.size {
@@ -545,11 +577,31 @@ fn open_for_mapping(
         return nix::fcntl::open(&handle, flags, Mode::empty())
             .map_err(|e| restore_err(desc, "open the recreated file", e.into()));
     }
-    nix::fcntl::open(Path::new(&reg.path), flags, Mode::empty()).map_err(|e| {
-        if e == nix::errno::Errno::ENOENT {
-            changed(desc, "the file is gone")
-        } else {
-            restore_err(desc, "open for mapping", e.into())
-        }
-    })
+    let fd = open_no_symlinks(&reg.path, flags)
+        .map_err(|e| opened_err(desc, reg, "open for mapping", e))?;
+    let st = nix::sys::stat::fstat(&fd).map_err(|e| restore_err(desc, "fstat", e.into()))?;
+    same_file(desc, reg, &st, Identity::File, images)?;
+    Ok(fd)
+}
+
+/// The error of opening `reg.path` without following symlinks.
+fn opened_err(desc: &FileDesc, reg: &RegularFile, op: &str, e: nix::errno::Errno) -> FileError {
+    match e {
+        nix::errno::Errno::ENOENT => changed(desc, "the file is gone"),
+        nix::errno::Errno::ELOOP => changed(
+            desc,
+            format!(
+                "{} now goes through a symbolic link the dump did not see: refused",
+                reg.path
+            ),
+        ),
+        e => restore_err(desc, op, e.into()),
+    }
+}
+
+/// The stat of `reg.path` now, found without following a symlink.
+fn identify(desc: &FileDesc, reg: &RegularFile) -> Result<nix::sys::stat::FileStat, FileError> {
+    let fd = open_no_symlinks(&reg.path, OFlag::O_PATH | OFlag::O_CLOEXEC)
+        .map_err(|e| opened_err(desc, reg, "open", e))?;
+    nix::sys::stat::fstat(&fd).map_err(|e| restore_err(desc, "fstat", e.into()))
 }

@@ -198,7 +198,7 @@ pub(crate) fn write_extents(
     extents: &[FileExtent],
     images: &ImageDir,
 ) -> io::Result<()> {
-    let mut src = File::open(images.file(&raw.name))?;
+    let mut src = images.open_raw(&raw.name).map_err(io::Error::other)?;
     for e in extents {
         let mut to = dst.try_clone()?;
         to.seek(SeekFrom::Start(e.offset))?;

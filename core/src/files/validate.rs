@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use cryo_proto::image::{FdEntry, FileDesc};
+use cryo_proto::image::{FdEntry, FileDesc, RegularFile};
 
 use super::kind::Checking;
 use super::registry;
@@ -72,4 +72,74 @@ pub fn validate(
     }
     // Peers, waiting clients and descriptions in flight all in the image.
     UnixLinks::build(descs)
+}
+
+/// Which attributes of a path must still be those the dump saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Identity {
+    /// A regular file reopened by path: device, inode, type and permissions, owner, size
+    /// (unless it is only appended to, as a log) and modification time.
+    File,
+    /// A directory: device, inode, type and permissions, owner (its size and times change
+    /// whenever an entry does).
+    Directory,
+}
+
+/// Checks that `st`, the stat of the file now at `reg.path` (opened without following a
+/// symlink), is the file the dump saw. The refusal names the path and the attributes that
+/// differ, never their values (a forged record must learn nothing of the file it names); it
+/// is waived, with a warning, when the restore accepts changed files
+/// (`--accept-changed-files`, as CRIU's --skip-file-rwx-check).
+pub(crate) fn same_file(
+    desc: &FileDesc,
+    reg: &RegularFile,
+    st: &nix::sys::stat::FileStat,
+    identity: Identity,
+    images: &ImageDir,
+) -> Result<(), FileError> {
+    let mut differ: Vec<&str> = Vec::new();
+    if st.st_dev != reg.dev {
+        differ.push("device");
+    }
+    if st.st_ino != reg.ino {
+        differ.push("inode");
+    }
+    if st.st_mode & libc::S_IFMT != reg.mode & libc::S_IFMT {
+        differ.push("type");
+    } else if st.st_mode & 0o7777 != reg.mode & 0o7777 {
+        differ.push("mode");
+    }
+    if (st.st_uid, st.st_gid) != (reg.uid, reg.gid) {
+        differ.push("owner");
+    }
+    if identity == Identity::File {
+        let accmode = desc.flags as i32 & libc::O_ACCMODE;
+        let appended = accmode == libc::O_WRONLY && desc.flags as i32 & libc::O_APPEND != 0;
+        if !appended {
+            if st.st_size as u64 != reg.size {
+                differ.push("size");
+            }
+            let mtime = st.st_mtime * 1_000_000_000 + st.st_mtime_nsec;
+            if reg.mtime_ns != 0 && mtime != reg.mtime_ns {
+                differ.push("modification time");
+            }
+        }
+    }
+    if differ.is_empty() {
+        return Ok(());
+    }
+    let list = differ.join(", ");
+    let verb = if differ.len() == 1 { "differs" } else { "differ" };
+    if images.accepts_changed_files() {
+        tracing::warn!(id = desc.id, path = %reg.path, differ = %list, "file changed since the dump, accepted");
+        return Ok(());
+    }
+    Err(super::error::changed(
+        desc,
+        format!(
+            "{} is not the file the dump saw ({list} {verb}); restore with \
+             --accept-changed-files to use it anyway",
+            reg.path
+        ),
+    ))
 }

@@ -62,8 +62,13 @@ fn child_setup(tree: &Planned, i: usize) -> Result<(), ChildError> {
     }
 
     let mapping = &plan.mappings[i];
-    let pages = std::fs::File::open(tree.loaded.images.file(&names::pages(pid)))
-        .map_err(ChildError::sys_on(ChildStep::OpenPages, names::pages(pid)))?;
+    let pages = tree
+        .loaded
+        .images
+        .open_raw(&names::pages(pid))
+        .map_err(|e| {
+            ChildError::sys_on(ChildStep::OpenPages, names::pages(pid))(std::io::Error::other(e))
+        })?;
     place(OwnedFd::from(pages), mapping.pages)?;
     let files_error = |what| {
         move |e: files::FileError| ChildError::Files {

@@ -2,13 +2,14 @@
 //! machine (owners, page runs, file references, the vdso) before anything is created.
 
 use cryo_proto::image::{FileDesc, Inventory, MmCore, ProcessEntry, TaskCore};
+use cryo_proto::sanity;
 use cryo_proto::ImageKind;
 use nix::unistd::Pid;
 
 use crate::error::{Error, Result};
 use crate::files;
 use crate::image::{names, ImageDir};
-use crate::memory::{self, PAGE};
+use crate::memory;
 
 /// One process of the image, read and checked.
 pub(crate) struct TaskImage {
@@ -53,7 +54,15 @@ impl Loaded {
         };
         let mut tasks = Vec::new();
         let mut zombies = Vec::new();
-        for entry in pstree {
+        let limits = limits_here();
+        for (index, entry) in pstree.into_iter().enumerate() {
+            sanity::check_entry(&entry, &limits).map_err(|detail| {
+                Error::Image(cryo_proto::ImageError::Invalid {
+                    path: images.file(names::PSTREE),
+                    index,
+                    detail,
+                })
+            })?;
             if entry.zombie {
                 zombies.push(entry);
                 continue;
@@ -82,22 +91,10 @@ impl Loaded {
                     format!("pages file {:?} is not this pid's", pages.name),
                 ));
             }
-            for (i, run) in mm.pages.iter().enumerate() {
-                let inside = mm
-                    .vmas
-                    .iter()
-                    .any(|v| v.start <= run.addr && run.addr + run.npages * PAGE <= v.end);
-                if !inside || run.offset + run.npages * PAGE > pages.size || run.addr % PAGE != 0 {
-                    return Err(Error::Image(cryo_proto::ImageError::Invalid {
-                        path: images.file(&names::mm(pid)),
-                        index: 0,
-                        detail: format!(
-                            "page run {i} at {:#x} lies outside its VMA or the pages file",
-                            run.addr
-                        ),
-                    }));
-                }
-            }
+            sanity::check_core(&core, &limits)
+                .map_err(|detail| invalid(&names::core(pid), detail))?;
+            sanity::check_mm(&mm, pages.size, &limits)
+                .map_err(|detail| invalid(&names::mm(pid), detail))?;
             let known = |id: u32| descs.iter().any(|d| d.id == id);
             for vma in &mm.vmas {
                 if vma.file_id != 0 && !known(vma.file_id) {
@@ -156,5 +153,20 @@ impl Loaded {
         let mut entries: Vec<&mut ProcessEntry> =
             self.tasks.iter_mut().map(|t| &mut t.entry).collect();
         crate::task::process::adopt_shell_job(&mut entries, &self.inventory.root_pids)
+    }
+}
+
+fn read_sys(path: &str) -> Option<u64> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// The limits of this machine and of this process that the records are checked against.
+fn limits_here() -> sanity::Limits {
+    let nofile = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map_or(1 << 20, |(_, hard)| hard);
+    sanity::Limits {
+        pid_max: read_sys("/proc/sys/kernel/pid_max").map_or(1 << 22, |v| v as i64),
+        nofile,
+        max_map_count: read_sys("/proc/sys/vm/max_map_count").map_or(1 << 16, |v| v as usize),
     }
 }

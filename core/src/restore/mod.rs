@@ -64,6 +64,12 @@ pub struct RestoreOptions {
     /// Signal queued (sigqueue, si_value = the count) to every restored process with broken
     /// connections (`--notify-signal`).
     pub notify_signal: Option<i32>,
+    /// Root restores an image directory another user owns, on purpose
+    /// (`--trust-image-owner`); refused otherwise.
+    pub trust_image_owner: bool,
+    /// Use a file whose device, inode, size, mtime, mode or owner differ from what the dump
+    /// saw (`--accept-changed-files`), with a warning, instead of refusing the restore.
+    pub accept_changed_files: bool,
 }
 
 impl RestoreOptions {
@@ -112,7 +118,18 @@ impl Restored {
 pub fn restore(opts: &RestoreOptions) -> Result<Restored> {
     let started = Instant::now();
     let _span = info_span!("restore", dir = %opts.images_dir.display()).entered();
-    let mut loaded = Loaded::read(ImageDir::open(&opts.images_dir)?)?;
+    let mut images = ImageDir::open_trusting(
+        &opts.images_dir,
+        if opts.trust_image_owner {
+            crate::image::OwnerTrust::Foreign
+        } else {
+            crate::image::OwnerTrust::RootOrSelf
+        },
+    )?;
+    if opts.accept_changed_files {
+        images.accept_changed_files();
+    }
+    let mut loaded = Loaded::read(images)?;
     loaded.adopt_shell_job()?;
     debug!(ms = started.elapsed().as_secs_f64() * 1e3, "images checked");
     let inventory = &loaded.inventory;
