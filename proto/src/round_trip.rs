@@ -193,6 +193,8 @@ every_message!(
     UnixSocket,
     ThreadAttrs,
     ProcessAttrs,
+    FileLock,
+    FdOwner,
 );
 
 #[test]

@@ -27,12 +27,14 @@ mod counter;
 mod deleted_file;
 mod events;
 mod file;
+mod file_locks;
 mod mappings;
 mod memory;
 mod pipe;
 mod pipe_split;
 mod shared_memory;
 mod signal;
+mod sqlite;
 mod tcp;
 mod threads;
 mod timers;
@@ -91,6 +93,9 @@ pub const MODES: &[(&str, Start)] = &[
     ("shared-memory", shared_memory::start),
     ("tty", tty::start),
     ("attrs", attrs::start),
+    ("locks", file_locks::start),
+    ("sigio", file_locks::start_sigio),
+    ("sqlite", sqlite::start),
 ];
 
 /// Starts the mode called `name`.
