@@ -168,3 +168,48 @@ fn sqlite_keeps_its_write_transaction_across_a_restore() {
     assert_eq!(other_writer(&db, "PRAGMA integrity_check"), "ok [('ok',)]");
     w.kill_restored();
 }
+
+#[test]
+fn a_lease_being_broken_is_refused_at_dump() {
+    cryo_bin();
+    let dir = control_dir();
+    let path = dir.path().join("leased");
+    write_file(&path, &[1u8; 64]);
+    let mut w = Workload::spawn_in(dir, "locks", &["lease", path.to_str().unwrap()]);
+    // An open for writing breaks the read lease; it waits until the lease is gone.
+    let breaker = {
+        let path = path.clone();
+        std::thread::spawn(move || OpenOptions::new().write(true).open(path).map(drop))
+    };
+    // The lease shows BREAKING (and F_GETLEASE F_UNLCK, what it is being broken to) at once.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while w.cmd("lease") != libc::F_UNLCK.to_string() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lease was not broken"
+        );
+        std::thread::yield_now();
+    }
+    let out = w.dump(&w.path("img"), &[]);
+    out.assert_refused()
+        .assert_stderr_mentions(&format!("pid {}", w.pid()))
+        .assert_stderr_mentions("a lease being broken");
+    w.assert_untouched();
+    w.kill_original();
+    breaker
+        .join()
+        .unwrap()
+        .expect("the open after the lease went");
+}
+
+#[test]
+fn a_signal_owner_outside_the_dump_is_refused() {
+    cryo_bin();
+    let w = Workload::spawn("sigio", &["parent"]);
+    let fd = w.cmd("fd");
+    let out = w.dump(&w.path("img"), &[]);
+    out.assert_refused()
+        .assert_stderr_mentions(&format!("pid {} fd {fd}", w.pid()))
+        .assert_stderr_mentions("signal owner");
+    w.assert_untouched();
+}

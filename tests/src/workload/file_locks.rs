@@ -9,7 +9,8 @@
 //! locks flock PATH   flock LOCK_EX
 //! locks lease PATH   read lease (F_SETLEASE F_RDLCK), PATH opened read-only
 //!                    lease  -> F_GETLEASE of it: 0 read, 1 write, 2 none
-//! sigio              owner  -> <owner type> <owner id> <signal>   (F_GETOWN_EX, F_GETSIG)
+//! sigio [parent]     (parent: the pipe signals the parent, which no dump holds)
+//!                    owner  -> <owner type> <owner id> <signal>   (F_GETOWN_EX, F_GETSIG)
 //!                    poke   -> <signals received> <si_fd of the last>   (after writing a byte
 //!                              into the pipe and waiting, up to 5 s, for its signal)
 //! ```
@@ -93,16 +94,21 @@ pub fn start(args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
         "ofd" => set_lock(fd, F_OFD_SETLK, libc::F_WRLCK, 0, 100),
         // SAFETY: flock takes an fd and flags.
         "flock" => cvt(unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) }).map(drop),
-        // SAFETY: F_SETLEASE takes an int.
-        "lease" => cvt(unsafe { libc::fcntl(fd, libc::F_SETLEASE, libc::F_RDLCK) }).map(drop),
+        // SAFETY: signal() with SIG_IGN; F_SETLEASE takes an int. The lease's break signal
+        // (SIGIO) would otherwise end the process.
+        "lease" => cvt(unsafe {
+            libc::signal(libc::SIGIO, libc::SIG_IGN);
+            libc::fcntl(fd, libc::F_SETLEASE, libc::F_RDLCK)
+        })
+        .map(drop),
         _ => return Err(format!("unknown lock kind {kind:?}")),
     };
     taken.map_err(failed("take the lock"))?;
     Ok(Box::new(Locks { fd }))
 }
 
-/// `sigio`
-pub fn start_sigio(_args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
+/// `sigio [parent]`: the owner is this process, or its parent (outside any dump).
+pub fn start_sigio(args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
     // SAFETY: sigaction is plain data; zeroed is a valid starting value.
     let mut sa: libc::sigaction = unsafe { std::mem::zeroed() };
     sa.sa_sigaction = on_io as *const () as usize;
@@ -111,11 +117,19 @@ pub fn start_sigio(_args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, Strin
     cvt(unsafe { libc::sigaction(pipe_signal(), &sa, std::ptr::null_mut()) })
         .map_err(failed("sigaction"))?;
     let (read, write) = sys::pipe().map_err(failed("pipe"))?;
-    let own = [F_OWNER_PID, std::process::id() as i32];
+    let owner = match args.first().map(String::as_str) {
+        Some("parent") => sys::getppid(),
+        _ => std::process::id() as i32,
+    };
+    let own = [F_OWNER_PID, owner];
     // SAFETY: F_SETOWN_EX reads one struct f_owner_ex (two ints) from `own`.
     cvt(unsafe { libc::fcntl(read, F_SETOWN_EX, own.as_ptr()) }).map_err(failed("owner"))?;
     // SAFETY: F_SETSIG takes an int.
     cvt(unsafe { libc::fcntl(read, F_SETSIG, pipe_signal()) }).map_err(failed("F_SETSIG"))?;
+    if owner != std::process::id() as i32 {
+        // No O_ASYNC: the parent would get the signal when this process closes the pipe.
+        return Ok(Box::new(Sigio { read, write }));
+    }
     // SAFETY: F_GETFL / F_SETFL take ints.
     cvt(unsafe {
         let fl = libc::fcntl(read, libc::F_GETFL);
