@@ -117,6 +117,9 @@ pub(super) fn owner_of(
     open: &OpenFd,
     pidfd: &mut Option<OwnedFd>,
 ) -> Result<Option<FdOwner>, FileError> {
+    if open.flags & libc::O_PATH as u32 != 0 {
+        return Ok(None); // an O_PATH fd has no owner: fcntl refuses to look (EBADF)
+    }
     let pidfd = task_pidfd(open, pidfd)?;
     let proc_path = || open.proc_path();
     let dup = sys::pidfd::pidfd_getfd(pidfd, open.fd)
