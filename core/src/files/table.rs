@@ -508,6 +508,11 @@ fn check_reachable(open: &OpenFd, seen: &Seen, meta: &fs::Metadata) -> Result<()
             return Ok(())
         }
     };
+    if let Some(of) = proc_pid_dir(path) {
+        // Validated before any process exists, opened again by path: /proc/PID is not there
+        // until the restore has made PID.
+        return Err(open.refuse(format!("file of {of}"), true));
+    }
     // An O_PATH|O_NOFOLLOW fd may hold a symlink itself.
     let at_path = if meta.file_type().is_symlink() {
         fs::symlink_metadata(path)
@@ -521,6 +526,16 @@ fn check_reachable(open: &OpenFd, seen: &Seen, meta: &fs::Metadata) -> Result<()
         ))),
         Err(e) => Err(open.inspect_err("find it by its path", PathBuf::from(path), e)),
     }
+}
+
+/// `/proc/PID` if `path` lies in the /proc directory of a process.
+fn proc_pid_dir(path: &str) -> Option<&str> {
+    let rest = path.strip_prefix("/proc/")?;
+    let pid = rest.split('/').next()?;
+    if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    path.get(..6 + pid.len())
 }
 
 /// The file type of `meta` in words.

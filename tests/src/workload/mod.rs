@@ -32,6 +32,7 @@ mod mappings;
 mod memory;
 mod pipe;
 mod pipe_split;
+mod places;
 mod shared_memory;
 mod signal;
 mod sqlite;
@@ -96,6 +97,7 @@ pub const MODES: &[(&str, Start)] = &[
     ("locks", file_locks::start),
     ("sigio", file_locks::start_sigio),
     ("sqlite", sqlite::start),
+    ("places", places::start),
 ];
 
 /// Starts the mode called `name`.
