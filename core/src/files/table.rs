@@ -261,7 +261,7 @@ impl FileTable {
         pidfd: &mut Option<OwnedFd>,
     ) -> Result<(), FileError> {
         self.task_locks
-            .extend(open.locks.iter().map(|l| (id, l.clone())));
+            .extend(open.locks.iter().map(|l| (id, *l)));
         if let Some(owner) = locks::owner_of(open, pidfd)? {
             self.task_owners.push((id, owner));
         }
