@@ -198,6 +198,8 @@ every_message!(
     SysvMessage,
     SysvMsgQueue,
     SysvIpc,
+    FileLock,
+    FdOwner,
 );
 
 #[test]

@@ -64,6 +64,8 @@ pub(super) fn collect(
     }
     files.add_sockets(sockets);
     core.fds = files.dump_task_fds(pid, images, fd_opts)?;
+    (core.file_locks, core.fd_owners) =
+        files.take_locks_and_owners(pid, stat.pgid, frozen.tids())?;
     let maps: Vec<_> = proc::maps(pid)?
         .into_iter()
         .filter(|m| !scratch.contains(m.start))

@@ -68,6 +68,18 @@ pub enum FileError {
         /// The kernel's answer.
         source: io::Error,
     },
+    /// A lock or lease the process held could not be taken back, or its signal owner set.
+    #[error("pid {pid} fd {fd}: {what}: {source}")]
+    TakeBack {
+        /// The restored process.
+        pid: Pid,
+        /// The fd it goes through.
+        fd: RawFd,
+        /// The lock or owner, in words.
+        what: String,
+        /// The kernel's answer.
+        source: io::Error,
+    },
     /// A system call inspecting an fd of a task failed.
     #[error("pid {pid} fd {fd}: {op} {path}: {source}", path = path.display())]
     Inspect {

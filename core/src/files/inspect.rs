@@ -58,6 +58,8 @@ pub(crate) struct OpenFd {
     pub cloexec: bool,
     /// `pos:` of fdinfo.
     pub pos: u64,
+    /// The `lock:` lines of fdinfo (locks.rs).
+    pub locks: Vec<cryo_proto::image::FileLock>,
 }
 
 impl OpenFd {
@@ -99,14 +101,17 @@ impl OpenFd {
             detail: format!("cannot parse {}: {text:?}", info_path.display()),
         })?;
         let cloexec = raw_flags & libc::O_CLOEXEC as u32 != 0;
-        Ok(Self {
+        let mut open = Self {
             pid,
             fd,
             link,
             flags: raw_flags & !(libc::O_CLOEXEC as u32),
             cloexec,
             pos,
-        })
+            locks: Vec::new(),
+        };
+        open.locks = super::locks::from_fdinfo(&open, &text)?;
+        Ok(open)
     }
 
     /// /proc/PID/fd/N.

@@ -31,6 +31,7 @@
 //!   open.rs      restore toolkit: Opening, FdRestoreOptions, open/create flags, fd moves
 //!   error.rs     FileError
 //!   inspect.rs   reading one fd of a task from outside (link, fdinfo, inode)
+//!   locks.rs     file locks, leases and signal owners: fdinfo at dump, remote calls at restore
 //! ```
 //!
 //! eventfd, timerfd, signalfd (a module each), epoll (epoll.rs: restored last, once its targets
@@ -48,6 +49,7 @@ mod epoll;
 mod error;
 mod eventfd;
 mod inotify;
+pub(crate) mod locks;
 pub(crate) mod inspect;
 pub(crate) mod kind;
 mod memfd;

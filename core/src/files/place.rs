@@ -181,7 +181,31 @@ pub(crate) fn restore_task_fds_with(
         keep.push(*at);
     }
     drop(extras);
-    close_others(fds, &keep)
+    close_others(fds, &keep)?;
+    renumber_async(fds, &by_id)
+}
+
+/// Makes each O_ASYNC description's signal name (si_fd) the number the task holds it at,
+/// not the temporary number it was opened at: its lowest fd.
+fn renumber_async(fds: &[FdEntry], by_id: &HashMap<u32, &FileDesc>) -> Result<(), FileError> {
+    let mut done = BTreeSet::new();
+    let mut sorted: Vec<&FdEntry> = fds.iter().collect();
+    sorted.sort_by_key(|e| e.fd);
+    for e in sorted {
+        let is_async = by_id
+            .get(&e.file_id)
+            .is_some_and(|d| d.flags & libc::O_ASYNC as u32 != 0);
+        if !is_async || !done.insert(e.file_id) {
+            continue;
+        }
+        sys::fcntl::renumber_async(sys::fd::borrow_raw(e.fd)).map_err(|source| FileError::Place {
+            fd: e.fd,
+            id: e.file_id,
+            op: "F_SETFL O_ASYNC (its signal's fd number)",
+            source,
+        })?;
+    }
+    Ok(())
 }
 
 /// Both ends of the connected unix pair whose ends are descriptions `a` and `b`, made by cryo

@@ -16,7 +16,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use cryo_proto::image::{file_desc::Kind, FdEntry, FileDesc, Socket};
+use cryo_proto::image::{file_desc::Kind, FdEntry, FdOwner, FileDesc, FileLock, Socket};
 use nix::unistd::Pid;
 use tracing::{debug, instrument};
 
@@ -24,7 +24,7 @@ use super::error::mapped_step;
 use super::inspect::{self, InodeKey, Link, OpenFd};
 use super::kind::{Dumping, KindState, Seen};
 use super::registry;
-use super::{memfd, regular, shmem, FileError};
+use super::{locks, memfd, regular, shmem, FileError};
 use crate::sys;
 use crate::image::ImageDir;
 use crate::sockets::{self, kind as kind_socket};
@@ -63,6 +63,10 @@ pub struct FileTable {
     /// The socket fds of the task being dumped, as its socket pass found them: their link and
     /// inode are known, so only their fdinfo is read.
     task_sockets: HashMap<RawFd, InodeKey>,
+    /// The locks the fds of the task being dumped showed, with their description's id.
+    task_locks: Vec<(u32, FileLock)>,
+    /// The signal owners of the task's fds, with their description's id.
+    task_owners: Vec<(u32, FdOwner)>,
 }
 
 impl FileTable {
@@ -89,7 +93,12 @@ impl FileTable {
         let me = nix::unistd::getpid();
         let mut pidfd = None;
         let raw = fd.as_raw_fd();
-        let entry = self.dump_fd(me, &mut pidfd, raw, None, images, &FdDumpOptions::default())?;
+        // A description in flight has no process: no lock or owner of cryo's is the task's.
+        let marks = (self.task_locks.len(), self.task_owners.len());
+        let entry = self.dump_fd(me, &mut pidfd, raw, None, images, &FdDumpOptions::default());
+        self.task_locks.truncate(marks.0);
+        self.task_owners.truncate(marks.1);
+        let entry = entry?;
         let desc = self.descs.iter().find(|d| d.id == entry.file_id);
         if let Some(k) = desc.and_then(|d| d.kind.as_ref()).map(registry::of) {
             if !k.in_flight() {
@@ -195,6 +204,7 @@ impl FileTable {
         };
         if let Some(id) = self.shared_with(&open, key)? {
             debug!(fd, id, link = %open.link, "fd shares a description");
+            self.note_locks_and_owner(&open, id, pidfd)?;
             return Ok(entry(id));
         }
         let id = self.next_id();
@@ -238,7 +248,42 @@ impl FileTable {
             fd,
             id,
         });
+        self.note_locks_and_owner(&open, id, pidfd)?;
         Ok(entry(id))
+    }
+
+    /// Keeps the locks fd `open` (of description `id`) shows and its signal owner, for
+    /// [`Self::take_locks_and_owners`].
+    fn note_locks_and_owner(
+        &mut self,
+        open: &OpenFd,
+        id: u32,
+        pidfd: &mut Option<OwnedFd>,
+    ) -> Result<(), FileError> {
+        self.task_locks
+            .extend(open.locks.iter().map(|l| (id, *l)));
+        if let Some(owner) = locks::owner_of(open, pidfd)? {
+            self.task_owners.push((id, owner));
+        }
+        Ok(())
+    }
+
+    /// The file locks and fd signal owners of the task whose fds were just dumped
+    /// ([`Self::dump_task_fds`]), each once; an owner other than the task itself, one of its
+    /// threads `tids` or its process group `pgid` is refused.
+    pub fn take_locks_and_owners(
+        &mut self,
+        pid: Pid,
+        pgid: i32,
+        tids: &[Pid],
+    ) -> Result<(Vec<FileLock>, Vec<FdOwner>), FileError> {
+        locks::for_task(
+            pid,
+            pgid,
+            tids,
+            std::mem::take(&mut self.task_locks),
+            std::mem::take(&mut self.task_owners),
+        )
     }
 
     /// The id of a known description `open` refers to, if any (kcmp among the holders of
@@ -481,6 +526,11 @@ fn check_reachable(open: &OpenFd, seen: &Seen, meta: &fs::Metadata) -> Result<()
             return Ok(())
         }
     };
+    if let Some(of) = proc_pid_dir(path) {
+        // Validated before any process exists, opened again by path: /proc/PID is not there
+        // until the restore has made PID.
+        return Err(open.refuse(format!("file of {of}"), true));
+    }
     // An O_PATH|O_NOFOLLOW fd may hold a symlink itself.
     let at_path = if meta.file_type().is_symlink() {
         fs::symlink_metadata(path)
@@ -494,6 +544,16 @@ fn check_reachable(open: &OpenFd, seen: &Seen, meta: &fs::Metadata) -> Result<()
         ))),
         Err(e) => Err(open.inspect_err("find it by its path", PathBuf::from(path), e)),
     }
+}
+
+/// `/proc/PID` if `path` lies in the /proc directory of a process.
+fn proc_pid_dir(path: &str) -> Option<&str> {
+    let rest = path.strip_prefix("/proc/")?;
+    let pid = rest.split('/').next()?;
+    if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    path.get(..6 + pid.len())
 }
 
 /// The file type of `meta` in words.

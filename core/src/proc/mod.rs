@@ -44,6 +44,16 @@ pub enum ProcError {
         /// The line at fault, where there is one.
         line: Option<String>,
     },
+    /// Its working or root directory cannot be found again by a restore.
+    #[error("pid {pid}: its {what} {path} was deleted: not supported yet")]
+    DeletedDirectory {
+        /// The task.
+        pid: Pid,
+        /// "working directory" or "root directory".
+        what: &'static str,
+        /// The path the kernel gives, without " (deleted)".
+        path: String,
+    },
 }
 
 /// A `Result` of reading /proc.
@@ -229,6 +239,24 @@ pub fn children(pid: Pid) -> Result<Vec<Pid>> {
 /// The target of a /proc/PID symlink (cwd, root, exe...).
 pub fn link(pid: Pid, name: &str) -> Result<PathBuf> {
     fs::read_link(dir(pid).join(name)).map_err(|e| read_err(pid, name, e))
+}
+
+/// The working (`cwd`) or root (`root`) directory of `pid`, as a path a restore can chdir or
+/// chroot to; a deleted one is refused.
+pub fn dir_link(pid: Pid, name: &'static str) -> Result<String> {
+    let path = link(pid, name)?.to_string_lossy().into_owned();
+    match path.strip_suffix(" (deleted)") {
+        Some(gone) => Err(ProcError::DeletedDirectory {
+            pid,
+            what: if name == "cwd" {
+                "working directory"
+            } else {
+                "root directory"
+            },
+            path: gone.to_string(),
+        }),
+        None => Ok(path),
+    }
 }
 
 /// A list as `1,2,3` (pids, signal numbers), as /proc and the environment of hooks write it.

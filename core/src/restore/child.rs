@@ -174,8 +174,9 @@ fn child_setup(tree: &Planned, i: usize) -> Result<(), ChildError> {
     signals::requeue(&t.core.shared_pending, &t.core.threads[0].pending)
         .map_err(io_error(ChildStep::PendingSignals))?;
     map_trampoline(plan.tramps[i]).map_err(io_error(ChildStep::Trampoline))?;
-    process::restore_in_child(&t.core)?;
+    // /proc/self first: a chroot (in process::restore_in_child) may hide /proc.
     attrs::restore_in_child(&t.core)?;
+    process::restore_in_child(&t.core)?;
     Ok(())
 }
 

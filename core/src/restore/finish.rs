@@ -19,6 +19,7 @@ use super::load::TaskImage;
 use super::spawn::Spawned;
 use super::tree::Planned;
 use crate::error::{Error, Result};
+use crate::files;
 use crate::memory::restore::{reshape, run_batch, PageSources};
 use crate::memory::PAGE;
 use crate::remote::{BatchSite, Remote, BATCH_LOOP_OFFSET};
@@ -169,6 +170,8 @@ fn finish(child: Pid, tree: &Planned, i: usize) -> Result<Vec<Pid>> {
     run_batch(child, &remote, batch, &control, |_| {
         "close the control pipes".into()
     })?;
+    // Every temporary fd is closed now: closing one would drop the process's POSIX locks.
+    files::locks::take_back(child, &remote, scratch, &task.core.file_locks)?;
 
     // The other threads, created from the main one with their tids; each is stopped at birth
     // (PTRACE_O_TRACECLONE) and sets its own per-thread state by remote calls.
@@ -210,6 +213,9 @@ fn finish(child: Pid, tree: &Planned, i: usize) -> Result<Vec<Pid>> {
         scratch,
     );
     security.set_ids(&task.core)?;
+    // After the leases (F_SETLEASE makes the caller the owner), with the restored credentials
+    // (the owner's credentials decide who may be signalled).
+    files::locks::set_owners(child, &remote, scratch, &task.core.fd_owners)?;
     // After every thread's ids: an id change resets dumpable and the parent-death signal.
     let remotes = std::iter::once(&remote).chain(&in_threads);
     for (thread, in_thread) in task.core.threads.iter().zip(remotes) {

@@ -166,6 +166,7 @@ fn for_errors(pid: Pid, fd: RawFd) -> OpenFd {
         flags: 0,
         cloexec: false,
         pos: 0,
+        locks: Vec::new(),
     }
 }
 

@@ -4,6 +4,7 @@
 //! typed results. nix is used where it already covers a call the way the engine needs it.
 //!
 //! ```text
+//! fcntl     signal owner and signal of a description, struct flock for remote locks
 //! fd        dup, dup3 onto a chosen number, close_range, FIONREAD, RLIMIT_NOFILE
 //! pidfd     pidfd_open, pidfd_getfd (another process's fd, duplicated here)
 //! kcmp      same open file description, epoll target identity
@@ -26,6 +27,7 @@ use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
 pub mod epoll;
 pub mod eventfd;
+pub mod fcntl;
 pub mod fd;
 pub mod inotify;
 pub mod ipc;

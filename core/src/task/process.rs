@@ -35,8 +35,8 @@ pub fn dump(pid: Pid, stat: &proc::Stat) -> Result<TaskCore> {
         umask,
         creds: Some(creds),
         rlimits,
-        cwd: proc::link(pid, "cwd")?.to_string_lossy().into_owned(),
-        root: proc::link(pid, "root")?.to_string_lossy().into_owned(),
+        cwd: proc::dir_link(pid, "cwd")?,
+        root: proc::dir_link(pid, "root")?,
         ..Default::default()
     })
 }
@@ -132,12 +132,14 @@ pub fn adopt_shell_job(entries: &mut [&mut ProcessEntry], roots: &[i32]) -> Resu
 pub fn restore_in_child(core: &TaskCore) -> Result<(), ChildError> {
     use nix::sys::stat::{umask, Mode};
     let me = nix::unistd::getpid();
+    // The working directory first: both paths are as cryo sees them (from the real root),
+    // and chroot keeps the working directory.
+    nix::unistd::chdir(core.cwd.as_str())
+        .map_err(|e| ChildError::sys_on(ChildStep::Chdir, &core.cwd)(e.into()))?;
     if core.root != "/" {
         nix::unistd::chroot(core.root.as_str())
             .map_err(|e| ChildError::sys_on(ChildStep::Chroot, &core.root)(e.into()))?;
     }
-    nix::unistd::chdir(core.cwd.as_str())
-        .map_err(|e| ChildError::sys_on(ChildStep::Chdir, &core.cwd)(e.into()))?;
     umask(Mode::from_bits_truncate(core.umask));
     for lim in &core.rlimits {
         if let Err(e) = prlimit(me, lim.resource, Some((lim.cur, lim.max))) {

@@ -30,15 +30,18 @@ mod deleted_file;
 mod events;
 mod file;
 mod mapping_access;
+mod file_locks;
 mod mappings;
 mod memory;
 mod pipe;
 mod pipe_split;
+mod places;
 mod shared_memory;
 mod signal;
 mod sysv_ipc;
 mod sysv_shm;
 mod sigtrap;
+mod sqlite;
 mod tcp;
 mod threads;
 mod timers;
@@ -103,6 +106,10 @@ pub const MODES: &[(&str, Start)] = &[
     ("aio", aio::start),
     ("cow-tree", cow_tree::start),
     ("mapping-access", mapping_access::start),
+    ("locks", file_locks::start),
+    ("sigio", file_locks::start_sigio),
+    ("sqlite", sqlite::start),
+    ("places", places::start),
 ];
 
 /// Starts the mode called `name`.

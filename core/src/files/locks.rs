@@ -1,0 +1,342 @@
+//! File locks and leases a process holds, and the signal owner of its fds: read at dump from
+//! fdinfo (`lock:` lines) and fcntl on a duplicate, taken back at restore by remote calls in
+//! the restored process itself, so each lock has the same owner as before.
+//!
+//! ```text
+//! fdinfo lock: line                    owner               taken back with
+//!   POSIX  ADVISORY  WRITE pid d:i s e   the process          fcntl(fd, F_SETLK)
+//!   OFDLCK ADVISORY  READ  -1  d:i s e   the description      fcntl(fd, F_OFD_SETLK)
+//!   FLOCK  ADVISORY  WRITE pid d:i 0 EOF the description      flock(fd, LOCK_EX|LOCK_NB)
+//!   LEASE  ACTIVE    READ  pid d:i 0 EOF the description      fcntl(fd, F_SETLEASE)
+//! F_GETOWN_EX / F_GETSIG (a duplicate)   the description      fcntl(fd, F_SETOWN_EX / F_SETSIG)
+//! ```
+//!
+//! fdinfo of an fd lists the locks taken through its description (and, for POSIX locks, by
+//! the process reading it): each lock is recorded once per process, with the first fd that
+//! shows it. A POSIX lock goes away when its process closes ANY fd of the file, so locks are
+//! taken back after every temporary fd of the restore (mappings, control pipes) is closed.
+//! A lease being broken, a mandatory lock or a delegation cannot be taken back: the dump
+//! refuses it. A signal owner that is not the process itself (one of its threads, its
+//! process group) is refused: the restore could not promise the same process gets it.
+
+use std::collections::HashSet;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd, RawFd};
+
+use cryo_proto::image::{FdOwner, FileLock, FileLockKind};
+use nix::unistd::Pid;
+
+use super::inspect::OpenFd;
+use super::kind::task_pidfd;
+use super::FileError;
+use crate::remote::Remote;
+use crate::sys;
+use crate::sys::fcntl;
+use crate::sys::ptrace as pt;
+
+/// One `lock:` line of an fdinfo, as the kernel prints it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct LockLine<'a> {
+    /// POSIX, OFDLCK, FLOCK, LEASE, DELEG...
+    kind: &'a str,
+    /// ADVISORY / MANDATORY for locks; ACTIVE / BREAKING / BREAKER for leases.
+    state: &'a str,
+    /// READ, WRITE or UNLCK.
+    mode: &'a str,
+    pid: i32,
+    start: u64,
+    /// None: to the end of the file (EOF).
+    end: Option<u64>,
+}
+
+/// Parses the value of a `lock:` line: `1: POSIX  ADVISORY  WRITE 20554 fe:00:1098 5 14`.
+fn parse_line(value: &str) -> Option<LockLine<'_>> {
+    let mut words = value.split_whitespace();
+    words.next()?.strip_suffix(':')?;
+    let kind = words.next()?;
+    let state = words.next()?;
+    let mode = words.next()?;
+    let pid = words.next()?.parse().ok()?;
+    let _inode = words.next()?;
+    let start = words.next()?.parse().ok()?;
+    let end = match words.next()? {
+        "EOF" => None,
+        n => Some(n.parse().ok()?),
+    };
+    Some(LockLine {
+        kind,
+        state,
+        mode,
+        pid,
+        start,
+        end,
+    })
+}
+
+/// The locks an fdinfo text (of fd `open`) shows, refused where they cannot be taken back.
+pub(super) fn from_fdinfo(open: &OpenFd, text: &str) -> Result<Vec<FileLock>, FileError> {
+    let mut locks = Vec::new();
+    for line in text.lines() {
+        let Some(value) = line.strip_prefix("lock:") else {
+            continue;
+        };
+        let l = parse_line(value)
+            .ok_or_else(|| open.dump_err(format!("cannot parse fdinfo line {line:?}")))?;
+        let refuse = |why: &str| open.dump_err(format!("{why} ({}): not supported", value.trim()));
+        let kind = match (l.kind, l.state) {
+            ("POSIX", "ADVISORY") => FileLockKind::Posix,
+            ("OFDLCK", "ADVISORY") => FileLockKind::Ofd,
+            ("FLOCK", "ADVISORY") => FileLockKind::Flock,
+            ("LEASE", "ACTIVE") => FileLockKind::Lease,
+            ("LEASE", _) => return Err(refuse("a lease being broken")),
+            (_, "MANDATORY") => return Err(refuse("a mandatory lock")),
+            _ => return Err(refuse("a lock of this kind")),
+        };
+        let write = match l.mode {
+            "WRITE" => true,
+            "READ" => false,
+            _ => return Err(refuse("a lock being released")),
+        };
+        if kind == FileLockKind::Posix && l.pid != open.pid.as_raw() {
+            return Err(refuse("a POSIX lock of another process"));
+        }
+        locks.push(FileLock {
+            fd: open.fd,
+            kind: kind as i32,
+            write,
+            start: l.start,
+            end: l.end.unwrap_or(u64::MAX),
+        });
+    }
+    Ok(locks)
+}
+
+/// The signal owner and signal of fd `open` (F_GETOWN_EX, F_GETSIG on a duplicate taken
+/// through the task's pidfd), None when neither was set.
+pub(super) fn owner_of(
+    open: &OpenFd,
+    pidfd: &mut Option<OwnedFd>,
+) -> Result<Option<FdOwner>, FileError> {
+    if open.flags & libc::O_PATH as u32 != 0 {
+        return Ok(None); // an O_PATH fd has no owner: fcntl refuses to look (EBADF)
+    }
+    let pidfd = task_pidfd(open, pidfd)?;
+    let proc_path = || open.proc_path();
+    let dup = sys::pidfd::pidfd_getfd(pidfd, open.fd)
+        .map_err(|e| open.inspect_err("pidfd_getfd", proc_path(), e))?;
+    let (owner_type, owner) = fcntl::owner(dup.as_fd())
+        .map_err(|e| open.inspect_err("F_GETOWN_EX", proc_path(), e))?;
+    let signal = fcntl::signal(dup.as_fd())
+        .map_err(|e| open.inspect_err("F_GETSIG", proc_path(), e))?;
+    if owner == 0 && signal == 0 {
+        return Ok(None);
+    }
+    Ok(Some(FdOwner {
+        fd: open.fd,
+        owner_type,
+        owner,
+        signal,
+    }))
+}
+
+/// The locks and owners one task's fds showed, each once: `found` holds (description id,
+/// lock) for every fd (a description's locks show on each of its fds), `owners` likewise.
+/// An owner other than the task itself, its threads `tids` or its process group `pgid` is
+/// refused.
+pub(super) fn for_task(
+    pid: Pid,
+    pgid: i32,
+    tids: &[Pid],
+    found: Vec<(u32, FileLock)>,
+    owners: Vec<(u32, FdOwner)>,
+) -> Result<(Vec<FileLock>, Vec<FdOwner>), FileError> {
+    let mut seen = HashSet::new();
+    let locks = found
+        .into_iter()
+        .filter(|(id, l)| seen.insert((*id, l.kind, l.write, l.start, l.end)))
+        .map(|(_, l)| l)
+        .collect();
+    let mut seen = HashSet::new();
+    let mut kept = Vec::new();
+    for (id, o) in owners {
+        if !seen.insert(id) {
+            continue;
+        }
+        let ours = o.owner == 0
+            || match o.owner_type {
+            fcntl::F_OWNER_TID => tids.iter().any(|t| t.as_raw() == o.owner),
+            fcntl::F_OWNER_PID => o.owner == pid.as_raw(),
+            fcntl::F_OWNER_PGRP => o.owner == pgid,
+            _ => false,
+        };
+        if !ours {
+            return Err(FileError::Dump {
+                pid,
+                fd: o.fd,
+                detail: format!(
+                    "its signal owner ({}) is not the process itself, one of its threads or \
+                     its process group: not supported yet",
+                    describe_owner(&o)
+                ),
+            });
+        }
+        kept.push(o);
+    }
+    Ok((locks, kept))
+}
+
+/// A lock in words: "POSIX write lock on bytes 5-14".
+pub(crate) fn describe(l: &FileLock) -> String {
+    let mode = if l.write { "write" } else { "read" };
+    let kind = match FileLockKind::try_from(l.kind) {
+        Ok(FileLockKind::Posix) => "POSIX",
+        Ok(FileLockKind::Ofd) => "OFD",
+        Ok(FileLockKind::Flock) => "flock",
+        Ok(FileLockKind::Lease) => return format!("{mode} lease"),
+        _ => "unknown",
+    };
+    let end = if l.end == u64::MAX {
+        "EOF".to_string()
+    } else {
+        l.end.to_string()
+    };
+    format!("{kind} {mode} lock on bytes {}-{end}", l.start)
+}
+
+/// An owner in words: "pid 12", "thread 13", "process group 12", and its signal.
+fn describe_owner(o: &FdOwner) -> String {
+    let who = match o.owner_type {
+        fcntl::F_OWNER_TID => "thread",
+        fcntl::F_OWNER_PGRP => "process group",
+        _ => "pid",
+    };
+    match o.signal {
+        0 => format!("{who} {}", o.owner),
+        s => format!("{who} {}, signal {s}", o.owner),
+    }
+}
+
+/// Takes every lock of `locks` back in the restored process `pid` (stopped under `remote`,
+/// `scratch` a writable page of it), through the fds they were recorded with.
+pub(crate) fn take_back(
+    pid: Pid,
+    remote: &Remote,
+    scratch: u64,
+    locks: &[FileLock],
+) -> Result<(), FileError> {
+    for l in locks {
+        let fd = l.fd as u64;
+        let len = if l.end == u64::MAX {
+            0
+        } else {
+            l.end.saturating_sub(l.start).saturating_add(1) as i64
+        };
+        let setlk = |cmd: u64| -> io::Result<u64> {
+            pt::write_mem(pid, scratch, &fcntl::flock_bytes(l.write, l.start as i64, len))?;
+            remote.call(libc::SYS_fcntl, &[fd, cmd, scratch])
+        };
+        let lock_type = if l.write { libc::F_WRLCK } else { libc::F_RDLCK } as u64;
+        let done = match FileLockKind::try_from(l.kind) {
+            Ok(FileLockKind::Posix) => setlk(libc::F_SETLK as u64),
+            Ok(FileLockKind::Ofd) => setlk(fcntl::F_OFD_SETLK),
+            Ok(FileLockKind::Flock) => {
+                let op = if l.write { libc::LOCK_EX } else { libc::LOCK_SH } | libc::LOCK_NB;
+                remote.call(libc::SYS_flock, &[fd, op as u64])
+            }
+            Ok(FileLockKind::Lease) => {
+                remote.call(libc::SYS_fcntl, &[fd, libc::F_SETLEASE as u64, lock_type])
+            }
+            _ => Err(io::Error::from_raw_os_error(libc::EINVAL)),
+        };
+        done.map_err(|source| {
+            let held = matches!(
+                source.raw_os_error(),
+                Some(libc::EAGAIN) | Some(libc::EACCES)
+            );
+            let what = if held {
+                format!(
+                    "take back its {} (another process holds a conflicting lock)",
+                    describe(l)
+                )
+            } else {
+                format!("take back its {}", describe(l))
+            };
+            FileError::TakeBack {
+                pid,
+                fd: l.fd as RawFd,
+                what,
+                source,
+            }
+        })?;
+    }
+    Ok(())
+}
+
+/// Gives every fd of `owners` its signal owner and signal again in the restored process `pid`
+/// (after its leases: F_SETLEASE makes the caller the owner).
+pub(crate) fn set_owners(
+    pid: Pid,
+    remote: &Remote,
+    scratch: u64,
+    owners: &[FdOwner],
+) -> Result<(), FileError> {
+    for o in owners {
+        let fd = o.fd as u64;
+        let err = |what: &str| {
+            let what = format!("{what} ({})", describe_owner(o));
+            move |source| FileError::TakeBack {
+                pid,
+                fd: o.fd,
+                what,
+                source,
+            }
+        };
+        if o.owner != 0 {
+            let mut raw = [0u8; 8];
+            raw[..4].copy_from_slice(&o.owner_type.to_ne_bytes());
+            raw[4..].copy_from_slice(&o.owner.to_ne_bytes());
+            pt::write_mem(pid, scratch, &raw)
+                .and_then(|()| {
+                    remote.call(libc::SYS_fcntl, &[fd, fcntl::F_SETOWN_EX, scratch])
+                })
+                .map_err(err("set its signal owner"))?;
+        }
+        if o.signal != 0 {
+            remote
+                .call(libc::SYS_fcntl, &[fd, fcntl::F_SETSIG, o.signal as u64])
+                .map_err(err("set its signal"))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lock_lines_are_parsed() {
+        let l = parse_line("\t1: POSIX  ADVISORY  WRITE 20554 fe:00:10010986 5 14").unwrap();
+        assert_eq!(
+            (l.kind, l.state, l.mode, l.pid, l.start, l.end),
+            ("POSIX", "ADVISORY", "WRITE", 20554, 5, Some(14))
+        );
+        let l = parse_line("1: OFDLCK ADVISORY  READ -1 fe:00:1 0 EOF").unwrap();
+        assert_eq!((l.kind, l.pid, l.end), ("OFDLCK", -1, None));
+        let l = parse_line("2: LEASE  BREAKING  READ 7 fe:00:1 0 EOF").unwrap();
+        assert_eq!(l.state, "BREAKING");
+        assert!(parse_line("1: POSIX ADVISORY").is_none());
+    }
+
+    #[test]
+    fn locks_are_described() {
+        let l = FileLock {
+            fd: 3,
+            kind: FileLockKind::Posix as i32,
+            write: true,
+            start: 5,
+            end: u64::MAX,
+        };
+        assert_eq!(describe(&l), "POSIX write lock on bytes 5-EOF");
+    }
+}

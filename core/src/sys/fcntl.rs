@@ -1,0 +1,80 @@
+//! The fcntl state of an open file description that fdinfo does not show: its signal owner
+//! (F_GETOWN_EX) and signal (F_GETSIG), read on a duplicate (they live on the description);
+//! and `struct flock` in the kernel's layout, for a lock taken by a remote call.
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+use super::check;
+
+/// fcntl commands and owner types libc does not name (asm-generic/fcntl.h).
+pub(crate) const F_SETSIG: u64 = 10;
+const F_GETSIG: libc::c_int = 11;
+pub(crate) const F_SETOWN_EX: u64 = 15;
+const F_GETOWN_EX: libc::c_int = 16;
+/// `struct f_owner_ex.type`: a thread, a process, a process group.
+pub(crate) const F_OWNER_TID: i32 = 0;
+pub(crate) const F_OWNER_PID: i32 = 1;
+pub(crate) const F_OWNER_PGRP: i32 = 2;
+
+/// F_GETOWN_EX of `fd`: (owner type F_OWNER_TID/PID/PGRP, the id; 0 for none).
+pub(crate) fn owner(fd: BorrowedFd<'_>) -> io::Result<(i32, i32)> {
+    // struct f_owner_ex { int type; pid_t pid; }
+    let mut own = [0 as libc::c_int; 2];
+    // SAFETY: F_GETOWN_EX writes one struct f_owner_ex (two ints) through the pointer, which
+    // points at `own`, two ints.
+    let ret = unsafe { libc::fcntl(fd.as_raw_fd(), F_GETOWN_EX, own.as_mut_ptr()) };
+    check(libc::c_long::from(ret))?;
+    Ok((own[0], own[1]))
+}
+
+/// F_GETSIG of `fd`: 0 for SIGIO.
+pub(crate) fn signal(fd: BorrowedFd<'_>) -> io::Result<i32> {
+    // SAFETY: F_GETSIG takes no argument.
+    let ret = unsafe { libc::fcntl(fd.as_raw_fd(), F_GETSIG) };
+    check(libc::c_long::from(ret)).map(|s| s as i32)
+}
+
+/// Registers fd `fd` again as the one its description's SIGIO names (`si_fd`): O_ASYNC
+/// cleared then set (the kernel keeps the number the flag was last set through, and calls
+/// the file's fasync only when the flag changes). Nothing is done if O_ASYNC is not set.
+pub(crate) fn renumber_async(fd: BorrowedFd<'_>) -> io::Result<()> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let flags = OFlag::from_bits_retain(fcntl(fd, FcntlArg::F_GETFL)?);
+    if !flags.contains(OFlag::O_ASYNC) {
+        return Ok(());
+    }
+    fcntl(fd, FcntlArg::F_SETFL(flags - OFlag::O_ASYNC))?;
+    fcntl(fd, FcntlArg::F_SETFL(flags))?;
+    Ok(())
+}
+
+/// F_OFD_SETLK (not in every libc's constants).
+pub(crate) const F_OFD_SETLK: u64 = 37;
+
+/// `struct flock` of x86_64 (l_type, l_whence, l_start, l_len, l_pid, padding): a lock on
+/// `start..start+len` from the start of the file (`len` 0: to the end), as bytes to write
+/// into the task that takes it.
+pub(crate) fn flock_bytes(write: bool, start: i64, len: i64) -> [u8; 32] {
+    let mut raw = [0u8; 32];
+    let kind = if write { libc::F_WRLCK } else { libc::F_RDLCK } as i16;
+    raw[0..2].copy_from_slice(&kind.to_ne_bytes());
+    raw[2..4].copy_from_slice(&(libc::SEEK_SET as i16).to_ne_bytes());
+    raw[8..16].copy_from_slice(&start.to_ne_bytes());
+    raw[16..24].copy_from_slice(&len.to_ne_bytes());
+    raw
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flock_layout_matches_libc() {
+        assert_eq!(std::mem::size_of::<libc::flock>(), 32);
+        let raw = flock_bytes(true, 5, 10);
+        assert_eq!(i16::from_ne_bytes([raw[0], raw[1]]), libc::F_WRLCK as i16);
+        assert_eq!(i64::from_ne_bytes(raw[8..16].try_into().unwrap()), 5);
+        assert_eq!(i64::from_ne_bytes(raw[16..24].try_into().unwrap()), 10);
+    }
+}

@@ -1,0 +1,67 @@
+//! `places HOW DIR`: a process whose working or root directory, or one of its fds, is one a
+//! restore must find again (or the dump refuse).
+//!
+//! ```text
+//! places chroot DIR        chroot into DIR/jail (DIR: the control dir), working directory
+//!                          DIR/jail/inner
+//! places deleted-cwd DIR   working directory DIR/gone, then removed
+//! places proc-fd DIR       fd 40 on /proc/<its own pid>/status
+//!                          where -> <working directory> (getcwd, as the process sees it)
+//!                          root  -> whether / holds the marker file DIR/jail/marker
+//! ```
+
+use std::path::Path;
+
+use super::{failed, sys, unknown, Mode};
+use crate::protocol;
+
+struct Places;
+
+/// `places HOW DIR`
+pub fn start(args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
+    let (Some(how), Some(dir)) = (args.first(), args.get(1)) else {
+        return Err("places mode needs HOW DIR".into());
+    };
+    let dir = Path::new(dir);
+    match how.as_str() {
+        "chroot" => {
+            // DIR is the control dir: the chroot is DIR/jail, where DIR's own path holds hard
+            // links to the control FIFOs (opened by path for each reply).
+            let jail = dir.join("jail");
+            let back = jail.join(dir.strip_prefix("/").map_err(|_| "DIR must be absolute")?);
+            std::fs::create_dir_all(&back).map_err(failed("mkdir"))?;
+            for fifo in [protocol::CMD_FIFO, protocol::OUT_FIFO] {
+                std::fs::hard_link(dir.join(fifo), back.join(fifo)).map_err(failed("link"))?;
+            }
+            std::fs::create_dir_all(jail.join("inner")).map_err(failed("mkdir"))?;
+            std::fs::write(jail.join("marker"), b"here").map_err(failed("marker"))?;
+            std::env::set_current_dir(jail.join("inner")).map_err(failed("chdir"))?;
+            std::os::unix::fs::chroot(&jail).map_err(failed("chroot"))?;
+        }
+        "deleted-cwd" => {
+            let gone = dir.join("gone");
+            std::fs::create_dir(&gone).map_err(failed("mkdir"))?;
+            std::env::set_current_dir(&gone).map_err(failed("chdir"))?;
+            std::fs::remove_dir(&gone).map_err(failed("rmdir"))?;
+        }
+        "proc-fd" => {
+            let path = format!("/proc/{}/status", std::process::id());
+            let fd = sys::open(Path::new(&path), libc::O_RDONLY).map_err(failed("open"))?;
+            sys::move_fd(fd, 40).map_err(failed("dup2"))?;
+        }
+        other => return Err(format!("unknown place {other:?}")),
+    }
+    Ok(Box::new(Places))
+}
+
+impl Mode for Places {
+    fn command(&mut self, verb: &str, _args: &[&str]) -> Result<String, String> {
+        match verb {
+            "where" => std::env::current_dir()
+                .map(|d| d.display().to_string())
+                .map_err(|e| e.to_string()),
+            "root" => Ok(Path::new("/marker").exists().to_string()),
+            _ => unknown(verb),
+        }
+    }
+}

@@ -1,0 +1,215 @@
+//! File locks, leases and fd signal owners come back held by the restored process: another
+//! process finds each lock held by the restored pid (F_GETLK, F_OFD_GETLK, flock), the
+//! restored process finds its lease (F_GETLEASE), and its pipe still signals it. sqlite with
+//! an open write transaction keeps other writers out across a dump and restore.
+//!
+//! Needs the engine: `cryo` must be built (`cargo build -p cryo`).
+
+use std::fs::OpenOptions;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::process::Command;
+
+use cryo_tests::{control_dir, cryo_bin, write_file, Workload};
+
+const F_OFD_GETLK: i32 = 36;
+
+/// Who holds a lock of `cmd` (F_GETLK, F_OFD_GETLK) conflicting with a write lock on
+/// `start..start+len` of `path`: (type, pid, start, len), type F_UNLCK if none.
+fn conflicting(path: &Path, cmd: i32, start: i64, len: i64) -> (i32, i32, i64, i64) {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    // SAFETY: flock is plain data; zeroed is valid.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = libc::F_WRLCK as i16;
+    fl.l_whence = libc::SEEK_SET as i16;
+    fl.l_start = start;
+    fl.l_len = len;
+    // SAFETY: fl is a valid struct flock the kernel reads and rewrites.
+    let r = unsafe { libc::fcntl(file.as_raw_fd(), cmd, &mut fl as *mut libc::flock) };
+    assert_eq!(r, 0, "fcntl: {}", std::io::Error::last_os_error());
+    (fl.l_type as i32, fl.l_pid, fl.l_start, fl.l_len)
+}
+
+/// Whether flock(LOCK_EX|LOCK_NB) on `path` is refused with EWOULDBLOCK.
+fn flock_refused(path: &Path) -> bool {
+    let file = OpenOptions::new().read(true).open(path).unwrap();
+    // SAFETY: flock takes an fd and flags.
+    let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EWOULDBLOCK)
+}
+
+/// A workload holding a lock of `kind` on a fresh 4 KiB file, dumped and restored.
+fn restored_with_lock(kind: &str) -> (Workload, std::path::PathBuf) {
+    cryo_bin();
+    let dir = control_dir();
+    let path = dir.path().join("locked");
+    write_file(&path, &[7u8; 4096]);
+    let mut w = Workload::spawn_in(dir, "locks", &[kind, path.to_str().unwrap()]);
+    let img = w.path("img");
+    w.dump_ok(&img);
+    w.restore_background(&img);
+    assert_eq!(w.cmd("pid"), w.pid().to_string());
+    (w, path)
+}
+
+#[test]
+fn a_posix_lock_is_held_by_the_restored_process() {
+    let (mut w, path) = restored_with_lock("posix");
+    let pid = w.pid();
+    assert_eq!(
+        conflicting(&path, libc::F_GETLK, 0, 50),
+        (libc::F_WRLCK, pid, 5, 10),
+        "the write lock on bytes 5-14"
+    );
+    assert_eq!(
+        conflicting(&path, libc::F_GETLK, 200, 1),
+        (libc::F_RDLCK, pid, 100, 0),
+        "the read lock from byte 100 to the end"
+    );
+    assert_eq!(conflicting(&path, libc::F_GETLK, 20, 10).0, libc::F_UNLCK);
+    w.kill_restored();
+}
+
+#[test]
+fn an_ofd_lock_is_held_by_the_restored_description() {
+    let (mut w, path) = restored_with_lock("ofd");
+    assert_eq!(
+        conflicting(&path, F_OFD_GETLK, 0, 1000),
+        (libc::F_WRLCK, -1, 0, 100)
+    );
+    w.kill_restored();
+    assert_eq!(conflicting(&path, F_OFD_GETLK, 0, 1000).0, libc::F_UNLCK);
+}
+
+#[test]
+fn a_flock_is_held_by_the_restored_description() {
+    let (mut w, path) = restored_with_lock("flock");
+    assert!(flock_refused(&path), "another process took the flock");
+    w.kill_restored();
+    assert!(!flock_refused(&path), "the flock outlived the process");
+}
+
+#[test]
+fn a_lease_is_held_by_the_restored_process() {
+    let (mut w, _path) = restored_with_lock("lease");
+    assert_eq!(w.cmd("lease"), libc::F_RDLCK.to_string());
+    w.kill_restored();
+}
+
+#[test]
+fn the_signal_owner_of_a_pipe_is_restored_and_signalled() {
+    cryo_bin();
+    let mut w = Workload::spawn("sigio", &[]);
+    let fd = w.cmd("fd");
+    let owner = w.cmd("owner");
+    assert_eq!(owner, format!("1 {} rtmin+4", w.pid()));
+    assert_eq!(w.cmd("poke"), format!("1 fd {fd}"));
+    let img = w.path("img");
+    w.dump_ok(&img);
+    w.restore_background(&img);
+    assert_eq!(w.cmd("owner"), owner);
+    assert_eq!(
+        w.cmd("poke"),
+        format!("2 fd {fd}"),
+        "the signal after restore"
+    );
+    w.kill_restored();
+}
+
+/// Runs one statement against `db` from a second python3 process (no busy timeout).
+fn other_writer(db: &Path, sql: &str) -> String {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3,sys\n\
+             db=sqlite3.connect(sys.argv[1],isolation_level=None,timeout=0)\n\
+             try:\n print('ok', db.execute(sys.argv[2]).fetchall())\n\
+             except Exception as e:\n print('err', e)",
+            db.to_str().unwrap(),
+            sql,
+        ])
+        .output()
+        .expect("python3");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn sqlite_keeps_its_write_transaction_across_a_restore() {
+    cryo_bin();
+    let dir = control_dir();
+    let db = dir.path().join("test.db");
+    let mut w = Workload::spawn_in(dir, "sqlite", &[db.to_str().unwrap()]);
+    assert_eq!(w.cmd("sql CREATE TABLE t(x)"), "ok []");
+    assert_eq!(w.cmd("sql INSERT INTO t VALUES(1)"), "ok []");
+    assert_eq!(w.cmd("sql BEGIN IMMEDIATE"), "ok []");
+    assert_eq!(w.cmd("sql INSERT INTO t VALUES(2)"), "ok []");
+    assert_eq!(
+        other_writer(&db, "INSERT INTO t VALUES(99)"),
+        "err database is locked"
+    );
+    let img = w.path("img");
+    w.dump_ok(&img);
+    w.restore_background(&img);
+    assert_eq!(
+        other_writer(&db, "INSERT INTO t VALUES(99)"),
+        "err database is locked",
+        "another writer got in while the restored transaction is open"
+    );
+    assert_eq!(w.cmd("sql COMMIT"), "ok []");
+    assert_eq!(other_writer(&db, "INSERT INTO t VALUES(3)"), "ok []");
+    assert_eq!(
+        w.cmd("sql SELECT x FROM t ORDER BY x"),
+        "ok [(1,), (2,), (3,)]"
+    );
+    assert_eq!(other_writer(&db, "PRAGMA integrity_check"), "ok [('ok',)]");
+    w.kill_restored();
+}
+
+#[test]
+fn a_lease_being_broken_is_refused_at_dump() {
+    cryo_bin();
+    let dir = control_dir();
+    let path = dir.path().join("leased");
+    write_file(&path, &[1u8; 64]);
+    let mut w = Workload::spawn_in(dir, "locks", &["lease", path.to_str().unwrap()]);
+    // An open for writing breaks the read lease; it waits until the lease is gone.
+    let breaker = {
+        let path = path.clone();
+        std::thread::spawn(move || OpenOptions::new().write(true).open(path).map(drop))
+    };
+    // The lease shows BREAKING (and F_GETLEASE F_UNLCK, what it is being broken to) at once.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while w.cmd("lease") != libc::F_UNLCK.to_string() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lease was not broken"
+        );
+        std::thread::yield_now();
+    }
+    let out = w.dump(&w.path("img"), &[]);
+    out.assert_refused()
+        .assert_stderr_mentions(&format!("pid {}", w.pid()))
+        .assert_stderr_mentions("a lease being broken");
+    w.assert_untouched();
+    w.kill_original();
+    breaker
+        .join()
+        .unwrap()
+        .expect("the open after the lease went");
+}
+
+#[test]
+fn a_signal_owner_outside_the_dump_is_refused() {
+    cryo_bin();
+    let w = Workload::spawn("sigio", &["parent"]);
+    let fd = w.cmd("fd");
+    let out = w.dump(&w.path("img"), &[]);
+    out.assert_refused()
+        .assert_stderr_mentions(&format!("pid {} fd {fd}", w.pid()))
+        .assert_stderr_mentions("signal owner");
+    w.assert_untouched();
+}
