@@ -193,6 +193,7 @@ every_message!(
     UnixSocket,
     ThreadAttrs,
     ProcessAttrs,
+    RawSocketOption,
 );
 
 #[test]

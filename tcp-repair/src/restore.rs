@@ -53,6 +53,8 @@ pub struct RestoredSocket {
     fd: OwnedFd,
     name: SocketName,
     unsent: Vec<u8>,
+    /// SO_REUSEADDR as captured: leaving repair mode clears it, so it is set again then.
+    reuse_addr: bool,
 }
 
 impl RestoredSocket {
@@ -84,7 +86,8 @@ impl RestoredSocket {
 
     /// Keeps repair mode on and hands the socket over; the caller leaves
     /// repair mode itself later (setting `TCP_REPAIR` to 0 or -1) and must
-    /// then send [`pending_unsent`](Self::pending_unsent) itself.
+    /// then send [`pending_unsent`](Self::pending_unsent) itself, and set SO_REUSEADDR
+    /// again if the state had it (see [`leave_repair`](crate::leave_repair)).
     pub fn into_held(self) -> (OwnedFd, Vec<u8>) {
         (self.fd, self.unsent)
     }
@@ -92,7 +95,7 @@ impl RestoredSocket {
     fn finish(self, how: libc::c_int) -> Result<OwnedFd> {
         let ctx = Ctx::new(Operation::LeaveRepair, self.name);
         let fd = self.fd.as_fd();
-        leave(fd, how, self.name)?;
+        leave(fd, how, self.name, self.reuse_addr)?;
         if !self.unsent.is_empty() {
             // The unsent data fitted in the original socket's buffer, but the
             // sent data restored in repair mode and a different packing into
@@ -302,7 +305,12 @@ pub fn restore(state: &TcpConnectionState) -> Result<RestoredSocket> {
     restore_fins(b, state, ctx)?;
 
     debug!(sock = %name, state = ?state.state, "restored in repair mode");
-    Ok(RestoredSocket { fd, name, unsent })
+    Ok(RestoredSocket {
+        fd,
+        name,
+        unsent,
+        reuse_addr: state.socket.reuse_addr,
+    })
 }
 
 /// Puts the FINs of a half-closed connection back (libsoccr's order).
@@ -386,8 +394,9 @@ fn shutdown_in_repair(fd: BorrowedFd<'_>, acked: bool, ctx: Ctx) -> Result<()> {
 
 /// Leaves repair mode on a socket restored and handed over with
 /// [`RestoredSocket::into_held`] (or held after capture), with or without a
-/// window probe. The caller still owns any unsent data.
-pub fn leave_repair(fd: impl AsFd, probe: bool) -> Result<()> {
+/// window probe, setting SO_REUSEADDR back to `reuse_addr` (what the socket had before
+/// repair mode: leaving it clears the flag). The caller still owns any unsent data.
+pub fn leave_repair(fd: impl AsFd, probe: bool, reuse_addr: bool) -> Result<()> {
     let fd = fd.as_fd();
     let name = crate::repair::socket_name(fd);
     leave(
@@ -398,6 +407,7 @@ pub fn leave_repair(fd: impl AsFd, probe: bool) -> Result<()> {
             sys::TCP_REPAIR_OFF_NO_WP
         },
         name,
+        reuse_addr,
     )
 }
 

@@ -35,12 +35,6 @@ pub enum DumpError {
         /// Its children once frozen.
         after: Vec<Pid>,
     },
-    /// TCP connections in two processes of a tree.
-    #[error("pid {pid}: TCP connections in more than one process of the tree: not supported yet")]
-    ConnectionsInSeveralProcesses {
-        /// The second process holding some.
-        pid: Pid,
-    },
 }
 
 /// Why `cryo kill -D DIR` refused.

@@ -116,6 +116,7 @@ pub(super) fn capture_connections(
             fd,
             local: state.local,
             remote: state.remote,
+            reuse_addr: state.socket.reuse_addr,
         };
         let state = SocketState::Connection(Box::new(state));
         Ok((held, socket_record(f.ino, f.family, &state)))

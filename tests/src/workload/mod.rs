@@ -34,6 +34,7 @@ mod pipe_split;
 mod shared_memory;
 mod signal;
 mod tcp;
+mod tcp_opts;
 mod threads;
 mod timers;
 mod tree;
