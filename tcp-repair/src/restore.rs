@@ -84,6 +84,27 @@ impl RestoredSocket {
         self.finish(sys::TCP_REPAIR_OFF)
     }
 
+    /// Ends the connection here as CRIU's `--tcp-close` does: disconnected in repair mode
+    /// (nothing sent, the queues dropped, the socket in TCP_CLOSE with its local address
+    /// kept), out of repair mode, then shut down both ways. Its owner's reads return EOF,
+    /// its writes fail with EPIPE, poll reports POLLHUP; the peer learns of it when its next
+    /// segment is answered with a RST.
+    pub fn finish_closed(self) -> Result<OwnedFd> {
+        let ctx = Ctx::new(Operation::LeaveRepair, self.name);
+        let fd = self.fd.as_fd();
+        crate::repair::disconnect_named(fd, self.name)?;
+        // A disconnect in repair mode leaves ECONNABORTED pending (the first read would
+        // return it): reading SO_ERROR takes it away.
+        sys::get_int(fd, libc::SOL_SOCKET, libc::SO_ERROR).map_err(ctx.sys("getsockopt SO_ERROR"))?;
+        leave(fd, sys::TCP_REPAIR_OFF_NO_WP, self.name, self.reuse_addr)?;
+        // On a closed socket shutdown() only marks both directions shut (and says ENOTCONN).
+        match nix::sys::socket::shutdown(fd.as_raw_fd(), nix::sys::socket::Shutdown::Both) {
+            Ok(()) | Err(Errno::ENOTCONN) => {}
+            Err(e) => return Err(ctx.sys("shutdown")(e)),
+        }
+        Ok(self.fd)
+    }
+
     /// Keeps repair mode on and hands the socket over; the caller leaves
     /// repair mode itself later (setting `TCP_REPAIR` to 0 or -1) and must
     /// then send [`pending_unsent`](Self::pending_unsent) itself, and set SO_REUSEADDR

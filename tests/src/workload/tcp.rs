@@ -21,6 +21,8 @@
 //!                            so far, answering `kid LINE` over two pipes with this mode's
 //!                            commands: both processes hold the same sockets)
 //!                            kid LINE -> the child's answer to LINE
+//!                            probe I -> read=<eof|data N|error> poll=<revents> write=<ok|error>
+//!                            (one non-blocking read, a poll without waiting, a 1-byte write)
 //!                            setopts I|listener -> ok   opts I|listener -> <name=value ...>
 //!                            (tcp_opts.rs: every option an application sets, read back)
 //! ```
@@ -123,6 +125,7 @@ impl Mode for Tcp {
                 Ok("ok".into())
             }
             ("fork", []) => t.fork().map_err(io_err),
+            ("probe", [i]) => Ok(probe(t.conn(i)?)),
             ("kid", line) => {
                 let kid = t.kid.as_ref().ok_or("no child: fork first")?;
                 // One answer, up to a pipe's atomic write (`opts` is long).
@@ -201,6 +204,51 @@ impl Tcp {
     fn conn(&mut self, i: &str) -> Result<&mut TcpStream, String> {
         let i: usize = i.parse().map_err(|_| format!("bad index {i:?}"))?;
         self.conns.get_mut(i).ok_or(format!("no connection {i}"))
+    }
+}
+
+/// What the process sees on `s` without waiting: one read, one poll, one write.
+fn probe(s: &mut TcpStream) -> String {
+    let mut buf = [0u8; 64];
+    let read = match s.read(&mut buf) {
+        Ok(0) => "eof".to_string(),
+        Ok(n) => format!("data {n}"),
+        Err(e) => kind_of(&e),
+    };
+    let mut pfd = libc::pollfd {
+        fd: s.as_raw_fd(),
+        events: libc::POLLIN | libc::POLLOUT | libc::POLLRDHUP,
+        revents: 0,
+    };
+    // SAFETY: one pollfd, valid for the call.
+    unsafe { libc::poll(&mut pfd, 1, 0) };
+    let names = [
+        (libc::POLLIN, "IN"),
+        (libc::POLLOUT, "OUT"),
+        (libc::POLLRDHUP, "RDHUP"),
+        (libc::POLLERR, "ERR"),
+        (libc::POLLHUP, "HUP"),
+    ];
+    let poll: Vec<&str> = names
+        .iter()
+        .filter(|(bit, _)| pfd.revents & bit != 0)
+        .map(|(_, n)| *n)
+        .collect();
+    let write = match s.write(b"x") {
+        Ok(_) => "ok".to_string(),
+        Err(e) => kind_of(&e),
+    };
+    format!("read={read} poll={} write={write}", poll.join("|"))
+}
+
+/// An error by its errno name (ECONNRESET...).
+fn kind_of(e: &io::Error) -> String {
+    match e.raw_os_error() {
+        Some(libc::ECONNRESET) => "ECONNRESET".into(),
+        Some(libc::EPIPE) => "EPIPE".into(),
+        Some(libc::ENOTCONN) => "ENOTCONN".into(),
+        Some(libc::EAGAIN) => "EAGAIN".into(),
+        _ => e.to_string(),
     }
 }
 
