@@ -122,7 +122,10 @@ fn main() {
         figures.push((label, run(&cryo_examples::Cryo::at(bin), n, processes)));
     }
     let label = "this build".to_string();
-    figures.push((label, run(&cryo_examples::Cryo::beside_this_example(), n, processes)));
+    figures.push((
+        label,
+        run(&cryo_examples::Cryo::beside_this_example(), n, processes),
+    ));
     for (label, (dump, restore)) in &figures {
         let total = *dump + *restore;
         println!(

@@ -299,7 +299,12 @@ impl<'fd> Repair<'fd> {
     /// guard, but reports a failure.
     pub fn leave_quiet(mut self) -> Result<()> {
         self.held = true;
-        leave(self.fd, sys::TCP_REPAIR_OFF_NO_WP, self.name, self.reuse_addr)
+        leave(
+            self.fd,
+            sys::TCP_REPAIR_OFF_NO_WP,
+            self.name,
+            self.reuse_addr,
+        )
     }
 
     /// Leaves repair mode with a window probe (`TCP_REPAIR_OFF`).
@@ -366,7 +371,8 @@ pub(crate) fn leave(
     reuse_addr: bool,
 ) -> Result<()> {
     let ctx = Ctx::new(Operation::LeaveRepair, name);
-    sys::set_int(fd, libc::SOL_TCP, libc::TCP_REPAIR, how).map_err(ctx.sys("setsockopt TCP_REPAIR"))?;
+    sys::set_int(fd, libc::SOL_TCP, libc::TCP_REPAIR, how)
+        .map_err(ctx.sys("setsockopt TCP_REPAIR"))?;
     if reuse_addr {
         sys::set_int(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)
             .map_err(ctx.sys("setsockopt SO_REUSEADDR"))?;

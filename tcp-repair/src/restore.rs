@@ -95,7 +95,8 @@ impl RestoredSocket {
         crate::repair::disconnect_named(fd, self.name)?;
         // A disconnect in repair mode leaves ECONNABORTED pending (the first read would
         // return it): reading SO_ERROR takes it away.
-        sys::get_int(fd, libc::SOL_SOCKET, libc::SO_ERROR).map_err(ctx.sys("getsockopt SO_ERROR"))?;
+        sys::get_int(fd, libc::SOL_SOCKET, libc::SO_ERROR)
+            .map_err(ctx.sys("getsockopt SO_ERROR"))?;
         leave(fd, sys::TCP_REPAIR_OFF_NO_WP, self.name, self.reuse_addr)?;
         // On a closed socket shutdown() only marks both directions shut (and says ENOTCONN).
         match nix::sys::socket::shutdown(fd.as_raw_fd(), nix::sys::socket::Shutdown::Both) {

@@ -48,7 +48,10 @@ fn echo(w: &Workload, who: &str, i: usize, client: &mut TcpStream, n: usize, see
         len_and_checksum(&data),
         "{who}connection {i}"
     );
-    assert!(read_exactly(client, n) == data, "{who}connection {i}: echo damaged");
+    assert!(
+        read_exactly(client, n) == data,
+        "{who}connection {i}: echo damaged"
+    );
 }
 
 /// The network lock a dump left, as `cryo show` prints it.
@@ -98,7 +101,10 @@ fn a_listener_and_a_connection_held_by_parent_and_child_come_back_as_one() {
     echo(&w, "", 0, &mut shared, 20_000, 4);
     echo(&w, "kid ", 0, &mut shared, 20_000, 5);
     echo(&w, "kid ", 1, &mut own, 20_000, 6);
-    assert!(!installed(&lock), "lock {lock} still installed after restore");
+    assert!(
+        !installed(&lock),
+        "lock {lock} still installed after restore"
+    );
     assert_eq!([w.cmd("opts 0"), w.cmd("opts listener")], opts);
     assert_eq!(w.cmd("kid opts 1"), kid_opts);
     // Both still accept on the listener they share.
@@ -123,7 +129,10 @@ fn leave_running_with_a_connection_held_by_two_processes_changes_nothing() {
     assert!(w.original_alive());
     assert_eq!(lock_of(&w, &img), None);
     let after = [w.cmd("opts 0"), w.cmd("kid opts 0"), w.cmd("opts listener")];
-    assert_eq!(after, before, "--leave-running changed the sockets' options");
+    assert_eq!(
+        after, before,
+        "--leave-running changed the sockets' options"
+    );
     echo(&w, "", 0, &mut shared, 5000, 7);
     echo(&w, "kid ", 0, &mut shared, 5000, 8);
     w.kill_original();
@@ -153,7 +162,10 @@ fn options_come_back(listen: &str, ip: &str) {
             .zip(a.split(' '))
             .filter(|(x, y)| x != y)
             .collect();
-        assert!(differ.is_empty(), "options differ (before, after): {differ:?}");
+        assert!(
+            differ.is_empty(),
+            "options differ (before, after): {differ:?}"
+        );
     }
     echo(&w, "", 0, &mut plain, 10_000, 1);
     echo(&w, "", 1, &mut tuned, 10_000, 2);
@@ -184,7 +196,10 @@ fn leave_running_leaves_every_option_as_it_was() {
     w.dump(&img, &["--tcp-established", "--leave-running"])
         .assert_success();
     let after = [w.cmd("opts 0"), w.cmd("opts 1"), w.cmd("opts listener")];
-    assert_eq!(after, before, "--leave-running changed the sockets' options");
+    assert_eq!(
+        after, before,
+        "--leave-running changed the sockets' options"
+    );
     echo(&w, "", 0, &mut plain, 5000, 3);
     echo(&w, "", 1, &mut tuned, 5000, 4);
     w.kill_original();

@@ -14,57 +14,226 @@ enum Value {
     Linger(i32),
     Timeval(i64),
     Bytes(&'static [u8]),
+    /// Only read (it cannot change once the socket is bound).
+    ReadOnly,
 }
 
 /// SO_BUF_LOCK (linux 5.14): the buffer sizes' lock bits (set by SO_SNDBUF/SO_RCVBUF).
 const SO_BUF_LOCK: i32 = 72;
 
 const COMMON: &[Opt] = &[
-    ("SO_REUSEADDR", libc::SOL_SOCKET, libc::SO_REUSEADDR, Value::Int(1)),
-    ("SO_KEEPALIVE", libc::SOL_SOCKET, libc::SO_KEEPALIVE, Value::Int(1)),
-    ("TCP_KEEPIDLE", libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, Value::Int(77)),
-    ("TCP_KEEPINTVL", libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, Value::Int(13)),
-    ("TCP_KEEPCNT", libc::IPPROTO_TCP, libc::TCP_KEEPCNT, Value::Int(5)),
-    ("TCP_NODELAY", libc::IPPROTO_TCP, libc::TCP_NODELAY, Value::Int(1)),
-    ("TCP_USER_TIMEOUT", libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, Value::Int(12345)),
-    ("TCP_CONGESTION", libc::IPPROTO_TCP, libc::TCP_CONGESTION, Value::Bytes(b"reno")),
-    ("SO_LINGER", libc::SOL_SOCKET, libc::SO_LINGER, Value::Linger(7)),
-    ("SO_SNDBUF", libc::SOL_SOCKET, libc::SO_SNDBUF, Value::Int(131072)),
-    ("SO_RCVBUF", libc::SOL_SOCKET, libc::SO_RCVBUF, Value::Int(65536)),
+    (
+        "SO_REUSEADDR",
+        libc::SOL_SOCKET,
+        libc::SO_REUSEADDR,
+        Value::Int(1),
+    ),
+    (
+        "SO_KEEPALIVE",
+        libc::SOL_SOCKET,
+        libc::SO_KEEPALIVE,
+        Value::Int(1),
+    ),
+    (
+        "TCP_KEEPIDLE",
+        libc::IPPROTO_TCP,
+        libc::TCP_KEEPIDLE,
+        Value::Int(77),
+    ),
+    (
+        "TCP_KEEPINTVL",
+        libc::IPPROTO_TCP,
+        libc::TCP_KEEPINTVL,
+        Value::Int(13),
+    ),
+    (
+        "TCP_KEEPCNT",
+        libc::IPPROTO_TCP,
+        libc::TCP_KEEPCNT,
+        Value::Int(5),
+    ),
+    (
+        "TCP_NODELAY",
+        libc::IPPROTO_TCP,
+        libc::TCP_NODELAY,
+        Value::Int(1),
+    ),
+    ("TCP_CORK", libc::IPPROTO_TCP, libc::TCP_CORK, Value::Int(1)),
+    (
+        "TCP_USER_TIMEOUT",
+        libc::IPPROTO_TCP,
+        libc::TCP_USER_TIMEOUT,
+        Value::Int(12345),
+    ),
+    (
+        "TCP_CONGESTION",
+        libc::IPPROTO_TCP,
+        libc::TCP_CONGESTION,
+        Value::Bytes(b"reno"),
+    ),
+    (
+        "SO_LINGER",
+        libc::SOL_SOCKET,
+        libc::SO_LINGER,
+        Value::Linger(7),
+    ),
+    (
+        "SO_SNDBUF",
+        libc::SOL_SOCKET,
+        libc::SO_SNDBUF,
+        Value::Int(131072),
+    ),
+    (
+        "SO_RCVBUF",
+        libc::SOL_SOCKET,
+        libc::SO_RCVBUF,
+        Value::Int(65536),
+    ),
     ("SO_BUF_LOCK", libc::SOL_SOCKET, SO_BUF_LOCK, Value::Int(3)),
     ("SO_MARK", libc::SOL_SOCKET, libc::SO_MARK, Value::Int(0x77)),
-    ("SO_PRIORITY", libc::SOL_SOCKET, libc::SO_PRIORITY, Value::Int(5)),
-    ("SO_RCVLOWAT", libc::SOL_SOCKET, libc::SO_RCVLOWAT, Value::Int(1)),
-    ("SO_RCVTIMEO", libc::SOL_SOCKET, libc::SO_RCVTIMEO, Value::Timeval(5)),
-    ("SO_SNDTIMEO", libc::SOL_SOCKET, libc::SO_SNDTIMEO, Value::Timeval(6)),
-    ("SO_BINDTODEVICE", libc::SOL_SOCKET, libc::SO_BINDTODEVICE, Value::Bytes(b"lo")),
-    ("SO_OOBINLINE", libc::SOL_SOCKET, libc::SO_OOBINLINE, Value::Int(1)),
-    ("SO_TIMESTAMP", libc::SOL_SOCKET, libc::SO_TIMESTAMP, Value::Int(1)),
-    ("TCP_NOTSENT_LOWAT", libc::IPPROTO_TCP, libc::TCP_NOTSENT_LOWAT, Value::Int(16384)),
-    ("TCP_LINGER2", libc::IPPROTO_TCP, libc::TCP_LINGER2, Value::Int(17)),
-    ("TCP_THIN_LINEAR_TIMEOUTS", libc::IPPROTO_TCP, libc::TCP_THIN_LINEAR_TIMEOUTS, Value::Int(1)),
-    ("TCP_SYNCNT", libc::IPPROTO_TCP, libc::TCP_SYNCNT, Value::Int(3)),
+    (
+        "SO_PRIORITY",
+        libc::SOL_SOCKET,
+        libc::SO_PRIORITY,
+        Value::Int(5),
+    ),
+    (
+        "SO_RCVLOWAT",
+        libc::SOL_SOCKET,
+        libc::SO_RCVLOWAT,
+        Value::Int(1),
+    ),
+    (
+        "SO_RCVTIMEO",
+        libc::SOL_SOCKET,
+        libc::SO_RCVTIMEO,
+        Value::Timeval(5),
+    ),
+    (
+        "SO_SNDTIMEO",
+        libc::SOL_SOCKET,
+        libc::SO_SNDTIMEO,
+        Value::Timeval(6),
+    ),
+    (
+        "SO_BINDTODEVICE",
+        libc::SOL_SOCKET,
+        libc::SO_BINDTODEVICE,
+        Value::Bytes(b"lo"),
+    ),
+    (
+        "SO_OOBINLINE",
+        libc::SOL_SOCKET,
+        libc::SO_OOBINLINE,
+        Value::Int(1),
+    ),
+    (
+        "SO_TIMESTAMP",
+        libc::SOL_SOCKET,
+        libc::SO_TIMESTAMP,
+        Value::Int(1),
+    ),
+    (
+        "TCP_NOTSENT_LOWAT",
+        libc::IPPROTO_TCP,
+        libc::TCP_NOTSENT_LOWAT,
+        Value::Int(16384),
+    ),
+    (
+        "TCP_LINGER2",
+        libc::IPPROTO_TCP,
+        libc::TCP_LINGER2,
+        Value::Int(17),
+    ),
+    (
+        "TCP_THIN_LINEAR_TIMEOUTS",
+        libc::IPPROTO_TCP,
+        libc::TCP_THIN_LINEAR_TIMEOUTS,
+        Value::Int(1),
+    ),
+    (
+        "TCP_SYNCNT",
+        libc::IPPROTO_TCP,
+        libc::TCP_SYNCNT,
+        Value::Int(3),
+    ),
 ];
 
 const V4: &[Opt] = &[
     ("IP_TOS", libc::IPPROTO_IP, libc::IP_TOS, Value::Int(0x10)),
     ("IP_TTL", libc::IPPROTO_IP, libc::IP_TTL, Value::Int(33)),
-    ("IP_MTU_DISCOVER", libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, Value::Int(0)),
-    ("IP_RECVERR", libc::IPPROTO_IP, libc::IP_RECVERR, Value::Int(1)),
-    ("IP_FREEBIND", libc::IPPROTO_IP, libc::IP_FREEBIND, Value::Int(1)),
+    (
+        "IP_MTU_DISCOVER",
+        libc::IPPROTO_IP,
+        libc::IP_MTU_DISCOVER,
+        Value::Int(0),
+    ),
+    (
+        "IP_RECVERR",
+        libc::IPPROTO_IP,
+        libc::IP_RECVERR,
+        Value::Int(1),
+    ),
+    (
+        "IP_FREEBIND",
+        libc::IPPROTO_IP,
+        libc::IP_FREEBIND,
+        Value::Int(1),
+    ),
 ];
 
 const V6: &[Opt] = &[
-    ("IPV6_TCLASS", libc::IPPROTO_IPV6, libc::IPV6_TCLASS, Value::Int(0x10)),
-    ("IPV6_UNICAST_HOPS", libc::IPPROTO_IPV6, libc::IPV6_UNICAST_HOPS, Value::Int(33)),
-    ("IPV6_RECVERR", libc::IPPROTO_IPV6, libc::IPV6_RECVERR, Value::Int(1)),
+    (
+        "IPV6_TCLASS",
+        libc::IPPROTO_IPV6,
+        libc::IPV6_TCLASS,
+        Value::Int(0x10),
+    ),
+    (
+        "IPV6_UNICAST_HOPS",
+        libc::IPPROTO_IPV6,
+        libc::IPV6_UNICAST_HOPS,
+        Value::Int(33),
+    ),
+    (
+        "IPV6_RECVERR",
+        libc::IPPROTO_IPV6,
+        libc::IPV6_RECVERR,
+        Value::Int(1),
+    ),
+    (
+        "IPV6_V6ONLY",
+        libc::IPPROTO_IPV6,
+        libc::IPV6_V6ONLY,
+        Value::ReadOnly,
+    ),
 ];
 
 const LISTENER: &[Opt] = &[
-    ("TCP_DEFER_ACCEPT", libc::IPPROTO_TCP, libc::TCP_DEFER_ACCEPT, Value::Int(5)),
-    ("TCP_FASTOPEN", libc::IPPROTO_TCP, libc::TCP_FASTOPEN, Value::Int(16)),
-    ("TCP_WINDOW_CLAMP", libc::IPPROTO_TCP, libc::TCP_WINDOW_CLAMP, Value::Int(40000)),
-    ("TCP_MAXSEG", libc::IPPROTO_TCP, libc::TCP_MAXSEG, Value::Int(1200)),
+    (
+        "TCP_DEFER_ACCEPT",
+        libc::IPPROTO_TCP,
+        libc::TCP_DEFER_ACCEPT,
+        Value::Int(5),
+    ),
+    (
+        "TCP_FASTOPEN",
+        libc::IPPROTO_TCP,
+        libc::TCP_FASTOPEN,
+        Value::Int(16),
+    ),
+    (
+        "TCP_WINDOW_CLAMP",
+        libc::IPPROTO_TCP,
+        libc::TCP_WINDOW_CLAMP,
+        Value::Int(40000),
+    ),
+    (
+        "TCP_MAXSEG",
+        libc::IPPROTO_TCP,
+        libc::TCP_MAXSEG,
+        Value::Int(1200),
+    ),
 ];
 
 /// Whether socket `fd` is IPv6.
@@ -73,7 +242,13 @@ fn is_v6(fd: i32) -> io::Result<bool> {
     let mut len = 4 as libc::socklen_t;
     // SAFETY: an int and its length, valid for the call.
     let r = unsafe {
-        libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_DOMAIN, (&raw mut domain).cast(), &mut len)
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_DOMAIN,
+            (&raw mut domain).cast(),
+            &mut len,
+        )
     };
     if r < 0 {
         return Err(io::Error::last_os_error());
@@ -107,7 +282,10 @@ pub fn set_all(fd: i32, listener: bool) -> Result<(), String> {
                     l_onoff: 1,
                     l_linger: secs,
                 };
-                ((&raw const linger).cast(), std::mem::size_of::<libc::linger>())
+                (
+                    (&raw const linger).cast(),
+                    std::mem::size_of::<libc::linger>(),
+                )
             }
             Value::Timeval(secs) => {
                 tv = libc::timeval {
@@ -117,6 +295,7 @@ pub fn set_all(fd: i32, listener: bool) -> Result<(), String> {
                 ((&raw const tv).cast(), std::mem::size_of::<libc::timeval>())
             }
             Value::Bytes(b) => (b.as_ptr().cast(), b.len()),
+            Value::ReadOnly => continue,
         };
         // SAFETY: `ptr` points to `len` live bytes for the call.
         let r = unsafe { libc::setsockopt(fd, level, opt, ptr, len as libc::socklen_t) };
@@ -138,7 +317,10 @@ pub fn read_all(fd: i32, listener: bool) -> Result<String, String> {
         if r < 0 {
             return Err(format!("getsockopt {name}: {}", io::Error::last_os_error()));
         }
-        let hex: String = buf[..len as usize].iter().map(|b| format!("{b:02x}")).collect();
+        let hex: String = buf[..len as usize]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         out.push(format!("{name}={hex}"));
     }
     Ok(out.join(" "))
