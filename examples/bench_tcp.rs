@@ -1,15 +1,19 @@
 //! Dump and restore of a server holding many established TCP connections, the clients in
 //! another process (this one), printing the per-connection cost.
 //!
-//! The server is a fork of this process: it listens on 127.0.0.1 (ephemeral port), accepts
-//! N connections, reads the 16 bytes each client sent first, and pauses. It is dumped with
-//! `--tcp-established` (and killed), restored, and every client is then checked: still
-//! established, no reset, and the data it sends is acknowledged by the restored server.
+//! The server is a fork of this process: it listens on 127.0.0.1 (ephemeral port), forks
+//! PROCESSES - 1 workers sharing the listener (a pre-fork server), each process accepts its
+//! share of N connections, reads the 16 bytes each client sent first, and pauses. The tree is
+//! dumped with `--tcp-established` (and killed), restored, and every client is then checked:
+//! still established, no reset, and the data it sends is acknowledged by the restored server.
 //!
 //! The dump and restore run the `cryo` binary built beside this example (`cargo build
-//! --release -p cryo` first): it must not inherit the clients' fds.
+//! --release -p cryo` first): it must not inherit the clients' fds. With `--base PATH`, the
+//! same scenario runs first with the cryo binary at PATH (another build), and both figures
+//! are printed.
 //!
-//! `cargo run --release -p cryo-examples --example bench-tcp [-- CONNECTIONS]` (default 10000)
+//! `cargo run --release -p cryo-examples --example bench-tcp [-- CONNECTIONS [PROCESSES]
+//! [--base PATH]]` (default 10000 connections, 1 process)
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -22,19 +26,30 @@ use nix::sys::socket::{listen, Backlog};
 use nix::sys::wait::waitpid;
 use nix::unistd::{fork, ForkResult};
 
-/// Forks the server; returns its pid and port once it accepted `n` connections.
-fn spawn_server(n: usize) -> (Pid, SocketAddr, Vec<TcpStream>) {
+/// Forks the server (`processes` processes sharing the listener, each accepting its share of
+/// `n` connections); returns its pid and port once every connection is accepted.
+fn spawn_server(n: usize, processes: usize) -> (Pid, SocketAddr, Vec<TcpStream>) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     listen(&listener, Backlog::new(4096).expect("backlog")).expect("listen");
     let addr = listener.local_addr().expect("local address");
     let (rd, wr): (OwnedFd, OwnedFd) = nix::unistd::pipe().expect("pipe");
-    // SAFETY: this example is single-threaded; the child only accepts, reads, writes to a
-    // pipe and pauses.
+    // SAFETY: this example is single-threaded; the child only forks, accepts, reads, writes
+    // to a pipe and pauses.
     match unsafe { fork() }.expect("fork") {
         ForkResult::Child => {
             drop(rd);
-            let mut conns = Vec::with_capacity(n);
-            for _ in 0..n {
+            // A process group of its own: the whole tree is killed at the end.
+            let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
+            let mut share = n / processes + n % processes;
+            for _ in 1..processes {
+                // SAFETY: as above, single-threaded.
+                if let ForkResult::Child = unsafe { fork() }.expect("fork a worker") {
+                    share = n / processes;
+                    break;
+                }
+            }
+            let mut conns = Vec::with_capacity(share);
+            for _ in 0..share {
                 let (mut s, _) = listener.accept().expect("accept");
                 let mut hello = [0u8; 16];
                 s.read_exact(&mut hello).expect("hello");
@@ -57,9 +72,9 @@ fn spawn_server(n: usize) -> (Pid, SocketAddr, Vec<TcpStream>) {
                 s.write_all(&(i as u128).to_le_bytes()).expect("hello");
                 clients.push(s);
             }
-            let mut byte = [0u8; 1];
+            let mut ready = vec![0u8; processes];
             std::fs::File::from(rd)
-                .read_exact(&mut byte)
+                .read_exact(&mut ready)
                 .expect("server ready");
             (child, addr, clients)
         }
@@ -86,20 +101,59 @@ fn client_state(s: &TcpStream) -> (u8, u32) {
 }
 
 fn main() {
-    let n: usize = std::env::args()
-        .nth(1)
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let base = args.iter().position(|a| a == "--base").map(|i| {
+        let path = args.get(i + 1).expect("--base PATH").clone();
+        args.drain(i..i + 2);
+        std::path::PathBuf::from(path)
+    });
+    let n: usize = args
+        .first()
         .map(|a| a.parse().expect("CONNECTIONS"))
         .unwrap_or(10_000);
+    let processes: usize = args
+        .get(1)
+        .map(|a| a.parse().expect("PROCESSES"))
+        .unwrap_or(1)
+        .max(1);
+    let mut figures = Vec::new();
+    if let Some(bin) = base {
+        let label = format!("base {}", bin.display());
+        figures.push((label, run(&cryo_examples::Cryo::at(bin), n, processes)));
+    }
+    let label = "this build".to_string();
+    figures.push((
+        label,
+        run(&cryo_examples::Cryo::beside_this_example(), n, processes),
+    ));
+    for (label, (dump, restore)) in &figures {
+        let total = *dump + *restore;
+        println!(
+            "{label}: {n} connections in {processes} process(es): dump {:.1} ms, restore {:.1} ms, together {:.1} ms ({:.1} us per connection)",
+            dump.as_secs_f64() * 1e3,
+            restore.as_secs_f64() * 1e3,
+            total.as_secs_f64() * 1e3,
+            total.as_secs_f64() * 1e6 / n as f64
+        );
+    }
+}
+
+/// One dump and restore of `n` connections over `processes` processes with `cryo`: the
+/// time of each whole command, once every client was checked.
+fn run(
+    cryo: &cryo_examples::Cryo,
+    n: usize,
+    processes: usize,
+) -> (std::time::Duration, std::time::Duration) {
     let dir = std::env::temp_dir().join(format!("cryo-bench-tcp-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let t = Instant::now();
-    let (pid, addr, mut clients) = spawn_server(n);
+    let (pid, addr, mut clients) = spawn_server(n, processes);
     println!(
-        "server {pid} on {addr}: {n} connections in {:.0} ms",
+        "server {pid} on {addr}: {n} connections in {processes} process(es) in {:.0} ms",
         t.elapsed().as_secs_f64() * 1e3
     );
 
-    let cryo = cryo_examples::Cryo::beside_this_example();
     let dir_s = dir.to_str().expect("utf-8 temp dir").to_string();
     let pid_s = pid.to_string();
     let t = Instant::now();
@@ -113,15 +167,6 @@ fn main() {
     let t = Instant::now();
     cryo.run(&["restore", "-D", &dir_s, "--detach"]);
     let restore_time = t.elapsed();
-
-    let total = dump_time + restore_time;
-    println!(
-        "cryo dump {:.1} ms, cryo restore {:.1} ms (whole commands), together {:.1} ms: {:.1} us per connection",
-        dump_time.as_secs_f64() * 1e3,
-        restore_time.as_secs_f64() * 1e3,
-        total.as_secs_f64() * 1e3,
-        total.as_secs_f64() * 1e6 / n as f64
-    );
 
     // Every client: still established, never reset, and its bytes acknowledged by the
     // restored server (retransmitted after the lock went away).
@@ -154,6 +199,9 @@ fn main() {
         }
     }
     println!("all {n} clients established, their data acknowledged, no reset");
+    // The restored tree is in the server's process group.
+    let _ = nix::sys::signal::killpg(pid, Signal::SIGKILL);
     let _ = kill(pid, Signal::SIGKILL);
     let _ = std::fs::remove_dir_all(&dir);
+    (dump_time, restore_time)
 }

@@ -26,6 +26,15 @@ impl Cryo {
         Self { bin, log }
     }
 
+    /// The binary at `bin` (another build, to compare with), logging as
+    /// [`beside_this_example`](Self::beside_this_example) does.
+    pub fn at(bin: PathBuf) -> Self {
+        Self {
+            bin,
+            ..Self::beside_this_example()
+        }
+    }
+
     /// Runs `cryo ARGS...`, which must succeed; returns its stdout.
     pub fn run(&self, args: &[&str]) -> String {
         let out = Command::new(&self.bin)

@@ -200,6 +200,7 @@ every_message!(
     SysvIpc,
     FileLock,
     FdOwner,
+    RawSocketOption,
 );
 
 #[test]

@@ -34,6 +34,7 @@
 mod error;
 mod inject;
 mod listen;
+mod more_options;
 mod options;
 mod probe;
 mod repair;
@@ -48,6 +49,7 @@ pub use listen::{
     capture_listener, listener_diag, parse_listener_answer, restore_listener, InFlight,
     ListenerDiag,
 };
+pub use more_options::{is_known as is_known_option, RawOption};
 pub use probe::{send_probe, PeerAnswer, PeerProbe};
 pub use repair::{capture_and_leave, disconnect, kernel_tcp_state, Repair};
 pub use restore::{close_silently, leave_repair, restore, RestoredSocket};

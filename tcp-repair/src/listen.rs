@@ -40,7 +40,7 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use crate::error::{Ctx, Operation, Result, SocketName, TcpRepairError};
 use crate::options;
 use crate::repair::socket_name;
-use crate::state::{state_name, ListenerState};
+use crate::state::{state_name, ListenerState, SocketOptions};
 use crate::sys;
 
 /// What to do with connections waiting in a listener's accept queue.
@@ -176,7 +176,10 @@ pub fn capture_listener(fd: impl AsFd, in_flight: InFlight) -> Result<ListenerSt
         local,
         backlog: diag.map(|d| d.backlog),
         dropped_pending: pending,
-        socket: options::capture_socket(fd, local.is_ipv6(), ctx)?,
+        socket: SocketOptions {
+            more: crate::more_options::capture(fd, local.is_ipv6(), true, ctx)?,
+            ..options::capture_socket(fd, local.is_ipv6(), ctx)?
+        },
         tcp: options::capture_tcp(fd, ctx)?,
     })
 }

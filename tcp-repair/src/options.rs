@@ -44,6 +44,7 @@ pub(crate) fn capture_socket(fd: BorrowedFd<'_>, ipv6: bool, ctx: Ctx) -> Result
             libc::SO_BROADCAST,
             "getsockopt SO_BROADCAST",
         )? != 0,
+        more: Vec::new(),
     })
 }
 
@@ -199,7 +200,8 @@ pub(crate) fn apply_socket(
         sys::set_int(fd, libc::SOL_SOCKET, libc::SO_BROADCAST, 1)
             .map_err(ctx.sys("setsockopt SO_BROADCAST"))?;
     }
-    Ok(())
+    // After the buffer sizes: SO_BUF_LOCK among them puts the lock bits back as captured.
+    crate::more_options::apply(fd, &o.more, ctx)
 }
 
 /// The TCP-level options.

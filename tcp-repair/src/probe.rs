@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! send_probe(fd)        TCP_INFO: ESTABLISHED?  no -> None (nothing sent)
-//!                       segs_in noted; TCP_REPAIR on, TCP_REPAIR_OFF -> the kernel sends a
+//!                       segs_in and SO_REUSEADDR noted (leaving repair mode clears it: set
+//!                       back after); TCP_REPAIR on, TCP_REPAIR_OFF -> the kernel sends a
 //!                       segment with an old sequence number (snd_una - 1): a live peer
 //!                       answers with an ACK, a host without the connection with a RST
 //! probe.answer(fd)      state CLOSE            -> Reset  (the kernel already failed the socket:
@@ -53,10 +54,17 @@ pub fn send_probe(fd: BorrowedFd<'_>) -> Result<Option<PeerProbe>> {
     if info.tcpi_state != ESTABLISHED {
         return Ok(None);
     }
+    // Leaving repair mode clears SO_REUSEADDR: read it first, put it back after.
+    let reuse_addr = sys::get_int(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR)
+        .map_err(fail("getsockopt SO_REUSEADDR"))?;
     sys::set_int(fd, libc::SOL_TCP, libc::TCP_REPAIR, sys::TCP_REPAIR_ON)
         .map_err(fail("setsockopt TCP_REPAIR (on)"))?;
     sys::set_int(fd, libc::SOL_TCP, libc::TCP_REPAIR, sys::TCP_REPAIR_OFF)
         .map_err(fail("setsockopt TCP_REPAIR (off, with a window probe)"))?;
+    if reuse_addr != 0 {
+        sys::set_int(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)
+            .map_err(fail("setsockopt SO_REUSEADDR"))?;
+    }
     Ok(Some(PeerProbe {
         segs_in: info.tcpi_segs_in,
     }))

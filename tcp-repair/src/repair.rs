@@ -20,7 +20,8 @@ use tracing::debug;
 use crate::error::{Ctx, Operation, Result, SocketName, TcpRepairError};
 use crate::options;
 use crate::state::{
-    state_name, HandshakeOptions, TcpConnectionState, TcpState, TcpWindow, WindowScale,
+    state_name, HandshakeOptions, SocketOptions, TcpConnectionState, TcpState, TcpWindow,
+    WindowScale,
 };
 use crate::sys;
 
@@ -74,6 +75,9 @@ pub struct Repair<'fd> {
     fd: BorrowedFd<'fd>,
     name: SocketName,
     held: bool,
+    /// SO_REUSEADDR before repair mode forced address reuse: what leaving repair mode
+    /// (which clears it) puts back.
+    reuse_addr: bool,
 }
 
 impl<'fd> Repair<'fd> {
@@ -91,6 +95,11 @@ impl<'fd> Repair<'fd> {
         let ctx = Ctx::new(Operation::EnterRepair, name);
         let info = sys::tcp_info(fd).map_err(ctx.sys("getsockopt TCP_INFO"))?;
         classify_state(info.state, Operation::EnterRepair, name)?;
+        // Read before repair mode: it forces reuse (getsockopt then reads 2), and leaving it
+        // clears the flag whatever the application had set.
+        let reuse_addr = sys::get_int(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR)
+            .map_err(ctx.sys("getsockopt SO_REUSEADDR"))?
+            != 0;
         sys::set_int(fd, libc::SOL_TCP, libc::TCP_REPAIR, sys::TCP_REPAIR_ON)
             .map_err(ctx.sys("setsockopt TCP_REPAIR"))?;
         debug!(sock = %name, "entered repair mode");
@@ -98,6 +107,7 @@ impl<'fd> Repair<'fd> {
             fd,
             name,
             held: false,
+            reuse_addr,
         })
     }
 
@@ -232,7 +242,12 @@ impl<'fd> Repair<'fd> {
             },
             timestamp,
             window,
-            socket: options::capture_socket(fd, ipv6, ctx)?,
+            socket: SocketOptions {
+                // What the application set, not repair mode's forced reuse.
+                reuse_addr: self.reuse_addr,
+                more: crate::more_options::capture(fd, ipv6, false, ctx)?,
+                ..options::capture_socket(fd, ipv6, ctx)?
+            },
             tcp: options::capture_tcp(fd, ctx)?,
         };
         debug!(
@@ -284,13 +299,18 @@ impl<'fd> Repair<'fd> {
     /// guard, but reports a failure.
     pub fn leave_quiet(mut self) -> Result<()> {
         self.held = true;
-        leave(self.fd, sys::TCP_REPAIR_OFF_NO_WP, self.name)
+        leave(
+            self.fd,
+            sys::TCP_REPAIR_OFF_NO_WP,
+            self.name,
+            self.reuse_addr,
+        )
     }
 
     /// Leaves repair mode with a window probe (`TCP_REPAIR_OFF`).
     pub fn leave_probe(mut self) -> Result<()> {
         self.held = true;
-        leave(self.fd, sys::TCP_REPAIR_OFF, self.name)
+        leave(self.fd, sys::TCP_REPAIR_OFF, self.name, self.reuse_addr)
     }
 
     /// Keeps repair mode on: the caller is about to close the socket (or kill
@@ -329,16 +349,35 @@ pub(crate) fn disconnect_named(fd: BorrowedFd<'_>, name: SocketName) -> Result<(
 impl Drop for Repair<'_> {
     fn drop(&mut self) {
         if !self.held {
-            if let Err(e) = leave(self.fd, sys::TCP_REPAIR_OFF_NO_WP, self.name) {
+            if let Err(e) = leave(
+                self.fd,
+                sys::TCP_REPAIR_OFF_NO_WP,
+                self.name,
+                self.reuse_addr,
+            ) {
                 tracing::warn!("{e}");
             }
         }
     }
 }
 
-pub(crate) fn leave(fd: BorrowedFd<'_>, how: libc::c_int, name: SocketName) -> Result<()> {
+/// Leaves repair mode (`how`: TCP_REPAIR_OFF or TCP_REPAIR_OFF_NO_WP), then sets
+/// SO_REUSEADDR back to `reuse_addr`: the kernel resets it on the way out (sk_reuse =
+/// SK_NO_REUSE), so an application that had set it would silently lose it.
+pub(crate) fn leave(
+    fd: BorrowedFd<'_>,
+    how: libc::c_int,
+    name: SocketName,
+    reuse_addr: bool,
+) -> Result<()> {
+    let ctx = Ctx::new(Operation::LeaveRepair, name);
     sys::set_int(fd, libc::SOL_TCP, libc::TCP_REPAIR, how)
-        .map_err(Ctx::new(Operation::LeaveRepair, name).sys("setsockopt TCP_REPAIR"))
+        .map_err(ctx.sys("setsockopt TCP_REPAIR"))?;
+    if reuse_addr {
+        sys::set_int(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)
+            .map_err(ctx.sys("setsockopt SO_REUSEADDR"))?;
+    }
+    Ok(())
 }
 
 /// Enters repair mode, captures, and leaves repair mode without a probe:

@@ -53,6 +53,8 @@ pub struct RestoredSocket {
     fd: OwnedFd,
     name: SocketName,
     unsent: Vec<u8>,
+    /// SO_REUSEADDR as captured: leaving repair mode clears it, so it is set again then.
+    reuse_addr: bool,
 }
 
 impl RestoredSocket {
@@ -82,9 +84,32 @@ impl RestoredSocket {
         self.finish(sys::TCP_REPAIR_OFF)
     }
 
+    /// Ends the connection here as CRIU's `--tcp-close` does: disconnected in repair mode
+    /// (nothing sent, the queues dropped, the socket in TCP_CLOSE with its local address
+    /// kept), out of repair mode, then shut down both ways. Its owner's reads return EOF,
+    /// its writes fail with EPIPE, poll reports POLLHUP; the peer learns of it when its next
+    /// segment is answered with a RST.
+    pub fn finish_closed(self) -> Result<OwnedFd> {
+        let ctx = Ctx::new(Operation::LeaveRepair, self.name);
+        let fd = self.fd.as_fd();
+        crate::repair::disconnect_named(fd, self.name)?;
+        // A disconnect in repair mode leaves ECONNABORTED pending (the first read would
+        // return it): reading SO_ERROR takes it away.
+        sys::get_int(fd, libc::SOL_SOCKET, libc::SO_ERROR)
+            .map_err(ctx.sys("getsockopt SO_ERROR"))?;
+        leave(fd, sys::TCP_REPAIR_OFF_NO_WP, self.name, self.reuse_addr)?;
+        // On a closed socket shutdown() only marks both directions shut (and says ENOTCONN).
+        match nix::sys::socket::shutdown(fd.as_raw_fd(), nix::sys::socket::Shutdown::Both) {
+            Ok(()) | Err(Errno::ENOTCONN) => {}
+            Err(e) => return Err(ctx.sys("shutdown")(e)),
+        }
+        Ok(self.fd)
+    }
+
     /// Keeps repair mode on and hands the socket over; the caller leaves
     /// repair mode itself later (setting `TCP_REPAIR` to 0 or -1) and must
-    /// then send [`pending_unsent`](Self::pending_unsent) itself.
+    /// then send [`pending_unsent`](Self::pending_unsent) itself, and set SO_REUSEADDR
+    /// again if the state had it (see [`leave_repair`](crate::leave_repair)).
     pub fn into_held(self) -> (OwnedFd, Vec<u8>) {
         (self.fd, self.unsent)
     }
@@ -92,7 +117,7 @@ impl RestoredSocket {
     fn finish(self, how: libc::c_int) -> Result<OwnedFd> {
         let ctx = Ctx::new(Operation::LeaveRepair, self.name);
         let fd = self.fd.as_fd();
-        leave(fd, how, self.name)?;
+        leave(fd, how, self.name, self.reuse_addr)?;
         if !self.unsent.is_empty() {
             // The unsent data fitted in the original socket's buffer, but the
             // sent data restored in repair mode and a different packing into
@@ -302,7 +327,12 @@ pub fn restore(state: &TcpConnectionState) -> Result<RestoredSocket> {
     restore_fins(b, state, ctx)?;
 
     debug!(sock = %name, state = ?state.state, "restored in repair mode");
-    Ok(RestoredSocket { fd, name, unsent })
+    Ok(RestoredSocket {
+        fd,
+        name,
+        unsent,
+        reuse_addr: state.socket.reuse_addr,
+    })
 }
 
 /// Puts the FINs of a half-closed connection back (libsoccr's order).
@@ -386,8 +416,9 @@ fn shutdown_in_repair(fd: BorrowedFd<'_>, acked: bool, ctx: Ctx) -> Result<()> {
 
 /// Leaves repair mode on a socket restored and handed over with
 /// [`RestoredSocket::into_held`] (or held after capture), with or without a
-/// window probe. The caller still owns any unsent data.
-pub fn leave_repair(fd: impl AsFd, probe: bool) -> Result<()> {
+/// window probe, setting SO_REUSEADDR back to `reuse_addr` (what the socket had before
+/// repair mode: leaving it clears the flag). The caller still owns any unsent data.
+pub fn leave_repair(fd: impl AsFd, probe: bool, reuse_addr: bool) -> Result<()> {
     let fd = fd.as_fd();
     let name = crate::repair::socket_name(fd);
     leave(
@@ -398,6 +429,7 @@ pub fn leave_repair(fd: impl AsFd, probe: bool) -> Result<()> {
             sys::TCP_REPAIR_OFF_NO_WP
         },
         name,
+        reuse_addr,
     )
 }
 

@@ -151,6 +151,9 @@ pub struct SocketOptions {
     pub v6_only: Option<bool>,
     /// `SO_BROADCAST` (meaningful for UDP).
     pub broadcast: bool,
+    /// Every other option of the table (more_options.rs) that differs from a fresh
+    /// socket's, as getsockopt returned it; set back at restore.
+    pub more: Vec<crate::RawOption>,
 }
 
 /// TCP-level options a server or client sets.

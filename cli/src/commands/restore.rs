@@ -29,8 +29,8 @@ pub struct Args {
     #[arg(long)]
     netns: bool,
 
-    /// Restore TCP connections reset instead of live: the application's next read or write
-    /// on them fails with ECONNRESET
+    /// Restore TCP connections closed instead of live, as CRIU does: the application's reads
+    /// return end-of-file, its writes fail with EPIPE, poll reports POLLHUP
     #[arg(long)]
     tcp_close: bool,
 

@@ -38,12 +38,6 @@ pub enum DumpError {
     /// SIGINT or SIGTERM arrived before the dump's point of no return.
     #[error("dump {0}: rolled back, the processes run as before")]
     Interrupted(#[from] crate::interrupt::Interrupted),
-    /// TCP connections in two processes of a tree.
-    #[error("pid {pid}: TCP connections in more than one process of the tree: not supported yet")]
-    ConnectionsInSeveralProcesses {
-        /// The second process holding some.
-        pid: Pid,
-    },
 }
 
 /// Why `cryo kill -D DIR` refused.

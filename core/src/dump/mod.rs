@@ -38,7 +38,7 @@ use crate::freeze::FrozenTask;
 use crate::hooks::{self, Hooks, Stage};
 use crate::image::{names, ImageDir};
 use crate::remote::{Remote, Scratch};
-use crate::sockets::{SocketDump, SocketDumpOptions};
+use crate::sockets::{DumpSockets, SocketDumpOptions};
 use crate::task::process as task;
 use crate::{memory, proc};
 
@@ -164,31 +164,29 @@ fn dump_tree(
         shell_job: opts.shell_job,
     };
     let mut files = FileTable::new();
-    let mut sockets_held = Vec::new();
     let mut cores = Vec::new();
     let mut pstree = Vec::new();
     let mut pages_bytes = 0;
-    for (m, frozen) in live.iter().zip(&frozen) {
+    // Sockets first, of every task: one network lock over every connection goes on before
+    // any is captured. Dropped on a failure below, it puts the connections back and
+    // releases the lock.
+    let live_pids: Vec<Pid> = live.iter().map(|m| m.pid).collect();
+    let mut sockets_held = DumpSockets::collect(
+        &live_pids,
+        &SocketDumpOptions {
+            tcp_established: opts.tcp_established,
+            lock_id: lock_id.clone(),
+        },
+    )?;
+    if sockets_held.has_connections() {
+        crate::interrupt::pause_point("locked");
+        hooks.set(hooks::env::NETWORK_LOCK, lock_id.as_str());
+        hooks.run(Stage::NetworkLock, &opts.pids)?;
+    }
+    interrupted("while capturing sockets")?;
+    for ((m, frozen), sockets) in live.iter().zip(&frozen).zip(sockets_held.tasks()) {
         let pid = m.pid;
         let _span = info_span!("task", %pid).entered();
-        // Sockets first: the network lock goes on before any connection is captured. Dropped
-        // on a failure below, it puts the connections back and releases the lock.
-        let sockets = SocketDump::collect(
-            pid,
-            &SocketDumpOptions {
-                tcp_established: opts.tcp_established,
-                lock_id: lock_id.clone(),
-            },
-        )?;
-        if sockets.has_connections() && sockets_held.iter().any(SocketDump::has_connections) {
-            return Err(DumpError::ConnectionsInSeveralProcesses { pid }.into());
-        }
-        if sockets.has_connections() {
-            crate::interrupt::pause_point("locked");
-            hooks.set(hooks::env::NETWORK_LOCK, lock_id.as_str());
-            hooks.run(Stage::NetworkLock, &opts.pids)?;
-        }
-        interrupted("while capturing sockets")?;
         // Read again now that it cannot change under us.
         let stat = proc::stat(pid)?;
         let mut remote =
@@ -196,7 +194,7 @@ fn dump_tree(
         let scratch =
             Scratch::map(&mut remote).map_err(|e| Error::sys(pid, "map a scratch page", e))?;
         let collected = collect(
-            pid, &stat, images, &fd_opts, frozen, &remote, &scratch, &sockets, &mut files,
+            pid, &stat, images, &fd_opts, frozen, &remote, &scratch, sockets, &mut files,
         );
         // Whatever happened, the task gets its own state back before anything else.
         let unmapped = scratch.unmap(&remote);
@@ -212,12 +210,11 @@ fn dump_tree(
         entry.stopped = m.stat.state == 'T';
         pstree.push(entry);
         cores.push((core, mm));
-        sockets_held.push(sockets);
     }
     // Descriptors in flight become descriptions; accept queues checked.
-    crate::sockets::resolve(&mut sockets_held, &mut files, images, opts.leave_running)?;
+    crate::sockets::resolve(sockets_held.tasks_mut(), &mut files, images, opts.leave_running)?;
     // Both ends of every unix connection must be in the dump (or be let go: --ext-unix-sk).
-    let external = crate::sockets::check_unix_peers(&sockets_held, opts.ext_unix_sk)?;
+    let external = crate::sockets::check_unix_peers(sockets_held.tasks(), opts.ext_unix_sk)?;
     files.mark_external_peers(&external);
     for m in tree.iter().filter(|m| m.stat.state == 'Z') {
         let mut entry = task::process_entry(m.pid, &m.stat, &[]);
@@ -237,11 +234,11 @@ fn dump_tree(
     }
     if !opts.leave_running {
         // What clients sent before being accepted: reached by accept(), so only now.
-        crate::sockets::capture_accept_queues(&mut sockets_held, &mut files, images)?;
+        crate::sockets::capture_accept_queues(sockets_held.tasks_mut(), &mut files, images)?;
     }
     images.write(names::FILES, ImageKind::Files, &files.into_descs())?;
     images.write(names::PSTREE, ImageKind::Pstree, &pstree)?;
-    let has_connections = sockets_held.iter().any(SocketDump::has_connections);
+    let has_connections = sockets_held.has_connections();
     let checkpoint_id = checkpoint_id();
     // The inventory last: a directory without one is not an image.
     images.write(
@@ -277,9 +274,7 @@ fn dump_tree(
     // Frozen until released or killed; the wait for the killed to exit is not freezing.
     let frozen_for;
     if opts.leave_running {
-        for sockets in sockets_held {
-            sockets.finish_running()?;
-        }
+        sockets_held.finish_running()?;
         drop(frozen);
         frozen_for = frozen_at.elapsed();
         if let Some(guardian) = guardian {
@@ -292,13 +287,11 @@ fn dump_tree(
         }
         let dying = crate::freeze::kill_tree(frozen)?;
         frozen_for = frozen_at.elapsed();
-        for sockets in sockets_held {
-            if let Some(id) = sockets.finish_killed() {
-                info!(
-                    lock = id,
-                    "connections held silent by the network lock until restore"
-                );
-            }
+        if let Some(id) = sockets_held.finish_killed() {
+            info!(
+                lock = id,
+                "connections held silent by the network lock until restore"
+            );
         }
         dying.into_iter().for_each(crate::freeze::Dying::wait_gone);
     }

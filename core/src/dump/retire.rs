@@ -24,7 +24,7 @@ use super::unlock::lock_id_for;
 use crate::error::Result;
 use crate::freeze::FrozenTask;
 use crate::image::{names, ImageDir};
-use crate::sockets::{self, SocketDump, SocketDumpOptions};
+use crate::sockets::{self, DumpSockets, SocketDumpOptions};
 
 /// What `cryo kill` did.
 #[derive(Debug, Clone, Default)]
@@ -97,16 +97,15 @@ pub fn kill_left_running(dir: &Path) -> Result<Retired> {
         frozen.push(FrozenTask::freeze(pid)?);
     }
     let lock_id = lock_id_for(dir);
-    let mut held = Vec::new();
+    let held = DumpSockets::collect(
+        &live,
+        &SocketDumpOptions {
+            tcp_established: true,
+            lock_id: lock_id.clone(),
+        },
+    )?;
     let mut seen = 0;
-    for &pid in &live {
-        let dump = SocketDump::collect(
-            pid,
-            &SocketDumpOptions {
-                tcp_established: true,
-                lock_id: lock_id.clone(),
-            },
-        )?;
+    for (&pid, dump) in live.iter().zip(held.tasks()) {
         for (ino, now) in dump.connections() {
             let Some(then) = image_connections.get(&ino) else {
                 return Err(KillError::NewConnection {
@@ -125,7 +124,6 @@ pub fn kill_left_running(dir: &Path) -> Result<Retired> {
             }
             seen += 1;
         }
-        held.push(dump);
     }
     if seen != image_connections.len() {
         return Err(KillError::ConnectionsClosed {
@@ -140,9 +138,7 @@ pub fn kill_left_running(dir: &Path) -> Result<Retired> {
     inventory.network_lock = network_lock.clone();
     images.replace(names::INVENTORY, ImageKind::Inventory, &[inventory])?;
     let dying = crate::freeze::kill_tree(frozen)?;
-    for dump in held {
-        let _ = dump.finish_killed();
-    }
+    let _ = held.finish_killed();
     dying.into_iter().for_each(crate::freeze::Dying::wait_gone);
     info!(
         processes = live.len(),

@@ -52,7 +52,8 @@ pub struct RestoreOptions {
     pub pidns: bool,
     /// Restore into a new network namespace with loopback up.
     pub netns: bool,
-    /// Restore TCP connections reset (`--tcp-close`) instead of live.
+    /// Restore TCP connections closed (`--tcp-close`: TCP_CLOSE, shut both ways) instead of
+    /// live.
     pub tcp_close: bool,
     /// The program run at pre-restore, post-restore, network-unlock and post-resume
     /// (`--action-script`).

@@ -1,17 +1,27 @@
-//! The lifecycle of a dump's connections, in one place: the network lock installed before
-//! they are captured, each connection held in repair mode, and the end of the dump.
+//! The lifecycle of a dump's connections, in one place: ONE network lock per dump installed
+//! before any connection is captured, each connection held in repair mode, and the end of
+//! the dump.
 //!
 //! ```text
-//! lock_connections   one nftables batch over every connection's 4-tuple (segments cryo
-//!                    injects at restore carry the bypass mark)
-//! capture            each connection left in repair mode (Held: its fd in the task)
-//! finish_killed      the task was killed: its sockets closed in repair mode, nothing sent;
-//!                    the lock stays installed, its id returned for the inventory (the
-//!                    restore or `cryo unlock` removes it)
-//! finish_running     the task runs on: repair left quietly (TCP_REPAIR_OFF_NO_WP) on a
-//!  or a failed dump  fresh duplicate of each held fd, the lock released (Drop)
+//! DumpSockets::collect   every task's sockets identified (refusals first, nothing touched),
+//!                        then one nftables batch over every connection of every task, each
+//!                        4-tuple once (segments cryo injects at restore carry the bypass
+//!                        mark), then each task's sockets captured; a TCP socket several
+//!                        tasks hold (fork, SCM_RIGHTS) is captured once
+//! capture                each connection left in repair mode (Held: its fd in the task)
+//! finish_killed          the tasks were killed: their sockets closed in repair mode, nothing
+//!                        sent; the lock stays installed, its id returned for the inventory
+//!                        (the restore or `cryo unlock` removes it)
+//! finish_running         the tasks run on: repair left quietly (TCP_REPAIR_OFF_NO_WP) on a
+//!  or a failed dump      fresh duplicate of each held fd, SO_REUSEADDR set back as the task
+//!                        had it, then the lock released (Drop)
 //! ```
+//!
+//! The lock itself is cryo-netns's [`NetworkLock`]: `install(id, tuples)` (one batch),
+//! `keep()` (leave it for the restore), `release()`, `NetworkLock::release_by_id(id)` (what
+//! `cryo unlock -D DIR` and the restore call), `installed_locks()`.
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, RawFd};
 
@@ -19,7 +29,8 @@ use cryo_netns::{ConnTuple, NetworkLock};
 use nix::unistd::Pid;
 use tracing::{debug, warn};
 
-use super::{Found, FoundSocket, SocketDump, SocketDumpOptions, SocketError};
+use super::{Found, SocketDump, SocketDumpOptions, SocketError};
+use crate::files::FileError;
 use crate::sys;
 
 // The segments tcp-repair injects on restore (the peer's FIN of a half-closed connection)
@@ -35,26 +46,63 @@ pub(super) struct Held {
     pub fd: RawFd,
     pub local: SocketAddr,
     pub remote: SocketAddr,
+    /// SO_REUSEADDR as the task had it (leaving repair mode clears it).
+    pub reuse_addr: bool,
 }
 
-impl SocketDump {
-    /// Installs the network lock over the connections among `found` (none: no lock).
-    pub(super) fn lock_connections(
-        &mut self,
-        pid: Pid,
-        opts: &SocketDumpOptions,
-        found: &[FoundSocket],
-    ) -> Result<(), SocketError> {
-        let tuples: Vec<ConnTuple> = found
+/// The sockets of every task of a dump, and the one network lock over their connections.
+///
+/// Dropped without [`finish_killed`](Self::finish_killed) (a failed dump), or through
+/// [`finish_running`](Self::finish_running): every held connection leaves repair mode as it
+/// was, then the lock is released.
+#[derive(Debug, Default)]
+pub struct DumpSockets {
+    tasks: Vec<SocketDump>,
+    lock: Option<NetworkLock>,
+}
+
+impl DumpSockets {
+    /// Finds, checks and captures the sockets of the frozen tasks `pids` (in order): every
+    /// refusal first (nothing is touched if any socket of any task cannot be dumped), then
+    /// one network lock over every connection, then the captures, task by task.
+    pub fn collect(pids: &[Pid], opts: &SocketDumpOptions) -> Result<DumpSockets, FileError> {
+        let identified = pids
             .iter()
-            .filter_map(|f| match f.kind {
-                Found::Connection(l, r) => Some(ConnTuple::new(l, r)),
-                _ => None,
-            })
-            .collect();
-        if tuples.is_empty() {
-            return Ok(());
+            .map(|&pid| SocketDump::identify_task(pid, opts))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut out = DumpSockets::default();
+        out.lock(opts, &identified)?;
+        let mut tcp_taken = HashSet::new();
+        for ident in identified {
+            let task = SocketDump::capture_task(ident, &mut tcp_taken)?;
+            out.tasks.push(task);
         }
+        Ok(out)
+    }
+
+    /// Installs the network lock over the connections among `identified`, each once (none:
+    /// no lock).
+    fn lock(
+        &mut self,
+        opts: &SocketDumpOptions,
+        identified: &[super::Identified],
+    ) -> Result<(), SocketError> {
+        let mut seen = HashSet::new();
+        let mut first_pid = None;
+        let mut tuples: Vec<ConnTuple> = Vec::new();
+        for ident in identified {
+            for f in &ident.found {
+                if let Found::Connection(l, r) = f.kind {
+                    if seen.insert(f.ino) {
+                        first_pid.get_or_insert(ident.pid);
+                        tuples.push(ConnTuple::new(l, r));
+                    }
+                }
+            }
+        }
+        let Some(pid) = first_pid else {
+            return Ok(());
+        };
         let lock = NetworkLock::install(&opts.lock_id, &tuples)
             .map_err(|source| SocketError::NetworkLock { pid, source })?;
         debug!(
@@ -63,27 +111,52 @@ impl SocketDump {
             "network lock installed"
         );
         self.lock = Some(lock);
-        self.held.reserve(tuples.len());
         Ok(())
     }
 
     /// True when connections were captured (and the network lock installed).
     pub fn has_connections(&self) -> bool {
-        !self.held.is_empty()
+        self.lock.is_some()
     }
 
-    /// The task was killed: close the held connections in repair mode (nothing reaches the
+    /// The sockets of each task, in the order of the pids collected.
+    pub fn tasks(&self) -> &[SocketDump] {
+        &self.tasks
+    }
+
+    /// The same, to resolve what crosses tasks (descriptors in flight, accept queues).
+    pub fn tasks_mut(&mut self) -> &mut Vec<SocketDump> {
+        &mut self.tasks
+    }
+
+    /// The tasks were killed: close the held connections in repair mode (nothing reaches the
     /// peers) and leave the network lock installed for the restore to remove. Returns its id.
     pub fn finish_killed(mut self) -> Option<String> {
-        // The task's sockets closed in repair mode: no FIN, no RST.
-        self.held.clear();
+        for task in &mut self.tasks {
+            // The task's sockets closed in repair mode: no FIN, no RST.
+            task.held.clear();
+        }
+        self.tasks.clear();
         self.lock.take().map(NetworkLock::keep)
     }
 
-    /// The task goes on running: leave repair mode quietly and release the lock.
+    /// The tasks go on running: leave repair mode quietly (SO_REUSEADDR as it was) and
+    /// release the lock.
     pub fn finish_running(self) -> Result<(), SocketError> {
         drop(self);
         Ok(())
+    }
+}
+
+impl Drop for DumpSockets {
+    fn drop(&mut self) {
+        // Connections out of repair mode first, while the lock still drops their packets.
+        self.tasks.clear();
+        if let Some(mut lock) = self.lock.take() {
+            if let Err(e) = lock.release() {
+                warn!(lock = lock.id(), error = %e, "network lock not released");
+            }
+        }
     }
 }
 
@@ -94,7 +167,8 @@ impl Drop for SocketDump {
             let left = sys::pidfd::pidfd_getfd(pidfd.as_fd(), held.fd)
                 .map_err(|e| e.to_string())
                 .and_then(|dup| {
-                    cryo_tcp_repair::leave_repair(dup.as_fd(), false).map_err(|e| e.to_string())
+                    cryo_tcp_repair::leave_repair(dup.as_fd(), false, held.reuse_addr)
+                        .map_err(|e| e.to_string())
                 });
             if let Err(e) = left {
                 warn!(
@@ -104,11 +178,6 @@ impl Drop for SocketDump {
                     error = %e,
                     "connection left in repair mode"
                 );
-            }
-        }
-        if let Some(mut lock) = self.lock.take() {
-            if let Err(e) = lock.release() {
-                warn!(lock = lock.id(), error = %e, "network lock not released");
             }
         }
     }

@@ -19,13 +19,14 @@
 //! The lifecycle of a dumped socket:
 //!
 //! ```text
-//! dump (task frozen), before the file table is built (SocketDump::collect):
-//!   /proc/PID/fd/N                 pidfd_getfd -> a duplicate (the same socket), fstat: inode
+//! dump (every task frozen), before the file tables are built (DumpSockets::collect):
+//!   per task, per fd: /proc/PID/fd/N   pidfd_getfd -> a duplicate (the same socket), fstat: inode
 //!   SO_DOMAIN/SO_TYPE/SO_PROTOCOL, TCP_INFO state   -> connection | listener | udp | unix
 //!                                                      | refused (nothing touched yet)
-//!   network lock installed over every connection's 4-tuple (one nftables batch)
-//!   connections: Repair::enter + capture, then HELD in repair mode (on every core)
-//!   listeners, udp, unix: captured in order (unix: queue peeked, descriptors in flight noted)
+//!   ONE network lock over every connection of every task, each 4-tuple once (one batch)
+//!   per task: connections Repair::enter + capture, then HELD in repair mode (on every core);
+//!   listeners, udp, unix captured in order (unix: queue peeked, descriptors in flight
+//!   noted); a TCP socket several tasks hold is captured once, by the first
 //!   -> one `Socket` record per inode (its state in the oneof: record.rs)
 //! across the dump (unix/in_flight.rs): unix peers checked, descriptors in flight dumped,
 //!   accept queues checked (and, by a dump that kills, taken)
@@ -52,7 +53,6 @@ pub(crate) mod unix;
 use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
 
-use cryo_netns::NetworkLock;
 use cryo_proto::image::{socket::State, FileDesc, Socket};
 use nix::fcntl::{FcntlArg, OFlag};
 use nix::unistd::Pid;
@@ -70,6 +70,7 @@ pub use unix::groups::UnixLinks;
 pub use unix::in_flight::{capture_accept_queues, resolve};
 pub use unix::{check_unix_peers, ExternalPeer};
 
+pub use lifecycle::DumpSockets;
 pub(crate) use tcp::connection_moved;
 
 /// How sockets are dumped.
@@ -81,11 +82,10 @@ pub struct SocketDumpOptions {
     pub lock_id: String,
 }
 
-/// The sockets of a frozen task, captured before its file table is built.
+/// The sockets of a frozen task, captured before its file table is built (one of the tasks
+/// of a [`DumpSockets`]).
 ///
-/// Dropping it without [`finish_killed`](Self::finish_killed) (a failed dump) or with
-/// [`finish_running`](Self::finish_running) puts every held connection back as it was and
-/// releases the network lock (lifecycle.rs).
+/// Dropping it puts every held connection back as it was (lifecycle.rs).
 #[derive(Debug, Default)]
 pub struct SocketDump {
     records: HashMap<u64, Socket>,
@@ -105,7 +105,6 @@ pub struct SocketDump {
     kept: Vec<OwnedFd>,
     held: Vec<lifecycle::Held>,
     pidfd: Option<OwnedFd>,
-    lock: Option<NetworkLock>,
     /// Every socket fd of the task (several may share one socket), with its inode.
     socket_fds: HashMap<RawFd, InodeKey>,
 }
@@ -116,6 +115,16 @@ enum Found {
     Listener,
     Udp,
     Unix,
+}
+
+/// The sockets of one frozen task, identified and checked, nothing touched yet.
+struct Identified {
+    pid: Pid,
+    /// None when the task has no fd at all.
+    pidfd: Option<OwnedFd>,
+    /// One per socket (the first fd holding it).
+    found: Vec<FoundSocket>,
+    socket_fds: HashMap<RawFd, InodeKey>,
 }
 
 /// One socket of the task, identified: its fd, inode, address family and kind.
@@ -182,21 +191,25 @@ fn socket_inode(dup: BorrowedFd<'_>) -> std::io::Result<Option<InodeKey>> {
 }
 
 impl SocketDump {
-    /// Finds, checks and captures every socket of the frozen task `pid`: refusals first
-    /// (nothing is touched if any socket cannot be dumped), then the network lock over the
-    /// connections, then the captures.
+    /// Finds and checks every socket of the frozen task `pid`, touching nothing: a refusal
+    /// comes here, before any lock or capture (see [`DumpSockets::collect`]).
     ///
     /// Per fd: a duplicate (pidfd_getfd) and its fstat (no /proc lookup: a readlink of
     /// /proc/PID/fd/N costs more than both); a socket is identified on that duplicate, closed
     /// at once, and captured on a second one after the lock is installed (keeping the first
     /// would double cryo's fds); thousands of fds are spread over the cores. The fd's flags
     /// are the file table's business.
-    pub fn collect(pid: Pid, opts: &SocketDumpOptions) -> Result<SocketDump, FileError> {
+    fn identify_task(pid: Pid, opts: &SocketDumpOptions) -> Result<Identified, FileError> {
         /// Below this many fds, a thread costs more than it saves.
         const PER_THREAD_MIN: usize = 512;
         let fds = inspect::list_fds(pid)?;
         let Some(&first_fd) = fds.first() else {
-            return Ok(SocketDump::default());
+            return Ok(Identified {
+                pid,
+                pidfd: None,
+                found: Vec::new(),
+                socket_fds: HashMap::new(),
+            });
         };
         let pidfd = sys::pidfd::pidfd_open(pid).map_err(|e| {
             for_errors(pid, first_fd).inspect_err("pidfd_open", format!("/proc/{pid}").into(), e)
@@ -248,15 +261,44 @@ impl SocketDump {
                 });
             }
         }
+        Ok(Identified {
+            pid,
+            pidfd: Some(pidfd),
+            found,
+            socket_fds,
+        })
+    }
+
+    /// Captures the sockets of task `ident` (the network lock installed over every
+    /// connection of the dump). A TCP socket another task of the dump holds too (inherited
+    /// across fork, or passed) is captured once, by the first: `tcp_taken` lists those
+    /// captured so far; the others find its description through the file table (kcmp).
+    fn capture_task(
+        ident: Identified,
+        tcp_taken: &mut HashSet<u64>,
+    ) -> Result<SocketDump, FileError> {
+        let Identified {
+            pid,
+            pidfd,
+            found,
+            socket_fds,
+        } = ident;
         let mut out = SocketDump::default();
-        out.records.reserve(found.len());
         out.socket_fds = socket_fds;
-        out.lock_connections(pid, opts, &found)?;
+        out.pidfd = pidfd;
+        let Some(pidfd) = out.pidfd.as_ref() else {
+            return Ok(out);
+        };
+        out.records.reserve(found.len());
         // Connections are captured on every core: each costs some 40 syscalls and none
         // depends on another. The rest (listeners, UDP, unix) is captured here in order.
         let mut connections = Vec::new();
         let mut others = Vec::new();
         for f in found {
+            let tcp = matches!(f.kind, Found::Connection(..) | Found::Listener);
+            if tcp && !tcp_taken.insert(f.ino) {
+                continue;
+            }
             match f.kind {
                 Found::Connection(local, remote) => connections.push(tcp::FoundConnection {
                     fd: f.fd,
@@ -267,8 +309,8 @@ impl SocketDump {
                 _ => others.push(f),
             }
         }
-        // Kept in `out` from here on: dropping it on an error puts the captured back.
-        let captured = tcp::capture_connections(pid, out.pidfd.insert(pidfd).as_fd(), connections);
+        out.held.reserve(connections.len());
+        let captured = tcp::capture_connections(pid, pidfd.as_fd(), connections);
         let mut first_err = None;
         for captured in captured {
             match captured {
@@ -293,7 +335,7 @@ impl SocketDump {
             kind,
         } in others
         {
-            let pidfd = out.pidfd.as_ref().expect("set before the captures");
+            let pidfd = out.pidfd.as_ref().expect("checked above");
             let dup = socket_dup(pid, pidfd.as_fd(), fd)?;
             let state = match kind {
                 Found::Unix => {
@@ -308,6 +350,7 @@ impl SocketDump {
             out.records.insert(ino, socket_record(ino, family, &state));
         }
         debug!(
+            %pid,
             sockets = out.records.len(),
             held = out.held.len(),
             "sockets captured"

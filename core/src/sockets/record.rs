@@ -285,23 +285,53 @@ macro_rules! field_for_field {
     };
 }
 
-field_for_field!(
-    options_to,
-    options_of,
-    tcp::SocketOptions,
-    pb::SocketOptions,
-    [
-        reuse_addr,
-        reuse_port,
-        send_buffer,
-        recv_buffer,
-        linger,
-        mark,
-        traffic_class,
-        v6_only,
-        broadcast,
-    ]
-);
+/// Socket options as their message (the table's options one for one).
+fn options_to(o: &tcp::SocketOptions) -> pb::SocketOptions {
+    pb::SocketOptions {
+        reuse_addr: o.reuse_addr,
+        reuse_port: o.reuse_port,
+        send_buffer: o.send_buffer,
+        recv_buffer: o.recv_buffer,
+        linger: o.linger,
+        mark: o.mark,
+        traffic_class: o.traffic_class,
+        v6_only: o.v6_only,
+        broadcast: o.broadcast,
+        more: o
+            .more
+            .iter()
+            .map(|r| pb::RawSocketOption {
+                level: r.level,
+                name: r.name,
+                value: r.value.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// Socket options from their message.
+fn options_of(o: &pb::SocketOptions) -> tcp::SocketOptions {
+    tcp::SocketOptions {
+        reuse_addr: o.reuse_addr,
+        reuse_port: o.reuse_port,
+        send_buffer: o.send_buffer,
+        recv_buffer: o.recv_buffer,
+        linger: o.linger,
+        mark: o.mark,
+        traffic_class: o.traffic_class,
+        v6_only: o.v6_only,
+        broadcast: o.broadcast,
+        more: o
+            .more
+            .iter()
+            .map(|r| tcp::RawOption {
+                level: r.level,
+                name: r.name,
+                value: r.value.clone(),
+            })
+            .collect(),
+    }
+}
 
 field_for_field!(
     tcp_options_to,

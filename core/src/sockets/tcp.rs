@@ -8,7 +8,7 @@
 //!             NEW_SYN_RECV -> refused as temporary; TIME_WAIT, CLOSE -> refused
 //! capture     Repair::enter + capture, then hold() (lifecycle.rs owns what happens next)
 //! restore     restore + finish_quiet (the lock still drops what the peer sends), or
-//!             disconnect with --tcp-close
+//!             finish_closed with --tcp-close (TCP_CLOSE, shut both ways: EOF, POLLHUP)
 //! ```
 
 use std::net::SocketAddr;
@@ -116,6 +116,7 @@ pub(super) fn capture_connections(
             fd,
             local: state.local,
             remote: state.remote,
+            reuse_addr: state.socket.reuse_addr,
         };
         let state = SocketState::Connection(Box::new(state));
         Ok((held, socket_record(f.ino, f.family, &state)))
@@ -156,22 +157,21 @@ pub(super) fn restore_listener(desc: &FileDesc, l: &ListenerState) -> Result<Own
     repair::restore_listener(l, DEFAULT_BACKLOG).map_err(|e| restore_err(desc, "restore socket", e))
 }
 
-/// Connection `c` back from repair mode, quietly; reset with `tcp_close` (its first read
-/// fails with ECONNRESET).
+/// Connection `c` back from repair mode, quietly; with `tcp_close`, closed as CRIU does
+/// (TCP_CLOSE, shut both ways: reads return EOF, poll reports POLLHUP, nothing sent).
 pub(super) fn restore_connection(
     desc: &FileDesc,
     c: &TcpConnectionState,
     tcp_close: bool,
 ) -> Result<OwnedFd, SocketError> {
     let fail = |e| restore_err(desc, "restore socket", e);
-    let fd = repair::restore(c)
-        .map_err(fail)?
-        .finish_quiet()
-        .map_err(fail)?;
+    let restored = repair::restore(c).map_err(fail)?;
     if tcp_close {
-        repair::disconnect(&fd).map_err(|e| restore_err(desc, "--tcp-close", e))?;
+        return restored
+            .finish_closed()
+            .map_err(|e| restore_err(desc, "--tcp-close", e));
     }
-    Ok(fd)
+    restored.finish_quiet().map_err(fail)
 }
 
 /// How the live connection `live` differs from the image's record of it, if it does: the

@@ -43,6 +43,7 @@ mod sysv_shm;
 mod sigtrap;
 mod sqlite;
 mod tcp;
+mod tcp_opts;
 mod threads;
 mod timers;
 mod tree;

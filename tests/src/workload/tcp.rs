@@ -17,6 +17,14 @@
 //!                            write I N SEED -> <len> (writes all of pattern(N, SEED), waiting)
 //!                            eof I -> eof | data <len> (waits for the peer's FIN)
 //!                            close I -> ok (closes it: later indices shift down)
+//!                            fork -> <pid> (a child holding the listener and every connection
+//!                            so far, answering `kid LINE` over two pipes with this mode's
+//!                            commands: both processes hold the same sockets)
+//!                            kid LINE -> the child's answer to LINE
+//!                            probe I -> read=<eof|data N|error> poll=<revents> write=<ok|error>
+//!                            (one non-blocking read, a poll without waiting, a 1-byte write)
+//!                            setopts I|listener -> ok   opts I|listener -> <name=value ...>
+//!                            (tcp_opts.rs: every option an application sets, read back)
 //! ```
 
 use std::io::{self, Read, Write};
@@ -24,7 +32,8 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::path::Path;
 
-use super::{count, failed, io_err, parse_u64, unknown, Mode};
+use super::kids::ChildPipes;
+use super::{count, failed, io_err, parse_u64, sys, tcp_opts, unknown, Mode};
 use crate::protocol;
 
 /// `tcp ADDR`
@@ -34,6 +43,7 @@ pub fn start(args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
     Ok(Box::new(Tcp {
         listener,
         conns: Vec::new(),
+        kid: None,
     }))
 }
 
@@ -114,6 +124,24 @@ impl Mode for Tcp {
                 drop(t.conns.remove(i));
                 Ok("ok".into())
             }
+            ("fork", []) => t.fork().map_err(io_err),
+            ("probe", [i]) => Ok(probe(t.conn(i)?)),
+            ("kid", line) => {
+                let kid = t.kid.as_ref().ok_or("no child: fork first")?;
+                // One answer, up to a pipe's atomic write (`opts` is long).
+                sys::write_all(kid.to_child, line.join(" ").as_bytes()).map_err(io_err)?;
+                let mut buf = vec![0u8; 4096];
+                let n = sys::read(kid.from_child, &mut buf).map_err(io_err)?;
+                Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+            }
+            ("setopts", ["listener"]) => {
+                tcp_opts::set_all(t.listener.as_raw_fd(), true).map(|()| "ok".into())
+            }
+            ("opts", ["listener"]) => tcp_opts::read_all(t.listener.as_raw_fd(), true),
+            ("setopts", [i]) => {
+                tcp_opts::set_all(t.conn(i)?.as_raw_fd(), false).map(|()| "ok".into())
+            }
+            ("opts", [i]) => tcp_opts::read_all(t.conn(i)?.as_raw_fd(), false),
             ("blast", [i, n, seed]) => {
                 let n = count(n)?;
                 let seed = parse_u64(seed)?;
@@ -128,12 +156,99 @@ impl Mode for Tcp {
 struct Tcp {
     listener: TcpListener,
     conns: Vec<TcpStream>,
+    /// The child `fork` made, asked over two pipes.
+    kid: Option<ChildPipes>,
 }
 
 impl Tcp {
+    /// Forks a child holding every socket of this process, answering this mode's commands
+    /// (one message each way) until its pipe closes.
+    fn fork(&mut self) -> io::Result<String> {
+        let (a_rd, a_wr) = sys::pipe()?;
+        let (b_rd, b_wr) = sys::pipe()?;
+        // SAFETY: the workload is single-threaded here; the child goes on in its own loop.
+        let child = unsafe { libc::fork() };
+        if child < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if child == 0 {
+            sys::close(a_wr);
+            sys::close(b_rd);
+            self.kid = None;
+            let mut buf = [0u8; 256];
+            loop {
+                let n = match sys::read(a_rd, &mut buf) {
+                    Ok(0) | Err(_) => super::kids::exit_child("tcp child", Ok(())),
+                    Ok(n) => n,
+                };
+                let line = String::from_utf8_lossy(&buf[..n]).into_owned();
+                let mut words = line.split_whitespace();
+                let verb = words.next().unwrap_or("");
+                let args: Vec<&str> = words.collect();
+                let reply = match self.command(verb, &args) {
+                    Ok(r) => r,
+                    Err(e) => format!("err {e}"),
+                };
+                let _ = sys::write_all(b_wr, reply.as_bytes());
+            }
+        }
+        sys::close(a_rd);
+        sys::close(b_wr);
+        self.kid = Some(ChildPipes {
+            to_child: a_wr,
+            from_child: b_rd,
+        });
+        Ok(child.to_string())
+    }
+
     fn conn(&mut self, i: &str) -> Result<&mut TcpStream, String> {
         let i: usize = i.parse().map_err(|_| format!("bad index {i:?}"))?;
         self.conns.get_mut(i).ok_or(format!("no connection {i}"))
+    }
+}
+
+/// What the process sees on `s` without waiting: one read, one poll, one write.
+fn probe(s: &mut TcpStream) -> String {
+    let mut buf = [0u8; 64];
+    let read = match s.read(&mut buf) {
+        Ok(0) => "eof".to_string(),
+        Ok(n) => format!("data {n}"),
+        Err(e) => kind_of(&e),
+    };
+    let mut pfd = libc::pollfd {
+        fd: s.as_raw_fd(),
+        events: libc::POLLIN | libc::POLLOUT | libc::POLLRDHUP,
+        revents: 0,
+    };
+    // SAFETY: one pollfd, valid for the call.
+    unsafe { libc::poll(&mut pfd, 1, 0) };
+    let names = [
+        (libc::POLLIN, "IN"),
+        (libc::POLLOUT, "OUT"),
+        (libc::POLLRDHUP, "RDHUP"),
+        (libc::POLLERR, "ERR"),
+        (libc::POLLHUP, "HUP"),
+    ];
+    let poll: Vec<&str> = names
+        .iter()
+        .filter(|(bit, _)| pfd.revents & bit != 0)
+        .map(|(_, n)| *n)
+        .collect();
+    let write = match s.write(b"x") {
+        Ok(_) => "ok".to_string(),
+        Err(e) => kind_of(&e),
+    };
+    format!("read={read} poll={} write={write}", poll.join("|"))
+}
+
+/// An error by its errno name (ECONNRESET...).
+fn kind_of(e: &io::Error) -> String {
+    match e.raw_os_error() {
+        Some(libc::ECONNRESET) => "ECONNRESET".into(),
+        Some(libc::EPIPE) => "EPIPE".into(),
+        Some(libc::ENOTCONN) => "ENOTCONN".into(),
+        Some(libc::EAGAIN) => "EAGAIN".into(),
+        _ => e.to_string(),
     }
 }
 

@@ -1,0 +1,366 @@
+//! The options beyond the named fields of [`SocketOptions`]/[`TcpSocketOptions`]: one table of
+//! (level, name), captured as the bytes getsockopt returns and stored only where they differ
+//! from a fresh socket's (so an image lists what the application changed), set back with
+//! setsockopt at restore. A few are always stored (their restored value depends on steps
+//! of the restore itself: `SO_BUF_LOCK` after the buffer sizes are forced).
+//!
+//! ```text
+//! SOL_SOCKET   SO_PRIORITY SO_RCVLOWAT SO_RCVTIMEO SO_SNDTIMEO SO_BINDTODEVICE SO_OOBINLINE
+//!              SO_DONTROUTE SO_TIMESTAMP(NS) SO_ZEROCOPY SO_BUF_LOCK (always)
+//! IPPROTO_IP   IP_TTL IP_MTU_DISCOVER IP_RECVERR IP_FREEBIND IP_TRANSPARENT
+//!              IP_BIND_ADDRESS_NO_PORT IP_RECVTOS IP_PKTINFO          (IPv4 sockets)
+//! IPPROTO_IPV6 IPV6_UNICAST_HOPS IPV6_MTU_DISCOVER IPV6_RECVERR       (IPv6 sockets)
+//! IPPROTO_TCP  TCP_NOTSENT_LOWAT TCP_LINGER2 TCP_THIN_LINEAR_TIMEOUTS TCP_SYNCNT
+//!              TCP_DEFER_ACCEPT TCP_FASTOPEN TCP_SAVE_SYN TCP_TX_DELAY
+//!              TCP_WINDOW_CLAMP TCP_MAXSEG                               (listeners only)
+//! ```
+//!
+//! Not here, on purpose: TCP_QUICKACK (a transient mode the kernel leaves by itself),
+//! TCP_WINDOW_CLAMP and TCP_MAXSEG of a connection (the kernel computes them from the
+//! handshake; the MSS clamp travels with the repair options).
+
+use std::collections::HashMap;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::OnceLock;
+
+use nix::errno::Errno;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Ctx, Result};
+use crate::sys;
+
+/// One option as getsockopt returned it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RawOption {
+    /// The level (`SOL_SOCKET`, `IPPROTO_IP`...).
+    pub level: i32,
+    /// The option (`SO_PRIORITY`...).
+    pub name: i32,
+    /// What getsockopt wrote.
+    pub value: Vec<u8>,
+}
+
+/// Which sockets an option of the table is read on.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum On {
+    /// Every TCP socket.
+    All,
+    /// IPv4 sockets.
+    V4,
+    /// IPv6 sockets.
+    V6,
+    /// Listeners (and sockets not connected).
+    Listener,
+}
+
+/// (level, name, name in messages, sockets, always stored).
+type Entry = (i32, i32, &'static str, On, bool);
+
+/// TCP_TX_DELAY (linux 5.6, not in libc).
+const TCP_TX_DELAY: i32 = 37;
+
+/// SO_BUF_LOCK (linux 5.14): the SOCK_SNDBUF_LOCK/SOCK_RCVBUF_LOCK bits.
+const SO_BUF_LOCK: i32 = 72;
+
+const TABLE: &[Entry] = &[
+    (
+        libc::SOL_SOCKET,
+        libc::SO_PRIORITY,
+        "SO_PRIORITY",
+        On::All,
+        false,
+    ),
+    (
+        libc::SOL_SOCKET,
+        libc::SO_RCVLOWAT,
+        "SO_RCVLOWAT",
+        On::All,
+        false,
+    ),
+    (
+        libc::SOL_SOCKET,
+        libc::SO_RCVTIMEO,
+        "SO_RCVTIMEO",
+        On::All,
+        false,
+    ),
+    (
+        libc::SOL_SOCKET,
+        libc::SO_SNDTIMEO,
+        "SO_SNDTIMEO",
+        On::All,
+        false,
+    ),
+    (
+        libc::SOL_SOCKET,
+        libc::SO_BINDTODEVICE,
+        "SO_BINDTODEVICE",
+        On::All,
+        false,
+    ),
+    (
+        libc::SOL_SOCKET,
+        libc::SO_OOBINLINE,
+        "SO_OOBINLINE",
+        On::All,
+        false,
+    ),
+    (
+        libc::SOL_SOCKET,
+        libc::SO_DONTROUTE,
+        "SO_DONTROUTE",
+        On::All,
+        false,
+    ),
+    (
+        libc::SOL_SOCKET,
+        libc::SO_TIMESTAMP,
+        "SO_TIMESTAMP",
+        On::All,
+        false,
+    ),
+    (
+        libc::SOL_SOCKET,
+        libc::SO_TIMESTAMPNS,
+        "SO_TIMESTAMPNS",
+        On::All,
+        false,
+    ),
+    (
+        libc::SOL_SOCKET,
+        libc::SO_ZEROCOPY,
+        "SO_ZEROCOPY",
+        On::All,
+        false,
+    ),
+    (libc::SOL_SOCKET, SO_BUF_LOCK, "SO_BUF_LOCK", On::All, true),
+    (libc::IPPROTO_IP, libc::IP_TTL, "IP_TTL", On::V4, false),
+    (
+        libc::IPPROTO_IP,
+        libc::IP_MTU_DISCOVER,
+        "IP_MTU_DISCOVER",
+        On::V4,
+        false,
+    ),
+    (
+        libc::IPPROTO_IP,
+        libc::IP_RECVERR,
+        "IP_RECVERR",
+        On::V4,
+        false,
+    ),
+    (
+        libc::IPPROTO_IP,
+        libc::IP_FREEBIND,
+        "IP_FREEBIND",
+        On::V4,
+        false,
+    ),
+    (
+        libc::IPPROTO_IP,
+        libc::IP_TRANSPARENT,
+        "IP_TRANSPARENT",
+        On::V4,
+        false,
+    ),
+    (
+        libc::IPPROTO_IP,
+        libc::IP_BIND_ADDRESS_NO_PORT,
+        "IP_BIND_ADDRESS_NO_PORT",
+        On::V4,
+        false,
+    ),
+    (
+        libc::IPPROTO_IP,
+        libc::IP_RECVTOS,
+        "IP_RECVTOS",
+        On::V4,
+        false,
+    ),
+    (
+        libc::IPPROTO_IP,
+        libc::IP_PKTINFO,
+        "IP_PKTINFO",
+        On::V4,
+        false,
+    ),
+    (
+        libc::IPPROTO_IPV6,
+        libc::IPV6_UNICAST_HOPS,
+        "IPV6_UNICAST_HOPS",
+        On::V6,
+        false,
+    ),
+    (
+        libc::IPPROTO_IPV6,
+        libc::IPV6_MTU_DISCOVER,
+        "IPV6_MTU_DISCOVER",
+        On::V6,
+        false,
+    ),
+    (
+        libc::IPPROTO_IPV6,
+        libc::IPV6_RECVERR,
+        "IPV6_RECVERR",
+        On::V6,
+        false,
+    ),
+    (
+        libc::IPPROTO_TCP,
+        libc::TCP_NOTSENT_LOWAT,
+        "TCP_NOTSENT_LOWAT",
+        On::All,
+        false,
+    ),
+    (
+        libc::IPPROTO_TCP,
+        libc::TCP_LINGER2,
+        "TCP_LINGER2",
+        On::All,
+        false,
+    ),
+    (
+        libc::IPPROTO_TCP,
+        libc::TCP_THIN_LINEAR_TIMEOUTS,
+        "TCP_THIN_LINEAR_TIMEOUTS",
+        On::All,
+        false,
+    ),
+    (
+        libc::IPPROTO_TCP,
+        libc::TCP_SYNCNT,
+        "TCP_SYNCNT",
+        On::All,
+        false,
+    ),
+    (
+        libc::IPPROTO_TCP,
+        libc::TCP_DEFER_ACCEPT,
+        "TCP_DEFER_ACCEPT",
+        On::All,
+        false,
+    ),
+    (
+        libc::IPPROTO_TCP,
+        libc::TCP_FASTOPEN,
+        "TCP_FASTOPEN",
+        On::Listener,
+        false,
+    ),
+    (
+        libc::IPPROTO_TCP,
+        libc::TCP_SAVE_SYN,
+        "TCP_SAVE_SYN",
+        On::All,
+        false,
+    ),
+    (
+        libc::IPPROTO_TCP,
+        TCP_TX_DELAY,
+        "TCP_TX_DELAY",
+        On::All,
+        false,
+    ),
+    (
+        libc::IPPROTO_TCP,
+        libc::TCP_WINDOW_CLAMP,
+        "TCP_WINDOW_CLAMP",
+        On::Listener,
+        false,
+    ),
+    (
+        libc::IPPROTO_TCP,
+        libc::TCP_MAXSEG,
+        "TCP_MAXSEG",
+        On::Listener,
+        false,
+    ),
+];
+
+/// The longest value of the table (a struct timeval; IFNAMSIZ).
+const MAX_VALUE: usize = 16;
+
+/// The table's entries read on a socket of this kind.
+fn entries(ipv6: bool, listener: bool) -> impl Iterator<Item = &'static Entry> {
+    TABLE.iter().filter(move |e| match e.3 {
+        On::All => true,
+        On::V4 => !ipv6,
+        On::V6 => ipv6,
+        On::Listener => listener,
+    })
+}
+
+/// getsockopt of one entry; `None` when the kernel does not know the option.
+fn read(fd: BorrowedFd<'_>, e: &Entry) -> std::result::Result<Option<Vec<u8>>, Errno> {
+    let mut buf = [0u8; MAX_VALUE];
+    match sys::get_bytes(fd, e.0, e.1, &mut buf) {
+        Ok(n) => Ok(Some(buf[..n].to_vec())),
+        Err(Errno::ENOPROTOOPT | Errno::EOPNOTSUPP) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// What a fresh TCP socket of the family reports for every entry, read once per process.
+fn defaults(ipv6: bool) -> &'static HashMap<(i32, i32), Vec<u8>> {
+    static V4: OnceLock<HashMap<(i32, i32), Vec<u8>>> = OnceLock::new();
+    static V6: OnceLock<HashMap<(i32, i32), Vec<u8>>> = OnceLock::new();
+    let cell = if ipv6 { &V6 } else { &V4 };
+    cell.get_or_init(|| {
+        let domain = if ipv6 {
+            socket2::Domain::IPV6
+        } else {
+            socket2::Domain::IPV4
+        };
+        let Ok(s) = socket2::Socket::new(domain, socket2::Type::STREAM, None) else {
+            return HashMap::new();
+        };
+        let fd = OwnedFd::from(s);
+        entries(ipv6, true)
+            .filter_map(|e| read(fd.as_fd(), e).ok().flatten().map(|v| ((e.0, e.1), v)))
+            .collect()
+    })
+}
+
+/// The table's options of `fd` that differ from a fresh socket's (and those always kept).
+pub(crate) fn capture(
+    fd: BorrowedFd<'_>,
+    ipv6: bool,
+    listener: bool,
+    ctx: Ctx,
+) -> Result<Vec<RawOption>> {
+    let defaults = defaults(ipv6);
+    let mut out = Vec::new();
+    for e in entries(ipv6, listener) {
+        let Some(value) = read(fd, e).map_err(ctx.sys(e.2))? else {
+            continue;
+        };
+        if e.4 || defaults.get(&(e.0, e.1)) != Some(&value) {
+            out.push(RawOption {
+                level: e.0,
+                name: e.1,
+                value,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Sets `options` on `fd`, in the table's order.
+pub(crate) fn apply(fd: BorrowedFd<'_>, options: &[RawOption], ctx: Ctx) -> Result<()> {
+    for o in options {
+        let Some(step) = TABLE
+            .iter()
+            .find(|e| e.0 == o.level && e.1 == o.name)
+            .map(|e| e.2)
+        else {
+            return Err(ctx.invalid("setsockopt", "an option outside the table (not restored)"));
+        };
+        sys::set_bytes(fd, o.level, o.name, &o.value).map_err(ctx.sys(step))?;
+    }
+    Ok(())
+}
+
+/// Whether (level, name) is an option of the table (an image naming another is refused).
+pub fn is_known(level: i32, name: i32) -> bool {
+    TABLE.iter().any(|e| e.0 == level && e.1 == name)
+}

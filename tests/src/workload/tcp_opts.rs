@@ -1,0 +1,327 @@
+//! Every option an application sets on a TCP socket, set to a value no socket has by default
+//! (`setopts`), and read back with getsockopt from inside the process (`opts`), so a test
+//! compares what the original and the restored process observe.
+
+use std::io;
+
+/// (name, level, option, the value set), for every TCP socket.
+type Opt = (&'static str, i32, i32, Value);
+
+/// A value to set.
+#[derive(Clone, Copy)]
+enum Value {
+    Int(i32),
+    Linger(i32),
+    Timeval(i64),
+    Bytes(&'static [u8]),
+    /// Only read (it cannot change once the socket is bound).
+    ReadOnly,
+}
+
+/// SO_BUF_LOCK (linux 5.14): the buffer sizes' lock bits (set by SO_SNDBUF/SO_RCVBUF).
+const SO_BUF_LOCK: i32 = 72;
+
+const COMMON: &[Opt] = &[
+    (
+        "SO_REUSEADDR",
+        libc::SOL_SOCKET,
+        libc::SO_REUSEADDR,
+        Value::Int(1),
+    ),
+    (
+        "SO_KEEPALIVE",
+        libc::SOL_SOCKET,
+        libc::SO_KEEPALIVE,
+        Value::Int(1),
+    ),
+    (
+        "TCP_KEEPIDLE",
+        libc::IPPROTO_TCP,
+        libc::TCP_KEEPIDLE,
+        Value::Int(77),
+    ),
+    (
+        "TCP_KEEPINTVL",
+        libc::IPPROTO_TCP,
+        libc::TCP_KEEPINTVL,
+        Value::Int(13),
+    ),
+    (
+        "TCP_KEEPCNT",
+        libc::IPPROTO_TCP,
+        libc::TCP_KEEPCNT,
+        Value::Int(5),
+    ),
+    (
+        "TCP_NODELAY",
+        libc::IPPROTO_TCP,
+        libc::TCP_NODELAY,
+        Value::Int(1),
+    ),
+    ("TCP_CORK", libc::IPPROTO_TCP, libc::TCP_CORK, Value::Int(1)),
+    (
+        "TCP_USER_TIMEOUT",
+        libc::IPPROTO_TCP,
+        libc::TCP_USER_TIMEOUT,
+        Value::Int(12345),
+    ),
+    (
+        "TCP_CONGESTION",
+        libc::IPPROTO_TCP,
+        libc::TCP_CONGESTION,
+        Value::Bytes(b"reno"),
+    ),
+    (
+        "SO_LINGER",
+        libc::SOL_SOCKET,
+        libc::SO_LINGER,
+        Value::Linger(7),
+    ),
+    (
+        "SO_SNDBUF",
+        libc::SOL_SOCKET,
+        libc::SO_SNDBUF,
+        Value::Int(131072),
+    ),
+    (
+        "SO_RCVBUF",
+        libc::SOL_SOCKET,
+        libc::SO_RCVBUF,
+        Value::Int(65536),
+    ),
+    ("SO_BUF_LOCK", libc::SOL_SOCKET, SO_BUF_LOCK, Value::Int(3)),
+    ("SO_MARK", libc::SOL_SOCKET, libc::SO_MARK, Value::Int(0x77)),
+    (
+        "SO_PRIORITY",
+        libc::SOL_SOCKET,
+        libc::SO_PRIORITY,
+        Value::Int(5),
+    ),
+    (
+        "SO_RCVLOWAT",
+        libc::SOL_SOCKET,
+        libc::SO_RCVLOWAT,
+        Value::Int(1),
+    ),
+    (
+        "SO_RCVTIMEO",
+        libc::SOL_SOCKET,
+        libc::SO_RCVTIMEO,
+        Value::Timeval(5),
+    ),
+    (
+        "SO_SNDTIMEO",
+        libc::SOL_SOCKET,
+        libc::SO_SNDTIMEO,
+        Value::Timeval(6),
+    ),
+    (
+        "SO_BINDTODEVICE",
+        libc::SOL_SOCKET,
+        libc::SO_BINDTODEVICE,
+        Value::Bytes(b"lo"),
+    ),
+    (
+        "SO_OOBINLINE",
+        libc::SOL_SOCKET,
+        libc::SO_OOBINLINE,
+        Value::Int(1),
+    ),
+    (
+        "SO_TIMESTAMP",
+        libc::SOL_SOCKET,
+        libc::SO_TIMESTAMP,
+        Value::Int(1),
+    ),
+    (
+        "TCP_NOTSENT_LOWAT",
+        libc::IPPROTO_TCP,
+        libc::TCP_NOTSENT_LOWAT,
+        Value::Int(16384),
+    ),
+    (
+        "TCP_LINGER2",
+        libc::IPPROTO_TCP,
+        libc::TCP_LINGER2,
+        Value::Int(17),
+    ),
+    (
+        "TCP_THIN_LINEAR_TIMEOUTS",
+        libc::IPPROTO_TCP,
+        libc::TCP_THIN_LINEAR_TIMEOUTS,
+        Value::Int(1),
+    ),
+    (
+        "TCP_SYNCNT",
+        libc::IPPROTO_TCP,
+        libc::TCP_SYNCNT,
+        Value::Int(3),
+    ),
+];
+
+const V4: &[Opt] = &[
+    ("IP_TOS", libc::IPPROTO_IP, libc::IP_TOS, Value::Int(0x10)),
+    ("IP_TTL", libc::IPPROTO_IP, libc::IP_TTL, Value::Int(33)),
+    (
+        "IP_MTU_DISCOVER",
+        libc::IPPROTO_IP,
+        libc::IP_MTU_DISCOVER,
+        Value::Int(0),
+    ),
+    (
+        "IP_RECVERR",
+        libc::IPPROTO_IP,
+        libc::IP_RECVERR,
+        Value::Int(1),
+    ),
+    (
+        "IP_FREEBIND",
+        libc::IPPROTO_IP,
+        libc::IP_FREEBIND,
+        Value::Int(1),
+    ),
+];
+
+const V6: &[Opt] = &[
+    (
+        "IPV6_TCLASS",
+        libc::IPPROTO_IPV6,
+        libc::IPV6_TCLASS,
+        Value::Int(0x10),
+    ),
+    (
+        "IPV6_UNICAST_HOPS",
+        libc::IPPROTO_IPV6,
+        libc::IPV6_UNICAST_HOPS,
+        Value::Int(33),
+    ),
+    (
+        "IPV6_RECVERR",
+        libc::IPPROTO_IPV6,
+        libc::IPV6_RECVERR,
+        Value::Int(1),
+    ),
+    (
+        "IPV6_V6ONLY",
+        libc::IPPROTO_IPV6,
+        libc::IPV6_V6ONLY,
+        Value::ReadOnly,
+    ),
+];
+
+const LISTENER: &[Opt] = &[
+    (
+        "TCP_DEFER_ACCEPT",
+        libc::IPPROTO_TCP,
+        libc::TCP_DEFER_ACCEPT,
+        Value::Int(5),
+    ),
+    (
+        "TCP_FASTOPEN",
+        libc::IPPROTO_TCP,
+        libc::TCP_FASTOPEN,
+        Value::Int(16),
+    ),
+    (
+        "TCP_WINDOW_CLAMP",
+        libc::IPPROTO_TCP,
+        libc::TCP_WINDOW_CLAMP,
+        Value::Int(40000),
+    ),
+    (
+        "TCP_MAXSEG",
+        libc::IPPROTO_TCP,
+        libc::TCP_MAXSEG,
+        Value::Int(1200),
+    ),
+];
+
+/// Whether socket `fd` is IPv6.
+fn is_v6(fd: i32) -> io::Result<bool> {
+    let mut domain = 0i32;
+    let mut len = 4 as libc::socklen_t;
+    // SAFETY: an int and its length, valid for the call.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_DOMAIN,
+            (&raw mut domain).cast(),
+            &mut len,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(domain == libc::AF_INET6)
+}
+
+fn table(fd: i32, listener: bool) -> Result<Vec<&'static Opt>, String> {
+    let v6 = is_v6(fd).map_err(|e| format!("SO_DOMAIN: {e}"))?;
+    let mut out: Vec<&Opt> = COMMON.iter().collect();
+    out.extend(if v6 { V6 } else { V4 });
+    if listener {
+        out.extend(LISTENER);
+    }
+    Ok(out)
+}
+
+/// Sets every option of the table on socket `fd` (a listener's own too with `listener`).
+pub fn set_all(fd: i32, listener: bool) -> Result<(), String> {
+    for &(name, level, opt, value) in table(fd, listener)? {
+        let linger;
+        let tv;
+        let int;
+        let (ptr, len): (*const libc::c_void, usize) = match value {
+            Value::Int(v) => {
+                int = v;
+                ((&raw const int).cast(), 4)
+            }
+            Value::Linger(secs) => {
+                linger = libc::linger {
+                    l_onoff: 1,
+                    l_linger: secs,
+                };
+                (
+                    (&raw const linger).cast(),
+                    std::mem::size_of::<libc::linger>(),
+                )
+            }
+            Value::Timeval(secs) => {
+                tv = libc::timeval {
+                    tv_sec: secs,
+                    tv_usec: 0,
+                };
+                ((&raw const tv).cast(), std::mem::size_of::<libc::timeval>())
+            }
+            Value::Bytes(b) => (b.as_ptr().cast(), b.len()),
+            Value::ReadOnly => continue,
+        };
+        // SAFETY: `ptr` points to `len` live bytes for the call.
+        let r = unsafe { libc::setsockopt(fd, level, opt, ptr, len as libc::socklen_t) };
+        if r < 0 {
+            return Err(format!("setsockopt {name}: {}", io::Error::last_os_error()));
+        }
+    }
+    Ok(())
+}
+
+/// Every option of the table as getsockopt reads it on `fd`: `NAME=hex ...`.
+pub fn read_all(fd: i32, listener: bool) -> Result<String, String> {
+    let mut out = Vec::new();
+    for &(name, level, opt, _) in table(fd, listener)? {
+        let mut buf = [0u8; 64];
+        let mut len = buf.len() as libc::socklen_t;
+        // SAFETY: `buf` is writable for `len` bytes.
+        let r = unsafe { libc::getsockopt(fd, level, opt, buf.as_mut_ptr().cast(), &mut len) };
+        if r < 0 {
+            return Err(format!("getsockopt {name}: {}", io::Error::last_os_error()));
+        }
+        let hex: String = buf[..len as usize]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        out.push(format!("{name}={hex}"));
+    }
+    Ok(out.join(" "))
+}
