@@ -75,6 +75,29 @@ pub fn bind_name(fd: impl AsFd, name: &UnixName, attrs: Option<SocketFileAttrs>)
     }
 }
 
+/// As [`bind_name`], a relative path bound from directory `dir` (when given): the socket's
+/// name stays the relative one (getsockname, its peers' getpeername), its file goes in `dir`.
+/// The process's cwd is changed for the bind and put back after: call it only where no other
+/// thread depends on the cwd (a restored task still running cryo code).
+pub fn bind_name_in(
+    fd: impl AsFd,
+    name: &UnixName,
+    dir: Option<&Path>,
+    attrs: Option<SocketFileAttrs>,
+) -> Result<()> {
+    let (UnixName::Path(path), Some(dir)) = (name, dir) else {
+        return bind_name(fd, name, attrs);
+    };
+    if path.is_absolute() {
+        return bind_name(fd, name, attrs);
+    }
+    let back = std::env::current_dir().map_err(|e| UnixSockError::path("getcwd", path, e))?;
+    std::env::set_current_dir(dir).map_err(|e| UnixSockError::path("chdir", dir, e))?;
+    let bound = bind_path(fd, path, attrs);
+    std::env::set_current_dir(&back).map_err(|e| UnixSockError::path("chdir back", &back, e))?;
+    bound
+}
+
 /// Binds `fd` to the filesystem `path`; see [`bind_name`].
 pub fn bind_path(fd: impl AsFd, path: &Path, attrs: Option<SocketFileAttrs>) -> Result<()> {
     let fd = fd.as_fd();

@@ -452,7 +452,7 @@ pub(crate) fn decode(desc: &FileDesc, s: &Socket) -> Result<Decoded, FileError> 
         detail: e.to_string(),
     })?;
     Ok(match state {
-        SocketState::Unix(u) if s.external_peer => Decoded::BrokenUnix(u),
+        SocketState::Unix(u) if s.external_peer || u.peer_closed => Decoded::BrokenUnix(u),
         state => Decoded::Plain(state),
     })
 }

@@ -363,6 +363,10 @@ impl From<&UnixSocketState> for pb::UnixSocket {
                     queue: p.queue.iter().map(pb::UnixMessage::from).collect(),
                 })
                 .collect(),
+            peer_closed: u.peer_closed,
+            reset_pending: u.reset_pending,
+            connect_to: u.connect_to.clone(),
+            bind_dir: u.bind_dir.clone(),
         }
     }
 }
@@ -396,6 +400,10 @@ impl TryFrom<&pb::UnixSocket> for UnixSocketState {
                     queue: p.queue.iter().map(UnixMessage::from).collect(),
                 })
                 .collect(),
+            peer_closed: u.peer_closed,
+            reset_pending: u.reset_pending,
+            connect_to: u.connect_to.clone(),
+            bind_dir: u.bind_dir.clone(),
         })
     }
 }
@@ -530,6 +538,10 @@ mod tests {
                 client_ino: 9,
                 queue: vec![message],
             }],
+            peer_closed: true,
+            reset_pending: true,
+            connect_to: b"/dev/log".to_vec(),
+            bind_dir: b"/run".to_vec(),
         })));
     }
 

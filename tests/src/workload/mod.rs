@@ -33,6 +33,7 @@ mod pipe;
 mod pipe_split;
 mod shared_memory;
 mod signal;
+mod socks;
 mod tcp;
 mod threads;
 mod timers;
@@ -91,6 +92,7 @@ pub const MODES: &[(&str, Start)] = &[
     ("shared-memory", shared_memory::start),
     ("tty", tty::start),
     ("attrs", attrs::start),
+    ("socks", socks::start),
 ];
 
 /// Starts the mode called `name`.
