@@ -166,3 +166,20 @@ fn so_bindtodevice_comes_back() {
     assert_eq!(w.cmd(&format!("getopt-raw {s} {level} 16")), "6c6f00");
     w.kill_restored();
 }
+
+#[test]
+fn a_classic_bpf_filter_still_drops_what_it_dropped() {
+    let (mut w, s) = udp("inet", "127.0.0.1:0");
+    assert_eq!(w.cmd(&format!("filter-drop {s} d")), "ok");
+    let to: std::net::SocketAddr = w.cmd(&format!("name {s}")).parse().unwrap();
+    let c = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    c.send_to(b"drop me", to).unwrap();
+    c.send_to(b"kept", to).unwrap();
+    assert_eq!(w.cmd(&format!("recv-wait {s}")), "kept", "filtered before");
+    dump_and_restore(&mut w);
+    assert_eq!(w.cmd(&format!("filter-len {s}")), "4", "the same program");
+    c.send_to(b"dropped", to).unwrap();
+    c.send_to(b"kept too", to).unwrap();
+    assert_eq!(w.cmd(&format!("recv-wait {s}")), "kept too", "filtered after");
+    w.kill_restored();
+}

@@ -15,6 +15,7 @@
 //! uffd      userfaultfd: create, API handshake, register, UFFDIO_COPY
 //! pagemap   PAGEMAP_SCAN
 //! mmap      mappings owned by cryo (image windows, anonymous scratch)
+//! sockfilter classic BPF socket filters: read back, attached
 //! eventfd, timerfd, signalfd, epoll, inotify, memfd, tty: the fd kinds files/ restores
 //! ```
 
@@ -36,6 +37,7 @@ pub mod ptrace;
 pub mod sched;
 pub mod signal;
 pub mod signalfd;
+pub mod sockfilter;
 pub mod spawn;
 pub mod timerfd;
 pub mod tty;

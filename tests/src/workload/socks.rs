@@ -20,6 +20,9 @@
 //!   getopt FD LEVEL OPT       -> <int>        setopt FD LEVEL OPT VALUE
 //!   getopt-raw FD LEVEL OPT LEN -> <hex>      setopt-raw FD LEVEL OPT HEX
 //!   poll FD                   -> the revents of a zero-timeout poll (in|out|err|hup ...)
+//!   filter-drop FD CHAR       a classic BPF filter dropping UDP datagrams whose first byte
+//!                             is CHAR (SO_ATTACH_FILTER)
+//!   filter-len FD             -> the instructions of its filter (SO_GET_FILTER count)
 //! ```
 
 use std::ffi::CString;
@@ -338,6 +341,46 @@ impl Mode for Socks {
             }
             ("setopt-raw", [fd, level, opt, value]) => {
                 ok(setopt_raw(num(fd)?, num(level)?, num(opt)?, &unhex(value)?))
+            }
+            ("filter-drop", [fd, ch]) => {
+                let byte = u32::from(*ch.as_bytes().first().ok_or("no CHAR")?);
+                let ins = |code: u16, jt: u8, jf: u8, k: u32| libc::sock_filter { code, jt, jf, k };
+                // ldb [8] (past the UDP header); jeq CHAR ? drop : accept
+                let prog = [
+                    ins(0x30, 0, 0, 8),
+                    ins(0x15, 0, 1, byte),
+                    ins(0x06, 0, 0, 0),
+                    ins(0x06, 0, 0, 0xffff),
+                ];
+                let fprog = libc::sock_fprog {
+                    len: prog.len() as u16,
+                    filter: prog.as_ptr().cast_mut(),
+                };
+                // SAFETY: fprog points at prog, alive for the call.
+                ok(cvt(unsafe {
+                    libc::setsockopt(
+                        num(fd)?,
+                        libc::SOL_SOCKET,
+                        libc::SO_ATTACH_FILTER,
+                        (&fprog as *const libc::sock_fprog).cast(),
+                        std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+                    )
+                }))
+            }
+            ("filter-len", [fd]) => {
+                let mut len: libc::socklen_t = 0;
+                // SAFETY: null buffer of length 0: the kernel writes the count into len.
+                cvt(unsafe {
+                    libc::getsockopt(
+                        num(fd)?,
+                        libc::SOL_SOCKET,
+                        libc::SO_GET_FILTER,
+                        std::ptr::null_mut(),
+                        &mut len,
+                    )
+                })
+                .map_err(io_err)?;
+                Ok(len.to_string())
             }
             ("poll", [fd]) => {
                 let mut p = libc::pollfd {
