@@ -118,55 +118,230 @@ const UDP_NO_CHECK6_RX: i32 = 102;
 /// socket's: (level, option, name, IPv6 sockets only / IPv4 only / both). Set before bind,
 /// so IP_FREEBIND and IP_TRANSPARENT let a bind to an address the host lacks succeed again.
 pub const INT_OPTIONS: &[(i32, i32, &str, Family)] = &[
-    (libc::SOL_SOCKET, libc::SO_PRIORITY, "SO_PRIORITY", Family::Both),
-    (libc::SOL_SOCKET, libc::SO_TIMESTAMP, "SO_TIMESTAMP", Family::Both),
-    (libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, "SO_TIMESTAMPNS", Family::Both),
-    (libc::SOL_SOCKET, libc::SO_TIMESTAMPING, "SO_TIMESTAMPING", Family::Both),
-    (libc::SOL_SOCKET, libc::SO_RCVLOWAT, "SO_RCVLOWAT", Family::Both),
-    (libc::SOL_SOCKET, libc::SO_RXQ_OVFL, "SO_RXQ_OVFL", Family::Both),
-    (libc::SOL_SOCKET, libc::SO_NO_CHECK, "SO_NO_CHECK", Family::Both),
-    (libc::SOL_SOCKET, libc::SO_DONTROUTE, "SO_DONTROUTE", Family::Both),
-    (libc::SOL_SOCKET, libc::SO_BUSY_POLL, "SO_BUSY_POLL", Family::Both),
-    (libc::SOL_SOCKET, libc::SO_INCOMING_CPU, "SO_INCOMING_CPU", Family::Both),
-    (libc::SOL_SOCKET, libc::SO_SELECT_ERR_QUEUE, "SO_SELECT_ERR_QUEUE", Family::Both),
-    (libc::SOL_SOCKET, libc::SO_ZEROCOPY, "SO_ZEROCOPY", Family::Both),
+    (
+        libc::SOL_SOCKET,
+        libc::SO_PRIORITY,
+        "SO_PRIORITY",
+        Family::Both,
+    ),
+    (
+        libc::SOL_SOCKET,
+        libc::SO_TIMESTAMP,
+        "SO_TIMESTAMP",
+        Family::Both,
+    ),
+    (
+        libc::SOL_SOCKET,
+        libc::SO_TIMESTAMPNS,
+        "SO_TIMESTAMPNS",
+        Family::Both,
+    ),
+    (
+        libc::SOL_SOCKET,
+        libc::SO_TIMESTAMPING,
+        "SO_TIMESTAMPING",
+        Family::Both,
+    ),
+    (
+        libc::SOL_SOCKET,
+        libc::SO_RCVLOWAT,
+        "SO_RCVLOWAT",
+        Family::Both,
+    ),
+    (
+        libc::SOL_SOCKET,
+        libc::SO_RXQ_OVFL,
+        "SO_RXQ_OVFL",
+        Family::Both,
+    ),
+    (
+        libc::SOL_SOCKET,
+        libc::SO_NO_CHECK,
+        "SO_NO_CHECK",
+        Family::Both,
+    ),
+    (
+        libc::SOL_SOCKET,
+        libc::SO_DONTROUTE,
+        "SO_DONTROUTE",
+        Family::Both,
+    ),
+    (
+        libc::SOL_SOCKET,
+        libc::SO_BUSY_POLL,
+        "SO_BUSY_POLL",
+        Family::Both,
+    ),
+    (
+        libc::SOL_SOCKET,
+        libc::SO_INCOMING_CPU,
+        "SO_INCOMING_CPU",
+        Family::Both,
+    ),
+    (
+        libc::SOL_SOCKET,
+        libc::SO_SELECT_ERR_QUEUE,
+        "SO_SELECT_ERR_QUEUE",
+        Family::Both,
+    ),
+    (
+        libc::SOL_SOCKET,
+        libc::SO_ZEROCOPY,
+        "SO_ZEROCOPY",
+        Family::Both,
+    ),
     (libc::SOL_IP, libc::IP_FREEBIND, "IP_FREEBIND", Family::Both),
-    (libc::SOL_IP, libc::IP_TRANSPARENT, "IP_TRANSPARENT", Family::Both),
-    (libc::SOL_IP, libc::IP_BIND_ADDRESS_NO_PORT, "IP_BIND_ADDRESS_NO_PORT", Family::Both),
+    (
+        libc::SOL_IP,
+        libc::IP_TRANSPARENT,
+        "IP_TRANSPARENT",
+        Family::Both,
+    ),
+    (
+        libc::SOL_IP,
+        libc::IP_BIND_ADDRESS_NO_PORT,
+        "IP_BIND_ADDRESS_NO_PORT",
+        Family::Both,
+    ),
     (libc::SOL_IP, libc::IP_TTL, "IP_TTL", Family::V4),
-    (libc::SOL_IP, libc::IP_MULTICAST_TTL, "IP_MULTICAST_TTL", Family::V4),
-    (libc::SOL_IP, libc::IP_MULTICAST_LOOP, "IP_MULTICAST_LOOP", Family::V4),
-    (libc::SOL_IP, libc::IP_MULTICAST_ALL, "IP_MULTICAST_ALL", Family::V4),
-    (libc::SOL_IP, libc::IP_MULTICAST_IF, "IP_MULTICAST_IF", Family::V4),
+    (
+        libc::SOL_IP,
+        libc::IP_MULTICAST_TTL,
+        "IP_MULTICAST_TTL",
+        Family::V4,
+    ),
+    (
+        libc::SOL_IP,
+        libc::IP_MULTICAST_LOOP,
+        "IP_MULTICAST_LOOP",
+        Family::V4,
+    ),
+    (
+        libc::SOL_IP,
+        libc::IP_MULTICAST_ALL,
+        "IP_MULTICAST_ALL",
+        Family::V4,
+    ),
+    (
+        libc::SOL_IP,
+        libc::IP_MULTICAST_IF,
+        "IP_MULTICAST_IF",
+        Family::V4,
+    ),
     (libc::SOL_IP, libc::IP_PKTINFO, "IP_PKTINFO", Family::Both),
     (libc::SOL_IP, libc::IP_RECVERR, "IP_RECVERR", Family::Both),
     (libc::SOL_IP, libc::IP_RECVTTL, "IP_RECVTTL", Family::Both),
     (libc::SOL_IP, libc::IP_RECVTOS, "IP_RECVTOS", Family::Both),
     (libc::SOL_IP, libc::IP_RECVOPTS, "IP_RECVOPTS", Family::Both),
     (libc::SOL_IP, libc::IP_RETOPTS, "IP_RETOPTS", Family::Both),
-    (libc::SOL_IP, libc::IP_RECVORIGDSTADDR, "IP_RECVORIGDSTADDR", Family::Both),
-    (libc::SOL_IP, libc::IP_MTU_DISCOVER, "IP_MTU_DISCOVER", Family::Both),
+    (
+        libc::SOL_IP,
+        libc::IP_RECVORIGDSTADDR,
+        "IP_RECVORIGDSTADDR",
+        Family::Both,
+    ),
+    (
+        libc::SOL_IP,
+        libc::IP_MTU_DISCOVER,
+        "IP_MTU_DISCOVER",
+        Family::Both,
+    ),
     (libc::SOL_IP, libc::IP_PASSSEC, "IP_PASSSEC", Family::Both),
     (libc::SOL_IP, libc::IP_CHECKSUM, "IP_CHECKSUM", Family::Both),
     (libc::SOL_IP, libc::IP_NODEFRAG, "IP_NODEFRAG", Family::Both),
     (libc::SOL_IPV6, IPV6_FREEBIND, "IPV6_FREEBIND", Family::V6),
-    (libc::SOL_IPV6, libc::IPV6_TRANSPARENT, "IPV6_TRANSPARENT", Family::V6),
-    (libc::SOL_IPV6, libc::IPV6_UNICAST_HOPS, "IPV6_UNICAST_HOPS", Family::V6),
-    (libc::SOL_IPV6, libc::IPV6_MULTICAST_HOPS, "IPV6_MULTICAST_HOPS", Family::V6),
-    (libc::SOL_IPV6, libc::IPV6_MULTICAST_LOOP, "IPV6_MULTICAST_LOOP", Family::V6),
-    (libc::SOL_IPV6, libc::IPV6_MULTICAST_IF, "IPV6_MULTICAST_IF", Family::V6),
-    (libc::SOL_IPV6, libc::IPV6_MULTICAST_ALL, "IPV6_MULTICAST_ALL", Family::V6),
-    (libc::SOL_IPV6, libc::IPV6_RECVPKTINFO, "IPV6_RECVPKTINFO", Family::V6),
-    (libc::SOL_IPV6, libc::IPV6_RECVERR, "IPV6_RECVERR", Family::V6),
-    (libc::SOL_IPV6, libc::IPV6_RECVHOPLIMIT, "IPV6_RECVHOPLIMIT", Family::V6),
-    (libc::SOL_IPV6, libc::IPV6_RECVTCLASS, "IPV6_RECVTCLASS", Family::V6),
-    (libc::SOL_IPV6, libc::IPV6_MTU_DISCOVER, "IPV6_MTU_DISCOVER", Family::V6),
-    (libc::SOL_IPV6, libc::IPV6_DONTFRAG, "IPV6_DONTFRAG", Family::V6),
-    (libc::SOL_IPV6, libc::IPV6_RECVORIGDSTADDR, "IPV6_RECVORIGDSTADDR", Family::V6),
+    (
+        libc::SOL_IPV6,
+        libc::IPV6_TRANSPARENT,
+        "IPV6_TRANSPARENT",
+        Family::V6,
+    ),
+    (
+        libc::SOL_IPV6,
+        libc::IPV6_UNICAST_HOPS,
+        "IPV6_UNICAST_HOPS",
+        Family::V6,
+    ),
+    (
+        libc::SOL_IPV6,
+        libc::IPV6_MULTICAST_HOPS,
+        "IPV6_MULTICAST_HOPS",
+        Family::V6,
+    ),
+    (
+        libc::SOL_IPV6,
+        libc::IPV6_MULTICAST_LOOP,
+        "IPV6_MULTICAST_LOOP",
+        Family::V6,
+    ),
+    (
+        libc::SOL_IPV6,
+        libc::IPV6_MULTICAST_IF,
+        "IPV6_MULTICAST_IF",
+        Family::V6,
+    ),
+    (
+        libc::SOL_IPV6,
+        libc::IPV6_MULTICAST_ALL,
+        "IPV6_MULTICAST_ALL",
+        Family::V6,
+    ),
+    (
+        libc::SOL_IPV6,
+        libc::IPV6_RECVPKTINFO,
+        "IPV6_RECVPKTINFO",
+        Family::V6,
+    ),
+    (
+        libc::SOL_IPV6,
+        libc::IPV6_RECVERR,
+        "IPV6_RECVERR",
+        Family::V6,
+    ),
+    (
+        libc::SOL_IPV6,
+        libc::IPV6_RECVHOPLIMIT,
+        "IPV6_RECVHOPLIMIT",
+        Family::V6,
+    ),
+    (
+        libc::SOL_IPV6,
+        libc::IPV6_RECVTCLASS,
+        "IPV6_RECVTCLASS",
+        Family::V6,
+    ),
+    (
+        libc::SOL_IPV6,
+        libc::IPV6_MTU_DISCOVER,
+        "IPV6_MTU_DISCOVER",
+        Family::V6,
+    ),
+    (
+        libc::SOL_IPV6,
+        libc::IPV6_DONTFRAG,
+        "IPV6_DONTFRAG",
+        Family::V6,
+    ),
+    (
+        libc::SOL_IPV6,
+        libc::IPV6_RECVORIGDSTADDR,
+        "IPV6_RECVORIGDSTADDR",
+        Family::V6,
+    ),
     (libc::SOL_UDP, UDP_SEGMENT, "UDP_SEGMENT", Family::Both),
     (libc::SOL_UDP, UDP_GRO, "UDP_GRO", Family::Both),
-    (libc::SOL_UDP, UDP_NO_CHECK6_TX, "UDP_NO_CHECK6_TX", Family::V6),
-    (libc::SOL_UDP, UDP_NO_CHECK6_RX, "UDP_NO_CHECK6_RX", Family::V6),
+    (
+        libc::SOL_UDP,
+        UDP_NO_CHECK6_TX,
+        "UDP_NO_CHECK6_TX",
+        Family::V6,
+    ),
+    (
+        libc::SOL_UDP,
+        UDP_NO_CHECK6_RX,
+        "UDP_NO_CHECK6_RX",
+        Family::V6,
+    ),
 ];
 
 /// Which sockets an option of [`INT_OPTIONS`] applies to.
@@ -191,7 +366,11 @@ impl Family {
 }
 
 /// Reads an option of the table: `None` when this kernel does not know it.
-fn read_opt(fd: BorrowedFd<'_>, level: i32, name: i32) -> std::result::Result<Option<i32>, nix::errno::Errno> {
+fn read_opt(
+    fd: BorrowedFd<'_>,
+    level: i32,
+    name: i32,
+) -> std::result::Result<Option<i32>, nix::errno::Errno> {
     match sys::get_int(fd, level, name) {
         Ok(v) => Ok(Some(v)),
         Err(nix::errno::Errno::ENOPROTOOPT | nix::errno::Errno::EOPNOTSUPP) => Ok(None),
@@ -261,7 +440,9 @@ fn udp_shutdown(fd: BorrowedFd<'_>, ipv6: bool) -> std::io::Result<u8> {
         NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST,
     };
     use netlink_packet_sock_diag::constants::{AF_INET, AF_INET6, IPPROTO_UDP};
-    use netlink_packet_sock_diag::inet::{nlas::Nla, ExtensionFlags, InetRequest, SocketId, StateFlags};
+    use netlink_packet_sock_diag::inet::{
+        nlas::Nla, ExtensionFlags, InetRequest, SocketId, StateFlags,
+    };
     use netlink_packet_sock_diag::SockDiagMessage;
 
     let inode = crate::listen::inode_of(fd)?;
@@ -340,8 +521,13 @@ fn apply_pre_bind_extras(fd: BorrowedFd<'_>, extras: &UdpExtras, ctx: Ctx) -> Re
         sys::set_int(fd, level, opt, value).map_err(ctx.sys(what))?;
     }
     if !extras.bind_device.is_empty() {
-        sys::set_bytes(fd, libc::SOL_SOCKET, libc::SO_BINDTODEVICE, &extras.bind_device)
-            .map_err(ctx.sys("setsockopt SO_BINDTODEVICE"))?;
+        sys::set_bytes(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_BINDTODEVICE,
+            &extras.bind_device,
+        )
+        .map_err(ctx.sys("setsockopt SO_BINDTODEVICE"))?;
     }
     Ok(())
 }
@@ -350,7 +536,8 @@ fn apply_pre_bind_extras(fd: BorrowedFd<'_>, extras: &UdpExtras, ctx: Ctx) -> Re
 /// (an unconnected socket's shutdown(2) fails with ENOTCONN but takes effect all the same).
 fn apply_post_connect_extras(fd: BorrowedFd<'_>, extras: &UdpExtras, ctx: Ctx) -> Result<()> {
     if extras.cork {
-        sys::set_int(fd, libc::SOL_UDP, libc::UDP_CORK, 1).map_err(ctx.sys("setsockopt UDP_CORK"))?;
+        sys::set_int(fd, libc::SOL_UDP, libc::UDP_CORK, 1)
+            .map_err(ctx.sys("setsockopt UDP_CORK"))?;
     }
     let how = match (extras.shutdown_read, extras.shutdown_write) {
         (false, false) => return Ok(()),

@@ -29,7 +29,10 @@ fn a_udp_socket_shut_for_writing_still_refuses_to_send() {
     let to = peer.local_addr().unwrap();
     assert_eq!(w.cmd(&format!("connect-inet {s} {to}")), "ok");
     assert_eq!(w.cmd(&format!("shut {s} wr")), "ok");
-    assert!(w.cmd(&format!("send {s} x")).contains("os error 32"), "EPIPE before");
+    assert!(
+        w.cmd(&format!("send {s} x")).contains("os error 32"),
+        "EPIPE before"
+    );
     dump_and_restore(&mut w);
     assert!(
         w.cmd(&format!("send {s} x")).contains("os error 32"),
@@ -46,7 +49,11 @@ fn an_unconnected_udp_socket_shut_for_reading_stays_shut() {
     let polled = w.cmd(&format!("poll {s}"));
     assert!(polled.contains("rdhup"), "{polled}");
     dump_and_restore(&mut w);
-    assert_eq!(w.cmd(&format!("poll {s}")), polled, "still shut for reading");
+    assert_eq!(
+        w.cmd(&format!("poll {s}")),
+        polled,
+        "still shut for reading"
+    );
     w.kill_restored();
 }
 
@@ -87,7 +94,11 @@ fn a_freebind_udp_socket_on_an_address_the_host_lacks_comes_back() {
     let name = w.cmd(&format!("name {s}"));
     assert!(name.starts_with("192.0.2.77:"), "{name}");
     dump_and_restore(&mut w);
-    assert_eq!(w.cmd(&format!("name {s}")), name, "bound to the same address");
+    assert_eq!(
+        w.cmd(&format!("name {s}")),
+        name,
+        "bound to the same address"
+    );
     assert_eq!(w.cmd(&format!("getopt {s} {freebind}")), "1");
     w.kill_restored();
 }
@@ -100,7 +111,11 @@ fn option_round_trip(fam: &str, level: i32, opt: i32, value: i32) {
     let s = w.cmd(&format!("socket {fam} dgram 17"));
     // Before bind, as IPV6_V6ONLY must be.
     assert_eq!(w.cmd(&format!("setopt {s} {level} {opt} {value}")), "ok");
-    let addr = if fam == "inet" { "127.0.0.1:0" } else { "[::1]:0" };
+    let addr = if fam == "inet" {
+        "127.0.0.1:0"
+    } else {
+        "[::1]:0"
+    };
     assert_eq!(w.cmd(&format!("bind-inet {s} {addr}")), "ok");
     let before = w.cmd(&format!("getopt {s} {level} {opt}"));
     dump_and_restore(&mut w);
@@ -180,6 +195,10 @@ fn a_classic_bpf_filter_still_drops_what_it_dropped() {
     assert_eq!(w.cmd(&format!("filter-len {s}")), "4", "the same program");
     c.send_to(b"dropped", to).unwrap();
     c.send_to(b"kept too", to).unwrap();
-    assert_eq!(w.cmd(&format!("recv-wait {s}")), "kept too", "filtered after");
+    assert_eq!(
+        w.cmd(&format!("recv-wait {s}")),
+        "kept too",
+        "filtered after"
+    );
     w.kill_restored();
 }

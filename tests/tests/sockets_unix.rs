@@ -137,7 +137,10 @@ fn a_dgram_client_connected_one_way_to_a_server_of_the_dump_still_sends_to_it() 
     let mut w = Workload::spawn("socks", &[]);
     let path = w.path("log.sock");
     let server = w.cmd("socket unix dgram 0");
-    assert_eq!(w.cmd(&format!("bind-unix {server} {}", path.display())), "ok");
+    assert_eq!(
+        w.cmd(&format!("bind-unix {server} {}", path.display())),
+        "ok"
+    );
     let client = w.cmd("socket unix dgram 0");
     assert_eq!(
         w.cmd(&format!("connect-unix {client} {}", path.display())),
@@ -145,8 +148,16 @@ fn a_dgram_client_connected_one_way_to_a_server_of_the_dump_still_sends_to_it() 
     );
     assert_eq!(w.cmd(&format!("send {client} queued")), "ok");
     dump_and_restore(&mut w);
-    assert_eq!(w.cmd(&format!("recv {server}")), "queued", "the queued datagram");
-    assert_eq!(w.cmd(&format!("send {client} after")), "ok", "still connected");
+    assert_eq!(
+        w.cmd(&format!("recv {server}")),
+        "queued",
+        "the queued datagram"
+    );
+    assert_eq!(
+        w.cmd(&format!("send {client} after")),
+        "ok",
+        "still connected"
+    );
     assert_eq!(w.cmd(&format!("recv {server}")), "after");
     w.kill_restored();
 }
@@ -189,7 +200,10 @@ fn unconnected_seqpacket_sockets_come_back_unbound_and_bound() {
     let fresh = w.cmd("socket unix seqpacket 0");
     let bound = w.cmd("socket unix seqpacket 0");
     let path = w.path("sp.sock");
-    assert_eq!(w.cmd(&format!("bind-unix {bound} {}", path.display())), "ok");
+    assert_eq!(
+        w.cmd(&format!("bind-unix {bound} {}", path.display())),
+        "ok"
+    );
     dump_and_restore(&mut w);
     assert_eq!(w.cmd(&format!("name {fresh}")), "unnamed");
     assert_eq!(w.cmd(&format!("name {bound}")), path.display().to_string());

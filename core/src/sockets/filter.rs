@@ -48,8 +48,7 @@ pub(crate) fn capture(dup: BorrowedFd<'_>) -> Result<Option<Captured>, FilterPro
         Filter::Ebpf => return Err(FilterProblem::Ebpf),
         Filter::Classic(p) => p.iter().map(pack).collect(),
     };
-    let locked =
-        sockfilter::locked(dup).map_err(|e| FilterProblem::Read("SO_LOCK_FILTER", e))?;
+    let locked = sockfilter::locked(dup).map_err(|e| FilterProblem::Read("SO_LOCK_FILTER", e))?;
     Ok(Some(Captured { program, locked }))
 }
 
@@ -62,8 +61,7 @@ pub(crate) fn restore(desc: &FileDesc, fd: impl AsFd) -> Result<(), SocketError>
         return Ok(());
     }
     let prog: Vec<libc::sock_filter> = s.bpf_filter.iter().copied().map(unpack).collect();
-    sockfilter::attach(fd.as_fd(), &prog)
-        .map_err(|e| restore_err(desc, "SO_ATTACH_FILTER", e))?;
+    sockfilter::attach(fd.as_fd(), &prog).map_err(|e| restore_err(desc, "SO_ATTACH_FILTER", e))?;
     if s.bpf_filter_locked {
         sockfilter::lock(fd.as_fd()).map_err(|e| restore_err(desc, "SO_LOCK_FILTER", e))?;
     }

@@ -228,9 +228,7 @@ impl SocketDump {
                 let open = for_errors(pid, fd);
                 match problem {
                     filter::FilterProblem::Ebpf => open.refuse(filter::ebpf_refusal(fd), true),
-                    filter::FilterProblem::Read(op, e) => {
-                        open.inspect_err(op, open.proc_path(), e)
-                    }
+                    filter::FilterProblem::Read(op, e) => open.inspect_err(op, open.proc_path(), e),
                 }
             })?;
             Ok(Some((inode, family, kind, filter)))

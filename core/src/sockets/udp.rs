@@ -41,7 +41,10 @@ pub(super) fn describe(u: &UdpState) -> String {
     };
     let e = &u.extras;
     if e.shutdown_read || e.shutdown_write {
-        out += &format!(" (shut: read {}, write {})", e.shutdown_read, e.shutdown_write);
+        out += &format!(
+            " (shut: read {}, write {})",
+            e.shutdown_read, e.shutdown_write
+        );
     }
     if !e.bind_device.is_empty() {
         out += &format!(" on {}", String::from_utf8_lossy(&e.bind_device));

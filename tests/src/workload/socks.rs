@@ -90,7 +90,9 @@ fn inet_addr(addr: &str) -> Result<(libc::sockaddr_storage, libc::socklen_t), St
     let len = match addr {
         SocketAddr::V4(a) => {
             // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
-            let sin = unsafe { &mut *(&mut ss as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            let sin = unsafe {
+                &mut *(&mut ss as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>()
+            };
             sin.sin_family = libc::AF_INET as libc::sa_family_t;
             sin.sin_port = a.port().to_be();
             sin.sin_addr.s_addr = u32::from_ne_bytes(a.ip().octets());
@@ -98,7 +100,9 @@ fn inet_addr(addr: &str) -> Result<(libc::sockaddr_storage, libc::socklen_t), St
         }
         SocketAddr::V6(a) => {
             // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
-            let sin6 = unsafe { &mut *(&mut ss as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            let sin6 = unsafe {
+                &mut *(&mut ss as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
+            };
             sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
             sin6.sin6_port = a.port().to_be();
             sin6.sin6_addr.s6_addr = a.ip().octets();
@@ -115,7 +119,13 @@ fn local_name(fd: i32) -> io::Result<String> {
     let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
     // SAFETY: ss has len bytes; the kernel writes at most len.
-    cvt(unsafe { libc::getsockname(fd, (&mut ss as *mut libc::sockaddr_storage).cast(), &mut len) })?;
+    cvt(unsafe {
+        libc::getsockname(
+            fd,
+            (&mut ss as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+        )
+    })?;
     let p = (&ss as *const libc::sockaddr_storage).cast::<u8>();
     Ok(match i32::from(ss.ss_family) {
         libc::AF_INET => {
@@ -134,8 +144,16 @@ fn local_name(fd: i32) -> io::Result<String> {
             // SAFETY: the kernel wrote a sockaddr_un.
             let sun = unsafe { &*p.cast::<libc::sockaddr_un>() };
             let n = (len as usize).saturating_sub(2).min(sun.sun_path.len());
-            let bytes: Vec<u8> = sun.sun_path[..n].iter().map(|&c| c as u8).take_while(|&b| b != 0).collect();
-            if bytes.is_empty() { "unnamed".into() } else { String::from_utf8_lossy(&bytes).into_owned() }
+            let bytes: Vec<u8> = sun.sun_path[..n]
+                .iter()
+                .map(|&c| c as u8)
+                .take_while(|&b| b != 0)
+                .collect();
+            if bytes.is_empty() {
+                "unnamed".into()
+            } else {
+                String::from_utf8_lossy(&bytes).into_owned()
+            }
         }
         other => format!("family {other}"),
     })
@@ -332,7 +350,12 @@ impl Mode for Socks {
             }
             ("setopt", [fd, level, opt, value]) => {
                 let v: i32 = num(value)?;
-                ok(setopt_raw(num(fd)?, num(level)?, num(opt)?, &v.to_ne_bytes()))
+                ok(setopt_raw(
+                    num(fd)?,
+                    num(level)?,
+                    num(opt)?,
+                    &v.to_ne_bytes(),
+                ))
             }
             ("getopt-raw", [fd, level, opt, len]) => {
                 getopt_raw(num(fd)?, num(level)?, num(opt)?, num(len)?)

@@ -711,8 +711,7 @@ fn refill_own(
             "datagrams queued on an unbound socket that is not one end of a pair",
         ));
     }
-    unix::restore::refill_queue(fd, Some(&u.reach()), q)
-        .map_err(unix_err(desc, "refill the queue"))
+    unix::restore::refill_queue(fd, Some(&u.reach()), q).map_err(unix_err(desc, "refill the queue"))
 }
 
 /// Completes a socket made by [`make`]: its queue `q` refilled (a bound dgram socket, from
