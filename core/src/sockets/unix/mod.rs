@@ -335,7 +335,9 @@ fn capture(
     let connected_alone = info.state == unix::SockState::Established && info.peer_without_inode;
     let awaiting_accept = connected_alone && !dgram && !both_shut;
     let peer_closed = connected_alone && (dgram || both_shut);
-    if error_pending && !(peer_closed && !dgram) {
+    // Only a stream or seqpacket peer's close with data unread can be made again.
+    let reset_by_closed_peer = peer_closed && !dgram;
+    if error_pending && !reset_by_closed_peer {
         return Err(not_yet(
             "a pending socket error other than a closed peer's reset",
         ));
