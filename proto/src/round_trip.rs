@@ -191,6 +191,7 @@ every_message!(
     UnixPendingConnection,
     SocketFileAttrs,
     UnixSocket,
+    SocketIntOption,
     ThreadAttrs,
     ProcessAttrs,
     SysvShm,

@@ -57,4 +57,6 @@ pub use state::{
     state_name, HandshakeOptions, ListenerState, SocketOptions, TcpConnectionState,
     TcpSocketOptions, TcpState, TcpWindow, UdpSocketState, WindowScale,
 };
-pub use udp::{capture_udp, restore_udp};
+pub use udp::{
+    capture_udp, capture_udp_extras, restore_udp, restore_udp_with, UdpExtras, INT_OPTIONS,
+};

@@ -7,7 +7,7 @@
 //! `UdpSocketState::dropped_recv_bytes`.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
@@ -53,6 +53,10 @@ pub fn capture_udp(fd: impl AsFd) -> Result<UdpSocketState> {
 /// Re-creates a UDP socket: options, `bind()` (unless it was never bound),
 /// `connect()` when it was connected.
 pub fn restore_udp(state: &UdpSocketState) -> Result<OwnedFd> {
+    restore_udp_inner(state, None)
+}
+
+fn restore_udp_inner(state: &UdpSocketState, extras: Option<&UdpExtras>) -> Result<OwnedFd> {
     let name = SocketName::new(Some(state.local), state.remote);
     let ctx = Ctx::new(Operation::Restore, name);
     let ipv6 = state.local.is_ipv6();
@@ -63,6 +67,9 @@ pub fn restore_udp(state: &UdpSocketState) -> Result<OwnedFd> {
     let b = fd.as_fd();
     options::apply_pre_bind(b, &state.socket, ctx)?;
     options::apply_buffers_if_changed(b, &state.socket, ctx)?;
+    if let Some(extras) = extras {
+        apply_pre_bind_extras(b, extras, ctx)?;
+    }
     let sref = socket2::SockRef::from(&b);
     if state.local.port() != 0 || !state.local.ip().is_unspecified() {
         sref.bind(&SockAddr::from(state.local))
@@ -73,5 +80,473 @@ pub fn restore_udp(state: &UdpSocketState) -> Result<OwnedFd> {
         sref.connect(&SockAddr::from(remote))
             .map_err(ctx.io("connect"))?;
     }
+    if let Some(extras) = extras {
+        apply_post_connect_extras(b, extras, ctx)?;
+    }
     Ok(fd)
+}
+
+/// What a UDP socket holds beyond its addresses and the shared socket options: its shutdown
+/// state, UDP_CORK, SO_BINDTODEVICE and every integer option of [`INT_OPTIONS`] that differs
+/// from a fresh socket's.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UdpExtras {
+    /// Shut for reading (SHUT_RD).
+    pub shutdown_read: bool,
+    /// Shut for writing (SHUT_WR: sends fail with EPIPE).
+    pub shutdown_write: bool,
+    /// UDP_CORK on (no datagram pending: a pending one is refused at capture).
+    pub cork: bool,
+    /// SO_BINDTODEVICE: the interface name (empty: none).
+    pub bind_device: Vec<u8>,
+    /// (level, option, value) of every option of [`INT_OPTIONS`] whose value differs from a
+    /// fresh socket's, in table order.
+    pub options: Vec<(i32, i32, i32)>,
+}
+
+/// `IPV6_FREEBIND` (not in libc for every target).
+const IPV6_FREEBIND: i32 = 78;
+/// `UDP_SEGMENT`.
+const UDP_SEGMENT: i32 = 103;
+/// `UDP_GRO`.
+const UDP_GRO: i32 = 104;
+/// `UDP_NO_CHECK6_TX` / `UDP_NO_CHECK6_RX`.
+const UDP_NO_CHECK6_TX: i32 = 101;
+const UDP_NO_CHECK6_RX: i32 = 102;
+
+/// The integer options a UDP application sets, carried over when they differ from a fresh
+/// socket's: (level, option, name, IPv6 sockets only / IPv4 only / both). Set before bind,
+/// so IP_FREEBIND and IP_TRANSPARENT let a bind to an address the host lacks succeed again.
+pub const INT_OPTIONS: &[(i32, i32, &str, Family)] = &[
+    (
+        libc::SOL_SOCKET,
+        libc::SO_PRIORITY,
+        "SO_PRIORITY",
+        Family::Both,
+    ),
+    (
+        libc::SOL_SOCKET,
+        libc::SO_TIMESTAMP,
+        "SO_TIMESTAMP",
+        Family::Both,
+    ),
+    (
+        libc::SOL_SOCKET,
+        libc::SO_TIMESTAMPNS,
+        "SO_TIMESTAMPNS",
+        Family::Both,
+    ),
+    (
+        libc::SOL_SOCKET,
+        libc::SO_TIMESTAMPING,
+        "SO_TIMESTAMPING",
+        Family::Both,
+    ),
+    (
+        libc::SOL_SOCKET,
+        libc::SO_RCVLOWAT,
+        "SO_RCVLOWAT",
+        Family::Both,
+    ),
+    (
+        libc::SOL_SOCKET,
+        libc::SO_RXQ_OVFL,
+        "SO_RXQ_OVFL",
+        Family::Both,
+    ),
+    (
+        libc::SOL_SOCKET,
+        libc::SO_NO_CHECK,
+        "SO_NO_CHECK",
+        Family::Both,
+    ),
+    (
+        libc::SOL_SOCKET,
+        libc::SO_DONTROUTE,
+        "SO_DONTROUTE",
+        Family::Both,
+    ),
+    (
+        libc::SOL_SOCKET,
+        libc::SO_BUSY_POLL,
+        "SO_BUSY_POLL",
+        Family::Both,
+    ),
+    (
+        libc::SOL_SOCKET,
+        libc::SO_INCOMING_CPU,
+        "SO_INCOMING_CPU",
+        Family::Both,
+    ),
+    (
+        libc::SOL_SOCKET,
+        libc::SO_SELECT_ERR_QUEUE,
+        "SO_SELECT_ERR_QUEUE",
+        Family::Both,
+    ),
+    (
+        libc::SOL_SOCKET,
+        libc::SO_ZEROCOPY,
+        "SO_ZEROCOPY",
+        Family::Both,
+    ),
+    (libc::SOL_IP, libc::IP_FREEBIND, "IP_FREEBIND", Family::Both),
+    (
+        libc::SOL_IP,
+        libc::IP_TRANSPARENT,
+        "IP_TRANSPARENT",
+        Family::Both,
+    ),
+    (
+        libc::SOL_IP,
+        libc::IP_BIND_ADDRESS_NO_PORT,
+        "IP_BIND_ADDRESS_NO_PORT",
+        Family::Both,
+    ),
+    (libc::SOL_IP, libc::IP_TTL, "IP_TTL", Family::V4),
+    (
+        libc::SOL_IP,
+        libc::IP_MULTICAST_TTL,
+        "IP_MULTICAST_TTL",
+        Family::V4,
+    ),
+    (
+        libc::SOL_IP,
+        libc::IP_MULTICAST_LOOP,
+        "IP_MULTICAST_LOOP",
+        Family::V4,
+    ),
+    (
+        libc::SOL_IP,
+        libc::IP_MULTICAST_ALL,
+        "IP_MULTICAST_ALL",
+        Family::V4,
+    ),
+    (
+        libc::SOL_IP,
+        libc::IP_MULTICAST_IF,
+        "IP_MULTICAST_IF",
+        Family::V4,
+    ),
+    (libc::SOL_IP, libc::IP_PKTINFO, "IP_PKTINFO", Family::Both),
+    (libc::SOL_IP, libc::IP_RECVERR, "IP_RECVERR", Family::Both),
+    (libc::SOL_IP, libc::IP_RECVTTL, "IP_RECVTTL", Family::Both),
+    (libc::SOL_IP, libc::IP_RECVTOS, "IP_RECVTOS", Family::Both),
+    (libc::SOL_IP, libc::IP_RECVOPTS, "IP_RECVOPTS", Family::Both),
+    (libc::SOL_IP, libc::IP_RETOPTS, "IP_RETOPTS", Family::Both),
+    (
+        libc::SOL_IP,
+        libc::IP_RECVORIGDSTADDR,
+        "IP_RECVORIGDSTADDR",
+        Family::Both,
+    ),
+    (
+        libc::SOL_IP,
+        libc::IP_MTU_DISCOVER,
+        "IP_MTU_DISCOVER",
+        Family::Both,
+    ),
+    (libc::SOL_IP, libc::IP_PASSSEC, "IP_PASSSEC", Family::Both),
+    (libc::SOL_IP, libc::IP_CHECKSUM, "IP_CHECKSUM", Family::Both),
+    (libc::SOL_IP, libc::IP_NODEFRAG, "IP_NODEFRAG", Family::Both),
+    (libc::SOL_IPV6, IPV6_FREEBIND, "IPV6_FREEBIND", Family::V6),
+    (
+        libc::SOL_IPV6,
+        libc::IPV6_TRANSPARENT,
+        "IPV6_TRANSPARENT",
+        Family::V6,
+    ),
+    (
+        libc::SOL_IPV6,
+        libc::IPV6_UNICAST_HOPS,
+        "IPV6_UNICAST_HOPS",
+        Family::V6,
+    ),
+    (
+        libc::SOL_IPV6,
+        libc::IPV6_MULTICAST_HOPS,
+        "IPV6_MULTICAST_HOPS",
+        Family::V6,
+    ),
+    (
+        libc::SOL_IPV6,
+        libc::IPV6_MULTICAST_LOOP,
+        "IPV6_MULTICAST_LOOP",
+        Family::V6,
+    ),
+    (
+        libc::SOL_IPV6,
+        libc::IPV6_MULTICAST_IF,
+        "IPV6_MULTICAST_IF",
+        Family::V6,
+    ),
+    (
+        libc::SOL_IPV6,
+        libc::IPV6_MULTICAST_ALL,
+        "IPV6_MULTICAST_ALL",
+        Family::V6,
+    ),
+    (
+        libc::SOL_IPV6,
+        libc::IPV6_RECVPKTINFO,
+        "IPV6_RECVPKTINFO",
+        Family::V6,
+    ),
+    (
+        libc::SOL_IPV6,
+        libc::IPV6_RECVERR,
+        "IPV6_RECVERR",
+        Family::V6,
+    ),
+    (
+        libc::SOL_IPV6,
+        libc::IPV6_RECVHOPLIMIT,
+        "IPV6_RECVHOPLIMIT",
+        Family::V6,
+    ),
+    (
+        libc::SOL_IPV6,
+        libc::IPV6_RECVTCLASS,
+        "IPV6_RECVTCLASS",
+        Family::V6,
+    ),
+    (
+        libc::SOL_IPV6,
+        libc::IPV6_MTU_DISCOVER,
+        "IPV6_MTU_DISCOVER",
+        Family::V6,
+    ),
+    (
+        libc::SOL_IPV6,
+        libc::IPV6_DONTFRAG,
+        "IPV6_DONTFRAG",
+        Family::V6,
+    ),
+    (
+        libc::SOL_IPV6,
+        libc::IPV6_RECVORIGDSTADDR,
+        "IPV6_RECVORIGDSTADDR",
+        Family::V6,
+    ),
+    (libc::SOL_UDP, UDP_SEGMENT, "UDP_SEGMENT", Family::Both),
+    (libc::SOL_UDP, UDP_GRO, "UDP_GRO", Family::Both),
+    (
+        libc::SOL_UDP,
+        UDP_NO_CHECK6_TX,
+        "UDP_NO_CHECK6_TX",
+        Family::V6,
+    ),
+    (
+        libc::SOL_UDP,
+        UDP_NO_CHECK6_RX,
+        "UDP_NO_CHECK6_RX",
+        Family::V6,
+    ),
+];
+
+/// Which sockets an option of [`INT_OPTIONS`] applies to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    /// IPv4 and IPv6 sockets (an IPv6 socket's IPv4 options act on mapped traffic).
+    Both,
+    /// IPv4 sockets only.
+    V4,
+    /// IPv6 sockets only.
+    V6,
+}
+
+impl Family {
+    fn applies(self, ipv6: bool) -> bool {
+        match self {
+            Family::Both => true,
+            Family::V4 => !ipv6,
+            Family::V6 => ipv6,
+        }
+    }
+}
+
+/// Reads an option of the table: `None` when this kernel does not know it.
+fn read_opt(
+    fd: BorrowedFd<'_>,
+    level: i32,
+    name: i32,
+) -> std::result::Result<Option<i32>, nix::errno::Errno> {
+    match sys::get_int(fd, level, name) {
+        Ok(v) => Ok(Some(v)),
+        Err(nix::errno::Errno::ENOPROTOOPT | nix::errno::Errno::EOPNOTSUPP) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Captures [`UdpExtras`] of UDP socket `fd`. A datagram pending under UDP_CORK or MSG_MORE
+/// (bytes in its send queue) is refused: the kernel gives no way to read it back.
+pub fn capture_udp_extras(fd: impl AsFd) -> Result<UdpExtras> {
+    let fd = fd.as_fd();
+    let name = socket_name(fd);
+    let ctx = Ctx::new(Operation::Capture, name);
+    let domain = sys::get_int(fd, libc::SOL_SOCKET, libc::SO_DOMAIN)
+        .map_err(ctx.sys("getsockopt SO_DOMAIN"))?;
+    let ipv6 = domain == libc::AF_INET6;
+    let outq = sys::ioctl_int(fd, libc::TIOCOUTQ as _).map_err(ctx.sys("ioctl SIOCOUTQ"))?;
+    if outq > 0 {
+        return Err(ctx.invalid(
+            "SIOCOUTQ",
+            format!(
+                "{outq} bytes of a datagram held back (UDP_CORK or MSG_MORE) or still in the \
+                 send queue: the kernel cannot give them back, so they cannot be restored"
+            ),
+        ));
+    }
+    let fresh = Socket::new(
+        if ipv6 { Domain::IPV6 } else { Domain::IPV4 },
+        Type::DGRAM.cloexec(),
+        Some(Protocol::UDP),
+    )
+    .map_err(ctx.io("socket"))?;
+    let fresh_fd = fresh.as_fd();
+    let mut options = Vec::new();
+    for &(level, opt, what, family) in INT_OPTIONS {
+        if !family.applies(ipv6) {
+            continue;
+        }
+        let Some(value) = read_opt(fd, level, opt).map_err(ctx.sys(what))? else {
+            continue;
+        };
+        if read_opt(fresh_fd, level, opt).map_err(ctx.sys(what))? != Some(value) {
+            options.push((level, opt, value));
+        }
+    }
+    let mut dev = [0u8; libc::IFNAMSIZ];
+    let n = sys::get_bytes(fd, libc::SOL_SOCKET, libc::SO_BINDTODEVICE, &mut dev)
+        .map_err(ctx.sys("getsockopt SO_BINDTODEVICE"))?;
+    let end = dev[..n].iter().position(|&b| b == 0).unwrap_or(n);
+    let shutdown = udp_shutdown(fd, ipv6).map_err(ctx.io("sock_diag (shutdown state)"))?;
+    Ok(UdpExtras {
+        shutdown_read: shutdown & 1 != 0,
+        shutdown_write: shutdown & 2 != 0,
+        cork: sys::get_int(fd, libc::SOL_UDP, libc::UDP_CORK)
+            .map_err(ctx.sys("getsockopt UDP_CORK"))?
+            != 0,
+        bind_device: dev[..end].to_vec(),
+        options,
+    })
+}
+
+/// The shutdown state of UDP socket `fd` (RCV_SHUTDOWN 1 | SEND_SHUTDOWN 2), which only
+/// inet_diag tells (INET_DIAG_SHUTDOWN): the UDP sockets of its family and port are dumped
+/// and the one with its inode read.
+fn udp_shutdown(fd: BorrowedFd<'_>, ipv6: bool) -> std::io::Result<u8> {
+    use netlink_packet_core::{
+        NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST,
+    };
+    use netlink_packet_sock_diag::constants::{AF_INET, AF_INET6, IPPROTO_UDP};
+    use netlink_packet_sock_diag::inet::{
+        nlas::Nla, ExtensionFlags, InetRequest, SocketId, StateFlags,
+    };
+    use netlink_packet_sock_diag::SockDiagMessage;
+
+    let inode = crate::listen::inode_of(fd)?;
+    let mut socket = netlink_sys::Socket::new(netlink_sys::protocols::NETLINK_SOCK_DIAG)?;
+    socket.bind_auto()?;
+    socket.connect(&netlink_sys::SocketAddr::new(0, 0))?;
+    let mut header = NetlinkHeader::default();
+    header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+    let (family, id) = if ipv6 {
+        (AF_INET6, SocketId::new_v6())
+    } else {
+        (AF_INET, SocketId::new_v4())
+    };
+    let mut packet = NetlinkMessage::new(
+        header,
+        SockDiagMessage::InetRequest(InetRequest {
+            family,
+            protocol: IPPROTO_UDP,
+            extensions: ExtensionFlags::empty(),
+            states: StateFlags::from_bits_retain(u32::MAX),
+            socket_id: id,
+        })
+        .into(),
+    );
+    packet.finalize();
+    let mut buf = vec![0u8; packet.buffer_len()];
+    packet.serialize(&mut buf);
+    socket.send(&buf, 0)?;
+    let mut found = 0u8;
+    let mut rx = vec![0u8; 64 * 1024];
+    loop {
+        let size = socket.recv(&mut &mut rx[..], 0)?;
+        let mut offset = 0;
+        while offset < size {
+            let msg = NetlinkMessage::<SockDiagMessage>::deserialize(&rx[offset..size])
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
+            let len = msg.header.length as usize;
+            match msg.payload {
+                NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(r))
+                    if u64::from(r.header.inode) == inode =>
+                {
+                    for nla in &r.nlas {
+                        if let Nla::Shutdown(s) = nla {
+                            found = *s;
+                        }
+                    }
+                }
+                NetlinkPayload::Done(_) => return Ok(found),
+                NetlinkPayload::Error(e) => {
+                    let errno = e.raw_code().checked_neg().unwrap_or(i32::MAX);
+                    return Err(std::io::Error::from_raw_os_error(errno));
+                }
+                _ => {}
+            }
+            if len == 0 {
+                break;
+            }
+            offset += len;
+        }
+    }
+}
+
+/// [`restore_udp`] with `extras`: its options and device set before bind, UDP_CORK and the
+/// shutdown state after connect.
+pub fn restore_udp_with(state: &UdpSocketState, extras: &UdpExtras) -> Result<OwnedFd> {
+    restore_udp_inner(state, Some(extras))
+}
+
+/// Sets what [`UdpExtras`] holds that must be in place before bind.
+fn apply_pre_bind_extras(fd: BorrowedFd<'_>, extras: &UdpExtras, ctx: Ctx) -> Result<()> {
+    for &(level, opt, value) in &extras.options {
+        let what = INT_OPTIONS
+            .iter()
+            .find(|o| o.0 == level && o.1 == opt)
+            .map_or("setsockopt", |o| o.2);
+        sys::set_int(fd, level, opt, value).map_err(ctx.sys(what))?;
+    }
+    if !extras.bind_device.is_empty() {
+        sys::set_bytes(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_BINDTODEVICE,
+            &extras.bind_device,
+        )
+        .map_err(ctx.sys("setsockopt SO_BINDTODEVICE"))?;
+    }
+    Ok(())
+}
+
+/// Sets what [`UdpExtras`] holds that comes after connect: UDP_CORK, then the shutdown state
+/// (an unconnected socket's shutdown(2) fails with ENOTCONN but takes effect all the same).
+fn apply_post_connect_extras(fd: BorrowedFd<'_>, extras: &UdpExtras, ctx: Ctx) -> Result<()> {
+    if extras.cork {
+        sys::set_int(fd, libc::SOL_UDP, libc::UDP_CORK, 1)
+            .map_err(ctx.sys("setsockopt UDP_CORK"))?;
+    }
+    let how = match (extras.shutdown_read, extras.shutdown_write) {
+        (false, false) => return Ok(()),
+        (true, false) => std::net::Shutdown::Read,
+        (false, true) => std::net::Shutdown::Write,
+        (true, true) => std::net::Shutdown::Both,
+    };
+    match socket2::SockRef::from(&fd).shutdown(how) {
+        Err(e) if e.raw_os_error() != Some(libc::ENOTCONN) => Err(ctx.io("shutdown")(e)),
+        _ => Ok(()),
+    }
 }

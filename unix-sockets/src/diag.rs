@@ -233,6 +233,10 @@ pub struct UnixSockInfo {
     /// embryo, which has no inode yet (the kernel reports 0); find the
     /// listener through [`UnixSockInfo::pending`].
     pub peer: Option<u32>,
+    /// The kernel reported a peer without an inode: an embryo (a client waiting to be
+    /// accepted) or a socket already closed (orphaned). A dgram socket that others are
+    /// connected to, itself connected to nothing, reports no peer at all.
+    pub peer_without_inode: bool,
     /// The bound name.
     pub name: UnixName,
     /// The bound socket file (filesystem names only).
@@ -466,6 +470,7 @@ fn convert(resp: &UnixResponse) -> Result<UnixSockInfo> {
         sock_type,
         state: SockState::from_raw(h.state),
         peer: None,
+        peer_without_inode: false,
         name: UnixName::Unnamed,
         vfs: None,
         pending: Vec::new(),
@@ -488,7 +493,10 @@ fn convert(resp: &UnixResponse) -> Result<UnixSockInfo> {
                 }
             }
             // 0: an embryo (not accepted yet) has no inode.
-            Nla::Peer(p) => info.peer = (*p != 0).then_some(*p),
+            Nla::Peer(p) => {
+                info.peer = (*p != 0).then_some(*p);
+                info.peer_without_inode = *p == 0;
+            }
             Nla::PendingConnections(v) => info.pending = v.clone(),
             Nla::ReceiveQueueLength(r, w) => {
                 info.rqueue = *r;

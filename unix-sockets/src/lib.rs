@@ -21,4 +21,6 @@ pub use diag::{
     dump_all, query_inode, DiagSocket, Shutdown, SockState, SockType, UnixName, UnixSockInfo, VfsId,
 };
 pub use error::{Result, UnixSockError};
-pub use queue::{accept_waiting, capture_queue, recv_message, CapturedQueue, Creds, QueuedMessage};
+pub use queue::{
+    accept_waiting, capture_queue, error_pending, recv_message, CapturedQueue, Creds, QueuedMessage,
+};

@@ -298,8 +298,21 @@ fn capture_dgram(
         let got = match sys::recvmsg(fd, &mut buf, PEEK | libc::MSG_TRUNC, want_addr) {
             Ok(got) => got,
             Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => break,
+            // An unconnected seqpacket socket has no queue to read.
+            Err(e)
+                if e.raw_os_error() == Some(libc::ENOTCONN) && sock_type == SockType::SeqPacket =>
+            {
+                break
+            }
             Err(e) => return Err(UnixSockError::fd("recvmsg MSG_PEEK", raw, e)),
         };
+        if got.len == 0 && sock_type == SockType::SeqPacket && seqpacket_end(fd, offset)? {
+            // A seqpacket socket shut for reading (its peer closed): past its last record a
+            // peek reads EOF (0) again and again, as a zero-length record would once; every
+            // queued byte was seen, so this is the end (LIMIT: zero-length records after the
+            // last byte of a shut seqpacket socket are not told from EOF, and not captured).
+            break;
+        }
         if got.len > buf.len() {
             // Truncated: the offset moved by what was copied; go back.
             buf.resize(got.len, 0);
@@ -318,6 +331,22 @@ fn capture_dgram(
         offset += got.len;
     }
     Ok((messages, pending_error))
+}
+
+/// Whether a peek of seqpacket socket `fd` at `offset` is past its queue (SIOCINQ counts
+/// every queued byte of a seqpacket socket) with the read side shut: it reads EOF.
+fn seqpacket_end(fd: BorrowedFd<'_>, offset: usize) -> Result<bool> {
+    let raw = fd.as_raw_fd();
+    let bytes = sys::inq(fd).map_err(|e| UnixSockError::fd("ioctl SIOCINQ", raw, e))?;
+    let past = usize::try_from(bytes).map_or(true, |b| offset >= b);
+    Ok(past && sys::read_hup(fd).map_err(|e| UnixSockError::fd("poll", raw, e))?)
+}
+
+/// Whether an error waits on `fd` (ECONNRESET: a stream or seqpacket peer closed with data
+/// it had not read), seen by poll without taking it.
+pub fn error_pending(fd: impl AsFd) -> Result<bool> {
+    let fd = fd.as_fd();
+    sys::poll_err(fd).map_err(|e| UnixSockError::fd("poll", fd.as_raw_fd(), e))
 }
 
 fn check_ctrunc(fd: i32, flags: i32) -> Result<()> {

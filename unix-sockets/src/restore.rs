@@ -74,6 +74,29 @@ pub fn bind_name(fd: impl AsFd, name: &UnixName, attrs: Option<SocketFileAttrs>)
     }
 }
 
+/// As [`bind_name`], a relative path bound from directory `dir` (when given): the socket's
+/// name stays the relative one (getsockname, its peers' getpeername), its file goes in `dir`.
+/// The process's cwd is changed for the bind and put back after: call it only where no other
+/// thread depends on the cwd (a restored task still running cryo code).
+pub fn bind_name_in(
+    fd: impl AsFd,
+    name: &UnixName,
+    dir: Option<&Path>,
+    attrs: Option<SocketFileAttrs>,
+) -> Result<()> {
+    let (UnixName::Path(path), Some(dir)) = (name, dir) else {
+        return bind_name(fd, name, attrs);
+    };
+    if path.is_absolute() {
+        return bind_name(fd, name, attrs);
+    }
+    let back = std::env::current_dir().map_err(|e| UnixSockError::path("getcwd", path, e))?;
+    std::env::set_current_dir(dir).map_err(|e| UnixSockError::path("chdir", dir, e))?;
+    let bound = bind_path(fd, path, attrs);
+    std::env::set_current_dir(&back).map_err(|e| UnixSockError::path("chdir back", &back, e))?;
+    bound
+}
+
 /// Binds `fd` to the filesystem `path`; see [`bind_name`]. The parent directory is opened
 /// without following any symlink on the way (the bound path came from the kernel, which shows
 /// none: a symlink there now was swapped in after the dump), and the unlink, the bind and the
@@ -83,7 +106,12 @@ pub fn bind_name(fd: impl AsFd, name: &UnixName, attrs: Option<SocketFileAttrs>)
 pub fn bind_path(fd: impl AsFd, path: &Path, attrs: Option<SocketFileAttrs>) -> Result<()> {
     use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag};
     let fd = fd.as_fd();
-    let parent = path.parent().unwrap_or(Path::new("/"));
+    // A relative name ("sock") has an empty parent: the current directory.
+    let parent = match path.parent() {
+        Some(p) if p.as_os_str().is_empty() => Path::new("."),
+        Some(p) => p,
+        None => Path::new("/"),
+    };
     let file = path.file_name().ok_or_else(|| UnixSockError::Path {
         step: "bind",
         path: path.into(),

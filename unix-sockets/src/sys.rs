@@ -387,6 +387,11 @@ pub(crate) fn poll_in(fd: BorrowedFd<'_>) -> io::Result<bool> {
     Ok(poll_now(fd, libc::POLLIN)? & libc::POLLIN != 0)
 }
 
+/// Whether `poll` reports the read side shut (POLLRDHUP) and nothing to read but EOF.
+pub(crate) fn read_hup(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    Ok(poll_now(fd, libc::POLLRDHUP)? & libc::POLLRDHUP != 0)
+}
+
 /// `poll` of one fd for `events`, without waiting: its `revents`.
 fn poll_now(fd: BorrowedFd<'_>, events: libc::c_short) -> io::Result<libc::c_short> {
     let mut pfd = libc::pollfd {

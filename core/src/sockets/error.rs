@@ -61,6 +61,18 @@ pub enum SocketError {
         /// What it is doing.
         what: &'static str,
     },
+    /// A unix socket in a state that cannot be restored as it is.
+    #[error("pid {pid} fd {fd}: unix socket socket:[{ino}]: {what}")]
+    UnixRefused {
+        /// The task.
+        pid: Pid,
+        /// The fd.
+        fd: RawFd,
+        /// The socket.
+        ino: u64,
+        /// What it is and why it cannot come back.
+        what: String,
+    },
     /// An established TCP connection met by a dump without `--tcp-established`.
     #[error(
         "pid {pid} fd {fd}: established TCP connection {local} -> {remote} ({state}): dump \
@@ -111,10 +123,14 @@ pub enum SocketError {
         /// The pass ("identifying sockets", "capturing connections").
         pass: &'static str,
     },
-    /// A unix socket sends to a peer that is not connected back to it.
+    /// A unix socket sends to a peer that is not connected back to it, and cannot be
+    /// connected to it again by name (a stream, an unbound or connected receiver, datagrams
+    /// queued on an unbound sender).
     #[error(
         "pid {pid} fd {fd}: unix socket socket:[{ino}] sends to socket:[{peer}], which is not \
-         connected back (one-way dgram): not supported yet"
+         connected back, and cannot be connected to again by name (a one-way dgram link needs \
+         the receiver bound and unconnected, and the sender bound if datagrams wait for it): \
+         not supported yet"
     )]
     OneWayPeer {
         /// The task.

@@ -42,6 +42,7 @@
 //! ```
 
 mod error;
+mod filter;
 pub(crate) mod kind;
 mod lifecycle;
 pub(crate) mod peers;
@@ -216,7 +217,8 @@ impl SocketDump {
         })?;
         // Each fd on its own (a server has thousands): duplicated, checked for a socket and,
         // if it is one, identified, on every core.
-        let identify_fd = |&fd: &RawFd| -> Result<Option<(InodeKey, u32, Found)>, FileError> {
+        type Identified = (InodeKey, u32, Found, Option<filter::Captured>);
+        let identify_fd = |&fd: &RawFd| -> Result<Option<Identified>, FileError> {
             let dup = match sys::pidfd::pidfd_getfd(pidfd.as_fd(), fd) {
                 Ok(dup) => dup,
                 Err(e) => {
@@ -236,7 +238,14 @@ impl SocketDump {
                 return Ok(None);
             };
             let (family, kind) = identify(pid, fd, dup.as_fd(), inode.ino, opts)?;
-            Ok(Some((inode, family, kind)))
+            let filter = filter::capture(dup.as_fd()).map_err(|problem| {
+                let open = for_errors(pid, fd);
+                match problem {
+                    filter::FilterProblem::Ebpf => open.refuse(filter::ebpf_refusal(fd), true),
+                    filter::FilterProblem::Read(op, e) => open.inspect_err(op, open.proc_path(), e),
+                }
+            })?;
+            Ok(Some((inode, family, kind, filter)))
         };
         let identified = crate::parallel::map_on_cores(&fds, PER_THREAD_MIN, identify_fd).ok_or(
             SocketError::Panicked {
@@ -247,10 +256,14 @@ impl SocketDump {
         let mut found: Vec<FoundSocket> = Vec::new();
         let mut seen = HashSet::new();
         let mut socket_fds = HashMap::new();
+        let mut filters = Vec::new();
         for (&fd, identified) in fds.iter().zip(identified) {
-            let Some((inode, family, kind)) = identified? else {
+            let Some((inode, family, kind, filter)) = identified? else {
                 continue;
             };
+            if let Some(f) = filter {
+                filters.push((inode.ino, f));
+            }
             socket_fds.insert(fd, inode);
             if seen.insert(inode.ino) {
                 found.push(FoundSocket {
@@ -348,6 +361,12 @@ impl SocketDump {
                 Found::Udp => udp::capture(pid, fd, dup.as_fd())?,
             };
             out.records.insert(ino, socket_record(ino, family, &state));
+        }
+        for (ino, f) in filters {
+            if let Some(rec) = out.records.get_mut(&ino) {
+                rec.bpf_filter = f.program;
+                rec.bpf_filter_locked = f.locked;
+            }
         }
         debug!(
             %pid,
@@ -496,7 +515,7 @@ pub(crate) fn decode(desc: &FileDesc, s: &Socket) -> Result<Decoded, FileError> 
         detail: e.to_string(),
     })?;
     Ok(match state {
-        SocketState::Unix(u) if s.external_peer => Decoded::BrokenUnix(u),
+        SocketState::Unix(u) if s.external_peer || u.peer_closed => Decoded::BrokenUnix(u),
         state => Decoded::Plain(state),
     })
 }
@@ -534,8 +553,10 @@ pub(crate) fn open(
     Ok(fd)
 }
 
-/// The file status flags of the description (O_NONBLOCK, O_ASYNC) on a new socket.
+/// The file status flags of the description (O_NONBLOCK, O_ASYNC) on a new socket, and its
+/// BPF filter: the last touches of every socket restored.
 pub(crate) fn set_flags(desc: &FileDesc, fd: &OwnedFd) -> Result<(), SocketError> {
+    filter::restore(desc, fd)?;
     let flags = OFlag::from_bits_retain(desc.flags as i32) & (OFlag::O_NONBLOCK | OFlag::O_ASYNC);
     if !flags.is_empty() {
         let old = nix::fcntl::fcntl(fd, FcntlArg::F_GETFL)

@@ -18,6 +18,7 @@ use cryo_proto::image::{self as pb, socket::State};
 use cryo_tcp_repair as tcp;
 
 use super::error::{RecordProblem, SocketError};
+use super::udp::UdpState;
 use super::unix::{PendingConnection, UnixMessage, UnixSocketState};
 
 /// The captured state of one socket, as the engine uses it.
@@ -28,7 +29,7 @@ pub(crate) enum SocketState {
     /// A listening TCP socket.
     Listener(tcp::ListenerState),
     /// A UDP socket.
-    Udp(tcp::UdpSocketState),
+    Udp(Box<UdpState>),
     /// An AF_UNIX socket.
     Unix(Box<UnixSocketState>),
 }
@@ -73,10 +74,20 @@ impl From<&SocketState> for State {
                 tcp: Some(tcp_options_to(&l.tcp)),
             }),
             SocketState::Udp(u) => State::Udp(pb::UdpSocket {
-                local: Some(addr_to(&u.local)),
-                remote: u.remote.as_ref().map(addr_to),
-                socket: Some(options_to(&u.socket)),
-                dropped_recv_bytes: u.dropped_recv_bytes,
+                local: Some(addr_to(&u.socket.local)),
+                remote: u.socket.remote.as_ref().map(addr_to),
+                socket: Some(options_to(&u.socket.socket)),
+                dropped_recv_bytes: u.socket.dropped_recv_bytes,
+                shutdown_read: u.extras.shutdown_read,
+                shutdown_write: u.extras.shutdown_write,
+                cork: u.extras.cork,
+                bind_device: u.extras.bind_device.clone(),
+                int_options: u
+                    .extras
+                    .options
+                    .iter()
+                    .map(|&(level, name, value)| pb::SocketIntOption { level, name, value })
+                    .collect(),
             }),
             SocketState::Unix(u) => State::Unix(pb::UnixSocket::from(&**u)),
         }
@@ -100,7 +111,9 @@ impl TryFrom<&pb::Socket> for SocketState {
             Some(State::TcpListener(l)) => {
                 listener_from(l).map(SocketState::Listener).map_err(fail)
             }
-            Some(State::Udp(u)) => udp_from(u).map(SocketState::Udp).map_err(fail),
+            Some(State::Udp(u)) => udp_from(u)
+                .map(|u| SocketState::Udp(Box::new(u)))
+                .map_err(fail),
             Some(State::Unix(u)) => UnixSocketState::try_from(u)
                 .map(|u| SocketState::Unix(Box::new(u)))
                 .map_err(fail),
@@ -189,7 +202,7 @@ fn listener_from(l: &pb::TcpListener) -> Result<tcp::ListenerState, RecordProble
     })
 }
 
-fn udp_from(u: &pb::UdpSocket) -> Result<tcp::UdpSocketState, RecordProblem> {
+fn udp_from(u: &pb::UdpSocket) -> Result<UdpState, RecordProblem> {
     let local = addr_from("local", u.local.as_ref())?;
     let remote = match &u.remote {
         Some(r) => Some(addr_from("remote", Some(r))?),
@@ -198,11 +211,24 @@ fn udp_from(u: &pb::UdpSocket) -> Result<tcp::UdpSocketState, RecordProblem> {
     if remote.is_some_and(|r| r.is_ipv4() != local.is_ipv4()) {
         return Err(RecordProblem::Families);
     }
-    Ok(tcp::UdpSocketState {
-        local,
-        remote,
-        socket: options_from(u.socket.as_ref()),
-        dropped_recv_bytes: u.dropped_recv_bytes,
+    Ok(UdpState {
+        socket: tcp::UdpSocketState {
+            local,
+            remote,
+            socket: options_from(u.socket.as_ref()),
+            dropped_recv_bytes: u.dropped_recv_bytes,
+        },
+        extras: tcp::UdpExtras {
+            shutdown_read: u.shutdown_read,
+            shutdown_write: u.shutdown_write,
+            cork: u.cork,
+            bind_device: u.bind_device.clone(),
+            options: u
+                .int_options
+                .iter()
+                .map(|o| (o.level, o.name, o.value))
+                .collect(),
+        },
     })
 }
 
@@ -393,6 +419,10 @@ impl From<&UnixSocketState> for pb::UnixSocket {
                     queue: p.queue.iter().map(pb::UnixMessage::from).collect(),
                 })
                 .collect(),
+            peer_closed: u.peer_closed,
+            reset_pending: u.reset_pending,
+            connect_to: u.connect_to.clone(),
+            bind_dir: u.bind_dir.clone(),
         }
     }
 }
@@ -426,6 +456,10 @@ impl TryFrom<&pb::UnixSocket> for UnixSocketState {
                     queue: p.queue.iter().map(UnixMessage::from).collect(),
                 })
                 .collect(),
+            peer_closed: u.peer_closed,
+            reset_pending: u.reset_pending,
+            connect_to: u.connect_to.clone(),
+            bind_dir: u.bind_dir.clone(),
         })
     }
 }
@@ -533,12 +567,21 @@ mod tests {
             socket: options(),
             tcp: tcp::TcpSocketOptions::default(),
         }));
-        round_trip(SocketState::Udp(tcp::UdpSocketState {
-            local: "127.0.0.1:53".parse().unwrap(),
-            remote: Some("127.0.0.1:9".parse().unwrap()),
-            socket: options(),
-            dropped_recv_bytes: 12,
-        }));
+        round_trip(SocketState::Udp(Box::new(UdpState {
+            socket: tcp::UdpSocketState {
+                local: "127.0.0.1:53".parse().unwrap(),
+                remote: Some("127.0.0.1:9".parse().unwrap()),
+                socket: options(),
+                dropped_recv_bytes: 12,
+            },
+            extras: tcp::UdpExtras {
+                shutdown_read: false,
+                shutdown_write: true,
+                cork: true,
+                bind_device: b"lo".to_vec(),
+                options: vec![(libc::SOL_IP, libc::IP_TTL, 7)],
+            },
+        })));
         let message = UnixMessage {
             data: b"hello".to_vec(),
             creds: Some((1, 2, 3)),
@@ -560,6 +603,10 @@ mod tests {
                 client_ino: 9,
                 queue: vec![message],
             }],
+            peer_closed: true,
+            reset_pending: true,
+            connect_to: b"/dev/log".to_vec(),
+            bind_dir: b"/run".to_vec(),
         })));
     }
 

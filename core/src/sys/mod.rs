@@ -19,6 +19,7 @@
 //! ipc       System V shared memory: shmget, shmat/shmdt in cryo, shmctl; creator ids
 //! termination  SIGINT/SIGTERM held pending while a dump or restore runs
 //! repair    whether a TCP socket is in repair mode (the dump guardian)
+//! sockfilter classic BPF socket filters: read back, attached
 //! eventfd, timerfd, signalfd, epoll, inotify, memfd, tty: the fd kinds files/ restores
 //! ```
 
@@ -43,6 +44,7 @@ pub mod repair;
 pub mod sched;
 pub mod signal;
 pub mod signalfd;
+pub mod sockfilter;
 pub mod spawn;
 pub mod termination;
 pub mod timerfd;

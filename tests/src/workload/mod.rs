@@ -42,6 +42,7 @@ mod sysv_ipc;
 mod sysv_shm;
 mod sigtrap;
 mod sqlite;
+mod socks;
 mod tcp;
 mod tcp_opts;
 mod threads;
@@ -111,6 +112,7 @@ pub const MODES: &[(&str, Start)] = &[
     ("sigio", file_locks::start_sigio),
     ("sqlite", sqlite::start),
     ("places", places::start),
+    ("socks", socks::start),
 ];
 
 /// Starts the mode called `name`.

@@ -11,6 +11,10 @@
 //!                           sent before being accepted (the embryo's queue)
 //! single    s               no peer, descriptors in its own queue (a bound dgram socket,
 //!                           refilled from itself)
+//! dgram     R <- S1 S2 ..   a bound dgram socket and the dgram sockets connected to it one
+//!                           way (R not connected back): R bound, each sender bound to its
+//!                           own name and connected to R's; R's queue refilled from itself,
+//!                           a sender's from R, by name
 //! in a task: every socket of every group it makes -> queues refilled (descriptors in flight
 //!            taken from the task's open descriptions) -> shutdown -> options -> flags
 //! ```
@@ -43,6 +47,7 @@ enum Shape {
     Pair(u32, u32),
     Listener { listener: u32, clients: Vec<u32> },
     Single(u32),
+    Dgram { receiver: u32, senders: Vec<u32> },
 }
 
 impl Shape {
@@ -53,6 +58,9 @@ impl Shape {
                 .chain(clients.iter().copied())
                 .collect(),
             Shape::Single(s) => vec![*s],
+            Shape::Dgram { receiver, senders } => std::iter::once(*receiver)
+                .chain(senders.iter().copied())
+                .collect(),
         }
     }
 }
@@ -119,7 +127,8 @@ impl UnixLinks {
                 clients,
             });
         }
-        for (&id, (_, ino, peer)) in &states {
+        let mut senders_of: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+        for (&id, (u, ino, peer)) in &states {
             if *peer == 0 {
                 continue;
             }
@@ -129,6 +138,11 @@ impl UnixLinks {
                     format!("its unix peer socket:[{peer}] is not in the image"),
                 )
             })?;
+            if states[&p].2 != *ino && u.sock_type == unix::SockType::Dgram {
+                // Connected one way (the dump checked the receiver is connected to nothing).
+                senders_of.entry(p).or_default().push(id);
+                continue;
+            }
             if states[&p].2 != *ino {
                 return Err(invalid(
                     id,
@@ -138,6 +152,9 @@ impl UnixLinks {
             if id < p {
                 shapes.push(Shape::Pair(id, p));
             }
+        }
+        for (receiver, senders) in senders_of {
+            shapes.push(Shape::Dgram { receiver, senders });
         }
         let mut links = UnixLinks::default();
         for shape in shapes {
@@ -352,7 +369,7 @@ impl UnixLinks {
                     let uc = self.state(dc)?;
                     let ty = uc.sock_type;
                     let cfd =
-                        unix::restore::connect_pending(ty, &ul.name(), &uc.name(), uc.attrs())
+                        unix::restore::connect_pending(ty, &ul.reach(), &uc.name(), uc.attrs())
                             .map_err(unix_err(dc, "connect to its listener again"))?;
                     out.push((c, cfd));
                 }
@@ -367,6 +384,20 @@ impl UnixLinks {
                 let ds = desc(*s)?;
                 let us = self.state(ds)?;
                 Ok(vec![(*s, make(ds, us, us.backlog)?)])
+            }
+            Shape::Dgram { receiver, senders } => {
+                let dr = desc(*receiver)?;
+                let ur = self.state(dr)?;
+                let mut out = vec![(*receiver, make(dr, ur, 0)?)];
+                for &s in senders {
+                    let ds = desc(s)?;
+                    let fd = make(ds, self.state(ds)?, 0)?;
+                    unix::restore::connect(&fd, &ur.reach())
+                        .map_err(unix_err(ds, "connect to its receiver again"))?;
+                    out.push((s, fd));
+                }
+                debug!(id = dr.id, senders = senders.len(), what = %describe(dr), "unix dgram receiver made with the sockets connected to it");
+                Ok(out)
             }
         }
     }
@@ -400,6 +431,17 @@ impl UnixLinks {
                 }
             }
             Shape::Single(_) => {} // with its shutdown and options, in finish
+            Shape::Dgram { receiver, senders } => {
+                for &s in senders {
+                    let d = desc(s)?;
+                    let u = self.state(d)?;
+                    let q = queue(d, u, &u.queue, opened)?;
+                    if !q.is_empty() {
+                        unix::restore::refill_queue(fd(*receiver)?, Some(&u.reach()), &q)
+                            .map_err(unix_err(d, "refill the queue"))?;
+                    }
+                }
+            }
         }
         Ok(())
     }
@@ -448,6 +490,22 @@ impl UnixLinks {
                 })?;
                 finish(d, u, owned, &q)?;
                 return Ok(sockets::set_flags(d, owned)?);
+            }
+            Shape::Dgram { receiver, senders } => {
+                let d = desc(*receiver)?;
+                let u = self.state(d)?;
+                let q = queue(d, u, &u.queue, opened)?;
+                let owned = opened.get(receiver).ok_or(FileError::Invalid {
+                    id: *receiver,
+                    detail: "not made".into(),
+                })?;
+                finish(d, u, owned, &q)?;
+                sockets::set_flags(d, owned)?;
+                for &s in senders {
+                    let d = desc(s)?;
+                    unix::restore::restore_shutdown(fd(s)?, self.state(d)?.shutdown())
+                        .map_err(unix_err(d, "shutdown"))?;
+                }
             }
         }
         for m in g.shape.members() {

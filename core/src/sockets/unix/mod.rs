@@ -22,7 +22,11 @@ pub(crate) mod groups;
 pub(crate) mod in_flight;
 
 use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::os::fd::{BorrowedFd, OwnedFd, RawFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 
 use cryo_proto::image::{socket::State, FileDesc, Socket};
 use cryo_unix_sockets as unix;
@@ -59,6 +63,15 @@ pub struct UnixSocketState {
     pub peek_off: i32,
     /// A listener: the connections waiting in its accept queue, in queue order.
     pub pending: Vec<PendingConnection>,
+    /// Its peer is closed: restored as one end of a pair whose other end is closed.
+    pub peer_closed: bool,
+    /// ECONNRESET waits to be read.
+    pub reset_pending: bool,
+    /// A dgram socket connected to a socket not connected back: that socket's name (sun_path
+    /// bytes; empty: none).
+    pub connect_to: Vec<u8>,
+    /// Bound to a relative path: the absolute directory it is relative to (empty: not).
+    pub bind_dir: Vec<u8>,
 }
 
 /// One message of a unix socket's receive queue.
@@ -155,6 +168,32 @@ fn split_queue(q: unix::CapturedQueue) -> Messages {
 impl UnixSocketState {
     pub(super) fn name(&self) -> unix::UnixName {
         unix::UnixName::from_sun_path(&self.name)
+    }
+
+    /// The directory a relative name was bound in.
+    fn bind_dir(&self) -> Option<&Path> {
+        (!self.bind_dir.is_empty()).then(|| Path::new(OsStr::from_bytes(&self.bind_dir)))
+    }
+
+    /// The name to reach it by from anywhere: its own, a relative path joined to the
+    /// directory it was bound in.
+    pub(super) fn reach(&self) -> unix::UnixName {
+        match (self.name(), self.bind_dir()) {
+            (unix::UnixName::Path(p), Some(dir)) => unix::UnixName::Path(dir.join(p)),
+            (name, _) => name,
+        }
+    }
+
+    /// A dgram socket connected one way to a bound name outside the dump that can be
+    /// connected to again from anywhere: an absolute path or an abstract name.
+    fn reconnect_to(&self) -> Option<unix::UnixName> {
+        let to = unix::UnixName::from_sun_path(&self.connect_to);
+        let reachable = match &to {
+            unix::UnixName::Path(p) => p.is_absolute(),
+            unix::UnixName::Abstract(_) => true,
+            unix::UnixName::Unnamed => false,
+        };
+        (self.sock_type == unix::SockType::Dgram && reachable).then_some(to)
     }
 
     /// The socket file's mode and owner (bound to a path).
@@ -282,19 +321,40 @@ fn capture(
             .map_or(0, |c| c.wqueue);
         waiting.push((u64::from(client), sent));
     }
+    // Seen before the capture: peeking a seqpacket queue takes the error.
+    let error_pending = !listening && unix::error_pending(dup).map_err(bad("poll"))?;
     let (queue, in_flight) = if listening {
         (Vec::new(), Vec::new())
     } else {
         split_queue(unix::capture_queue(dup).map_err(bad("capture the queue"))?)
     };
-    let awaiting_accept = info.state == unix::SockState::Established
-        && info.peer.is_none()
-        && info.sock_type != unix::SockType::Dgram
-        && !(info.shutdown.read && info.shutdown.write);
+    let dgram = info.sock_type == unix::SockType::Dgram;
+    let both_shut = info.shutdown.read && info.shutdown.write;
+    // Connected with no peer inode: the peer is closed (its sock orphaned: inode 0), or (a
+    // stream or seqpacket client not shut down) it is an embryo in a listener's accept queue.
+    let connected_alone = info.state == unix::SockState::Established && info.peer_without_inode;
+    let awaiting_accept = connected_alone && !dgram && !both_shut;
+    let peer_closed = connected_alone && (dgram || both_shut);
+    // Only a stream or seqpacket peer's close with data unread can be made again.
+    let reset_by_closed_peer = peer_closed && !dgram;
+    if error_pending && !reset_by_closed_peer {
+        return Err(not_yet(
+            "a pending socket error other than a closed peer's reset",
+        ));
+    }
+    let connect_to = match info.peer {
+        Some(peer) if dgram => diag
+            .query(peer)
+            .map_err(bad("sock_diag query of its peer"))?
+            .map_or_else(Vec::new, |p| p.name.to_sun_path()),
+        _ => Vec::new(),
+    };
     let opts = unix::restore::read_options(dup).map_err(bad("options"))?;
+    let bind_dir = relative_dir(pid, fd, ino, &info)?;
     let file_attrs = match &info.name {
-        unix::UnixName::Path(p) if info.peer.is_none() => {
-            unix::restore::SocketFileAttrs::of_path(p)
+        unix::UnixName::Path(p) if info.peer.is_none() || dgram => {
+            let full = Path::new(OsStr::from_bytes(&bind_dir)).join(p);
+            unix::restore::SocketFileAttrs::of_path(&full)
                 .ok()
                 .map(|a| (a.mode, a.uid, a.gid))
         }
@@ -319,6 +379,10 @@ fn capture(
                 queue: Vec::new(),
             })
             .collect(),
+        peer_closed,
+        reset_pending: error_pending,
+        connect_to,
+        bind_dir,
     };
     Ok(UnixCapture {
         state,
@@ -327,6 +391,45 @@ fn capture(
         waiting,
         awaiting_accept,
     })
+}
+
+/// For a socket bound to a relative path: the directory it was bound in, found as the
+/// process's cwd where its socket file is (sock_diag's VFS identity) and returned as absolute
+/// path bytes; empty for any other name. Refused when the file is not there (the process
+/// changed directory since it bound, or the file was removed).
+fn relative_dir(
+    pid: Pid,
+    fd: RawFd,
+    ino: u64,
+    info: &unix::UnixSockInfo,
+) -> Result<Vec<u8>, SocketError> {
+    let unix::UnixName::Path(name) = &info.name else {
+        return Ok(Vec::new());
+    };
+    if name.is_absolute() {
+        return Ok(Vec::new());
+    }
+    let refused = |what: String| SocketError::UnixRefused { pid, fd, ino, what };
+    let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).map_err(|e| {
+        refused(format!(
+            "bound to relative path {}: its cwd: {e}",
+            name.display()
+        ))
+    })?;
+    let full = cwd.join(name);
+    let same = match (std::fs::symlink_metadata(&full), info.vfs) {
+        (Ok(md), Some(vfs)) => vfs.matches(md.dev(), md.ino()),
+        _ => false,
+    };
+    if !same {
+        return Err(refused(format!(
+            "bound to relative path {}, whose socket file is not in the process's cwd {} \
+             (it changed directory since, or the file was removed): cannot be bound again",
+            name.display(),
+            cwd.display()
+        )));
+    }
+    Ok(cwd.into_os_string().into_vec())
 }
 
 impl SocketDump {
@@ -429,10 +532,12 @@ pub fn check_unix_peers(
     allow_external: bool,
 ) -> Result<Vec<ExternalPeer>, SocketError> {
     let mut peer_of: HashMap<u64, u64> = HashMap::new();
+    let mut states: HashMap<u64, Box<UnixSocketState>> = HashMap::new();
     for d in dumps {
         for (ino, rec) in &d.records {
-            if super::is_unix(rec) {
+            if let Ok(super::SocketState::Unix(u)) = super::SocketState::try_from(rec) {
                 peer_of.insert(*ino, rec.peer_ino);
+                states.insert(*ino, u);
             }
         }
     }
@@ -441,7 +546,9 @@ pub fn check_unix_peers(
         for &(pid, fd, ino, peer) in &d.unix_peers {
             match peer_of.get(&peer) {
                 Some(&back) if back == ino => {}
-                Some(_) => return Err(SocketError::OneWayPeer { pid, fd, ino, peer }),
+                Some(&back) => {
+                    check_one_way(&states, back, (pid, fd, ino, peer))?;
+                }
                 None => {
                     let name = unix::query_inode(peer as u32)
                         .ok()
@@ -472,6 +579,27 @@ pub fn check_unix_peers(
     Ok(external)
 }
 
+/// A dgram socket `ino` (fd `fd` of `pid`) connected to `peer`, a socket of the dump that is
+/// connected to `back` (0: nothing): restored by connecting to `peer`'s name again, which
+/// needs `peer` bound and not connected itself, and the sender bound if datagrams wait for it
+/// (they are sent to it again by name). Refused otherwise.
+fn check_one_way(
+    states: &HashMap<u64, Box<UnixSocketState>>,
+    back: u64,
+    (pid, fd, ino, peer): (Pid, RawFd, u64, u64),
+) -> Result<(), SocketError> {
+    let one_way = || SocketError::OneWayPeer { pid, fd, ino, peer };
+    let (Some(sender), Some(receiver)) = (states.get(&ino), states.get(&peer)) else {
+        return Err(one_way());
+    };
+    let sender_ok = sender.sock_type == unix::SockType::Dgram
+        && (sender.queue.is_empty() || sender.name().is_bound());
+    if !sender_ok || back != 0 || !receiver.name().is_bound() {
+        return Err(one_way());
+    }
+    Ok(())
+}
+
 /// A [`SocketError::Restore`] of unix socket `desc` at `step`.
 fn unix_err<'a, E>(desc: &'a FileDesc, step: &'static str) -> impl Fn(E) -> SocketError + 'a
 where
@@ -489,16 +617,53 @@ pub(super) fn open(desc: &FileDesc, u: &UnixSocketState) -> Result<OwnedFd, Sock
     Ok(fd)
 }
 
-/// A unix socket whose peer stayed outside the dump: one end of a fresh socketpair whose
-/// other end is closed once the captured queue went through it. The application reads what
-/// was waiting, then EOF (a datagram socket: its reads end too); writes fail with EPIPE.
+/// A unix socket whose peer is closed, or stayed outside the dump.
+///
+/// Closed peer: one end of a fresh socketpair whose other end is closed once the captured
+/// queue went through it, as the original: a stream or seqpacket end reads its queue, then
+/// EOF, and writes fail with EPIPE (a pending ECONNRESET made again by leaving a byte unread
+/// in the closing end); a dgram end reads its datagrams, its first send fails ECONNREFUSED.
+///
+/// Peer outside the dump: a dgram socket connected to an absolute path or an abstract name
+/// is bound to its own name and connected to that name again (a client of /dev/log). Any
+/// other is restored broken, as a closed peer, a dgram socket shut both ways.
 pub(super) fn open_broken(desc: &FileDesc, u: &UnixSocketState) -> Result<OwnedFd, SocketError> {
     let ty = u.sock_type;
-    let (fd, gone) = unix::restore::socketpair(ty).map_err(unix_err(desc, "socketpair"))?;
     let q = u.captured();
+    if !u.peer_closed {
+        if let Some(to) = u.reconnect_to() {
+            let fd = make(desc, u, 0)?;
+            refill_own(desc, u, &fd, &q)?;
+            unix::restore::connect(&fd, &to).map_err(unix_err(desc, "connect by name again"))?;
+            unix::restore::restore_shutdown(&fd, u.shutdown())
+                .map_err(unix_err(desc, "shutdown"))?;
+            unix::restore::apply_options(&fd, &u.options())
+                .map_err(unix_err(desc, "socket options"))?;
+            return Ok(fd);
+        }
+    }
+    let (fd, gone) = unix::restore::socketpair(ty).map_err(unix_err(desc, "socketpair"))?;
+    if ty == unix::SockType::Dgram {
+        // Its own name (a stream socket's is its listener's, which it cannot take again).
+        unix::restore::bind_name_in(&fd, &u.name(), u.bind_dir(), u.attrs())
+            .map_err(unix_err(desc, "bind"))?;
+    }
     unix::restore::refill_queue(&gone, None, &q).map_err(unix_err(desc, "refill the queue"))?;
+    if u.reset_pending {
+        // Unread in the end that closes: the kernel gives the survivor ECONNRESET.
+        let unread = unix::QueuedMessage {
+            data: vec![0],
+            fds: Vec::new(),
+            creds: None,
+            sender: unix::UnixName::Unnamed,
+        };
+        unix::restore::send_message(&fd, None, &unread)
+            .map_err(unix_err(desc, "leave a byte unread for the reset"))?;
+    }
     drop(gone);
-    let shutdown = if ty == unix::SockType::Dgram {
+    let shutdown = if u.peer_closed {
+        u.shutdown()
+    } else if ty == unix::SockType::Dgram {
         // A datagram socket sees no EOF when its peer closes: shut it, as the peer did.
         unix::Shutdown {
             read: true,
@@ -517,12 +682,38 @@ pub(super) fn open_broken(desc: &FileDesc, u: &UnixSocketState) -> Result<OwnedF
 fn make(desc: &FileDesc, u: &UnixSocketState, backlog: u32) -> Result<OwnedFd, SocketError> {
     let ty = u.sock_type;
     if u.listening {
-        return unix::restore::make_listener(ty, &u.name(), u.attrs(), backlog.max(1))
-            .map_err(unix_err(desc, "unix listener"));
+        let fd = unix::restore::socket(ty).map_err(unix_err(desc, "socket"))?;
+        unix::restore::bind_name_in(&fd, &u.name(), u.bind_dir(), u.attrs())
+            .map_err(unix_err(desc, "bind"))?;
+        unix::restore::listen(&fd, backlog.max(1)).map_err(unix_err(desc, "listen"))?;
+        return Ok(fd);
     }
     let fd = unix::restore::socket(ty).map_err(unix_err(desc, "socket"))?;
-    unix::restore::bind_name(&fd, &u.name(), u.attrs()).map_err(unix_err(desc, "bind"))?;
+    unix::restore::bind_name_in(&fd, &u.name(), u.bind_dir(), u.attrs())
+        .map_err(unix_err(desc, "bind"))?;
     Ok(fd)
+}
+
+/// Refills the queue `q` of a bound dgram socket from itself, by name (the senders are not
+/// known, the data is); call before it connects (a connected dgram socket takes datagrams
+/// from its peer only).
+fn refill_own(
+    desc: &FileDesc,
+    u: &UnixSocketState,
+    fd: &OwnedFd,
+    q: &unix::CapturedQueue,
+) -> Result<(), SocketError> {
+    if q.is_empty() || q.sock_type != unix::SockType::Dgram {
+        return Ok(());
+    }
+    if !u.name().is_bound() {
+        return Err(restore_err(
+            desc,
+            "refill the queue",
+            "datagrams queued on an unbound socket that is not one end of a pair",
+        ));
+    }
+    unix::restore::refill_queue(fd, Some(&u.reach()), q).map_err(unix_err(desc, "refill the queue"))
 }
 
 /// Completes a socket made by [`make`]: its queue `q` refilled (a bound dgram socket, from
@@ -534,10 +725,8 @@ fn finish(
     q: &unix::CapturedQueue,
 ) -> Result<(), SocketError> {
     if !u.listening {
-        if !q.is_empty() && q.sock_type == unix::SockType::Dgram && u.name().is_bound() {
-            // Sent to itself by name: the senders are not known, the data is.
-            unix::restore::refill_queue(fd, Some(&u.name()), q)
-                .map_err(unix_err(desc, "refill the queue"))?;
+        if u.name().is_bound() {
+            refill_own(desc, u, fd, q)?;
         }
         unix::restore::restore_shutdown(fd, u.shutdown()).map_err(unix_err(desc, "shutdown"))?;
     }

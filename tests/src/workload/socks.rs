@@ -1,0 +1,437 @@
+//! `socks`: sockets of any family made, bound, connected, shut, tuned and used on command, so
+//! a test sets up exactly the socket state it checkpoints and then checks, from inside the
+//! restored process, what that socket does.
+//!
+//! ```text
+//! socks                       no socket at start
+//!   pair TYPE                 -> <fd> <fd>  a unix socketpair (TYPE: stream|dgram|seqpacket)
+//!   socket FAMILY TYPE PROTO  -> <fd>  (FAMILY: unix|inet|inet6|packet|netlink; TYPE also
+//!                             raw; PROTO a number)
+//!   bind-unix FD PATH         connect-unix FD PATH (PATH may be relative: this process's cwd)
+//!   bind-inet FD ADDR         connect-inet FD ADDR    name FD -> <local addr>
+//!   listen FD   accept FD -> <fd>   close FD   chdir DIR
+//!   send FD MSG               -> ok | err ... (MSG_DONTWAIT | MSG_NOSIGNAL)
+//!   send-more FD MSG          the same with MSG_MORE
+//!   sendto-inet FD ADDR MSG   sendto-unix FD PATH MSG
+//!   recv FD                   -> <msg>|<msg>|...|<eof> | empty (non-blocking reads, each
+//!                             one message; <errno N> for a read that fails)
+//!   recv-wait FD              the same once something is readable (up to 10 s)
+//!   shut FD rd|wr|rdwr
+//!   getopt FD LEVEL OPT       -> <int>        setopt FD LEVEL OPT VALUE
+//!   getopt-raw FD LEVEL OPT LEN -> <hex>      setopt-raw FD LEVEL OPT HEX
+//!   poll FD                   -> the revents of a zero-timeout poll (in|out|err|hup ...)
+//!   filter-drop FD CHAR       a classic BPF filter dropping UDP datagrams whose first byte
+//!                             is CHAR (SO_ATTACH_FILTER)
+//!   filter-len FD             -> the instructions of its filter (SO_GET_FILTER count)
+//! ```
+
+use std::ffi::CString;
+use std::io;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use super::sys::cvt;
+use super::unix::{wait_readable, NOTHING};
+use super::{io_err, unknown, Mode};
+
+struct Socks;
+
+/// `socks`
+pub fn start(_args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
+    Ok(Box::new(Socks))
+}
+
+fn num<T: std::str::FromStr>(s: &str) -> Result<T, String> {
+    s.parse().map_err(|_| format!("bad number {s:?}"))
+}
+
+fn sock_type(s: &str) -> Result<i32, String> {
+    Ok(match s {
+        "stream" => libc::SOCK_STREAM,
+        "dgram" => libc::SOCK_DGRAM,
+        "seqpacket" => libc::SOCK_SEQPACKET,
+        "raw" => libc::SOCK_RAW,
+        other => return Err(format!("unknown socket type {other:?}")),
+    })
+}
+
+fn family(s: &str) -> Result<i32, String> {
+    Ok(match s {
+        "unix" => libc::AF_UNIX,
+        "inet" => libc::AF_INET,
+        "inet6" => libc::AF_INET6,
+        "packet" => libc::AF_PACKET,
+        "netlink" => libc::AF_NETLINK,
+        other => return Err(format!("unknown family {other:?}")),
+    })
+}
+
+/// A `sockaddr_un` for `path` and its length.
+fn unix_addr(path: &str) -> Result<(libc::sockaddr_un, libc::socklen_t), String> {
+    // SAFETY: sockaddr_un is plain data; all zeroes is a valid value.
+    let mut sa: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    sa.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    let bytes = path.as_bytes();
+    if bytes.len() >= sa.sun_path.len() {
+        return Err(format!("path too long: {path}"));
+    }
+    for (d, &b) in sa.sun_path.iter_mut().zip(bytes) {
+        *d = b as libc::c_char;
+    }
+    let len = std::mem::size_of::<libc::sa_family_t>() + bytes.len() + 1;
+    Ok((sa, len as libc::socklen_t))
+}
+
+/// A `sockaddr_storage` for `addr` and its length.
+fn inet_addr(addr: &str) -> Result<(libc::sockaddr_storage, libc::socklen_t), String> {
+    let addr: SocketAddr = addr.parse().map_err(|_| format!("bad address {addr:?}"))?;
+    // SAFETY: sockaddr_storage is plain data; all zeroes is a valid value.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match addr {
+        SocketAddr::V4(a) => {
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
+            let sin = unsafe {
+                &mut *(&mut ss as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>()
+            };
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_port = a.port().to_be();
+            sin.sin_addr.s_addr = u32::from_ne_bytes(a.ip().octets());
+            std::mem::size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(a) => {
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
+            let sin6 = unsafe {
+                &mut *(&mut ss as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
+            };
+            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sin6.sin6_port = a.port().to_be();
+            sin6.sin6_addr.s6_addr = a.ip().octets();
+            sin6.sin6_scope_id = a.scope_id();
+            std::mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    Ok((ss, len as libc::socklen_t))
+}
+
+/// The local name of socket `fd`, as text.
+fn local_name(fd: i32) -> io::Result<String> {
+    // SAFETY: sockaddr_storage is plain data; all zeroes is a valid value.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: ss has len bytes; the kernel writes at most len.
+    cvt(unsafe {
+        libc::getsockname(
+            fd,
+            (&mut ss as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+        )
+    })?;
+    let p = (&ss as *const libc::sockaddr_storage).cast::<u8>();
+    Ok(match i32::from(ss.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the kernel wrote a sockaddr_in.
+            let sin = unsafe { &*p.cast::<libc::sockaddr_in>() };
+            let ip = std::net::Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes());
+            SocketAddr::from((ip, u16::from_be(sin.sin_port))).to_string()
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the kernel wrote a sockaddr_in6.
+            let sin6 = unsafe { &*p.cast::<libc::sockaddr_in6>() };
+            let ip = std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+            SocketAddr::from((ip, u16::from_be(sin6.sin6_port))).to_string()
+        }
+        libc::AF_UNIX => {
+            // SAFETY: the kernel wrote a sockaddr_un.
+            let sun = unsafe { &*p.cast::<libc::sockaddr_un>() };
+            let n = (len as usize).saturating_sub(2).min(sun.sun_path.len());
+            let bytes: Vec<u8> = sun.sun_path[..n]
+                .iter()
+                .map(|&c| c as u8)
+                .take_while(|&b| b != 0)
+                .collect();
+            if bytes.is_empty() {
+                "unnamed".into()
+            } else {
+                String::from_utf8_lossy(&bytes).into_owned()
+            }
+        }
+        other => format!("family {other}"),
+    })
+}
+
+fn ok(r: io::Result<libc::c_int>) -> Result<String, String> {
+    r.map(|_| "ok".into()).map_err(io_err)
+}
+
+fn send_to(fd: i32, msg: &str, flags: i32, to: Option<(*const libc::sockaddr, u32)>) -> String {
+    let (addr, len) = to.unwrap_or((std::ptr::null(), 0));
+    // SAFETY: msg is our buffer; addr (if any) points at a live sockaddr of len bytes.
+    let n = unsafe {
+        libc::sendto(
+            fd,
+            msg.as_ptr().cast(),
+            msg.len(),
+            flags | libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            addr,
+            len,
+        )
+    };
+    if n < 0 {
+        format!("err {}", io::Error::last_os_error())
+    } else {
+        "ok".into()
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Result<Vec<u8>, String> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2).unwrap_or("?"), 16))
+        .collect::<Result<_, _>>()
+        .map_err(|_| format!("bad hex {s:?}"))
+}
+
+fn getopt_raw(fd: i32, level: i32, opt: i32, len: usize) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; len];
+    let mut l = len as libc::socklen_t;
+    // SAFETY: buf has l bytes; the kernel writes at most l and updates l.
+    cvt(unsafe { libc::getsockopt(fd, level, opt, buf.as_mut_ptr().cast(), &mut l) })?;
+    buf.truncate(l as usize);
+    Ok(buf)
+}
+
+fn setopt_raw(fd: i32, level: i32, opt: i32, val: &[u8]) -> io::Result<libc::c_int> {
+    // SAFETY: val is our buffer of val.len() bytes.
+    cvt(unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            opt,
+            val.as_ptr().cast(),
+            val.len() as libc::socklen_t,
+        )
+    })
+}
+
+/// Every message waiting on `fd`, one non-blocking recv each, joined with '|': `<eof>` for
+/// an end of stream, `<errno N>` for a read that failed (both end the list).
+fn recv_line(fd: i32) -> String {
+    let mut msgs = Vec::new();
+    loop {
+        let mut buf = [0u8; 4096];
+        // SAFETY: recv into our own buffer.
+        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::WouldBlock {
+                msgs.push(format!("<errno {}>", e.raw_os_error().unwrap_or(0)));
+            }
+            break;
+        }
+        if n == 0 {
+            msgs.push("<eof>".to_string());
+            break;
+        }
+        msgs.push(String::from_utf8_lossy(&buf[..n as usize]).into_owned());
+    }
+    if msgs.is_empty() {
+        "empty".into()
+    } else {
+        msgs.join("|")
+    }
+}
+
+impl Mode for Socks {
+    fn command(&mut self, verb: &str, args: &[&str]) -> Result<String, String> {
+        match (verb, args) {
+            ("pair", [ty]) => {
+                let mut sv = [0i32; 2];
+                // SAFETY: socketpair fills our two-int array.
+                cvt(unsafe { libc::socketpair(libc::AF_UNIX, sock_type(ty)?, 0, sv.as_mut_ptr()) })
+                    .map_err(io_err)?;
+                Ok(format!("{} {}", sv[0], sv[1]))
+            }
+            ("socket", [fam, ty, proto]) => {
+                // SAFETY: socket takes no pointers.
+                let fd = cvt(unsafe { libc::socket(family(fam)?, sock_type(ty)?, num(proto)?) })
+                    .map_err(io_err)?;
+                Ok(fd.to_string())
+            }
+            ("bind-unix", [fd, path]) => {
+                let (sa, len) = unix_addr(path)?;
+                // SAFETY: sa is a live sockaddr_un of len bytes.
+                ok(cvt(unsafe {
+                    libc::bind(num(fd)?, (&sa as *const libc::sockaddr_un).cast(), len)
+                }))
+            }
+            ("connect-unix", [fd, path]) => {
+                let (sa, len) = unix_addr(path)?;
+                // SAFETY: sa is a live sockaddr_un of len bytes.
+                ok(cvt(unsafe {
+                    libc::connect(num(fd)?, (&sa as *const libc::sockaddr_un).cast(), len)
+                }))
+            }
+            ("bind-inet", [fd, addr]) => {
+                let (ss, len) = inet_addr(addr)?;
+                // SAFETY: ss is a live sockaddr of len bytes.
+                ok(cvt(unsafe {
+                    libc::bind(num(fd)?, (&ss as *const libc::sockaddr_storage).cast(), len)
+                }))
+            }
+            ("connect-inet", [fd, addr]) => {
+                let (ss, len) = inet_addr(addr)?;
+                // SAFETY: ss is a live sockaddr of len bytes.
+                ok(cvt(unsafe {
+                    libc::connect(num(fd)?, (&ss as *const libc::sockaddr_storage).cast(), len)
+                }))
+            }
+            ("name", [fd]) => local_name(num(fd)?).map_err(io_err),
+            ("listen", [fd]) => {
+                // SAFETY: listen takes no pointers.
+                ok(cvt(unsafe { libc::listen(num(fd)?, 16) }))
+            }
+            ("accept", [fd]) => {
+                // SAFETY: accept with null address pointers.
+                let s = cvt(unsafe {
+                    libc::accept(num(fd)?, std::ptr::null_mut(), std::ptr::null_mut())
+                })
+                .map_err(io_err)?;
+                Ok(s.to_string())
+            }
+            ("close", [fd]) => {
+                // SAFETY: close takes no pointers.
+                ok(cvt(unsafe { libc::close(num(fd)?) }))
+            }
+            ("chdir", [dir]) => {
+                let c = CString::new(*dir).map_err(|_| "NUL in path".to_string())?;
+                // SAFETY: c is a NUL-terminated string.
+                ok(cvt(unsafe { libc::chdir(c.as_ptr()) }))
+            }
+            ("send", [fd, msg]) => Ok(send_to(num(fd)?, msg, 0, None)),
+            ("send-more", [fd, msg]) => Ok(send_to(num(fd)?, msg, libc::MSG_MORE, None)),
+            ("sendto-inet", [fd, addr, msg]) => {
+                let (ss, len) = inet_addr(addr)?;
+                let to = (&ss as *const libc::sockaddr_storage).cast();
+                Ok(send_to(num(fd)?, msg, 0, Some((to, len))))
+            }
+            ("sendto-unix", [fd, path, msg]) => {
+                let (sa, len) = unix_addr(path)?;
+                let to = (&sa as *const libc::sockaddr_un).cast();
+                Ok(send_to(num(fd)?, msg, 0, Some((to, len))))
+            }
+            ("recv", [fd]) => Ok(recv_line(num(fd)?)),
+            ("recv-wait", [fd]) => {
+                let fd = num(fd)?;
+                wait_readable(fd, NOTHING).map_err(io_err)?;
+                Ok(recv_line(fd))
+            }
+            ("shut", [fd, how]) => {
+                let how = match *how {
+                    "rd" => libc::SHUT_RD,
+                    "wr" => libc::SHUT_WR,
+                    "rdwr" => libc::SHUT_RDWR,
+                    other => return Err(format!("bad shutdown {other:?}")),
+                };
+                // SAFETY: shutdown takes no pointers.
+                ok(cvt(unsafe { libc::shutdown(num(fd)?, how) }))
+            }
+            ("getopt", [fd, level, opt]) => {
+                let raw = getopt_raw(num(fd)?, num(level)?, num(opt)?, 4).map_err(io_err)?;
+                let mut v = [0u8; 4];
+                v[..raw.len().min(4)].copy_from_slice(&raw[..raw.len().min(4)]);
+                Ok(match raw.len() {
+                    1 => raw[0].to_string(),
+                    _ => i32::from_ne_bytes(v).to_string(),
+                })
+            }
+            ("setopt", [fd, level, opt, value]) => {
+                let v: i32 = num(value)?;
+                ok(setopt_raw(
+                    num(fd)?,
+                    num(level)?,
+                    num(opt)?,
+                    &v.to_ne_bytes(),
+                ))
+            }
+            ("getopt-raw", [fd, level, opt, len]) => {
+                getopt_raw(num(fd)?, num(level)?, num(opt)?, num(len)?)
+                    .map(|b| hex(&b))
+                    .map_err(io_err)
+            }
+            ("setopt-raw", [fd, level, opt, value]) => {
+                ok(setopt_raw(num(fd)?, num(level)?, num(opt)?, &unhex(value)?))
+            }
+            ("filter-drop", [fd, ch]) => {
+                let byte = u32::from(*ch.as_bytes().first().ok_or("no CHAR")?);
+                let ins = |code: u16, jt: u8, jf: u8, k: u32| libc::sock_filter { code, jt, jf, k };
+                // ldb [8] (past the UDP header); jeq CHAR ? drop : accept
+                let prog = [
+                    ins(0x30, 0, 0, 8),
+                    ins(0x15, 0, 1, byte),
+                    ins(0x06, 0, 0, 0),
+                    ins(0x06, 0, 0, 0xffff),
+                ];
+                let fprog = libc::sock_fprog {
+                    len: prog.len() as u16,
+                    filter: prog.as_ptr().cast_mut(),
+                };
+                // SAFETY: fprog points at prog, alive for the call.
+                ok(cvt(unsafe {
+                    libc::setsockopt(
+                        num(fd)?,
+                        libc::SOL_SOCKET,
+                        libc::SO_ATTACH_FILTER,
+                        (&fprog as *const libc::sock_fprog).cast(),
+                        std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+                    )
+                }))
+            }
+            ("filter-len", [fd]) => {
+                let mut len: libc::socklen_t = 0;
+                // SAFETY: null buffer of length 0: the kernel writes the count into len.
+                cvt(unsafe {
+                    libc::getsockopt(
+                        num(fd)?,
+                        libc::SOL_SOCKET,
+                        libc::SO_GET_FILTER,
+                        std::ptr::null_mut(),
+                        &mut len,
+                    )
+                })
+                .map_err(io_err)?;
+                Ok(len.to_string())
+            }
+            ("poll", [fd]) => {
+                let mut p = libc::pollfd {
+                    fd: num(fd)?,
+                    events: libc::POLLIN | libc::POLLOUT | libc::POLLRDHUP,
+                    revents: 0,
+                };
+                // SAFETY: poll on our one pollfd.
+                cvt(unsafe { libc::poll(&mut p, 1, 0) }).map_err(io_err)?;
+                let names = [
+                    (libc::POLLIN, "in"),
+                    (libc::POLLOUT, "out"),
+                    (libc::POLLERR, "err"),
+                    (libc::POLLHUP, "hup"),
+                    (libc::POLLRDHUP, "rdhup"),
+                ];
+                let set: Vec<&str> = names
+                    .iter()
+                    .filter(|(bit, _)| p.revents & bit != 0)
+                    .map(|(_, n)| *n)
+                    .collect();
+                Ok(if set.is_empty() {
+                    "none".into()
+                } else {
+                    set.join(" ")
+                })
+            }
+            _ => unknown(verb),
+        }
+    }
+}

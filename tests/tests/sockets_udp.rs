@@ -1,0 +1,204 @@
+//! UDP socket state beyond addresses, checked from inside the restored process (the `socks`
+//! workload): the shutdown state, UDP_CORK (a pending corked datagram refused at dump),
+//! IP_FREEBIND binds to an address the host lacks, and one test per option an application
+//! sets (SOL_SOCKET, IPPROTO_IP, IPPROTO_IPV6, IPPROTO_UDP).
+//!
+//! Needs the engine: `cryo` must be built (`cargo build -p cryo`).
+
+use cryo_tests::{cryo_bin, Workload};
+
+fn dump_and_restore(w: &mut Workload) {
+    let img = w.path("img");
+    w.dump_ok(&img);
+    w.restore_background(&img);
+}
+
+/// A UDP socket of family `fam` (inet | inet6) in a fresh workload, bound to `addr`.
+fn udp(fam: &str, addr: &str) -> (Workload, String) {
+    cryo_bin();
+    let w = Workload::spawn("socks", &[]);
+    let s = w.cmd(&format!("socket {fam} dgram 17"));
+    assert_eq!(w.cmd(&format!("bind-inet {s} {addr}")), "ok");
+    (w, s)
+}
+
+#[test]
+fn a_udp_socket_shut_for_writing_still_refuses_to_send() {
+    let (mut w, s) = udp("inet", "127.0.0.1:0");
+    let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let to = peer.local_addr().unwrap();
+    assert_eq!(w.cmd(&format!("connect-inet {s} {to}")), "ok");
+    assert_eq!(w.cmd(&format!("shut {s} wr")), "ok");
+    assert!(
+        w.cmd(&format!("send {s} x")).contains("os error 32"),
+        "EPIPE before"
+    );
+    dump_and_restore(&mut w);
+    assert!(
+        w.cmd(&format!("send {s} x")).contains("os error 32"),
+        "EPIPE after the restore"
+    );
+    w.kill_restored();
+}
+
+#[test]
+fn an_unconnected_udp_socket_shut_for_reading_stays_shut() {
+    let (mut w, s) = udp("inet", "127.0.0.1:0");
+    // ENOTCONN, but the shutdown takes effect.
+    assert!(w.cmd(&format!("shut {s} rd")).contains("os error 107"));
+    let polled = w.cmd(&format!("poll {s}"));
+    assert!(polled.contains("rdhup"), "{polled}");
+    dump_and_restore(&mut w);
+    assert_eq!(
+        w.cmd(&format!("poll {s}")),
+        polled,
+        "still shut for reading"
+    );
+    w.kill_restored();
+}
+
+#[test]
+fn a_corked_udp_socket_without_pending_data_stays_corked() {
+    let (mut w, s) = udp("inet", "127.0.0.1:0");
+    let cork = format!("{} {}", libc::IPPROTO_UDP, libc::UDP_CORK);
+    assert_eq!(w.cmd(&format!("setopt {s} {cork} 1")), "ok");
+    dump_and_restore(&mut w);
+    assert_eq!(w.cmd(&format!("getopt {s} {cork}")), "1");
+    w.kill_restored();
+}
+
+#[test]
+fn a_corked_udp_datagram_pending_is_refused_naming_pid_and_fd() {
+    let (w, s) = udp("inet", "127.0.0.1:0");
+    let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let to = peer.local_addr().unwrap();
+    assert_eq!(w.cmd(&format!("connect-inet {s} {to}")), "ok");
+    assert_eq!(w.cmd(&format!("send-more {s} held")), "ok");
+    let img = w.path("img");
+    w.dump(&img, &[])
+        .assert_refused()
+        .assert_stderr_has_word(&w.pid().to_string())
+        .assert_stderr_mentions(&format!("fd {s}"))
+        .assert_stderr_mentions("UDP_CORK or MSG_MORE");
+    w.assert_untouched();
+}
+
+#[test]
+fn a_freebind_udp_socket_on_an_address_the_host_lacks_comes_back() {
+    cryo_bin();
+    let mut w = Workload::spawn("socks", &[]);
+    let s = w.cmd("socket inet dgram 17");
+    let freebind = format!("{} {}", libc::IPPROTO_IP, libc::IP_FREEBIND);
+    assert_eq!(w.cmd(&format!("setopt {s} {freebind} 1")), "ok");
+    assert_eq!(w.cmd(&format!("bind-inet {s} 192.0.2.77:0")), "ok");
+    let name = w.cmd(&format!("name {s}"));
+    assert!(name.starts_with("192.0.2.77:"), "{name}");
+    dump_and_restore(&mut w);
+    assert_eq!(
+        w.cmd(&format!("name {s}")),
+        name,
+        "bound to the same address"
+    );
+    assert_eq!(w.cmd(&format!("getopt {s} {freebind}")), "1");
+    w.kill_restored();
+}
+
+/// Sets option (`level`, `opt`) of a UDP socket of family `fam` to `value`, then checks the
+/// restored process reads `value` back.
+fn option_round_trip(fam: &str, level: i32, opt: i32, value: i32) {
+    cryo_bin();
+    let mut w = Workload::spawn("socks", &[]);
+    let s = w.cmd(&format!("socket {fam} dgram 17"));
+    // Before bind, as IPV6_V6ONLY must be.
+    assert_eq!(w.cmd(&format!("setopt {s} {level} {opt} {value}")), "ok");
+    let addr = if fam == "inet" {
+        "127.0.0.1:0"
+    } else {
+        "[::1]:0"
+    };
+    assert_eq!(w.cmd(&format!("bind-inet {s} {addr}")), "ok");
+    let before = w.cmd(&format!("getopt {s} {level} {opt}"));
+    dump_and_restore(&mut w);
+    assert_eq!(
+        w.cmd(&format!("getopt {s} {level} {opt}")),
+        before,
+        "option {level}/{opt} of a {fam} UDP socket"
+    );
+    w.kill_restored();
+}
+
+macro_rules! option_tests {
+    ($($name:ident: $fam:literal, $level:expr, $opt:expr, $value:expr;)*) => {
+        $(
+            #[test]
+            fn $name() {
+                option_round_trip($fam, $level, $opt, $value);
+            }
+        )*
+    };
+}
+
+option_tests! {
+    so_broadcast: "inet", libc::SOL_SOCKET, libc::SO_BROADCAST, 1;
+    so_priority: "inet", libc::SOL_SOCKET, libc::SO_PRIORITY, 5;
+    so_mark: "inet", libc::SOL_SOCKET, libc::SO_MARK, 7;
+    so_rcvbuf: "inet", libc::SOL_SOCKET, libc::SO_RCVBUF, 300_000;
+    so_sndbuf: "inet", libc::SOL_SOCKET, libc::SO_SNDBUF, 300_000;
+    so_timestamp: "inet", libc::SOL_SOCKET, libc::SO_TIMESTAMP, 1;
+    so_timestampns: "inet", libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1;
+    so_rcvlowat: "inet", libc::SOL_SOCKET, libc::SO_RCVLOWAT, 4;
+    so_rxq_ovfl: "inet", libc::SOL_SOCKET, libc::SO_RXQ_OVFL, 1;
+    ip_tos: "inet", libc::IPPROTO_IP, libc::IP_TOS, 0x10;
+    ip_ttl: "inet", libc::IPPROTO_IP, libc::IP_TTL, 33;
+    ip_multicast_ttl: "inet", libc::IPPROTO_IP, libc::IP_MULTICAST_TTL, 5;
+    ip_multicast_loop: "inet", libc::IPPROTO_IP, libc::IP_MULTICAST_LOOP, 0;
+    ip_multicast_all: "inet", libc::IPPROTO_IP, libc::IP_MULTICAST_ALL, 0;
+    ip_pktinfo: "inet", libc::IPPROTO_IP, libc::IP_PKTINFO, 1;
+    ip_recverr: "inet", libc::IPPROTO_IP, libc::IP_RECVERR, 1;
+    ip_recvttl: "inet", libc::IPPROTO_IP, libc::IP_RECVTTL, 1;
+    ip_recvtos: "inet", libc::IPPROTO_IP, libc::IP_RECVTOS, 1;
+    ip_mtu_discover: "inet", libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, libc::IP_PMTUDISC_DO;
+    ip_recvorigdstaddr: "inet", libc::IPPROTO_IP, libc::IP_RECVORIGDSTADDR, 1;
+    udp_segment: "inet", libc::IPPROTO_UDP, 103, 1200;
+    udp_gro: "inet", libc::IPPROTO_UDP, 104, 1;
+    ipv6_v6only: "inet6", libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 1;
+    ipv6_unicast_hops: "inet6", libc::IPPROTO_IPV6, libc::IPV6_UNICAST_HOPS, 9;
+    ipv6_multicast_hops: "inet6", libc::IPPROTO_IPV6, libc::IPV6_MULTICAST_HOPS, 3;
+    ipv6_multicast_loop: "inet6", libc::IPPROTO_IPV6, libc::IPV6_MULTICAST_LOOP, 0;
+    ipv6_recvpktinfo: "inet6", libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO, 1;
+    ipv6_recverr: "inet6", libc::IPPROTO_IPV6, libc::IPV6_RECVERR, 1;
+    ipv6_tclass: "inet6", libc::IPPROTO_IPV6, libc::IPV6_TCLASS, 0x20;
+    ipv6_dontfrag: "inet6", libc::IPPROTO_IPV6, libc::IPV6_DONTFRAG, 1;
+}
+
+#[test]
+fn so_bindtodevice_comes_back() {
+    let (mut w, s) = udp("inet", "127.0.0.1:0");
+    // "lo" as bytes.
+    let level = format!("{} {}", libc::SOL_SOCKET, libc::SO_BINDTODEVICE);
+    assert_eq!(w.cmd(&format!("setopt-raw {s} {level} 6c6f00")), "ok");
+    dump_and_restore(&mut w);
+    assert_eq!(w.cmd(&format!("getopt-raw {s} {level} 16")), "6c6f00");
+    w.kill_restored();
+}
+
+#[test]
+fn a_classic_bpf_filter_still_drops_what_it_dropped() {
+    let (mut w, s) = udp("inet", "127.0.0.1:0");
+    assert_eq!(w.cmd(&format!("filter-drop {s} d")), "ok");
+    let to: std::net::SocketAddr = w.cmd(&format!("name {s}")).parse().unwrap();
+    let c = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    c.send_to(b"drop me", to).unwrap();
+    c.send_to(b"kept", to).unwrap();
+    assert_eq!(w.cmd(&format!("recv-wait {s}")), "kept", "filtered before");
+    dump_and_restore(&mut w);
+    assert_eq!(w.cmd(&format!("filter-len {s}")), "4", "the same program");
+    c.send_to(b"dropped", to).unwrap();
+    c.send_to(b"kept too", to).unwrap();
+    assert_eq!(
+        w.cmd(&format!("recv-wait {s}")),
+        "kept too",
+        "filtered after"
+    );
+    w.kill_restored();
+}
