@@ -5,13 +5,16 @@
 //! cryo                                   guardian (setsid, SIGINT/SIGTERM/SIGHUP ignored,
 //!  fork, keeps the pipe's write end       only the pipe's read end open)
 //!  ... dump ...                           blocked in read(pipe)
+//!  'R' count inode... (before repair  -->  notes the connections that had SO_REUSEADDR
+//!      mode, which loses the flag)         (leaving repair mode clears it)
 //!  'D' (done: nothing left to undo)  -->  exits
 //!  'K' (the images are complete)     -->  SIGKILL to every target (so a cryo killed between
 //!                                          the word and its own kill still ends the dump),
 //!                                          exits; cryo kills them too and waits
 //!  cryo dies (EOF, no word)          -->  every TCP socket of the targets still in repair
 //!                                          mode leaves it quietly (TCP_REPAIR_OFF_NO_WP, on a
-//!                                          pidfd_getfd duplicate), then the dump's network
+//!                                          pidfd_getfd duplicate, SO_REUSEADDR set back
+//!                                          where it was), then the dump's network
 //!                                          lock is removed, and the inventory of a dump that
 //!                                          was to kill them (no image of live processes); exits
 //! ```
@@ -23,6 +26,7 @@
 //! Forked only from a single-threaded cryo (the command line is): the child runs ordinary
 //! Rust. A multi-threaded caller gets no guardian (logged).
 
+use std::collections::HashSet;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::Path;
@@ -37,6 +41,9 @@ use crate::sys::process::Forked;
 const DONE: u8 = b'D';
 /// The word that says the images are complete and the targets are to die.
 const KILL: u8 = b'K';
+/// The word before a count (u32) and that many socket inodes (u64, native order): the
+/// connections whose SO_REUSEADDR is set, told before repair mode clears it.
+const REUSE_ADDR: u8 = b'R';
 
 /// cryo's end of the guardian: dropping it without a word makes the guardian undo.
 #[derive(Debug)]
@@ -82,6 +89,31 @@ impl Guardian {
             Err(e) => {
                 warn!("no dump guardian: fork: {e}");
                 None
+            }
+        }
+    }
+
+    /// Tells the guardian which connections (socket inodes) have SO_REUSEADDR set, before
+    /// any enters repair mode: it sets the flag back on those it takes out of repair mode.
+    pub fn note_reuse_addr(&self, inodes: &[u64]) {
+        let Some(pipe) = &self.pipe else {
+            return;
+        };
+        let mut msg = Vec::with_capacity(5 + inodes.len() * 8);
+        msg.push(REUSE_ADDR);
+        msg.extend_from_slice(&(inodes.len() as u32).to_ne_bytes());
+        inodes
+            .iter()
+            .for_each(|ino| msg.extend_from_slice(&ino.to_ne_bytes()));
+        let mut rest = &msg[..];
+        while !rest.is_empty() {
+            match nix::unistd::write(pipe, rest) {
+                Ok(n) => rest = &rest[n..],
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => {
+                    warn!("dump guardian: {e}");
+                    return;
+                }
             }
         }
     }
@@ -141,16 +173,30 @@ fn guard(pipe: OwnedFd, targets: &[Pid], lock_id: &str, inventory: Option<&Path>
     }
     let _ = sys::process::close_from(keep as u32 + 1);
     let _ = sys::fd::close_range(0, keep as u32 - 1);
-    let mut word = [0u8; 1];
-    let got = loop {
-        match sys::spawn::read_raw(keep, &mut word) {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            r => break r,
+    let mut reusing = HashSet::new();
+    let word = loop {
+        let mut word = [0u8; 1];
+        if read_exact(keep, &mut word).is_err() {
+            break None;
+        }
+        if word[0] != REUSE_ADDR {
+            break Some(word[0]);
+        }
+        let mut count = [0u8; 4];
+        if read_exact(keep, &mut count).is_err() {
+            break None;
+        }
+        for _ in 0..u32::from_ne_bytes(count) {
+            let mut ino = [0u8; 8];
+            if read_exact(keep, &mut ino).is_err() {
+                break;
+            }
+            reusing.insert(u64::from_ne_bytes(ino));
         }
     };
-    match (got, word[0]) {
-        (Ok(1), DONE) => {}
-        (Ok(1), KILL) => {
+    match word {
+        Some(DONE) => {}
+        Some(KILL) => {
             for &pid in targets {
                 let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
             }
@@ -159,14 +205,28 @@ fn guard(pipe: OwnedFd, targets: &[Pid], lock_id: &str, inventory: Option<&Path>
             if let Some(inventory) = inventory {
                 let _ = std::fs::remove_file(inventory);
             }
-            undo(targets, lock_id)
+            undo(targets, lock_id, &reusing)
         }
     }
     sys::process::exit_child(0)
 }
 
-/// Takes every connection of `targets` out of repair mode, then removes the lock.
-fn undo(targets: &[Pid], lock_id: &str) {
+/// Fills `buf` from `fd` (EOF or an error: Err).
+fn read_exact(fd: i32, mut buf: &mut [u8]) -> io::Result<()> {
+    while !buf.is_empty() {
+        match sys::spawn::read_raw(fd, buf) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => buf = &mut buf[n..],
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Takes every connection of `targets` out of repair mode (SO_REUSEADDR set back on the
+/// inodes of `reusing`), then removes the lock.
+fn undo(targets: &[Pid], lock_id: &str, reusing: &HashSet<u64>) {
     for &pid in targets {
         let Ok(pidfd) = sys::pidfd::pidfd_open(pid) else {
             continue;
@@ -182,7 +242,9 @@ fn undo(targets: &[Pid], lock_id: &str) {
                 continue;
             };
             if matches!(sys::repair::in_repair(dup.as_fd()), Ok(true)) {
-                let _ = cryo_tcp_repair::leave_repair(dup.as_fd(), false);
+                let reuse_addr = nix::sys::stat::fstat(dup.as_fd())
+                    .is_ok_and(|st| reusing.contains(&st.st_ino));
+                let _ = cryo_tcp_repair::leave_repair(dup.as_fd(), false, reuse_addr);
             }
         }
     }

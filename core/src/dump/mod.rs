@@ -177,6 +177,11 @@ fn dump_tree(
             tcp_established: opts.tcp_established,
             lock_id: lock_id.clone(),
         },
+        |reusing| {
+            if let Some(guardian) = &guardian {
+                guardian.note_reuse_addr(reusing);
+            }
+        },
     )?;
     if sockets_held.has_connections() {
         crate::interrupt::pause_point("locked");

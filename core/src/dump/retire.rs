@@ -103,6 +103,8 @@ pub fn kill_left_running(dir: &Path) -> Result<Retired> {
             tcp_established: true,
             lock_id: lock_id.clone(),
         },
+        // No guardian here: the processes are to die silently anyway.
+        |_| {},
     )?;
     let mut seen = 0;
     for (&pid, dump) in live.iter().zip(held.tasks()) {

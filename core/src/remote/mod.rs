@@ -216,12 +216,6 @@ impl Remote {
         self.tid
     }
 
-    /// Whether calls return home by themselves (a cryo killed meanwhile leaves the thread
-    /// running as before).
-    pub fn returns_home(&self) -> bool {
-        matches!(self.mode, Mode::Home { .. })
-    }
-
     /// Where the batch loop runs from when the calls return home by themselves.
     pub(crate) fn home_batch(&self) -> Option<u64> {
         match &self.mode {

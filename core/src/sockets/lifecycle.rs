@@ -65,11 +65,24 @@ impl DumpSockets {
     /// Finds, checks and captures the sockets of the frozen tasks `pids` (in order): every
     /// refusal first (nothing is touched if any socket of any task cannot be dumped), then
     /// one network lock over every connection, then the captures, task by task.
-    pub fn collect(pids: &[Pid], opts: &SocketDumpOptions) -> Result<DumpSockets, FileError> {
+    /// `before_repair` hears, before any socket enters repair mode, the inodes of the
+    /// connections that have SO_REUSEADDR set (repair mode loses it; see the dump guardian).
+    pub fn collect(
+        pids: &[Pid],
+        opts: &SocketDumpOptions,
+        before_repair: impl FnOnce(&[u64]),
+    ) -> Result<DumpSockets, FileError> {
         let identified = pids
             .iter()
             .map(|&pid| SocketDump::identify_task(pid, opts))
             .collect::<Result<Vec<_>, _>>()?;
+        let reusing: Vec<u64> = identified
+            .iter()
+            .flat_map(|ident| &ident.found)
+            .filter(|f| f.reuse_addr)
+            .map(|f| f.ino)
+            .collect();
+        before_repair(&reusing);
         let mut out = DumpSockets::default();
         out.lock(opts, &identified)?;
         let mut tcp_taken = HashSet::new();

@@ -126,6 +126,8 @@ struct Identified {
     /// One per socket (the first fd holding it).
     found: Vec<FoundSocket>,
     socket_fds: HashMap<RawFd, InodeKey>,
+    /// The classic BPF filters attached, by socket inode.
+    filters: Vec<(u64, filter::Captured)>,
 }
 
 /// One socket of the task, identified: its fd, inode, address family and kind.
@@ -134,6 +136,9 @@ struct FoundSocket {
     ino: u64,
     family: u32,
     kind: Found,
+    /// SO_REUSEADDR of a connection, read before repair mode (which forces it, and clears
+    /// it on the way out): the dump guardian sets it back if cryo dies.
+    reuse_addr: bool,
 }
 
 /// A duplicate of socket fd `fd` of `pid`, to capture it through.
@@ -210,6 +215,7 @@ impl SocketDump {
                 pidfd: None,
                 found: Vec::new(),
                 socket_fds: HashMap::new(),
+                filters: Vec::new(),
             });
         };
         let pidfd = sys::pidfd::pidfd_open(pid).map_err(|e| {
@@ -217,8 +223,8 @@ impl SocketDump {
         })?;
         // Each fd on its own (a server has thousands): duplicated, checked for a socket and,
         // if it is one, identified, on every core.
-        type Identified = (InodeKey, u32, Found, Option<filter::Captured>);
-        let identify_fd = |&fd: &RawFd| -> Result<Option<Identified>, FileError> {
+        type FdIdentity = (InodeKey, u32, Found, Option<filter::Captured>, bool);
+        let identify_fd = |&fd: &RawFd| -> Result<Option<FdIdentity>, FileError> {
             let dup = match sys::pidfd::pidfd_getfd(pidfd.as_fd(), fd) {
                 Ok(dup) => dup,
                 Err(e) => {
@@ -245,7 +251,14 @@ impl SocketDump {
                     filter::FilterProblem::Read(op, e) => open.inspect_err(op, open.proc_path(), e),
                 }
             })?;
-            Ok(Some((inode, family, kind, filter)))
+            let reuse_addr = match kind {
+                Found::Connection(..) => SockRef::from(&dup).reuse_address().map_err(|e| {
+                    let open = for_errors(pid, fd);
+                    open.inspect_err("getsockopt SO_REUSEADDR", open.proc_path(), e)
+                })?,
+                _ => false,
+            };
+            Ok(Some((inode, family, kind, filter, reuse_addr)))
         };
         let identified = crate::parallel::map_on_cores(&fds, PER_THREAD_MIN, identify_fd).ok_or(
             SocketError::Panicked {
@@ -258,7 +271,7 @@ impl SocketDump {
         let mut socket_fds = HashMap::new();
         let mut filters = Vec::new();
         for (&fd, identified) in fds.iter().zip(identified) {
-            let Some((inode, family, kind, filter)) = identified? else {
+            let Some((inode, family, kind, filter, reuse_addr)) = identified? else {
                 continue;
             };
             if let Some(f) = filter {
@@ -271,6 +284,7 @@ impl SocketDump {
                     ino: inode.ino,
                     family,
                     kind,
+                    reuse_addr,
                 });
             }
         }
@@ -279,6 +293,7 @@ impl SocketDump {
             pidfd: Some(pidfd),
             found,
             socket_fds,
+            filters,
         })
     }
 
@@ -295,6 +310,7 @@ impl SocketDump {
             pidfd,
             found,
             socket_fds,
+            filters,
         } = ident;
         let mut out = SocketDump::default();
         out.socket_fds = socket_fds;
@@ -346,6 +362,7 @@ impl SocketDump {
             ino,
             family,
             kind,
+            ..
         } in others
         {
             let pidfd = out.pidfd.as_ref().expect("checked above");
