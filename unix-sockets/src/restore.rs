@@ -97,6 +97,22 @@ pub fn bind_name_in(
     bound
 }
 
+/// Whether the socket file of bound socket `fd` is `file` in directory `dir` (its
+/// sock_diag VFS inode is that file's).
+fn bound_in(fd: BorrowedFd<'_>, dir: &OwnedFd, file: &std::ffi::OsStr) -> bool {
+    let Ok(sock) = nix::sys::stat::fstat(fd) else {
+        return false;
+    };
+    let Ok(Some(info)) = crate::diag::query_inode(sock.st_ino as u32) else {
+        return false;
+    };
+    let Ok(st) = nix::sys::stat::fstatat(dir, file, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
+    else {
+        return false;
+    };
+    info.vfs.is_some_and(|v| v.matches(st.st_dev, st.st_ino))
+}
+
 /// Binds `fd` to the filesystem `path`; see [`bind_name`]. The parent directory is opened
 /// without following any symlink on the way (the bound path came from the kernel, which shows
 /// none: a symlink there now was swapped in after the dump), and the unlink, the bind and the
@@ -158,8 +174,27 @@ pub fn bind_path(fd: impl AsFd, path: &Path, attrs: Option<SocketFileAttrs>) -> 
         Err(nix::errno::Errno::ENOENT) => {}
         Err(e) => return Err(UnixSockError::path("stat", path, e.into())),
     }
-    sys::bind(fd, short.as_os_str().as_bytes())
-        .map_err(|e| UnixSockError::path("bind", path, e))?;
+    let bytes = path.as_os_str().as_bytes();
+    if bytes.len() < sys::SUN_PATH_MAX {
+        // The socket's name is what bind is given (getsockname, its peers' getpeername):
+        // the path itself, which the kernel resolves again. A symlink swapped in since the
+        // directory was opened would put the file elsewhere: checked after.
+        sys::bind(fd, bytes).map_err(|e| UnixSockError::path("bind", path, e))?;
+        if !bound_in(fd, &dir, file) {
+            return Err(UnixSockError::path(
+                "bind",
+                path,
+                std::io::Error::other(
+                    "the socket file is not in the directory checked before the bind (a \
+                     symlink swapped in meanwhile): refused",
+                ),
+            ));
+        }
+    } else {
+        // Too long for sun_path: through the directory's fd (the name is then that path).
+        sys::bind(fd, short.as_os_str().as_bytes())
+            .map_err(|e| UnixSockError::path("bind (via /proc/self/fd)", path, e))?;
+    }
     if let Some(a) = attrs {
         nix::sys::stat::fchmodat(
             &dir,

@@ -444,14 +444,16 @@ fn refill_larger_than_sndbuf_keeps_bytes_and_boundaries() {
 fn filesystem_bound_socket_recreated_with_mode_and_owner() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("srv.sock");
-    // a stale socket file from a dead process
-    drop(UnixListener::bind(&path).unwrap());
-    assert!(path.exists());
     let attrs = SocketFileAttrs {
         mode: 0o640,
         uid: 1234,
         gid: 5678,
     };
+    // a stale socket file from a dead process, owned as the dump recorded (a socket file of
+    // another owner is left alone)
+    drop(UnixListener::bind(&path).unwrap());
+    std::os::unix::fs::lchown(&path, Some(attrs.uid), Some(attrs.gid)).unwrap();
+    assert!(path.exists());
     let l = restore::make_listener(
         SockType::Stream,
         &UnixName::Path(path.clone()),

@@ -382,6 +382,11 @@ impl Drop for Restored {
     }
 }
 
+/// Whether cryo's IPC namespace has a semaphore set (read once per dump at most).
+fn sets_exist() -> Result<bool, IpcError> {
+    Ok(!sem::live()?.is_empty())
+}
+
 /// Dumps ipc.img (the semaphore sets and message queues of cryo's IPC namespace), refusing a
 /// process of `pids` whose SysV state cannot come back: objects in another IPC namespace,
 /// a semaphore undo list.
@@ -402,10 +407,18 @@ pub(crate) fn dump(pids: &[Pid], images: &ImageDir) -> crate::error::Result<()> 
                 .into());
             }
         }
-        if !crate::sys::kcmp::kcmp_same_sysvsem(pid, me).map_err(step("kcmp KCMP_SYSVSEM"))? {
+        // An undo list is also made empty for every process that started a thread
+        // (pthread_create passes CLONE_SYSVSEM), and outlives the sets it had adjustments
+        // for; its entries go with their sets. So a list holds adjustments only while a set
+        // exists.
+        let has_list =
+            !crate::sys::kcmp::kcmp_same_sysvsem(pid, me).map_err(step("kcmp KCMP_SYSVSEM"))?;
+        if has_list && sets_exist()? {
             return Err(IpcError::Refused {
                 pid,
-                what: "its SysV semaphore undo list (semop with SEM_UNDO)".into(),
+                what: "its SysV semaphore undo list (semop with SEM_UNDO, or threads) while \
+                       semaphore sets exist"
+                    .into(),
                 detail: "the kernel does not show the adjustments, so they cannot come back".into(),
             }
             .into());

@@ -12,7 +12,7 @@ use super::{Fate, IpcError, Listed, ObjectKind, Restored};
 use crate::sys;
 
 /// The sets of cryo's IPC namespace.
-fn live() -> Result<Vec<Listed>, IpcError> {
+pub(super) fn live() -> Result<Vec<Listed>, IpcError> {
     super::listed("sem", "semid")
 }
 
