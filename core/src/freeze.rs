@@ -17,6 +17,8 @@ pub struct FrozenTask {
     tids: Vec<Pid>,
     /// Set once the task has been killed: nothing left to detach.
     killed: bool,
+    /// In a group stop (SIGSTOP, SIGTSTP) when seized: released, it goes back into it.
+    group_stopped: bool,
 }
 
 /// Checks that `pid` is a user process we can dump, before anything touches it.
@@ -51,6 +53,7 @@ impl FrozenTask {
             pid,
             tids: Vec::new(),
             killed: false,
+            group_stopped: proc::stat(pid)?.state == 'T',
         };
         // Threads may be born while we seize: loop until the set is stable.
         loop {
@@ -205,6 +208,16 @@ impl Drop for FrozenTask {
         for &tid in &self.tids {
             if let Err(e) = ptrace::detach(tid, None) {
                 tracing::warn!(%tid, "detach: {e}");
+            }
+        }
+        if self.group_stopped {
+            // A detached thread re-enters the group stop on its own, a moment later: the
+            // caller gets the task back as it was, stopped, not on its way there.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_millis(500);
+            while proc::stat(self.pid).is_ok_and(|st| st.state != 'T')
+                && std::time::Instant::now() < deadline
+            {
+                std::thread::yield_now();
             }
         }
         debug!(pid = %self.pid, "released");
