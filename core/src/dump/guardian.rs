@@ -182,7 +182,8 @@ fn undo(targets: &[Pid], lock_id: &str) {
                 continue;
             };
             if matches!(sys::repair::in_repair(dup.as_fd()), Ok(true)) {
-                let _ = cryo_tcp_repair::leave_repair(dup.as_fd(), false);
+                // Whether it had SO_REUSEADDR is not known here (repair mode forces it).
+                let _ = cryo_tcp_repair::leave_repair(dup.as_fd(), false, false);
             }
         }
     }
