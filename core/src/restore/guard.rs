@@ -6,6 +6,8 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use tracing::debug;
 
+use super::guardian::RestoreGuardian;
+
 /// Releases the network lock of a dump (if any) when told. Dropped before that (a restore
 /// that failed before its connections were live), it leaves the lock installed: the peers'
 /// packets keep being dropped, not answered with a reset, so a retry finds them waiting.
@@ -63,24 +65,46 @@ impl Drop for Unlock {
 }
 
 /// Kills and reaps what a failed restore created (and the init of its namespaces), unless
-/// [`disarm`](Self::disarm)ed.
-pub(crate) struct KillAll(Option<(Vec<Pid>, Option<Pid>)>);
+/// [`disarm`](Self::disarm)ed; first its guardian undoes (the lock installed again if it was
+/// released, every connection closed silently), so that nothing reaches a peer meanwhile.
+pub(crate) struct KillAll {
+    armed: Option<(Vec<Pid>, Option<Pid>)>,
+    guardian: Option<RestoreGuardian>,
+}
 
 impl KillAll {
-    /// Kills `pids` (and `init`) when dropped.
-    pub fn new(pids: Vec<Pid>, init: Option<Pid>) -> Self {
-        Self(Some((pids, init)))
+    /// Kills `pids` (and `init`) when dropped, after `guardian` has undone.
+    pub fn new(pids: Vec<Pid>, init: Option<Pid>, guardian: Option<RestoreGuardian>) -> Self {
+        Self {
+            armed: Some((pids, init)),
+            guardian,
+        }
+    }
+
+    /// The restore's guardian, if it has one.
+    pub fn guardian(&self) -> Option<&RestoreGuardian> {
+        self.guardian.as_ref()
+    }
+
+    /// The processes run: the guardian lets go of the connections.
+    pub fn guardian_done(&mut self) {
+        if let Some(g) = self.guardian.take() {
+            g.done();
+        }
     }
 
     /// The restore succeeded: the processes are left alone.
     pub fn disarm(&mut self) {
-        self.0 = None;
+        self.guardian_done();
+        self.armed = None;
     }
 }
 
 impl Drop for KillAll {
     fn drop(&mut self) {
-        if let Some((pids, init)) = self.0.take() {
+        // Undoes (waits for it) before anything is killed.
+        drop(self.guardian.take());
+        if let Some((pids, init)) = self.armed.take() {
             for pid in pids.iter().rev() {
                 let threads = crate::proc::tids(*pid).unwrap_or_default();
                 let _ = nix::sys::signal::kill(*pid, Signal::SIGKILL);
