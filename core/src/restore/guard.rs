@@ -1,4 +1,5 @@
-//! What undoes a restore that stops half-way: every process created killed and reaped; the
+//! What undoes a restore that stops half-way: every connection it re-created closed silently
+//! (by the guardian, or here without one), then every process created killed and reaped; the
 //! dump's network lock stays (the peers wait for a restore that succeeds, or `cryo unlock`).
 
 use nix::sys::signal::Signal;
@@ -103,8 +104,11 @@ impl KillAll {
 impl Drop for KillAll {
     fn drop(&mut self) {
         // Undoes (waits for it) before anything is killed.
-        drop(self.guardian.take());
+        let guarded = self.guardian.take().is_some();
         if let Some((pids, init)) = self.armed.take() {
+            if !guarded {
+                silence_connections(&pids);
+            }
             for pid in pids.iter().rev() {
                 let threads = crate::proc::tids(*pid).unwrap_or_default();
                 let _ = nix::sys::signal::kill(*pid, Signal::SIGKILL);
@@ -119,6 +123,35 @@ impl Drop for KillAll {
             if let Some(init) = init {
                 let _ = nix::sys::signal::kill(init, Signal::SIGKILL);
                 let _ = waitpid(init, Some(WaitPidFlag::__WALL));
+            }
+        }
+    }
+}
+
+/// Without a guardian: every TCP connection of `pids` closed silently (repair mode, then
+/// disconnected), so that killing them sends nothing and leaves no socket closing on the port.
+fn silence_connections(pids: &[Pid]) {
+    for &pid in pids {
+        let Ok(pidfd) = crate::sys::pidfd::pidfd_open(pid) else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        for entry in fds.flatten() {
+            let Some(fd) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
+                continue;
+            };
+            let Ok(dup) = crate::sys::pidfd::pidfd_getfd(std::os::fd::AsFd::as_fd(&pidfd), fd)
+            else {
+                continue;
+            };
+            // Connected or closing; not a listener (10), nor a socket of another kind.
+            if matches!(
+                cryo_tcp_repair::kernel_tcp_state(&dup),
+                Ok(1 | 4 | 5 | 8 | 9 | 11)
+            ) {
+                let _ = cryo_tcp_repair::close_silently(dup);
             }
         }
     }
