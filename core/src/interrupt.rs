@@ -5,9 +5,11 @@
 //!
 //! Tests reach a given instant through `CRYO_TEST_PAUSE_AT=<point>`: cryo prints
 //! `cryo: paused at <point>` on stderr there and waits (up to 30 s) for SIGINT or SIGTERM,
-//! so that a signal, SIGKILL included, lands exactly there. Points: `frozen`, `locked`,
-//! `collected`, `written`, `call:<n>` (before the nth remote call of the run, the thread
-//! holding our registers) and `exit:<n>` (the thread stopped at the exit of that call).
+//! so that a signal, SIGKILL included, lands exactly there. Points of a dump: `frozen`,
+//! `locked`, `collected`, `written`; of a restore: `child-fds` (in a process of the tree, its
+//! fds open, before it stops), `spawned`, `reshaped`, `unlocked`; of both: `call:<n>` (before
+//! the nth remote call of the run, the thread holding our registers) and `exit:<n>` (the
+//! thread stopped at the exit of that call).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;

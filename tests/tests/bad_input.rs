@@ -135,6 +135,38 @@ fn a_dump_that_fails_midway_leaves_the_target_running() {
     drop(small);
 }
 
+#[test]
+fn a_dump_failing_on_a_full_disk_leaves_no_fd_to_its_image_in_the_target() {
+    cryo_bin();
+    let w = Workload::spawn("memory", &["64"]);
+    let before = w.cmd("verify");
+    let small = Mount::tmpfs(&w.path("full"), "size=4M");
+    let img = small.path().join("img");
+    let out = w.dump(&img, &[]);
+    out.assert_refused();
+    assert!(w.original_alive(), "the failed dump killed the target");
+    w.assert_untouched();
+    // No fd of the target on anything under the image dir (the pages image, deleted, would
+    // keep the disk full).
+    let mount = small.path().to_string_lossy().into_owned();
+    let held: Vec<String> = fs::read_dir(format!("/proc/{}/fd", w.pid()))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| fs::read_link(e.path()).ok())
+        .map(|l| l.to_string_lossy().into_owned())
+        .filter(|l| l.starts_with(&mount))
+        .collect();
+    assert!(held.is_empty(), "the target still holds {held:?}\n{out}");
+    let stat = nix::sys::statvfs::statvfs(small.path()).unwrap();
+    assert_eq!(
+        stat.blocks_free(),
+        stat.blocks(),
+        "the image's disk is not empty again after the failed dump"
+    );
+    assert_eq!(w.cmd("verify"), before, "the failed dump changed memory");
+    drop(small);
+}
+
 // ---- dump: unsupported objects -----------------------------------------
 
 fn refuses_unsupported(kind: &str, named: &str) {

@@ -253,6 +253,10 @@ attr_tests! {
     /// umask.
     umask: ["umask=027"] => [("get umask", "027")];
 
+    /// No parent-death signal (the restore's own, which makes a process of the tree die
+    /// with its parent until it is whole, does not stay).
+    no_pdeathsig: ["umask=022"] => [("get pdeathsig", "0")];
+
     /// /proc/self/loginuid set to 1000 (the audit login uid; the session id the kernel then
     /// assigns is not checked: no interface sets it).
     loginuid: ["loginuid=1000"] => [("get loginuid", "1000")];

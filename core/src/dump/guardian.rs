@@ -28,7 +28,7 @@
 
 use std::collections::HashSet;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
 use nix::unistd::Pid;
@@ -156,23 +156,8 @@ impl Drop for Guardian {
 
 /// The guardian's life (in the child).
 fn guard(pipe: OwnedFd, targets: &[Pid], lock_id: &str, inventory: Option<&Path>) -> ! {
-    let _ = nix::unistd::setsid();
-    let ignore = sys::signal::KernelSigaction {
-        handler: 1,
-        ..Default::default()
-    };
-    for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGPIPE] {
-        let _ = sys::signal::set_action(s as u32, &ignore);
-    }
-    let _ = sys::signal::set_mask(0);
-    // Nothing of cryo's stays open here but the pipe (image files, sockets, locks).
-    let pipe_fd = pipe.as_raw_fd();
-    let keep = 3;
-    if pipe_fd != keep && sys::spawn::move_to(pipe, keep).is_err() {
-        sys::process::exit_child(1);
-    }
-    let _ = sys::process::close_from(keep as u32 + 1);
-    let _ = sys::fd::close_range(0, keep as u32 - 1);
+    let keep = pipe.as_raw_fd();
+    become_guardian(&[keep]);
     let mut reusing = HashSet::new();
     let word = loop {
         let mut word = [0u8; 1];
@@ -249,4 +234,30 @@ fn undo(targets: &[Pid], lock_id: &str, reusing: &HashSet<u64>) {
         }
     }
     let _ = cryo_netns::NetworkLock::release_by_id(lock_id);
+}
+
+/// In a freshly forked guardian (dump's or restore's): a session of its own (a Ctrl-C to
+/// cryo's group does not reach it), SIGINT, SIGTERM, SIGHUP and SIGPIPE ignored, no signal
+/// blocked, and every fd inherited from cryo closed but `keep` (image files, sockets, locks).
+pub(crate) fn become_guardian(keep: &[RawFd]) {
+    let _ = nix::unistd::setsid();
+    let ignore = sys::signal::KernelSigaction {
+        handler: 1,
+        ..Default::default()
+    };
+    for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGPIPE] {
+        let _ = sys::signal::set_action(s as u32, &ignore);
+    }
+    let _ = sys::signal::set_mask(0);
+    let mut keep = keep.to_vec();
+    keep.sort_unstable();
+    let mut first = 0u32;
+    for fd in keep {
+        let fd = fd as u32;
+        if fd > first {
+            let _ = sys::fd::close_range(first, fd - 1);
+        }
+        first = fd + 1;
+    }
+    let _ = sys::process::close_from(first);
 }

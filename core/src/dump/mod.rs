@@ -22,7 +22,7 @@ use tracing::{info, info_span};
 
 pub(crate) mod collect;
 pub mod error;
-mod guardian;
+pub(crate) mod guardian;
 pub mod retire;
 pub(crate) mod tree;
 pub mod unlock;

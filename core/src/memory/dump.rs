@@ -298,55 +298,62 @@ fn write_pages(
         }
         Ok(())
     };
-    // Small runs the task can write go in batches of up to a chunk, one stop of the task for
-    // many pwrites; the large ones chunk by chunk. Either way the checksum hears of every
-    // chunk's worth as soon as it is written.
-    let batchable = |k: usize| remote_fd.is_ok() && readable[k];
-    let mut next = 0;
-    while next < runs.len() {
-        let (mut end, mut bytes) = (next, 0);
-        while end < runs.len() && batchable(end) && bytes + runs[end].npages * PAGE <= IO_CHUNK {
-            bytes += runs[end].npages * PAGE;
-            end += 1;
-        }
-        let (Ok(fd), true) = (&remote_fd, end > next + 1) else {
-            write_run(&runs[next], readable[next], 0)?;
-            next += 1;
-            continue;
-        };
-        let calls: Vec<BatchCall> = runs[next..end]
-            .iter()
-            .map(|r| {
-                (
-                    libc::SYS_pwrite64,
-                    [*fd, r.addr, r.npages * PAGE, r.offset, 0, 0],
-                )
-            })
-            .collect();
-        let (results, failed) = match remote.batch(scratch.batch_site(), &calls) {
-            Ok(results) => (results, None),
-            Err(e) => (e.results, Some(e.index)),
-        };
-        for (run, &n) in runs[next..].iter().zip(&results) {
-            let n = n.min(run.npages * PAGE);
-            written(run.offset, n);
-            write_run(run, true, n)?;
-        }
-        match failed {
-            // The failed run on its own (the task again, then /proc/PID/mem).
-            Some(f) => {
-                write_run(&runs[next + f], true, 0)?;
-                next += f + 1;
+    // Whatever happens (a full disk, say), the task closes its fd on the pages image: a
+    // failed dump leaves it as it was, and the deleted image takes no space.
+    let result = (|| -> Result<()> {
+        // Small runs the task can write go in batches of up to a chunk, one stop of the task
+        // for many pwrites; the large ones chunk by chunk. Either way the checksum hears of
+        // every chunk's worth as soon as it is written.
+        let batchable = |k: usize| remote_fd.is_ok() && readable[k];
+        let mut next = 0;
+        while next < runs.len() {
+            let (mut end, mut bytes) = (next, 0);
+            while end < runs.len() && batchable(end) && bytes + runs[end].npages * PAGE <= IO_CHUNK
+            {
+                bytes += runs[end].npages * PAGE;
+                end += 1;
             }
-            None => next = end,
+            let (Ok(fd), true) = (&remote_fd, end > next + 1) else {
+                write_run(&runs[next], readable[next], 0)?;
+                next += 1;
+                continue;
+            };
+            let calls: Vec<BatchCall> = runs[next..end]
+                .iter()
+                .map(|r| {
+                    (
+                        libc::SYS_pwrite64,
+                        [*fd, r.addr, r.npages * PAGE, r.offset, 0, 0],
+                    )
+                })
+                .collect();
+            let (results, failed) = match remote.batch(scratch.batch_site(), &calls) {
+                Ok(results) => (results, None),
+                Err(e) => (e.results, Some(e.index)),
+            };
+            for (run, &n) in runs[next..].iter().zip(&results) {
+                let n = n.min(run.npages * PAGE);
+                written(run.offset, n);
+                write_run(run, true, n)?;
+            }
+            match failed {
+                // The failed run on its own (the task again, then /proc/PID/mem).
+                Some(f) => {
+                    write_run(&runs[next + f], true, 0)?;
+                    next += f + 1;
+                }
+                None => next = end,
+            }
         }
-    }
+        Ok(())
+    })();
     if let Ok(fd) = remote_fd {
-        remote
-            .call(libc::SYS_close, &[fd])
-            .map_err(|e| Error::sys(pid, "close the pages image in the task", e))?;
+        let closed = remote.call(libc::SYS_close, &[fd]);
+        result?;
+        closed.map_err(|e| Error::sys(pid, "close the pages image in the task", e))?;
+        return Ok(());
     }
-    Ok(())
+    result
 }
 
 fn open_in_task(path: &Path, remote: &Remote, scratch: &Scratch) -> std::io::Result<u64> {

@@ -41,6 +41,7 @@ pub(super) fn child_main(tree: &Planned, i: usize) -> ! {
 }
 
 fn child_setup(tree: &Planned, i: usize) -> Result<(), ChildError> {
+    crate::sys::process::die_with_parent();
     let plan = &tree.plan;
     crate::sys::signal::set_mask(!0).map_err(|e| ChildError::Sys {
         step: ChildStep::BlockSignals,
@@ -120,6 +121,7 @@ fn child_setup(tree: &Planned, i: usize) -> Result<(), ChildError> {
         &tree.loaded.links,
     )
     .map_err(files_error(ChildFiles::Fds))?;
+    crate::interrupt::pause_point("child-fds");
 
     // Memory shared with the children: filled before they are forked, so they inherit it.
     crate::memory::premap::stage(

@@ -11,6 +11,9 @@ use serde::{Deserialize, Serialize};
 /// [`ImageError`](cryo_proto::ImageError) before anything starts).
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
+    /// SIGINT or SIGTERM arrived before the restore's point of no return.
+    #[error("restore {0}: rolled back, every process it created killed")]
+    Interrupted(#[from] crate::interrupt::Interrupted),
     /// A pid the image needs is held by another process.
     #[error(
         "pid {pid} is taken by {comm} (state {state}): it must be free to restore the process \

@@ -14,7 +14,6 @@ use nix::sys::ptrace;
 use nix::unistd::Pid;
 use tracing::{debug, info};
 
-use super::error::RestoreError;
 use super::load::TaskImage;
 use super::spawn::Spawned;
 use super::tree::Planned;
@@ -41,51 +40,20 @@ pub(crate) struct Running {
 }
 
 impl Spawned {
-    /// Finishes every process (children first; nobody runs before every process is whole),
-    /// while the connections' peers are probed (`peer_timeout`; zero: no probe) on a thread
-    /// of its own and the socket of the `released` network lock closes on another (that close
-    /// only waits for the kernel). Then the seals of shared memory go on (every mapping of
-    /// every process exists now) and the terminal gets its modes.
-    pub fn reshape(
-        self,
-        released: Option<cryo_netns::NetworkLock>,
-        peer_timeout: Duration,
-    ) -> Result<(Reshaped, Probing)> {
+    /// Finishes every process (children first; nobody runs before every process is whole).
+    /// Then the seals of shared memory go on (every mapping of every process exists now) and
+    /// the terminal gets its modes.
+    pub fn reshape(self) -> Result<Reshaped> {
         let tree = &self.planned;
-        let pids = &self.pids;
-        let (descs, fds) = (&tree.loaded.descs, tree.fd_tables());
-        let (stopped, probing) = std::thread::scope(|scope| {
-            if let Some(lock) = released {
-                let _ = std::thread::Builder::new()
-                    .name("cryo-unlock".into())
-                    .spawn_scoped(scope, move || drop(lock));
-            }
-            let prober = std::thread::Builder::new()
-                .name("cryo-probe".into())
-                .spawn_scoped(scope, || {
-                    crate::sockets::peers::send_probes(descs, &fds, pids, peer_timeout)
-                })
-                .map_err(|source| RestoreError::HelperThread {
-                    name: "probe",
-                    source,
-                })?;
-            let mut stopped = Vec::with_capacity(pids.len());
-            for (i, &pid) in pids.iter().enumerate().rev() {
-                stopped.push(finish(pid, tree, i)?);
-            }
-            let probed = prober
-                .join()
-                .map_err(|_| RestoreError::HelperPanicked { name: "probe" })?;
-            Ok::<_, Error>((stopped, probed))
-        })?;
+        let mut stopped = Vec::with_capacity(self.pids.len());
+        for (i, &pid) in self.pids.iter().enumerate().rev() {
+            stopped.push(finish(pid, tree, i)?);
+        }
         self.planned.before_run()?;
-        Ok((
-            Reshaped {
-                spawned: self,
-                stopped,
-            },
-            probing,
-        ))
+        Ok(Reshaped {
+            spawned: self,
+            stopped,
+        })
     }
 }
 
@@ -95,11 +63,33 @@ impl Reshaped {
         self.spawned.roots()
     }
 
-    /// Detaches every thread of every process: they run.
-    pub fn run(self) -> Result<Running> {
+    /// Sends one probe per connection (`peer_timeout`; zero: none), with the network lock
+    /// released and every process still stopped (the moment in repair mode goes unseen).
+    pub fn probe(&self, peer_timeout: Duration) -> Probing {
+        let tree = &self.spawned.planned;
+        crate::sockets::peers::send_probes(
+            &tree.loaded.descs,
+            &tree.fd_tables(),
+            &self.spawned.pids,
+            peer_timeout,
+        )
+    }
+
+    /// The restore's guardian, if it has one.
+    pub fn guardian(&self) -> Option<&super::guardian::RestoreGuardian> {
+        self.spawned.guard.guardian()
+    }
+
+    /// Detaches every thread of every process: they run. The guardian is told first (if cryo
+    /// dies half-way, it undoes only if a process is dying) and lets go once they all run.
+    pub fn run(mut self) -> Result<Running> {
+        if let Some(g) = self.spawned.guard.guardian() {
+            g.running(&self.spawned.pids);
+        }
         for tids in &self.stopped {
             let_run(tids)?;
         }
+        self.spawned.guard.guardian_done();
         Ok(Running {
             spawned: self.spawned,
         })

@@ -1,10 +1,13 @@
-//! What undoes a restore that stops half-way: every process created killed and reaped; the
+//! What undoes a restore that stops half-way: every connection it re-created closed silently
+//! (by the guardian, or here without one), then every process created killed and reaped; the
 //! dump's network lock stays (the peers wait for a restore that succeeds, or `cryo unlock`).
 
 use nix::sys::signal::Signal;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use tracing::debug;
+
+use super::guardian::RestoreGuardian;
 
 /// Releases the network lock of a dump (if any) when told. Dropped before that (a restore
 /// that failed before its connections were live), it leaves the lock installed: the peers'
@@ -63,24 +66,49 @@ impl Drop for Unlock {
 }
 
 /// Kills and reaps what a failed restore created (and the init of its namespaces), unless
-/// [`disarm`](Self::disarm)ed.
-pub(crate) struct KillAll(Option<(Vec<Pid>, Option<Pid>)>);
+/// [`disarm`](Self::disarm)ed; first its guardian undoes (the lock installed again if it was
+/// released, every connection closed silently), so that nothing reaches a peer meanwhile.
+pub(crate) struct KillAll {
+    armed: Option<(Vec<Pid>, Option<Pid>)>,
+    guardian: Option<RestoreGuardian>,
+}
 
 impl KillAll {
-    /// Kills `pids` (and `init`) when dropped.
-    pub fn new(pids: Vec<Pid>, init: Option<Pid>) -> Self {
-        Self(Some((pids, init)))
+    /// Kills `pids` (and `init`) when dropped, after `guardian` has undone.
+    pub fn new(pids: Vec<Pid>, init: Option<Pid>, guardian: Option<RestoreGuardian>) -> Self {
+        Self {
+            armed: Some((pids, init)),
+            guardian,
+        }
+    }
+
+    /// The restore's guardian, if it has one.
+    pub fn guardian(&self) -> Option<&RestoreGuardian> {
+        self.guardian.as_ref()
+    }
+
+    /// The processes run: the guardian lets go of the connections.
+    pub fn guardian_done(&mut self) {
+        if let Some(g) = self.guardian.take() {
+            g.done();
+        }
     }
 
     /// The restore succeeded: the processes are left alone.
     pub fn disarm(&mut self) {
-        self.0 = None;
+        self.guardian_done();
+        self.armed = None;
     }
 }
 
 impl Drop for KillAll {
     fn drop(&mut self) {
-        if let Some((pids, init)) = self.0.take() {
+        // Undoes (waits for it) before anything is killed.
+        let guarded = self.guardian.take().is_some();
+        if let Some((pids, init)) = self.armed.take() {
+            if !guarded {
+                silence_connections(&pids);
+            }
             for pid in pids.iter().rev() {
                 let threads = crate::proc::tids(*pid).unwrap_or_default();
                 let _ = nix::sys::signal::kill(*pid, Signal::SIGKILL);
@@ -95,6 +123,35 @@ impl Drop for KillAll {
             if let Some(init) = init {
                 let _ = nix::sys::signal::kill(init, Signal::SIGKILL);
                 let _ = waitpid(init, Some(WaitPidFlag::__WALL));
+            }
+        }
+    }
+}
+
+/// Without a guardian: every TCP connection of `pids` closed silently (repair mode, then
+/// disconnected), so that killing them sends nothing and leaves no socket closing on the port.
+fn silence_connections(pids: &[Pid]) {
+    for &pid in pids {
+        let Ok(pidfd) = crate::sys::pidfd::pidfd_open(pid) else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        for entry in fds.flatten() {
+            let Some(fd) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
+                continue;
+            };
+            let Ok(dup) = crate::sys::pidfd::pidfd_getfd(std::os::fd::AsFd::as_fd(&pidfd), fd)
+            else {
+                continue;
+            };
+            // Connected or closing; not a listener (10), nor a socket of another kind.
+            if matches!(
+                cryo_tcp_repair::kernel_tcp_state(&dup),
+                Ok(1 | 4 | 5 | 8 | 9 | 11)
+            ) {
+                let _ = cryo_tcp_repair::close_silently(dup);
             }
         }
     }

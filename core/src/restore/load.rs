@@ -39,6 +39,11 @@ pub(crate) struct Loaded {
 }
 
 impl Loaded {
+    /// The address pairs of the image's TCP connections, as the network lock names them.
+    pub fn lock_tuples(&self) -> Vec<cryo_netns::ConnTuple> {
+        crate::sockets::lock_tuples(&self.descs)
+    }
+
     /// Reads every image and checks it against the others and this machine, before anything
     /// is created.
     pub fn read(images: ImageDir) -> Result<Self> {

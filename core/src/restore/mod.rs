@@ -11,19 +11,23 @@
 //!                  plan.rs (pure) child.rs (forked)
 //! ```
 //!
-//! `guard.rs` undoes a failed restore (processes; the network lock stays), `namespaces.rs` creates the
-//! init of new namespaces, `error.rs` says what failed.
+//! `guard.rs` undoes a failed restore (processes; the network lock stays), `guardian.rs` is
+//! the process that closes the re-created connections silently whatever ends the restore
+//! (cryo killed included), `namespaces.rs` creates the init of new namespaces, `error.rs`
+//! says what failed.
 
 pub(crate) mod child;
 pub mod error;
 pub(crate) mod finish;
 pub(crate) mod guard;
+pub(crate) mod guardian;
 pub(crate) mod load;
 pub(crate) mod namespaces;
 pub(crate) mod plan;
 pub(crate) mod spawn;
 pub(crate) mod tree;
 
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -32,6 +36,7 @@ use nix::unistd::Pid;
 use tracing::{debug, info, info_span};
 
 use self::guard::Unlock;
+use self::guardian::RestoreGuardian;
 use self::load::Loaded;
 use self::namespaces::Namespaces;
 use crate::error::{Error, Result};
@@ -118,6 +123,8 @@ impl Restored {
 /// Restores the image directory `opts.images_dir`; the processes run when this returns.
 pub fn restore(opts: &RestoreOptions) -> Result<Restored> {
     let started = Instant::now();
+    // Answered between steps (`interrupted`), before the point of no return.
+    let _held = crate::interrupt::Held::new();
     let _span = info_span!("restore", dir = %opts.images_dir.display()).entered();
     let mut images = ImageDir::open_trusting(
         &opts.images_dir,
@@ -143,32 +150,56 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored> {
     );
     // Before anything is touched: a refusal here leaves even the network lock in place.
     hooks.run(Stage::PreRestore, &[])?;
-    // The dump's network lock goes once the restored sockets are live; a restore that fails
-    // before keeps it (peers wait for a retry, or `cryo unlock`).
+    interrupted("before creating the processes")?;
+    // The dump's network lock goes only once every process is whole; a restore that fails or
+    // is interrupted before keeps it (peers wait for a retry, or `cryo unlock`).
     let mut unlock = Unlock::new(inventory.network_lock.clone());
-    let spawned = loaded
-        .plan(opts.tcp_close)?
-        .spawn(Namespaces::new(opts.pidns, opts.netns))?;
+    // Whatever ends the restore from here on, the connections it re-created close silently,
+    // and before any process is killed (guardian.rs).
+    let guardian = (!inventory.network_lock.is_empty())
+        .then(|| RestoreGuardian::start(&inventory.network_lock, loaded.lock_tuples()))
+        .flatten();
+    let mut planned = loaded.plan(opts.tcp_close)?;
+    if let Some(g) = &guardian {
+        planned.guardian_channel = Some(g.channel_at(planned.plan.guardian_slot).as_raw_fd());
+    }
+    let spawned = planned.spawn(Namespaces::new(opts.pidns, opts.netns), guardian)?;
     debug!(
         ms = started.elapsed().as_secs_f64() * 1e3,
         processes = spawned.pids.len(),
         "processes created, fds open"
     );
-    // Every socket exists and left repair mode, its owner stopped: the connections may talk
-    // again. Each is probed (which toggles repair mode: only a stopped owner does not notice)
-    // on a thread of its own while the processes are rebuilt, and judged once they run.
+    crate::interrupt::pause_point("spawned");
+    interrupted("after creating the processes")?;
+    let reshaped = spawned.reshape()?;
+    let roots = reshaped.roots();
+    hooks.run(Stage::PostRestore, &roots)?;
+    crate::interrupt::pause_point("reshaped");
+    interrupted("after rebuilding the processes")?;
+    // Every process whole and stopped: the connections may talk again. Each is probed (which
+    // toggles repair mode: only a stopped owner does not notice), and judged once they run.
+    if let Some(g) = reshaped.guardian() {
+        g.unlocking();
+    }
     let had_lock = unlock.release();
+    if let Some(lock) = unlock.close_later() {
+        // Closing its netlink socket only waits for the kernel: off the critical path.
+        let _ = std::thread::Builder::new()
+            .name("cryo-unlock".into())
+            .spawn(move || drop(lock));
+    }
     let timeout = match opts.peer_timeout {
         _ if opts.tcp_close => Duration::ZERO,
         Some(t) => t,
         None => crate::sockets::peers::DEFAULT_PEER_TIMEOUT,
     };
-    let (reshaped, probing) = spawned.reshape(unlock.close_later(), timeout)?;
-    let roots = reshaped.roots();
-    hooks.run(Stage::PostRestore, &roots)?;
+    let probing = reshaped.probe(timeout);
     if had_lock {
         hooks.run(Stage::NetworkUnlock, &roots)?;
     }
+    crate::interrupt::pause_point("unlocked");
+    // The point of no return: a signal from here on waits for the end of the restore.
+    interrupted("after releasing the network lock")?;
     let running = reshaped.run()?;
     running.notify(probing, opts.notify_signal);
     // They run already; a failure here still kills them, as any failed restore does.
@@ -185,4 +216,11 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored> {
         "restored"
     );
     Ok(restored)
+}
+
+/// Fails with [`RestoreError::Interrupted`] when SIGINT or SIGTERM is pending.
+fn interrupted(stage: &'static str) -> Result<()> {
+    crate::interrupt::check(stage)
+        .map_err(error::RestoreError::from)
+        .map_err(Error::from)
 }

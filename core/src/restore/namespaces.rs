@@ -98,6 +98,8 @@ pub fn spawn_init(
 
 /// The init's life: reap everything, exit with the status of `child` when it ends.
 fn init_main(child: Pid, inherited: &[RawFd]) -> ! {
+    // cryo held SIGINT and SIGTERM while it forked this: the init answers them as usual.
+    let _ = crate::sys::signal::set_mask(0);
     // Nothing of cryo's stays open here: a pipe cryo's caller reads must see its end.
     for &fd in inherited {
         let _ = nix::unistd::close(fd);

@@ -10,7 +10,8 @@
 //!   base + 2i, base + 2i + 1    sync and err pipe of task i (kept until i is forked)
 //!   first_mapping ..            per task: pages, exe, mapped files (MappingFds)
 //!   extra_base ..               slots: descriptions passed down through tasks that do not
-//!                               hold them, then the shared objects, then the terminal
+//!                               hold them, then the shared objects, then the terminal,
+//!                               then the restore guardian's channel
 //! ```
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -78,6 +79,8 @@ pub(crate) struct TreePlan {
     pub shared_slots: HashMap<u64, RawFd>,
     /// The slot fd of the shell job's terminal.
     pub terminal_slot: Option<RawFd>,
+    /// The slot fd of the restore guardian's channel (used when there is a guardian).
+    pub guardian_slot: RawFd,
 }
 
 impl TreePlan {
@@ -193,6 +196,7 @@ impl TreePlan {
         let terminal_slot = input
             .terminal
             .then_some(shared_base + input.shared_inodes.len() as RawFd);
+        let guardian_slot = shared_base + input.shared_inodes.len() as RawFd + 1;
         let mut extra = vec![HashMap::new(); n];
         let mut cryo_slots = HashMap::new();
         for (k, &(p, id)) in extra_slots.iter().enumerate() {
@@ -223,6 +227,7 @@ impl TreePlan {
             cryo_slots,
             shared_slots,
             terminal_slot,
+            guardian_slot,
         })
     }
 

@@ -26,6 +26,7 @@ use tracing::debug;
 use super::child::child_main;
 use super::error::{ChildError, RestoreError};
 use super::guard::KillAll;
+use super::guardian::RestoreGuardian;
 use super::namespaces::Namespaces;
 use super::plan::CryoSet;
 use super::tree::Planned;
@@ -74,7 +75,12 @@ impl Planned {
     /// for reshaping. With `ns`, the (single) root is created by an init in new namespaces;
     /// without, every pid must be free first (a zombie holding one is waited for, bounded).
     /// On failure every process created so far is killed.
-    pub fn spawn(self, ns: Option<Namespaces>) -> Result<Spawned> {
+    /// `guardian` (placed in the tree already) undoes before the processes are killed.
+    pub fn spawn(
+        self,
+        ns: Option<Namespaces>,
+        guardian: Option<RestoreGuardian>,
+    ) -> Result<Spawned> {
         if ns.is_none_or(|ns| !ns.pid) {
             for t in &self.loaded.tasks {
                 for thread in &t.core.threads {
@@ -87,7 +93,7 @@ impl Planned {
         }
         let (pids, init) = spawn_tree(&self, ns)?;
         Ok(Spawned {
-            guard: KillAll::new(pids.clone(), init),
+            guard: KillAll::new(pids.clone(), init, guardian),
             planned: self,
             pids,
             init,

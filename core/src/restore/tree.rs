@@ -31,6 +31,9 @@ pub(crate) struct Planned {
     /// Per task (position): the VMAs it fills before forking its children, or keeps from
     /// its parent's (memory shared copy-on-write stays shared).
     pub staged: Vec<Vec<Staged>>,
+    /// cryo's end of the restore guardian's channel, held at the plan's guardian slot by
+    /// every process until its connections are restored and its children forked.
+    pub guardian_channel: Option<RawFd>,
 }
 
 impl Loaded {
@@ -110,6 +113,7 @@ impl Loaded {
             terminal,
             want_ctty,
             staged,
+            guardian_channel: None,
         })
     }
 }
@@ -124,6 +128,9 @@ impl Planned {
             .collect();
         if let (Some((t, _)), Some(slot)) = (&self.terminal, self.plan.terminal_slot) {
             v.push((t.fd(), slot));
+        }
+        if let Some(fd) = self.guardian_channel {
+            v.push((fd, self.plan.guardian_slot));
         }
         v
     }

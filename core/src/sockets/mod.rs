@@ -467,6 +467,24 @@ pub(crate) fn is_connection(s: &Socket) -> bool {
     matches!(s.state, Some(State::TcpConnection(_)))
 }
 
+/// The address pairs of every TCP connection among `descs`, as the network lock names them.
+pub(crate) fn lock_tuples(descs: &[FileDesc]) -> Vec<cryo_netns::ConnTuple> {
+    descs
+        .iter()
+        .filter_map(|d| match &d.kind {
+            Some(cryo_proto::image::file_desc::Kind::Socket(s)) if is_connection(s) => {
+                match SocketState::try_from(s) {
+                    Ok(SocketState::Connection(c)) => {
+                        Some(cryo_netns::ConnTuple::new(c.local, c.remote))
+                    }
+                    _ => None,
+                }
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 /// Whether `s` is a unix socket's record.
 pub fn is_unix(s: &Socket) -> bool {
     matches!(s.state, Some(State::Unix(_)))

@@ -166,6 +166,9 @@ pub(super) fn restore_connection(
 ) -> Result<OwnedFd, SocketError> {
     let fail = |e| restore_err(desc, "restore socket", e);
     let restored = repair::restore(c).map_err(fail)?;
+    // Still in repair mode: from here on, whatever ends the restore closes it silently.
+    crate::restore::guardian::entrust(restored.as_fd())
+        .map_err(|e| restore_err(desc, "hand the socket to the restore guardian", e))?;
     if tcp_close {
         return restored
             .finish_closed()

@@ -19,6 +19,7 @@
 //! ipc       System V shared memory: shmget, shmat/shmdt in cryo, shmctl; creator ids
 //! termination  SIGINT/SIGTERM held pending while a dump or restore runs
 //! repair    whether a TCP socket is in repair mode (the dump guardian)
+//! scm       fds passed over a unix socket (the restore guardian)
 //! sockfilter classic BPF socket filters: read back, attached
 //! eventfd, timerfd, signalfd, epoll, inotify, memfd, tty: the fd kinds files/ restores
 //! ```
@@ -42,6 +43,7 @@ pub mod process;
 pub mod ptrace;
 pub mod repair;
 pub mod sched;
+pub mod scm;
 pub mod signal;
 pub mod signalfd;
 pub mod sockfilter;

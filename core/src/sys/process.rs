@@ -65,8 +65,28 @@ pub fn fork() -> io::Result<Forked> {
     fork_into_namespaces(0)
 }
 
+/// The pid of the process that made the last fork, as it saw itself: the child's copy is
+/// what its getppid() says while that parent lives ([`die_with_parent`]).
+static FORKED_BY: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+/// In a child of [`fork_with_pid`] or [`fork_into_namespaces`]: dies (SIGKILL) when its
+/// parent does, and at once if the parent is already gone. A process of a restore that
+/// cryo has not traced yet thus never outlives a killed cryo (PR_SET_PDEATHSIG, which the
+/// restore sets to the dumped value later).
+pub fn die_with_parent() {
+    let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
+    let parent = FORKED_BY.load(std::sync::atomic::Ordering::Relaxed);
+    if nix::unistd::getppid().as_raw() != parent {
+        exit_child(1);
+    }
+}
+
 /// clone3 without CLONE_VM: a fork, shaped by `args`.
 fn clone3(args: &CloneArgs) -> io::Result<Forked> {
+    FORKED_BY.store(
+        nix::unistd::getpid().as_raw(),
+        std::sync::atomic::Ordering::Relaxed,
+    );
     // SAFETY: clone3 without CLONE_VM behaves like fork: the child gets a copy of our address
     // space and continues here with a return value of 0; `args` and what it points to (a
     // set_tid array on the caller's stack) outlive the call.

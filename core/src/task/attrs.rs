@@ -572,7 +572,9 @@ pub fn restore_after_creds(
         (libc::SYS_prctl, [option as u64, arg2, arg3, 0, 0, 0])
     };
     let mut calls: Vec<(&'static str, BatchCall)> = Vec::new();
-    if a.pdeathsig != 0 {
+    // The main thread is the process cryo forked, which dies with its parent until here
+    // (die_with_parent): it gets the dumped value even when that is none.
+    if a.pdeathsig != 0 || is_main {
         calls.push((
             "parent-death signal",
             prctl(libc::PR_SET_PDEATHSIG, a.pdeathsig as u64, 0),
