@@ -38,7 +38,7 @@ struct Nginx {
     port: u16,
 }
 
-fn nginx_conf(dir: &Path, port: u16) -> String {
+fn nginx_conf(dir: &Path, port: u16, listen_opts: &str) -> String {
     let d = dir.display();
     format!(
         "daemon off;
@@ -58,7 +58,7 @@ http {{
   keepalive_timeout 600s;
   keepalive_requests 100000;
   server {{
-    listen 127.0.0.1:{port};
+    listen 127.0.0.1:{port}{listen_opts};
     location / {{ return 200 \"hello $request_uri\\n\"; }}
   }}
 }}
@@ -67,8 +67,9 @@ http {{
 }
 
 impl Nginx {
-    /// Starts nginx on a free port (another try on a fresh port if it lost that one).
-    fn start() -> Self {
+    /// Starts nginx on a free port (another try on a fresh port if it lost that one), with
+    /// `listen_opts` after its `listen` address (` reuseport`: one listener per worker).
+    fn start(listen_opts: &str) -> Self {
         let nginx = require("nginx", "nginx");
         for _ in 0..5 {
             let dir = control_dir();
@@ -76,7 +77,7 @@ impl Nginx {
             // else of the dir; the master makes the temp dirs as root.
             let port = free_port();
             let conf = dir.path().join("nginx.conf");
-            fs::write(&conf, nginx_conf(dir.path(), port)).expect("write nginx.conf");
+            fs::write(&conf, nginx_conf(dir.path(), port, listen_opts)).expect("write nginx.conf");
             let mut cmd = Command::new(&nginx);
             cmd.arg("-p").arg(dir.path()).arg("-c").arg(&conf);
             let mut tree = ServerTree::spawn(dir, cmd);
@@ -272,8 +273,35 @@ fn report_time(what: &str, out: &CryoOutput, took: Duration) {
 
 #[test]
 fn nginx_master_and_two_workers_keep_their_keep_alive_clients_across_a_restore() {
+    dump_and_restore_nginx_with_clients("");
+}
+
+/// `listen ... reuseport`: two listeners on one port (SO_REUSEPORT), each worker accepting
+/// on its own, all three processes holding both.
+#[test]
+fn nginx_with_reuseport_listeners_keeps_its_clients_across_a_restore() {
+    dump_and_restore_nginx_with_clients(" reuseport");
+}
+
+fn dump_and_restore_nginx_with_clients(listen_opts: &str) {
     cryo_bin();
-    let mut nginx = Nginx::start();
+    let mut nginx = Nginx::start(listen_opts);
+    if !listen_opts.is_empty() {
+        let listeners = cryo_tests::servers::socket_inodes(nginx.tree.root())
+            .into_iter()
+            .filter(|ino| {
+                cryo_tests::servers::tcp_entries().iter().any(|e| {
+                    e.inode == *ino
+                        && e.local_port == nginx.port
+                        && e.state == cryo_tests::servers::TCP_LISTEN
+                })
+            })
+            .count();
+        assert_eq!(
+            listeners, 2,
+            "one reuseport listener per worker in the master"
+        );
+    }
     let workers = nginx.workers();
     let mut clients = clients_on_both_workers(&nginx);
     let served = clients.len();
@@ -315,7 +343,7 @@ fn nginx_master_and_two_workers_keep_their_keep_alive_clients_across_a_restore()
 #[test]
 fn nginx_dumped_with_leave_running_keeps_serving_its_clients() {
     cryo_bin();
-    let mut nginx = Nginx::start();
+    let mut nginx = Nginx::start("");
     let workers = nginx.workers();
     let mut clients = clients_on_both_workers(&nginx);
     let served = clients.len();
