@@ -262,6 +262,35 @@ fn every_client_is_served_again(nginx: &Nginx, clients: &mut [(HttpClient, i32)]
     }
 }
 
+/// The shared mappings of `pid` (`rw-s` lines of its maps): address, device and inode, which
+/// name the very object (nginx's `/dev/zero (deleted)` zone of accept mutex and counters).
+fn shared_mappings(pid: i32) -> Vec<String> {
+    fs::read_to_string(format!("/proc/{pid}/maps"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .is_some_and(|p| p.ends_with('s'))
+        })
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            format!("{} {} {} {}", f[0], f[1], f[3], f[4])
+        })
+        .collect()
+}
+
+/// The master and both workers map the same shared zone (one object, not three copies).
+#[track_caller]
+fn assert_one_shared_zone(nginx: &Nginx) -> Vec<String> {
+    let master = shared_mappings(nginx.tree.root());
+    assert!(!master.is_empty(), "nginx's master maps no shared memory");
+    for w in nginx.workers() {
+        assert_eq!(shared_mappings(w), master, "worker {w}'s shared mappings");
+    }
+    master
+}
+
 fn report_time(what: &str, out: &CryoOutput, took: Duration) {
     eprintln!(
         "{what}: cryo ran {:.1} ms: {} {}",
@@ -305,6 +334,7 @@ fn dump_and_restore_nginx_with_clients(listen_opts: &str) {
     let workers = nginx.workers();
     let mut clients = clients_on_both_workers(&nginx);
     let served = clients.len();
+    let zone = assert_one_shared_zone(&nginx);
     eprintln!(
         "nginx {} with workers {workers:?}: clients per worker {:?}",
         nginx.tree.root(),
@@ -332,6 +362,14 @@ fn dump_and_restore_nginx_with_clients(listen_opts: &str) {
         );
     }
 
+    // One zone again, at its address (its inode is the restore's: a new object).
+    let zone_after = assert_one_shared_zone(&nginx);
+    let addresses = |z: &[String]| -> Vec<String> {
+        z.iter()
+            .map(|m| m.split(' ').next().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(addresses(&zone_after), addresses(&zone));
     every_client_is_served_again(&nginx, &mut clients, "after");
     let mut fresh = HttpClient::connect(nginx.port);
     fresh.get("/new").expect("a new client after the restore");
