@@ -417,3 +417,42 @@ pub fn read_until(
     }
     Ok(got)
 }
+
+/// The signal owner (F_GETOWN_EX: type and pid) of every fd of `pid` that has one, read on a
+/// duplicate (pidfd_getfd) so nothing of the process changes.
+pub fn fd_owners(pid: i32) -> std::collections::BTreeMap<i32, (i32, i32)> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let mut out = std::collections::BTreeMap::new();
+    // SAFETY: pidfd_open takes a pid and flags, no pointers.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if pidfd < 0 {
+        return out;
+    }
+    // SAFETY: the kernel just returned this fd to us.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as i32) };
+    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return out;
+    };
+    for fd in fds
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+    {
+        // SAFETY: pidfd_getfd takes a pidfd, an fd number and flags, no pointers.
+        let dup = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
+        if dup < 0 {
+            continue;
+        }
+        // SAFETY: as above, a fresh fd of ours.
+        let dup = unsafe { OwnedFd::from_raw_fd(dup as i32) };
+        /// F_GETOWN_EX from linux/fcntl.h (libc lacks it).
+        const F_GETOWN_EX: libc::c_int = 16;
+        // struct f_owner_ex { int type; pid_t pid; }
+        let mut owner = [0i32; 2];
+        // SAFETY: F_GETOWN_EX writes one struct f_owner_ex (two ints), which `owner` holds.
+        let r = unsafe { libc::fcntl(dup.as_raw_fd(), F_GETOWN_EX, owner.as_mut_ptr()) };
+        if r == 0 && owner[1] != 0 {
+            out.insert(fd, (owner[0], owner[1]));
+        }
+    }
+    out
+}

@@ -291,6 +291,14 @@ fn assert_one_shared_zone(nginx: &Nginx) -> Vec<String> {
     master
 }
 
+/// The signal owner of every fd of the master and workers that has one, by process.
+fn signal_owners(nginx: &Nginx) -> BTreeMap<i32, BTreeMap<i32, (i32, i32)>> {
+    tree_of(nginx.tree.root())
+        .into_iter()
+        .map(|p| (p, cryo_tests::servers::fd_owners(p)))
+        .collect()
+}
+
 fn report_time(what: &str, out: &CryoOutput, took: Duration) {
     eprintln!(
         "{what}: cryo ran {:.1} ms: {} {}",
@@ -335,6 +343,11 @@ fn dump_and_restore_nginx_with_clients(listen_opts: &str) {
     let mut clients = clients_on_both_workers(&nginx);
     let served = clients.len();
     let zone = assert_one_shared_zone(&nginx);
+    let owners = signal_owners(&nginx);
+    assert!(
+        owners.values().any(|o| !o.is_empty()),
+        "nginx's channels should have a signal owner"
+    );
     eprintln!(
         "nginx {} with workers {workers:?}: clients per worker {:?}",
         nginx.tree.root(),
@@ -362,6 +375,11 @@ fn dump_and_restore_nginx_with_clients(listen_opts: &str) {
         );
     }
 
+    assert_eq!(
+        signal_owners(&nginx),
+        owners,
+        "the channels' signal owners (the master), fd by fd"
+    );
     // One zone again, at its address (its inode is the restore's: a new object).
     let zone_after = assert_one_shared_zone(&nginx);
     let addresses = |z: &[String]| -> Vec<String> {
