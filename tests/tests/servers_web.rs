@@ -570,6 +570,17 @@ impl Resp {
 
 #[test]
 fn redis_clients_in_a_transaction_and_subscribed_go_on_after_a_restore() {
+    redis_clients_go_on(false);
+}
+
+#[test]
+fn redis_dumped_with_leave_running_keeps_its_clients_as_they_were() {
+    redis_clients_go_on(true);
+}
+
+/// Clients of every kind (plain, named in db 3, inside MULTI, subscribed) go on after a
+/// killing dump and restore, or after a `--leave-running` dump of the running server.
+fn redis_clients_go_on(leave_running: bool) {
     cryo_bin();
     let mut redis = Redis::start();
     let ok = || Reply::Simple("OK".into());
@@ -593,8 +604,18 @@ fn redis_clients_in_a_transaction_and_subscribed_go_on_after_a_restore() {
     );
 
     let img = redis.tree.path("img");
-    redis.tree.dump(&img, &["--tcp-established"]);
-    redis.tree.restore_detached(&img);
+    if leave_running {
+        redis
+            .tree
+            .dump(&img, &["--tcp-established", "--leave-running"]);
+    } else {
+        let t = std::time::Instant::now();
+        let out = redis.tree.dump(&img, &["--tcp-established"]);
+        report_time("redis dump", &out, t.elapsed());
+        let t = std::time::Instant::now();
+        let out = redis.tree.restore_detached(&img);
+        report_time("redis restore", &out, t.elapsed());
+    }
 
     plain.expect(&["GET", "k1"], bulk("v1"));
     plain.expect(&["STRLEN", "big"], Reply::Int(big.len() as i64));
