@@ -4,6 +4,7 @@
 use nix::unistd::Pid;
 
 use crate::error::{Error, Result};
+use crate::files::locks::DumpMembers;
 use crate::files::{FdDumpOptions, FileTable};
 use crate::freeze::FrozenTask;
 use crate::image::ImageDir;
@@ -28,6 +29,7 @@ pub(super) fn collect(
     scratch: &Scratch,
     sockets: &SocketDump,
     files: &mut FileTable,
+    members: &DumpMembers,
 ) -> Result<Collected> {
     let mut core = task::dump(pid, stat)?;
     let mut process_attrs = attrs::dump_process(pid)?;
@@ -65,7 +67,7 @@ pub(super) fn collect(
     files.add_sockets(sockets);
     core.fds = files.dump_task_fds(pid, images, fd_opts)?;
     (core.file_locks, core.fd_owners) =
-        files.take_locks_and_owners(pid, stat.pgid, frozen.tids())?;
+        files.take_locks_and_owners(pid, members)?;
     let maps: Vec<_> = proc::maps(pid)?
         .into_iter()
         .filter(|m| !scratch.contains(m.start))

@@ -28,6 +28,7 @@ pub(crate) mod tree;
 pub mod unlock;
 
 use self::collect::collect;
+use crate::files::locks::DumpMembers;
 use self::error::DumpError;
 use self::guardian::Guardian;
 pub(crate) use self::tree::{resolve_trees, Member};
@@ -189,6 +190,11 @@ fn dump_tree(
         hooks.run(Stage::NetworkLock, &opts.pids)?;
     }
     interrupted("while capturing sockets")?;
+    // The signal owners an fd may name: any process, thread or group of the dump.
+    let mut members = DumpMembers::default();
+    for (m, frozen) in live.iter().zip(&frozen) {
+        members.add(m.pid, m.stat.pgid, frozen.tids());
+    }
     for ((m, frozen), sockets) in live.iter().zip(&frozen).zip(sockets_held.tasks()) {
         let pid = m.pid;
         let _span = info_span!("task", %pid).entered();
@@ -200,6 +206,7 @@ fn dump_tree(
             Scratch::map(&mut remote).map_err(|e| Error::sys(pid, "map a scratch page", e))?;
         let collected = collect(
             pid, &stat, images, &fd_opts, frozen, &remote, &scratch, sockets, &mut files,
+            &members,
         );
         // Whatever happened, the task gets its own state back before anything else.
         let unmapped = scratch.unmap(&remote);

@@ -16,8 +16,13 @@
 //! shows it. A POSIX lock goes away when its process closes ANY fd of the file, so locks are
 //! taken back after every temporary fd of the restore (mappings, control pipes) is closed.
 //! A lease being broken, a mandatory lock or a delegation cannot be taken back: the dump
-//! refuses it. A signal owner that is not the process itself (one of its threads, its
-//! process group) is refused: the restore could not promise the same process gets it.
+//! refuses it. A signal owner is a process, thread or process group of the dump (a server's
+//! master owning the channel its workers share, say): the pids come back, so the same
+//! process gets the signal. An owner outside the dump is refused: the restore could not
+//! promise it. The owner belongs to the description: it is recorded once, with the first
+//! process of the dump (parents first) holding the description, and set again by that
+//! process at restore (the kernel keeps the setter's credentials for the permission check of
+//! each signal: for a description its owner set itself, as nginx's master does, the same).
 
 use std::collections::HashSet;
 use std::io;
@@ -139,17 +144,47 @@ pub(super) fn owner_of(
     }))
 }
 
+/// The processes, threads and process groups of a dump: the signal owners a restore can
+/// give back (their pids come back).
+#[derive(Debug, Default, Clone)]
+pub struct DumpMembers {
+    pids: HashSet<i32>,
+    tids: HashSet<i32>,
+    pgids: HashSet<i32>,
+}
+
+impl DumpMembers {
+    /// Adds process `pid` of process group `pgid`, with its threads `tids`.
+    pub fn add(&mut self, pid: Pid, pgid: i32, tids: &[Pid]) {
+        self.pids.insert(pid.as_raw());
+        self.pgids.insert(pgid);
+        self.tids.extend(tids.iter().map(|t| t.as_raw()));
+    }
+
+    /// Whether the owner `o` names one of them (or nobody).
+    fn holds(&self, o: &FdOwner) -> bool {
+        o.owner == 0
+            || match o.owner_type {
+                fcntl::F_OWNER_TID => self.tids.contains(&o.owner),
+                fcntl::F_OWNER_PID => self.pids.contains(&o.owner),
+                fcntl::F_OWNER_PGRP => self.pgids.contains(&o.owner),
+                _ => false,
+            }
+    }
+}
+
+/// A task's locks, and its fds' signal owners with their description's id.
+pub(super) type TaskLocks = (Vec<FileLock>, Vec<(u32, FdOwner)>);
+
 /// The locks and owners one task's fds showed, each once: `found` holds (description id,
 /// lock) for every fd (a description's locks show on each of its fds), `owners` likewise.
-/// An owner other than the task itself, its threads `tids` or its process group `pgid` is
-/// refused.
+/// An owner outside the dump's processes, threads and groups `members` is refused.
 pub(super) fn for_task(
     pid: Pid,
-    pgid: i32,
-    tids: &[Pid],
+    members: &DumpMembers,
     found: Vec<(u32, FileLock)>,
     owners: Vec<(u32, FdOwner)>,
-) -> Result<(Vec<FileLock>, Vec<FdOwner>), FileError> {
+) -> Result<TaskLocks, FileError> {
     let mut seen = HashSet::new();
     let locks = found
         .into_iter()
@@ -162,25 +197,18 @@ pub(super) fn for_task(
         if !seen.insert(id) {
             continue;
         }
-        let ours = o.owner == 0
-            || match o.owner_type {
-            fcntl::F_OWNER_TID => tids.iter().any(|t| t.as_raw() == o.owner),
-            fcntl::F_OWNER_PID => o.owner == pid.as_raw(),
-            fcntl::F_OWNER_PGRP => o.owner == pgid,
-            _ => false,
-        };
-        if !ours {
+        if !members.holds(&o) {
             return Err(FileError::Dump {
                 pid,
                 fd: o.fd,
                 detail: format!(
-                    "its signal owner ({}) is not the process itself, one of its threads or \
-                     its process group: not supported yet",
+                    "its signal owner ({}) is not a process, thread or process group of the \
+                     dump: not supported yet",
                     describe_owner(&o)
                 ),
             });
         }
-        kept.push(o);
+        kept.push((id, o));
     }
     Ok((locks, kept))
 }

@@ -10,7 +10,7 @@
 //!   the kind claiming it  its record (kind.rs: FileKind::dump)
 //! ```
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -67,6 +67,9 @@ pub struct FileTable {
     task_locks: Vec<(u32, FileLock)>,
     /// The signal owners of the task's fds, with their description's id.
     task_owners: Vec<(u32, FdOwner)>,
+    /// The descriptions whose signal owner an earlier task recorded (it is the
+    /// description's: set again once, by that task).
+    owners_recorded: HashSet<u32>,
 }
 
 impl FileTable {
@@ -262,6 +265,9 @@ impl FileTable {
     ) -> Result<(), FileError> {
         self.task_locks
             .extend(open.locks.iter().map(|l| (id, *l)));
+        if self.owners_recorded.contains(&id) {
+            return Ok(());
+        }
         if let Some(owner) = locks::owner_of(open, pidfd)? {
             self.task_owners.push((id, owner));
         }
@@ -269,21 +275,27 @@ impl FileTable {
     }
 
     /// The file locks and fd signal owners of the task whose fds were just dumped
-    /// ([`Self::dump_task_fds`]), each once; an owner other than the task itself, one of its
-    /// threads `tids` or its process group `pgid` is refused.
+    /// ([`Self::dump_task_fds`]), each once, and each description's owner once in the dump;
+    /// an owner outside the dump's processes, threads and groups `members` is refused.
     pub fn take_locks_and_owners(
         &mut self,
         pid: Pid,
-        pgid: i32,
-        tids: &[Pid],
+        members: &locks::DumpMembers,
     ) -> Result<(Vec<FileLock>, Vec<FdOwner>), FileError> {
-        locks::for_task(
+        let (found, owners) = locks::for_task(
             pid,
-            pgid,
-            tids,
+            members,
             std::mem::take(&mut self.task_locks),
             std::mem::take(&mut self.task_owners),
-        )
+        )?;
+        let owners = owners
+            .into_iter()
+            .map(|(id, o)| {
+                self.owners_recorded.insert(id);
+                o
+            })
+            .collect();
+        Ok((found, owners))
     }
 
     /// The id of a known description `open` refers to, if any (kcmp among the holders of
