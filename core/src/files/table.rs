@@ -25,9 +25,9 @@ use super::inspect::{self, InodeKey, Link, OpenFd};
 use super::kind::{Dumping, KindState, Seen};
 use super::registry;
 use super::{locks, memfd, regular, shmem, FileError};
-use crate::sys;
 use crate::image::ImageDir;
 use crate::sockets::{self, kind as kind_socket};
+use crate::sys;
 
 /// How fds are dumped.
 #[derive(Debug, Clone, Default)]
@@ -260,8 +260,7 @@ impl FileTable {
         id: u32,
         pidfd: &mut Option<OwnedFd>,
     ) -> Result<(), FileError> {
-        self.task_locks
-            .extend(open.locks.iter().map(|l| (id, *l)));
+        self.task_locks.extend(open.locks.iter().map(|l| (id, *l)));
         if let Some(owner) = locks::owner_of(open, pidfd)? {
             self.task_owners.push((id, owner));
         }
@@ -435,6 +434,17 @@ impl FileTable {
         });
         self.mapped.insert(key, id);
         id
+    }
+
+    /// Once every process is dumped: the pty pairs and the controlling terminals of
+    /// `procs` checked against the whole dump (pty.rs), the pairs' state on their
+    /// descriptions.
+    pub fn finish_terminals(
+        &mut self,
+        procs: &[super::pty::TtyProcess<'_>],
+        opts: &FdDumpOptions,
+    ) -> Result<(), FileError> {
+        super::pty::finish_dump(&mut self.descs, &mut self.state, procs, opts.shell_job)
     }
 
     /// The descriptions collected, in id order.
