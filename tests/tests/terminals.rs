@@ -10,12 +10,16 @@
 //! the lowest free one, so a pty opened by a neighbouring test between dump and restore would
 //! take it.
 
-use std::path::PathBuf;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use cryo_tests::{control_dir, cryo_bin, run_cryo, Pidfd, TempDir, Workload, CMD_TIMEOUT};
+use cryo_tests::{
+    control_dir, cryo_bin, pid_exists, run_cryo, Pidfd, TempDir, Workload, CMD_TIMEOUT,
+};
+use nix::fcntl::OFlag;
 
 static PTYS: Mutex<()> = Mutex::new(());
 
@@ -81,6 +85,76 @@ fn a_shell_on_a_pty_comes_back_with_its_terminal() {
     // stopped by SIGTTOU), and the master sees what it prints.
     assert_eq!(w.cmd("sh stty rows 40 cols 120; stty size"), "40 120|");
     assert_eq!(w.cmd("sh echo A$((1+1))"), "A2|");
+    w.kill_restored();
+}
+
+#[test]
+fn a_pty_whose_slave_is_outside_the_dump_is_refused() {
+    cryo_bin();
+    let _one = PTYS.lock().unwrap_or_else(|e| e.into_inner());
+    let w = Workload::spawn("pty-shell", &["master-only"]);
+    let pty = w.cmd("pty");
+    // The slave held by the test, not by the dumped process.
+    let slave = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open(&pty)
+        .unwrap();
+    w.dump(&w.path("img"), &[])
+        .assert_refused()
+        .assert_stderr_has_word(&w.pid().to_string())
+        .assert_stderr_mentions("fd 60")
+        .assert_stderr_mentions(&format!("pty master of {pty}"))
+        .assert_stderr_mentions("no dumped process holds its slave");
+    w.assert_untouched();
+    drop(slave);
+}
+
+/// Holds pty `index` (once the dumped one is gone): opens /dev/ptmx until devpts gives it,
+/// keeping the lower ones too.
+fn hold_pty_index(index: u32) -> Vec<nix::pty::PtyMaster> {
+    let path = format!("/dev/pts/{index}");
+    let deadline = Instant::now() + CMD_TIMEOUT;
+    while Path::new(&path).exists() {
+        assert!(Instant::now() < deadline, "{path} stays after the dump");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut held = Vec::new();
+    loop {
+        let master = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY).unwrap();
+        let name = nix::pty::ptsname_r(&master).unwrap();
+        held.push(master);
+        let got: u32 = name.trim_start_matches("/dev/pts/").parse().unwrap();
+        if got == index {
+            return held;
+        }
+        assert!(got < index, "{path} was taken by someone else ({name})");
+    }
+}
+
+#[test]
+fn a_taken_pty_index_is_refused_at_restore_before_anything_is_created() {
+    cryo_bin();
+    let _one = PTYS.lock().unwrap_or_else(|e| e.into_inner());
+    let mut w = Workload::spawn("pty-shell", &[]);
+    let _shell = KillOnDrop(w.cmd("child").parse().unwrap());
+    let pty = w.cmd("pty");
+    let index: u32 = pty.trim_start_matches("/dev/pts/").parse().unwrap();
+    let img = w.path("img");
+    w.dump_ok(&img);
+    let held = hold_pty_index(index);
+    w.cryo(&["restore", "-D", img.to_str().unwrap(), "--detach"])
+        .assert_refused()
+        .assert_stderr_mentions(&format!("{pty} is taken on this machine"));
+    assert!(
+        !pid_exists(w.pid()),
+        "the refused restore created a process"
+    );
+    // Once the index is free again, the same image restores.
+    drop(held);
+    w.restore_detached(&img);
+    assert_eq!(w.cmd("sh tty"), format!("{pty}|"));
     w.kill_restored();
 }
 

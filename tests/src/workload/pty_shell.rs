@@ -2,8 +2,9 @@
 //! slave as its controlling terminal (a terminal emulator or multiplexer in miniature).
 //!
 //! ```text
-//! pty-shell                  opens /dev/ptmx (held at fd 60); the child: setsid, the slave as
-//!                            controlling terminal and stdio, exec sh -i
+//! pty-shell [master-only]    opens /dev/ptmx (held at fd 60); the child: setsid, the slave as
+//!                            controlling terminal and stdio, exec sh -i (master-only: no
+//!                            child, the slave is left to whoever opens /dev/pts/N)
 //!                            sh LINE... -> what the shell printed for LINE, one line ("\r\n"
 //!                            and "\n" as "|"), read from the master up to an end mark
 //!                            pty -> /dev/pts/N
@@ -30,8 +31,8 @@ struct PtyShell {
     child: i32,
 }
 
-/// `pty-shell`
-pub fn start(_args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
+/// `pty-shell [master-only]`
+pub fn start(args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
     let master = sys::open(Path::new("/dev/ptmx"), libc::O_RDWR | libc::O_NOCTTY)
         .map_err(failed("open /dev/ptmx"))?;
     let master = sys::move_fd(master, MASTER_FD).map_err(failed("move the master"))?;
@@ -41,6 +42,9 @@ pub fn start(_args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
     unsafe {
         sys::cvt(libc::ioctl(master, libc::TIOCSPTLCK, &unlock)).map_err(failed("TIOCSPTLCK"))?;
         sys::cvt(libc::ioctl(master, libc::TIOCGPTN, &mut index)).map_err(failed("TIOCGPTN"))?;
+    }
+    if args.first().map(String::as_str) == Some("master-only") {
+        return Ok(Box::new(PtyShell { index, child: 0 }));
     }
     let slave = CString::new(format!("/dev/pts/{index}")).expect("no NUL");
     let sh = CString::new("/bin/sh").expect("no NUL");
