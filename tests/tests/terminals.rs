@@ -89,6 +89,28 @@ fn a_shell_on_a_pty_comes_back_with_its_terminal() {
 }
 
 #[test]
+fn a_pty_keeps_its_packet_mode_and_slave_lock() {
+    cryo_bin();
+    let _one = PTYS.lock().unwrap_or_else(|e| e.into_inner());
+    let mut w = Workload::spawn("pty-shell", &[]);
+    let _shell = KillOnDrop(w.cmd("child").parse().unwrap());
+    assert_eq!(w.cmd("pty-state"), "packet 0 locked 0");
+    w.cmd("pty-set packet lock");
+    // Locked: the shell's own fds still work (reads of the master in packet mode start with
+    // a status byte).
+    let state = "packet 1 locked 1";
+    assert_eq!(w.cmd("pty-state"), state);
+    assert_eq!(w.cmd("sh echo A$((1+1))"), "A2|");
+    let img = w.path("img");
+    w.dump_ok(&img);
+    w.restore_detached(&img);
+    // Seen by the restored process through its own master.
+    assert_eq!(w.cmd("pty-state"), state);
+    assert_eq!(w.cmd("sh echo B$((1+2))"), "B3|");
+    w.kill_restored();
+}
+
+#[test]
 fn a_pty_whose_slave_is_outside_the_dump_is_refused() {
     cryo_bin();
     let _one = PTYS.lock().unwrap_or_else(|e| e.into_inner());

@@ -20,8 +20,8 @@
 //! restore  the maker of the pair (the lowest common ancestor of its holders) opens
 //!          /dev/ptmx until TIOCGPTN says N (devpts hands out the lowest free index; the
 //!          lower ones it got meanwhile are closed), unlocks, opens each slave description
-//!          (TIOCGPTPEER with its flags), sets modes, window size, packet mode, TIOCEXCL and
-//!          the lock through the master; the session leader takes the slave as controlling
+//!          (TIOCGPTPEER with its flags), sets modes, window size, packet mode and TIOCEXCL
+//!          through the master (the lock once every process is whole); the session leader takes the slave as controlling
 //!          terminal (TIOCSCTTY) before it forks the session's other processes, and the
 //!          leader of the foreground group makes it the foreground one (TIOCSPGRP)
 //! ```
@@ -575,13 +575,41 @@ fn open_pair(group: &[(&FileDesc, &Pty)]) -> Result<Vec<(u32, OwnedFd)>, FileErr
     };
     sys::tty::set_winsize(m, &w).map_err(step("TIOCSWINSZ"))?;
     sys::tty::set_int(m, libc::TIOCPKT, i32::from(p.packet)).map_err(step("TIOCPKT"))?;
-    if p.locked {
-        sys::tty::set_int(m, libc::TIOCSPTLCK, 1).map_err(step("TIOCSPTLCK"))?;
-    }
+    // A locked slave is locked again once every process is whole (lock_slaves): until then
+    // its processes reopen /dev/tty on it.
     set_async(mdesc, &master)?;
     debug!(index = p.index, slaves = out.len(), "pty pair made");
     out.push((mdesc.id, master));
     Ok(out)
+}
+
+/// Once every restored process is whole (each /dev/tty reopened: an open of a locked slave
+/// fails, and hangs the slave up), the slaves that were locked are locked again, through a
+/// duplicate of their master. `tasks`: per process, its pid as cryo sees it and its fds.
+pub(crate) fn lock_slaves(
+    descs: &[FileDesc],
+    tasks: &[(Pid, &[FdEntry])],
+) -> Result<(), FileError> {
+    for d in descs {
+        let Some(Kind::Pty(p)) = &d.kind else {
+            continue;
+        };
+        if !p.locked || p.end != PtyEnd::Master as i32 {
+            continue;
+        }
+        let holder = tasks
+            .iter()
+            .find_map(|(pid, fds)| fds.iter().find(|e| e.file_id == d.id).map(|e| (*pid, e.fd)));
+        let Some((pid, fd)) = holder else {
+            continue;
+        };
+        let pidfd = sys::pidfd::pidfd_open(pid).map_err(|e| restore_err(d, "pidfd_open", e))?;
+        let master = sys::pidfd::pidfd_getfd(pidfd.as_fd(), fd)
+            .map_err(|e| restore_err(d, "pidfd_getfd", e))?;
+        sys::tty::set_int(master.as_fd(), libc::TIOCSPTLCK, 1)
+            .map_err(|e| restore_err(d, "TIOCSPTLCK (lock the slave again)", e))?;
+    }
+    Ok(())
 }
 
 /// /dev/tty reopened: the controlling terminal, which must be the dumped pty's slave again.

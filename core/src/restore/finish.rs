@@ -79,6 +79,13 @@ impl Spawned {
             Ok::<_, Error>((stopped, probed))
         })?;
         self.planned.before_run()?;
+        let tables: Vec<(nix::unistd::Pid, &[cryo_proto::image::FdEntry])> = self
+            .pids
+            .iter()
+            .copied()
+            .zip(self.planned.fd_tables())
+            .collect();
+        crate::files::pty::lock_slaves(&self.planned.loaded.descs, &tables)?;
         Ok((
             Reshaped {
                 spawned: self,

@@ -8,6 +8,8 @@
 //!                            sh LINE... -> what the shell printed for LINE, one line ("\r\n"
 //!                            and "\n" as "|"), read from the master up to an end mark
 //!                            pty -> /dev/pts/N
+//!                            pty-set [packet] [lock] -> ok (TIOCPKT on, slave locked)
+//!                            pty-state -> packet 0|1 locked 0|1 (TIOCGPKT, TIOCGPTLCK)
 //!                            child -> the shell's pid
 //! ```
 
@@ -29,6 +31,8 @@ const END_MARK: &str = "END42";
 struct PtyShell {
     index: i32,
     child: i32,
+    /// In packet mode every read of the master starts with a status byte.
+    packet: bool,
 }
 
 /// `pty-shell [master-only]`
@@ -44,7 +48,11 @@ pub fn start(args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
         sys::cvt(libc::ioctl(master, libc::TIOCGPTN, &mut index)).map_err(failed("TIOCGPTN"))?;
     }
     if args.first().map(String::as_str) == Some("master-only") {
-        return Ok(Box::new(PtyShell { index, child: 0 }));
+        return Ok(Box::new(PtyShell {
+            index,
+            child: 0,
+            packet: false,
+        }));
     }
     let slave = CString::new(format!("/dev/pts/{index}")).expect("no NUL");
     let sh = CString::new("/bin/sh").expect("no NUL");
@@ -79,7 +87,11 @@ pub fn start(args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
             libc::_exit(127);
         }
     }
-    let mut shell = PtyShell { index, child };
+    let mut shell = PtyShell {
+        index,
+        child,
+        packet: false,
+    };
     // The first prompt, so every later answer starts at its line.
     shell
         .run("true")
@@ -122,9 +134,47 @@ impl PtyShell {
                 if n == 0 {
                     return Err(io::Error::other("the master read end of file"));
                 }
-                seen.extend_from_slice(&buf[..n]);
+                let skip = usize::from(self.packet && n > 0);
+                seen.extend_from_slice(&buf[skip..n]);
             }
         }
+    }
+}
+
+/// One int read from the master with `request` (TIOCGPKT, TIOCGPTLCK).
+fn master_int(request: libc::Ioctl) -> io::Result<i32> {
+    let mut v: libc::c_int = 0;
+    // SAFETY: the request writes one c_int through the pointer, which points at `v`.
+    sys::cvt(unsafe { libc::ioctl(MASTER_FD, request, &mut v) })?;
+    Ok(v)
+}
+
+/// Sets one int on the master with `request` (TIOCPKT, TIOCSPTLCK).
+fn set_master_int(request: libc::Ioctl, v: libc::c_int) -> io::Result<()> {
+    // SAFETY: the request reads one c_int through the pointer, which points at `v`.
+    sys::cvt(unsafe { libc::ioctl(MASTER_FD, request, &v) }).map(drop)
+}
+
+impl PtyShell {
+    fn set(&mut self, what: &[&str]) -> io::Result<String> {
+        for w in what {
+            match *w {
+                "packet" => {
+                    set_master_int(libc::TIOCPKT, 1)?;
+                    self.packet = true;
+                }
+                "lock" => set_master_int(libc::TIOCSPTLCK, 1)?,
+                other => return Err(io::Error::other(format!("no such setting {other:?}"))),
+            }
+        }
+        Ok("ok".into())
+    }
+
+    fn state(&self) -> io::Result<String> {
+        // Not probed by opening the slave: a failed open of a locked slave hangs it up.
+        let packet = master_int(libc::TIOCGPKT)?;
+        let locked = master_int(libc::TIOCGPTLCK)?;
+        Ok(format!("packet {packet} locked {locked}"))
     }
 }
 
@@ -133,6 +183,8 @@ impl Mode for PtyShell {
         match (verb, args) {
             ("sh", line) if !line.is_empty() => self.run(&line.join(" ")).map_err(io_err),
             ("pty", []) => Ok(format!("/dev/pts/{}", self.index)),
+            ("pty-set", what) => self.set(what).map_err(io_err),
+            ("pty-state", []) => self.state().map_err(io_err),
             ("child", []) => Ok(self.child.to_string()),
             _ => unknown(verb),
         }
