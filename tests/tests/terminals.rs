@@ -10,7 +10,9 @@
 //! the lowest free one, so a pty opened by a neighbouring test between dump and restore would
 //! take it.
 
+use std::ffi::CString;
 use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
@@ -131,6 +133,42 @@ fn a_pty_whose_slave_is_outside_the_dump_is_refused() {
         .assert_stderr_mentions("no dumped process holds its slave");
     w.assert_untouched();
     drop(slave);
+}
+
+#[test]
+fn a_controlling_terminal_outside_the_dump_is_refused() {
+    cryo_bin();
+    let _one = PTYS.lock().unwrap_or_else(|e| e.into_inner());
+    // The master stays with the test (close-on-exec); the workload takes the slave as its
+    // controlling terminal and keeps no fd on it.
+    let master =
+        nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC).unwrap();
+    nix::pty::grantpt(&master).unwrap();
+    nix::pty::unlockpt(&master).unwrap();
+    let path = nix::pty::ptsname_r(&master).unwrap();
+    let slave = CString::new(path.clone()).unwrap();
+    let w = Workload::spawn_configured(control_dir(), "counter", &[], |c| {
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            c.pre_exec(move || {
+                libc::setsid();
+                let fd = libc::open(slave.as_ptr(), libc::O_RDWR);
+                if fd < 0 || libc::ioctl(fd, libc::TIOCSCTTY, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                libc::close(fd);
+                Ok(())
+            });
+        }
+    });
+    w.dump(&w.path("img"), &[])
+        .assert_refused()
+        .assert_stderr_has_word(&w.pid().to_string())
+        .assert_stderr_mentions(&format!(
+            "its controlling terminal {path} is outside the dump"
+        ));
+    w.assert_untouched();
+    drop(master);
 }
 
 /// Holds pty `index` (once the dumped one is gone): opens /dev/ptmx until devpts gives it,
