@@ -65,6 +65,10 @@ fn a_shell_on_a_pty_comes_back_with_its_terminal() {
         "{modes}"
     );
     let stat = own_stat(&w);
+    // The shell's fds on the terminal: the slave and its /dev/tty (dash keeps it at fd 10),
+    // their status flags and close-on-exec.
+    let fd_flags = "sh grep -h flags /proc/$$/fdinfo/0 /proc/$$/fdinfo/10";
+    let flags = w.cmd(fd_flags);
     assert!(
         stat.starts_with(&format!("pgrp {shell} session {shell} ")),
         "{stat}"
@@ -83,10 +87,15 @@ fn a_shell_on_a_pty_comes_back_with_its_terminal() {
     assert_eq!(w.cmd("sh tty"), format!("{pty}|"));
     assert_eq!(w.cmd("sh stty -a"), modes);
     assert_eq!(own_stat(&w), stat);
+    assert_eq!(w.cmd(fd_flags), flags);
     // Job control works: a foreground job may change the terminal (a background one would be
     // stopped by SIGTTOU), and the master sees what it prints.
     assert_eq!(w.cmd("sh stty rows 40 cols 120; stty size"), "40 120|");
     assert_eq!(w.cmd("sh echo A$((1+1))"), "A2|");
+    let img2 = w.path("img2");
+    w.dump_ok(&img2);
+    w.restore_detached(&img2);
+    assert_eq!(w.cmd("sh echo A$((1+2))"), "A3|");
     w.kill_restored();
 }
 

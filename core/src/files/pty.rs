@@ -547,8 +547,11 @@ fn open_pair(group: &[(&FileDesc, &Pty)]) -> Result<Vec<(u32, OwnedFd)>, FileErr
     sys::tty::set_int(m, libc::TIOCSPTLCK, 0).map_err(step("TIOCSPTLCK (unlock)"))?;
     let mut out = Vec::with_capacity(group.len());
     for &(desc, s) in group.iter().filter(|(_, s)| s.end == PtyEnd::Slave as i32) {
-        let slave = sys::tty::open_peer(m, open_flags(desc.flags).bits())
-            .map_err(|e| restore_err(desc, "TIOCGPTPEER", e))?;
+        // Without O_CLOEXEC: TIOCGPTPEER would keep it in the file's own flags (F_GETFL,
+        // fdinfo), where no open(2) leaves it; the fd is a temporary of this process anyway.
+        let flags = open_flags(desc.flags).bits() & !libc::O_CLOEXEC;
+        let slave =
+            sys::tty::open_peer(m, flags).map_err(|e| restore_err(desc, "TIOCGPTPEER", e))?;
         set_async(desc, &slave)?;
         if s.exclusive {
             sys::tty::set_exclusive(slave.as_fd()).map_err(|e| restore_err(desc, "TIOCEXCL", e))?;
