@@ -167,6 +167,8 @@ fn dump_tree(
     let mut files = FileTable::new();
     let mut cores = Vec::new();
     let mut pstree = Vec::new();
+    // Per live task: its controlling terminal and that terminal's foreground group.
+    let mut ttys: Vec<(u32, i32)> = Vec::new();
     let mut pages_bytes = 0;
     // Sockets first, of every task: one network lock over every connection goes on before
     // any is captured. Dropped on a failure below, it puts the connections back and
@@ -221,8 +223,25 @@ fn dump_tree(
         // The state before the freeze (the frozen task reads as traced now).
         entry.stopped = m.stat.state == 'T';
         pstree.push(entry);
+        ttys.push((stat.tty_nr, stat.tpgid));
         cores.push((core, mm));
     }
+    // Pty pairs whole, controlling terminals in the dump (or a shell job's).
+    let terminals: Vec<crate::files::pty::TtyProcess<'_>> = pstree
+        .iter()
+        .zip(&cores)
+        .zip(&ttys)
+        .map(|((e, (core, _)), &(tty_nr, tpgid))| crate::files::pty::TtyProcess {
+            pid: e.pid,
+            sid: e.sid,
+            pgid: e.pgid,
+            tty_nr,
+            tpgid,
+            fds: &core.fds,
+        })
+        .collect();
+    files.finish_terminals(&terminals, &fd_opts)?;
+    drop(terminals);
     // Descriptors in flight become descriptions; accept queues checked.
     crate::sockets::resolve(sockets_held.tasks_mut(), &mut files, images, opts.leave_running)?;
     // Both ends of every unix connection must be in the dump (or be let go: --ext-unix-sk).

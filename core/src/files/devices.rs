@@ -1,6 +1,6 @@
-//! Character devices, reopened by path (/dev/null, /dev/zero, /dev/urandom...). Terminals
-//! only with --shell-job (a pty slave is then the shell job's terminal: tty.rs); pty masters
-//! and block devices never.
+//! Character devices, reopened by path (/dev/null, /dev/zero, /dev/urandom...). Other
+//! terminals only with --shell-job (pty pairs with both ends in the dump are pty.rs's, a
+//! shell job's pty slave tty.rs's); block devices never.
 
 use std::fs;
 use std::os::fd::OwnedFd;
@@ -103,9 +103,6 @@ fn dump(
     meta: &fs::Metadata,
     shell_job: bool,
 ) -> Result<String, FileError> {
-    if super::tty::is_pty_master(meta.rdev()) {
-        return Err(open.refuse("pty master", true));
-    }
     if is_terminal(path, meta.rdev()) && !shell_job {
         return Err(FileError::Terminal {
             pid: open.pid,

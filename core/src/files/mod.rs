@@ -24,7 +24,7 @@
 //!   place.rs     restore, in the child: descriptions opened and put at their numbers
 //!   shared.rs    restore, in cryo: the shared memory objects of the tree (SharedObjects)
 //! middle: one kind each (FileKind), importing only the bottom (and devices.rs -> tty.rs)
-//!   regular.rs devices.rs pipes.rs tty.rs eventfd.rs timerfd.rs signalfd.rs epoll.rs
+//!   regular.rs devices.rs pipes.rs pty.rs tty.rs eventfd.rs timerfd.rs signalfd.rs epoll.rs
 //!   inotify.rs memfd.rs shmem.rs; sockets: crate::sockets::kind
 //! bottom: what the kinds are given and use
 //!   kind.rs      the contract of one kind (FileKind) and the contexts it receives
@@ -36,11 +36,11 @@
 //!
 //! eventfd, timerfd, signalfd (a module each), epoll (epoll.rs: restored last, once its targets
 //! are at their numbers), inotify (inotify.rs), memfd (memfd.rs) and the terminal of a shell
-//! job (tty.rs) have a module each; memfds and shared anonymous memory are one object per
-//! inode for every fd and VMA of the tree (shmem.rs). Other anonymous inodes (io_uring...),
-//! hugetlb memfds, pty masters and block devices are refused with the pid, the fd and the
-//! kind named. Descriptions shared between processes get
-//! one id at dump (the table compares across pids); restoring them shared (inherited across
+//! job (tty.rs) and pty pairs with both ends in the dump (pty.rs) have a module each; memfds
+//! and shared anonymous memory are one object per inode for every fd and VMA of the tree
+//! (shmem.rs). Other anonymous inodes (io_uring...), hugetlb memfds, ptys with an end outside
+//! the dump and block devices are refused with the pid, the fd and the kind named.
+//! Descriptions shared between processes get one id at dump (the table compares across pids); restoring them shared (inherited across
 //! fork) is the restore pipeline's business: [`restore_task_fds`] works on one task.
 
 pub(crate) mod aio;
@@ -56,6 +56,7 @@ mod memfd;
 pub(crate) mod open;
 mod pipes;
 mod place;
+pub mod pty;
 mod regular;
 mod registry;
 mod shared;

@@ -7,16 +7,18 @@ use cryo_proto::image::{file_desc::Kind, FileDesc};
 
 use super::kind::{AnyKind, Dumping};
 use super::{
-    devices, epoll, eventfd, inotify, memfd, pipes, regular, shmem, signalfd, timerfd, tty,
+    devices, epoll, eventfd, inotify, memfd, pipes, pty, regular, shmem, signalfd, timerfd, tty,
     FileError,
 };
 
 /// Every kind of file cryo dumps and restores. Order matters at dump only: the first kind
-/// that claims an fd gets it (the shell job's terminal before other character devices).
+/// that claims an fd gets it (pty ends, then the shell job's terminal, before other
+/// character devices).
 pub(crate) static KINDS: &[&dyn AnyKind] = &[
     &regular::Regular,
     &regular::Directory,
     &pipes::Pipes,
+    &pty::Ptys,
     &tty::ShellJobTerminal,
     &devices::CharDevice,
     &eventfd::EventFds,
@@ -96,8 +98,8 @@ pub fn name(desc: &FileDesc) -> String {
 #[cfg(test)]
 mod tests {
     use cryo_proto::image::{
-        Epoll, EventFd, Inotify, Memfd, Pipe, RegularFile, Shmem, SignalFd, Socket, SysvShm, TimerFd,
-        Tty,
+        Epoll, EventFd, Inotify, Memfd, Pipe, Pty, RegularFile, Shmem, SignalFd, Socket, SysvShm,
+        TimerFd, Tty,
     };
 
     use super::*;
@@ -109,6 +111,7 @@ mod tests {
             Kind::Directory(RegularFile::default()),
             Kind::Pipe(Pipe::default()),
             Kind::Tty(Tty::default()),
+            Kind::Pty(Pty::default()),
             Kind::CharDevice(String::new()),
             Kind::Eventfd(EventFd::default()),
             Kind::Timerfd(TimerFd::default()),

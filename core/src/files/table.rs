@@ -25,9 +25,9 @@ use super::inspect::{self, InodeKey, Link, OpenFd};
 use super::kind::{Dumping, KindState, Seen};
 use super::registry;
 use super::{locks, memfd, regular, shmem, FileError};
-use crate::sys;
 use crate::image::ImageDir;
 use crate::sockets::{self, kind as kind_socket};
+use crate::sys;
 
 /// How fds are dumped.
 #[derive(Debug, Clone, Default)]
@@ -447,6 +447,17 @@ impl FileTable {
         });
         self.mapped.insert(key, id);
         id
+    }
+
+    /// Once every process is dumped: the pty pairs and the controlling terminals of
+    /// `procs` checked against the whole dump (pty.rs), the pairs' state on their
+    /// descriptions.
+    pub fn finish_terminals(
+        &mut self,
+        procs: &[super::pty::TtyProcess<'_>],
+        opts: &FdDumpOptions,
+    ) -> Result<(), FileError> {
+        super::pty::finish_dump(&mut self.descs, &mut self.state, procs, opts.shell_job)
     }
 
     /// The descriptions collected, in id order.

@@ -106,6 +106,11 @@ fn child_setup(tree: &Planned, i: usize) -> Result<(), ChildError> {
     keep.extend(mapping.all().iter().map(|&fd| fd as RawFd));
     let object_slots: Vec<RawFd> = tree.object_slots().iter().map(|&(_, s)| s).collect();
     keep.extend(&object_slots);
+    // A session leader on a pty slave its parent made takes it as controlling terminal
+    // before opening its fds (a /dev/tty among them reopens it) and before forking.
+    let inherited = plan.inherited[i].iter().map(|(&id, &fd)| (id, fd));
+    let has_ctty = files::pty::take_controlling(&tree.loaded.descs, &t.entry, inherited, false)
+        .map_err(files_error(ChildFiles::Terminal))?;
     files::restore_task_fds_with(
         &tree.loaded.descs,
         &t.core.fds,
@@ -122,6 +127,13 @@ fn child_setup(tree: &Planned, i: usize) -> Result<(), ChildError> {
     )
     .map_err(files_error(ChildFiles::Fds))?;
     crate::interrupt::pause_point("child-fds");
+    if !has_ctty {
+        let own = t.core.fds.iter().map(|e| (e.file_id, e.fd));
+        files::pty::take_controlling(&tree.loaded.descs, &t.entry, own, true)
+            .map_err(files_error(ChildFiles::Terminal))?;
+    }
+    files::pty::take_foreground(&tree.loaded.descs, &t.entry)
+        .map_err(files_error(ChildFiles::Terminal))?;
 
     // Memory shared with the children: filled before they are forked, so they inherit it.
     crate::memory::premap::stage(

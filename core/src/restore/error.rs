@@ -262,6 +262,8 @@ pub enum ChildFiles {
     MappedFile,
     #[error("fds")]
     Fds,
+    #[error("controlling terminal")]
+    Terminal,
 }
 
 /// What a forked process of the tree reports on its error pipe when its cryo phase fails.

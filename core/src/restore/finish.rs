@@ -50,6 +50,13 @@ impl Spawned {
             stopped.push(finish(pid, tree, i)?);
         }
         self.planned.before_run()?;
+        let tables: Vec<(nix::unistd::Pid, &[cryo_proto::image::FdEntry])> = self
+            .pids
+            .iter()
+            .copied()
+            .zip(self.planned.fd_tables())
+            .collect();
+        crate::files::pty::lock_slaves(&self.planned.loaded.descs, &tables)?;
         Ok(Reshaped {
             spawned: self,
             stopped,

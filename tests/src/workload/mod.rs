@@ -36,6 +36,7 @@ mod memory;
 mod pipe;
 mod pipe_split;
 mod places;
+mod pty_shell;
 mod shared_memory;
 mod signal;
 mod sigtrap;
@@ -113,6 +114,7 @@ pub const MODES: &[(&str, Start)] = &[
     ("sqlite", sqlite::start),
     ("places", places::start),
     ("socks", socks::start),
+    ("pty-shell", pty_shell::start),
 ];
 
 /// Starts the mode called `name`.

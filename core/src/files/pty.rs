@@ -1,0 +1,733 @@
+//! Pseudo-terminal pairs held by the dumped processes: a master (an fd on /dev/ptmx, in a
+//! terminal multiplexer or a terminal emulator) and its slave /dev/pts/N (the shells'
+//! stdio and controlling terminal), both inside the dump. A pty with one end outside the
+//! dump is refused, naming pid and fd (a shell job's terminal is tty.rs's, with --shell-job).
+//!
+//! ```text
+//! dump     each fd, through a pidfd_getfd duplicate:
+//!            master      TIOCGPTN (the index), TIOCGPKT, TIOCGPTLCK, FIONREAD (what the
+//!                        slave wrote and the master has not read: refused when not empty)
+//!            slave       its index from rdev, TIOCGEXCL, FIONREAD (input the slave has not
+//!                        read: refused when not empty)
+//!            /dev/tty    TIOCGDEV: the pty slave it reaches (the process's controlling tty)
+//!            any end     TCGETS2 (modes and speeds), TIOCGETD (N_TTY only), TIOCGWINSZ
+//!          then, over the whole dump (finish_dump): both ends present, the session whose
+//!          controlling terminal the slave is (every member has it, its leader holds the
+//!          slave), the foreground group (led by a dumped process of that session); the pair's
+//!          state goes on every description of the pair
+//! validate /dev/pts/N must be free: the index comes back unchanged (processes know the
+//!          path: ttyname, tmux's pane_tty), or the restore is refused before anything exists
+//! restore  the maker of the pair (the lowest common ancestor of its holders) opens
+//!          /dev/ptmx until TIOCGPTN says N (devpts hands out the lowest free index; the
+//!          lower ones it got meanwhile are closed), unlocks, opens each slave description
+//!          (TIOCGPTPEER with its flags), sets modes, window size, packet mode and TIOCEXCL
+//!          through the master (the lock once every process is whole); the session leader takes the slave as controlling
+//!          terminal (TIOCSCTTY) before it forks the session's other processes, and the
+//!          leader of the foreground group makes it the foreground one (TIOCSPGRP)
+//! ```
+//!
+//! Not detectable from outside, so not captured: a partial line typed on a slave in
+//! canonical mode (FIONREAD counts complete lines only), a pending packet-mode status byte,
+//! output stopped by ^S.
+
+use std::collections::{BTreeMap, HashMap};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use cryo_proto::image::{file_desc::Kind, FdEntry, FileDesc, ProcessEntry, Pty, PtyEnd};
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
+use nix::unistd::Pid;
+use tracing::debug;
+
+use super::inspect::OpenFd;
+use super::kind::{task_pidfd, Checking, Dumping, FileKind, KindState, Opened, Opening, Seen};
+use super::open::{open_flags, set_async};
+use super::tty::{is_pty_master, is_pty_slave};
+use super::{restore_err, FileError};
+use crate::sys;
+
+/// Pty masters, slaves and /dev/tty on a pty slave, both ends in the dump.
+pub(super) struct Ptys;
+
+/// How long a restore waits for the dumped pty's index to be freed (the killed originals'
+/// ptys go when their last fd closes, which can lag the dump's end a little).
+const INDEX_WAIT: Duration = Duration::from_secs(3);
+
+/// The line discipline every restored pty has (N_TTY).
+const N_TTY: i32 = 0;
+
+/// What the dump has met of one pty, by index.
+#[derive(Debug, Default)]
+struct PairSeen {
+    /// The master's description and first holder (pid, fd).
+    master: Option<(u32, Pid, RawFd)>,
+    /// Every slave description (through /dev/pts/N) with its first holder.
+    slaves: Vec<(u32, Pid, RawFd)>,
+    /// Descriptions of /dev/tty reaching it, with their first holder.
+    dev_ttys: Vec<(u32, Pid, RawFd)>,
+    /// From the master: packet mode, slave lock.
+    packet: bool,
+    locked: bool,
+    /// From a slave: TIOCEXCL.
+    exclusive: bool,
+}
+
+/// The ptys of a dump, by index.
+#[derive(Debug, Default)]
+struct PairsSeen(BTreeMap<u32, PairSeen>);
+
+impl FileKind for Ptys {
+    type Record = Pty;
+
+    fn record(kind: &Kind) -> Option<&Pty> {
+        match kind {
+            Kind::Pty(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    fn claims(&self, fd: &Dumping<'_>) -> bool {
+        let rdev = fd.meta.rdev();
+        matches!(fd.seen, Seen::CharDevice { .. })
+            && (is_pty_master(rdev) || (!fd.shell_job && (is_pty_slave(rdev) || is_dev_tty(rdev))))
+    }
+
+    fn dump(&self, fd: &mut Dumping<'_>) -> Result<Kind, FileError> {
+        let Seen::CharDevice { path } = &fd.seen else {
+            return Err(fd.open.refuse("not a terminal", false));
+        };
+        let path = path.clone();
+        let rdev = fd.meta.rdev();
+        let id = fd.id;
+        let pidfd = task_pidfd(fd.open, fd.pidfd)?;
+        let dup = sys::pidfd::pidfd_getfd(pidfd, fd.open.fd)
+            .map_err(|e| fd.open.inspect_err("pidfd_getfd", fd.open.proc_path(), e))?;
+        let pairs = &mut fd.state.get::<PairsSeen>().0;
+        dump(fd.open, id, &path, rdev, dup.as_fd(), pairs).map(Kind::Pty)
+    }
+
+    fn validate(&self, desc: &FileDesc, p: &Pty, cx: &mut Checking<'_>) -> Result<(), FileError> {
+        let end = PtyEnd::try_from(p.end).unwrap_or(PtyEnd::Invalid);
+        if end == PtyEnd::Invalid || p.cc.len() > 64 {
+            return Err(FileError::Invalid {
+                id: desc.id,
+                detail: format!("pty /dev/pts/{}: no end, or bad modes", p.index),
+            });
+        }
+        if end != PtyEnd::Master {
+            return Ok(());
+        }
+        if let Some(other) = cx.first(format!("pty master {}", p.index), desc.id) {
+            return Err(FileError::Invalid {
+                id: desc.id,
+                detail: format!("file {other} is the master of /dev/pts/{} too", p.index),
+            });
+        }
+        wait_index_free(desc, p.index)
+    }
+
+    fn open(&self, desc: &FileDesc, p: &Pty, _cx: &mut Opening<'_>) -> Result<Opened, FileError> {
+        match PtyEnd::try_from(p.end) {
+            Ok(PtyEnd::DevTty) => open_dev_tty(desc, p).map(Opened::Now),
+            _ => Ok(Opened::Together),
+        }
+    }
+
+    fn open_together(&self, descs: &[&FileDesc], cx: &mut Opening<'_>) -> Result<(), FileError> {
+        let mut by_index: BTreeMap<u32, Vec<(&FileDesc, &Pty)>> = BTreeMap::new();
+        for &d in descs {
+            if let Some(p) = d.kind.as_ref().and_then(Self::record) {
+                by_index.entry(p.index).or_default().push((d, p));
+            }
+        }
+        for group in by_index.values() {
+            for (id, fd) in open_pair(group)? {
+                let desc = group
+                    .iter()
+                    .find(|(d, _)| d.id == id)
+                    .expect("opened from the group")
+                    .0;
+                cx.hold(desc, fd)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn hand_down(&self) -> bool {
+        true
+    }
+
+    fn made_together(&self, descs: &[FileDesc]) -> Vec<Vec<u32>> {
+        let mut by_index: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+        for d in descs {
+            if let Some(Kind::Pty(p)) = &d.kind {
+                if matches!(PtyEnd::try_from(p.end), Ok(PtyEnd::Master | PtyEnd::Slave)) {
+                    by_index.entry(p.index).or_default().push(d.id);
+                }
+            }
+        }
+        by_index.into_values().collect()
+    }
+
+    fn in_flight(&self) -> bool {
+        false
+    }
+
+    fn describe(&self, _desc: &FileDesc, p: &Pty) -> String {
+        match PtyEnd::try_from(p.end) {
+            Ok(PtyEnd::Master) => format!("pty master of /dev/pts/{}", p.index),
+            Ok(PtyEnd::Slave) => format!("pty slave /dev/pts/{}", p.index),
+            _ => format!("/dev/tty (pty slave /dev/pts/{})", p.index),
+        }
+    }
+
+    fn show(&self, desc: &FileDesc, p: &Pty, flags: &str) -> String {
+        format!(
+            "{}  {}x{}{}{}  session {} foreground {}  flags {flags}",
+            self.describe(desc, p),
+            p.cols,
+            p.rows,
+            if p.packet { "  packet mode" } else { "" },
+            if p.locked { "  locked" } else { "" },
+            p.sid,
+            p.foreground_pgid
+        )
+    }
+}
+
+/// True for /dev/tty (major 5 minor 0): the caller's controlling terminal.
+fn is_dev_tty(rdev: u64) -> bool {
+    nix::sys::stat::major(rdev) == 5 && nix::sys::stat::minor(rdev) == 0
+}
+
+/// The index of pty slave device `rdev`: its minor under major 136 (20-bit minors; the old
+/// majors 137-143 each continued 256 more).
+fn slave_index(rdev: u64) -> u32 {
+    let (major, minor) = (nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev));
+    ((major - 136) * 256 + minor) as u32
+}
+
+/// The device of pty slave `index`, as the kernel numbers it (major 136, minor `index`).
+fn slave_rdev(index: u32) -> u64 {
+    nix::sys::stat::makedev(136, u64::from(index))
+}
+
+/// The device a `new_encode_dev` number names (TIOCGDEV, /proc/PID/stat tty_nr).
+fn decode_dev(dev: u32) -> u64 {
+    let major = (dev >> 8) & 0xfff;
+    let minor = (dev & 0xff) | ((dev >> 12) & 0xfff00);
+    nix::sys::stat::makedev(u64::from(major), u64::from(minor))
+}
+
+/// Dumps fd `open` (description `id`, on `path` of device `rdev`, duplicated as `dup`): one
+/// end of a pty, remembered in `pairs` for [`finish_dump`].
+fn dump(
+    open: &OpenFd,
+    id: u32,
+    path: &str,
+    rdev: u64,
+    dup: BorrowedFd<'_>,
+    pairs: &mut BTreeMap<u32, PairSeen>,
+) -> Result<Pty, FileError> {
+    let ioctl_err = |op: &'static str| move |e| open.inspect_err(op, open.proc_path(), e);
+    let (end, index) = if is_pty_master(rdev) {
+        let index = sys::tty::get_int(dup, libc::TIOCGPTN).map_err(ioctl_err("TIOCGPTN"))?;
+        (PtyEnd::Master, index as u32)
+    } else if is_pty_slave(rdev) {
+        (PtyEnd::Slave, slave_index(rdev))
+    } else {
+        let dev = sys::tty::get_int(dup, libc::TIOCGDEV).map_err(ioctl_err("TIOCGDEV"))?;
+        let real = decode_dev(dev as u32);
+        if !is_pty_slave(real) {
+            return Err(FileError::Terminal {
+                pid: open.pid,
+                fd: open.fd,
+                path: format!(
+                    "{path} (on device {}:{})",
+                    nix::sys::stat::major(real),
+                    nix::sys::stat::minor(real)
+                ),
+            });
+        }
+        (PtyEnd::DevTty, slave_index(real))
+    };
+    if end == PtyEnd::Slave && path != format!("/dev/pts/{index}") {
+        return Err(open.dump_err(format!(
+            "pty slave {path} of another devpts instance (a container's?): not supported"
+        )));
+    }
+    let line = sys::tty::get_int(dup, libc::TIOCGETD).map_err(ioctl_err("TIOCGETD"))?;
+    if line != N_TTY {
+        return Err(open.dump_err(format!(
+            "{path}: line discipline {line} (only N_TTY, 0, is restored)"
+        )));
+    }
+    let t = sys::tty::termios2(dup).map_err(ioctl_err("TCGETS2"))?;
+    let w = sys::tty::winsize(dup).map_err(ioctl_err("TIOCGWINSZ"))?;
+    let pair = pairs.entry(index).or_default();
+    match end {
+        PtyEnd::Master => {
+            // What the slave wrote that the master has not read yet: reading it out would
+            // take it from the running process, writing it back cannot be told apart.
+            let queued = sys::fd::fionread(dup).map_err(ioctl_err("FIONREAD"))?;
+            if queued > 0 {
+                return Err(open.dump_err(format!(
+                    "pty master of /dev/pts/{index}: {queued} bytes written by the slave are not \
+                     read yet (not supported: dump once the master has read them)"
+                )));
+            }
+            pair.packet =
+                sys::tty::get_int(dup, libc::TIOCGPKT).map_err(ioctl_err("TIOCGPKT"))? != 0;
+            pair.locked =
+                sys::tty::get_int(dup, libc::TIOCGPTLCK).map_err(ioctl_err("TIOCGPTLCK"))? != 0;
+            if pair.master.is_none() {
+                pair.master = Some((id, open.pid, open.fd));
+            }
+        }
+        PtyEnd::Slave | PtyEnd::DevTty => {
+            let queued = sys::fd::fionread(dup).map_err(ioctl_err("FIONREAD"))?;
+            if queued > 0 {
+                return Err(open.dump_err(format!(
+                    "pty slave /dev/pts/{index}: {queued} bytes of input are not read yet (not \
+                     supported: dump once the processes on the terminal have read them)"
+                )));
+            }
+            pair.exclusive =
+                sys::tty::get_int(dup, libc::TIOCGEXCL).map_err(ioctl_err("TIOCGEXCL"))? != 0;
+            let list = if end == PtyEnd::Slave {
+                &mut pair.slaves
+            } else {
+                &mut pair.dev_ttys
+            };
+            list.push((id, open.pid, open.fd));
+        }
+        PtyEnd::Invalid => unreachable!("set above"),
+    }
+    debug!(pid = %open.pid, fd = open.fd, path, index, end = ?end, "pty");
+    Ok(Pty {
+        end: end as i32,
+        index,
+        iflag: t.c_iflag,
+        oflag: t.c_oflag,
+        cflag: t.c_cflag,
+        lflag: t.c_lflag,
+        line: u32::from(t.c_line),
+        cc: t.c_cc.to_vec(),
+        ispeed: t.c_ispeed,
+        ospeed: t.c_ospeed,
+        rows: u32::from(w.ws_row),
+        cols: u32::from(w.ws_col),
+        xpixel: u32::from(w.ws_xpixel),
+        ypixel: u32::from(w.ws_ypixel),
+        ..Default::default()
+    })
+}
+
+/// A dumped process as the terminal checks see it.
+#[derive(Debug, Clone)]
+pub struct TtyProcess<'a> {
+    /// Its pid.
+    pub pid: i32,
+    /// Its session.
+    pub sid: i32,
+    /// Its process group.
+    pub pgid: i32,
+    /// Its controlling terminal (`tty_nr` of /proc/PID/stat, 0: none) and that terminal's
+    /// foreground group.
+    pub tty_nr: u32,
+    /// The foreground group of its controlling terminal (`tpgid`).
+    pub tpgid: i32,
+    /// Its fds.
+    pub fds: &'a [FdEntry],
+}
+
+/// Once every process is dumped: each pty has both ends in the dump, the session relations
+/// are ones a restore makes again, and every description of a pair gets the pair's state.
+/// Without `shell_job`, a controlling terminal outside the dump is refused too.
+pub(super) fn finish_dump(
+    descs: &mut [FileDesc],
+    state: &mut KindState,
+    procs: &[TtyProcess<'_>],
+    shell_job: bool,
+) -> Result<(), FileError> {
+    let pairs = std::mem::take(&mut state.get::<PairsSeen>().0);
+    for (index, pair) in &pairs {
+        if pair.master.is_none() {
+            let (_, pid, fd) = pair
+                .slaves
+                .first()
+                .or(pair.dev_ttys.first())
+                .copied()
+                .unwrap_or((0, Pid::from_raw(0), -1));
+            return Err(FileError::Dump {
+                pid,
+                fd,
+                detail: format!(
+                    "pty slave /dev/pts/{index}: its master is held outside the dump (dump the \
+                     process holding it too, or a shell job's terminal with --shell-job)"
+                ),
+            });
+        }
+        if pair.slaves.is_empty() {
+            let (_, pid, fd) = pair.master.expect("checked above");
+            return Err(FileError::Dump {
+                pid,
+                fd,
+                detail: format!(
+                    "pty master of /dev/pts/{index}: no dumped process holds its slave (held \
+                     outside the dump, or closed): not supported"
+                ),
+            });
+        }
+    }
+    let by_pid: HashMap<i32, &TtyProcess<'_>> = procs.iter().map(|p| (p.pid, p)).collect();
+    let kind_of: HashMap<u32, (PtyEnd, u32)> = descs
+        .iter()
+        .filter_map(|d| match &d.kind {
+            Some(Kind::Pty(p)) => Some((d.id, (PtyEnd::try_from(p.end).ok()?, p.index))),
+            _ => None,
+        })
+        .collect();
+    // index -> (session, foreground group)
+    let mut sessions: BTreeMap<u32, (i32, i32)> = BTreeMap::new();
+    for p in procs.iter().filter(|p| p.tty_nr != 0) {
+        let rdev = decode_dev(p.tty_nr);
+        let path = if is_pty_slave(rdev) {
+            format!("/dev/pts/{}", slave_index(rdev))
+        } else {
+            format!(
+                "device {}:{}",
+                nix::sys::stat::major(rdev),
+                nix::sys::stat::minor(rdev)
+            )
+        };
+        let index = slave_index(rdev);
+        if !is_pty_slave(rdev) || !pairs.contains_key(&index) {
+            if shell_job {
+                continue;
+            }
+            return Err(FileError::Dump {
+                pid: Pid::from_raw(p.pid),
+                fd: -1,
+                detail: format!(
+                    "its controlling terminal {path} is outside the dump (dump a shell job \
+                     with --shell-job, or the terminal's master with it)"
+                ),
+            });
+        }
+        let leader = by_pid.get(&p.sid).ok_or_else(|| FileError::Dump {
+            pid: Pid::from_raw(p.pid),
+            fd: -1,
+            detail: format!(
+                "its controlling terminal {path} belongs to session {}, whose leader is not \
+                 in the dump",
+                p.sid
+            ),
+        })?;
+        let holds_slave = leader
+            .fds
+            .iter()
+            .any(|e| kind_of.get(&e.file_id) == Some(&(PtyEnd::Slave, index)));
+        if !holds_slave {
+            return Err(FileError::Dump {
+                pid: Pid::from_raw(leader.pid),
+                fd: -1,
+                detail: format!(
+                    "leads the session of controlling terminal {path} but holds no fd on it \
+                     (a restore makes it the controlling terminal through one): not supported"
+                ),
+            });
+        }
+        let fg = leader.tpgid;
+        if fg > 0 && fg != leader.sid {
+            let led = by_pid
+                .get(&fg)
+                .is_some_and(|g| g.pgid == fg && g.sid == leader.sid);
+            if !led {
+                return Err(FileError::Dump {
+                    pid: Pid::from_raw(leader.pid),
+                    fd: -1,
+                    detail: format!(
+                        "the foreground process group {fg} of its terminal {path} has no \
+                         leader in the dump: not supported"
+                    ),
+                });
+            }
+        }
+        sessions.insert(index, (p.sid, fg.max(0)));
+    }
+    // Every member of a terminal's session has it as controlling terminal: a restore gives it
+    // to the session's processes by inheritance from the leader.
+    for p in procs {
+        for (index, &(sid, _)) in &sessions {
+            if p.sid == sid && (p.tty_nr == 0 || decode_dev(p.tty_nr) != slave_rdev(*index)) {
+                return Err(FileError::Dump {
+                    pid: Pid::from_raw(p.pid),
+                    fd: -1,
+                    detail: format!(
+                        "in the session of terminal /dev/pts/{index} without it as controlling \
+                         terminal: not supported"
+                    ),
+                });
+            }
+        }
+    }
+    for d in descs.iter_mut() {
+        let Some(Kind::Pty(p)) = &mut d.kind else {
+            continue;
+        };
+        let Some(pair) = pairs.get(&p.index) else {
+            continue;
+        };
+        p.packet = pair.packet;
+        p.locked = pair.locked;
+        p.exclusive = pair.exclusive;
+        (p.sid, p.foreground_pgid) = sessions.get(&p.index).copied().unwrap_or((0, 0));
+    }
+    Ok(())
+}
+
+/// Waits (bounded) until /dev/pts/`index` is free; refuses the restore if it stays taken.
+fn wait_index_free(desc: &FileDesc, index: u32) -> Result<(), FileError> {
+    let path = format!("/dev/pts/{index}");
+    let deadline = Instant::now() + INDEX_WAIT;
+    while Path::new(&path).exists() {
+        if Instant::now() >= deadline {
+            return Err(super::error::changed(
+                desc,
+                format!(
+                    "{path} is taken on this machine: the pty comes back only with its index \
+                     (its processes know it by that path)"
+                ),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
+}
+
+/// Opens /dev/ptmx with `flags` until it gets pty `index` (devpts hands out the lowest free
+/// index: the lower ones got meanwhile are closed when this returns).
+fn open_ptmx_at(desc: &FileDesc, index: u32, flags: OFlag) -> Result<OwnedFd, FileError> {
+    let mut lower = Vec::new();
+    loop {
+        let fd = nix::fcntl::open("/dev/ptmx", flags, Mode::empty())
+            .map_err(|e| restore_err(desc, "open /dev/ptmx", e.into()))?;
+        let got = sys::tty::get_int(fd.as_fd(), libc::TIOCGPTN)
+            .map_err(|e| restore_err(desc, "TIOCGPTN", e))? as u32;
+        if got == index {
+            return Ok(fd);
+        }
+        if got > index || lower.len() > index as usize {
+            return Err(super::error::changed(
+                desc,
+                format!("/dev/pts/{index} was taken meanwhile (/dev/ptmx gave {got})"),
+            ));
+        }
+        lower.push(fd);
+    }
+}
+
+/// Makes one pty pair from its descriptions (the master and every slave description):
+/// returns an fd per description id.
+fn open_pair(group: &[(&FileDesc, &Pty)]) -> Result<Vec<(u32, OwnedFd)>, FileError> {
+    let &(mdesc, p) = group
+        .iter()
+        .find(|(_, p)| p.end == PtyEnd::Master as i32)
+        .ok_or_else(|| FileError::Invalid {
+            id: group[0].0.id,
+            detail: format!("pty /dev/pts/{}: no master description", group[0].1.index),
+        })?;
+    let master = open_ptmx_at(mdesc, p.index, open_flags(mdesc.flags))?;
+    let m = master.as_fd();
+    let step = |op: &'static str| move |e| restore_err(mdesc, op, e);
+    sys::tty::set_int(m, libc::TIOCSPTLCK, 0).map_err(step("TIOCSPTLCK (unlock)"))?;
+    let mut out = Vec::with_capacity(group.len());
+    for &(desc, s) in group.iter().filter(|(_, s)| s.end == PtyEnd::Slave as i32) {
+        // Without O_CLOEXEC: TIOCGPTPEER would keep it in the file's own flags (F_GETFL,
+        // fdinfo), where no open(2) leaves it; the fd is a temporary of this process anyway.
+        let flags = open_flags(desc.flags).bits() & !libc::O_CLOEXEC;
+        let slave =
+            sys::tty::open_peer(m, flags).map_err(|e| restore_err(desc, "TIOCGPTPEER", e))?;
+        set_async(desc, &slave)?;
+        if s.exclusive {
+            sys::tty::set_exclusive(slave.as_fd()).map_err(|e| restore_err(desc, "TIOCEXCL", e))?;
+        }
+        out.push((desc.id, slave));
+    }
+    let mut t = sys::tty::termios2(m).map_err(step("TCGETS2"))?;
+    t.c_iflag = p.iflag;
+    t.c_oflag = p.oflag;
+    t.c_cflag = p.cflag;
+    t.c_lflag = p.lflag;
+    t.c_line = p.line as libc::cc_t;
+    for (to, from) in t.c_cc.iter_mut().zip(&p.cc) {
+        *to = *from;
+    }
+    t.c_ispeed = p.ispeed;
+    t.c_ospeed = p.ospeed;
+    sys::tty::set_termios2(m, &t).map_err(step("TCSETS2"))?;
+    let w = libc::winsize {
+        ws_row: p.rows as u16,
+        ws_col: p.cols as u16,
+        ws_xpixel: p.xpixel as u16,
+        ws_ypixel: p.ypixel as u16,
+    };
+    sys::tty::set_winsize(m, &w).map_err(step("TIOCSWINSZ"))?;
+    sys::tty::set_int(m, libc::TIOCPKT, i32::from(p.packet)).map_err(step("TIOCPKT"))?;
+    // A locked slave is locked again once every process is whole (lock_slaves): until then
+    // its processes reopen /dev/tty on it.
+    set_async(mdesc, &master)?;
+    debug!(index = p.index, slaves = out.len(), "pty pair made");
+    out.push((mdesc.id, master));
+    Ok(out)
+}
+
+/// Once every restored process is whole (each /dev/tty reopened: an open of a locked slave
+/// fails, and hangs the slave up), the slaves that were locked are locked again, through a
+/// duplicate of their master. `tasks`: per process, its pid as cryo sees it and its fds.
+pub(crate) fn lock_slaves(
+    descs: &[FileDesc],
+    tasks: &[(Pid, &[FdEntry])],
+) -> Result<(), FileError> {
+    for d in descs {
+        let Some(Kind::Pty(p)) = &d.kind else {
+            continue;
+        };
+        if !p.locked || p.end != PtyEnd::Master as i32 {
+            continue;
+        }
+        let holder = tasks
+            .iter()
+            .find_map(|(pid, fds)| fds.iter().find(|e| e.file_id == d.id).map(|e| (*pid, e.fd)));
+        let Some((pid, fd)) = holder else {
+            continue;
+        };
+        let pidfd = sys::pidfd::pidfd_open(pid).map_err(|e| restore_err(d, "pidfd_open", e))?;
+        let master = sys::pidfd::pidfd_getfd(pidfd.as_fd(), fd)
+            .map_err(|e| restore_err(d, "pidfd_getfd", e))?;
+        sys::tty::set_int(master.as_fd(), libc::TIOCSPTLCK, 1)
+            .map_err(|e| restore_err(d, "TIOCSPTLCK (lock the slave again)", e))?;
+    }
+    Ok(())
+}
+
+/// /dev/tty reopened: the controlling terminal, which must be the dumped pty's slave again.
+fn open_dev_tty(desc: &FileDesc, p: &Pty) -> Result<OwnedFd, FileError> {
+    let fd = nix::fcntl::open("/dev/tty", open_flags(desc.flags), Mode::empty())
+        .map_err(|e| restore_err(desc, "open /dev/tty (the controlling terminal)", e.into()))?;
+    let dev = sys::tty::get_int(fd.as_fd(), libc::TIOCGDEV)
+        .map_err(|e| restore_err(desc, "TIOCGDEV", e))?;
+    if decode_dev(dev as u32) != slave_rdev(p.index) {
+        return Err(super::error::changed(
+            desc,
+            format!("the controlling terminal is not /dev/pts/{}", p.index),
+        ));
+    }
+    set_async(desc, &fd)?;
+    Ok(fd)
+}
+
+/// The pty records of `descs` whose session `entry` leads, with their description ids.
+fn led_by<'a>(descs: &'a [FileDesc], entry: &ProcessEntry) -> impl Iterator<Item = (u32, &'a Pty)> {
+    let leader = entry.sid == entry.pid;
+    let sid = entry.sid;
+    descs.iter().filter_map(move |d| match &d.kind {
+        Some(Kind::Pty(p)) if leader && p.sid == sid && p.end == PtyEnd::Slave as i32 => {
+            Some((d.id, p))
+        }
+        _ => None,
+    })
+}
+
+/// In the restore child, once its session exists: a session leader whose controlling
+/// terminal was a pty slave takes it (TIOCSCTTY) through one of `held` (description id, fd
+/// number), before it forks the session's other processes. Returns whether it has it now
+/// (or needs none); `last` says no later chance comes (its own fds are all placed).
+pub fn take_controlling(
+    descs: &[FileDesc],
+    entry: &ProcessEntry,
+    mut held: impl Iterator<Item = (u32, RawFd)>,
+    last: bool,
+) -> Result<bool, FileError> {
+    let slaves: Vec<(u32, &Pty)> = led_by(descs, entry).collect();
+    let Some(&(first, p)) = slaves.first() else {
+        return Ok(true);
+    };
+    let Some((id, fd)) = held.find(|(id, _)| slaves.iter().any(|(s, _)| s == id)) else {
+        if last {
+            return Err(FileError::Invalid {
+                id: first,
+                detail: format!(
+                    "pid {} leads the session of /dev/pts/{} but holds no fd on it",
+                    entry.pid, p.index
+                ),
+            });
+        }
+        return Ok(false);
+    };
+    sys::tty::set_controlling_terminal(sys::fd::borrow_raw(fd)).map_err(|e| FileError::Place {
+        fd,
+        id,
+        op: "TIOCSCTTY (the session's controlling terminal)",
+        source: e,
+    })?;
+    Ok(true)
+}
+
+/// In the restore child, once its fds are placed: the leader of the group that was its
+/// terminal's foreground group takes the foreground (TIOCSPGRP through /dev/tty; all signals
+/// are blocked here, so a background group gets no SIGTTOU). A session leader's own group
+/// is the foreground one from TIOCSCTTY on.
+pub fn take_foreground(descs: &[FileDesc], entry: &ProcessEntry) -> Result<(), FileError> {
+    if entry.pgid != entry.pid || entry.pid == entry.sid {
+        return Ok(());
+    }
+    let Some((id, p)) = descs.iter().find_map(|d| match &d.kind {
+        Some(Kind::Pty(p)) if p.sid == entry.sid && p.foreground_pgid == entry.pgid => {
+            Some((d.id, p))
+        }
+        _ => None,
+    }) else {
+        return Ok(());
+    };
+    let err = |op: &'static str, e: nix::errno::Errno| FileError::Place {
+        fd: -1,
+        id,
+        op,
+        source: e.into(),
+    };
+    let tty = nix::fcntl::open(
+        "/dev/tty",
+        OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| err("open /dev/tty (to take the foreground)", e))?;
+    nix::unistd::tcsetpgrp(&tty, Pid::from_raw(entry.pgid))
+        .map_err(|e| err("TIOCSPGRP (the terminal's foreground group)", e))?;
+    debug!(index = p.index, pgid = entry.pgid, "foreground group");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slave_numbers_and_indices() {
+        for index in [0u32, 3, 255, 256, 300, 2047] {
+            let rdev = slave_rdev(index);
+            assert!(is_pty_slave(rdev), "{index}");
+            assert_eq!(slave_index(rdev), index);
+        }
+        // tty_nr of /dev/pts/300: minor 300 spills into the high bits.
+        let nr = (300 & 0xff) | (136 << 8) | ((300 & !0xff) << 12);
+        assert_eq!(decode_dev(nr), nix::sys::stat::makedev(136, 300));
+        assert_eq!(slave_index(decode_dev(nr)), 300);
+        assert!(is_dev_tty(nix::sys::stat::makedev(5, 0)));
+        assert!(!is_dev_tty(nix::sys::stat::makedev(5, 2)));
+    }
+}

@@ -1,0 +1,406 @@
+//! Pty pairs whose both ends are in the dump: a terminal and the shell on it come back as a
+//! connected pair with the same /dev/pts/N, modes, window size, session, controlling
+//! terminal and foreground group; a tmux server with two windows comes back with both
+//! shells answering and clients able to attach.
+//!
+//! Needs the engine: `cryo` must be built (`cargo build -p cryo`); the tmux test needs tmux
+//! and script (util-linux) on the PATH.
+//!
+//! The tests take one lock: a restore needs the dumped pty index free, and devpts hands out
+//! the lowest free one, so a pty opened by a neighbouring test between dump and restore would
+//! take it.
+
+use std::ffi::CString;
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use cryo_tests::{
+    control_dir, cryo_bin, pid_exists, run_cryo, Pidfd, TempDir, Workload, CMD_TIMEOUT,
+};
+use nix::fcntl::OFlag;
+
+static PTYS: Mutex<()> = Mutex::new(());
+
+/// SIGKILLs a process on drop (a restored shell, which no harness owns).
+struct KillOnDrop(i32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(p) = Pidfd::open(self.0) {
+            let _ = p.signal(libc::SIGKILL);
+        }
+    }
+}
+
+/// Fields 5-8 of /proc/PID/stat as the shell reads them itself: pgrp, session, tty_nr, tpgid.
+fn own_stat(w: &Workload) -> String {
+    let line = w.cmd("sh read l < /proc/$$/stat; echo $l");
+    let after = &line[line.rfind(')').expect("comm in stat") + 2..];
+    let f: Vec<&str> = after.split(' ').collect();
+    format!(
+        "pgrp {} session {} tty_nr {} tpgid {}",
+        f[2], f[3], f[4], f[5]
+    )
+}
+
+#[test]
+fn a_shell_on_a_pty_comes_back_with_its_terminal() {
+    cryo_bin();
+    let _one = PTYS.lock().unwrap_or_else(|e| e.into_inner());
+    let mut w = Workload::spawn("pty-shell", &[]);
+    let shell: i32 = w.cmd("child").parse().unwrap();
+    let _shell = KillOnDrop(shell);
+    let pty = w.cmd("pty");
+    assert_eq!(w.cmd("sh tty"), format!("{pty}|"));
+    // Modes and window size set from inside, by the shell's own stty.
+    w.cmd("sh stty rows 33 cols 101 -ixon erase ^H intr ^B");
+    let modes = w.cmd("sh stty -a");
+    assert!(modes.contains("rows 33; columns 101"), "{modes}");
+    assert!(
+        modes.contains("intr = ^B") && modes.contains("-ixon"),
+        "{modes}"
+    );
+    let stat = own_stat(&w);
+    // The shell's fds on the terminal: the slave and its /dev/tty (dash keeps it at fd 10),
+    // their status flags and close-on-exec.
+    let fd_flags = "sh grep -h flags /proc/$$/fdinfo/0 /proc/$$/fdinfo/10";
+    let flags = w.cmd(fd_flags);
+    assert!(
+        stat.starts_with(&format!("pgrp {shell} session {shell} ")),
+        "{stat}"
+    );
+    assert!(
+        !stat.contains("tty_nr 0 "),
+        "the shell has its controlling tty: {stat}"
+    );
+
+    let img = w.path("img");
+    w.dump_ok(&img);
+    w.restore_detached(&img);
+
+    // The same terminal, seen from the restored shell: path, modes, window size, session,
+    // controlling terminal and foreground group.
+    assert_eq!(w.cmd("sh tty"), format!("{pty}|"));
+    assert_eq!(w.cmd("sh stty -a"), modes);
+    assert_eq!(own_stat(&w), stat);
+    assert_eq!(w.cmd(fd_flags), flags);
+    // Job control works: a foreground job may change the terminal (a background one would be
+    // stopped by SIGTTOU), and the master sees what it prints.
+    assert_eq!(w.cmd("sh stty rows 40 cols 120; stty size"), "40 120|");
+    assert_eq!(w.cmd("sh echo A$((1+1))"), "A2|");
+    let img2 = w.path("img2");
+    w.dump_ok(&img2);
+    w.restore_detached(&img2);
+    assert_eq!(w.cmd("sh echo A$((1+2))"), "A3|");
+    w.kill_restored();
+}
+
+#[test]
+fn a_pty_keeps_its_packet_mode_and_slave_lock() {
+    cryo_bin();
+    let _one = PTYS.lock().unwrap_or_else(|e| e.into_inner());
+    let mut w = Workload::spawn("pty-shell", &[]);
+    let _shell = KillOnDrop(w.cmd("child").parse().unwrap());
+    assert_eq!(w.cmd("pty-state"), "packet 0 locked 0");
+    w.cmd("pty-set packet lock");
+    // Locked: the shell's own fds still work (reads of the master in packet mode start with
+    // a status byte).
+    let state = "packet 1 locked 1";
+    assert_eq!(w.cmd("pty-state"), state);
+    assert_eq!(w.cmd("sh echo A$((1+1))"), "A2|");
+    let img = w.path("img");
+    w.dump_ok(&img);
+    w.restore_detached(&img);
+    // Seen by the restored process through its own master.
+    assert_eq!(w.cmd("pty-state"), state);
+    assert_eq!(w.cmd("sh echo B$((1+2))"), "B3|");
+    w.kill_restored();
+}
+
+#[test]
+fn a_pty_whose_slave_is_outside_the_dump_is_refused() {
+    cryo_bin();
+    let _one = PTYS.lock().unwrap_or_else(|e| e.into_inner());
+    let w = Workload::spawn("pty-shell", &["master-only"]);
+    let pty = w.cmd("pty");
+    // The slave held by the test, not by the dumped process.
+    let slave = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open(&pty)
+        .unwrap();
+    w.dump(&w.path("img"), &[])
+        .assert_refused()
+        .assert_stderr_has_word(&w.pid().to_string())
+        .assert_stderr_mentions("fd 60")
+        .assert_stderr_mentions(&format!("pty master of {pty}"))
+        .assert_stderr_mentions("no dumped process holds its slave");
+    w.assert_untouched();
+    drop(slave);
+}
+
+#[test]
+fn a_controlling_terminal_outside_the_dump_is_refused() {
+    cryo_bin();
+    let _one = PTYS.lock().unwrap_or_else(|e| e.into_inner());
+    // The master stays with the test (close-on-exec); the workload takes the slave as its
+    // controlling terminal and keeps no fd on it.
+    let master =
+        nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC).unwrap();
+    nix::pty::grantpt(&master).unwrap();
+    nix::pty::unlockpt(&master).unwrap();
+    let path = nix::pty::ptsname_r(&master).unwrap();
+    let slave = CString::new(path.clone()).unwrap();
+    let w = Workload::spawn_configured(control_dir(), "counter", &[], |c| {
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            c.pre_exec(move || {
+                libc::setsid();
+                let fd = libc::open(slave.as_ptr(), libc::O_RDWR);
+                if fd < 0 || libc::ioctl(fd, libc::TIOCSCTTY, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                libc::close(fd);
+                Ok(())
+            });
+        }
+    });
+    w.dump(&w.path("img"), &[])
+        .assert_refused()
+        .assert_stderr_has_word(&w.pid().to_string())
+        .assert_stderr_mentions(&format!(
+            "its controlling terminal {path} is outside the dump"
+        ));
+    w.assert_untouched();
+    drop(master);
+}
+
+/// Holds pty `index` (once the dumped one is gone): opens /dev/ptmx until devpts gives it,
+/// keeping the lower ones too.
+fn hold_pty_index(index: u32) -> Vec<nix::pty::PtyMaster> {
+    let path = format!("/dev/pts/{index}");
+    let deadline = Instant::now() + CMD_TIMEOUT;
+    while Path::new(&path).exists() {
+        assert!(Instant::now() < deadline, "{path} stays after the dump");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut held = Vec::new();
+    loop {
+        let master = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY).unwrap();
+        let name = nix::pty::ptsname_r(&master).unwrap();
+        held.push(master);
+        let got: u32 = name.trim_start_matches("/dev/pts/").parse().unwrap();
+        if got == index {
+            return held;
+        }
+        assert!(got < index, "{path} was taken by someone else ({name})");
+    }
+}
+
+#[test]
+fn a_taken_pty_index_is_refused_at_restore_before_anything_is_created() {
+    cryo_bin();
+    let _one = PTYS.lock().unwrap_or_else(|e| e.into_inner());
+    let mut w = Workload::spawn("pty-shell", &[]);
+    let _shell = KillOnDrop(w.cmd("child").parse().unwrap());
+    let pty = w.cmd("pty");
+    let index: u32 = pty.trim_start_matches("/dev/pts/").parse().unwrap();
+    let img = w.path("img");
+    w.dump_ok(&img);
+    let held = hold_pty_index(index);
+    w.cryo(&["restore", "-D", img.to_str().unwrap(), "--detach"])
+        .assert_refused()
+        .assert_stderr_mentions(&format!("{pty} is taken on this machine"));
+    assert!(
+        !pid_exists(w.pid()),
+        "the refused restore created a process"
+    );
+    // Once the index is free again, the same image restores.
+    drop(held);
+    w.restore_detached(&img);
+    assert_eq!(w.cmd("sh tty"), format!("{pty}|"));
+    w.kill_restored();
+}
+
+/// A tmux server on a socket in the test's dir, killed (server and shells) on drop.
+struct Tmux {
+    dir: TempDir,
+    sock: PathBuf,
+    pid: Option<i32>,
+    clients: Vec<Child>,
+}
+
+impl Tmux {
+    fn start() -> Self {
+        let dir = control_dir();
+        let sock = dir.path().join("tmux.sock");
+        let mut t = Tmux {
+            dir,
+            sock,
+            pid: None,
+            clients: Vec::new(),
+        };
+        t.run(&[
+            "-f",
+            "/dev/null",
+            "new-session",
+            "-d",
+            "-x",
+            "100",
+            "-y",
+            "30",
+            "sh",
+        ]);
+        t.pid = Some(t.run(&["display", "-p", "#{pid}"]).trim().parse().unwrap());
+        t.run(&["new-window", "-d", "sh"]);
+        t
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("tmux");
+        c.arg("-S").arg(&self.sock).args(args);
+        c.env("PS1", "$ ").env_remove("TMUX");
+        c.stdin(Stdio::null());
+        c
+    }
+
+    /// `tmux -S SOCK ARGS`: must succeed; its stdout.
+    #[track_caller]
+    fn run(&self, args: &[&str]) -> String {
+        let out = self
+            .command(args)
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap_or_else(|e| panic!("run tmux (is it installed?): {e}"));
+        assert!(
+            out.status.success(),
+            "tmux {args:?}: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Types `line` into window `window` and waits (bounded) until its pane shows a line
+    /// `expect`; panics with the pane otherwise.
+    #[track_caller]
+    fn answers(&self, window: u32, line: &str, expect: &str) {
+        let target = format!(":{window}");
+        self.run(&["send-keys", "-t", &target, line, "Enter"]);
+        let deadline = Instant::now() + CMD_TIMEOUT;
+        loop {
+            let pane = self.run(&["capture-pane", "-p", "-t", &target]);
+            if pane.lines().any(|l| l.trim_end() == expect) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "window {window} did not answer {line:?} with {expect:?}:\n{pane}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn cryo(&self, tag: &str, args: &[&str]) -> cryo_tests::CryoOutput {
+        run_cryo(self.dir.path(), tag, args)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        for c in &mut self.clients {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = self
+            .command(&["kill-server"])
+            .stderr(Stdio::null())
+            .status();
+        if let Some(p) = self.pid.and_then(|p| Pidfd::open(p).ok()) {
+            let _ = p.signal(libc::SIGKILL);
+        }
+    }
+}
+
+/// Waits (bounded) for `pid` to be gone.
+fn wait_gone(pid: i32) {
+    if let Ok(p) = Pidfd::open(pid) {
+        assert!(
+            p.wait_exit(CMD_TIMEOUT),
+            "pid {pid} still runs after the dump"
+        );
+    }
+}
+
+#[test]
+fn a_tmux_server_with_two_shells_comes_back_attachable() {
+    cryo_bin();
+    let _one = PTYS.lock().unwrap_or_else(|e| e.into_inner());
+    let mut tmux = Tmux::start();
+    let pid = tmux.pid.unwrap();
+    tmux.answers(0, "echo A$((1+1))", "A2");
+    tmux.answers(1, "echo B$((1+2))", "B3");
+    let ttys = tmux.run(&[
+        "list-panes",
+        "-a",
+        "-F",
+        "#{window_index} #{pane_tty} #{pane_pid}",
+    ]);
+    let shells: Vec<i32> = ttys
+        .lines()
+        .map(|l| l.split(' ').nth(2).unwrap().parse().unwrap())
+        .collect();
+    let _shells: Vec<KillOnDrop> = shells.iter().map(|&p| KillOnDrop(p)).collect();
+
+    let img = tmux.path("img");
+    let img_arg = img.to_str().unwrap();
+    tmux.cryo(
+        "cryo-1-dump",
+        &["dump", "-t", &pid.to_string(), "-D", img_arg],
+    )
+    .assert_success();
+    wait_gone(pid);
+    tmux.cryo("cryo-2-restore", &["restore", "-D", img_arg, "--detach"])
+        .assert_success();
+
+    // Both shells answer, on the same terminals.
+    tmux.answers(0, "echo A$((2+2))", "A4");
+    tmux.answers(1, "echo B$((2+3))", "B5");
+    assert_eq!(
+        tmux.run(&[
+            "list-panes",
+            "-a",
+            "-F",
+            "#{window_index} #{pane_tty} #{pane_pid}"
+        ]),
+        ttys
+    );
+    // A client attaches (on a terminal of script's) and the server lists it.
+    let attach = format!("tmux -S {} attach", tmux.sock.display());
+    let client = Command::new("script")
+        .args(["-qfc", &attach, "/dev/null"])
+        .env("TERM", "xterm")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run script (util-linux)");
+    tmux.clients.push(client);
+    let deadline = Instant::now() + CMD_TIMEOUT;
+    while tmux.run(&["list-clients"]).trim().is_empty() {
+        assert!(Instant::now() < deadline, "no client could attach");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    tmux.answers(0, "echo C$((3+3))", "C6");
+    tmux.run(&["kill-server"]);
+    wait_gone(pid);
+}
