@@ -382,6 +382,27 @@ impl Drop for Restored {
     }
 }
 
+/// A child of cryo forked without CLONE_SYSVSEM, so without a semaphore undo list: what
+/// kcmp compares a target with. Killed and reaped when dropped.
+struct NoUndoList(Pid);
+
+impl NoUndoList {
+    fn fork() -> std::io::Result<Self> {
+        let me = nix::unistd::getpid();
+        match crate::sys::process::fork()? {
+            crate::sys::process::Forked::Child => crate::sys::process::park_child(me),
+            crate::sys::process::Forked::Parent(pid) => Ok(Self(pid)),
+        }
+    }
+}
+
+impl Drop for NoUndoList {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(self.0, nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(self.0, None);
+    }
+}
+
 /// Whether cryo's IPC namespace has a semaphore set (read once per dump at most).
 fn sets_exist() -> Result<bool, IpcError> {
     Ok(!sem::live()?.is_empty())
@@ -391,7 +412,16 @@ fn sets_exist() -> Result<bool, IpcError> {
 /// process of `pids` whose SysV state cannot come back: objects in another IPC namespace,
 /// a semaphore undo list.
 pub(crate) fn dump(pids: &[Pid], images: &ImageDir) -> crate::error::Result<()> {
-    let me = nix::unistd::getpid();
+    // An undo list is also made, empty, for every process that starts a thread
+    // (pthread_create passes CLONE_SYSVSEM; cryo's own threads give cryo one), and it
+    // outlives the sets it had adjustments for: its entries go with their sets. So a list
+    // can hold adjustments only while a set exists, and is told by comparing with a process
+    // that has none.
+    let reference = if sets_exist()? {
+        Some(NoUndoList::fork().map_err(IpcError::step("cryo", "fork a reference process"))?)
+    } else {
+        None
+    };
     for &pid in pids {
         let step = |op: &str| IpcError::step(&format!("pid {pid}"), op);
         if !same_namespace(pid).map_err(step("compare IPC namespaces"))? {
@@ -407,13 +437,12 @@ pub(crate) fn dump(pids: &[Pid], images: &ImageDir) -> crate::error::Result<()> 
                 .into());
             }
         }
-        // An undo list is also made empty for every process that started a thread
-        // (pthread_create passes CLONE_SYSVSEM), and outlives the sets it had adjustments
-        // for; its entries go with their sets. So a list holds adjustments only while a set
-        // exists.
-        let has_list =
-            !crate::sys::kcmp::kcmp_same_sysvsem(pid, me).map_err(step("kcmp KCMP_SYSVSEM"))?;
-        if has_list && sets_exist()? {
+        let Some(reference) = &reference else {
+            continue;
+        };
+        if !crate::sys::kcmp::kcmp_same_sysvsem(pid, reference.0)
+            .map_err(step("kcmp KCMP_SYSVSEM"))?
+        {
             return Err(IpcError::Refused {
                 pid,
                 what: "its SysV semaphore undo list (semop with SEM_UNDO, or threads) while \
