@@ -182,7 +182,8 @@ fn undo(targets: &[Pid], lock_id: &str) {
                 continue;
             };
             if matches!(sys::repair::in_repair(dup.as_fd()), Ok(true)) {
-                let _ = cryo_tcp_repair::leave_repair(dup.as_fd(), false);
+                // SO_REUSEADDR as it was is not known here: left cleared.
+                let _ = cryo_tcp_repair::leave_repair(dup.as_fd(), false, false);
             }
         }
     }

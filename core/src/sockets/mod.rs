@@ -126,6 +126,8 @@ struct Identified {
     /// One per socket (the first fd holding it).
     found: Vec<FoundSocket>,
     socket_fds: HashMap<RawFd, InodeKey>,
+    /// The classic BPF filters attached, by socket inode.
+    filters: Vec<(u64, filter::Captured)>,
 }
 
 /// One socket of the task, identified: its fd, inode, address family and kind.
@@ -210,6 +212,7 @@ impl SocketDump {
                 pidfd: None,
                 found: Vec::new(),
                 socket_fds: HashMap::new(),
+                filters: Vec::new(),
             });
         };
         let pidfd = sys::pidfd::pidfd_open(pid).map_err(|e| {
@@ -217,8 +220,8 @@ impl SocketDump {
         })?;
         // Each fd on its own (a server has thousands): duplicated, checked for a socket and,
         // if it is one, identified, on every core.
-        type Identified = (InodeKey, u32, Found, Option<filter::Captured>);
-        let identify_fd = |&fd: &RawFd| -> Result<Option<Identified>, FileError> {
+        type IdentifiedFd = (InodeKey, u32, Found, Option<filter::Captured>);
+        let identify_fd = |&fd: &RawFd| -> Result<Option<IdentifiedFd>, FileError> {
             let dup = match sys::pidfd::pidfd_getfd(pidfd.as_fd(), fd) {
                 Ok(dup) => dup,
                 Err(e) => {
@@ -279,6 +282,7 @@ impl SocketDump {
             pidfd: Some(pidfd),
             found,
             socket_fds,
+            filters,
         })
     }
 
@@ -295,6 +299,7 @@ impl SocketDump {
             pidfd,
             found,
             socket_fds,
+            filters,
         } = ident;
         let mut out = SocketDump::default();
         out.socket_fds = socket_fds;
