@@ -29,8 +29,8 @@ mod cow_tree;
 mod deleted_file;
 mod events;
 mod file;
-mod mapping_access;
 mod file_locks;
+mod mapping_access;
 mod mappings;
 mod memory;
 mod pipe;
@@ -38,14 +38,15 @@ mod pipe_split;
 mod places;
 mod shared_memory;
 mod signal;
+mod sigtrap;
+mod socks;
+mod sqlite;
 mod sysv_ipc;
 mod sysv_shm;
-mod sigtrap;
-mod sqlite;
-mod socks;
 mod tcp;
 mod tcp_opts;
 mod threads;
+mod timerfds;
 mod timers;
 mod tree;
 mod tty;
@@ -88,6 +89,7 @@ pub const MODES: &[(&str, Start)] = &[
     ("unsupported", unsupported::start),
     ("tree", tree::start),
     ("timers", timers::start),
+    ("timerfds", timerfds::start),
     ("threads", threads::start),
     ("mappings", mappings::start),
     ("events", events::start),

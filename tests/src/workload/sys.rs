@@ -187,6 +187,59 @@ pub fn timerfd(ns: i64) -> io::Result<i32> {
     Ok(fd)
 }
 
+/// A timespec of `ns` nanoseconds.
+fn timespec_ns(ns: u64) -> libc::timespec {
+    libc::timespec {
+        tv_sec: (ns / 1_000_000_000) as libc::time_t,
+        tv_nsec: (ns % 1_000_000_000) as libc::c_long,
+    }
+}
+
+/// A timerfd on `clock` (non-blocking), armed with `flags` (TFD_TIMER_*): first expiration at
+/// `value_ns` (relative, or absolute on the clock), then every `interval_ns`.
+pub fn timerfd_armed(clock: i32, flags: i32, value_ns: u64, interval_ns: u64) -> io::Result<i32> {
+    // SAFETY: timerfd_create takes numbers, no pointers.
+    let fd = cvt(unsafe { libc::timerfd_create(clock, libc::TFD_NONBLOCK | libc::TFD_CLOEXEC) })?;
+    let spec = libc::itimerspec {
+        it_interval: timespec_ns(interval_ns),
+        it_value: timespec_ns(value_ns),
+    };
+    // SAFETY: timerfd_settime reads `spec`; the old value pointer is null.
+    cvt(unsafe { libc::timerfd_settime(fd, flags, &spec, std::ptr::null_mut()) })?;
+    Ok(fd)
+}
+
+/// timerfd_gettime: (time left, interval) in nanoseconds.
+pub fn timerfd_get(fd: i32) -> io::Result<(u64, u64)> {
+    let mut cur = libc::itimerspec {
+        it_interval: timespec_ns(0),
+        it_value: timespec_ns(0),
+    };
+    // SAFETY: timerfd_gettime writes one itimerspec into `cur`.
+    cvt(unsafe { libc::timerfd_gettime(fd, &mut cur) })?;
+    let ns = |t: libc::timespec| t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64;
+    Ok((ns(cur.it_value), ns(cur.it_interval)))
+}
+
+/// The time of `clock` in nanoseconds.
+pub fn clock_ns(clock: i32) -> io::Result<u64> {
+    let mut ts = timespec_ns(0);
+    // SAFETY: clock_gettime writes one timespec into `ts`.
+    cvt(unsafe { libc::clock_gettime(clock, &mut ts) })?;
+    Ok(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
+}
+
+/// Waits up to `timeout_ms` for `fd` to be readable; true if it is.
+pub fn poll_in(fd: i32, timeout_ms: i32) -> io::Result<bool> {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: poll reads and writes one pollfd, `p`.
+    Ok(cvt(unsafe { libc::poll(&mut p, 1, timeout_ms) })? == 1)
+}
+
 fn sigset(sig: i32) -> libc::sigset_t {
     // SAFETY: sigset_t is plain data; sigemptyset initialises it right after.
     let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
