@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use cryo_tests::{cryo_bin, Workload, CMD_TIMEOUT};
+use cryo_tests::{cryo_bin, parse_fds, Workload, CMD_TIMEOUT};
 
 const MS: u64 = 1_000_000;
 const HOUR: u64 = 3_600_000 * MS;
@@ -126,5 +126,157 @@ fn absolute_timerfds_keep_their_deadline_on_both_clocks() {
         "CLOCK_REALTIME, ABSTIME|CANCEL_ON_SET"
     );
     assert_eq!(w.cmd("info 64"), "1 01", "CLOCK_MONOTONIC, ABSTIME");
+    w.kill_restored();
+}
+
+/// The bytes the files of `dir` (recursively) take on disk.
+fn allocated(dir: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let meta = entry.metadata().unwrap();
+        total += if meta.is_dir() {
+            allocated(&entry.path())
+        } else {
+            meta.blocks() * 512
+        };
+    }
+    total
+}
+
+#[test]
+fn a_deleted_sparse_file_keeps_its_holes_size_mode_and_times() {
+    cryo_bin();
+    let mut w = Workload::spawn("deleted-sparse", &[]);
+    let map = w.cmd("map 70");
+    let sum = w.cmd("sum 70");
+    // After the reads, which moved the access time.
+    let stat = w.cmd("stat 70");
+    let st: Vec<&str> = stat.split(' ').collect();
+    assert_eq!(st[0], ((1u64 << 30) + 123).to_string(), "{stat}");
+    assert_eq!(
+        map,
+        format!("0+4096,{}+8192", 256u64 << 20),
+        "the workload's holes"
+    );
+    let img = w.path("img");
+    w.dump_ok(&img);
+    let image_bytes = allocated(&img);
+    assert!(
+        image_bytes < 4 << 20,
+        "a 1 GiB file holding 12 KiB of data took {image_bytes} bytes of image"
+    );
+    w.restore_background(&img);
+    let after = w.cmd("stat 70");
+    let a: Vec<&str> = after.split(' ').collect();
+    let allocated_now: u64 = a[1].parse().unwrap();
+    assert!(
+        allocated_now < 1 << 20,
+        "the restored file takes {allocated_now} bytes on disk: {after}"
+    );
+    // Size, mode, mtime, atime, nlink; not the blocks (the filesystem's business).
+    assert_eq!(
+        [a[0], a[2], a[3], a[4], a[5]],
+        [st[0], st[2], st[3], st[4], st[5]],
+        "stat before: {stat}, after: {after}"
+    );
+    assert_eq!(st[2], "640");
+    assert_eq!(st[3], "1000000000.123456789");
+    assert_eq!(w.cmd("map 70"), map, "holes");
+    assert_eq!(w.cmd("sum 70"), sum, "data");
+    let fds = parse_fds(&w.cmd("fds"));
+    assert!(fds[&70].ends_with("/sparse (deleted)"), "{fds:?}");
+    w.kill_restored();
+}
+
+#[test]
+fn a_deleted_name_of_a_file_linked_elsewhere_comes_back_as_that_same_file() {
+    cryo_bin();
+    let mut w = Workload::spawn("deleted-sparse", &[]);
+    let other = w.path("linked-other");
+    let other = other.to_str().unwrap();
+    let sum = w.cmd("sum 71");
+    let stat = w.cmd("stat 71");
+    assert!(stat.starts_with("3000 "), "{stat}");
+    assert!(stat.ends_with(" 1"), "one link left: {stat}");
+    assert_eq!(w.cmd(&format!("same 71 {other}")), "yes");
+    let img = w.path("img");
+    w.dump_ok(&img);
+    w.restore_background(&img);
+    let after = w.cmd("stat 71");
+    assert_eq!(after, stat, "size, mode, times, one link");
+    assert_eq!(w.cmd("sum 71"), sum, "contents");
+    assert_eq!(
+        w.cmd(&format!("same 71 {other}")),
+        "yes",
+        "the restored fd is a copy, not the file still linked at {other}"
+    );
+    assert_eq!(w.cmd("write 71 hello"), "ok");
+    let seen = std::fs::read(other).unwrap();
+    assert_eq!(
+        &seen[..7],
+        b"helloed",
+        "a write through the fd reaches the other name"
+    );
+    let fds = parse_fds(&w.cmd("fds"));
+    assert!(fds[&71].ends_with("/linked-orig (deleted)"), "{fds:?}");
+    assert!(
+        !w.path("linked-orig").exists(),
+        "the restore left the original name behind"
+    );
+    w.kill_restored();
+}
+
+/// Dumps a `held KIND` workload: refused, naming the pid, fd 47 and `named`; the workload
+/// runs on untouched.
+fn refused_at_dump(kind: &str, named: &str) {
+    cryo_bin();
+    let w = Workload::spawn("held", &[kind]);
+    let out = w.dump(&w.path("img"), &[]);
+    out.assert_refused()
+        .assert_stderr_has_word(&w.pid().to_string())
+        .assert_stderr_has_word("47")
+        .assert_stderr_mentions(named);
+    assert!(w.original_alive(), "the refused dump killed the target");
+    w.assert_untouched();
+    assert_eq!(w.cmd("fd"), "47");
+}
+
+#[test]
+fn a_namespace_fd_is_refused_at_dump_naming_pid_fd_and_kind() {
+    refused_at_dump("netns", "net namespace");
+}
+
+#[test]
+fn a_deleted_fifo_is_refused_at_dump_naming_pid_fd_and_kind() {
+    refused_at_dump("deleted-fifo", "deleted fifo");
+}
+
+#[test]
+fn a_deleted_directory_is_refused_at_dump_naming_pid_fd_and_kind() {
+    refused_at_dump("deleted-dir", "deleted directory");
+}
+
+#[test]
+fn a_deleted_device_is_refused_at_dump_naming_pid_fd_and_kind() {
+    refused_at_dump("deleted-dev", "deleted character device");
+}
+
+#[test]
+fn a_deleted_symlink_held_open_is_refused_at_dump_naming_pid_fd_and_kind() {
+    refused_at_dump("deleted-symlink", "deleted symbolic link");
+}
+
+#[test]
+fn a_symlink_held_open_by_o_path_comes_back_as_the_link_itself() {
+    cryo_bin();
+    let mut w = Workload::spawn("held", &["symlink"]);
+    assert_eq!(w.cmd("readlink"), "some/target");
+    let img = w.path("img");
+    w.dump_ok(&img);
+    w.restore_background(&img);
+    assert_eq!(w.cmd("readlink"), "some/target");
+    let fds = parse_fds(&w.cmd("fds"));
+    assert!(fds[&47].ends_with("/link"), "{fds:?}");
     w.kill_restored();
 }

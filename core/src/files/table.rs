@@ -571,6 +571,8 @@ fn type_name(meta: &fs::Metadata) -> &'static str {
         "directory"
     } else if t.is_file() {
         "regular file"
+    } else if t.is_symlink() {
+        "symbolic link"
     } else {
         "file of unknown type"
     }

@@ -27,9 +27,11 @@ mod attrs;
 mod counter;
 mod cow_tree;
 mod deleted_file;
+mod deleted_sparse;
 mod events;
 mod file;
 mod file_locks;
+mod held;
 mod mapping_access;
 mod mappings;
 mod memory;
@@ -83,6 +85,8 @@ pub const MODES: &[(&str, Start)] = &[
     ("memory", memory::start),
     ("file", file::start),
     ("deleted-file", deleted_file::start),
+    ("deleted-sparse", deleted_sparse::start),
+    ("held", held::start),
     ("pipe", pipe::start),
     ("signal", signal::start),
     ("sigtrap", sigtrap::start),

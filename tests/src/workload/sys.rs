@@ -240,6 +240,94 @@ pub fn poll_in(fd: i32, timeout_ms: i32) -> io::Result<bool> {
     Ok(cvt(unsafe { libc::poll(&mut p, 1, timeout_ms) })? == 1)
 }
 
+/// fstat of `fd`.
+pub fn fstat(fd: i32) -> io::Result<libc::stat> {
+    // SAFETY: stat is plain data, filled by fstat.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: st is valid for the write.
+    cvt(unsafe { libc::fstat(fd, &mut st) })?;
+    Ok(st)
+}
+
+/// ftruncate.
+pub fn set_len(fd: i32, len: u64) -> io::Result<()> {
+    // SAFETY: ftruncate takes numbers, no pointers.
+    cvt(unsafe { libc::ftruncate(fd, len as libc::off_t) }).map(drop)
+}
+
+/// fchmod.
+pub fn fchmod(fd: i32, mode: libc::mode_t) -> io::Result<()> {
+    // SAFETY: fchmod takes numbers, no pointers.
+    cvt(unsafe { libc::fchmod(fd, mode) }).map(drop)
+}
+
+/// futimens: access and modification times as (seconds, nanoseconds).
+pub fn set_times(fd: i32, atime: (i64, i64), mtime: (i64, i64)) -> io::Result<()> {
+    let ts = |(s, ns): (i64, i64)| libc::timespec {
+        tv_sec: s as libc::time_t,
+        tv_nsec: ns as libc::c_long,
+    };
+    let times = [ts(atime), ts(mtime)];
+    // SAFETY: futimens reads two timespecs from `times`.
+    cvt(unsafe { libc::futimens(fd, times.as_ptr()) }).map(drop)
+}
+
+/// The data extents (offset, length) of a file, by SEEK_DATA / SEEK_HOLE.
+pub fn data_extents(fd: i32) -> io::Result<Vec<(u64, u64)>> {
+    let mut out = Vec::new();
+    let mut at: libc::off_t = 0;
+    loop {
+        // SAFETY: lseek takes numbers, no pointers.
+        let start = unsafe { libc::lseek(fd, at, libc::SEEK_DATA) };
+        if start < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::ENXIO) {
+                return Ok(out);
+            }
+            return Err(e);
+        }
+        // SAFETY: as above.
+        let end = unsafe { libc::lseek(fd, start, libc::SEEK_HOLE) };
+        if end < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        out.push((start as u64, (end - start) as u64));
+        at = end;
+    }
+}
+
+/// mkfifo, mode 0600.
+pub fn mkfifo(path: &Path) -> io::Result<()> {
+    let c = CString::new(path.as_os_str().as_bytes()).expect("no NUL");
+    // SAFETY: c is NUL-terminated and outlives the call.
+    cvt(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }).map(drop)
+}
+
+/// mknod of a character device MAJOR:MINOR, mode 0600.
+pub fn mknod_char(path: &Path, major: u32, minor: u32) -> io::Result<()> {
+    let c = CString::new(path.as_os_str().as_bytes()).expect("no NUL");
+    // SAFETY: c is NUL-terminated and outlives the call.
+    cvt(unsafe {
+        libc::mknod(
+            c.as_ptr(),
+            libc::S_IFCHR | 0o600,
+            libc::makedev(major, minor),
+        )
+    })
+    .map(drop)
+}
+
+/// The target of the symlink an O_PATH fd holds (readlinkat(fd, "")).
+pub fn readlink_fd(fd: i32) -> io::Result<String> {
+    let mut buf = [0u8; 4096];
+    // SAFETY: the path is an empty NUL-terminated string; buf is valid for its length.
+    let n = unsafe { libc::readlinkat(fd, c"".as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(String::from_utf8_lossy(&buf[..n as usize]).into_owned())
+}
+
 fn sigset(sig: i32) -> libc::sigset_t {
     // SAFETY: sigset_t is plain data; sigemptyset initialises it right after.
     let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
