@@ -280,3 +280,23 @@ fn a_symlink_held_open_by_o_path_comes_back_as_the_link_itself() {
     assert!(fds[&47].ends_with("/link"), "{fds:?}");
     w.kill_restored();
 }
+
+#[test]
+fn a_pidfd_of_the_process_itself_is_refused_at_dump_naming_it() {
+    refused_at_dump("pidfd-self", "pidfd of the process itself");
+}
+
+#[test]
+fn a_pidfd_of_a_child_in_the_dump_is_refused_at_dump_naming_its_pid() {
+    refused_at_dump("pidfd-child", "pidfd of pid ");
+}
+
+#[test]
+fn a_pidfd_of_a_process_outside_the_dump_is_refused_at_dump_naming_its_pid() {
+    refused_at_dump("pidfd-init", "pidfd of pid 1 ");
+}
+
+#[test]
+fn a_pidfd_of_an_exited_process_is_refused_at_dump_naming_it() {
+    refused_at_dump("pidfd-dead", "pidfd of an exited process");
+}

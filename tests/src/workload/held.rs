@@ -6,6 +6,8 @@
 //! held KIND   fd        -> 47
 //!             readlink  -> <the target of the symlink fd 47 holds> (readlinkat(47, ""))
 //! KIND: netns | deleted-fifo | deleted-dir | deleted-dev | deleted-symlink | symlink
+//!       | pidfd-self | pidfd-child (of a child blocked in pause(), dumped with it)
+//!       | pidfd-init (of pid 1, outside the dump) | pidfd-dead (of a child exited and reaped)
 //! ```
 
 use std::path::Path;
@@ -45,6 +47,15 @@ fn hold(kind: &str, dir: &Path) -> std::io::Result<i32> {
             if kind == "deleted-symlink" {
                 std::fs::remove_file(at("link"))?;
             }
+            fd
+        }
+        "pidfd-self" => sys::pidfd_open(std::process::id() as i32)?,
+        "pidfd-init" => sys::pidfd_open(1)?,
+        "pidfd-child" => sys::pidfd_open(sys::fork_paused()?)?,
+        "pidfd-dead" => {
+            let child = sys::fork_exiting()?;
+            let fd = sys::pidfd_open(child)?;
+            sys::reap(child)?;
             fd
         }
         other => {

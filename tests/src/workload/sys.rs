@@ -328,6 +328,42 @@ pub fn readlink_fd(fd: i32) -> io::Result<String> {
     Ok(String::from_utf8_lossy(&buf[..n as usize]).into_owned())
 }
 
+/// pidfd_open(pid, 0).
+pub fn pidfd_open(pid: i32) -> io::Result<i32> {
+    // SAFETY: pidfd_open takes numbers, no pointers.
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    cvt(r as libc::c_int)
+}
+
+/// Forks a child that waits in pause() until killed; returns its pid.
+pub fn fork_paused() -> io::Result<i32> {
+    // SAFETY: the workload is single-threaded; the child only calls pause() until it dies.
+    match cvt(unsafe { libc::fork() })? {
+        0 => loop {
+            // SAFETY: pause takes no arguments.
+            unsafe { libc::pause() };
+        },
+        pid => Ok(pid),
+    }
+}
+
+/// Forks a child that exits at once (status 0); returns its pid, not reaped.
+pub fn fork_exiting() -> io::Result<i32> {
+    // SAFETY: the workload is single-threaded; the child only calls _exit.
+    match cvt(unsafe { libc::fork() })? {
+        // SAFETY: _exit takes a number and does not return.
+        0 => unsafe { libc::_exit(0) },
+        pid => Ok(pid),
+    }
+}
+
+/// Reaps the child `pid` (waits for it to exit).
+pub fn reap(pid: i32) -> io::Result<()> {
+    let mut status = 0;
+    // SAFETY: waitpid writes the status into `status`.
+    cvt(unsafe { libc::waitpid(pid, &mut status, 0) }).map(drop)
+}
+
 fn sigset(sig: i32) -> libc::sigset_t {
     // SAFETY: sigset_t is plain data; sigemptyset initialises it right after.
     let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
