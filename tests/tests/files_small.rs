@@ -282,8 +282,18 @@ fn a_symlink_held_open_by_o_path_comes_back_as_the_link_itself() {
 }
 
 #[test]
-fn a_pidfd_of_the_process_itself_is_refused_at_dump_naming_it() {
-    refused_at_dump("pidfd-self", "pidfd of the process itself");
+fn a_pidfd_of_the_process_itself_comes_back_on_the_restored_process() {
+    cryo_bin();
+    let mut w = Workload::spawn("held", &["pidfd-self"]);
+    assert_eq!(w.cmd("pidfd"), "self");
+    let img = w.path("img");
+    w.dump_ok(&img);
+    w.restore_background(&img);
+    assert_eq!(w.cmd("pidfd"), "self", "fdinfo Pid: of the restored pidfd");
+    assert_eq!(w.cmd("signal0"), "ok");
+    let fds = parse_fds(&w.cmd("fds"));
+    assert_eq!(fds[&47], "anon_inode:[pidfd]", "{fds:?}");
+    w.kill_restored();
 }
 
 #[test]

@@ -7,7 +7,8 @@ use cryo_proto::image::{file_desc::Kind, FileDesc};
 
 use super::kind::{AnyKind, Dumping};
 use super::{
-    devices, epoll, eventfd, inotify, memfd, pipes, regular, shmem, signalfd, timerfd, tty,
+    devices, epoll, eventfd, inotify, memfd, pidfd, pipes, regular, shmem, signalfd, timerfd,
+    tty,
     FileError,
 };
 
@@ -24,6 +25,7 @@ pub(crate) static KINDS: &[&dyn AnyKind] = &[
     &signalfd::SignalFds,
     &epoll::Epolls,
     &inotify::Inotifies,
+    &pidfd::Pidfds,
     &memfd::Memfds,
     &shmem::SharedAnon,
     &crate::ipc::shm::Segments,
@@ -96,7 +98,7 @@ pub fn name(desc: &FileDesc) -> String {
 #[cfg(test)]
 mod tests {
     use cryo_proto::image::{
-        Epoll, EventFd, Inotify, Memfd, Pipe, RegularFile, Shmem, SignalFd, Socket, SysvShm, TimerFd,
+        Epoll, EventFd, Inotify, Memfd, Pidfd, Pipe, RegularFile, Shmem, SignalFd, Socket, SysvShm, TimerFd,
         Tty,
     };
 
@@ -115,6 +117,7 @@ mod tests {
             Kind::Signalfd(SignalFd::default()),
             Kind::Epoll(Epoll::default()),
             Kind::Inotify(Inotify::default()),
+            Kind::Pidfd(Pidfd::default()),
             Kind::Memfd(Memfd::default()),
             Kind::Shmem(Shmem::default()),
             Kind::SysvShm(SysvShm::default()),

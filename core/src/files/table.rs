@@ -589,25 +589,9 @@ enum Mapped {
 /// The refusal of an fd no kind claims.
 fn refusal(open: &OpenFd, seen: &Seen) -> FileError {
     match seen {
-        Seen::Anon { kind } if kind == "pidfd" => pidfd_refusal(open),
         Seen::Anon { kind } => open.refuse(kind.clone(), false),
         Seen::Memfd => open.refuse("memfd", true),
         Seen::Socket { .. } => open.refuse("socket", true),
         _ => open.refuse("file", false),
     }
-}
-
-/// The refusal of a pidfd, naming the process it refers to (fdinfo `Pid:`, -1 once that
-/// process is gone and reaped).
-fn pidfd_refusal(open: &OpenFd) -> FileError {
-    let target = inspect::fdinfo(open)
-        .ok()
-        .and_then(|text| inspect::field(&text, "Pid").and_then(|v| v.parse::<i32>().ok()));
-    let what = match target {
-        Some(-1) => "pidfd of an exited process".to_string(),
-        Some(pid) if pid == open.pid.as_raw() => "pidfd of the process itself".to_string(),
-        Some(pid) => format!("pidfd of pid {pid}"),
-        None => "pidfd".to_string(),
-    };
-    open.refuse(what, true)
 }

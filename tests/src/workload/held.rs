@@ -5,6 +5,8 @@
 //! ```text
 //! held KIND   fd        -> 47
 //!             readlink  -> <the target of the symlink fd 47 holds> (readlinkat(47, ""))
+//!             pidfd     -> self | other <Pid: of its fdinfo>
+//!             signal0   -> ok  (pidfd_send_signal(47, 0))
 //! KIND: netns | deleted-fifo | deleted-dir | deleted-dev | deleted-symlink | symlink
 //!       | pidfd-self | pidfd-child (of a child blocked in pause(), dumped with it)
 //!       | pidfd-init (of pid 1, outside the dump) | pidfd-dead (of a child exited and reaped)
@@ -77,6 +79,23 @@ impl Mode for Held {
         match (verb, args) {
             ("fd", []) => Ok(FD.to_string()),
             ("readlink", []) => sys::readlink_fd(FD).map_err(io_err),
+            ("pidfd", []) => {
+                let info =
+                    std::fs::read_to_string(format!("/proc/self/fdinfo/{FD}")).map_err(io_err)?;
+                let pid = info
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Pid:"))
+                    .map(str::trim)
+                    .ok_or("no Pid: in its fdinfo")?;
+                if pid == std::process::id().to_string() {
+                    Ok("self".into())
+                } else {
+                    Ok(format!("other {pid}"))
+                }
+            }
+            ("signal0", []) => sys::pidfd_signal(FD, 0)
+                .map(|()| "ok".into())
+                .map_err(io_err),
             _ => unknown(verb),
         }
     }

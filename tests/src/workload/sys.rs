@@ -335,6 +335,21 @@ pub fn pidfd_open(pid: i32) -> io::Result<i32> {
     cvt(r as libc::c_int)
 }
 
+/// pidfd_send_signal(pidfd, sig).
+pub fn pidfd_signal(pidfd: i32, sig: i32) -> io::Result<()> {
+    // SAFETY: a null siginfo is allowed; the other arguments are numbers.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd,
+            sig,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    cvt(r as libc::c_int).map(drop)
+}
+
 /// Forks a child that waits in pause() until killed; returns its pid.
 pub fn fork_paused() -> io::Result<i32> {
     // SAFETY: the workload is single-threaded; the child only calls pause() until it dies.
