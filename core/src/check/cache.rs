@@ -27,9 +27,7 @@ impl CacheKey {
         let uname = nix::sys::utsname::uname().map_err(io::Error::from)?;
         Ok(Self {
             kernel_release: uname.release().to_string_lossy().into_owned(),
-            boot_id: fs::read_to_string("/proc/sys/kernel/random/boot_id")?
-                .trim()
-                .to_string(),
+            boot_id: crate::proc::boot_id()?,
             cryo_version: env!("CARGO_PKG_VERSION").to_string(),
             euid: nix::unistd::geteuid().as_raw(),
             cap_eff: status_field("CapEff")?,

@@ -1,12 +1,22 @@
 //! Regular files, directories and deleted-but-open ("ghost") files.
 //!
-//! A deleted file's contents are copied at dump time into `ghost-ID.img` (ID: the first
+//! A deleted file's data is copied at dump time into `ghost-ID.img` (ID: the first
 //! description that needed it; every description of the same inode, fd or mapping, refers to
-//! the same ghost image). At restore the file is recreated ONCE per process: at its original
-//! path if that is free (then unlinked at once, so the restored fds read "PATH (deleted)"),
-//! else as an unnamed O_TMPFILE in the same directory. Every later open of the same ghost
+//! the same ghost image): only its data extents (SEEK_DATA/SEEK_HOLE), end to end, their
+//! offsets in the record, so a sparse file costs the image its data only. At restore the file
+//! is recreated ONCE per process: at its original path if that is free (then unlinked at
+//! once, so the restored fds read "PATH (deleted)"), else as an unnamed O_TMPFILE in the same
+//! directory; the extents are written at their offsets (the holes stay holes), the size set,
+//! then owner, mode, access and modification times. Every later open of the same ghost
 //! (another fd, a mapping) reopens the recreated inode through /proc/self/fd, found by its
 //! dev+ino among the fds the process holds; so the fds and the mappings share one inode.
+//!
+//! A deleted name of an inode that still has another link (st_nlink > 0: linked elsewhere,
+//! then unlinked) is not copied: the inode lives on, and a copy would part from it. Its file
+//! handle (name_to_handle_at) is recorded; the restore opens that very inode again
+//! (open_by_handle_at, on the filesystem of the original directory), checks it is the file the
+//! dump saw, and links it back at its original path for an instant, so its fds read
+//! "PATH (deleted)" again (by another of its names if that path is taken meanwhile).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -16,9 +26,12 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use cryo_proto::image::{file_desc::Kind, FileDesc, RawFileRef, RegularFile};
+use cryo_proto::image::{
+    file_desc::Kind, FileDesc, FileExtent, LinkedInode, RawFileRef, RegularFile,
+};
 use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
+use nix::sys::time::TimeSpec;
 use nix::unistd::{Gid, Uid, Whence};
 use tracing::debug;
 
@@ -26,8 +39,9 @@ use super::error::changed;
 use super::kind::{Checking, Dumping, FileKind, KindState, MapOpen, Opened, Seen, Opening};
 use super::open::{open_flags, open_no_symlinks, set_async};
 use super::validate::{same_file, Identity};
-use super::{restore_err, FileError, InodeKey};
+use super::{restore_err, shmem, FileError, InodeKey};
 use crate::image::{names, ImageDir};
+use crate::sys::handle::{self, FileHandle};
 
 /// The RegularFile record of a file, from its stat.
 fn record(path: String, meta: &fs::Metadata) -> RegularFile {
@@ -42,12 +56,16 @@ fn record(path: String, meta: &fs::Metadata) -> RegularFile {
         uid: meta.uid(),
         gid: meta.gid(),
         mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+        atime_ns: meta.atime() * 1_000_000_000 + meta.atime_nsec(),
+        sparse: false,
+        linked: None,
+        extents: Vec::new(),
     }
 }
 
 /// The ghost images of a dump, by inode: the contents of a deleted file are saved once.
 #[derive(Debug, Default)]
-struct GhostImages(HashMap<InodeKey, RawFileRef>);
+struct GhostImages(HashMap<InodeKey, (RawFileRef, Vec<FileExtent>)>);
 
 /// The record of regular file `path` (stat `meta`, inode `key`), first met as description
 /// `id`; if it is `deleted`, its contents are saved as a ghost image (once per inode), read
@@ -77,26 +95,124 @@ pub(super) fn dump_file(
             ),
         });
     }
+    if meta.nlink() > 0 {
+        let linked = linked_inode(id, &reg, source)?;
+        debug!(id, path = %reg.path, nlink = meta.nlink(), "deleted name of a file linked elsewhere");
+        return Ok(RegularFile {
+            deleted: true,
+            linked: Some(linked),
+            ..reg
+        });
+    }
     let saved = state.get::<GhostImages>();
-    let raw = match saved.0.get(&key) {
-        Some(raw) => raw.clone(),
+    let (raw, extents) = match saved.0.get(&key) {
+        Some(saved) => saved.clone(),
         None => {
-            let raw = write_ghost(id, source, images).map_err(|e| FileError::SaveGhost {
-                id,
-                path: reg.path.clone(),
-                image: names::ghost(id),
-                source: e,
+            let saved_now = write_ghost(id, source, reg.size, images).map_err(|e| {
+                FileError::SaveGhost {
+                    id,
+                    path: reg.path.clone(),
+                    image: names::ghost(id),
+                    source: e,
+                }
             })?;
-            debug!(id, ghost = %raw.name, size = raw.size, "deleted file contents saved");
-            saved.0.insert(key, raw.clone());
-            raw
+            let (raw, extents) = &saved_now;
+            debug!(id, ghost = %raw.name, size = reg.size, data = raw.size, extents = extents.len(), "deleted file contents saved");
+            saved.0.insert(key, saved_now.clone());
+            saved_now
         }
     };
     Ok(RegularFile {
         deleted: true,
         contents: Some(raw),
+        sparse: true,
+        extents,
         ..reg
     })
+}
+
+/// The handle of the inode behind `source`, a deleted name of file `reg` that has another
+/// link, checked to open that inode again from the original directory (what a restore does).
+fn linked_inode(id: u32, reg: &RegularFile, source: &Path) -> Result<LinkedInode, FileError> {
+    let refuse = |why: String| FileError::Invalid {
+        id,
+        detail: format!(
+            "{} ({}): deleted name of a file linked elsewhere: {why}",
+            reg.path,
+            source.display()
+        ),
+    };
+    let (h, _mount) = handle::name_to_handle(source)
+        .map_err(|e| refuse(format!("its filesystem gives no file handle ({e}): refused")))?;
+    let linked = LinkedInode {
+        handle_type: h.handle_type,
+        handle: h.bytes,
+    };
+    let st = open_linked(reg, &linked)
+        .map_err(|e| refuse(format!("{e}: a restore could not open it again, refused")))?;
+    if (st.1.st_dev, st.1.st_ino) != (reg.dev, reg.ino) {
+        return Err(refuse("its handle opens another inode: refused".into()));
+    }
+    Ok(linked)
+}
+
+/// Opens (O_PATH) the inode `linked` names, on the filesystem of the directory of `reg.path`;
+/// with its stat.
+fn open_linked(
+    reg: &RegularFile,
+    linked: &LinkedInode,
+) -> io::Result<(OwnedFd, nix::sys::stat::FileStat)> {
+    let dir = Path::new(&reg.path).parent().unwrap_or(Path::new("/"));
+    let mount = nix::fcntl::open(dir, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+        .map_err(|e| io::Error::other(format!("directory {}: {e}", dir.display())))?;
+    let h = FileHandle {
+        handle_type: linked.handle_type,
+        bytes: linked.handle.clone(),
+    };
+    let fd = handle::open_by_handle(mount.as_fd(), &h, libc::O_PATH | libc::O_CLOEXEC)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ESTALE) => io::Error::other("the file is gone (its other links were removed)"),
+            _ => io::Error::other(format!("open_by_handle_at: {e}")),
+        })?;
+    let st = nix::sys::stat::fstat(&fd)?;
+    Ok((fd, st))
+}
+
+/// The inode of deleted file `reg` (linked elsewhere) opened again (O_PATH) and checked to be
+/// the file the dump saw.
+fn reopen_linked(
+    desc: &FileDesc,
+    reg: &RegularFile,
+    linked: &LinkedInode,
+    images: &ImageDir,
+) -> Result<OwnedFd, FileError> {
+    let (fd, st) = open_linked(reg, linked).map_err(|e| changed(desc, e.to_string()))?;
+    if (st.st_dev, st.st_ino) != (reg.dev, reg.ino) {
+        return Err(changed(desc, "its file handle opens another inode"));
+    }
+    same_file(desc, reg, &st, Identity::File, images)?;
+    Ok(fd)
+}
+
+/// Puts the inode `inode` (linked elsewhere) under its original name `reg.path` for an
+/// instant and returns an O_PATH fd on that name, unlinked: its fds read "PATH (deleted)" as
+/// at the dump. If the path is taken, `inode` itself (named by another of its links).
+fn renamed_deleted(desc: &FileDesc, reg: &RegularFile, inode: OwnedFd) -> Result<OwnedFd, FileError> {
+    let path = Path::new(&reg.path);
+    if let Err(e) = nix::unistd::linkat(&inode, "", nix::fcntl::AT_FDCWD, path, nix::fcntl::AtFlags::AT_EMPTY_PATH) {
+        debug!(id = desc.id, path = %reg.path, error = %e, "original name not free: the fds name the file by another link");
+        return Ok(inode);
+    }
+    let named = nix::fcntl::open(path, OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty());
+    // Unlinked at once, whatever the open did: the name was free before the link.
+    let unlinked = fs::remove_file(path);
+    let named = named.map_err(|e| restore_err(desc, "open the file linked back", e.into()))?;
+    unlinked.map_err(|e| restore_err(desc, "unlink the file linked back", e))?;
+    let st = nix::sys::stat::fstat(&named).map_err(|e| restore_err(desc, "fstat", e.into()))?;
+    if (st.st_dev, st.st_ino) != (reg.dev, reg.ino) {
+        return Err(changed(desc, format!("{} was replaced while linked back", reg.path)));
+    }
+    Ok(named)
 }
 
 /// The message about an offset beyond the end of a file truncated since the dump.
@@ -115,11 +231,22 @@ fn validate_ghost(
     reg: &RegularFile,
     cx: &mut Checking<'_>,
 ) -> Result<(), FileError> {
+    if let Some(linked) = &reg.linked {
+        if !Path::new(&reg.path).is_absolute() {
+            return Err(FileError::Invalid {
+                id: desc.id,
+                detail: format!("path {:?} is not absolute", reg.path),
+            });
+        }
+        return reopen_linked(desc, reg, linked, cx.images).map(drop);
+    }
     let raw = reg.contents.as_ref().ok_or_else(|| FileError::Invalid {
         id: desc.id,
         detail: format!("deleted file {} has no contents image", reg.path),
     })?;
-    if raw.size != reg.size {
+    if reg.sparse {
+        // Checked with its raw image (once per image, below).
+    } else if raw.size != reg.size {
         return Err(FileError::Invalid {
             id: desc.id,
             detail: format!(
@@ -144,10 +271,14 @@ fn validate_ghost(
         });
     }
     if cx.first(format!("raw {}", raw.name), desc.id).is_none() {
-        cx.images.check_raw(raw).map_err(|e| FileError::Contents {
-            id: desc.id,
-            source: Box::new(e),
-        })?;
+        if reg.sparse {
+            shmem::check_extents(desc, reg.size, raw, &reg.extents, cx.images)?;
+        } else {
+            cx.images.check_raw(raw).map_err(|e| FileError::Contents {
+                id: desc.id,
+                source: Box::new(e),
+            })?;
+        }
     }
     Ok(())
 }
@@ -325,17 +456,25 @@ impl FileKind for Directory {
     }
 }
 
-/// Copies the contents of a deleted file, read through `source` (/proc/PID/fd/N or a
-/// map_files link), into the ghost image of description `id`.
-fn write_ghost(id: u32, source: &Path, images: &ImageDir) -> Result<RawFileRef, io::Error> {
-    let name = names::ghost(id);
-    let mut src = File::open(source)?;
-    let mut out = images.create_raw(&name).map_err(io::Error::other)?;
-    // A kernel-side copy (copy_file_range) where the filesystems allow it.
-    let size = io::copy(&mut src, &mut out)?;
-    let crc32c = crate::image::crc_of_file(&out, size)?;
-    out.sync_data().ok();
-    Ok(RawFileRef { name, size, crc32c })
+/// Copies the data extents of a deleted file of `size` bytes, read through `source`
+/// (/proc/PID/fd/N or a map_files link: a description of cryo's own, so the process's offset
+/// does not move), back to back into the ghost image of description `id`.
+fn write_ghost(
+    id: u32,
+    source: &Path,
+    size: u64,
+    images: &ImageDir,
+) -> Result<(RawFileRef, Vec<FileExtent>), io::Error> {
+    // O_NOATIME: the copy leaves the access time as the process left it (--leave-running).
+    let src = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOATIME)
+        .open(source)?;
+    let saved = shmem::save_extents(&src, size, names::ghost(id), images)?;
+    if let Ok(out) = images.open_raw(&saved.0.name) {
+        out.sync_data().ok();
+    }
+    Ok(saved)
 }
 
 thread_local! {
@@ -361,26 +500,39 @@ impl Ghosts {
         reg: &RegularFile,
         images: &ImageDir,
     ) -> Result<PathBuf, FileError> {
-        let raw = reg.contents.as_ref().ok_or_else(|| FileError::Invalid {
-            id: desc.id,
-            detail: "deleted file without contents".into(),
-        })?;
-        if let Some(fd) = self.made.get(&raw.name) {
+        let name = match (&reg.linked, &reg.contents) {
+            (Some(_), _) => format!("linked {}:{}", reg.dev, reg.ino),
+            (None, Some(raw)) => raw.name.clone(),
+            (None, None) => {
+                return Err(FileError::Invalid {
+                    id: desc.id,
+                    detail: "deleted file without contents".into(),
+                })
+            }
+        };
+        if let Some(fd) = self.made.get(&name) {
             return Ok(self_fd(fd.as_raw_fd()));
         }
-        let key = (images.path().to_owned(), raw.name.clone());
+        let key = (images.path().to_owned(), name.clone());
         if let Some(inode) = RECREATED.with(|r| r.borrow().get(&key).copied()) {
             if let Some(path) = find_open(inode) {
-                debug!(id = desc.id, ghost = %raw.name, via = %path.display(), "ghost file reused");
+                debug!(id = desc.id, ghost = %name, via = %path.display(), "ghost file reused");
                 return Ok(path);
             }
         }
-        let fd = recreate(desc, reg, raw, images)?;
+        let fd = match (&reg.linked, &reg.contents) {
+            (Some(linked), _) => {
+                let inode = reopen_linked(desc, reg, linked, images)?;
+                renamed_deleted(desc, reg, inode)?
+            }
+            (None, Some(raw)) => recreate(desc, reg, raw, images)?,
+            (None, None) => unreachable!("refused above"),
+        };
         let meta = fs::metadata(self_fd(fd.as_raw_fd()))
             .map_err(|e| restore_err(desc, "stat the recreated file", e))?;
         RECREATED.with(|r| r.borrow_mut().insert(key, InodeKey::of(&meta)));
         let path = self_fd(fd.as_raw_fd());
-        self.made.insert(raw.name.clone(), fd);
+        self.made.insert(name, fd);
         Ok(path)
     }
 }
@@ -430,16 +582,23 @@ fn recreate(
     Ok(file.into())
 }
 
-/// Writes the ghost contents, owner and mode into `file`.
+/// Writes the ghost contents (its extents at their offsets, the holes left holes), size,
+/// owner, mode and times into `file`.
 fn fill(file: &mut File, reg: &RegularFile, raw: &RawFileRef, images: &ImageDir) -> io::Result<()> {
-    let mut src = images.open_raw(&raw.name).map_err(io::Error::other)?;
-    let copied = io::copy(&mut src, file)?;
-    if copied != raw.size {
-        return Err(io::Error::other(format!(
-            "ghost image {} holds {copied} bytes, the image says {}",
-            raw.name, raw.size
-        )));
+    if reg.sparse {
+        shmem::write_extents(file, raw, &reg.extents, images)?;
+    } else {
+        let mut src = images.open_raw(&raw.name).map_err(io::Error::other)?;
+        let copied = io::copy(&mut src, file)?;
+        if copied != raw.size {
+            return Err(io::Error::other(format!(
+                "ghost image {} holds {copied} bytes, the image says {}",
+                raw.name, raw.size
+            )));
+        }
     }
+    // The holes at the end, if any.
+    file.set_len(reg.size)?;
     // Owner first: chown clears set-id bits.
     let mut mode = reg.mode & 0o7777;
     if let Err(e) = nix::unistd::fchown(
@@ -452,6 +611,15 @@ fn fill(file: &mut File, reg: &RegularFile, raw: &RawFileRef, images: &ImageDir)
         mode &= 0o1777;
     }
     file.set_permissions(fs::Permissions::from_mode(mode))?;
+    // Last: every write above moved the modification time (chown and chmod move only ctime).
+    let time = |ns: i64| {
+        if ns == 0 {
+            TimeSpec::UTIME_OMIT
+        } else {
+            TimeSpec::new(ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000))
+        }
+    };
+    nix::sys::stat::futimens(file.as_fd(), &time(reg.atime_ns), &time(reg.mtime_ns))?;
     Ok(())
 }
 

@@ -594,6 +594,8 @@ fn type_name(meta: &fs::Metadata) -> &'static str {
         "directory"
     } else if t.is_file() {
         "regular file"
+    } else if t.is_symlink() {
+        "symbolic link"
     } else {
         "file of unknown type"
     }

@@ -15,6 +15,14 @@ pub fn dir(pid: Pid) -> PathBuf {
     PathBuf::from(format!("/proc/{pid}"))
 }
 
+/// The id of this boot (/proc/sys/kernel/random/boot_id): readings of the clocks that count
+/// from boot mean nothing on another.
+pub(crate) fn boot_id() -> io::Result<String> {
+    Ok(fs::read_to_string("/proc/sys/kernel/random/boot_id")?
+        .trim()
+        .to_string())
+}
+
 /// Why /proc could not tell about a task.
 #[derive(Debug, thiserror::Error)]
 pub enum ProcError {

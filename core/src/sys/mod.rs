@@ -6,6 +6,7 @@
 //! ```text
 //! fcntl     signal owner and signal of a description, struct flock for remote locks
 //! fd        dup, dup3 onto a chosen number, close_range, FIONREAD, RLIMIT_NOFILE
+//! handle    file handles: an inode named without a path, opened again
 //! pidfd     pidfd_open, pidfd_getfd (another process's fd, duplicated here)
 //! kcmp      same open file description, epoll target identity
 //! process   clone3 (set_tid, new namespaces), robust lists, prlimit, process_vm_*
@@ -31,6 +32,7 @@ pub mod epoll;
 pub mod eventfd;
 pub mod fcntl;
 pub mod fd;
+pub mod handle;
 pub mod inotify;
 pub mod ipc;
 pub mod kcmp;

@@ -13,6 +13,12 @@ pub(crate) fn pidfd_open(pid: Pid) -> io::Result<OwnedFd> {
     owned_fd(unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) })
 }
 
+/// A pidfd of process `pid` with `flags` (PIDFD_NONBLOCK, PIDFD_THREAD); close-on-exec.
+pub(crate) fn pidfd_open_flags(pid: Pid, flags: u32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags, no pointers.
+    owned_fd(unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), flags) })
+}
+
 /// A duplicate, in this process, of fd `fd` of the process behind `pidfd`: the same open file
 /// description (offset, flags, pipe buffers). The new fd is close-on-exec.
 pub(crate) fn pidfd_getfd(pidfd: BorrowedFd<'_>, fd: RawFd) -> io::Result<OwnedFd> {

@@ -1,4 +1,4 @@
-//! timerfd: create, arm, set the unread expirations; and the clock they count on.
+//! timerfd: create, arm, read back, set the unread expirations; and the clock they count on.
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
@@ -40,6 +40,28 @@ pub(crate) fn timerfd_settime(
     // value pointer is null).
     let ret = unsafe { libc::timerfd_settime(fd.as_raw_fd(), flags, &new, std::ptr::null_mut()) };
     check(libc::c_long::from(ret)).map(drop)
+}
+
+/// The time left to the next expiration and the interval of a timerfd, in nanoseconds. On a
+/// periodic timer that expired unread, the kernel first moves the expiration forward past now
+/// and adds the expirations missed meanwhile to the unread count (what a read would do before
+/// returning it): the count stays what the process will read, the timer armed.
+pub(crate) fn timerfd_gettime(fd: BorrowedFd<'_>) -> io::Result<(u64, u64)> {
+    let mut cur = libc::itimerspec {
+        it_interval: timespec(0),
+        it_value: timespec(0),
+    };
+    // SAFETY: timerfd_gettime writes one itimerspec through the pointer, which points at `cur`.
+    let ret = unsafe { libc::timerfd_gettime(fd.as_raw_fd(), &mut cur) };
+    check(libc::c_long::from(ret))?;
+    Ok((nanos(&cur.it_value), nanos(&cur.it_interval)))
+}
+
+/// A timespec in nanoseconds (negative fields, which the kernel never returns here, as 0).
+fn nanos(ts: &libc::timespec) -> u64 {
+    let sec = u64::try_from(ts.tv_sec).unwrap_or(0);
+    let nsec = u64::try_from(ts.tv_nsec).unwrap_or(0);
+    sec.saturating_mul(1_000_000_000).saturating_add(nsec)
 }
 
 /// Sets the unread expirations of a timerfd (kernels with CONFIG_CHECKPOINT_RESTORE).

@@ -27,9 +27,11 @@ mod attrs;
 mod counter;
 mod cow_tree;
 mod deleted_file;
+mod deleted_sparse;
 mod events;
 mod file;
 mod file_locks;
+mod held;
 mod mapping_access;
 mod mappings;
 mod memory;
@@ -47,6 +49,7 @@ mod sysv_shm;
 mod tcp;
 mod tcp_opts;
 mod threads;
+mod timerfds;
 mod timers;
 mod tree;
 mod tty;
@@ -83,12 +86,15 @@ pub const MODES: &[(&str, Start)] = &[
     ("memory", memory::start),
     ("file", file::start),
     ("deleted-file", deleted_file::start),
+    ("deleted-sparse", deleted_sparse::start),
+    ("held", held::start),
     ("pipe", pipe::start),
     ("signal", signal::start),
     ("sigtrap", sigtrap::start),
     ("unsupported", unsupported::start),
     ("tree", tree::start),
     ("timers", timers::start),
+    ("timerfds", timerfds::start),
     ("threads", threads::start),
     ("mappings", mappings::start),
     ("events", events::start),

@@ -187,6 +187,198 @@ pub fn timerfd(ns: i64) -> io::Result<i32> {
     Ok(fd)
 }
 
+/// A timespec of `ns` nanoseconds.
+fn timespec_ns(ns: u64) -> libc::timespec {
+    libc::timespec {
+        tv_sec: (ns / 1_000_000_000) as libc::time_t,
+        tv_nsec: (ns % 1_000_000_000) as libc::c_long,
+    }
+}
+
+/// A timerfd on `clock` (non-blocking), armed with `flags` (TFD_TIMER_*): first expiration at
+/// `value_ns` (relative, or absolute on the clock), then every `interval_ns`.
+pub fn timerfd_armed(clock: i32, flags: i32, value_ns: u64, interval_ns: u64) -> io::Result<i32> {
+    // SAFETY: timerfd_create takes numbers, no pointers.
+    let fd = cvt(unsafe { libc::timerfd_create(clock, libc::TFD_NONBLOCK | libc::TFD_CLOEXEC) })?;
+    let spec = libc::itimerspec {
+        it_interval: timespec_ns(interval_ns),
+        it_value: timespec_ns(value_ns),
+    };
+    // SAFETY: timerfd_settime reads `spec`; the old value pointer is null.
+    cvt(unsafe { libc::timerfd_settime(fd, flags, &spec, std::ptr::null_mut()) })?;
+    Ok(fd)
+}
+
+/// timerfd_gettime: (time left, interval) in nanoseconds.
+pub fn timerfd_get(fd: i32) -> io::Result<(u64, u64)> {
+    let mut cur = libc::itimerspec {
+        it_interval: timespec_ns(0),
+        it_value: timespec_ns(0),
+    };
+    // SAFETY: timerfd_gettime writes one itimerspec into `cur`.
+    cvt(unsafe { libc::timerfd_gettime(fd, &mut cur) })?;
+    let ns = |t: libc::timespec| t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64;
+    Ok((ns(cur.it_value), ns(cur.it_interval)))
+}
+
+/// The time of `clock` in nanoseconds.
+pub fn clock_ns(clock: i32) -> io::Result<u64> {
+    let mut ts = timespec_ns(0);
+    // SAFETY: clock_gettime writes one timespec into `ts`.
+    cvt(unsafe { libc::clock_gettime(clock, &mut ts) })?;
+    Ok(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
+}
+
+/// Waits up to `timeout_ms` for `fd` to be readable; true if it is.
+pub fn poll_in(fd: i32, timeout_ms: i32) -> io::Result<bool> {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: poll reads and writes one pollfd, `p`.
+    Ok(cvt(unsafe { libc::poll(&mut p, 1, timeout_ms) })? == 1)
+}
+
+/// fstat of `fd`.
+pub fn fstat(fd: i32) -> io::Result<libc::stat> {
+    // SAFETY: stat is plain data, filled by fstat.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: st is valid for the write.
+    cvt(unsafe { libc::fstat(fd, &mut st) })?;
+    Ok(st)
+}
+
+/// ftruncate.
+pub fn set_len(fd: i32, len: u64) -> io::Result<()> {
+    // SAFETY: ftruncate takes numbers, no pointers.
+    cvt(unsafe { libc::ftruncate(fd, len as libc::off_t) }).map(drop)
+}
+
+/// fchmod.
+pub fn fchmod(fd: i32, mode: libc::mode_t) -> io::Result<()> {
+    // SAFETY: fchmod takes numbers, no pointers.
+    cvt(unsafe { libc::fchmod(fd, mode) }).map(drop)
+}
+
+/// futimens: access and modification times as (seconds, nanoseconds).
+pub fn set_times(fd: i32, atime: (i64, i64), mtime: (i64, i64)) -> io::Result<()> {
+    let ts = |(s, ns): (i64, i64)| libc::timespec {
+        tv_sec: s as libc::time_t,
+        tv_nsec: ns as libc::c_long,
+    };
+    let times = [ts(atime), ts(mtime)];
+    // SAFETY: futimens reads two timespecs from `times`.
+    cvt(unsafe { libc::futimens(fd, times.as_ptr()) }).map(drop)
+}
+
+/// The data extents (offset, length) of a file, by SEEK_DATA / SEEK_HOLE.
+pub fn data_extents(fd: i32) -> io::Result<Vec<(u64, u64)>> {
+    let mut out = Vec::new();
+    let mut at: libc::off_t = 0;
+    loop {
+        // SAFETY: lseek takes numbers, no pointers.
+        let start = unsafe { libc::lseek(fd, at, libc::SEEK_DATA) };
+        if start < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::ENXIO) {
+                return Ok(out);
+            }
+            return Err(e);
+        }
+        // SAFETY: as above.
+        let end = unsafe { libc::lseek(fd, start, libc::SEEK_HOLE) };
+        if end < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        out.push((start as u64, (end - start) as u64));
+        at = end;
+    }
+}
+
+/// mkfifo, mode 0600.
+pub fn mkfifo(path: &Path) -> io::Result<()> {
+    let c = CString::new(path.as_os_str().as_bytes()).expect("no NUL");
+    // SAFETY: c is NUL-terminated and outlives the call.
+    cvt(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }).map(drop)
+}
+
+/// mknod of a character device MAJOR:MINOR, mode 0600.
+pub fn mknod_char(path: &Path, major: u32, minor: u32) -> io::Result<()> {
+    let c = CString::new(path.as_os_str().as_bytes()).expect("no NUL");
+    // SAFETY: c is NUL-terminated and outlives the call.
+    cvt(unsafe {
+        libc::mknod(
+            c.as_ptr(),
+            libc::S_IFCHR | 0o600,
+            libc::makedev(major, minor),
+        )
+    })
+    .map(drop)
+}
+
+/// The target of the symlink an O_PATH fd holds (readlinkat(fd, "")).
+pub fn readlink_fd(fd: i32) -> io::Result<String> {
+    let mut buf = [0u8; 4096];
+    // SAFETY: the path is an empty NUL-terminated string; buf is valid for its length.
+    let n = unsafe { libc::readlinkat(fd, c"".as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(String::from_utf8_lossy(&buf[..n as usize]).into_owned())
+}
+
+/// pidfd_open(pid, 0).
+pub fn pidfd_open(pid: i32) -> io::Result<i32> {
+    // SAFETY: pidfd_open takes numbers, no pointers.
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    cvt(r as libc::c_int)
+}
+
+/// pidfd_send_signal(pidfd, sig).
+pub fn pidfd_signal(pidfd: i32, sig: i32) -> io::Result<()> {
+    // SAFETY: a null siginfo is allowed; the other arguments are numbers.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd,
+            sig,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    cvt(r as libc::c_int).map(drop)
+}
+
+/// Forks a child that waits in pause() until killed; returns its pid.
+pub fn fork_paused() -> io::Result<i32> {
+    // SAFETY: the workload is single-threaded; the child only calls pause() until it dies.
+    match cvt(unsafe { libc::fork() })? {
+        0 => loop {
+            // SAFETY: pause takes no arguments.
+            unsafe { libc::pause() };
+        },
+        pid => Ok(pid),
+    }
+}
+
+/// Forks a child that exits at once (status 0); returns its pid, not reaped.
+pub fn fork_exiting() -> io::Result<i32> {
+    // SAFETY: the workload is single-threaded; the child only calls _exit.
+    match cvt(unsafe { libc::fork() })? {
+        // SAFETY: _exit takes a number and does not return.
+        0 => unsafe { libc::_exit(0) },
+        pid => Ok(pid),
+    }
+}
+
+/// Reaps the child `pid` (waits for it to exit).
+pub fn reap(pid: i32) -> io::Result<()> {
+    let mut status = 0;
+    // SAFETY: waitpid writes the status into `status`.
+    cvt(unsafe { libc::waitpid(pid, &mut status, 0) }).map(drop)
+}
+
 fn sigset(sig: i32) -> libc::sigset_t {
     // SAFETY: sigset_t is plain data; sigemptyset initialises it right after.
     let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };

@@ -1,0 +1,102 @@
+//! `held KIND`: one fd at 47 on an object cryo restores by name only, or refuses: a namespace,
+//! or a file deleted while open that cryo cannot recreate; and, for KIND `symlink`, a symbolic
+//! link held open itself (O_PATH|O_NOFOLLOW), which comes back.
+//!
+//! ```text
+//! held KIND   fd        -> 47
+//!             readlink  -> <the target of the symlink fd 47 holds> (readlinkat(47, ""))
+//!             pidfd     -> self | other <Pid: of its fdinfo>
+//!             signal0   -> ok  (pidfd_send_signal(47, 0))
+//! KIND: netns | deleted-fifo | deleted-dir | deleted-dev | deleted-symlink | symlink
+//!       | pidfd-self | pidfd-child (of a child blocked in pause(), dumped with it)
+//!       | pidfd-init (of pid 1, outside the dump) | pidfd-dead (of a child exited and reaped)
+//! ```
+
+use std::path::Path;
+
+use super::{failed, io_err, sys, unknown, Mode};
+
+const FD: i32 = 47;
+
+struct Held;
+
+/// Opens what `kind` names (in `dir`) and returns its fd.
+fn hold(kind: &str, dir: &Path) -> std::io::Result<i32> {
+    let at = |name: &str| dir.join(name);
+    Ok(match kind {
+        "netns" => sys::open(Path::new("/proc/self/ns/net"), libc::O_RDONLY)?,
+        "deleted-fifo" => {
+            sys::mkfifo(&at("fifo"))?;
+            let fd = sys::open(&at("fifo"), libc::O_RDWR)?;
+            std::fs::remove_file(at("fifo"))?;
+            fd
+        }
+        "deleted-dir" => {
+            std::fs::create_dir(at("gone"))?;
+            let fd = sys::open(&at("gone"), libc::O_RDONLY | libc::O_DIRECTORY)?;
+            std::fs::remove_dir(at("gone"))?;
+            fd
+        }
+        "deleted-dev" => {
+            sys::mknod_char(&at("null"), 1, 3)?;
+            let fd = sys::open(&at("null"), libc::O_RDWR)?;
+            std::fs::remove_file(at("null"))?;
+            fd
+        }
+        "deleted-symlink" | "symlink" => {
+            std::os::unix::fs::symlink("some/target", at("link"))?;
+            let fd = sys::open(&at("link"), libc::O_PATH | libc::O_NOFOLLOW)?;
+            if kind == "deleted-symlink" {
+                std::fs::remove_file(at("link"))?;
+            }
+            fd
+        }
+        "pidfd-self" => sys::pidfd_open(std::process::id() as i32)?,
+        "pidfd-init" => sys::pidfd_open(1)?,
+        "pidfd-child" => sys::pidfd_open(sys::fork_paused()?)?,
+        "pidfd-dead" => {
+            let child = sys::fork_exiting()?;
+            let fd = sys::pidfd_open(child)?;
+            sys::reap(child)?;
+            fd
+        }
+        other => {
+            return Err(std::io::Error::other(format!("unknown kind {other:?}")));
+        }
+    })
+}
+
+/// `held KIND`
+pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
+    let kind = args.first().map(String::as_str).unwrap_or("netns");
+    let fd = hold(kind, dir).map_err(failed("hold"))?;
+    sys::move_fd(fd, FD).map_err(failed("dup2"))?;
+    Ok(Box::new(Held))
+}
+
+impl Mode for Held {
+    fn command(&mut self, verb: &str, args: &[&str]) -> Result<String, String> {
+        match (verb, args) {
+            ("fd", []) => Ok(FD.to_string()),
+            ("readlink", []) => sys::readlink_fd(FD).map_err(io_err),
+            ("pidfd", []) => {
+                let info =
+                    std::fs::read_to_string(format!("/proc/self/fdinfo/{FD}")).map_err(io_err)?;
+                let pid = info
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Pid:"))
+                    .map(str::trim)
+                    .ok_or("no Pid: in its fdinfo")?;
+                if pid == std::process::id().to_string() {
+                    Ok("self".into())
+                } else {
+                    Ok(format!("other {pid}"))
+                }
+            }
+            ("signal0", []) => sys::pidfd_signal(FD, 0)
+                .map(|()| "ok".into())
+                .map_err(io_err),
+            _ => unknown(verb),
+        }
+    }
+}

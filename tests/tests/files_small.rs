@@ -1,0 +1,312 @@
+//! The smaller kernel objects a process holds through fds: timerfds armed every way,
+//! deleted-but-open files with their holes and times, pidfds, namespace fds and the deleted
+//! files cryo refuses. Each is checked from inside the restored process, or refused at dump
+//! naming pid, fd and the kind.
+//!
+//! Needs the engine: `cryo` must be built (`cargo build -p cryo`).
+
+use std::time::{Duration, Instant};
+
+use cryo_tests::{cryo_bin, parse_fds, Workload, CMD_TIMEOUT};
+
+const MS: u64 = 1_000_000;
+const HOUR: u64 = 3_600_000 * MS;
+
+/// The time of `clock` in nanoseconds.
+fn clock_ns(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into `ts`.
+    assert_eq!(unsafe { libc::clock_gettime(clock, &mut ts) }, 0);
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// A reply of numbers.
+fn numbers(reply: &str) -> Vec<u64> {
+    reply
+        .split_whitespace()
+        .map(|n| {
+            n.parse()
+                .unwrap_or_else(|_| panic!("not numbers: {reply:?}"))
+        })
+        .collect()
+}
+
+/// Asks `verb` until `ok` accepts the reply (bounded).
+fn await_reply(w: &Workload, verb: &str, ok: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + CMD_TIMEOUT;
+    loop {
+        let r = w.cmd(verb);
+        if ok(&r) {
+            return r;
+        }
+        assert!(Instant::now() < deadline, "{verb}: last reply {r:?}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn periodic_timerfds_come_back_armed_and_periodic_with_their_unread_expirations() {
+    cryo_bin();
+    // The absolute timers (63, 64) are an hour away: not looked at here.
+    let mut w = Workload::spawn("timerfds", &["3600000"]);
+    // Fd 62 (every 10 ms, never read): 20 periods at least before the dump.
+    let piled: u64 = await_reply(&w, "elapsed 62", |r| r.parse::<u64>().unwrap() >= 200)
+        .parse::<u64>()
+        .unwrap()
+        / 10;
+    let img = w.path("img");
+    w.dump_ok(&img);
+    w.restore_background(&img);
+
+    // Fd 60 (every 20 ms) keeps firing: two expirations one after the other.
+    assert!(numbers(&w.cmd("wait 60"))[0] >= 1, "fd 60 did not fire");
+    assert!(
+        numbers(&w.cmd("wait 60"))[0] >= 1,
+        "fd 60 fired once after the restore, then no more: not periodic"
+    );
+    let got = numbers(&w.cmd("get 60"));
+    assert_eq!(got[1], 20 * MS, "fd 60 interval: {got:?}");
+    assert!(got[0] > 0 && got[0] <= 20 * MS, "fd 60 left: {got:?}");
+    assert_eq!(w.cmd("info 60"), "1 00");
+
+    // Fd 61 expired before the dump, unread: one expiration, and armed for the next hour.
+    assert_eq!(w.cmd("read 61"), "1", "fd 61: its unread expiration");
+    let got = numbers(&w.cmd("get 61"));
+    assert_eq!(
+        got[1], HOUR,
+        "fd 61 came back without its interval: {got:?}"
+    );
+    assert!(
+        got[0] > HOUR - 600_000 * MS && got[0] <= HOUR,
+        "fd 61 is not armed for its next period: {got:?}"
+    );
+
+    // Fd 62: every expiration that happened before the dump is read now.
+    let read = numbers(&w.cmd("read 62"))[0];
+    assert!(
+        read >= piled,
+        "fd 62: {read} expirations read, {piled} had happened before the dump"
+    );
+    assert_eq!(numbers(&w.cmd("get 62"))[1], 10 * MS);
+    w.kill_restored();
+}
+
+#[test]
+fn absolute_timerfds_keep_their_deadline_on_both_clocks() {
+    cryo_bin();
+    let mut w = Workload::spawn("timerfds", &["800"]);
+    let real: u64 = w.cmd("deadline 63").parse().unwrap();
+    let mono: u64 = w.cmd("deadline 64").parse().unwrap();
+    let img = w.path("img");
+    w.dump_ok(&img);
+    // Both deadlines pass while the process is away.
+    let until = Instant::now() + CMD_TIMEOUT;
+    while clock_ns(libc::CLOCK_REALTIME) <= real || clock_ns(libc::CLOCK_MONOTONIC) <= mono {
+        assert!(Instant::now() < until, "the deadlines never passed");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    w.restore_background(&img);
+    // They expired at their deadline, not at the time left counted from the restore.
+    assert_eq!(w.cmd("read 63"), "1", "CLOCK_REALTIME absolute timer");
+    assert_eq!(w.cmd("read 64"), "1", "CLOCK_MONOTONIC absolute timer");
+    for fd in [63, 64] {
+        let got = numbers(&w.cmd(&format!("get {fd}")));
+        assert_eq!(got[1], HOUR, "fd {fd}: {got:?}");
+        assert!(
+            got[0] > HOUR - 600_000 * MS && got[0] <= HOUR,
+            "fd {fd} is not armed for the period after its deadline: {got:?}"
+        );
+    }
+    assert_eq!(
+        w.cmd("info 63"),
+        "0 03",
+        "CLOCK_REALTIME, ABSTIME|CANCEL_ON_SET"
+    );
+    assert_eq!(w.cmd("info 64"), "1 01", "CLOCK_MONOTONIC, ABSTIME");
+    w.kill_restored();
+}
+
+/// The bytes the files of `dir` (recursively) take on disk.
+fn allocated(dir: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let meta = entry.metadata().unwrap();
+        total += if meta.is_dir() {
+            allocated(&entry.path())
+        } else {
+            meta.blocks() * 512
+        };
+    }
+    total
+}
+
+#[test]
+fn a_deleted_sparse_file_keeps_its_holes_size_mode_and_times() {
+    cryo_bin();
+    let mut w = Workload::spawn("deleted-sparse", &[]);
+    let map = w.cmd("map 70");
+    let sum = w.cmd("sum 70");
+    // After the reads, which moved the access time.
+    let stat = w.cmd("stat 70");
+    let st: Vec<&str> = stat.split(' ').collect();
+    assert_eq!(st[0], ((1u64 << 30) + 123).to_string(), "{stat}");
+    assert_eq!(
+        map,
+        format!("0+4096,{}+8192", 256u64 << 20),
+        "the workload's holes"
+    );
+    let img = w.path("img");
+    w.dump_ok(&img);
+    let image_bytes = allocated(&img);
+    assert!(
+        image_bytes < 4 << 20,
+        "a 1 GiB file holding 12 KiB of data took {image_bytes} bytes of image"
+    );
+    w.restore_background(&img);
+    let after = w.cmd("stat 70");
+    let a: Vec<&str> = after.split(' ').collect();
+    let allocated_now: u64 = a[1].parse().unwrap();
+    assert!(
+        allocated_now < 1 << 20,
+        "the restored file takes {allocated_now} bytes on disk: {after}"
+    );
+    // Size, mode, mtime, atime, nlink; not the blocks (the filesystem's business).
+    assert_eq!(
+        [a[0], a[2], a[3], a[4], a[5]],
+        [st[0], st[2], st[3], st[4], st[5]],
+        "stat before: {stat}, after: {after}"
+    );
+    assert_eq!(st[2], "640");
+    assert_eq!(st[3], "1000000000.123456789");
+    assert_eq!(w.cmd("map 70"), map, "holes");
+    assert_eq!(w.cmd("sum 70"), sum, "data");
+    let fds = parse_fds(&w.cmd("fds"));
+    assert!(fds[&70].ends_with("/sparse (deleted)"), "{fds:?}");
+    w.kill_restored();
+}
+
+#[test]
+fn a_deleted_name_of_a_file_linked_elsewhere_comes_back_as_that_same_file() {
+    cryo_bin();
+    let mut w = Workload::spawn("deleted-sparse", &[]);
+    let other = w.path("linked-other");
+    let other = other.to_str().unwrap();
+    let sum = w.cmd("sum 71");
+    let stat = w.cmd("stat 71");
+    assert!(stat.starts_with("3000 "), "{stat}");
+    assert!(stat.ends_with(" 1"), "one link left: {stat}");
+    assert_eq!(w.cmd(&format!("same 71 {other}")), "yes");
+    let img = w.path("img");
+    w.dump_ok(&img);
+    w.restore_background(&img);
+    let after = w.cmd("stat 71");
+    assert_eq!(after, stat, "size, mode, times, one link");
+    assert_eq!(w.cmd("sum 71"), sum, "contents");
+    assert_eq!(
+        w.cmd(&format!("same 71 {other}")),
+        "yes",
+        "the restored fd is a copy, not the file still linked at {other}"
+    );
+    assert_eq!(w.cmd("write 71 hello"), "ok");
+    let seen = std::fs::read(other).unwrap();
+    assert_eq!(
+        &seen[..7],
+        b"helloed",
+        "a write through the fd reaches the other name"
+    );
+    let fds = parse_fds(&w.cmd("fds"));
+    assert!(fds[&71].ends_with("/linked-orig (deleted)"), "{fds:?}");
+    assert!(
+        !w.path("linked-orig").exists(),
+        "the restore left the original name behind"
+    );
+    w.kill_restored();
+}
+
+/// Dumps a `held KIND` workload: refused, naming the pid, fd 47 and `named`; the workload
+/// runs on untouched.
+fn refused_at_dump(kind: &str, named: &str) {
+    cryo_bin();
+    let w = Workload::spawn("held", &[kind]);
+    let out = w.dump(&w.path("img"), &[]);
+    out.assert_refused()
+        .assert_stderr_has_word(&w.pid().to_string())
+        .assert_stderr_has_word("47")
+        .assert_stderr_mentions(named);
+    assert!(w.original_alive(), "the refused dump killed the target");
+    w.assert_untouched();
+    assert_eq!(w.cmd("fd"), "47");
+}
+
+#[test]
+fn a_namespace_fd_is_refused_at_dump_naming_pid_fd_and_kind() {
+    refused_at_dump("netns", "net namespace");
+}
+
+#[test]
+fn a_deleted_fifo_is_refused_at_dump_naming_pid_fd_and_kind() {
+    refused_at_dump("deleted-fifo", "deleted fifo");
+}
+
+#[test]
+fn a_deleted_directory_is_refused_at_dump_naming_pid_fd_and_kind() {
+    refused_at_dump("deleted-dir", "deleted directory");
+}
+
+#[test]
+fn a_deleted_device_is_refused_at_dump_naming_pid_fd_and_kind() {
+    refused_at_dump("deleted-dev", "deleted character device");
+}
+
+#[test]
+fn a_deleted_symlink_held_open_is_refused_at_dump_naming_pid_fd_and_kind() {
+    refused_at_dump("deleted-symlink", "deleted symbolic link");
+}
+
+#[test]
+fn a_symlink_held_open_by_o_path_comes_back_as_the_link_itself() {
+    cryo_bin();
+    let mut w = Workload::spawn("held", &["symlink"]);
+    assert_eq!(w.cmd("readlink"), "some/target");
+    let img = w.path("img");
+    w.dump_ok(&img);
+    w.restore_background(&img);
+    assert_eq!(w.cmd("readlink"), "some/target");
+    let fds = parse_fds(&w.cmd("fds"));
+    assert!(fds[&47].ends_with("/link"), "{fds:?}");
+    w.kill_restored();
+}
+
+#[test]
+fn a_pidfd_of_the_process_itself_comes_back_on_the_restored_process() {
+    cryo_bin();
+    let mut w = Workload::spawn("held", &["pidfd-self"]);
+    assert_eq!(w.cmd("pidfd"), "self");
+    let img = w.path("img");
+    w.dump_ok(&img);
+    w.restore_background(&img);
+    assert_eq!(w.cmd("pidfd"), "self", "fdinfo Pid: of the restored pidfd");
+    assert_eq!(w.cmd("signal0"), "ok");
+    let fds = parse_fds(&w.cmd("fds"));
+    assert_eq!(fds[&47], "anon_inode:[pidfd]", "{fds:?}");
+    w.kill_restored();
+}
+
+#[test]
+fn a_pidfd_of_a_child_in_the_dump_is_refused_at_dump_naming_its_pid() {
+    refused_at_dump("pidfd-child", "pidfd of pid ");
+}
+
+#[test]
+fn a_pidfd_of_a_process_outside_the_dump_is_refused_at_dump_naming_its_pid() {
+    refused_at_dump("pidfd-init", "pidfd of pid 1 ");
+}
+
+#[test]
+fn a_pidfd_of_an_exited_process_is_refused_at_dump_naming_it() {
+    refused_at_dump("pidfd-dead", "pidfd of an exited process");
+}
