@@ -666,32 +666,25 @@ fn a_memfd_and_an_eventfd_are_dumped() {
 }
 
 #[test]
-fn a_terminal_needs_shell_job() {
-    // A shell's terminal: its master is held elsewhere (here, by the test).
+fn pty_ends_pass_the_task_table_and_are_paired_over_the_whole_dump() {
+    // A pty end is refused or kept only once every task's table is known (files::pty): the
+    // per-task table dumps both a slave (its master held here, by the test) and a master.
+    // The end-to-end refusals are in tests/tests/terminals.rs.
     let pty = nix::pty::openpty(None, None).unwrap();
     let slave = nix::unistd::ttyname(&pty.slave).unwrap();
     let setup = format!(
         "fd = os.open('{}', os.O_RDWR | os.O_NOCTTY); os.dup2(fd, 50); os.close(fd)",
         slave.display()
     );
-    assert_refused(
-        &setup,
-        &["terminal", &slave.display().to_string(), "--shell-job"],
-    );
-    let (_, result) = refused(&setup, &FdDumpOptions { shell_job: true });
-    let fds = result.expect("a shell job dumps its terminal");
-    assert!(fds.iter().any(|e| e.fd == 50));
-}
-
-#[test]
-fn a_pty_master_is_refused_even_for_a_shell_job() {
-    let setup = "m, s = os.openpty(); os.dup2(m, 50); os.close(s); os.close(m)";
-    let (pid, result) = refused(setup, &FdDumpOptions { shell_job: true });
-    let err = result.expect_err("a pty master is not dumped").to_string();
-    let pid = format!("pid {pid} ");
-    for w in [pid.as_str(), " fd 50:", "pty master", "not supported yet"] {
-        assert!(err.contains(w), "{err:?} should mention {w:?}");
+    for shell_job in [false, true] {
+        let (_, result) = refused(&setup, &FdDumpOptions { shell_job });
+        let fds = result.expect("the table dumps the slave");
+        assert!(fds.iter().any(|e| e.fd == 50));
     }
+    let setup = "m, s = os.openpty(); os.dup2(m, 50); os.close(s); os.close(m)";
+    let (_, result) = refused(setup, &FdDumpOptions { shell_job: true });
+    let fds = result.expect("the table dumps the master");
+    assert!(fds.iter().any(|e| e.fd == 50));
 }
 
 // ---- validation -------------------------------------------------------------

@@ -202,6 +202,9 @@ every_message!(
     FileLock,
     FdOwner,
     RawSocketOption,
+    LinkedInode,
+    Pidfd,
+    Pty,
 );
 
 #[test]
