@@ -63,7 +63,7 @@ impl SocketFileAttrs {
 /// Binds `fd` to `name`. For a path, a stale socket file there is unlinked
 /// first (anything else is left alone: [`UnixSockError::NotASocket`]), and
 /// the new file gets `attrs` (mode, owner) when given. A path longer than
-/// `sun_path` is bound through `/proc/self/fd/DIR/NAME`.
+/// `sun_path` cannot be a socket's name and is refused.
 pub fn bind_name(fd: impl AsFd, name: &UnixName, attrs: Option<SocketFileAttrs>) -> Result<()> {
     let fd = fd.as_fd();
     match name {
@@ -158,8 +158,12 @@ pub fn bind_path(fd: impl AsFd, path: &Path, attrs: Option<SocketFileAttrs>) -> 
         Err(nix::errno::Errno::ENOENT) => {}
         Err(e) => return Err(UnixSockError::path("stat", path, e.into())),
     }
-    sys::bind(fd, short.as_os_str().as_bytes())
-        .map_err(|e| UnixSockError::path("bind", path, e))?;
+    // Bound under its own name, exactly as dumped: the name is what getsockname() shows the
+    // process and getpeername() its peers (and what a later dump records), so binding
+    // through /proc/self/fd/N would change it. The kernel resolves the path again here, so
+    // the file made is checked to be the one in the directory opened above.
+    sys::bind(fd, path.as_os_str().as_bytes()).map_err(|e| UnixSockError::path("bind", path, e))?;
+    bound_in(fd, &dir, file, path)?;
     if let Some(a) = attrs {
         nix::sys::stat::fchmodat(
             &dir,
@@ -178,6 +182,33 @@ pub fn bind_path(fd: impl AsFd, path: &Path, attrs: Option<SocketFileAttrs>) -> 
         .map_err(|e| UnixSockError::path("chown socket file", path, e.into()))?;
     }
     Ok(())
+}
+
+/// Checks that the socket `fd` just bound to `path` made its file as `file` in `dir` (the
+/// directory opened without symlinks): a symlink swapped in on the way between that open and
+/// the bind would have put it elsewhere.
+fn bound_in(fd: BorrowedFd<'_>, dir: &OwnedFd, file: &std::ffi::OsStr, path: &Path) -> Result<()> {
+    use nix::fcntl::AtFlags;
+    let elsewhere = |detail: &str| {
+        UnixSockError::path(
+            "bind",
+            path,
+            std::io::Error::other(format!(
+                "{detail}: the path changed during the restore (a symlink on the way?)"
+            )),
+        )
+    };
+    let here = nix::sys::stat::fstatat(dir, file, AtFlags::AT_SYMLINK_NOFOLLOW)
+        .map_err(|_| elsewhere("no socket file in the directory checked"))?;
+    let sock = nix::sys::stat::fstat(fd)
+        .map_err(|e| UnixSockError::fd("fstat", fd.as_raw_fd(), e.into()))?;
+    let info = crate::diag::query_inode(sock.st_ino as u32)?;
+    match info.and_then(|i| i.vfs) {
+        Some(vfs) if vfs.matches(here.st_dev, here.st_ino) => Ok(()),
+        _ => Err(elsewhere(
+            "the socket file made is not the one in the directory checked",
+        )),
+    }
 }
 
 /// `listen(fd, backlog)`.
