@@ -7,6 +7,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use tracing::debug;
 
+use crate::dump::error::DumpError;
 use crate::error::{Error, Result};
 use crate::proc;
 
@@ -65,6 +66,10 @@ impl FrozenTask {
                 new = true;
                 refuse_traced(pid, tid)?;
                 seize_one(tid).map_err(|e| match e {
+                    // The kernel refuses to attach to a task that is exiting (EPERM too).
+                    nix::errno::Errno::ESRCH | nix::errno::Errno::EPERM if exited(pid, tid) => {
+                        DumpError::ExitedWhileFrozen { pid, tid }.into()
+                    }
                     nix::errno::Errno::EPERM => Error::target(
                         pid,
                         format!(
@@ -72,7 +77,6 @@ impl FrozenTask {
                              debugger, or protected by the yama ptrace scope?)"
                         ),
                     ),
-                    nix::errno::Errno::ESRCH => Error::target(pid, "exited while being frozen"),
                     e => Error::sys(pid, format!("freeze thread {tid}"), e),
                 })?;
                 frozen.tids.push(tid);
@@ -147,6 +151,18 @@ impl Dying {
                 }
             }
         }
+    }
+}
+
+/// Whether thread `tid` of `pid` is gone or exiting (a zombie, or dead and not yet reaped).
+fn exited(pid: Pid, tid: Pid) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")) {
+        Err(_) => true,
+        // The state follows the command name's closing parenthesis.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| matches!(state, "Z" | "X" | "x")),
     }
 }
 
