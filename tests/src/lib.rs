@@ -28,6 +28,7 @@
 #![warn(missing_docs)]
 
 pub mod protocol;
+pub mod servers_pg;
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
