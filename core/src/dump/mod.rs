@@ -149,7 +149,7 @@ fn dump_tree(
         let inventory = images.path().join(names::INVENTORY);
         Guardian::start(&pids, &lock_id, (!opts.leave_running).then_some(&*inventory))
     });
-    let guardian = guardian.flatten();
+    let mut guardian = guardian.flatten();
     // Parents first: a child forked meanwhile is seen as a change of the tree below.
     let mut frozen = Vec::with_capacity(live.len());
     for m in &live {
@@ -304,7 +304,7 @@ fn dump_tree(
         }
     } else {
         // The point of no return: the guardian kills the tree too if cryo dies now.
-        if let Some(guardian) = guardian {
+        if let Some(guardian) = &mut guardian {
             guardian.commit();
         }
         let dying = crate::freeze::kill_tree(frozen)?;
@@ -316,6 +316,8 @@ fn dump_tree(
             );
         }
         dying.into_iter().for_each(crate::freeze::Dying::wait_gone);
+        // Closed: the guardian kills what is left (nothing) and exits.
+        drop(guardian);
     }
     let summary = DumpSummary {
         pids: tree.iter().map(|m| m.pid).collect(),
