@@ -388,7 +388,10 @@ impl Drop for PgServer {
     fn drop(&mut self) {
         let mut shm = self.posix_shm.clone();
         if self.is_ours(self.pid) {
-            shm.extend(self.posix_shm_of(self.pid));
+            // The segments made since start are mapped by the backends using them.
+            for pid in self.processes() {
+                shm.extend(self.posix_shm_of(pid));
+            }
             // Children first: a child of a killed postmaster lives on until it notices.
             for pid in children_of(self.pid) {
                 if let Ok(p) = Pidfd::open(pid) {
