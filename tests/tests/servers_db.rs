@@ -222,6 +222,17 @@ fn dump_and_restore(settings: &[&str], cycles: usize) {
                 "the dump should have killed the postmaster: {status}"
             );
         }
+        // Reaped by the postmaster before it died: no zombie of init holds a pid the restore
+        // needs.
+        let left: Vec<i32> = before[1..]
+            .iter()
+            .copied()
+            .filter(|&p| cryo_tests::pid_exists(p))
+            .collect();
+        assert!(
+            left.is_empty(),
+            "children {left:?} outlived the dump (zombies?)"
+        );
         // Asked while nothing runs: the network lock holds it until the restored backend
         // reads it.
         clients
