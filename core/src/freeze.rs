@@ -7,6 +7,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use tracing::debug;
 
+use crate::dump::error::DumpError;
 use crate::error::{Error, Result};
 use crate::proc;
 
@@ -68,6 +69,10 @@ impl FrozenTask {
                 new = true;
                 refuse_traced(pid, tid)?;
                 seize_one(tid).map_err(|e| match e {
+                    // The kernel refuses to attach to a task that is exiting (EPERM too).
+                    nix::errno::Errno::ESRCH | nix::errno::Errno::EPERM if exited(pid, tid) => {
+                        DumpError::ExitedWhileFrozen { pid, tid }.into()
+                    }
                     nix::errno::Errno::EPERM => Error::target(
                         pid,
                         format!(
@@ -75,7 +80,6 @@ impl FrozenTask {
                              debugger, or protected by the yama ptrace scope?)"
                         ),
                     ),
-                    nix::errno::Errno::ESRCH => Error::target(pid, "exited while being frozen"),
                     e => Error::sys(pid, format!("freeze thread {tid}"), e),
                 })?;
                 frozen.tids.push(tid);
@@ -118,10 +122,69 @@ impl FrozenTask {
     }
 }
 
-/// Kills a frozen tree, given parents first, children first so that no parent sees a child
-/// die before it dies itself.
+/// Kills a frozen tree, given parents first, so that it leaves no zombie holding a pid the
+/// restore needs: children first, level by level. cryo, their tracer, collects each level's
+/// exits, which hands every zombie back to its parent, still frozen, and the parent reaps it
+/// by a remote wait4 before it is killed in turn (its own zombie children of the image too).
+/// Killed together with their parent, the children would go to init, which reaps orphans
+/// only every second or two on some hosts. No parent runs again, so none sees a child die.
+/// The roots (whose parents are not the dump's) are returned dying, for their parents.
 pub fn kill_tree(frozen: Vec<FrozenTask>) -> Result<Vec<Dying>> {
-    frozen.into_iter().rev().map(FrozenTask::kill).collect()
+    let pids: Vec<Pid> = frozen.iter().map(|f| f.pid).collect();
+    let parent_of: Vec<Option<usize>> = pids
+        .iter()
+        .map(|&p| {
+            let ppid = proc::stat(p).ok()?.ppid;
+            pids.iter().position(|q| q.as_raw() == ppid)
+        })
+        .collect();
+    let mut left: Vec<Option<FrozenTask>> = frozen.into_iter().map(Some).collect();
+    loop {
+        let alive = |i: usize, left: &[Option<FrozenTask>]| left[i].is_some();
+        let level: Vec<usize> = (0..left.len())
+            .filter(|&i| alive(i, &left))
+            .filter(|&i| !(0..left.len()).any(|c| parent_of[c] == Some(i) && alive(c, &left)))
+            .collect();
+        let last = level.len() == left.iter().filter(|t| t.is_some()).count();
+        let mut dying = Vec::with_capacity(level.len());
+        for i in level {
+            let Some(task) = left[i].take() else { continue };
+            reap_children(task.pid);
+            dying.push(task.kill()?);
+        }
+        if last {
+            return Ok(dying);
+        }
+        dying.into_iter().for_each(Dying::wait_gone);
+    }
+}
+
+/// Reaps, by a remote wait4 in frozen `pid`, its children that are zombies now (killed and
+/// collected by cryo, or zombies already). A failure only leaves them to init: logged.
+fn reap_children(pid: Pid) {
+    let children = match proc::children(pid) {
+        Ok(c) if !c.is_empty() => c,
+        Ok(_) => return,
+        Err(e) => {
+            debug!(%pid, "cannot list the killed children: {e}");
+            return;
+        }
+    };
+    let remote = match crate::remote::Remote::borrow(pid) {
+        Ok(r) => r,
+        Err(e) => {
+            debug!(%pid, "cannot reap the killed children: {e}");
+            return;
+        }
+    };
+    let flags = (libc::WNOHANG | libc::__WALL) as u32 as u64;
+    for child in children {
+        let got = remote.syscall(libc::SYS_wait4, &[child.as_raw() as u64, 0, flags, 0]);
+        debug!(%pid, %child, ?got, "reaped by its parent before it is killed");
+    }
+    if let Err(e) = remote.release() {
+        debug!(%pid, "release after reaping: {e}");
+    }
 }
 
 /// A frozen task sent SIGKILL whose threads may not have exited yet.
@@ -150,6 +213,18 @@ impl Dying {
                 }
             }
         }
+    }
+}
+
+/// Whether thread `tid` of `pid` is gone or exiting (a zombie, or dead and not yet reaped).
+fn exited(pid: Pid, tid: Pid) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")) {
+        Err(_) => true,
+        // The state follows the command name's closing parenthesis.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| matches!(state, "Z" | "X" | "x")),
     }
 }
 

@@ -29,6 +29,7 @@
 
 pub mod protocol;
 pub mod servers;
+pub mod servers_pg;
 
 use std::cell::Cell;
 use std::collections::BTreeMap;

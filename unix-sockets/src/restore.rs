@@ -63,7 +63,7 @@ impl SocketFileAttrs {
 /// Binds `fd` to `name`. For a path, a stale socket file there is unlinked
 /// first (anything else is left alone: [`UnixSockError::NotASocket`]), and
 /// the new file gets `attrs` (mode, owner) when given. A path longer than
-/// `sun_path` is bound through `/proc/self/fd/DIR/NAME`.
+/// `sun_path` cannot be a socket's name and is refused.
 pub fn bind_name(fd: impl AsFd, name: &UnixName, attrs: Option<SocketFileAttrs>) -> Result<()> {
     let fd = fd.as_fd();
     match name {
@@ -95,22 +95,6 @@ pub fn bind_name_in(
     let bound = bind_path(fd, path, attrs);
     std::env::set_current_dir(&back).map_err(|e| UnixSockError::path("chdir back", &back, e))?;
     bound
-}
-
-/// Whether the socket file of bound socket `fd` is `file` in directory `dir` (its
-/// sock_diag VFS inode is that file's).
-fn bound_in(fd: BorrowedFd<'_>, dir: &OwnedFd, file: &std::ffi::OsStr) -> bool {
-    let Ok(sock) = nix::sys::stat::fstat(fd) else {
-        return false;
-    };
-    let Ok(Some(info)) = crate::diag::query_inode(sock.st_ino as u32) else {
-        return false;
-    };
-    let Ok(st) = nix::sys::stat::fstatat(dir, file, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
-    else {
-        return false;
-    };
-    info.vfs.is_some_and(|v| v.matches(st.st_dev, st.st_ino))
 }
 
 /// Binds `fd` to the filesystem `path`; see [`bind_name`]. The parent directory is opened
@@ -180,16 +164,7 @@ pub fn bind_path(fd: impl AsFd, path: &Path, attrs: Option<SocketFileAttrs>) -> 
         // the path itself, which the kernel resolves again. A symlink swapped in since the
         // directory was opened would put the file elsewhere: checked after.
         sys::bind(fd, bytes).map_err(|e| UnixSockError::path("bind", path, e))?;
-        if !bound_in(fd, &dir, file) {
-            return Err(UnixSockError::path(
-                "bind",
-                path,
-                std::io::Error::other(
-                    "the socket file is not in the directory checked before the bind (a \
-                     symlink swapped in meanwhile): refused",
-                ),
-            ));
-        }
+        bound_in(fd, &dir, file, path)?;
     } else {
         // Too long for sun_path: through the directory's fd (the name is then that path).
         sys::bind(fd, short.as_os_str().as_bytes())
@@ -213,6 +188,33 @@ pub fn bind_path(fd: impl AsFd, path: &Path, attrs: Option<SocketFileAttrs>) -> 
         .map_err(|e| UnixSockError::path("chown socket file", path, e.into()))?;
     }
     Ok(())
+}
+
+/// Checks that the socket `fd` just bound to `path` made its file as `file` in `dir` (the
+/// directory opened without symlinks): a symlink swapped in on the way between that open and
+/// the bind would have put it elsewhere.
+fn bound_in(fd: BorrowedFd<'_>, dir: &OwnedFd, file: &std::ffi::OsStr, path: &Path) -> Result<()> {
+    use nix::fcntl::AtFlags;
+    let elsewhere = |detail: &str| {
+        UnixSockError::path(
+            "bind",
+            path,
+            std::io::Error::other(format!(
+                "{detail}: the path changed during the restore (a symlink on the way?)"
+            )),
+        )
+    };
+    let here = nix::sys::stat::fstatat(dir, file, AtFlags::AT_SYMLINK_NOFOLLOW)
+        .map_err(|_| elsewhere("no socket file in the directory checked"))?;
+    let sock = nix::sys::stat::fstat(fd)
+        .map_err(|e| UnixSockError::fd("fstat", fd.as_raw_fd(), e.into()))?;
+    let info = crate::diag::query_inode(sock.st_ino as u32)?;
+    match info.and_then(|i| i.vfs) {
+        Some(vfs) if vfs.matches(here.st_dev, here.st_ino) => Ok(()),
+        _ => Err(elsewhere(
+            "the socket file made is not the one in the directory checked",
+        )),
+    }
 }
 
 /// `listen(fd, backlog)`.

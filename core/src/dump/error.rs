@@ -35,6 +35,15 @@ pub enum DumpError {
         /// Its children once frozen.
         after: Vec<Pid>,
     },
+    /// A thread exited between the reading of the tree and its freeze (a server's worker
+    /// ending, say): the tree is not the one read.
+    #[error("pid {pid}: thread {tid} exited while the tree was being frozen: retry")]
+    ExitedWhileFrozen {
+        /// The process.
+        pid: Pid,
+        /// The thread.
+        tid: Pid,
+    },
     /// SIGINT or SIGTERM arrived before the dump's point of no return.
     #[error("dump {0}: rolled back, the processes run as before")]
     Interrupted(#[from] crate::interrupt::Interrupted),

@@ -8,9 +8,11 @@
 //!  'R' count inode... (before repair  -->  notes the connections that had SO_REUSEADDR
 //!      mode, which loses the flag)         (leaving repair mode clears it)
 //!  'D' (done: nothing left to undo)  -->  exits
-//!  'K' (the images are complete)     -->  SIGKILL to every target (so a cryo killed between
-//!                                          the word and its own kill still ends the dump),
-//!                                          exits; cryo kills them too and waits
+//!  'K' (the images are complete)     -->  waits for the pipe to close, then SIGKILL to
+//!  cryo kills the tree in order             every target still there (through pidfds opened
+//!  (children reaped by their parents),      at its start: never a process that took a pid
+//!  closes the pipe                          since), so a cryo killed before the end of its
+//!                                           own kill still ends the dump; exits
 //!  cryo dies (EOF, no word)          -->  every TCP socket of the targets still in repair
 //!                                          mode leaves it quietly (TCP_REPAIR_OFF_NO_WP, on a
 //!                                          pidfd_getfd duplicate, SO_REUSEADDR set back
@@ -123,10 +125,15 @@ impl Guardian {
         self.say(DONE);
     }
 
-    /// The images are complete: the guardian kills the targets too, so that the dump ends
-    /// even if cryo dies before its own kill.
-    pub fn commit(self) {
-        self.say(KILL);
+    /// The images are complete: once the pipe closes (this guardian dropped, or cryo dead),
+    /// the guardian kills whatever target is left, so that the dump ends even if cryo dies
+    /// before the end of its own kill.
+    pub fn commit(&mut self) {
+        if let Some(pipe) = &self.pipe {
+            if let Err(e) = nix::unistd::write(pipe, &[KILL]) {
+                warn!("dump guardian: {e}");
+            }
+        }
     }
 
     fn say(mut self, word: u8) {
@@ -148,7 +155,8 @@ impl Guardian {
 impl Drop for Guardian {
     fn drop(&mut self) {
         if self.pipe.take().is_some() {
-            // Closed without a word: the guardian undoes; wait so that it is done on return.
+            // Closed without a word the guardian undoes; after 'K' it kills what is left:
+            // wait so that it is done on return.
             self.reap();
         }
     }
@@ -158,6 +166,12 @@ impl Drop for Guardian {
 fn guard(pipe: OwnedFd, targets: &[Pid], lock_id: &str, inventory: Option<&Path>) -> ! {
     let keep = pipe.as_raw_fd();
     become_guardian(&[keep]);
+    // Handles on the targets, opened as the dump starts: a later kill never hits a process
+    // that took one of their pids since.
+    let pidfds: Vec<OwnedFd> = targets
+        .iter()
+        .filter_map(|&pid| sys::pidfd::pidfd_open(pid).ok())
+        .collect();
     let mut reusing = HashSet::new();
     let word = loop {
         let mut word = [0u8; 1];
@@ -182,8 +196,11 @@ fn guard(pipe: OwnedFd, targets: &[Pid], lock_id: &str, inventory: Option<&Path>
     match word {
         Some(DONE) => {}
         Some(KILL) => {
-            for &pid in targets {
-                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            // cryo kills the tree itself, in order; whatever is left once it is gone dies.
+            let mut rest = [0u8; 1];
+            while read_exact(keep, &mut rest).is_ok() {}
+            for pidfd in &pidfds {
+                let _ = sys::pidfd::pidfd_kill(pidfd.as_fd());
             }
         }
         _ => {

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use cryo_proto::image::Inventory;
 use cryo_proto::ImageKind;
 use nix::unistd::Pid;
-use tracing::{info, info_span};
+use tracing::{debug, info, info_span};
 
 pub(crate) mod collect;
 pub mod error;
@@ -102,7 +102,7 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpSummary> {
     let tree = resolve_trees(&opts.pids)?;
     let images = ImageDir::create(&opts.images_dir)?;
     let mut hooks = Hooks::new(opts.action_script.as_ref(), images.path());
-    let result = hooks
+    let mut result = hooks
         .run(Stage::PreDump, &opts.pids)
         .map_err(Error::from)
         // The script may have changed the trees (stopped a worker, say): look again.
@@ -111,11 +111,28 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpSummary> {
             None => Ok(tree),
         })
         .and_then(|tree| dump_tree(&tree, &images, opts, &mut hooks, started));
+    // A server's tree changes on its own (a worker forked for a client, one ending): a tree
+    // that changed while it was being frozen was let go as it was, so it is read and frozen
+    // again, a few times.
+    for attempt in 2..=FREEZE_ATTEMPTS {
+        match &result {
+            Err(Error::Dump(e @ (DumpError::ChildrenChanged { .. }
+            | DumpError::ExitedWhileFrozen { .. }))) => {
+                debug!(attempt, "tree changed while being frozen ({e}): freezing again");
+            }
+            _ => break,
+        }
+        result = resolve_trees(&opts.pids)
+            .and_then(|tree| dump_tree(&tree, &images, opts, &mut hooks, started));
+    }
     if result.is_err() {
         clear_dir(&images);
     }
     result
 }
+
+/// How many times a dump reads and freezes a tree that keeps changing meanwhile.
+const FREEZE_ATTEMPTS: u32 = 5;
 
 fn dump_tree(
     tree: &[Member],
@@ -133,7 +150,7 @@ fn dump_tree(
         let inventory = images.path().join(names::INVENTORY);
         Guardian::start(&pids, &lock_id, (!opts.leave_running).then_some(&*inventory))
     });
-    let guardian = guardian.flatten();
+    let mut guardian = guardian.flatten();
     // Parents first: a child forked meanwhile is seen as a change of the tree below.
     let mut frozen = Vec::with_capacity(live.len());
     for m in &live {
@@ -313,7 +330,7 @@ fn dump_tree(
         }
     } else {
         // The point of no return: the guardian kills the tree too if cryo dies now.
-        if let Some(guardian) = guardian {
+        if let Some(guardian) = &mut guardian {
             guardian.commit();
         }
         let dying = crate::freeze::kill_tree(frozen)?;
@@ -325,6 +342,8 @@ fn dump_tree(
             );
         }
         dying.into_iter().for_each(crate::freeze::Dying::wait_gone);
+        // Closed: the guardian kills what is left (nothing) and exits.
+        drop(guardian);
     }
     let summary = DumpSummary {
         pids: tree.iter().map(|m| m.pid).collect(),

@@ -222,7 +222,17 @@ fn spawn_tree(tree: &Planned, ns: Option<Namespaces>) -> Result<(Vec<Pid>, Optio
         // Parents first: each is told to go once traced, then creates its children.
         for i in 0..n {
             let pid = Pid::from_raw(tree.loaded.tasks[i].entry.pid);
-            await_hello(&ours[i].err, pid)?;
+            if let Err(e) = await_hello(&ours[i].err, pid) {
+                // A process never says hello when its parent failed before forking it: the
+                // parent's report says why.
+                let parent = plan.children.iter().position(|k| k.contains(&i));
+                return Err(parent
+                    .and_then(|p| {
+                        let ppid = Pid::from_raw(tree.loaded.tasks[p].entry.pid);
+                        pending_report(ppid, &ours[p].err)
+                    })
+                    .unwrap_or(e));
+            }
             let seen = match created[i] {
                 Some(p) => p,
                 None => {
@@ -358,6 +368,20 @@ fn child_failed(pid: Pid, err: &OwnedFd, read: &[u8]) -> Error {
             report: String::from_utf8_lossy(&report).into_owned(),
         }
         .into(),
+    }
+}
+
+/// The error report `pid` left on its err pipe, if there is one already (no wait).
+fn pending_report(pid: Pid, err: &OwnedFd) -> Option<Error> {
+    let mut pfd = [PollFd::new(err.as_fd(), PollFlags::POLLIN)];
+    match poll(&mut pfd, PollTimeout::ZERO) {
+        Ok(n) if n > 0 => {}
+        _ => return None,
+    }
+    let mut buf = [0u8; 4096];
+    match nix::unistd::read(err, &mut buf) {
+        Ok(n) if n > 0 => Some(child_failed(pid, err, &buf[..n])),
+        _ => None,
     }
 }
 
