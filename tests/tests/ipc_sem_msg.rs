@@ -10,6 +10,14 @@ use std::fs;
 
 use cryo_tests::{cryo_bin, Workload};
 
+/// Held by each test: a set another test operates on would count against the threaded
+/// process of `a_threaded_process_is_dumped_beside_a_set_not_operated_on_since_it_started`.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// A key of this test process's own: tests run in parallel.
 fn key(n: i32) -> i32 {
     0x4400_0000 | ((std::process::id() as i32 & 0xffff) << 4) | (n << 1)
@@ -70,6 +78,7 @@ fn start(n: i32) -> Workload {
 
 #[test]
 fn semaphores_and_queues_come_back() {
+    let _serial = one_at_a_time();
     let mut w = start(1);
     let sem = ok(&w, "semstat");
     let msg = ok(&w, "msgstat");
@@ -106,6 +115,7 @@ fn semaphores_and_queues_come_back() {
 
 #[test]
 fn a_semaphore_undo_list_is_refused_and_the_process_kept() {
+    let _serial = one_at_a_time();
     let mut w = start(2);
     assert_eq!(ok(&w, "undo"), "ok");
     let out = w.dump(&w.path("img"), &[]);
@@ -114,4 +124,37 @@ fn a_semaphore_undo_list_is_refused_and_the_process_kept() {
     assert_eq!(ok(&w, "semvals"), "1 5 1", "the process runs on");
     assert_eq!(ok(&w, "rm"), "ok");
     w.kill_original();
+}
+
+/// A threaded process has an undo list (pthread_create passes CLONE_SYSVSEM) that the
+/// kernel does not show; a set no one operated on since the process started cannot hold an
+/// adjustment of it: the process is dumped while that set exists, and comes back whole.
+#[test]
+fn a_threaded_process_is_dumped_beside_a_set_not_operated_on_since_it_started() {
+    let _serial = one_at_a_time();
+    cryo_bin();
+    remove(4);
+    // Made and given values with SETALL (no semop: its otime stays 0).
+    // SAFETY: semget takes no pointer.
+    let id = unsafe { libc::semget(key(4), 2, libc::IPC_CREAT | libc::IPC_EXCL | 0o600) };
+    assert!(id >= 0, "semget: {}", std::io::Error::last_os_error());
+    let values = [3u16, 4];
+    // SAFETY: SETALL reads 2 unsigned shorts, the set's size, from `values`.
+    assert_eq!(
+        unsafe { libc::semctl(id, 0, libc::SETALL, values.as_ptr()) },
+        0
+    );
+
+    let mut w = Workload::spawn("threads", &["3"]);
+    assert!(w.cmd("counts").starts_with("ok "));
+    let threads = |pid: i32| fs::read_dir(format!("/proc/{pid}/task")).unwrap().count();
+    let before = threads(w.pid());
+    assert!(before > 1, "{before} threads");
+    let img = w.path("img");
+    w.dump_ok(&img);
+    w.restore_background(&img);
+    assert_eq!(threads(w.pid()), before, "every thread came back");
+    assert!(w.cmd("counts").starts_with("ok "));
+    w.kill_restored();
+    remove(4);
 }

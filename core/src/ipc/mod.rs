@@ -403,24 +403,22 @@ impl Drop for NoUndoList {
     }
 }
 
-/// Whether cryo's IPC namespace has a semaphore set (read once per dump at most).
-fn sets_exist() -> Result<bool, IpcError> {
-    Ok(!sem::live()?.is_empty())
-}
-
 /// Dumps ipc.img (the semaphore sets and message queues of cryo's IPC namespace), refusing a
 /// process of `pids` whose SysV state cannot come back: objects in another IPC namespace,
-/// a semaphore undo list.
+/// a semaphore undo list that may hold adjustments.
 pub(crate) fn dump(pids: &[Pid], images: &ImageDir) -> crate::error::Result<()> {
     // An undo list is also made, empty, for every process that starts a thread
     // (pthread_create passes CLONE_SYSVSEM; cryo's own threads give cryo one), and it
-    // outlives the sets it had adjustments for: its entries go with their sets. So a list
-    // can hold adjustments only while a set exists, and is told by comparing with a process
-    // that has none.
-    let reference = if sets_exist()? {
-        Some(NoUndoList::fork().map_err(IpcError::step("cryo", "fork a reference process"))?)
-    } else {
+    // outlives the sets it had adjustments for: its entries go with their sets. It is told by
+    // comparing with a process that has none. The kernel does not show what a list holds, but
+    // an adjustment is only made by a semop that succeeds, which sets the set's otime, and a
+    // list is never inherited (fork makes none; threads share their process's): a set not
+    // operated on since the process started holds no adjustment of its.
+    let sets = sem::live()?;
+    let reference = if sets.is_empty() {
         None
+    } else {
+        Some(NoUndoList::fork().map_err(IpcError::step("cryo", "fork a reference process"))?)
     };
     for &pid in pids {
         let step = |op: &str| IpcError::step(&format!("pid {pid}"), op);
@@ -440,15 +438,27 @@ pub(crate) fn dump(pids: &[Pid], images: &ImageDir) -> crate::error::Result<()> 
         let Some(reference) = &reference else {
             continue;
         };
-        if !crate::sys::kcmp::kcmp_same_sysvsem(pid, reference.0)
+        if crate::sys::kcmp::kcmp_same_sysvsem(pid, reference.0)
             .map_err(step("kcmp KCMP_SYSVSEM"))?
         {
+            continue;
+        }
+        let started = crate::proc::started_at(pid).map_err(step("read its start time"))?;
+        // One second of margin each way for the rounding of both clocks.
+        let operated: Vec<String> = sets
+            .iter()
+            .filter(|s| s.col("otime") + 1 >= started)
+            .map(|s| s.id.to_string())
+            .collect();
+        if !operated.is_empty() {
             return Err(IpcError::Refused {
                 pid,
-                what: "its SysV semaphore undo list (semop with SEM_UNDO, or threads) while \
-                       semaphore sets exist"
-                    .into(),
-                detail: "the kernel does not show the adjustments, so they cannot come back".into(),
+                what: "its SysV semaphore undo list (semop with SEM_UNDO, or threads)".into(),
+                detail: format!(
+                    "semaphore set {} was operated on since it started: the kernel does not \
+                     show the adjustments, so they cannot come back",
+                    operated.join(", ")
+                ),
             }
             .into());
         }

@@ -23,6 +23,24 @@ pub(crate) fn boot_id() -> io::Result<String> {
         .to_string())
 }
 
+/// When process `pid` started, in seconds since the epoch, rounded down (boot time from
+/// /proc/stat plus its start in ticks; both are rounded, so compare with a second's margin).
+pub(crate) fn started_at(pid: Pid) -> io::Result<i64> {
+    let ticks = task_stat::read(pid)?.start_ticks;
+    let stat = fs::read_to_string("/proc/stat")?;
+    let btime: i64 = stat
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "/proc/stat: no btime"))?;
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .filter(|&hz| hz > 0)
+        .unwrap_or(100);
+    Ok(btime + (ticks / hz as u64) as i64)
+}
+
 /// Why /proc could not tell about a task.
 #[derive(Debug, thiserror::Error)]
 pub enum ProcError {

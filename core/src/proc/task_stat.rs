@@ -47,6 +47,8 @@ pub struct Stat {
     pub env_end: u64,
     /// The wait status of a zombie.
     pub exit_code: i32,
+    /// When the process started, in clock ticks since boot (field 22).
+    pub start_ticks: u64,
 }
 
 /// Reads and parses /proc/PID/stat; a text that does not parse is `InvalidData`.
@@ -83,6 +85,7 @@ fn parse_stat(text: &str) -> Option<Stat> {
         env_start: f(50)?,
         env_end: f(51)?,
         exit_code: i(52).unwrap_or(0),
+        start_ticks: f(22)?,
     })
 }
 
@@ -98,5 +101,6 @@ mod tests {
         assert_eq!(s.ppid, 1);
         assert_eq!(s.start_data, 5);
         assert_eq!(s.env_end, 11);
+        assert_eq!(s.start_ticks, 1);
     }
 }
