@@ -7,8 +7,8 @@
 //! tcp.rs          connections and listeners: identified, captured in repair mode, restored
 //! udp.rs          UDP sockets
 //! packet.rs       packet sockets (AF_PACKET)
-//! netlink.rs      netlink sockets (AF_NETLINK)
-//! diag.rs         the packet_diag and netlink_diag dumps they are read with
+//! netlink.rs      netlink sockets (AF_NETLINK); both read with cryo-unix-sockets'
+//!                 packet_diag and netlink_diag
 //! unix/           unix sockets: mod.rs one socket (its queue, options, broken external
 //!                 peers), groups.rs the sockets made together at restore, in_flight.rs the
 //!                 descriptors in flight and accept queues resolved across the dump
@@ -44,7 +44,6 @@
 //! after restore (peers.rs): lock released, every connection probed, silent peers failed
 //! ```
 
-mod diag;
 mod error;
 mod filter;
 pub(crate) mod kind;

@@ -19,10 +19,10 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use cryo_proto::image::FileDesc;
 use cryo_tcp_repair as tcp;
+use cryo_unix_sockets::family_diag;
 use nix::sys::socket::{self, NetlinkAddr};
 use nix::unistd::Pid;
 
-use super::diag::{self, u32_at};
 use super::{for_errors, restore_err, SocketError};
 use crate::files::FileError;
 use crate::sys::sockopt;
@@ -51,17 +51,6 @@ const OPTIONS: &[(i32, i32, &str)] = &[
 /// The most group words read (32 each).
 const MAX_GROUP_WORDS: usize = 1024;
 
-/// netlink_diag: `NDIAG_SHOW_MEMINFO | NDIAG_SHOW_FLAGS`.
-const SHOW: u32 = 0x1 | 0x8;
-const NETLINK_DIAG_MEMINFO: u16 = 0;
-const NETLINK_DIAG_FLAGS: u16 = 4;
-/// `NDIAG_FLAG_CB_RUNNING`.
-const NDIAG_FLAG_CB_RUNNING: u32 = 0x1;
-/// `NETLINK_CONNECTED`.
-const NETLINK_CONNECTED: u8 = 1;
-/// `struct netlink_diag_msg` size.
-const DIAG_MSG_LEN: usize = 28;
-
 /// A netlink socket's state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct NetlinkState {
@@ -79,45 +68,6 @@ pub(crate) struct NetlinkState {
     pub options: Vec<(i32, i32, i32)>,
     /// SOL_SOCKET options.
     pub socket: tcp::SocketOptions,
-}
-
-/// What netlink_diag tells of one socket.
-struct Diag {
-    connected: bool,
-    dst_portid: u32,
-    dst_group: u32,
-    rmem_alloc: u32,
-    cb_running: bool,
-}
-
-/// The netlink_diag answer for socket `ino` of `protocol` (`None`: not listed: unbound
-/// without groups, or in another network namespace).
-fn diag_of(protocol: i32, ino: u64) -> std::io::Result<Option<Diag>> {
-    let mut req = Vec::with_capacity(20);
-    req.extend_from_slice(&[libc::AF_NETLINK as u8, protocol as u8, 0, 0]);
-    req.extend_from_slice(&0u32.to_ne_bytes());
-    req.extend_from_slice(&SHOW.to_ne_bytes());
-    req.extend_from_slice(&[0xff; 8]);
-    for a in diag::dump(&req, DIAG_MSG_LEN)? {
-        if u64::from(u32_at(&a.head, 16).unwrap_or(0)) != ino {
-            continue;
-        }
-        let flags = a
-            .attr(NETLINK_DIAG_FLAGS)
-            .and_then(|f| u32_at(f, 0))
-            .unwrap_or(0);
-        return Ok(Some(Diag {
-            connected: a.head[3] == NETLINK_CONNECTED,
-            dst_portid: u32_at(&a.head, 8).unwrap_or(0),
-            dst_group: u32_at(&a.head, 12).unwrap_or(0),
-            rmem_alloc: a
-                .attr(NETLINK_DIAG_MEMINFO)
-                .and_then(|m| u32_at(m, 0))
-                .unwrap_or(0),
-            cb_running: flags & NDIAG_FLAG_CB_RUNNING != 0,
-        }));
-    }
-    Ok(None)
 }
 
 /// Captures netlink socket `dup` (fd `fd` of `pid`, inode `ino`), refusing what cannot come
@@ -155,7 +105,8 @@ pub(super) fn capture(
     while groups.last() == Some(&0) {
         groups.pop();
     }
-    let d = diag_of(protocol, ino).map_err(err("netlink_diag"))?;
+    let d = family_diag::netlink_diag(protocol as u8, ino)
+        .map_err(|e| err("netlink_diag")(std::io::Error::other(e.to_string())))?;
     let dst =
         match &d {
             Some(d) if d.rmem_alloc > 0 || d.cb_running => {

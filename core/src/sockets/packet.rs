@@ -20,9 +20,9 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
 
 use cryo_proto::image::FileDesc;
 use cryo_tcp_repair as tcp;
+use cryo_unix_sockets::family_diag;
 use nix::unistd::Pid;
 
-use super::diag::{self, u16_at, u32_at};
 use super::{for_errors, restore_err, SocketError};
 use crate::files::FileError;
 use crate::sys::sockopt;
@@ -55,20 +55,8 @@ const OPTIONS: &[(i32, &str)] = &[
     (23, "PACKET_IGNORE_OUTGOING"),
 ];
 
-/// packet_diag: `PACKET_SHOW_INFO | PACKET_SHOW_MCLIST | PACKET_SHOW_RING_CFG`.
-const SHOW: u32 = 0x1 | 0x2 | 0x4;
-/// packet_diag attributes.
-const PACKET_DIAG_INFO: u16 = 0;
-const PACKET_DIAG_MCLIST: u16 = 1;
-const PACKET_DIAG_RX_RING: u16 = 2;
-const PACKET_DIAG_TX_RING: u16 = 3;
-/// `PDI_RUNNING`: the socket's protocol hook is in.
-const PDI_RUNNING: u32 = 0x1;
-/// `struct packet_diag_msg`, `struct packet_diag_mclist` sizes.
-const DIAG_MSG_LEN: usize = 16;
-const MCLIST_LEN: usize = 44;
 /// `MAX_ADDR_LEN`.
-const MAX_ADDR_LEN: usize = 32;
+const MAX_ADDR_LEN: usize = family_diag::MAX_ADDR_LEN;
 
 /// One PACKET_ADD_MEMBERSHIP.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,66 +92,6 @@ pub(crate) struct PacketState {
     pub socket: tcp::SocketOptions,
 }
 
-/// What packet_diag tells of one socket.
-struct Diag {
-    ifindex: i32,
-    bound_protocol: u16,
-    running: bool,
-    ring: bool,
-    /// Newest first, as the kernel keeps them.
-    memberships: Vec<Membership>,
-}
-
-/// The packet_diag answer for socket `ino` (`None`: not in cryo's network namespace).
-fn diag_of(ino: u64) -> std::io::Result<Option<Diag>> {
-    let mut req = Vec::with_capacity(20);
-    req.extend_from_slice(&[libc::AF_PACKET as u8, 0, 0, 0]);
-    req.extend_from_slice(&0u32.to_ne_bytes());
-    req.extend_from_slice(&SHOW.to_ne_bytes());
-    req.extend_from_slice(&[0xff; 8]);
-    let answers = diag::dump(&req, DIAG_MSG_LEN)?;
-    let bad = |what: &str| {
-        std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("packet_diag: {what}"),
-        )
-    };
-    for a in answers {
-        if u64::from(u32_at(&a.head, 4).unwrap_or(0)) != ino {
-            continue;
-        }
-        let bound_protocol = u16_at(&a.head, 2).ok_or_else(|| bad("short message"))?;
-        let info = a
-            .attr(PACKET_DIAG_INFO)
-            .ok_or_else(|| bad("no PACKET_DIAG_INFO"))?;
-        let ifindex = u32_at(info, 0).ok_or_else(|| bad("short PACKET_DIAG_INFO"))? as i32;
-        let flags = u32_at(info, 20).ok_or_else(|| bad("short PACKET_DIAG_INFO"))?;
-        let mut memberships = Vec::new();
-        for m in a.attr(PACKET_DIAG_MCLIST).unwrap_or(&[]).chunks(MCLIST_LEN) {
-            let (Some(index), Some(count), Some(mr_type), Some(alen)) =
-                (u32_at(m, 0), u32_at(m, 4), u16_at(m, 8), u16_at(m, 10))
-            else {
-                return Err(bad("short PACKET_DIAG_MCLIST"));
-            };
-            let alen = usize::from(alen).min(MAX_ADDR_LEN);
-            memberships.push(Membership {
-                ifindex: index as i32,
-                mr_type,
-                count,
-                address: m.get(12..12 + alen).unwrap_or(&[]).to_vec(),
-            });
-        }
-        return Ok(Some(Diag {
-            ifindex,
-            bound_protocol,
-            running: flags & PDI_RUNNING != 0,
-            ring: a.attr(PACKET_DIAG_RX_RING).is_some() || a.attr(PACKET_DIAG_TX_RING).is_some(),
-            memberships,
-        }));
-    }
-    Ok(None)
-}
-
 /// Captures packet socket `dup` (fd `fd` of `pid`, inode `ino`), refusing what cannot come
 /// back: touches nothing of it.
 pub(super) fn capture(
@@ -189,16 +117,18 @@ pub(super) fn capture(
     }
     let protocol = sockopt::get_int(dup, libc::SOL_SOCKET, libc::SO_PROTOCOL)
         .map_err(err("getsockopt SO_PROTOCOL"))?;
-    let Some(d) = diag_of(ino).map_err(err("packet_diag"))? else {
+    let d = family_diag::packet_diag(ino)
+        .map_err(|e| err("packet_diag")(std::io::Error::other(e.to_string())))?;
+    let Some(d) = d else {
         return Err(open().refuse(
             "packet socket that packet_diag does not list (in another network namespace?)",
             true,
         ));
     };
-    if d.ring {
+    if d.rx_ring || d.tx_ring {
         return Err(open().refuse("packet ring (PACKET_RX_RING/PACKET_TX_RING)", true));
     }
-    if d.bound_protocol != 0 && !d.running {
+    if d.protocol != 0 && !d.running {
         return Err(open().refuse(
             "packet socket not receiving (its interface is down or gone)",
             true,
@@ -240,12 +170,22 @@ pub(super) fn capture(
             std::io::Error::other(e.to_string()),
         )
     })?;
-    let mut memberships = d.memberships;
-    memberships.reverse();
+    // Oldest first: added again in that order, they come out in the kernel's order.
+    let memberships = d
+        .memberships
+        .into_iter()
+        .rev()
+        .map(|m| Membership {
+            ifindex: m.ifindex,
+            mr_type: m.mr_type,
+            count: m.count,
+            address: m.address,
+        })
+        .collect();
     Ok(PacketState {
         sock_type,
         protocol: u16::from_be(protocol as u16),
-        bound_protocol: d.bound_protocol,
+        bound_protocol: d.protocol,
         ifindex: d.ifindex,
         options,
         fanout,
