@@ -79,7 +79,15 @@ pub(super) fn capture(
     dup: BorrowedFd<'_>,
     ino: u64,
 ) -> Result<NetlinkState, FileError> {
-    let open = || for_errors(pid, fd);
+    let refuse = |what: &str| {
+        FileError::from(SocketError::FamilyRefused {
+            pid,
+            fd,
+            family: "netlink",
+            ino,
+            what: what.into(),
+        })
+    };
     let err = |op: &'static str| {
         move |e: std::io::Error| {
             let open = for_errors(pid, fd);
@@ -107,23 +115,22 @@ pub(super) fn capture(
     }
     let d = family_diag::netlink_diag(protocol as u8, ino)
         .map_err(|e| err("netlink_diag")(std::io::Error::other(e.to_string())))?;
-    let dst =
-        match &d {
-            Some(d) if d.rmem_alloc > 0 || d.cb_running => {
-                let what = if d.cb_running {
-                    "unread netlink messages (a dump in progress)"
-                } else {
-                    "unread netlink messages"
-                };
-                return Err(open().refuse(what, true));
-            }
-            Some(d) => d.connected.then_some((d.dst_portid, d.dst_group)),
-            None if name.pid() == 0 && groups.is_empty() => None,
-            None => return Err(open().refuse(
-                "netlink socket that netlink_diag does not list (in another network namespace?)",
-                true,
-            )),
-        };
+    let dst = match &d {
+        Some(d) if d.rmem_alloc > 0 || d.cb_running => {
+            return Err(refuse(if d.cb_running {
+                "unread netlink messages (a dump in progress): a temporary state, retry once read"
+            } else {
+                "unread netlink messages: a temporary state, retry once read"
+            }));
+        }
+        Some(d) => d.connected.then_some((d.dst_portid, d.dst_group)),
+        None if name.pid() == 0 && groups.is_empty() => None,
+        None => {
+            return Err(refuse(
+                "netlink_diag does not list it (in another network namespace than cryo's?)",
+            ))
+        }
+    };
     let mut options = Vec::new();
     for &(level, name, step) in OPTIONS {
         match sockopt::get_int(dup, level, name) {

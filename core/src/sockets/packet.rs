@@ -100,7 +100,15 @@ pub(super) fn capture(
     dup: BorrowedFd<'_>,
     ino: u64,
 ) -> Result<PacketState, FileError> {
-    let open = || for_errors(pid, fd);
+    let refuse = |what: &str| {
+        FileError::from(SocketError::FamilyRefused {
+            pid,
+            fd,
+            family: "packet",
+            ino,
+            what: what.into(),
+        })
+    };
     let err = |op: &'static str| {
         move |e: std::io::Error| {
             let open = for_errors(pid, fd);
@@ -110,28 +118,27 @@ pub(super) fn capture(
     let sock_type = sockopt::get_int(dup, libc::SOL_SOCKET, libc::SO_TYPE)
         .map_err(err("getsockopt SO_TYPE"))?;
     if sock_type != libc::SOCK_RAW && sock_type != libc::SOCK_DGRAM {
-        return Err(open().refuse(
-            format!("packet socket of type {sock_type} (SOCK_PACKET)"),
-            false,
-        ));
+        return Err(refuse(&format!(
+            "of type {sock_type} (SOCK_PACKET): not supported"
+        )));
     }
     let protocol = sockopt::get_int(dup, libc::SOL_SOCKET, libc::SO_PROTOCOL)
         .map_err(err("getsockopt SO_PROTOCOL"))?;
     let d = family_diag::packet_diag(ino)
         .map_err(|e| err("packet_diag")(std::io::Error::other(e.to_string())))?;
     let Some(d) = d else {
-        return Err(open().refuse(
-            "packet socket that packet_diag does not list (in another network namespace?)",
-            true,
+        return Err(refuse(
+            "packet_diag does not list it (in another network namespace than cryo's?)",
         ));
     };
     if d.rx_ring || d.tx_ring {
-        return Err(open().refuse("packet ring (PACKET_RX_RING/PACKET_TX_RING)", true));
+        return Err(refuse(
+            "packet ring (PACKET_RX_RING/PACKET_TX_RING, mmapped): not supported yet",
+        ));
     }
     if d.protocol != 0 && !d.running {
-        return Err(open().refuse(
-            "packet socket not receiving (its interface is down or gone)",
-            true,
+        return Err(refuse(
+            "bound but not receiving (its interface is down or gone): a temporary state, retry later",
         ));
     }
     let mut options = Vec::new();
@@ -157,9 +164,8 @@ pub(super) fn capture(
         .map_err(err("getsockopt PACKET_FANOUT"))? as u32;
     let mode = (fanout >> 16) & 0xff;
     if fanout != 0 && (mode == PACKET_FANOUT_CBPF || mode == PACKET_FANOUT_EBPF) {
-        return Err(open().refuse(
-            "packet fanout steered by a BPF program (PACKET_FANOUT_CBPF/EBPF)",
-            true,
+        return Err(refuse(
+            "packet fanout steered by a BPF program (PACKET_FANOUT_CBPF/EBPF), which the kernel cannot give back",
         ));
     }
     let socket = tcp::capture_socket_level(dup).map_err(|e| {
