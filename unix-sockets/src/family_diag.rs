@@ -269,7 +269,7 @@ pub fn parse_packet_answer(b: &[u8], mut each: impl FnMut(PacketDiag)) -> Result
             return Err(bad("PACKET_DIAG_INFO", "short"));
         };
         let mclist = attr(&attrs, PACKET_DIAG_MCLIST).unwrap_or(&[]);
-        if mclist.len() % MCLIST_LEN != 0 {
+        if !mclist.len().is_multiple_of(MCLIST_LEN) {
             return Err(bad("PACKET_DIAG_MCLIST", "not a whole number of entries"));
         }
         let memberships = mclist
