@@ -112,6 +112,8 @@ fn a_packet_socket_on_lo_receives_a_frame_after_restore_with_its_options() {
     assert_eq!(w.cmd(&format!("bind-packet {q} 1 3")), "ok");
     let fanout = 77 | (0x1001 << 16);
     assert_eq!(w.cmd(&format!("setopt {q} {SOL_PACKET} 18 {fanout}")), "ok");
+    // And a classic BPF filter (four instructions).
+    assert_eq!(w.cmd(&format!("filter-drop {q} x")), "ok");
     let mut opts: Vec<(i32, i32)> = options.iter().map(|&(l, n, _)| (l, n)).collect();
     opts.push((libc::SOL_SOCKET, libc::SO_PROTOCOL));
     opts.push((libc::SOL_SOCKET, libc::SO_TYPE));
@@ -129,6 +131,11 @@ fn a_packet_socket_on_lo_receives_a_frame_after_restore_with_its_options() {
     assert_eq!(w.cmd(&format!("name {p}")), name_before);
     assert_eq!(w.cmd(&format!("getopt {q} {SOL_PACKET} 18")), fanout_before);
     assert_eq!(w.cmd(&format!("name {q}")), q_name);
+    assert_eq!(
+        w.cmd(&format!("filter-len {q}")),
+        "4",
+        "the filter after restore"
+    );
     // PACKET_MR_PROMISC makes lo promiscuous once however many times it was added; the
     // membership's count shows in how many drops it takes to end it.
     assert_eq!(promiscuity(), 1, "lo's promiscuity after restore");
@@ -196,6 +203,13 @@ fn netlink_sockets_keep_port_ids_groups_and_options_and_hear_a_new_link() {
     assert_ne!(names[1], format!("pid {} groups 0", w.pid()));
     let groups = w.cmd(&format!("getopt-raw {a} {SOL_NETLINK} 9 8"));
     assert_eq!(groups, "0100000001000000", "groups 1 and 33");
+    // Connected to the kernel, c takes no unicast from another generic netlink socket
+    // (ECONNREFUSED).
+    let e = w.cmd("socket netlink raw 16");
+    assert_eq!(w.cmd(&format!("bind-netlink {e} 0 0")), "ok");
+    let c_port = names[2].split_whitespace().nth(1).unwrap().to_string();
+    let refused = w.cmd(&format!("sendto-netlink {e} {c_port} hello"));
+    assert!(refused.contains("os error 111"), "{refused}");
     let c_type = w.cmd(&format!("getopt {c} 1 {}", libc::SO_TYPE));
     let c_proto = w.cmd(&format!("getopt {c} 1 {}", libc::SO_PROTOCOL));
 
@@ -214,6 +228,11 @@ fn netlink_sockets_keep_port_ids_groups_and_options_and_hear_a_new_link() {
         c_proto
     );
     assert_eq!(w.cmd(&format!("peer {c}")), "0 0");
+    let refused = w.cmd(&format!("sendto-netlink {e} {c_port} hello"));
+    assert!(
+        refused.contains("os error 111"),
+        "c still connected to the kernel after restore: {refused}"
+    );
     // The link added now reaches the restored socket through RTMGRP_LINK.
     ip(&["link", "add", "cryonl0", "type", "bridge"]);
     let heard = w.cmd(&format!("frames {a}"));

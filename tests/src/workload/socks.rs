@@ -26,6 +26,7 @@
 //!   bind-packet FD IFINDEX PROTO    bind a packet socket (PROTO host order, e.g. 2048)
 //!   bind-netlink FD PID GROUPS      connect-netlink FD PID GROUPS (the 32-bit group mask)
 //!   peer FD                   -> the connected netlink peer: <pid> <groups>
+//!   sendto-netlink FD PID MSG  send MSG to netlink port PID
 //!   frames FD                 -> once something is readable, every datagram waiting, each
 //!                             <len>:<its bytes, '.' for what is not printable>, ' '-joined
 //! ```
@@ -371,6 +372,12 @@ impl Mode for Socks {
                         libc::connect(fd, addr, len)
                     }
                 }))
+            }
+            ("sendto-netlink", [fd, pid, msg]) => {
+                let nl = netlink_addr(pid, "0")?;
+                let len = std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
+                let to = (&nl as *const libc::sockaddr_nl).cast();
+                Ok(send_to(num(fd)?, msg, 0, Some((to, len))))
             }
             ("peer", [fd]) => {
                 // SAFETY: sockaddr_nl is plain data; all zeroes is a valid value.
