@@ -9,6 +9,8 @@
 //!                 checks a restore runs after decoding, on valid-framed mutated images
 //! unix_diag       cryo_unix_sockets::diag::parse_answer (unix_diag answers)
 //! inet_diag       cryo_tcp_repair::parse_listener_answer (inet_diag answers)
+//! family_diag     cryo_unix_sockets::family_diag::{parse_packet_answer, parse_netlink_answer}
+//!                 (packet_diag and netlink_diag answers)
 //! netlink_acks    cryo_netns::replies::parse_acks (NLMSG_ERROR ACKs, extended ACK TLVs)
 //! nft_dump        cryo_netns::replies::{parse_dump_part, parse_table} (GETTABLE dump)
 //! resume_record   cryo_resume::{parse_record, marker_channel, is_fifo_channel_path}
@@ -33,4 +35,5 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("netlink_acks", targets::netlink_acks),
     ("nft_dump", targets::nft_dump),
     ("resume_record", targets::resume_record),
+    ("family_diag", targets::family_diag),
 ];

@@ -17,6 +17,7 @@ pub fn of(name: &str) -> Vec<Vec<u8>> {
         "netlink_acks" => netlink_acks(),
         "nft_dump" => nft_dumps(),
         "resume_record" => resume_lines(),
+        "family_diag" => family_diag_answers(),
         _ => Vec::new(),
     }
 }
@@ -239,6 +240,59 @@ pub fn unix_diag_answers() -> Vec<Vec<u8>> {
         listener,
         error(SEQ, -2, 0x100, &[]),
         [error(SEQ + 1, -2, 0, &[]), done(SEQ)].concat(),
+    ]
+}
+
+/// A packet_diag dump (a socket bound to ifindex 1 with two memberships and a ring, one
+/// unbound), a netlink_diag dump (a connected socket with a dump running, an idle one), a
+/// refusal (include/uapi/linux/packet_diag.h, netlink_diag.h).
+pub fn family_diag_answers() -> Vec<Vec<u8>> {
+    // packet_diag_msg: family, type, num, ino, cookie; INFO 0, MCLIST 1, RX_RING 2.
+    let packet = |ino: u32, num: u16, attrs: &[Vec<u8>]| {
+        let mut p = vec![17, 3];
+        p.extend_from_slice(&num.to_ne_bytes());
+        p.extend_from_slice(&u32s(&[ino, 0xdead, 0xbeef]));
+        for a in attrs {
+            p.extend_from_slice(a);
+        }
+        nlmsg(SOCK_DIAG_BY_FAMILY, 0x2, SEQ, &p)
+    };
+    let mclist = |index: u32, count: u32, ty: u16, addr: &[u8]| {
+        let mut m = u32s(&[index, count]);
+        m.extend_from_slice(&ty.to_ne_bytes());
+        m.extend_from_slice(&(addr.len() as u16).to_ne_bytes());
+        m.extend_from_slice(addr);
+        m.resize(44, 0);
+        m
+    };
+    let members = [
+        mclist(1, 2, 1, &[]),
+        mclist(1, 1, 0, &[1, 0, 0x5e, 0, 0, 1]),
+    ]
+    .concat();
+    let bound = packet(
+        500,
+        0x0800,
+        &[
+            nla(0, &u32s(&[1, 1, 64, 0, 0, 1])),
+            nla(1 | 0x8000, &members),
+            nla(2, &u32s(&[4096, 1, 2048, 2, 0, 0, 0])),
+        ],
+    );
+    let idle = packet(501, 0, &[nla(0, &u32s(&[0, 0, 0, 0, 0, 0]))]);
+    // netlink_diag_msg: family, type, protocol, state, portid, dst_portid, dst_group, ino,
+    // cookie; MEMINFO 0, FLAGS 4.
+    let netlink = |ino: u32, state: u8, rmem: u32, flags: u32| {
+        let mut p = vec![16, 3, 0, state];
+        p.extend_from_slice(&u32s(&[4242, 0, 1, ino, 0xdead, 0xbeef]));
+        p.extend_from_slice(&nla(0, &u32s(&[rmem, 212_992, 0, 0, 0, 0, 0, 0, 0])));
+        p.extend_from_slice(&nla(4, &u32s(&[flags])));
+        nlmsg(SOCK_DIAG_BY_FAMILY, 0x2, SEQ, &p)
+    };
+    vec![
+        [bound, idle, done(SEQ)].concat(),
+        [netlink(600, 1, 768, 0x3), netlink(601, 0, 0, 0), done(SEQ)].concat(),
+        error(SEQ, -95, 0, &[]),
     ]
 }
 

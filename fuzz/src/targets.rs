@@ -172,3 +172,18 @@ pub fn resume_record(data: &[u8]) {
     let _ = cryo_resume::marker_channel(&text);
     let _ = cryo_resume::is_fifo_channel_path(&text);
 }
+
+/// packet_diag and netlink_diag answers: the same bytes to both decoders.
+pub fn family_diag(data: &[u8]) {
+    use cryo_unix_sockets::family_diag::{parse_netlink_answer, parse_packet_answer, MAX_ADDR_LEN};
+    let _ = parse_packet_answer(data, |d| {
+        for m in &d.memberships {
+            assert!(
+                m.address.len() <= MAX_ADDR_LEN,
+                "a membership address of {} bytes",
+                m.address.len()
+            );
+        }
+    });
+    let _ = parse_netlink_answer(data, |_| ());
+}

@@ -105,3 +105,35 @@ fn resume_seeds_parse() {
         Some(7)
     );
 }
+
+#[test]
+fn family_diag_seeds_read_as_packet_and_netlink_sockets() {
+    use cryo_unix_sockets::family_diag::{parse_netlink_answer, parse_packet_answer};
+    let answers = seeds::family_diag_answers();
+    let mut packets = Vec::new();
+    assert!(parse_packet_answer(&answers[0], |d| packets.push(d)).unwrap());
+    assert_eq!(packets.len(), 2);
+    assert_eq!(
+        (packets[0].ino, packets[0].ifindex, packets[0].protocol),
+        (500, 1, 0x0800)
+    );
+    assert!(packets[0].running && packets[0].rx_ring && !packets[0].tx_ring);
+    assert_eq!(packets[0].memberships.len(), 2);
+    assert_eq!(packets[0].memberships[0].count, 2);
+    assert_eq!(packets[0].memberships[1].address, [1, 0, 0x5e, 0, 0, 1]);
+    assert!(!packets[1].running && packets[1].memberships.is_empty());
+    let mut netlinks = Vec::new();
+    assert!(parse_netlink_answer(&answers[1], |d| netlinks.push(d)).unwrap());
+    assert_eq!(netlinks.len(), 2);
+    assert!(netlinks[0].connected && netlinks[0].cb_running);
+    assert_eq!(
+        (
+            netlinks[0].portid,
+            netlinks[0].dst_group,
+            netlinks[0].rmem_alloc
+        ),
+        (4242, 1, 768)
+    );
+    assert!(!netlinks[1].connected && netlinks[1].rmem_alloc == 0);
+    assert!(parse_netlink_answer(&answers[2], |_| ()).is_err());
+}

@@ -50,6 +50,7 @@ pub use listen::{
     ListenerDiag,
 };
 pub use more_options::{is_known as is_known_option, RawOption};
+pub use options::{apply_socket_level, capture_socket_level};
 pub use probe::{send_probe, PeerAnswer, PeerProbe};
 pub use repair::{capture_and_leave, disconnect, kernel_tcp_state, Repair};
 pub use restore::{close_silently, leave_repair, restore, RestoredSocket};

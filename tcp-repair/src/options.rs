@@ -1,11 +1,11 @@
 //! Socket options: one table of reads and one of writes, shared by
 //! connections, listeners and UDP sockets.
 
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsFd, BorrowedFd};
 
 use nix::errno::Errno;
 
-use crate::error::{Ctx, Result};
+use crate::error::{Ctx, Operation, Result, SocketName};
 use crate::state::{SocketOptions, TcpSocketOptions};
 use crate::sys;
 
@@ -263,4 +263,37 @@ pub(crate) fn apply_tcp(fd: BorrowedFd<'_>, o: &TcpSocketOptions, ctx: Ctx) -> R
         set(libc::SOL_TCP, libc::TCP_CORK, 1, "setsockopt TCP_CORK")?;
     }
     Ok(())
+}
+
+/// Reads the socket-level options of a socket of any family (packet, netlink...): the named
+/// fields that are not IP options, and the table's `SOL_SOCKET` entries that differ from a
+/// fresh socket's.
+pub fn capture_socket_level(fd: impl AsFd) -> Result<SocketOptions> {
+    let fd = fd.as_fd();
+    let ctx = Ctx::new(Operation::Capture, SocketName::default());
+    let int = |name, step| sys::get_int(fd, libc::SOL_SOCKET, name).map_err(ctx.sys(step));
+    let mut more = crate::more_options::capture(fd, false, false, ctx)?;
+    more.retain(|o| o.level == libc::SOL_SOCKET);
+    Ok(SocketOptions {
+        reuse_addr: int(libc::SO_REUSEADDR, "getsockopt SO_REUSEADDR")? != 0,
+        reuse_port: int(libc::SO_REUSEPORT, "getsockopt SO_REUSEPORT")? != 0,
+        send_buffer: int(libc::SO_SNDBUF, "getsockopt SO_SNDBUF")?,
+        recv_buffer: int(libc::SO_RCVBUF, "getsockopt SO_RCVBUF")?,
+        linger: sys::get_linger(fd).map_err(ctx.sys("getsockopt SO_LINGER"))?,
+        mark: int(libc::SO_MARK, "getsockopt SO_MARK")? as u32,
+        traffic_class: 0,
+        v6_only: None,
+        broadcast: int(libc::SO_BROADCAST, "getsockopt SO_BROADCAST")? != 0,
+        more,
+    })
+}
+
+/// Sets the options [`capture_socket_level`] read on a new socket of any family: the buffer
+/// sizes only where they differ from the fresh socket's (so autotuning stays where it was).
+pub fn apply_socket_level(fd: impl AsFd, o: &SocketOptions) -> Result<()> {
+    let fd = fd.as_fd();
+    let ctx = Ctx::new(Operation::Restore, SocketName::default());
+    apply_pre_bind(fd, o, ctx)?;
+    apply_buffers_if_changed(fd, o, ctx)?;
+    apply_socket(fd, o, false, ctx)
 }

@@ -191,8 +191,8 @@ fn an_io_uring_fd_is_refused_naming_pid_fd_and_kind() {
 }
 
 #[test]
-fn a_packet_socket_is_refused_naming_pid_fd_and_kind() {
-    refuses_unsupported("packet", "socket");
+fn a_packet_ring_is_refused_naming_pid_fd_and_kind() {
+    refuses_unsupported("packet-ring", "packet ring");
 }
 
 // ---- restore: damaged images -------------------------------------------

@@ -157,7 +157,7 @@ fn signal_handler_counts() {
 fn unsupported_objects_open() {
     for (kind, link) in [
         ("io_uring", "anon_inode:[io_uring]"),
-        ("packet", "socket:["),
+        ("packet-ring", "socket:["),
     ] {
         let w = Workload::spawn("unsupported", &[kind, "47"]);
         assert_eq!(w.cmd("fd"), "47");

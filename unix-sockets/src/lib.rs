@@ -8,10 +8,13 @@
 //!   names, listeners, pending connections and queues.
 //! - [`graph`]: which dumped sockets are connected to which, and which
 //!   have a peer outside the dump.
+//! - [`family_diag`]: packet_diag and netlink_diag, for the packet and
+//!   netlink sockets a process holds beside its unix ones.
 #![warn(missing_docs)]
 
 pub mod diag;
 pub mod error;
+pub mod family_diag;
 pub mod graph;
 pub mod queue;
 pub mod restore;

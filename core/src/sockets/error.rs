@@ -243,6 +243,21 @@ pub enum SocketError {
         /// The socket.
         ino: u64,
     },
+    /// A packet or netlink socket in a state cryo cannot restore exactly (`what` says which,
+    /// and whether a retry later may succeed).
+    #[error("pid {pid} fd {fd}: {family} socket socket:[{ino}]: {what}")]
+    FamilyRefused {
+        /// The task.
+        pid: Pid,
+        /// The fd.
+        fd: RawFd,
+        /// "packet" or "netlink".
+        family: &'static str,
+        /// The socket.
+        ino: u64,
+        /// What it is doing.
+        what: String,
+    },
     /// A socket record of the image is inconsistent.
     #[error("socket:[{ino}] ({record}): {problem}")]
     Record {

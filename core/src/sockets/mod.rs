@@ -1,11 +1,14 @@
 //! The socket subsystem: a task's TCP connections (TCP_REPAIR, through cryo-tcp-repair), TCP
-//! listeners, UDP sockets and unix sockets (through cryo-unix-sockets) are captured, held and
-//! re-created here; other families are refused. Sockets are fds, so the file table
+//! listeners, UDP sockets, unix sockets (through cryo-unix-sockets), packet and netlink sockets
+//! are captured, held and re-created here; other families are refused. Sockets are fds, so the file table
 //! ([`crate::files`]) places them; what they are and how they live is this module's.
 //!
 //! ```text
 //! tcp.rs          connections and listeners: identified, captured in repair mode, restored
 //! udp.rs          UDP sockets
+//! packet.rs       packet sockets (AF_PACKET)
+//! netlink.rs      netlink sockets (AF_NETLINK); both read with cryo-unix-sockets'
+//!                 packet_diag and netlink_diag
 //! unix/           unix sockets: mod.rs one socket (its queue, options, broken external
 //!                 peers), groups.rs the sockets made together at restore, in_flight.rs the
 //!                 descriptors in flight and accept queues resolved across the dump
@@ -45,6 +48,8 @@ mod error;
 mod filter;
 pub(crate) mod kind;
 mod lifecycle;
+mod netlink;
+mod packet;
 pub(crate) mod peers;
 pub(crate) mod record;
 mod tcp;
@@ -116,6 +121,9 @@ enum Found {
     Listener,
     Udp,
     Unix,
+    /// Captured whole when identified (nothing of it is held).
+    Packet(Box<packet::PacketState>),
+    Netlink(Box<netlink::NetlinkState>),
 }
 
 /// The sockets of one frozen task, identified and checked, nothing touched yet.
@@ -365,6 +373,19 @@ impl SocketDump {
             ..
         } in others
         {
+            let kind = match kind {
+                Found::Packet(p) => {
+                    let state = SocketState::Packet(p);
+                    out.records.insert(ino, socket_record(ino, family, &state));
+                    continue;
+                }
+                Found::Netlink(n) => {
+                    let state = SocketState::Netlink(n);
+                    out.records.insert(ino, socket_record(ino, family, &state));
+                    continue;
+                }
+                kind => kind,
+            };
             let pidfd = out.pidfd.as_ref().expect("checked above");
             let dup = socket_dup(pid, pidfd.as_fd(), fd)?;
             let state = match kind {
@@ -373,7 +394,7 @@ impl SocketDump {
                     continue;
                 }
                 // Split out and captured above.
-                Found::Connection(..) => continue,
+                Found::Connection(..) | Found::Packet(_) | Found::Netlink(_) => continue,
                 Found::Listener => tcp::capture_listener(pid, fd, dup.as_fd())?,
                 Found::Udp => udp::capture(pid, fd, dup.as_fd())?,
             };
@@ -446,8 +467,14 @@ fn identify(
     match domain {
         libc::AF_UNIX => return Ok((domain as u32, Found::Unix)),
         libc::AF_INET | libc::AF_INET6 => {}
-        libc::AF_NETLINK => return Err(refuse("netlink socket".into())),
-        libc::AF_PACKET => return Err(refuse("packet socket".into())),
+        libc::AF_NETLINK => {
+            let n = netlink::capture(pid, task_fd, fd, ino)?;
+            return Ok((domain as u32, Found::Netlink(Box::new(n))));
+        }
+        libc::AF_PACKET => {
+            let p = packet::capture(pid, task_fd, fd, ino)?;
+            return Ok((domain as u32, Found::Packet(Box::new(p))));
+        }
         other => return Err(refuse(format!("socket of family {other}"))),
     }
     let kind = match (ty, proto) {
@@ -497,6 +524,8 @@ pub fn describe(s: &Socket) -> String {
         Ok(SocketState::Listener(l)) => format!("tcp listening on {}", l.local),
         Ok(SocketState::Udp(u)) => udp::describe(&u),
         Ok(SocketState::Unix(u)) => unix::describe(s, &u),
+        Ok(SocketState::Packet(p)) => packet::describe(&p),
+        Ok(SocketState::Netlink(n)) => netlink::describe(&n),
         Err(_) if s.state.is_none() => format!("socket:[{}] of unknown kind", s.ino),
         Err(_) => format!(
             "{} socket:[{}] (undecodable state)",
@@ -532,12 +561,14 @@ pub(crate) enum Decoded {
 
 impl Decoded {
     /// Restore order: listeners, then connections (which share the listeners' ports), then
-    /// udp.
+    /// udp, packet and netlink sockets.
     pub(crate) fn order(&self) -> u8 {
         match self {
             Decoded::Plain(SocketState::Listener(_)) => 0,
             Decoded::Plain(SocketState::Connection(_)) => 1,
-            Decoded::Plain(SocketState::Udp(_)) => 2,
+            Decoded::Plain(SocketState::Udp(_))
+            | Decoded::Plain(SocketState::Packet(_))
+            | Decoded::Plain(SocketState::Netlink(_)) => 2,
             Decoded::Plain(SocketState::Unix(_)) | Decoded::BrokenUnix(_) => 3,
         }
     }
@@ -582,6 +613,8 @@ pub(crate) fn open(
         Decoded::BrokenUnix(u) => unix::open_broken(desc, u)?,
         Decoded::Plain(SocketState::Listener(l)) => tcp::restore_listener(desc, l)?,
         Decoded::Plain(SocketState::Udp(u)) => udp::restore(desc, u)?,
+        Decoded::Plain(SocketState::Packet(p)) => packet::restore(desc, p)?,
+        Decoded::Plain(SocketState::Netlink(n)) => netlink::restore(desc, n)?,
         Decoded::Plain(SocketState::Connection(c)) => tcp::restore_connection(desc, c, tcp_close)?,
     };
     set_flags(desc, &fd)?;

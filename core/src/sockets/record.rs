@@ -18,6 +18,8 @@ use cryo_proto::image::{self as pb, socket::State};
 use cryo_tcp_repair as tcp;
 
 use super::error::{RecordProblem, SocketError};
+use super::netlink::{self, NetlinkState};
+use super::packet::{self, Membership, PacketState};
 use super::udp::UdpState;
 use super::unix::{PendingConnection, UnixMessage, UnixSocketState};
 
@@ -32,6 +34,10 @@ pub(crate) enum SocketState {
     Udp(Box<UdpState>),
     /// An AF_UNIX socket.
     Unix(Box<UnixSocketState>),
+    /// An AF_PACKET socket.
+    Packet(Box<PacketState>),
+    /// An AF_NETLINK socket.
+    Netlink(Box<NetlinkState>),
 }
 
 impl SocketState {
@@ -42,6 +48,8 @@ impl SocketState {
             SocketState::Listener(_) => LISTENER,
             SocketState::Udp(_) => UDP,
             SocketState::Unix(_) => UNIX,
+            SocketState::Packet(_) => PACKET,
+            SocketState::Netlink(_) => NETLINK,
         }
     }
 }
@@ -50,6 +58,8 @@ const CONNECTION: &str = "tcp connection";
 const LISTENER: &str = "tcp listener";
 const UDP: &str = "udp socket";
 const UNIX: &str = "unix socket";
+const PACKET: &str = "packet socket";
+const NETLINK: &str = "netlink socket";
 
 /// The name of the record `s` holds, for messages ("socket" when it holds none).
 pub(crate) fn record_name(s: &pb::Socket) -> &'static str {
@@ -58,6 +68,8 @@ pub(crate) fn record_name(s: &pb::Socket) -> &'static str {
         Some(State::TcpListener(_)) => LISTENER,
         Some(State::Udp(_)) => UDP,
         Some(State::Unix(_)) => UNIX,
+        Some(State::Packet(_)) => PACKET,
+        Some(State::Netlink(_)) => NETLINK,
         None => "socket",
     }
 }
@@ -90,6 +102,8 @@ impl From<&SocketState> for State {
                     .collect(),
             }),
             SocketState::Unix(u) => State::Unix(pb::UnixSocket::from(&**u)),
+            SocketState::Packet(p) => State::Packet(packet_to(p)),
+            SocketState::Netlink(n) => State::Netlink(netlink_to(n)),
         }
     }
 }
@@ -116,6 +130,12 @@ impl TryFrom<&pb::Socket> for SocketState {
                 .map_err(fail),
             Some(State::Unix(u)) => UnixSocketState::try_from(u)
                 .map(|u| SocketState::Unix(Box::new(u)))
+                .map_err(fail),
+            Some(State::Packet(p)) => packet_from(p)
+                .map(|p| SocketState::Packet(Box::new(p)))
+                .map_err(fail),
+            Some(State::Netlink(n)) => netlink_from(n)
+                .map(|n| SocketState::Netlink(Box::new(n)))
                 .map_err(fail),
             None => Err(fail(RecordProblem::NoState)),
         }
@@ -229,6 +249,143 @@ fn udp_from(u: &pb::UdpSocket) -> Result<UdpState, RecordProblem> {
                 .map(|o| (o.level, o.name, o.value))
                 .collect(),
         },
+    })
+}
+
+fn int_options_to(options: &[(i32, i32, i32)]) -> Vec<pb::SocketIntOption> {
+    options
+        .iter()
+        .map(|&(level, name, value)| pb::SocketIntOption { level, name, value })
+        .collect()
+}
+
+/// The integer options of a record, each one `known` says restore sets.
+fn int_options_from(
+    options: &[pb::SocketIntOption],
+    known: fn(i32, i32) -> bool,
+) -> Result<Vec<(i32, i32, i32)>, RecordProblem> {
+    options
+        .iter()
+        .map(|o| {
+            if known(o.level, o.name) {
+                Ok((o.level, o.name, o.value))
+            } else {
+                Err(RecordProblem::Range {
+                    field: "options",
+                    value: i64::from(o.name),
+                })
+            }
+        })
+        .collect()
+}
+
+/// SOCK_RAW or SOCK_DGRAM, the types packet and netlink sockets are restored with.
+fn raw_or_dgram(sock_type: i32) -> Result<i32, RecordProblem> {
+    if sock_type == libc::SOCK_RAW || sock_type == libc::SOCK_DGRAM {
+        Ok(sock_type)
+    } else {
+        Err(RecordProblem::Range {
+            field: "sock_type",
+            value: sock_type.into(),
+        })
+    }
+}
+
+fn packet_to(p: &PacketState) -> pb::PacketSocket {
+    pb::PacketSocket {
+        sock_type: p.sock_type,
+        protocol: p.protocol.into(),
+        bound_protocol: p.bound_protocol.into(),
+        ifindex: p.ifindex,
+        options: int_options_to(&p.options),
+        fanout: p.fanout,
+        memberships: p
+            .memberships
+            .iter()
+            .map(|m| pb::PacketMembership {
+                ifindex: m.ifindex,
+                mr_type: m.mr_type.into(),
+                count: m.count,
+                address: m.address.clone(),
+            })
+            .collect(),
+        socket: Some(options_to(&p.socket)),
+    }
+}
+
+fn packet_from(p: &pb::PacketSocket) -> Result<PacketState, RecordProblem> {
+    let u16_of = |field, v: u32| {
+        u16::try_from(v).map_err(|_| RecordProblem::Range {
+            field,
+            value: v.into(),
+        })
+    };
+    let memberships = p
+        .memberships
+        .iter()
+        .map(|m| {
+            if m.address.len() > 32 {
+                return Err(RecordProblem::Range {
+                    field: "memberships.address",
+                    value: m.address.len() as i64,
+                });
+            }
+            Ok(Membership {
+                ifindex: m.ifindex,
+                mr_type: u16_of("memberships.mr_type", m.mr_type)?,
+                count: m.count,
+                address: m.address.clone(),
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(PacketState {
+        sock_type: raw_or_dgram(p.sock_type)?,
+        protocol: u16_of("protocol", p.protocol)?,
+        bound_protocol: u16_of("bound_protocol", p.bound_protocol)?,
+        ifindex: p.ifindex,
+        options: int_options_from(&p.options, packet::is_known_option)?,
+        fanout: p.fanout,
+        memberships,
+        socket: options_from(p.socket.as_ref()),
+    })
+}
+
+fn netlink_to(n: &NetlinkState) -> pb::NetlinkSocket {
+    let (dst_portid, dst_group) = n.dst.unwrap_or_default();
+    pb::NetlinkSocket {
+        sock_type: n.sock_type,
+        protocol: n.protocol,
+        portid: n.portid,
+        groups: n.groups.clone(),
+        connected: n.dst.is_some(),
+        dst_portid,
+        dst_group,
+        options: int_options_to(&n.options),
+        socket: Some(options_to(&n.socket)),
+    }
+}
+
+fn netlink_from(n: &pb::NetlinkSocket) -> Result<NetlinkState, RecordProblem> {
+    if n.dst_group > netlink::MAX_DST_GROUP {
+        return Err(RecordProblem::Range {
+            field: "dst_group",
+            value: n.dst_group.into(),
+        });
+    }
+    if !(0..=i32::from(u8::MAX)).contains(&n.protocol) {
+        return Err(RecordProblem::Range {
+            field: "protocol",
+            value: n.protocol.into(),
+        });
+    }
+    Ok(NetlinkState {
+        sock_type: raw_or_dgram(n.sock_type)?,
+        protocol: n.protocol,
+        portid: n.portid,
+        groups: n.groups.clone(),
+        dst: n.connected.then_some((n.dst_portid, n.dst_group)),
+        options: int_options_from(&n.options, netlink::is_known_option)?,
+        socket: options_from(n.socket.as_ref()),
     })
 }
 
@@ -607,6 +764,30 @@ mod tests {
             reset_pending: true,
             connect_to: b"/dev/log".to_vec(),
             bind_dir: b"/run".to_vec(),
+        })));
+        round_trip(SocketState::Packet(Box::new(PacketState {
+            sock_type: libc::SOCK_DGRAM,
+            protocol: 3,
+            bound_protocol: 0x800,
+            ifindex: 1,
+            options: vec![(263, 23, 1), (263, 8, 1)],
+            fanout: 7 | (1 << 16),
+            memberships: vec![Membership {
+                ifindex: 1,
+                mr_type: 1,
+                count: 2,
+                address: vec![1, 2, 3, 4, 5, 6],
+            }],
+            socket: options(),
+        })));
+        round_trip(SocketState::Netlink(Box::new(NetlinkState {
+            sock_type: libc::SOCK_RAW,
+            protocol: 0,
+            portid: 0x9a1b_2c3d,
+            groups: vec![1, 1 << 2],
+            dst: Some((0, 0)),
+            options: vec![(270, 11, 1), (libc::SOL_SOCKET, libc::SO_PASSCRED, 1)],
+            socket: options(),
         })));
     }
 

@@ -22,6 +22,7 @@
 //! repair    whether a TCP socket is in repair mode (the dump guardian)
 //! scm       fds passed over a unix socket (the restore guardian)
 //! sockfilter classic BPF socket filters: read back, attached
+//! sockopt   options at any level, sockets of any family, packet bind (packet, netlink)
 //! eventfd, timerfd, signalfd, epoll, inotify, memfd, tty: the fd kinds files/ restores
 //! ```
 
@@ -49,6 +50,7 @@ pub mod scm;
 pub mod signal;
 pub mod signalfd;
 pub mod sockfilter;
+pub mod sockopt;
 pub mod spawn;
 pub mod termination;
 pub mod timerfd;

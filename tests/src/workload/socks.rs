@@ -23,7 +23,15 @@
 //!   filter-drop FD CHAR       a classic BPF filter dropping UDP datagrams whose first byte
 //!                             is CHAR (SO_ATTACH_FILTER)
 //!   filter-len FD             -> the instructions of its filter (SO_GET_FILTER count)
+//!   bind-packet FD IFINDEX PROTO    bind a packet socket (PROTO host order, e.g. 2048)
+//!   bind-netlink FD PID GROUPS      connect-netlink FD PID GROUPS (the 32-bit group mask)
+//!   peer FD                   -> the connected netlink peer: <pid> <groups>
+//!   sendto-netlink FD PID MSG  send MSG to netlink port PID
+//!   frames FD                 -> once something is readable, every datagram waiting, each
+//!                             <len>:<its bytes, '.' for what is not printable>, ' '-joined
 //! ```
+//!
+//! `name` of a packet socket is `ifindex N protocol 0xPPPP`, of a netlink one `pid N groups G`.
 
 use std::ffi::CString;
 use std::io;
@@ -155,8 +163,57 @@ fn local_name(fd: i32) -> io::Result<String> {
                 String::from_utf8_lossy(&bytes).into_owned()
             }
         }
+        libc::AF_PACKET => {
+            // SAFETY: the kernel wrote a sockaddr_ll.
+            let sll = unsafe { &*p.cast::<libc::sockaddr_ll>() };
+            format!(
+                "ifindex {} protocol 0x{:04x}",
+                sll.sll_ifindex,
+                u16::from_be(sll.sll_protocol)
+            )
+        }
+        libc::AF_NETLINK => {
+            // SAFETY: the kernel wrote a sockaddr_nl.
+            let nl = unsafe { &*p.cast::<libc::sockaddr_nl>() };
+            format!("pid {} groups {}", nl.nl_pid, nl.nl_groups)
+        }
         other => format!("family {other}"),
     })
+}
+
+/// A `sockaddr_nl` for (pid, groups).
+fn netlink_addr(pid: &str, groups: &str) -> Result<libc::sockaddr_nl, String> {
+    // SAFETY: sockaddr_nl is plain data; all zeroes is a valid value.
+    let mut nl: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    nl.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+    nl.nl_pid = num(pid)?;
+    nl.nl_groups = num(groups)?;
+    Ok(nl)
+}
+
+/// Every datagram waiting on `fd` once one is, as `frames` replies.
+fn frames(fd: i32) -> io::Result<String> {
+    wait_readable(fd, NOTHING)?;
+    let mut out = Vec::new();
+    loop {
+        let mut buf = [0u8; 65536];
+        // SAFETY: recv into our own buffer.
+        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::WouldBlock {
+                break;
+            }
+            return Err(e);
+        }
+        let bytes = &buf[..n as usize];
+        let text: String = bytes
+            .iter()
+            .map(|&b| if b.is_ascii_graphic() { b as char } else { '.' })
+            .collect();
+        out.push(format!("{}:{text}", bytes.len()));
+    }
+    Ok(out.join(" "))
 }
 
 fn ok(r: io::Result<libc::c_int>) -> Result<String, String> {
@@ -290,6 +347,54 @@ impl Mode for Socks {
                 }))
             }
             ("name", [fd]) => local_name(num(fd)?).map_err(io_err),
+            ("bind-packet", [fd, ifindex, proto]) => {
+                // SAFETY: sockaddr_ll is plain data; all zeroes is a valid value.
+                let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+                sll.sll_family = libc::AF_PACKET as u16;
+                sll.sll_ifindex = num(ifindex)?;
+                sll.sll_protocol = num::<u16>(proto)?.to_be();
+                let len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+                // SAFETY: sll is a live sockaddr_ll of len bytes.
+                ok(cvt(unsafe {
+                    libc::bind(num(fd)?, (&sll as *const libc::sockaddr_ll).cast(), len)
+                }))
+            }
+            ("bind-netlink", [fd, pid, groups]) | ("connect-netlink", [fd, pid, groups]) => {
+                let nl = netlink_addr(pid, groups)?;
+                let len = std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
+                let addr = (&nl as *const libc::sockaddr_nl).cast();
+                let fd = num(fd)?;
+                // SAFETY: nl is a live sockaddr_nl of len bytes.
+                ok(cvt(unsafe {
+                    if verb == "bind-netlink" {
+                        libc::bind(fd, addr, len)
+                    } else {
+                        libc::connect(fd, addr, len)
+                    }
+                }))
+            }
+            ("sendto-netlink", [fd, pid, msg]) => {
+                let nl = netlink_addr(pid, "0")?;
+                let len = std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
+                let to = (&nl as *const libc::sockaddr_nl).cast();
+                Ok(send_to(num(fd)?, msg, 0, Some((to, len))))
+            }
+            ("peer", [fd]) => {
+                // SAFETY: sockaddr_nl is plain data; all zeroes is a valid value.
+                let mut nl: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+                let mut len = std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
+                // SAFETY: nl has len bytes; the kernel writes at most len.
+                cvt(unsafe {
+                    libc::getpeername(
+                        num(fd)?,
+                        (&mut nl as *mut libc::sockaddr_nl).cast(),
+                        &mut len,
+                    )
+                })
+                .map_err(io_err)?;
+                Ok(format!("{} {}", nl.nl_pid, nl.nl_groups))
+            }
+            ("frames", [fd]) => frames(num(fd)?).map_err(io_err),
             ("listen", [fd]) => {
                 // SAFETY: listen takes no pointers.
                 ok(cvt(unsafe { libc::listen(num(fd)?, 16) }))

@@ -1,0 +1,96 @@
+//! Socket calls of the packet and netlink sockets: integer and byte options at any level,
+//! a new socket of any family, bind of a packet socket to an interface.
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+
+use super::{check, owned_fd};
+
+/// getsockopt of an integer option.
+pub(crate) fn get_int(fd: BorrowedFd<'_>, level: i32, name: i32) -> io::Result<i32> {
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: the kernel writes at most `len` bytes into our local int and updates `len`.
+    let ret = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            (&mut value as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    check(ret.into())?;
+    Ok(value)
+}
+
+/// setsockopt of an integer option.
+pub(crate) fn set_int(fd: BorrowedFd<'_>, level: i32, name: i32, value: i32) -> io::Result<()> {
+    set_bytes(fd, level, name, &value.to_ne_bytes())
+}
+
+/// setsockopt with `value` as the option's bytes.
+pub(crate) fn set_bytes(fd: BorrowedFd<'_>, level: i32, name: i32, value: &[u8]) -> io::Result<()> {
+    // SAFETY: the kernel reads `value.len()` bytes from our live buffer.
+    let ret = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            value.as_ptr().cast(),
+            value.len() as libc::socklen_t,
+        )
+    };
+    check(ret.into()).map(drop)
+}
+
+/// getsockopt of an option of up to `max` bytes: the bytes the kernel wrote.
+pub(crate) fn get_bytes(
+    fd: BorrowedFd<'_>,
+    level: i32,
+    name: i32,
+    max: usize,
+) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; max];
+    let mut len = max as libc::socklen_t;
+    // SAFETY: `buf` has `len` bytes; the kernel writes at most `len` and updates it.
+    let ret = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            buf.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    check(ret.into())?;
+    // NETLINK_LIST_MEMBERSHIPS reports the length it needs, which may exceed `max`.
+    buf.truncate((len as usize).min(max));
+    Ok(buf)
+}
+
+/// A new close-on-exec socket.
+pub(crate) fn socket(family: i32, ty: i32, protocol: i32) -> io::Result<OwnedFd> {
+    // SAFETY: socket takes no pointers.
+    let ret = unsafe { libc::socket(family, ty | libc::SOCK_CLOEXEC, protocol) };
+    owned_fd(ret.into())
+}
+
+/// Binds packet socket `fd` to interface `ifindex` (0: every one) and protocol `protocol`
+/// (host order; 0 keeps the socket's).
+pub(crate) fn bind_packet(fd: BorrowedFd<'_>, ifindex: i32, protocol: u16) -> io::Result<()> {
+    // SAFETY: sockaddr_ll is plain data; all zeroes is a valid value.
+    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    sll.sll_family = libc::AF_PACKET as u16;
+    sll.sll_protocol = protocol.to_be();
+    sll.sll_ifindex = ifindex;
+    // SAFETY: `sll` is a live sockaddr_ll of the length given.
+    let ret = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&sll as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    };
+    check(ret.into()).map(drop)
+}
