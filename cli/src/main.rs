@@ -37,6 +37,8 @@ enum Command {
     Dump(commands::dump::Args),
     /// Restore processes from an image directory
     Restore(commands::restore::Args),
+    /// Receive streamed images, keep them, serve them back and restore them
+    Serve(commands::serve::Args),
     /// Print an image directory as text or JSON
     Show(commands::show::Args),
     /// Remove the network lock a dump left installed
@@ -76,6 +78,7 @@ fn run(command: Command) -> anyhow::Result<i32> {
     match command {
         Command::Dump(args) => commands::dump::run(args),
         Command::Restore(args) => commands::restore::run(args),
+        Command::Serve(args) => commands::serve::run(args),
         Command::Show(args) => commands::show::run(args),
         Command::Unlock(args) => commands::unlock::run(args),
         Command::Kill(args) => commands::kill::run(args),

@@ -14,6 +14,28 @@ use crate::frame::FrameType;
 use crate::msg::{self, Manifest, Purpose};
 use crate::{manifest, transfer};
 
+/// Whether the peer sent something (or closed), without reading it.
+fn readable(tcp: &TcpStream) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    let mut fds = [PollFd::new(tcp.as_fd(), PollFlags::POLLIN)];
+    matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
+}
+
+/// The Failed or Refuse the peer sent before the connection broke, if it did (read within a
+/// second: it is already here or never comes).
+fn last_word(conn: &mut Conn<TcpStream>) -> Option<StreamError> {
+    conn.get_ref()
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .ok()?;
+    let step = "stream the image";
+    let f = conn.recv(step).ok()?;
+    match f.kind {
+        FrameType::Failed | FrameType::Refuse => Some(unexpected(&f, step, "nothing")),
+        _ => None,
+    }
+}
+
 /// How the client reaches a receiver.
 #[derive(Debug, Clone)]
 pub struct Peer {
@@ -83,11 +105,25 @@ impl Peer {
         checkpoint_id: &str,
     ) -> Result<String, StreamError> {
         let mut conn = self.start(Purpose::Store, name, checkpoint_id)?;
+        // Between frames: a pending SIGINT stops the transfer, and so does a word from the
+        // receiver (it only speaks before the End to say it failed).
+        let watch = conn
+            .get_ref()
+            .try_clone()
+            .map_err(|e| StreamError::io("watch the connection", e, 0))?;
         let keep_going = |step: &str| {
             cryo_core::interrupt::check("")
-                .map_err(|_| StreamError::Interrupted { step: step.into() })
+                .map_err(|_| StreamError::Interrupted { step: step.into() })?;
+            if readable(&watch) {
+                return Err(StreamError::protocol(step, "the receiver spoke before the end"));
+            }
+            Ok(())
         };
-        let sent = transfer::send_image(&mut conn, images, checkpoint_id, &keep_going)?;
+        let sent = match transfer::send_image(&mut conn, images, checkpoint_id, &keep_going) {
+            Ok(m) => m,
+            // The receiver's own reason, when it gave one, says more than a broken pipe.
+            Err(e) => return Err(last_word(&mut conn).unwrap_or(e)),
+        };
         let ours = manifest::hash(&sent);
         let step = format!("wait for {} to commit image {name:?}", self.addr);
         let committed: msg::Committed = conn.expect(FrameType::Committed, &step)?;

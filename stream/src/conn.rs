@@ -64,6 +64,11 @@ impl<S: Read + Write> Conn<S> {
         &self.peer
     }
 
+    /// The transport.
+    pub fn get_ref(&self) -> &S {
+        &self.io
+    }
+
     /// Sends one frame; `step` names what is being done, for the error.
     pub fn send(&mut self, kind: FrameType, payload: &[u8], step: &str) -> Result<(), StreamError> {
         let header = frame::encode_header(kind, self.send_seq, payload);
