@@ -21,6 +21,9 @@ pub struct Frame {
     pub kind: FrameType,
     /// Its payload (checked).
     pub payload: Vec<u8>,
+    /// The payload's crc32c (checked), so a file's checksum is combined from its frames'
+    /// instead of computed a second time.
+    pub crc: u32,
 }
 
 impl Frame {
@@ -69,9 +72,11 @@ impl<S: Read + Write> Conn<S> {
         &self.io
     }
 
-    /// Sends one frame; `step` names what is being done, for the error.
-    pub fn send(&mut self, kind: FrameType, payload: &[u8], step: &str) -> Result<(), StreamError> {
+    /// Sends one frame; `step` names what is being done, for the error. Returns the
+    /// payload's crc32c.
+    pub fn send(&mut self, kind: FrameType, payload: &[u8], step: &str) -> Result<u32, StreamError> {
         let header = frame::encode_header(kind, self.send_seq, payload);
+        let crc = u32::from_be_bytes([header[20], header[21], header[22], header[23]]);
         self.out.clear();
         self.out.extend_from_slice(&header);
         self.out.extend_from_slice(payload);
@@ -83,7 +88,7 @@ impl<S: Read + Write> Conn<S> {
             .write_all(&self.out)
             .map_err(|e| StreamError::io(format!("{step}: send to {}", self.peer), e, self.timeout_secs))?;
         self.send_seq += 1;
-        Ok(())
+        Ok(crc)
     }
 
     /// Sends control message `m` in a frame of `kind`.
@@ -93,7 +98,7 @@ impl<S: Read + Write> Conn<S> {
         m: &M,
         step: &str,
     ) -> Result<(), StreamError> {
-        self.send(kind, &m.encode_to_vec(), step)
+        self.send(kind, &m.encode_to_vec(), step).map(drop)
     }
 
     /// Receives the next frame, checked (header, order, checksum, tag).
@@ -135,6 +140,7 @@ impl<S: Read + Write> Conn<S> {
         Ok(Frame {
             kind: header.kind,
             payload,
+            crc: header.crc,
         })
     }
 

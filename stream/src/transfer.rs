@@ -96,8 +96,8 @@ pub fn send_image<S: Read + Write>(
             let want = DATA_CHUNK.min((size - sent) as usize);
             file.read_exact(&mut buf[..want])
                 .map_err(|e| StreamError::io(format!("{step}: read"), e, 0))?;
-            crc = crc32c::crc32c_append(crc, &buf[..want]);
-            conn.send(FrameType::Data, &buf[..want], &step)?;
+            let part = conn.send(FrameType::Data, &buf[..want], &step)?;
+            crc = crc32c::crc32c_combine(crc, part, want);
             sent += want as u64;
         }
         conn.send_msg(FrameType::FileClose, &msg::FileClose { crc32c: crc }, &step)?;
@@ -221,7 +221,7 @@ fn receive_file<S: Read + Write>(
                         format!("larger than announced ({} bytes)", open.size),
                     ));
                 }
-                crc = crc32c::crc32c_append(crc, &f.payload);
+                crc = crc32c::crc32c_combine(crc, f.crc, f.payload.len());
                 file.write_all(&f.payload)
                     .map_err(|e| StreamError::io(format!("{step}: write"), e, 0))?;
             }
@@ -352,7 +352,7 @@ mod tests {
     fn larger_than_announced() {
         let e = err_of(transfer(FILES, |tx, _| {
             open(tx, "a", 1);
-            tx.send(FrameType::Data, b"xy", "t")
+            tx.send(FrameType::Data, b"xy", "t").map(drop)
         }));
         assert!(e.contains("larger than announced"), "{e}");
     }
@@ -399,7 +399,7 @@ mod tests {
     #[test]
     fn out_of_place_frame() {
         let e = err_of(transfer(FILES, |tx, _| {
-            tx.send(FrameType::Data, b"x", "t")
+            tx.send(FrameType::Data, b"x", "t").map(drop)
         }));
         assert!(e.contains("Data frame where FileOpen or End"), "{e}");
     }
