@@ -53,9 +53,9 @@ pub use dump::{
     dump, lock_id_for, network_lock_installed, unlock, CommitError, CommitHook, DumpOptions,
     DumpSummary,
 };
-pub use image::{ImageDir, ImageDirError};
 pub use error::{Error, Result};
 pub use hooks::{ActionScript, HookStatus, Stage, DEFAULT_TIMEOUT as DEFAULT_HOOK_TIMEOUT};
+pub use image::{ImageDir, ImageDirError};
 pub use ipc::IpcError;
 pub use nix::unistd::Pid;
 pub use restore::error::{ChildError, RestoreError};

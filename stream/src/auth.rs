@@ -252,7 +252,10 @@ mod tests {
         let short = dir.path().join("short");
         std::fs::write(&short, "abc").unwrap();
         std::fs::set_permissions(&short, std::fs::Permissions::from_mode(0o600)).unwrap();
-        assert!(Psk::load(&short).unwrap_err().to_string().contains("at least"));
+        assert!(Psk::load(&short)
+            .unwrap_err()
+            .to_string()
+            .contains("at least"));
         assert!(Psk::load(dir.path())
             .unwrap_err()
             .to_string()

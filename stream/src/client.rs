@@ -80,7 +80,11 @@ impl Peer {
     ) -> Result<Conn<TcpStream>, StreamError> {
         transfer::check_name(name).map_err(|e| StreamError::protocol("image name", e))?;
         let mut conn = self.connect()?;
-        let step = format!("ask {} to {} image {name:?}", self.addr, purpose.as_str_name());
+        let step = format!(
+            "ask {} to {} image {name:?}",
+            self.addr,
+            purpose.as_str_name()
+        );
         conn.send_msg(
             FrameType::Start,
             &msg::Start {
@@ -115,7 +119,10 @@ impl Peer {
             cryo_core::interrupt::check("")
                 .map_err(|_| StreamError::Interrupted { step: step.into() })?;
             if readable(&watch) {
-                return Err(StreamError::protocol(step, "the receiver spoke before the end"));
+                return Err(StreamError::protocol(
+                    step,
+                    "the receiver spoke before the end",
+                ));
             }
             Ok(())
         };

@@ -74,7 +74,12 @@ impl<S: Read + Write> Conn<S> {
 
     /// Sends one frame; `step` names what is being done, for the error. Returns the
     /// payload's crc32c.
-    pub fn send(&mut self, kind: FrameType, payload: &[u8], step: &str) -> Result<u32, StreamError> {
+    pub fn send(
+        &mut self,
+        kind: FrameType,
+        payload: &[u8],
+        step: &str,
+    ) -> Result<u32, StreamError> {
         let header = frame::encode_header(kind, self.send_seq, payload);
         let crc = u32::from_be_bytes([header[20], header[21], header[22], header[23]]);
         self.out.clear();
@@ -84,9 +89,13 @@ impl<S: Read + Write> Conn<S> {
             let tag = key.tag(&header, payload);
             self.out.extend_from_slice(&tag);
         }
-        self.io
-            .write_all(&self.out)
-            .map_err(|e| StreamError::io(format!("{step}: send to {}", self.peer), e, self.timeout_secs))?;
+        self.io.write_all(&self.out).map_err(|e| {
+            StreamError::io(
+                format!("{step}: send to {}", self.peer),
+                e,
+                self.timeout_secs,
+            )
+        })?;
         self.send_seq += 1;
         Ok(crc)
     }
@@ -234,7 +243,10 @@ impl<S: Read + Write> Conn<S> {
             });
         }
         if hello.nonce.len() != auth::NONCE_LEN {
-            return Err(StreamError::protocol(step, "client nonce of the wrong size"));
+            return Err(StreamError::protocol(
+                step,
+                "client nonce of the wrong size",
+            ));
         }
         let sn = auth::nonce().map_err(|e| StreamError::io(step, e, 0))?;
         self.send_msg(
@@ -382,7 +394,13 @@ mod tests {
         (&a).write_all(&forged).unwrap();
         let e = rx.recv("t").unwrap_err();
         assert!(
-            matches!(e, StreamError::Frame { source: frame::FrameError::BadTag { seq: 1 }, .. }),
+            matches!(
+                e,
+                StreamError::Frame {
+                    source: frame::FrameError::BadTag { seq: 1 },
+                    ..
+                }
+            ),
             "{e}"
         );
         // A replayed frame (an old sequence number) is out of order.

@@ -192,14 +192,13 @@ pub fn check_payload(header: &Header, payload: &[u8]) -> Result<(), FrameError> 
 /// One whole frame parsed from a buffer (no tag): the pure entry point of the fuzz target.
 /// Returns the header, the payload and the bytes used.
 pub fn decode(bytes: &[u8], expected_seq: u64) -> Result<(Header, &[u8], usize), FrameError> {
-    let h: &[u8; HEADER_LEN] =
-        bytes
-            .get(..HEADER_LEN)
-            .and_then(|h| h.try_into().ok())
-            .ok_or(FrameError::Truncated {
-                need: HEADER_LEN,
-                have: bytes.len(),
-            })?;
+    let h: &[u8; HEADER_LEN] = bytes
+        .get(..HEADER_LEN)
+        .and_then(|h| h.try_into().ok())
+        .ok_or(FrameError::Truncated {
+            need: HEADER_LEN,
+            have: bytes.len(),
+        })?;
     let header = decode_header(h)?;
     if header.seq != expected_seq {
         return Err(FrameError::OutOfOrder {

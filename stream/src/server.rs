@@ -206,7 +206,12 @@ impl Server {
             ));
         }
         let suffix = crate::auth::nonce()
-            .map(|n| n[..4].iter().map(|b| format!("{b:02x}")).collect::<String>())
+            .map(|n| {
+                n[..4]
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<String>()
+            })
             .map_err(|e| StreamError::io("random suffix", e, 0))?;
         let partial = self.opts.root.join(format!(".{name}.partial-{suffix}"));
         let images = match ImageDir::create(&partial) {
@@ -214,8 +219,8 @@ impl Server {
             Err(e) => return Err(refuse(conn, format!("cannot make room for the image: {e}"))),
         };
         conn.send_msg(FrameType::Accept, &msg::Accept {}, "accept")?;
-        let received = transfer::receive_image(conn, &images, Some(&start.checkpoint_id))
-            .and_then(|m| {
+        let received =
+            transfer::receive_image(conn, &images, Some(&start.checkpoint_id)).and_then(|m| {
                 commit(&self.root, &partial, name)?;
                 Ok(m)
             });
@@ -267,7 +272,10 @@ impl Server {
         }
         let c: msg::Committed = f.decode(&step)?;
         if c.manifest_hash != manifest::hash(&sent) {
-            return Err(StreamError::protocol(&step, "the client confirmed another manifest"));
+            return Err(StreamError::protocol(
+                &step,
+                "the client confirmed another manifest",
+            ));
         }
         Ok(Outcome::Served { name: name.clone() })
     }

@@ -36,7 +36,9 @@ pub fn check_name(name: &str) -> Result<(), String> {
         return Err(format!("{name:?} is not a plain name (holds '/' or NUL)"));
     }
     if name.starts_with('.') {
-        return Err(format!("{name:?} starts with '.' (\".\", \"..\" and hidden names are refused)"));
+        return Err(format!(
+            "{name:?} starts with '.' (\".\", \"..\" and hidden names are refused)"
+        ));
     }
     if name.len() > 255 {
         return Err(format!("a name of {} bytes (255 at most)", name.len()));
@@ -51,9 +53,10 @@ pub fn image_files(dir: &Path) -> Result<Vec<String>, StreamError> {
     let mut names = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(|e| StreamError::io(&step, e, 0))? {
         let entry = entry.map_err(|e| StreamError::io(&step, e, 0))?;
-        let name = entry.file_name().into_string().map_err(|n| {
-            StreamError::protocol(&step, format!("file name {n:?} is not UTF-8"))
-        })?;
+        let name = entry
+            .file_name()
+            .into_string()
+            .map_err(|n| StreamError::protocol(&step, format!("file name {n:?} is not UTF-8")))?;
         names.push(name);
     }
     names.sort_by_key(|n| (n == INVENTORY, n.clone()));
@@ -191,7 +194,10 @@ pub fn receive_image<S: Read + Write>(
                 }
                 manifest::verify(&m, &received).map_err(|e| StreamError::protocol(step, e))?;
                 if !received.iter().any(|e| e.name == INVENTORY) {
-                    return Err(StreamError::protocol(step, "no inventory.img: not an image"));
+                    return Err(StreamError::protocol(
+                        step,
+                        "no inventory.img: not an image",
+                    ));
                 }
                 sync_dir(images.path())?;
                 return Ok(m);
@@ -343,7 +349,13 @@ mod tests {
         let e = err_of(transfer(FILES, |tx, _| {
             open(tx, "a", 1);
             tx.send(FrameType::Data, b"x", "t")?;
-            tx.send_msg(FrameType::FileClose, &msg::FileClose { crc32c: crc32c::crc32c(b"x") }, "t")
+            tx.send_msg(
+                FrameType::FileClose,
+                &msg::FileClose {
+                    crc32c: crc32c::crc32c(b"x"),
+                },
+                "t",
+            )
         }));
         assert!(e.contains("missing End") && e.contains("closed"), "{e}");
     }
@@ -374,7 +386,10 @@ mod tests {
                 open(tx, name, 0);
                 Ok(())
             }));
-            assert!(e.contains("plain name") || e.contains("starts with '.'"), "{e}");
+            assert!(
+                e.contains("plain name") || e.contains("starts with '.'"),
+                "{e}"
+            );
         }
     }
 

@@ -231,8 +231,9 @@ impl Proxy {
                 }
                 if let (FrameType::FileClose, Plan::KillReceiverAfterFirstFile(pid)) = (kind, plan)
                 {
-                    // SAFETY: kill takes no pointers; the pid is the receiver we started.
-                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                    if let Ok(receiver) = Pidfd::open(pid) {
+                        let _ = receiver.signal(libc::SIGKILL);
+                    }
                     let _ = ev_tx.send("killed");
                     break;
                 }
@@ -315,11 +316,10 @@ fn dump_to_a_receiver_kills_only_after_commit_and_restore_from_brings_it_back() 
     assert!(w.wait_original().signal_killed(), "killed once confirmed");
     // Fetched back from a second receiver on the same root, restored here.
     let mut serve = Serve::start(w.dir(), &key, &[]);
-    let img_of = |s: &Serve| format!("{}", s.addr());
     let restore = w.cryo(&[
         "restore",
         "--from",
-        &img_of(&serve),
+        &serve.addr(),
         "--name",
         "mem",
         "--psk-file",
@@ -332,7 +332,11 @@ fn dump_to_a_receiver_kills_only_after_commit_and_restore_from_brings_it_back() 
     assert!(log.contains("served image mem"), "{log}");
     assert_eq!(restore.stdout.trim(), w.pid().to_string());
     w.adopt_restored();
-    assert_eq!(verified(&w), before, "every word of memory, from the restored process");
+    assert_eq!(
+        verified(&w),
+        before,
+        "every word of memory, from the restored process"
+    );
     // The fetched copy is gone from /dev/shm.
     let left: Vec<_> = std::fs::read_dir("/dev/shm")
         .unwrap()

@@ -103,8 +103,8 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     let dumped = dump(&opts);
     // The scratch copy goes whatever happened (the receiver holds the image, or nothing).
     drop(scratch);
-    let summary = dumped
-        .with_context(|| format!("dump of pid {} into {whereto}", pid_list(&opts.pids)))?;
+    let summary =
+        dumped.with_context(|| format!("dump of pid {} into {whereto}", pid_list(&opts.pids)))?;
     let line = format!(
         "dumped pid {} into {}: {} of pages, frozen {}, total {}{}",
         pid_list(&summary.pids),

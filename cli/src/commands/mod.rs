@@ -61,10 +61,9 @@ pub struct StreamArgs {
 impl StreamArgs {
     /// The key, read by the key file rules; `what` says which flag needs it.
     pub fn psk(&self, what: &str) -> anyhow::Result<cryo_stream::Psk> {
-        let path = self
-            .psk_file
-            .as_ref()
-            .ok_or_else(|| anyhow::anyhow!("{what} needs --psk-file PATH (a key both ends hold)"))?;
+        let path = self.psk_file.as_ref().ok_or_else(|| {
+            anyhow::anyhow!("{what} needs --psk-file PATH (a key both ends hold)")
+        })?;
         Ok(cryo_stream::Psk::load(path)?)
     }
 

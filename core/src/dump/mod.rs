@@ -77,7 +77,10 @@ pub type CommitError = Box<dyn std::error::Error + Send + Sync>;
 /// directory and the checkpoint id, it returns once the images are safe elsewhere (or fails,
 /// and the dump is rolled back).
 #[derive(Clone)]
-pub struct CommitHook(Arc<dyn Fn(&Path, &str) -> Result<(), CommitError> + Send + Sync>);
+pub struct CommitHook(Arc<CommitFn>);
+
+/// The function behind a [`CommitHook`].
+type CommitFn = dyn Fn(&Path, &str) -> Result<(), CommitError> + Send + Sync;
 
 impl CommitHook {
     /// A hook running `f(images_dir, checkpoint_id)`.
