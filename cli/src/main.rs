@@ -128,6 +128,67 @@ mod tests {
     }
 
     #[test]
+    fn streaming_flags() {
+        let ok = |argv: &[&str]| {
+            Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{argv:?} refused: {e}"))
+        };
+        ok(&[
+            "cryo",
+            "dump",
+            "-t",
+            "1",
+            "--to",
+            "h:1",
+            "--name",
+            "n",
+            "--psk-file",
+            "k",
+        ]);
+        ok(&[
+            "cryo",
+            "restore",
+            "--from",
+            "h:1",
+            "--name",
+            "n",
+            "--psk-file",
+            "k",
+        ]);
+        ok(&[
+            "cryo",
+            "restore",
+            "--from",
+            "h:1",
+            "--name",
+            "n",
+            "--on-receiver",
+        ]);
+        ok(&[
+            "cryo",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "-D",
+            "r",
+            "--once",
+        ]);
+        for argv in [
+            // A name without a receiver, a receiver without a name, both destinations.
+            &["cryo", "dump", "-t", "1", "--name", "n"][..],
+            &["cryo", "dump", "-t", "1", "--to", "h:1"],
+            &[
+                "cryo", "dump", "-t", "1", "-D", "d", "--to", "h:1", "--name", "n",
+            ],
+            &["cryo", "restore", "--from", "h:1"],
+            &["cryo", "restore", "-D", "d", "--from", "h:1", "--name", "n"],
+            &["cryo", "restore", "-D", "d", "--on-receiver"],
+            &["cryo", "serve", "--listen", "127.0.0.1:0"],
+        ] {
+            assert!(Cli::try_parse_from(argv).is_err(), "{argv:?} accepted");
+        }
+    }
+
+    #[test]
     fn global_flags_anywhere() {
         let cli = Cli::try_parse_from(["cryo", "check", "-vv", "--json"]).unwrap();
         assert_eq!(cli.verbose, 2);
