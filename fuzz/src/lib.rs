@@ -12,6 +12,8 @@
 //! netlink_acks    cryo_netns::replies::parse_acks (NLMSG_ERROR ACKs, extended ACK TLVs)
 //! nft_dump        cryo_netns::replies::{parse_dump_part, parse_table} (GETTABLE dump)
 //! resume_record   cryo_resume::{parse_record, marker_channel, is_fifo_channel_path}
+//! stream_frame    cryo_stream::frame::decode (image stream frames) and the control message
+//!                 each frame type carries
 //! ```
 //!
 //! A target panics only when a parser breaks its contract: it panicked itself, or accepted
@@ -33,4 +35,5 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("netlink_acks", targets::netlink_acks),
     ("nft_dump", targets::nft_dump),
     ("resume_record", targets::resume_record),
+    ("stream_frame", targets::stream_frame),
 ];

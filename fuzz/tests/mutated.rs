@@ -93,7 +93,8 @@ fn every_target_has_a_test_below() {
             "inet_diag",
             "netlink_acks",
             "nft_dump",
-            "resume_record"
+            "resume_record",
+            "stream_frame"
         ]
     );
 }
@@ -131,4 +132,9 @@ fn nft_dump() {
 #[test]
 fn resume_record() {
     run("resume_record", cryo_fuzz::targets::resume_record);
+}
+
+#[test]
+fn stream_frame() {
+    run("stream_frame", cryo_fuzz::targets::stream_frame);
 }

@@ -105,3 +105,11 @@ fn resume_seeds_parse() {
         Some(7)
     );
 }
+
+#[test]
+fn stream_seeds_are_whole_frames() {
+    for (i, f) in seeds::stream_frames().iter().enumerate() {
+        let (_, _, used) = cryo_stream::frame::decode(f, i as u64).unwrap();
+        assert_eq!(used, f.len());
+    }
+}

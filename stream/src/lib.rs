@@ -12,6 +12,9 @@
 //! server.rs    the receiver
 //! ```
 //!
+//! Without the default `engine` feature only `frame`, `manifest` and `msg` are built (no
+//! engine, no I/O): what the fuzz target needs.
+//!
 //! # The protocol (version 1)
 //!
 //! Every frame has the header of [`frame`]; every control message is a protobuf message
@@ -51,13 +54,19 @@
 //! sender of a dump rolls it back.
 #![warn(missing_docs)]
 
+#[cfg(feature = "engine")]
 pub mod auth;
+#[cfg(feature = "engine")]
 pub mod client;
+#[cfg(feature = "engine")]
 pub mod conn;
+#[cfg(feature = "engine")]
 pub mod error;
 pub mod frame;
 pub mod manifest;
+#[cfg(feature = "engine")]
 pub mod server;
+#[cfg(feature = "engine")]
 pub mod transfer;
 
 /// The protocol's control messages (generated from proto/stream.proto).
@@ -66,8 +75,13 @@ pub mod msg {
     include!(concat!(env!("OUT_DIR"), "/cryo.stream.rs"));
 }
 
+#[cfg(feature = "engine")]
 pub use auth::Psk;
+#[cfg(feature = "engine")]
 pub use client::{Peer, DEFAULT_TIMEOUT};
+#[cfg(feature = "engine")]
 pub use conn::VERSIONS;
+#[cfg(feature = "engine")]
 pub use error::StreamError;
+#[cfg(feature = "engine")]
 pub use server::{Outcome, ServeOptions, Server};
