@@ -229,6 +229,7 @@ impl Server {
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&partial);
                 conn.send_failed(&format!("{e}: the image was discarded"));
+                linger(conn.get_ref());
                 return Err(e);
             }
         };
@@ -338,6 +339,26 @@ fn commit(root: &ImageDir, partial: &Path, name: &str) -> Result<(), StreamError
     )
     .map_err(|e| StreamError::io(&step, e.into(), 0))?;
     dir.sync_all().map_err(|e| StreamError::io(&step, e, 0))
+}
+
+/// After a Failed: no more from us, and what the sender still had in flight is read and
+/// dropped (for up to two seconds) until it stops, so that closing does not reset the
+/// connection under our Failed before the sender read it.
+fn linger(tcp: &TcpStream) {
+    use std::io::Read;
+    let _ = tcp.shutdown(std::net::Shutdown::Write);
+    let _ = tcp.set_read_timeout(Some(Duration::from_millis(200)));
+    let until = std::time::Instant::now() + Duration::from_secs(2);
+    let mut buf = vec![0u8; 64 << 10];
+    let mut tcp = tcp;
+    while std::time::Instant::now() < until {
+        match tcp.read(&mut buf) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
+    }
 }
 
 /// An error and its sources, as one line.

@@ -41,6 +41,11 @@ struct Serve {
 
 impl Serve {
     fn start(dir: &Path, key: &Path, env: &[(&str, &str)]) -> Self {
+        Self::start_with(dir, key, env, &["--once"])
+    }
+
+    /// As [`Serve::start`], with `flags` instead of `--once`.
+    fn start_with(dir: &Path, key: &Path, env: &[(&str, &str)], flags: &[&str]) -> Self {
         let root = dir.join("root");
         let stderr = dir.join(format!(
             "serve-{}.stderr",
@@ -50,7 +55,9 @@ impl Serve {
                 .as_nanos()
         ));
         let mut cmd = Command::new(cryo_bin());
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--once", "-D"])
+        cmd.args(["serve", "--listen", "127.0.0.1:0"])
+            .args(flags)
+            .arg("-D")
             .arg(&root)
             .arg("--psk-file")
             .arg(key)
@@ -554,4 +561,26 @@ fn the_receiver_restores_an_image_itself_when_asked() {
     w.adopt_restored();
     assert_eq!(verified(&w), before);
     w.kill_restored();
+}
+
+#[test]
+fn one_receiver_keeps_several_images_and_refuses_a_name_taken() {
+    cryo_bin();
+    let w = Workload::spawn("memory", &["8", "5"]);
+    let before = verified(&w);
+    let key = key_file(w.dir(), "key", "stream-test-key-0123456789");
+    // A receiver without --once: it serves connection after connection.
+    let serve = Serve::start_with(w.dir(), &key, &[], &[]);
+    dump_to(&w, &serve.addr(), "first", &key, &["--leave-running"]).assert_success();
+    dump_to(&w, &serve.addr(), "second", &key, &["--leave-running"]).assert_success();
+    assert_eq!(serve.entries(), ["first", "second"]);
+    w.assert_untouched();
+    // A killing dump to a name the receiver holds already is refused by it: rolled back.
+    let out = dump_to(&w, &serve.addr(), "first", &key, &[]);
+    out.assert_refused()
+        .assert_stderr_mentions("an image named \"first\" exists on the receiver already")
+        .assert_stderr_mentions("rolled back");
+    w.assert_untouched();
+    assert_eq!(verified(&w), before);
+    assert_eq!(serve.entries(), ["first", "second"]);
 }
