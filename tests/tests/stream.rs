@@ -531,6 +531,16 @@ fn a_receiver_of_another_protocol_version_is_named_with_its_versions() {
     assert!(!serve.wait().0.success());
     assert!(serve.entries().is_empty());
     w.assert_untouched();
+    // No receiver at all: refused at the connection, the target untouched.
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let out = dump_to(&w, &closed.to_string(), "v", &key, &[]);
+    out.assert_refused()
+        .assert_stderr_mentions(&format!("connect to {closed}"))
+        .assert_stderr_mentions("rolled back");
+    w.assert_untouched();
 }
 
 #[test]
