@@ -228,6 +228,7 @@ impl Server {
             Ok(m) => m,
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&partial);
+                warn!(image = %name, "incomplete image discarded: {e}");
                 conn.send_failed(&format!("{e}: the image was discarded"));
                 linger(conn.get_ref());
                 return Err(e);

@@ -489,6 +489,7 @@ fn a_corrupted_frame_is_discarded_by_the_receiver_and_the_dump_rolled_back() {
     let (status, log) = serve.wait();
     assert!(!status.success(), "serve: {log}");
     assert!(log.contains("checksum mismatch"), "{log}");
+    assert!(log.contains("incomplete image discarded"), "{log}");
     assert!(serve.entries().is_empty(), "{:?}", serve.entries());
     w.assert_untouched();
     assert_eq!(verified(&w), before);
