@@ -151,9 +151,10 @@ fn dump_to(w: &Workload, addr: &str, name: &str, key: &Path, extra: &[&str]) -> 
         name.into(),
         "--psk-file".into(),
         key.display().to_string(),
-        "--stream-timeout".into(),
-        "20".into(),
     ];
+    if !extra.contains(&"--stream-timeout") {
+        args.extend(["--stream-timeout".into(), "20".into()]);
+    }
     args.extend(extra.iter().map(|s| s.to_string()));
     w.cryo(&args)
 }
@@ -594,4 +595,27 @@ fn one_receiver_keeps_several_images_and_refuses_a_name_taken() {
     w.assert_untouched();
     assert_eq!(verified(&w), before);
     assert_eq!(serve.entries(), ["first", "second"]);
+}
+
+#[test]
+fn a_confirmation_that_never_comes_times_out_and_rolls_back() {
+    cryo_bin();
+    let w = Workload::spawn("memory", &["8", "9"]);
+    let before = verified(&w);
+    let key = key_file(w.dir(), "key", "stream-test-key-0123456789");
+    let mut serve = Serve::start(w.dir(), &key, &[]);
+    // The receiver commits, but its answer is held past the sender's timeout.
+    let proxy = Proxy::start(serve.addr, Plan::HoldCommitted);
+    let out = dump_to(&w, &proxy.addr(), "late", &key, &["--stream-timeout", "1"]);
+    proxy.expect("holding");
+    out.assert_refused()
+        .assert_stderr_mentions("to commit image \"late\": receive from")
+        .assert_stderr_mentions("no answer within 1 s")
+        .assert_stderr_mentions("rolled back");
+    w.assert_untouched();
+    assert_eq!(verified(&w), before);
+    // Delivery is confirmed one way only: the receiver keeps what it committed.
+    assert!(serve.wait().0.success());
+    assert_eq!(serve.entries(), ["late"]);
+    drop(proxy.release);
 }
