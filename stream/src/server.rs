@@ -266,7 +266,15 @@ impl Server {
             Err(e) => return Err(refuse(conn, format!("image {name:?}: {e}"))),
         };
         conn.send_msg(FrameType::Accept, &msg::Accept {}, "accept")?;
-        let sent = transfer::send_image(conn, &images, &inventory.checkpoint_id, &|_| Ok(()))?;
+        let sent = match transfer::send_image(conn, &images, &inventory.checkpoint_id, &|_| Ok(()))
+        {
+            Ok(m) => m,
+            Err(e) => {
+                // A file of the image refused by the image rules, say: the client is told.
+                conn.send_failed(&e.to_string());
+                return Err(e);
+            }
+        };
         let step = format!("wait for {} to confirm image {name:?}", conn.peer());
         let f = conn.recv(&step)?;
         if f.kind != FrameType::Committed {

@@ -619,3 +619,36 @@ fn a_confirmation_that_never_comes_times_out_and_rolls_back() {
     assert_eq!(serve.entries(), ["late"]);
     drop(proxy.release);
 }
+
+#[test]
+fn an_image_file_others_could_write_is_not_served_back() {
+    cryo_bin();
+    let mut w = Workload::spawn("memory", &["8", "11"]);
+    let key = key_file(w.dir(), "key", "stream-test-key-0123456789");
+    let mut serve = Serve::start(w.dir(), &key, &[]);
+    dump_to(&w, &serve.addr(), "kept", &key, &[]).assert_success();
+    assert!(serve.wait().0.success());
+    w.wait_original();
+    // Someone opened a file of the kept image to others: the image rules refuse it.
+    let pages = serve
+        .root
+        .join("kept")
+        .join(format!("pages-{}.img", w.pid()));
+    std::fs::set_permissions(&pages, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let mut serve = Serve::start(w.dir(), &key, &[]);
+    let out = w.cryo(&[
+        "restore",
+        "--from",
+        &serve.addr(),
+        "--name",
+        "kept",
+        "--psk-file",
+        key.to_str().unwrap(),
+        "--detach",
+    ]);
+    out.assert_refused()
+        .assert_stderr_mentions(&pages.display().to_string())
+        .assert_stderr_mentions("writable by");
+    assert!(!serve.wait().0.success());
+    assert!(!pid_exists(w.pid()), "nothing restored");
+}
