@@ -37,6 +37,8 @@ enum Command {
     Dump(commands::dump::Args),
     /// Restore processes from an image directory
     Restore(commands::restore::Args),
+    /// Receive streamed images, keep them, serve them back and restore them
+    Serve(commands::serve::Args),
     /// Print an image directory as text or JSON
     Show(commands::show::Args),
     /// Remove the network lock a dump left installed
@@ -76,6 +78,7 @@ fn run(command: Command) -> anyhow::Result<i32> {
     match command {
         Command::Dump(args) => commands::dump::run(args),
         Command::Restore(args) => commands::restore::run(args),
+        Command::Serve(args) => commands::serve::run(args),
         Command::Show(args) => commands::show::run(args),
         Command::Unlock(args) => commands::unlock::run(args),
         Command::Kill(args) => commands::kill::run(args),
@@ -119,6 +122,67 @@ mod tests {
             &["cryo", "dump", "-t", "1"],
             &["cryo", "dump", "-t", "0", "-D", "img"],
             &["cryo", "dump", "-t", "x", "-D", "img"],
+        ] {
+            assert!(Cli::try_parse_from(argv).is_err(), "{argv:?} accepted");
+        }
+    }
+
+    #[test]
+    fn streaming_flags() {
+        let ok = |argv: &[&str]| {
+            Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{argv:?} refused: {e}"))
+        };
+        ok(&[
+            "cryo",
+            "dump",
+            "-t",
+            "1",
+            "--to",
+            "h:1",
+            "--name",
+            "n",
+            "--psk-file",
+            "k",
+        ]);
+        ok(&[
+            "cryo",
+            "restore",
+            "--from",
+            "h:1",
+            "--name",
+            "n",
+            "--psk-file",
+            "k",
+        ]);
+        ok(&[
+            "cryo",
+            "restore",
+            "--from",
+            "h:1",
+            "--name",
+            "n",
+            "--on-receiver",
+        ]);
+        ok(&[
+            "cryo",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "-D",
+            "r",
+            "--once",
+        ]);
+        for argv in [
+            // A name without a receiver, a receiver without a name, both destinations.
+            &["cryo", "dump", "-t", "1", "--name", "n"][..],
+            &["cryo", "dump", "-t", "1", "--to", "h:1"],
+            &[
+                "cryo", "dump", "-t", "1", "-D", "d", "--to", "h:1", "--name", "n",
+            ],
+            &["cryo", "restore", "--from", "h:1"],
+            &["cryo", "restore", "-D", "d", "--from", "h:1", "--name", "n"],
+            &["cryo", "restore", "-D", "d", "--on-receiver"],
+            &["cryo", "serve", "--listen", "127.0.0.1:0"],
         ] {
             assert!(Cli::try_parse_from(argv).is_err(), "{argv:?} accepted");
         }

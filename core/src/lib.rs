@@ -49,9 +49,13 @@ mod task;
 
 pub use dump::error::{DumpError, KillError};
 pub use dump::retire::{kill_left_running as kill, Retired};
-pub use dump::{dump, lock_id_for, network_lock_installed, unlock, DumpOptions, DumpSummary};
+pub use dump::{
+    dump, lock_id_for, network_lock_installed, unlock, CommitError, CommitHook, DumpOptions,
+    DumpSummary,
+};
 pub use error::{Error, Result};
 pub use hooks::{ActionScript, HookStatus, Stage, DEFAULT_TIMEOUT as DEFAULT_HOOK_TIMEOUT};
+pub use image::{ImageDir, ImageDirError};
 pub use ipc::IpcError;
 pub use nix::unistd::Pid;
 pub use restore::error::{ChildError, RestoreError};

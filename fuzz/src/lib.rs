@@ -14,6 +14,8 @@
 //! netlink_acks    cryo_netns::replies::parse_acks (NLMSG_ERROR ACKs, extended ACK TLVs)
 //! nft_dump        cryo_netns::replies::{parse_dump_part, parse_table} (GETTABLE dump)
 //! resume_record   cryo_resume::{parse_record, marker_channel, is_fifo_channel_path}
+//! stream_frame    cryo_stream::frame::decode (image stream frames) and the control message
+//!                 each frame type carries
 //! ```
 //!
 //! A target panics only when a parser breaks its contract: it panicked itself, or accepted
@@ -36,4 +38,5 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("nft_dump", targets::nft_dump),
     ("resume_record", targets::resume_record),
     ("family_diag", targets::family_diag),
+    ("stream_frame", targets::stream_frame),
 ];

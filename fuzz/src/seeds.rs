@@ -18,6 +18,7 @@ pub fn of(name: &str) -> Vec<Vec<u8>> {
         "nft_dump" => nft_dumps(),
         "resume_record" => resume_lines(),
         "family_diag" => family_diag_answers(),
+        "stream_frame" => stream_frames(),
         _ => Vec::new(),
     }
 }
@@ -366,4 +367,83 @@ pub fn resume_lines() -> Vec<Vec<u8>> {
     .iter()
     .map(|s| s.as_bytes().to_vec())
     .collect()
+}
+
+/// One valid frame of the image stream per control message, and a data frame.
+pub fn stream_frames() -> Vec<Vec<u8>> {
+    use cryo_stream::frame::{encode, FrameType};
+    use cryo_stream::msg;
+    use prost::Message;
+    let entry = |name: &str, size, crc32c| msg::ManifestEntry {
+        name: name.into(),
+        size,
+        crc32c,
+    };
+    vec![
+        encode(
+            FrameType::Hello,
+            0,
+            &msg::Hello {
+                version: 1,
+                nonce: vec![7; 32],
+            }
+            .encode_to_vec(),
+        ),
+        encode(
+            FrameType::Unsupported,
+            1,
+            &msg::Unsupported {
+                supported: vec![1, 2],
+            }
+            .encode_to_vec(),
+        ),
+        encode(
+            FrameType::Start,
+            2,
+            &msg::Start {
+                version: 1,
+                checkpoint_id: "c1".into(),
+                name: "web".into(),
+                purpose: msg::Purpose::Store as i32,
+            }
+            .encode_to_vec(),
+        ),
+        encode(
+            FrameType::FileOpen,
+            3,
+            &msg::FileOpen {
+                name: "pages-1.img".into(),
+                size: 4096,
+                mode: 0o600,
+            }
+            .encode_to_vec(),
+        ),
+        encode(FrameType::Data, 4, &[0xab; 64]),
+        encode(
+            FrameType::FileClose,
+            5,
+            &msg::FileClose { crc32c: 0x1234 }.encode_to_vec(),
+        ),
+        encode(
+            FrameType::End,
+            6,
+            &msg::End {
+                manifest: Some(msg::Manifest {
+                    checkpoint_id: "c1".into(),
+                    files: vec![entry("pages-1.img", 4096, 1), entry("inventory.img", 9, 2)],
+                }),
+            }
+            .encode_to_vec(),
+        ),
+        encode(
+            FrameType::Failed,
+            7,
+            &msg::Failed { why: "x".into() }.encode_to_vec(),
+        ),
+        encode(
+            FrameType::Restored,
+            8,
+            &msg::Restored { pids: vec![42] }.encode_to_vec(),
+        ),
+    ]
 }

@@ -187,3 +187,53 @@ pub fn family_diag(data: &[u8]) {
     });
     let _ = parse_netlink_answer(data, |_| ());
 }
+
+/// A frame of the image stream as it arrives (cryo_stream::frame::decode, at the sequence
+/// number it carries), then the control message its type says it holds: what parses must
+/// encode back to the same bytes (the frame) or the same message.
+pub fn stream_frame(data: &[u8]) {
+    use cryo_stream::frame::{self, FrameType};
+    use cryo_stream::msg;
+    let seq = data
+        .get(8..16)
+        .map_or(0, |b| u64::from_be_bytes(b.try_into().unwrap_or_default()));
+    let Ok((header, payload, used)) = frame::decode(data, seq) else {
+        return;
+    };
+    let again = frame::encode(header.kind, header.seq, payload);
+    assert!(
+        again[..] == data[..used],
+        "a frame changed across decode and encode"
+    );
+    match header.kind {
+        FrameType::Hello => message_round::<msg::Hello>(payload),
+        FrameType::ServerHello => message_round::<msg::ServerHello>(payload),
+        FrameType::Unsupported => message_round::<msg::Unsupported>(payload),
+        FrameType::ClientProof => message_round::<msg::ClientProof>(payload),
+        FrameType::Start => message_round::<msg::Start>(payload),
+        FrameType::Accept => message_round::<msg::Accept>(payload),
+        FrameType::Refuse => message_round::<msg::Refuse>(payload),
+        FrameType::FileOpen => message_round::<msg::FileOpen>(payload),
+        FrameType::Data => {}
+        FrameType::FileClose => message_round::<msg::FileClose>(payload),
+        FrameType::End => {
+            message_round::<msg::End>(payload);
+            if let Ok(end) = msg::End::decode(payload) {
+                let m = end.manifest.unwrap_or_default();
+                assert_eq!(cryo_stream::manifest::verify(&m, &m.files), Ok(()));
+                let _ = cryo_stream::manifest::hash(&m);
+            }
+        }
+        FrameType::Committed => message_round::<msg::Committed>(payload),
+        FrameType::Failed => message_round::<msg::Failed>(payload),
+        FrameType::Restored => message_round::<msg::Restored>(payload),
+    }
+}
+
+/// What decodes as `M` encodes and decodes back to the same message.
+fn message_round<M: Message + Default + PartialEq>(payload: &[u8]) {
+    if let Ok(m) = M::decode(payload) {
+        let back = M::decode(&m.encode_to_vec()[..]).expect("an encoded message is refused");
+        assert!(back == m, "a message changed across encode and decode");
+    }
+}

@@ -94,7 +94,8 @@ fn every_target_has_a_test_below() {
             "netlink_acks",
             "nft_dump",
             "resume_record",
-            "family_diag"
+            "family_diag",
+            "stream_frame"
         ]
     );
 }
@@ -137,4 +138,9 @@ fn resume_record() {
 #[test]
 fn family_diag() {
     run("family_diag", cryo_fuzz::targets::family_diag);
+}
+
+#[test]
+fn stream_frame() {
+    run("stream_frame", cryo_fuzz::targets::stream_frame);
 }

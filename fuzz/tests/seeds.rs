@@ -137,3 +137,11 @@ fn family_diag_seeds_read_as_packet_and_netlink_sockets() {
     assert!(!netlinks[1].connected && netlinks[1].rmem_alloc == 0);
     assert!(parse_netlink_answer(&answers[2], |_| ()).is_err());
 }
+
+#[test]
+fn stream_seeds_are_whole_frames() {
+    for (i, f) in seeds::stream_frames().iter().enumerate() {
+        let (_, _, used) = cryo_stream::frame::decode(f, i as u64).unwrap();
+        assert_eq!(used, f.len());
+    }
+}

@@ -794,6 +794,20 @@ impl Workload {
         out
     }
 
+    /// Takes the process running with our pid as this workload restored, detached: for a
+    /// restore this harness did not start (`cryo restore --from`, a receiver's restore).
+    #[track_caller]
+    pub fn adopt_restored(&mut self) {
+        assert!(
+            self.restored.is_none() && !self.original_alive(),
+            "something of this workload still runs"
+        );
+        let pidfd = Pidfd::open(self.pid)
+            .unwrap_or_else(|e| panic!("no process {} to adopt: {e}", self.pid));
+        self.restored = Some(Restored::Detached { pidfd });
+        assert_eq!(self.cmd("pid"), self.pid.to_string());
+    }
+
     /// Waits for a background `cryo restore` to exit (after the restored
     /// workload was told to `exit`) and returns cryo's status.
     pub fn wait_restore(&mut self) -> ExitStatus {

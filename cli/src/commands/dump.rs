@@ -1,4 +1,6 @@
-//! `cryo dump -t PID[,PID] -D DIR`: checkpoint process trees.
+//! `cryo dump -t PID[,PID] -D DIR`: checkpoint process trees; `--to ADDR:PORT --name NAME`
+//! streams the images to a receiver (`cryo serve`) instead, and the processes die only once
+//! it confirmed them.
 
 use std::path::PathBuf;
 
@@ -10,6 +12,7 @@ use super::{mib, ms, pid_list};
 
 /// Checkpoint the process trees rooted at the given pids into an image directory
 #[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("destination").required(true).args(["images_dir", "to"])))]
 pub struct Args {
     /// Root pid of a tree to dump; a comma list, and the flag may be repeated
     #[arg(
@@ -24,7 +27,19 @@ pub struct Args {
 
     /// The image directory to write (created 0700; must be new or empty)
     #[arg(short = 'D', long = "images-dir", value_name = "DIR")]
-    images_dir: PathBuf,
+    images_dir: Option<PathBuf>,
+
+    /// Stream the images to the receiver (`cryo serve`) at this address instead of -D; the
+    /// processes are killed only once it confirmed the complete image
+    #[arg(long, value_name = "ADDR:PORT", requires = "name")]
+    to: Option<String>,
+
+    /// The image's name on the receiver (with --to)
+    #[arg(long, value_name = "NAME", requires = "to")]
+    name: Option<String>,
+
+    #[command(flatten)]
+    stream: super::StreamArgs,
 
     /// Leave the processes running after the dump (default: kill them)
     #[arg(short = 'R', long)]
@@ -50,7 +65,8 @@ impl Args {
     /// The engine's options for these arguments.
     pub fn options(&self) -> DumpOptions {
         let pids = self.pids.iter().copied().map(Pid::from_raw).collect();
-        let mut opts = DumpOptions::new(pids, self.images_dir.clone());
+        // With --to, the directory is a scratch one chosen when the dump runs.
+        let mut opts = DumpOptions::new(pids, self.images_dir.clone().unwrap_or_default());
         opts.leave_running = self.leave_running;
         opts.shell_job = self.shell_job;
         opts.tcp_established = self.tcp_established;
@@ -62,18 +78,37 @@ impl Args {
 
 /// Dumps, then prints a one-line summary on stderr.
 pub fn run(args: Args) -> anyhow::Result<i32> {
-    let opts = args.options();
-    let summary = dump(&opts).with_context(|| {
-        format!(
-            "dump of pid {} into {}",
-            pid_list(&opts.pids),
-            opts.images_dir.display()
-        )
-    })?;
+    let mut opts = args.options();
+    // --to: the images go to a private scratch directory, and from there to the receiver
+    // before the point of no return (the dump's commit hook).
+    let mut scratch = None;
+    let whereto = match (&args.to, &args.name) {
+        (Some(to), Some(name)) => {
+            let peer = args.stream.peer(to, "dump --to")?;
+            let dir = super::scratch_dir("cryo-dump-")?;
+            opts.images_dir = dir.path().to_path_buf();
+            scratch = Some(dir);
+            let name = name.clone();
+            let to_text = to.clone();
+            opts.commit = Some(cryo_core::CommitHook::new(move |dir, checkpoint_id| {
+                let images = cryo_core::ImageDir::open(dir)?;
+                peer.store(&images, &name, checkpoint_id)
+                    .map(drop)
+                    .map_err(|e| format!("stream to {to_text} as {name:?}: {e}").into())
+            }));
+            format!("{to} as {}", args.name.as_deref().unwrap_or_default())
+        }
+        _ => opts.images_dir.display().to_string(),
+    };
+    let dumped = dump(&opts);
+    // The scratch copy goes whatever happened (the receiver holds the image, or nothing).
+    drop(scratch);
+    let summary =
+        dumped.with_context(|| format!("dump of pid {} into {whereto}", pid_list(&opts.pids)))?;
     let line = format!(
         "dumped pid {} into {}: {} of pages, frozen {}, total {}{}",
         pid_list(&summary.pids),
-        opts.images_dir.display(),
+        whereto,
         mib(summary.pages_bytes),
         ms(summary.frozen),
         ms(summary.total),

@@ -6,6 +6,7 @@ pub mod demo;
 pub mod dump;
 pub mod kill;
 pub mod restore;
+pub mod serve;
 pub mod show;
 pub mod unlock;
 
@@ -41,6 +42,54 @@ impl ActionScriptArgs {
                 .then(|| Duration::from_secs(self.action_script_timeout)),
         })
     }
+}
+
+/// `--psk-file PATH [--stream-timeout SECS]`: how `dump --to`, `restore --from` and `serve`
+/// authenticate and how long they wait for their peer.
+#[derive(Debug, clap::Args)]
+pub struct StreamArgs {
+    /// The pre-shared key both ends of a stream hold: a regular file owned by root or you,
+    /// mode 0600 or stricter, at least 16 bytes (e.g. `head -c 32 /dev/urandom | base64`)
+    #[arg(long, value_name = "PATH")]
+    pub psk_file: Option<PathBuf>,
+
+    /// Give up on a peer silent for this many seconds
+    #[arg(long, value_name = "SECS", default_value_t = cryo_stream::DEFAULT_TIMEOUT.as_secs())]
+    pub stream_timeout: u64,
+}
+
+impl StreamArgs {
+    /// The key, read by the key file rules; `what` says which flag needs it.
+    pub fn psk(&self, what: &str) -> anyhow::Result<cryo_stream::Psk> {
+        let path = self.psk_file.as_ref().ok_or_else(|| {
+            anyhow::anyhow!("{what} needs --psk-file PATH (a key both ends hold)")
+        })?;
+        Ok(cryo_stream::Psk::load(path)?)
+    }
+
+    /// The peer at `addr`.
+    pub fn peer(&self, addr: &str, what: &str) -> anyhow::Result<cryo_stream::Peer> {
+        Ok(cryo_stream::Peer {
+            addr: addr.to_string(),
+            psk: self.psk(what)?,
+            timeout: Duration::from_secs(self.stream_timeout.max(1)),
+        })
+    }
+}
+
+/// A private (0700) scratch directory for images passing through this host: on a memory
+/// filesystem (/dev/shm) where there is one, else in TMPDIR. Removed when dropped.
+pub fn scratch_dir(prefix: &str) -> anyhow::Result<tempfile::TempDir> {
+    let shm = std::path::Path::new("/dev/shm");
+    let base = if shm.is_dir() {
+        shm.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    };
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in(&base)
+        .map_err(|e| anyhow::anyhow!("scratch directory in {}: {e}", base.display()))
 }
 
 /// `1.5 MiB`, for summaries.

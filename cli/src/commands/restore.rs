@@ -1,4 +1,5 @@
-//! `cryo restore -D DIR [--detach]`: bring the processes of an image directory back.
+//! `cryo restore -D DIR [--detach]`: bring the processes of an image directory back;
+//! `--from ADDR:PORT --name NAME` fetches the image from a receiver (`cryo serve`) first.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -10,10 +11,28 @@ use super::{ms, pid_list};
 
 /// Restore the processes of an image directory; wait for them unless --detach
 #[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["images_dir", "from"])))]
 pub struct Args {
     /// The image directory to read
     #[arg(short = 'D', long = "images-dir", value_name = "DIR")]
-    images_dir: PathBuf,
+    images_dir: Option<PathBuf>,
+
+    /// Fetch the image from the receiver (`cryo serve`) at this address, verified against
+    /// its manifest, into a private directory on /dev/shm removed after the restore
+    #[arg(long, value_name = "ADDR:PORT", requires = "name")]
+    from: Option<String>,
+
+    /// The image's name on the receiver (with --from)
+    #[arg(long, value_name = "NAME", requires = "from")]
+    name: Option<String>,
+
+    /// Have the receiver restore the image itself, on its host, instead of fetching it
+    /// (prints the root pids it restored)
+    #[arg(long, requires = "from")]
+    on_receiver: bool,
+
+    #[command(flatten)]
+    stream: super::StreamArgs,
 
     /// Print the root pid(s), one a line, and exit once they run, instead of waiting for
     /// them and exiting with their status
@@ -64,7 +83,8 @@ pub struct Args {
 impl Args {
     /// The engine's options for these arguments.
     pub fn options(&self) -> RestoreOptions {
-        let mut opts = RestoreOptions::new(self.images_dir.clone());
+        // With --from, the directory is a scratch one chosen when the restore runs.
+        let mut opts = RestoreOptions::new(self.images_dir.clone().unwrap_or_default());
         opts.detach = self.detach;
         opts.pidns = self.pidns;
         opts.netns = self.netns;
@@ -81,9 +101,44 @@ impl Args {
 /// Restores; detached, prints the root pids; otherwise waits and returns the first root's
 /// exit status (128 + signal when it was killed).
 pub fn run(args: Args) -> anyhow::Result<i32> {
-    let opts = args.options();
-    let dir = opts.images_dir.display().to_string();
-    let restored = restore(&opts).with_context(|| {
+    let mut opts = args.options();
+    // --from: the image comes into a private scratch directory, kept until the processes run.
+    let mut scratch = None;
+    if let (Some(from), Some(name)) = (&args.from, &args.name) {
+        let peer = args.stream.peer(from, "restore --from")?;
+        if args.on_receiver {
+            let pids = peer
+                .restore_there(name)
+                .with_context(|| format!("restore of {name:?} on {from}"))?;
+            for pid in &pids {
+                println!("{pid}");
+            }
+            eprintln!("cryo: {from} restored image {name:?}: pids {pids:?}");
+            return Ok(0);
+        }
+        let dir = super::scratch_dir("cryo-restore-")?;
+        let images = cryo_core::ImageDir::create(dir.path())?;
+        let manifest = peer
+            .fetch(name, &images)
+            .with_context(|| format!("fetch of image {name:?} from {from}"))?;
+        tracing::info!(
+            name,
+            files = manifest.files.len(),
+            bytes = manifest.files.iter().map(|f| f.size).sum::<u64>(),
+            "fetched"
+        );
+        opts.images_dir = dir.path().to_path_buf();
+        scratch = Some(dir);
+    }
+    let dir = match (&args.from, &args.name) {
+        (Some(from), Some(name)) => format!("image {name:?} of {from}"),
+        _ => opts.images_dir.display().to_string(),
+    };
+    let restored = restore(&opts);
+    // The processes run (or the restore failed): the fetched copy is not needed any more
+    // (the receiver keeps the image, so a retry works).
+    drop(scratch);
+    let restored = restored.with_context(|| {
         // A failed restore keeps the dump's network lock: say so, with the way out.
         match cryo_core::network_lock_installed(&opts.images_dir) {
             Some(id) => format!(

@@ -44,6 +44,12 @@ pub enum DumpError {
         /// The thread.
         tid: Pid,
     },
+    /// The images were not confirmed where they were to go (`--to`): rolled back.
+    #[error("{why}: rolled back, the processes run as before")]
+    Commit {
+        /// The step that failed, and why (in the message, so not chained as a source).
+        why: super::CommitError,
+    },
     /// SIGINT or SIGTERM arrived before the dump's point of no return.
     #[error("dump {0}: rolled back, the processes run as before")]
     Interrupted(#[from] crate::interrupt::Interrupted),

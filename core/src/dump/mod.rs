@@ -12,7 +12,8 @@
 //! error.rs    DumpError, KillError
 //! ```
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cryo_proto::image::Inventory;
@@ -63,6 +64,35 @@ pub struct DumpOptions {
     /// Accept unix sockets whose peer is outside the dump (`--ext-unix-sk`): they are
     /// restored as broken connections.
     pub ext_unix_sk: bool,
+    /// Called once the images are complete and before the point of no return (`--to`: the
+    /// images streamed to a receiver that must confirm them). Its error rolls the dump back
+    /// as any other failure: the target runs on, the network lock is removed.
+    pub commit: Option<CommitHook>,
+}
+
+/// The error a [`CommitHook`] answers with: it says which step failed.
+pub type CommitError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What a dump calls between "images written" and "kill or let run": given the image
+/// directory and the checkpoint id, it returns once the images are safe elsewhere (or fails,
+/// and the dump is rolled back).
+#[derive(Clone)]
+pub struct CommitHook(Arc<CommitFn>);
+
+/// The function behind a [`CommitHook`].
+type CommitFn = dyn Fn(&Path, &str) -> Result<(), CommitError> + Send + Sync;
+
+impl CommitHook {
+    /// A hook running `f(images_dir, checkpoint_id)`.
+    pub fn new(f: impl Fn(&Path, &str) -> Result<(), CommitError> + Send + Sync + 'static) -> Self {
+        Self(Arc::new(f))
+    }
+}
+
+impl std::fmt::Debug for CommitHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CommitHook")
+    }
 }
 
 impl DumpOptions {
@@ -314,11 +344,18 @@ fn dump_tree(
             },
         }],
     )?;
-    hooks.set(hooks::env::CHECKPOINT_ID, checkpoint_id);
+    hooks.set(hooks::env::CHECKPOINT_ID, checkpoint_id.as_str());
     hooks.run(Stage::PostDump, &opts.pids)?;
     crate::interrupt::pause_point("written");
-    // The point of no return: a signal from here on waits for the end of the dump.
     interrupted("after writing the images")?;
+    // The images leave (a stream to a receiver): until it confirms them, any failure rolls
+    // the dump back here like every other (the guards below drop in order).
+    if let Some(commit) = &opts.commit {
+        (commit.0)(images.path(), &checkpoint_id)
+            .map_err(|why| DumpError::Commit { why })?;
+    }
+    // The point of no return (the receiver holds the images): a signal from here on waits
+    // for the end of the dump.
     // Frozen until released or killed; the wait for the killed to exit is not freezing.
     let frozen_for;
     if opts.leave_running {

@@ -1,0 +1,183 @@
+//! The client's three requests: store an image on a receiver and wait for its confirmation
+//! (`cryo dump --to`), fetch one back (`cryo restore --from`), have the receiver restore one.
+
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use cryo_core::ImageDir;
+use tracing::info;
+
+use crate::auth::Psk;
+use crate::conn::{unexpected, Conn, VERSIONS};
+use crate::error::StreamError;
+use crate::frame::FrameType;
+use crate::msg::{self, Manifest, Purpose};
+use crate::{manifest, transfer};
+
+/// Whether the peer sent something (or closed), without reading it.
+fn readable(tcp: &TcpStream) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    let mut fds = [PollFd::new(tcp.as_fd(), PollFlags::POLLIN)];
+    matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
+}
+
+/// The Failed or Refuse the peer sent before the connection broke, if it did (read within a
+/// second: it is already here or never comes).
+fn last_word(conn: &mut Conn<TcpStream>) -> Option<StreamError> {
+    conn.get_ref()
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .ok()?;
+    let step = "stream the image";
+    let f = conn.recv(step).ok()?;
+    match f.kind {
+        FrameType::Failed | FrameType::Refuse => Some(unexpected(&f, step, "nothing")),
+        _ => None,
+    }
+}
+
+/// How the client reaches a receiver.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// `ADDR:PORT` (a host name resolves; the first address is used).
+    pub addr: String,
+    /// The key both sides hold.
+    pub psk: Psk,
+    /// How long a connection waits for a byte to come or go before giving up.
+    pub timeout: Duration,
+}
+
+/// The default of [`Peer::timeout`] (and the receiver's).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl Peer {
+    fn connect(&self) -> Result<Conn<TcpStream>, StreamError> {
+        let step = format!("connect to {}", self.addr);
+        let addr: SocketAddr = self
+            .addr
+            .to_socket_addrs()
+            .map_err(|e| StreamError::io(&step, e, 0))?
+            .next()
+            .ok_or_else(|| StreamError::protocol(&step, "the name has no address"))?;
+        let secs = self.timeout.as_secs().max(1);
+        let tcp = TcpStream::connect_timeout(&addr, self.timeout.min(Duration::from_secs(10)))
+            .map_err(|e| StreamError::io(&step, e, secs))?;
+        let set = |r: std::io::Result<()>| r.map_err(|e| StreamError::io(&step, e, secs));
+        set(tcp.set_read_timeout(Some(self.timeout)))?;
+        set(tcp.set_write_timeout(Some(self.timeout)))?;
+        set(tcp.set_nodelay(true))?;
+        let mut conn = Conn::new(tcp, addr.to_string(), secs);
+        conn.client_handshake(&self.psk)?;
+        Ok(conn)
+    }
+
+    /// Connects, authenticates and asks for `purpose` on image `name`; returns once accepted.
+    fn start(
+        &self,
+        purpose: Purpose,
+        name: &str,
+        checkpoint_id: &str,
+    ) -> Result<Conn<TcpStream>, StreamError> {
+        transfer::check_name(name).map_err(|e| StreamError::protocol("image name", e))?;
+        let mut conn = self.connect()?;
+        let step = format!(
+            "ask {} to {} image {name:?}",
+            self.addr,
+            purpose.as_str_name()
+        );
+        conn.send_msg(
+            FrameType::Start,
+            &msg::Start {
+                version: VERSIONS[VERSIONS.len() - 1],
+                checkpoint_id: checkpoint_id.into(),
+                name: name.into(),
+                purpose: purpose as i32,
+            },
+            &step,
+        )?;
+        conn.expect::<msg::Accept>(FrameType::Accept, &step)?;
+        Ok(conn)
+    }
+
+    /// Streams the image directory `images` to the receiver as `name` and returns once the
+    /// receiver confirmed it complete and durable, with the manifest hash it answered (the
+    /// same as ours, checked). Any other end is an error naming the step.
+    pub fn store(
+        &self,
+        images: &ImageDir,
+        name: &str,
+        checkpoint_id: &str,
+    ) -> Result<String, StreamError> {
+        let mut conn = self.start(Purpose::Store, name, checkpoint_id)?;
+        // Between frames: a pending SIGINT stops the transfer, and so does a word from the
+        // receiver (it only speaks before the End to say it failed).
+        let watch = conn
+            .get_ref()
+            .try_clone()
+            .map_err(|e| StreamError::io("watch the connection", e, 0))?;
+        let keep_going = |step: &str| {
+            cryo_core::interrupt::check("")
+                .map_err(|_| StreamError::Interrupted { step: step.into() })?;
+            if readable(&watch) {
+                return Err(StreamError::protocol(
+                    step,
+                    "the receiver spoke before the end",
+                ));
+            }
+            Ok(())
+        };
+        let sent = match transfer::send_image(&mut conn, images, checkpoint_id, &keep_going) {
+            Ok(m) => m,
+            // The receiver's own reason, when it gave one, says more than a broken pipe.
+            Err(e) => return Err(last_word(&mut conn).unwrap_or(e)),
+        };
+        let ours = manifest::hash(&sent);
+        let step = format!("wait for {} to commit image {name:?}", self.addr);
+        let committed: msg::Committed = conn.expect(FrameType::Committed, &step)?;
+        if committed.manifest_hash != ours {
+            return Err(StreamError::protocol(
+                &step,
+                format!(
+                    "the receiver committed manifest {}, we sent {ours}",
+                    committed.manifest_hash
+                ),
+            ));
+        }
+        let bytes: u64 = sent.files.iter().map(|f| f.size).sum();
+        info!(name, files = sent.files.len(), bytes, hash = %ours, "committed by the receiver");
+        Ok(ours)
+    }
+
+    /// Fetches image `name` from the receiver into `into` (a new, private directory),
+    /// verified against its manifest; tells the receiver it arrived whole.
+    pub fn fetch(&self, name: &str, into: &ImageDir) -> Result<Manifest, StreamError> {
+        let mut conn = self.start(Purpose::Fetch, name, "")?;
+        match transfer::receive_image(&mut conn, into, None) {
+            Ok(m) => {
+                conn.send_msg(
+                    FrameType::Committed,
+                    &msg::Committed {
+                        manifest_hash: manifest::hash(&m),
+                    },
+                    "confirm the image",
+                )?;
+                Ok(m)
+            }
+            Err(e) => {
+                conn.send_failed(&e.to_string());
+                Err(e)
+            }
+        }
+    }
+
+    /// Has the receiver restore image `name` itself; returns the root pids it restored.
+    pub fn restore_there(&self, name: &str) -> Result<Vec<i32>, StreamError> {
+        let mut conn = self.start(Purpose::Restore, name, "")?;
+        let step = format!("restore of {name:?} on {}", self.addr);
+        let f = conn.recv(&step)?;
+        match f.kind {
+            FrameType::Restored => Ok(f.decode::<msg::Restored>(&step)?.pids),
+            _ => Err(unexpected(&f, &step, "Restored")),
+        }
+    }
+}

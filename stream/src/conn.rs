@@ -1,0 +1,425 @@
+//! One side of a connection: frames out and in with their sequence numbers, keyed by the
+//! handshake, and the handshake itself.
+
+use std::io::{Read, Write};
+
+use prost::Message;
+use tracing::debug;
+
+use crate::auth::{self, Psk, SessionKey};
+use crate::error::StreamError;
+use crate::frame::{self, FrameType, HEADER_LEN, TAG_LEN};
+use crate::msg;
+
+/// The protocol versions this cryo speaks.
+pub const VERSIONS: &[u32] = &[1];
+
+/// A received frame.
+#[derive(Debug)]
+pub struct Frame {
+    /// Its type.
+    pub kind: FrameType,
+    /// Its payload (checked).
+    pub payload: Vec<u8>,
+    /// The payload's crc32c (checked), so a file's checksum is combined from its frames'
+    /// instead of computed a second time.
+    pub crc: u32,
+}
+
+impl Frame {
+    /// The payload decoded as control message `M`.
+    pub fn decode<M: Message + Default>(&self, step: &str) -> Result<M, StreamError> {
+        M::decode(&self.payload[..]).map_err(|e| {
+            StreamError::protocol(step, format!("undecodable {:?} message: {e}", self.kind))
+        })
+    }
+}
+
+/// A connection speaking the protocol over `S` (a TCP stream; anything in tests).
+pub struct Conn<S> {
+    io: S,
+    /// Who is at the other end, for messages.
+    peer: String,
+    send_seq: u64,
+    recv_seq: u64,
+    key: Option<SessionKey>,
+    /// The read and write timeout, for messages.
+    timeout_secs: u64,
+    out: Vec<u8>,
+}
+
+impl<S: Read + Write> Conn<S> {
+    /// A fresh, unkeyed connection with `peer` (its address, for messages).
+    pub fn new(io: S, peer: impl Into<String>, timeout_secs: u64) -> Self {
+        Self {
+            io,
+            peer: peer.into(),
+            send_seq: 0,
+            recv_seq: 0,
+            key: None,
+            timeout_secs,
+            out: Vec::new(),
+        }
+    }
+
+    /// The peer's address.
+    pub fn peer(&self) -> &str {
+        &self.peer
+    }
+
+    /// The transport.
+    pub fn get_ref(&self) -> &S {
+        &self.io
+    }
+
+    /// Sends one frame; `step` names what is being done, for the error. Returns the
+    /// payload's crc32c.
+    pub fn send(
+        &mut self,
+        kind: FrameType,
+        payload: &[u8],
+        step: &str,
+    ) -> Result<u32, StreamError> {
+        let header = frame::encode_header(kind, self.send_seq, payload);
+        let crc = u32::from_be_bytes([header[20], header[21], header[22], header[23]]);
+        self.out.clear();
+        self.out.extend_from_slice(&header);
+        self.out.extend_from_slice(payload);
+        if let Some(key) = &self.key {
+            let tag = key.tag(&header, payload);
+            self.out.extend_from_slice(&tag);
+        }
+        self.io.write_all(&self.out).map_err(|e| {
+            StreamError::io(
+                format!("{step}: send to {}", self.peer),
+                e,
+                self.timeout_secs,
+            )
+        })?;
+        self.send_seq += 1;
+        Ok(crc)
+    }
+
+    /// Sends control message `m` in a frame of `kind`.
+    pub fn send_msg<M: Message>(
+        &mut self,
+        kind: FrameType,
+        m: &M,
+        step: &str,
+    ) -> Result<(), StreamError> {
+        self.send(kind, &m.encode_to_vec(), step).map(drop)
+    }
+
+    /// Receives the next frame, checked (header, order, checksum, tag).
+    pub fn recv(&mut self, step: &str) -> Result<Frame, StreamError> {
+        let from = |s: &Self| format!("{step}: receive from {}", s.peer);
+        let mut h = [0u8; HEADER_LEN];
+        self.io
+            .read_exact(&mut h)
+            .map_err(|e| StreamError::io(from(self), e, self.timeout_secs))?;
+        let bad = |s: &Self, source| StreamError::Frame {
+            step: from(s),
+            source,
+        };
+        let header = frame::decode_header(&h).map_err(|e| bad(self, e))?;
+        if header.seq != self.recv_seq {
+            return Err(bad(
+                self,
+                frame::FrameError::OutOfOrder {
+                    expected: self.recv_seq,
+                    found: header.seq,
+                },
+            ));
+        }
+        let mut payload = vec![0u8; header.len as usize];
+        self.io
+            .read_exact(&mut payload)
+            .map_err(|e| StreamError::io(from(self), e, self.timeout_secs))?;
+        frame::check_payload(&header, &payload).map_err(|e| bad(self, e))?;
+        if let Some(key) = &self.key {
+            let mut tag = [0u8; TAG_LEN];
+            self.io
+                .read_exact(&mut tag)
+                .map_err(|e| StreamError::io(from(self), e, self.timeout_secs))?;
+            if !key.verify(&h, &payload, &tag) {
+                return Err(bad(self, frame::FrameError::BadTag { seq: header.seq }));
+            }
+        }
+        self.recv_seq += 1;
+        Ok(Frame {
+            kind: header.kind,
+            payload,
+            crc: header.crc,
+        })
+    }
+
+    /// Receives a frame that must be `kind` (a Refuse or Failed in its place is told as such).
+    pub fn expect<M: Message + Default>(
+        &mut self,
+        kind: FrameType,
+        step: &str,
+    ) -> Result<M, StreamError> {
+        let f = self.recv(step)?;
+        if f.kind == kind {
+            return f.decode(step);
+        }
+        Err(unexpected(&f, step, &format!("{kind:?}")))
+    }
+
+    /// The client's side of the handshake: Hello, the server's proof checked, ours sent.
+    pub fn client_handshake(&mut self, psk: &Psk) -> Result<(), StreamError> {
+        let step = "handshake";
+        let cn = auth::nonce().map_err(|e| StreamError::io(step, e, 0))?;
+        self.send_msg(
+            FrameType::Hello,
+            &msg::Hello {
+                version: VERSIONS[VERSIONS.len() - 1],
+                nonce: cn.to_vec(),
+            },
+            step,
+        )?;
+        let f = self.recv(step)?;
+        let hello: msg::ServerHello = match f.kind {
+            FrameType::ServerHello => f.decode(step)?,
+            FrameType::Unsupported => {
+                let u: msg::Unsupported = f.decode(step)?;
+                return Err(StreamError::Version {
+                    peer: format!("the receiver at {}", self.peer),
+                    theirs: u.supported,
+                    ours: VERSIONS.to_vec(),
+                });
+            }
+            _ => return Err(unexpected(&f, step, "ServerHello")),
+        };
+        if !VERSIONS.contains(&hello.version) {
+            return Err(StreamError::Version {
+                peer: format!("the receiver at {}", self.peer),
+                theirs: vec![hello.version],
+                ours: VERSIONS.to_vec(),
+            });
+        }
+        if hello.nonce.len() != auth::NONCE_LEN
+            || !auth::proof_matches(&psk.server_proof(&cn, &hello.nonce), &hello.proof)
+        {
+            return Err(StreamError::Auth {
+                step: format!("{step} with {}", self.peer),
+                why: "the receiver does not prove it holds our key (different --psk-file?)".into(),
+            });
+        }
+        let proof = psk.client_proof(&cn, &hello.nonce);
+        self.send_msg(
+            FrameType::ClientProof,
+            &msg::ClientProof {
+                proof: proof.to_vec(),
+            },
+            step,
+        )?;
+        self.key = Some(psk.session_key(&cn, &hello.nonce));
+        debug!(peer = %self.peer, "authenticated");
+        Ok(())
+    }
+
+    /// The server's side of the handshake, speaking `versions`. Nothing but the handshake is
+    /// read until the client proved it holds the key.
+    pub fn server_handshake(&mut self, psk: &Psk, versions: &[u32]) -> Result<(), StreamError> {
+        let step = "handshake";
+        let f = self.recv(step)?;
+        if f.kind != FrameType::Hello {
+            return Err(unexpected(&f, step, "Hello"));
+        }
+        let hello: msg::Hello = f.decode(step)?;
+        if !versions.contains(&hello.version) {
+            self.send_msg(
+                FrameType::Unsupported,
+                &msg::Unsupported {
+                    supported: versions.to_vec(),
+                },
+                step,
+            )?;
+            return Err(StreamError::Version {
+                peer: format!("the client at {}", self.peer),
+                theirs: vec![hello.version],
+                ours: versions.to_vec(),
+            });
+        }
+        if hello.nonce.len() != auth::NONCE_LEN {
+            return Err(StreamError::protocol(
+                step,
+                "client nonce of the wrong size",
+            ));
+        }
+        let sn = auth::nonce().map_err(|e| StreamError::io(step, e, 0))?;
+        self.send_msg(
+            FrameType::ServerHello,
+            &msg::ServerHello {
+                version: hello.version,
+                nonce: sn.to_vec(),
+                proof: psk.server_proof(&hello.nonce, &sn).to_vec(),
+            },
+            step,
+        )?;
+        let f = self.recv(step).map_err(|e| match e {
+            StreamError::Closed { .. } => StreamError::Auth {
+                step: format!("{step} with {}", self.peer),
+                why: "the client left without proving it holds the key (different --psk-file?)"
+                    .into(),
+            },
+            e => e,
+        })?;
+        if f.kind != FrameType::ClientProof {
+            return Err(unexpected(&f, step, "ClientProof"));
+        }
+        let proof: msg::ClientProof = f.decode(step)?;
+        if !auth::proof_matches(&psk.client_proof(&hello.nonce, &sn), &proof.proof) {
+            return Err(StreamError::Auth {
+                step: format!("{step} with {}", self.peer),
+                why: "the client does not prove it holds the key".into(),
+            });
+        }
+        self.key = Some(psk.session_key(&hello.nonce, &sn));
+        debug!(peer = %self.peer, "authenticated");
+        Ok(())
+    }
+
+    /// Tells the peer this side failed (best effort: the connection may be gone already).
+    pub fn send_failed(&mut self, why: &str) {
+        let _ = self.send_msg(
+            FrameType::Failed,
+            &msg::Failed { why: why.into() },
+            "report the failure",
+        );
+    }
+}
+
+/// The error for frame `f` arriving where `wanted` was expected: a Refuse or Failed is the
+/// peer's own word.
+pub fn unexpected(f: &Frame, step: &str, wanted: &str) -> StreamError {
+    match f.kind {
+        FrameType::Refuse => StreamError::Refused {
+            step: step.into(),
+            reason: f
+                .decode::<msg::Refuse>(step)
+                .map(|r| r.reason)
+                .unwrap_or_else(|e| e.to_string()),
+        },
+        FrameType::Failed => StreamError::PeerFailed {
+            step: step.into(),
+            why: f
+                .decode::<msg::Failed>(step)
+                .map(|r| r.why)
+                .unwrap_or_else(|e| e.to_string()),
+        },
+        k => StreamError::protocol(step, format!("{k:?} frame where {wanted} was expected")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::net::UnixStream;
+
+    use super::*;
+
+    fn pair() -> (Conn<UnixStream>, Conn<UnixStream>) {
+        let (a, b) = UnixStream::pair().unwrap();
+        (Conn::new(a, "server", 5), Conn::new(b, "client", 5))
+    }
+
+    #[test]
+    fn handshake_keys_both_sides() {
+        let (mut c, mut s) = pair();
+        let psk = Psk::from_bytes(b"0123456789abcdef");
+        let p2 = psk.clone();
+        let t = std::thread::spawn(move || {
+            s.server_handshake(&p2, VERSIONS).unwrap();
+            let got: msg::Start = s.expect(FrameType::Start, "start").unwrap();
+            assert_eq!(got.name, "x");
+        });
+        c.client_handshake(&psk).unwrap();
+        c.send_msg(
+            FrameType::Start,
+            &msg::Start {
+                name: "x".into(),
+                ..Default::default()
+            },
+            "start",
+        )
+        .unwrap();
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn wrong_key_fails_on_both_sides() {
+        let (mut c, mut s) = pair();
+        let t = std::thread::spawn(move || {
+            s.server_handshake(&Psk::from_bytes(b"server-key-000000"), VERSIONS)
+                .unwrap_err()
+        });
+        let e = c
+            .client_handshake(&Psk::from_bytes(b"client-key-000000"))
+            .unwrap_err();
+        assert!(matches!(e, StreamError::Auth { .. }), "{e}");
+        drop(c);
+        let e = t.join().unwrap();
+        assert!(matches!(e, StreamError::Auth { .. }), "{e}");
+    }
+
+    #[test]
+    fn version_mismatch_lists_both() {
+        let (mut c, mut s) = pair();
+        let psk = Psk::from_bytes(b"0123456789abcdef");
+        let p2 = psk.clone();
+        let t = std::thread::spawn(move || s.server_handshake(&p2, &[7, 8]).unwrap_err());
+        let e = c.client_handshake(&psk).unwrap_err();
+        assert!(
+            matches!(&e, StreamError::Version { theirs, .. } if theirs == &[7, 8]),
+            "{e}"
+        );
+        assert!(e.to_string().contains("[7, 8]") && e.to_string().contains("[1]"));
+        assert!(matches!(t.join().unwrap(), StreamError::Version { .. }));
+    }
+
+    #[test]
+    fn keyed_frames_reject_tampering_and_reordering() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let key = Psk::from_bytes(b"0123456789abcdef").session_key(b"c", b"s");
+        let mut tx = Conn::new(a.try_clone().unwrap(), "rx", 5);
+        tx.key = Some(key.clone());
+        let mut rx = Conn::new(b, "tx", 5);
+        rx.key = Some(key.clone());
+        tx.send(FrameType::Data, b"one", "t").unwrap();
+        assert_eq!(rx.recv("t").unwrap().payload, b"one");
+        // An injected frame: right checksum and sequence, no valid tag.
+        let mut forged = frame::encode(FrameType::Data, 1, b"evil");
+        forged.extend_from_slice(&[0u8; TAG_LEN]);
+        (&a).write_all(&forged).unwrap();
+        let e = rx.recv("t").unwrap_err();
+        assert!(
+            matches!(
+                e,
+                StreamError::Frame {
+                    source: frame::FrameError::BadTag { seq: 1 },
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        // A replayed frame (an old sequence number) is out of order.
+        let (a, b) = UnixStream::pair().unwrap();
+        let mut rx = Conn::new(b, "tx", 5);
+        rx.key = Some(key.clone());
+        let first = frame::encode(FrameType::Data, 0, b"x");
+        let tag = key.tag(&first[..HEADER_LEN], b"x");
+        for _ in 0..2 {
+            (&a).write_all(&first).unwrap();
+            (&a).write_all(&tag).unwrap();
+        }
+        rx.recv("t").unwrap();
+        assert!(matches!(
+            rx.recv("t").unwrap_err(),
+            StreamError::Frame {
+                source: frame::FrameError::OutOfOrder { .. },
+                ..
+            }
+        ));
+    }
+}
