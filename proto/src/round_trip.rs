@@ -186,6 +186,8 @@ every_message!(
     TcpConnection,
     TcpListener,
     UdpSocket,
+    McastMembership,
+    TcpUnconnected,
     UnixCreds,
     UnixMessage,
     UnixPendingConnection,

@@ -31,10 +31,12 @@
 //! connections.
 #![warn(missing_docs)]
 
+mod diag;
 mod error;
 mod inject;
 mod listen;
 mod more_options;
+mod multicast;
 mod options;
 mod probe;
 mod repair;
@@ -42,6 +44,7 @@ mod restore;
 mod state;
 mod sys;
 mod udp;
+mod unconnected;
 
 pub use error::{Operation, Result, SocketName, TcpRepairError};
 pub use inject::INJECT_MARK;
@@ -57,6 +60,11 @@ pub use state::{
     state_name, HandshakeOptions, ListenerState, SocketOptions, TcpConnectionState,
     TcpSocketOptions, TcpState, TcpWindow, UdpSocketState, WindowScale,
 };
+pub use multicast::{join as multicast_join, membership as multicast_membership, Membership};
 pub use udp::{
-    capture_udp, capture_udp_extras, restore_udp, restore_udp_with, UdpExtras, INT_OPTIONS,
+    capture_udp, capture_udp_extras, is_datagram_kind, restore_udp, restore_udp_with, UdpExtras,
+    INT_OPTIONS,
+};
+pub use unconnected::{
+    capture_unconnected, closed_history, restore_unconnected, ClosedHistory, UnconnectedState,
 };

@@ -45,6 +45,7 @@ mod error;
 mod filter;
 pub(crate) mod kind;
 mod lifecycle;
+mod multicast;
 pub(crate) mod peers;
 pub(crate) mod record;
 mod tcp;
@@ -116,6 +117,8 @@ enum Found {
     Listener,
     Udp,
     Unix,
+    /// A TCP socket neither listening nor connected.
+    TcpUnconnected,
 }
 
 /// The sockets of one frozen task, identified and checked, nothing touched yet.
@@ -357,6 +360,7 @@ impl SocketDump {
             return Err(e.into());
         }
         let mut diag = None;
+        let mut groups = None;
         for FoundSocket {
             fd,
             ino,
@@ -375,7 +379,12 @@ impl SocketDump {
                 // Split out and captured above.
                 Found::Connection(..) => continue,
                 Found::Listener => tcp::capture_listener(pid, fd, dup.as_fd())?,
-                Found::Udp => udp::capture(pid, fd, dup.as_fd())?,
+                Found::Udp => {
+                    // Read once per task, and only for a task with datagram sockets.
+                    let groups = groups.get_or_insert_with(|| multicast::candidates(pid, true));
+                    udp::capture(pid, fd, ino, dup.as_fd(), groups)?
+                }
+                Found::TcpUnconnected => tcp::capture_unconnected(pid, fd, dup.as_fd())?,
             };
             out.records.insert(ino, socket_record(ino, family, &state));
         }
@@ -453,6 +462,8 @@ fn identify(
     let kind = match (ty, proto) {
         (libc::SOCK_STREAM, libc::IPPROTO_TCP) => tcp::identify(pid, task_fd, fd, ino, opts)?,
         (libc::SOCK_DGRAM, libc::IPPROTO_UDP) => Found::Udp,
+        // UDP-lite, ping and raw sockets: restored as UDP is (udp.rs).
+        (ty, proto) if cryo_tcp_repair::is_datagram_kind(ty, proto) => Found::Udp,
         _ => {
             return Err(refuse(format!(
                 "inet socket of type {ty} protocol {proto} (raw, sctp...)"
@@ -497,6 +508,7 @@ pub fn describe(s: &Socket) -> String {
         Ok(SocketState::Listener(l)) => format!("tcp listening on {}", l.local),
         Ok(SocketState::Udp(u)) => udp::describe(&u),
         Ok(SocketState::Unix(u)) => unix::describe(s, &u),
+        Ok(SocketState::TcpUnconnected(u)) => tcp::describe_unconnected(&u),
         Err(_) if s.state.is_none() => format!("socket:[{}] of unknown kind", s.ino),
         Err(_) => format!(
             "{} socket:[{}] (undecodable state)",
@@ -538,6 +550,7 @@ impl Decoded {
             Decoded::Plain(SocketState::Listener(_)) => 0,
             Decoded::Plain(SocketState::Connection(_)) => 1,
             Decoded::Plain(SocketState::Udp(_)) => 2,
+            Decoded::Plain(SocketState::TcpUnconnected(_)) => 2,
             Decoded::Plain(SocketState::Unix(_)) | Decoded::BrokenUnix(_) => 3,
         }
     }
@@ -582,6 +595,7 @@ pub(crate) fn open(
         Decoded::BrokenUnix(u) => unix::open_broken(desc, u)?,
         Decoded::Plain(SocketState::Listener(l)) => tcp::restore_listener(desc, l)?,
         Decoded::Plain(SocketState::Udp(u)) => udp::restore(desc, u)?,
+        Decoded::Plain(SocketState::TcpUnconnected(u)) => tcp::restore_unconnected(desc, u)?,
         Decoded::Plain(SocketState::Connection(c)) => tcp::restore_connection(desc, c, tcp_close)?,
     };
     set_flags(desc, &fd)?;

@@ -32,6 +32,8 @@ pub(crate) enum SocketState {
     Udp(Box<UdpState>),
     /// An AF_UNIX socket.
     Unix(Box<UnixSocketState>),
+    /// A TCP socket neither listening nor connected.
+    TcpUnconnected(Box<tcp::UnconnectedState>),
 }
 
 impl SocketState {
@@ -42,6 +44,7 @@ impl SocketState {
             SocketState::Listener(_) => LISTENER,
             SocketState::Udp(_) => UDP,
             SocketState::Unix(_) => UNIX,
+            SocketState::TcpUnconnected(_) => TCP_UNCONNECTED,
         }
     }
 }
@@ -50,6 +53,7 @@ const CONNECTION: &str = "tcp connection";
 const LISTENER: &str = "tcp listener";
 const UDP: &str = "udp socket";
 const UNIX: &str = "unix socket";
+const TCP_UNCONNECTED: &str = "tcp socket not connected";
 
 /// The name of the record `s` holds, for messages ("socket" when it holds none).
 pub(crate) fn record_name(s: &pb::Socket) -> &'static str {
@@ -58,6 +62,7 @@ pub(crate) fn record_name(s: &pb::Socket) -> &'static str {
         Some(State::TcpListener(_)) => LISTENER,
         Some(State::Udp(_)) => UDP,
         Some(State::Unix(_)) => UNIX,
+        Some(State::TcpUnconnected(_)) => TCP_UNCONNECTED,
         None => "socket",
     }
 }
@@ -88,8 +93,18 @@ impl From<&SocketState> for State {
                     .iter()
                     .map(|&(level, name, value)| pb::SocketIntOption { level, name, value })
                     .collect(),
+                sock_type: u.extras.sock_type,
+                protocol: u.extras.protocol,
+                memberships: u.extras.memberships.iter().map(membership_to).collect(),
             }),
             SocketState::Unix(u) => State::Unix(pb::UnixSocket::from(&**u)),
+            SocketState::TcpUnconnected(t) => State::TcpUnconnected(pb::TcpUnconnected {
+                local: Some(addr_to(&t.local)),
+                bound: t.bound,
+                local_port_range: t.local_port_range,
+                socket: Some(options_to(&t.socket)),
+                tcp: Some(tcp_options_to(&t.tcp)),
+            }),
         }
     }
 }
@@ -117,6 +132,15 @@ impl TryFrom<&pb::Socket> for SocketState {
             Some(State::Unix(u)) => UnixSocketState::try_from(u)
                 .map(|u| SocketState::Unix(Box::new(u)))
                 .map_err(fail),
+            Some(State::TcpUnconnected(t)) => Ok(SocketState::TcpUnconnected(Box::new(
+                tcp::UnconnectedState {
+                    local: addr_from("local", t.local.as_ref()).map_err(fail)?,
+                    bound: t.bound,
+                    local_port_range: t.local_port_range,
+                    socket: options_from(t.socket.as_ref()),
+                    tcp: tcp_options_from(t.tcp.as_ref()),
+                },
+            ))),
             None => Err(fail(RecordProblem::NoState)),
         }
     }
@@ -211,6 +235,18 @@ fn udp_from(u: &pb::UdpSocket) -> Result<UdpState, RecordProblem> {
     if remote.is_some_and(|r| r.is_ipv4() != local.is_ipv4()) {
         return Err(RecordProblem::Families);
     }
+    let kind = tcp::UdpExtras {
+        sock_type: u.sock_type,
+        protocol: u.protocol,
+        ..tcp::UdpExtras::default()
+    }
+    .kind();
+    if !tcp::is_datagram_kind(kind.0, kind.1) {
+        return Err(RecordProblem::Range {
+            field: "sock_type",
+            value: u.sock_type.into(),
+        });
+    }
     Ok(UdpState {
         socket: tcp::UdpSocketState {
             local,
@@ -228,7 +264,58 @@ fn udp_from(u: &pb::UdpSocket) -> Result<UdpState, RecordProblem> {
                 .iter()
                 .map(|o| (o.level, o.name, o.value))
                 .collect(),
+            sock_type: u.sock_type,
+            protocol: u.protocol,
+            memberships: u
+                .memberships
+                .iter()
+                .map(membership_from)
+                .collect::<Result<_, _>>()?,
         },
+    })
+}
+
+fn membership_to(m: &tcp::Membership) -> pb::McastMembership {
+    let bytes = |a: &IpAddr| match a {
+        IpAddr::V4(v4) => v4.octets().to_vec(),
+        IpAddr::V6(v6) => v6.octets().to_vec(),
+    };
+    pb::McastMembership {
+        group: bytes(&m.group),
+        ifindex: m.ifindex,
+        include: m.include,
+        sources: m.sources.iter().map(bytes).collect(),
+    }
+}
+
+fn membership_from(m: &pb::McastMembership) -> Result<tcp::Membership, RecordProblem> {
+    let ip = |field, b: &[u8]| -> Result<IpAddr, RecordProblem> {
+        if let Ok(v4) = <[u8; 4]>::try_from(b) {
+            return Ok(v4.into());
+        }
+        <[u8; 16]>::try_from(b)
+            .map(IpAddr::from)
+            .map_err(|_| RecordProblem::Address {
+                field,
+                len: b.len(),
+            })
+    };
+    let group = ip("memberships.group", &m.group)?;
+    if !group.is_multicast() {
+        return Err(RecordProblem::Range {
+            field: "memberships.group",
+            value: 0,
+        });
+    }
+    Ok(tcp::Membership {
+        group,
+        ifindex: m.ifindex,
+        include: m.include,
+        sources: m
+            .sources
+            .iter()
+            .map(|s| ip("memberships.sources", s))
+            .collect::<Result<_, _>>()?,
     })
 }
 
@@ -580,7 +667,22 @@ mod tests {
                 cork: true,
                 bind_device: b"lo".to_vec(),
                 options: vec![(libc::SOL_IP, libc::IP_TTL, 7)],
+                sock_type: libc::SOCK_RAW,
+                protocol: libc::IPPROTO_ICMP,
+                memberships: vec![tcp::Membership {
+                    group: "239.1.2.3".parse().unwrap(),
+                    ifindex: 1,
+                    include: true,
+                    sources: vec!["10.0.0.1".parse().unwrap(), "::1".parse().unwrap()],
+                }],
             },
+        })));
+        round_trip(SocketState::TcpUnconnected(Box::new(tcp::UnconnectedState {
+            local: "[::]:40001".parse().unwrap(),
+            bound: false,
+            local_port_range: 7 | 9 << 16,
+            socket: options(),
+            tcp: tcp::TcpSocketOptions::default(),
         })));
         let message = UnixMessage {
             data: b"hello".to_vec(),
