@@ -53,6 +53,7 @@ pub use listen::{
     ListenerDiag,
 };
 pub use more_options::{is_known as is_known_option, RawOption};
+pub use multicast::{join as multicast_join, membership as multicast_membership, Membership};
 pub use probe::{send_probe, PeerAnswer, PeerProbe};
 pub use repair::{capture_and_leave, disconnect, kernel_tcp_state, Repair};
 pub use restore::{close_silently, leave_repair, restore, RestoredSocket};
@@ -60,7 +61,6 @@ pub use state::{
     state_name, HandshakeOptions, ListenerState, SocketOptions, TcpConnectionState,
     TcpSocketOptions, TcpState, TcpWindow, UdpSocketState, WindowScale,
 };
-pub use multicast::{join as multicast_join, membership as multicast_membership, Membership};
 pub use udp::{
     capture_udp, capture_udp_extras, is_datagram_kind, restore_udp, restore_udp_with, UdpExtras,
     INT_OPTIONS,

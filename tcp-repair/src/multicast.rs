@@ -96,7 +96,11 @@ fn group_filter(m: &Membership, room: usize) -> Vec<u8> {
 
 /// Whether socket `fd` is a member of `group` on interface `ifindex`, and with which filter:
 /// `None` when it is not (or its family cannot join groups of that family).
-pub fn membership(fd: BorrowedFd<'_>, group: IpAddr, ifindex: u32) -> Result<Option<Membership>, Errno> {
+pub fn membership(
+    fd: BorrowedFd<'_>,
+    group: IpAddr,
+    ifindex: u32,
+) -> Result<Option<Membership>, Errno> {
     let mut m = Membership {
         group,
         ifindex,

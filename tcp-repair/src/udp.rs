@@ -53,7 +53,10 @@ pub fn capture_udp(fd: impl AsFd) -> Result<UdpSocketState> {
 }
 
 /// SIOCINQ / SIOCOUTQ of `fd`; 0 for a kind of socket without them (ping sockets).
-fn queue_len(fd: BorrowedFd<'_>, request: libc::c_ulong) -> std::result::Result<i32, nix::errno::Errno> {
+fn queue_len(
+    fd: BorrowedFd<'_>,
+    request: libc::c_ulong,
+) -> std::result::Result<i32, nix::errno::Errno> {
     use nix::errno::Errno;
     match sys::ioctl_int(fd, request) {
         Err(Errno::ENOTTY | Errno::EOPNOTSUPP | Errno::EINVAL) => Ok(0),
@@ -73,8 +76,12 @@ fn restore_udp_inner(state: &UdpSocketState, extras: Option<&UdpExtras>) -> Resu
     let ipv6 = state.local.is_ipv6();
     let domain = if ipv6 { Domain::IPV6 } else { Domain::IPV4 };
     let (ty, proto) = extras.map_or((libc::SOCK_DGRAM, libc::IPPROTO_UDP), UdpExtras::kind);
-    let socket = Socket::new(domain, Type::from(ty).cloexec(), Some(Protocol::from(proto)))
-        .map_err(ctx.io("socket"))?;
+    let socket = Socket::new(
+        domain,
+        Type::from(ty).cloexec(),
+        Some(Protocol::from(proto)),
+    )
+    .map_err(ctx.io("socket"))?;
     let fd = OwnedFd::from(socket);
     let b = fd.as_fd();
     options::apply_pre_bind(b, &state.socket, ctx)?;
@@ -482,14 +489,18 @@ pub fn capture_udp_extras(fd: impl AsFd) -> Result<UdpExtras> {
     // The defaults of a socket of the same kind; a ping socket this process may not make
     // (its group outside net.ipv4.ping_group_range) is compared with a UDP socket's, whose
     // IP-level defaults are the same.
-    let fresh = Socket::new(domain, Type::from(ty).cloexec(), Some(Protocol::from(proto)))
-        .or_else(|e| match e.raw_os_error() {
-            Some(libc::EACCES | libc::EPERM) => {
-                Socket::new(domain, Type::DGRAM.cloexec(), Some(Protocol::UDP))
-            }
-            _ => Err(e),
-        })
-        .map_err(ctx.io("socket"))?;
+    let fresh = Socket::new(
+        domain,
+        Type::from(ty).cloexec(),
+        Some(Protocol::from(proto)),
+    )
+    .or_else(|e| match e.raw_os_error() {
+        Some(libc::EACCES | libc::EPERM) => {
+            Socket::new(domain, Type::DGRAM.cloexec(), Some(Protocol::UDP))
+        }
+        _ => Err(e),
+    })
+    .map_err(ctx.io("socket"))?;
     let fresh_fd = fresh.as_fd();
     let mut options = Vec::new();
     for &(level, opt, what, family) in INT_OPTIONS {
@@ -507,8 +518,7 @@ pub fn capture_udp_extras(fd: impl AsFd) -> Result<UdpExtras> {
     let n = sys::get_bytes(fd, libc::SOL_SOCKET, libc::SO_BINDTODEVICE, &mut dev)
         .map_err(ctx.sys("getsockopt SO_BINDTODEVICE"))?;
     let end = dev[..n].iter().position(|&b| b == 0).unwrap_or(n);
-    let shutdown =
-        udp_shutdown(fd, ipv6, proto).map_err(ctx.io("sock_diag (shutdown state)"))?;
+    let shutdown = udp_shutdown(fd, ipv6, proto).map_err(ctx.io("sock_diag (shutdown state)"))?;
     Ok(UdpExtras {
         shutdown_read: shutdown & 1 != 0,
         shutdown_write: shutdown & 2 != 0,

@@ -92,11 +92,18 @@ pub fn capture_unconnected(fd: impl AsFd) -> Result<UnconnectedState> {
     let domain = sys::get_int(fd, libc::SOL_SOCKET, libc::SO_DOMAIN)
         .map_err(ctx.sys("getsockopt SO_DOMAIN"))?;
     let ipv6 = domain == libc::AF_INET6;
-    let local = name.local.unwrap_or_else(|| SocketAddr::new(unspecified(ipv6), 0));
+    let local = name
+        .local
+        .unwrap_or_else(|| SocketAddr::new(unspecified(ipv6), 0));
     let bound = local.port() != 0
-        && crate::diag::find(fd, ipv6, libc::IPPROTO_TCP as u8, crate::diag::BOUND_INACTIVE)
-            .map_err(ctx.io("sock_diag (bound port)"))?
-            .is_some();
+        && crate::diag::find(
+            fd,
+            ipv6,
+            libc::IPPROTO_TCP as u8,
+            crate::diag::BOUND_INACTIVE,
+        )
+        .map_err(ctx.io("sock_diag (bound port)"))?
+        .is_some();
     let local_port_range = sys::get_int(fd, libc::SOL_IP, IP_LOCAL_PORT_RANGE)
         .or_else(|e| match e {
             nix::errno::Errno::ENOPROTOOPT => Ok(0),

@@ -76,14 +76,13 @@ pub(super) fn capture(
 ) -> Result<Vec<Membership>, SocketError> {
     let mut out = Vec::new();
     for &(ifindex, group) in candidates {
-        let m = repair::multicast_membership(dup, group, ifindex).map_err(|e| {
-            SocketError::Sys {
+        let m =
+            repair::multicast_membership(dup, group, ifindex).map_err(|e| SocketError::Sys {
                 pid,
                 fd,
                 step: "getsockopt MCAST_MSFILTER (multicast membership)",
                 source: e.into(),
-            }
-        })?;
+            })?;
         out.extend(m);
     }
     Ok(out)

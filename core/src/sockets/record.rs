@@ -677,13 +677,15 @@ mod tests {
                 }],
             },
         })));
-        round_trip(SocketState::TcpUnconnected(Box::new(tcp::UnconnectedState {
-            local: "[::]:40001".parse().unwrap(),
-            bound: false,
-            local_port_range: 7 | 9 << 16,
-            socket: options(),
-            tcp: tcp::TcpSocketOptions::default(),
-        })));
+        round_trip(SocketState::TcpUnconnected(Box::new(
+            tcp::UnconnectedState {
+                local: "[::]:40001".parse().unwrap(),
+                bound: false,
+                local_port_range: 7 | 9 << 16,
+                socket: options(),
+                tcp: tcp::TcpSocketOptions::default(),
+            },
+        )));
         let message = UnixMessage {
             data: b"hello".to_vec(),
             creds: Some((1, 2, 3)),

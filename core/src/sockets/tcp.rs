@@ -304,7 +304,11 @@ fn proc_net_peer(pid: Pid, ino: u64) -> Option<SocketAddr> {
 
 /// The remote address and state ("st") of socket `ino` in the first of the tables
 /// /proc/PID/net/NAME (IPv6 or not) that lists it.
-pub(super) fn proc_net_entry(pid: Pid, ino: u64, tables: &[(&str, bool)]) -> Option<(SocketAddr, u8)> {
+pub(super) fn proc_net_entry(
+    pid: Pid,
+    ino: u64,
+    tables: &[(&str, bool)],
+) -> Option<(SocketAddr, u8)> {
     for &(file, v6) in tables {
         let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/{file}")) else {
             continue;

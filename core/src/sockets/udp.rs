@@ -48,7 +48,11 @@ pub(super) fn capture(
             .map(|(remote, _)| remote);
     }
     let v4_only: Vec<_> = groups.iter().copied().filter(|g| g.1.is_ipv4()).collect();
-    let groups = if socket.local.is_ipv6() { groups } else { &v4_only };
+    let groups = if socket.local.is_ipv6() {
+        groups
+    } else {
+        &v4_only
+    };
     extras.memberships = multicast::capture(pid, fd, dup, groups)?;
     Ok(SocketState::Udp(Box::new(UdpState { socket, extras })))
 }

@@ -23,6 +23,10 @@
 //!   filter-drop FD CHAR       a classic BPF filter dropping UDP datagrams whose first byte
 //!                             is CHAR (SO_ATTACH_FILTER)
 //!   filter-len FD             -> the instructions of its filter (SO_GET_FILTER count)
+//!   ping-echo FD ADDR         an ICMP (ICMPv6) echo request sent to ADDR (port 0) from a ping or raw
+//!                             socket -> "reply seq N" once the reply is read (up to 10 s)
+//!   error FD                  -> SO_ERROR (reading it clears it)
+//!   nonblock FD               O_NONBLOCK on (connect then returns EINPROGRESS)
 //! ```
 
 use std::ffi::CString;
@@ -180,6 +184,68 @@ fn send_to(fd: i32, msg: &str, flags: i32, to: Option<(*const libc::sockaddr, u3
         format!("err {}", io::Error::last_os_error())
     } else {
         "ok".into()
+    }
+}
+
+/// The internet checksum of `data`.
+fn inet_checksum(data: &[u8]) -> u16 {
+    let mut sum: u32 = data
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// Sends an echo request from ping or raw socket `fd` to `addr` and waits for its reply.
+fn ping_echo(fd: i32, addr: &str) -> Result<String, String> {
+    let (ss, len) = inet_addr(addr)?;
+    let v6 = i32::from(ss.ss_family) == libc::AF_INET6;
+    let (request, reply) = if v6 { (128u8, 129u8) } else { (8, 0) };
+    let seq: u16 = 7;
+    let mut msg = vec![request, 0, 0, 0, 0x12, 0x34];
+    msg.extend_from_slice(&seq.to_be_bytes());
+    msg.extend_from_slice(b"cryo ping");
+    // ICMPv6's checksum covers a pseudo-header: the kernel fills it in.
+    if !v6 {
+        let sum = inet_checksum(&msg);
+        msg[2..4].copy_from_slice(&sum.to_be_bytes());
+    }
+    // SAFETY: msg is our buffer; ss is a live sockaddr of len bytes.
+    cvt(unsafe {
+        libc::sendto(
+            fd,
+            msg.as_ptr().cast(),
+            msg.len(),
+            0,
+            (&ss as *const libc::sockaddr_storage).cast(),
+            len,
+        ) as i32
+    })
+    .map_err(io_err)?;
+    let raw = getopt_raw(fd, libc::SOL_SOCKET, libc::SO_TYPE, 4)
+        .map_err(io_err)?
+        .first()
+        .copied()
+        == Some(libc::SOCK_RAW as u8);
+    loop {
+        wait_readable(fd, "no echo reply").map_err(io_err)?;
+        let mut buf = [0u8; 2048];
+        // SAFETY: recv into our own buffer.
+        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+        let n = cvt(n as i32).map_err(io_err)? as usize;
+        // A raw IPv4 socket reads the IP header too.
+        let at = if raw && !v6 {
+            usize::from(buf[0] & 0x0f) * 4
+        } else {
+            0
+        };
+        if n >= at + 8 && buf[at] == reply {
+            let got = u16::from_be_bytes([buf[at + 6], buf[at + 7]]);
+            return Ok(format!("reply seq {got}"));
+        }
     }
 }
 
@@ -389,6 +455,23 @@ impl Mode for Socks {
                         std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
                     )
                 }))
+            }
+            ("ping-echo", [fd, addr]) => ping_echo(num(fd)?, addr),
+            ("nonblock", [fd]) => {
+                let fd = num(fd)?;
+                // SAFETY: fcntl on an int fd, no pointers.
+                let flags = cvt(unsafe { libc::fcntl(fd, libc::F_GETFL) }).map_err(io_err)?;
+                // SAFETY: as above.
+                ok(cvt(unsafe {
+                    libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK)
+                }))
+            }
+            ("error", [fd]) => {
+                let raw =
+                    getopt_raw(num(fd)?, libc::SOL_SOCKET, libc::SO_ERROR, 4).map_err(io_err)?;
+                let mut v = [0u8; 4];
+                v[..raw.len().min(4)].copy_from_slice(&raw[..raw.len().min(4)]);
+                Ok(i32::from_ne_bytes(v).to_string())
             }
             ("filter-len", [fd]) => {
                 let mut len: libc::socklen_t = 0;
