@@ -174,6 +174,8 @@ const UDPLITE_RECV_CSCOV: i32 = 11;
 /// `SOL_RAW` / `ICMP_FILTER` (linux/icmp.h): the ICMP types a raw ICMP socket drops.
 const SOL_RAW: i32 = 255;
 const ICMP_FILTER: i32 = 1;
+/// `ICMP6_FILTER` (linux/icmpv6.h), at level IPPROTO_ICMPV6.
+const ICMP6_FILTER: i32 = 1;
 /// `UDP_NO_CHECK6_TX` / `UDP_NO_CHECK6_RX`.
 const UDP_NO_CHECK6_TX: i32 = 101;
 const UDP_NO_CHECK6_RX: i32 = 102;
@@ -512,6 +514,18 @@ pub fn capture_udp_extras(fd: impl AsFd) -> Result<UdpExtras> {
         };
         if read_opt(fresh_fd, level, opt).map_err(ctx.sys(what))? != Some(value) {
             options.push((level, opt, value));
+        }
+    }
+    if ty == libc::SOCK_RAW && proto == libc::IPPROTO_ICMPV6 {
+        // struct icmp6_filter: 256 bits, one per ICMPv6 type (set: blocked); not kept.
+        let mut filter = [0u8; 32];
+        let n = sys::get_bytes(fd, libc::IPPROTO_ICMPV6, ICMP6_FILTER, &mut filter)
+            .map_err(ctx.sys("getsockopt ICMP6_FILTER"))?;
+        if filter[..n].iter().any(|&b| b != 0) {
+            return Err(ctx.invalid(
+                "ICMP6_FILTER",
+                "a raw ICMPv6 socket filtering ICMPv6 types: its filter is not restored",
+            ));
         }
     }
     let mut dev = [0u8; libc::IFNAMSIZ];

@@ -95,15 +95,21 @@ pub fn capture_unconnected(fd: impl AsFd) -> Result<UnconnectedState> {
     let local = name
         .local
         .unwrap_or_else(|| SocketAddr::new(unspecified(ipv6), 0));
-    let bound = local.port() != 0
-        && crate::diag::find(
-            fd,
-            ipv6,
-            libc::IPPROTO_TCP as u8,
-            crate::diag::BOUND_INACTIVE,
-        )
-        .map_err(ctx.io("sock_diag (bound port)"))?
-        .is_some();
+    let diag = if local.port() != 0 {
+        crate::diag::find(fd, ipv6, libc::IPPROTO_TCP as u8, crate::diag::BOUND_INACTIVE)
+            .map_err(ctx.io("sock_diag (bound port)"))?
+    } else {
+        None
+    };
+    // A bound socket's shutdown state is in its diag entry (an unbound one has none: shut
+    // for reading, poll tells, see closed_history; shut for writing only, nothing does).
+    if diag.is_some_and(|shutdown| shutdown != 0) {
+        return Err(ctx.invalid(
+            "sock_diag (shutdown state)",
+            "a bound TCP socket shut down before any connection: not restored",
+        ));
+    }
+    let bound = diag.is_some();
     let local_port_range = sys::get_int(fd, libc::SOL_IP, IP_LOCAL_PORT_RANGE)
         .or_else(|e| match e {
             nix::errno::Errno::ENOPROTOOPT => Ok(0),

@@ -495,3 +495,43 @@ fn a_source_specific_membership_keeps_its_source_filter_after_restore() {
     );
     w.kill_restored();
 }
+
+#[test]
+fn a_raw_icmpv6_socket_filtering_types_is_refused_naming_pid_fd_and_the_filter() {
+    let w = socks();
+    let s = w.cmd(&format!("socket inet6 raw {}", libc::IPPROTO_ICMPV6));
+    // ICMP6_FILTER (IPPROTO_ICMPV6 1): echo requests (type 128) blocked.
+    let mut filter = [0u8; 32];
+    filter[128 / 8] = 1;
+    assert_eq!(
+        w.cmd(&format!(
+            "setopt-raw {s} {} {}",
+            opt(libc::IPPROTO_ICMPV6, 1),
+            hex(&filter)
+        )),
+        "ok"
+    );
+    let img = w.path("img");
+    w.dump(&img, &[])
+        .assert_refused()
+        .assert_stderr_has_word(&w.pid().to_string())
+        .assert_stderr_mentions(&format!("fd {s}"))
+        .assert_stderr_mentions("ICMP6_FILTER");
+    w.assert_untouched();
+}
+
+#[test]
+fn a_bound_tcp_socket_shut_down_before_any_connection_is_refused() {
+    let w = socks();
+    let s = w.cmd("socket inet stream 6");
+    assert_eq!(w.cmd(&format!("bind-inet {s} 127.0.0.1:0")), "ok");
+    // ENOTCONN, but the socket is marked shut all the same.
+    assert!(w.cmd(&format!("shut {s} wr")).contains("os error 107"));
+    let img = w.path("img");
+    w.dump(&img, &[])
+        .assert_refused()
+        .assert_stderr_has_word(&w.pid().to_string())
+        .assert_stderr_mentions(&format!("fd {s}"))
+        .assert_stderr_mentions("shut down");
+    w.assert_untouched();
+}
