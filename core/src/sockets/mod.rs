@@ -1,11 +1,13 @@
 //! The socket subsystem: a task's TCP connections (TCP_REPAIR, through cryo-tcp-repair), TCP
-//! listeners, UDP sockets and unix sockets (through cryo-unix-sockets) are captured, held and
+//! listeners and sockets not connected, UDP (and UDP-lite, ping, raw) sockets and unix sockets (through cryo-unix-sockets) are captured, held and
 //! re-created here; other families are refused. Sockets are fds, so the file table
 //! ([`crate::files`]) places them; what they are and how they live is this module's.
 //!
 //! ```text
-//! tcp.rs          connections and listeners: identified, captured in repair mode, restored
-//! udp.rs          UDP sockets
+//! tcp.rs          connections, listeners, sockets not connected: identified, captured
+//!                 (connections in repair mode), restored
+//! udp.rs          UDP sockets, and UDP-lite, ICMP ping and raw sockets the same way
+//! multicast.rs    the multicast groups a datagram socket joined (candidates from /proc)
 //! unix/           unix sockets: mod.rs one socket (its queue, options, broken external
 //!                 peers), groups.rs the sockets made together at restore, in_flight.rs the
 //!                 descriptors in flight and accept queues resolved across the dump
@@ -21,7 +23,8 @@
 //! ```text
 //! dump (every task frozen), before the file tables are built (DumpSockets::collect):
 //!   per task, per fd: /proc/PID/fd/N   pidfd_getfd -> a duplicate (the same socket), fstat: inode
-//!   SO_DOMAIN/SO_TYPE/SO_PROTOCOL, TCP_INFO state   -> connection | listener | udp | unix
+//!   SO_DOMAIN/SO_TYPE/SO_PROTOCOL, TCP_INFO state   -> connection | listener | tcp not
+//!                                                      connected | datagram | unix
 //!                                                      | refused (nothing touched yet)
 //!   ONE network lock over every connection of every task, each 4-tuple once (one batch)
 //!   per task: connections Repair::enter + capture, then HELD in repair mode (on every core);
