@@ -488,21 +488,25 @@ pub fn capture_udp_extras(fd: impl AsFd) -> Result<UdpExtras> {
     let proto = sys::get_int(fd, libc::SOL_SOCKET, libc::SO_PROTOCOL)
         .map_err(ctx.sys("getsockopt SO_PROTOCOL"))?;
     let domain = if ipv6 { Domain::IPV6 } else { Domain::IPV4 };
-    // The defaults of a socket of the same kind; a ping socket this process may not make
-    // (its group outside net.ipv4.ping_group_range) is compared with a UDP socket's, whose
-    // IP-level defaults are the same.
+    // The defaults of a socket of the same kind. A restore makes the socket as this process
+    // does (root, before the task's credentials are set): a ping socket this process may
+    // not make (its group outside net.ipv4.ping_group_range) could not come back.
     let fresh = Socket::new(
         domain,
         Type::from(ty).cloexec(),
         Some(Protocol::from(proto)),
     )
-    .or_else(|e| match e.raw_os_error() {
-        Some(libc::EACCES | libc::EPERM) => {
-            Socket::new(domain, Type::DGRAM.cloexec(), Some(Protocol::UDP))
-        }
-        _ => Err(e),
-    })
-    .map_err(ctx.io("socket"))?;
+    .map_err(|e| match e.raw_os_error() {
+        Some(libc::EACCES | libc::EPERM) => ctx.invalid(
+            "socket",
+            format!(
+                "a socket of type {ty} protocol {proto} cannot be made by cryo here ({e}; a \
+                 ping socket needs cryo's group in net.ipv4.ping_group_range): it could not \
+                 be restored"
+            ),
+        ),
+        _ => ctx.io("socket")(e),
+    })?;
     let fresh_fd = fresh.as_fd();
     let mut options = Vec::new();
     for &(level, opt, what, family) in INT_OPTIONS {

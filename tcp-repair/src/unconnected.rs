@@ -96,8 +96,13 @@ pub fn capture_unconnected(fd: impl AsFd) -> Result<UnconnectedState> {
         .local
         .unwrap_or_else(|| SocketAddr::new(unspecified(ipv6), 0));
     let diag = if local.port() != 0 {
-        crate::diag::find(fd, ipv6, libc::IPPROTO_TCP as u8, crate::diag::BOUND_INACTIVE)
-            .map_err(ctx.io("sock_diag (bound port)"))?
+        crate::diag::find(
+            fd,
+            ipv6,
+            libc::IPPROTO_TCP as u8,
+            crate::diag::BOUND_INACTIVE,
+        )
+        .map_err(ctx.io("sock_diag (bound port)"))?
     } else {
         None
     };

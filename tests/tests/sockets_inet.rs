@@ -245,35 +245,36 @@ fn a_tcp_socket_whose_failed_connect_was_not_reported_is_refused_and_left_as_it_
 }
 
 /// Lets this host's root make ICMP ping sockets (net.ipv4.ping_group_range, which covers
-/// ICMPv6 too) while a guard lives; the last guard puts the range back.
-struct PingGroups;
+/// ICMPv6 too) while it lives, then puts the range back. One at a time: the tests that use
+/// it run one after the other.
+struct PingGroups {
+    original: String,
+    _one_at_a_time: std::sync::MutexGuard<'static, ()>,
+}
 
-static PING_RANGE: Mutex<(usize, String)> = Mutex::new((0, String::new()));
+static PING_TESTS: Mutex<()> = Mutex::new(());
 const PING_RANGE_FILE: &str = "/proc/sys/net/ipv4/ping_group_range";
 
 impl PingGroups {
     fn allow() -> Self {
-        let mut g = PING_RANGE.lock().unwrap_or_else(|e| e.into_inner());
-        if g.0 == 0 {
-            g.1 = std::fs::read_to_string(PING_RANGE_FILE).unwrap();
-            let mut f = g.1.split_whitespace().map(|v| v.parse::<u64>().unwrap());
-            let (low, high) = (f.next().unwrap(), f.next().unwrap());
-            if low > 0 || high < low {
-                std::fs::write(PING_RANGE_FILE, "0 0").unwrap();
-            }
+        let guard = PING_TESTS.lock().unwrap_or_else(|e| e.into_inner());
+        let original = std::fs::read_to_string(PING_RANGE_FILE).unwrap();
+        std::fs::write(PING_RANGE_FILE, "0 0").unwrap();
+        PingGroups {
+            original,
+            _one_at_a_time: guard,
         }
-        g.0 += 1;
-        PingGroups
+    }
+
+    /// Back to the range no group is in.
+    fn forbid(&self) {
+        std::fs::write(PING_RANGE_FILE, "1 0").unwrap();
     }
 }
 
 impl Drop for PingGroups {
     fn drop(&mut self) {
-        let mut g = PING_RANGE.lock().unwrap_or_else(|e| e.into_inner());
-        g.0 -= 1;
-        if g.0 == 0 {
-            let _ = std::fs::write(PING_RANGE_FILE, g.1.trim());
-        }
+        let _ = std::fs::write(PING_RANGE_FILE, self.original.trim());
     }
 }
 
@@ -534,4 +535,25 @@ fn a_bound_tcp_socket_shut_down_before_any_connection_is_refused() {
         .assert_stderr_mentions(&format!("fd {s}"))
         .assert_stderr_mentions("shut down");
     w.assert_untouched();
+}
+
+#[test]
+fn a_ping_socket_cryo_could_not_make_again_is_refused_at_dump() {
+    let allowed = PingGroups::allow();
+    let w = socks();
+    let s = w.cmd(&format!("socket inet dgram {}", libc::IPPROTO_ICMP));
+    assert_eq!(w.cmd(&format!("ping-echo {s} 127.0.0.1:0")), "reply seq 7");
+    allowed.forbid();
+    let img = w.path("img");
+    w.dump(&img, &[])
+        .assert_refused()
+        .assert_stderr_has_word(&w.pid().to_string())
+        .assert_stderr_mentions(&format!("fd {s}"))
+        .assert_stderr_mentions("ping_group_range");
+    w.assert_untouched();
+    assert_eq!(
+        w.cmd(&format!("ping-echo {s} 127.0.0.1:0")),
+        "reply seq 7",
+        "the original still pings"
+    );
 }
