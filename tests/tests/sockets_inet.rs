@@ -557,3 +557,37 @@ fn a_ping_socket_cryo_could_not_make_again_is_refused_at_dump() {
         "the original still pings"
     );
 }
+
+#[test]
+fn leave_running_leaves_memberships_and_sockets_not_connected_as_they_were() {
+    let w = socks();
+    let (r, port) = udp_receiver(&w);
+    let mut mreqn = vec![239, 77, 14, 3, 0, 0, 0, 0];
+    mreqn.extend_from_slice(&(lo_index() as i32).to_ne_bytes());
+    let add = opt(libc::IPPROTO_IP, libc::IP_ADD_MEMBERSHIP);
+    assert_eq!(
+        w.cmd(&format!("setopt-raw {r} {add} {}", hex(&mreqn))),
+        "ok"
+    );
+    let (_refusing_fd, refusing) = refusing_port(&w, "inet");
+    let failed = w.cmd("socket inet stream 6");
+    assert!(w
+        .cmd(&format!("connect-inet {failed} {refusing}"))
+        .contains("os error 111"));
+    let names = |w: &Workload| {
+        [&r, &failed]
+            .iter()
+            .map(|s| w.cmd(&format!("name {s}")))
+            .collect::<Vec<_>>()
+    };
+    let before = names(&w);
+    let img = w.path("img");
+    w.dump(&img, &["--leave-running"]).assert_success();
+    assert_eq!(names(&w), before);
+    send_to_group(&w, "127.0.0.1", "239.77.14.3", &port, "still");
+    assert_eq!(w.cmd(&format!("recv-wait {r}")), "still", "still a member");
+    assert_eq!(w.cmd(&format!("error {failed}")), "0");
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let to = l.local_addr().unwrap();
+    assert_eq!(w.cmd(&format!("connect-inet {failed} {to}")), "ok");
+}
