@@ -591,3 +591,47 @@ fn leave_running_leaves_memberships_and_sockets_not_connected_as_they_were() {
     let to = l.local_addr().unwrap();
     assert_eq!(w.cmd(&format!("connect-inet {failed} {to}")), "ok");
 }
+
+#[test]
+fn an_ipv6_socket_keeps_its_ipv6_and_ipv4_memberships_with_their_filters() {
+    let mut w = socks();
+    let s = w.cmd("socket inet6 dgram 17");
+    assert_eq!(w.cmd(&format!("bind-inet {s} [::]:0")), "ok");
+    let lo = lo_index();
+    // struct ipv6_mreq: the group, then the interface index.
+    let mut mreq: Vec<u8> = "ff02::77:14"
+        .parse::<std::net::Ipv6Addr>()
+        .unwrap()
+        .octets()
+        .to_vec();
+    mreq.extend_from_slice(&lo.to_ne_bytes());
+    let join6 = opt(libc::IPPROTO_IPV6, libc::IPV6_ADD_MEMBERSHIP);
+    assert_eq!(
+        w.cmd(&format!("setopt-raw {s} {join6} {}", hex(&mreq))),
+        "ok"
+    );
+    // An IPv4 group too, excluding one source (IPv4 options of an IPv6 socket).
+    let mut mreqn = vec![239, 77, 14, 4, 0, 0, 0, 0];
+    mreqn.extend_from_slice(&(lo as i32).to_ne_bytes());
+    let add = opt(libc::IPPROTO_IP, libc::IP_ADD_MEMBERSHIP);
+    assert_eq!(
+        w.cmd(&format!("setopt-raw {s} {add} {}", hex(&mreqn))),
+        "ok"
+    );
+    // struct ip_mreq_source: group, interface address, source.
+    let block = opt(libc::IPPROTO_IP, libc::IP_BLOCK_SOURCE);
+    let req = hex(&[239, 77, 14, 4, 127, 0, 0, 1, 127, 0, 0, 9]);
+    assert_eq!(w.cmd(&format!("setopt-raw {s} {block} {req}")), "ok");
+    let v6 = format!("msfilter {s} {lo} ff02::77:14");
+    let v4 = format!("msfilter {s} {lo} 239.77.14.4");
+    assert_eq!(w.cmd(&v6), "exclude");
+    assert_eq!(w.cmd(&v4), "exclude 127.0.0.9");
+    dump_and_restore(&mut w);
+    assert_eq!(w.cmd(&v6), "exclude", "the IPv6 group, joined again");
+    assert_eq!(
+        w.cmd(&v4),
+        "exclude 127.0.0.9",
+        "the IPv4 group, its source blocked"
+    );
+    w.kill_restored();
+}

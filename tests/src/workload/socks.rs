@@ -27,6 +27,8 @@
 //!                             socket -> "reply seq N" once the reply is read (up to 10 s)
 //!   error FD                  -> SO_ERROR (reading it clears it)
 //!   nonblock FD               O_NONBLOCK on (connect then returns EINPROGRESS)
+//!   msfilter FD IFINDEX GROUP -> "include|exclude SRC,SRC..." (getsockopt MCAST_MSFILTER:
+//!                             this socket's membership of GROUP on IFINDEX) or the error
 //! ```
 
 use std::ffi::CString;
@@ -249,6 +251,60 @@ fn ping_echo(fd: i32, addr: &str) -> Result<String, String> {
     }
 }
 
+/// This socket's membership of `group` on interface `ifindex`: its source filter.
+fn msfilter(fd: i32, ifindex: u32, group: &str) -> Result<String, String> {
+    // struct group_filter: interface, group (sockaddr_storage at 8), mode (136), number of
+    // sources (140), sources (144, 128 bytes each).
+    let (ss, _) = inet_addr(&if group.contains(':') {
+        format!("[{group}]:0")
+    } else {
+        format!("{group}:0")
+    })?;
+    let level = if group.contains(':') {
+        libc::IPPROTO_IPV6
+    } else {
+        libc::IPPROTO_IP
+    };
+    const ROOM: usize = 16;
+    let mut buf = vec![0u8; 144 + 128 * ROOM];
+    buf[..4].copy_from_slice(&ifindex.to_ne_bytes());
+    // SAFETY: sockaddr_storage is plain data, 128 bytes; we copy its bytes.
+    let raw = unsafe {
+        std::slice::from_raw_parts((&ss as *const libc::sockaddr_storage).cast::<u8>(), 128)
+    };
+    buf[8..136].copy_from_slice(raw);
+    buf[140..144].copy_from_slice(&(ROOM as u32).to_ne_bytes());
+    let mut len = buf.len() as libc::socklen_t;
+    // SAFETY: buf has len bytes; the kernel reads the request from it and writes at most len.
+    cvt(unsafe {
+        libc::getsockopt(
+            fd,
+            level,
+            libc::MCAST_MSFILTER,
+            buf.as_mut_ptr().cast(),
+            &mut len,
+        )
+    })
+    .map_err(io_err)?;
+    let word = |at: usize| u32::from_ne_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]);
+    let mode = if word(136) == 1 { "include" } else { "exclude" };
+    let n = (word(140) as usize).min(ROOM);
+    let sources: Vec<String> = (0..n)
+        .map(|i| {
+            let at = 144 + 128 * i;
+            let family = i32::from(u16::from_ne_bytes([buf[at], buf[at + 1]]));
+            if family == libc::AF_INET6 {
+                let b: [u8; 16] = buf[at + 8..at + 24].try_into().unwrap_or([0; 16]);
+                std::net::Ipv6Addr::from(b).to_string()
+            } else {
+                let b: [u8; 4] = buf[at + 4..at + 8].try_into().unwrap_or([0; 4]);
+                std::net::Ipv4Addr::from(b).to_string()
+            }
+        })
+        .collect();
+    Ok(format!("{mode} {}", sources.join(",")).trim().to_string())
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -457,6 +513,7 @@ impl Mode for Socks {
                 }))
             }
             ("ping-echo", [fd, addr]) => ping_echo(num(fd)?, addr),
+            ("msfilter", [fd, ifindex, group]) => msfilter(num(fd)?, num(ifindex)?, group),
             ("nonblock", [fd]) => {
                 let fd = num(fd)?;
                 // SAFETY: fcntl on an int fd, no pointers.
