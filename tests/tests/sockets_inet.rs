@@ -635,3 +635,36 @@ fn an_ipv6_socket_keeps_its_ipv6_and_ipv4_memberships_with_their_filters() {
     );
     w.kill_restored();
 }
+
+#[test]
+fn a_udp_lite_socket_shut_for_writing_still_refuses_to_send() {
+    let mut w = socks();
+    let s = w.cmd(&format!("socket inet dgram {}", libc::IPPROTO_UDPLITE));
+    assert_eq!(w.cmd(&format!("bind-inet {s} 127.0.0.1:0")), "ok");
+    let name = w.cmd(&format!("name {s}"));
+    assert_eq!(w.cmd(&format!("connect-inet {s} {name}")), "ok");
+    assert_eq!(w.cmd(&format!("shut {s} wr")), "ok");
+    assert!(w.cmd(&format!("send {s} x")).contains("os error 32"));
+    dump_and_restore(&mut w);
+    assert!(
+        w.cmd(&format!("send {s} x")).contains("os error 32"),
+        "EPIPE after the restore"
+    );
+    w.kill_restored();
+}
+
+#[test]
+fn a_raw_socket_shut_for_reading_stays_shut() {
+    let mut w = socks();
+    let s = w.cmd(&format!("socket inet raw {}", libc::IPPROTO_ICMP));
+    assert!(w.cmd(&format!("shut {s} rd")).contains("os error 107"));
+    let polled = w.cmd(&format!("poll {s}"));
+    assert!(polled.contains("rdhup"), "{polled}");
+    dump_and_restore(&mut w);
+    assert_eq!(
+        w.cmd(&format!("poll {s}")),
+        polled,
+        "still shut for reading"
+    );
+    w.kill_restored();
+}
