@@ -188,6 +188,7 @@ every_message!(
     UdpSocket,
     McastMembership,
     TcpUnconnected,
+    TcpConnecting,
     UnixCreds,
     UnixMessage,
     UnixPendingConnection,

@@ -66,5 +66,6 @@ pub use udp::{
     INT_OPTIONS,
 };
 pub use unconnected::{
-    capture_unconnected, closed_history, restore_unconnected, ClosedHistory, UnconnectedState,
+    capture_connecting, capture_unconnected, closed_history, restore_connecting,
+    restore_unconnected, ClosedHistory, ConnectingState, UnconnectedState,
 };

@@ -115,12 +115,7 @@ pub fn capture_unconnected(fd: impl AsFd) -> Result<UnconnectedState> {
         ));
     }
     let bound = diag.is_some();
-    let local_port_range = sys::get_int(fd, libc::SOL_IP, IP_LOCAL_PORT_RANGE)
-        .or_else(|e| match e {
-            nix::errno::Errno::ENOPROTOOPT => Ok(0),
-            e => Err(e),
-        })
-        .map_err(ctx.sys("getsockopt IP_LOCAL_PORT_RANGE"))? as u32;
+    let local_port_range = local_port_range(fd, ctx)?;
     Ok(UnconnectedState {
         local,
         bound,
@@ -236,4 +231,124 @@ fn replay_failed_connect(fd: BorrowedFd<'_>, local: SocketAddr, ctx: Ctx) -> Res
     }
     sys::set_int(fd, libc::SOL_IP, IP_LOCAL_PORT_RANGE, 0)
         .map_err(ctx.sys("setsockopt IP_LOCAL_PORT_RANGE"))
+}
+
+/// A TCP socket whose connect is in progress (SYN_SENT): its name, the peer it connects to,
+/// its options. Repair mode cannot be entered in SYN_SENT: the restore connects again from
+/// the same port (a new SYN, with a new initial sequence number: the peer has accepted
+/// nothing yet).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ConnectingState {
+    /// getsockname: the address and port the connect took.
+    pub local: SocketAddr,
+    /// The peer it connects to.
+    pub remote: SocketAddr,
+    /// IP_LOCAL_PORT_RANGE (0: the namespace's range).
+    pub local_port_range: u32,
+    /// Socket-level options.
+    pub socket: SocketOptions,
+    /// TCP-level options.
+    pub tcp: TcpSocketOptions,
+}
+
+/// Captures TCP socket `fd` in SYN_SENT, connecting to `remote` (getpeername has no peer
+/// before the handshake: the caller reads it from /proc/net/tcp). Nothing is changed.
+pub fn capture_connecting(fd: impl AsFd, remote: SocketAddr) -> Result<ConnectingState> {
+    let fd = fd.as_fd();
+    let name = socket_name(fd);
+    let ctx = Ctx::new(
+        Operation::Capture,
+        SocketName::new(name.local, Some(remote)),
+    );
+    let info = sys::tcp_info(fd).map_err(ctx.sys("getsockopt TCP_INFO"))?;
+    if info.state != 2 {
+        return Err(TcpRepairError::UnsupportedState {
+            op: Operation::Capture,
+            sock: name,
+            state: state_name(info.state),
+            why: "not a TCP socket in SYN_SENT",
+        });
+    }
+    let local = name
+        .local
+        .ok_or_else(|| ctx.invalid("getsockname", "a connect in progress without an address"))?;
+    let ipv6 = local.is_ipv6();
+    Ok(ConnectingState {
+        local,
+        remote,
+        local_port_range: local_port_range(fd, ctx)?,
+        socket: SocketOptions {
+            more: crate::more_options::capture(fd, ipv6, false, ctx)?,
+            ..options::capture_socket(fd, ipv6, ctx)?
+        },
+        tcp: options::capture_tcp(fd, ctx)?,
+    })
+}
+
+fn local_port_range(fd: BorrowedFd<'_>, ctx: Ctx) -> Result<u32> {
+    Ok(sys::get_int(fd, libc::SOL_IP, IP_LOCAL_PORT_RANGE)
+        .or_else(|e| match e {
+            nix::errno::Errno::ENOPROTOOPT => Ok(0),
+            e => Err(e),
+        })
+        .map_err(ctx.sys("getsockopt IP_LOCAL_PORT_RANGE"))? as u32)
+}
+
+/// Makes connect in progress `state` again: options, then a non-blocking connect from the
+/// same port (the only one IP_LOCAL_PORT_RANGE offers), the range put back; the socket is
+/// left blocking (the caller sets the description's flags) in SYN_SENT, as a connect() that
+/// returned EINPROGRESS leaves it: a blocking connect() restarted on it waits for the
+/// handshake, a poll for POLLOUT sees it complete.
+pub fn restore_connecting(state: &ConnectingState) -> Result<OwnedFd> {
+    let ctx = Ctx::new(
+        Operation::Restore,
+        SocketName::new(Some(state.local), Some(state.remote)),
+    );
+    let ipv6 = state.local.is_ipv6();
+    let domain = if ipv6 { Domain::IPV6 } else { Domain::IPV4 };
+    let socket = Socket::new(domain, Type::STREAM.cloexec(), Some(Protocol::TCP))
+        .map_err(ctx.io("socket"))?;
+    let fd = OwnedFd::from(socket);
+    let b = fd.as_fd();
+    options::apply_pre_bind(b, &state.socket, ctx)?;
+    options::apply_buffers_if_changed(b, &state.socket, ctx)?;
+    options::apply_socket(b, &state.socket, ipv6, ctx)?;
+    options::apply_tcp(b, &state.tcp, ctx)?;
+    let port = u32::from(state.local.port());
+    sys::set_int(
+        b,
+        libc::SOL_IP,
+        IP_LOCAL_PORT_RANGE,
+        (port | port << 16) as i32,
+    )
+    .map_err(ctx.sys("setsockopt IP_LOCAL_PORT_RANGE"))?;
+    let sref = socket2::SockRef::from(&b);
+    sref.set_nonblocking(true)
+        .map_err(ctx.io("O_NONBLOCK (to connect)"))?;
+    match sref.connect(&SockAddr::from(state.remote)) {
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(ctx.io("connect")(e)),
+        Ok(()) => {}
+    }
+    sref.set_nonblocking(false)
+        .map_err(ctx.io("O_NONBLOCK (after connect)"))?;
+    sys::set_int(
+        b,
+        libc::SOL_IP,
+        IP_LOCAL_PORT_RANGE,
+        state.local_port_range as i32,
+    )
+    .map_err(ctx.sys("setsockopt IP_LOCAL_PORT_RANGE"))?;
+    let now = socket_name(b).local;
+    if now != Some(state.local) {
+        return Err(ctx.invalid(
+            "getsockname",
+            format!(
+                "the connect came from {} instead of {}",
+                now.map_or("?".into(), |a| a.to_string()),
+                state.local
+            ),
+        ));
+    }
+    Ok(fd)
 }

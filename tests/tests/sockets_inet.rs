@@ -668,3 +668,67 @@ fn a_raw_socket_shut_for_reading_stays_shut() {
     );
     w.kill_restored();
 }
+
+/// A listener with backlog 0 whose accept queue is full (one connection waiting): it drops
+/// the SYNs of the next connects, which stay in SYN_SENT. Returns it and the connection
+/// filling it.
+fn full_listener() -> (TcpListener, TcpStream) {
+    use nix::sys::socket::{
+        bind, listen, socket, AddressFamily, Backlog, SockFlag, SockType, SockaddrIn,
+    };
+    use std::os::fd::AsRawFd;
+    let fd = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
+    bind(fd.as_raw_fd(), &SockaddrIn::new(127, 0, 0, 1, 0)).unwrap();
+    listen(&fd, Backlog::new(0).unwrap()).unwrap();
+    let listener = TcpListener::from(fd);
+    let filler = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let mut pfd = libc::pollfd {
+        fd: listener.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one pollfd, valid for the call.
+    assert_eq!(
+        unsafe { libc::poll(&mut pfd, 1, 10_000) },
+        1,
+        "filler queued"
+    );
+    (listener, filler)
+}
+
+#[test]
+fn a_connect_in_progress_comes_back_from_the_same_port_and_completes() {
+    cryo_bin();
+    let (listener, filler) = full_listener();
+    let target = listener.local_addr().unwrap();
+    let mut w = Workload::spawn("tcp", &["127.0.0.1:0"]);
+    assert_eq!(w.cmd(&format!("connect {target}")), "0");
+    assert_eq!(w.cmd("state 0"), "SYN_SENT");
+    let local = w.cmd("local 0");
+    let img = w.path("img");
+    w.dump(&img, &["--tcp-established"]).assert_success();
+    w.wait_original();
+    w.restore_background(&img);
+    assert_eq!(w.cmd("state 0"), "SYN_SENT", "still connecting");
+    assert_eq!(w.cmd("local 0"), local, "from the same port");
+    // Room in the queue: the next SYN is answered.
+    let (_first, _) = listener.accept().unwrap();
+    drop(filler);
+    assert_eq!(w.cmd("connected 0"), "ok", "the connect completes");
+    let (mut accepted, peer) = listener.accept().unwrap();
+    assert_eq!(peer.to_string(), local);
+    accepted
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    assert_eq!(w.cmd("write 0 5 1"), "5");
+    let mut got = [0u8; 5];
+    accepted.read_exact(&mut got).unwrap();
+    assert_eq!(got.to_vec(), cryo_tests::protocol::pattern(5, 1));
+    w.kill_restored();
+}

@@ -122,6 +122,8 @@ enum Found {
     Unix,
     /// A TCP socket neither listening nor connected.
     TcpUnconnected,
+    /// A TCP connect in progress (SYN_SENT): (local, remote).
+    Connecting(std::net::SocketAddr, std::net::SocketAddr),
 }
 
 /// The sockets of one frozen task, identified and checked, nothing touched yet.
@@ -330,7 +332,10 @@ impl SocketDump {
         let mut connections = Vec::new();
         let mut others = Vec::new();
         for f in found {
-            let tcp = matches!(f.kind, Found::Connection(..) | Found::Listener);
+            let tcp = matches!(
+                f.kind,
+                Found::Connection(..) | Found::Listener | Found::Connecting(..)
+            );
             if tcp && !tcp_taken.insert(f.ino) {
                 continue;
             }
@@ -388,6 +393,9 @@ impl SocketDump {
                     udp::capture(pid, fd, ino, dup.as_fd(), groups)?
                 }
                 Found::TcpUnconnected => tcp::capture_unconnected(pid, fd, dup.as_fd())?,
+                Found::Connecting(_, remote) => {
+                    tcp::capture_connecting(pid, fd, dup.as_fd(), remote)?
+                }
             };
             out.records.insert(ino, socket_record(ino, family, &state));
         }
@@ -512,6 +520,9 @@ pub fn describe(s: &Socket) -> String {
         Ok(SocketState::Udp(u)) => udp::describe(&u),
         Ok(SocketState::Unix(u)) => unix::describe(s, &u),
         Ok(SocketState::TcpUnconnected(u)) => tcp::describe_unconnected(&u),
+        Ok(SocketState::TcpConnecting(c)) => {
+            format!("tcp {} -> {} (SYN_SENT, connecting)", c.local, c.remote)
+        }
         Err(_) if s.state.is_none() => format!("socket:[{}] of unknown kind", s.ino),
         Err(_) => format!(
             "{} socket:[{}] (undecodable state)",
@@ -552,6 +563,7 @@ impl Decoded {
         match self {
             Decoded::Plain(SocketState::Listener(_)) => 0,
             Decoded::Plain(SocketState::Connection(_)) => 1,
+            Decoded::Plain(SocketState::TcpConnecting(_)) => 1,
             Decoded::Plain(SocketState::Udp(_)) => 2,
             Decoded::Plain(SocketState::TcpUnconnected(_)) => 2,
             Decoded::Plain(SocketState::Unix(_)) | Decoded::BrokenUnix(_) => 3,
@@ -599,6 +611,7 @@ pub(crate) fn open(
         Decoded::Plain(SocketState::Listener(l)) => tcp::restore_listener(desc, l)?,
         Decoded::Plain(SocketState::Udp(u)) => udp::restore(desc, u)?,
         Decoded::Plain(SocketState::TcpUnconnected(u)) => tcp::restore_unconnected(desc, u)?,
+        Decoded::Plain(SocketState::TcpConnecting(c)) => tcp::restore_connecting(desc, c)?,
         Decoded::Plain(SocketState::Connection(c)) => tcp::restore_connection(desc, c, tcp_close)?,
     };
     set_flags(desc, &fd)?;

@@ -34,6 +34,8 @@ pub(crate) enum SocketState {
     Unix(Box<UnixSocketState>),
     /// A TCP socket neither listening nor connected.
     TcpUnconnected(Box<tcp::UnconnectedState>),
+    /// A TCP socket whose connect is in progress (SYN_SENT).
+    TcpConnecting(Box<tcp::ConnectingState>),
 }
 
 impl SocketState {
@@ -45,6 +47,7 @@ impl SocketState {
             SocketState::Udp(_) => UDP,
             SocketState::Unix(_) => UNIX,
             SocketState::TcpUnconnected(_) => TCP_UNCONNECTED,
+            SocketState::TcpConnecting(_) => TCP_CONNECTING,
         }
     }
 }
@@ -54,6 +57,7 @@ const LISTENER: &str = "tcp listener";
 const UDP: &str = "udp socket";
 const UNIX: &str = "unix socket";
 const TCP_UNCONNECTED: &str = "tcp socket not connected";
+const TCP_CONNECTING: &str = "tcp connect in progress";
 
 /// The name of the record `s` holds, for messages ("socket" when it holds none).
 pub(crate) fn record_name(s: &pb::Socket) -> &'static str {
@@ -63,6 +67,7 @@ pub(crate) fn record_name(s: &pb::Socket) -> &'static str {
         Some(State::Udp(_)) => UDP,
         Some(State::Unix(_)) => UNIX,
         Some(State::TcpUnconnected(_)) => TCP_UNCONNECTED,
+        Some(State::TcpConnecting(_)) => TCP_CONNECTING,
         None => "socket",
     }
 }
@@ -105,6 +110,13 @@ impl From<&SocketState> for State {
                 socket: Some(options_to(&t.socket)),
                 tcp: Some(tcp_options_to(&t.tcp)),
             }),
+            SocketState::TcpConnecting(c) => State::TcpConnecting(pb::TcpConnecting {
+                local: Some(addr_to(&c.local)),
+                remote: Some(addr_to(&c.remote)),
+                local_port_range: c.local_port_range,
+                socket: Some(options_to(&c.socket)),
+                tcp: Some(tcp_options_to(&c.tcp)),
+            }),
         }
     }
 }
@@ -141,6 +153,20 @@ impl TryFrom<&pb::Socket> for SocketState {
                     tcp: tcp_options_from(t.tcp.as_ref()),
                 },
             ))),
+            Some(State::TcpConnecting(c)) => {
+                let local = addr_from("local", c.local.as_ref()).map_err(fail)?;
+                let remote = addr_from("remote", c.remote.as_ref()).map_err(fail)?;
+                if local.is_ipv4() != remote.is_ipv4() {
+                    return Err(fail(RecordProblem::Families));
+                }
+                Ok(SocketState::TcpConnecting(Box::new(tcp::ConnectingState {
+                    local,
+                    remote,
+                    local_port_range: c.local_port_range,
+                    socket: options_from(c.socket.as_ref()),
+                    tcp: tcp_options_from(c.tcp.as_ref()),
+                })))
+            }
             None => Err(fail(RecordProblem::NoState)),
         }
     }
@@ -676,6 +702,13 @@ mod tests {
                     sources: vec!["10.0.0.1".parse().unwrap(), "::1".parse().unwrap()],
                 }],
             },
+        })));
+        round_trip(SocketState::TcpConnecting(Box::new(tcp::ConnectingState {
+            local: "10.0.0.1:40000".parse().unwrap(),
+            remote: "10.0.0.2:80".parse().unwrap(),
+            local_port_range: 0,
+            socket: options(),
+            tcp: tcp::TcpSocketOptions::default(),
         })));
         round_trip(SocketState::TcpUnconnected(Box::new(
             tcp::UnconnectedState {

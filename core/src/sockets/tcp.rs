@@ -6,8 +6,9 @@
 //!
 //! ```text
 //! identify    TCP_INFO state: LISTEN -> listener; ESTABLISHED and the closing states ->
-//!             connection (refused without --tcp-established); SYN_SENT, SYN_RECV,
-//!             NEW_SYN_RECV -> refused as temporary; CLOSE -> not connected, unless it keeps
+//!             connection (refused without --tcp-established); SYN_SENT -> a connect in
+//!             progress with --tcp-established (made again by a connect from the same port),
+//!             refused as temporary without; SYN_RECV, NEW_SYN_RECV -> refused as temporary; CLOSE -> not connected, unless it keeps
 //!             something of a connection (a pending error, segments exchanged: refused);
 //!             TIME_WAIT -> refused
 //! capture     Repair::enter + capture, then hold() (lifecycle.rs owns what happens next)
@@ -74,6 +75,13 @@ pub(super) fn identify(
                 .into());
             }
             Ok(Found::Connection(local, remote))
+        }
+        2 if opts.tcp_established => {
+            let remote = remote.or_else(|| proc_net_peer(pid, ino));
+            match (local, remote) {
+                (Some(l), Some(r)) => Ok(Found::Connecting(l, r)),
+                _ => Err(open().dump_err("TCP connect in progress without addresses")),
+            }
         }
         2 | 3 | 12 => {
             // A connect in progress has no peer address yet (getpeername: ENOTCONN); the
@@ -157,6 +165,26 @@ pub(super) fn capture_unconnected(
     repair::capture_unconnected(dup)
         .map(|u| SocketState::TcpUnconnected(Box::new(u)))
         .map_err(repair_err(pid, fd))
+}
+
+/// Captures TCP socket `dup` (fd `fd` of `pid`) connecting to `remote` (SYN_SENT).
+pub(super) fn capture_connecting(
+    pid: Pid,
+    fd: RawFd,
+    dup: BorrowedFd<'_>,
+    remote: SocketAddr,
+) -> Result<SocketState, SocketError> {
+    repair::capture_connecting(dup, remote)
+        .map(|c| SocketState::TcpConnecting(Box::new(c)))
+        .map_err(repair_err(pid, fd))
+}
+
+/// Connect in progress `c` made again: a new SYN from the same port.
+pub(super) fn restore_connecting(
+    desc: &FileDesc,
+    c: &repair::ConnectingState,
+) -> Result<OwnedFd, SocketError> {
+    repair::restore_connecting(c).map_err(|e| restore_err(desc, "restore socket", e))
 }
 
 /// Socket `u` made again: unbound, bound, or as its reported failed connect left it.
