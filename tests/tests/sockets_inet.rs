@@ -694,11 +694,8 @@ fn full_listener() -> (TcpListener, TcpStream) {
         revents: 0,
     };
     // SAFETY: one pollfd, valid for the call.
-    assert_eq!(
-        unsafe { libc::poll(&mut pfd, 1, 10_000) },
-        1,
-        "filler queued"
-    );
+    let ready = unsafe { libc::poll(&mut pfd, 1, 10_000) };
+    assert_eq!(ready, 1, "filler queued");
     (listener, filler)
 }
 
