@@ -1,6 +1,7 @@
 //! The socket subsystem: a task's TCP connections (TCP_REPAIR, through cryo-tcp-repair), TCP
-//! listeners and sockets not connected, UDP (and UDP-lite, ping, raw) sockets and unix sockets (through cryo-unix-sockets) are captured, held and
-//! re-created here; other families are refused. Sockets are fds, so the file table
+//! listeners, connects in progress and sockets not connected, UDP (and UDP-lite, ping, raw)
+//! sockets and unix sockets (through cryo-unix-sockets) are captured, held and re-created
+//! here; other families are refused. Sockets are fds, so the file table
 //! ([`crate::files`]) places them; what they are and how they live is this module's.
 //!
 //! ```text

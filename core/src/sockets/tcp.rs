@@ -1,16 +1,17 @@
 //! TCP connections and listeners: identified by their kernel state, connections captured in
 //! repair mode (TCP_REPAIR, through cryo-tcp-repair) on every core and restored quietly (or
-//! reset with `--tcp-close`), listeners captured and listening again; sockets neither
-//! listening nor connected made again (unbound, bound, or as a reported failed connect left
-//! them).
+//! reset with `--tcp-close`), listeners captured and listening again; connects in progress
+//! connected again from the same port; sockets neither listening nor connected made again
+//! (unbound, bound, or as a reported failed connect left them).
 //!
 //! ```text
 //! identify    TCP_INFO state: LISTEN -> listener; ESTABLISHED and the closing states ->
 //!             connection (refused without --tcp-established); SYN_SENT -> a connect in
 //!             progress with --tcp-established (made again by a connect from the same port),
-//!             refused as temporary without; SYN_RECV, NEW_SYN_RECV -> refused as temporary; CLOSE -> not connected, unless it keeps
-//!             something of a connection (a pending error, segments exchanged: refused);
-//!             TIME_WAIT -> refused
+//!             refused as temporary without; SYN_RECV, NEW_SYN_RECV -> refused as
+//!             temporary; CLOSE -> not connected, unless it keeps something of a
+//!             connection (a pending error, segments exchanged: refused); TIME_WAIT ->
+//!             refused
 //! capture     Repair::enter + capture, then hold() (lifecycle.rs owns what happens next)
 //! restore     restore + finish_quiet (the lock still drops what the peer sends), or
 //!             finish_closed with --tcp-close (TCP_CLOSE, shut both ways: EOF, POLLHUP)
