@@ -1,6 +1,8 @@
 //! Capture and restore of one TCP connection with TCP_REPAIR, as a safe
 //! library useful on its own (as libsoccr is for CRIU); plus the listening
-//! TCP and UDP sockets an engine meets beside them.
+//! TCP and UDP sockets an engine meets beside them: TCP sockets not connected
+//! or connecting (unconnected.rs), UDP, UDP-lite, ping and raw sockets
+//! (udp.rs) and their multicast memberships (multicast.rs).
 //!
 //! ```text
 //!  live socket ──Repair::enter──▶ Repair ──capture()──▶ TcpConnectionState

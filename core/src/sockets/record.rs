@@ -3,7 +3,9 @@
 //!
 //! ```text
 //! dump:     TcpConnectionState | ListenerState | UdpSocketState | UnixSocketState
-//!             -> SocketState -> socket::State (TcpConnection | TcpListener | UdpSocket | UnixSocket)
+//!           | UnconnectedState | ConnectingState
+//!             -> SocketState -> socket::State (TcpConnection | TcpListener | UdpSocket
+//!                | UnixSocket | TcpUnconnected | TcpConnecting)
 //! restore:  Socket --TryFrom--> SocketState: every address 4 or 16 bytes, ports and window
 //!           shifts in range, the TCP state one a connection is captured in, the unix socket
 //!           type known; a failure names the socket inode and the record
