@@ -729,3 +729,30 @@ fn a_connect_in_progress_comes_back_from_the_same_port_and_completes() {
     assert_eq!(got.to_vec(), cryo_tests::protocol::pattern(5, 1));
     w.kill_restored();
 }
+
+#[test]
+fn a_connected_raw_socket_still_sends_without_an_address() {
+    let mut w = socks();
+    // IPPROTO_RAW's peer is not in getpeername: the restore reads it from /proc/net/raw.
+    let s = w.cmd("socket inet raw 253");
+    assert_eq!(w.cmd(&format!("connect-inet {s} 127.0.0.1:0")), "ok");
+    let name = w.cmd(&format!("name {s}"));
+    assert_eq!(w.cmd(&format!("send {s} experiment")), "ok");
+    let unconnected = w.cmd("socket inet raw 253");
+    assert!(
+        w.cmd(&format!("send {unconnected} x"))
+            .contains("os error 89"),
+        "EDESTADDRREQ without a peer"
+    );
+    dump_and_restore(&mut w);
+    assert_eq!(w.cmd(&format!("name {s}")), name);
+    assert_eq!(
+        w.cmd(&format!("send {s} experiment")),
+        "ok",
+        "still connected"
+    );
+    assert!(w
+        .cmd(&format!("send {unconnected} x"))
+        .contains("os error 89"));
+    w.kill_restored();
+}
