@@ -1,6 +1,8 @@
 //! Capture and restore of one TCP connection with TCP_REPAIR, as a safe
 //! library useful on its own (as libsoccr is for CRIU); plus the listening
-//! TCP and UDP sockets an engine meets beside them.
+//! TCP and UDP sockets an engine meets beside them: TCP sockets not connected
+//! or connecting (unconnected.rs), UDP, UDP-lite, ping and raw sockets
+//! (udp.rs) and their multicast memberships (multicast.rs).
 //!
 //! ```text
 //!  live socket ──Repair::enter──▶ Repair ──capture()──▶ TcpConnectionState
@@ -31,10 +33,12 @@
 //! connections.
 #![warn(missing_docs)]
 
+mod diag;
 mod error;
 mod inject;
 mod listen;
 mod more_options;
+mod multicast;
 mod options;
 mod probe;
 mod repair;
@@ -42,6 +46,7 @@ mod restore;
 mod state;
 mod sys;
 mod udp;
+mod unconnected;
 
 pub use error::{Operation, Result, SocketName, TcpRepairError};
 pub use inject::INJECT_MARK;
@@ -50,6 +55,7 @@ pub use listen::{
     ListenerDiag,
 };
 pub use more_options::{is_known as is_known_option, RawOption};
+pub use multicast::{join as multicast_join, membership as multicast_membership, Membership};
 pub use options::{apply_socket_level, capture_socket_level};
 pub use probe::{send_probe, PeerAnswer, PeerProbe};
 pub use repair::{capture_and_leave, disconnect, kernel_tcp_state, Repair};
@@ -59,5 +65,10 @@ pub use state::{
     TcpSocketOptions, TcpState, TcpWindow, UdpSocketState, WindowScale,
 };
 pub use udp::{
-    capture_udp, capture_udp_extras, restore_udp, restore_udp_with, UdpExtras, INT_OPTIONS,
+    capture_udp, capture_udp_extras, is_datagram_kind, restore_udp, restore_udp_with, UdpExtras,
+    INT_OPTIONS,
+};
+pub use unconnected::{
+    capture_connecting, capture_unconnected, closed_history, restore_connecting,
+    restore_unconnected, ClosedHistory, ConnectingState, UnconnectedState,
 };

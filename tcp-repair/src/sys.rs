@@ -329,3 +329,18 @@ pub fn send(fd: BorrowedFd<'_>, buf: &[u8], flags: libc::c_int) -> Result<usize,
     };
     cvt_size(ret)
 }
+
+/// The revents of a zero-timeout `poll(2)` of `fd` for `events`: what the socket reports
+/// without anything being read or cleared (POLLERR says an error is pending, SO_ERROR would
+/// take it).
+pub fn poll_now(fd: BorrowedFd<'_>, events: libc::c_short) -> std::io::Result<libc::c_short> {
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events,
+        revents: 0,
+    };
+    // SAFETY: one pollfd, alive across the call; a zero timeout never blocks.
+    let ret = unsafe { libc::poll(&mut p, 1, 0) };
+    cvt(ret).map_err(std::io::Error::from)?;
+    Ok(p.revents)
+}

@@ -1,4 +1,6 @@
-//! UDP sockets: bound and possibly connected, with their options.
+//! UDP sockets: bound and possibly connected, with their options; and the other datagram
+//! sockets of the inet families that restore the same way (UDP-lite, ICMP "ping" sockets,
+//! raw sockets: [`UdpExtras::sock_type`] and [`UdpExtras::protocol`] say which).
 //!
 //! A UDP socket has no connection state to repair: restoring it is
 //! `socket()`, options, `bind()` and, when it was connected, `connect()`.
@@ -17,8 +19,8 @@ use crate::repair::socket_name;
 use crate::state::UdpSocketState;
 use crate::sys;
 
-/// Captures a UDP socket (IPv4 or IPv6). An unbound socket is captured with
-/// the wildcard address and port 0 of its family.
+/// Captures a UDP socket (IPv4 or IPv6), or a UDP-lite, ping or raw one. An unbound socket
+/// is captured with the wildcard address and port 0 of its family.
 pub fn capture_udp(fd: impl AsFd) -> Result<UdpSocketState> {
     let fd = fd.as_fd();
     let name = socket_name(fd);
@@ -27,8 +29,8 @@ pub fn capture_udp(fd: impl AsFd) -> Result<UdpSocketState> {
         sys::get_int(fd, libc::SOL_SOCKET, libc::SO_TYPE).map_err(ctx.sys("getsockopt SO_TYPE"))?;
     let proto = sys::get_int(fd, libc::SOL_SOCKET, libc::SO_PROTOCOL)
         .map_err(ctx.sys("getsockopt SO_PROTOCOL"))?;
-    if ty != libc::SOCK_DGRAM || proto != libc::IPPROTO_UDP {
-        return Err(ctx.invalid("SO_TYPE", "not a UDP socket"));
+    if !is_datagram_kind(ty, proto) {
+        return Err(ctx.invalid("SO_TYPE", "not a UDP, UDP-lite, ping or raw socket"));
     }
     let domain = sys::get_int(fd, libc::SOL_SOCKET, libc::SO_DOMAIN)
         .map_err(ctx.sys("getsockopt SO_DOMAIN"))?;
@@ -41,13 +43,25 @@ pub fn capture_udp(fd: impl AsFd) -> Result<UdpSocketState> {
         };
         SocketAddr::new(ip, 0)
     });
-    let inq = sys::ioctl_int(fd, libc::FIONREAD as _).map_err(ctx.sys("ioctl SIOCINQ"))?;
+    let inq = queue_len(fd, libc::FIONREAD as _).map_err(ctx.sys("ioctl SIOCINQ"))?;
     Ok(UdpSocketState {
         local,
         remote: name.remote,
         socket: options::capture_socket(fd, ipv6, ctx)?,
         dropped_recv_bytes: inq.max(0) as u32,
     })
+}
+
+/// SIOCINQ / SIOCOUTQ of `fd`; 0 for a kind of socket without them (ping sockets).
+fn queue_len(
+    fd: BorrowedFd<'_>,
+    request: libc::c_ulong,
+) -> std::result::Result<i32, nix::errno::Errno> {
+    use nix::errno::Errno;
+    match sys::ioctl_int(fd, request) {
+        Err(Errno::ENOTTY | Errno::EOPNOTSUPP | Errno::EINVAL) => Ok(0),
+        other => other,
+    }
 }
 
 /// Re-creates a UDP socket: options, `bind()` (unless it was never bound),
@@ -61,8 +75,13 @@ fn restore_udp_inner(state: &UdpSocketState, extras: Option<&UdpExtras>) -> Resu
     let ctx = Ctx::new(Operation::Restore, name);
     let ipv6 = state.local.is_ipv6();
     let domain = if ipv6 { Domain::IPV6 } else { Domain::IPV4 };
-    let socket = Socket::new(domain, Type::DGRAM.cloexec(), Some(Protocol::UDP))
-        .map_err(ctx.io("socket"))?;
+    let (ty, proto) = extras.map_or((libc::SOCK_DGRAM, libc::IPPROTO_UDP), UdpExtras::kind);
+    let socket = Socket::new(
+        domain,
+        Type::from(ty).cloexec(),
+        Some(Protocol::from(proto)),
+    )
+    .map_err(ctx.io("socket"))?;
     let fd = OwnedFd::from(socket);
     let b = fd.as_fd();
     options::apply_pre_bind(b, &state.socket, ctx)?;
@@ -102,6 +121,44 @@ pub struct UdpExtras {
     /// (level, option, value) of every option of [`INT_OPTIONS`] whose value differs from a
     /// fresh socket's, in table order.
     pub options: Vec<(i32, i32, i32)>,
+    /// SOCK_DGRAM or SOCK_RAW; 0 stands for SOCK_DGRAM.
+    pub sock_type: i32,
+    /// IPPROTO_UDP, IPPROTO_UDPLITE, IPPROTO_ICMP(V6) or a raw socket's protocol; 0 stands
+    /// for IPPROTO_UDP on a SOCK_DGRAM socket.
+    pub protocol: i32,
+    /// The multicast groups joined, with their source filters (read by the caller, which
+    /// knows the candidates: see [`crate::multicast_membership`]); joined again after connect.
+    pub memberships: Vec<crate::Membership>,
+}
+
+impl UdpExtras {
+    /// (socket type, protocol) as socket(2) takes them.
+    pub fn kind(&self) -> (i32, i32) {
+        let ty = if self.sock_type == 0 {
+            libc::SOCK_DGRAM
+        } else {
+            self.sock_type
+        };
+        let proto = if self.protocol == 0 && ty == libc::SOCK_DGRAM {
+            libc::IPPROTO_UDP
+        } else {
+            self.protocol
+        };
+        (ty, proto)
+    }
+}
+
+/// Whether (type, protocol) is a socket this module restores: UDP, UDP-lite, ICMP (ping)
+/// datagram sockets and raw sockets.
+pub fn is_datagram_kind(ty: i32, proto: i32) -> bool {
+    match ty {
+        libc::SOCK_DGRAM => matches!(
+            proto,
+            libc::IPPROTO_UDP | libc::IPPROTO_UDPLITE | libc::IPPROTO_ICMP | libc::IPPROTO_ICMPV6
+        ),
+        libc::SOCK_RAW => true,
+        _ => false,
+    }
 }
 
 /// `IPV6_FREEBIND` (not in libc for every target).
@@ -110,6 +167,15 @@ const IPV6_FREEBIND: i32 = 78;
 const UDP_SEGMENT: i32 = 103;
 /// `UDP_GRO`.
 const UDP_GRO: i32 = 104;
+/// `SOL_UDPLITE` and its checksum coverage options (linux/udp.h).
+const SOL_UDPLITE: i32 = 136;
+const UDPLITE_SEND_CSCOV: i32 = 10;
+const UDPLITE_RECV_CSCOV: i32 = 11;
+/// `SOL_RAW` / `ICMP_FILTER` (linux/icmp.h): the ICMP types a raw ICMP socket drops.
+const SOL_RAW: i32 = 255;
+const ICMP_FILTER: i32 = 1;
+/// `ICMP6_FILTER` (linux/icmpv6.h), at level IPPROTO_ICMPV6.
+const ICMP6_FILTER: i32 = 1;
 /// `UDP_NO_CHECK6_TX` / `UDP_NO_CHECK6_RX`.
 const UDP_NO_CHECK6_TX: i32 = 101;
 const UDP_NO_CHECK6_RX: i32 = 102;
@@ -329,6 +395,26 @@ pub const INT_OPTIONS: &[(i32, i32, &str, Family)] = &[
         Family::V6,
     ),
     (libc::SOL_UDP, UDP_SEGMENT, "UDP_SEGMENT", Family::Both),
+    (
+        SOL_UDPLITE,
+        UDPLITE_SEND_CSCOV,
+        "UDPLITE_SEND_CSCOV",
+        Family::Both,
+    ),
+    (
+        SOL_UDPLITE,
+        UDPLITE_RECV_CSCOV,
+        "UDPLITE_RECV_CSCOV",
+        Family::Both,
+    ),
+    (libc::SOL_IP, libc::IP_HDRINCL, "IP_HDRINCL", Family::V4),
+    (SOL_RAW, ICMP_FILTER, "ICMP_FILTER", Family::V4),
+    (
+        libc::SOL_IPV6,
+        libc::IPV6_CHECKSUM,
+        "IPV6_CHECKSUM",
+        Family::V6,
+    ),
     (libc::SOL_UDP, UDP_GRO, "UDP_GRO", Family::Both),
     (
         libc::SOL_UDP,
@@ -387,7 +473,7 @@ pub fn capture_udp_extras(fd: impl AsFd) -> Result<UdpExtras> {
     let domain = sys::get_int(fd, libc::SOL_SOCKET, libc::SO_DOMAIN)
         .map_err(ctx.sys("getsockopt SO_DOMAIN"))?;
     let ipv6 = domain == libc::AF_INET6;
-    let outq = sys::ioctl_int(fd, libc::TIOCOUTQ as _).map_err(ctx.sys("ioctl SIOCOUTQ"))?;
+    let outq = queue_len(fd, libc::TIOCOUTQ as _).map_err(ctx.sys("ioctl SIOCOUTQ"))?;
     if outq > 0 {
         return Err(ctx.invalid(
             "SIOCOUTQ",
@@ -397,12 +483,30 @@ pub fn capture_udp_extras(fd: impl AsFd) -> Result<UdpExtras> {
             ),
         ));
     }
+    let ty =
+        sys::get_int(fd, libc::SOL_SOCKET, libc::SO_TYPE).map_err(ctx.sys("getsockopt SO_TYPE"))?;
+    let proto = sys::get_int(fd, libc::SOL_SOCKET, libc::SO_PROTOCOL)
+        .map_err(ctx.sys("getsockopt SO_PROTOCOL"))?;
+    let domain = if ipv6 { Domain::IPV6 } else { Domain::IPV4 };
+    // The defaults of a socket of the same kind. A restore makes the socket as this process
+    // does (root, before the task's credentials are set): a ping socket this process may
+    // not make (its group outside net.ipv4.ping_group_range) could not come back.
     let fresh = Socket::new(
-        if ipv6 { Domain::IPV6 } else { Domain::IPV4 },
-        Type::DGRAM.cloexec(),
-        Some(Protocol::UDP),
+        domain,
+        Type::from(ty).cloexec(),
+        Some(Protocol::from(proto)),
     )
-    .map_err(ctx.io("socket"))?;
+    .map_err(|e| match e.raw_os_error() {
+        Some(libc::EACCES | libc::EPERM) => ctx.invalid(
+            "socket",
+            format!(
+                "a socket of type {ty} protocol {proto} cannot be made by cryo here ({e}; a \
+                 ping socket needs cryo's group in net.ipv4.ping_group_range): it could not \
+                 be restored"
+            ),
+        ),
+        _ => ctx.io("socket")(e),
+    })?;
     let fresh_fd = fresh.as_fd();
     let mut options = Vec::new();
     for &(level, opt, what, family) in INT_OPTIONS {
@@ -416,93 +520,57 @@ pub fn capture_udp_extras(fd: impl AsFd) -> Result<UdpExtras> {
             options.push((level, opt, value));
         }
     }
+    if ty == libc::SOCK_RAW && proto == libc::IPPROTO_ICMPV6 {
+        // struct icmp6_filter: 256 bits, one per ICMPv6 type (set: blocked); not kept.
+        let mut filter = [0u8; 32];
+        let n = sys::get_bytes(fd, libc::IPPROTO_ICMPV6, ICMP6_FILTER, &mut filter)
+            .map_err(ctx.sys("getsockopt ICMP6_FILTER"))?;
+        if filter[..n].iter().any(|&b| b != 0) {
+            return Err(ctx.invalid(
+                "ICMP6_FILTER",
+                "a raw ICMPv6 socket filtering ICMPv6 types: its filter is not restored",
+            ));
+        }
+    }
     let mut dev = [0u8; libc::IFNAMSIZ];
     let n = sys::get_bytes(fd, libc::SOL_SOCKET, libc::SO_BINDTODEVICE, &mut dev)
         .map_err(ctx.sys("getsockopt SO_BINDTODEVICE"))?;
     let end = dev[..n].iter().position(|&b| b == 0).unwrap_or(n);
-    let shutdown = udp_shutdown(fd, ipv6).map_err(ctx.io("sock_diag (shutdown state)"))?;
+    let shutdown = udp_shutdown(fd, ipv6, proto).map_err(ctx.io("sock_diag (shutdown state)"))?;
     Ok(UdpExtras {
         shutdown_read: shutdown & 1 != 0,
         shutdown_write: shutdown & 2 != 0,
-        cork: sys::get_int(fd, libc::SOL_UDP, libc::UDP_CORK)
+        cork: read_opt(fd, libc::SOL_UDP, libc::UDP_CORK)
             .map_err(ctx.sys("getsockopt UDP_CORK"))?
-            != 0,
+            .is_some_and(|v| v != 0),
         bind_device: dev[..end].to_vec(),
         options,
+        sock_type: if ty == libc::SOCK_DGRAM { 0 } else { ty },
+        protocol: if ty == libc::SOCK_DGRAM && proto == libc::IPPROTO_UDP {
+            0
+        } else {
+            proto
+        },
+        memberships: Vec::new(),
     })
 }
 
-/// The shutdown state of UDP socket `fd` (RCV_SHUTDOWN 1 | SEND_SHUTDOWN 2), which only
-/// inet_diag tells (INET_DIAG_SHUTDOWN): the UDP sockets of its family and port are dumped
-/// and the one with its inode read.
-fn udp_shutdown(fd: BorrowedFd<'_>, ipv6: bool) -> std::io::Result<u8> {
-    use netlink_packet_core::{
-        NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST,
-    };
-    use netlink_packet_sock_diag::constants::{AF_INET, AF_INET6, IPPROTO_UDP};
-    use netlink_packet_sock_diag::inet::{
-        nlas::Nla, ExtensionFlags, InetRequest, SocketId, StateFlags,
-    };
-    use netlink_packet_sock_diag::SockDiagMessage;
-
-    let inode = crate::listen::inode_of(fd)?;
-    let mut socket = netlink_sys::Socket::new(netlink_sys::protocols::NETLINK_SOCK_DIAG)?;
-    socket.bind_auto()?;
-    socket.connect(&netlink_sys::SocketAddr::new(0, 0))?;
-    let mut header = NetlinkHeader::default();
-    header.flags = NLM_F_REQUEST | NLM_F_DUMP;
-    let (family, id) = if ipv6 {
-        (AF_INET6, SocketId::new_v6())
-    } else {
-        (AF_INET, SocketId::new_v4())
-    };
-    let mut packet = NetlinkMessage::new(
-        header,
-        SockDiagMessage::InetRequest(InetRequest {
-            family,
-            protocol: IPPROTO_UDP,
-            extensions: ExtensionFlags::empty(),
-            states: StateFlags::from_bits_retain(u32::MAX),
-            socket_id: id,
-        })
-        .into(),
-    );
-    packet.finalize();
-    let mut buf = vec![0u8; packet.buffer_len()];
-    packet.serialize(&mut buf);
-    socket.send(&buf, 0)?;
-    let mut found = 0u8;
-    let mut rx = vec![0u8; 64 * 1024];
-    loop {
-        let size = socket.recv(&mut &mut rx[..], 0)?;
-        let mut offset = 0;
-        while offset < size {
-            let msg = NetlinkMessage::<SockDiagMessage>::deserialize(&rx[offset..size])
-                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
-            let len = msg.header.length as usize;
-            match msg.payload {
-                NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(r))
-                    if u64::from(r.header.inode) == inode =>
-                {
-                    for nla in &r.nlas {
-                        if let Nla::Shutdown(s) = nla {
-                            found = *s;
-                        }
-                    }
-                }
-                NetlinkPayload::Done(_) => return Ok(found),
-                NetlinkPayload::Error(e) => {
-                    let errno = e.raw_code().checked_neg().unwrap_or(i32::MAX);
-                    return Err(std::io::Error::from_raw_os_error(errno));
-                }
-                _ => {}
-            }
-            if len == 0 {
-                break;
-            }
-            offset += len;
-        }
+/// The shutdown state of datagram socket `fd` (RCV_SHUTDOWN 1 | SEND_SHUTDOWN 2), which only
+/// inet_diag tells (INET_DIAG_SHUTDOWN) for UDP and UDP-lite; for raw and ping sockets (no
+/// diag here) poll tells a socket shut for reading (POLLRDHUP) or both ways (POLLHUP), and
+/// nothing tells one shut for writing only.
+fn udp_shutdown(fd: BorrowedFd<'_>, ipv6: bool, protocol: i32) -> std::io::Result<u8> {
+    if protocol == libc::IPPROTO_UDP || protocol == libc::IPPROTO_UDPLITE {
+        return Ok(crate::diag::find(fd, ipv6, protocol as u8, u32::MAX)?.unwrap_or(0));
     }
+    let revents = sys::poll_now(fd, libc::POLLIN | libc::POLLRDHUP)?;
+    Ok(if revents & libc::POLLHUP != 0 {
+        3
+    } else if revents & libc::POLLRDHUP != 0 {
+        1
+    } else {
+        0
+    })
 }
 
 /// [`restore_udp`] with `extras`: its options and device set before bind, UDP_CORK and the
@@ -532,9 +600,13 @@ fn apply_pre_bind_extras(fd: BorrowedFd<'_>, extras: &UdpExtras, ctx: Ctx) -> Re
     Ok(())
 }
 
-/// Sets what [`UdpExtras`] holds that comes after connect: UDP_CORK, then the shutdown state
-/// (an unconnected socket's shutdown(2) fails with ENOTCONN but takes effect all the same).
+/// Sets what [`UdpExtras`] holds that comes after connect: the multicast memberships,
+/// UDP_CORK, then the shutdown state (an unconnected socket's shutdown(2) fails with ENOTCONN
+/// but takes effect all the same).
 fn apply_post_connect_extras(fd: BorrowedFd<'_>, extras: &UdpExtras, ctx: Ctx) -> Result<()> {
+    for m in &extras.memberships {
+        crate::multicast::join(fd, m).map_err(ctx.sys("MCAST_JOIN_GROUP / MCAST_MSFILTER"))?;
+    }
     if extras.cork {
         sys::set_int(fd, libc::SOL_UDP, libc::UDP_CORK, 1)
             .map_err(ctx.sys("setsockopt UDP_CORK"))?;

@@ -105,7 +105,9 @@ impl DumpSockets {
         let mut tuples: Vec<ConnTuple> = Vec::new();
         for ident in identified {
             for f in &ident.found {
-                if let Found::Connection(l, r) = f.kind {
+                // A connect in progress too: the peer's answer must not reach the frozen
+                // socket (the original would then be a connection the kill ends).
+                if let Found::Connection(l, r) | Found::Connecting(l, r) = f.kind {
                     if seen.insert(f.ino) {
                         first_pid.get_or_insert(ident.pid);
                         tuples.push(ConnTuple::new(l, r));

@@ -1,11 +1,14 @@
 //! The socket subsystem: a task's TCP connections (TCP_REPAIR, through cryo-tcp-repair), TCP
-//! listeners, UDP sockets, unix sockets (through cryo-unix-sockets), packet and netlink sockets
-//! are captured, held and re-created here; other families are refused. Sockets are fds, so the file table
+//! listeners, connects in progress and sockets not connected, UDP (and UDP-lite, ping, raw)
+//! sockets, unix sockets (through cryo-unix-sockets), packet and netlink sockets are captured,
+//! held and re-created here; other families are refused. Sockets are fds, so the file table
 //! ([`crate::files`]) places them; what they are and how they live is this module's.
 //!
 //! ```text
-//! tcp.rs          connections and listeners: identified, captured in repair mode, restored
-//! udp.rs          UDP sockets
+//! tcp.rs          connections, listeners, sockets not connected: identified, captured
+//!                 (connections in repair mode), restored
+//! udp.rs          UDP sockets, and UDP-lite, ICMP ping and raw sockets the same way
+//! multicast.rs    the multicast groups a datagram socket joined (candidates from /proc)
 //! packet.rs       packet sockets (AF_PACKET)
 //! netlink.rs      netlink sockets (AF_NETLINK); both read with cryo-unix-sockets'
 //!                 packet_diag and netlink_diag
@@ -24,7 +27,8 @@
 //! ```text
 //! dump (every task frozen), before the file tables are built (DumpSockets::collect):
 //!   per task, per fd: /proc/PID/fd/N   pidfd_getfd -> a duplicate (the same socket), fstat: inode
-//!   SO_DOMAIN/SO_TYPE/SO_PROTOCOL, TCP_INFO state   -> connection | listener | udp | unix
+//!   SO_DOMAIN/SO_TYPE/SO_PROTOCOL, TCP_INFO state   -> connection | listener | tcp not
+//!                                                      connected | datagram | unix
 //!                                                      | refused (nothing touched yet)
 //!   ONE network lock over every connection of every task, each 4-tuple once (one batch)
 //!   per task: connections Repair::enter + capture, then HELD in repair mode (on every core);
@@ -48,6 +52,7 @@ mod error;
 mod filter;
 pub(crate) mod kind;
 mod lifecycle;
+mod multicast;
 mod netlink;
 mod packet;
 pub(crate) mod peers;
@@ -124,6 +129,10 @@ enum Found {
     /// Captured whole when identified (nothing of it is held).
     Packet(Box<packet::PacketState>),
     Netlink(Box<netlink::NetlinkState>),
+    /// A TCP socket neither listening nor connected.
+    TcpUnconnected,
+    /// A TCP connect in progress (SYN_SENT): (local, remote).
+    Connecting(std::net::SocketAddr, std::net::SocketAddr),
 }
 
 /// The sockets of one frozen task, identified and checked, nothing touched yet.
@@ -332,7 +341,10 @@ impl SocketDump {
         let mut connections = Vec::new();
         let mut others = Vec::new();
         for f in found {
-            let tcp = matches!(f.kind, Found::Connection(..) | Found::Listener);
+            let tcp = matches!(
+                f.kind,
+                Found::Connection(..) | Found::Listener | Found::Connecting(..)
+            );
             if tcp && !tcp_taken.insert(f.ino) {
                 continue;
             }
@@ -365,6 +377,7 @@ impl SocketDump {
             return Err(e.into());
         }
         let mut diag = None;
+        let mut groups = None;
         for FoundSocket {
             fd,
             ino,
@@ -396,7 +409,15 @@ impl SocketDump {
                 // Split out and captured above.
                 Found::Connection(..) | Found::Packet(_) | Found::Netlink(_) => continue,
                 Found::Listener => tcp::capture_listener(pid, fd, dup.as_fd())?,
-                Found::Udp => udp::capture(pid, fd, dup.as_fd())?,
+                Found::Udp => {
+                    // Read once per task, and only for a task with datagram sockets.
+                    let groups = groups.get_or_insert_with(|| multicast::candidates(pid, true));
+                    udp::capture(pid, fd, ino, dup.as_fd(), groups)?
+                }
+                Found::TcpUnconnected => tcp::capture_unconnected(pid, fd, dup.as_fd())?,
+                Found::Connecting(_, remote) => {
+                    tcp::capture_connecting(pid, fd, dup.as_fd(), remote)?
+                }
             };
             out.records.insert(ino, socket_record(ino, family, &state));
         }
@@ -480,9 +501,11 @@ fn identify(
     let kind = match (ty, proto) {
         (libc::SOCK_STREAM, libc::IPPROTO_TCP) => tcp::identify(pid, task_fd, fd, ino, opts)?,
         (libc::SOCK_DGRAM, libc::IPPROTO_UDP) => Found::Udp,
+        // UDP-lite, ping and raw sockets: restored as UDP is (udp.rs).
+        (ty, proto) if cryo_tcp_repair::is_datagram_kind(ty, proto) => Found::Udp,
         _ => {
             return Err(refuse(format!(
-                "inet socket of type {ty} protocol {proto} (raw, sctp...)"
+                "inet socket of type {ty} protocol {proto} (sctp...)"
             )))
         }
     };
@@ -526,6 +549,10 @@ pub fn describe(s: &Socket) -> String {
         Ok(SocketState::Unix(u)) => unix::describe(s, &u),
         Ok(SocketState::Packet(p)) => packet::describe(&p),
         Ok(SocketState::Netlink(n)) => netlink::describe(&n),
+        Ok(SocketState::TcpUnconnected(u)) => tcp::describe_unconnected(&u),
+        Ok(SocketState::TcpConnecting(c)) => {
+            format!("tcp {} -> {} (SYN_SENT, connecting)", c.local, c.remote)
+        }
         Err(_) if s.state.is_none() => format!("socket:[{}] of unknown kind", s.ino),
         Err(_) => format!(
             "{} socket:[{}] (undecodable state)",
@@ -560,13 +587,15 @@ pub(crate) enum Decoded {
 }
 
 impl Decoded {
-    /// Restore order: listeners, then connections (which share the listeners' ports), then
-    /// udp, packet and netlink sockets.
+    /// Restore order: listeners, then connections and connects in progress (which share the
+    /// listeners' ports), then udp, tcp sockets not connected, packet and netlink sockets.
     pub(crate) fn order(&self) -> u8 {
         match self {
             Decoded::Plain(SocketState::Listener(_)) => 0,
-            Decoded::Plain(SocketState::Connection(_)) => 1,
+            Decoded::Plain(SocketState::Connection(_))
+            | Decoded::Plain(SocketState::TcpConnecting(_)) => 1,
             Decoded::Plain(SocketState::Udp(_))
+            | Decoded::Plain(SocketState::TcpUnconnected(_))
             | Decoded::Plain(SocketState::Packet(_))
             | Decoded::Plain(SocketState::Netlink(_)) => 2,
             Decoded::Plain(SocketState::Unix(_)) | Decoded::BrokenUnix(_) => 3,
@@ -615,6 +644,8 @@ pub(crate) fn open(
         Decoded::Plain(SocketState::Udp(u)) => udp::restore(desc, u)?,
         Decoded::Plain(SocketState::Packet(p)) => packet::restore(desc, p)?,
         Decoded::Plain(SocketState::Netlink(n)) => netlink::restore(desc, n)?,
+        Decoded::Plain(SocketState::TcpUnconnected(u)) => tcp::restore_unconnected(desc, u)?,
+        Decoded::Plain(SocketState::TcpConnecting(c)) => tcp::restore_connecting(desc, c)?,
         Decoded::Plain(SocketState::Connection(c)) => tcp::restore_connection(desc, c, tcp_close)?,
     };
     set_flags(desc, &fd)?;

@@ -3,7 +3,9 @@
 //!
 //! ```text
 //! dump:     TcpConnectionState | ListenerState | UdpSocketState | UnixSocketState
-//!             -> SocketState -> socket::State (TcpConnection | TcpListener | UdpSocket | UnixSocket)
+//!           | UnconnectedState | ConnectingState
+//!             -> SocketState -> socket::State (TcpConnection | TcpListener | UdpSocket
+//!                | UnixSocket | TcpUnconnected | TcpConnecting)
 //! restore:  Socket --TryFrom--> SocketState: every address 4 or 16 bytes, ports and window
 //!           shifts in range, the TCP state one a connection is captured in, the unix socket
 //!           type known; a failure names the socket inode and the record
@@ -38,6 +40,10 @@ pub(crate) enum SocketState {
     Packet(Box<PacketState>),
     /// An AF_NETLINK socket.
     Netlink(Box<NetlinkState>),
+    /// A TCP socket neither listening nor connected.
+    TcpUnconnected(Box<tcp::UnconnectedState>),
+    /// A TCP socket whose connect is in progress (SYN_SENT).
+    TcpConnecting(Box<tcp::ConnectingState>),
 }
 
 impl SocketState {
@@ -50,6 +56,8 @@ impl SocketState {
             SocketState::Unix(_) => UNIX,
             SocketState::Packet(_) => PACKET,
             SocketState::Netlink(_) => NETLINK,
+            SocketState::TcpUnconnected(_) => TCP_UNCONNECTED,
+            SocketState::TcpConnecting(_) => TCP_CONNECTING,
         }
     }
 }
@@ -60,6 +68,8 @@ const UDP: &str = "udp socket";
 const UNIX: &str = "unix socket";
 const PACKET: &str = "packet socket";
 const NETLINK: &str = "netlink socket";
+const TCP_UNCONNECTED: &str = "tcp socket not connected";
+const TCP_CONNECTING: &str = "tcp connect in progress";
 
 /// The name of the record `s` holds, for messages ("socket" when it holds none).
 pub(crate) fn record_name(s: &pb::Socket) -> &'static str {
@@ -70,6 +80,8 @@ pub(crate) fn record_name(s: &pb::Socket) -> &'static str {
         Some(State::Unix(_)) => UNIX,
         Some(State::Packet(_)) => PACKET,
         Some(State::Netlink(_)) => NETLINK,
+        Some(State::TcpUnconnected(_)) => TCP_UNCONNECTED,
+        Some(State::TcpConnecting(_)) => TCP_CONNECTING,
         None => "socket",
     }
 }
@@ -100,10 +112,27 @@ impl From<&SocketState> for State {
                     .iter()
                     .map(|&(level, name, value)| pb::SocketIntOption { level, name, value })
                     .collect(),
+                sock_type: u.extras.sock_type,
+                protocol: u.extras.protocol,
+                memberships: u.extras.memberships.iter().map(membership_to).collect(),
             }),
             SocketState::Unix(u) => State::Unix(pb::UnixSocket::from(&**u)),
             SocketState::Packet(p) => State::Packet(packet_to(p)),
             SocketState::Netlink(n) => State::Netlink(netlink_to(n)),
+            SocketState::TcpUnconnected(t) => State::TcpUnconnected(pb::TcpUnconnected {
+                local: Some(addr_to(&t.local)),
+                bound: t.bound,
+                local_port_range: t.local_port_range,
+                socket: Some(options_to(&t.socket)),
+                tcp: Some(tcp_options_to(&t.tcp)),
+            }),
+            SocketState::TcpConnecting(c) => State::TcpConnecting(pb::TcpConnecting {
+                local: Some(addr_to(&c.local)),
+                remote: Some(addr_to(&c.remote)),
+                local_port_range: c.local_port_range,
+                socket: Some(options_to(&c.socket)),
+                tcp: Some(tcp_options_to(&c.tcp)),
+            }),
         }
     }
 }
@@ -137,6 +166,29 @@ impl TryFrom<&pb::Socket> for SocketState {
             Some(State::Netlink(n)) => netlink_from(n)
                 .map(|n| SocketState::Netlink(Box::new(n)))
                 .map_err(fail),
+            Some(State::TcpUnconnected(t)) => Ok(SocketState::TcpUnconnected(Box::new(
+                tcp::UnconnectedState {
+                    local: addr_from("local", t.local.as_ref()).map_err(fail)?,
+                    bound: t.bound,
+                    local_port_range: t.local_port_range,
+                    socket: options_from(t.socket.as_ref()),
+                    tcp: tcp_options_from(t.tcp.as_ref()),
+                },
+            ))),
+            Some(State::TcpConnecting(c)) => {
+                let local = addr_from("local", c.local.as_ref()).map_err(fail)?;
+                let remote = addr_from("remote", c.remote.as_ref()).map_err(fail)?;
+                if local.is_ipv4() != remote.is_ipv4() {
+                    return Err(fail(RecordProblem::Families));
+                }
+                Ok(SocketState::TcpConnecting(Box::new(tcp::ConnectingState {
+                    local,
+                    remote,
+                    local_port_range: c.local_port_range,
+                    socket: options_from(c.socket.as_ref()),
+                    tcp: tcp_options_from(c.tcp.as_ref()),
+                })))
+            }
             None => Err(fail(RecordProblem::NoState)),
         }
     }
@@ -231,6 +283,18 @@ fn udp_from(u: &pb::UdpSocket) -> Result<UdpState, RecordProblem> {
     if remote.is_some_and(|r| r.is_ipv4() != local.is_ipv4()) {
         return Err(RecordProblem::Families);
     }
+    let kind = tcp::UdpExtras {
+        sock_type: u.sock_type,
+        protocol: u.protocol,
+        ..tcp::UdpExtras::default()
+    }
+    .kind();
+    if !tcp::is_datagram_kind(kind.0, kind.1) {
+        return Err(RecordProblem::Range {
+            field: "sock_type",
+            value: u.sock_type.into(),
+        });
+    }
     Ok(UdpState {
         socket: tcp::UdpSocketState {
             local,
@@ -248,6 +312,13 @@ fn udp_from(u: &pb::UdpSocket) -> Result<UdpState, RecordProblem> {
                 .iter()
                 .map(|o| (o.level, o.name, o.value))
                 .collect(),
+            sock_type: u.sock_type,
+            protocol: u.protocol,
+            memberships: u
+                .memberships
+                .iter()
+                .map(membership_from)
+                .collect::<Result<_, _>>()?,
         },
     })
 }
@@ -386,6 +457,50 @@ fn netlink_from(n: &pb::NetlinkSocket) -> Result<NetlinkState, RecordProblem> {
         dst: n.connected.then_some((n.dst_portid, n.dst_group)),
         options: int_options_from(&n.options, netlink::is_known_option)?,
         socket: options_from(n.socket.as_ref()),
+    })
+}
+
+fn membership_to(m: &tcp::Membership) -> pb::McastMembership {
+    let bytes = |a: &IpAddr| match a {
+        IpAddr::V4(v4) => v4.octets().to_vec(),
+        IpAddr::V6(v6) => v6.octets().to_vec(),
+    };
+    pb::McastMembership {
+        group: bytes(&m.group),
+        ifindex: m.ifindex,
+        include: m.include,
+        sources: m.sources.iter().map(bytes).collect(),
+    }
+}
+
+fn membership_from(m: &pb::McastMembership) -> Result<tcp::Membership, RecordProblem> {
+    let ip = |field, b: &[u8]| -> Result<IpAddr, RecordProblem> {
+        if let Ok(v4) = <[u8; 4]>::try_from(b) {
+            return Ok(v4.into());
+        }
+        <[u8; 16]>::try_from(b)
+            .map(IpAddr::from)
+            .map_err(|_| RecordProblem::Address {
+                field,
+                len: b.len(),
+            })
+    };
+    let group = ip("memberships.group", &m.group)?;
+    if !group.is_multicast() {
+        return Err(RecordProblem::Range {
+            field: "memberships.group",
+            value: 0,
+        });
+    }
+    Ok(tcp::Membership {
+        group,
+        ifindex: m.ifindex,
+        include: m.include,
+        sources: m
+            .sources
+            .iter()
+            .map(|s| ip("memberships.sources", s))
+            .collect::<Result<_, _>>()?,
     })
 }
 
@@ -737,8 +852,32 @@ mod tests {
                 cork: true,
                 bind_device: b"lo".to_vec(),
                 options: vec![(libc::SOL_IP, libc::IP_TTL, 7)],
+                sock_type: libc::SOCK_RAW,
+                protocol: libc::IPPROTO_ICMP,
+                memberships: vec![tcp::Membership {
+                    group: "239.1.2.3".parse().unwrap(),
+                    ifindex: 1,
+                    include: true,
+                    sources: vec!["10.0.0.1".parse().unwrap(), "::1".parse().unwrap()],
+                }],
             },
         })));
+        round_trip(SocketState::TcpConnecting(Box::new(tcp::ConnectingState {
+            local: "10.0.0.1:40000".parse().unwrap(),
+            remote: "10.0.0.2:80".parse().unwrap(),
+            local_port_range: 0,
+            socket: options(),
+            tcp: tcp::TcpSocketOptions::default(),
+        })));
+        round_trip(SocketState::TcpUnconnected(Box::new(
+            tcp::UnconnectedState {
+                local: "[::]:40001".parse().unwrap(),
+                bound: false,
+                local_port_range: 7 | 9 << 16,
+                socket: options(),
+                tcp: tcp::TcpSocketOptions::default(),
+            },
+        )));
         let message = UnixMessage {
             data: b"hello".to_vec(),
             creds: Some((1, 2, 3)),

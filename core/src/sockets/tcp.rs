@@ -1,11 +1,17 @@
 //! TCP connections and listeners: identified by their kernel state, connections captured in
 //! repair mode (TCP_REPAIR, through cryo-tcp-repair) on every core and restored quietly (or
-//! reset with `--tcp-close`), listeners captured and listening again.
+//! reset with `--tcp-close`), listeners captured and listening again; connects in progress
+//! connected again from the same port; sockets neither listening nor connected made again
+//! (unbound, bound, or as a reported failed connect left them).
 //!
 //! ```text
 //! identify    TCP_INFO state: LISTEN -> listener; ESTABLISHED and the closing states ->
-//!             connection (refused without --tcp-established); SYN_SENT, SYN_RECV,
-//!             NEW_SYN_RECV -> refused as temporary; TIME_WAIT, CLOSE -> refused
+//!             connection (refused without --tcp-established); SYN_SENT -> a connect in
+//!             progress with --tcp-established (made again by a connect from the same port),
+//!             refused as temporary without; SYN_RECV, NEW_SYN_RECV -> refused as
+//!             temporary; CLOSE -> not connected, unless it keeps something of a
+//!             connection (a pending error, segments exchanged: refused); TIME_WAIT ->
+//!             refused
 //! capture     Repair::enter + capture, then hold() (lifecycle.rs owns what happens next)
 //! restore     restore + finish_quiet (the lock still drops what the peer sends), or
 //!             finish_closed with --tcp-close (TCP_CLOSE, shut both ways: EOF, POLLHUP)
@@ -71,6 +77,13 @@ pub(super) fn identify(
             }
             Ok(Found::Connection(local, remote))
         }
+        2 if opts.tcp_established => {
+            let remote = remote.or_else(|| proc_net_peer(pid, ino));
+            match (local, remote) {
+                (Some(l), Some(r)) => Ok(Found::Connecting(l, r)),
+                _ => Err(open().dump_err("TCP connect in progress without addresses")),
+            }
+        }
         2 | 3 | 12 => {
             // A connect in progress has no peer address yet (getpeername: ENOTCONN); the
             // kernel's table of the task's namespace has it.
@@ -85,6 +98,7 @@ pub(super) fn identify(
             }
             .into())
         }
+        7 => unconnected(pid, task_fd, fd, local),
         other => Err(open().refuse(
             format!(
                 "TCP socket in state {} (neither listening nor connected)",
@@ -92,6 +106,103 @@ pub(super) fn identify(
             ),
             true,
         )),
+    }
+}
+
+/// A TCP socket in state CLOSE (fd `task_fd` of `pid`, named `local`): restorable when it
+/// keeps nothing of a connection: no pending error, no segment exchanged since it was made
+/// or last disconnected (a connect that failed without being reported, or a connection
+/// reset: the kernel keeps state no call can make again), not shut; and, bound, when
+/// inet_diag can tell whether its port is held (it answers for cryo's network namespace).
+fn unconnected(
+    pid: Pid,
+    task_fd: RawFd,
+    fd: BorrowedFd<'_>,
+    local: Option<SocketAddr>,
+) -> Result<Found, FileError> {
+    let refuse = |what: String| Err(for_errors(pid, task_fd).refuse(what, false));
+    let h = repair::closed_history(fd).map_err(repair_err(pid, task_fd))?;
+    if h.pending_error {
+        return refuse(
+            "closed TCP socket with a pending error (SO_ERROR: a failed connect or a reset \
+             not reported to the process yet), which cannot be made again"
+                .into(),
+        );
+    }
+    if h.segments != 0 {
+        return refuse(format!(
+            "closed TCP socket that still holds a connection or connect attempt ({} segments \
+             exchanged: a connect that failed without being reported, after which connect() \
+             fails, or a connection reset), which cannot be made again",
+            h.segments
+        ));
+    }
+    if h.shut_read {
+        return refuse("TCP socket not connected but shut for reading (SHUT_RD)".into());
+    }
+    if local.is_some_and(|l| l.port() != 0) && !same_netns(pid) {
+        return refuse(format!(
+            "TCP socket not connected with port {} in another network namespace than cryo's \
+             (whether the port is held cannot be read there)",
+            local.map_or(0, |l| l.port())
+        ));
+    }
+    Ok(Found::TcpUnconnected)
+}
+
+/// Whether `pid` is in cryo's network namespace.
+fn same_netns(pid: Pid) -> bool {
+    let ns = |p: String| std::fs::read_link(p).ok();
+    let theirs = ns(format!("/proc/{pid}/ns/net"));
+    theirs.is_some() && theirs == ns("/proc/self/ns/net".into())
+}
+
+/// Captures TCP socket `dup` (fd `fd` of `pid`), neither listening nor connected.
+pub(super) fn capture_unconnected(
+    pid: Pid,
+    fd: RawFd,
+    dup: BorrowedFd<'_>,
+) -> Result<SocketState, SocketError> {
+    repair::capture_unconnected(dup)
+        .map(|u| SocketState::TcpUnconnected(Box::new(u)))
+        .map_err(repair_err(pid, fd))
+}
+
+/// Captures TCP socket `dup` (fd `fd` of `pid`) connecting to `remote` (SYN_SENT).
+pub(super) fn capture_connecting(
+    pid: Pid,
+    fd: RawFd,
+    dup: BorrowedFd<'_>,
+    remote: SocketAddr,
+) -> Result<SocketState, SocketError> {
+    repair::capture_connecting(dup, remote)
+        .map(|c| SocketState::TcpConnecting(Box::new(c)))
+        .map_err(repair_err(pid, fd))
+}
+
+/// Connect in progress `c` made again: a new SYN from the same port.
+pub(super) fn restore_connecting(
+    desc: &FileDesc,
+    c: &repair::ConnectingState,
+) -> Result<OwnedFd, SocketError> {
+    repair::restore_connecting(c).map_err(|e| restore_err(desc, "restore socket", e))
+}
+
+/// Socket `u` made again: unbound, bound, or as its reported failed connect left it.
+pub(super) fn restore_unconnected(
+    desc: &FileDesc,
+    u: &repair::UnconnectedState,
+) -> Result<OwnedFd, SocketError> {
+    repair::restore_unconnected(u).map_err(|e| restore_err(desc, "restore socket", e))
+}
+
+/// A socket neither listening nor connected in words.
+pub(super) fn describe_unconnected(u: &repair::UnconnectedState) -> String {
+    match (u.bound, u.local.port()) {
+        (true, _) => format!("tcp bound to {} (not listening)", u.local),
+        (false, 0) if u.local.ip().is_unspecified() => "tcp not bound".into(),
+        (false, 0) => format!("tcp bound to {} without a port", u.local.ip()),
+        (false, _) => format!("tcp not connected, {} left by a failed connect", u.local),
     }
 }
 
@@ -217,14 +328,27 @@ pub(crate) fn connection_moved(live: &Socket, image: &Socket) -> Option<String> 
 
 /// The remote address of TCP socket `ino` as /proc/PID/net/tcp{,6} lists it.
 fn proc_net_peer(pid: Pid, ino: u64) -> Option<SocketAddr> {
-    for (file, v6) in [("tcp", false), ("tcp6", true)] {
-        let text = std::fs::read_to_string(format!("/proc/{pid}/net/{file}")).ok()?;
+    proc_net_entry(pid, ino, &[("tcp", false), ("tcp6", true)]).map(|(remote, _)| remote)
+}
+
+/// The remote address and state ("st") of socket `ino` in the first of the tables
+/// /proc/PID/net/NAME (IPv6 or not) that lists it.
+pub(super) fn proc_net_entry(
+    pid: Pid,
+    ino: u64,
+    tables: &[(&str, bool)],
+) -> Option<(SocketAddr, u8)> {
+    for &(file, v6) in tables {
+        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/{file}")) else {
+            continue;
+        };
         for line in text.lines().skip(1) {
             let f: Vec<&str> = line.split_whitespace().collect();
             if f.get(9).and_then(|i| i.parse::<u64>().ok()) != Some(ino) {
                 continue;
             }
-            return parse_proc_addr(f.get(2)?, v6);
+            let state = u8::from_str_radix(f.get(3)?, 16).ok()?;
+            return Some((parse_proc_addr(f.get(2)?, v6)?, state));
         }
     }
     None

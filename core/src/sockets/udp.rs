@@ -1,8 +1,11 @@
-//! UDP sockets: bound address, connected peer, options (the shared ones, every integer
-//! option of cryo-tcp-repair's table that differs from a fresh socket's, SO_BINDTODEVICE,
-//! UDP_CORK), shutdown state. A datagram held back by UDP_CORK or MSG_MORE is refused (the
-//! kernel cannot give it back); the datagrams waiting in the receive queue are not captured
-//! (only counted: UDP may lose them anyway).
+//! UDP sockets, and the datagram sockets restored the same way (UDP-lite, ICMP "ping"
+//! sockets, raw sockets): bound address, connected peer, options (the shared ones, every
+//! integer option of cryo-tcp-repair's table that differs from a fresh socket's,
+//! SO_BINDTODEVICE, UDP_CORK), shutdown state, multicast memberships (multicast.rs). A
+//! datagram held back by UDP_CORK or MSG_MORE is refused (the kernel cannot give it back);
+//! the datagrams waiting in the receive queue are not captured (only counted: UDP may lose
+//! them anyway). A ping or raw socket's peer is not in getpeername (no port): it is read
+//! from /proc/PID/net/{icmp,icmp6,raw,raw6}.
 
 use std::os::fd::{BorrowedFd, OwnedFd, RawFd};
 
@@ -10,7 +13,7 @@ use cryo_proto::image::FileDesc;
 use cryo_tcp_repair::{self as repair, UdpExtras, UdpSocketState};
 use nix::unistd::Pid;
 
-use super::{repair_err, restore_err, SocketError, SocketState};
+use super::{multicast, repair_err, restore_err, SocketError, SocketState};
 
 /// A UDP socket's state: what cryo-tcp-repair captures of it, and the rest.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,25 +24,57 @@ pub struct UdpState {
     pub extras: UdpExtras,
 }
 
-/// Captures UDP socket `dup` (fd `fd` of `pid`).
+/// Captures datagram socket `dup` (fd `fd` of `pid`, inode `ino`); `groups` are the
+/// multicast groups of its network namespace (multicast::candidates).
 pub(super) fn capture(
     pid: Pid,
     fd: RawFd,
+    ino: u64,
     dup: BorrowedFd<'_>,
+    groups: &[(u32, std::net::IpAddr)],
 ) -> Result<SocketState, SocketError> {
-    let socket = repair::capture_udp(dup).map_err(repair_err(pid, fd))?;
-    let extras = repair::capture_udp_extras(dup).map_err(repair_err(pid, fd))?;
+    let mut socket = repair::capture_udp(dup).map_err(repair_err(pid, fd))?;
+    let mut extras = repair::capture_udp_extras(dup).map_err(repair_err(pid, fd))?;
+    let (ty, proto) = extras.kind();
+    if ty == libc::SOCK_RAW || proto == libc::IPPROTO_ICMP || proto == libc::IPPROTO_ICMPV6 {
+        let table = match (ty == libc::SOCK_RAW, socket.local.is_ipv6()) {
+            (true, false) => "raw",
+            (true, true) => "raw6",
+            (false, false) => "icmp",
+            (false, true) => "icmp6",
+        };
+        socket.remote = super::tcp::proc_net_entry(pid, ino, &[(table, socket.local.is_ipv6())])
+            .filter(|&(_, state)| state == 1)
+            .map(|(remote, _)| remote);
+    }
+    let v4_only: Vec<_> = groups.iter().copied().filter(|g| g.1.is_ipv4()).collect();
+    let groups = if socket.local.is_ipv6() {
+        groups
+    } else {
+        &v4_only
+    };
+    extras.memberships = multicast::capture(pid, fd, dup, groups)?;
     Ok(SocketState::Udp(Box::new(UdpState { socket, extras })))
 }
 
 /// A UDP socket in words, for messages and `cryo show`.
 pub(super) fn describe(u: &UdpState) -> String {
     let s = &u.socket;
-    let mut out = match s.remote {
-        Some(r) => format!("udp {} -> {r}", s.local),
-        None => format!("udp {}", s.local),
-    };
     let e = &u.extras;
+    let kind = match e.kind() {
+        (libc::SOCK_DGRAM, libc::IPPROTO_UDP) => "udp".to_string(),
+        (libc::SOCK_DGRAM, libc::IPPROTO_UDPLITE) => "udp-lite".to_string(),
+        (libc::SOCK_DGRAM, libc::IPPROTO_ICMP | libc::IPPROTO_ICMPV6) => "ping".to_string(),
+        (libc::SOCK_RAW, proto) => format!("raw (protocol {proto})"),
+        (ty, proto) => format!("inet socket of type {ty} protocol {proto}"),
+    };
+    let mut out = match s.remote {
+        Some(r) => format!("{kind} {} -> {r}", s.local),
+        None => format!("{kind} {}", s.local),
+    };
+    for m in &e.memberships {
+        out += &format!(" member of {} on interface {}", m.group, m.ifindex);
+    }
     if e.shutdown_read || e.shutdown_write {
         out += &format!(
             " (shut: read {}, write {})",

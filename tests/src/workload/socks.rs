@@ -29,6 +29,12 @@
 //!   sendto-netlink FD PID MSG  send MSG to netlink port PID
 //!   frames FD                 -> once something is readable, every datagram waiting, each
 //!                             <len>:<its bytes, '.' for what is not printable>, ' '-joined
+//!   ping-echo FD ADDR         an ICMP (ICMPv6) echo request sent to ADDR (port 0) from a ping or raw
+//!                             socket -> "reply seq N" once the reply is read (up to 10 s)
+//!   error FD                  -> SO_ERROR (reading it clears it)
+//!   nonblock FD               O_NONBLOCK on (connect then returns EINPROGRESS)
+//!   msfilter FD IFINDEX GROUP -> "include|exclude SRC,SRC..." (getsockopt MCAST_MSFILTER:
+//!                             this socket's membership of GROUP on IFINDEX) or the error
 //! ```
 //!
 //! `name` of a packet socket is `ifindex N protocol 0xPPPP`, of a netlink one `pid N groups G`.
@@ -238,6 +244,122 @@ fn send_to(fd: i32, msg: &str, flags: i32, to: Option<(*const libc::sockaddr, u3
     } else {
         "ok".into()
     }
+}
+
+/// The internet checksum of `data`.
+fn inet_checksum(data: &[u8]) -> u16 {
+    let mut sum: u32 = data
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// Sends an echo request from ping or raw socket `fd` to `addr` and waits for its reply.
+fn ping_echo(fd: i32, addr: &str) -> Result<String, String> {
+    let (ss, len) = inet_addr(addr)?;
+    let v6 = i32::from(ss.ss_family) == libc::AF_INET6;
+    let (request, reply) = if v6 { (128u8, 129u8) } else { (8, 0) };
+    let seq: u16 = 7;
+    let mut msg = vec![request, 0, 0, 0, 0x12, 0x34];
+    msg.extend_from_slice(&seq.to_be_bytes());
+    msg.extend_from_slice(b"cryo ping");
+    // ICMPv6's checksum covers a pseudo-header: the kernel fills it in.
+    if !v6 {
+        let sum = inet_checksum(&msg);
+        msg[2..4].copy_from_slice(&sum.to_be_bytes());
+    }
+    // SAFETY: msg is our buffer; ss is a live sockaddr of len bytes.
+    cvt(unsafe {
+        libc::sendto(
+            fd,
+            msg.as_ptr().cast(),
+            msg.len(),
+            0,
+            (&ss as *const libc::sockaddr_storage).cast(),
+            len,
+        ) as i32
+    })
+    .map_err(io_err)?;
+    let raw = getopt_raw(fd, libc::SOL_SOCKET, libc::SO_TYPE, 4)
+        .map_err(io_err)?
+        .first()
+        .copied()
+        == Some(libc::SOCK_RAW as u8);
+    loop {
+        wait_readable(fd, "no echo reply").map_err(io_err)?;
+        let mut buf = [0u8; 2048];
+        // SAFETY: recv into our own buffer.
+        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+        let n = cvt(n as i32).map_err(io_err)? as usize;
+        // A raw IPv4 socket reads the IP header too.
+        let at = if raw && !v6 {
+            usize::from(buf[0] & 0x0f) * 4
+        } else {
+            0
+        };
+        if n >= at + 8 && buf[at] == reply {
+            let got = u16::from_be_bytes([buf[at + 6], buf[at + 7]]);
+            return Ok(format!("reply seq {got}"));
+        }
+    }
+}
+
+/// This socket's membership of `group` on interface `ifindex`: its source filter.
+fn msfilter(fd: i32, ifindex: u32, group: &str) -> Result<String, String> {
+    // struct group_filter: interface, group (sockaddr_storage at 8), mode (136), number of
+    // sources (140), sources (144, 128 bytes each).
+    let (ss, _) = inet_addr(&if group.contains(':') {
+        format!("[{group}]:0")
+    } else {
+        format!("{group}:0")
+    })?;
+    let level = if group.contains(':') {
+        libc::IPPROTO_IPV6
+    } else {
+        libc::IPPROTO_IP
+    };
+    const ROOM: usize = 16;
+    let mut buf = vec![0u8; 144 + 128 * ROOM];
+    buf[..4].copy_from_slice(&ifindex.to_ne_bytes());
+    // SAFETY: sockaddr_storage is plain data, 128 bytes; we copy its bytes.
+    let raw = unsafe {
+        std::slice::from_raw_parts((&ss as *const libc::sockaddr_storage).cast::<u8>(), 128)
+    };
+    buf[8..136].copy_from_slice(raw);
+    buf[140..144].copy_from_slice(&(ROOM as u32).to_ne_bytes());
+    let mut len = buf.len() as libc::socklen_t;
+    // SAFETY: buf has len bytes; the kernel reads the request from it and writes at most len.
+    cvt(unsafe {
+        libc::getsockopt(
+            fd,
+            level,
+            libc::MCAST_MSFILTER,
+            buf.as_mut_ptr().cast(),
+            &mut len,
+        )
+    })
+    .map_err(io_err)?;
+    let word = |at: usize| u32::from_ne_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]);
+    let mode = if word(136) == 1 { "include" } else { "exclude" };
+    let n = (word(140) as usize).min(ROOM);
+    let sources: Vec<String> = (0..n)
+        .map(|i| {
+            let at = 144 + 128 * i;
+            let family = i32::from(u16::from_ne_bytes([buf[at], buf[at + 1]]));
+            if family == libc::AF_INET6 {
+                let b: [u8; 16] = buf[at + 8..at + 24].try_into().unwrap_or([0; 16]);
+                std::net::Ipv6Addr::from(b).to_string()
+            } else {
+                let b: [u8; 4] = buf[at + 4..at + 8].try_into().unwrap_or([0; 4]);
+                std::net::Ipv4Addr::from(b).to_string()
+            }
+        })
+        .collect();
+    Ok(format!("{mode} {}", sources.join(",")).trim().to_string())
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -494,6 +616,24 @@ impl Mode for Socks {
                         std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
                     )
                 }))
+            }
+            ("ping-echo", [fd, addr]) => ping_echo(num(fd)?, addr),
+            ("msfilter", [fd, ifindex, group]) => msfilter(num(fd)?, num(ifindex)?, group),
+            ("nonblock", [fd]) => {
+                let fd = num(fd)?;
+                // SAFETY: fcntl on an int fd, no pointers.
+                let flags = cvt(unsafe { libc::fcntl(fd, libc::F_GETFL) }).map_err(io_err)?;
+                // SAFETY: as above.
+                ok(cvt(unsafe {
+                    libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK)
+                }))
+            }
+            ("error", [fd]) => {
+                let raw =
+                    getopt_raw(num(fd)?, libc::SOL_SOCKET, libc::SO_ERROR, 4).map_err(io_err)?;
+                let mut v = [0u8; 4];
+                v[..raw.len().min(4)].copy_from_slice(&raw[..raw.len().min(4)]);
+                Ok(i32::from_ne_bytes(v).to_string())
             }
             ("filter-len", [fd]) => {
                 let mut len: libc::socklen_t = 0;

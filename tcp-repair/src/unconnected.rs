@@ -1,0 +1,354 @@
+//! TCP sockets neither listening nor connected (state CLOSE): made and left alone, bound, or
+//! left behind by a connect that failed and was reported to the application.
+//!
+//! ```text
+//! what the process sees        getsockname      port held   how it is made again
+//! made                         0.0.0.0:0        no          socket(), options
+//! bound                        ADDR:PORT        yes         options, bind(ADDR:PORT)
+//! connect failed (reported)    0.0.0.0:PORT     no          IP_LOCAL_PORT_RANGE PORT-PORT,
+//!   (bound to ADDR:0 first:    ADDR:PORT)                   [bind(ADDR:0)], connect to a
+//!                                                           local port nobody listens on:
+//!                                                           ECONNREFUSED leaves the same name
+//! ```
+//!
+//! Whether the port is held only inet_diag tells: a bound socket is listed as
+//! TCP_BOUND_INACTIVE (linux 6.8), a stale port is not. What a socket keeps of a connection
+//! attempt not reported yet (a pending SO_ERROR, the "connecting" state in which the next
+//! connect() fails) or of a connection reset is read by [`closed_history`]: the engine
+//! refuses those.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+use crate::error::{Ctx, Operation, Result, SocketName, TcpRepairError};
+use crate::options;
+use crate::repair::socket_name;
+use crate::state::{state_name, SocketOptions, TcpSocketOptions};
+use crate::sys;
+
+/// `IP_LOCAL_PORT_RANGE` (linux 6.3): the ports this socket picks from, low | high << 16.
+const IP_LOCAL_PORT_RANGE: i32 = 51;
+
+/// A TCP socket in state CLOSE that never connected (or whose failed connect was reported).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct UnconnectedState {
+    /// getsockname: the wildcard address and port 0 when never bound.
+    pub local: SocketAddr,
+    /// The port is held (bound). False with a port: a failed connect left it in the name.
+    pub bound: bool,
+    /// IP_LOCAL_PORT_RANGE (0: the namespace's range).
+    pub local_port_range: u32,
+    /// Socket-level options.
+    pub socket: SocketOptions,
+    /// TCP-level options.
+    pub tcp: TcpSocketOptions,
+}
+
+/// What a TCP socket in state CLOSE keeps of its past, read without changing it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClosedHistory {
+    /// An error is pending (poll: POLLERR): the next SO_ERROR, read or write returns it.
+    pub pending_error: bool,
+    /// Shut for reading (poll: POLLRDHUP).
+    pub shut_read: bool,
+    /// Segments sent and received since the socket was made or last disconnected (TCP_INFO):
+    /// not zero after a connect that failed without being reported (the next connect() fails
+    /// with ECONNABORTED) or after a connection reset or closed.
+    pub segments: u64,
+}
+
+/// Reads what TCP socket `fd` in state CLOSE keeps of its past (nothing is consumed).
+pub fn closed_history(fd: impl AsFd) -> Result<ClosedHistory> {
+    let fd = fd.as_fd();
+    let ctx = Ctx::new(Operation::Capture, socket_name(fd));
+    let revents = sys::poll_now(fd, libc::POLLIN | libc::POLLOUT | libc::POLLRDHUP)
+        .map_err(ctx.io("poll"))?;
+    let info = sys::tcp_info_full(fd).map_err(ctx.sys("getsockopt TCP_INFO"))?;
+    Ok(ClosedHistory {
+        pending_error: revents & libc::POLLERR != 0,
+        shut_read: revents & libc::POLLRDHUP != 0,
+        segments: u64::from(info.tcpi_segs_out) + u64::from(info.tcpi_segs_in),
+    })
+}
+
+/// Captures TCP socket `fd` in state CLOSE: its name, whether its port is held, its options
+/// (those of a listener's table: what a later listen() or connect() uses). The caller has
+/// checked [`closed_history`] and that inet_diag answers for the socket's namespace.
+pub fn capture_unconnected(fd: impl AsFd) -> Result<UnconnectedState> {
+    let fd = fd.as_fd();
+    let name = socket_name(fd);
+    let ctx = Ctx::new(Operation::Capture, name);
+    let info = sys::tcp_info(fd).map_err(ctx.sys("getsockopt TCP_INFO"))?;
+    if info.state != 7 {
+        return Err(TcpRepairError::UnsupportedState {
+            op: Operation::Capture,
+            sock: name,
+            state: state_name(info.state),
+            why: "not a TCP socket in state CLOSE",
+        });
+    }
+    let domain = sys::get_int(fd, libc::SOL_SOCKET, libc::SO_DOMAIN)
+        .map_err(ctx.sys("getsockopt SO_DOMAIN"))?;
+    let ipv6 = domain == libc::AF_INET6;
+    let local = name
+        .local
+        .unwrap_or_else(|| SocketAddr::new(unspecified(ipv6), 0));
+    let diag = if local.port() != 0 {
+        crate::diag::find(
+            fd,
+            ipv6,
+            libc::IPPROTO_TCP as u8,
+            crate::diag::BOUND_INACTIVE,
+        )
+        .map_err(ctx.io("sock_diag (bound port)"))?
+    } else {
+        None
+    };
+    // A bound socket's shutdown state is in its diag entry (an unbound one has none: shut
+    // for reading, poll tells, see closed_history; shut for writing only, nothing does).
+    if diag.is_some_and(|shutdown| shutdown != 0) {
+        return Err(ctx.invalid(
+            "sock_diag (shutdown state)",
+            "a bound TCP socket shut down before any connection: not restored",
+        ));
+    }
+    let bound = diag.is_some();
+    let local_port_range = local_port_range(fd, ctx)?;
+    Ok(UnconnectedState {
+        local,
+        bound,
+        local_port_range,
+        socket: SocketOptions {
+            more: crate::more_options::capture(fd, ipv6, true, ctx)?,
+            ..options::capture_socket(fd, ipv6, ctx)?
+        },
+        tcp: options::capture_tcp(fd, ctx)?,
+    })
+}
+
+fn unspecified(ipv6: bool) -> IpAddr {
+    if ipv6 {
+        IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+    } else {
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+    }
+}
+
+/// Makes TCP socket `state` again: options, then bound, or with the name a failed connect
+/// left, or as made.
+pub fn restore_unconnected(state: &UnconnectedState) -> Result<OwnedFd> {
+    let ctx = Ctx::new(Operation::Restore, SocketName::new(Some(state.local), None));
+    let ipv6 = state.local.is_ipv6();
+    let domain = if ipv6 { Domain::IPV6 } else { Domain::IPV4 };
+    let socket = Socket::new(domain, Type::STREAM.cloexec(), Some(Protocol::TCP))
+        .map_err(ctx.io("socket"))?;
+    let fd = OwnedFd::from(socket);
+    let b = fd.as_fd();
+    options::apply_pre_bind(b, &state.socket, ctx)?;
+    options::apply_buffers_if_changed(b, &state.socket, ctx)?;
+    let sref = socket2::SockRef::from(&b);
+    let local = state.local;
+    if state.bound {
+        sref.bind(&SockAddr::from(local)).map_err(ctx.io("bind"))?;
+    } else if local.port() != 0 {
+        replay_failed_connect(b, local, ctx)?;
+    } else if !local.ip().is_unspecified() {
+        // Bound to an address without a port (IP_BIND_ADDRESS_NO_PORT): set again below.
+        sys::set_int(b, libc::SOL_IP, libc::IP_BIND_ADDRESS_NO_PORT, 1)
+            .map_err(ctx.sys("setsockopt IP_BIND_ADDRESS_NO_PORT"))?;
+        sref.bind(&SockAddr::from(local)).map_err(ctx.io("bind"))?;
+    }
+    if state.local_port_range != 0 {
+        sys::set_int(
+            b,
+            libc::SOL_IP,
+            IP_LOCAL_PORT_RANGE,
+            state.local_port_range as i32,
+        )
+        .map_err(ctx.sys("setsockopt IP_LOCAL_PORT_RANGE"))?;
+    }
+    options::apply_socket(b, &state.socket, ipv6, ctx)?;
+    options::apply_tcp(b, &state.tcp, ctx)?;
+    let now = socket_name(b).local;
+    if now != Some(local) {
+        return Err(ctx.invalid(
+            "getsockname",
+            format!(
+                "the socket came back as {} instead of {local}",
+                now.map_or("?".into(), |a| a.to_string())
+            ),
+        ));
+    }
+    Ok(fd)
+}
+
+/// Leaves on `fd` the name a failed connect left: the port `local.port()` in the name but
+/// not held (and `local.ip()` bound when it is not the wildcard). The port is the only one
+/// IP_LOCAL_PORT_RANGE offers; the connect goes to a local port bound (not listening) by a
+/// socket made for it, which answers with a reset at once.
+fn replay_failed_connect(fd: BorrowedFd<'_>, local: SocketAddr, ctx: Ctx) -> Result<()> {
+    let ipv6 = local.is_ipv6();
+    let sref = socket2::SockRef::from(&fd);
+    let port = u32::from(local.port());
+    sys::set_int(
+        fd,
+        libc::SOL_IP,
+        IP_LOCAL_PORT_RANGE,
+        (port | port << 16) as i32,
+    )
+    .map_err(ctx.sys("setsockopt IP_LOCAL_PORT_RANGE"))?;
+    let to_ip = if local.ip().is_unspecified() {
+        if ipv6 {
+            IpAddr::V6(Ipv6Addr::LOCALHOST)
+        } else {
+            IpAddr::V4(Ipv4Addr::LOCALHOST)
+        }
+    } else {
+        sref.bind(&SockAddr::from(SocketAddr::new(local.ip(), 0)))
+            .map_err(ctx.io("bind (address of a failed connect)"))?;
+        local.ip()
+    };
+    let domain = if ipv6 { Domain::IPV6 } else { Domain::IPV4 };
+    let closed = Socket::new(domain, Type::STREAM.cloexec(), Some(Protocol::TCP))
+        .map_err(ctx.io("socket (a port nobody listens on)"))?;
+    closed
+        .bind(&SockAddr::from(SocketAddr::new(to_ip, 0)))
+        .map_err(ctx.io("bind (a port nobody listens on)"))?;
+    let to = closed
+        .local_addr()
+        .map_err(ctx.io("getsockname (a port nobody listens on)"))?;
+    match sref.connect(&to) {
+        Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {}
+        Err(e) => return Err(ctx.io("connect (failed connect made again)")(e)),
+        Ok(()) => {
+            return Err(ctx.invalid(
+                "connect (failed connect made again)",
+                "a port nobody listens on accepted the connection",
+            ))
+        }
+    }
+    sys::set_int(fd, libc::SOL_IP, IP_LOCAL_PORT_RANGE, 0)
+        .map_err(ctx.sys("setsockopt IP_LOCAL_PORT_RANGE"))
+}
+
+/// A TCP socket whose connect is in progress (SYN_SENT): its name, the peer it connects to,
+/// its options. Repair mode cannot be entered in SYN_SENT: the restore connects again from
+/// the same port (a new SYN, with a new initial sequence number: the peer has accepted
+/// nothing yet).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ConnectingState {
+    /// getsockname: the address and port the connect took.
+    pub local: SocketAddr,
+    /// The peer it connects to.
+    pub remote: SocketAddr,
+    /// IP_LOCAL_PORT_RANGE (0: the namespace's range).
+    pub local_port_range: u32,
+    /// Socket-level options.
+    pub socket: SocketOptions,
+    /// TCP-level options.
+    pub tcp: TcpSocketOptions,
+}
+
+/// Captures TCP socket `fd` in SYN_SENT, connecting to `remote` (getpeername has no peer
+/// before the handshake: the caller reads it from /proc/net/tcp). Nothing is changed.
+pub fn capture_connecting(fd: impl AsFd, remote: SocketAddr) -> Result<ConnectingState> {
+    let fd = fd.as_fd();
+    let name = socket_name(fd);
+    let ctx = Ctx::new(
+        Operation::Capture,
+        SocketName::new(name.local, Some(remote)),
+    );
+    let info = sys::tcp_info(fd).map_err(ctx.sys("getsockopt TCP_INFO"))?;
+    if info.state != 2 {
+        return Err(TcpRepairError::UnsupportedState {
+            op: Operation::Capture,
+            sock: name,
+            state: state_name(info.state),
+            why: "not a TCP socket in SYN_SENT",
+        });
+    }
+    let local = name
+        .local
+        .ok_or_else(|| ctx.invalid("getsockname", "a connect in progress without an address"))?;
+    let ipv6 = local.is_ipv6();
+    Ok(ConnectingState {
+        local,
+        remote,
+        local_port_range: local_port_range(fd, ctx)?,
+        socket: SocketOptions {
+            more: crate::more_options::capture(fd, ipv6, false, ctx)?,
+            ..options::capture_socket(fd, ipv6, ctx)?
+        },
+        tcp: options::capture_tcp(fd, ctx)?,
+    })
+}
+
+fn local_port_range(fd: BorrowedFd<'_>, ctx: Ctx) -> Result<u32> {
+    Ok(sys::get_int(fd, libc::SOL_IP, IP_LOCAL_PORT_RANGE)
+        .or_else(|e| match e {
+            nix::errno::Errno::ENOPROTOOPT => Ok(0),
+            e => Err(e),
+        })
+        .map_err(ctx.sys("getsockopt IP_LOCAL_PORT_RANGE"))? as u32)
+}
+
+/// Makes connect in progress `state` again: options, then a non-blocking connect from the
+/// same port (the only one IP_LOCAL_PORT_RANGE offers), the range put back; the socket is
+/// left blocking (the caller sets the description's flags) in SYN_SENT, as a connect() that
+/// returned EINPROGRESS leaves it: a blocking connect() restarted on it waits for the
+/// handshake, a poll for POLLOUT sees it complete.
+pub fn restore_connecting(state: &ConnectingState) -> Result<OwnedFd> {
+    let ctx = Ctx::new(
+        Operation::Restore,
+        SocketName::new(Some(state.local), Some(state.remote)),
+    );
+    let ipv6 = state.local.is_ipv6();
+    let domain = if ipv6 { Domain::IPV6 } else { Domain::IPV4 };
+    let socket = Socket::new(domain, Type::STREAM.cloexec(), Some(Protocol::TCP))
+        .map_err(ctx.io("socket"))?;
+    let fd = OwnedFd::from(socket);
+    let b = fd.as_fd();
+    options::apply_pre_bind(b, &state.socket, ctx)?;
+    options::apply_buffers_if_changed(b, &state.socket, ctx)?;
+    options::apply_socket(b, &state.socket, ipv6, ctx)?;
+    options::apply_tcp(b, &state.tcp, ctx)?;
+    let port = u32::from(state.local.port());
+    sys::set_int(
+        b,
+        libc::SOL_IP,
+        IP_LOCAL_PORT_RANGE,
+        (port | port << 16) as i32,
+    )
+    .map_err(ctx.sys("setsockopt IP_LOCAL_PORT_RANGE"))?;
+    let sref = socket2::SockRef::from(&b);
+    sref.set_nonblocking(true)
+        .map_err(ctx.io("O_NONBLOCK (to connect)"))?;
+    match sref.connect(&SockAddr::from(state.remote)) {
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(ctx.io("connect")(e)),
+        Ok(()) => {}
+    }
+    sref.set_nonblocking(false)
+        .map_err(ctx.io("O_NONBLOCK (after connect)"))?;
+    sys::set_int(
+        b,
+        libc::SOL_IP,
+        IP_LOCAL_PORT_RANGE,
+        state.local_port_range as i32,
+    )
+    .map_err(ctx.sys("setsockopt IP_LOCAL_PORT_RANGE"))?;
+    let now = socket_name(b).local;
+    if now != Some(state.local) {
+        return Err(ctx.invalid(
+            "getsockname",
+            format!(
+                "the connect came from {} instead of {}",
+                now.map_or("?".into(), |a| a.to_string()),
+                state.local
+            ),
+        ));
+    }
+    Ok(fd)
+}

@@ -1,0 +1,758 @@
+//! Inet sockets beyond connections, listeners and plain UDP (issue 14), checked from inside
+//! the restored process (the `socks` workload): TCP sockets not connected (unbound, bound,
+//! after a failed connect), ICMP ping sockets, raw sockets, UDP-lite sockets and multicast
+//! memberships; and the closed TCP sockets refused at dump.
+//!
+//! Needs the engine: `cryo` must be built (`cargo build -p cryo`).
+
+use std::io::Read;
+use std::net::{TcpListener, TcpStream};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use cryo_tests::{cryo_bin, Workload};
+
+fn dump_and_restore(w: &mut Workload) {
+    let img = w.path("img");
+    w.dump_ok(&img);
+    w.restore_background(&img);
+}
+
+/// A fresh `socks` workload.
+fn socks() -> Workload {
+    cryo_bin();
+    Workload::spawn("socks", &[])
+}
+
+/// "LEVEL OPT" of an option, for `getopt` / `setopt`.
+fn opt(level: i32, name: i32) -> String {
+    format!("{level} {name}")
+}
+
+/// Every option of `list` as the workload reads it on socket `s`.
+fn read_opts(w: &Workload, s: &str, list: &[(i32, i32)]) -> Vec<String> {
+    list.iter()
+        .map(|&(l, n)| w.cmd(&format!("getopt {s} {}", opt(l, n))))
+        .collect()
+}
+
+/// Accepts one connection on `l` (blocking, bounded by a timeout) and reads what it sends.
+fn accept_one(l: &TcpListener) -> String {
+    l.set_nonblocking(false).unwrap();
+    let (mut c, _) = l.accept().unwrap();
+    c.set_read_timeout(Some(cryo_tests::CMD_TIMEOUT)).unwrap();
+    let mut buf = [0u8; 64];
+    let n = c.read(&mut buf).unwrap_or(0);
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+/// Options set on the TCP sockets below (each differs from a fresh socket's).
+fn tcp_options() -> Vec<(i32, i32, i32)> {
+    vec![
+        (libc::SOL_SOCKET, libc::SO_REUSEADDR, 1),
+        (libc::SOL_SOCKET, libc::SO_REUSEPORT, 1),
+        (libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1),
+        (libc::SOL_SOCKET, libc::SO_PRIORITY, 3),
+        (libc::IPPROTO_TCP, libc::TCP_NODELAY, 1),
+        (libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, 77),
+        (libc::IPPROTO_TCP, libc::TCP_DEFER_ACCEPT, 5),
+    ]
+}
+
+fn set_tcp_options(w: &Workload, s: &str) -> Vec<(i32, i32)> {
+    tcp_options()
+        .into_iter()
+        .map(|(l, n, v)| {
+            assert_eq!(w.cmd(&format!("setopt {s} {} {v}", opt(l, n))), "ok");
+            (l, n)
+        })
+        .collect()
+}
+
+#[test]
+fn an_unbound_tcp_socket_comes_back_unbound_with_its_options_and_connects() {
+    let mut w = socks();
+    let s = w.cmd("socket inet stream 6");
+    let list = set_tcp_options(&w, &s);
+    let before = read_opts(&w, &s, &list);
+    assert_eq!(w.cmd(&format!("name {s}")), "0.0.0.0:0");
+    dump_and_restore(&mut w);
+    assert_eq!(w.cmd(&format!("name {s}")), "0.0.0.0:0", "still unbound");
+    assert_eq!(read_opts(&w, &s, &list), before, "options");
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let to = l.local_addr().unwrap();
+    assert_eq!(w.cmd(&format!("connect-inet {s} {to}")), "ok");
+    assert_eq!(w.cmd(&format!("send {s} hello")), "ok");
+    assert_eq!(accept_one(&l), "hello", "the restored socket connected");
+    w.kill_restored();
+}
+
+/// A TCP socket of family `fam` bound to `addr` (with the options of [`tcp_options`], and
+/// IPV6_V6ONLY for inet6), dumped, restored, then listening: its name and options are
+/// checked from inside, and a client connects to it.
+fn bound_then_listening(fam: &str, addr: &str) {
+    let mut w = socks();
+    let s = w.cmd(&format!("socket {fam} stream 6"));
+    let mut list = set_tcp_options(&w, &s);
+    if fam == "inet6" {
+        let v6only = opt(libc::IPPROTO_IPV6, libc::IPV6_V6ONLY);
+        assert_eq!(w.cmd(&format!("setopt {s} {v6only} 1")), "ok");
+        list.push((libc::IPPROTO_IPV6, libc::IPV6_V6ONLY));
+    }
+    assert_eq!(w.cmd(&format!("bind-inet {s} {addr}")), "ok");
+    let name = w.cmd(&format!("name {s}"));
+    let before = read_opts(&w, &s, &list);
+    assert!(!name.ends_with(":0"), "{name}");
+    dump_and_restore(&mut w);
+    assert_eq!(w.cmd(&format!("name {s}")), name, "same address and port");
+    assert_eq!(read_opts(&w, &s, &list), before, "options");
+    assert_eq!(w.cmd(&format!("listen {s}")), "ok");
+    let mut c = TcpStream::connect(name.as_str()).unwrap();
+    std::io::Write::write_all(&mut c, b"x").unwrap();
+    let a = w.cmd(&format!("accept {s}"));
+    assert_eq!(
+        w.cmd(&format!("recv-wait {a}")),
+        "x",
+        "accepted on the port"
+    );
+    w.kill_restored();
+}
+
+#[test]
+fn a_bound_ipv4_tcp_socket_keeps_its_port_and_options_and_listens_after_restore() {
+    bound_then_listening("inet", "127.0.0.1:0");
+}
+
+#[test]
+fn a_bound_ipv6_only_tcp_socket_keeps_its_port_and_options_and_listens_after_restore() {
+    bound_then_listening("inet6", "[::1]:0");
+}
+
+/// A socket of the workload bound to loopback and not listening: its address refuses
+/// connections. Returns (fd, address).
+fn refusing_port(w: &Workload, fam: &str) -> (String, String) {
+    let r = w.cmd(&format!("socket {fam} stream 6"));
+    let addr = if fam == "inet" {
+        "127.0.0.1:0"
+    } else {
+        "[::1]:0"
+    };
+    assert_eq!(w.cmd(&format!("bind-inet {r} {addr}")), "ok");
+    let name = w.cmd(&format!("name {r}"));
+    (r, name)
+}
+
+fn after_a_failed_connect(fam: &str) {
+    let mut w = socks();
+    let (_r, refusing) = refusing_port(&w, fam);
+    let s = w.cmd(&format!("socket {fam} stream 6"));
+    assert!(
+        w.cmd(&format!("connect-inet {s} {refusing}"))
+            .contains("os error 111"),
+        "ECONNREFUSED"
+    );
+    // The port the connect took stays in the name, no longer held.
+    let name = w.cmd(&format!("name {s}"));
+    assert!(!name.ends_with(":0"), "{name}");
+    assert_eq!(w.cmd(&format!("error {s}")), "0");
+    dump_and_restore(&mut w);
+    assert_eq!(w.cmd(&format!("name {s}")), name, "the same name");
+    assert_eq!(w.cmd(&format!("error {s}")), "0", "no pending error");
+    assert!(
+        w.cmd(&format!("connect-inet {s} {refusing}"))
+            .contains("os error 111"),
+        "the bound socket still refuses"
+    );
+    let l = TcpListener::bind(if fam == "inet" {
+        "127.0.0.1:0"
+    } else {
+        "[::1]:0"
+    })
+    .unwrap();
+    let to = l.local_addr().unwrap();
+    assert_eq!(w.cmd(&format!("connect-inet {s} {to}")), "ok");
+    assert_eq!(w.cmd(&format!("send {s} again")), "ok");
+    assert_eq!(accept_one(&l), "again", "connect works again");
+    w.kill_restored();
+}
+
+#[test]
+fn an_ipv4_tcp_socket_whose_connect_failed_keeps_its_name_and_connects_again() {
+    after_a_failed_connect("inet");
+}
+
+#[test]
+fn an_ipv6_tcp_socket_whose_connect_failed_keeps_its_name_and_connects_again() {
+    after_a_failed_connect("inet6");
+}
+
+/// A non-blocking connect of `s` to `refusing`, until its failure shows (poll: err).
+fn connect_and_fail_in_background(w: &Workload, s: &str, refusing: &str) {
+    assert_eq!(w.cmd(&format!("nonblock {s}")), "ok");
+    let r = w.cmd(&format!("connect-inet {s} {refusing}"));
+    assert!(
+        r.contains("os error 115") || r.contains("os error 111"),
+        "{r}"
+    );
+    // The reset comes over loopback at once; the poll is bounded anyway.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !w.cmd(&format!("poll {s}")).contains("err") {
+        assert!(Instant::now() < deadline, "the connect did not fail");
+    }
+}
+
+#[test]
+fn a_closed_tcp_socket_with_a_pending_error_is_refused_naming_pid_fd_and_so_error() {
+    let w = socks();
+    let (_r, refusing) = refusing_port(&w, "inet");
+    let s = w.cmd("socket inet stream 6");
+    connect_and_fail_in_background(&w, &s, &refusing);
+    let img = w.path("img");
+    w.dump(&img, &[])
+        .assert_refused()
+        .assert_stderr_has_word(&w.pid().to_string())
+        .assert_stderr_mentions(&format!("fd {s}"))
+        .assert_stderr_mentions("pending error (SO_ERROR");
+    w.assert_untouched();
+    assert_eq!(
+        w.cmd(&format!("error {s}")),
+        libc::ECONNREFUSED.to_string(),
+        "the error is still pending after the failed dump"
+    );
+}
+
+#[test]
+fn a_tcp_socket_whose_failed_connect_was_not_reported_is_refused_and_left_as_it_was() {
+    let w = socks();
+    let (_r, refusing) = refusing_port(&w, "inet");
+    let s = w.cmd("socket inet stream 6");
+    connect_and_fail_in_background(&w, &s, &refusing);
+    // SO_ERROR read: no error left, but the socket is still "connecting": its next
+    // connect() fails with ECONNABORTED.
+    assert_eq!(w.cmd(&format!("error {s}")), libc::ECONNREFUSED.to_string());
+    let img = w.path("img");
+    w.dump(&img, &[])
+        .assert_refused()
+        .assert_stderr_has_word(&w.pid().to_string())
+        .assert_stderr_mentions(&format!("fd {s}"))
+        .assert_stderr_mentions("connect attempt");
+    w.assert_untouched();
+    assert!(
+        w.cmd(&format!("connect-inet {s} {refusing}"))
+            .contains("os error 103"),
+        "the socket was left connecting (ECONNABORTED)"
+    );
+}
+
+/// Lets this host's root make ICMP ping sockets (net.ipv4.ping_group_range, which covers
+/// ICMPv6 too) while it lives, then puts the range back. One at a time: the tests that use
+/// it run one after the other.
+struct PingGroups {
+    original: String,
+    _one_at_a_time: std::sync::MutexGuard<'static, ()>,
+}
+
+static PING_TESTS: Mutex<()> = Mutex::new(());
+const PING_RANGE_FILE: &str = "/proc/sys/net/ipv4/ping_group_range";
+
+impl PingGroups {
+    fn allow() -> Self {
+        let guard = PING_TESTS.lock().unwrap_or_else(|e| e.into_inner());
+        let original = std::fs::read_to_string(PING_RANGE_FILE).unwrap();
+        std::fs::write(PING_RANGE_FILE, "0 0").unwrap();
+        PingGroups {
+            original,
+            _one_at_a_time: guard,
+        }
+    }
+
+    /// Back to the range no group is in.
+    fn forbid(&self) {
+        std::fs::write(PING_RANGE_FILE, "1 0").unwrap();
+    }
+}
+
+impl Drop for PingGroups {
+    fn drop(&mut self) {
+        let _ = std::fs::write(PING_RANGE_FILE, self.original.trim());
+    }
+}
+
+fn ping_socket_pings(fam: &str, proto: i32, to: &str) {
+    let _allowed = PingGroups::allow();
+    let mut w = socks();
+    let s = w.cmd(&format!("socket {fam} dgram {proto}"));
+    let ttl = if fam == "inet" {
+        opt(libc::IPPROTO_IP, libc::IP_TTL)
+    } else {
+        opt(libc::IPPROTO_IPV6, libc::IPV6_UNICAST_HOPS)
+    };
+    assert_eq!(w.cmd(&format!("setopt {s} {ttl} 9")), "ok");
+    assert_eq!(w.cmd(&format!("ping-echo {s} {to}")), "reply seq 7");
+    // The first send gave it an identifier: the port of its name.
+    let name = w.cmd(&format!("name {s}"));
+    dump_and_restore(&mut w);
+    assert_eq!(w.cmd(&format!("name {s}")), name, "the same identifier");
+    assert_eq!(w.cmd(&format!("getopt {s} {ttl}")), "9");
+    assert_eq!(
+        w.cmd(&format!(
+            "getopt {s} {}",
+            opt(libc::SOL_SOCKET, libc::SO_PROTOCOL)
+        )),
+        proto.to_string()
+    );
+    assert_eq!(
+        w.cmd(&format!("ping-echo {s} {to}")),
+        "reply seq 7",
+        "the restored ping socket pings"
+    );
+    w.kill_restored();
+}
+
+#[test]
+fn an_icmp_ping_socket_still_pings_after_restore() {
+    ping_socket_pings("inet", libc::IPPROTO_ICMP, "127.0.0.1:0");
+}
+
+#[test]
+fn an_icmpv6_ping_socket_still_pings_after_restore() {
+    ping_socket_pings("inet6", libc::IPPROTO_ICMPV6, "[::1]:0");
+}
+
+/// SOL_RAW / ICMP_FILTER.
+const ICMP_FILTER: (i32, i32) = (255, 1);
+
+#[test]
+fn a_raw_icmp_socket_keeps_its_filter_and_hears_echo_replies_after_restore() {
+    let mut w = socks();
+    let s = w.cmd(&format!("socket inet raw {}", libc::IPPROTO_ICMP));
+    let filter = opt(ICMP_FILTER.0, ICMP_FILTER.1);
+    // Echo requests (type 8) filtered out: the socket reads the replies only.
+    assert_eq!(w.cmd(&format!("setopt {s} {filter} {}", 1 << 8)), "ok");
+    let hdr = w.cmd("socket inet raw 17");
+    let hdrincl = opt(libc::IPPROTO_IP, libc::IP_HDRINCL);
+    assert_eq!(w.cmd(&format!("setopt {hdr} {hdrincl} 1")), "ok");
+    assert_eq!(w.cmd(&format!("bind-inet {hdr} 127.0.0.1:0")), "ok");
+    let hdr_name = w.cmd(&format!("name {hdr}"));
+    assert_eq!(w.cmd(&format!("ping-echo {s} 127.0.0.1:0")), "reply seq 7");
+    dump_and_restore(&mut w);
+    assert_eq!(w.cmd(&format!("getopt {s} {filter}")), (1 << 8).to_string());
+    assert_eq!(
+        w.cmd(&format!(
+            "getopt {s} {}",
+            opt(libc::SOL_SOCKET, libc::SO_TYPE)
+        )),
+        libc::SOCK_RAW.to_string()
+    );
+    assert_eq!(
+        w.cmd(&format!("ping-echo {s} 127.0.0.1:0")),
+        "reply seq 7",
+        "the restored raw socket hears the reply"
+    );
+    assert_eq!(w.cmd(&format!("getopt {hdr} {hdrincl}")), "1");
+    assert_eq!(w.cmd(&format!("name {hdr}")), hdr_name);
+    assert_eq!(
+        w.cmd(&format!(
+            "getopt {hdr} {}",
+            opt(libc::SOL_SOCKET, libc::SO_PROTOCOL)
+        )),
+        "17"
+    );
+    w.kill_restored();
+}
+
+/// SOL_UDPLITE and its checksum coverage options.
+const SOL_UDPLITE: i32 = 136;
+const UDPLITE_SEND_CSCOV: i32 = 10;
+const UDPLITE_RECV_CSCOV: i32 = 11;
+
+#[test]
+fn a_udp_lite_socket_keeps_its_coverage_and_receives_after_restore() {
+    let mut w = socks();
+    let s = w.cmd(&format!("socket inet dgram {}", libc::IPPROTO_UDPLITE));
+    let send = opt(SOL_UDPLITE, UDPLITE_SEND_CSCOV);
+    let recv = opt(SOL_UDPLITE, UDPLITE_RECV_CSCOV);
+    assert_eq!(w.cmd(&format!("setopt {s} {send} 12")), "ok");
+    assert_eq!(w.cmd(&format!("setopt {s} {recv} 20")), "ok");
+    assert_eq!(w.cmd(&format!("bind-inet {s} 127.0.0.1:0")), "ok");
+    let name = w.cmd(&format!("name {s}"));
+    dump_and_restore(&mut w);
+    assert_eq!(w.cmd(&format!("name {s}")), name);
+    assert_eq!(w.cmd(&format!("getopt {s} {send}")), "12");
+    assert_eq!(w.cmd(&format!("getopt {s} {recv}")), "20");
+    assert_eq!(
+        w.cmd(&format!(
+            "getopt {s} {}",
+            opt(libc::SOL_SOCKET, libc::SO_PROTOCOL)
+        )),
+        libc::IPPROTO_UDPLITE.to_string()
+    );
+    // A sender covering all of its datagram (coverage 0) passes the receiver's minimum.
+    let c = w.cmd(&format!("socket inet dgram {}", libc::IPPROTO_UDPLITE));
+    assert_eq!(w.cmd(&format!("sendto-inet {c} {name} lite")), "ok");
+    assert_eq!(w.cmd(&format!("recv-wait {s}")), "lite");
+    w.kill_restored();
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The index of `lo`.
+fn lo_index() -> u32 {
+    std::fs::read_to_string("/sys/class/net/lo/ifindex")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// A sockaddr_in of `ip` (port 0) in a sockaddr_storage, as bytes.
+fn storage(ip: [u8; 4]) -> Vec<u8> {
+    let mut b = vec![0u8; 128];
+    b[..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
+    b[4..8].copy_from_slice(&ip);
+    b
+}
+
+/// From inside the workload: a UDP socket bound to `from`, sending `msg` to `group:port`
+/// over lo.
+fn send_to_group(w: &Workload, from: &str, group: &str, port: &str, msg: &str) {
+    let c = w.cmd("socket inet dgram 17");
+    assert_eq!(w.cmd(&format!("bind-inet {c} {from}:0")), "ok");
+    let mcast_if = opt(libc::IPPROTO_IP, libc::IP_MULTICAST_IF);
+    assert_eq!(
+        w.cmd(&format!(
+            "setopt-raw {c} {mcast_if} {}",
+            hex(&[127, 0, 0, 1])
+        )),
+        "ok"
+    );
+    assert_eq!(
+        w.cmd(&format!("sendto-inet {c} {group}:{port} {msg}")),
+        "ok"
+    );
+    assert_eq!(w.cmd(&format!("close {c}")), "ok");
+}
+
+/// A UDP socket of the workload bound to the wildcard address; (fd, port).
+fn udp_receiver(w: &Workload) -> (String, String) {
+    let r = w.cmd("socket inet dgram 17");
+    assert_eq!(w.cmd(&format!("bind-inet {r} 0.0.0.0:0")), "ok");
+    let port = w.cmd(&format!("name {r}"));
+    let port = port.rsplit(':').next().unwrap().to_string();
+    (r, port)
+}
+
+#[test]
+fn a_udp_socket_joined_to_a_group_on_lo_receives_the_group_after_restore() {
+    let mut w = socks();
+    let (r, port) = udp_receiver(&w);
+    let group = [239, 77, 14, 1];
+    // struct ip_mreqn: the group, no address, the interface index.
+    let mut mreqn = group.to_vec();
+    mreqn.extend_from_slice(&[0; 4]);
+    mreqn.extend_from_slice(&(lo_index() as i32).to_ne_bytes());
+    let add = opt(libc::IPPROTO_IP, libc::IP_ADD_MEMBERSHIP);
+    assert_eq!(
+        w.cmd(&format!("setopt-raw {r} {add} {}", hex(&mreqn))),
+        "ok"
+    );
+    send_to_group(&w, "127.0.0.1", "239.77.14.1", &port, "before");
+    assert_eq!(w.cmd(&format!("recv-wait {r}")), "before");
+    dump_and_restore(&mut w);
+    send_to_group(&w, "127.0.0.1", "239.77.14.1", &port, "after");
+    assert_eq!(
+        w.cmd(&format!("recv-wait {r}")),
+        "after",
+        "the restored socket is still a member"
+    );
+    w.kill_restored();
+}
+
+#[test]
+fn a_source_specific_membership_keeps_its_source_filter_after_restore() {
+    let mut w = socks();
+    let (r, port) = udp_receiver(&w);
+    let group = [239, 77, 14, 2];
+    // struct group_source_req: the interface, then the group and the source as
+    // sockaddr_storage (at offsets 8 and 136).
+    let mut req = vec![0u8; 8];
+    req[..4].copy_from_slice(&lo_index().to_ne_bytes());
+    req.extend(storage(group));
+    req.extend(storage([127, 0, 0, 2]));
+    let join = opt(libc::IPPROTO_IP, libc::MCAST_JOIN_SOURCE_GROUP);
+    assert_eq!(w.cmd(&format!("setopt-raw {r} {join} {}", hex(&req))), "ok");
+    send_to_group(&w, "127.0.0.1", "239.77.14.2", &port, "other");
+    send_to_group(&w, "127.0.0.2", "239.77.14.2", &port, "source");
+    assert_eq!(w.cmd(&format!("recv-wait {r}")), "source");
+    dump_and_restore(&mut w);
+    send_to_group(&w, "127.0.0.1", "239.77.14.2", &port, "other");
+    send_to_group(&w, "127.0.0.2", "239.77.14.2", &port, "source");
+    assert_eq!(
+        w.cmd(&format!("recv-wait {r}")),
+        "source",
+        "only the included source is heard"
+    );
+    w.kill_restored();
+}
+
+#[test]
+fn a_raw_icmpv6_socket_filtering_types_is_refused_naming_pid_fd_and_the_filter() {
+    let w = socks();
+    let s = w.cmd(&format!("socket inet6 raw {}", libc::IPPROTO_ICMPV6));
+    // ICMP6_FILTER (IPPROTO_ICMPV6 1): echo requests (type 128) blocked.
+    let mut filter = [0u8; 32];
+    filter[128 / 8] = 1;
+    assert_eq!(
+        w.cmd(&format!(
+            "setopt-raw {s} {} {}",
+            opt(libc::IPPROTO_ICMPV6, 1),
+            hex(&filter)
+        )),
+        "ok"
+    );
+    let img = w.path("img");
+    w.dump(&img, &[])
+        .assert_refused()
+        .assert_stderr_has_word(&w.pid().to_string())
+        .assert_stderr_mentions(&format!("fd {s}"))
+        .assert_stderr_mentions("ICMP6_FILTER");
+    w.assert_untouched();
+}
+
+#[test]
+fn a_bound_tcp_socket_shut_down_before_any_connection_is_refused() {
+    let w = socks();
+    let s = w.cmd("socket inet stream 6");
+    assert_eq!(w.cmd(&format!("bind-inet {s} 127.0.0.1:0")), "ok");
+    // ENOTCONN, but the socket is marked shut all the same.
+    assert!(w.cmd(&format!("shut {s} wr")).contains("os error 107"));
+    let img = w.path("img");
+    w.dump(&img, &[])
+        .assert_refused()
+        .assert_stderr_has_word(&w.pid().to_string())
+        .assert_stderr_mentions(&format!("fd {s}"))
+        .assert_stderr_mentions("shut down");
+    w.assert_untouched();
+}
+
+#[test]
+fn a_ping_socket_cryo_could_not_make_again_is_refused_at_dump() {
+    let allowed = PingGroups::allow();
+    let w = socks();
+    let s = w.cmd(&format!("socket inet dgram {}", libc::IPPROTO_ICMP));
+    assert_eq!(w.cmd(&format!("ping-echo {s} 127.0.0.1:0")), "reply seq 7");
+    allowed.forbid();
+    let img = w.path("img");
+    w.dump(&img, &[])
+        .assert_refused()
+        .assert_stderr_has_word(&w.pid().to_string())
+        .assert_stderr_mentions(&format!("fd {s}"))
+        .assert_stderr_mentions("ping_group_range");
+    w.assert_untouched();
+    assert_eq!(
+        w.cmd(&format!("ping-echo {s} 127.0.0.1:0")),
+        "reply seq 7",
+        "the original still pings"
+    );
+}
+
+#[test]
+fn leave_running_leaves_memberships_and_sockets_not_connected_as_they_were() {
+    let w = socks();
+    let (r, port) = udp_receiver(&w);
+    let mut mreqn = vec![239, 77, 14, 3, 0, 0, 0, 0];
+    mreqn.extend_from_slice(&(lo_index() as i32).to_ne_bytes());
+    let add = opt(libc::IPPROTO_IP, libc::IP_ADD_MEMBERSHIP);
+    assert_eq!(
+        w.cmd(&format!("setopt-raw {r} {add} {}", hex(&mreqn))),
+        "ok"
+    );
+    let (_refusing_fd, refusing) = refusing_port(&w, "inet");
+    let failed = w.cmd("socket inet stream 6");
+    assert!(w
+        .cmd(&format!("connect-inet {failed} {refusing}"))
+        .contains("os error 111"));
+    let names = |w: &Workload| {
+        [&r, &failed]
+            .iter()
+            .map(|s| w.cmd(&format!("name {s}")))
+            .collect::<Vec<_>>()
+    };
+    let before = names(&w);
+    let img = w.path("img");
+    w.dump(&img, &["--leave-running"]).assert_success();
+    assert_eq!(names(&w), before);
+    send_to_group(&w, "127.0.0.1", "239.77.14.3", &port, "still");
+    assert_eq!(w.cmd(&format!("recv-wait {r}")), "still", "still a member");
+    assert_eq!(w.cmd(&format!("error {failed}")), "0");
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let to = l.local_addr().unwrap();
+    assert_eq!(w.cmd(&format!("connect-inet {failed} {to}")), "ok");
+}
+
+#[test]
+fn an_ipv6_socket_keeps_its_ipv6_and_ipv4_memberships_with_their_filters() {
+    let mut w = socks();
+    let s = w.cmd("socket inet6 dgram 17");
+    assert_eq!(w.cmd(&format!("bind-inet {s} [::]:0")), "ok");
+    let lo = lo_index();
+    // struct ipv6_mreq: the group, then the interface index.
+    let mut mreq: Vec<u8> = "ff02::77:14"
+        .parse::<std::net::Ipv6Addr>()
+        .unwrap()
+        .octets()
+        .to_vec();
+    mreq.extend_from_slice(&lo.to_ne_bytes());
+    let join6 = opt(libc::IPPROTO_IPV6, libc::IPV6_ADD_MEMBERSHIP);
+    assert_eq!(
+        w.cmd(&format!("setopt-raw {s} {join6} {}", hex(&mreq))),
+        "ok"
+    );
+    // An IPv4 group too, excluding one source (IPv4 options of an IPv6 socket).
+    let mut mreqn = vec![239, 77, 14, 4, 0, 0, 0, 0];
+    mreqn.extend_from_slice(&(lo as i32).to_ne_bytes());
+    let add = opt(libc::IPPROTO_IP, libc::IP_ADD_MEMBERSHIP);
+    assert_eq!(
+        w.cmd(&format!("setopt-raw {s} {add} {}", hex(&mreqn))),
+        "ok"
+    );
+    // struct ip_mreq_source: group, interface address, source.
+    let block = opt(libc::IPPROTO_IP, libc::IP_BLOCK_SOURCE);
+    let req = hex(&[239, 77, 14, 4, 127, 0, 0, 1, 127, 0, 0, 9]);
+    assert_eq!(w.cmd(&format!("setopt-raw {s} {block} {req}")), "ok");
+    let v6 = format!("msfilter {s} {lo} ff02::77:14");
+    let v4 = format!("msfilter {s} {lo} 239.77.14.4");
+    assert_eq!(w.cmd(&v6), "exclude");
+    assert_eq!(w.cmd(&v4), "exclude 127.0.0.9");
+    dump_and_restore(&mut w);
+    assert_eq!(w.cmd(&v6), "exclude", "the IPv6 group, joined again");
+    assert_eq!(
+        w.cmd(&v4),
+        "exclude 127.0.0.9",
+        "the IPv4 group, its source blocked"
+    );
+    w.kill_restored();
+}
+
+#[test]
+fn a_udp_lite_socket_shut_for_writing_still_refuses_to_send() {
+    let mut w = socks();
+    let s = w.cmd(&format!("socket inet dgram {}", libc::IPPROTO_UDPLITE));
+    assert_eq!(w.cmd(&format!("bind-inet {s} 127.0.0.1:0")), "ok");
+    let name = w.cmd(&format!("name {s}"));
+    assert_eq!(w.cmd(&format!("connect-inet {s} {name}")), "ok");
+    assert_eq!(w.cmd(&format!("shut {s} wr")), "ok");
+    assert!(w.cmd(&format!("send {s} x")).contains("os error 32"));
+    dump_and_restore(&mut w);
+    assert!(
+        w.cmd(&format!("send {s} x")).contains("os error 32"),
+        "EPIPE after the restore"
+    );
+    w.kill_restored();
+}
+
+#[test]
+fn a_raw_socket_shut_for_reading_stays_shut() {
+    let mut w = socks();
+    let s = w.cmd(&format!("socket inet raw {}", libc::IPPROTO_ICMP));
+    assert!(w.cmd(&format!("shut {s} rd")).contains("os error 107"));
+    let polled = w.cmd(&format!("poll {s}"));
+    assert!(polled.contains("rdhup"), "{polled}");
+    dump_and_restore(&mut w);
+    assert_eq!(
+        w.cmd(&format!("poll {s}")),
+        polled,
+        "still shut for reading"
+    );
+    w.kill_restored();
+}
+
+/// A listener with backlog 0 whose accept queue is full (one connection waiting): it drops
+/// the SYNs of the next connects, which stay in SYN_SENT. Returns it and the connection
+/// filling it.
+fn full_listener() -> (TcpListener, TcpStream) {
+    use nix::sys::socket::{
+        bind, listen, socket, AddressFamily, Backlog, SockFlag, SockType, SockaddrIn,
+    };
+    use std::os::fd::AsRawFd;
+    let fd = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
+    bind(fd.as_raw_fd(), &SockaddrIn::new(127, 0, 0, 1, 0)).unwrap();
+    listen(&fd, Backlog::new(0).unwrap()).unwrap();
+    let listener = TcpListener::from(fd);
+    let filler = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let mut pfd = libc::pollfd {
+        fd: listener.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one pollfd, valid for the call.
+    let ready = unsafe { libc::poll(&mut pfd, 1, 10_000) };
+    assert_eq!(ready, 1, "filler queued");
+    (listener, filler)
+}
+
+#[test]
+fn a_connect_in_progress_comes_back_from_the_same_port_and_completes() {
+    cryo_bin();
+    let (listener, filler) = full_listener();
+    let target = listener.local_addr().unwrap();
+    let mut w = Workload::spawn("tcp", &["127.0.0.1:0"]);
+    assert_eq!(w.cmd(&format!("connect {target}")), "0");
+    assert_eq!(w.cmd("state 0"), "SYN_SENT");
+    let local = w.cmd("local 0");
+    let img = w.path("img");
+    w.dump(&img, &["--tcp-established"]).assert_success();
+    w.wait_original();
+    w.restore_background(&img);
+    assert_eq!(w.cmd("state 0"), "SYN_SENT", "still connecting");
+    assert_eq!(w.cmd("local 0"), local, "from the same port");
+    // Room in the queue: the next SYN is answered.
+    let (_first, _) = listener.accept().unwrap();
+    drop(filler);
+    assert_eq!(w.cmd("connected 0"), "ok", "the connect completes");
+    let (mut accepted, peer) = listener.accept().unwrap();
+    assert_eq!(peer.to_string(), local);
+    accepted
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    assert_eq!(w.cmd("write 0 5 1"), "5");
+    let mut got = [0u8; 5];
+    accepted.read_exact(&mut got).unwrap();
+    assert_eq!(got.to_vec(), cryo_tests::protocol::pattern(5, 1));
+    w.kill_restored();
+}
+
+#[test]
+fn a_connected_raw_socket_still_sends_without_an_address() {
+    let mut w = socks();
+    // IPPROTO_RAW's peer is not in getpeername: the restore reads it from /proc/net/raw.
+    let s = w.cmd("socket inet raw 253");
+    assert_eq!(w.cmd(&format!("connect-inet {s} 127.0.0.1:0")), "ok");
+    let name = w.cmd(&format!("name {s}"));
+    assert_eq!(w.cmd(&format!("send {s} experiment")), "ok");
+    let unconnected = w.cmd("socket inet raw 253");
+    assert!(
+        w.cmd(&format!("send {unconnected} x"))
+            .contains("os error 89"),
+        "EDESTADDRREQ without a peer"
+    );
+    dump_and_restore(&mut w);
+    assert_eq!(w.cmd(&format!("name {s}")), name);
+    assert_eq!(
+        w.cmd(&format!("send {s} experiment")),
+        "ok",
+        "still connected"
+    );
+    assert!(w
+        .cmd(&format!("send {unconnected} x"))
+        .contains("os error 89"));
+    w.kill_restored();
+}
