@@ -96,3 +96,16 @@ fn mlockall_future_comes_back_for_the_mappings_made_after_restore() {
         w.kill_restored();
     }
 }
+
+#[test]
+fn a_sealed_mapping_is_refused_naming_pid_and_flag() {
+    cryo_bin();
+    let w = Workload::spawn("advised", &["sealed"]);
+    let img = w.path("img");
+    w.dump(&img, &[])
+        .assert_refused()
+        .assert_stderr_mentions(&format!("pid {}", w.pid()))
+        .assert_stderr_mentions("sealed (mseal)");
+    w.assert_untouched();
+    assert_eq!(w.cmd("fork"), "dc=absent wf=zero rest=intact");
+}

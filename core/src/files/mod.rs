@@ -54,6 +54,7 @@ pub(crate) mod inspect;
 pub(crate) mod kind;
 mod memfd;
 pub(crate) mod open;
+mod outside;
 mod pipes;
 mod place;
 pub mod pty;

@@ -2,7 +2,7 @@
 //! mlockall(MCL_FUTURE); the process reports what the kernel says of them itself.
 //!
 //! ```text
-//! advised [future|future-onfault]
+//! advised [future|future-onfault|sealed]
 //!            flags -> NAME=VMFLAGS;... (each area's VmFlags line, from /proc/self/smaps)
 //!            fork  -> dc=absent|present wf=zero|data rest=intact|bad NAME
 //!                     (what a child forked now sees)
@@ -10,7 +10,7 @@
 //!            lock  -> VmLck of /proc/self/status
 //! areas: dc (MADV_DONTFORK), wf (WIPEONFORK), hg (HUGEPAGE), nh (NOHUGEPAGE), dd (DONTDUMP),
 //! mg (MERGEABLE), sr (SEQUENTIAL), rr (RANDOM), lo (mlock), lf (mlock2 MLOCK_ONFAULT), each
-//! 4 pages holding a pattern
+//! 4 pages holding a pattern; `sealed`: one more area, sealed with mseal
 //! ```
 
 use std::io;
@@ -18,15 +18,23 @@ use std::path::Path;
 
 use super::{failed, kids, sys, unknown, Mode, PAGE};
 
-/// `advised [future|future-onfault]`
+/// `advised [future|future-onfault|sealed]`
 pub fn start(args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
-    let future = match args.first().map(String::as_str) {
-        None => 0,
-        Some("future") => libc::MCL_FUTURE,
-        Some("future-onfault") => libc::MCL_FUTURE | libc::MCL_ONFAULT,
+    let (future, sealed) = match args.first().map(String::as_str) {
+        None => (0, false),
+        Some("future") => (libc::MCL_FUTURE, false),
+        Some("future-onfault") => (libc::MCL_FUTURE | libc::MCL_ONFAULT, false),
+        Some("sealed") => (0, true),
         Some(other) => return Err(format!("bad argument {other:?}")),
     };
-    Ok(Box::new(Advised::new(future).map_err(failed("advised"))?))
+    let advised = Advised::new(future).map_err(failed("advised"))?;
+    if sealed {
+        let p = sys::mmap_anon(LEN).map_err(failed("advised: map"))?;
+        // SAFETY: seals the fresh mapping p..p+LEN of ours (mseal, 6.10+).
+        let r = unsafe { libc::syscall(462, p, LEN, 0) } as i32;
+        sys::cvt(r).map_err(failed("advised: mseal"))?;
+    }
+    Ok(Box::new(advised))
 }
 
 const LEN: usize = 4 * PAGE;
