@@ -86,7 +86,9 @@ fn main() {
     // SAFETY: setsid is async-signal-safe.
     unsafe {
         std::os::unix::process::CommandExt::pre_exec(&mut node, || {
-            nix::unistd::setsid().map(drop).map_err(std::io::Error::from)
+            nix::unistd::setsid()
+                .map(drop)
+                .map_err(std::io::Error::from)
         });
     }
     let mut node = node

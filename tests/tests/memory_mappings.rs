@@ -67,7 +67,11 @@ fn madvise_and_mlock_states_come_back_as_the_process_sees_them() {
     for (b, a) in before.split(';').zip(after.split(';')) {
         let (name, b) = b.split_once('=').unwrap();
         let (_, a) = a.split_once('=').unwrap();
-        assert_eq!(flag_set(a), flag_set(b), "VmFlags of area {name} after restore");
+        assert_eq!(
+            flag_set(a),
+            flag_set(b),
+            "VmFlags of area {name} after restore"
+        );
     }
     assert_eq!(
         w.cmd("fork"),
@@ -82,11 +86,17 @@ fn madvise_and_mlock_states_come_back_as_the_process_sees_them() {
 #[test]
 fn mlockall_future_comes_back_for_the_mappings_made_after_restore() {
     cryo_bin();
-    for (arg, want) in [("future", &["lo"][..]), ("future-onfault", &["lo", "lf"][..])] {
+    for (arg, want) in [
+        ("future", &["lo"][..]),
+        ("future-onfault", &["lo", "lf"][..]),
+    ] {
         let mut w = Workload::spawn("advised", &[arg]);
         let fresh = flag_set(&w.cmd("fresh"));
         for f in want {
-            assert!(fresh.contains(*f), "{arg}: a page mapped before the dump: {fresh:?}");
+            assert!(
+                fresh.contains(*f),
+                "{arg}: a page mapped before the dump: {fresh:?}"
+            );
         }
         let img = w.path("img");
         w.dump_ok(&img);

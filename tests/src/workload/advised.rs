@@ -177,7 +177,9 @@ fn vm_flags(smaps: &str, addr: usize) -> io::Result<String> {
         } else if let Some((s, rest)) = line.split_once('-') {
             if let (Ok(s), Some(e)) = (
                 usize::from_str_radix(s, 16),
-                rest.split(' ').next().and_then(|e| usize::from_str_radix(e, 16).ok()),
+                rest.split(' ')
+                    .next()
+                    .and_then(|e| usize::from_str_radix(e, 16).ok()),
             ) {
                 inside = s <= addr && addr < e;
             }
