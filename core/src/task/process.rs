@@ -87,9 +87,11 @@ pub fn restore_session(entry: &ProcessEntry) -> Result<(), ChildError> {
     } else if entry.pgid == entry.pid {
         nix::unistd::setpgid(me, me).map_err(ChildError::sys(ChildStep::Setpgid))?;
     } else if nix::unistd::getpgrp().as_raw() != entry.pgid {
-        // A group led by a process outside the image (the shell that started a dumped job)
-        // cannot be joined: the process then stays in the group it was forked into.
-        let _ = nix::unistd::setpgid(me, Pid::from_raw(entry.pgid));
+        // A group led by a process of the image, in this session (the dump refuses any
+        // other, and a shell job's groups are cryo's own by now): joined, or the restore
+        // fails rather than leave the process in another group.
+        nix::unistd::setpgid(me, Pid::from_raw(entry.pgid))
+            .map_err(ChildError::sys(ChildStep::Setpgid))?;
     }
     Ok(())
 }

@@ -147,8 +147,8 @@ fn child_view(areas: &[(&'static str, *mut u8)]) -> String {
                     dc = "absent";
                 }
             }
-            // SAFETY: the area is mapped (WIPEONFORK keeps it, zeroed) and LEN bytes long.
             "wf" => {
+                // SAFETY: the area is mapped (WIPEONFORK keeps it, zeroed), LEN bytes long.
                 let bytes = unsafe { std::slice::from_raw_parts(*p, LEN) };
                 if bytes.iter().all(|&b| b == 0) {
                     wf = "zero";
