@@ -49,6 +49,7 @@ fn madvise_and_mlock_states_come_back_as_the_process_sees_them() {
         ("rr", "rr"),
         ("lo", "lo"),
         ("lf", "lf"),
+        ("nr", "nr"),
     ] {
         let line = before
             .split(';')

@@ -92,6 +92,10 @@ pub fn dump(
         if kind == VmaKind::Stack {
             map_flags |= libc::MAP_GROWSDOWN as u32;
         }
+        // Mapped with MAP_NORESERVE (VmFlags nr): no commit charge, as before.
+        if super::vmflags::no_reserve(vm_flags) && !entry.shared {
+            map_flags |= libc::MAP_NORESERVE as u32;
+        }
         vmas.push(Vma {
             start: entry.start,
             end: entry.end,

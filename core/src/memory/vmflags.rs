@@ -5,6 +5,7 @@
 //! ```text
 //! madvise  dc wf hg nh dd mg sr rr   restored: madvise(advice) per VMA, after filling
 //! mlock    lo [lf]                   restored: mlock2(0 | MLOCK_ONFAULT) per VMA
+//! mmap     nr                        restored: MAP_NORESERVE in the VMA's mmap flags
 //! mm       lo/lf/mg on a FRESH page   the mm's default flags (mlockall(MCL_FUTURE), KSM
 //!          (the dump's scratch page)   merge-any): mlockall restored, merge-any refused
 //! refused  sl dp ss um uw ui         sealed, droppable, shadow stack, userfaultfd-registered
@@ -96,6 +97,11 @@ pub fn mlock(flags: Option<&Vec<String>>) -> u32 {
         (true, false) => LOCKED,
         (true, true) => LOCKED_ON_FAULT,
     }
+}
+
+/// Whether the VMA was mapped with MAP_NORESERVE (VM_NORESERVE: no commit charge).
+pub fn no_reserve(flags: Option<&Vec<String>>) -> bool {
+    has(flags, "nr")
 }
 
 /// The first flag of a VMA that cannot be restored, with its meaning.

@@ -9,7 +9,8 @@
 //!            fresh -> the VmFlags of a page mapped now (lo with mlockall(MCL_FUTURE))
 //!            lock  -> VmLck of /proc/self/status
 //! areas: dc (MADV_DONTFORK), wf (WIPEONFORK), hg (HUGEPAGE), nh (NOHUGEPAGE), dd (DONTDUMP),
-//! mg (MERGEABLE), sr (SEQUENTIAL), rr (RANDOM), lo (mlock), lf (mlock2 MLOCK_ONFAULT), each
+//! mg (MERGEABLE), sr (SEQUENTIAL), rr (RANDOM), lo (mlock), lf (mlock2 MLOCK_ONFAULT), nr
+//! (mmap MAP_NORESERVE), each
 //! 4 pages holding a pattern; `sealed`: one more area, sealed with mseal
 //! ```
 
@@ -39,8 +40,8 @@ pub fn start(args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
 
 const LEN: usize = 4 * PAGE;
 
-/// (name, advice or -1 for mlock, -2 for mlock on fault).
-const AREAS: [(&str, i32); 10] = [
+/// (name, advice or -1 for mlock, -2 for mlock on fault, -3 for mapped with MAP_NORESERVE).
+const AREAS: [(&str, i32); 11] = [
     ("dc", libc::MADV_DONTFORK),
     ("wf", 18), // MADV_WIPEONFORK
     ("hg", libc::MADV_HUGEPAGE),
@@ -51,6 +52,7 @@ const AREAS: [(&str, i32); 10] = [
     ("rr", libc::MADV_RANDOM),
     ("lo", -1),
     ("lf", -2),
+    ("nr", -3),
 ];
 
 struct Advised {
@@ -61,7 +63,16 @@ impl Advised {
     fn new(future: i32) -> io::Result<Self> {
         let mut areas = Vec::new();
         for (i, (name, how)) in AREAS.iter().enumerate() {
-            let p = sys::mmap_anon(LEN)?;
+            let p = if *how == -3 {
+                sys::map(
+                    LEN,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                    -1,
+                )?
+                .as_mut_ptr()
+            } else {
+                sys::mmap_anon(LEN)?
+            };
             // SAFETY: p is a fresh LEN-byte read-write mapping of ours.
             unsafe { std::ptr::write_bytes(p, i as u8 + 1, LEN) };
             // SAFETY: p..p+LEN is that mapping; only its flags change.
@@ -69,6 +80,7 @@ impl Advised {
                 match how {
                     -1 => libc::mlock(p.cast(), LEN),
                     -2 => libc::syscall(libc::SYS_mlock2, p, LEN, 1) as i32,
+                    -3 => 0,
                     advice => libc::madvise(p.cast(), LEN, *advice),
                 }
             };
