@@ -1,7 +1,10 @@
 //! A shared file mapping comes back backed by its file opened as the process had it: a
 //! read-only mapping of a file opened for writing can still be made writable with mprotect
-//! (and writes reach the file), one of a file opened read-only still cannot. Checked by the
-//! restored process itself.
+//! (and writes reach the file), one of a file opened read-only still cannot. Each VMA keeps
+//! its madvise and mlock state and MAP_NORESERVE (the VmFlags the process reads in its own
+//! smaps; a fork of the restored process finds the WIPEONFORK area zeroed and the DONTFORK
+//! area absent), and mlockall(MCL_FUTURE) still locks what the process maps after the restore.
+//! A sealed mapping (mseal) is refused. Checked by the restored process itself.
 //!
 //! Needs the engine: `cryo` must be built (`cargo build -p cryo`).
 
