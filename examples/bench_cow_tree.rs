@@ -28,6 +28,8 @@ fn spawn_tree(mib: usize, workers: usize) -> Vec<Pid> {
     match unsafe { fork() }.expect("fork") {
         ForkResult::Child => {
             drop(rd);
+            // A session of its own: a dump refuses a process whose session leader it lacks.
+            let _ = nix::unistd::setsid();
             let mut mem = vec![0u8; mib << 20];
             for (i, word) in mem.chunks_exact_mut(8).enumerate() {
                 word.copy_from_slice(&(i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15).to_ne_bytes());

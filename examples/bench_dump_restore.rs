@@ -26,6 +26,8 @@ fn spawn_workload(mib: usize) -> Pid {
     match unsafe { fork() }.expect("fork") {
         ForkResult::Child => {
             drop(rd);
+            // A session of its own: a dump refuses a process whose session leader it lacks.
+            let _ = nix::unistd::setsid();
             let len = (mib << 20).max(4096);
             let mut mem = vec![0u8; len];
             for (i, page) in mem.chunks_mut(4096).enumerate() {

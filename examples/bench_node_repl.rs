@@ -81,7 +81,17 @@ fn main() {
         .and_then(|a| a.parse().ok())
         .unwrap_or(20);
     let server: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join("node-repl/server.js");
-    let mut node = Command::new("node")
+    let mut node = Command::new("node");
+    // A session of its own: a dump refuses a process whose session leader it lacks.
+    // SAFETY: setsid is async-signal-safe.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut node, || {
+            nix::unistd::setsid()
+                .map(drop)
+                .map_err(std::io::Error::from)
+        });
+    }
+    let mut node = node
         .arg(&server)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -38,8 +38,9 @@ fn spawn_server(n: usize, processes: usize) -> (Pid, SocketAddr, Vec<TcpStream>)
     match unsafe { fork() }.expect("fork") {
         ForkResult::Child => {
             drop(rd);
-            // A process group of its own: the whole tree is killed at the end.
-            let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
+            // A session and process group of its own: the whole tree is killed at the end,
+            // and a dump refuses a process whose session leader it lacks.
+            let _ = nix::unistd::setsid();
             let mut share = n / processes + n % processes;
             for _ in 1..processes {
                 // SAFETY: as above, single-threaded.

@@ -135,7 +135,8 @@ fn member(idx: usize, pairs: usize) -> ! {
 fn root(pairs: usize, go: &Path, report: &Path) -> ! {
     // SAFETY: plain syscalls on this new, single-threaded process.
     unsafe {
-        libc::setpgid(0, 0);
+        // A session of its own: a dump refuses a process whose session leader it lacks.
+        libc::setsid();
         libc::close_range(3, u32::MAX, 0);
         let null = CString::new("/dev/null").expect("no NUL");
         let fd = check(libc::open(null.as_ptr(), libc::O_RDWR), "/dev/null");

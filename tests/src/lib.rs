@@ -336,6 +336,22 @@ fn read_lossy(path: &Path) -> String {
         .unwrap_or_default()
 }
 
+/// Makes `command` start its process in a session of its own, as a service manager or a
+/// daemon does: the process then leads its session and group, which a dump of its tree holds
+/// (a process in the test's session is refused without --shell-job).
+pub fn own_session(command: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setsid is async-signal-safe, and the closure touches nothing else.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    }
+}
+
 /// A field of /proc/PID/status (`TracerPid`, `State`, `SigBlk`...), trimmed.
 pub fn status_field(pid: i32, field: &str) -> Option<String> {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;

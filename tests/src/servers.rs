@@ -3,7 +3,7 @@
 //! tree killed on drop (also on a panic), and what the kernel says about their sockets.
 //!
 //! ```text
-//! test ── ServerTree::spawn(dir, command) ── root (the test's child: daemon off)
+//! test ── ServerTree::spawn(dir, command) ── root (the test's child: daemon off, own session)
 //!   │                                          └─ workers, helpers (any depth)
 //!   ├─ dump(img, --tcp-established)   kills the tree: the root is reaped here at once
 //!   ├─ restore_detached(img)          the same pids again, now children of init
@@ -203,6 +203,8 @@ impl ServerTree {
     /// the root of the tree.
     pub fn spawn(dir: TempDir, mut command: Command) -> Self {
         let log = File::create(dir.path().join("server.log")).expect("server log");
+        // Its own session, as a service manager starts it.
+        crate::own_session(&mut command);
         command
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log"))

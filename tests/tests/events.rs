@@ -153,7 +153,7 @@ fn a_node_process_keeps_ticking_after_restore() {
         watched = watched.display().to_string(),
         tick = tick_file.display().to_string(),
     );
-    let mut node = Command::new("node")
+    let mut node = cryo_tests::own_session(&mut Command::new("node"))
         .arg("-e")
         .arg(&script)
         .stdin(Stdio::null())

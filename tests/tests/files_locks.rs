@@ -213,3 +213,44 @@ fn a_signal_owner_outside_the_dump_is_refused() {
         .assert_stderr_mentions("signal owner");
     w.assert_untouched();
 }
+
+#[test]
+fn a_lock_on_a_description_also_held_outside_the_dump_is_refused() {
+    cryo_bin();
+    for (kind, words) in [("flock", "flock write lock"), ("ofd", "OFD write lock")] {
+        let dir = control_dir();
+        let path = dir.path().join("locked");
+        write_file(&path, &[7u8; 4096]);
+        let w = Workload::spawn_in(dir, "locks", &[kind, path.to_str().unwrap()]);
+        // The fd on the locked file, and a duplicate of its description in the test (a
+        // process outside the dump), as a forked helper or a passed fd would hold it.
+        let fd: i32 = std::fs::read_dir(format!("/proc/{}/fd", w.pid()))
+            .unwrap()
+            .flatten()
+            .find(|e| std::fs::read_link(e.path()).is_ok_and(|l| l == path))
+            .and_then(|e| e.file_name().to_str()?.parse().ok())
+            .expect("the workload's fd on the locked file");
+        // SAFETY: pidfd_open and pidfd_getfd take integers; the fds they return are ours.
+        let held = unsafe {
+            let pidfd = libc::syscall(libc::SYS_pidfd_open, w.pid(), 0) as i32;
+            assert!(pidfd >= 0, "pidfd_open");
+            let dup = libc::syscall(libc::SYS_pidfd_getfd, pidfd, fd, 0) as i32;
+            libc::close(pidfd);
+            assert!(dup >= 0, "pidfd_getfd");
+            dup
+        };
+        let me = std::process::id();
+        w.dump(&w.path("img"), &[])
+            .assert_refused()
+            .assert_stderr_mentions(&format!("pid {} fd {fd}", w.pid()))
+            .assert_stderr_mentions(words)
+            .assert_stderr_mentions(&format!("also held by pid {me} (fd {held})"));
+        w.assert_untouched();
+        // SAFETY: closes the duplicate taken above.
+        unsafe { libc::close(held) };
+        assert!(
+            flock_refused(&path) || kind == "ofd",
+            "{kind}: the lock is still held"
+        );
+    }
+}

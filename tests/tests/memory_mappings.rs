@@ -1,7 +1,10 @@
 //! A shared file mapping comes back backed by its file opened as the process had it: a
 //! read-only mapping of a file opened for writing can still be made writable with mprotect
-//! (and writes reach the file), one of a file opened read-only still cannot. Checked by the
-//! restored process itself.
+//! (and writes reach the file), one of a file opened read-only still cannot. Each VMA keeps
+//! its madvise and mlock state and MAP_NORESERVE (the VmFlags the process reads in its own
+//! smaps; a fork of the restored process finds the WIPEONFORK area zeroed and the DONTFORK
+//! area absent), and mlockall(MCL_FUTURE) still locks what the process maps after the restore.
+//! A sealed mapping (mseal) is refused. Checked by the restored process itself.
 //!
 //! Needs the engine: `cryo` must be built (`cargo build -p cryo`).
 
@@ -26,4 +29,100 @@ fn mprotect_write_on_a_shared_file_mapping_works_exactly_when_it_did() {
     assert_eq!(data[10], 77, "the write did not reach the file");
     assert_eq!(w.cmd("protect ro"), "EACCES", "the file opened read-only");
     w.kill_restored();
+}
+
+/// The words of a VmFlags line, as a set (the kernel's order is fixed, but say so anyway).
+fn flag_set(line: &str) -> std::collections::BTreeSet<String> {
+    line.split_whitespace().map(String::from).collect()
+}
+
+#[test]
+fn madvise_and_mlock_states_come_back_as_the_process_sees_them() {
+    cryo_bin();
+    let mut w = Workload::spawn("advised", &[]);
+    let before = w.cmd("flags");
+    for (area, flag) in [
+        ("dc", "dc"),
+        ("wf", "wf"),
+        ("hg", "hg"),
+        ("nh", "nh"),
+        ("dd", "dd"),
+        ("mg", "mg"),
+        ("sr", "sr"),
+        ("rr", "rr"),
+        ("lo", "lo"),
+        ("lf", "lf"),
+        ("nr", "nr"),
+    ] {
+        let line = before
+            .split(';')
+            .find_map(|a| a.strip_prefix(&format!("{area}=")))
+            .unwrap_or_else(|| panic!("no area {area} in {before}"));
+        assert!(flag_set(line).contains(flag), "{area}: {line}");
+    }
+    assert_eq!(w.cmd("fork"), "dc=absent wf=zero rest=intact");
+    let locked = w.cmd("lock");
+    assert_ne!(locked, "0 kB");
+
+    let img = w.path("img");
+    w.dump_ok(&img);
+    w.restore_background(&img);
+    let after = w.cmd("flags");
+    for (b, a) in before.split(';').zip(after.split(';')) {
+        let (name, b) = b.split_once('=').unwrap();
+        let (_, a) = a.split_once('=').unwrap();
+        assert_eq!(
+            flag_set(a),
+            flag_set(b),
+            "VmFlags of area {name} after restore"
+        );
+    }
+    assert_eq!(
+        w.cmd("fork"),
+        "dc=absent wf=zero rest=intact",
+        "what a fork of the restored process sees"
+    );
+    assert_eq!(w.cmd("lock"), locked, "VmLck after restore");
+    assert!(
+        !flag_set(&w.cmd("fresh")).contains("lo"),
+        "no mlockall was made"
+    );
+    w.kill_restored();
+}
+
+#[test]
+fn mlockall_future_comes_back_for_the_mappings_made_after_restore() {
+    cryo_bin();
+    for (arg, want) in [
+        ("future", &["lo"][..]),
+        ("future-onfault", &["lo", "lf"][..]),
+    ] {
+        let mut w = Workload::spawn("advised", &[arg]);
+        let fresh = flag_set(&w.cmd("fresh"));
+        for f in want {
+            assert!(
+                fresh.contains(*f),
+                "{arg}: a page mapped before the dump: {fresh:?}"
+            );
+        }
+        let img = w.path("img");
+        w.dump_ok(&img);
+        w.restore_background(&img);
+        let after = flag_set(&w.cmd("fresh"));
+        assert_eq!(after, fresh, "{arg}: a page mapped after restore");
+        w.kill_restored();
+    }
+}
+
+#[test]
+fn a_sealed_mapping_is_refused_naming_pid_and_flag() {
+    cryo_bin();
+    let w = Workload::spawn("advised", &["sealed"]);
+    let img = w.path("img");
+    w.dump(&img, &[])
+        .assert_refused()
+        .assert_stderr_mentions(&format!("pid {}", w.pid()))
+        .assert_stderr_mentions("sealed (mseal)");
+    w.assert_untouched();
+    assert_eq!(w.cmd("fork"), "dc=absent wf=zero rest=intact");
 }

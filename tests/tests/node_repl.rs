@@ -29,7 +29,7 @@ impl Server {
     fn start() -> Self {
         let dir = control_dir();
         let log = std::fs::File::create(dir.path().join("node.log")).unwrap();
-        let mut child = Command::new("node")
+        let mut child = cryo_tests::own_session(&mut Command::new("node"))
             .arg(server_js())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -122,3 +122,33 @@ fn a_loginuid_cryo_may_not_write_is_refused() {
         &["loginuid 1000", "CAP_AUDIT_CONTROL"],
     );
 }
+
+#[test]
+fn a_hard_limit_above_cryos_own_is_refused_naming_both() {
+    cryo_bin();
+    let w = Workload::spawn("counter", &[]);
+    let theirs = std::fs::read_to_string(format!("/proc/{}/limits", w.pid()))
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(4).map(String::from))
+        .expect("the workload's hard RLIMIT_NOFILE");
+    assert_ne!(theirs, "64", "the workload's hard limit is above cryo's");
+    // cryo runs with a hard RLIMIT_NOFILE of 64 (it may lower its own, never raise it back).
+    let img = w.path("img");
+    let out = Command::new("timeout")
+        .arg("120")
+        .args(["prlimit", "--nofile=64:64"])
+        .arg(cryo_bin())
+        .args(["dump", "-t", &w.pid().to_string(), "-D"])
+        .arg(&img)
+        .output()
+        .expect("run prlimit cryo dump");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_refused(
+        &w,
+        (out.status.success(), stderr),
+        w.pid(),
+        &["RLIMIT_NOFILE", &format!("hard limit {theirs}"), "(64)"],
+    );
+}

@@ -404,3 +404,30 @@ fn a_tmux_server_with_two_shells_comes_back_attachable() {
     tmux.run(&["kill-server"]);
     wait_gone(pid);
 }
+
+#[test]
+fn a_pty_slave_also_held_outside_the_dump_is_refused() {
+    cryo_bin();
+    let _one = PTYS.lock().unwrap_or_else(|e| e.into_inner());
+    let w = Workload::spawn("pty-shell", &[]);
+    let shell: i32 = w.cmd("child").parse().unwrap();
+    let _shell = KillOnDrop(shell);
+    let pty = w.cmd("pty");
+    // The slave opened by the test too: a process outside the dump.
+    let slave = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open(&pty)
+        .unwrap();
+    w.dump(&w.path("img"), &[])
+        .assert_refused()
+        .assert_stderr_mentions(&format!("pid {shell} fd "))
+        .assert_stderr_mentions(&format!(
+            "pty slave {pty}: also held by pid {}",
+            std::process::id()
+        ));
+    w.assert_untouched();
+    assert_eq!(w.cmd("sh tty"), format!("{pty}|"));
+    drop(slave);
+}

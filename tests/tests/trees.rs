@@ -3,7 +3,7 @@
 //!
 //! Needs the engine: `cryo` must be built (`cargo build -p cryo`).
 
-use cryo_tests::{cryo_bin, Workload};
+use cryo_tests::{control_dir, cryo_bin, Workload};
 
 /// (ppid, pgid, sid, state) of `pid` from /proc; the state only says zombie ('Z') or not
 /// ('-'), running and sleeping being a matter of the moment.
@@ -129,4 +129,27 @@ fn a_pipe_whose_ends_parent_and_child_hold_apart_stays_one_pipe() {
         "the child still writes into the same pipe"
     );
     w.kill_restored();
+}
+
+#[test]
+fn a_root_in_a_session_led_outside_the_dump_is_refused_naming_pid_session_and_leader() {
+    use std::os::unix::process::CommandExt;
+    cryo_bin();
+    // A group of its own (the workload's setsid then fails): its session is the test's.
+    let w = Workload::spawn_configured(control_dir(), "counter", &[], |c| {
+        c.process_group(0);
+    });
+    let (_, pgid, sid, _) = identity(w.pid());
+    assert_eq!(pgid, w.pid());
+    assert_ne!(sid, w.pid(), "the workload leads no session");
+    let img = w.path("img");
+    w.dump(&img, &[])
+        .assert_refused()
+        .assert_stderr_mentions(&format!(
+            "pid {}: its session {sid} is led by pid {sid}, outside the dump",
+            w.pid()
+        ))
+        .assert_stderr_mentions("--shell-job");
+    w.assert_untouched();
+    assert_eq!(identity(w.pid()).2, sid);
 }

@@ -50,6 +50,48 @@ pub enum DumpError {
         /// The step that failed, and why (in the message, so not chained as a source).
         why: super::CommitError,
     },
+    /// A process's session is led by a process outside the dump: forked again, it would be
+    /// in the session of `cryo restore`.
+    #[error(
+        "pid {pid}: its session {sid} is led by pid {sid}, outside the dump: it would come back \
+         in the session of cryo restore; dump from the session leader, or use --shell-job for a \
+         shell's job"
+    )]
+    SessionOutside {
+        /// The process.
+        pid: Pid,
+        /// Its session (its leader's pid).
+        sid: i32,
+    },
+    /// A process is in another session than its parent without leading it: no fork makes
+    /// that again.
+    #[error(
+        "pid {pid}: its session {sid} is not its parent's (pid {ppid}, session {parent_sid}) \
+         and it does not lead it: it cannot be made again"
+    )]
+    SessionNotInherited {
+        /// The process.
+        pid: Pid,
+        /// Its session.
+        sid: i32,
+        /// Its parent.
+        ppid: i32,
+        /// The parent's session.
+        parent_sid: i32,
+    },
+    /// A process's group is led by a process outside the dump (or of another session): the
+    /// group cannot be joined at restore.
+    #[error(
+        "pid {pid}: its process group {pgid} is led by pid {pgid}, outside the dump: it would \
+         come back in another group; dump from the group's leader, or use --shell-job for a \
+         shell's job"
+    )]
+    GroupOutside {
+        /// The process.
+        pid: Pid,
+        /// Its process group (its leader's pid).
+        pgid: i32,
+    },
     /// SIGINT or SIGTERM arrived before the dump's point of no return.
     #[error("dump {0}: rolled back, the processes run as before")]
     Interrupted(#[from] crate::interrupt::Interrupted),

@@ -273,6 +273,15 @@ fn dump_tree(
         ttys.push((stat.tty_nr, stat.tpgid));
         cores.push((core, mm));
     }
+    // A lock on a description also held outside the dump would conflict with the restored one.
+    let member_pids: std::collections::HashSet<i32> =
+        live.iter().map(|m| m.pid.as_raw()).collect();
+    let held: Vec<(Pid, &[cryo_proto::image::FileLock])> = cores
+        .iter()
+        .map(|(core, _)| (Pid::from_raw(core.pid), core.file_locks.as_slice()))
+        .collect();
+    crate::files::locks::refuse_held_outside(&held, &member_pids)?;
+    drop(held);
     // Pty pairs whole, controlling terminals in the dump (or a shell job's).
     let terminals: Vec<crate::files::pty::TtyProcess<'_>> = pstree
         .iter()
@@ -300,6 +309,7 @@ fn dump_tree(
         entry.exit_status = m.stat.exit_code;
         pstree.push(entry);
     }
+    tree::check_sessions(&pstree, &opts.pids, opts.shell_job)?;
     // SysV semaphore sets and message queues, and what of the processes' IPC state cannot
     // come back (refused here, before anything is killed).
     let live_pids: Vec<Pid> = live.iter().map(|m| m.pid).collect();

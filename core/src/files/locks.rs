@@ -213,6 +213,42 @@ pub(super) fn for_task(
     Ok((locks, kept))
 }
 
+/// Refuses a flock, OFD lock or lease whose open file description a process outside the
+/// dump (`members`) also holds: the lock stays with that description while any fd on it
+/// lives, so the restored one, on a new description, would conflict with it.
+pub(crate) fn refuse_held_outside(
+    tasks: &[(Pid, &[FileLock])],
+    members: &HashSet<i32>,
+) -> Result<(), FileError> {
+    for (pid, locks) in tasks {
+        for l in locks.iter().filter(|l| {
+            matches!(
+                FileLockKind::try_from(l.kind),
+                Ok(FileLockKind::Flock | FileLockKind::Ofd | FileLockKind::Lease)
+            )
+        }) {
+            let err = |detail: String| FileError::Dump {
+                pid: *pid,
+                fd: l.fd,
+                detail,
+            };
+            let found = super::outside::holder(*pid, l.fd, members, true)
+                .map_err(|e| err(format!("look for holders of its description: {e}")))?;
+            if let Some(h) = found {
+                return Err(err(format!(
+                    "its {} is on an open file description also held by pid {} (fd {}), \
+                     outside the dump: the lock stays with that description, and the restored \
+                     one would conflict with it; dump that process too",
+                    describe(l),
+                    h.pid,
+                    h.fd
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A lock in words: "POSIX write lock on bytes 5-14".
 pub(crate) fn describe(l: &FileLock) -> String {
     let mode = if l.write { "write" } else { "read" };

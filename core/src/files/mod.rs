@@ -32,6 +32,7 @@
 //!   error.rs     FileError
 //!   inspect.rs   reading one fd of a task from outside (link, fdinfo, inode)
 //!   locks.rs     file locks, leases and signal owners: fdinfo at dump, remote calls at restore
+//!   outside.rs   a process outside the dump holding the same inode or description (locks, ptys)
 //! ```
 //!
 //! eventfd, timerfd, signalfd (a module each), epoll (epoll.rs: restored last, once its targets
@@ -54,6 +55,7 @@ pub(crate) mod inspect;
 pub(crate) mod kind;
 mod memfd;
 pub(crate) mod open;
+mod outside;
 mod pipes;
 mod place;
 pub mod pty;

@@ -383,6 +383,28 @@ pub(super) fn finish_dump(
             });
         }
     }
+    // Neither end may also be open in a process outside the dump: that process would keep
+    // the old terminal, hung up once the dumped master goes, and not the restored one.
+    let members: std::collections::HashSet<i32> = procs.iter().map(|p| p.pid).collect();
+    for (index, pair) in &pairs {
+        let ends = pair
+            .master
+            .iter()
+            .map(|&(_, pid, fd)| ("pty master of", pid, fd, true))
+            .chain(pair.slaves.first().map(|&(_, pid, fd)| ("pty slave", pid, fd, false)));
+        for (end, pid, fd, same_description) in ends {
+            let err = |detail: String| FileError::Dump { pid, fd, detail };
+            let found = super::outside::holder(pid, fd, &members, same_description)
+                .map_err(|e| err(format!("look for holders of /dev/pts/{index}: {e}")))?;
+            if let Some(h) = found {
+                return Err(err(format!(
+                    "{end} /dev/pts/{index}: also held by pid {} (fd {}), outside the dump: \
+                     not supported (dump that process too)",
+                    h.pid, h.fd
+                )));
+            }
+        }
+    }
     let by_pid: HashMap<i32, &TtyProcess<'_>> = procs.iter().map(|p| (p.pid, p)).collect();
     let kind_of: HashMap<u32, (PtyEnd, u32)> = descs
         .iter()

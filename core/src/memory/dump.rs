@@ -11,6 +11,7 @@ use cryo_proto::image::{MmCore, PageRun, RawFileRef, Vma, VmaKind};
 use nix::unistd::Pid;
 use tracing::{debug, debug_span};
 
+use super::error::MemoryError;
 use super::{classify, page_wanted, IO_CHUNK, PAGE};
 use crate::error::{Error, Result};
 use crate::files::FileTable;
@@ -35,16 +36,18 @@ pub fn dump(
 ) -> Result<MmCore> {
     let _span = debug_span!("memory", %pid).entered();
     let mut vmas = Vec::with_capacity(maps.len());
-    // Whether a shared mapping without write permission may get it back is only in smaps
-    // (which walks the page tables: read only when such a mapping exists).
-    let read_only_shared = maps
+    // The flags only smaps shows: whether a shared mapping without write permission may get
+    // it back, the madvise and mlock state of each VMA, and (on the scratch page, mapped
+    // fresh) the mm's default flags.
+    let flags = super::vmflags::read(pid)?;
+    let fresh = flags
         .iter()
-        .any(|e| e.shared && e.prot & libc::PROT_WRITE as u32 == 0);
-    let flags = if read_only_shared {
-        super::vmflags::read(pid)?
-    } else {
-        Default::default()
-    };
+        .find(|(start, _)| scratch.contains(**start))
+        .map(|(_, f)| f);
+    let (mlockall, merge_any) = super::vmflags::mm_defaults(fresh);
+    if merge_any {
+        return Err(MemoryError::MergeAny { pid }.into());
+    }
     for entry in maps {
         let kind = classify(entry);
         if kind == VmaKind::Vsyscall {
@@ -52,6 +55,18 @@ pub fn dump(
         }
         if crate::files::aio::is_ring(&entry.name) {
             return Err(crate::files::aio::refuse(pid, entry.start, entry.end).into());
+        }
+        let vm_flags = flags.get(&entry.start);
+        if let Some((flag, what)) = super::vmflags::unrestorable(vm_flags) {
+            return Err(MemoryError::UnrestorableFlag {
+                pid,
+                start: entry.start,
+                end: entry.end,
+                name: entry.name.clone(),
+                flag,
+                what,
+            }
+            .into());
         }
         let link = || proc::dir(pid).join(format!("map_files/{:x}-{:x}", entry.start, entry.end));
         // Files, memfds and shared anonymous memory are recorded once per inode, however many
@@ -77,6 +92,10 @@ pub fn dump(
         if kind == VmaKind::Stack {
             map_flags |= libc::MAP_GROWSDOWN as u32;
         }
+        // Mapped with MAP_NORESERVE (VmFlags nr): no commit charge, as before.
+        if super::vmflags::no_reserve(vm_flags) && !entry.shared {
+            map_flags |= libc::MAP_NORESERVE as u32;
+        }
         vmas.push(Vma {
             start: entry.start,
             end: entry.end,
@@ -86,11 +105,12 @@ pub fn dump(
             pgoff: entry.pgoff,
             file_id,
             name: entry.name.clone(),
-            madvise: 0,
+            madvise: super::vmflags::advised(vm_flags),
+            mlock: super::vmflags::mlock(vm_flags),
             sysv_shmid,
             may_write: entry.shared
                 && (entry.prot & libc::PROT_WRITE as u32 != 0
-                    || super::vmflags::may_write(flags.get(&entry.start))),
+                    || super::vmflags::may_write(vm_flags)),
         });
     }
 
@@ -116,6 +136,7 @@ pub fn dump(
         exe_file_id,
         vmas,
         pages: runs,
+        mlockall,
         pages_file: Some(RawFileRef {
             name,
             size: total,

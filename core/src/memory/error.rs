@@ -54,4 +54,33 @@ pub enum MemoryError {
         /// The VMA's start.
         start: u64,
     },
+    /// A mapping with a flag no call can give it again.
+    #[error(
+        "pid {pid}: the mapping {start:#x}-{end:#x} ({name}) is {what} (VmFlags {flag}): it \
+         cannot be restored"
+    )]
+    UnrestorableFlag {
+        /// The dumped task.
+        pid: Pid,
+        /// The mapping's start.
+        start: u64,
+        /// Its end.
+        end: u64,
+        /// Its name in the maps.
+        name: String,
+        /// The VmFlags code.
+        flag: &'static str,
+        /// What it means.
+        what: &'static str,
+    },
+    /// KSM merging every mapping of the process (prctl PR_SET_MEMORY_MERGE): setting it
+    /// again needs CAP_SYS_RESOURCE.
+    #[error(
+        "pid {pid}: KSM merge-any (prctl PR_SET_MEMORY_MERGE) cannot be restored yet (setting \
+         it needs CAP_SYS_RESOURCE)"
+    )]
+    MergeAny {
+        /// The dumped task.
+        pid: Pid,
+    },
 }

@@ -23,6 +23,8 @@ const MADV_POPULATE_WRITE: u64 = 23;
 /// page taken inside pread costs three times more.
 const POPULATE_MIN: u64 = 64 << 10;
 const PR_SET_MM: u64 = 35;
+/// mlock2's flag: lock the pages as they are faulted in, not at once.
+const MLOCK_ONFAULT: u64 = 1;
 const PR_SET_MM_MAP: u64 = 14;
 const RSEQ_FLAG_UNREGISTER: u64 = 1;
 
@@ -265,7 +267,12 @@ pub fn reshape(
         format!("mprotect {:#x}", reprotect[i].start)
     })?;
 
-    // 6. brk, arg/env, auxv, exe. The kernel refuses to change the exe link while the old
+    // 6. The madvise and mlock state of each VMA (a call per advice: a range made of
+    // several VMAs is split again where their flags differ), then mlockall(MCL_FUTURE)
+    // for the mappings the process makes from now on.
+    advise_and_lock(child, remote, batch, mm)?;
+
+    // 7. brk, arg/env, auxv, exe. The kernel refuses to change the exe link while the old
     // executable is mapped: when the image runs cryo's own binary, it is, and stays right.
     let exe_fd = if same_file(&proc::dir(child).join("exe"), fds.exe, child) {
         u64::MAX
@@ -281,6 +288,38 @@ pub fn reshape(
     run_batch(child, remote, batch, &closes, |i| {
         format!("close fd {}", fds[i])
     })?;
+    Ok(())
+}
+
+/// Gives each VMA its madvise and mlock state again, and the mm its mlockall flags.
+fn advise_and_lock(child: Pid, remote: &Remote, batch: BatchSite, mm: &MmCore) -> Result<()> {
+    let mut calls: Vec<BatchCall> = Vec::new();
+    let mut what: Vec<String> = Vec::new();
+    for vma in &mm.vmas {
+        let kind = VmaKind::try_from(vma.kind).unwrap_or(VmaKind::Invalid);
+        if is_special(kind) {
+            continue;
+        }
+        let len = vma.end - vma.start;
+        for advice in super::vmflags::advice_of(vma.madvise) {
+            calls.push((libc::SYS_madvise, [vma.start, len, advice as u64, 0, 0, 0]));
+            what.push(format!("madvise {:#x} advice {advice}", vma.start));
+        }
+        if vma.mlock != 0 {
+            let flags = if vma.mlock == super::vmflags::LOCKED_ON_FAULT {
+                MLOCK_ONFAULT
+            } else {
+                0
+            };
+            calls.push((libc::SYS_mlock2, [vma.start, len, flags, 0, 0, 0]));
+            what.push(format!("mlock {:#x}-{:#x}", vma.start, vma.end));
+        }
+    }
+    if mm.mlockall != 0 {
+        calls.push((libc::SYS_mlockall, [mm.mlockall as u64, 0, 0, 0, 0, 0]));
+        what.push(format!("mlockall({:#x})", mm.mlockall));
+    }
+    run_batch(child, remote, batch, &calls, |i| what[i].clone())?;
     Ok(())
 }
 

@@ -1,5 +1,15 @@
 //! The kernel's flags of each VMA (the `VmFlags` line of /proc/PID/smaps): what the maps do
-//! not show, such as whether a shared mapping may be made writable.
+//! not show, such as whether a shared mapping may be made writable, its madvise state and
+//! whether it is locked.
+//!
+//! ```text
+//! madvise  dc wf hg nh dd mg sr rr   restored: madvise(advice) per VMA, after filling
+//! mlock    lo [lf]                   restored: mlock2(0 | MLOCK_ONFAULT) per VMA
+//! mmap     nr                        restored: MAP_NORESERVE in the VMA's mmap flags
+//! mm       lo/lf/mg on a FRESH page   the mm's default flags (mlockall(MCL_FUTURE), KSM
+//!          (the dump's scratch page)   merge-any): mlockall restored, merge-any refused
+//! refused  sl dp ss um uw ui         sealed, droppable, shadow stack, userfaultfd-registered
+//! ```
 
 use std::collections::HashMap;
 
@@ -33,6 +43,87 @@ fn parse(smaps: &str) -> HashMap<u64, Vec<String>> {
     flags
 }
 
+/// The VmFlags a process sets with madvise, each with the advice that sets it again.
+pub const ADVISED: [(&str, u32); 8] = [
+    ("dc", 10), // MADV_DONTFORK
+    ("wf", 18), // MADV_WIPEONFORK
+    ("hg", 14), // MADV_HUGEPAGE
+    ("nh", 15), // MADV_NOHUGEPAGE
+    ("dd", 16), // MADV_DONTDUMP
+    ("mg", 12), // MADV_MERGEABLE
+    ("sr", 2),  // MADV_SEQUENTIAL
+    ("rr", 1),  // MADV_RANDOM
+];
+
+/// The VmFlags no call can give a mapping again here, with what they mean (for the refusal).
+pub const UNRESTORABLE: [(&str, &str); 6] = [
+    ("sl", "sealed (mseal)"),
+    ("dp", "droppable (MAP_DROPPABLE)"),
+    ("ss", "a shadow stack"),
+    ("um", "registered with a userfaultfd (missing pages)"),
+    ("uw", "registered with a userfaultfd (write-protect)"),
+    ("ui", "registered with a userfaultfd (minor faults)"),
+];
+
+/// `Vma.mlock`: locked (mlock), locked on fault (mlock2 MLOCK_ONFAULT).
+pub const LOCKED: u32 = 1;
+/// See [`LOCKED`].
+pub const LOCKED_ON_FAULT: u32 = 2;
+
+fn has(flags: Option<&Vec<String>>, code: &str) -> bool {
+    flags.is_some_and(|f| f.iter().any(|c| c == code))
+}
+
+/// The madvise state of a VMA: bit N for advice N (the `Vma.madvise` field).
+pub fn advised(flags: Option<&Vec<String>>) -> u64 {
+    ADVISED
+        .iter()
+        .filter(|(code, _)| has(flags, code))
+        .fold(0, |bits, (_, advice)| bits | 1 << advice)
+}
+
+/// The advice calls that give a VMA the madvise state `bits` again, in [`ADVISED`] order.
+pub fn advice_of(bits: u64) -> impl Iterator<Item = u32> {
+    ADVISED
+        .iter()
+        .map(|(_, advice)| *advice)
+        .filter(move |advice| bits & 1 << advice != 0)
+}
+
+/// The mlock state of a VMA (the `Vma.mlock` field).
+pub fn mlock(flags: Option<&Vec<String>>) -> u32 {
+    match (has(flags, "lo"), has(flags, "lf")) {
+        (false, _) => 0,
+        (true, false) => LOCKED,
+        (true, true) => LOCKED_ON_FAULT,
+    }
+}
+
+/// Whether the VMA was mapped with MAP_NORESERVE (VM_NORESERVE: no commit charge).
+pub fn no_reserve(flags: Option<&Vec<String>>) -> bool {
+    has(flags, "nr")
+}
+
+/// The first flag of a VMA that cannot be restored, with its meaning.
+pub fn unrestorable(flags: Option<&Vec<String>>) -> Option<(&'static str, &'static str)> {
+    UNRESTORABLE
+        .iter()
+        .find(|(code, _)| has(flags, code))
+        .copied()
+}
+
+/// The mm's default flags, from those of a fresh private anonymous page mapped in it (the
+/// dump's scratch page): the mlockall flags in force (MCL_FUTURE, MCL_ONFAULT), and whether
+/// KSM merges every mapping (prctl PR_SET_MEMORY_MERGE).
+pub fn mm_defaults(fresh: Option<&Vec<String>>) -> (u32, bool) {
+    let mlockall = match mlock(fresh) {
+        0 => 0,
+        LOCKED => libc::MCL_FUTURE,
+        _ => libc::MCL_FUTURE | libc::MCL_ONFAULT,
+    };
+    (mlockall as u32, has(fresh, "mg"))
+}
+
 /// Whether the flags say the mapping may be made writable (VM_MAYWRITE).
 pub fn may_write(flags: Option<&Vec<String>>) -> bool {
     flags.is_some_and(|f| f.iter().any(|c| c == "mw"))
@@ -56,5 +147,29 @@ VmFlags: rd sh mr me ms
         assert!(may_write(flags.get(&0x7f00000000)));
         assert!(!may_write(flags.get(&0x7f00002000)));
         assert!(!may_write(flags.get(&0x1000)));
+    }
+
+    #[test]
+    fn madvise_and_mlock_states() {
+        let smaps = "\
+7f00000000-7f00001000 rw-p 00000000 00:00 0
+VmFlags: rd wr mr mw me dc wf lo lf ac
+7f00002000-7f00003000 rw-p 00000000 00:00 0
+VmFlags: rd wr mr mw me hg ac sl
+";
+        let flags = parse(smaps);
+        let a = flags.get(&0x7f00000000);
+        assert_eq!(advised(a), 1 << 10 | 1 << 18);
+        assert_eq!(advice_of(advised(a)).collect::<Vec<_>>(), [10, 18]);
+        assert_eq!(mlock(a), LOCKED_ON_FAULT);
+        assert_eq!(
+            mm_defaults(a),
+            ((libc::MCL_FUTURE | libc::MCL_ONFAULT) as u32, false)
+        );
+        assert_eq!(unrestorable(a), None);
+        let b = flags.get(&0x7f00002000);
+        assert_eq!(advised(b), 1 << 14);
+        assert_eq!(mlock(b), 0);
+        assert_eq!(unrestorable(b).map(|u| u.0), Some("sl"));
     }
 }

@@ -18,7 +18,7 @@
 
 use std::io;
 
-use cryo_proto::image::{Creds, ProcessAttrs, TaskCore, ThreadAttrs, ThreadCore};
+use cryo_proto::image::{Creds, ProcessAttrs, Rlimit, TaskCore, ThreadAttrs, ThreadCore};
 use nix::unistd::Pid;
 
 use crate::remote::{BatchCall, BatchSite, Remote};
@@ -133,6 +133,22 @@ pub enum AttrError {
         value: i32,
         /// What the kernel answered cryo's own attempt (in the message).
         errno: io::Error,
+    },
+    /// A hard resource limit above cryo's own, which cryo cannot raise.
+    #[error(
+        "pid {pid} thread {pid}: resource limit {name}: hard limit {value} cannot be restored: \
+         it is above cryo's own ({own}), and raising a hard limit needs CAP_SYS_RESOURCE, which \
+         cryo lacks"
+    )]
+    HardLimit {
+        /// The process.
+        pid: Pid,
+        /// The limit (RLIMIT_NOFILE...).
+        name: &'static str,
+        /// The process's hard limit.
+        value: String,
+        /// cryo's own.
+        own: String,
     },
     /// Dumpable 2 (suid_dumpable) cannot be set through prctl.
     #[error(
@@ -392,6 +408,7 @@ pub fn refuse_unrestorable(pid: Pid, core: &TaskCore) -> Result<(), AttrError> {
     if let Some(p) = &core.attrs {
         refuse_process(pid, p, &own)?;
     }
+    refuse_hard_limits(pid, &core.rlimits, &own)?;
     let mut probes = Vec::new();
     for thread in &core.threads {
         let Some(a) = &thread.attrs else { continue };
@@ -422,6 +439,63 @@ pub fn refuse_unrestorable(pid: Pid, core: &TaskCore) -> Result<(), AttrError> {
                 errno: io::Error::from(io::ErrorKind::Other),
             }))
     })
+}
+
+/// CAP_SYS_RESOURCE: needed to raise a hard resource limit.
+const CAP_SYS_RESOURCE: u32 = 24;
+
+/// The names of the resource limits, by number (x86_64).
+const RLIMIT_NAMES: [&str; 16] = [
+    "RLIMIT_CPU",
+    "RLIMIT_FSIZE",
+    "RLIMIT_DATA",
+    "RLIMIT_STACK",
+    "RLIMIT_CORE",
+    "RLIMIT_RSS",
+    "RLIMIT_NPROC",
+    "RLIMIT_NOFILE",
+    "RLIMIT_MEMLOCK",
+    "RLIMIT_AS",
+    "RLIMIT_LOCKS",
+    "RLIMIT_SIGPENDING",
+    "RLIMIT_MSGQUEUE",
+    "RLIMIT_NICE",
+    "RLIMIT_RTPRIO",
+    "RLIMIT_RTTIME",
+];
+
+/// A limit as /proc/PID/limits writes it.
+fn limit_text(v: u64) -> String {
+    if v == libc::RLIM_INFINITY {
+        "unlimited".into()
+    } else {
+        v.to_string()
+    }
+}
+
+/// Refuses a hard limit above cryo's own when cryo lacks CAP_SYS_RESOURCE: the restore could
+/// only lower it (the child is a fork of cryo, with its limits).
+fn refuse_hard_limits(pid: Pid, limits: &[Rlimit], own: &Own) -> Result<(), AttrError> {
+    if own.cap_eff & 1 << CAP_SYS_RESOURCE != 0 {
+        return Ok(());
+    }
+    for lim in limits {
+        let name = RLIMIT_NAMES
+            .get(lim.resource as usize)
+            .copied()
+            .unwrap_or("an unknown limit");
+        let (_, ours) = crate::sys::process::prlimit(Pid::from_raw(0), lim.resource, None)
+            .map_err(AttrError::read(pid, pid, "cryo's own resource limits"))?;
+        if lim.max > ours {
+            return Err(AttrError::HardLimit {
+                pid,
+                name,
+                value: limit_text(lim.max),
+                own: limit_text(ours),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Sets `a` on the calling thread, as the restore would on thread `tid`.

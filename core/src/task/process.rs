@@ -87,9 +87,11 @@ pub fn restore_session(entry: &ProcessEntry) -> Result<(), ChildError> {
     } else if entry.pgid == entry.pid {
         nix::unistd::setpgid(me, me).map_err(ChildError::sys(ChildStep::Setpgid))?;
     } else if nix::unistd::getpgrp().as_raw() != entry.pgid {
-        // A group led by a process outside the image (the shell that started a dumped job)
-        // cannot be joined: the process then stays in the group it was forked into.
-        let _ = nix::unistd::setpgid(me, Pid::from_raw(entry.pgid));
+        // A group led by a process of the image, in this session (the dump refuses any
+        // other, and a shell job's groups are cryo's own by now): joined, or the restore
+        // fails rather than leave the process in another group.
+        nix::unistd::setpgid(me, Pid::from_raw(entry.pgid))
+            .map_err(ChildError::sys(ChildStep::Setpgid))?;
     }
     Ok(())
 }
@@ -141,17 +143,11 @@ pub fn restore_in_child(core: &TaskCore) -> Result<(), ChildError> {
             .map_err(|e| ChildError::sys_on(ChildStep::Chroot, &core.root)(e.into()))?;
     }
     umask(Mode::from_bits_truncate(core.umask));
+    // Exactly, or the restore fails: a hard limit above cryo's needs CAP_SYS_RESOURCE (the
+    // dump refuses it when its cryo lacked that; an image from elsewhere may still have one).
     for lim in &core.rlimits {
-        if let Err(e) = prlimit(me, lim.resource, Some((lim.cur, lim.max))) {
-            // Raising a hard limit needs CAP_SYS_RESOURCE; keep ours then, but never more
-            // than the image's soft limit.
-            let (_, max) = prlimit(me, lim.resource, None)
-                .map_err(ChildError::sys_on(ChildStep::Prlimit, lim.resource))?;
-            prlimit(me, lim.resource, Some((lim.cur.min(max), max))).map_err(|e2| {
-                tracing::debug!(resource = lim.resource, first = %e, "rlimit kept lower");
-                ChildError::sys_on(ChildStep::Prlimit, lim.resource)(e2)
-            })?;
-        }
+        prlimit(me, lim.resource, Some((lim.cur, lim.max)))
+            .map_err(ChildError::sys_on(ChildStep::Prlimit, lim.resource))?;
     }
     nix::sys::personality::set(nix::sys::personality::Persona::from_bits_retain(
         core.personality as i32,

@@ -22,6 +22,7 @@ mod sys;
 mod unix;
 mod unix_msg;
 
+mod advised;
 mod aio;
 mod attrs;
 mod counter;
@@ -121,6 +122,7 @@ pub const MODES: &[(&str, Start)] = &[
     ("places", places::start),
     ("socks", socks::start),
     ("pty-shell", pty_shell::start),
+    ("advised", advised::start),
 ];
 
 /// Starts the mode called `name`.
