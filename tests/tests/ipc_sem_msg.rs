@@ -140,10 +140,8 @@ fn a_threaded_process_is_dumped_beside_a_set_not_operated_on_since_it_started() 
     assert!(id >= 0, "semget: {}", std::io::Error::last_os_error());
     let values = [3u16, 4];
     // SAFETY: SETALL reads 2 unsigned shorts, the set's size, from `values`.
-    assert_eq!(
-        unsafe { libc::semctl(id, 0, libc::SETALL, values.as_ptr()) },
-        0
-    );
+    let r = unsafe { libc::semctl(id, 0, libc::SETALL, values.as_ptr()) };
+    assert_eq!(r, 0, "SETALL: {}", std::io::Error::last_os_error());
 
     let mut w = Workload::spawn("threads", &["3"]);
     assert!(w.cmd("counts").starts_with("ok "));
