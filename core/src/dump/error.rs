@@ -50,12 +50,13 @@ pub enum DumpError {
         /// The step that failed, and why (in the message, so not chained as a source).
         why: super::CommitError,
     },
-    /// A process's session is led by a process outside the dump: forked again, it would be
-    /// in the session of `cryo restore`.
+    /// A process's session is led by a process outside the dump, or in another root's tree:
+    /// forked again, it would be in the session of `cryo restore`.
     #[error(
-        "pid {pid}: its session {sid} is led by pid {sid}, outside the dump: it would come back \
-         in the session of cryo restore; dump from the session leader, or use --shell-job for a \
-         shell's job"
+        "pid {pid}: its session {sid} is led by pid {sid}, which is not in the dump above it \
+         (outside the dump, or another root's tree): forked again, it would come back in the \
+         session of cryo restore; dump from the session leader, or use --shell-job for a shell's \
+         job"
     )]
     SessionOutside {
         /// The process.

@@ -65,6 +65,10 @@ pub fn start(_args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
                     unsafe { libc::close(fd) };
                 }
             }
+            // D leads a session of its own, as a daemon does: a root of a dump is forked
+            // by cryo at restore, so it cannot come back in another root's session.
+            // SAFETY: setsid takes no argument.
+            unsafe { libc::setsid() };
             run_d(b, wr);
         }
         // SAFETY: ends the child; D is reparented away from this tree.
