@@ -146,7 +146,7 @@ fn a_root_in_a_session_led_outside_the_dump_is_refused_naming_pid_session_and_le
     w.dump(&img, &[])
         .assert_refused()
         .assert_stderr_mentions(&format!(
-            "pid {}: its session {sid} is led by pid {sid}, outside the dump",
+            "pid {}: its session {sid} is led by pid {sid}, which is not in the dump above it",
             w.pid()
         ))
         .assert_stderr_mentions("--shell-job");
