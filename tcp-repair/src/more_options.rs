@@ -390,11 +390,7 @@ pub(crate) fn capture(
 /// [`On::InetV6`]) that differ from a fresh socket's: the byte options the integer table of
 /// udp.rs cannot hold. A fresh TCP socket's defaults serve: these options start empty (or
 /// zero) on every kind of inet socket.
-pub(crate) fn capture_datagram(
-    fd: BorrowedFd<'_>,
-    ipv6: bool,
-    ctx: Ctx,
-) -> Result<Vec<RawOption>> {
+pub(crate) fn capture_datagram(fd: BorrowedFd<'_>, ipv6: bool, ctx: Ctx) -> Result<Vec<RawOption>> {
     let datagram = TABLE.iter().filter(move |e| match e.3 {
         On::Inet => true,
         On::InetV6 => ipv6,

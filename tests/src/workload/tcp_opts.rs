@@ -99,7 +99,12 @@ const COMMON: &[Opt] = &[
         Value::Int(65536),
     ),
     ("SO_BUF_LOCK", libc::SOL_SOCKET, SO_BUF_LOCK, Value::Int(3)),
-    ("SO_TXTIME", libc::SOL_SOCKET, SO_TXTIME, Value::Bytes(TXTIME)),
+    (
+        "SO_TXTIME",
+        libc::SOL_SOCKET,
+        SO_TXTIME,
+        Value::Bytes(TXTIME),
+    ),
     ("SO_MARK", libc::SOL_SOCKET, libc::SO_MARK, Value::Int(0x77)),
     (
         "SO_PRIORITY",
