@@ -6,7 +6,8 @@
 //!
 //! ```text
 //! SOL_SOCKET   SO_PRIORITY SO_RCVLOWAT SO_RCVTIMEO SO_SNDTIMEO SO_BINDTODEVICE SO_OOBINLINE
-//!              SO_DONTROUTE SO_TIMESTAMP(NS) SO_ZEROCOPY SO_TXTIME SO_BUF_LOCK (always)
+//!              SO_DONTROUTE SO_TIMESTAMP(NS) SO_TIMESTAMPING SO_ZEROCOPY SO_TXTIME
+//!              SO_BUF_LOCK (always)
 //! IPPROTO_IP   IP_OPTIONS                                          (every inet socket)
 //!              IP_TTL IP_MTU_DISCOVER IP_RECVERR IP_FREEBIND IP_TRANSPARENT
 //!              IP_BIND_ADDRESS_NO_PORT IP_RECVTOS IP_PKTINFO          (IPv4 sockets)
@@ -147,6 +148,15 @@ const TABLE: &[Entry] = &[
         libc::SOL_SOCKET,
         libc::SO_ZEROCOPY,
         "SO_ZEROCOPY",
+        On::All,
+        false,
+    ),
+    // struct so_timestamping {flags, bind_phc}; what cannot be set again is refused
+    // (check_timestamping). Datagram sockets keep it in udp.rs's integer table.
+    (
+        libc::SOL_SOCKET,
+        libc::SO_TIMESTAMPING,
+        "SO_TIMESTAMPING",
         On::All,
         false,
     ),
@@ -399,6 +409,35 @@ pub(crate) fn capture_datagram(fd: BorrowedFd<'_>, ipv6: bool, ctx: Ctx) -> Resu
     collect(fd, ipv6, datagram, ctx)
 }
 
+/// Refuses the SO_TIMESTAMPING state of `fd` that setsockopt cannot make again: the counter
+/// of SOF_TIMESTAMPING_OPT_ID (it starts again from the sequence number, or from 0, when the
+/// flag is set; the kernel does not tell where it is) and a bound PHC (a virtual clock of
+/// the bound device, not carried).
+pub(crate) fn check_timestamping(fd: BorrowedFd<'_>, ctx: Ctx) -> Result<()> {
+    let mut ts = [0u8; 8];
+    let n = match sys::get_bytes(fd, libc::SOL_SOCKET, libc::SO_TIMESTAMPING, &mut ts) {
+        Ok(n) => n,
+        Err(Errno::ENOPROTOOPT | Errno::EOPNOTSUPP) => return Ok(()),
+        Err(e) => return Err(ctx.sys("getsockopt SO_TIMESTAMPING")(e)),
+    };
+    let flags = u32::from_ne_bytes([ts[0], ts[1], ts[2], ts[3]]);
+    if flags & libc::SOF_TIMESTAMPING_OPT_ID != 0 {
+        return Err(ctx.invalid(
+            "SO_TIMESTAMPING",
+            "SOF_TIMESTAMPING_OPT_ID: the kernel does not tell the counter of the timestamps' \
+             ids, so it would start again",
+        ));
+    }
+    if n == 8 && flags & libc::SOF_TIMESTAMPING_BIND_PHC != 0 {
+        let phc = i32::from_ne_bytes([ts[4], ts[5], ts[6], ts[7]]);
+        return Err(ctx.invalid(
+            "SO_TIMESTAMPING",
+            format!("timestamps bound to PHC {phc} (SOF_TIMESTAMPING_BIND_PHC): not restored"),
+        ));
+    }
+    Ok(())
+}
+
 /// Reads `table` on `fd`, keeping what differs from a fresh socket's (and what is always kept).
 fn collect<'a>(
     fd: BorrowedFd<'_>,
@@ -413,6 +452,9 @@ fn collect<'a>(
             continue;
         };
         if e.4 || defaults.get(&(e.0, e.1)) != Some(&value) {
+            if e.1 == libc::SO_TIMESTAMPING && e.0 == libc::SOL_SOCKET {
+                check_timestamping(fd, ctx)?;
+            }
             out.push(RawOption {
                 level: e.0,
                 name: e.1,

@@ -183,8 +183,6 @@ const ICMP6_FILTER: i32 = 1;
 /// `UDP_ENCAP_ESPINUDP` (linux/udp.h): the only encapsulation setsockopt makes whole
 /// (ESP in UDP for IPsec NAT traversal, with the xfrm receive hook).
 const UDP_ENCAP_ESPINUDP: i32 = 2;
-/// `SOF_TIMESTAMPING_BIND_PHC` (linux/net_tstamp.h).
-const SOF_TIMESTAMPING_BIND_PHC: u32 = 1 << 15;
 /// `UDP_NO_CHECK6_TX` / `UDP_NO_CHECK6_RX`.
 const UDP_NO_CHECK6_TX: i32 = 101;
 const UDP_NO_CHECK6_RX: i32 = 102;
@@ -476,8 +474,8 @@ fn read_opt(
 
 /// Captures [`UdpExtras`] of UDP socket `fd`. A datagram pending under UDP_CORK or MSG_MORE
 /// (bytes in its send queue) is refused: the kernel gives no way to read it back; so are
-/// timestamps bound to a PHC and an encapsulation other than ESP in UDP (UDP_ENCAP), which
-/// setsockopt cannot make again.
+/// SO_TIMESTAMPING's counter and bound PHC and an encapsulation other than ESP in UDP
+/// (UDP_ENCAP), which setsockopt cannot make again.
 pub fn capture_udp_extras(fd: impl AsFd) -> Result<UdpExtras> {
     let fd = fd.as_fd();
     let name = socket_name(fd);
@@ -532,20 +530,8 @@ pub fn capture_udp_extras(fd: impl AsFd) -> Result<UdpExtras> {
             options.push((level, opt, value));
         }
     }
-    // struct so_timestamping {flags, bind_phc}: the integer table keeps the flags; a bound
-    // PHC (a virtual clock of the bound device) is not carried, and setting the flag again
-    // without it would bind another clock or fail.
-    let mut ts = [0u8; 8];
-    if let Ok(8) = sys::get_bytes(fd, libc::SOL_SOCKET, libc::SO_TIMESTAMPING, &mut ts) {
-        let flags = u32::from_ne_bytes([ts[0], ts[1], ts[2], ts[3]]);
-        if flags & SOF_TIMESTAMPING_BIND_PHC != 0 {
-            let phc = i32::from_ne_bytes([ts[4], ts[5], ts[6], ts[7]]);
-            return Err(ctx.invalid(
-                "SO_TIMESTAMPING",
-                format!("timestamps bound to PHC {phc} (SOF_TIMESTAMPING_BIND_PHC): not restored"),
-            ));
-        }
-    }
+    // The integer table keeps SO_TIMESTAMPING's flags; what it cannot carry is refused.
+    crate::more_options::check_timestamping(fd, ctx)?;
     // An encapsulation other than ESP in UDP is a kernel tunnel's (L2TP, GTP...: their
     // receive hook and tunnel live in the kernel); setsockopt would give back the type only.
     if let Some(&(_, _, encap)) = options

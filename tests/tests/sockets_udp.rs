@@ -149,6 +149,7 @@ option_tests! {
     so_timestampns: "inet", libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1;
     so_rcvlowat: "inet", libc::SOL_SOCKET, libc::SO_RCVLOWAT, 4;
     so_rxq_ovfl: "inet", libc::SOL_SOCKET, libc::SO_RXQ_OVFL, 1;
+    so_timestamping: "inet", libc::SOL_SOCKET, libc::SO_TIMESTAMPING, 0x18;
     ip_tos: "inet", libc::IPPROTO_IP, libc::IP_TOS, 0x10;
     ip_ttl: "inet", libc::IPPROTO_IP, libc::IP_TTL, 33;
     ip_multicast_ttl: "inet", libc::IPPROTO_IP, libc::IP_MULTICAST_TTL, 5;
@@ -238,6 +239,27 @@ fn a_udp_socket_in_an_encapsulation_other_than_esp_is_refused_naming_pid_fd_and_
         .assert_stderr_mentions("UDP_ENCAP");
     w.assert_untouched();
     assert_eq!(w.cmd(&format!("getopt {s} {encap}")), "3", "left as it was");
+}
+
+#[test]
+fn a_udp_socket_numbering_its_timestamps_is_refused_naming_pid_fd_and_so_timestamping() {
+    let (w, s) = udp("inet", "127.0.0.1:0");
+    // SOF_TIMESTAMPING_OPT_ID: a counter the kernel does not show.
+    let ts = format!("{} {}", libc::SOL_SOCKET, libc::SO_TIMESTAMPING);
+    let flags = libc::SOF_TIMESTAMPING_OPT_ID | libc::SOF_TIMESTAMPING_SOFTWARE;
+    assert_eq!(w.cmd(&format!("setopt {s} {ts} {flags}")), "ok");
+    let img = w.path("img");
+    w.dump(&img, &[])
+        .assert_refused()
+        .assert_stderr_has_word(&w.pid().to_string())
+        .assert_stderr_mentions(&format!("fd {s}"))
+        .assert_stderr_mentions("SO_TIMESTAMPING");
+    w.assert_untouched();
+    assert_eq!(
+        w.cmd(&format!("getopt {s} {ts}")),
+        flags.to_string(),
+        "left as it was"
+    );
 }
 
 #[test]

@@ -105,6 +105,13 @@ const COMMON: &[Opt] = &[
         SO_TXTIME,
         Value::Bytes(TXTIME),
     ),
+    // Software receive timestamps (read back as struct so_timestamping {flags, bind_phc}).
+    (
+        "SO_TIMESTAMPING",
+        libc::SOL_SOCKET,
+        libc::SO_TIMESTAMPING,
+        Value::Int((libc::SOF_TIMESTAMPING_RX_SOFTWARE | libc::SOF_TIMESTAMPING_SOFTWARE) as i32),
+    ),
     ("SO_MARK", libc::SOL_SOCKET, libc::SO_MARK, Value::Int(0x77)),
     (
         "SO_PRIORITY",
