@@ -6,10 +6,13 @@
 //!
 //! ```text
 //! SOL_SOCKET   SO_PRIORITY SO_RCVLOWAT SO_RCVTIMEO SO_SNDTIMEO SO_BINDTODEVICE SO_OOBINLINE
-//!              SO_DONTROUTE SO_TIMESTAMP(NS) SO_ZEROCOPY SO_BUF_LOCK (always)
-//! IPPROTO_IP   IP_TTL IP_MTU_DISCOVER IP_RECVERR IP_FREEBIND IP_TRANSPARENT
+//!              SO_DONTROUTE SO_TIMESTAMP(NS) SO_TIMESTAMPING SO_ZEROCOPY SO_TXTIME
+//!              SO_BUF_LOCK (always)
+//! IPPROTO_IP   IP_OPTIONS                                          (every inet socket)
+//!              IP_TTL IP_MTU_DISCOVER IP_RECVERR IP_FREEBIND IP_TRANSPARENT
 //!              IP_BIND_ADDRESS_NO_PORT IP_RECVTOS IP_PKTINFO          (IPv4 sockets)
-//! IPPROTO_IPV6 IPV6_UNICAST_HOPS IPV6_MTU_DISCOVER IPV6_RECVERR       (IPv6 sockets)
+//! IPPROTO_IPV6 IPV6_UNICAST_HOPS IPV6_MTU_DISCOVER IPV6_RECVERR
+//!              IPV6_HOPOPTS IPV6_RTHDR IPV6_DSTOPTS IPV6_RTHDRDSTOPTS (IPv6 sockets)
 //! IPPROTO_TCP  TCP_NOTSENT_LOWAT TCP_LINGER2 TCP_THIN_LINEAR_TIMEOUTS TCP_SYNCNT
 //!              TCP_DEFER_ACCEPT TCP_FASTOPEN TCP_SAVE_SYN TCP_TX_DELAY
 //!              TCP_WINDOW_CLAMP TCP_MAXSEG                               (listeners only)
@@ -17,7 +20,14 @@
 //!
 //! Not here, on purpose: TCP_QUICKACK (a transient mode the kernel leaves by itself),
 //! TCP_WINDOW_CLAMP and TCP_MAXSEG of a connection (the kernel computes them from the
-//! handshake; the MSS clamp travels with the repair options).
+//! handshake; the MSS clamp travels with the repair options). The IPv6 sticky
+//! `IPV6_PKTINFO` (no getsockopt: ENOPROTOOPT) and the `SOCK_TXTIME` flag alone (a
+//! `SO_TXTIME` of CLOCK_REALTIME without flags reads as a fresh socket's) cannot be read.
+//!
+//! The byte options (`IP_OPTIONS`, the IPv6 extension headers, `SO_TXTIME`'s struct
+//! sock_txtime) are set again as read: on a connection after `TCP_REPAIR_WINDOW`, still in
+//! repair mode, where the kernel adds their length to the header and syncs the MSS as it
+//! did when the application set them on the connected socket.
 
 use std::collections::HashMap;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -51,6 +61,11 @@ enum On {
     V6,
     /// Listeners (and sockets not connected).
     Listener,
+    /// Every inet socket: TCP, and the datagram sockets of udp.rs (UDP, UDP-lite, ping,
+    /// raw), whose other options are in its integer table.
+    Inet,
+    /// IPv6 sockets, TCP and datagram.
+    InetV6,
 }
 
 /// (level, name, name in messages, sockets, always stored).
@@ -61,6 +76,9 @@ const TCP_TX_DELAY: i32 = 37;
 
 /// SO_BUF_LOCK (linux 5.14): the SOCK_SNDBUF_LOCK/SOCK_RCVBUF_LOCK bits.
 const SO_BUF_LOCK: i32 = 72;
+
+/// SO_TXTIME (linux 4.19): struct sock_txtime {clockid, flags}.
+const SO_TXTIME: i32 = 61;
 
 const TABLE: &[Entry] = &[
     (
@@ -133,7 +151,25 @@ const TABLE: &[Entry] = &[
         On::All,
         false,
     ),
+    // struct so_timestamping {flags, bind_phc}; what cannot be set again is refused
+    // (check_timestamping). Datagram sockets keep it in udp.rs's integer table.
+    (
+        libc::SOL_SOCKET,
+        libc::SO_TIMESTAMPING,
+        "SO_TIMESTAMPING",
+        On::All,
+        false,
+    ),
+    (libc::SOL_SOCKET, SO_TXTIME, "SO_TXTIME", On::Inet, false),
     (libc::SOL_SOCKET, SO_BUF_LOCK, "SO_BUF_LOCK", On::All, true),
+    // An IPv6 socket keeps IP options for its IPv4-mapped traffic: read on both families.
+    (
+        libc::IPPROTO_IP,
+        libc::IP_OPTIONS,
+        "IP_OPTIONS",
+        On::Inet,
+        false,
+    ),
     (libc::IPPROTO_IP, libc::IP_TTL, "IP_TTL", On::V4, false),
     (
         libc::IPPROTO_IP,
@@ -203,6 +239,34 @@ const TABLE: &[Entry] = &[
         libc::IPV6_RECVERR,
         "IPV6_RECVERR",
         On::V6,
+        false,
+    ),
+    (
+        libc::IPPROTO_IPV6,
+        libc::IPV6_HOPOPTS,
+        "IPV6_HOPOPTS",
+        On::InetV6,
+        false,
+    ),
+    (
+        libc::IPPROTO_IPV6,
+        libc::IPV6_RTHDR,
+        "IPV6_RTHDR",
+        On::InetV6,
+        false,
+    ),
+    (
+        libc::IPPROTO_IPV6,
+        libc::IPV6_DSTOPTS,
+        "IPV6_DSTOPTS",
+        On::InetV6,
+        false,
+    ),
+    (
+        libc::IPPROTO_IPV6,
+        libc::IPV6_RTHDRDSTOPTS,
+        "IPV6_RTHDRDSTOPTS",
+        On::InetV6,
         false,
     ),
     (
@@ -277,15 +341,16 @@ const TABLE: &[Entry] = &[
     ),
 ];
 
-/// The longest value of the table (a struct timeval; IFNAMSIZ).
-const MAX_VALUE: usize = 16;
+/// The longest value of the table: an IPv6 extension header, (255 + 1) * 8 bytes (IP
+/// options take 40, a struct timeval 16).
+const MAX_VALUE: usize = 2048;
 
 /// The table's entries read on a socket of this kind.
 fn entries(ipv6: bool, listener: bool) -> impl Iterator<Item = &'static Entry> {
     TABLE.iter().filter(move |e| match e.3 {
-        On::All => true,
+        On::All | On::Inet => true,
         On::V4 => !ipv6,
-        On::V6 => ipv6,
+        On::V6 | On::InetV6 => ipv6,
         On::Listener => listener,
     })
 }
@@ -328,13 +393,68 @@ pub(crate) fn capture(
     listener: bool,
     ctx: Ctx,
 ) -> Result<Vec<RawOption>> {
+    collect(fd, ipv6, entries(ipv6, listener), ctx)
+}
+
+/// The table's options of datagram socket `fd` (those marked [`On::Inet`] and
+/// [`On::InetV6`]) that differ from a fresh socket's: the byte options the integer table of
+/// udp.rs cannot hold. A fresh TCP socket's defaults serve: these options start empty (or
+/// zero) on every kind of inet socket.
+pub(crate) fn capture_datagram(fd: BorrowedFd<'_>, ipv6: bool, ctx: Ctx) -> Result<Vec<RawOption>> {
+    let datagram = TABLE.iter().filter(move |e| match e.3 {
+        On::Inet => true,
+        On::InetV6 => ipv6,
+        _ => false,
+    });
+    collect(fd, ipv6, datagram, ctx)
+}
+
+/// Refuses the SO_TIMESTAMPING state of `fd` that setsockopt cannot make again: the counter
+/// of SOF_TIMESTAMPING_OPT_ID (it starts again from the sequence number, or from 0, when the
+/// flag is set; the kernel does not tell where it is) and a bound PHC (a virtual clock of
+/// the bound device, not carried).
+pub(crate) fn check_timestamping(fd: BorrowedFd<'_>, ctx: Ctx) -> Result<()> {
+    let mut ts = [0u8; 8];
+    let n = match sys::get_bytes(fd, libc::SOL_SOCKET, libc::SO_TIMESTAMPING, &mut ts) {
+        Ok(n) => n,
+        Err(Errno::ENOPROTOOPT | Errno::EOPNOTSUPP) => return Ok(()),
+        Err(e) => return Err(ctx.sys("getsockopt SO_TIMESTAMPING")(e)),
+    };
+    let flags = u32::from_ne_bytes([ts[0], ts[1], ts[2], ts[3]]);
+    if flags & libc::SOF_TIMESTAMPING_OPT_ID != 0 {
+        return Err(ctx.invalid(
+            "SO_TIMESTAMPING",
+            "SOF_TIMESTAMPING_OPT_ID: the kernel does not tell the counter of the timestamps' \
+             ids, so it would start again",
+        ));
+    }
+    if n == 8 && flags & libc::SOF_TIMESTAMPING_BIND_PHC != 0 {
+        let phc = i32::from_ne_bytes([ts[4], ts[5], ts[6], ts[7]]);
+        return Err(ctx.invalid(
+            "SO_TIMESTAMPING",
+            format!("timestamps bound to PHC {phc} (SOF_TIMESTAMPING_BIND_PHC): not restored"),
+        ));
+    }
+    Ok(())
+}
+
+/// Reads `table` on `fd`, keeping what differs from a fresh socket's (and what is always kept).
+fn collect<'a>(
+    fd: BorrowedFd<'_>,
+    ipv6: bool,
+    table: impl Iterator<Item = &'a Entry>,
+    ctx: Ctx,
+) -> Result<Vec<RawOption>> {
     let defaults = defaults(ipv6);
     let mut out = Vec::new();
-    for e in entries(ipv6, listener) {
+    for e in table {
         let Some(value) = read(fd, e).map_err(ctx.sys(e.2))? else {
             continue;
         };
         if e.4 || defaults.get(&(e.0, e.1)) != Some(&value) {
+            if e.1 == libc::SO_TIMESTAMPING && e.0 == libc::SOL_SOCKET {
+                check_timestamping(fd, ctx)?;
+            }
             out.push(RawOption {
                 level: e.0,
                 name: e.1,

@@ -44,10 +44,14 @@ pub fn capture_udp(fd: impl AsFd) -> Result<UdpSocketState> {
         SocketAddr::new(ip, 0)
     });
     let inq = queue_len(fd, libc::FIONREAD as _).map_err(ctx.sys("ioctl SIOCINQ"))?;
+    let mut socket = options::capture_socket(fd, ipv6, ctx)?;
+    // The byte options (IP_OPTIONS, IPv6 extension headers, SO_TXTIME) from the shared table;
+    // set again after bind with the other socket options.
+    socket.more = crate::more_options::capture_datagram(fd, ipv6, ctx)?;
     Ok(UdpSocketState {
         local,
         remote: name.remote,
-        socket: options::capture_socket(fd, ipv6, ctx)?,
+        socket,
         dropped_recv_bytes: inq.max(0) as u32,
     })
 }
@@ -176,6 +180,9 @@ const SOL_RAW: i32 = 255;
 const ICMP_FILTER: i32 = 1;
 /// `ICMP6_FILTER` (linux/icmpv6.h), at level IPPROTO_ICMPV6.
 const ICMP6_FILTER: i32 = 1;
+/// `UDP_ENCAP_ESPINUDP` (linux/udp.h): the only encapsulation setsockopt makes whole
+/// (ESP in UDP for IPsec NAT traversal, with the xfrm receive hook).
+const UDP_ENCAP_ESPINUDP: i32 = 2;
 /// `UDP_NO_CHECK6_TX` / `UDP_NO_CHECK6_RX`.
 const UDP_NO_CHECK6_TX: i32 = 101;
 const UDP_NO_CHECK6_RX: i32 = 102;
@@ -416,6 +423,7 @@ pub const INT_OPTIONS: &[(i32, i32, &str, Family)] = &[
         Family::V6,
     ),
     (libc::SOL_UDP, UDP_GRO, "UDP_GRO", Family::Both),
+    (libc::SOL_UDP, libc::UDP_ENCAP, "UDP_ENCAP", Family::Both),
     (
         libc::SOL_UDP,
         UDP_NO_CHECK6_TX,
@@ -465,7 +473,9 @@ fn read_opt(
 }
 
 /// Captures [`UdpExtras`] of UDP socket `fd`. A datagram pending under UDP_CORK or MSG_MORE
-/// (bytes in its send queue) is refused: the kernel gives no way to read it back.
+/// (bytes in its send queue) is refused: the kernel gives no way to read it back; so are
+/// SO_TIMESTAMPING's counter and bound PHC and an encapsulation other than ESP in UDP
+/// (UDP_ENCAP), which setsockopt cannot make again.
 pub fn capture_udp_extras(fd: impl AsFd) -> Result<UdpExtras> {
     let fd = fd.as_fd();
     let name = socket_name(fd);
@@ -518,6 +528,23 @@ pub fn capture_udp_extras(fd: impl AsFd) -> Result<UdpExtras> {
         };
         if read_opt(fresh_fd, level, opt).map_err(ctx.sys(what))? != Some(value) {
             options.push((level, opt, value));
+        }
+    }
+    // The integer table keeps SO_TIMESTAMPING's flags; what it cannot carry is refused.
+    crate::more_options::check_timestamping(fd, ctx)?;
+    // An encapsulation other than ESP in UDP is a kernel tunnel's (L2TP, GTP...: their
+    // receive hook and tunnel live in the kernel); setsockopt would give back the type only.
+    if let Some(&(_, _, encap)) = options
+        .iter()
+        .find(|o| o.0 == libc::SOL_UDP && o.1 == libc::UDP_ENCAP)
+    {
+        if encap != UDP_ENCAP_ESPINUDP {
+            return Err(ctx.invalid(
+                "UDP_ENCAP",
+                format!(
+                    "encapsulation type {encap} (a kernel tunnel such as L2TP or GTP may hold                      the socket): only ESP in UDP ({UDP_ENCAP_ESPINUDP}) can be set again"
+                ),
+            ));
         }
     }
     if ty == libc::SOCK_RAW && proto == libc::IPPROTO_ICMPV6 {

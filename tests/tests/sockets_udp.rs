@@ -1,7 +1,8 @@
 //! UDP socket state beyond addresses, checked from inside the restored process (the `socks`
 //! workload): the shutdown state, UDP_CORK (a pending corked datagram refused at dump),
 //! IP_FREEBIND binds to an address the host lacks, and one test per option an application
-//! sets (SOL_SOCKET, IPPROTO_IP, IPPROTO_IPV6, IPPROTO_UDP).
+//! sets (SOL_SOCKET, IPPROTO_IP, IPPROTO_IPV6, IPPROTO_UDP), the byte options (IP_OPTIONS,
+//! the IPv6 sticky extension headers, SO_TXTIME) among them.
 //!
 //! Needs the engine: `cryo` must be built (`cargo build -p cryo`).
 
@@ -148,6 +149,7 @@ option_tests! {
     so_timestampns: "inet", libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1;
     so_rcvlowat: "inet", libc::SOL_SOCKET, libc::SO_RCVLOWAT, 4;
     so_rxq_ovfl: "inet", libc::SOL_SOCKET, libc::SO_RXQ_OVFL, 1;
+    so_timestamping: "inet", libc::SOL_SOCKET, libc::SO_TIMESTAMPING, 0x18;
     ip_tos: "inet", libc::IPPROTO_IP, libc::IP_TOS, 0x10;
     ip_ttl: "inet", libc::IPPROTO_IP, libc::IP_TTL, 33;
     ip_multicast_ttl: "inet", libc::IPPROTO_IP, libc::IP_MULTICAST_TTL, 5;
@@ -161,6 +163,7 @@ option_tests! {
     ip_recvorigdstaddr: "inet", libc::IPPROTO_IP, libc::IP_RECVORIGDSTADDR, 1;
     udp_segment: "inet", libc::IPPROTO_UDP, 103, 1200;
     udp_gro: "inet", libc::IPPROTO_UDP, 104, 1;
+    udp_encap_espinudp: "inet", libc::IPPROTO_UDP, libc::UDP_ENCAP, 2;
     ipv6_v6only: "inet6", libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 1;
     ipv6_unicast_hops: "inet6", libc::IPPROTO_IPV6, libc::IPV6_UNICAST_HOPS, 9;
     ipv6_multicast_hops: "inet6", libc::IPPROTO_IPV6, libc::IPV6_MULTICAST_HOPS, 3;
@@ -169,6 +172,94 @@ option_tests! {
     ipv6_recverr: "inet6", libc::IPPROTO_IPV6, libc::IPV6_RECVERR, 1;
     ipv6_tclass: "inet6", libc::IPPROTO_IPV6, libc::IPV6_TCLASS, 0x20;
     ipv6_dontfrag: "inet6", libc::IPPROTO_IPV6, libc::IPV6_DONTFRAG, 1;
+}
+
+/// Sets byte option (`level`, `opt`) of a bound UDP socket of family `fam` to `hex`, then
+/// checks the restored process reads the same bytes back.
+fn bytes_round_trip(fam: &str, level: i32, opt: i32, hex: &str) {
+    let addr = if fam == "inet" {
+        "127.0.0.1:0"
+    } else {
+        "[::1]:0"
+    };
+    let (mut w, s) = udp(fam, addr);
+    let option = format!("{level} {opt}");
+    assert_eq!(w.cmd(&format!("setopt-raw {s} {option} {hex}")), "ok");
+    assert_eq!(w.cmd(&format!("getopt-raw {s} {option} 256")), hex);
+    dump_and_restore(&mut w);
+    assert_eq!(
+        w.cmd(&format!("getopt-raw {s} {option} 256")),
+        hex,
+        "option {level}/{opt} of a {fam} UDP socket"
+    );
+    w.kill_restored();
+}
+
+/// SO_TXTIME (not in libc for every target).
+const SO_TXTIME: i32 = 61;
+/// An IPv6 extension header holding one PadN option.
+const PADN_HEADER: &str = "0000010400000000";
+
+macro_rules! bytes_tests {
+    ($($name:ident: $fam:literal, $level:expr, $opt:expr, $hex:expr;)*) => {
+        $(
+            #[test]
+            fn $name() {
+                bytes_round_trip($fam, $level, $opt, $hex);
+            }
+        )*
+    };
+}
+
+bytes_tests! {
+    // Three no-operations and an end of options.
+    ip_options: "inet", libc::IPPROTO_IP, libc::IP_OPTIONS, "01010100";
+    // struct sock_txtime {CLOCK_MONOTONIC, SOF_TXTIME_REPORT_ERRORS}.
+    so_txtime: "inet", libc::SOL_SOCKET, SO_TXTIME, "0100000002000000";
+    so_txtime_ipv6: "inet6", libc::SOL_SOCKET, SO_TXTIME, "0100000002000000";
+    ipv6_hopopts: "inet6", libc::IPPROTO_IPV6, libc::IPV6_HOPOPTS, PADN_HEADER;
+    ipv6_dstopts: "inet6", libc::IPPROTO_IPV6, libc::IPV6_DSTOPTS, PADN_HEADER;
+    ipv6_rthdrdstopts: "inet6", libc::IPPROTO_IPV6, libc::IPV6_RTHDRDSTOPTS, PADN_HEADER;
+    // A segment routing header (type 4) with one segment, none left.
+    ipv6_rthdr: "inet6", libc::IPPROTO_IPV6, libc::IPV6_RTHDR,
+        "000204000000000020010db8000000000000000000000001";
+}
+
+#[test]
+fn a_udp_socket_in_an_encapsulation_other_than_esp_is_refused_naming_pid_fd_and_udp_encap() {
+    let (w, s) = udp("inet", "127.0.0.1:0");
+    // UDP_ENCAP_L2TPINUDP: what a kernel L2TP tunnel sets; setsockopt gives the type alone.
+    let encap = format!("{} {}", libc::IPPROTO_UDP, libc::UDP_ENCAP);
+    assert_eq!(w.cmd(&format!("setopt {s} {encap} 3")), "ok");
+    let img = w.path("img");
+    w.dump(&img, &[])
+        .assert_refused()
+        .assert_stderr_has_word(&w.pid().to_string())
+        .assert_stderr_mentions(&format!("fd {s}"))
+        .assert_stderr_mentions("UDP_ENCAP");
+    w.assert_untouched();
+    assert_eq!(w.cmd(&format!("getopt {s} {encap}")), "3", "left as it was");
+}
+
+#[test]
+fn a_udp_socket_numbering_its_timestamps_is_refused_naming_pid_fd_and_so_timestamping() {
+    let (w, s) = udp("inet", "127.0.0.1:0");
+    // SOF_TIMESTAMPING_OPT_ID: a counter the kernel does not show.
+    let ts = format!("{} {}", libc::SOL_SOCKET, libc::SO_TIMESTAMPING);
+    let flags = libc::SOF_TIMESTAMPING_OPT_ID | libc::SOF_TIMESTAMPING_SOFTWARE;
+    assert_eq!(w.cmd(&format!("setopt {s} {ts} {flags}")), "ok");
+    let img = w.path("img");
+    w.dump(&img, &[])
+        .assert_refused()
+        .assert_stderr_has_word(&w.pid().to_string())
+        .assert_stderr_mentions(&format!("fd {s}"))
+        .assert_stderr_mentions("SO_TIMESTAMPING");
+    w.assert_untouched();
+    assert_eq!(
+        w.cmd(&format!("getopt {s} {ts}")),
+        flags.to_string(),
+        "left as it was"
+    );
 }
 
 #[test]

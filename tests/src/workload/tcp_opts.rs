@@ -21,6 +21,15 @@ enum Value {
 /// SO_BUF_LOCK (linux 5.14): the buffer sizes' lock bits (set by SO_SNDBUF/SO_RCVBUF).
 const SO_BUF_LOCK: i32 = 72;
 
+/// SO_TXTIME (linux 4.19): struct sock_txtime {clockid, flags}.
+const SO_TXTIME: i32 = 61;
+
+/// struct sock_txtime {CLOCK_MONOTONIC, SOF_TXTIME_REPORT_ERRORS}.
+const TXTIME: &[u8] = &[1, 0, 0, 0, 2, 0, 0, 0];
+
+/// An IPv6 extension header holding one PadN option (next header, length 0, PadN of 4).
+const PADN_HEADER: &[u8] = &[0, 0, 1, 4, 0, 0, 0, 0];
+
 const COMMON: &[Opt] = &[
     (
         "SO_REUSEADDR",
@@ -90,6 +99,19 @@ const COMMON: &[Opt] = &[
         Value::Int(65536),
     ),
     ("SO_BUF_LOCK", libc::SOL_SOCKET, SO_BUF_LOCK, Value::Int(3)),
+    (
+        "SO_TXTIME",
+        libc::SOL_SOCKET,
+        SO_TXTIME,
+        Value::Bytes(TXTIME),
+    ),
+    // Software receive timestamps (read back as struct so_timestamping {flags, bind_phc}).
+    (
+        "SO_TIMESTAMPING",
+        libc::SOL_SOCKET,
+        libc::SO_TIMESTAMPING,
+        Value::Int((libc::SOF_TIMESTAMPING_RX_SOFTWARE | libc::SOF_TIMESTAMPING_SOFTWARE) as i32),
+    ),
     ("SO_MARK", libc::SOL_SOCKET, libc::SO_MARK, Value::Int(0x77)),
     (
         "SO_PRIORITY",
@@ -180,9 +202,32 @@ const V4: &[Opt] = &[
         libc::IP_FREEBIND,
         Value::Int(1),
     ),
+    // Three no-operations and an end of options: carried in every segment's IP header.
+    (
+        "IP_OPTIONS",
+        libc::IPPROTO_IP,
+        libc::IP_OPTIONS,
+        Value::Bytes(&[1, 1, 1, 0]),
+    ),
 ];
 
+/// The IPv6 options; the sticky ones put a hop-by-hop and a destination options header in
+/// every segment (no routing header: it would send the segments elsewhere; and no
+/// IPV6_RTHDRDSTOPTS: without a routing header the kernel counts its length in the headers
+/// without sending it, and the peer drops every segment: sockets_udp tests it).
 const V6: &[Opt] = &[
+    (
+        "IPV6_HOPOPTS",
+        libc::IPPROTO_IPV6,
+        libc::IPV6_HOPOPTS,
+        Value::Bytes(PADN_HEADER),
+    ),
+    (
+        "IPV6_DSTOPTS",
+        libc::IPPROTO_IPV6,
+        libc::IPV6_DSTOPTS,
+        Value::Bytes(PADN_HEADER),
+    ),
     (
         "IPV6_TCLASS",
         libc::IPPROTO_IPV6,
