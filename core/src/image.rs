@@ -123,6 +123,8 @@ pub mod names {
     pub const PSTREE: &str = "pstree.img";
     /// One record per open file description.
     pub const FILES: &str = "files.img";
+    /// What a destination judges (`cryo dump --check-only`).
+    pub const CHECK: &str = "check.img";
 
     /// Per-process state.
     pub fn core(pid: Pid) -> String {
