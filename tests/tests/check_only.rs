@@ -75,15 +75,21 @@ fn check_dump_leaves_the_process_untouched_and_writes_no_pages() {
     for entry in std::fs::read_dir(&img).unwrap() {
         let entry = entry.unwrap();
         let name = entry.file_name().to_string_lossy().into_owned();
-        assert!(!name.starts_with("pages-"), "a check image holds no pages: {name}");
+        assert!(
+            !name.starts_with("pages-"),
+            "a check image holds no pages: {name}"
+        );
         total += entry.metadata().unwrap().len();
     }
     // 64 MiB of memory: the image is a few dozen KiB.
     assert!(total < 256 << 10, "check image of {total} bytes");
     let check: MigrationCheck =
-        cryo_proto::frame::read_single(&img.join("check.img"), ImageKind::MigrationCheck)
-            .unwrap();
-    assert!(check.memory_bytes >= 60 << 20, "memory {}", check.memory_bytes);
+        cryo_proto::frame::read_single(&img.join("check.img"), ImageKind::MigrationCheck).unwrap();
+    assert!(
+        check.memory_bytes >= 60 << 20,
+        "memory {}",
+        check.memory_bytes
+    );
     assert!(check.processes.iter().any(|p| p.pid == w.pid()));
     let exe = check
         .files
@@ -91,11 +97,16 @@ fn check_dump_leaves_the_process_untouched_and_writes_no_pages() {
         .find(|f| f.used_as == "exe")
         .expect("the executable is recorded");
     assert_eq!(exe.sha256.len(), 32, "{exe:?}");
-    assert!(!check.cpu_flags.is_empty() && check.xcr0 & 3 == 3, "{check:?}");
+    assert!(
+        !check.cpu_flags.is_empty() && check.xcr0 & 3 == 3,
+        "{check:?}"
+    );
     assert!(check.kernel_features.iter().any(|k| k == "ptrace"));
     // A restore refuses a check image.
     let restore = w.cryo(&["restore".as_ref(), "-D".as_ref(), img.as_os_str()]);
-    restore.assert_refused().assert_stderr_mentions("check image");
+    restore
+        .assert_refused()
+        .assert_stderr_mentions("check image");
     w.assert_untouched();
 }
 
@@ -201,10 +212,12 @@ fn a_user_or_group_missing_here_is_permanent() {
     check_dump(&w, &img);
     w.kill_original();
     let check: MigrationCheck =
-        cryo_proto::frame::read_single(&img.join("check.img"), ImageKind::MigrationCheck)
-            .unwrap();
+        cryo_proto::frame::read_single(&img.join("check.img"), ImageKind::MigrationCheck).unwrap();
     // Run as root: uid 0 named on this host.
-    assert!(check.uids.iter().any(|u| u.id == 0 && u.name == "root"), "{check:?}");
+    assert!(
+        check.uids.iter().any(|u| u.id == 0 && u.name == "root"),
+        "{check:?}"
+    );
     edit_check(&img, |c| {
         c.uids.push(CheckedId {
             id: 4_242_421,

@@ -114,15 +114,15 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         dumped.with_context(|| format!("dump of pid {} into {whereto}", pid_list(&opts.pids)))?;
     let line = format!(
         "{} pid {} into {}: {} of pages{}, frozen {}, total {}{}",
-        if opts.check_only {
-            "checked"
-        } else {
-            "dumped"
-        },
+        if opts.check_only { "checked" } else { "dumped" },
         pid_list(&summary.pids),
         whereto,
         mib(summary.pages_bytes),
-        if opts.check_only { " (not written)" } else { "" },
+        if opts.check_only {
+            " (not written)"
+        } else {
+            ""
+        },
         ms(summary.frozen),
         ms(summary.total),
         if opts.leave_running || opts.check_only {

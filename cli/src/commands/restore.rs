@@ -195,7 +195,10 @@ fn print_verdict(verdict: &cryo_core::precheck::Verdict, json: bool) -> anyhow::
                 FindingKind::Temporary => "temporary",
                 FindingKind::Permanent => "permanent",
             };
-            println!("{kind} {} {}: {} ({})", f.what, f.subject, f.reason, f.action);
+            println!(
+                "{kind} {} {}: {} ({})",
+                f.what, f.subject, f.reason, f.action
+            );
         }
     }
     let temporary = verdict

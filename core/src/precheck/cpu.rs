@@ -7,19 +7,60 @@
 /// mitigations, virtualisation hints such as `hypervisor` or `constant_tsc`) differ between
 /// hosts without a process noticing, so they are not judged.
 const USER_FLAG_PREFIXES: &[&str] = &[
-    "3dnow", "abm", "adx", "aes", "amx", "avx", "bmi", "clflushopt", "clwb", "clzero", "cmov",
-    "cx8", "cx16", "erms", "f16c", "fma", "fpu", "fsgsbase", "fsrm", "fxsr", "gfni", "lahf_lm",
-    "lm", "mmx", "movbe", "movdir", "pclmulqdq", "pku", "popcnt", "prefetchw", "rdpid",
-    "rdrand", "rdseed", "rtm", "hle", "serialize", "sha_ni", "sse", "ssse3", "vaes",
-    "vpclmulqdq", "waitpkg", "xsave", "xop", "fma4", "tbm",
+    "3dnow",
+    "abm",
+    "adx",
+    "aes",
+    "amx",
+    "avx",
+    "bmi",
+    "clflushopt",
+    "clwb",
+    "clzero",
+    "cmov",
+    "cx8",
+    "cx16",
+    "erms",
+    "f16c",
+    "fma",
+    "fpu",
+    "fsgsbase",
+    "fsrm",
+    "fxsr",
+    "gfni",
+    "lahf_lm",
+    "lm",
+    "mmx",
+    "movbe",
+    "movdir",
+    "pclmulqdq",
+    "pku",
+    "popcnt",
+    "prefetchw",
+    "rdpid",
+    "rdrand",
+    "rdseed",
+    "rtm",
+    "hle",
+    "serialize",
+    "sha_ni",
+    "sse",
+    "ssse3",
+    "vaes",
+    "vpclmulqdq",
+    "waitpkg",
+    "xsave",
+    "xop",
+    "fma4",
+    "tbm",
 ];
 
 /// The user-space flags among `cpuinfo` text's first `flags` line, sorted.
 pub(super) fn user_flags(cpuinfo: &str) -> Vec<String> {
-    let Some(line) = cpuinfo
-        .lines()
-        .find_map(|l| l.strip_prefix("flags").and_then(|r| r.trim_start().strip_prefix(':')))
-    else {
+    let Some(line) = cpuinfo.lines().find_map(|l| {
+        l.strip_prefix("flags")
+            .and_then(|r| r.trim_start().strip_prefix(':'))
+    }) else {
         return Vec::new();
     };
     let mut flags: Vec<String> = line
@@ -56,13 +97,34 @@ pub(super) fn xstate_masks(xstate: &[u8]) -> (u64, u64) {
 /// Names of the XSAVE state components in `mask` (bit numbers of the SDM).
 pub(super) fn xfeature_names(mask: u64) -> String {
     const NAMES: &[&str] = &[
-        "x87", "sse", "avx", "bndregs", "bndcsr", "avx512_opmask", "avx512_zmm_hi256",
-        "avx512_hi16_zmm", "pt", "pkru", "pasid", "cet_u", "cet_s", "hdc", "uintr", "lbr",
-        "hwp", "amx_tilecfg", "amx_tiledata", "apx",
+        "x87",
+        "sse",
+        "avx",
+        "bndregs",
+        "bndcsr",
+        "avx512_opmask",
+        "avx512_zmm_hi256",
+        "avx512_hi16_zmm",
+        "pt",
+        "pkru",
+        "pasid",
+        "cet_u",
+        "cet_s",
+        "hdc",
+        "uintr",
+        "lbr",
+        "hwp",
+        "amx_tilecfg",
+        "amx_tiledata",
+        "apx",
     ];
     (0..64)
         .filter(|b| mask & (1 << b) != 0)
-        .map(|b| NAMES.get(b).map_or_else(|| format!("bit{b}"), |n| n.to_string()))
+        .map(|b| {
+            NAMES
+                .get(b)
+                .map_or_else(|| format!("bit{b}"), |n| n.to_string())
+        })
         .collect::<Vec<_>>()
         .join(",")
 }

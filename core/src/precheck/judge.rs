@@ -52,7 +52,11 @@ pub struct Verdict {
 impl Verdict {
     /// 0: nothing found; 2: temporary findings only; 3: a permanent finding.
     pub fn exit_code(&self) -> i32 {
-        if self.findings.iter().any(|f| f.kind == FindingKind::Permanent) {
+        if self
+            .findings
+            .iter()
+            .any(|f| f.kind == FindingKind::Permanent)
+        {
             3
         } else if self.findings.is_empty() {
             0
@@ -139,7 +143,9 @@ fn pids(check: &MigrationCheck, v: &mut Verdict) {
 
 fn port_free(port: &CheckedPort, v: &mut Verdict) {
     let ip = match port.ip.len() {
-        4 => IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(&port.ip[..]).unwrap_or_default())),
+        4 => IpAddr::V4(Ipv4Addr::from(
+            <[u8; 4]>::try_from(&port.ip[..]).unwrap_or_default(),
+        )),
         16 => IpAddr::V6(Ipv6Addr::from(
             <[u8; 16]>::try_from(&port.ip[..]).unwrap_or_default(),
         )),
@@ -152,8 +158,8 @@ fn port_free(port: &CheckedPort, v: &mut Verdict) {
         (socket2::Type::DGRAM, socket2::Protocol::UDP, "udp")
     };
     let subject = format!("{name} {addr}");
-    let bound = socket2::Socket::new(socket2::Domain::for_address(addr), ty, Some(proto))
-        .and_then(|s| {
+    let bound =
+        socket2::Socket::new(socket2::Domain::for_address(addr), ty, Some(proto)).and_then(|s| {
             if addr.is_ipv6() {
                 s.set_only_v6(true)?;
             }
@@ -183,7 +189,10 @@ fn port_free(port: &CheckedPort, v: &mut Verdict) {
             Temporary,
             "port",
             subject,
-            format!("binding {addr} ({name}, of pid {}) fails here: {e}", port.pid),
+            format!(
+                "binding {addr} ({name}, of pid {}) fails here: {e}",
+                port.pid
+            ),
             "see why the port cannot be bound",
         ),
     }
@@ -193,11 +202,18 @@ fn port_free(port: &CheckedPort, v: &mut Verdict) {
 fn mem_available() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/meminfo").ok()?;
     let kb = text.lines().find_map(|l| l.strip_prefix("MemAvailable:"))?;
-    kb.trim().trim_end_matches("kB").trim().parse::<u64>().ok().map(|k| k * 1024)
+    kb.trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(|k| k * 1024)
 }
 
 fn memory(check: &MigrationCheck, v: &mut Verdict) {
-    let Some(available) = mem_available() else { return };
+    let Some(available) = mem_available() else {
+        return;
+    };
     if check.memory_bytes > available {
         v.push(
             Temporary,
@@ -292,7 +308,10 @@ fn kernel(check: &MigrationCheck, inventory: &Inventory, v: &mut Verdict) {
                         here.0,
                         here.1
                     ),
-                    format!("restore on a host running kernel {}", inventory.kernel_release),
+                    format!(
+                        "restore on a host running kernel {}",
+                        inventory.kernel_release
+                    ),
                 );
             }
         }
@@ -307,7 +326,10 @@ fn files(check: &MigrationCheck, v: &mut Verdict) {
                 Permanent,
                 "file",
                 f.path.clone(),
-                format!("{} {used} is missing here (or not a readable regular file)", f.path),
+                format!(
+                    "{} {used} is missing here (or not a readable regular file)",
+                    f.path
+                ),
                 "install the same file at that path",
             );
             continue;

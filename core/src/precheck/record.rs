@@ -18,9 +18,7 @@ use super::cpu;
 
 /// The kernel features a restore needs beyond the required ones, by what the image holds.
 fn kernel_features(descs: &[FileDesc]) -> Vec<String> {
-    let mut names: Vec<String> = crate::check::required_names()
-        .map(str::to_string)
-        .collect();
+    let mut names: Vec<String> = crate::check::required_names().map(str::to_string).collect();
     let sockets = || {
         descs.iter().filter_map(|d| match &d.kind {
             Some(file_desc::Kind::Socket(s)) => s.state.as_ref(),
@@ -130,7 +128,11 @@ pub(crate) fn record(
             xcr0 |= x;
             xfeatures |= f;
         }
-        memory_bytes += mm.pages.iter().map(|r| r.npages * crate::memory::PAGE).sum::<u64>();
+        memory_bytes += mm
+            .pages
+            .iter()
+            .map(|r| r.npages * crate::memory::PAGE)
+            .sum::<u64>();
     }
     let mut files = Vec::new();
     let mut ports = Vec::new();
