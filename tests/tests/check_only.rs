@@ -97,6 +97,8 @@ fn check_dump_leaves_the_process_untouched_and_writes_no_pages() {
         .find(|f| f.used_as == "exe")
         .expect("the executable is recorded");
     assert_eq!(exe.sha256.len(), 32, "{exe:?}");
+    // Linked here with a GNU build-id note (readelf -n).
+    assert_eq!(exe.build_id.len(), 20, "{exe:?}");
     assert!(
         !check.cpu_flags.is_empty() && check.xcr0 & 3 == 3,
         "{check:?}"
