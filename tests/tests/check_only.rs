@@ -238,3 +238,31 @@ fn a_user_or_group_missing_here_is_permanent() {
     finding(&findings, "permanent", "group", "0")
         .unwrap_or_else(|| panic!("no finding naming the renamed gid:\n{out}"));
 }
+
+#[test]
+fn unread_netlink_data_at_check_time_is_temporary() {
+    cryo_bin();
+    // A network namespace of the test's own, so the link event is ours alone.
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare CLONE_NEWNET");
+    let w = Workload::spawn("socks", &[]);
+    let fd = w.cmd("socket netlink raw 0");
+    assert_eq!(w.cmd(&format!("bind-netlink {fd} 0 1")), "ok");
+    let ip = std::process::Command::new("ip")
+        .args(["link", "add", "cryochk1", "type", "bridge"])
+        .status()
+        .expect("run ip");
+    assert!(ip.success());
+    let img = w.path("img");
+    let out = w.dump(&img, &["--check-only"]);
+    assert_eq!(out.status.code(), Some(2), "{out}");
+    out.assert_stderr_mentions("temporary")
+        .assert_stderr_has_word(&w.pid().to_string())
+        .assert_stderr_has_word(&fd)
+        .assert_stderr_mentions("unread netlink messages");
+    w.assert_untouched();
+    let heard = w.cmd(&format!("frames {fd}"));
+    assert!(
+        heard.contains("cryochk1"),
+        "the message is still there: {heard}"
+    );
+}

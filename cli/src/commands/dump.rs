@@ -110,6 +110,18 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     let dumped = dump(&opts);
     // The scratch copy goes whatever happened (the receiver holds the image, or nothing).
     drop(scratch);
+    let dumped = match dumped {
+        // A check dump refused for a state of the moment is a temporary finding of its own:
+        // exit 2, as `restore --check-only` does (retry the check later).
+        Err(e) if opts.check_only && e.is_temporary() => {
+            eprintln!(
+                "cryo: check of pid {} (temporary, retry later): {e}",
+                pid_list(&opts.pids)
+            );
+            return Ok(2);
+        }
+        other => other,
+    };
     let summary =
         dumped.with_context(|| format!("dump of pid {} into {whereto}", pid_list(&opts.pids)))?;
     let line = format!(
