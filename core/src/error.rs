@@ -97,23 +97,16 @@ impl Error {
     /// exits 2 on these, as `cryo restore --check-only` does on its temporary findings).
     pub fn is_temporary(&self) -> bool {
         use crate::sockets::SocketError;
-        let socket = match self {
-            Self::Sockets(e) | Self::Files(FileError::Sockets(e)) => Some(e),
-            _ => None,
-        };
-        match socket {
-            Some(SocketError::TcpTemporary { .. } | SocketError::EmbryoData { .. }) => return true,
-            // Packet and netlink refusals say whether a retry may pass.
-            Some(SocketError::FamilyRefused { what, .. }) => {
-                return what.contains("a temporary state")
-            }
-            _ => {}
-        }
         match self {
-            Self::Dump(
-                crate::dump::error::DumpError::ChildrenChanged { .. }
-                | crate::dump::error::DumpError::ExitedWhileFrozen { .. },
-            ) => true,
+            Self::Sockets(e) | Self::Files(FileError::Sockets(e)) => match e {
+                SocketError::TcpTemporary { .. } | SocketError::EmbryoData { .. } => true,
+                // Packet and netlink refusals say whether a retry may pass.
+                SocketError::FamilyRefused { what, .. } => what.contains("a temporary state"),
+                _ => false,
+            },
+            Self::Dump(DumpError::ChildrenChanged { .. } | DumpError::ExitedWhileFrozen { .. }) => {
+                true
+            }
             _ => false,
         }
     }
