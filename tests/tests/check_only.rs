@@ -21,13 +21,20 @@ fn check_dump(w: &Workload, img: &Path) -> CryoOutput {
 
 /// `cryo restore --check-only -D img --json`, with the findings parsed.
 fn judge(w: &Workload, img: &Path) -> (CryoOutput, Vec<serde_json::Value>) {
-    let out = w.cryo(&[
+    judge_with(w, img, &[])
+}
+
+/// [`judge`] with more flags (`--pidns`, `--netns`).
+fn judge_with(w: &Workload, img: &Path, extra: &[&str]) -> (CryoOutput, Vec<serde_json::Value>) {
+    let mut args: Vec<&std::ffi::OsStr> = vec![
         "restore".as_ref(),
         "--check-only".as_ref(),
         "--json".as_ref(),
         "-D".as_ref(),
         img.as_os_str(),
-    ]);
+    ];
+    args.extend(extra.iter().map(std::ffi::OsStr::new));
+    let out = w.cryo(&args);
     let verdict: serde_json::Value = serde_json::from_str(&out.stdout)
         .unwrap_or_else(|e| panic!("the verdict is not JSON ({e}):\n{out}"));
     let findings = verdict["findings"]
@@ -126,6 +133,9 @@ fn the_same_host_is_ok_once_the_original_is_gone_and_its_pid_taken_while_it_runs
         .unwrap_or_else(|| panic!("no finding naming pid {pid}:\n{out}"));
     assert!(f["reason"].as_str().unwrap().contains(&pid), "{f}");
     assert!(findings.iter().all(|f| f["kind"] == "temporary"), "{out}");
+    // Restored into a PID namespace of its own, no pid can be taken.
+    let (out, _) = judge_with(&w, &img, &["--pidns"]);
+    assert_eq!(out.status.code(), Some(0), "{out}");
     w.kill_original();
     let (out, findings) = judge(&w, &img);
     assert_eq!(out.status.code(), Some(0), "{out}");
@@ -148,6 +158,9 @@ fn a_busy_port_is_temporary() {
     let subject = format!("tcp 127.0.0.1:{port}");
     finding(&findings, "temporary", "port", &subject)
         .unwrap_or_else(|| panic!("no finding naming {subject}:\n{out}"));
+    // Restored into a network namespace of its own, no port can be busy.
+    let (out, _) = judge_with(&w, &img, &["--netns"]);
+    assert_eq!(out.status.code(), Some(0), "{out}");
     drop(squatter);
     let (out, _) = judge(&w, &img);
     assert_eq!(out.status.code(), Some(0), "{out}");

@@ -144,7 +144,11 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         _ => opts.images_dir.display().to_string(),
     };
     if args.check_only {
-        let verdict = cryo_core::precheck::check_only(&opts.images_dir)
+        let check = cryo_core::precheck::CheckOptions {
+            pidns: opts.pidns,
+            netns: opts.netns,
+        };
+        let verdict = cryo_core::precheck::check_only(&opts.images_dir, check)
             .with_context(|| format!("check of {dir}"))?;
         drop(scratch);
         print_verdict(&verdict, args.json)?;

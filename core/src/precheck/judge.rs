@@ -85,8 +85,17 @@ impl Verdict {
 
 use FindingKind::{Permanent, Temporary};
 
+/// How the restore would run, which makes some findings moot.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CheckOptions {
+    /// `--pidns`: the processes get a PID namespace of their own, so no pid can be taken.
+    pub pidns: bool,
+    /// `--netns`: a network namespace of their own, so no port can be busy.
+    pub netns: bool,
+}
+
 /// `cryo restore --check-only -D DIR`: judges this host against the check image in `dir`.
-pub fn check_only(dir: &Path) -> Result<Verdict> {
+pub fn check_only(dir: &Path, opts: CheckOptions) -> Result<Verdict> {
     let images = ImageDir::open(dir)?;
     let inventory: Inventory = images.read_single(names::INVENTORY, ImageKind::Inventory)?;
     if !images.file(names::CHECK).exists() {
@@ -103,8 +112,10 @@ pub fn check_only(dir: &Path) -> Result<Verdict> {
         checkpoint_id: inventory.checkpoint_id.clone(),
         ..Verdict::default()
     };
-    pids(&check, &mut v);
-    for port in &check.ports {
+    if !opts.pidns {
+        pids(&check, &mut v);
+    }
+    for port in check.ports.iter().filter(|_| !opts.netns) {
         port_free(port, &mut v);
     }
     memory(&check, &mut v);

@@ -15,5 +15,5 @@ mod elf;
 mod judge;
 mod record;
 
-pub use judge::{check_only, Finding, FindingKind, Verdict};
+pub use judge::{check_only, CheckOptions, Finding, FindingKind, Verdict};
 pub(crate) use record::record;

@@ -4,9 +4,8 @@
 //! does not keep anyone frozen.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::File;
 use std::io::Read;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 
 use cryo_proto::image::{
     file_desc, socket, CheckedFile, CheckedId, CheckedPort, CheckedProcess, Creds, FileDesc,
@@ -80,7 +79,12 @@ fn ids(cores: &[(TaskCore, MmCore)]) -> (Vec<CheckedId>, Vec<CheckedId>) {
 /// The size and sha256 of the file at `path` now, and its build-id (None: not a readable
 /// regular file).
 pub(super) fn hash_file(path: &str) -> Option<(u64, Vec<u8>, Vec<u8>)> {
-    let mut file = File::open(path).ok()?;
+    // Non-blocking: a FIFO or device where the file was must not hang the check.
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .ok()?;
     let meta = file.metadata().ok()?;
     if !meta.is_file() {
         return None;
