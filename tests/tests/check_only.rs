@@ -279,3 +279,30 @@ fn unread_netlink_data_at_check_time_is_temporary() {
         "the message is still there: {heard}"
     );
 }
+
+#[test]
+fn memory_short_here_is_temporary_and_a_kernel_feature_missing_permanent() {
+    cryo_bin();
+    let mut w = Workload::spawn("memory", &["4"]);
+    let img = w.path("img");
+    check_dump(&w, &img);
+    w.kill_original();
+    // As if the processes held more memory than this host has available now.
+    edit_check(&img, |c| c.memory_bytes = 1 << 50);
+    let (out, findings) = judge(&w, &img);
+    assert_eq!(out.status.code(), Some(2), "{out}");
+    let f = findings
+        .iter()
+        .find(|f| f["kind"] == "temporary" && f["what"] == "memory")
+        .unwrap_or_else(|| panic!("no memory finding:\n{out}"));
+    assert!(f["reason"].as_str().unwrap().contains("available"), "{f}");
+    // A feature the dumping cryo needed that this one cannot find.
+    edit_check(&img, |c| {
+        c.memory_bytes = 4 << 20;
+        c.kernel_features.push("cryo_fake_feature".into());
+    });
+    let (out, findings) = judge(&w, &img);
+    assert_eq!(out.status.code(), Some(3), "{out}");
+    finding(&findings, "permanent", "kernel", "cryo_fake_feature")
+        .unwrap_or_else(|| panic!("no finding naming the feature:\n{out}"));
+}
