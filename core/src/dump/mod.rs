@@ -133,7 +133,10 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpSummary> {
         return Err(DumpError::NoPid.into());
     }
     let tree = resolve_trees(&opts.pids)?;
-    let images = ImageDir::create(&opts.images_dir)?;
+    let mut images = ImageDir::create(&opts.images_dir)?;
+    if opts.check_only {
+        images.without_contents();
+    }
     let mut hooks = Hooks::new(opts.action_script.as_ref(), images.path());
     let mut result = hooks
         .run(Stage::PreDump, &opts.pids)
