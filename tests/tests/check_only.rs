@@ -211,6 +211,9 @@ fn a_mapped_file_rewritten_since_is_permanent() {
     let f = finding(&findings, "permanent", "file", &path)
         .unwrap_or_else(|| panic!("no finding naming {path}:\n{out}"));
     assert!(f["reason"].as_str().unwrap().contains("sha256"), "{f}");
+    // A restore with --accept-changed-files would use it anyway.
+    let (out, _) = judge_with(&w, &img, &["--accept-changed-files"]);
+    assert_eq!(out.status.code(), Some(0), "{out}");
     // And gone altogether.
     std::fs::remove_file(&private).unwrap();
     let (out, findings) = judge(&w, &img);

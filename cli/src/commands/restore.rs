@@ -147,6 +147,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         let check = cryo_core::precheck::CheckOptions {
             pidns: opts.pidns,
             netns: opts.netns,
+            accept_changed_files: opts.accept_changed_files,
         };
         let verdict = cryo_core::precheck::check_only(&opts.images_dir, check)
             .with_context(|| format!("check of {dir}"))?;

@@ -92,6 +92,8 @@ pub struct CheckOptions {
     pub pidns: bool,
     /// `--netns`: a network namespace of their own, so no port can be busy.
     pub netns: bool,
+    /// `--accept-changed-files`: a file that differs is used anyway (a missing one is not).
+    pub accept_changed_files: bool,
 }
 
 /// `cryo restore --check-only -D DIR`: judges this host against the check image in `dir`.
@@ -121,7 +123,7 @@ pub fn check_only(dir: &Path, opts: CheckOptions) -> Result<Verdict> {
     memory(&check, &mut v);
     cpu_features(&check, &mut v);
     kernel(&check, &inventory, &mut v);
-    files(&check, &mut v);
+    files(&check, opts.accept_changed_files, &mut v);
     ids(&check.uids, "user", &mut v);
     ids(&check.gids, "group", &mut v);
     v.findings.sort_by_key(|f| f.kind == Permanent);
@@ -329,7 +331,7 @@ fn kernel(check: &MigrationCheck, inventory: &Inventory, v: &mut Verdict) {
     }
 }
 
-fn files(check: &MigrationCheck, v: &mut Verdict) {
+fn files(check: &MigrationCheck, accept_changed: bool, v: &mut Verdict) {
     for f in &check.files {
         let used = format!("(pid {}, {})", f.pid, f.used_as);
         let Some((size, sha256, build_id)) = super::record::hash_file(&f.path) else {
@@ -345,7 +347,7 @@ fn files(check: &MigrationCheck, v: &mut Verdict) {
             );
             continue;
         };
-        if f.sha256.is_empty() || (size == f.size && sha256 == f.sha256) {
+        if accept_changed || f.sha256.is_empty() || (size == f.size && sha256 == f.sha256) {
             continue;
         }
         let ids = if !f.build_id.is_empty() && build_id != f.build_id {
