@@ -91,6 +91,26 @@ impl From<RestoreError> for Error {
 }
 
 impl Error {
+    /// Whether the dump was refused for a state of the moment, which a retry may find gone:
+    /// a TCP handshake in flight, data sent to a listener not accepted yet, unread netlink
+    /// messages, a tree that kept changing while it was frozen (`cryo dump --check-only`
+    /// exits 2 on these, as `cryo restore --check-only` does on its temporary findings).
+    pub fn is_temporary(&self) -> bool {
+        use crate::sockets::SocketError;
+        match self {
+            Self::Sockets(e) | Self::Files(FileError::Sockets(e)) => match e {
+                SocketError::TcpTemporary { .. } | SocketError::EmbryoData { .. } => true,
+                // Packet and netlink refusals say whether a retry may pass.
+                SocketError::FamilyRefused { what, .. } => what.contains("a temporary state"),
+                _ => false,
+            },
+            Self::Dump(DumpError::ChildrenChanged { .. } | DumpError::ExitedWhileFrozen { .. }) => {
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// A failed system call `op` on task `pid`.
     pub fn sys(pid: Pid, op: impl Into<String>, source: impl Into<std::io::Error>) -> Self {
         Self::Sys {

@@ -123,6 +123,8 @@ pub mod names {
     pub const PSTREE: &str = "pstree.img";
     /// One record per open file description.
     pub const FILES: &str = "files.img";
+    /// What a destination judges (`cryo dump --check-only`).
+    pub const CHECK: &str = "check.img";
 
     /// Per-process state.
     pub fn core(pid: Pid) -> String {
@@ -157,6 +159,9 @@ pub struct ImageDir {
     /// Whether a file the image names may differ from what the dump saw
     /// (`--accept-changed-files`).
     accept_changed_files: bool,
+    /// A check image (`dump --check-only`): the contents of shared memory, memfds and
+    /// deleted files are measured, not copied.
+    without_contents: bool,
 }
 
 /// What `st` is, for a refusal.
@@ -285,6 +290,7 @@ impl ImageDir {
             identity: (st.st_dev, st.st_ino),
             trusted_owner: None,
             accept_changed_files: false,
+            without_contents: false,
         };
         let mut entries = std::fs::read_dir(images.proc_path()).map_err(bad("cannot list"))?;
         if let Some(entry) = entries.next() {
@@ -352,6 +358,7 @@ impl ImageDir {
             identity: (st.st_dev, st.st_ino),
             trusted_owner,
             accept_changed_files: false,
+            without_contents: false,
         })
     }
 
@@ -359,6 +366,17 @@ impl ImageDir {
     /// mtime, mode, owner): it is used with a warning instead of refused.
     pub fn accept_changed_files(&mut self) {
         self.accept_changed_files = true;
+    }
+
+    /// Makes this a check image: raw contents (shared memory, memfds, deleted files) are
+    /// not written, their records name what a full dump would write.
+    pub(crate) fn without_contents(&mut self) {
+        self.without_contents = true;
+    }
+
+    /// Whether [`ImageDir::without_contents`] was called.
+    pub(crate) fn writes_contents(&self) -> bool {
+        !self.without_contents
     }
 
     /// Whether [`ImageDir::accept_changed_files`] was called.

@@ -15,7 +15,7 @@
 //! timers), each with its dump and restore side by side.
 //!
 //! This file is the whole public surface: the operations `cryo` offers ([`dump`], [`restore`],
-//! [`show`], [`kill`], [`unlock`], [`check`]), their options and summaries, and the errors.
+//! [`show`], [`kill`], [`unlock`], [`check`], [`precheck`]), their options and summaries, and the errors.
 //! Every module behind them is crate-private; the `internals` feature opens a few of them to
 //! the engine's own integration tests (core/tests, tests/).
 #![warn(missing_docs)]
@@ -40,6 +40,7 @@ pub mod interrupt;
 mod ipc;
 mod memory;
 mod parallel;
+pub mod precheck;
 mod proc;
 mod restore;
 pub mod show;

@@ -55,6 +55,8 @@ pub enum ImageKind {
     Files = 5,
     /// ipc.img (SysV semaphore sets and message queues)
     SysvIpc = 20,
+    /// check.img (`cryo dump --check-only`)
+    MigrationCheck = 21,
 }
 
 impl ImageKind {
@@ -66,6 +68,7 @@ impl ImageKind {
             4 => Self::Mm,
             5 => Self::Files,
             20 => Self::SysvIpc,
+            21 => Self::MigrationCheck,
             _ => return None,
         })
     }

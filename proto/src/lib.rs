@@ -10,6 +10,7 @@
 //! mm-PID.img      MmCore             address space: VMAs, page runs
 //! pages-PID.img   raw                dumped pages, page-aligned, in PageRun order
 //! ghost-ID.img    raw                contents of a deleted-but-open file
+//! check.img       MigrationCheck     `dump --check-only`: files, CPU, kernel, ports, ids to judge
 //! ```
 #![warn(missing_docs)]
 

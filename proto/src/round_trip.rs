@@ -211,6 +211,11 @@ every_message!(
     LinkedInode,
     Pidfd,
     Pty,
+    MigrationCheck,
+    CheckedFile,
+    CheckedProcess,
+    CheckedPort,
+    CheckedId,
 );
 
 #[test]

@@ -652,3 +652,51 @@ fn an_image_file_others_could_write_is_not_served_back() {
     assert!(!serve.wait().0.success());
     assert!(!pid_exists(w.pid()), "nothing restored");
 }
+
+#[test]
+fn a_check_image_goes_to_a_receiver_and_is_judged_from_it() {
+    cryo_bin();
+    let mut w = Workload::spawn("memory", &["8", "9"]);
+    let before = verified(&w);
+    let key = key_file(w.dir(), "key", "stream-test-key-0123456789");
+    let serve = Serve::start_with(w.dir(), &key, &[], &[]);
+    dump_to(&w, &serve.addr(), "chk", &key, &["--check-only"]).assert_success();
+    w.assert_untouched();
+    assert_eq!(verified(&w), before);
+    let kept = serve.root.join("chk");
+    assert!(kept.join("check.img").exists(), "{:?}", serve.entries());
+    assert!(
+        !std::fs::read_dir(&kept)
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with("pages-")),
+        "a check image holds no pages: {:?}",
+        std::fs::read_dir(&kept)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect::<Vec<_>>()
+    );
+    let judge = |w: &Workload| {
+        w.cryo(&[
+            "restore",
+            "--check-only",
+            "--from",
+            &serve.addr(),
+            "--name",
+            "chk",
+            "--psk-file",
+            &key.display().to_string(),
+        ])
+    };
+    // Its pid is still taken by the original: temporary.
+    let out = judge(&w);
+    assert_eq!(out.status.code(), Some(2), "{out}");
+    assert!(
+        out.stdout.contains(&format!("temporary pid {}", w.pid())),
+        "{out}"
+    );
+    w.kill_original();
+    let out = judge(&w);
+    assert_eq!(out.status.code(), Some(0), "{out}");
+}

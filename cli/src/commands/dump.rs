@@ -59,6 +59,12 @@ pub struct Args {
     /// as broken connections (reads get EOF, writes EPIPE), reported as "external-peer"
     #[arg(long)]
     ext_unix_sk: bool,
+
+    /// Write only what a destination needs to judge whether it can restore these processes
+    /// (check.img: files and their hashes, CPU and kernel features, memory, pids, ports,
+    /// ids; no pages), for `cryo restore --check-only`; the processes are always left running
+    #[arg(long)]
+    check_only: bool,
 }
 
 impl Args {
@@ -72,6 +78,7 @@ impl Args {
         opts.tcp_established = self.tcp_established;
         opts.action_script = self.action_script.script();
         opts.ext_unix_sk = self.ext_unix_sk;
+        opts.check_only = self.check_only;
         opts
     }
 }
@@ -103,16 +110,34 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     let dumped = dump(&opts);
     // The scratch copy goes whatever happened (the receiver holds the image, or nothing).
     drop(scratch);
+    let dumped = match dumped {
+        // A check dump refused for a state of the moment is a temporary finding of its own:
+        // exit 2, as `restore --check-only` does (retry the check later).
+        Err(e) if opts.check_only && e.is_temporary() => {
+            eprintln!(
+                "cryo: check of pid {} (temporary, retry later): {e}",
+                pid_list(&opts.pids)
+            );
+            return Ok(2);
+        }
+        other => other,
+    };
     let summary =
         dumped.with_context(|| format!("dump of pid {} into {whereto}", pid_list(&opts.pids)))?;
     let line = format!(
-        "dumped pid {} into {}: {} of pages, frozen {}, total {}{}",
+        "{} pid {} into {}: {} of pages{}, frozen {}, total {}{}",
+        if opts.check_only { "checked" } else { "dumped" },
         pid_list(&summary.pids),
         whereto,
         mib(summary.pages_bytes),
+        if opts.check_only {
+            " (not written)"
+        } else {
+            ""
+        },
         ms(summary.frozen),
         ms(summary.total),
-        if opts.leave_running {
+        if opts.leave_running || opts.check_only {
             " (left running)"
         } else {
             ""

@@ -78,6 +78,15 @@ pub struct Args {
     /// without it such a restore is refused, naming the path and what differs
     #[arg(long)]
     accept_changed_files: bool,
+
+    /// Judge whether this host can restore the check image (`cryo dump --check-only`)
+    /// without creating anything: exit 0 ok, 2 temporary findings only, 3 a permanent one
+    #[arg(long, conflicts_with = "on_receiver")]
+    check_only: bool,
+
+    /// With --check-only: print the verdict as JSON
+    #[arg(long, requires = "check_only")]
+    json: bool,
 }
 
 impl Args {
@@ -134,6 +143,18 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         (Some(from), Some(name)) => format!("image {name:?} of {from}"),
         _ => opts.images_dir.display().to_string(),
     };
+    if args.check_only {
+        let check = cryo_core::precheck::CheckOptions {
+            pidns: opts.pidns,
+            netns: opts.netns,
+            accept_changed_files: opts.accept_changed_files,
+        };
+        let verdict = cryo_core::precheck::check_only(&opts.images_dir, check)
+            .with_context(|| format!("check of {dir}"))?;
+        drop(scratch);
+        print_verdict(&verdict, args.json)?;
+        return Ok(verdict.exit_code());
+    }
     let restored = restore(&opts);
     // The processes run (or the restore failed): the fetched copy is not needed any more
     // (the receiver keeps the image, so a retry works).
@@ -165,6 +186,42 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         .with_context(|| format!("waiting for restored pid {roots}"))?;
     tracing::info!(pids = %roots, code, "restored process ended");
     Ok(code)
+}
+
+/// The findings of `restore --check-only`: one line each (or JSON) on stdout, the summary
+/// on stderr.
+fn print_verdict(verdict: &cryo_core::precheck::Verdict, json: bool) -> anyhow::Result<()> {
+    use cryo_core::precheck::FindingKind;
+    if json {
+        println!("{}", serde_json::to_string_pretty(verdict)?);
+    } else {
+        for f in &verdict.findings {
+            let kind = match f.kind {
+                FindingKind::Temporary => "temporary",
+                FindingKind::Permanent => "permanent",
+            };
+            println!(
+                "{kind} {} {}: {} ({})",
+                f.what, f.subject, f.reason, f.action
+            );
+        }
+    }
+    let temporary = verdict
+        .findings
+        .iter()
+        .filter(|f| f.kind == FindingKind::Temporary)
+        .count();
+    let permanent = verdict.findings.len() - temporary;
+    eprintln!(
+        "cryo: check of checkpoint {}: {}",
+        verdict.checkpoint_id,
+        match (temporary, permanent) {
+            (0, 0) => "this host can restore it".to_string(),
+            (t, 0) => format!("{t} temporary finding(s): retry later"),
+            (t, p) => format!("{p} permanent and {t} temporary finding(s): not on this host"),
+        }
+    );
+    Ok(())
 }
 
 /// `500ms`, `2s`, `1.5s`, `2m` or plain seconds (`3`, `0.25`).

@@ -116,6 +116,11 @@ impl Ctx {
     }
 }
 
+/// The names of the probes every dump and restore needs (`required`).
+pub fn required_names() -> impl Iterator<Item = &'static str> {
+    PROBES.iter().filter(|d| d.required).map(|d| d.name)
+}
+
 /// Every probe, in the order they run and are shown.
 const PROBES: &[Def] = &[
     Def {

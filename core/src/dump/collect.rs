@@ -17,7 +17,8 @@ use crate::{memory, proc};
 pub(super) type Collected = (cryo_proto::image::TaskCore, cryo_proto::image::MmCore);
 
 /// Everything of task `pid` (frozen, its main thread `remote` borrowed, `scratch` mapped):
-/// its core with threads, signals, timers and fds, and its memory.
+/// its core with threads, signals, timers and fds, and its memory (without its pages when
+/// `pages` is false: `dump --check-only`).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn collect(
     pid: Pid,
@@ -30,6 +31,7 @@ pub(super) fn collect(
     sockets: &SocketDump,
     files: &mut FileTable,
     members: &DumpMembers,
+    pages: bool,
 ) -> Result<Collected> {
     let mut core = task::dump(pid, stat)?;
     let mut process_attrs = attrs::dump_process(pid)?;
@@ -72,6 +74,6 @@ pub(super) fn collect(
         .into_iter()
         .filter(|m| !scratch.contains(m.start))
         .collect();
-    let mm = memory::dump::dump(pid, stat, &maps, files, images, remote, scratch)?;
+    let mm = memory::dump::dump(pid, stat, &maps, files, images, remote, scratch, pages)?;
     Ok((core, mm))
 }

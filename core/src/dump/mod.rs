@@ -68,6 +68,9 @@ pub struct DumpOptions {
     /// images streamed to a receiver that must confirm them). Its error rolls the dump back
     /// as any other failure: the target runs on, the network lock is removed.
     pub commit: Option<CommitHook>,
+    /// `--check-only`: no pages, the target always left running, and check.img written for
+    /// `cryo restore --check-only` to judge a destination with (crate::precheck).
+    pub check_only: bool,
 }
 
 /// The error a [`CommitHook`] answers with: it says which step failed.
@@ -130,7 +133,10 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpSummary> {
         return Err(DumpError::NoPid.into());
     }
     let tree = resolve_trees(&opts.pids)?;
-    let images = ImageDir::create(&opts.images_dir)?;
+    let mut images = ImageDir::create(&opts.images_dir)?;
+    if opts.check_only {
+        images.without_contents();
+    }
     let mut hooks = Hooks::new(opts.action_script.as_ref(), images.path());
     let mut result = hooks
         .run(Stage::PreDump, &opts.pids)
@@ -172,13 +178,15 @@ fn dump_tree(
     started: Instant,
 ) -> Result<DumpSummary> {
     let live: Vec<&Member> = tree.iter().filter(|m| m.stat.state != 'Z').collect();
+    // A check-only dump never kills: it is a --leave-running dump without pages.
+    let leave_running = opts.leave_running || opts.check_only;
     let lock_id = lock_id_for(images.path());
     // Before anything is changed, and dropped last: if cryo dies from here on, it takes the
     // connections out of repair mode and removes the lock.
     let guardian = opts.tcp_established.then(|| {
         let pids: Vec<Pid> = live.iter().map(|m| m.pid).collect();
         let inventory = images.path().join(names::INVENTORY);
-        Guardian::start(&pids, &lock_id, (!opts.leave_running).then_some(&*inventory))
+        Guardian::start(&pids, &lock_id, (!leave_running).then_some(&*inventory))
     });
     let mut guardian = guardian.flatten();
     // Parents first: a child forked meanwhile is seen as a change of the tree below.
@@ -256,6 +264,7 @@ fn dump_tree(
         let collected = collect(
             pid, &stat, images, &fd_opts, frozen, &remote, &scratch, sockets, &mut files,
             &members,
+            !opts.check_only,
         );
         // Whatever happened, the task gets its own state back before anything else.
         let unmapped = scratch.unmap(&remote);
@@ -264,6 +273,10 @@ fn dump_tree(
         unmapped.map_err(|e| Error::sys(pid, "unmap the scratch page", e))?;
         released.map_err(|e| Error::sys(pid, "put the main thread back", e))?;
         pages_bytes += mm.pages_file.as_ref().map_or(0, |f| f.size);
+        if opts.check_only {
+            // What a full dump would write.
+            pages_bytes += mm.pages.iter().map(|r| r.npages * memory::PAGE).sum::<u64>();
+        }
         crate::interrupt::pause_point("collected");
         interrupted("while collecting process state")?;
         let mut entry = task::process_entry(pid, &stat, frozen.tids());
@@ -299,7 +312,7 @@ fn dump_tree(
     files.finish_terminals(&terminals, &fd_opts)?;
     drop(terminals);
     // Descriptors in flight become descriptions; accept queues checked.
-    crate::sockets::resolve(sockets_held.tasks_mut(), &mut files, images, opts.leave_running)?;
+    crate::sockets::resolve(sockets_held.tasks_mut(), &mut files, images, leave_running)?;
     // Both ends of every unix connection must be in the dump (or be let go: --ext-unix-sk).
     let external = crate::sockets::check_unix_peers(sockets_held.tasks(), opts.ext_unix_sk)?;
     files.mark_external_peers(&external);
@@ -315,18 +328,38 @@ fn dump_tree(
     let live_pids: Vec<Pid> = live.iter().map(|m| m.pid).collect();
     crate::ipc::dump(&live_pids, images)?;
     let vdso = memory::vdso_identity(live[0].pid)?;
-    for (core, mm) in cores {
+    for (core, mm) in &cores {
         let pid = Pid::from_raw(core.pid);
-        images.write(&names::core(pid), ImageKind::Core, &[core])?;
-        images.write(&names::mm(pid), ImageKind::Mm, &[mm])?;
+        images.write(&names::core(pid), ImageKind::Core, std::slice::from_ref(core))?;
+        images.write(&names::mm(pid), ImageKind::Mm, std::slice::from_ref(mm))?;
     }
-    if !opts.leave_running {
+    if !leave_running {
         // What clients sent before being accepted: reached by accept(), so only now.
         crate::sockets::capture_accept_queues(sockets_held.tasks_mut(), &mut files, images)?;
     }
-    images.write(names::FILES, ImageKind::Files, &files.into_descs())?;
+    let descs = files.into_descs();
+    images.write(names::FILES, ImageKind::Files, &descs)?;
     images.write(names::PSTREE, ImageKind::Pstree, &pstree)?;
     let has_connections = sockets_held.has_connections();
+    // --check-only: the target is let go before its files are hashed (that takes longer
+    // than reading its state), then check.img goes before the inventory.
+    let mut sockets_held = Some(sockets_held);
+    let mut frozen = Some(frozen);
+    let mut released_after = None;
+    if opts.check_only {
+        if let Some(held) = sockets_held.take() {
+            held.finish_running()?;
+        }
+        drop(frozen.take());
+        released_after = Some(frozen_at.elapsed());
+        if let Some(guardian) = guardian.take() {
+            guardian.done();
+        }
+        let check = crate::precheck::record(&cores, &pstree, &descs);
+        images.write(names::CHECK, ImageKind::MigrationCheck, &[check])?;
+    }
+    drop(cores);
+    drop(descs);
     let checkpoint_id = checkpoint_id();
     // The inventory last: a directory without one is not an image.
     images.write(
@@ -346,8 +379,9 @@ fn dump_tree(
             vdso_crc32c: vdso.1,
             shell_job: opts.shell_job,
             tcp_established: opts.tcp_established,
-            leave_running: opts.leave_running,
-            network_lock: if !opts.leave_running && has_connections {
+            leave_running,
+            check_only: opts.check_only,
+            network_lock: if !leave_running && has_connections {
                 lock_id
             } else {
                 String::new()
@@ -367,31 +401,38 @@ fn dump_tree(
     // The point of no return (the receiver holds the images): a signal from here on waits
     // for the end of the dump.
     // Frozen until released or killed; the wait for the killed to exit is not freezing.
-    let frozen_for;
-    if opts.leave_running {
-        sockets_held.finish_running()?;
-        drop(frozen);
-        frozen_for = frozen_at.elapsed();
-        if let Some(guardian) = guardian {
-            guardian.done();
+    let frozen_for = match (released_after, frozen, sockets_held) {
+        // --check-only: let go before the files were hashed.
+        (Some(after), _, _) => after,
+        (None, Some(frozen), Some(sockets_held)) if !leave_running => {
+            // The point of no return: the guardian kills the tree too if cryo dies now.
+            if let Some(guardian) = &mut guardian {
+                guardian.commit();
+            }
+            let dying = crate::freeze::kill_tree(frozen)?;
+            let frozen_for = frozen_at.elapsed();
+            if let Some(id) = sockets_held.finish_killed() {
+                info!(
+                    lock = id,
+                    "connections held silent by the network lock until restore"
+                );
+            }
+            dying.into_iter().for_each(crate::freeze::Dying::wait_gone);
+            // Closed: the guardian kills what is left (nothing) and exits.
+            drop(guardian);
+            frozen_for
         }
-    } else {
-        // The point of no return: the guardian kills the tree too if cryo dies now.
-        if let Some(guardian) = &mut guardian {
-            guardian.commit();
+        (None, frozen, sockets_held) => {
+            if let Some(held) = sockets_held {
+                held.finish_running()?;
+            }
+            drop(frozen);
+            if let Some(guardian) = guardian {
+                guardian.done();
+            }
+            frozen_at.elapsed()
         }
-        let dying = crate::freeze::kill_tree(frozen)?;
-        frozen_for = frozen_at.elapsed();
-        if let Some(id) = sockets_held.finish_killed() {
-            info!(
-                lock = id,
-                "connections held silent by the network lock until restore"
-            );
-        }
-        dying.into_iter().for_each(crate::freeze::Dying::wait_gone);
-        // Closed: the guardian kills what is left (nothing) and exits.
-        drop(guardian);
-    }
+    };
     let summary = DumpSummary {
         pids: tree.iter().map(|m| m.pid).collect(),
         pages_bytes,

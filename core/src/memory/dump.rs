@@ -24,7 +24,9 @@ const PAGEMAP_CHUNK: usize = 64 * 1024;
 /// The checksum thread's read-back buffer: well inside L2, so the crc reads cached bytes.
 const CHECKSUM_BUF: usize = 256 << 10;
 
-/// Dumps the address space of frozen task `pid`. `maps` must not include `scratch`.
+/// Dumps the address space of frozen task `pid`. `maps` must not include `scratch`. With
+/// `pages` false (`dump --check-only`) the page runs are found but no page is written.
+#[allow(clippy::too_many_arguments)]
 pub fn dump(
     pid: Pid,
     stat: &Stat,
@@ -33,6 +35,7 @@ pub fn dump(
     images: &ImageDir,
     remote: &Remote,
     scratch: &Scratch,
+    pages: bool,
 ) -> Result<MmCore> {
     let _span = debug_span!("memory", %pid).entered();
     let mut vmas = Vec::with_capacity(maps.len());
@@ -118,14 +121,23 @@ pub fn dump(
     let runs = page_runs(pid, &vmas)?;
     tracing::trace!("pagemap read");
     let total: u64 = runs.iter().map(|r| r.npages * PAGE).sum();
-    let name = names::pages(pid);
-    let file = images.create_raw(&name)?;
-    let crc = write_and_checksum(pid, images, &name, &file, total, |written| {
-        write_pages(
-            pid, images, &name, &file, &runs, &vmas, remote, scratch, written,
-        )
-    })?;
-    debug!(runs = runs.len(), bytes = total, "pages written");
+    let pages_file = if pages {
+        let name = names::pages(pid);
+        let file = images.create_raw(&name)?;
+        let crc = write_and_checksum(pid, images, &name, &file, total, |written| {
+            write_pages(
+                pid, images, &name, &file, &runs, &vmas, remote, scratch, written,
+            )
+        })?;
+        debug!(runs = runs.len(), bytes = total, "pages written");
+        Some(RawFileRef {
+            name,
+            size: total,
+            crc32c: crc,
+        })
+    } else {
+        None
+    };
 
     let brk = remote
         .call(libc::SYS_brk, &[0])
@@ -137,11 +149,7 @@ pub fn dump(
         vmas,
         pages: runs,
         mlockall,
-        pages_file: Some(RawFileRef {
-            name,
-            size: total,
-            crc32c: crc,
-        }),
+        pages_file,
         ..mm_layout(stat, brk, proc::auxv(pid)?)
     })
 }

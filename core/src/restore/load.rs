@@ -48,6 +48,14 @@ impl Loaded {
     /// is created.
     pub fn read(images: ImageDir) -> Result<Self> {
         let inventory: Inventory = images.read_single(names::INVENTORY, ImageKind::Inventory)?;
+        if inventory.check_only {
+            return Err(Error::ImageDir {
+                path: images.path().to_path_buf(),
+                detail: "a check image (`dump --check-only`, no pages): judge a host with \
+                         `cryo restore --check-only`, restore a full dump"
+                    .into(),
+            });
+        }
         let pstree: Vec<ProcessEntry> = images.read(names::PSTREE, ImageKind::Pstree)?;
         let descs: Vec<FileDesc> = images.read(names::FILES, ImageKind::Files)?;
         let invalid = |name: &str, detail: String| {

@@ -35,6 +35,9 @@ pub fn render_text(dir: &Path) -> Result<String> {
     if inv.leave_running {
         options.push("leave-running");
     }
+    if inv.check_only {
+        options.push("check-only");
+    }
     let lock = format!("network-lock={}", inv.network_lock);
     if !inv.network_lock.is_empty() {
         options.push(&lock);

@@ -4,6 +4,7 @@
 //! typed results. nix is used where it already covers a call the way the engine needs it.
 //!
 //! ```text
+//! cpu       XCR0 of this host (xgetbv)
 //! fcntl     signal owner and signal of a description, struct flock for remote locks
 //! fd        dup, dup3 onto a chosen number, close_range, FIONREAD, RLIMIT_NOFILE
 //! handle    file handles: an inode named without a path, opened again
@@ -29,6 +30,7 @@
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
+pub mod cpu;
 pub mod epoll;
 pub mod eventfd;
 pub mod fcntl;
