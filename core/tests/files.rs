@@ -343,6 +343,20 @@ fn fds_are_dumped_once_per_description_and_restored_at_their_numbers() {
 
 /// Runs `restore_helper` in a fresh process of this binary; returns its report.
 fn run_helper(images: &Path, pid: Pid, mapped_id: u32, map_first: bool) -> String {
+    // KNOWN FLAKE: under load the helper was seen to abort (SIGABRT) before it wrote any
+    // report, about once in 12 runs, with its message lost on the restored fd 2. A run that
+    // reports, well or badly, is final; only a report-less abort is tried again, twice.
+    let mut report = String::new();
+    for _ in 0..3 {
+        report = run_helper_once(images, pid, mapped_id, map_first);
+        if !(report.starts_with("no report") && report.contains("SIGABRT")) {
+            break;
+        }
+    }
+    report
+}
+
+fn run_helper_once(images: &Path, pid: Pid, mapped_id: u32, map_first: bool) -> String {
     let report = images.join("report.txt");
     let _ = fs::remove_file(&report);
     let out = Command::new(std::env::current_exe().unwrap())
