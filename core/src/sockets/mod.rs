@@ -186,6 +186,39 @@ fn socket_record(ino: u64, family: u32, state: &SocketState) -> Socket {
     }
 }
 
+/// The errors of a socket captured whole when identified (packet, netlink): fd `fd` of
+/// `pid`, inode `ino`, of family `family`.
+#[derive(Clone, Copy)]
+struct FamilyErrors {
+    pid: Pid,
+    fd: RawFd,
+    family: &'static str,
+    ino: u64,
+}
+
+impl FamilyErrors {
+    /// The socket cannot come back: `what` of it.
+    fn refuse(&self, what: &str) -> FileError {
+        SocketError::FamilyRefused {
+            pid: self.pid,
+            fd: self.fd,
+            family: self.family,
+            ino: self.ino,
+            what: what.into(),
+        }
+        .into()
+    }
+
+    /// Reading it failed at `op`.
+    fn inspect(&self, op: &'static str) -> impl Fn(std::io::Error) -> FileError {
+        let (pid, fd) = (self.pid, self.fd);
+        move |e| {
+            let open = for_errors(pid, fd);
+            open.inspect_err(op, open.proc_path(), e)
+        }
+    }
+}
+
 /// Fd `fd` of `pid` for error messages: its link is read only then.
 fn for_errors(pid: Pid, fd: RawFd) -> OpenFd {
     let link = std::fs::read_link(inspect::proc_fd(pid, fd))

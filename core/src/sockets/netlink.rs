@@ -23,7 +23,7 @@ use cryo_unix_sockets::family_diag;
 use nix::sys::socket::{self, NetlinkAddr};
 use nix::unistd::Pid;
 
-use super::{for_errors, restore_err, SocketError};
+use super::{restore_err, FamilyErrors, SocketError};
 use crate::files::FileError;
 use crate::sys::sockopt;
 
@@ -79,21 +79,14 @@ pub(super) fn capture(
     dup: BorrowedFd<'_>,
     ino: u64,
 ) -> Result<NetlinkState, FileError> {
-    let refuse = |what: &str| {
-        FileError::from(SocketError::FamilyRefused {
-            pid,
-            fd,
-            family: "netlink",
-            ino,
-            what: what.into(),
-        })
+    let errors = FamilyErrors {
+        pid,
+        fd,
+        family: "netlink",
+        ino,
     };
-    let err = |op: &'static str| {
-        move |e: std::io::Error| {
-            let open = for_errors(pid, fd);
-            open.inspect_err(op, open.proc_path(), e)
-        }
-    };
+    let refuse = |what: &str| errors.refuse(what);
+    let err = |op: &'static str| errors.inspect(op);
     let sock_type = sockopt::get_int(dup, libc::SOL_SOCKET, libc::SO_TYPE)
         .map_err(err("getsockopt SO_TYPE"))?;
     let protocol = sockopt::get_int(dup, libc::SOL_SOCKET, libc::SO_PROTOCOL)
@@ -141,14 +134,8 @@ pub(super) fn capture(
             Err(e) => return Err(err(step)(e)),
         }
     }
-    let socket = tcp::capture_socket_level(dup).map_err(|e| {
-        let open = for_errors(pid, fd);
-        open.inspect_err(
-            "socket options",
-            open.proc_path(),
-            std::io::Error::other(e.to_string()),
-        )
-    })?;
+    let socket = tcp::capture_socket_level(dup)
+        .map_err(|e| err("socket options")(std::io::Error::other(e.to_string())))?;
     Ok(NetlinkState {
         sock_type,
         protocol,
