@@ -464,7 +464,7 @@ pub(crate) fn dump(pids: &[Pid], images: &ImageDir) -> crate::error::Result<()> 
         }
     }
     let ipc = SysvIpc {
-        sems: sem::dump(pids)?,
+        sems: sem::dump(pids, sets)?,
         queues: msg::dump(pids)?,
     };
     Ok(images.write(IMAGE, ImageKind::SysvIpc, &[ipc])?)

@@ -26,11 +26,11 @@ fn describe(s: &SysvSem) -> String {
     )
 }
 
-/// Every semaphore set of cryo's IPC namespace that a process of `pids` changed last, with
-/// its values.
-pub(super) fn dump(pids: &[Pid]) -> Result<Vec<SysvSem>, IpcError> {
+/// Every semaphore set of `sets` (those of cryo's IPC namespace, [`live`]) that a process of
+/// `pids` changed last, with its values.
+pub(super) fn dump(pids: &[Pid], sets: Vec<Listed>) -> Result<Vec<SysvSem>, IpcError> {
     let mut out = Vec::new();
-    for l in live()? {
+    for l in sets {
         let what = format!("SysV semaphore set {}", l.id);
         let nsems = l.col("nsems") as usize;
         let mut ours = false;
