@@ -343,20 +343,6 @@ fn fds_are_dumped_once_per_description_and_restored_at_their_numbers() {
 
 /// Runs `restore_helper` in a fresh process of this binary; returns its report.
 fn run_helper(images: &Path, pid: Pid, mapped_id: u32, map_first: bool) -> String {
-    // KNOWN FLAKE: under load the helper was seen to abort (SIGABRT) before it wrote any
-    // report, about once in 12 runs, with its message lost on the restored fd 2. A run that
-    // reports, well or badly, is final; only a report-less abort is tried again, twice.
-    let mut report = String::new();
-    for _ in 0..3 {
-        report = run_helper_once(images, pid, mapped_id, map_first);
-        if !(report.starts_with("no report") && report.contains("SIGABRT")) {
-            break;
-        }
-    }
-    report
-}
-
-fn run_helper_once(images: &Path, pid: Pid, mapped_id: u32, map_first: bool) -> String {
     let report = images.join("report.txt");
     let _ = fs::remove_file(&report);
     let out = Command::new(std::env::current_exe().unwrap())
@@ -449,7 +435,10 @@ fn drain(fd: RawFd) -> Result<Vec<u8>, String> {
 }
 
 fn restore_and_check(images_path: &Path) -> Result<(), String> {
-    let images = ImageDir::open(images_path).map_err(|e| e.to_string())?;
+    // Never dropped: restoring the fds closes the directory's fd (or puts a restored fd at
+    // its number), which is the restored table's to close now, not this ImageDir's.
+    let images =
+        std::mem::ManuallyDrop::new(ImageDir::open(images_path).map_err(|e| e.to_string())?);
     let pid: i32 = std::env::var("CRYO_FILES_PID").unwrap().parse().unwrap();
     let mapped_id: u32 = std::env::var(MAPPED_ENV).unwrap().parse().unwrap();
     let map_first = std::env::var(ORDER_ENV).as_deref() == Ok("1");
