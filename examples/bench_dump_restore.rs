@@ -63,7 +63,12 @@ fn round(mib: usize, dir: &Path) -> Round {
     let pid = spawn_workload(mib);
     let _ = std::fs::remove_dir_all(dir);
     let t = Instant::now();
-    let summary = dump(&DumpOptions::new(vec![pid], dir)).unwrap_or_else(|e| panic!("dump: {e}"));
+    let summary = dump(&DumpOptions::new(vec![pid], dir)).unwrap_or_else(|e| {
+        // The workload holds this bench's stdout: left alive, it would keep a reader of the
+        // output waiting forever.
+        let _ = kill(pid, Signal::SIGKILL);
+        panic!("dump: {e}")
+    });
     let dump_time = t.elapsed();
     // The dump killed our child: reap it so its pid is free again.
     let _ = waitpid(pid, None);
