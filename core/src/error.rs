@@ -35,6 +35,9 @@ pub enum Error {
     /// A process or thread attribute (nice, policy, affinity, oom_score_adj...).
     #[error(transparent)]
     Attrs(#[from] crate::task::attrs::AttrError),
+    /// A namespace of a task that cannot come back.
+    #[error(transparent)]
+    Namespaces(#[from] crate::task::namespaces::NamespaceError),
     /// A SysV IPC object (segment, semaphore set, message queue).
     #[error(transparent)]
     Ipc(#[from] crate::ipc::IpcError),

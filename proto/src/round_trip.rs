@@ -143,6 +143,7 @@ macro_rules! every_message {
 
 every_message!(
     RawFileRef,
+    UtsNamespace,
     Inventory,
     ProcessEntry,
     Creds,

@@ -1,4 +1,6 @@
-//! `cryo restore --pidns --netns`: a copy in new namespaces beside a still-running original.
+//! Namespaces: `cryo restore --pidns --netns` makes a copy in new namespaces beside a still-running
+//! original; a process in a UTS namespace of its own comes back in one with its names; any
+//! other namespace than cryo's is refused at dump, naming pid, thread and kind.
 //!
 //! Needs the engine: `cryo` must be built (`cargo build -p cryo`).
 
@@ -75,4 +77,92 @@ fn a_copy_runs_in_its_own_namespaces_beside_the_original() {
     );
     original.signal(libc::SIGCONT).unwrap();
     assert_eq!(w.cmd("tick"), "4", "the original kept its own state");
+}
+
+/// The UTS namespace of `pid`, as its /proc link reads.
+fn uts_ns(pid: impl std::fmt::Display) -> std::path::PathBuf {
+    std::fs::read_link(format!("/proc/{pid}/ns/uts")).expect("uts link")
+}
+
+#[test]
+fn a_process_in_a_uts_namespace_of_its_own_comes_back_in_one_with_its_names() {
+    cryo_bin();
+    let mut w = Workload::spawn("attrs", &["uts=cryo-uts-test:uts.cryo.test", "thread"]);
+    let names = "cryo-uts-test uts.cryo.test";
+    assert_eq!(w.cmd("get uts"), names);
+    assert_ne!(uts_ns(w.pid()), uts_ns("self"));
+
+    let img = w.path("left");
+    w.dump(&img, &["--leave-running"]).assert_success();
+    assert_eq!(w.cmd("get uts"), names, "--leave-running changed its names");
+
+    let img = w.path("img");
+    w.dump_ok(&img);
+    w.restore_background(&img);
+    assert_eq!(w.cmd("get uts"), names, "the main thread's names");
+    assert_eq!(w.cmd("tget uts"), names, "the second thread's names");
+    assert_ne!(
+        uts_ns(w.pid()),
+        uts_ns("self"),
+        "restored into cryo's UTS namespace"
+    );
+    let ours = nix::sys::utsname::uname().unwrap();
+    assert_ne!(ours.nodename().to_string_lossy(), "cryo-uts-test");
+}
+
+#[test]
+fn a_process_in_another_namespace_than_cryos_is_refused_naming_pid_and_kind() {
+    cryo_bin();
+    for (kind, words) in [
+        ("ipc", "an IPC namespace other than cryo's (ipc:["),
+        ("net", "a network namespace other than cryo's (net:["),
+        ("cgroup", "a cgroup namespace other than cryo's (cgroup:["),
+        (
+            "pid",
+            "a PID (for its children) namespace other than cryo's",
+        ),
+    ] {
+        let w = Workload::spawn("attrs", &[&format!("unshare={kind}")]);
+        let out = w.dump(&w.path("img"), &[]);
+        assert!(
+            !out.status.success(),
+            "{kind}: the dump should be refused\n{out}"
+        );
+        let pid = w.pid();
+        assert!(
+            out.stderr
+                .contains(&format!("pid {pid} thread {pid}: in {words}")),
+            "{kind}: {}",
+            out.stderr
+        );
+        w.assert_untouched();
+        assert_eq!(w.cmd("get umask").len(), 3, "{kind}: the target answers");
+    }
+}
+
+#[test]
+fn a_mount_namespace_with_cryos_mounts_is_dumped_and_one_with_others_is_refused() {
+    cryo_bin();
+    // Same mounts as cryo's: its view comes back in cryo's namespace.
+    let mut w = Workload::spawn("attrs", &["unshare=mnt"]);
+    let img = w.path("img");
+    w.dump_ok(&img);
+    w.restore_background(&img);
+    assert_eq!(w.cmd("get umask").len(), 3);
+    drop(w);
+
+    // A tmpfs only it sees.
+    let w = Workload::spawn("attrs", &["unshare=mnt", "tmpfs=mnt"]);
+    let out = w.dump(&w.path("img"), &[]);
+    assert!(!out.status.success(), "the dump should be refused\n{out}");
+    let pid = w.pid();
+    assert!(
+        out.stderr.contains(&format!(
+            "pid {pid}: in a mount namespace other than cryo's whose mounts differ"
+        )) && out.stderr.contains("(tmpfs cryo-test-tmpfs")
+            && out.stderr.contains("is its only"),
+        "{}",
+        out.stderr
+    );
+    w.assert_untouched();
 }

@@ -10,7 +10,7 @@ use crate::freeze::FrozenTask;
 use crate::image::ImageDir;
 use crate::remote::{Remote, Scratch};
 use crate::sockets::SocketDump;
-use crate::task::{attrs, process as task, security, signals, threads, timers};
+use crate::task::{attrs, namespaces, process as task, security, signals, threads, timers};
 use crate::{memory, proc};
 
 /// A task's core and memory images.
@@ -34,6 +34,7 @@ pub(super) fn collect(
     pages: bool,
 ) -> Result<Collected> {
     let mut core = task::dump(pid, stat)?;
+    core.uts = namespaces::dump(pid, frozen.tids())?;
     let mut process_attrs = attrs::dump_process(pid)?;
     for &tid in frozen.tids() {
         let dump = |remote: &Remote, process: Option<&mut _>| -> Result<_> {

@@ -323,6 +323,12 @@ fn dump_tree(
         pstree.push(entry);
     }
     tree::check_sessions(&pstree, &opts.pids, opts.shell_job)?;
+    let uts: Vec<(i32, i32, Option<u64>)> = pstree
+        .iter()
+        .zip(&cores)
+        .map(|(e, (core, _))| (e.pid, e.ppid, core.uts.as_ref().map(|u| u.inode)))
+        .collect();
+    crate::task::namespaces::check_uts_tree(&uts)?;
     // SysV semaphore sets and message queues, and what of the processes' IPC state cannot
     // come back (refused here, before anything is killed).
     let live_pids: Vec<Pid> = live.iter().map(|m| m.pid).collect();

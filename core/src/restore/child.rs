@@ -16,7 +16,7 @@ use crate::image::names;
 use crate::remote::{BATCH_LOOP, BATCH_LOOP_OFFSET, SYSCALL_INT3};
 use crate::sys::process::{fork_with_pid, Forked};
 use crate::sys::spawn::{map_code_pages, move_to, read_raw, write_raw};
-use crate::task::{attrs, process, signals};
+use crate::task::{attrs, namespaces, process, signals};
 
 /// Exit codes of a forked process that did not become the dumped one.
 const EXIT_LET_GO: i32 = 71;
@@ -58,6 +58,14 @@ fn child_setup(tree: &Planned, i: usize) -> Result<(), ChildError> {
     let t = &tree.loaded.tasks[i];
     let pid = Pid::from_raw(t.entry.pid);
     process::restore_session(&t.entry)?;
+    let parent_uts = tree
+        .loaded
+        .tasks
+        .iter()
+        .find(|p| p.entry.pid == t.entry.ppid)
+        .and_then(|p| p.core.uts.as_ref())
+        .map(|u| u.inode);
+    namespaces::restore_in_child(&t.core, parent_uts)?;
     if let (Some((_, attach)), Some(slot)) = (&tree.terminal, plan.terminal_slot) {
         files::tty::attach(slot, &t.entry, attach);
     }

@@ -250,6 +250,8 @@ pub enum ChildStep {
     Attribute,
     #[error("stage memory shared with the children")]
     StageMemory,
+    #[error("make its UTS namespace")]
+    UtsNamespace,
 }
 
 /// The object a failed file step of a forked process was opening.

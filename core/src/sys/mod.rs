@@ -24,6 +24,7 @@
 //! scm       fds passed over a unix socket (the restore guardian)
 //! sockfilter classic BPF socket filters: read back, attached
 //! sockopt   options at any level, sockets of any family, packet bind (packet, netlink)
+//! uts       host and domain names of another UTS namespace; a new one with given names
 //! eventfd, timerfd, signalfd, epoll, inotify, memfd, tty: the fd kinds files/ restores
 //! ```
 
@@ -58,6 +59,7 @@ pub mod termination;
 pub mod timerfd;
 pub mod tty;
 pub mod uffd;
+pub mod uts;
 
 /// Checks a raw call's integer result: negative is the errno error.
 pub(crate) fn check(ret: libc::c_long) -> io::Result<libc::c_long> {

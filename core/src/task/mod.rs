@@ -2,6 +2,7 @@
 //! restore side by side.
 //!
 //! ```text
+//! namespaces  UTS made again with its names; other kinds cryo's or refused
 //! attrs     nice, policy, affinity, ioprio, slack, pdeathsig, MCE, oom, loginuid, dumpable...
 //! process   credentials, rlimits, umask, personality, name, cwd/root, session and group
 //! security  per-thread ids, capabilities, securebits, no_new_privs, seccomp (restored last)
@@ -11,6 +12,7 @@
 //! ```
 
 pub mod attrs;
+pub mod namespaces;
 pub mod process;
 pub mod security;
 pub mod signals;

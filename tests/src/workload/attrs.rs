@@ -33,6 +33,10 @@
 //! rlimit=RES:SOFT:HARD    setrlimit, RES a number or nofile|stack|core|cpu|fsize|nproc|memlock
 //! umask=OCTAL             umask                                            process
 //! personality=HEX         personality                                      process
+//! uts=HOST:DOMAIN         unshare(CLONE_NEWUTS), sethostname, setdomainname process
+//! unshare=KIND            unshare a namespace, KIND ipc|net|cgroup|mnt|pid process
+//!                         (mnt: then every mount made private)
+//! tmpfs=NAME              mount a tmpfs on DIR/NAME (after unshare=mnt)    process
 //! user=UID                make DIR and DIR/out reachable for UID, then setgroups([]) and
 //!                         setresgid/setresuid(UID) (glibc: every thread)
 //!
@@ -58,6 +62,7 @@
 //! loginuid, sessionid  N             (/proc/self/loginuid, /proc/self/sessionid)
 //! rlimit:RES    SOFT HARD             (getrlimit; unlimited as -1)
 //! umask         OCTAL
+//! uts           HOST DOMAIN           (uname: nodename, domainname)
 //! personality   HEX
 //! status:FIELD  the field of /proc/thread-self/status (CapBnd, CapAmb, NoNewPrivs...)
 //! ```
@@ -337,6 +342,51 @@ fn apply(setting: &str, dir: &Path) -> Result<(), String> {
             Ok(())
         }
         "personality" => sys::personality(num(value)? as u32).map(drop).map_err(fail),
+        "uts" => {
+            let (host, domain) = value
+                .split_once(':')
+                .ok_or(format!("bad uts {value:?}: HOST:DOMAIN"))?;
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUTS)
+                .map_err(|e| fail(e.into()))?;
+            nix::unistd::sethostname(host).map_err(|e| fail(e.into()))?;
+            sys::setdomainname(domain).map_err(fail)
+        }
+        "unshare" => {
+            use nix::sched::CloneFlags;
+            let flags = match value {
+                "ipc" => CloneFlags::CLONE_NEWIPC,
+                "net" => CloneFlags::CLONE_NEWNET,
+                "cgroup" => CloneFlags::CLONE_NEWCGROUP,
+                "mnt" => CloneFlags::CLONE_NEWNS,
+                "pid" => CloneFlags::CLONE_NEWPID,
+                other => return Err(format!("bad unshare {other:?}: ipc|net|cgroup|mnt|pid")),
+            };
+            nix::sched::unshare(flags).map_err(|e| fail(e.into()))?;
+            if flags == CloneFlags::CLONE_NEWNS {
+                // Its mounts from now on stay its own (none goes back to the host's).
+                nix::mount::mount(
+                    None::<&str>,
+                    "/",
+                    None::<&str>,
+                    nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
+                    None::<&str>,
+                )
+                .map_err(|e| fail(e.into()))?;
+            }
+            Ok(())
+        }
+        "tmpfs" => {
+            let at = dir.join(value);
+            std::fs::create_dir_all(&at).map_err(fail)?;
+            nix::mount::mount(
+                Some("cryo-test-tmpfs"),
+                &at,
+                Some("tmpfs"),
+                nix::mount::MsFlags::empty(),
+                None::<&str>,
+            )
+            .map_err(|e| fail(e.into()))
+        }
         "user" => {
             let uid = num(value)? as u32;
             // The command FIFO is open already; each reply opens DIR/out anew.
@@ -453,6 +503,15 @@ fn observe(key: &str) -> Result<String, String> {
         "personality" => sys::personality(0xffff_ffff)
             .map(|p| format!("{p:#x}"))
             .map_err(fail),
+        "uts" => nix::sys::utsname::uname()
+            .map(|u| {
+                format!(
+                    "{} {}",
+                    u.nodename().to_string_lossy(),
+                    u.domainname().to_string_lossy()
+                )
+            })
+            .map_err(|e| fail(e.into())),
         other => Err(format!("unknown key {other:?}")),
     }
 }

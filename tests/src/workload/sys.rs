@@ -953,6 +953,12 @@ pub fn getrlimit(resource: u32) -> io::Result<(u64, u64)> {
     Ok((lim.rlim_cur, lim.rlim_max))
 }
 
+/// Sets the NIS domain name of the UTS namespace.
+pub fn setdomainname(name: &str) -> io::Result<()> {
+    // SAFETY: `name` is a live buffer of the length passed; the kernel copies it.
+    cvt(unsafe { libc::setdomainname(name.as_ptr().cast(), name.len()) }).map(drop)
+}
+
 /// Sets the umask; returns the previous one.
 pub fn umask(mask: u32) -> u32 {
     // SAFETY: numbers only.
