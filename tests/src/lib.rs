@@ -30,6 +30,8 @@
 pub mod protocol;
 pub mod servers;
 pub mod servers_pg;
+pub mod socks;
+pub mod tcp_peer;
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
@@ -365,6 +367,15 @@ pub fn status_field(pid: i32, field: &str) -> Option<String> {
 pub fn mask_has(mask_hex: &str, sig: i32) -> bool {
     let mask = u64::from_str_radix(mask_hex, 16).expect("hex signal mask");
     mask & (1u64 << (sig - 1)) != 0
+}
+
+/// The children of process `pid` (its main thread's), from /proc; none when it is gone.
+pub fn children_of(pid: u32) -> Vec<i32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
 }
 
 /// Whether some process has `pid` right now.
@@ -901,6 +912,27 @@ impl Workload {
                 }
             }
         }
+    }
+
+    /// Dumps the workload into `img` under its control dir (killing it), then restores it in
+    /// the background: the round trip most tests check the restored process after.
+    #[track_caller]
+    pub fn dump_and_restore(&mut self) {
+        let img = self.path("img");
+        self.dump_ok(&img);
+        self.restore_background(&img);
+    }
+
+    /// A dump that must be refused with an error naming this workload's pid, `fd FD` and
+    /// `attribute`, and leave the workload as it was.
+    #[track_caller]
+    pub fn assert_dump_refused(&self, fd: &str, attribute: &str) {
+        self.dump(&self.path("img"), &[])
+            .assert_refused()
+            .assert_stderr_has_word(&self.pid.to_string())
+            .assert_stderr_mentions(&format!("fd {fd}"))
+            .assert_stderr_mentions(attribute);
+        self.assert_untouched();
     }
 
     fn kill_if_ours(&self) {

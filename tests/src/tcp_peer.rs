@@ -1,0 +1,121 @@
+//! The test's end of TCP connections to a `tcp` workload: its listener's address, a client
+//! connected to it, exact reads, and the network lock a dump left (tcp*.rs, broken_peers.rs).
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::path::Path;
+use std::time::Duration;
+
+use crate::Workload;
+
+/// Generous: a client retransmits on its own backoff timer after the lock is released.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The address of the workload's listener on `ip`.
+pub fn server_addr(w: &Workload, ip: &str) -> SocketAddr {
+    let port: u16 = w.cmd("port").parse().expect("port");
+    SocketAddr::new(ip.parse::<IpAddr>().unwrap(), port)
+}
+
+/// A client connected to the workload's listener on `ip`, its reads bounded by
+/// [`IO_TIMEOUT`].
+pub fn connect(w: &Workload, ip: &str) -> TcpStream {
+    let s = TcpStream::connect(server_addr(w, ip)).unwrap();
+    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    s
+}
+
+/// Exactly `n` bytes read from `s`; panics on the end of the stream or an error.
+#[track_caller]
+pub fn read_exactly(s: &mut TcpStream, n: usize) -> Vec<u8> {
+    let mut buf = vec![0u8; n];
+    let mut got = 0;
+    while got < n {
+        match s.read(&mut buf[got..]) {
+            Ok(0) => panic!("eof after {got} of {n} bytes"),
+            Ok(k) => got += k,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => panic!("read after {got} of {n} bytes: {e}"),
+        }
+    }
+    buf
+}
+
+/// The network lock a dump into `img` left, as `cryo show` prints it.
+pub fn lock_of(w: &Workload, img: &Path) -> Option<String> {
+    let out = w.show(img, false);
+    out.assert_success();
+    out.stdout
+        .split(|c: char| c.is_whitespace() || c == ',')
+        .find_map(|t| t.strip_prefix("network-lock="))
+        .map(str::to_string)
+}
+
+/// Clients connected to a `tcp` workload's listener on 127.0.0.1 and accepted by it
+/// (`accept-n`), sending numbered rounds of 8 bytes that the workload echoes back
+/// (`echo-all 8`): what the interrupted dumps and restores check every connection with.
+pub struct EchoClients {
+    clients: Vec<TcpStream>,
+    round: u8,
+}
+
+impl EchoClients {
+    /// `n` clients of workload `w`, each read bounded by `read_timeout`.
+    pub fn connect(w: &Workload, n: usize, read_timeout: Duration) -> Self {
+        let addr = server_addr(w, "127.0.0.1");
+        let clients: Vec<TcpStream> = (0..n)
+            .map(|_| {
+                let s = TcpStream::connect(addr).expect("connect");
+                s.set_read_timeout(Some(read_timeout)).unwrap();
+                s
+            })
+            .collect();
+        assert_eq!(w.cmd(&format!("accept-n {n}")), n.to_string());
+        EchoClients { clients, round: 0 }
+    }
+
+    fn message(&self, i: usize) -> [u8; 8] {
+        [self.round, i as u8, 1, 2, 3, 4, 5, 6]
+    }
+
+    /// Every client sends the next round's 8 bytes (the server may be down: they wait in
+    /// its send queue).
+    #[track_caller]
+    pub fn send(&mut self, when: &str) {
+        self.round += 1;
+        for i in 0..self.clients.len() {
+            let msg = self.message(i);
+            self.clients[i]
+                .write_all(&msg)
+                .unwrap_or_else(|e| panic!("client {i} write {when}: {e}"));
+        }
+    }
+
+    /// Workload `w` echoes every client's last 8 bytes (within `timeout`); every client
+    /// reads them back.
+    #[track_caller]
+    pub fn echo(&mut self, w: &Workload, timeout: Duration, when: &str) {
+        let n = self.clients.len();
+        let echoed = w.try_cmd("echo-all 8", timeout);
+        assert_eq!(
+            echoed.as_deref(),
+            Ok(n.to_string().as_str()),
+            "server echo {when}"
+        );
+        let mut lost = Vec::new();
+        for i in 0..n {
+            let want = self.message(i);
+            let mut got = [0u8; 8];
+            match self.clients[i].read_exact(&mut got) {
+                Ok(()) if got == want => {}
+                other => lost.push((i, format!("{other:?} {got:?}"))),
+            }
+        }
+        assert!(
+            lost.is_empty(),
+            "{} connections lost {when}: {:?}",
+            lost.len(),
+            &lost[..lost.len().min(3)]
+        );
+    }
+}
