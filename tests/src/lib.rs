@@ -32,6 +32,7 @@ pub mod servers;
 pub mod servers_pg;
 pub mod socks;
 pub mod tcp_peer;
+pub mod views;
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
@@ -376,6 +377,19 @@ pub fn children_of(pid: u32) -> Vec<i32> {
         .split_whitespace()
         .filter_map(|p| p.parse().ok())
         .collect()
+}
+
+/// Kills (SIGKILL) the processes of its list when dropped: what a test leaves behind outside
+/// its workload (workers, copies restored detached).
+pub struct Reaper(pub Vec<i32>);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        for &pid in &self.0 {
+            // SAFETY: kill takes plain integers.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
 }
 
 /// Whether some process has `pid` right now.
@@ -921,6 +935,22 @@ impl Workload {
         let img = self.path("img");
         self.dump_ok(&img);
         self.restore_background(&img);
+    }
+
+    /// Restores image `img` detached as a copy in new PID and network namespaces
+    /// (`--pidns --netns`), beside the workload: the copy's root pid, as seen from here.
+    #[track_caller]
+    pub fn restore_copy_in_namespaces(&self, img: &Path) -> i32 {
+        let out = self.cryo(&[
+            "restore".as_ref(),
+            "-D".as_ref(),
+            img.as_os_str(),
+            "--detach".as_ref(),
+            "--pidns".as_ref(),
+            "--netns".as_ref(),
+        ]);
+        out.assert_success();
+        out.stdout.trim().parse().unwrap()
     }
 
     /// A dump that must be refused with an error naming this workload's pid, `fd FD` and

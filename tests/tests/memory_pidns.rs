@@ -6,34 +6,13 @@
 //!
 //! Needs the engine: `cryo` must be built (`cargo build -p cryo`).
 
-use cryo_tests::{cryo_bin, status_field, Pidfd, Workload};
+use cryo_tests::{children_of, cryo_bin, status_field, Pidfd, Reaper, Workload};
 
 /// The pid of `pid` in its innermost PID namespace.
 fn inner_pid(pid: i32) -> i32 {
     status_field(pid, "NSpid")
         .and_then(|v| v.split_whitespace().last().and_then(|p| p.parse().ok()))
         .unwrap_or_else(|| panic!("no NSpid for {pid}"))
-}
-
-/// The children of `pid` (its main thread's).
-fn children(pid: i32) -> Vec<i32> {
-    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .unwrap_or_default()
-        .split_whitespace()
-        .map(|p| p.parse().unwrap())
-        .collect()
-}
-
-/// Kills what a test leaves behind.
-struct Reaper(Vec<i32>);
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        for &pid in &self.0 {
-            // SAFETY: kill takes plain integers.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
-    }
 }
 
 #[test]
@@ -52,16 +31,7 @@ fn a_tree_with_shared_memory_is_copied_into_new_namespaces() {
     w.dump(&img, &["--leave-running"]).assert_success();
     assert_eq!(w.cmd("poke 1 6"), "6", "the original goes on");
 
-    let out = w.cryo(&[
-        "restore",
-        "-D",
-        img.to_str().unwrap(),
-        "--detach",
-        "--pidns",
-        "--netns",
-    ]);
-    out.assert_success();
-    let outside: i32 = out.stdout.trim().parse().unwrap();
+    let outside = w.restore_copy_in_namespaces(&img);
     reaper.0.push(outside);
     let copy = Pidfd::open(outside).unwrap();
     assert_eq!(
@@ -69,7 +39,7 @@ fn a_tree_with_shared_memory_is_copied_into_new_namespaces() {
         w.pid(),
         "the copy's root has the original pid inside"
     );
-    let copy_workers = children(outside);
+    let copy_workers = children_of(outside as u32);
     reaper.0.extend(&copy_workers);
     let mut inside: Vec<i32> = copy_workers.iter().map(|&p| inner_pid(p)).collect();
     inside.sort();

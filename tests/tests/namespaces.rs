@@ -2,14 +2,10 @@
 //!
 //! Needs the engine: `cryo` must be built (`cargo build -p cryo`).
 
-use cryo_tests::{cryo_bin, Pidfd, Workload};
+use cryo_tests::{cryo_bin, status_field, Pidfd, Workload};
 
 fn status_of(pid: i32, field: &str) -> String {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{field}:")))
-        .map(|v| v.trim().to_string())
-        .unwrap_or_default()
+    status_field(pid, field).unwrap_or_default()
 }
 
 #[test]
@@ -22,16 +18,7 @@ fn a_copy_runs_in_its_own_namespaces_beside_the_original() {
     w.dump(&img, &["--leave-running"]).assert_success();
     assert_eq!(w.cmd("tick"), "3", "the original goes on");
     // The original keeps its pid; only a new PID namespace lets the copy have it too.
-    let out = w.cryo(&[
-        "restore",
-        "-D",
-        img.to_str().unwrap(),
-        "--detach",
-        "--pidns",
-        "--netns",
-    ]);
-    out.assert_success();
-    let outside: i32 = out.stdout.trim().parse().unwrap();
+    let outside = w.restore_copy_in_namespaces(&img);
     let copy = Pidfd::open(outside).unwrap();
     assert_ne!(outside, w.pid());
     let nspid: Vec<i32> = status_of(outside, "NSpid")

@@ -3,7 +3,7 @@
 //!
 //! Needs the engine: `cryo` must be built (`cargo build -p cryo`).
 
-use cryo_tests::{control_dir, cryo_bin, Workload};
+use cryo_tests::{control_dir, cryo_bin, Reaper, Workload};
 
 /// (ppid, pgid, sid, state) of `pid` from /proc; the state only says zombie ('Z') or not
 /// ('-'), running and sleeping being a matter of the moment.
@@ -17,18 +17,6 @@ fn identity(pid: i32) -> (i32, i32, i32, char) {
         rest[3].parse().unwrap(),
         if rest[0] == "Z" { 'Z' } else { '-' },
     )
-}
-
-/// Kills the processes a tree test leaves behind (the root is the workload's).
-struct Reaper(Vec<i32>);
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        for &pid in &self.0 {
-            // SAFETY: kill takes plain integers.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
-    }
 }
 
 #[test]
