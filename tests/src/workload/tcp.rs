@@ -356,22 +356,9 @@ fn sockaddr(addr: SocketAddr) -> (i32, libc::sockaddr_storage, libc::socklen_t) 
 
 /// The socket's TCP state, by its kernel name.
 fn state(s: &TcpStream) -> io::Result<String> {
-    // SAFETY: all-zero is a valid tcp_info.
-    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
-    // SAFETY: info and len are valid for the call.
-    let r = unsafe {
-        libc::getsockopt(
-            s.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_INFO,
-            (&raw mut info).cast(),
-            &mut len,
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    // tcpi_state is the first byte of struct tcp_info.
+    let info = sys::getsockopt_bytes(s.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_INFO, 1)?;
+    let state = info.first().copied().unwrap_or(0);
     let names = [
         "0",
         "ESTABLISHED",
@@ -387,8 +374,8 @@ fn state(s: &TcpStream) -> io::Result<String> {
         "CLOSING",
     ];
     Ok(names
-        .get(usize::from(info.tcpi_state))
-        .map_or_else(|| info.tcpi_state.to_string(), |n| (*n).to_string()))
+        .get(usize::from(state))
+        .map_or_else(|| state.to_string(), |n| (*n).to_string()))
 }
 
 /// Reads exactly `n` bytes, waiting for them.
