@@ -34,7 +34,7 @@ use socket2::SockAddr;
 
 use crate::error::{Ctx, Operation, Result, SocketName, TcpRepairError};
 use crate::options;
-use crate::repair::{require_state, socket_name, tcp_socket};
+use crate::repair::{require_state, socket_name};
 use crate::state::{ListenerState, SocketOptions};
 
 /// What to do with connections waiting in a listener's accept queue.
@@ -137,10 +137,8 @@ pub fn restore_listener(state: &ListenerState, default_backlog: u32) -> Result<O
     let name = SocketName::new(Some(state.local), None);
     let ctx = Ctx::new(Operation::Restore, name);
     let ipv6 = state.local.is_ipv6();
-    let fd = tcp_socket(ipv6, ctx)?;
+    let fd = options::new_socket(ipv6, &state.socket, ctx)?;
     let b = fd.as_fd();
-    options::apply_pre_bind(b, &state.socket, ctx)?;
-    options::apply_buffers_if_changed(b, &state.socket, ctx)?;
     let sref = socket2::SockRef::from(&b);
     sref.bind(&SockAddr::from(state.local))
         .map_err(ctx.io("bind"))?;

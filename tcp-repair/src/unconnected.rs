@@ -24,7 +24,7 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use crate::error::{Ctx, Operation, Result, SocketName};
 use crate::options;
-use crate::repair::{require_state, socket_name, tcp_socket};
+use crate::repair::{require_state, socket_name};
 use crate::state::{SocketOptions, TcpSocketOptions};
 use crate::sys;
 
@@ -133,10 +133,8 @@ fn unspecified(ipv6: bool) -> IpAddr {
 pub fn restore_unconnected(state: &UnconnectedState) -> Result<OwnedFd> {
     let ctx = Ctx::new(Operation::Restore, SocketName::new(Some(state.local), None));
     let ipv6 = state.local.is_ipv6();
-    let fd = tcp_socket(ipv6, ctx)?;
+    let fd = options::new_socket(ipv6, &state.socket, ctx)?;
     let b = fd.as_fd();
-    options::apply_pre_bind(b, &state.socket, ctx)?;
-    options::apply_buffers_if_changed(b, &state.socket, ctx)?;
     let sref = socket2::SockRef::from(&b);
     let local = state.local;
     if state.bound {
@@ -284,10 +282,8 @@ pub fn restore_connecting(state: &ConnectingState) -> Result<OwnedFd> {
         SocketName::new(Some(state.local), Some(state.remote)),
     );
     let ipv6 = state.local.is_ipv6();
-    let fd = tcp_socket(ipv6, ctx)?;
+    let fd = options::new_socket(ipv6, &state.socket, ctx)?;
     let b = fd.as_fd();
-    options::apply_pre_bind(b, &state.socket, ctx)?;
-    options::apply_buffers_if_changed(b, &state.socket, ctx)?;
     options::apply_socket(b, &state.socket, ipv6, ctx)?;
     options::apply_tcp(b, &state.tcp, ctx)?;
     set_local_port_range(b, only_port(state.local.port()), ctx)?;
