@@ -44,7 +44,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
 
-use super::sys::{cvt, getsockopt_bytes, setsockopt_bytes, setsockopt_value};
+use super::sys::{cvt, getsockopt_bytes, recv_nowait, setsockopt_bytes, setsockopt_value};
 use super::unix::{wait_readable, NOTHING};
 use super::{io_err, unknown, Mode};
 
@@ -203,16 +203,10 @@ fn frames(fd: i32) -> io::Result<String> {
     let mut out = Vec::new();
     loop {
         let mut buf = [0u8; 65536];
-        // SAFETY: recv into our own buffer.
-        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::WouldBlock {
-                break;
-            }
-            return Err(e);
-        }
-        let bytes = &buf[..n as usize];
+        let Some(n) = recv_nowait(fd, &mut buf)? else {
+            break;
+        };
+        let bytes = &buf[..n];
         let text: String = bytes
             .iter()
             .map(|&b| if b.is_ascii_graphic() { b as char } else { '.' })
@@ -380,20 +374,18 @@ fn recv_line(fd: i32) -> String {
     let mut msgs = Vec::new();
     loop {
         let mut buf = [0u8; 4096];
-        // SAFETY: recv into our own buffer.
-        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::WouldBlock {
+        match recv_nowait(fd, &mut buf) {
+            Ok(None) => break,
+            Err(e) => {
                 msgs.push(format!("<errno {}>", e.raw_os_error().unwrap_or(0)));
+                break;
             }
-            break;
+            Ok(Some(0)) => {
+                msgs.push("<eof>".to_string());
+                break;
+            }
+            Ok(Some(n)) => msgs.push(String::from_utf8_lossy(&buf[..n]).into_owned()),
         }
-        if n == 0 {
-            msgs.push("<eof>".to_string());
-            break;
-        }
-        msgs.push(String::from_utf8_lossy(&buf[..n as usize]).into_owned());
     }
     if msgs.is_empty() {
         "empty".into()

@@ -38,6 +38,21 @@ pub fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
     }
 }
 
+/// One non-blocking recv on `fd` into `buf`: the length received, or `None` when nothing
+/// waits.
+pub fn recv_nowait(fd: i32, buf: &mut [u8]) -> io::Result<Option<usize>> {
+    // SAFETY: recv into our own buffer, at most its length.
+    let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        return match e.kind() {
+            io::ErrorKind::WouldBlock => Ok(None),
+            _ => Err(e),
+        };
+    }
+    Ok(Some(n as usize))
+}
+
 /// getsockopt of up to `len` bytes: the bytes the kernel wrote.
 pub fn getsockopt_bytes(fd: i32, level: i32, opt: i32, len: usize) -> io::Result<Vec<u8>> {
     let mut buf = vec![0u8; len];
