@@ -35,6 +35,22 @@ pub fn exit_child(what: &str, result: io::Result<()>) -> ! {
     unsafe { libc::_exit(code) };
 }
 
+/// A forked child's answering loop: reads one message at a time (up to 256 bytes) from `rd`
+/// and writes `answer(message)` to `wr`, until `rd` reaches its end or fails; the caller then
+/// ends the child its own way.
+pub fn answer_each(rd: i32, wr: i32, mut answer: impl FnMut(&str) -> String) {
+    let mut buf = [0u8; 256];
+    loop {
+        let n = match sys::read(rd, &mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+        let reply = answer(&msg);
+        let _ = sys::write_all(wr, reply.as_bytes());
+    }
+}
+
 /// The two pipes to a child that answers one message with one message.
 pub struct ChildPipes {
     /// Where this process writes its question.

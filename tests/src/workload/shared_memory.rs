@@ -17,7 +17,7 @@
 use std::io;
 use std::path::Path;
 
-use super::kids::ChildPipes;
+use super::kids::{answer_each, ChildPipes};
 use super::{failed, io_err, sys, Mode, PAGE};
 use crate::protocol;
 
@@ -106,22 +106,16 @@ impl SharedMemory {
 
     /// The child: answers `w`, `r` and `addr` through the mappings it inherited, forever.
     fn child(&self, rd: i32, wr: i32) -> ! {
-        let mut buf = [0u8; 256];
-        loop {
-            let n = match sys::read(rd, &mut buf) {
-                Ok(0) | Err(_) => std::process::exit(3),
-                Ok(n) => n,
-            };
-            let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+        answer_each(rd, wr, |msg| {
             let words: Vec<&str> = msg.split_whitespace().collect();
-            let reply = match words.split_first() {
+            match words.split_first() {
                 // SAFETY: getpid takes no arguments.
                 Some((&"pid", [])) => unsafe { libc::getpid() }.to_string(),
                 Some((verb, args)) => self.answer(verb, args),
                 None => "err empty".into(),
-            };
-            let _ = sys::write_all(wr, reply.as_bytes());
-        }
+            }
+        });
+        std::process::exit(3)
     }
 
     /// `w VIEW OFF BYTE`, `r VIEW OFF`, `addr VIEW`, in this process.

@@ -32,7 +32,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::path::Path;
 
-use super::kids::ChildPipes;
+use super::kids::{answer_each, ChildPipes};
 use super::{count, failed, io_err, parse_u64, sys, tcp_opts, unknown, Mode};
 use crate::protocol;
 
@@ -175,22 +175,16 @@ impl Tcp {
             sys::close(a_wr);
             sys::close(b_rd);
             self.kid = None;
-            let mut buf = [0u8; 256];
-            loop {
-                let n = match sys::read(a_rd, &mut buf) {
-                    Ok(0) | Err(_) => super::kids::exit_child("tcp child", Ok(())),
-                    Ok(n) => n,
-                };
-                let line = String::from_utf8_lossy(&buf[..n]).into_owned();
+            answer_each(a_rd, b_wr, |line| {
                 let mut words = line.split_whitespace();
                 let verb = words.next().unwrap_or("");
                 let args: Vec<&str> = words.collect();
-                let reply = match self.command(verb, &args) {
+                match self.command(verb, &args) {
                     Ok(r) => r,
                     Err(e) => format!("err {e}"),
-                };
-                let _ = sys::write_all(b_wr, reply.as_bytes());
-            }
+                }
+            });
+            super::kids::exit_child("tcp child", Ok(()))
         }
         sys::close(a_rd);
         sys::close(b_wr);

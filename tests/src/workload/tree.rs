@@ -12,7 +12,7 @@
 use std::io;
 use std::path::Path;
 
-use super::kids::ChildPipes;
+use super::kids::{answer_each, ChildPipes};
 use super::{failed, io_err, sys, unknown, Mode};
 
 /// `tree`
@@ -84,22 +84,16 @@ impl Tree {
                 libc::_exit(7);
             }
             let _ = sys::write_all(wr, format!("{g} {z}").as_bytes());
-            let mut buf = [0u8; 256];
-            loop {
-                let n = match sys::read(rd, &mut buf) {
-                    Ok(0) | Err(_) => libc::_exit(3),
-                    Ok(n) => n,
-                };
-                let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
-                let reply = if msg == "reap" {
+            answer_each(rd, wr, |msg| {
+                if msg == "reap" {
                     let mut status = 0;
                     let r = libc::waitpid(z, &mut status, 0);
                     format!("reaped {} {}", r == z, libc::WEXITSTATUS(status))
                 } else {
                     format!("got {msg}")
-                };
-                let _ = sys::write_all(wr, reply.as_bytes());
-            }
+                }
+            });
+            libc::_exit(3)
         }
     }
 }
