@@ -86,6 +86,20 @@ fn ms(ns: u128) -> f64 {
     ns as f64 / 1e6
 }
 
+/// A `tcp` workload with its resume channel open (watching signal `signo` when given), and
+/// a client accepted as its connection 0 that has echoed once.
+fn server_with_a_client(signo: Option<i32>) -> (Workload, TcpStream) {
+    cryo_bin();
+    let w = Workload::spawn("tcp", &["127.0.0.1:0"]);
+    if let Some(signo) = signo {
+        assert_eq!(w.cmd(&format!("sigwatch {signo}")), "ok");
+    }
+    w.cmd("resume-open");
+    let mut client = connect(&w, 0);
+    echo(&w, &mut client, 0, b"before");
+    (w, client)
+}
+
 /// Restores detached with `extra` flags; returns (start, end) in CLOCK_MONOTONIC ns.
 fn restore(w: &mut Workload, extra: &[&str]) -> (u128, u128) {
     let img = w.path("img");
@@ -105,13 +119,8 @@ fn dump_killed(w: &mut Workload, extra: &[&str]) {
 
 #[test]
 fn a_vanished_client_fails_fast_and_is_reported() {
-    cryo_bin();
     let signo = libc::SIGRTMIN() + 3;
-    let mut w = Workload::spawn("tcp", &["127.0.0.1:0"]);
-    assert_eq!(w.cmd(&format!("sigwatch {signo}")), "ok");
-    w.cmd("resume-open");
-    let mut client = connect(&w, 0);
-    echo(&w, &mut client, 0, b"before");
+    let (mut w, client) = server_with_a_client(Some(signo));
     let fd: i32 = w.cmd("fd 0").parse().unwrap();
     let server = server_addr(&w, "127.0.0.1");
     let client_addr = client.local_addr().unwrap();
@@ -165,13 +174,8 @@ fn a_vanished_client_fails_fast_and_is_reported() {
 
 #[test]
 fn a_live_peer_is_not_reported_and_keeps_working() {
-    cryo_bin();
     let signo = libc::SIGRTMIN() + 4;
-    let mut w = Workload::spawn("tcp", &["127.0.0.1:0"]);
-    assert_eq!(w.cmd(&format!("sigwatch {signo}")), "ok");
-    w.cmd("resume-open");
-    let mut client = connect(&w, 0);
-    echo(&w, &mut client, 0, b"before");
+    let (mut w, mut client) = server_with_a_client(Some(signo));
 
     dump_killed(&mut w, &[]);
     let (start, end) = restore(&mut w, &["--notify-signal", &signo.to_string()]);
@@ -192,11 +196,7 @@ fn a_live_peer_is_not_reported_and_keeps_working() {
 
 #[test]
 fn a_silent_peer_times_out_after_peer_timeout() {
-    cryo_bin();
-    let mut w = Workload::spawn("tcp", &["127.0.0.1:0"]);
-    w.cmd("resume-open");
-    let mut client = connect(&w, 0);
-    echo(&w, &mut client, 0, b"before");
+    let (mut w, client) = server_with_a_client(None);
     let fd: i32 = w.cmd("fd 0").parse().unwrap();
     let tuple =
         cryo_netns::ConnTuple::new(server_addr(&w, "127.0.0.1"), client.local_addr().unwrap());
@@ -236,11 +236,7 @@ fn a_silent_peer_times_out_after_peer_timeout() {
 
 #[test]
 fn tcp_close_connections_are_reported_closed_by_policy() {
-    cryo_bin();
-    let mut w = Workload::spawn("tcp", &["127.0.0.1:0"]);
-    w.cmd("resume-open");
-    let mut client = connect(&w, 0);
-    echo(&w, &mut client, 0, b"before");
+    let (mut w, _client) = server_with_a_client(None);
     let fd: i32 = w.cmd("fd 0").parse().unwrap();
 
     dump_killed(&mut w, &[]);
