@@ -953,6 +953,56 @@ impl Workload {
         out.stdout.trim().parse().unwrap()
     }
 
+    /// `cryo dump` of the workload while this test thread traces it (PTRACE_SEIZE: a tracer
+    /// cryo must not steal), whatever its outcome; the workload is let go after (interrupted,
+    /// its stop collected, detached).
+    pub fn dump_while_traced(&self) -> CryoOutput {
+        use nix::sys::{ptrace, wait};
+        let pid = nix::unistd::Pid::from_raw(self.pid);
+        ptrace::seize(pid, ptrace::Options::empty()).unwrap();
+        let out = self.dump(&self.path("img"), &[]);
+        // Detaching needs the tracee stopped: interrupt it, collect the stop, let go.
+        ptrace::interrupt(pid).unwrap();
+        wait::waitpid(pid, Some(wait::WaitPidFlag::__WALL)).unwrap();
+        ptrace::detach(pid, None).unwrap();
+        out
+    }
+
+    /// Asks `verb` until `ok` accepts the reply (bounded by [`CMD_TIMEOUT`]): for a state the
+    /// workload reaches on its own (a timer's expiry, an event delivered).
+    #[track_caller]
+    pub fn await_reply(&self, verb: &str, ok: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + CMD_TIMEOUT;
+        loop {
+            let r = self.cmd(verb);
+            if ok(&r) {
+                return r;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{verb}: last reply {r:?}\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Stops (SIGSTOP) the workload's original process and waits until it is stopped: a copy
+    /// restored beside it reads the same command FIFO, and kill() returns before the stop
+    /// takes effect (a command written meanwhile could be read by the original, which would
+    /// then stop before answering). SIGCONT through the returned pidfd lets it go on.
+    #[track_caller]
+    pub fn stop_original(&self) -> Pidfd {
+        let original = Pidfd::open(self.pid).unwrap();
+        original.signal(libc::SIGSTOP).unwrap();
+        let deadline = Instant::now() + CMD_TIMEOUT;
+        while !status_field(self.pid, "State").is_some_and(|s| s.starts_with('T')) {
+            assert!(Instant::now() < deadline, "the original did not stop");
+            std::thread::yield_now();
+        }
+        original
+    }
+
     /// A dump that must be refused with an error naming this workload's pid, `fd FD` and
     /// `attribute`, and leave the workload as it was.
     #[track_caller]

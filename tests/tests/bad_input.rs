@@ -382,14 +382,8 @@ fn restore_from_a_dir_that_does_not_exist() {
 fn dump_of_a_process_traced_by_someone_else() {
     cryo_bin();
     let w = counter_at_two();
-    let pid = nix::unistd::Pid::from_raw(w.pid());
     // This test thread becomes the target's tracer; cryo must not steal it.
-    nix::sys::ptrace::seize(pid, nix::sys::ptrace::Options::empty()).unwrap();
-    let out = w.dump(&w.path("img"), &[]);
-    // Detaching needs the tracee stopped: interrupt it, collect the stop, let go.
-    nix::sys::ptrace::interrupt(pid).unwrap();
-    nix::sys::wait::waitpid(pid, Some(nix::sys::wait::WaitPidFlag::__WALL)).unwrap();
-    nix::sys::ptrace::detach(pid, None).unwrap();
+    let out = w.dump_while_traced();
     out.assert_refused()
         .assert_stderr_has_word(&w.pid().to_string())
         .assert_stderr_mentions("trace");

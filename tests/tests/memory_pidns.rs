@@ -51,16 +51,7 @@ fn a_tree_with_shared_memory_is_copied_into_new_namespaces() {
     );
 
     // Both roots read the same command FIFO: stop the original while talking to the copy.
-    let original = Pidfd::open(w.pid()).unwrap();
-    original.signal(libc::SIGSTOP).unwrap();
-    let deadline = std::time::Instant::now() + cryo_tests::CMD_TIMEOUT;
-    while !status_field(w.pid(), "State").is_some_and(|s| s.starts_with('T')) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the original did not stop"
-        );
-        std::thread::yield_now();
-    }
+    let original = w.stop_original();
     assert_eq!(w.cmd("pid"), w.pid().to_string(), "getpid() in the copy");
     assert_eq!(
         w.cmd("check"),

@@ -299,9 +299,7 @@ fn a_udp_socket_comes_back_bound() {
         w.cmd("recv"),
         format!("{} {me}", len_and_checksum(b"before"))
     );
-    let img = w.path("img");
-    w.dump_ok(&img);
-    w.restore_background(&img);
+    w.dump_and_restore();
     assert_eq!(w.cmd("port"), port.to_string());
     client.send_to(b"after", ("127.0.0.1", port)).unwrap();
     assert_eq!(

@@ -105,9 +105,7 @@ fn a_pipe_whose_ends_parent_and_child_hold_apart_stays_one_pipe() {
     let kid: i32 = w.cmd("kid").parse().unwrap();
     let _reaper = Reaper(vec![kid]);
     // Unread at dump time: the child's "early" waits in the pipe.
-    let img = w.path("img");
-    w.dump_ok(&img);
-    w.restore_background(&img);
+    w.dump_and_restore();
     assert_eq!(w.cmd("read-wait"), "early", "the pipe's data came back");
     // SAFETY: kill takes plain integers.
     assert_eq!(unsafe { libc::kill(kid, libc::SIGUSR1) }, 0);
