@@ -2,7 +2,8 @@
 //! connected to it, exact reads, and the network lock a dump left (tcp*.rs, broken_peers.rs).
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::time::Duration;
 
@@ -49,6 +50,35 @@ pub fn lock_of(w: &Workload, img: &Path) -> Option<String> {
         .split(|c: char| c.is_whitespace() || c == ',')
         .find_map(|t| t.strip_prefix("network-lock="))
         .map(str::to_string)
+}
+
+/// A listener with backlog 0 whose accept queue is full (one connection waiting): it drops
+/// the SYNs of the next connects, which stay in SYN_SENT. Returns it and the connection
+/// filling it.
+pub fn full_listener() -> (TcpListener, TcpStream) {
+    use nix::sys::socket::{
+        bind, listen, socket, AddressFamily, Backlog, SockFlag, SockType, SockaddrIn,
+    };
+    let fd = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
+    bind(fd.as_raw_fd(), &SockaddrIn::new(127, 0, 0, 1, 0)).unwrap();
+    listen(&fd, Backlog::new(0).unwrap()).unwrap();
+    let listener = TcpListener::from(fd);
+    let filler = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let mut pfd = libc::pollfd {
+        fd: listener.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one pollfd, valid for the call.
+    let ready = unsafe { libc::poll(&mut pfd, 1, 10_000) };
+    assert_eq!(ready, 1, "filler queued");
+    (listener, filler)
 }
 
 /// Clients connected to a `tcp` workload's listener on 127.0.0.1 and accepted by it

@@ -11,6 +11,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use cryo_tests::socks::{shut_for_reading_survives_restore, shut_for_writing_survives_restore};
+use cryo_tests::tcp_peer::full_listener;
 use cryo_tests::{cryo_bin, Workload};
 
 /// A fresh `socks` workload.
@@ -616,36 +617,6 @@ fn a_raw_socket_shut_for_reading_stays_shut() {
     let mut w = socks();
     let s = w.cmd(&format!("socket inet raw {}", libc::IPPROTO_ICMP));
     shut_for_reading_survives_restore(&mut w, &s);
-}
-
-/// A listener with backlog 0 whose accept queue is full (one connection waiting): it drops
-/// the SYNs of the next connects, which stay in SYN_SENT. Returns it and the connection
-/// filling it.
-fn full_listener() -> (TcpListener, TcpStream) {
-    use nix::sys::socket::{
-        bind, listen, socket, AddressFamily, Backlog, SockFlag, SockType, SockaddrIn,
-    };
-    use std::os::fd::AsRawFd;
-    let fd = socket(
-        AddressFamily::Inet,
-        SockType::Stream,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )
-    .unwrap();
-    bind(fd.as_raw_fd(), &SockaddrIn::new(127, 0, 0, 1, 0)).unwrap();
-    listen(&fd, Backlog::new(0).unwrap()).unwrap();
-    let listener = TcpListener::from(fd);
-    let filler = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-    let mut pfd = libc::pollfd {
-        fd: listener.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one pollfd, valid for the call.
-    let ready = unsafe { libc::poll(&mut pfd, 1, 10_000) };
-    assert_eq!(ready, 1, "filler queued");
-    (listener, filler)
 }
 
 #[test]

@@ -7,12 +7,12 @@
 //! Needs the engine: `cryo` must be built (`cargo build -p cryo`).
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use cryo_tests::protocol::{len_and_checksum, pattern};
-use cryo_tests::tcp_peer::{read_exactly, server_addr};
+use cryo_tests::tcp_peer::{full_listener, read_exactly, server_addr};
 use cryo_tests::{cryo_bin, Workload};
 
 /// Generous: a client retransmits on its own backoff timer after the lock is released.
@@ -283,31 +283,8 @@ fn a_connect_in_progress_is_refused_as_temporary_and_left_alone() {
     cryo_bin();
     // A listener with backlog 0 holds one connection in its accept queue and drops the
     // SYNs of the next ones: the workload's connect stays in SYN_SENT.
-    let listener = {
-        use nix::sys::socket::{
-            bind, listen, socket, AddressFamily, Backlog, SockFlag, SockType, SockaddrIn,
-        };
-        let fd = socket(
-            AddressFamily::Inet,
-            SockType::Stream,
-            SockFlag::SOCK_CLOEXEC,
-            None,
-        )
-        .unwrap();
-        bind(fd.as_raw_fd(), &SockaddrIn::new(127, 0, 0, 1, 0)).unwrap();
-        listen(&fd, Backlog::new(0).unwrap()).unwrap();
-        TcpListener::from(fd)
-    };
+    let (listener, filler) = full_listener();
     let target = listener.local_addr().unwrap();
-    let filler = connect(target);
-    // Wait until the filler is in the accept queue.
-    let mut pfd = libc::pollfd {
-        fd: listener.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one pollfd, valid for the call.
-    assert_eq!(unsafe { libc::poll(&mut pfd, 1, 10_000) }, 1);
 
     let mut w = Workload::spawn("tcp", &["127.0.0.1:0"]);
     assert_eq!(w.cmd(&format!("connect {target}")), "0");
