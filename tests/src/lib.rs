@@ -379,6 +379,15 @@ pub fn children_of(pid: u32) -> Vec<i32> {
         .collect()
 }
 
+/// A `counter` workload that ticked once, dumped (and so killed, reaped) into its `img`.
+pub fn dumped_counter() -> (Workload, PathBuf) {
+    let mut w = Workload::spawn("counter", &[]);
+    assert_eq!(w.cmd("tick"), "1");
+    let img = w.path("img");
+    w.dump_ok(&img);
+    (w, img)
+}
+
 /// Kills (SIGKILL) the processes of its list when dropped: what a test leaves behind outside
 /// its workload (workers, copies restored detached).
 pub struct Reaper(pub Vec<i32>);
@@ -966,6 +975,19 @@ impl Workload {
         wait::waitpid(pid, Some(wait::WaitPidFlag::__WALL)).unwrap();
         ptrace::detach(pid, None).unwrap();
         out
+    }
+
+    /// The pids of the workload's forked processes, as its `kids` command lists them.
+    #[track_caller]
+    pub fn kids(&self) -> Vec<i32> {
+        let reply = self.cmd("kids");
+        reply
+            .split(' ')
+            .map(|p| {
+                p.parse()
+                    .unwrap_or_else(|_| panic!("kids: not pids: {reply:?}"))
+            })
+            .collect()
     }
 
     /// Asks `verb` until `ok` accepts the reply (bounded by [`CMD_TIMEOUT`]): for a state the

@@ -23,7 +23,7 @@ fn pss_kib(pid: i32) -> u64 {
 /// The tree's pids: the workload and its workers.
 fn tree(w: &Workload) -> Vec<i32> {
     let mut pids = vec![w.pid()];
-    pids.extend(w.cmd("kids").split(' ').map(|p| p.parse::<i32>().unwrap()));
+    pids.extend(w.kids());
     pids
 }
 

@@ -19,11 +19,7 @@ fn inner_pid(pid: i32) -> i32 {
 fn a_tree_with_shared_memory_is_copied_into_new_namespaces() {
     cryo_bin();
     let w = Workload::spawn("cow-tree", &["16", "2"]);
-    let workers: Vec<i32> = w
-        .cmd("kids")
-        .split(' ')
-        .map(|p| p.parse().unwrap())
-        .collect();
+    let workers = w.kids();
     let mut reaper = Reaper(workers.clone());
     assert_eq!(w.cmd("check"), "ok");
     assert_eq!(w.cmd("poke 0 5"), "5", "the shared page, before the dump");

@@ -23,11 +23,7 @@ fn identity(pid: i32) -> (i32, i32, i32, char) {
 fn a_three_generation_tree_with_a_group_a_zombie_and_shared_pipes() {
     cryo_bin();
     let mut w = Workload::spawn("tree", &[]);
-    let kids: Vec<i32> = w
-        .cmd("kids")
-        .split(' ')
-        .map(|p| p.parse().unwrap())
-        .collect();
+    let kids = w.kids();
     let _reaper = Reaper(kids[..2].to_vec());
     let (child, grandchild, zombie) = (kids[0], kids[1], kids[2]);
     assert_eq!(w.cmd("ask hello"), "got hello");
@@ -82,11 +78,7 @@ fn a_three_generation_tree_with_a_group_a_zombie_and_shared_pipes() {
 fn a_root_inside_another_tree_is_refused() {
     cryo_bin();
     let w = Workload::spawn("tree", &[]);
-    let kids: Vec<i32> = w
-        .cmd("kids")
-        .split(' ')
-        .map(|p| p.parse().unwrap())
-        .collect();
+    let kids = w.kids();
     let _reaper = Reaper(kids[..2].to_vec());
     let both = format!("{},{}", w.pid(), kids[0]);
     let img = w.path("img");
