@@ -8,11 +8,8 @@ use super::sys;
 /// Forks a child that runs `child` with fd `theirs` (closing `ours`), while this process keeps
 /// `ours` (closing `theirs`). Returns the child's pid.
 pub fn fork_holding(ours: i32, theirs: i32, child: fn(i32) -> !) -> io::Result<libc::pid_t> {
-    // SAFETY: the workload is single-threaded here; the child only makes syscalls.
-    let kid = unsafe { libc::fork() };
-    if kid < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    // the workload is single-threaded here; the child only makes syscalls.
+    let kid = sys::fork()?;
     if kid == 0 {
         sys::close(ours);
         child(theirs);

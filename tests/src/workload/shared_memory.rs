@@ -83,11 +83,8 @@ impl SharedMemory {
         }
         let (a_rd, a_wr) = sys::pipe()?;
         let (b_rd, b_wr) = sys::pipe()?;
-        // SAFETY: the workload is single-threaded here; the child only makes syscalls.
-        let kid = unsafe { libc::fork() };
-        if kid < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        // the workload is single-threaded here; the child only makes syscalls.
+        let kid = sys::fork()?;
         let me = Self {
             views,
             pipes: ChildPipes {

@@ -408,10 +408,17 @@ pub fn pidfd_signal(pidfd: i32, sig: i32) -> io::Result<()> {
     cvt(r as libc::c_int).map(drop)
 }
 
+/// Forks: the child's pid here, 0 in the child. Only for a workload that runs one thread when
+/// it forks (every mode that forks does), so that the child may go on running Rust.
+pub fn fork() -> io::Result<i32> {
+    // SAFETY: fork takes no arguments; the callers are single-threaded (see above).
+    cvt(unsafe { libc::fork() })
+}
+
 /// Forks a child that waits in pause() until killed; returns its pid.
 pub fn fork_paused() -> io::Result<i32> {
-    // SAFETY: the workload is single-threaded; the child only calls pause() until it dies.
-    match cvt(unsafe { libc::fork() })? {
+    // The child only calls pause() until it dies.
+    match fork()? {
         0 => loop {
             // SAFETY: pause takes no arguments.
             unsafe { libc::pause() };
@@ -422,8 +429,7 @@ pub fn fork_paused() -> io::Result<i32> {
 
 /// Forks a child that exits at once (status 0); returns its pid, not reaped.
 pub fn fork_exiting() -> io::Result<i32> {
-    // SAFETY: the workload is single-threaded; the child only calls _exit.
-    match cvt(unsafe { libc::fork() })? {
+    match fork()? {
         // SAFETY: _exit takes a number and does not return.
         0 => unsafe { libc::_exit(0) },
         pid => Ok(pid),

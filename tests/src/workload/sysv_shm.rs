@@ -98,11 +98,8 @@ impl SysvShm {
         };
         let (a_rd, a_wr) = sys::pipe()?;
         let (b_rd, b_wr) = sys::pipe()?;
-        // SAFETY: the workload is single-threaded here; the child only makes syscalls.
-        let kid = unsafe { libc::fork() };
-        if kid < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        // the workload is single-threaded here; the child only makes syscalls.
+        let kid = sys::fork()?;
         if kid == 0 {
             match attach(s, 0) {
                 Ok(a2) => me.views.push(("a2", a2, S_LEN)),

@@ -166,11 +166,8 @@ impl Tcp {
     fn fork(&mut self) -> io::Result<String> {
         let (a_rd, a_wr) = sys::pipe()?;
         let (b_rd, b_wr) = sys::pipe()?;
-        // SAFETY: the workload is single-threaded here; the child goes on in its own loop.
-        let child = unsafe { libc::fork() };
-        if child < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        // the workload is single-threaded here; the child goes on in its own loop.
+        let child = sys::fork()?;
         if child == 0 {
             sys::close(a_wr);
             sys::close(b_rd);

@@ -44,11 +44,8 @@ impl Tree {
     fn start() -> io::Result<Self> {
         let (a_rd, a_wr) = sys::pipe()?;
         let (b_rd, b_wr) = sys::pipe()?;
-        // SAFETY: the workload is single-threaded here; the child only makes syscalls.
-        let child = unsafe { libc::fork() };
-        if child < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        // the workload is single-threaded here; the child only makes syscalls.
+        let child = sys::fork()?;
         if child == 0 {
             Self::child(a_rd, b_wr);
         }
