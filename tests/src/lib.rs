@@ -893,12 +893,7 @@ impl Workload {
                 stderr,
                 pidfd,
             }) => {
-                match pidfd {
-                    Some(p) => {
-                        let _ = p.signal(libc::SIGKILL);
-                    }
-                    None => self.kill_if_ours(),
-                }
+                self.kill_restored_root(pidfd.as_ref());
                 let status = wait_child(&mut cryo, &cryo_pidfd, CRYO_TIMEOUT).unwrap_or_else(|e| {
                     panic!("cryo restore: {e}\n--- stderr\n{}", read_lossy(&stderr))
                 });
@@ -1037,6 +1032,17 @@ impl Workload {
         self.assert_untouched();
     }
 
+    /// SIGKILLs a restored root: through its pidfd when the restore gave one, else by pid if
+    /// the process there is ours.
+    fn kill_restored_root(&self, pidfd: Option<&Pidfd>) {
+        match pidfd {
+            Some(p) => {
+                let _ = p.signal(libc::SIGKILL);
+            }
+            None => self.kill_if_ours(),
+        }
+    }
+
     fn kill_if_ours(&self) {
         if self.pid_is_ours() {
             if let Ok(p) = Pidfd::open(self.pid) {
@@ -1077,12 +1083,7 @@ impl Drop for Workload {
                 pidfd,
                 ..
             }) => {
-                match pidfd {
-                    Some(p) => {
-                        let _ = p.signal(libc::SIGKILL);
-                    }
-                    None => self.kill_if_ours(),
-                }
+                self.kill_restored_root(pidfd.as_ref());
                 if wait_child(&mut cryo, &cryo_pidfd, CMD_TIMEOUT).is_err() {
                     self.kill_if_ours();
                 }

@@ -81,6 +81,49 @@ pub fn full_listener() -> (TcpListener, TcpStream) {
     (listener, filler)
 }
 
+/// Connection 0 of a `tcp` workload: a connect in progress (SYN_SENT) to a [`full_listener`].
+pub struct ConnectInProgress {
+    /// The full listener it connects to.
+    pub listener: TcpListener,
+    filler: TcpStream,
+    /// The listener's address.
+    pub target: SocketAddr,
+    /// The address the connect came from (`local 0`).
+    pub local: String,
+}
+
+impl ConnectInProgress {
+    /// Workload `w` connects to a new full listener; its connection 0 stays in SYN_SENT.
+    #[track_caller]
+    pub fn start(w: &Workload) -> Self {
+        let (listener, filler) = full_listener();
+        let target = listener.local_addr().unwrap();
+        assert_eq!(w.cmd(&format!("connect {target}")), "0");
+        assert_eq!(w.cmd("state 0"), "SYN_SENT");
+        let local = w.cmd("local 0");
+        ConnectInProgress {
+            listener,
+            filler,
+            target,
+            local,
+        }
+    }
+
+    /// Makes room in the listener's queue (the filler accepted and closed): workload `w`'s
+    /// connect completes (on its next SYN); returns the accepted end, checked to come from the
+    /// same address, its reads bounded by [`IO_TIMEOUT`].
+    #[track_caller]
+    pub fn complete(self, w: &Workload) -> TcpStream {
+        let (_first, _) = self.listener.accept().unwrap();
+        drop(self.filler);
+        assert_eq!(w.cmd("connected 0"), "ok", "the connect completes");
+        let (accepted, peer) = self.listener.accept().unwrap();
+        assert_eq!(peer.to_string(), self.local, "from the same port");
+        accepted.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        accepted
+    }
+}
+
 /// Clients connected to a `tcp` workload's listener on 127.0.0.1 and accepted by it
 /// (`accept-n`), sending numbered rounds of 8 bytes that the workload echoes back
 /// (`echo-all 8`): what the interrupted dumps and restores check every connection with.

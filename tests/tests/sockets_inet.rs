@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use cryo_tests::socks::{shut_for_reading_survives_restore, shut_for_writing_survives_restore};
-use cryo_tests::tcp_peer::full_listener;
+use cryo_tests::tcp_peer::ConnectInProgress;
 use cryo_tests::{cryo_bin, Workload};
 
 /// A fresh `socks` workload.
@@ -622,12 +622,9 @@ fn a_raw_socket_shut_for_reading_stays_shut() {
 #[test]
 fn a_connect_in_progress_comes_back_from_the_same_port_and_completes() {
     cryo_bin();
-    let (listener, filler) = full_listener();
-    let target = listener.local_addr().unwrap();
     let mut w = Workload::spawn("tcp", &["127.0.0.1:0"]);
-    assert_eq!(w.cmd(&format!("connect {target}")), "0");
-    assert_eq!(w.cmd("state 0"), "SYN_SENT");
-    let local = w.cmd("local 0");
+    let connect = ConnectInProgress::start(&w);
+    let local = connect.local.clone();
     let img = w.path("img");
     w.dump(&img, &["--tcp-established"]).assert_success();
     w.wait_original();
@@ -635,14 +632,7 @@ fn a_connect_in_progress_comes_back_from_the_same_port_and_completes() {
     assert_eq!(w.cmd("state 0"), "SYN_SENT", "still connecting");
     assert_eq!(w.cmd("local 0"), local, "from the same port");
     // Room in the queue: the next SYN is answered.
-    let (_first, _) = listener.accept().unwrap();
-    drop(filler);
-    assert_eq!(w.cmd("connected 0"), "ok", "the connect completes");
-    let (mut accepted, peer) = listener.accept().unwrap();
-    assert_eq!(peer.to_string(), local);
-    accepted
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
+    let mut accepted = connect.complete(&w);
     assert_eq!(w.cmd("write 0 5 1"), "5");
     let mut got = [0u8; 5];
     accepted.read_exact(&mut got).unwrap();

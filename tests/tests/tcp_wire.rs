@@ -12,7 +12,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use cryo_tests::protocol::{len_and_checksum, pattern};
-use cryo_tests::tcp_peer::{full_listener, read_exactly, server_addr};
+use cryo_tests::tcp_peer::{read_exactly, server_addr, ConnectInProgress};
 use cryo_tests::{cryo_bin, Workload};
 
 /// Generous: a client retransmits on its own backoff timer after the lock is released.
@@ -283,14 +283,10 @@ fn a_connect_in_progress_is_refused_as_temporary_and_left_alone() {
     cryo_bin();
     // A listener with backlog 0 holds one connection in its accept queue and drops the
     // SYNs of the next ones: the workload's connect stays in SYN_SENT.
-    let (listener, filler) = full_listener();
-    let target = listener.local_addr().unwrap();
-
     let mut w = Workload::spawn("tcp", &["127.0.0.1:0"]);
-    assert_eq!(w.cmd(&format!("connect {target}")), "0");
-    assert_eq!(w.cmd("state 0"), "SYN_SENT");
+    let connect = ConnectInProgress::start(&w);
+    let (target, local) = (connect.target, connect.local.clone());
     let fd = w.cmd("fd 0");
-    let local = w.cmd("local 0");
 
     // Without --tcp-established (with it, the connect comes back in progress:
     // sockets_inet::a_connect_in_progress_comes_back_from_the_same_port_and_completes).
@@ -314,12 +310,7 @@ fn a_connect_in_progress_is_refused_as_temporary_and_left_alone() {
     );
 
     // Once the queue has room, the connect completes (on the next SYN retransmission).
-    let (_first, _) = listener.accept().unwrap();
-    drop(filler);
-    assert_eq!(w.cmd("connected 0"), "ok");
-    let (mut accepted, peer) = listener.accept().unwrap();
-    assert_eq!(peer.to_string(), local);
-    accepted.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let mut accepted = connect.complete(&w);
     assert_eq!(w.cmd("write 0 1000 5"), "1000");
     assert_eq!(read_exactly(&mut accepted, 1000), pattern(1000, 5));
     w.kill_original();
