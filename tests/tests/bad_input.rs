@@ -173,14 +173,7 @@ fn refuses_unsupported(kind: &str, named: &str) {
     cryo_bin();
     let w = Workload::spawn("unsupported", &[kind, "47"]);
     w.cmd("tick");
-    let img = w.path("img");
-    let out = w.dump(&img, &[]);
-    out.assert_refused()
-        .assert_stderr_has_word(&w.pid().to_string())
-        .assert_stderr_has_word("47")
-        .assert_stderr_mentions(named);
-    assert!(w.original_alive(), "the refused dump killed the target");
-    w.assert_untouched();
+    w.assert_dump_refused("47", named);
     assert_eq!(w.cmd("tick"), "2");
     assert_eq!(w.cmd("fd"), "47");
 }

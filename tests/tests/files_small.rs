@@ -216,13 +216,7 @@ fn a_deleted_name_of_a_file_linked_elsewhere_comes_back_as_that_same_file() {
 fn refused_at_dump(kind: &str, named: &str) {
     cryo_bin();
     let w = Workload::spawn("held", &[kind]);
-    let out = w.dump(&w.path("img"), &[]);
-    out.assert_refused()
-        .assert_stderr_has_word(&w.pid().to_string())
-        .assert_stderr_has_word("47")
-        .assert_stderr_mentions(named);
-    assert!(w.original_alive(), "the refused dump killed the target");
-    w.assert_untouched();
+    w.assert_dump_refused("47", named);
     assert_eq!(w.cmd("fd"), "47");
 }
 
