@@ -48,6 +48,12 @@ mod sys;
 mod udp;
 mod unconnected;
 
+/// Integer and byte socket options at any level, for an engine inspecting sockets beside the
+/// ones this crate captures: the one socket-option backend of the workspace.
+pub mod sockopt {
+    pub use crate::sys::{get_bytes, get_int, set_bytes, set_int};
+}
+
 pub use error::{Operation, Result, SocketName, TcpRepairError};
 pub use inject::INJECT_MARK;
 pub use listen::{

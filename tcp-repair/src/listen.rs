@@ -28,20 +28,14 @@ use std::net::SocketAddr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 
-use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST,
-};
-use netlink_packet_sock_diag::constants::{AF_INET, AF_INET6, IPPROTO_TCP};
-use netlink_packet_sock_diag::inet::{ExtensionFlags, InetRequest, SocketId, StateFlags};
-use netlink_packet_sock_diag::SockDiagMessage;
-use netlink_sys::protocols::NETLINK_SOCK_DIAG;
-use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use netlink_packet_sock_diag::constants::IPPROTO_TCP;
+use netlink_packet_sock_diag::inet::{InetResponse, StateFlags};
+use socket2::SockAddr;
 
 use crate::error::{Ctx, Operation, Result, SocketName, TcpRepairError};
 use crate::options;
-use crate::repair::socket_name;
-use crate::state::{state_name, ListenerState, SocketOptions};
-use crate::sys;
+use crate::repair::{require_state, socket_name};
+use crate::state::{ListenerState, SocketOptions};
 
 /// What to do with connections waiting in a listener's accept queue.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -66,40 +60,23 @@ pub struct ListenerDiag {
 /// Looks a listening TCP socket up by inode with sock_diag (in the caller's
 /// network namespace). `Ok(None)` when it is not found there.
 pub fn listener_diag(local: SocketAddr, inode: u64) -> std::io::Result<Option<ListenerDiag>> {
-    let mut socket = netlink_sys::Socket::new(NETLINK_SOCK_DIAG)?;
-    socket.bind_auto()?;
-    socket.connect(&netlink_sys::SocketAddr::new(0, 0))?;
-    let mut header = NetlinkHeader::default();
-    header.flags = NLM_F_REQUEST | NLM_F_DUMP;
-    let (family, mut id) = if local.is_ipv6() {
-        (AF_INET6, SocketId::new_v6())
-    } else {
-        (AF_INET, SocketId::new_v4())
-    };
-    id.source_port = local.port();
-    let mut packet = NetlinkMessage::new(
-        header,
-        SockDiagMessage::InetRequest(InetRequest {
-            family,
-            protocol: IPPROTO_TCP,
-            extensions: ExtensionFlags::empty(),
-            states: StateFlags::LISTEN,
-            socket_id: id,
-        })
-        .into(),
-    );
-    packet.finalize();
-    let mut buf = vec![0u8; packet.buffer_len()];
-    packet.serialize(&mut buf);
-    socket.send(&buf, 0)?;
-
     let mut found = None;
-    let mut rx = vec![0u8; 32 * 1024];
-    loop {
-        let size = socket.recv(&mut &mut rx[..], 0)?;
-        if parse_listener_answer(&rx[..size], inode, &mut found)? {
-            return Ok(found);
-        }
+    crate::diag::dump(
+        local.is_ipv6(),
+        IPPROTO_TCP,
+        StateFlags::LISTEN,
+        local.port(),
+        |r| record_listener(r, inode, &mut found),
+    )?;
+    Ok(found)
+}
+
+fn record_listener(r: &InetResponse, inode: u64, found: &mut Option<ListenerDiag>) {
+    if r.header.inode as u64 == inode {
+        *found = Some(ListenerDiag {
+            accept_queue: r.header.recv_queue,
+            backlog: r.header.send_queue,
+        });
     }
 }
 
@@ -112,34 +89,7 @@ pub fn parse_listener_answer(
     inode: u64,
     found: &mut Option<ListenerDiag>,
 ) -> std::io::Result<bool> {
-    let mut offset = 0;
-    while offset < datagram.len() {
-        let msg = NetlinkMessage::<SockDiagMessage>::deserialize(&datagram[offset..])
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
-        let len = msg.header.length as usize;
-        match msg.payload {
-            NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(r))
-                if r.header.inode as u64 == inode =>
-            {
-                *found = Some(ListenerDiag {
-                    accept_queue: r.header.recv_queue,
-                    backlog: r.header.send_queue,
-                });
-            }
-            NetlinkPayload::Done(_) => return Ok(true),
-            // Not `e.to_io()`: it negates the code, which overflows on i32::MIN.
-            NetlinkPayload::Error(e) => {
-                let errno = e.raw_code().checked_neg().unwrap_or(i32::MAX);
-                return Err(std::io::Error::from_raw_os_error(errno));
-            }
-            _ => {}
-        }
-        if len == 0 {
-            break;
-        }
-        offset += len;
-    }
-    Ok(false)
+    crate::diag::parse_answer(datagram, |r| record_listener(r, inode, found))
 }
 
 /// Captures a listening TCP socket: address, backlog (via sock_diag), socket
@@ -150,15 +100,7 @@ pub fn capture_listener(fd: impl AsFd, in_flight: InFlight) -> Result<ListenerSt
     let fd = fd.as_fd();
     let name = socket_name(fd);
     let ctx = Ctx::new(Operation::Capture, name);
-    let info = sys::tcp_info(fd).map_err(ctx.sys("getsockopt TCP_INFO"))?;
-    if info.state != 10 {
-        return Err(TcpRepairError::UnsupportedState {
-            op: Operation::Capture,
-            sock: name,
-            state: state_name(info.state),
-            why: "not a listening socket",
-        });
-    }
+    require_state(fd, ctx, name, 10, "not a listening socket")?;
     let local = name
         .local
         .ok_or_else(|| ctx.invalid("getsockname", "listener without an address"))?;
@@ -195,13 +137,8 @@ pub fn restore_listener(state: &ListenerState, default_backlog: u32) -> Result<O
     let name = SocketName::new(Some(state.local), None);
     let ctx = Ctx::new(Operation::Restore, name);
     let ipv6 = state.local.is_ipv6();
-    let domain = if ipv6 { Domain::IPV6 } else { Domain::IPV4 };
-    let socket = Socket::new(domain, Type::STREAM.cloexec(), Some(Protocol::TCP))
-        .map_err(ctx.io("socket"))?;
-    let fd = OwnedFd::from(socket);
+    let fd = options::new_socket(ipv6, &state.socket, ctx)?;
     let b = fd.as_fd();
-    options::apply_pre_bind(b, &state.socket, ctx)?;
-    options::apply_buffers_if_changed(b, &state.socket, ctx)?;
     let sref = socket2::SockRef::from(&b);
     sref.bind(&SockAddr::from(state.local))
         .map_err(ctx.io("bind"))?;

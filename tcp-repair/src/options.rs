@@ -1,7 +1,7 @@
 //! Socket options: one table of reads and one of writes, shared by
 //! connections, listeners and UDP sockets.
 
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use nix::errno::Errno;
 
@@ -102,24 +102,44 @@ pub(crate) fn apply_pre_bind(fd: BorrowedFd<'_>, o: &SocketOptions, ctx: Ctx) ->
     Ok(())
 }
 
+/// The two buffers of `o`: (SO_*BUFFORCE, SO_*BUF, the size getsockopt reported, the read
+/// step, the write step).
+type Buffer = (libc::c_int, libc::c_int, i32, &'static str, &'static str);
+
+fn buffers(o: &SocketOptions) -> [Buffer; 2] {
+    [
+        (
+            libc::SO_SNDBUFFORCE,
+            libc::SO_SNDBUF,
+            o.send_buffer,
+            "getsockopt SO_SNDBUF",
+            "setsockopt SO_SNDBUF",
+        ),
+        (
+            libc::SO_RCVBUFFORCE,
+            libc::SO_RCVBUF,
+            o.recv_buffer,
+            "getsockopt SO_RCVBUF",
+            "setsockopt SO_RCVBUF",
+        ),
+    ]
+}
+
+/// A new TCP socket (not a connection: no repair mode) with the options of `o` that go before
+/// `bind()` and the buffer sizes that differ from a fresh socket's.
+pub(crate) fn new_socket(ipv6: bool, o: &SocketOptions, ctx: Ctx) -> Result<OwnedFd> {
+    let fd = crate::repair::tcp_socket(ipv6, ctx)?;
+    apply_pre_bind(fd.as_fd(), o, ctx)?;
+    apply_buffers_if_changed(fd.as_fd(), o, ctx)?;
+    Ok(fd)
+}
+
 /// Buffer sizes; set before queues are refilled so they fit.
 pub(crate) fn apply_buffers(fd: BorrowedFd<'_>, o: &SocketOptions, ctx: Ctx) -> Result<()> {
-    set_buffer(
-        fd,
-        libc::SO_SNDBUFFORCE,
-        libc::SO_SNDBUF,
-        o.send_buffer,
-        ctx,
-        "setsockopt SO_SNDBUF",
-    )?;
-    set_buffer(
-        fd,
-        libc::SO_RCVBUFFORCE,
-        libc::SO_RCVBUF,
-        o.recv_buffer,
-        ctx,
-        "setsockopt SO_RCVBUF",
-    )
+    for (force, plain, size, _, step) in buffers(o) {
+        set_buffer(fd, force, plain, size, ctx, step)?;
+    }
+    Ok(())
 }
 
 /// Buffer sizes, only where they differ from what the fresh socket has: a
@@ -130,26 +150,11 @@ pub(crate) fn apply_buffers_if_changed(
     o: &SocketOptions,
     ctx: Ctx,
 ) -> Result<()> {
-    let now = |name, step| sys::get_int(fd, libc::SOL_SOCKET, name).map_err(ctx.sys(step));
-    if now(libc::SO_SNDBUF, "getsockopt SO_SNDBUF")? != o.send_buffer {
-        set_buffer(
-            fd,
-            libc::SO_SNDBUFFORCE,
-            libc::SO_SNDBUF,
-            o.send_buffer,
-            ctx,
-            "setsockopt SO_SNDBUF",
-        )?;
-    }
-    if now(libc::SO_RCVBUF, "getsockopt SO_RCVBUF")? != o.recv_buffer {
-        set_buffer(
-            fd,
-            libc::SO_RCVBUFFORCE,
-            libc::SO_RCVBUF,
-            o.recv_buffer,
-            ctx,
-            "setsockopt SO_RCVBUF",
-        )?;
+    for (force, plain, size, read, step) in buffers(o) {
+        let now = sys::get_int(fd, libc::SOL_SOCKET, plain).map_err(ctx.sys(read))?;
+        if now != size {
+            set_buffer(fd, force, plain, size, ctx, step)?;
+        }
     }
     Ok(())
 }

@@ -12,9 +12,9 @@
 //! that.
 
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
-use socket2::SockRef;
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use tracing::debug;
 
 use crate::error::{Ctx, Operation, Result, SocketName, TcpRepairError};
@@ -396,4 +396,34 @@ pub fn kernel_tcp_state(fd: impl AsFd) -> Result<u8> {
     sys::tcp_info(fd)
         .map(|i| i.state)
         .map_err(Ctx::new(Operation::Capture, socket_name(fd)).sys("getsockopt TCP_INFO"))
+}
+
+/// Refuses a capture unless socket `fd` is in kernel TCP state `want` (`why` says what it
+/// is not, naming `sock`); `ctx` names the socket in an error of TCP_INFO itself.
+pub(crate) fn require_state(
+    fd: BorrowedFd<'_>,
+    ctx: Ctx,
+    sock: SocketName,
+    want: u8,
+    why: &'static str,
+) -> Result<()> {
+    let info = sys::tcp_info(fd).map_err(ctx.sys("getsockopt TCP_INFO"))?;
+    if info.state != want {
+        return Err(TcpRepairError::UnsupportedState {
+            op: Operation::Capture,
+            sock,
+            state: state_name(info.state),
+            why,
+        });
+    }
+    Ok(())
+}
+
+/// A new blocking, close-on-exec TCP socket of the family of `ipv6`: what every restore
+/// starts from.
+pub(crate) fn tcp_socket(ipv6: bool, ctx: Ctx) -> Result<OwnedFd> {
+    let domain = if ipv6 { Domain::IPV6 } else { Domain::IPV4 };
+    let socket = Socket::new(domain, Type::STREAM.cloexec(), Some(Protocol::TCP))
+        .map_err(ctx.io("socket"))?;
+    Ok(OwnedFd::from(socket))
 }

@@ -34,13 +34,13 @@
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use nix::errno::Errno;
-use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use socket2::SockAddr;
 use tracing::debug;
 
 use crate::error::{Ctx, Operation, Result, SocketName};
 use crate::inject;
 use crate::options;
-use crate::repair::leave;
+use crate::repair::{leave, tcp_socket};
 use crate::state::{TcpConnectionState, TcpState};
 use crate::sys;
 
@@ -240,10 +240,7 @@ pub fn restore(state: &TcpConnectionState) -> Result<RestoredSocket> {
     let ctx = Ctx::new(Operation::Restore, name);
     check(state, ctx)?;
     let ipv6 = state.local.is_ipv6();
-    let domain = if ipv6 { Domain::IPV6 } else { Domain::IPV4 };
-    let socket = Socket::new(domain, Type::STREAM.cloexec(), Some(Protocol::TCP))
-        .map_err(ctx.io("socket"))?;
-    let fd = OwnedFd::from(socket);
+    let fd = tcp_socket(ipv6, ctx)?;
     let b = fd.as_fd();
 
     options::apply_pre_bind(b, &state.socket, ctx)?;

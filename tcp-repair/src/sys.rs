@@ -66,6 +66,28 @@ fn cvt_size(ret: libc::ssize_t) -> Result<usize, Errno> {
     }
 }
 
+/// `setsockopt` with `values` (plain data: bytes, an int, an array of `repr(C)` structs) as
+/// the option's value.
+fn setsockopt_slice<T: Copy>(
+    fd: BorrowedFd<'_>,
+    level: libc::c_int,
+    name: libc::c_int,
+    values: &[T],
+) -> Result<(), Errno> {
+    // SAFETY: `values` is a live slice; the length passed is exactly its size in bytes and
+    // the kernel only reads it. The fd is borrowed, hence open.
+    let ret = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            values.as_ptr().cast(),
+            size_of_val(values) as libc::socklen_t,
+        )
+    };
+    cvt(ret).map(drop)
+}
+
 /// `setsockopt` with a plain-old-data value.
 fn setsockopt_pod<T: Copy>(
     fd: BorrowedFd<'_>,
@@ -73,18 +95,32 @@ fn setsockopt_pod<T: Copy>(
     name: libc::c_int,
     value: &T,
 ) -> Result<(), Errno> {
-    // SAFETY: `value` points to a live, initialised `T` of exactly the length
-    // passed; the kernel only reads it. The fd is borrowed, hence open.
+    setsockopt_slice(fd, level, name, std::slice::from_ref(value))
+}
+
+/// `getsockopt` into `out` (plain data, initialised: every byte pattern the kernel writes is
+/// a valid value); returns the length the kernel reports, which may exceed `out`'s size
+/// (NETLINK_LIST_MEMBERSHIPS reports the length it needs).
+fn getsockopt_into<T: Copy>(
+    fd: BorrowedFd<'_>,
+    level: libc::c_int,
+    name: libc::c_int,
+    out: &mut [T],
+) -> Result<usize, Errno> {
+    let mut len = size_of_val(out) as libc::socklen_t;
+    // SAFETY: `out` is writable for `len` bytes; the kernel writes at most `len` bytes into
+    // it and stores a length back in `len`.
     let ret = unsafe {
-        libc::setsockopt(
+        libc::getsockopt(
             fd.as_raw_fd(),
             level,
             name,
-            (value as *const T).cast(),
-            size_of::<T>() as libc::socklen_t,
+            out.as_mut_ptr().cast(),
+            &mut len,
         )
     };
-    cvt(ret).map(drop)
+    cvt(ret)?;
+    Ok(len as usize)
 }
 
 /// `getsockopt` into a plain-old-data value; fails with `EINVAL` when the
@@ -94,24 +130,12 @@ fn getsockopt_pod<T: Copy + Default>(
     level: libc::c_int,
     name: libc::c_int,
 ) -> Result<T, Errno> {
-    let mut value = T::default();
-    let mut len = size_of::<T>() as libc::socklen_t;
-    // SAFETY: `value` is a valid, writable `T` and `len` holds its size, so
-    // the kernel writes at most `size_of::<T>()` bytes into it.
-    let ret = unsafe {
-        libc::getsockopt(
-            fd.as_raw_fd(),
-            level,
-            name,
-            (&mut value as *mut T).cast(),
-            &mut len,
-        )
-    };
-    cvt(ret)?;
-    if (len as usize) < size_of::<T>() && size_of::<T>() != size_of::<libc::c_int>() {
+    let mut value = [T::default()];
+    let len = getsockopt_into(fd, level, name, &mut value)?;
+    if len < size_of::<T>() && size_of::<T>() != size_of::<libc::c_int>() {
         return Err(Errno::EINVAL);
     }
-    Ok(value)
+    Ok(value[0])
 }
 
 /// `connect` with an `AF_UNSPEC` address: `tcp_disconnect`, which takes the
@@ -153,65 +177,28 @@ pub fn set_bytes(
     name: libc::c_int,
     value: &[u8],
 ) -> Result<(), Errno> {
-    // SAFETY: `value` is a live slice of the length passed; the kernel only
-    // reads it.
-    let ret = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            level,
-            name,
-            value.as_ptr().cast(),
-            value.len() as libc::socklen_t,
-        )
-    };
-    cvt(ret).map(drop)
+    setsockopt_slice(fd, level, name, value)
 }
 
-/// `getsockopt` of a byte-string option; returns the bytes the kernel wrote.
+/// `getsockopt` of a byte-string option; returns the length the kernel reports (the bytes
+/// it wrote, or more for an option that reports the length it needs).
 pub fn get_bytes(
     fd: BorrowedFd<'_>,
     level: libc::c_int,
     name: libc::c_int,
     buf: &mut [u8],
 ) -> Result<usize, Errno> {
-    let mut len = buf.len() as libc::socklen_t;
-    // SAFETY: `buf` is writable for `len` bytes and the kernel writes at most
-    // `len` bytes, then stores the written length back in `len`.
-    let ret = unsafe {
-        libc::getsockopt(
-            fd.as_raw_fd(),
-            level,
-            name,
-            buf.as_mut_ptr().cast(),
-            &mut len,
-        )
-    };
-    cvt(ret)?;
-    Ok(len as usize)
+    getsockopt_into(fd, level, name, buf)
 }
 
 /// `SO_LINGER` read: `Some(seconds)` when lingering is on.
 pub fn get_linger(fd: BorrowedFd<'_>) -> Result<Option<i32>, Errno> {
-    let l: libc::linger = {
-        let mut raw = MaybeUninit::<libc::linger>::zeroed();
-        let mut len = size_of::<libc::linger>() as libc::socklen_t;
-        // SAFETY: `raw` is writable for `size_of::<linger>()` bytes, the size
-        // passed in `len`.
-        let ret = unsafe {
-            libc::getsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_LINGER,
-                raw.as_mut_ptr().cast(),
-                &mut len,
-            )
-        };
-        cvt(ret)?;
-        // SAFETY: zero-initialised above, and `linger` is two ints: every bit
-        // pattern is valid.
-        unsafe { raw.assume_init() }
-    };
-    Ok((l.l_onoff != 0).then_some(l.l_linger))
+    let mut l = [libc::linger {
+        l_onoff: 0,
+        l_linger: 0,
+    }];
+    getsockopt_into(fd, libc::SOL_SOCKET, libc::SO_LINGER, &mut l)?;
+    Ok((l[0].l_onoff != 0).then_some(l[0].l_linger))
 }
 
 /// `SO_LINGER` write.
@@ -235,18 +222,7 @@ pub fn set_repair_window(fd: BorrowedFd<'_>, w: &TcpRepairWindow) -> Result<(), 
 
 /// `TCP_REPAIR_OPTIONS` write: an array of `struct tcp_repair_opt`.
 pub fn set_repair_options(fd: BorrowedFd<'_>, opts: &[TcpRepairOpt]) -> Result<(), Errno> {
-    // SAFETY: `opts` is a live slice of `repr(C)` structs; the length passed
-    // is exactly its size in bytes and the kernel only reads it.
-    let ret = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_TCP,
-            libc::TCP_REPAIR_OPTIONS,
-            opts.as_ptr().cast(),
-            size_of_val(opts) as libc::socklen_t,
-        )
-    };
-    cvt(ret).map(drop)
+    setsockopt_slice(fd, libc::SOL_TCP, libc::TCP_REPAIR_OPTIONS, opts)
 }
 
 /// The first bytes of `struct tcp_info` that repair needs.
@@ -281,22 +257,10 @@ pub fn tcp_info(fd: BorrowedFd<'_>) -> Result<TcpInfoHead, Errno> {
 
 /// The whole `TCP_INFO` (as far as this kernel fills it; the rest stays zero).
 pub fn tcp_info_full(fd: BorrowedFd<'_>) -> Result<libc::tcp_info, Errno> {
-    let mut info = MaybeUninit::<libc::tcp_info>::zeroed();
-    let mut len = size_of::<libc::tcp_info>() as libc::socklen_t;
-    // SAFETY: the kernel writes at most `len` bytes into `info`, which is that large and
-    // all-zero to begin with (a valid tcp_info: plain integers).
-    let ret = unsafe {
-        libc::getsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_TCP,
-            libc::TCP_INFO,
-            info.as_mut_ptr().cast(),
-            &mut len,
-        )
-    };
-    cvt(ret)?;
-    // SAFETY: zero-initialised above, partly overwritten by the kernel: every byte is set.
-    Ok(unsafe { info.assume_init() })
+    // SAFETY: tcp_info is plain integers: all-zero is a valid value.
+    let mut info = [unsafe { MaybeUninit::<libc::tcp_info>::zeroed().assume_init() }];
+    getsockopt_into(fd, libc::SOL_TCP, libc::TCP_INFO, &mut info)?;
+    Ok(info[0])
 }
 
 /// An `ioctl` returning an `int` (SIOCINQ, SIOCOUTQ, SIOCOUTQNSD).

@@ -22,10 +22,10 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
-use crate::error::{Ctx, Operation, Result, SocketName, TcpRepairError};
+use crate::error::{Ctx, Operation, Result, SocketName};
 use crate::options;
-use crate::repair::socket_name;
-use crate::state::{state_name, SocketOptions, TcpSocketOptions};
+use crate::repair::{require_state, socket_name};
+use crate::state::{SocketOptions, TcpSocketOptions};
 use crate::sys;
 
 /// `IP_LOCAL_PORT_RANGE` (linux 6.3): the ports this socket picks from, low | high << 16.
@@ -80,15 +80,7 @@ pub fn capture_unconnected(fd: impl AsFd) -> Result<UnconnectedState> {
     let fd = fd.as_fd();
     let name = socket_name(fd);
     let ctx = Ctx::new(Operation::Capture, name);
-    let info = sys::tcp_info(fd).map_err(ctx.sys("getsockopt TCP_INFO"))?;
-    if info.state != 7 {
-        return Err(TcpRepairError::UnsupportedState {
-            op: Operation::Capture,
-            sock: name,
-            state: state_name(info.state),
-            why: "not a TCP socket in state CLOSE",
-        });
-    }
+    require_state(fd, ctx, name, 7, "not a TCP socket in state CLOSE")?;
     let domain = sys::get_int(fd, libc::SOL_SOCKET, libc::SO_DOMAIN)
         .map_err(ctx.sys("getsockopt SO_DOMAIN"))?;
     let ipv6 = domain == libc::AF_INET6;
@@ -141,13 +133,8 @@ fn unspecified(ipv6: bool) -> IpAddr {
 pub fn restore_unconnected(state: &UnconnectedState) -> Result<OwnedFd> {
     let ctx = Ctx::new(Operation::Restore, SocketName::new(Some(state.local), None));
     let ipv6 = state.local.is_ipv6();
-    let domain = if ipv6 { Domain::IPV6 } else { Domain::IPV4 };
-    let socket = Socket::new(domain, Type::STREAM.cloexec(), Some(Protocol::TCP))
-        .map_err(ctx.io("socket"))?;
-    let fd = OwnedFd::from(socket);
+    let fd = options::new_socket(ipv6, &state.socket, ctx)?;
     let b = fd.as_fd();
-    options::apply_pre_bind(b, &state.socket, ctx)?;
-    options::apply_buffers_if_changed(b, &state.socket, ctx)?;
     let sref = socket2::SockRef::from(&b);
     let local = state.local;
     if state.bound {
@@ -161,13 +148,7 @@ pub fn restore_unconnected(state: &UnconnectedState) -> Result<OwnedFd> {
         sref.bind(&SockAddr::from(local)).map_err(ctx.io("bind"))?;
     }
     if state.local_port_range != 0 {
-        sys::set_int(
-            b,
-            libc::SOL_IP,
-            IP_LOCAL_PORT_RANGE,
-            state.local_port_range as i32,
-        )
-        .map_err(ctx.sys("setsockopt IP_LOCAL_PORT_RANGE"))?;
+        set_local_port_range(b, state.local_port_range, ctx)?;
     }
     options::apply_socket(b, &state.socket, ipv6, ctx)?;
     options::apply_tcp(b, &state.tcp, ctx)?;
@@ -191,14 +172,7 @@ pub fn restore_unconnected(state: &UnconnectedState) -> Result<OwnedFd> {
 fn replay_failed_connect(fd: BorrowedFd<'_>, local: SocketAddr, ctx: Ctx) -> Result<()> {
     let ipv6 = local.is_ipv6();
     let sref = socket2::SockRef::from(&fd);
-    let port = u32::from(local.port());
-    sys::set_int(
-        fd,
-        libc::SOL_IP,
-        IP_LOCAL_PORT_RANGE,
-        (port | port << 16) as i32,
-    )
-    .map_err(ctx.sys("setsockopt IP_LOCAL_PORT_RANGE"))?;
+    set_local_port_range(fd, only_port(local.port()), ctx)?;
     let to_ip = if local.ip().is_unspecified() {
         if ipv6 {
             IpAddr::V6(Ipv6Addr::LOCALHOST)
@@ -229,8 +203,7 @@ fn replay_failed_connect(fd: BorrowedFd<'_>, local: SocketAddr, ctx: Ctx) -> Res
             ))
         }
     }
-    sys::set_int(fd, libc::SOL_IP, IP_LOCAL_PORT_RANGE, 0)
-        .map_err(ctx.sys("setsockopt IP_LOCAL_PORT_RANGE"))
+    set_local_port_range(fd, 0, ctx)
 }
 
 /// A TCP socket whose connect is in progress (SYN_SENT): its name, the peer it connects to,
@@ -260,15 +233,7 @@ pub fn capture_connecting(fd: impl AsFd, remote: SocketAddr) -> Result<Connectin
         Operation::Capture,
         SocketName::new(name.local, Some(remote)),
     );
-    let info = sys::tcp_info(fd).map_err(ctx.sys("getsockopt TCP_INFO"))?;
-    if info.state != 2 {
-        return Err(TcpRepairError::UnsupportedState {
-            op: Operation::Capture,
-            sock: name,
-            state: state_name(info.state),
-            why: "not a TCP socket in SYN_SENT",
-        });
-    }
+    require_state(fd, ctx, name, 2, "not a TCP socket in SYN_SENT")?;
     let local = name
         .local
         .ok_or_else(|| ctx.invalid("getsockname", "a connect in progress without an address"))?;
@@ -283,6 +248,18 @@ pub fn capture_connecting(fd: impl AsFd, remote: SocketAddr) -> Result<Connectin
         },
         tcp: options::capture_tcp(fd, ctx)?,
     })
+}
+
+/// Sets IP_LOCAL_PORT_RANGE of `fd` to `range` (low | high << 16; 0: the namespace's).
+fn set_local_port_range(fd: BorrowedFd<'_>, range: u32, ctx: Ctx) -> Result<()> {
+    sys::set_int(fd, libc::SOL_IP, IP_LOCAL_PORT_RANGE, range as i32)
+        .map_err(ctx.sys("setsockopt IP_LOCAL_PORT_RANGE"))
+}
+
+/// The IP_LOCAL_PORT_RANGE that offers `port` alone.
+fn only_port(port: u16) -> u32 {
+    let port = u32::from(port);
+    port | port << 16
 }
 
 fn local_port_range(fd: BorrowedFd<'_>, ctx: Ctx) -> Result<u32> {
@@ -305,23 +282,11 @@ pub fn restore_connecting(state: &ConnectingState) -> Result<OwnedFd> {
         SocketName::new(Some(state.local), Some(state.remote)),
     );
     let ipv6 = state.local.is_ipv6();
-    let domain = if ipv6 { Domain::IPV6 } else { Domain::IPV4 };
-    let socket = Socket::new(domain, Type::STREAM.cloexec(), Some(Protocol::TCP))
-        .map_err(ctx.io("socket"))?;
-    let fd = OwnedFd::from(socket);
+    let fd = options::new_socket(ipv6, &state.socket, ctx)?;
     let b = fd.as_fd();
-    options::apply_pre_bind(b, &state.socket, ctx)?;
-    options::apply_buffers_if_changed(b, &state.socket, ctx)?;
     options::apply_socket(b, &state.socket, ipv6, ctx)?;
     options::apply_tcp(b, &state.tcp, ctx)?;
-    let port = u32::from(state.local.port());
-    sys::set_int(
-        b,
-        libc::SOL_IP,
-        IP_LOCAL_PORT_RANGE,
-        (port | port << 16) as i32,
-    )
-    .map_err(ctx.sys("setsockopt IP_LOCAL_PORT_RANGE"))?;
+    set_local_port_range(b, only_port(state.local.port()), ctx)?;
     let sref = socket2::SockRef::from(&b);
     sref.set_nonblocking(true)
         .map_err(ctx.io("O_NONBLOCK (to connect)"))?;
@@ -332,13 +297,7 @@ pub fn restore_connecting(state: &ConnectingState) -> Result<OwnedFd> {
     }
     sref.set_nonblocking(false)
         .map_err(ctx.io("O_NONBLOCK (after connect)"))?;
-    sys::set_int(
-        b,
-        libc::SOL_IP,
-        IP_LOCAL_PORT_RANGE,
-        state.local_port_range as i32,
-    )
-    .map_err(ctx.sys("setsockopt IP_LOCAL_PORT_RANGE"))?;
+    set_local_port_range(b, state.local_port_range, ctx)?;
     let now = socket_name(b).local;
     if now != Some(state.local) {
         return Err(ctx.invalid(

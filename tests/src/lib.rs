@@ -30,6 +30,9 @@
 pub mod protocol;
 pub mod servers;
 pub mod servers_pg;
+pub mod socks;
+pub mod tcp_peer;
+pub mod views;
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
@@ -365,6 +368,37 @@ pub fn status_field(pid: i32, field: &str) -> Option<String> {
 pub fn mask_has(mask_hex: &str, sig: i32) -> bool {
     let mask = u64::from_str_radix(mask_hex, 16).expect("hex signal mask");
     mask & (1u64 << (sig - 1)) != 0
+}
+
+/// The children of process `pid` (its main thread's), from /proc; none when it is gone.
+pub fn children_of(pid: u32) -> Vec<i32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+/// A `counter` workload that ticked once, dumped (and so killed, reaped) into its `img`.
+pub fn dumped_counter() -> (Workload, PathBuf) {
+    let mut w = Workload::spawn("counter", &[]);
+    assert_eq!(w.cmd("tick"), "1");
+    let img = w.path("img");
+    w.dump_ok(&img);
+    (w, img)
+}
+
+/// Kills (SIGKILL) the processes of its list when dropped: what a test leaves behind outside
+/// its workload (workers, copies restored detached).
+pub struct Reaper(pub Vec<i32>);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        for &pid in &self.0 {
+            // SAFETY: kill takes plain integers.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
 }
 
 /// Whether some process has `pid` right now.
@@ -859,12 +893,7 @@ impl Workload {
                 stderr,
                 pidfd,
             }) => {
-                match pidfd {
-                    Some(p) => {
-                        let _ = p.signal(libc::SIGKILL);
-                    }
-                    None => self.kill_if_ours(),
-                }
+                self.kill_restored_root(pidfd.as_ref());
                 let status = wait_child(&mut cryo, &cryo_pidfd, CRYO_TIMEOUT).unwrap_or_else(|e| {
                     panic!("cryo restore: {e}\n--- stderr\n{}", read_lossy(&stderr))
                 });
@@ -900,6 +929,117 @@ impl Workload {
                     let _ = p.signal(libc::SIGKILL);
                 }
             }
+        }
+    }
+
+    /// Dumps the workload into `img` under its control dir (killing it), then restores it in
+    /// the background: the round trip most tests check the restored process after.
+    #[track_caller]
+    pub fn dump_and_restore(&mut self) {
+        let img = self.path("img");
+        self.dump_ok(&img);
+        self.restore_background(&img);
+    }
+
+    /// Restores image `img` detached as a copy in new PID and network namespaces
+    /// (`--pidns --netns`), beside the workload: the copy's root pid, as seen from here.
+    #[track_caller]
+    pub fn restore_copy_in_namespaces(&self, img: &Path) -> i32 {
+        let out = self.cryo(&[
+            "restore".as_ref(),
+            "-D".as_ref(),
+            img.as_os_str(),
+            "--detach".as_ref(),
+            "--pidns".as_ref(),
+            "--netns".as_ref(),
+        ]);
+        out.assert_success();
+        out.stdout.trim().parse().unwrap()
+    }
+
+    /// `cryo dump` of the workload while this test thread traces it (PTRACE_SEIZE: a tracer
+    /// cryo must not steal), whatever its outcome; the workload is let go after (interrupted,
+    /// its stop collected, detached).
+    pub fn dump_while_traced(&self) -> CryoOutput {
+        use nix::sys::{ptrace, wait};
+        let pid = nix::unistd::Pid::from_raw(self.pid);
+        ptrace::seize(pid, ptrace::Options::empty()).unwrap();
+        let out = self.dump(&self.path("img"), &[]);
+        // Detaching needs the tracee stopped: interrupt it, collect the stop, let go.
+        ptrace::interrupt(pid).unwrap();
+        wait::waitpid(pid, Some(wait::WaitPidFlag::__WALL)).unwrap();
+        ptrace::detach(pid, None).unwrap();
+        out
+    }
+
+    /// The pids of the workload's forked processes, as its `kids` command lists them.
+    #[track_caller]
+    pub fn kids(&self) -> Vec<i32> {
+        let reply = self.cmd("kids");
+        reply
+            .split(' ')
+            .map(|p| {
+                p.parse()
+                    .unwrap_or_else(|_| panic!("kids: not pids: {reply:?}"))
+            })
+            .collect()
+    }
+
+    /// Asks `verb` until `ok` accepts the reply (bounded by [`CMD_TIMEOUT`]): for a state the
+    /// workload reaches on its own (a timer's expiry, an event delivered).
+    #[track_caller]
+    pub fn await_reply(&self, verb: &str, ok: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + CMD_TIMEOUT;
+        loop {
+            let r = self.cmd(verb);
+            if ok(&r) {
+                return r;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{verb}: last reply {r:?}\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Stops (SIGSTOP) the workload's original process and waits until it is stopped: a copy
+    /// restored beside it reads the same command FIFO, and kill() returns before the stop
+    /// takes effect (a command written meanwhile could be read by the original, which would
+    /// then stop before answering). SIGCONT through the returned pidfd lets it go on.
+    #[track_caller]
+    pub fn stop_original(&self) -> Pidfd {
+        let original = Pidfd::open(self.pid).unwrap();
+        original.signal(libc::SIGSTOP).unwrap();
+        let deadline = Instant::now() + CMD_TIMEOUT;
+        while !status_field(self.pid, "State").is_some_and(|s| s.starts_with('T')) {
+            assert!(Instant::now() < deadline, "the original did not stop");
+            std::thread::yield_now();
+        }
+        original
+    }
+
+    /// A dump that must be refused with an error naming this workload's pid, `fd FD` and
+    /// `attribute`, and leave the workload as it was.
+    #[track_caller]
+    pub fn assert_dump_refused(&self, fd: &str, attribute: &str) {
+        self.dump(&self.path("img"), &[])
+            .assert_refused()
+            .assert_stderr_has_word(&self.pid.to_string())
+            .assert_stderr_mentions(&format!("fd {fd}"))
+            .assert_stderr_mentions(attribute);
+        self.assert_untouched();
+    }
+
+    /// SIGKILLs a restored root: through its pidfd when the restore gave one, else by pid if
+    /// the process there is ours.
+    fn kill_restored_root(&self, pidfd: Option<&Pidfd>) {
+        match pidfd {
+            Some(p) => {
+                let _ = p.signal(libc::SIGKILL);
+            }
+            None => self.kill_if_ours(),
         }
     }
 
@@ -943,12 +1083,7 @@ impl Drop for Workload {
                 pidfd,
                 ..
             }) => {
-                match pidfd {
-                    Some(p) => {
-                        let _ = p.signal(libc::SIGKILL);
-                    }
-                    None => self.kill_if_ours(),
-                }
+                self.kill_restored_root(pidfd.as_ref());
                 if wait_child(&mut cryo, &cryo_pidfd, CMD_TIMEOUT).is_err() {
                     self.kill_if_ours();
                 }

@@ -173,14 +173,7 @@ fn refuses_unsupported(kind: &str, named: &str) {
     cryo_bin();
     let w = Workload::spawn("unsupported", &[kind, "47"]);
     w.cmd("tick");
-    let img = w.path("img");
-    let out = w.dump(&img, &[]);
-    out.assert_refused()
-        .assert_stderr_has_word(&w.pid().to_string())
-        .assert_stderr_has_word("47")
-        .assert_stderr_mentions(named);
-    assert!(w.original_alive(), "the refused dump killed the target");
-    w.assert_untouched();
+    w.assert_dump_refused("47", named);
     assert_eq!(w.cmd("tick"), "2");
     assert_eq!(w.cmd("fd"), "47");
 }
@@ -382,14 +375,8 @@ fn restore_from_a_dir_that_does_not_exist() {
 fn dump_of_a_process_traced_by_someone_else() {
     cryo_bin();
     let w = counter_at_two();
-    let pid = nix::unistd::Pid::from_raw(w.pid());
     // This test thread becomes the target's tracer; cryo must not steal it.
-    nix::sys::ptrace::seize(pid, nix::sys::ptrace::Options::empty()).unwrap();
-    let out = w.dump(&w.path("img"), &[]);
-    // Detaching needs the tracee stopped: interrupt it, collect the stop, let go.
-    nix::sys::ptrace::interrupt(pid).unwrap();
-    nix::sys::wait::waitpid(pid, Some(nix::sys::wait::WaitPidFlag::__WALL)).unwrap();
-    nix::sys::ptrace::detach(pid, None).unwrap();
+    let out = w.dump_while_traced();
     out.assert_refused()
         .assert_stderr_has_word(&w.pid().to_string())
         .assert_stderr_mentions("trace");

@@ -15,9 +15,7 @@ fn counter_continues_from_the_same_value() {
         assert_eq!(w.cmd("tick"), i.to_string());
     }
     let fds = parse_fds(&w.cmd("fds"));
-    let img = w.path("img");
-    w.dump_ok(&img);
-    w.restore_background(&img);
+    w.dump_and_restore();
     // The restored process was blocked in read() of its command FIFO: that
     // this answers at all means the read resumed.
     assert_eq!(w.cmd("get"), "3");
@@ -43,9 +41,7 @@ fn restore_exits_with_the_restored_status() {
     cryo_bin();
     let mut w = Workload::spawn("counter", &[]);
     w.cmd("tick");
-    let img = w.path("img");
-    w.dump_ok(&img);
-    w.restore_background(&img);
+    w.dump_and_restore();
     assert_eq!(w.cmd("exit 7"), "bye");
     let status = w.wait_restore();
     assert_eq!(

@@ -7,24 +7,20 @@
 //! Every test uses its own ephemeral ports; the silent-peer test adds a network lock of its
 //! own scoped to its connection.
 
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use cryo_tests::protocol::{len_and_checksum, monotonic_ns};
+use cryo_tests::tcp_peer::server_addr;
 use cryo_tests::{cryo_bin, Workload};
 use serde_json::Value;
 
 /// How long a thread gets to reach its read() before the dump.
 const SETTLE: Duration = Duration::from_secs(10);
 
-fn server_addr(w: &Workload) -> SocketAddr {
-    let port: u16 = w.cmd("port").parse().expect("port");
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
-
 /// A client connected to the workload's listener and accepted as connection `index`.
 fn connect(w: &Workload, index: usize) -> TcpStream {
-    let client = TcpStream::connect(server_addr(w)).expect("connect");
+    let client = TcpStream::connect(server_addr(w, "127.0.0.1")).expect("connect");
     client
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
@@ -90,6 +86,20 @@ fn ms(ns: u128) -> f64 {
     ns as f64 / 1e6
 }
 
+/// A `tcp` workload with its resume channel open (watching signal `signo` when given), and
+/// a client accepted as its connection 0 that has echoed once.
+fn server_with_a_client(signo: Option<i32>) -> (Workload, TcpStream) {
+    cryo_bin();
+    let w = Workload::spawn("tcp", &["127.0.0.1:0"]);
+    if let Some(signo) = signo {
+        assert_eq!(w.cmd(&format!("sigwatch {signo}")), "ok");
+    }
+    w.cmd("resume-open");
+    let mut client = connect(&w, 0);
+    echo(&w, &mut client, 0, b"before");
+    (w, client)
+}
+
 /// Restores detached with `extra` flags; returns (start, end) in CLOCK_MONOTONIC ns.
 fn restore(w: &mut Workload, extra: &[&str]) -> (u128, u128) {
     let img = w.path("img");
@@ -109,15 +119,10 @@ fn dump_killed(w: &mut Workload, extra: &[&str]) {
 
 #[test]
 fn a_vanished_client_fails_fast_and_is_reported() {
-    cryo_bin();
     let signo = libc::SIGRTMIN() + 3;
-    let mut w = Workload::spawn("tcp", &["127.0.0.1:0"]);
-    assert_eq!(w.cmd(&format!("sigwatch {signo}")), "ok");
-    w.cmd("resume-open");
-    let mut client = connect(&w, 0);
-    echo(&w, &mut client, 0, b"before");
+    let (mut w, client) = server_with_a_client(Some(signo));
     let fd: i32 = w.cmd("fd 0").parse().unwrap();
-    let server = server_addr(&w);
+    let server = server_addr(&w, "127.0.0.1");
     let client_addr = client.local_addr().unwrap();
     start_reader(&w, fd);
 
@@ -169,13 +174,8 @@ fn a_vanished_client_fails_fast_and_is_reported() {
 
 #[test]
 fn a_live_peer_is_not_reported_and_keeps_working() {
-    cryo_bin();
     let signo = libc::SIGRTMIN() + 4;
-    let mut w = Workload::spawn("tcp", &["127.0.0.1:0"]);
-    assert_eq!(w.cmd(&format!("sigwatch {signo}")), "ok");
-    w.cmd("resume-open");
-    let mut client = connect(&w, 0);
-    echo(&w, &mut client, 0, b"before");
+    let (mut w, mut client) = server_with_a_client(Some(signo));
 
     dump_killed(&mut w, &[]);
     let (start, end) = restore(&mut w, &["--notify-signal", &signo.to_string()]);
@@ -196,13 +196,10 @@ fn a_live_peer_is_not_reported_and_keeps_working() {
 
 #[test]
 fn a_silent_peer_times_out_after_peer_timeout() {
-    cryo_bin();
-    let mut w = Workload::spawn("tcp", &["127.0.0.1:0"]);
-    w.cmd("resume-open");
-    let mut client = connect(&w, 0);
-    echo(&w, &mut client, 0, b"before");
+    let (mut w, client) = server_with_a_client(None);
     let fd: i32 = w.cmd("fd 0").parse().unwrap();
-    let tuple = cryo_netns::ConnTuple::new(server_addr(&w), client.local_addr().unwrap());
+    let tuple =
+        cryo_netns::ConnTuple::new(server_addr(&w, "127.0.0.1"), client.local_addr().unwrap());
     start_reader(&w, fd);
 
     dump_killed(&mut w, &[]);
@@ -239,11 +236,7 @@ fn a_silent_peer_times_out_after_peer_timeout() {
 
 #[test]
 fn tcp_close_connections_are_reported_closed_by_policy() {
-    cryo_bin();
-    let mut w = Workload::spawn("tcp", &["127.0.0.1:0"]);
-    w.cmd("resume-open");
-    let mut client = connect(&w, 0);
-    echo(&w, &mut client, 0, b"before");
+    let (mut w, _client) = server_with_a_client(None);
     let fd: i32 = w.cmd("fd 0").parse().unwrap();
 
     dump_killed(&mut w, &[]);
@@ -252,7 +245,11 @@ fn tcp_close_connections_are_reported_closed_by_policy() {
     let b = only_broken(&record);
     assert_eq!(b["fd"], fd, "{record}");
     assert_eq!(b["reason"], "closed-by-policy", "{record}");
-    assert_eq!(b["local"], server_addr(&w).to_string(), "{record}");
+    assert_eq!(
+        b["local"],
+        server_addr(&w, "127.0.0.1").to_string(),
+        "{record}"
+    );
     // Closed as CRIU closes it: end of file, not a reset.
     start_reader_or_result(&w, fd, "eof");
     w.kill_restored();

@@ -37,23 +37,6 @@ fn inotify_watches(pid: i32, fd: i32) -> Vec<String> {
         .collect()
 }
 
-/// Asks `verb` until `ok` accepts the reply.
-fn await_reply(w: &Workload, verb: &str, ok: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + CMD_TIMEOUT;
-    loop {
-        let r = w.cmd(verb);
-        if ok(&r) {
-            return r;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{verb}: last reply {r:?}\n{}",
-            w.log()
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
 #[test]
 fn event_loop_fds_work_after_restore() {
     cryo_bin();
@@ -61,8 +44,8 @@ fn event_loop_fds_work_after_restore() {
     assert_eq!(w.cmd("count"), "5");
     assert_eq!(w.cmd("add 2"), "ok");
     assert_eq!(w.cmd("count"), "7");
-    await_reply(&w, "wait", |r| r == "ready 41,42");
-    let before: u64 = await_reply(&w, "timer", |r| r != "0").parse().unwrap();
+    w.await_reply("wait", |r| r == "ready 41,42");
+    let before: u64 = w.await_reply("timer", |r| r != "0").parse().unwrap();
     assert_eq!(w.cmd("sig"), "none");
     let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW;
     assert_eq!(w.cmd("memfd"), format!("memfd-contents {seals}"));
@@ -84,9 +67,7 @@ fn event_loop_fds_work_after_restore() {
     let watches = inotify_watches(w.pid(), 45);
     assert_eq!(watches.len(), 2, "{watches:?}");
 
-    let img = w.path("img");
-    w.dump_ok(&img);
-    w.restore_background(&img);
+    w.dump_and_restore();
 
     assert_eq!(epoll_targets(w.pid(), 40), targets);
     assert_eq!(inotify_watches(w.pid(), 45), watches);
@@ -94,14 +75,15 @@ fn event_loop_fds_work_after_restore() {
     // The semaphore flag survived: one read takes 1.
     assert_eq!(w.cmd("add 1"), "ok");
     assert_eq!(w.cmd("count"), "8");
-    await_reply(&w, "wait", |r| r == "ready 41,42");
-    let after: u64 = await_reply(&w, "timer", |r| r.parse::<u64>().unwrap() > before)
+    w.await_reply("wait", |r| r == "ready 41,42");
+    let after: u64 = w
+        .await_reply("timer", |r| r.parse::<u64>().unwrap() > before)
         .parse()
         .unwrap();
     assert!(after > before);
     assert_eq!(w.cmd("sig"), "none");
     Pidfd::open(w.pid()).unwrap().signal(libc::SIGUSR1).unwrap();
-    await_reply(&w, "wait", |r| r.contains("43"));
+    w.await_reply("wait", |r| r.contains("43"));
     assert_eq!(w.cmd("sig"), libc::SIGUSR1.to_string());
     assert_eq!(w.cmd("memfd"), format!("memfd-contents {seals}"));
     assert_eq!(of_wd3(w.cmd("touch")), touched);

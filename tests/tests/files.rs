@@ -17,9 +17,7 @@ fn a_regular_file_read_continues_at_the_next_byte() {
         assert_eq!(w.cmd("next"), format!("{off} {b}"));
     }
     let fds = parse_fds(&w.cmd("fds"));
-    let img = w.path("img");
-    w.dump_ok(&img);
-    w.restore_background(&img);
+    w.dump_and_restore();
     assert_eq!(w.cmd("pos"), "5");
     assert_eq!(w.cmd("next"), format!("5 {}", data[5]));
     assert_eq!(w.cmd("next"), format!("6 {}", data[6]));
@@ -33,9 +31,7 @@ fn a_deleted_open_file_keeps_its_contents() {
     let mut w = Workload::spawn("deleted-file", &["100000", "11"]);
     let want = protocol::len_and_checksum(&protocol::pattern(100_000, 11));
     assert_eq!(w.cmd("read"), want);
-    let img = w.path("img");
-    w.dump_ok(&img);
-    w.restore_background(&img);
+    w.dump_and_restore();
     assert_eq!(w.cmd("read"), want);
     assert_eq!(w.cmd("pos"), "100000");
     let fds = parse_fds(&w.cmd("fds"));
@@ -59,9 +55,7 @@ fn unread_pipe_data_survives() {
         w.cmd("take 1000"),
         protocol::len_and_checksum(&data[..1000])
     );
-    let img = w.path("img");
-    w.dump_ok(&img);
-    w.restore_background(&img);
+    w.dump_and_restore();
     assert_eq!(w.cmd("drain"), protocol::len_and_checksum(&data[1000..]));
     assert_eq!(w.cmd("drain"), protocol::len_and_checksum(&[]));
     let fds = parse_fds(&w.cmd("fds"));
@@ -75,9 +69,7 @@ fn unread_pipe_data_survives() {
 fn an_empty_pipe_stays_empty_and_works() {
     cryo_bin();
     let mut w = Workload::spawn("pipe", &["0"]);
-    let img = w.path("img");
-    w.dump_ok(&img);
-    w.restore_background(&img);
+    w.dump_and_restore();
     assert_eq!(w.cmd("drain"), protocol::len_and_checksum(&[]));
     w.kill_restored();
 }

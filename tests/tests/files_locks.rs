@@ -49,9 +49,7 @@ fn restored_with_lock(kind: &str) -> (Workload, std::path::PathBuf) {
     let path = dir.path().join("locked");
     write_file(&path, &[7u8; 4096]);
     let mut w = Workload::spawn_in(dir, "locks", &[kind, path.to_str().unwrap()]);
-    let img = w.path("img");
-    w.dump_ok(&img);
-    w.restore_background(&img);
+    w.dump_and_restore();
     assert_eq!(w.cmd("pid"), w.pid().to_string());
     (w, path)
 }
@@ -108,9 +106,7 @@ fn the_signal_owner_of_a_pipe_is_restored_and_signalled() {
     let owner = w.cmd("owner");
     assert_eq!(owner, format!("1 {} rtmin+4", w.pid()));
     assert_eq!(w.cmd("poke"), format!("1 fd {fd}"));
-    let img = w.path("img");
-    w.dump_ok(&img);
-    w.restore_background(&img);
+    w.dump_and_restore();
     assert_eq!(w.cmd("owner"), owner);
     assert_eq!(
         w.cmd("poke"),
@@ -151,9 +147,7 @@ fn sqlite_keeps_its_write_transaction_across_a_restore() {
         other_writer(&db, "INSERT INTO t VALUES(99)"),
         "err database is locked"
     );
-    let img = w.path("img");
-    w.dump_ok(&img);
-    w.restore_background(&img);
+    w.dump_and_restore();
     assert_eq!(
         other_writer(&db, "INSERT INTO t VALUES(99)"),
         "err database is locked",

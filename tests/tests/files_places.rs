@@ -14,9 +14,7 @@ fn a_chrooted_process_comes_back_in_its_chroot() {
     let mut w = Workload::spawn_in(dir, "places", &["chroot", jail.to_str().unwrap()]);
     assert_eq!(w.cmd("where"), "/inner");
     assert_eq!(w.cmd("root"), "true");
-    let img = w.path("img");
-    w.dump_ok(&img);
-    w.restore_background(&img);
+    w.dump_and_restore();
     assert_eq!(
         w.cmd("where"),
         "/inner",

@@ -34,32 +34,18 @@ fn numbers(reply: &str) -> Vec<u64> {
         .collect()
 }
 
-/// Asks `verb` until `ok` accepts the reply (bounded).
-fn await_reply(w: &Workload, verb: &str, ok: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + CMD_TIMEOUT;
-    loop {
-        let r = w.cmd(verb);
-        if ok(&r) {
-            return r;
-        }
-        assert!(Instant::now() < deadline, "{verb}: last reply {r:?}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
 #[test]
 fn periodic_timerfds_come_back_armed_and_periodic_with_their_unread_expirations() {
     cryo_bin();
     // The absolute timers (63, 64) are an hour away: not looked at here.
     let mut w = Workload::spawn("timerfds", &["3600000"]);
     // Fd 62 (every 10 ms, never read): 20 periods at least before the dump.
-    let piled: u64 = await_reply(&w, "elapsed 62", |r| r.parse::<u64>().unwrap() >= 200)
+    let piled: u64 = w
+        .await_reply("elapsed 62", |r| r.parse::<u64>().unwrap() >= 200)
         .parse::<u64>()
         .unwrap()
         / 10;
-    let img = w.path("img");
-    w.dump_ok(&img);
-    w.restore_background(&img);
+    w.dump_and_restore();
 
     // Fd 60 (every 20 ms) keeps firing: two expirations one after the other.
     assert!(numbers(&w.cmd("wait 60"))[0] >= 1, "fd 60 did not fire");
@@ -200,9 +186,7 @@ fn a_deleted_name_of_a_file_linked_elsewhere_comes_back_as_that_same_file() {
     assert!(stat.starts_with("3000 "), "{stat}");
     assert!(stat.ends_with(" 1"), "one link left: {stat}");
     assert_eq!(w.cmd(&format!("same 71 {other}")), "yes");
-    let img = w.path("img");
-    w.dump_ok(&img);
-    w.restore_background(&img);
+    w.dump_and_restore();
     let after = w.cmd("stat 71");
     assert_eq!(after, stat, "size, mode, times, one link");
     assert_eq!(w.cmd("sum 71"), sum, "contents");
@@ -232,13 +216,7 @@ fn a_deleted_name_of_a_file_linked_elsewhere_comes_back_as_that_same_file() {
 fn refused_at_dump(kind: &str, named: &str) {
     cryo_bin();
     let w = Workload::spawn("held", &[kind]);
-    let out = w.dump(&w.path("img"), &[]);
-    out.assert_refused()
-        .assert_stderr_has_word(&w.pid().to_string())
-        .assert_stderr_has_word("47")
-        .assert_stderr_mentions(named);
-    assert!(w.original_alive(), "the refused dump killed the target");
-    w.assert_untouched();
+    w.assert_dump_refused("47", named);
     assert_eq!(w.cmd("fd"), "47");
 }
 
@@ -272,9 +250,7 @@ fn a_symlink_held_open_by_o_path_comes_back_as_the_link_itself() {
     cryo_bin();
     let mut w = Workload::spawn("held", &["symlink"]);
     assert_eq!(w.cmd("readlink"), "some/target");
-    let img = w.path("img");
-    w.dump_ok(&img);
-    w.restore_background(&img);
+    w.dump_and_restore();
     assert_eq!(w.cmd("readlink"), "some/target");
     let fds = parse_fds(&w.cmd("fds"));
     assert!(fds[&47].ends_with("/link"), "{fds:?}");
@@ -286,9 +262,7 @@ fn a_pidfd_of_the_process_itself_comes_back_on_the_restored_process() {
     cryo_bin();
     let mut w = Workload::spawn("held", &["pidfd-self"]);
     assert_eq!(w.cmd("pidfd"), "self");
-    let img = w.path("img");
-    w.dump_ok(&img);
-    w.restore_background(&img);
+    w.dump_and_restore();
     assert_eq!(w.cmd("pidfd"), "self", "fdinfo Pid: of the restored pidfd");
     assert_eq!(w.cmd("signal0"), "ok");
     let fds = parse_fds(&w.cmd("fds"));

@@ -5,13 +5,13 @@
 //!
 //! Needs the engine: `cryo` must be built (`cargo build -p cryo`).
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use cryo_tests::{cryo_bin, Pidfd, Workload, CMD_TIMEOUT};
+use cryo_tests::tcp_peer::EchoClients;
+use cryo_tests::{children_of, cryo_bin, Pidfd, Workload, CMD_TIMEOUT};
 
 const CLIENTS: usize = 120;
 
@@ -30,28 +30,14 @@ const POINTS: [&str; 7] = [
 
 struct Server {
     w: Workload,
-    clients: Vec<TcpStream>,
-    round: u8,
+    clients: EchoClients,
 }
 
 impl Server {
     fn start() -> Self {
         let w = Workload::spawn("tcp", &["127.0.0.1:0"]);
-        let port: u16 = w.cmd("port").parse().expect("port");
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let clients: Vec<TcpStream> = (0..CLIENTS)
-            .map(|_| {
-                let s = TcpStream::connect(addr).expect("connect");
-                s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-                s
-            })
-            .collect();
-        assert_eq!(w.cmd(&format!("accept-n {CLIENTS}")), CLIENTS.to_string());
-        let mut server = Self {
-            w,
-            clients,
-            round: 0,
-        };
+        let clients = EchoClients::connect(&w, CLIENTS, Duration::from_secs(10));
+        let mut server = Self { w, clients };
         server.echo_round("before the dump");
         server
     }
@@ -59,41 +45,9 @@ impl Server {
     /// Every client sends 8 bytes, the server echoes them all, every client reads them back.
     #[track_caller]
     fn echo_round(&mut self, when: &str) {
-        self.round += 1;
-        for (i, c) in self.clients.iter_mut().enumerate() {
-            let msg = [self.round, i as u8, 1, 2, 3, 4, 5, 6];
-            c.write_all(&msg)
-                .unwrap_or_else(|e| panic!("client {i} write {when}: {e}"));
-        }
-        let echoed = self.w.try_cmd("echo-all 8", CMD_TIMEOUT);
-        assert_eq!(
-            echoed.as_deref(),
-            Ok(CLIENTS.to_string().as_str()),
-            "server echo {when}"
-        );
-        let mut lost = Vec::new();
-        for (i, c) in self.clients.iter_mut().enumerate() {
-            let mut got = [0u8; 8];
-            match c.read_exact(&mut got) {
-                Ok(()) if got == [self.round, i as u8, 1, 2, 3, 4, 5, 6] => {}
-                other => lost.push((i, format!("{other:?} {got:?}"))),
-            }
-        }
-        assert!(
-            lost.is_empty(),
-            "{} connections lost {when}: {:?}",
-            lost.len(),
-            &lost[..lost.len().min(3)]
-        );
+        self.clients.send(when);
+        self.clients.echo(&self.w, CMD_TIMEOUT, when);
     }
-}
-
-fn children_of(pid: u32) -> Vec<i32> {
-    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .unwrap_or_default()
-        .split_whitespace()
-        .filter_map(|p| p.parse().ok())
-        .collect()
 }
 
 /// One trial: dump paused at `point`, `signal` sent to cryo there, then everything checked.

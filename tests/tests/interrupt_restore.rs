@@ -7,23 +7,22 @@
 //!
 //! Needs the engine: `cryo` must be built (`cargo build -p cryo`).
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cryo_tests::{cryo_bin, Pidfd, Workload, CMD_TIMEOUT};
+use cryo_tests::tcp_peer::EchoClients;
+use cryo_tests::{children_of, cryo_bin, Pidfd, Workload, CMD_TIMEOUT};
 
 const CLIENTS: usize = 64;
 
 struct Server {
     w: Workload,
     port: u16,
-    clients: Vec<TcpStream>,
-    round: u8,
+    clients: EchoClients,
     dumps: u32,
 }
 
@@ -32,20 +31,11 @@ impl Server {
         cryo_bin();
         let w = Workload::spawn("tcp", &["127.0.0.1:0"]);
         let port: u16 = w.cmd("port").parse().expect("port");
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let clients: Vec<TcpStream> = (0..CLIENTS)
-            .map(|_| {
-                let s = TcpStream::connect(addr).expect("connect");
-                s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
-                s
-            })
-            .collect();
-        assert_eq!(w.cmd(&format!("accept-n {CLIENTS}")), CLIENTS.to_string());
+        let clients = EchoClients::connect(&w, CLIENTS, Duration::from_secs(15));
         let mut server = Self {
             w,
             port,
             clients,
-            round: 0,
             dumps: 0,
         };
         server.send("before the dump");
@@ -75,37 +65,13 @@ impl Server {
     /// Every client sends 8 bytes (the server may be down: they wait in its send queue).
     #[track_caller]
     fn send(&mut self, when: &str) {
-        self.round += 1;
-        for (i, c) in self.clients.iter_mut().enumerate() {
-            let msg = [self.round, i as u8, 1, 2, 3, 4, 5, 6];
-            c.write_all(&msg)
-                .unwrap_or_else(|e| panic!("client {i} write {when}: {e}"));
-        }
+        self.clients.send(when);
     }
 
     /// The server echoes every client's last 8 bytes; every client reads them back.
     #[track_caller]
     fn echo(&mut self, when: &str) {
-        let echoed = self.w.try_cmd("echo-all 8", Duration::from_secs(30));
-        assert_eq!(
-            echoed.as_deref(),
-            Ok(CLIENTS.to_string().as_str()),
-            "server echo {when}"
-        );
-        let mut lost = Vec::new();
-        for (i, c) in self.clients.iter_mut().enumerate() {
-            let mut got = [0u8; 8];
-            match c.read_exact(&mut got) {
-                Ok(()) if got == [self.round, i as u8, 1, 2, 3, 4, 5, 6] => {}
-                other => lost.push((i, format!("{other:?} {got:?}"))),
-            }
-        }
-        assert!(
-            lost.is_empty(),
-            "{} connections lost {when}: {:?}",
-            lost.len(),
-            &lost[..lost.len().min(3)]
-        );
+        self.clients.echo(&self.w, Duration::from_secs(30), when);
     }
 
     /// What a failed or killed attempt must leave: the lock, no process of it, no socket of
@@ -191,14 +157,6 @@ fn closing_sockets(port: u16) -> Vec<(String, u16)> {
         }
     }
     out
-}
-
-fn children_of(pid: u32) -> Vec<i32> {
-    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .unwrap_or_default()
-        .split_whitespace()
-        .filter_map(|p| p.parse().ok())
-        .collect()
 }
 
 #[test]

@@ -36,9 +36,7 @@ fn a_sigtrap_handler_and_a_pending_sigtrap_survive_leave_running() {
 fn a_sigtrap_handler_and_a_pending_sigtrap_are_restored() {
     cryo_bin();
     let mut w = trapping();
-    let img = w.path("img");
-    w.dump_ok(&img);
-    w.restore_background(&img);
+    w.dump_and_restore();
     handler_and_pending_intact(&w, "restored");
 }
 
@@ -46,12 +44,7 @@ fn a_sigtrap_handler_and_a_pending_sigtrap_are_restored() {
 fn a_process_traced_by_another_tracer_is_refused_naming_it() {
     cryo_bin();
     let w = Workload::spawn("counter", &[]);
-    let pid = nix::unistd::Pid::from_raw(w.pid());
-    nix::sys::ptrace::seize(pid, nix::sys::ptrace::Options::empty()).unwrap();
-    let out = w.dump(&w.path("img"), &[]);
-    nix::sys::ptrace::interrupt(pid).unwrap();
-    nix::sys::wait::waitpid(pid, Some(nix::sys::wait::WaitPidFlag::__WALL)).unwrap();
-    nix::sys::ptrace::detach(pid, None).unwrap();
+    let out = w.dump_while_traced();
     out.assert_refused()
         .assert_stderr_has_word(&w.pid().to_string())
         // TracerPid names the tracing thread: this test's.

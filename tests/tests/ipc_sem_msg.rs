@@ -148,9 +148,7 @@ fn a_threaded_process_is_dumped_beside_a_set_not_operated_on_since_it_started() 
     let threads = |pid: i32| fs::read_dir(format!("/proc/{pid}/task")).unwrap().count();
     let before = threads(w.pid());
     assert!(before > 1, "{before} threads");
-    let img = w.path("img");
-    w.dump_ok(&img);
-    w.restore_background(&img);
+    w.dump_and_restore();
     assert_eq!(threads(w.pid()), before, "every thread came back");
     assert!(w.cmd("counts").starts_with("ok "));
     w.kill_restored();

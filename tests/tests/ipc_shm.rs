@@ -10,6 +10,7 @@
 
 use std::fs;
 
+use cryo_tests::views::{read, write, KID, ME};
 use cryo_tests::{cryo_bin, pid_exists, Workload};
 
 const PAGE: usize = 4096;
@@ -26,26 +27,6 @@ fn stat(w: &Workload, who: &str, seg: &str) -> String {
     assert!(!reply.starts_with("err"), "{who}stat {seg}: {reply}");
     reply
 }
-
-#[track_caller]
-fn write(w: &Workload, who: &str, view: &str, off: usize, byte: u8) {
-    assert_eq!(
-        w.cmd(&format!("{who}w {view} {off} {byte}")),
-        "ok",
-        "{who}w {view} {off}"
-    );
-}
-
-#[track_caller]
-fn read(w: &Workload, who: &str, view: &str, off: usize) -> u8 {
-    let reply = w.cmd(&format!("{who}r {view} {off}"));
-    reply
-        .parse()
-        .unwrap_or_else(|_| panic!("{who}r {view} {off}: {reply}"))
-}
-
-const ME: &str = "";
-const KID: &str = "kid ";
 
 /// Writes of each process are read by the other, through every view, from value `v` on.
 #[track_caller]

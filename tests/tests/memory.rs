@@ -16,9 +16,7 @@ fn patterned_256_mib_verified_by_the_restored_process() {
     let mut w = Workload::spawn("memory", &["256", "0x5eed"]);
     let before = verified(&w);
     assert!(before.ends_with(" 65536"), "{before}");
-    let img = w.path("img");
-    w.dump_ok(&img);
-    w.restore_background(&img);
+    w.dump_and_restore();
     assert_eq!(verified(&w), before, "every word, holes included");
     // Still private, writable memory after the restore.
     w.cmd("touch");
@@ -33,9 +31,7 @@ fn rewritten_pages_come_back_as_last_written() {
     w.cmd("touch");
     w.cmd("touch");
     let before = verified(&w);
-    let img = w.path("img");
-    w.dump_ok(&img);
-    w.restore_background(&img);
+    w.dump_and_restore();
     assert_eq!(verified(&w), before);
     w.kill_restored();
 }
@@ -64,9 +60,7 @@ fn every_kind_of_mapping_comes_back() {
     let mut w = Workload::spawn("mappings", &[]);
     assert_eq!(w.cmd("check"), "ok");
     let bumped: u8 = w.cmd("bump").parse().unwrap();
-    let img = w.path("img");
-    w.dump_ok(&img);
-    w.restore_background(&img);
+    w.dump_and_restore();
     // Shared anonymous memory, the private copy of a file page, a PROT_NONE region
     // (read through /proc/PID/mem at dump) and the shared file mapping.
     assert_eq!(w.cmd("check"), "ok");

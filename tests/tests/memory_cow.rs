@@ -7,7 +7,7 @@
 
 use std::time::Instant;
 
-use cryo_tests::{cryo_bin, Workload};
+use cryo_tests::{cryo_bin, Reaper, Workload};
 
 /// The Pss of `pid` in KiB, from /proc/PID/smaps_rollup.
 fn pss_kib(pid: i32) -> u64 {
@@ -23,20 +23,8 @@ fn pss_kib(pid: i32) -> u64 {
 /// The tree's pids: the workload and its workers.
 fn tree(w: &Workload) -> Vec<i32> {
     let mut pids = vec![w.pid()];
-    pids.extend(w.cmd("kids").split(' ').map(|p| p.parse::<i32>().unwrap()));
+    pids.extend(w.kids());
     pids
-}
-
-/// Kills the workers a test leaves behind (the root is the workload's).
-struct Reaper(Vec<i32>);
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        for &pid in &self.0 {
-            // SAFETY: kill takes plain integers.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
-    }
 }
 
 #[test]

@@ -20,9 +20,7 @@ fn mprotect_write_on_a_shared_file_mapping_works_exactly_when_it_did() {
     drop(w);
 
     let mut w = Workload::spawn("mapping-access", &[]);
-    let img = w.path("img");
-    w.dump_ok(&img);
-    w.restore_background(&img);
+    w.dump_and_restore();
     assert_eq!(w.cmd("protect rw"), "ok", "the file opened for writing");
     assert_eq!(w.cmd("write rw 10 77"), "ok");
     let data = std::fs::read(w.path("rw.dat")).expect("rw.dat");
@@ -64,9 +62,7 @@ fn madvise_and_mlock_states_come_back_as_the_process_sees_them() {
     let locked = w.cmd("lock");
     assert_ne!(locked, "0 kB");
 
-    let img = w.path("img");
-    w.dump_ok(&img);
-    w.restore_background(&img);
+    w.dump_and_restore();
     let after = w.cmd("flags");
     for (b, a) in before.split(';').zip(after.split(';')) {
         let (name, b) = b.split_once('=').unwrap();
@@ -105,9 +101,7 @@ fn mlockall_future_comes_back_for_the_mappings_made_after_restore() {
                 "{arg}: a page mapped before the dump: {fresh:?}"
             );
         }
-        let img = w.path("img");
-        w.dump_ok(&img);
-        w.restore_background(&img);
+        w.dump_and_restore();
         let after = flag_set(&w.cmd("fresh"));
         assert_eq!(after, fresh, "{arg}: a page mapped after restore");
         w.kill_restored();

@@ -6,7 +6,7 @@
 //!
 //! Needs the engine: `cryo` must be built (`cargo build -p cryo`).
 
-use cryo_tests::{cryo_bin, status_field, Pidfd, Workload};
+use cryo_tests::{children_of, cryo_bin, status_field, Pidfd, Reaper, Workload};
 
 /// The pid of `pid` in its innermost PID namespace.
 fn inner_pid(pid: i32) -> i32 {
@@ -15,36 +15,11 @@ fn inner_pid(pid: i32) -> i32 {
         .unwrap_or_else(|| panic!("no NSpid for {pid}"))
 }
 
-/// The children of `pid` (its main thread's).
-fn children(pid: i32) -> Vec<i32> {
-    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .unwrap_or_default()
-        .split_whitespace()
-        .map(|p| p.parse().unwrap())
-        .collect()
-}
-
-/// Kills what a test leaves behind.
-struct Reaper(Vec<i32>);
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        for &pid in &self.0 {
-            // SAFETY: kill takes plain integers.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
-    }
-}
-
 #[test]
 fn a_tree_with_shared_memory_is_copied_into_new_namespaces() {
     cryo_bin();
     let w = Workload::spawn("cow-tree", &["16", "2"]);
-    let workers: Vec<i32> = w
-        .cmd("kids")
-        .split(' ')
-        .map(|p| p.parse().unwrap())
-        .collect();
+    let workers = w.kids();
     let mut reaper = Reaper(workers.clone());
     assert_eq!(w.cmd("check"), "ok");
     assert_eq!(w.cmd("poke 0 5"), "5", "the shared page, before the dump");
@@ -52,16 +27,7 @@ fn a_tree_with_shared_memory_is_copied_into_new_namespaces() {
     w.dump(&img, &["--leave-running"]).assert_success();
     assert_eq!(w.cmd("poke 1 6"), "6", "the original goes on");
 
-    let out = w.cryo(&[
-        "restore",
-        "-D",
-        img.to_str().unwrap(),
-        "--detach",
-        "--pidns",
-        "--netns",
-    ]);
-    out.assert_success();
-    let outside: i32 = out.stdout.trim().parse().unwrap();
+    let outside = w.restore_copy_in_namespaces(&img);
     reaper.0.push(outside);
     let copy = Pidfd::open(outside).unwrap();
     assert_eq!(
@@ -69,7 +35,7 @@ fn a_tree_with_shared_memory_is_copied_into_new_namespaces() {
         w.pid(),
         "the copy's root has the original pid inside"
     );
-    let copy_workers = children(outside);
+    let copy_workers = children_of(outside as u32);
     reaper.0.extend(&copy_workers);
     let mut inside: Vec<i32> = copy_workers.iter().map(|&p| inner_pid(p)).collect();
     inside.sort();
@@ -81,16 +47,7 @@ fn a_tree_with_shared_memory_is_copied_into_new_namespaces() {
     );
 
     // Both roots read the same command FIFO: stop the original while talking to the copy.
-    let original = Pidfd::open(w.pid()).unwrap();
-    original.signal(libc::SIGSTOP).unwrap();
-    let deadline = std::time::Instant::now() + cryo_tests::CMD_TIMEOUT;
-    while !status_field(w.pid(), "State").is_some_and(|s| s.starts_with('T')) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the original did not stop"
-        );
-        std::thread::yield_now();
-    }
+    let original = w.stop_original();
     assert_eq!(w.cmd("pid"), w.pid().to_string(), "getpid() in the copy");
     assert_eq!(
         w.cmd("check"),

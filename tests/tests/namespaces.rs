@@ -4,15 +4,7 @@
 //!
 //! Needs the engine: `cryo` must be built (`cargo build -p cryo`).
 
-use cryo_tests::{cryo_bin, Pidfd, Workload};
-
-fn status_of(pid: i32, field: &str) -> String {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{field}:")))
-        .map(|v| v.trim().to_string())
-        .unwrap_or_default()
-}
+use cryo_tests::{cryo_bin, status_field, Pidfd, Workload};
 
 #[test]
 fn a_copy_runs_in_its_own_namespaces_beside_the_original() {
@@ -24,19 +16,11 @@ fn a_copy_runs_in_its_own_namespaces_beside_the_original() {
     w.dump(&img, &["--leave-running"]).assert_success();
     assert_eq!(w.cmd("tick"), "3", "the original goes on");
     // The original keeps its pid; only a new PID namespace lets the copy have it too.
-    let out = w.cryo(&[
-        "restore",
-        "-D",
-        img.to_str().unwrap(),
-        "--detach",
-        "--pidns",
-        "--netns",
-    ]);
-    out.assert_success();
-    let outside: i32 = out.stdout.trim().parse().unwrap();
+    let outside = w.restore_copy_in_namespaces(&img);
     let copy = Pidfd::open(outside).unwrap();
     assert_ne!(outside, w.pid());
-    let nspid: Vec<i32> = status_of(outside, "NSpid")
+    let nspid: Vec<i32> = status_field(outside, "NSpid")
+        .unwrap_or_default()
         .split_whitespace()
         .map(|p| p.parse().unwrap())
         .collect();
@@ -51,18 +35,7 @@ fn a_copy_runs_in_its_own_namespaces_beside_the_original() {
         "the copy has a network namespace of its own"
     );
     // Both read the same command FIFO: stop the original while talking to the copy.
-    let original = Pidfd::open(w.pid()).unwrap();
-    original.signal(libc::SIGSTOP).unwrap();
-    // kill() returns before the stop takes effect: a command written meanwhile could be read
-    // by the original, which would then stop before answering.
-    let deadline = std::time::Instant::now() + cryo_tests::CMD_TIMEOUT;
-    while !status_of(w.pid(), "State").starts_with('T') {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the original did not stop"
-        );
-        std::thread::yield_now();
-    }
+    let original = w.stop_original();
     assert_eq!(w.cmd("pid"), w.pid().to_string(), "getpid() in the copy");
     assert_eq!(
         w.cmd("ppid"),

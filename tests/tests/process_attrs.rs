@@ -40,9 +40,7 @@ fn restored(settings: &[&str], expect: &[(&str, String)]) {
     cryo_bin();
     let mut w = Workload::spawn("attrs", settings);
     check(&w, expect, "as set, before the dump");
-    let img = w.path("img");
-    w.dump_ok(&img);
-    w.restore_background(&img);
+    w.dump_and_restore();
     check(&w, expect, "after the restore");
 }
 

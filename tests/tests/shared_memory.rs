@@ -9,6 +9,7 @@
 use std::fs;
 use std::os::fd::AsRawFd;
 
+use cryo_tests::views::{read, write, KID, ME};
 use cryo_tests::{cryo_bin, Workload};
 
 const PAGE: usize = 4096;
@@ -16,26 +17,6 @@ const PAGE: usize = 4096;
 /// `F_SEAL_*` of the workload's memfds.
 const SEAL_SHRINK_GROW: u32 = 0x2 | 0x4;
 const SEAL_FUTURE_WRITE: u32 = 0x10;
-
-#[track_caller]
-fn write(w: &Workload, who: &str, view: &str, off: usize, byte: u8) {
-    assert_eq!(
-        w.cmd(&format!("{who}w {view} {off} {byte}")),
-        "ok",
-        "{who}w {view} {off}"
-    );
-}
-
-#[track_caller]
-fn read(w: &Workload, who: &str, view: &str, off: usize) -> u8 {
-    let reply = w.cmd(&format!("{who}r {view} {off}"));
-    reply
-        .parse()
-        .unwrap_or_else(|_| panic!("{who}r {view} {off}: {reply}"))
-}
-
-const ME: &str = "";
-const KID: &str = "kid ";
 
 /// Writes through each view and reads through every other, in this process and the child,
 /// with values from `v` on (so values of an earlier round cannot pass).

@@ -36,9 +36,7 @@ fn a_signal_handler_still_runs_after_restore() {
     await_count(&w, 1);
     send(w.pid(), libc::SIGUSR1);
     await_count(&w, 2);
-    let img = w.path("img");
-    w.dump_ok(&img);
-    w.restore_background(&img);
+    w.dump_and_restore();
     assert_eq!(w.cmd("count"), "2");
     assert!(mask_has(&w.status("SigCgt"), libc::SIGUSR1));
     send(w.pid(), libc::SIGUSR1);
@@ -54,9 +52,7 @@ fn a_blocked_signal_stays_blocked_and_pending() {
     let mut w = Workload::spawn("signal", &[]);
     send(w.pid(), libc::SIGUSR2);
     assert_eq!(w.cmd("pending"), "1");
-    let img = w.path("img");
-    w.dump_ok(&img);
-    w.restore_background(&img);
+    w.dump_and_restore();
     assert!(mask_has(&w.status("SigBlk"), libc::SIGUSR2));
     assert_eq!(w.cmd("pending"), "1", "the pending SIGUSR2 was lost");
     w.kill_restored();

@@ -10,13 +10,9 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use cryo_tests::socks::{shut_for_reading_survives_restore, shut_for_writing_survives_restore};
+use cryo_tests::tcp_peer::ConnectInProgress;
 use cryo_tests::{cryo_bin, Workload};
-
-fn dump_and_restore(w: &mut Workload) {
-    let img = w.path("img");
-    w.dump_ok(&img);
-    w.restore_background(&img);
-}
 
 /// A fresh `socks` workload.
 fn socks() -> Workload {
@@ -76,7 +72,7 @@ fn an_unbound_tcp_socket_comes_back_unbound_with_its_options_and_connects() {
     let list = set_tcp_options(&w, &s);
     let before = read_opts(&w, &s, &list);
     assert_eq!(w.cmd(&format!("name {s}")), "0.0.0.0:0");
-    dump_and_restore(&mut w);
+    w.dump_and_restore();
     assert_eq!(w.cmd(&format!("name {s}")), "0.0.0.0:0", "still unbound");
     assert_eq!(read_opts(&w, &s, &list), before, "options");
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -103,7 +99,7 @@ fn bound_then_listening(fam: &str, addr: &str) {
     let name = w.cmd(&format!("name {s}"));
     let before = read_opts(&w, &s, &list);
     assert!(!name.ends_with(":0"), "{name}");
-    dump_and_restore(&mut w);
+    w.dump_and_restore();
     assert_eq!(w.cmd(&format!("name {s}")), name, "same address and port");
     assert_eq!(read_opts(&w, &s, &list), before, "options");
     assert_eq!(w.cmd(&format!("listen {s}")), "ok");
@@ -155,7 +151,7 @@ fn after_a_failed_connect(fam: &str) {
     let name = w.cmd(&format!("name {s}"));
     assert!(!name.ends_with(":0"), "{name}");
     assert_eq!(w.cmd(&format!("error {s}")), "0");
-    dump_and_restore(&mut w);
+    w.dump_and_restore();
     assert_eq!(w.cmd(&format!("name {s}")), name, "the same name");
     assert_eq!(w.cmd(&format!("error {s}")), "0", "no pending error");
     assert!(
@@ -207,13 +203,7 @@ fn a_closed_tcp_socket_with_a_pending_error_is_refused_naming_pid_fd_and_so_erro
     let (_r, refusing) = refusing_port(&w, "inet");
     let s = w.cmd("socket inet stream 6");
     connect_and_fail_in_background(&w, &s, &refusing);
-    let img = w.path("img");
-    w.dump(&img, &[])
-        .assert_refused()
-        .assert_stderr_has_word(&w.pid().to_string())
-        .assert_stderr_mentions(&format!("fd {s}"))
-        .assert_stderr_mentions("pending error (SO_ERROR");
-    w.assert_untouched();
+    w.assert_dump_refused(&s, "pending error (SO_ERROR");
     assert_eq!(
         w.cmd(&format!("error {s}")),
         libc::ECONNREFUSED.to_string(),
@@ -230,13 +220,7 @@ fn a_tcp_socket_whose_failed_connect_was_not_reported_is_refused_and_left_as_it_
     // SO_ERROR read: no error left, but the socket is still "connecting": its next
     // connect() fails with ECONNABORTED.
     assert_eq!(w.cmd(&format!("error {s}")), libc::ECONNREFUSED.to_string());
-    let img = w.path("img");
-    w.dump(&img, &[])
-        .assert_refused()
-        .assert_stderr_has_word(&w.pid().to_string())
-        .assert_stderr_mentions(&format!("fd {s}"))
-        .assert_stderr_mentions("connect attempt");
-    w.assert_untouched();
+    w.assert_dump_refused(&s, "connect attempt");
     assert!(
         w.cmd(&format!("connect-inet {s} {refusing}"))
             .contains("os error 103"),
@@ -291,7 +275,7 @@ fn ping_socket_pings(fam: &str, proto: i32, to: &str) {
     assert_eq!(w.cmd(&format!("ping-echo {s} {to}")), "reply seq 7");
     // The first send gave it an identifier: the port of its name.
     let name = w.cmd(&format!("name {s}"));
-    dump_and_restore(&mut w);
+    w.dump_and_restore();
     assert_eq!(w.cmd(&format!("name {s}")), name, "the same identifier");
     assert_eq!(w.cmd(&format!("getopt {s} {ttl}")), "9");
     assert_eq!(
@@ -335,7 +319,7 @@ fn a_raw_icmp_socket_keeps_its_filter_and_hears_echo_replies_after_restore() {
     assert_eq!(w.cmd(&format!("bind-inet {hdr} 127.0.0.1:0")), "ok");
     let hdr_name = w.cmd(&format!("name {hdr}"));
     assert_eq!(w.cmd(&format!("ping-echo {s} 127.0.0.1:0")), "reply seq 7");
-    dump_and_restore(&mut w);
+    w.dump_and_restore();
     assert_eq!(w.cmd(&format!("getopt {s} {filter}")), (1 << 8).to_string());
     assert_eq!(
         w.cmd(&format!(
@@ -376,7 +360,7 @@ fn a_udp_lite_socket_keeps_its_coverage_and_receives_after_restore() {
     assert_eq!(w.cmd(&format!("setopt {s} {recv} 20")), "ok");
     assert_eq!(w.cmd(&format!("bind-inet {s} 127.0.0.1:0")), "ok");
     let name = w.cmd(&format!("name {s}"));
-    dump_and_restore(&mut w);
+    w.dump_and_restore();
     assert_eq!(w.cmd(&format!("name {s}")), name);
     assert_eq!(w.cmd(&format!("getopt {s} {send}")), "12");
     assert_eq!(w.cmd(&format!("getopt {s} {recv}")), "20");
@@ -460,7 +444,7 @@ fn a_udp_socket_joined_to_a_group_on_lo_receives_the_group_after_restore() {
     );
     send_to_group(&w, "127.0.0.1", "239.77.14.1", &port, "before");
     assert_eq!(w.cmd(&format!("recv-wait {r}")), "before");
-    dump_and_restore(&mut w);
+    w.dump_and_restore();
     send_to_group(&w, "127.0.0.1", "239.77.14.1", &port, "after");
     assert_eq!(
         w.cmd(&format!("recv-wait {r}")),
@@ -486,7 +470,7 @@ fn a_source_specific_membership_keeps_its_source_filter_after_restore() {
     send_to_group(&w, "127.0.0.1", "239.77.14.2", &port, "other");
     send_to_group(&w, "127.0.0.2", "239.77.14.2", &port, "source");
     assert_eq!(w.cmd(&format!("recv-wait {r}")), "source");
-    dump_and_restore(&mut w);
+    w.dump_and_restore();
     send_to_group(&w, "127.0.0.1", "239.77.14.2", &port, "other");
     send_to_group(&w, "127.0.0.2", "239.77.14.2", &port, "source");
     assert_eq!(
@@ -512,13 +496,7 @@ fn a_raw_icmpv6_socket_filtering_types_is_refused_naming_pid_fd_and_the_filter()
         )),
         "ok"
     );
-    let img = w.path("img");
-    w.dump(&img, &[])
-        .assert_refused()
-        .assert_stderr_has_word(&w.pid().to_string())
-        .assert_stderr_mentions(&format!("fd {s}"))
-        .assert_stderr_mentions("ICMP6_FILTER");
-    w.assert_untouched();
+    w.assert_dump_refused(&s, "ICMP6_FILTER");
 }
 
 #[test]
@@ -528,13 +506,7 @@ fn a_bound_tcp_socket_shut_down_before_any_connection_is_refused() {
     assert_eq!(w.cmd(&format!("bind-inet {s} 127.0.0.1:0")), "ok");
     // ENOTCONN, but the socket is marked shut all the same.
     assert!(w.cmd(&format!("shut {s} wr")).contains("os error 107"));
-    let img = w.path("img");
-    w.dump(&img, &[])
-        .assert_refused()
-        .assert_stderr_has_word(&w.pid().to_string())
-        .assert_stderr_mentions(&format!("fd {s}"))
-        .assert_stderr_mentions("shut down");
-    w.assert_untouched();
+    w.assert_dump_refused(&s, "shut down");
 }
 
 #[test]
@@ -544,13 +516,7 @@ fn a_ping_socket_cryo_could_not_make_again_is_refused_at_dump() {
     let s = w.cmd(&format!("socket inet dgram {}", libc::IPPROTO_ICMP));
     assert_eq!(w.cmd(&format!("ping-echo {s} 127.0.0.1:0")), "reply seq 7");
     allowed.forbid();
-    let img = w.path("img");
-    w.dump(&img, &[])
-        .assert_refused()
-        .assert_stderr_has_word(&w.pid().to_string())
-        .assert_stderr_mentions(&format!("fd {s}"))
-        .assert_stderr_mentions("ping_group_range");
-    w.assert_untouched();
+    w.assert_dump_refused(&s, "ping_group_range");
     assert_eq!(
         w.cmd(&format!("ping-echo {s} 127.0.0.1:0")),
         "reply seq 7",
@@ -626,7 +592,7 @@ fn an_ipv6_socket_keeps_its_ipv6_and_ipv4_memberships_with_their_filters() {
     let v4 = format!("msfilter {s} {lo} 239.77.14.4");
     assert_eq!(w.cmd(&v6), "exclude");
     assert_eq!(w.cmd(&v4), "exclude 127.0.0.9");
-    dump_and_restore(&mut w);
+    w.dump_and_restore();
     assert_eq!(w.cmd(&v6), "exclude", "the IPv6 group, joined again");
     assert_eq!(
         w.cmd(&v4),
@@ -643,71 +609,22 @@ fn a_udp_lite_socket_shut_for_writing_still_refuses_to_send() {
     assert_eq!(w.cmd(&format!("bind-inet {s} 127.0.0.1:0")), "ok");
     let name = w.cmd(&format!("name {s}"));
     assert_eq!(w.cmd(&format!("connect-inet {s} {name}")), "ok");
-    assert_eq!(w.cmd(&format!("shut {s} wr")), "ok");
-    assert!(w.cmd(&format!("send {s} x")).contains("os error 32"));
-    dump_and_restore(&mut w);
-    assert!(
-        w.cmd(&format!("send {s} x")).contains("os error 32"),
-        "EPIPE after the restore"
-    );
-    w.kill_restored();
+    shut_for_writing_survives_restore(&mut w, &s);
 }
 
 #[test]
 fn a_raw_socket_shut_for_reading_stays_shut() {
     let mut w = socks();
     let s = w.cmd(&format!("socket inet raw {}", libc::IPPROTO_ICMP));
-    assert!(w.cmd(&format!("shut {s} rd")).contains("os error 107"));
-    let polled = w.cmd(&format!("poll {s}"));
-    assert!(polled.contains("rdhup"), "{polled}");
-    dump_and_restore(&mut w);
-    assert_eq!(
-        w.cmd(&format!("poll {s}")),
-        polled,
-        "still shut for reading"
-    );
-    w.kill_restored();
-}
-
-/// A listener with backlog 0 whose accept queue is full (one connection waiting): it drops
-/// the SYNs of the next connects, which stay in SYN_SENT. Returns it and the connection
-/// filling it.
-fn full_listener() -> (TcpListener, TcpStream) {
-    use nix::sys::socket::{
-        bind, listen, socket, AddressFamily, Backlog, SockFlag, SockType, SockaddrIn,
-    };
-    use std::os::fd::AsRawFd;
-    let fd = socket(
-        AddressFamily::Inet,
-        SockType::Stream,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )
-    .unwrap();
-    bind(fd.as_raw_fd(), &SockaddrIn::new(127, 0, 0, 1, 0)).unwrap();
-    listen(&fd, Backlog::new(0).unwrap()).unwrap();
-    let listener = TcpListener::from(fd);
-    let filler = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-    let mut pfd = libc::pollfd {
-        fd: listener.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one pollfd, valid for the call.
-    let ready = unsafe { libc::poll(&mut pfd, 1, 10_000) };
-    assert_eq!(ready, 1, "filler queued");
-    (listener, filler)
+    shut_for_reading_survives_restore(&mut w, &s);
 }
 
 #[test]
 fn a_connect_in_progress_comes_back_from_the_same_port_and_completes() {
     cryo_bin();
-    let (listener, filler) = full_listener();
-    let target = listener.local_addr().unwrap();
     let mut w = Workload::spawn("tcp", &["127.0.0.1:0"]);
-    assert_eq!(w.cmd(&format!("connect {target}")), "0");
-    assert_eq!(w.cmd("state 0"), "SYN_SENT");
-    let local = w.cmd("local 0");
+    let connect = ConnectInProgress::start(&w);
+    let local = connect.local.clone();
     let img = w.path("img");
     w.dump(&img, &["--tcp-established"]).assert_success();
     w.wait_original();
@@ -715,14 +632,7 @@ fn a_connect_in_progress_comes_back_from_the_same_port_and_completes() {
     assert_eq!(w.cmd("state 0"), "SYN_SENT", "still connecting");
     assert_eq!(w.cmd("local 0"), local, "from the same port");
     // Room in the queue: the next SYN is answered.
-    let (_first, _) = listener.accept().unwrap();
-    drop(filler);
-    assert_eq!(w.cmd("connected 0"), "ok", "the connect completes");
-    let (mut accepted, peer) = listener.accept().unwrap();
-    assert_eq!(peer.to_string(), local);
-    accepted
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
+    let mut accepted = connect.complete(&w);
     assert_eq!(w.cmd("write 0 5 1"), "5");
     let mut got = [0u8; 5];
     accepted.read_exact(&mut got).unwrap();
@@ -744,7 +654,7 @@ fn a_connected_raw_socket_still_sends_without_an_address() {
             .contains("os error 89"),
         "EDESTADDRREQ without a peer"
     );
-    dump_and_restore(&mut w);
+    w.dump_and_restore();
     assert_eq!(w.cmd(&format!("name {s}")), name);
     assert_eq!(
         w.cmd(&format!("send {s} experiment")),

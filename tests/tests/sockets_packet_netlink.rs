@@ -34,12 +34,6 @@ fn ip(args: &[&str]) {
     );
 }
 
-fn dump_and_restore(w: &mut Workload) {
-    let img = w.path("img");
-    w.dump_ok(&img);
-    w.restore_background(&img);
-}
-
 /// The `getopt` of every (level, name) of `opts` on socket `s`.
 fn read_options(w: &Workload, s: &str, opts: &[(i32, i32)]) -> Vec<String> {
     opts.iter()
@@ -125,7 +119,7 @@ fn a_packet_socket_on_lo_receives_a_frame_after_restore_with_its_options() {
     let q_name = w.cmd(&format!("name {q}"));
     assert_eq!(promiscuity(), 1, "lo's promiscuity before the dump");
 
-    dump_and_restore(&mut w);
+    w.dump_and_restore();
 
     assert_eq!(read_options(&w, &p, &opts), before, "options after restore");
     assert_eq!(w.cmd(&format!("name {p}")), name_before);
@@ -213,7 +207,7 @@ fn netlink_sockets_keep_port_ids_groups_and_options_and_hear_a_new_link() {
     let c_type = w.cmd(&format!("getopt {c} 1 {}", libc::SO_TYPE));
     let c_proto = w.cmd(&format!("getopt {c} 1 {}", libc::SO_PROTOCOL));
 
-    dump_and_restore(&mut w);
+    w.dump_and_restore();
 
     let after: Vec<String> = [&a, &b, &c, &d]
         .iter()

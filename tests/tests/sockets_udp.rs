@@ -6,13 +6,8 @@
 //!
 //! Needs the engine: `cryo` must be built (`cargo build -p cryo`).
 
+use cryo_tests::socks::{shut_for_reading_survives_restore, shut_for_writing_survives_restore};
 use cryo_tests::{cryo_bin, Workload};
-
-fn dump_and_restore(w: &mut Workload) {
-    let img = w.path("img");
-    w.dump_ok(&img);
-    w.restore_background(&img);
-}
 
 /// A UDP socket of family `fam` (inet | inet6) in a fresh workload, bound to `addr`.
 fn udp(fam: &str, addr: &str) -> (Workload, String) {
@@ -29,33 +24,13 @@ fn a_udp_socket_shut_for_writing_still_refuses_to_send() {
     let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let to = peer.local_addr().unwrap();
     assert_eq!(w.cmd(&format!("connect-inet {s} {to}")), "ok");
-    assert_eq!(w.cmd(&format!("shut {s} wr")), "ok");
-    assert!(
-        w.cmd(&format!("send {s} x")).contains("os error 32"),
-        "EPIPE before"
-    );
-    dump_and_restore(&mut w);
-    assert!(
-        w.cmd(&format!("send {s} x")).contains("os error 32"),
-        "EPIPE after the restore"
-    );
-    w.kill_restored();
+    shut_for_writing_survives_restore(&mut w, &s);
 }
 
 #[test]
 fn an_unconnected_udp_socket_shut_for_reading_stays_shut() {
     let (mut w, s) = udp("inet", "127.0.0.1:0");
-    // ENOTCONN, but the shutdown takes effect.
-    assert!(w.cmd(&format!("shut {s} rd")).contains("os error 107"));
-    let polled = w.cmd(&format!("poll {s}"));
-    assert!(polled.contains("rdhup"), "{polled}");
-    dump_and_restore(&mut w);
-    assert_eq!(
-        w.cmd(&format!("poll {s}")),
-        polled,
-        "still shut for reading"
-    );
-    w.kill_restored();
+    shut_for_reading_survives_restore(&mut w, &s);
 }
 
 #[test]
@@ -63,7 +38,7 @@ fn a_corked_udp_socket_without_pending_data_stays_corked() {
     let (mut w, s) = udp("inet", "127.0.0.1:0");
     let cork = format!("{} {}", libc::IPPROTO_UDP, libc::UDP_CORK);
     assert_eq!(w.cmd(&format!("setopt {s} {cork} 1")), "ok");
-    dump_and_restore(&mut w);
+    w.dump_and_restore();
     assert_eq!(w.cmd(&format!("getopt {s} {cork}")), "1");
     w.kill_restored();
 }
@@ -75,13 +50,7 @@ fn a_corked_udp_datagram_pending_is_refused_naming_pid_and_fd() {
     let to = peer.local_addr().unwrap();
     assert_eq!(w.cmd(&format!("connect-inet {s} {to}")), "ok");
     assert_eq!(w.cmd(&format!("send-more {s} held")), "ok");
-    let img = w.path("img");
-    w.dump(&img, &[])
-        .assert_refused()
-        .assert_stderr_has_word(&w.pid().to_string())
-        .assert_stderr_mentions(&format!("fd {s}"))
-        .assert_stderr_mentions("UDP_CORK or MSG_MORE");
-    w.assert_untouched();
+    w.assert_dump_refused(&s, "UDP_CORK or MSG_MORE");
 }
 
 #[test]
@@ -94,7 +63,7 @@ fn a_freebind_udp_socket_on_an_address_the_host_lacks_comes_back() {
     assert_eq!(w.cmd(&format!("bind-inet {s} 192.0.2.77:0")), "ok");
     let name = w.cmd(&format!("name {s}"));
     assert!(name.starts_with("192.0.2.77:"), "{name}");
-    dump_and_restore(&mut w);
+    w.dump_and_restore();
     assert_eq!(
         w.cmd(&format!("name {s}")),
         name,
@@ -119,7 +88,7 @@ fn option_round_trip(fam: &str, level: i32, opt: i32, value: i32) {
     };
     assert_eq!(w.cmd(&format!("bind-inet {s} {addr}")), "ok");
     let before = w.cmd(&format!("getopt {s} {level} {opt}"));
-    dump_and_restore(&mut w);
+    w.dump_and_restore();
     assert_eq!(
         w.cmd(&format!("getopt {s} {level} {opt}")),
         before,
@@ -186,7 +155,7 @@ fn bytes_round_trip(fam: &str, level: i32, opt: i32, hex: &str) {
     let option = format!("{level} {opt}");
     assert_eq!(w.cmd(&format!("setopt-raw {s} {option} {hex}")), "ok");
     assert_eq!(w.cmd(&format!("getopt-raw {s} {option} 256")), hex);
-    dump_and_restore(&mut w);
+    w.dump_and_restore();
     assert_eq!(
         w.cmd(&format!("getopt-raw {s} {option} 256")),
         hex,
@@ -231,13 +200,7 @@ fn a_udp_socket_in_an_encapsulation_other_than_esp_is_refused_naming_pid_fd_and_
     // UDP_ENCAP_L2TPINUDP: what a kernel L2TP tunnel sets; setsockopt gives the type alone.
     let encap = format!("{} {}", libc::IPPROTO_UDP, libc::UDP_ENCAP);
     assert_eq!(w.cmd(&format!("setopt {s} {encap} 3")), "ok");
-    let img = w.path("img");
-    w.dump(&img, &[])
-        .assert_refused()
-        .assert_stderr_has_word(&w.pid().to_string())
-        .assert_stderr_mentions(&format!("fd {s}"))
-        .assert_stderr_mentions("UDP_ENCAP");
-    w.assert_untouched();
+    w.assert_dump_refused(&s, "UDP_ENCAP");
     assert_eq!(w.cmd(&format!("getopt {s} {encap}")), "3", "left as it was");
 }
 
@@ -248,13 +211,7 @@ fn a_udp_socket_numbering_its_timestamps_is_refused_naming_pid_fd_and_so_timesta
     let ts = format!("{} {}", libc::SOL_SOCKET, libc::SO_TIMESTAMPING);
     let flags = libc::SOF_TIMESTAMPING_OPT_ID | libc::SOF_TIMESTAMPING_SOFTWARE;
     assert_eq!(w.cmd(&format!("setopt {s} {ts} {flags}")), "ok");
-    let img = w.path("img");
-    w.dump(&img, &[])
-        .assert_refused()
-        .assert_stderr_has_word(&w.pid().to_string())
-        .assert_stderr_mentions(&format!("fd {s}"))
-        .assert_stderr_mentions("SO_TIMESTAMPING");
-    w.assert_untouched();
+    w.assert_dump_refused(&s, "SO_TIMESTAMPING");
     assert_eq!(
         w.cmd(&format!("getopt {s} {ts}")),
         flags.to_string(),
@@ -268,7 +225,7 @@ fn so_bindtodevice_comes_back() {
     // "lo" as bytes.
     let level = format!("{} {}", libc::SOL_SOCKET, libc::SO_BINDTODEVICE);
     assert_eq!(w.cmd(&format!("setopt-raw {s} {level} 6c6f00")), "ok");
-    dump_and_restore(&mut w);
+    w.dump_and_restore();
     assert_eq!(w.cmd(&format!("getopt-raw {s} {level} 16")), "6c6f00");
     w.kill_restored();
 }
@@ -282,7 +239,7 @@ fn a_classic_bpf_filter_still_drops_what_it_dropped() {
     c.send_to(b"drop me", to).unwrap();
     c.send_to(b"kept", to).unwrap();
     assert_eq!(w.cmd(&format!("recv-wait {s}")), "kept", "filtered before");
-    dump_and_restore(&mut w);
+    w.dump_and_restore();
     assert_eq!(w.cmd(&format!("filter-len {s}")), "4", "the same program");
     c.send_to(b"dropped", to).unwrap();
     c.send_to(b"kept too", to).unwrap();

@@ -14,12 +14,6 @@ fn pair(w: &Workload, ty: &str) -> (String, String) {
     (a.to_string(), b.to_string())
 }
 
-fn dump_and_restore(w: &mut Workload) {
-    let img = w.path("img");
-    w.dump_ok(&img);
-    w.restore_background(&img);
-}
-
 fn peer_closed(ty: &str, expect: &str) {
     cryo_bin();
     let mut w = Workload::spawn("socks", &[]);
@@ -27,7 +21,7 @@ fn peer_closed(ty: &str, expect: &str) {
     assert_eq!(w.cmd(&format!("send {b} one")), "ok");
     assert_eq!(w.cmd(&format!("send {b} two")), "ok");
     assert_eq!(w.cmd(&format!("close {b}")), "ok");
-    dump_and_restore(&mut w);
+    w.dump_and_restore();
     assert_eq!(w.cmd(&format!("recv {a}")), expect, "its data, then EOF");
     assert!(
         w.cmd(&format!("send {a} x")).contains("os error 32"),
@@ -54,7 +48,7 @@ fn a_dgram_end_whose_peer_closed_keeps_its_datagrams() {
     assert_eq!(w.cmd(&format!("send {b} one")), "ok");
     assert_eq!(w.cmd(&format!("send {b} two")), "ok");
     assert_eq!(w.cmd(&format!("close {b}")), "ok");
-    dump_and_restore(&mut w);
+    w.dump_and_restore();
     assert_eq!(w.cmd(&format!("recv {a}")), "one|two", "its datagrams");
     // As before the dump: the dead peer refuses the first send (ECONNREFUSED), then the
     // socket is unconnected (ENOTCONN).
@@ -72,7 +66,7 @@ fn a_stream_end_whose_peer_closed_unread_reads_its_data_then_econnreset() {
     // b closes with unread data: a's next read after its data fails with ECONNRESET.
     assert_eq!(w.cmd(&format!("send {a} unread")), "ok");
     assert_eq!(w.cmd(&format!("close {b}")), "ok");
-    dump_and_restore(&mut w);
+    w.dump_and_restore();
     // As before the dump: its data, then ECONNRESET once, then EOF.
     assert_eq!(w.cmd(&format!("recv {a}")), "one|<errno 104>");
     assert_eq!(w.cmd(&format!("recv {a}")), "<eof>");
@@ -87,7 +81,7 @@ fn a_seqpacket_end_whose_peer_closed_unread_reads_econnreset_first() {
     assert_eq!(w.cmd(&format!("send {b} one")), "ok");
     assert_eq!(w.cmd(&format!("send {a} unread")), "ok");
     assert_eq!(w.cmd(&format!("close {b}")), "ok");
-    dump_and_restore(&mut w);
+    w.dump_and_restore();
     // As before the dump: a seqpacket read reports the error before its records.
     assert_eq!(w.cmd(&format!("recv {a}")), "<errno 104>");
     assert_eq!(w.cmd(&format!("recv {a}")), "one|<eof>");
@@ -105,7 +99,7 @@ fn relative_bind(ty: &str) {
     if ty != "dgram" {
         assert_eq!(w.cmd(&format!("listen {s}")), "ok");
     }
-    dump_and_restore(&mut w);
+    w.dump_and_restore();
     let path = sub.join("rel.sock");
     assert!(path.exists(), "bound again in the process's own cwd");
     if ty == "dgram" {
@@ -147,7 +141,7 @@ fn a_dgram_client_connected_one_way_to_a_server_of_the_dump_still_sends_to_it() 
         "ok"
     );
     assert_eq!(w.cmd(&format!("send {client} queued")), "ok");
-    dump_and_restore(&mut w);
+    w.dump_and_restore();
     assert_eq!(
         w.cmd(&format!("recv {server}")),
         "queued",
@@ -204,7 +198,7 @@ fn unconnected_seqpacket_sockets_come_back_unbound_and_bound() {
         w.cmd(&format!("bind-unix {bound} {}", path.display())),
         "ok"
     );
-    dump_and_restore(&mut w);
+    w.dump_and_restore();
     assert_eq!(w.cmd(&format!("name {fresh}")), "unnamed");
     assert_eq!(w.cmd(&format!("name {bound}")), path.display().to_string());
     // Both usable as before: the bound one listens, the fresh one connects to it.

@@ -5,17 +5,13 @@
 //! Needs the engine: `cryo` must be built (`cargo build -p cryo`).
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::os::fd::{FromRawFd, IntoRawFd};
-use std::path::Path;
 use std::thread;
-use std::time::Duration;
 
 use cryo_tests::protocol::{len_and_checksum, pattern};
+use cryo_tests::tcp_peer::{lock_of, read_exactly, server_addr, IO_TIMEOUT};
 use cryo_tests::{cryo_bin, has_word, Workload};
-
-/// Generous: a client retransmits on its own backoff timer after the lock is released.
-const IO_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A client socket with a small receive buffer (so the server's send queue backs up),
 /// connected to `addr`.
@@ -40,36 +36,6 @@ fn connect_small(addr: SocketAddr) -> TcpStream {
     s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
     s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
     s
-}
-
-fn server_addr(w: &Workload, ip: &str) -> SocketAddr {
-    let port: u16 = w.cmd("port").parse().expect("port");
-    SocketAddr::new(ip.parse::<IpAddr>().unwrap(), port)
-}
-
-#[track_caller]
-fn read_exactly(s: &mut TcpStream, n: usize) -> Vec<u8> {
-    let mut buf = vec![0u8; n];
-    let mut got = 0;
-    while got < n {
-        match s.read(&mut buf[got..]) {
-            Ok(0) => panic!("eof after {got} of {n} bytes"),
-            Ok(k) => got += k,
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => panic!("read after {got} of {n} bytes: {e}"),
-        }
-    }
-    buf
-}
-
-/// The network lock a dump left, as `cryo show` prints it.
-fn lock_of(w: &Workload, img: &Path) -> Option<String> {
-    let out = w.show(img, false);
-    out.assert_success();
-    out.stdout
-        .split(|c: char| c.is_whitespace() || c == ',')
-        .find_map(|t| t.strip_prefix("network-lock="))
-        .map(str::to_string)
 }
 
 fn installed(id: &str) -> bool {
@@ -192,17 +158,10 @@ fn leave_running_keeps_the_connection_and_removes_the_lock() {
     assert!(!cryo_netns::installed_locks()
         .unwrap()
         .iter()
-        .any(|l| l == &cryo_core_lock_id(&img)));
+        .any(|l| l == &cryo_core::lock_id_for(&img)));
     assert_eq!(w.cmd("echo 0 20000"), len_and_checksum(&b));
     assert_eq!(read_exactly(&mut client, b.len()), b);
     w.kill_original();
-}
-
-/// The lock id a dump into `img` uses (see cryo_core::lock_id_for).
-fn cryo_core_lock_id(img: &Path) -> String {
-    let abs = std::fs::canonicalize(img).unwrap();
-    let bytes = abs.as_os_str().as_encoded_bytes();
-    format!("dump-{:08x}-{:x}", crc32c::crc32c(bytes), bytes.len())
 }
 
 #[test]
@@ -340,9 +299,7 @@ fn a_udp_socket_comes_back_bound() {
         w.cmd("recv"),
         format!("{} {me}", len_and_checksum(b"before"))
     );
-    let img = w.path("img");
-    w.dump_ok(&img);
-    w.restore_background(&img);
+    w.dump_and_restore();
     assert_eq!(w.cmd("port"), port.to_string());
     client.send_to(b"after", ("127.0.0.1", port)).unwrap();
     assert_eq!(
@@ -413,7 +370,7 @@ fn kill_refuses_a_connection_that_moved_on_since_the_dump() {
     // Left as it was: running, connected, no lock.
     assert!(w.original_alive());
     assert_eq!(lock_of(&w, &img), None);
-    assert!(!installed(&cryo_core_lock_id(&img)));
+    assert!(!installed(&cryo_core::lock_id_for(&img)));
     client.write_all(b"still").unwrap();
     assert_eq!(w.cmd("echo 0 5"), len_and_checksum(b"still"));
     assert_eq!(read_exactly(&mut client, 5), b"still");

@@ -5,37 +5,12 @@
 //!
 //! Needs the engine: `cryo` must be built (`cargo build -p cryo`).
 
-use std::io::{ErrorKind, Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream};
-use std::path::Path;
-use std::time::Duration;
+use std::io::Write;
+use std::net::TcpStream;
 
 use cryo_tests::protocol::{len_and_checksum, pattern};
+use cryo_tests::tcp_peer::{connect, lock_of, read_exactly};
 use cryo_tests::{cryo_bin, Workload};
-
-const IO_TIMEOUT: Duration = Duration::from_secs(30);
-
-fn connect(w: &Workload, ip: &str) -> TcpStream {
-    let port: u16 = w.cmd("port").parse().expect("port");
-    let s = TcpStream::connect(SocketAddr::new(ip.parse::<IpAddr>().unwrap(), port)).unwrap();
-    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    s
-}
-
-#[track_caller]
-fn read_exactly(s: &mut TcpStream, n: usize) -> Vec<u8> {
-    let mut buf = vec![0u8; n];
-    let mut got = 0;
-    while got < n {
-        match s.read(&mut buf[got..]) {
-            Ok(0) => panic!("eof after {got} of {n} bytes"),
-            Ok(k) => got += k,
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => panic!("read after {got} of {n} bytes: {e}"),
-        }
-    }
-    buf
-}
 
 /// `n` bytes (pattern `seed`) sent on `client`, echoed by `who` (`""` the workload, `"kid "`
 /// its child) through its connection `i`, and read back whole.
@@ -52,16 +27,6 @@ fn echo(w: &Workload, who: &str, i: usize, client: &mut TcpStream, n: usize, see
         read_exactly(client, n) == data,
         "{who}connection {i}: echo damaged"
     );
-}
-
-/// The network lock a dump left, as `cryo show` prints it.
-fn lock_of(w: &Workload, img: &Path) -> Option<String> {
-    let out = w.show(img, false);
-    out.assert_success();
-    out.stdout
-        .split(|c: char| c.is_whitespace() || c == ',')
-        .find_map(|t| t.strip_prefix("network-lock="))
-        .map(str::to_string)
 }
 
 fn installed(id: &str) -> bool {

@@ -5,17 +5,9 @@
 //! Needs the engine: `cryo` must be built (`cargo build -p cryo`).
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream};
-use std::time::Duration;
 
+use cryo_tests::tcp_peer::connect;
 use cryo_tests::{cryo_bin, Workload};
-
-fn connect(w: &Workload, ip: &str) -> TcpStream {
-    let port: u16 = w.cmd("port").parse().expect("port");
-    let s = TcpStream::connect(SocketAddr::new(ip.parse::<IpAddr>().unwrap(), port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    s
-}
 
 #[test]
 fn tcp_close_restores_connections_closed_not_reset() {

@@ -7,12 +7,12 @@
 //! Needs the engine: `cryo` must be built (`cargo build -p cryo`).
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use cryo_tests::protocol::{len_and_checksum, pattern};
+use cryo_tests::tcp_peer::{read_exactly, server_addr, ConnectInProgress};
 use cryo_tests::{cryo_bin, Workload};
 
 /// Generous: a client retransmits on its own backoff timer after the lock is released.
@@ -23,26 +23,6 @@ fn connect(addr: SocketAddr) -> TcpStream {
     s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
     s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
     s
-}
-
-fn server_addr(w: &Workload) -> SocketAddr {
-    let port: u16 = w.cmd("port").parse().expect("port");
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
-
-#[track_caller]
-fn read_exactly(s: &mut TcpStream, n: usize) -> Vec<u8> {
-    let mut buf = vec![0u8; n];
-    let mut got = 0;
-    while got < n {
-        match s.read(&mut buf[got..]) {
-            Ok(0) => panic!("eof after {got} of {n} bytes"),
-            Ok(k) => got += k,
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => panic!("read after {got} of {n} bytes: {e}"),
-        }
-    }
-    buf
 }
 
 #[track_caller]
@@ -70,13 +50,6 @@ fn wait_state(w: &Workload, i: usize, state: &str) {
         );
         std::thread::sleep(Duration::from_millis(1));
     }
-}
-
-/// The lock id a dump into `img` uses (see cryo_core::lock_id_for).
-fn lock_id(img: &Path) -> String {
-    let abs = std::fs::canonicalize(img).unwrap_or_else(|_| img.to_path_buf());
-    let bytes = abs.as_os_str().as_encoded_bytes();
-    format!("dump-{:08x}-{:x}", crc32c::crc32c(bytes), bytes.len())
 }
 
 fn lock_installed(id: &str) -> bool {
@@ -253,7 +226,7 @@ fn setsockopt<T>(fd: &OwnedFd, level: i32, name: i32, value: &T) {
 fn the_client_sees_no_rst_and_no_fin_across_dump_and_restore() {
     cryo_bin();
     let mut w = Workload::spawn("tcp", &["127.0.0.1:0"]);
-    let server = server_addr(&w);
+    let server = server_addr(&w, "127.0.0.1");
     let mut client = connect(server);
     assert_eq!(w.cmd("accept"), "0");
     let client_port = client.local_addr().unwrap().port();
@@ -310,37 +283,10 @@ fn a_connect_in_progress_is_refused_as_temporary_and_left_alone() {
     cryo_bin();
     // A listener with backlog 0 holds one connection in its accept queue and drops the
     // SYNs of the next ones: the workload's connect stays in SYN_SENT.
-    let listener = {
-        use nix::sys::socket::{
-            bind, listen, socket, AddressFamily, Backlog, SockFlag, SockType, SockaddrIn,
-        };
-        let fd = socket(
-            AddressFamily::Inet,
-            SockType::Stream,
-            SockFlag::SOCK_CLOEXEC,
-            None,
-        )
-        .unwrap();
-        bind(fd.as_raw_fd(), &SockaddrIn::new(127, 0, 0, 1, 0)).unwrap();
-        listen(&fd, Backlog::new(0).unwrap()).unwrap();
-        TcpListener::from(fd)
-    };
-    let target = listener.local_addr().unwrap();
-    let filler = connect(target);
-    // Wait until the filler is in the accept queue.
-    let mut pfd = libc::pollfd {
-        fd: listener.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one pollfd, valid for the call.
-    assert_eq!(unsafe { libc::poll(&mut pfd, 1, 10_000) }, 1);
-
     let mut w = Workload::spawn("tcp", &["127.0.0.1:0"]);
-    assert_eq!(w.cmd(&format!("connect {target}")), "0");
-    assert_eq!(w.cmd("state 0"), "SYN_SENT");
+    let connect = ConnectInProgress::start(&w);
+    let (target, local) = (connect.target, connect.local.clone());
     let fd = w.cmd("fd 0");
-    let local = w.cmd("local 0");
 
     // Without --tcp-established (with it, the connect comes back in progress:
     // sockets_inet::a_connect_in_progress_comes_back_from_the_same_port_and_completes).
@@ -358,15 +304,13 @@ fn a_connect_in_progress_is_refused_as_temporary_and_left_alone() {
     assert!(w.original_alive(), "{out}");
     assert_eq!(w.cmd("ping"), "pong");
     assert_eq!(w.cmd("state 0"), "SYN_SENT");
-    assert!(!lock_installed(&lock_id(&img)), "a lock was left behind");
+    assert!(
+        !lock_installed(&cryo_core::lock_id_for(&img)),
+        "a lock was left behind"
+    );
 
     // Once the queue has room, the connect completes (on the next SYN retransmission).
-    let (_first, _) = listener.accept().unwrap();
-    drop(filler);
-    assert_eq!(w.cmd("connected 0"), "ok");
-    let (mut accepted, peer) = listener.accept().unwrap();
-    assert_eq!(peer.to_string(), local);
-    accepted.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let mut accepted = connect.complete(&w);
     assert_eq!(w.cmd("write 0 1000 5"), "1000");
     assert_eq!(read_exactly(&mut accepted, 1000), pattern(1000, 5));
     w.kill_original();
@@ -376,7 +320,7 @@ fn a_connect_in_progress_is_refused_as_temporary_and_left_alone() {
 fn close_wait_comes_back_and_finishes_the_close() {
     cryo_bin();
     let mut w = Workload::spawn("tcp", &["127.0.0.1:0"]);
-    let mut client = connect(server_addr(&w));
+    let mut client = connect(server_addr(&w, "127.0.0.1"));
     assert_eq!(w.cmd("accept"), "0");
     let a = pattern(3_000, 1);
     client.write_all(&a).unwrap();
@@ -408,7 +352,7 @@ fn close_wait_comes_back_and_finishes_the_close() {
 fn fin_wait2_comes_back_and_still_receives() {
     cryo_bin();
     let mut w = Workload::spawn("tcp", &["127.0.0.1:0"]);
-    let mut client = connect(server_addr(&w));
+    let mut client = connect(server_addr(&w, "127.0.0.1"));
     assert_eq!(w.cmd("accept"), "0");
     assert_eq!(w.cmd("write 0 2000 1"), "2000");
     assert_eq!(w.cmd("shutdown 0"), "ok");

@@ -121,6 +121,17 @@ fn a_pty_keeps_its_packet_mode_and_slave_lock() {
     w.kill_restored();
 }
 
+/// Pty slave `path` opened by the test (a process outside the dump), not as its controlling
+/// terminal.
+fn open_slave(path: &str) -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open(path)
+        .unwrap()
+}
+
 #[test]
 fn a_pty_whose_slave_is_outside_the_dump_is_refused() {
     cryo_bin();
@@ -128,12 +139,7 @@ fn a_pty_whose_slave_is_outside_the_dump_is_refused() {
     let w = Workload::spawn("pty-shell", &["master-only"]);
     let pty = w.cmd("pty");
     // The slave held by the test, not by the dumped process.
-    let slave = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_NOCTTY)
-        .open(&pty)
-        .unwrap();
+    let slave = open_slave(&pty);
     w.dump(&w.path("img"), &[])
         .assert_refused()
         .assert_stderr_has_word(&w.pid().to_string())
@@ -414,12 +420,7 @@ fn a_pty_slave_also_held_outside_the_dump_is_refused() {
     let _shell = KillOnDrop(shell);
     let pty = w.cmd("pty");
     // The slave opened by the test too: a process outside the dump.
-    let slave = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_NOCTTY)
-        .open(&pty)
-        .unwrap();
+    let slave = open_slave(&pty);
     w.dump(&w.path("img"), &[])
         .assert_refused()
         .assert_stderr_mentions(&format!("pid {shell} fd "))

@@ -43,9 +43,7 @@ fn eight_counting_threads_go_on_after_restore() {
         10,
         "main, 8 counters and the waiter: {threads:?}"
     );
-    let img = w.path("img");
-    w.dump_ok(&img);
-    w.restore_background(&img);
+    w.dump_and_restore();
     assert_eq!(tids(w.pid()), threads, "the same tids with the same names");
     let (at_restore, wakeups) = counts(&w);
     // Every thread runs again: the shared counter moves, the waiter wakes up.

@@ -45,9 +45,7 @@ fn both_kinds_of_timers_keep_firing_after_restore() {
     let (_, _, id) = ticks(&w);
     let before = await_more(&w, (0, 0));
     let timers = std::fs::read_to_string(format!("/proc/{}/timers", w.pid())).unwrap();
-    let img = w.path("img");
-    w.dump_ok(&img);
-    w.restore_background(&img);
+    w.dump_and_restore();
     let (a, r, id_after) = ticks(&w);
     assert_eq!(id_after, id);
     assert!(a >= before.0 && r >= before.1, "counters went back");

@@ -3,7 +3,7 @@
 //!
 //! Needs the engine: `cryo` must be built (`cargo build -p cryo`).
 
-use cryo_tests::{control_dir, cryo_bin, Workload};
+use cryo_tests::{control_dir, cryo_bin, Reaper, Workload};
 
 /// (ppid, pgid, sid, state) of `pid` from /proc; the state only says zombie ('Z') or not
 /// ('-'), running and sleeping being a matter of the moment.
@@ -19,27 +19,11 @@ fn identity(pid: i32) -> (i32, i32, i32, char) {
     )
 }
 
-/// Kills the processes a tree test leaves behind (the root is the workload's).
-struct Reaper(Vec<i32>);
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        for &pid in &self.0 {
-            // SAFETY: kill takes plain integers.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
-    }
-}
-
 #[test]
 fn a_three_generation_tree_with_a_group_a_zombie_and_shared_pipes() {
     cryo_bin();
     let mut w = Workload::spawn("tree", &[]);
-    let kids: Vec<i32> = w
-        .cmd("kids")
-        .split(' ')
-        .map(|p| p.parse().unwrap())
-        .collect();
+    let kids = w.kids();
     let _reaper = Reaper(kids[..2].to_vec());
     let (child, grandchild, zombie) = (kids[0], kids[1], kids[2]);
     assert_eq!(w.cmd("ask hello"), "got hello");
@@ -94,11 +78,7 @@ fn a_three_generation_tree_with_a_group_a_zombie_and_shared_pipes() {
 fn a_root_inside_another_tree_is_refused() {
     cryo_bin();
     let w = Workload::spawn("tree", &[]);
-    let kids: Vec<i32> = w
-        .cmd("kids")
-        .split(' ')
-        .map(|p| p.parse().unwrap())
-        .collect();
+    let kids = w.kids();
     let _reaper = Reaper(kids[..2].to_vec());
     let both = format!("{},{}", w.pid(), kids[0]);
     let img = w.path("img");
@@ -117,9 +97,7 @@ fn a_pipe_whose_ends_parent_and_child_hold_apart_stays_one_pipe() {
     let kid: i32 = w.cmd("kid").parse().unwrap();
     let _reaper = Reaper(vec![kid]);
     // Unread at dump time: the child's "early" waits in the pipe.
-    let img = w.path("img");
-    w.dump_ok(&img);
-    w.restore_background(&img);
+    w.dump_and_restore();
     assert_eq!(w.cmd("read-wait"), "early", "the pipe's data came back");
     // SAFETY: kill takes plain integers.
     assert_eq!(unsafe { libc::kill(kid, libc::SIGUSR1) }, 0);

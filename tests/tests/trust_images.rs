@@ -9,19 +9,10 @@ use std::os::unix::fs::{chown, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use cryo_tests::{cryo_bin, pid_exists, Workload};
+use cryo_tests::{cryo_bin, dumped_counter, pid_exists, Workload};
 
 /// The uid and gid of a user that is not root (nobody).
 const NOBODY: u32 = 65534;
-
-/// A counter workload dumped (and so killed, reaped) into its `img`.
-fn dumped() -> (Workload, PathBuf) {
-    let mut w = Workload::spawn("counter", &[]);
-    assert_eq!(w.cmd("tick"), "1");
-    let img = w.path("img");
-    w.dump_ok(&img);
-    (w, img)
-}
 
 /// `cryo restore --detach` of `img` with `extra`, which must be refused quickly (the images
 /// are checked before anything is read), naming `named`, creating no process.
@@ -92,7 +83,7 @@ fn dump_into_a_symlink_is_refused() {
 #[test]
 fn restore_of_another_users_dump_needs_root_to_say_so() {
     cryo_bin();
-    let (mut w, img) = dumped();
+    let (mut w, img) = dumped_counter();
     // As if user nobody had taken the dump: the directory and every file are its.
     chown(&img, Some(NOBODY), Some(NOBODY)).unwrap();
     for entry in fs::read_dir(&img).unwrap() {
@@ -108,7 +99,7 @@ fn restore_of_another_users_dump_needs_root_to_say_so() {
 #[test]
 fn an_image_file_another_user_owns_is_refused() {
     cryo_bin();
-    let (w, img) = dumped();
+    let (w, img) = dumped_counter();
     let files = img.join("files.img");
     chown(&files, Some(NOBODY), Some(NOBODY)).unwrap();
     refused_at_once(&w, &img, &[], "files.img");
@@ -117,7 +108,7 @@ fn an_image_file_another_user_owns_is_refused() {
 #[test]
 fn an_image_file_others_may_write_is_refused() {
     cryo_bin();
-    let (w, img) = dumped();
+    let (w, img) = dumped_counter();
     let core = img.join(format!("core-{}.img", w.pid()));
     fs::set_permissions(&core, fs::Permissions::from_mode(0o622)).unwrap();
     let err = refused_at_once(&w, &img, &[], "core-");
@@ -127,7 +118,7 @@ fn an_image_file_others_may_write_is_refused() {
 #[test]
 fn an_image_directory_others_may_write_is_refused() {
     cryo_bin();
-    let (w, img) = dumped();
+    let (w, img) = dumped_counter();
     fs::set_permissions(&img, fs::Permissions::from_mode(0o777)).unwrap();
     let err = refused_at_once(&w, &img, &[], img.to_str().unwrap());
     assert!(err.contains("writable by"), "{err}");
@@ -136,7 +127,7 @@ fn an_image_directory_others_may_write_is_refused() {
 #[test]
 fn an_image_file_replaced_by_a_fifo_is_refused_without_blocking() {
     cryo_bin();
-    let (w, img) = dumped();
+    let (w, img) = dumped_counter();
     for name in ["files.img".to_string(), format!("pages-{}.img", w.pid())] {
         let path = img.join(&name);
         let saved = fs::read(&path).unwrap();
@@ -152,7 +143,7 @@ fn an_image_file_replaced_by_a_fifo_is_refused_without_blocking() {
 #[test]
 fn an_image_file_replaced_by_a_symlink_to_dev_zero_is_refused() {
     cryo_bin();
-    let (w, img) = dumped();
+    let (w, img) = dumped_counter();
     for path in [img.join(format!("mm-{}.img", w.pid())), pages_of(&w, &img)] {
         let name = path.file_name().unwrap().to_str().unwrap().to_string();
         let saved = fs::read(&path).unwrap();
@@ -168,7 +159,7 @@ fn an_image_file_replaced_by_a_symlink_to_dev_zero_is_refused() {
 #[test]
 fn an_image_directory_given_as_a_symlink_is_refused() {
     cryo_bin();
-    let (w, img) = dumped();
+    let (w, img) = dumped_counter();
     let link = w.path("link");
     std::os::unix::fs::symlink(&img, &link).unwrap();
     refused_at_once(&w, &link, &[], "symbolic link");
@@ -177,7 +168,7 @@ fn an_image_directory_given_as_a_symlink_is_refused() {
 #[test]
 fn a_damaged_pages_file_does_not_say_its_size_or_checksum() {
     cryo_bin();
-    let (w, img) = dumped();
+    let (w, img) = dumped_counter();
     let pages = pages_of(&w, &img);
     let mut bytes = fs::read(&pages).unwrap();
     let len = bytes.len();

@@ -9,16 +9,7 @@ use std::path::{Path, PathBuf};
 
 use cryo_proto::image::{MmCore, ProcessEntry, TaskCore};
 use cryo_proto::ImageKind;
-use cryo_tests::{cryo_bin, pid_exists, Workload};
-
-/// A counter workload dumped (and so killed, reaped) into its `img`.
-fn dumped() -> (Workload, PathBuf) {
-    let mut w = Workload::spawn("counter", &[]);
-    assert_eq!(w.cmd("tick"), "1");
-    let img = w.path("img");
-    w.dump_ok(&img);
-    (w, img)
-}
+use cryo_tests::{cryo_bin, dumped_counter, pid_exists, Workload};
 
 /// Rewrites the one record (of type `$ty`) of `$path` through `$change`, with valid framing
 /// and checksums.
@@ -60,7 +51,7 @@ fn core_of(w: &Workload, img: &Path) -> (PathBuf, String) {
 #[test]
 fn a_page_run_at_an_unaligned_file_offset_is_refused() {
     cryo_bin();
-    let (w, img) = dumped();
+    let (w, img) = dumped_counter();
     let (path, name) = mm_of(&w, &img);
     rewrite!(&path, ImageKind::Mm, MmCore, |mm| mm.pages[0].offset += 8);
     refused(&w, &img, &name, "not page aligned");
@@ -69,7 +60,7 @@ fn a_page_run_at_an_unaligned_file_offset_is_refused() {
 #[test]
 fn a_page_run_whose_length_overflows_is_refused() {
     cryo_bin();
-    let (w, img) = dumped();
+    let (w, img) = dumped_counter();
     let (path, name) = mm_of(&w, &img);
     rewrite!(&path, ImageKind::Mm, MmCore, |mm| {
         mm.pages[0].npages = u64::MAX / 4096 + 2
@@ -80,7 +71,7 @@ fn a_page_run_whose_length_overflows_is_refused() {
 #[test]
 fn a_vma_at_a_non_canonical_address_is_refused() {
     cryo_bin();
-    let (w, img) = dumped();
+    let (w, img) = dumped_counter();
     let (path, name) = mm_of(&w, &img);
     rewrite!(&path, ImageKind::Mm, MmCore, |mm| {
         let v = mm.vmas.last_mut().unwrap();
@@ -93,7 +84,7 @@ fn a_vma_at_a_non_canonical_address_is_refused() {
 #[test]
 fn a_vma_not_page_aligned_is_refused() {
     cryo_bin();
-    let (w, img) = dumped();
+    let (w, img) = dumped_counter();
     let (path, name) = mm_of(&w, &img);
     rewrite!(&path, ImageKind::Mm, MmCore, |mm| mm.vmas[0].end += 1);
     refused(&w, &img, &name, "page-aligned");
@@ -102,7 +93,7 @@ fn a_vma_not_page_aligned_is_refused() {
 #[test]
 fn an_fd_beyond_the_restorers_limit_is_refused() {
     cryo_bin();
-    let (w, img) = dumped();
+    let (w, img) = dumped_counter();
     let (path, name) = core_of(&w, &img);
     rewrite!(&path, ImageKind::Core, TaskCore, |core| {
         core.fds[0].fd = 1 << 30
@@ -113,7 +104,7 @@ fn an_fd_beyond_the_restorers_limit_is_refused() {
 #[test]
 fn a_negative_fd_is_refused() {
     cryo_bin();
-    let (w, img) = dumped();
+    let (w, img) = dumped_counter();
     let (path, name) = core_of(&w, &img);
     rewrite!(&path, ImageKind::Core, TaskCore, |core| core.fds[0].fd = -5);
     refused(&w, &img, &name, "fd -5");
@@ -122,7 +113,7 @@ fn a_negative_fd_is_refused() {
 #[test]
 fn a_comm_longer_than_the_kernel_keeps_is_refused() {
     cryo_bin();
-    let (w, img) = dumped();
+    let (w, img) = dumped_counter();
     let (path, name) = core_of(&w, &img);
     rewrite!(&path, ImageKind::Core, TaskCore, |core| {
         core.comm = "x".repeat(4000)
@@ -133,7 +124,7 @@ fn a_comm_longer_than_the_kernel_keeps_is_refused() {
 #[test]
 fn a_pid_beyond_pid_max_is_refused() {
     cryo_bin();
-    let (w, img) = dumped();
+    let (w, img) = dumped_counter();
     let path = img.join("pstree.img");
     let mut entries: Vec<ProcessEntry> =
         cryo_proto::frame::read_image(&path, ImageKind::Pstree).unwrap();
@@ -146,7 +137,7 @@ fn a_pid_beyond_pid_max_is_refused() {
 #[test]
 fn a_tid_beyond_pid_max_is_refused() {
     cryo_bin();
-    let (w, img) = dumped();
+    let (w, img) = dumped_counter();
     let (path, name) = core_of(&w, &img);
     rewrite!(&path, ImageKind::Core, TaskCore, |core| {
         let mut extra = core.threads[0].clone();

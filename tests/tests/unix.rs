@@ -26,9 +26,7 @@ fn pair_round_trip(ty: &str) {
     assert_eq!(w.cmd("send 0 one"), "ok");
     assert_eq!(w.cmd("send 0 two"), "ok");
     assert_eq!(w.cmd("send 1 back"), "ok");
-    let img = w.path("img");
-    w.dump_ok(&img);
-    w.restore_background(&img);
+    w.dump_and_restore();
     let boundaries = ty != "stream";
     let got1 = w.cmd("recv 1");
     if boundaries {
@@ -72,9 +70,7 @@ fn a_parent_and_its_child_talk_over_a_socketpair_across_restore() {
     // The child's next answer waits, unread, in the parent's end.
     assert_eq!(w.cmd("push unread"), "ok");
     assert_eq!(w.cmd("ready"), "ready");
-    let img = w.path("img");
-    w.dump_ok(&img);
-    w.restore_background(&img);
+    w.dump_and_restore();
     assert!(
         std::path::Path::new(&format!("/proc/{kid}")).exists(),
         "the child is back"
@@ -116,9 +112,7 @@ fn a_peer_outside_the_dump_is_refused() {
 fn listener_round_trip(name: &str, connect: impl Fn() -> std::os::unix::net::UnixStream) {
     let mut w = Workload::spawn("unix-listen", &[name]);
     assert_eq!(w.cmd("ping"), "pong");
-    let img = w.path("img");
-    w.dump_ok(&img);
-    w.restore_background(&img);
+    w.dump_and_restore();
     let mut c = connect();
     std::io::Write::write_all(&mut c, b"hi").unwrap();
     assert_eq!(w.cmd("accept"), "got hi", "listening again on its name");
@@ -205,9 +199,7 @@ fn a_pipe_a_file_and_a_socket_in_flight_come_back_usable() {
     cryo_tests::write_file(&file, b"0123456789");
     let items = format!("pipe:piped file:{}:3 sock:inner", file.display());
     assert_eq!(w.cmd(&format!("pass 0 {items}")), "ok");
-    let img = w.path("img");
-    w.dump_ok(&img);
-    w.restore_background(&img);
+    w.dump_and_restore();
     assert_eq!(
         w.cmd("take 1"),
         "fds pipe:piped file:3:3456789 sock:inner",
@@ -229,9 +221,7 @@ fn descriptor_between_messages(ty: &str) {
     assert_eq!(w.cmd("send 0 first"), "ok");
     assert_eq!(w.cmd("pass 0 pipe:x"), "ok");
     assert_eq!(w.cmd("send 0 last"), "ok");
-    let img = w.path("img");
-    w.dump_ok(&img);
-    w.restore_background(&img);
+    w.dump_and_restore();
     assert_eq!(w.cmd("take 1"), "first", "no descriptor before its message");
     assert_eq!(
         w.cmd("take 1"),
@@ -263,9 +253,7 @@ fn credentials_stay_with_their_messages() {
     assert_eq!(w.cmd("send 0 auto"), "ok");
     // Explicit ones, other than the sender's own uid and gid.
     assert_eq!(w.cmd("send-creds 0 explicit 1234 5678"), "ok");
-    let img = w.path("img");
-    w.dump_ok(&img);
-    w.restore_background(&img);
+    w.dump_and_restore();
     let pid = pid_of(&w);
     assert_eq!(w.cmd("recv-creds 1"), "plain none");
     assert_eq!(w.cmd("recv-creds 1"), format!("auto {pid} 0 0"));
@@ -303,9 +291,7 @@ fn a_pair_shut_for_writing_on_one_end_stays_shut() {
     let mut w = Workload::spawn("unix-pair", &["stream"]);
     assert_eq!(w.cmd("send 0 last-words"), "ok");
     assert_eq!(w.cmd("shut 0"), "ok");
-    let img = w.path("img");
-    w.dump_ok(&img);
-    w.restore_background(&img);
+    w.dump_and_restore();
     assert_eq!(
         w.cmd("recv 1"),
         "last-words|<eof>",
@@ -329,9 +315,7 @@ fn a_connection_waiting_in_a_listeners_accept_queue_comes_back_with_what_it_sent
     let path = dir.path().join("l.sock");
     let mut w = Workload::spawn_in(dir, "unix-listen", &[path.to_str().unwrap()]);
     assert_eq!(w.cmd("connect early"), "ok");
-    let img = w.path("img");
-    w.dump_ok(&img);
-    w.restore_background(&img);
+    w.dump_and_restore();
     assert_eq!(
         w.cmd("accept-keep"),
         "got early",
@@ -378,9 +362,7 @@ fn a_connection_accepted_from_a_listener_keeps_its_data_both_ways() {
     assert_eq!(w.cmd("accept-keep"), "got hello");
     assert_eq!(w.cmd("say client to-conn"), "ok");
     assert_eq!(w.cmd("say conn to-client"), "ok");
-    let img = w.path("img");
-    w.dump_ok(&img);
-    w.restore_background(&img);
+    w.dump_and_restore();
     assert_eq!(w.cmd("hear conn"), "to-conn");
     assert_eq!(w.cmd("hear client"), "to-client");
     assert_eq!(w.cmd("say client again"), "ok");
@@ -395,9 +377,7 @@ fn a_pipe_a_parent_passed_to_its_child_comes_back_in_flight() {
     let kid: i32 = w.cmd("kid").parse().unwrap();
     let _reaper = Reaper(kid);
     assert_eq!(w.cmd("pass pipe:for-the-child"), "ok");
-    let img = w.path("img");
-    w.dump_ok(&img);
-    w.restore_background(&img);
+    w.dump_and_restore();
     assert!(cryo_tests::pid_exists(kid), "the child is back");
     assert_eq!(
         w.cmd("ask"),

@@ -288,6 +288,17 @@ impl SocketGraph {
         for node in g.nodes.values() {
             let info = &node.info;
             let (pid, fd) = first(node);
+            let name_of = |inode| diag.get(&inode).map(|p| p.name.clone()).unwrap_or_default();
+            // This socket, connected to or from `peer` outside the dump.
+            let external = |peer, peer_name, direction| ExternalPeer {
+                pid,
+                fd,
+                inode: info.inode,
+                sock_type: info.sock_type,
+                peer,
+                peer_name,
+                direction,
+            };
             if let Some(peer) = info.peer {
                 match g.nodes.get(&peer) {
                     Some(pn) if pn.info.peer == Some(info.inode) => {
@@ -325,7 +336,7 @@ impl SocketGraph {
                         }
                     }
                     None => {
-                        let peer_name = diag.get(&peer).map(|p| p.name.clone()).unwrap_or_default();
+                        let peer_name = name_of(peer);
                         if info.sock_type == SockType::Dgram {
                             g.dgram_links.push(DgramLink {
                                 sender: info.inode,
@@ -334,15 +345,8 @@ impl SocketGraph {
                                 receiver_dumped: false,
                             });
                         }
-                        g.external.push(ExternalPeer {
-                            pid,
-                            fd,
-                            inode: info.inode,
-                            sock_type: info.sock_type,
-                            peer,
-                            peer_name,
-                            direction: Direction::Outgoing,
-                        });
+                        g.external
+                            .push(external(peer, peer_name, Direction::Outgoing));
                     }
                 }
             }
@@ -350,15 +354,8 @@ impl SocketGraph {
             if info.peer.is_none() {
                 if let Some(&l) = waiting_in.get(&info.inode) {
                     if !g.nodes.contains_key(&l) {
-                        g.external.push(ExternalPeer {
-                            pid,
-                            fd,
-                            inode: info.inode,
-                            sock_type: info.sock_type,
-                            peer: l,
-                            peer_name: diag.get(&l).map(|p| p.name.clone()).unwrap_or_default(),
-                            direction: Direction::Outgoing,
-                        });
+                        g.external
+                            .push(external(l, name_of(l), Direction::Outgoing));
                     }
                 }
             }
@@ -370,15 +367,8 @@ impl SocketGraph {
                     .unwrap_or(&[])
                 {
                     if s != info.inode && !g.nodes.contains_key(&s) && info.peer != Some(s) {
-                        g.external.push(ExternalPeer {
-                            pid,
-                            fd,
-                            inode: info.inode,
-                            sock_type: info.sock_type,
-                            peer: s,
-                            peer_name: diag.get(&s).map(|p| p.name.clone()).unwrap_or_default(),
-                            direction: Direction::Incoming,
-                        });
+                        g.external
+                            .push(external(s, name_of(s), Direction::Incoming));
                     }
                 }
             }

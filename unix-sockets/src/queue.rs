@@ -180,6 +180,19 @@ fn set_peek_off(fd: BorrowedFd<'_>, off: usize) -> Result<()> {
         .map_err(|e| UnixSockError::fd("setsockopt SO_PEEK_OFF", fd.as_raw_fd(), e))
 }
 
+/// A message read off a queue: its bytes `data` and what came with them in `got`.
+fn queued(data: Vec<u8>, got: sys::Received) -> QueuedMessage {
+    QueuedMessage {
+        data,
+        fds: got.fds,
+        creds: creds_of(got.creds),
+        sender: got
+            .addr
+            .map(|a| UnixName::from_sun_path(&a))
+            .unwrap_or_default(),
+    }
+}
+
 fn creds_of(raw: Option<sys::RawCreds>) -> Option<Creds> {
     // pid 0: the skb carries no credentials (the kernel shows overflow ids).
     raw.filter(|c| c.pid != 0).map(|c| Creds {
@@ -319,16 +332,9 @@ fn capture_dgram(
             continue;
         }
         check_ctrunc(raw, got.flags)?;
-        messages.push(QueuedMessage {
-            data: buf[..got.len].to_vec(),
-            fds: got.fds,
-            creds: creds_of(got.creds),
-            sender: got
-                .addr
-                .map(|a| UnixName::from_sun_path(&a))
-                .unwrap_or_default(),
-        });
-        offset += got.len;
+        let len = got.len;
+        messages.push(queued(buf[..len].to_vec(), got));
+        offset += len;
     }
     Ok((messages, pending_error))
 }
@@ -389,15 +395,7 @@ pub fn recv_message(fd: impl AsFd, max: usize) -> Result<Option<QueuedMessage>> 
     match sys::recvmsg(fd, &mut buf, libc::MSG_DONTWAIT, want_addr) {
         Ok(got) => {
             buf.truncate(got.len.min(max));
-            Ok(Some(QueuedMessage {
-                data: buf,
-                fds: got.fds,
-                creds: creds_of(got.creds),
-                sender: got
-                    .addr
-                    .map(|a| UnixName::from_sun_path(&a))
-                    .unwrap_or_default(),
-            }))
+            Ok(Some(queued(buf, got)))
         }
         Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => Ok(None),
         Err(e) => Err(UnixSockError::fd("recvmsg", fd.as_raw_fd(), e)),

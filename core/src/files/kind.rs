@@ -344,6 +344,24 @@ impl<'a> Opening<'a> {
         Ok(())
     }
 
+    /// Holds every fd of `opened` (description id, fd), made together for the descriptions of
+    /// `group` (a pipe's ends, a pty pair).
+    pub(crate) fn hold_opened<R>(
+        &mut self,
+        group: &[(&FileDesc, &R)],
+        opened: Vec<(u32, OwnedFd)>,
+    ) -> Result<(), FileError> {
+        for (id, fd) in opened {
+            let desc = group
+                .iter()
+                .find(|(d, _)| d.id == id)
+                .expect("opened from the group")
+                .0;
+            self.hold(desc, fd)?;
+        }
+        Ok(())
+    }
+
     /// Puts `fd`, open for `desc`, at the number of the one fd that uses it when that number
     /// is free and nothing carries `desc` in flight (a server with thousands of connections
     /// then never holds twice as many fds); else holds it.

@@ -95,15 +95,7 @@ impl FileKind for Pipes {
             .iter()
             .filter_map(|d| Some((*d, d.kind.as_ref().and_then(Self::record)?)))
             .collect();
-        for (id, fd) in open_all(&pipes)? {
-            let desc = pipes
-                .iter()
-                .find(|(d, _)| d.id == id)
-                .expect("opened from pipes")
-                .0;
-            cx.hold(desc, fd)?;
-        }
-        Ok(())
+        cx.hold_opened(&pipes, open_all(&pipes)?)
     }
 
     fn hand_down(&self) -> bool {

@@ -144,14 +144,7 @@ impl FileKind for Ptys {
             }
         }
         for group in by_index.values() {
-            for (id, fd) in open_pair(group)? {
-                let desc = group
-                    .iter()
-                    .find(|(d, _)| d.id == id)
-                    .expect("opened from the group")
-                    .0;
-                cx.hold(desc, fd)?;
-            }
+            cx.hold_opened(group, open_pair(group)?)?;
         }
         Ok(())
     }

@@ -106,12 +106,7 @@ impl From<&SocketState> for State {
                 shutdown_write: u.extras.shutdown_write,
                 cork: u.extras.cork,
                 bind_device: u.extras.bind_device.clone(),
-                int_options: u
-                    .extras
-                    .options
-                    .iter()
-                    .map(|&(level, name, value)| pb::SocketIntOption { level, name, value })
-                    .collect(),
+                int_options: int_options_to(&u.extras.options),
                 sock_type: u.extras.sock_type,
                 protocol: u.extras.protocol,
                 memberships: u.extras.memberships.iter().map(membership_to).collect(),
@@ -570,66 +565,57 @@ fn addr_from(field: &'static str, a: Option<&pb::InetAddr>) -> Result<SocketAddr
 }
 
 /// The two conversions between an engine struct and a message with the same fields, one for
-/// one (the message's optional fields are the struct's `Option`s).
+/// one (the message's optional fields are the struct's `Option`s); the lists after `each`
+/// are converted element by element with the two functions named.
 macro_rules! field_for_field {
-    ($to:ident, $from:ident, $engine:path, $message:path, [$($field:ident),* $(,)?]) => {
+    (
+        $to:ident, $from:ident, $engine:path, $message:path, [$($field:ident),* $(,)?]
+        $(, each [$($list:ident: $list_to:ident, $list_of:ident),* $(,)?])?
+    ) => {
         fn $to(o: &$engine) -> $message {
-            $message { $($field: o.$field.clone()),* }
+            $message {
+                $($field: o.$field.clone(),)*
+                $($($list: o.$list.iter().map($list_to).collect(),)*)?
+            }
         }
 
         fn $from(o: &$message) -> $engine {
-            $engine { $($field: o.$field.clone()),* }
+            $engine {
+                $($field: o.$field.clone(),)*
+                $($($list: o.$list.iter().map($list_of).collect(),)*)?
+            }
         }
     };
 }
 
-/// Socket options as their message (the table's options one for one).
-fn options_to(o: &tcp::SocketOptions) -> pb::SocketOptions {
-    pb::SocketOptions {
-        reuse_addr: o.reuse_addr,
-        reuse_port: o.reuse_port,
-        send_buffer: o.send_buffer,
-        recv_buffer: o.recv_buffer,
-        linger: o.linger,
-        mark: o.mark,
-        traffic_class: o.traffic_class,
-        v6_only: o.v6_only,
-        broadcast: o.broadcast,
-        more: o
-            .more
-            .iter()
-            .map(|r| pb::RawSocketOption {
-                level: r.level,
-                name: r.name,
-                value: r.value.clone(),
-            })
-            .collect(),
-    }
-}
+// Socket options and their message: the table's options one for one, the others as raw
+// (level, name, bytes) records.
+field_for_field!(
+    raw_option_to,
+    raw_option_of,
+    tcp::RawOption,
+    pb::RawSocketOption,
+    [level, name, value]
+);
 
-/// Socket options from their message.
-fn options_of(o: &pb::SocketOptions) -> tcp::SocketOptions {
-    tcp::SocketOptions {
-        reuse_addr: o.reuse_addr,
-        reuse_port: o.reuse_port,
-        send_buffer: o.send_buffer,
-        recv_buffer: o.recv_buffer,
-        linger: o.linger,
-        mark: o.mark,
-        traffic_class: o.traffic_class,
-        v6_only: o.v6_only,
-        broadcast: o.broadcast,
-        more: o
-            .more
-            .iter()
-            .map(|r| tcp::RawOption {
-                level: r.level,
-                name: r.name,
-                value: r.value.clone(),
-            })
-            .collect(),
-    }
-}
+field_for_field!(
+    options_to,
+    options_of,
+    tcp::SocketOptions,
+    pb::SocketOptions,
+    [
+        reuse_addr,
+        reuse_port,
+        send_buffer,
+        recv_buffer,
+        linger,
+        mark,
+        traffic_class,
+        v6_only,
+        broadcast,
+    ],
+    each [more: raw_option_to, raw_option_of]
+);
 
 field_for_field!(
     tcp_options_to,

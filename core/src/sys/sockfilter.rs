@@ -88,39 +88,10 @@ pub(crate) fn attach(fd: BorrowedFd<'_>, prog: &[libc::sock_filter]) -> io::Resu
 
 /// Whether the filter of socket `fd` is locked (SO_LOCK_FILTER: it can no longer change).
 pub(crate) fn locked(fd: BorrowedFd<'_>) -> io::Result<bool> {
-    let mut val: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: `val` is one c_int and `len` says so; the kernel writes at most that.
-    let ret = unsafe {
-        libc::getsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LOCK_FILTER,
-            (&mut val as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    };
-    if ret < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(val != 0)
+    Ok(super::sockopt::get_int(fd, libc::SOL_SOCKET, libc::SO_LOCK_FILTER)? != 0)
 }
 
 /// Locks the filter of socket `fd` (SO_LOCK_FILTER).
 pub(crate) fn lock(fd: BorrowedFd<'_>) -> io::Result<()> {
-    let one: libc::c_int = 1;
-    // SAFETY: `one` is one c_int, alive for the call; the kernel only reads it.
-    let ret = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LOCK_FILTER,
-            (&one as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if ret < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    super::sockopt::set_int(fd, libc::SOL_SOCKET, libc::SO_LOCK_FILTER, 1)
 }

@@ -1,47 +1,27 @@
-//! Socket calls of the packet and netlink sockets: integer and byte options at any level,
-//! a new socket of any family, bind of a packet socket to an interface.
+//! Socket calls of the packet and netlink sockets: integer and byte options at any level
+//! (cryo-tcp-repair's socket-option backend, in this crate's io::Result), a new socket of any
+//! family, bind of a packet socket to an interface.
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+
+use cryo_tcp_repair::sockopt;
 
 use super::{check, owned_fd};
 
 /// getsockopt of an integer option.
 pub(crate) fn get_int(fd: BorrowedFd<'_>, level: i32, name: i32) -> io::Result<i32> {
-    let mut value: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: the kernel writes at most `len` bytes into our local int and updates `len`.
-    let ret = unsafe {
-        libc::getsockopt(
-            fd.as_raw_fd(),
-            level,
-            name,
-            (&mut value as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    };
-    check(ret.into())?;
-    Ok(value)
+    Ok(sockopt::get_int(fd, level, name)?)
 }
 
 /// setsockopt of an integer option.
 pub(crate) fn set_int(fd: BorrowedFd<'_>, level: i32, name: i32, value: i32) -> io::Result<()> {
-    set_bytes(fd, level, name, &value.to_ne_bytes())
+    Ok(sockopt::set_int(fd, level, name, value)?)
 }
 
 /// setsockopt with `value` as the option's bytes.
 pub(crate) fn set_bytes(fd: BorrowedFd<'_>, level: i32, name: i32, value: &[u8]) -> io::Result<()> {
-    // SAFETY: the kernel reads `value.len()` bytes from our live buffer.
-    let ret = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            level,
-            name,
-            value.as_ptr().cast(),
-            value.len() as libc::socklen_t,
-        )
-    };
-    check(ret.into()).map(drop)
+    Ok(sockopt::set_bytes(fd, level, name, value)?)
 }
 
 /// getsockopt of an option of up to `max` bytes: the bytes the kernel wrote.
@@ -52,20 +32,9 @@ pub(crate) fn get_bytes(
     max: usize,
 ) -> io::Result<Vec<u8>> {
     let mut buf = vec![0u8; max];
-    let mut len = max as libc::socklen_t;
-    // SAFETY: `buf` has `len` bytes; the kernel writes at most `len` and updates it.
-    let ret = unsafe {
-        libc::getsockopt(
-            fd.as_raw_fd(),
-            level,
-            name,
-            buf.as_mut_ptr().cast(),
-            &mut len,
-        )
-    };
-    check(ret.into())?;
+    let len = sockopt::get_bytes(fd, level, name, &mut buf)?;
     // NETLINK_LIST_MEMBERSHIPS reports the length it needs, which may exceed `max`.
-    buf.truncate((len as usize).min(max));
+    buf.truncate(len.min(max));
     Ok(buf)
 }
 

@@ -107,12 +107,8 @@ impl Advised {
     fn fork(&self) -> io::Result<String> {
         let (r, w) = sys::pipe()?;
         let areas = self.areas.clone();
-        // SAFETY: the workload is single-threaded; the child only reads memory and /proc,
-        // writes its answer and exits.
-        let kid = unsafe { libc::fork() };
-        if kid < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        // The child only reads memory and /proc, writes its answer and exits.
+        let kid = sys::fork()?;
         if kid == 0 {
             sys::close(r);
             let answer = child_view(&areas);

@@ -113,11 +113,8 @@ impl CowTree {
         for k in 0..workers {
             let (q_rd, q_wr) = sys::pipe()?;
             let (a_rd, a_wr) = sys::pipe()?;
-            // SAFETY: the workload is single-threaded here; the child only makes syscalls.
-            let pid = unsafe { libc::fork() };
-            if pid < 0 {
-                return Err(io::Error::last_os_error());
-            }
+            // the workload is single-threaded here; the child only makes syscalls.
+            let pid = sys::fork()?;
             if pid == 0 {
                 sys::close(q_wr);
                 sys::close(a_rd);

@@ -8,11 +8,8 @@ use super::sys;
 /// Forks a child that runs `child` with fd `theirs` (closing `ours`), while this process keeps
 /// `ours` (closing `theirs`). Returns the child's pid.
 pub fn fork_holding(ours: i32, theirs: i32, child: fn(i32) -> !) -> io::Result<libc::pid_t> {
-    // SAFETY: the workload is single-threaded here; the child only makes syscalls.
-    let kid = unsafe { libc::fork() };
-    if kid < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    // the workload is single-threaded here; the child only makes syscalls.
+    let kid = sys::fork()?;
     if kid == 0 {
         sys::close(ours);
         child(theirs);
@@ -33,6 +30,22 @@ pub fn exit_child(what: &str, result: io::Result<()>) -> ! {
     };
     // SAFETY: ends the forked process.
     unsafe { libc::_exit(code) };
+}
+
+/// A forked child's answering loop: reads one message at a time (up to 256 bytes) from `rd`
+/// and writes `answer(message)` to `wr`, until `rd` reaches its end or fails; the caller then
+/// ends the child its own way.
+pub fn answer_each(rd: i32, wr: i32, mut answer: impl FnMut(&str) -> String) {
+    let mut buf = [0u8; 256];
+    loop {
+        let n = match sys::read(rd, &mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+        let reply = answer(&msg);
+        let _ = sys::write_all(wr, reply.as_bytes());
+    }
 }
 
 /// The two pipes to a child that answers one message with one message.

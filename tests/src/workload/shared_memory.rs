@@ -17,7 +17,7 @@
 use std::io;
 use std::path::Path;
 
-use super::kids::ChildPipes;
+use super::kids::{answer_each, ChildPipes};
 use super::{failed, io_err, sys, Mode, PAGE};
 use crate::protocol;
 
@@ -83,11 +83,8 @@ impl SharedMemory {
         }
         let (a_rd, a_wr) = sys::pipe()?;
         let (b_rd, b_wr) = sys::pipe()?;
-        // SAFETY: the workload is single-threaded here; the child only makes syscalls.
-        let kid = unsafe { libc::fork() };
-        if kid < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        // the workload is single-threaded here; the child only makes syscalls.
+        let kid = sys::fork()?;
         let me = Self {
             views,
             pipes: ChildPipes {
@@ -106,22 +103,16 @@ impl SharedMemory {
 
     /// The child: answers `w`, `r` and `addr` through the mappings it inherited, forever.
     fn child(&self, rd: i32, wr: i32) -> ! {
-        let mut buf = [0u8; 256];
-        loop {
-            let n = match sys::read(rd, &mut buf) {
-                Ok(0) | Err(_) => std::process::exit(3),
-                Ok(n) => n,
-            };
-            let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+        answer_each(rd, wr, |msg| {
             let words: Vec<&str> = msg.split_whitespace().collect();
-            let reply = match words.split_first() {
+            match words.split_first() {
                 // SAFETY: getpid takes no arguments.
                 Some((&"pid", [])) => unsafe { libc::getpid() }.to_string(),
                 Some((verb, args)) => self.answer(verb, args),
                 None => "err empty".into(),
-            };
-            let _ = sys::write_all(wr, reply.as_bytes());
-        }
+            }
+        });
+        std::process::exit(3)
     }
 
     /// `w VIEW OFF BYTE`, `r VIEW OFF`, `addr VIEW`, in this process.

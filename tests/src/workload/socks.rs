@@ -44,7 +44,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
 
-use super::sys::cvt;
+use super::sys::{cvt, getsockopt_bytes, recv_nowait, setsockopt_bytes, setsockopt_value};
 use super::unix::{wait_readable, NOTHING};
 use super::{io_err, unknown, Mode};
 
@@ -203,16 +203,10 @@ fn frames(fd: i32) -> io::Result<String> {
     let mut out = Vec::new();
     loop {
         let mut buf = [0u8; 65536];
-        // SAFETY: recv into our own buffer.
-        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::WouldBlock {
-                break;
-            }
-            return Err(e);
-        }
-        let bytes = &buf[..n as usize];
+        let Some(n) = recv_nowait(fd, &mut buf)? else {
+            break;
+        };
+        let bytes = &buf[..n];
         let text: String = bytes
             .iter()
             .map(|&b| if b.is_ascii_graphic() { b as char } else { '.' })
@@ -284,7 +278,7 @@ fn ping_echo(fd: i32, addr: &str) -> Result<String, String> {
         ) as i32
     })
     .map_err(io_err)?;
-    let raw = getopt_raw(fd, libc::SOL_SOCKET, libc::SO_TYPE, 4)
+    let raw = getsockopt_bytes(fd, libc::SOL_SOCKET, libc::SO_TYPE, 4)
         .map_err(io_err)?
         .first()
         .copied()
@@ -374,48 +368,24 @@ fn unhex(s: &str) -> Result<Vec<u8>, String> {
         .map_err(|_| format!("bad hex {s:?}"))
 }
 
-fn getopt_raw(fd: i32, level: i32, opt: i32, len: usize) -> io::Result<Vec<u8>> {
-    let mut buf = vec![0u8; len];
-    let mut l = len as libc::socklen_t;
-    // SAFETY: buf has l bytes; the kernel writes at most l and updates l.
-    cvt(unsafe { libc::getsockopt(fd, level, opt, buf.as_mut_ptr().cast(), &mut l) })?;
-    buf.truncate(l as usize);
-    Ok(buf)
-}
-
-fn setopt_raw(fd: i32, level: i32, opt: i32, val: &[u8]) -> io::Result<libc::c_int> {
-    // SAFETY: val is our buffer of val.len() bytes.
-    cvt(unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            opt,
-            val.as_ptr().cast(),
-            val.len() as libc::socklen_t,
-        )
-    })
-}
-
 /// Every message waiting on `fd`, one non-blocking recv each, joined with '|': `<eof>` for
 /// an end of stream, `<errno N>` for a read that failed (both end the list).
 fn recv_line(fd: i32) -> String {
     let mut msgs = Vec::new();
     loop {
         let mut buf = [0u8; 4096];
-        // SAFETY: recv into our own buffer.
-        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::WouldBlock {
+        match recv_nowait(fd, &mut buf) {
+            Ok(None) => break,
+            Err(e) => {
                 msgs.push(format!("<errno {}>", e.raw_os_error().unwrap_or(0)));
+                break;
             }
-            break;
+            Ok(Some(0)) => {
+                msgs.push("<eof>".to_string());
+                break;
+            }
+            Ok(Some(n)) => msgs.push(String::from_utf8_lossy(&buf[..n]).into_owned()),
         }
-        if n == 0 {
-            msgs.push("<eof>".to_string());
-            break;
-        }
-        msgs.push(String::from_utf8_lossy(&buf[..n as usize]).into_owned());
     }
     if msgs.is_empty() {
         "empty".into()
@@ -567,7 +537,7 @@ impl Mode for Socks {
                 ok(cvt(unsafe { libc::shutdown(num(fd)?, how) }))
             }
             ("getopt", [fd, level, opt]) => {
-                let raw = getopt_raw(num(fd)?, num(level)?, num(opt)?, 4).map_err(io_err)?;
+                let raw = getsockopt_bytes(num(fd)?, num(level)?, num(opt)?, 4).map_err(io_err)?;
                 let mut v = [0u8; 4];
                 v[..raw.len().min(4)].copy_from_slice(&raw[..raw.len().min(4)]);
                 Ok(match raw.len() {
@@ -577,7 +547,7 @@ impl Mode for Socks {
             }
             ("setopt", [fd, level, opt, value]) => {
                 let v: i32 = num(value)?;
-                ok(setopt_raw(
+                ok(setsockopt_bytes(
                     num(fd)?,
                     num(level)?,
                     num(opt)?,
@@ -585,13 +555,16 @@ impl Mode for Socks {
                 ))
             }
             ("getopt-raw", [fd, level, opt, len]) => {
-                getopt_raw(num(fd)?, num(level)?, num(opt)?, num(len)?)
+                getsockopt_bytes(num(fd)?, num(level)?, num(opt)?, num(len)?)
                     .map(|b| hex(&b))
                     .map_err(io_err)
             }
-            ("setopt-raw", [fd, level, opt, value]) => {
-                ok(setopt_raw(num(fd)?, num(level)?, num(opt)?, &unhex(value)?))
-            }
+            ("setopt-raw", [fd, level, opt, value]) => ok(setsockopt_bytes(
+                num(fd)?,
+                num(level)?,
+                num(opt)?,
+                &unhex(value)?,
+            )),
             ("filter-drop", [fd, ch]) => {
                 let byte = u32::from(*ch.as_bytes().first().ok_or("no CHAR")?);
                 let ins = |code: u16, jt: u8, jf: u8, k: u32| libc::sock_filter { code, jt, jf, k };
@@ -606,16 +579,13 @@ impl Mode for Socks {
                     len: prog.len() as u16,
                     filter: prog.as_ptr().cast_mut(),
                 };
-                // SAFETY: fprog points at prog, alive for the call.
-                ok(cvt(unsafe {
-                    libc::setsockopt(
-                        num(fd)?,
-                        libc::SOL_SOCKET,
-                        libc::SO_ATTACH_FILTER,
-                        (&fprog as *const libc::sock_fprog).cast(),
-                        std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
-                    )
-                }))
+                // fprog points at prog, alive for the call.
+                ok(setsockopt_value(
+                    num(fd)?,
+                    libc::SOL_SOCKET,
+                    libc::SO_ATTACH_FILTER,
+                    &fprog,
+                ))
             }
             ("ping-echo", [fd, addr]) => ping_echo(num(fd)?, addr),
             ("msfilter", [fd, ifindex, group]) => msfilter(num(fd)?, num(ifindex)?, group),
@@ -629,8 +599,8 @@ impl Mode for Socks {
                 }))
             }
             ("error", [fd]) => {
-                let raw =
-                    getopt_raw(num(fd)?, libc::SOL_SOCKET, libc::SO_ERROR, 4).map_err(io_err)?;
+                let raw = getsockopt_bytes(num(fd)?, libc::SOL_SOCKET, libc::SO_ERROR, 4)
+                    .map_err(io_err)?;
                 let mut v = [0u8; 4];
                 v[..raw.len().min(4)].copy_from_slice(&raw[..raw.len().min(4)]);
                 Ok(i32::from_ne_bytes(v).to_string())

@@ -38,6 +38,64 @@ pub fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
     }
 }
 
+/// One non-blocking recv on `fd` into `buf`: the length received, or `None` when nothing
+/// waits.
+pub fn recv_nowait(fd: i32, buf: &mut [u8]) -> io::Result<Option<usize>> {
+    // SAFETY: recv into our own buffer, at most its length.
+    let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        return match e.kind() {
+            io::ErrorKind::WouldBlock => Ok(None),
+            _ => Err(e),
+        };
+    }
+    Ok(Some(n as usize))
+}
+
+/// getsockopt of up to `len` bytes: the bytes the kernel wrote.
+pub fn getsockopt_bytes(fd: i32, level: i32, opt: i32, len: usize) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; len];
+    let mut l = len as libc::socklen_t;
+    // SAFETY: buf has l bytes; the kernel writes at most l and updates l.
+    cvt(unsafe { libc::getsockopt(fd, level, opt, buf.as_mut_ptr().cast(), &mut l) })?;
+    buf.truncate(l as usize);
+    Ok(buf)
+}
+
+/// setsockopt with `val` as the option's bytes.
+pub fn setsockopt_bytes(fd: i32, level: i32, opt: i32, val: &[u8]) -> io::Result<libc::c_int> {
+    // SAFETY: val is our buffer of val.len() bytes.
+    cvt(unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            opt,
+            val.as_ptr().cast(),
+            val.len() as libc::socklen_t,
+        )
+    })
+}
+
+/// setsockopt with plain-old-data `value` (an int, a linger, a timeval, a tpacket_req...).
+pub fn setsockopt_value<T: Copy>(
+    fd: i32,
+    level: i32,
+    opt: i32,
+    value: &T,
+) -> io::Result<libc::c_int> {
+    // SAFETY: value is a live T of the size given; the kernel only reads it.
+    cvt(unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            opt,
+            (value as *const T).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
+        )
+    })
+}
+
 fn cpath(path: &Path) -> CString {
     CString::new(path.as_os_str().as_bytes()).expect("no NUL in paths")
 }
@@ -350,10 +408,17 @@ pub fn pidfd_signal(pidfd: i32, sig: i32) -> io::Result<()> {
     cvt(r as libc::c_int).map(drop)
 }
 
+/// Forks: the child's pid here, 0 in the child. Only for a workload that runs one thread when
+/// it forks (every mode that forks does), so that the child may go on running Rust.
+pub fn fork() -> io::Result<i32> {
+    // SAFETY: fork takes no arguments; the callers are single-threaded (see above).
+    cvt(unsafe { libc::fork() })
+}
+
 /// Forks a child that waits in pause() until killed; returns its pid.
 pub fn fork_paused() -> io::Result<i32> {
-    // SAFETY: the workload is single-threaded; the child only calls pause() until it dies.
-    match cvt(unsafe { libc::fork() })? {
+    // The child only calls pause() until it dies.
+    match fork()? {
         0 => loop {
             // SAFETY: pause takes no arguments.
             unsafe { libc::pause() };
@@ -364,8 +429,7 @@ pub fn fork_paused() -> io::Result<i32> {
 
 /// Forks a child that exits at once (status 0); returns its pid, not reaped.
 pub fn fork_exiting() -> io::Result<i32> {
-    // SAFETY: the workload is single-threaded; the child only calls _exit.
-    match cvt(unsafe { libc::fork() })? {
+    match fork()? {
         // SAFETY: _exit takes a number and does not return.
         0 => unsafe { libc::_exit(0) },
         pid => Ok(pid),
@@ -680,16 +744,7 @@ pub fn packet_ring_socket() -> io::Result<i32> {
         cvt(unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
     // struct tpacket_req: block size, block count, frame size, frame count.
     let req: [u32; 4] = [4096, 1, 2048, 2];
-    // SAFETY: req is a live tpacket_req of the length given.
-    let set = cvt(unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_PACKET,
-            libc::PACKET_RX_RING,
-            req.as_ptr().cast(),
-            std::mem::size_of_val(&req) as libc::socklen_t,
-        )
-    });
+    let set = setsockopt_value(fd, libc::SOL_PACKET, libc::PACKET_RX_RING, &req);
     if let Err(e) = set {
         // SAFETY: fd is ours, closed once.
         unsafe { libc::close(fd) };

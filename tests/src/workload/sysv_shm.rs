@@ -16,7 +16,7 @@
 use std::io;
 use std::path::Path;
 
-use super::kids::ChildPipes;
+use super::kids::{answer_each, ChildPipes};
 use super::{failed, io_err, sys, Mode, PAGE};
 use crate::protocol;
 
@@ -98,11 +98,8 @@ impl SysvShm {
         };
         let (a_rd, a_wr) = sys::pipe()?;
         let (b_rd, b_wr) = sys::pipe()?;
-        // SAFETY: the workload is single-threaded here; the child only makes syscalls.
-        let kid = unsafe { libc::fork() };
-        if kid < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        // the workload is single-threaded here; the child only makes syscalls.
+        let kid = sys::fork()?;
         if kid == 0 {
             match attach(s, 0) {
                 Ok(a2) => me.views.push(("a2", a2, S_LEN)),
@@ -126,20 +123,14 @@ impl SysvShm {
 
     /// The child: answers the same commands, forever.
     fn child(&mut self, rd: i32, wr: i32) -> ! {
-        let mut buf = [0u8; 256];
-        loop {
-            let n = match sys::read(rd, &mut buf) {
-                Ok(0) | Err(_) => std::process::exit(3),
-                Ok(n) => n,
-            };
-            let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+        answer_each(rd, wr, |msg| {
             let words: Vec<&str> = msg.split_whitespace().collect();
-            let reply = match words.split_first() {
+            match words.split_first() {
                 Some((verb, args)) => self.answer(verb, args).unwrap_or_else(|e| e),
                 None => "err empty".into(),
-            };
-            let _ = sys::write_all(wr, reply.as_bytes());
-        }
+            }
+        });
+        std::process::exit(3)
     }
 
     fn view(&self, name: &str) -> Result<(usize, usize), String> {

@@ -32,7 +32,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::path::Path;
 
-use super::kids::ChildPipes;
+use super::kids::{answer_each, ChildPipes};
 use super::{count, failed, io_err, parse_u64, sys, tcp_opts, unknown, Mode};
 use crate::protocol;
 
@@ -166,31 +166,22 @@ impl Tcp {
     fn fork(&mut self) -> io::Result<String> {
         let (a_rd, a_wr) = sys::pipe()?;
         let (b_rd, b_wr) = sys::pipe()?;
-        // SAFETY: the workload is single-threaded here; the child goes on in its own loop.
-        let child = unsafe { libc::fork() };
-        if child < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        // the workload is single-threaded here; the child goes on in its own loop.
+        let child = sys::fork()?;
         if child == 0 {
             sys::close(a_wr);
             sys::close(b_rd);
             self.kid = None;
-            let mut buf = [0u8; 256];
-            loop {
-                let n = match sys::read(a_rd, &mut buf) {
-                    Ok(0) | Err(_) => super::kids::exit_child("tcp child", Ok(())),
-                    Ok(n) => n,
-                };
-                let line = String::from_utf8_lossy(&buf[..n]).into_owned();
+            answer_each(a_rd, b_wr, |line| {
                 let mut words = line.split_whitespace();
                 let verb = words.next().unwrap_or("");
                 let args: Vec<&str> = words.collect();
-                let reply = match self.command(verb, &args) {
+                match self.command(verb, &args) {
                     Ok(r) => r,
                     Err(e) => format!("err {e}"),
-                };
-                let _ = sys::write_all(b_wr, reply.as_bytes());
-            }
+                }
+            });
+            super::kids::exit_child("tcp child", Ok(()))
         }
         sys::close(a_rd);
         sys::close(b_wr);
@@ -356,22 +347,9 @@ fn sockaddr(addr: SocketAddr) -> (i32, libc::sockaddr_storage, libc::socklen_t) 
 
 /// The socket's TCP state, by its kernel name.
 fn state(s: &TcpStream) -> io::Result<String> {
-    // SAFETY: all-zero is a valid tcp_info.
-    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
-    // SAFETY: info and len are valid for the call.
-    let r = unsafe {
-        libc::getsockopt(
-            s.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_INFO,
-            (&raw mut info).cast(),
-            &mut len,
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    // tcpi_state is the first byte of struct tcp_info.
+    let info = sys::getsockopt_bytes(s.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_INFO, 1)?;
+    let state = info.first().copied().unwrap_or(0);
     let names = [
         "0",
         "ESTABLISHED",
@@ -387,8 +365,8 @@ fn state(s: &TcpStream) -> io::Result<String> {
         "CLOSING",
     ];
     Ok(names
-        .get(usize::from(info.tcpi_state))
-        .map_or_else(|| info.tcpi_state.to_string(), |n| (*n).to_string()))
+        .get(usize::from(state))
+        .map_or_else(|| state.to_string(), |n| (*n).to_string()))
 }
 
 /// Reads exactly `n` bytes, waiting for them.

@@ -4,6 +4,8 @@
 
 use std::io;
 
+use super::sys;
+
 /// (name, level, option, the value set), for every TCP socket.
 type Opt = (&'static str, i32, i32, Value);
 
@@ -283,22 +285,9 @@ const LISTENER: &[Opt] = &[
 
 /// Whether socket `fd` is IPv6.
 fn is_v6(fd: i32) -> io::Result<bool> {
-    let mut domain = 0i32;
-    let mut len = 4 as libc::socklen_t;
-    // SAFETY: an int and its length, valid for the call.
-    let r = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_DOMAIN,
-            (&raw mut domain).cast(),
-            &mut len,
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(domain == libc::AF_INET6)
+    let domain = sys::getsockopt_bytes(fd, libc::SOL_SOCKET, libc::SO_DOMAIN, 4)?;
+    Ok(domain.len() == 4
+        && i32::from_ne_bytes([domain[0], domain[1], domain[2], domain[3]]) == libc::AF_INET6)
 }
 
 fn table(fd: i32, listener: bool) -> Result<Vec<&'static Opt>, String> {
@@ -314,39 +303,30 @@ fn table(fd: i32, listener: bool) -> Result<Vec<&'static Opt>, String> {
 /// Sets every option of the table on socket `fd` (a listener's own too with `listener`).
 pub fn set_all(fd: i32, listener: bool) -> Result<(), String> {
     for &(name, level, opt, value) in table(fd, listener)? {
-        let linger;
-        let tv;
-        let int;
-        let (ptr, len): (*const libc::c_void, usize) = match value {
-            Value::Int(v) => {
-                int = v;
-                ((&raw const int).cast(), 4)
-            }
-            Value::Linger(secs) => {
-                linger = libc::linger {
+        let set = match value {
+            Value::Int(v) => sys::setsockopt_value(fd, level, opt, &v),
+            Value::Linger(secs) => sys::setsockopt_value(
+                fd,
+                level,
+                opt,
+                &libc::linger {
                     l_onoff: 1,
                     l_linger: secs,
-                };
-                (
-                    (&raw const linger).cast(),
-                    std::mem::size_of::<libc::linger>(),
-                )
-            }
-            Value::Timeval(secs) => {
-                tv = libc::timeval {
+                },
+            ),
+            Value::Timeval(secs) => sys::setsockopt_value(
+                fd,
+                level,
+                opt,
+                &libc::timeval {
                     tv_sec: secs,
                     tv_usec: 0,
-                };
-                ((&raw const tv).cast(), std::mem::size_of::<libc::timeval>())
-            }
-            Value::Bytes(b) => (b.as_ptr().cast(), b.len()),
+                },
+            ),
+            Value::Bytes(b) => sys::setsockopt_bytes(fd, level, opt, b),
             Value::ReadOnly => continue,
         };
-        // SAFETY: `ptr` points to `len` live bytes for the call.
-        let r = unsafe { libc::setsockopt(fd, level, opt, ptr, len as libc::socklen_t) };
-        if r < 0 {
-            return Err(format!("setsockopt {name}: {}", io::Error::last_os_error()));
-        }
+        set.map_err(|e| format!("setsockopt {name}: {e}"))?;
     }
     Ok(())
 }
@@ -355,17 +335,9 @@ pub fn set_all(fd: i32, listener: bool) -> Result<(), String> {
 pub fn read_all(fd: i32, listener: bool) -> Result<String, String> {
     let mut out = Vec::new();
     for &(name, level, opt, _) in table(fd, listener)? {
-        let mut buf = [0u8; 64];
-        let mut len = buf.len() as libc::socklen_t;
-        // SAFETY: `buf` is writable for `len` bytes.
-        let r = unsafe { libc::getsockopt(fd, level, opt, buf.as_mut_ptr().cast(), &mut len) };
-        if r < 0 {
-            return Err(format!("getsockopt {name}: {}", io::Error::last_os_error()));
-        }
-        let hex: String = buf[..len as usize]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let value = sys::getsockopt_bytes(fd, level, opt, 64)
+            .map_err(|e| format!("getsockopt {name}: {e}"))?;
+        let hex: String = value.iter().map(|b| format!("{b:02x}")).collect();
         out.push(format!("{name}={hex}"));
     }
     Ok(out.join(" "))

@@ -12,7 +12,7 @@
 use std::io;
 use std::path::Path;
 
-use super::kids::ChildPipes;
+use super::kids::{answer_each, ChildPipes};
 use super::{failed, io_err, sys, unknown, Mode};
 
 /// `tree`
@@ -44,11 +44,8 @@ impl Tree {
     fn start() -> io::Result<Self> {
         let (a_rd, a_wr) = sys::pipe()?;
         let (b_rd, b_wr) = sys::pipe()?;
-        // SAFETY: the workload is single-threaded here; the child only makes syscalls.
-        let child = unsafe { libc::fork() };
-        if child < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        // the workload is single-threaded here; the child only makes syscalls.
+        let child = sys::fork()?;
         if child == 0 {
             Self::child(a_rd, b_wr);
         }
@@ -84,22 +81,16 @@ impl Tree {
                 libc::_exit(7);
             }
             let _ = sys::write_all(wr, format!("{g} {z}").as_bytes());
-            let mut buf = [0u8; 256];
-            loop {
-                let n = match sys::read(rd, &mut buf) {
-                    Ok(0) | Err(_) => libc::_exit(3),
-                    Ok(n) => n,
-                };
-                let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
-                let reply = if msg == "reap" {
+            answer_each(rd, wr, |msg| {
+                if msg == "reap" {
                     let mut status = 0;
                     let r = libc::waitpid(z, &mut status, 0);
                     format!("reaped {} {}", r == z, libc::WEXITSTATUS(status))
                 } else {
                     format!("got {msg}")
-                };
-                let _ = sys::write_all(wr, reply.as_bytes());
-            }
+                }
+            });
+            libc::_exit(3)
         }
     }
 }

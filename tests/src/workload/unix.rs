@@ -39,20 +39,14 @@ pub fn recv_all_raw(fd: i32) -> io::Result<Vec<String>> {
     let mut msgs = Vec::new();
     loop {
         let mut buf = [0u8; 4096];
-        // SAFETY: recv into our own buffer.
-        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::WouldBlock {
+        match sys::recv_nowait(fd, &mut buf)? {
+            None => break,
+            Some(0) => {
+                msgs.push("<eof>".to_string());
                 break;
             }
-            return Err(e);
+            Some(n) => msgs.push(String::from_utf8_lossy(&buf[..n]).into_owned()),
         }
-        if n == 0 {
-            msgs.push("<eof>".to_string());
-            break;
-        }
-        msgs.push(String::from_utf8_lossy(&buf[..n as usize]).into_owned());
     }
     Ok(msgs)
 }

@@ -112,18 +112,7 @@ pub fn take(fd: i32) -> io::Result<String> {
 }
 
 pub fn set_passcred(fd: i32) -> io::Result<()> {
-    let on: libc::c_int = 1;
-    // SAFETY: the option value is one int that outlives the call.
-    cvt(unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_PASSCRED,
-            (&on as *const libc::c_int).cast(),
-            size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    })
-    .map(|_| ())
+    sys::setsockopt_value(fd, libc::SOL_SOCKET, libc::SO_PASSCRED, &1i32).map(drop)
 }
 
 /// `recv-creds SIDE`: one message and its credentials, without blocking.
