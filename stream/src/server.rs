@@ -42,6 +42,8 @@ pub struct ServeOptions {
     pub timeout: Duration,
     /// The protocol versions spoken ([`VERSIONS`]; tests pretend to be another version).
     pub versions: Vec<u32>,
+    /// The script run at each stage of the restores of migrations (`--action-script`).
+    pub action_script: Option<cryo_core::ActionScript>,
 }
 
 /// How one connection ended well.
@@ -61,6 +63,13 @@ pub enum Outcome {
         /// Its name.
         name: String,
     },
+    /// A migration ended here: its processes run.
+    Migrated {
+        /// The migration's name.
+        name: String,
+        /// The root pids.
+        pids: Vec<i32>,
+    },
     /// An image was restored here.
     Restored {
         /// Its name.
@@ -78,6 +87,9 @@ impl std::fmt::Display for Outcome {
             }
             Self::Served { name } => write!(f, "served image {name}"),
             Self::Restored { name, pids } => write!(f, "restored image {name}: pids {pids:?}"),
+            Self::Migrated { name, pids } => {
+                write!(f, "migration {name} done: pids {pids:?} run here")
+            }
         }
     }
 }
@@ -183,6 +195,9 @@ impl Server {
             Ok(Purpose::Store) => self.store(&mut conn, &start, refuse),
             Ok(Purpose::Fetch) => self.serve_back(&mut conn, &start, refuse),
             Ok(Purpose::Restore) => self.restore_here(&mut conn, &start, refuse),
+            Ok(Purpose::Migrate) => {
+                crate::migrate::serve(conn, &start, self.opts.action_script.as_ref())
+            }
             _ => Err(refuse(
                 &mut conn,
                 format!("unknown purpose {}", start.purpose),
@@ -371,7 +386,7 @@ fn linger(tcp: &TcpStream) {
 }
 
 /// An error and its sources, as one line.
-fn chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

@@ -71,6 +71,9 @@ pub struct DumpOptions {
     /// `--check-only`: no pages, the target always left running, and check.img written for
     /// `cryo restore --check-only` to judge a destination with (crate::precheck).
     pub check_only: bool,
+    /// `--pre-copy`: memory streamed while the processes run, then only what changed (not
+    /// implemented by this field yet: `cryo migrate` and `dump --to` pass it along).
+    pub pre_copy: bool,
 }
 
 /// The error a [`CommitHook`] answers with: it says which step failed.

@@ -19,11 +19,23 @@ use super::guardian::RestoreGuardian;
 pub(crate) struct Unlock {
     id: String,
     released: Option<cryo_netns::NetworkLock>,
+    /// Installed by this restore (an image of another host): removed if it fails.
+    here: bool,
 }
 
 impl Unlock {
     pub fn new(id: String) -> Self {
-        Self { id, released: None }
+        Self {
+            id,
+            released: None,
+            here: false,
+        }
+    }
+
+    /// The lock was installed by this restore: a failure removes it (once the processes are
+    /// gone) instead of keeping it for a retry.
+    pub fn installed_here(&mut self) {
+        self.here = true;
     }
 
     /// Deletes the lock's table: the connections' packets flow from here on. True when the
@@ -55,6 +67,14 @@ impl Unlock {
 
 impl Drop for Unlock {
     fn drop(&mut self) {
+        if self.here && !self.id.is_empty() {
+            // Dropped after the processes were killed (declared before them).
+            match cryo_netns::NetworkLock::release_by_id(&self.id) {
+                Ok(_) => debug!(lock = self.id, "network lock installed here removed"),
+                Err(e) => tracing::warn!(lock = self.id, error = %e, "network lock not removed"),
+            }
+            return;
+        }
         if !self.id.is_empty() {
             tracing::warn!(
                 lock = self.id,
