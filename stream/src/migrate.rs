@@ -266,10 +266,8 @@ pub(crate) fn serve(
         }
     }));
     let restored = cryo_core::restore(&ropts);
-    let mut conn = Arc::try_unwrap(conn)
-        .map_err(|_| StreamError::protocol("finish", "the connection is still shared"))?
-        .into_inner()
-        .unwrap_or_else(|p| p.into_inner());
+    drop(ropts);
+    let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
     match restored {
         Ok(r) => {
             let pids: Vec<i32> = r.roots.iter().map(|p| p.as_raw()).collect();
