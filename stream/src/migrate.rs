@@ -254,10 +254,9 @@ pub(crate) fn serve(
         )?;
         let step = format!("wait for {gate_peer} to say go");
         let f = conn.recv(&step).map_err(|e| match e {
-            StreamError::TimedOut { step, secs } => StreamError::protocol(
-                step,
-                format!("no go within {secs} s (--stream-timeout)"),
-            ),
+            StreamError::TimedOut { step, secs } => {
+                StreamError::protocol(step, format!("no go within {secs} s (--stream-timeout)"))
+            }
             e => e,
         })?;
         match f.kind {

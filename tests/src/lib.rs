@@ -833,8 +833,7 @@ impl Workload {
             self.restored.is_none() && !self.original_alive(),
             "something of this workload still runs"
         );
-        let pidfd =
-            Pidfd::open(here).unwrap_or_else(|e| panic!("no process {here} to adopt: {e}"));
+        let pidfd = Pidfd::open(here).unwrap_or_else(|e| panic!("no process {here} to adopt: {e}"));
         self.restored = Some(Restored::Detached { pidfd });
         assert_eq!(self.cmd("pid"), self.pid.to_string());
     }

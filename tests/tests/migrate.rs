@@ -95,7 +95,15 @@ impl Hosts {
             ip(&["-n", ns, "link", "set", dev, "up"]);
         }
         for ns in [&h.a, &h.b] {
-            ip(&["-n", ns, "addr", "add", &format!("{SERVICE}/32"), "dev", "lo"]);
+            ip(&[
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{SERVICE}/32"),
+                "dev",
+                "lo",
+            ]);
         }
         // C reaches the service on A; B answers C's clients (their addresses are on the A
         // side of C) through C.
@@ -113,8 +121,7 @@ impl Hosts {
     fn inside<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
         let handle = Self::netns(ns);
         std::thread::spawn(move || {
-            nix::sched::setns(handle.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
-                .expect("setns");
+            nix::sched::setns(handle.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
             f()
         })
         .join()
@@ -345,7 +352,7 @@ impl Migrate {
 /// The source's action script: logs each stage (with whether the original still exists and
 /// its state), flips C's route at migrate-restored and back at migrate-rollback; at
 /// migrate-restored it also says so on the FIFO `said` and waits for a line on `go`, when
-/// they exist.
+/// they exist, and then fails if the file `fail` exists.
 fn source_script(w: &Workload, hosts: &Hosts) -> PathBuf {
     let path = w.path("script");
     let log = w.path("script.log");
@@ -360,7 +367,8 @@ echo "$CRYO_HOOK_STAGE $state there=$CRYO_MIGRATE_PIDS" >> {log}
 case "$CRYO_HOOK_STAGE" in
 migrate-restored)
     ip -n {c} route replace {SERVICE} via 10.1.2.2 || exit 1
-    if [ -p {said} ]; then echo "$state" > {said}; read line < {go}; fi ;;
+    if [ -p {said} ]; then echo "$state" > {said}; read line < {go}; fi
+    if [ -e {fail} ]; then echo "told to fail"; exit 1; fi ;;
 migrate-rollback)
     ip -n {c} route replace {SERVICE} via 10.1.1.2 ;;
 esac
@@ -369,6 +377,7 @@ esac
         c = hosts.c,
         said = said.display(),
         go = go.display(),
+        fail = w.path("fail").display(),
     );
     std::fs::write(&path, body).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -411,7 +420,11 @@ fn read_fifo_line(path: &Path, writer: &Pidfd) -> String {
             continue;
         }
         if fds[1].revents().is_some_and(|r| !r.is_empty()) {
-            panic!("pid {} exited before writing {}", writer.pid(), path.display());
+            panic!(
+                "pid {} exited before writing {}",
+                writer.pid(),
+                path.display()
+            );
         }
     }
 }
@@ -449,6 +462,29 @@ fn echo_round(w: &Workload, clients: &mut [TcpStream], round: u64, n: usize) {
         "round {round}"
     );
     expect_echo(clients, &[(round, n)]);
+}
+
+/// Runs `meanwhile` on the clients once the script at migrate-restored said the original is
+/// frozen (and C's route moved), then lets the script finish and waits for migrate.
+fn in_the_window(
+    w: &Workload,
+    hosts: &Hosts,
+    migrate: Migrate,
+    meanwhile: impl FnOnce(&mut [TcpStream]),
+    clients: &mut [TcpStream],
+) -> (CryoOutput, Duration) {
+    let state = read_fifo_line(&w.path("said"), &migrate.pidfd);
+    assert_eq!(state, "alive t", "the original at migrate-restored");
+    assert_eq!(hosts.route(), "B");
+    meanwhile(clients);
+    // Held open until migrate ends: the line stays in the FIFO until the script reads it.
+    let mut go = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(w.path("go"))
+        .unwrap();
+    go.write_all(b"go\n").unwrap();
+    migrate.wait()
 }
 
 fn seed(round: u64, client: usize) -> u64 {
@@ -502,21 +538,15 @@ fn a_server_with_100_clients_moves_to_b_and_every_client_goes_on() {
         ],
     );
     // migrate-restored: B holds every process, stopped and locked; the originals are
-    // frozen, still there.
-    let state = read_fifo_line(&w.path("said"), &migrate.pidfd);
-    assert_eq!(state, "alive t", "the original at migrate-restored");
-    assert_eq!(hosts.route(), "B");
-    // Sent while A is frozen and B locked, after the address moved: dropped by B's lock, sent
-    // again once B runs.
-    send_round(&mut clients, 3, 2000);
-    let mut go = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(w.path("go"))
-        .unwrap();
-    go.write_all(b"go\n").unwrap();
-    let (out, took) = migrate.wait();
-    drop(go);
+    // frozen, still there. Sent while A is frozen and B locked, after the address moved:
+    // dropped by B's lock, sent again once B runs.
+    let (out, took) = in_the_window(
+        &w,
+        &hosts,
+        migrate,
+        |clients_| send_round(clients_, 3, 2000),
+        &mut clients,
+    );
     assert!(out.success(), "{out}\n--- serve on B\n{}", serve.log());
     // The originals are gone once migrate returns (killed only after B ran them).
     assert!(!w.original_alive(), "the original survived the migration");
@@ -531,7 +561,10 @@ fn a_server_with_100_clients_moves_to_b_and_every_client_goes_on() {
     assert!(stages[0].starts_with("pre-dump alive"), "{stages:?}");
     assert!(stages[1].starts_with("network-lock alive t"), "{stages:?}");
     assert!(stages[2].starts_with("post-dump alive t"), "{stages:?}");
-    assert!(stages[3].starts_with("migrate-restored alive t there="), "{stages:?}");
+    assert!(
+        stages[3].starts_with("migrate-restored alive t there="),
+        "{stages:?}"
+    );
     assert!(stages[4].starts_with("migrate-done gone"), "{stages:?}");
     let here = pid_here(w.pid(), w.dir())
         .unwrap_or_else(|| panic!("no restored workload in B's PID namespace\n{}", serve.log()));
@@ -550,6 +583,59 @@ fn a_server_with_100_clients_moves_to_b_and_every_client_goes_on() {
             .lines()
             .find(|l| l.contains("migrated pid"))
             .unwrap_or_default()
+    );
+}
+
+#[test]
+fn a_failure_after_the_address_moved_rolls_back_and_what_b_was_sent_reaches_a() {
+    cryo_bin();
+    let hosts = Hosts::new();
+    let w = Hosts::spawn(&hosts.a, "tcp", &[&format!("{SERVICE}:0")]);
+    let port: u16 = w.cmd("port").parse().unwrap();
+    let mut clients = hosts.clients(port, 10);
+    assert_eq!(w.cmd("accept-n 10"), "10");
+    echo_round(&w, &mut clients, 1, 500);
+    let serve = Serve::start(&hosts, w.dir(), "", &[]);
+    let script = source_script(&w, &hosts);
+    mkfifo(&w.path("said"));
+    mkfifo(&w.path("go"));
+    std::fs::write(w.path("fail"), "").unwrap();
+    let migrate = Migrate::spawn(
+        &hosts,
+        &w,
+        &serve,
+        &[
+            "--tcp-established",
+            "--action-script",
+            script.to_str().unwrap(),
+        ],
+    );
+    // Sent to B (the route moved) while it holds the connections locked; then the script
+    // fails: B must not have taken these bytes, or A never gets them.
+    let (out, _) = in_the_window(&w, &hosts, migrate, |c| send_round(c, 2, 900), &mut clients);
+    out.assert_refused()
+        .assert_stderr_mentions("step 3b, the action script")
+        .assert_stderr_mentions("told to fail")
+        .assert_stderr_mentions("rolled back");
+    serve.await_line("every process restored here killed");
+    w.assert_untouched();
+    assert_eq!(hosts.route(), "A");
+    let stages = std::fs::read_to_string(w.path("script.log")).unwrap();
+    assert!(
+        stages
+            .lines()
+            .last()
+            .unwrap()
+            .starts_with("migrate-rollback alive"),
+        "{stages}"
+    );
+    // Sent again by the clients' TCP, to A now.
+    assert_eq!(w.cmd("echo-all 900"), "10");
+    expect_echo(&mut clients, &[(2, 900)]);
+    echo_round(&w, &mut clients, 3, 500);
+    assert!(
+        pid_here(w.pid(), w.dir()).is_none(),
+        "B kept what it restored"
     );
 }
 
@@ -590,7 +676,11 @@ fn the_destination_killed_mid_transfer_leaves_the_source_serving() {
     w.assert_untouched();
     let stages = std::fs::read_to_string(w.path("script.log")).unwrap();
     assert!(
-        stages.lines().last().unwrap().starts_with("migrate-rollback alive"),
+        stages
+            .lines()
+            .last()
+            .unwrap()
+            .starts_with("migrate-rollback alive"),
         "{stages}"
     );
     assert_eq!(hosts.route(), "A");

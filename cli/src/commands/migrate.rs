@@ -172,7 +172,9 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         let timings = Arc::clone(&timings);
         let (script, pids, to) = (script.clone(), pids.clone(), to.clone());
         move |dir, checkpoint_id| {
-            let note = |f: &dyn Fn(&mut Timings)| f(&mut timings.lock().unwrap_or_else(|p| p.into_inner()));
+            let note = |f: &dyn Fn(&mut Timings)| {
+                f(&mut timings.lock().unwrap_or_else(|p| p.into_inner()))
+            };
             note(&|t| t.hook_started = Some(Instant::now()));
             let images = cryo_core::ImageDir::open(dir)?;
             with_migration(&slot, |m| {
