@@ -234,14 +234,17 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         _ => Duration::ZERO,
     };
     eprintln!(
-        "cryo: migrated pid {} to {to} (pids there {}): {} of pages, frozen {} (image sent and \
-         restored there in {}, commit {}), total {}",
+        "cryo: migrated pid {} to {to} (pids there {}): {} of pages, running there {} after \
+         the freeze (image written {}, sent and restored there {}, script and go {}), \
+         originals killed after {}, total {}",
         pid_list(&summary.pids),
         join(&t.there),
         mib(summary.pages_bytes),
-        ms(summary.frozen),
+        ms(since(summary.frozen_at, t.running)),
+        ms(since(summary.frozen_at, t.hook_started)),
         ms(since(t.hook_started, t.restored)),
         ms(since(t.restored, t.running)),
+        ms(summary.frozen),
         ms(started.elapsed()),
     );
     hooks

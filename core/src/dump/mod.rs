@@ -124,6 +124,8 @@ pub struct DumpSummary {
     pub frozen: Duration,
     /// How long the whole dump took.
     pub total: Duration,
+    /// When the last process was frozen (for a caller timing what its commit hook did).
+    pub frozen_at: Option<Instant>,
 }
 
 /// Dumps the trees rooted at `opts.pids` into `opts.images_dir`.
@@ -441,6 +443,7 @@ fn dump_tree(
         pages_bytes,
         frozen: frozen_for,
         total: started.elapsed(),
+        frozen_at: Some(frozen_at),
     };
     info!(
         processes = tree.len(),
