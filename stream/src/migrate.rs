@@ -82,6 +82,11 @@ impl Peer {
 }
 
 impl Migration {
+    /// Calls `f` with the bytes of image data sent so far, as they go (a progress display).
+    pub fn on_data_sent(&mut self, f: impl FnMut(u64) + Send + 'static) {
+        self.conn.on_data_sent(f);
+    }
+
     /// Sends the check image `images` and returns the destination's verdict on it.
     pub fn check(
         &mut self,
@@ -290,9 +295,9 @@ pub(crate) fn serve(
             if let Err(h) = hooks.run(cryo_core::Stage::MigrateRollback, &[]) {
                 warn!(migration = %name, "{h}");
             }
-            conn.send_failed(&format!("restore: {why}"));
+            conn.send_failed(&why);
             Err(StreamError::PeerFailed {
-                step: format!("migration {name:?} from {peer}: restore"),
+                step: format!("migration {name:?} from {peer}"),
                 why: format!("{why} (every process restored here killed)"),
             })
         }

@@ -103,9 +103,14 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         .unwrap_or_else(|| format!("pid-{}", pids[0]));
     let peer = args.stream.peer(&to, "migrate")?;
     let script = args.action_script.script();
-    let migration = peer
+    let mut migration = peer
         .migrate(&name)
         .with_context(|| format!("{what}: step 1, the check: connect"))?;
+    let progress = progress_bar();
+    if let Some(bar) = &progress {
+        let bar = bar.clone();
+        migration.on_data_sent(move |bytes| bar.set_position(bytes));
+    }
     let slot: Slot = Arc::new(Mutex::new(Some(migration)));
     let abort = |why: &str| {
         if let Some(m) = slot.lock().unwrap_or_else(|p| p.into_inner()).take() {
@@ -145,12 +150,19 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     let mut permanent = 0;
     for f in &verdict.findings {
         permanent += usize::from(f.kind == "permanent");
-        eprintln!(
+        let line = format!(
             "cryo: {to}: {} {} {}: {} ({})",
             f.kind, f.what, f.subject, f.reason, f.action
         );
+        match &progress {
+            Some(bar) => bar.suspend(|| eprintln!("{line}")),
+            None => eprintln!("{line}"),
+        }
     }
     if permanent > 0 {
+        if let Some(bar) = &progress {
+            bar.finish_and_clear();
+        }
         abort("permanent findings on the destination");
         eprintln!(
             "cryo: {what}: stopped at step 1, the check: {permanent} permanent finding(s) on \
@@ -205,6 +217,9 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     let mut hooks = Hooks::new(script.as_ref(), images_dir.path());
     hooks.set(hook_env::MIGRATE_PEER, to.as_str());
     let dumped = dump(&opts);
+    if let Some(bar) = &progress {
+        bar.finish_and_clear();
+    }
     let summary = match dumped {
         Ok(summary) => summary,
         Err(e) => {
@@ -251,6 +266,23 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         .run(Stage::MigrateDone, &pids)
         .with_context(|| format!("{what}: done (the processes run on {to}), but"))?;
     Ok(0)
+}
+
+/// Bytes sent and the rate, on stderr when it is a terminal (nothing on a pipe or a file).
+fn progress_bar() -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal as _;
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar =
+        indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "cryo: migrate: {binary_bytes} sent ({binary_bytes_per_sec}), {elapsed}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
+    Some(bar)
 }
 
 /// The dump options every dump of this migration shares.
