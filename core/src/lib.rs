@@ -63,4 +63,4 @@ pub use image::{ImageDir, ImageDirError};
 pub use ipc::IpcError;
 pub use nix::unistd::Pid;
 pub use restore::error::{ChildError, RestoreError};
-pub use restore::{restore, GateError, RestoreGate, RestoreOptions, Restored};
+pub use restore::{restore, GateError, KeepLock, RestoreGate, RestoreOptions, Restored};

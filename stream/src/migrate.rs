@@ -36,8 +36,10 @@
 //! (the originals thawed, connections out of repair mode, its lock removed), its script runs
 //! at migrate-rollback (the address moved back), and only then it tells the destination
 //! (Failed), which meanwhile kept its lock (the clients' packets, already routed to it, are
-//! dropped rather than reset). The destination kills what it restored when it hears Failed,
-//! the connection ends, or no Go comes within its stream timeout; then removes its lock and
+//! dropped rather than reset). The destination kills what it restored when it hears Failed
+//! (then removes its lock), or when the connection ends or no Go comes within its stream
+//! timeout (then it keeps its lock: told nothing, it cannot know whether the address points
+//! at it already, and a reset would end connections the source still holds); either way it
 //! runs its script at migrate-rollback. A source killed after sending Go leaves the
 //! destination running and its own dump guardian thawing the originals: the one window where
 //! the operator must choose (the address, moved already, says which side serves).
@@ -258,11 +260,16 @@ pub(crate) fn serve(
             "report the restore",
         )?;
         let step = format!("wait for {gate_peer} to say go");
-        let f = conn.recv(&step).map_err(|e| match e {
-            StreamError::TimedOut { step, secs } => {
-                StreamError::protocol(step, format!("no go within {secs} s (--stream-timeout)"))
-            }
-            e => e,
+        // No word from the source (silent, gone): the address may point here already, so
+        // the lock stays and the clients' packets are dropped, not reset, until the source
+        // (rolled back) has them again.
+        let f = conn.recv(&step).map_err(|e| {
+            cryo_core::KeepLock(Box::new(match e {
+                StreamError::TimedOut { step, secs } => {
+                    StreamError::protocol(step, format!("no go within {secs} s (--stream-timeout)"))
+                }
+                e => e,
+            }))
         })?;
         match f.kind {
             FrameType::Go => Ok(()),

@@ -205,6 +205,17 @@ struct Serve {
 
 impl Serve {
     fn start(hosts: &Hosts, dir: &Path, prelude: &str, env: &[(&str, &str)]) -> Self {
+        Self::start_with_timeout(hosts, dir, prelude, env, 20)
+    }
+
+    /// As [`Serve::start`], giving up on a silent source after `secs`.
+    fn start_with_timeout(
+        hosts: &Hosts,
+        dir: &Path,
+        prelude: &str,
+        env: &[(&str, &str)],
+        secs: u32,
+    ) -> Self {
         let key = key_file(dir);
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &hosts.b])
@@ -215,7 +226,7 @@ impl Serve {
             .arg(dir.join("root"))
             .arg("--psk-file")
             .arg(&key)
-            .args(["--stream-timeout", "20"])
+            .args(["--stream-timeout", &secs.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -645,6 +656,60 @@ fn a_failure_after_the_address_moved_rolls_back_and_what_b_was_sent_reaches_a() 
         pid_here(w.pid(), w.dir()).is_none(),
         "B kept what it restored"
     );
+}
+
+#[test]
+fn a_destination_without_go_kills_what_it_restored_and_keeps_its_lock() {
+    cryo_bin();
+    let hosts = Hosts::new();
+    let w = Hosts::spawn(&hosts.a, "tcp", &[&format!("{SERVICE}:0")]);
+    let port: u16 = w.cmd("port").parse().unwrap();
+    let mut clients = hosts.clients(port, 10);
+    assert_eq!(w.cmd("accept-n 10"), "10");
+    echo_round(&w, &mut clients, 1, 500);
+    // B waits 2 s for the go; the source's script takes longer.
+    let serve = Serve::start_with_timeout(&hosts, w.dir(), "", &[], 2);
+    let script = source_script(&w, &hosts);
+    mkfifo(&w.path("said"));
+    mkfifo(&w.path("go"));
+    let migrate = Migrate::spawn(
+        &hosts,
+        &w,
+        &serve,
+        &[
+            "--tcp-established",
+            "--action-script",
+            script.to_str().unwrap(),
+        ],
+    );
+    let (out, _) = in_the_window(
+        &w,
+        &hosts,
+        migrate,
+        |c| {
+            serve.await_line("no go within 2 s");
+            serve.await_line("every process restored here killed");
+            // The route points at B, which gave up: its lock stays, so these are dropped
+            // there (not reset) until the source has rolled back and moved the route back.
+            send_round(c, 2, 800);
+        },
+        &mut clients,
+    );
+    out.assert_refused()
+        .assert_stderr_mentions("step 3c")
+        .assert_stderr_mentions("rolled back");
+    w.assert_untouched();
+    assert_eq!(hosts.route(), "A");
+    assert!(
+        serve.log().contains("network lock kept here"),
+        "{}",
+        serve.log()
+    );
+    let locks = Hosts::inside(&hosts.b, || cryo_netns::installed_locks().unwrap());
+    assert_eq!(locks.len(), 1, "B's lock is kept: {locks:?}");
+    assert_eq!(w.cmd("echo-all 800"), "10");
+    expect_echo(&mut clients, &[(2, 800)]);
+    echo_round(&w, &mut clients, 3, 500);
 }
 
 #[test]

@@ -38,6 +38,21 @@ impl Unlock {
         self.here = true;
     }
 
+    /// A lock installed here stays after a failure after all (logged with its table).
+    pub fn keep_installed(&mut self) {
+        if self.here && !self.id.is_empty() {
+            self.here = false;
+            tracing::warn!(
+                lock = self.id,
+                table = cryo_netns::table_name(&self.id),
+                "network lock kept here: the connections' peers may be sending to this host; \
+                 their packets are dropped rather than answered with resets"
+            );
+            // Said once: the drop stays silent.
+            self.id.clear();
+        }
+    }
+
     /// Deletes the lock's table: the connections' packets flow from here on. True when the
     /// image left one.
     pub fn release(&mut self) -> bool {

@@ -90,6 +90,14 @@ pub struct RestoreOptions {
 /// The error a [`RestoreGate`] answers with: it says which step failed.
 pub type GateError = Box<dyn std::error::Error + Send + Sync>;
 
+/// A gate's error that leaves the lock installed here ([`RestoreOptions::lock_here`]) after the
+/// restore failed: the gate heard nothing (a timeout, a lost connection), so the connections'
+/// peers may be talking to this host already; dropping their packets keeps them alive for
+/// the source, where a reset would end them.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct KeepLock(pub GateError);
+
 /// What a restore calls between "every process whole, stopped, connections locked" and
 /// "unlock, probe, run", with the root pids as cryo sees them.
 #[derive(Clone)]
@@ -224,7 +232,12 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored> {
     interrupted("after rebuilding the processes")?;
     if let Some(gate) = &opts.gate {
         // Whole, stopped, locked: the caller says whether they may run (a migration's go).
-        (gate.0)(&roots).map_err(|why| error::RestoreError::Gate { why })?;
+        (gate.0)(&roots).map_err(|why| {
+            if why.is::<KeepLock>() {
+                unlock.keep_installed();
+            }
+            error::RestoreError::Gate { why }
+        })?;
         interrupted("after the go")?;
     }
     // Every process whole and stopped: the connections may talk again. Each is probed (which
