@@ -205,17 +205,28 @@ struct Serve {
 
 impl Serve {
     fn start(hosts: &Hosts, dir: &Path, prelude: &str, env: &[(&str, &str)]) -> Self {
-        Self::start_with_timeout(hosts, dir, prelude, env, 20)
+        Self::start_with(hosts, dir, prelude, env, 20)
     }
 
-    /// As [`Serve::start`], giving up on a silent source after `secs`.
-    fn start_with_timeout(
+    /// As [`Serve::start`], giving up on a silent source after `secs`, with an action script
+    /// that logs each stage into `dir`/dest.log.
+    fn start_with(
         hosts: &Hosts,
         dir: &Path,
         prelude: &str,
         env: &[(&str, &str)],
         secs: u32,
     ) -> Self {
+        let script = dir.join("dest-script");
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\necho \"$CRYO_HOOK_STAGE $CRYO_PIDS\" >> {}\n",
+                dir.join("dest.log").display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
         let key = key_file(dir);
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &hosts.b])
@@ -227,6 +238,8 @@ impl Serve {
             .arg("--psk-file")
             .arg(&key)
             .args(["--stream-timeout", &secs.to_string()])
+            .arg("--action-script")
+            .arg(&script)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -573,6 +586,20 @@ fn a_server_with_100_clients_moves_to_b_and_every_client_goes_on() {
         std::os::unix::process::ExitStatusExt::signal(&status) == Some(libc::SIGKILL),
         "{status}"
     );
+    // Nothing but the summary on a file (progress is for terminals).
+    assert!(!out.stderr.contains(" sent ("), "{out}");
+    let dest = std::fs::read_to_string(w.path("dest.log")).unwrap();
+    let pid = w.pid();
+    assert_eq!(
+        dest.lines().collect::<Vec<_>>(),
+        [
+            "pre-restore ".to_string(),
+            format!("post-restore {pid}"),
+            format!("network-unlock {pid}"),
+            format!("post-resume {pid}"),
+        ],
+        "B's stages"
+    );
     let stages = std::fs::read_to_string(w.path("script.log")).unwrap();
     let stages: Vec<&str> = stages.lines().collect();
     assert_eq!(stages.len(), 5, "{stages:?}\n{out}");
@@ -668,7 +695,7 @@ fn a_destination_without_go_kills_what_it_restored_and_keeps_its_lock() {
     assert_eq!(w.cmd("accept-n 10"), "10");
     echo_round(&w, &mut clients, 1, 500);
     // B waits 2 s for the go; the source's script takes longer.
-    let serve = Serve::start_with_timeout(&hosts, w.dir(), "", &[], 2);
+    let serve = Serve::start_with(&hosts, w.dir(), "", &[], 2);
     let script = source_script(&w, &hosts);
     mkfifo(&w.path("said"));
     mkfifo(&w.path("go"));
@@ -707,6 +734,13 @@ fn a_destination_without_go_kills_what_it_restored_and_keeps_its_lock() {
     );
     let locks = Hosts::inside(&hosts.b, || cryo_netns::installed_locks().unwrap());
     assert_eq!(locks.len(), 1, "B's lock is kept: {locks:?}");
+    let dest = std::fs::read_to_string(w.path("dest.log")).unwrap();
+    let dest: Vec<&str> = dest.lines().map(|l| l.split(' ').next().unwrap()).collect();
+    assert_eq!(
+        dest,
+        ["pre-restore", "post-restore", "migrate-rollback"],
+        "B's stages"
+    );
     assert_eq!(w.cmd("echo-all 800"), "10");
     expect_echo(&mut clients, &[(2, 800)]);
     echo_round(&w, &mut clients, 3, 500);
