@@ -166,11 +166,13 @@ impl Drop for Scratch {
 }
 
 /// The destination's side of a migration accepted on `conn` (steps 1 to 3c above), with
-/// `script` run at the restore's stages and at migrate-rollback.
+/// `script` run at the restore's stages and at migrate-rollback; the id of a network lock a
+/// failure leaves installed goes into `kept`.
 pub(crate) fn serve(
     mut conn: Conn<TcpStream>,
     start: &msg::Start,
     script: Option<&cryo_core::ActionScript>,
+    kept: &mut Vec<String>,
 ) -> Result<Outcome, StreamError> {
     let name = start.name.clone();
     let peer = conn.peer().to_string();
@@ -298,6 +300,14 @@ pub(crate) fn serve(
         Err(e) => {
             let why = crate::server::chain(&e);
             warn!(migration = %name, "every process restored here killed: {why}");
+            if let Some(id) = cryo_core::network_lock_installed(&dir.0) {
+                warn!(
+                    migration = %name,
+                    lock = id,
+                    "network lock kept until the next migration to this receiver starts"
+                );
+                kept.push(id);
+            }
             let hooks = cryo_core::Hooks::new(script, &dir.0);
             if let Err(h) = hooks.run(cryo_core::Stage::MigrateRollback, &[]) {
                 warn!(migration = %name, "{h}");

@@ -10,6 +10,7 @@
 //! One connection at a time, on the calling thread: a restore forks, and forking from a
 //! process that runs other threads is not safe (shared/DESIGN.md, choice 5).
 
+use std::cell::RefCell;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
@@ -100,6 +101,9 @@ pub struct Server {
     opts: ServeOptions,
     listener: TcpListener,
     root: ImageDir,
+    /// The network locks failed migrations left installed here (their source went silent:
+    /// its clients may have been routed here), removed when the next migration starts.
+    kept_locks: RefCell<Vec<String>>,
 }
 
 impl Server {
@@ -129,6 +133,7 @@ impl Server {
             opts,
             listener,
             root,
+            kept_locks: RefCell::new(Vec::new()),
         })
     }
 
@@ -196,7 +201,19 @@ impl Server {
             Ok(Purpose::Fetch) => self.serve_back(&mut conn, &start, refuse),
             Ok(Purpose::Restore) => self.restore_here(&mut conn, &start, refuse),
             Ok(Purpose::Migrate) => {
-                crate::migrate::serve(conn, &start, self.opts.action_script.as_ref())
+                // A new migration: the source of a failed one has rolled back long since.
+                for id in self.kept_locks.borrow_mut().drain(..) {
+                    match cryo_netns::NetworkLock::release_by_id(&id) {
+                        Ok(_) => info!(lock = id, "network lock of a failed migration removed"),
+                        Err(e) => warn!(lock = id, "network lock of a failed migration: {e}"),
+                    }
+                }
+                crate::migrate::serve(
+                    conn,
+                    &start,
+                    self.opts.action_script.as_ref(),
+                    &mut self.kept_locks.borrow_mut(),
+                )
             }
             _ => Err(refuse(
                 &mut conn,

@@ -686,10 +686,10 @@ fn a_failure_after_the_address_moved_rolls_back_and_what_b_was_sent_reaches_a() 
 }
 
 #[test]
-fn a_destination_without_go_kills_what_it_restored_and_keeps_its_lock() {
+fn a_destination_without_go_kills_what_it_restored_and_keeps_its_lock_until_a_retry() {
     cryo_bin();
     let hosts = Hosts::new();
-    let w = Hosts::spawn(&hosts.a, "tcp", &[&format!("{SERVICE}:0")]);
+    let mut w = Hosts::spawn(&hosts.a, "tcp", &[&format!("{SERVICE}:0")]);
     let port: u16 = w.cmd("port").parse().unwrap();
     let mut clients = hosts.clients(port, 10);
     assert_eq!(w.cmd("accept-n 10"), "10");
@@ -743,6 +743,27 @@ fn a_destination_without_go_kills_what_it_restored_and_keeps_its_lock() {
     );
     assert_eq!(w.cmd("echo-all 800"), "10");
     expect_echo(&mut clients, &[(2, 800)]);
+    // A retry to the same receiver: the lock kept goes as it starts, and the clients follow.
+    std::fs::remove_file(w.path("said")).unwrap();
+    std::fs::remove_file(w.path("go")).unwrap();
+    let (out, _) = Migrate::spawn(
+        &hosts,
+        &w,
+        &serve,
+        &[
+            "--tcp-established",
+            "--action-script",
+            script.to_str().unwrap(),
+        ],
+    )
+    .wait();
+    assert!(out.success(), "{out}\n--- serve on B\n{}", serve.log());
+    assert_eq!(hosts.route(), "B");
+    w.wait_original();
+    let here = pid_here(w.pid(), w.dir()).expect("restored on B");
+    w.adopt_restored_at(here);
+    let locks = Hosts::inside(&hosts.b, || cryo_netns::installed_locks().unwrap());
+    assert!(locks.is_empty(), "locks left on B: {locks:?}");
     echo_round(&w, &mut clients, 3, 500);
 }
 
