@@ -228,7 +228,12 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
             drop(images_dir);
             let rollback = hooks.run(Stage::MigrateRollback, &pids);
             abort(&format!("the source rolled back: {e}"));
-            let err = anyhow::Error::new(e).context(what.clone());
+            // The commit hook's errors name their step; any other is the dump's own.
+            let step = match &e {
+                cryo_core::Error::Dump(cryo_core::DumpError::Commit { .. }) => what.clone(),
+                _ => format!("{what}: step 2, the dump"),
+            };
+            let err = anyhow::Error::new(e).context(step);
             return Err(match rollback {
                 Ok(()) => err,
                 Err(h) => err.context(format!("and then: {h}")),

@@ -79,7 +79,8 @@ pub struct RestoreOptions {
     pub accept_changed_files: bool,
     /// The image comes from another host (a migration): install its network lock here over
     /// its connections before any socket is made, so that nothing reaches them, and nothing
-    /// of them leaves, until the lock is released; a restore that fails removes it again.
+    /// of them leaves, until the lock is released; a restore that fails removes it again
+    /// (unless its gate failed with [`KeepLock`]).
     pub lock_here: bool,
     /// Called once every process is restored and stopped, with its connections still locked
     /// (after post-restore, before the lock goes): the restore goes on only when it returns
