@@ -65,8 +65,7 @@ pub mod env {
     pub const NETWORK_LOCK: &str = "CRYO_NETWORK_LOCK";
     /// The checkpoint id: from post-dump on (dump), throughout (restore).
     pub const CHECKPOINT_ID: &str = "CRYO_CHECKPOINT_ID";
-    /// Migration: the other side (`ADDR:PORT` of the destination on the source, the source's
-    /// address on the destination).
+    /// Migration, on the source: the destination (`ADDR:PORT`).
     pub const MIGRATE_PEER: &str = "CRYO_MIGRATE_PEER";
     /// Migration, on the source from migrate-restored on: the root pids the destination
     /// restored, as it sees them.

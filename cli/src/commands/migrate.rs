@@ -195,7 +195,10 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
                 let there = m
                     .wait_restored()
                     .map_err(|e| step("3a, the restore on the destination", e))?;
-                note(&|t| t.restored = Some(Instant::now()));
+                note(&|t| {
+                    t.restored = Some(Instant::now());
+                    t.there = there.clone();
+                });
                 let mut hooks = Hooks::new(script.as_ref(), dir);
                 hooks.set(hook_env::CHECKPOINT_ID, checkpoint_id);
                 hooks.set(hook_env::MIGRATE_PEER, to.as_str());
@@ -226,6 +229,9 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
             // Rolled back by the dump: the originals run, their connections intact. The
             // address goes back (the script) before the destination lets go of its lock.
             drop(images_dir);
+            let there =
+                std::mem::take(&mut timings.lock().unwrap_or_else(|p| p.into_inner()).there);
+            hooks.set(hook_env::MIGRATE_PIDS, join(&there));
             let rollback = hooks.run(Stage::MigrateRollback, &pids);
             abort(&format!("the source rolled back: {e}"));
             // The commit hook's errors name their step; any other is the dump's own.
