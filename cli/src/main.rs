@@ -39,6 +39,8 @@ enum Command {
     Restore(commands::restore::Args),
     /// Receive streamed images, keep them, serve them back and restore them
     Serve(commands::serve::Args),
+    /// Move running process trees to another host (`cryo serve` there), connections included
+    Migrate(commands::migrate::Args),
     /// Print an image directory as text or JSON
     Show(commands::show::Args),
     /// Remove the network lock a dump left installed
@@ -78,6 +80,7 @@ fn run(command: Command) -> anyhow::Result<i32> {
     match command {
         Command::Dump(args) => commands::dump::run(args),
         Command::Restore(args) => commands::restore::run(args),
+        Command::Migrate(args) => commands::migrate::run(args),
         Command::Serve(args) => commands::serve::run(args),
         Command::Show(args) => commands::show::run(args),
         Command::Unlock(args) => commands::unlock::run(args),

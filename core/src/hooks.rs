@@ -8,6 +8,11 @@
 //! restore: [images checked] -> pre-restore -> [processes created, restored, stopped]
 //!          -> post-restore -> [lock released] network-unlock (only with a lock)
 //!          -> [processes run] -> post-resume
+//! migrate: (source) pre-dump -> network-lock -> post-dump -> [destination restored, locked]
+//!          -> migrate-restored -> [destination runs, originals killed, lock removed]
+//!          -> migrate-done; or, on any failure, [originals thawed] -> migrate-rollback
+//!          (destination) pre-restore -> post-restore -> [told to go] -> network-unlock
+//!          -> post-resume; or, without a go, [what it restored killed] -> migrate-rollback
 //! ```
 //!
 //! The stage names are CRIU's, so a script written for CRIU's `CRTOOLS_SCRIPT_ACTION` works.
@@ -60,9 +65,14 @@ pub mod env {
     pub const NETWORK_LOCK: &str = "CRYO_NETWORK_LOCK";
     /// The checkpoint id: from post-dump on (dump), throughout (restore).
     pub const CHECKPOINT_ID: &str = "CRYO_CHECKPOINT_ID";
+    /// Migration, on the source: the destination (`ADDR:PORT`).
+    pub const MIGRATE_PEER: &str = "CRYO_MIGRATE_PEER";
+    /// Migration, on the source from migrate-restored on: the root pids the destination
+    /// restored, as it sees them.
+    pub const MIGRATE_PIDS: &str = "CRYO_MIGRATE_PIDS";
 
     /// Every variable above.
-    pub const ALL: [&str; 9] = [
+    pub const ALL: [&str; 11] = [
         STAGE,
         CRIU_ACTION,
         IMAGE_DIR,
@@ -72,6 +82,8 @@ pub mod env {
         IMAGE_PIDS,
         NETWORK_LOCK,
         CHECKPOINT_ID,
+        MIGRATE_PEER,
+        MIGRATE_PIDS,
     ];
 }
 
@@ -93,6 +105,16 @@ pub enum Stage {
     NetworkUnlock,
     /// Restore: the processes run.
     PostResume,
+    /// Migration, source: the destination restored every process, stopped, its connections
+    /// locked; the originals are frozen. The moment to move the service address.
+    MigrateRestored,
+    /// Migration, source: the destination's processes run, the originals are killed and the
+    /// source's network lock is removed.
+    MigrateDone,
+    /// Migration, either side: it failed; the source's originals run again (thawed, every
+    /// connection intact), the destination killed what it restored. The moment to move the
+    /// address back.
+    MigrateRollback,
 }
 
 impl Stage {
@@ -106,6 +128,9 @@ impl Stage {
             Self::PostRestore => "post-restore",
             Self::NetworkUnlock => "network-unlock",
             Self::PostResume => "post-resume",
+            Self::MigrateRestored => "migrate-restored",
+            Self::MigrateDone => "migrate-done",
+            Self::MigrateRollback => "migrate-rollback",
         }
     }
 }

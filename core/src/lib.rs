@@ -55,9 +55,12 @@ pub use dump::{
     DumpSummary,
 };
 pub use error::{Error, Result};
-pub use hooks::{ActionScript, HookStatus, Stage, DEFAULT_TIMEOUT as DEFAULT_HOOK_TIMEOUT};
+pub use hooks::{
+    env as hook_env, ActionScript, HookError, HookStatus, Hooks, Stage,
+    DEFAULT_TIMEOUT as DEFAULT_HOOK_TIMEOUT,
+};
 pub use image::{ImageDir, ImageDirError};
 pub use ipc::IpcError;
 pub use nix::unistd::Pid;
 pub use restore::error::{ChildError, RestoreError};
-pub use restore::{restore, RestoreOptions, Restored};
+pub use restore::{restore, GateError, KeepLock, RestoreGate, RestoreOptions, Restored};

@@ -445,5 +445,26 @@ pub fn stream_frames() -> Vec<Vec<u8>> {
             8,
             &msg::Restored { pids: vec![42] }.encode_to_vec(),
         ),
+        encode(
+            FrameType::Verdict,
+            9,
+            &msg::Verdict {
+                checkpoint_id: "c1".into(),
+                findings: vec![msg::Finding {
+                    kind: "permanent".into(),
+                    what: "file".into(),
+                    subject: "/lib/x.so".into(),
+                    reason: "another sha256".into(),
+                    action: "install the same file".into(),
+                }],
+            }
+            .encode_to_vec(),
+        ),
+        encode(FrameType::Go, 10, &msg::Go {}.encode_to_vec()),
+        encode(
+            FrameType::Running,
+            11,
+            &msg::Running { pids: vec![42] }.encode_to_vec(),
+        ),
     ]
 }

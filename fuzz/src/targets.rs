@@ -227,6 +227,9 @@ pub fn stream_frame(data: &[u8]) {
         FrameType::Committed => message_round::<msg::Committed>(payload),
         FrameType::Failed => message_round::<msg::Failed>(payload),
         FrameType::Restored => message_round::<msg::Restored>(payload),
+        FrameType::Verdict => message_round::<msg::Verdict>(payload),
+        FrameType::Go => message_round::<msg::Go>(payload),
+        FrameType::Running => message_round::<msg::Running>(payload),
     }
 }
 

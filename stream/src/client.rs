@@ -72,7 +72,7 @@ impl Peer {
     }
 
     /// Connects, authenticates and asks for `purpose` on image `name`; returns once accepted.
-    fn start(
+    pub(crate) fn start(
         &self,
         purpose: Purpose,
         name: &str,
@@ -109,43 +109,7 @@ impl Peer {
         checkpoint_id: &str,
     ) -> Result<String, StreamError> {
         let mut conn = self.start(Purpose::Store, name, checkpoint_id)?;
-        // Between frames: a pending SIGINT stops the transfer, and so does a word from the
-        // receiver (it only speaks before the End to say it failed).
-        let watch = conn
-            .get_ref()
-            .try_clone()
-            .map_err(|e| StreamError::io("watch the connection", e, 0))?;
-        let keep_going = |step: &str| {
-            cryo_core::interrupt::check("")
-                .map_err(|_| StreamError::Interrupted { step: step.into() })?;
-            if readable(&watch) {
-                return Err(StreamError::protocol(
-                    step,
-                    "the receiver spoke before the end",
-                ));
-            }
-            Ok(())
-        };
-        let sent = match transfer::send_image(&mut conn, images, checkpoint_id, &keep_going) {
-            Ok(m) => m,
-            // The receiver's own reason, when it gave one, says more than a broken pipe.
-            Err(e) => return Err(last_word(&mut conn).unwrap_or(e)),
-        };
-        let ours = manifest::hash(&sent);
-        let step = format!("wait for {} to commit image {name:?}", self.addr);
-        let committed: msg::Committed = conn.expect(FrameType::Committed, &step)?;
-        if committed.manifest_hash != ours {
-            return Err(StreamError::protocol(
-                &step,
-                format!(
-                    "the receiver committed manifest {}, we sent {ours}",
-                    committed.manifest_hash
-                ),
-            ));
-        }
-        let bytes: u64 = sent.files.iter().map(|f| f.size).sum();
-        info!(name, files = sent.files.len(), bytes, hash = %ours, "committed by the receiver");
-        Ok(ours)
+        send_committed(&mut conn, images, name, checkpoint_id)
     }
 
     /// Fetches image `name` from the receiver into `into` (a new, private directory),
@@ -180,4 +144,53 @@ impl Peer {
             _ => Err(unexpected(&f, &step, "Restored")),
         }
     }
+}
+
+/// Streams the image directory `images` on `conn` and returns once the receiver confirmed it
+/// complete and durable, with the manifest hash it answered (the same as ours, checked): the
+/// one way an image leaves a dump (`dump --to`, `migrate`). Any other end is an error naming
+/// the step.
+pub(crate) fn send_committed(
+    conn: &mut Conn<TcpStream>,
+    images: &ImageDir,
+    name: &str,
+    checkpoint_id: &str,
+) -> Result<String, StreamError> {
+    // Between frames: a pending SIGINT stops the transfer, and so does a word from the
+    // receiver (it only speaks before the End to say it failed).
+    let watch = conn
+        .get_ref()
+        .try_clone()
+        .map_err(|e| StreamError::io("watch the connection", e, 0))?;
+    let keep_going = |step: &str| {
+        cryo_core::interrupt::check("")
+            .map_err(|_| StreamError::Interrupted { step: step.into() })?;
+        if readable(&watch) {
+            return Err(StreamError::protocol(
+                step,
+                "the receiver spoke before the end",
+            ));
+        }
+        Ok(())
+    };
+    let sent = match transfer::send_image(conn, images, checkpoint_id, &keep_going) {
+        Ok(m) => m,
+        // The receiver's own reason, when it gave one, says more than a broken pipe.
+        Err(e) => return Err(last_word(conn).unwrap_or(e)),
+    };
+    let ours = manifest::hash(&sent);
+    let step = format!("wait for {} to commit image {name:?}", conn.peer());
+    let committed: msg::Committed = conn.expect(FrameType::Committed, &step)?;
+    if committed.manifest_hash != ours {
+        return Err(StreamError::protocol(
+            &step,
+            format!(
+                "the receiver committed manifest {}, we sent {ours}",
+                committed.manifest_hash
+            ),
+        ));
+    }
+    let bytes: u64 = sent.files.iter().map(|f| f.size).sum();
+    info!(name, files = sent.files.len(), bytes, hash = %ours, "committed by the receiver");
+    Ok(ours)
 }

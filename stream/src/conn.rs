@@ -46,6 +46,9 @@ pub struct Conn<S> {
     /// The read and write timeout, for messages.
     timeout_secs: u64,
     out: Vec<u8>,
+    /// Bytes of image data (Data payloads) sent so far, and who wants to hear of them.
+    data_sent: u64,
+    progress: Option<Box<dyn FnMut(u64) + Send>>,
 }
 
 impl<S: Read + Write> Conn<S> {
@@ -59,12 +62,20 @@ impl<S: Read + Write> Conn<S> {
             key: None,
             timeout_secs,
             out: Vec::new(),
+            data_sent: 0,
+            progress: None,
         }
     }
 
     /// The peer's address.
     pub fn peer(&self) -> &str {
         &self.peer
+    }
+
+    /// Calls `f` with the bytes of image data sent so far after each Data frame (a progress
+    /// display).
+    pub fn on_data_sent(&mut self, f: impl FnMut(u64) + Send + 'static) {
+        self.progress = Some(Box::new(f));
     }
 
     /// The transport.
@@ -97,6 +108,12 @@ impl<S: Read + Write> Conn<S> {
             )
         })?;
         self.send_seq += 1;
+        if kind == FrameType::Data {
+            self.data_sent += payload.len() as u64;
+            if let Some(progress) = &mut self.progress {
+                progress(self.data_sent);
+            }
+        }
         Ok(crc)
     }
 

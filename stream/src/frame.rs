@@ -60,6 +60,12 @@ pub enum FrameType {
     Failed = 13,
     /// [`Restored`](crate::msg::Restored).
     Restored = 14,
+    /// [`Verdict`](crate::msg::Verdict): a migration's check judged.
+    Verdict = 20,
+    /// [`Go`](crate::msg::Go): a migration's restored processes may run.
+    Go = 21,
+    /// [`Running`](crate::msg::Running): they run.
+    Running = 22,
 }
 
 impl FrameType {
@@ -81,6 +87,9 @@ impl FrameType {
             12 => Committed,
             13 => Failed,
             14 => Restored,
+            20 => Verdict,
+            21 => Go,
+            22 => Running,
             _ => return None,
         })
     }

@@ -9,6 +9,7 @@
 //! manifest.rs  the manifest's hash and check
 //! transfer.rs  an image's files on the wire, and the receiving side's checks
 //! client.rs    store (dump --to), fetch (restore --from), restore on the receiver
+//! migrate.rs   a migration (`cryo migrate`): check, image, restore locked, two-phase commit
 //! server.rs    the receiver
 //! ```
 //!
@@ -31,7 +32,7 @@
 //!   ClientProof{proof}                    ---->   (checks it; closes if wrong)
 //!   ==== every frame from here on is tagged with the session key ====
 //!   Start{version, checkpoint id, name,   ---->
-//!         purpose STORE | FETCH | RESTORE}
+//!         purpose STORE | FETCH | RESTORE | MIGRATE}
 //!                                          <----  Accept | Refuse{reason}
 //! STORE:
 //!   FileOpen{name, size, mode}            ---->   ROOT/.NAME.partial-XXXX/name (0600)
@@ -45,6 +46,9 @@
 //!    hash is the one of what it sent)
 //! FETCH: the same file frames and End from the server; the client answers Committed.
 //! RESTORE: the server restores ROOT/NAME  <----  Restored{pids} | Failed{why}
+//! MIGRATE: a check image (files, End)     ---->  <---- Verdict{findings}; then Accept and
+//!   the image as for STORE (Committed), Restored{pids} (locked), Go, Running{pids}: the
+//!   sequence and its failures are drawn in [`migrate`]
 //! ```
 //!
 //! Anything else is never taken for a complete image: a dropped connection, a timeout, a
@@ -65,6 +69,8 @@ pub mod error;
 pub mod frame;
 pub mod manifest;
 #[cfg(feature = "engine")]
+pub mod migrate;
+#[cfg(feature = "engine")]
 pub mod server;
 #[cfg(feature = "engine")]
 pub mod transfer;
@@ -83,5 +89,7 @@ pub use client::{Peer, DEFAULT_TIMEOUT};
 pub use conn::VERSIONS;
 #[cfg(feature = "engine")]
 pub use error::StreamError;
+#[cfg(feature = "engine")]
+pub use migrate::Migration;
 #[cfg(feature = "engine")]
 pub use server::{Outcome, ServeOptions, Server};

@@ -10,6 +10,7 @@
 //! One connection at a time, on the calling thread: a restore forks, and forking from a
 //! process that runs other threads is not safe (shared/DESIGN.md, choice 5).
 
+use std::cell::RefCell;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
@@ -42,6 +43,8 @@ pub struct ServeOptions {
     pub timeout: Duration,
     /// The protocol versions spoken ([`VERSIONS`]; tests pretend to be another version).
     pub versions: Vec<u32>,
+    /// The script run at each stage of the restores of migrations (`--action-script`).
+    pub action_script: Option<cryo_core::ActionScript>,
 }
 
 /// How one connection ended well.
@@ -61,6 +64,13 @@ pub enum Outcome {
         /// Its name.
         name: String,
     },
+    /// A migration ended here: its processes run.
+    Migrated {
+        /// The migration's name.
+        name: String,
+        /// The root pids.
+        pids: Vec<i32>,
+    },
     /// An image was restored here.
     Restored {
         /// Its name.
@@ -78,6 +88,9 @@ impl std::fmt::Display for Outcome {
             }
             Self::Served { name } => write!(f, "served image {name}"),
             Self::Restored { name, pids } => write!(f, "restored image {name}: pids {pids:?}"),
+            Self::Migrated { name, pids } => {
+                write!(f, "migration {name} done: pids {pids:?} run here")
+            }
         }
     }
 }
@@ -88,6 +101,9 @@ pub struct Server {
     opts: ServeOptions,
     listener: TcpListener,
     root: ImageDir,
+    /// The network locks failed migrations left installed here (their source went silent:
+    /// its clients may have been routed here), removed when the next migration starts.
+    kept_locks: RefCell<Vec<String>>,
 }
 
 impl Server {
@@ -117,6 +133,7 @@ impl Server {
             opts,
             listener,
             root,
+            kept_locks: RefCell::new(Vec::new()),
         })
     }
 
@@ -183,6 +200,21 @@ impl Server {
             Ok(Purpose::Store) => self.store(&mut conn, &start, refuse),
             Ok(Purpose::Fetch) => self.serve_back(&mut conn, &start, refuse),
             Ok(Purpose::Restore) => self.restore_here(&mut conn, &start, refuse),
+            Ok(Purpose::Migrate) => {
+                // A new migration: the source of a failed one has rolled back long since.
+                for id in self.kept_locks.borrow_mut().drain(..) {
+                    match cryo_netns::NetworkLock::release_by_id(&id) {
+                        Ok(_) => info!(lock = id, "network lock of a failed migration removed"),
+                        Err(e) => warn!(lock = id, "network lock of a failed migration: {e}"),
+                    }
+                }
+                crate::migrate::serve(
+                    conn,
+                    &start,
+                    self.opts.action_script.as_ref(),
+                    &mut self.kept_locks.borrow_mut(),
+                )
+            }
             _ => Err(refuse(
                 &mut conn,
                 format!("unknown purpose {}", start.purpose),
@@ -371,7 +403,7 @@ fn linger(tcp: &TcpStream) {
 }
 
 /// An error and its sources, as one line.
-fn chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

@@ -40,7 +40,7 @@ use std::ffi::{CString, OsStr, OsString};
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::ExitStatusExt;
@@ -111,6 +111,13 @@ pub fn workload_bin() -> PathBuf {
 pub struct Pidfd {
     fd: OwnedFd,
     pid: i32,
+}
+
+impl AsFd for Pidfd {
+    /// The pidfd itself (readable once the process exited: for a poll with other fds).
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
 }
 
 impl Pidfd {
@@ -848,12 +855,19 @@ impl Workload {
     /// restore this harness did not start (`cryo restore --from`, a receiver's restore).
     #[track_caller]
     pub fn adopt_restored(&mut self) {
+        self.adopt_restored_at(self.pid);
+    }
+
+    /// As [`Workload::adopt_restored`], for a process restored in another PID namespace (a
+    /// migration's destination): `here` is its pid as this test sees it; it must answer
+    /// with the original pid.
+    #[track_caller]
+    pub fn adopt_restored_at(&mut self, here: i32) {
         assert!(
             self.restored.is_none() && !self.original_alive(),
             "something of this workload still runs"
         );
-        let pidfd = Pidfd::open(self.pid)
-            .unwrap_or_else(|e| panic!("no process {} to adopt: {e}", self.pid));
+        let pidfd = Pidfd::open(here).unwrap_or_else(|e| panic!("no process {here} to adopt: {e}"));
         self.restored = Some(Restored::Detached { pidfd });
         assert_eq!(self.cmd("pid"), self.pid.to_string());
     }

@@ -5,6 +5,7 @@ pub mod check;
 pub mod demo;
 pub mod dump;
 pub mod kill;
+pub mod migrate;
 pub mod restore;
 pub mod serve;
 pub mod show;
@@ -17,8 +18,8 @@ use std::time::Duration;
 #[derive(Debug, clap::Args)]
 pub struct ActionScriptArgs {
     /// Run this program at each stage (pre-dump, network-lock, post-dump; pre-restore,
-    /// post-restore, network-unlock, post-resume), the stage in CRYO_HOOK_STAGE; a non-zero
-    /// exit aborts the operation
+    /// post-restore, network-unlock, post-resume; migrate-restored, migrate-done,
+    /// migrate-rollback), the stage in CRYO_HOOK_STAGE; a non-zero exit aborts the operation
     #[arg(long, value_name = "PATH")]
     action_script: Option<PathBuf>,
 

@@ -27,6 +27,9 @@ pub struct Args {
 
     #[command(flatten)]
     stream: StreamArgs,
+
+    #[command(flatten)]
+    action_script: super::ActionScriptArgs,
 }
 
 /// Binds, says where, serves.
@@ -48,6 +51,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         psk,
         timeout: std::time::Duration::from_secs(args.stream.stream_timeout.max(1)),
         versions,
+        action_script: args.action_script.script(),
     })?;
     let addr = server.local_addr()?;
     println!("listening {addr}");

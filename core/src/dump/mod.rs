@@ -71,6 +71,9 @@ pub struct DumpOptions {
     /// `--check-only`: no pages, the target always left running, and check.img written for
     /// `cryo restore --check-only` to judge a destination with (crate::precheck).
     pub check_only: bool,
+    /// `--pre-copy`: memory streamed while the processes run, then only what changed (not
+    /// implemented by this field yet: `cryo migrate` and `dump --to` pass it along).
+    pub pre_copy: bool,
 }
 
 /// The error a [`CommitHook`] answers with: it says which step failed.
@@ -121,6 +124,8 @@ pub struct DumpSummary {
     pub frozen: Duration,
     /// How long the whole dump took.
     pub total: Duration,
+    /// When the last process was frozen (for a caller timing what its commit hook did).
+    pub frozen_at: Option<Instant>,
 }
 
 /// Dumps the trees rooted at `opts.pids` into `opts.images_dir`.
@@ -444,6 +449,7 @@ fn dump_tree(
         pages_bytes,
         frozen: frozen_for,
         total: started.elapsed(),
+        frozen_at: Some(frozen_at),
     };
     info!(
         processes = tree.len(),

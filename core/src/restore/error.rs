@@ -14,6 +14,20 @@ pub enum RestoreError {
     /// SIGINT or SIGTERM arrived before the restore's point of no return.
     #[error("restore {0}: rolled back, every process it created killed")]
     Interrupted(#[from] crate::interrupt::Interrupted),
+    /// The gate (a migration's go) said no: every process restored was killed.
+    #[error("{why}: rolled back, every process restored here killed")]
+    Gate {
+        /// The step that failed, and why (in the message, so not chained as a source).
+        why: super::GateError,
+    },
+    /// The network lock of an image from another host could not be installed here.
+    #[error("install network lock {lock} here: {why}")]
+    LockHere {
+        /// The lock id (the image's).
+        lock: String,
+        /// The netlink error.
+        why: String,
+    },
     /// A pid the image needs is held by another process.
     #[error(
         "pid {pid} is taken by {comm} (state {state}): it must be free to restore the process \

@@ -19,11 +19,38 @@ use super::guardian::RestoreGuardian;
 pub(crate) struct Unlock {
     id: String,
     released: Option<cryo_netns::NetworkLock>,
+    /// Installed by this restore (an image of another host): removed if it fails.
+    here: bool,
 }
 
 impl Unlock {
     pub fn new(id: String) -> Self {
-        Self { id, released: None }
+        Self {
+            id,
+            released: None,
+            here: false,
+        }
+    }
+
+    /// The lock was installed by this restore: a failure removes it (once the processes are
+    /// gone) instead of keeping it for a retry.
+    pub fn installed_here(&mut self) {
+        self.here = true;
+    }
+
+    /// A lock installed here stays after a failure after all (logged with its table).
+    pub fn keep_installed(&mut self) {
+        if self.here && !self.id.is_empty() {
+            self.here = false;
+            tracing::warn!(
+                lock = self.id,
+                table = cryo_netns::table_name(&self.id),
+                "network lock kept here: the connections' peers may be sending to this host; \
+                 their packets are dropped rather than answered with resets"
+            );
+            // Said once: the drop stays silent.
+            self.id.clear();
+        }
     }
 
     /// Deletes the lock's table: the connections' packets flow from here on. True when the
@@ -55,6 +82,14 @@ impl Unlock {
 
 impl Drop for Unlock {
     fn drop(&mut self) {
+        if self.here && !self.id.is_empty() {
+            // Dropped after the processes were killed (declared before them).
+            match cryo_netns::NetworkLock::release_by_id(&self.id) {
+                Ok(_) => debug!(lock = self.id, "network lock installed here removed"),
+                Err(e) => tracing::warn!(lock = self.id, error = %e, "network lock not removed"),
+            }
+            return;
+        }
         if !self.id.is_empty() {
             tracing::warn!(
                 lock = self.id,

@@ -29,6 +29,7 @@ pub(crate) mod tree;
 
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::sys::wait::{waitpid, WaitStatus};
@@ -76,6 +77,49 @@ pub struct RestoreOptions {
     /// Use a file whose device, inode, size, mtime, mode or owner differ from what the dump
     /// saw (`--accept-changed-files`), with a warning, instead of refusing the restore.
     pub accept_changed_files: bool,
+    /// The image comes from another host (a migration): install its network lock here over
+    /// its connections before any socket is made, so that nothing reaches them, and nothing
+    /// of them leaves, until the lock is released; a restore that fails removes it again
+    /// (unless its gate failed with [`KeepLock`]).
+    pub lock_here: bool,
+    /// Called once every process is restored and stopped, with its connections still locked
+    /// (after post-restore, before the lock goes): the restore goes on only when it returns
+    /// Ok (the migration's "go"); its error fails the restore, which kills what it created.
+    pub gate: Option<RestoreGate>,
+}
+
+/// The error a [`RestoreGate`] answers with: it says which step failed.
+pub type GateError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A gate's error that leaves the lock installed here ([`RestoreOptions::lock_here`]) after the
+/// restore failed: the gate heard nothing (a timeout, a lost connection), so the connections'
+/// peers may be talking to this host already; dropping their packets keeps them alive for
+/// the source, where a reset would end them.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct KeepLock(pub GateError);
+
+/// What a restore calls between "every process whole, stopped, connections locked" and
+/// "unlock, probe, run", with the root pids as cryo sees them.
+#[derive(Clone)]
+pub struct RestoreGate(Arc<GateFn>);
+
+/// The function behind a [`RestoreGate`].
+type GateFn = dyn Fn(&[Pid]) -> std::result::Result<(), GateError> + Send + Sync;
+
+impl RestoreGate {
+    /// A gate running `f(root_pids)`.
+    pub fn new(
+        f: impl Fn(&[Pid]) -> std::result::Result<(), GateError> + Send + Sync + 'static,
+    ) -> Self {
+        Self(Arc::new(f))
+    }
+}
+
+impl std::fmt::Debug for RestoreGate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RestoreGate")
+    }
 }
 
 impl RestoreOptions {
@@ -154,6 +198,17 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored> {
     // The dump's network lock goes only once every process is whole; a restore that fails or
     // is interrupted before keeps it (peers wait for a retry, or `cryo unlock`).
     let mut unlock = Unlock::new(inventory.network_lock.clone());
+    if opts.lock_here && !inventory.network_lock.is_empty() {
+        // An image of another host: its lock is installed here, and ours to remove if the
+        // restore fails (nothing of these connections belongs to this host then).
+        cryo_netns::NetworkLock::install(&inventory.network_lock, &loaded.lock_tuples())
+            .map_err(|e| error::RestoreError::LockHere {
+                lock: inventory.network_lock.clone(),
+                why: e.to_string(),
+            })?
+            .keep();
+        unlock.installed_here();
+    }
     // Whatever ends the restore from here on, the connections it re-created close silently,
     // and before any process is killed (guardian.rs).
     let guardian = (!inventory.network_lock.is_empty())
@@ -176,6 +231,16 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored> {
     hooks.run(Stage::PostRestore, &roots)?;
     crate::interrupt::pause_point("reshaped");
     interrupted("after rebuilding the processes")?;
+    if let Some(gate) = &opts.gate {
+        // Whole, stopped, locked: the caller says whether they may run (a migration's go).
+        (gate.0)(&roots).map_err(|why| {
+            if why.is::<KeepLock>() {
+                unlock.keep_installed();
+            }
+            error::RestoreError::Gate { why }
+        })?;
+        interrupted("after the go")?;
+    }
     // Every process whole and stopped: the connections may talk again. Each is probed (which
     // toggles repair mode: only a stopped owner does not notice), and judged once they run.
     if let Some(g) = reshaped.guardian() {

@@ -1,0 +1,322 @@
+//! A migration on the wire (`cryo migrate` to a `cryo serve`): the check judged by the
+//! destination, then the image, restored there with its connections locked, and a two-phase
+//! commit that lets exactly one side run.
+//!
+//! ```text
+//! source (cryo migrate)                         destination (cryo serve)
+//!   handshake; Start{MIGRATE, name}       ---->
+//!                                          <----  Accept
+//! 1 check dump (--check-only: target frozen for a moment, left running)
+//!   FileOpen/Data/FileClose... End        ---->   into a private dir on /dev/shm
+//!                                                 `restore --check-only` logic run here
+//!                                          <----  Verdict{findings}
+//!   a permanent finding: Failed{why}, exit 3, the target never frozen
+//! 2 Accept (the image follows); the dump: pre-dump, freeze, lock (network-lock), images,
+//!   post-dump; then the dump's commit hook:
+//!   FileOpen/Data/FileClose... End        ---->   into a private dir on /dev/shm, checked
+//!                                          <----  Committed{manifest hash}
+//! 3a                                              restore: lock installed here over the
+//!                                                 image's connections, pre-restore, every
+//!                                                 process made, stopped (post-restore)
+//!                                          <----  Restored{pids}
+//! 3b action script: migrate-restored
+//!    (the originals still frozen: the
+//!    operator moves the service address)
+//!   Go                                    ---->
+//! 3c                                              lock released (network-unlock), the
+//!                                                 broken-peer probes sent (to the moved
+//!                                                 address), the processes run (post-resume)
+//!                                          <----  Running{pids}
+//! 3d the commit hook returns: the originals
+//!    killed, the source's lock removed,
+//!    migrate-done, exit 0
+//! ```
+//!
+//! Until 3d, any failure on either side undoes the migration: the source's dump rolls back
+//! (the originals thawed, connections out of repair mode, its lock removed), its script runs
+//! at migrate-rollback (the address moved back), and only then it tells the destination
+//! (Failed), which meanwhile kept its lock (the clients' packets, already routed to it, are
+//! dropped rather than reset). The destination kills what it restored when it hears Failed
+//! (then removes its lock), or when the connection ends or no Go comes within its stream
+//! timeout (then it keeps its lock: told nothing, it cannot know whether the address points
+//! at it already, and a reset would end connections the source still holds); either way it
+//! runs its script at migrate-rollback. A source killed after sending Go leaves the
+//! destination running and its own dump guardian thawing the originals: the one window where
+//! the operator must choose (the address, moved already, says which side serves).
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use cryo_core::ImageDir;
+use tracing::{info, warn};
+
+use crate::client::{send_committed, Peer};
+use crate::conn::{unexpected, Conn};
+use crate::error::StreamError;
+use crate::frame::FrameType;
+use crate::msg::{self, Purpose};
+use crate::server::Outcome;
+use crate::{manifest, transfer};
+
+/// The source's side of one migration: a connection to the destination, accepted.
+pub struct Migration {
+    conn: Conn<TcpStream>,
+    addr: String,
+}
+
+impl std::fmt::Debug for Migration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Migration to {}", self.addr)
+    }
+}
+
+impl Peer {
+    /// Connects, authenticates and asks the receiver to take a migration named `name` (a
+    /// name for its logs: nothing is kept under its root).
+    pub fn migrate(&self, name: &str) -> Result<Migration, StreamError> {
+        Ok(Migration {
+            conn: self.start(Purpose::Migrate, name, "")?,
+            addr: self.addr.clone(),
+        })
+    }
+}
+
+impl Migration {
+    /// Calls `f` with the bytes of image data sent so far, as they go (a progress display).
+    pub fn on_data_sent(&mut self, f: impl FnMut(u64) + Send + 'static) {
+        self.conn.on_data_sent(f);
+    }
+
+    /// Sends the check image `images` and returns the destination's verdict on it.
+    pub fn check(
+        &mut self,
+        images: &ImageDir,
+        checkpoint_id: &str,
+    ) -> Result<msg::Verdict, StreamError> {
+        transfer::send_image(&mut self.conn, images, checkpoint_id, &|_| Ok(()))?;
+        let step = format!("wait for {} to judge the check image", self.addr);
+        self.conn.expect(FrameType::Verdict, &step)
+    }
+
+    /// Streams the image `images` (the dump's own path: [`send_committed`]) and returns once
+    /// the destination committed it.
+    pub fn send(&mut self, images: &ImageDir, checkpoint_id: &str) -> Result<String, StreamError> {
+        self.conn
+            .send_msg(FrameType::Accept, &msg::Accept {}, "announce the image")?;
+        send_committed(&mut self.conn, images, "migration", checkpoint_id)
+    }
+
+    /// Waits until the destination restored every process, stopped, its connections locked;
+    /// returns the root pids there.
+    pub fn wait_restored(&mut self) -> Result<Vec<i32>, StreamError> {
+        let step = format!("wait for {} to restore the processes", self.addr);
+        Ok(self
+            .conn
+            .expect::<msg::Restored>(FrameType::Restored, &step)?
+            .pids)
+    }
+
+    /// Tells the destination to let its processes run; returns once they do, with their
+    /// pids there.
+    pub fn go(&mut self) -> Result<Vec<i32>, StreamError> {
+        self.conn.send_msg(FrameType::Go, &msg::Go {}, "send go")?;
+        let step = format!("wait for {} to run the processes", self.addr);
+        Ok(self
+            .conn
+            .expect::<msg::Running>(FrameType::Running, &step)?
+            .pids)
+    }
+
+    /// Tells the destination the migration is off (best effort: it may be gone already).
+    pub fn abort(mut self, why: &str) {
+        self.conn.send_failed(why);
+    }
+}
+
+/// A private directory on /dev/shm (else TMPDIR) for an image passing through, removed when
+/// dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(what: &str) -> Result<(Self, ImageDir), StreamError> {
+        let shm = Path::new("/dev/shm");
+        let base = if shm.is_dir() {
+            shm.to_path_buf()
+        } else {
+            std::env::temp_dir()
+        };
+        let suffix: String = crate::auth::nonce()
+            .map_err(|e| StreamError::io("random suffix", e, 0))?[..6]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let path = base.join(format!("cryo-migrate-{what}-{suffix}"));
+        let images = ImageDir::create(&path)
+            .map_err(|e| StreamError::images(format!("make {}", path.display()), e))?;
+        Ok((Self(path), images))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The destination's side of a migration accepted on `conn` (steps 1 to 3c above), with
+/// `script` run at the restore's stages and at migrate-rollback; the id of a network lock a
+/// failure leaves installed goes into `kept`.
+pub(crate) fn serve(
+    mut conn: Conn<TcpStream>,
+    start: &msg::Start,
+    script: Option<&cryo_core::ActionScript>,
+    kept: &mut Vec<String>,
+) -> Result<Outcome, StreamError> {
+    let name = start.name.clone();
+    let peer = conn.peer().to_string();
+    conn.send_msg(FrameType::Accept, &msg::Accept {}, "accept")?;
+    // 1. The check image, judged here.
+    let verdict = {
+        let (_dir, images) = Scratch::new("check")?;
+        let judged = transfer::receive_image(&mut conn, &images, None).and_then(|_| {
+            cryo_core::precheck::check_only(images.path(), Default::default()).map_err(|e| {
+                StreamError::PeerFailed {
+                    step: "judge the check image".into(),
+                    why: e.to_string(),
+                }
+            })
+        });
+        match judged {
+            Ok(v) => v,
+            Err(e) => {
+                conn.send_failed(&e.to_string());
+                return Err(e);
+            }
+        }
+    };
+    let permanent = verdict.exit_code() == 3;
+    conn.send_msg(
+        FrameType::Verdict,
+        &msg::Verdict {
+            checkpoint_id: verdict.checkpoint_id.clone(),
+            findings: verdict
+                .findings
+                .iter()
+                .map(|f| msg::Finding {
+                    kind: match f.kind {
+                        cryo_core::precheck::FindingKind::Temporary => "temporary".into(),
+                        cryo_core::precheck::FindingKind::Permanent => "permanent".into(),
+                    },
+                    what: f.what.into(),
+                    subject: f.subject.clone(),
+                    reason: f.reason.clone(),
+                    action: f.action.clone(),
+                })
+                .collect(),
+        },
+        "send the verdict",
+    )?;
+    info!(%peer, migration = %name, findings = verdict.findings.len(), permanent, "check judged");
+    // The source goes on (Accept) or gives up (Failed, or closes).
+    let step = format!("wait for {peer} to send the image");
+    let f = conn.recv(&step)?;
+    if f.kind != FrameType::Accept {
+        return Err(unexpected(&f, &step, "Accept"));
+    }
+    // 2. The image, checked as any received image, into memory.
+    let (dir, images) = Scratch::new("image")?;
+    let received = match transfer::receive_image(&mut conn, &images, None) {
+        Ok(m) => m,
+        Err(e) => {
+            warn!(migration = %name, "incomplete image discarded: {e}");
+            conn.send_failed(&format!("{e}: the image was discarded"));
+            return Err(e);
+        }
+    };
+    cryo_core::interrupt::pause_point("migrate-received");
+    conn.send_msg(
+        FrameType::Committed,
+        &msg::Committed {
+            manifest_hash: manifest::hash(&received),
+        },
+        "confirm the image",
+    )?;
+    let received_at = Instant::now();
+    // 3a-3c. Restored locked, the go awaited in the restore's gate, then unlocked and run.
+    let conn = Arc::new(Mutex::new(conn));
+    let gate_conn = Arc::clone(&conn);
+    let gate_peer = peer.clone();
+    let mut ropts = cryo_core::RestoreOptions::new(&dir.0);
+    ropts.detach = true;
+    ropts.lock_here = true;
+    ropts.action_script = script.cloned();
+    ropts.gate = Some(cryo_core::RestoreGate::new(move |pids| {
+        let mut conn = gate_conn.lock().unwrap_or_else(|p| p.into_inner());
+        conn.send_msg(
+            FrameType::Restored,
+            &msg::Restored {
+                pids: pids.iter().map(|p| p.as_raw()).collect(),
+            },
+            "report the restore",
+        )?;
+        let step = format!("wait for {gate_peer} to say go");
+        // No word from the source (silent, gone): the address may point here already, so
+        // the lock stays and the clients' packets are dropped, not reset, until the source
+        // (rolled back) has them again.
+        let f = conn.recv(&step).map_err(|e| {
+            cryo_core::KeepLock(Box::new(match e {
+                StreamError::TimedOut { step, secs } => {
+                    StreamError::protocol(step, format!("no go within {secs} s (--stream-timeout)"))
+                }
+                e => e,
+            }))
+        })?;
+        match f.kind {
+            FrameType::Go => Ok(()),
+            _ => Err(unexpected(&f, &step, "Go").into()),
+        }
+    }));
+    let restored = cryo_core::restore(&ropts);
+    drop(ropts);
+    let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+    match restored {
+        Ok(r) => {
+            let pids: Vec<i32> = r.roots.iter().map(|p| p.as_raw()).collect();
+            conn.send_msg(
+                FrameType::Running,
+                &msg::Running { pids: pids.clone() },
+                "report the processes running",
+            )?;
+            info!(
+                migration = %name,
+                ?pids,
+                ms = received_at.elapsed().as_secs_f64() * 1e3,
+                "migrated here: running"
+            );
+            Ok(Outcome::Migrated { name, pids })
+        }
+        Err(e) => {
+            let why = crate::server::chain(&e);
+            warn!(migration = %name, "every process restored here killed: {why}");
+            if let Some(id) = cryo_core::network_lock_installed(&dir.0) {
+                warn!(
+                    migration = %name,
+                    lock = id,
+                    "network lock kept until the next migration to this receiver starts"
+                );
+                kept.push(id);
+            }
+            let hooks = cryo_core::Hooks::new(script, &dir.0);
+            if let Err(h) = hooks.run(cryo_core::Stage::MigrateRollback, &[]) {
+                warn!(migration = %name, "{h}");
+            }
+            conn.send_failed(&why);
+            Err(StreamError::PeerFailed {
+                step: format!("migration {name:?} from {peer}"),
+                why: format!("{why} (every process restored here killed)"),
+            })
+        }
+    }
+}

@@ -1,0 +1,855 @@
+//! `cryo migrate` between two hosts, with a third one for the clients: network namespaces A
+//! (the source), B (the destination, `cryo serve` in a PID namespace of its own, so that the
+//! frozen originals keep their pids while B restores them) and C (the clients), joined by
+//! veths. The service address sits on `lo` of A and B; C routes it to A until the
+//! migration's action script, at migrate-restored, flips the route to B.
+//!
+//! ```text
+//!            10.1.1.0/24            10.1.2.0/24
+//!   A  ac ---------------- ca  C  cb ---------------- bc  B
+//!   lo 10.99.0.1                                          lo 10.99.0.1
+//!   ab ------------------------ 10.1.3.0/24 ------------- ba (cryo serve: 10.1.3.2)
+//! ```
+//!
+//! Needs the engine: `cryo` must be built (`cargo build -p cryo`), and `ip` (iproute2).
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::os::fd::AsFd;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc::{channel, Receiver};
+use std::time::{Duration, Instant};
+
+use cryo_tests::protocol::pattern;
+use cryo_tests::{control_dir, cryo_bin, CryoOutput, Pidfd, Workload};
+
+/// The service address, on `lo` of A and B.
+const SERVICE: &str = "10.99.0.1";
+/// The destination's address on the A-B link, where `cryo serve` listens.
+const B_LISTEN: &str = "10.1.3.2";
+/// How long any one wait of these tests may take.
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// `ip ARGS`, which must succeed.
+#[track_caller]
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The three hosts; every namespace (and with it every veth) deleted on drop, also when the
+/// test fails half-way.
+struct Hosts {
+    a: String,
+    b: String,
+    c: String,
+}
+
+impl Hosts {
+    fn new() -> Self {
+        let base = format!(
+            "cryo-mig-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        );
+        let h = Hosts {
+            a: format!("{base}-a"),
+            b: format!("{base}-b"),
+            c: format!("{base}-c"),
+        };
+        for ns in [&h.a, &h.b, &h.c] {
+            ip(&["netns", "add", ns]);
+            ip(&["-n", ns, "link", "set", "lo", "up"]);
+        }
+        for (one, ns1, other, ns2) in [
+            ("ac", &h.a, "ca", &h.c),
+            ("bc", &h.b, "cb", &h.c),
+            ("ab", &h.a, "ba", &h.b),
+        ] {
+            ip(&[
+                "link", "add", one, "netns", ns1, "type", "veth", "peer", "name", other, "netns",
+                ns2,
+            ]);
+        }
+        for (ns, dev, addr) in [
+            (&h.a, "ac", "10.1.1.2/24"),
+            (&h.c, "ca", "10.1.1.1/24"),
+            (&h.b, "bc", "10.1.2.2/24"),
+            (&h.c, "cb", "10.1.2.1/24"),
+            (&h.a, "ab", "10.1.3.1/24"),
+            (&h.b, "ba", "10.1.3.2/24"),
+        ] {
+            ip(&["-n", ns, "addr", "add", addr, "dev", dev]);
+            ip(&["-n", ns, "link", "set", dev, "up"]);
+        }
+        for ns in [&h.a, &h.b] {
+            ip(&[
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{SERVICE}/32"),
+                "dev",
+                "lo",
+            ]);
+        }
+        // C reaches the service on A; B answers C's clients (their addresses are on the A
+        // side of C) through C.
+        ip(&["-n", &h.c, "route", "add", SERVICE, "via", "10.1.1.2"]);
+        ip(&["-n", &h.b, "route", "add", "10.1.1.0/24", "via", "10.1.2.1"]);
+        h
+    }
+
+    /// A handle on namespace `ns`.
+    fn netns(ns: &str) -> File {
+        File::open(format!("/run/netns/{ns}")).expect("netns handle")
+    }
+
+    /// Runs `f` on a thread of its own inside namespace `ns` (sockets it makes stay there).
+    fn inside<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let handle = Self::netns(ns);
+        std::thread::spawn(move || {
+            nix::sched::setns(handle.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+            f()
+        })
+        .join()
+        .expect("thread in the namespace")
+    }
+
+    /// A workload started in namespace `ns`.
+    fn spawn(ns: &str, mode: &str, args: &[&str]) -> Workload {
+        Self::spawn_in(ns, control_dir(), mode, args)
+    }
+
+    /// As [`Hosts::spawn`], in a control dir the test prepared.
+    fn spawn_in(ns: &str, dir: tempfile::TempDir, mode: &str, args: &[&str]) -> Workload {
+        let handle = Self::netns(ns);
+        Workload::spawn_configured(dir, mode, args, move |cmd| {
+            // SAFETY: setns is async-signal-safe and the closure touches nothing else (the
+            // handle was opened before the fork).
+            unsafe {
+                cmd.pre_exec(move || {
+                    nix::sched::setns(handle.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+                        .map_err(std::io::Error::from)
+                });
+            }
+        })
+    }
+
+    /// `n` clients on C connected to the service's `port`.
+    fn clients(&self, port: u16, n: usize) -> Vec<TcpStream> {
+        Self::inside(&self.c, move || {
+            (0..n)
+                .map(|_| {
+                    let s = TcpStream::connect((SERVICE, port)).expect("connect from C");
+                    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+                    s.set_write_timeout(Some(TIMEOUT)).unwrap();
+                    s
+                })
+                .collect()
+        })
+    }
+
+    /// Where C sends the service's packets now: "A" or "B".
+    fn route(&self) -> &'static str {
+        let out = Command::new("ip")
+            .args(["-n", &self.c, "route", "get", SERVICE])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        if text.contains("10.1.2.2") {
+            "B"
+        } else {
+            "A"
+        }
+    }
+}
+
+impl Drop for Hosts {
+    fn drop(&mut self) {
+        for ns in [&self.a, &self.b, &self.c] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+/// A key file (0600) in `dir`.
+fn key_file(dir: &Path) -> PathBuf {
+    let p = dir.join("key");
+    std::fs::write(&p, "a key of the migration tests, long enough").unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    p
+}
+
+/// `cryo serve` on B, as PID 1 of a PID namespace of its own (and a mount namespace with
+/// its /proc, where `prelude`, a shell command, runs first); killed with everything it
+/// restored on drop.
+struct Serve {
+    child: Option<Child>,
+    addr: String,
+    lines: Receiver<String>,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Serve {
+    fn start(hosts: &Hosts, dir: &Path, prelude: &str, env: &[(&str, &str)]) -> Self {
+        Self::start_with(hosts, dir, prelude, env, 20)
+    }
+
+    /// As [`Serve::start`], giving up on a silent source after `secs`, with an action script
+    /// that logs each stage into `dir`/dest.log.
+    fn start_with(
+        hosts: &Hosts,
+        dir: &Path,
+        prelude: &str,
+        env: &[(&str, &str)],
+        secs: u32,
+    ) -> Self {
+        let script = dir.join("dest-script");
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\necho \"$CRYO_HOOK_STAGE $CRYO_PIDS\" >> {}\n",
+                dir.join("dest.log").display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let key = key_file(dir);
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &hosts.b])
+            .args(["unshare", "--pid", "--fork", "--kill-child", "--mount-proc"])
+            .args(["sh", "-c", &format!("{prelude} exec \"$0\" \"$@\"")])
+            .arg(cryo_bin())
+            .args(["-v", "serve", "--listen", &format!("{B_LISTEN}:0"), "-D"])
+            .arg(dir.join("root"))
+            .arg("--psk-file")
+            .arg(&key)
+            .args(["--stream-timeout", &secs.to_string()])
+            .arg("--action-script")
+            .arg(&script)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn cryo serve in B");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = channel();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let keep = std::sync::Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                keep.lock().unwrap().push_str(&format!("{line}\n"));
+                let _ = tx.send(line);
+            }
+        });
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("listening ")
+            .unwrap_or_else(|| panic!("serve said {line:?}: {}", log.lock().unwrap()))
+            .to_string();
+        Self {
+            child: Some(child),
+            addr,
+            lines,
+            log,
+        }
+    }
+
+    /// Waits until serve writes a line containing `needle`.
+    #[track_caller]
+    fn await_line(&self, needle: &str) {
+        let until = Instant::now() + TIMEOUT;
+        while let Some(left) = until.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(l) if l.contains(needle) => return,
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        panic!("serve never said {needle:?}:\n{}", self.log());
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Kills B's serve and everything in its PID namespace.
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A `cryo migrate` run in A, in the background.
+struct Migrate {
+    child: Child,
+    pidfd: Pidfd,
+    args: Vec<String>,
+    stdout: PathBuf,
+    stderr: PathBuf,
+    started: Instant,
+}
+
+impl Migrate {
+    fn spawn(hosts: &Hosts, w: &Workload, serve: &Serve, extra: &[&str]) -> Self {
+        let mut args: Vec<String> = vec![
+            "migrate".into(),
+            "-t".into(),
+            w.pid().to_string(),
+            "--to".into(),
+            serve.addr.clone(),
+            "--psk-file".into(),
+            w.path("key").display().to_string(),
+            "--stream-timeout".into(),
+            "20".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let stdout = w.path(&format!("migrate-{n}.stdout"));
+        let stderr = w.path(&format!("migrate-{n}.stderr"));
+        let child = Command::new("ip")
+            .args(["netns", "exec", &hosts.a])
+            .arg(cryo_bin())
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(File::create(&stdout).unwrap())
+            .stderr(File::create(&stderr).unwrap())
+            .spawn()
+            .expect("spawn cryo migrate in A");
+        let pidfd = Pidfd::open(child.id() as i32).unwrap();
+        Self {
+            child,
+            pidfd,
+            args,
+            stdout,
+            stderr,
+            started: Instant::now(),
+        }
+    }
+
+    /// Waits for it to end (killed past the timeout).
+    fn wait(mut self) -> (CryoOutput, Duration) {
+        let exited = self.pidfd.wait_exit(TIMEOUT);
+        if !exited {
+            let _ = self.child.kill();
+        }
+        let status: ExitStatus = self.child.wait().unwrap();
+        let took = self.started.elapsed();
+        let out = CryoOutput {
+            args: self.args.clone(),
+            status,
+            stdout: std::fs::read_to_string(&self.stdout).unwrap_or_default(),
+            stderr: std::fs::read_to_string(&self.stderr).unwrap_or_default(),
+        };
+        assert!(exited, "cryo migrate hung:\n{out}");
+        (out, took)
+    }
+}
+
+/// The source's action script: logs each stage (with whether the original still exists and
+/// its state), flips C's route at migrate-restored and back at migrate-rollback; at
+/// migrate-restored it also says so on the FIFO `said` and waits for a line on `go`, when
+/// they exist, and then fails if the file `fail` exists.
+fn source_script(w: &Workload, hosts: &Hosts) -> PathBuf {
+    let path = w.path("script");
+    let log = w.path("script.log");
+    let (said, go) = (w.path("said"), w.path("go"));
+    let body = format!(
+        r#"#!/bin/sh
+pid=$CRYO_PIDS
+letter=$(sed -n 's/^State:\t\(.\).*/\1/p' /proc/$pid/status 2>/dev/null)
+# A zombie (the test's child, not reaped yet) is gone too.
+case "$letter" in ""|Z) state=gone ;; *) state="alive $letter" ;; esac
+echo "$CRYO_HOOK_STAGE $state there=$CRYO_MIGRATE_PIDS" >> {log}
+case "$CRYO_HOOK_STAGE" in
+migrate-restored)
+    ip -n {c} route replace {SERVICE} via 10.1.2.2 || exit 1
+    if [ -p {said} ]; then echo "$state" > {said}; read line < {go}; fi
+    if [ -e {fail} ]; then echo "told to fail"; exit 1; fi ;;
+migrate-rollback)
+    ip -n {c} route replace {SERVICE} via 10.1.1.2 ;;
+esac
+"#,
+        log = log.display(),
+        c = hosts.c,
+        said = said.display(),
+        go = go.display(),
+        fail = w.path("fail").display(),
+    );
+    std::fs::write(&path, body).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+fn mkfifo(path: &Path) {
+    nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+}
+
+/// Reads one line from the FIFO `path` (opened without blocking), waiting at most TIMEOUT;
+/// fails at once if `writer` exits first.
+#[track_caller]
+fn read_fifo_line(path: &Path, writer: &Pidfd) -> String {
+    let mut fifo = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .unwrap();
+    let until = Instant::now() + TIMEOUT;
+    let mut got = Vec::new();
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "nothing on {} in time", path.display());
+        let mut fds = [
+            nix::poll::PollFd::new(fifo.as_fd(), nix::poll::PollFlags::POLLIN),
+            nix::poll::PollFd::new(writer.as_fd(), nix::poll::PollFlags::POLLIN),
+        ];
+        let ms = nix::poll::PollTimeout::try_from(left.as_millis().min(60_000) as i32).unwrap();
+        let _ = nix::poll::poll(&mut fds, ms);
+        if fds[0].revents().is_some_and(|r| !r.is_empty()) {
+            let mut buf = [0u8; 256];
+            if let Ok(n) = fifo.read(&mut buf) {
+                got.extend_from_slice(&buf[..n]);
+                if let Some(nl) = got.iter().position(|&b| b == b'\n') {
+                    return String::from_utf8_lossy(&got[..nl]).into_owned();
+                }
+            }
+            continue;
+        }
+        if fds[1].revents().is_some_and(|r| !r.is_empty()) {
+            panic!(
+                "pid {} exited before writing {}",
+                writer.pid(),
+                path.display()
+            );
+        }
+    }
+}
+
+/// Each client `i` sends `n` bytes of pattern(seed(round, i)).
+fn send_round(clients: &mut [TcpStream], round: u64, n: usize) {
+    send_some(clients, 0..clients.len(), round, n);
+}
+
+/// [`send_round`] for the clients in `which` only.
+fn send_some(clients: &mut [TcpStream], which: std::ops::Range<usize>, round: u64, n: usize) {
+    for i in which {
+        clients[i]
+            .write_all(&pattern(n, seed(round, i)))
+            .unwrap_or_else(|e| panic!("client {i}, round {round}: write: {e}"));
+    }
+}
+
+/// Each client reads back what it sent in `rounds` (round, length), in order.
+fn expect_echo(clients: &mut [TcpStream], rounds: &[(u64, usize)]) {
+    for (i, c) in clients.iter_mut().enumerate() {
+        for &(round, n) in rounds {
+            let mut got = vec![0u8; n];
+            c.read_exact(&mut got)
+                .unwrap_or_else(|e| panic!("client {i}, round {round}: read: {e}"));
+            assert!(
+                got == pattern(n, seed(round, i)),
+                "client {i}, round {round}: other bytes came back"
+            );
+        }
+    }
+}
+
+/// One round trip through the server: every client sends, the server echoes, every client
+/// checks.
+fn echo_round(w: &Workload, clients: &mut [TcpStream], round: u64, n: usize) {
+    send_round(clients, round, n);
+    assert_eq!(
+        w.cmd(&format!("echo-all {n}")),
+        clients.len().to_string(),
+        "round {round}"
+    );
+    expect_echo(clients, &[(round, n)]);
+}
+
+/// Runs `meanwhile` on the clients once the script at migrate-restored said the original is
+/// frozen (and C's route moved), then lets the script finish and waits for migrate.
+fn in_the_window(
+    w: &Workload,
+    hosts: &Hosts,
+    migrate: Migrate,
+    meanwhile: impl FnOnce(&mut [TcpStream]),
+    clients: &mut [TcpStream],
+) -> (CryoOutput, Duration) {
+    let state = read_fifo_line(&w.path("said"), &migrate.pidfd);
+    assert_eq!(state, "alive t", "the original at migrate-restored");
+    assert_eq!(hosts.route(), "B");
+    meanwhile(clients);
+    // Held open until migrate ends: the line stays in the FIFO until the script reads it.
+    let mut go = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(w.path("go"))
+        .unwrap();
+    go.write_all(b"go\n").unwrap();
+    migrate.wait()
+}
+
+fn seed(round: u64, client: usize) -> u64 {
+    round << 32 | client as u64
+}
+
+/// The pid, as this test sees it, of the process whose innermost pid is `inner` (in another
+/// PID namespace) and whose command line names `dir`.
+fn pid_here(inner: i32, dir: &Path) -> Option<i32> {
+    let needle = dir.as_os_str().as_encoded_bytes();
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let nspid: Vec<i32> = status
+            .lines()
+            .find_map(|l| l.strip_prefix("NSpid:"))?
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect();
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        (nspid.len() > 1
+            && nspid.last() == Some(&inner)
+            && cmdline.windows(needle.len()).any(|w| w == needle))
+        .then_some(pid)
+    })
+}
+
+#[test]
+fn a_server_with_100_clients_moves_to_b_and_every_client_goes_on() {
+    cryo_bin();
+    let hosts = Hosts::new();
+    let mut w = Hosts::spawn(&hosts.a, "tcp", &[&format!("{SERVICE}:0")]);
+    let port: u16 = w.cmd("port").parse().unwrap();
+    let mut clients = hosts.clients(port, 100);
+    assert_eq!(w.cmd("accept-n 100"), "100");
+    echo_round(&w, &mut clients, 1, 1000);
+    // Sent before the migration, read by the server only once on B.
+    send_round(&mut clients, 2, 3000);
+    let serve = Serve::start(&hosts, w.dir(), "", &[]);
+    let script = source_script(&w, &hosts);
+    mkfifo(&w.path("said"));
+    mkfifo(&w.path("go"));
+    let migrate = Migrate::spawn(
+        &hosts,
+        &w,
+        &serve,
+        &[
+            "--tcp-established",
+            "--action-script",
+            script.to_str().unwrap(),
+        ],
+    );
+    // migrate-restored: B holds every process, stopped and locked; the originals are
+    // frozen, still there. Half the clients send while A is frozen and B locked, after the
+    // address moved: dropped by B's lock, sent again once B runs. The other half stay idle:
+    // only B's probes, sent after the move, tell B they live.
+    let (out, took) = in_the_window(
+        &w,
+        &hosts,
+        migrate,
+        |c| send_some(c, 0..50, 3, 2000),
+        &mut clients,
+    );
+    assert!(out.success(), "{out}\n--- serve on B\n{}", serve.log());
+    // The originals are gone once migrate returns (killed only after B ran them).
+    assert!(!w.original_alive(), "the original survived the migration");
+    let status = w.wait_original();
+    assert!(
+        std::os::unix::process::ExitStatusExt::signal(&status) == Some(libc::SIGKILL),
+        "{status}"
+    );
+    // Nothing but the summary on a file (progress is for terminals).
+    assert!(!out.stderr.contains(" sent ("), "{out}");
+    let dest = std::fs::read_to_string(w.path("dest.log")).unwrap();
+    let pid = w.pid();
+    assert_eq!(
+        dest.lines().collect::<Vec<_>>(),
+        [
+            "pre-restore ".to_string(),
+            format!("post-restore {pid}"),
+            format!("network-unlock {pid}"),
+            format!("post-resume {pid}"),
+        ],
+        "B's stages"
+    );
+    let stages = std::fs::read_to_string(w.path("script.log")).unwrap();
+    let stages: Vec<&str> = stages.lines().collect();
+    assert_eq!(stages.len(), 5, "{stages:?}\n{out}");
+    assert!(stages[0].starts_with("pre-dump alive"), "{stages:?}");
+    assert!(stages[1].starts_with("network-lock alive t"), "{stages:?}");
+    assert!(stages[2].starts_with("post-dump alive t"), "{stages:?}");
+    assert!(
+        stages[3].starts_with("migrate-restored alive t there="),
+        "{stages:?}"
+    );
+    assert!(stages[4].starts_with("migrate-done gone"), "{stages:?}");
+    let here = pid_here(w.pid(), w.dir())
+        .unwrap_or_else(|| panic!("no restored workload in B's PID namespace\n{}", serve.log()));
+    w.adopt_restored_at(here);
+    // On B: what was queued before, and what was sent during the migration, in order.
+    send_some(&mut clients, 50..100, 3, 2000);
+    assert_eq!(w.cmd("echo-all 5000"), "100");
+    expect_echo(&mut clients, &[(2, 3000), (3, 2000)]);
+    echo_round(&w, &mut clients, 4, 1000);
+    for (i, c) in clients.iter().enumerate() {
+        assert!(c.take_error().unwrap().is_none(), "client {i}: an error");
+    }
+    eprintln!(
+        "100-client migration: {} ms (test's view); {}",
+        took.as_millis(),
+        out.stderr
+            .lines()
+            .find(|l| l.contains("migrated pid"))
+            .unwrap_or_default()
+    );
+}
+
+#[test]
+fn a_failure_after_the_address_moved_rolls_back_and_what_b_was_sent_reaches_a() {
+    cryo_bin();
+    let hosts = Hosts::new();
+    let w = Hosts::spawn(&hosts.a, "tcp", &[&format!("{SERVICE}:0")]);
+    let port: u16 = w.cmd("port").parse().unwrap();
+    let mut clients = hosts.clients(port, 10);
+    assert_eq!(w.cmd("accept-n 10"), "10");
+    echo_round(&w, &mut clients, 1, 500);
+    let serve = Serve::start(&hosts, w.dir(), "", &[]);
+    let script = source_script(&w, &hosts);
+    mkfifo(&w.path("said"));
+    mkfifo(&w.path("go"));
+    std::fs::write(w.path("fail"), "").unwrap();
+    let migrate = Migrate::spawn(
+        &hosts,
+        &w,
+        &serve,
+        &[
+            "--tcp-established",
+            "--action-script",
+            script.to_str().unwrap(),
+        ],
+    );
+    // Sent to B (the route moved) while it holds the connections locked; then the script
+    // fails: B must not have taken these bytes, or A never gets them.
+    let (out, _) = in_the_window(&w, &hosts, migrate, |c| send_round(c, 2, 900), &mut clients);
+    out.assert_refused()
+        .assert_stderr_mentions("step 3b, the action script")
+        .assert_stderr_mentions("told to fail")
+        .assert_stderr_mentions("rolled back");
+    serve.await_line("every process restored here killed");
+    w.assert_untouched();
+    assert_eq!(hosts.route(), "A");
+    let stages = std::fs::read_to_string(w.path("script.log")).unwrap();
+    assert!(
+        stages
+            .lines()
+            .last()
+            .unwrap()
+            .starts_with("migrate-rollback alive"),
+        "{stages}"
+    );
+    // Sent again by the clients' TCP, to A now.
+    assert_eq!(w.cmd("echo-all 900"), "10");
+    expect_echo(&mut clients, &[(2, 900)]);
+    echo_round(&w, &mut clients, 3, 500);
+    assert!(
+        pid_here(w.pid(), w.dir()).is_none(),
+        "B kept what it restored"
+    );
+}
+
+#[test]
+fn a_destination_without_go_kills_what_it_restored_and_keeps_its_lock_until_a_retry() {
+    cryo_bin();
+    let hosts = Hosts::new();
+    let mut w = Hosts::spawn(&hosts.a, "tcp", &[&format!("{SERVICE}:0")]);
+    let port: u16 = w.cmd("port").parse().unwrap();
+    let mut clients = hosts.clients(port, 10);
+    assert_eq!(w.cmd("accept-n 10"), "10");
+    echo_round(&w, &mut clients, 1, 500);
+    // B waits 2 s for the go; the source's script takes longer.
+    let serve = Serve::start_with(&hosts, w.dir(), "", &[], 2);
+    let script = source_script(&w, &hosts);
+    mkfifo(&w.path("said"));
+    mkfifo(&w.path("go"));
+    let migrate = Migrate::spawn(
+        &hosts,
+        &w,
+        &serve,
+        &[
+            "--tcp-established",
+            "--action-script",
+            script.to_str().unwrap(),
+        ],
+    );
+    let (out, _) = in_the_window(
+        &w,
+        &hosts,
+        migrate,
+        |c| {
+            serve.await_line("no go within 2 s");
+            serve.await_line("every process restored here killed");
+            // The route points at B, which gave up: its lock stays, so these are dropped
+            // there (not reset) until the source has rolled back and moved the route back.
+            send_round(c, 2, 800);
+        },
+        &mut clients,
+    );
+    out.assert_refused()
+        .assert_stderr_mentions("step 3c")
+        .assert_stderr_mentions("rolled back");
+    w.assert_untouched();
+    assert_eq!(hosts.route(), "A");
+    assert!(
+        serve.log().contains("network lock kept here"),
+        "{}",
+        serve.log()
+    );
+    let locks = Hosts::inside(&hosts.b, || cryo_netns::installed_locks().unwrap());
+    assert_eq!(locks.len(), 1, "B's lock is kept: {locks:?}");
+    let dest = std::fs::read_to_string(w.path("dest.log")).unwrap();
+    let dest: Vec<&str> = dest.lines().map(|l| l.split(' ').next().unwrap()).collect();
+    assert_eq!(
+        dest,
+        ["pre-restore", "post-restore", "migrate-rollback"],
+        "B's stages"
+    );
+    assert_eq!(w.cmd("echo-all 800"), "10");
+    expect_echo(&mut clients, &[(2, 800)]);
+    // A retry to the same receiver: the lock kept goes as it starts, and the clients follow.
+    std::fs::remove_file(w.path("said")).unwrap();
+    std::fs::remove_file(w.path("go")).unwrap();
+    let (out, _) = Migrate::spawn(
+        &hosts,
+        &w,
+        &serve,
+        &[
+            "--tcp-established",
+            "--action-script",
+            script.to_str().unwrap(),
+        ],
+    )
+    .wait();
+    assert!(out.success(), "{out}\n--- serve on B\n{}", serve.log());
+    assert_eq!(hosts.route(), "B");
+    w.wait_original();
+    let here = pid_here(w.pid(), w.dir()).expect("restored on B");
+    w.adopt_restored_at(here);
+    let locks = Hosts::inside(&hosts.b, || cryo_netns::installed_locks().unwrap());
+    assert!(locks.is_empty(), "locks left on B: {locks:?}");
+    echo_round(&w, &mut clients, 3, 500);
+}
+
+#[test]
+fn the_destination_killed_mid_transfer_leaves_the_source_serving() {
+    cryo_bin();
+    let hosts = Hosts::new();
+    let w = Hosts::spawn(&hosts.a, "tcp", &[&format!("{SERVICE}:0")]);
+    let port: u16 = w.cmd("port").parse().unwrap();
+    let mut clients = hosts.clients(port, 10);
+    assert_eq!(w.cmd("accept-n 10"), "10");
+    echo_round(&w, &mut clients, 1, 500);
+    send_round(&mut clients, 2, 700);
+    // B stops once the whole image is there, before it confirms it.
+    let mut serve = Serve::start(
+        &hosts,
+        w.dir(),
+        "",
+        &[("CRYO_TEST_PAUSE_AT", "migrate-received")],
+    );
+    let script = source_script(&w, &hosts);
+    let migrate = Migrate::spawn(
+        &hosts,
+        &w,
+        &serve,
+        &[
+            "--tcp-established",
+            "--action-script",
+            script.to_str().unwrap(),
+        ],
+    );
+    serve.await_line("paused at migrate-received");
+    serve.kill();
+    let (out, _) = migrate.wait();
+    out.assert_refused()
+        .assert_stderr_mentions("step 2, the image stream")
+        .assert_stderr_mentions("rolled back");
+    w.assert_untouched();
+    let stages = std::fs::read_to_string(w.path("script.log")).unwrap();
+    assert!(
+        stages
+            .lines()
+            .last()
+            .unwrap()
+            .starts_with("migrate-rollback alive"),
+        "{stages}"
+    );
+    assert_eq!(hosts.route(), "A");
+    // The server on A runs on with every client: what was queued, then more.
+    assert_eq!(w.cmd("echo-all 700"), "10");
+    expect_echo(&mut clients, &[(2, 700)]);
+    echo_round(&w, &mut clients, 3, 500);
+}
+
+#[test]
+fn a_file_that_differs_on_the_destination_stops_before_the_freeze() {
+    cryo_bin();
+    let hosts = Hosts::new();
+    let dir = control_dir();
+    let data = dir.path().join("data");
+    std::fs::write(&data, pattern(8192, 1)).unwrap();
+    let other = dir.path().join("other");
+    std::fs::write(&other, pattern(8192, 2)).unwrap();
+    let w = Hosts::spawn_in(&hosts.a, dir, "file", &[data.to_str().unwrap()]);
+    let before = w.cmd("ping");
+    // On B the same path holds other bytes (B's serve in a mount namespace of its own).
+    let serve = Serve::start(
+        &hosts,
+        w.dir(),
+        &format!("mount --bind {} {} &&", other.display(), data.display()),
+        &[],
+    );
+    let script = source_script(&w, &hosts);
+    let migrate = Migrate::spawn(
+        &hosts,
+        &w,
+        &serve,
+        &["--action-script", script.to_str().unwrap()],
+    );
+    let (out, _) = migrate.wait();
+    assert_eq!(out.status.code(), Some(3), "{out}");
+    out.assert_stderr_mentions("permanent file")
+        .assert_stderr_mentions(data.to_str().unwrap())
+        .assert_stderr_mentions("step 1, the check");
+    // Never frozen: no stage of the dump ran, and it runs on as before.
+    assert!(!w.path("script.log").exists(), "a stage ran");
+    w.assert_untouched();
+    assert_eq!(w.cmd("ping"), before);
+}
