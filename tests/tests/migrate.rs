@@ -135,17 +135,22 @@ impl Hosts {
 
     /// As [`Hosts::spawn`], in a control dir the test prepared.
     fn spawn_in(ns: &str, dir: tempfile::TempDir, mode: &str, args: &[&str]) -> Workload {
+        Workload::spawn_configured(dir, mode, args, |cmd| Self::enter(cmd, ns))
+    }
+
+    /// Makes `cmd` run in network namespace `ns`, in this test's mount namespace: the
+    /// workloads and the cryo that dumps them see the same mounts (`ip netns exec` would give
+    /// each its own /sys, and a dump refuses a process whose mounts are not cryo's).
+    fn enter(cmd: &mut Command, ns: &str) {
         let handle = Self::netns(ns);
-        Workload::spawn_configured(dir, mode, args, move |cmd| {
-            // SAFETY: setns is async-signal-safe and the closure touches nothing else (the
-            // handle was opened before the fork).
-            unsafe {
-                cmd.pre_exec(move || {
-                    nix::sched::setns(handle.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
-                        .map_err(std::io::Error::from)
-                });
-            }
-        })
+        // SAFETY: setns is async-signal-safe and the closure touches nothing else (the
+        // handle was opened before the fork).
+        unsafe {
+            cmd.pre_exec(move || {
+                nix::sched::setns(handle.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+                    .map_err(std::io::Error::from)
+            });
+        }
     }
 
     /// `n` clients on C connected to the service's `port`.
@@ -334,9 +339,9 @@ impl Migrate {
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
         let stdout = w.path(&format!("migrate-{n}.stdout"));
         let stderr = w.path(&format!("migrate-{n}.stderr"));
-        let child = Command::new("ip")
-            .args(["netns", "exec", &hosts.a])
-            .arg(cryo_bin())
+        let mut command = Command::new(cryo_bin());
+        Hosts::enter(&mut command, &hosts.a);
+        let child = command
             .args(&args)
             .stdin(Stdio::null())
             .stdout(File::create(&stdout).unwrap())
