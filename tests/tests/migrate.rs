@@ -323,6 +323,14 @@ struct Migrate {
 }
 
 impl Migrate {
+    /// [`Migrate::spawn`] with the source's action script ([`source_script`]) and `extra`.
+    fn scripted(hosts: &Hosts, w: &Workload, serve: &Serve, extra: &[&str]) -> Self {
+        let script = source_script(w, hosts);
+        let mut args = vec!["--action-script", script.to_str().unwrap()];
+        args.extend(extra);
+        Self::spawn(hosts, w, serve, &args)
+    }
+
     fn spawn(hosts: &Hosts, w: &Workload, serve: &Serve, extra: &[&str]) -> Self {
         let mut args: Vec<String> = vec![
             "migrate".into(),
@@ -559,19 +567,9 @@ fn a_server_with_100_clients_moves_to_b_and_every_client_goes_on() {
     // Sent before the migration, read by the server only once on B.
     send_round(&mut clients, 2, 3000);
     let serve = Serve::start(&hosts, w.dir(), "", &[]);
-    let script = source_script(&w, &hosts);
     mkfifo(&w.path("said"));
     mkfifo(&w.path("go"));
-    let migrate = Migrate::spawn(
-        &hosts,
-        &w,
-        &serve,
-        &[
-            "--tcp-established",
-            "--action-script",
-            script.to_str().unwrap(),
-        ],
-    );
+    let migrate = Migrate::scripted(&hosts, &w, &serve, &["--tcp-established"]);
     // migrate-restored: B holds every process, stopped and locked; the originals are
     // frozen, still there. Half the clients send while A is frozen and B locked, after the
     // address moved: dropped by B's lock, sent again once B runs. The other half stay idle:
@@ -647,20 +645,10 @@ fn a_failure_after_the_address_moved_rolls_back_and_what_b_was_sent_reaches_a() 
     assert_eq!(w.cmd("accept-n 10"), "10");
     echo_round(&w, &mut clients, 1, 500);
     let serve = Serve::start(&hosts, w.dir(), "", &[]);
-    let script = source_script(&w, &hosts);
     mkfifo(&w.path("said"));
     mkfifo(&w.path("go"));
     std::fs::write(w.path("fail"), "").unwrap();
-    let migrate = Migrate::spawn(
-        &hosts,
-        &w,
-        &serve,
-        &[
-            "--tcp-established",
-            "--action-script",
-            script.to_str().unwrap(),
-        ],
-    );
+    let migrate = Migrate::scripted(&hosts, &w, &serve, &["--tcp-established"]);
     // Sent to B (the route moved) while it holds the connections locked; then the script
     // fails: B must not have taken these bytes, or A never gets them.
     let (out, _) = in_the_window(&w, &hosts, migrate, |c| send_round(c, 2, 900), &mut clients);
@@ -701,19 +689,9 @@ fn a_destination_without_go_kills_what_it_restored_and_keeps_its_lock_until_a_re
     echo_round(&w, &mut clients, 1, 500);
     // B waits 2 s for the go; the source's script takes longer.
     let serve = Serve::start_with(&hosts, w.dir(), "", &[], 2);
-    let script = source_script(&w, &hosts);
     mkfifo(&w.path("said"));
     mkfifo(&w.path("go"));
-    let migrate = Migrate::spawn(
-        &hosts,
-        &w,
-        &serve,
-        &[
-            "--tcp-established",
-            "--action-script",
-            script.to_str().unwrap(),
-        ],
-    );
+    let migrate = Migrate::scripted(&hosts, &w, &serve, &["--tcp-established"]);
     let (out, _) = in_the_window(
         &w,
         &hosts,
@@ -751,17 +729,7 @@ fn a_destination_without_go_kills_what_it_restored_and_keeps_its_lock_until_a_re
     // A retry to the same receiver: the lock kept goes as it starts, and the clients follow.
     std::fs::remove_file(w.path("said")).unwrap();
     std::fs::remove_file(w.path("go")).unwrap();
-    let (out, _) = Migrate::spawn(
-        &hosts,
-        &w,
-        &serve,
-        &[
-            "--tcp-established",
-            "--action-script",
-            script.to_str().unwrap(),
-        ],
-    )
-    .wait();
+    let (out, _) = Migrate::scripted(&hosts, &w, &serve, &["--tcp-established"]).wait();
     assert!(out.success(), "{out}\n--- serve on B\n{}", serve.log());
     assert_eq!(hosts.route(), "B");
     w.wait_original();
@@ -789,17 +757,7 @@ fn the_destination_killed_mid_transfer_leaves_the_source_serving() {
         "",
         &[("CRYO_TEST_PAUSE_AT", "migrate-received")],
     );
-    let script = source_script(&w, &hosts);
-    let migrate = Migrate::spawn(
-        &hosts,
-        &w,
-        &serve,
-        &[
-            "--tcp-established",
-            "--action-script",
-            script.to_str().unwrap(),
-        ],
-    );
+    let migrate = Migrate::scripted(&hosts, &w, &serve, &["--tcp-established"]);
     serve.await_line("paused at migrate-received");
     serve.kill();
     let (out, _) = migrate.wait();
@@ -841,13 +799,7 @@ fn a_file_that_differs_on_the_destination_stops_before_the_freeze() {
         &format!("mount --bind {} {} &&", other.display(), data.display()),
         &[],
     );
-    let script = source_script(&w, &hosts);
-    let migrate = Migrate::spawn(
-        &hosts,
-        &w,
-        &serve,
-        &["--action-script", script.to_str().unwrap()],
-    );
+    let migrate = Migrate::scripted(&hosts, &w, &serve, &[]);
     let (out, _) = migrate.wait();
     assert_eq!(out.status.code(), Some(3), "{out}");
     out.assert_stderr_mentions("permanent file")
