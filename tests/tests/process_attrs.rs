@@ -155,6 +155,19 @@ attr_tests! {
         ("tget mce", "0"),
     ];
 
+    /// ARCH_SET_CPUID: cpuid faulting in the main thread, not in the second (which turned it
+    /// off again after inheriting it).
+    cpuid_faulting_in_the_main_thread: ["cpuid=off", "thread", "t.cpuid=on"] => [
+        ("get cpuid", "0"),
+        ("tget cpuid", "1"),
+    ];
+
+    /// ARCH_SET_CPUID: cpuid faulting in the second thread only.
+    cpuid_faulting_in_a_thread: ["thread", "t.cpuid=off"] => [
+        ("get cpuid", "1"),
+        ("tget cpuid", "0"),
+    ];
+
     /// PR_SET_NO_NEW_PRIVS in the main thread only, after the second thread started.
     no_new_privs: ["thread", "nnp=1"] => [
         ("get nnp", "1"),

@@ -194,12 +194,13 @@ impl AttrError {
     }
 }
 
-/// One prctl getter run in a stopped thread: an option, and whether it answers in memory
-/// (an int at arg2) rather than in its return value.
+/// One prctl (or arch_prctl) getter run in a stopped thread: an option, and whether it
+/// answers in memory (an int at arg2) rather than in its return value.
 #[derive(Debug)]
 pub struct PrctlRead {
     /// The attribute, for errors.
     pub name: &'static str,
+    syscall: libc::c_long,
     option: libc::c_int,
     into_memory: bool,
 }
@@ -208,7 +209,7 @@ impl PrctlRead {
     /// The call, with `slot` the address its int may go to.
     pub fn call(&self, slot: u64) -> BatchCall {
         let arg2 = if self.into_memory { slot } else { 0 };
-        (libc::SYS_prctl, [self.option as u64, arg2, 0, 0, 0, 0])
+        (self.syscall, [self.option as u64, arg2, 0, 0, 0, 0])
     }
 
     /// The value read, from the call's `result` and its memory `out`.
@@ -224,22 +225,34 @@ impl PrctlRead {
 const fn read(name: &'static str, option: libc::c_int, into_memory: bool) -> PrctlRead {
     PrctlRead {
         name,
+        syscall: libc::SYS_prctl,
         option,
         into_memory,
     }
 }
 
+/// `ARCH_GET_CPUID` / `ARCH_SET_CPUID` (asm/prctl.h): whether the cpuid instruction runs, or
+/// faults with SIGSEGV, in a thread.
+const ARCH_GET_CPUID: libc::c_int = 0x1011;
+const ARCH_SET_CPUID: libc::c_int = 0x1012;
+
 /// The prctl reads of the main thread: the per-thread ones, then the per-process ones.
-const MAIN_READS: [PrctlRead; 6] = [
+const MAIN_READS: [PrctlRead; 7] = [
     read("timer slack", libc::PR_GET_TIMERSLACK, false),
     read("parent-death signal", libc::PR_GET_PDEATHSIG, true),
     read("mce kill policy", libc::PR_MCE_KILL_GET, false),
+    PrctlRead {
+        name: "cpuid faulting",
+        syscall: libc::SYS_arch_prctl,
+        option: ARCH_GET_CPUID,
+        into_memory: false,
+    },
     read("dumpable", libc::PR_GET_DUMPABLE, false),
     read("child subreaper", libc::PR_GET_CHILD_SUBREAPER, true),
     read("thp disable", libc::PR_GET_THP_DISABLE, false),
 ];
 /// How many of [`MAIN_READS`] every thread runs.
-const THREAD_READS: usize = 3;
+const THREAD_READS: usize = 4;
 
 /// The prctl reads a thread runs in its dump batch (`main`: its process's ones too).
 pub fn remote_reads(main: bool) -> &'static [PrctlRead] {
@@ -277,10 +290,12 @@ pub fn dump_thread(
     attrs.timerslack_ns = value(0);
     attrs.pdeathsig = value(1) as i32;
     attrs.mce_kill = value(2) as u32;
+    // ARCH_GET_CPUID answers 1 where cpuid runs, 0 where it faults.
+    attrs.cpuid_faulting = value(3) == 0;
     if let Some(p) = process {
-        p.dumpable = value(3) as u32;
-        p.child_subreaper = value(4) != 0;
-        p.thp_disable = value(5) as u32;
+        p.dumpable = value(4) as u32;
+        p.child_subreaper = value(5) != 0;
+        p.thp_disable = value(6) as u32;
     }
     Ok(attrs)
 }
@@ -683,6 +698,25 @@ pub fn restore_after_creds(
             };
             calls.push(("mce kill policy", call));
         }
+    }
+    // Set in every thread whose own state is not what a thread starts with: a thread
+    // inherits its creator's at clone.
+    let main_faulting = main.is_some_and(|m| m.cpuid_faulting);
+    if a.cpuid_faulting || main_faulting {
+        calls.push((
+            "cpuid faulting",
+            (
+                libc::SYS_arch_prctl,
+                [
+                    ARCH_SET_CPUID as u64,
+                    u64::from(!a.cpuid_faulting),
+                    0,
+                    0,
+                    0,
+                    0,
+                ],
+            ),
+        ));
     }
     if calls.is_empty() {
         return Ok(());

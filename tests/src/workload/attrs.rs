@@ -33,6 +33,7 @@
 //! rlimit=RES:SOFT:HARD    setrlimit, RES a number or nofile|stack|core|cpu|fsize|nproc|memlock
 //! umask=OCTAL             umask                                            process
 //! personality=HEX         personality                                      process
+//! cpuid=on|off            ARCH_SET_CPUID: off makes cpuid fault (SIGSEGV) this thread
 //! uts=HOST:DOMAIN         unshare(CLONE_NEWUTS), sethostname, setdomainname process
 //! unshare=KIND            unshare a namespace, KIND ipc|net|cgroup|mnt|pid process
 //!                         (mnt: then every mount made private)
@@ -62,6 +63,7 @@
 //! loginuid, sessionid  N             (/proc/self/loginuid, /proc/self/sessionid)
 //! rlimit:RES    SOFT HARD             (getrlimit; unlimited as -1)
 //! umask         OCTAL
+//! cpuid         1 | 0                 (ARCH_GET_CPUID: 0 where cpuid faults)
 //! uts           HOST DOMAIN           (uname: nodename, domainname)
 //! personality   HEX
 //! status:FIELD  the field of /proc/thread-self/status (CapBnd, CapAmb, NoNewPrivs...)
@@ -71,6 +73,10 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
 use super::{arg, parse_u64, sys, unknown, Mode};
+
+/// arch_prctl codes (asm/prctl.h): the cpuid instruction runs (1) or faults (0).
+const ARCH_GET_CPUID: i32 = 0x1011;
+const ARCH_SET_CPUID: i32 = 0x1012;
 use crate::protocol;
 
 /// `attrs SETTING...`
@@ -342,6 +348,16 @@ fn apply(setting: &str, dir: &Path) -> Result<(), String> {
             Ok(())
         }
         "personality" => sys::personality(num(value)? as u32).map(drop).map_err(fail),
+        "cpuid" => {
+            let enable = match value {
+                "on" => 1,
+                "off" => 0,
+                other => return Err(format!("bad cpuid {other:?}: on|off")),
+            };
+            sys::arch_prctl(ARCH_SET_CPUID, enable)
+                .map(drop)
+                .map_err(fail)
+        }
         "uts" => {
             let (host, domain) = value
                 .split_once(':')
@@ -502,6 +518,9 @@ fn observe(key: &str) -> Result<String, String> {
         }
         "personality" => sys::personality(0xffff_ffff)
             .map(|p| format!("{p:#x}"))
+            .map_err(fail),
+        "cpuid" => sys::arch_prctl(ARCH_GET_CPUID, 0)
+            .map(|v| v.to_string())
             .map_err(fail),
         "uts" => nix::sys::utsname::uname()
             .map(|u| {

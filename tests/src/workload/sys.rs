@@ -1008,6 +1008,17 @@ pub fn getrlimit(resource: u32) -> io::Result<(u64, u64)> {
     Ok((lim.rlim_cur, lim.rlim_max))
 }
 
+/// arch_prctl(code, arg) with an integer argument: its result.
+pub fn arch_prctl(code: i32, arg: u64) -> io::Result<i64> {
+    // SAFETY: ARCH_GET_CPUID and ARCH_SET_CPUID take an integer, no pointer.
+    let r = unsafe { libc::syscall(libc::SYS_arch_prctl, code, arg) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
 /// Sets the NIS domain name of the UTS namespace.
 pub fn setdomainname(name: &str) -> io::Result<()> {
     // SAFETY: `name` is a live buffer of the length passed; the kernel copies it.
