@@ -44,6 +44,7 @@ impl Engine {
                     pages_bytes: 0,
                     frozen: Duration::ZERO,
                     total: start.elapsed(),
+                    ..DumpSummary::default()
                 })
             }
         }

@@ -216,6 +216,7 @@ every_message!(
     CheckedProcess,
     CheckedPort,
     CheckedId,
+    PreCopyRound,
 );
 
 #[test]

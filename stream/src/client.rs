@@ -108,32 +108,106 @@ impl Peer {
         name: &str,
         checkpoint_id: &str,
     ) -> Result<String, StreamError> {
-        let mut conn = self.start(Purpose::Store, name, checkpoint_id)?;
-        // Between frames: a pending SIGINT stops the transfer, and so does a word from the
-        // receiver (it only speaks before the End to say it failed).
+        self.open_store(name, checkpoint_id)?.finish(images)
+    }
+
+    /// Starts storing an image as `name` whose files are sent as they come
+    /// ([`Store::send_file`]: the rounds of a pre-copy, while the processes run), the rest at
+    /// [`Store::finish`].
+    pub fn open_store(&self, name: &str, checkpoint_id: &str) -> Result<Store, StreamError> {
+        let conn = self.start(Purpose::Store, name, checkpoint_id)?;
         let watch = conn
             .get_ref()
             .try_clone()
             .map_err(|e| StreamError::io("watch the connection", e, 0))?;
-        let keep_going = |step: &str| {
-            cryo_core::interrupt::check("")
-                .map_err(|_| StreamError::Interrupted { step: step.into() })?;
-            if readable(&watch) {
-                return Err(StreamError::protocol(
-                    step,
-                    "the receiver spoke before the end",
-                ));
+        Ok(Store {
+            conn,
+            watch,
+            addr: self.addr.clone(),
+            name: name.into(),
+            manifest: Manifest {
+                checkpoint_id: checkpoint_id.into(),
+                files: Vec::new(),
+            },
+        })
+    }
+}
+
+/// An image being stored on a receiver: files sent one by one, then the End and the wait for
+/// the receiver's "committed". Dropped before that, the connection closes and the receiver
+/// discards what came.
+pub struct Store {
+    conn: Conn<TcpStream>,
+    watch: TcpStream,
+    addr: String,
+    name: String,
+    manifest: Manifest,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("addr", &self.addr)
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+impl Store {
+    /// Between frames: a pending SIGINT stops the transfer, and so does a word from the
+    /// receiver (it only speaks before the End to say it failed).
+    fn keep_going(watch: &TcpStream, step: &str) -> Result<(), StreamError> {
+        cryo_core::interrupt::check("")
+            .map_err(|_| StreamError::Interrupted { step: step.into() })?;
+        if readable(watch) {
+            return Err(StreamError::protocol(
+                step,
+                "the receiver spoke before the end",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Sends file `name` of the image now: `size` bytes read from `contents`.
+    pub fn send_file(
+        &mut self,
+        name: &str,
+        size: u64,
+        contents: &mut dyn std::io::Read,
+    ) -> Result<(), StreamError> {
+        transfer::check_name(name).map_err(|e| StreamError::protocol("send a file", e))?;
+        let watch = &self.watch;
+        match transfer::send_file(&mut self.conn, name, size, 0o600, contents, &|step| {
+            Self::keep_going(watch, step)
+        }) {
+            Ok(entry) => {
+                self.manifest.files.push(entry);
+                Ok(())
             }
-            Ok(())
-        };
-        let sent = match transfer::send_image(&mut conn, images, checkpoint_id, &keep_going) {
-            Ok(m) => m,
+            Err(e) => Err(last_word(&mut self.conn).unwrap_or(e)),
+        }
+    }
+
+    /// Sends every file of `images` and the End with the manifest of everything sent, and
+    /// returns once the receiver confirmed it complete and durable, with the manifest hash
+    /// it answered (the same as ours, checked). Any other end is an error naming the step.
+    pub fn finish(mut self, images: &ImageDir) -> Result<String, StreamError> {
+        let watch = &self.watch;
+        let sent = transfer::send_dir_files(
+            &mut self.conn,
+            images,
+            &mut self.manifest.files,
+            &|step| Self::keep_going(watch, step),
+        )
+        .and_then(|()| transfer::send_end(&mut self.conn, &self.manifest));
+        if let Err(e) = sent {
             // The receiver's own reason, when it gave one, says more than a broken pipe.
-            Err(e) => return Err(last_word(&mut conn).unwrap_or(e)),
-        };
-        let ours = manifest::hash(&sent);
+            return Err(last_word(&mut self.conn).unwrap_or(e));
+        }
+        let (name, sent) = (&self.name, &self.manifest);
+        let ours = manifest::hash(sent);
         let step = format!("wait for {} to commit image {name:?}", self.addr);
-        let committed: msg::Committed = conn.expect(FrameType::Committed, &step)?;
+        let committed: msg::Committed = self.conn.expect(FrameType::Committed, &step)?;
         if committed.manifest_hash != ours {
             return Err(StreamError::protocol(
                 &step,
@@ -147,7 +221,9 @@ impl Peer {
         info!(name, files = sent.files.len(), bytes, hash = %ours, "committed by the receiver");
         Ok(ours)
     }
+}
 
+impl Peer {
     /// Fetches image `name` from the receiver into `into` (a new, private directory),
     /// verified against its manifest; tells the receiver it arrived whole.
     pub fn fetch(&self, name: &str, into: &ImageDir) -> Result<Manifest, StreamError> {

@@ -65,6 +65,12 @@ pub struct Args {
     /// ids; no pages), for `cryo restore --check-only`; the processes are always left running
     #[arg(long)]
     check_only: bool,
+
+    /// Stream memory while the processes run, round after round (each the pages written
+    /// since the last, tracked with userfaultfd write-protect), then freeze and send only
+    /// what changed since: a short freeze for a large process (with --to)
+    #[arg(long, requires = "to", conflicts_with = "check_only")]
+    pre_copy: bool,
 }
 
 impl Args {
@@ -79,6 +85,7 @@ impl Args {
         opts.action_script = self.action_script.script();
         opts.ext_unix_sk = self.ext_unix_sk;
         opts.check_only = self.check_only;
+        opts.pre_copy = self.pre_copy;
         opts
     }
 }
@@ -97,11 +104,43 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
             scratch = Some(dir);
             let name = name.clone();
             let to_text = to.clone();
+            // --pre-copy: the stream opens first (the rounds go while the processes run) and
+            // the commit hook finishes it.
+            let store = match args.pre_copy {
+                true => {
+                    let id = std::fs::read_to_string("/proc/sys/kernel/random/uuid")
+                        .context("a checkpoint id")?
+                        .trim()
+                        .to_string();
+                    let store = peer
+                        .open_store(&name, &id)
+                        .with_context(|| format!("stream to {to} as {name:?}"))?;
+                    opts.checkpoint_id = Some(id);
+                    Some(std::sync::Arc::new(std::sync::Mutex::new(Some(store))))
+                }
+                false => None,
+            };
+            if let Some(store) = &store {
+                let (store, to_text, name) = (store.clone(), to_text.clone(), name.clone());
+                opts.pre_copy_sink = Some(cryo_core::PreCopySink::new(move |file, size, contents| {
+                    let mut store = store.lock().map_err(|_| "the stream's lock is poisoned")?;
+                    let store = store.as_mut().ok_or("the stream is closed")?;
+                    store
+                        .send_file(file, size, contents)
+                        .map_err(|e| format!("stream to {to_text} as {name:?}: {e}").into())
+                }));
+            }
             opts.commit = Some(cryo_core::CommitHook::new(move |dir, checkpoint_id| {
                 let images = cryo_core::ImageDir::open(dir)?;
-                peer.store(&images, &name, checkpoint_id)
-                    .map(drop)
-                    .map_err(|e| format!("stream to {to_text} as {name:?}: {e}").into())
+                let open = store
+                    .as_ref()
+                    .and_then(|s| s.lock().ok().and_then(|mut s| s.take()));
+                match open {
+                    Some(store) => store.finish(&images),
+                    None => peer.store(&images, &name, checkpoint_id),
+                }
+                .map(drop)
+                .map_err(|e| format!("stream to {to_text} as {name:?}: {e}").into())
             }));
             format!("{to} as {}", args.name.as_deref().unwrap_or_default())
         }
@@ -124,8 +163,19 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     };
     let summary =
         dumped.with_context(|| format!("dump of pid {} into {whereto}", pid_list(&opts.pids)))?;
+    let rounds = if summary.pre_copy_rounds.is_empty() {
+        String::new()
+    } else {
+        let each: Vec<String> = summary.pre_copy_rounds.iter().map(|&b| mib(b)).collect();
+        format!(
+            " (after {} pre-copy round{}: {})",
+            each.len(),
+            if each.len() == 1 { "" } else { "s" },
+            each.join(", ")
+        )
+    };
     let line = format!(
-        "{} pid {} into {}: {} of pages{}, frozen {}, total {}{}",
+        "{} pid {} into {}: {} of pages{}{rounds}, frozen {}, total {}{}",
         if opts.check_only { "checked" } else { "dumped" },
         pid_list(&summary.pids),
         whereto,

@@ -18,7 +18,7 @@ pub(super) type Collected = (cryo_proto::image::TaskCore, cryo_proto::image::MmC
 
 /// Everything of task `pid` (frozen, its main thread `remote` borrowed, `scratch` mapped):
 /// its core with threads, signals, timers and fds, and its memory (without its pages when
-/// `pages` is false: `dump --check-only`).
+/// `pages` is false: `dump --check-only`; the pages in `earlier` a pre-copy round sent).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn collect(
     pid: Pid,
@@ -32,6 +32,7 @@ pub(super) fn collect(
     files: &mut FileTable,
     members: &DumpMembers,
     pages: bool,
+    earlier: Option<&std::collections::HashSet<u64>>,
 ) -> Result<Collected> {
     let mut core = task::dump(pid, stat)?;
     let mut process_attrs = attrs::dump_process(pid)?;
@@ -74,6 +75,6 @@ pub(super) fn collect(
         .into_iter()
         .filter(|m| !scratch.contains(m.start))
         .collect();
-    let mm = memory::dump::dump(pid, stat, &maps, files, images, remote, scratch, pages)?;
+    let mm = memory::dump::dump(pid, stat, &maps, files, images, remote, scratch, pages, earlier)?;
     Ok((core, mm))
 }

@@ -25,7 +25,9 @@ const PAGEMAP_CHUNK: usize = 64 * 1024;
 const CHECKSUM_BUF: usize = 256 << 10;
 
 /// Dumps the address space of frozen task `pid`. `maps` must not include `scratch`. With
-/// `pages` false (`dump --check-only`) the page runs are found but no page is written.
+/// `pages` false (`dump --check-only`) the page runs are found but no page is written; the
+/// pages in `earlier` (sent by a pre-copy round, unchanged since) are not written either but
+/// listed in `MmCore.precopied`, for the receiver to merge.
 #[allow(clippy::too_many_arguments)]
 pub fn dump(
     pid: Pid,
@@ -36,6 +38,7 @@ pub fn dump(
     remote: &Remote,
     scratch: &Scratch,
     pages: bool,
+    earlier: Option<&std::collections::HashSet<u64>>,
 ) -> Result<MmCore> {
     let _span = debug_span!("memory", %pid).entered();
     let mut vmas = Vec::with_capacity(maps.len());
@@ -120,6 +123,10 @@ pub fn dump(
     tracing::trace!("vmas classified");
     let runs = page_runs(pid, &vmas)?;
     tracing::trace!("pagemap read");
+    let (runs, precopied) = match earlier {
+        Some(earlier) => super::precopy::split_runs(runs, earlier),
+        None => (runs, Vec::new()),
+    };
     let total: u64 = runs.iter().map(|r| r.npages * PAGE).sum();
     let pages_file = if pages {
         let name = names::pages(pid);
@@ -148,6 +155,7 @@ pub fn dump(
         exe_file_id,
         vmas,
         pages: runs,
+        precopied,
         mlockall,
         pages_file,
         ..mm_layout(stat, brk, proc::auxv(pid)?)
