@@ -154,6 +154,7 @@ impl PreCopy {
                 "pre-copy round sent"
             );
             this.rounds.bytes.push(bytes);
+            crate::interrupt::pause_point("pre-copy-round");
             let first = this.rounds.bytes[0];
             let shrank = round == 0 || bytes < this.rounds.bytes[round as usize - 1];
             if bytes <= SMALL_ROUND || bytes.saturating_mul(100) <= first || !shrank {
@@ -436,19 +437,39 @@ fn merge_task(
     if pages.windows(2).any(|w| w[0].0 == w[1].0) {
         return Err(bad("a page both in the pages image and marked sent earlier".into()));
     }
-    let runs = runs_of(&pages, &mm.vmas);
-    // Written beside, checked, then renamed over the final pages image.
+    // The first round (all the memory, received and fsync'd while the process ran) becomes
+    // the pages image as it is; what later rounds and the final dump sent is appended. Runs
+    // point anywhere in the file, so only the pages that changed are copied and synced while
+    // the process is frozen (the pages it replaced stay behind, unreferenced).
     let name = names::pages(pid);
     let tmp = format!("{name}.merge");
-    let out = images.create_raw(&tmp)?;
+    let base = rounds.first().map(|_| 1usize);
+    let out = match base {
+        Some(_) => {
+            let first = round_pages_name(rounds[0].0, pid);
+            std::fs::rename(images.file(&first), images.file(&tmp))
+                .map_err(|e| Error::sys(pid, format!("rename {first}"), e))?;
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(images.file(&tmp))
+                .map_err(|e| Error::sys(pid, format!("open {tmp}"), e))?
+        }
+        None => images.create_raw(&tmp)?,
+    };
     let io = |e: std::io::Error| Error::sys(pid, format!("merge pages into {tmp}"), e);
-    let mut crc = 0u32;
+    let mut end = out.metadata().map_err(io)?.len();
+    let mut placed: Vec<(u64, u64)> = Vec::with_capacity(pages.len());
     let mut buf = vec![0u8; IO_CHUNK as usize];
     let mut i = 0;
-    let mut written = 0u64;
     while i < pages.len() {
-        // A stretch of pages contiguous in one source file: one read.
         let (_, first) = pages[i];
+        if Some(first.file) == base {
+            placed.push((pages[i].0, first.offset));
+            i += 1;
+            continue;
+        }
+        // A stretch of pages contiguous in one other source file: one read, appended.
         let mut n = 1;
         while i + n < pages.len()
             && (n as u64) * PAGE < IO_CHUNK
@@ -461,13 +482,18 @@ fn merge_task(
         files[first.file]
             .read_exact_at(&mut buf[..len], first.offset)
             .map_err(io)?;
-        out.write_all_at(&buf[..len], written).map_err(io)?;
-        crc = crc32c::crc32c_append(crc, &buf[..len]);
-        written += len as u64;
+        out.write_all_at(&buf[..len], end).map_err(io)?;
+        for k in 0..n {
+            placed.push((pages[i + k].0, end + k as u64 * PAGE));
+        }
+        end += len as u64;
         i += n;
     }
     out.sync_all().map_err(io)?;
+    let crc = crate::image::crc_of_file(&out, end).map_err(io)?;
     std::fs::rename(images.file(&tmp), images.file(&name)).map_err(io)?;
+    let runs = runs_of(&placed, &mm.vmas);
+    let written = end;
     mm.pages = runs;
     mm.precopied.clear();
     mm.pages_file = Some(RawFileRef {
@@ -482,16 +508,21 @@ fn merge_task(
     Ok(())
 }
 
-/// Page runs (offsets in file order) of sorted `pages`, a run never spanning two VMAs.
-fn runs_of(pages: &[(u64, Source)], vmas: &[Vma]) -> Vec<PageRun> {
+/// Page runs of sorted `(address, offset in the pages file)`, a run never spanning two VMAs.
+fn runs_of(pages: &[(u64, u64)], vmas: &[Vma]) -> Vec<PageRun> {
     let mut runs: Vec<PageRun> = Vec::new();
-    let mut offset = 0;
     let vma_of = |addr: u64| vmas.iter().position(|v| v.start <= addr && addr < v.end);
     let mut last_vma = None;
-    for &(addr, _) in pages {
+    for &(addr, offset) in pages {
         let vma = vma_of(addr);
         match runs.last_mut() {
-            Some(r) if r.addr + r.npages * PAGE == addr && vma == last_vma => r.npages += 1,
+            Some(r)
+                if r.addr + r.npages * PAGE == addr
+                    && r.offset + r.npages * PAGE == offset
+                    && vma == last_vma =>
+            {
+                r.npages += 1
+            }
             _ => runs.push(PageRun {
                 addr,
                 npages: 1,
@@ -499,7 +530,6 @@ fn runs_of(pages: &[(u64, Source)], vmas: &[Vma]) -> Vec<PageRun> {
             }),
         }
         last_vma = vma;
-        offset += PAGE;
     }
     runs
 }
@@ -526,8 +556,7 @@ mod tests {
     }
 
     #[test]
-    fn merged_runs_stop_at_vma_boundaries() {
-        let src = Source { file: 0, offset: 0 };
+    fn merged_runs_stop_at_vma_and_file_boundaries() {
         let vmas = vec![
             Vma {
                 start: 0x1000,
@@ -540,10 +569,14 @@ mod tests {
                 ..Vma::default()
             },
         ];
-        let pages = [(0x1000, src), (0x2000, src), (0x3000, src), (0x4000, src)];
+        let pages = [(0x1000, 0), (0x2000, PAGE), (0x3000, 2 * PAGE), (0x4000, 9 * PAGE)];
         assert_eq!(
             runs_of(&pages, &vmas),
-            vec![run(0x1000, 2, 0), run(0x3000, 2, 2 * PAGE)]
+            vec![
+                run(0x1000, 2, 0),
+                run(0x3000, 1, 2 * PAGE),
+                run(0x4000, 1, 9 * PAGE)
+            ]
         );
     }
 }
