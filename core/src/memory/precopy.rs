@@ -292,7 +292,9 @@ struct Source {
 /// The receiver's merge: rebuilds each process's pages image from the final dump's pages
 /// and the latest round's copy of each page it marked `precopied`, then removes the rounds.
 /// Afterwards the directory is an ordinary image. Returns whether there was anything to merge.
-pub fn merge(images: &ImageDir) -> Result<bool> {
+/// `crc_of(name)` gives the crc32c of a file the caller already checked (the receiver: each
+/// file's checksum as received), sparing a read of the largest round.
+pub fn merge(images: &ImageDir, crc_of: &dyn Fn(&str) -> Option<u32>) -> Result<bool> {
     let mut rounds: BTreeMap<i32, Vec<(u32, String)>> = BTreeMap::new();
     let mut mms = Vec::new();
     let mut others = Vec::new();
@@ -337,7 +339,7 @@ pub fn merge(images: &ImageDir) -> Result<bool> {
             continue;
         }
         pid_rounds.sort();
-        merge_task(images, pid, &mut mm, &pid_rounds)?;
+        merge_task(images, pid, &mut mm, &pid_rounds, crc_of)?;
         images.replace(&names::mm(pid), ImageKind::Mm, std::slice::from_ref(&mm))?;
         sync(images, &names::mm(pid))?;
         merged_any = true;
@@ -367,6 +369,7 @@ fn merge_task(
     pid: Pid,
     mm: &mut MmCore,
     rounds: &[(u32, String)],
+    crc_of: &dyn Fn(&str) -> Option<u32>,
 ) -> Result<()> {
     let bad = |detail: String| Error::from(MemoryError::PreCopyMerge { pid, detail });
     // Source files: 0 the final pages image (if any), then each round's pages.
@@ -444,6 +447,9 @@ fn merge_task(
     let name = names::pages(pid);
     let tmp = format!("{name}.merge");
     let base = rounds.first().map(|_| 1usize);
+    let base_crc = rounds
+        .first()
+        .and_then(|(r, _)| crc_of(&round_pages_name(*r, pid)));
     let out = match base {
         Some(_) => {
             let first = round_pages_name(rounds[0].0, pid);
@@ -458,7 +464,9 @@ fn merge_task(
         None => images.create_raw(&tmp)?,
     };
     let io = |e: std::io::Error| Error::sys(pid, format!("merge pages into {tmp}"), e);
-    let mut end = out.metadata().map_err(io)?.len();
+    let base_len = out.metadata().map_err(io)?.len();
+    let mut end = base_len;
+    let mut appended_crc = 0u32;
     let mut placed: Vec<(u64, u64)> = Vec::with_capacity(pages.len());
     let mut buf = vec![0u8; IO_CHUNK as usize];
     let mut i = 0;
@@ -483,6 +491,7 @@ fn merge_task(
             .read_exact_at(&mut buf[..len], first.offset)
             .map_err(io)?;
         out.write_all_at(&buf[..len], end).map_err(io)?;
+        appended_crc = crc32c::crc32c_append(appended_crc, &buf[..len]);
         for k in 0..n {
             placed.push((pages[i + k].0, end + k as u64 * PAGE));
         }
@@ -490,7 +499,10 @@ fn merge_task(
         i += n;
     }
     out.sync_all().map_err(io)?;
-    let crc = crate::image::crc_of_file(&out, end).map_err(io)?;
+    let crc = match base_crc {
+        Some(c) => crc32c::crc32c_combine(c, appended_crc, (end - base_len) as usize),
+        None => crate::image::crc_of_file(&out, end).map_err(io)?,
+    };
     std::fs::rename(images.file(&tmp), images.file(&name)).map_err(io)?;
     let runs = runs_of(&placed, &mm.vmas);
     let written = end;
