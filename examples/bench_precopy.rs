@@ -14,7 +14,6 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -67,14 +66,16 @@ impl Redis {
     fn start(mib: u64) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
-        let child = Command::new("redis-server")
+        // A session of its own (setsid execs it in place: the pid is redis's): a dump refuses
+        // a process whose session leader it lacks.
+        let child = Command::new("setsid")
+            .arg("redis-server")
             .args(["--port", &port.to_string(), "--save", "", "--appendonly", "no"])
             .args(["--enable-debug-command", "yes", "--daemonize", "no"])
             .current_dir(dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .process_group(0)
             .spawn()
             .expect("redis-server");
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -191,6 +192,9 @@ fn dump_once(mib: u64, rate: u64, pre_copy: bool) -> Outcome {
     let started = Instant::now();
     let out = cmd.output().expect("cryo dump");
     let total = started.elapsed();
+    if !out.status.success() {
+        let _ = serve.kill();
+    }
     let _ = serve.wait();
     stop.store(true, Ordering::Relaxed);
     let _ = load.join();
@@ -206,7 +210,7 @@ fn dump_once(mib: u64, rate: u64, pre_copy: bool) -> Outcome {
         summary[at..].split(until).next().unwrap_or("").to_string()
     };
     let frozen_ms: f64 = field("frozen ", ' ').parse().unwrap_or(f64::NAN);
-    let final_mib: f64 = field(": ", ' ').parse().unwrap_or(f64::NAN);
+    let final_mib: f64 = field(" as r: ", ' ').parse().unwrap_or(f64::NAN);
     let rounds = if pre_copy { field("rounds: ", ')') } else { String::new() };
     let image_bytes = std::fs::read_dir(images.join("r"))
         .map(|d| {
