@@ -26,7 +26,10 @@ fn cryo_bin() -> PathBuf {
     }
     // target/<profile>/examples/bench-precopy -> target/<profile>/cryo
     let exe = std::env::current_exe().expect("current exe");
-    exe.parent().and_then(Path::parent).expect("target dir").join("cryo")
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .join("cryo")
 }
 
 fn free_port() -> u16 {
@@ -47,7 +50,10 @@ fn command(s: &mut BufReader<TcpStream>, args: &[&[u8]]) -> std::io::Result<Stri
     s.get_mut().write_all(&req)?;
     let mut line = String::new();
     s.read_line(&mut line)?;
-    if let Some(n) = line.strip_prefix('$').and_then(|n| n.trim().parse::<i64>().ok()) {
+    if let Some(n) = line
+        .strip_prefix('$')
+        .and_then(|n| n.trim().parse::<i64>().ok())
+    {
         if n >= 0 {
             let mut body = vec![0u8; n as usize + 2];
             s.read_exact(&mut body)?;
@@ -70,7 +76,14 @@ impl Redis {
         // a process whose session leader it lacks.
         let child = Command::new("setsid")
             .arg("redis-server")
-            .args(["--port", &port.to_string(), "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .args(["--enable-debug-command", "yes", "--daemonize", "no"])
             .current_dir(dir.path())
             .stdin(Stdio::null())
@@ -82,7 +95,9 @@ impl Redis {
         let stream = loop {
             match TcpStream::connect(("127.0.0.1", port)) {
                 Ok(s) => break s,
-                Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
                 Err(e) => panic!("redis did not start: {e}"),
             }
         };
@@ -90,7 +105,13 @@ impl Redis {
         let keys = (mib << 20) / 4096;
         let reply = command(
             &mut s,
-            &[b"DEBUG", b"POPULATE", keys.to_string().as_bytes(), b"key", b"4096"],
+            &[
+                b"DEBUG",
+                b"POPULATE",
+                keys.to_string().as_bytes(),
+                b"key",
+                b"4096",
+            ],
         )
         .expect("DEBUG POPULATE");
         assert_eq!(reply, "+OK", "DEBUG POPULATE");
@@ -211,7 +232,11 @@ fn dump_once(mib: u64, rate: u64, pre_copy: bool) -> Outcome {
     };
     let frozen_ms: f64 = field("frozen ", ' ').parse().unwrap_or(f64::NAN);
     let final_mib: f64 = field(" as r: ", ' ').parse().unwrap_or(f64::NAN);
-    let rounds = if pre_copy { field("rounds: ", ')') } else { String::new() };
+    let rounds = if pre_copy {
+        field("rounds: ", ')')
+    } else {
+        String::new()
+    };
     let image_bytes = std::fs::read_dir(images.join("r"))
         .map(|d| {
             d.flatten()

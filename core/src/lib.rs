@@ -55,10 +55,10 @@ pub use dump::{
     DumpSummary,
 };
 pub use error::{Error, Result};
-pub use memory::precopy::{merge as merge_pre_copy, PreCopySink};
 pub use hooks::{ActionScript, HookStatus, Stage, DEFAULT_TIMEOUT as DEFAULT_HOOK_TIMEOUT};
 pub use image::{ImageDir, ImageDirError};
 pub use ipc::IpcError;
+pub use memory::precopy::{merge as merge_pre_copy, PreCopySink};
 pub use nix::unistd::Pid;
 pub use restore::error::{ChildError, RestoreError};
 pub use restore::{restore, RestoreOptions, Restored};

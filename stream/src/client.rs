@@ -193,13 +193,11 @@ impl Store {
     /// it answered (the same as ours, checked). Any other end is an error naming the step.
     pub fn finish(mut self, images: &ImageDir) -> Result<String, StreamError> {
         let watch = &self.watch;
-        let sent = transfer::send_dir_files(
-            &mut self.conn,
-            images,
-            &mut self.manifest.files,
-            &|step| Self::keep_going(watch, step),
-        )
-        .and_then(|()| transfer::send_end(&mut self.conn, &self.manifest));
+        let sent =
+            transfer::send_dir_files(&mut self.conn, images, &mut self.manifest.files, &|step| {
+                Self::keep_going(watch, step)
+            })
+            .and_then(|()| transfer::send_end(&mut self.conn, &self.manifest));
         if let Err(e) = sent {
             // The receiver's own reason, when it gave one, says more than a broken pipe.
             return Err(last_word(&mut self.conn).unwrap_or(e));

@@ -140,7 +140,10 @@ fn pre_copy_restores_every_page_as_last_written() {
     let mut w = Workload::spawn("writer", &["64", "4"]);
     let key = key_file(w.dir());
     let mut serve = Serve::start(w.dir(), &key);
-    assert!(w.cmd("verify").starts_with("ok "), "the workload checks itself");
+    assert!(
+        w.cmd("verify").starts_with("ok "),
+        "the workload checks itself"
+    );
     let out = w.cryo(&dump_args(&w, &serve, &key, "pc"));
     out.assert_success();
     w.wait_original();
@@ -172,7 +175,11 @@ fn pre_copy_restores_every_page_as_last_written() {
     w.restore_detached(&img).assert_success();
     let reply = w.cmd("verify");
     let fields: Vec<&str> = reply.split_whitespace().collect();
-    assert_eq!(fields.first(), Some(&"ok"), "every page as last written: {reply}");
+    assert_eq!(
+        fields.first(),
+        Some(&"ok"),
+        "every page as last written: {reply}"
+    );
     let counter: u64 = fields[1].parse().unwrap();
     assert!(
         counter + 1 >= last,
@@ -225,7 +232,10 @@ fn pre_copy_rolled_back_when_the_receiver_dies() {
         std::thread::sleep(Duration::from_millis(2));
     }
     assert!(serve.partial().is_some(), "round 0 is on the receiver");
-    assert!(vmas_flagged(w.pid(), "uw") > 0, "cryo's tracking is in place");
+    assert!(
+        vmas_flagged(w.pid(), "uw") > 0,
+        "cryo's tracking is in place"
+    );
     // The receiver dies, then the dump goes on (SIGTERM ends the pause): it fails either
     // way, and must leave the target as it was.
     drop(serve);

@@ -122,13 +122,15 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
             };
             if let Some(store) = &store {
                 let (store, to_text, name) = (store.clone(), to_text.clone(), name.clone());
-                opts.pre_copy_sink = Some(cryo_core::PreCopySink::new(move |file, size, contents| {
-                    let mut store = store.lock().map_err(|_| "the stream's lock is poisoned")?;
-                    let store = store.as_mut().ok_or("the stream is closed")?;
-                    store
-                        .send_file(file, size, contents)
-                        .map_err(|e| format!("stream to {to_text} as {name:?}: {e}").into())
-                }));
+                opts.pre_copy_sink =
+                    Some(cryo_core::PreCopySink::new(move |file, size, contents| {
+                        let mut store =
+                            store.lock().map_err(|_| "the stream's lock is poisoned")?;
+                        let store = store.as_mut().ok_or("the stream is closed")?;
+                        store
+                            .send_file(file, size, contents)
+                            .map_err(|e| format!("stream to {to_text} as {name:?}: {e}").into())
+                    }));
             }
             opts.commit = Some(cryo_core::CommitHook::new(move |dir, checkpoint_id| {
                 let images = cryo_core::ImageDir::open(dir)?;

@@ -26,8 +26,8 @@ use cryo_proto::image::VmaKind;
 use nix::unistd::Pid;
 use tracing::debug;
 
-use super::error::MemoryError;
 use super::classify;
+use super::error::MemoryError;
 use crate::error::{Error, Result};
 use crate::freeze::FrozenTask;
 use crate::proc;
@@ -111,7 +111,13 @@ fn userfaultfd_of(pid: Pid) -> Result<std::os::fd::OwnedFd> {
     });
     let released = remote.release();
     let (fd, got, closed) = taken.map_err(|e| Error::sys(pid, "userfaultfd (in the target)", e))?;
-    closed.map_err(|e| Error::sys(pid, format!("close the userfaultfd (fd {fd}) in the target"), e))?;
+    closed.map_err(|e| {
+        Error::sys(
+            pid,
+            format!("close the userfaultfd (fd {fd}) in the target"),
+            e,
+        )
+    })?;
     released.map_err(|e| Error::sys(pid, "put the main thread back", e))?;
     got.map_err(|e| Error::sys(pid, format!("pidfd_getfd of the userfaultfd (fd {fd})"), e))
 }
@@ -147,7 +153,9 @@ impl Tracker {
                     tracked_bytes += m.end - m.start;
                 }
                 // Not trackable (hugetlb, say): its pages are sent in the final dump.
-                Err(e) => debug!(%pid, start = m.start, end = m.end, name = m.name, "not tracked: {e}"),
+                Err(e) => {
+                    debug!(%pid, start = m.start, end = m.end, name = m.name, "not tracked: {e}")
+                }
             }
         }
         drop(frozen);
@@ -216,7 +224,9 @@ impl Tracker {
 /// Pages in `regions` (sorted, disjoint), for a membership test by binary search.
 pub fn contains(regions: &[Region], addr: u64) -> bool {
     let i = regions.partition_point(|r| r.end <= addr);
-    regions.get(i).is_some_and(|r| r.start <= addr && addr < r.end)
+    regions
+        .get(i)
+        .is_some_and(|r| r.start <= addr && addr < r.end)
 }
 
 #[cfg(test)]

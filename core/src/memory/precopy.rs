@@ -48,7 +48,8 @@ pub const SMALL_ROUND: u64 = 1 << 20;
 #[derive(Clone)]
 pub struct PreCopySink(Arc<SinkFn>);
 
-type SinkFn = dyn Fn(&str, u64, &mut dyn Read) -> std::result::Result<(), CommitError> + Send + Sync;
+type SinkFn =
+    dyn Fn(&str, u64, &mut dyn Read) -> std::result::Result<(), CommitError> + Send + Sync;
 
 impl PreCopySink {
     /// A sink calling `f(name, size, contents)` for each file of each round.
@@ -175,7 +176,8 @@ impl PreCopy {
         let mut runs = Vec::new();
         let mut offset = 0;
         for r in &regions {
-            if r.categories & (crate::sys::pagemap::PAGE_IS_FILE | crate::sys::pagemap::PAGE_IS_PFNZERO)
+            if r.categories
+                & (crate::sys::pagemap::PAGE_IS_FILE | crate::sys::pagemap::PAGE_IS_PFNZERO)
                 != 0
             {
                 continue;
@@ -216,7 +218,11 @@ impl PreCopy {
             pages_file: round_pages_name(round, pid),
         };
         let bytes = cryo_proto::frame::encode(ImageKind::PreCopyRound, &[record]);
-        send(&round_name(round, pid), bytes.len() as u64, &mut bytes.as_slice())?;
+        send(
+            &round_name(round, pid),
+            bytes.len() as u64,
+            &mut bytes.as_slice(),
+        )?;
         let set = self.sent.entry(pid).or_default();
         for r in &sent {
             set.extend((0..r.npages).map(|i| r.addr + i * PAGE));
@@ -302,7 +308,10 @@ pub fn merge(images: &ImageDir, crc_of: &dyn Fn(&str) -> Option<u32>) -> Result<
         .map_err(|e| Error::sys(Pid::this(), format!("list {}", images.path().display()), e))?;
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if let Some(rest) = name.strip_prefix("precopy-").and_then(|r| r.strip_suffix(".img")) {
+        if let Some(rest) = name
+            .strip_prefix("precopy-")
+            .and_then(|r| r.strip_suffix(".img"))
+        {
             let parts: Vec<&str> = rest.split('-').collect();
             match parts.as_slice() {
                 [r, pid] => {
@@ -388,7 +397,10 @@ fn merge_task(
         let record: PreCopyRound = images.read_single(name, ImageKind::PreCopyRound)?;
         let pages_name = round_pages_name(*round, pid);
         if record.pid != pid.as_raw() || record.round != *round || record.pages_file != pages_name {
-            return Err(bad(format!("{name} names pid {} round {} file {:?}", record.pid, record.round, record.pages_file)));
+            return Err(bad(format!(
+                "{name} names pid {} round {} file {:?}",
+                record.pid, record.round, record.pages_file
+            )));
         }
         let file = images.open_raw(&pages_name)?;
         let size = file
@@ -399,9 +411,16 @@ fn merge_task(
         let idx = files.len() - 1;
         for run in &record.runs {
             if run.offset % PAGE != 0
-                || run.npages.checked_mul(PAGE).and_then(|l| l.checked_add(run.offset)).is_none_or(|e| e > size)
+                || run
+                    .npages
+                    .checked_mul(PAGE)
+                    .and_then(|l| l.checked_add(run.offset))
+                    .is_none_or(|e| e > size)
             {
-                return Err(bad(format!("{name}: run at {:#x} lies outside {pages_name}", run.addr)));
+                return Err(bad(format!(
+                    "{name}: run at {:#x} lies outside {pages_name}",
+                    run.addr
+                )));
             }
             for i in 0..run.npages {
                 latest.insert(
@@ -431,14 +450,18 @@ fn merge_task(
         for i in 0..run.npages {
             let addr = run.addr + i * PAGE;
             let src = latest.get(&addr).copied().ok_or_else(|| {
-                bad(format!("the page at {addr:#x} is marked sent earlier, but no round has it"))
+                bad(format!(
+                    "the page at {addr:#x} is marked sent earlier, but no round has it"
+                ))
             })?;
             pages.push((addr, src));
         }
     }
     pages.sort_by_key(|(addr, _)| *addr);
     if pages.windows(2).any(|w| w[0].0 == w[1].0) {
-        return Err(bad("a page both in the pages image and marked sent earlier".into()));
+        return Err(bad(
+            "a page both in the pages image and marked sent earlier".into(),
+        ));
     }
     // The first round (all the memory, received and fsync'd while the process ran) becomes
     // the pages image as it is; what later rounds and the final dump sent is appended. Runs
@@ -581,7 +604,12 @@ mod tests {
                 ..Vma::default()
             },
         ];
-        let pages = [(0x1000, 0), (0x2000, PAGE), (0x3000, 2 * PAGE), (0x4000, 9 * PAGE)];
+        let pages = [
+            (0x1000, 0),
+            (0x2000, PAGE),
+            (0x3000, 2 * PAGE),
+            (0x4000, 9 * PAGE),
+        ];
         assert_eq!(
             runs_of(&pages, &vmas),
             vec![

@@ -102,7 +102,11 @@ pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
                 let p = page_of(g, pages);
                 for w in 0..(PAGE / 8) as u64 {
                     // SAFETY: page p < pages of the mapping.
-                    unsafe { mem.0.add((p * 512 + w) as usize).write_volatile(word(p, g, w)) };
+                    unsafe {
+                        mem.0
+                            .add((p * 512 + w) as usize)
+                            .write_volatile(word(p, g, w))
+                    };
                 }
                 COUNTER.store(g, Ordering::SeqCst);
                 // SAFETY: the shared page mapped above.
