@@ -392,6 +392,9 @@ fn merge_task(
         None => File::open("/dev/null").map_err(|e| Error::sys(pid, "open /dev/null", e))?,
     });
     // The latest round's copy of each page.
+    // The first round (nearly every page) by binary search over its runs; the later ones,
+    // small, page by page.
+    let mut first_runs: Vec<PageRun> = Vec::new();
     let mut latest: HashMap<u64, Source> = HashMap::new();
     for (round, name) in rounds {
         let record: PreCopyRound = images.read_single(name, ImageKind::PreCopyRound)?;
@@ -422,6 +425,10 @@ fn merge_task(
                     run.addr
                 )));
             }
+            if idx == 1 {
+                first_runs.push(run.clone());
+                continue;
+            }
             for i in 0..run.npages {
                 latest.insert(
                     run.addr + i * PAGE,
@@ -433,6 +440,7 @@ fn merge_task(
             }
         }
     }
+    first_runs.sort_by_key(|r| r.addr);
     // Every page of the merged image, in address order.
     let mut pages: Vec<(u64, Source)> = Vec::new();
     for run in &mm.pages {
@@ -449,11 +457,25 @@ fn merge_task(
     for run in &mm.precopied {
         for i in 0..run.npages {
             let addr = run.addr + i * PAGE;
-            let src = latest.get(&addr).copied().ok_or_else(|| {
-                bad(format!(
-                    "the page at {addr:#x} is marked sent earlier, but no round has it"
-                ))
-            })?;
+            let in_first = || {
+                let i = first_runs.partition_point(|r| r.addr + r.npages * PAGE <= addr);
+                first_runs
+                    .get(i)
+                    .filter(|r| r.addr <= addr)
+                    .map(|r| Source {
+                        file: 1,
+                        offset: r.offset + (addr - r.addr),
+                    })
+            };
+            let src = latest
+                .get(&addr)
+                .copied()
+                .or_else(in_first)
+                .ok_or_else(|| {
+                    bad(format!(
+                        "the page at {addr:#x} is marked sent earlier, but no round has it"
+                    ))
+                })?;
             pages.push((addr, src));
         }
     }
@@ -546,7 +568,11 @@ fn merge_task(
 /// Page runs of sorted `(address, offset in the pages file)`, a run never spanning two VMAs.
 fn runs_of(pages: &[(u64, u64)], vmas: &[Vma]) -> Vec<PageRun> {
     let mut runs: Vec<PageRun> = Vec::new();
-    let vma_of = |addr: u64| vmas.iter().position(|v| v.start <= addr && addr < v.end);
+    // VMAs in address order, as the maps list them.
+    let vma_of = |addr: u64| {
+        let i = vmas.partition_point(|v| v.end <= addr);
+        vmas.get(i).filter(|v| v.start <= addr).map(|_| i)
+    };
     let mut last_vma = None;
     for &(addr, offset) in pages {
         let vma = vma_of(addr);
