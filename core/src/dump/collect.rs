@@ -32,7 +32,7 @@ pub(super) fn collect(
     files: &mut FileTable,
     members: &DumpMembers,
     pages: bool,
-    earlier: Option<&std::collections::HashSet<u64>>,
+    earlier: Option<&memory::precopy::Earlier>,
 ) -> Result<Collected> {
     let mut core = task::dump(pid, stat)?;
     let mut process_attrs = attrs::dump_process(pid)?;

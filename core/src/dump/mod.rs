@@ -294,8 +294,8 @@ fn dump_tree(
         let _span = info_span!("task", %pid).entered();
         // Read again now that it cannot change under us.
         let stat = proc::stat(pid)?;
-        // The pre-copy's tracking ends before anything reads the task's VMAs: the pages it
-        // sent unchanged, and no VmFlags of cryo's left.
+        // The pre-copy's last scan, before anything reads the task's VMAs: the pages it sent
+        // unchanged, and which "uw" VmFlags are cryo's.
         let earlier = match precopy.as_deref_mut() {
             Some(p) => p.finish(pid)?,
             None => None,

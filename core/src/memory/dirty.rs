@@ -49,6 +49,9 @@ pub struct Tracker {
     pagemap: File,
     /// The address range covering every VMA registered at the start.
     span: (u64, u64),
+    /// The VMAs registered at the start (a VMA inside one of them that shows "uw" is
+    /// cryo's: the process cannot register a range cryo holds).
+    registered: Vec<(u64, u64)>,
 }
 
 impl std::fmt::Debug for Tracker {
@@ -137,6 +140,7 @@ impl Tracker {
         // Registered while the target is stopped: its VMAs are the ones just read.
         let mut span = (u64::MAX, 0);
         let mut tracked_bytes = 0;
+        let mut registered = Vec::new();
         for m in proc::maps(pid)? {
             let kind = classify(&m);
             if m.shared
@@ -151,6 +155,7 @@ impl Tracker {
                 Ok(()) => {
                     span = (span.0.min(m.start), span.1.max(m.end));
                     tracked_bytes += m.end - m.start;
+                    registered.push((m.start, m.end));
                 }
                 // Not trackable (hugetlb, say): its pages are sent in the final dump.
                 Err(e) => {
@@ -167,6 +172,7 @@ impl Tracker {
             _uffd: uffd,
             pagemap,
             span: if span.0 < span.1 { span } else { (0, 0) },
+            registered,
         })
     }
 
@@ -192,6 +198,11 @@ impl Tracker {
             at = walk_end;
         }
         Ok(found)
+    }
+
+    /// The VMAs registered at the start.
+    pub fn registered(&self) -> &[(u64, u64)] {
+        &self.registered
     }
 
     /// The present or swapped pages of tracked VMAs written since the last call (every one

@@ -38,14 +38,25 @@ pub fn dump(
     remote: &Remote,
     scratch: &Scratch,
     pages: bool,
-    earlier: Option<&std::collections::HashSet<u64>>,
+    earlier: Option<&super::precopy::Earlier>,
 ) -> Result<MmCore> {
     let _span = debug_span!("memory", %pid).entered();
     let mut vmas = Vec::with_capacity(maps.len());
     // The flags only smaps shows: whether a shared mapping without write permission may get
     // it back, the madvise and mlock state of each VMA, and (on the scratch page, mapped
     // fresh) the mm's default flags.
-    let flags = super::vmflags::read(pid)?;
+    let mut flags = super::vmflags::read(pid)?;
+    // The pre-copy's own registrations (closed once the images are out) are not the
+    // process's: their "uw" is no state of its own.
+    if let Some(earlier) = earlier {
+        for m in maps {
+            if earlier.tracks(m.start, m.end) {
+                if let Some(codes) = flags.get_mut(&m.start) {
+                    codes.retain(|c| c != "uw");
+                }
+            }
+        }
+    }
     let fresh = flags
         .iter()
         .find(|(start, _)| scratch.contains(**start))
@@ -124,7 +135,7 @@ pub fn dump(
     let runs = page_runs(pid, &vmas)?;
     tracing::trace!("pagemap read");
     let (runs, precopied) = match earlier {
-        Some(earlier) => super::precopy::split_runs(runs, earlier),
+        Some(earlier) => super::precopy::split_runs(runs, &earlier.pages),
         None => (runs, Vec::new()),
     };
     let total: u64 = runs.iter().map(|r| r.npages * PAGE).sum();

@@ -122,10 +122,29 @@ pub struct Rounds {
     pub bytes: Vec<u64>,
 }
 
+/// What the frozen dump of one process takes from its pre-copy.
+#[derive(Debug, Default)]
+pub struct Earlier {
+    /// The pages whose latest copy a round sent, not written since.
+    pub pages: HashSet<u64>,
+    /// The VMAs cryo registered: "uw" on a VMA inside one of them is cryo's own flag.
+    pub registered: Vec<(u64, u64)>,
+}
+
+impl Earlier {
+    /// Whether VmFlags "uw" on the VMA `start..end` is cryo's tracking.
+    pub fn tracks(&self, start: u64, end: u64) -> bool {
+        self.registered.iter().any(|&(s, e)| s <= start && end <= e)
+    }
+}
+
 /// The pre-copy of a dump: one tracker per process, and the pages each round sent.
 #[derive(Debug, Default)]
 pub struct PreCopy {
     trackers: HashMap<Pid, Tracker>,
+    /// Trackers of processes already dumped: closed with the pre-copy, after the images are
+    /// out (unregistering a large address space takes a while; a killed process needs none).
+    retired: Vec<Tracker>,
     /// Per process: every page a round sent whole (its latest copy is on the receiver).
     sent: HashMap<Pid, HashSet<u64>>,
     /// Bytes per round.
@@ -231,21 +250,24 @@ impl PreCopy {
         Ok(offset)
     }
 
-    /// Ends the tracking of `pid` (frozen now) and returns the pages whose latest copy a
-    /// round sent and which were not written since; `None` for a process not tracked. The
-    /// tracking is gone when this returns (smaps shows no "uw" of cryo's).
-    pub fn finish(&mut self, pid: Pid) -> Result<Option<HashSet<u64>>> {
+    /// The last scan of `pid` (frozen now): the pages whose latest copy a round sent and
+    /// which were not written since; `None` for a process not tracked. Its registrations stay
+    /// until the pre-copy is dropped (the dump ignores their "uw": [`Earlier::tracks`]).
+    pub fn finish(&mut self, pid: Pid) -> Result<Option<Earlier>> {
         let Some(tracker) = self.trackers.remove(&pid) else {
             return Ok(None);
         };
         let clean = tracker.clean()?;
-        drop(tracker);
+        let registered = tracker.registered().to_vec();
+        self.retired.push(tracker);
         let sent = self.sent.remove(&pid).unwrap_or_default();
-        Ok(Some(
-            sent.into_iter()
+        Ok(Some(Earlier {
+            pages: sent
+                .into_iter()
                 .filter(|&addr| dirty::contains(&clean, addr))
                 .collect(),
-        ))
+            registered,
+        }))
     }
 }
 
