@@ -231,32 +231,3 @@ impl Tracker {
         })
     }
 }
-
-/// Pages in `regions` (sorted, disjoint), for a membership test by binary search.
-pub fn contains(regions: &[Region], addr: u64) -> bool {
-    let i = regions.partition_point(|r| r.end <= addr);
-    regions
-        .get(i)
-        .is_some_and(|r| r.start <= addr && addr < r.end)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn finds_pages_in_regions() {
-        let r = |start, end| Region {
-            start,
-            end,
-            categories: 0,
-        };
-        let regions = [r(0x1000, 0x3000), r(0x5000, 0x6000)];
-        assert!(contains(&regions, 0x1000));
-        assert!(contains(&regions, 0x2000));
-        assert!(!contains(&regions, 0x3000));
-        assert!(!contains(&regions, 0x0));
-        assert!(contains(&regions, 0x5000));
-        assert!(!contains(&regions, 0x6000));
-    }
-}

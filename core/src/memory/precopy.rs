@@ -20,7 +20,7 @@
 //! round (or the final dump) sends it again. A page is left out of the final pages image only
 //! if a round sent it whole, its VMA is still tracked, and it was not written since.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::FileExt;
@@ -31,7 +31,7 @@ use cryo_proto::ImageKind;
 use nix::unistd::Pid;
 use tracing::{debug, info};
 
-use super::dirty::{self, Tracker};
+use super::dirty::Tracker;
 use super::error::MemoryError;
 use super::{IO_CHUNK, PAGE};
 use crate::dump::CommitError;
@@ -125,8 +125,9 @@ pub struct Rounds {
 /// What the frozen dump of one process takes from its pre-copy.
 #[derive(Debug, Default)]
 pub struct Earlier {
-    /// The pages whose latest copy a round sent, not written since.
-    pub pages: HashSet<u64>,
+    /// The pages whose latest copy a round sent, not written since: address ranges, sorted
+    /// and disjoint.
+    pub pages: Vec<(u64, u64)>,
     /// The VMAs cryo registered: "uw" on a VMA inside one of them is cryo's own flag.
     pub registered: Vec<(u64, u64)>,
 }
@@ -145,8 +146,9 @@ pub struct PreCopy {
     /// Trackers of processes already dumped: closed with the pre-copy, after the images are
     /// out (unregistering a large address space takes a while; a killed process needs none).
     retired: Vec<Tracker>,
-    /// Per process: every page a round sent whole (its latest copy is on the receiver).
-    sent: HashMap<Pid, HashSet<u64>>,
+    /// Per process: the ranges of pages a round sent whole (their latest copy is on the
+    /// receiver), in the order sent.
+    sent: HashMap<Pid, Vec<(u64, u64)>>,
     /// Bytes per round.
     pub rounds: Rounds,
 }
@@ -242,10 +244,10 @@ impl PreCopy {
             bytes.len() as u64,
             &mut bytes.as_slice(),
         )?;
-        let set = self.sent.entry(pid).or_default();
-        for r in &sent {
-            set.extend((0..r.npages).map(|i| r.addr + i * PAGE));
-        }
+        self.sent
+            .entry(pid)
+            .or_default()
+            .extend(sent.iter().map(|r| (r.addr, r.addr + r.npages * PAGE)));
         debug!(%pid, round, bytes = offset, "round sent");
         Ok(offset)
     }
@@ -260,49 +262,85 @@ impl PreCopy {
         let clean = tracker.clean()?;
         let registered = tracker.registered().to_vec();
         self.retired.push(tracker);
-        let sent = self.sent.remove(&pid).unwrap_or_default();
+        let sent = coalesce(self.sent.remove(&pid).unwrap_or_default());
+        let clean = coalesce(clean.iter().map(|r| (r.start, r.end)).collect());
         Ok(Some(Earlier {
-            pages: sent
-                .into_iter()
-                .filter(|&addr| dirty::contains(&clean, addr))
-                .collect(),
+            pages: intersect(&sent, &clean),
             registered,
         }))
     }
 }
 
-/// Splits `runs` (with their offsets in the pages image) into the runs still to write and
-/// the pages a pre-copy round already sent (`earlier`); offsets are recomputed.
-pub fn split_runs(runs: Vec<PageRun>, earlier: &HashSet<u64>) -> (Vec<PageRun>, Vec<PageRun>) {
+/// Sorted, disjoint ranges covering `ranges`.
+fn coalesce(mut ranges: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
+    ranges.sort_unstable();
+    let mut out: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
+    for (s, e) in ranges {
+        match out.last_mut() {
+            Some(last) if s <= last.1 => last.1 = last.1.max(e),
+            _ => out.push((s, e)),
+        }
+    }
+    out
+}
+
+/// The ranges in both `a` and `b` (each sorted and disjoint).
+fn intersect(a: &[(u64, u64)], b: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    let (mut i, mut j) = (0, 0);
+    let mut out = Vec::new();
+    while i < a.len() && j < b.len() {
+        let (s, e) = (a[i].0.max(b[j].0), a[i].1.min(b[j].1));
+        if s < e {
+            out.push((s, e));
+        }
+        if a[i].1 < b[j].1 {
+            i += 1;
+        } else {
+            j += 1;
+        }
+    }
+    out
+}
+
+/// Splits `runs` (in address order, with their offsets in the pages image) into the runs
+/// still to write and the pages a pre-copy round already sent (`earlier`: sorted, disjoint
+/// ranges); offsets are recomputed. A run is split, never joined with another (runs never
+/// span two VMAs).
+pub fn split_runs(runs: Vec<PageRun>, earlier: &[(u64, u64)]) -> (Vec<PageRun>, Vec<PageRun>) {
     let mut write: Vec<PageRun> = Vec::new();
     let mut precopied: Vec<PageRun> = Vec::new();
     let mut offset = 0;
+    let mut j = 0;
     for run in runs {
-        // Runs never span two VMAs; pages of one run are contiguous.
-        let (mut w_open, mut p_open) = (false, false);
-        for i in 0..run.npages {
-            let addr = run.addr + i * PAGE;
-            if earlier.contains(&addr) {
-                match precopied.last_mut() {
-                    Some(r) if p_open => r.npages += 1,
-                    _ => precopied.push(PageRun {
-                        addr,
-                        npages: 1,
+        let end = run.addr + run.npages * PAGE;
+        let mut pos = run.addr;
+        while j < earlier.len() && earlier[j].1 <= pos {
+            j += 1;
+        }
+        while pos < end {
+            match earlier.get(j) {
+                Some(&(s, e)) if s <= pos => {
+                    let to = e.min(end);
+                    precopied.push(PageRun {
+                        addr: pos,
+                        npages: (to - pos) / PAGE,
                         offset: 0,
-                    }),
+                    });
+                    pos = to;
+                    if e <= pos {
+                        j += 1;
+                    }
                 }
-                (p_open, w_open) = (true, false);
-            } else {
-                match write.last_mut() {
-                    Some(r) if w_open => r.npages += 1,
-                    _ => write.push(PageRun {
-                        addr,
-                        npages: 1,
+                next => {
+                    let to = next.map_or(end, |&(s, _)| s.min(end));
+                    write.push(PageRun {
+                        addr: pos,
+                        npages: (to - pos) / PAGE,
                         offset,
-                    }),
+                    });
+                    offset += to - pos;
+                    pos = to;
                 }
-                offset += PAGE;
-                (p_open, w_open) = (false, true);
             }
         }
     }
@@ -632,10 +670,26 @@ mod tests {
     #[test]
     fn splits_runs_into_written_and_earlier() {
         let runs = vec![run(0x1000, 4, 0), run(0x10000, 1, 4 * PAGE)];
-        let earlier: HashSet<u64> = [0x2000, 0x3000, 0x10000].into_iter().collect();
+        let earlier = [(0x2000, 0x4000), (0x10000, 0x11000)];
         let (write, pre) = split_runs(runs, &earlier);
         assert_eq!(write, vec![run(0x1000, 1, 0), run(0x4000, 1, PAGE)]);
         assert_eq!(pre, vec![run(0x2000, 2, 0), run(0x10000, 1, 0)]);
+    }
+
+    #[test]
+    fn intersects_and_coalesces_ranges() {
+        let sent = coalesce(vec![(0x5000, 0x8000), (0x1000, 0x3000), (0x2000, 0x4000)]);
+        assert_eq!(sent, vec![(0x1000, 0x4000), (0x5000, 0x8000)]);
+        let clean = [(0x0, 0x2000), (0x3000, 0x6000), (0x7000, 0x9000)];
+        assert_eq!(
+            intersect(&sent, &clean),
+            vec![
+                (0x1000, 0x2000),
+                (0x3000, 0x4000),
+                (0x5000, 0x6000),
+                (0x7000, 0x8000)
+            ]
+        );
     }
 
     #[test]
