@@ -486,7 +486,7 @@ fn merge_task(
                 )));
             }
             if idx == 1 {
-                first_runs.push(run.clone());
+                first_runs.push(*run);
                 continue;
             }
             for i in 0..run.npages {
