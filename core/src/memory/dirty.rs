@@ -16,6 +16,11 @@
 //!          lifts every write protection (smaps "uw" gone) before close returns
 //! ```
 //!
+//! Kinds (kernel 6.18, checked): with WP_ASYNC the kernel registers every private VMA asked
+//! for, anonymous, heap, stacks and private file mappings alike (read-only text too), and
+//! the ioctls work from cryo on the target's uffd and pagemap. Shared memory and shared file
+//! mappings are not registered: a dump saves them once per object at the freeze (files/).
+//!
 //! A write in async mode never waits for anyone: the kernel lifts the protection itself, so
 //! the target runs on even if cryo dies (the fd closes with it).
 
