@@ -61,6 +61,7 @@ pub use hooks::{
 };
 pub use image::{ImageDir, ImageDirError};
 pub use ipc::IpcError;
+pub use memory::precopy::{merge as merge_pre_copy, PreCopySink};
 pub use nix::unistd::Pid;
 pub use restore::error::{ChildError, RestoreError};
 pub use restore::{restore, GateError, KeepLock, RestoreGate, RestoreOptions, Restored};

@@ -45,6 +45,7 @@ impl Engine {
                     frozen: Duration::ZERO,
                     total: start.elapsed(),
                     frozen_at: None,
+                    ..DumpSummary::default()
                 })
             }
         }

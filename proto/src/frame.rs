@@ -57,6 +57,8 @@ pub enum ImageKind {
     SysvIpc = 20,
     /// check.img (`cryo dump --check-only`)
     MigrationCheck = 21,
+    /// precopy-R-PID.img (a pre-copy round of `dump --to --pre-copy`, merged by the receiver)
+    PreCopyRound = 22,
 }
 
 impl ImageKind {
@@ -69,6 +71,7 @@ impl ImageKind {
             5 => Self::Files,
             20 => Self::SysvIpc,
             21 => Self::MigrationCheck,
+            22 => Self::PreCopyRound,
             _ => return None,
         })
     }

@@ -11,6 +11,7 @@
 //! pages-PID.img   raw                dumped pages, page-aligned, in PageRun order
 //! ghost-ID.img    raw                contents of a deleted-but-open file
 //! check.img       MigrationCheck     `dump --check-only`: files, CPU, kernel, ports, ids to judge
+//! precopy-R-PID.img PreCopyRound    `dump --to --pre-copy`: a round's page runs (merged by the receiver)
 //! ```
 #![warn(missing_docs)]
 

@@ -217,6 +217,7 @@ every_message!(
     CheckedProcess,
     CheckedPort,
     CheckedId,
+    PreCopyRound,
 );
 
 #[test]

@@ -108,10 +108,139 @@ impl Peer {
         name: &str,
         checkpoint_id: &str,
     ) -> Result<String, StreamError> {
-        let mut conn = self.start(Purpose::Store, name, checkpoint_id)?;
-        send_committed(&mut conn, images, name, checkpoint_id)
+        self.open_store(name, checkpoint_id)?.finish(images)
     }
 
+    /// Starts storing an image as `name` whose files are sent as they come
+    /// ([`Store::send_file`]: the rounds of a pre-copy, while the processes run), the rest at
+    /// [`Store::finish`].
+    pub fn open_store(&self, name: &str, checkpoint_id: &str) -> Result<Store, StreamError> {
+        let conn = self.start(Purpose::Store, name, checkpoint_id)?;
+        let watch = conn
+            .get_ref()
+            .try_clone()
+            .map_err(|e| StreamError::io("watch the connection", e, 0))?;
+        Ok(Store {
+            conn,
+            watch,
+            addr: self.addr.clone(),
+            name: name.into(),
+            manifest: Manifest {
+                checkpoint_id: checkpoint_id.into(),
+                files: Vec::new(),
+            },
+        })
+    }
+}
+
+/// An image being stored on a receiver: files sent one by one, then the End and the wait for
+/// the receiver's "committed". Dropped before that, the connection closes and the receiver
+/// discards what came.
+pub struct Store {
+    conn: Conn<TcpStream>,
+    watch: TcpStream,
+    addr: String,
+    name: String,
+    manifest: Manifest,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("addr", &self.addr)
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+impl Store {
+    /// Sends file `name` of the image now: `size` bytes read from `contents`.
+    pub fn send_file(
+        &mut self,
+        name: &str,
+        size: u64,
+        contents: &mut dyn std::io::Read,
+    ) -> Result<(), StreamError> {
+        transfer::check_name(name).map_err(|e| StreamError::protocol("send a file", e))?;
+        let watch = &self.watch;
+        match transfer::send_file(&mut self.conn, name, size, 0o600, contents, &|step| {
+            keep_going(watch, step)
+        }) {
+            Ok(entry) => {
+                self.manifest.files.push(entry);
+                Ok(())
+            }
+            Err(e) => Err(last_word(&mut self.conn).unwrap_or(e)),
+        }
+    }
+
+    /// Sends every file of `images` and the End with the manifest of everything sent, and
+    /// returns once the receiver confirmed it complete and durable, with the manifest hash
+    /// it answered (the same as ours, checked). Any other end is an error naming the step.
+    pub fn finish(mut self, images: &ImageDir) -> Result<String, StreamError> {
+        finish_image(
+            &mut self.conn,
+            &self.watch,
+            images,
+            &mut self.manifest,
+            &self.name,
+            &self.addr,
+        )
+    }
+}
+
+/// Between frames: a pending SIGINT stops the transfer, and so does a word from the receiver
+/// (it only speaks before the End to say it failed; `watch` is a duplicate of its socket).
+fn keep_going(watch: &TcpStream, step: &str) -> Result<(), StreamError> {
+    cryo_core::interrupt::check("").map_err(|_| StreamError::Interrupted { step: step.into() })?;
+    if readable(watch) {
+        return Err(StreamError::protocol(
+            step,
+            "the receiver spoke before the end",
+        ));
+    }
+    Ok(())
+}
+
+/// Sends the files of `images` (after those `manifest` lists as sent already) and the End
+/// with the manifest of everything sent, and returns once the receiver at `addr` confirmed
+/// image `name` complete and durable, with the manifest hash it answered (the same as ours,
+/// checked): the one way an image leaves a dump (`dump --to`, `migrate`). Any other end is
+/// an error naming the step.
+fn finish_image(
+    conn: &mut Conn<TcpStream>,
+    watch: &TcpStream,
+    images: &ImageDir,
+    manifest: &mut Manifest,
+    name: &str,
+    addr: &str,
+) -> Result<String, StreamError> {
+    let sent = transfer::send_dir_files(conn, images, &mut manifest.files, &|step| {
+        keep_going(watch, step)
+    })
+    .and_then(|()| transfer::send_end(conn, manifest));
+    if let Err(e) = sent {
+        // The receiver's own reason, when it gave one, says more than a broken pipe.
+        return Err(last_word(conn).unwrap_or(e));
+    }
+    let ours = manifest::hash(manifest);
+    let step = format!("wait for {addr} to commit image {name:?}");
+    let committed: msg::Committed = conn.expect(FrameType::Committed, &step)?;
+    if committed.manifest_hash != ours {
+        return Err(StreamError::protocol(
+            &step,
+            format!(
+                "the receiver committed manifest {}, we sent {ours}",
+                committed.manifest_hash
+            ),
+        ));
+    }
+    let bytes: u64 = manifest.files.iter().map(|f| f.size).sum();
+    info!(name, files = manifest.files.len(), bytes, hash = %ours, "committed by the receiver");
+    Ok(ours)
+}
+
+impl Peer {
     /// Fetches image `name` from the receiver into `into` (a new, private directory),
     /// verified against its manifest; tells the receiver it arrived whole.
     pub fn fetch(&self, name: &str, into: &ImageDir) -> Result<Manifest, StreamError> {
@@ -146,51 +275,22 @@ impl Peer {
     }
 }
 
-/// Streams the image directory `images` on `conn` and returns once the receiver confirmed it
-/// complete and durable, with the manifest hash it answered (the same as ours, checked): the
-/// one way an image leaves a dump (`dump --to`, `migrate`). Any other end is an error naming
-/// the step.
+/// Streams the image directory `images` on `conn` as `name` and returns once the receiver
+/// committed it ([`finish_image`]).
 pub(crate) fn send_committed(
     conn: &mut Conn<TcpStream>,
     images: &ImageDir,
     name: &str,
     checkpoint_id: &str,
 ) -> Result<String, StreamError> {
-    // Between frames: a pending SIGINT stops the transfer, and so does a word from the
-    // receiver (it only speaks before the End to say it failed).
     let watch = conn
         .get_ref()
         .try_clone()
         .map_err(|e| StreamError::io("watch the connection", e, 0))?;
-    let keep_going = |step: &str| {
-        cryo_core::interrupt::check("")
-            .map_err(|_| StreamError::Interrupted { step: step.into() })?;
-        if readable(&watch) {
-            return Err(StreamError::protocol(
-                step,
-                "the receiver spoke before the end",
-            ));
-        }
-        Ok(())
+    let addr = conn.peer().to_string();
+    let mut manifest = Manifest {
+        checkpoint_id: checkpoint_id.into(),
+        files: Vec::new(),
     };
-    let sent = match transfer::send_image(conn, images, checkpoint_id, &keep_going) {
-        Ok(m) => m,
-        // The receiver's own reason, when it gave one, says more than a broken pipe.
-        Err(e) => return Err(last_word(conn).unwrap_or(e)),
-    };
-    let ours = manifest::hash(&sent);
-    let step = format!("wait for {} to commit image {name:?}", conn.peer());
-    let committed: msg::Committed = conn.expect(FrameType::Committed, &step)?;
-    if committed.manifest_hash != ours {
-        return Err(StreamError::protocol(
-            &step,
-            format!(
-                "the receiver committed manifest {}, we sent {ours}",
-                committed.manifest_hash
-            ),
-        ));
-    }
-    let bytes: u64 = sent.files.iter().map(|f| f.size).sum();
-    info!(name, files = sent.files.len(), bytes, hash = %ours, "committed by the receiver");
-    Ok(ours)
+    finish_image(conn, &watch, images, &mut manifest, name, &addr)
 }

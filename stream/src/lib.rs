@@ -84,7 +84,7 @@ pub mod msg {
 #[cfg(feature = "engine")]
 pub use auth::Psk;
 #[cfg(feature = "engine")]
-pub use client::{Peer, DEFAULT_TIMEOUT};
+pub use client::{Peer, Store, DEFAULT_TIMEOUT};
 #[cfg(feature = "engine")]
 pub use conn::VERSIONS;
 #[cfg(feature = "engine")]

@@ -253,6 +253,13 @@ impl Server {
         conn.send_msg(FrameType::Accept, &msg::Accept {}, "accept")?;
         let received =
             transfer::receive_image(conn, &images, Some(&start.checkpoint_id)).and_then(|m| {
+                // Pre-copy rounds merged into an ordinary image before it is committed.
+                let crc_of = |name: &str| m.files.iter().find(|f| f.name == name).map(|f| f.crc32c);
+                if cryo_core::merge_pre_copy(&images, &crc_of).map_err(|e| {
+                    StreamError::protocol("merge the pre-copy rounds", e.to_string())
+                })? {
+                    transfer::sync_dir(images.path())?;
+                }
                 commit(&self.root, &partial, name)?;
                 Ok(m)
             });

@@ -71,54 +71,93 @@ pub fn send_image<S: Read + Write>(
     checkpoint_id: &str,
     keep_going: &dyn Fn(&str) -> Result<(), StreamError>,
 ) -> Result<Manifest, StreamError> {
-    let names = image_files(images.path())?;
     let mut manifest = Manifest {
         checkpoint_id: checkpoint_id.into(),
-        files: Vec::with_capacity(names.len()),
+        files: Vec::new(),
     };
-    let mut buf = vec![0u8; DATA_CHUNK];
-    for name in names {
+    send_dir_files(conn, images, &mut manifest.files, keep_going)?;
+    send_end(conn, &manifest)?;
+    Ok(manifest)
+}
+
+/// Sends every file of `images` (the inventory last), each added to `sent`.
+pub fn send_dir_files<S: Read + Write>(
+    conn: &mut Conn<S>,
+    images: &ImageDir,
+    sent: &mut Vec<ManifestEntry>,
+    keep_going: &dyn Fn(&str) -> Result<(), StreamError>,
+) -> Result<(), StreamError> {
+    for name in image_files(images.path())? {
         let step = format!("send {name}");
         let (mut file, st) = images
             .open_file(&name)
             .map_err(|e| StreamError::images(&step, e))?;
-        let size = st.st_size as u64;
-        conn.send_msg(
-            FrameType::FileOpen,
-            &msg::FileOpen {
-                name: name.clone(),
-                size,
-                mode: st.st_mode & 0o7777,
-            },
-            &step,
+        let entry = send_file(
+            conn,
+            &name,
+            st.st_size as u64,
+            st.st_mode & 0o7777,
+            &mut file,
+            keep_going,
         )?;
-        let mut crc = 0u32;
-        let mut sent = 0u64;
-        while sent < size {
-            keep_going(&step)?;
-            let want = DATA_CHUNK.min((size - sent) as usize);
-            file.read_exact(&mut buf[..want])
-                .map_err(|e| StreamError::io(format!("{step}: read"), e, 0))?;
-            let part = conn.send(FrameType::Data, &buf[..want], &step)?;
-            crc = crc32c::crc32c_combine(crc, part, want);
-            sent += want as u64;
-        }
-        conn.send_msg(FrameType::FileClose, &msg::FileClose { crc32c: crc }, &step)?;
-        debug!(name, size, "sent");
-        manifest.files.push(ManifestEntry {
-            name,
-            size,
-            crc32c: crc,
-        });
+        sent.push(entry);
     }
+    Ok(())
+}
+
+/// Sends one file: its announcement, `size` bytes read from `contents`, its checksum.
+pub fn send_file<S: Read + Write>(
+    conn: &mut Conn<S>,
+    name: &str,
+    size: u64,
+    mode: u32,
+    contents: &mut dyn Read,
+    keep_going: &dyn Fn(&str) -> Result<(), StreamError>,
+) -> Result<ManifestEntry, StreamError> {
+    let step = format!("send {name}");
+    conn.send_msg(
+        FrameType::FileOpen,
+        &msg::FileOpen {
+            name: name.into(),
+            size,
+            mode,
+        },
+        &step,
+    )?;
+    let mut buf = vec![0u8; DATA_CHUNK];
+    let mut crc = 0u32;
+    let mut sent = 0u64;
+    while sent < size {
+        keep_going(&step)?;
+        let want = DATA_CHUNK.min((size - sent) as usize);
+        contents
+            .read_exact(&mut buf[..want])
+            .map_err(|e| StreamError::io(format!("{step}: read"), e, 0))?;
+        let part = conn.send(FrameType::Data, &buf[..want], &step)?;
+        crc = crc32c::crc32c_combine(crc, part, want);
+        sent += want as u64;
+    }
+    conn.send_msg(FrameType::FileClose, &msg::FileClose { crc32c: crc }, &step)?;
+    debug!(name, size, "sent");
+    Ok(ManifestEntry {
+        name: name.into(),
+        size,
+        crc32c: crc,
+    })
+}
+
+/// Sends the End with `manifest`.
+pub fn send_end<S: Read + Write>(
+    conn: &mut Conn<S>,
+    manifest: &Manifest,
+) -> Result<(), StreamError> {
     conn.send_msg(
         FrameType::End,
         &msg::End {
             manifest: Some(manifest.clone()),
         },
         "send the manifest",
-    )?;
-    Ok(manifest)
+    )
 }
 
 /// Receives an image into `images` (a new, private directory) until its End, checking each

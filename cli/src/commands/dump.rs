@@ -65,6 +65,12 @@ pub struct Args {
     /// ids; no pages), for `cryo restore --check-only`; the processes are always left running
     #[arg(long)]
     check_only: bool,
+
+    /// Stream memory while the processes run, round after round (each the pages written
+    /// since the last, tracked with userfaultfd write-protect), then freeze and send only
+    /// what changed since: a short freeze for a large process (with --to)
+    #[arg(long, requires = "to", conflicts_with = "check_only")]
+    pre_copy: bool,
 }
 
 impl Args {
@@ -79,8 +85,64 @@ impl Args {
         opts.action_script = self.action_script.script();
         opts.ext_unix_sk = self.ext_unix_sk;
         opts.check_only = self.check_only;
+        opts.pre_copy = self.pre_copy;
         opts
     }
+}
+
+/// Sets `opts` up for a dump streamed to `peer` (`--to ADDR --name NAME`): the commit hook
+/// that sends the images and waits for the receiver's confirmation; with `pre_copy`, the
+/// stream opened now (a failure to reach the receiver ends here, nothing touched), the sink
+/// the pre-copy rounds go to while the processes run, and the checkpoint id announced first.
+/// `opts.images_dir` must be a private scratch directory.
+pub fn stream_to(
+    opts: &mut DumpOptions,
+    peer: cryo_stream::Peer,
+    to: &str,
+    name: &str,
+    pre_copy: bool,
+) -> anyhow::Result<()> {
+    let (to_text, name) = (to.to_string(), name.to_string());
+    // --pre-copy: the stream opens first (the rounds go while the processes run) and the
+    // commit hook finishes it.
+    let store = match pre_copy {
+        true => {
+            let id = std::fs::read_to_string("/proc/sys/kernel/random/uuid")
+                .context("a checkpoint id")?
+                .trim()
+                .to_string();
+            let store = peer
+                .open_store(&name, &id)
+                .with_context(|| format!("stream to {to} as {name:?}"))?;
+            opts.pre_copy = true;
+            opts.checkpoint_id = Some(id);
+            Some(std::sync::Arc::new(std::sync::Mutex::new(Some(store))))
+        }
+        false => None,
+    };
+    if let Some(store) = &store {
+        let (store, to_text, name) = (store.clone(), to_text.clone(), name.clone());
+        opts.pre_copy_sink = Some(cryo_core::PreCopySink::new(move |file, size, contents| {
+            let mut store = store.lock().map_err(|_| "the stream's lock is poisoned")?;
+            let store = store.as_mut().ok_or("the stream is closed")?;
+            store
+                .send_file(file, size, contents)
+                .map_err(|e| format!("stream to {to_text} as {name:?}: {e}").into())
+        }));
+    }
+    opts.commit = Some(cryo_core::CommitHook::new(move |dir, checkpoint_id| {
+        let images = cryo_core::ImageDir::open(dir)?;
+        let open = store
+            .as_ref()
+            .and_then(|s| s.lock().ok().and_then(|mut s| s.take()));
+        match open {
+            Some(store) => store.finish(&images),
+            None => peer.store(&images, &name, checkpoint_id),
+        }
+        .map(drop)
+        .map_err(|e| format!("stream to {to_text} as {name:?}: {e}").into())
+    }));
+    Ok(())
 }
 
 /// Dumps, then prints a one-line summary on stderr.
@@ -95,14 +157,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
             let dir = super::scratch_dir("cryo-dump-")?;
             opts.images_dir = dir.path().to_path_buf();
             scratch = Some(dir);
-            let name = name.clone();
-            let to_text = to.clone();
-            opts.commit = Some(cryo_core::CommitHook::new(move |dir, checkpoint_id| {
-                let images = cryo_core::ImageDir::open(dir)?;
-                peer.store(&images, &name, checkpoint_id)
-                    .map(drop)
-                    .map_err(|e| format!("stream to {to_text} as {name:?}: {e}").into())
-            }));
+            stream_to(&mut opts, peer, to, name, args.pre_copy)?;
             format!("{to} as {}", args.name.as_deref().unwrap_or_default())
         }
         _ => opts.images_dir.display().to_string(),
@@ -124,8 +179,19 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     };
     let summary =
         dumped.with_context(|| format!("dump of pid {} into {whereto}", pid_list(&opts.pids)))?;
+    let rounds = if summary.pre_copy_rounds.is_empty() {
+        String::new()
+    } else {
+        let each: Vec<String> = summary.pre_copy_rounds.iter().map(|&b| mib(b)).collect();
+        format!(
+            " (after {} pre-copy round{}: {})",
+            each.len(),
+            if each.len() == 1 { "" } else { "s" },
+            each.join(", ")
+        )
+    };
     let line = format!(
-        "{} pid {} into {}: {} of pages{}, frozen {}, total {}{}",
+        "{} pid {} into {}: {} of pages{}{rounds}, frozen {}, total {}{}",
         if opts.check_only { "checked" } else { "dumped" },
         pid_list(&summary.pids),
         whereto,

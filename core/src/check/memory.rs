@@ -35,8 +35,7 @@ const UFFD_FEATURES: &[(u64, &str)] = &[
     (1 << 15, "WP_ASYNC"),
     (1 << 16, "MOVE"),
 ];
-/// `UFFD_FEATURE_WP_ASYNC`.
-const UFFD_FEATURE_WP_ASYNC: u64 = 1 << 15;
+use crate::sys::uffd::UFFD_FEATURE_WP_ASYNC;
 
 /// "NAME N page(s)".
 fn pages(name: &str, n: u64) -> String {
@@ -188,6 +187,7 @@ pub(super) fn probe_dirty_tracking() -> Outcome {
         end: map.start() + map.len() as u64,
         category_mask: pagemap::PAGE_IS_WRITTEN,
         return_mask: pagemap::PAGE_IS_WRITTEN,
+        ..Scan::default()
     };
     pagemap::scan(pm.as_fd(), scan, &mut regions).map_err(at("PAGEMAP_SCAN write-protect"))?;
     map.write_at(2 * PAGE as usize, &[2])

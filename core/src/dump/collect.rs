@@ -18,7 +18,7 @@ pub(super) type Collected = (cryo_proto::image::TaskCore, cryo_proto::image::MmC
 
 /// Everything of task `pid` (frozen, its main thread `remote` borrowed, `scratch` mapped):
 /// its core with threads, signals, timers and fds, and its memory (without its pages when
-/// `pages` is false: `dump --check-only`).
+/// `pages` is false: `dump --check-only`; the pages in `earlier` a pre-copy round sent).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn collect(
     pid: Pid,
@@ -32,6 +32,7 @@ pub(super) fn collect(
     files: &mut FileTable,
     members: &DumpMembers,
     pages: bool,
+    earlier: Option<&memory::precopy::Earlier>,
 ) -> Result<Collected> {
     let mut core = task::dump(pid, stat)?;
     core.uts = namespaces::dump(pid, frozen.tids())?;
@@ -75,6 +76,6 @@ pub(super) fn collect(
         .into_iter()
         .filter(|m| !scratch.contains(m.start))
         .collect();
-    let mm = memory::dump::dump(pid, stat, &maps, files, images, remote, scratch, pages)?;
+    let mm = memory::dump::dump(pid, stat, &maps, files, images, remote, scratch, pages, earlier)?;
     Ok((core, mm))
 }

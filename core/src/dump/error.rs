@@ -44,6 +44,9 @@ pub enum DumpError {
         /// The thread.
         tid: Pid,
     },
+    /// `--pre-copy` without a stream to send its rounds to (`--to`), or with `--check-only`.
+    #[error("--pre-copy needs a stream (--to ADDR:PORT --name NAME) and a full dump")]
+    PreCopyWithoutStream,
     /// The images were not confirmed where they were to go (`--to`): rolled back.
     #[error("{why}: rolled back, the processes run as before")]
     Commit {

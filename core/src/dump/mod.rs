@@ -71,9 +71,15 @@ pub struct DumpOptions {
     /// `--check-only`: no pages, the target always left running, and check.img written for
     /// `cryo restore --check-only` to judge a destination with (crate::precheck).
     pub check_only: bool,
-    /// `--pre-copy`: memory streamed while the processes run, then only what changed (not
-    /// implemented by this field yet: `cryo migrate` and `dump --to` pass it along).
+    /// `--pre-copy` (with a stream): memory sent round after round while the processes run
+    /// (to `pre_copy_sink`), the frozen dump then writing only what changed since
+    /// (memory/precopy.rs).
     pub pre_copy: bool,
+    /// Where the pre-copy rounds go (the stream the commit hook finishes).
+    pub pre_copy_sink: Option<crate::memory::precopy::PreCopySink>,
+    /// The checkpoint id to give the image (default: a fresh uuid); a stream opened before
+    /// the dump announces it first.
+    pub checkpoint_id: Option<String>,
 }
 
 /// The error a [`CommitHook`] answers with: it says which step failed.
@@ -126,6 +132,8 @@ pub struct DumpSummary {
     pub total: Duration,
     /// When the last process was frozen (for a caller timing what its commit hook did).
     pub frozen_at: Option<Instant>,
+    /// With `--pre-copy`: bytes of pages sent in each round while the processes ran.
+    pub pre_copy_rounds: Vec<u64>,
 }
 
 /// Dumps the trees rooted at `opts.pids` into `opts.images_dir`.
@@ -143,6 +151,8 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpSummary> {
         images.without_contents();
     }
     let mut hooks = Hooks::new(opts.action_script.as_ref(), images.path());
+    // Dropped at the end whatever happened: the processes keep no tracking of cryo's.
+    let mut precopy: Option<memory::precopy::PreCopy> = None;
     let mut result = hooks
         .run(Stage::PreDump, &opts.pids)
         .map_err(Error::from)
@@ -151,7 +161,12 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpSummary> {
             Some(_) => resolve_trees(&opts.pids),
             None => Ok(tree),
         })
-        .and_then(|tree| dump_tree(&tree, &images, opts, &mut hooks, started));
+        .and_then(|tree| {
+            if opts.pre_copy {
+                precopy = Some(start_pre_copy(&tree, opts)?);
+            }
+            dump_tree(&tree, &images, opts, &mut hooks, started, precopy.as_mut())
+        });
     // A server's tree changes on its own (a worker forked for a client, one ending): a tree
     // that changed while it was being frozen was let go as it was, so it is read and frozen
     // again, a few times.
@@ -163,13 +178,31 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpSummary> {
             }
             _ => break,
         }
-        result = resolve_trees(&opts.pids)
-            .and_then(|tree| dump_tree(&tree, &images, opts, &mut hooks, started));
+        result = resolve_trees(&opts.pids).and_then(|tree| {
+            dump_tree(&tree, &images, opts, &mut hooks, started, precopy.as_mut())
+        });
     }
+    drop(precopy);
     if result.is_err() {
         clear_dir(&images);
     }
     result
+}
+
+/// Tracks the writes of every live process of `tree` and sends the pre-copy rounds.
+fn start_pre_copy(tree: &[Member], opts: &DumpOptions) -> Result<memory::precopy::PreCopy> {
+    let Some(sink) = &opts.pre_copy_sink else {
+        return Err(DumpError::PreCopyWithoutStream.into());
+    };
+    if opts.check_only {
+        return Err(DumpError::PreCopyWithoutStream.into());
+    }
+    let pids: Vec<Pid> = tree
+        .iter()
+        .filter(|m| m.stat.state != 'Z')
+        .map(|m| m.pid)
+        .collect();
+    memory::precopy::PreCopy::run(&pids, sink)
 }
 
 /// How many times a dump reads and freezes a tree that keeps changing meanwhile.
@@ -181,6 +214,7 @@ fn dump_tree(
     opts: &DumpOptions,
     hooks: &mut Hooks,
     started: Instant,
+    mut precopy: Option<&mut memory::precopy::PreCopy>,
 ) -> Result<DumpSummary> {
     let live: Vec<&Member> = tree.iter().filter(|m| m.stat.state != 'Z').collect();
     // A check-only dump never kills: it is a --leave-running dump without pages.
@@ -262,6 +296,12 @@ fn dump_tree(
         let _span = info_span!("task", %pid).entered();
         // Read again now that it cannot change under us.
         let stat = proc::stat(pid)?;
+        // The pre-copy's last scan, before anything reads the task's VMAs: the pages it sent
+        // unchanged, and which "uw" VmFlags are cryo's.
+        let earlier = match precopy.as_deref_mut() {
+            Some(p) => p.finish(pid)?,
+            None => None,
+        };
         let mut remote =
             Remote::borrow(pid).map_err(|e| Error::sys(pid, "take the main thread", e))?;
         let scratch =
@@ -270,6 +310,7 @@ fn dump_tree(
             pid, &stat, images, &fd_opts, frozen, &remote, &scratch, sockets, &mut files,
             &members,
             !opts.check_only,
+            earlier.as_ref(),
         );
         // Whatever happened, the task gets its own state back before anything else.
         let unmapped = scratch.unmap(&remote);
@@ -371,7 +412,7 @@ fn dump_tree(
     }
     drop(cores);
     drop(descs);
-    let checkpoint_id = checkpoint_id();
+    let checkpoint_id = opts.checkpoint_id.clone().unwrap_or_else(checkpoint_id);
     // The inventory last: a directory without one is not an image.
     images.write(
         names::INVENTORY,
@@ -450,6 +491,7 @@ fn dump_tree(
         frozen: frozen_for,
         total: started.elapsed(),
         frozen_at: Some(frozen_at),
+        pre_copy_rounds: precopy.map(|p| p.rounds.bytes.clone()).unwrap_or_default(),
     };
     info!(
         processes = tree.len(),

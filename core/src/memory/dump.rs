@@ -25,7 +25,9 @@ const PAGEMAP_CHUNK: usize = 64 * 1024;
 const CHECKSUM_BUF: usize = 256 << 10;
 
 /// Dumps the address space of frozen task `pid`. `maps` must not include `scratch`. With
-/// `pages` false (`dump --check-only`) the page runs are found but no page is written.
+/// `pages` false (`dump --check-only`) the page runs are found but no page is written; the
+/// pages in `earlier` (sent by a pre-copy round, unchanged since) are not written either but
+/// listed in `MmCore.precopied`, for the receiver to merge.
 #[allow(clippy::too_many_arguments)]
 pub fn dump(
     pid: Pid,
@@ -36,13 +38,25 @@ pub fn dump(
     remote: &Remote,
     scratch: &Scratch,
     pages: bool,
+    earlier: Option<&super::precopy::Earlier>,
 ) -> Result<MmCore> {
     let _span = debug_span!("memory", %pid).entered();
     let mut vmas = Vec::with_capacity(maps.len());
     // The flags only smaps shows: whether a shared mapping without write permission may get
     // it back, the madvise and mlock state of each VMA, and (on the scratch page, mapped
     // fresh) the mm's default flags.
-    let flags = super::vmflags::read(pid)?;
+    let mut flags = super::vmflags::read(pid)?;
+    // The pre-copy's own registrations (closed once the images are out) are not the
+    // process's: their "uw" is no state of its own.
+    if let Some(earlier) = earlier {
+        for m in maps {
+            if earlier.tracks(m.start, m.end) {
+                if let Some(codes) = flags.get_mut(&m.start) {
+                    codes.retain(|c| c != "uw");
+                }
+            }
+        }
+    }
     let fresh = flags
         .iter()
         .find(|(start, _)| scratch.contains(**start))
@@ -120,6 +134,10 @@ pub fn dump(
     tracing::trace!("vmas classified");
     let runs = page_runs(pid, &vmas)?;
     tracing::trace!("pagemap read");
+    let (runs, precopied) = match earlier {
+        Some(earlier) => super::precopy::split_runs(runs, &earlier.pages),
+        None => (runs, Vec::new()),
+    };
     let total: u64 = runs.iter().map(|r| r.npages * PAGE).sum();
     let pages_file = if pages {
         let name = names::pages(pid);
@@ -148,6 +166,7 @@ pub fn dump(
         exe_file_id,
         vmas,
         pages: runs,
+        precopied,
         mlockall,
         pages_file,
         ..mm_layout(stat, brk, proc::auxv(pid)?)

@@ -83,4 +83,39 @@ pub enum MemoryError {
         /// The dumped task.
         pid: Pid,
     },
+    /// `--pre-copy` on a process that holds a userfaultfd of its own: its registrations
+    /// and cryo's write-protect tracking cannot share the address space.
+    #[error(
+        "pid {pid}: fd {fd} is a userfaultfd: --pre-copy cannot track the writes of a process \
+         that uses userfaultfd itself (dump without --pre-copy)"
+    )]
+    PreCopyOwnUserfaultfd {
+        /// The dumped task.
+        pid: Pid,
+        /// The userfaultfd's number.
+        fd: i32,
+    },
+    /// `--pre-copy` on a process with a mapping already registered with a userfaultfd.
+    #[error(
+        "pid {pid}: the mapping {start:#x}-{end:#x} is registered with a userfaultfd (VmFlags \
+         {flag}): --pre-copy cannot track the writes of a process that uses userfaultfd itself"
+    )]
+    PreCopyRegistered {
+        /// The dumped task.
+        pid: Pid,
+        /// The mapping's start.
+        start: u64,
+        /// Its end.
+        end: u64,
+        /// The VmFlags code.
+        flag: &'static str,
+    },
+    /// A streamed image whose pre-copy rounds do not add up (the receiver's merge).
+    #[error("pid {pid}: pre-copy merge: {detail}")]
+    PreCopyMerge {
+        /// The dumped task.
+        pid: Pid,
+        /// What is wrong.
+        detail: String,
+    },
 }

@@ -1,8 +1,10 @@
 //! Address spaces: which VMAs and which pages a dump keeps (dump), and how the restore
 //! child's address space is rebuilt from them through remote syscalls (restore).
 
+pub mod dirty;
 pub mod dump;
 pub mod error;
+pub mod precopy;
 pub mod premap;
 pub mod restore;
 pub mod vmflags;

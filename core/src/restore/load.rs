@@ -95,6 +95,14 @@ impl Loaded {
                     "the first thread is not the main thread".into(),
                 ));
             }
+            if !mm.precopied.is_empty() {
+                return Err(invalid(
+                    &names::mm(pid),
+                    "pages of pre-copy rounds not merged (a streamed image its receiver did \
+                     not commit)"
+                        .into(),
+                ));
+            }
             let Some(pages) = &mm.pages_file else {
                 return Err(invalid(&names::mm(pid), "no pages file".into()));
             };

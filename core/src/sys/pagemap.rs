@@ -13,10 +13,18 @@ const PAGEMAP_SCAN: libc::c_ulong = 0xC060_6610;
 pub const PM_SCAN_WP_MATCHING: u64 = 1 << 0;
 /// `PM_SCAN_CHECK_WPASYNC`: fail unless the range is registered with uffd-wp async.
 pub const PM_SCAN_CHECK_WPASYNC: u64 = 1 << 1;
+/// `PAGE_IS_WPALLOWED`: in a VMA registered with uffd-wp async (its writes are tracked).
+pub const PAGE_IS_WPALLOWED: u64 = 1 << 0;
 /// `PAGE_IS_WRITTEN`: written since write-protected.
 pub const PAGE_IS_WRITTEN: u64 = 1 << 1;
+/// `PAGE_IS_FILE`: a page of a file (page cache), not an anonymous one.
+pub const PAGE_IS_FILE: u64 = 1 << 2;
 /// `PAGE_IS_PRESENT`: in RAM.
 pub const PAGE_IS_PRESENT: u64 = 1 << 3;
+/// `PAGE_IS_SWAPPED`: in swap.
+pub const PAGE_IS_SWAPPED: u64 = 1 << 4;
+/// `PAGE_IS_PFNZERO`: the shared zero page.
+pub const PAGE_IS_PFNZERO: u64 = 1 << 5;
 
 /// `struct page_region`, one answer of PAGEMAP_SCAN.
 #[repr(C)]
@@ -39,8 +47,12 @@ pub struct Scan {
     pub start: u64,
     /// End address (exclusive).
     pub end: u64,
-    /// Categories a page must have.
+    /// Categories a page must have (after `category_inverted`).
     pub category_mask: u64,
+    /// Categories inverted before matching (a bit here and in `category_mask`: must NOT have).
+    pub category_inverted: u64,
+    /// Categories of which a page must have at least one (0: no such condition).
+    pub category_anyof_mask: u64,
     /// Categories reported back.
     pub return_mask: u64,
 }
@@ -64,6 +76,17 @@ struct PmScanArg {
 
 /// `ioctl(pagemap, PAGEMAP_SCAN)`: fills `out` and returns the number of regions.
 pub fn scan(pagemap: BorrowedFd<'_>, scan: Scan, out: &mut [PageRegion]) -> io::Result<usize> {
+    scan_part(pagemap, scan, out).map(|(n, _)| n)
+}
+
+/// `ioctl(pagemap, PAGEMAP_SCAN)` once: fills `out`, returns the number of regions and where
+/// the walk stopped (`scan.end` when done; earlier when `out` filled up: go on from there).
+/// With `PM_SCAN_WP_MATCHING`, only the pages reported were write-protected.
+pub fn scan_part(
+    pagemap: BorrowedFd<'_>,
+    scan: Scan,
+    out: &mut [PageRegion],
+) -> io::Result<(usize, u64)> {
     let mut arg = PmScanArg {
         size: std::mem::size_of::<PmScanArg>() as u64,
         flags: scan.flags,
@@ -73,9 +96,9 @@ pub fn scan(pagemap: BorrowedFd<'_>, scan: Scan, out: &mut [PageRegion]) -> io::
         vec: out.as_mut_ptr() as u64,
         vec_len: out.len() as u64,
         max_pages: 0,
-        category_inverted: 0,
+        category_inverted: scan.category_inverted,
         category_mask: scan.category_mask,
-        category_anyof_mask: 0,
+        category_anyof_mask: scan.category_anyof_mask,
         return_mask: scan.return_mask,
     };
     // SAFETY: `arg` is a live pm_scan_arg whose `vec` points to `out`, `vec_len` entries long.
@@ -86,5 +109,6 @@ pub fn scan(pagemap: BorrowedFd<'_>, scan: Scan, out: &mut [PageRegion]) -> io::
             &mut arg as *mut PmScanArg,
         )
     };
-    Ok(check(libc::c_long::from(ret))? as usize)
+    let n = check(libc::c_long::from(ret))? as usize;
+    Ok((n, arg.walk_end))
 }

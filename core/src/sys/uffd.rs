@@ -15,6 +15,15 @@ const UFFDIO_COPY: libc::c_ulong = 0xc028_aa03;
 const UFFDIO_REGISTER_MODE_MISSING: u64 = 1;
 const UFFDIO_REGISTER_MODE_WP: u64 = 1 << 1;
 
+/// `UFFD_USER_MODE_ONLY` (a userfaultfd flag): only faults from user mode; allowed to
+/// unprivileged processes whatever vm.unprivileged_userfaultfd says.
+pub const UFFD_USER_MODE_ONLY: libc::c_int = 1;
+/// `UFFD_FEATURE_WP_UNPOPULATED`: write-protecting also covers pages not yet populated.
+pub const UFFD_FEATURE_WP_UNPOPULATED: u64 = 1 << 13;
+/// `UFFD_FEATURE_WP_ASYNC`: a write to a write-protected page is not reported to anyone: the
+/// kernel lifts the protection itself and the page reads as written (PAGEMAP_SCAN).
+pub const UFFD_FEATURE_WP_ASYNC: u64 = 1 << 15;
+
 #[repr(C)]
 struct Api {
     api: u64,

@@ -62,6 +62,7 @@ mod unix_pass;
 mod unix_split;
 mod unix_tree;
 mod unsupported;
+mod writer;
 
 use std::io;
 use std::path::Path;
@@ -123,6 +124,7 @@ pub const MODES: &[(&str, Start)] = &[
     ("socks", socks::start),
     ("pty-shell", pty_shell::start),
     ("advised", advised::start),
+    ("writer", writer::start),
 ];
 
 /// Starts the mode called `name`.

@@ -1,0 +1,724 @@
+//! Pre-copy (`dump --to --pre-copy`): memory streamed while the processes run, round after
+//! round, so the frozen dump sends only what changed since; and the receiver's merge of the
+//! rounds into one ordinary pages image.
+//!
+//! ```text
+//! sender (running target)                      receiver (stream/, before it commits)
+//!   track writes (dirty.rs)
+//!   round 0: scan (write-protect), read, send  precopy-0-pages-PID.img  raw pages
+//!            every present page                precopy-0-PID.img        PreCopyRound (runs)
+//!   round n: the pages written since n-1       precopy-n-...
+//!   ... until a round is small (< 1 MiB or < 1% of the first), stops shrinking, or 8 rounds
+//! frozen dump: pages-PID.img holds the pages  mm-PID.img precopied: pages of earlier rounds
+//!   written since the last round (and those    merge: pages-PID.img rebuilt in address
+//!   of VMAs not tracked); the clean ones are   order, the latest round's copy of each
+//!   MmCore.precopied                           precopied page; rounds removed
+//! ```
+//!
+//! Order matters while the target runs: a round's scan write-protects the pages it reports
+//! BEFORE they are read, so a write during the read marks the page written again and the next
+//! round (or the final dump) sends it again. A page is left out of the final pages image only
+//! if a round sent it whole, its VMA is still tracked, and it was not written since.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+use cryo_proto::image::{MmCore, PageRun, PreCopyRound, RawFileRef, Vma};
+use cryo_proto::ImageKind;
+use nix::unistd::Pid;
+use tracing::{debug, info};
+
+use super::dirty::Tracker;
+use super::error::MemoryError;
+use super::{IO_CHUNK, PAGE};
+use crate::dump::CommitError;
+use crate::error::{Error, Result};
+use crate::image::{names, ImageDir};
+
+/// At most this many rounds before the final (frozen) dump.
+pub const MAX_ROUNDS: u32 = 8;
+/// A round this small ends the pre-copy.
+pub const SMALL_ROUND: u64 = 1 << 20;
+
+/// Where a round's files go while the target runs: `(name, size, contents)`, sent at once
+/// (the stream to the receiver the final image goes to).
+#[derive(Clone)]
+pub struct PreCopySink(Arc<SinkFn>);
+
+type SinkFn =
+    dyn Fn(&str, u64, &mut dyn Read) -> std::result::Result<(), CommitError> + Send + Sync;
+
+impl PreCopySink {
+    /// A sink calling `f(name, size, contents)` for each file of each round.
+    pub fn new(
+        f: impl Fn(&str, u64, &mut dyn Read) -> std::result::Result<(), CommitError>
+            + Send
+            + Sync
+            + 'static,
+    ) -> Self {
+        Self(Arc::new(f))
+    }
+}
+
+impl std::fmt::Debug for PreCopySink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PreCopySink")
+    }
+}
+
+/// `precopy-R-PID.img`: the runs of round R of task PID.
+pub fn round_name(round: u32, pid: Pid) -> String {
+    format!("precopy-{round}-{pid}.img")
+}
+
+/// `precopy-R-pages-PID.img`: the pages of round R of task PID.
+pub fn round_pages_name(round: u32, pid: Pid) -> String {
+    format!("precopy-{round}-pages-{pid}.img")
+}
+
+/// The pages of `runs` of a running process, read in order; a run that cannot be read whole
+/// (unmapped meanwhile) reads as zeros and is marked failed (not sent).
+struct RunsReader<'a> {
+    pid: Pid,
+    runs: &'a [PageRun],
+    run: usize,
+    at: u64,
+    failed: Vec<bool>,
+}
+
+impl Read for RunsReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let Some(run) = self.runs.get(self.run) else {
+            return Ok(0);
+        };
+        let len = run.npages * PAGE;
+        let n = ((len - self.at) as usize).min(buf.len());
+        let buf = &mut buf[..n];
+        if !self.failed[self.run] {
+            match crate::sys::process::vm_read(self.pid, run.addr + self.at, buf) {
+                Ok(got) if got == n => {}
+                _ => self.failed[self.run] = true,
+            }
+        }
+        if self.failed[self.run] {
+            buf.fill(0);
+        }
+        self.at += n as u64;
+        if self.at == len {
+            self.run += 1;
+            self.at = 0;
+        }
+        Ok(n)
+    }
+}
+
+/// What the rounds did.
+#[derive(Debug, Default, Clone)]
+pub struct Rounds {
+    /// Bytes of pages sent in each round.
+    pub bytes: Vec<u64>,
+}
+
+/// What the frozen dump of one process takes from its pre-copy.
+#[derive(Debug, Default)]
+pub struct Earlier {
+    /// The pages whose latest copy a round sent, not written since: address ranges, sorted
+    /// and disjoint.
+    pub pages: Vec<(u64, u64)>,
+    /// The VMAs cryo registered: "uw" on a VMA inside one of them is cryo's own flag.
+    pub registered: Vec<(u64, u64)>,
+}
+
+impl Earlier {
+    /// Whether VmFlags "uw" on the VMA `start..end` is cryo's tracking.
+    pub fn tracks(&self, start: u64, end: u64) -> bool {
+        self.registered.iter().any(|&(s, e)| s <= start && end <= e)
+    }
+}
+
+/// The pre-copy of a dump: one tracker per process, and the pages each round sent.
+#[derive(Debug, Default)]
+pub struct PreCopy {
+    trackers: HashMap<Pid, Tracker>,
+    /// Trackers of processes already dumped: closed with the pre-copy, after the images are
+    /// out (unregistering a large address space takes a while; a killed process needs none).
+    retired: Vec<Tracker>,
+    /// Per process: the ranges of pages a round sent whole (their latest copy is on the
+    /// receiver), in the order sent.
+    sent: HashMap<Pid, Vec<(u64, u64)>>,
+    /// Bytes per round.
+    pub rounds: Rounds,
+}
+
+impl PreCopy {
+    /// Tracks `pids` and runs the rounds, sending each to `sink`; returns once the next round
+    /// would not be worth it. Any failure drops the trackers: the processes run on as before.
+    pub fn run(pids: &[Pid], sink: &PreCopySink) -> Result<Self> {
+        let mut this = Self::default();
+        for &pid in pids {
+            this.trackers.insert(pid, Tracker::start(pid)?);
+        }
+        for round in 0..MAX_ROUNDS {
+            crate::interrupt::check("during pre-copy")
+                .map_err(crate::dump::error::DumpError::from)?;
+            let started = std::time::Instant::now();
+            let mut bytes = 0;
+            for &pid in pids {
+                bytes += this.round(round, pid, sink)?;
+            }
+            info!(
+                round,
+                bytes,
+                ms = started.elapsed().as_secs_f64() * 1e3,
+                "pre-copy round sent"
+            );
+            this.rounds.bytes.push(bytes);
+            crate::interrupt::pause_point("pre-copy-round");
+            let first = this.rounds.bytes[0];
+            let shrank = round == 0 || bytes < this.rounds.bytes[round as usize - 1];
+            if bytes <= SMALL_ROUND || bytes.saturating_mul(100) <= first || !shrank {
+                break;
+            }
+        }
+        Ok(this)
+    }
+
+    /// One round of one process: the pages written since the last, write-protected, read
+    /// and sent. Returns the bytes sent.
+    fn round(&mut self, round: u32, pid: Pid, sink: &PreCopySink) -> Result<u64> {
+        let Some(tracker) = self.trackers.get(&pid) else {
+            return Ok(0);
+        };
+        let regions = tracker.written()?;
+        // Page-cache pages come back from their file, the zero page needs no copy.
+        let mut runs = Vec::new();
+        let mut offset = 0;
+        for r in &regions {
+            if r.categories
+                & (crate::sys::pagemap::PAGE_IS_FILE | crate::sys::pagemap::PAGE_IS_PFNZERO)
+                != 0
+            {
+                continue;
+            }
+            let npages = (r.end - r.start) / PAGE;
+            runs.push(PageRun {
+                addr: r.start,
+                npages,
+                offset,
+            });
+            offset += npages * PAGE;
+        }
+        let mut reader = RunsReader {
+            pid,
+            runs: &runs,
+            run: 0,
+            at: 0,
+            failed: vec![false; runs.len()],
+        };
+        let send = |name: &str, size: u64, contents: &mut dyn Read| {
+            (sink.0)(name, size, contents).map_err(|why| {
+                Error::from(crate::dump::error::DumpError::Commit {
+                    why: format!("pre-copy round {round}: {why}").into(),
+                })
+            })
+        };
+        send(&round_pages_name(round, pid), offset, &mut reader)?;
+        let failed = reader.failed;
+        let sent: Vec<PageRun> = runs
+            .into_iter()
+            .zip(failed)
+            .filter_map(|(r, failed)| (!failed).then_some(r))
+            .collect();
+        let record = PreCopyRound {
+            pid: pid.as_raw(),
+            round,
+            runs: sent.clone(),
+            pages_file: round_pages_name(round, pid),
+        };
+        let bytes = cryo_proto::frame::encode(ImageKind::PreCopyRound, &[record]);
+        send(
+            &round_name(round, pid),
+            bytes.len() as u64,
+            &mut bytes.as_slice(),
+        )?;
+        self.sent
+            .entry(pid)
+            .or_default()
+            .extend(sent.iter().map(|r| (r.addr, r.addr + r.npages * PAGE)));
+        debug!(%pid, round, bytes = offset, "round sent");
+        Ok(offset)
+    }
+
+    /// The last scan of `pid` (frozen now): the pages whose latest copy a round sent and
+    /// which were not written since; `None` for a process not tracked. Its registrations stay
+    /// until the pre-copy is dropped (the dump ignores their "uw": [`Earlier::tracks`]).
+    pub fn finish(&mut self, pid: Pid) -> Result<Option<Earlier>> {
+        let Some(tracker) = self.trackers.remove(&pid) else {
+            return Ok(None);
+        };
+        let clean = tracker.clean()?;
+        let registered = tracker.registered().to_vec();
+        self.retired.push(tracker);
+        let sent = coalesce(self.sent.remove(&pid).unwrap_or_default());
+        let clean = coalesce(clean.iter().map(|r| (r.start, r.end)).collect());
+        Ok(Some(Earlier {
+            pages: intersect(&sent, &clean),
+            registered,
+        }))
+    }
+}
+
+/// Sorted, disjoint ranges covering `ranges`.
+fn coalesce(mut ranges: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
+    ranges.sort_unstable();
+    let mut out: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
+    for (s, e) in ranges {
+        match out.last_mut() {
+            Some(last) if s <= last.1 => last.1 = last.1.max(e),
+            _ => out.push((s, e)),
+        }
+    }
+    out
+}
+
+/// The ranges in both `a` and `b` (each sorted and disjoint).
+fn intersect(a: &[(u64, u64)], b: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    let (mut i, mut j) = (0, 0);
+    let mut out = Vec::new();
+    while i < a.len() && j < b.len() {
+        let (s, e) = (a[i].0.max(b[j].0), a[i].1.min(b[j].1));
+        if s < e {
+            out.push((s, e));
+        }
+        if a[i].1 < b[j].1 {
+            i += 1;
+        } else {
+            j += 1;
+        }
+    }
+    out
+}
+
+/// Splits `runs` (in address order, with their offsets in the pages image) into the runs
+/// still to write and the pages a pre-copy round already sent (`earlier`: sorted, disjoint
+/// ranges); offsets are recomputed. A run is split, never joined with another (runs never
+/// span two VMAs).
+pub fn split_runs(runs: Vec<PageRun>, earlier: &[(u64, u64)]) -> (Vec<PageRun>, Vec<PageRun>) {
+    let mut write: Vec<PageRun> = Vec::new();
+    let mut precopied: Vec<PageRun> = Vec::new();
+    let mut offset = 0;
+    let mut j = 0;
+    for run in runs {
+        let end = run.addr + run.npages * PAGE;
+        let mut pos = run.addr;
+        while j < earlier.len() && earlier[j].1 <= pos {
+            j += 1;
+        }
+        while pos < end {
+            match earlier.get(j) {
+                Some(&(s, e)) if s <= pos => {
+                    let to = e.min(end);
+                    precopied.push(PageRun {
+                        addr: pos,
+                        npages: (to - pos) / PAGE,
+                        offset: 0,
+                    });
+                    pos = to;
+                    if e <= pos {
+                        j += 1;
+                    }
+                }
+                next => {
+                    let to = next.map_or(end, |&(s, _)| s.min(end));
+                    write.push(PageRun {
+                        addr: pos,
+                        npages: (to - pos) / PAGE,
+                        offset,
+                    });
+                    offset += to - pos;
+                    pos = to;
+                }
+            }
+        }
+    }
+    (write, precopied)
+}
+
+/// A page of the merged image: where its bytes are.
+#[derive(Clone, Copy)]
+struct Source {
+    /// Index into the list of source files.
+    file: usize,
+    offset: u64,
+}
+
+/// The receiver's merge: rebuilds each process's pages image from the final dump's pages
+/// and the latest round's copy of each page it marked `precopied`, then removes the rounds.
+/// Afterwards the directory is an ordinary image. Returns whether there was anything to merge.
+/// `crc_of(name)` gives the crc32c of a file the caller already checked (the receiver: each
+/// file's checksum as received), sparing a read of the largest round.
+pub fn merge(images: &ImageDir, crc_of: &dyn Fn(&str) -> Option<u32>) -> Result<bool> {
+    let mut rounds: BTreeMap<i32, Vec<(u32, String)>> = BTreeMap::new();
+    let mut mms = Vec::new();
+    let mut others = Vec::new();
+    let entries = std::fs::read_dir(images.path())
+        .map_err(|e| Error::sys(Pid::this(), format!("list {}", images.path().display()), e))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(rest) = name
+            .strip_prefix("precopy-")
+            .and_then(|r| r.strip_suffix(".img"))
+        {
+            let parts: Vec<&str> = rest.split('-').collect();
+            match parts.as_slice() {
+                [r, pid] => {
+                    if let (Ok(r), Ok(pid)) = (r.parse::<u32>(), pid.parse::<i32>()) {
+                        rounds.entry(pid).or_default().push((r, name.clone()));
+                        continue;
+                    }
+                }
+                [_, "pages", _] => {
+                    others.push(name.clone());
+                    continue;
+                }
+                _ => {}
+            }
+            return Err(MemoryError::PreCopyMerge {
+                pid: Pid::from_raw(0),
+                detail: format!("unexpected file {name:?}"),
+            }
+            .into());
+        } else if let Some(pid) = name
+            .strip_prefix("mm-")
+            .and_then(|r| r.strip_suffix(".img"))
+            .and_then(|p| p.parse::<i32>().ok())
+        {
+            mms.push(pid);
+        }
+    }
+    let mut merged_any = false;
+    for pid in mms {
+        let pid = Pid::from_raw(pid);
+        let mut mm: MmCore = images.read_single(&names::mm(pid), ImageKind::Mm)?;
+        let mut pid_rounds = rounds.remove(&pid.as_raw()).unwrap_or_default();
+        if mm.precopied.is_empty() && pid_rounds.is_empty() {
+            continue;
+        }
+        pid_rounds.sort();
+        merge_task(images, pid, &mut mm, &pid_rounds, crc_of)?;
+        images.replace(&names::mm(pid), ImageKind::Mm, std::slice::from_ref(&mm))?;
+        sync(images, &names::mm(pid))?;
+        merged_any = true;
+    }
+    if let Some((pid, _)) = rounds.into_iter().next() {
+        return Err(MemoryError::PreCopyMerge {
+            pid: Pid::from_raw(pid),
+            detail: "pre-copy rounds of a process the image does not hold".into(),
+        }
+        .into());
+    }
+    for name in others {
+        let _ = std::fs::remove_file(images.file(&name));
+    }
+    Ok(merged_any)
+}
+
+fn sync(images: &ImageDir, name: &str) -> Result<()> {
+    File::open(images.file(name))
+        .and_then(|f| f.sync_all())
+        .map_err(|e| Error::sys(Pid::this(), format!("fsync {name}"), e))
+}
+
+/// Merges one process: see [`merge`].
+fn merge_task(
+    images: &ImageDir,
+    pid: Pid,
+    mm: &mut MmCore,
+    rounds: &[(u32, String)],
+    crc_of: &dyn Fn(&str) -> Option<u32>,
+) -> Result<()> {
+    let bad = |detail: String| Error::from(MemoryError::PreCopyMerge { pid, detail });
+    // Source files: 0 the final pages image (if any), then each round's pages.
+    let mut files: Vec<File> = Vec::new();
+    let final_file = match &mm.pages_file {
+        Some(raw) => Some(images.check_raw(raw)?),
+        None => None,
+    };
+    files.push(match final_file {
+        Some(f) => f,
+        None => File::open("/dev/null").map_err(|e| Error::sys(pid, "open /dev/null", e))?,
+    });
+    // The latest round's copy of each page.
+    // The first round (nearly every page) by binary search over its runs; the later ones,
+    // small, page by page.
+    let mut first_runs: Vec<PageRun> = Vec::new();
+    let mut latest: HashMap<u64, Source> = HashMap::new();
+    for (round, name) in rounds {
+        let record: PreCopyRound = images.read_single(name, ImageKind::PreCopyRound)?;
+        let pages_name = round_pages_name(*round, pid);
+        if record.pid != pid.as_raw() || record.round != *round || record.pages_file != pages_name {
+            return Err(bad(format!(
+                "{name} names pid {} round {} file {:?}",
+                record.pid, record.round, record.pages_file
+            )));
+        }
+        let file = images.open_raw(&pages_name)?;
+        let size = file
+            .metadata()
+            .map_err(|e| Error::sys(pid, format!("stat {pages_name}"), e))?
+            .len();
+        files.push(file);
+        let idx = files.len() - 1;
+        for run in &record.runs {
+            if run.offset % PAGE != 0
+                || run
+                    .npages
+                    .checked_mul(PAGE)
+                    .and_then(|l| l.checked_add(run.offset))
+                    .is_none_or(|e| e > size)
+            {
+                return Err(bad(format!(
+                    "{name}: run at {:#x} lies outside {pages_name}",
+                    run.addr
+                )));
+            }
+            if idx == 1 {
+                first_runs.push(*run);
+                continue;
+            }
+            for i in 0..run.npages {
+                latest.insert(
+                    run.addr + i * PAGE,
+                    Source {
+                        file: idx,
+                        offset: run.offset + i * PAGE,
+                    },
+                );
+            }
+        }
+    }
+    first_runs.sort_by_key(|r| r.addr);
+    // Every page of the merged image, in address order.
+    let mut pages: Vec<(u64, Source)> = Vec::new();
+    for run in &mm.pages {
+        for i in 0..run.npages {
+            pages.push((
+                run.addr + i * PAGE,
+                Source {
+                    file: 0,
+                    offset: run.offset + i * PAGE,
+                },
+            ));
+        }
+    }
+    for run in &mm.precopied {
+        for i in 0..run.npages {
+            let addr = run.addr + i * PAGE;
+            let in_first = || {
+                let i = first_runs.partition_point(|r| r.addr + r.npages * PAGE <= addr);
+                first_runs
+                    .get(i)
+                    .filter(|r| r.addr <= addr)
+                    .map(|r| Source {
+                        file: 1,
+                        offset: r.offset + (addr - r.addr),
+                    })
+            };
+            let src = latest
+                .get(&addr)
+                .copied()
+                .or_else(in_first)
+                .ok_or_else(|| {
+                    bad(format!(
+                        "the page at {addr:#x} is marked sent earlier, but no round has it"
+                    ))
+                })?;
+            pages.push((addr, src));
+        }
+    }
+    pages.sort_by_key(|(addr, _)| *addr);
+    if pages.windows(2).any(|w| w[0].0 == w[1].0) {
+        return Err(bad(
+            "a page both in the pages image and marked sent earlier".into(),
+        ));
+    }
+    // The first round (all the memory, received and fsync'd while the process ran) becomes
+    // the pages image as it is; what later rounds and the final dump sent is appended. Runs
+    // point anywhere in the file, so only the pages that changed are copied and synced while
+    // the process is frozen (the pages it replaced stay behind, unreferenced).
+    let name = names::pages(pid);
+    let tmp = format!("{name}.merge");
+    let base = rounds.first().map(|_| 1usize);
+    let base_crc = rounds
+        .first()
+        .and_then(|(r, _)| crc_of(&round_pages_name(*r, pid)));
+    let out = match base {
+        Some(_) => {
+            let first = round_pages_name(rounds[0].0, pid);
+            std::fs::rename(images.file(&first), images.file(&tmp))
+                .map_err(|e| Error::sys(pid, format!("rename {first}"), e))?;
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(images.file(&tmp))
+                .map_err(|e| Error::sys(pid, format!("open {tmp}"), e))?
+        }
+        None => images.create_raw(&tmp)?,
+    };
+    let io = |e: std::io::Error| Error::sys(pid, format!("merge pages into {tmp}"), e);
+    let base_len = out.metadata().map_err(io)?.len();
+    let mut end = base_len;
+    let mut appended_crc = 0u32;
+    let mut placed: Vec<(u64, u64)> = Vec::with_capacity(pages.len());
+    let mut buf = vec![0u8; IO_CHUNK as usize];
+    let mut i = 0;
+    while i < pages.len() {
+        let (_, first) = pages[i];
+        if Some(first.file) == base {
+            placed.push((pages[i].0, first.offset));
+            i += 1;
+            continue;
+        }
+        // A stretch of pages contiguous in one other source file: one read, appended.
+        let mut n = 1;
+        while i + n < pages.len()
+            && (n as u64) * PAGE < IO_CHUNK
+            && pages[i + n].1.file == first.file
+            && pages[i + n].1.offset == first.offset + n as u64 * PAGE
+        {
+            n += 1;
+        }
+        let len = n * PAGE as usize;
+        files[first.file]
+            .read_exact_at(&mut buf[..len], first.offset)
+            .map_err(io)?;
+        out.write_all_at(&buf[..len], end).map_err(io)?;
+        appended_crc = crc32c::crc32c_append(appended_crc, &buf[..len]);
+        for k in 0..n {
+            placed.push((pages[i + k].0, end + k as u64 * PAGE));
+        }
+        end += len as u64;
+        i += n;
+    }
+    out.sync_all().map_err(io)?;
+    let crc = match base_crc {
+        Some(c) => crc32c::crc32c_combine(c, appended_crc, (end - base_len) as usize),
+        None => crate::image::crc_of_file(&out, end).map_err(io)?,
+    };
+    std::fs::rename(images.file(&tmp), images.file(&name)).map_err(io)?;
+    let runs = runs_of(&placed, &mm.vmas);
+    let written = end;
+    mm.pages = runs;
+    mm.precopied.clear();
+    mm.pages_file = Some(RawFileRef {
+        name,
+        size: written,
+        crc32c: crc,
+    });
+    for (_, round_file) in rounds {
+        let _ = std::fs::remove_file(images.file(round_file));
+    }
+    debug!(%pid, pages = pages.len(), rounds = rounds.len(), "pre-copy rounds merged");
+    Ok(())
+}
+
+/// Page runs of sorted `(address, offset in the pages file)`, a run never spanning two VMAs.
+fn runs_of(pages: &[(u64, u64)], vmas: &[Vma]) -> Vec<PageRun> {
+    let mut runs: Vec<PageRun> = Vec::new();
+    // VMAs in address order, as the maps list them.
+    let vma_of = |addr: u64| {
+        let i = vmas.partition_point(|v| v.end <= addr);
+        vmas.get(i).filter(|v| v.start <= addr).map(|_| i)
+    };
+    let mut last_vma = None;
+    for &(addr, offset) in pages {
+        let vma = vma_of(addr);
+        match runs.last_mut() {
+            Some(r)
+                if r.addr + r.npages * PAGE == addr
+                    && r.offset + r.npages * PAGE == offset
+                    && vma == last_vma =>
+            {
+                r.npages += 1
+            }
+            _ => runs.push(PageRun {
+                addr,
+                npages: 1,
+                offset,
+            }),
+        }
+        last_vma = vma;
+    }
+    runs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(addr: u64, npages: u64, offset: u64) -> PageRun {
+        PageRun {
+            addr,
+            npages,
+            offset,
+        }
+    }
+
+    #[test]
+    fn splits_runs_into_written_and_earlier() {
+        let runs = vec![run(0x1000, 4, 0), run(0x10000, 1, 4 * PAGE)];
+        let earlier = [(0x2000, 0x4000), (0x10000, 0x11000)];
+        let (write, pre) = split_runs(runs, &earlier);
+        assert_eq!(write, vec![run(0x1000, 1, 0), run(0x4000, 1, PAGE)]);
+        assert_eq!(pre, vec![run(0x2000, 2, 0), run(0x10000, 1, 0)]);
+    }
+
+    #[test]
+    fn intersects_and_coalesces_ranges() {
+        let sent = coalesce(vec![(0x5000, 0x8000), (0x1000, 0x3000), (0x2000, 0x4000)]);
+        assert_eq!(sent, vec![(0x1000, 0x4000), (0x5000, 0x8000)]);
+        let clean = [(0x0, 0x2000), (0x3000, 0x6000), (0x7000, 0x9000)];
+        assert_eq!(
+            intersect(&sent, &clean),
+            vec![
+                (0x1000, 0x2000),
+                (0x3000, 0x4000),
+                (0x5000, 0x6000),
+                (0x7000, 0x8000)
+            ]
+        );
+    }
+
+    #[test]
+    fn merged_runs_stop_at_vma_and_file_boundaries() {
+        let vmas = vec![
+            Vma {
+                start: 0x1000,
+                end: 0x3000,
+                ..Vma::default()
+            },
+            Vma {
+                start: 0x3000,
+                end: 0x5000,
+                ..Vma::default()
+            },
+        ];
+        let pages = [
+            (0x1000, 0),
+            (0x2000, PAGE),
+            (0x3000, 2 * PAGE),
+            (0x4000, 9 * PAGE),
+        ];
+        assert_eq!(
+            runs_of(&pages, &vmas),
+            vec![
+                run(0x1000, 2, 0),
+                run(0x3000, 1, 2 * PAGE),
+                run(0x4000, 1, 9 * PAGE)
+            ]
+        );
+    }
+}
