@@ -191,7 +191,7 @@ impl Store {
 
 /// Between frames: a pending SIGINT stops the transfer, and so does a word from the receiver
 /// (it only speaks before the End to say it failed; `watch` is a duplicate of its socket).
-fn keep_going(watch: &TcpStream, step: &str) -> Result<(), StreamError> {
+pub(crate) fn keep_going(watch: &TcpStream, step: &str) -> Result<(), StreamError> {
     cryo_core::interrupt::check("").map_err(|_| StreamError::Interrupted { step: step.into() })?;
     if readable(watch) {
         return Err(StreamError::protocol(
@@ -207,7 +207,7 @@ fn keep_going(watch: &TcpStream, step: &str) -> Result<(), StreamError> {
 /// image `name` complete and durable, with the manifest hash it answered (the same as ours,
 /// checked): the one way an image leaves a dump (`dump --to`, `migrate`). Any other end is
 /// an error naming the step.
-fn finish_image(
+pub(crate) fn finish_image(
     conn: &mut Conn<TcpStream>,
     watch: &TcpStream,
     images: &ImageDir,
@@ -273,24 +273,4 @@ impl Peer {
             _ => Err(unexpected(&f, &step, "Restored")),
         }
     }
-}
-
-/// Streams the image directory `images` on `conn` as `name` and returns once the receiver
-/// committed it ([`finish_image`]).
-pub(crate) fn send_committed(
-    conn: &mut Conn<TcpStream>,
-    images: &ImageDir,
-    name: &str,
-    checkpoint_id: &str,
-) -> Result<String, StreamError> {
-    let watch = conn
-        .get_ref()
-        .try_clone()
-        .map_err(|e| StreamError::io("watch the connection", e, 0))?;
-    let addr = conn.peer().to_string();
-    let mut manifest = Manifest {
-        checkpoint_id: checkpoint_id.into(),
-        files: Vec::new(),
-    };
-    finish_image(conn, &watch, images, &mut manifest, name, &addr)
 }

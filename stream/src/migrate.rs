@@ -52,7 +52,7 @@ use std::time::Instant;
 use cryo_core::ImageDir;
 use tracing::{info, warn};
 
-use crate::client::{send_committed, Peer};
+use crate::client::{finish_image, keep_going, Peer};
 use crate::conn::{unexpected, Conn};
 use crate::error::StreamError;
 use crate::frame::FrameType;
@@ -64,6 +64,10 @@ use crate::{manifest, transfer};
 pub struct Migration {
     conn: Conn<TcpStream>,
     addr: String,
+    /// Whether the image was announced (Accept): by the first pre-copy round, or the dump.
+    announced: bool,
+    /// The files of the image sent so far (the pre-copy rounds).
+    sent: msg::Manifest,
 }
 
 impl std::fmt::Debug for Migration {
@@ -79,6 +83,8 @@ impl Peer {
         Ok(Migration {
             conn: self.start(Purpose::Migrate, name, "")?,
             addr: self.addr.clone(),
+            announced: false,
+            sent: msg::Manifest::default(),
         })
     }
 }
@@ -100,12 +106,57 @@ impl Migration {
         self.conn.expect(FrameType::Verdict, &step)
     }
 
-    /// Streams the image `images` (the dump's own path: [`send_committed`]) and returns once
-    /// the destination committed it.
-    pub fn send(&mut self, images: &ImageDir, checkpoint_id: &str) -> Result<String, StreamError> {
+    /// Tells the destination the image follows (after its verdict), once.
+    fn announce(&mut self) -> Result<(), StreamError> {
+        if !self.announced {
+            self.conn
+                .send_msg(FrameType::Accept, &msg::Accept {}, "announce the image")?;
+            self.announced = true;
+        }
+        Ok(())
+    }
+
+    /// A watch on the connection for [`keep_going`].
+    fn watch(&self) -> Result<TcpStream, StreamError> {
         self.conn
-            .send_msg(FrameType::Accept, &msg::Accept {}, "announce the image")?;
-        send_committed(&mut self.conn, images, "migration", checkpoint_id)
+            .get_ref()
+            .try_clone()
+            .map_err(|e| StreamError::io("watch the connection", e, 0))
+    }
+
+    /// Sends file `name` of the image now (a pre-copy round, while the processes run):
+    /// `size` bytes read from `contents`.
+    pub fn send_file(
+        &mut self,
+        name: &str,
+        size: u64,
+        contents: &mut dyn std::io::Read,
+    ) -> Result<(), StreamError> {
+        transfer::check_name(name).map_err(|e| StreamError::protocol("send a file", e))?;
+        self.announce()?;
+        let watch = self.watch()?;
+        let entry = transfer::send_file(&mut self.conn, name, size, 0o600, contents, &|step| {
+            keep_going(&watch, step)
+        })?;
+        self.sent.files.push(entry);
+        Ok(())
+    }
+
+    /// Streams the rest of the image `images` (the dump's own path, as `dump --to`) and
+    /// returns once the destination committed it (rounds merged).
+    pub fn send(&mut self, images: &ImageDir, checkpoint_id: &str) -> Result<String, StreamError> {
+        self.announce()?;
+        let watch = self.watch()?;
+        self.sent.checkpoint_id = checkpoint_id.into();
+        let addr = self.addr.clone();
+        finish_image(
+            &mut self.conn,
+            &watch,
+            images,
+            &mut self.sent,
+            "migration",
+            &addr,
+        )
     }
 
     /// Waits until the destination restored every process, stopped, its connections locked;
@@ -227,7 +278,9 @@ pub(crate) fn serve(
     }
     // 2. The image, checked as any received image, into memory.
     let (dir, images) = Scratch::new("image")?;
-    let received = match transfer::receive_image(&mut conn, &images, None) {
+    let received = match transfer::receive_image(&mut conn, &images, None)
+        .and_then(|m| crate::server::merge_rounds(&images, &m).map(|()| m))
+    {
         Ok(m) => m,
         Err(e) => {
             warn!(migration = %name, "incomplete image discarded: {e}");

@@ -253,13 +253,7 @@ impl Server {
         conn.send_msg(FrameType::Accept, &msg::Accept {}, "accept")?;
         let received =
             transfer::receive_image(conn, &images, Some(&start.checkpoint_id)).and_then(|m| {
-                // Pre-copy rounds merged into an ordinary image before it is committed.
-                let crc_of = |name: &str| m.files.iter().find(|f| f.name == name).map(|f| f.crc32c);
-                if cryo_core::merge_pre_copy(&images, &crc_of).map_err(|e| {
-                    StreamError::protocol("merge the pre-copy rounds", e.to_string())
-                })? {
-                    transfer::sync_dir(images.path())?;
-                }
+                merge_rounds(&images, &m)?;
                 commit(&self.root, &partial, name)?;
                 Ok(m)
             });
@@ -434,4 +428,16 @@ fn reap_children() {
 /// The default of [`ServeOptions::versions`].
 pub fn versions() -> Vec<u32> {
     VERSIONS.to_vec()
+}
+
+/// Merges the pre-copy rounds of a received image (`m` its manifest) into an ordinary image
+/// before it is committed or restored; nothing to do without rounds.
+pub(crate) fn merge_rounds(images: &ImageDir, m: &crate::msg::Manifest) -> Result<(), StreamError> {
+    let crc_of = |name: &str| m.files.iter().find(|f| f.name == name).map(|f| f.crc32c);
+    let merged = cryo_core::merge_pre_copy(images, &crc_of)
+        .map_err(|e| StreamError::protocol("merge the pre-copy rounds", e.to_string()))?;
+    if merged {
+        transfer::sync_dir(images.path())?;
+    }
+    Ok(())
 }

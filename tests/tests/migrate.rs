@@ -810,3 +810,30 @@ fn a_file_that_differs_on_the_destination_stops_before_the_freeze() {
     w.assert_untouched();
     assert_eq!(w.cmd("ping"), before);
 }
+
+#[test]
+fn a_server_moves_with_pre_copy_rounds_and_its_clients_go_on() {
+    cryo_bin();
+    let hosts = Hosts::new();
+    let mut w = Hosts::spawn(&hosts.a, "tcp", &[&format!("{SERVICE}:0")]);
+    let port: u16 = w.cmd("port").parse().unwrap();
+    let mut clients = hosts.clients(port, 10);
+    assert_eq!(w.cmd("accept-n 10"), "10");
+    echo_round(&w, &mut clients, 1, 1000);
+    send_round(&mut clients, 2, 3000);
+    let serve = Serve::start(&hosts, w.dir(), "", &[]);
+    mkfifo(&w.path("said"));
+    mkfifo(&w.path("go"));
+    let migrate = Migrate::scripted(&hosts, &w, &serve, &["--tcp-established", "--pre-copy"]);
+    let (out, _) = in_the_window(&w, &hosts, migrate, |_| {}, &mut clients);
+    assert!(out.success(), "{out}\n--- serve on B\n{}", serve.log());
+    assert!(out.stderr.contains("pre-copy round"), "{out}");
+    w.wait_original();
+    let here = pid_here(w.pid(), w.dir())
+        .unwrap_or_else(|| panic!("no restored workload in B's PID namespace\n{}", serve.log()));
+    w.adopt_restored_at(here);
+    // Its memory (the queued round 2, its state) came through the rounds and the merge.
+    assert_eq!(w.cmd("echo-all 3000"), "10");
+    expect_echo(&mut clients, &[(2, 3000)]);
+    echo_round(&w, &mut clients, 3, 500);
+}

@@ -107,10 +107,7 @@ pub fn stream_to(
     // commit hook finishes it.
     let store = match pre_copy {
         true => {
-            let id = std::fs::read_to_string("/proc/sys/kernel/random/uuid")
-                .context("a checkpoint id")?
-                .trim()
-                .to_string();
+            let id = new_checkpoint_id()?;
             let store = peer
                 .open_store(&name, &id)
                 .with_context(|| format!("stream to {to} as {name:?}"))?;
@@ -143,6 +140,29 @@ pub fn stream_to(
         .map_err(|e| format!("stream to {to_text} as {name:?}: {e}").into())
     }));
     Ok(())
+}
+
+/// " (after N pre-copy rounds: sizes)" of a dump with pre-copy rounds, else nothing.
+pub fn pre_copy_rounds(summary: &cryo_core::DumpSummary) -> String {
+    if summary.pre_copy_rounds.is_empty() {
+        return String::new();
+    }
+    let each: Vec<String> = summary.pre_copy_rounds.iter().map(|&b| mib(b)).collect();
+    format!(
+        " (after {} pre-copy round{}: {})",
+        each.len(),
+        if each.len() == 1 { "" } else { "s" },
+        each.join(", ")
+    )
+}
+
+/// A fresh checkpoint id, given to an image before its dump starts (a stream announces it
+/// first).
+pub fn new_checkpoint_id() -> anyhow::Result<String> {
+    Ok(std::fs::read_to_string("/proc/sys/kernel/random/uuid")
+        .context("a checkpoint id")?
+        .trim()
+        .to_string())
 }
 
 /// Dumps, then prints a one-line summary on stderr.
@@ -179,17 +199,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     };
     let summary =
         dumped.with_context(|| format!("dump of pid {} into {whereto}", pid_list(&opts.pids)))?;
-    let rounds = if summary.pre_copy_rounds.is_empty() {
-        String::new()
-    } else {
-        let each: Vec<String> = summary.pre_copy_rounds.iter().map(|&b| mib(b)).collect();
-        format!(
-            " (after {} pre-copy round{}: {})",
-            each.len(),
-            if each.len() == 1 { "" } else { "s" },
-            each.join(", ")
-        )
-    };
+    let rounds = pre_copy_rounds(&summary);
     let line = format!(
         "{} pid {} into {}: {} of pages{}{rounds}, frozen {}, total {}{}",
         if opts.check_only { "checked" } else { "dumped" },

@@ -178,7 +178,19 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     let images_dir = super::scratch_dir("cryo-migrate-")?;
     let mut opts = base_options(&args, &pids, images_dir.path().to_path_buf());
     opts.action_script = script.clone();
-    opts.pre_copy = args.pre_copy;
+    if args.pre_copy {
+        // The rounds go on the migration's connection while the processes run; the commit
+        // hook sends the rest, and the destination merges them before it restores.
+        opts.pre_copy = true;
+        opts.checkpoint_id = Some(super::dump::new_checkpoint_id()?);
+        let slot = Arc::clone(&slot);
+        opts.pre_copy_sink = Some(cryo_core::PreCopySink::new(move |file, size, contents| {
+            with_migration(&slot, |m| {
+                m.send_file(file, size, contents)
+                    .map_err(|e| step("2, a pre-copy round", e))
+            })
+        }));
+    }
     opts.commit = Some(CommitHook::new({
         let slot = Arc::clone(&slot);
         let timings = Arc::clone(&timings);
@@ -260,12 +272,13 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         _ => Duration::ZERO,
     };
     eprintln!(
-        "cryo: migrated pid {} to {to} (pids there {}): {} of pages, running there {} after \
+        "cryo: migrated pid {} to {to} (pids there {}): {} of pages{}, running there {} after \
          the freeze (image written {}, sent and restored there {}, script and go {}), \
          originals killed after {}, total {}",
         pid_list(&summary.pids),
         join(&t.there),
         mib(summary.pages_bytes),
+        super::dump::pre_copy_rounds(&summary),
         ms(since(summary.frozen_at, t.running)),
         ms(since(summary.frozen_at, t.hook_started)),
         ms(since(t.hook_started, t.restored)),
