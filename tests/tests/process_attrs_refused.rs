@@ -152,3 +152,27 @@ fn a_hard_limit_above_cryos_own_is_refused_naming_both() {
         &["RLIMIT_NOFILE", &format!("hard limit {theirs}"), "(64)"],
     );
 }
+
+/// Memory-deny-write-execute refuses the writable and executable page cryo's calls in the
+/// process need: refused, named, and the process runs on.
+#[test]
+fn memory_deny_write_execute_is_refused_naming_pid_and_attribute() {
+    cryo_bin();
+    let w = Workload::spawn("attrs", &["mdwe=1"]);
+    let out = w.dump(&w.path("img"), &[]);
+    assert!(!out.status.success(), "the dump should be refused\n{out}");
+    let pid = w.pid().to_string();
+    assert!(
+        has_word(&out.stderr, &pid),
+        "no pid {pid} in:\n{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains("memory-deny-write-execute (PR_SET_MDWE, flags 0x1)"),
+        "{}",
+        out.stderr
+    );
+    w.assert_untouched();
+    assert_eq!(w.cmd("get umask").len(), 3, "the target answers");
+}

@@ -32,17 +32,19 @@ impl Scratch {
         // Executable even when no code goes there: no ordinary read-write neighbour merges
         // with it, so it stays a VMA of its own that the dump leaves out.
         let exec = libc::PROT_EXEC;
-        let addr = remote.call(
-            libc::SYS_mmap,
-            &[
-                0,
-                Self::LEN,
-                (libc::PROT_READ | libc::PROT_WRITE | exec) as u64,
-                (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64,
-                u64::MAX,
-                0,
-            ],
-        )?;
+        let addr = remote
+            .call(
+                libc::SYS_mmap,
+                &[
+                    0,
+                    Self::LEN,
+                    (libc::PROT_READ | libc::PROT_WRITE | exec) as u64,
+                    (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64,
+                    u64::MAX,
+                    0,
+                ],
+            )
+            .map_err(|e| Self::why_denied(remote, e))?;
         if let Some(batch_code) = remote.home_batch() {
             return Ok(Self { addr, batch_code });
         }
@@ -56,6 +58,27 @@ impl Scratch {
         scratch.write(remote, Self::BATCH_OFFSET, &code)?;
         remote.move_site(scratch.site())?;
         Ok(scratch)
+    }
+
+    /// The reason a process refused the page, when it is memory-deny-write-execute (which
+    /// refuses a writable and executable mapping): the attribute, named.
+    fn why_denied(remote: &Remote, e: io::Error) -> io::Error {
+        /// `PR_GET_MDWE` (linux/prctl.h).
+        const PR_GET_MDWE: u64 = 66;
+        if e.raw_os_error() != Some(libc::EACCES) {
+            return e;
+        }
+        match remote.call(libc::SYS_prctl, &[PR_GET_MDWE, 0, 0, 0, 0, 0]) {
+            Ok(flags) if flags != 0 => io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "memory-deny-write-execute (PR_SET_MDWE, flags {flags:#x}) is set, which \
+                     cryo does not support: its calls in the process need a writable and \
+                     executable page"
+                ),
+            ),
+            _ => e,
+        }
     }
 
     /// The page's batch loop and table, for [`Remote::batch`].

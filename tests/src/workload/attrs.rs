@@ -33,6 +33,7 @@
 //! rlimit=RES:SOFT:HARD    setrlimit, RES a number or nofile|stack|core|cpu|fsize|nproc|memlock
 //! umask=OCTAL             umask                                            process
 //! personality=HEX         personality                                      process
+//! mdwe=FLAGS              PR_SET_MDWE (1: refuse writable+executable)     process
 //! cpuid=on|off            ARCH_SET_CPUID: off makes cpuid fault (SIGSEGV) this thread
 //! uts=HOST:DOMAIN         unshare(CLONE_NEWUTS), sethostname, setdomainname process
 //! unshare=KIND            unshare a namespace, KIND ipc|net|cgroup|mnt|pid process
@@ -73,6 +74,9 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
 use super::{arg, parse_u64, sys, unknown, Mode};
+
+/// `PR_SET_MDWE` (linux/prctl.h): memory-deny-write-execute.
+const PR_SET_MDWE: i32 = 65;
 
 /// arch_prctl codes (asm/prctl.h): the cpuid instruction runs (1) or faults (0).
 const ARCH_GET_CPUID: i32 = 0x1011;
@@ -348,6 +352,9 @@ fn apply(setting: &str, dir: &Path) -> Result<(), String> {
             Ok(())
         }
         "personality" => sys::personality(num(value)? as u32).map(drop).map_err(fail),
+        "mdwe" => sys::prctl(PR_SET_MDWE, num(value)?, 0)
+            .map(drop)
+            .map_err(fail),
         "cpuid" => {
             let enable = match value {
                 "on" => 1,
