@@ -62,17 +62,34 @@ fn main() {
     let result = logging.and_then(|to_file| {
         run(cli.command).inspect_err(|err| {
             if to_file {
-                tracing::error!("{err:#}");
+                tracing::error!("{}", report(err));
             }
         })
     });
     match result {
         Ok(code) => std::process::exit(code),
         Err(err) => {
-            eprintln!("cryo: error: {err:#}");
+            eprintln!("cryo: error: {}", report(&err));
             std::process::exit(1);
         }
     }
+}
+
+/// The error and its causes, each said once: a cause whose text the message before already
+/// holds (an error that words its source into its own message) is not repeated.
+fn report(err: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 /// Runs one subcommand; the `Ok` value is the exit status.
@@ -96,6 +113,34 @@ mod tests {
     use clap::CommandFactory;
 
     use super::*;
+
+    /// An error that words its source into its own message, as most of the engine's do.
+    #[derive(Debug)]
+    struct Worded(std::io::Error);
+
+    impl std::fmt::Display for Worded {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "stat /x: {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Worded {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn each_cause_is_said_once() {
+        let io = std::io::Error::from_raw_os_error(libc::ENOENT);
+        let err = anyhow::Error::new(Worded(io)).context("dump of pid 7");
+        assert_eq!(
+            report(&err),
+            "dump of pid 7: stat /x: No such file or directory (os error 2)"
+        );
+        let plain = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(report(&plain), "outer: inner");
+    }
 
     #[test]
     fn cli_is_well_formed() {

@@ -506,6 +506,9 @@ fn classify(open: &OpenFd) -> Result<(Seen, fs::Metadata), FileError> {
         Link::Path(path) => path,
     };
     let meta = open.stat()?;
+    if let Some(kind) = unreachable_by_path(open) {
+        return Err(open.refuse(kind, true));
+    }
     let (path, deleted) = inspect::resolve_deleted(path, &meta);
     let file_type = meta.file_type();
     let o_path = open.flags & libc::O_PATH as u32 != 0;
@@ -538,6 +541,21 @@ fn classify(open: &OpenFd) -> Result<(Seen, fs::Metadata), FileError> {
         check_reachable(open, &seen, &meta)?;
     }
     Ok((seen, meta))
+}
+
+/// The kind of a file with a path that is no file of the process's tree (a POSIX message
+/// queue, secret memory, a pinned BPF object), told by its filesystem; None for the others
+/// (and when the filesystem cannot be read: the checks after it will say why).
+fn unreachable_by_path(open: &OpenFd) -> Option<&'static str> {
+    /// MQUEUE_MAGIC, SECRETMEM_MAGIC, BPF_FS_MAGIC from linux/magic.h.
+    const KINDS: [(i64, &str); 3] = [
+        (0x1980_0202, "POSIX message queue (mqueue)"),
+        (0x5345_434d, "secret memory (memfd_secret)"),
+        (0xcafe_4a11, "pinned BPF object (bpf filesystem)"),
+    ];
+    let fs = nix::sys::statfs::statfs(&open.proc_path()).ok()?;
+    let magic = fs.filesystem_type().0 as i64;
+    KINDS.iter().find(|(m, _)| *m == magic).map(|&(_, kind)| kind)
 }
 
 /// A path-based file must still be found at its path, or a restore would open another one.

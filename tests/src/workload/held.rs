@@ -10,6 +10,7 @@
 //! KIND: netns | deleted-fifo | deleted-dir | deleted-dev | deleted-symlink | symlink
 //!       | pidfd-self | pidfd-child (of a child blocked in pause(), dumped with it)
 //!       | pidfd-init (of pid 1, outside the dump) | pidfd-dead (of a child exited and reaped)
+//!       | mqueue (a POSIX message queue, unlinked) | secretmem (memfd_secret)
 //! ```
 
 use std::path::Path;
@@ -51,6 +52,8 @@ fn hold(kind: &str, dir: &Path) -> std::io::Result<i32> {
             }
             fd
         }
+        "mqueue" => sys::mq_open_unlinked(&format!("cryo-test-{}", std::process::id()))?,
+        "secretmem" => sys::memfd_secret()?,
         "pidfd-self" => sys::pidfd_open(std::process::id() as i32)?,
         "pidfd-init" => sys::pidfd_open(1)?,
         "pidfd-child" => sys::pidfd_open(sys::fork_paused()?)?,

@@ -1019,6 +1019,37 @@ pub fn arch_prctl(code: i32, arg: u64) -> io::Result<i64> {
     }
 }
 
+/// A new POSIX message queue `name` (no slash), opened read-write and unlinked at once.
+pub fn mq_open_unlinked(name: &str) -> io::Result<i32> {
+    let c = std::ffi::CString::new(name).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: `c` is a NUL-terminated name; a null attr asks for the defaults.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_mq_open,
+            c.as_ptr(),
+            libc::O_RDWR | libc::O_CREAT | libc::O_EXCL,
+            0o600,
+            std::ptr::null::<libc::c_void>(),
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above; the queue lives on while `fd` is open.
+    unsafe { libc::syscall(libc::SYS_mq_unlink, c.as_ptr()) };
+    Ok(fd as i32)
+}
+
+/// A memfd_secret fd.
+pub fn memfd_secret() -> io::Result<i32> {
+    // SAFETY: flags only.
+    let fd = unsafe { libc::syscall(libc::SYS_memfd_secret, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(fd as i32)
+}
+
 /// Sets the NIS domain name of the UTS namespace.
 pub fn setdomainname(name: &str) -> io::Result<()> {
     // SAFETY: `name` is a live buffer of the length passed; the kernel copies it.
