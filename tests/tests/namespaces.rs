@@ -139,3 +139,28 @@ fn a_mount_namespace_with_cryos_mounts_is_dumped_and_one_with_others_is_refused(
     );
     w.assert_untouched();
 }
+
+#[test]
+fn a_thread_in_another_namespace_than_its_process_is_refused_naming_pid_and_thread() {
+    cryo_bin();
+    // The second thread moves itself into a UTS namespace of its own.
+    let w = Workload::spawn("attrs", &["thread", "t.uts=cryo-thread:thread.test"]);
+    assert_eq!(w.cmd("tget uts"), "cryo-thread thread.test");
+    let tid = std::fs::read_dir(format!("/proc/{}/task", w.pid()))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .find(|&t| t != w.pid())
+        .expect("the second thread");
+    let out = w.dump(&w.path("img"), &[]);
+    assert!(!out.status.success(), "the dump should be refused\n{out}");
+    assert!(
+        out.stderr.contains(&format!(
+            "pid {} thread {tid}: in another uts namespace than its process",
+            w.pid()
+        )),
+        "{}",
+        out.stderr
+    );
+    w.assert_untouched();
+    assert!(!w.cmd("get uts").is_empty(), "the target answers");
+}
