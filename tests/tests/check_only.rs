@@ -333,3 +333,42 @@ fn memory_short_here_is_temporary_and_a_kernel_feature_missing_permanent() {
     finding(&findings, "permanent", "kernel", "cryo_fake_feature")
         .unwrap_or_else(|| panic!("no finding naming the feature:\n{out}"));
 }
+
+#[test]
+fn show_prints_what_a_check_image_holds() {
+    cryo_bin();
+    let w = Workload::spawn("tcp", &["127.0.0.1:0"]);
+    let port: u16 = w.cmd("port").parse().unwrap();
+    let img = w.path("img");
+    check_dump(&w, &img);
+    let exe = std::fs::read_link(format!("/proc/{}/exe", w.pid())).unwrap();
+    let text = w.show(&img, false);
+    text.assert_success();
+    assert!(text.stdout.contains("\ncheck: "), "{}", text.stdout);
+    let exe_line = format!("  file {}  ", exe.display());
+    let line = text
+        .stdout
+        .lines()
+        .find(|l| l.starts_with(&exe_line))
+        .unwrap_or_else(|| panic!("no line for the executable:\n{}", text.stdout));
+    assert!(
+        line.contains("  sha256 ") && line.ends_with("exe)"),
+        "{line}"
+    );
+    assert!(
+        text.stdout
+            .contains(&format!("  port tcp 127.0.0.1:{port} (pid {})", w.pid())),
+        "{}",
+        text.stdout
+    );
+    let json = w.show(&img, true);
+    json.assert_success();
+    let value: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    let files = value["check"]["files"].as_array().expect("check.files");
+    let exe_entry = files
+        .iter()
+        .find(|f| f["path"] == exe.display().to_string())
+        .expect("the executable in check.files");
+    assert_eq!(exe_entry["sha256"]["len"], 32, "{exe_entry}");
+    assert_eq!(value["check"]["ports"][0]["port"], port, "{value}");
+}

@@ -9,7 +9,7 @@ use super::{vma_kind_name, Loaded};
 use crate::error::Result;
 
 /// Bytes fields of the schema, summarised in JSON.
-const BYTES_FIELDS: &[&str] = &["xstate", "raw", "data"];
+const BYTES_FIELDS: &[&str] = &["xstate", "raw", "data", "sha256", "build_id"];
 
 /// Bytes fields at most this long also get their contents, in hex, in JSON.
 const HEX_LIMIT: usize = 64;
@@ -46,6 +46,9 @@ pub fn to_json(dir: &Path) -> Result<Value> {
         "processes": processes,
         "files": img.files.iter().map(to_value).collect::<Vec<_>>(),
     });
+    if let Some(check) = &img.check {
+        value["check"] = to_value(check);
+    }
     summarise_bytes(&mut value);
     Ok(value)
 }

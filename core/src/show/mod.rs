@@ -20,9 +20,20 @@
 //!   pages 12 (48 KiB) in 3 runs  pages-1234.img
 //! ```
 //!
+//! A check image (`dump --check-only`) ends with what a destination judges:
+//!
+//! ```text
+//! check: 64.0 MiB of memory  xcr0 0x2e7  xfeatures 0x7  kernel features tcp_repair
+//!   cpu flags: fpu vme de pse ...
+//!   file /usr/bin/sleep  35.3 KiB  sha256 0f1e...  build-id 9a8b...  (pid 1234 exe)
+//!   port tcp 0.0.0.0:8080 (pid 1234)
+//!   uid 0 root  gid 0 root
+//! ```
+//!
 //! The JSON is the records as they are, inside
-//! `{"format_version", "dir", "inventory", "processes": [{"pstree", "core", "mm"}], "files"}`,
-//! with two readability changes: bytes fields (`xstate`, `raw`, `data`) become
+//! `{"format_version", "dir", "inventory", "processes": [{"pstree", "core", "mm"}], "files"}`
+//! (and `"check"` for a check image),
+//! with two readability changes: bytes fields (`xstate`, `raw`, `data`, `sha256`, `build_id`) become
 //! `{"len": N}` (plus `"hex"` when at most 64 bytes), and a VMA's `kind` is its name
 //! (`"anon"`, `"file-private"`, ...) rather than its number.
 
@@ -33,7 +44,9 @@ use std::fs::File;
 use std::io::Read as _;
 use std::path::Path;
 
-use cryo_proto::image::{FileDesc, Inventory, MmCore, ProcessEntry, TaskCore, VmaKind};
+use cryo_proto::image::{
+    FileDesc, Inventory, MigrationCheck, MmCore, ProcessEntry, TaskCore, VmaKind,
+};
 use cryo_proto::{ImageError, ImageKind};
 use nix::unistd::Pid;
 
@@ -57,6 +70,8 @@ struct Loaded {
     inventory: Inventory,
     processes: Vec<Process>,
     files: Vec<FileDesc>,
+    /// What a destination judges (check.img), in an image of `dump --check-only`.
+    check: Option<MigrationCheck>,
 }
 
 impl Loaded {
@@ -85,12 +100,17 @@ impl Loaded {
                 })
             })
             .collect::<Result<_>>()?;
+        let check = match inventory.check_only {
+            true => Some(images.read_single(names::CHECK, ImageKind::MigrationCheck)?),
+            false => None,
+        };
         Ok(Self {
             major,
             minor,
             inventory,
             processes,
             files,
+            check,
         })
     }
 

@@ -73,7 +73,63 @@ pub fn render_text(dir: &Path) -> Result<String> {
         out.push('\n');
         render_process(&mut out, &img, p);
     }
+    if let Some(check) = &img.check {
+        out.push('\n');
+        render_check(&mut out, check);
+    }
     Ok(out)
+}
+
+/// What a destination judges, from a check image.
+fn render_check(out: &mut String, c: &cryo_proto::image::MigrationCheck) {
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let _ = writeln!(
+        out,
+        "check: {} of memory  xcr0 {:#x}  xfeatures {:#x}  kernel features {}",
+        human_bytes(c.memory_bytes),
+        c.xcr0,
+        c.xfeatures,
+        if c.kernel_features.is_empty() {
+            "none".to_string()
+        } else {
+            c.kernel_features.join(",")
+        }
+    );
+    let _ = writeln!(out, "  cpu flags: {}", c.cpu_flags.join(" "));
+    for f in &c.files {
+        let mut line = format!("  file {}  {}", f.path, human_bytes(f.size));
+        if !f.sha256.is_empty() {
+            let _ = write!(line, "  sha256 {}", hex(&f.sha256));
+        }
+        if !f.build_id.is_empty() {
+            let _ = write!(line, "  build-id {}", hex(&f.build_id));
+        }
+        let _ = writeln!(out, "{line}  (pid {} {})", f.pid, f.used_as);
+    }
+    for p in &c.ports {
+        let ip = match p.ip.len() {
+            4 => std::net::Ipv4Addr::from(<[u8; 4]>::try_from(&p.ip[..]).unwrap_or_default())
+                .to_string(),
+            16 => format!(
+                "[{}]",
+                std::net::Ipv6Addr::from(<[u8; 16]>::try_from(&p.ip[..]).unwrap_or_default())
+            ),
+            _ => hex(&p.ip),
+        };
+        let proto = match p.protocol as i32 {
+            libc::IPPROTO_TCP => "tcp",
+            libc::IPPROTO_UDP => "udp",
+            _ => "?",
+        };
+        let _ = writeln!(out, "  port {proto} {ip}:{} (pid {})", p.port, p.pid);
+    }
+    let ids = |ids: &[cryo_proto::image::CheckedId]| {
+        ids.iter()
+            .map(|i| format!("{} {}", i.id, i.name))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let _ = writeln!(out, "  uid {}  gid {}", ids(&c.uids), ids(&c.gids));
 }
 
 fn render_process(out: &mut String, img: &Loaded, p: &Process) {
