@@ -7,6 +7,7 @@
 //! ```text
 //! SOL_SOCKET   SO_PRIORITY SO_RCVLOWAT SO_RCVTIMEO SO_SNDTIMEO SO_BINDTODEVICE SO_OOBINLINE
 //!              SO_DONTROUTE SO_TIMESTAMP(NS) SO_TIMESTAMPING SO_ZEROCOPY SO_TXTIME
+//!              SO_BUSY_POLL SO_PREFER_BUSY_POLL SO_RCVMARK
 //!              SO_BUF_LOCK (always)
 //! IPPROTO_IP   IP_OPTIONS                                          (every inet socket)
 //!              IP_TTL IP_MTU_DISCOVER IP_RECVERR IP_FREEBIND IP_TRANSPARENT
@@ -79,6 +80,9 @@ const SO_BUF_LOCK: i32 = 72;
 
 /// SO_TXTIME (linux 4.19): struct sock_txtime {clockid, flags}.
 const SO_TXTIME: i32 = 61;
+/// `SO_PREFER_BUSY_POLL` (linux 5.11) and `SO_RCVMARK` (linux 5.19): not in libc for every target.
+const SO_PREFER_BUSY_POLL: i32 = 69;
+const SO_RCVMARK: i32 = 75;
 
 const TABLE: &[Entry] = &[
     (
@@ -151,6 +155,21 @@ const TABLE: &[Entry] = &[
         On::All,
         false,
     ),
+    (
+        libc::SOL_SOCKET,
+        libc::SO_BUSY_POLL,
+        "SO_BUSY_POLL",
+        On::All,
+        false,
+    ),
+    (
+        libc::SOL_SOCKET,
+        SO_PREFER_BUSY_POLL,
+        "SO_PREFER_BUSY_POLL",
+        On::All,
+        false,
+    ),
+    (libc::SOL_SOCKET, SO_RCVMARK, "SO_RCVMARK", On::All, false),
     // struct so_timestamping {flags, bind_phc}; what cannot be set again is refused
     // (check_timestamping). Datagram sockets keep it in udp.rs's integer table.
     (

@@ -183,6 +183,9 @@ const ICMP6_FILTER: i32 = 1;
 /// `UDP_ENCAP_ESPINUDP` (linux/udp.h): the only encapsulation setsockopt makes whole
 /// (ESP in UDP for IPsec NAT traversal, with the xfrm receive hook).
 const UDP_ENCAP_ESPINUDP: i32 = 2;
+/// `SO_PREFER_BUSY_POLL`, `SO_RCVMARK` (asm-generic/socket.h; not in libc for every target).
+const SO_PREFER_BUSY_POLL: i32 = 69;
+const SO_RCVMARK: i32 = 75;
 /// `UDP_NO_CHECK6_TX` / `UDP_NO_CHECK6_RX`.
 const UDP_NO_CHECK6_TX: i32 = 101;
 const UDP_NO_CHECK6_RX: i32 = 102;
@@ -245,6 +248,13 @@ pub const INT_OPTIONS: &[(i32, i32, &str, Family)] = &[
         "SO_BUSY_POLL",
         Family::Both,
     ),
+    (
+        libc::SOL_SOCKET,
+        SO_PREFER_BUSY_POLL,
+        "SO_PREFER_BUSY_POLL",
+        Family::Both,
+    ),
+    (libc::SOL_SOCKET, SO_RCVMARK, "SO_RCVMARK", Family::Both),
     (
         libc::SOL_SOCKET,
         libc::SO_INCOMING_CPU,

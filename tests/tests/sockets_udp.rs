@@ -119,6 +119,13 @@ option_tests! {
     so_rcvlowat: "inet", libc::SOL_SOCKET, libc::SO_RCVLOWAT, 4;
     so_rxq_ovfl: "inet", libc::SOL_SOCKET, libc::SO_RXQ_OVFL, 1;
     so_timestamping: "inet", libc::SOL_SOCKET, libc::SO_TIMESTAMPING, 0x18;
+    so_busy_poll: "inet", libc::SOL_SOCKET, libc::SO_BUSY_POLL, 50;
+    so_prefer_busy_poll: "inet", libc::SOL_SOCKET, 69, 1;
+    so_rcvmark: "inet", libc::SOL_SOCKET, 75, 1;
+    so_incoming_cpu: "inet", libc::SOL_SOCKET, libc::SO_INCOMING_CPU, 1;
+    so_zerocopy: "inet", libc::SOL_SOCKET, libc::SO_ZEROCOPY, 1;
+    so_dontroute: "inet", libc::SOL_SOCKET, libc::SO_DONTROUTE, 1;
+    so_no_check: "inet", libc::SOL_SOCKET, libc::SO_NO_CHECK, 1;
     ip_tos: "inet", libc::IPPROTO_IP, libc::IP_TOS, 0x10;
     ip_ttl: "inet", libc::IPPROTO_IP, libc::IP_TTL, 33;
     ip_multicast_ttl: "inet", libc::IPPROTO_IP, libc::IP_MULTICAST_TTL, 5;

@@ -158,6 +158,14 @@ const COMMON: &[Opt] = &[
         Value::Int(1),
     ),
     (
+        "SO_BUSY_POLL",
+        libc::SOL_SOCKET,
+        libc::SO_BUSY_POLL,
+        Value::Int(50),
+    ),
+    ("SO_PREFER_BUSY_POLL", libc::SOL_SOCKET, 69, Value::Int(1)),
+    ("SO_RCVMARK", libc::SOL_SOCKET, 75, Value::Int(1)),
+    (
         "TCP_NOTSENT_LOWAT",
         libc::IPPROTO_TCP,
         libc::TCP_NOTSENT_LOWAT,
