@@ -320,3 +320,23 @@ attr_tests!(@module
         ]
     }
 );
+
+/// The CPU masks a process never changed come back whole in every thread: a restore keeps
+/// cryo, and the processes it forks, on one CPU until their own masks are set back.
+#[test]
+fn an_untouched_cpu_mask_comes_back_whole_in_every_thread() {
+    cryo_bin();
+    let mut w = Workload::spawn("attrs", &["thread"]);
+    let (main, second) = (w.cmd("get affinity"), w.cmd("tget affinity"));
+    w.dump_and_restore();
+    assert_eq!(w.cmd("get affinity"), main, "the main thread's mask");
+    assert_eq!(w.cmd("tget affinity"), second, "the second thread's mask");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", w.pid())).unwrap();
+    let ours = std::fs::read_to_string("/proc/self/status").unwrap();
+    let allowed = |s: &str| {
+        s.lines()
+            .find(|l| l.starts_with("Cpus_allowed_list:"))
+            .map(str::to_string)
+    };
+    assert_eq!(allowed(&status), allowed(&ours), "as this test's own");
+}

@@ -214,10 +214,21 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored> {
     let guardian = (!inventory.network_lock.is_empty())
         .then(|| RestoreGuardian::start(&inventory.network_lock, loaded.lock_tuples()))
         .flatten();
+    // Every thread gets its dumped CPU mask back last (attrs::restore_sched): the processes
+    // may inherit cryo's pinned one meanwhile. An image without masks keeps cryo unpinned.
+    let every_mask = loaded.tasks.iter().all(|t| {
+        t.core
+            .threads
+            .iter()
+            .all(|th| th.attrs.as_ref().is_some_and(|a| !a.affinity.is_empty()))
+    });
     let mut planned = loaded.plan(opts.tcp_close)?;
     if let Some(g) = &guardian {
         planned.guardian_channel = Some(g.channel_at(planned.plan.guardian_slot).as_raw_fd());
     }
+    let _colocated = every_mask
+        .then(crate::sys::sched::Colocated::here)
+        .flatten();
     let spawned = planned.spawn(Namespaces::new(opts.pidns, opts.netns), guardian)?;
     debug!(
         ms = started.elapsed().as_secs_f64() * 1e3,

@@ -158,3 +158,37 @@ pub fn set_ioprio(tid: Pid, ioprio: u32) -> io::Result<()> {
     })?;
     Ok(())
 }
+
+/// The calling thread kept on the CPU it runs on until dropped, when its CPU mask is put back:
+/// while cryo and the processes it restores hand control back and forth (ptrace stops), each
+/// wakeup of another CPU that sleeps costs a trip through the hypervisor on a VM (the small
+/// restore takes 8 ms instead of 2 on an idle machine). The processes forked meanwhile
+/// inherit the one-CPU mask: each of their threads must get its own back before it runs.
+#[derive(Debug)]
+pub struct Colocated {
+    saved: Vec<u64>,
+}
+
+impl Colocated {
+    /// Pins the calling thread to its current CPU; None when that cannot be done (nothing
+    /// changed then).
+    pub fn here() -> Option<Self> {
+        let me = Pid::from_raw(0);
+        let saved = get_affinity(me).ok()?;
+        // SAFETY: sched_getcpu takes no arguments and only returns a number.
+        let cpu = unsafe { libc::sched_getcpu() };
+        let cpu = usize::try_from(cpu)
+            .ok()
+            .filter(|&c| c < AFFINITY_WORDS * 64)?;
+        let mut one = vec![0u64; cpu / 64 + 1];
+        one[cpu / 64] = 1 << (cpu % 64);
+        set_affinity(me, &one).ok()?;
+        Some(Self { saved })
+    }
+}
+
+impl Drop for Colocated {
+    fn drop(&mut self) {
+        let _ = set_affinity(Pid::from_raw(0), &self.saved);
+    }
+}
