@@ -161,17 +161,14 @@ impl Store {
         size: u64,
         contents: &mut dyn std::io::Read,
     ) -> Result<(), StreamError> {
-        transfer::check_name(name).map_err(|e| StreamError::protocol("send a file", e))?;
-        let watch = &self.watch;
-        match transfer::send_file(&mut self.conn, name, size, 0o600, contents, &|step| {
-            keep_going(watch, step)
-        }) {
-            Ok(entry) => {
-                self.manifest.files.push(entry);
-                Ok(())
-            }
-            Err(e) => Err(last_word(&mut self.conn).unwrap_or(e)),
-        }
+        send_early(
+            &mut self.conn,
+            &self.watch,
+            &mut self.manifest,
+            name,
+            size,
+            contents,
+        )
     }
 
     /// Sends every file of `images` and the End with the manifest of everything sent, and
@@ -186,6 +183,30 @@ impl Store {
             &self.name,
             &self.addr,
         )
+    }
+}
+
+/// Sends file `name` of an image before the rest (a pre-copy round, while the processes run):
+/// `size` bytes read from `contents`, listed in `manifest`; `watch` is a duplicate of the
+/// connection's socket, for [`keep_going`].
+pub(crate) fn send_early(
+    conn: &mut Conn<TcpStream>,
+    watch: &TcpStream,
+    manifest: &mut Manifest,
+    name: &str,
+    size: u64,
+    contents: &mut dyn std::io::Read,
+) -> Result<(), StreamError> {
+    transfer::check_name(name).map_err(|e| StreamError::protocol("send a file", e))?;
+    match transfer::send_file(conn, name, size, 0o600, contents, &|step| {
+        keep_going(watch, step)
+    }) {
+        Ok(entry) => {
+            manifest.files.push(entry);
+            Ok(())
+        }
+        // The receiver's own reason, when it gave one, says more than a broken pipe.
+        Err(e) => Err(last_word(conn).unwrap_or(e)),
     }
 }
 

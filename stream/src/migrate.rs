@@ -52,7 +52,7 @@ use std::time::Instant;
 use cryo_core::ImageDir;
 use tracing::{info, warn};
 
-use crate::client::{finish_image, keep_going, Peer};
+use crate::client::{finish_image, send_early, Peer};
 use crate::conn::{unexpected, Conn};
 use crate::error::StreamError;
 use crate::frame::FrameType;
@@ -132,14 +132,9 @@ impl Migration {
         size: u64,
         contents: &mut dyn std::io::Read,
     ) -> Result<(), StreamError> {
-        transfer::check_name(name).map_err(|e| StreamError::protocol("send a file", e))?;
         self.announce()?;
         let watch = self.watch()?;
-        let entry = transfer::send_file(&mut self.conn, name, size, 0o600, contents, &|step| {
-            keep_going(&watch, step)
-        })?;
-        self.sent.files.push(entry);
-        Ok(())
+        send_early(&mut self.conn, &watch, &mut self.sent, name, size, contents)
     }
 
     /// Streams the rest of the image `images` (the dump's own path, as `dump --to`) and

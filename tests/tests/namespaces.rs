@@ -34,6 +34,13 @@ fn a_copy_runs_in_its_own_namespaces_beside_the_original() {
         std::fs::read_link("/proc/self/ns/net").unwrap(),
         "the copy has a network namespace of its own"
     );
+    // The namespace's init (cryo's child, the copy's parent) runs on every CPU cryo may use,
+    // as the copy does: the restore's pinning to one CPU is not left on them.
+    let cpus = |pid: i32| status_field(pid, "Cpus_allowed_list");
+    let init: i32 = status_field(outside, "PPid").unwrap().parse().unwrap();
+    let ours = cpus(std::process::id() as i32);
+    assert_eq!(cpus(init), ours, "the init's CPUs");
+    assert_eq!(cpus(outside), ours, "the copy's CPUs");
     // Both read the same command FIFO: stop the original while talking to the copy.
     let original = w.stop_original();
     assert_eq!(w.cmd("pid"), w.pid().to_string(), "getpid() in the copy");

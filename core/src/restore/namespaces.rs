@@ -71,6 +71,8 @@ pub fn spawn_init(
                 Ok(Forked::Parent(child)) => {
                     let _ = ready.write_all(b"ok");
                     drop(ready);
+                    // Not a restored process: back on every CPU cryo had.
+                    crate::sys::sched::unpin_forked();
                     init_main(child, inherited)
                 }
                 Err(e) => {

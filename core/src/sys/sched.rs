@@ -164,10 +164,16 @@ pub fn set_ioprio(tid: Pid, ioprio: u32) -> io::Result<()> {
 /// wakeup of another CPU that sleeps costs a trip through the hypervisor on a VM (the small
 /// restore takes 8 ms instead of 2 on an idle machine). The processes forked meanwhile
 /// inherit the one-CPU mask: each of their threads must get its own back before it runs.
+///
+/// A process forked meanwhile that is not one of the restored ones (the init of a new PID
+/// namespace) takes the saved mask back with [`unpin_forked`].
 #[derive(Debug)]
 pub struct Colocated {
     saved: Vec<u64>,
 }
+
+/// The mask of the thread a [`Colocated`] pinned, while it is (None otherwise).
+static SAVED: std::sync::Mutex<Option<Vec<u64>>> = std::sync::Mutex::new(None);
 
 impl Colocated {
     /// Pins the calling thread to its current CPU; None when that cannot be done (nothing
@@ -183,12 +189,24 @@ impl Colocated {
         let mut one = vec![0u64; cpu / 64 + 1];
         one[cpu / 64] = 1 << (cpu % 64);
         set_affinity(me, &one).ok()?;
+        *SAVED.lock().unwrap_or_else(|p| p.into_inner()) = Some(saved.clone());
         Some(Self { saved })
     }
 }
 
 impl Drop for Colocated {
     fn drop(&mut self) {
+        *SAVED.lock().unwrap_or_else(|p| p.into_inner()) = None;
         let _ = set_affinity(Pid::from_raw(0), &self.saved);
+    }
+}
+
+/// In a process just forked by a pinned cryo that is none of the restored ones: the mask
+/// cryo had before it was pinned (nothing when it is not pinned). Single-threaded callers
+/// only: the lock was free when they were forked.
+pub fn unpin_forked() {
+    let saved = SAVED.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    if let Some(mask) = saved {
+        let _ = set_affinity(Pid::from_raw(0), &mask);
     }
 }
