@@ -1201,3 +1201,24 @@ pub fn write_file(path: &Path, data: &[u8]) {
     let mut f = File::create(path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
     f.write_all(data).expect("write");
 }
+
+/// A pre-shared key file for `--psk-file`: `key` written to `dir/name`, mode 0600.
+pub fn key_file(dir: &Path, name: &str, key: &str) -> PathBuf {
+    let p = dir.join(name);
+    fs::write(&p, key).unwrap();
+    fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    p
+}
+
+/// The address a `cryo serve` started with its stdout piped says it listens on (its first
+/// line, `listening ADDR`); Err with what it said instead.
+pub fn serve_address(serve: &mut std::process::Child) -> Result<String, String> {
+    let mut line = String::new();
+    let stdout = serve.stdout.take().ok_or("serve's stdout is not piped")?;
+    io::BufRead::read_line(&mut io::BufReader::new(stdout), &mut line)
+        .map_err(|e| format!("read serve's stdout: {e}"))?;
+    line.trim()
+        .strip_prefix("listening ")
+        .map(str::to_string)
+        .ok_or_else(|| format!("serve said {line:?}"))
+}

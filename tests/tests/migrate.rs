@@ -26,7 +26,7 @@ use std::sync::mpsc::{channel, Receiver};
 use std::time::{Duration, Instant};
 
 use cryo_tests::protocol::pattern;
-use cryo_tests::{control_dir, cryo_bin, CryoOutput, Pidfd, Workload};
+use cryo_tests::{control_dir, cryo_bin, key_file, serve_address, CryoOutput, Pidfd, Workload};
 
 /// The service address, on `lo` of A and B.
 const SERVICE: &str = "10.99.0.1";
@@ -153,6 +153,17 @@ impl Hosts {
         }
     }
 
+    /// The echo server on A with `n` clients on C, accepted, after one round trip of `len`
+    /// bytes (round 1) through it.
+    fn server_with_clients(&self, n: usize, len: usize) -> (Workload, Vec<TcpStream>) {
+        let w = Self::spawn(&self.a, "tcp", &[&format!("{SERVICE}:0")]);
+        let port: u16 = w.cmd("port").parse().unwrap();
+        let mut clients = self.clients(port, n);
+        assert_eq!(w.cmd(&format!("accept-n {n}")), n.to_string());
+        echo_round(&w, &mut clients, 1, len);
+        (w, clients)
+    }
+
     /// `n` clients on C connected to the service's `port`.
     fn clients(&self, port: u16, n: usize) -> Vec<TcpStream> {
         Self::inside(&self.c, move || {
@@ -190,14 +201,6 @@ impl Drop for Hosts {
     }
 }
 
-/// A key file (0600) in `dir`.
-fn key_file(dir: &Path) -> PathBuf {
-    let p = dir.join("key");
-    std::fs::write(&p, "a key of the migration tests, long enough").unwrap();
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
-    p
-}
-
 /// `cryo serve` on B, as PID 1 of a PID namespace of its own (and a mount namespace with
 /// its /proc, where `prelude`, a shell command, runs first); killed with everything it
 /// restored on drop.
@@ -232,7 +235,7 @@ impl Serve {
         )
         .unwrap();
         std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let key = key_file(dir);
+        let key = key_file(dir, "key", "a key of the migration tests, long enough");
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &hosts.b])
             .args(["unshare", "--pid", "--fork", "--kill-child", "--mount-proc"])
@@ -262,15 +265,8 @@ impl Serve {
                 let _ = tx.send(line);
             }
         });
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("listening ")
-            .unwrap_or_else(|| panic!("serve said {line:?}: {}", log.lock().unwrap()))
-            .to_string();
+        let addr =
+            serve_address(&mut child).unwrap_or_else(|e| panic!("{e}: {}", log.lock().unwrap()));
         Self {
             child: Some(child),
             addr,
@@ -559,11 +555,7 @@ fn pid_here(inner: i32, dir: &Path) -> Option<i32> {
 fn a_server_with_100_clients_moves_to_b_and_every_client_goes_on() {
     cryo_bin();
     let hosts = Hosts::new();
-    let mut w = Hosts::spawn(&hosts.a, "tcp", &[&format!("{SERVICE}:0")]);
-    let port: u16 = w.cmd("port").parse().unwrap();
-    let mut clients = hosts.clients(port, 100);
-    assert_eq!(w.cmd("accept-n 100"), "100");
-    echo_round(&w, &mut clients, 1, 1000);
+    let (mut w, mut clients) = hosts.server_with_clients(100, 1000);
     // Sent before the migration, read by the server only once on B.
     send_round(&mut clients, 2, 3000);
     let serve = Serve::start(&hosts, w.dir(), "", &[]);
@@ -639,11 +631,7 @@ fn a_server_with_100_clients_moves_to_b_and_every_client_goes_on() {
 fn a_failure_after_the_address_moved_rolls_back_and_what_b_was_sent_reaches_a() {
     cryo_bin();
     let hosts = Hosts::new();
-    let w = Hosts::spawn(&hosts.a, "tcp", &[&format!("{SERVICE}:0")]);
-    let port: u16 = w.cmd("port").parse().unwrap();
-    let mut clients = hosts.clients(port, 10);
-    assert_eq!(w.cmd("accept-n 10"), "10");
-    echo_round(&w, &mut clients, 1, 500);
+    let (w, mut clients) = hosts.server_with_clients(10, 500);
     let serve = Serve::start(&hosts, w.dir(), "", &[]);
     mkfifo(&w.path("said"));
     mkfifo(&w.path("go"));
@@ -682,11 +670,7 @@ fn a_failure_after_the_address_moved_rolls_back_and_what_b_was_sent_reaches_a() 
 fn a_destination_without_go_kills_what_it_restored_and_keeps_its_lock_until_a_retry() {
     cryo_bin();
     let hosts = Hosts::new();
-    let mut w = Hosts::spawn(&hosts.a, "tcp", &[&format!("{SERVICE}:0")]);
-    let port: u16 = w.cmd("port").parse().unwrap();
-    let mut clients = hosts.clients(port, 10);
-    assert_eq!(w.cmd("accept-n 10"), "10");
-    echo_round(&w, &mut clients, 1, 500);
+    let (mut w, mut clients) = hosts.server_with_clients(10, 500);
     // B waits 2 s for the go; the source's script takes longer.
     let serve = Serve::start_with(&hosts, w.dir(), "", &[], 2);
     mkfifo(&w.path("said"));
@@ -744,11 +728,7 @@ fn a_destination_without_go_kills_what_it_restored_and_keeps_its_lock_until_a_re
 fn the_destination_killed_mid_transfer_leaves_the_source_serving() {
     cryo_bin();
     let hosts = Hosts::new();
-    let w = Hosts::spawn(&hosts.a, "tcp", &[&format!("{SERVICE}:0")]);
-    let port: u16 = w.cmd("port").parse().unwrap();
-    let mut clients = hosts.clients(port, 10);
-    assert_eq!(w.cmd("accept-n 10"), "10");
-    echo_round(&w, &mut clients, 1, 500);
+    let (w, mut clients) = hosts.server_with_clients(10, 500);
     send_round(&mut clients, 2, 700);
     // B stops once the whole image is there, before it confirms it.
     let mut serve = Serve::start(
@@ -815,11 +795,7 @@ fn a_file_that_differs_on_the_destination_stops_before_the_freeze() {
 fn a_server_moves_with_pre_copy_rounds_and_its_clients_go_on() {
     cryo_bin();
     let hosts = Hosts::new();
-    let mut w = Hosts::spawn(&hosts.a, "tcp", &[&format!("{SERVICE}:0")]);
-    let port: u16 = w.cmd("port").parse().unwrap();
-    let mut clients = hosts.clients(port, 10);
-    assert_eq!(w.cmd("accept-n 10"), "10");
-    echo_round(&w, &mut clients, 1, 1000);
+    let (mut w, mut clients) = hosts.server_with_clients(10, 1000);
     send_round(&mut clients, 2, 3000);
     let serve = Serve::start(&hosts, w.dir(), "", &[]);
     mkfifo(&w.path("said"));

@@ -5,22 +5,17 @@
 //!
 //! Needs the engine: `cryo` must be built (`cargo build -p cryo`).
 
-use std::io::{BufRead, BufReader};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cryo_tests::{cryo_bin, parse_fds, CryoOutput, Pidfd, Workload};
+use cryo_tests::{cryo_bin, key_file, parse_fds, serve_address, CryoOutput, Pidfd, Workload};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A key file (0600) in `dir`.
-fn key_file(dir: &Path) -> PathBuf {
-    let p = dir.join("key");
-    std::fs::write(&p, "precopy-test-key-precopy-test-key").unwrap();
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
-    p
+/// The key file (0600) of these tests, in `dir`.
+fn psk(dir: &Path) -> PathBuf {
+    key_file(dir, "key", "precopy-test-key-precopy-test-key")
 }
 
 /// A `cryo serve --once` on an ephemeral port of 127.0.0.1; killed on drop.
@@ -48,15 +43,7 @@ impl Serve {
             .spawn()
             .expect("spawn cryo serve");
         let pidfd = Pidfd::open(child.id() as i32).unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("listening ")
-            .unwrap_or_else(|| panic!("serve said {line:?}"))
-            .to_string();
+        let addr = serve_address(&mut child).unwrap_or_else(|e| panic!("{e}"));
         Self {
             child: Some(child),
             pidfd,
@@ -138,7 +125,7 @@ fn vmas_flagged(pid: i32, flag: &str) -> usize {
 #[test]
 fn pre_copy_restores_every_page_as_last_written() {
     let mut w = Workload::spawn("writer", &["64", "4"]);
-    let key = key_file(w.dir());
+    let key = psk(w.dir());
     let mut serve = Serve::start(w.dir(), &key);
     assert!(
         w.cmd("verify").starts_with("ok "),
@@ -191,7 +178,7 @@ fn pre_copy_restores_every_page_as_last_written() {
 #[test]
 fn pre_copy_refuses_a_process_with_its_own_userfaultfd() {
     let w = Workload::spawn("writer", &["4", "1"]);
-    let key = key_file(w.dir());
+    let key = psk(w.dir());
     let mut serve = Serve::start(w.dir(), &key);
     let fd = w.cmd("uffd");
     let fds_before = parse_fds(&w.cmd("fds"));
@@ -209,7 +196,7 @@ fn pre_copy_refuses_a_process_with_its_own_userfaultfd() {
 #[test]
 fn pre_copy_rolled_back_when_the_receiver_dies() {
     let w = Workload::spawn("writer", &["128", "4"]);
-    let key = key_file(w.dir());
+    let key = psk(w.dir());
     let serve = Serve::start(w.dir(), &key);
     let fds_before = parse_fds(&w.cmd("fds"));
     let err = w.dir().join("dump.stderr");

@@ -8,7 +8,7 @@
 //!
 //! Needs the engine: `cryo` must be built (`cargo build -p cryo`).
 
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -18,17 +18,11 @@ use std::time::Duration;
 
 use cryo_stream::frame::{FrameType, HEADER_LEN, TAG_LEN};
 use cryo_tests::protocol::{len_and_checksum, pattern};
-use cryo_tests::{cryo_bin, pid_exists, status_field, CryoOutput, Pidfd, Workload};
+use cryo_tests::{
+    cryo_bin, key_file, pid_exists, serve_address, status_field, CryoOutput, Pidfd, Workload,
+};
 
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// A key file (0600) in `dir`.
-fn key_file(dir: &Path, name: &str, key: &str) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, key).unwrap();
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
-    p
-}
 
 /// A `cryo serve --once` on an ephemeral port of 127.0.0.1; killed on drop.
 struct Serve {
@@ -70,16 +64,10 @@ impl Serve {
         }
         let mut child = cmd.spawn().expect("spawn cryo serve");
         let pidfd = Pidfd::open(child.id() as i32).unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("listening ")
-            .unwrap_or_else(|| {
+        let addr = serve_address(&mut child)
+            .unwrap_or_else(|e| {
                 panic!(
-                    "serve said {line:?}: {}",
+                    "{e}: {}",
                     std::fs::read_to_string(&stderr).unwrap_or_default()
                 )
             })
