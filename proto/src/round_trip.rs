@@ -144,6 +144,7 @@ macro_rules! every_message {
 every_message!(
     RawFileRef,
     UtsNamespace,
+    TimeNamespace,
     Inventory,
     ProcessEntry,
     Creds,

@@ -35,7 +35,8 @@ pub(super) fn collect(
     earlier: Option<&memory::precopy::Earlier>,
 ) -> Result<Collected> {
     let mut core = task::dump(pid, stat)?;
-    core.uts = namespaces::dump(pid, frozen.tids())?;
+    let made = namespaces::dump(pid, frozen.tids())?;
+    (core.uts, core.time) = (made.uts, made.time);
     let mut process_attrs = attrs::dump_process(pid)?;
     for &tid in frozen.tids() {
         let dump = |remote: &Remote, process: Option<&mut _>| -> Result<_> {

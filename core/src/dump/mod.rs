@@ -369,12 +369,15 @@ fn dump_tree(
         pstree.push(entry);
     }
     tree::check_sessions(&pstree, &opts.pids, opts.shell_job)?;
-    let uts: Vec<(i32, i32, Option<u64>)> = pstree
-        .iter()
-        .zip(&cores)
-        .map(|(e, (core, _))| (e.pid, e.ppid, core.uts.as_ref().map(|u| u.inode)))
-        .collect();
-    crate::task::namespaces::check_uts_tree(&uts)?;
+    {
+        use crate::task::namespaces::{check_tree, TIME, UTS};
+        let made = |inode: fn(&cryo_proto::image::TaskCore) -> Option<u64>| -> Vec<(i32, i32, Option<u64>)> {
+            let tasks = pstree.iter().zip(&cores);
+            tasks.map(|(e, (core, _))| (e.pid, e.ppid, inode(core))).collect()
+        };
+        check_tree(UTS, &made(|c| c.uts.as_ref().map(|u| u.inode)))?;
+        check_tree(TIME, &made(|c| c.time.as_ref().map(|t| t.inode)))?;
+    }
     // SysV semaphore sets and message queues, and what of the processes' IPC state cannot
     // come back (refused here, before anything is killed).
     let live_pids: Vec<Pid> = live.iter().map(|m| m.pid).collect();

@@ -58,14 +58,13 @@ fn child_setup(tree: &Planned, i: usize) -> Result<(), ChildError> {
     let t = &tree.loaded.tasks[i];
     let pid = Pid::from_raw(t.entry.pid);
     process::restore_session(&t.entry)?;
-    let parent_uts = tree
+    let parent = tree
         .loaded
         .tasks
         .iter()
         .find(|p| p.entry.pid == t.entry.ppid)
-        .and_then(|p| p.core.uts.as_ref())
-        .map(|u| u.inode);
-    namespaces::restore_in_child(&t.core, parent_uts)?;
+        .map(|p| &p.core);
+    namespaces::restore_in_child(&t.core, parent)?;
     if let (Some((_, attach)), Some(slot)) = (&tree.terminal, plan.terminal_slot) {
         files::tty::attach(slot, &t.entry, attach);
     }

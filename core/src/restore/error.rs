@@ -266,6 +266,8 @@ pub enum ChildStep {
     StageMemory,
     #[error("make its UTS namespace")]
     UtsNamespace,
+    #[error("make its time namespace")]
+    TimeNamespace,
 }
 
 /// The object a failed file step of a forked process was opening.

@@ -56,6 +56,7 @@ pub mod sockfilter;
 pub mod sockopt;
 pub mod spawn;
 pub mod termination;
+pub mod timens;
 pub mod timerfd;
 pub mod tty;
 pub mod uffd;

@@ -36,6 +36,9 @@
 //! mdwe=FLAGS              PR_SET_MDWE (1: refuse writable+executable)     process
 //! cpuid=on|off            ARCH_SET_CPUID: off makes cpuid fault (SIGSEGV) this thread
 //! uts=HOST:DOMAIN         unshare(CLONE_NEWUTS), sethostname, setdomainname process
+//! timens=SEC              a new time namespace, clocks SEC ahead, entered   process
+//!                         (before `thread`: setns wants a single thread)
+//! timens-children=SEC     the same namespace made for its children only    process
 //! unshare=KIND            unshare a namespace, KIND ipc|net|cgroup|mnt|pid process
 //!                         (mnt: then every mount made private)
 //! tmpfs=NAME              mount a tmpfs on DIR/NAME (after unshare=mnt)    process
@@ -66,6 +69,7 @@
 //! umask         OCTAL
 //! cpuid         1 | 0                 (ARCH_GET_CPUID: 0 where cpuid faults)
 //! uts           HOST DOMAIN           (uname: nodename, domainname)
+//! clocks        MONOTONIC BOOTTIME    (clock_gettime, ns)
 //! personality   HEX
 //! status:FIELD  the field of /proc/thread-self/status (CapBnd, CapAmb, NoNewPrivs...)
 //! ```
@@ -374,6 +378,21 @@ fn apply(setting: &str, dir: &Path) -> Result<(), String> {
             nix::unistd::sethostname(host).map_err(|e| fail(e.into()))?;
             sys::setdomainname(domain).map_err(fail)
         }
+        "timens" | "timens-children" => {
+            let flag = nix::sched::CloneFlags::from_bits_retain(libc::CLONE_NEWTIME);
+            nix::sched::unshare(flag).map_err(|e| fail(e.into()))?;
+            let sec = num(value)?;
+            std::fs::write(
+                "/proc/self/timens_offsets",
+                format!("monotonic {sec} 0\nboottime {sec} 0\n"),
+            )
+            .map_err(fail)?;
+            if name == "timens-children" {
+                return Ok(());
+            }
+            let ns = std::fs::File::open("/proc/self/ns/time_for_children").map_err(fail)?;
+            nix::sched::setns(ns, flag).map_err(|e| fail(e.into()))
+        }
         "unshare" => {
             use nix::sched::CloneFlags;
             let flags = match value {
@@ -529,6 +548,14 @@ fn observe(key: &str) -> Result<String, String> {
         "cpuid" => sys::arch_prctl(ARCH_GET_CPUID, 0)
             .map(|v| v.to_string())
             .map_err(fail),
+        "clocks" => {
+            let now = |clock| sys::clock_ns(clock).map_err(fail);
+            Ok(format!(
+                "{} {}",
+                now(libc::CLOCK_MONOTONIC)?,
+                now(libc::CLOCK_BOOTTIME)?
+            ))
+        }
         "uts" => nix::sys::utsname::uname()
             .map(|u| {
                 format!(
