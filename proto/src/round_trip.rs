@@ -145,6 +145,7 @@ every_message!(
     RawFileRef,
     UtsNamespace,
     TimeNamespace,
+    CgroupMembership,
     Inventory,
     ProcessEntry,
     Creds,

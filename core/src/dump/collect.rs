@@ -37,6 +37,7 @@ pub(super) fn collect(
     let mut core = task::dump(pid, stat)?;
     let made = namespaces::dump(pid, frozen.tids())?;
     (core.uts, core.time) = (made.uts, made.time);
+    core.cgroups = crate::task::cgroups::dump(pid, frozen.tids())?;
     let mut process_attrs = attrs::dump_process(pid)?;
     for &tid in frozen.tids() {
         let dump = |remote: &Remote, process: Option<&mut _>| -> Result<_> {

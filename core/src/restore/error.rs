@@ -268,6 +268,8 @@ pub enum ChildStep {
     UtsNamespace,
     #[error("make its time namespace")]
     TimeNamespace,
+    #[error("join its cgroup")]
+    Cgroup,
 }
 
 /// The object a failed file step of a forked process was opening.

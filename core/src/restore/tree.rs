@@ -34,6 +34,8 @@ pub(crate) struct Planned {
     /// cryo's end of the restore guardian's channel, held at the plan's guardian slot by
     /// every process until its connections are restored and its children forked.
     pub guardian_channel: Option<RawFd>,
+    /// Per task (position): the cgroup.procs files it writes itself into before forking.
+    pub cgroups: Vec<Vec<std::path::PathBuf>>,
 }
 
 impl Loaded {
@@ -90,6 +92,13 @@ impl Loaded {
         tasks.sort_by_key(|&(k, _)| k);
         let tasks: Vec<TaskImage> = tasks.into_iter().map(|(_, t)| t).collect();
         let loaded = Loaded { tasks, ..self };
+        let cgroups = crate::task::cgroups::plan(
+            &loaded
+                .tasks
+                .iter()
+                .map(|t| (t.entry.pid, t.entry.ppid, &t.core))
+                .collect::<Vec<_>>(),
+        )?;
         let mut avoid = cryo_maps;
         avoid.extend(plan.tramps.iter().map(|&t| t..t + 2 * crate::memory::PAGE));
         let mms: Vec<&cryo_proto::image::MmCore> = loaded.tasks.iter().map(|t| &t.mm).collect();
@@ -114,6 +123,7 @@ impl Loaded {
             want_ctty,
             staged,
             guardian_channel: None,
+            cgroups,
         })
     }
 }

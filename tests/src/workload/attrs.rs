@@ -39,6 +39,8 @@
 //! timens=SEC              a new time namespace, clocks SEC ahead, entered   process
 //!                         (before `thread`: setns wants a single thread)
 //! timens-children=SEC     the same namespace made for its children only    process
+//! cgroup=DIR              join cgroup DIR (write 0 to DIR/cgroup.procs)    process
+//! cgroup-thread=DIR       join cgroup DIR of a v1 hierarchy (DIR/tasks)     this thread
 //! unshare=KIND            unshare a namespace, KIND ipc|net|cgroup|mnt|pid process
 //!                         (mnt: then every mount made private)
 //! tmpfs=NAME              mount a tmpfs on DIR/NAME (after unshare=mnt)    process
@@ -71,6 +73,7 @@
 //! uts           HOST DOMAIN           (uname: nodename, domainname)
 //! clocks        MONOTONIC BOOTTIME    (clock_gettime, ns)
 //! personality   HEX
+//! cgroup:HIER   PATH                  (/proc/thread-self/cgroup; HIER "" for v2)
 //! status:FIELD  the field of /proc/thread-self/status (CapBnd, CapAmb, NoNewPrivs...)
 //! ```
 
@@ -378,6 +381,14 @@ fn apply(setting: &str, dir: &Path) -> Result<(), String> {
             nix::unistd::sethostname(host).map_err(|e| fail(e.into()))?;
             sys::setdomainname(domain).map_err(fail)
         }
+        "cgroup" | "cgroup-thread" => {
+            let file = if name == "cgroup" {
+                "cgroup.procs"
+            } else {
+                "tasks"
+            };
+            std::fs::write(Path::new(value).join(file), "0").map_err(fail)
+        }
         "timens" | "timens-children" => {
             let flag = nix::sched::CloneFlags::from_bits_retain(libc::CLONE_NEWTIME);
             nix::sched::unshare(flag).map_err(|e| fail(e.into()))?;
@@ -459,6 +470,16 @@ fn observe(key: &str) -> Result<String, String> {
     }
     if let Some(name) = key.strip_prefix("status:") {
         return status(name);
+    }
+    if let Some(hierarchy) = key.strip_prefix("cgroup:") {
+        let text = std::fs::read_to_string("/proc/thread-self/cgroup").map_err(fail)?;
+        return text
+            .lines()
+            .find_map(|l| {
+                let mut parts = l.splitn(3, ':').skip(1);
+                (parts.next() == Some(hierarchy)).then(|| parts.next().unwrap_or("").to_string())
+            })
+            .ok_or_else(|| format!("no hierarchy {hierarchy:?} in {text:?}"));
     }
     match key {
         "nice" => sys::nice().map(|n| n.to_string()).map_err(fail),
