@@ -146,6 +146,7 @@ every_message!(
     UtsNamespace,
     TimeNamespace,
     CgroupMembership,
+    CgroupNamespace,
     Inventory,
     ProcessEntry,
     Creds,

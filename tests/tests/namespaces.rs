@@ -96,7 +96,6 @@ fn a_process_in_another_namespace_than_cryos_is_refused_naming_pid_and_kind() {
     for (kind, words) in [
         ("ipc", "an IPC namespace other than cryo's (ipc:["),
         ("net", "a network namespace other than cryo's (net:["),
-        ("cgroup", "a cgroup namespace other than cryo's (cgroup:["),
         (
             "pid",
             "a PID (for its children) namespace other than cryo's",

@@ -35,9 +35,13 @@ pub(super) fn collect(
     earlier: Option<&memory::precopy::Earlier>,
 ) -> Result<Collected> {
     let mut core = task::dump(pid, stat)?;
-    let made = namespaces::dump(pid, frozen.tids())?;
-    (core.uts, core.time) = (made.uts, made.time);
+    let mut made = namespaces::dump(pid, frozen.tids())?;
+    (core.uts, core.time) = (made.uts.take(), made.time.take());
     core.cgroups = crate::task::cgroups::dump(pid, frozen.tids())?;
+    core.cgroupns = made
+        .cgroup
+        .map(|inode| crate::task::cgroups::namespace(pid, inode))
+        .transpose()?;
     let mut process_attrs = attrs::dump_process(pid)?;
     for &tid in frozen.tids() {
         let dump = |remote: &Remote, process: Option<&mut _>| -> Result<_> {

@@ -65,7 +65,7 @@ fn child_setup(tree: &Planned, i: usize) -> Result<(), ChildError> {
         .find(|p| p.entry.pid == t.entry.ppid)
         .map(|p| &p.core);
     namespaces::restore_in_child(&t.core, parent)?;
-    crate::task::cgroups::join(&tree.cgroups[i])
+    crate::task::cgroups::enter(&tree.cgroups[i])
         .map_err(|(file, e)| ChildError::sys_on(ChildStep::Cgroup, file.display())(e))?;
     if let (Some((_, attach)), Some(slot)) = (&tree.terminal, plan.terminal_slot) {
         files::tty::attach(slot, &t.entry, attach);

@@ -34,8 +34,9 @@ pub(crate) struct Planned {
     /// cryo's end of the restore guardian's channel, held at the plan's guardian slot by
     /// every process until its connections are restored and its children forked.
     pub guardian_channel: Option<RawFd>,
-    /// Per task (position): the cgroup.procs files it writes itself into before forking.
-    pub cgroups: Vec<Vec<std::path::PathBuf>>,
+    /// Per task (position): the cgroups it joins (and the cgroup namespace it makes) before
+    /// forking.
+    pub cgroups: Vec<crate::task::cgroups::Placement>,
 }
 
 impl Loaded {

@@ -42,6 +42,7 @@ pub mod ipc;
 pub mod kcmp;
 pub mod memfd;
 pub mod mmap;
+pub mod ns;
 pub mod pagemap;
 pub mod pidfd;
 pub mod prctl;

@@ -1,13 +1,15 @@
 //! Cgroup membership: where a process is in each hierarchy, kept at dump relative to the
 //! dumping cryo's own cgroup when below it (the restore puts it below the restoring cryo's,
 //! as a container manager would) and from the hierarchy's root otherwise; the restored
-//! process joins it, made again if gone, before it forks its children.
+//! process joins it, made again if gone, before it forks its children. A cgroup namespace is
+//! kept as its root cgroups: the topmost process in it joins them, unshares, then joins its
+//! own.
 
 use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use cryo_proto::image::{CgroupMembership, TaskCore};
+use cryo_proto::image::{CgroupMembership, CgroupNamespace, TaskCore};
 use nix::unistd::Pid;
 use tracing::warn;
 
@@ -55,6 +57,21 @@ pub enum CgroupError {
         hierarchy: String,
         /// The cgroup.
         path: String,
+    },
+    /// The process is in a cgroup outside its cgroup namespace's root.
+    #[error(
+        "pid {pid}: in cgroup {path} of hierarchy {hierarchy:?}, outside the root of its cgroup \
+         namespace (it reads {relative}): it could not be made again there"
+    )]
+    OutsideNamespace {
+        /// The process.
+        pid: Pid,
+        /// The hierarchy's controllers ("" for v2).
+        hierarchy: String,
+        /// The cgroup, from the hierarchy's root.
+        path: String,
+        /// The cgroup as the namespace shows it.
+        relative: String,
     },
     /// A cgroup could not be made again or opened at restore.
     #[error("pid {pid}: cgroup {dir}: {errno}")]
@@ -169,13 +186,24 @@ pub fn dump(pid: Pid, tids: &[Pid]) -> Result<Vec<CgroupMembership>, CgroupError
             tid: Pid::from_raw(0),
             errno,
         })?;
+    memberships(pid, theirs, &ours, &mountinfo)
+}
+
+/// The cgroups `theirs` of `pid` (hierarchy to path) that are not cryo's (`ours`), as the image
+/// keeps them; refuses one no cgroup mount of cryo's shows.
+fn memberships(
+    pid: Pid,
+    theirs: HashMap<String, String>,
+    ours: &HashMap<String, String>,
+    mountinfo: &str,
+) -> Result<Vec<CgroupMembership>, CgroupError> {
     let mut out = Vec::new();
     for (hierarchy, path) in theirs {
         let mine = ours.get(&hierarchy).map(String::as_str);
         if mine == Some(path.as_str()) {
             continue;
         }
-        if directory(&mountinfo, &hierarchy, &path).is_none() {
+        if directory(mountinfo, &hierarchy, &path).is_none() {
             return Err(CgroupError::Unreachable {
                 pid,
                 hierarchy,
@@ -193,10 +221,40 @@ pub fn dump(pid: Pid, tids: &[Pid]) -> Result<Vec<CgroupMembership>, CgroupError
     Ok(out)
 }
 
-/// The cgroup.procs files each process (in `tasks` order) writes itself into before forking
-/// its children: where its cgroup differs from the one it is forked in (its parent's, cryo's
-/// for a root). Missing cgroups are made again here (with a warning: empty, default limits).
-pub fn plan(tasks: &[(i32, i32, &TaskCore)]) -> Result<Vec<Vec<PathBuf>>, CgroupError> {
+/// The cgroup namespace `inode` of frozen `pid`: its root in each hierarchy, found by reading
+/// the process's cgroups from inside the namespace (paths shown from its root) and from cryo's.
+pub fn namespace(pid: Pid, inode: u64) -> Result<CgroupNamespace, CgroupError> {
+    let read_err = |errno| CgroupError::Read {
+        pid,
+        tid: pid,
+        errno,
+    };
+    let ns = std::fs::File::open(proc::dir(pid).join("ns/cgroup")).map_err(read_err)?;
+    let flag = nix::sched::CloneFlags::CLONE_NEWCGROUP;
+    let inside =
+        crate::sys::ns::read_in(&ns, flag, &proc::dir(pid).join("cgroup")).map_err(read_err)?;
+    let inside = parse(&inside);
+    let full = read(pid, pid)?;
+    let mut roots = HashMap::new();
+    for (hierarchy, path) in full {
+        let relative = inside.get(&hierarchy).cloned().unwrap_or_default();
+        let root = match relative.as_str() {
+            "/" => Some(path.clone()),
+            r if r.split('/').any(|part| part == "..") => None,
+            r => path
+                .strip_suffix(r)
+                .map(|root| if root.is_empty() { "/" } else { root }.to_owned()),
+        };
+        let Some(root) = root else {
+            return Err(CgroupError::OutsideNamespace {
+                pid,
+                hierarchy,
+                path,
+                relative,
+            });
+        };
+        roots.insert(hierarchy, root);
+    }
     let ours = read(Pid::from_raw(0), Pid::from_raw(0))?;
     let mountinfo =
         std::fs::read_to_string("/proc/self/mountinfo").map_err(|errno| CgroupError::Read {
@@ -204,14 +262,51 @@ pub fn plan(tasks: &[(i32, i32, &TaskCore)]) -> Result<Vec<Vec<PathBuf>>, Cgroup
             tid: Pid::from_raw(0),
             errno,
         })?;
-    let target = |core: Option<&TaskCore>, hierarchy: &str, mine: &str| -> String {
-        let m = core.and_then(|c| c.cgroups.iter().find(|m| m.controllers == hierarchy));
-        match m {
+    Ok(CgroupNamespace {
+        inode,
+        roots: memberships(pid, roots, &ours, &mountinfo)?,
+    })
+}
+
+/// Where a restored process goes before it forks its children: the cgroup.procs files it
+/// writes itself into, in two steps around the making of its cgroup namespace.
+#[derive(Debug, Default)]
+pub struct Placement {
+    /// Joined first: the roots of the cgroup namespace it makes, else its own cgroups.
+    pub first: Vec<PathBuf>,
+    /// Whether it makes a cgroup namespace (unshare) after `first`.
+    pub unshare: bool,
+    /// Joined last, inside the new namespace: its own cgroups where not the roots.
+    pub then: Vec<PathBuf>,
+}
+
+/// Where each process (in `tasks` order: pid, parent pid, core) goes: into its cgroups where
+/// they differ from the ones it is forked in (its parent's, cryo's for a root), through the
+/// roots of its cgroup namespace when it makes one. Missing cgroups are made again here (with a
+/// warning: empty, with default limits).
+pub fn plan(tasks: &[(i32, i32, &TaskCore)]) -> Result<Vec<Placement>, CgroupError> {
+    let ours = read(Pid::from_raw(0), Pid::from_raw(0))?;
+    let mountinfo =
+        std::fs::read_to_string("/proc/self/mountinfo").map_err(|errno| CgroupError::Read {
+            pid: Pid::from_raw(0),
+            tid: Pid::from_raw(0),
+            errno,
+        })?;
+    // The path of `kept` (None: cryo's) in the hierarchy where cryo is in `mine`.
+    let target = |kept: Option<&CgroupMembership>, mine: &str| -> String {
+        match kept {
             None => mine.to_owned(),
             Some(m) if m.below_cryo && m.path.is_empty() => mine.to_owned(),
             Some(m) if m.below_cryo => format!("{}/{}", mine.trim_end_matches('/'), m.path),
             Some(m) => m.path.clone(),
         }
+    };
+    let own = |core: Option<&TaskCore>, hierarchy: &str, mine: &str| {
+        let kept = core.and_then(|c| c.cgroups.iter().find(|m| m.controllers == hierarchy));
+        target(kept, mine)
+    };
+    let root = |ns: &CgroupNamespace, hierarchy: &str, mine: &str| {
+        target(ns.roots.iter().find(|m| m.controllers == hierarchy), mine)
     };
     let mut hierarchies: Vec<(&String, &String)> = ours.iter().collect();
     hierarchies.sort();
@@ -219,40 +314,64 @@ pub fn plan(tasks: &[(i32, i32, &TaskCore)]) -> Result<Vec<Vec<PathBuf>>, Cgroup
         .iter()
         .map(|&(pid, ppid, core)| {
             let parent = tasks.iter().find(|t| t.0 == ppid).map(|t| t.2);
-            let mut joins = Vec::new();
+            let parent_ns = parent.and_then(|p| p.cgroupns.as_ref()).map(|n| n.inode);
+            let makes = core
+                .cgroupns
+                .as_ref()
+                .filter(|ns| parent_ns != Some(ns.inode));
+            let mut placement = Placement {
+                unshare: makes.is_some(),
+                ..Placement::default()
+            };
             for &(hierarchy, mine) in &hierarchies {
-                let path = target(Some(core), hierarchy, mine);
-                if path == target(parent, hierarchy, mine) {
-                    continue;
-                }
-                let make_err = |dir: PathBuf| {
-                    move |errno| CgroupError::Make {
-                        pid,
-                        dir: dir.clone(),
-                        errno,
+                let from = own(parent, hierarchy, mine);
+                let to = own(Some(core), hierarchy, mine);
+                let dir = |path: &str| dir_in(&mountinfo, hierarchy, path, pid);
+                match makes {
+                    Some(ns) => {
+                        let at = root(ns, hierarchy, mine);
+                        if at != from {
+                            placement.first.push(dir(&at)?);
+                        }
+                        if to != at {
+                            placement.then.push(dir(&to)?);
+                        }
                     }
-                };
-                let dir = directory(&mountinfo, hierarchy, &path).ok_or_else(|| {
-                    make_err(PathBuf::from(&path))(io::Error::from_raw_os_error(libc::ENOENT))
-                })?;
-                if !dir.is_dir() {
-                    warn!(pid, dir = %dir.display(), "cgroup gone: made again, with default limits");
-                    std::fs::create_dir_all(&dir).map_err(make_err(dir.clone()))?;
+                    None if to != from => placement.first.push(dir(&to)?),
+                    None => {}
                 }
-                joins.push(dir.join("cgroup.procs"));
             }
-            Ok(joins)
+            Ok(placement)
         })
         .collect()
 }
 
-/// In a forked process of the restore, before its children: joins the cgroups [`plan`] chose.
-pub fn join(procs: &[PathBuf]) -> Result<(), (PathBuf, io::Error)> {
-    for file in procs {
-        // "0": the writer itself (v1 and v2 alike).
-        std::fs::write(file, b"0").map_err(|e| (file.clone(), e))?;
+/// The cgroup.procs file of cgroup `path` of `hierarchy` among cryo's mounts (`mountinfo`),
+/// the cgroup made again when gone (for process `pid`).
+fn dir_in(mountinfo: &str, hierarchy: &str, path: &str, pid: i32) -> Result<PathBuf, CgroupError> {
+    let make_err = |dir: PathBuf| move |errno| CgroupError::Make { pid, dir, errno };
+    let Some(dir) = directory(mountinfo, hierarchy, path) else {
+        return Err(make_err(PathBuf::from(path))(io::Error::from_raw_os_error(
+            libc::ENOENT,
+        )));
+    };
+    if !dir.is_dir() {
+        warn!(pid, dir = %dir.display(), "cgroup gone: made again, with default limits");
+        std::fs::create_dir_all(&dir).map_err(make_err(dir.clone()))?;
     }
-    Ok(())
+    Ok(dir.join("cgroup.procs"))
+}
+
+/// In a forked process of the restore, before its children: goes where [`plan`] chose.
+pub fn enter(placement: &Placement) -> Result<(), (PathBuf, io::Error)> {
+    // "0": the writer itself (v1 and v2 alike).
+    let join = |file: &PathBuf| std::fs::write(file, b"0").map_err(|e| (file.clone(), e));
+    placement.first.iter().try_for_each(join)?;
+    if placement.unshare {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
+            .map_err(|e| (PathBuf::from("/proc/self/ns/cgroup"), e.into()))?;
+    }
+    placement.then.iter().try_for_each(join)
 }
 
 #[cfg(test)]

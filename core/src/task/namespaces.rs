@@ -1,6 +1,6 @@
 //! The namespaces of a task, judged at dump against cryo's own: a UTS namespace is made
 //! again with its host and domain names, a time namespace with its clocks where they were at
-//! the freeze; a mount namespace whose mounts are cryo's is taken as cryo's; any other
+//! the freeze, a cgroup namespace with its root cgroups (task/cgroups.rs); a mount namespace whose mounts are cryo's is taken as cryo's; any other
 //! namespace than cryo's is refused, since the task would come back in cryo's and see other
 //! pids, interfaces, mounts, IPC objects, cgroups or ids.
 
@@ -105,14 +105,9 @@ struct Kind {
     sees: &'static str,
 }
 
-/// The kinds refused when they differ from cryo's (UTS, time and mount are judged apart).
+/// The kinds refused when they differ from cryo's (UTS, time, cgroup and mount are judged
+/// apart).
 const REFUSED: &[Kind] = &[
-    Kind {
-        link: "cgroup",
-        ours: "cgroup",
-        what: "a cgroup",
-        sees: "another cgroup root",
-    },
     Kind {
         link: "ipc",
         ours: "ipc",
@@ -162,6 +157,8 @@ pub struct MadeAgain {
     pub uts: Option<UtsNamespace>,
     /// Its time namespace, with its clocks at the freeze.
     pub time: Option<TimeNamespace>,
+    /// The inode of its cgroup namespace (read by [`crate::task::cgroups::namespace`]).
+    pub cgroup: Option<u64>,
 }
 
 /// Checks the namespaces of every thread of `pid` against cryo's: returns its UTS and time
@@ -179,11 +176,13 @@ pub fn dump(pid: Pid, tids: &[Pid]) -> Result<MadeAgain, NamespaceError> {
                 errno,
             })
         };
-        let kinds =
-            REFUSED
-                .iter()
-                .map(|k| k.link)
-                .chain(["mnt", "uts", "time", "time_for_children"]);
+        let kinds = REFUSED.iter().map(|k| k.link).chain([
+            "mnt",
+            "uts",
+            "time",
+            "time_for_children",
+            "cgroup",
+        ]);
         for link in kinds {
             let theirs = match read(link) {
                 // A PID namespace made (unshare) that no child entered yet has no link: it is
@@ -261,7 +260,9 @@ pub fn dump(pid: Pid, tids: &[Pid]) -> Result<MadeAgain, NamespaceError> {
     } else {
         Some(time_clocks(pid, time)?)
     };
-    Ok(MadeAgain { uts, time })
+    let cgroup = ns_of("cgroup");
+    let cgroup = (cgroup != read_ours("cgroup")?).then_some(cgroup);
+    Ok(MadeAgain { uts, time, cgroup })
 }
 
 /// The host and domain names of UTS namespace `inode`, the one of `pid`.
@@ -375,6 +376,11 @@ pub(crate) const UTS: MadeKind = MadeKind {
 pub(crate) const TIME: MadeKind = MadeKind {
     name: "time",
     link: "time",
+};
+/// Cgroup namespaces.
+pub(crate) const CGROUP: MadeKind = MadeKind {
+    name: "cgroup",
+    link: "cgroup",
 };
 
 /// Refuses a tree whose `kind` namespaces its forks cannot make again: a process makes a new
