@@ -8,6 +8,8 @@
 //! strict-thread           start a thread in seccomp strict mode, echoing bytes on a pipe
 //! nice=N                  setpriority(PRIO_PROCESS, 0)                    this thread
 //! sched=POL[:PRIO][:reset] sched_setscheduler, POL other|batch|idle|fifo|rr this thread
+//! deadline=RT:DL:PER[:FL] sched_setattr SCHED_DEADLINE (ns; FL flags, hex) this thread
+//!                         (after `thread`: a deadline task cannot clone)
 //! affinity=CPU[,CPU]      sched_setaffinity                               this thread
 //! ioprio=CLASS:LEVEL      ioprio_set, CLASS rt|be|idle                     this thread
 //! oom=N                   write /proc/self/oom_score_adj                   process
@@ -57,6 +59,7 @@
 //! nice          N                     (getpriority)
 //! sched         POL PRIO [reset]      (sched_getscheduler, sched_getparam)
 //! affinity      CPU,CPU...            (sched_getaffinity)
+//! deadline      RUNTIME DEADLINE PERIOD flags HEX  (sched_getattr)
 //! ioprio        CLASS LEVEL           (ioprio_get; CLASS none|rt|be|idle)
 //! oom           N                     (/proc/self/oom_score_adj)
 //! timerslack, dumpable, pdeathsig, subreaper, thp-disable, securebits (hex), nnp:  prctl getters
@@ -381,6 +384,11 @@ fn apply(setting: &str, dir: &Path) -> Result<(), String> {
             nix::unistd::sethostname(host).map_err(|e| fail(e.into()))?;
             sys::setdomainname(domain).map_err(fail)
         }
+        "deadline" => {
+            let parts: Vec<&str> = value.split(':').collect();
+            let part = |i: usize| parts.get(i).map_or(Ok(0), |p| num(p));
+            sys::set_deadline(part(0)?, part(1)?, part(2)?, part(3)?).map_err(fail)
+        }
         "cgroup" | "cgroup-thread" => {
             let file = if name == "cgroup" {
                 "cgroup.procs"
@@ -496,6 +504,11 @@ fn observe(key: &str) -> Result<String, String> {
             };
             Ok(format!("{name} {priority}{reset}"))
         }
+        "deadline" => sys::deadline_params()
+            .map(|(runtime, deadline, period, flags)| {
+                format!("{runtime} {deadline} {period} flags {flags:#x}")
+            })
+            .map_err(fail),
         "affinity" => {
             let cpus = sys::affinity().map_err(fail)?;
             Ok(cpus
@@ -615,6 +628,7 @@ const POLICIES: &[(&str, i32)] = &[
     ("rr", libc::SCHED_RR),
     ("batch", libc::SCHED_BATCH),
     ("idle", libc::SCHED_IDLE),
+    ("deadline", libc::SCHED_DEADLINE),
 ];
 
 /// By their number: IOPRIO_CLASS_NONE, RT, BE, IDLE.

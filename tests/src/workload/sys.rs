@@ -833,6 +833,33 @@ pub fn scheduler() -> io::Result<(i32, i32)> {
     Ok((policy, param.sched_priority))
 }
 
+/// Puts the calling thread under SCHED_DEADLINE (sched_setattr) with `flags` (SCHED_FLAG_*).
+pub fn set_deadline(runtime: u64, deadline: u64, period: u64, flags: u64) -> io::Result<()> {
+    let mut attr = [0u8; 56];
+    attr[0..4].copy_from_slice(&56u32.to_ne_bytes());
+    attr[4..8].copy_from_slice(&(libc::SCHED_DEADLINE as u32).to_ne_bytes());
+    attr[8..16].copy_from_slice(&flags.to_ne_bytes());
+    attr[24..32].copy_from_slice(&runtime.to_ne_bytes());
+    attr[32..40].copy_from_slice(&deadline.to_ne_bytes());
+    attr[40..48].copy_from_slice(&period.to_ne_bytes());
+    // SAFETY: the kernel reads the 56 bytes of `attr` its size field names.
+    cvt(unsafe { libc::syscall(libc::SYS_sched_setattr, 0, attr.as_ptr(), 0u32) } as i32).map(drop)
+}
+
+/// SCHED_DEADLINE's parameters of the calling thread (sched_getattr): runtime, deadline,
+/// period (ns) and flags.
+pub fn deadline_params() -> io::Result<(u64, u64, u64, u64)> {
+    // struct sched_attr (VER1, 56 bytes): size, policy, flags, nice, priority, runtime,
+    // deadline, period, util_min, util_max.
+    let mut attr = [0u8; 56];
+    // SAFETY: the kernel writes at most 56 bytes (the size passed) into `attr`.
+    cvt(
+        unsafe { libc::syscall(libc::SYS_sched_getattr, 0, attr.as_mut_ptr(), 56u32, 0u32) } as i32,
+    )?;
+    let u64_at = |off: usize| u64::from_ne_bytes(attr[off..off + 8].try_into().unwrap());
+    Ok((u64_at(24), u64_at(32), u64_at(40), u64_at(8)))
+}
+
 pub fn set_affinity(cpus: &[usize]) -> io::Result<()> {
     // SAFETY: cpu_set_t is plain data; all zero is the empty set.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
