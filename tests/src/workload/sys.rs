@@ -852,10 +852,10 @@ pub fn deadline_params() -> io::Result<(u64, u64, u64, u64)> {
     // struct sched_attr (VER1, 56 bytes): size, policy, flags, nice, priority, runtime,
     // deadline, period, util_min, util_max.
     let mut attr = [0u8; 56];
+    let ptr = attr.as_mut_ptr();
     // SAFETY: the kernel writes at most 56 bytes (the size passed) into `attr`.
-    cvt(
-        unsafe { libc::syscall(libc::SYS_sched_getattr, 0, attr.as_mut_ptr(), 56u32, 0u32) } as i32,
-    )?;
+    let ret = unsafe { libc::syscall(libc::SYS_sched_getattr, 0, ptr, 56u32, 0u32) };
+    cvt(ret as i32)?;
     let u64_at = |off: usize| u64::from_ne_bytes(attr[off..off + 8].try_into().unwrap());
     Ok((u64_at(24), u64_at(32), u64_at(40), u64_at(8)))
 }
