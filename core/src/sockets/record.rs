@@ -106,6 +106,7 @@ impl From<&SocketState> for State {
                 shutdown_write: u.extras.shutdown_write,
                 cork: u.extras.cork,
                 bind_device: u.extras.bind_device.clone(),
+                icmp6_filter: u.extras.icmp6_filter.clone(),
                 int_options: int_options_to(&u.extras.options),
                 sock_type: u.extras.sock_type,
                 protocol: u.extras.protocol,
@@ -302,6 +303,7 @@ fn udp_from(u: &pb::UdpSocket) -> Result<UdpState, RecordProblem> {
             shutdown_write: u.shutdown_write,
             cork: u.cork,
             bind_device: u.bind_device.clone(),
+            icmp6_filter: u.icmp6_filter.clone(),
             options: u
                 .int_options
                 .iter()
