@@ -174,6 +174,8 @@ every_message!(
     Epoll,
     InotifyWatch,
     Inotify,
+    FanotifyMark,
+    Fanotify,
     Memfd,
     FileExtent,
     Shmem,

@@ -118,6 +118,12 @@ impl FileTable {
         Ok(entry.file_id)
     }
 
+    /// Makes the processes of the dump known (their pids): a pidfd of one of them is dumped
+    /// (and comes back on it); a pidfd of any other process is refused.
+    pub fn add_processes(&mut self, pids: impl IntoIterator<Item = Pid>) {
+        super::pidfd::add_processes(&mut self.state, pids);
+    }
+
     /// Replaces the record of socket `rec.ino` (known through [`Self::add_sockets`]), in the
     /// descriptions already dumped too.
     pub(crate) fn update_socket(&mut self, rec: &Socket) {

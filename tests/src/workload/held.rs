@@ -7,8 +7,11 @@
 //!             readlink  -> <the target of the symlink fd 47 holds> (readlinkat(47, ""))
 //!             pidfd     -> self | other <Pid: of its fdinfo>
 //!             signal0   -> ok  (pidfd_send_signal(47, 0))
+//!             exited MS -> yes | no  (poll(47, POLLIN) for up to MS ms: the process exited)
+//!             flags     -> <F_GETFL of 47, octal>
 //! KIND: netns | deleted-fifo | deleted-dir | deleted-dev | deleted-symlink | symlink
 //!       | pidfd-self | pidfd-child (of a child blocked in pause(), dumped with it)
+//!       | pidfd-child-nonblock (the same, PIDFD_NONBLOCK)
 //!       | pidfd-init (of pid 1, outside the dump) | pidfd-dead (of a child exited and reaped)
 //!       | mqueue (a POSIX message queue, unlinked) | secretmem (memfd_secret)
 //! ```
@@ -57,6 +60,9 @@ fn hold(kind: &str, dir: &Path) -> std::io::Result<i32> {
         "pidfd-self" => sys::pidfd_open(std::process::id() as i32)?,
         "pidfd-init" => sys::pidfd_open(1)?,
         "pidfd-child" => sys::pidfd_open(sys::fork_paused()?)?,
+        "pidfd-child-nonblock" => {
+            sys::pidfd_open_flags(sys::fork_paused()?, libc::O_NONBLOCK as u32)?
+        }
         "pidfd-dead" => {
             let child = sys::fork_exiting()?;
             let fd = sys::pidfd_open(child)?;
@@ -98,6 +104,14 @@ impl Mode for Held {
             }
             ("signal0", []) => sys::pidfd_signal(FD, 0)
                 .map(|()| "ok".into())
+                .map_err(io_err),
+            ("exited", [ms]) => {
+                let ms: i32 = ms.parse().map_err(|_| format!("bad number {ms:?}"))?;
+                let ready = sys::poll_in(FD, ms).map_err(io_err)?;
+                Ok(if ready { "yes" } else { "no" }.into())
+            }
+            ("flags", []) => sys::file_flags(FD)
+                .map(|f| format!("{f:o}"))
                 .map_err(io_err),
             _ => unknown(verb),
         }
