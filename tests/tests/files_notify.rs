@@ -10,7 +10,7 @@ use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use cryo_tests::{cryo_bin, parse_fds, Workload};
+use cryo_tests::{children_of, cryo_bin, parse_fds, Workload};
 
 /// Unmounts (lazily) the tmpfs a `notify fanotify` workload mounted, when dropped.
 struct Unmount(PathBuf);
@@ -154,5 +154,46 @@ fn a_pidfd_of_a_child_comes_back_on_the_restored_child_with_its_flags() {
         "yes",
         "the restored pidfd does not see its child's exit"
     );
+    w.kill_restored();
+}
+
+/// The pid an fdinfo's `Pid:` names.
+fn pidfd_target(pid: i32, fd: i32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Pid:"))
+        .map(|p| p.trim().to_string())
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_pidfd_shared_by_a_parent_and_its_second_child_comes_back_as_one_description() {
+    cryo_bin();
+    let mut w = Workload::spawn("held", &["pidfd-child-shared"]);
+    let reply = w.cmd("pidfd");
+    let first: i32 = reply
+        .strip_prefix("other ")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("pidfd: {reply:?}"));
+    let second = *children_of(w.pid() as u32)
+        .iter()
+        .find(|&&c| c != first)
+        .expect("the second child");
+    assert_eq!(pidfd_target(second, 47), first.to_string());
+    w.dump_and_restore();
+
+    assert_eq!(w.cmd("pidfd"), reply, "the parent's pidfd");
+    assert_eq!(
+        pidfd_target(second, 47),
+        first.to_string(),
+        "the second child's fd 47"
+    );
+    // SAFETY: kcmp takes numbers; KCMP_FILE (0) compares the two fds' descriptions.
+    let same = unsafe { libc::syscall(libc::SYS_kcmp, w.pid(), second, 0, 47, 47) };
+    assert_eq!(same, 0, "the parent and its second child hold two descriptions");
+    // SAFETY: kill takes numbers; the child is the restored workload's own.
+    assert_eq!(unsafe { libc::kill(first, libc::SIGKILL) }, 0);
+    assert_eq!(w.cmd("exited 10000"), "yes");
     w.kill_restored();
 }

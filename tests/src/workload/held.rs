@@ -12,6 +12,7 @@
 //! KIND: netns | deleted-fifo | deleted-dir | deleted-dev | deleted-symlink | symlink
 //!       | pidfd-self | pidfd-child (of a child blocked in pause(), dumped with it)
 //!       | pidfd-child-nonblock (the same, PIDFD_NONBLOCK)
+//!       | pidfd-child-shared (pidfd-child, then a second child forked: it inherits fd 47)
 //!       | pidfd-init (of pid 1, outside the dump) | pidfd-dead (of a child exited and reaped)
 //!       | mqueue (a POSIX message queue, unlinked) | secretmem (memfd_secret)
 //! ```
@@ -60,6 +61,11 @@ fn hold(kind: &str, dir: &Path) -> std::io::Result<i32> {
         "pidfd-self" => sys::pidfd_open(std::process::id() as i32)?,
         "pidfd-init" => sys::pidfd_open(1)?,
         "pidfd-child" => sys::pidfd_open(sys::fork_paused()?)?,
+        "pidfd-child-shared" => {
+            let fd = sys::move_fd(sys::pidfd_open(sys::fork_paused()?)?, FD)?;
+            sys::fork_paused()?;
+            fd
+        }
         "pidfd-child-nonblock" => {
             sys::pidfd_open_flags(sys::fork_paused()?, libc::O_NONBLOCK as u32)?
         }
