@@ -46,10 +46,7 @@ fn a_fanotify_group_comes_back_with_its_inode_mount_and_filesystem_marks() {
     let close_write = libc::FAN_CLOSE_WRITE;
     let both = libc::FAN_MODIFY | libc::FAN_CLOSE_WRITE;
     // The ignored FAN_MODIFY (surviving modification) leaves FAN_CLOSE_WRITE only.
-    assert_eq!(
-        w.cmd("touch marked"),
-        event(close_write, &w.path("marked"))
-    );
+    assert_eq!(w.cmd("touch marked"), event(close_write, &w.path("marked")));
     assert_eq!(w.cmd("touch fs/m"), event(both, &w.path("fs/m")));
     let before = fanotify_lines(w.pid(), 47);
     assert_eq!(before.len(), 4, "{before:?}");
@@ -77,10 +74,7 @@ fn a_fanotify_group_comes_back_with_its_inode_mount_and_filesystem_marks() {
         event(both, &w.path("fs/m")),
         "mount and filesystem marks"
     );
-    assert_eq!(
-        parse_fds(&w.cmd("fds"))[&47],
-        "anon_inode:[fanotify]"
-    );
+    assert_eq!(parse_fds(&w.cmd("fds"))[&47], "anon_inode:[fanotify]");
     w.kill_restored();
 }
 
@@ -191,7 +185,10 @@ fn a_pidfd_shared_by_a_parent_and_its_second_child_comes_back_as_one_description
     );
     // SAFETY: kcmp takes numbers; KCMP_FILE (0) compares the two fds' descriptions.
     let same = unsafe { libc::syscall(libc::SYS_kcmp, w.pid(), second, 0, 47, 47) };
-    assert_eq!(same, 0, "the parent and its second child hold two descriptions");
+    assert_eq!(
+        same, 0,
+        "the parent and its second child hold two descriptions"
+    );
     // SAFETY: kill takes numbers; the child is the restored workload's own.
     assert_eq!(unsafe { libc::kill(first, libc::SIGKILL) }, 0);
     assert_eq!(w.cmd("exited 10000"), "yes");

@@ -23,6 +23,7 @@ pub(crate) fn fanotify_mark(
 ) -> io::Result<()> {
     let path = std::ffi::CString::new(path).map_err(io::Error::other)?;
     // SAFETY: the kernel reads the NUL-terminated path `path` owns, alive for the call.
-    let ret = unsafe { libc::fanotify_mark(fd.as_raw_fd(), flags, mask, libc::AT_FDCWD, path.as_ptr()) };
+    let ret =
+        unsafe { libc::fanotify_mark(fd.as_raw_fd(), flags, mask, libc::AT_FDCWD, path.as_ptr()) };
     check(libc::c_long::from(ret)).map(drop)
 }

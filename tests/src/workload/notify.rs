@@ -114,10 +114,7 @@ impl Notify {
                 off += 16 + len as usize;
             }
         }
-        let list: Vec<String> = per_file
-            .iter()
-            .map(|(p, m)| format!("{m:x} {p}"))
-            .collect();
+        let list: Vec<String> = per_file.iter().map(|(p, m)| format!("{m:x} {p}")).collect();
         Ok(list.join(","))
     }
 
