@@ -10,7 +10,7 @@
 //!                        -> the mount point of mount N (/proc/PID/mountinfo), which must
 //!                        still lead to mount N (not covered by another)
 //!            filesystem  "fanotify sdev:D mflags:M mask:K ignored_mask:G"
-//!                        -> a mount point of filesystem D
+//!                        -> a mount point of filesystem D that leads to its mount
 //!          refused: events queued, not read yet (FIONREAD on a duplicate: a temporary
 //!          state), marks asking for permission events (an answer the listener owes cannot
 //!          be seen from outside), marks of any other kind (a mount namespace's)
@@ -29,7 +29,7 @@ use cryo_proto::image::{file_desc::Kind, Fanotify, FanotifyMark, FanotifyMarkKin
 use nix::fcntl::{FcntlArg, OFlag};
 use nix::sys::stat::Mode;
 
-use super::inotify::{kdev_name, mount_points, parse_handle, refuse_queued, resolve_handle, Handle};
+use super::inotify::{kdev_name, parse_handle, refuse_queued, resolve_handle, Handle};
 use super::inspect::{fdinfo, field, OpenFd};
 use super::kind::{Checking, Dumping, FileKind, Opened, Opening};
 use super::{restore_err, FileError};
@@ -65,8 +65,9 @@ impl FileKind for Fanotifies {
     ) -> Result<(), FileError> {
         for m in &f.marks {
             if m.kind() == FanotifyMarkKind::FanotifyMarkInode {
-                let same = fs::symlink_metadata(&m.path)
-                    .is_ok_and(|meta| meta.ino() == m.ino && meta.dev() == user_dev(m.dev));
+                // The inode number only, as the dump checked it: st_dev is not always the
+                // superblock's dev fdinfo shows (btrfs subvolumes).
+                let same = fs::symlink_metadata(&m.path).is_ok_and(|meta| meta.ino() == m.ino);
                 if !same {
                     return Err(FileError::Invalid {
                         id: desc.id,
@@ -105,11 +106,6 @@ const PERMISSION_EVENTS: u32 = 0x0001_0000 | 0x0002_0000 | 0x0004_0000 | 0x0010_
 /// The mark flags fdinfo shows (fanotify_mark_user_flags) that the restore passes back.
 const KNOWN_MFLAGS: u32 =
     libc::FAN_MARK_IGNORED_SURV_MODIFY | libc::FAN_MARK_EVICTABLE | libc::FAN_MARK_IGNORE;
-
-/// A kernel-internal dev_t as the st_dev of stat.
-fn user_dev(kdev: u64) -> u64 {
-    libc::makedev((kdev >> 20) as u32, (kdev & 0xf_ffff) as u32)
-}
 
 /// The value of `key:` (hex) among the words of an fdinfo line.
 fn hex_of(words: &str, key: &str) -> Option<u64> {
@@ -188,49 +184,57 @@ fn path_of(fd: &OwnedFd) -> Option<String> {
         .ok()
 }
 
-/// The mount point of mount `mnt_id` of the task of `open`, which must still lead to it.
-fn mount_path(open: &OpenFd, mnt_id: i32) -> Result<String, FileError> {
-    let bad = |detail: String| open.dump_err(format!("fanotify mark on mount {mnt_id}: {detail}"));
+/// The mounts of the task of `open`: (mount id, "MAJOR:MINOR" of its filesystem, mount point).
+fn mounts(open: &OpenFd) -> Result<Vec<(i32, String, String)>, FileError> {
     let table = PathBuf::from(format!("/proc/{}/mountinfo", open.pid));
     let text = fs::read_to_string(&table)
         .map_err(|e| open.inspect_err("read the mount table", table, e))?;
-    let mp = text
+    Ok(text
         .lines()
-        .find_map(|l| {
+        .filter_map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
-            (f.first()?.parse::<i32>().ok()? == mnt_id).then(|| f.get(4).map(|m| m.to_string()))?
+            Some((f.first()?.parse().ok()?, f.get(2)?.to_string(), f.get(4)?.to_string()))
         })
-        .ok_or_else(|| bad("the task does not see that mount".into()))?;
-    let fd = open_mount_point(open, &mp).map_err(|e| bad(format!("open {mp}: {e}")))?;
-    let info = fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd()))
-        .map_err(|e| bad(format!("fdinfo of {mp}: {e}")))?;
-    let reached = field(&info, "mnt_id").and_then(|v| v.parse::<i32>().ok());
-    if reached != Some(mnt_id) {
-        return Err(bad(format!(
-            "its mount point {mp} leads to another mount (covered): it could not be marked again"
-        )));
-    }
-    path_of(&fd).ok_or_else(|| bad(format!("the path of {mp} is not valid UTF-8")))
+        .collect())
 }
 
-/// A path on filesystem `sdev` the task of `open` sees (one of its mount points).
+/// The path (as cryo sees it) of mount point `mp` of the task of `open`, if it leads to
+/// mount `mnt_id` (not to another mount covering it).
+fn reach_mount(open: &OpenFd, mnt_id: i32, mp: &str) -> Result<String, String> {
+    let fd = open_mount_point(open, mp).map_err(|e| format!("open {mp}: {e}"))?;
+    let info = fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd()))
+        .map_err(|e| format!("fdinfo of {mp}: {e}"))?;
+    let reached = field(&info, "mnt_id").and_then(|v| v.parse::<i32>().ok());
+    if reached != Some(mnt_id) {
+        return Err(format!(
+            "its mount point {mp} leads to another mount (covered): it could not be marked again"
+        ));
+    }
+    path_of(&fd).ok_or_else(|| format!("the path of {mp} is not valid UTF-8"))
+}
+
+/// The mount point of mount `mnt_id` of the task of `open`, which must still lead to it.
+fn mount_path(open: &OpenFd, mnt_id: i32) -> Result<String, FileError> {
+    let bad = |detail: String| open.dump_err(format!("fanotify mark on mount {mnt_id}: {detail}"));
+    let mp = mounts(open)?
+        .into_iter()
+        .find_map(|(id, _, mp)| (id == mnt_id).then_some(mp))
+        .ok_or_else(|| bad("the task does not see that mount".into()))?;
+    reach_mount(open, mnt_id, &mp).map_err(bad)
+}
+
+/// A path on filesystem `sdev` the task of `open` sees (one of its mount points that is not
+/// covered).
 fn filesystem_path(open: &OpenFd, sdev: u64) -> Result<String, FileError> {
     let dev = kdev_name(sdev);
-    let bad = |detail: String| open.dump_err(format!("fanotify mark on filesystem {dev}: {detail}"));
-    let mounts = mount_points(open.pid.as_raw(), &dev).map_err(|e| {
-        let table = PathBuf::from(format!("/proc/{}/mountinfo", open.pid));
-        open.inspect_err("read the mount table", table, e)
-    })?;
-    for mp in mounts {
-        let Ok(fd) = open_mount_point(open, &mp) else {
-            continue;
-        };
-        let Some(path) = path_of(&fd) else { continue };
-        if fs::metadata(&path).is_ok_and(|m| m.dev() == user_dev(sdev)) {
-            return Ok(path);
+    let mut last = "no mount of it is visible to the task".to_string();
+    for (id, _, mp) in mounts(open)?.into_iter().filter(|(_, d, _)| *d == dev) {
+        match reach_mount(open, id, &mp) {
+            Ok(path) => return Ok(path),
+            Err(e) => last = e,
         }
     }
-    Err(bad("no mount of it is reachable by path".into()))
+    Err(open.dump_err(format!("fanotify mark on filesystem {dev}: {last}")))
 }
 
 /// The record of fanotify group `open`.
@@ -383,6 +387,5 @@ mod tests {
         assert_eq!(on, MarkLine::Filesystem { sdev: 0x15 });
         assert!(parse_mark("mntns:4026531841 mflags:0 mask:8 ignored_mask:0").is_none());
         assert_eq!(kdev_name(0xfe00000), "254:0");
-        assert_eq!(user_dev(0xfe00000), libc::makedev(254, 0));
     }
 }
