@@ -147,7 +147,7 @@ pub(super) struct Handle<'a> {
 
 /// Parses the hex bytes of an fdinfo `f_handle:`, checked against `fhandle-bytes:` (hex).
 pub(super) fn parse_handle(hex: &str, bytes: &str) -> Option<Vec<u8>> {
-    if hex.len() % 2 != 0 {
+    if !hex.len().is_multiple_of(2) {
         return None;
     }
     let handle = (0..hex.len())
