@@ -107,6 +107,13 @@ fn a_fanotify_group_with_unread_events_is_refused_until_they_are_read() {
 }
 
 #[test]
+fn a_fanotify_mark_asking_for_permission_events_is_refused_naming_it() {
+    cryo_bin();
+    let w = Workload::spawn("notify", &["fanotify-perm"]);
+    w.assert_dump_refused("47", "asks for permission events (mask 0x10000)");
+}
+
+#[test]
 fn an_inotify_instance_with_unread_events_is_refused_until_they_are_read() {
     refused_while_events_are_queued("inotify", "8 wd1", "8 wd1");
 }

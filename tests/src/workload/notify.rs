@@ -7,6 +7,9 @@
 //!                   (FAN_MARK_IGNORED_SURV_MODIFY): a write shows as FAN_CLOSE_WRITE only;
 //!                   a tmpfs mounted at DIR/fs (the test unmounts it): a mount mark
 //!                   FAN_CLOSE_WRITE and a filesystem mark FAN_MODIFY on it
+//! notify fanotify-perm
+//!                   fd 47: fanotify_init(FAN_CLASS_CONTENT), a FAN_OPEN_PERM mark on DIR/marked
+//!                   (nobody opens it: nobody waits for an answer)
 //! notify inotify    fd 47: inotify_init1(IN_NONBLOCK), watch 1 on DIR/marked (IN_CLOSE_WRITE)
 //! notify inotify-unlinked
 //!                   as inotify, with DIR/marked unlinked after, still open at fd 48 (the
@@ -61,6 +64,13 @@ pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
                 .map_err(failed("filesystem mark"))?;
             fd
         }
+        "fanotify-perm" => {
+            let fd = sys::fanotify_init(libc::FAN_CLASS_CONTENT, libc::O_RDONLY as u32)
+                .map_err(failed("fanotify_init"))?;
+            sys::fanotify_mark(fd, libc::FAN_MARK_ADD, libc::FAN_OPEN_PERM, &marked)
+                .map_err(failed("permission mark"))?;
+            fd
+        }
         "inotify" | "inotify-unlinked" => {
             let fd = sys::inotify().map_err(failed("inotify_init1"))?;
             sys::add_watch(fd, &marked, libc::IN_CLOSE_WRITE).map_err(failed("add_watch"))?;
@@ -77,7 +87,7 @@ pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
     sys::move_fd(fd, FD).map_err(failed("dup2"))?;
     Ok(Box::new(Notify {
         dir: dir.to_owned(),
-        fanotify: kind == "fanotify",
+        fanotify: kind.starts_with("fanotify"),
     }))
 }
 
