@@ -201,3 +201,27 @@ fn a_pidfd_shared_by_a_parent_and_its_second_child_comes_back_as_one_description
     assert_eq!(w.cmd("exited 10000"), "yes");
     w.kill_restored();
 }
+
+#[test]
+fn an_epoll_watching_a_pidfd_of_a_child_reports_its_exit_after_restore() {
+    cryo_bin();
+    let mut w = Workload::spawn("held", &["pidfd-child-epoll"]);
+    let reply = w.cmd("pidfd");
+    let child: i32 = reply
+        .strip_prefix("other ")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("pidfd: {reply:?}"));
+    assert_eq!(w.cmd("epoll 0"), "none");
+    w.dump_and_restore();
+
+    assert_eq!(w.cmd("pidfd"), reply);
+    assert_eq!(w.cmd("epoll 0"), "none", "the child runs");
+    // SAFETY: kill takes numbers; the child is the restored workload's own.
+    assert_eq!(unsafe { libc::kill(child, libc::SIGKILL) }, 0);
+    assert_eq!(
+        w.cmd("epoll 10000"),
+        "ready 47",
+        "the epoll does not watch the restored pidfd"
+    );
+    w.kill_restored();
+}

@@ -16,7 +16,8 @@
 //!          placed); once every process exists and before any is reshaped, by remote calls
 //!          in the holder (parents first): pidfd_open(pid, flags) in the first holder of the
 //!          description, pidfd_getfd of that one in the others (one description), dup3 over
-//!          the placeholders (FD_CLOEXEC as dumped)
+//!          the placeholders (FD_CLOEXEC as dumped); an epoll of the holder that watched
+//!          the pidfd (it watched the placeholder, gone with it) registers it again
 //! ```
 
 use std::collections::{HashMap, HashSet};
@@ -127,8 +128,24 @@ pub(crate) struct Holder<'a> {
     pub image_pid: i32,
     /// Its fds.
     pub fds: &'a [FdEntry],
-    /// Where `syscall; int3` is mapped in it (the restore trampoline).
+    /// Where `syscall; int3` is mapped in it (the restore trampoline); a writable page
+    /// follows.
     pub site: u64,
+}
+
+/// The epolls of `h` (an fd of each) with their records.
+fn epolls_of<'a>(
+    h: &Holder<'_>,
+    by_id: &HashMap<u32, &'a FileDesc>,
+) -> Vec<(u32, i32, &'a cryo_proto::image::Epoll)> {
+    let mut seen = HashSet::new();
+    h.fds
+        .iter()
+        .filter_map(|e| match by_id.get(&e.file_id).and_then(|d| d.kind.as_ref()) {
+            Some(Kind::Epoll(ep)) if seen.insert(e.file_id) => Some((e.file_id, e.fd, ep)),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Points every pidfd of another process of the dump held by `holders` (parents first, all
@@ -145,8 +162,11 @@ pub(crate) fn point_at_processes(descs: &[FileDesc], holders: &[Holder<'_>]) -> 
     if others.is_empty() {
         return Ok(());
     }
+    let by_id: HashMap<u32, &FileDesc> = descs.iter().map(|d| (d.id, d)).collect();
     // Description -> (image pid, fd) of the holder that opened it.
     let mut first: HashMap<u32, (i32, i32)> = HashMap::new();
+    // (epoll description, target fd) registered again.
+    let mut registered: HashSet<(u32, i32)> = HashSet::new();
     for h in holders {
         let mut mine: Vec<u32> = h
             .fds
@@ -198,6 +218,30 @@ pub(crate) fn point_at_processes(descs: &[FileDesc], holders: &[Holder<'_>]) -> 
             }
             let _ = remote.call(libc::SYS_close, &[fd]);
             first.entry(id).or_insert((h.image_pid, at));
+            // Its epolls watched the placeholder, which went with its last fd.
+            let scratch = h.site + crate::memory::PAGE;
+            for (ep_id, epfd, ep) in epolls_of(h, &by_id) {
+                for t in ep.targets.iter().filter(|t| fds.iter().any(|e| e.fd == t.tfd)) {
+                    if !registered.insert((ep_id, t.tfd)) {
+                        continue;
+                    }
+                    // struct epoll_event, packed on x86_64: events u32, data u64.
+                    let mut ev = [0u8; 12];
+                    ev[..4].copy_from_slice(&t.events.to_ne_bytes());
+                    ev[4..].copy_from_slice(&t.data.to_ne_bytes());
+                    crate::sys::ptrace::write_mem(h.pid, scratch, &ev)
+                        .and_then(|()| {
+                            remote.call(
+                                libc::SYS_epoll_ctl,
+                                &[epfd as u64, libc::EPOLL_CTL_ADD as u64, t.tfd as u64, scratch],
+                            )
+                        })
+                        .map_err(err(
+                            epfd,
+                            format!("epoll_ctl ADD of fd {} (its pidfd of pid {target})", t.tfd),
+                        ))?;
+                }
+            }
         }
         remote
             .release()

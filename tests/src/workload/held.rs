@@ -13,6 +13,8 @@
 //!       | pidfd-self | pidfd-child (of a child blocked in pause(), dumped with it)
 //!       | pidfd-child-nonblock (the same, PIDFD_NONBLOCK)
 //!       | pidfd-child-shared (pidfd-child, then a second child forked: it inherits fd 47)
+//!       | pidfd-child-epoll (pidfd-child, and an epoll at 48 watching it: EPOLLIN, data 47)
+//!             epoll MS  -> ready <data> | none  (epoll_wait(48) for up to MS ms)
 //!       | pidfd-init (of pid 1, outside the dump) | pidfd-dead (of a child exited and reaped)
 //!       | mqueue (a POSIX message queue, unlinked) | secretmem (memfd_secret)
 //! ```
@@ -22,6 +24,7 @@ use std::path::Path;
 use super::{failed, io_err, sys, unknown, Mode};
 
 const FD: i32 = 47;
+const EPOLL: i32 = 48;
 
 struct Held;
 
@@ -61,6 +64,12 @@ fn hold(kind: &str, dir: &Path) -> std::io::Result<i32> {
         "pidfd-self" => sys::pidfd_open(std::process::id() as i32)?,
         "pidfd-init" => sys::pidfd_open(1)?,
         "pidfd-child" => sys::pidfd_open(sys::fork_paused()?)?,
+        "pidfd-child-epoll" => {
+            let fd = sys::move_fd(sys::pidfd_open(sys::fork_paused()?)?, FD)?;
+            let ep = sys::move_fd(sys::epoll()?, EPOLL)?;
+            sys::epoll_add(ep, FD, libc::EPOLLIN as u32, FD as u64)?;
+            fd
+        }
         "pidfd-child-shared" => {
             let fd = sys::move_fd(sys::pidfd_open(sys::fork_paused()?)?, FD)?;
             sys::fork_paused()?;
@@ -115,6 +124,14 @@ impl Mode for Held {
                 let ms: i32 = ms.parse().map_err(|_| format!("bad number {ms:?}"))?;
                 let ready = sys::poll_in(FD, ms).map_err(io_err)?;
                 Ok(if ready { "yes" } else { "no" }.into())
+            }
+            ("epoll", [ms]) => {
+                let ms: i32 = ms.parse().map_err(|_| format!("bad number {ms:?}"))?;
+                let ready = sys::epoll_wait(EPOLL, ms).map_err(io_err)?;
+                Ok(match ready.first() {
+                    Some(data) => format!("ready {data}"),
+                    None => "none".into(),
+                })
             }
             ("flags", []) => sys::file_flags(FD)
                 .map(|f| format!("{f:o}"))
