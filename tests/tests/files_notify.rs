@@ -10,7 +10,7 @@ use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use cryo_tests::{children_of, cryo_bin, parse_fds, Workload};
+use cryo_tests::{children_of, cryo_bin, parse_fds, Reaper, Workload};
 
 /// Unmounts (lazily) the tmpfs a `notify fanotify` workload mounted, when dropped.
 struct Unmount(PathBuf);
@@ -224,4 +224,22 @@ fn an_epoll_watching_a_pidfd_of_a_child_reports_its_exit_after_restore() {
         "the epoll does not watch the restored pidfd"
     );
     w.kill_restored();
+}
+
+#[test]
+fn a_pidfd_of_a_child_in_a_copy_restored_in_a_new_pid_namespace_is_of_the_copys_child() {
+    cryo_bin();
+    let w = Workload::spawn("held", &["pidfd-child"]);
+    let reply = w.cmd("pidfd");
+    let img = w.path("img");
+    w.dump(&img, &["--leave-running"]).assert_success();
+    let outside = w.restore_copy_in_namespaces(&img);
+    let mut reaper = Reaper(vec![outside]);
+    let kids = children_of(outside as u32);
+    reaper.0.extend(&kids);
+    assert_eq!(kids.len(), 1, "the copy's child: {kids:?}");
+    // Seen from here: the copy's own child, not the original's (which has the image's pid).
+    assert_eq!(pidfd_target(outside, 47), kids[0].to_string());
+    assert_eq!(reply, format!("other {}", pidfd_target(w.pid(), 47)));
+    drop(reaper);
 }
