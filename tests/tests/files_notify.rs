@@ -57,9 +57,11 @@ fn a_fanotify_group_comes_back_with_its_inode_mount_and_filesystem_marks() {
         before,
         "the group's flags and marks (fdinfo)"
     );
-    // The inode mark, its ignored mask still there after a write.
+    // The inode mark, its ignored mask still there after a write: written by this test,
+    // seen by the restored process.
+    std::fs::write(w.path("marked"), b"from the test").unwrap();
     assert_eq!(
-        w.cmd("touch marked"),
+        w.cmd("await 5000"),
         event(close_write, &w.path("marked")),
         "inode mark"
     );
@@ -69,6 +71,12 @@ fn a_fanotify_group_comes_back_with_its_inode_mount_and_filesystem_marks() {
         "inode mark, second write (the ignored mask survives modification)"
     );
     // FAN_CLOSE_WRITE from the mount mark, FAN_MODIFY from the filesystem mark.
+    std::fs::write(w.path("fs/t"), b"from the test").unwrap();
+    assert_eq!(
+        w.cmd("await 5000"),
+        event(both, &w.path("fs/t")),
+        "mount and filesystem marks, a write by the test"
+    );
     assert_eq!(
         w.cmd("touch fs/m"),
         event(both, &w.path("fs/m")),

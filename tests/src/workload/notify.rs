@@ -19,6 +19,7 @@
 //! events            -> <mask hex> <path>,...    (every event queued, one per file: masks
 //!                                                ORed; fanotify: the event fd's path)
 //! touch NAME        -> as write, then events (waiting up to 2 s for the first)
+//! await MS          -> events, once one is queued (waiting up to MS ms)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -139,6 +140,11 @@ impl Mode for Notify {
             ("fd", []) => Ok(FD.to_string()),
             ("write", [name]) => self.write(name).map(|()| "ok".into()),
             ("events", []) => self.events(),
+            ("await", [ms]) => {
+                let ms: i32 = ms.parse().map_err(|_| format!("bad number {ms:?}"))?;
+                sys::poll_in(FD, ms).map_err(io_err)?;
+                self.events()
+            }
             ("touch", [name]) => {
                 self.write(name)?;
                 sys::poll_in(FD, 2000).map_err(io_err)?;
