@@ -251,3 +251,11 @@ fn a_pidfd_of_a_child_in_a_copy_restored_in_a_new_pid_namespace_is_of_the_copys_
     assert_eq!(reply, format!("other {}", pidfd_target(w.pid(), 47)));
     drop(reaper);
 }
+
+#[test]
+fn a_pidfd_of_a_thread_that_is_not_a_main_one_is_refused_naming_it() {
+    cryo_bin();
+    let w = Workload::spawn("held", &["pidfd-thread"]);
+    w.assert_dump_refused("47", "pidfd of thread ");
+    assert_eq!(w.cmd("signal0"), "ok");
+}

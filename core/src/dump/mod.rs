@@ -292,7 +292,10 @@ fn dump_tree(
         members.add(m.pid, m.stat.pgid, frozen.tids());
     }
     // The processes a pidfd may name and come back on.
-    files.add_processes(live.iter().map(|m| m.pid));
+    files.add_processes(
+        live.iter().map(|m| m.pid),
+        frozen.iter().flat_map(|f| f.tids().iter().copied()),
+    );
     for ((m, frozen), sockets) in live.iter().zip(&frozen).zip(sockets_held.tasks()) {
         let pid = m.pid;
         let _span = info_span!("task", %pid).entered();

@@ -7,6 +7,7 @@
 //! dump     fdinfo `Pid:` (in cryo's pid namespace; -1 once the process is gone and reaped)
 //!          = the holder itself          -> recorded (PIDFD_THREAD is O_EXCL in the file flags)
 //!          = another process of the dump -> recorded with its pid
+//!          another thread of the dump   -> refused: "pidfd of thread T of the dump"
 //!          another pid, -1              -> refused: "pidfd of pid N outside the dump",
 //!                                          "pidfd of an exited process"
 //! restore  of itself: pidfd_open(getpid(), PIDFD_NONBLOCK|PIDFD_THREAD as dumped), in the
@@ -36,17 +37,25 @@ use crate::sys;
 /// pidfd instances.
 pub(super) struct Pidfds;
 
-/// The processes of the dump (their pids as cryo sees them): a pidfd of one comes back.
+/// The processes of the dump and their threads (pids and tids as cryo sees them): a pidfd of
+/// one of the processes comes back.
 #[derive(Debug, Default)]
-struct DumpProcesses(HashSet<i32>);
+struct DumpProcesses {
+    pids: HashSet<i32>,
+    tids: HashSet<i32>,
+}
 
-/// Makes the processes `pids` of the dump known to the dump of the fds: a pidfd of one of
-/// them is restored (without this, only a pidfd of its holder is).
-pub(crate) fn add_processes(state: &mut KindState, pids: impl IntoIterator<Item = Pid>) {
-    state
-        .get::<DumpProcesses>()
-        .0
-        .extend(pids.into_iter().map(Pid::as_raw));
+/// Makes the processes `pids` of the dump and their threads `tids` known to the dump of the
+/// fds: a pidfd of one of the processes is restored (without this, only a pidfd of its
+/// holder is); one of another thread is refused, named as such.
+pub(crate) fn add_processes(
+    state: &mut KindState,
+    pids: impl IntoIterator<Item = Pid>,
+    tids: impl IntoIterator<Item = Pid>,
+) {
+    let known = state.get::<DumpProcesses>();
+    known.pids.extend(pids.into_iter().map(Pid::as_raw));
+    known.tids.extend(tids.into_iter().map(Pid::as_raw));
 }
 
 impl FileKind for Pidfds {
@@ -64,8 +73,8 @@ impl FileKind for Pidfds {
     }
 
     fn dump(&self, fd: &mut Dumping<'_>) -> Result<Kind, FileError> {
-        let processes = &fd.state.get::<DumpProcesses>().0;
-        dump(fd.open, processes).map(Kind::Pidfd)
+        let known = fd.state.get::<DumpProcesses>();
+        dump(fd.open, known).map(Kind::Pidfd)
     }
 
     fn open(&self, desc: &FileDesc, _p: &Pidfd, _cx: &mut Opening<'_>) -> Result<Opened, FileError> {
@@ -89,8 +98,8 @@ impl FileKind for Pidfds {
 }
 
 /// The record of pidfd `open`: a pidfd of its holder or of another process of the dump
-/// (`processes`).
-fn dump(open: &OpenFd, processes: &HashSet<i32>) -> Result<Pidfd, FileError> {
+/// (`known`).
+fn dump(open: &OpenFd, known: &DumpProcesses) -> Result<Pidfd, FileError> {
     let target = fdinfo(open)
         .ok()
         .and_then(|text| field(&text, "Pid").and_then(|v| v.parse::<i32>().ok()));
@@ -100,10 +109,16 @@ fn dump(open: &OpenFd, processes: &HashSet<i32>) -> Result<Pidfd, FileError> {
             pid: 0,
         }),
         Some(-1) => Err(open.refuse("pidfd of an exited process", true)),
-        Some(pid) if processes.contains(&pid) => Ok(Pidfd {
+        Some(pid) if known.pids.contains(&pid) => Ok(Pidfd {
             of_itself: false,
             pid,
         }),
+        // PIDFD_THREAD on a thread that is not its process's main one: threads are made
+        // once their process is whole, after the pidfds are pointed.
+        Some(tid) if known.tids.contains(&tid) => Err(open.refuse(
+            format!("pidfd of thread {tid} of the dump (not a process's main thread)"),
+            true,
+        )),
         Some(pid) => Err(open.refuse(format!("pidfd of pid {pid} outside the dump"), true)),
         None => Err(open.refuse("pidfd (its fdinfo names no process)", true)),
     }

@@ -14,6 +14,7 @@
 //!       | pidfd-child-nonblock (the same, PIDFD_NONBLOCK)
 //!       | pidfd-child-shared (pidfd-child, then a second child forked: it inherits fd 47)
 //!       | pidfd-child-epoll (pidfd-child, and an epoll at 48 watching it: EPOLLIN, data 47)
+//!       | pidfd-thread (PIDFD_THREAD of a second thread of its own, parked forever)
 //!             epoll MS  -> ready <data> | none  (epoll_wait(48) for up to MS ms)
 //!       | pidfd-init (of pid 1, outside the dump) | pidfd-dead (of a child exited and reaped)
 //!       | mqueue (a POSIX message queue, unlinked) | secretmem (memfd_secret)
@@ -69,6 +70,18 @@ fn hold(kind: &str, dir: &Path) -> std::io::Result<i32> {
             let ep = sys::move_fd(sys::epoll()?, EPOLL)?;
             sys::epoll_add(ep, FD, libc::EPOLLIN as u32, FD as u64)?;
             fd
+        }
+        "pidfd-thread" => {
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let _ = tx.send(sys::gettid());
+                loop {
+                    std::thread::park();
+                }
+            });
+            let tid = rx.recv().map_err(std::io::Error::other)?;
+            // PIDFD_THREAD is O_EXCL.
+            sys::pidfd_open_flags(tid, libc::O_EXCL as u32)?
         }
         "pidfd-child-shared" => {
             let fd = sys::move_fd(sys::pidfd_open(sys::fork_paused()?)?, FD)?;
