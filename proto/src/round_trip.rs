@@ -177,6 +177,8 @@ every_message!(
     Epoll,
     InotifyWatch,
     Inotify,
+    FanotifyMark,
+    Fanotify,
     Memfd,
     FileExtent,
     Shmem,

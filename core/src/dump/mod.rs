@@ -291,6 +291,11 @@ fn dump_tree(
     for (m, frozen) in live.iter().zip(&frozen) {
         members.add(m.pid, m.stat.pgid, frozen.tids());
     }
+    // The processes a pidfd may name and come back on.
+    files.add_processes(
+        live.iter().map(|m| m.pid),
+        frozen.iter().flat_map(|f| f.tids().iter().copied()),
+    );
     for ((m, frozen), sockets) in live.iter().zip(&frozen).zip(sockets_held.tasks()) {
         let pid = m.pid;
         let _span = info_span!("task", %pid).entered();

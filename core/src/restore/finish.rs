@@ -45,6 +45,20 @@ impl Spawned {
     /// the terminal gets its modes.
     pub fn reshape(self) -> Result<Reshaped> {
         let tree = &self.planned;
+        // Every process exists now: the pidfds of one another point at their processes,
+        // parents first (a description a child shares is taken from its first holder).
+        let holders: Vec<files::pidfd::Holder<'_>> = self
+            .pids
+            .iter()
+            .enumerate()
+            .map(|(i, &pid)| files::pidfd::Holder {
+                pid,
+                image_pid: tree.loaded.tasks[i].entry.pid,
+                fds: &tree.loaded.tasks[i].core.fds,
+                site: tree.plan.tramps[i],
+            })
+            .collect();
+        files::pidfd::point_at_processes(&tree.loaded.descs, &holders)?;
         let mut stopped = Vec::with_capacity(self.pids.len());
         for (i, &pid) in self.pids.iter().enumerate().rev() {
             stopped.push(finish(pid, tree, i)?);

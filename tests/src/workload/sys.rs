@@ -388,9 +388,51 @@ pub fn readlink_fd(fd: i32) -> io::Result<String> {
 
 /// pidfd_open(pid, 0).
 pub fn pidfd_open(pid: i32) -> io::Result<i32> {
+    pidfd_open_flags(pid, 0)
+}
+
+/// pidfd_open(pid, flags).
+pub fn pidfd_open_flags(pid: i32, flags: u32) -> io::Result<i32> {
     // SAFETY: pidfd_open takes numbers, no pointers.
-    let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, flags) };
     cvt(r as libc::c_int)
+}
+
+/// fcntl(fd, F_GETFL).
+pub fn file_flags(fd: i32) -> io::Result<i32> {
+    // SAFETY: fcntl on a number, no pointers.
+    cvt(unsafe { libc::fcntl(fd, libc::F_GETFL) })
+}
+
+/// fanotify_init(flags, event_flags).
+pub fn fanotify_init(flags: u32, event_flags: u32) -> io::Result<i32> {
+    // SAFETY: fanotify_init takes two numbers.
+    cvt(unsafe { libc::fanotify_init(flags, event_flags) })
+}
+
+/// fanotify_mark(fd, flags, mask, AT_FDCWD, path).
+pub fn fanotify_mark(fd: i32, flags: u32, mask: u64, path: &Path) -> io::Result<()> {
+    let c = CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    // SAFETY: the kernel reads the NUL-terminated path `c` owns, alive for the call.
+    cvt(unsafe { libc::fanotify_mark(fd, flags, mask, libc::AT_FDCWD, c.as_ptr()) }).map(drop)
+}
+
+/// Mounts a small tmpfs at `path`.
+pub fn mount_tmpfs(path: &Path) -> io::Result<()> {
+    let target = CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    let fstype = c"tmpfs";
+    let data = c"size=1m";
+    // SAFETY: every pointer is a NUL-terminated string alive for the call.
+    cvt(unsafe {
+        libc::mount(
+            fstype.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            data.as_ptr().cast(),
+        )
+    })
+    .map(drop)
 }
 
 /// pidfd_send_signal(pidfd, sig).
