@@ -839,6 +839,7 @@ mod tests {
                 shutdown_write: true,
                 cork: true,
                 bind_device: b"lo".to_vec(),
+                icmp6_filter: vec![1; 32],
                 options: vec![(libc::SOL_IP, libc::IP_TTL, 7)],
                 sock_type: libc::SOCK_RAW,
                 protocol: libc::IPPROTO_ICMP,
