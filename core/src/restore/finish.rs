@@ -96,17 +96,24 @@ impl Reshaped {
         )
     }
 
-    /// The restore's guardian, if it has one.
-    pub fn guardian(&self) -> Option<&super::guardian::RestoreGuardian> {
-        self.spawned.guard.guardian()
-    }
-
-    /// Detaches every thread of every process: they run. The guardian is told first (if cryo
-    /// dies half-way, it undoes only if a process is dying) and lets go once they all run.
-    pub fn run(mut self) -> Result<Running> {
+    /// Makes the restore go forward from here even if cryo dies: every thread loses
+    /// PTRACE_O_EXITKILL (cryo's death detaches them, and they run), and the guardian is told
+    /// they are to run (it undoes only if one of them is dying) and that the lock goes.
+    pub fn commit(&self) -> Result<()> {
+        for &tid in self.stopped.iter().flatten() {
+            ptrace::setoptions(tid, ptrace::Options::empty())
+                .map_err(|e| Error::sys(tid, "let it outlive cryo (PTRACE_SETOPTIONS)", e))?;
+        }
         if let Some(g) = self.spawned.guard.guardian() {
+            g.unlocking();
             g.running(&self.spawned.pids);
         }
+        Ok(())
+    }
+
+    /// Detaches every thread of every process ([`commit`](Self::commit) first): they run. The
+    /// guardian lets go once they all do.
+    pub fn run(mut self) -> Result<Running> {
         for tids in &self.stopped {
             let_run(tids)?;
         }
