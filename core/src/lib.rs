@@ -51,8 +51,8 @@ mod task;
 pub use dump::error::{DumpError, KillError};
 pub use dump::retire::{kill_left_running as kill, Retired};
 pub use dump::{
-    dump, lock_id_for, network_lock_installed, unlock, CommitError, CommitHook, DumpOptions,
-    DumpSummary,
+    dump, lock_id_for, network_lock_installed, unlock, CommitError, CommitHook, Commitment,
+    DumpOptions, DumpSummary,
 };
 pub use error::{Error, Result};
 pub use hooks::{

@@ -40,9 +40,10 @@
 //! (then removes its lock), or when the connection ends or no Go comes within its stream
 //! timeout (then it keeps its lock: told nothing, it cannot know whether the address points
 //! at it already, and a reset would end connections the source still holds); either way it
-//! runs its script at migrate-rollback. A source killed after sending Go leaves the
-//! destination running and its own dump guardian thawing the originals: the one window where
-//! the operator must choose (the address, moved already, says which side serves).
+//! runs its script at migrate-rollback. A source killed once it is sending Go leaves the
+//! destination running and its dump guardian killing the originals (armed just before the
+//! Go): exactly one side runs. A Go that fails (the destination failed, or the connection
+//! ended without an answer) disarms it and rolls back, as above.
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -168,6 +169,7 @@ impl Migration {
     /// pids there.
     pub fn go(&mut self) -> Result<Vec<i32>, StreamError> {
         self.conn.send_msg(FrameType::Go, &msg::Go {}, "send go")?;
+        cryo_core::interrupt::pause_point("go-sent");
         let step = format!("wait for {} to run the processes", self.addr);
         Ok(self
             .conn

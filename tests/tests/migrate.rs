@@ -321,13 +321,30 @@ struct Migrate {
 impl Migrate {
     /// [`Migrate::spawn`] with the source's action script ([`source_script`]) and `extra`.
     fn scripted(hosts: &Hosts, w: &Workload, serve: &Serve, extra: &[&str]) -> Self {
+        Self::scripted_with_env(hosts, w, serve, extra, &[])
+    }
+
+    /// [`Migrate::scripted`] with `env` set for cryo.
+    fn scripted_with_env(
+        hosts: &Hosts,
+        w: &Workload,
+        serve: &Serve,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let script = source_script(w, hosts);
         let mut args = vec!["--action-script", script.to_str().unwrap()];
         args.extend(extra);
-        Self::spawn(hosts, w, serve, &args)
+        Self::spawn_with_env(hosts, w, serve, &args, env)
     }
 
-    fn spawn(hosts: &Hosts, w: &Workload, serve: &Serve, extra: &[&str]) -> Self {
+    fn spawn_with_env(
+        hosts: &Hosts,
+        w: &Workload,
+        serve: &Serve,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let mut args: Vec<String> = vec![
             "migrate".into(),
             "-t".into(),
@@ -347,6 +364,7 @@ impl Migrate {
         Hosts::enter(&mut command, &hosts.a);
         let child = command
             .args(&args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(File::create(&stdout).unwrap())
             .stderr(File::create(&stderr).unwrap())
@@ -360,6 +378,23 @@ impl Migrate {
             stdout,
             stderr,
             started: Instant::now(),
+        }
+    }
+
+    /// Waits until it says `needle` on its stderr.
+    #[track_caller]
+    fn await_stderr(&self, needle: &str) {
+        let until = Instant::now() + TIMEOUT;
+        while !std::fs::read_to_string(&self.stderr)
+            .unwrap_or_default()
+            .contains(needle)
+        {
+            assert!(Instant::now() < until, "cryo migrate never said {needle:?}");
+            assert!(
+                !self.pidfd.wait_exit(Duration::from_millis(5)),
+                "cryo migrate ended before saying {needle:?}: {}",
+                std::fs::read_to_string(&self.stderr).unwrap_or_default()
+            );
         }
     }
 
@@ -812,4 +847,30 @@ fn a_server_moves_with_pre_copy_rounds_and_its_clients_go_on() {
     assert_eq!(w.cmd("echo-all 3000"), "10");
     expect_echo(&mut clients, &[(2, 3000)]);
     echo_round(&w, &mut clients, 3, 500);
+}
+
+#[test]
+fn a_source_killed_once_its_go_is_sent_leaves_only_the_destination_running() {
+    cryo_bin();
+    let hosts = Hosts::new();
+    let (mut w, mut clients) = hosts.server_with_clients(10, 500);
+    let serve = Serve::start(&hosts, w.dir(), "", &[]);
+    let mut migrate = Migrate::scripted_with_env(
+        &hosts,
+        &w,
+        &serve,
+        &["--tcp-established"],
+        &[("CRYO_TEST_PAUSE_AT", "go-sent")],
+    );
+    migrate.await_stderr("paused at go-sent");
+    // SIGKILL: nothing of cryo's own runs after this (its dump guardian is a process apart).
+    migrate.child.kill().unwrap();
+    let _ = migrate.child.wait();
+    serve.await_line("migrated here: running");
+    // The original dies (its dump guardian, armed before the go), not thawed beside B's.
+    w.wait_original();
+    assert_eq!(hosts.route(), "B");
+    let here = pid_here(w.pid(), w.dir()).expect("restored on B");
+    w.adopt_restored_at(here);
+    echo_round(&w, &mut clients, 2, 500);
 }

@@ -127,7 +127,7 @@ pub fn stream_to(
                 .map_err(|e| format!("stream to {to_text} as {name:?}: {e}").into())
         }));
     }
-    opts.commit = Some(cryo_core::CommitHook::new(move |dir, checkpoint_id| {
+    opts.commit = Some(cryo_core::CommitHook::new(move |dir, checkpoint_id, _| {
         let images = cryo_core::ImageDir::open(dir)?;
         let open = store
             .as_ref()

@@ -126,7 +126,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     check.commit = Some(CommitHook::new({
         let slot = Arc::clone(&slot);
         let verdict = Arc::clone(&verdict);
-        move |dir, checkpoint_id| {
+        move |dir, checkpoint_id, _| {
             let images = cryo_core::ImageDir::open(dir)?;
             let v = with_migration(&slot, |m| {
                 m.check(&images, checkpoint_id)
@@ -195,7 +195,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         let slot = Arc::clone(&slot);
         let timings = Arc::clone(&timings);
         let (script, pids, to) = (script.clone(), pids.clone(), to.clone());
-        move |dir, checkpoint_id| {
+        move |dir, checkpoint_id, commitment| {
             let note = |f: &dyn Fn(&mut Timings)| {
                 f(&mut timings.lock().unwrap_or_else(|p| p.into_inner()))
             };
@@ -218,9 +218,13 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
                 hooks
                     .run(Stage::MigrateRestored, &pids)
                     .map_err(|e| step("3b, the action script", e))?;
-                let running = m
-                    .go()
-                    .map_err(|e| step("3c, the go (the destination's resume)", e))?;
+                // Past the go the destination runs them: a source dying from here kills its
+                // originals (its dump guardian) rather than thaw them beside those.
+                commitment.arm();
+                let running = m.go().map_err(|e| {
+                    commitment.disarm();
+                    step("3c, the go (the destination's resume)", e)
+                })?;
                 note(&|t| {
                     t.running = Some(Instant::now());
                     t.there = running.clone();

@@ -8,6 +8,8 @@
 //!  'R' count inode... (before repair  -->  notes the connections that had SO_REUSEADDR
 //!      mode, which loses the flag)         (leaving repair mode clears it)
 //!  'D' (done: nothing left to undo)  -->  exits
+//!  'C' (cancels a 'K' not yet acted on:   back to undoing if cryo dies
+//!       a commit hook failing)
 //!  'K' (the images are complete)     -->  waits for the pipe to close, then SIGKILL to
 //!  cryo kills the tree in order             every target still there (through pidfds opened
 //!  (children reaped by their parents),      at its start: never a process that took a pid
@@ -43,6 +45,8 @@ use crate::sys::process::Forked;
 const DONE: u8 = b'D';
 /// The word that says the images are complete and the targets are to die.
 const KILL: u8 = b'K';
+/// The word that takes a [`KILL`] back (a commit hook failing after it armed the kill).
+const CANCEL: u8 = b'C';
 /// The word before a count (u32) and that many socket inodes (u64, native order): the
 /// connections whose SO_REUSEADDR is set, told before repair mode clears it.
 const REUSE_ADDR: u8 = b'R';
@@ -128,9 +132,19 @@ impl Guardian {
     /// The images are complete: once the pipe closes (this guardian dropped, or cryo dead),
     /// the guardian kills whatever target is left, so that the dump ends even if cryo dies
     /// before the end of its own kill.
-    pub fn commit(&mut self) {
+    pub fn commit(&self) {
+        self.say_more(KILL);
+    }
+
+    /// Takes [`commit`](Self::commit) back: if cryo dies, the guardian undoes again.
+    pub fn cancel_commit(&self) {
+        self.say_more(CANCEL);
+    }
+
+    /// Writes `word`, more to come.
+    fn say_more(&self, word: u8) {
         if let Some(pipe) = &self.pipe {
-            if let Err(e) = nix::unistd::write(pipe, &[KILL]) {
+            if let Err(e) = nix::unistd::write(pipe, &[word]) {
                 warn!("dump guardian: {e}");
             }
         }
@@ -173,13 +187,23 @@ fn guard(pipe: OwnedFd, targets: &[Pid], lock_id: &str, inventory: Option<&Path>
         .filter_map(|&pid| sys::pidfd::pidfd_open(pid).ok())
         .collect();
     let mut reusing = HashSet::new();
+    let mut armed = false;
     let word = loop {
         let mut word = [0u8; 1];
         if read_exact(keep, &mut word).is_err() {
             break None;
         }
-        if word[0] != REUSE_ADDR {
-            break Some(word[0]);
+        match word[0] {
+            KILL => {
+                armed = true;
+                continue;
+            }
+            CANCEL => {
+                armed = false;
+                continue;
+            }
+            REUSE_ADDR => {}
+            other => break Some(other),
         }
         let mut count = [0u8; 4];
         if read_exact(keep, &mut count).is_err() {
@@ -195,10 +219,8 @@ fn guard(pipe: OwnedFd, targets: &[Pid], lock_id: &str, inventory: Option<&Path>
     };
     match word {
         Some(DONE) => {}
-        Some(KILL) => {
+        None if armed => {
             // cryo kills the tree itself, in order; whatever is left once it is gone dies.
-            let mut rest = [0u8; 1];
-            while read_exact(keep, &mut rest).is_ok() {}
             for pidfd in &pidfds {
                 let _ = sys::pidfd::pidfd_kill(pidfd.as_fd());
             }

@@ -86,18 +86,43 @@ pub struct DumpOptions {
 pub type CommitError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What a dump calls between "images written" and "kill or let run": given the image
-/// directory and the checkpoint id, it returns once the images are safe elsewhere (or fails,
-/// and the dump is rolled back).
+/// directory, the checkpoint id and the dump's [`Commitment`], it returns once the images are
+/// safe elsewhere (or fails, and the dump is rolled back).
 #[derive(Clone)]
 pub struct CommitHook(Arc<CommitFn>);
 
 /// The function behind a [`CommitHook`].
-type CommitFn = dyn Fn(&Path, &str) -> Result<(), CommitError> + Send + Sync;
+type CommitFn = dyn Fn(&Path, &str, &Commitment<'_>) -> Result<(), CommitError> + Send + Sync;
 
 impl CommitHook {
-    /// A hook running `f(images_dir, checkpoint_id)`.
-    pub fn new(f: impl Fn(&Path, &str) -> Result<(), CommitError> + Send + Sync + 'static) -> Self {
+    /// A hook running `f(images_dir, checkpoint_id, commitment)`.
+    pub fn new(
+        f: impl Fn(&Path, &str, &Commitment<'_>) -> Result<(), CommitError> + Send + Sync + 'static,
+    ) -> Self {
         Self(Arc::new(f))
+    }
+}
+
+/// What a commit hook decides for a cryo that dies during it: by default the frozen targets
+/// are thawed (the dump rolled back by its guardian); armed, they are killed, as once the
+/// hook returns (a migration's destination was told to run them: both must never run).
+pub struct Commitment<'a> {
+    guardian: Option<&'a guardian::Guardian>,
+}
+
+impl Commitment<'_> {
+    /// From here a dead cryo's targets die rather than thaw.
+    pub fn arm(&self) {
+        if let Some(g) = self.guardian {
+            g.commit();
+        }
+    }
+
+    /// Back to thawing them (the hook is failing: the dump rolls back).
+    pub fn disarm(&self) {
+        if let Some(g) = self.guardian {
+            g.cancel_commit();
+        }
     }
 }
 
@@ -456,7 +481,10 @@ fn dump_tree(
     // The images leave (a stream to a receiver): until it confirms them, any failure rolls
     // the dump back here like every other (the guards below drop in order).
     if let Some(commit) = &opts.commit {
-        (commit.0)(images.path(), &checkpoint_id)
+        let commitment = Commitment {
+            guardian: guardian.as_ref(),
+        };
+        (commit.0)(images.path(), &checkpoint_id, &commitment)
             .map_err(|why| DumpError::Commit { why })?;
     }
     // The point of no return (the receiver holds the images): a signal from here on waits
@@ -467,7 +495,7 @@ fn dump_tree(
         (Some(after), _, _) => after,
         (None, Some(frozen), Some(sockets_held)) if !leave_running => {
             // The point of no return: the guardian kills the tree too if cryo dies now.
-            if let Some(guardian) = &mut guardian {
+            if let Some(guardian) = &guardian {
                 guardian.commit();
             }
             let dying = crate::freeze::kill_tree(frozen)?;
