@@ -163,6 +163,7 @@ every_message!(
     Vma,
     PageRun,
     MmCore,
+    AioRing,
     RegularFile,
     Pipe,
     Socket,
