@@ -38,6 +38,9 @@ pub enum Error {
     /// A namespace of a task that cannot come back.
     #[error(transparent)]
     Namespaces(#[from] crate::task::namespaces::NamespaceError),
+    /// An AIO context (io_setup) that cannot be dumped or made again.
+    #[error(transparent)]
+    Aio(#[from] crate::files::aio::AioError),
     /// A SysV IPC object (segment, semaphore set, message queue).
     #[error(transparent)]
     Ipc(#[from] crate::ipc::IpcError),
