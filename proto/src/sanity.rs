@@ -195,10 +195,7 @@ impl AioHeader {
 /// Checks the AIO rings of an address space: each one a sound ring filling exactly a VMA of
 /// kind AIO ring, every such VMA with its ring, slots distinct.
 fn check_aio_rings(mm: &MmCore) -> Result<(), String> {
-    let ring_vmas = mm
-        .vmas
-        .iter()
-        .filter(|v| v.kind == VmaKind::AioRing as i32);
+    let ring_vmas = mm.vmas.iter().filter(|v| v.kind == VmaKind::AioRing as i32);
     if ring_vmas.count() != mm.aio_rings.len() {
         return Err(format!(
             "{} AIO rings for a different number of AIO ring VMAs",
@@ -380,7 +377,10 @@ mod tests {
     fn ring(pages: u64, id: u32, head: u32, tail: u32) -> Vec<u8> {
         let nr = ((pages * PAGE - 32) / 32) as u32;
         let mut r = vec![0u8; (pages * PAGE) as usize];
-        for (i, w) in [id, nr, head, tail, AIO_RING_MAGIC, 1, 0, 32].iter().enumerate() {
+        for (i, w) in [id, nr, head, tail, AIO_RING_MAGIC, 1, 0, 32]
+            .iter()
+            .enumerate()
+        {
             r[4 * i..4 * i + 4].copy_from_slice(&w.to_ne_bytes());
         }
         r

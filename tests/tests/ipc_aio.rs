@@ -83,7 +83,11 @@ fn a_ring_inherited_across_fork_is_refused_by_name_and_the_processes_kept() {
         .assert_stderr_mentions("no AIO context");
     w.assert_untouched();
     assert!(cryo_tests::pid_exists(kid), "the child is gone");
-    assert_eq!(w.cmd("read"), "4096", "the context works after the refused dump");
+    assert_eq!(
+        w.cmd("read"),
+        "4096",
+        "the context works after the refused dump"
+    );
     w.kill_original();
 }
 

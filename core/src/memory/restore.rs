@@ -254,8 +254,8 @@ pub fn reshape(
             let rw = (libc::PROT_READ | libc::PROT_WRITE) as u32;
             (vma.kind == VmaKind::AioRing as i32 && vma.prot != rw)
                 || (fill
-                && vma.prot & (libc::PROT_READ | libc::PROT_WRITE) as u32
-                    != (libc::PROT_READ | libc::PROT_WRITE) as u32)
+                    && vma.prot & (libc::PROT_READ | libc::PROT_WRITE) as u32
+                        != (libc::PROT_READ | libc::PROT_WRITE) as u32)
                 || (sysv && crate::ipc::shm::needs_mprotect(vma.prot))
         })
         .map(|(vma, _)| vma)

@@ -27,7 +27,9 @@ struct Aio {
     ctxs: Vec<u64>,
     fd: i32,
     buf: Vec<u8>,
-    /// The iocbs of `pending` and `poll`, alive until reaped (the kernel keeps their address).
+    /// The iocbs of `pending` and `poll`, alive until reaped: boxed, so their addresses (the
+    /// completions' obj) stay put as the list grows.
+    #[allow(clippy::vec_box)]
     iocbs: Vec<Box<Iocb>>,
     /// The buffers of `pending` reads.
     bufs: Vec<Vec<u8>>,
@@ -203,10 +205,7 @@ impl Mode for Aio {
         let err = |e: io::Error| e.to_string();
         match (verb, args) {
             ("ctx", a) => Ok(format!("{:#x}", self.ctx(index(a)?).map_err(err)?)),
-            ("read", a) => self
-                .read(index(a)?)
-                .map(|n| n.to_string())
-                .map_err(err),
+            ("read", a) => self.read(index(a)?).map(|n| n.to_string()).map_err(err),
             ("spin", [n]) => {
                 for _ in 0..parse_u64(n)? {
                     self.read(0).map_err(err)?;
@@ -226,7 +225,10 @@ impl Mode for Aio {
                 self.ctxs[i] = 0;
                 Ok("ok".into())
             }
-            ("pending", [n]) => self.pending(parse_u64(n)?).map(|_| "ok".into()).map_err(err),
+            ("pending", [n]) => self
+                .pending(parse_u64(n)?)
+                .map(|_| "ok".into())
+                .map_err(err),
             ("reap", [n]) => {
                 let evs = Self::getevents(self.ctx(0).map_err(err)?, parse_u64(n)? as usize)
                     .map_err(err)?;
