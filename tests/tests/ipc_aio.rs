@@ -10,19 +10,24 @@ use std::os::unix::fs::PermissionsExt;
 
 use cryo_tests::{cryo_bin, Workload};
 
-/// Contexts in slots 0 and 2 (slot 1's context destroyed before the dump) come back at
-/// their ids with their ring headers, and work: a read submitted and reaped on each.
+/// Contexts in slots 0 and 2 (slot 1's context destroyed before the dump; slot 2's ring two
+/// pages long) come back at their ids with their ring headers, and work: a read submitted
+/// and reaped on each.
 #[test]
 fn aio_contexts_come_back_at_their_addresses_in_their_slots_and_work() {
     cryo_bin();
     let mut w = Workload::spawn("aio", &[]);
     assert_eq!(w.cmd("setup"), "1");
-    assert_eq!(w.cmd("setup"), "2");
+    assert_eq!(w.cmd("setup 100"), "2");
     assert_eq!(w.cmd("read 2"), "4096");
     assert_eq!(w.cmd("destroy 1"), "ok");
     let ctx = [w.cmd("ctx 0"), w.cmd("ctx 2")];
     let ring = [w.cmd("ring 0"), w.cmd("ring 2")];
-    assert!(ring[1].starts_with("2 "), "slot of context 2: {}", ring[1]);
+    assert!(
+        ring[1].starts_with("2 255 "),
+        "slot and size of context 2: {}",
+        ring[1]
+    );
     w.dump_and_restore();
     assert_eq!([w.cmd("ctx 0"), w.cmd("ctx 2")], ctx);
     assert_eq!(

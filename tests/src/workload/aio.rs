@@ -6,7 +6,7 @@
 //! aio        ctx [I] -> <context I's id: its ring's address, hex>
 //!            read [I] -> <bytes read by one IOCB_CMD_PREAD of 4096 bytes on context I, reaped>
 //!            spin N -> <N reads on context 0, each reaped: moves its head and tail on>
-//!            setup -> <index of a new context (io_setup(8))>
+//!            setup [N] -> <index of a new context (io_setup(N), 8 by default)>
 //!            destroy I -> ok (io_destroy of context I: its ring goes, its slot frees)
 //!            pending N -> ok (N reads on context 0, data 100.., offsets 4096 apart, not reaped)
 //!            reap N -> <"DATA:RES" of the N completions io_getevents gives context 0, in order>
@@ -212,8 +212,13 @@ impl Mode for Aio {
                 }
                 Ok("ok".into())
             }
-            ("setup", []) => {
-                self.ctxs.push(setup(8).map_err(err)?);
+            ("setup", a) => {
+                let events = match a {
+                    [] => 8,
+                    [n] => parse_u64(n)?,
+                    _ => return Err("one number of events at most".into()),
+                };
+                self.ctxs.push(setup(events).map_err(err)?);
                 Ok((self.ctxs.len() - 1).to_string())
             }
             ("destroy", [i]) => {
