@@ -52,7 +52,7 @@ fn completions_not_reaped_come_back_in_the_ring_in_order() {
     let mut w = Workload::spawn("aio", &[]);
     // 127 events in the ring: after 1 + 124 reads reaped and 5 pending, head 125, tail 3.
     assert_eq!(w.cmd("spin 124"), "ok");
-    assert_eq!(w.cmd("pending 5"), "ok");
+    assert_eq!(w.cmd("pending 5"), "5");
     let ring = w.cmd("ring");
     assert_eq!(ring, "0 127 125 3");
 
@@ -131,4 +131,22 @@ fn a_completion_during_the_dump_is_refused_and_the_process_keeps_it() {
     );
     assert_eq!(w.cmd("read"), "4096");
     w.kill_original();
+}
+
+/// A ring as full as the kernel lets it be (reads until io_submit says EAGAIN), its tail
+/// wrapped past its end, comes back whole: the restored process reaps every completion in
+/// order, then submits on.
+#[test]
+fn a_full_ring_comes_back_whole() {
+    cryo_bin();
+    let mut w = Workload::spawn("aio", &[]);
+    assert_eq!(w.cmd("spin 60"), "ok");
+    let held: u64 = w.cmd("pending 200").parse().expect("a count");
+    assert!((100..127).contains(&held), "{held} reads held");
+    let ring = w.cmd("ring");
+    w.dump_and_restore();
+    assert_eq!(w.cmd("ring"), ring, "ring header after restore");
+    let all: Vec<String> = (0..held).map(|k| format!("{}:4096", 100 + k)).collect();
+    assert_eq!(w.cmd(&format!("reap {held}")), all.join(" "));
+    assert_eq!(w.cmd("spin 130"), "ok");
 }

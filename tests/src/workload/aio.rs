@@ -8,7 +8,8 @@
 //!            spin N -> <N reads on context 0, each reaped: moves its head and tail on>
 //!            setup [N] -> <index of a new context (io_setup(N), 8 by default)>
 //!            destroy I -> ok (io_destroy of context I: its ring goes, its slot frees)
-//!            pending N -> ok (N reads on context 0, data 100.., offsets 4096 apart, not reaped)
+//!            pending N -> <K: reads on context 0, data 100.., offsets 4096 apart, not reaped; N of
+//!                    them, or the K that went in before EAGAIN (no slot left)>
 //!            reap N -> <"DATA:RES" of the N completions io_getevents gives context 0, in order>
 //!            ring [I] -> <"id nr head tail" of context I's ring, read from the ring>
 //!            poll -> <fd of a pipe's write end: an IOCB_CMD_POLL for POLLIN, data 9, of its
@@ -148,7 +149,9 @@ impl Aio {
         }
     }
 
-    fn pending(&mut self, n: u64) -> io::Result<()> {
+    /// Up to `n` reads on context 0, not reaped; stops at EAGAIN (no slot left). Returns how
+    /// many went in.
+    fn pending(&mut self, n: u64) -> io::Result<u64> {
         let ctx = self.ctx(0)?;
         for k in 0..n {
             let mut buf = vec![0u8; 4096];
@@ -161,11 +164,14 @@ impl Aio {
                 offset: (k * 4096) as i64,
                 ..Iocb::default()
             });
-            Self::submit(ctx, &mut cb)?;
+            match Self::submit(ctx, &mut cb) {
+                Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => return Ok(k),
+                r => r?,
+            }
             self.iocbs.push(cb);
             self.bufs.push(buf);
         }
-        Ok(())
+        Ok(n)
     }
 
     fn poll(&mut self) -> io::Result<i32> {
@@ -232,7 +238,7 @@ impl Mode for Aio {
             }
             ("pending", [n]) => self
                 .pending(parse_u64(n)?)
-                .map(|_| "ok".into())
+                .map(|k| k.to_string())
                 .map_err(err),
             ("reap", [n]) => {
                 let evs = Self::getevents(self.ctx(0).map_err(err)?, parse_u64(n)? as usize)
