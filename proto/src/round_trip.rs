@@ -218,6 +218,7 @@ every_message!(
     CheckedProcess,
     CheckedPort,
     CheckedId,
+    CheckedAioRing,
     PreCopyRound,
 );
 

@@ -90,6 +90,19 @@ pub enum AioError {
         /// The kernel's answer.
         source: io::Error,
     },
+    /// This machine's io_setup cannot make a ring of the dumped size.
+    #[error(
+        "pid {pid}: AIO context (its ring at {start:#x}): {detail}: restore on a host with \
+         fewer possible CPUs"
+    )]
+    Unmakeable {
+        /// The process.
+        pid: Pid,
+        /// The ring's address.
+        start: u64,
+        /// The sizes.
+        detail: String,
+    },
     /// The remade context differs from the dumped one.
     #[error("pid {pid}: AIO context (its ring at {start:#x}): {detail}")]
     Remade {
@@ -200,6 +213,65 @@ fn setup_events(len: u64) -> u64 {
     } else {
         64 * pages - 65
     }
+}
+
+/// The events of the ring io_setup(`n`) makes with `cpus` possible CPUs (fs/aio.c: max(n,
+/// 4 * cpus) * 2 + 2 events, rounded up to whole pages, all of which it uses).
+fn ring_events(n: u64, cpus: u64) -> u64 {
+    let events = n.max(4 * cpus) * 2 + 2;
+    let pages = (AIO_HEADER_LEN as u64 + AIO_HEADER_LEN as u64 * events).div_ceil(PAGE);
+    (pages * PAGE - AIO_HEADER_LEN as u64) / AIO_HEADER_LEN as u64
+}
+
+/// How many CPUs a cpu list of /sys (`0-1`, `0,2-5`) names.
+fn count_cpus(list: &str) -> Option<u64> {
+    let mut n = 0;
+    for part in list.trim().split(',').filter(|p| !p.is_empty()) {
+        n += match part.split_once('-') {
+            Some((a, b)) => b.parse::<u64>().ok()? + 1 - a.parse::<u64>().ok()?,
+            None => {
+                part.parse::<u64>().ok()?;
+                1
+            }
+        };
+    }
+    Some(n)
+}
+
+/// The possible CPUs of this machine (the kernel sizes rings by them, not by online ones).
+fn possible_cpus() -> Option<u64> {
+    count_cpus(&std::fs::read_to_string("/sys/devices/system/cpu/possible").ok()?)
+}
+
+/// Why this machine's io_setup cannot make a ring of `nr` events (`None`: it can, or the
+/// number of CPUs is unknown and io_setup will tell).
+pub(crate) fn unmakeable_here(nr: u32) -> Option<String> {
+    let cpus = possible_cpus()?;
+    let len = (nr as u64 + 1) * AIO_HEADER_LEN as u64;
+    let made = ring_events(setup_events(len), cpus);
+    (made != nr as u64).then(|| {
+        format!(
+            "a ring of {nr} events, and io_setup here ({cpus} possible CPUs) makes none smaller \
+             than {made}"
+        )
+    })
+}
+
+/// Refuses, before anything is created, an address space whose rings this machine cannot make.
+pub(crate) fn check_host(pid: Pid, mm: &MmCore) -> Result<(), AioError> {
+    for r in &mm.aio_rings {
+        let Some(header) = AioHeader::parse(&r.ring) else {
+            continue;
+        };
+        if let Some(detail) = unmakeable_here(header.nr) {
+            return Err(AioError::Unmakeable {
+                pid,
+                start: r.start,
+                detail,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// A ring of the image with its header.
@@ -456,8 +528,26 @@ mod tests {
 
     /// The kernel's ring size for io_setup(n) with `cpus` possible CPUs (fs/aio.c).
     fn ring_pages(n: u64, cpus: u64) -> u64 {
-        let events = n.max(4 * cpus) * 2 + 2;
-        (32 + 32 * events).div_ceil(PAGE)
+        (ring_events(n, cpus) + 1) * 32 / PAGE
+    }
+
+    #[test]
+    fn cpu_lists_are_counted() {
+        assert_eq!(count_cpus("0-1\n"), Some(2));
+        assert_eq!(count_cpus("0"), Some(1));
+        assert_eq!(count_cpus("0,2-5,7"), Some(6));
+        assert_eq!(count_cpus("x"), None);
+    }
+
+    #[test]
+    fn rings_are_sized_as_the_kernel_does() {
+        // Measured here (2 possible CPUs): io_setup(8) and io_setup(1) make 127 events,
+        // io_setup(100) 255.
+        assert_eq!(ring_events(8, 2), 127);
+        assert_eq!(ring_events(1, 2), 127);
+        assert_eq!(ring_events(100, 2), 255);
+        // 16 possible CPUs: no ring below 130 events, two pages.
+        assert_eq!(ring_events(1, 16), 255);
     }
 
     #[test]
