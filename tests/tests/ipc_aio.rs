@@ -59,6 +59,15 @@ fn completions_not_reaped_come_back_in_the_ring_in_order() {
     let kept = w.path("kept");
     w.dump(&kept, &["--leave-running"]).assert_success();
     assert_eq!(w.cmd("ring"), ring, "--leave-running changed the ring");
+    let shown = w.show(&kept, false);
+    shown.assert_success();
+    let ctx = w.cmd("ctx");
+    assert!(
+        shown.stdout.contains(&format!(
+            "aio context {ctx}: slot 0, 127 events, head 125, tail 3 (5 not reaped)"
+        )),
+        "{shown}"
+    );
 
     w.dump_and_restore();
     assert_eq!(w.cmd("ring"), ring, "ring header after restore");
