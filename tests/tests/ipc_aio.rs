@@ -11,7 +11,7 @@ use std::os::unix::fs::PermissionsExt;
 use cryo_tests::{cryo_bin, Workload};
 
 /// Contexts in slots 0 and 2 (slot 1's context destroyed before the dump; slot 2's ring two
-/// pages long) come back at their ids with their ring headers, and work: a read submitted
+/// pages long, made read-only by the process) come back at their ids with their ring headers, and work: a read submitted
 /// and reaped on each.
 #[test]
 fn aio_contexts_come_back_at_their_addresses_in_their_slots_and_work() {
@@ -21,6 +21,8 @@ fn aio_contexts_come_back_at_their_addresses_in_their_slots_and_work() {
     assert_eq!(w.cmd("setup 100"), "2");
     assert_eq!(w.cmd("read 2"), "4096");
     assert_eq!(w.cmd("destroy 1"), "ok");
+    assert_eq!(w.cmd("protect 2"), "ok");
+    assert_eq!(w.cmd("perms 2"), "r--s");
     let ctx = [w.cmd("ctx 0"), w.cmd("ctx 2")];
     let ring = [w.cmd("ring 0"), w.cmd("ring 2")];
     assert!(
@@ -34,6 +36,11 @@ fn aio_contexts_come_back_at_their_addresses_in_their_slots_and_work() {
         [w.cmd("ring 0"), w.cmd("ring 2")],
         ring,
         "ring headers (id nr head tail)"
+    );
+    assert_eq!(
+        [w.cmd("perms 0"), w.cmd("perms 2")],
+        ["rw-s", "r--s"],
+        "the rings' protections"
     );
     assert_eq!(w.cmd("read 0"), "4096", "a read on the old context id");
     assert_eq!(w.cmd("read 2"), "4096", "a read on the old context id");

@@ -6,6 +6,9 @@
 //! completions the process had not reaped come back as they were, still unreaped, holding
 //! their slots as before.
 //!
+//! The restore refuses, before anything is created, a ring this machine's io_setup cannot make
+//! (rings are sized by the possible CPUs); `restore --check-only` says so too.
+//!
 //! Refused at dump: a ring whose context this process does not have (a child inherits its
 //! parent's ring mapping across fork, not the context), a ring whose header is not the
 //! kernel's, and a ring that took a completion while the dump ran (a request was in flight:

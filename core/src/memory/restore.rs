@@ -253,9 +253,7 @@ pub fn reshape(
             let sysv = vma.kind == VmaKind::SysvShm as i32;
             let rw = (libc::PROT_READ | libc::PROT_WRITE) as u32;
             (vma.kind == VmaKind::AioRing as i32 && vma.prot != rw)
-                || (fill
-                    && vma.prot & (libc::PROT_READ | libc::PROT_WRITE) as u32
-                        != (libc::PROT_READ | libc::PROT_WRITE) as u32)
+                || (fill && vma.prot & rw != rw)
                 || (sysv && crate::ipc::shm::needs_mprotect(vma.prot))
         })
         .map(|(vma, _)| vma)

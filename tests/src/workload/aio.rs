@@ -12,6 +12,8 @@
 //!                    them, or the K that went in before EAGAIN (no slot left)>
 //!            reap N -> <"DATA:RES" of the N completions io_getevents gives context 0, in order>
 //!            ring [I] -> <"id nr head tail" of context I's ring, read from the ring>
+//!            protect I -> ok (context I's ring made read-only: mprotect PROT_READ)
+//!            perms I -> <the permissions /proc/self/maps shows for context I's ring: "r--s">
 //!            poll -> <fd of a pipe's write end: an IOCB_CMD_POLL for POLLIN, data 9, of its
 //!                    read end is on context 0, in flight until the pipe has data>
 //!            fork -> <pid of a child that pauses: it has the rings mapped, not the contexts>
@@ -190,6 +192,13 @@ impl Aio {
         Ok(wr)
     }
 
+    /// The pages of the ring at `ctx`: (nr + 1) io_event slots of 32 bytes.
+    fn ring_pages(&self, ctx: u64) -> usize {
+        // SAFETY: the ring's header, mapped readable by io_setup; nr is its second word.
+        let nr = unsafe { *(ctx as *const u32).add(1) } as usize;
+        (nr + 1) * 32 / 4096
+    }
+
     fn ring(&self, i: usize) -> io::Result<String> {
         let ctx = self.ctx(i)?;
         // SAFETY: the context id is the address of its ring, mapped readable by io_setup;
@@ -250,6 +259,24 @@ impl Mode for Aio {
                 Ok(seen.join(" "))
             }
             ("ring", a) => self.ring(index(a)?).map_err(err),
+            ("protect", [i]) => {
+                let ctx = self.ctx(parse_u64(i)? as usize).map_err(err)?;
+                let len = 4096 * self.ring_pages(ctx);
+                // SAFETY: the ring's own pages, made read-only (the kernel writes through its
+                // own mapping; the process only reads it).
+                sys::cvt(unsafe { libc::mprotect(ctx as *mut libc::c_void, len, libc::PROT_READ) })
+                    .map_err(err)?;
+                Ok("ok".into())
+            }
+            ("perms", [i]) => {
+                let ctx = self.ctx(parse_u64(i)? as usize).map_err(err)?;
+                let maps = std::fs::read_to_string("/proc/self/maps").map_err(err)?;
+                let line = maps
+                    .lines()
+                    .find(|l| l.starts_with(&format!("{ctx:x}-")))
+                    .ok_or("no mapping at the context id")?;
+                Ok(line.split_whitespace().nth(1).unwrap_or("").to_string())
+            }
             ("poll", []) => self.poll().map(|wr| wr.to_string()).map_err(err),
             ("fork", []) => sys::fork_paused().map(|p| p.to_string()).map_err(err),
             _ => unknown(verb),
