@@ -191,8 +191,8 @@ impl Watch {
             if now != tail {
                 let mut nr = [0u8; 4];
                 let _ = pt::read_mem(pid, start + 4, &mut nr);
-                let nr = u32::from_ne_bytes(nr).max(1);
-                let completed = (now + nr - tail % nr) % nr;
+                let nr = u64::from(u32::from_ne_bytes(nr).max(1));
+                let completed = ((u64::from(now) + nr - u64::from(tail) % nr) % nr) as u32;
                 return Err(AioError::InFlight {
                     pid,
                     start,
