@@ -41,6 +41,9 @@ pub enum Error {
     /// The cgroups of a task.
     #[error(transparent)]
     Cgroups(#[from] crate::task::cgroups::CgroupError),
+    /// An AIO context (io_setup) that cannot be dumped or made again.
+    #[error(transparent)]
+    Aio(#[from] crate::files::aio::AioError),
     /// A SysV IPC object (segment, semaphore set, message queue).
     #[error(transparent)]
     Ipc(#[from] crate::ipc::IpcError),

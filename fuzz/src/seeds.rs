@@ -3,8 +3,8 @@
 
 use cryo_proto::frame::{encode, ImageKind};
 use cryo_proto::image::{
-    file_desc, FdEntry, FileDesc, Inventory, MmCore, PageRun, ProcessEntry, RawFileRef, TaskCore,
-    ThreadCore, Vma,
+    file_desc, AioRing, FdEntry, FileDesc, Inventory, MmCore, PageRun, ProcessEntry, RawFileRef,
+    TaskCore, ThreadCore, Vma, VmaKind,
 };
 
 /// The seeds of target `name` (empty for an unknown name).
@@ -144,8 +144,30 @@ pub fn image_check_seeds() -> Vec<Vec<u8>> {
         ],
         ..Default::default()
     };
+    // An AIO ring as the kernel lays it out: slot 0, 127 events, head 3, tail 5.
+    let mut ring = vec![0u8; 4096];
+    for (i, w) in [0u32, 127, 3, 5, 0xa10a_10a1, 1, 0, 32].iter().enumerate() {
+        ring[4 * i..4 * i + 4].copy_from_slice(&w.to_ne_bytes());
+    }
+    let with_ring = MmCore {
+        pid: 42,
+        vmas: vec![Vma {
+            start: 0x7f00_0000_0000,
+            end: 0x7f00_0000_1000,
+            prot: 3,
+            map_flags: 1,
+            kind: VmaKind::AioRing as i32,
+            ..Default::default()
+        }],
+        aio_rings: vec![AioRing {
+            start: 0x7f00_0000_0000,
+            ring,
+        }],
+        ..Default::default()
+    };
     let mut seeds = image_frames();
     seeds.push(encode(ImageKind::Mm, &[mm]));
+    seeds.push(encode(ImageKind::Mm, &[with_ring]));
     seeds.push(encode(ImageKind::Core, &[core]));
     seeds
 }

@@ -112,6 +112,13 @@ pub fn image_checks(data: &[u8]) {
                         .iter()
                         .any(|v| v.start <= run.addr && addr_end <= v.end));
                 }
+                for r in &mm.aio_rings {
+                    let header = cryo_proto::sanity::AioHeader::parse(&r.ring);
+                    assert!(
+                        header.is_some_and(|h| h.fault(r.ring.len() as u64).is_none()),
+                        "an accepted AIO ring is not sound"
+                    );
+                }
             }
         }
     }

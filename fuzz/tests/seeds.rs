@@ -145,3 +145,26 @@ fn stream_seeds_are_whole_frames() {
         assert_eq!(used, f.len());
     }
 }
+
+#[test]
+fn the_address_space_seeds_pass_the_checks() {
+    use cryo_proto::image::MmCore;
+    use cryo_proto::sanity::{check_mm, Limits};
+    let limits = Limits {
+        pid_max: 4_194_304,
+        nofile: 1024,
+        max_map_count: 65530,
+    };
+    let mut rings = 0;
+    for seed in seeds::image_check_seeds() {
+        let Ok(mms) = decode::<MmCore>(Path::new("mm.img"), ImageKind::Mm, &seed) else {
+            continue;
+        };
+        for mm in &mms {
+            let pages_size = mm.pages_file.as_ref().map_or(0, |f| f.size);
+            check_mm(mm, pages_size, &limits).unwrap();
+            rings += mm.aio_rings.len();
+        }
+    }
+    assert_eq!(rings, 1, "the seed with an AIO ring");
+}

@@ -166,6 +166,7 @@ every_message!(
     Vma,
     PageRun,
     MmCore,
+    AioRing,
     RegularFile,
     Pipe,
     Socket,
@@ -222,6 +223,7 @@ every_message!(
     CheckedProcess,
     CheckedPort,
     CheckedId,
+    CheckedAioRing,
     PreCopyRound,
 );
 

@@ -246,6 +246,35 @@ fn a_cpu_feature_missing_here_is_permanent() {
         .unwrap_or_else(|| panic!("no finding naming the XSAVE feature:\n{out}"));
 }
 
+/// An AIO context is listed with its ring's size; this host makes rings of that size (no
+/// finding), but not of one it could not make (as a host with more possible CPUs would not
+/// make a small one): permanent, naming the pid and the ring.
+#[test]
+fn an_aio_ring_this_host_cannot_make_is_permanent() {
+    cryo_bin();
+    let mut w = Workload::spawn("aio", &[]);
+    let ctx = w.cmd("ctx");
+    let img = w.path("img");
+    check_dump(&w, &img);
+    w.kill_original();
+    let check: MigrationCheck =
+        cryo_proto::frame::read_single(&img.join("check.img"), ImageKind::MigrationCheck).unwrap();
+    let ring = check.aio_rings.first().expect("the ring is listed");
+    assert_eq!(
+        (ring.pid, format!("{:#x}", ring.start), ring.nr),
+        (w.pid(), ctx.clone(), 127)
+    );
+    let (out, findings) = judge(&w, &img);
+    assert_eq!(out.status.code(), Some(0), "{out}");
+    assert!(findings.is_empty(), "{out}");
+    edit_check(&img, |c| c.aio_rings[0].nr = 63);
+    let (out, findings) = judge(&w, &img);
+    assert_eq!(out.status.code(), Some(3), "{out}");
+    let subject = format!("pid {} AIO ring at {ctx}", w.pid());
+    finding(&findings, "permanent", "aio", &subject)
+        .unwrap_or_else(|| panic!("no finding naming the ring:\n{out}"));
+}
+
 #[test]
 fn a_user_or_group_missing_here_is_permanent() {
     cryo_bin();

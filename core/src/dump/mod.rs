@@ -414,8 +414,10 @@ fn dump_tree(
     let live_pids: Vec<Pid> = live.iter().map(|m| m.pid).collect();
     crate::ipc::dump(&live_pids, images)?;
     let vdso = memory::vdso_identity(live[0].pid)?;
+    let mut aio_watch = crate::files::aio::Watch::default();
     for (core, mm) in &cores {
         let pid = Pid::from_raw(core.pid);
+        aio_watch.add(pid, mm);
         images.write(&names::core(pid), ImageKind::Core, std::slice::from_ref(core))?;
         images.write(&names::mm(pid), ImageKind::Mm, std::slice::from_ref(mm))?;
     }
@@ -478,6 +480,11 @@ fn dump_tree(
     hooks.run(Stage::PostDump, &opts.pids)?;
     crate::interrupt::pause_point("written");
     interrupted("after writing the images")?;
+    // A completion that reached an AIO ring after it was read is missing from the image:
+    // its request was in flight. Checked as late as a failure still rolls back.
+    if frozen.is_some() {
+        aio_watch.check()?;
+    }
     // The images leave (a stream to a receiver): until it confirms them, any failure rolls
     // the dump back here like every other (the guards below drop in order).
     if let Some(commit) = &opts.commit {

@@ -42,6 +42,7 @@ pub fn dump(
 ) -> Result<MmCore> {
     let _span = debug_span!("memory", %pid).entered();
     let mut vmas = Vec::with_capacity(maps.len());
+    let mut aio_rings = Vec::new();
     // The flags only smaps shows: whether a shared mapping without write permission may get
     // it back, the madvise and mlock state of each VMA, and (on the scratch page, mapped
     // fresh) the mm's default flags.
@@ -70,8 +71,8 @@ pub fn dump(
         if kind == VmaKind::Vsyscall {
             continue;
         }
-        if crate::files::aio::is_ring(&entry.name) {
-            return Err(crate::files::aio::refuse(pid, entry.start, entry.end).into());
+        if kind == VmaKind::AioRing {
+            aio_rings.push(crate::files::aio::dump(pid, entry, remote)?);
         }
         let vm_flags = flags.get(&entry.start);
         if let Some((flag, what)) = super::vmflags::unrestorable(vm_flags) {
@@ -167,6 +168,7 @@ pub fn dump(
         vmas,
         pages: runs,
         precopied,
+        aio_rings,
         mlockall,
         pages_file,
         ..mm_layout(stat, brk, proc::auxv(pid)?)

@@ -38,6 +38,8 @@ pub fn classify(entry: &MapEntry) -> VmaKind {
         }
         // A SysV segment attached with shmat (ipc/shm.rs), its inode number the shmid.
         name if entry.shared && name.starts_with("/SYSV") => VmaKind::SysvShm,
+        // The ring of an AIO context (files/aio.rs).
+        name if entry.shared && crate::files::aio::is_ring(name) => VmaKind::AioRing,
         // Shared anonymous memory shows as a deleted /dev/zero.
         name if entry.shared && name.starts_with("/dev/zero") => VmaKind::ShmemAnon,
         _ if entry.shared => VmaKind::FileShared,

@@ -147,7 +147,8 @@ pub fn reshape(
     let mut mapped: Vec<&Vma> = Vec::with_capacity(mm.vmas.len());
     for (vma, &fill) in mm.vmas.iter().zip(&filled) {
         let kind = VmaKind::try_from(vma.kind).unwrap_or(VmaKind::Invalid);
-        if is_special(kind) {
+        // AIO rings are made by io_setup once the rest is in place (step 4b).
+        if is_special(kind) || kind == VmaKind::AioRing {
             continue;
         }
         let mut prot = vma.prot as u64;
@@ -240,6 +241,9 @@ pub fn reshape(
     tracing::trace!("copied");
     fill_by_read(child, remote, batch, fds.pages, &by_read)?;
     tracing::debug!("pages filled");
+    // 4b. AIO contexts, their rings at their addresses (the pages image is the file their
+    // zero-length reads read).
+    crate::files::aio::restore(child, remote, batch.table, mm, fds.pages)?;
     // 5. Final protections.
     let reprotect: Vec<&Vma> = mm
         .vmas
@@ -247,9 +251,9 @@ pub fn reshape(
         .zip(&filled)
         .filter(|(vma, &fill)| {
             let sysv = vma.kind == VmaKind::SysvShm as i32;
-            (fill
-                && vma.prot & (libc::PROT_READ | libc::PROT_WRITE) as u32
-                    != (libc::PROT_READ | libc::PROT_WRITE) as u32)
+            let rw = (libc::PROT_READ | libc::PROT_WRITE) as u32;
+            (vma.kind == VmaKind::AioRing as i32 && vma.prot != rw)
+                || (fill && vma.prot & rw != rw)
                 || (sysv && crate::ipc::shm::needs_mprotect(vma.prot))
         })
         .map(|(vma, _)| vma)

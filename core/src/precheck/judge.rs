@@ -126,6 +126,7 @@ pub fn check_only(dir: &Path, opts: CheckOptions) -> Result<Verdict> {
     files(&check, opts.accept_changed_files, &mut v);
     ids(&check.uids, "user", &mut v);
     ids(&check.gids, "group", &mut v);
+    aio_rings(&check, &mut v);
     v.findings.sort_by_key(|f| f.kind == Permanent);
     Ok(v)
 }
@@ -274,6 +275,20 @@ fn cpu_features(check: &MigrationCheck, v: &mut Verdict) {
             ),
             "restore on a host whose CPU and kernel enable them",
         );
+    }
+}
+
+fn aio_rings(check: &MigrationCheck, v: &mut Verdict) {
+    for ring in &check.aio_rings {
+        if let Some(why) = crate::files::aio::unmakeable_here(ring.nr) {
+            v.push(
+                Permanent,
+                "aio",
+                format!("pid {} AIO ring at {:#x}", ring.pid, ring.start),
+                why,
+                "restore on a host with fewer possible CPUs (the kernel sizes rings by them)",
+            );
+        }
     }
 }
 

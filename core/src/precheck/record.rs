@@ -8,8 +8,8 @@ use std::io::Read;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 
 use cryo_proto::image::{
-    file_desc, socket, CheckedFile, CheckedId, CheckedPort, CheckedProcess, Creds, FileDesc,
-    MigrationCheck, MmCore, ProcessEntry, TaskCore,
+    file_desc, socket, CheckedAioRing, CheckedFile, CheckedId, CheckedPort, CheckedProcess, Creds,
+    FileDesc, MigrationCheck, MmCore, ProcessEntry, TaskCore,
 };
 use sha2::{Digest, Sha256};
 
@@ -199,5 +199,18 @@ pub(crate) fn record(
         ports,
         uids,
         gids,
+        aio_rings: cores
+            .iter()
+            .flat_map(|(_, mm)| {
+                mm.aio_rings.iter().filter_map(|r| {
+                    let header = cryo_proto::sanity::AioHeader::parse(&r.ring)?;
+                    Some(CheckedAioRing {
+                        pid: mm.pid,
+                        start: r.start,
+                        nr: header.nr,
+                    })
+                })
+            })
+            .collect(),
     }
 }

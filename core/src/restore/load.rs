@@ -116,6 +116,7 @@ impl Loaded {
                 .map_err(|detail| invalid(&names::core(pid), detail))?;
             sanity::check_mm(&mm, pages.size, &limits)
                 .map_err(|detail| invalid(&names::mm(pid), detail))?;
+            crate::files::aio::check_host(pid, &mm)?;
             let known = |id: u32| descs.iter().any(|d| d.id == id);
             for vma in &mm.vmas {
                 if vma.file_id != 0 && !known(vma.file_id) {

@@ -194,6 +194,16 @@ fn render_process(out: &mut String, img: &Loaded, p: &Process) {
     }
     for v in &mm.vmas {
         let _ = writeln!(out, "  vma {}", describe_vma(img, v));
+        let ring = mm.aio_rings.iter().find(|r| r.start == v.start);
+        if let Some(h) = ring.and_then(|r| cryo_proto::sanity::AioHeader::parse(&r.ring)) {
+            let (nr, head, tail) = (u64::from(h.nr.max(1)), u64::from(h.head), u64::from(h.tail));
+            let waiting = (tail + nr).saturating_sub(head) % nr;
+            let _ = writeln!(
+                out,
+                "    aio context {:#x}: slot {}, {} events, head {}, tail {} ({waiting} not reaped)",
+                v.start, h.id, h.nr, h.head, h.tail
+            );
+        }
     }
     let pages: u64 = mm.pages.iter().map(|r| r.npages).sum();
     let file = mm
