@@ -102,7 +102,8 @@ impl From<RestoreError> for Error {
 impl Error {
     /// Whether the dump was refused for a state of the moment, which a retry may find gone:
     /// a TCP handshake in flight, data sent to a listener not accepted yet, unread netlink
-    /// messages, a tree that kept changing while it was frozen (`cryo dump --check-only`
+    /// messages or notification events, an unread expiration of a timerfd a clock change may
+    /// have cancelled, a tree that kept changing while it was frozen (`cryo dump --check-only`
     /// exits 2 on these, as `cryo restore --check-only` does on its temporary findings).
     pub fn is_temporary(&self) -> bool {
         use crate::sockets::SocketError;
@@ -113,6 +114,8 @@ impl Error {
                 SocketError::FamilyRefused { what, .. } => what.contains("a temporary state"),
                 _ => false,
             },
+            // The file kinds whose refusals say so (inotify, fanotify, timerfd).
+            Self::Files(e) => e.to_string().contains("a temporary state"),
             Self::Dump(DumpError::ChildrenChanged { .. } | DumpError::ExitedWhileFrozen { .. }) => {
                 true
             }

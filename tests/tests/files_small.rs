@@ -115,6 +115,47 @@ fn absolute_timerfds_keep_their_deadline_on_both_clocks() {
     w.kill_restored();
 }
 
+#[test]
+fn a_cancel_on_set_timerfd_with_unread_expirations_is_refused_until_read() {
+    cryo_bin();
+    // fd 63: CLOCK_REALTIME, ABSTIME|CANCEL_ON_SET, due 1 ms after the start.
+    let mut w = Workload::spawn("timerfds", &["1"]);
+    let real: u64 = w.cmd("deadline 63").parse().unwrap();
+    let until = Instant::now() + CMD_TIMEOUT;
+    while clock_ns(libc::CLOCK_REALTIME) <= real {
+        assert!(Instant::now() < until, "the deadline never passed");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // Expired or cancelled by a clock change: only a read can tell, so the dump says retry.
+    let check = w.dump(&w.path("check"), &["--check-only"]);
+    assert_eq!(check.status.code(), Some(2), "a temporary refusal\n{check}");
+    let out = w.dump(&w.path("img"), &[]);
+    out.assert_refused()
+        .assert_stderr_mentions(&format!("pid {} fd 63", w.pid()))
+        .assert_stderr_mentions("TFD_TIMER_CANCEL_ON_SET")
+        .assert_stderr_mentions("a temporary state");
+    w.assert_untouched();
+    assert_eq!(
+        w.cmd("read 63"),
+        "1",
+        "the expiration is still there to read"
+    );
+    let img = w.path("img2");
+    w.dump_ok(&img);
+    w.restore_background(&img);
+    assert_eq!(
+        w.cmd("info 63"),
+        "0 03",
+        "CLOCK_REALTIME, ABSTIME|CANCEL_ON_SET"
+    );
+    assert_eq!(
+        w.cmd("read 63"),
+        "0",
+        "no expiration came back from nowhere"
+    );
+    w.kill_restored();
+}
+
 /// The bytes the files of `dir` (recursively) take on disk.
 fn allocated(dir: &std::path::Path) -> u64 {
     use std::os::unix::fs::MetadataExt;

@@ -16,9 +16,9 @@
 //!            lacks it)
 //! ```
 //!
-//! O_NONBLOCK comes from the description's flags. Not seen: a CANCEL_ON_SET timer cancelled by
-//! a clock change and not read since (its read would fail with ECANCELED) comes back with one
-//! expiration instead; fdinfo does not show the cancellation.
+//! O_NONBLOCK comes from the description's flags. A CANCEL_ON_SET timer with unread expirations
+//! is refused (temporary): a clock change may have cancelled it (its read would then fail with
+//! ECANCELED, and fdinfo counts the cancellation as one expiration, telling nothing more).
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::OnceLock;
@@ -121,6 +121,14 @@ fn dump(open: &OpenFd, pidfd: BorrowedFd<'_>) -> Result<TimerFd, FileError> {
         if counts_from_boot(t.clockid) {
             t.boot_id = crate::proc::boot_id().map_err(|e| open.dump_err(format!("read the boot id: {e}")))?;
         }
+    }
+    if t.ticks != 0 && t.settime_flags & libc::TFD_TIMER_CANCEL_ON_SET as u32 != 0 {
+        return Err(open.dump_err(format!(
+            "timerfd (TFD_TIMER_CANCEL_ON_SET) with {} unread expirations: a clock change may \
+             have cancelled it, which only its read tells (ECANCELED): a temporary state, retry \
+             once the process has read it",
+            t.ticks
+        )));
     }
     if t.ticks != 0 && !can_set_ticks() {
         return Err(open.dump_err(format!(
