@@ -212,3 +212,47 @@ fn unconnected_seqpacket_sockets_come_back_unbound_and_bound() {
     assert_eq!(w.cmd(&format!("recv {acc}")), "hi");
     w.kill_restored();
 }
+
+#[test]
+fn a_listener_whose_socket_file_was_unlinked_keeps_its_name_and_no_file() {
+    cryo_bin();
+    let mut w = Workload::spawn("socks", &[]);
+    let s = w.cmd("socket unix stream 0");
+    let path = w.path("gone.sock");
+    assert_eq!(w.cmd(&format!("bind-unix {s} {}", path.display())), "ok");
+    assert_eq!(w.cmd(&format!("listen {s}")), "ok");
+    std::fs::remove_file(&path).unwrap();
+    let name = w.cmd(&format!("name {s}"));
+    w.dump_and_restore();
+    assert_eq!(w.cmd(&format!("name {s}")), name, "getsockname");
+    assert!(
+        !path.exists(),
+        "the restore left a socket file at {}: anyone can connect to it now",
+        path.display()
+    );
+    let c = w.cmd("socket unix stream 0");
+    assert!(
+        w.cmd(&format!("connect-unix {c} {}", path.display()))
+            .contains("os error 2"),
+        "connecting by the unlinked name must fail (ENOENT)"
+    );
+    w.kill_restored();
+}
+
+#[test]
+fn a_listener_whose_path_another_file_took_is_refused_naming_pid_and_fd() {
+    cryo_bin();
+    let w = Workload::spawn("socks", &[]);
+    let s = w.cmd("socket unix stream 0");
+    let path = w.path("taken.sock");
+    assert_eq!(w.cmd(&format!("bind-unix {s} {}", path.display())), "ok");
+    assert_eq!(w.cmd(&format!("listen {s}")), "ok");
+    std::fs::remove_file(&path).unwrap();
+    std::fs::write(&path, b"someone else's").unwrap();
+    let out = w.dump(&w.path("img"), &[]);
+    out.assert_refused()
+        .assert_stderr_mentions(&format!("pid {} fd {s}", w.pid()))
+        .assert_stderr_mentions("the path taken by another file");
+    w.assert_untouched();
+    assert_eq!(std::fs::read(&path).unwrap(), b"someone else's");
+}

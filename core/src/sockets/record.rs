@@ -683,6 +683,7 @@ impl From<&UnixSocketState> for pb::UnixSocket {
             reset_pending: u.reset_pending,
             connect_to: u.connect_to.clone(),
             bind_dir: u.bind_dir.clone(),
+            unlinked: u.unlinked,
         }
     }
 }
@@ -720,6 +721,7 @@ impl TryFrom<&pb::UnixSocket> for UnixSocketState {
             reset_pending: u.reset_pending,
             connect_to: u.connect_to.clone(),
             bind_dir: u.bind_dir.clone(),
+            unlinked: u.unlinked,
         })
     }
 }
@@ -892,6 +894,7 @@ mod tests {
             reset_pending: true,
             connect_to: b"/dev/log".to_vec(),
             bind_dir: b"/run".to_vec(),
+            unlinked: true,
         })));
         round_trip(SocketState::Packet(Box::new(PacketState {
             sock_type: libc::SOCK_DGRAM,

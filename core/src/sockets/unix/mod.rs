@@ -72,6 +72,9 @@ pub struct UnixSocketState {
     pub connect_to: Vec<u8>,
     /// Bound to a relative path: the absolute directory it is relative to (empty: not).
     pub bind_dir: Vec<u8>,
+    /// Bound to an absolute path whose socket file was unlinked since: bound again, then the
+    /// file unlinked before the processes run.
+    pub unlinked: bool,
 }
 
 /// One message of a unix socket's receive queue.
@@ -351,6 +354,7 @@ fn capture(
     };
     let opts = unix::restore::read_options(dup).map_err(bad("options"))?;
     let bind_dir = relative_dir(pid, fd, ino, &info)?;
+    let unlinked = unlinked_path(pid, fd, ino, &info)?;
     let file_attrs = match &info.name {
         unix::UnixName::Path(p) if info.peer.is_none() || dgram => {
             let full = Path::new(OsStr::from_bytes(&bind_dir)).join(p);
@@ -383,6 +387,7 @@ fn capture(
         reset_pending: error_pending,
         connect_to,
         bind_dir,
+        unlinked,
     };
     Ok(UnixCapture {
         state,
@@ -430,6 +435,71 @@ fn relative_dir(
         )));
     }
     Ok(cwd.into_os_string().into_vec())
+}
+
+/// For a socket bound to an absolute path (the binder: the one sock_diag shows the file of):
+/// whether its socket file was unlinked since. Refused when another file took the path (the
+/// restore could not bind there) or its directory is gone too.
+fn unlinked_path(
+    pid: Pid,
+    fd: RawFd,
+    ino: u64,
+    info: &unix::UnixSockInfo,
+) -> Result<bool, SocketError> {
+    let (unix::UnixName::Path(name), Some(vfs)) = (&info.name, info.vfs) else {
+        return Ok(false);
+    };
+    if !name.is_absolute() {
+        return Ok(false);
+    }
+    let refused = |what: String| SocketError::UnixRefused { pid, fd, ino, what };
+    match std::fs::symlink_metadata(name) {
+        Ok(md) if vfs.matches(md.dev(), md.ino()) => Ok(false),
+        Ok(_) => Err(refused(format!(
+            "bound to {}, whose socket file was unlinked and the path taken by another file \
+             since: it could not be bound there again",
+            name.display()
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let parent = name.parent().unwrap_or(Path::new("/"));
+            if parent.is_dir() {
+                Ok(true)
+            } else {
+                Err(refused(format!(
+                    "bound to {}, whose socket file and directory were removed since: it \
+                     could not be bound there again",
+                    name.display()
+                )))
+            }
+        }
+        Err(e) => Err(refused(format!("bound to {}: {e}", name.display()))),
+    }
+}
+
+/// Unlinks the socket files the restore made for sockets whose file was unlinked at dump
+/// (their names stay theirs): once every socket of the tree exists and connected to them,
+/// before any process runs. A path holding anything but a socket file is left alone.
+pub(crate) fn unlink_unlinked(descs: &[cryo_proto::image::FileDesc]) {
+    use cryo_proto::image::{file_desc::Kind, socket::State};
+    for desc in descs {
+        let Some(Kind::Socket(s)) = &desc.kind else {
+            continue;
+        };
+        let Some(State::Unix(u)) = &s.state else {
+            continue;
+        };
+        if !u.unlinked {
+            continue;
+        }
+        let path = Path::new(OsStr::from_bytes(&u.name));
+        let is_socket = std::fs::symlink_metadata(path)
+            .is_ok_and(|md| std::os::unix::fs::FileTypeExt::is_socket(&md.file_type()));
+        if is_socket {
+            if let Err(e) = std::fs::remove_file(path) {
+                tracing::warn!(path = %path.display(), "unlink the socket file again: {e}");
+            }
+        }
+    }
 }
 
 impl SocketDump {
