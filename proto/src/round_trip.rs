@@ -144,6 +144,8 @@ macro_rules! every_message {
 every_message!(
     RawFileRef,
     UtsNamespace,
+    IpcNamespace,
+    IpcSysctl,
     Inventory,
     ProcessEntry,
     Creds,

@@ -36,6 +36,7 @@ pub(super) fn collect(
 ) -> Result<Collected> {
     let mut core = task::dump(pid, stat)?;
     core.uts = namespaces::dump(pid, frozen.tids())?;
+    core.ipc_ns = namespaces::ipc_of(pid)?;
     let mut process_attrs = attrs::dump_process(pid)?;
     for &tid in frozen.tids() {
         let dump = |remote: &Remote, process: Option<&mut _>| -> Result<_> {

@@ -26,12 +26,13 @@ fn describe(q: &SysvMsgQueue) -> String {
     )
 }
 
-/// Every message queue of cryo's IPC namespace that a process of `pids` sent to or received
-/// from last, with its messages.
-pub(super) fn dump(pids: &[Pid]) -> Result<Vec<SysvMsgQueue>, IpcError> {
+/// Every message queue of the calling thread's IPC namespace that a process of `pids` sent
+/// to or received from last (None: every queue, of a namespace dumped whole), with its
+/// messages.
+pub(super) fn dump(pids: Option<&[Pid]>) -> Result<Vec<SysvMsgQueue>, IpcError> {
     let mut out = Vec::new();
     for l in live()? {
-        let by = |c: &str| pids.contains(&Pid::from_raw(l.col(c) as i32));
+        let by = |c: &str| pids.is_none_or(|p| p.contains(&Pid::from_raw(l.col(c) as i32)));
         if !by("lspid") && !by("lrpid") {
             continue;
         }

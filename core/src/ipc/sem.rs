@@ -26,17 +26,21 @@ fn describe(s: &SysvSem) -> String {
     )
 }
 
-/// Every semaphore set of `sets` (those of cryo's IPC namespace, [`live`]) that a process of
-/// `pids` changed last, with its values.
-pub(super) fn dump(pids: &[Pid], sets: Vec<Listed>) -> Result<Vec<SysvSem>, IpcError> {
+/// Every semaphore set of `sets` (those of the calling thread's IPC namespace, [`live`]) that
+/// a process of `pids` changed last (None: every set, of a namespace dumped whole), with its
+/// values.
+pub(super) fn dump(pids: Option<&[Pid]>, sets: Vec<Listed>) -> Result<Vec<SysvSem>, IpcError> {
     let mut out = Vec::new();
     for l in sets {
         let what = format!("SysV semaphore set {}", l.id);
         let nsems = l.col("nsems") as usize;
-        let mut ours = false;
+        let mut ours = pids.is_none();
         for num in 0..nsems {
+            if ours {
+                break;
+            }
             let pid = sys::ipc::sem_last_pid(l.id, num).map_err(IpcError::step(&what, "GETPID"))?;
-            ours |= pids.contains(&Pid::from_raw(pid));
+            ours |= pids.is_some_and(|p| p.contains(&Pid::from_raw(pid)));
         }
         if !ours {
             continue;

@@ -66,6 +66,19 @@ fn child_setup(tree: &Planned, i: usize) -> Result<(), ChildError> {
         .and_then(|p| p.core.uts.as_ref())
         .map(|u| u.inode);
     namespaces::restore_in_child(&t.core, parent_uts)?;
+    // The IPC namespace cryo made again, entered by each process not in its parent's (a
+    // root's parent is cryo, in cryo's: 0).
+    let parent_ipc = tree
+        .loaded
+        .tasks
+        .iter()
+        .find(|p| p.entry.pid == t.entry.ppid)
+        .map_or(0, |p| p.core.ipc_ns);
+    if t.core.ipc_ns != parent_ipc {
+        tree.ipc
+            .enter(t.core.ipc_ns)
+            .map_err(io_error(ChildStep::IpcNamespace))?;
+    }
     if let (Some((_, attach)), Some(slot)) = (&tree.terminal, plan.terminal_slot) {
         files::tty::attach(slot, &t.entry, attach);
     }

@@ -266,6 +266,8 @@ pub enum ChildStep {
     StageMemory,
     #[error("make its UTS namespace")]
     UtsNamespace,
+    #[error("enter its IPC namespace")]
+    IpcNamespace,
 }
 
 /// The object a failed file step of a forked process was opening.

@@ -50,7 +50,14 @@ impl Loaded {
             })
             .collect();
         let shared = files::SharedObjects::create(&self.descs, &used, &self.images)?;
-        let ipc = crate::ipc::Restored::create(&self.descs, &used, &self.ipc, &self.images)?;
+        let ipc_namespaces = self.tasks.iter().map(|t| t.core.ipc_ns).collect();
+        let ipc = crate::ipc::Restored::create(
+            &self.descs,
+            &used,
+            &self.ipc,
+            &self.images,
+            &ipc_namespaces,
+        )?;
         let fds_of: Vec<(i32, &[cryo_proto::image::FdEntry])> = self
             .tasks
             .iter()

@@ -1,5 +1,6 @@
 //! The namespaces of a task, judged at dump against cryo's own: a UTS namespace is made
-//! again with its host and domain names; a mount namespace whose mounts are cryo's is taken
+//! again with its host and domain names, an IPC namespace with its objects (crate::ipc); a
+//! mount namespace whose mounts are cryo's is taken
 //! as cryo's; any other namespace than cryo's is refused, since the task would come back in
 //! cryo's and see other pids, interfaces, mounts, IPC objects, cgroups, clocks or ids.
 
@@ -91,19 +92,13 @@ struct Kind {
     sees: &'static str,
 }
 
-/// The kinds refused when they differ from cryo's (UTS and mount are judged apart).
+/// The kinds refused when they differ from cryo's (UTS, IPC and mount are judged apart).
 const REFUSED: &[Kind] = &[
     Kind {
         link: "cgroup",
         ours: "cgroup",
         what: "a cgroup",
         sees: "another cgroup root",
-    },
-    Kind {
-        link: "ipc",
-        ours: "ipc",
-        what: "an IPC",
-        sees: "other SysV objects and POSIX queues",
     },
     Kind {
         link: "net",
@@ -168,7 +163,7 @@ pub fn dump(pid: Pid, tids: &[Pid]) -> Result<Option<UtsNamespace>, NamespaceErr
                 errno,
             })
         };
-        let kinds = REFUSED.iter().map(|k| k.link).chain(["mnt", "uts"]);
+        let kinds = REFUSED.iter().map(|k| k.link).chain(["mnt", "uts", "ipc"]);
         for link in kinds {
             let theirs = match read(link) {
                 // A PID namespace made (unshare) that no child entered yet has no link: it is
@@ -244,6 +239,22 @@ pub fn dump(pid: Pid, tids: &[Pid]) -> Result<Option<UtsNamespace>, NamespaceErr
         hostname,
         domainname,
     }))
+}
+
+/// The inode of the IPC namespace of `pid` when it is not cryo's (0 when it is): its objects
+/// and sysctls are dumped by crate::ipc. [`dump`] checked its threads are all in it.
+pub fn ipc_of(pid: Pid) -> Result<u64, NamespaceError> {
+    let read = |path: PathBuf| {
+        inode(&path).map_err(|errno| NamespaceError::Read {
+            pid,
+            tid: pid,
+            kind: "ipc",
+            errno,
+        })
+    };
+    let theirs = read(proc::dir(pid).join("ns/ipc"))?;
+    let ours = read(PathBuf::from("/proc/self/ns/ipc"))?;
+    Ok(if theirs == ours { 0 } else { theirs })
 }
 
 /// A mount as a process sees it, without what differs between two namespaces showing the
