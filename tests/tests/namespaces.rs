@@ -310,3 +310,58 @@ fn an_ipc_namespace_shared_outside_the_dump_or_holding_a_posix_queue_is_refused(
     w.assert_untouched();
     assert_eq!(views(&w), before, "a refused dump changed what it sees");
 }
+
+#[test]
+fn a_child_in_another_ipc_namespace_than_its_parent_comes_back_in_its_own() {
+    cryo_bin();
+    let key = ipc_key(3);
+    let mut w = Workload::spawn("sysv-ns", &[&key.to_string(), "kidns"]);
+    let kid_views = |w: &Workload| -> Vec<String> {
+        [
+            "nskid ipc semstat",
+            "nskid ipc msgstat",
+            "nskid u",
+            "nskid sysctl kernel/msgmax",
+        ]
+        .iter()
+        .map(|v| {
+            let reply = w.cmd(v);
+            assert!(!reply.starts_with("err"), "{v}: {reply}");
+            format!("{v}: {reply}")
+        })
+        .collect()
+    };
+    let before = views(&w);
+    let kid_before = kid_views(&w);
+    assert_eq!(kid_before[3], "nskid sysctl kernel/msgmax: 23456");
+    assert!(
+        kid_before[2].starts_with("nskid u: 1 "),
+        "{}",
+        kid_before[2]
+    );
+    assert!(
+        before[0].starts_with(&format!("shm stat s: {key} 1 ")),
+        "{}",
+        before[0]
+    );
+    let ours = ipc_ns("self").to_string_lossy().into_owned();
+    assert_ne!(w.cmd("ns"), w.cmd("nskid ns"));
+
+    let img = w.path("img");
+    w.dump_ok(&img);
+    w.restore_background(&img);
+    assert_eq!(views(&w), before, "what the parent and its first child see");
+    assert_eq!(
+        kid_views(&w),
+        kid_before,
+        "what the child in its own namespace sees"
+    );
+    let (parent, kid) = (w.cmd("ns"), w.cmd("nskid ns"));
+    assert_ne!(parent, kid, "the child came back in its parent's namespace");
+    assert_ne!(parent, ours, "the parent came back in cryo's namespace");
+    assert_ne!(kid, ours, "the child came back in cryo's namespace");
+    for k in [key, key + 1, key + 2] {
+        assert!(!host_has_key(k), "key {k:#x} is in cryo's namespace");
+    }
+    w.kill_restored();
+}

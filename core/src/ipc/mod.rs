@@ -340,14 +340,32 @@ impl Restored {
         Ok(out)
     }
 
+    /// cryo's fds of the IPC namespaces: its own, then each made (none without any), held
+    /// by the processes at consecutive slots while they fork.
+    pub(crate) fn fds(&self) -> Vec<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        self.own
+            .iter()
+            .chain(self.namespaces.iter().map(|m| &m.fd))
+            .map(|fd| fd.as_raw_fd())
+            .collect()
+    }
+
     /// In a forked process of the restore, before its children: enters the IPC namespace
-    /// `inode` of the dump (0: cryo's) that [`Restored::create`] made.
-    pub(crate) fn enter(&self, inode: u64) -> io::Result<()> {
-        let fd = match inode {
-            0 => self.own.as_ref(),
-            n => self.namespaces.iter().find(|m| m.inode == n).map(|m| &m.fd),
+    /// `inode` of the dump (0: cryo's) that [`Restored::create`] made, whose fd it holds
+    /// at its slot (the [`Restored::fds`] from `first_slot` on).
+    pub(crate) fn enter(&self, inode: u64, first_slot: std::os::fd::RawFd) -> io::Result<()> {
+        let k = match inode {
+            0 => Some(0),
+            n => self
+                .namespaces
+                .iter()
+                .position(|m| m.inode == n)
+                .map(|k| k + 1),
         }
+        .filter(|_| self.own.is_some())
         .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOENT))?;
+        let fd = crate::sys::fd::borrow_raw(first_slot + k as std::os::fd::RawFd);
         nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWIPC)?;
         Ok(())
     }

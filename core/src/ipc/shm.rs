@@ -140,6 +140,21 @@ pub(crate) fn dump_attachment(
         .ok_or_else(|| refuse("not listed in /proc/sysvipc/shm".into()))?;
     let size = seg.col("size") as u64;
     let whole = size.div_ceil(PAGE) * PAGE;
+    // The maps name carries the key ("/SYSV%08x"): a segment attached before the process
+    // changed IPC namespace is of the old one, where the new one may list another of its id.
+    let key = entry
+        .name
+        .strip_prefix("/SYSV")
+        .and_then(|k| k.get(..8))
+        .and_then(|k| u32::from_str_radix(k, 16).ok());
+    if key != Some(seg.key as u32) || entry.end - entry.start > whole {
+        return Err(refuse(format!(
+            "not the segment {shmid} of its IPC namespace (key {:#x}, {size} bytes): attached \
+             before the process changed IPC namespace, not supported",
+            seg.key
+        ))
+        .into());
+    }
     if entry.pgoff != 0 || entry.end - entry.start != whole {
         return Err(refuse(format!(
             "attached in part ({:#x}-{:#x} at offset {:#x} of a {}-byte segment: part unmapped \

@@ -76,7 +76,7 @@ fn child_setup(tree: &Planned, i: usize) -> Result<(), ChildError> {
         .map_or(0, |p| p.core.ipc_ns);
     if t.core.ipc_ns != parent_ipc {
         tree.ipc
-            .enter(t.core.ipc_ns)
+            .enter(t.core.ipc_ns, plan.ipc_slot)
             .map_err(io_error(ChildStep::IpcNamespace))?;
     }
     if let (Some((_, attach)), Some(slot)) = (&tree.terminal, plan.terminal_slot) {

@@ -139,6 +139,7 @@ impl Planned {
         if let Some(fd) = self.guardian_channel {
             v.push((fd, self.plan.guardian_slot));
         }
+        v.extend(self.ipc.fds().into_iter().zip(self.plan.ipc_slot..));
         v
     }
 

@@ -1,6 +1,6 @@
-//! `sysv-ns KEY`: the SysV objects of `sysv-shm KEY` and `sysv-ipc KEY` (its child attaching
-//! the segment too), made in an IPC namespace of its own, with a sysctl of it changed and a
-//! segment no process attaches.
+//! `sysv-ns KEY [kidns]`: the SysV objects of `sysv-shm KEY` and `sysv-ipc KEY` (its child
+//! attaching the segment too), made in an IPC namespace of its own, with a sysctl of it
+//! changed and a segment no process attaches; with `kidns`, a child in yet another one.
 //!
 //! ```text
 //! sysv-ns KEY     unshare(CLONE_NEWIPC); kernel.msgmax 12345 there; segment `u` (key
@@ -12,39 +12,81 @@
 //!                 ns            -> /proc/self/ns/ipc
 //!                 u             -> id key size same|differs (segment `u` against its pattern)
 //!                 mq NAME       -> ok (a POSIX message queue /NAME made and closed)
+//! kidns           first a child (before sysv-shm: it attaches nothing of this namespace) that
+//!                 unshares an IPC namespace of its own: kernel.msgmax
+//!                 23456 there, a private segment, its segment `u` (same key, pattern 24,
+//!                 id 1 as the parent's `s`) kept attached, and
+//!                 sysv-ipc KEY's objects (same keys again); `nskid VERB...` -> its answer to
+//!                 ipc, sysctl, ns, u
 //! ```
 
 use std::io;
 use std::path::Path;
 
+use super::kids::{answer_each, ChildPipes};
 use super::{failed, sys, Mode, PAGE};
 use crate::protocol;
 
-/// `sysv-ns KEY`
+/// `sysv-ns KEY [kidns]`
 pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
     let key: i32 = args
         .first()
         .and_then(|k| k.parse().ok())
         .ok_or("sysv-ns: KEY expected")?;
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWIPC)
-        .map_err(|e| failed("sysv-ns: unshare")(e.into()))?;
-    std::fs::write("/proc/sys/kernel/msgmax", "12345").map_err(failed("sysv-ns: msgmax"))?;
-    let u = make_u(key + 2).map_err(failed("sysv-ns: segment u"))?;
-    let shm = super::sysv_shm::start(args, dir)?;
-    let ipc = super::sysv_ipc::start(args, dir)?;
-    Ok(Box::new(SysvNs { shm, ipc, u }))
+    let mut me = SysvNs::in_new_namespace(key, 12345, 23, false)?;
+    if args.get(1).map(String::as_str) == Some("kidns") {
+        let (a_rd, a_wr) = sys::pipe().map_err(failed("sysv-ns: pipe"))?;
+        let (b_rd, b_wr) = sys::pipe().map_err(failed("sysv-ns: pipe"))?;
+        // the workload is single-threaded here; the child only makes syscalls.
+        let kid = sys::fork().map_err(failed("sysv-ns: fork"))?;
+        if kid == 0 {
+            let made = SysvNs::in_new_namespace(key, 23456, 24, true).and_then(|mut k| {
+                k.ipc = Some(super::sysv_ipc::start(&args[..1], dir)?);
+                Ok(k)
+            });
+            let mut k = match made {
+                Ok(k) => k,
+                Err(e) => {
+                    eprintln!("sysv-ns child: {e}");
+                    // SAFETY: ends the forked process.
+                    unsafe { libc::_exit(3) };
+                }
+            };
+            answer_each(a_rd, b_wr, |msg| {
+                let words: Vec<&str> = msg.split_whitespace().collect();
+                match words.split_first() {
+                    Some((verb, args)) => {
+                        k.command(verb, args).unwrap_or_else(|e| format!("err {e}"))
+                    }
+                    None => "err empty".into(),
+                }
+            });
+            std::process::exit(3)
+        }
+        let pipes = ChildPipes {
+            to_child: a_wr,
+            from_child: b_rd,
+        };
+        // Ready once the child has made its namespace.
+        pipes.ask("ns").map_err(failed("sysv-ns: the child"))?;
+        me.kid = Some(pipes);
+    }
+    // After the fork: the child holds no attachment of this namespace.
+    me.shm = Some(super::sysv_shm::start(&args[..1], dir)?);
+    me.ipc = Some(super::sysv_ipc::start(&args[..1], dir)?);
+    Ok(Box::new(me))
 }
 
-/// Segment `u`: made, filled, detached.
-fn make_u(key: i32) -> io::Result<i32> {
+/// Segment `u` of key `key` filled with pattern `seed`: detached, or kept attached (`keep`).
+fn make_u(key: i32, seed: u64, keep: bool) -> io::Result<(i32, Option<Attached>)> {
     // SAFETY: shmget takes no pointers.
     let id =
         sys::cvt(unsafe { libc::shmget(key, PAGE, libc::IPC_CREAT | libc::IPC_EXCL | 0o600) })?;
     let view = Attached::new(id, 0)?;
     // SAFETY: view.0..view.0+PAGE is the read-write attachment just made.
     unsafe { std::slice::from_raw_parts_mut(view.0 as *mut u8, PAGE) }
-        .copy_from_slice(&protocol::pattern(PAGE, 23));
-    Ok(id)
+        .copy_from_slice(&protocol::pattern(PAGE, seed));
+    Ok((id, keep.then_some(view)))
 }
 
 /// A segment attached for a moment.
@@ -68,14 +110,42 @@ impl Drop for Attached {
     }
 }
 
-/// The `sysv-ns` mode (see the module doc).
+/// The `sysv-ns` mode (see the module doc), and its `kidns` child.
 struct SysvNs {
-    shm: Box<dyn Mode>,
-    ipc: Box<dyn Mode>,
+    shm: Option<Box<dyn Mode>>,
+    ipc: Option<Box<dyn Mode>>,
     u: i32,
+    seed: u64,
+    /// The child's segment `u`, attached for good.
+    _kept: Option<Attached>,
+    kid: Option<ChildPipes>,
 }
 
 impl SysvNs {
+    /// This process in a new IPC namespace with kernel.msgmax `msgmax` and segment `u`.
+    fn in_new_namespace(key: i32, msgmax: u32, seed: u64, keep: bool) -> Result<Self, String> {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWIPC)
+            .map_err(|e| failed("sysv-ns: unshare")(e.into()))?;
+        std::fs::write("/proc/sys/kernel/msgmax", msgmax.to_string())
+            .map_err(failed("sysv-ns: msgmax"))?;
+        if keep {
+            // Segment ids start again in every namespace: one made first gives `u` the id of
+            // the parent's `s` (1), so the two namespaces' attached segments share an id.
+            // SAFETY: shmget takes no pointers.
+            sys::cvt(unsafe { libc::shmget(libc::IPC_PRIVATE, PAGE, 0o600) })
+                .map_err(failed("sysv-ns: a first segment"))?;
+        }
+        let (u, kept) = make_u(key + 2, seed, keep).map_err(failed("sysv-ns: segment u"))?;
+        Ok(Self {
+            shm: None,
+            ipc: None,
+            u,
+            seed,
+            _kept: kept,
+            kid: None,
+        })
+    }
+
     fn u(&self) -> io::Result<String> {
         // SAFETY: zeroed shmid_ds is valid; IPC_STAT fills it.
         let mut ds: libc::shmid_ds = unsafe { std::mem::zeroed() };
@@ -84,7 +154,7 @@ impl SysvNs {
         let view = Attached::new(self.u, libc::SHM_RDONLY)?;
         // SAFETY: view.0..view.0+PAGE is the attachment just made.
         let bytes = unsafe { std::slice::from_raw_parts(view.0 as *const u8, PAGE) };
-        let same = bytes == &protocol::pattern(PAGE, 23)[..PAGE];
+        let same = bytes == &protocol::pattern(PAGE, self.seed)[..PAGE];
         Ok(format!(
             "{} {} {} {}",
             self.u,
@@ -99,8 +169,18 @@ impl Mode for SysvNs {
     fn command(&mut self, verb: &str, args: &[&str]) -> Result<String, String> {
         let text = |e: io::Error| e.to_string();
         match (verb, args) {
-            ("shm", [verb, rest @ ..]) => self.shm.command(verb, rest),
-            ("ipc", [verb, rest @ ..]) => self.ipc.command(verb, rest),
+            ("shm", [verb, rest @ ..]) => match &mut self.shm {
+                Some(m) => m.command(verb, rest),
+                None => Err("no sysv-shm here".into()),
+            },
+            ("ipc", [verb, rest @ ..]) => match &mut self.ipc {
+                Some(m) => m.command(verb, rest),
+                None => Err("no sysv-ipc here".into()),
+            },
+            ("nskid", _) => match &self.kid {
+                Some(p) => p.ask(&args.join(" ")).map_err(text),
+                None => Err("no kidns child".into()),
+            },
             ("sysctl", [name]) => std::fs::read_to_string(format!("/proc/sys/{name}"))
                 .map(|v| v.trim().to_string())
                 .map_err(text),
