@@ -1,5 +1,6 @@
 //! System V message queues: every queue of cryo's IPC namespace a process of the dump sent to
-//! or received from last (lspid, lrpid) saved with its messages
+//! or received from last (lspid, lrpid), and every queue of a namespace dumped whole
+//! (namespace.rs), saved with its messages
 //! (types and texts, oldest first, read with MSG_COPY: nothing is taken off the queue) in
 //! ipc.img, and made again at restore with its id, key, creator, owner, mode, size limit and
 //! messages, unless the very queue is still there (then it is left as it is).

@@ -1,5 +1,6 @@
 //! System V semaphore sets: every set of cryo's IPC namespace a process of the dump changed
-//! last (the sempid of one of its semaphores) saved with its values (ipc.img),
+//! last (the sempid of one of its semaphores), and every set of a namespace dumped whole
+//! (namespace.rs), saved with its values (ipc.img),
 //! and made again at restore with its id, key, creator, owner, mode and values, unless the
 //! very set is still there (then it is left as it is: its live values are the ones the
 //! processes would see had they kept running).

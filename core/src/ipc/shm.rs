@@ -6,7 +6,10 @@
 //! dump     a "/SYSV<key>" line of /proc/PID/maps (its inode number is the shmid): the row of
 //!          /proc/sysvipc/shm (key, perms, size, owners, creator, ctime), the contents read
 //!          through /proc/PID/map_files, sparse, once per segment (files.img: SysvShm)
-//!          refused: another IPC namespace, a partial attachment, hugetlb segments
+//!          (of the process's IPC namespace, listed by a thread that joins it when not
+//!          cryo's; the maps name's key must be that segment's)
+//!          refused: a partial attachment, hugetlb segments, a segment of another
+//!          namespace than the process's
 //! restore  validate: the segment's id and key are free here, or hold this very segment
 //!          cryo: the very segment is still there (a dump kills its targets, not their
 //!          segments; --leave-running): it is reattached as it is, contents untouched;
@@ -140,14 +143,16 @@ pub(crate) fn dump_attachment(
         .ok_or_else(|| refuse("not listed in /proc/sysvipc/shm".into()))?;
     let size = seg.col("size") as u64;
     let whole = size.div_ceil(PAGE) * PAGE;
-    // The maps name carries the key ("/SYSV%08x"): a segment attached before the process
-    // changed IPC namespace is of the old one, where the new one may list another of its id.
+    // The maps name carries the key it was made with ("/SYSV%08x"): a segment attached
+    // before the process changed IPC namespace is of the old one, where the new one may list
+    // another of its id. (IPC_RMID makes the key private: then only the size tells.)
     let key = entry
         .name
         .strip_prefix("/SYSV")
         .and_then(|k| k.get(..8))
         .and_then(|k| u32::from_str_radix(k, 16).ok());
-    if key != Some(seg.key as u32) || entry.end - entry.start > whole {
+    let destroyed = seg.perms & SHM_DEST != 0;
+    if (!destroyed && key != Some(seg.key as u32)) || entry.end - entry.start > whole {
         return Err(refuse(format!(
             "not the segment {shmid} of its IPC namespace (key {:#x}, {size} bytes): attached \
              before the process changed IPC namespace, not supported",
