@@ -367,3 +367,27 @@ fn a_child_in_another_ipc_namespace_than_its_parent_comes_back_in_its_own() {
     }
     w.kill_restored();
 }
+
+#[test]
+fn a_child_back_in_cryos_ipc_namespace_below_a_parent_in_another_comes_back_in_cryos() {
+    cryo_bin();
+    let mut w = Workload::spawn("sysv-ns", &[&ipc_key(4).to_string(), "kidback"]);
+    let ours = ipc_ns("self").to_string_lossy().into_owned();
+    assert_eq!(w.cmd("nskid ns"), ours);
+    let before = views(&w);
+    let img = w.path("img");
+    w.dump_ok(&img);
+    w.restore_background(&img);
+    assert_eq!(views(&w), before, "what the parent and its first child see");
+    assert_ne!(
+        w.cmd("ns"),
+        ours,
+        "the parent came back in cryo's namespace"
+    );
+    assert_eq!(
+        w.cmd("nskid ns"),
+        ours,
+        "the child is not back in cryo's namespace"
+    );
+    w.kill_restored();
+}

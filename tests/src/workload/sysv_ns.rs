@@ -1,4 +1,4 @@
-//! `sysv-ns KEY [kidns]`: the SysV objects of `sysv-shm KEY` and `sysv-ipc KEY` (its child
+//! `sysv-ns KEY [kidns|kidback]`: the SysV objects of `sysv-shm KEY` and `sysv-ipc KEY` (its child
 //! attaching the segment too), made in an IPC namespace of its own, with a sysctl of it
 //! changed and a segment no process attaches; with `kidns`, a child in yet another one.
 //!
@@ -18,6 +18,8 @@
 //!                 id 1 as the parent's `s`) kept attached, and
 //!                 sysv-ipc KEY's objects (same keys again); `nskid VERB...` -> its answer to
 //!                 ipc, sysctl, ns, u
+//! kidback         first a child that goes back to the namespace the workload started in
+//!                 (setns) and makes nothing: `nskid ns` -> its namespace
 //! ```
 
 use std::io;
@@ -27,23 +29,41 @@ use super::kids::{answer_each, ChildPipes};
 use super::{failed, sys, Mode, PAGE};
 use crate::protocol;
 
-/// `sysv-ns KEY [kidns]`
+/// `sysv-ns KEY [kidns|kidback]`
 pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
     let key: i32 = args
         .first()
         .and_then(|k| k.parse().ok())
         .ok_or("sysv-ns: KEY expected")?;
+    let mode = args.get(1).map(String::as_str);
+    // The namespace it starts in, for a `kidback` child to go back to.
+    let first = std::fs::File::open("/proc/self/ns/ipc").map_err(failed("sysv-ns: ns"))?;
     let mut me = SysvNs::in_new_namespace(key, 12345, 23, false)?;
-    if args.get(1).map(String::as_str) == Some("kidns") {
+    if matches!(mode, Some("kidns" | "kidback")) {
         let (a_rd, a_wr) = sys::pipe().map_err(failed("sysv-ns: pipe"))?;
         let (b_rd, b_wr) = sys::pipe().map_err(failed("sysv-ns: pipe"))?;
         // the workload is single-threaded here; the child only makes syscalls.
         let kid = sys::fork().map_err(failed("sysv-ns: fork"))?;
         if kid == 0 {
-            let made = SysvNs::in_new_namespace(key, 23456, 24, true).and_then(|mut k| {
-                k.ipc = Some(super::sysv_ipc::start(&args[..1], dir)?);
-                Ok(k)
-            });
+            let made = if mode == Some("kidback") {
+                nix::sched::setns(&first, nix::sched::CloneFlags::CLONE_NEWIPC)
+                    .map_err(|e| failed("sysv-ns: setns")(e.into()))
+                    .map(|()| SysvNs {
+                        shm: None,
+                        ipc: None,
+                        u: -1,
+                        seed: 0,
+                        _kept: None,
+                        kid: None,
+                    })
+            } else {
+                SysvNs::in_new_namespace(key, 23456, 24, true).and_then(|mut k| {
+                    k.ipc = Some(super::sysv_ipc::start(&args[..1], dir)?);
+                    Ok(k)
+                })
+            };
+            // No namespace handle kept: a dump refuses an nsfs fd.
+            drop(first);
             let mut k = match made {
                 Ok(k) => k,
                 Err(e) => {
@@ -71,6 +91,7 @@ pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
         pipes.ask("ns").map_err(failed("sysv-ns: the child"))?;
         me.kid = Some(pipes);
     }
+    drop(first);
     // After the fork: the child holds no attachment of this namespace.
     me.shm = Some(super::sysv_shm::start(&args[..1], dir)?);
     me.ipc = Some(super::sysv_ipc::start(&args[..1], dir)?);
