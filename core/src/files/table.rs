@@ -409,6 +409,11 @@ impl FileTable {
         Ok(self.push_mapped(key, id, libc::O_RDWR, Kind::Shmem(s)))
     }
 
+    /// What the kinds remember across the fds and mappings of the dump.
+    pub(crate) fn kind_state(&mut self) -> &mut KindState {
+        &mut self.state
+    }
+
     /// Adds the description of SysV shared memory segment `shmid` of IPC namespace `ns` (0:
     /// cryo's), `dump` making its record at its first attachment; returns its id. The
     /// segments of every namespace share one device and take their id as inode number, so

@@ -314,3 +314,32 @@ impl Made {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_image_names_only_the_sysctls_of_an_ipc_namespace() {
+        let sysctl = |name: &str| IpcSysctl {
+            name: name.into(),
+            value: "1".into(),
+        };
+        let mut ns = IpcNamespace {
+            inode: 7,
+            sysctls: SYSCTLS.iter().map(|n| sysctl(n)).collect(),
+            ..Default::default()
+        };
+        check(&ns).unwrap();
+        for name in [
+            "kernel/core_pattern",
+            "kernel/../kernel/msgmax",
+            "/kernel/msgmax",
+        ] {
+            ns.sysctls.push(sysctl(name));
+            let err = check(&ns).unwrap_err().to_string();
+            assert!(err.contains("is not one of an IPC namespace"), "{err}");
+            ns.sysctls.pop();
+        }
+    }
+}

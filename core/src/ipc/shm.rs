@@ -114,6 +114,11 @@ fn live() -> Result<Vec<Listed>, IpcError> {
     super::listed("shm", "shmid")
 }
 
+/// The segments of each IPC namespace other than cryo's a dump has listed: its processes
+/// are frozen (one outside the dump in it is refused), so the list holds for the dump.
+#[derive(Default)]
+struct NamespaceLists(std::collections::HashMap<u64, Vec<Listed>>);
+
 /// Dumps the segment attached at `entry` of frozen `pid` (once per segment: later
 /// attachments, of this process or another, get the same description); returns the
 /// description id and the segment's id.
@@ -135,7 +140,16 @@ pub(crate) fn dump_attachment(
     let segments = if ns == 0 {
         live()?
     } else {
-        super::namespace::run_in_namespace_of(pid, live)?
+        // Listed once per namespace: joining one costs a thread (and a wakeup) each time.
+        let lists = &mut files.kind_state().get::<NamespaceLists>().0;
+        match lists.get(&ns) {
+            Some(l) => l.clone(),
+            None => {
+                let l = super::namespace::run_in_namespace_of(pid, live)?;
+                lists.insert(ns, l.clone());
+                l
+            }
+        }
     };
     let seg = segments
         .into_iter()
