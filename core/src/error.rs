@@ -38,6 +38,9 @@ pub enum Error {
     /// A namespace of a task that cannot come back.
     #[error(transparent)]
     Namespaces(#[from] crate::task::namespaces::NamespaceError),
+    /// The cgroups of a task.
+    #[error(transparent)]
+    Cgroups(#[from] crate::task::cgroups::CgroupError),
     /// A SysV IPC object (segment, semaphore set, message queue).
     #[error(transparent)]
     Ipc(#[from] crate::ipc::IpcError),

@@ -144,6 +144,9 @@ macro_rules! every_message {
 every_message!(
     RawFileRef,
     UtsNamespace,
+    TimeNamespace,
+    CgroupMembership,
+    CgroupNamespace,
     IpcNamespace,
     IpcSysctl,
     Inventory,
@@ -176,6 +179,8 @@ every_message!(
     Epoll,
     InotifyWatch,
     Inotify,
+    FanotifyMark,
+    Fanotify,
     Memfd,
     FileExtent,
     Shmem,

@@ -96,8 +96,14 @@ pub(crate) fn apply_pre_bind(fd: BorrowedFd<'_>, o: &SocketOptions, ctx: Ctx) ->
             .map_err(ctx.sys("setsockopt SO_REUSEPORT"))?;
     }
     if let Some(v6_only) = o.v6_only {
-        sys::set_int(fd, libc::SOL_IPV6, libc::IPV6_V6ONLY, v6_only as i32)
-            .map_err(ctx.sys("setsockopt IPV6_V6ONLY"))?;
+        // Set only when it differs from the fresh socket's (net.ipv6.bindv6only): a raw
+        // socket has its port (the protocol) from socket() on, and then refuses any change.
+        let fresh = sys::get_int(fd, libc::SOL_IPV6, libc::IPV6_V6ONLY)
+            .map_err(ctx.sys("getsockopt IPV6_V6ONLY"))?;
+        if (fresh != 0) != v6_only {
+            sys::set_int(fd, libc::SOL_IPV6, libc::IPV6_V6ONLY, v6_only as i32)
+                .map_err(ctx.sys("setsockopt IPV6_V6ONLY"))?;
+        }
     }
     Ok(())
 }

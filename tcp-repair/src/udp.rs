@@ -133,6 +133,9 @@ pub struct UdpExtras {
     /// The multicast groups joined, with their source filters (read by the caller, which
     /// knows the candidates: see [`crate::multicast_membership`]); joined again after connect.
     pub memberships: Vec<crate::Membership>,
+    /// A raw ICMPv6 socket's ICMP6_FILTER (32 bytes, a bit per type blocked) when it blocks
+    /// any type; empty otherwise.
+    pub icmp6_filter: Vec<u8>,
 }
 
 impl UdpExtras {
@@ -557,16 +560,14 @@ pub fn capture_udp_extras(fd: impl AsFd) -> Result<UdpExtras> {
             ));
         }
     }
+    let mut icmp6_filter = Vec::new();
     if ty == libc::SOCK_RAW && proto == libc::IPPROTO_ICMPV6 {
-        // struct icmp6_filter: 256 bits, one per ICMPv6 type (set: blocked); not kept.
+        // struct icmp6_filter: 256 bits, one per ICMPv6 type (set: blocked).
         let mut filter = [0u8; 32];
         let n = sys::get_bytes(fd, libc::IPPROTO_ICMPV6, ICMP6_FILTER, &mut filter)
             .map_err(ctx.sys("getsockopt ICMP6_FILTER"))?;
         if filter[..n].iter().any(|&b| b != 0) {
-            return Err(ctx.invalid(
-                "ICMP6_FILTER",
-                "a raw ICMPv6 socket filtering ICMPv6 types: its filter is not restored",
-            ));
+            icmp6_filter = filter[..n].to_vec();
         }
     }
     let mut dev = [0u8; libc::IFNAMSIZ];
@@ -581,6 +582,7 @@ pub fn capture_udp_extras(fd: impl AsFd) -> Result<UdpExtras> {
             .map_err(ctx.sys("getsockopt UDP_CORK"))?
             .is_some_and(|v| v != 0),
         bind_device: dev[..end].to_vec(),
+        icmp6_filter,
         options,
         sock_type: if ty == libc::SOCK_DGRAM { 0 } else { ty },
         protocol: if ty == libc::SOCK_DGRAM && proto == libc::IPPROTO_UDP {
@@ -633,6 +635,10 @@ fn apply_pre_bind_extras(fd: BorrowedFd<'_>, extras: &UdpExtras, ctx: Ctx) -> Re
             &extras.bind_device,
         )
         .map_err(ctx.sys("setsockopt SO_BINDTODEVICE"))?;
+    }
+    if !extras.icmp6_filter.is_empty() {
+        sys::set_bytes(fd, libc::IPPROTO_ICMPV6, ICMP6_FILTER, &extras.icmp6_filter)
+            .map_err(ctx.sys("setsockopt ICMP6_FILTER"))?;
     }
     Ok(())
 }

@@ -49,7 +49,7 @@ fn event_loop_fds_work_after_restore() {
     assert_eq!(w.cmd("sig"), "none");
     let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW;
     assert_eq!(w.cmd("memfd"), format!("memfd-contents {seals}"));
-    // Events of wd 3 (DIR/watched); wd 1 (DIR) also sees the control FIFOs.
+    // Events of wd 3 (DIR/w/watched); wd 1 (DIR/w) sees them as its child's.
     let of_wd3 = |r: String| {
         let mut e: Vec<String> = r
             .split(',')

@@ -1,9 +1,11 @@
 //! A restore of a server with 64 live TCP clients that fails (a port held, an action script
-//! failing once the connections are live again) or is interrupted by SIGINT, SIGTERM or
-//! SIGKILL at several instants (reached through cryo's `CRYO_TEST_PAUSE_AT` hook, not by
-//! timing): the network lock stays, no client is reset, nothing of the attempt is left (no
-//! process, no socket closing on the server's port), and a retry restores every connection
-//! (each client sends and gets its echo), after which no lock is left.
+//! failing) or is interrupted by SIGINT, SIGTERM or SIGKILL at several instants (reached
+//! through cryo's `CRYO_TEST_PAUSE_AT` hook, not by timing): the network lock stays, no client
+//! is reset, nothing of the attempt is left (no process, no socket closing on the server's
+//! port), and a retry restores every connection (each client sends and gets its echo), after
+//! which no lock is left. Once the lock is released (the point of no return) the restore goes
+//! forward instead, whatever the signal: what the clients sent meanwhile, which the restored
+//! sockets acknowledged, is echoed by the server.
 //!
 //! Needs the engine: `cryo` must be built (`cargo build -p cryo`).
 
@@ -222,7 +224,7 @@ fn a_restore_failing_after_its_connections_are_live_keeps_every_client() {
 /// Instants of a restore, in order: a process of the tree with every fd open (its sockets
 /// out of repair mode) before it stops, every process created, a remote call of the
 /// reshaping about to run and one stopped at its exit, every process whole, the lock
-/// released and the probes sent.
+/// released and the probes sent (the last: past the point of no return).
 const POINTS: [&str; 6] = [
     "child-fds",
     "spawned",
@@ -278,6 +280,11 @@ fn interrupt_at(server: &mut Server, point: &str, signal: i32) {
         .filter(|&p| p != server.w.pid())
         .filter_map(|p| Pidfd::open(p).ok())
         .collect();
+    let forward = point == "unlocked";
+    if forward {
+        // The lock is gone, the server still stopped: its sockets acknowledge these bytes.
+        server.send(&format!("{trial}, in the window"));
+    }
     // As a Ctrl-C would: cryo's group, and a process of the tree still in its cryo phase.
     // SAFETY: kill takes plain values.
     unsafe { libc::kill(-(cryo.id() as i32), signal) };
@@ -288,6 +295,27 @@ fn interrupt_at(server: &mut Server, point: &str, signal: i32) {
     let status = cryo.wait().expect("wait for cryo");
     let seen = std::fs::read_to_string(&err_path).unwrap_or_default();
     assert!(!seen.contains("no restore guardian"), "{trial}: {seen}");
+    if forward {
+        if signal != libc::SIGKILL {
+            assert!(status.success(), "{trial}: {status}\n{seen}");
+        }
+        for h in &helpers {
+            assert!(
+                h.wait_exit(CMD_TIMEOUT),
+                "{trial}: a helper of cryo never ended"
+            );
+        }
+        assert!(
+            cryo_core::network_lock_installed(&img).is_none(),
+            "{trial}: network lock left"
+        );
+        // Nothing acknowledged in the window is lost: the server (run on, not undone) echoes it.
+        server.w.adopt_restored();
+        server.echo(&format!("{trial}, in the window"));
+        server.send(&format!("after {trial}"));
+        server.echo(&format!("after {trial}"));
+        return;
+    }
     if signal == libc::SIGKILL {
         assert_eq!(status.signal(), Some(libc::SIGKILL), "{trial}: {seen}");
     } else {

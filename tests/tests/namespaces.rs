@@ -97,7 +97,6 @@ fn a_process_in_another_namespace_than_cryos_is_refused_naming_pid_and_kind() {
     cryo_bin();
     for (kind, words) in [
         ("net", "a network namespace other than cryo's (net:["),
-        ("cgroup", "a cgroup namespace other than cryo's (cgroup:["),
         (
             "pid",
             "a PID (for its children) namespace other than cryo's",
@@ -171,6 +170,79 @@ fn a_thread_in_another_namespace_than_its_process_is_refused_naming_pid_and_thre
     );
     w.assert_untouched();
     assert!(!w.cmd("get uts").is_empty(), "the target answers");
+}
+
+/// The time namespace of `pid`, as its /proc link reads.
+fn time_ns(pid: impl std::fmt::Display) -> std::path::PathBuf {
+    std::fs::read_link(format!("/proc/{pid}/ns/time")).expect("time link")
+}
+
+/// The monotonic and boot clocks a thread of `w` reads (`get` or `tget`), in ns.
+fn clocks(w: &Workload, get: &str) -> (i64, i64) {
+    let reply = w.cmd(&format!("{get} clocks"));
+    let mut words = reply.split_whitespace().map(|n| n.parse().expect(&reply));
+    (words.next().unwrap(), words.next().unwrap())
+}
+
+#[test]
+fn a_process_in_a_time_namespace_comes_back_in_one_whose_clocks_went_on_from_the_freeze() {
+    cryo_bin();
+    const AHEAD_S: i64 = 10 * 86_400;
+    // Away for longer than the dump and restore take: the namespace's clocks must not count it.
+    const AWAY: std::time::Duration = std::time::Duration::from_secs(3);
+    let mut w = Workload::spawn("attrs", &[&format!("timens={AHEAD_S}"), "thread"]);
+    assert_ne!(time_ns(w.pid()), time_ns("self"));
+    let (mono, _) = clocks(&w, "get");
+    let ours = cryo_tests::protocol::monotonic_ns() as i64;
+    assert!(mono > ours + (AHEAD_S - 1) * 1_000_000_000, "not ahead");
+
+    let img = w.path("left");
+    let before = time_ns(w.pid());
+    w.dump(&img, &["--leave-running"]).assert_success();
+    assert_eq!(time_ns(w.pid()), before, "--leave-running moved it");
+    let (left, _) = clocks(&w, "get");
+    assert!(left > mono, "--leave-running: its clock went back");
+
+    let img = w.path("img");
+    let (mono, boot) = clocks(&w, "get");
+    w.dump_ok(&img);
+    std::thread::sleep(AWAY);
+    w.restore_background(&img);
+    assert_ne!(
+        time_ns(w.pid()),
+        time_ns("self"),
+        "restored into cryo's time namespace"
+    );
+    for get in ["get", "tget"] {
+        let (mono_after, boot_after) = clocks(&w, get);
+        for (what, at_dump, after) in [("monotonic", mono, mono_after), ("boot", boot, boot_after)]
+        {
+            let went = after - at_dump;
+            assert!(
+                went > 0 && went < AWAY.as_nanos() as i64,
+                "{get}: the {what} clock went {went} ns from before the dump to after the \
+                 restore, {AWAY:?} apart: it must go on from the freeze"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_time_namespace_made_for_children_only_is_refused_naming_pid() {
+    cryo_bin();
+    let w = Workload::spawn("attrs", &["timens-children=100"]);
+    let out = w.dump(&w.path("img"), &[]);
+    assert!(!out.status.success(), "the dump should be refused\n{out}");
+    let pid = w.pid();
+    assert!(
+        out.stderr.contains(&format!(
+            "pid {pid} thread {pid}: made a time namespace for its children (time:["
+        )),
+        "{}",
+        out.stderr
+    );
+    w.assert_untouched();
+    assert_eq!(w.cmd("get umask").len(), 3, "the target answers");
 }
 
 /// A SysV key of this test process's own (keys KEY..KEY+2 are used): tests run in parallel.

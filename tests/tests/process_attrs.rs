@@ -97,6 +97,20 @@ attr_tests! {
         ("tget sched", "batch 0"),
     ];
 
+    /// SCHED_DEADLINE in both threads, each with its own runtime, deadline and period, the
+    /// main thread's with SCHED_FLAG_RECLAIM (set after the thread: a deadline task cannot
+    /// clone).
+    sched_deadline: [
+        "thread",
+        "deadline=2000000:9000000:10000000:0x2",
+        "t.deadline=1000000:20000000:30000000",
+    ] => [
+        ("get sched", "deadline 0"),
+        ("get deadline", "2000000 9000000 10000000 flags 0x2"),
+        ("tget sched", "deadline 0"),
+        ("tget deadline", "1000000 20000000 30000000 flags 0x0"),
+    ];
+
     /// SCHED_IDLE in the second thread only.
     sched_idle_in_a_thread: ["thread", "t.sched=idle"] => [
         ("get sched", "other 0"),

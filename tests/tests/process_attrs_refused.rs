@@ -84,29 +84,6 @@ fn a_nice_value_cryo_may_not_set_is_refused() {
     assert_refused(&w, refused, w.pid(), &["nice -5"]);
 }
 
-/// SCHED_DEADLINE (set from outside with chrt) is not restored yet: refused.
-#[test]
-fn sched_deadline_is_refused() {
-    cryo_bin();
-    let w = Workload::spawn("attrs", &[]);
-    let status = Command::new("chrt")
-        .args(["-d", "--sched-runtime", "2000000", "--sched-deadline"])
-        .args(["10000000", "--sched-period", "10000000", "-p", "0"])
-        .arg(w.pid().to_string())
-        .status()
-        .expect("run chrt");
-    assert!(status.success(), "chrt -d failed: {status}");
-    let out = w.dump(&w.path("img"), &[]);
-    out.assert_refused()
-        .assert_stderr_mentions("SCHED_DEADLINE");
-    assert_refused(
-        &w,
-        (false, out.stderr.clone()),
-        w.pid(),
-        &["SCHED_DEADLINE"],
-    );
-}
-
 /// A loginuid other than cryo's, dumped by a cryo without CAP_AUDIT_CONTROL (needed to write
 /// it at restore).
 #[test]

@@ -35,7 +35,13 @@ pub(super) fn collect(
     earlier: Option<&memory::precopy::Earlier>,
 ) -> Result<Collected> {
     let mut core = task::dump(pid, stat)?;
-    core.uts = namespaces::dump(pid, frozen.tids())?;
+    let mut made = namespaces::dump(pid, frozen.tids())?;
+    (core.uts, core.time) = (made.uts.take(), made.time.take());
+    core.cgroups = crate::task::cgroups::dump(pid, frozen.tids())?;
+    core.cgroupns = made
+        .cgroup
+        .map(|inode| crate::task::cgroups::namespace(pid, inode))
+        .transpose()?;
     core.ipc_ns = namespaces::ipc_of(pid)?;
     let mut process_attrs = attrs::dump_process(pid)?;
     for &tid in frozen.tids() {

@@ -291,6 +291,11 @@ fn dump_tree(
     for (m, frozen) in live.iter().zip(&frozen) {
         members.add(m.pid, m.stat.pgid, frozen.tids());
     }
+    // The processes a pidfd may name and come back on.
+    files.add_processes(
+        live.iter().map(|m| m.pid),
+        frozen.iter().flat_map(|f| f.tids().iter().copied()),
+    );
     for ((m, frozen), sockets) in live.iter().zip(&frozen).zip(sockets_held.tasks()) {
         let pid = m.pid;
         let _span = info_span!("task", %pid).entered();
@@ -369,12 +374,16 @@ fn dump_tree(
         pstree.push(entry);
     }
     tree::check_sessions(&pstree, &opts.pids, opts.shell_job)?;
-    let uts: Vec<(i32, i32, Option<u64>)> = pstree
-        .iter()
-        .zip(&cores)
-        .map(|(e, (core, _))| (e.pid, e.ppid, core.uts.as_ref().map(|u| u.inode)))
-        .collect();
-    crate::task::namespaces::check_uts_tree(&uts)?;
+    {
+        use crate::task::namespaces::{check_tree, CGROUP, TIME, UTS};
+        let made = |inode: fn(&cryo_proto::image::TaskCore) -> Option<u64>| -> Vec<(i32, i32, Option<u64>)> {
+            let tasks = pstree.iter().zip(&cores);
+            tasks.map(|(e, (core, _))| (e.pid, e.ppid, inode(core))).collect()
+        };
+        check_tree(UTS, &made(|c| c.uts.as_ref().map(|u| u.inode)))?;
+        check_tree(TIME, &made(|c| c.time.as_ref().map(|t| t.inode)))?;
+        check_tree(CGROUP, &made(|c| c.cgroupns.as_ref().map(|n| n.inode)))?;
+    }
     // SysV semaphore sets and message queues, and what of the processes' IPC state cannot
     // come back (refused here, before anything is killed).
     let live_pids: Vec<Pid> = live.iter().map(|m| m.pid).collect();

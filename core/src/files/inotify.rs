@@ -5,13 +5,15 @@
 //!                  fhandle-type:T f_handle:H", one line per watch
 //!          path: a mount of filesystem D (from /proc/PID/mountinfo, opened through
 //!          /proc/PID/root), open_by_handle_at(handle) -> readlink; the path must still
-//!          name inode I
+//!          name inode I (a watch on an unlinked inode is refused, naming it)
+//!          FIONREAD on a duplicate (pidfd_getfd): events queued, not read yet -> refused,
+//!          a temporary state (the process reads them; a retry then succeeds)
 //! restore  inotify_init1, inotify_add_watch in wd order; wds are given out cyclically
 //!          (next = last + 1), so a gap is skipped with a placeholder watch added and
 //!          removed; the queued IN_IGNORED of the placeholders is drained
 //! ```
 //!
-//! Events queued but not read at dump time are not saved.
+//! fanotify (fanotify.rs) finds the inodes of its marks the same way ([`resolve_handle`]).
 
 use std::fs;
 use std::io;
@@ -24,7 +26,7 @@ use nix::fcntl::{FcntlArg, OFlag};
 use nix::sys::stat::Mode;
 
 use super::inspect::{fdinfo, OpenFd};
-use super::kind::{Dumping, FileKind, Opened, Opening};
+use super::kind::{task_pidfd, Dumping, FileKind, Opened, Opening};
 use super::{restore_err, FileError};
 use crate::sys;
 
@@ -46,6 +48,7 @@ impl FileKind for Inotifies {
     }
 
     fn dump(&self, fd: &mut Dumping<'_>) -> Result<Kind, FileError> {
+        refuse_queued(fd, "inotify")?;
         dump(fd.open).map(Kind::Inotify)
     }
 
@@ -83,18 +86,7 @@ fn parse_line(line: &str) -> Option<WatchLine> {
         rest.split_whitespace()
             .find_map(|w| w.strip_prefix(key)?.strip_prefix(':'))
     };
-    let hex = get("f_handle")?;
-    if hex.len() % 2 != 0 {
-        return None;
-    }
-    let handle = (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).ok())
-        .collect::<Option<Vec<u8>>>()?;
-    let bytes: usize = usize::from_str_radix(get("fhandle-bytes")?, 16).ok()?;
-    if bytes != handle.len() {
-        return None;
-    }
+    let handle = parse_handle(get("f_handle")?, get("fhandle-bytes")?)?;
     Some(WatchLine {
         wd: get("wd")?.parse().ok()?,
         ino: u64::from_str_radix(get("ino")?, 16).ok()?,
@@ -106,12 +98,12 @@ fn parse_line(line: &str) -> Option<WatchLine> {
 }
 
 /// A kernel-internal dev_t (major << 20 | minor) as "MAJOR:MINOR" of mountinfo.
-fn kdev_name(sdev: u64) -> String {
+pub(super) fn kdev_name(sdev: u64) -> String {
     format!("{}:{}", sdev >> 20, sdev & 0xf_ffff)
 }
 
 /// The mount points of filesystem `dev` ("MAJOR:MINOR") in the mount table of `pid`.
-fn mount_points(pid: i32, dev: &str) -> io::Result<Vec<String>> {
+pub(super) fn mount_points(pid: i32, dev: &str) -> io::Result<Vec<String>> {
     let text = fs::read_to_string(format!("/proc/{pid}/mountinfo"))?;
     Ok(text
         .lines()
@@ -122,10 +114,55 @@ fn mount_points(pid: i32, dev: &str) -> io::Result<Vec<String>> {
         .collect())
 }
 
-/// The path of the watched inode, found through its file handle.
-fn resolve(open: &OpenFd, w: &WatchLine) -> Result<String, FileError> {
-    let dev = kdev_name(w.sdev);
-    let bad = |detail: String| open.dump_err(format!("inotify watch {}: {detail}", w.wd));
+/// Refuses notification fd `fd` (an inotify or fanotify instance, `what`) while events are
+/// queued on it, not read yet: they cannot be put back. A temporary state: once the process
+/// has read them, a retry succeeds.
+pub(super) fn refuse_queued(fd: &mut Dumping<'_>, what: &str) -> Result<(), FileError> {
+    let open = fd.open;
+    let pidfd = task_pidfd(open, fd.pidfd)?;
+    let dup = sys::pidfd::pidfd_getfd(pidfd, open.fd)
+        .map_err(|e| open.inspect_err("pidfd_getfd", open.proc_path(), e))?;
+    let queued = sys::fd::fionread(dup.as_fd())
+        .map_err(|e| open.inspect_err("FIONREAD", open.proc_path(), e))?;
+    if queued > 0 {
+        return Err(open.dump_err(format!(
+            "{what}: {queued} bytes of events queued, not read yet (they cannot be put back): \
+             a temporary state, retry once the process has read them"
+        )));
+    }
+    Ok(())
+}
+
+/// The inode a file handle names, as fdinfo shows it for an inotify watch or a fanotify mark.
+pub(super) struct Handle<'a> {
+    /// The filesystem (kernel dev_t).
+    pub sdev: u64,
+    /// The inode.
+    pub ino: u64,
+    /// The handle's type.
+    pub handle_type: i32,
+    /// The handle's bytes.
+    pub handle: &'a [u8],
+}
+
+/// Parses the hex bytes of an fdinfo `f_handle:`, checked against `fhandle-bytes:` (hex).
+pub(super) fn parse_handle(hex: &str, bytes: &str) -> Option<Vec<u8>> {
+    if !hex.len().is_multiple_of(2) {
+        return None;
+    }
+    let handle = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).ok())
+        .collect::<Option<Vec<u8>>>()?;
+    (usize::from_str_radix(bytes, 16).ok()? == handle.len()).then_some(handle)
+}
+
+/// The path of the inode `h` names (`what` says whose it is in errors: "inotify watch 2"),
+/// found through its file handle on a mount of its filesystem the task sees. An inode no
+/// longer linked anywhere is refused: it has no path to come back by.
+pub(super) fn resolve_handle(open: &OpenFd, what: &str, h: &Handle<'_>) -> Result<String, FileError> {
+    let dev = kdev_name(h.sdev);
+    let bad = |detail: String| open.dump_err(format!("{what}: {detail}"));
     let mounts = mount_points(open.pid.as_raw(), &dev).map_err(|e| {
         let table = PathBuf::from(format!("/proc/{}/mountinfo", open.pid));
         open.inspect_err("read the mount table", table, e)
@@ -145,13 +182,28 @@ fn resolve(open: &OpenFd, w: &WatchLine) -> Result<String, FileError> {
                 continue;
             }
         };
-        let fd = match sys::inotify::open_by_handle(mount.as_fd(), w.handle_type, &w.handle) {
+        let fd = match sys::inotify::open_by_handle(mount.as_fd(), h.handle_type, h.handle) {
             Ok(fd) => fd,
+            Err(e) if e.raw_os_error() == Some(libc::ESTALE) => {
+                last_err = format!(
+                    "its inode {} is unlinked (no name left to find it by): not supported",
+                    h.ino
+                );
+                continue;
+            }
             Err(e) => {
                 last_err = format!("open_by_handle_at on mount {mp}: {e}");
                 continue;
             }
         };
+        let unlinked = fs::metadata(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+            .is_ok_and(|m| m.nlink() == 0);
+        if unlinked {
+            return Err(bad(format!(
+                "its inode {} is unlinked (no name left to find it by): not supported",
+                h.ino
+            )));
+        }
         let link = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
         let path = fs::read_link(&link)
             .map_err(|e| bad(format!("readlink: {e}")))?
@@ -159,11 +211,22 @@ fn resolve(open: &OpenFd, w: &WatchLine) -> Result<String, FileError> {
             .into_string()
             .map_err(|p| bad(format!("path {p:?} is not valid UTF-8 (not supported)")))?;
         match fs::symlink_metadata(&path) {
-            Ok(meta) if meta.ino() == w.ino => return Ok(path),
-            _ => last_err = format!("the watched inode {} is not reachable by path", w.ino),
+            Ok(meta) if meta.ino() == h.ino => return Ok(path),
+            _ => last_err = format!("the inode {} is not reachable by path", h.ino),
         }
     }
     Err(bad(last_err))
+}
+
+/// The path of the watched inode, found through its file handle.
+fn resolve(open: &OpenFd, w: &WatchLine) -> Result<String, FileError> {
+    let h = Handle {
+        sdev: w.sdev,
+        ino: w.ino,
+        handle_type: w.handle_type,
+        handle: &w.handle,
+    };
+    resolve_handle(open, &format!("inotify watch {}", w.wd), &h)
 }
 
 /// The watches of inotify `open`, in wd order.

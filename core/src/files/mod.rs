@@ -25,7 +25,7 @@
 //!   shared.rs    restore, in cryo: the shared memory objects of the tree (SharedObjects)
 //! middle: one kind each (FileKind), importing only the bottom (and devices.rs -> tty.rs)
 //!   regular.rs devices.rs pipes.rs pty.rs tty.rs eventfd.rs timerfd.rs signalfd.rs epoll.rs pidfd.rs
-//!   inotify.rs memfd.rs shmem.rs; sockets: crate::sockets::kind
+//!   inotify.rs fanotify.rs memfd.rs shmem.rs; sockets: crate::sockets::kind
 //! bottom: what the kinds are given and use
 //!   kind.rs      the contract of one kind (FileKind) and the contexts it receives
 //!   open.rs      restore toolkit: Opening, FdRestoreOptions, open/create flags, fd moves
@@ -36,7 +36,8 @@
 //! ```
 //!
 //! eventfd, timerfd, signalfd (a module each), epoll (epoll.rs: restored last, once its targets
-//! are at their numbers), inotify (inotify.rs), memfd (memfd.rs) and the terminal of a shell
+//! are at their numbers), inotify (inotify.rs), fanotify (fanotify.rs), pidfds (pidfd.rs: one of
+//! another process of the dump is pointed at it once every process exists), memfd (memfd.rs) and the terminal of a shell
 //! job (tty.rs) and pty pairs with both ends in the dump (pty.rs) have a module each; memfds
 //! and shared anonymous memory are one object per inode for every fd and VMA of the tree
 //! (shmem.rs). Other anonymous inodes (io_uring...), hugetlb memfds, ptys with an end outside
@@ -49,6 +50,7 @@ mod devices;
 mod epoll;
 mod error;
 mod eventfd;
+mod fanotify;
 mod inotify;
 pub(crate) mod locks;
 pub(crate) mod inspect;
@@ -65,7 +67,7 @@ mod shared;
 pub(crate) mod shmem;
 mod signalfd;
 mod table;
-mod pidfd;
+pub(crate) mod pidfd;
 mod timerfd;
 pub mod tty;
 mod validate;

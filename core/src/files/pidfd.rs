@@ -1,28 +1,62 @@
-//! pidfds: a pidfd of the process itself comes back on the restored process; a pidfd of any
-//! other process is refused at dump, naming it.
+//! pidfds: a pidfd of the process itself comes back on the restored process; a pidfd of
+//! another process of the dump comes back on that process (same pid), once every process of
+//! the restore exists; a pidfd of a process outside the dump, or of an exited one, is refused
+//! at dump, naming it.
 //!
 //! ```text
 //! dump     fdinfo `Pid:` (in cryo's pid namespace; -1 once the process is gone and reaped)
-//!          = the holder itself     -> recorded (PIDFD_THREAD is O_EXCL in the file flags)
-//!          another pid, -1         -> refused: "pidfd of pid N", "pidfd of an exited process"
-//! restore  pidfd_open(getpid(), PIDFD_NONBLOCK|PIDFD_THREAD as dumped), in the restored task
-//!          before it is reshaped: the same process, so the same struct pid
+//!          = the holder itself          -> recorded (PIDFD_THREAD is O_EXCL in the file flags)
+//!          = another process of the dump -> recorded with its pid
+//!          another thread of the dump   -> refused: "pidfd of thread T of the dump"
+//!          another pid, -1              -> refused: "pidfd of pid N outside the dump",
+//!                                          "pidfd of an exited process"
+//! restore  of itself: pidfd_open(getpid(), PIDFD_NONBLOCK|PIDFD_THREAD as dumped), in the
+//!          restored task before it is reshaped: the same process, so the same struct pid
+//!          of another: the same placeholder at its numbers while the task opens its fds (the
+//!          other process may not exist yet: a child is forked after its parent's fds are
+//!          placed); once every process exists and before any is reshaped, by remote calls
+//!          in the holder (parents first): pidfd_open(pid, flags) in the first holder of the
+//!          description, pidfd_getfd of that one in the others (one description), dup3 over
+//!          the placeholders (FD_CLOEXEC as dumped); an epoll of the holder that watched
+//!          the pidfd (it watched the placeholder, gone with it) registers it again
 //! ```
-//!
-//! Not yet: pidfds of the other processes of the dump (their pid exists only once their
-//! parent forked them, after the holder opened its fds), and of exited processes.
 
+use std::collections::{HashMap, HashSet};
+use std::io;
 use std::os::fd::OwnedFd;
 
-use cryo_proto::image::{file_desc::Kind, FileDesc, Pidfd};
+use cryo_proto::image::{file_desc::Kind, FdEntry, FileDesc, Pidfd};
+use nix::unistd::Pid;
 
 use super::inspect::{fdinfo, field, OpenFd};
-use super::kind::{Dumping, FileKind, Opened, Opening};
+use super::kind::{Dumping, FileKind, KindState, Opened, Opening};
 use super::{restore_err, FileError};
+use crate::remote::Remote;
 use crate::sys;
 
 /// pidfd instances.
 pub(super) struct Pidfds;
+
+/// The processes of the dump and their threads (pids and tids as cryo sees them): a pidfd of
+/// one of the processes comes back.
+#[derive(Debug, Default)]
+struct DumpProcesses {
+    pids: HashSet<i32>,
+    tids: HashSet<i32>,
+}
+
+/// Makes the processes `pids` of the dump and their threads `tids` known to the dump of the
+/// fds: a pidfd of one of the processes is restored (without this, only a pidfd of its
+/// holder is); one of another thread is refused, named as such.
+pub(crate) fn add_processes(
+    state: &mut KindState,
+    pids: impl IntoIterator<Item = Pid>,
+    tids: impl IntoIterator<Item = Pid>,
+) {
+    let known = state.get::<DumpProcesses>();
+    known.pids.extend(pids.into_iter().map(Pid::as_raw));
+    known.tids.extend(tids.into_iter().map(Pid::as_raw));
+}
 
 impl FileKind for Pidfds {
     type Record = Pidfd;
@@ -39,10 +73,13 @@ impl FileKind for Pidfds {
     }
 
     fn dump(&self, fd: &mut Dumping<'_>) -> Result<Kind, FileError> {
-        dump(fd.open).map(Kind::Pidfd)
+        let known = fd.state.get::<DumpProcesses>();
+        dump(fd.open, known).map(Kind::Pidfd)
     }
 
     fn open(&self, desc: &FileDesc, _p: &Pidfd, _cx: &mut Opening<'_>) -> Result<Opened, FileError> {
+        // A pidfd of another process starts as one of this process: replaced once that one
+        // exists (point_at_processes).
         open(desc).map(Opened::Now)
     }
 
@@ -51,34 +88,179 @@ impl FileKind for Pidfds {
         false
     }
 
-    fn describe(&self, _desc: &FileDesc, _p: &Pidfd) -> String {
-        "pidfd of the process itself".into()
+    fn describe(&self, _desc: &FileDesc, p: &Pidfd) -> String {
+        if p.pid != 0 {
+            format!("pidfd of pid {}", p.pid)
+        } else {
+            "pidfd of the process itself".into()
+        }
     }
 }
 
-/// The record of pidfd `open`: only a pidfd of its holder is dumped.
-fn dump(open: &OpenFd) -> Result<Pidfd, FileError> {
+/// The record of pidfd `open`: a pidfd of its holder or of another process of the dump
+/// (`known`).
+fn dump(open: &OpenFd, known: &DumpProcesses) -> Result<Pidfd, FileError> {
     let target = fdinfo(open)
         .ok()
         .and_then(|text| field(&text, "Pid").and_then(|v| v.parse::<i32>().ok()));
     match target {
-        Some(pid) if pid == open.pid.as_raw() => Ok(Pidfd { of_itself: true }),
+        Some(pid) if pid == open.pid.as_raw() => Ok(Pidfd {
+            of_itself: true,
+            pid: 0,
+        }),
         Some(-1) => Err(open.refuse("pidfd of an exited process", true)),
-        Some(pid) => Err(open.refuse(format!("pidfd of pid {pid}"), true)),
+        Some(pid) if known.pids.contains(&pid) => Ok(Pidfd {
+            of_itself: false,
+            pid,
+        }),
+        // PIDFD_THREAD on a thread that is not its process's main one: threads are made
+        // once their process is whole, after the pidfds are pointed.
+        Some(tid) if known.tids.contains(&tid) => Err(open.refuse(
+            format!("pidfd of thread {tid} of the dump (not a process's main thread)"),
+            true,
+        )),
+        Some(pid) => Err(open.refuse(format!("pidfd of pid {pid} outside the dump"), true)),
         None => Err(open.refuse("pidfd (its fdinfo names no process)", true)),
     }
 }
 
+/// The pidfd flags of description `desc` (PIDFD_NONBLOCK, PIDFD_THREAD = O_EXCL).
+fn pidfd_flags(desc: &FileDesc) -> u32 {
+    desc.flags & (libc::O_NONBLOCK | libc::O_EXCL) as u32
+}
+
 /// A pidfd of the calling (restored) process, with the dumped flags.
 fn open(desc: &FileDesc) -> Result<OwnedFd, FileError> {
-    let mut flags = 0;
-    if desc.flags & libc::O_NONBLOCK as u32 != 0 {
-        flags |= libc::O_NONBLOCK as u32;
-    }
-    // PIDFD_THREAD is O_EXCL: a pidfd of the thread (the main one: its tid is the pid).
-    if desc.flags & libc::O_EXCL as u32 != 0 {
-        flags |= libc::O_EXCL as u32;
-    }
-    sys::pidfd::pidfd_open_flags(nix::unistd::getpid(), flags)
+    sys::pidfd::pidfd_open_flags(nix::unistd::getpid(), pidfd_flags(desc))
         .map_err(|e| restore_err(desc, "pidfd_open of the process itself", e))
+}
+
+/// One stopped process of a restore, for [`point_at_processes`].
+pub(crate) struct Holder<'a> {
+    /// Its pid as cryo sees it.
+    pub pid: Pid,
+    /// Its pid in the image (and in its own pid namespace).
+    pub image_pid: i32,
+    /// Its fds.
+    pub fds: &'a [FdEntry],
+    /// Where `syscall; int3` is mapped in it (the restore trampoline); a writable page
+    /// follows.
+    pub site: u64,
+}
+
+/// The epolls of `h` (an fd of each) with their records.
+fn epolls_of<'a>(
+    h: &Holder<'_>,
+    by_id: &HashMap<u32, &'a FileDesc>,
+) -> Vec<(u32, i32, &'a cryo_proto::image::Epoll)> {
+    let mut seen = HashSet::new();
+    h.fds
+        .iter()
+        .filter_map(|e| match by_id.get(&e.file_id).and_then(|d| d.kind.as_ref()) {
+            Some(Kind::Epoll(ep)) if seen.insert(e.file_id) => Some((e.file_id, e.fd, ep)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Points every pidfd of another process of the dump held by `holders` (parents first, all
+/// stopped, fds placed) at that process, by remote calls in each holder: the first holder of
+/// a description opens it, the others take that very description with pidfd_getfd.
+pub(crate) fn point_at_processes(descs: &[FileDesc], holders: &[Holder<'_>]) -> Result<(), FileError> {
+    let others: HashMap<u32, (&FileDesc, i32)> = descs
+        .iter()
+        .filter_map(|d| match &d.kind {
+            Some(Kind::Pidfd(p)) if p.pid != 0 => Some((d.id, (d, p.pid))),
+            _ => None,
+        })
+        .collect();
+    if others.is_empty() {
+        return Ok(());
+    }
+    let by_id: HashMap<u32, &FileDesc> = descs.iter().map(|d| (d.id, d)).collect();
+    // Description -> (image pid, fd) of the holder that opened it.
+    let mut first: HashMap<u32, (i32, i32)> = HashMap::new();
+    // (epoll description, target fd) registered again.
+    let mut registered: HashSet<(u32, i32)> = HashSet::new();
+    for h in holders {
+        let mut mine: Vec<u32> = h
+            .fds
+            .iter()
+            .filter(|e| others.contains_key(&e.file_id))
+            .map(|e| e.file_id)
+            .collect();
+        mine.sort_unstable();
+        mine.dedup();
+        if mine.is_empty() {
+            continue;
+        }
+        let err = |fd: i32, what: String| move |source: io::Error| FileError::TakeBack {
+            pid: h.pid,
+            fd,
+            what,
+            source,
+        };
+        let remote = Remote::at_site(h.pid, h.site)
+            .map_err(err(-1, "take the process to point its pidfds".into()))?;
+        for id in mine {
+            let (desc, target) = others[&id];
+            let fds: Vec<&FdEntry> = h.fds.iter().filter(|e| e.file_id == id).collect();
+            let at = fds[0].fd;
+            let fd = match first.get(&id) {
+                None => remote
+                    .call(
+                        libc::SYS_pidfd_open,
+                        &[target as u64, u64::from(pidfd_flags(desc))],
+                    )
+                    .map_err(err(at, format!("pidfd_open of pid {target}")))?,
+                Some(&(from, from_fd)) => {
+                    let of = remote
+                        .call(libc::SYS_pidfd_open, &[from as u64, 0])
+                        .map_err(err(at, format!("pidfd_open of pid {from}")))?;
+                    let got = remote.call(libc::SYS_pidfd_getfd, &[of, from_fd as u64, 0]);
+                    let _ = remote.call(libc::SYS_close, &[of]);
+                    got.map_err(err(
+                        at,
+                        format!("pidfd_getfd of fd {from_fd} of pid {from} (its pidfd of pid {target})"),
+                    ))?
+                }
+            };
+            for e in &fds {
+                let flags = if e.cloexec { libc::O_CLOEXEC as u64 } else { 0 };
+                remote
+                    .call(libc::SYS_dup3, &[fd, e.fd as u64, flags])
+                    .map_err(err(e.fd, format!("dup3 its pidfd of pid {target}")))?;
+            }
+            let _ = remote.call(libc::SYS_close, &[fd]);
+            first.entry(id).or_insert((h.image_pid, at));
+            // Its epolls watched the placeholder, which went with its last fd.
+            let scratch = h.site + crate::memory::PAGE;
+            for (ep_id, epfd, ep) in epolls_of(h, &by_id) {
+                for t in ep.targets.iter().filter(|t| fds.iter().any(|e| e.fd == t.tfd)) {
+                    if !registered.insert((ep_id, t.tfd)) {
+                        continue;
+                    }
+                    // struct epoll_event, packed on x86_64: events u32, data u64.
+                    let mut ev = [0u8; 12];
+                    ev[..4].copy_from_slice(&t.events.to_ne_bytes());
+                    ev[4..].copy_from_slice(&t.data.to_ne_bytes());
+                    crate::sys::ptrace::write_mem(h.pid, scratch, &ev)
+                        .and_then(|()| {
+                            remote.call(
+                                libc::SYS_epoll_ctl,
+                                &[epfd as u64, libc::EPOLL_CTL_ADD as u64, t.tfd as u64, scratch],
+                            )
+                        })
+                        .map_err(err(
+                            epfd,
+                            format!("epoll_ctl ADD of fd {} (its pidfd of pid {target})", t.tfd),
+                        ))?;
+                }
+            }
+        }
+        remote
+            .release()
+            .map_err(err(-1, "put the process back after pointing its pidfds".into()))?;
+    }
+    Ok(())
 }

@@ -7,7 +7,7 @@ use cryo_proto::image::{file_desc::Kind, FileDesc};
 
 use super::kind::{AnyKind, Dumping};
 use super::{
-    devices, epoll, eventfd, inotify, memfd, pidfd, pipes, pty, regular, shmem, signalfd, timerfd, tty,
+    devices, epoll, eventfd, fanotify, inotify, memfd, pidfd, pipes, pty, regular, shmem, signalfd, timerfd, tty,
     FileError,
 };
 
@@ -26,6 +26,7 @@ pub(crate) static KINDS: &[&dyn AnyKind] = &[
     &signalfd::SignalFds,
     &epoll::Epolls,
     &inotify::Inotifies,
+    &fanotify::Fanotifies,
     &pidfd::Pidfds,
     &memfd::Memfds,
     &shmem::SharedAnon,
@@ -99,7 +100,7 @@ pub fn name(desc: &FileDesc) -> String {
 #[cfg(test)]
 mod tests {
     use cryo_proto::image::{
-        Epoll, EventFd, Inotify, Memfd, Pidfd, Pipe, Pty, RegularFile, Shmem, SignalFd, Socket, SysvShm,
+        Epoll, EventFd, Fanotify, Inotify, Memfd, Pidfd, Pipe, Pty, RegularFile, Shmem, SignalFd, Socket, SysvShm,
         TimerFd, Tty,
     };
 
@@ -119,6 +120,7 @@ mod tests {
             Kind::Signalfd(SignalFd::default()),
             Kind::Epoll(Epoll::default()),
             Kind::Inotify(Inotify::default()),
+            Kind::Fanotify(Fanotify::default()),
             Kind::Pidfd(Pidfd::default()),
             Kind::Memfd(Memfd::default()),
             Kind::Shmem(Shmem::default()),

@@ -120,6 +120,17 @@ impl FileTable {
         Ok(entry.file_id)
     }
 
+    /// Makes the processes of the dump (their pids) and their threads known: a pidfd of one
+    /// of the processes is dumped (and comes back on it); a pidfd of any other process or
+    /// thread is refused.
+    pub fn add_processes(
+        &mut self,
+        pids: impl IntoIterator<Item = Pid>,
+        tids: impl IntoIterator<Item = Pid>,
+    ) {
+        super::pidfd::add_processes(&mut self.state, pids, tids);
+    }
+
     /// Replaces the record of socket `rec.ino` (known through [`Self::add_sockets`]), in the
     /// descriptions already dumped too.
     pub(crate) fn update_socket(&mut self, rec: &Socket) {

@@ -58,22 +58,18 @@ fn child_setup(tree: &Planned, i: usize) -> Result<(), ChildError> {
     let t = &tree.loaded.tasks[i];
     let pid = Pid::from_raw(t.entry.pid);
     process::restore_session(&t.entry)?;
-    let parent_uts = tree
+    let parent = tree
         .loaded
         .tasks
         .iter()
         .find(|p| p.entry.pid == t.entry.ppid)
-        .and_then(|p| p.core.uts.as_ref())
-        .map(|u| u.inode);
-    namespaces::restore_in_child(&t.core, parent_uts)?;
+        .map(|p| &p.core);
+    namespaces::restore_in_child(&t.core, parent)?;
+    crate::task::cgroups::enter(&tree.cgroups[i])
+        .map_err(|(file, e)| ChildError::sys_on(ChildStep::Cgroup, file.display())(e))?;
     // The IPC namespace cryo made again, entered by each process not in its parent's (a
     // root's parent is cryo, in cryo's: 0).
-    let parent_ipc = tree
-        .loaded
-        .tasks
-        .iter()
-        .find(|p| p.entry.pid == t.entry.ppid)
-        .map_or(0, |p| p.core.ipc_ns);
+    let parent_ipc = parent.map_or(0, |p| p.ipc_ns);
     if t.core.ipc_ns != parent_ipc {
         tree.ipc
             .enter(t.core.ipc_ns, plan.ipc_slot)

@@ -266,6 +266,10 @@ pub enum ChildStep {
     StageMemory,
     #[error("make its UTS namespace")]
     UtsNamespace,
+    #[error("make its time namespace")]
+    TimeNamespace,
+    #[error("join its cgroup")]
+    Cgroup,
     #[error("enter its IPC namespace")]
     IpcNamespace,
 }

@@ -45,6 +45,20 @@ impl Spawned {
     /// the terminal gets its modes.
     pub fn reshape(self) -> Result<Reshaped> {
         let tree = &self.planned;
+        // Every process exists now: the pidfds of one another point at their processes,
+        // parents first (a description a child shares is taken from its first holder).
+        let holders: Vec<files::pidfd::Holder<'_>> = self
+            .pids
+            .iter()
+            .enumerate()
+            .map(|(i, &pid)| files::pidfd::Holder {
+                pid,
+                image_pid: tree.loaded.tasks[i].entry.pid,
+                fds: &tree.loaded.tasks[i].core.fds,
+                site: tree.plan.tramps[i],
+            })
+            .collect();
+        files::pidfd::point_at_processes(&tree.loaded.descs, &holders)?;
         let mut stopped = Vec::with_capacity(self.pids.len());
         for (i, &pid) in self.pids.iter().enumerate().rev() {
             stopped.push(finish(pid, tree, i)?);
@@ -82,17 +96,24 @@ impl Reshaped {
         )
     }
 
-    /// The restore's guardian, if it has one.
-    pub fn guardian(&self) -> Option<&super::guardian::RestoreGuardian> {
-        self.spawned.guard.guardian()
-    }
-
-    /// Detaches every thread of every process: they run. The guardian is told first (if cryo
-    /// dies half-way, it undoes only if a process is dying) and lets go once they all run.
-    pub fn run(mut self) -> Result<Running> {
+    /// Makes the restore go forward from here even if cryo dies: every thread loses
+    /// PTRACE_O_EXITKILL (cryo's death detaches them, and they run), and the guardian is told
+    /// they are to run (it undoes only if one of them is dying) and that the lock goes.
+    pub fn commit(&self) -> Result<()> {
+        for &tid in self.stopped.iter().flatten() {
+            ptrace::setoptions(tid, ptrace::Options::empty())
+                .map_err(|e| Error::sys(tid, "let it outlive cryo (PTRACE_SETOPTIONS)", e))?;
+        }
         if let Some(g) = self.spawned.guard.guardian() {
+            g.unlocking();
             g.running(&self.spawned.pids);
         }
+        Ok(())
+    }
+
+    /// Detaches every thread of every process ([`commit`](Self::commit) first): they run. The
+    /// guardian lets go once they all do.
+    pub fn run(mut self) -> Result<Running> {
         for tids in &self.stopped {
             let_run(tids)?;
         }

@@ -53,6 +53,11 @@ impl Unlock {
         }
     }
 
+    /// Whether the image left a lock this restore has not released yet.
+    pub fn holds(&self) -> bool {
+        !self.id.is_empty()
+    }
+
     /// Deletes the lock's table: the connections' packets flow from here on. True when the
     /// image left one.
     pub fn release(&mut self) -> bool {

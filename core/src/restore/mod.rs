@@ -252,12 +252,19 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored> {
         })?;
         interrupted("after the go")?;
     }
+    interrupted("before releasing the network lock")?;
+    // The network-unlock script runs while the lock still holds: its failure undoes with
+    // nothing lost.
+    if unlock.holds() {
+        hooks.run(Stage::NetworkUnlock, &roots)?;
+    }
+    // The point of no return. Once the peers may talk to the restored sockets, going back
+    // would drop what these acknowledged: from here on the restore goes forward whatever
+    // happens to cryo (a SIGKILL leaves the processes to run, without their notifications).
+    reshaped.commit()?;
     // Every process whole and stopped: the connections may talk again. Each is probed (which
     // toggles repair mode: only a stopped owner does not notice), and judged once they run.
-    if let Some(g) = reshaped.guardian() {
-        g.unlocking();
-    }
-    let had_lock = unlock.release();
+    unlock.release();
     if let Some(lock) = unlock.close_later() {
         // Closing its netlink socket only waits for the kernel: off the critical path.
         let _ = std::thread::Builder::new()
@@ -270,12 +277,8 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored> {
         None => crate::sockets::peers::DEFAULT_PEER_TIMEOUT,
     };
     let probing = reshaped.probe(timeout);
-    if had_lock {
-        hooks.run(Stage::NetworkUnlock, &roots)?;
-    }
+    // A signal from here on waits for the end of the restore (and is then discarded).
     crate::interrupt::pause_point("unlocked");
-    // The point of no return: a signal from here on waits for the end of the restore.
-    interrupted("after releasing the network lock")?;
     let running = reshaped.run()?;
     running.notify(probing, opts.notify_signal);
     // They run already; a failure here still kills them, as any failed restore does.

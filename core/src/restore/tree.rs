@@ -34,6 +34,9 @@ pub(crate) struct Planned {
     /// cryo's end of the restore guardian's channel, held at the plan's guardian slot by
     /// every process until its connections are restored and its children forked.
     pub guardian_channel: Option<RawFd>,
+    /// Per task (position): the cgroups it joins (and the cgroup namespace it makes) before
+    /// forking.
+    pub cgroups: Vec<crate::task::cgroups::Placement>,
 }
 
 impl Loaded {
@@ -97,6 +100,13 @@ impl Loaded {
         tasks.sort_by_key(|&(k, _)| k);
         let tasks: Vec<TaskImage> = tasks.into_iter().map(|(_, t)| t).collect();
         let loaded = Loaded { tasks, ..self };
+        let cgroups = crate::task::cgroups::plan(
+            &loaded
+                .tasks
+                .iter()
+                .map(|t| (t.entry.pid, t.entry.ppid, &t.core))
+                .collect::<Vec<_>>(),
+        )?;
         let mut avoid = cryo_maps;
         avoid.extend(plan.tramps.iter().map(|&t| t..t + 2 * crate::memory::PAGE));
         let mms: Vec<&cryo_proto::image::MmCore> = loaded.tasks.iter().map(|t| &t.mm).collect();
@@ -121,6 +131,7 @@ impl Loaded {
             want_ctty,
             staged,
             guardian_channel: None,
+            cgroups,
         })
     }
 }

@@ -106,6 +106,7 @@ impl From<&SocketState> for State {
                 shutdown_write: u.extras.shutdown_write,
                 cork: u.extras.cork,
                 bind_device: u.extras.bind_device.clone(),
+                icmp6_filter: u.extras.icmp6_filter.clone(),
                 int_options: int_options_to(&u.extras.options),
                 sock_type: u.extras.sock_type,
                 protocol: u.extras.protocol,
@@ -302,6 +303,7 @@ fn udp_from(u: &pb::UdpSocket) -> Result<UdpState, RecordProblem> {
             shutdown_write: u.shutdown_write,
             cork: u.cork,
             bind_device: u.bind_device.clone(),
+            icmp6_filter: u.icmp6_filter.clone(),
             options: u
                 .int_options
                 .iter()
@@ -837,6 +839,7 @@ mod tests {
                 shutdown_write: true,
                 cork: true,
                 bind_device: b"lo".to_vec(),
+                icmp6_filter: vec![1; 32],
                 options: vec![(libc::SOL_IP, libc::IP_TTL, 7)],
                 sock_type: libc::SOCK_RAW,
                 protocol: libc::IPPROTO_ICMP,

@@ -25,7 +25,7 @@
 //! sockfilter classic BPF socket filters: read back, attached
 //! sockopt   options at any level, sockets of any family, packet bind (packet, netlink)
 //! uts       host and domain names of another UTS namespace; a new one with given names
-//! eventfd, timerfd, signalfd, epoll, inotify, memfd, tty: the fd kinds files/ restores
+//! eventfd, timerfd, signalfd, epoll, inotify, fanotify, memfd, tty: the fd kinds files/ restores
 //! ```
 
 use std::io;
@@ -34,6 +34,7 @@ use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 pub mod cpu;
 pub mod epoll;
 pub mod eventfd;
+pub mod fanotify;
 pub mod fcntl;
 pub mod fd;
 pub mod handle;
@@ -42,6 +43,7 @@ pub mod ipc;
 pub mod kcmp;
 pub mod memfd;
 pub mod mmap;
+pub mod ns;
 pub mod pagemap;
 pub mod pidfd;
 pub mod prctl;
@@ -56,6 +58,7 @@ pub mod sockfilter;
 pub mod sockopt;
 pub mod spawn;
 pub mod termination;
+pub mod timens;
 pub mod timerfd;
 pub mod tty;
 pub mod uffd;

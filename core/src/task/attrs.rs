@@ -113,14 +113,6 @@ pub enum AttrError {
         /// What a thread of cryo asking for them gets.
         got: String,
     },
-    /// SCHED_DEADLINE is not restored yet.
-    #[error("pid {pid} thread {tid}: scheduling policy SCHED_DEADLINE cannot be restored yet")]
-    Deadline {
-        /// The process.
-        pid: Pid,
-        /// The thread.
-        tid: Pid,
-    },
     /// A negative oom_score_adj below what cryo can set without CAP_SYS_RESOURCE.
     #[error(
         "pid {pid} thread {pid}: oom_score_adj {value} cannot be restored: cryo cannot go below \
@@ -275,7 +267,7 @@ pub fn dump_thread(
     let mut attrs = ThreadAttrs {
         nice: sched::get_nice(tid)?,
         policy: attr.policy,
-        sched_flags: attr.flags & libc::SCHED_FLAG_RESET_ON_FORK as u64,
+        sched_flags: attr.flags & POLICY_FLAGS,
         rt_priority: attr.priority,
         runtime: attr.runtime,
         deadline: attr.deadline,
@@ -328,8 +320,13 @@ pub fn dump_process(pid: Pid) -> Result<ProcessAttrs, AttrError> {
     })
 }
 
+/// FIFO, RR and DEADLINE: policies that need CAP_SYS_NICE (or RLIMIT_RTPRIO) and ignore
+/// the timer slack.
 fn is_realtime(policy: u32) -> bool {
-    matches!(policy as i32, libc::SCHED_FIFO | libc::SCHED_RR)
+    matches!(
+        policy as i32,
+        libc::SCHED_FIFO | libc::SCHED_RR | libc::SCHED_DEADLINE
+    )
 }
 
 fn policy_name(policy: u32) -> &'static str {
@@ -428,9 +425,6 @@ pub fn refuse_unrestorable(pid: Pid, core: &TaskCore) -> Result<(), AttrError> {
     for thread in &core.threads {
         let Some(a) = &thread.attrs else { continue };
         let tid = Pid::from_raw(thread.tid);
-        if a.policy as i32 == libc::SCHED_DEADLINE {
-            return Err(AttrError::Deadline { pid, tid });
-        }
         if is_realtime(a.policy)
             || a.nice < own.nice
             || !within(&a.affinity, &own.affinity)
@@ -442,17 +436,21 @@ pub fn refuse_unrestorable(pid: Pid, core: &TaskCore) -> Result<(), AttrError> {
     if probes.is_empty() {
         return Ok(());
     }
-    // On a thread of cryo's own, which ends after: cryo's other threads keep theirs.
+    // Each on a thread of cryo's own, which ends after: cryo's other threads keep theirs, and
+    // one probe's narrowed affinity does not fail the next's SCHED_DEADLINE (which wants every
+    // CPU of its root domain).
     std::thread::scope(|scope| {
-        scope
-            .spawn(|| probes.iter().try_for_each(|(tid, a)| probe(pid, *tid, a)))
-            .join()
-            .unwrap_or(Err(AttrError::Read {
-                pid,
-                tid: pid,
-                attribute: "scheduling attributes (the probe thread panicked)",
-                errno: io::Error::from(io::ErrorKind::Other),
-            }))
+        probes.iter().try_for_each(|(tid, a)| {
+            scope
+                .spawn(|| probe(pid, *tid, a))
+                .join()
+                .unwrap_or(Err(AttrError::Read {
+                    pid,
+                    tid: pid,
+                    attribute: "scheduling attributes (the probe thread panicked)",
+                    errno: io::Error::from(io::ErrorKind::Other),
+                }))
+        })
     })
 }
 
@@ -526,15 +524,15 @@ fn probe(pid: Pid, tid: Pid, a: &ThreadAttrs) -> Result<(), AttrError> {
         }
     };
     if is_realtime(a.policy) {
-        let attr = SchedAttr {
-            policy: a.policy,
-            priority: a.rt_priority,
-            ..Default::default()
+        let attr = policy_attr(a);
+        let value = match a.policy as i32 {
+            libc::SCHED_DEADLINE => format!(
+                "SCHED_DEADLINE runtime {} deadline {} period {} ns",
+                a.runtime, a.deadline, a.period
+            ),
+            _ => format!("{} {}", policy_name(a.policy), a.rt_priority),
         };
-        sched::set_attr(me, &attr).map_err(refused(
-            "scheduling policy",
-            format!("{} {}", policy_name(a.policy), a.rt_priority),
-        ))?;
+        sched::set_attr(me, &attr).map_err(refused("scheduling policy", value))?;
         sched::set_attr(me, &SchedAttr::default()).map_err(refused(
             "scheduling policy",
             "SCHED_OTHER (back)".to_string(),
@@ -728,6 +726,26 @@ pub fn restore_after_creds(
     })
 }
 
+/// The SCHED_FLAG_* a thread's policy is set with: RESET_ON_FORK, and SCHED_DEADLINE's RECLAIM
+/// and DL_OVERRUN (the kernel reports them through sched_getattr).
+const POLICY_FLAGS: u64 = libc::SCHED_FLAG_RESET_ON_FORK as u64 | 0x02 | 0x04;
+
+/// The policy of thread attributes `a` as sched_setattr takes it (SCHED_DEADLINE's runtime,
+/// deadline and period; a fair policy's custom slice is left to the caller).
+fn policy_attr(a: &ThreadAttrs) -> SchedAttr {
+    let deadline = a.policy as i32 == libc::SCHED_DEADLINE;
+    SchedAttr {
+        policy: a.policy,
+        flags: a.sched_flags,
+        nice: a.nice,
+        priority: a.rt_priority,
+        runtime: if deadline { a.runtime } else { 0 },
+        deadline: if deadline { a.deadline } else { 0 },
+        period: if deadline { a.period } else { 0 },
+        ..Default::default()
+    }
+}
+
 /// Sets the scheduling attributes of the restored thread `tid` (as cryo sees it) from
 /// outside, those that differ from what it has: the last step before it runs.
 pub fn restore_sched(pid: Pid, tid: Pid, thread: &ThreadCore) -> Result<(), AttrError> {
@@ -753,17 +771,14 @@ pub fn restore_sched(pid: Pid, tid: Pid, thread: &ThreadCore) -> Result<(), Attr
         a.runtime
     };
     let wanted = SchedAttr {
-        policy: a.policy,
-        flags: a.sched_flags,
-        nice: a.nice,
-        priority: a.rt_priority,
         runtime,
-        ..Default::default()
+        ..policy_attr(a)
     };
     let differs = now.policy != a.policy
-        || now.flags & libc::SCHED_FLAG_RESET_ON_FORK as u64 != a.sched_flags
+        || now.flags & POLICY_FLAGS != a.sched_flags
         || now.priority != a.rt_priority
         || runtime != 0
+        || (now.deadline, now.period) != (wanted.deadline, wanted.period)
         || now.nice != a.nice;
     if differs {
         sched::set_attr(tid, &wanted).map_err(set("scheduling policy"))?;

@@ -12,6 +12,7 @@
 //! ```
 
 pub mod attrs;
+pub mod cgroups;
 pub mod namespaces;
 pub mod process;
 pub mod security;

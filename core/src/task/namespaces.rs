@@ -1,14 +1,15 @@
 //! The namespaces of a task, judged at dump against cryo's own: a UTS namespace is made
-//! again with its host and domain names, an IPC namespace with its objects (crate::ipc); a
-//! mount namespace whose mounts are cryo's is taken
-//! as cryo's; any other namespace than cryo's is refused, since the task would come back in
-//! cryo's and see other pids, interfaces, mounts, IPC objects, cgroups, clocks or ids.
+//! again with its host and domain names, a time namespace with its clocks where they were at
+//! the freeze, a cgroup namespace with its root cgroups (task/cgroups.rs), an IPC namespace
+//! with its objects and sysctls (crate::ipc); a mount namespace whose mounts are cryo's is
+//! taken as cryo's; any other namespace than cryo's is refused, since the task would come
+//! back in cryo's and see other pids, interfaces, mounts or ids.
 
 use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use cryo_proto::image::{TaskCore, UtsNamespace};
+use cryo_proto::image::{TaskCore, TimeNamespace, UtsNamespace};
 use nix::unistd::Pid;
 
 use crate::proc;
@@ -73,9 +74,22 @@ pub enum NamespaceError {
         /// The kind.
         kind: &'static str,
     },
-    /// A process's UTS namespace cannot be made again by the tree's forks.
+    /// The task made a time namespace for its children that it is not in itself.
+    #[error(
+        "pid {pid} thread {tid}: made a time namespace for its children (time:[{inode}]) it \
+         is not in: a namespace no process entered yet is not restored"
+    )]
+    TimeForChildren {
+        /// The process.
+        pid: Pid,
+        /// The thread.
+        tid: Pid,
+        /// The namespace's inode.
+        inode: u64,
+    },
+    /// A process's UTS or time namespace cannot be made again by the tree's forks.
     #[error("pid {pid}: {detail}")]
-    UtsTree {
+    NamespaceTree {
         /// The process.
         pid: Pid,
         /// Why.
@@ -92,14 +106,9 @@ struct Kind {
     sees: &'static str,
 }
 
-/// The kinds refused when they differ from cryo's (UTS, IPC and mount are judged apart).
+/// The kinds refused when they differ from cryo's (UTS, time, cgroup, IPC and mount are
+/// judged apart).
 const REFUSED: &[Kind] = &[
-    Kind {
-        link: "cgroup",
-        ours: "cgroup",
-        what: "a cgroup",
-        sees: "another cgroup root",
-    },
     Kind {
         link: "net",
         ours: "net",
@@ -119,18 +128,6 @@ const REFUSED: &[Kind] = &[
         sees: "its next children forked into cryo's",
     },
     Kind {
-        link: "time",
-        ours: "time",
-        what: "a time",
-        sees: "other monotonic and boot clocks",
-    },
-    Kind {
-        link: "time_for_children",
-        ours: "time",
-        what: "a time (for its children)",
-        sees: "its next children forked onto cryo's clocks",
-    },
-    Kind {
         link: "user",
         ours: "user",
         what: "a user",
@@ -148,9 +145,20 @@ fn inode(path: &Path) -> io::Result<u64> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("{text:?}")))
 }
 
-/// Checks the namespaces of every thread of `pid` against cryo's: returns its UTS namespace
-/// when that is not cryo's (with its names), refuses any other kind that differs.
-pub fn dump(pid: Pid, tids: &[Pid]) -> Result<Option<UtsNamespace>, NamespaceError> {
+/// The namespaces of a process that the restore makes again (None: cryo's).
+#[derive(Debug, Default)]
+pub struct MadeAgain {
+    /// Its UTS namespace, with its names.
+    pub uts: Option<UtsNamespace>,
+    /// Its time namespace, with its clocks at the freeze.
+    pub time: Option<TimeNamespace>,
+    /// The inode of its cgroup namespace (read by [`crate::task::cgroups::namespace`]).
+    pub cgroup: Option<u64>,
+}
+
+/// Checks the namespaces of every thread of `pid` against cryo's: returns its UTS and time
+/// namespaces when they are not cryo's, refuses any other kind that differs.
+pub fn dump(pid: Pid, tids: &[Pid]) -> Result<MadeAgain, NamespaceError> {
     let ours = |kind: &'static str| inode(Path::new(&format!("/proc/self/ns/{kind}")));
     let mut main: HashMap<&'static str, u64> = HashMap::new();
     for &tid in tids {
@@ -163,7 +171,14 @@ pub fn dump(pid: Pid, tids: &[Pid]) -> Result<Option<UtsNamespace>, NamespaceErr
                 errno,
             })
         };
-        let kinds = REFUSED.iter().map(|k| k.link).chain(["mnt", "uts", "ipc"]);
+        let kinds = REFUSED.iter().map(|k| k.link).chain([
+            "mnt",
+            "uts",
+            "time",
+            "time_for_children",
+            "cgroup",
+            "ipc",
+        ]);
         for link in kinds {
             let theirs = match read(link) {
                 // A PID namespace made (unshare) that no child entered yet has no link: it is
@@ -221,24 +236,66 @@ pub fn dump(pid: Pid, tids: &[Pid]) -> Result<Option<UtsNamespace>, NamespaceErr
     if main.get("mnt").copied() != Some(read_ours("mnt")?) {
         same_mounts(pid)?;
     }
-    let uts = main.get("uts").copied().unwrap_or_default();
-    if uts == read_ours("uts")? {
-        return Ok(None);
+    let ns_of = |kind| main.get(kind).copied().unwrap_or_default();
+    let uts = ns_of("uts");
+    let uts = if uts == read_ours("uts")? {
+        None
+    } else {
+        Some(uts_names(pid, uts)?)
+    };
+    let (time, for_children) = (ns_of("time"), ns_of("time_for_children"));
+    if for_children != time {
+        return Err(NamespaceError::TimeForChildren {
+            pid,
+            tid: pid,
+            inode: for_children,
+        });
     }
-    let path = proc::dir(pid).join("ns/uts");
+    let time = if time == read_ours("time")? {
+        None
+    } else {
+        Some(time_clocks(pid, time)?)
+    };
+    let cgroup = ns_of("cgroup");
+    let cgroup = (cgroup != read_ours("cgroup")?).then_some(cgroup);
+    Ok(MadeAgain { uts, time, cgroup })
+}
+
+/// The host and domain names of UTS namespace `inode`, the one of `pid`.
+fn uts_names(pid: Pid, inode: u64) -> Result<UtsNamespace, NamespaceError> {
     let read_err = |errno| NamespaceError::Read {
         pid,
         tid: pid,
         kind: "uts",
         errno,
     };
-    let ns = std::fs::File::open(&path).map_err(read_err)?;
+    let ns = std::fs::File::open(proc::dir(pid).join("ns/uts")).map_err(read_err)?;
     let (hostname, domainname) = sys::uts::names_in(ns).map_err(read_err)?;
-    Ok(Some(UtsNamespace {
-        inode: uts,
+    Ok(UtsNamespace {
+        inode,
         hostname,
         domainname,
-    }))
+    })
+}
+
+/// The clocks of time namespace `inode`, the one of frozen `pid` (which is in it, so its
+/// timens_offsets, those of the namespace its children get, are the namespace's): cryo's
+/// clocks now plus the offsets.
+fn time_clocks(pid: Pid, inode: u64) -> Result<TimeNamespace, NamespaceError> {
+    let read_err = |errno| NamespaceError::Read {
+        pid,
+        tid: pid,
+        kind: "time",
+        errno,
+    };
+    let text = std::fs::read_to_string(proc::dir(pid).join("timens_offsets")).map_err(read_err)?;
+    let (monotonic, boottime) = sys::timens::parse_offsets(&text).map_err(read_err)?;
+    let (host_monotonic, host_boottime) = sys::timens::clocks_now().map_err(read_err)?;
+    Ok(TimeNamespace {
+        inode,
+        monotonic_ns: host_monotonic + monotonic,
+        boottime_ns: host_boottime + boottime,
+    })
 }
 
 /// The inode of the IPC namespace of `pid` when it is not cryo's (0 when it is): its objects
@@ -315,35 +372,63 @@ fn same_mounts(pid: Pid) -> Result<(), NamespaceError> {
     Err(NamespaceError::Mounts { pid, mount })
 }
 
-/// Refuses a tree whose UTS namespaces its forks cannot make again: a process makes a new one
-/// when its parent (or, for a root, cryo) is in another, so each namespace other than cryo's
-/// must have one topmost process in the dump, and no process may be back in cryo's below one
-/// in another. `tasks`: pid, parent pid, UTS namespace inode (None: cryo's) of each live one.
-pub(crate) fn check_uts_tree(tasks: &[(i32, i32, Option<u64>)]) -> Result<(), NamespaceError> {
-    let uts_of = |pid: i32| tasks.iter().find(|t| t.0 == pid).map(|t| t.2);
+/// A kind of namespace the restore makes again: what users call it and its /proc/PID/ns link.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MadeKind {
+    name: &'static str,
+    link: &'static str,
+}
+
+/// UTS namespaces.
+pub(crate) const UTS: MadeKind = MadeKind {
+    name: "UTS",
+    link: "uts",
+};
+/// Time namespaces.
+pub(crate) const TIME: MadeKind = MadeKind {
+    name: "time",
+    link: "time",
+};
+/// Cgroup namespaces.
+pub(crate) const CGROUP: MadeKind = MadeKind {
+    name: "cgroup",
+    link: "cgroup",
+};
+
+/// Refuses a tree whose `kind` namespaces its forks cannot make again: a process makes a new
+/// one when its parent (or, for a root, cryo) is in another, so each namespace other than
+/// cryo's must have one topmost process in the dump, and no process may be back in cryo's
+/// below one in another. `tasks`: pid, parent pid, namespace inode (None: cryo's) of each
+/// live one.
+pub(crate) fn check_tree(
+    kind: MadeKind,
+    tasks: &[(i32, i32, Option<u64>)],
+) -> Result<(), NamespaceError> {
+    let ns_of = |pid: i32| tasks.iter().find(|t| t.0 == pid).map(|t| t.2);
+    let MadeKind { name, link } = kind;
     let mut tops: HashMap<u64, i32> = HashMap::new();
-    for &(pid, ppid, uts) in tasks {
-        let parent = uts_of(ppid);
-        match (uts, parent) {
+    for &(pid, ppid, ns) in tasks {
+        let parent = ns_of(ppid);
+        match (ns, parent) {
             (Some(ns), Some(p)) if p == Some(ns) => {}
             (Some(ns), _) => {
                 if let Some(other) = tops.insert(ns, pid) {
-                    return Err(NamespaceError::UtsTree {
+                    return Err(NamespaceError::NamespaceTree {
                         pid: Pid::from_raw(pid),
                         detail: format!(
-                            "shares its UTS namespace (uts:[{ns}]) with pid {other}, which is not \
-                             its ancestor in that namespace: a restore makes one namespace per \
-                             process that starts one"
+                            "shares its {name} namespace ({link}:[{ns}]) with pid {other}, which \
+                             is not its ancestor in that namespace: a restore makes one namespace \
+                             per process that starts one"
                         ),
                     });
                 }
             }
             (None, Some(Some(ns))) => {
-                return Err(NamespaceError::UtsTree {
+                return Err(NamespaceError::NamespaceTree {
                     pid: Pid::from_raw(pid),
                     detail: format!(
-                        "is in cryo's UTS namespace below its parent {ppid} in another \
-                         (uts:[{ns}]): a restored process cannot go back to it"
+                        "is in cryo's {name} namespace below its parent {ppid} in another \
+                         ({link}:[{ns}]): a restored process cannot go back to it"
                     ),
                 })
             }
@@ -354,15 +439,28 @@ pub(crate) fn check_uts_tree(tasks: &[(i32, i32, Option<u64>)]) -> Result<(), Na
 }
 
 /// In a forked process of the restore, before its children: a new UTS namespace with the
-/// dumped names when its process was in one other than its parent's (`parent`: the parent's
-/// namespace inode, None for cryo's or a root).
-pub fn restore_in_child(core: &TaskCore, parent: Option<u64>) -> Result<(), ChildError> {
+/// dumped names, and a new time namespace with the clocks of the freeze, where its process was
+/// in one other than its parent's (`parent`: the parent's core, None for a root).
+pub fn restore_in_child(core: &TaskCore, parent: Option<&TaskCore>) -> Result<(), ChildError> {
+    let failed = |step| {
+        move |e: io::Error| ChildError::Sys {
+            step,
+            errno: e.raw_os_error().unwrap_or(libc::EIO),
+        }
+    };
+    let parent_uts = parent.and_then(|p| p.uts.as_ref()).map(|u| u.inode);
     match &core.uts {
-        Some(uts) if parent != Some(uts.inode) => {
-            sys::uts::make_new(&uts.hostname, &uts.domainname).map_err(|e| ChildError::Sys {
-                step: ChildStep::UtsNamespace,
-                errno: e.raw_os_error().unwrap_or(libc::EIO),
-            })
+        Some(uts) if parent_uts != Some(uts.inode) => {
+            sys::uts::make_new(&uts.hostname, &uts.domainname)
+                .map_err(failed(ChildStep::UtsNamespace))?
+        }
+        _ => {}
+    }
+    let parent_time = parent.and_then(|p| p.time.as_ref()).map(|t| t.inode);
+    match &core.time {
+        Some(time) if parent_time != Some(time.inode) => {
+            sys::timens::enter_new(time.monotonic_ns, time.boottime_ns)
+                .map_err(failed(ChildStep::TimeNamespace))
         }
         _ => Ok(()),
     }
@@ -373,16 +471,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn uts_namespaces_a_tree_can_make() {
+    fn namespaces_a_tree_can_make() {
         // A root in a namespace of its own, its child inheriting it, a grandchild in another.
-        check_uts_tree(&[(10, 1, Some(7)), (11, 10, Some(7)), (12, 11, Some(8))]).unwrap();
+        check_tree(
+            UTS,
+            &[(10, 1, Some(7)), (11, 10, Some(7)), (12, 11, Some(8))],
+        )
+        .unwrap();
         // Two roots in one namespace: each would make its own.
-        let err = check_uts_tree(&[(10, 1, Some(7)), (20, 1, Some(7))]).unwrap_err();
-        assert!(err.to_string().contains("pid 20: shares"), "{err}");
+        let err = check_tree(UTS, &[(10, 1, Some(7)), (20, 1, Some(7))]).unwrap_err();
+        assert!(err.to_string().contains("pid 20: shares its UTS"), "{err}");
         // A child back in cryo's.
-        let err = check_uts_tree(&[(10, 1, Some(7)), (11, 10, None)]).unwrap_err();
-        assert!(err.to_string().contains("pid 11: is in cryo's"), "{err}");
-        check_uts_tree(&[(10, 1, None), (11, 10, None)]).unwrap();
+        let err = check_tree(TIME, &[(10, 1, Some(7)), (11, 10, None)]).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("pid 11: is in cryo's time namespace"),
+            "{err}"
+        );
+        check_tree(TIME, &[(10, 1, None), (11, 10, None)]).unwrap();
     }
 
     #[test]

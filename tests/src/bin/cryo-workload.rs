@@ -33,6 +33,7 @@
 //! mappings                   shared, file-backed, private and PROT_NONE regions
 //! unsupported KIND [FD]      an fd cryo refuses (io_uring, packet socket)
 //! events                     epoll, eventfd, timerfd, signalfd, memfd, inotify
+//! notify KIND                fanotify with marks of every kind (a tmpfs of its own), inotify
 //! tcp ADDR                   a listener and its connections
 //! udp ADDR                   a bound UDP socket
 //! unix-pair TYPE             a socketpair in this process; fds in flight, credentials

@@ -8,6 +8,8 @@
 //! strict-thread           start a thread in seccomp strict mode, echoing bytes on a pipe
 //! nice=N                  setpriority(PRIO_PROCESS, 0)                    this thread
 //! sched=POL[:PRIO][:reset] sched_setscheduler, POL other|batch|idle|fifo|rr this thread
+//! deadline=RT:DL:PER[:FL] sched_setattr SCHED_DEADLINE (ns; FL flags, hex) this thread
+//!                         (after `thread`: a deadline task cannot clone)
 //! affinity=CPU[,CPU]      sched_setaffinity                               this thread
 //! ioprio=CLASS:LEVEL      ioprio_set, CLASS rt|be|idle                     this thread
 //! oom=N                   write /proc/self/oom_score_adj                   process
@@ -36,6 +38,11 @@
 //! mdwe=FLAGS              PR_SET_MDWE (1: refuse writable+executable)     process
 //! cpuid=on|off            ARCH_SET_CPUID: off makes cpuid fault (SIGSEGV) this thread
 //! uts=HOST:DOMAIN         unshare(CLONE_NEWUTS), sethostname, setdomainname process
+//! timens=SEC              a new time namespace, clocks SEC ahead, entered   process
+//!                         (before `thread`: setns wants a single thread)
+//! timens-children=SEC     the same namespace made for its children only    process
+//! cgroup=DIR              join cgroup DIR (write 0 to DIR/cgroup.procs)    process
+//! cgroup-thread=DIR       join cgroup DIR of a v1 hierarchy (DIR/tasks)     this thread
 //! unshare=KIND            unshare a namespace, KIND ipc|net|cgroup|mnt|pid process
 //!                         (mnt: then every mount made private)
 //! tmpfs=NAME              mount a tmpfs on DIR/NAME (after unshare=mnt)    process
@@ -52,6 +59,7 @@
 //! nice          N                     (getpriority)
 //! sched         POL PRIO [reset]      (sched_getscheduler, sched_getparam)
 //! affinity      CPU,CPU...            (sched_getaffinity)
+//! deadline      RUNTIME DEADLINE PERIOD flags HEX  (sched_getattr)
 //! ioprio        CLASS LEVEL           (ioprio_get; CLASS none|rt|be|idle)
 //! oom           N                     (/proc/self/oom_score_adj)
 //! timerslack, dumpable, pdeathsig, subreaper, thp-disable, securebits (hex), nnp:  prctl getters
@@ -66,7 +74,9 @@
 //! umask         OCTAL
 //! cpuid         1 | 0                 (ARCH_GET_CPUID: 0 where cpuid faults)
 //! uts           HOST DOMAIN           (uname: nodename, domainname)
+//! clocks        MONOTONIC BOOTTIME    (clock_gettime, ns)
 //! personality   HEX
+//! cgroup:HIER   PATH                  (/proc/thread-self/cgroup; HIER "" for v2)
 //! status:FIELD  the field of /proc/thread-self/status (CapBnd, CapAmb, NoNewPrivs...)
 //! ```
 
@@ -374,6 +384,34 @@ fn apply(setting: &str, dir: &Path) -> Result<(), String> {
             nix::unistd::sethostname(host).map_err(|e| fail(e.into()))?;
             sys::setdomainname(domain).map_err(fail)
         }
+        "deadline" => {
+            let parts: Vec<&str> = value.split(':').collect();
+            let part = |i: usize| parts.get(i).map_or(Ok(0), |p| num(p));
+            sys::set_deadline(part(0)?, part(1)?, part(2)?, part(3)?).map_err(fail)
+        }
+        "cgroup" | "cgroup-thread" => {
+            let file = if name == "cgroup" {
+                "cgroup.procs"
+            } else {
+                "tasks"
+            };
+            std::fs::write(Path::new(value).join(file), "0").map_err(fail)
+        }
+        "timens" | "timens-children" => {
+            let flag = nix::sched::CloneFlags::from_bits_retain(libc::CLONE_NEWTIME);
+            nix::sched::unshare(flag).map_err(|e| fail(e.into()))?;
+            let sec = num(value)?;
+            std::fs::write(
+                "/proc/self/timens_offsets",
+                format!("monotonic {sec} 0\nboottime {sec} 0\n"),
+            )
+            .map_err(fail)?;
+            if name == "timens-children" {
+                return Ok(());
+            }
+            let ns = std::fs::File::open("/proc/self/ns/time_for_children").map_err(fail)?;
+            nix::sched::setns(ns, flag).map_err(|e| fail(e.into()))
+        }
         "unshare" => {
             use nix::sched::CloneFlags;
             let flags = match value {
@@ -441,6 +479,16 @@ fn observe(key: &str) -> Result<String, String> {
     if let Some(name) = key.strip_prefix("status:") {
         return status(name);
     }
+    if let Some(hierarchy) = key.strip_prefix("cgroup:") {
+        let text = std::fs::read_to_string("/proc/thread-self/cgroup").map_err(fail)?;
+        return text
+            .lines()
+            .find_map(|l| {
+                let mut parts = l.splitn(3, ':').skip(1);
+                (parts.next() == Some(hierarchy)).then(|| parts.next().unwrap_or("").to_string())
+            })
+            .ok_or_else(|| format!("no hierarchy {hierarchy:?} in {text:?}"));
+    }
     match key {
         "nice" => sys::nice().map(|n| n.to_string()).map_err(fail),
         "sched" => {
@@ -456,6 +504,11 @@ fn observe(key: &str) -> Result<String, String> {
             };
             Ok(format!("{name} {priority}{reset}"))
         }
+        "deadline" => sys::deadline_params()
+            .map(|(runtime, deadline, period, flags)| {
+                format!("{runtime} {deadline} {period} flags {flags:#x}")
+            })
+            .map_err(fail),
         "affinity" => {
             let cpus = sys::affinity().map_err(fail)?;
             Ok(cpus
@@ -529,6 +582,14 @@ fn observe(key: &str) -> Result<String, String> {
         "cpuid" => sys::arch_prctl(ARCH_GET_CPUID, 0)
             .map(|v| v.to_string())
             .map_err(fail),
+        "clocks" => {
+            let now = |clock| sys::clock_ns(clock).map_err(fail);
+            Ok(format!(
+                "{} {}",
+                now(libc::CLOCK_MONOTONIC)?,
+                now(libc::CLOCK_BOOTTIME)?
+            ))
+        }
         "uts" => nix::sys::utsname::uname()
             .map(|u| {
                 format!(
@@ -567,6 +628,7 @@ const POLICIES: &[(&str, i32)] = &[
     ("rr", libc::SCHED_RR),
     ("batch", libc::SCHED_BATCH),
     ("idle", libc::SCHED_IDLE),
+    ("deadline", libc::SCHED_DEADLINE),
 ];
 
 /// By their number: IOPRIO_CLASS_NONE, RT, BE, IDLE.

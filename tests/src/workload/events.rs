@@ -7,11 +7,13 @@
 //!                            timer  -> <expirations read so far> (reads the timerfd)
 //!                            sig    -> <signo> | none       (reads the signalfd)
 //!                            memfd  -> <contents> <seals>
-//!                            touch  -> <wd>:<mask hex>,...  (writes DIR/watched, reads inotify)
+//!                            touch  -> <wd>:<mask hex>,...  (writes DIR/w/watched, reads inotify)
 //!                            (fd 40 epoll watching 41 eventfd (count 5, semaphore), 42
 //!                            timerfd (CLOCK_MONOTONIC, every 10 ms), 43 signalfd (SIGUSR1,
 //!                            blocked), data = fd number; 44 memfd "cryo-test" sealed
-//!                            SHRINK|GROW; 45 inotify: wd 1 on DIR, wd 3 on DIR/watched)
+//!                            SHRINK|GROW; 45 inotify: wd 1 on DIR/w, wd 3 on DIR/w/watched:
+//!                            not on DIR, whose control FIFOs would queue events all the
+//!                            time, and a dump refuses unread events)
 //! ```
 
 use std::io;
@@ -47,6 +49,8 @@ fn setup(dir: &Path) -> io::Result<()> {
     sys::write_all(ev::MEMFD, b"memfd-contents")?;
     sys::add_seals(ev::MEMFD, libc::F_SEAL_SHRINK | libc::F_SEAL_GROW)?;
     place(sys::inotify(), ev::INOTIFY)?;
+    let dir = &dir.join("w");
+    std::fs::create_dir(dir)?;
     let watched = dir.join("watched");
     let gap = dir.join("gap");
     std::fs::write(&watched, b"")?;
@@ -123,7 +127,7 @@ impl Mode for Events {
                 Ok(format!("{} {seals}", String::from_utf8_lossy(&buf[..n])))
             }
             ("touch", []) => {
-                std::fs::write(dir.join("watched"), b"x").map_err(io_err)?;
+                std::fs::write(dir.join("w/watched"), b"x").map_err(io_err)?;
                 let data = sys::read_available(ev::INOTIFY, 4096).map_err(io_err)?;
                 let mut out = Vec::new();
                 let mut off = 0;

@@ -7,8 +7,15 @@
 //!             readlink  -> <the target of the symlink fd 47 holds> (readlinkat(47, ""))
 //!             pidfd     -> self | other <Pid: of its fdinfo>
 //!             signal0   -> ok  (pidfd_send_signal(47, 0))
+//!             exited MS -> yes | no  (poll(47, POLLIN) for up to MS ms: the process exited)
+//!             flags     -> <F_GETFL of 47, octal>
 //! KIND: netns | deleted-fifo | deleted-dir | deleted-dev | deleted-symlink | symlink
 //!       | pidfd-self | pidfd-child (of a child blocked in pause(), dumped with it)
+//!       | pidfd-child-nonblock (the same, PIDFD_NONBLOCK)
+//!       | pidfd-child-shared (pidfd-child, then a second child forked: it inherits fd 47)
+//!       | pidfd-child-epoll (pidfd-child, and an epoll at 48 watching it: EPOLLIN, data 47)
+//!       | pidfd-thread (PIDFD_THREAD of a second thread of its own, parked forever)
+//!             epoll MS  -> ready <data> | none  (epoll_wait(48) for up to MS ms)
 //!       | pidfd-init (of pid 1, outside the dump) | pidfd-dead (of a child exited and reaped)
 //!       | mqueue (a POSIX message queue, unlinked) | secretmem (memfd_secret)
 //! ```
@@ -18,6 +25,7 @@ use std::path::Path;
 use super::{failed, io_err, sys, unknown, Mode};
 
 const FD: i32 = 47;
+const EPOLL: i32 = 48;
 
 struct Held;
 
@@ -57,6 +65,32 @@ fn hold(kind: &str, dir: &Path) -> std::io::Result<i32> {
         "pidfd-self" => sys::pidfd_open(std::process::id() as i32)?,
         "pidfd-init" => sys::pidfd_open(1)?,
         "pidfd-child" => sys::pidfd_open(sys::fork_paused()?)?,
+        "pidfd-child-epoll" => {
+            let fd = sys::move_fd(sys::pidfd_open(sys::fork_paused()?)?, FD)?;
+            let ep = sys::move_fd(sys::epoll()?, EPOLL)?;
+            sys::epoll_add(ep, FD, libc::EPOLLIN as u32, FD as u64)?;
+            fd
+        }
+        "pidfd-thread" => {
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let _ = tx.send(sys::gettid());
+                loop {
+                    std::thread::park();
+                }
+            });
+            let tid = rx.recv().map_err(std::io::Error::other)?;
+            // PIDFD_THREAD is O_EXCL.
+            sys::pidfd_open_flags(tid, libc::O_EXCL as u32)?
+        }
+        "pidfd-child-shared" => {
+            let fd = sys::move_fd(sys::pidfd_open(sys::fork_paused()?)?, FD)?;
+            sys::fork_paused()?;
+            fd
+        }
+        "pidfd-child-nonblock" => {
+            sys::pidfd_open_flags(sys::fork_paused()?, libc::O_NONBLOCK as u32)?
+        }
         "pidfd-dead" => {
             let child = sys::fork_exiting()?;
             let fd = sys::pidfd_open(child)?;
@@ -98,6 +132,22 @@ impl Mode for Held {
             }
             ("signal0", []) => sys::pidfd_signal(FD, 0)
                 .map(|()| "ok".into())
+                .map_err(io_err),
+            ("exited", [ms]) => {
+                let ms: i32 = ms.parse().map_err(|_| format!("bad number {ms:?}"))?;
+                let ready = sys::poll_in(FD, ms).map_err(io_err)?;
+                Ok(if ready { "yes" } else { "no" }.into())
+            }
+            ("epoll", [ms]) => {
+                let ms: i32 = ms.parse().map_err(|_| format!("bad number {ms:?}"))?;
+                let ready = sys::epoll_wait(EPOLL, ms).map_err(io_err)?;
+                Ok(match ready.first() {
+                    Some(data) => format!("ready {data}"),
+                    None => "none".into(),
+                })
+            }
+            ("flags", []) => sys::file_flags(FD)
+                .map(|f| format!("{f:o}"))
                 .map_err(io_err),
             _ => unknown(verb),
         }

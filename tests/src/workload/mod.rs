@@ -36,6 +36,7 @@ mod held;
 mod mapping_access;
 mod mappings;
 mod memory;
+mod notify;
 mod pipe;
 mod pipe_split;
 mod places;
@@ -101,6 +102,7 @@ pub const MODES: &[(&str, Start)] = &[
     ("threads", threads::start),
     ("mappings", mappings::start),
     ("events", events::start),
+    ("notify", notify::start),
     ("tcp", tcp::start),
     ("udp", udp::start),
     ("unix-pair", unix_pair::start),

@@ -388,9 +388,51 @@ pub fn readlink_fd(fd: i32) -> io::Result<String> {
 
 /// pidfd_open(pid, 0).
 pub fn pidfd_open(pid: i32) -> io::Result<i32> {
+    pidfd_open_flags(pid, 0)
+}
+
+/// pidfd_open(pid, flags).
+pub fn pidfd_open_flags(pid: i32, flags: u32) -> io::Result<i32> {
     // SAFETY: pidfd_open takes numbers, no pointers.
-    let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, flags) };
     cvt(r as libc::c_int)
+}
+
+/// fcntl(fd, F_GETFL).
+pub fn file_flags(fd: i32) -> io::Result<i32> {
+    // SAFETY: fcntl on a number, no pointers.
+    cvt(unsafe { libc::fcntl(fd, libc::F_GETFL) })
+}
+
+/// fanotify_init(flags, event_flags).
+pub fn fanotify_init(flags: u32, event_flags: u32) -> io::Result<i32> {
+    // SAFETY: fanotify_init takes two numbers.
+    cvt(unsafe { libc::fanotify_init(flags, event_flags) })
+}
+
+/// fanotify_mark(fd, flags, mask, AT_FDCWD, path).
+pub fn fanotify_mark(fd: i32, flags: u32, mask: u64, path: &Path) -> io::Result<()> {
+    let c = CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    // SAFETY: the kernel reads the NUL-terminated path `c` owns, alive for the call.
+    cvt(unsafe { libc::fanotify_mark(fd, flags, mask, libc::AT_FDCWD, c.as_ptr()) }).map(drop)
+}
+
+/// Mounts a small tmpfs at `path`.
+pub fn mount_tmpfs(path: &Path) -> io::Result<()> {
+    let target = CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    let fstype = c"tmpfs";
+    let data = c"size=1m";
+    // SAFETY: every pointer is a NUL-terminated string alive for the call.
+    cvt(unsafe {
+        libc::mount(
+            fstype.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            data.as_ptr().cast(),
+        )
+    })
+    .map(drop)
 }
 
 /// pidfd_send_signal(pidfd, sig).
@@ -831,6 +873,33 @@ pub fn scheduler() -> io::Result<(i32, i32)> {
     // SAFETY: sched_getparam writes one sched_param.
     cvt(unsafe { libc::sched_getparam(0, &mut param) })?;
     Ok((policy, param.sched_priority))
+}
+
+/// Puts the calling thread under SCHED_DEADLINE (sched_setattr) with `flags` (SCHED_FLAG_*).
+pub fn set_deadline(runtime: u64, deadline: u64, period: u64, flags: u64) -> io::Result<()> {
+    let mut attr = [0u8; 56];
+    attr[0..4].copy_from_slice(&56u32.to_ne_bytes());
+    attr[4..8].copy_from_slice(&(libc::SCHED_DEADLINE as u32).to_ne_bytes());
+    attr[8..16].copy_from_slice(&flags.to_ne_bytes());
+    attr[24..32].copy_from_slice(&runtime.to_ne_bytes());
+    attr[32..40].copy_from_slice(&deadline.to_ne_bytes());
+    attr[40..48].copy_from_slice(&period.to_ne_bytes());
+    // SAFETY: the kernel reads the 56 bytes of `attr` its size field names.
+    cvt(unsafe { libc::syscall(libc::SYS_sched_setattr, 0, attr.as_ptr(), 0u32) } as i32).map(drop)
+}
+
+/// SCHED_DEADLINE's parameters of the calling thread (sched_getattr): runtime, deadline,
+/// period (ns) and flags.
+pub fn deadline_params() -> io::Result<(u64, u64, u64, u64)> {
+    // struct sched_attr (VER1, 56 bytes): size, policy, flags, nice, priority, runtime,
+    // deadline, period, util_min, util_max.
+    let mut attr = [0u8; 56];
+    let ptr = attr.as_mut_ptr();
+    // SAFETY: the kernel writes at most 56 bytes (the size passed) into `attr`.
+    let ret = unsafe { libc::syscall(libc::SYS_sched_getattr, 0, ptr, 56u32, 0u32) };
+    cvt(ret as i32)?;
+    let u64_at = |off: usize| u64::from_ne_bytes(attr[off..off + 8].try_into().unwrap());
+    Ok((u64_at(24), u64_at(32), u64_at(40), u64_at(8)))
 }
 
 pub fn set_affinity(cpus: &[usize]) -> io::Result<()> {

@@ -1,0 +1,416 @@
+//! Cgroup membership: where a process is in each hierarchy, kept at dump relative to the
+//! dumping cryo's own cgroup when below it (the restore puts it below the restoring cryo's,
+//! as a container manager would) and from the hierarchy's root otherwise; the restored
+//! process joins it, made again if gone, before it forks its children. A cgroup namespace is
+//! kept as its root cgroups: the topmost process in it joins them, unshares, then joins its
+//! own.
+
+use std::collections::HashMap;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use cryo_proto::image::{CgroupMembership, CgroupNamespace, TaskCore};
+use nix::unistd::Pid;
+use tracing::warn;
+
+use crate::proc;
+
+/// Why the cgroups of a process cannot be read or joined again.
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    /// /proc/PID/cgroup (or cryo's own) could not be read.
+    #[error("pid {pid} thread {tid}: read its cgroups: {errno}")]
+    Read {
+        /// The process (cryo's own pid for cryo's cgroups).
+        pid: Pid,
+        /// The thread.
+        tid: Pid,
+        /// The kernel's answer (in the message, so not chained as a source).
+        errno: io::Error,
+    },
+    /// A thread is in another cgroup than its process.
+    #[error(
+        "pid {pid} thread {tid}: in cgroup {theirs} of hierarchy {hierarchy:?}, its process in \
+         {process}: cgroups are restored per process"
+    )]
+    Thread {
+        /// The process.
+        pid: Pid,
+        /// The thread.
+        tid: Pid,
+        /// The hierarchy's controllers ("" for v2).
+        hierarchy: String,
+        /// The thread's cgroup.
+        theirs: String,
+        /// The process's.
+        process: String,
+    },
+    /// The hierarchy is mounted nowhere cryo can reach the cgroup.
+    #[error(
+        "pid {pid}: in cgroup {path} of hierarchy {hierarchy:?}, which no cgroup mount of \
+         cryo's shows: it could not be joined again"
+    )]
+    Unreachable {
+        /// The process.
+        pid: Pid,
+        /// The hierarchy's controllers ("" for v2).
+        hierarchy: String,
+        /// The cgroup.
+        path: String,
+    },
+    /// The process is in a cgroup outside its cgroup namespace's root.
+    #[error(
+        "pid {pid}: in cgroup {path} of hierarchy {hierarchy:?}, outside the root of its cgroup \
+         namespace (it reads {relative}): it could not be made again there"
+    )]
+    OutsideNamespace {
+        /// The process.
+        pid: Pid,
+        /// The hierarchy's controllers ("" for v2).
+        hierarchy: String,
+        /// The cgroup, from the hierarchy's root.
+        path: String,
+        /// The cgroup as the namespace shows it.
+        relative: String,
+    },
+    /// A cgroup could not be made again or opened at restore.
+    #[error("pid {pid}: cgroup {dir}: {errno}")]
+    Make {
+        /// The process.
+        pid: i32,
+        /// The cgroup's directory.
+        dir: PathBuf,
+        /// The kernel's answer.
+        errno: io::Error,
+    },
+}
+
+/// The cgroups of /proc/PID/cgroup (`text`): hierarchy (controllers, "" for v2) to path.
+fn parse(text: &str) -> HashMap<String, String> {
+    text.lines()
+        .filter_map(|line| {
+            let mut parts = line.splitn(3, ':');
+            let (_id, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+            Some((controllers.to_owned(), path.to_owned()))
+        })
+        .collect()
+}
+
+/// The cgroups of thread `tid` of `pid` (`tid` = `pid`: the process's; pid 0: cryo's own).
+fn read(pid: Pid, tid: Pid) -> Result<HashMap<String, String>, CgroupError> {
+    let path = if pid.as_raw() == 0 {
+        PathBuf::from("/proc/self/cgroup")
+    } else {
+        proc::dir(pid).join(format!("task/{tid}/cgroup"))
+    };
+    std::fs::read_to_string(path)
+        .map(|text| parse(&text))
+        .map_err(|errno| CgroupError::Read { pid, tid, errno })
+}
+
+/// `path` below `base` ("" for `base` itself), when it is there.
+fn below<'a>(path: &'a str, base: &str) -> Option<&'a str> {
+    let rest = path.strip_prefix(base.trim_end_matches('/'))?;
+    match rest {
+        "" => Some(""),
+        _ => rest.strip_prefix('/'),
+    }
+}
+
+/// The directory of cgroup `path` of `hierarchy` in cryo's mounts: a cgroup mount of it
+/// whose root holds the cgroup (`mountinfo`: /proc/self/mountinfo's text).
+fn directory(mountinfo: &str, hierarchy: &str, path: &str) -> Option<PathBuf> {
+    mountinfo.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let sep = fields.iter().position(|&f| f == "-")?;
+        let (root, point) = (fields.get(3)?, fields.get(4)?);
+        let (fstype, options) = (fields.get(sep + 1)?, fields.get(sep + 3)?);
+        let fits = match hierarchy {
+            "" => *fstype == "cgroup2",
+            _ => {
+                let options: Vec<&str> = options.split(',').collect();
+                *fstype == "cgroup" && hierarchy.split(',').all(|c| options.contains(&c))
+            }
+        };
+        let rest = below(path, root).filter(|_| fits)?;
+        Some(Path::new(&unescape(point)).join(rest))
+    })
+}
+
+/// A mountinfo field with its octal escapes (\040 for a space) decoded.
+fn unescape(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes.get(i + 1..i + 4).and_then(|d| {
+            let d = std::str::from_utf8(d).ok()?;
+            u8::from_str_radix(d, 8).ok()
+        });
+        match (bytes[i], octal) {
+            (b'\\', Some(b)) => {
+                out.push(b);
+                i += 4;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The cgroups of frozen `pid` (threads `tids`) where they are not cryo's; refuses a thread in
+/// another cgroup than its process and a cgroup cryo could not join again.
+pub fn dump(pid: Pid, tids: &[Pid]) -> Result<Vec<CgroupMembership>, CgroupError> {
+    let ours = read(Pid::from_raw(0), Pid::from_raw(0))?;
+    let theirs = read(pid, pid)?;
+    for &tid in tids.iter().filter(|&&t| t != pid) {
+        for (hierarchy, path) in read(pid, tid)? {
+            let process = theirs.get(&hierarchy).cloned().unwrap_or_default();
+            if process != path {
+                return Err(CgroupError::Thread {
+                    pid,
+                    tid,
+                    hierarchy,
+                    theirs: path,
+                    process,
+                });
+            }
+        }
+    }
+    let mountinfo =
+        std::fs::read_to_string("/proc/self/mountinfo").map_err(|errno| CgroupError::Read {
+            pid: Pid::from_raw(0),
+            tid: Pid::from_raw(0),
+            errno,
+        })?;
+    memberships(pid, theirs, &ours, &mountinfo)
+}
+
+/// The cgroups `theirs` of `pid` (hierarchy to path) that are not cryo's (`ours`), as the image
+/// keeps them; refuses one no cgroup mount of cryo's shows.
+fn memberships(
+    pid: Pid,
+    theirs: HashMap<String, String>,
+    ours: &HashMap<String, String>,
+    mountinfo: &str,
+) -> Result<Vec<CgroupMembership>, CgroupError> {
+    let mut out = Vec::new();
+    for (hierarchy, path) in theirs {
+        let mine = ours.get(&hierarchy).map(String::as_str);
+        if mine == Some(path.as_str()) {
+            continue;
+        }
+        if directory(mountinfo, &hierarchy, &path).is_none() {
+            return Err(CgroupError::Unreachable {
+                pid,
+                hierarchy,
+                path,
+            });
+        }
+        let relative = mine.and_then(|m| below(&path, m));
+        out.push(CgroupMembership {
+            controllers: hierarchy.clone(),
+            below_cryo: relative.is_some(),
+            path: relative.map(str::to_owned).unwrap_or_else(|| path.clone()),
+        });
+    }
+    out.sort_by(|a, b| a.controllers.cmp(&b.controllers));
+    Ok(out)
+}
+
+/// The cgroup namespace `inode` of frozen `pid`: its root in each hierarchy, found by reading
+/// the process's cgroups from inside the namespace (paths shown from its root) and from cryo's.
+pub fn namespace(pid: Pid, inode: u64) -> Result<CgroupNamespace, CgroupError> {
+    let read_err = |errno| CgroupError::Read {
+        pid,
+        tid: pid,
+        errno,
+    };
+    let ns = std::fs::File::open(proc::dir(pid).join("ns/cgroup")).map_err(read_err)?;
+    let flag = nix::sched::CloneFlags::CLONE_NEWCGROUP;
+    let inside =
+        crate::sys::ns::read_in(&ns, flag, &proc::dir(pid).join("cgroup")).map_err(read_err)?;
+    let inside = parse(&inside);
+    let full = read(pid, pid)?;
+    let mut roots = HashMap::new();
+    for (hierarchy, path) in full {
+        let relative = inside.get(&hierarchy).cloned().unwrap_or_default();
+        let root = match relative.as_str() {
+            "/" => Some(path.clone()),
+            r if r.split('/').any(|part| part == "..") => None,
+            r => path
+                .strip_suffix(r)
+                .map(|root| if root.is_empty() { "/" } else { root }.to_owned()),
+        };
+        let Some(root) = root else {
+            return Err(CgroupError::OutsideNamespace {
+                pid,
+                hierarchy,
+                path,
+                relative,
+            });
+        };
+        roots.insert(hierarchy, root);
+    }
+    let ours = read(Pid::from_raw(0), Pid::from_raw(0))?;
+    let mountinfo =
+        std::fs::read_to_string("/proc/self/mountinfo").map_err(|errno| CgroupError::Read {
+            pid: Pid::from_raw(0),
+            tid: Pid::from_raw(0),
+            errno,
+        })?;
+    Ok(CgroupNamespace {
+        inode,
+        roots: memberships(pid, roots, &ours, &mountinfo)?,
+    })
+}
+
+/// Where a restored process goes before it forks its children: the cgroup.procs files it
+/// writes itself into, in two steps around the making of its cgroup namespace.
+#[derive(Debug, Default)]
+pub struct Placement {
+    /// Joined first: the roots of the cgroup namespace it makes, else its own cgroups.
+    pub first: Vec<PathBuf>,
+    /// Whether it makes a cgroup namespace (unshare) after `first`.
+    pub unshare: bool,
+    /// Joined last, inside the new namespace: its own cgroups where not the roots.
+    pub then: Vec<PathBuf>,
+}
+
+/// Where each process (in `tasks` order: pid, parent pid, core) goes: into its cgroups where
+/// they differ from the ones it is forked in (its parent's, cryo's for a root), through the
+/// roots of its cgroup namespace when it makes one. Missing cgroups are made again here (with a
+/// warning: empty, with default limits).
+pub fn plan(tasks: &[(i32, i32, &TaskCore)]) -> Result<Vec<Placement>, CgroupError> {
+    let ours = read(Pid::from_raw(0), Pid::from_raw(0))?;
+    let mountinfo =
+        std::fs::read_to_string("/proc/self/mountinfo").map_err(|errno| CgroupError::Read {
+            pid: Pid::from_raw(0),
+            tid: Pid::from_raw(0),
+            errno,
+        })?;
+    // The path of `kept` (None: cryo's) in the hierarchy where cryo is in `mine`.
+    let target = |kept: Option<&CgroupMembership>, mine: &str| -> String {
+        match kept {
+            None => mine.to_owned(),
+            Some(m) if m.below_cryo && m.path.is_empty() => mine.to_owned(),
+            Some(m) if m.below_cryo => format!("{}/{}", mine.trim_end_matches('/'), m.path),
+            Some(m) => m.path.clone(),
+        }
+    };
+    let own = |core: Option<&TaskCore>, hierarchy: &str, mine: &str| {
+        let kept = core.and_then(|c| c.cgroups.iter().find(|m| m.controllers == hierarchy));
+        target(kept, mine)
+    };
+    let root = |ns: &CgroupNamespace, hierarchy: &str, mine: &str| {
+        target(ns.roots.iter().find(|m| m.controllers == hierarchy), mine)
+    };
+    let mut hierarchies: Vec<(&String, &String)> = ours.iter().collect();
+    hierarchies.sort();
+    tasks
+        .iter()
+        .map(|&(pid, ppid, core)| {
+            let parent = tasks.iter().find(|t| t.0 == ppid).map(|t| t.2);
+            let parent_ns = parent.and_then(|p| p.cgroupns.as_ref()).map(|n| n.inode);
+            let makes = core
+                .cgroupns
+                .as_ref()
+                .filter(|ns| parent_ns != Some(ns.inode));
+            let mut placement = Placement {
+                unshare: makes.is_some(),
+                ..Placement::default()
+            };
+            for &(hierarchy, mine) in &hierarchies {
+                let from = own(parent, hierarchy, mine);
+                let to = own(Some(core), hierarchy, mine);
+                let dir = |path: &str| dir_in(&mountinfo, hierarchy, path, pid);
+                match makes {
+                    Some(ns) => {
+                        let at = root(ns, hierarchy, mine);
+                        if at != from {
+                            placement.first.push(dir(&at)?);
+                        }
+                        if to != at {
+                            placement.then.push(dir(&to)?);
+                        }
+                    }
+                    None if to != from => placement.first.push(dir(&to)?),
+                    None => {}
+                }
+            }
+            Ok(placement)
+        })
+        .collect()
+}
+
+/// The cgroup.procs file of cgroup `path` of `hierarchy` among cryo's mounts (`mountinfo`),
+/// the cgroup made again when gone (for process `pid`).
+fn dir_in(mountinfo: &str, hierarchy: &str, path: &str, pid: i32) -> Result<PathBuf, CgroupError> {
+    let make_err = |dir: PathBuf| move |errno| CgroupError::Make { pid, dir, errno };
+    let Some(dir) = directory(mountinfo, hierarchy, path) else {
+        return Err(make_err(PathBuf::from(path))(io::Error::from_raw_os_error(
+            libc::ENOENT,
+        )));
+    };
+    if !dir.is_dir() {
+        warn!(pid, dir = %dir.display(), "cgroup gone: made again, with default limits");
+        std::fs::create_dir_all(&dir).map_err(make_err(dir.clone()))?;
+    }
+    Ok(dir.join("cgroup.procs"))
+}
+
+/// In a forked process of the restore, before its children: goes where [`plan`] chose.
+pub fn enter(placement: &Placement) -> Result<(), (PathBuf, io::Error)> {
+    // "0": the writer itself (v1 and v2 alike).
+    let join = |file: &PathBuf| std::fs::write(file, b"0").map_err(|e| (file.clone(), e));
+    placement.first.iter().try_for_each(join)?;
+    if placement.unshare {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
+            .map_err(|e| (PathBuf::from("/proc/self/ns/cgroup"), e.into()))?;
+    }
+    placement.then.iter().try_for_each(join)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MOUNTINFO: &str = "\
+30 25 0:26 / /sys/fs/cgroup/cpu rw,relatime shared:9 - cgroup cgroup rw,cpu,cpuacct\n\
+31 25 0:27 / /sys/fs/cgroup/memory rw,relatime shared:10 - cgroup cgroup rw,memory\n\
+32 25 0:28 /sub /sys/fs/cgroup/my\\040unified rw - cgroup2 cgroup2 rw\n";
+
+    #[test]
+    fn a_cgroup_is_found_in_the_mount_of_its_hierarchy() {
+        assert_eq!(
+            directory(MOUNTINFO, "cpu,cpuacct", "/a/b"),
+            Some(PathBuf::from("/sys/fs/cgroup/cpu/a/b"))
+        );
+        assert_eq!(directory(MOUNTINFO, "pids", "/a"), None);
+        assert_eq!(
+            directory(MOUNTINFO, "", "/sub/x"),
+            Some(PathBuf::from("/sys/fs/cgroup/my unified/x"))
+        );
+        assert_eq!(
+            directory(MOUNTINFO, "", "/other"),
+            None,
+            "not below the root"
+        );
+        assert_eq!(directory(MOUNTINFO, "", "/subway"), None);
+    }
+
+    #[test]
+    fn paths_below_a_base() {
+        assert_eq!(below("/a/b", "/a"), Some("b"));
+        assert_eq!(below("/a", "/a"), Some(""));
+        assert_eq!(below("/ab", "/a"), None);
+        assert_eq!(below("/a/b", "/"), Some("a/b"));
+        let lines = parse("4:memory:/x/y\n0::/\n1:name=systemd:/\n");
+        assert_eq!(lines["memory"], "/x/y");
+        assert_eq!(lines[""], "/");
+        assert_eq!(lines["name=systemd"], "/");
+    }
+}

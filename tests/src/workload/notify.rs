@@ -1,0 +1,156 @@
+//! `notify KIND`: a notification fd at 47, with what it watches in the control dir: a
+//! fanotify group with marks of every kind, or an inotify instance.
+//!
+//! ```text
+//! notify fanotify   fd 47: fanotify_init(FAN_CLASS_NOTIF|FAN_NONBLOCK, O_RDONLY|O_LARGEFILE)
+//!                   inode mark on DIR/marked: FAN_MODIFY|FAN_CLOSE_WRITE, ignored FAN_MODIFY
+//!                   (FAN_MARK_IGNORED_SURV_MODIFY): a write shows as FAN_CLOSE_WRITE only;
+//!                   a tmpfs mounted at DIR/fs (the test unmounts it): a mount mark
+//!                   FAN_CLOSE_WRITE and a filesystem mark FAN_MODIFY on it
+//! notify fanotify-perm
+//!                   fd 47: fanotify_init(FAN_CLASS_CONTENT), a FAN_OPEN_PERM mark on DIR/marked
+//!                   (nobody opens it: nobody waits for an answer)
+//! notify inotify    fd 47: inotify_init1(IN_NONBLOCK), watch 1 on DIR/marked (IN_CLOSE_WRITE)
+//! notify inotify-unlinked
+//!                   as inotify, with DIR/marked unlinked after, still open at fd 48 (the
+//!                   watch holds an inode with no name)
+//!
+//! write NAME        -> ok                       (writes "x" to DIR/NAME; nothing read)
+//! events            -> <mask hex> <path>,...    (every event queued, one per file: masks
+//!                                                ORed; fanotify: the event fd's path)
+//! touch NAME        -> as write, then events (waiting up to 2 s for the first)
+//! await MS          -> events, once one is queued (waiting up to MS ms)
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use super::{failed, io_err, sys, unknown, Mode};
+
+const FD: i32 = 47;
+const HELD: i32 = 48;
+
+struct Notify {
+    dir: PathBuf,
+    fanotify: bool,
+}
+
+/// `notify KIND`
+pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
+    let kind = args.first().map(String::as_str).unwrap_or("fanotify");
+    let marked = dir.join("marked");
+    std::fs::write(&marked, b"").map_err(failed("create marked"))?;
+    let fd = match kind {
+        "fanotify" => {
+            let fd = sys::fanotify_init(
+                libc::FAN_CLASS_NOTIF | libc::FAN_NONBLOCK,
+                (libc::O_RDONLY | libc::O_LARGEFILE) as u32,
+            )
+            .map_err(failed("fanotify_init"))?;
+            let mark = |flags: u32, mask: u64, path: &Path| {
+                sys::fanotify_mark(fd, libc::FAN_MARK_ADD | flags, mask, path)
+            };
+            mark(0, libc::FAN_MODIFY | libc::FAN_CLOSE_WRITE, &marked)
+                .map_err(failed("inode mark"))?;
+            mark(
+                libc::FAN_MARK_IGNORED_MASK | libc::FAN_MARK_IGNORED_SURV_MODIFY,
+                libc::FAN_MODIFY,
+                &marked,
+            )
+            .map_err(failed("ignored mask"))?;
+            let fs = dir.join("fs");
+            std::fs::create_dir(&fs).map_err(failed("mkdir fs"))?;
+            sys::mount_tmpfs(&fs).map_err(failed("mount tmpfs"))?;
+            mark(libc::FAN_MARK_MOUNT, libc::FAN_CLOSE_WRITE, &fs).map_err(failed("mount mark"))?;
+            mark(libc::FAN_MARK_FILESYSTEM, libc::FAN_MODIFY, &fs)
+                .map_err(failed("filesystem mark"))?;
+            fd
+        }
+        "fanotify-perm" => {
+            let fd = sys::fanotify_init(libc::FAN_CLASS_CONTENT, libc::O_RDONLY as u32)
+                .map_err(failed("fanotify_init"))?;
+            sys::fanotify_mark(fd, libc::FAN_MARK_ADD, libc::FAN_OPEN_PERM, &marked)
+                .map_err(failed("permission mark"))?;
+            fd
+        }
+        "inotify" | "inotify-unlinked" => {
+            let fd = sys::inotify().map_err(failed("inotify_init1"))?;
+            sys::add_watch(fd, &marked, libc::IN_CLOSE_WRITE).map_err(failed("add_watch"))?;
+            if kind == "inotify-unlinked" {
+                let held = sys::open(&marked, libc::O_RDONLY).map_err(failed("open marked"))?;
+                sys::move_fd(held, HELD).map_err(failed("dup2"))?;
+                std::fs::remove_file(&marked).map_err(failed("unlink marked"))?;
+                // The IN_ATTRIB of the unlink is not watched: nothing queued.
+            }
+            fd
+        }
+        other => return Err(format!("unknown notify kind {other:?}")),
+    };
+    sys::move_fd(fd, FD).map_err(failed("dup2"))?;
+    Ok(Box::new(Notify {
+        dir: dir.to_owned(),
+        fanotify: kind.starts_with("fanotify"),
+    }))
+}
+
+impl Notify {
+    /// Every event queued now, one entry per file (masks ORed), sorted.
+    fn events(&self) -> Result<String, String> {
+        let data = sys::read_available(FD, 1 << 16).map_err(io_err)?;
+        let mut per_file: std::collections::BTreeMap<String, u64> = Default::default();
+        let mut off = 0;
+        if self.fanotify {
+            // struct fanotify_event_metadata: event_len u32, vers u8, reserved u8,
+            // metadata_len u16, mask u64, fd i32, pid i32.
+            while off + 24 <= data.len() {
+                let len = u32::from_ne_bytes(data[off..off + 4].try_into().expect("4")) as usize;
+                let mask = u64::from_ne_bytes(data[off + 8..off + 16].try_into().expect("8"));
+                let fd = i32::from_ne_bytes(data[off + 16..off + 20].try_into().expect("4"));
+                let path = if fd >= 0 {
+                    let p = std::fs::read_link(format!("/proc/self/fd/{fd}"))
+                        .map_or_else(|e| format!("?{e}"), |p| p.display().to_string());
+                    sys::close(fd);
+                    p
+                } else {
+                    format!("fd{fd}")
+                };
+                *per_file.entry(path).or_default() |= mask;
+                off += len.max(24);
+            }
+        } else {
+            while off + 16 <= data.len() {
+                let wd = i32::from_ne_bytes(data[off..off + 4].try_into().expect("4"));
+                let mask = u32::from_ne_bytes(data[off + 4..off + 8].try_into().expect("4"));
+                let len = u32::from_ne_bytes(data[off + 12..off + 16].try_into().expect("4"));
+                *per_file.entry(format!("wd{wd}")).or_default() |= u64::from(mask);
+                off += 16 + len as usize;
+            }
+        }
+        let list: Vec<String> = per_file.iter().map(|(p, m)| format!("{m:x} {p}")).collect();
+        Ok(list.join(","))
+    }
+
+    fn write(&self, name: &str) -> Result<(), String> {
+        std::fs::write(self.dir.join(name), b"x").map_err(io_err)
+    }
+}
+
+impl Mode for Notify {
+    fn command(&mut self, verb: &str, args: &[&str]) -> Result<String, String> {
+        match (verb, args) {
+            ("fd", []) => Ok(FD.to_string()),
+            ("write", [name]) => self.write(name).map(|()| "ok".into()),
+            ("events", []) => self.events(),
+            ("await", [ms]) => {
+                let ms: i32 = ms.parse().map_err(|_| format!("bad number {ms:?}"))?;
+                sys::poll_in(FD, ms).map_err(io_err)?;
+                self.events()
+            }
+            ("touch", [name]) => {
+                self.write(name)?;
+                sys::poll_in(FD, 2000).map_err(io_err)?;
+                self.events()
+            }
+            _ => unknown(verb),
+        }
+    }
+}

@@ -1,0 +1,261 @@
+//! Notification fds and pidfds of other processes: a fanotify group with its inode, mount and
+//! filesystem marks; inotify and fanotify with events queued (refused until read); an inotify
+//! watch on an unlinked inode (refused); a pidfd of a child of the dump, which comes back on
+//! the restored child. Each is checked from inside the restored process, or refused at dump
+//! naming pid, fd and what.
+//!
+//! Needs the engine: `cryo` must be built (`cargo build -p cryo`).
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use cryo_tests::{children_of, cryo_bin, parse_fds, Reaper, Workload};
+
+/// Unmounts (lazily) the tmpfs a `notify fanotify` workload mounted, when dropped.
+struct Unmount(PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let c = CString::new(self.0.as_os_str().as_bytes()).unwrap();
+        // SAFETY: umount2 reads the NUL-terminated path `c` owns, alive for the call.
+        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+/// The `fanotify` lines of an fdinfo (the group, then its marks).
+fn fanotify_lines(pid: i32, fd: i32) -> Vec<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}"))
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with("fanotify"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// What the workload reports for a file it was told about: "<mask hex> <path>".
+fn event(mask: u64, path: &Path) -> String {
+    format!("{mask:x} {}", path.canonicalize().unwrap().display())
+}
+
+#[test]
+fn a_fanotify_group_comes_back_with_its_inode_mount_and_filesystem_marks() {
+    cryo_bin();
+    let mut w = Workload::spawn("notify", &["fanotify"]);
+    let _unmount = Unmount(w.path("fs"));
+    let close_write = libc::FAN_CLOSE_WRITE;
+    let both = libc::FAN_MODIFY | libc::FAN_CLOSE_WRITE;
+    // The ignored FAN_MODIFY (surviving modification) leaves FAN_CLOSE_WRITE only.
+    assert_eq!(w.cmd("touch marked"), event(close_write, &w.path("marked")));
+    assert_eq!(w.cmd("touch fs/m"), event(both, &w.path("fs/m")));
+    let before = fanotify_lines(w.pid(), 47);
+    assert_eq!(before.len(), 4, "{before:?}");
+    w.dump_and_restore();
+
+    assert_eq!(
+        fanotify_lines(w.pid(), 47),
+        before,
+        "the group's flags and marks (fdinfo)"
+    );
+    // The inode mark, its ignored mask still there after a write: written by this test,
+    // seen by the restored process.
+    std::fs::write(w.path("marked"), b"from the test").unwrap();
+    assert_eq!(
+        w.cmd("await 5000"),
+        event(close_write, &w.path("marked")),
+        "inode mark"
+    );
+    assert_eq!(
+        w.cmd("touch marked"),
+        event(close_write, &w.path("marked")),
+        "inode mark, second write (the ignored mask survives modification)"
+    );
+    // FAN_CLOSE_WRITE from the mount mark, FAN_MODIFY from the filesystem mark.
+    std::fs::write(w.path("fs/t"), b"from the test").unwrap();
+    assert_eq!(
+        w.cmd("await 5000"),
+        event(both, &w.path("fs/t")),
+        "mount and filesystem marks, a write by the test"
+    );
+    assert_eq!(
+        w.cmd("touch fs/m"),
+        event(both, &w.path("fs/m")),
+        "mount and filesystem marks"
+    );
+    assert_eq!(parse_fds(&w.cmd("fds"))[&47], "anon_inode:[fanotify]");
+    w.kill_restored();
+}
+
+/// A workload of `notify KIND` with an event queued on fd 47 is refused (temporary), runs on,
+/// reads the event (`first`), and is then dumped and restored; its next event is `again`.
+fn refused_while_events_are_queued(kind: &str, first: &str, again: &str) {
+    cryo_bin();
+    let mut w = Workload::spawn("notify", &[kind]);
+    assert_eq!(w.cmd("write marked"), "ok");
+    w.assert_dump_refused("47", "events queued, not read yet");
+    assert_eq!(w.cmd("events"), first, "the queued event is still there");
+    // Read: a retry succeeds.
+    w.dump_and_restore();
+    assert_eq!(w.cmd("touch marked"), again);
+    w.kill_restored();
+}
+
+#[test]
+fn a_fanotify_group_with_unread_events_is_refused_until_they_are_read() {
+    cryo_bin();
+    let mut w = Workload::spawn("notify", &["fanotify"]);
+    let _unmount = Unmount(w.path("fs"));
+    let marked = event(libc::FAN_CLOSE_WRITE, &w.path("marked"));
+    assert_eq!(w.cmd("write marked"), "ok");
+    w.assert_dump_refused("47", "events queued, not read yet");
+    assert_eq!(w.cmd("events"), marked, "the queued event is still there");
+    w.dump_and_restore();
+    assert_eq!(w.cmd("touch marked"), marked);
+    w.kill_restored();
+}
+
+#[test]
+fn a_fanotify_mark_asking_for_permission_events_is_refused_naming_it() {
+    cryo_bin();
+    let w = Workload::spawn("notify", &["fanotify-perm"]);
+    w.assert_dump_refused("47", "asks for permission events (mask 0x10000)");
+}
+
+#[test]
+fn an_inotify_instance_with_unread_events_is_refused_until_they_are_read() {
+    refused_while_events_are_queued("inotify", "8 wd1", "8 wd1");
+}
+
+#[test]
+fn an_inotify_watch_on_an_unlinked_inode_is_refused_naming_it() {
+    cryo_bin();
+    let w = Workload::spawn("notify", &["inotify-unlinked"]);
+    w.assert_dump_refused("47", "inotify watch 1: its inode");
+    w.assert_dump_refused("47", "is unlinked");
+}
+
+#[test]
+fn a_pidfd_of_a_child_comes_back_on_the_restored_child_with_its_flags() {
+    cryo_bin();
+    let mut w = Workload::spawn("held", &["pidfd-child-nonblock"]);
+    let reply = w.cmd("pidfd");
+    let child: i32 = reply
+        .strip_prefix("other ")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("pidfd: {reply:?}"));
+    let flags = w.cmd("flags");
+    assert_ne!(
+        i32::from_str_radix(&flags, 8).unwrap() & libc::O_NONBLOCK,
+        0,
+        "PIDFD_NONBLOCK: {flags}"
+    );
+    w.dump_and_restore();
+
+    assert_eq!(w.cmd("pidfd"), reply, "fdinfo Pid: of the restored pidfd");
+    assert_eq!(w.cmd("flags"), flags, "its file flags");
+    assert_eq!(w.cmd("signal0"), "ok");
+    assert_eq!(w.cmd("exited 0"), "no", "the child runs");
+    assert_eq!(parse_fds(&w.cmd("fds"))[&47], "anon_inode:[pidfd]");
+    // SAFETY: kill takes numbers; the child is the restored workload's own.
+    assert_eq!(unsafe { libc::kill(child, libc::SIGKILL) }, 0);
+    assert_eq!(
+        w.cmd("exited 10000"),
+        "yes",
+        "the restored pidfd does not see its child's exit"
+    );
+    w.kill_restored();
+}
+
+/// The pid an fdinfo's `Pid:` names.
+fn pidfd_target(pid: i32, fd: i32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Pid:"))
+        .map(|p| p.trim().to_string())
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_pidfd_shared_by_a_parent_and_its_second_child_comes_back_as_one_description() {
+    cryo_bin();
+    let mut w = Workload::spawn("held", &["pidfd-child-shared"]);
+    let reply = w.cmd("pidfd");
+    let first: i32 = reply
+        .strip_prefix("other ")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("pidfd: {reply:?}"));
+    let second = *children_of(w.pid() as u32)
+        .iter()
+        .find(|&&c| c != first)
+        .expect("the second child");
+    assert_eq!(pidfd_target(second, 47), first.to_string());
+    w.dump_and_restore();
+
+    assert_eq!(w.cmd("pidfd"), reply, "the parent's pidfd");
+    assert_eq!(
+        pidfd_target(second, 47),
+        first.to_string(),
+        "the second child's fd 47"
+    );
+    // SAFETY: kcmp takes numbers; KCMP_FILE (0) compares the two fds' descriptions.
+    let same = unsafe { libc::syscall(libc::SYS_kcmp, w.pid(), second, 0, 47, 47) };
+    assert_eq!(
+        same, 0,
+        "the parent and its second child hold two descriptions"
+    );
+    // SAFETY: kill takes numbers; the child is the restored workload's own.
+    assert_eq!(unsafe { libc::kill(first, libc::SIGKILL) }, 0);
+    assert_eq!(w.cmd("exited 10000"), "yes");
+    w.kill_restored();
+}
+
+#[test]
+fn an_epoll_watching_a_pidfd_of_a_child_reports_its_exit_after_restore() {
+    cryo_bin();
+    let mut w = Workload::spawn("held", &["pidfd-child-epoll"]);
+    let reply = w.cmd("pidfd");
+    let child: i32 = reply
+        .strip_prefix("other ")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("pidfd: {reply:?}"));
+    assert_eq!(w.cmd("epoll 0"), "none");
+    w.dump_and_restore();
+
+    assert_eq!(w.cmd("pidfd"), reply);
+    assert_eq!(w.cmd("epoll 0"), "none", "the child runs");
+    // SAFETY: kill takes numbers; the child is the restored workload's own.
+    assert_eq!(unsafe { libc::kill(child, libc::SIGKILL) }, 0);
+    assert_eq!(
+        w.cmd("epoll 10000"),
+        "ready 47",
+        "the epoll does not watch the restored pidfd"
+    );
+    w.kill_restored();
+}
+
+#[test]
+fn a_pidfd_of_a_child_in_a_copy_restored_in_a_new_pid_namespace_is_of_the_copys_child() {
+    cryo_bin();
+    let w = Workload::spawn("held", &["pidfd-child"]);
+    let reply = w.cmd("pidfd");
+    let img = w.path("img");
+    w.dump(&img, &["--leave-running"]).assert_success();
+    let outside = w.restore_copy_in_namespaces(&img);
+    let mut reaper = Reaper(vec![outside]);
+    let kids = children_of(outside as u32);
+    reaper.0.extend(&kids);
+    assert_eq!(kids.len(), 1, "the copy's child: {kids:?}");
+    // Seen from here: the copy's own child, not the original's (which has the image's pid).
+    assert_eq!(pidfd_target(outside, 47), kids[0].to_string());
+    assert_eq!(reply, format!("other {}", pidfd_target(w.pid(), 47)));
+    drop(reaper);
+}
+
+#[test]
+fn a_pidfd_of_a_thread_that_is_not_a_main_one_is_refused_naming_it() {
+    cryo_bin();
+    let w = Workload::spawn("held", &["pidfd-thread"]);
+    w.assert_dump_refused("47", "pidfd of thread ");
+    assert_eq!(w.cmd("signal0"), "ok");
+}
