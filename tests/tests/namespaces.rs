@@ -276,6 +276,8 @@ const VIEWS: &[&str] = &[
     "ipc semvals",
     "u",
     "sysctl kernel/msgmax",
+    "sysctl kernel/sem",
+    "sysctl fs/mqueue/queues_max",
 ];
 
 #[track_caller]
@@ -301,6 +303,8 @@ fn a_process_tree_in_an_ipc_namespace_of_its_own_comes_back_in_a_new_one_with_it
     assert_eq!(w.cmd("shm kid w d 12 78"), "ok");
     let before = views(&w);
     assert_eq!(before[7], "sysctl kernel/msgmax: 12345");
+    assert_eq!(before[8], "sysctl kernel/sem: 250\t32000\t32\t128");
+    assert_eq!(before[9], "sysctl fs/mqueue/queues_max: 77");
     assert!(before[6].ends_with(" 4096 same"), "{}", before[6]);
 
     let img = w.path("left");

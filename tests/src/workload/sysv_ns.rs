@@ -3,7 +3,8 @@
 //! changed and a segment no process attaches; with `kidns`, a child in yet another one.
 //!
 //! ```text
-//! sysv-ns KEY     unshare(CLONE_NEWIPC); kernel.msgmax 12345 there; segment `u` (key
+//! sysv-ns KEY     unshare(CLONE_NEWIPC); kernel.msgmax 12345, kernel.sem "250 32000 32
+//!                 128", fs.mqueue.queues_max 77 there; segment `u` (key
 //!                 KEY+2, one page, mode 0600) filled with pattern 23 and detached; then
 //!                 sysv-shm KEY (forks its child, in the same namespace) and sysv-ipc KEY
 //!                 shm VERB...   -> sysv-shm's answer (`shm kid ...`: its child's)
@@ -13,7 +14,7 @@
 //!                 u             -> id key size same|differs (segment `u` against its pattern)
 //!                 mq NAME       -> ok (a POSIX message queue /NAME made and closed)
 //! kidns           first a child (before sysv-shm: it attaches nothing of this namespace) that
-//!                 unshares an IPC namespace of its own: kernel.msgmax
+//!                 unshares an IPC namespace of its own (the same sysctls but) kernel.msgmax
 //!                 23456 there, a private segment, its segment `u` (same key, pattern 24,
 //!                 id 1 as the parent's `s`) kept attached, and
 //!                 sysv-ipc KEY's objects (same keys again); `nskid VERB...` -> its answer to
@@ -147,8 +148,13 @@ impl SysvNs {
     fn in_new_namespace(key: i32, msgmax: u32, seed: u64, keep: bool) -> Result<Self, String> {
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWIPC)
             .map_err(|e| failed("sysv-ns: unshare")(e.into()))?;
-        std::fs::write("/proc/sys/kernel/msgmax", msgmax.to_string())
-            .map_err(failed("sysv-ns: msgmax"))?;
+        for (name, value) in [
+            ("kernel/msgmax", msgmax.to_string()),
+            ("kernel/sem", "250 32000 32 128".into()),
+            ("fs/mqueue/queues_max", "77".into()),
+        ] {
+            std::fs::write(format!("/proc/sys/{name}"), value).map_err(failed(name))?;
+        }
         if keep {
             // Segment ids start again in every namespace: one made first gives `u` the id of
             // the parent's `s` (1), so the two namespaces' attached segments share an id.
