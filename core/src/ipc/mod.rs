@@ -192,6 +192,15 @@ fn namespace_of(pid: Pid) -> io::Result<u64> {
     Ok(if same { 0 } else { theirs.ino() })
 }
 
+/// The inode of the IPC namespace of `pid` when it is not cryo's (0 when it is): the
+/// namespace [`dump`] dumps whole. (task/namespaces.rs checked its threads are all in it.)
+pub(crate) fn namespace_of_task(pid: Pid) -> Result<u64, IpcError> {
+    namespace_of(pid).map_err(IpcError::step(
+        &format!("pid {pid}"),
+        "read its IPC namespace",
+    ))
+}
+
 /// Makes the next object of `kind` (shm, sem, msg) created in cryo's IPC namespace get `id`.
 fn set_next_id(kind: &str, id: i32) -> io::Result<()> {
     std::fs::write(format!("/proc/sys/kernel/{kind}_next_id"), id.to_string())

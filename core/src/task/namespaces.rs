@@ -298,22 +298,6 @@ fn time_clocks(pid: Pid, inode: u64) -> Result<TimeNamespace, NamespaceError> {
     })
 }
 
-/// The inode of the IPC namespace of `pid` when it is not cryo's (0 when it is): its objects
-/// and sysctls are dumped by crate::ipc. [`dump`] checked its threads are all in it.
-pub fn ipc_of(pid: Pid) -> Result<u64, NamespaceError> {
-    let read = |path: PathBuf| {
-        inode(&path).map_err(|errno| NamespaceError::Read {
-            pid,
-            tid: pid,
-            kind: "ipc",
-            errno,
-        })
-    };
-    let theirs = read(proc::dir(pid).join("ns/ipc"))?;
-    let ours = read(PathBuf::from("/proc/self/ns/ipc"))?;
-    Ok(if theirs == ours { 0 } else { theirs })
-}
-
 /// A mount as a process sees it, without what differs between two namespaces showing the
 /// same mounts (ids, device numbers, propagation peers): root, mount point, mount options,
 /// type, source, superblock options.
