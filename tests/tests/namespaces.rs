@@ -347,7 +347,8 @@ fn a_process_tree_in_an_ipc_namespace_of_its_own_comes_back_in_a_new_one_with_it
 }
 
 #[test]
-fn an_ipc_namespace_shared_outside_the_dump_or_holding_a_posix_queue_is_refused() {
+fn an_ipc_namespace_shared_outside_the_dump_with_an_unattached_segment_it_would_destroy_or_a_posix_queue_is_refused(
+) {
     cryo_bin();
     let w = Workload::spawn("sysv-ns", &[&ipc_key(2).to_string()]);
     let before = views(&w);
@@ -369,6 +370,26 @@ fn an_ipc_namespace_shared_outside_the_dump_or_holding_a_posix_queue_is_refused(
         out.stderr
     );
     assert_eq!(status_field(kid, "TracerPid").as_deref(), Some("0"));
+    assert_eq!(views(&w), before, "a refused dump changed what it sees");
+
+    // Segment `u` is attached by no one: made again by cryo, it would be destroyed. (Not
+    // looked at while the sysctl is set: its detach would destroy it.)
+    let u = before[6].split(' ').nth(1).unwrap();
+    assert_eq!(w.cmd("set kernel/shm_rmid_forced 1"), "ok");
+    let out = w.dump(&w.path("img1"), &[]);
+    assert!(!out.status.success(), "the dump should be refused\n{out}");
+    assert!(
+        out.stderr
+            .contains(&format!("pid {}: its IPC namespace (ipc:[", w.pid()))
+            && out.stderr.contains(&format!(
+                "sets kernel.shm_rmid_forced and holds SysV shared memory segment {u} that no \
+             process of the dump attaches"
+            )),
+        "{}",
+        out.stderr
+    );
+    w.assert_untouched();
+    assert_eq!(w.cmd("set kernel/shm_rmid_forced 0"), "ok");
     assert_eq!(views(&w), before, "a refused dump changed what it sees");
 
     assert_eq!(w.cmd("mq cryo-test-queue"), "ok");

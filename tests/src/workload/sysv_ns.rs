@@ -10,6 +10,7 @@
 //!                 shm VERB...   -> sysv-shm's answer (`shm kid ...`: its child's)
 //!                 ipc VERB...   -> sysv-ipc's answer
 //!                 sysctl NAME   -> /proc/sys/NAME (kernel/msgmax)
+//!                 set NAME VALUE -> ok (VALUE written to /proc/sys/NAME)
 //!                 ns            -> /proc/self/ns/ipc
 //!                 u             -> id key size same|differs (segment `u` against its pattern)
 //!                 mq NAME       -> ok (a POSIX message queue /NAME made and closed)
@@ -210,6 +211,9 @@ impl Mode for SysvNs {
             },
             ("sysctl", [name]) => std::fs::read_to_string(format!("/proc/sys/{name}"))
                 .map(|v| v.trim().to_string())
+                .map_err(text),
+            ("set", [name, value]) => std::fs::write(format!("/proc/sys/{name}"), value)
+                .map(|()| "ok".into())
                 .map_err(text),
             ("ns", []) => std::fs::read_link("/proc/self/ns/ipc")
                 .map(|l| l.to_string_lossy().into_owned())
