@@ -101,19 +101,26 @@ fn read_sysctls() -> io::Result<Vec<IpcSysctl>> {
         .collect()
 }
 
-/// The first process outside `members` in the IPC namespace `inode` (threads are not looked
-/// at: a thread of another process alone in it is not seen).
+/// The first process outside `members` with a thread in the IPC namespace `inode` (a
+/// process whose threads cannot all be read is judged by those that can).
 fn outsider(inode: u64, members: &[Pid]) -> Option<Pid> {
     let me = nix::unistd::getpid();
-    std::fs::read_dir("/proc")
-        .ok()?
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+    let numbers = |dir: std::path::PathBuf| {
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+    };
+    numbers("/proc".into())
         .map(Pid::from_raw)
         .filter(|p| *p != me && !members.contains(p))
         .find(|p| {
-            std::fs::metadata(crate::proc::dir(*p).join("ns/ipc"))
-                .is_ok_and(|m| std::os::unix::fs::MetadataExt::ino(&m) == inode)
+            let dir = crate::proc::dir(*p).join("task");
+            numbers(dir.clone()).any(|tid| {
+                std::fs::metadata(dir.join(format!("{tid}/ns/ipc")))
+                    .is_ok_and(|m| std::os::unix::fs::MetadataExt::ino(&m) == inode)
+            })
         })
 }
 
