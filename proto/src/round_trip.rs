@@ -147,6 +147,8 @@ every_message!(
     TimeNamespace,
     CgroupMembership,
     CgroupNamespace,
+    IpcNamespace,
+    IpcSysctl,
     Inventory,
     ProcessEntry,
     Creds,

@@ -1,6 +1,8 @@
 //! Namespaces: `cryo restore --pidns --netns` makes a copy in new namespaces beside a still-running
-//! original; a process in a UTS namespace of its own comes back in one with its names; any
-//! other namespace than cryo's is refused at dump, naming pid, thread and kind.
+//! original; a process in a UTS namespace of its own comes back in one with its names; a
+//! process tree in an IPC namespace of its own comes back in a new one with its SysV objects
+//! and sysctls (and what of it cannot come back is refused); any other namespace than cryo's
+//! is refused at dump, naming pid, thread and kind.
 //!
 //! Needs the engine: `cryo` must be built (`cargo build -p cryo`).
 
@@ -94,7 +96,6 @@ fn a_process_in_a_uts_namespace_of_its_own_comes_back_in_one_with_its_names() {
 fn a_process_in_another_namespace_than_cryos_is_refused_naming_pid_and_kind() {
     cryo_bin();
     for (kind, words) in [
-        ("ipc", "an IPC namespace other than cryo's (ipc:["),
         ("net", "a network namespace other than cryo's (net:["),
         (
             "pid",
@@ -242,4 +243,248 @@ fn a_time_namespace_made_for_children_only_is_refused_naming_pid() {
     );
     w.assert_untouched();
     assert_eq!(w.cmd("get umask").len(), 3, "the target answers");
+}
+
+/// A SysV key of this test process's own (keys KEY..KEY+2 are used): tests run in parallel.
+fn ipc_key(n: i32) -> i32 {
+    0x4500_0000 | ((std::process::id() as i32 & 0xffff) << 4) | (n << 2)
+}
+
+/// Whether cryo's (the test's) IPC namespace holds an object of key `key`.
+fn host_has_key(key: i32) -> bool {
+    ["shm", "sem", "msg"].iter().any(|kind| {
+        std::fs::read_to_string(format!("/proc/sysvipc/{kind}"))
+            .expect("sysvipc")
+            .lines()
+            .skip(1)
+            .any(|l| l.split_whitespace().next() == Some(&key.to_string()))
+    })
+}
+
+/// The IPC namespace of `pid`, as its /proc link reads.
+fn ipc_ns(pid: impl std::fmt::Display) -> std::path::PathBuf {
+    std::fs::read_link(format!("/proc/{pid}/ns/ipc")).expect("ipc link")
+}
+
+/// What the `sysv-ns` workload and its child see of their namespace's objects.
+const VIEWS: &[&str] = &[
+    "shm stat s",
+    "shm stat d",
+    "shm kid stat s",
+    "ipc semstat",
+    "ipc msgstat",
+    "ipc semvals",
+    "u",
+    "sysctl kernel/msgmax",
+    "sysctl kernel/sem",
+    "sysctl fs/mqueue/queues_max",
+];
+
+#[track_caller]
+fn views(w: &Workload) -> Vec<String> {
+    VIEWS
+        .iter()
+        .map(|v| {
+            let reply = w.cmd(v);
+            assert!(!reply.starts_with("err"), "{v}: {reply}");
+            format!("{v}: {reply}")
+        })
+        .collect()
+}
+
+#[test]
+fn a_process_tree_in_an_ipc_namespace_of_its_own_comes_back_in_a_new_one_with_its_objects() {
+    cryo_bin();
+    let key = ipc_key(1);
+    let mut w = Workload::spawn("sysv-ns", &[&key.to_string()]);
+    let host_msgmax = std::fs::read_to_string("/proc/sys/kernel/msgmax").unwrap();
+    assert_ne!(ipc_ns(w.pid()), ipc_ns("self"));
+    assert_eq!(w.cmd("shm w a 10 77"), "ok");
+    assert_eq!(w.cmd("shm kid w d 12 78"), "ok");
+    let before = views(&w);
+    assert_eq!(before[7], "sysctl kernel/msgmax: 12345");
+    assert_eq!(before[8], "sysctl kernel/sem: 250\t32000\t32\t128");
+    assert_eq!(before[9], "sysctl fs/mqueue/queues_max: 77");
+    assert!(before[6].ends_with(" 4096 same"), "{}", before[6]);
+
+    let img = w.path("left");
+    w.dump(&img, &["--leave-running"]).assert_success();
+    assert_eq!(views(&w), before, "--leave-running changed what it sees");
+
+    let img = w.path("img");
+    w.dump_ok(&img);
+    w.restore_background(&img);
+    assert_eq!(views(&w), before, "what the restored processes see");
+    assert_eq!(w.cmd("shm r a 10"), "77", "the segment's contents");
+    assert_eq!(w.cmd("shm kid r a2 10"), "77", "the child's view of it");
+    assert_eq!(
+        w.cmd("shm r d 12"),
+        "78",
+        "the destroyed segment's contents"
+    );
+    // Still one segment for both: a write of one is read by the other.
+    assert_eq!(w.cmd("shm kid w a2 20 79"), "ok");
+    assert_eq!(
+        w.cmd("shm r ro 20"),
+        "79",
+        "the child's write, read by its parent"
+    );
+    assert_eq!(w.cmd("ipc msgrcv 2"), "2 two", "the queue's message");
+    assert_eq!(w.cmd("ipc semop 1 -5"), "ok", "a semaphore's value");
+    let ns = ipc_ns(w.pid());
+    assert_ne!(ns, ipc_ns("self"), "restored into cryo's IPC namespace");
+    let kid: i32 = w.cmd("shm kid pid").parse().unwrap();
+    assert_eq!(ipc_ns(kid), ns, "the child is in its parent's namespace");
+    for k in [key, key + 1, key + 2] {
+        assert!(!host_has_key(k), "key {k:#x} is in cryo's namespace");
+    }
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/kernel/msgmax").unwrap(),
+        host_msgmax,
+        "cryo's own msgmax changed"
+    );
+    w.kill_restored();
+}
+
+#[test]
+fn an_ipc_namespace_shared_outside_the_dump_with_an_unattached_segment_it_would_destroy_or_a_posix_queue_is_refused(
+) {
+    cryo_bin();
+    let w = Workload::spawn("sysv-ns", &[&ipc_key(2).to_string()]);
+    let before = views(&w);
+    // Its child alone: its parent stays in the namespace.
+    let kid: i32 = w.cmd("shm kid pid").parse().unwrap();
+    let img = w.path("img");
+    let args = ["dump", "-t", &kid.to_string(), "-D", img.to_str().unwrap()];
+    // --shell-job: in its parent's session, as a shell's job would be.
+    let out = w.cryo(&[&args[..], &["--shell-job"]].concat());
+    assert!(!out.status.success(), "the dump should be refused\n{out}");
+    assert!(
+        out.stderr
+            .contains(&format!("pid {kid}: its IPC namespace (ipc:["))
+            && out.stderr.contains(&format!(
+                "is shared with pid {}, which is not in the dump",
+                w.pid()
+            )),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(status_field(kid, "TracerPid").as_deref(), Some("0"));
+    assert_eq!(views(&w), before, "a refused dump changed what it sees");
+
+    // Segment `u` is attached by no one: made again by cryo, it would be destroyed. (Not
+    // looked at while the sysctl is set: its detach would destroy it.)
+    let u = before[6].split(' ').nth(1).unwrap();
+    assert_eq!(w.cmd("set kernel/shm_rmid_forced 1"), "ok");
+    let out = w.dump(&w.path("img1"), &[]);
+    assert!(!out.status.success(), "the dump should be refused\n{out}");
+    assert!(
+        out.stderr
+            .contains(&format!("pid {}: its IPC namespace (ipc:[", w.pid()))
+            && out.stderr.contains(&format!(
+                "sets kernel.shm_rmid_forced and holds SysV shared memory segment {u} that no \
+             process of the dump attaches"
+            )),
+        "{}",
+        out.stderr
+    );
+    w.assert_untouched();
+    assert_eq!(w.cmd("set kernel/shm_rmid_forced 0"), "ok");
+    assert_eq!(views(&w), before, "a refused dump changed what it sees");
+
+    assert_eq!(w.cmd("mq cryo-test-queue"), "ok");
+    let out = w.dump(&w.path("img2"), &[]);
+    assert!(!out.status.success(), "the dump should be refused\n{out}");
+    assert!(
+        out.stderr
+            .contains(&format!("pid {}: its IPC namespace (ipc:[", w.pid()))
+            && out.stderr.contains(
+                "holds POSIX message queue /cryo-test-queue: POSIX message queues are not restored"
+            ),
+        "{}",
+        out.stderr
+    );
+    w.assert_untouched();
+    assert_eq!(views(&w), before, "a refused dump changed what it sees");
+}
+
+#[test]
+fn a_child_in_another_ipc_namespace_than_its_parent_comes_back_in_its_own() {
+    cryo_bin();
+    let key = ipc_key(3);
+    let mut w = Workload::spawn("sysv-ns", &[&key.to_string(), "kidns"]);
+    let kid_views = |w: &Workload| -> Vec<String> {
+        [
+            "nskid ipc semstat",
+            "nskid ipc msgstat",
+            "nskid u",
+            "nskid sysctl kernel/msgmax",
+        ]
+        .iter()
+        .map(|v| {
+            let reply = w.cmd(v);
+            assert!(!reply.starts_with("err"), "{v}: {reply}");
+            format!("{v}: {reply}")
+        })
+        .collect()
+    };
+    // The keyed segment marked destroyed while attached: its key reads private since.
+    assert_eq!(w.cmd("shm rmid s"), "ok");
+    let before = views(&w);
+    let kid_before = kid_views(&w);
+    assert_eq!(kid_before[3], "nskid sysctl kernel/msgmax: 23456");
+    assert!(
+        kid_before[2].starts_with("nskid u: 1 "),
+        "{}",
+        kid_before[2]
+    );
+    assert!(
+        before[0].starts_with("shm stat s: 0 1 1640 "),
+        "{}",
+        before[0]
+    );
+    let ours = ipc_ns("self").to_string_lossy().into_owned();
+    assert_ne!(w.cmd("ns"), w.cmd("nskid ns"));
+
+    let img = w.path("img");
+    w.dump_ok(&img);
+    w.restore_background(&img);
+    assert_eq!(views(&w), before, "what the parent and its first child see");
+    assert_eq!(
+        kid_views(&w),
+        kid_before,
+        "what the child in its own namespace sees"
+    );
+    let (parent, kid) = (w.cmd("ns"), w.cmd("nskid ns"));
+    assert_ne!(parent, kid, "the child came back in its parent's namespace");
+    assert_ne!(parent, ours, "the parent came back in cryo's namespace");
+    assert_ne!(kid, ours, "the child came back in cryo's namespace");
+    for k in [key, key + 1, key + 2] {
+        assert!(!host_has_key(k), "key {k:#x} is in cryo's namespace");
+    }
+    w.kill_restored();
+}
+
+#[test]
+fn a_child_back_in_cryos_ipc_namespace_below_a_parent_in_another_comes_back_in_cryos() {
+    cryo_bin();
+    let mut w = Workload::spawn("sysv-ns", &[&ipc_key(4).to_string(), "kidback"]);
+    let ours = ipc_ns("self").to_string_lossy().into_owned();
+    assert_eq!(w.cmd("nskid ns"), ours);
+    let before = views(&w);
+    let img = w.path("img");
+    w.dump_ok(&img);
+    w.restore_background(&img);
+    assert_eq!(views(&w), before, "what the parent and its first child see");
+    assert_ne!(
+        w.cmd("ns"),
+        ours,
+        "the parent came back in cryo's namespace"
+    );
+    assert_eq!(
+        w.cmd("nskid ns"),
+        ours,
+        "the child is not back in cryo's namespace"
+    );
+    w.kill_restored();
 }

@@ -42,6 +42,7 @@ pub(super) fn collect(
         .cgroup
         .map(|inode| crate::task::cgroups::namespace(pid, inode))
         .transpose()?;
+    core.ipc_ns = crate::ipc::namespace_of_task(pid)?;
     let mut process_attrs = attrs::dump_process(pid)?;
     for &tid in frozen.tids() {
         let dump = |remote: &Remote, process: Option<&mut _>| -> Result<_> {

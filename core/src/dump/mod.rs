@@ -412,7 +412,16 @@ fn dump_tree(
     // SysV semaphore sets and message queues, and what of the processes' IPC state cannot
     // come back (refused here, before anything is killed).
     let live_pids: Vec<Pid> = live.iter().map(|m| m.pid).collect();
-    crate::ipc::dump(&live_pids, images)?;
+    let attached: Vec<(u64, i32)> = cores
+        .iter()
+        .flat_map(|(core, mm)| {
+            mm.vmas
+                .iter()
+                .filter(|v| v.kind == cryo_proto::image::VmaKind::SysvShm as i32)
+                .map(|v| (core.ipc_ns, v.sysv_shmid))
+        })
+        .collect();
+    crate::ipc::dump(&live_pids, &attached, images)?;
     let vdso = memory::vdso_identity(live[0].pid)?;
     let mut aio_watch = crate::files::aio::Watch::default();
     for (core, mm) in &cores {

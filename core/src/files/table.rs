@@ -57,6 +57,8 @@ pub struct FileTable {
     descs: Vec<FileDesc>,
     by_inode: HashMap<InodeKey, Vec<Holder>>,
     mapped: HashMap<InodeKey, u32>,
+    /// The SysV segments attached, by IPC namespace (0: cryo's) and id.
+    sysv: HashMap<(u64, i32), u32>,
     /// What the kinds remember across the fds of the dump (ghost images, memfd contents,
     /// the shell job's terminal, pipes whose data is captured, the sockets captured).
     state: KindState,
@@ -418,22 +420,34 @@ impl FileTable {
         Ok(self.push_mapped(key, id, libc::O_RDWR, Kind::Shmem(s)))
     }
 
-    /// Registers an object a task maps that another module dumps (a SysV segment:
-    /// ipc/shm.rs), once per inode however many VMAs map it: `dump` makes its record for the
-    /// description id it is given. Returns the description id.
-    pub(crate) fn add_mapped_object(
+    /// What the kinds remember across the fds and mappings of the dump.
+    pub(crate) fn kind_state(&mut self) -> &mut KindState {
+        &mut self.state
+    }
+
+    /// Adds the description of SysV shared memory segment `shmid` of IPC namespace `ns` (0:
+    /// cryo's), `dump` making its record at its first attachment; returns its id. The
+    /// segments of every namespace share one device and take their id as inode number, so
+    /// the namespace keys them, not the inode.
+    pub(crate) fn add_sysv_segment(
         &mut self,
-        pid: Pid,
-        link: &Path,
-        dump: impl FnOnce(u32) -> Result<Kind, FileError>,
+        ns: u64,
+        shmid: i32,
+        dump: impl FnOnce() -> Result<Kind, FileError>,
     ) -> Result<u32, FileError> {
-        let key = match self.mapped_inode(pid, link)? {
-            Mapped::Known(id) => return Ok(id),
-            Mapped::New(_, key) => key,
-        };
+        if let Some(&id) = self.sysv.get(&(ns, shmid)) {
+            return Ok(id);
+        }
         let id = self.next_id();
-        let kind = dump(id)?;
-        Ok(self.push_mapped(key, id, libc::O_RDWR, kind))
+        let kind = dump()?;
+        self.descs.push(FileDesc {
+            id,
+            flags: libc::O_RDWR as u32,
+            pos: 0,
+            kind: Some(kind),
+        });
+        self.sysv.insert((ns, shmid), id);
+        Ok(id)
     }
 
     /// The inode a mapping (`link`: /proc/PID/map_files/START-END or /proc/PID/exe) opens:

@@ -8,8 +8,8 @@
 //!            queues: those a process of the dump changed last (sempid of a semaphore,
 //!            lspid or lrpid of a queue). The others of the host's namespace are the host's,
 //!            as files on its disks are: a process reaches them by key or id, holds nothing
-//! namespace  only the IPC namespace cryo runs in: a process of another one is refused
-//!            when its namespace holds a SysV object (IPC namespaces are not restored)
+//! namespace  cryo's: the objects above; another one a process of the dump is in is
+//!            dumped whole, objects and sysctls, and made again whole (namespace.rs)
 //! SEM_UNDO   a process with a semaphore undo list is refused (kcmp KCMP_SYSVSEM against
 //!            cryo's, which has none): the kernel does not show its adjustments
 //! restore    per object, at validation and again when made (Fate): the very object is
@@ -25,6 +25,7 @@
 //! object made again.
 
 pub(crate) mod msg;
+pub(crate) mod namespace;
 pub(crate) mod sem;
 pub(crate) mod shm;
 
@@ -183,34 +184,26 @@ fn parse_list(text: &str) -> Result<Vec<Row>, String> {
     Ok(rows)
 }
 
-/// Whether `pid` lives in the IPC namespace cryo runs in.
-fn same_namespace(pid: Pid) -> io::Result<bool> {
+/// The inode of the IPC namespace of `pid`, 0 when it is the one cryo runs in.
+fn namespace_of(pid: Pid) -> io::Result<u64> {
     let theirs = std::fs::metadata(crate::proc::dir(pid).join("ns/ipc"))?;
     let ours = std::fs::metadata("/proc/self/ns/ipc")?;
-    Ok((theirs.dev(), theirs.ino()) == (ours.dev(), ours.ino()))
+    let same = (theirs.dev(), theirs.ino()) == (ours.dev(), ours.ino());
+    Ok(if same { 0 } else { theirs.ino() })
+}
+
+/// The inode of the IPC namespace of `pid` when it is not cryo's (0 when it is): the
+/// namespace [`dump`] dumps whole. (task/namespaces.rs checked its threads are all in it.)
+pub(crate) fn namespace_of_task(pid: Pid) -> Result<u64, IpcError> {
+    namespace_of(pid).map_err(IpcError::step(
+        &format!("pid {pid}"),
+        "read its IPC namespace",
+    ))
 }
 
 /// Makes the next object of `kind` (shm, sem, msg) created in cryo's IPC namespace get `id`.
 fn set_next_id(kind: &str, id: i32) -> io::Result<()> {
     std::fs::write(format!("/proc/sys/kernel/{kind}_next_id"), id.to_string())
-}
-
-/// How many SysV objects the IPC namespace of `pid` holds, read from a thread that joins it.
-fn objects_in_namespace_of(pid: Pid) -> io::Result<usize> {
-    let ns = std::fs::File::open(crate::proc::dir(pid).join("ns/ipc"))?;
-    std::thread::scope(|s| {
-        s.spawn(|| -> io::Result<usize> {
-            // This thread only: the IPC namespace is per thread.
-            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWIPC)?;
-            let mut n = 0;
-            for name in ["shm", "sem", "msg"] {
-                n += list(name).map_err(io::Error::other)?.len();
-            }
-            Ok(n)
-        })
-        .join()
-        .map_err(|_| io::Error::other("the namespace reader panicked"))?
-    })
 }
 
 /// What a restore does with an object of the image.
@@ -300,22 +293,101 @@ pub(crate) struct Restored {
     made: Vec<Made>,
     /// Set once the processes have attached: the objects stay.
     finished: Cell<bool>,
+    /// The IPC namespaces made again, with their objects (gone with the last fd and process).
+    namespaces: Vec<namespace::Made>,
+    /// cryo's own IPC namespace, for a process back in it below one in another.
+    own: Option<std::os::fd::OwnedFd>,
 }
 
 impl Restored {
     /// Makes (or finds again) every segment that description ids `used` refer to, and every
-    /// semaphore set and message queue of `ipc`.
+    /// semaphore set and message queue of `ipc`; makes again each IPC namespace of `ipc`
+    /// with its objects. `wanted`: the namespaces the processes are in (0: cryo's).
     pub(crate) fn create(
         descs: &[FileDesc],
         used: &BTreeSet<u32>,
         ipc: &SysvIpc,
         images: &ImageDir,
+        wanted: &BTreeSet<u64>,
     ) -> Result<Self, IpcError> {
+        let segments: Vec<(u64, &cryo_proto::image::SysvShm)> = descs
+            .iter()
+            .filter(|d| used.contains(&d.id))
+            .filter_map(|d| match &d.kind {
+                Some(cryo_proto::image::file_desc::Kind::SysvShm(s)) => Some((s.ipc_ns, s)),
+                _ => None,
+            })
+            .collect();
+        let of = |ns: u64| -> Vec<&cryo_proto::image::SysvShm> {
+            segments
+                .iter()
+                .filter(|(n, _)| *n == ns)
+                .map(|&(_, s)| s)
+                .collect()
+        };
         let mut out = Self::default();
-        shm::create(descs, used, images, &mut out)?;
+        shm::create(of(0), images, &mut out)?;
         sem::create(&ipc.sems, &mut out)?;
         msg::create(&ipc.queues, &mut out)?;
+        for &inode in wanted.iter().filter(|&&n| n != 0) {
+            let ns = ipc
+                .namespaces
+                .iter()
+                .find(|n| n.inode == inode)
+                .ok_or_else(|| IpcError::Taken {
+                    what: format!("IPC namespace ipc:[{inode}]"),
+                    detail: "a process is in it and ipc.img does not hold it".into(),
+                })?;
+            out.namespaces
+                .push(namespace::create(ns, &of(inode), images)?);
+        }
+        if !out.namespaces.is_empty() {
+            let own = std::fs::File::open("/proc/self/ns/ipc")
+                .map_err(IpcError::step("cryo", "open its IPC namespace"))?;
+            out.own = Some(own.into());
+        }
         Ok(out)
+    }
+
+    /// cryo's fds of the IPC namespaces: its own, then each made (none without any), held
+    /// by the processes at consecutive slots while they fork.
+    pub(crate) fn fds(&self) -> Vec<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        self.own
+            .iter()
+            .chain(self.namespaces.iter().map(|m| &m.fd))
+            .map(|fd| fd.as_raw_fd())
+            .collect()
+    }
+
+    /// In a forked process of the restore, before its children: enters the IPC namespace
+    /// `inode` of the dump (0: cryo's) that [`Restored::create`] made, whose fd it holds
+    /// at its slot (the [`Restored::fds`] from `first_slot` on).
+    pub(crate) fn enter(&self, inode: u64, first_slot: std::os::fd::RawFd) -> io::Result<()> {
+        let k = match inode {
+            0 => Some(0),
+            n => self
+                .namespaces
+                .iter()
+                .position(|m| m.inode == n)
+                .map(|k| k + 1),
+        }
+        .filter(|_| self.own.is_some())
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOENT))?;
+        let fd = crate::sys::fd::borrow_raw(first_slot + k as std::os::fd::RawFd);
+        nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWIPC)?;
+        Ok(())
+    }
+
+    /// The objects made are kept (a namespace made whole): the ids of the segments to mark
+    /// destroyed once attached.
+    fn keep(self) -> Vec<i32> {
+        self.finished.set(true);
+        self.made
+            .iter()
+            .filter(|m| m.destroyed)
+            .map(|m| m.id)
+            .collect()
     }
 
     /// Makes object `what` of `kind` with id `want` as its creator (`cuid`, `cgid`) through
@@ -366,6 +438,9 @@ impl Restored {
                 .remove(m.id)
                 .map_err(IpcError::step(&m.what, "IPC_RMID"))?;
         }
+        for ns in &self.namespaces {
+            ns.finish()?;
+        }
         self.finished.set(true);
         Ok(())
     }
@@ -403,69 +478,88 @@ impl Drop for NoUndoList {
     }
 }
 
-/// Dumps ipc.img (the semaphore sets and message queues of cryo's IPC namespace), refusing a
-/// process of `pids` whose SysV state cannot come back: objects in another IPC namespace,
-/// a semaphore undo list that may hold adjustments.
-pub(crate) fn dump(pids: &[Pid], images: &ImageDir) -> crate::error::Result<()> {
+/// Dumps ipc.img (the semaphore sets and message queues of cryo's IPC namespace, and every
+/// other IPC namespace a process of `pids` is in, whole), refusing a process of `pids` whose
+/// SysV state cannot come back (a semaphore undo list that may hold adjustments).
+/// `attached`: the segments the processes attach (namespace inode, 0 for cryo's; id), in
+/// files.img already.
+pub(crate) fn dump(
+    pids: &[Pid],
+    attached: &[(u64, i32)],
+    images: &ImageDir,
+) -> crate::error::Result<()> {
+    let mut spaces: std::collections::BTreeMap<u64, Vec<Pid>> = Default::default();
+    for &pid in pids {
+        let ns = namespace_of(pid).map_err(IpcError::step(
+            &format!("pid {pid}"),
+            "read its IPC namespace",
+        ))?;
+        spaces.entry(ns).or_default().push(pid);
+    }
+    let mut namespaces = Vec::new();
+    let mut sets_of: HashMap<u64, Vec<Listed>> = HashMap::new();
+    sets_of.insert(0, sem::live()?);
+    for (&inode, members) in spaces.iter().filter(|(&n, _)| n != 0) {
+        let ids: BTreeSet<i32> = attached
+            .iter()
+            .filter(|(n, _)| *n == inode)
+            .map(|&(_, id)| id)
+            .collect();
+        let (ns, sets) = namespace::dump(inode, members, pids, &ids, images)?;
+        namespaces.push(ns);
+        sets_of.insert(inode, sets);
+    }
     // An undo list is also made, empty, for every process that starts a thread
     // (pthread_create passes CLONE_SYSVSEM; cryo's own threads give cryo one), and it
     // outlives the sets it had adjustments for: its entries go with their sets. It is told by
     // comparing with a process that has none. The kernel does not show what a list holds, but
     // an adjustment is only made by a semop that succeeds, which sets the set's otime, and a
-    // list is never inherited (fork makes none; threads share their process's): a set not
-    // operated on since the process started holds no adjustment of its.
-    let sets = sem::live()?;
-    let reference = if sets.is_empty() {
+    // list is never inherited (fork makes none; threads share their process's) and is left
+    // when a process changes IPC namespace: a set of its namespace not operated on since the
+    // process started holds no adjustment of its.
+    let reference = if sets_of.values().all(|s| s.is_empty()) {
         None
     } else {
         Some(NoUndoList::fork().map_err(IpcError::step("cryo", "fork a reference process"))?)
     };
-    for &pid in pids {
-        let step = |op: &str| IpcError::step(&format!("pid {pid}"), op);
-        if !same_namespace(pid).map_err(step("compare IPC namespaces"))? {
-            let n = objects_in_namespace_of(pid).map_err(step("list its IPC namespace"))?;
-            if n > 0 {
+    for (&inode, members) in &spaces {
+        let sets = &sets_of[&inode];
+        for &pid in members {
+            let step = |op: &str| IpcError::step(&format!("pid {pid}"), op);
+            let Some(reference) = reference.as_ref().filter(|_| !sets.is_empty()) else {
+                continue;
+            };
+            if crate::sys::kcmp::kcmp_same_sysvsem(pid, reference.0)
+                .map_err(step("kcmp KCMP_SYSVSEM"))?
+            {
+                continue;
+            }
+            let started = crate::proc::started_at(pid).map_err(step("read its start time"))?;
+            // One second of margin each way for the rounding of both clocks.
+            let operated: Vec<String> = sets
+                .iter()
+                .filter(|s| s.col("otime") + 1 >= started)
+                .map(|s| s.id.to_string())
+                .collect();
+            if !operated.is_empty() {
                 return Err(IpcError::Refused {
                     pid,
-                    what: "its IPC namespace".into(),
+                    what: "its SysV semaphore undo list (semop with SEM_UNDO, or threads)".into(),
                     detail: format!(
-                        "holds {n} SysV objects and is not cryo's (IPC namespaces are not restored)"
+                        "semaphore set {} was operated on since it started: the kernel does \
+                         not show the adjustments, so they cannot come back",
+                        operated.join(", ")
                     ),
                 }
                 .into());
             }
         }
-        let Some(reference) = &reference else {
-            continue;
-        };
-        if crate::sys::kcmp::kcmp_same_sysvsem(pid, reference.0)
-            .map_err(step("kcmp KCMP_SYSVSEM"))?
-        {
-            continue;
-        }
-        let started = crate::proc::started_at(pid).map_err(step("read its start time"))?;
-        // One second of margin each way for the rounding of both clocks.
-        let operated: Vec<String> = sets
-            .iter()
-            .filter(|s| s.col("otime") + 1 >= started)
-            .map(|s| s.id.to_string())
-            .collect();
-        if !operated.is_empty() {
-            return Err(IpcError::Refused {
-                pid,
-                what: "its SysV semaphore undo list (semop with SEM_UNDO, or threads)".into(),
-                detail: format!(
-                    "semaphore set {} was operated on since it started: the kernel does not \
-                     show the adjustments, so they cannot come back",
-                    operated.join(", ")
-                ),
-            }
-            .into());
-        }
     }
+    let sets = sets_of.remove(&0).unwrap_or_default();
     let ipc = SysvIpc {
-        sems: sem::dump(pids, sets)?,
-        queues: msg::dump(pids)?,
+        sems: sem::dump(Some(pids), sets)?,
+        queues: msg::dump(Some(pids))?,
+        namespaces,
     };
     Ok(images.write(IMAGE, ImageKind::SysvIpc, &[ipc])?)
 }
@@ -479,6 +573,9 @@ pub(crate) fn read(images: &ImageDir) -> crate::error::Result<SysvIpc> {
     let ipc: SysvIpc = images.read_single(IMAGE, ImageKind::SysvIpc)?;
     sem::check(&ipc.sems)?;
     msg::check(&ipc.queues)?;
+    for ns in &ipc.namespaces {
+        namespace::check(ns)?;
+    }
     Ok(ipc)
 }
 

@@ -1,5 +1,6 @@
 //! System V message queues: every queue of cryo's IPC namespace a process of the dump sent to
-//! or received from last (lspid, lrpid) saved with its messages
+//! or received from last (lspid, lrpid), and every queue of a namespace dumped whole
+//! (namespace.rs), saved with its messages
 //! (types and texts, oldest first, read with MSG_COPY: nothing is taken off the queue) in
 //! ipc.img, and made again at restore with its id, key, creator, owner, mode, size limit and
 //! messages, unless the very queue is still there (then it is left as it is).
@@ -26,12 +27,13 @@ fn describe(q: &SysvMsgQueue) -> String {
     )
 }
 
-/// Every message queue of cryo's IPC namespace that a process of `pids` sent to or received
-/// from last, with its messages.
-pub(super) fn dump(pids: &[Pid]) -> Result<Vec<SysvMsgQueue>, IpcError> {
+/// Every message queue of the calling thread's IPC namespace that a process of `pids` sent
+/// to or received from last (None: every queue, of a namespace dumped whole), with its
+/// messages.
+pub(super) fn dump(pids: Option<&[Pid]>) -> Result<Vec<SysvMsgQueue>, IpcError> {
     let mut out = Vec::new();
     for l in live()? {
-        let by = |c: &str| pids.contains(&Pid::from_raw(l.col(c) as i32));
+        let by = |c: &str| pids.is_none_or(|p| p.contains(&Pid::from_raw(l.col(c) as i32)));
         if !by("lspid") && !by("lrpid") {
             continue;
         }

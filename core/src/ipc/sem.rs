@@ -1,5 +1,6 @@
 //! System V semaphore sets: every set of cryo's IPC namespace a process of the dump changed
-//! last (the sempid of one of its semaphores) saved with its values (ipc.img),
+//! last (the sempid of one of its semaphores), and every set of a namespace dumped whole
+//! (namespace.rs), saved with its values (ipc.img),
 //! and made again at restore with its id, key, creator, owner, mode and values, unless the
 //! very set is still there (then it is left as it is: its live values are the ones the
 //! processes would see had they kept running).
@@ -26,17 +27,21 @@ fn describe(s: &SysvSem) -> String {
     )
 }
 
-/// Every semaphore set of `sets` (those of cryo's IPC namespace, [`live`]) that a process of
-/// `pids` changed last, with its values.
-pub(super) fn dump(pids: &[Pid], sets: Vec<Listed>) -> Result<Vec<SysvSem>, IpcError> {
+/// Every semaphore set of `sets` (those of the calling thread's IPC namespace, [`live`]) that
+/// a process of `pids` changed last (None: every set, of a namespace dumped whole), with its
+/// values.
+pub(super) fn dump(pids: Option<&[Pid]>, sets: Vec<Listed>) -> Result<Vec<SysvSem>, IpcError> {
     let mut out = Vec::new();
     for l in sets {
         let what = format!("SysV semaphore set {}", l.id);
         let nsems = l.col("nsems") as usize;
-        let mut ours = false;
+        let mut ours = pids.is_none();
         for num in 0..nsems {
+            if ours {
+                break;
+            }
             let pid = sys::ipc::sem_last_pid(l.id, num).map_err(IpcError::step(&what, "GETPID"))?;
-            ours |= pids.contains(&Pid::from_raw(pid));
+            ours |= pids.is_some_and(|p| p.contains(&Pid::from_raw(pid)));
         }
         if !ours {
             continue;

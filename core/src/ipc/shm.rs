@@ -6,7 +6,10 @@
 //! dump     a "/SYSV<key>" line of /proc/PID/maps (its inode number is the shmid): the row of
 //!          /proc/sysvipc/shm (key, perms, size, owners, creator, ctime), the contents read
 //!          through /proc/PID/map_files, sparse, once per segment (files.img: SysvShm)
-//!          refused: another IPC namespace, a partial attachment, hugetlb segments
+//!          (of the process's IPC namespace, listed by a thread that joins it when not
+//!          cryo's; the maps name's key must be that segment's)
+//!          refused: a partial attachment, hugetlb segments, a segment of another
+//!          namespace than the process's
 //! restore  validate: the segment's id and key are free here, or hold this very segment
 //!          cryo: the very segment is still there (a dump kills its targets, not their
 //!          segments; --leave-running): it is reattached as it is, contents untouched;
@@ -19,7 +22,6 @@
 //! Not restorable (the kernel sets them, no call changes them): the creator and last pids,
 //! the attach, detach and change times of a segment made again.
 
-use std::collections::BTreeSet;
 use std::fs::File;
 
 use cryo_proto::image::{file_desc::Kind, FileDesc, SysvShm};
@@ -75,7 +77,10 @@ impl FileKind for Segments {
             detail: format!("{} without a contents image", describe(s)),
         })?;
         crate::files::shmem::check_extents(desc, s.size, raw, &s.extents, cx.images)?;
-        fate(s, &live()?)?;
+        // One of another IPC namespace goes into a new one, where nothing holds its id.
+        if s.ipc_ns == 0 {
+            fate(s, &live()?)?;
+        }
         Ok(())
     }
 
@@ -109,6 +114,11 @@ fn live() -> Result<Vec<Listed>, IpcError> {
     super::listed("shm", "shmid")
 }
 
+/// The segments of each IPC namespace other than cryo's a dump has listed: its processes
+/// are frozen (one outside the dump in it is refused), so the list holds for the dump.
+#[derive(Default)]
+struct NamespaceLists(std::collections::HashMap<u64, Vec<Listed>>);
+
 /// Dumps the segment attached at `entry` of frozen `pid` (once per segment: later
 /// attachments, of this process or another, get the same description); returns the
 /// description id and the segment's id.
@@ -126,19 +136,44 @@ pub(crate) fn dump_attachment(
         detail,
     };
     let step = |op: &str, source| IpcError::step(&format!("pid {pid}: {what}"), op)(source);
-    if !super::same_namespace(pid).map_err(|e| step("compare IPC namespaces", e))? {
-        return Err(refuse(
-            "the process is in another IPC namespace than cryo (IPC namespaces are not restored)"
-                .into(),
-        )
-        .into());
-    }
-    let seg = live()?
+    let ns = super::namespace_of(pid).map_err(|e| step("read its IPC namespace", e))?;
+    let segments = if ns == 0 {
+        live()?
+    } else {
+        // Listed once per namespace: joining one costs a thread (and a wakeup) each time.
+        let lists = &mut files.kind_state().get::<NamespaceLists>().0;
+        match lists.get(&ns) {
+            Some(l) => l.clone(),
+            None => {
+                let l = super::namespace::run_in_namespace_of(pid, live)?;
+                lists.insert(ns, l.clone());
+                l
+            }
+        }
+    };
+    let seg = segments
         .into_iter()
         .find(|l| l.id == shmid)
         .ok_or_else(|| refuse("not listed in /proc/sysvipc/shm".into()))?;
     let size = seg.col("size") as u64;
     let whole = size.div_ceil(PAGE) * PAGE;
+    // The maps name carries the key it was made with ("/SYSV%08x"): a segment attached
+    // before the process changed IPC namespace is of the old one, where the new one may list
+    // another of its id. (IPC_RMID makes the key private: then only the size tells.)
+    let key = entry
+        .name
+        .strip_prefix("/SYSV")
+        .and_then(|k| k.get(..8))
+        .and_then(|k| u32::from_str_radix(k, 16).ok());
+    let destroyed = seg.perms & SHM_DEST != 0;
+    if (!destroyed && key != Some(seg.key as u32)) || entry.end - entry.start > whole {
+        return Err(refuse(format!(
+            "not the segment {shmid} of its IPC namespace (key {:#x}, {size} bytes): attached \
+             before the process changed IPC namespace, not supported",
+            seg.key
+        ))
+        .into());
+    }
     if entry.pgoff != 0 || entry.end - entry.start != whole {
         return Err(refuse(format!(
             "attached in part ({:#x}-{:#x} at offset {:#x} of a {}-byte segment: part unmapped \
@@ -148,41 +183,97 @@ pub(crate) fn dump_attachment(
         .into());
     }
     let link = crate::proc::dir(pid).join(format!("map_files/{:x}-{:x}", entry.start, entry.end));
-    let id = files.add_mapped_object(pid, &link, |id| {
+    let id = files.add_sysv_segment(ns, shmid, || {
         let file = File::open(&link).map_err(|e| step("open its map_files link", e))?;
-        let meta = file.metadata().map_err(|e| step("stat", e))?;
-        if std::os::unix::fs::MetadataExt::blksize(&meta) != PAGE {
-            return Err(refuse("a hugetlb segment (SHM_HUGETLB), not supported".into()).into());
-        }
-        let (contents, extents) =
-            crate::files::shmem::save_extents(&file, size, format!("sysvshm-{shmid}.img"), images)
-                .map_err(|e| step("save its contents", e))?;
-        let rec = SysvShm {
-            id: seg.id,
-            key: seg.key,
-            size,
-            uid: seg.uid,
-            gid: seg.gid,
-            cuid: seg.cuid,
-            cgid: seg.cgid,
-            mode: seg.mode(),
-            destroyed: seg.perms & SHM_DEST != 0,
-            locked: seg.perms & SHM_LOCKED != 0,
-            cpid: seg.col("cpid") as i32,
-            ctime: seg.col("ctime"),
-            contents: Some(contents),
-            extents,
-        };
-        debug!(
-            id,
-            shmid,
-            key = rec.key,
-            size = rec.size,
-            "SysV shared memory segment"
-        );
+        let rec = save(&seg, &file, ns, images, pid)?;
         Ok(Kind::SysvShm(rec))
     })?;
     Ok((id, shmid))
+}
+
+/// The record of segment `seg` of IPC namespace `ns` (0: cryo's), its contents read from
+/// `file` (an attachment's map_files link) into a raw image of their own; `pid`: the process
+/// of the dump it is refused for.
+fn save(
+    seg: &Listed,
+    file: &File,
+    ns: u64,
+    images: &ImageDir,
+    pid: Pid,
+) -> Result<SysvShm, IpcError> {
+    let what = format!("SysV shared memory segment {} (key {:#x})", seg.id, seg.key);
+    let step = |op: &str| IpcError::step(&format!("pid {pid}: {what}"), op);
+    let meta = file.metadata().map_err(step("stat"))?;
+    if std::os::unix::fs::MetadataExt::blksize(&meta) != PAGE {
+        return Err(IpcError::Refused {
+            pid,
+            what,
+            detail: "a hugetlb segment (SHM_HUGETLB), not supported".into(),
+        });
+    }
+    let size = seg.col("size") as u64;
+    // Ids start again in every namespace: the namespace names the image too.
+    let name = match ns {
+        0 => format!("sysvshm-{}.img", seg.id),
+        ns => format!("sysvshm-{ns}-{}.img", seg.id),
+    };
+    let (contents, extents) = crate::files::shmem::save_extents(file, size, name, images)
+        .map_err(step("save its contents"))?;
+    let rec = SysvShm {
+        id: seg.id,
+        key: seg.key,
+        size,
+        uid: seg.uid,
+        gid: seg.gid,
+        cuid: seg.cuid,
+        cgid: seg.cgid,
+        mode: seg.mode(),
+        destroyed: seg.perms & SHM_DEST != 0,
+        locked: seg.perms & SHM_LOCKED != 0,
+        cpid: seg.col("cpid") as i32,
+        ctime: seg.col("ctime"),
+        contents: Some(contents),
+        extents,
+        ipc_ns: ns,
+    };
+    debug!(
+        shmid = rec.id,
+        key = rec.key,
+        size = rec.size,
+        ns,
+        "SysV shared memory segment"
+    );
+    Ok(rec)
+}
+
+/// A segment of IPC namespace `ns` (that of `pid`, which the calling thread is in) that no
+/// process of the dump attaches, its contents read through a short read-write attachment in
+/// cryo (root reads any segment; it sets the segment's attach and detach times and last pid).
+pub(super) fn dump_unattached(
+    seg: &Listed,
+    ns: u64,
+    images: &ImageDir,
+    pid: Pid,
+) -> Result<SysvShm, IpcError> {
+    let what = format!(
+        "pid {pid}: SysV shared memory segment {} (key {:#x})",
+        seg.id, seg.key
+    );
+    let step = |op: &str| IpcError::step(&what, op);
+    let attached = sys::ipc::Attached::new(seg.id).map_err(step("attach in cryo"))?;
+    let start = attached.start();
+    let size = seg.col("size") as u64;
+    let link = format!(
+        "/proc/self/map_files/{start:x}-{:x}",
+        start + size.div_ceil(PAGE) * PAGE
+    );
+    let file = File::open(&link).map_err(step("open its map_files link"))?;
+    save(seg, &file, ns, images, pid)
+}
+
+/// Every segment of the calling thread's IPC namespace.
+pub(super) fn listed() -> Result<Vec<Listed>, IpcError> {
+    live()
 }
 
 /// Decides what becomes of `s` among the segments `live` of this machine.
@@ -220,17 +311,13 @@ pub(crate) fn needs_mprotect(prot: u32) -> bool {
     prot & libc::PROT_READ as u32 == 0
 }
 
-/// Makes (or finds again) every segment that description ids `used` refer to.
-pub(super) fn create(
-    descs: &[FileDesc],
-    used: &BTreeSet<u32>,
+/// Makes (or finds again) every segment of `segments` in the calling thread's IPC namespace.
+pub(super) fn create<'a>(
+    segments: impl IntoIterator<Item = &'a SysvShm>,
     images: &ImageDir,
     out: &mut super::Restored,
 ) -> Result<(), IpcError> {
-    for desc in descs.iter().filter(|d| used.contains(&d.id)) {
-        let Some(Kind::SysvShm(s)) = &desc.kind else {
-            continue;
-        };
+    for s in segments {
         if fate(s, &live()?)? == Fate::Reattach {
             debug!(
                 shmid = s.id,

@@ -67,6 +67,14 @@ fn child_setup(tree: &Planned, i: usize) -> Result<(), ChildError> {
     namespaces::restore_in_child(&t.core, parent)?;
     crate::task::cgroups::enter(&tree.cgroups[i])
         .map_err(|(file, e)| ChildError::sys_on(ChildStep::Cgroup, file.display())(e))?;
+    // The IPC namespace cryo made again, entered by each process not in its parent's (a
+    // root's parent is cryo, in cryo's: 0).
+    let parent_ipc = parent.map_or(0, |p| p.ipc_ns);
+    if t.core.ipc_ns != parent_ipc {
+        tree.ipc
+            .enter(t.core.ipc_ns, plan.ipc_slot)
+            .map_err(io_error(ChildStep::IpcNamespace))?;
+    }
     if let (Some((_, attach)), Some(slot)) = (&tree.terminal, plan.terminal_slot) {
         files::tty::attach(slot, &t.entry, attach);
     }

@@ -270,6 +270,8 @@ pub enum ChildStep {
     TimeNamespace,
     #[error("join its cgroup")]
     Cgroup,
+    #[error("enter its IPC namespace")]
+    IpcNamespace,
 }
 
 /// The object a failed file step of a forked process was opening.

@@ -81,6 +81,8 @@ pub(crate) struct TreePlan {
     pub terminal_slot: Option<RawFd>,
     /// The slot fd of the restore guardian's channel (used when there is a guardian).
     pub guardian_slot: RawFd,
+    /// The first slot fd of the IPC namespaces cryo made (crate::ipc::Restored::fds).
+    pub ipc_slot: RawFd,
 }
 
 impl TreePlan {
@@ -228,6 +230,7 @@ impl TreePlan {
             shared_slots,
             terminal_slot,
             guardian_slot,
+            ipc_slot: guardian_slot + 1,
         })
     }
 

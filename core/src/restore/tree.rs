@@ -53,7 +53,14 @@ impl Loaded {
             })
             .collect();
         let shared = files::SharedObjects::create(&self.descs, &used, &self.images)?;
-        let ipc = crate::ipc::Restored::create(&self.descs, &used, &self.ipc, &self.images)?;
+        let ipc_namespaces = self.tasks.iter().map(|t| t.core.ipc_ns).collect();
+        let ipc = crate::ipc::Restored::create(
+            &self.descs,
+            &used,
+            &self.ipc,
+            &self.images,
+            &ipc_namespaces,
+        )?;
         let fds_of: Vec<(i32, &[cryo_proto::image::FdEntry])> = self
             .tasks
             .iter()
@@ -143,6 +150,7 @@ impl Planned {
         if let Some(fd) = self.guardian_channel {
             v.push((fd, self.plan.guardian_slot));
         }
+        v.extend(self.ipc.fds().into_iter().zip(self.plan.ipc_slot..));
         v
     }
 

@@ -213,3 +213,37 @@ pub(crate) fn sem_last_pid(id: i32, num: usize) -> io::Result<i32> {
     let r = unsafe { libc::semctl(id, num as libc::c_int, libc::GETPID) };
     check(r as libc::c_long).map(|p| p as i32)
 }
+
+/// The names of the POSIX message queues of the calling thread's IPC namespace: its mqueue
+/// file system mounted detached (fsopen, fsmount: in no mount table, so no process sees it),
+/// read, and let go.
+pub(crate) fn mqueue_names() -> io::Result<Vec<String>> {
+    use std::os::fd::AsRawFd;
+    const FSOPEN_CLOEXEC: libc::c_ulong = 1;
+    const FSCONFIG_CMD_CREATE: libc::c_ulong = 6;
+    const FSMOUNT_CLOEXEC: libc::c_ulong = 1;
+    let name = c"mqueue";
+    // SAFETY: `name` is a NUL-terminated string alive for the call; the kernel copies it.
+    let fs =
+        super::owned_fd(unsafe { libc::syscall(libc::SYS_fsopen, name.as_ptr(), FSOPEN_CLOEXEC) })?;
+    // SAFETY: FSCONFIG_CMD_CREATE reads neither key nor value (both null).
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            FSCONFIG_CMD_CREATE,
+            std::ptr::null::<libc::c_char>(),
+            std::ptr::null::<libc::c_void>(),
+            0,
+        )
+    })?;
+    // SAFETY: fsmount takes no pointers; it returns a new fd of a detached mount.
+    let mnt = super::owned_fd(unsafe {
+        libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), FSMOUNT_CLOEXEC, 0)
+    })?;
+    let mut names: Vec<String> = std::fs::read_dir(format!("/proc/self/fd/{}", mnt.as_raw_fd()))?
+        .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect::<io::Result<_>>()?;
+    names.sort();
+    Ok(names)
+}

@@ -1,8 +1,9 @@
 //! The namespaces of a task, judged at dump against cryo's own: a UTS namespace is made
 //! again with its host and domain names, a time namespace with its clocks where they were at
-//! the freeze, a cgroup namespace with its root cgroups (task/cgroups.rs); a mount namespace whose mounts are cryo's is taken as cryo's; any other
-//! namespace than cryo's is refused, since the task would come back in cryo's and see other
-//! pids, interfaces, mounts, IPC objects, cgroups or ids.
+//! the freeze, a cgroup namespace with its root cgroups (task/cgroups.rs), an IPC namespace
+//! with its objects and sysctls (crate::ipc); a mount namespace whose mounts are cryo's is
+//! taken as cryo's; any other namespace than cryo's is refused, since the task would come
+//! back in cryo's and see other pids, interfaces, mounts or ids.
 
 use std::collections::HashMap;
 use std::io;
@@ -105,15 +106,9 @@ struct Kind {
     sees: &'static str,
 }
 
-/// The kinds refused when they differ from cryo's (UTS, time, cgroup and mount are judged
-/// apart).
+/// The kinds refused when they differ from cryo's (UTS, time, cgroup, IPC and mount are
+/// judged apart).
 const REFUSED: &[Kind] = &[
-    Kind {
-        link: "ipc",
-        ours: "ipc",
-        what: "an IPC",
-        sees: "other SysV objects and POSIX queues",
-    },
     Kind {
         link: "net",
         ours: "net",
@@ -182,6 +177,7 @@ pub fn dump(pid: Pid, tids: &[Pid]) -> Result<MadeAgain, NamespaceError> {
             "time",
             "time_for_children",
             "cgroup",
+            "ipc",
         ]);
         for link in kinds {
             let theirs = match read(link) {

@@ -47,6 +47,7 @@ mod sigtrap;
 mod socks;
 mod sqlite;
 mod sysv_ipc;
+mod sysv_ns;
 mod sysv_shm;
 mod tcp;
 mod tcp_opts;
@@ -116,6 +117,7 @@ pub const MODES: &[(&str, Start)] = &[
     ("attrs", attrs::start),
     ("sysv-shm", sysv_shm::start),
     ("sysv-ipc", sysv_ipc::start),
+    ("sysv-ns", sysv_ns::start),
     ("aio", aio::start),
     ("cow-tree", cow_tree::start),
     ("mapping-access", mapping_access::start),
