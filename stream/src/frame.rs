@@ -235,9 +235,8 @@ pub fn crc_combine(crc_a: u32, crc_b: u32, len_b: usize) -> u32 {
     }
     // Shifting a crc by n zero bytes is linear over GF(2): its operator is the image of
     // each bit.
-    let shift = CHUNK_SHIFT.get_or_init(|| {
-        std::array::from_fn(|bit| crc32c::crc32c_combine(1 << bit, 0, DATA_CHUNK))
-    });
+    let shift = CHUNK_SHIFT
+        .get_or_init(|| std::array::from_fn(|bit| crc32c::crc32c_combine(1 << bit, 0, DATA_CHUNK)));
     let mut out = crc_b;
     for (bit, column) in shift.iter().enumerate() {
         if crc_a >> bit & 1 == 1 {
@@ -319,7 +318,12 @@ mod tests {
     fn crc_combine_is_the_crc_of_both() {
         let a: Vec<u8> = (0..5000u32).map(|i| (i * 7) as u8).collect();
         let b: Vec<u8> = (0..DATA_CHUNK as u32).map(|i| (i ^ i >> 9) as u8).collect();
-        for (x, y) in [(&a[..], &b[..]), (&b[..], &a[..]), (&b[..], &b[..]), (&a[..], &[][..])] {
+        for (x, y) in [
+            (&a[..], &b[..]),
+            (&b[..], &a[..]),
+            (&b[..], &b[..]),
+            (&a[..], &[][..]),
+        ] {
             let mut both = x.to_vec();
             both.extend_from_slice(y);
             assert_eq!(
