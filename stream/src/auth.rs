@@ -6,9 +6,14 @@
 //! server proof  = HMAC-SHA256(psk, "cryo-stream server" || cn || sn)
 //! client proof  = HMAC-SHA256(psk, "cryo-stream client" || cn || sn)
 //! session key   = HMAC-SHA256(psk, "cryo-stream session" || cn || sn)
-//! frame tag     = HMAC-SHA256(session key, header || payload)   (the header holds the
+//! frame tag     = BLAKE3-keyed(session key, header || payload)  (the header holds the
 //!                                                                 sequence number)
 //! ```
+//!
+//! The frame tag is keyed BLAKE3 since protocol version 2 (version 1 used HMAC-SHA256): it
+//! runs over every byte of the image on both sides, and BLAKE3's keyed mode is a MAC at
+//! several times SHA-256's speed (the SIMD of this CPU: AVX-512, AVX2, SSE4.1), where
+//! HMAC-SHA256 alone held the stream to a third of a plain TCP copy.
 //!
 //! The role is in every proof, so neither side can be used to answer the other's challenge;
 //! both nonces are, so a recorded handshake proves nothing later; the tag covers the sequence
@@ -182,20 +187,24 @@ mod subtle_eq {
 pub struct SessionKey([u8; 32]);
 
 impl SessionKey {
-    /// The tag of a frame.
-    pub fn tag(&self, header: &[u8], payload: &[u8]) -> [u8; TAG_LEN] {
-        let mut m = HmacSha256::new_from_slice(&self.0).expect("HMAC takes any key length");
+    /// The keyed hash of a frame.
+    fn mac(&self, header: &[u8], payload: &[u8]) -> blake3::Hash {
+        let mut m = blake3::Hasher::new_keyed(&self.0);
         m.update(header);
         m.update(payload);
-        m.finalize().into_bytes().into()
+        m.finalize()
+    }
+
+    /// The tag of a frame.
+    pub fn tag(&self, header: &[u8], payload: &[u8]) -> [u8; TAG_LEN] {
+        *self.mac(header, payload).as_bytes()
     }
 
     /// Whether `tag` authenticates the frame (checked in constant time).
     pub fn verify(&self, header: &[u8], payload: &[u8], tag: &[u8]) -> bool {
-        let mut m = HmacSha256::new_from_slice(&self.0).expect("HMAC takes any key length");
-        m.update(header);
-        m.update(payload);
-        m.verify_slice(tag).is_ok()
+        // blake3::Hash compares in constant time.
+        <[u8; TAG_LEN]>::try_from(tag)
+            .is_ok_and(|t| self.mac(header, payload) == blake3::Hash::from_bytes(t))
     }
 }
 
@@ -229,6 +238,12 @@ mod tests {
         assert!(s.verify(b"head", b"body", &t));
         assert!(!s.verify(b"head", b"bodY", &t));
         assert!(!other.session_key(&cn, &sn).verify(b"head", b"body", &t));
+        assert!(!s.verify(b"head", b"body", &t[..31]), "a short tag");
+        // The tag is keyed BLAKE3 of header || payload (protocol version 2).
+        let key = k.session_key(&cn, &sn).0;
+        let mut both = b"head".to_vec();
+        both.extend_from_slice(b"body");
+        assert_eq!(&t, blake3::keyed_hash(&key, &both).as_bytes());
     }
 
     #[test]

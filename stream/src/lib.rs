@@ -16,12 +16,14 @@
 //! Without the default `engine` feature only `frame`, `manifest` and `msg` are built (no
 //! engine, no I/O): what the fuzz target needs.
 //!
-//! # The protocol (version 1)
+//! # The protocol (version 2)
 //!
 //! Every frame has the header of [`frame`]; every control message is a protobuf message
 //! (proto/stream.proto) alone in its frame, the frame type saying which. Sequence numbers
-//! count from 0 in each direction. Frames after the handshake carry an HMAC-SHA256 tag under
-//! a key derived from the pre-shared key and both nonces ([`auth`]).
+//! count from 0 in each direction. Frames after the handshake carry a keyed BLAKE3 tag under
+//! a key derived from the pre-shared key and both nonces ([`auth`]). Version 1 differed only
+//! in that tag (HMAC-SHA256); a peer of another version is answered with the versions this
+//! one speaks, and nothing else.
 //!
 //! ```text
 //! client (dump --to)                              server (cryo serve)

@@ -9,9 +9,9 @@ use std::path::Path;
 use cryo_core::ImageDir;
 use tracing::debug;
 
-use crate::conn::{unexpected, Conn};
+use crate::conn::{unexpected, Conn, Frame, Unchecked};
 use crate::error::StreamError;
-use crate::frame::{FrameType, DATA_CHUNK};
+use crate::frame::FrameType;
 use crate::manifest;
 use crate::msg::{self, Manifest, ManifestEntry};
 
@@ -124,19 +124,7 @@ pub fn send_file<S: Read + Write>(
         },
         &step,
     )?;
-    let mut buf = vec![0u8; DATA_CHUNK];
-    let mut crc = 0u32;
-    let mut sent = 0u64;
-    while sent < size {
-        keep_going(&step)?;
-        let want = DATA_CHUNK.min((size - sent) as usize);
-        contents
-            .read_exact(&mut buf[..want])
-            .map_err(|e| StreamError::io(format!("{step}: read"), e, 0))?;
-        let part = conn.send(FrameType::Data, &buf[..want], &step)?;
-        crc = crc32c::crc32c_combine(crc, part, want);
-        sent += want as u64;
-    }
+    let crc = conn.send_data(contents, size, &step, keep_going)?;
     conn.send_msg(FrameType::FileClose, &msg::FileClose { crc32c: crc }, &step)?;
     debug!(name, size, "sent");
     Ok(ManifestEntry {
@@ -247,57 +235,113 @@ pub fn receive_image<S: Read + Write>(
 }
 
 /// One file's data frames and its FileClose, written to `file` and fsync'd.
+///
+/// Two threads: this one reads the frames off the connection, a second checks each data
+/// frame (checksum, tag) and only then writes it to the file with one write, while this one
+/// reads the next. A frame that fails its checks stops the file there: nothing after it is
+/// written, and the caller discards the image.
 fn receive_file<S: Read + Write>(
     conn: &mut Conn<S>,
-    mut file: File,
+    file: File,
     open: &msg::FileOpen,
     step: &str,
 ) -> Result<ManifestEntry, StreamError> {
-    let mut got = 0u64;
-    let mut crc = 0u32;
-    loop {
-        let f = conn.recv(step)?;
-        match f.kind {
-            FrameType::Data => {
-                got += f.payload.len() as u64;
+    let checker = conn.checker(step);
+    let write_err = |e| StreamError::io(format!("{step}: write"), e, 0);
+    let (to_writer, writer_in) = std::sync::mpsc::sync_channel::<(Vec<u8>, Unchecked)>(2);
+    let (writer_out, from_writer) =
+        std::sync::mpsc::sync_channel::<Result<Vec<u8>, StreamError>>(2);
+    std::thread::scope(|scope| {
+        let (file, checker) = (&file, &checker);
+        scope.spawn(move || {
+            for (buf, frame) in writer_in {
+                let done = checker
+                    .check(&frame, &buf)
+                    .and_then(|()| (&*file).write_all(&buf).map_err(write_err))
+                    .map(|()| buf);
+                let failed = done.is_err();
+                if writer_out.send(done).is_err() || failed {
+                    return;
+                }
+            }
+        });
+        // Owned by this closure: dropped when it returns (an error too), which stops the
+        // writer before the scope waits for it.
+        let (to_writer, from_writer) = (to_writer, from_writer);
+        let stopped = || StreamError::protocol(step, "the file writer stopped");
+        let mut free: Vec<Vec<u8>> = (0..3).map(|_| Vec::new()).collect();
+        let mut queued = 0usize;
+        let mut got = 0u64;
+        let mut crc = 0u32;
+        loop {
+            let mut buf = match free.pop() {
+                Some(buf) => buf,
+                None => {
+                    queued -= 1;
+                    from_writer.recv().map_err(|_| stopped())??
+                }
+            };
+            let frame = conn.recv_unchecked(step, &mut buf)?;
+            if frame.kind() == FrameType::Data {
+                got += buf.len() as u64;
                 if got > open.size {
                     return Err(StreamError::protocol(
                         step,
                         format!("larger than announced ({} bytes)", open.size),
                     ));
                 }
-                crc = crc32c::crc32c_combine(crc, f.crc, f.payload.len());
-                file.write_all(&f.payload)
-                    .map_err(|e| StreamError::io(format!("{step}: write"), e, 0))?;
-            }
-            FrameType::FileClose => {
-                let close: msg::FileClose = f.decode(step)?;
-                if got != open.size {
-                    return Err(StreamError::protocol(
-                        step,
-                        format!("{got} bytes received, {} announced", open.size),
-                    ));
+                // The header's crc: the frame is checked against it before it is written,
+                // and the sum is used only once every frame was.
+                crc = crate::frame::crc_combine(crc, frame.crc(), buf.len());
+                if to_writer.send((buf, frame)).is_err() {
+                    // The writer stopped at a failure: its error says which.
+                    return Err(from_writer
+                        .iter()
+                        .find_map(Result::err)
+                        .unwrap_or_else(stopped));
                 }
-                if close.crc32c != crc {
-                    return Err(StreamError::protocol(
-                        step,
-                        format!(
-                            "checksum mismatch: crc32c {crc:#010x} received, {:#010x} announced",
-                            close.crc32c
-                        ),
-                    ));
-                }
-                file.sync_all()
-                    .map_err(|e| StreamError::io(format!("{step}: fsync"), e, 0))?;
-                return Ok(ManifestEntry {
-                    name: open.name.clone(),
-                    size: got,
-                    crc32c: crc,
-                });
+                queued += 1;
+                continue;
             }
-            _ => return Err(unexpected(&f, step, "Data or FileClose")),
+            // Every data frame before this one checked and written (or the first failure).
+            while queued > 0 {
+                queued -= 1;
+                from_writer.recv().map_err(|_| stopped())??;
+            }
+            checker.check(&frame, &buf)?;
+            let f = Frame {
+                kind: frame.kind(),
+                payload: buf,
+                crc: frame.crc(),
+            };
+            if f.kind != FrameType::FileClose {
+                return Err(unexpected(&f, step, "Data or FileClose"));
+            }
+            let close: msg::FileClose = f.decode(step)?;
+            if got != open.size {
+                return Err(StreamError::protocol(
+                    step,
+                    format!("{got} bytes received, {} announced", open.size),
+                ));
+            }
+            if close.crc32c != crc {
+                return Err(StreamError::protocol(
+                    step,
+                    format!(
+                        "checksum mismatch: crc32c {crc:#010x} received, {:#010x} announced",
+                        close.crc32c
+                    ),
+                ));
+            }
+            file.sync_all()
+                .map_err(|e| StreamError::io(format!("{step}: fsync"), e, 0))?;
+            return Ok(ManifestEntry {
+                name: open.name.clone(),
+                size: got,
+                crc32c: crc,
+            });
         }
-    }
+    })
 }
 
 /// fsync of a directory, so the names in it (a new file, a rename) are durable.
@@ -313,6 +357,7 @@ mod tests {
     use std::os::unix::net::UnixStream;
 
     use super::*;
+    use crate::frame::DATA_CHUNK;
 
     #[test]
     fn names() {
@@ -355,6 +400,81 @@ mod tests {
     }
 
     const FILES: &[(&str, &[u8])] = &[("pages-1.img", b"0123456789"), ("inventory.img", b"inv")];
+
+    /// A keyed transfer of an image whose pages span several data frames (the sender's and
+    /// the receiver's second threads at work) through a relay that flips the byte at
+    /// `flip` (if any) on the way; returns the receiver's answer and the pages received.
+    fn keyed_transfer(flip: Option<usize>) -> (Result<Manifest, StreamError>, Vec<u8>, Vec<u8>) {
+        let pages: Vec<u8> = (0..(3 * DATA_CHUNK + 1234) as u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        let tmp = tempfile::tempdir().unwrap();
+        let src = image(
+            &tmp.path().join("src"),
+            &[("pages-1.img", &pages), ("inventory.img", b"inv")],
+        );
+        let dst = ImageDir::create(&tmp.path().join("dst")).unwrap();
+        let key = crate::auth::Psk::from_bytes(b"0123456789abcdef").session_key(b"c", b"s");
+        let (a, relay_in) = UnixStream::pair().unwrap();
+        let (relay_out, b) = UnixStream::pair().unwrap();
+        let relay = std::thread::spawn(move || {
+            let (mut from, mut to) = (relay_in, relay_out);
+            let mut buf = vec![0u8; 64 << 10];
+            let mut at = 0usize;
+            loop {
+                let n = match from.read(&mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                if let Some(f) = flip.filter(|f| (at..at + n).contains(f)) {
+                    buf[f - at] ^= 0x40;
+                }
+                at += n;
+                if to.write_all(&buf[..n]).is_err() {
+                    return;
+                }
+            }
+        });
+        let k2 = key.clone();
+        let tx = std::thread::spawn(move || {
+            let mut tx = Conn::new(a, "rx", 5).keyed(k2);
+            send_image(&mut tx, &src, "id", &|_| Ok(())).map(drop)
+        });
+        let mut rx = Conn::new(b, "tx", 5).keyed(key);
+        let r = receive_image(&mut rx, &dst, Some("id"));
+        drop(rx);
+        let _ = tx.join().unwrap();
+        relay.join().unwrap();
+        let got = std::fs::read(dst.path().join("pages-1.img")).unwrap_or_default();
+        (r, got, pages)
+    }
+
+    #[test]
+    fn keyed_multi_frame_file_arrives_whole() {
+        let (r, got, pages) = keyed_transfer(None);
+        r.unwrap();
+        assert!(got == pages, "the pages differ");
+    }
+
+    #[test]
+    fn a_flipped_byte_in_a_middle_frame_stops_the_file_before_it() {
+        // In the payload of the third data frame (the FileOpen frame and two data frames,
+        // headers and tags, come before it).
+        let (r, got, pages) = keyed_transfer(Some(2 * DATA_CHUNK + 4096));
+        let e = r.unwrap_err();
+        assert!(
+            matches!(
+                e,
+                StreamError::Frame {
+                    source: crate::frame::FrameError::Checksum { seq: 3 },
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(got.len() <= 2 * DATA_CHUNK, "written past the bad frame");
+        assert!(got == pages[..got.len()], "what was written differs");
+    }
 
     #[test]
     fn whole_image_received() {

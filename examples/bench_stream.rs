@@ -1,0 +1,178 @@
+//! The image stream's throughput beside a plain TCP copy of the same bytes.
+//!
+//! An image directory in /dev/shm holding one pages file of SIZE_MIB (pseudo-random bytes)
+//! and a small inventory is stored on a receiver ([`Server`], its root in /dev/shm) on
+//! 127.0.0.1 through the library `cryo dump --to` uses ([`Peer::store`]: handshake, frames,
+//! tags, checksums, the receiver's fsyncs, manifest and commit), timed from the connect to
+//! the "committed"; then the same number of bytes is sent over a plain TCP connection on
+//! 127.0.0.1 and dropped by the reader, as the reference. The two alternate, RUNS times.
+//! Beside each rate, the CPU time both ends (all in this process) spent per GB: what the
+//! other loads of a shared machine do not change as much as they change the rates.
+//!
+//! `cargo run --release -p cryo-examples --example bench-stream [-- SIZE_MIB [RUNS]]`
+//! (defaults 1024 MiB, 3 runs)
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use cryo_core::ImageDir;
+use cryo_stream::{Peer, Psk, ServeOptions, Server};
+
+/// CPU seconds this process (every thread of it) has used so far, from /proc/self/stat.
+fn cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
+    // Fields after the command name (which ends with the last ')'): utime is the 14th
+    // field of the line, stime the 15th.
+    let rest = &stat[stat.rfind(')').expect("stat") + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+    ticks as f64 / 100.0
+}
+
+/// An image directory under `dir` with a pages file of `bytes` and a small inventory.
+fn make_image(dir: &std::path::Path, bytes: u64) -> ImageDir {
+    let images = ImageDir::create(dir).expect("image dir");
+    let mut f = images.create_raw("pages-1.img").expect("pages file");
+    let mut buf = vec![0u8; 1 << 20];
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut left = bytes;
+    while left > 0 {
+        for w in buf.chunks_exact_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            w.copy_from_slice(&x.to_le_bytes());
+        }
+        let n = left.min(buf.len() as u64) as usize;
+        f.write_all(&buf[..n]).expect("write pages");
+        left -= n as u64;
+    }
+    images
+        .create_raw("inventory.img")
+        .expect("inventory")
+        .write_all(b"bench inventory")
+        .expect("write inventory");
+    images
+}
+
+/// Seconds to store `images` on a fresh receiver on 127.0.0.1.
+fn stream_once(images: &ImageDir, root: &std::path::Path, name: &str) -> Duration {
+    let psk = Psk::from_bytes(b"bench-stream-key-bench-stream-key");
+    let server = Server::bind(ServeOptions {
+        listen: "127.0.0.1:0".into(),
+        root: root.to_owned(),
+        once: true,
+        psk: psk.clone(),
+        timeout: Duration::from_secs(60),
+        versions: cryo_stream::server::versions(),
+        action_script: None,
+    })
+    .expect("bind the receiver");
+    let addr = server.local_addr().expect("address").to_string();
+    let receiver = std::thread::spawn(move || server.run().map(|o| o.to_string()));
+    let peer = Peer {
+        addr,
+        psk,
+        timeout: Duration::from_secs(60),
+    };
+    let started = Instant::now();
+    peer.store(images, name, "bench").expect("store");
+    let took = started.elapsed();
+    receiver
+        .join()
+        .expect("receiver thread")
+        .expect("receiver outcome");
+    took
+}
+
+/// Seconds to send `bytes` over a fresh TCP connection on 127.0.0.1 (read and dropped).
+fn tcp_copy(bytes: u64) -> Duration {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let reader = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut got = 0u64;
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            got += n as u64;
+        }
+        got
+    });
+    let buf = vec![0x5au8; 1 << 20];
+    let started = Instant::now();
+    let mut s = TcpStream::connect(addr).unwrap();
+    let mut sent = 0u64;
+    while sent < bytes {
+        let n = (bytes - sent).min(buf.len() as u64) as usize;
+        s.write_all(&buf[..n]).unwrap();
+        sent += n as u64;
+    }
+    drop(s);
+    let got = reader.join().unwrap();
+    assert_eq!(got, bytes);
+    started.elapsed()
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mib: u64 = args.first().and_then(|a| a.parse().ok()).unwrap_or(1024);
+    let runs: u32 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(3);
+    let tmp = tempfile::Builder::new()
+        .prefix("bench-stream-")
+        .tempdir_in("/dev/shm")
+        .expect("tempdir in /dev/shm");
+    let images = make_image(&tmp.path().join("src"), mib << 20);
+    let bytes = (mib << 20) + b"bench inventory".len() as u64;
+    println!(
+        "an image of {mib} MiB stored through the stream on 127.0.0.1 (root in /dev/shm), \
+         beside a plain TCP copy of the same bytes"
+    );
+    println!(
+        "{:>4} {:>11} {:>11} {:>7} {:>13} {:>13}",
+        "run", "stream", "tcp copy", "ratio", "stream CPU", "tcp CPU"
+    );
+    let gb = bytes as f64 / 1e9;
+    let (mut ratios, mut streams, mut copies) = (Vec::new(), Vec::new(), Vec::new());
+    for run in 0..runs {
+        let root = tmp.path().join(format!("root-{run}"));
+        let c0 = cpu_secs();
+        let s = stream_once(&images, &root, "img");
+        let c1 = cpu_secs();
+        let _ = std::fs::remove_dir_all(&root);
+        let c2 = cpu_secs();
+        let t = tcp_copy(bytes);
+        let c3 = cpu_secs();
+        let (smb, tmb) = (
+            bytes as f64 / 1e6 / s.as_secs_f64(),
+            bytes as f64 / 1e6 / t.as_secs_f64(),
+        );
+        ratios.push(smb / tmb);
+        streams.push(smb);
+        copies.push(tmb);
+        println!(
+            "{run:>4} {smb:>6.0} MB/s {tmb:>6.0} MB/s {:>6.0}% {:>7.2} s/GB {:>7.2} s/GB",
+            100.0 * smb / tmb,
+            (c1 - c0) / gb,
+            (c3 - c2) / gb,
+        );
+    }
+    for v in [&mut ratios, &mut streams, &mut copies] {
+        v.sort_by(f64::total_cmp);
+    }
+    let mid = runs as usize / 2;
+    println!(
+        "ratio min {:.0}% median {:.0}% max {:.0}%; stream median {:.0} MB/s best {:.0}; \
+         tcp copy median {:.0} MB/s best {:.0}",
+        100.0 * ratios[0],
+        100.0 * ratios[mid],
+        100.0 * ratios[ratios.len() - 1],
+        streams[mid],
+        streams[streams.len() - 1],
+        copies[mid],
+        copies[copies.len() - 1],
+    );
+}
