@@ -83,6 +83,9 @@ impl FrozenTask {
                     e => Error::sys(pid, format!("freeze thread {tid}"), e),
                 })?;
                 frozen.tids.push(tid);
+                if !frozen.group_stopped {
+                    resume_stopped_wait(pid, tid)?;
+                }
             }
             if !new {
                 break;
@@ -250,6 +253,39 @@ fn refuse_traced(pid: Pid, tid: Pid) -> Result<()> {
         }
         _ => Ok(()),
     }
+}
+
+/// Puts thread `tid`, just interrupted, back into a wait without timeout that the interrupt
+/// made fail with EINTR (epoll_wait, semop...): resumed, by cryo or on its own when cryo dies,
+/// it waits on as if never stopped. Not when a signal is pending for it: that one's handler
+/// is owed the EINTR.
+fn resume_stopped_wait(pid: Pid, tid: Pid) -> Result<()> {
+    let regs = crate::sys::ptrace::get_regs(tid)
+        .map_err(|e| Error::sys(pid, format!("registers of thread {tid}"), e))?;
+    let Some(restarted) = crate::task::threads::restart_stopped_wait(&regs) else {
+        return Ok(());
+    };
+    let status = proc::read(pid, &format!("task/{tid}/status"))?;
+    let mask = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            .unwrap_or(0)
+    };
+    if (mask("SigPnd:") | mask("ShdPnd:")) & !mask("SigBlk:") != 0 {
+        return Ok(());
+    }
+    // The instruction before is the `syscall` the thread goes back to.
+    let mut code = [0u8; 2];
+    if crate::sys::ptrace::read_mem(tid, restarted.rip, &mut code).is_err() || code != [0x0f, 0x05]
+    {
+        return Ok(());
+    }
+    crate::sys::ptrace::set_regs(tid, &restarted)
+        .map_err(|e| Error::sys(pid, format!("restart the wait of thread {tid}"), e))?;
+    debug!(%tid, syscall = regs.orig_rax, "wait failed by the freeze restarted");
+    Ok(())
 }
 
 fn seize_one(tid: Pid) -> nix::Result<()> {

@@ -1,4 +1,6 @@
-//! Task states a process can be dumped in: stopped by job control comes back stopped.
+//! Task states a process can be dumped in: stopped by job control comes back stopped; threads
+//! in waits a stop makes fail with EINTR (epoll_wait, sigwaitinfo) wait on, with no EINTR,
+//! after a --leave-running dump and after a restore.
 //!
 //! Needs the engine: `cryo` must be built (`cargo build -p cryo`).
 
@@ -65,4 +67,67 @@ fn a_stopped_process_stays_stopped_after_a_leave_running_dump() {
     assert_eq!(w.status("TracerPid"), "0", "left traced");
     Pidfd::open(w.pid()).unwrap().signal(libc::SIGCONT).unwrap();
     assert_eq!(w.cmd("tick"), "1");
+}
+
+/// The system call thread `tid` of `pid` is in (the first field of its /proc syscall file).
+fn in_syscall(pid: i32, tid: i32) -> Option<i64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall")).ok()?;
+    text.split_whitespace().next()?.parse().ok()
+}
+
+/// Waits until the two threads of the `waits` workload are in epoll_wait and rt_sigtimedwait.
+fn until_waiting(w: &Workload, tids: &[i32]) {
+    let until = Instant::now() + CMD_TIMEOUT;
+    while in_syscall(w.pid(), tids[0]) != Some(libc::SYS_epoll_wait)
+        || in_syscall(w.pid(), tids[1]) != Some(libc::SYS_rt_sigtimedwait)
+    {
+        assert!(Instant::now() < until, "the threads never waited");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+/// Asks `results` until it reads `want`.
+fn until_results(w: &Workload, want: &str) {
+    let until = Instant::now() + CMD_TIMEOUT;
+    loop {
+        let got = w.cmd("results");
+        if got == want {
+            return;
+        }
+        assert!(Instant::now() < until, "results: {got:?}, want {want:?}");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn waits_without_timeout_wait_on_across_dumps_without_eintr() {
+    cryo_bin();
+    let mut w = Workload::spawn("waits", &[]);
+    let tids: Vec<i32> = w
+        .cmd("tids")
+        .split_whitespace()
+        .map(|t| t.parse().unwrap())
+        .collect();
+    until_waiting(&w, &tids);
+    w.dump(&w.path("left"), &["--leave-running"])
+        .assert_success();
+    assert_eq!(
+        w.cmd("results"),
+        "epoll none sigwait none",
+        "--leave-running: a wait came back (EINTR is errno 4)"
+    );
+    assert_eq!(w.cmd("wake"), "ok");
+    until_results(&w, "epoll 1 sigwait 12");
+
+    until_waiting(&w, &tids);
+    w.dump_and_restore();
+    until_waiting(&w, &tids);
+    assert_eq!(
+        w.cmd("results"),
+        "epoll 1 sigwait 12",
+        "after the restore: a wait came back"
+    );
+    assert_eq!(w.cmd("wake"), "ok");
+    until_results(&w, "epoll 1,1 sigwait 12,12");
+    w.kill_restored();
 }

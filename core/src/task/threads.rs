@@ -39,6 +39,59 @@ pub fn restart_fixup(mut regs: Regs) -> Regs {
     regs
 }
 
+/// The waits that fail with EINTR when their thread is merely stopped and resumed (no signal
+/// handler ran: man 7 signal, "interruption ... by stop signals"), with the register that
+/// holds their timeout: (syscall number, timeout register, the timeout is a pointer). Only
+/// waits without a timeout are restarted: a restarted timed wait would wait its whole timeout
+/// again.
+const STOP_EINTR_WAITS: [(u64, TimeoutArg, &str); 8] = [
+    (232, TimeoutArg::R10Int, "epoll_wait"),
+    (281, TimeoutArg::R10Int, "epoll_pwait"),
+    (441, TimeoutArg::R10Ptr, "epoll_pwait2"),
+    (65, TimeoutArg::None, "semop"),
+    (220, TimeoutArg::R10Ptr, "semtimedop"),
+    (128, TimeoutArg::RdxPtr, "rt_sigtimedwait"),
+    (208, TimeoutArg::R8Ptr, "io_getevents"),
+    (333, TimeoutArg::R8Ptr, "io_pgetevents"),
+];
+
+/// Where a wait of [`STOP_EINTR_WAITS`] takes its timeout.
+#[derive(Clone, Copy)]
+enum TimeoutArg {
+    /// None: it waits until done.
+    None,
+    /// An int in r10 (milliseconds, negative: forever).
+    R10Int,
+    /// A pointer in r10 (NULL: forever).
+    R10Ptr,
+    /// A pointer in rdx.
+    RdxPtr,
+    /// A pointer in r8.
+    R8Ptr,
+}
+
+/// The registers that restart a wait cryo's freeze just failed with EINTR (`regs` as the
+/// thread stopped), when it waits forever: the thread goes back into it on resume, as it
+/// would had nothing stopped it. None for anything else.
+pub fn restart_stopped_wait(regs: &Regs) -> Option<Regs> {
+    if regs.rax as i64 != -(libc::EINTR as i64) {
+        return None;
+    }
+    let (_, timeout, _) = STOP_EINTR_WAITS.iter().find(|w| w.0 == regs.orig_rax)?;
+    let forever = match timeout {
+        TimeoutArg::None => true,
+        TimeoutArg::R10Int => (regs.r10 as i32) < 0,
+        TimeoutArg::R10Ptr => regs.r10 == 0,
+        TimeoutArg::RdxPtr => regs.rdx == 0,
+        TimeoutArg::R8Ptr => regs.r8 == 0,
+    };
+    forever.then(|| Regs {
+        rax: regs.orig_rax,
+        rip: regs.rip - 2,
+        ..*regs
+    })
+}
+
 /// Copies every general register from `$src` into a new `$ty` (the kernel's struct and the
 /// image's message have the same fields).
 macro_rules! copy_regs {

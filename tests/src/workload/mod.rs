@@ -64,6 +64,7 @@ mod unix_pass;
 mod unix_split;
 mod unix_tree;
 mod unsupported;
+mod waits;
 mod writer;
 
 use std::io;
@@ -98,6 +99,7 @@ pub const MODES: &[(&str, Start)] = &[
     ("unsupported", unsupported::start),
     ("tree", tree::start),
     ("timers", timers::start),
+    ("waits", waits::start),
     ("timerfds", timerfds::start),
     ("threads", threads::start),
     ("mappings", mappings::start),

@@ -514,6 +514,19 @@ pub fn block_signal(sig: i32) -> io::Result<()> {
     cvt(unsafe { libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) }).map(drop)
 }
 
+/// sigwaitinfo for `sig` (blocked): the signal taken.
+pub fn sigwaitinfo(sig: i32) -> io::Result<i32> {
+    let set = sigset(sig);
+    // SAFETY: sigwaitinfo reads `set`; the info pointer may be null.
+    cvt(unsafe { libc::sigwaitinfo(&set, std::ptr::null_mut()) })
+}
+
+/// Sends `sig` to thread `tid` of process `pid`.
+pub fn tgkill(pid: i32, tid: i32, sig: i32) -> io::Result<()> {
+    // SAFETY: numbers only.
+    cvt(unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, sig) } as i32).map(drop)
+}
+
 pub fn signalfd(sig: i32) -> io::Result<i32> {
     let set = sigset(sig);
     // SAFETY: signalfd reads `set`.

@@ -1,0 +1,113 @@
+//! `waits`: two threads in waits a stop makes fail with EINTR (man 7 signal), both without a
+//! timeout: one in epoll_wait on an eventfd, one in sigwaitinfo for SIGUSR2. Each records what
+//! every return of its wait gave and waits again.
+//!
+//! ```text
+//! waits   tids     -> <epoll thread tid> <sigwait thread tid>
+//!         wake     -> ok (the eventfd written, SIGUSR2 sent to the sigwait thread)
+//!         results  -> epoll <r,r...> sigwait <r,r...>   (r: events, the signal, or errno N;
+//!                     none before the first return)
+//! ```
+
+use std::path::Path;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Arc, Mutex};
+
+use super::{failed, sys, unknown, Mode};
+
+struct Waits {
+    eventfd: i32,
+    epoll_tid: Arc<AtomicI32>,
+    sigwait_tid: Arc<AtomicI32>,
+    epoll: Arc<Mutex<Vec<String>>>,
+    sigwait: Arc<Mutex<Vec<String>>>,
+}
+
+/// What a wait returned: its value, or `errno N`.
+fn outcome(ret: std::io::Result<usize>) -> String {
+    match ret {
+        Ok(n) => n.to_string(),
+        Err(e) => format!("errno {}", e.raw_os_error().unwrap_or(0)),
+    }
+}
+
+/// `waits`
+pub fn start(_args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
+    // Blocked in every thread (they inherit it): only sigwaitinfo takes it.
+    sys::block_signal(libc::SIGUSR2).map_err(failed("block SIGUSR2"))?;
+    let eventfd = sys::eventfd(0, 0).map_err(failed("eventfd"))?;
+    let epfd = sys::epoll().map_err(failed("epoll_create"))?;
+    sys::epoll_add(epfd, eventfd, libc::EPOLLIN as u32, 0).map_err(failed("epoll_ctl"))?;
+    let w = Waits {
+        eventfd,
+        epoll_tid: Arc::default(),
+        sigwait_tid: Arc::default(),
+        epoll: Arc::default(),
+        sigwait: Arc::default(),
+    };
+    let (tid, log) = (Arc::clone(&w.epoll_tid), Arc::clone(&w.epoll));
+    std::thread::spawn(move || {
+        tid.store(sys::gettid(), Ordering::SeqCst);
+        loop {
+            let ret = sys::epoll_wait(epfd, -1).map(|ready| ready.len());
+            if ret.as_ref().is_ok_and(|&n| n > 0) {
+                let _ = sys::read(eventfd, &mut [0u8; 8]);
+            }
+            log.lock().unwrap().push(outcome(ret));
+        }
+    });
+    let (tid, log) = (Arc::clone(&w.sigwait_tid), Arc::clone(&w.sigwait));
+    std::thread::spawn(move || {
+        tid.store(sys::gettid(), Ordering::SeqCst);
+        loop {
+            let got = outcome(sys::sigwaitinfo(libc::SIGUSR2).map(|s| s as usize));
+            log.lock().unwrap().push(got);
+        }
+    });
+    Ok(Box::new(w))
+}
+
+impl Mode for Waits {
+    fn command(&mut self, verb: &str, args: &[&str]) -> Result<String, String> {
+        match (verb, args) {
+            ("tids", []) => {
+                // The threads say who they are as they start.
+                let tid = |t: &AtomicI32| loop {
+                    match t.load(Ordering::SeqCst) {
+                        0 => std::thread::yield_now(),
+                        tid => break tid,
+                    }
+                };
+                Ok(format!(
+                    "{} {}",
+                    tid(&self.epoll_tid),
+                    tid(&self.sigwait_tid)
+                ))
+            }
+            ("wake", []) => {
+                sys::write_all(self.eventfd, &1u64.to_ne_bytes())
+                    .map_err(failed("write the eventfd"))?;
+                let tid = self.sigwait_tid.load(Ordering::SeqCst);
+                sys::tgkill(std::process::id() as i32, tid, libc::SIGUSR2)
+                    .map_err(failed("tgkill"))?;
+                Ok("ok".into())
+            }
+            ("results", []) => {
+                let show = |v: &Mutex<Vec<String>>| {
+                    let v = v.lock().unwrap();
+                    if v.is_empty() {
+                        "none".to_string()
+                    } else {
+                        v.join(",")
+                    }
+                };
+                Ok(format!(
+                    "epoll {} sigwait {}",
+                    show(&self.epoll),
+                    show(&self.sigwait)
+                ))
+            }
+            _ => unknown(verb),
+        }
+    }
+}
