@@ -164,7 +164,6 @@ fn unescape(field: &str) -> String {
 /// The cgroups of frozen `pid` (threads `tids`) where they are not cryo's; refuses a thread in
 /// another cgroup than its process and a cgroup cryo could not join again.
 pub fn dump(pid: Pid, tids: &[Pid]) -> Result<Vec<CgroupMembership>, CgroupError> {
-    let ours = read(Pid::from_raw(0), Pid::from_raw(0))?;
     let theirs = read(pid, pid)?;
     for &tid in tids.iter().filter(|&&t| t != pid) {
         for (hierarchy, path) in read(pid, tid)? {
@@ -180,13 +179,24 @@ pub fn dump(pid: Pid, tids: &[Pid]) -> Result<Vec<CgroupMembership>, CgroupError
             }
         }
     }
+    let ours = read(Pid::from_raw(0), Pid::from_raw(0))?;
+    if theirs == ours {
+        return Ok(Vec::new());
+    }
+    let (ours, mountinfo) = cryos_view()?;
+    memberships(pid, theirs, &ours, &mountinfo)
+}
+
+/// cryo's own cgroups (hierarchy to path) and its mount table, where cgroups are found.
+fn cryos_view() -> Result<(HashMap<String, String>, String), CgroupError> {
+    let ours = read(Pid::from_raw(0), Pid::from_raw(0))?;
     let mountinfo =
         std::fs::read_to_string("/proc/self/mountinfo").map_err(|errno| CgroupError::Read {
             pid: Pid::from_raw(0),
             tid: Pid::from_raw(0),
             errno,
         })?;
-    memberships(pid, theirs, &ours, &mountinfo)
+    Ok((ours, mountinfo))
 }
 
 /// The cgroups `theirs` of `pid` (hierarchy to path) that are not cryo's (`ours`), as the image
@@ -255,13 +265,7 @@ pub fn namespace(pid: Pid, inode: u64) -> Result<CgroupNamespace, CgroupError> {
         };
         roots.insert(hierarchy, root);
     }
-    let ours = read(Pid::from_raw(0), Pid::from_raw(0))?;
-    let mountinfo =
-        std::fs::read_to_string("/proc/self/mountinfo").map_err(|errno| CgroupError::Read {
-            pid: Pid::from_raw(0),
-            tid: Pid::from_raw(0),
-            errno,
-        })?;
+    let (ours, mountinfo) = cryos_view()?;
     Ok(CgroupNamespace {
         inode,
         roots: memberships(pid, roots, &ours, &mountinfo)?,
@@ -285,13 +289,7 @@ pub struct Placement {
 /// roots of its cgroup namespace when it makes one. Missing cgroups are made again here (with a
 /// warning: empty, with default limits).
 pub fn plan(tasks: &[(i32, i32, &TaskCore)]) -> Result<Vec<Placement>, CgroupError> {
-    let ours = read(Pid::from_raw(0), Pid::from_raw(0))?;
-    let mountinfo =
-        std::fs::read_to_string("/proc/self/mountinfo").map_err(|errno| CgroupError::Read {
-            pid: Pid::from_raw(0),
-            tid: Pid::from_raw(0),
-            errno,
-        })?;
+    let (ours, mountinfo) = cryos_view()?;
     // The path of `kept` (None: cryo's) in the hierarchy where cryo is in `mine`.
     let target = |kept: Option<&CgroupMembership>, mine: &str| -> String {
         match kept {
