@@ -28,7 +28,10 @@ pub fn restart_fixup(mut regs: Regs) -> Regs {
                 regs.rax = regs.orig_rax;
                 regs.rip -= 2;
             }
-            // The restart block (remaining sleep time...) lives in the kernel and is not
+            // A relative sleep that was given where to put the time left (glibc's sleep,
+            // nanosleep, usleep do) has it there: it sleeps that much again.
+            ERESTART_RESTARTBLOCK if resleep(&mut regs) => {}
+            // Any other restart block (poll's time left...) lives in the kernel and is not
             // carried over: the call reports EINTR, which callers of such calls handle.
             ERESTART_RESTARTBLOCK => regs.rax = (-libc::EINTR) as u64,
             _ => {}
@@ -90,6 +93,26 @@ pub fn restart_stopped_wait(regs: &Regs) -> Option<Regs> {
         rip: regs.rip - 2,
         ..*regs
     })
+}
+
+/// nanosleep and clock_nanosleep, relative, interrupted with a `rem` pointer: the kernel wrote
+/// the time left there as it stopped, so the restored thread calls it again with `rem` as its
+/// request (the only register that changes is the request's). True when `regs` were so set.
+fn resleep(regs: &mut Regs) -> bool {
+    match regs.orig_rax as i64 {
+        libc::SYS_nanosleep if regs.rsi != 0 => {
+            regs.rdi = regs.rsi;
+        }
+        libc::SYS_clock_nanosleep
+            if regs.r10 != 0 && regs.rsi & libc::TIMER_ABSTIME as u64 == 0 =>
+        {
+            regs.rdx = regs.r10;
+        }
+        _ => return false,
+    }
+    regs.rax = regs.orig_rax;
+    regs.rip -= 2;
+    true
 }
 
 /// Copies every general register from `$src` into a new `$ty` (the kernel's struct and the

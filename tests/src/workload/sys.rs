@@ -514,6 +514,18 @@ pub fn block_signal(sig: i32) -> io::Result<()> {
     cvt(unsafe { libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) }).map(drop)
 }
 
+/// nanosleep for `secs` seconds, with a `rem` (as glibc's sleep passes one).
+pub fn nanosleep_secs(secs: i64) -> io::Result<()> {
+    let mut ts = libc::timespec {
+        tv_sec: secs,
+        tv_nsec: 0,
+    };
+    let req: *const libc::timespec = &ts;
+    // SAFETY: the kernel reads the request and may write the time left into the same live
+    // timespec.
+    cvt(unsafe { libc::nanosleep(req, &mut ts) }).map(drop)
+}
+
 /// sigwaitinfo for `sig` (blocked): the signal taken.
 pub fn sigwaitinfo(sig: i32) -> io::Result<i32> {
     let set = sigset(sig);

@@ -1,12 +1,13 @@
 //! `waits`: two threads in waits a stop makes fail with EINTR (man 7 signal), both without a
-//! timeout: one in epoll_wait on an eventfd, one in sigwaitinfo for SIGUSR2. Each records what
-//! every return of its wait gave and waits again.
+//! timeout: one in epoll_wait on an eventfd, one in sigwaitinfo for SIGUSR2; and a third in an
+//! hour's nanosleep (a restart block the kernel keeps: a restore must sleep the time left).
+//! Each records what every return of its wait gave and waits again.
 //!
 //! ```text
-//! waits   tids     -> <epoll thread tid> <sigwait thread tid>
+//! waits   tids     -> <epoll thread tid> <sigwait thread tid> <sleeping thread tid>
 //!         wake     -> ok (the eventfd written, SIGUSR2 sent to the sigwait thread)
-//!         results  -> epoll <r,r...> sigwait <r,r...>   (r: events, the signal, or errno N;
-//!                     none before the first return)
+//!         results  -> epoll <r,r...> sigwait <r,r...> sleep <r,r...>   (r: events, the
+//!                     signal, 0, or errno N; none before the first return)
 //! ```
 
 use std::path::Path;
@@ -19,8 +20,10 @@ struct Waits {
     eventfd: i32,
     epoll_tid: Arc<AtomicI32>,
     sigwait_tid: Arc<AtomicI32>,
+    sleep_tid: Arc<AtomicI32>,
     epoll: Arc<Mutex<Vec<String>>>,
     sigwait: Arc<Mutex<Vec<String>>>,
+    sleep: Arc<Mutex<Vec<String>>>,
 }
 
 /// What a wait returned: its value, or `errno N`.
@@ -42,8 +45,10 @@ pub fn start(_args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
         eventfd,
         epoll_tid: Arc::default(),
         sigwait_tid: Arc::default(),
+        sleep_tid: Arc::default(),
         epoll: Arc::default(),
         sigwait: Arc::default(),
+        sleep: Arc::default(),
     };
     let (tid, log) = (Arc::clone(&w.epoll_tid), Arc::clone(&w.epoll));
     std::thread::spawn(move || {
@@ -64,6 +69,14 @@ pub fn start(_args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
             log.lock().unwrap().push(got);
         }
     });
+    let (tid, log) = (Arc::clone(&w.sleep_tid), Arc::clone(&w.sleep));
+    std::thread::spawn(move || {
+        tid.store(sys::gettid(), Ordering::SeqCst);
+        loop {
+            let got = outcome(sys::nanosleep_secs(3600).map(|()| 0));
+            log.lock().unwrap().push(got);
+        }
+    });
     Ok(Box::new(w))
 }
 
@@ -79,9 +92,10 @@ impl Mode for Waits {
                     }
                 };
                 Ok(format!(
-                    "{} {}",
+                    "{} {} {}",
                     tid(&self.epoll_tid),
-                    tid(&self.sigwait_tid)
+                    tid(&self.sigwait_tid),
+                    tid(&self.sleep_tid)
                 ))
             }
             ("wake", []) => {
@@ -102,9 +116,10 @@ impl Mode for Waits {
                     }
                 };
                 Ok(format!(
-                    "epoll {} sigwait {}",
+                    "epoll {} sigwait {} sleep {}",
                     show(&self.epoll),
-                    show(&self.sigwait)
+                    show(&self.sigwait),
+                    show(&self.sleep)
                 ))
             }
             _ => unknown(verb),
