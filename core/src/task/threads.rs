@@ -439,3 +439,51 @@ pub fn set_final_state(tid: Pid, thread: &ThreadCore) -> Result<()> {
     pt::set_sigmask(tid, thread.blocked).map_err(sys("set the signal mask"))?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stopped_in(nr: i64, ret: i64) -> Regs {
+        Regs {
+            orig_rax: nr as u64,
+            rax: ret as u64,
+            rip: 0x1002,
+            ..crate::sys::ptrace::zero_regs()
+        }
+    }
+
+    #[test]
+    fn a_wait_failed_by_the_freeze_is_restarted_only_without_timeout() {
+        let eintr = -(libc::EINTR as i64);
+        let mut forever = stopped_in(libc::SYS_epoll_wait, eintr);
+        forever.r10 = -1i64 as u64;
+        let again = restart_stopped_wait(&forever).unwrap();
+        assert_eq!(
+            (again.rax, again.rip),
+            (libc::SYS_epoll_wait as u64, 0x1000)
+        );
+        let mut timed = forever;
+        timed.r10 = 500;
+        assert!(restart_stopped_wait(&timed).is_none(), "a timed wait");
+        assert!(restart_stopped_wait(&stopped_in(libc::SYS_read, eintr)).is_none());
+        assert!(restart_stopped_wait(&stopped_in(libc::SYS_semop, eintr)).is_some());
+    }
+
+    #[test]
+    fn a_relative_sleep_with_rem_sleeps_the_time_left() {
+        let block = -ERESTART_RESTARTBLOCK;
+        let mut sleep = stopped_in(libc::SYS_clock_nanosleep, block);
+        (sleep.rdx, sleep.r10) = (0x7000, 0x7010);
+        let r = restart_fixup(sleep);
+        assert_eq!(
+            (r.rax, r.rip, r.rdx),
+            (libc::SYS_clock_nanosleep as u64, 0x1000, 0x7010)
+        );
+        sleep.r10 = 0;
+        let r = restart_fixup(sleep);
+        assert_eq!(r.rax as i64, -(libc::EINTR as i64), "no rem: EINTR");
+        let poll = stopped_in(libc::SYS_poll, block);
+        assert_eq!(restart_fixup(poll).rax as i64, -(libc::EINTR as i64));
+    }
+}
