@@ -888,6 +888,21 @@ impl Workload {
         }
     }
 
+    /// Waits until the restored workload a killing dump ended is gone: its background `cryo
+    /// restore` exited, or the detached (adopted) process itself.
+    pub fn wait_restored_gone(&mut self) {
+        match self.restored.take() {
+            Some(Restored::Detached { pidfd }) => assert!(
+                pidfd.wait_exit(CMD_TIMEOUT),
+                "the detached restored workload did not end"
+            ),
+            other => {
+                self.restored = other;
+                self.wait_restore();
+            }
+        }
+    }
+
     /// Kills the restored workload; for a background restore, also waits for
     /// cryo (which reaps it) and returns cryo's status.
     pub fn kill_restored(&mut self) -> Option<ExitStatus> {

@@ -54,8 +54,9 @@ impl Server {
         if self.dumps == 1 {
             self.w.wait_original();
         } else {
-            // A restored server: its cryo restore exits once the dump killed it.
-            self.w.wait_restore();
+            // A restored server: its cryo restore exits once the dump killed it (or, restored
+            // detached by a restore that went forward, the server itself is gone).
+            self.w.wait_restored_gone();
         }
         assert!(
             cryo_core::network_lock_installed(&img).is_some(),
@@ -223,14 +224,15 @@ fn a_restore_failing_after_its_connections_are_live_keeps_every_client() {
 
 /// Instants of a restore, in order: a process of the tree with every fd open (its sockets
 /// out of repair mode) before it stops, every process created, a remote call of the
-/// reshaping about to run and one stopped at its exit, every process whole, the lock
-/// released and the probes sent (the last: past the point of no return).
-const POINTS: [&str; 6] = [
+/// reshaping about to run and one stopped at its exit, every process whole, past the point of
+/// no return with the lock still there, the lock released and the probes sent.
+const POINTS: [&str; 7] = [
     "child-fds",
     "spawned",
     "call:3",
     "exit:12",
     "reshaped",
+    "committed",
     "unlocked",
 ];
 
@@ -280,9 +282,10 @@ fn interrupt_at(server: &mut Server, point: &str, signal: i32) {
         .filter(|&p| p != server.w.pid())
         .filter_map(|p| Pidfd::open(p).ok())
         .collect();
-    let forward = point == "unlocked";
+    let forward = matches!(point, "committed" | "unlocked");
     if forward {
-        // The lock is gone, the server still stopped: its sockets acknowledge these bytes.
+        // The server still stopped: its sockets acknowledge these bytes once the lock is gone
+        // (at `committed` the lock drops them, and the clients send them again after).
         server.send(&format!("{trial}, in the window"));
     }
     // As a Ctrl-C would: cryo's group, and a process of the tree still in its cryo phase.

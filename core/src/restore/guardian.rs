@@ -12,7 +12,8 @@
 //!         sent here, then leaves repair         mode: a process dying later closes nothing)
 //!  'U' (the lock is about to be released) --> on an undo: the lock is installed again first
 //!  'R' + pids (they are about to run)     --> on cryo's death: undo only if one of them is
-//!                                             dying (SIGKILLed by PTRACE_O_EXITKILL)
+//!                                             dying; else, after 'U', release the lock
+//!                                             (the restore went forward)
 //!  'D' (the processes run)                --> drops its duplicates, exits
 //!  'X' (the restore failed, rolled back)  --> undo: every duplicate put in repair mode and
 //!  cryo dies (its pidfd, or EOF)              disconnected (close_silently); exits
@@ -238,6 +239,10 @@ fn guard(words: OwnedFd, channel: OwnedFd, cryo: OwnedFd, lock_id: &str, conns: 
             for fd in held.drain(..) {
                 let _ = cryo_tcp_repair::close_silently(fd);
             }
+        } else if heard.unlocking {
+            // Past the point of no return (restore/mod.rs): cryo died before it released the
+            // lock, or as it did; the processes run on, so their connections must flow.
+            let _ = NetworkLock::release_by_id(lock_id);
         }
     }
     drop(held);

@@ -262,6 +262,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored> {
     // would drop what these acknowledged: from here on the restore goes forward whatever
     // happens to cryo (a SIGKILL leaves the processes to run, without their notifications).
     reshaped.commit()?;
+    crate::interrupt::pause_point("committed");
     // Every process whole and stopped: the connections may talk again. Each is probed (which
     // toggles repair mode: only a stopped owner does not notice), and judged once they run.
     unlock.release();
