@@ -1,6 +1,7 @@
 //! Task states a process can be dumped in: stopped by job control comes back stopped; threads
 //! in waits a stop makes fail with EINTR (epoll_wait, sigwaitinfo) wait on, with no EINTR,
-//! after a --leave-running dump and after a restore, and a thread in nanosleep sleeps on.
+//! after a --leave-running dump and after a restore, and threads in nanosleep and in poll
+//! without timeout sleep and poll on.
 //!
 //! Needs the engine: `cryo` must be built (`cargo build -p cryo`).
 
@@ -75,8 +76,8 @@ fn in_syscall(pid: i32, tid: i32) -> Option<i64> {
     text.split_whitespace().next()?.parse().ok()
 }
 
-/// Waits until the threads of the `waits` workload are in epoll_wait, rt_sigtimedwait and
-/// clock_nanosleep (glibc's nanosleep) or its restart.
+/// Waits until the threads of the `waits` workload are in epoll_wait, rt_sigtimedwait,
+/// clock_nanosleep (glibc's nanosleep) and poll, the last two or their restart.
 fn until_waiting(w: &Workload, tids: &[i32]) {
     let until = Instant::now() + CMD_TIMEOUT;
     while in_syscall(w.pid(), tids[0]) != Some(libc::SYS_epoll_wait)
@@ -85,6 +86,10 @@ fn until_waiting(w: &Workload, tids: &[i32]) {
         || !matches!(
             in_syscall(w.pid(), tids[2]),
             Some(libc::SYS_clock_nanosleep | libc::SYS_restart_syscall)
+        )
+        || !matches!(
+            in_syscall(w.pid(), tids[3]),
+            Some(libc::SYS_poll | libc::SYS_restart_syscall)
         )
     {
         assert!(Instant::now() < until, "the threads never waited");
@@ -125,11 +130,11 @@ fn waits_go_on_without_eintr_after_a_leave_running_dump() {
         .assert_success();
     assert_eq!(
         w.cmd("results"),
-        "epoll none sigwait none sleep none",
+        "epoll none sigwait none sleep none poll none",
         "a wait came back (EINTR is errno 4)"
     );
     assert_eq!(w.cmd("wake"), "ok");
-    until_results(&w, "epoll 1 sigwait 12 sleep none");
+    until_results(&w, "epoll 1 sigwait 12 sleep none poll 1");
 }
 
 #[test]
@@ -139,10 +144,10 @@ fn waits_go_on_without_eintr_after_a_restore() {
     until_waiting(&w, &tids);
     assert_eq!(
         w.cmd("results"),
-        "epoll none sigwait none sleep none",
+        "epoll none sigwait none sleep none poll none",
         "a wait came back (EINTR is errno 4)"
     );
     assert_eq!(w.cmd("wake"), "ok");
-    until_results(&w, "epoll 1 sigwait 12 sleep none");
+    until_results(&w, "epoll 1 sigwait 12 sleep none poll 1");
     w.kill_restored();
 }

@@ -29,7 +29,8 @@ pub fn restart_fixup(mut regs: Regs) -> Regs {
                 regs.rip -= 2;
             }
             // A relative sleep that was given where to put the time left (glibc's sleep,
-            // nanosleep, usleep do) has it there: it sleeps that much again.
+            // nanosleep, usleep do) has it there: it sleeps that much again; a poll without
+            // timeout polls again.
             ERESTART_RESTARTBLOCK if resleep(&mut regs) => {}
             // Any other restart block (poll's time left...) lives in the kernel and is not
             // carried over: the call reports EINTR, which callers of such calls handle.
@@ -95,11 +96,14 @@ pub fn restart_stopped_wait(regs: &Regs) -> Option<Regs> {
     })
 }
 
-/// nanosleep and clock_nanosleep, relative, interrupted with a `rem` pointer: the kernel wrote
-/// the time left there as it stopped, so the restored thread calls it again with `rem` as its
-/// request (the only register that changes is the request's). True when `regs` were so set.
+/// A restart block the registers can stand for: nanosleep and clock_nanosleep, relative,
+/// interrupted with a `rem` pointer (the kernel wrote the time left there as it stopped, so the
+/// restored thread calls it again with `rem` as its request: the only register that changes
+/// is the request's), and a poll without timeout (called again as it was). True when `regs`
+/// were so set.
 fn resleep(regs: &mut Regs) -> bool {
     match regs.orig_rax as i64 {
+        libc::SYS_poll if (regs.rdx as i32) < 0 => {}
         libc::SYS_nanosleep if regs.rsi != 0 => {
             regs.rdi = regs.rsi;
         }
@@ -483,7 +487,19 @@ mod tests {
         sleep.r10 = 0;
         let r = restart_fixup(sleep);
         assert_eq!(r.rax as i64, -(libc::EINTR as i64), "no rem: EINTR");
-        let poll = stopped_in(libc::SYS_poll, block);
-        assert_eq!(restart_fixup(poll).rax as i64, -(libc::EINTR as i64));
+        let mut poll = stopped_in(libc::SYS_poll, block);
+        poll.rdx = 1000;
+        assert_eq!(
+            restart_fixup(poll).rax as i64,
+            -(libc::EINTR as i64),
+            "a timed poll"
+        );
+        poll.rdx = -1i64 as u64;
+        let r = restart_fixup(poll);
+        assert_eq!(
+            (r.rax, r.rip),
+            (libc::SYS_poll as u64, 0x1000),
+            "poll without timeout"
+        );
     }
 }

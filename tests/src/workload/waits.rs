@@ -1,13 +1,16 @@
 //! `waits`: two threads in waits a stop makes fail with EINTR (man 7 signal), both without a
-//! timeout: one in epoll_wait on an eventfd, one in sigwaitinfo for SIGUSR2; and a third in an
-//! hour's nanosleep (a restart block the kernel keeps: a restore must sleep the time left).
+//! timeout: one in epoll_wait on an eventfd, one in sigwaitinfo for SIGUSR2; a third in an
+//! hour's nanosleep and a fourth in poll without timeout on a pipe (restart blocks the kernel
+//! keeps: a restore must sleep the time left, poll again).
 //! Each records what every return of its wait gave and waits again.
 //!
 //! ```text
 //! waits   tids     -> <epoll thread tid> <sigwait thread tid> <sleeping thread tid>
-//!         wake     -> ok (the eventfd written, SIGUSR2 sent to the sigwait thread)
-//!         results  -> epoll <r,r...> sigwait <r,r...> sleep <r,r...>   (r: events, the
-//!                     signal, 0, or errno N; none before the first return)
+//!                     <polling thread tid>
+//!         wake     -> ok (the eventfd and the pipe written, SIGUSR2 sent to the sigwait
+//!                     thread)
+//!         results  -> epoll <r,r...> sigwait <r,r...> sleep <r,r...> poll <r,r...>
+//!                     (r: events, the signal, 0, or errno N; none before the first return)
 //! ```
 
 use std::path::Path;
@@ -21,9 +24,12 @@ struct Waits {
     epoll_tid: Arc<AtomicI32>,
     sigwait_tid: Arc<AtomicI32>,
     sleep_tid: Arc<AtomicI32>,
+    poll_tid: Arc<AtomicI32>,
+    pipe_write: i32,
     epoll: Arc<Mutex<Vec<String>>>,
     sigwait: Arc<Mutex<Vec<String>>>,
     sleep: Arc<Mutex<Vec<String>>>,
+    poll: Arc<Mutex<Vec<String>>>,
 }
 
 /// What a wait returned: its value, or `errno N`.
@@ -41,14 +47,18 @@ pub fn start(_args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
     let eventfd = sys::eventfd(0, 0).map_err(failed("eventfd"))?;
     let epfd = sys::epoll().map_err(failed("epoll_create"))?;
     sys::epoll_add(epfd, eventfd, libc::EPOLLIN as u32, 0).map_err(failed("epoll_ctl"))?;
+    let (pipe_read, pipe_write) = sys::pipe().map_err(failed("pipe"))?;
     let w = Waits {
         eventfd,
         epoll_tid: Arc::default(),
         sigwait_tid: Arc::default(),
         sleep_tid: Arc::default(),
+        poll_tid: Arc::default(),
+        pipe_write,
         epoll: Arc::default(),
         sigwait: Arc::default(),
         sleep: Arc::default(),
+        poll: Arc::default(),
     };
     let (tid, log) = (Arc::clone(&w.epoll_tid), Arc::clone(&w.epoll));
     std::thread::spawn(move || {
@@ -77,6 +87,17 @@ pub fn start(_args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
             log.lock().unwrap().push(got);
         }
     });
+    let (tid, log) = (Arc::clone(&w.poll_tid), Arc::clone(&w.poll));
+    std::thread::spawn(move || {
+        tid.store(sys::gettid(), Ordering::SeqCst);
+        loop {
+            let ret = sys::poll_in(pipe_read, -1).map(usize::from);
+            if ret.as_ref().is_ok_and(|&n| n > 0) {
+                let _ = sys::read(pipe_read, &mut [0u8; 1]);
+            }
+            log.lock().unwrap().push(outcome(ret));
+        }
+    });
     Ok(Box::new(w))
 }
 
@@ -92,15 +113,17 @@ impl Mode for Waits {
                     }
                 };
                 Ok(format!(
-                    "{} {} {}",
+                    "{} {} {} {}",
                     tid(&self.epoll_tid),
                     tid(&self.sigwait_tid),
-                    tid(&self.sleep_tid)
+                    tid(&self.sleep_tid),
+                    tid(&self.poll_tid)
                 ))
             }
             ("wake", []) => {
                 sys::write_all(self.eventfd, &1u64.to_ne_bytes())
                     .map_err(failed("write the eventfd"))?;
+                sys::write_all(self.pipe_write, b"x").map_err(failed("write the pipe"))?;
                 let tid = self.sigwait_tid.load(Ordering::SeqCst);
                 sys::tgkill(std::process::id() as i32, tid, libc::SIGUSR2)
                     .map_err(failed("tgkill"))?;
@@ -116,10 +139,11 @@ impl Mode for Waits {
                     }
                 };
                 Ok(format!(
-                    "epoll {} sigwait {} sleep {}",
+                    "epoll {} sigwait {} sleep {} poll {}",
                     show(&self.epoll),
                     show(&self.sigwait),
-                    show(&self.sleep)
+                    show(&self.sleep),
+                    show(&self.poll)
                 ))
             }
             _ => unknown(verb),
