@@ -255,37 +255,6 @@ fn dump_once(mib: u64, rate: u64, pre_copy: bool) -> Outcome {
     }
 }
 
-/// Seconds to send `bytes` over a fresh TCP connection on 127.0.0.1 (read and dropped).
-fn tcp_copy(bytes: u64) -> Duration {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let reader = std::thread::spawn(move || {
-        let (mut s, _) = listener.accept().unwrap();
-        let mut buf = vec![0u8; 1 << 20];
-        let mut got = 0u64;
-        while let Ok(n) = s.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            got += n as u64;
-        }
-        got
-    });
-    let buf = vec![0x5au8; 1 << 20];
-    let started = Instant::now();
-    let mut s = TcpStream::connect(addr).unwrap();
-    let mut sent = 0u64;
-    while sent < bytes {
-        let n = (bytes - sent).min(buf.len() as u64) as usize;
-        s.write_all(&buf[..n]).unwrap();
-        sent += n as u64;
-    }
-    drop(s);
-    let got = reader.join().unwrap();
-    assert_eq!(got, bytes);
-    started.elapsed()
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mib: u64 = args.first().and_then(|a| a.parse().ok()).unwrap_or(1024);
@@ -303,7 +272,7 @@ fn main() {
     for _ in 0..runs {
         for pre_copy in [false, true] {
             let o = dump_once(mib, rate, pre_copy);
-            let reference = tcp_copy(o.image_bytes);
+            let reference = cryo_examples::tcp_copy(o.image_bytes);
             let mb = o.image_bytes as f64 / 1e6;
             println!(
                 "{:<10} {:>7.0}ms {:>9.1}ms {:>8.1} MiB {:>7.0} MB {:>6.0} MB/s {:>5.0} MB/s  {}",

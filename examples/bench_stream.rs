@@ -12,8 +12,7 @@
 //! `cargo run --release -p cryo-examples --example bench-stream [-- SIZE_MIB [RUNS]]`
 //! (defaults 1024 MiB, 3 runs)
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 use cryo_core::ImageDir;
@@ -86,37 +85,6 @@ fn stream_once(images: &ImageDir, root: &std::path::Path, name: &str) -> Duratio
     took
 }
 
-/// Seconds to send `bytes` over a fresh TCP connection on 127.0.0.1 (read and dropped).
-fn tcp_copy(bytes: u64) -> Duration {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let reader = std::thread::spawn(move || {
-        let (mut s, _) = listener.accept().unwrap();
-        let mut buf = vec![0u8; 1 << 20];
-        let mut got = 0u64;
-        while let Ok(n) = s.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            got += n as u64;
-        }
-        got
-    });
-    let buf = vec![0x5au8; 1 << 20];
-    let started = Instant::now();
-    let mut s = TcpStream::connect(addr).unwrap();
-    let mut sent = 0u64;
-    while sent < bytes {
-        let n = (bytes - sent).min(buf.len() as u64) as usize;
-        s.write_all(&buf[..n]).unwrap();
-        sent += n as u64;
-    }
-    drop(s);
-    let got = reader.join().unwrap();
-    assert_eq!(got, bytes);
-    started.elapsed()
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mib: u64 = args.first().and_then(|a| a.parse().ok()).unwrap_or(1024);
@@ -144,7 +112,7 @@ fn main() {
         let c1 = cpu_secs();
         let _ = std::fs::remove_dir_all(&root);
         let c2 = cpu_secs();
-        let t = tcp_copy(bytes);
+        let t = cryo_examples::tcp_copy(bytes);
         let c3 = cpu_secs();
         let (smb, tmb) = (
             bytes as f64 / 1e6 / s.as_secs_f64(),

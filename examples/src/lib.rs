@@ -1,5 +1,6 @@
 //! Runnable scenarios live in examples/; this library holds what the benches share.
 
+use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -49,4 +50,35 @@ impl Cryo {
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
+}
+
+/// Seconds to send `bytes` over a fresh TCP connection on 127.0.0.1 (read and dropped).
+pub fn tcp_copy(bytes: u64) -> std::time::Duration {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let reader = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut got = 0u64;
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            got += n as u64;
+        }
+        got
+    });
+    let buf = vec![0x5au8; 1 << 20];
+    let started = std::time::Instant::now();
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let mut sent = 0u64;
+    while sent < bytes {
+        let n = (bytes - sent).min(buf.len() as u64) as usize;
+        s.write_all(&buf[..n]).unwrap();
+        sent += n as u64;
+    }
+    drop(s);
+    let got = reader.join().unwrap();
+    assert_eq!(got, bytes);
+    started.elapsed()
 }

@@ -280,9 +280,16 @@ const VIEWS: &[&str] = &[
     "sysctl fs/mqueue/queues_max",
 ];
 
+/// What the process sees of its IPC namespace ([`VIEWS`]).
 #[track_caller]
 fn views(w: &Workload) -> Vec<String> {
-    VIEWS
+    replies(w, VIEWS)
+}
+
+/// `command: reply` for each of `commands`, none an error.
+#[track_caller]
+fn replies(w: &Workload, commands: &[&str]) -> Vec<String> {
+    commands
         .iter()
         .map(|v| {
             let reply = w.cmd(v);
@@ -413,20 +420,16 @@ fn a_child_in_another_ipc_namespace_than_its_parent_comes_back_in_its_own() {
     cryo_bin();
     let key = ipc_key(3);
     let mut w = Workload::spawn("sysv-ns", &[&key.to_string(), "kidns"]);
-    let kid_views = |w: &Workload| -> Vec<String> {
-        [
-            "nskid ipc semstat",
-            "nskid ipc msgstat",
-            "nskid u",
-            "nskid sysctl kernel/msgmax",
-        ]
-        .iter()
-        .map(|v| {
-            let reply = w.cmd(v);
-            assert!(!reply.starts_with("err"), "{v}: {reply}");
-            format!("{v}: {reply}")
-        })
-        .collect()
+    let kid_views = |w: &Workload| {
+        replies(
+            w,
+            &[
+                "nskid ipc semstat",
+                "nskid ipc msgstat",
+                "nskid u",
+                "nskid sysctl kernel/msgmax",
+            ],
+        )
     };
     // The keyed segment marked destroyed while attached: its key reads private since.
     assert_eq!(w.cmd("shm rmid s"), "ok");

@@ -60,19 +60,8 @@ pub(super) fn run_in<T: Send>(
     ns: BorrowedFd<'_>,
     f: impl FnOnce() -> Result<T, IpcError> + Send,
 ) -> Result<T, IpcError> {
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            nix::sched::setns(ns, CloneFlags::CLONE_NEWIPC)
-                .map_err(|e| IpcError::step("cryo", "setns into an IPC namespace")(e.into()))?;
-            f()
-        })
-        .join()
-        .unwrap_or_else(|_| {
-            Err(IpcError::step("cryo", "an IPC namespace thread")(
-                io::Error::other("panicked"),
-            ))
-        })
-    })
+    crate::sys::ns::run_in(ns, CloneFlags::CLONE_NEWIPC, f)
+        .map_err(IpcError::step("cryo", "run in an IPC namespace (setns)"))?
 }
 
 /// Runs `f` in the IPC namespace of `pid`.

@@ -9,21 +9,17 @@ use nix::sched::CloneFlags;
 
 use super::check;
 
-/// The host and domain names of the UTS namespace `ns` (an open /proc/PID/ns/uts). A UTS
-/// namespace is per thread: a short-lived thread joins it and asks, cryo's others stay out.
+/// The host and domain names of the UTS namespace `ns` (an open /proc/PID/ns/uts), read by a
+/// short-lived thread that joins it.
 pub(crate) fn names_in(ns: impl AsFd + Send) -> io::Result<(String, String)> {
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            nix::sched::setns(ns, CloneFlags::CLONE_NEWUTS)?;
-            let uts = nix::sys::utsname::uname()?;
-            Ok((
-                uts.nodename().to_string_lossy().into_owned(),
-                uts.domainname().to_string_lossy().into_owned(),
-            ))
-        })
-        .join()
-        .unwrap_or_else(|_| Err(io::Error::other("the UTS namespace reader panicked")))
+    super::ns::run_in(ns, CloneFlags::CLONE_NEWUTS, || {
+        let uts = nix::sys::utsname::uname()?;
+        Ok((
+            uts.nodename().to_string_lossy().into_owned(),
+            uts.domainname().to_string_lossy().into_owned(),
+        ))
     })
+    .and_then(|names| names)
 }
 
 /// Moves the calling process into a new UTS namespace named `hostname` and `domainname`.

@@ -183,20 +183,21 @@ pub fn dump(pid: Pid, tids: &[Pid]) -> Result<Vec<CgroupMembership>, CgroupError
     if theirs == ours {
         return Ok(Vec::new());
     }
-    let (ours, mountinfo) = cryos_view()?;
-    memberships(pid, theirs, &ours, &mountinfo)
+    memberships(pid, theirs, &ours, &cryos_mounts()?)
 }
 
 /// cryo's own cgroups (hierarchy to path) and its mount table, where cgroups are found.
 fn cryos_view() -> Result<(HashMap<String, String>, String), CgroupError> {
-    let ours = read(Pid::from_raw(0), Pid::from_raw(0))?;
-    let mountinfo =
-        std::fs::read_to_string("/proc/self/mountinfo").map_err(|errno| CgroupError::Read {
-            pid: Pid::from_raw(0),
-            tid: Pid::from_raw(0),
-            errno,
-        })?;
-    Ok((ours, mountinfo))
+    Ok((read(Pid::from_raw(0), Pid::from_raw(0))?, cryos_mounts()?))
+}
+
+/// cryo's mount table (/proc/self/mountinfo).
+fn cryos_mounts() -> Result<String, CgroupError> {
+    std::fs::read_to_string("/proc/self/mountinfo").map_err(|errno| CgroupError::Read {
+        pid: Pid::from_raw(0),
+        tid: Pid::from_raw(0),
+        errno,
+    })
 }
 
 /// The cgroups `theirs` of `pid` (hierarchy to path) that are not cryo's (`ours`), as the image
@@ -241,8 +242,11 @@ pub fn namespace(pid: Pid, inode: u64) -> Result<CgroupNamespace, CgroupError> {
     };
     let ns = std::fs::File::open(proc::dir(pid).join("ns/cgroup")).map_err(read_err)?;
     let flag = nix::sched::CloneFlags::CLONE_NEWCGROUP;
-    let inside =
-        crate::sys::ns::read_in(&ns, flag, &proc::dir(pid).join("cgroup")).map_err(read_err)?;
+    let inside = crate::sys::ns::run_in(&ns, flag, || {
+        std::fs::read_to_string(proc::dir(pid).join("cgroup"))
+    })
+    .and_then(|read| read)
+    .map_err(read_err)?;
     let inside = parse(&inside);
     let full = read(pid, pid)?;
     let mut roots = HashMap::new();

@@ -45,18 +45,18 @@ pub fn restart_fixup(mut regs: Regs) -> Regs {
 
 /// The waits that fail with EINTR when their thread is merely stopped and resumed (no signal
 /// handler ran: man 7 signal, "interruption ... by stop signals"), with the register that
-/// holds their timeout: (syscall number, timeout register, the timeout is a pointer). Only
+/// holds their timeout: (syscall number, where its timeout is). Only
 /// waits without a timeout are restarted: a restarted timed wait would wait its whole timeout
 /// again.
-const STOP_EINTR_WAITS: [(u64, TimeoutArg, &str); 8] = [
-    (232, TimeoutArg::R10Int, "epoll_wait"),
-    (281, TimeoutArg::R10Int, "epoll_pwait"),
-    (441, TimeoutArg::R10Ptr, "epoll_pwait2"),
-    (65, TimeoutArg::None, "semop"),
-    (220, TimeoutArg::R10Ptr, "semtimedop"),
-    (128, TimeoutArg::RdxPtr, "rt_sigtimedwait"),
-    (208, TimeoutArg::R8Ptr, "io_getevents"),
-    (333, TimeoutArg::R8Ptr, "io_pgetevents"),
+const STOP_EINTR_WAITS: [(u64, TimeoutArg); 8] = [
+    (232, TimeoutArg::R10Int), // epoll_wait
+    (281, TimeoutArg::R10Int), // epoll_pwait
+    (441, TimeoutArg::R10Ptr), // epoll_pwait2
+    (65, TimeoutArg::None),    // semop
+    (220, TimeoutArg::R10Ptr), // semtimedop
+    (128, TimeoutArg::RdxPtr), // rt_sigtimedwait
+    (208, TimeoutArg::R8Ptr),  // io_getevents
+    (333, TimeoutArg::R8Ptr),  // io_pgetevents
 ];
 
 /// Where a wait of [`STOP_EINTR_WAITS`] takes its timeout.
@@ -81,7 +81,7 @@ pub fn restart_stopped_wait(regs: &Regs) -> Option<Regs> {
     if regs.rax as i64 != -(libc::EINTR as i64) {
         return None;
     }
-    let (_, timeout, _) = STOP_EINTR_WAITS.iter().find(|w| w.0 == regs.orig_rax)?;
+    let (_, timeout) = STOP_EINTR_WAITS.iter().find(|w| w.0 == regs.orig_rax)?;
     let forever = match timeout {
         TimeoutArg::None => true,
         TimeoutArg::R10Int => (regs.r10 as i32) < 0,
