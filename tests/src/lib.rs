@@ -1129,6 +1129,32 @@ impl Drop for Workload {
         // And every process the workload forked (its children carry its command line, our
         // dir in it): killing a restored root leaves them to init otherwise.
         self.kill_every_process_of_ours();
+        release_network_locks_under(self.dir());
+    }
+}
+
+/// Removes the network lock of every dump into a directory directly below `dir` that is still
+/// installed (`cryo unlock`): a failed restore keeps its lock for a retry, as it should, and a
+/// test that ends there must not leave rules behind that every later loopback packet goes
+/// through.
+pub fn release_network_locks_under(dir: &Path) {
+    let images = fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.join("inventory.img").is_file());
+    let Ok(cryo) = locate_cryo(std::env::var_os("CRYO_BIN"), &current_exe()) else {
+        return;
+    };
+    for images in images {
+        let _ = Command::new(&cryo)
+            .arg("unlock")
+            .arg("-D")
+            .arg(&images)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
     }
 }
 

@@ -388,6 +388,7 @@ fn is_ours(pid: i32, dir: &Path) -> bool {
 impl Drop for ServerTree {
     fn drop(&mut self) {
         self.kill();
+        crate::release_network_locks_under(self.dir());
     }
 }
 

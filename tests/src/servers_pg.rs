@@ -407,6 +407,7 @@ impl Drop for PgServer {
             let _ = child.kill();
             let _ = child.wait();
         }
+        crate::release_network_locks_under(self.dir());
         // The SysV segment a killed postmaster leaves: its key and id are on line 7 of the
         // pid file, which a clean stop removes.
         if let Ok(text) = fs::read_to_string(self.data_dir().join("postmaster.pid")) {
