@@ -87,6 +87,8 @@ fn a_packet_socket_on_lo_receives_a_frame_after_restore_with_its_options() {
         (SOL_PACKET, 14, 1),  // PACKET_LOSS
         (SOL_PACKET, 17, 16), // PACKET_TIMESTAMP
         (SOL_PACKET, 20, 1),  // PACKET_QDISC_BYPASS
+        (SOL_PACKET, 7, 100), // PACKET_COPY_THRESH
+        (SOL_PACKET, 19, 1),  // PACKET_TX_HAS_OFF
         (libc::SOL_SOCKET, libc::SO_PRIORITY, 5),
         (libc::SOL_SOCKET, libc::SO_MARK, 7),
         (libc::SOL_SOCKET, libc::SO_RCVBUF, 65536),
@@ -106,6 +108,15 @@ fn a_packet_socket_on_lo_receives_a_frame_after_restore_with_its_options() {
     assert_eq!(w.cmd(&format!("bind-packet {q} 1 3")), "ok");
     let fanout = 77 | (0x1001 << 16);
     assert_eq!(w.cmd(&format!("setopt {q} {SOL_PACKET} 18 {fanout}")), "ok");
+    // PACKET_VNET_HDR (SOCK_RAW only), read back as PACKET_VNET_HDR_SZ too.
+    assert_eq!(w.cmd(&format!("setopt {q} {SOL_PACKET} 15 1")), "ok");
+    let q_opts = [(SOL_PACKET, 15), (SOL_PACKET, 24)];
+    let q_before = read_options(&w, &q, &q_opts);
+    assert_eq!(
+        q_before[1],
+        format!("{SOL_PACKET} 24 = 10"),
+        "a virtio header"
+    );
     // And a classic BPF filter (four instructions).
     assert_eq!(w.cmd(&format!("filter-drop {q} x")), "ok");
     let mut opts: Vec<(i32, i32)> = options.iter().map(|&(l, n, _)| (l, n)).collect();
@@ -124,6 +135,7 @@ fn a_packet_socket_on_lo_receives_a_frame_after_restore_with_its_options() {
     assert_eq!(read_options(&w, &p, &opts), before, "options after restore");
     assert_eq!(w.cmd(&format!("name {p}")), name_before);
     assert_eq!(w.cmd(&format!("getopt {q} {SOL_PACKET} 18")), fanout_before);
+    assert_eq!(read_options(&w, &q, &q_opts), q_before, "PACKET_VNET_HDR");
     assert_eq!(w.cmd(&format!("name {q}")), q_name);
     assert_eq!(
         w.cmd(&format!("filter-len {q}")),
@@ -173,6 +185,9 @@ fn netlink_sockets_keep_port_ids_groups_and_options_and_hear_a_new_link() {
         (SOL_NETLINK, 10, 1), // NETLINK_CAP_ACK
         (SOL_NETLINK, 11, 1), // NETLINK_EXT_ACK
         (SOL_NETLINK, 12, 1), // NETLINK_GET_STRICT_CHK
+        (SOL_NETLINK, 4, 1),  // NETLINK_BROADCAST_ERROR
+        (SOL_NETLINK, 8, 1),  // NETLINK_LISTEN_ALL_NSID
+        (libc::SOL_SOCKET, libc::SO_PASSSEC, 1),
         (libc::SOL_SOCKET, libc::SO_PASSCRED, 1),
         (libc::SOL_SOCKET, libc::SO_RCVBUF, 300000),
     ];

@@ -148,6 +148,23 @@ option_tests! {
     ipv6_recverr: "inet6", libc::IPPROTO_IPV6, libc::IPV6_RECVERR, 1;
     ipv6_tclass: "inet6", libc::IPPROTO_IPV6, libc::IPV6_TCLASS, 0x20;
     ipv6_dontfrag: "inet6", libc::IPPROTO_IPV6, libc::IPV6_DONTFRAG, 1;
+    so_select_err_queue: "inet", libc::SOL_SOCKET, libc::SO_SELECT_ERR_QUEUE, 1;
+    ip_transparent: "inet", libc::IPPROTO_IP, libc::IP_TRANSPARENT, 1;
+    ip_bind_address_no_port: "inet", libc::IPPROTO_IP, libc::IP_BIND_ADDRESS_NO_PORT, 1;
+    ip_recvopts: "inet", libc::IPPROTO_IP, libc::IP_RECVOPTS, 1;
+    ip_retopts: "inet", libc::IPPROTO_IP, libc::IP_RETOPTS, 1;
+    ip_passsec: "inet", libc::IPPROTO_IP, libc::IP_PASSSEC, 1;
+    ip_checksum: "inet", libc::IPPROTO_IP, libc::IP_CHECKSUM, 1;
+    ipv6_freebind: "inet6", libc::IPPROTO_IPV6, libc::IPV6_FREEBIND, 1;
+    ipv6_transparent: "inet6", libc::IPPROTO_IPV6, libc::IPV6_TRANSPARENT, 1;
+    ipv6_multicast_if: "inet6", libc::IPPROTO_IPV6, libc::IPV6_MULTICAST_IF, 1;
+    ipv6_multicast_all: "inet6", libc::IPPROTO_IPV6, libc::IPV6_MULTICAST_ALL, 0;
+    ipv6_recvhoplimit: "inet6", libc::IPPROTO_IPV6, libc::IPV6_RECVHOPLIMIT, 1;
+    ipv6_recvtclass: "inet6", libc::IPPROTO_IPV6, libc::IPV6_RECVTCLASS, 1;
+    ipv6_mtu_discover: "inet6", libc::IPPROTO_IPV6, libc::IPV6_MTU_DISCOVER, libc::IPV6_PMTUDISC_DO;
+    ipv6_recvorigdstaddr: "inet6", libc::IPPROTO_IPV6, libc::IPV6_RECVORIGDSTADDR, 1;
+    udp_no_check6_tx: "inet6", libc::IPPROTO_UDP, 101, 1;
+    udp_no_check6_rx: "inet6", libc::IPPROTO_UDP, 102, 1;
 }
 
 /// Sets byte option (`level`, `opt`) of a bound UDP socket of family `fam` to `hex`, then
@@ -193,6 +210,7 @@ bytes_tests! {
     // struct sock_txtime {CLOCK_MONOTONIC, SOF_TXTIME_REPORT_ERRORS}.
     so_txtime: "inet", libc::SOL_SOCKET, SO_TXTIME, "0100000002000000";
     so_txtime_ipv6: "inet6", libc::SOL_SOCKET, SO_TXTIME, "0100000002000000";
+    ip_multicast_if: "inet", libc::IPPROTO_IP, libc::IP_MULTICAST_IF, "7f000001";
     ipv6_hopopts: "inet6", libc::IPPROTO_IPV6, libc::IPV6_HOPOPTS, PADN_HEADER;
     ipv6_dstopts: "inet6", libc::IPPROTO_IPV6, libc::IPV6_DSTOPTS, PADN_HEADER;
     ipv6_rthdrdstopts: "inet6", libc::IPPROTO_IPV6, libc::IPV6_RTHDRDSTOPTS, PADN_HEADER;

@@ -189,6 +189,33 @@ const COMMON: &[Opt] = &[
         libc::TCP_SYNCNT,
         Value::Int(3),
     ),
+    (
+        "SO_DONTROUTE",
+        libc::SOL_SOCKET,
+        libc::SO_DONTROUTE,
+        Value::Int(1),
+    ),
+    // After SO_TIMESTAMP: nanosecond stamps, which SO_TIMESTAMP then reads as off.
+    (
+        "SO_TIMESTAMPNS",
+        libc::SOL_SOCKET,
+        libc::SO_TIMESTAMPNS,
+        Value::Int(1),
+    ),
+    (
+        "SO_ZEROCOPY",
+        libc::SOL_SOCKET,
+        libc::SO_ZEROCOPY,
+        Value::Int(1),
+    ),
+    (
+        "TCP_SAVE_SYN",
+        libc::IPPROTO_TCP,
+        libc::TCP_SAVE_SYN,
+        Value::Int(1),
+    ),
+    // Microseconds added to every segment's departure (CAP_NET_ADMIN).
+    ("TCP_TX_DELAY", libc::IPPROTO_TCP, 37, Value::Int(50)),
 ];
 
 const V4: &[Opt] = &[
@@ -218,6 +245,30 @@ const V4: &[Opt] = &[
         libc::IPPROTO_IP,
         libc::IP_OPTIONS,
         Value::Bytes(&[1, 1, 1, 0]),
+    ),
+    (
+        "IP_TRANSPARENT",
+        libc::IPPROTO_IP,
+        libc::IP_TRANSPARENT,
+        Value::Int(1),
+    ),
+    (
+        "IP_BIND_ADDRESS_NO_PORT",
+        libc::IPPROTO_IP,
+        libc::IP_BIND_ADDRESS_NO_PORT,
+        Value::Int(1),
+    ),
+    (
+        "IP_RECVTOS",
+        libc::IPPROTO_IP,
+        libc::IP_RECVTOS,
+        Value::Int(1),
+    ),
+    (
+        "IP_PKTINFO",
+        libc::IPPROTO_IP,
+        libc::IP_PKTINFO,
+        Value::Int(1),
     ),
 ];
 
@@ -255,6 +306,12 @@ const V6: &[Opt] = &[
         libc::IPPROTO_IPV6,
         libc::IPV6_RECVERR,
         Value::Int(1),
+    ),
+    (
+        "IPV6_MTU_DISCOVER",
+        libc::IPPROTO_IPV6,
+        libc::IPV6_MTU_DISCOVER,
+        Value::Int(libc::IPV6_PMTUDISC_DO),
     ),
     (
         "IPV6_V6ONLY",
