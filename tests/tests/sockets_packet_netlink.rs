@@ -272,3 +272,52 @@ fn unread_netlink_messages_are_refused_naming_pid_fd_and_the_target_keeps_them()
         "the message is still there after the refused dump: {heard}"
     );
 }
+
+/// The `cryo dump` of `w` refused naming its pid, fd `fd` and `attribute`; `w` runs on.
+fn refused(w: &Workload, fd: &str, attribute: &str) {
+    w.assert_dump_refused(fd, attribute);
+}
+
+#[test]
+fn an_obsolete_sock_packet_socket_is_refused_naming_pid_fd_and_type() {
+    cryo_bin();
+    own_netns();
+    let w = Workload::spawn("socks", &[]);
+    let s = w.cmd(&format!("socket packet packet {}", 0x0003u16.to_be()));
+    refused(&w, &s, "SOCK_PACKET");
+}
+
+#[test]
+fn a_packet_socket_bound_to_an_interface_that_is_down_is_refused_naming_pid_and_fd() {
+    cryo_bin();
+    own_netns();
+    // A veth pair (this kernel has no dummy links), in the test's own namespace.
+    ip(&[
+        "link", "add", "cryo-v0", "type", "veth", "peer", "name", "cryo-v1",
+    ]);
+    ip(&["link", "set", "cryo-v0", "up"]);
+    let out = Command::new("ip")
+        .args(["-o", "link", "show", "cryo-v0"])
+        .output()
+        .expect("run ip");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let ifindex = text.split(':').next().unwrap().trim().to_string();
+    let w = Workload::spawn("socks", &[]);
+    let s = w.cmd(&format!("socket packet raw {}", 0x0003u16.to_be()));
+    assert_eq!(w.cmd(&format!("bind-packet {s} {ifindex} 3")), "ok");
+    ip(&["link", "set", "cryo-v0", "down"]);
+    refused(&w, &s, "interface is down or gone");
+}
+
+#[test]
+fn a_packet_fanout_steered_by_a_classic_program_is_refused_naming_pid_and_fd() {
+    cryo_bin();
+    own_netns();
+    let w = Workload::spawn("socks", &[]);
+    let s = w.cmd(&format!("socket packet raw {}", 0x0003u16.to_be()));
+    assert_eq!(w.cmd(&format!("bind-packet {s} 1 3")), "ok");
+    // PACKET_FANOUT_CBPF (mode 6), group 91: joined before its program is given.
+    let fanout = 91 | (6 << 16);
+    assert_eq!(w.cmd(&format!("setopt {s} {SOL_PACKET} 18 {fanout}")), "ok");
+    refused(&w, &s, "packet fanout steered by a BPF program");
+}

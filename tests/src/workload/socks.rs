@@ -6,7 +6,7 @@
 //! socks                       no socket at start
 //!   pair TYPE                 -> <fd> <fd>  a unix socketpair (TYPE: stream|dgram|seqpacket)
 //!   socket FAMILY TYPE PROTO  -> <fd>  (FAMILY: unix|inet|inet6|packet|netlink; TYPE also
-//!                             raw; PROTO a number)
+//!                             raw, or packet: SOCK_PACKET; PROTO a number)
 //!   bind-unix FD PATH         connect-unix FD PATH (PATH may be relative: this process's cwd)
 //!   bind-inet FD ADDR         connect-inet FD ADDR    name FD -> <local addr>
 //!   listen FD   accept FD -> <fd>   close FD   chdir DIR
@@ -65,6 +65,8 @@ fn sock_type(s: &str) -> Result<i32, String> {
         "dgram" => libc::SOCK_DGRAM,
         "seqpacket" => libc::SOCK_SEQPACKET,
         "raw" => libc::SOCK_RAW,
+        // The obsolete packet type (SOCK_PACKET).
+        "packet" => libc::SOCK_PACKET,
         other => return Err(format!("unknown socket type {other:?}")),
     })
 }
