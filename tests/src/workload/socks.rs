@@ -65,8 +65,8 @@ fn sock_type(s: &str) -> Result<i32, String> {
         "dgram" => libc::SOCK_DGRAM,
         "seqpacket" => libc::SOCK_SEQPACKET,
         "raw" => libc::SOCK_RAW,
-        // The obsolete packet type (SOCK_PACKET).
-        "packet" => libc::SOCK_PACKET,
+        // SOCK_PACKET, the obsolete packet type (deprecated in libc).
+        "packet" => 10,
         other => return Err(format!("unknown socket type {other:?}")),
     })
 }
