@@ -332,7 +332,81 @@ fn a_pidfd_of_a_process_outside_the_dump_is_refused_at_dump_naming_its_pid() {
     refused_at_dump("pidfd-init", "pidfd of pid 1 outside the dump");
 }
 
+/// What the pidfds of `held pidfd-dead-two` show: (fdinfo Pid, exit status, inode,
+/// pidfd_send_signal) of 47, 49 and 50, and the flags of 49.
+fn dead_pidfds(w: &Workload) -> (Vec<String>, Vec<String>, Vec<String>, String) {
+    let fds = ["47", "49", "50"];
+    let of = |verb: &str| -> Vec<String> {
+        fds.iter()
+            .map(|fd| w.cmd(&format!("{verb} {fd}")))
+            .collect()
+    };
+    let facts = fds
+        .iter()
+        .map(|fd| {
+            format!(
+                "fd {fd}: Pid {} {} signal0 {}",
+                w.cmd(&format!("pidfd-of {fd}")),
+                w.cmd(&format!("exit-info {fd}")),
+                w.cmd(&format!("signal0-of {fd}")).starts_with("err"),
+            )
+        })
+        .collect();
+    (facts, of("ino"), of("flags-of"), w.cmd("exited 0"))
+}
+
 #[test]
-fn a_pidfd_of_an_exited_process_is_refused_at_dump_naming_it() {
-    refused_at_dump("pidfd-dead", "pidfd of an exited process");
+fn pidfds_of_exited_processes_come_back_exited_with_their_status_and_identity() {
+    cryo_bin();
+    let mut w = Workload::spawn("held", &["pidfd-dead-two"]);
+    let (facts, inos, flags, exited) = dead_pidfds(&w);
+    assert_eq!(
+        facts,
+        [
+            "fd 47: Pid -1 status 0x700 signal0 true",
+            "fd 49: Pid -1 status 0x700 signal0 true",
+            "fd 50: Pid -1 status 0xf signal0 true",
+        ],
+        "before the dump"
+    );
+    assert_eq!(inos[0], inos[1], "two pidfds of one process");
+    assert_ne!(inos[0], inos[2], "pidfds of two processes");
+    assert_eq!(exited, "yes", "poll: exited");
+    w.dump_and_restore();
+    let (facts_after, inos_after, flags_after, exited_after) = dead_pidfds(&w);
+    assert_eq!(facts_after, facts, "after restore");
+    assert_eq!(
+        inos_after[0], inos_after[1],
+        "two pidfds of one process, restored"
+    );
+    assert_ne!(
+        inos_after[0], inos_after[2],
+        "pidfds of two processes, restored"
+    );
+    assert_eq!(
+        flags_after, flags,
+        "flags (49: PIDFD_NONBLOCK), one description each"
+    );
+    assert_eq!(exited_after, "yes", "poll after restore: exited");
+    let fds = parse_fds(&w.cmd("fds"));
+    assert_eq!(fds[&50], "anon_inode:[pidfd]", "{fds:?}");
+    w.kill_restored();
+}
+
+#[test]
+fn a_pidfd_of_a_zombie_child_comes_back_on_the_restored_zombie_and_reaps_it() {
+    cryo_bin();
+    let mut w = Workload::spawn("held", &["pidfd-zombie"]);
+    let zombie = w.cmd("pidfd-of 47");
+    assert_ne!(zombie, "-1");
+    w.dump_and_restore();
+    assert_eq!(w.cmd("pidfd-of 47"), zombie, "the same pid");
+    assert_eq!(w.cmd("exited 0"), "yes");
+    assert_eq!(
+        w.cmd("wait 47"),
+        "status 0x500",
+        "its status, reaped through the pidfd"
+    );
+    assert_eq!(w.cmd("pidfd-of 47"), "-1", "reaped");
+    w.kill_restored();
 }

@@ -316,9 +316,11 @@ fn dump_tree(
     for (m, frozen) in live.iter().zip(&frozen) {
         members.add(m.pid, m.stat.pgid, frozen.tids());
     }
-    // The processes a pidfd may name and come back on.
+    // The processes a pidfd may name and come back on: zombies too (each is made again, left
+    // unreaped, before the pidfds are pointed).
+    let zombies = tree.iter().filter(|m| m.stat.state == 'Z').map(|m| m.pid);
     files.add_processes(
-        live.iter().map(|m| m.pid),
+        live.iter().map(|m| m.pid).chain(zombies),
         frozen.iter().flat_map(|f| f.tids().iter().copied()),
     );
     for ((m, frozen), sockets) in live.iter().zip(&frozen).zip(sockets_held.tasks()) {

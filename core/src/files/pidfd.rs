@@ -1,15 +1,21 @@
 //! pidfds: a pidfd of the process itself comes back on the restored process; a pidfd of
-//! another process of the dump comes back on that process (same pid), once every process of
-//! the restore exists; a pidfd of a process outside the dump, or of an exited one, is refused
-//! at dump, naming it.
+//! another process of the dump (a zombie too) comes back on that process (same pid), once
+//! every process of the restore exists; a pidfd of a process that exited and was reaped
+//! comes back as one of a process cryo made die the same way (same wait status) and reaped;
+//! a pidfd of a process outside the dump is refused at dump, naming it.
 //!
 //! ```text
 //! dump     fdinfo `Pid:` (in cryo's pid namespace; -1 once the process is gone and reaped)
 //!          = the holder itself          -> recorded (PIDFD_THREAD is O_EXCL in the file flags)
 //!          = another process of the dump -> recorded with its pid
+//!          = -1                         -> recorded as exited: the pidfs inode (the pidfds
+//!                                          of one process share it), the wait status
+//!                                          (PIDFD_GET_INFO, PIDFD_INFO_EXIT)
 //!          another thread of the dump   -> refused: "pidfd of thread T of the dump"
-//!          another pid, -1              -> refused: "pidfd of pid N outside the dump",
-//!                                          "pidfd of an exited process"
+//!          another pid                  -> refused: "pidfd of pid N outside the dump"
+//! restore  of an exited process: made by cryo before the first fork (shared.rs), one
+//!          process per dumped inode that dies with the dumped status, a pidfd_open of it per
+//!          description, then reaped; each holder takes its description from the slot
 //! restore  of itself: pidfd_open(getpid(), PIDFD_NONBLOCK|PIDFD_THREAD as dumped), in the
 //!          restored task before it is reshaped: the same process, so the same struct pid
 //!          of another: the same placeholder at its numbers while the task opens its fds (the
@@ -73,11 +79,17 @@ impl FileKind for Pidfds {
     }
 
     fn dump(&self, fd: &mut Dumping<'_>) -> Result<Kind, FileError> {
+        if target_of(fd.open) == Some(-1) {
+            return dump_exited(fd).map(Kind::Pidfd);
+        }
         let known = fd.state.get::<DumpProcesses>();
         dump(fd.open, known).map(Kind::Pidfd)
     }
 
-    fn open(&self, desc: &FileDesc, _p: &Pidfd, _cx: &mut Opening<'_>) -> Result<Opened, FileError> {
+    fn open(&self, desc: &FileDesc, p: &Pidfd, cx: &mut Opening<'_>) -> Result<Opened, FileError> {
+        if p.exited {
+            return open_exited(desc, &cx.opts.shared).map(Opened::Now);
+        }
         // A pidfd of another process starts as one of this process: replaced once that one
         // exists (point_at_processes).
         open(desc).map(Opened::Now)
@@ -89,7 +101,9 @@ impl FileKind for Pidfds {
     }
 
     fn describe(&self, _desc: &FileDesc, p: &Pidfd) -> String {
-        if p.pid != 0 {
+        if p.exited {
+            format!("pidfd of an exited process (wait status {:#x})", p.exit_status)
+        } else if p.pid != 0 {
             format!("pidfd of pid {}", p.pid)
         } else {
             "pidfd of the process itself".into()
@@ -97,21 +111,111 @@ impl FileKind for Pidfds {
     }
 }
 
+/// The process pidfd `open` refers to (fdinfo `Pid:`, -1 once it is reaped).
+fn target_of(open: &OpenFd) -> Option<i32> {
+    fdinfo(open)
+        .ok()
+        .and_then(|text| field(&text, "Pid").and_then(|v| v.parse::<i32>().ok()))
+}
+
+/// The record of pidfd `fd`, of a process that exited and was reaped: its pidfs inode and
+/// its wait status (read through a duplicate).
+fn dump_exited(fd: &mut Dumping<'_>) -> Result<Pidfd, FileError> {
+    use std::os::unix::fs::MetadataExt;
+    let open = fd.open;
+    let proc_fd = || std::path::PathBuf::from(format!("/proc/{}/fd/{}", open.pid, open.fd));
+    let task = super::kind::task_pidfd(open, fd.pidfd)?;
+    let dup = sys::pidfd::pidfd_getfd(task, open.fd)
+        .map_err(|e| open.inspect_err("pidfd_getfd", proc_fd(), e))?;
+    let status = sys::pidfd::exit_status(std::os::fd::AsFd::as_fd(&dup))
+        .map_err(|e| open.inspect_err("ioctl PIDFD_GET_INFO", proc_fd(), e))?;
+    Ok(Pidfd {
+        exited: true,
+        exited_ino: fd.meta.ino(),
+        // Unknown (no pidfd was open when it exited, on an older kernel): as if it exited 0.
+        exit_status: status.unwrap_or(0),
+        ..Default::default()
+    })
+}
+
+/// The key of the slot of the pidfd of an exited process that cryo made for description
+/// `desc` (shared.rs): above any inode number a memory object may have.
+pub(crate) fn exited_slot_key(desc: &FileDesc) -> Option<u64> {
+    match &desc.kind {
+        Some(Kind::Pidfd(p)) if p.exited => Some(u64::MAX - u64::from(desc.id)),
+        _ => None,
+    }
+}
+
+/// Makes, in cryo before the first fork, the pidfds of exited processes among `descs` that
+/// `used` refers to: per dumped process (inode), one process that dies with its status, a
+/// pidfd of it per description, then reaped. (slot key, description id, fd) each.
+pub(crate) fn make_exited(
+    descs: &[FileDesc],
+    used: &std::collections::BTreeSet<u32>,
+) -> Result<Vec<(u64, u32, OwnedFd)>, FileError> {
+    let mut by_process: std::collections::BTreeMap<u64, Vec<&FileDesc>> = Default::default();
+    for d in descs.iter().filter(|d| used.contains(&d.id)) {
+        if let Some(Kind::Pidfd(p)) = &d.kind {
+            if p.exited {
+                by_process.entry(p.exited_ino).or_default().push(d);
+            }
+        }
+    }
+    let mut made = Vec::new();
+    for group in by_process.values() {
+        let status = match &group[0].kind {
+            Some(Kind::Pidfd(p)) => p.exit_status,
+            _ => unreachable!("grouped pidfds"),
+        };
+        let err = |op: &'static str| move |e: io::Error| restore_err(group[0], op, e);
+        let child = match sys::process::fork().map_err(err("fork the process to end"))? {
+            sys::process::Forked::Child => sys::process::exit_as(status),
+            sys::process::Forked::Parent(child) => child,
+        };
+        let opened: Result<Vec<_>, FileError> = group
+            .iter()
+            .map(|d| {
+                sys::pidfd::pidfd_open_flags(child, pidfd_flags(d))
+                    .map(|fd| (exited_slot_key(d).expect("exited"), d.id, fd))
+                    .map_err(|e| restore_err(d, "pidfd_open of the process made to end", e))
+            })
+            .collect();
+        // Reaped in every case: the pidfds now name an exited process, as the dumped ones did.
+        let reaped = nix::sys::wait::waitpid(child, None);
+        made.extend(opened?);
+        reaped.map_err(|e| err("reap the process made to end")(e.into()))?;
+    }
+    Ok(made)
+}
+
+/// The pidfd of an exited process for `desc`: the description cryo made, from its slot.
+fn open_exited(
+    desc: &FileDesc,
+    slots: &std::collections::HashMap<u64, std::os::fd::RawFd>,
+) -> Result<OwnedFd, FileError> {
+    let slot = exited_slot_key(desc)
+        .and_then(|key| slots.get(&key))
+        .copied()
+        .ok_or_else(|| FileError::Invalid {
+            id: desc.id,
+            detail: "pidfd of an exited process: cryo made none for it".into(),
+        })?;
+    sys::fd::dup_at_least(sys::fd::borrow_raw(slot), 3)
+        .map_err(|e| restore_err(desc, "dup the pidfd of the exited process", e))
+}
+
 /// The record of pidfd `open`: a pidfd of its holder or of another process of the dump
 /// (`known`).
 fn dump(open: &OpenFd, known: &DumpProcesses) -> Result<Pidfd, FileError> {
-    let target = fdinfo(open)
-        .ok()
-        .and_then(|text| field(&text, "Pid").and_then(|v| v.parse::<i32>().ok()));
-    match target {
+    match target_of(open) {
         Some(pid) if pid == open.pid.as_raw() => Ok(Pidfd {
             of_itself: true,
-            pid: 0,
+            ..Default::default()
         }),
-        Some(-1) => Err(open.refuse("pidfd of an exited process", true)),
         Some(pid) if known.pids.contains(&pid) => Ok(Pidfd {
-            of_itself: false,
             pid,
+            ..Default::default()
         }),
         // PIDFD_THREAD on a thread that is not its process's main one: threads are made
         // once their process is whole, after the pidfds are pointed.

@@ -1,6 +1,7 @@
-//! The shared memory objects of a restore (memfds and shared anonymous memory), made once
-//! by cryo before the tree is forked, each by its kind (memfd.rs, shmem.rs); the processes
-//! then reopen them from their slots (shmem.rs: Slots).
+//! The objects of a restore made once by cryo before the tree is forked, each by its kind:
+//! the shared memory objects (memfds and shared anonymous memory: memfd.rs, shmem.rs), which
+//! the processes reopen from their slots (shmem.rs: Slots), and the pidfds of exited
+//! processes (pidfd.rs), which they take from theirs.
 
 use std::collections::BTreeSet;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
@@ -24,7 +25,7 @@ struct Object {
     id: u32,
 }
 
-/// The shared memory objects of a restore, made by cryo before the tree is forked.
+/// The objects of a restore made by cryo before the tree is forked.
 #[derive(Debug, Default)]
 pub struct SharedObjects {
     objects: Vec<Object>,
@@ -60,6 +61,18 @@ impl SharedObjects {
                 seals,
                 what: describe(desc),
                 id: desc.id,
+            });
+        }
+        // Made here, before any process of the tree has its pid: the process made to end
+        // takes a pid no restored process needs.
+        for (key, id, fd) in super::pidfd::make_exited(descs, used)? {
+            let desc = descs.iter().find(|d| d.id == id).expect("made from descs");
+            objects.push(Object {
+                ino: key,
+                fd,
+                seals: 0,
+                what: describe(desc),
+                id,
             });
         }
         Ok(Self { objects })

@@ -175,7 +175,7 @@ fn child_setup(tree: &Planned, i: usize) -> Result<(), ChildError> {
         let entry = &tree.loaded.zombies[z];
         let zpid = Pid::from_raw(entry.pid);
         match fork_with_pid(zpid) {
-            Ok(Forked::Child) => become_zombie(entry.exit_status),
+            Ok(Forked::Child) => crate::sys::process::exit_as(entry.exit_status),
             Ok(Forked::Parent(_)) => {}
             Err(e) => return Err(ChildError::sys_on(ChildStep::ForkZombie, zpid)(e)),
         }
@@ -217,20 +217,6 @@ fn io_error(step: ChildStep) -> impl Fn(std::io::Error) -> ChildError {
         step,
         errno: e.raw_os_error().unwrap_or(libc::EIO),
     }
-}
-
-/// A zombie of the image: dies at once the way it died (exit code or signal).
-fn become_zombie(status: i32) -> ! {
-    let sig = status & 0x7f;
-    if sig != 0 {
-        let _ = crate::sys::signal::set_action(sig as u32, &Default::default());
-        let _ = crate::sys::signal::set_mask(0);
-        if let Ok(sig) = Signal::try_from(sig) {
-            let _ = nix::sys::signal::kill(nix::unistd::getpid(), sig);
-        }
-    }
-    // Ends this forked process with the original's exit code.
-    crate::sys::process::exit_child((status >> 8) & 0xff)
 }
 
 /// Puts `fd` at number `at` of this process, where the dumped process had it.

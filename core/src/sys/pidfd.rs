@@ -43,3 +43,45 @@ pub(crate) fn pidfd_kill(pidfd: BorrowedFd<'_>) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// `struct pidfd_info` (linux/pidfd.h, PIDFD_INFO_SIZE_VER0 = 64 bytes).
+#[repr(C)]
+#[derive(Default)]
+struct PidfdInfo {
+    mask: u64,
+    cgroupid: u64,
+    ids: [u32; 11],
+    exit_code: i32,
+}
+
+/// `PIDFD_GET_INFO`: _IOWR(0xFF, 11, struct pidfd_info) for the 64-byte version.
+const PIDFD_GET_INFO: libc::c_ulong = 0xC040_FF0B;
+/// `PIDFD_INFO_EXIT`: the exit status of a process that exited and was reaped.
+const PIDFD_INFO_EXIT: u64 = 8;
+
+/// The wait status (exit code << 8, or the signal) of the exited, reaped process behind
+/// `pidfd`; `None` where the kernel kept none (linux 6.15 keeps it when a pidfd was open
+/// at the exit).
+pub(crate) fn exit_status(pidfd: BorrowedFd<'_>) -> io::Result<Option<i32>> {
+    let mut info = PidfdInfo {
+        mask: PIDFD_INFO_EXIT,
+        ..Default::default()
+    };
+    // SAFETY: the kernel writes at most the 64 bytes the request's size names into `info`,
+    // a live, properly aligned struct of that size.
+    let r = unsafe {
+        libc::ioctl(
+            pidfd.as_raw_fd(),
+            PIDFD_GET_INFO,
+            &mut info as *mut PidfdInfo,
+        )
+    };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::ESRCH) => Ok(None),
+            _ => Err(e),
+        };
+    }
+    Ok((info.mask & PIDFD_INFO_EXIT != 0).then_some(info.exit_code))
+}

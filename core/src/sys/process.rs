@@ -231,3 +231,20 @@ pub fn exit_child(code: i32) -> ! {
     // SAFETY: _exit ends the process without touching any state shared with the parent.
     unsafe { libc::_exit(code) }
 }
+
+/// Ends this forked process the way wait status `status` says (exit code or signal), as a
+/// dumped process died: a zombie of the image, the process behind a pidfd of an exited one.
+/// Only async-signal-safe calls: the parent may have threads.
+pub fn exit_as(status: i32) -> ! {
+    let sig = status & 0x7f;
+    if sig != 0 {
+        // No core dump (a file, or a core_pattern handler): only the status is wanted.
+        // SAFETY: PR_SET_DUMPABLE takes integers, no pointers.
+        unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+        let _ = super::signal::set_action(sig as u32, &Default::default());
+        let _ = super::signal::set_mask(0);
+        // SAFETY: kill takes a pid and a signal number, no pointers.
+        unsafe { libc::kill(libc::getpid(), sig) };
+    }
+    exit_child((status >> 8) & 0xff)
+}

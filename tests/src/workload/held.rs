@@ -9,6 +9,12 @@
 //!             signal0   -> ok  (pidfd_send_signal(47, 0))
 //!             exited MS -> yes | no  (poll(47, POLLIN) for up to MS ms: the process exited)
 //!             flags     -> <F_GETFL of 47, octal>
+//!             flags-of FD -> <F_GETFL of FD, octal>
+//!             exit-info FD -> status <hex> | none  (PIDFD_GET_INFO with PIDFD_INFO_EXIT)
+//!             ino FD    -> <st_ino of FD>
+//!             signal0-of FD -> ok | err ...  (pidfd_send_signal(FD, 0))
+//!             pidfd-of FD -> <Pid: of FD's fdinfo>
+//!             wait FD   -> status <hex>  (waitid(P_PIDFD, FD, WEXITED): reaps a zombie child)
 //! KIND: netns | deleted-fifo | deleted-dir | deleted-dev | deleted-symlink | symlink
 //!       | pidfd-self | pidfd-child (of a child blocked in pause(), dumped with it)
 //!       | pidfd-child-nonblock (the same, PIDFD_NONBLOCK)
@@ -16,7 +22,10 @@
 //!       | pidfd-child-epoll (pidfd-child, and an epoll at 48 watching it: EPOLLIN, data 47)
 //!       | pidfd-thread (PIDFD_THREAD of a second thread of its own, parked forever)
 //!             epoll MS  -> ready <data> | none  (epoll_wait(48) for up to MS ms)
-//!       | pidfd-init (of pid 1, outside the dump) | pidfd-dead (of a child exited and reaped)
+//!       | pidfd-init (of pid 1, outside the dump)
+//!       | pidfd-dead-two (47: of a child that exited 7, reaped; 49: a second pidfd of it,
+//!         PIDFD_NONBLOCK; 50: of a child killed by SIGTERM, reaped)
+//!       | pidfd-zombie (of a child that exited 5, left unreaped: a zombie, dumped with it)
 //!       | mqueue (a POSIX message queue, unlinked) | secretmem (memfd_secret)
 //! ```
 
@@ -91,10 +100,24 @@ fn hold(kind: &str, dir: &Path) -> std::io::Result<i32> {
         "pidfd-child-nonblock" => {
             sys::pidfd_open_flags(sys::fork_paused()?, libc::O_NONBLOCK as u32)?
         }
-        "pidfd-dead" => {
-            let child = sys::fork_exiting()?;
+        "pidfd-dead-two" => {
+            let seven = sys::fork_exiting_with(7)?;
+            let fd = sys::pidfd_open(seven)?;
+            let again = sys::pidfd_open_flags(seven, libc::O_NONBLOCK as u32)?;
+            sys::move_fd(again, 49)?;
+            sys::reap(seven)?;
+            let termed = sys::fork_paused()?;
+            let other = sys::pidfd_open(termed)?;
+            sys::pidfd_signal(other, libc::SIGTERM)?;
+            sys::reap(termed)?;
+            sys::move_fd(other, 50)?;
+            fd
+        }
+        "pidfd-zombie" => {
+            let child = sys::fork_exiting_with(5)?;
             let fd = sys::pidfd_open(child)?;
-            sys::reap(child)?;
+            // Dead, not reaped.
+            sys::poll_in(fd, -1)?;
             fd
         }
         other => {
@@ -149,7 +172,36 @@ impl Mode for Held {
             ("flags", []) => sys::file_flags(FD)
                 .map(|f| format!("{f:o}"))
                 .map_err(io_err),
+            ("flags-of", [fd]) => sys::file_flags(number(fd)?)
+                .map(|f| format!("{f:o}"))
+                .map_err(io_err),
+            ("exit-info", [fd]) => match sys::pidfd_exit_status(number(fd)?).map_err(io_err)? {
+                Some(status) => Ok(format!("status {status:#x}")),
+                None => Ok("none".into()),
+            },
+            ("ino", [fd]) => sys::fstat_ino(number(fd)?)
+                .map(|i| i.to_string())
+                .map_err(io_err),
+            ("signal0-of", [fd]) => sys::pidfd_signal(number(fd)?, 0)
+                .map(|()| "ok".into())
+                .map_err(io_err),
+            ("pidfd-of", [fd]) => {
+                let info =
+                    std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).map_err(io_err)?;
+                info.lines()
+                    .find_map(|l| l.strip_prefix("Pid:"))
+                    .map(|p| p.trim().to_string())
+                    .ok_or_else(|| "no Pid: in its fdinfo".into())
+            }
+            ("wait", [fd]) => sys::waitid_pidfd(number(fd)?)
+                .map(|s| format!("status {s:#x}"))
+                .map_err(io_err),
             _ => unknown(verb),
         }
     }
+}
+
+/// An fd number from the test.
+fn number(fd: &str) -> Result<i32, String> {
+    fd.parse().map_err(|_| format!("bad fd {fd:?}"))
 }

@@ -469,13 +469,57 @@ pub fn fork_paused() -> io::Result<i32> {
     }
 }
 
-/// Forks a child that exits at once (status 0); returns its pid, not reaped.
-pub fn fork_exiting() -> io::Result<i32> {
+/// Forks a child that exits at once with `code`; returns its pid, not reaped.
+pub fn fork_exiting_with(code: i32) -> io::Result<i32> {
     match fork()? {
         // SAFETY: _exit takes a number and does not return.
-        0 => unsafe { libc::_exit(0) },
+        0 => unsafe { libc::_exit(code) },
         pid => Ok(pid),
     }
+}
+
+/// The wait status PIDFD_GET_INFO (PIDFD_INFO_EXIT) reports for the exited process behind
+/// pidfd `fd`, or `None`.
+pub fn pidfd_exit_status(fd: i32) -> io::Result<Option<i32>> {
+    // struct pidfd_info, 64 bytes: mask first, exit_code at byte 60.
+    let mut info = [0u64; 8];
+    info[0] = 8; // PIDFD_INFO_EXIT
+                 // SAFETY: PIDFD_GET_INFO (_IOWR(0xFF, 11), 64 bytes) writes at most 64 bytes to `info`.
+    let r = unsafe { libc::ioctl(fd, 0xC040_FF0B, info.as_mut_ptr()) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        return if e.raw_os_error() == Some(libc::ESRCH) {
+            Ok(None)
+        } else {
+            Err(e)
+        };
+    }
+    let code = (info[7] >> 32) as u32 as i32;
+    Ok((info[0] & 8 != 0).then_some(code))
+}
+
+/// st_ino of fd `fd`.
+pub fn fstat_ino(fd: i32) -> io::Result<u64> {
+    // SAFETY: stat is plain data; fstat fills it.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: st is a valid stat buffer.
+    cvt(unsafe { libc::fstat(fd, &mut st) })?;
+    Ok(st.st_ino)
+}
+
+/// waitid(P_PIDFD, fd, WEXITED): the wait status of the child behind pidfd `fd`, reaped.
+pub fn waitid_pidfd(fd: i32) -> io::Result<i32> {
+    // SAFETY: siginfo_t is plain data; waitid fills it.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: info is a valid siginfo_t.
+    cvt(unsafe { libc::waitid(libc::P_PIDFD, fd as libc::id_t, &mut info, libc::WEXITED) })?;
+    // SAFETY: waitid filled a SIGCHLD siginfo.
+    let (code, status) = unsafe { (info.si_code, info.si_status()) };
+    Ok(if code == libc::CLD_EXITED {
+        status << 8
+    } else {
+        status
+    })
 }
 
 /// Reaps the child `pid` (waits for it to exit).
