@@ -227,6 +227,7 @@ every_message!(
     CheckedId,
     CheckedAioRing,
     PreCopyRound,
+    RemovedDir,
 );
 
 #[test]

@@ -1,6 +1,6 @@
 //! Working and root directories and /proc fds: a chrooted process comes back in the same
-//! chroot and working directory; a deleted working directory and an fd on /proc/PID are
-//! refused by the dump, naming the pid (and fd), with the process left running.
+//! chroot and working directory; a removed working directory comes back removed; an fd on
+//! /proc/PID is refused by the dump, naming the pid and fd, with the process left running.
 //!
 //! Needs the engine: `cryo` must be built (`cargo build -p cryo`).
 
@@ -25,17 +25,24 @@ fn a_chrooted_process_comes_back_in_its_chroot() {
 }
 
 #[test]
-fn a_deleted_working_directory_is_refused_at_dump() {
+fn a_removed_working_directory_comes_back_removed_with_its_mode_and_times() {
     cryo_bin();
     let dir = control_dir();
     let base = dir.path().join("base");
     std::fs::create_dir(&base).unwrap();
-    let w = Workload::spawn_in(dir, "places", &["deleted-cwd", base.to_str().unwrap()]);
-    let out = w.dump(&w.path("img"), &[]);
-    out.assert_refused()
-        .assert_stderr_mentions(&format!("pid {}", w.pid()))
-        .assert_stderr_mentions("working directory");
-    w.assert_untouched();
+    let mut w = Workload::spawn_in(dir, "places", &["deleted-cwd", base.to_str().unwrap()]);
+    let cwd = w.cmd("cwd");
+    assert!(cwd.contains("/gone (deleted) "), "{cwd}");
+    let create = w.cmd("create-here");
+    assert_eq!(create, format!("errno {}", libc::ENOENT));
+    w.dump_and_restore();
+    assert_eq!(
+        w.cmd("cwd"),
+        cwd,
+        "the same name, removed, mode, no link, mtime"
+    );
+    assert_eq!(w.cmd("create-here"), create, "nothing can be made in it");
+    w.kill_restored();
 }
 
 #[test]

@@ -283,13 +283,65 @@ fn secret_memory_is_refused_at_dump_naming_pid_fd_and_kind() {
 }
 
 #[test]
-fn a_deleted_fifo_is_refused_at_dump_naming_pid_fd_and_kind() {
-    refused_at_dump("deleted-fifo", "deleted fifo");
+fn a_deleted_fifo_comes_back_deleted_with_its_unread_data() {
+    cryo_bin();
+    let mut w = Workload::spawn("held", &["deleted-fifo"]);
+    assert_eq!(w.cmd("put 47 queued-before-the-dump"), "ok");
+    let link = parse_fds(&w.cmd("fds"))[&47].clone();
+    assert!(link.ends_with("/fifo (deleted)"), "{link}");
+    let stat = w.cmd("stat 47");
+    w.dump_and_restore();
+    assert_eq!(
+        parse_fds(&w.cmd("fds"))[&47],
+        link,
+        "the same name, deleted"
+    );
+    assert_eq!(w.cmd("stat 47"), stat, "mode, owner, mtime, no link");
+    assert_eq!(w.cmd("take 47"), "queued-before-the-dump");
+    assert_eq!(w.cmd("put 47 after"), "ok");
+    assert_eq!(w.cmd("take 47"), "after", "still a fifo, both ways");
+    w.kill_restored();
 }
 
 #[test]
-fn a_deleted_directory_is_refused_at_dump_naming_pid_fd_and_kind() {
-    refused_at_dump("deleted-dir", "deleted directory");
+fn the_two_ends_of_a_deleted_fifo_come_back_on_one_fifo_with_its_owner_and_mode() {
+    cryo_bin();
+    let mut w = Workload::spawn("held", &["deleted-fifo-ends"]);
+    assert_eq!(w.cmd("put 49 queued"), "ok");
+    let stat = w.cmd("stat 47");
+    assert!(stat.starts_with("640 1234 1235 "), "{stat}");
+    assert_eq!(w.cmd("stat 49"), stat, "one fifo");
+    let flags = [w.cmd("flags-of 47"), w.cmd("flags-of 49")];
+    w.dump_and_restore();
+    assert_eq!(w.cmd("stat 47"), stat, "mode, owner, mtime, no link");
+    assert_eq!(w.cmd("stat 49"), stat, "one fifo");
+    assert_eq!([w.cmd("flags-of 47"), w.cmd("flags-of 49")], flags);
+    assert_eq!(w.cmd("take 47"), "queued");
+    assert_eq!(w.cmd("take 47"), "empty");
+    assert_eq!(w.cmd("put 49 more"), "ok");
+    assert_eq!(w.cmd("take 47"), "more", "the write end feeds the read end");
+    w.kill_restored();
+}
+
+#[test]
+fn a_removed_directory_held_open_comes_back_removed_with_its_mode_and_times() {
+    cryo_bin();
+    let mut w = Workload::spawn("held", &["deleted-dir"]);
+    let link = parse_fds(&w.cmd("fds"))[&47].clone();
+    assert!(link.ends_with("/gone (deleted)"), "{link}");
+    let stat = w.cmd("stat 47");
+    assert!(stat.ends_with(" 0"), "no link left: {stat}");
+    let create = w.cmd("create-in 47");
+    assert_eq!(create, format!("errno {}", libc::ENOENT));
+    w.dump_and_restore();
+    assert_eq!(
+        parse_fds(&w.cmd("fds"))[&47],
+        link,
+        "the same name, deleted"
+    );
+    assert_eq!(w.cmd("stat 47"), stat, "mode, owner, mtime, no link");
+    assert_eq!(w.cmd("create-in 47"), create, "nothing can be made in it");
+    w.kill_restored();
 }
 
 #[test]

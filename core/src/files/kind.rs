@@ -187,8 +187,10 @@ pub(crate) enum Seen {
     },
     /// A directory.
     Directory {
-        /// Its path.
+        /// Its path (without " (deleted)").
         path: String,
+        /// Removed while open.
+        deleted: bool,
     },
     /// An anonymous pipe (`fifo_path` empty) or a FIFO.
     Pipe {
@@ -196,6 +198,8 @@ pub(crate) enum Seen {
         ino: u64,
         /// The FIFO's path, empty for an anonymous pipe.
         fifo_path: String,
+        /// A FIFO unlinked while open.
+        deleted: bool,
     },
     /// A character device.
     CharDevice {

@@ -10,6 +10,10 @@
 //! blocks), resized to the dumped capacity when the kernel allows, refilled, then an fd per
 //! description: the first read (write) description gets the pipe's own read (write) end,
 //! others reopen it through /proc/self/fd; the ends nobody held are closed at the end.
+//!
+//! A FIFO unlinked while open is made again (mkfifo at its name when free, else at a hidden
+//! name beside it), restored as a FIFO, unlinked, then given its owner, mode and times; its
+//! descriptions are made together by one process, as an anonymous pipe's are.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -52,12 +56,28 @@ impl FileKind for Pipes {
     }
 
     fn dump(&self, fd: &mut Dumping<'_>) -> Result<Kind, FileError> {
-        let Seen::Pipe { ino, fifo_path } = &fd.seen else {
+        let Seen::Pipe {
+            ino,
+            fifo_path,
+            deleted,
+        } = &fd.seen
+        else {
             return Err(fd.open.refuse("not a pipe", false));
         };
         let with_data = fd.state.get::<Captured>().0.insert(fd.key);
         let pidfd = task_pidfd(fd.open, fd.pidfd)?;
-        dump(fd.open, pidfd, *ino, fifo_path.clone(), with_data).map(Kind::Pipe)
+        let mut pipe = dump(fd.open, pidfd, *ino, fifo_path.clone(), with_data)?;
+        if *deleted {
+            use std::os::unix::fs::MetadataExt;
+            let m = fd.meta;
+            pipe.deleted = true;
+            pipe.mode = m.mode() & 0o7777;
+            pipe.uid = m.uid();
+            pipe.gid = m.gid();
+            pipe.atime_ns = m.atime() * 1_000_000_000 + m.atime_nsec();
+            pipe.mtime_ns = m.mtime() * 1_000_000_000 + m.mtime_nsec();
+        }
+        Ok(Kind::Pipe(pipe))
     }
 
     fn validate(
@@ -66,7 +86,7 @@ impl FileKind for Pipes {
         pipe: &Pipe,
         cx: &mut Checking<'_>,
     ) -> Result<(), FileError> {
-        if !pipe.fifo_path.is_empty() && !is_fifo(&pipe.fifo_path) {
+        if !pipe.fifo_path.is_empty() && !pipe.deleted && !is_fifo(&pipe.fifo_path) {
             return Err(changed(desc, "the fifo is gone or is no longer a fifo"));
         }
         if !pipe.data.is_empty() {
@@ -171,6 +191,7 @@ fn dump(
         capacity: u32::try_from(capacity).unwrap_or(0),
         data,
         fifo_path,
+        ..Default::default()
     })
 }
 
@@ -208,13 +229,14 @@ fn peek(src: &OwnedFd) -> io::Result<Vec<u8>> {
     Ok(data)
 }
 
-/// The descriptions of each anonymous pipe that has more than one (its read and write
-/// ends, opened apart): made together, by one process, so both ends stay one pipe.
+/// The descriptions of each anonymous pipe (or deleted FIFO) that has more than one (its
+/// read and write ends, opened apart): made together, by one process, so both ends stay one
+/// pipe.
 fn components(descs: &[FileDesc]) -> Vec<Vec<u32>> {
     let mut by_ino: BTreeMap<u64, Vec<u32>> = BTreeMap::new();
     for d in descs {
         if let Some(Kind::Pipe(p)) = &d.kind {
-            if p.fifo_path.is_empty() {
+            if p.fifo_path.is_empty() || p.deleted {
                 by_ino.entry(p.ino).or_default().push(d.id);
             }
         }
@@ -226,8 +248,11 @@ fn components(descs: &[FileDesc]) -> Vec<Vec<u32>> {
 fn open_all(pipes: &[(&FileDesc, &Pipe)]) -> Result<Vec<(u32, OwnedFd)>, FileError> {
     let mut anon: BTreeMap<u64, Vec<(&FileDesc, &Pipe)>> = BTreeMap::new();
     let mut fifos: BTreeMap<&str, Vec<(&FileDesc, &Pipe)>> = BTreeMap::new();
+    let mut deleted: BTreeMap<u64, Vec<(&FileDesc, &Pipe)>> = BTreeMap::new();
     for &(desc, pipe) in pipes {
-        if pipe.fifo_path.is_empty() {
+        if pipe.deleted {
+            deleted.entry(pipe.ino).or_default().push((desc, pipe));
+        } else if pipe.fifo_path.is_empty() {
             anon.entry(pipe.ino).or_default().push((desc, pipe));
         } else {
             fifos
@@ -243,7 +268,50 @@ fn open_all(pipes: &[(&FileDesc, &Pipe)]) -> Result<Vec<(u32, OwnedFd)>, FileErr
     for (path, group) in &fifos {
         open_fifo(path, group, &mut out)?;
     }
+    for group in deleted.values() {
+        open_deleted_fifo(group, &mut out)?;
+    }
     Ok(out)
+}
+
+/// One FIFO unlinked while open: made again (at its name if free, else at a hidden name
+/// beside it), restored as a FIFO, unlinked, then given its owner, mode and times.
+fn open_deleted_fifo(
+    group: &[(&FileDesc, &Pipe)],
+    out: &mut Vec<(u32, OwnedFd)>,
+) -> Result<(), FileError> {
+    let (first, pipe) = group[0];
+    let path = make_fifo(Path::new(&pipe.fifo_path))
+        .map_err(|e| restore_err(first, "make the deleted fifo again", e))?;
+    let from = out.len();
+    let opened = open_fifo(&path.to_string_lossy(), group, out);
+    // Unlinked whatever happened: it never outlives the restore.
+    let _ = fs::remove_file(&path);
+    opened?;
+    let fd = &out[from].1;
+    let (uid, gid) = (
+        nix::unistd::Uid::from_raw(pipe.uid),
+        nix::unistd::Gid::from_raw(pipe.gid),
+    );
+    nix::unistd::fchown(fd, Some(uid), Some(gid))
+        .map_err(|e| restore_err(first, "fchown the deleted fifo", e.into()))?;
+    nix::sys::stat::fchmod(fd, Mode::from_bits_truncate(pipe.mode))
+        .map_err(|e| restore_err(first, "fchmod the deleted fifo", e.into()))?;
+    let time = |ns: i64| {
+        nix::sys::time::TimeSpec::new(ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000))
+    };
+    // Last: the refill moved the modification time.
+    nix::sys::stat::futimens(fd, &time(pipe.atime_ns), &time(pipe.mtime_ns))
+        .map_err(|e| restore_err(first, "set the times of the deleted fifo", e.into()))?;
+    debug!(path = %pipe.fifo_path, at = %path.display(), "deleted fifo made again");
+    Ok(())
+}
+
+/// A new FIFO for a deleted one named `original` (regular.rs: make_beside).
+fn make_fifo(original: &Path) -> io::Result<PathBuf> {
+    super::regular::make_beside(original, |path| {
+        nix::unistd::mkfifo(path, Mode::from_bits_truncate(0o600))
+    })
 }
 
 /// The data of a pipe (stored on one of its descriptions) and its largest capacity.

@@ -410,10 +410,13 @@ impl FileKind for Directory {
     }
 
     fn dump(&self, fd: &mut Dumping<'_>) -> Result<Kind, FileError> {
-        let Seen::Directory { path } = &fd.seen else {
+        let Seen::Directory { path, deleted } = &fd.seen else {
             return Err(fd.open.refuse("not a directory", false));
         };
-        Ok(Kind::Directory(record(path.clone(), fd.meta)))
+        Ok(Kind::Directory(RegularFile {
+            deleted: *deleted,
+            ..record(path.clone(), fd.meta)
+        }))
     }
 
     fn validate(
@@ -422,6 +425,10 @@ impl FileKind for Directory {
         reg: &RegularFile,
         cx: &mut Checking<'_>,
     ) -> Result<(), FileError> {
+        if reg.deleted {
+            // Made again at restore: nothing on this host to check.
+            return Ok(());
+        }
         let st = identify(desc, reg)?;
         if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
             return Err(changed(desc, "is no longer a directory"));
@@ -500,7 +507,9 @@ impl Ghosts {
         reg: &RegularFile,
         images: &ImageDir,
     ) -> Result<PathBuf, FileError> {
+        let directory = reg.mode & libc::S_IFMT == libc::S_IFDIR;
         let name = match (&reg.linked, &reg.contents) {
+            _ if directory => format!("directory {}:{}", reg.dev, reg.ino),
             (Some(_), _) => format!("linked {}:{}", reg.dev, reg.ino),
             (None, Some(raw)) => raw.name.clone(),
             (None, None) => {
@@ -521,6 +530,7 @@ impl Ghosts {
             }
         }
         let fd = match (&reg.linked, &reg.contents) {
+            _ if directory => recreate_dir(desc, reg)?,
             (Some(linked), _) => {
                 let inode = reopen_linked(desc, reg, linked, images)?;
                 renamed_deleted(desc, reg, inode)?
@@ -580,6 +590,73 @@ fn recreate(
         "deleted file recreated"
     );
     Ok(file.into())
+}
+
+/// A new directory for a removed one named `original` ([`make_beside`]). Returns its path.
+pub(crate) fn make_dir_again(original: &Path) -> io::Result<PathBuf> {
+    make_beside(original, |path| {
+        nix::unistd::mkdir(path, Mode::from_bits_truncate(0o700))
+    })
+}
+
+/// Makes (with `made`) a new file of a kind for a removed one named `original`: there if
+/// nothing is, else at a hidden name beside it (in the temporary directory if its own is
+/// gone). Returns its path.
+pub(crate) fn make_beside(
+    original: &Path,
+    made: impl Fn(&Path) -> nix::Result<()>,
+) -> io::Result<PathBuf> {
+    match made(original) {
+        Ok(()) => return Ok(original.to_owned()),
+        Err(nix::errno::Errno::EEXIST) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let dir = original
+        .parent()
+        .filter(|d| d.is_dir())
+        .map_or_else(std::env::temp_dir, Path::to_path_buf);
+    let base = original
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    (0..100)
+        .map(|n| dir.join(format!(".cryo-ghost-{}-{n}-{base}", std::process::id())))
+        .find(|p| made(p).is_ok())
+        .ok_or_else(|| io::Error::other("no free temporary name"))
+}
+
+/// Gives the directory open as `fd` its owner, mode and access and modification times (ns).
+pub(crate) fn set_dir_attrs(
+    fd: &OwnedFd,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    atime_ns: i64,
+    mtime_ns: i64,
+) -> nix::Result<()> {
+    nix::unistd::fchown(fd, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))?;
+    nix::sys::stat::fchmod(fd, Mode::from_bits_truncate(mode & 0o7777))?;
+    let time = |ns: i64| TimeSpec::new(ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000));
+    nix::sys::stat::futimens(fd, &time(atime_ns), &time(mtime_ns))
+}
+
+/// Makes the directory of `reg`, removed while open, again ([`make_dir_again`]); opened,
+/// removed, then given its owner, mode and times. Returns the fd.
+fn recreate_dir(desc: &FileDesc, reg: &RegularFile) -> Result<OwnedFd, FileError> {
+    let path = make_dir_again(Path::new(&reg.path))
+        .map_err(|e| restore_err(desc, "make the removed directory again", e))?;
+    let opened = nix::fcntl::open(
+        &path,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    );
+    // Removed whatever happened: it never outlives the restore.
+    let _ = fs::remove_dir(&path);
+    let fd = opened.map_err(|e| restore_err(desc, "open the directory made again", e.into()))?;
+    set_dir_attrs(&fd, reg.mode, reg.uid, reg.gid, reg.atime_ns, reg.mtime_ns)
+        .map_err(|e| restore_err(desc, "give the directory made again its owner, mode and times", e.into()))?;
+    debug!(id = desc.id, path = %reg.path, at = %path.display(), "removed directory made again");
+    Ok(fd)
 }
 
 /// Writes the ghost contents (its extents at their offsets, the holes left holes), size,

@@ -525,6 +525,7 @@ fn classify(open: &OpenFd) -> Result<(Seen, fs::Metadata), FileError> {
             let seen = Seen::Pipe {
                 ino,
                 fifo_path: String::new(),
+                deleted: false,
             };
             return Ok((seen, meta));
         }
@@ -538,12 +539,15 @@ fn classify(open: &OpenFd) -> Result<(Seen, fs::Metadata), FileError> {
     let file_type = meta.file_type();
     let o_path = open.flags & libc::O_PATH as u32 != 0;
     let seen = if file_type.is_dir() {
-        if deleted {
-            return Err(open.refuse("deleted directory", true));
-        }
-        Seen::Directory { path }
+        Seen::Directory { path, deleted }
     } else if file_type.is_file() {
         Seen::Regular { path, deleted }
+    } else if deleted && file_type.is_fifo() {
+        Seen::Pipe {
+            ino: meta.ino(),
+            fifo_path: path,
+            deleted: true,
+        }
     } else if deleted {
         return Err(open.refuse(format!("deleted {}", type_name(&meta)), true));
     } else if o_path {
@@ -556,6 +560,7 @@ fn classify(open: &OpenFd) -> Result<(Seen, fs::Metadata), FileError> {
         Seen::Pipe {
             ino: meta.ino(),
             fifo_path: path,
+            deleted: false,
         }
     } else if file_type.is_char_device() {
         Seen::CharDevice { path }
@@ -586,7 +591,7 @@ fn unreachable_by_path(open: &OpenFd) -> Option<&'static str> {
 /// A path-based file must still be found at its path, or a restore would open another one.
 fn check_reachable(open: &OpenFd, seen: &Seen, meta: &fs::Metadata) -> Result<(), FileError> {
     let path = match seen {
-        Seen::Regular { path, .. } | Seen::Directory { path } => path,
+        Seen::Regular { path, .. } | Seen::Directory { path, .. } => path,
         Seen::Pipe { fifo_path, .. } => fifo_path,
         Seen::CharDevice { .. } | Seen::Anon { .. } | Seen::Memfd | Seen::Socket { .. } => {
             return Ok(())

@@ -267,6 +267,21 @@ pub fn link(pid: Pid, name: &str) -> Result<PathBuf> {
     fs::read_link(dir(pid).join(name)).map_err(|e| read_err(pid, name, e))
 }
 
+/// stat of what the /proc/PID symlink `name` (cwd, root, fd/N) leads to.
+pub fn stat_link(pid: Pid, name: &str) -> Result<fs::Metadata> {
+    fs::metadata(dir(pid).join(name)).map_err(|e| read_err(pid, name, e))
+}
+
+/// The working directory of `pid` and whether it was removed (the path without
+/// " (deleted)").
+pub fn cwd(pid: Pid) -> Result<(String, bool)> {
+    let path = link(pid, "cwd")?.to_string_lossy().into_owned();
+    Ok(match path.strip_suffix(" (deleted)") {
+        Some(gone) => (gone.to_string(), true),
+        None => (path, false),
+    })
+}
+
 /// The working (`cwd`) or root (`root`) directory of `pid`, as a path a restore can chdir or
 /// chroot to; a deleted one is refused.
 pub fn dir_link(pid: Pid, name: &'static str) -> Result<String> {

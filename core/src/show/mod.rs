@@ -241,6 +241,7 @@ mod tests {
                     capacity: 65536,
                     data: vec![b'x'; 6000],
                     fifo_path: String::new(),
+                    ..Default::default()
                 })),
             },
             FileDesc {

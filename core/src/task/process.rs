@@ -1,7 +1,7 @@
 //! Process-wide attributes outside memory and files: credentials, resource limits, umask,
 //! personality, name, working and root directory, session and process group.
 
-use cryo_proto::image::{ProcessEntry, Rlimit, TaskCore};
+use cryo_proto::image::{ProcessEntry, RemovedDir, Rlimit, TaskCore};
 use nix::unistd::Pid;
 
 use crate::error::Result;
@@ -28,6 +28,12 @@ pub fn dump(pid: Pid, stat: &proc::Stat) -> Result<TaskCore> {
     let comm = std::fs::read_to_string(proc::dir(pid).join("comm"))
         .map(|s| s.trim_end_matches('\n').to_string())
         .unwrap_or_else(|_| stat.comm.clone());
+    let (cwd, removed) = proc::cwd(pid)?;
+    let cwd_removed = if removed {
+        Some(removed_dir(pid)?)
+    } else {
+        None
+    };
     Ok(TaskCore {
         pid: pid.as_raw(),
         comm,
@@ -35,9 +41,23 @@ pub fn dump(pid: Pid, stat: &proc::Stat) -> Result<TaskCore> {
         umask,
         creds: Some(creds),
         rlimits,
-        cwd: proc::dir_link(pid, "cwd")?,
+        cwd,
+        cwd_removed,
         root: proc::dir_link(pid, "root")?,
         ..Default::default()
+    })
+}
+
+/// What a restore needs to make a removed working directory again: its owner, mode, times.
+fn removed_dir(pid: Pid) -> Result<RemovedDir> {
+    use std::os::unix::fs::MetadataExt;
+    let m = proc::stat_link(pid, "cwd")?;
+    Ok(RemovedDir {
+        mode: m.mode() & 0o7777,
+        uid: m.uid(),
+        gid: m.gid(),
+        atime_ns: m.atime() * 1_000_000_000 + m.atime_nsec(),
+        mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
     })
 }
 
@@ -136,8 +156,11 @@ pub fn restore_in_child(core: &TaskCore) -> Result<(), ChildError> {
     let me = nix::unistd::getpid();
     // The working directory first: both paths are as cryo sees them (from the real root),
     // and chroot keeps the working directory.
-    nix::unistd::chdir(core.cwd.as_str())
-        .map_err(|e| ChildError::sys_on(ChildStep::Chdir, &core.cwd)(e.into()))?;
+    match &core.cwd_removed {
+        None => nix::unistd::chdir(core.cwd.as_str()),
+        Some(removed) => enter_removed(&core.cwd, removed),
+    }
+    .map_err(|e| ChildError::sys_on(ChildStep::Chdir, &core.cwd)(e.into()))?;
     if core.root != "/" {
         nix::unistd::chroot(core.root.as_str())
             .map_err(|e| ChildError::sys_on(ChildStep::Chroot, &core.root)(e.into()))?;
@@ -156,6 +179,29 @@ pub fn restore_in_child(core: &TaskCore) -> Result<(), ChildError> {
     let name = std::ffi::CString::new(core.comm.as_bytes()).unwrap_or_default();
     nix::sys::prctl::set_name(&name).map_err(ChildError::sys(ChildStep::SetComm))?;
     Ok(())
+}
+
+/// Makes the removed working directory `path` again (files/regular.rs: at its path when free,
+/// else beside it), enters it, removes it, then gives it its owner, mode and times.
+fn enter_removed(path: &str, removed: &RemovedDir) -> nix::Result<()> {
+    let made = crate::files::make_dir_again(std::path::Path::new(path))
+        .map_err(|e| nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
+    let entered = nix::unistd::chdir(&made);
+    let _ = std::fs::remove_dir(&made);
+    entered?;
+    let here = nix::fcntl::open(
+        ".",
+        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )?;
+    crate::files::set_dir_attrs(
+        &here,
+        removed.mode,
+        removed.uid,
+        removed.gid,
+        removed.atime_ns,
+        removed.mtime_ns,
+    )
 }
 
 #[cfg(test)]

@@ -10,12 +10,17 @@
 //!             exited MS -> yes | no  (poll(47, POLLIN) for up to MS ms: the process exited)
 //!             flags     -> <F_GETFL of 47, octal>
 //!             flags-of FD -> <F_GETFL of FD, octal>
+//!             stat FD   -> <mode, octal> <uid> <gid> <mtime ns> <nlink>  (fstat)
+//!             put FD TEXT -> ok  (write TEXT to FD)
+//!             create-in FD -> created | errno N  (openat(FD, "new-file", O_CREAT))
+//!             take FD   -> <what a non-blocking read of FD gives> | empty
 //!             exit-info FD -> status <hex> | none  (PIDFD_GET_INFO with PIDFD_INFO_EXIT)
 //!             ino FD    -> <st_ino of FD>
 //!             signal0-of FD -> ok | err ...  (pidfd_send_signal(FD, 0))
 //!             pidfd-of FD -> <Pid: of FD's fdinfo>
 //!             wait FD   -> status <hex>  (waitid(P_PIDFD, FD, WEXITED): reaps a zombie child)
-//! KIND: netns | deleted-fifo | deleted-dir | deleted-dev | deleted-symlink | symlink
+//! KIND: netns | deleted-fifo (O_RDWR) | deleted-fifo-ends (47: read end, O_NONBLOCK;
+//!       49: write end; the FIFO mode 0640, owned by 1234:1235, then deleted) | deleted-dir | deleted-dev | deleted-symlink | symlink
 //!       | pidfd-self | pidfd-child (of a child blocked in pause(), dumped with it)
 //!       | pidfd-child-nonblock (the same, PIDFD_NONBLOCK)
 //!       | pidfd-child-shared (pidfd-child, then a second child forked: it inherits fd 47)
@@ -48,6 +53,19 @@ fn hold(kind: &str, dir: &Path) -> std::io::Result<i32> {
             let fd = sys::open(&at("fifo"), libc::O_RDWR)?;
             std::fs::remove_file(at("fifo"))?;
             fd
+        }
+        "deleted-fifo-ends" => {
+            sys::mkfifo(&at("fifo"))?;
+            std::os::unix::fs::chown(at("fifo"), Some(1234), Some(1235))?;
+            std::fs::set_permissions(
+                at("fifo"),
+                std::os::unix::fs::PermissionsExt::from_mode(0o640),
+            )?;
+            let rd = sys::open(&at("fifo"), libc::O_RDONLY | libc::O_NONBLOCK)?;
+            let wr = sys::open(&at("fifo"), libc::O_WRONLY)?;
+            sys::move_fd(wr, 49)?;
+            std::fs::remove_file(at("fifo"))?;
+            rd
         }
         "deleted-dir" => {
             std::fs::create_dir(at("gone"))?;
@@ -172,6 +190,52 @@ impl Mode for Held {
             ("flags", []) => sys::file_flags(FD)
                 .map(|f| format!("{f:o}"))
                 .map_err(io_err),
+            ("stat", [fd]) => {
+                use std::os::unix::fs::MetadataExt;
+                let m =
+                    std::fs::metadata(format!("/proc/self/fd/{}", number(fd)?)).map_err(io_err)?;
+                Ok(format!(
+                    "{:o} {} {} {} {}",
+                    m.mode() & 0o7777,
+                    m.uid(),
+                    m.gid(),
+                    m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+                    m.nlink()
+                ))
+            }
+            ("create-in", [fd]) => {
+                let name = std::ffi::CString::new("new-file").expect("no NUL");
+                // SAFETY: name is a NUL-terminated string alive for the call.
+                let r = unsafe {
+                    libc::openat(
+                        number(fd)?,
+                        name.as_ptr(),
+                        libc::O_CREAT | libc::O_WRONLY,
+                        0o600,
+                    )
+                };
+                if r < 0 {
+                    Ok(format!(
+                        "errno {}",
+                        std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+                    ))
+                } else {
+                    sys::close(r);
+                    Ok("created".into())
+                }
+            }
+            ("put", [fd, text]) => sys::write_all(number(fd)?, text.as_bytes())
+                .map(|()| "ok".into())
+                .map_err(io_err),
+            ("take", [fd]) => {
+                let mut buf = vec![0u8; 4096];
+                match sys::read(number(fd)?, &mut buf) {
+                    Ok(0) => Ok("empty".into()),
+                    Ok(n) => Ok(String::from_utf8_lossy(&buf[..n]).into_owned()),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok("empty".into()),
+                    Err(e) => Err(io_err(e)),
+                }
+            }
             ("flags-of", [fd]) => sys::file_flags(number(fd)?)
                 .map(|f| format!("{f:o}"))
                 .map_err(io_err),

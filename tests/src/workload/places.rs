@@ -8,6 +8,8 @@
 //! places proc-fd DIR       fd 40 on /proc/<its own pid>/status
 //!                          where -> <working directory> (getcwd, as the process sees it)
 //!                          root  -> whether / holds the marker file DIR/jail/marker
+//!                          cwd   -> <the link /proc/self/cwd> <mode, octal> <nlink> <mtime ns>
+//!                          create-here -> created | errno N  (open("x", O_CREAT) in the cwd)
 //! ```
 
 use std::path::Path;
@@ -61,6 +63,22 @@ impl Mode for Places {
                 .map(|d| d.display().to_string())
                 .map_err(|e| e.to_string()),
             "root" => Ok(Path::new("/marker").exists().to_string()),
+            "cwd" => {
+                use std::os::unix::fs::MetadataExt;
+                let link = std::fs::read_link("/proc/self/cwd").map_err(|e| e.to_string())?;
+                let m = std::fs::metadata("/proc/self/cwd").map_err(|e| e.to_string())?;
+                Ok(format!(
+                    "{} {:o} {} {}",
+                    link.display(),
+                    m.mode() & 0o7777,
+                    m.nlink(),
+                    m.mtime() * 1_000_000_000 + m.mtime_nsec()
+                ))
+            }
+            "create-here" => match std::fs::File::create("x") {
+                Ok(_) => Ok("created".into()),
+                Err(e) => Ok(format!("errno {}", e.raw_os_error().unwrap_or(0))),
+            },
             _ => unknown(verb),
         }
     }
