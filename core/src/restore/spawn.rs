@@ -81,7 +81,12 @@ impl Planned {
         ns: Option<Namespaces>,
         guardian: Option<RestoreGuardian>,
     ) -> Result<Spawned> {
-        if ns.is_none_or(|ns| !ns.pid) {
+        let own_pidns = self.loaded.inventory.pid_ns;
+        if own_pidns != 0 && ns.is_some() {
+            return Err(RestoreError::PidNamespaceImage { inode: own_pidns }.into());
+        }
+        // In a namespace made for the tree, every pid is free.
+        if own_pidns == 0 && ns.is_none_or(|ns| !ns.pid) {
             for t in &self.loaded.tasks {
                 for thread in &t.core.threads {
                     wait_pid_free(Pid::from_raw(thread.tid))?;
@@ -149,7 +154,9 @@ fn spawn_tree(tree: &Planned, ns: Option<Namespaces>) -> Result<(Vec<Pid>, Optio
         });
     }
     let mut created: Vec<Option<Pid>> = vec![None; n];
-    let in_pidns = ns.is_some_and(|ns| ns.pid);
+    // The tree's own PID namespace (the dump's), made again by forking its root, its init.
+    let own_pidns = tree.loaded.inventory.pid_ns != 0;
+    let in_pidns = own_pidns || ns.is_some_and(|ns| ns.pid);
     let mut init = None;
     // The objects at their slots while the roots are forked; closed then (or on a failure).
     let mut object_slots = Slots(Vec::new());
@@ -204,7 +211,12 @@ fn spawn_tree(tree: &Planned, ns: Option<Namespaces>) -> Result<(Vec<Pid>, Optio
                 }
                 for &r in &plan.roots {
                     let pid = Pid::from_raw(tree.loaded.tasks[r].entry.pid);
-                    match fork_with_pid(pid) {
+                    let forked = if own_pidns {
+                        new_pid_namespace(pid, plan.roots.len())
+                    } else {
+                        fork_with_pid(pid)
+                    };
+                    match forked {
                         Ok(Forked::Child) => child_main(tree, r),
                         Ok(Forked::Parent(child)) => created[r] = Some(child),
                         Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
@@ -278,6 +290,18 @@ fn spawn_tree(tree: &Planned, ns: Option<Namespaces>) -> Result<(Vec<Pid>, Optio
         return Err(e);
     }
     Ok((created.into_iter().flatten().collect(), init))
+}
+
+/// Forks the init of the tree's own PID namespace (`pid`: 1, the only one of `roots` roots)
+/// into a new one: it is PID 1 there, the namespace's reaper, and unkillable from inside.
+fn new_pid_namespace(pid: Pid, roots: usize) -> std::io::Result<Forked> {
+    if pid.as_raw() != 1 || roots != 1 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("the image's pid namespace has {roots} roots, the first pid {pid}, not one init (pid 1)"),
+        ));
+    }
+    crate::sys::process::fork_into_namespaces(libc::CLONE_NEWPID as u64)
 }
 
 /// The pid, as cryo sees it, of the child of `parent` whose pid in its own PID namespace is

@@ -38,6 +38,7 @@ mod mappings;
 mod memory;
 mod notify;
 mod pipe;
+mod pid_ns;
 mod pipe_split;
 mod places;
 mod pty_shell;
@@ -98,6 +99,7 @@ pub const MODES: &[(&str, Start)] = &[
     ("sigtrap", sigtrap::start),
     ("unsupported", unsupported::start),
     ("tree", tree::start),
+    ("pid-ns", pid_ns::start),
     ("timers", timers::start),
     ("waits", waits::start),
     ("timerfds", timerfds::start),

@@ -1,0 +1,180 @@
+//! `pid-ns`: a tree of three in a PID namespace of its own. This process unshares
+//! CLONE_NEWPID and forks the namespace's init (pid 1 there), which answers the commands
+//! while this process only waits for it; the init leads a session, its child a process group
+//! of its own, and that child has a child.
+//!
+//! ```text
+//! pid-ns     ids -> PID PPID PGID SID of the init;the child;the grandchild, each from
+//!            getpid/getppid/getpgid/getsid in that process
+//!            reap -> the init waits for children until none is left: PID:STATUS ... (a
+//!            grandchild whose parent died waits to be reparented, then exits with its new
+//!            getppid() as status)
+//!            kill-self -> alive (the init's SIGKILL to itself is ignored, as for any init)
+//! ```
+
+use std::io;
+use std::path::Path;
+
+use super::kids::{answer_each, ChildPipes};
+use super::{failed, io_err, sys, unknown, Mode};
+
+/// `pid-ns`
+pub fn start(_args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
+    Ok(Box::new(PidNs::start().map_err(failed("pid-ns"))?))
+}
+
+impl Mode for PidNs {
+    fn command(&mut self, verb: &str, args: &[&str]) -> Result<String, String> {
+        match (verb, args) {
+            ("ids", []) => Ok(format!("{};{}", ids(), self.pipes.ask("ids").map_err(io_err)?)),
+            ("reap", []) => Ok(reap_all()),
+            ("kill-self", []) => {
+                sys::signal(std::process::id() as i32, libc::SIGKILL).map_err(io_err)?;
+                Ok("alive".into())
+            }
+            _ => unknown(verb),
+        }
+    }
+}
+
+/// The init's end of the pipes to its child.
+struct PidNs {
+    pipes: ChildPipes,
+}
+
+/// `getpid getppid getpgid getsid` of the calling process.
+fn ids() -> String {
+    // SAFETY: plain calls without pointers.
+    unsafe {
+        format!(
+            "{} {} {} {}",
+            libc::getpid(),
+            libc::getppid(),
+            libc::getpgid(0),
+            libc::getsid(0)
+        )
+    }
+}
+
+/// Waits for every child until none is left: `PID:exit N` or `PID:signal N`, in pid order.
+fn reap_all() -> String {
+    let mut out = Vec::new();
+    loop {
+        let mut status = 0;
+        // SAFETY: status is a valid int for waitpid to fill.
+        let r = unsafe { libc::waitpid(-1, &mut status, 0) };
+        if r < 0 {
+            if io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            break;
+        }
+        let how = if libc::WIFEXITED(status) {
+            format!("exit {}", libc::WEXITSTATUS(status))
+        } else {
+            format!("signal {}", libc::WTERMSIG(status))
+        };
+        out.push((r, how));
+    }
+    out.sort();
+    let all: Vec<String> = out.iter().map(|(p, h)| format!("{p}:{h}")).collect();
+    all.join(" ")
+}
+
+impl PidNs {
+    fn start() -> io::Result<Self> {
+        // SAFETY: unshare takes no pointers; the workload is single-threaded here.
+        sys::cvt(unsafe { libc::unshare(libc::CLONE_NEWPID) })?;
+        let init = sys::fork()?;
+        if init != 0 {
+            Self::wait_for(init);
+        }
+        sys::setsid()?;
+        let (a_rd, a_wr) = sys::pipe()?;
+        let (b_rd, b_wr) = sys::pipe()?;
+        let child = sys::fork()?;
+        if child == 0 {
+            sys::close(a_wr);
+            sys::close(b_rd);
+            Self::child(a_rd, b_wr);
+        }
+        sys::close(a_rd);
+        sys::close(b_wr);
+        Ok(PidNs {
+            pipes: ChildPipes {
+                to_child: a_wr,
+                from_child: b_rd,
+            },
+        })
+    }
+
+    /// The process outside: waits for the init and ends with its status.
+    fn wait_for(init: i32) -> ! {
+        let mut status = 0;
+        // SAFETY: status is a valid int for waitpid to fill; _exit ends this process.
+        unsafe {
+            while libc::waitpid(init, &mut status, 0) < 0
+                && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
+            {}
+            let code = if libc::WIFEXITED(status) {
+                libc::WEXITSTATUS(status)
+            } else {
+                128 + libc::WTERMSIG(status)
+            };
+            libc::_exit(code)
+        }
+    }
+
+    /// The init's child: a process group of its own, a child of its own, answering `ids`
+    /// with its own and its child's.
+    fn child(rd: i32, wr: i32) -> ! {
+        // SAFETY: plain syscalls in the forked child.
+        unsafe { libc::setpgid(0, 0) };
+        let pipes = (sys::pipe(), sys::pipe());
+        let (Ok((c_rd, c_wr)), Ok((d_rd, d_wr))) = pipes else {
+            // SAFETY: ends the forked child.
+            unsafe { libc::_exit(3) }
+        };
+        match sys::fork() {
+            Ok(0) => {
+                sys::close(rd);
+                sys::close(wr);
+                sys::close(c_wr);
+                sys::close(d_rd);
+                Self::grandchild(c_rd, d_wr)
+            }
+            Ok(_) => {}
+            // SAFETY: ends the forked child.
+            Err(_) => unsafe { libc::_exit(3) },
+        }
+        sys::close(c_rd);
+        sys::close(d_wr);
+        let to_grandchild = ChildPipes {
+            to_child: c_wr,
+            from_child: d_rd,
+        };
+        answer_each(rd, wr, |_| {
+            let theirs = to_grandchild.ask("ids").unwrap_or_else(|e| e.to_string());
+            format!("{};{theirs}", ids())
+        });
+        // SAFETY: ends the forked child.
+        unsafe { libc::_exit(0) }
+    }
+
+    /// The grandchild: answers `ids`; once its parent is gone (its pipe ends), waits to be
+    /// reparented and exits with its new parent's pid.
+    fn grandchild(rd: i32, wr: i32) -> ! {
+        let parent = sys::getppid();
+        answer_each(rd, wr, |_| ids());
+        // The parent's fds close before it is reparented away: bounded wait for the move.
+        for _ in 0..100_000 {
+            if sys::getppid() != parent {
+                break;
+            }
+            // SAFETY: sched_yield takes no arguments.
+            unsafe { libc::sched_yield() };
+        }
+        // SAFETY: ends the forked grandchild.
+        unsafe { libc::_exit(sys::getppid()) }
+    }
+}
