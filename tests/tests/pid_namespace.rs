@@ -18,6 +18,9 @@ use cryo_tests::{cryo_bin, status_field, Pidfd, Reaper, Workload, CMD_TIMEOUT};
 /// init leads its session, its child a group of its own, the grandchild is in that group.
 const IDS: &str = "1 0 1 1;2 1 2 1;3 2 2 1";
 
+/// What the init reports of its pipe's owner (F_SETOWN) and its pidfd: both its child.
+const REFS: &str = "owner=2 pidfd=2";
+
 /// The processes of this test's workloads (our dir in their command line) that are in a PID
 /// namespace one level below ours: namespace inode -> (pid there -> pid here).
 fn namespaces_of(dir: &Path) -> BTreeMap<u64, BTreeMap<i32, i32>> {
@@ -91,6 +94,7 @@ fn a_tree_in_its_own_pid_namespace_comes_back_in_a_new_one_with_its_pids() {
     let w = Workload::spawn("pid-ns", &[]);
     assert_eq!(w.pid(), 1, "the workload answers from the namespace's init");
     assert_eq!(w.cmd("ids"), IDS, "before the dump");
+    assert_eq!(w.cmd("refs"), REFS, "before the dump");
     let (original_ns, original) = new_namespace(w.dir(), &[]);
     let init = original[&1];
     let img = w.path("img");
@@ -116,6 +120,7 @@ fn a_tree_in_its_own_pid_namespace_comes_back_in_a_new_one_with_its_pids() {
     reaper.0.extend(a_pids.values());
     let original_init = stop(init);
     assert_eq!(w.cmd("ids"), IDS, "each process of the copy, from inside");
+    assert_eq!(w.cmd("refs"), REFS, "the copy's fd owner and pidfd");
 
     // A second copy: two namespaces side by side with the same pids.
     let b = restore_copy(&w, &img);
@@ -165,4 +170,26 @@ fn a_process_in_a_pid_namespace_whose_init_is_not_dumped_is_refused() {
         .assert_stderr_mentions("pid_for_children")
         .assert_stderr_mentions(&format!("[{inode}]"));
     assert_eq!(w.cmd("ids"), IDS, "the tree runs on as before");
+}
+
+#[test]
+fn a_killed_tree_in_a_pid_namespace_comes_back_with_its_pids() {
+    cryo_bin();
+    let mut w = Workload::spawn("pid-ns", &[]);
+    assert_eq!(w.cmd("ids"), IDS);
+    let (_, original) = new_namespace(w.dir(), &[]);
+    let init = Pidfd::open(original[&1]).unwrap();
+    let init_arg = original[&1].to_string();
+    let img = w.path("img");
+    w.cryo(&["dump".as_ref(), "-t".as_ref(), init_arg.as_ref(), "-D".as_ref(), img.as_os_str()])
+        .assert_success();
+    assert!(init.wait_exit(CMD_TIMEOUT), "the dumped init was not killed");
+    let root = restore_copy(&w, &img);
+    let _reaper = Reaper(vec![root]);
+    let (_, restored) = new_namespace(w.dir(), &[]);
+    assert_eq!(restored[&1], root);
+    // The harness watches the restored root now (it answers `pid` with 1, as before).
+    w.adopt_restored_at(root);
+    assert_eq!(w.cmd("ids"), IDS, "each restored process, from inside");
+    assert_eq!(w.cmd("refs"), REFS, "the fd owner and the pidfd, from inside");
 }

@@ -10,6 +10,9 @@
 //!            grandchild whose parent died waits to be reparented, then exits with its new
 //!            getppid() as status)
 //!            kill-self -> alive (the init's SIGKILL to itself is ignored, as for any init)
+//!            refs -> owner=PID pidfd=PID: the owner (F_GETOWN) of the init's pipe to its
+//!            child, set to the child, and the pid (fdinfo NSpid, innermost) of the init's
+//!            pidfd of its child: both the child's pid in the namespace
 //! ```
 
 use std::io;
@@ -28,6 +31,19 @@ impl Mode for PidNs {
         match (verb, args) {
             ("ids", []) => Ok(format!("{};{}", ids(), self.pipes.ask("ids").map_err(io_err)?)),
             ("reap", []) => Ok(reap_all()),
+            ("refs", []) => {
+                // SAFETY: F_GETOWN takes no pointer.
+                let owner = unsafe { libc::fcntl(self.pipes.to_child, libc::F_GETOWN) };
+                let fdinfo = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", self.pidfd))
+                    .map_err(io_err)?;
+                let target = fdinfo
+                    .lines()
+                    .find_map(|l| l.strip_prefix("NSpid:"))
+                    .and_then(|v| v.split_whitespace().last())
+                    .unwrap_or("?")
+                    .to_string();
+                Ok(format!("owner={owner} pidfd={target}"))
+            }
             ("kill-self", []) => {
                 sys::signal(std::process::id() as i32, libc::SIGKILL).map_err(io_err)?;
                 Ok("alive".into())
@@ -40,6 +56,8 @@ impl Mode for PidNs {
 /// The init's end of the pipes to its child.
 struct PidNs {
     pipes: ChildPipes,
+    /// A pidfd of the child.
+    pidfd: i32,
 }
 
 /// `getpid getppid getpgid getsid` of the calling process.
@@ -100,11 +118,15 @@ impl PidNs {
         }
         sys::close(a_rd);
         sys::close(b_wr);
+        // SAFETY: F_SETOWN takes a plain pid.
+        sys::cvt(unsafe { libc::fcntl(a_wr, libc::F_SETOWN, child) })?;
+        let pidfd = sys::pidfd_open(child)?;
         Ok(PidNs {
             pipes: ChildPipes {
                 to_child: a_wr,
                 from_child: b_rd,
             },
+            pidfd,
         })
     }
 
