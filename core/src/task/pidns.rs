@@ -73,13 +73,15 @@ pub enum PidNsError {
     },
     /// A process unshared CLONE_NEWPID and did not fork since.
     #[error(
-        "pid {pid}: made a pid namespace for its children (pid_for_children:[{inode}]) it \
-         is not in: a namespace no process entered yet is not restored"
+        "pid {pid}: made a pid namespace for its children ({}) it is not in: only a pid \
+         namespace whose init is the root of the dump is restored",
+        match inode { 0 => "pid_for_children, no process in it yet".to_string(),
+                      n => format!("pid_for_children:[{n}]") }
     )]
     ForChildren {
         /// The process.
         pid: Pid,
-        /// The namespace's inode (0: not entered yet).
+        /// The namespace's inode (0: no process entered it yet).
         inode: u64,
     },
     /// The dump holds more than one tree and one is in a PID namespace of its own.
