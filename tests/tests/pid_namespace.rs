@@ -21,6 +21,9 @@ const IDS: &str = "1 0 1 1;2 1 2 1;3 2 2 1";
 /// What the init reports of its pipe's owner (F_SETOWN) and its pidfd: both its child.
 const REFS: &str = "owner=2 pidfd=2";
 
+/// The message the init queued to its child (SCM_CREDENTIALS: its pid there, uid and gid 0).
+const CREDS: &str = "hi 1 0 0";
+
 /// The processes of this test's workloads (our dir in their command line) that are in a PID
 /// namespace one level below ours: namespace inode -> (pid there -> pid here).
 fn namespaces_of(dir: &Path) -> BTreeMap<u64, BTreeMap<i32, i32>> {
@@ -95,6 +98,7 @@ fn a_tree_in_its_own_pid_namespace_comes_back_in_a_new_one_with_its_pids() {
     assert_eq!(w.pid(), 1, "the workload answers from the namespace's init");
     assert_eq!(w.cmd("ids"), IDS, "before the dump");
     assert_eq!(w.cmd("refs"), REFS, "before the dump");
+    assert_eq!(w.cmd("tid"), "4", "the init's second thread, before the dump");
     let (original_ns, original) = new_namespace(w.dir(), &[]);
     let init = original[&1];
     let img = w.path("img");
@@ -121,6 +125,8 @@ fn a_tree_in_its_own_pid_namespace_comes_back_in_a_new_one_with_its_pids() {
     let original_init = stop(init);
     assert_eq!(w.cmd("ids"), IDS, "each process of the copy, from inside");
     assert_eq!(w.cmd("refs"), REFS, "the copy's fd owner and pidfd");
+    assert_eq!(w.cmd("creds"), CREDS, "the queued message's credentials, in the copy");
+    assert_eq!(w.cmd("tid"), "4", "the copy's second thread");
 
     // A second copy: two namespaces side by side with the same pids.
     let b = restore_copy(&w, &img);
@@ -192,4 +198,6 @@ fn a_killed_tree_in_a_pid_namespace_comes_back_with_its_pids() {
     w.adopt_restored_at(root);
     assert_eq!(w.cmd("ids"), IDS, "each restored process, from inside");
     assert_eq!(w.cmd("refs"), REFS, "the fd owner and the pidfd, from inside");
+    assert_eq!(w.cmd("creds"), CREDS, "the queued message's credentials");
+    assert_eq!(w.cmd("tid"), "4", "the init's second thread");
 }

@@ -13,12 +13,17 @@
 //!            refs -> owner=PID pidfd=PID: the owner (F_GETOWN) of the init's pipe to its
 //!            child, set to the child, and the pid (fdinfo NSpid, innermost) of the init's
 //!            pidfd of its child: both the child's pid in the namespace
+//!            creds -> MSG PID UID GID: the message the init queued to its child on a
+//!            datagram pair with its credentials (SCM_CREDENTIALS), read by the child
+//!            tid -> the tid a second thread of the init reads (gettid) now
 //! ```
 
 use std::io;
 use std::path::Path;
+use std::sync::mpsc;
 
 use super::kids::{answer_each, ChildPipes};
+use super::unix_msg;
 use super::{failed, io_err, sys, unknown, Mode};
 
 /// `pid-ns`
@@ -44,6 +49,12 @@ impl Mode for PidNs {
                     .to_string();
                 Ok(format!("owner={owner} pidfd={target}"))
             }
+            ("creds", []) => self.pipes.ask("creds").map_err(io_err),
+            ("tid", []) => {
+                self.ask_tid.send(()).map_err(|e| e.to_string())?;
+                let tid = self.tid.recv().map_err(|e| e.to_string())?;
+                Ok(tid.to_string())
+            }
             ("kill-self", []) => {
                 sys::signal(std::process::id() as i32, libc::SIGKILL).map_err(io_err)?;
                 Ok("alive".into())
@@ -58,6 +69,9 @@ struct PidNs {
     pipes: ChildPipes,
     /// A pidfd of the child.
     pidfd: i32,
+    /// Asks the second thread its tid, and its answer.
+    ask_tid: mpsc::Sender<()>,
+    tid: mpsc::Receiver<i32>,
 }
 
 /// `getpid getppid getpgid getsid` of the calling process.
@@ -110,23 +124,54 @@ impl PidNs {
         sys::setsid()?;
         let (a_rd, a_wr) = sys::pipe()?;
         let (b_rd, b_wr) = sys::pipe()?;
+        let mut pair = [0i32; 2];
+        // SAFETY: socketpair fills our two-int array.
+        sys::cvt(unsafe {
+            libc::socketpair(libc::AF_UNIX, libc::SOCK_DGRAM, 0, pair.as_mut_ptr())
+        })?;
+        unix_msg::set_passcred(pair[1])?;
+        // SAFETY: getpid/getuid/getgid take nothing.
+        let me = unsafe {
+            libc::ucred {
+                pid: libc::getpid(),
+                uid: libc::getuid(),
+                gid: libc::getgid(),
+            }
+        };
+        unix_msg::sendmsg(pair[0], b"hi", &[], Some(me))?;
+        sys::close(pair[0]);
         let child = sys::fork()?;
         if child == 0 {
             sys::close(a_wr);
             sys::close(b_rd);
-            Self::child(a_rd, b_wr);
+            Self::child(a_rd, b_wr, pair[1]);
         }
+        sys::close(pair[1]);
         sys::close(a_rd);
         sys::close(b_wr);
         // SAFETY: F_SETOWN takes a plain pid.
         sys::cvt(unsafe { libc::fcntl(a_wr, libc::F_SETOWN, child) })?;
         let pidfd = sys::pidfd_open(child)?;
+        let pipes = ChildPipes {
+            to_child: a_wr,
+            from_child: b_rd,
+        };
+        // Once the child answers, the grandchild exists (pid 3): the thread gets 4.
+        pipes.ask("ids")?;
+        // A second thread, made after the children: it answers its tid on demand.
+        let (ask_tid, asked) = mpsc::channel::<()>();
+        let (tell, tid) = mpsc::channel::<i32>();
+        std::thread::spawn(move || {
+            while asked.recv().is_ok() {
+                // SAFETY: gettid takes nothing.
+                let _ = tell.send(unsafe { libc::gettid() });
+            }
+        });
         Ok(PidNs {
-            pipes: ChildPipes {
-                to_child: a_wr,
-                from_child: b_rd,
-            },
+            pipes,
             pidfd,
+            ask_tid,
+            tid,
         })
     }
 
@@ -148,8 +193,8 @@ impl PidNs {
     }
 
     /// The init's child: a process group of its own, a child of its own, answering `ids`
-    /// with its own and its child's.
-    fn child(rd: i32, wr: i32) -> ! {
+    /// with its own and its child's, `creds` with the message queued on `creds`.
+    fn child(rd: i32, wr: i32, creds: i32) -> ! {
         // SAFETY: plain syscalls in the forked child.
         unsafe { libc::setpgid(0, 0) };
         let pipes = (sys::pipe(), sys::pipe());
@@ -163,6 +208,7 @@ impl PidNs {
                 sys::close(wr);
                 sys::close(c_wr);
                 sys::close(d_rd);
+                sys::close(creds);
                 Self::grandchild(c_rd, d_wr)
             }
             Ok(_) => {}
@@ -175,7 +221,10 @@ impl PidNs {
             to_child: c_wr,
             from_child: d_rd,
         };
-        answer_each(rd, wr, |_| {
+        answer_each(rd, wr, |msg| {
+            if msg == "creds" {
+                return unix_msg::recv_creds(creds).unwrap_or_else(|e| e.to_string());
+            }
             let theirs = to_grandchild.ask("ids").unwrap_or_else(|e| e.to_string());
             format!("{};{theirs}", ids())
         });
