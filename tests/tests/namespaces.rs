@@ -109,7 +109,11 @@ fn a_process_in_another_namespace_than_cryos_is_refused_naming_pid_and_kind() {
             "{kind}: the dump should be refused\n{out}"
         );
         let pid = w.pid();
-        let thread = if kind == "pid" { String::new() } else { format!(" thread {pid}") };
+        let thread = if kind == "pid" {
+            String::new()
+        } else {
+            format!(" thread {pid}")
+        };
         let prefix = if kind == "pid" { "" } else { "in " };
         assert!(
             out.stderr

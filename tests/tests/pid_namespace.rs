@@ -30,7 +30,11 @@ fn namespaces_of(dir: &Path) -> BTreeMap<u64, BTreeMap<i32, i32>> {
     let dir = dir.as_os_str().as_encoded_bytes().to_vec();
     let mut out: BTreeMap<u64, BTreeMap<i32, i32>> = BTreeMap::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
             continue;
         };
         let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
@@ -61,12 +65,12 @@ fn namespaces_of(dir: &Path) -> BTreeMap<u64, BTreeMap<i32, i32>> {
 }
 
 /// The namespace (inode, pid there -> pid here) that `namespaces_of` lists and `known` does not.
-fn new_namespace(
-    dir: &Path,
-    known: &[u64],
-) -> (u64, BTreeMap<i32, i32>) {
+fn new_namespace(dir: &Path, known: &[u64]) -> (u64, BTreeMap<i32, i32>) {
     let all = namespaces_of(dir);
-    let mut new: Vec<_> = all.into_iter().filter(|(i, _)| !known.contains(i)).collect();
+    let mut new: Vec<_> = all
+        .into_iter()
+        .filter(|(i, _)| !known.contains(i))
+        .collect();
     assert_eq!(new.len(), 1, "one new pid namespace: {new:?}");
     new.remove(0)
 }
@@ -86,9 +90,17 @@ fn stop(pid: i32) -> Pidfd {
 
 /// `cryo restore -D IMG --detach`: the restored root's pid here.
 fn restore_copy(w: &Workload, img: &Path) -> i32 {
-    let out = w.cryo(&["restore".as_ref(), "-D".as_ref(), img.as_os_str(), "--detach".as_ref()]);
+    let out = w.cryo(&[
+        "restore".as_ref(),
+        "-D".as_ref(),
+        img.as_os_str(),
+        "--detach".as_ref(),
+    ]);
     out.assert_success();
-    out.stdout.trim().parse().unwrap_or_else(|_| panic!("no pid printed:\n{out}"))
+    out.stdout
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("no pid printed:\n{out}"))
 }
 
 #[test]
@@ -98,7 +110,11 @@ fn a_tree_in_its_own_pid_namespace_comes_back_in_a_new_one_with_its_pids() {
     assert_eq!(w.pid(), 1, "the workload answers from the namespace's init");
     assert_eq!(w.cmd("ids"), IDS, "before the dump");
     assert_eq!(w.cmd("refs"), REFS, "before the dump");
-    assert_eq!(w.cmd("tid"), "4", "the init's second thread, before the dump");
+    assert_eq!(
+        w.cmd("tid"),
+        "4",
+        "the init's second thread, before the dump"
+    );
     let (original_ns, original) = new_namespace(w.dir(), &[]);
     let init = original[&1];
     let img = w.path("img");
@@ -119,13 +135,20 @@ fn a_tree_in_its_own_pid_namespace_comes_back_in_a_new_one_with_its_pids() {
     let a = restore_copy(&w, &img);
     let mut reaper = Reaper(vec![a]);
     let (a_ns, a_pids) = new_namespace(w.dir(), &[original_ns]);
-    assert_eq!(a_pids[&1], a, "the copy's root is pid 1 of the new namespace");
+    assert_eq!(
+        a_pids[&1], a,
+        "the copy's root is pid 1 of the new namespace"
+    );
     assert_eq!(a_pids.keys().copied().collect::<Vec<_>>(), [1, 2, 3]);
     reaper.0.extend(a_pids.values());
     let original_init = stop(init);
     assert_eq!(w.cmd("ids"), IDS, "each process of the copy, from inside");
     assert_eq!(w.cmd("refs"), REFS, "the copy's fd owner and pidfd");
-    assert_eq!(w.cmd("creds"), CREDS, "the queued message's credentials, in the copy");
+    assert_eq!(
+        w.cmd("creds"),
+        CREDS,
+        "the queued message's credentials, in the copy"
+    );
     assert_eq!(w.cmd("tid"), "4", "the copy's second thread");
 
     // A second copy: two namespaces side by side with the same pids.
@@ -135,13 +158,28 @@ fn a_tree_in_its_own_pid_namespace_comes_back_in_a_new_one_with_its_pids() {
     assert_eq!(b_pids.keys().copied().collect::<Vec<_>>(), [1, 2, 3]);
     reaper.0.extend(b_pids.values());
     let _a_init = stop(a);
-    assert_eq!(w.cmd("ids"), IDS, "each process of the second copy, from inside");
+    assert_eq!(
+        w.cmd("ids"),
+        IDS,
+        "each process of the second copy, from inside"
+    );
 
     // The restored init reaps: its child killed, the grandchild goes to pid 1 there, which
     // collects both (the grandchild's status: its new parent's pid).
-    Pidfd::open(b_pids[&2]).unwrap().signal(libc::SIGKILL).unwrap();
-    assert_eq!(w.cmd("reap"), "2:signal 9 3:exit 1", "the restored init reaps the orphan");
-    assert_eq!(w.cmd("kill-self"), "alive", "SIGKILL from inside does nothing to an init");
+    Pidfd::open(b_pids[&2])
+        .unwrap()
+        .signal(libc::SIGKILL)
+        .unwrap();
+    assert_eq!(
+        w.cmd("reap"),
+        "2:signal 9 3:exit 1",
+        "the restored init reaps the orphan"
+    );
+    assert_eq!(
+        w.cmd("kill-self"),
+        "alive",
+        "SIGKILL from inside does nothing to an init"
+    );
     drop(original_init);
 }
 
@@ -154,7 +192,13 @@ fn a_process_in_a_pid_namespace_whose_init_is_not_dumped_is_refused() {
     let child = pids[&2];
     let child_arg = child.to_string();
     let img = w.path("img");
-    let out = w.cryo(&["dump".as_ref(), "-t".as_ref(), child_arg.as_ref(), "-D".as_ref(), img.as_os_str()]);
+    let out = w.cryo(&[
+        "dump".as_ref(),
+        "-t".as_ref(),
+        child_arg.as_ref(),
+        "-D".as_ref(),
+        img.as_os_str(),
+    ]);
     out.assert_refused()
         .assert_stderr_has_word(&child_arg)
         .assert_stderr_mentions("pid namespace")
@@ -170,7 +214,13 @@ fn a_process_in_a_pid_namespace_whose_init_is_not_dumped_is_refused() {
         .next()
         .and_then(|rest| rest.split_whitespace().nth(1).map(str::to_string))
         .unwrap();
-    let out = w.cryo(&["dump".as_ref(), "-t".as_ref(), outside.as_ref(), "-D".as_ref(), img.as_os_str()]);
+    let out = w.cryo(&[
+        "dump".as_ref(),
+        "-t".as_ref(),
+        outside.as_ref(),
+        "-D".as_ref(),
+        img.as_os_str(),
+    ]);
     out.assert_refused()
         .assert_stderr_has_word(&outside)
         .assert_stderr_mentions("pid_for_children")
@@ -187,9 +237,18 @@ fn a_killed_tree_in_a_pid_namespace_comes_back_with_its_pids() {
     let init = Pidfd::open(original[&1]).unwrap();
     let init_arg = original[&1].to_string();
     let img = w.path("img");
-    w.cryo(&["dump".as_ref(), "-t".as_ref(), init_arg.as_ref(), "-D".as_ref(), img.as_os_str()])
-        .assert_success();
-    assert!(init.wait_exit(CMD_TIMEOUT), "the dumped init was not killed");
+    w.cryo(&[
+        "dump".as_ref(),
+        "-t".as_ref(),
+        init_arg.as_ref(),
+        "-D".as_ref(),
+        img.as_os_str(),
+    ])
+    .assert_success();
+    assert!(
+        init.wait_exit(CMD_TIMEOUT),
+        "the dumped init was not killed"
+    );
     let root = restore_copy(&w, &img);
     let _reaper = Reaper(vec![root]);
     let (_, restored) = new_namespace(w.dir(), &[]);
@@ -197,7 +256,57 @@ fn a_killed_tree_in_a_pid_namespace_comes_back_with_its_pids() {
     // The harness watches the restored root now (it answers `pid` with 1, as before).
     w.adopt_restored_at(root);
     assert_eq!(w.cmd("ids"), IDS, "each restored process, from inside");
-    assert_eq!(w.cmd("refs"), REFS, "the fd owner and the pidfd, from inside");
+    assert_eq!(
+        w.cmd("refs"),
+        REFS,
+        "the fd owner and the pidfd, from inside"
+    );
     assert_eq!(w.cmd("creds"), CREDS, "the queued message's credentials");
     assert_eq!(w.cmd("tid"), "4", "the init's second thread");
+}
+
+#[test]
+fn a_pid_namespace_holding_a_process_outside_the_dump_is_refused() {
+    cryo_bin();
+    let w = Workload::spawn("pid-ns", &[]);
+    assert_eq!(w.cmd("ids"), IDS);
+    let (inode, pids) = new_namespace(w.dir(), &[]);
+    let init = pids[&1];
+    // A process that entered the namespace from outside (setns, then fork): not below its
+    // init, so not in the dump of its tree (killed by the reaper, nsenter then ends).
+    let mut nsenter = std::process::Command::new("nsenter")
+        .arg(format!("--pid=/proc/{init}/ns/pid"))
+        .args(["--", "sleep", "600"])
+        .spawn()
+        .expect("nsenter");
+    let deadline = Instant::now() + CMD_TIMEOUT;
+    let stranger = loop {
+        if let Some(&p) = cryo_tests::children_of(nsenter.id()).first() {
+            if status_field(p, "NSpid").is_some_and(|v| v.split_whitespace().count() == 2) {
+                break p;
+            }
+        }
+        assert!(Instant::now() < deadline, "nsenter's child did not show up");
+        std::thread::yield_now();
+    };
+    let _reaper = Reaper(vec![stranger]);
+    let init_arg = init.to_string();
+    let img = w.path("img");
+    let out = w.cryo(&[
+        "dump".as_ref(),
+        "-t".as_ref(),
+        init_arg.as_ref(),
+        "-D".as_ref(),
+        img.as_os_str(),
+    ]);
+    out.assert_refused()
+        .assert_stderr_has_word(&init_arg)
+        .assert_stderr_mentions(&format!("pid namespace pid:[{inode}]"))
+        .assert_stderr_has_word(&stranger.to_string())
+        .assert_stderr_mentions("not in the dump");
+    assert_eq!(status_field(init, "TracerPid").as_deref(), Some("0"));
+    assert_eq!(w.cmd("ids"), IDS, "the tree runs on as before");
+    // SAFETY: kill takes plain integers.
+    unsafe { libc::kill(stranger, libc::SIGKILL) };
+    let _ = nsenter.wait();
 }

@@ -136,7 +136,11 @@ fn nspid(pid: Pid) -> Result<Vec<i32>, PidNsError> {
         errno: io::Error::other(e.to_string()),
     })?;
     Ok(proc::status_field(&status, "NSpid")
-        .map(|v| v.split_whitespace().filter_map(|n| n.parse().ok()).collect())
+        .map(|v| {
+            v.split_whitespace()
+                .filter_map(|n| n.parse().ok())
+                .collect()
+        })
         .unwrap_or_default())
 }
 
@@ -163,7 +167,8 @@ impl DumpPidNs {
 pub fn find(members: &[(Pid, bool)], roots: &[Pid]) -> Result<Option<DumpPidNs>, PidNsError> {
     let me = Pid::this();
     let read = |pid: Pid, link: &str| {
-        inode(&proc::dir(pid).join("ns").join(link)).map_err(|errno| PidNsError::Read { pid, errno })
+        inode(&proc::dir(pid).join("ns").join(link))
+            .map_err(|errno| PidNsError::Read { pid, errno })
     };
     let ours = read(me, "pid")?;
     let our_depth = nspid(me)?.len();
@@ -316,7 +321,8 @@ impl DumpPidNs {
         for owner in &mut core.fd_owners {
             if owner.owner != 0 {
                 let fd = owner.fd;
-                owner.owner = self.name(host, || format!("fd {fd} owner (F_SETOWN)"), owner.owner)?;
+                owner.owner =
+                    self.name(host, || format!("fd {fd} owner (F_SETOWN)"), owner.owner)?;
             }
         }
         Ok(())
@@ -354,7 +360,10 @@ impl DumpPidNs {
                             .chain(u.pending.iter_mut().map(|p| &mut p.queue));
                         for m in queues.flatten() {
                             if let Some(c) = &mut m.creds {
-                                one("credentials (SCM_CREDENTIALS) of a queued message", &mut c.pid)?;
+                                one(
+                                    "credentials (SCM_CREDENTIALS) of a queued message",
+                                    &mut c.pid,
+                                )?;
                             }
                         }
                     }
@@ -373,7 +382,11 @@ fn nspid_of_thread(pid: Pid, tid: Pid) -> Result<Vec<i32>, PidNsError> {
     Ok(text
         .lines()
         .find_map(|l| l.strip_prefix("NSpid:"))
-        .map(|v| v.split_whitespace().filter_map(|n| n.parse().ok()).collect())
+        .map(|v| {
+            v.split_whitespace()
+                .filter_map(|n| n.parse().ok())
+                .collect()
+        })
         .unwrap_or_default())
 }
 

@@ -34,7 +34,11 @@ pub fn start(_args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
 impl Mode for PidNs {
     fn command(&mut self, verb: &str, args: &[&str]) -> Result<String, String> {
         match (verb, args) {
-            ("ids", []) => Ok(format!("{};{}", ids(), self.pipes.ask("ids").map_err(io_err)?)),
+            ("ids", []) => Ok(format!(
+                "{};{}",
+                ids(),
+                self.pipes.ask("ids").map_err(io_err)?
+            )),
             ("reap", []) => Ok(reap_all()),
             ("refs", []) => {
                 // SAFETY: F_GETOWN takes no pointer.
