@@ -310,3 +310,37 @@ fn a_pid_namespace_holding_a_process_outside_the_dump_is_refused() {
     unsafe { libc::kill(stranger, libc::SIGKILL) };
     let _ = nsenter.wait();
 }
+
+#[test]
+fn a_nested_pid_namespace_is_refused() {
+    cryo_bin();
+    let w = Workload::spawn("pid-ns", &["nested"]);
+    assert_eq!(w.cmd("ids"), IDS);
+    let (_, pids) = new_namespace(w.dir(), &[]);
+    let init_arg = pids[&1].to_string();
+    // The grandchild's child, two levels below us.
+    let deadline = Instant::now() + CMD_TIMEOUT;
+    let nested = loop {
+        if let Some(&p) = cryo_tests::children_of(pids[&3] as u32).first() {
+            break p;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the nested child did not show up"
+        );
+        std::thread::yield_now();
+    };
+    let img = w.path("img");
+    w.cryo(&[
+        "dump".as_ref(),
+        "-t".as_ref(),
+        init_arg.as_ref(),
+        "-D".as_ref(),
+        img.as_os_str(),
+    ])
+    .assert_refused()
+    .assert_stderr_has_word(&nested.to_string())
+    .assert_stderr_mentions("nested pid namespaces are not restored");
+    assert_eq!(status_field(pids[&1], "TracerPid").as_deref(), Some("0"));
+    assert_eq!(w.cmd("ids"), IDS, "the tree runs on as before");
+}

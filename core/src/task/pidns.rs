@@ -172,38 +172,62 @@ pub fn find(members: &[(Pid, bool)], roots: &[Pid]) -> Result<Option<DumpPidNs>,
     };
     let ours = read(me, "pid")?;
     let our_depth = nspid(me)?.len();
-    let mut found: Option<(u64, Pid)> = None;
-    let mut map = HashMap::new();
+    // Each process's pid namespace (None: a zombie's, whose links are gone; its NSpid says
+    // whether it is in cryo's, and it is in its parent's otherwise), its NSpid, and the
+    // namespace it makes for its children.
+    struct Seen {
+        pid: Pid,
+        ns: Option<u64>,
+        levels: Vec<i32>,
+        for_children: Option<u64>,
+    }
+    let mut seen = Vec::with_capacity(members.len());
     for &(pid, zombie) in members {
         let levels = nspid(pid)?;
-        // A zombie's namespace links are gone: its NSpid says whether it is in cryo's, and
-        // it is in its parent's (found before it) otherwise.
-        let ns = match (zombie, found) {
-            (true, _) if levels.len() == our_depth => ours,
-            (true, Some((inode, _))) => inode,
-            _ => read(pid, "pid")?,
+        let (ns, for_children) = if zombie {
+            ((levels.len() == our_depth).then_some(ours), None)
+        } else {
+            (
+                Some(read(pid, "pid")?),
+                Some(read(pid, "pid_for_children")?),
+            )
         };
-        if !zombie {
-            let for_children = read(pid, "pid_for_children")?;
-            if for_children != ns {
+        seen.push(Seen {
+            pid,
+            ns,
+            levels,
+            for_children,
+        });
+    }
+    // Nested namespaces first: their parent's pid_for_children differs from its own too.
+    if let Some(s) = seen.iter().find(|s| s.levels.len() > our_depth + 1) {
+        return Err(PidNsError::Nested {
+            pid: s.pid,
+            inode: s.ns.unwrap_or_default(),
+            depth: s.levels.len().saturating_sub(our_depth),
+        });
+    }
+    for s in &seen {
+        match (s.ns, s.for_children) {
+            (Some(ns), Some(for_children)) if for_children != ns => {
                 return Err(PidNsError::ForChildren {
-                    pid,
+                    pid: s.pid,
                     inode: for_children,
-                });
+                })
             }
+            _ => {}
         }
-        if ns == ours {
+    }
+    let mut found: Option<(u64, Pid)> = None;
+    let mut map = HashMap::new();
+    for s in &seen {
+        let pid = s.pid;
+        if s.ns == Some(ours) {
             continue;
         }
-        if levels.len() != our_depth + 1 {
-            return Err(PidNsError::Nested {
-                pid,
-                inode: ns,
-                depth: levels.len().saturating_sub(our_depth),
-            });
-        }
-        let inside = levels.last().copied().unwrap_or_default();
+        let inside = s.levels.last().copied().unwrap_or_default();
         map.insert(pid.as_raw(), inside);
+        let ns = s.ns.or(found.map(|f| f.0)).unwrap_or_default();
         match found {
             Some((inode, _)) if inode == ns => {}
             _ if inside == 1 && roots == [pid] => found = Some((ns, pid)),

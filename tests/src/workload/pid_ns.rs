@@ -16,6 +16,7 @@
 //!            creds -> MSG PID UID GID: the message the init queued to its child on a
 //!            datagram pair with its credentials (SCM_CREDENTIALS), read by the child
 //!            tid -> the tid a second thread of the init reads (gettid) now
+//! pid-ns nested  the same, the grandchild with a child in a PID namespace of its own
 //! ```
 
 use std::io;
@@ -27,8 +28,9 @@ use super::unix_msg;
 use super::{failed, io_err, sys, unknown, Mode};
 
 /// `pid-ns`
-pub fn start(_args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
-    Ok(Box::new(PidNs::start().map_err(failed("pid-ns"))?))
+pub fn start(args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
+    let nested = args.iter().any(|a| a == "nested");
+    Ok(Box::new(PidNs::start(nested).map_err(failed("pid-ns"))?))
 }
 
 impl Mode for PidNs {
@@ -118,7 +120,7 @@ fn reap_all() -> String {
 }
 
 impl PidNs {
-    fn start() -> io::Result<Self> {
+    fn start(nested: bool) -> io::Result<Self> {
         // SAFETY: unshare takes no pointers; the workload is single-threaded here.
         sys::cvt(unsafe { libc::unshare(libc::CLONE_NEWPID) })?;
         let init = sys::fork()?;
@@ -148,7 +150,7 @@ impl PidNs {
         if child == 0 {
             sys::close(a_wr);
             sys::close(b_rd);
-            Self::child(a_rd, b_wr, pair[1]);
+            Self::child(a_rd, b_wr, pair[1], nested);
         }
         sys::close(pair[1]);
         sys::close(a_rd);
@@ -198,7 +200,7 @@ impl PidNs {
 
     /// The init's child: a process group of its own, a child of its own, answering `ids`
     /// with its own and its child's, `creds` with the message queued on `creds`.
-    fn child(rd: i32, wr: i32, creds: i32) -> ! {
+    fn child(rd: i32, wr: i32, creds: i32, nested: bool) -> ! {
         // SAFETY: plain syscalls in the forked child.
         unsafe { libc::setpgid(0, 0) };
         let pipes = (sys::pipe(), sys::pipe());
@@ -213,7 +215,7 @@ impl PidNs {
                 sys::close(c_wr);
                 sys::close(d_rd);
                 sys::close(creds);
-                Self::grandchild(c_rd, d_wr)
+                Self::grandchild(c_rd, d_wr, nested)
             }
             Ok(_) => {}
             // SAFETY: ends the forked child.
@@ -238,8 +240,19 @@ impl PidNs {
 
     /// The grandchild: answers `ids`; once its parent is gone (its pipe ends), waits to be
     /// reparented and exits with its new parent's pid.
-    fn grandchild(rd: i32, wr: i32) -> ! {
+    fn grandchild(rd: i32, wr: i32, nested: bool) -> ! {
         let parent = sys::getppid();
+        if nested {
+            // A child in a PID namespace below this one, which only waits to be killed.
+            // SAFETY: unshare takes no pointers; the forked child only calls pause().
+            unsafe {
+                if libc::unshare(libc::CLONE_NEWPID) < 0 || libc::fork() == 0 {
+                    loop {
+                        libc::pause();
+                    }
+                }
+            }
+        }
         answer_each(rd, wr, |_| ids());
         // The parent's fds close before it is reparented away: bounded wait for the move.
         for _ in 0..100_000 {
