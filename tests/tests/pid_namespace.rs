@@ -21,6 +21,9 @@ const IDS: &str = "1 0 1 1;2 1 2 1;3 2 2 1";
 /// What the init reports of its pipe's owner (F_SETOWN) and its pidfd: both its child.
 const REFS: &str = "owner=2 pidfd=2";
 
+/// The SIGUSR1 the init's child sent it, pending in the init: its si_pid is the child's.
+const PENDING: &str = "10 from 2";
+
 /// The message the init queued to its child (SCM_CREDENTIALS: its pid there, uid and gid 0).
 const CREDS: &str = "hi 1 0 0";
 
@@ -117,6 +120,11 @@ fn a_tree_in_its_own_pid_namespace_comes_back_in_a_new_one_with_its_pids() {
     );
     let (original_ns, original) = new_namespace(w.dir(), &[]);
     let init = original[&1];
+    let pending = status_field(init, "ShdPnd").unwrap();
+    assert!(
+        cryo_tests::mask_has(&pending, libc::SIGUSR1),
+        "SIGUSR1 pending: {pending}"
+    );
     let img = w.path("img");
     let init_arg = init.to_string();
     w.cryo(&[
@@ -150,6 +158,7 @@ fn a_tree_in_its_own_pid_namespace_comes_back_in_a_new_one_with_its_pids() {
         "the queued message's credentials, in the copy"
     );
     assert_eq!(w.cmd("tid"), "4", "the copy's second thread");
+    assert_eq!(w.cmd("pending"), PENDING, "the copy's pending signal");
 
     // A second copy: two namespaces side by side with the same pids.
     let b = restore_copy(&w, &img);
@@ -263,6 +272,7 @@ fn a_killed_tree_in_a_pid_namespace_comes_back_with_its_pids() {
     );
     assert_eq!(w.cmd("creds"), CREDS, "the queued message's credentials");
     assert_eq!(w.cmd("tid"), "4", "the init's second thread");
+    assert_eq!(w.cmd("pending"), PENDING, "the init's pending signal");
 }
 
 #[test]

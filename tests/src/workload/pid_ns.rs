@@ -16,6 +16,8 @@
 //!            creds -> MSG PID UID GID: the message the init queued to its child on a
 //!            datagram pair with its credentials (SCM_CREDENTIALS), read by the child
 //!            tid -> the tid a second thread of the init reads (gettid) now
+//!            pending -> SIGNO from PID: the SIGUSR1 the child sent the init (blocked there,
+//!            pending), taken with sigtimedwait: its si_pid; or none
 //! pid-ns nested  the same, the grandchild with a child in a PID namespace of its own
 //! ```
 
@@ -56,6 +58,7 @@ impl Mode for PidNs {
                 Ok(format!("owner={owner} pidfd={target}"))
             }
             ("creds", []) => self.pipes.ask("creds").map_err(io_err),
+            ("pending", []) => Ok(take_pending()),
             ("tid", []) => {
                 self.ask_tid.send(()).map_err(|e| e.to_string())?;
                 let tid = self.tid.recv().map_err(|e| e.to_string())?;
@@ -119,6 +122,25 @@ fn reap_all() -> String {
     all.join(" ")
 }
 
+/// The pending SIGUSR1, without waiting: `SIGNO from PID` (its si_pid), or `none`.
+fn take_pending() -> String {
+    // SAFETY: the set and siginfo are plain data we own; a zero timeout does not wait.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGUSR1);
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        let zero = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        match libc::sigtimedwait(&set, &mut info, &zero) {
+            n if n > 0 => format!("{n} from {}", info.si_pid()),
+            _ => "none".into(),
+        }
+    }
+}
+
 impl PidNs {
     fn start(nested: bool) -> io::Result<Self> {
         // SAFETY: unshare takes no pointers; the workload is single-threaded here.
@@ -128,6 +150,19 @@ impl PidNs {
             Self::wait_for(init);
         }
         sys::setsid()?;
+        // SIGUSR1 stays pending here (an init ignores a signal it neither blocks nor handles);
+        // the thread made below inherits the mask.
+        // SAFETY: the set is plain data we own; the process is single-threaded here.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGUSR1);
+            sys::cvt(libc::sigprocmask(
+                libc::SIG_BLOCK,
+                &set,
+                std::ptr::null_mut(),
+            ))?;
+        }
         let (a_rd, a_wr) = sys::pipe()?;
         let (b_rd, b_wr) = sys::pipe()?;
         let mut pair = [0i32; 2];
@@ -202,7 +237,11 @@ impl PidNs {
     /// with its own and its child's, `creds` with the message queued on `creds`.
     fn child(rd: i32, wr: i32, creds: i32, nested: bool) -> ! {
         // SAFETY: plain syscalls in the forked child.
-        unsafe { libc::setpgid(0, 0) };
+        unsafe {
+            libc::setpgid(0, 0);
+            // Pending in the init once this child answers anything.
+            libc::kill(1, libc::SIGUSR1);
+        }
         let pipes = (sys::pipe(), sys::pipe());
         let (Ok((c_rd, c_wr)), Ok((d_rd, d_wr))) = pipes else {
             // SAFETY: ends the forked child.
