@@ -91,14 +91,16 @@ fn stop(pid: i32) -> Pidfd {
     p
 }
 
-/// `cryo restore -D IMG --detach`: the restored root's pid here.
-fn restore_copy(w: &Workload, img: &Path) -> i32 {
-    let out = w.cryo(&[
+/// `cryo restore -D IMG --detach EXTRA...`: the restored root's pid here.
+fn restore_copy(w: &Workload, img: &Path, extra: &[&str]) -> i32 {
+    let mut args = vec![
         "restore".as_ref(),
         "-D".as_ref(),
         img.as_os_str(),
         "--detach".as_ref(),
-    ]);
+    ];
+    args.extend(extra.iter().map(std::ffi::OsStr::new));
+    let out = w.cryo(&args);
     out.assert_success();
     out.stdout
         .trim()
@@ -140,7 +142,7 @@ fn a_tree_in_its_own_pid_namespace_comes_back_in_a_new_one_with_its_pids() {
     assert_eq!(status_field(init, "TracerPid").as_deref(), Some("0"));
 
     // A copy beside the running original: a new namespace with the same pids inside.
-    let a = restore_copy(&w, &img);
+    let a = restore_copy(&w, &img, &[]);
     let mut reaper = Reaper(vec![a]);
     let (a_ns, a_pids) = new_namespace(w.dir(), &[original_ns]);
     assert_eq!(
@@ -160,8 +162,20 @@ fn a_tree_in_its_own_pid_namespace_comes_back_in_a_new_one_with_its_pids() {
     assert_eq!(w.cmd("tid"), "4", "the copy's second thread");
     assert_eq!(w.cmd("pending"), PENDING, "the copy's pending signal");
 
-    // A second copy: two namespaces side by side with the same pids.
-    let b = restore_copy(&w, &img);
+    // A second copy, in a new network namespace too: two PID namespaces side by side with
+    // the same pids.
+    let b = restore_copy(&w, &img, &["--netns"]);
+    let net = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/net")).unwrap();
+    assert_ne!(
+        net(&b.to_string()),
+        net("self"),
+        "--netns: the copy's network namespace"
+    );
+    assert_eq!(
+        net(&a.to_string()),
+        net("self"),
+        "the first copy stayed in ours"
+    );
     reaper.0.push(b);
     let (_, b_pids) = new_namespace(w.dir(), &[original_ns, a_ns]);
     assert_eq!(b_pids.keys().copied().collect::<Vec<_>>(), [1, 2, 3]);
@@ -258,7 +272,17 @@ fn a_killed_tree_in_a_pid_namespace_comes_back_with_its_pids() {
         init.wait_exit(CMD_TIMEOUT),
         "the dumped init was not killed"
     );
-    let root = restore_copy(&w, &img);
+    // Its namespace is the restore's to make: no helper init under --pidns.
+    w.cryo(&[
+        "restore".as_ref(),
+        "-D".as_ref(),
+        img.as_os_str(),
+        "--detach".as_ref(),
+        "--pidns".as_ref(),
+    ])
+    .assert_refused()
+    .assert_stderr_mentions("pid namespace of its own");
+    let root = restore_copy(&w, &img, &[]);
     let _reaper = Reaper(vec![root]);
     let (_, restored) = new_namespace(w.dir(), &[]);
     assert_eq!(restored[&1], root);

@@ -100,10 +100,10 @@ pub enum RestoreError {
         /// The kernel's answer.
         source: std::io::Error,
     },
-    /// `--pidns`/`--netns` asked for an image whose tree has a PID namespace of its own.
+    /// `--pidns` asked for an image whose tree has a PID namespace of its own.
     #[error(
         "the image's tree is in a pid namespace of its own (pid:[{inode}] at dump), made again \
-         by the restore: --pidns/--netns do not apply to it"
+         by the restore: --pidns does not apply to it"
     )]
     PidNamespaceImage {
         /// The namespace's inode at dump.
