@@ -161,6 +161,11 @@ fn a_tree_in_its_own_pid_namespace_comes_back_in_a_new_one_with_its_pids() {
     );
     assert_eq!(w.cmd("tid"), "4", "the copy's second thread");
     assert_eq!(w.cmd("pending"), PENDING, "the copy's pending signal");
+    assert_eq!(
+        w.cmd("timer"),
+        "armed",
+        "the copy's timer of its second thread"
+    );
 
     // A second copy, in a new network namespace too: two PID namespaces side by side with
     // the same pids.
@@ -297,6 +302,11 @@ fn a_killed_tree_in_a_pid_namespace_comes_back_with_its_pids() {
     assert_eq!(w.cmd("creds"), CREDS, "the queued message's credentials");
     assert_eq!(w.cmd("tid"), "4", "the init's second thread");
     assert_eq!(w.cmd("pending"), PENDING, "the init's pending signal");
+    assert_eq!(
+        w.cmd("timer"),
+        "armed",
+        "the init's timer of its second thread"
+    );
 }
 
 #[test]

@@ -342,6 +342,14 @@ impl DumpPidNs {
         for th in &mut core.threads {
             th.tid = self.name(host, || "thread".into(), th.tid)?;
         }
+        for timer in core.posix_timers.iter_mut().filter(|t| t.notify_tid != 0) {
+            let id = timer.id;
+            timer.notify_tid = self.name(
+                host,
+                || format!("POSIX timer {id} (SIGEV_THREAD_ID)"),
+                timer.notify_tid,
+            )?;
+        }
         for owner in &mut core.fd_owners {
             if owner.owner != 0 {
                 let fd = owner.fd;

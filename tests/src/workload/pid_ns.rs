@@ -18,6 +18,8 @@
 //!            tid -> the tid a second thread of the init reads (gettid) now
 //!            pending -> SIGNO from PID: the SIGUSR1 the child sent the init (blocked there,
 //!            pending), taken with sigtimedwait: its si_pid; or none
+//!            timer -> armed: the init's POSIX timer notifying its second thread
+//!            (SIGEV_THREAD_ID, tid 4 there) is armed, an hour away
 //! pid-ns nested  the same, the grandchild with a child in a PID namespace of its own
 //! ```
 
@@ -59,6 +61,15 @@ impl Mode for PidNs {
             }
             ("creds", []) => self.pipes.ask("creds").map_err(io_err),
             ("pending", []) => Ok(take_pending()),
+            ("timer", []) => {
+                // SAFETY: itimerspec is plain data we own.
+                let left = unsafe {
+                    let mut cur: libc::itimerspec = std::mem::zeroed();
+                    sys::cvt(libc::timer_gettime(self.timer, &mut cur)).map_err(io_err)?;
+                    cur.it_value.tv_sec
+                };
+                Ok(if left > 3000 { "armed" } else { "disarmed" }.into())
+            }
             ("tid", []) => {
                 self.ask_tid.send(()).map_err(|e| e.to_string())?;
                 let tid = self.tid.recv().map_err(|e| e.to_string())?;
@@ -81,6 +92,8 @@ struct PidNs {
     /// Asks the second thread its tid, and its answer.
     ask_tid: mpsc::Sender<()>,
     tid: mpsc::Receiver<i32>,
+    /// A POSIX timer notifying the second thread.
+    timer: libc::timer_t,
 }
 
 /// `getpid getppid getpgid getsid` of the calling process.
@@ -208,7 +221,27 @@ impl PidNs {
                 let _ = tell.send(unsafe { libc::gettid() });
             }
         });
+        ask_tid.send(()).map_err(io::Error::other)?;
+        let thread = tid.recv().map_err(io::Error::other)?;
+        // SAFETY: sigevent and itimerspec are plain data we own; timer_create fills `timer`.
+        let timer = unsafe {
+            let mut ev: libc::sigevent = std::mem::zeroed();
+            ev.sigev_notify = libc::SIGEV_THREAD_ID;
+            ev.sigev_signo = libc::SIGUSR2;
+            ev.sigev_notify_thread_id = thread;
+            let mut timer: libc::timer_t = std::mem::zeroed();
+            sys::cvt(libc::timer_create(
+                libc::CLOCK_MONOTONIC,
+                &mut ev,
+                &mut timer,
+            ))?;
+            let mut when: libc::itimerspec = std::mem::zeroed();
+            when.it_value.tv_sec = 3600;
+            sys::cvt(libc::timer_settime(timer, 0, &when, std::ptr::null_mut()))?;
+            timer
+        };
         Ok(PidNs {
+            timer,
             pipes,
             pidfd,
             ask_tid,
