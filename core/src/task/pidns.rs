@@ -454,6 +454,47 @@ mod tests {
             ..Default::default()
         };
         ns.translate_task(&mut child, None, false).unwrap();
+        // What a process's core names: threads, fd owners, SIGEV_THREAD_ID timers.
+        let mut core = TaskCore {
+            fd_owners: vec![cryo_proto::image::FdOwner {
+                fd: 4,
+                owner: 102,
+                ..Default::default()
+            }],
+            posix_timers: vec![cryo_proto::image::PosixTimer {
+                notify_tid: 101,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let mut entry = ProcessEntry {
+            pid: 101,
+            ppid: 100,
+            pgid: 101,
+            sid: 100,
+            ..Default::default()
+        };
+        ns.translate_task(&mut entry, Some((&mut core, &mut MmCore::default())), false)
+            .unwrap();
+        assert_eq!(
+            (core.fd_owners[0].owner, core.posix_timers[0].notify_tid),
+            (3, 2)
+        );
+        // A pidfd of a process outside the namespace.
+        let mut descs = vec![FileDesc {
+            id: 9,
+            kind: Some(Kind::Pidfd(cryo_proto::image::Pidfd {
+                pid: 55,
+                ..Default::default()
+            })),
+            ..Default::default()
+        }];
+        let err = ns.translate_descs(&mut descs, |_| 100).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("pid 100: its file 9: pidfd target names pid 55, outside"),
+            "{err}"
+        );
         assert_eq!((child.pid, child.ppid, child.pgid, child.sid), (3, 2, 2, 1));
         // A session led outside the namespace.
         let mut outside = ProcessEntry {
