@@ -117,7 +117,7 @@ fn a_tree_in_its_own_pid_namespace_comes_back_in_a_new_one_with_its_pids() {
     assert_eq!(w.cmd("refs"), REFS, "before the dump");
     assert_eq!(
         w.cmd("tid"),
-        "4",
+        "5",
         "the init's second thread, before the dump"
     );
     let (original_ns, original) = new_namespace(w.dir(), &[]);
@@ -159,7 +159,7 @@ fn a_tree_in_its_own_pid_namespace_comes_back_in_a_new_one_with_its_pids() {
         CREDS,
         "the queued message's credentials, in the copy"
     );
-    assert_eq!(w.cmd("tid"), "4", "the copy's second thread");
+    assert_eq!(w.cmd("tid"), "5", "the copy's second thread");
     assert_eq!(w.cmd("pending"), PENDING, "the copy's pending signal");
     assert_eq!(
         w.cmd("timer"),
@@ -200,7 +200,7 @@ fn a_tree_in_its_own_pid_namespace_comes_back_in_a_new_one_with_its_pids() {
         .unwrap();
     assert_eq!(
         w.cmd("reap"),
-        "2:signal 9 3:exit 1",
+        "2:signal 9 3:exit 1 4:exit 7",
         "the restored init reaps the orphan"
     );
     assert_eq!(
@@ -300,7 +300,7 @@ fn a_killed_tree_in_a_pid_namespace_comes_back_with_its_pids() {
         "the fd owner and the pidfd, from inside"
     );
     assert_eq!(w.cmd("creds"), CREDS, "the queued message's credentials");
-    assert_eq!(w.cmd("tid"), "4", "the init's second thread");
+    assert_eq!(w.cmd("tid"), "5", "the init's second thread");
     assert_eq!(w.cmd("pending"), PENDING, "the init's pending signal");
     assert_eq!(
         w.cmd("timer"),

@@ -5,7 +5,8 @@
 //!
 //! ```text
 //! pid-ns     ids -> PID PPID PGID SID of the init;the child;the grandchild, each from
-//!            getpid/getppid/getpgid/getsid in that process
+//!            getpid/getppid/getpgid/getsid in that process (the child also has a zombie
+//!            child, pid 4, exited with 7)
 //!            reap -> the init waits for children until none is left: PID:STATUS ... (a
 //!            grandchild whose parent died waits to be reparented, then exits with its new
 //!            getppid() as status)
@@ -19,7 +20,7 @@
 //!            pending -> SIGNO from PID: the SIGUSR1 the child sent the init (blocked there,
 //!            pending), taken with sigtimedwait: its si_pid; or none
 //!            timer -> armed: the init's POSIX timer notifying its second thread
-//!            (SIGEV_THREAD_ID, tid 4 there) is armed, an hour away
+//!            (SIGEV_THREAD_ID, tid 5 there) is armed, an hour away
 //! pid-ns nested  the same, the grandchild with a child in a PID namespace of its own
 //! ```
 
@@ -210,7 +211,8 @@ impl PidNs {
             to_child: a_wr,
             from_child: b_rd,
         };
-        // Once the child answers, the grandchild exists (pid 3): the thread gets 4.
+        // Once the child answers, the grandchild (3) and the zombie (4) exist: the thread
+        // gets 5.
         pipes.ask("ids")?;
         // A second thread, made after the children: it answers its tid on demand.
         let (ask_tid, asked) = mpsc::channel::<()>();
@@ -295,6 +297,22 @@ impl PidNs {
         }
         sys::close(c_rd);
         sys::close(d_wr);
+        // A zombie child (pid 4 there) that exited with 7, left unreaped; a zombie for sure
+        // once this child answers (WNOWAIT leaves it so).
+        // SAFETY: the forked child only exits; siginfo is plain data we own.
+        unsafe {
+            let z = libc::fork();
+            if z == 0 {
+                libc::_exit(7);
+            }
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            libc::waitid(
+                libc::P_PID,
+                z as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT,
+            );
+        }
         let to_grandchild = ChildPipes {
             to_child: c_wr,
             from_child: d_rd,
