@@ -421,34 +421,7 @@ fn dump_tree(
     // From here the images name processes as their PID namespace does (the host's pids stay
     // cryo's, in `live`).
     let roots: Vec<Pid> = match &pidns {
-        Some(ns) => {
-            let root = opts.pids.first().map_or(0, |p| p.as_raw());
-            for (i, e) in pstree.iter_mut().enumerate() {
-                let is_root = e.pid == root;
-                let task = cores.get_mut(i).map(|(c, m)| (c, m));
-                ns.translate_task(e, task, is_root)?;
-            }
-            // The pages files go by the pid of the image too (through a temporary name each:
-            // a host pid of one process may be another's pid in the namespace).
-            let dir = images.path();
-            let renamed = |name: &str| format!("{name}.pidns");
-            for (_, mm) in &cores {
-                if let Some(f) = &mm.pages_file {
-                    std::fs::rename(dir.join(&f.name), dir.join(renamed(&f.name)))
-                        .map_err(|e| Error::sys(Pid::from_raw(mm.pid), "rename the pages file", e))?;
-                }
-            }
-            for (_, mm) in &mut cores {
-                let pid = Pid::from_raw(mm.pid);
-                if let Some(f) = &mut mm.pages_file {
-                    let name = names::pages(pid);
-                    std::fs::rename(dir.join(renamed(&f.name)), dir.join(&name))
-                        .map_err(|e| Error::sys(pid, "rename the pages file", e))?;
-                    f.name = name;
-                }
-            }
-            opts.pids.iter().filter_map(|p| ns.inside(p.as_raw())).map(Pid::from_raw).collect()
-        }
+        Some(ns) => ns.translate_tree(&opts.pids, &mut pstree, &mut cores, images.path())?,
         None => opts.pids.clone(),
     };
     tree::check_sessions(&pstree, &roots, opts.shell_job)?;

@@ -360,6 +360,48 @@ impl DumpPidNs {
         Ok(())
     }
 
+    /// Rewrites the pids of the tree's records (`pstree`: the live processes first, as in
+    /// `cores`, then the zombies) as the namespace names them, and renames the pages files
+    /// in `dir` after them; returns the roots (`roots`: as cryo sees them) there.
+    pub fn translate_tree(
+        &self,
+        roots: &[Pid],
+        pstree: &mut [ProcessEntry],
+        cores: &mut [(TaskCore, MmCore)],
+        dir: &Path,
+    ) -> crate::error::Result<Vec<Pid>> {
+        let root = roots.first().map_or(0, |p| p.as_raw());
+        for (i, e) in pstree.iter_mut().enumerate() {
+            let is_root = e.pid == root;
+            let task = cores.get_mut(i).map(|(c, m)| (c, m));
+            self.translate_task(e, task, is_root)?;
+        }
+        // The pages files go by the pid of the image too, through a temporary name each (a
+        // host pid of one process may be another's pid in the namespace).
+        let aside = |name: &str| dir.join(format!("{name}.pidns"));
+        let failed = |pid: i32| {
+            move |e| crate::error::Error::sys(Pid::from_raw(pid), "rename the pages file", e)
+        };
+        for (_, mm) in cores.iter() {
+            if let Some(f) = &mm.pages_file {
+                std::fs::rename(dir.join(&f.name), aside(&f.name)).map_err(failed(mm.pid))?;
+            }
+        }
+        for (_, mm) in cores.iter_mut() {
+            let pid = mm.pid;
+            if let Some(f) = &mut mm.pages_file {
+                let name = crate::image::names::pages(Pid::from_raw(pid));
+                std::fs::rename(aside(&f.name), dir.join(&name)).map_err(failed(pid))?;
+                f.name = name;
+            }
+        }
+        Ok(roots
+            .iter()
+            .filter_map(|p| self.inside(p.as_raw()))
+            .map(Pid::from_raw)
+            .collect())
+    }
+
     /// Rewrites the pids the descriptions name: pidfds' targets, the sessions and foreground
     /// groups of terminals, the credentials of queued unix messages. `holder`: a process
     /// holding description `id`, for the refusal.
