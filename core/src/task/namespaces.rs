@@ -136,7 +136,7 @@ const REFUSED: &[Kind] = &[
 ];
 
 /// The inode of namespace link `path` (`KIND:[INODE]`).
-fn inode(path: &Path) -> io::Result<u64> {
+pub(crate) fn inode(path: &Path) -> io::Result<u64> {
     let target = std::fs::read_link(path)?;
     let text = target.to_string_lossy();
     text.rsplit_once('[')

@@ -114,18 +114,13 @@ pub enum PidNsError {
     },
 }
 
-/// The inode of namespace link `path` (`KIND:[INODE]`); 0 when the link is absent (a
-/// pid_for_children nobody entered yet).
+/// The inode of namespace link `path`; 0 when the link is absent (a pid_for_children
+/// nobody entered yet).
 fn inode(path: &Path) -> io::Result<u64> {
-    let target = match std::fs::read_link(path) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
-        other => other?,
-    };
-    let text = target.to_string_lossy();
-    text.rsplit_once('[')
-        .and_then(|(_, rest)| rest.strip_suffix(']'))
-        .and_then(|n| n.parse().ok())
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("{text:?}")))
+    match super::namespaces::inode(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
+        other => other,
+    }
 }
 
 /// The NSpid line of `pid`'s (or a thread's) status: its pid in each namespace, cryo's
