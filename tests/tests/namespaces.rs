@@ -99,7 +99,7 @@ fn a_process_in_another_namespace_than_cryos_is_refused_naming_pid_and_kind() {
         ("net", "a network namespace other than cryo's (net:["),
         (
             "pid",
-            "a PID (for its children) namespace other than cryo's",
+            "made a pid namespace for its children (pid_for_children, no process in it yet)",
         ),
     ] {
         let w = Workload::spawn("attrs", &[&format!("unshare={kind}")]);
@@ -109,9 +109,15 @@ fn a_process_in_another_namespace_than_cryos_is_refused_naming_pid_and_kind() {
             "{kind}: the dump should be refused\n{out}"
         );
         let pid = w.pid();
+        let thread = if kind == "pid" {
+            String::new()
+        } else {
+            format!(" thread {pid}")
+        };
+        let prefix = if kind == "pid" { "" } else { "in " };
         assert!(
             out.stderr
-                .contains(&format!("pid {pid} thread {pid}: in {words}")),
+                .contains(&format!("pid {pid}{thread}: {prefix}{words}")),
             "{kind}: {}",
             out.stderr
         );

@@ -33,9 +33,10 @@ pub(super) fn collect(
     members: &DumpMembers,
     pages: bool,
     earlier: Option<&memory::precopy::Earlier>,
+    pidns: Option<u64>,
 ) -> Result<Collected> {
     let mut core = task::dump(pid, stat)?;
-    let mut made = namespaces::dump(pid, frozen.tids())?;
+    let mut made = namespaces::dump(pid, frozen.tids(), pidns)?;
     (core.uts, core.time) = (made.uts.take(), made.time.take());
     core.cgroups = crate::task::cgroups::dump(pid, frozen.tids())?;
     core.cgroupns = made

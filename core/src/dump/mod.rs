@@ -253,6 +253,20 @@ fn dump_tree(
         Guardian::start(&pids, &lock_id, (!leave_running).then_some(&*inventory))
     });
     let mut guardian = guardian.flatten();
+    // A tree in a PID namespace of its own: refused before anything is touched unless it is
+    // the whole namespace under its init.
+    let members: Vec<(Pid, bool)> = tree.iter().map(|m| (m.pid, m.stat.state == 'Z')).collect();
+    let mut pidns = crate::task::pidns::find(&members, &opts.pids)?;
+    if let (Some(ns), Some(_)) = (&pidns, &precopy) {
+        return Err(Error::target(
+            opts.pids[0],
+            format!(
+                "is the init of pid namespace pid:[{}]: --pre-copy does not take a pid \
+                 namespace yet; refused",
+                ns.inode
+            ),
+        ));
+    }
     // Parents first: a child forked meanwhile is seen as a change of the tree below.
     let mut frozen = Vec::with_capacity(live.len());
     for m in &live {
@@ -278,6 +292,11 @@ fn dump_tree(
                 after: a,
             }
             .into());
+        }
+    }
+    if let Some(ns) = &mut pidns {
+        for (m, f) in live.iter().zip(&frozen) {
+            ns.add_threads(m.pid, f.tids())?;
         }
     }
     let fd_opts = FdDumpOptions {
@@ -343,6 +362,7 @@ fn dump_tree(
             &members,
             !opts.check_only,
             earlier.as_ref(),
+            pidns.as_ref().map(|n| n.inode),
         );
         // Whatever happened, the task gets its own state back before anything else.
         let unmapped = scratch.unmap(&remote);
@@ -400,7 +420,13 @@ fn dump_tree(
         entry.exit_status = m.stat.exit_code;
         pstree.push(entry);
     }
-    tree::check_sessions(&pstree, &opts.pids, opts.shell_job)?;
+    // From here the images name processes as their PID namespace does (the host's pids stay
+    // cryo's, in `live`).
+    let roots: Vec<Pid> = match &pidns {
+        Some(ns) => ns.translate_tree(&opts.pids, &mut pstree, &mut cores, images.path())?,
+        None => opts.pids.clone(),
+    };
+    tree::check_sessions(&pstree, &roots, opts.shell_job)?;
     {
         use crate::task::namespaces::{check_tree, CGROUP, TIME, UTS};
         let made = |inode: fn(&cryo_proto::image::TaskCore) -> Option<u64>| -> Vec<(i32, i32, Option<u64>)> {
@@ -426,9 +452,9 @@ fn dump_tree(
     crate::ipc::dump(&live_pids, &attached, images)?;
     let vdso = memory::vdso_identity(live[0].pid)?;
     let mut aio_watch = crate::files::aio::Watch::default();
-    for (core, mm) in &cores {
+    for (m, (core, mm)) in live.iter().zip(&cores) {
+        aio_watch.add(m.pid, mm);
         let pid = Pid::from_raw(core.pid);
-        aio_watch.add(pid, mm);
         images.write(&names::core(pid), ImageKind::Core, std::slice::from_ref(core))?;
         images.write(&names::mm(pid), ImageKind::Mm, std::slice::from_ref(mm))?;
     }
@@ -436,7 +462,15 @@ fn dump_tree(
         // What clients sent before being accepted: reached by accept(), so only now.
         crate::sockets::capture_accept_queues(sockets_held.tasks_mut(), &mut files, images)?;
     }
-    let descs = files.into_descs();
+    let mut descs = files.into_descs();
+    if let Some(ns) = &pidns {
+        let holders: std::collections::HashMap<u32, i32> = live
+            .iter()
+            .zip(&cores)
+            .flat_map(|(m, (core, _))| core.fds.iter().map(move |f| (f.file_id, m.pid.as_raw())))
+            .collect();
+        ns.translate_descs(&mut descs, |id| holders.get(&id).copied().unwrap_or(0))?;
+    }
     images.write(names::FILES, ImageKind::Files, &descs)?;
     images.write(names::PSTREE, ImageKind::Pstree, &pstree)?;
     let has_connections = sockets_held.has_connections();
@@ -473,7 +507,8 @@ fn dump_tree(
                 .map(|u| u.release().to_string_lossy().into_owned())
                 .unwrap_or_default(),
             cryo_version: env!("CARGO_PKG_VERSION").into(),
-            root_pids: opts.pids.iter().map(|p| p.as_raw()).collect(),
+            root_pids: roots.iter().map(|p| p.as_raw()).collect(),
+            pid_ns: pidns.as_ref().map_or(0, |n| n.inode),
             vdso_size: vdso.0,
             vdso_crc32c: vdso.1,
             shell_job: opts.shell_job,

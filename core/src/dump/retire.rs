@@ -21,7 +21,7 @@ use tracing::{info, info_span};
 use super::error::KillError;
 use super::tree::resolve_trees;
 use super::unlock::lock_id_for;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::freeze::FrozenTask;
 use crate::image::{names, ImageDir};
 use crate::sockets::{self, DumpSockets, SocketDumpOptions};
@@ -65,6 +65,18 @@ pub fn kill_left_running(dir: &Path) -> Result<Retired> {
         })
         .collect();
 
+    // The image names a PID namespace's processes by their pids there, not the host's the
+    // running tree has.
+    if inventory.pid_ns != 0 {
+        return Err(Error::target(
+            Pid::from_raw(1),
+            format!(
+                "is the init of pid namespace pid:[{}] in this image: `cryo kill` does not \
+                 take a pid namespace yet; refused",
+                inventory.pid_ns
+            ),
+        ));
+    }
     // The same processes as in the image, still there.
     let roots: Vec<Pid> = inventory
         .root_pids

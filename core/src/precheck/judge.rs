@@ -114,7 +114,8 @@ pub fn check_only(dir: &Path, opts: CheckOptions) -> Result<Verdict> {
         checkpoint_id: inventory.checkpoint_id.clone(),
         ..Verdict::default()
     };
-    if !opts.pidns {
+    // A tree in a PID namespace of its own gets a new one: no pid of it can be taken here.
+    if !opts.pidns && inventory.pid_ns == 0 {
         pids(&check, &mut v);
     }
     for port in check.ports.iter().filter(|_| !opts.netns) {

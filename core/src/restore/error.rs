@@ -100,6 +100,15 @@ pub enum RestoreError {
         /// The kernel's answer.
         source: std::io::Error,
     },
+    /// `--pidns` asked for an image whose tree has a PID namespace of its own.
+    #[error(
+        "the image's tree is in a pid namespace of its own (pid:[{inode}] at dump), made again \
+         by the restore: --pidns does not apply to it"
+    )]
+    PidNamespaceImage {
+        /// The namespace's inode at dump.
+        inode: u64,
+    },
     /// New namespaces hold one tree (one root) for now.
     #[error("--pidns/--netns restore a single tree (one root) for now")]
     NamespacesHoldOneProcess,

@@ -81,7 +81,13 @@ impl Planned {
         ns: Option<Namespaces>,
         guardian: Option<RestoreGuardian>,
     ) -> Result<Spawned> {
-        if ns.is_none_or(|ns| !ns.pid) {
+        let own_pidns = self.loaded.inventory.pid_ns;
+        // Its own PID namespace is made by the restore; a new network namespace may be asked.
+        if own_pidns != 0 && ns.is_some_and(|ns| ns.pid) {
+            return Err(RestoreError::PidNamespaceImage { inode: own_pidns }.into());
+        }
+        // In a namespace made for the tree, every pid is free.
+        if own_pidns == 0 && ns.is_none_or(|ns| !ns.pid) {
             for t in &self.loaded.tasks {
                 for thread in &t.core.threads {
                     wait_pid_free(Pid::from_raw(thread.tid))?;
@@ -149,7 +155,9 @@ fn spawn_tree(tree: &Planned, ns: Option<Namespaces>) -> Result<(Vec<Pid>, Optio
         });
     }
     let mut created: Vec<Option<Pid>> = vec![None; n];
-    let in_pidns = ns.is_some_and(|ns| ns.pid);
+    // The tree's own PID namespace (the dump's), made again by forking its root, its init.
+    let own_pidns = tree.loaded.inventory.pid_ns != 0;
+    let in_pidns = own_pidns || ns.is_some_and(|ns| ns.pid);
     let mut init = None;
     // The objects at their slots while the roots are forked; closed then (or on a failure).
     let mut object_slots = Slots(Vec::new());
@@ -163,8 +171,12 @@ fn spawn_tree(tree: &Planned, ns: Option<Namespaces>) -> Result<(Vec<Pid>, Optio
         })?;
         object_slots.0.push(slot);
     }
+    // A tree with its own PID namespace needs no helper init: its root is the init, made in
+    // the network namespace asked for too.
+    let new_net = own_pidns && ns.is_some_and(|ns| ns.net);
+    let helper_ns = ns.filter(|_| !own_pidns);
     let result = (|| -> Result<()> {
-        match ns {
+        match helper_ns {
             Some(ns) => {
                 // One init per namespace: one root, whose descendants it forks inside.
                 let [r] = plan.roots[..] else {
@@ -204,8 +216,25 @@ fn spawn_tree(tree: &Planned, ns: Option<Namespaces>) -> Result<(Vec<Pid>, Optio
                 }
                 for &r in &plan.roots {
                     let pid = Pid::from_raw(tree.loaded.tasks[r].entry.pid);
-                    match fork_with_pid(pid) {
-                        Ok(Forked::Child) => child_main(tree, r),
+                    let forked = if own_pidns {
+                        new_pid_namespace(pid, plan.roots.len(), new_net)
+                    } else {
+                        fork_with_pid(pid)
+                    };
+                    match forked {
+                        Ok(Forked::Child) => {
+                            if new_net {
+                                if let Err(e) = crate::sys::process::loopback_up() {
+                                    let why = format!(
+                                        "bring loopback up in the new network namespace: {e}"
+                                    );
+                                    let _ =
+                                        crate::sys::spawn::write_raw(plan.ctl(r).1, why.as_bytes());
+                                    crate::sys::process::exit_child(70);
+                                }
+                            }
+                            child_main(tree, r)
+                        }
                         Ok(Forked::Parent(child)) => created[r] = Some(child),
                         Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
                             return Err(RestoreError::PidRaced { pid }.into())
@@ -278,6 +307,20 @@ fn spawn_tree(tree: &Planned, ns: Option<Namespaces>) -> Result<(Vec<Pid>, Optio
         return Err(e);
     }
     Ok((created.into_iter().flatten().collect(), init))
+}
+
+/// Forks the init of the tree's own PID namespace (`pid`: 1, the only one of `roots` roots)
+/// into a new one (and a new network namespace with `net`): it is PID 1 there, the
+/// namespace's reaper, and unkillable from inside.
+fn new_pid_namespace(pid: Pid, roots: usize, net: bool) -> std::io::Result<Forked> {
+    if pid.as_raw() != 1 || roots != 1 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("the image's pid namespace has {roots} roots, the first pid {pid}, not one init (pid 1)"),
+        ));
+    }
+    let net = if net { libc::CLONE_NEWNET as u64 } else { 0 };
+    crate::sys::process::fork_into_namespaces(libc::CLONE_NEWPID as u64 | net)
 }
 
 /// The pid, as cryo sees it, of the child of `parent` whose pid in its own PID namespace is

@@ -38,6 +38,11 @@ pub fn render_text(dir: &Path) -> Result<String> {
     if inv.check_only {
         options.push("check-only");
     }
+    // The tree's own PID namespace: the pids shown are its.
+    let pid_ns = format!("pid-namespace=pid:[{}]", inv.pid_ns);
+    if inv.pid_ns != 0 {
+        options.push(&pid_ns);
+    }
     let lock = format!("network-lock={}", inv.network_lock);
     if !inv.network_lock.is_empty() {
         options.push(&lock);

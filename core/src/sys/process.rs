@@ -83,10 +83,14 @@ pub fn die_with_parent() {
 
 /// clone3 without CLONE_VM: a fork, shaped by `args`.
 fn clone3(args: &CloneArgs) -> io::Result<Forked> {
-    FORKED_BY.store(
-        nix::unistd::getpid().as_raw(),
-        std::sync::atomic::Ordering::Relaxed,
-    );
+    // The parent as the child sees it: from a new PID namespace's init, the parent is
+    // outside, getppid() 0 (PR_SET_PDEATHSIG still covers its death from then on).
+    let parent = if args.flags & libc::CLONE_NEWPID as u64 != 0 {
+        0
+    } else {
+        nix::unistd::getpid().as_raw()
+    };
+    FORKED_BY.store(parent, std::sync::atomic::Ordering::Relaxed);
     // SAFETY: clone3 without CLONE_VM behaves like fork: the child gets a copy of our address
     // space and continues here with a return value of 0; `args` and what it points to (a
     // set_tid array on the caller's stack) outlive the call.

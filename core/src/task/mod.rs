@@ -14,6 +14,7 @@
 pub mod attrs;
 pub mod cgroups;
 pub mod namespaces;
+pub mod pidns;
 pub mod process;
 pub mod security;
 pub mod signals;

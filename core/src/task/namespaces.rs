@@ -136,7 +136,7 @@ const REFUSED: &[Kind] = &[
 ];
 
 /// The inode of namespace link `path` (`KIND:[INODE]`).
-fn inode(path: &Path) -> io::Result<u64> {
+pub(crate) fn inode(path: &Path) -> io::Result<u64> {
     let target = std::fs::read_link(path)?;
     let text = target.to_string_lossy();
     text.rsplit_once('[')
@@ -157,8 +157,9 @@ pub struct MadeAgain {
 }
 
 /// Checks the namespaces of every thread of `pid` against cryo's: returns its UTS and time
-/// namespaces when they are not cryo's, refuses any other kind that differs.
-pub fn dump(pid: Pid, tids: &[Pid]) -> Result<MadeAgain, NamespaceError> {
+/// namespaces when they are not cryo's, refuses any other kind that differs. `pidns`: the
+/// PID namespace of the dump's tree, restored with it (task/pidns.rs), when not cryo's.
+pub fn dump(pid: Pid, tids: &[Pid], pidns: Option<u64>) -> Result<MadeAgain, NamespaceError> {
     let ours = |kind: &'static str| inode(Path::new(&format!("/proc/self/ns/{kind}")));
     let mut main: HashMap<&'static str, u64> = HashMap::new();
     for &tid in tids {
@@ -213,7 +214,8 @@ pub fn dump(pid: Pid, tids: &[Pid]) -> Result<MadeAgain, NamespaceError> {
                 kind: kind.ours,
                 errno,
             })?;
-            if theirs != mine {
+            let restored = kind.ours == "pid" && pidns == Some(theirs);
+            if theirs != mine && !restored {
                 return Err(NamespaceError::Other {
                     pid,
                     tid,

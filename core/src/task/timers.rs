@@ -94,14 +94,18 @@ fn parse_proc_timers(text: &str) -> Option<Vec<PosixTimer>> {
             }
             "notify" => {
                 let t = out.last_mut()?;
+                // `HOW/pid.N` or, for SIGEV_THREAD_ID (which the kernel prints as
+                // `signal/tid.N`: SIGEV_SIGNAL | SIGEV_THREAD_ID), `HOW/tid.N`.
                 let (how, who) = value.split_once('/')?;
+                let (target, id) = who.split_once('.')?;
                 t.notify = match how {
+                    _ if target == "tid" => SIGEV_THREAD_ID,
                     "thread" => SIGEV_THREAD_ID,
                     "signal" => SIGEV_SIGNAL,
                     "none" => SIGEV_NONE,
                     _ => return None,
                 };
-                t.notify_tid = who.split_once('.')?.1.parse().ok()?;
+                t.notify_tid = id.parse().ok()?;
             }
             "ClockID" => out.last_mut()?.clockid = value.parse().ok()?,
             _ => {}
@@ -200,9 +204,15 @@ mod tests {
     #[test]
     fn parses_proc_timers() {
         let text = "ID: 0\nsignal: 14/00000000deadbeef\nnotify: signal/pid.42\nClockID: 1\n\
-                    ID: 3\nsignal: 34/0000000000000000\nnotify: thread/tid.43\nClockID: 0\n";
+                    ID: 3\nsignal: 34/0000000000000000\nnotify: thread/tid.43\nClockID: 0\n\
+                    ID: 4\nsignal: 12/0000000000000000\nnotify: signal/tid.44\nClockID: 1\n";
         let t = parse_proc_timers(text).unwrap();
-        assert_eq!(t.len(), 2);
+        assert_eq!(t.len(), 3);
+        // What this kernel prints for SIGEV_THREAD_ID (SIGEV_SIGNAL | SIGEV_THREAD_ID).
+        assert_eq!(
+            (t[2].id, t[2].notify, t[2].notify_tid),
+            (4, SIGEV_THREAD_ID, 44)
+        );
         assert_eq!((t[0].id, t[0].signo, t[0].sigev_value), (0, 14, 0xdeadbeef));
         assert_eq!(
             (t[0].notify, t[0].notify_tid, t[0].clockid),

@@ -37,6 +37,7 @@ mod mapping_access;
 mod mappings;
 mod memory;
 mod notify;
+mod pid_ns;
 mod pipe;
 mod pipe_split;
 mod places;
@@ -98,6 +99,7 @@ pub const MODES: &[(&str, Start)] = &[
     ("sigtrap", sigtrap::start),
     ("unsupported", unsupported::start),
     ("tree", tree::start),
+    ("pid-ns", pid_ns::start),
     ("timers", timers::start),
     ("waits", waits::start),
     ("timerfds", timerfds::start),

@@ -1,0 +1,551 @@
+//! The PID namespace of a dump: a tree whose root is PID 1 of a namespace of its own, every
+//! process of that namespace in the dump. The images name each process, thread, group,
+//! session, fd owner, pidfd target and credential by the pid the processes observe (the
+//! namespace's, the last NSpid field); cryo keeps the host pids for its own use. A restore
+//! forks the root with CLONE_NEWPID (PID 1 again) and each child with its pid there.
+//!
+//! Refused: a process in a PID namespace whose init is not the (only) root of the dump, a
+//! namespace with processes outside the dump, nested namespaces, and a namespace made for a
+//! process's children that it is not in itself (pid_for_children).
+
+use std::collections::HashMap;
+use std::io;
+use std::path::Path;
+
+use cryo_proto::image::{file_desc::Kind, socket::State, FileDesc, MmCore, ProcessEntry, TaskCore};
+use nix::unistd::Pid;
+
+use crate::proc;
+
+/// Why a tree in a PID namespace cannot be dumped; each names the pid (as cryo sees it), the
+/// namespace and what is missing.
+#[derive(Debug, thiserror::Error)]
+pub enum PidNsError {
+    /// A namespace link or status could not be read.
+    #[error("pid {pid}: read its pid namespace: {errno}")]
+    Read {
+        /// The process.
+        pid: Pid,
+        /// The kernel's answer.
+        errno: io::Error,
+    },
+    /// A process is in a PID namespace whose init is not the root of the dump.
+    #[error(
+        "pid {pid}: in pid namespace pid:[{inode}] whose init (pid 1 there) is not the root \
+         of the dump: a PID namespace is restored with its init as the dump's only root \
+         (dump its init, host pid {init})"
+    )]
+    InitNotDumped {
+        /// The process.
+        pid: Pid,
+        /// The namespace's inode.
+        inode: u64,
+        /// Its init as cryo sees it (0: not found).
+        init: i32,
+    },
+    /// A process of the namespace is not in the dump.
+    #[error(
+        "pid {pid}: its pid namespace pid:[{inode}] holds pid {other} (pid {inside} there), \
+         which is not in the dump: the restored namespace would lack it"
+    )]
+    ProcessOutside {
+        /// The root of the dump.
+        pid: Pid,
+        /// The namespace's inode.
+        inode: u64,
+        /// The other process, as cryo sees it.
+        other: i32,
+        /// Its pid in the namespace.
+        inside: i32,
+    },
+    /// A process is in a PID namespace nested in another one.
+    #[error(
+        "pid {pid}: in pid namespace pid:[{inode}], {depth} levels below cryo's: nested pid \
+         namespaces are not restored"
+    )]
+    Nested {
+        /// The process.
+        pid: Pid,
+        /// The namespace's inode.
+        inode: u64,
+        /// How many levels below cryo's.
+        depth: usize,
+    },
+    /// A process unshared CLONE_NEWPID and did not fork since.
+    #[error(
+        "pid {pid}: made a pid namespace for its children ({}) it is not in: only a pid \
+         namespace whose init is the root of the dump is restored",
+        match inode { 0 => "pid_for_children, no process in it yet".to_string(),
+                      n => format!("pid_for_children:[{n}]") }
+    )]
+    ForChildren {
+        /// The process.
+        pid: Pid,
+        /// The namespace's inode (0: no process entered it yet).
+        inode: u64,
+    },
+    /// The dump holds more than one tree and one is in a PID namespace of its own.
+    #[error(
+        "pid {pid}: in pid namespace pid:[{inode}] and the dump has {roots} roots: a dump of a \
+         pid namespace has one root, its init"
+    )]
+    SeveralRoots {
+        /// The process.
+        pid: Pid,
+        /// The namespace's inode.
+        inode: u64,
+        /// How many roots.
+        roots: usize,
+    },
+    /// Something of the image names a process outside the namespace.
+    #[error(
+        "pid {pid}: its {what} names pid {other}, outside its pid namespace pid:[{inode}]: \
+         inside it reads 0 and no restore makes that again"
+    )]
+    NamesOutside {
+        /// The process.
+        pid: Pid,
+        /// What names it (session, process group, fd 4 owner, credentials of a message...).
+        what: String,
+        /// The process named, as cryo sees it.
+        other: i32,
+        /// The namespace's inode.
+        inode: u64,
+    },
+}
+
+/// The inode of namespace link `path`; 0 when the link is absent (a pid_for_children
+/// nobody entered yet).
+fn inode(path: &Path) -> io::Result<u64> {
+    match super::namespaces::inode(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
+        other => other,
+    }
+}
+
+/// The NSpid line of `pid`'s (or a thread's) status: its pid in each namespace, cryo's
+/// (outermost cryo can see) first.
+fn nspid(pid: Pid) -> Result<Vec<i32>, PidNsError> {
+    let status = proc::status(pid).map_err(|e| PidNsError::Read {
+        pid,
+        errno: io::Error::other(e.to_string()),
+    })?;
+    Ok(proc::status_field(&status, "NSpid")
+        .map(|v| {
+            v.split_whitespace()
+                .filter_map(|n| n.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+/// The PID namespace a dump's tree is in, and the pid there of every process and thread.
+#[derive(Debug, Clone)]
+pub struct DumpPidNs {
+    /// Its inode at dump.
+    pub inode: u64,
+    /// Host pid (or tid) -> its pid in the namespace.
+    map: HashMap<i32, i32>,
+}
+
+impl DumpPidNs {
+    /// The pid in the namespace of host pid `host`, if it is a process or thread of it.
+    pub fn inside(&self, host: i32) -> Option<i32> {
+        self.map.get(&host).copied()
+    }
+}
+
+/// Finds the PID namespace of the tree (`members`: its processes as cryo sees them, `zombie`
+/// for the exited ones; `roots`: the -t pids): None when every process is in cryo's, else the
+/// namespace whose init is the single root, every process of the host that is in it being in
+/// the tree. Threads are added once frozen ([`DumpPidNs::add_threads`]).
+pub fn find(members: &[(Pid, bool)], roots: &[Pid]) -> Result<Option<DumpPidNs>, PidNsError> {
+    let me = Pid::this();
+    let read = |pid: Pid, link: &str| {
+        inode(&proc::dir(pid).join("ns").join(link))
+            .map_err(|errno| PidNsError::Read { pid, errno })
+    };
+    let ours = read(me, "pid")?;
+    let our_depth = nspid(me)?.len();
+    // Each process's pid namespace (None: a zombie's, whose links are gone; its NSpid says
+    // whether it is in cryo's, and it is in its parent's otherwise), its NSpid, and the
+    // namespace it makes for its children.
+    struct Seen {
+        pid: Pid,
+        ns: Option<u64>,
+        levels: Vec<i32>,
+        for_children: Option<u64>,
+    }
+    let mut seen = Vec::with_capacity(members.len());
+    for &(pid, zombie) in members {
+        let levels = nspid(pid)?;
+        let (ns, for_children) = if zombie {
+            ((levels.len() == our_depth).then_some(ours), None)
+        } else {
+            (
+                Some(read(pid, "pid")?),
+                Some(read(pid, "pid_for_children")?),
+            )
+        };
+        seen.push(Seen {
+            pid,
+            ns,
+            levels,
+            for_children,
+        });
+    }
+    // Nested namespaces first: their parent's pid_for_children differs from its own too.
+    if let Some(s) = seen.iter().find(|s| s.levels.len() > our_depth + 1) {
+        return Err(PidNsError::Nested {
+            pid: s.pid,
+            inode: s.ns.unwrap_or_default(),
+            depth: s.levels.len().saturating_sub(our_depth),
+        });
+    }
+    for s in &seen {
+        match (s.ns, s.for_children) {
+            (Some(ns), Some(for_children)) if for_children != ns => {
+                return Err(PidNsError::ForChildren {
+                    pid: s.pid,
+                    inode: for_children,
+                })
+            }
+            _ => {}
+        }
+    }
+    let mut found: Option<(u64, Pid)> = None;
+    let mut map = HashMap::new();
+    for s in &seen {
+        let pid = s.pid;
+        if s.ns == Some(ours) {
+            continue;
+        }
+        let inside = s.levels.last().copied().unwrap_or_default();
+        map.insert(pid.as_raw(), inside);
+        let ns = s.ns.or(found.map(|f| f.0)).unwrap_or_default();
+        match found {
+            Some((inode, _)) if inode == ns => {}
+            _ if inside == 1 && roots == [pid] => found = Some((ns, pid)),
+            _ => {
+                if roots.len() > 1 {
+                    return Err(PidNsError::SeveralRoots {
+                        pid,
+                        inode: ns,
+                        roots: roots.len(),
+                    });
+                }
+                return Err(PidNsError::InitNotDumped {
+                    pid,
+                    inode: ns,
+                    init: init_of(ns).unwrap_or(0),
+                });
+            }
+        }
+    }
+    let Some((inode, root)) = found else {
+        return Ok(None);
+    };
+    // Every process of the namespace is in the tree (threads go with their process).
+    for other in all_pids() {
+        if map.contains_key(&other.as_raw()) {
+            continue;
+        }
+        if read(other, "pid").ok() == Some(inode) {
+            let inside = nspid(other)
+                .ok()
+                .and_then(|l| l.last().copied())
+                .unwrap_or(0);
+            return Err(PidNsError::ProcessOutside {
+                pid: root,
+                inode,
+                other: other.as_raw(),
+                inside,
+            });
+        }
+    }
+    Ok(Some(DumpPidNs { inode, map }))
+}
+
+/// Every process of the host cryo sees.
+fn all_pids() -> Vec<Pid> {
+    std::fs::read_dir("/proc")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
+                .map(Pid::from_raw)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The process that is PID 1 of namespace `ns`, as cryo sees it.
+fn init_of(ns: u64) -> Option<i32> {
+    all_pids().into_iter().find_map(|p| {
+        let same = inode(&proc::dir(p).join("ns/pid")).ok() == Some(ns);
+        let one = nspid(p).ok().and_then(|l| l.last().copied()) == Some(1);
+        (same && one).then_some(p.as_raw())
+    })
+}
+
+impl DumpPidNs {
+    /// Adds the threads of frozen `pid` (their tids there).
+    pub fn add_threads(&mut self, pid: Pid, tids: &[Pid]) -> Result<(), PidNsError> {
+        for &tid in tids {
+            let levels = nspid_of_thread(pid, tid)?;
+            if let Some(&inside) = levels.last() {
+                self.map.insert(tid.as_raw(), inside);
+            }
+        }
+        Ok(())
+    }
+
+    /// `host` as the namespace names it, or refused naming `pid` and `what`.
+    fn name(&self, pid: i32, what: impl Fn() -> String, host: i32) -> Result<i32, PidNsError> {
+        self.inside(host).ok_or_else(|| PidNsError::NamesOutside {
+            pid: Pid::from_raw(pid),
+            what: what(),
+            other: host,
+            inode: self.inode,
+        })
+    }
+
+    /// Rewrites the pids of a process's entry, core and memory record as the namespace names
+    /// them; `root`: the root of the dump (its parent is outside: 0 there).
+    pub fn translate_task(
+        &self,
+        entry: &mut ProcessEntry,
+        task: Option<(&mut TaskCore, &mut MmCore)>,
+        root: bool,
+    ) -> Result<(), PidNsError> {
+        let host = entry.pid;
+        entry.pid = self.name(host, || "pid".into(), host)?;
+        entry.ppid = if root {
+            0
+        } else {
+            self.name(host, || "parent".into(), entry.ppid)?
+        };
+        entry.pgid = self.name(host, || "process group".into(), entry.pgid)?;
+        entry.sid = self.name(host, || "session".into(), entry.sid)?;
+        for t in &mut entry.tids {
+            *t = self.name(host, || "thread".into(), *t)?;
+        }
+        let Some((core, mm)) = task else {
+            return Ok(());
+        };
+        core.pid = entry.pid;
+        mm.pid = entry.pid;
+        for th in &mut core.threads {
+            th.tid = self.name(host, || "thread".into(), th.tid)?;
+        }
+        for timer in core.posix_timers.iter_mut().filter(|t| t.notify_tid != 0) {
+            let id = timer.id;
+            timer.notify_tid = self.name(
+                host,
+                || format!("POSIX timer {id} (SIGEV_THREAD_ID)"),
+                timer.notify_tid,
+            )?;
+        }
+        for owner in &mut core.fd_owners {
+            if owner.owner != 0 {
+                let fd = owner.fd;
+                owner.owner =
+                    self.name(host, || format!("fd {fd} owner (F_SETOWN)"), owner.owner)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Rewrites the pids of the tree's records (`pstree`: the live processes first, as in
+    /// `cores`, then the zombies) as the namespace names them, and renames the pages files
+    /// in `dir` after them; returns the roots (`roots`: as cryo sees them) there.
+    pub fn translate_tree(
+        &self,
+        roots: &[Pid],
+        pstree: &mut [ProcessEntry],
+        cores: &mut [(TaskCore, MmCore)],
+        dir: &Path,
+    ) -> crate::error::Result<Vec<Pid>> {
+        let root = roots.first().map_or(0, |p| p.as_raw());
+        for (i, e) in pstree.iter_mut().enumerate() {
+            let is_root = e.pid == root;
+            let task = cores.get_mut(i).map(|(c, m)| (c, m));
+            self.translate_task(e, task, is_root)?;
+        }
+        // The pages files go by the pid of the image too, through a temporary name each (a
+        // host pid of one process may be another's pid in the namespace).
+        let aside = |name: &str| dir.join(format!("{name}.pidns"));
+        let failed = |pid: i32| {
+            move |e| crate::error::Error::sys(Pid::from_raw(pid), "rename the pages file", e)
+        };
+        for (_, mm) in cores.iter() {
+            if let Some(f) = &mm.pages_file {
+                std::fs::rename(dir.join(&f.name), aside(&f.name)).map_err(failed(mm.pid))?;
+            }
+        }
+        for (_, mm) in cores.iter_mut() {
+            let pid = mm.pid;
+            if let Some(f) = &mut mm.pages_file {
+                let name = crate::image::names::pages(Pid::from_raw(pid));
+                std::fs::rename(aside(&f.name), dir.join(&name)).map_err(failed(pid))?;
+                f.name = name;
+            }
+        }
+        Ok(roots
+            .iter()
+            .filter_map(|p| self.inside(p.as_raw()))
+            .map(Pid::from_raw)
+            .collect())
+    }
+
+    /// Rewrites the pids the descriptions name: pidfds' targets, the sessions and foreground
+    /// groups of terminals, the credentials of queued unix messages. `holder`: a process
+    /// holding description `id`, for the refusal.
+    pub fn translate_descs(
+        &self,
+        descs: &mut [FileDesc],
+        holder: impl Fn(u32) -> i32,
+    ) -> Result<(), PidNsError> {
+        for d in descs {
+            let (id, pid) = (d.id, holder(d.id));
+            let one = |what: &str, v: &mut i32| -> Result<(), PidNsError> {
+                if *v != 0 {
+                    *v = self.name(pid, || format!("file {id}: {what}"), *v)?;
+                }
+                Ok(())
+            };
+            match &mut d.kind {
+                Some(Kind::Pidfd(p)) => one("pidfd target", &mut p.pid)?,
+                Some(Kind::Tty(t)) => {
+                    one("terminal session", &mut t.sid)?;
+                    one("terminal foreground group", &mut t.foreground_pgid)?;
+                }
+                Some(Kind::Pty(t)) => {
+                    one("terminal session", &mut t.sid)?;
+                    one("terminal foreground group", &mut t.foreground_pgid)?;
+                }
+                Some(Kind::Socket(s)) => {
+                    if let Some(State::Unix(u)) = &mut s.state {
+                        let queues = std::iter::once(&mut u.queue)
+                            .chain(u.pending.iter_mut().map(|p| &mut p.queue));
+                        for m in queues.flatten() {
+                            if let Some(c) = &mut m.creds {
+                                one(
+                                    "credentials (SCM_CREDENTIALS) of a queued message",
+                                    &mut c.pid,
+                                )?;
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The NSpid line of thread `tid` of `pid`.
+fn nspid_of_thread(pid: Pid, tid: Pid) -> Result<Vec<i32>, PidNsError> {
+    let path = proc::dir(pid).join(format!("task/{tid}/status"));
+    let text = std::fs::read_to_string(path).map_err(|errno| PidNsError::Read { pid, errno })?;
+    Ok(text
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))
+        .map(|v| {
+            v.split_whitespace()
+                .filter_map(|n| n.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tree_is_renamed_as_its_namespace_sees_it() {
+        let ns = DumpPidNs {
+            inode: 7,
+            map: HashMap::from([(100, 1), (101, 2), (102, 3)]),
+        };
+        let mut root = ProcessEntry {
+            pid: 100,
+            ppid: 50,
+            pgid: 100,
+            sid: 100,
+            tids: vec![100],
+            ..Default::default()
+        };
+        let (mut core, mut mm) = (TaskCore::default(), MmCore::default());
+        ns.translate_task(&mut root, Some((&mut core, &mut mm)), true)
+            .unwrap();
+        assert_eq!((root.pid, root.ppid, root.pgid, root.sid), (1, 0, 1, 1));
+        assert_eq!((core.pid, mm.pid), (1, 1));
+        let mut child = ProcessEntry {
+            pid: 102,
+            ppid: 101,
+            pgid: 101,
+            sid: 100,
+            tids: vec![102],
+            ..Default::default()
+        };
+        ns.translate_task(&mut child, None, false).unwrap();
+        // What a process's core names: threads, fd owners, SIGEV_THREAD_ID timers.
+        let mut core = TaskCore {
+            fd_owners: vec![cryo_proto::image::FdOwner {
+                fd: 4,
+                owner: 102,
+                ..Default::default()
+            }],
+            posix_timers: vec![cryo_proto::image::PosixTimer {
+                notify_tid: 101,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let mut entry = ProcessEntry {
+            pid: 101,
+            ppid: 100,
+            pgid: 101,
+            sid: 100,
+            ..Default::default()
+        };
+        ns.translate_task(&mut entry, Some((&mut core, &mut MmCore::default())), false)
+            .unwrap();
+        assert_eq!(
+            (core.fd_owners[0].owner, core.posix_timers[0].notify_tid),
+            (3, 2)
+        );
+        // A pidfd of a process outside the namespace.
+        let mut descs = vec![FileDesc {
+            id: 9,
+            kind: Some(Kind::Pidfd(cryo_proto::image::Pidfd {
+                pid: 55,
+                ..Default::default()
+            })),
+            ..Default::default()
+        }];
+        let err = ns.translate_descs(&mut descs, |_| 100).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("pid 100: its file 9: pidfd target names pid 55, outside"),
+            "{err}"
+        );
+        assert_eq!((child.pid, child.ppid, child.pgid, child.sid), (3, 2, 2, 1));
+        // A session led outside the namespace.
+        let mut outside = ProcessEntry {
+            pid: 101,
+            ppid: 100,
+            pgid: 101,
+            sid: 9,
+            ..Default::default()
+        };
+        let err = ns.translate_task(&mut outside, None, false).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("pid 101: its session names pid 9, outside its pid namespace pid:[7]"),
+            "{err}"
+        );
+    }
+}

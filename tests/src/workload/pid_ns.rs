@@ -1,0 +1,358 @@
+//! `pid-ns`: a tree of three in a PID namespace of its own. This process unshares
+//! CLONE_NEWPID and forks the namespace's init (pid 1 there), which answers the commands
+//! while this process only waits for it; the init leads a session, its child a process group
+//! of its own, and that child has a child.
+//!
+//! ```text
+//! pid-ns     ids -> PID PPID PGID SID of the init;the child;the grandchild, each from
+//!            getpid/getppid/getpgid/getsid in that process (the child also has a zombie
+//!            child, pid 4, exited with 7)
+//!            reap -> the init waits for children until none is left: PID:STATUS ... (a
+//!            grandchild whose parent died waits to be reparented, then exits with its new
+//!            getppid() as status)
+//!            kill-self -> alive (the init's SIGKILL to itself is ignored, as for any init)
+//!            refs -> owner=PID pidfd=PID: the owner (F_GETOWN) of the init's pipe to its
+//!            child, set to the child, and the pid (fdinfo NSpid, innermost) of the init's
+//!            pidfd of its child: both the child's pid in the namespace
+//!            creds -> MSG PID UID GID: the message the init queued to its child on a
+//!            datagram pair with its credentials (SCM_CREDENTIALS), read by the child
+//!            tid -> the tid a second thread of the init reads (gettid) now
+//!            pending -> SIGNO from PID: the SIGUSR1 the child sent the init (blocked there,
+//!            pending), taken with sigtimedwait: its si_pid; or none
+//!            timer -> armed: the init's POSIX timer notifying its second thread
+//!            (SIGEV_THREAD_ID, tid 5 there) is armed, an hour away
+//! pid-ns nested  the same, the grandchild with a child in a PID namespace of its own
+//! ```
+
+use std::io;
+use std::path::Path;
+use std::sync::mpsc;
+
+use super::kids::{answer_each, ChildPipes};
+use super::unix_msg;
+use super::{failed, io_err, sys, unknown, Mode};
+
+/// `pid-ns`
+pub fn start(args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
+    let nested = args.iter().any(|a| a == "nested");
+    Ok(Box::new(PidNs::start(nested).map_err(failed("pid-ns"))?))
+}
+
+impl Mode for PidNs {
+    fn command(&mut self, verb: &str, args: &[&str]) -> Result<String, String> {
+        match (verb, args) {
+            ("ids", []) => Ok(format!(
+                "{};{}",
+                ids(),
+                self.pipes.ask("ids").map_err(io_err)?
+            )),
+            ("reap", []) => Ok(reap_all()),
+            ("refs", []) => {
+                // SAFETY: F_GETOWN takes no pointer.
+                let owner = unsafe { libc::fcntl(self.pipes.to_child, libc::F_GETOWN) };
+                let fdinfo = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", self.pidfd))
+                    .map_err(io_err)?;
+                let target = fdinfo
+                    .lines()
+                    .find_map(|l| l.strip_prefix("NSpid:"))
+                    .and_then(|v| v.split_whitespace().last())
+                    .unwrap_or("?")
+                    .to_string();
+                Ok(format!("owner={owner} pidfd={target}"))
+            }
+            ("creds", []) => self.pipes.ask("creds").map_err(io_err),
+            ("pending", []) => Ok(take_pending()),
+            ("timer", []) => {
+                // SAFETY: itimerspec is plain data we own.
+                let left = unsafe {
+                    let mut cur: libc::itimerspec = std::mem::zeroed();
+                    sys::cvt(libc::timer_gettime(self.timer, &mut cur)).map_err(io_err)?;
+                    cur.it_value.tv_sec
+                };
+                Ok(if left > 3000 { "armed" } else { "disarmed" }.into())
+            }
+            ("tid", []) => {
+                self.ask_tid.send(()).map_err(|e| e.to_string())?;
+                let tid = self.tid.recv().map_err(|e| e.to_string())?;
+                Ok(tid.to_string())
+            }
+            ("kill-self", []) => {
+                sys::signal(std::process::id() as i32, libc::SIGKILL).map_err(io_err)?;
+                Ok("alive".into())
+            }
+            _ => unknown(verb),
+        }
+    }
+}
+
+/// The init's end of the pipes to its child.
+struct PidNs {
+    pipes: ChildPipes,
+    /// A pidfd of the child.
+    pidfd: i32,
+    /// Asks the second thread its tid, and its answer.
+    ask_tid: mpsc::Sender<()>,
+    tid: mpsc::Receiver<i32>,
+    /// A POSIX timer notifying the second thread.
+    timer: libc::timer_t,
+}
+
+/// `getpid getppid getpgid getsid` of the calling process.
+fn ids() -> String {
+    // SAFETY: plain calls without pointers.
+    unsafe {
+        format!(
+            "{} {} {} {}",
+            libc::getpid(),
+            libc::getppid(),
+            libc::getpgid(0),
+            libc::getsid(0)
+        )
+    }
+}
+
+/// Waits for every child until none is left: `PID:exit N` or `PID:signal N`, in pid order.
+fn reap_all() -> String {
+    let mut out = Vec::new();
+    loop {
+        let mut status = 0;
+        // SAFETY: status is a valid int for waitpid to fill.
+        let r = unsafe { libc::waitpid(-1, &mut status, 0) };
+        if r < 0 {
+            if io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            break;
+        }
+        let how = if libc::WIFEXITED(status) {
+            format!("exit {}", libc::WEXITSTATUS(status))
+        } else {
+            format!("signal {}", libc::WTERMSIG(status))
+        };
+        out.push((r, how));
+    }
+    out.sort();
+    let all: Vec<String> = out.iter().map(|(p, h)| format!("{p}:{h}")).collect();
+    all.join(" ")
+}
+
+/// The pending SIGUSR1, without waiting: `SIGNO from PID` (its si_pid), or `none`.
+fn take_pending() -> String {
+    // SAFETY: the set and siginfo are plain data we own; a zero timeout does not wait.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGUSR1);
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        let zero = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        match libc::sigtimedwait(&set, &mut info, &zero) {
+            n if n > 0 => format!("{n} from {}", info.si_pid()),
+            _ => "none".into(),
+        }
+    }
+}
+
+impl PidNs {
+    fn start(nested: bool) -> io::Result<Self> {
+        // SAFETY: unshare takes no pointers; the workload is single-threaded here.
+        sys::cvt(unsafe { libc::unshare(libc::CLONE_NEWPID) })?;
+        let init = sys::fork()?;
+        if init != 0 {
+            Self::wait_for(init);
+        }
+        sys::setsid()?;
+        // SIGUSR1 stays pending here (an init ignores a signal it neither blocks nor handles);
+        // the thread made below inherits the mask.
+        // SAFETY: the set is plain data we own; the process is single-threaded here.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGUSR1);
+            sys::cvt(libc::sigprocmask(
+                libc::SIG_BLOCK,
+                &set,
+                std::ptr::null_mut(),
+            ))?;
+        }
+        let (a_rd, a_wr) = sys::pipe()?;
+        let (b_rd, b_wr) = sys::pipe()?;
+        let mut pair = [0i32; 2];
+        // SAFETY: socketpair fills our two-int array.
+        sys::cvt(unsafe {
+            libc::socketpair(libc::AF_UNIX, libc::SOCK_DGRAM, 0, pair.as_mut_ptr())
+        })?;
+        unix_msg::set_passcred(pair[1])?;
+        // SAFETY: getpid/getuid/getgid take nothing.
+        let me = unsafe {
+            libc::ucred {
+                pid: libc::getpid(),
+                uid: libc::getuid(),
+                gid: libc::getgid(),
+            }
+        };
+        unix_msg::sendmsg(pair[0], b"hi", &[], Some(me))?;
+        sys::close(pair[0]);
+        let child = sys::fork()?;
+        if child == 0 {
+            sys::close(a_wr);
+            sys::close(b_rd);
+            Self::child(a_rd, b_wr, pair[1], nested);
+        }
+        sys::close(pair[1]);
+        sys::close(a_rd);
+        sys::close(b_wr);
+        // SAFETY: F_SETOWN takes a plain pid.
+        sys::cvt(unsafe { libc::fcntl(a_wr, libc::F_SETOWN, child) })?;
+        let pidfd = sys::pidfd_open(child)?;
+        let pipes = ChildPipes {
+            to_child: a_wr,
+            from_child: b_rd,
+        };
+        // Once the child answers, the grandchild (3) and the zombie (4) exist: the thread
+        // gets 5.
+        pipes.ask("ids")?;
+        // A second thread, made after the children: it answers its tid on demand.
+        let (ask_tid, asked) = mpsc::channel::<()>();
+        let (tell, tid) = mpsc::channel::<i32>();
+        std::thread::spawn(move || {
+            while asked.recv().is_ok() {
+                // SAFETY: gettid takes nothing.
+                let _ = tell.send(unsafe { libc::gettid() });
+            }
+        });
+        ask_tid.send(()).map_err(io::Error::other)?;
+        let thread = tid.recv().map_err(io::Error::other)?;
+        // SAFETY: sigevent and itimerspec are plain data we own; timer_create fills `timer`.
+        let timer = unsafe {
+            let mut ev: libc::sigevent = std::mem::zeroed();
+            ev.sigev_notify = libc::SIGEV_THREAD_ID;
+            ev.sigev_signo = libc::SIGUSR2;
+            ev.sigev_notify_thread_id = thread;
+            let mut timer: libc::timer_t = std::mem::zeroed();
+            sys::cvt(libc::timer_create(
+                libc::CLOCK_MONOTONIC,
+                &mut ev,
+                &mut timer,
+            ))?;
+            let mut when: libc::itimerspec = std::mem::zeroed();
+            when.it_value.tv_sec = 3600;
+            sys::cvt(libc::timer_settime(timer, 0, &when, std::ptr::null_mut()))?;
+            timer
+        };
+        Ok(PidNs {
+            timer,
+            pipes,
+            pidfd,
+            ask_tid,
+            tid,
+        })
+    }
+
+    /// The process outside: waits for the init and ends with its status.
+    fn wait_for(init: i32) -> ! {
+        let mut status = 0;
+        // SAFETY: status is a valid int for waitpid to fill; _exit ends this process.
+        unsafe {
+            while libc::waitpid(init, &mut status, 0) < 0
+                && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
+            {}
+            let code = if libc::WIFEXITED(status) {
+                libc::WEXITSTATUS(status)
+            } else {
+                128 + libc::WTERMSIG(status)
+            };
+            libc::_exit(code)
+        }
+    }
+
+    /// The init's child: a process group of its own, a child of its own, answering `ids`
+    /// with its own and its child's, `creds` with the message queued on `creds`.
+    fn child(rd: i32, wr: i32, creds: i32, nested: bool) -> ! {
+        // SAFETY: plain syscalls in the forked child.
+        unsafe {
+            libc::setpgid(0, 0);
+            // Pending in the init once this child answers anything.
+            libc::kill(1, libc::SIGUSR1);
+        }
+        let pipes = (sys::pipe(), sys::pipe());
+        let (Ok((c_rd, c_wr)), Ok((d_rd, d_wr))) = pipes else {
+            // SAFETY: ends the forked child.
+            unsafe { libc::_exit(3) }
+        };
+        match sys::fork() {
+            Ok(0) => {
+                sys::close(rd);
+                sys::close(wr);
+                sys::close(c_wr);
+                sys::close(d_rd);
+                sys::close(creds);
+                Self::grandchild(c_rd, d_wr, nested)
+            }
+            Ok(_) => {}
+            // SAFETY: ends the forked child.
+            Err(_) => unsafe { libc::_exit(3) },
+        }
+        sys::close(c_rd);
+        sys::close(d_wr);
+        // A zombie child (pid 4 there) that exited with 7, left unreaped; a zombie for sure
+        // once this child answers (WNOWAIT leaves it so).
+        // SAFETY: the forked child only exits; siginfo is plain data we own.
+        unsafe {
+            let z = libc::fork();
+            if z == 0 {
+                libc::_exit(7);
+            }
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            libc::waitid(
+                libc::P_PID,
+                z as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT,
+            );
+        }
+        let to_grandchild = ChildPipes {
+            to_child: c_wr,
+            from_child: d_rd,
+        };
+        answer_each(rd, wr, |msg| {
+            if msg == "creds" {
+                return unix_msg::recv_creds(creds).unwrap_or_else(|e| e.to_string());
+            }
+            let theirs = to_grandchild.ask("ids").unwrap_or_else(|e| e.to_string());
+            format!("{};{theirs}", ids())
+        });
+        // SAFETY: ends the forked child.
+        unsafe { libc::_exit(0) }
+    }
+
+    /// The grandchild: answers `ids`; once its parent is gone (its pipe ends), waits to be
+    /// reparented and exits with its new parent's pid.
+    fn grandchild(rd: i32, wr: i32, nested: bool) -> ! {
+        let parent = sys::getppid();
+        if nested {
+            // A child in a PID namespace below this one, which only waits to be killed.
+            // SAFETY: unshare takes no pointers; the forked child only calls pause().
+            unsafe {
+                if libc::unshare(libc::CLONE_NEWPID) < 0 || libc::fork() == 0 {
+                    loop {
+                        libc::pause();
+                    }
+                }
+            }
+        }
+        answer_each(rd, wr, |_| ids());
+        // The parent's fds close before it is reparented away: bounded wait for the move.
+        for _ in 0..100_000 {
+            if sys::getppid() != parent {
+                break;
+            }
+            // SAFETY: sched_yield takes no arguments.
+            unsafe { libc::sched_yield() };
+        }
+        // SAFETY: ends the forked grandchild.
+        unsafe { libc::_exit(sys::getppid()) }
+    }
+}

@@ -1,0 +1,390 @@
+//! A process tree in a PID namespace of its own (issue 12): its init (pid 1 there), a child
+//! in a process group of its own and a grandchild, dumped from outside and restored into a
+//! new PID namespace the restore makes (the root forked with CLONE_NEWPID), each process
+//! reporting from inside getpid, getppid, getpgid and getsid as before; the restored init
+//! reaps an orphan and ignores its own SIGKILL as any init; two copies side by side, in two
+//! namespaces with the same pids. Refused: a process of a namespace whose init is not dumped,
+//! and one that made a PID namespace for its children without being in it.
+//!
+//! Needs the engine: `cryo` must be built (`cargo build -p cryo`).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Instant;
+
+use cryo_tests::{cryo_bin, status_field, Pidfd, Reaper, Workload, CMD_TIMEOUT};
+
+/// What the three processes of the `pid-ns` workload report (pid ppid pgid sid each): the
+/// init leads its session, its child a group of its own, the grandchild is in that group.
+const IDS: &str = "1 0 1 1;2 1 2 1;3 2 2 1";
+
+/// What the init reports of its pipe's owner (F_SETOWN) and its pidfd: both its child.
+const REFS: &str = "owner=2 pidfd=2";
+
+/// The SIGUSR1 the init's child sent it, pending in the init: its si_pid is the child's.
+const PENDING: &str = "10 from 2";
+
+/// The message the init queued to its child (SCM_CREDENTIALS: its pid there, uid and gid 0).
+const CREDS: &str = "hi 1 0 0";
+
+/// The processes of this test's workloads (our dir in their command line) that are in a PID
+/// namespace one level below ours: namespace inode -> (pid there -> pid here).
+fn namespaces_of(dir: &Path) -> BTreeMap<u64, BTreeMap<i32, i32>> {
+    let dir = dir.as_os_str().as_encoded_bytes().to_vec();
+    let mut out: BTreeMap<u64, BTreeMap<i32, i32>> = BTreeMap::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        if !cmdline.windows(dir.len()).any(|w| w == dir.as_slice()) {
+            continue;
+        }
+        let levels: Vec<i32> = status_field(pid, "NSpid")
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect();
+        let Ok(link) = std::fs::read_link(format!("/proc/{pid}/ns/pid")) else {
+            continue;
+        };
+        let inode: u64 = link
+            .to_string_lossy()
+            .trim_start_matches("pid:[")
+            .trim_end_matches(']')
+            .parse()
+            .unwrap();
+        if let [_, inside] = levels[..] {
+            out.entry(inode).or_default().insert(inside, pid);
+        }
+    }
+    out
+}
+
+/// The namespace (inode, pid there -> pid here) that `namespaces_of` lists and `known` does not.
+fn new_namespace(dir: &Path, known: &[u64]) -> (u64, BTreeMap<i32, i32>) {
+    let all = namespaces_of(dir);
+    let mut new: Vec<_> = all
+        .into_iter()
+        .filter(|(i, _)| !known.contains(i))
+        .collect();
+    assert_eq!(new.len(), 1, "one new pid namespace: {new:?}");
+    new.remove(0)
+}
+
+/// Stops (SIGSTOP) process `pid` and waits until it is: a copy restored beside it reads the
+/// same command FIFO.
+fn stop(pid: i32) -> Pidfd {
+    let p = Pidfd::open(pid).unwrap();
+    p.signal(libc::SIGSTOP).unwrap();
+    let deadline = Instant::now() + CMD_TIMEOUT;
+    while !status_field(pid, "State").is_some_and(|s| s.starts_with('T')) {
+        assert!(Instant::now() < deadline, "{pid} did not stop");
+        std::thread::yield_now();
+    }
+    p
+}
+
+/// `cryo restore -D IMG --detach EXTRA...`: the restored root's pid here.
+fn restore_copy(w: &Workload, img: &Path, extra: &[&str]) -> i32 {
+    let mut args = vec![
+        "restore".as_ref(),
+        "-D".as_ref(),
+        img.as_os_str(),
+        "--detach".as_ref(),
+    ];
+    args.extend(extra.iter().map(std::ffi::OsStr::new));
+    let out = w.cryo(&args);
+    out.assert_success();
+    out.stdout
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("no pid printed:\n{out}"))
+}
+
+#[test]
+fn a_tree_in_its_own_pid_namespace_comes_back_in_a_new_one_with_its_pids() {
+    cryo_bin();
+    let w = Workload::spawn("pid-ns", &[]);
+    assert_eq!(w.pid(), 1, "the workload answers from the namespace's init");
+    assert_eq!(w.cmd("ids"), IDS, "before the dump");
+    assert_eq!(w.cmd("refs"), REFS, "before the dump");
+    assert_eq!(
+        w.cmd("tid"),
+        "5",
+        "the init's second thread, before the dump"
+    );
+    let (original_ns, original) = new_namespace(w.dir(), &[]);
+    let init = original[&1];
+    let pending = status_field(init, "ShdPnd").unwrap();
+    assert!(
+        cryo_tests::mask_has(&pending, libc::SIGUSR1),
+        "SIGUSR1 pending: {pending}"
+    );
+    let img = w.path("img");
+    let init_arg = init.to_string();
+    w.cryo(&[
+        "dump".as_ref(),
+        "-t".as_ref(),
+        init_arg.as_ref(),
+        "-D".as_ref(),
+        img.as_os_str(),
+        "--leave-running".as_ref(),
+    ])
+    .assert_success();
+    assert_eq!(w.cmd("ids"), IDS, "--leave-running: the original runs on");
+    assert_eq!(status_field(init, "TracerPid").as_deref(), Some("0"));
+
+    // A copy beside the running original: a new namespace with the same pids inside.
+    let a = restore_copy(&w, &img, &[]);
+    let mut reaper = Reaper(vec![a]);
+    let (a_ns, a_pids) = new_namespace(w.dir(), &[original_ns]);
+    assert_eq!(
+        a_pids[&1], a,
+        "the copy's root is pid 1 of the new namespace"
+    );
+    assert_eq!(a_pids.keys().copied().collect::<Vec<_>>(), [1, 2, 3]);
+    reaper.0.extend(a_pids.values());
+    let original_init = stop(init);
+    assert_eq!(w.cmd("ids"), IDS, "each process of the copy, from inside");
+    assert_eq!(w.cmd("refs"), REFS, "the copy's fd owner and pidfd");
+    assert_eq!(
+        w.cmd("creds"),
+        CREDS,
+        "the queued message's credentials, in the copy"
+    );
+    assert_eq!(w.cmd("tid"), "5", "the copy's second thread");
+    assert_eq!(w.cmd("pending"), PENDING, "the copy's pending signal");
+    assert_eq!(
+        w.cmd("timer"),
+        "armed",
+        "the copy's timer of its second thread"
+    );
+
+    // A second copy, in a new network namespace too: two PID namespaces side by side with
+    // the same pids.
+    let b = restore_copy(&w, &img, &["--netns"]);
+    let net = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/net")).unwrap();
+    assert_ne!(
+        net(&b.to_string()),
+        net("self"),
+        "--netns: the copy's network namespace"
+    );
+    assert_eq!(
+        net(&a.to_string()),
+        net("self"),
+        "the first copy stayed in ours"
+    );
+    reaper.0.push(b);
+    let (_, b_pids) = new_namespace(w.dir(), &[original_ns, a_ns]);
+    assert_eq!(b_pids.keys().copied().collect::<Vec<_>>(), [1, 2, 3]);
+    reaper.0.extend(b_pids.values());
+    let _a_init = stop(a);
+    assert_eq!(
+        w.cmd("ids"),
+        IDS,
+        "each process of the second copy, from inside"
+    );
+
+    // The restored init reaps: its child killed, the grandchild goes to pid 1 there, which
+    // collects both (the grandchild's status: its new parent's pid).
+    Pidfd::open(b_pids[&2])
+        .unwrap()
+        .signal(libc::SIGKILL)
+        .unwrap();
+    assert_eq!(
+        w.cmd("reap"),
+        "2:signal 9 3:exit 1 4:exit 7",
+        "the restored init reaps the orphan"
+    );
+    assert_eq!(
+        w.cmd("kill-self"),
+        "alive",
+        "SIGKILL from inside does nothing to an init"
+    );
+    drop(original_init);
+}
+
+#[test]
+fn a_process_in_a_pid_namespace_whose_init_is_not_dumped_is_refused() {
+    cryo_bin();
+    let w = Workload::spawn("pid-ns", &[]);
+    assert_eq!(w.cmd("ids"), IDS);
+    let (inode, pids) = new_namespace(w.dir(), &[]);
+    let child = pids[&2];
+    let child_arg = child.to_string();
+    let img = w.path("img");
+    let out = w.cryo(&[
+        "dump".as_ref(),
+        "-t".as_ref(),
+        child_arg.as_ref(),
+        "-D".as_ref(),
+        img.as_os_str(),
+    ]);
+    out.assert_refused()
+        .assert_stderr_has_word(&child_arg)
+        .assert_stderr_mentions("pid namespace")
+        .assert_stderr_mentions(&format!("pid:[{inode}]"))
+        .assert_stderr_mentions("init");
+    assert_eq!(status_field(child, "TracerPid").as_deref(), Some("0"));
+    assert_eq!(w.cmd("ids"), IDS, "the tree runs on as before");
+
+    // The process outside that made the namespace for its children (unshare) is not in it.
+    let outside = std::fs::read_to_string(format!("/proc/{}/stat", pids[&1]))
+        .unwrap()
+        .rsplit(") ")
+        .next()
+        .and_then(|rest| rest.split_whitespace().nth(1).map(str::to_string))
+        .unwrap();
+    let out = w.cryo(&[
+        "dump".as_ref(),
+        "-t".as_ref(),
+        outside.as_ref(),
+        "-D".as_ref(),
+        img.as_os_str(),
+    ]);
+    out.assert_refused()
+        .assert_stderr_has_word(&outside)
+        .assert_stderr_mentions("pid_for_children")
+        .assert_stderr_mentions(&format!("[{inode}]"));
+    assert_eq!(w.cmd("ids"), IDS, "the tree runs on as before");
+}
+
+#[test]
+fn a_killed_tree_in_a_pid_namespace_comes_back_with_its_pids() {
+    cryo_bin();
+    let mut w = Workload::spawn("pid-ns", &[]);
+    assert_eq!(w.cmd("ids"), IDS);
+    let (_, original) = new_namespace(w.dir(), &[]);
+    let init = Pidfd::open(original[&1]).unwrap();
+    let init_arg = original[&1].to_string();
+    let img = w.path("img");
+    w.cryo(&[
+        "dump".as_ref(),
+        "-t".as_ref(),
+        init_arg.as_ref(),
+        "-D".as_ref(),
+        img.as_os_str(),
+    ])
+    .assert_success();
+    assert!(
+        init.wait_exit(CMD_TIMEOUT),
+        "the dumped init was not killed"
+    );
+    // Its namespace is the restore's to make: no helper init under --pidns.
+    w.cryo(&[
+        "restore".as_ref(),
+        "-D".as_ref(),
+        img.as_os_str(),
+        "--detach".as_ref(),
+        "--pidns".as_ref(),
+    ])
+    .assert_refused()
+    .assert_stderr_mentions("pid namespace of its own");
+    let root = restore_copy(&w, &img, &[]);
+    let _reaper = Reaper(vec![root]);
+    let (_, restored) = new_namespace(w.dir(), &[]);
+    assert_eq!(restored[&1], root);
+    // The harness watches the restored root now (it answers `pid` with 1, as before).
+    w.adopt_restored_at(root);
+    assert_eq!(w.cmd("ids"), IDS, "each restored process, from inside");
+    assert_eq!(
+        w.cmd("refs"),
+        REFS,
+        "the fd owner and the pidfd, from inside"
+    );
+    assert_eq!(w.cmd("creds"), CREDS, "the queued message's credentials");
+    assert_eq!(w.cmd("tid"), "5", "the init's second thread");
+    assert_eq!(w.cmd("pending"), PENDING, "the init's pending signal");
+    assert_eq!(
+        w.cmd("timer"),
+        "armed",
+        "the init's timer of its second thread"
+    );
+}
+
+#[test]
+fn a_pid_namespace_holding_a_process_outside_the_dump_is_refused() {
+    cryo_bin();
+    let w = Workload::spawn("pid-ns", &[]);
+    assert_eq!(w.cmd("ids"), IDS);
+    let (inode, pids) = new_namespace(w.dir(), &[]);
+    let init = pids[&1];
+    // A process that entered the namespace from outside (setns, then fork): not below its
+    // init, so not in the dump of its tree (killed by the reaper, nsenter then ends).
+    let mut nsenter = std::process::Command::new("nsenter")
+        .arg(format!("--pid=/proc/{init}/ns/pid"))
+        .args(["--", "sleep", "600"])
+        .spawn()
+        .expect("nsenter");
+    let deadline = Instant::now() + CMD_TIMEOUT;
+    let stranger = loop {
+        if let Some(&p) = cryo_tests::children_of(nsenter.id()).first() {
+            if status_field(p, "NSpid").is_some_and(|v| v.split_whitespace().count() == 2) {
+                break p;
+            }
+        }
+        assert!(Instant::now() < deadline, "nsenter's child did not show up");
+        std::thread::yield_now();
+    };
+    let _reaper = Reaper(vec![stranger]);
+    let init_arg = init.to_string();
+    let img = w.path("img");
+    let out = w.cryo(&[
+        "dump".as_ref(),
+        "-t".as_ref(),
+        init_arg.as_ref(),
+        "-D".as_ref(),
+        img.as_os_str(),
+    ]);
+    out.assert_refused()
+        .assert_stderr_has_word(&init_arg)
+        .assert_stderr_mentions(&format!("pid namespace pid:[{inode}]"))
+        .assert_stderr_has_word(&stranger.to_string())
+        .assert_stderr_mentions("not in the dump");
+    assert_eq!(status_field(init, "TracerPid").as_deref(), Some("0"));
+    assert_eq!(w.cmd("ids"), IDS, "the tree runs on as before");
+    // SAFETY: kill takes plain integers.
+    unsafe { libc::kill(stranger, libc::SIGKILL) };
+    let _ = nsenter.wait();
+}
+
+#[test]
+fn a_nested_pid_namespace_is_refused() {
+    cryo_bin();
+    let w = Workload::spawn("pid-ns", &["nested"]);
+    assert_eq!(w.cmd("ids"), IDS);
+    let (_, pids) = new_namespace(w.dir(), &[]);
+    let init_arg = pids[&1].to_string();
+    // The grandchild's child, two levels below us.
+    let deadline = Instant::now() + CMD_TIMEOUT;
+    let nested = loop {
+        if let Some(&p) = cryo_tests::children_of(pids[&3] as u32).first() {
+            break p;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the nested child did not show up"
+        );
+        std::thread::yield_now();
+    };
+    let img = w.path("img");
+    w.cryo(&[
+        "dump".as_ref(),
+        "-t".as_ref(),
+        init_arg.as_ref(),
+        "-D".as_ref(),
+        img.as_os_str(),
+    ])
+    .assert_refused()
+    .assert_stderr_has_word(&nested.to_string())
+    .assert_stderr_mentions("nested pid namespaces are not restored");
+    assert_eq!(status_field(pids[&1], "TracerPid").as_deref(), Some("0"));
+    assert_eq!(w.cmd("ids"), IDS, "the tree runs on as before");
+}
