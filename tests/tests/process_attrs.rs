@@ -286,6 +286,30 @@ attr_tests! {
     /// assigns is not checked: no interface sets it).
     loginuid: ["loginuid=1000"] => [("get loginuid", "1000")];
 
+    /// membarrier registrations: private expedited and global expedited, registered by the
+    /// main thread, seen (and the private expedited barrier working) in the second thread
+    /// too: they belong to the mm.
+    membarrier: ["thread", "membarrier=private-expedited", "membarrier=global-expedited"] => [
+        ("get membarrier", "registrations 0x14 private-expedited ok"),
+        ("tget membarrier", "registrations 0x14 private-expedited ok"),
+    ];
+
+    /// membarrier: the sync-core and rseq flavours. Each marks the private expedited
+    /// registration as made (0x10) without enabling the plain private expedited barrier: the
+    /// dump must not register it.
+    membarrier_sync_core_rseq: ["membarrier=sync-core", "membarrier=rseq"] => [
+        ("get membarrier", "registrations 0x150 private-expedited errno 1"),
+    ];
+
+    /// membarrier: sync-core and the plain private expedited barrier, both registered (the
+    /// same 0x50 as sync-core alone shows, but the barrier works).
+    membarrier_sync_core_and_private: [
+        "membarrier=sync-core",
+        "membarrier=private-expedited",
+    ] => [
+        ("get membarrier", "registrations 0x50 private-expedited ok"),
+    ];
+
     /// personality: ADDR_NO_RANDOMIZE | UNAME26.
     personality: ["personality=0x60000"] => [("get personality", "0x60000")];
 
@@ -299,6 +323,52 @@ attr_tests! {
         ("get dumpable", "0"),
         ("get rlimit:nofile", "200 300"),
     ];
+}
+
+/// Anonymous memory named with PR_SET_VMA_ANON_NAME, private and shared: the names as
+/// /proc/self/maps shows them, and the memory's contents. A kernel built without
+/// CONFIG_ANON_VMA_NAME (the one of these machines) cannot name memory: nothing to check then.
+mod anon_vma_names {
+    use cryo_tests::{cryo_bin, Workload};
+
+    const SETTINGS: &[&str] = &[
+        "anon-name=cryo-heap",
+        "shmem-name=cryo-ring",
+        "anon-name=second",
+    ];
+
+    fn expect() -> Vec<(&'static str, String)> {
+        super::owned(&[(
+            "get anon-names",
+            "[anon:cryo-heap] ok; [anon_shmem:cryo-ring] ok; [anon:second] ok",
+        )])
+    }
+
+    /// Whether this kernel names memory; says so when not.
+    fn kernel_names_memory() -> bool {
+        cryo_bin();
+        let w = Workload::spawn("attrs", &["anon-name=probe"]);
+        let reply = w.cmd("get anon-names");
+        if reply.starts_with("unsupported") {
+            eprintln!("skipped: {reply}");
+            return false;
+        }
+        true
+    }
+
+    #[test]
+    fn restored() {
+        if kernel_names_memory() {
+            super::restored(SETTINGS, &expect());
+        }
+    }
+
+    #[test]
+    fn kept_by_leave_running() {
+        if kernel_names_memory() {
+            super::kept_by_leave_running(SETTINGS, &expect());
+        }
+    }
 }
 
 /// The capability sets of the test process (root, as the workload starts): CapPrm, CapBnd.

@@ -63,6 +63,7 @@ pub(super) fn collect(
             .map_err(|e| Error::sys(tid, "put the thread back", e))?;
         core.threads.push(dumped?);
     }
+    attrs::settle_membarrier(pid, remote, &mut process_attrs)?;
     core.attrs = Some(process_attrs);
     // Whatever a restore would refuse, the dump refuses first.
     attrs::refuse_unrestorable(pid, &core)?;

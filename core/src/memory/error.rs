@@ -27,6 +27,17 @@ pub enum MemoryError {
         /// Where the kernel put it.
         at: u64,
     },
+    /// An anonymous VMA name longer than the kernel allows (the image is not what a dump
+    /// writes).
+    #[error("pid {pid}: mapping {start:#x}: anonymous name {name:?} is too long to set again")]
+    AnonName {
+        /// The restored task.
+        pid: Pid,
+        /// Where the image has it.
+        start: u64,
+        /// The name.
+        name: String,
+    },
     /// The pages image is shorter than its page runs say.
     #[error("pid {pid}: pages image ends before page run at {addr:#x}")]
     PagesShort {

@@ -1,7 +1,7 @@
 //! Process and thread attributes outside security state (issue 12): nice, scheduling policy
 //! and parameters, CPU affinity, ioprio, timer slack, parent-death signal, MCE kill policy
-//! (per thread); oom_score_adj, loginuid, dumpable, child subreaper, THP disable (per
-//! process). Each is restored exactly, or the dump refuses it naming pid, tid and attribute.
+//! (per thread); oom_score_adj, loginuid, dumpable, child subreaper, THP disable, membarrier
+//! registrations (per process). Each is restored exactly, or the dump refuses it naming pid, tid and attribute.
 //!
 //! ```text
 //! dump     outside: sched_getattr, getpriority, sched_getaffinity, ioprio_get (by tid),
@@ -11,7 +11,7 @@
 //! restore  child:   oom_score_adj, loginuid, subreaper, THP, the main thread's slack and MCE
 //!                   policy (the threads created later inherit the last two)
 //!          remote, after the credentials (an id change resets them): pdeathsig, dumpable,
-//!                   the other threads' own slack and MCE policy
+//!                   membarrier registrations, the other threads' own slack and MCE policy
 //!          outside, last (a real-time or idle thread would slow the restore's own calls):
 //!                   policy, nice, affinity, ioprio
 //! ```
@@ -142,6 +142,20 @@ pub enum AttrError {
         /// cryo's own.
         own: String,
     },
+    /// A value the kernel gives no way to set again (or that this cryo does not know how to).
+    #[error("pid {pid} thread {tid}: {attribute} {value} cannot be restored: {why}")]
+    Unrestorable {
+        /// The process.
+        pid: Pid,
+        /// The thread.
+        tid: Pid,
+        /// The attribute.
+        attribute: &'static str,
+        /// Its value, as the thread has it.
+        value: String,
+        /// Why not.
+        why: &'static str,
+    },
     /// Dumpable 2 (suid_dumpable) cannot be set through prctl.
     #[error(
         "pid {pid} thread {pid}: dumpable 2 (set by a set-id exec under fs.suid_dumpable=2) \
@@ -228,8 +242,60 @@ const fn read(name: &'static str, option: libc::c_int, into_memory: bool) -> Prc
 const ARCH_GET_CPUID: libc::c_int = 0x1011;
 const ARCH_SET_CPUID: libc::c_int = 0x1012;
 
+/// `MEMBARRIER_CMD_GET_REGISTRATIONS` (linux/membarrier.h, 6.3): the registration commands
+/// the process ran, as a mask of their own bits.
+const MEMBARRIER_CMD_GET_REGISTRATIONS: libc::c_int = 1 << 9;
+/// The `MEMBARRIER_CMD_REGISTER_*` commands: global expedited, private expedited, private
+/// expedited sync-core, private expedited rseq. Each is its own bit in the mask above.
+const MEMBARRIER_REGISTER_COMMANDS: [u32; 4] = [1 << 2, 1 << 4, 1 << 6, 1 << 8];
+
+/// `MEMBARRIER_CMD_PRIVATE_EXPEDITED` and the registration command it needs.
+const MEMBARRIER_CMD_PRIVATE_EXPEDITED: u64 = 1 << 3;
+const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: u32 = 1 << 4;
+/// The sync-core and rseq registrations, which mark the private expedited one as registered
+/// in the answer of MEMBARRIER_CMD_GET_REGISTRATIONS without enabling its barrier.
+const MEMBARRIER_IMPLY_PRIVATE: u32 = 1 << 6 | 1 << 8;
+
+/// Settles what MEMBARRIER_CMD_GET_REGISTRATIONS leaves ambiguous in `p` (read by the main
+/// thread's batch): with sync-core or rseq registered, the private expedited bit is set
+/// whether or not the process registered the plain private expedited barrier. Only a try
+/// tells: the barrier, run by `remote` in the frozen process (a memory barrier on the CPUs
+/// running its threads: none run), fails with EPERM without its own registration.
+pub fn settle_membarrier(pid: Pid, remote: &Remote, p: &mut ProcessAttrs) -> Result<(), AttrError> {
+    if p.membarrier & MEMBARRIER_IMPLY_PRIVATE == 0
+        || p.membarrier & MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED == 0
+    {
+        return Ok(());
+    }
+    let tried = remote
+        .syscall(
+            libc::SYS_membarrier,
+            &[MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0],
+        )
+        .map_err(AttrError::read(
+            pid,
+            remote.tid(),
+            "membarrier registrations",
+        ))?;
+    match tried {
+        0 => {}
+        e if e == -(libc::EPERM as i64) => {
+            p.membarrier &= !MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED;
+        }
+        e => {
+            return Err(AttrError::Read {
+                pid,
+                tid: remote.tid(),
+                attribute: "membarrier registrations (private expedited barrier)",
+                errno: io::Error::from_raw_os_error(-e as i32),
+            })
+        }
+    }
+    Ok(())
+}
+
 /// The prctl reads of the main thread: the per-thread ones, then the per-process ones.
-const MAIN_READS: [PrctlRead; 7] = [
+const MAIN_READS: [PrctlRead; 8] = [
     read("timer slack", libc::PR_GET_TIMERSLACK, false),
     read("parent-death signal", libc::PR_GET_PDEATHSIG, true),
     read("mce kill policy", libc::PR_MCE_KILL_GET, false),
@@ -242,6 +308,14 @@ const MAIN_READS: [PrctlRead; 7] = [
     read("dumpable", libc::PR_GET_DUMPABLE, false),
     read("child subreaper", libc::PR_GET_CHILD_SUBREAPER, true),
     read("thp disable", libc::PR_GET_THP_DISABLE, false),
+    // Per mm: without its registration back, a restored process's MEMBARRIER_CMD_PRIVATE_
+    // EXPEDITED (liburcu, language runtimes) fails with EPERM.
+    PrctlRead {
+        name: "membarrier registrations",
+        syscall: libc::SYS_membarrier,
+        option: MEMBARRIER_CMD_GET_REGISTRATIONS,
+        into_memory: false,
+    },
 ];
 /// How many of [`MAIN_READS`] every thread runs.
 const THREAD_READS: usize = 4;
@@ -288,6 +362,7 @@ pub fn dump_thread(
         p.dumpable = value(4) as u32;
         p.child_subreaper = value(5) != 0;
         p.thp_disable = value(6) as u32;
+        p.membarrier = value(7) as u32;
     }
     Ok(attrs)
 }
@@ -564,6 +639,18 @@ fn refuse_process(pid: Pid, p: &ProcessAttrs, own: &Own) -> Result<(), AttrError
     if p.dumpable == 2 {
         return Err(AttrError::SuidDumpable { pid });
     }
+    let known = MEMBARRIER_REGISTER_COMMANDS
+        .iter()
+        .fold(0, |all, c| all | c);
+    if p.membarrier & !known != 0 {
+        return Err(AttrError::Unrestorable {
+            pid,
+            tid: pid,
+            attribute: "membarrier registrations",
+            value: format!("{:#x}", p.membarrier),
+            why: "a registration command this cryo does not know",
+        });
+    }
     if p.loginuid != own.loginuid && own.cap_eff >> CAP_AUDIT_CONTROL & 1 == 0 {
         return Err(AttrError::Loginuid {
             pid,
@@ -674,6 +761,15 @@ pub fn restore_after_creds(
                     "dumpable",
                     prctl(libc::PR_SET_DUMPABLE, p.dumpable as u64, 0),
                 ));
+            }
+            // Per mm, so once, in the main thread; the restored mm starts with none.
+            for command in MEMBARRIER_REGISTER_COMMANDS {
+                if p.membarrier & command != 0 {
+                    calls.push((
+                        "membarrier registration",
+                        (libc::SYS_membarrier, [command as u64, 0, 0, 0, 0, 0]),
+                    ));
+                }
             }
         }
     } else if let Some(main) = main {

@@ -37,6 +37,11 @@
 //! personality=HEX         personality                                      process
 //! mdwe=FLAGS              PR_SET_MDWE (1: refuse writable+executable)     process
 //! cpuid=on|off            ARCH_SET_CPUID: off makes cpuid fault (SIGSEGV) this thread
+//! membarrier=CMD          MEMBARRIER_CMD_REGISTER_*, CMD global-expedited|private-expedited|
+//!                         sync-core|rseq                                   process
+//! anon-name=NAME          3 pages of private anonymous memory, filled, named NAME
+//!                         (PR_SET_VMA_ANON_NAME)                          process
+//! shmem-name=NAME         the same with 2 pages of shared anonymous memory process
 //! uts=HOST:DOMAIN         unshare(CLONE_NEWUTS), sethostname, setdomainname process
 //! timens=SEC              a new time namespace, clocks SEC ahead, entered   process
 //!                         (before `thread`: setns wants a single thread)
@@ -76,6 +81,11 @@
 //! uts           HOST DOMAIN           (uname: nodename, domainname)
 //! clocks        MONOTONIC BOOTTIME    (clock_gettime, ns)
 //! personality   HEX
+//! anon-names    NAME-IN-MAPS ok|changed; ...  (each named mapping: its /proc/self/maps name,
+//!               whether its bytes are still the fill), or `unsupported: ...` on a kernel
+//!               without CONFIG_ANON_VMA_NAME
+//! membarrier    registrations HEX private-expedited ok|errno N  (MEMBARRIER_CMD_GET_REGISTRATIONS,
+//!               then a MEMBARRIER_CMD_PRIVATE_EXPEDITED, which needs its registration)
 //! cgroup:HIER   PATH                  (/proc/thread-self/cgroup; HIER "" for v2)
 //! status:FIELD  the field of /proc/thread-self/status (CapBnd, CapAmb, NoNewPrivs...)
 //! ```
@@ -92,6 +102,22 @@ const PR_SET_MDWE: i32 = 65;
 const ARCH_GET_CPUID: i32 = 0x1011;
 const ARCH_SET_CPUID: i32 = 0x1012;
 use crate::protocol;
+
+/// membarrier commands (linux/membarrier.h): the registrations by name, the query of them, and
+/// the private expedited barrier that fails with EPERM without its registration.
+const MEMBARRIER_REGISTER: &[(&str, u32)] = &[
+    ("global-expedited", 1 << 2),
+    ("private-expedited", 1 << 4),
+    ("sync-core", 1 << 6),
+    ("rseq", 1 << 8),
+];
+const MEMBARRIER_CMD_GET_REGISTRATIONS: u32 = 1 << 9;
+
+/// The mappings `anon-name` and `shmem-name` made: address, length, fill byte.
+static NAMED: std::sync::Mutex<Vec<(usize, usize, u8)>> = std::sync::Mutex::new(Vec::new());
+/// Set when the kernel could not name them (no CONFIG_ANON_VMA_NAME).
+static UNNAMED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+const MEMBARRIER_CMD_PRIVATE_EXPEDITED: u32 = 1 << 3;
 
 /// `attrs SETTING...`
 pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
@@ -365,6 +391,26 @@ fn apply(setting: &str, dir: &Path) -> Result<(), String> {
         "mdwe" => sys::prctl(PR_SET_MDWE, num(value)?, 0)
             .map(drop)
             .map_err(fail),
+        "anon-name" | "shmem-name" => {
+            let shared = name == "shmem-name";
+            let mut named = NAMED.lock().map_err(|_| "poisoned")?;
+            let fill = b'a' + named.len() as u8;
+            let len = if shared { 2 } else { 3 } * 4096;
+            let (addr, kernel_names) = sys::named_anon(len, shared, fill, value).map_err(fail)?;
+            if !kernel_names {
+                UNNAMED.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            named.push((addr, len, fill));
+            Ok(())
+        }
+        "membarrier" => {
+            let command = MEMBARRIER_REGISTER
+                .iter()
+                .find(|(n, _)| *n == value)
+                .ok_or_else(|| format!("bad membarrier command {value:?}"))?
+                .1;
+            sys::membarrier(command).map(drop).map_err(fail)
+        }
         "cpuid" => {
             let enable = match value {
                 "on" => 1,
@@ -579,6 +625,39 @@ fn observe(key: &str) -> Result<String, String> {
         "personality" => sys::personality(0xffff_ffff)
             .map(|p| format!("{p:#x}"))
             .map_err(fail),
+        "anon-names" => {
+            if UNNAMED.load(std::sync::atomic::Ordering::Relaxed) {
+                return Ok("unsupported: a kernel without CONFIG_ANON_VMA_NAME".into());
+            }
+            let maps = std::fs::read_to_string("/proc/self/maps").map_err(fail)?;
+            let named = NAMED.lock().map_err(|_| "poisoned")?;
+            let seen: Vec<String> = named
+                .iter()
+                .map(|&(addr, len, fill)| {
+                    let range = format!("{:x}-{:x} ", addr, addr + len);
+                    let name = maps
+                        .lines()
+                        .find(|l| l.starts_with(&range))
+                        .and_then(|l| l.split_whitespace().nth(5))
+                        .unwrap_or("(not one mapping)");
+                    let data = if sys::all_bytes(addr, len, fill) {
+                        "ok"
+                    } else {
+                        "changed"
+                    };
+                    format!("{name} {data}")
+                })
+                .collect();
+            Ok(seen.join("; "))
+        }
+        "membarrier" => {
+            let mask = sys::membarrier(MEMBARRIER_CMD_GET_REGISTRATIONS).map_err(fail)?;
+            let expedited = sys::membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED).map(drop);
+            Ok(format!(
+                "registrations {mask:#x} private-expedited {}",
+                outcome(expedited)
+            ))
+        }
         "cpuid" => sys::arch_prctl(ARCH_GET_CPUID, 0)
             .map(|v| v.to_string())
             .map_err(fail),

@@ -1223,3 +1223,66 @@ pub fn signal_pending(sig: i32) -> bool {
         libc::sigismember(&set, sig) == 1
     }
 }
+
+/// membarrier(cmd, 0, 0): its raw result (a mask for MEMBARRIER_CMD_GET_REGISTRATIONS).
+pub fn membarrier(cmd: u32) -> io::Result<i64> {
+    // SAFETY: membarrier takes integers only.
+    let r = unsafe { libc::syscall(libc::SYS_membarrier, cmd, 0u32, 0i32) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+/// `len` bytes of fresh anonymous memory (shared or private) filled with `fill`, named `name`
+/// with prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME); returns its address, and whether the kernel
+/// could name it (EINVAL: built without CONFIG_ANON_VMA_NAME).
+pub fn named_anon(len: usize, shared: bool, fill: u8, name: &str) -> io::Result<(usize, bool)> {
+    const PR_SET_VMA: i32 = 0x53564d41;
+    const PR_SET_VMA_ANON_NAME: u64 = 0;
+    let visibility = if shared {
+        libc::MAP_SHARED
+    } else {
+        libc::MAP_PRIVATE
+    };
+    let c = std::ffi::CString::new(name).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: a fresh anonymous mapping; no existing memory is affected.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            visibility | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: p..p+len was just mapped read-write, and is ours alone.
+    unsafe { std::ptr::write_bytes(p.cast::<u8>(), fill, len) };
+    // SAFETY: the name is a NUL-terminated string that lives across the call.
+    let named = unsafe {
+        libc::prctl(
+            PR_SET_VMA,
+            PR_SET_VMA_ANON_NAME,
+            p as u64,
+            len as u64,
+            c.as_ptr(),
+        )
+    };
+    match cvt(named) {
+        Ok(_) => Ok((p as usize, true)),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok((p as usize, false)),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether every byte of `addr..addr+len` (a mapping of ours) is `fill`.
+pub fn all_bytes(addr: usize, len: usize, fill: u8) -> bool {
+    // SAFETY: the caller mapped addr..addr+len readable and keeps it mapped.
+    let bytes = unsafe { std::slice::from_raw_parts(addr as *const u8, len) };
+    bytes.iter().all(|&b| b == fill)
+}
