@@ -310,6 +310,15 @@ attr_tests! {
         ("get membarrier", "registrations 0x50 private-expedited ok"),
     ];
 
+    /// Syscall user dispatch in a thread other than the main one, its selector on BLOCK while
+    /// it waits in a read (cryo's calls in it would be dispatched as SIGSYS unless it turns
+    /// dispatch off while the process is frozen): a call it makes outside the exempt code
+    /// still raises SIGSYS afterwards.
+    syscall_user_dispatch: ["thread", "dispatch-thread"] => [
+        ("dispatch", "dispatch on"),
+        ("tget nice", "0"),
+    ];
+
     /// personality: ADDR_NO_RANDOMIZE | UNAME26.
     personality: ["personality=0x60000"] => [("get personality", "0x60000")];
 

@@ -47,6 +47,9 @@ pub(super) fn collect(
     for &tid in frozen.tids() {
         let dump = |remote: &Remote, process: Option<&mut _>| -> Result<_> {
             let mut thread = threads::dump_thread(tid, remote, scratch, process)?;
+            if let Some(a) = thread.attrs.as_mut() {
+                a.syscall_dispatch = frozen.syscall_dispatch(tid).map(attrs::dispatch_to_image);
+            }
             thread.security = Some(security::dump_thread(pid, remote)?);
             Ok(thread)
         };

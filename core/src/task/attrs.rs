@@ -18,12 +18,15 @@
 
 use std::io;
 
-use cryo_proto::image::{Creds, ProcessAttrs, Rlimit, TaskCore, ThreadAttrs, ThreadCore};
+use cryo_proto::image::{
+    Creds, ProcessAttrs, Rlimit, SyscallUserDispatch, TaskCore, ThreadAttrs, ThreadCore,
+};
 use nix::unistd::Pid;
 
 use crate::remote::{BatchCall, BatchSite, Remote};
 use crate::restore::error::{ChildError, ChildStep};
 use crate::sys::prctl::set_own;
+use crate::sys::ptrace::SudConfig;
 use crate::sys::sched::{self, SchedAttr};
 
 /// `PR_THP_DISABLE_EXCEPT_ADVISED` (linux/prctl.h, 6.18): THP stays allowed where madvised.
@@ -820,6 +823,40 @@ pub fn restore_after_creds(
         let attribute = calls.get(e.index).map_or("prctl attributes", |(n, _)| n);
         AttrError::set(pid, remote.tid(), attribute)(e.error)
     })
+}
+
+/// A thread's syscall user dispatch as the image keeps it.
+pub fn dispatch_to_image(conf: SudConfig) -> SyscallUserDispatch {
+    SyscallUserDispatch {
+        mode: conf.mode,
+        selector: conf.selector,
+        offset: conf.offset,
+        len: conf.len,
+    }
+}
+
+/// Turns the syscall user dispatch of the restored thread `tid` (as cryo sees it) on again,
+/// from outside: after its last remote call (with the selector on BLOCK, the calls would be
+/// dispatched as SIGSYS).
+pub fn restore_dispatch(pid: Pid, tid: Pid, thread: &ThreadCore) -> Result<(), AttrError> {
+    let Some(d) = thread
+        .attrs
+        .as_ref()
+        .and_then(|a| a.syscall_dispatch.as_ref())
+    else {
+        return Ok(());
+    };
+    let conf = SudConfig {
+        mode: d.mode,
+        selector: d.selector,
+        offset: d.offset,
+        len: d.len,
+    };
+    crate::sys::ptrace::set_sud(tid, &conf).map_err(AttrError::set(
+        pid,
+        tid,
+        "syscall user dispatch",
+    ))
 }
 
 /// The SCHED_FLAG_* a thread's policy is set with: RESET_ON_FORK, and SCHED_DEADLINE's RECLAIM

@@ -6,6 +6,8 @@
 //! settings, applied in order (t.NAME=VALUE: applied by the second thread, to itself)
 //! thread                  start the second thread (it inherits what is set so far)
 //! strict-thread           start a thread in seccomp strict mode, echoing bytes on a pipe
+//! dispatch-thread         start a thread with syscall user dispatch on, its selector on
+//!                         BLOCK, waiting in a read only libc's syscall() is exempt for
 //! nice=N                  setpriority(PRIO_PROCESS, 0)                    this thread
 //! sched=POL[:PRIO][:reset] sched_setscheduler, POL other|batch|idle|fifo|rr this thread
 //! deadline=RT:DL:PER[:FL] sched_setattr SCHED_DEADLINE (ns; FL flags, hex) this thread
@@ -59,6 +61,8 @@
 //! tget KEY                KEY as the second thread observes it
 //! strict                  `seccomp MODE alive`: the strict thread's Seccomp field
 //!                         (/proc/self/task/TID/status), then one byte echoed through it
+//! dispatch                `dispatch on|off`: whether a call the dispatch thread makes
+//!                         outside the exempt code (getppid) raised SIGSYS
 //!
 //! KEY   reply
 //! nice          N                     (getpriority)
@@ -125,10 +129,12 @@ pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
         dir: dir.to_path_buf(),
         second: None,
         strict: None,
+        dispatch: None,
     };
     for setting in args {
         match setting.as_str() {
             "thread" => attrs.second = Some(Second::start(dir)?),
+            "dispatch-thread" => attrs.dispatch = Some(Dispatch::start()?),
             "strict-thread" => attrs.strict = Some(Strict::start()?),
             s => match s.strip_prefix("t.") {
                 Some(s) => {
@@ -146,6 +152,7 @@ struct Attrs {
     dir: PathBuf,
     second: Option<Second>,
     strict: Option<Strict>,
+    dispatch: Option<Dispatch>,
 }
 
 impl Mode for Attrs {
@@ -158,6 +165,7 @@ impl Mode for Attrs {
                 .ok_or("no second thread")?
                 .ask(Ask::Observe(key.to_string())),
             ("strict", []) => self.strict.as_ref().ok_or("no strict thread")?.probe(),
+            ("dispatch", []) => self.dispatch.as_ref().ok_or("no dispatch thread")?.probe(),
             _ => unknown(verb),
         }
     }
@@ -201,6 +209,64 @@ impl Second {
             .send((ask, tx))
             .map_err(|_| "the second thread is gone")?;
         rx.recv().map_err(|_| "the second thread did not answer")?
+    }
+}
+
+/// A thread with syscall user dispatch on, its selector on BLOCK: it waits in a read made
+/// through libc's syscall() (exempt), and for each byte read tries a call from elsewhere
+/// (getppid), which dispatch turns into SIGSYS, and answers whether it did.
+struct Dispatch {
+    to_thread: i32,
+    from_thread: i32,
+}
+
+impl Dispatch {
+    fn start() -> Result<Self, String> {
+        let (thread_reads, to_thread) = sys::pipe().map_err(|e| format!("pipe: {e}"))?;
+        let (from_thread, thread_writes) = sys::pipe().map_err(|e| format!("pipe: {e}"))?;
+        std::thread::Builder::new()
+            .name("dispatch".into())
+            .spawn(move || {
+                let on: &[u8] = if sys::dispatch_on().is_ok() {
+                    b"1"
+                } else {
+                    b"0"
+                };
+                let _ = sys::write_all(thread_writes, on);
+                let mut byte = [0u8; 1];
+                loop {
+                    sys::dispatch_block(true);
+                    if sys::exempt_read(thread_reads, &mut byte) != 1 {
+                        continue;
+                    }
+                    let before = sys::DISPATCHED.load(std::sync::atomic::Ordering::SeqCst);
+                    let _ = sys::getppid();
+                    let after = sys::DISPATCHED.load(std::sync::atomic::Ordering::SeqCst);
+                    sys::dispatch_block(true);
+                    let answer: &[u8] = if after > before { b"1" } else { b"0" };
+                    sys::exempt_write(thread_writes, answer);
+                }
+            })
+            .map_err(|e| format!("spawn the dispatch thread: {e}"))?;
+        let mut on = [0u8; 1];
+        match sys::read(from_thread, &mut on) {
+            Ok(1) if on == *b"1" => {}
+            other => return Err(format!("syscall user dispatch failed: {other:?}")),
+        }
+        Ok(Self {
+            to_thread,
+            from_thread,
+        })
+    }
+
+    fn probe(&self) -> Result<String, String> {
+        sys::write_all(self.to_thread, b"?").map_err(|e| format!("to the dispatch thread: {e}"))?;
+        let mut answer = [0u8; 1];
+        match sys::read(self.from_thread, &mut answer) {
+            Ok(1) if answer == *b"1" => Ok("dispatch on".into()),
+            Ok(1) => Ok("dispatch off".into()),
+            other => Err(format!("from the dispatch thread: {other:?}")),
+        }
     }
 }
 

@@ -1286,3 +1286,58 @@ pub fn all_bytes(addr: usize, len: usize, fill: u8) -> bool {
     let bytes = unsafe { std::slice::from_raw_parts(addr as *const u8, len) };
     bytes.iter().all(|&b| b == fill)
 }
+
+thread_local! {
+    /// The calling thread's syscall user dispatch selector: 0 ALLOW, 1 BLOCK.
+    static DISPATCH_SELECTOR: std::sync::atomic::AtomicU8 = const { std::sync::atomic::AtomicU8::new(0) };
+}
+
+/// How many system calls syscall user dispatch turned into SIGSYS.
+pub static DISPATCHED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// The SIGSYS of a dispatched call: counted, and the selector set to ALLOW so the return
+/// from the handler (rt_sigreturn, outside the allowed range) is not dispatched in turn.
+extern "C" fn on_dispatched(_sig: libc::c_int) {
+    DISPATCHED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    DISPATCH_SELECTOR.with(|s| s.store(0, std::sync::atomic::Ordering::SeqCst));
+}
+
+/// Turns syscall user dispatch on in the calling thread (PR_SET_SYSCALL_USER_DISPATCH), its
+/// selector the thread's own byte, only the calls made through libc's `syscall()` exempt;
+/// SIGSYS is counted in [`DISPATCHED`].
+pub fn dispatch_on() -> io::Result<()> {
+    const PR_SET_SYSCALL_USER_DISPATCH: i32 = 59;
+    const PR_SYS_DISPATCH_ON: u64 = 1;
+    install_handler(libc::SIGSYS, on_dispatched)?;
+    let exempt = libc::syscall as *const () as u64;
+    let selector = DISPATCH_SELECTOR.with(|s| s.as_ptr() as u64);
+    // SAFETY: the selector is this thread's own byte, alive as long as the thread; the
+    // exempt range is code of libc's syscall().
+    cvt(unsafe {
+        libc::prctl(
+            PR_SET_SYSCALL_USER_DISPATCH,
+            PR_SYS_DISPATCH_ON,
+            exempt,
+            64u64,
+            selector,
+        )
+    })
+    .map(drop)
+}
+
+/// Sets the calling thread's selector: BLOCK (every call outside libc's `syscall()` raises
+/// SIGSYS) or ALLOW.
+pub fn dispatch_block(block: bool) {
+    DISPATCH_SELECTOR.with(|s| s.store(u8::from(block), std::sync::atomic::Ordering::SeqCst));
+}
+
+/// read(2) and write(2) through libc's `syscall()`, exempt from dispatch.
+pub fn exempt_read(fd: i32, buf: &mut [u8]) -> i64 {
+    // SAFETY: buf is ours and writable for its length.
+    unsafe { libc::syscall(libc::SYS_read, fd, buf.as_mut_ptr(), buf.len()) }
+}
+
+pub fn exempt_write(fd: i32, buf: &[u8]) -> i64 {
+    // SAFETY: buf is ours and readable for its length.
+    unsafe { libc::syscall(libc::SYS_write, fd, buf.as_ptr(), buf.len()) }
+}
