@@ -139,6 +139,13 @@ attr_tests! {
     /// /proc/self/oom_score_adj raised to 500 (raising needs no privilege).
     oom_score_adj: ["oom=500"] => [("get oom", "500")];
 
+    /// /proc/self/coredump_filter: anonymous shared, file-backed private and ELF headers only
+    /// (not the default 0x33), seen from a thread too (it belongs to the mm).
+    coredump_filter: ["coredump-filter=0x16", "thread"] => [
+        ("get coredump-filter", "00000016"),
+        ("tget coredump-filter", "00000016"),
+    ];
+
     /// PR_SET_TIMERSLACK, per thread.
     timerslack: ["timerslack=120000", "thread", "t.timerslack=77000"] => [
         ("get timerslack", "120000"),
@@ -317,6 +324,19 @@ attr_tests! {
     syscall_user_dispatch: ["thread", "dispatch-thread"] => [
         ("dispatch", "dispatch on"),
         ("tget nice", "0"),
+    ];
+
+    /// PR_SET_TSC: rdtsc faults in the second thread only (set after it started: a thread
+    /// inherits its creator's).
+    tsc_sigsegv_in_a_thread: ["thread", "t.tsc=sigsegv"] => [
+        ("get tsc", "1"),
+        ("tget tsc", "2"),
+    ];
+
+    /// PR_SET_TSC in the main thread, then a thread that turned it back on.
+    tsc_sigsegv_in_the_main_thread: ["tsc=sigsegv", "thread", "t.tsc=enable"] => [
+        ("get tsc", "2"),
+        ("tget tsc", "1"),
     ];
 
     /// personality: ADDR_NO_RANDOMIZE | UNAME26.

@@ -1,14 +1,15 @@
 //! Process and thread attributes outside security state (issue 12): nice, scheduling policy
 //! and parameters, CPU affinity, ioprio, timer slack, parent-death signal, MCE kill policy
 //! (per thread); oom_score_adj, loginuid, dumpable, child subreaper, THP disable, membarrier
-//! registrations (per process). Each is restored exactly, or the dump refuses it naming pid, tid and attribute.
+//! registrations, coredump_filter (per process). Each is restored exactly, or the dump refuses it naming pid, tid and attribute.
 //!
 //! ```text
 //! dump     outside: sched_getattr, getpriority, sched_getaffinity, ioprio_get (by tid),
 //!                   /proc/PID/oom_score_adj, loginuid, sessionid
 //!          remote:  prctl getters, in the batch each thread runs anyway (threads.rs)
 //!          refuse:  what this host's cryo could not set (probed on a thread of cryo's own)
-//! restore  child:   oom_score_adj, loginuid, subreaper, THP, the main thread's slack and MCE
+//! restore  child:   oom_score_adj, loginuid, coredump_filter, subreaper, THP, the main
+//!                   thread's slack and MCE
 //!                   policy (the threads created later inherit the last two)
 //!          remote, after the credentials (an id change resets them): pdeathsig, dumpable,
 //!                   membarrier registrations, the other threads' own slack and MCE policy
@@ -212,12 +213,14 @@ pub struct PrctlRead {
     syscall: libc::c_long,
     option: libc::c_int,
     into_memory: bool,
+    /// The second argument when the answer is not in memory (which speculation control).
+    arg2: u64,
 }
 
 impl PrctlRead {
     /// The call, with `slot` the address its int may go to.
     pub fn call(&self, slot: u64) -> BatchCall {
-        let arg2 = if self.into_memory { slot } else { 0 };
+        let arg2 = if self.into_memory { slot } else { self.arg2 };
         (self.syscall, [self.option as u64, arg2, 0, 0, 0, 0])
     }
 
@@ -237,8 +240,59 @@ const fn read(name: &'static str, option: libc::c_int, into_memory: bool) -> Prc
         syscall: libc::SYS_prctl,
         option,
         into_memory,
+        arg2: 0,
     }
 }
+
+/// PR_GET_SPECULATION_CTRL of `which`.
+const fn speculation(name: &'static str, which: u64) -> PrctlRead {
+    PrctlRead {
+        name,
+        syscall: libc::SYS_prctl,
+        option: libc::PR_GET_SPECULATION_CTRL,
+        into_memory: false,
+        arg2: which,
+    }
+}
+
+/// The speculation controls (linux/prctl.h): PR_SPEC_STORE_BYPASS, PR_SPEC_INDIRECT_BRANCH,
+/// PR_SPEC_L1D_FLUSH.
+const SPECULATION: [(&str, u64); 3] = [
+    ("speculation control (store bypass)", 0),
+    ("speculation control (indirect branch)", 1),
+    ("speculation control (l1d flush)", 2),
+];
+/// PR_SPEC_PRCTL: the state is the thread's own, set with PR_SET_SPECULATION_CTRL; without it
+/// the state shown is the host's.
+const PR_SPEC_PRCTL: u32 = 1;
+/// The states, as both the getter answers and the setter takes them: ENABLE, DISABLE,
+/// FORCE_DISABLE (for good: no ENABLE after it), DISABLE_NOEXEC (until the next exec).
+const PR_SPEC_ENABLE: u32 = 1 << 1;
+const PR_SPEC_DISABLE: u32 = 1 << 2;
+const PR_SPEC_FORCE_DISABLE: u32 = 1 << 3;
+const PR_SPEC_DISABLE_NOEXEC: u32 = 1 << 4;
+
+/// What PR_SET_SPECULATION_CTRL gives a thread back the state the getter answered `value`:
+/// none when the state is not the thread's own.
+fn speculation_state(value: u32) -> Option<u32> {
+    if value & PR_SPEC_PRCTL == 0 {
+        return None;
+    }
+    [
+        PR_SPEC_FORCE_DISABLE,
+        PR_SPEC_DISABLE_NOEXEC,
+        PR_SPEC_DISABLE,
+        PR_SPEC_ENABLE,
+    ]
+    .into_iter()
+    .find(|state| value & state != 0)
+}
+
+/// PR_GET_TSC's answers: the time stamp counter reads, or raises SIGSEGV.
+const PR_TSC_ENABLE: u32 = 1;
+const PR_TSC_SIGSEGV: u32 = 2;
+/// PF_MEMALLOC_NOIO | PF_LOCAL_THROTTLE: what PR_SET_IO_FLUSHER sets in the task's flags.
+const IO_FLUSHER_FLAGS: u32 = 0x0008_0000 | 0x0010_0000;
 
 /// `ARCH_GET_CPUID` / `ARCH_SET_CPUID` (asm/prctl.h): whether the cpuid instruction runs, or
 /// faults with SIGSEGV, in a thread.
@@ -298,7 +352,7 @@ pub fn settle_membarrier(pid: Pid, remote: &Remote, p: &mut ProcessAttrs) -> Res
 }
 
 /// The prctl reads of the main thread: the per-thread ones, then the per-process ones.
-const MAIN_READS: [PrctlRead; 8] = [
+const MAIN_READS: [PrctlRead; 12] = [
     read("timer slack", libc::PR_GET_TIMERSLACK, false),
     read("parent-death signal", libc::PR_GET_PDEATHSIG, true),
     read("mce kill policy", libc::PR_MCE_KILL_GET, false),
@@ -307,7 +361,12 @@ const MAIN_READS: [PrctlRead; 8] = [
         syscall: libc::SYS_arch_prctl,
         option: ARCH_GET_CPUID,
         into_memory: false,
+        arg2: 0,
     },
+    speculation(SPECULATION[0].0, SPECULATION[0].1),
+    speculation(SPECULATION[1].0, SPECULATION[1].1),
+    speculation(SPECULATION[2].0, SPECULATION[2].1),
+    read("tsc", libc::PR_GET_TSC, true),
     read("dumpable", libc::PR_GET_DUMPABLE, false),
     read("child subreaper", libc::PR_GET_CHILD_SUBREAPER, true),
     read("thp disable", libc::PR_GET_THP_DISABLE, false),
@@ -318,10 +377,11 @@ const MAIN_READS: [PrctlRead; 8] = [
         syscall: libc::SYS_membarrier,
         option: MEMBARRIER_CMD_GET_REGISTRATIONS,
         into_memory: false,
+        arg2: 0,
     },
 ];
 /// How many of [`MAIN_READS`] every thread runs.
-const THREAD_READS: usize = 4;
+const THREAD_READS: usize = 8;
 
 /// The prctl reads a thread runs in its dump batch (`main`: its process's ones too).
 pub fn remote_reads(main: bool) -> &'static [PrctlRead] {
@@ -361,11 +421,18 @@ pub fn dump_thread(
     attrs.mce_kill = value(2) as u32;
     // ARCH_GET_CPUID answers 1 where cpuid runs, 0 where it faults.
     attrs.cpuid_faulting = value(3) == 0;
+    attrs.spec_store_bypass = value(4) as u32;
+    attrs.spec_indirect_branch = value(5) as u32;
+    attrs.spec_l1d_flush = value(6) as u32;
+    attrs.tsc = value(7) as u32;
+    // PR_GET_IO_FLUSHER needs CAP_SYS_RESOURCE in the thread itself: its task flags tell.
+    let flags = crate::proc::task_stat::read_thread(tid, tid)?.flags;
+    attrs.io_flusher = flags & IO_FLUSHER_FLAGS == IO_FLUSHER_FLAGS;
     if let Some(p) = process {
-        p.dumpable = value(4) as u32;
-        p.child_subreaper = value(5) != 0;
-        p.thp_disable = value(6) as u32;
-        p.membarrier = value(7) as u32;
+        p.dumpable = value(8) as u32;
+        p.child_subreaper = value(9) != 0;
+        p.thp_disable = value(10) as u32;
+        p.membarrier = value(11) as u32;
     }
     Ok(attrs)
 }
@@ -390,10 +457,16 @@ pub fn dump_process(pid: Pid) -> Result<ProcessAttrs, AttrError> {
         })
     };
     let audit = |name| audit_id(&pid.to_string(), name).map_err(AttrError::read(pid, pid, name));
+    let coredump_filter = std::fs::read_to_string(crate::proc::dir(pid).join("coredump_filter"))
+        .map_err(AttrError::read(pid, pid, "coredump_filter"))?;
+    let coredump_filter = u32::from_str_radix(coredump_filter.trim(), 16).map_err(|_| {
+        AttrError::read(pid, pid, "coredump_filter")(io::Error::from(io::ErrorKind::InvalidData))
+    })?;
     Ok(ProcessAttrs {
         oom_score_adj: number("oom_score_adj")?,
         loginuid: audit("loginuid")?,
         sessionid: audit("sessionid")?,
+        coredump_filter: Some(coredump_filter),
         ..Default::default()
     })
 }
@@ -503,6 +576,7 @@ pub fn refuse_unrestorable(pid: Pid, core: &TaskCore) -> Result<(), AttrError> {
     for thread in &core.threads {
         let Some(a) = &thread.attrs else { continue };
         let tid = Pid::from_raw(thread.tid);
+        refuse_thread(pid, tid, a)?;
         if is_realtime(a.policy)
             || a.nice < own.nice
             || !within(&a.affinity, &own.affinity)
@@ -638,6 +712,58 @@ fn probe(pid: Pid, tid: Pid, a: &ThreadAttrs) -> Result<(), AttrError> {
     Ok(())
 }
 
+/// What of a thread's attributes no call could give a restored thread, or cryo could not.
+fn refuse_thread(pid: Pid, tid: Pid, a: &ThreadAttrs) -> Result<(), AttrError> {
+    let unrestorable = |attribute, value: String, why| AttrError::Unrestorable {
+        pid,
+        tid,
+        attribute,
+        value,
+        why,
+    };
+    if a.io_flusher {
+        return Err(unrestorable(
+            "io flusher (PR_SET_IO_FLUSHER)",
+            "on".into(),
+            "setting it needs CAP_SYS_RESOURCE in the thread, which a restored thread cannot be \
+             given for it",
+        ));
+    }
+    if ![0, PR_TSC_ENABLE, PR_TSC_SIGSEGV].contains(&a.tsc) {
+        return Err(unrestorable(
+            "tsc (PR_GET_TSC)",
+            a.tsc.to_string(),
+            "a mode this cryo does not know",
+        ));
+    }
+    let values = [
+        a.spec_store_bypass,
+        a.spec_indirect_branch,
+        a.spec_l1d_flush,
+    ];
+    for ((name, which), value) in SPECULATION.into_iter().zip(values) {
+        let Some(state) = speculation_state(value) else {
+            continue;
+        };
+        if state == PR_SPEC_FORCE_DISABLE {
+            continue;
+        }
+        // The restored thread starts with cryo's state: force-disabled there, it cannot be
+        // enabled or merely disabled again.
+        let own = crate::sys::prctl::get_own(libc::PR_GET_SPECULATION_CTRL, which)
+            .map_err(AttrError::read(pid, tid, name))?;
+        if speculation_state(own as u32) == Some(PR_SPEC_FORCE_DISABLE) {
+            return Err(unrestorable(
+                name,
+                format!("{value:#x}"),
+                "speculation is force-disabled in cryo, whose state a restored thread starts \
+                 with, and no call enables it again",
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn refuse_process(pid: Pid, p: &ProcessAttrs, own: &Own) -> Result<(), AttrError> {
     if p.dumpable == 2 {
         return Err(AttrError::SuidDumpable { pid });
@@ -687,6 +813,11 @@ pub fn restore_in_child(core: &TaskCore) -> Result<(), ChildError> {
         }
         std::fs::write("/proc/self/oom_score_adj", p.oom_score_adj.to_string())
             .map_err(fail("oom_score_adj"))?;
+        // Kept in the mm, which the child keeps through its reshaping.
+        if let Some(filter) = p.coredump_filter {
+            std::fs::write("/proc/self/coredump_filter", format!("{filter:#x}"))
+                .map_err(fail("coredump_filter"))?;
+        }
         if p.child_subreaper {
             set_own(libc::PR_SET_CHILD_SUBREAPER, 1, 0).map_err(fail("child subreaper"))?;
         }
@@ -815,6 +946,23 @@ pub fn restore_after_creds(
             ),
         ));
     }
+    // Each thread is created with the restore child's state (cryo's): its own is set in it.
+    let values = [
+        a.spec_store_bypass,
+        a.spec_indirect_branch,
+        a.spec_l1d_flush,
+    ];
+    for ((name, which), value) in SPECULATION.into_iter().zip(values) {
+        if let Some(state) = speculation_state(value) {
+            calls.push((
+                name,
+                prctl(libc::PR_SET_SPECULATION_CTRL, which, state as u64),
+            ));
+        }
+    }
+    if a.tsc == PR_TSC_SIGSEGV {
+        calls.push(("tsc", prctl(libc::PR_SET_TSC, PR_TSC_SIGSEGV as u64, 0)));
+    }
     if calls.is_empty() {
         return Ok(());
     }
@@ -940,6 +1088,52 @@ mod tests {
     use super::*;
 
     const CAP_SYS_RESOURCE: u32 = 24;
+
+    #[test]
+    fn speculation_is_set_again_only_where_it_is_the_threads_own() {
+        // Host states (no PR_SPEC_PRCTL): nothing to set.
+        assert_eq!(speculation_state(0), None);
+        assert_eq!(speculation_state(PR_SPEC_ENABLE), None);
+        assert_eq!(speculation_state(PR_SPEC_FORCE_DISABLE), None);
+        assert_eq!(
+            speculation_state(PR_SPEC_PRCTL | PR_SPEC_ENABLE),
+            Some(PR_SPEC_ENABLE)
+        );
+        assert_eq!(
+            speculation_state(PR_SPEC_PRCTL | PR_SPEC_FORCE_DISABLE),
+            Some(PR_SPEC_FORCE_DISABLE)
+        );
+        assert_eq!(
+            speculation_state(PR_SPEC_PRCTL | PR_SPEC_DISABLE_NOEXEC),
+            Some(PR_SPEC_DISABLE_NOEXEC)
+        );
+    }
+
+    #[test]
+    fn an_io_flusher_thread_and_an_unknown_tsc_mode_are_refused() {
+        let pid = Pid::from_raw(4242);
+        let tid = Pid::from_raw(4243);
+        let flusher = ThreadAttrs {
+            io_flusher: true,
+            ..Default::default()
+        };
+        let err = refuse_thread(pid, tid, &flusher).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("pid 4242 thread 4243: io flusher"),
+            "{err}"
+        );
+        let tsc = ThreadAttrs {
+            tsc: 7,
+            ..Default::default()
+        };
+        assert!(refuse_thread(pid, tid, &tsc).is_err());
+        let fine = ThreadAttrs {
+            tsc: PR_TSC_SIGSEGV,
+            ..Default::default()
+        };
+        refuse_thread(pid, tid, &fine).unwrap();
+    }
 
     #[test]
     fn cpu_lists_read_as_the_kernel_writes_them() {

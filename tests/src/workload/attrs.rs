@@ -15,6 +15,7 @@
 //! affinity=CPU[,CPU]      sched_setaffinity                               this thread
 //! ioprio=CLASS:LEVEL      ioprio_set, CLASS rt|be|idle                     this thread
 //! oom=N                   write /proc/self/oom_score_adj                   process
+//! coredump-filter=HEX     write /proc/self/coredump_filter                 process
 //! timerslack=NS           PR_SET_TIMERSLACK                                this thread
 //! dumpable=N              PR_SET_DUMPABLE                                  process
 //! pdeathsig=SIG           PR_SET_PDEATHSIG                                 this thread
@@ -38,6 +39,7 @@
 //! umask=OCTAL             umask                                            process
 //! personality=HEX         personality                                      process
 //! mdwe=FLAGS              PR_SET_MDWE (1: refuse writable+executable)     process
+//! tsc=sigsegv|enable      PR_SET_TSC: reading the time stamp counter faults this thread
 //! cpuid=on|off            ARCH_SET_CPUID: off makes cpuid fault (SIGSEGV) this thread
 //! membarrier=CMD          MEMBARRIER_CMD_REGISTER_*, CMD global-expedited|private-expedited|
 //!                         sync-core|rseq                                   process
@@ -71,8 +73,10 @@
 //! deadline      RUNTIME DEADLINE PERIOD flags HEX  (sched_getattr)
 //! ioprio        CLASS LEVEL           (ioprio_get; CLASS none|rt|be|idle)
 //! oom           N                     (/proc/self/oom_score_adj)
+//! coredump-filter HEX                 (/proc/self/coredump_filter, as the kernel writes it)
 //! timerslack, dumpable, pdeathsig, subreaper, thp-disable, securebits (hex), nnp:  prctl getters
 //! mce           N                     (PR_MCE_KILL_GET)
+//! tsc           1 | 2                 (PR_GET_TSC: 2 where rdtsc raises SIGSEGV)
 //! caps          PRM EFF INH           (capget, hex)
 //! ids           uid R E S FS gid R E S FS groups G,G   (/proc/thread-self/status)
 //! seccomp       mode M filters F      (/proc/thread-self/status)
@@ -369,6 +373,7 @@ fn apply(setting: &str, dir: &Path) -> Result<(), String> {
             sys::set_ioprio((class as u32) << 13 | level).map_err(fail)
         }
         "oom" => std::fs::write("/proc/self/oom_score_adj", value).map_err(fail),
+        "coredump-filter" => std::fs::write("/proc/self/coredump_filter", value).map_err(fail),
         "loginuid" => std::fs::write("/proc/self/loginuid", value).map_err(fail),
         "timerslack" => flag(libc::PR_SET_TIMERSLACK),
         "dumpable" => flag(libc::PR_SET_DUMPABLE),
@@ -476,6 +481,16 @@ fn apply(setting: &str, dir: &Path) -> Result<(), String> {
                 .ok_or_else(|| format!("bad membarrier command {value:?}"))?
                 .1;
             sys::membarrier(command).map(drop).map_err(fail)
+        }
+        "tsc" => {
+            let mode = match value {
+                "enable" => libc::PR_TSC_ENABLE,
+                "sigsegv" => libc::PR_TSC_SIGSEGV,
+                other => return Err(format!("bad tsc {other:?}: enable|sigsegv")),
+            };
+            sys::prctl(libc::PR_SET_TSC, mode as u64, 0)
+                .map(drop)
+                .map_err(fail)
         }
         "cpuid" => {
             let enable = match value {
@@ -634,6 +649,9 @@ fn observe(key: &str) -> Result<String, String> {
             let class = IOPRIO_CLASSES.get((prio >> 13) as usize).unwrap_or(&"?");
             Ok(format!("{class} {}", prio & 0x1fff))
         }
+        "coredump-filter" => std::fs::read_to_string("/proc/self/coredump_filter")
+            .map(|s| s.trim().to_string())
+            .map_err(fail),
         "oom" => std::fs::read_to_string("/proc/self/oom_score_adj")
             .map(|s| s.trim().to_string())
             .map_err(fail),
@@ -647,6 +665,8 @@ fn observe(key: &str) -> Result<String, String> {
             .map(|v| format!("{v:#x}"))
             .map_err(fail),
         "mce" => getter(libc::PR_MCE_KILL_GET),
+        "tsc" => int_getter(libc::PR_GET_TSC),
+
         "caps" => {
             let (prm, eff, inh) = sys::capget().map_err(fail)?;
             Ok(format!("{prm:#x} {eff:#x} {inh:#x}"))
