@@ -153,3 +153,22 @@ fn memory_deny_write_execute_is_refused_naming_pid_and_attribute() {
     w.assert_untouched();
     assert_eq!(w.cmd("get umask").len(), 3, "the target answers");
 }
+
+/// A local descriptor table (modify_ldt): cryo does not write one back, so the dump refuses
+/// it, naming pid and attribute, and the target runs on.
+#[test]
+fn a_local_descriptor_table_is_refused_naming_pid_and_attribute() {
+    cryo_bin();
+    let w = Workload::spawn("attrs", &["ldt=1"]);
+    let out = w.dump(&w.path("img"), &[]);
+    assert!(!out.status.success(), "the dump should be refused\n{out}");
+    let pid = w.pid().to_string();
+    assert!(
+        out.stderr
+            .contains(&format!("pid {pid} thread {pid}: local descriptor table")),
+        "{}",
+        out.stderr
+    );
+    w.assert_untouched();
+    assert_eq!(w.cmd("get umask").len(), 3, "the target answers");
+}

@@ -1,7 +1,7 @@
 //! Process and thread attributes outside security state (issue 12): nice, scheduling policy
 //! and parameters, CPU affinity, ioprio, timer slack, parent-death signal, MCE kill policy
 //! (per thread); oom_score_adj, loginuid, dumpable, child subreaper, THP disable, membarrier
-//! registrations, coredump_filter (per process). Each is restored exactly, or the dump refuses it naming pid, tid and attribute.
+//! registrations, coredump_filter (per process); a process with an LDT is refused. Each is restored exactly, or the dump refuses it naming pid, tid and attribute.
 //!
 //! ```text
 //! dump     outside: sched_getattr, getpriority, sched_getaffinity, ioprio_get (by tid),
@@ -215,18 +215,22 @@ pub struct PrctlRead {
     into_memory: bool,
     /// The second argument when the answer is not in memory (which speculation control).
     arg2: u64,
+    /// The third argument (modify_ldt's byte count).
+    arg3: u64,
+    /// The answer is the return value even though the call writes memory (modify_ldt).
+    answer_returned: bool,
 }
 
 impl PrctlRead {
     /// The call, with `slot` the address its int may go to.
     pub fn call(&self, slot: u64) -> BatchCall {
         let arg2 = if self.into_memory { slot } else { self.arg2 };
-        (self.syscall, [self.option as u64, arg2, 0, 0, 0, 0])
+        (self.syscall, [self.option as u64, arg2, self.arg3, 0, 0, 0])
     }
 
     /// The value read, from the call's `result` and its memory `out`.
     pub fn value(&self, result: u64, out: &[u8]) -> u64 {
-        if self.into_memory {
+        if self.into_memory && !self.answer_returned {
             u32::from_ne_bytes([out[0], out[1], out[2], out[3]]) as u64
         } else {
             result
@@ -241,6 +245,8 @@ const fn read(name: &'static str, option: libc::c_int, into_memory: bool) -> Prc
         option,
         into_memory,
         arg2: 0,
+        arg3: 0,
+        answer_returned: false,
     }
 }
 
@@ -252,6 +258,8 @@ const fn speculation(name: &'static str, which: u64) -> PrctlRead {
         option: libc::PR_GET_SPECULATION_CTRL,
         into_memory: false,
         arg2: which,
+        arg3: 0,
+        answer_returned: false,
     }
 }
 
@@ -352,7 +360,7 @@ pub fn settle_membarrier(pid: Pid, remote: &Remote, p: &mut ProcessAttrs) -> Res
 }
 
 /// The prctl reads of the main thread: the per-thread ones, then the per-process ones.
-const MAIN_READS: [PrctlRead; 12] = [
+const MAIN_READS: [PrctlRead; 13] = [
     read("timer slack", libc::PR_GET_TIMERSLACK, false),
     read("parent-death signal", libc::PR_GET_PDEATHSIG, true),
     read("mce kill policy", libc::PR_MCE_KILL_GET, false),
@@ -362,6 +370,8 @@ const MAIN_READS: [PrctlRead; 12] = [
         option: ARCH_GET_CPUID,
         into_memory: false,
         arg2: 0,
+        arg3: 0,
+        answer_returned: false,
     },
     speculation(SPECULATION[0].0, SPECULATION[0].1),
     speculation(SPECULATION[1].0, SPECULATION[1].1),
@@ -378,6 +388,18 @@ const MAIN_READS: [PrctlRead; 12] = [
         option: MEMBARRIER_CMD_GET_REGISTRATIONS,
         into_memory: false,
         arg2: 0,
+        arg3: 0,
+        answer_returned: false,
+    },
+    // modify_ldt(0, slot, 8): 0 without an LDT, 8 with one (the kernel pads what it lacks).
+    PrctlRead {
+        name: "ldt",
+        syscall: libc::SYS_modify_ldt,
+        option: 0,
+        into_memory: true,
+        arg2: 0,
+        arg3: 8,
+        answer_returned: true,
     },
 ];
 /// How many of [`MAIN_READS`] every thread runs.
@@ -433,6 +455,7 @@ pub fn dump_thread(
         p.child_subreaper = value(9) != 0;
         p.thp_disable = value(10) as u32;
         p.membarrier = value(11) as u32;
+        p.ldt = value(12) != 0;
     }
     Ok(attrs)
 }
@@ -767,6 +790,15 @@ fn refuse_thread(pid: Pid, tid: Pid, a: &ThreadAttrs) -> Result<(), AttrError> {
 fn refuse_process(pid: Pid, p: &ProcessAttrs, own: &Own) -> Result<(), AttrError> {
     if p.dumpable == 2 {
         return Err(AttrError::SuidDumpable { pid });
+    }
+    if p.ldt {
+        return Err(AttrError::Unrestorable {
+            pid,
+            tid: pid,
+            attribute: "local descriptor table (modify_ldt)",
+            value: "non-empty".into(),
+            why: "cryo does not write LDT entries back",
+        });
     }
     let known = MEMBARRIER_REGISTER_COMMANDS
         .iter()

@@ -39,6 +39,7 @@
 //! umask=OCTAL             umask                                            process
 //! personality=HEX         personality                                      process
 //! mdwe=FLAGS              PR_SET_MDWE (1: refuse writable+executable)     process
+//! ldt=1                   an entry in the local descriptor table (modify_ldt) process
 //! tsc=sigsegv|enable      PR_SET_TSC: reading the time stamp counter faults this thread
 //! cpuid=on|off            ARCH_SET_CPUID: off makes cpuid fault (SIGSEGV) this thread
 //! membarrier=CMD          MEMBARRIER_CMD_REGISTER_*, CMD global-expedited|private-expedited|
@@ -482,6 +483,7 @@ fn apply(setting: &str, dir: &Path) -> Result<(), String> {
                 .1;
             sys::membarrier(command).map(drop).map_err(fail)
         }
+        "ldt" => sys::ldt_entry().map_err(fail),
         "tsc" => {
             let mode = match value {
                 "enable" => libc::PR_TSC_ENABLE,

@@ -1341,3 +1341,17 @@ pub fn exempt_write(fd: i32, buf: &[u8]) -> i64 {
     // SAFETY: buf is ours and readable for its length.
     unsafe { libc::syscall(libc::SYS_write, fd, buf.as_ptr(), buf.len()) }
 }
+
+/// Installs one 32-bit data segment as entry 0 of the process's LDT (modify_ldt(1)).
+pub fn ldt_entry() -> io::Result<()> {
+    // struct user_desc: entry_number, base_addr, limit, then the flag bits: seg_32bit (bit 0),
+    // limit_in_pages (bit 4).
+    let desc: [u32; 4] = [0, 0, 0xfffff, 0x11];
+    // SAFETY: desc is a live user_desc of the size given.
+    let r = unsafe { libc::syscall(libc::SYS_modify_ldt, 1, desc.as_ptr(), 16usize) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
