@@ -84,6 +84,23 @@ pub enum MemoryError {
         /// What it means.
         what: &'static str,
     },
+    /// A VMA with a NUMA memory policy of its own (mbind).
+    #[error(
+        "pid {pid} thread {pid}: mapping {start:#x}-{end:#x} {name}: numa memory policy {policy} \
+         (mbind) cannot be restored: cryo restores the default policy only"
+    )]
+    NumaPolicy {
+        /// The dumped task.
+        pid: Pid,
+        /// The mapping's start.
+        start: u64,
+        /// Its end.
+        end: u64,
+        /// Its name in the maps.
+        name: String,
+        /// The policy as numa_maps shows it.
+        policy: String,
+    },
     /// KSM merging every mapping of the process (prctl PR_SET_MEMORY_MERGE): setting it
     /// again needs CAP_SYS_RESOURCE.
     #[error(

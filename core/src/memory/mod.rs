@@ -4,6 +4,7 @@
 pub mod dirty;
 pub mod dump;
 pub mod error;
+pub mod numa;
 pub mod precopy;
 pub mod premap;
 pub mod restore;

@@ -219,13 +219,18 @@ pub struct PrctlRead {
     arg3: u64,
     /// The answer is the return value even though the call writes memory (modify_ldt).
     answer_returned: bool,
+    /// Which argument the memory slot goes in (1 for prctl; 0 for get_mempolicy).
+    slot_arg: usize,
 }
 
 impl PrctlRead {
     /// The call, with `slot` the address its int may go to.
     pub fn call(&self, slot: u64) -> BatchCall {
-        let arg2 = if self.into_memory { slot } else { self.arg2 };
-        (self.syscall, [self.option as u64, arg2, self.arg3, 0, 0, 0])
+        let mut args = [self.option as u64, self.arg2, self.arg3, 0, 0, 0];
+        if self.into_memory {
+            args[self.slot_arg] = slot;
+        }
+        (self.syscall, args)
     }
 
     /// The value read, from the call's `result` and its memory `out`.
@@ -247,6 +252,7 @@ const fn read(name: &'static str, option: libc::c_int, into_memory: bool) -> Prc
         arg2: 0,
         arg3: 0,
         answer_returned: false,
+        slot_arg: 1,
     }
 }
 
@@ -260,6 +266,7 @@ const fn speculation(name: &'static str, which: u64) -> PrctlRead {
         arg2: which,
         arg3: 0,
         answer_returned: false,
+        slot_arg: 1,
     }
 }
 
@@ -295,6 +302,9 @@ fn speculation_state(value: u32) -> Option<u32> {
     .into_iter()
     .find(|state| value & state != 0)
 }
+
+/// get_mempolicy's mode for a thread that never set one.
+const MPOL_DEFAULT: u32 = 0;
 
 /// PR_GET_TSC's answers: the time stamp counter reads, or raises SIGSEGV.
 const PR_TSC_ENABLE: u32 = 1;
@@ -360,7 +370,7 @@ pub fn settle_membarrier(pid: Pid, remote: &Remote, p: &mut ProcessAttrs) -> Res
 }
 
 /// The prctl reads of the main thread: the per-thread ones, then the per-process ones.
-const MAIN_READS: [PrctlRead; 13] = [
+const MAIN_READS: [PrctlRead; 14] = [
     read("timer slack", libc::PR_GET_TIMERSLACK, false),
     read("parent-death signal", libc::PR_GET_PDEATHSIG, true),
     read("mce kill policy", libc::PR_MCE_KILL_GET, false),
@@ -372,11 +382,23 @@ const MAIN_READS: [PrctlRead; 13] = [
         arg2: 0,
         arg3: 0,
         answer_returned: false,
+        slot_arg: 1,
     },
     speculation(SPECULATION[0].0, SPECULATION[0].1),
     speculation(SPECULATION[1].0, SPECULATION[1].1),
     speculation(SPECULATION[2].0, SPECULATION[2].1),
     read("tsc", libc::PR_GET_TSC, true),
+    // get_mempolicy(&mode, NULL, 0, NULL, 0): the thread's own NUMA policy, flags or'ed in.
+    PrctlRead {
+        name: "numa memory policy",
+        syscall: libc::SYS_get_mempolicy,
+        option: 0,
+        into_memory: true,
+        arg2: 0,
+        arg3: 0,
+        answer_returned: false,
+        slot_arg: 0,
+    },
     read("dumpable", libc::PR_GET_DUMPABLE, false),
     read("child subreaper", libc::PR_GET_CHILD_SUBREAPER, true),
     read("thp disable", libc::PR_GET_THP_DISABLE, false),
@@ -390,6 +412,7 @@ const MAIN_READS: [PrctlRead; 13] = [
         arg2: 0,
         arg3: 0,
         answer_returned: false,
+        slot_arg: 1,
     },
     // modify_ldt(0, slot, 8): 0 without an LDT, 8 with one (the kernel pads what it lacks).
     PrctlRead {
@@ -400,10 +423,11 @@ const MAIN_READS: [PrctlRead; 13] = [
         arg2: 0,
         arg3: 8,
         answer_returned: true,
+        slot_arg: 1,
     },
 ];
 /// How many of [`MAIN_READS`] every thread runs.
-const THREAD_READS: usize = 8;
+const THREAD_READS: usize = 9;
 
 /// The prctl reads a thread runs in its dump batch (`main`: its process's ones too).
 pub fn remote_reads(main: bool) -> &'static [PrctlRead] {
@@ -447,15 +471,16 @@ pub fn dump_thread(
     attrs.spec_indirect_branch = value(5) as u32;
     attrs.spec_l1d_flush = value(6) as u32;
     attrs.tsc = value(7) as u32;
+    attrs.mempolicy = value(8) as u32;
     // PR_GET_IO_FLUSHER needs CAP_SYS_RESOURCE in the thread itself: its task flags tell.
     let flags = crate::proc::task_stat::read_thread(tid, tid)?.flags;
     attrs.io_flusher = flags & IO_FLUSHER_FLAGS == IO_FLUSHER_FLAGS;
     if let Some(p) = process {
-        p.dumpable = value(8) as u32;
-        p.child_subreaper = value(9) != 0;
-        p.thp_disable = value(10) as u32;
-        p.membarrier = value(11) as u32;
-        p.ldt = value(12) != 0;
+        p.dumpable = value(9) as u32;
+        p.child_subreaper = value(10) != 0;
+        p.thp_disable = value(11) as u32;
+        p.membarrier = value(12) as u32;
+        p.ldt = value(13) != 0;
     }
     Ok(attrs)
 }
@@ -750,6 +775,13 @@ fn refuse_thread(pid: Pid, tid: Pid, a: &ThreadAttrs) -> Result<(), AttrError> {
             "on".into(),
             "setting it needs CAP_SYS_RESOURCE in the thread, which a restored thread cannot be \
              given for it",
+        ));
+    }
+    if a.mempolicy != MPOL_DEFAULT {
+        return Err(unrestorable(
+            "numa memory policy (set_mempolicy)",
+            format!("mode {:#x}", a.mempolicy),
+            "cryo restores the default policy only",
         ));
     }
     if ![0, PR_TSC_ENABLE, PR_TSC_SIGSEGV].contains(&a.tsc) {

@@ -39,6 +39,8 @@
 //! umask=OCTAL             umask                                            process
 //! personality=HEX         personality                                      process
 //! mdwe=FLAGS              PR_SET_MDWE (1: refuse writable+executable)     process
+//! mempolicy=bind          set_mempolicy(MPOL_BIND, node 0)                this thread
+//! mbind=1                 two pages of anonymous memory mbind to node 0    process
 //! ldt=1                   an entry in the local descriptor table (modify_ldt) process
 //! tsc=sigsegv|enable      PR_SET_TSC: reading the time stamp counter faults this thread
 //! cpuid=on|off            ARCH_SET_CPUID: off makes cpuid fault (SIGSEGV) this thread
@@ -484,6 +486,8 @@ fn apply(setting: &str, dir: &Path) -> Result<(), String> {
             sys::membarrier(command).map(drop).map_err(fail)
         }
         "ldt" => sys::ldt_entry().map_err(fail),
+        "mempolicy" => sys::bind_thread_to_node0().map_err(fail),
+        "mbind" => sys::bound_mapping().map(drop).map_err(fail),
         "tsc" => {
             let mode = match value {
                 "enable" => libc::PR_TSC_ENABLE,

@@ -1355,3 +1355,47 @@ pub fn ldt_entry() -> io::Result<()> {
         Ok(())
     }
 }
+
+/// set_mempolicy(MPOL_BIND, node 0) for the calling thread.
+pub fn bind_thread_to_node0() -> io::Result<()> {
+    const MPOL_BIND: i32 = 2;
+    let mask: u64 = 1;
+    // SAFETY: mask is a live nodemask of 64 bits, as maxnode says.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_set_mempolicy,
+            MPOL_BIND,
+            &mask as *const u64,
+            64u64,
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Two fresh pages of anonymous memory bound to node 0 with mbind(MPOL_BIND).
+pub fn bound_mapping() -> io::Result<usize> {
+    const MPOL_BIND: i32 = 2;
+    let addr = mmap_anon(2 * 4096)? as usize;
+    let mask: u64 = 1;
+    // SAFETY: addr..addr+2 pages is our fresh mapping; mask is a live 64-bit nodemask.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mbind,
+            addr,
+            2 * 4096usize,
+            MPOL_BIND,
+            &mask as *const u64,
+            64u64,
+            0u32,
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(addr)
+    }
+}
