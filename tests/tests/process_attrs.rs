@@ -146,6 +146,13 @@ attr_tests! {
         ("tget coredump-filter", "00000016"),
     ];
 
+    /// The nice value of the workload's autogroup (it leads its session, so the autogroup is
+    /// its own), seen from a thread too.
+    autogroup_nice: ["autogroup=7", "thread"] => [
+        ("get autogroup", "7"),
+        ("tget autogroup", "7"),
+    ];
+
     /// PR_SET_TIMERSLACK, per thread.
     timerslack: ["timerslack=120000", "thread", "t.timerslack=77000"] => [
         ("get timerslack", "120000"),

@@ -510,13 +510,30 @@ pub fn dump_process(pid: Pid) -> Result<ProcessAttrs, AttrError> {
     let coredump_filter = u32::from_str_radix(coredump_filter.trim(), 16).map_err(|_| {
         AttrError::read(pid, pid, "coredump_filter")(io::Error::from(io::ErrorKind::InvalidData))
     })?;
+    // "/autogroup-N nice M"; absent with autogroup scheduling off or not built.
+    let autogroup_nice = match std::fs::read_to_string(crate::proc::dir(pid).join("autogroup")) {
+        Ok(text) => Some(parse_autogroup_nice(&text).ok_or_else(|| {
+            AttrError::read(pid, pid, "autogroup")(io::Error::from(io::ErrorKind::InvalidData))
+        })?),
+        Err(_) => None,
+    };
     Ok(ProcessAttrs {
         oom_score_adj: number("oom_score_adj")?,
         loginuid: audit("loginuid")?,
         sessionid: audit("sessionid")?,
         coredump_filter: Some(coredump_filter),
+        autogroup_nice,
         ..Default::default()
     })
+}
+
+/// The nice value of an autogroup as /proc/PID/autogroup writes it: `/autogroup-N nice M`.
+fn parse_autogroup_nice(text: &str) -> Option<i32> {
+    text.split_whitespace()
+        .skip_while(|w| *w != "nice")
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 /// FIFO, RR and DEADLINE: policies that need CAP_SYS_NICE (or RLIMIT_RTPRIO) and ignore
@@ -877,6 +894,15 @@ pub fn restore_in_child(core: &TaskCore) -> Result<(), ChildError> {
         }
         std::fs::write("/proc/self/oom_score_adj", p.oom_score_adj.to_string())
             .map_err(fail("oom_score_adj"))?;
+        // The autogroup is the session's: a session leader (it made its session already) sets
+        // the nice of the one it made; the others share their leader's.
+        if let Some(nice) = p.autogroup_nice {
+            let me = nix::unistd::getpid();
+            if nice != 0 && nix::unistd::getsid(None).ok() == Some(me) {
+                std::fs::write("/proc/self/autogroup", nice.to_string())
+                    .map_err(fail("autogroup nice"))?;
+            }
+        }
         // Kept in the mm, which the child keeps through its reshaping.
         if let Some(filter) = p.coredump_filter {
             std::fs::write("/proc/self/coredump_filter", format!("{filter:#x}"))
@@ -1197,6 +1223,13 @@ mod tests {
             ..Default::default()
         };
         refuse_thread(pid, tid, &fine).unwrap();
+    }
+
+    #[test]
+    fn autogroup_nice_is_read_as_the_kernel_writes_it() {
+        assert_eq!(parse_autogroup_nice("/autogroup-41350 nice 0\n"), Some(0));
+        assert_eq!(parse_autogroup_nice("/autogroup-7 nice -5\n"), Some(-5));
+        assert_eq!(parse_autogroup_nice("garbage"), None);
     }
 
     #[test]

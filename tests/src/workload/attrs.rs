@@ -16,6 +16,7 @@
 //! ioprio=CLASS:LEVEL      ioprio_set, CLASS rt|be|idle                     this thread
 //! oom=N                   write /proc/self/oom_score_adj                   process
 //! coredump-filter=HEX     write /proc/self/coredump_filter                 process
+//! autogroup=N             write /proc/self/autogroup (its session's nice) process
 //! timerslack=NS           PR_SET_TIMERSLACK                                this thread
 //! dumpable=N              PR_SET_DUMPABLE                                  process
 //! pdeathsig=SIG           PR_SET_PDEATHSIG                                 this thread
@@ -77,6 +78,7 @@
 //! ioprio        CLASS LEVEL           (ioprio_get; CLASS none|rt|be|idle)
 //! oom           N                     (/proc/self/oom_score_adj)
 //! coredump-filter HEX                 (/proc/self/coredump_filter, as the kernel writes it)
+//! autogroup     N                     (the nice of /proc/self/autogroup)
 //! timerslack, dumpable, pdeathsig, subreaper, thp-disable, securebits (hex), nnp:  prctl getters
 //! mce           N                     (PR_MCE_KILL_GET)
 //! tsc           1 | 2                 (PR_GET_TSC: 2 where rdtsc raises SIGSEGV)
@@ -377,6 +379,7 @@ fn apply(setting: &str, dir: &Path) -> Result<(), String> {
         }
         "oom" => std::fs::write("/proc/self/oom_score_adj", value).map_err(fail),
         "coredump-filter" => std::fs::write("/proc/self/coredump_filter", value).map_err(fail),
+        "autogroup" => std::fs::write("/proc/self/autogroup", value).map_err(fail),
         "loginuid" => std::fs::write("/proc/self/loginuid", value).map_err(fail),
         "timerslack" => flag(libc::PR_SET_TIMERSLACK),
         "dumpable" => flag(libc::PR_SET_DUMPABLE),
@@ -654,6 +657,10 @@ fn observe(key: &str) -> Result<String, String> {
             let prio = sys::ioprio().map_err(fail)?;
             let class = IOPRIO_CLASSES.get((prio >> 13) as usize).unwrap_or(&"?");
             Ok(format!("{class} {}", prio & 0x1fff))
+        }
+        "autogroup" => {
+            let text = std::fs::read_to_string("/proc/self/autogroup").map_err(fail)?;
+            Ok(text.split_whitespace().last().unwrap_or("?").to_string())
         }
         "coredump-filter" => std::fs::read_to_string("/proc/self/coredump_filter")
             .map(|s| s.trim().to_string())
