@@ -60,5 +60,4 @@ pub fn get_own(option: libc::c_int, arg2: u64) -> io::Result<i64> {
             0 as libc::c_ulong,
         )
     })
-    .map(|v| v as i64)
 }
