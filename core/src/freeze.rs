@@ -10,6 +10,7 @@ use tracing::debug;
 use crate::dump::error::DumpError;
 use crate::error::{Error, Result};
 use crate::proc;
+use crate::sys::ptrace as pt;
 
 /// A task whose threads are all stopped under our ptrace.
 #[derive(Debug)]
@@ -20,6 +21,9 @@ pub struct FrozenTask {
     killed: bool,
     /// In a group stop (SIGSTOP, SIGTSTP) when seized: released, it goes back into it.
     group_stopped: bool,
+    /// The threads whose syscall user dispatch was on, turned off while frozen: their
+    /// configuration, put back on release.
+    dispatch: Vec<(Pid, pt::SudConfig)>,
 }
 
 /// Checks that `pid` is a user process we can dump, before anything touches it.
@@ -55,6 +59,7 @@ impl FrozenTask {
             tids: Vec::new(),
             killed: false,
             group_stopped: proc::stat(pid)?.state == 'T',
+            dispatch: Vec::new(),
         };
         // Threads may be born while we seize: loop until the set is stable.
         loop {
@@ -96,6 +101,18 @@ impl FrozenTask {
         for &tid in &frozen.tids {
             crate::task::security::suspend_seccomp(pid, tid)?;
         }
+        // Likewise syscall user dispatch: with its selector on BLOCK, every call cryo makes in
+        // the thread would be turned into a SIGSYS. Off while frozen, put back on release.
+        for &tid in &frozen.tids {
+            let conf = pt::get_sud(tid)
+                .map_err(|e| Error::sys(pid, format!("read syscall user dispatch of thread {tid}"), e))?;
+            if conf.mode != 0 {
+                pt::set_sud(tid, &pt::SudConfig::default()).map_err(|e| {
+                    Error::sys(pid, format!("suspend syscall user dispatch of thread {tid}"), e)
+                })?;
+                frozen.dispatch.push((tid, conf));
+            }
+        }
         debug!(%pid, threads = frozen.tids.len(), "frozen");
         Ok(frozen)
     }
@@ -109,6 +126,14 @@ impl FrozenTask {
     /// Its threads, the main one first.
     pub fn tids(&self) -> &[Pid] {
         &self.tids
+    }
+
+    /// The syscall user dispatch thread `tid` had (off while it is frozen), if it was on.
+    pub fn syscall_dispatch(&self, tid: Pid) -> Option<pt::SudConfig> {
+        self.dispatch
+            .iter()
+            .find(|(t, _)| *t == tid)
+            .map(|(_, conf)| *conf)
     }
 
     /// Kills the task while it is still frozen (the end of a dump without --leave-running).
@@ -315,6 +340,11 @@ impl Drop for FrozenTask {
     fn drop(&mut self) {
         if self.killed {
             return;
+        }
+        for (tid, conf) in &self.dispatch {
+            if let Err(e) = pt::set_sud(*tid, conf) {
+                tracing::warn!(%tid, "cannot put its syscall user dispatch back: {e}");
+            }
         }
         for &tid in &self.tids {
             if let Err(e) = ptrace::detach(tid, None) {

@@ -208,6 +208,7 @@ every_message!(
     PacketMembership,
     NetlinkSocket,
     ThreadAttrs,
+    SyscallUserDispatch,
     ProcessAttrs,
     SysvShm,
     SysvSem,

@@ -139,6 +139,20 @@ attr_tests! {
     /// /proc/self/oom_score_adj raised to 500 (raising needs no privilege).
     oom_score_adj: ["oom=500"] => [("get oom", "500")];
 
+    /// /proc/self/coredump_filter: anonymous shared, file-backed private and ELF headers only
+    /// (not the default 0x33), seen from a thread too (it belongs to the mm).
+    coredump_filter: ["coredump-filter=0x16", "thread"] => [
+        ("get coredump-filter", "00000016"),
+        ("tget coredump-filter", "00000016"),
+    ];
+
+    /// The nice value of the workload's autogroup (it leads its session, so the autogroup is
+    /// its own), seen from a thread too.
+    autogroup_nice: ["autogroup=7", "thread"] => [
+        ("get autogroup", "7"),
+        ("tget autogroup", "7"),
+    ];
+
     /// PR_SET_TIMERSLACK, per thread.
     timerslack: ["timerslack=120000", "thread", "t.timerslack=77000"] => [
         ("get timerslack", "120000"),
@@ -286,6 +300,52 @@ attr_tests! {
     /// assigns is not checked: no interface sets it).
     loginuid: ["loginuid=1000"] => [("get loginuid", "1000")];
 
+    /// membarrier registrations: private expedited and global expedited, registered by the
+    /// main thread, seen (and the private expedited barrier working) in the second thread
+    /// too: they belong to the mm.
+    membarrier: ["thread", "membarrier=private-expedited", "membarrier=global-expedited"] => [
+        ("get membarrier", "registrations 0x14 private-expedited ok"),
+        ("tget membarrier", "registrations 0x14 private-expedited ok"),
+    ];
+
+    /// membarrier: the sync-core and rseq flavours. Each marks the private expedited
+    /// registration as made (0x10) without enabling the plain private expedited barrier: the
+    /// dump must not register it.
+    membarrier_sync_core_rseq: ["membarrier=sync-core", "membarrier=rseq"] => [
+        ("get membarrier", "registrations 0x150 private-expedited errno 1"),
+    ];
+
+    /// membarrier: sync-core and the plain private expedited barrier, both registered (the
+    /// same 0x50 as sync-core alone shows, but the barrier works).
+    membarrier_sync_core_and_private: [
+        "membarrier=sync-core",
+        "membarrier=private-expedited",
+    ] => [
+        ("get membarrier", "registrations 0x50 private-expedited ok"),
+    ];
+
+    /// Syscall user dispatch in a thread other than the main one, its selector on BLOCK while
+    /// it waits in a read (cryo's calls in it would be dispatched as SIGSYS unless it turns
+    /// dispatch off while the process is frozen): a call it makes outside the exempt code
+    /// still raises SIGSYS afterwards.
+    syscall_user_dispatch: ["thread", "dispatch-thread"] => [
+        ("dispatch", "dispatch on"),
+        ("tget nice", "0"),
+    ];
+
+    /// PR_SET_TSC: rdtsc faults in the second thread only (set after it started: a thread
+    /// inherits its creator's).
+    tsc_sigsegv_in_a_thread: ["thread", "t.tsc=sigsegv"] => [
+        ("get tsc", "1"),
+        ("tget tsc", "2"),
+    ];
+
+    /// PR_SET_TSC in the main thread, then a thread that turned it back on.
+    tsc_sigsegv_in_the_main_thread: ["tsc=sigsegv", "thread", "t.tsc=enable"] => [
+        ("get tsc", "2"),
+        ("tget tsc", "1"),
+    ];
+
     /// personality: ADDR_NO_RANDOMIZE | UNAME26.
     personality: ["personality=0x60000"] => [("get personality", "0x60000")];
 
@@ -299,6 +359,52 @@ attr_tests! {
         ("get dumpable", "0"),
         ("get rlimit:nofile", "200 300"),
     ];
+}
+
+/// Anonymous memory named with PR_SET_VMA_ANON_NAME, private and shared: the names as
+/// /proc/self/maps shows them, and the memory's contents. A kernel built without
+/// CONFIG_ANON_VMA_NAME (the one of these machines) cannot name memory: nothing to check then.
+mod anon_vma_names {
+    use cryo_tests::{cryo_bin, Workload};
+
+    const SETTINGS: &[&str] = &[
+        "anon-name=cryo-heap",
+        "shmem-name=cryo-ring",
+        "anon-name=second",
+    ];
+
+    fn expect() -> Vec<(&'static str, String)> {
+        super::owned(&[(
+            "get anon-names",
+            "[anon:cryo-heap] ok; [anon_shmem:cryo-ring] ok; [anon:second] ok",
+        )])
+    }
+
+    /// Whether this kernel names memory; says so when not.
+    fn kernel_names_memory() -> bool {
+        cryo_bin();
+        let w = Workload::spawn("attrs", &["anon-name=probe"]);
+        let reply = w.cmd("get anon-names");
+        if reply.starts_with("unsupported") {
+            eprintln!("skipped: {reply}");
+            return false;
+        }
+        true
+    }
+
+    #[test]
+    fn restored() {
+        if kernel_names_memory() {
+            super::restored(SETTINGS, &expect());
+        }
+    }
+
+    #[test]
+    fn kept_by_leave_running() {
+        if kernel_names_memory() {
+            super::kept_by_leave_running(SETTINGS, &expect());
+        }
+    }
 }
 
 /// The capability sets of the test process (root, as the workload starts): CapPrm, CapBnd.

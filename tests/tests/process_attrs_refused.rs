@@ -153,3 +153,58 @@ fn memory_deny_write_execute_is_refused_naming_pid_and_attribute() {
     w.assert_untouched();
     assert_eq!(w.cmd("get umask").len(), 3, "the target answers");
 }
+
+/// A local descriptor table (modify_ldt): cryo does not write one back, so the dump refuses
+/// it, naming pid and attribute, and the target runs on.
+#[test]
+fn a_local_descriptor_table_is_refused_naming_pid_and_attribute() {
+    cryo_bin();
+    let w = Workload::spawn("attrs", &["ldt=1"]);
+    let out = w.dump(&w.path("img"), &[]);
+    assert!(!out.status.success(), "the dump should be refused\n{out}");
+    let pid = w.pid().to_string();
+    assert!(
+        out.stderr
+            .contains(&format!("pid {pid} thread {pid}: local descriptor table")),
+        "{}",
+        out.stderr
+    );
+    w.assert_untouched();
+    assert_eq!(w.cmd("get umask").len(), 3, "the target answers");
+}
+
+/// A thread's own NUMA memory policy (set_mempolicy MPOL_BIND), in a thread other than the
+/// main one: refused, naming pid, thread and attribute.
+#[test]
+fn a_threads_numa_policy_is_refused_naming_pid_thread_and_attribute() {
+    cryo_bin();
+    let w = Workload::spawn("attrs", &["thread", "t.mempolicy=bind"]);
+    let tid = second_thread(&w);
+    let out = w.dump(&w.path("img"), &[]);
+    let refused = (out.status.success(), out.stderr.clone());
+    assert_refused(
+        &w,
+        refused,
+        tid,
+        &["numa memory policy (set_mempolicy)", "mode 0x2"],
+    );
+    assert_eq!(w.cmd("get umask").len(), 3, "the target answers");
+}
+
+/// A mapping with a NUMA memory policy of its own (mbind MPOL_BIND): refused, naming pid, the
+/// mapping and its policy.
+#[test]
+fn a_mappings_numa_policy_is_refused_naming_pid_mapping_and_policy() {
+    cryo_bin();
+    let w = Workload::spawn("attrs", &["mbind=1"]);
+    let out = w.dump(&w.path("img"), &[]);
+    let pid = w.pid();
+    let refused = (out.status.success(), out.stderr.clone());
+    assert_refused(
+        &w,
+        refused,
+        pid,
+        &["numa memory policy bind:0 (mbind)", "mapping 0x"],
+    );
+    assert_eq!(w.cmd("get umask").len(), 3, "the target answers");
+}

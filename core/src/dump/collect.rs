@@ -48,6 +48,9 @@ pub(super) fn collect(
     for &tid in frozen.tids() {
         let dump = |remote: &Remote, process: Option<&mut _>| -> Result<_> {
             let mut thread = threads::dump_thread(tid, remote, scratch, process)?;
+            if let Some(a) = thread.attrs.as_mut() {
+                a.syscall_dispatch = frozen.syscall_dispatch(tid).map(attrs::dispatch_to_image);
+            }
             thread.security = Some(security::dump_thread(pid, remote)?);
             Ok(thread)
         };
@@ -64,6 +67,7 @@ pub(super) fn collect(
             .map_err(|e| Error::sys(tid, "put the thread back", e))?;
         core.threads.push(dumped?);
     }
+    attrs::settle_membarrier(pid, remote, &mut process_attrs)?;
     core.attrs = Some(process_attrs);
     // Whatever a restore would refuse, the dump refuses first.
     attrs::refuse_unrestorable(pid, &core)?;

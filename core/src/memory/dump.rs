@@ -63,6 +63,7 @@ pub fn dump(
         .find(|(start, _)| scratch.contains(**start))
         .map(|(_, f)| f);
     let (mlockall, merge_any) = super::vmflags::mm_defaults(fresh);
+    let policies = super::numa::policies(pid)?;
     if merge_any {
         return Err(MemoryError::MergeAny { pid }.into());
     }
@@ -83,6 +84,16 @@ pub fn dump(
                 name: entry.name.clone(),
                 flag,
                 what,
+            }
+            .into());
+        }
+        if let Some(policy) = policies.get(&entry.start) {
+            return Err(MemoryError::NumaPolicy {
+                pid,
+                start: entry.start,
+                end: entry.end,
+                name: entry.name.clone(),
+                policy: policy.clone(),
             }
             .into());
         }

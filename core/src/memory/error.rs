@@ -27,6 +27,17 @@ pub enum MemoryError {
         /// Where the kernel put it.
         at: u64,
     },
+    /// An anonymous VMA name longer than the kernel allows (the image is not what a dump
+    /// writes).
+    #[error("pid {pid}: mapping {start:#x}: anonymous name {name:?} is too long to set again")]
+    AnonName {
+        /// The restored task.
+        pid: Pid,
+        /// Where the image has it.
+        start: u64,
+        /// The name.
+        name: String,
+    },
     /// The pages image is shorter than its page runs say.
     #[error("pid {pid}: pages image ends before page run at {addr:#x}")]
     PagesShort {
@@ -72,6 +83,23 @@ pub enum MemoryError {
         flag: &'static str,
         /// What it means.
         what: &'static str,
+    },
+    /// A VMA with a NUMA memory policy of its own (mbind).
+    #[error(
+        "pid {pid} thread {pid}: mapping {start:#x}-{end:#x} {name}: numa memory policy {policy} \
+         (mbind) cannot be restored: cryo restores the default policy only"
+    )]
+    NumaPolicy {
+        /// The dumped task.
+        pid: Pid,
+        /// The mapping's start.
+        start: u64,
+        /// Its end.
+        end: u64,
+        /// Its name in the maps.
+        name: String,
+        /// The policy as numa_maps shows it.
+        policy: String,
     },
     /// KSM merging every mapping of the process (prctl PR_SET_MEMORY_MERGE): setting it
     /// again needs CAP_SYS_RESOURCE.

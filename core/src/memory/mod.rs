@@ -4,6 +4,7 @@
 pub mod dirty;
 pub mod dump;
 pub mod error;
+pub mod numa;
 pub mod precopy;
 pub mod premap;
 pub mod restore;
@@ -40,11 +41,29 @@ pub fn classify(entry: &MapEntry) -> VmaKind {
         name if entry.shared && name.starts_with("/SYSV") => VmaKind::SysvShm,
         // The ring of an AIO context (files/aio.rs).
         name if entry.shared && crate::files::aio::is_ring(name) => VmaKind::AioRing,
-        // Shared anonymous memory shows as a deleted /dev/zero.
+        // Shared anonymous memory shows as a deleted /dev/zero, or by the name the process
+        // gave it (PR_SET_VMA_ANON_NAME), which is no path.
         name if entry.shared && name.starts_with("/dev/zero") => VmaKind::ShmemAnon,
+        name if entry.shared && name.starts_with(ANON_SHMEM_NAME.0) => VmaKind::ShmemAnon,
         _ if entry.shared => VmaKind::FileShared,
         _ => VmaKind::FilePrivate,
     }
+}
+
+/// How /proc/PID/maps shows the name a process gave anonymous memory with
+/// prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME): `[anon:NAME]`, `[anon_shmem:NAME]` when shared.
+const ANON_NAME: (&str, &str) = ("[anon:", "]");
+const ANON_SHMEM_NAME: (&str, &str) = ("[anon_shmem:", "]");
+
+/// The name a process gave the anonymous VMA `vma` (PR_SET_VMA_ANON_NAME), if any: restored
+/// with the same prctl. The kernel shows none for the heap and stack, whatever they were given.
+pub fn anon_name(vma: &cryo_proto::image::Vma) -> Option<&str> {
+    let (prefix, suffix) = match VmaKind::try_from(vma.kind) {
+        Ok(VmaKind::Anon) => ANON_NAME,
+        Ok(VmaKind::ShmemAnon) => ANON_SHMEM_NAME,
+        _ => return None,
+    };
+    vma.name.strip_prefix(prefix)?.strip_suffix(suffix)
 }
 
 /// True for the kernel-provided mappings that are moved, not recreated.
@@ -116,6 +135,12 @@ mod tests {
             VmaKind::FilePrivate
         );
         assert_eq!(classify(&entry("/data", 9, true)), VmaKind::FileShared);
+        // Named anonymous memory (PR_SET_VMA_ANON_NAME): the name is no path.
+        assert_eq!(classify(&entry("[anon:jit code]", 0, false)), VmaKind::Anon);
+        assert_eq!(
+            classify(&entry("[anon_shmem:ring]", 9, true)),
+            VmaKind::ShmemAnon
+        );
         assert_eq!(
             classify(&entry("/SYSV00001234 (deleted)", 3, true)),
             VmaKind::SysvShm
@@ -140,5 +165,28 @@ mod tests {
         assert!(!page_wanted(VmaKind::FileShared, PM_PRESENT));
         assert!(!page_wanted(VmaKind::ShmemAnon, PM_PRESENT));
         assert!(!page_wanted(VmaKind::Vdso, PM_PRESENT));
+    }
+
+    #[test]
+    fn anon_names_come_out_of_their_brackets() {
+        let vma = |name: &str, kind: VmaKind| cryo_proto::image::Vma {
+            name: name.into(),
+            kind: kind as i32,
+            ..Default::default()
+        };
+        assert_eq!(
+            anon_name(&vma("[anon:jit code]", VmaKind::Anon)),
+            Some("jit code")
+        );
+        assert_eq!(
+            anon_name(&vma("[anon_shmem:ring]", VmaKind::ShmemAnon)),
+            Some("ring")
+        );
+        assert_eq!(anon_name(&vma("", VmaKind::Anon)), None);
+        assert_eq!(
+            anon_name(&vma("/dev/zero (deleted)", VmaKind::ShmemAnon)),
+            None
+        );
+        assert_eq!(anon_name(&vma("[anon:x]", VmaKind::FilePrivate)), None);
     }
 }

@@ -275,6 +275,8 @@ pub fn reshape(
     // several VMAs is split again where their flags differ), then mlockall(MCL_FUTURE)
     // for the mappings the process makes from now on.
     advise_and_lock(child, remote, batch, mm)?;
+    // 6b. The names the process gave its anonymous memory.
+    name_anon_vmas(child, remote, batch, mm)?;
 
     // 7. brk, arg/env, auxv, exe. The kernel refuses to change the exe link while the old
     // executable is mapped: when the image runs cryo's own binary, it is, and stays right.
@@ -324,6 +326,61 @@ fn advise_and_lock(child: Pid, remote: &Remote, batch: BatchSite, mm: &MmCore) -
         what.push(format!("mlockall({:#x})", mm.mlockall));
     }
     run_batch(child, remote, batch, &calls, |i| what[i].clone())?;
+    Ok(())
+}
+
+/// prctl(PR_SET_VMA) and its PR_SET_VMA_ANON_NAME (linux/prctl.h).
+const PR_SET_VMA: u64 = 0x53564d41;
+const PR_SET_VMA_ANON_NAME: u64 = 0;
+/// ANON_VMA_NAME_MAX_LEN: a name with its NUL fits in this.
+const ANON_NAME_SLOT: u64 = 80;
+
+/// Names each anonymous VMA the process had named (PR_SET_VMA_ANON_NAME), as many per stop
+/// as fit: the names go in the upper half of the scratch page, the batch table in the lower.
+fn name_anon_vmas(child: Pid, remote: &Remote, batch: BatchSite, mm: &MmCore) -> Result<()> {
+    let named: Vec<(&Vma, &str)> = mm
+        .vmas
+        .iter()
+        .filter_map(|v| super::anon_name(v).map(|n| (v, n)))
+        .collect();
+    let half = batch.table_len / 2;
+    let table = BatchSite {
+        table_len: half,
+        ..batch
+    };
+    let names_at = batch.table + half;
+    let per_stop = (half / ANON_NAME_SLOT) as usize;
+    for chunk in named.chunks(per_stop.max(1)) {
+        let mut names = Vec::with_capacity(chunk.len() * ANON_NAME_SLOT as usize);
+        let mut calls: Vec<BatchCall> = Vec::with_capacity(chunk.len());
+        for (i, (vma, name)) in chunk.iter().enumerate() {
+            if name.len() as u64 >= ANON_NAME_SLOT {
+                return Err(MemoryError::AnonName {
+                    pid: child,
+                    start: vma.start,
+                    name: name.to_string(),
+                }
+                .into());
+            }
+            let mut slot = name.as_bytes().to_vec();
+            slot.resize(ANON_NAME_SLOT as usize, 0);
+            names.extend_from_slice(&slot);
+            let at = names_at + i as u64 * ANON_NAME_SLOT;
+            let len = vma.end - vma.start;
+            calls.push((
+                libc::SYS_prctl,
+                [PR_SET_VMA, PR_SET_VMA_ANON_NAME, vma.start, len, at, 0],
+            ));
+        }
+        pt::write_mem(child, names_at, &names)
+            .map_err(|e| Error::sys(child, "write the anonymous VMA names", e))?;
+        run_batch(child, remote, table, &calls, |i| {
+            format!(
+                "name {:#x}-{:#x} {:?} (PR_SET_VMA_ANON_NAME)",
+                chunk[i].0.start, chunk[i].0.end, chunk[i].1
+            )
+        })?;
+    }
     Ok(())
 }
 

@@ -57,6 +57,12 @@ pub(crate) fn read(pid: Pid) -> io::Result<Stat> {
     parse_stat(&text).ok_or_else(|| io::Error::from(io::ErrorKind::InvalidData))
 }
 
+/// The stat of thread `tid` of `pid` (its own flags, state...).
+pub(crate) fn read_thread(pid: Pid, tid: Pid) -> io::Result<Stat> {
+    let text = fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat"))?;
+    parse_stat(&text).ok_or_else(|| io::Error::from(io::ErrorKind::InvalidData))
+}
+
 fn parse_stat(text: &str) -> Option<Stat> {
     let open = text.find('(')?;
     let close = text.rfind(')')?;

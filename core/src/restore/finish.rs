@@ -250,6 +250,7 @@ fn finish(child: Pid, tree: &Planned, i: usize) -> Result<Vec<Pid>> {
 
     for (thread, &tid) in task.core.threads.iter().zip(&created) {
         threads::set_final_state(tid, thread)?;
+        attrs::restore_dispatch(child, tid, thread)?;
         attrs::restore_sched(child, tid, thread)?;
     }
     if task.entry.stopped {

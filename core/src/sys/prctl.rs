@@ -45,3 +45,19 @@ pub fn set_own(option: libc::c_int, arg2: u64, arg3: u64) -> io::Result<()> {
     })?;
     Ok(())
 }
+
+/// `prctl(option, arg2, 0, 0, 0)` on the calling thread, for the getters that answer in their
+/// return value (PR_GET_SPECULATION_CTRL).
+pub fn get_own(option: libc::c_int, arg2: u64) -> io::Result<i64> {
+    // SAFETY: the options passed here take integers, no pointers.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_prctl,
+            option as libc::c_ulong,
+            arg2 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        )
+    })
+}

@@ -158,6 +158,47 @@ pub fn get_rseq(pid: Pid) -> io::Result<RseqConfig> {
     Ok(conf)
 }
 
+/// `PTRACE_GET_SYSCALL_USER_DISPATCH_CONFIG` / `PTRACE_SET_...` (linux/ptrace.h, 6.1).
+const PTRACE_SET_SYSCALL_USER_DISPATCH_CONFIG: libc::c_uint = 0x4210;
+const PTRACE_GET_SYSCALL_USER_DISPATCH_CONFIG: libc::c_uint = 0x4211;
+
+/// `struct ptrace_sud_config`: a thread's syscall user dispatch (PR_SET_SYSCALL_USER_DISPATCH).
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SudConfig {
+    /// PR_SYS_DISPATCH_OFF (0), or the mode it is on in.
+    pub mode: u64,
+    /// Address of the selector byte (ALLOW or BLOCK), in the thread's memory.
+    pub selector: u64,
+    /// Start of the code whose system calls are never dispatched.
+    pub offset: u64,
+    /// Its length.
+    pub len: u64,
+}
+
+/// The syscall user dispatch configuration of a stopped thread.
+pub fn get_sud(pid: Pid) -> io::Result<SudConfig> {
+    let mut conf = SudConfig::default();
+    ptrace_raw(
+        PTRACE_GET_SYSCALL_USER_DISPATCH_CONFIG,
+        pid,
+        std::mem::size_of::<SudConfig>(),
+        &mut conf as *mut _ as usize,
+    )?;
+    Ok(conf)
+}
+
+/// Sets the syscall user dispatch configuration of a stopped thread.
+pub fn set_sud(pid: Pid, conf: &SudConfig) -> io::Result<()> {
+    ptrace_raw(
+        PTRACE_SET_SYSCALL_USER_DISPATCH_CONFIG,
+        pid,
+        std::mem::size_of::<SudConfig>(),
+        conf as *const _ as usize,
+    )
+    .map(drop)
+}
+
 /// Sets the ptrace options of a stopped tracee (PTRACE_SETOPTIONS, any bits, the ones nix
 /// knows no name for included).
 pub fn set_options(pid: Pid, options: u64) -> io::Result<()> {

@@ -1,29 +1,33 @@
 //! Process and thread attributes outside security state (issue 12): nice, scheduling policy
 //! and parameters, CPU affinity, ioprio, timer slack, parent-death signal, MCE kill policy
-//! (per thread); oom_score_adj, loginuid, dumpable, child subreaper, THP disable (per
-//! process). Each is restored exactly, or the dump refuses it naming pid, tid and attribute.
+//! (per thread); oom_score_adj, loginuid, dumpable, child subreaper, THP disable, membarrier
+//! registrations, coredump_filter (per process); a process with an LDT is refused. Each is restored exactly, or the dump refuses it naming pid, tid and attribute.
 //!
 //! ```text
 //! dump     outside: sched_getattr, getpriority, sched_getaffinity, ioprio_get (by tid),
 //!                   /proc/PID/oom_score_adj, loginuid, sessionid
 //!          remote:  prctl getters, in the batch each thread runs anyway (threads.rs)
 //!          refuse:  what this host's cryo could not set (probed on a thread of cryo's own)
-//! restore  child:   oom_score_adj, loginuid, subreaper, THP, the main thread's slack and MCE
+//! restore  child:   oom_score_adj, loginuid, coredump_filter, subreaper, THP, the main
+//!                   thread's slack and MCE
 //!                   policy (the threads created later inherit the last two)
 //!          remote, after the credentials (an id change resets them): pdeathsig, dumpable,
-//!                   the other threads' own slack and MCE policy
+//!                   membarrier registrations, the other threads' own slack and MCE policy
 //!          outside, last (a real-time or idle thread would slow the restore's own calls):
 //!                   policy, nice, affinity, ioprio
 //! ```
 
 use std::io;
 
-use cryo_proto::image::{Creds, ProcessAttrs, Rlimit, TaskCore, ThreadAttrs, ThreadCore};
+use cryo_proto::image::{
+    Creds, ProcessAttrs, Rlimit, SyscallUserDispatch, TaskCore, ThreadAttrs, ThreadCore,
+};
 use nix::unistd::Pid;
 
 use crate::remote::{BatchCall, BatchSite, Remote};
 use crate::restore::error::{ChildError, ChildStep};
 use crate::sys::prctl::set_own;
+use crate::sys::ptrace::SudConfig;
 use crate::sys::sched::{self, SchedAttr};
 
 /// `PR_THP_DISABLE_EXCEPT_ADVISED` (linux/prctl.h, 6.18): THP stays allowed where madvised.
@@ -142,6 +146,20 @@ pub enum AttrError {
         /// cryo's own.
         own: String,
     },
+    /// A value the kernel gives no way to set again (or that this cryo does not know how to).
+    #[error("pid {pid} thread {tid}: {attribute} {value} cannot be restored: {why}")]
+    Unrestorable {
+        /// The process.
+        pid: Pid,
+        /// The thread.
+        tid: Pid,
+        /// The attribute.
+        attribute: &'static str,
+        /// Its value, as the thread has it.
+        value: String,
+        /// Why not.
+        why: &'static str,
+    },
     /// Dumpable 2 (suid_dumpable) cannot be set through prctl.
     #[error(
         "pid {pid} thread {pid}: dumpable 2 (set by a set-id exec under fs.suid_dumpable=2) \
@@ -195,18 +213,29 @@ pub struct PrctlRead {
     syscall: libc::c_long,
     option: libc::c_int,
     into_memory: bool,
+    /// The second argument when the answer is not in memory (which speculation control).
+    arg2: u64,
+    /// The third argument (modify_ldt's byte count).
+    arg3: u64,
+    /// The answer is the return value even though the call writes memory (modify_ldt).
+    answer_returned: bool,
+    /// Which argument the memory slot goes in (1 for prctl; 0 for get_mempolicy).
+    slot_arg: usize,
 }
 
 impl PrctlRead {
     /// The call, with `slot` the address its int may go to.
     pub fn call(&self, slot: u64) -> BatchCall {
-        let arg2 = if self.into_memory { slot } else { 0 };
-        (self.syscall, [self.option as u64, arg2, 0, 0, 0, 0])
+        let mut args = [self.option as u64, self.arg2, self.arg3, 0, 0, 0];
+        if self.into_memory {
+            args[self.slot_arg] = slot;
+        }
+        (self.syscall, args)
     }
 
     /// The value read, from the call's `result` and its memory `out`.
     pub fn value(&self, result: u64, out: &[u8]) -> u64 {
-        if self.into_memory {
+        if self.into_memory && !self.answer_returned {
             u32::from_ne_bytes([out[0], out[1], out[2], out[3]]) as u64
         } else {
             result
@@ -220,16 +249,128 @@ const fn read(name: &'static str, option: libc::c_int, into_memory: bool) -> Prc
         syscall: libc::SYS_prctl,
         option,
         into_memory,
+        arg2: 0,
+        arg3: 0,
+        answer_returned: false,
+        slot_arg: 1,
     }
 }
+
+/// PR_GET_SPECULATION_CTRL of `which`.
+const fn speculation(name: &'static str, which: u64) -> PrctlRead {
+    PrctlRead {
+        name,
+        syscall: libc::SYS_prctl,
+        option: libc::PR_GET_SPECULATION_CTRL,
+        into_memory: false,
+        arg2: which,
+        arg3: 0,
+        answer_returned: false,
+        slot_arg: 1,
+    }
+}
+
+/// The speculation controls (linux/prctl.h): PR_SPEC_STORE_BYPASS, PR_SPEC_INDIRECT_BRANCH,
+/// PR_SPEC_L1D_FLUSH.
+const SPECULATION: [(&str, u64); 3] = [
+    ("speculation control (store bypass)", 0),
+    ("speculation control (indirect branch)", 1),
+    ("speculation control (l1d flush)", 2),
+];
+/// PR_SPEC_PRCTL: the state is the thread's own, set with PR_SET_SPECULATION_CTRL; without it
+/// the state shown is the host's.
+const PR_SPEC_PRCTL: u32 = 1;
+/// The states, as both the getter answers and the setter takes them: ENABLE, DISABLE,
+/// FORCE_DISABLE (for good: no ENABLE after it), DISABLE_NOEXEC (until the next exec).
+const PR_SPEC_ENABLE: u32 = 1 << 1;
+const PR_SPEC_DISABLE: u32 = 1 << 2;
+const PR_SPEC_FORCE_DISABLE: u32 = 1 << 3;
+const PR_SPEC_DISABLE_NOEXEC: u32 = 1 << 4;
+
+/// What PR_SET_SPECULATION_CTRL gives a thread back the state the getter answered `value`:
+/// none when the state is not the thread's own.
+fn speculation_state(value: u32) -> Option<u32> {
+    if value & PR_SPEC_PRCTL == 0 {
+        return None;
+    }
+    [
+        PR_SPEC_FORCE_DISABLE,
+        PR_SPEC_DISABLE_NOEXEC,
+        PR_SPEC_DISABLE,
+        PR_SPEC_ENABLE,
+    ]
+    .into_iter()
+    .find(|state| value & state != 0)
+}
+
+/// get_mempolicy's mode for a thread that never set one.
+const MPOL_DEFAULT: u32 = 0;
+
+/// PR_GET_TSC's answers: the time stamp counter reads, or raises SIGSEGV.
+const PR_TSC_ENABLE: u32 = 1;
+const PR_TSC_SIGSEGV: u32 = 2;
+/// PF_MEMALLOC_NOIO | PF_LOCAL_THROTTLE: what PR_SET_IO_FLUSHER sets in the task's flags.
+const IO_FLUSHER_FLAGS: u32 = 0x0008_0000 | 0x0010_0000;
 
 /// `ARCH_GET_CPUID` / `ARCH_SET_CPUID` (asm/prctl.h): whether the cpuid instruction runs, or
 /// faults with SIGSEGV, in a thread.
 const ARCH_GET_CPUID: libc::c_int = 0x1011;
 const ARCH_SET_CPUID: libc::c_int = 0x1012;
 
+/// `MEMBARRIER_CMD_GET_REGISTRATIONS` (linux/membarrier.h, 6.3): the registration commands
+/// the process ran, as a mask of their own bits.
+const MEMBARRIER_CMD_GET_REGISTRATIONS: libc::c_int = 1 << 9;
+/// The `MEMBARRIER_CMD_REGISTER_*` commands: global expedited, private expedited, private
+/// expedited sync-core, private expedited rseq. Each is its own bit in the mask above.
+const MEMBARRIER_REGISTER_COMMANDS: [u32; 4] = [1 << 2, 1 << 4, 1 << 6, 1 << 8];
+
+/// `MEMBARRIER_CMD_PRIVATE_EXPEDITED` and the registration command it needs.
+const MEMBARRIER_CMD_PRIVATE_EXPEDITED: u64 = 1 << 3;
+const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: u32 = 1 << 4;
+/// The sync-core and rseq registrations, which mark the private expedited one as registered
+/// in the answer of MEMBARRIER_CMD_GET_REGISTRATIONS without enabling its barrier.
+const MEMBARRIER_IMPLY_PRIVATE: u32 = 1 << 6 | 1 << 8;
+
+/// Settles what MEMBARRIER_CMD_GET_REGISTRATIONS leaves ambiguous in `p` (read by the main
+/// thread's batch): with sync-core or rseq registered, the private expedited bit is set
+/// whether or not the process registered the plain private expedited barrier. Only a try
+/// tells: the barrier, run by `remote` in the frozen process (a memory barrier on the CPUs
+/// running its threads: none run), fails with EPERM without its own registration.
+pub fn settle_membarrier(pid: Pid, remote: &Remote, p: &mut ProcessAttrs) -> Result<(), AttrError> {
+    if p.membarrier & MEMBARRIER_IMPLY_PRIVATE == 0
+        || p.membarrier & MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED == 0
+    {
+        return Ok(());
+    }
+    let tried = remote
+        .syscall(
+            libc::SYS_membarrier,
+            &[MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0],
+        )
+        .map_err(AttrError::read(
+            pid,
+            remote.tid(),
+            "membarrier registrations",
+        ))?;
+    match tried {
+        0 => {}
+        e if e == -(libc::EPERM as i64) => {
+            p.membarrier &= !MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED;
+        }
+        e => {
+            return Err(AttrError::Read {
+                pid,
+                tid: remote.tid(),
+                attribute: "membarrier registrations (private expedited barrier)",
+                errno: io::Error::from_raw_os_error(-e as i32),
+            })
+        }
+    }
+    Ok(())
+}
+
 /// The prctl reads of the main thread: the per-thread ones, then the per-process ones.
-const MAIN_READS: [PrctlRead; 7] = [
+const MAIN_READS: [PrctlRead; 14] = [
     read("timer slack", libc::PR_GET_TIMERSLACK, false),
     read("parent-death signal", libc::PR_GET_PDEATHSIG, true),
     read("mce kill policy", libc::PR_MCE_KILL_GET, false),
@@ -238,13 +379,55 @@ const MAIN_READS: [PrctlRead; 7] = [
         syscall: libc::SYS_arch_prctl,
         option: ARCH_GET_CPUID,
         into_memory: false,
+        arg2: 0,
+        arg3: 0,
+        answer_returned: false,
+        slot_arg: 1,
+    },
+    speculation(SPECULATION[0].0, SPECULATION[0].1),
+    speculation(SPECULATION[1].0, SPECULATION[1].1),
+    speculation(SPECULATION[2].0, SPECULATION[2].1),
+    read("tsc", libc::PR_GET_TSC, true),
+    // get_mempolicy(&mode, NULL, 0, NULL, 0): the thread's own NUMA policy, flags or'ed in.
+    PrctlRead {
+        name: "numa memory policy",
+        syscall: libc::SYS_get_mempolicy,
+        option: 0,
+        into_memory: true,
+        arg2: 0,
+        arg3: 0,
+        answer_returned: false,
+        slot_arg: 0,
     },
     read("dumpable", libc::PR_GET_DUMPABLE, false),
     read("child subreaper", libc::PR_GET_CHILD_SUBREAPER, true),
     read("thp disable", libc::PR_GET_THP_DISABLE, false),
+    // Per mm: without its registration back, a restored process's MEMBARRIER_CMD_PRIVATE_
+    // EXPEDITED (liburcu, language runtimes) fails with EPERM.
+    PrctlRead {
+        name: "membarrier registrations",
+        syscall: libc::SYS_membarrier,
+        option: MEMBARRIER_CMD_GET_REGISTRATIONS,
+        into_memory: false,
+        arg2: 0,
+        arg3: 0,
+        answer_returned: false,
+        slot_arg: 1,
+    },
+    // modify_ldt(0, slot, 8): 0 without an LDT, 8 with one (the kernel pads what it lacks).
+    PrctlRead {
+        name: "ldt",
+        syscall: libc::SYS_modify_ldt,
+        option: 0,
+        into_memory: true,
+        arg2: 0,
+        arg3: 8,
+        answer_returned: true,
+        slot_arg: 1,
+    },
 ];
 /// How many of [`MAIN_READS`] every thread runs.
-const THREAD_READS: usize = 4;
+const THREAD_READS: usize = 9;
 
 /// The prctl reads a thread runs in its dump batch (`main`: its process's ones too).
 pub fn remote_reads(main: bool) -> &'static [PrctlRead] {
@@ -284,10 +467,20 @@ pub fn dump_thread(
     attrs.mce_kill = value(2) as u32;
     // ARCH_GET_CPUID answers 1 where cpuid runs, 0 where it faults.
     attrs.cpuid_faulting = value(3) == 0;
+    attrs.spec_store_bypass = value(4) as u32;
+    attrs.spec_indirect_branch = value(5) as u32;
+    attrs.spec_l1d_flush = value(6) as u32;
+    attrs.tsc = value(7) as u32;
+    attrs.mempolicy = value(8) as u32;
+    // PR_GET_IO_FLUSHER needs CAP_SYS_RESOURCE in the thread itself: its task flags tell.
+    let flags = crate::proc::task_stat::read_thread(tid, tid)?.flags;
+    attrs.io_flusher = flags & IO_FLUSHER_FLAGS == IO_FLUSHER_FLAGS;
     if let Some(p) = process {
-        p.dumpable = value(4) as u32;
-        p.child_subreaper = value(5) != 0;
-        p.thp_disable = value(6) as u32;
+        p.dumpable = value(9) as u32;
+        p.child_subreaper = value(10) != 0;
+        p.thp_disable = value(11) as u32;
+        p.membarrier = value(12) as u32;
+        p.ldt = value(13) != 0;
     }
     Ok(attrs)
 }
@@ -312,12 +505,35 @@ pub fn dump_process(pid: Pid) -> Result<ProcessAttrs, AttrError> {
         })
     };
     let audit = |name| audit_id(&pid.to_string(), name).map_err(AttrError::read(pid, pid, name));
+    let coredump_filter = std::fs::read_to_string(crate::proc::dir(pid).join("coredump_filter"))
+        .map_err(AttrError::read(pid, pid, "coredump_filter"))?;
+    let coredump_filter = u32::from_str_radix(coredump_filter.trim(), 16).map_err(|_| {
+        AttrError::read(pid, pid, "coredump_filter")(io::Error::from(io::ErrorKind::InvalidData))
+    })?;
+    // "/autogroup-N nice M"; absent with autogroup scheduling off or not built.
+    let autogroup_nice = match std::fs::read_to_string(crate::proc::dir(pid).join("autogroup")) {
+        Ok(text) => Some(parse_autogroup_nice(&text).ok_or_else(|| {
+            AttrError::read(pid, pid, "autogroup")(io::Error::from(io::ErrorKind::InvalidData))
+        })?),
+        Err(_) => None,
+    };
     Ok(ProcessAttrs {
         oom_score_adj: number("oom_score_adj")?,
         loginuid: audit("loginuid")?,
         sessionid: audit("sessionid")?,
+        coredump_filter: Some(coredump_filter),
+        autogroup_nice,
         ..Default::default()
     })
+}
+
+/// The nice value of an autogroup as /proc/PID/autogroup writes it: `/autogroup-N nice M`.
+fn parse_autogroup_nice(text: &str) -> Option<i32> {
+    text.split_whitespace()
+        .skip_while(|w| *w != "nice")
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 /// FIFO, RR and DEADLINE: policies that need CAP_SYS_NICE (or RLIMIT_RTPRIO) and ignore
@@ -425,6 +641,7 @@ pub fn refuse_unrestorable(pid: Pid, core: &TaskCore) -> Result<(), AttrError> {
     for thread in &core.threads {
         let Some(a) = &thread.attrs else { continue };
         let tid = Pid::from_raw(thread.tid);
+        refuse_thread(pid, tid, a)?;
         if is_realtime(a.policy)
             || a.nice < own.nice
             || !within(&a.affinity, &own.affinity)
@@ -560,9 +777,89 @@ fn probe(pid: Pid, tid: Pid, a: &ThreadAttrs) -> Result<(), AttrError> {
     Ok(())
 }
 
+/// What of a thread's attributes no call could give a restored thread, or cryo could not.
+fn refuse_thread(pid: Pid, tid: Pid, a: &ThreadAttrs) -> Result<(), AttrError> {
+    let unrestorable = |attribute, value: String, why| AttrError::Unrestorable {
+        pid,
+        tid,
+        attribute,
+        value,
+        why,
+    };
+    if a.io_flusher {
+        return Err(unrestorable(
+            "io flusher (PR_SET_IO_FLUSHER)",
+            "on".into(),
+            "setting it needs CAP_SYS_RESOURCE in the thread, which a restored thread cannot be \
+             given for it",
+        ));
+    }
+    if a.mempolicy != MPOL_DEFAULT {
+        return Err(unrestorable(
+            "numa memory policy (set_mempolicy)",
+            format!("mode {:#x}", a.mempolicy),
+            "cryo restores the default policy only",
+        ));
+    }
+    if ![0, PR_TSC_ENABLE, PR_TSC_SIGSEGV].contains(&a.tsc) {
+        return Err(unrestorable(
+            "tsc (PR_GET_TSC)",
+            a.tsc.to_string(),
+            "a mode this cryo does not know",
+        ));
+    }
+    let values = [
+        a.spec_store_bypass,
+        a.spec_indirect_branch,
+        a.spec_l1d_flush,
+    ];
+    for ((name, which), value) in SPECULATION.into_iter().zip(values) {
+        let Some(state) = speculation_state(value) else {
+            continue;
+        };
+        if state == PR_SPEC_FORCE_DISABLE {
+            continue;
+        }
+        // The restored thread starts with cryo's state: force-disabled there, it cannot be
+        // enabled or merely disabled again.
+        let own = crate::sys::prctl::get_own(libc::PR_GET_SPECULATION_CTRL, which)
+            .map_err(AttrError::read(pid, tid, name))?;
+        if speculation_state(own as u32) == Some(PR_SPEC_FORCE_DISABLE) {
+            return Err(unrestorable(
+                name,
+                format!("{value:#x}"),
+                "speculation is force-disabled in cryo, whose state a restored thread starts \
+                 with, and no call enables it again",
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn refuse_process(pid: Pid, p: &ProcessAttrs, own: &Own) -> Result<(), AttrError> {
     if p.dumpable == 2 {
         return Err(AttrError::SuidDumpable { pid });
+    }
+    if p.ldt {
+        return Err(AttrError::Unrestorable {
+            pid,
+            tid: pid,
+            attribute: "local descriptor table (modify_ldt)",
+            value: "non-empty".into(),
+            why: "cryo does not write LDT entries back",
+        });
+    }
+    let known = MEMBARRIER_REGISTER_COMMANDS
+        .iter()
+        .fold(0, |all, c| all | c);
+    if p.membarrier & !known != 0 {
+        return Err(AttrError::Unrestorable {
+            pid,
+            tid: pid,
+            attribute: "membarrier registrations",
+            value: format!("{:#x}", p.membarrier),
+            why: "a registration command this cryo does not know",
+        });
     }
     if p.loginuid != own.loginuid && own.cap_eff >> CAP_AUDIT_CONTROL & 1 == 0 {
         return Err(AttrError::Loginuid {
@@ -597,6 +894,20 @@ pub fn restore_in_child(core: &TaskCore) -> Result<(), ChildError> {
         }
         std::fs::write("/proc/self/oom_score_adj", p.oom_score_adj.to_string())
             .map_err(fail("oom_score_adj"))?;
+        // The autogroup is the session's: a session leader (it made its session already) sets
+        // the nice of the one it made; the others share their leader's.
+        if let Some(nice) = p.autogroup_nice {
+            let me = nix::unistd::getpid();
+            if nice != 0 && nix::unistd::getsid(None).ok() == Some(me) {
+                std::fs::write("/proc/self/autogroup", nice.to_string())
+                    .map_err(fail("autogroup nice"))?;
+            }
+        }
+        // Kept in the mm, which the child keeps through its reshaping.
+        if let Some(filter) = p.coredump_filter {
+            std::fs::write("/proc/self/coredump_filter", format!("{filter:#x}"))
+                .map_err(fail("coredump_filter"))?;
+        }
         if p.child_subreaper {
             set_own(libc::PR_SET_CHILD_SUBREAPER, 1, 0).map_err(fail("child subreaper"))?;
         }
@@ -675,6 +986,15 @@ pub fn restore_after_creds(
                     prctl(libc::PR_SET_DUMPABLE, p.dumpable as u64, 0),
                 ));
             }
+            // Per mm, so once, in the main thread; the restored mm starts with none.
+            for command in MEMBARRIER_REGISTER_COMMANDS {
+                if p.membarrier & command != 0 {
+                    calls.push((
+                        "membarrier registration",
+                        (libc::SYS_membarrier, [command as u64, 0, 0, 0, 0, 0]),
+                    ));
+                }
+            }
         }
     } else if let Some(main) = main {
         let inherited = !is_realtime(main.policy) && main.timerslack_ns == a.timerslack_ns;
@@ -716,6 +1036,23 @@ pub fn restore_after_creds(
             ),
         ));
     }
+    // Each thread is created with the restore child's state (cryo's): its own is set in it.
+    let values = [
+        a.spec_store_bypass,
+        a.spec_indirect_branch,
+        a.spec_l1d_flush,
+    ];
+    for ((name, which), value) in SPECULATION.into_iter().zip(values) {
+        if let Some(state) = speculation_state(value) {
+            calls.push((
+                name,
+                prctl(libc::PR_SET_SPECULATION_CTRL, which, state as u64),
+            ));
+        }
+    }
+    if a.tsc == PR_TSC_SIGSEGV {
+        calls.push(("tsc", prctl(libc::PR_SET_TSC, PR_TSC_SIGSEGV as u64, 0)));
+    }
     if calls.is_empty() {
         return Ok(());
     }
@@ -724,6 +1061,40 @@ pub fn restore_after_creds(
         let attribute = calls.get(e.index).map_or("prctl attributes", |(n, _)| n);
         AttrError::set(pid, remote.tid(), attribute)(e.error)
     })
+}
+
+/// A thread's syscall user dispatch as the image keeps it.
+pub fn dispatch_to_image(conf: SudConfig) -> SyscallUserDispatch {
+    SyscallUserDispatch {
+        mode: conf.mode,
+        selector: conf.selector,
+        offset: conf.offset,
+        len: conf.len,
+    }
+}
+
+/// Turns the syscall user dispatch of the restored thread `tid` (as cryo sees it) on again,
+/// from outside: after its last remote call (with the selector on BLOCK, the calls would be
+/// dispatched as SIGSYS).
+pub fn restore_dispatch(pid: Pid, tid: Pid, thread: &ThreadCore) -> Result<(), AttrError> {
+    let Some(d) = thread
+        .attrs
+        .as_ref()
+        .and_then(|a| a.syscall_dispatch.as_ref())
+    else {
+        return Ok(());
+    };
+    let conf = SudConfig {
+        mode: d.mode,
+        selector: d.selector,
+        offset: d.offset,
+        len: d.len,
+    };
+    crate::sys::ptrace::set_sud(tid, &conf).map_err(AttrError::set(
+        pid,
+        tid,
+        "syscall user dispatch",
+    ))
 }
 
 /// The SCHED_FLAG_* a thread's policy is set with: RESET_ON_FORK, and SCHED_DEADLINE's RECLAIM
@@ -807,6 +1178,59 @@ mod tests {
     use super::*;
 
     const CAP_SYS_RESOURCE: u32 = 24;
+
+    #[test]
+    fn speculation_is_set_again_only_where_it_is_the_threads_own() {
+        // Host states (no PR_SPEC_PRCTL): nothing to set.
+        assert_eq!(speculation_state(0), None);
+        assert_eq!(speculation_state(PR_SPEC_ENABLE), None);
+        assert_eq!(speculation_state(PR_SPEC_FORCE_DISABLE), None);
+        assert_eq!(
+            speculation_state(PR_SPEC_PRCTL | PR_SPEC_ENABLE),
+            Some(PR_SPEC_ENABLE)
+        );
+        assert_eq!(
+            speculation_state(PR_SPEC_PRCTL | PR_SPEC_FORCE_DISABLE),
+            Some(PR_SPEC_FORCE_DISABLE)
+        );
+        assert_eq!(
+            speculation_state(PR_SPEC_PRCTL | PR_SPEC_DISABLE_NOEXEC),
+            Some(PR_SPEC_DISABLE_NOEXEC)
+        );
+    }
+
+    #[test]
+    fn an_io_flusher_thread_and_an_unknown_tsc_mode_are_refused() {
+        let pid = Pid::from_raw(4242);
+        let tid = Pid::from_raw(4243);
+        let flusher = ThreadAttrs {
+            io_flusher: true,
+            ..Default::default()
+        };
+        let err = refuse_thread(pid, tid, &flusher).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("pid 4242 thread 4243: io flusher"),
+            "{err}"
+        );
+        let tsc = ThreadAttrs {
+            tsc: 7,
+            ..Default::default()
+        };
+        assert!(refuse_thread(pid, tid, &tsc).is_err());
+        let fine = ThreadAttrs {
+            tsc: PR_TSC_SIGSEGV,
+            ..Default::default()
+        };
+        refuse_thread(pid, tid, &fine).unwrap();
+    }
+
+    #[test]
+    fn autogroup_nice_is_read_as_the_kernel_writes_it() {
+        assert_eq!(parse_autogroup_nice("/autogroup-41350 nice 0\n"), Some(0));
+        assert_eq!(parse_autogroup_nice("/autogroup-7 nice -5\n"), Some(-5));
+        assert_eq!(parse_autogroup_nice("garbage"), None);
+    }
 
     #[test]
     fn cpu_lists_read_as_the_kernel_writes_them() {

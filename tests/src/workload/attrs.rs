@@ -6,6 +6,8 @@
 //! settings, applied in order (t.NAME=VALUE: applied by the second thread, to itself)
 //! thread                  start the second thread (it inherits what is set so far)
 //! strict-thread           start a thread in seccomp strict mode, echoing bytes on a pipe
+//! dispatch-thread         start a thread with syscall user dispatch on, its selector on
+//!                         BLOCK, waiting in a read only libc's syscall() is exempt for
 //! nice=N                  setpriority(PRIO_PROCESS, 0)                    this thread
 //! sched=POL[:PRIO][:reset] sched_setscheduler, POL other|batch|idle|fifo|rr this thread
 //! deadline=RT:DL:PER[:FL] sched_setattr SCHED_DEADLINE (ns; FL flags, hex) this thread
@@ -13,6 +15,8 @@
 //! affinity=CPU[,CPU]      sched_setaffinity                               this thread
 //! ioprio=CLASS:LEVEL      ioprio_set, CLASS rt|be|idle                     this thread
 //! oom=N                   write /proc/self/oom_score_adj                   process
+//! coredump-filter=HEX     write /proc/self/coredump_filter                 process
+//! autogroup=N             write /proc/self/autogroup (its session's nice) process
 //! timerslack=NS           PR_SET_TIMERSLACK                                this thread
 //! dumpable=N              PR_SET_DUMPABLE                                  process
 //! pdeathsig=SIG           PR_SET_PDEATHSIG                                 this thread
@@ -36,7 +40,16 @@
 //! umask=OCTAL             umask                                            process
 //! personality=HEX         personality                                      process
 //! mdwe=FLAGS              PR_SET_MDWE (1: refuse writable+executable)     process
+//! mempolicy=bind          set_mempolicy(MPOL_BIND, node 0)                this thread
+//! mbind=1                 two pages of anonymous memory mbind to node 0    process
+//! ldt=1                   an entry in the local descriptor table (modify_ldt) process
+//! tsc=sigsegv|enable      PR_SET_TSC: reading the time stamp counter faults this thread
 //! cpuid=on|off            ARCH_SET_CPUID: off makes cpuid fault (SIGSEGV) this thread
+//! membarrier=CMD          MEMBARRIER_CMD_REGISTER_*, CMD global-expedited|private-expedited|
+//!                         sync-core|rseq                                   process
+//! anon-name=NAME          3 pages of private anonymous memory, filled, named NAME
+//!                         (PR_SET_VMA_ANON_NAME)                          process
+//! shmem-name=NAME         the same with 2 pages of shared anonymous memory process
 //! uts=HOST:DOMAIN         unshare(CLONE_NEWUTS), sethostname, setdomainname process
 //! timens=SEC              a new time namespace, clocks SEC ahead, entered   process
 //!                         (before `thread`: setns wants a single thread)
@@ -54,6 +67,8 @@
 //! tget KEY                KEY as the second thread observes it
 //! strict                  `seccomp MODE alive`: the strict thread's Seccomp field
 //!                         (/proc/self/task/TID/status), then one byte echoed through it
+//! dispatch                `dispatch on|off`: whether a call the dispatch thread makes
+//!                         outside the exempt code (getppid) raised SIGSYS
 //!
 //! KEY   reply
 //! nice          N                     (getpriority)
@@ -62,8 +77,11 @@
 //! deadline      RUNTIME DEADLINE PERIOD flags HEX  (sched_getattr)
 //! ioprio        CLASS LEVEL           (ioprio_get; CLASS none|rt|be|idle)
 //! oom           N                     (/proc/self/oom_score_adj)
+//! coredump-filter HEX                 (/proc/self/coredump_filter, as the kernel writes it)
+//! autogroup     N                     (the nice of /proc/self/autogroup)
 //! timerslack, dumpable, pdeathsig, subreaper, thp-disable, securebits (hex), nnp:  prctl getters
 //! mce           N                     (PR_MCE_KILL_GET)
+//! tsc           1 | 2                 (PR_GET_TSC: 2 where rdtsc raises SIGSEGV)
 //! caps          PRM EFF INH           (capget, hex)
 //! ids           uid R E S FS gid R E S FS groups G,G   (/proc/thread-self/status)
 //! seccomp       mode M filters F      (/proc/thread-self/status)
@@ -76,6 +94,11 @@
 //! uts           HOST DOMAIN           (uname: nodename, domainname)
 //! clocks        MONOTONIC BOOTTIME    (clock_gettime, ns)
 //! personality   HEX
+//! anon-names    NAME-IN-MAPS ok|changed; ...  (each named mapping: its /proc/self/maps name,
+//!               whether its bytes are still the fill), or `unsupported: ...` on a kernel
+//!               without CONFIG_ANON_VMA_NAME
+//! membarrier    registrations HEX private-expedited ok|errno N  (MEMBARRIER_CMD_GET_REGISTRATIONS,
+//!               then a MEMBARRIER_CMD_PRIVATE_EXPEDITED, which needs its registration)
 //! cgroup:HIER   PATH                  (/proc/thread-self/cgroup; HIER "" for v2)
 //! status:FIELD  the field of /proc/thread-self/status (CapBnd, CapAmb, NoNewPrivs...)
 //! ```
@@ -93,16 +116,34 @@ const ARCH_GET_CPUID: i32 = 0x1011;
 const ARCH_SET_CPUID: i32 = 0x1012;
 use crate::protocol;
 
+/// membarrier commands (linux/membarrier.h): the registrations by name, the query of them, and
+/// the private expedited barrier that fails with EPERM without its registration.
+const MEMBARRIER_REGISTER: &[(&str, u32)] = &[
+    ("global-expedited", 1 << 2),
+    ("private-expedited", 1 << 4),
+    ("sync-core", 1 << 6),
+    ("rseq", 1 << 8),
+];
+const MEMBARRIER_CMD_GET_REGISTRATIONS: u32 = 1 << 9;
+
+/// The mappings `anon-name` and `shmem-name` made: address, length, fill byte.
+static NAMED: std::sync::Mutex<Vec<(usize, usize, u8)>> = std::sync::Mutex::new(Vec::new());
+/// Set when the kernel could not name them (no CONFIG_ANON_VMA_NAME).
+static UNNAMED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+const MEMBARRIER_CMD_PRIVATE_EXPEDITED: u32 = 1 << 3;
+
 /// `attrs SETTING...`
 pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
     let mut attrs = Attrs {
         dir: dir.to_path_buf(),
         second: None,
         strict: None,
+        dispatch: None,
     };
     for setting in args {
         match setting.as_str() {
             "thread" => attrs.second = Some(Second::start(dir)?),
+            "dispatch-thread" => attrs.dispatch = Some(Dispatch::start()?),
             "strict-thread" => attrs.strict = Some(Strict::start()?),
             s => match s.strip_prefix("t.") {
                 Some(s) => {
@@ -120,6 +161,7 @@ struct Attrs {
     dir: PathBuf,
     second: Option<Second>,
     strict: Option<Strict>,
+    dispatch: Option<Dispatch>,
 }
 
 impl Mode for Attrs {
@@ -132,6 +174,7 @@ impl Mode for Attrs {
                 .ok_or("no second thread")?
                 .ask(Ask::Observe(key.to_string())),
             ("strict", []) => self.strict.as_ref().ok_or("no strict thread")?.probe(),
+            ("dispatch", []) => self.dispatch.as_ref().ok_or("no dispatch thread")?.probe(),
             _ => unknown(verb),
         }
     }
@@ -175,6 +218,64 @@ impl Second {
             .send((ask, tx))
             .map_err(|_| "the second thread is gone")?;
         rx.recv().map_err(|_| "the second thread did not answer")?
+    }
+}
+
+/// A thread with syscall user dispatch on, its selector on BLOCK: it waits in a read made
+/// through libc's syscall() (exempt), and for each byte read tries a call from elsewhere
+/// (getppid), which dispatch turns into SIGSYS, and answers whether it did.
+struct Dispatch {
+    to_thread: i32,
+    from_thread: i32,
+}
+
+impl Dispatch {
+    fn start() -> Result<Self, String> {
+        let (thread_reads, to_thread) = sys::pipe().map_err(|e| format!("pipe: {e}"))?;
+        let (from_thread, thread_writes) = sys::pipe().map_err(|e| format!("pipe: {e}"))?;
+        std::thread::Builder::new()
+            .name("dispatch".into())
+            .spawn(move || {
+                let on: &[u8] = if sys::dispatch_on().is_ok() {
+                    b"1"
+                } else {
+                    b"0"
+                };
+                let _ = sys::write_all(thread_writes, on);
+                let mut byte = [0u8; 1];
+                loop {
+                    sys::dispatch_block(true);
+                    if sys::exempt_read(thread_reads, &mut byte) != 1 {
+                        continue;
+                    }
+                    let before = sys::DISPATCHED.load(std::sync::atomic::Ordering::SeqCst);
+                    let _ = sys::getppid();
+                    let after = sys::DISPATCHED.load(std::sync::atomic::Ordering::SeqCst);
+                    sys::dispatch_block(true);
+                    let answer: &[u8] = if after > before { b"1" } else { b"0" };
+                    sys::exempt_write(thread_writes, answer);
+                }
+            })
+            .map_err(|e| format!("spawn the dispatch thread: {e}"))?;
+        let mut on = [0u8; 1];
+        match sys::read(from_thread, &mut on) {
+            Ok(1) if on == *b"1" => {}
+            other => return Err(format!("syscall user dispatch failed: {other:?}")),
+        }
+        Ok(Self {
+            to_thread,
+            from_thread,
+        })
+    }
+
+    fn probe(&self) -> Result<String, String> {
+        sys::write_all(self.to_thread, b"?").map_err(|e| format!("to the dispatch thread: {e}"))?;
+        let mut answer = [0u8; 1];
+        match sys::read(self.from_thread, &mut answer) {
+            Ok(1) if answer == *b"1" => Ok("dispatch on".into()),
+            Ok(1) => Ok("dispatch off".into()),
+            other => Err(format!("from the dispatch thread: {other:?}")),
+        }
     }
 }
 
@@ -277,6 +378,8 @@ fn apply(setting: &str, dir: &Path) -> Result<(), String> {
             sys::set_ioprio((class as u32) << 13 | level).map_err(fail)
         }
         "oom" => std::fs::write("/proc/self/oom_score_adj", value).map_err(fail),
+        "coredump-filter" => std::fs::write("/proc/self/coredump_filter", value).map_err(fail),
+        "autogroup" => std::fs::write("/proc/self/autogroup", value).map_err(fail),
         "loginuid" => std::fs::write("/proc/self/loginuid", value).map_err(fail),
         "timerslack" => flag(libc::PR_SET_TIMERSLACK),
         "dumpable" => flag(libc::PR_SET_DUMPABLE),
@@ -365,6 +468,39 @@ fn apply(setting: &str, dir: &Path) -> Result<(), String> {
         "mdwe" => sys::prctl(PR_SET_MDWE, num(value)?, 0)
             .map(drop)
             .map_err(fail),
+        "anon-name" | "shmem-name" => {
+            let shared = name == "shmem-name";
+            let mut named = NAMED.lock().map_err(|_| "poisoned")?;
+            let fill = b'a' + named.len() as u8;
+            let len = if shared { 2 } else { 3 } * 4096;
+            let (addr, kernel_names) = sys::named_anon(len, shared, fill, value).map_err(fail)?;
+            if !kernel_names {
+                UNNAMED.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            named.push((addr, len, fill));
+            Ok(())
+        }
+        "membarrier" => {
+            let command = MEMBARRIER_REGISTER
+                .iter()
+                .find(|(n, _)| *n == value)
+                .ok_or_else(|| format!("bad membarrier command {value:?}"))?
+                .1;
+            sys::membarrier(command).map(drop).map_err(fail)
+        }
+        "ldt" => sys::ldt_entry().map_err(fail),
+        "mempolicy" => sys::bind_thread_to_node0().map_err(fail),
+        "mbind" => sys::bound_mapping().map(drop).map_err(fail),
+        "tsc" => {
+            let mode = match value {
+                "enable" => libc::PR_TSC_ENABLE,
+                "sigsegv" => libc::PR_TSC_SIGSEGV,
+                other => return Err(format!("bad tsc {other:?}: enable|sigsegv")),
+            };
+            sys::prctl(libc::PR_SET_TSC, mode as u64, 0)
+                .map(drop)
+                .map_err(fail)
+        }
         "cpuid" => {
             let enable = match value {
                 "on" => 1,
@@ -522,6 +658,13 @@ fn observe(key: &str) -> Result<String, String> {
             let class = IOPRIO_CLASSES.get((prio >> 13) as usize).unwrap_or(&"?");
             Ok(format!("{class} {}", prio & 0x1fff))
         }
+        "autogroup" => {
+            let text = std::fs::read_to_string("/proc/self/autogroup").map_err(fail)?;
+            Ok(text.split_whitespace().last().unwrap_or("?").to_string())
+        }
+        "coredump-filter" => std::fs::read_to_string("/proc/self/coredump_filter")
+            .map(|s| s.trim().to_string())
+            .map_err(fail),
         "oom" => std::fs::read_to_string("/proc/self/oom_score_adj")
             .map(|s| s.trim().to_string())
             .map_err(fail),
@@ -535,6 +678,8 @@ fn observe(key: &str) -> Result<String, String> {
             .map(|v| format!("{v:#x}"))
             .map_err(fail),
         "mce" => getter(libc::PR_MCE_KILL_GET),
+        "tsc" => int_getter(libc::PR_GET_TSC),
+
         "caps" => {
             let (prm, eff, inh) = sys::capget().map_err(fail)?;
             Ok(format!("{prm:#x} {eff:#x} {inh:#x}"))
@@ -579,6 +724,39 @@ fn observe(key: &str) -> Result<String, String> {
         "personality" => sys::personality(0xffff_ffff)
             .map(|p| format!("{p:#x}"))
             .map_err(fail),
+        "anon-names" => {
+            if UNNAMED.load(std::sync::atomic::Ordering::Relaxed) {
+                return Ok("unsupported: a kernel without CONFIG_ANON_VMA_NAME".into());
+            }
+            let maps = std::fs::read_to_string("/proc/self/maps").map_err(fail)?;
+            let named = NAMED.lock().map_err(|_| "poisoned")?;
+            let seen: Vec<String> = named
+                .iter()
+                .map(|&(addr, len, fill)| {
+                    let range = format!("{:x}-{:x} ", addr, addr + len);
+                    let name = maps
+                        .lines()
+                        .find(|l| l.starts_with(&range))
+                        .and_then(|l| l.split_whitespace().nth(5))
+                        .unwrap_or("(not one mapping)");
+                    let data = if sys::all_bytes(addr, len, fill) {
+                        "ok"
+                    } else {
+                        "changed"
+                    };
+                    format!("{name} {data}")
+                })
+                .collect();
+            Ok(seen.join("; "))
+        }
+        "membarrier" => {
+            let mask = sys::membarrier(MEMBARRIER_CMD_GET_REGISTRATIONS).map_err(fail)?;
+            let expedited = sys::membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED).map(drop);
+            Ok(format!(
+                "registrations {mask:#x} private-expedited {}",
+                outcome(expedited)
+            ))
+        }
         "cpuid" => sys::arch_prctl(ARCH_GET_CPUID, 0)
             .map(|v| v.to_string())
             .map_err(fail),

@@ -1267,3 +1267,179 @@ pub fn signal_pending(sig: i32) -> bool {
         libc::sigismember(&set, sig) == 1
     }
 }
+
+/// membarrier(cmd, 0, 0): its raw result (a mask for MEMBARRIER_CMD_GET_REGISTRATIONS).
+pub fn membarrier(cmd: u32) -> io::Result<i64> {
+    // SAFETY: membarrier takes integers only.
+    let r = unsafe { libc::syscall(libc::SYS_membarrier, cmd, 0u32, 0i32) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+/// `len` bytes of fresh anonymous memory (shared or private) filled with `fill`, named `name`
+/// with prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME); returns its address, and whether the kernel
+/// could name it (EINVAL: built without CONFIG_ANON_VMA_NAME).
+pub fn named_anon(len: usize, shared: bool, fill: u8, name: &str) -> io::Result<(usize, bool)> {
+    const PR_SET_VMA: i32 = 0x53564d41;
+    const PR_SET_VMA_ANON_NAME: u64 = 0;
+    let visibility = if shared {
+        libc::MAP_SHARED
+    } else {
+        libc::MAP_PRIVATE
+    };
+    let c = std::ffi::CString::new(name).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: a fresh anonymous mapping; no existing memory is affected.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            visibility | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: p..p+len was just mapped read-write, and is ours alone.
+    unsafe { std::ptr::write_bytes(p.cast::<u8>(), fill, len) };
+    // SAFETY: the name is a NUL-terminated string that lives across the call.
+    let named = unsafe {
+        libc::prctl(
+            PR_SET_VMA,
+            PR_SET_VMA_ANON_NAME,
+            p as u64,
+            len as u64,
+            c.as_ptr(),
+        )
+    };
+    match cvt(named) {
+        Ok(_) => Ok((p as usize, true)),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok((p as usize, false)),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether every byte of `addr..addr+len` (a mapping of ours) is `fill`.
+pub fn all_bytes(addr: usize, len: usize, fill: u8) -> bool {
+    // SAFETY: the caller mapped addr..addr+len readable and keeps it mapped.
+    let bytes = unsafe { std::slice::from_raw_parts(addr as *const u8, len) };
+    bytes.iter().all(|&b| b == fill)
+}
+
+thread_local! {
+    /// The calling thread's syscall user dispatch selector: 0 ALLOW, 1 BLOCK.
+    static DISPATCH_SELECTOR: std::sync::atomic::AtomicU8 = const { std::sync::atomic::AtomicU8::new(0) };
+}
+
+/// How many system calls syscall user dispatch turned into SIGSYS.
+pub static DISPATCHED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// The SIGSYS of a dispatched call: counted, and the selector set to ALLOW so the return
+/// from the handler (rt_sigreturn, outside the allowed range) is not dispatched in turn.
+extern "C" fn on_dispatched(_sig: libc::c_int) {
+    DISPATCHED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    DISPATCH_SELECTOR.with(|s| s.store(0, std::sync::atomic::Ordering::SeqCst));
+}
+
+/// Turns syscall user dispatch on in the calling thread (PR_SET_SYSCALL_USER_DISPATCH), its
+/// selector the thread's own byte, only the calls made through libc's `syscall()` exempt;
+/// SIGSYS is counted in [`DISPATCHED`].
+pub fn dispatch_on() -> io::Result<()> {
+    const PR_SET_SYSCALL_USER_DISPATCH: i32 = 59;
+    const PR_SYS_DISPATCH_ON: u64 = 1;
+    install_handler(libc::SIGSYS, on_dispatched)?;
+    let exempt = libc::syscall as *const () as u64;
+    let selector = DISPATCH_SELECTOR.with(|s| s.as_ptr() as u64);
+    // SAFETY: the selector is this thread's own byte, alive as long as the thread; the
+    // exempt range is code of libc's syscall().
+    cvt(unsafe {
+        libc::prctl(
+            PR_SET_SYSCALL_USER_DISPATCH,
+            PR_SYS_DISPATCH_ON,
+            exempt,
+            64u64,
+            selector,
+        )
+    })
+    .map(drop)
+}
+
+/// Sets the calling thread's selector: BLOCK (every call outside libc's `syscall()` raises
+/// SIGSYS) or ALLOW.
+pub fn dispatch_block(block: bool) {
+    DISPATCH_SELECTOR.with(|s| s.store(u8::from(block), std::sync::atomic::Ordering::SeqCst));
+}
+
+/// read(2) and write(2) through libc's `syscall()`, exempt from dispatch.
+pub fn exempt_read(fd: i32, buf: &mut [u8]) -> i64 {
+    // SAFETY: buf is ours and writable for its length.
+    unsafe { libc::syscall(libc::SYS_read, fd, buf.as_mut_ptr(), buf.len()) }
+}
+
+pub fn exempt_write(fd: i32, buf: &[u8]) -> i64 {
+    // SAFETY: buf is ours and readable for its length.
+    unsafe { libc::syscall(libc::SYS_write, fd, buf.as_ptr(), buf.len()) }
+}
+
+/// Installs one 32-bit data segment as entry 0 of the process's LDT (modify_ldt(1)).
+pub fn ldt_entry() -> io::Result<()> {
+    // struct user_desc: entry_number, base_addr, limit, then the flag bits: seg_32bit (bit 0),
+    // limit_in_pages (bit 4).
+    let desc: [u32; 4] = [0, 0, 0xfffff, 0x11];
+    // SAFETY: desc is a live user_desc of the size given.
+    let r = unsafe { libc::syscall(libc::SYS_modify_ldt, 1, desc.as_ptr(), 16usize) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// set_mempolicy(MPOL_BIND, node 0) for the calling thread.
+pub fn bind_thread_to_node0() -> io::Result<()> {
+    const MPOL_BIND: i32 = 2;
+    let mask: u64 = 1;
+    // SAFETY: mask is a live nodemask of 64 bits, as maxnode says.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_set_mempolicy,
+            MPOL_BIND,
+            &mask as *const u64,
+            64u64,
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Two fresh pages of anonymous memory bound to node 0 with mbind(MPOL_BIND).
+pub fn bound_mapping() -> io::Result<usize> {
+    const MPOL_BIND: i32 = 2;
+    let addr = mmap_anon(2 * 4096)? as usize;
+    let mask: u64 = 1;
+    // SAFETY: addr..addr+2 pages is our fresh mapping; mask is a live 64-bit nodemask.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mbind,
+            addr,
+            2 * 4096usize,
+            MPOL_BIND,
+            &mask as *const u64,
+            64u64,
+            0u32,
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(addr)
+    }
+}
