@@ -18,7 +18,7 @@
 //! other loads of a shared machine do not change as much as they change the rates.
 //!
 //! `cargo run --release -p cryo-examples --example bench-stream [-- SIZE_MIB [RUNS]]`
-//! (defaults 1024 MiB, 3 runs)
+//! (defaults 1024 MiB, 3 runs); with BENCH_STREAM_ONLY=1 the stream alone (to profile it).
 
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -122,6 +122,19 @@ fn main() {
     let gb = bytes as f64 / 1e9;
     let (mut ratios, mut streams, mut copies) = (Vec::new(), Vec::new(), Vec::new());
     let (mut file_ratios, mut file_copies) = (Vec::new(), Vec::new());
+    // For a profile of the stream alone: no references, no table.
+    if std::env::var_os("BENCH_STREAM_ONLY").is_some() {
+        for run in 0..runs {
+            let c0 = cpu_secs();
+            let s = stream_once(&images, &tmp.path().join(format!("root-{run}")), "img");
+            println!(
+                "stream {:.0} MB/s {:.2} s/GB",
+                bytes as f64 / 1e6 / s.as_secs_f64(),
+                (cpu_secs() - c0) / (bytes as f64 / 1e9)
+            );
+        }
+        return;
+    }
     for run in 0..runs {
         let root = tmp.path().join(format!("root-{run}"));
         let c0 = cpu_secs();
