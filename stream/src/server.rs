@@ -19,7 +19,7 @@ use std::time::Duration;
 use cryo_core::ImageDir;
 use cryo_proto::image::Inventory;
 use cryo_proto::ImageKind;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::auth::Psk;
 use crate::conn::{unexpected, Conn, VERSIONS};
@@ -253,8 +253,11 @@ impl Server {
         conn.send_msg(FrameType::Accept, &msg::Accept {}, "accept")?;
         let received =
             transfer::receive_image(conn, &images, Some(&start.checkpoint_id)).and_then(|m| {
+                // From the End to the commit: with pre-copy rounds, part of the downtime.
+                let end = std::time::Instant::now();
                 merge_rounds(&images, &m)?;
                 commit(&self.root, &partial, name)?;
+                debug!(us = end.elapsed().as_micros() as u64, image = %name, "committed after the End");
                 Ok(m)
             });
         let m = match received {
