@@ -456,8 +456,7 @@ fn merge_task(
         None => File::open("/dev/null").map_err(|e| Error::sys(pid, "open /dev/null", e))?,
     });
     // The latest round's copy of each page.
-    // The first round (nearly every page) by binary search over its runs; the later ones,
-    // small, page by page.
+    // The first round (nearly every page) by its runs; the later ones, small, page by page.
     let mut first_runs: Vec<PageRun> = Vec::new();
     // (page address, where), every later round's pages in order: sorted below, the latest
     // copy of each page kept (a sorted list searched is cheaper than a hashed map for the
@@ -615,13 +614,14 @@ fn merge_task(
     for (_, src) in &pages {
         referenced[src.file] += 1;
     }
-    let mut whole_at: Vec<Option<u64>> = vec![None; files.len()];
+    // Per source file appended whole: where it starts in the output, and its size.
+    let mut whole_at: Vec<Option<(u64, u64)>> = vec![None; files.len()];
     for (idx, file) in files.iter().enumerate() {
         if Some(idx) == base || referenced[idx] == 0 {
             continue;
         }
         let size = file.metadata().map_err(io)?.len();
-        if referenced[idx] * PAGE * 2 < size {
+        if size == 0 || referenced[idx] * PAGE * 2 < size {
             continue;
         }
         copy_whole(file, &out, size, end).map_err(io)?;
@@ -635,7 +635,7 @@ fn merge_task(
             None => crate::image::crc_of_file(file, size).map_err(io)?,
         };
         appended_crc = crc32c::crc32c_combine(appended_crc, crc, size as usize);
-        whole_at[idx] = Some(end);
+        whole_at[idx] = Some((end, size));
         end += size;
     }
     let mut buf = vec![0u8; IO_CHUNK as usize];
@@ -647,7 +647,14 @@ fn merge_task(
             i += 1;
             continue;
         }
-        if let Some(at) = whole_at[first.file] {
+        if let Some((at, size)) = whole_at[first.file] {
+            // As the read of a page beyond the file would fail below.
+            if first.offset + PAGE > size {
+                return Err(bad(format!(
+                    "the page at {:#x} lies beyond the end of its pages file",
+                    pages[i].0
+                )));
+            }
             placed.push((pages[i].0, at + first.offset));
             i += 1;
             continue;
