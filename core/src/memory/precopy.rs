@@ -361,6 +361,75 @@ struct Source {
 /// `crc_of(name)` gives the crc32c of a file the caller already checked (the receiver: each
 /// file's checksum as received), sparing a read of the largest round.
 pub fn merge(images: &ImageDir, crc_of: &dyn Fn(&str) -> Option<u32>) -> Result<bool> {
+    merge_with(images, crc_of, &Appended::default())
+}
+
+/// The receiver's share of the merge done while the processes run: each process's later
+/// rounds' pages files appended to its first round's as they arrive ([`Appended::received`]),
+/// so the merge, while the processes are frozen, does not copy them again (11-28 ms for the
+/// 10-33 MB of a redis writing 4 MB/s).
+#[derive(Debug, Default)]
+pub struct Appended {
+    /// Per pid: the first round's pages file, its size as received, and the later rounds'
+    /// pages files appended to it in order: (name, where it starts, size).
+    bases: HashMap<i32, (String, u64, Vec<(String, u64, u64)>)>,
+}
+
+impl Appended {
+    /// File `name` of an image being received arrived whole and checked: a pre-copy round's
+    /// pages file after its process's first is appended to that first one (which keeps its
+    /// own bytes as they were; the merge knows where the appended ones start). Other files
+    /// are left alone.
+    pub fn received(&mut self, images: &ImageDir, name: &str) -> Result<()> {
+        let Some((round, pid)) = name
+            .strip_prefix("precopy-")
+            .and_then(|r| r.strip_suffix(".img"))
+            .and_then(|r| r.split_once("-pages-"))
+            .and_then(|(r, p)| Some((r.parse::<u32>().ok()?, p.parse::<i32>().ok()?)))
+        else {
+            return Ok(());
+        };
+        let io = |what: &str, e| Error::sys(Pid::from_raw(pid), format!("{what} {name}"), e);
+        match self.bases.get_mut(&pid) {
+            None => {
+                let size = images
+                    .open_raw(name)?
+                    .metadata()
+                    .map_err(|e| io("stat", e))?
+                    .len();
+                self.bases.insert(pid, (name.to_string(), size, Vec::new()));
+            }
+            Some((base, base_len, later)) => {
+                // Rounds come in order; anything else is left to the merge to judge.
+                let base_round = base
+                    .strip_prefix("precopy-")
+                    .and_then(|r| r.split_once('-'))
+                    .and_then(|(r, _)| r.parse::<u32>().ok());
+                if base_round.is_none_or(|b| b >= round) {
+                    return Ok(());
+                }
+                let from = images.open_raw(name)?;
+                let size = from.metadata().map_err(|e| io("stat", e))?.len();
+                let to = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(images.file(base))
+                    .map_err(|e| io("open the first round for", e))?;
+                let at = *base_len + later.iter().map(|(_, _, n)| n).sum::<u64>();
+                copy_whole(&from, &to, size, at).map_err(|e| io("append", e))?;
+                to.sync_all().map_err(|e| io("fsync after", e))?;
+                later.push((name.to_string(), at, size));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// [`merge`], with the rounds appended already on arrival.
+pub fn merge_with(
+    images: &ImageDir,
+    crc_of: &dyn Fn(&str) -> Option<u32>,
+    appended: &Appended,
+) -> Result<bool> {
     let mut rounds: BTreeMap<i32, Vec<(u32, String)>> = BTreeMap::new();
     let mut mms = Vec::new();
     let mut others = Vec::new();
@@ -408,7 +477,8 @@ pub fn merge(images: &ImageDir, crc_of: &dyn Fn(&str) -> Option<u32>) -> Result<
             continue;
         }
         pid_rounds.sort();
-        merge_task(images, pid, &mut mm, &pid_rounds, crc_of)?;
+        let early = appended.bases.get(&pid.as_raw());
+        merge_task(images, pid, &mut mm, &pid_rounds, crc_of, early)?;
         images.replace(&names::mm(pid), ImageKind::Mm, std::slice::from_ref(&mm))?;
         sync(images, &names::mm(pid))?;
         merged_any = true;
@@ -439,8 +509,23 @@ fn merge_task(
     mm: &mut MmCore,
     rounds: &[(u32, String)],
     crc_of: &dyn Fn(&str) -> Option<u32>,
+    early: Option<&(String, u64, Vec<(String, u64, u64)>)>,
 ) -> Result<()> {
     let bad = |detail: String| Error::from(MemoryError::PreCopyMerge { pid, detail });
+    // Later rounds appended to the first on arrival: that first one must be this merge's
+    // base, and its own bytes end where they did.
+    if let Some((base, _, _)) = early {
+        if rounds
+            .first()
+            .map(|(r, _)| round_pages_name(*r, pid))
+            .as_ref()
+            != Some(base)
+        {
+            return Err(bad(format!(
+                "rounds were appended to {base:?}, which is not the first round"
+            )));
+        }
+    }
     // Each step's end, in microseconds since the start, for the debug log: the merge is
     // part of a pre-copy's downtime.
     let t0 = std::time::Instant::now();
@@ -478,6 +563,11 @@ fn merge_task(
             .len();
         files.push(file);
         let idx = files.len() - 1;
+        // The first round's runs lie in its own bytes, not in what was appended to it.
+        let size = match early {
+            Some((_, own, _)) if idx == 1 => *own,
+            _ => size,
+        };
         for run in &record.runs {
             if run.offset % PAGE != 0
                 || run
@@ -600,8 +690,8 @@ fn merge_task(
         None => images.create_raw(&tmp)?,
     };
     let io = |e: std::io::Error| Error::sys(pid, format!("merge pages into {tmp}"), e);
-    let base_len = out.metadata().map_err(io)?.len();
-    let mut end = base_len;
+    let mut end = out.metadata().map_err(io)?.len();
+    let base_len = early.map_or(end, |(_, own, _)| *own);
     let mut appended_crc = 0u32;
     let mut placed: Vec<(u64, u64)> = Vec::with_capacity(pages.len());
     // A source file most of whose pages are latest copies (the final dump's pages, a round
@@ -616,7 +706,28 @@ fn merge_task(
     }
     // Per source file appended whole: where it starts in the output, and its size.
     let mut whole_at: Vec<Option<(u64, u64)>> = vec![None; files.len()];
+    // Those appended on arrival first, in the order they were (their bytes follow the
+    // first round's in the file already).
+    for (name, at, size) in early.map_or(&[][..], |(_, _, later)| &later[..]) {
+        let idx = rounds
+            .iter()
+            .position(|(r, _)| round_pages_name(*r, pid) == *name)
+            .map(|i| i + 1)
+            .ok_or_else(|| bad(format!("{name} was appended but is no round of the image")))?;
+        let crc = match crc_of(name) {
+            Some(crc) => crc,
+            None => crate::image::crc_of_file(&files[idx], *size).map_err(io)?,
+        };
+        appended_crc = crc32c::crc32c_combine(appended_crc, crc, *size as usize);
+        whole_at[idx] = Some((*at, *size));
+    }
+    if base_len + early.map_or(0, |(_, _, l)| l.iter().map(|(_, _, n)| n).sum::<u64>()) != end {
+        return Err(bad(format!("{tmp} is not the size its rounds add up to")));
+    }
     for (idx, file) in files.iter().enumerate() {
+        if whole_at[idx].is_some() {
+            continue;
+        }
         if Some(idx) == base || referenced[idx] == 0 {
             continue;
         }
