@@ -370,9 +370,19 @@ pub fn merge(images: &ImageDir, crc_of: &dyn Fn(&str) -> Option<u32>) -> Result<
 /// 10-33 MB of a redis writing 4 MB/s).
 #[derive(Debug, Default)]
 pub struct Appended {
-    /// Per pid: the first round's pages file, its size as received, and the later rounds'
-    /// pages files appended to it in order: (name, where it starts, size).
-    bases: HashMap<i32, (String, u64, Vec<(String, u64, u64)>)>,
+    /// Per pid.
+    bases: HashMap<i32, AppendedTo>,
+}
+
+/// A process's first round's pages file and what was appended to it.
+#[derive(Debug)]
+struct AppendedTo {
+    /// Its name.
+    base: String,
+    /// Its own size, as received.
+    own: u64,
+    /// The later rounds' pages files appended to it, in order: (name, where it starts, size).
+    later: Vec<(String, u64, u64)>,
 }
 
 impl Appended {
@@ -397,9 +407,16 @@ impl Appended {
                     .metadata()
                     .map_err(|e| io("stat", e))?
                     .len();
-                self.bases.insert(pid, (name.to_string(), size, Vec::new()));
+                self.bases.insert(
+                    pid,
+                    AppendedTo {
+                        base: name.to_string(),
+                        own: size,
+                        later: Vec::new(),
+                    },
+                );
             }
-            Some((base, base_len, later)) => {
+            Some(AppendedTo { base, own, later }) => {
                 // Rounds come in order; anything else is left to the merge to judge.
                 let base_round = base
                     .strip_prefix("precopy-")
@@ -414,7 +431,7 @@ impl Appended {
                     .write(true)
                     .open(images.file(base))
                     .map_err(|e| io("open the first round for", e))?;
-                let at = *base_len + later.iter().map(|(_, _, n)| n).sum::<u64>();
+                let at = *own + later.iter().map(|(_, _, n)| n).sum::<u64>();
                 copy_whole(&from, &to, size, at).map_err(|e| io("append", e))?;
                 to.sync_all().map_err(|e| io("fsync after", e))?;
                 later.push((name.to_string(), at, size));
@@ -509,12 +526,12 @@ fn merge_task(
     mm: &mut MmCore,
     rounds: &[(u32, String)],
     crc_of: &dyn Fn(&str) -> Option<u32>,
-    early: Option<&(String, u64, Vec<(String, u64, u64)>)>,
+    early: Option<&AppendedTo>,
 ) -> Result<()> {
     let bad = |detail: String| Error::from(MemoryError::PreCopyMerge { pid, detail });
     // Later rounds appended to the first on arrival: that first one must be this merge's
     // base, and its own bytes end where they did.
-    if let Some((base, _, _)) = early {
+    if let Some(AppendedTo { base, .. }) = early {
         if rounds
             .first()
             .map(|(r, _)| round_pages_name(*r, pid))
@@ -565,7 +582,7 @@ fn merge_task(
         let idx = files.len() - 1;
         // The first round's runs lie in its own bytes, not in what was appended to it.
         let size = match early {
-            Some((_, own, _)) if idx == 1 => *own,
+            Some(AppendedTo { own, .. }) if idx == 1 => *own,
             _ => size,
         };
         for run in &record.runs {
@@ -691,7 +708,7 @@ fn merge_task(
     };
     let io = |e: std::io::Error| Error::sys(pid, format!("merge pages into {tmp}"), e);
     let mut end = out.metadata().map_err(io)?.len();
-    let base_len = early.map_or(end, |(_, own, _)| *own);
+    let base_len = early.map_or(end, |e| e.own);
     let mut appended_crc = 0u32;
     let mut placed: Vec<(u64, u64)> = Vec::with_capacity(pages.len());
     // A source file most of whose pages are latest copies (the final dump's pages, a round
@@ -708,7 +725,7 @@ fn merge_task(
     let mut whole_at: Vec<Option<(u64, u64)>> = vec![None; files.len()];
     // Those appended on arrival first, in the order they were (their bytes follow the
     // first round's in the file already).
-    for (name, at, size) in early.map_or(&[][..], |(_, _, later)| &later[..]) {
+    for (name, at, size) in early.map_or(&[][..], |e| &e.later[..]) {
         let idx = rounds
             .iter()
             .position(|(r, _)| round_pages_name(*r, pid) == *name)
@@ -721,7 +738,8 @@ fn merge_task(
         appended_crc = crc32c::crc32c_combine(appended_crc, crc, *size as usize);
         whole_at[idx] = Some((*at, *size));
     }
-    if base_len + early.map_or(0, |(_, _, l)| l.iter().map(|(_, _, n)| n).sum::<u64>()) != end {
+    let early_len: u64 = early.map_or(0, |e| e.later.iter().map(|(_, _, n)| n).sum());
+    if base_len + early_len != end {
         return Err(bad(format!("{tmp} is not the size its rounds add up to")));
     }
     for (idx, file) in files.iter().enumerate() {
