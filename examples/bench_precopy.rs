@@ -9,7 +9,9 @@
 //! on 127.0.0.1 in the same run.
 //!
 //! `cargo build -p cryo && cargo run -p cryo-examples --example bench-precopy [-- SIZE_MIB
-//! [RATE [RUNS]]]` (CRYO_BIN overrides the cryo binary; defaults 1024 MiB, 1000/s, 2 runs)
+//! [RATE [RUNS]]]` (CRYO_BIN overrides the cryo binary; defaults 1024 MiB, 1000/s, 2 runs;
+//! CRYO_BENCH_LOG=PATH has both cryos log their stages, timestamped, to PATH.dump and
+//! PATH.serve)
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -188,7 +190,15 @@ fn dump_once(mib: u64, rate: u64, pre_copy: bool) -> Outcome {
     std::fs::write(&key, "bench-precopy-key-bench-precopy-key").unwrap();
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
     let images = root.path().join("root");
+    // CRYO_BENCH_LOG=PATH: both cryos log their stages (-vv, with timestamps) to PATH.serve
+    // and PATH.dump, appended run after run.
+    let log = |what: &str| -> Vec<String> {
+        std::env::var("CRYO_BENCH_LOG")
+            .map(|p| vec!["-vv".into(), "--log-file".into(), format!("{p}.{what}")])
+            .unwrap_or_default()
+    };
     let mut serve = Command::new(cryo_bin())
+        .args(log("serve"))
         .args(["serve", "--listen", "127.0.0.1:0", "--once", "-D"])
         .arg(&images)
         .arg("--psk-file")
@@ -203,7 +213,8 @@ fn dump_once(mib: u64, rate: u64, pre_copy: bool) -> Outcome {
         .unwrap();
     let addr = line.trim().trim_start_matches("listening ").to_string();
     let mut cmd = Command::new(cryo_bin());
-    cmd.args(["dump", "-t", &redis.child.id().to_string(), "--to", &addr])
+    cmd.args(log("dump"))
+        .args(["dump", "-t", &redis.child.id().to_string(), "--to", &addr])
         .args(["--name", "r", "--psk-file"])
         .arg(&key)
         .args(["--leave-running", "--tcp-established"]);

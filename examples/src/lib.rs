@@ -52,7 +52,8 @@ impl Cryo {
     }
 }
 
-/// Seconds to send `bytes` over a fresh TCP connection on 127.0.0.1 (read and dropped).
+/// Seconds to send `bytes` over a fresh TCP connection on 127.0.0.1 (read and dropped): the
+/// network's bare cost, with no file read on one end nor written on the other.
 pub fn tcp_copy(bytes: u64) -> std::time::Duration {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
@@ -81,4 +82,49 @@ pub fn tcp_copy(bytes: u64) -> std::time::Duration {
     let got = reader.join().unwrap();
     assert_eq!(got, bytes);
     started.elapsed()
+}
+
+/// Seconds to copy the file `src` over a fresh TCP connection on 127.0.0.1 into a new file
+/// `dst` as a user would without cryo (`nc`, or an scp without compression or cipher): read
+/// the file in 1 MiB pieces, send them, write what arrives into `dst`, fsync it; timed from
+/// the connect until the fsync returned. Removes `dst` afterwards.
+pub fn tcp_file_copy(src: &std::path::Path, dst: &std::path::Path) -> std::time::Duration {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let out_path = dst.to_owned();
+    let reader = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut out = std::fs::File::create(&out_path).unwrap();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut got = 0u64;
+        loop {
+            let n = s.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            out.write_all(&buf[..n]).unwrap();
+            got += n as u64;
+        }
+        out.sync_all().unwrap();
+        got
+    });
+    let started = std::time::Instant::now();
+    let mut file = std::fs::File::open(src).unwrap();
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut sent = 0u64;
+    loop {
+        let n = file.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        s.write_all(&buf[..n]).unwrap();
+        sent += n as u64;
+    }
+    drop(s);
+    let got = reader.join().unwrap();
+    let took = started.elapsed();
+    assert_eq!(got, sent);
+    let _ = std::fs::remove_file(dst);
+    took
 }

@@ -275,8 +275,11 @@ pub(crate) fn serve(
     }
     // 2. The image, checked as any received image, into memory.
     let (dir, images) = Scratch::new("image")?;
-    let received = match transfer::receive_image(&mut conn, &images, None)
-        .and_then(|m| crate::server::merge_rounds(&images, &m).map(|()| m))
+    let mut appended = cryo_core::PreCopyAppended::default();
+    let received = match transfer::receive_image_with(&mut conn, &images, None, &mut |name| {
+        crate::server::append_round(&mut appended, &images, name)
+    })
+    .and_then(|m| crate::server::merge_rounds(&images, &m, &appended).map(|()| m))
     {
         Ok(m) => m,
         Err(e) => {

@@ -19,7 +19,7 @@ use std::time::Duration;
 use cryo_core::ImageDir;
 use cryo_proto::image::Inventory;
 use cryo_proto::ImageKind;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::auth::Psk;
 use crate::conn::{unexpected, Conn, VERSIONS};
@@ -251,12 +251,21 @@ impl Server {
             Err(e) => return Err(refuse(conn, format!("cannot make room for the image: {e}"))),
         };
         conn.send_msg(FrameType::Accept, &msg::Accept {}, "accept")?;
-        let received =
-            transfer::receive_image(conn, &images, Some(&start.checkpoint_id)).and_then(|m| {
-                merge_rounds(&images, &m)?;
-                commit(&self.root, &partial, name)?;
-                Ok(m)
-            });
+        let mut appended = cryo_core::PreCopyAppended::default();
+        let received = transfer::receive_image_with(
+            conn,
+            &images,
+            Some(&start.checkpoint_id),
+            &mut |name| append_round(&mut appended, &images, name),
+        )
+        .and_then(|m| {
+            // From the End to the commit: with pre-copy rounds, part of the downtime.
+            let end = std::time::Instant::now();
+            merge_rounds(&images, &m, &appended)?;
+            commit(&self.root, &partial, name)?;
+            debug!(us = end.elapsed().as_micros() as u64, image = %name, "committed after the End");
+            Ok(m)
+        });
         let m = match received {
             Ok(m) => m,
             Err(e) => {
@@ -430,11 +439,27 @@ pub fn versions() -> Vec<u32> {
     VERSIONS.to_vec()
 }
 
+/// A file of an image being received arrived: a pre-copy round's pages are appended to its
+/// process's first round now, while the processes run, not at the merge.
+pub(crate) fn append_round(
+    appended: &mut cryo_core::PreCopyAppended,
+    images: &ImageDir,
+    name: &str,
+) -> Result<(), StreamError> {
+    appended
+        .received(images, name)
+        .map_err(|e| StreamError::protocol("append a pre-copy round", e.to_string()))
+}
+
 /// Merges the pre-copy rounds of a received image (`m` its manifest) into an ordinary image
 /// before it is committed or restored; nothing to do without rounds.
-pub(crate) fn merge_rounds(images: &ImageDir, m: &crate::msg::Manifest) -> Result<(), StreamError> {
+pub(crate) fn merge_rounds(
+    images: &ImageDir,
+    m: &crate::msg::Manifest,
+    appended: &cryo_core::PreCopyAppended,
+) -> Result<(), StreamError> {
     let crc_of = |name: &str| m.files.iter().find(|f| f.name == name).map(|f| f.crc32c);
-    let merged = cryo_core::merge_pre_copy(images, &crc_of)
+    let merged = cryo_core::merge_pre_copy_with(images, &crc_of, appended)
         .map_err(|e| StreamError::protocol("merge the pre-copy rounds", e.to_string()))?;
     if merged {
         transfer::sync_dir(images.path())?;

@@ -480,10 +480,12 @@ fn dump_tree(
     let mut frozen = Some(frozen);
     let mut released_after = None;
     if opts.check_only {
-        if let Some(held) = sockets_held.take() {
-            held.finish_running()?;
-        }
+        let released_lock = match sockets_held.take() {
+            Some(held) => held.finish_running()?,
+            None => None,
+        };
         drop(frozen.take());
+        drop(released_lock);
         released_after = Some(frozen_at.elapsed());
         if let Some(guardian) = guardian.take() {
             guardian.done();
@@ -565,10 +567,13 @@ fn dump_tree(
             frozen_for
         }
         (None, frozen, sockets_held) => {
-            if let Some(held) = sockets_held {
-                held.finish_running()?;
-            }
+            let released_lock = match sockets_held {
+                Some(held) => held.finish_running()?,
+                None => None,
+            };
             drop(frozen);
+            // The processes run: the lock's socket closes now (see finish_running).
+            drop(released_lock);
             if let Some(guardian) = guardian {
                 guardian.done();
             }

@@ -156,10 +156,20 @@ impl DumpSockets {
     }
 
     /// The tasks go on running: leave repair mode quietly (SO_REUSEADDR as it was) and
-    /// release the lock.
-    pub fn finish_running(self) -> Result<(), SocketError> {
-        drop(self);
-        Ok(())
+    /// release the lock: the packets flow again when this returns. Returns the released
+    /// lock's handle, for the caller to drop once the tasks run: dropping it closes its
+    /// netlink socket, and the kernel finishes tearing the table down then (an RCU grace
+    /// period, 5-15 ms here), time the frozen tasks need not wait.
+    pub fn finish_running(mut self) -> Result<Option<NetworkLock>, SocketError> {
+        // Connections out of repair mode first, while the lock still drops their packets.
+        self.tasks.clear();
+        let mut lock = self.lock.take();
+        if let Some(lock) = &mut lock {
+            if let Err(e) = lock.release() {
+                warn!(lock = lock.id(), error = %e, "network lock not released");
+            }
+        }
+        Ok(lock)
     }
 }
 
