@@ -229,6 +229,7 @@ every_message!(
     CheckedAioRing,
     PreCopyRound,
     RemovedDir,
+    RemovedNode,
 );
 
 #[test]

@@ -345,13 +345,45 @@ fn a_removed_directory_held_open_comes_back_removed_with_its_mode_and_times() {
 }
 
 #[test]
-fn a_deleted_device_is_refused_at_dump_naming_pid_fd_and_kind() {
-    refused_at_dump("deleted-dev", "deleted character device");
+fn a_removed_device_node_held_open_comes_back_removed_on_the_same_device() {
+    cryo_bin();
+    let mut w = Workload::spawn("held", &["deleted-dev"]);
+    let link = parse_fds(&w.cmd("fds"))[&47].clone();
+    assert!(link.ends_with("/null (deleted)"), "{link}");
+    let stat = w.cmd("stat 47");
+    w.dump_and_restore();
+    assert_eq!(
+        parse_fds(&w.cmd("fds"))[&47],
+        link,
+        "the same name, removed"
+    );
+    assert_eq!(w.cmd("stat 47"), stat, "mode, owner, mtime, no link");
+    assert_eq!(
+        w.cmd("put 47 into-the-void"),
+        "ok",
+        "still /dev/null's device"
+    );
+    assert_eq!(w.cmd("take 47"), "empty");
+    w.kill_restored();
 }
 
 #[test]
-fn a_deleted_symlink_held_open_is_refused_at_dump_naming_pid_fd_and_kind() {
-    refused_at_dump("deleted-symlink", "deleted symbolic link");
+fn a_removed_symlink_held_open_comes_back_removed_with_its_target() {
+    cryo_bin();
+    let mut w = Workload::spawn("held", &["deleted-symlink"]);
+    let link = parse_fds(&w.cmd("fds"))[&47].clone();
+    assert!(link.ends_with("/link (deleted)"), "{link}");
+    assert_eq!(w.cmd("readlink"), "some/target");
+    let stat = w.cmd("stat 47");
+    w.dump_and_restore();
+    assert_eq!(
+        parse_fds(&w.cmd("fds"))[&47],
+        link,
+        "the same name, removed"
+    );
+    assert_eq!(w.cmd("readlink"), "some/target");
+    assert_eq!(w.cmd("stat 47"), stat, "owner, mtime, no link");
+    w.kill_restored();
 }
 
 #[test]

@@ -115,7 +115,7 @@ fn dump(
 }
 
 /// Reopens character device `path` for description `desc`.
-fn open(desc: &FileDesc, path: &str) -> Result<OwnedFd, FileError> {
+pub(super) fn open(desc: &FileDesc, path: &str) -> Result<OwnedFd, FileError> {
     let fd =
         nix::fcntl::open(Path::new(path), open_flags(desc.flags), Mode::empty()).map_err(|e| {
             if e == Errno::ENOENT {

@@ -206,6 +206,11 @@ pub(crate) enum Seen {
         /// Its path.
         path: String,
     },
+    /// A character device, or a symbolic link held open itself, removed while open.
+    RemovedNode {
+        /// Its path (without " (deleted)").
+        path: String,
+    },
     /// An anonymous inode, by the name its link gives ("eventfd", "epoll"...).
     Anon {
         /// The name.

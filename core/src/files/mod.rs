@@ -24,7 +24,8 @@
 //!   place.rs     restore, in the child: descriptions opened and put at their numbers
 //!   shared.rs    restore, in cryo: the shared memory objects of the tree (SharedObjects)
 //! middle: one kind each (FileKind), importing only the bottom (and devices.rs -> tty.rs)
-//!   regular.rs devices.rs pipes.rs pty.rs tty.rs eventfd.rs timerfd.rs signalfd.rs epoll.rs pidfd.rs
+//!   regular.rs devices.rs removed_nodes.rs pipes.rs pty.rs tty.rs eventfd.rs timerfd.rs
+//!   signalfd.rs epoll.rs pidfd.rs
 //!   inotify.rs fanotify.rs memfd.rs shmem.rs; sockets: crate::sockets::kind
 //! bottom: what the kinds are given and use
 //!   kind.rs      the contract of one kind (FileKind) and the contexts it receives
@@ -63,6 +64,7 @@ mod place;
 pub mod pty;
 mod regular;
 mod registry;
+mod removed_nodes;
 mod shared;
 pub(crate) mod shmem;
 mod signalfd;

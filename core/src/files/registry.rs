@@ -7,8 +7,8 @@ use cryo_proto::image::{file_desc::Kind, FileDesc};
 
 use super::kind::{AnyKind, Dumping};
 use super::{
-    devices, epoll, eventfd, fanotify, inotify, memfd, pidfd, pipes, pty, regular, shmem, signalfd, timerfd, tty,
-    FileError,
+    devices, epoll, eventfd, fanotify, inotify, memfd, pidfd, pipes, pty, regular, removed_nodes, shmem,
+    signalfd, timerfd, tty, FileError,
 };
 
 /// Every kind of file cryo dumps and restores. Order matters at dump only: the first kind
@@ -21,6 +21,7 @@ pub(crate) static KINDS: &[&dyn AnyKind] = &[
     &pty::Ptys,
     &tty::ShellJobTerminal,
     &devices::CharDevice,
+    &removed_nodes::RemovedNodes,
     &eventfd::EventFds,
     &timerfd::TimerFds,
     &signalfd::SignalFds,
@@ -100,8 +101,8 @@ pub fn name(desc: &FileDesc) -> String {
 #[cfg(test)]
 mod tests {
     use cryo_proto::image::{
-        Epoll, EventFd, Fanotify, Inotify, Memfd, Pidfd, Pipe, Pty, RegularFile, Shmem, SignalFd, Socket, SysvShm,
-        TimerFd, Tty,
+        Epoll, EventFd, Fanotify, Inotify, Memfd, Pidfd, Pipe, Pty, RegularFile, RemovedNode, Shmem, SignalFd,
+        Socket, SysvShm, TimerFd, Tty,
     };
 
     use super::*;
@@ -115,6 +116,7 @@ mod tests {
             Kind::Tty(Tty::default()),
             Kind::Pty(Pty::default()),
             Kind::CharDevice(String::new()),
+            Kind::RemovedNode(RemovedNode::default()),
             Kind::Eventfd(EventFd::default()),
             Kind::Timerfd(TimerFd::default()),
             Kind::Signalfd(SignalFd::default()),

@@ -548,6 +548,8 @@ fn classify(open: &OpenFd) -> Result<(Seen, fs::Metadata), FileError> {
             fifo_path: path,
             deleted: true,
         }
+    } else if deleted && (file_type.is_char_device() || (o_path && file_type.is_symlink())) {
+        Seen::RemovedNode { path }
     } else if deleted {
         return Err(open.refuse(format!("deleted {}", type_name(&meta)), true));
     } else if o_path {
@@ -593,7 +595,11 @@ fn check_reachable(open: &OpenFd, seen: &Seen, meta: &fs::Metadata) -> Result<()
     let path = match seen {
         Seen::Regular { path, .. } | Seen::Directory { path, .. } => path,
         Seen::Pipe { fifo_path, .. } => fifo_path,
-        Seen::CharDevice { .. } | Seen::Anon { .. } | Seen::Memfd | Seen::Socket { .. } => {
+        Seen::CharDevice { .. }
+        | Seen::RemovedNode { .. }
+        | Seen::Anon { .. }
+        | Seen::Memfd
+        | Seen::Socket { .. } => {
             return Ok(())
         }
     };
