@@ -460,3 +460,32 @@ fn an_untouched_cpu_mask_comes_back_whole_in_every_thread() {
     };
     assert_eq!(allowed(&status), allowed(&ours), "as this test's own");
 }
+
+/// The alternate signal stacks of the main thread and of a second thread (per thread, at the
+/// same address, same size), the command line and an environment variable: as before after a
+/// restore.
+#[test]
+fn altstacks_per_thread_command_line_and_environment_come_back() {
+    cryo_bin();
+    let mut w = Workload::spawn_configured(
+        cryo_tests::control_dir(),
+        "attrs",
+        &["altstack=65536", "thread", "t.altstack=32768"],
+        |c| {
+            c.env("CRYO_ATTRS_MARK", "kept");
+        },
+    );
+    let main = w.cmd("get altstack");
+    let second = w.cmd("tget altstack");
+    assert!(main.starts_with("size 65536 flags 0 at "), "{main}");
+    assert!(second.starts_with("size 32768 flags 0 at "), "{second}");
+    let cmdline = w.cmd("get cmdline");
+    assert!(cmdline.contains("attrs altstack=65536 thread"), "{cmdline}");
+    assert_eq!(w.cmd("get environ-has"), "true");
+    w.dump_and_restore();
+    assert_eq!(w.cmd("get altstack"), main, "the main thread's");
+    assert_eq!(w.cmd("tget altstack"), second, "the second thread's");
+    assert_eq!(w.cmd("get cmdline"), cmdline);
+    assert_eq!(w.cmd("get environ-has"), "true");
+    w.kill_restored();
+}

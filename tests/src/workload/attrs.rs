@@ -18,6 +18,7 @@
 //! coredump-filter=HEX     write /proc/self/coredump_filter                 process
 //! autogroup=N             write /proc/self/autogroup (its session's nice) process
 //! timerslack=NS           PR_SET_TIMERSLACK                                this thread
+//! altstack=SIZE           sigaltstack on a (leaked) buffer of SIZE bytes    this thread
 //! dumpable=N              PR_SET_DUMPABLE                                  process
 //! pdeathsig=SIG           PR_SET_PDEATHSIG                                 this thread
 //! subreaper=1             PR_SET_CHILD_SUBREAPER                           process
@@ -94,6 +95,9 @@
 //! uts           HOST DOMAIN           (uname: nodename, domainname)
 //! clocks        MONOTONIC BOOTTIME    (clock_gettime, ns)
 //! personality   HEX
+//! altstack      size N flags F at ADDR  (sigaltstack)
+//! cmdline       /proc/self/cmdline, NULs as spaces
+//! environ-has   true | false          (CRYO_ATTRS_MARK=kept in /proc/self/environ)
 //! anon-names    NAME-IN-MAPS ok|changed; ...  (each named mapping: its /proc/self/maps name,
 //!               whether its bytes are still the fill), or `unsupported: ...` on a kernel
 //!               without CONFIG_ANON_VMA_NAME
@@ -382,6 +386,21 @@ fn apply(setting: &str, dir: &Path) -> Result<(), String> {
         "autogroup" => std::fs::write("/proc/self/autogroup", value).map_err(fail),
         "loginuid" => std::fs::write("/proc/self/loginuid", value).map_err(fail),
         "timerslack" => flag(libc::PR_SET_TIMERSLACK),
+        "altstack" => {
+            // Leaked: the stack serves the thread for the rest of its life.
+            let size = num(value)? as usize;
+            let stack = Box::leak(vec![0u8; size].into_boxed_slice());
+            let ss = libc::stack_t {
+                ss_sp: stack.as_mut_ptr().cast(),
+                ss_flags: 0,
+                ss_size: size,
+            };
+            // SAFETY: ss describes a live buffer of ss_size bytes that is never freed.
+            if unsafe { libc::sigaltstack(&ss, std::ptr::null_mut()) } < 0 {
+                return Err(fail(std::io::Error::last_os_error()));
+            }
+            Ok(())
+        }
         "dumpable" => flag(libc::PR_SET_DUMPABLE),
         "pdeathsig" => flag(libc::PR_SET_PDEATHSIG),
         "subreaper" => flag(libc::PR_SET_CHILD_SUBREAPER),
@@ -669,6 +688,29 @@ fn observe(key: &str) -> Result<String, String> {
             .map(|s| s.trim().to_string())
             .map_err(fail),
         "timerslack" => getter(libc::PR_GET_TIMERSLACK),
+        "altstack" => {
+            // SAFETY: stack_t is plain data; sigaltstack fills it.
+            let mut old: libc::stack_t = unsafe { std::mem::zeroed() };
+            // SAFETY: a null new stack only reads the current one into `old`.
+            if unsafe { libc::sigaltstack(std::ptr::null(), &mut old) } < 0 {
+                return Err(fail(std::io::Error::last_os_error()));
+            }
+            Ok(format!(
+                "size {} flags {} at {:#x}",
+                old.ss_size, old.ss_flags, old.ss_sp as usize
+            ))
+        }
+        "cmdline" => std::fs::read("/proc/self/cmdline")
+            .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+            .map_err(fail),
+        "environ-has" => std::fs::read("/proc/self/environ")
+            .map(|b| {
+                String::from_utf8_lossy(&b)
+                    .split('\0')
+                    .any(|kv| kv == "CRYO_ATTRS_MARK=kept")
+                    .to_string()
+            })
+            .map_err(fail),
         "dumpable" => getter(libc::PR_GET_DUMPABLE),
         "subreaper" => int_getter(libc::PR_GET_CHILD_SUBREAPER),
         "pdeathsig" => int_getter(libc::PR_GET_PDEATHSIG),
