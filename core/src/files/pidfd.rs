@@ -123,12 +123,11 @@ fn target_of(open: &OpenFd) -> Option<i32> {
 fn dump_exited(fd: &mut Dumping<'_>) -> Result<Pidfd, FileError> {
     use std::os::unix::fs::MetadataExt;
     let open = fd.open;
-    let proc_fd = || std::path::PathBuf::from(format!("/proc/{}/fd/{}", open.pid, open.fd));
     let task = super::kind::task_pidfd(open, fd.pidfd)?;
     let dup = sys::pidfd::pidfd_getfd(task, open.fd)
-        .map_err(|e| open.inspect_err("pidfd_getfd", proc_fd(), e))?;
+        .map_err(|e| open.inspect_err("pidfd_getfd", open.proc_path(), e))?;
     let status = sys::pidfd::exit_status(std::os::fd::AsFd::as_fd(&dup))
-        .map_err(|e| open.inspect_err("ioctl PIDFD_GET_INFO", proc_fd(), e))?;
+        .map_err(|e| open.inspect_err("ioctl PIDFD_GET_INFO", open.proc_path(), e))?;
     Ok(Pidfd {
         exited: true,
         exited_ino: fd.meta.ino(),
@@ -149,11 +148,11 @@ pub(crate) fn exited_slot_key(desc: &FileDesc) -> Option<u64> {
 
 /// Makes, in cryo before the first fork, the pidfds of exited processes among `descs` that
 /// `used` refers to: per dumped process (inode), one process that dies with its status, a
-/// pidfd of it per description, then reaped. (slot key, description id, fd) each.
-pub(crate) fn make_exited(
-    descs: &[FileDesc],
+/// pidfd of it per description, then reaped. (description, fd) each.
+pub(crate) fn make_exited<'d>(
+    descs: &'d [FileDesc],
     used: &std::collections::BTreeSet<u32>,
-) -> Result<Vec<(u64, u32, OwnedFd)>, FileError> {
+) -> Result<Vec<(&'d FileDesc, OwnedFd)>, FileError> {
     let mut by_process: std::collections::BTreeMap<u64, Vec<&FileDesc>> = Default::default();
     for d in descs.iter().filter(|d| used.contains(&d.id)) {
         if let Some(Kind::Pidfd(p)) = &d.kind {
@@ -175,9 +174,9 @@ pub(crate) fn make_exited(
         };
         let opened: Result<Vec<_>, FileError> = group
             .iter()
-            .map(|d| {
+            .map(|&d| {
                 sys::pidfd::pidfd_open_flags(child, pidfd_flags(d))
-                    .map(|fd| (exited_slot_key(d).expect("exited"), d.id, fd))
+                    .map(|fd| (d, fd))
                     .map_err(|e| restore_err(d, "pidfd_open of the process made to end", e))
             })
             .collect();

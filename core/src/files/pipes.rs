@@ -74,8 +74,7 @@ impl FileKind for Pipes {
             pipe.mode = m.mode() & 0o7777;
             pipe.uid = m.uid();
             pipe.gid = m.gid();
-            pipe.atime_ns = m.atime() * 1_000_000_000 + m.atime_nsec();
-            pipe.mtime_ns = m.mtime() * 1_000_000_000 + m.mtime_nsec();
+            (pipe.atime_ns, pipe.mtime_ns) = super::regular::times_ns(m);
         }
         Ok(Kind::Pipe(pipe))
     }
@@ -288,21 +287,22 @@ fn open_deleted_fifo(
     // Unlinked whatever happened: it never outlives the restore.
     let _ = fs::remove_file(&path);
     opened?;
-    let fd = &out[from].1;
-    let (uid, gid) = (
-        nix::unistd::Uid::from_raw(pipe.uid),
-        nix::unistd::Gid::from_raw(pipe.gid),
-    );
-    nix::unistd::fchown(fd, Some(uid), Some(gid))
-        .map_err(|e| restore_err(first, "fchown the deleted fifo", e.into()))?;
-    nix::sys::stat::fchmod(fd, Mode::from_bits_truncate(pipe.mode))
-        .map_err(|e| restore_err(first, "fchmod the deleted fifo", e.into()))?;
-    let time = |ns: i64| {
-        nix::sys::time::TimeSpec::new(ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000))
-    };
-    // Last: the refill moved the modification time.
-    nix::sys::stat::futimens(fd, &time(pipe.atime_ns), &time(pipe.mtime_ns))
-        .map_err(|e| restore_err(first, "set the times of the deleted fifo", e.into()))?;
+    // After the refill, which moved the modification time.
+    super::regular::set_owner_mode_times(
+        &out[from].1,
+        pipe.mode,
+        pipe.uid,
+        pipe.gid,
+        pipe.atime_ns,
+        pipe.mtime_ns,
+    )
+    .map_err(|e| {
+        restore_err(
+            first,
+            "give the deleted fifo made again its owner, mode and times",
+            e.into(),
+        )
+    })?;
     debug!(path = %pipe.fifo_path, at = %path.display(), "deleted fifo made again");
     Ok(())
 }

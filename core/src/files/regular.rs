@@ -45,6 +45,7 @@ use crate::sys::handle::{self, FileHandle};
 
 /// The RegularFile record of a file, from its stat.
 fn record(path: String, meta: &fs::Metadata) -> RegularFile {
+    let (atime_ns, mtime_ns) = times_ns(meta);
     RegularFile {
         path,
         dev: meta.dev(),
@@ -55,8 +56,8 @@ fn record(path: String, meta: &fs::Metadata) -> RegularFile {
         contents: None,
         uid: meta.uid(),
         gid: meta.gid(),
-        mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
-        atime_ns: meta.atime() * 1_000_000_000 + meta.atime_nsec(),
+        mtime_ns,
+        atime_ns,
         sparse: false,
         linked: None,
         extents: Vec::new(),
@@ -625,8 +626,23 @@ pub(crate) fn make_beside(
         .ok_or_else(|| io::Error::other("no free temporary name"))
 }
 
-/// Gives the directory open as `fd` its owner, mode and access and modification times (ns).
-pub(crate) fn set_dir_attrs(
+/// The access and modification times of `meta`, in nanoseconds since the epoch.
+pub(crate) fn times_ns(meta: &fs::Metadata) -> (i64, i64) {
+    (
+        meta.atime() * 1_000_000_000 + meta.atime_nsec(),
+        meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+    )
+}
+
+/// A time in nanoseconds since the epoch, as the calls that set file times take it.
+pub(crate) fn timespec_of_ns(ns: i64) -> TimeSpec {
+    TimeSpec::new(ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000))
+}
+
+/// Gives the file open as `fd` (a ghost made again: a directory, a FIFO) its owner, mode and
+/// access and modification times (ns), in that order: the times last, as the others move
+/// its change time only.
+pub(crate) fn set_owner_mode_times(
     fd: &OwnedFd,
     mode: u32,
     uid: u32,
@@ -636,8 +652,7 @@ pub(crate) fn set_dir_attrs(
 ) -> nix::Result<()> {
     nix::unistd::fchown(fd, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))?;
     nix::sys::stat::fchmod(fd, Mode::from_bits_truncate(mode & 0o7777))?;
-    let time = |ns: i64| TimeSpec::new(ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000));
-    nix::sys::stat::futimens(fd, &time(atime_ns), &time(mtime_ns))
+    nix::sys::stat::futimens(fd, &timespec_of_ns(atime_ns), &timespec_of_ns(mtime_ns))
 }
 
 /// Makes the directory of `reg`, removed while open, again ([`make_dir_again`]); opened,
@@ -653,7 +668,7 @@ fn recreate_dir(desc: &FileDesc, reg: &RegularFile) -> Result<OwnedFd, FileError
     // Removed whatever happened: it never outlives the restore.
     let _ = fs::remove_dir(&path);
     let fd = opened.map_err(|e| restore_err(desc, "open the directory made again", e.into()))?;
-    set_dir_attrs(&fd, reg.mode, reg.uid, reg.gid, reg.atime_ns, reg.mtime_ns)
+    set_owner_mode_times(&fd, reg.mode, reg.uid, reg.gid, reg.atime_ns, reg.mtime_ns)
         .map_err(|e| restore_err(desc, "give the directory made again its owner, mode and times", e.into()))?;
     debug!(id = desc.id, path = %reg.path, at = %path.display(), "removed directory made again");
     Ok(fd)

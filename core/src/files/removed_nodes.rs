@@ -12,12 +12,12 @@ use std::path::Path;
 use cryo_proto::image::{file_desc::Kind, FileDesc, RemovedNode};
 use nix::fcntl::AtFlags;
 use nix::sys::stat::{Mode, SFlag};
-use nix::sys::time::TimeSpec;
 use nix::unistd::{Gid, Uid};
 use tracing::debug;
 
 use super::kind::{task_pidfd, Dumping, FileKind, Opened, Opening, Seen};
 use super::open::open_flags;
+use super::regular::timespec_of_ns;
 use super::{devices, restore_err, FileError};
 use crate::sys;
 
@@ -64,6 +64,7 @@ impl FileKind for RemovedNodes {
             String::new()
         };
         debug!(pid = %open.pid, fd = open.fd, path, symlink, "removed node");
+        let (atime_ns, mtime_ns) = super::regular::times_ns(m);
         Ok(Kind::RemovedNode(RemovedNode {
             path: path.clone(),
             rdev: if symlink { 0 } else { m.rdev() },
@@ -71,8 +72,8 @@ impl FileKind for RemovedNodes {
             mode: m.mode() & 0o7777,
             uid: m.uid(),
             gid: m.gid(),
-            atime_ns: m.atime() * 1_000_000_000 + m.atime_nsec(),
-            mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+            atime_ns,
+            mtime_ns,
         }))
     }
 
@@ -138,12 +139,11 @@ fn give_attrs(path: &Path, node: &RemovedNode, symlink: bool) -> nix::Result<()>
             nix::sys::stat::FchmodatFlags::FollowSymlink,
         )?;
     }
-    let time = |ns: i64| TimeSpec::new(ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000));
     nix::sys::stat::utimensat(
         nix::fcntl::AT_FDCWD,
         path,
-        &time(node.atime_ns),
-        &time(node.mtime_ns),
+        &timespec_of_ns(node.atime_ns),
+        &timespec_of_ns(node.mtime_ns),
         nix::sys::stat::UtimensatFlags::NoFollowSymlink,
     )
 }

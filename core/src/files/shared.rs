@@ -65,14 +65,13 @@ impl SharedObjects {
         }
         // Made here, before any process of the tree has its pid: the process made to end
         // takes a pid no restored process needs.
-        for (key, id, fd) in super::pidfd::make_exited(descs, used)? {
-            let desc = descs.iter().find(|d| d.id == id).expect("made from descs");
+        for (desc, fd) in super::pidfd::make_exited(descs, used)? {
             objects.push(Object {
-                ino: key,
+                ino: super::pidfd::exited_slot_key(desc).expect("a pidfd of an exited process"),
                 fd,
                 seals: 0,
                 what: describe(desc),
-                id,
+                id: desc.id,
             });
         }
         Ok(Self { objects })

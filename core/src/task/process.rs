@@ -52,12 +52,13 @@ pub fn dump(pid: Pid, stat: &proc::Stat) -> Result<TaskCore> {
 fn removed_dir(pid: Pid) -> Result<RemovedDir> {
     use std::os::unix::fs::MetadataExt;
     let m = proc::stat_link(pid, "cwd")?;
+    let (atime_ns, mtime_ns) = crate::files::times_ns(&m);
     Ok(RemovedDir {
         mode: m.mode() & 0o7777,
         uid: m.uid(),
         gid: m.gid(),
-        atime_ns: m.atime() * 1_000_000_000 + m.atime_nsec(),
-        mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+        atime_ns,
+        mtime_ns,
     })
 }
 
@@ -194,7 +195,7 @@ fn enter_removed(path: &str, removed: &RemovedDir) -> nix::Result<()> {
         nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
         nix::sys::stat::Mode::empty(),
     )?;
-    crate::files::set_dir_attrs(
+    crate::files::set_owner_mode_times(
         &here,
         removed.mode,
         removed.uid,
