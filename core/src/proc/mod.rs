@@ -199,12 +199,19 @@ pub fn stat(pid: Pid) -> Result<Stat> {
 
 /// /proc/PID/status as key/value pairs.
 pub fn status(pid: Pid) -> Result<Vec<(String, String)>> {
-    let text = read(pid, "status")?;
-    Ok(text
-        .lines()
+    Ok(parse_status(&read(pid, "status")?))
+}
+
+/// /proc/PID/task/TID/status (one thread's) as key/value pairs.
+pub fn thread_status(pid: Pid, tid: Pid) -> Result<Vec<(String, String)>> {
+    Ok(parse_status(&read(pid, &format!("task/{tid}/status"))?))
+}
+
+fn parse_status(text: &str) -> Vec<(String, String)> {
+    text.lines()
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.to_string(), v.trim().to_string()))
-        .collect())
+        .collect()
 }
 
 /// One field of a parsed status.

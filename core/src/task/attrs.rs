@@ -259,14 +259,8 @@ const fn read(name: &'static str, option: libc::c_int, into_memory: bool) -> Prc
 /// PR_GET_SPECULATION_CTRL of `which`.
 const fn speculation(name: &'static str, which: u64) -> PrctlRead {
     PrctlRead {
-        name,
-        syscall: libc::SYS_prctl,
-        option: libc::PR_GET_SPECULATION_CTRL,
-        into_memory: false,
         arg2: which,
-        arg3: 0,
-        answer_returned: false,
-        slot_arg: 1,
+        ..read(name, libc::PR_GET_SPECULATION_CTRL, false)
     }
 }
 
@@ -286,6 +280,15 @@ const PR_SPEC_ENABLE: u32 = 1 << 1;
 const PR_SPEC_DISABLE: u32 = 1 << 2;
 const PR_SPEC_FORCE_DISABLE: u32 = 1 << 3;
 const PR_SPEC_DISABLE_NOEXEC: u32 = 1 << 4;
+
+/// The speculation control states of thread attributes `a`, in [`SPECULATION`]'s order.
+fn speculation_values(a: &ThreadAttrs) -> [u32; 3] {
+    [
+        a.spec_store_bypass,
+        a.spec_indirect_branch,
+        a.spec_l1d_flush,
+    ]
+}
 
 /// What PR_SET_SPECULATION_CTRL gives a thread back the state the getter answered `value`:
 /// none when the state is not the thread's own.
@@ -375,14 +378,8 @@ const MAIN_READS: [PrctlRead; 14] = [
     read("parent-death signal", libc::PR_GET_PDEATHSIG, true),
     read("mce kill policy", libc::PR_MCE_KILL_GET, false),
     PrctlRead {
-        name: "cpuid faulting",
         syscall: libc::SYS_arch_prctl,
-        option: ARCH_GET_CPUID,
-        into_memory: false,
-        arg2: 0,
-        arg3: 0,
-        answer_returned: false,
-        slot_arg: 1,
+        ..read("cpuid faulting", ARCH_GET_CPUID, false)
     },
     speculation(SPECULATION[0].0, SPECULATION[0].1),
     speculation(SPECULATION[1].0, SPECULATION[1].1),
@@ -390,14 +387,9 @@ const MAIN_READS: [PrctlRead; 14] = [
     read("tsc", libc::PR_GET_TSC, true),
     // get_mempolicy(&mode, NULL, 0, NULL, 0): the thread's own NUMA policy, flags or'ed in.
     PrctlRead {
-        name: "numa memory policy",
         syscall: libc::SYS_get_mempolicy,
-        option: 0,
-        into_memory: true,
-        arg2: 0,
-        arg3: 0,
-        answer_returned: false,
         slot_arg: 0,
+        ..read("numa memory policy", 0, true)
     },
     read("dumpable", libc::PR_GET_DUMPABLE, false),
     read("child subreaper", libc::PR_GET_CHILD_SUBREAPER, true),
@@ -405,25 +397,19 @@ const MAIN_READS: [PrctlRead; 14] = [
     // Per mm: without its registration back, a restored process's MEMBARRIER_CMD_PRIVATE_
     // EXPEDITED (liburcu, language runtimes) fails with EPERM.
     PrctlRead {
-        name: "membarrier registrations",
         syscall: libc::SYS_membarrier,
-        option: MEMBARRIER_CMD_GET_REGISTRATIONS,
-        into_memory: false,
-        arg2: 0,
-        arg3: 0,
-        answer_returned: false,
-        slot_arg: 1,
+        ..read(
+            "membarrier registrations",
+            MEMBARRIER_CMD_GET_REGISTRATIONS,
+            false,
+        )
     },
     // modify_ldt(0, slot, 8): 0 without an LDT, 8 with one (the kernel pads what it lacks).
     PrctlRead {
-        name: "ldt",
         syscall: libc::SYS_modify_ldt,
-        option: 0,
-        into_memory: true,
-        arg2: 0,
         arg3: 8,
         answer_returned: true,
-        slot_arg: 1,
+        ..read("ldt", 0, true)
     },
 ];
 /// How many of [`MAIN_READS`] every thread runs.
@@ -808,12 +794,7 @@ fn refuse_thread(pid: Pid, tid: Pid, a: &ThreadAttrs) -> Result<(), AttrError> {
             "a mode this cryo does not know",
         ));
     }
-    let values = [
-        a.spec_store_bypass,
-        a.spec_indirect_branch,
-        a.spec_l1d_flush,
-    ];
-    for ((name, which), value) in SPECULATION.into_iter().zip(values) {
+    for ((name, which), value) in SPECULATION.into_iter().zip(speculation_values(a)) {
         let Some(state) = speculation_state(value) else {
             continue;
         };
@@ -1037,12 +1018,7 @@ pub fn restore_after_creds(
         ));
     }
     // Each thread is created with the restore child's state (cryo's): its own is set in it.
-    let values = [
-        a.spec_store_bypass,
-        a.spec_indirect_branch,
-        a.spec_l1d_flush,
-    ];
-    for ((name, which), value) in SPECULATION.into_iter().zip(values) {
+    for ((name, which), value) in SPECULATION.into_iter().zip(speculation_values(a)) {
         if let Some(state) = speculation_state(value) {
             calls.push((
                 name,

@@ -130,13 +130,18 @@ fn nspid(pid: Pid) -> Result<Vec<i32>, PidNsError> {
         pid,
         errno: io::Error::other(e.to_string()),
     })?;
-    Ok(proc::status_field(&status, "NSpid")
+    Ok(parse_nspid(&status))
+}
+
+/// The pids of the NSpid field of a parsed status, outermost first (none when it has none).
+fn parse_nspid(status: &[(String, String)]) -> Vec<i32> {
+    proc::status_field(status, "NSpid")
         .map(|v| {
             v.split_whitespace()
                 .filter_map(|n| n.parse().ok())
                 .collect()
         })
-        .unwrap_or_default())
+        .unwrap_or_default()
 }
 
 /// The PID namespace a dump's tree is in, and the pid there of every process and thread.
@@ -446,17 +451,11 @@ impl DumpPidNs {
 
 /// The NSpid line of thread `tid` of `pid`.
 fn nspid_of_thread(pid: Pid, tid: Pid) -> Result<Vec<i32>, PidNsError> {
-    let path = proc::dir(pid).join(format!("task/{tid}/status"));
-    let text = std::fs::read_to_string(path).map_err(|errno| PidNsError::Read { pid, errno })?;
-    Ok(text
-        .lines()
-        .find_map(|l| l.strip_prefix("NSpid:"))
-        .map(|v| {
-            v.split_whitespace()
-                .filter_map(|n| n.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default())
+    let status = proc::thread_status(pid, tid).map_err(|e| PidNsError::Read {
+        pid,
+        errno: io::Error::other(e.to_string()),
+    })?;
+    Ok(parse_nspid(&status))
 }
 
 #[cfg(test)]
