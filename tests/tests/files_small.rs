@@ -282,21 +282,36 @@ fn secret_memory_is_refused_at_dump_naming_pid_fd_and_kind() {
     );
 }
 
-#[test]
-fn a_deleted_fifo_comes_back_deleted_with_its_unread_data() {
+/// `held KIND`, whose fd 47 is on a file removed while open and named NAME: `before` runs
+/// in the original (its answer is returned), then the dump and the restore; fd 47 must name the
+/// same path, "(deleted)", with the same stat (mode, owner, mtime, no link). Returns the
+/// restored workload too.
+fn comes_back_removed<T>(
+    kind: &str,
+    name: &str,
+    before: impl FnOnce(&Workload) -> T,
+) -> (Workload, T) {
     cryo_bin();
-    let mut w = Workload::spawn("held", &["deleted-fifo"]);
-    assert_eq!(w.cmd("put 47 queued-before-the-dump"), "ok");
+    let mut w = Workload::spawn("held", &[kind]);
+    let seen = before(&w);
     let link = parse_fds(&w.cmd("fds"))[&47].clone();
-    assert!(link.ends_with("/fifo (deleted)"), "{link}");
+    assert!(link.ends_with(&format!("/{name} (deleted)")), "{link}");
     let stat = w.cmd("stat 47");
     w.dump_and_restore();
     assert_eq!(
         parse_fds(&w.cmd("fds"))[&47],
         link,
-        "the same name, deleted"
+        "the same name, removed"
     );
     assert_eq!(w.cmd("stat 47"), stat, "mode, owner, mtime, no link");
+    (w, seen)
+}
+
+#[test]
+fn a_deleted_fifo_comes_back_deleted_with_its_unread_data() {
+    let (mut w, ()) = comes_back_removed("deleted-fifo", "fifo", |w| {
+        assert_eq!(w.cmd("put 47 queued-before-the-dump"), "ok");
+    });
     assert_eq!(w.cmd("take 47"), "queued-before-the-dump");
     assert_eq!(w.cmd("put 47 after"), "ok");
     assert_eq!(w.cmd("take 47"), "after", "still a fifo, both ways");
@@ -325,39 +340,20 @@ fn the_two_ends_of_a_deleted_fifo_come_back_on_one_fifo_with_its_owner_and_mode(
 
 #[test]
 fn a_removed_directory_held_open_comes_back_removed_with_its_mode_and_times() {
-    cryo_bin();
-    let mut w = Workload::spawn("held", &["deleted-dir"]);
-    let link = parse_fds(&w.cmd("fds"))[&47].clone();
-    assert!(link.ends_with("/gone (deleted)"), "{link}");
-    let stat = w.cmd("stat 47");
-    assert!(stat.ends_with(" 0"), "no link left: {stat}");
-    let create = w.cmd("create-in 47");
-    assert_eq!(create, format!("errno {}", libc::ENOENT));
-    w.dump_and_restore();
-    assert_eq!(
-        parse_fds(&w.cmd("fds"))[&47],
-        link,
-        "the same name, deleted"
-    );
-    assert_eq!(w.cmd("stat 47"), stat, "mode, owner, mtime, no link");
+    let (mut w, create) = comes_back_removed("deleted-dir", "gone", |w| {
+        let stat = w.cmd("stat 47");
+        assert!(stat.ends_with(" 0"), "no link left: {stat}");
+        let create = w.cmd("create-in 47");
+        assert_eq!(create, format!("errno {}", libc::ENOENT));
+        create
+    });
     assert_eq!(w.cmd("create-in 47"), create, "nothing can be made in it");
     w.kill_restored();
 }
 
 #[test]
 fn a_removed_device_node_held_open_comes_back_removed_on_the_same_device() {
-    cryo_bin();
-    let mut w = Workload::spawn("held", &["deleted-dev"]);
-    let link = parse_fds(&w.cmd("fds"))[&47].clone();
-    assert!(link.ends_with("/null (deleted)"), "{link}");
-    let stat = w.cmd("stat 47");
-    w.dump_and_restore();
-    assert_eq!(
-        parse_fds(&w.cmd("fds"))[&47],
-        link,
-        "the same name, removed"
-    );
-    assert_eq!(w.cmd("stat 47"), stat, "mode, owner, mtime, no link");
+    let (mut w, ()) = comes_back_removed("deleted-dev", "null", |_| ());
     assert_eq!(
         w.cmd("put 47 into-the-void"),
         "ok",
@@ -369,20 +365,10 @@ fn a_removed_device_node_held_open_comes_back_removed_on_the_same_device() {
 
 #[test]
 fn a_removed_symlink_held_open_comes_back_removed_with_its_target() {
-    cryo_bin();
-    let mut w = Workload::spawn("held", &["deleted-symlink"]);
-    let link = parse_fds(&w.cmd("fds"))[&47].clone();
-    assert!(link.ends_with("/link (deleted)"), "{link}");
+    let (mut w, ()) = comes_back_removed("deleted-symlink", "link", |w| {
+        assert_eq!(w.cmd("readlink"), "some/target");
+    });
     assert_eq!(w.cmd("readlink"), "some/target");
-    let stat = w.cmd("stat 47");
-    w.dump_and_restore();
-    assert_eq!(
-        parse_fds(&w.cmd("fds"))[&47],
-        link,
-        "the same name, removed"
-    );
-    assert_eq!(w.cmd("readlink"), "some/target");
-    assert_eq!(w.cmd("stat 47"), stat, "owner, mtime, no link");
     w.kill_restored();
 }
 
