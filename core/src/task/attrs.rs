@@ -496,8 +496,11 @@ pub fn dump_process(pid: Pid) -> Result<ProcessAttrs, AttrError> {
     let coredump_filter = u32::from_str_radix(coredump_filter.trim(), 16).map_err(|_| {
         AttrError::read(pid, pid, "coredump_filter")(io::Error::from(io::ErrorKind::InvalidData))
     })?;
-    // "/autogroup-N nice M"; absent with autogroup scheduling off or not built.
+    // "/autogroup-N nice M"; absent with autogroup scheduling not built, and empty for the
+    // default autogroup of processes whose line never made a session (session 0): its nice
+    // can't be set (the root task group's weight is fixed), so there is nothing to restore.
     let autogroup_nice = match std::fs::read_to_string(crate::proc::dir(pid).join("autogroup")) {
+        Ok(text) if text.trim().is_empty() => None,
         Ok(text) => Some(parse_autogroup_nice(&text).ok_or_else(|| {
             AttrError::read(pid, pid, "autogroup")(io::Error::from(io::ErrorKind::InvalidData))
         })?),
@@ -1206,6 +1209,7 @@ mod tests {
         assert_eq!(parse_autogroup_nice("/autogroup-41350 nice 0\n"), Some(0));
         assert_eq!(parse_autogroup_nice("/autogroup-7 nice -5\n"), Some(-5));
         assert_eq!(parse_autogroup_nice("garbage"), None);
+        assert_eq!(parse_autogroup_nice(""), None);
     }
 
     #[test]
