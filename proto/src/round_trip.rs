@@ -230,6 +230,7 @@ every_message!(
     PreCopyRound,
     RemovedDir,
     RemovedNode,
+    SessionKeyring,
 );
 
 #[test]

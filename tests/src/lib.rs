@@ -340,6 +340,40 @@ fn spawn_cryo_with(
     (child, out_path, err_path)
 }
 
+/// Runs `cryo ARGS` as [`run_cryo`] does, in a new anonymous session keyring of its own
+/// (keyctl KEYCTL_JOIN_SESSION_KEYRING, as pam_keyinit gives a login shell).
+pub fn run_cryo_in_a_session_keyring(log_dir: &Path, tag: &str, args: &[&str]) -> CryoOutput {
+    use std::os::unix::process::CommandExt;
+    let args: Vec<OsString> = args.iter().map(OsString::from).collect();
+    let (mut child, out_path, err_path) = spawn_cryo_with(log_dir, tag, &args, |command| {
+        // SAFETY: keyctl is a plain system call, and the closure touches nothing else.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::syscall(
+                    libc::SYS_keyctl,
+                    1 as libc::c_long,
+                    std::ptr::null::<libc::c_char>(),
+                ) < 0
+                {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    });
+    let pidfd = Pidfd::open(child.id() as i32).expect("pidfd of cryo");
+    let waited = wait_child(&mut child, &pidfd, CRYO_TIMEOUT).expect("cryo hung");
+    CryoOutput {
+        args: args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect(),
+        status: waited,
+        stdout: read_lossy(&out_path),
+        stderr: read_lossy(&err_path),
+    }
+}
+
 fn read_lossy(path: &Path) -> String {
     fs::read(path)
         .map(|b| String::from_utf8_lossy(&b).into_owned())

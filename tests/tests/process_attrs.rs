@@ -153,6 +153,20 @@ attr_tests! {
         ("tget autogroup", "7"),
     ];
 
+    /// An empty anonymous session keyring of its own (pam_keyinit's, systemd's): a new one
+    /// like it, with its permissions, for the process and its threads (cryo has none).
+    session_keyring: ["keyring=3f1b0000", "thread"] => [
+        ("get session-keyring", "keyring;0;0;3f1b0000;_ses keys 0"),
+        ("tget session-keyring", "keyring;0;0;3f1b0000;_ses keys 0"),
+    ];
+
+    /// No session keyring of its own: keyctl finds the user's session keyring, after the
+    /// restore too.
+    no_session_keyring: ["thread"] => [
+        ("get session-keyring", "user"),
+        ("tget session-keyring", "user"),
+    ];
+
     /// PR_SET_TIMERSLACK, per thread.
     timerslack: ["timerslack=120000", "thread", "t.timerslack=77000"] => [
         ("get timerslack", "120000"),

@@ -111,10 +111,12 @@ fn a_hard_limit_above_cryos_own_is_refused_naming_both() {
         .and_then(|l| l.split_whitespace().nth(4).map(String::from))
         .expect("the workload's hard RLIMIT_NOFILE");
     assert_ne!(theirs, "64", "the workload's hard limit is above cryo's");
-    // cryo runs with a hard RLIMIT_NOFILE of 64 (it may lower its own, never raise it back).
+    // cryo runs with a hard RLIMIT_NOFILE of 64 (it may lower its own, never raise it back)
+    // and without CAP_SYS_RESOURCE (these machines' root lacks it; a CI runner's may not).
     let img = w.path("img");
     let out = Command::new("timeout")
         .arg("120")
+        .args(["setpriv", "--bounding-set=-sys_resource"])
         .args(["prlimit", "--nofile=64:64"])
         .arg(cryo_bin())
         .args(["dump", "-t", &w.pid().to_string(), "-D"])
@@ -207,4 +209,68 @@ fn a_mappings_numa_policy_is_refused_naming_pid_mapping_and_policy() {
         &["numa memory policy bind:0 (mbind)", "mapping 0x"],
     );
     assert_eq!(w.cmd("get umask").len(), 3, "the target answers");
+}
+
+/// Keyrings cryo does not make again (keys are not dumped: they may be secrets): a session
+/// keyring with a key, a process keyring, a thread keyring, a thread in a session keyring of
+/// its own; each refused naming pid, thread and keyring, the target running on.
+#[test]
+fn keyrings_with_keys_or_of_a_thread_or_process_are_refused_naming_them() {
+    cryo_bin();
+    let cases: [(&[&str], bool, &[&str]); 4] = [
+        (
+            &["keyring=new", "key=secret:abc"],
+            false,
+            &["session keyring", "\"_ses\" with 1 keys"],
+        ),
+        (&["process-keyring=1"], false, &["process keyring"]),
+        (&["thread", "t.thread-keyring=1"], true, &["thread keyring"]),
+        (
+            &["thread", "t.keyring=new"],
+            true,
+            &["session keyring", "a thread that joined"],
+        ),
+    ];
+    for (settings, in_thread, needles) in cases {
+        let w = Workload::spawn("attrs", settings);
+        let tid = if in_thread {
+            second_thread(&w)
+        } else {
+            w.pid()
+        };
+        let out = w.dump(&w.path("img"), &[]);
+        let refused = (out.status.success(), out.stderr.clone());
+        assert_refused(&w, refused, tid, needles);
+        assert_eq!(w.cmd("get umask").len(), 3, "the target answers");
+    }
+}
+
+/// A process without a session keyring of its own, restored by a `cryo restore` that has one
+/// (a login shell's): it would inherit cryo's, so the restore refuses before making anything,
+/// naming the pid; the image stays restorable, from a cryo without one.
+#[test]
+fn a_restore_from_a_session_keyring_of_its_own_is_refused_for_a_process_without_one() {
+    cryo_bin();
+    let mut w = Workload::spawn("attrs", &[]);
+    assert_eq!(w.cmd("get session-keyring"), "user");
+    let img = w.path("img");
+    w.dump_ok(&img);
+    let img_arg = img.to_str().unwrap();
+    let out = cryo_tests::run_cryo_in_a_session_keyring(
+        &w.path(""),
+        "restore-keyring",
+        &["restore", "-D", img_arg, "--detach"],
+    );
+    assert!(
+        !out.status.success(),
+        "the restore should be refused\n{out}"
+    );
+    let pid = w.pid();
+    assert!(
+        out.stderr
+            .contains(&format!("pid {pid} had no session keyring of its own")),
+        "{out}"
+    );
+    w.restore_detached(&img);
+    assert_eq!(w.cmd("get session-keyring"), "user");
 }

@@ -428,7 +428,7 @@ fn dump_tree(
     };
     tree::check_sessions(&pstree, &roots, opts.shell_job)?;
     {
-        use crate::task::namespaces::{check_tree, CGROUP, TIME, UTS};
+        use crate::task::namespaces::{check_tree, CGROUP, SESSION_KEYRING, TIME, UTS};
         let made = |inode: fn(&cryo_proto::image::TaskCore) -> Option<u64>| -> Vec<(i32, i32, Option<u64>)> {
             let tasks = pstree.iter().zip(&cores);
             tasks.map(|(e, (core, _))| (e.pid, e.ppid, inode(core))).collect()
@@ -436,6 +436,7 @@ fn dump_tree(
         check_tree(UTS, &made(|c| c.uts.as_ref().map(|u| u.inode)))?;
         check_tree(TIME, &made(|c| c.time.as_ref().map(|t| t.inode)))?;
         check_tree(CGROUP, &made(|c| c.cgroupns.as_ref().map(|n| n.inode)))?;
+        check_tree(SESSION_KEYRING, &made(|c| crate::task::keyrings::serial(c).map(|s| s as u64)))?;
     }
     // SysV semaphore sets and message queues, and what of the processes' IPC state cannot
     // come back (refused here, before anything is killed).

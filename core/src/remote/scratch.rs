@@ -113,6 +113,21 @@ impl Scratch {
         out_len: usize,
         make: impl Fn(usize, u64) -> BatchCall,
     ) -> Result<(Vec<u8>, Vec<u64>), BatchError> {
+        match self.batch_reading_until_failure(remote, n, out_len, make) {
+            (outputs, results, None) => Ok((outputs, results)),
+            (_, _, Some(failed)) => Err(failed),
+        }
+    }
+
+    /// Like [`Scratch::batch_reading_results`], keeping what the calls before a failing one
+    /// wrote and returned: for a last call whose failure is an answer (no such key).
+    pub fn batch_reading_until_failure(
+        &self,
+        remote: &Remote,
+        n: usize,
+        out_len: usize,
+        make: impl Fn(usize, u64) -> BatchCall,
+    ) -> (Vec<u8>, Vec<u64>, Option<BatchError>) {
         let per_stop = (Self::BATCH_OFFSET as usize / (BATCH_ENTRY + out_len)).max(1);
         let mut outputs = vec![0u8; n * out_len];
         let mut results = Vec::with_capacity(n);
@@ -127,18 +142,25 @@ impl Scratch {
                 error,
                 results,
             };
-            match remote.batch(self.batch_site(), &calls) {
-                Ok(r) => results.extend(r),
+            let (ran, failed) = match remote.batch(self.batch_site(), &calls) {
+                Ok(r) => {
+                    results.extend(r);
+                    (count, None)
+                }
                 Err(e) => {
                     results.extend(e.results);
-                    return Err(blame(first + e.index, e.error, results));
+                    (e.index, Some((first + e.index, e.error)))
                 }
+            };
+            let out = &mut outputs[first * out_len..(first + ran) * out_len];
+            if let Err(e) = self.read(remote, slots - self.addr, out) {
+                return (outputs, results.clone(), Some(blame(first, e, results)));
             }
-            let out = &mut outputs[first * out_len..(first + count) * out_len];
-            self.read(remote, slots - self.addr, out)
-                .map_err(|e| blame(first, e, results.clone()))?;
+            if let Some((index, error)) = failed {
+                return (outputs, results.clone(), Some(blame(index, error, results)));
+            }
         }
-        Ok((outputs, results))
+        (outputs, results, None)
     }
 
     /// The `syscall; int3` in the page, for a remote whose calls trap: any thread of the task

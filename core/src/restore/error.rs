@@ -109,6 +109,12 @@ pub enum RestoreError {
         /// The namespace's inode at dump.
         inode: u64,
     },
+    /// A root's session keyring cannot come back from this `cryo restore` (task/keyrings.rs).
+    #[error("{why}")]
+    SessionKeyring {
+        /// Which root, which keyring and what to do.
+        why: String,
+    },
     /// New namespaces hold one tree (one root) for now.
     #[error("--pidns/--netns restore a single tree (one root) for now")]
     NamespacesHoldOneProcess,

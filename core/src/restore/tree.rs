@@ -37,12 +37,27 @@ pub(crate) struct Planned {
     /// Per task (position): the cgroups it joins (and the cgroup namespace it makes) before
     /// forking.
     pub cgroups: Vec<crate::task::cgroups::Placement>,
+    /// The session keyring of `cryo restore`'s own, which its forks inherit (None: none).
+    pub session_keyring: Option<i32>,
 }
 
 impl Loaded {
     /// Makes the tree's shared objects and plans the tree around them and around cryo's own
     /// fds and mappings.
     pub fn plan(self, tcp_close: bool) -> Result<Planned> {
+        // Before anything is made: whether the roots can have their session keyrings back.
+        let session_keyring = crate::sys::keyctl::own_session_keyring().map_err(|e| {
+            crate::error::Error::sys(nix::unistd::getpid(), "read cryo's session keyring", e)
+        })?;
+        for t in &self.tasks {
+            let is_root = !self.tasks.iter().any(|p| p.entry.pid == t.entry.ppid);
+            if let Some(why) = is_root
+                .then(|| crate::task::keyrings::refuse_root(&t.core, session_keyring))
+                .flatten()
+            {
+                return Err(super::error::RestoreError::SessionKeyring { why }.into());
+            }
+        }
         let used: std::collections::BTreeSet<u32> = self
             .tasks
             .iter()
@@ -132,6 +147,7 @@ impl Loaded {
             staged,
             guardian_channel: None,
             cgroups,
+            session_keyring,
         })
     }
 }

@@ -41,6 +41,7 @@ pub mod handle;
 pub mod inotify;
 pub mod ipc;
 pub mod kcmp;
+pub mod keyctl;
 pub mod memfd;
 pub mod mmap;
 pub mod ns;

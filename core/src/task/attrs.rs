@@ -26,6 +26,9 @@ use nix::unistd::Pid;
 
 use crate::remote::{BatchCall, BatchSite, Remote};
 use crate::restore::error::{ChildError, ChildStep};
+use crate::sys::keyctl::{
+    KEY_SPEC_SESSION_KEYRING, KEY_SPEC_THREAD_KEYRING, KEY_SPEC_USER_SESSION_KEYRING,
+};
 use crate::sys::prctl::set_own;
 use crate::sys::ptrace::SudConfig;
 use crate::sys::sched::{self, SchedAttr};
@@ -415,23 +418,61 @@ const MAIN_READS: [PrctlRead; 14] = [
 /// How many of [`MAIN_READS`] every thread runs.
 const THREAD_READS: usize = 9;
 
-/// The prctl reads a thread runs in its dump batch (`main`: its process's ones too).
-pub fn remote_reads(main: bool) -> &'static [PrctlRead] {
-    if main {
-        &MAIN_READS
-    } else {
-        &MAIN_READS[..THREAD_READS]
+/// keyctl(KEYCTL_GET_KEYRING_ID) of the user's session keyring: read by the main thread, to
+/// tell a session keyring of the process's own from the one its user's lookups fall back to.
+const USER_SESSION_READ: PrctlRead =
+    keyring_read("user session keyring", KEY_SPEC_USER_SESSION_KEYRING);
+/// The same of the session keyring, in every thread (each may have joined its own).
+const SESSION_READ: PrctlRead = keyring_read("session keyring", KEY_SPEC_SESSION_KEYRING);
+/// The same of the thread keyring, last in every thread's batch: ENOKEY, which ends the
+/// batch, is the usual answer (none).
+const THREAD_KEYRING_READ: PrctlRead = keyring_read("thread keyring", KEY_SPEC_THREAD_KEYRING);
+
+/// keyctl(KEYCTL_GET_KEYRING_ID, `spec`, 0): the keyring's serial, none made.
+const fn keyring_read(name: &'static str, spec: i32) -> PrctlRead {
+    PrctlRead {
+        syscall: libc::SYS_keyctl,
+        arg2: spec as i64 as u64,
+        ..read(name, 0, false)
     }
 }
 
+/// The reads a thread runs in its dump batch (`main`: its process's ones too), in the order
+/// [`dump_thread`] takes their answers; the thread keyring's last, as it may fail.
+pub fn remote_reads(main: bool) -> Vec<&'static PrctlRead> {
+    let process: &'static [PrctlRead] = if main {
+        &MAIN_READS[THREAD_READS..]
+    } else {
+        &[]
+    };
+    let user_session: &'static [PrctlRead] = if main {
+        std::slice::from_ref(&USER_SESSION_READ)
+    } else {
+        &[]
+    };
+    MAIN_READS[..THREAD_READS]
+        .iter()
+        .chain(process)
+        .chain(user_session)
+        .chain([&SESSION_READ, &THREAD_KEYRING_READ])
+        .collect()
+}
+
+/// Whether the batch of [`remote_reads`] failing with `errno` at its call `index` (of `len`)
+/// is an answer: the thread has no thread keyring.
+pub fn no_thread_keyring(index: usize, len: usize, errno: &io::Error) -> bool {
+    index + 1 == len && errno.raw_os_error() == Some(libc::ENOKEY)
+}
+
 /// The attributes of thread `tid`, read from outside; `values` are the answers of its
-/// [`remote_reads`] in order. With `process` (the main thread) the process's share of them
-/// goes there.
+/// [`remote_reads`] in order (the thread keyring's missing when there is none). With `process`
+/// (the main thread) the process's share of them goes there, and the serial of its user's
+/// session keyring is returned.
 pub fn dump_thread(
     tid: Pid,
     values: &[u64],
     process: Option<&mut ProcessAttrs>,
-) -> io::Result<ThreadAttrs> {
+) -> io::Result<(ThreadAttrs, Option<i32>)> {
     let attr = sched::get_attr(tid)?;
     let mut attrs = ThreadAttrs {
         nice: sched::get_nice(tid)?,
@@ -461,14 +502,24 @@ pub fn dump_thread(
     // PR_GET_IO_FLUSHER needs CAP_SYS_RESOURCE in the thread itself: its task flags tell.
     let flags = crate::proc::task_stat::read_thread(tid, tid)?.flags;
     attrs.io_flusher = flags & IO_FLUSHER_FLAGS == IO_FLUSHER_FLAGS;
+    let keyrings = THREAD_READS
+        + if process.is_some() {
+            MAIN_READS.len() - THREAD_READS + 1
+        } else {
+            0
+        };
+    attrs.session_keyring = value(keyrings) as i32;
+    attrs.thread_keyring = values.len() > keyrings + 1;
+    let mut user_session = None;
     if let Some(p) = process {
         p.dumpable = value(9) as u32;
         p.child_subreaper = value(10) != 0;
         p.thp_disable = value(11) as u32;
         p.membarrier = value(12) as u32;
         p.ldt = value(13) != 0;
+        user_session = Some(value(14) as i32);
     }
-    Ok(attrs)
+    Ok((attrs, user_session))
 }
 
 /// The process attributes /proc shows from outside (the prctl ones come with the main
@@ -589,6 +640,7 @@ struct Own {
     oom_score_adj: i32,
     loginuid: u32,
     cap_eff: u64,
+    session_keyring: Option<i32>,
 }
 
 impl Own {
@@ -608,6 +660,7 @@ impl Own {
             oom_score_adj: file("oom_score_adj")?.trim().parse().map_err(|_| bad())?,
             loginuid: audit_id("self", "loginuid")?,
             cap_eff,
+            session_keyring: crate::sys::keyctl::own_session_keyring()?,
         })
     }
 }
@@ -626,6 +679,7 @@ pub fn refuse_unrestorable(pid: Pid, core: &TaskCore) -> Result<(), AttrError> {
         refuse_process(pid, p, &own)?;
     }
     refuse_hard_limits(pid, &core.rlimits, &own)?;
+    super::keyrings::refuse(pid, core, own.session_keyring)?;
     let mut probes = Vec::new();
     for thread in &core.threads {
         let Some(a) = &thread.attrs else { continue };
@@ -1228,6 +1282,7 @@ mod tests {
             oom_score_adj,
             loginuid: AUDIT_UNSET,
             cap_eff,
+            session_keyring: None,
         }
     }
 

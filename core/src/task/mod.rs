@@ -12,7 +12,9 @@
 //! ```
 
 pub mod attrs;
+
 pub mod cgroups;
+pub mod keyrings;
 pub mod namespaces;
 pub mod pidns;
 pub mod process;

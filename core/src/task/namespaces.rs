@@ -358,27 +358,39 @@ fn same_mounts(pid: Pid) -> Result<(), NamespaceError> {
     Err(NamespaceError::Mounts { pid, mount })
 }
 
-/// A kind of namespace the restore makes again: what users call it and its /proc/PID/ns link.
+/// A kind of namespace (or other object a process inherits at fork) the restore makes again:
+/// what users call it, its /proc/PID/ns link (the tag of its ids), and what a process not in
+/// one of its own is in.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct MadeKind {
     name: &'static str,
     link: &'static str,
+    none: &'static str,
 }
 
 /// UTS namespaces.
 pub(crate) const UTS: MadeKind = MadeKind {
-    name: "UTS",
+    name: "UTS namespace",
     link: "uts",
+    none: "in cryo's UTS namespace",
 };
 /// Time namespaces.
 pub(crate) const TIME: MadeKind = MadeKind {
-    name: "time",
+    name: "time namespace",
     link: "time",
+    none: "in cryo's time namespace",
 };
 /// Cgroup namespaces.
 pub(crate) const CGROUP: MadeKind = MadeKind {
-    name: "cgroup",
+    name: "cgroup namespace",
     link: "cgroup",
+    none: "in cryo's cgroup namespace",
+};
+/// Session keyrings (task/keyrings.rs): made again by the fork that starts one, as these.
+pub(crate) const SESSION_KEYRING: MadeKind = MadeKind {
+    name: "session keyring",
+    link: "keyring",
+    none: "without a session keyring of its own",
 };
 
 /// Refuses a tree whose `kind` namespaces its forks cannot make again: a process makes a new
@@ -391,7 +403,7 @@ pub(crate) fn check_tree(
     tasks: &[(i32, i32, Option<u64>)],
 ) -> Result<(), NamespaceError> {
     let ns_of = |pid: i32| tasks.iter().find(|t| t.0 == pid).map(|t| t.2);
-    let MadeKind { name, link } = kind;
+    let MadeKind { name, link, none } = kind;
     let mut tops: HashMap<u64, i32> = HashMap::new();
     for &(pid, ppid, ns) in tasks {
         let parent = ns_of(ppid);
@@ -402,9 +414,9 @@ pub(crate) fn check_tree(
                     return Err(NamespaceError::NamespaceTree {
                         pid: Pid::from_raw(pid),
                         detail: format!(
-                            "shares its {name} namespace ({link}:[{ns}]) with pid {other}, which \
-                             is not its ancestor in that namespace: a restore makes one namespace \
-                             per process that starts one"
+                            "shares its {name} ({link}:[{ns}]) with pid {other}, which is not \
+                             its ancestor in it: a restore makes a new one for each process that \
+                             starts one"
                         ),
                     });
                 }
@@ -413,8 +425,8 @@ pub(crate) fn check_tree(
                 return Err(NamespaceError::NamespaceTree {
                     pid: Pid::from_raw(pid),
                     detail: format!(
-                        "is in cryo's {name} namespace below its parent {ppid} in another \
-                         ({link}:[{ns}]): a restored process cannot go back to it"
+                        "is {none} below its parent {ppid} in another {name} \
+                         ({link}:[{ns}]): a restored process cannot go back"
                     ),
                 })
             }

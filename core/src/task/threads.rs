@@ -11,7 +11,7 @@ use crate::remote::{Remote, Scratch};
 use crate::restore::error::RestoreError;
 use crate::sys::process::get_robust_list;
 use crate::sys::ptrace::{self as pt, Regs};
-use crate::task::attrs;
+use crate::task::{attrs, keyrings};
 
 const ERESTARTSYS: i64 = 512;
 const ERESTARTNOINTR: i64 = 513;
@@ -213,36 +213,40 @@ pub fn dump_thread(
     const OUT_LEN: usize = 24;
     let reads = attrs::remote_reads(process.is_some());
     let calls = ["sigaltstack", "prctl(PR_GET_TID_ADDRESS)"];
-    let (out, results) = scratch
-        .batch_reading_results(
-            remote,
-            calls.len() + reads.len(),
-            OUT_LEN,
-            |i, slot| match i {
-                0 => (libc::SYS_sigaltstack, [0, slot, 0, 0, 0, 0]),
-                1 => (libc::SYS_prctl, [PR_GET_TID_ADDRESS, slot, 0, 0, 0, 0]),
-                _ => reads[i - calls.len()].call(slot),
-            },
-        )
-        .map_err(|e| {
+    let n = calls.len() + reads.len();
+    let (out, results, failed) =
+        scratch.batch_reading_until_failure(remote, n, OUT_LEN, |i, slot| match i {
+            0 => (libc::SYS_sigaltstack, [0, slot, 0, 0, 0, 0]),
+            1 => (libc::SYS_prctl, [PR_GET_TID_ADDRESS, slot, 0, 0, 0, 0]),
+            _ => reads[i - calls.len()].call(slot),
+        });
+    if let Some(e) = failed {
+        if !attrs::no_thread_keyring(e.index, n, &e.error) {
             let op = calls.get(e.index).copied();
-            Error::sys(
+            return Err(Error::sys(
                 tid,
                 op.unwrap_or_else(|| reads[e.index - calls.len()].name),
                 e.error,
-            )
-        })?;
+            ));
+        }
+    }
     let (ss, tid_addr) = (&out[..OUT_LEN], &out[OUT_LEN..OUT_LEN + 8]);
     let values: Vec<u64> = reads
         .iter()
         .enumerate()
+        .take(results.len() - calls.len())
         .map(|(i, r)| {
             let at = (calls.len() + i) * OUT_LEN;
             r.value(results[calls.len() + i], &out[at..at + OUT_LEN])
         })
         .collect();
-    let attrs = attrs::dump_thread(tid, &values, process)
+    let main = process.is_some();
+    let mut process = process;
+    let (attrs, user_session) = attrs::dump_thread(tid, &values, process.as_deref_mut())
         .map_err(|e| Error::sys(tid, "read scheduling attributes", e))?;
+    if let (true, Some(p), Some(user_session)) = (main, process, user_session) {
+        keyrings::dump_process(tid, remote, scratch, p, attrs.session_keyring, user_session)?;
+    }
 
     let comm = std::fs::read_to_string(format!("/proc/{}/task/{tid}/comm", remote.tid()))
         .map(|s| s.trim_end_matches('\n').to_string())

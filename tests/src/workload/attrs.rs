@@ -44,6 +44,11 @@
 //! mempolicy=bind          set_mempolicy(MPOL_BIND, node 0)                this thread
 //! mbind=1                 two pages of anonymous memory mbind to node 0    process
 //! ldt=1                   an entry in the local descriptor table (modify_ldt) process
+//! keyring=new|PERM        join a new anonymous session keyring (with permissions PERM,
+//!                         hex)                                             this thread
+//! key=DESC:PAYLOAD        add a "user" key to the session keyring          this thread
+//! process-keyring=1       make the process keyring                         process
+//! thread-keyring=1        make the thread keyring                          this thread
 //! tsc=sigsegv|enable      PR_SET_TSC: reading the time stamp counter faults this thread
 //! cpuid=on|off            ARCH_SET_CPUID: off makes cpuid fault (SIGSEGV) this thread
 //! membarrier=CMD          MEMBARRIER_CMD_REGISTER_*, CMD global-expedited|private-expedited|
@@ -508,6 +513,26 @@ fn apply(setting: &str, dir: &Path) -> Result<(), String> {
             sys::membarrier(command).map(drop).map_err(fail)
         }
         "ldt" => sys::ldt_entry().map_err(fail),
+        "keyring" => match value {
+            "new" => sys::join_new_session_keyring(None).map_err(fail),
+            perm => {
+                let perm =
+                    u32::from_str_radix(perm, 16).map_err(|_| format!("bad perm {perm:?}"))?;
+                sys::join_new_session_keyring(Some(perm)).map_err(fail)
+            }
+        },
+        "key" => {
+            let (desc, payload) = value.split_once(':').unwrap_or((value, ""));
+            sys::add_user_key(desc, payload.as_bytes())
+                .map(drop)
+                .map_err(fail)
+        }
+        "process-keyring" => sys::keyring_id(sys::KEY_SPEC_PROCESS_KEYRING, true)
+            .map(drop)
+            .map_err(fail),
+        "thread-keyring" => sys::keyring_id(sys::KEY_SPEC_THREAD_KEYRING, true)
+            .map(drop)
+            .map_err(fail),
         "mempolicy" => sys::bind_thread_to_node0().map_err(fail),
         "mbind" => sys::bound_mapping().map(drop).map_err(fail),
         "tsc" => {
@@ -676,6 +701,18 @@ fn observe(key: &str) -> Result<String, String> {
             let prio = sys::ioprio().map_err(fail)?;
             let class = IOPRIO_CLASSES.get((prio >> 13) as usize).unwrap_or(&"?");
             Ok(format!("{class} {}", prio & 0x1fff))
+        }
+        "session-keyring" => {
+            // "user" where keyctl finds the user's session keyring (none of its own), else
+            // what KEYCTL_DESCRIBE shows but the serial, and the number of keys.
+            let session = sys::keyring_id(sys::KEY_SPEC_SESSION_KEYRING, false).map_err(fail)?;
+            let user = sys::keyring_id(sys::KEY_SPEC_USER_SESSION_KEYRING, false).map_err(fail)?;
+            if session == user {
+                return Ok("user".into());
+            }
+            let (text, keys) =
+                sys::describe_keyring(sys::KEY_SPEC_SESSION_KEYRING).map_err(fail)?;
+            Ok(format!("{text} keys {keys}"))
         }
         "autogroup" => {
             let text = std::fs::read_to_string("/proc/self/autogroup").map_err(fail)?;

@@ -1443,3 +1443,111 @@ pub fn bound_mapping() -> io::Result<usize> {
         Ok(addr)
     }
 }
+
+/// keyctl(2) operations and special keyrings (linux/keyctl.h) the keyring settings use.
+const KEYCTL_GET_KEYRING_ID: libc::c_long = 0;
+const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
+const KEYCTL_SETPERM: libc::c_long = 5;
+const KEYCTL_DESCRIBE: libc::c_long = 6;
+const KEYCTL_READ: libc::c_long = 11;
+pub const KEY_SPEC_THREAD_KEYRING: i32 = -1;
+pub const KEY_SPEC_PROCESS_KEYRING: i32 = -2;
+pub const KEY_SPEC_SESSION_KEYRING: i32 = -3;
+pub const KEY_SPEC_USER_SESSION_KEYRING: i32 = -5;
+
+/// The serial of special keyring `spec` of this thread, made if `create`.
+pub fn keyring_id(spec: i32, create: bool) -> io::Result<i32> {
+    // SAFETY: integer arguments only.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_keyctl,
+            KEYCTL_GET_KEYRING_ID,
+            spec as libc::c_long,
+            create as libc::c_long,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(r as i32)
+}
+
+/// Joins a new anonymous session keyring (this thread) with permissions `perm` (if given).
+pub fn join_new_session_keyring(perm: Option<u32>) -> io::Result<()> {
+    // SAFETY: a null name asks for a new anonymous keyring.
+    let id = unsafe {
+        libc::syscall(
+            libc::SYS_keyctl,
+            KEYCTL_JOIN_SESSION_KEYRING,
+            std::ptr::null::<libc::c_char>(),
+        )
+    };
+    if id < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if let Some(perm) = perm {
+        // SAFETY: integer arguments only.
+        if unsafe { libc::syscall(libc::SYS_keyctl, KEYCTL_SETPERM, id, perm as libc::c_long) } < 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Adds a "user" key `desc` holding `payload` to this thread's session keyring.
+pub fn add_user_key(desc: &str, payload: &[u8]) -> io::Result<i32> {
+    let (ty, desc) = (CString::new("user")?, CString::new(desc)?);
+    // SAFETY: live NUL-terminated strings and a payload of the length given.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_add_key,
+            ty.as_ptr(),
+            desc.as_ptr(),
+            payload.as_ptr(),
+            payload.len(),
+            KEY_SPEC_SESSION_KEYRING as libc::c_long,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(r as i32)
+}
+
+/// KEYCTL_DESCRIBE of keyring `spec` ("type;uid;gid;perm;description") and how many keys it
+/// links.
+pub fn describe_keyring(spec: i32) -> io::Result<(String, usize)> {
+    let mut buf = vec![0u8; 256];
+    // SAFETY: the kernel writes at most buf.len() bytes into the live buffer.
+    let n = unsafe {
+        libc::syscall(
+            libc::SYS_keyctl,
+            KEYCTL_DESCRIBE,
+            spec as libc::c_long,
+            buf.as_mut_ptr(),
+            buf.len(),
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let text = CStr::from_bytes_until_nul(&buf)
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?
+        .to_string_lossy()
+        .into_owned();
+    // SAFETY: a null buffer of length 0: the kernel only answers the length it needs.
+    let len = unsafe {
+        libc::syscall(
+            libc::SYS_keyctl,
+            KEYCTL_READ,
+            spec as libc::c_long,
+            std::ptr::null_mut::<u8>(),
+            0usize,
+        )
+    };
+    if len < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((text, len as usize / 4))
+}

@@ -1,0 +1,98 @@
+//! keyctl(2) on cryo's own keyrings: which session keyring it has, and the calls a restored
+//! process makes to join a new one like the one it had (nix and libc do not wrap keyctl).
+
+use std::io;
+
+use super::check;
+
+/// The keyctl operations used (linux/keyctl.h).
+const KEYCTL_GET_KEYRING_ID: libc::c_long = 0;
+const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
+const KEYCTL_CHOWN: libc::c_long = 4;
+const KEYCTL_SETPERM: libc::c_long = 5;
+
+/// The special keyring ids (linux/keyctl.h): the caller's thread, process and session
+/// keyrings, and its user's session keyring (what a process without a session keyring of its
+/// own finds as its session keyring).
+pub const KEY_SPEC_THREAD_KEYRING: i32 = -1;
+pub const KEY_SPEC_PROCESS_KEYRING: i32 = -2;
+pub const KEY_SPEC_SESSION_KEYRING: i32 = -3;
+pub const KEY_SPEC_USER_SESSION_KEYRING: i32 = -5;
+
+/// The keyctl call asking the serial of special keyring `spec` of whoever runs it, without
+/// making one (ENOKEY where there is none): run in a target by a remote call.
+pub fn keyring_id_call(spec: i32) -> (i64, [u64; 6]) {
+    (
+        libc::SYS_keyctl,
+        [KEYCTL_GET_KEYRING_ID as u64, spec as i64 as u64, 0, 0, 0, 0],
+    )
+}
+
+/// The serial of cryo's own special keyring `spec`, without making one.
+pub fn own_keyring_id(spec: i32) -> io::Result<i32> {
+    // SAFETY: integer arguments only.
+    let id = check(unsafe {
+        libc::syscall(
+            libc::SYS_keyctl,
+            KEYCTL_GET_KEYRING_ID,
+            spec as libc::c_long,
+            0 as libc::c_long,
+        )
+    })?;
+    Ok(id as i32)
+}
+
+/// The session keyring of cryo's own, if it has one (else its keyctl finds its user's).
+pub fn own_session_keyring() -> io::Result<Option<i32>> {
+    let session = own_keyring_id(KEY_SPEC_SESSION_KEYRING)?;
+    let user_session = own_keyring_id(KEY_SPEC_USER_SESSION_KEYRING)?;
+    Ok((session != user_session).then_some(session))
+}
+
+/// Joins a new anonymous session keyring ("_ses") with permissions `perm`, owned by `uid` and
+/// `gid`: in a restored process, whose creds are still root's.
+pub fn join_new_session_keyring(perm: u32, uid: u32, gid: u32) -> io::Result<()> {
+    // SAFETY: a null name: a new anonymous keyring; the other calls take integers.
+    let id = check(unsafe {
+        libc::syscall(
+            libc::SYS_keyctl,
+            KEYCTL_JOIN_SESSION_KEYRING,
+            std::ptr::null::<libc::c_char>(),
+        )
+    })?;
+    // SAFETY: integer arguments only.
+    check(unsafe { libc::syscall(libc::SYS_keyctl, KEYCTL_SETPERM, id, perm as libc::c_long) })?;
+    // SAFETY: integer arguments only.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_keyctl,
+            KEYCTL_CHOWN,
+            id,
+            uid as libc::c_long,
+            gid as libc::c_long,
+        )
+    })?;
+    Ok(())
+}
+
+/// KEYCTL_DESCRIBE and KEYCTL_READ (linux/keyctl.h).
+const KEYCTL_DESCRIBE: libc::c_long = 6;
+const KEYCTL_READ: libc::c_long = 11;
+
+/// The keyctl call writing "type;uid;gid;perm;description" of keyring `spec` of whoever runs
+/// it into `len` bytes at `buf` (answering the length it needs, its NUL included).
+pub fn describe_call(spec: i32, buf: u64, len: u64) -> (i64, [u64; 6]) {
+    (
+        libc::SYS_keyctl,
+        [KEYCTL_DESCRIBE as u64, spec as i64 as u64, buf, len, 0, 0],
+    )
+}
+
+/// The keyctl call answering how many bytes the list of keys linked in keyring `spec` of
+/// whoever runs it takes (four per key), writing none.
+pub fn links_len_call(spec: i32) -> (i64, [u64; 6]) {
+    (
+        libc::SYS_keyctl,
+        [KEYCTL_READ as u64, spec as i64 as u64, 0, 0, 0, 0],
+    )
+}
