@@ -231,6 +231,7 @@ every_message!(
     RemovedDir,
     RemovedNode,
     SessionKeyring,
+    Key,
 );
 
 #[test]

@@ -160,6 +160,22 @@ attr_tests! {
         ("tget session-keyring", "keyring;0;0;3f1b0000;_ses keys 0"),
     ];
 
+    /// A session keyring with user keys, as systemd gives a service (its invocation_id): the
+    /// keys come back with their payloads, permissions and owners.
+    session_keyring_with_user_keys: [
+        "keyring=3f1b0000",
+        "key=invocation_id:5f0c2a1e9d8b4c7a",
+        "key=other:x y",
+        "thread",
+    ] => [
+        ("get session-keyring", "keyring;0;0;3f1b0000;_ses keys 2"),
+        (
+            "get session-keys",
+            "user;0;0;3f010000;invocation_id=5f0c2a1e9d8b4c7a user;0;0;3f010000;other=x y"
+        ),
+        ("tget session-keyring", "keyring;0;0;3f1b0000;_ses keys 2"),
+    ];
+
     /// No session keyring of its own: keyctl finds the user's session keyring, after the
     /// restore too.
     no_session_keyring: ["thread"] => [

@@ -211,17 +211,25 @@ fn a_mappings_numa_policy_is_refused_naming_pid_mapping_and_policy() {
     assert_eq!(w.cmd("get umask").len(), 3, "the target answers");
 }
 
-/// Keyrings cryo does not make again (keys are not dumped: they may be secrets): a session
-/// keyring with a key, a process keyring, a thread keyring, a thread in a session keyring of
-/// its own; each refused naming pid, thread and keyring, the target running on.
+/// Keyrings cryo does not make again: a session keyring with a logon key (unreadable, so not
+/// dumped), a named one, a process keyring, a thread keyring, a thread in a session keyring
+/// of its own; each refused naming pid, thread and keyring, the target running on.
 #[test]
 fn keyrings_with_keys_or_of_a_thread_or_process_are_refused_naming_them() {
     cryo_bin();
-    let cases: [(&[&str], bool, &[&str]); 4] = [
+    let cases: [(&[&str], bool, &[&str]); 5] = [
         (
-            &["keyring=new", "key=secret:abc"],
+            &["keyring=new", "key=a:b", "logon-key=secret:abc"],
             false,
-            &["session keyring", "\"_ses\" with 1 keys"],
+            &[
+                "session keyring",
+                "\"_ses\" with 2 keys, 1 of them user keys it may read",
+            ],
+        ),
+        (
+            &["keyring=name:cryo-test"],
+            false,
+            &["session keyring", "\"cryo-test\" with 0 keys"],
         ),
         (&["process-keyring=1"], false, &["process keyring"]),
         (&["thread", "t.thread-keyring=1"], true, &["thread keyring"]),

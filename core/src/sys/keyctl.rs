@@ -50,7 +50,8 @@ pub fn own_session_keyring() -> io::Result<Option<i32>> {
 }
 
 /// Joins a new anonymous session keyring ("_ses") with permissions `perm`, owned by `uid` and
-/// `gid`: in a restored process, whose creds are still root's.
+/// `gid`: in a restored process, whose creds are still root's (keys added after it may be
+/// given to its user).
 pub fn join_new_session_keyring(perm: u32, uid: u32, gid: u32) -> io::Result<()> {
     // SAFETY: a null name: a new anonymous keyring; the other calls take integers.
     let id = check(unsafe {
@@ -60,19 +61,7 @@ pub fn join_new_session_keyring(perm: u32, uid: u32, gid: u32) -> io::Result<()>
             std::ptr::null::<libc::c_char>(),
         )
     })?;
-    // SAFETY: integer arguments only.
-    check(unsafe { libc::syscall(libc::SYS_keyctl, KEYCTL_SETPERM, id, perm as libc::c_long) })?;
-    // SAFETY: integer arguments only.
-    check(unsafe {
-        libc::syscall(
-            libc::SYS_keyctl,
-            KEYCTL_CHOWN,
-            id,
-            uid as libc::c_long,
-            gid as libc::c_long,
-        )
-    })?;
-    Ok(())
+    set_perm_and_owner(id, perm, uid, gid)
 }
 
 /// KEYCTL_DESCRIBE and KEYCTL_READ (linux/keyctl.h).
@@ -91,8 +80,56 @@ pub fn describe_call(spec: i32, buf: u64, len: u64) -> (i64, [u64; 6]) {
 /// The keyctl call answering how many bytes the list of keys linked in keyring `spec` of
 /// whoever runs it takes (four per key), writing none.
 pub fn links_len_call(spec: i32) -> (i64, [u64; 6]) {
+    read_call(spec, 0, 0)
+}
+
+/// The keyctl call reading key `id` (a keyring: its keys' serials) into `len` bytes at `buf`,
+/// answering its whole length.
+pub fn read_call(id: i32, buf: u64, len: u64) -> (i64, [u64; 6]) {
     (
         libc::SYS_keyctl,
-        [KEYCTL_READ as u64, spec as i64 as u64, 0, 0, 0, 0],
+        [KEYCTL_READ as u64, id as i64 as u64, buf, len, 0, 0],
     )
+}
+
+/// Adds a "user" key `description` holding `payload` to the caller's session keyring, with
+/// permissions `perm`, owned by `uid` and `gid`.
+pub fn add_user_key(
+    description: &str,
+    payload: &[u8],
+    perm: u32,
+    uid: u32,
+    gid: u32,
+) -> io::Result<()> {
+    let ty = std::ffi::CString::new("user").map_err(io::Error::other)?;
+    let description = std::ffi::CString::new(description).map_err(io::Error::other)?;
+    // SAFETY: live NUL-terminated strings and a payload of the length given.
+    let id = check(unsafe {
+        libc::syscall(
+            libc::SYS_add_key,
+            ty.as_ptr(),
+            description.as_ptr(),
+            payload.as_ptr(),
+            payload.len(),
+            KEY_SPEC_SESSION_KEYRING as libc::c_long,
+        )
+    })?;
+    set_perm_and_owner(id, perm, uid, gid)
+}
+
+/// KEYCTL_SETPERM, then KEYCTL_CHOWN, of key `id` (the caller still root).
+fn set_perm_and_owner(id: libc::c_long, perm: u32, uid: u32, gid: u32) -> io::Result<()> {
+    // SAFETY: integer arguments only.
+    check(unsafe { libc::syscall(libc::SYS_keyctl, KEYCTL_SETPERM, id, perm as libc::c_long) })?;
+    // SAFETY: integer arguments only.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_keyctl,
+            KEYCTL_CHOWN,
+            id,
+            uid as libc::c_long,
+            gid as libc::c_long,
+        )
+    })?;
+    Ok(())
 }

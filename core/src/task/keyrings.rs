@@ -1,17 +1,18 @@
 //! Keyrings of a task (keyrings(7)): a session keyring of its own comes back as a new one
-//! like it (description, owner, permissions) when it is empty and anonymous, or as itself
+//! like it (owner, permissions, its user keys with theirs) when it is anonymous, or as itself
 //! when `cryo restore` runs in it; thread and process keyrings, and keys cryo cannot give
-//! back, are refused at dump.
+//! back (logon keys, nested keyrings, keys the process may not read), are refused at dump.
 //!
 //! ```text
 //! dump     remote:  keyctl GET_KEYRING_ID of session, user session and thread keyrings in
 //!                   every thread's batch (threads.rs); process keyring, DESCRIBE and READ
-//!                   (the number of keys) of an own session keyring in the main thread
+//!                   of an own session keyring, DESCRIBE and READ of each key, in the main
+//!                   thread
 //!          refuse:  thread or process keyring; a thread in another session keyring than its
 //!                   process; keys or a name in a session keyring not cryo's
 //! restore  check:   a root's keyring against `cryo restore`'s own (before anything is made)
-//!          child:   KEYCTL_JOIN_SESSION_KEYRING(NULL), SETPERM, CHOWN where its parent (for
-//!                   a root, cryo) is in another, before its children are forked
+//!          child:   KEYCTL_JOIN_SESSION_KEYRING(NULL), SETPERM, CHOWN, add_key of each key
+//!                   where its parent (for a root, cryo) is in another, before its children
 //! ```
 //!
 //! A restored process is a fork of `cryo restore` and inherits its session keyring: a process
@@ -20,7 +21,7 @@
 
 use std::io;
 
-use cryo_proto::image::{ProcessAttrs, SessionKeyring, TaskCore};
+use cryo_proto::image::{Key, ProcessAttrs, SessionKeyring, TaskCore};
 use nix::unistd::Pid;
 
 use super::attrs::AttrError;
@@ -33,6 +34,13 @@ use crate::sys::keyctl::{self, KEY_SPEC_PROCESS_KEYRING, KEY_SPEC_SESSION_KEYRIN
 const ANONYMOUS: &str = "_ses";
 /// Room for KEYCTL_DESCRIBE's "type;uid;gid;perm;description".
 const DESCRIBE_LEN: usize = 256;
+/// The largest key payload read (a user key holds up to 32767 bytes; systemd's
+/// invocation_id 16): a larger one is left out, so its keyring is refused.
+const PAYLOAD_MAX: usize = 1024;
+/// The most keys of a session keyring read.
+const KEYS_MAX: usize = 64;
+/// The key type made again: "user" (logon keys cannot be read back, keyrings are not nested).
+const USER: &str = "user";
 
 /// Reads, by calls in the stopped main thread `tid` (`remote`, with `scratch`), whether the
 /// process has a process keyring and, when its session keyring `session` is not its user's
@@ -69,9 +77,7 @@ pub fn dump_process(
         None => p.process_keyring = true,
     }
     if own {
-        let text = &out[..DESCRIBE_LEN];
-        let text = &text[..text.iter().position(|&b| b == 0).unwrap_or(text.len())];
-        let mut keyring = parse_description(&String::from_utf8_lossy(text)).ok_or_else(|| {
+        let mut keyring = parse_description(&c_string(&out[..DESCRIBE_LEN])).ok_or_else(|| {
             Error::sys(
                 tid,
                 "describe the session keyring",
@@ -80,22 +86,86 @@ pub fn dump_process(
         })?;
         keyring.serial = session;
         keyring.links = (results[1] / 4) as u32;
+        if keyring.links > 0 {
+            keyring.keys = read_keys(tid, remote, scratch, keyring.links as usize)?;
+        }
         p.session_keyring = Some(keyring);
     }
     Ok(())
 }
 
-/// KEYCTL_DESCRIBE's answer, "type;uid;gid;perm;description" (perm in hex), of a keyring.
-fn parse_description(text: &str) -> Option<SessionKeyring> {
-    let mut fields = text.splitn(5, ';');
-    if fields.next()? != "keyring" {
-        return None;
+/// The "user" keys the session keyring of the stopped thread `tid` links (`links` of them),
+/// read in it: the serials (KEYCTL_READ of the keyring), then each one's description and
+/// payload. Stops at the first key it may not read (or not a user key): its keyring, missing
+/// keys, is then refused.
+fn read_keys(tid: Pid, remote: &Remote, scratch: &Scratch, links: usize) -> Result<Vec<Key>> {
+    let len = links.min(KEYS_MAX) * 4;
+    let (out, _, failed) = scratch.batch_reading_until_failure(remote, 1, len, |_, slot| {
+        keyctl::read_call(KEY_SPEC_SESSION_KEYRING, slot, len as u64)
+    });
+    if let Some(e) = failed {
+        return Err(Error::sys(tid, "list the session keyring's keys", e.error));
     }
-    Some(SessionKeyring {
+    let serials: Vec<i32> = out
+        .chunks_exact(4)
+        .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    let out_len = DESCRIBE_LEN.max(PAYLOAD_MAX);
+    let (out, results, _) =
+        scratch.batch_reading_until_failure(remote, serials.len() * 2, out_len, |i, slot| {
+            let serial = serials[i / 2];
+            if i % 2 == 0 {
+                keyctl::describe_call(serial, slot, DESCRIBE_LEN as u64)
+            } else {
+                keyctl::read_call(serial, slot, PAYLOAD_MAX as u64)
+            }
+        });
+    let mut keys = Vec::new();
+    for (k, &serial) in serials.iter().enumerate() {
+        let (Some(_), Some(&payload_len)) = (results.get(2 * k), results.get(2 * k + 1)) else {
+            break;
+        };
+        let at = |i: usize| &out[i * out_len..(i + 1) * out_len];
+        let Some(mut key) = parse_key(c_string(at(2 * k))) else {
+            break;
+        };
+        if key.key_type != USER || payload_len as usize > PAYLOAD_MAX {
+            break;
+        }
+        key.serial = serial;
+        key.payload = at(2 * k + 1)[..payload_len as usize].to_vec();
+        keys.push(key);
+    }
+    Ok(keys)
+}
+
+/// The text before the first NUL of `bytes`.
+fn c_string(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+/// KEYCTL_DESCRIBE's answer of a key (not a keyring).
+fn parse_key(text: String) -> Option<Key> {
+    let mut fields = text.splitn(5, ';');
+    Some(Key {
+        key_type: fields.next()?.to_string(),
         uid: fields.next()?.parse().ok()?,
         gid: fields.next()?.parse().ok()?,
         perm: u32::from_str_radix(fields.next()?, 16).ok()?,
         description: fields.next()?.to_string(),
+        ..Default::default()
+    })
+}
+
+/// KEYCTL_DESCRIBE's answer, "type;uid;gid;perm;description" (perm in hex), of a keyring.
+fn parse_description(text: &str) -> Option<SessionKeyring> {
+    let key = parse_key(text.to_string()).filter(|k| k.key_type == "keyring")?;
+    Some(SessionKeyring {
+        uid: key.uid,
+        gid: key.gid,
+        perm: key.perm,
+        description: key.description,
         ..Default::default()
     })
 }
@@ -151,17 +221,23 @@ pub fn refuse(pid: Pid, core: &TaskCore, own: Option<i32>) -> std::result::Resul
         Some(k) if Some(k.serial) != own && !makeable(k) => Err(unrestorable(
             pid.as_raw(),
             "session keyring",
-            format!("{} \"{}\" with {} keys", k.serial, k.description, k.links),
-            "only an empty anonymous session keyring is made again (keys are not dumped: they \
-             may be secrets); dump and restore from within that session keyring to keep it",
+            format!(
+                "{} \"{}\" with {} keys, {} of them user keys it may read",
+                k.serial,
+                k.description,
+                k.links,
+                k.keys.len()
+            ),
+            "only an anonymous session keyring whose keys are user keys it may read (up to \
+             1 KiB) is made again; dump and restore from within that session keyring to keep it",
         )),
         _ => Ok(()),
     }
 }
 
-/// Whether a restore can make keyring `k` again: an empty anonymous one.
+/// Whether a restore can make keyring `k` again: an anonymous one whose keys were all read.
 fn makeable(k: &SessionKeyring) -> bool {
-    k.links == 0 && k.description == ANONYMOUS
+    k.links as usize == k.keys.len() && k.description == ANONYMOUS
 }
 
 /// The serial of `core`'s session keyring of its own (None: none).
@@ -213,8 +289,15 @@ pub fn restore_in_child(
     if inherited == Some(k.serial) {
         return Ok(());
     }
+    let failed = |what: String| ChildError::sys_on(ChildStep::Attribute, what);
     keyctl::join_new_session_keyring(k.perm, k.uid, k.gid)
-        .map_err(|e| ChildError::sys_on(ChildStep::Attribute, "session keyring")(e))
+        .map_err(failed("session keyring".into()))?;
+    for key in &k.keys {
+        keyctl::add_user_key(&key.description, &key.payload, key.perm, key.uid, key.gid).map_err(
+            failed(format!("key {:?} of the session keyring", key.description)),
+        )?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

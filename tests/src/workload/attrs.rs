@@ -44,9 +44,10 @@
 //! mempolicy=bind          set_mempolicy(MPOL_BIND, node 0)                this thread
 //! mbind=1                 two pages of anonymous memory mbind to node 0    process
 //! ldt=1                   an entry in the local descriptor table (modify_ldt) process
-//! keyring=new|PERM        join a new anonymous session keyring (with permissions PERM,
-//!                         hex)                                             this thread
+//! keyring=new|PERM|name:NAME join a new anonymous session keyring (with permissions
+//!                         PERM, hex), or one named NAME                    this thread
 //! key=DESC:PAYLOAD        add a "user" key to the session keyring          this thread
+//! logon-key=DESC:PAYLOAD  add a "logon" key cryo:DESC (unreadable)         this thread
 //! process-keyring=1       make the process keyring                         process
 //! thread-keyring=1        make the thread keyring                          this thread
 //! tsc=sigsegv|enable      PR_SET_TSC: reading the time stamp counter faults this thread
@@ -515,6 +516,9 @@ fn apply(setting: &str, dir: &Path) -> Result<(), String> {
         "ldt" => sys::ldt_entry().map_err(fail),
         "keyring" => match value {
             "new" => sys::join_new_session_keyring(None).map_err(fail),
+            name if name.starts_with("name:") => {
+                sys::join_session_keyring(&name["name:".len()..]).map_err(fail)
+            }
             perm => {
                 let perm =
                     u32::from_str_radix(perm, 16).map_err(|_| format!("bad perm {perm:?}"))?;
@@ -523,7 +527,13 @@ fn apply(setting: &str, dir: &Path) -> Result<(), String> {
         },
         "key" => {
             let (desc, payload) = value.split_once(':').unwrap_or((value, ""));
-            sys::add_user_key(desc, payload.as_bytes())
+            sys::add_key("user", desc, payload.as_bytes())
+                .map(drop)
+                .map_err(fail)
+        }
+        "logon-key" => {
+            let (desc, payload) = value.split_once(':').unwrap_or((value, ""));
+            sys::add_key("logon", &format!("cryo:{desc}"), payload.as_bytes())
                 .map(drop)
                 .map_err(fail)
         }
@@ -701,6 +711,15 @@ fn observe(key: &str) -> Result<String, String> {
             let prio = sys::ioprio().map_err(fail)?;
             let class = IOPRIO_CLASSES.get((prio >> 13) as usize).unwrap_or(&"?");
             Ok(format!("{class} {}", prio & 0x1fff))
+        }
+        "session-keys" => {
+            // Each key: KEYCTL_DESCRIBE's text and its payload.
+            let keys = sys::keys_of(sys::KEY_SPEC_SESSION_KEYRING).map_err(fail)?;
+            Ok(keys
+                .iter()
+                .map(|(text, payload)| format!("{text}={}", String::from_utf8_lossy(payload)))
+                .collect::<Vec<_>>()
+                .join(" "))
         }
         "session-keyring" => {
             // "user" where keyctl finds the user's session keyring (none of its own), else

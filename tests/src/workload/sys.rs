@@ -1495,9 +1495,21 @@ pub fn join_new_session_keyring(perm: Option<u32>) -> io::Result<()> {
     Ok(())
 }
 
-/// Adds a "user" key `desc` holding `payload` to this thread's session keyring.
-pub fn add_user_key(desc: &str, payload: &[u8]) -> io::Result<i32> {
-    let (ty, desc) = (CString::new("user")?, CString::new(desc)?);
+/// Joins (makes) the session keyring named `name` (this thread).
+pub fn join_session_keyring(name: &str) -> io::Result<()> {
+    let name = CString::new(name)?;
+    // SAFETY: a live NUL-terminated name.
+    let id = unsafe { libc::syscall(libc::SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, name.as_ptr()) };
+    if id < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Adds a key of type `ty` ("user", "logon") `desc` holding `payload` to this thread's
+/// session keyring.
+pub fn add_key(ty: &str, desc: &str, payload: &[u8]) -> io::Result<i32> {
+    let (ty, desc) = (CString::new(ty)?, CString::new(desc)?);
     // SAFETY: live NUL-terminated strings and a payload of the length given.
     let r = unsafe {
         libc::syscall(
@@ -1513,6 +1525,38 @@ pub fn add_user_key(desc: &str, payload: &[u8]) -> io::Result<i32> {
         return Err(io::Error::last_os_error());
     }
     Ok(r as i32)
+}
+
+/// The keys (serials) keyring `spec` links, and each one's KEYCTL_DESCRIBE and payload.
+pub fn keys_of(spec: i32) -> io::Result<Vec<(String, Vec<u8>)>> {
+    let read = |id: i32, buf: &mut [u8]| -> io::Result<usize> {
+        // SAFETY: the kernel writes at most buf.len() bytes into the live buffer.
+        let n = unsafe {
+            libc::syscall(
+                libc::SYS_keyctl,
+                KEYCTL_READ,
+                id as libc::c_long,
+                buf.as_mut_ptr(),
+                buf.len(),
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    };
+    let mut list = vec![0u8; 1024];
+    let n = read(spec, &mut list)?;
+    let mut keys = Vec::new();
+    for id in list[..n.min(list.len())].chunks_exact(4) {
+        let id = i32::from_ne_bytes([id[0], id[1], id[2], id[3]]);
+        let (text, _) = describe_keyring(id)?;
+        let mut payload = vec![0u8; 4096];
+        let len = read(id, &mut payload)?;
+        payload.truncate(len);
+        keys.push((text, payload));
+    }
+    Ok(keys)
 }
 
 /// KEYCTL_DESCRIBE of keyring `spec` ("type;uid;gid;perm;description") and how many keys it
