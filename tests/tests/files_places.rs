@@ -45,6 +45,30 @@ fn a_removed_working_directory_comes_back_removed_with_its_mode_and_times() {
     w.kill_restored();
 }
 
+/// A removed working directory shared with a child, or also held open: a restore makes each
+/// process's again on its own (the fd's too), so they would no longer be one directory:
+/// refused at dump, naming the pid, and the process runs on.
+#[test]
+fn a_removed_working_directory_shared_or_held_open_is_refused() {
+    cryo_bin();
+    for (how, needle) in [
+        ("deleted-cwd-child", "'s too"),
+        ("deleted-cwd-held", "holds it open too"),
+    ] {
+        let dir = control_dir();
+        let base = dir.path().join("base");
+        std::fs::create_dir(&base).unwrap();
+        let w = Workload::spawn_in(dir, "places", &[how, base.to_str().unwrap()]);
+        let cwd = w.cmd("cwd");
+        let out = w.dump(&w.path("img"), &[]);
+        out.assert_refused()
+            .assert_stderr_mentions("its working directory")
+            .assert_stderr_mentions(needle);
+        w.assert_untouched();
+        assert_eq!(w.cmd("cwd"), cwd, "{how}: the process runs on");
+    }
+}
+
 #[test]
 fn an_fd_on_proc_pid_is_refused_at_dump() {
     cryo_bin();

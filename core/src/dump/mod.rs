@@ -464,6 +464,18 @@ fn dump_tree(
         crate::sockets::capture_accept_queues(sockets_held.tasks_mut(), &mut files, images)?;
     }
     let mut descs = files.into_descs();
+    {
+        use cryo_proto::image::file_desc::Kind;
+        let open_removed: Vec<(u64, u64)> = descs
+            .iter()
+            .filter_map(|d| match &d.kind {
+                Some(Kind::Directory(r)) if r.deleted => Some((r.dev, r.ino)),
+                _ => None,
+            })
+            .collect();
+        let all: Vec<&cryo_proto::image::TaskCore> = cores.iter().map(|(c, _)| c).collect();
+        crate::task::process::refuse_shared_removed_cwd(&all, &open_removed)?;
+    }
     if let Some(ns) = &pidns {
         let holders: std::collections::HashMap<u32, i32> = live
             .iter()

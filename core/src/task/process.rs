@@ -4,7 +4,7 @@
 use cryo_proto::image::{ProcessEntry, RemovedDir, Rlimit, TaskCore};
 use nix::unistd::Pid;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::proc;
 use crate::restore::error::RestoreError;
 use crate::restore::error::{ChildError, ChildStep};
@@ -59,7 +59,41 @@ fn removed_dir(pid: Pid) -> Result<RemovedDir> {
         gid: m.gid(),
         atime_ns,
         mtime_ns,
+        dev: m.dev(),
+        ino: m.ino(),
     })
+}
+
+/// Refuses removed working directories a restore would make apart from what shares them
+/// (each process's is made again on its own): one that is the working directory of two
+/// processes, or that a process of the dump also holds open (`open_removed`: the dev and inode
+/// of every removed directory held by an fd). `cores`: the dump's processes.
+pub fn refuse_shared_removed_cwd(cores: &[&TaskCore], open_removed: &[(u64, u64)]) -> Result<()> {
+    let mut seen: std::collections::HashMap<(u64, u64), i32> = std::collections::HashMap::new();
+    for core in cores {
+        let Some(r) = &core.cwd_removed else { continue };
+        let pid = Pid::from_raw(core.pid);
+        let what = format!("its working directory {} was removed", core.cwd);
+        if let Some(other) = seen.insert((r.dev, r.ino), core.pid) {
+            return Err(Error::target(
+                pid,
+                format!(
+                    "{what} and is pid {other}'s too: a restore makes one removed directory per \
+                     process, so they would no longer share it"
+                ),
+            ));
+        }
+        if open_removed.contains(&(r.dev, r.ino)) {
+            return Err(Error::target(
+                pid,
+                format!(
+                    "{what} and a process of the dump holds it open too: a restore would make \
+                     the two apart"
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The resource limits in `/proc/PID/limits`, which anyone may read: `prlimit(pid)`, even to

@@ -5,6 +5,8 @@
 //! places chroot DIR        chroot into DIR/jail (DIR: the control dir), working directory
 //!                          DIR/jail/inner
 //! places deleted-cwd DIR   working directory DIR/gone, then removed
+//! places deleted-cwd-held DIR  the same, also open at fd 41
+//! places deleted-cwd-child DIR the same, then a child forked there (paused)
 //! places proc-fd DIR       fd 40 on /proc/<its own pid>/status
 //!                          where -> <working directory> (getcwd, as the process sees it)
 //!                          root  -> whether / holds the marker file DIR/jail/marker
@@ -40,11 +42,19 @@ pub fn start(args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
             std::env::set_current_dir(jail.join("inner")).map_err(failed("chdir"))?;
             std::os::unix::fs::chroot(&jail).map_err(failed("chroot"))?;
         }
-        "deleted-cwd" => {
+        "deleted-cwd" | "deleted-cwd-held" | "deleted-cwd-child" => {
             let gone = dir.join("gone");
             std::fs::create_dir(&gone).map_err(failed("mkdir"))?;
             std::env::set_current_dir(&gone).map_err(failed("chdir"))?;
+            if how == "deleted-cwd-held" {
+                let fd = sys::open(Path::new("."), libc::O_RDONLY | libc::O_DIRECTORY)
+                    .map_err(failed("open"))?;
+                sys::move_fd(fd, 41).map_err(failed("dup2"))?;
+            }
             std::fs::remove_dir(&gone).map_err(failed("rmdir"))?;
+            if how == "deleted-cwd-child" {
+                sys::fork_paused().map_err(failed("fork"))?;
+            }
         }
         "proc-fd" => {
             let path = format!("/proc/{}/status", std::process::id());
