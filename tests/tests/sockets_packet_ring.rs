@@ -84,7 +84,10 @@ fn a_v2_rx_ring_comes_back_with_its_unread_frame_and_the_kernels_next_frame() {
     }
     udp.send("m6");
     let state = w.cmd(&format!("ring-state {p}"));
-    assert_eq!(state, "next 1 kukk", "one frame waiting at the process's index");
+    assert_eq!(
+        state, "next 1 kukk",
+        "one frame waiting at the process's index"
+    );
     let map = w.cmd(&format!("ring-map {p}"));
     let version = w.cmd(&format!("getopt {p} {SOL_PACKET} {PACKET_VERSION}"));
     assert_eq!(version, "1");
@@ -96,7 +99,11 @@ fn a_v2_rx_ring_comes_back_with_its_unread_frame_and_the_kernels_next_frame() {
         w.cmd(&format!("getopt {p} {SOL_PACKET} {PACKET_VERSION}")),
         version
     );
-    assert_eq!(w.cmd(&format!("ring-state {p}")), state, "the frames' statuses");
+    assert_eq!(
+        w.cmd(&format!("ring-state {p}")),
+        state,
+        "the frames' statuses"
+    );
     assert_eq!(
         w.cmd(&format!("ring-read {p} m6")),
         "frame 1",
@@ -156,7 +163,9 @@ fn a_tx_ring_never_used_comes_back_and_sends_from_the_processs_first_frame() {
     // packet socket hooked to the sender's ethertype on lo.
     let p = w.cmd("socket packet raw 0");
     assert_eq!(w.cmd(&format!("bind-packet {p} 1 {SEND_PROTOCOL}")), "ok");
-    assert!(w.cmd(&format!("ring {p} 1 4096 2 2048 4 tx")).starts_with("0x"));
+    assert!(w
+        .cmd(&format!("ring {p} 1 4096 2 2048 4 tx"))
+        .starts_with("0x"));
     let q = w.cmd(&format!("socket packet dgram {}", SEND_PROTOCOL.to_be()));
     assert_eq!(w.cmd(&format!("bind-packet {q} 1 {SEND_PROTOCOL}")), "ok");
     let map = w.cmd(&format!("ring-map {p}"));
@@ -177,7 +186,9 @@ fn a_tx_ring_that_sent_frames_is_refused_naming_pid_fd_and_packet_ring() {
     let w = Workload::spawn("socks", &[]);
     let p = w.cmd("socket packet raw 0");
     assert_eq!(w.cmd(&format!("bind-packet {p} 1 {SEND_PROTOCOL}")), "ok");
-    assert!(w.cmd(&format!("ring {p} 1 4096 2 2048 4 tx")).starts_with("0x"));
+    assert!(w
+        .cmd(&format!("ring {p} 1 4096 2 2048 4 tx"))
+        .starts_with("0x"));
     assert_eq!(w.cmd(&format!("ring-send {p} sent-once")), "sent 0");
     w.assert_dump_refused(&p, "packet ring: its TX ring has been used");
     assert_eq!(w.cmd(&format!("ring-send {p} after")), "sent 1");
@@ -190,7 +201,9 @@ fn a_tx_frame_pending_send_is_refused_as_temporary() {
     let w = Workload::spawn("socks", &[]);
     let p = w.cmd("socket packet raw 0");
     assert_eq!(w.cmd(&format!("bind-packet {p} 1 {SEND_PROTOCOL}")), "ok");
-    assert!(w.cmd(&format!("ring {p} 1 4096 2 2048 4 tx")).starts_with("0x"));
+    assert!(w
+        .cmd(&format!("ring {p} 1 4096 2 2048 4 tx"))
+        .starts_with("0x"));
     assert_eq!(w.cmd(&format!("ring-queue {p} waiting")), "queued 0");
     let out = w.dump(&w.path("img"), &["--check-only"]);
     assert_eq!(out.status.code(), Some(2), "a temporary refusal: {out}");
@@ -214,4 +227,23 @@ fn an_rx_ring_whose_timestamps_do_not_tell_the_next_frame_is_refused() {
     w.assert_dump_refused(&p, "the kernel's next RX frame cannot be told");
     udp.send("r2");
     assert_eq!(w.cmd(&format!("ring-read {p} r2")), "frame 1");
+}
+
+#[test]
+fn an_unread_frame_whose_copy_waits_in_the_queue_is_refused_as_temporary() {
+    cryo_bin();
+    own_netns();
+    let w = Workload::spawn("socks", &[]);
+    let p = w.cmd(&format!("socket packet dgram {}", 0x0800u16.to_be()));
+    assert_eq!(w.cmd(&format!("bind-packet {p} 1 2048")), "ok");
+    // PACKET_COPY_THRESH: a frame too long for its 2 KiB slot is queued whole as well.
+    assert_eq!(w.cmd(&format!("setopt {p} {SOL_PACKET} 7 1")), "ok");
+    assert!(w
+        .cmd(&format!("ring {p} 1 4096 2 2048 4 rx"))
+        .starts_with("0x"));
+    let udp = Sender::new();
+    udp.send(&format!("long{}", "x".repeat(3000)));
+    w.await_reply(&format!("ring-state {p}"), |s| s == "next 0 ukkk");
+    w.assert_dump_refused(&p, "(TP_STATUS_COPY)");
+    assert_eq!(w.cmd(&format!("ring-read {p} long")), "frame 0");
 }

@@ -41,6 +41,9 @@ const TPACKET_V3: i32 = 2;
 /// `TP_STATUS_USER` (RX: the frame is the process's); TX: `TP_STATUS_SEND_REQUEST`,
 /// `TP_STATUS_SENDING`.
 const TP_STATUS_USER: u32 = 1;
+/// `TP_STATUS_COPY`: the frame was too long for its slot; the whole of it waits in the
+/// socket's receive queue.
+const TP_STATUS_COPY: u32 = 1 << 1;
 const TP_STATUS_SEND_REQUEST: u32 = 1;
 const TP_STATUS_SENDING: u32 = 2;
 /// The ethertype of the frames that move a restored ring's head (IEEE 802 local
@@ -109,13 +112,13 @@ fn version_name(version: i32) -> String {
 /// Whether ring `r` is one the kernel could have made (as packet_set_ring checks it), its
 /// size bounded: what is wrong otherwise.
 pub(crate) fn check_geometry(r: &Ring) -> Result<(), String> {
-    if r.block_size == 0 || u64::from(r.block_size) % PAGE != 0 || r.block_nr == 0 {
+    if r.block_size == 0 || !u64::from(r.block_size).is_multiple_of(PAGE) || r.block_nr == 0 {
         return Err(format!(
             "block size {} x {} is no whole number of pages",
             r.block_size, r.block_nr
         ));
     }
-    if r.frame_size < 16 || r.frame_size % 16 != 0 || r.frame_size > r.block_size {
+    if r.frame_size < 16 || !r.frame_size.is_multiple_of(16) || r.frame_size > r.block_size {
         return Err(format!("frame size {}", r.frame_size));
     }
     let per_block = r.block_size / r.frame_size;
@@ -138,7 +141,10 @@ pub(crate) fn check(r: &Rings) -> Result<(), String> {
     }
     let len = mapped_len(r.rx.as_ref(), r.tx.as_ref());
     if r.frames.len() as u64 > len {
-        return Err(format!("{} bytes of frames for rings of {len}", r.frames.len()));
+        return Err(format!(
+            "{} bytes of frames for rings of {len}",
+            r.frames.len()
+        ));
     }
     if r.rx_head != 0 && r.rx.is_none_or(|rx| r.rx_head >= rx.frame_nr) {
         return Err(format!("RX head {} outside the ring", r.rx_head));
@@ -188,7 +194,10 @@ pub(crate) fn capture(
                 v3_unused(rx, ring)?;
                 0
             }
-            _ => rx_head_of(rx, version, ring)?,
+            _ => {
+                no_copies_waiting(rx, ring)?;
+                rx_head_of(rx, version, ring)?
+            }
         };
     }
     if let Some(tx) = &tx {
@@ -236,7 +245,8 @@ fn head_from_stamps(stamps: &[u64]) -> Option<u32> {
     }
     // From the head on, round the ring, the stamps never go back: frames never filled (0)
     // first, then the oldest fill to the latest.
-    let in_order = |head: usize| (1..n).all(|k| stamps[(head + k - 1) % n] <= stamps[(head + k) % n]);
+    let in_order =
+        |head: usize| (1..n).all(|k| stamps[(head + k - 1) % n] <= stamps[(head + k) % n]);
     let mut heads = (0..n)
         .filter(|&i| stamps[i] == max)
         .map(|i| (i + 1) % n)
@@ -246,6 +256,25 @@ fn head_from_stamps(stamps: &[u64]) -> Option<u32> {
         return None;
     }
     u32::try_from(head).ok()
+}
+
+/// Refuses a V1/V2 RX ring with a frame the process has not read whose whole copy waits in
+/// the receive queue (TP_STATUS_COPY): the queue is not carried, the process would read
+/// another frame there, or none.
+fn no_copies_waiting(rx: &Ring, ring: &[u8]) -> Result<(), String> {
+    let copies = (0..rx.frame_nr)
+        .filter(|&i| {
+            let s = u32_at(ring, frame_at(rx, i));
+            s & TP_STATUS_USER != 0 && s & TP_STATUS_COPY != 0
+        })
+        .count();
+    if copies == 0 {
+        return Ok(());
+    }
+    Err(format!(
+        "packet ring: {copies} unread frames whose whole copy waits in the receive queue \
+         (TP_STATUS_COPY), which is not carried: a temporary state, retry later"
+    ))
 }
 
 /// Refuses a V3 RX ring that has received a frame: only the ring as packet_set_ring leaves
@@ -365,7 +394,7 @@ fn feed(
     let step = "move the RX head";
     let sender = sockopt::socket(libc::AF_PACKET, libc::SOCK_RAW, 0).map_err(|e| (step, e))?;
     // Ethernet header (to and from 00:00:00:00:00:00, FEED_PROTOCOL), a minimum frame.
-    let mut frame = vec![0u8; 60];
+    let mut frame = [0u8; 60];
     frame[12..14].copy_from_slice(&FEED_PROTOCOL.to_be_bytes());
     // tp_status: the low half of V1's unsigned long, V2's u32 (V3 has no head to move).
     let filled = |i: u32| {
@@ -398,7 +427,9 @@ fn feed(
     if filled(head) {
         return Err((
             step,
-            std::io::Error::other(format!("frame {head} filled too: other frames reached the ring")),
+            std::io::Error::other(format!(
+                "frame {head} filled too: other frames reached the ring"
+            )),
         ));
     }
     Ok(())

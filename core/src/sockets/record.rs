@@ -381,7 +381,11 @@ fn packet_to(p: &PacketState) -> pb::PacketSocket {
         socket: Some(options_to(&p.socket)),
         rx_ring: p.rings.as_ref().and_then(|r| r.rx.as_ref()).map(ring_to),
         tx_ring: p.rings.as_ref().and_then(|r| r.tx.as_ref()).map(ring_to),
-        ring_frames: p.rings.as_ref().map(|r| r.frames.clone()).unwrap_or_default(),
+        ring_frames: p
+            .rings
+            .as_ref()
+            .map(|r| r.frames.clone())
+            .unwrap_or_default(),
         rx_head: p.rings.as_ref().map_or(0, |r| r.rx_head),
     }
 }

@@ -48,7 +48,7 @@ impl Mapping {
     /// The native u32 at `offset`, read once (volatile: the kernel writes it; `None` out of
     /// range or misaligned).
     pub fn read_u32(&self, offset: usize) -> Option<u32> {
-        if offset % 4 != 0 || offset.checked_add(4)? > self.len {
+        if !offset.is_multiple_of(4) || offset.checked_add(4)? > self.len {
             return None;
         }
         // SAFETY: offset..offset+4 lies inside the live mapping self owns, aligned (checked

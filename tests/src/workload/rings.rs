@@ -126,8 +126,9 @@ impl Ring {
     }
 
     fn set_u32(&self, off: usize, v: u32) {
-        // SAFETY: as u32_at; the release fence orders the frame's bytes before its status.
+        // The frame's bytes before its status.
         std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
+        // SAFETY: as u32_at.
         unsafe { std::ptr::write_volatile(self.base.add(off).cast::<u32>(), v) }
     }
 
@@ -243,7 +244,7 @@ impl Ring {
         if self.status(i) != 0 {
             return Err(format!("frame {i} is the kernel's"));
         }
-        let mut frame = vec![0u8; 60];
+        let mut frame = [0u8; 60];
         frame[12..14].copy_from_slice(&SEND_PROTOCOL.to_be_bytes());
         frame[14..14 + marker.len()].copy_from_slice(marker.as_bytes());
         // SAFETY: data_at..+60 lies inside frame i (frames are at least 128 bytes here).
