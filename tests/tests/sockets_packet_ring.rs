@@ -19,6 +19,7 @@ use cryo_tests::{cryo_bin, Workload};
 /// `SOL_PACKET`, `PACKET_VERSION`.
 const SOL_PACKET: i32 = 263;
 const PACKET_VERSION: i32 = 10;
+const PACKET_RESERVE: i32 = 12;
 /// The ethertype the workload's `ring-send` uses.
 const SEND_PROTOCOL: u16 = 0x88b6;
 
@@ -54,10 +55,15 @@ impl Sender {
 }
 
 /// A packet socket of the workload receiving IP frames on lo (SOCK_DGRAM, ETH_P_IP) with an
-/// RX ring of `version` (4 KiB blocks of two 2 KiB frames, `blocks` of them): (fd, address).
+/// RX ring of `version` (4 KiB blocks of two 2 KiB frames, `blocks` of them; PACKET_RESERVE
+/// 32 bytes before each frame's packet): (fd, address).
 fn rx_ring_on_lo(w: &Workload, version: u32, blocks: u32) -> (String, String) {
     let p = w.cmd(&format!("socket packet dgram {}", 0x0800u16.to_be()));
     assert_eq!(w.cmd(&format!("bind-packet {p} 1 2048")), "ok");
+    assert_eq!(
+        w.cmd(&format!("setopt {p} {SOL_PACKET} {PACKET_RESERVE} 32")),
+        "ok"
+    );
     let at = w.cmd(&format!(
         "ring {p} {version} 4096 {blocks} 2048 {} rx",
         blocks * 2
@@ -91,6 +97,8 @@ fn a_v2_rx_ring_comes_back_with_its_unread_frame_and_the_kernels_next_frame() {
     let map = w.cmd(&format!("ring-map {p}"));
     let version = w.cmd(&format!("getopt {p} {SOL_PACKET} {PACKET_VERSION}"));
     assert_eq!(version, "1");
+    let reserve = w.cmd(&format!("getopt {p} {SOL_PACKET} {PACKET_RESERVE}"));
+    assert_eq!(reserve, "32");
 
     w.dump_and_restore();
 
@@ -98,6 +106,10 @@ fn a_v2_rx_ring_comes_back_with_its_unread_frame_and_the_kernels_next_frame() {
     assert_eq!(
         w.cmd(&format!("getopt {p} {SOL_PACKET} {PACKET_VERSION}")),
         version
+    );
+    assert_eq!(
+        w.cmd(&format!("getopt {p} {SOL_PACKET} {PACKET_RESERVE}")),
+        reserve
     );
     assert_eq!(
         w.cmd(&format!("ring-state {p}")),
@@ -246,4 +258,30 @@ fn an_unread_frame_whose_copy_waits_in_the_queue_is_refused_as_temporary() {
     w.await_reply(&format!("ring-state {p}"), |s| s == "next 0 ukkk");
     w.assert_dump_refused(&p, "(TP_STATUS_COPY)");
     assert_eq!(w.cmd(&format!("ring-read {p} long")), "frame 0");
+}
+
+#[test]
+fn a_dump_leaving_a_ring_running_leaves_its_frames_and_head_as_they_were() {
+    cryo_bin();
+    own_netns();
+    let w = Workload::spawn("socks", &[]);
+    let (p, _) = rx_ring_on_lo(&w, 1, 2);
+    let udp = Sender::new();
+    udp.send("l1");
+    assert_eq!(w.cmd(&format!("ring-read {p} l1")), "frame 0");
+    udp.send("l2");
+    let state = w.cmd(&format!("ring-state {p}"));
+    assert_eq!(state, "next 1 kukk");
+    let maps = std::fs::read_to_string(format!("/proc/{}/maps", w.pid())).unwrap();
+    w.dump(&w.path("img"), &["--leave-running"])
+        .assert_success();
+    w.assert_untouched();
+    assert_eq!(w.cmd(&format!("ring-state {p}")), state);
+    assert_eq!(
+        std::fs::read_to_string(format!("/proc/{}/maps", w.pid())).unwrap(),
+        maps
+    );
+    assert_eq!(w.cmd(&format!("ring-read {p} l2")), "frame 1");
+    udp.send("l3");
+    assert_eq!(w.cmd(&format!("ring-read {p} l3")), "frame 2");
 }
