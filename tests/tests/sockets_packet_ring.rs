@@ -297,3 +297,30 @@ fn a_dump_leaving_a_ring_running_leaves_its_frames_and_head_as_they_were() {
     udp.send("l3");
     assert_eq!(w.cmd(&format!("ring-read {p} l3")), "frame 2");
 }
+
+#[test]
+fn a_ring_mapped_in_part_is_refused_naming_pid_fd_and_packet_ring() {
+    cryo_bin();
+    own_netns();
+    let w = Workload::spawn("socks", &[]);
+    let (p, _) = rx_ring_on_lo(&w, 1, 2);
+    assert_eq!(w.cmd(&format!("ring-unmap-tail {p}")), "ok");
+    w.assert_dump_refused(&p, "only a whole mapping comes back");
+}
+
+#[test]
+fn a_ring_mapped_after_its_fd_was_closed_is_refused_naming_pid_and_packet_ring() {
+    cryo_bin();
+    own_netns();
+    let w = Workload::spawn("socks", &[]);
+    let (p, _) = rx_ring_on_lo(&w, 1, 2);
+    let map = w.cmd(&format!("ring-map {p}"));
+    assert_eq!(w.cmd(&format!("close {p}")), "ok");
+    let out = w.dump(&w.path("img"), &[]);
+    out.assert_refused()
+        .assert_stderr_has_word(&w.pid().to_string())
+        .assert_stderr_mentions("socket:[")
+        .assert_stderr_mentions("no packet ring held at an fd");
+    w.assert_untouched();
+    assert_eq!(w.cmd(&format!("ring-map {p}")), map, "still mapped");
+}

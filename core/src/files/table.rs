@@ -405,24 +405,29 @@ impl FileTable {
             });
         let (Some(id), Some(p)) = (held, record) else {
             return Err(bad(format!(
-                "a mapping of socket:[{}] that is no packet ring held at an fd of the dump                  (not supported)",
+                "a mapping of socket:[{}] that is no packet ring held at an fd of the dump \
+                 (not supported)",
                 meta.ino()
+            )));
+        };
+        // The process's own fd on the socket: the restore maps the ring through it.
+        let target = format!("socket:[{}]", meta.ino());
+        let fd = fs::read_dir(crate::proc::dir(pid).join("fd"))
+            .map_err(mapped_step(pid, link, "list the fds"))?
+            .filter_map(|e| e.ok())
+            .find(|e| fs::read_link(e.path()).is_ok_and(|l| l.as_os_str() == target.as_str()))
+            .map(|e| e.file_name().to_string_lossy().into_owned());
+        let Some(fd) = fd else {
+            return Err(bad(format!(
+                "packet ring of {target}, which the process holds at no fd: the restore maps \
+                 the ring through one (not supported)"
             )));
         };
         let rings = sockets::packet_ring::record_len(p);
         if pgoff != 0 || len != rings {
             return Err(bad(format!(
-                "packet ring: {len} bytes mapped at offset {pgoff} of rings of {rings}                  bytes; only a whole mapping comes back (not supported)"
-            )));
-        }
-        let target = format!("socket:[{}]", meta.ino());
-        let holds = fs::read_dir(crate::proc::dir(pid).join("fd"))
-            .map_err(mapped_step(pid, link, "list the fds"))?
-            .filter_map(|e| e.ok())
-            .any(|e| fs::read_link(e.path()).is_ok_and(|l| l.as_os_str() == target.as_str()));
-        if !holds {
-            return Err(bad(format!(
-                "packet ring of {target}, which the process holds at no fd: the restore maps                  the ring through one (not supported)"
+                "packet ring of {target} (fd {fd}): {len} bytes mapped at offset {pgoff} of \
+                 rings of {rings} bytes; only a whole mapping comes back (not supported)"
             )));
         }
         Ok(id)

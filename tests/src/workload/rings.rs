@@ -17,6 +17,7 @@
 //!   ring-restamp FD           RX: every frame's timestamp made the same (a program that
 //!                             rewrites the headers)
 //!   ring-map FD               -> this process's mapping of the ring in /proc/self/maps
+//!   ring-unmap-tail FD        its last page unmapped (the rest stays mapped)
 //! ```
 
 use std::io;
@@ -280,6 +281,16 @@ impl Ring {
             self.set_u32(sec, 1_000_000);
             self.set_u32(sub, 7);
         }
+    }
+
+    /// `ring-unmap-tail`: the mapping's last page unmapped.
+    pub fn unmap_tail(&mut self) -> Result<String, String> {
+        let len = self.block_size * self.block_nr;
+        // SAFETY: the last page of our own ring mapping; nothing reads it after (the ring's
+        // commands are not used on it again).
+        let r = unsafe { libc::munmap(self.base.add(len - 4096).cast(), 4096) };
+        cvt(r).map_err(|e| format!("munmap: {e}"))?;
+        Ok("ok".into())
     }
 
     /// `ring-map`: this process's mapping of the ring.

@@ -677,6 +677,7 @@ impl Mode for Socks {
                         Ok("ok".into())
                     }
                     ("ring-map", []) => ring.mapping(),
+                    ("ring-unmap-tail", []) => ring.unmap_tail(),
                     _ => unknown(verb),
                 }
             }
