@@ -155,10 +155,7 @@ fn signal_handler_counts() {
 
 #[test]
 fn unsupported_objects_open() {
-    for (kind, link) in [
-        ("io_uring", "anon_inode:[io_uring]"),
-        ("packet-ring", "socket:["),
-    ] {
+    for (kind, link) in [("io_uring", "anon_inode:[io_uring]")] {
         let w = Workload::spawn("unsupported", &[kind, "47"]);
         assert_eq!(w.cmd("fd"), "47");
         let fds = parse_fds(&w.cmd("fds"));
