@@ -239,23 +239,18 @@ fn rx_head_of(rx: &Ring, version: i32, ring: &[u8]) -> Result<u32, String> {
 /// in ring order (0 for none stamped: a ring never filled).
 fn head_from_stamps(stamps: &[u64]) -> Option<u32> {
     let n = stamps.len();
-    let max = *stamps.iter().max()?;
-    if max == 0 {
+    if stamps.iter().all(|&s| s == 0) || n == 1 {
         return Some(0);
     }
-    // From the head on, round the ring, the stamps never go back: frames never filled (0)
-    // first, then the oldest fill to the latest.
-    let in_order =
-        |head: usize| (1..n).all(|k| stamps[(head + k - 1) % n] <= stamps[(head + k) % n]);
-    let mut heads = (0..n)
-        .filter(|&i| stamps[i] == max)
-        .map(|i| (i + 1) % n)
-        .filter(|&h| in_order(h));
-    let head = heads.next()?;
-    if heads.next().is_some() {
+    // From the head on, round the ring, the stamps never go back (frames never filled, 0,
+    // first, then the oldest fill to the latest): the ring goes back once, from the frame
+    // stamped last to the head. Never (all alike) or more than once: no head is certain.
+    let mut back = (0..n).filter(|&i| stamps[i] > stamps[(i + 1) % n]);
+    let last = back.next()?;
+    if back.next().is_some() {
         return None;
     }
-    u32::try_from(head).ok()
+    u32::try_from((last + 1) % n).ok()
 }
 
 /// Refuses a V1/V2 RX ring with a frame the process has not read whose whole copy waits in
@@ -452,6 +447,9 @@ mod tests {
         assert_eq!(head_from_stamps(&[30, 10, 20, 5]), None);
         // All alike: any frame could be the last.
         assert_eq!(head_from_stamps(&[7, 7, 7, 7]), None);
+        // A run stamped alike at the end of the fill; a ring of one frame.
+        assert_eq!(head_from_stamps(&[9, 9, 5, 7, 9]), Some(2));
+        assert_eq!(head_from_stamps(&[5]), Some(0));
     }
 
     #[test]
@@ -474,5 +472,78 @@ mod tests {
         assert_eq!(frame_at(&r, 4), 8192);
         assert_eq!(frame_at(&r, 7), 8192 + 6144);
         assert!(check_geometry(&Ring { frame_nr: 7, ..r }).is_err());
+    }
+
+    fn put(b: &mut [u8], at: usize, v: u32) {
+        b[at..at + 4].copy_from_slice(&v.to_ne_bytes());
+    }
+
+    #[test]
+    fn only_a_v3_ring_as_set_up_passes() {
+        let r = Ring {
+            block_size: 4096,
+            block_nr: 2,
+            frame_size: 2048,
+            frame_nr: 4,
+            ..Ring::default()
+        };
+        let mut ring = vec![0u8; 8192];
+        // Block 0 as packet_set_ring opens it: version, offset_to_priv, sequence 1.
+        put(&mut ring, 0, 2);
+        put(&mut ring, 4, 48);
+        put(&mut ring, 24, 1);
+        v3_unused(&r, &ring).unwrap();
+        // A frame in block 0, or block 1 opened (sequence 2): used.
+        let mut filled = ring.clone();
+        put(&mut filled, 12, 1);
+        assert!(v3_unused(&r, &filled).unwrap_err().contains("block 0"));
+        let mut next = ring.clone();
+        put(&mut next, 4096 + 24, 2);
+        assert!(v3_unused(&r, &next).unwrap_err().contains("block 1"));
+    }
+
+    #[test]
+    fn a_tx_ring_written_to_is_refused_pending_frames_as_temporary() {
+        let r = Ring {
+            block_size: 4096,
+            block_nr: 1,
+            frame_size: 2048,
+            frame_nr: 2,
+            ..Ring::default()
+        };
+        let mut ring = vec![0u8; 4096];
+        tx_unused(&r, TPACKET_V2, &ring).unwrap();
+        put(&mut ring, 2048 + 4, 60);
+        let used = tx_unused(&r, TPACKET_V2, &ring).unwrap_err();
+        assert!(
+            used.contains("has been used") && !used.contains("temporary"),
+            "{used}"
+        );
+        put(&mut ring, 2048, TP_STATUS_SEND_REQUEST);
+        let pending = tx_unused(&r, TPACKET_V2, &ring).unwrap_err();
+        assert!(pending.contains("1 TX frames wait") && pending.contains("a temporary state"));
+        // V3 keeps tp_status at 20.
+        assert!(tx_unused(&r, TPACKET_V3, &ring)
+            .unwrap_err()
+            .contains("has been used"));
+    }
+
+    #[test]
+    fn an_unread_frame_with_its_copy_queued_is_refused() {
+        let r = Ring {
+            block_size: 4096,
+            block_nr: 1,
+            frame_size: 2048,
+            frame_nr: 2,
+            ..Ring::default()
+        };
+        let mut ring = vec![0u8; 4096];
+        put(&mut ring, 0, TP_STATUS_COPY);
+        // Handed back already (no TP_STATUS_USER): nothing waits for it.
+        no_copies_waiting(&r, &ring).unwrap();
+        put(&mut ring, 2048, TP_STATUS_USER | TP_STATUS_COPY);
+        assert!(no_copies_waiting(&r, &ring)
+            .unwrap_err()
+            .contains("TP_STATUS_COPY"));
     }
 }
