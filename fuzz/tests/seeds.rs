@@ -117,7 +117,7 @@ fn family_diag_seeds_read_as_packet_and_netlink_sockets() {
         (packets[0].ino, packets[0].ifindex, packets[0].protocol),
         (500, 1, 0x0800)
     );
-    assert!(packets[0].running && packets[0].rx_ring && !packets[0].tx_ring);
+    assert!(packets[0].running && packets[0].rx_ring.is_some() && packets[0].tx_ring.is_none());
     assert_eq!(packets[0].memberships.len(), 2);
     assert_eq!(packets[0].memberships[0].count, 2);
     assert_eq!(packets[0].memberships[1].address, [1, 0, 0x5e, 0, 0, 1]);

@@ -206,6 +206,7 @@ every_message!(
     SocketIntOption,
     PacketSocket,
     PacketMembership,
+    PacketRing,
     NetlinkSocket,
     ThreadAttrs,
     SyscallUserDispatch,

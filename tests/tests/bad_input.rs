@@ -183,11 +183,6 @@ fn an_io_uring_fd_is_refused_naming_pid_fd_and_kind() {
     refuses_unsupported("io_uring", "io_uring");
 }
 
-#[test]
-fn a_packet_ring_is_refused_naming_pid_fd_and_kind() {
-    refuses_unsupported("packet-ring", "packet ring");
-}
-
 // ---- restore: damaged images -------------------------------------------
 
 /// A counter workload dumped (and so killed, reaped) into `img`.

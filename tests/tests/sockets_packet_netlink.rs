@@ -2,7 +2,7 @@
 //! workload): a packet socket bound to lo with its options, membership and fanout receives a
 //! frame after the restore; netlink sockets keep their port ids (kernel-assigned too), groups,
 //! peer and options, and an rtnetlink socket hears of a link added after the restore; unread
-//! netlink messages are refused at dump. (A packet ring's refusal is in bad_input.rs.)
+//! netlink messages are refused at dump. (Packet rings: sockets_packet_ring.rs.)
 //!
 //! Each test runs in a network namespace of its own: the test thread unshares one, and every
 //! process it starts (the workload, cryo) lives there, so the frames and link events are the

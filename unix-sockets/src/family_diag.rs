@@ -71,6 +71,42 @@ pub struct PacketMembership {
     pub address: Vec<u8>,
 }
 
+/// A packet ring's geometry (`struct packet_diag_ring`: the request it was set up with; the
+/// last three are TPACKET_V3's, 0 before).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PacketRing {
+    /// tp_block_size: bytes per block (a multiple of the page size).
+    pub block_size: u32,
+    /// tp_block_nr.
+    pub block_nr: u32,
+    /// tp_frame_size.
+    pub frame_size: u32,
+    /// tp_frame_nr.
+    pub frame_nr: u32,
+    /// tp_retire_blk_tov (ms).
+    pub retire_blk_tov: u32,
+    /// tp_sizeof_priv.
+    pub sizeof_priv: u32,
+    /// tp_feature_req_word.
+    pub features: u32,
+}
+
+impl PacketRing {
+    /// The ring decoded from a PACKET_DIAG_RX_RING/TX_RING attribute.
+    fn decode(b: &[u8]) -> Result<Self> {
+        let w = |i: usize| u32_at(b, i * 4).ok_or_else(|| bad("packet_diag_ring", "short"));
+        Ok(Self {
+            block_size: w(0)?,
+            block_nr: w(1)?,
+            frame_size: w(2)?,
+            frame_nr: w(3)?,
+            retire_blk_tov: w(4)?,
+            sizeof_priv: w(5)?,
+            features: w(6)?,
+        })
+    }
+}
+
 /// What packet_diag tells of one packet socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PacketDiag {
@@ -82,10 +118,10 @@ pub struct PacketDiag {
     pub protocol: u16,
     /// The hook is in (PDI_RUNNING).
     pub running: bool,
-    /// A receive ring (PACKET_RX_RING) is set up.
-    pub rx_ring: bool,
-    /// A transmit ring (PACKET_TX_RING) is set up.
-    pub tx_ring: bool,
+    /// The receive ring (PACKET_RX_RING), if one is set up.
+    pub rx_ring: Option<PacketRing>,
+    /// The transmit ring (PACKET_TX_RING), if one is set up.
+    pub tx_ring: Option<PacketRing>,
     /// The memberships, newest first (as the kernel keeps them).
     pub memberships: Vec<PacketMembership>,
 }
@@ -290,13 +326,15 @@ pub fn parse_packet_answer(b: &[u8], mut each: impl FnMut(PacketDiag)) -> Result
                 })
             })
             .collect::<Result<Vec<_>>>()?;
+        let ring = |ty| attr(&attrs, ty).map(PacketRing::decode).transpose();
+        let (rx_ring, tx_ring) = (ring(PACKET_DIAG_RX_RING)?, ring(PACKET_DIAG_TX_RING)?);
         each(PacketDiag {
             ino: u32_at(head, 4).unwrap_or(0),
             ifindex: ifindex as i32,
             protocol: u16_at(head, 2).unwrap_or(0),
             running: flags & PDI_RUNNING != 0,
-            rx_ring: attr(&attrs, PACKET_DIAG_RX_RING).is_some(),
-            tx_ring: attr(&attrs, PACKET_DIAG_TX_RING).is_some(),
+            rx_ring,
+            tx_ring,
             memberships,
         });
         Ok(())
@@ -367,7 +405,11 @@ mod tests {
         }
         body.extend(nlattr(PACKET_DIAG_INFO, &info));
         body.extend(nlattr(PACKET_DIAG_MCLIST | 0x8000, mclist));
-        body.extend(nlattr(PACKET_DIAG_RX_RING, &[0; 28]));
+        let mut ring = Vec::new();
+        for v in [4096u32, 2, 2048, 4, 0, 0, 0] {
+            ring.extend_from_slice(&v.to_ne_bytes());
+        }
+        body.extend(nlattr(PACKET_DIAG_RX_RING, &ring));
         let mut dgram = message(SOCK_DIAG_BY_FAMILY, &body);
         dgram.extend(message(NLMSG_DONE, &[0; 4]));
         dgram
@@ -391,8 +433,14 @@ mod tests {
                 ifindex: 1,
                 protocol: 0x0800,
                 running: true,
-                rx_ring: true,
-                tx_ring: false,
+                rx_ring: Some(PacketRing {
+                    block_size: 4096,
+                    block_nr: 2,
+                    frame_size: 2048,
+                    frame_nr: 4,
+                    ..PacketRing::default()
+                }),
+                tx_ring: None,
                 memberships: vec![PacketMembership {
                     ifindex: 1,
                     mr_type: 1,

@@ -374,6 +374,65 @@ impl FileTable {
         Ok(self.push_mapped(key, id, libc::O_RDONLY, Kind::Regular(reg)))
     }
 
+    /// The rings of a packet socket mapped by `pid` (`link`: /proc/PID/map_files/START-END,
+    /// `len` bytes at page offset `pgoff`): the id of the socket's description (fds are
+    /// dumped before memory). The restore maps the ring it made again through the process's
+    /// own fd on the socket, so `pid` must hold one, and the mapping must be whole (as mmap
+    /// made it: every ring, from offset 0).
+    pub fn add_packet_ring(
+        &mut self,
+        pid: Pid,
+        link: &Path,
+        len: u64,
+        pgoff: u64,
+    ) -> Result<u32, FileError> {
+        let bad = |detail: String| FileError::Mapped {
+            pid,
+            link: link.to_owned(),
+            detail,
+        };
+        let meta = fs::metadata(link).map_err(mapped_step(pid, link, "stat"))?;
+        let key = InodeKey::of(&meta);
+        let held = self.by_inode.get(&key).and_then(|h| h.first()).map(|h| h.id);
+        let record = held
+            .and_then(|id| self.descs.iter().find(|d| d.id == id))
+            .and_then(|d| match &d.kind {
+                Some(Kind::Socket(Socket {
+                    state: Some(cryo_proto::image::socket::State::Packet(p)),
+                    ..
+                })) => Some(p),
+                _ => None,
+            });
+        let (Some(id), Some(p)) = (held, record) else {
+            return Err(bad(format!(
+                "a mapping of socket:[{}] that is no packet ring held at an fd of the dump \
+                 (not supported)",
+                meta.ino()
+            )));
+        };
+        // The process's own fd on the socket: the restore maps the ring through it.
+        let target = format!("socket:[{}]", meta.ino());
+        let fd = fs::read_dir(crate::proc::dir(pid).join("fd"))
+            .map_err(mapped_step(pid, link, "list the fds"))?
+            .filter_map(|e| e.ok())
+            .find(|e| fs::read_link(e.path()).is_ok_and(|l| l.as_os_str() == target.as_str()))
+            .map(|e| e.file_name().to_string_lossy().into_owned());
+        let Some(fd) = fd else {
+            return Err(bad(format!(
+                "packet ring of {target}, which the process holds at no fd: the restore maps \
+                 the ring through one (not supported)"
+            )));
+        };
+        let rings = sockets::packet_ring::record_len(p);
+        if pgoff != 0 || len != rings {
+            return Err(bad(format!(
+                "packet ring of {target} (fd {fd}): {len} bytes mapped at offset {pgoff} of \
+                 rings of {rings} bytes; only a whole mapping comes back (not supported)"
+            )));
+        }
+        Ok(id)
+    }
+
     /// A memfd mapped by a task: the description of an fd open on it if there is one (fds
     /// are dumped before memory), else one of its own; either way the mapping and the fds
     /// come back on one memfd.

@@ -106,6 +106,9 @@ pub fn dump(
                 files.add_mapped_file(pid, &link(), images)?
             }
             VmaKind::ShmemAnon => files.add_shmem(pid, &link(), images)?,
+            VmaKind::PacketRing => {
+                files.add_packet_ring(pid, &link(), entry.end - entry.start, entry.pgoff)?
+            }
             VmaKind::SysvShm => {
                 let (id, shmid) = crate::ipc::shm::dump_attachment(pid, entry, files, images)?;
                 sysv_shmid = shmid;

@@ -41,6 +41,8 @@ pub fn classify(entry: &MapEntry) -> VmaKind {
         name if entry.shared && name.starts_with("/SYSV") => VmaKind::SysvShm,
         // The ring of an AIO context (files/aio.rs).
         name if entry.shared && crate::files::aio::is_ring(name) => VmaKind::AioRing,
+        // A packet socket's rings (sockets/packet_ring.rs): the socket's name.
+        name if entry.shared && name.starts_with("socket:[") => VmaKind::PacketRing,
         // Shared anonymous memory shows as a deleted /dev/zero, or by the name the process
         // gave it (PR_SET_VMA_ANON_NAME), which is no path.
         name if entry.shared && name.starts_with("/dev/zero") => VmaKind::ShmemAnon,
@@ -150,6 +152,10 @@ mod tests {
             VmaKind::VvarVclock
         );
         assert_eq!(classify(&entry("[heap]", 0, false)), VmaKind::Heap);
+        assert_eq!(
+            classify(&entry("socket:[6218131]", 6218131, true)),
+            VmaKind::PacketRing
+        );
     }
 
     #[test]

@@ -37,6 +37,9 @@ pub struct MappingFds {
     pub exe: u64,
     /// (file id, writable, fd) of every mapped file.
     pub files: Vec<(u32, bool, u64)>,
+    /// (file id, fd) of the packet sockets whose rings are mapped: the process's own fds
+    /// (not closed after the reshaping).
+    pub sockets: Vec<(u32, u64)>,
 }
 
 impl MappingFds {
@@ -45,6 +48,10 @@ impl MappingFds {
             .iter()
             .find(|(i, w, _)| *i == id && *w == writable)
             .map(|f| f.2)
+    }
+
+    fn socket(&self, id: u32) -> Option<u64> {
+        self.sockets.iter().find(|s| s.0 == id).map(|s| s.1)
     }
 
     /// Every fd, to close once the reshaping is over.
@@ -161,6 +168,20 @@ pub fn reshape(
             let flags = crate::ipc::shm::shmat_flags(vma.prot);
             let shmid = vma.sysv_shmid as u32 as u64;
             maps.push((libc::SYS_shmat, [shmid, vma.start, flags, 0, 0, 0]));
+            mapped.push(vma);
+            continue;
+        }
+        if kind == VmaKind::PacketRing {
+            // The rings the socket restore made again, through the process's own fd on it.
+            let fd = fds.socket(vma.file_id).ok_or_else(|| {
+                Error::from(MemoryError::NoFileForMapping {
+                    pid: child,
+                    start: vma.start,
+                    name: vma.name.clone(),
+                })
+            })?;
+            let flags = (libc::MAP_SHARED | libc::MAP_FIXED_NOREPLACE) as u64;
+            maps.push((libc::SYS_mmap, [vma.start, len, prot, flags, fd, 0]));
             mapped.push(vma);
             continue;
         }

@@ -462,6 +462,16 @@ fn mapping_fds(task: &TaskImage, first: u64) -> MappingFds {
             .zip(first + 2..)
             .map(|((id, writable), fd)| (id, writable, fd))
             .collect(),
+        sockets: task
+            .mm
+            .vmas
+            .iter()
+            .filter(|v| v.kind == VmaKind::PacketRing as i32)
+            .filter_map(|v| {
+                let held = task.core.fds.iter().find(|e| e.file_id == v.file_id)?;
+                Some((v.file_id, held.fd as u64))
+            })
+            .collect(),
     }
 }
 

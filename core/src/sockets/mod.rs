@@ -9,7 +9,7 @@
 //!                 (connections in repair mode), restored
 //! udp.rs          UDP sockets, and UDP-lite, ICMP ping and raw sockets the same way
 //! multicast.rs    the multicast groups a datagram socket joined (candidates from /proc)
-//! packet.rs       packet sockets (AF_PACKET)
+//! packet.rs       packet sockets (AF_PACKET); packet_ring.rs their rings (frames, RX head)
 //! netlink.rs      netlink sockets (AF_NETLINK); both read with cryo-unix-sockets'
 //!                 packet_diag and netlink_diag
 //! unix/           unix sockets: mod.rs one socket (its queue, options, broken external
@@ -55,6 +55,7 @@ mod lifecycle;
 mod multicast;
 mod netlink;
 mod packet;
+pub(crate) mod packet_ring;
 pub(crate) mod peers;
 pub(crate) mod record;
 mod tcp;

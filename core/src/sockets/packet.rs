@@ -4,17 +4,18 @@
 //!
 //! ```text
 //! dump:    SO_TYPE, SO_PROTOCOL; packet_diag (INFO: ifindex, hooked protocol, running;
-//!          MCLIST; RX/TX_RING: refused); getsockopt of OPTIONS and PACKET_FANOUT
-//! restore: socket(AF_PACKET, type, protocol), SOL_SOCKET options, OPTIONS,
-//!          bind(ifindex, protocol), memberships (oldest first, each as many times as it
-//!          was added), fanout; the filter is the caller's (filter.rs)
+//!          MCLIST; RX/TX_RING: packet_ring.rs); getsockopt of OPTIONS and PACKET_FANOUT
+//! restore: socket(AF_PACKET, type, protocol), SOL_SOCKET options, OPTIONS, the rings
+//!          (packet_ring.rs: their frames and RX head back), bind(ifindex, protocol),
+//!          memberships (oldest first, each as many times as it was added), fanout; the
+//!          filter is the caller's (filter.rs)
 //! ```
 //!
 //! Not carried: frames waiting in the receive queue (dropped, as UDP datagrams are: a packet
 //! socket may lose frames anyway), PACKET_STATISTICS (reading them resets them: the restored
 //! counters start at zero), a fanout group's max_num_members (the kernel does not show it).
-//! A ring (PACKET_RX_RING/PACKET_TX_RING, mmapped) is refused, and so is a fanout group
-//! steered by a BPF program (PACKET_FANOUT_CBPF/EBPF: the kernel does not give it back).
+//! A fanout group steered by a BPF program (PACKET_FANOUT_CBPF/EBPF: the kernel does not give
+//! it back) is refused, and so are the rings packet_ring.rs cannot bring back exactly.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
 
@@ -23,6 +24,7 @@ use cryo_tcp_repair as tcp;
 use cryo_unix_sockets::family_diag;
 use nix::unistd::Pid;
 
+use super::packet_ring::{self, Rings};
 use super::{restore_err, FamilyErrors, SocketError};
 use crate::files::FileError;
 use crate::sys::sockopt;
@@ -35,6 +37,8 @@ const PACKET_FANOUT: i32 = 18;
 /// `PACKET_VNET_HDR` and `PACKET_VNET_HDR_SZ` (linux 6.2; the size says all the flag does).
 const PACKET_VNET_HDR: i32 = 15;
 const PACKET_VNET_HDR_SZ: i32 = 24;
+/// `PACKET_VERSION`.
+const PACKET_VERSION: i32 = 10;
 /// Fanout modes steered by a program the kernel does not give back.
 const PACKET_FANOUT_CBPF: u32 = 6;
 const PACKET_FANOUT_EBPF: u32 = 7;
@@ -90,6 +94,18 @@ pub(crate) struct PacketState {
     pub memberships: Vec<Membership>,
     /// SOL_SOCKET options.
     pub socket: tcp::SocketOptions,
+    /// Its rings, if it has one.
+    pub rings: Option<Box<Rings>>,
+}
+
+impl PacketState {
+    /// Its PACKET_VERSION (TPACKET_V1 unless set).
+    pub(crate) fn version(&self) -> i32 {
+        self.options
+            .iter()
+            .find(|&&(level, name, _)| level == SOL_PACKET && name == PACKET_VERSION)
+            .map_or(packet_ring::TPACKET_V1, |o| o.2)
+    }
 }
 
 /// Captures packet socket `dup` (fd `fd` of `pid`, inode `ino`), refusing what cannot come
@@ -124,11 +140,6 @@ pub(super) fn capture(
             "packet_diag does not list it (in another network namespace than cryo's?)",
         ));
     };
-    if d.rx_ring || d.tx_ring {
-        return Err(refuse(
-            "packet ring (PACKET_RX_RING/PACKET_TX_RING, mmapped): not supported yet",
-        ));
-    }
     if d.protocol != 0 && !d.running {
         return Err(refuse(
             "bound but not receiving (its interface is down or gone): a temporary state, retry later",
@@ -161,6 +172,16 @@ pub(super) fn capture(
             "packet fanout steered by a BPF program (PACKET_FANOUT_CBPF/EBPF), which the kernel cannot give back",
         ));
     }
+    let version = options
+        .iter()
+        .find(|o| o.1 == PACKET_VERSION)
+        .map_or(packet_ring::TPACKET_V1, |o| o.2);
+    let rings = match (d.rx_ring, d.tx_ring) {
+        (None, None) => None,
+        (rx, tx) => Some(Box::new(
+            packet_ring::capture(dup, version, rx, tx).map_err(|w| refuse(&w))?,
+        )),
+    };
     let socket = tcp::capture_socket_level(dup)
         .map_err(|e| err("socket options")(std::io::Error::other(e.to_string())))?;
     // Oldest first: added again in that order, they come out in the kernel's order.
@@ -184,6 +205,7 @@ pub(super) fn capture(
         fanout,
         memberships,
         socket,
+        rings,
     })
 }
 
@@ -201,6 +223,15 @@ pub(super) fn describe(p: &PacketState) -> String {
     if p.fanout != 0 {
         out += &format!(" fanout group {}", p.fanout & 0xffff);
     }
+    if let Some(r) = &p.rings {
+        let ring = |r: &packet_ring::Ring| format!("{}x{}", r.frame_nr, r.frame_size);
+        if let Some(rx) = &r.rx {
+            out += &format!(" rx ring {} head {}", ring(rx), r.rx_head);
+        }
+        if let Some(tx) = &r.tx {
+            out += &format!(" tx ring {}", ring(tx));
+        }
+    }
     out
 }
 
@@ -214,7 +245,15 @@ pub(super) fn restore(desc: &FileDesc, p: &PacketState) -> Result<OwnedFd, Socke
         sockopt::set_int(b, level, name, value)
             .map_err(|e| restore_err(desc, option_name(name), e))?;
     }
-    if p.ifindex != 0 || p.bound_protocol != p.protocol {
+    // The rings before bind: frames reach them from then on.
+    let hooked = p.protocol != 0 || p.bound_protocol != 0;
+    if let Some(r) = &p.rings {
+        packet_ring::restore(b, p.version(), r, hooked)
+            .map_err(|(step, e)| restore_err(desc, step, e))?;
+    }
+    // A ring held its hook on lo meanwhile: bound again whatever it was.
+    let moved = hooked && p.rings.as_ref().is_some_and(|r| r.rx.is_some());
+    if p.ifindex != 0 || p.bound_protocol != p.protocol || moved {
         sockopt::bind_packet(b, p.ifindex, p.bound_protocol)
             .map_err(|e| restore_err(desc, "bind", e))?;
     }

@@ -22,6 +22,7 @@ use cryo_tcp_repair as tcp;
 use super::error::{RecordProblem, SocketError};
 use super::netlink::{self, NetlinkState};
 use super::packet::{self, Membership, PacketState};
+use super::packet_ring::{self, Rings};
 use super::udp::UdpState;
 use super::unix::{PendingConnection, UnixMessage, UnixSocketState};
 
@@ -378,7 +379,60 @@ fn packet_to(p: &PacketState) -> pb::PacketSocket {
             })
             .collect(),
         socket: Some(options_to(&p.socket)),
+        rx_ring: p.rings.as_ref().and_then(|r| r.rx.as_ref()).map(ring_to),
+        tx_ring: p.rings.as_ref().and_then(|r| r.tx.as_ref()).map(ring_to),
+        ring_frames: p
+            .rings
+            .as_ref()
+            .map(|r| r.frames.clone())
+            .unwrap_or_default(),
+        rx_head: p.rings.as_ref().map_or(0, |r| r.rx_head),
     }
+}
+
+fn ring_to(r: &packet_ring::Ring) -> pb::PacketRing {
+    pb::PacketRing {
+        block_size: r.block_size,
+        block_nr: r.block_nr,
+        frame_size: r.frame_size,
+        frame_nr: r.frame_nr,
+        retire_blk_tov: r.retire_blk_tov,
+        sizeof_priv: r.sizeof_priv,
+        feature_req_word: r.features,
+    }
+}
+
+fn ring_from(r: &pb::PacketRing) -> packet_ring::Ring {
+    packet_ring::Ring {
+        block_size: r.block_size,
+        block_nr: r.block_nr,
+        frame_size: r.frame_size,
+        frame_nr: r.frame_nr,
+        retire_blk_tov: r.retire_blk_tov,
+        sizeof_priv: r.sizeof_priv,
+        features: r.feature_req_word,
+    }
+}
+
+/// The rings of packet socket record `p`, checked (None: it has none).
+fn rings_from(p: &pb::PacketSocket) -> Result<Option<Box<Rings>>, RecordProblem> {
+    if p.rx_ring.is_none() && p.tx_ring.is_none() {
+        if !p.ring_frames.is_empty() || p.rx_head != 0 {
+            return Err(RecordProblem::Missing { field: "rx_ring" });
+        }
+        return Ok(None);
+    }
+    let rings = Rings {
+        rx: p.rx_ring.as_ref().map(ring_from),
+        tx: p.tx_ring.as_ref().map(ring_from),
+        frames: p.ring_frames.clone(),
+        rx_head: p.rx_head,
+    };
+    packet_ring::check(&rings).map_err(|_| RecordProblem::Range {
+        field: "rx_ring/tx_ring",
+        value: p.ring_frames.len() as i64,
+    })?;
+    Ok(Some(Box::new(rings)))
 }
 
 fn packet_from(p: &pb::PacketSocket) -> Result<PacketState, RecordProblem> {
@@ -415,6 +469,7 @@ fn packet_from(p: &pb::PacketSocket) -> Result<PacketState, RecordProblem> {
         fanout: p.fanout,
         memberships,
         socket: options_from(p.socket.as_ref()),
+        rings: rings_from(p)?,
     })
 }
 
@@ -910,6 +965,30 @@ mod tests {
                 address: vec![1, 2, 3, 4, 5, 6],
             }],
             socket: options(),
+            rings: None,
+        })));
+        let ring = packet_ring::Ring {
+            block_size: 4096,
+            block_nr: 2,
+            frame_size: 2048,
+            frame_nr: 4,
+            ..packet_ring::Ring::default()
+        };
+        round_trip(SocketState::Packet(Box::new(PacketState {
+            sock_type: libc::SOCK_RAW,
+            protocol: 0x800,
+            bound_protocol: 0x800,
+            ifindex: 1,
+            options: vec![(263, 10, 1)],
+            fanout: 0,
+            memberships: Vec::new(),
+            socket: options(),
+            rings: Some(Box::new(Rings {
+                rx: Some(ring),
+                tx: Some(ring),
+                frames: vec![1, 0, 0, 0, 9],
+                rx_head: 3,
+            })),
         })));
         round_trip(SocketState::Netlink(Box::new(NetlinkState {
             sock_type: libc::SOCK_RAW,

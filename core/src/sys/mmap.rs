@@ -2,7 +2,7 @@
 //! object behind a restored shared anonymous mapping, the pages `cryo check` probes).
 
 use std::fs::File;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::ptr::NonNull;
 
 /// A mapping of a file (or anonymous memory) into cryo, unmapped on drop.
@@ -21,6 +21,39 @@ impl Mapping {
             libc::PROT_READ
         };
         Self::map(len, prot, libc::MAP_SHARED, file.as_raw_fd())
+    }
+
+    /// Maps the first `len` bytes of what fd `fd` offers to mmap (a packet socket's rings),
+    /// shared, writable if `write`.
+    pub fn map_fd(fd: BorrowedFd<'_>, len: usize, write: bool) -> std::io::Result<Self> {
+        let prot = if write {
+            libc::PROT_READ | libc::PROT_WRITE
+        } else {
+            libc::PROT_READ
+        };
+        Self::map(len, prot, libc::MAP_SHARED, fd.as_raw_fd())
+    }
+
+    /// A copy of the mapped bytes, read as they are now (memory the kernel may be writing
+    /// at the same time, such as a packet ring, is copied without forming a reference to it).
+    pub fn copy_out(&self) -> Vec<u8> {
+        let mut out = vec![0u8; self.len];
+        // SAFETY: ptr..ptr+len is a live mapping owned by self; `out` is a fresh buffer of
+        // the same length; the copy goes through raw pointers, no reference to the shared
+        // bytes is formed.
+        unsafe { std::ptr::copy_nonoverlapping(self.ptr.as_ptr(), out.as_mut_ptr(), self.len) };
+        out
+    }
+
+    /// The native u32 at `offset`, read once (volatile: the kernel writes it; `None` out of
+    /// range or misaligned).
+    pub fn read_u32(&self, offset: usize) -> Option<u32> {
+        if !offset.is_multiple_of(4) || offset.checked_add(4)? > self.len {
+            return None;
+        }
+        // SAFETY: offset..offset+4 lies inside the live mapping self owns, aligned (checked
+        // above; the mapping is page-aligned).
+        Some(unsafe { std::ptr::read_volatile(self.ptr.as_ptr().add(offset).cast::<u32>()) })
     }
 
     /// Maps `len` bytes of fresh anonymous memory, read-write, shared (a shmem object) or

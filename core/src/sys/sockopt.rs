@@ -63,3 +63,52 @@ pub(crate) fn bind_packet(fd: BorrowedFd<'_>, ifindex: i32, protocol: u16) -> io
     };
     check(ret.into()).map(drop)
 }
+
+/// Sends `frame` (its link-layer header included) from packet socket `fd` out of interface
+/// `ifindex` with protocol `protocol` (host order).
+pub(crate) fn send_packet(
+    fd: BorrowedFd<'_>,
+    ifindex: i32,
+    protocol: u16,
+    frame: &[u8],
+) -> io::Result<()> {
+    // SAFETY: sockaddr_ll is plain data; all zeroes is a valid value.
+    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    sll.sll_family = libc::AF_PACKET as u16;
+    sll.sll_protocol = protocol.to_be();
+    sll.sll_ifindex = ifindex;
+    // SAFETY: `frame` is a live buffer of the length given; `sll` a live sockaddr_ll.
+    let ret = unsafe {
+        libc::sendto(
+            fd.as_raw_fd(),
+            frame.as_ptr().cast(),
+            frame.len(),
+            0,
+            (&sll as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    };
+    check(ret as libc::c_long).map(drop)
+}
+
+/// Reads and drops every datagram waiting on `fd` (non-blocking): how many there were.
+pub(crate) fn drain(fd: BorrowedFd<'_>) -> io::Result<usize> {
+    let mut n = 0;
+    loop {
+        // SAFETY: a zero-length read with MSG_TRUNC discards the datagram; no buffer is
+        // written.
+        let ret = unsafe {
+            libc::recv(
+                fd.as_raw_fd(),
+                std::ptr::null_mut(),
+                0,
+                libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+            )
+        };
+        match check(ret as libc::c_long) {
+            Ok(_) => n += 1,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(n),
+            Err(e) => return Err(e),
+        }
+    }
+}

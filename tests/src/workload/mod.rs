@@ -42,6 +42,7 @@ mod pipe;
 mod pipe_split;
 mod places;
 mod pty_shell;
+mod rings;
 mod shared_memory;
 mod signal;
 mod sigtrap;

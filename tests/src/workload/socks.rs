@@ -35,6 +35,7 @@
 //!   nonblock FD               O_NONBLOCK on (connect then returns EINPROGRESS)
 //!   msfilter FD IFINDEX GROUP -> "include|exclude SRC,SRC..." (getsockopt MCAST_MSFILTER:
 //!                             this socket's membership of GROUP on IFINDEX) or the error
+//!   ring..., ring-...         a packet ring, mapped and used (rings.rs)
 //! ```
 //!
 //! `name` of a packet socket is `ifindex N protocol 0xPPPP`, of a netlink one `pid N groups G`.
@@ -44,15 +45,20 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
 
+use super::rings::Ring;
 use super::sys::{cvt, getsockopt_bytes, recv_nowait, setsockopt_bytes, setsockopt_value};
 use super::unix::{wait_readable, NOTHING};
 use super::{io_err, unknown, Mode};
 
-struct Socks;
+#[derive(Default)]
+struct Socks {
+    /// The packet rings set up, by socket fd.
+    rings: std::collections::HashMap<i32, Ring>,
+}
 
 /// `socks`
 pub fn start(_args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
-    Ok(Box::new(Socks))
+    Ok(Box::<Socks>::default())
 }
 
 fn num<T: std::str::FromStr>(s: &str) -> Result<T, String> {
@@ -647,6 +653,33 @@ impl Mode for Socks {
                 } else {
                     set.join(" ")
                 })
+            }
+            ("ring", [fd, version, bs, bn, fs, fnr, which]) => {
+                let fd = num(fd)?;
+                let args = [num(version)?, num(bs)?, num(bn)?, num(fs)?, num(fnr)?];
+                let ring = Ring::setup(fd, &args, which)?;
+                let at = ring.address();
+                self.rings.insert(fd, ring);
+                Ok(format!("{at:#x}"))
+            }
+            (verb, [fd, rest @ ..]) if verb.starts_with("ring-") => {
+                let ring = self
+                    .rings
+                    .get_mut(&num(fd)?)
+                    .ok_or_else(|| format!("no ring on fd {fd}"))?;
+                match (verb, rest) {
+                    ("ring-read", [marker]) => ring.read(marker),
+                    ("ring-state", []) => Ok(ring.state()),
+                    ("ring-send", [marker]) => ring.send(marker, true),
+                    ("ring-queue", [marker]) => ring.send(marker, false),
+                    ("ring-restamp", []) => {
+                        ring.restamp();
+                        Ok("ok".into())
+                    }
+                    ("ring-map", []) => ring.mapping(),
+                    ("ring-unmap-tail", []) => ring.unmap_tail(),
+                    _ => unknown(verb),
+                }
             }
             _ => unknown(verb),
         }

@@ -848,22 +848,6 @@ pub fn io_uring() -> io::Result<i32> {
     cvt(fd as libc::c_int)
 }
 
-/// A packet socket with a receive ring (PACKET_RX_RING: one 4 KiB block of two frames).
-pub fn packet_ring_socket() -> io::Result<i32> {
-    // SAFETY: socket takes no pointers.
-    let fd =
-        cvt(unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
-    // struct tpacket_req: block size, block count, frame size, frame count.
-    let req: [u32; 4] = [4096, 1, 2048, 2];
-    let set = setsockopt_value(fd, libc::SOL_PACKET, libc::PACKET_RX_RING, &req);
-    if let Err(e) = set {
-        // SAFETY: fd is ours, closed once.
-        unsafe { libc::close(fd) };
-        return Err(e);
-    }
-    Ok(fd)
-}
-
 /// Lists a directory; returns the fd the listing used (so it can be
 /// told apart from the process's own fds) and the entry names.
 pub fn list_dir(path: &CStr) -> io::Result<(i32, Vec<String>)> {

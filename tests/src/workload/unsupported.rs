@@ -1,8 +1,8 @@
-//! `unsupported KIND [FD]`: one fd of a kind cryo refuses to dump (io_uring, a packet
-//! socket with a ring), at a known number, so the refusal can name it.
+//! `unsupported KIND [FD]`: one fd of a kind cryo refuses to dump (io_uring), at a known
+//! number, so the refusal can name it.
 //!
 //! ```text
-//! unsupported KIND [FD]      fd     -> FD   (KIND: io_uring | packet-ring)
+//! unsupported KIND [FD]      fd     -> FD   (KIND: io_uring)
 //! ```
 
 use std::path::Path;
@@ -19,7 +19,6 @@ pub fn start(args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
     let want: i32 = arg(args, 1, 47)?;
     let fd = match kind {
         "io_uring" => sys::io_uring().map_err(failed("io_uring_setup"))?,
-        "packet-ring" => sys::packet_ring_socket().map_err(failed("packet ring"))?,
         other => return Err(format!("unknown unsupported kind {other:?}")),
     };
     let fd = sys::move_fd(fd, want).map_err(failed("dup2"))?;
