@@ -672,3 +672,45 @@ fn a_connected_raw_socket_still_sends_without_an_address() {
         .contains("os error 89"));
     w.kill_restored();
 }
+
+#[test]
+fn a_udp_lite_socket_keeps_its_queued_datagrams_after_restore() {
+    let mut w = socks();
+    let lite = libc::IPPROTO_UDPLITE;
+    let s = w.cmd(&format!("socket inet dgram {lite}"));
+    let recv = opt(SOL_UDPLITE, UDPLITE_RECV_CSCOV);
+    assert_eq!(w.cmd(&format!("setopt {s} {recv} 20")), "ok");
+    assert_eq!(w.cmd(&format!("bind-inet {s} 127.0.0.1:0")), "ok");
+    let to = w.cmd(&format!("name {s}"));
+    let c = w.cmd(&format!("socket inet dgram {lite}"));
+    assert_eq!(w.cmd(&format!("bind-inet {c} 127.0.0.2:0")), "ok");
+    let from = w.cmd(&format!("name {c}"));
+    assert_eq!(w.cmd(&format!("sendto-inet {c} {to} first-lite")), "ok");
+    assert_eq!(w.cmd(&format!("sendto-inet {c} {to} second-lite")), "ok");
+    w.dump_and_restore();
+    assert_eq!(
+        w.cmd(&format!("recvfrom {s}")),
+        format!("first-lite from {from} | second-lite from {from}")
+    );
+    w.kill_restored();
+}
+
+#[test]
+fn a_ping_socket_with_an_echo_reply_waiting_is_refused_naming_pid_fd_and_the_queue() {
+    let _allowed = PingGroups::allow();
+    let w = socks();
+    let s = w.cmd(&format!("socket inet dgram {}", libc::IPPROTO_ICMP));
+    assert_eq!(w.cmd(&format!("ping-send {s} 127.0.0.1:0")), "ok");
+    w.assert_dump_refused(&s, "ping socket's receive queue");
+    assert_ne!(w.cmd(&format!("recv {s}")), "empty", "the reply still waits");
+}
+
+#[test]
+fn a_raw_socket_with_datagrams_waiting_is_refused_naming_pid_fd_and_the_queue() {
+    let w = socks();
+    let s = w.cmd(&format!("socket inet raw {}", libc::IPPROTO_ICMP));
+    // The raw ICMP socket hears the echo request and its reply.
+    assert_eq!(w.cmd(&format!("ping-send {s} 127.0.0.1:0")), "ok");
+    w.assert_dump_refused(&s, "raw socket (protocol 1)'s receive queue");
+    assert_ne!(w.cmd(&format!("recv {s}")), "empty", "the datagrams still wait");
+}
