@@ -69,8 +69,8 @@ pub use probe::{send_probe, PeerAnswer, PeerProbe};
 pub use repair::{capture_and_leave, disconnect, kernel_tcp_state, Repair};
 pub use restore::{close_silently, leave_repair, restore, RestoredSocket};
 pub use state::{
-    state_name, HandshakeOptions, ListenerState, SocketOptions, TcpConnectionState,
-    TcpSocketOptions, TcpState, TcpWindow, QueuedDatagram, UdpSocketState, WindowScale,
+    state_name, HandshakeOptions, ListenerState, QueuedDatagram, SocketOptions, TcpConnectionState,
+    TcpSocketOptions, TcpState, TcpWindow, UdpSocketState, WindowScale,
 };
 pub use udp::{
     capture_udp, capture_udp_extras, is_datagram_kind, restore_udp, restore_udp_with, UdpExtras,

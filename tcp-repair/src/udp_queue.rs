@@ -61,21 +61,13 @@ const CMSG_OPTIONS_V4: &[(i32, i32, &str)] = &[
     (libc::SOL_IP, libc::IP_PKTINFO, "IP_PKTINFO"),
     (libc::SOL_IP, libc::IP_RECVTTL, "IP_RECVTTL"),
     (libc::SOL_IP, libc::IP_RECVTOS, "IP_RECVTOS"),
-    (
-        libc::SOL_IP,
-        libc::IP_RECVORIGDSTADDR,
-        "IP_RECVORIGDSTADDR",
-    ),
+    (libc::SOL_IP, libc::IP_RECVORIGDSTADDR, "IP_RECVORIGDSTADDR"),
 ];
 const CMSG_OPTIONS_V6: &[(i32, i32, &str)] = &[
     (libc::SOL_IPV6, libc::IPV6_RECVPKTINFO, "IPV6_RECVPKTINFO"),
     (libc::SOL_IPV6, libc::IPV6_RECVHOPLIMIT, "IPV6_RECVHOPLIMIT"),
     (libc::SOL_IPV6, libc::IPV6_RECVTCLASS, "IPV6_RECVTCLASS"),
-    (
-        libc::SOL_IPV6,
-        IPV6_RECVORIGDSTADDR,
-        "IPV6_RECVORIGDSTADDR",
-    ),
+    (libc::SOL_IPV6, IPV6_RECVORIGDSTADDR, "IPV6_RECVORIGDSTADDR"),
 ];
 
 /// The cmsg options of a socket of family `ipv6`.
@@ -178,12 +170,15 @@ pub(crate) fn capture(
                 ),
             ));
         }
-        if peeking.process_reads_ifindex() && d.ifindex > 1 {
+        // Delivered again, a datagram comes on lo (1); 0: its interface was not noted on
+        // arrival (IPv4, the option off then), and would be now.
+        if peeking.process_reads_ifindex() && d.ifindex != 1 {
             return Err(temporary(
                 ctx,
                 format!(
-                    "datagram {n} of {} (from {}) came on interface {} and the socket reads \
-                     it (IP_PKTINFO / IPV6_RECVPKTINFO): delivered again, it would come on lo",
+                    "datagram {n} of {} (from {}) came on interface {} (0: not noted on \
+                     arrival) and the socket reads it (IP_PKTINFO / IPV6_RECVPKTINFO): \
+                     delivered again, it would come on lo (1)",
                     queue.len(),
                     d.source,
                     d.ifindex
@@ -225,7 +220,10 @@ fn peek_all(fd: BorrowedFd<'_>, ctx: Ctx) -> Result<Vec<QueuedDatagram>> {
         if msg.flags.contains(MsgFlags::MSG_TRUNC) || msg.flags.contains(MsgFlags::MSG_CTRUNC) {
             return Err(ctx.invalid(
                 "recvmsg MSG_PEEK (receive queue)",
-                format!("datagram {} larger than {MAX_DATAGRAM} bytes", out.len() + 1),
+                format!(
+                    "datagram {} larger than {MAX_DATAGRAM} bytes",
+                    out.len() + 1
+                ),
             ));
         }
         let len = msg.bytes;
@@ -535,7 +533,8 @@ fn checksum(pseudo: &[u8], data: &[u8]) -> u16 {
 /// SO_PEEK_OFF of `fd` set to `offset` (what the process had).
 pub(crate) fn set_peek_offset(fd: BorrowedFd<'_>, offset: u32, ctx: Ctx) -> Result<()> {
     let value = i32::try_from(offset).map_err(|_| ctx.invalid("SO_PEEK_OFF", "out of range"))?;
-    sys::set_int(fd, libc::SOL_SOCKET, SO_PEEK_OFF, value).map_err(ctx.sys("setsockopt SO_PEEK_OFF"))
+    sys::set_int(fd, libc::SOL_SOCKET, SO_PEEK_OFF, value)
+        .map_err(ctx.sys("setsockopt SO_PEEK_OFF"))
 }
 
 #[cfg(test)]
@@ -563,7 +562,11 @@ mod tests {
         ] {
             let d = datagram(from, to, payload);
             let p = packet(&d, libc::IPPROTO_UDP).unwrap();
-            let (hdr, pseudo_len) = if d.source.is_ipv4() { (20, 12) } else { (40, 40) };
+            let (hdr, pseudo_len) = if d.source.is_ipv4() {
+                (20, 12)
+            } else {
+                (40, 40)
+            };
             let udp = &p[hdr..];
             let mut pseudo = Vec::new();
             match (d.source.ip(), d.destination.ip()) {

@@ -702,7 +702,11 @@ fn a_ping_socket_with_an_echo_reply_waiting_is_refused_naming_pid_fd_and_the_que
     let s = w.cmd(&format!("socket inet dgram {}", libc::IPPROTO_ICMP));
     assert_eq!(w.cmd(&format!("ping-send {s} 127.0.0.1:0")), "ok");
     w.assert_dump_refused(&s, "ping socket's receive queue");
-    assert_ne!(w.cmd(&format!("recv {s}")), "empty", "the reply still waits");
+    assert_ne!(
+        w.cmd(&format!("recv {s}")),
+        "empty",
+        "the reply still waits"
+    );
 }
 
 #[test]
@@ -712,5 +716,30 @@ fn a_raw_socket_with_datagrams_waiting_is_refused_naming_pid_fd_and_the_queue() 
     // The raw ICMP socket hears the echo request and its reply.
     assert_eq!(w.cmd(&format!("ping-send {s} 127.0.0.1:0")), "ok");
     w.assert_dump_refused(&s, "raw socket (protocol 1)'s receive queue");
-    assert_ne!(w.cmd(&format!("recv {s}")), "empty", "the datagrams still wait");
+    assert_ne!(
+        w.cmd(&format!("recv {s}")),
+        "empty",
+        "the datagrams still wait"
+    );
+}
+
+#[test]
+fn a_udp_socket_with_a_multicast_datagram_waiting_is_refused_naming_pid_fd_and_the_group() {
+    let w = socks();
+    let (r, port) = udp_receiver(&w);
+    let mut mreqn = vec![239, 77, 14, 9, 0, 0, 0, 0];
+    mreqn.extend_from_slice(&(lo_index() as i32).to_ne_bytes());
+    let add = opt(libc::IPPROTO_IP, libc::IP_ADD_MEMBERSHIP);
+    assert_eq!(
+        w.cmd(&format!("setopt-raw {r} {add} {}", hex(&mreqn))),
+        "ok"
+    );
+    send_to_group(&w, "127.0.0.1", "239.77.14.9", &port, "to-the-group");
+    assert_eq!(w.cmd(&format!("readable {r}")), "ok");
+    w.assert_dump_refused(&r, &format!("was sent to 239.77.14.9:{port}, a multicast"));
+    assert_eq!(
+        w.cmd(&format!("recv {r}")),
+        "to-the-group",
+        "the datagram still waits"
+    );
 }

@@ -296,9 +296,17 @@ fn sender(w: &Workload, fam: &str, addr: &str, option: Option<(String, i32)>) ->
 fn ipv4_datagrams_queued_come_back_in_order_with_sources_destination_ttl_and_tos() {
     let (mut w, s) = udp("inet", "0.0.0.0:0");
     for o in [libc::IP_PKTINFO, libc::IP_RECVTTL, libc::IP_RECVTOS] {
-        assert_eq!(w.cmd(&format!("setopt {s} {} 1", opt(libc::IPPROTO_IP, o))), "ok");
+        assert_eq!(
+            w.cmd(&format!("setopt {s} {} 1", opt(libc::IPPROTO_IP, o))),
+            "ok"
+        );
     }
-    let port = w.cmd(&format!("name {s}")).rsplit(':').next().unwrap().to_string();
+    let port = w
+        .cmd(&format!("name {s}"))
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_string();
     let ttl = Some((opt(libc::IPPROTO_IP, libc::IP_TTL), 7));
     let (c1, from1) = sender(&w, "inet", "127.0.0.1:0", ttl);
     let tos = Some((opt(libc::IPPROTO_IP, libc::IP_TOS), 0x10));
@@ -329,9 +337,17 @@ fn ipv6_datagrams_queued_come_back_in_order_with_sources_destination_and_hop_lim
         libc::IPV6_RECVHOPLIMIT,
         libc::IPV6_RECVTCLASS,
     ] {
-        assert_eq!(w.cmd(&format!("setopt {s} {} 1", opt(libc::IPPROTO_IPV6, o))), "ok");
+        assert_eq!(
+            w.cmd(&format!("setopt {s} {} 1", opt(libc::IPPROTO_IPV6, o))),
+            "ok"
+        );
     }
-    let port = w.cmd(&format!("name {s}")).rsplit(':').next().unwrap().to_string();
+    let port = w
+        .cmd(&format!("name {s}"))
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_string();
     let hops = Some((opt(libc::IPPROTO_IPV6, libc::IPV6_UNICAST_HOPS), 7));
     let (c1, from1) = sender(&w, "inet6", "[::1]:0", hops);
     let class = Some((opt(libc::IPPROTO_IPV6, libc::IPV6_TCLASS), 0x10));
@@ -376,7 +392,11 @@ fn a_connected_udp_socket_keeps_the_datagrams_from_before_and_after_its_connect(
         format!("early from {early_name} | late from {peer_name}")
     );
     assert_eq!(w.cmd(&format!("send {s} back")), "ok");
-    assert_eq!(w.cmd(&format!("recv-wait {peer}")), "back", "still connected");
+    assert_eq!(
+        w.cmd(&format!("recv-wait {peer}")),
+        "back",
+        "still connected"
+    );
     w.kill_restored();
 }
 
@@ -412,10 +432,18 @@ fn leave_running_leaves_the_queue_and_the_peek_offset_as_they_were() {
     w.dump(&img, &["--leave-running"]).assert_success();
     assert_eq!(w.cmd(&format!("getopt {s} {peek_off}")), "0", "SO_PEEK_OFF");
     let queue = format!("one from {from1} | two from {from2} | three from {from1}");
-    assert_eq!(w.cmd(&format!("recvfrom {s}")), queue, "the original's queue");
+    assert_eq!(
+        w.cmd(&format!("recvfrom {s}")),
+        queue,
+        "the original's queue"
+    );
     w.kill_original();
     w.restore_background(&img);
-    assert_eq!(w.cmd(&format!("getopt {s} {peek_off}")), "0", "SO_PEEK_OFF restored");
+    assert_eq!(
+        w.cmd(&format!("getopt {s} {peek_off}")),
+        "0",
+        "SO_PEEK_OFF restored"
+    );
     assert_eq!(w.cmd(&format!("recvfrom {s}")), queue, "the restored queue");
     w.kill_restored();
 }

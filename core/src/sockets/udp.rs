@@ -117,7 +117,10 @@ pub(super) fn refuse_queues_others_would_hear(
             if u.sock_type == libc::SOCK_RAW
                 && (u.protocol == libc::IPPROTO_UDP || u.protocol == libc::IPPROTO_UDPLITE) =>
         {
-            Some(format!("raw socket socket:[{ino}] (protocol {})", u.protocol))
+            Some(format!(
+                "raw socket socket:[{ino}] (protocol {})",
+                u.protocol
+            ))
         }
         Some(State::Packet(p))
             if (p.ifindex == 0 || p.ifindex == 1) && HEARS_IP.contains(&p.bound_protocol) =>

@@ -16,6 +16,7 @@
 //!   recv FD                   -> <msg>|<msg>|...|<eof> | empty (non-blocking reads, each
 //!                             one message; <errno N> for a read that fails)
 //!   recv-wait FD              the same once something is readable (up to 10 s)
+//!   readable FD               -> ok once something is readable (up to 10 s), nothing read
 //!   recvfrom FD               -> every datagram waiting (non-blocking reads), ' | '-joined,
 //!                             each `<msg> from <source>` and what the cmsgs the socket asked
 //!                             for show: ` to <IP_PKTINFO / IPV6_PKTINFO address> if <index>`,
@@ -393,16 +394,13 @@ fn recvfrom_all(fd: i32) -> Result<String, String> {
         let mut buf = [0u8; 65536];
         let mut cmsg = [0u8; 512];
         let mut iov = [io::IoSliceMut::new(&mut buf)];
-        let msg = match recvmsg::<SockaddrStorage>(
-            fd,
-            &mut iov,
-            Some(&mut cmsg),
-            MsgFlags::MSG_DONTWAIT,
-        ) {
-            Ok(m) => m,
-            Err(nix::errno::Errno::EAGAIN) => break,
-            Err(e) => return Err(e.to_string()),
-        };
+        let msg =
+            match recvmsg::<SockaddrStorage>(fd, &mut iov, Some(&mut cmsg), MsgFlags::MSG_DONTWAIT)
+            {
+                Ok(m) => m,
+                Err(nix::errno::Errno::EAGAIN) => break,
+                Err(e) => return Err(e.to_string()),
+            };
         let from = msg.address.map_or("?".to_string(), |a| a.to_string());
         let mut line = String::new();
         for c in msg.cmsgs().map_err(|e| e.to_string())? {
@@ -588,6 +586,9 @@ impl Mode for Socks {
             }
             ("recv", [fd]) => Ok(recv_line(num(fd)?)),
             ("recvfrom", [fd]) => recvfrom_all(num(fd)?),
+            ("readable", [fd]) => wait_readable(num(fd)?, NOTHING)
+                .map(|()| "ok".into())
+                .map_err(io_err),
             ("recv-wait", [fd]) => {
                 let fd = num(fd)?;
                 wait_readable(fd, NOTHING).map_err(io_err)?;
