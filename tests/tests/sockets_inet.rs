@@ -654,6 +654,9 @@ fn a_connected_raw_socket_still_sends_without_an_address() {
     assert_eq!(w.cmd(&format!("connect-inet {s} 127.0.0.1:0")), "ok");
     let name = w.cmd(&format!("name {s}"));
     assert_eq!(w.cmd(&format!("send {s} experiment")), "ok");
+    // Over lo the socket hears its own packet: read it, a raw socket's queue with datagrams
+    // waiting is refused.
+    assert!(w.cmd(&format!("recv-wait {s}")).ends_with("experiment"));
     let unconnected = w.cmd("socket inet raw 253");
     assert!(
         w.cmd(&format!("send {unconnected} x"))

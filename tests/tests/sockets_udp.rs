@@ -447,3 +447,20 @@ fn leave_running_leaves_the_queue_and_the_peek_offset_as_they_were() {
     assert_eq!(w.cmd(&format!("recvfrom {s}")), queue, "the restored queue");
     w.kill_restored();
 }
+
+#[test]
+fn queued_datagrams_beside_a_raw_udp_socket_that_would_hear_them_are_refused() {
+    let (w, s) = udp("inet", "127.0.0.1:0");
+    let to = w.cmd(&format!("name {s}"));
+    let (c, _) = sender(&w, "inet", "127.0.0.2:0", None);
+    assert_eq!(w.cmd(&format!("sendto-inet {c} {to} queued")), "ok");
+    // Made after the datagram came: its own queue is empty, but it would hear the delivery.
+    let raw = w.cmd("socket inet raw 17");
+    w.assert_dump_refused(&s, "would hear them delivered again");
+    assert_eq!(w.cmd(&format!("recv {raw}")), "empty");
+    assert_eq!(
+        w.cmd(&format!("recv {s}")),
+        "queued",
+        "the datagram still waits"
+    );
+}
