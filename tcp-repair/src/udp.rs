@@ -587,7 +587,25 @@ pub fn capture_udp_extras(fd: impl AsFd) -> Result<UdpExtras> {
     let (queue, peek_offset) = if ty == libc::SOCK_DGRAM
         && (proto == libc::IPPROTO_UDP || proto == libc::IPPROTO_UDPLITE)
     {
-        crate::udp_queue::capture(fd, ipv6, ctx)?
+        let (queue, peek_offset) = crate::udp_queue::capture(fd, ipv6, ctx)?;
+        // In a SO_REUSEPORT group, a datagram delivered again goes to the member its
+        // addresses hash to, maybe another one.
+        if !queue.is_empty()
+            && sys::get_int(fd, libc::SOL_SOCKET, libc::SO_REUSEPORT)
+                .map_err(ctx.sys("getsockopt SO_REUSEPORT"))?
+                != 0
+        {
+            return Err(TcpRepairError::QueueTemporary {
+                op: ctx.op,
+                sock: ctx.sock,
+                what: format!(
+                    "{} datagrams wait in a socket with SO_REUSEPORT: delivered again, each \
+                     would go to the member of its group its addresses hash to",
+                    queue.len()
+                ),
+            });
+        }
+        (queue, peek_offset)
     } else {
         refuse_raw_queue(fd, ty, proto, ctx)?;
         (Vec::new(), None)

@@ -464,3 +464,22 @@ fn queued_datagrams_beside_a_raw_udp_socket_that_would_hear_them_are_refused() {
         "the datagram still waits"
     );
 }
+
+#[test]
+fn queued_datagrams_of_a_reuseport_socket_are_refused_naming_pid_fd_and_so_reuseport() {
+    cryo_bin();
+    let w = Workload::spawn("socks", &[]);
+    let s = w.cmd("socket inet dgram 17");
+    let reuseport = opt(libc::SOL_SOCKET, libc::SO_REUSEPORT);
+    assert_eq!(w.cmd(&format!("setopt {s} {reuseport} 1")), "ok");
+    assert_eq!(w.cmd(&format!("bind-inet {s} 127.0.0.1:0")), "ok");
+    let to = w.cmd(&format!("name {s}"));
+    let (c, _) = sender(&w, "inet", "127.0.0.2:0", None);
+    assert_eq!(w.cmd(&format!("sendto-inet {c} {to} queued")), "ok");
+    w.assert_dump_refused(&s, "SO_REUSEPORT");
+    assert_eq!(
+        w.cmd(&format!("recv {s}")),
+        "queued",
+        "the datagram still waits"
+    );
+}
