@@ -719,6 +719,8 @@ fn a_raw_socket_with_datagrams_waiting_is_refused_naming_pid_fd_and_the_queue() 
     // The raw ICMP socket hears the echo request and its reply.
     assert_eq!(w.cmd(&format!("ping-send {s} 127.0.0.1:0")), "ok");
     w.assert_dump_refused(&s, "raw socket (protocol 1)'s receive queue");
+    let check = w.dump(&w.path("check"), &["--check-only"]);
+    assert_eq!(check.status.code(), Some(2), "a temporary state: {check}");
     assert_ne!(
         w.cmd(&format!("recv {s}")),
         "empty",
