@@ -150,7 +150,8 @@ pub(crate) fn capture(
         peek_off,
         options,
     };
-    sys::set_int(fd, libc::SOL_SOCKET, SO_PEEK_OFF, 0)
+    // The first peek without an offset (peek_all).
+    sys::set_int(fd, libc::SOL_SOCKET, SO_PEEK_OFF, -1)
         .map_err(ctx.sys("setsockopt SO_PEEK_OFF"))?;
     for &(level, opt, what) in cmsg_options(ipv6) {
         sys::set_int(fd, level, opt, 1).map_err(ctx.sys(what))?;
@@ -200,104 +201,120 @@ fn is_multicast_or_broadcast(ip: IpAddr) -> bool {
     }
 }
 
-/// The datagrams of the queue, peeked one after the other (SO_PEEK_OFF on, cmsg options on).
+/// The datagrams of the queue, peeked one after the other (cmsg options on). The first is
+/// peeked without an offset, then SO_PEEK_OFF is set to 0 and moves on with each peek: an
+/// empty datagram the process peeked already carries the kernel's "peeked" mark and an
+/// offset peek skips it, so an empty head is taken from the first peek (which marks it,
+/// whoever peeked it first).
 fn peek_all(fd: BorrowedFd<'_>, ctx: Ctx) -> Result<Vec<QueuedDatagram>> {
-    let mut out = Vec::new();
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut cmsg = vec![0u8; 1024];
-    loop {
-        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
-        let msg = match recvmsg::<SockaddrStorage>(
-            fd.as_raw_fd(),
-            &mut iov,
-            Some(&mut cmsg),
-            MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
-        ) {
-            Ok(msg) => msg,
-            Err(Errno::EAGAIN) => break,
-            Err(e) => return Err(ctx.sys("recvmsg MSG_PEEK (receive queue)")(e)),
-        };
-        if msg.flags.contains(MsgFlags::MSG_TRUNC) || msg.flags.contains(MsgFlags::MSG_CTRUNC) {
-            return Err(ctx.invalid(
-                "recvmsg MSG_PEEK (receive queue)",
-                format!(
-                    "datagram {} larger than {MAX_DATAGRAM} bytes",
-                    out.len() + 1
-                ),
-            ));
-        }
-        let len = msg.bytes;
-        let source = msg
-            .address
-            .as_ref()
-            .and_then(socket_addr)
-            .map(unmapped)
-            .ok_or_else(|| {
-                ctx.invalid(
-                    "recvmsg MSG_PEEK (receive queue)",
-                    format!("datagram {} without a source address", out.len() + 1),
-                )
-            })?;
-        let mut d = QueuedDatagram {
-            payload: Vec::new(),
-            source,
-            destination: source,
-            ttl: 64,
-            tos: 0,
-            ifindex: 0,
-        };
-        let mut destination = None;
-        let cmsgs = msg
-            .cmsgs()
-            .map_err(ctx.sys("recvmsg MSG_PEEK (control messages)"))?;
-        for c in cmsgs {
-            match c {
-                ControlMessageOwned::Ipv4PacketInfo(p) => d.ifindex = p.ipi_ifindex as u32,
-                ControlMessageOwned::Ipv6PacketInfo(p) => d.ifindex = p.ipi6_ifindex,
-                ControlMessageOwned::Ipv4Ttl(t) => d.ttl = t as u8,
-                ControlMessageOwned::Ipv6HopLimit(t) => d.ttl = t as u8,
-                ControlMessageOwned::Ipv4Tos(t) => d.tos = t,
-                ControlMessageOwned::Ipv6TClass(t) => d.tos = t as u8,
-                ControlMessageOwned::Ipv4OrigDstAddr(a) => {
-                    destination = Some(SocketAddr::V4(SocketAddrV4::new(
-                        Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
-                        u16::from_be(a.sin_port),
-                    )));
-                }
-                ControlMessageOwned::Ipv6OrigDstAddr(a) => {
-                    destination = Some(unmapped(SocketAddr::V6(SocketAddrV6::new(
-                        Ipv6Addr::from(a.sin6_addr.s6_addr),
-                        u16::from_be(a.sin6_port),
-                        0,
-                        a.sin6_scope_id,
-                    ))));
-                }
-                ControlMessageOwned::UdpGroSegments(size) => {
-                    return Err(temporary(
-                        ctx,
-                        format!(
-                            "datagram {} coalesced by UDP_GRO (segments of {size} bytes): it \
-                             cannot be delivered again as one",
-                            out.len() + 1
-                        ),
-                    ))
-                }
-                _ => {}
-            }
-        }
-        d.destination = destination.ok_or_else(|| {
-            ctx.invalid(
-                "recvmsg MSG_PEEK (receive queue)",
-                format!(
-                    "datagram {} without its destination (IP_ORIGDSTADDR)",
-                    out.len() + 1
-                ),
-            )
-        })?;
-        d.payload = buf[..len].to_vec();
+    let head = peek_next(fd, &mut buf, &mut cmsg, 0, ctx)?;
+    sys::set_int(fd, libc::SOL_SOCKET, SO_PEEK_OFF, 0)
+        .map_err(ctx.sys("setsockopt SO_PEEK_OFF"))?;
+    let mut out: Vec<QueuedDatagram> = head.into_iter().filter(|h| h.payload.is_empty()).collect();
+    while let Some(d) = peek_next(fd, &mut buf, &mut cmsg, out.len(), ctx)? {
         out.push(d);
     }
     Ok(out)
+}
+
+/// The next datagram a MSG_PEEK returns (`None`: the queue has no more), `before` of them
+/// peeked already.
+fn peek_next(
+    fd: BorrowedFd<'_>,
+    buf: &mut [u8],
+    cmsg: &mut Vec<u8>,
+    before: usize,
+    ctx: Ctx,
+) -> Result<Option<QueuedDatagram>> {
+    let mut iov = [std::io::IoSliceMut::new(buf)];
+    let msg = match recvmsg::<SockaddrStorage>(
+        fd.as_raw_fd(),
+        &mut iov,
+        Some(cmsg.as_mut_slice()),
+        MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
+    ) {
+        Ok(msg) => msg,
+        Err(Errno::EAGAIN) => return Ok(None),
+        Err(e) => return Err(ctx.sys("recvmsg MSG_PEEK (receive queue)")(e)),
+    };
+    if msg.flags.contains(MsgFlags::MSG_TRUNC) || msg.flags.contains(MsgFlags::MSG_CTRUNC) {
+        return Err(ctx.invalid(
+            "recvmsg MSG_PEEK (receive queue)",
+            format!("datagram {} larger than {MAX_DATAGRAM} bytes", before + 1),
+        ));
+    }
+    let len = msg.bytes;
+    let source = msg
+        .address
+        .as_ref()
+        .and_then(socket_addr)
+        .map(unmapped)
+        .ok_or_else(|| {
+            ctx.invalid(
+                "recvmsg MSG_PEEK (receive queue)",
+                format!("datagram {} without a source address", before + 1),
+            )
+        })?;
+    let mut d = QueuedDatagram {
+        payload: Vec::new(),
+        source,
+        destination: source,
+        ttl: 64,
+        tos: 0,
+        ifindex: 0,
+    };
+    let mut destination = None;
+    let cmsgs = msg
+        .cmsgs()
+        .map_err(ctx.sys("recvmsg MSG_PEEK (control messages)"))?;
+    for c in cmsgs {
+        match c {
+            ControlMessageOwned::Ipv4PacketInfo(p) => d.ifindex = p.ipi_ifindex as u32,
+            ControlMessageOwned::Ipv6PacketInfo(p) => d.ifindex = p.ipi6_ifindex,
+            ControlMessageOwned::Ipv4Ttl(t) => d.ttl = t as u8,
+            ControlMessageOwned::Ipv6HopLimit(t) => d.ttl = t as u8,
+            ControlMessageOwned::Ipv4Tos(t) => d.tos = t,
+            ControlMessageOwned::Ipv6TClass(t) => d.tos = t as u8,
+            ControlMessageOwned::Ipv4OrigDstAddr(a) => {
+                destination = Some(SocketAddr::V4(SocketAddrV4::new(
+                    Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
+                    u16::from_be(a.sin_port),
+                )));
+            }
+            ControlMessageOwned::Ipv6OrigDstAddr(a) => {
+                destination = Some(unmapped(SocketAddr::V6(SocketAddrV6::new(
+                    Ipv6Addr::from(a.sin6_addr.s6_addr),
+                    u16::from_be(a.sin6_port),
+                    0,
+                    a.sin6_scope_id,
+                ))));
+            }
+            ControlMessageOwned::UdpGroSegments(size) => {
+                return Err(temporary(
+                    ctx,
+                    format!(
+                        "datagram {} coalesced by UDP_GRO (segments of {size} bytes): it \
+                         cannot be delivered again as one",
+                        before + 1
+                    ),
+                ))
+            }
+            _ => {}
+        }
+    }
+    d.destination = destination.ok_or_else(|| {
+        ctx.invalid(
+            "recvmsg MSG_PEEK (receive queue)",
+            format!(
+                "datagram {} without its destination (IP_ORIGDSTADDR)",
+                before + 1
+            ),
+        )
+    })?;
+    d.payload = buf[..len].to_vec();
+    Ok(Some(d))
 }
 
 /// A socket address of the kernel's as std's.
