@@ -483,3 +483,20 @@ fn queued_datagrams_of_a_reuseport_socket_are_refused_naming_pid_fd_and_so_reuse
         "the datagram still waits"
     );
 }
+
+#[test]
+fn an_empty_datagram_the_process_peeked_comes_back_with_the_rest() {
+    let (mut w, s) = udp("inet", "127.0.0.1:0");
+    let to = w.cmd(&format!("name {s}"));
+    let (c, from) = sender(&w, "inet", "127.0.0.2:0", None);
+    assert_eq!(w.cmd(&format!("sendto-inet-empty {c} {to}")), "ok");
+    assert_eq!(w.cmd(&format!("sendto-inet {c} {to} second")), "ok");
+    // The kernel marks an empty datagram peeked: offset peeks skip it from then on.
+    assert_eq!(w.cmd(&format!("peek {s}")), "0");
+    w.dump_and_restore();
+    assert_eq!(
+        w.cmd(&format!("recvfrom {s}")),
+        format!("<empty> from {from} | second from {from}")
+    );
+    w.kill_restored();
+}

@@ -21,7 +21,11 @@
 //!                             each `<msg> from <source>` and what the cmsgs the socket asked
 //!                             for show: ` to <IP_PKTINFO / IPV6_PKTINFO address> if <index>`,
 //!                             ` ttl N` (IP_TTL / IPV6_HOPLIMIT), ` tos N` (IP_TOS /
-//!                             IPV6_TCLASS); `empty` when none waits
+//!                             IPV6_TCLASS); `empty` when none waits, `<empty>` for an
+//!                             empty datagram
+//!   sendto-inet-empty FD ADDR an empty datagram to ADDR
+//!   peek FD                   -> the length of the first datagram waiting (MSG_PEEK), or
+//!                             the error
 //!   shut FD rd|wr|rdwr
 //!   getopt FD LEVEL OPT       -> <int>        setopt FD LEVEL OPT VALUE
 //!   getopt-raw FD LEVEL OPT LEN -> <hex>      setopt-raw FD LEVEL OPT HEX
@@ -422,7 +426,11 @@ fn recvfrom_all(fd: i32) -> Result<String, String> {
             }
         }
         let n = msg.bytes;
-        let text = String::from_utf8_lossy(&buf[..n]);
+        let text = if n == 0 {
+            "<empty>".into()
+        } else {
+            String::from_utf8_lossy(&buf[..n])
+        };
         out.push(format!("{text} from {from}{line}"));
     }
     Ok(if out.is_empty() {
@@ -578,6 +586,24 @@ impl Mode for Socks {
                 let (ss, len) = inet_addr(addr)?;
                 let to = (&ss as *const libc::sockaddr_storage).cast();
                 Ok(send_to(num(fd)?, msg, 0, Some((to, len))))
+            }
+            ("sendto-inet-empty", [fd, addr]) => {
+                let (ss, len) = inet_addr(addr)?;
+                let to = (&ss as *const libc::sockaddr_storage).cast();
+                Ok(send_to(num(fd)?, "", 0, Some((to, len))))
+            }
+            ("peek", [fd]) => {
+                let mut buf = [0u8; 65536];
+                // SAFETY: recv into our own buffer, at most its length.
+                let n = unsafe {
+                    libc::recv(
+                        num(fd)?,
+                        buf.as_mut_ptr().cast(),
+                        buf.len(),
+                        libc::MSG_PEEK | libc::MSG_DONTWAIT,
+                    )
+                };
+                cvt(n as i32).map(|n| n.to_string()).map_err(io_err)
             }
             ("sendto-unix", [fd, path, msg]) => {
                 let (sa, len) = unix_addr(path)?;
