@@ -13,6 +13,7 @@
 //!         skipped by the next call), with its source and the cmsgs of its headers
 //!   SO_PEEK_OFF and the cmsg options put back, also when a step failed (Peeking's drop)
 //! restore (after bind, before connect: a connected socket takes only its peer's datagrams)
+//!   each destination checked to be an address here (a socket of cryo's binds to it)
 //!   per datagram: an IP + UDP (UDP-lite) header with its source, destination, TTL and TOS,
 //!         the checksum computed, sent on a raw IPPROTO_RAW socket of cryo (IP_HDRINCL,
 //!         IPV6_HDRINCL), then waited for (SO_MEMINFO's receive memory grows: loopback
@@ -365,8 +366,13 @@ pub(crate) fn deliver(
 ) -> Result<()> {
     let mut raw4 = None;
     let mut raw6 = None;
+    let mut local: Vec<IpAddr> = Vec::new();
     for (i, d) in queue.iter().enumerate() {
         let v6 = d.destination.is_ipv6();
+        if !local.contains(&d.destination.ip()) {
+            check_local(d, i, ctx)?;
+            local.push(d.destination.ip());
+        }
         let slot = if v6 { &mut raw6 } else { &mut raw4 };
         let raw = match slot {
             Some(raw) => raw,
@@ -422,6 +428,42 @@ pub(crate) fn deliver(
         }
     }
     check_delivered(fd, queue, ctx)
+}
+
+/// Fails unless the destination of datagram `d` (the `i`th) is an address of this host:
+/// sent elsewhere, the packet cryo makes would leave for the network with another's source.
+/// A socket of cryo's binds to it (EADDRNOTAVAIL: not one of ours).
+fn check_local(d: &QueuedDatagram, i: usize, ctx: Ctx) -> Result<()> {
+    let ip = d.destination.ip();
+    let domain = if ip.is_ipv6() {
+        Domain::IPV6
+    } else {
+        Domain::IPV4
+    };
+    let probe = Socket::new(domain, Type::DGRAM.cloexec(), None)
+        .map_err(ctx.io("socket (checking a queued datagram's destination)"))?;
+    let scope = match d.destination {
+        SocketAddr::V6(a) if a.scope_id() == 0 && a.ip().is_unicast_link_local() => d.ifindex,
+        SocketAddr::V6(a) => a.scope_id(),
+        SocketAddr::V4(_) => 0,
+    };
+    let at = match ip {
+        IpAddr::V6(v6) => SocketAddr::V6(SocketAddrV6::new(v6, 0, 0, scope)),
+        IpAddr::V4(v4) => SocketAddr::new(IpAddr::V4(v4), 0),
+    };
+    match probe.bind(&SockAddr::from(at)) {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => Err(ctx.invalid(
+            "deliver queued datagram",
+            format!(
+                "datagram {} (from {}) was sent to {ip}, which is not an address of this host \
+                 (or of the restore's network namespace): it cannot be delivered again here",
+                i + 1,
+                d.source
+            ),
+        )),
+        Err(e) => Err(ctx.io("bind (checking a queued datagram's destination)")(e)),
+    }
 }
 
 /// The queue of `fd` peeked again (and the socket put back) and compared with `queue`.

@@ -500,3 +500,42 @@ fn an_empty_datagram_the_process_peeked_comes_back_with_the_rest() {
     );
     w.kill_restored();
 }
+
+/// Runs `ip ARGS` in the test's network namespace.
+fn ip(args: &[&str]) {
+    let out = std::process::Command::new("ip")
+        .args(args)
+        .output()
+        .expect("run ip");
+    assert!(out.status.success(), "ip {args:?}: {out:?}");
+}
+
+#[test]
+fn a_datagram_to_an_address_gone_at_restore_fails_the_restore_and_a_retry_with_it_works() {
+    // A network namespace of the test's own (the workload and cryo inherit it).
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare CLONE_NEWNET");
+    ip(&["link", "set", "lo", "up"]);
+    ip(&["addr", "add", "10.77.0.1/32", "dev", "lo"]);
+    let (mut w, s) = udp("inet", "0.0.0.0:0");
+    let port = w
+        .cmd(&format!("name {s}"))
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_string();
+    let (c, from) = sender(&w, "inet", "127.0.0.2:0", None);
+    assert_eq!(
+        w.cmd(&format!("sendto-inet {c} 10.77.0.1:{port} kept")),
+        "ok"
+    );
+    let img = w.path("img");
+    w.dump_ok(&img);
+    ip(&["addr", "del", "10.77.0.1/32", "dev", "lo"]);
+    w.cryo(&["restore".as_ref(), "-D".as_ref(), img.as_os_str()])
+        .assert_refused()
+        .assert_stderr_mentions("10.77.0.1, which is not an address of this host");
+    ip(&["addr", "add", "10.77.0.1/32", "dev", "lo"]);
+    w.restore_background(&img);
+    assert_eq!(w.cmd(&format!("recvfrom {s}")), format!("kept from {from}"));
+    w.kill_restored();
+}
