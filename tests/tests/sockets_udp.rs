@@ -531,9 +531,14 @@ fn a_datagram_to_an_address_gone_at_restore_fails_the_restore_and_a_retry_with_i
     let img = w.path("img");
     w.dump_ok(&img);
     ip(&["addr", "del", "10.77.0.1/32", "dev", "lo"]);
-    w.cryo(&["restore".as_ref(), "-D".as_ref(), img.as_os_str()])
-        .assert_refused()
-        .assert_stderr_mentions("10.77.0.1, which is not an address of this host");
+    w.cryo(&[
+        "restore".as_ref(),
+        "-D".as_ref(),
+        img.as_os_str(),
+        "--detach".as_ref(),
+    ])
+    .assert_refused()
+    .assert_stderr_mentions("10.77.0.1, which is not an address of this host");
     ip(&["addr", "add", "10.77.0.1/32", "dev", "lo"]);
     w.restore_background(&img);
     assert_eq!(w.cmd(&format!("recvfrom {s}")), format!("kept from {from}"));
