@@ -102,8 +102,7 @@ pub(super) fn restore(desc: &FileDesc, u: &UdpState) -> Result<OwnedFd, SocketEr
 /// Refuses the queued datagrams of a UDP or UDP-lite socket when another socket of the dump
 /// would hear them delivered again over lo at restore and keep a copy the original never
 /// had: a raw socket of protocol UDP or UDP-lite, a packet socket on every interface or on
-/// lo (interface 1) hooking IP, IPv6 or every protocol.
-/// `pids` are the tasks', in order.
+/// lo (interface 1) hooking IP, IPv6 or every protocol. `pids` are the tasks', in order.
 pub(super) fn refuse_queues_others_would_hear(
     pids: &[Pid],
     tasks: &[SocketDump],
