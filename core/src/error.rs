@@ -113,6 +113,8 @@ impl Error {
         match self {
             Self::Sockets(e) | Self::Files(FileError::Sockets(e)) => match e {
                 SocketError::TcpTemporary { .. } | SocketError::EmbryoData { .. } => true,
+                // Datagrams waiting that cannot be taken along (raw or ping queues...).
+                SocketError::Repair { source, .. } => source.is_temporary(),
                 // Packet and netlink refusals say whether a retry may pass.
                 SocketError::FamilyRefused { what, .. } => what.contains("a temporary state"),
                 _ => false,

@@ -196,6 +196,7 @@ every_message!(
     TcpListener,
     UdpSocket,
     McastMembership,
+    QueuedDatagram,
     TcpUnconnected,
     TcpConnecting,
     UnixCreds,

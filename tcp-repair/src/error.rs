@@ -116,6 +116,17 @@ pub enum TcpRepairError {
         /// Length of the accept queue.
         pending: u32,
     },
+    /// Datagrams wait in a receive queue in a state they cannot be captured or delivered
+    /// again in; it passes once the application has read them.
+    #[error("{op} {sock}: receive queue: {what}: a temporary state, retry once the process has read them")]
+    QueueTemporary {
+        /// The operation.
+        op: Operation,
+        /// The socket.
+        sock: SocketName,
+        /// What waits, and why it cannot be taken along.
+        what: String,
+    },
     /// What the kernel reported is inconsistent, or a state is invalid.
     #[error("{op} {sock}: {step}: {detail}")]
     Invalid {
@@ -144,7 +155,9 @@ impl TcpRepairError {
     pub fn is_temporary(&self) -> bool {
         matches!(
             self,
-            TcpRepairError::TemporaryState { .. } | TcpRepairError::PendingConnections { .. }
+            TcpRepairError::TemporaryState { .. }
+                | TcpRepairError::PendingConnections { .. }
+                | TcpRepairError::QueueTemporary { .. }
         )
     }
 }

@@ -2,7 +2,8 @@
 //! library useful on its own (as libsoccr is for CRIU); plus the listening
 //! TCP and UDP sockets an engine meets beside them: TCP sockets not connected
 //! or connecting (unconnected.rs), UDP, UDP-lite, ping and raw sockets
-//! (udp.rs) and their multicast memberships (multicast.rs).
+//! (udp.rs), the datagrams waiting in UDP queues (udp_queue.rs) and their multicast
+//! memberships (multicast.rs).
 //!
 //! ```text
 //!  live socket ──Repair::enter──▶ Repair ──capture()──▶ TcpConnectionState
@@ -46,6 +47,7 @@ mod restore;
 mod state;
 mod sys;
 mod udp;
+mod udp_queue;
 mod unconnected;
 
 /// Integer and byte socket options at any level, for an engine inspecting sockets beside the
@@ -67,7 +69,7 @@ pub use probe::{send_probe, PeerAnswer, PeerProbe};
 pub use repair::{capture_and_leave, disconnect, kernel_tcp_state, Repair};
 pub use restore::{close_silently, leave_repair, restore, RestoredSocket};
 pub use state::{
-    state_name, HandshakeOptions, ListenerState, SocketOptions, TcpConnectionState,
+    state_name, HandshakeOptions, ListenerState, QueuedDatagram, SocketOptions, TcpConnectionState,
     TcpSocketOptions, TcpState, TcpWindow, UdpSocketState, WindowScale,
 };
 pub use udp::{

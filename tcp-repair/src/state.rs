@@ -249,7 +249,27 @@ pub struct UdpSocketState {
     pub remote: Option<SocketAddr>,
     /// Socket-level options.
     pub socket: SocketOptions,
-    /// Bytes waiting in the receive queue at capture time; they are NOT
-    /// restored (datagrams in flight on UDP may be lost anyway).
+    /// Bytes of the receive queue left behind at capture (images of older versions, which
+    /// did not carry the queue); 0 now: the queue is carried in
+    /// [`crate::UdpExtras::queue`] or the capture refuses it.
     pub dropped_recv_bytes: u32,
+}
+
+/// A datagram waiting in a UDP or UDP-lite socket's receive queue, with what its headers
+/// show the receiver.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueuedDatagram {
+    /// Its bytes.
+    pub payload: Vec<u8>,
+    /// Its source address and port (an IPv4 one for an IPv4 datagram an IPv6 socket holds,
+    /// which shows it v4-mapped).
+    pub source: SocketAddr,
+    /// The destination address and port of its headers (IP_ORIGDSTADDR).
+    pub destination: SocketAddr,
+    /// The TTL (IPv4) or hop limit (IPv6) of its IP header.
+    pub ttl: u8,
+    /// The TOS (IPv4) or traffic class (IPv6) of its IP header.
+    pub tos: u8,
+    /// The interface IP_PKTINFO / IPV6_PKTINFO showed (0: none noted on arrival).
+    pub ifindex: u32,
 }

@@ -3,17 +3,17 @@
 //! raw sockets: [`UdpExtras::sock_type`] and [`UdpExtras::protocol`] say which).
 //!
 //! A UDP socket has no connection state to repair: restoring it is
-//! `socket()`, options, `bind()` and, when it was connected, `connect()`.
-//! Datagrams waiting in the receive queue are not restored (CRIU drops them
-//! too; UDP may lose datagrams anyway); their byte count is reported in
-//! `UdpSocketState::dropped_recv_bytes`.
+//! `socket()`, options, `bind()`, the datagrams that waited in its receive queue delivered
+//! again (udp_queue.rs), and, when it was connected, `connect()`. A raw or ping socket's
+//! queue cannot be read without taking it (no SO_PEEK_OFF there): one with datagrams waiting
+//! is refused, a temporary state.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
-use crate::error::{Ctx, Operation, Result, SocketName};
+use crate::error::{Ctx, Operation, Result, SocketName, TcpRepairError};
 use crate::options;
 use crate::repair::socket_name;
 use crate::state::UdpSocketState;
@@ -43,7 +43,6 @@ pub fn capture_udp(fd: impl AsFd) -> Result<UdpSocketState> {
         };
         SocketAddr::new(ip, 0)
     });
-    let inq = queue_len(fd, libc::FIONREAD as _).map_err(ctx.sys("ioctl SIOCINQ"))?;
     let mut socket = options::capture_socket(fd, ipv6, ctx)?;
     // The byte options (IP_OPTIONS, IPv6 extension headers, SO_TXTIME) from the shared table;
     // set again after bind with the other socket options.
@@ -52,7 +51,7 @@ pub fn capture_udp(fd: impl AsFd) -> Result<UdpSocketState> {
         local,
         remote: name.remote,
         socket,
-        dropped_recv_bytes: inq.max(0) as u32,
+        dropped_recv_bytes: 0,
     })
 }
 
@@ -99,6 +98,11 @@ fn restore_udp_inner(state: &UdpSocketState, extras: Option<&UdpExtras>) -> Resu
             .map_err(ctx.io("bind"))?;
     }
     options::apply_socket(b, &state.socket, ipv6, ctx)?;
+    if let Some(extras) = extras.filter(|e| !e.queue.is_empty()) {
+        // Before connect: a connected socket takes only its peer's datagrams, and the queue
+        // may hold others, from before the connect.
+        crate::udp_queue::deliver(b, proto, &extras.queue, &extras.bind_device, ctx)?;
+    }
     if let Some(remote) = state.remote {
         sref.connect(&SockAddr::from(remote))
             .map_err(ctx.io("connect"))?;
@@ -136,6 +140,11 @@ pub struct UdpExtras {
     /// A raw ICMPv6 socket's ICMP6_FILTER (32 bytes, a bit per type blocked) when it blocks
     /// any type; empty otherwise.
     pub icmp6_filter: Vec<u8>,
+    /// The datagrams waiting in a UDP or UDP-lite socket's receive queue, oldest first;
+    /// delivered again after bind, before connect.
+    pub queue: Vec<crate::QueuedDatagram>,
+    /// SO_PEEK_OFF of a UDP or UDP-lite socket (`None`: off, -1), set after the queue.
+    pub peek_offset: Option<u32>,
 }
 
 impl UdpExtras {
@@ -575,7 +584,35 @@ pub fn capture_udp_extras(fd: impl AsFd) -> Result<UdpExtras> {
         .map_err(ctx.sys("getsockopt SO_BINDTODEVICE"))?;
     let end = dev[..n].iter().position(|&b| b == 0).unwrap_or(n);
     let shutdown = udp_shutdown(fd, ipv6, proto).map_err(ctx.io("sock_diag (shutdown state)"))?;
+    let (queue, peek_offset) = if ty == libc::SOCK_DGRAM
+        && (proto == libc::IPPROTO_UDP || proto == libc::IPPROTO_UDPLITE)
+    {
+        let (queue, peek_offset) = crate::udp_queue::capture(fd, ipv6, ctx)?;
+        // In a SO_REUSEPORT group, a datagram delivered again goes to the member its
+        // addresses hash to, maybe another one.
+        if !queue.is_empty()
+            && sys::get_int(fd, libc::SOL_SOCKET, libc::SO_REUSEPORT)
+                .map_err(ctx.sys("getsockopt SO_REUSEPORT"))?
+                != 0
+        {
+            return Err(TcpRepairError::QueueTemporary {
+                op: ctx.op,
+                sock: ctx.sock,
+                what: format!(
+                    "{} datagrams wait in a socket with SO_REUSEPORT: delivered again, each \
+                     would go to the member of its group its addresses hash to",
+                    queue.len()
+                ),
+            });
+        }
+        (queue, peek_offset)
+    } else {
+        refuse_raw_queue(fd, ty, proto, ctx)?;
+        (Vec::new(), None)
+    };
     Ok(UdpExtras {
+        queue,
+        peek_offset,
         shutdown_read: shutdown & 1 != 0,
         shutdown_write: shutdown & 2 != 0,
         cork: read_opt(fd, libc::SOL_UDP, libc::UDP_CORK)
@@ -591,6 +628,40 @@ pub fn capture_udp_extras(fd: impl AsFd) -> Result<UdpExtras> {
             proto
         },
         memberships: Vec::new(),
+    })
+}
+
+/// Refuses a raw or ping socket with datagrams waiting: raw_recvmsg and ping_recvmsg read
+/// the first datagram only (no SO_PEEK_OFF on these sockets: EOPNOTSUPP), so the others
+/// cannot be read without being taken. Poll tells a queue that holds any (a socket shut for
+/// reading polls readable anyway: there its receive memory tells).
+fn refuse_raw_queue(fd: BorrowedFd<'_>, ty: i32, proto: i32, ctx: Ctx) -> Result<()> {
+    let revents = sys::poll_now(fd, libc::POLLIN | libc::POLLRDHUP)
+        .map_err(ctx.io("poll (receive queue)"))?;
+    let waiting = if revents & libc::POLLRDHUP == 0 {
+        revents & libc::POLLIN != 0
+    } else {
+        crate::udp_queue::receive_memory(fd).map_err(ctx.sys("getsockopt SO_MEMINFO"))? > 0
+    };
+    if !waiting {
+        return Ok(());
+    }
+    // SIOCINQ: the first datagram's length (raw sockets; ping sockets have no such ioctl).
+    let first = queue_len(fd, libc::FIONREAD as _).map_err(ctx.sys("ioctl SIOCINQ"))?;
+    let memory = crate::udp_queue::receive_memory(fd).map_err(ctx.sys("getsockopt SO_MEMINFO"))?;
+    let kind = if ty == libc::SOCK_RAW {
+        format!("raw socket (protocol {proto})")
+    } else {
+        "ping socket".to_string()
+    };
+    Err(TcpRepairError::QueueTemporary {
+        op: ctx.op,
+        sock: ctx.sock,
+        what: format!(
+            "datagrams wait in the {kind}'s receive queue ({memory} bytes of receive memory, \
+             the first datagram {first} bytes): the kernel reads such a queue back only by \
+             taking it"
+        ),
     })
 }
 
@@ -649,6 +720,9 @@ fn apply_pre_bind_extras(fd: BorrowedFd<'_>, extras: &UdpExtras, ctx: Ctx) -> Re
 fn apply_post_connect_extras(fd: BorrowedFd<'_>, extras: &UdpExtras, ctx: Ctx) -> Result<()> {
     for m in &extras.memberships {
         crate::multicast::join(fd, m).map_err(ctx.sys("MCAST_JOIN_GROUP / MCAST_MSFILTER"))?;
+    }
+    if let Some(offset) = extras.peek_offset {
+        crate::udp_queue::set_peek_offset(fd, offset, ctx)?;
     }
     if extras.cork {
         sys::set_int(fd, libc::SOL_UDP, libc::UDP_CORK, 1)

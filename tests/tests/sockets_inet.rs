@@ -654,6 +654,9 @@ fn a_connected_raw_socket_still_sends_without_an_address() {
     assert_eq!(w.cmd(&format!("connect-inet {s} 127.0.0.1:0")), "ok");
     let name = w.cmd(&format!("name {s}"));
     assert_eq!(w.cmd(&format!("send {s} experiment")), "ok");
+    // Over lo the socket hears its own packet: read it, a raw socket's queue with datagrams
+    // waiting is refused.
+    assert!(w.cmd(&format!("recv-wait {s}")).ends_with("experiment"));
     let unconnected = w.cmd("socket inet raw 253");
     assert!(
         w.cmd(&format!("send {unconnected} x"))
@@ -671,4 +674,77 @@ fn a_connected_raw_socket_still_sends_without_an_address() {
         .cmd(&format!("send {unconnected} x"))
         .contains("os error 89"));
     w.kill_restored();
+}
+
+#[test]
+fn a_udp_lite_socket_keeps_its_queued_datagrams_after_restore() {
+    let mut w = socks();
+    let lite = libc::IPPROTO_UDPLITE;
+    let s = w.cmd(&format!("socket inet dgram {lite}"));
+    let recv = opt(SOL_UDPLITE, UDPLITE_RECV_CSCOV);
+    assert_eq!(w.cmd(&format!("setopt {s} {recv} 20")), "ok");
+    assert_eq!(w.cmd(&format!("bind-inet {s} 127.0.0.1:0")), "ok");
+    let to = w.cmd(&format!("name {s}"));
+    let c = w.cmd(&format!("socket inet dgram {lite}"));
+    assert_eq!(w.cmd(&format!("bind-inet {c} 127.0.0.2:0")), "ok");
+    let from = w.cmd(&format!("name {c}"));
+    assert_eq!(w.cmd(&format!("sendto-inet {c} {to} first-lite")), "ok");
+    assert_eq!(w.cmd(&format!("sendto-inet {c} {to} second-lite")), "ok");
+    w.dump_and_restore();
+    assert_eq!(
+        w.cmd(&format!("recvfrom {s}")),
+        format!("first-lite from {from} | second-lite from {from}")
+    );
+    w.kill_restored();
+}
+
+#[test]
+fn a_ping_socket_with_an_echo_reply_waiting_is_refused_naming_pid_fd_and_the_queue() {
+    let _allowed = PingGroups::allow();
+    let w = socks();
+    let s = w.cmd(&format!("socket inet dgram {}", libc::IPPROTO_ICMP));
+    assert_eq!(w.cmd(&format!("ping-send {s} 127.0.0.1:0")), "ok");
+    w.assert_dump_refused(&s, "ping socket's receive queue");
+    assert_ne!(
+        w.cmd(&format!("recv {s}")),
+        "empty",
+        "the reply still waits"
+    );
+}
+
+#[test]
+fn a_raw_socket_with_datagrams_waiting_is_refused_naming_pid_fd_and_the_queue() {
+    let w = socks();
+    let s = w.cmd(&format!("socket inet raw {}", libc::IPPROTO_ICMP));
+    // The raw ICMP socket hears the echo request and its reply.
+    assert_eq!(w.cmd(&format!("ping-send {s} 127.0.0.1:0")), "ok");
+    w.assert_dump_refused(&s, "raw socket (protocol 1)'s receive queue");
+    let check = w.dump(&w.path("check"), &["--check-only"]);
+    assert_eq!(check.status.code(), Some(2), "a temporary state: {check}");
+    assert_ne!(
+        w.cmd(&format!("recv {s}")),
+        "empty",
+        "the datagrams still wait"
+    );
+}
+
+#[test]
+fn a_udp_socket_with_a_multicast_datagram_waiting_is_refused_naming_pid_fd_and_the_group() {
+    let w = socks();
+    let (r, port) = udp_receiver(&w);
+    let mut mreqn = vec![239, 77, 14, 9, 0, 0, 0, 0];
+    mreqn.extend_from_slice(&(lo_index() as i32).to_ne_bytes());
+    let add = opt(libc::IPPROTO_IP, libc::IP_ADD_MEMBERSHIP);
+    assert_eq!(
+        w.cmd(&format!("setopt-raw {r} {add} {}", hex(&mreqn))),
+        "ok"
+    );
+    send_to_group(&w, "127.0.0.1", "239.77.14.9", &port, "to-the-group");
+    assert_eq!(w.cmd(&format!("readable {r}")), "ok");
+    w.assert_dump_refused(&r, &format!("was sent to 239.77.14.9:{port}, a multicast"));
+    assert_eq!(
+        w.cmd(&format!("recv {r}")),
+        "to-the-group",
+        "the datagram still waits"
+    );
 }

@@ -275,3 +275,272 @@ fn a_classic_bpf_filter_still_drops_what_it_dropped() {
     );
     w.kill_restored();
 }
+
+/// `level opt` as the workload's setopt/getopt take them.
+fn opt(level: i32, name: i32) -> String {
+    format!("{level} {name}")
+}
+
+/// A UDP socket of `w` bound to `addr`, sending with option `option` (if any) set first.
+fn sender(w: &Workload, fam: &str, addr: &str, option: Option<(String, i32)>) -> (String, String) {
+    let c = w.cmd(&format!("socket {fam} dgram 17"));
+    if let Some((o, v)) = option {
+        assert_eq!(w.cmd(&format!("setopt {c} {o} {v}")), "ok");
+    }
+    assert_eq!(w.cmd(&format!("bind-inet {c} {addr}")), "ok");
+    let name = w.cmd(&format!("name {c}"));
+    (c, name)
+}
+
+#[test]
+fn ipv4_datagrams_queued_come_back_in_order_with_sources_destination_ttl_and_tos() {
+    let (mut w, s) = udp("inet", "0.0.0.0:0");
+    for o in [libc::IP_PKTINFO, libc::IP_RECVTTL, libc::IP_RECVTOS] {
+        assert_eq!(
+            w.cmd(&format!("setopt {s} {} 1", opt(libc::IPPROTO_IP, o))),
+            "ok"
+        );
+    }
+    let port = w
+        .cmd(&format!("name {s}"))
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_string();
+    let ttl = Some((opt(libc::IPPROTO_IP, libc::IP_TTL), 7));
+    let (c1, from1) = sender(&w, "inet", "127.0.0.1:0", ttl);
+    let tos = Some((opt(libc::IPPROTO_IP, libc::IP_TOS), 0x10));
+    let (c2, from2) = sender(&w, "inet", "127.0.0.2:0", tos);
+    // To an address of lo the socket is not bound to: IP_PKTINFO shows it.
+    let to = format!("127.0.0.3:{port}");
+    for (c, msg) in [(&c1, "one"), (&c2, "two"), (&c1, "three")] {
+        assert_eq!(w.cmd(&format!("sendto-inet {c} {to} {msg}")), "ok");
+    }
+    w.dump_and_restore();
+    let head = "to 127.0.0.3 if 1";
+    assert_eq!(
+        w.cmd(&format!("recvfrom {s}")),
+        format!(
+            "one from {from1} {head} ttl 7 tos 0 | two from {from2} {head} ttl 64 tos 16 | \
+             three from {from1} {head} ttl 7 tos 0"
+        ),
+        "the queue, read from inside the restored process"
+    );
+    w.kill_restored();
+}
+
+#[test]
+fn ipv6_datagrams_queued_come_back_in_order_with_sources_destination_and_hop_limit() {
+    let (mut w, s) = udp("inet6", "[::]:0");
+    for o in [
+        libc::IPV6_RECVPKTINFO,
+        libc::IPV6_RECVHOPLIMIT,
+        libc::IPV6_RECVTCLASS,
+    ] {
+        assert_eq!(
+            w.cmd(&format!("setopt {s} {} 1", opt(libc::IPPROTO_IPV6, o))),
+            "ok"
+        );
+    }
+    let port = w
+        .cmd(&format!("name {s}"))
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_string();
+    let hops = Some((opt(libc::IPPROTO_IPV6, libc::IPV6_UNICAST_HOPS), 7));
+    let (c1, from1) = sender(&w, "inet6", "[::1]:0", hops);
+    let class = Some((opt(libc::IPPROTO_IPV6, libc::IPV6_TCLASS), 0x10));
+    let (c2, from2) = sender(&w, "inet6", "[::1]:0", class);
+    // An IPv4 datagram too, which the IPv6 socket shows v4-mapped.
+    let (c3, from3) = sender(&w, "inet", "127.0.0.2:0", None);
+    let to = format!("[::1]:{port}");
+    for (c, to, msg) in [
+        (&c1, to.as_str(), "one"),
+        (&c2, to.as_str(), "two"),
+        (&c3, &format!("127.0.0.1:{port}"), "four"),
+        (&c1, to.as_str(), "three"),
+    ] {
+        assert_eq!(w.cmd(&format!("sendto-inet {c} {to} {msg}")), "ok");
+    }
+    w.dump_and_restore();
+    let v4 = from3.replace("127.0.0.2", "[::ffff:127.0.0.2]");
+    assert_eq!(
+        w.cmd(&format!("recvfrom {s}")),
+        format!(
+            "one from {from1} to ::1 if 1 ttl 7 tos 0 | two from {from2} to ::1 if 1 ttl 64 \
+             tos 16 | four from {v4} to ::ffff:127.0.0.1 if 1 | three from {from1} to ::1 if 1 \
+             ttl 7 tos 0"
+        ),
+        "the queue, read from inside the restored process"
+    );
+    w.kill_restored();
+}
+
+#[test]
+fn a_connected_udp_socket_keeps_the_datagrams_from_before_and_after_its_connect() {
+    let (mut w, s) = udp("inet", "127.0.0.1:0");
+    let to = w.cmd(&format!("name {s}"));
+    let (early, early_name) = sender(&w, "inet", "127.0.0.2:0", None);
+    let (peer, peer_name) = sender(&w, "inet", "127.0.0.3:0", None);
+    assert_eq!(w.cmd(&format!("sendto-inet {early} {to} early")), "ok");
+    assert_eq!(w.cmd(&format!("connect-inet {s} {peer_name}")), "ok");
+    assert_eq!(w.cmd(&format!("sendto-inet {peer} {to} late")), "ok");
+    w.dump_and_restore();
+    assert_eq!(
+        w.cmd(&format!("recvfrom {s}")),
+        format!("early from {early_name} | late from {peer_name}")
+    );
+    assert_eq!(w.cmd(&format!("send {s} back")), "ok");
+    assert_eq!(
+        w.cmd(&format!("recv-wait {peer}")),
+        "back",
+        "still connected"
+    );
+    w.kill_restored();
+}
+
+#[test]
+fn a_datagram_queued_before_a_filter_that_drops_it_comes_back() {
+    let (mut w, s) = udp("inet", "127.0.0.1:0");
+    let to = w.cmd(&format!("name {s}"));
+    let (c, from) = sender(&w, "inet", "127.0.0.2:0", None);
+    assert_eq!(w.cmd(&format!("sendto-inet {c} {to} dropped-later")), "ok");
+    assert_eq!(w.cmd(&format!("filter-drop {s} d")), "ok");
+    w.dump_and_restore();
+    assert_eq!(
+        w.cmd(&format!("recvfrom {s}")),
+        format!("dropped-later from {from}"),
+        "delivered before the filter is attached again"
+    );
+    assert_eq!(w.cmd(&format!("filter-len {s}")), "4");
+    w.kill_restored();
+}
+
+#[test]
+fn leave_running_leaves_the_queue_and_the_peek_offset_as_they_were() {
+    let (mut w, s) = udp("inet", "127.0.0.1:0");
+    let to = w.cmd(&format!("name {s}"));
+    let peek_off = opt(libc::SOL_SOCKET, libc::SO_PEEK_OFF);
+    assert_eq!(w.cmd(&format!("setopt {s} {peek_off} 0")), "ok");
+    let (c1, from1) = sender(&w, "inet", "127.0.0.2:0", None);
+    let (c2, from2) = sender(&w, "inet", "127.0.0.3:0", None);
+    for (c, msg) in [(&c1, "one"), (&c2, "two"), (&c1, "three")] {
+        assert_eq!(w.cmd(&format!("sendto-inet {c} {to} {msg}")), "ok");
+    }
+    let img = w.path("img");
+    w.dump(&img, &["--leave-running"]).assert_success();
+    assert_eq!(w.cmd(&format!("getopt {s} {peek_off}")), "0", "SO_PEEK_OFF");
+    let queue = format!("one from {from1} | two from {from2} | three from {from1}");
+    assert_eq!(
+        w.cmd(&format!("recvfrom {s}")),
+        queue,
+        "the original's queue"
+    );
+    w.kill_original();
+    w.restore_background(&img);
+    assert_eq!(
+        w.cmd(&format!("getopt {s} {peek_off}")),
+        "0",
+        "SO_PEEK_OFF restored"
+    );
+    assert_eq!(w.cmd(&format!("recvfrom {s}")), queue, "the restored queue");
+    w.kill_restored();
+}
+
+#[test]
+fn queued_datagrams_beside_a_raw_udp_socket_that_would_hear_them_are_refused() {
+    let (w, s) = udp("inet", "127.0.0.1:0");
+    let to = w.cmd(&format!("name {s}"));
+    let (c, _) = sender(&w, "inet", "127.0.0.2:0", None);
+    assert_eq!(w.cmd(&format!("sendto-inet {c} {to} queued")), "ok");
+    // Made after the datagram came: its own queue is empty, but it would hear the delivery.
+    let raw = w.cmd("socket inet raw 17");
+    w.assert_dump_refused(&s, "would hear them delivered again");
+    assert_eq!(w.cmd(&format!("recv {raw}")), "empty");
+    assert_eq!(
+        w.cmd(&format!("recv {s}")),
+        "queued",
+        "the datagram still waits"
+    );
+}
+
+#[test]
+fn queued_datagrams_of_a_reuseport_socket_are_refused_naming_pid_fd_and_so_reuseport() {
+    cryo_bin();
+    let w = Workload::spawn("socks", &[]);
+    let s = w.cmd("socket inet dgram 17");
+    let reuseport = opt(libc::SOL_SOCKET, libc::SO_REUSEPORT);
+    assert_eq!(w.cmd(&format!("setopt {s} {reuseport} 1")), "ok");
+    assert_eq!(w.cmd(&format!("bind-inet {s} 127.0.0.1:0")), "ok");
+    let to = w.cmd(&format!("name {s}"));
+    let (c, _) = sender(&w, "inet", "127.0.0.2:0", None);
+    assert_eq!(w.cmd(&format!("sendto-inet {c} {to} queued")), "ok");
+    w.assert_dump_refused(&s, "SO_REUSEPORT");
+    assert_eq!(
+        w.cmd(&format!("recv {s}")),
+        "queued",
+        "the datagram still waits"
+    );
+}
+
+#[test]
+fn an_empty_datagram_the_process_peeked_comes_back_with_the_rest() {
+    let (mut w, s) = udp("inet", "127.0.0.1:0");
+    let to = w.cmd(&format!("name {s}"));
+    let (c, from) = sender(&w, "inet", "127.0.0.2:0", None);
+    assert_eq!(w.cmd(&format!("sendto-inet-empty {c} {to}")), "ok");
+    assert_eq!(w.cmd(&format!("sendto-inet {c} {to} second")), "ok");
+    // The kernel marks an empty datagram peeked: offset peeks skip it from then on.
+    assert_eq!(w.cmd(&format!("peek {s}")), "0");
+    w.dump_and_restore();
+    assert_eq!(
+        w.cmd(&format!("recvfrom {s}")),
+        format!("<empty> from {from} | second from {from}")
+    );
+    w.kill_restored();
+}
+
+/// Runs `ip ARGS` in the test's network namespace.
+fn ip(args: &[&str]) {
+    let out = std::process::Command::new("ip")
+        .args(args)
+        .output()
+        .expect("run ip");
+    assert!(out.status.success(), "ip {args:?}: {out:?}");
+}
+
+#[test]
+fn a_datagram_to_an_address_gone_at_restore_fails_the_restore_and_a_retry_with_it_works() {
+    // A network namespace of the test's own (the workload and cryo inherit it).
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare CLONE_NEWNET");
+    ip(&["link", "set", "lo", "up"]);
+    ip(&["addr", "add", "10.77.0.1/32", "dev", "lo"]);
+    let (mut w, s) = udp("inet", "0.0.0.0:0");
+    let port = w
+        .cmd(&format!("name {s}"))
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_string();
+    let (c, from) = sender(&w, "inet", "127.0.0.2:0", None);
+    assert_eq!(
+        w.cmd(&format!("sendto-inet {c} 10.77.0.1:{port} kept")),
+        "ok"
+    );
+    let img = w.path("img");
+    w.dump_ok(&img);
+    ip(&["addr", "del", "10.77.0.1/32", "dev", "lo"]);
+    w.cryo(&[
+        "restore".as_ref(),
+        "-D".as_ref(),
+        img.as_os_str(),
+        "--detach".as_ref(),
+    ])
+    .assert_refused()
+    .assert_stderr_mentions("10.77.0.1, which is not an address of this host");
+    ip(&["addr", "add", "10.77.0.1/32", "dev", "lo"]);
+    w.restore_background(&img);
+    assert_eq!(w.cmd(&format!("recvfrom {s}")), format!("kept from {from}"));
+    w.kill_restored();
+}

@@ -90,6 +90,7 @@ impl DumpSockets {
             let task = SocketDump::capture_task(ident, &mut tcp_taken)?;
             out.tasks.push(task);
         }
+        super::udp::refuse_queues_others_would_hear(pids, &out.tasks)?;
         Ok(out)
     }
 

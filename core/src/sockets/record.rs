@@ -112,6 +112,8 @@ impl From<&SocketState> for State {
                 sock_type: u.extras.sock_type,
                 protocol: u.extras.protocol,
                 memberships: u.extras.memberships.iter().map(membership_to).collect(),
+                queue: u.extras.queue.iter().map(datagram_to).collect(),
+                peek_offset: u.extras.peek_offset,
             }),
             SocketState::Unix(u) => State::Unix(pb::UnixSocket::from(&**u)),
             SocketState::Packet(p) => State::Packet(packet_to(p)),
@@ -317,7 +319,56 @@ fn udp_from(u: &pb::UdpSocket) -> Result<UdpState, RecordProblem> {
                 .iter()
                 .map(membership_from)
                 .collect::<Result<_, _>>()?,
+            queue: u
+                .queue
+                .iter()
+                .map(datagram_from)
+                .collect::<Result<_, _>>()?,
+            peek_offset: u.peek_offset,
         },
+    })
+}
+
+fn datagram_to(d: &tcp::QueuedDatagram) -> pb::QueuedDatagram {
+    pb::QueuedDatagram {
+        payload: d.payload.clone(),
+        source: Some(addr_to(&d.source)),
+        destination: Some(addr_to(&d.destination)),
+        ttl: d.ttl.into(),
+        tos: d.tos.into(),
+        ifindex: d.ifindex,
+    }
+}
+
+/// A queued datagram of the image: its two addresses of one family, TTL and TOS bytes, a
+/// payload a UDP datagram can carry.
+fn datagram_from(d: &pb::QueuedDatagram) -> Result<tcp::QueuedDatagram, RecordProblem> {
+    let source = addr_from("queue.source", d.source.as_ref())?;
+    let destination = addr_from("queue.destination", d.destination.as_ref())?;
+    if source.is_ipv4() != destination.is_ipv4() {
+        return Err(RecordProblem::Families);
+    }
+    let byte = |field, v: u32| {
+        u8::try_from(v).map_err(|_| RecordProblem::Range {
+            field,
+            value: v.into(),
+        })
+    };
+    /// The largest UDP payload (a 16-bit length, 8 bytes of which the header's).
+    const MAX_PAYLOAD: usize = 65535 - 8;
+    if d.payload.len() > MAX_PAYLOAD {
+        return Err(RecordProblem::Range {
+            field: "queue.payload",
+            value: d.payload.len() as i64,
+        });
+    }
+    Ok(tcp::QueuedDatagram {
+        payload: d.payload.clone(),
+        source,
+        destination,
+        ttl: byte("queue.ttl", d.ttl)?,
+        tos: byte("queue.tos", d.tos)?,
+        ifindex: d.ifindex,
     })
 }
 
@@ -906,6 +957,25 @@ mod tests {
                     include: true,
                     sources: vec!["10.0.0.1".parse().unwrap(), "::1".parse().unwrap()],
                 }],
+                queue: vec![
+                    tcp::QueuedDatagram {
+                        payload: b"first".to_vec(),
+                        source: "10.0.0.2:4000".parse().unwrap(),
+                        destination: "127.0.0.1:53".parse().unwrap(),
+                        ttl: 64,
+                        tos: 0x10,
+                        ifindex: 1,
+                    },
+                    tcp::QueuedDatagram {
+                        payload: Vec::new(),
+                        source: "[fe80::1%2]:4001".parse().unwrap(),
+                        destination: "[::1]:53".parse().unwrap(),
+                        ttl: 1,
+                        tos: 0,
+                        ifindex: 0,
+                    },
+                ],
+                peek_offset: Some(3),
             },
         })));
         round_trip(SocketState::TcpConnecting(Box::new(tcp::ConnectingState {

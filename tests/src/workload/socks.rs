@@ -16,6 +16,16 @@
 //!   recv FD                   -> <msg>|<msg>|...|<eof> | empty (non-blocking reads, each
 //!                             one message; <errno N> for a read that fails)
 //!   recv-wait FD              the same once something is readable (up to 10 s)
+//!   readable FD               -> ok once something is readable (up to 10 s), nothing read
+//!   recvfrom FD               -> every datagram waiting (non-blocking reads), ' | '-joined,
+//!                             each `<msg> from <source>` and what the cmsgs the socket asked
+//!                             for show: ` to <IP_PKTINFO / IPV6_PKTINFO address> if <index>`,
+//!                             ` ttl N` (IP_TTL / IPV6_HOPLIMIT), ` tos N` (IP_TOS /
+//!                             IPV6_TCLASS); `empty` when none waits, `<empty>` for an
+//!                             empty datagram
+//!   sendto-inet-empty FD ADDR an empty datagram to ADDR
+//!   peek FD                   -> the length of the first datagram waiting (MSG_PEEK), or
+//!                             the error
 //!   shut FD rd|wr|rdwr
 //!   getopt FD LEVEL OPT       -> <int>        setopt FD LEVEL OPT VALUE
 //!   getopt-raw FD LEVEL OPT LEN -> <hex>      setopt-raw FD LEVEL OPT HEX
@@ -31,6 +41,7 @@
 //!                             <len>:<its bytes, '.' for what is not printable>, ' '-joined
 //!   ping-echo FD ADDR         an ICMP (ICMPv6) echo request sent to ADDR (port 0) from a ping or raw
 //!                             socket -> "reply seq N" once the reply is read (up to 10 s)
+//!   ping-send FD ADDR         the request alone: its reply waits in the queue
 //!   error FD                  -> SO_ERROR (reading it clears it)
 //!   nonblock FD               O_NONBLOCK on (connect then returns EINPROGRESS)
 //!   msfilter FD IFINDEX GROUP -> "include|exclude SRC,SRC..." (getsockopt MCAST_MSFILTER:
@@ -262,30 +273,8 @@ fn inet_checksum(data: &[u8]) -> u16 {
 
 /// Sends an echo request from ping or raw socket `fd` to `addr` and waits for its reply.
 fn ping_echo(fd: i32, addr: &str) -> Result<String, String> {
-    let (ss, len) = inet_addr(addr)?;
-    let v6 = i32::from(ss.ss_family) == libc::AF_INET6;
-    let (request, reply) = if v6 { (128u8, 129u8) } else { (8, 0) };
-    let seq: u16 = 7;
-    let mut msg = vec![request, 0, 0, 0, 0x12, 0x34];
-    msg.extend_from_slice(&seq.to_be_bytes());
-    msg.extend_from_slice(b"cryo ping");
-    // ICMPv6's checksum covers a pseudo-header: the kernel fills it in.
-    if !v6 {
-        let sum = inet_checksum(&msg);
-        msg[2..4].copy_from_slice(&sum.to_be_bytes());
-    }
-    // SAFETY: msg is our buffer; ss is a live sockaddr of len bytes.
-    cvt(unsafe {
-        libc::sendto(
-            fd,
-            msg.as_ptr().cast(),
-            msg.len(),
-            0,
-            (&ss as *const libc::sockaddr_storage).cast(),
-            len,
-        ) as i32
-    })
-    .map_err(io_err)?;
+    let v6 = ping_send(fd, addr)?;
+    let reply = if v6 { 129u8 } else { 0 };
     let raw = getsockopt_bytes(fd, libc::SOL_SOCKET, libc::SO_TYPE, 4)
         .map_err(io_err)?
         .first()
@@ -308,6 +297,36 @@ fn ping_echo(fd: i32, addr: &str) -> Result<String, String> {
             return Ok(format!("reply seq {got}"));
         }
     }
+}
+
+/// Sends an echo request (sequence 7) from ping or raw socket `fd` to `addr`; whether it
+/// went over IPv6.
+fn ping_send(fd: i32, addr: &str) -> Result<bool, String> {
+    let (ss, len) = inet_addr(addr)?;
+    let v6 = i32::from(ss.ss_family) == libc::AF_INET6;
+    let request = if v6 { 128u8 } else { 8 };
+    let seq: u16 = 7;
+    let mut msg = vec![request, 0, 0, 0, 0x12, 0x34];
+    msg.extend_from_slice(&seq.to_be_bytes());
+    msg.extend_from_slice(b"cryo ping");
+    // ICMPv6's checksum covers a pseudo-header: the kernel fills it in.
+    if !v6 {
+        let sum = inet_checksum(&msg);
+        msg[2..4].copy_from_slice(&sum.to_be_bytes());
+    }
+    // SAFETY: msg is our buffer; ss is a live sockaddr of len bytes.
+    cvt(unsafe {
+        libc::sendto(
+            fd,
+            msg.as_ptr().cast(),
+            msg.len(),
+            0,
+            (&ss as *const libc::sockaddr_storage).cast(),
+            len,
+        ) as i32
+    })
+    .map_err(io_err)?;
+    Ok(v6)
 }
 
 /// This socket's membership of `group` on interface `ifindex`: its source filter.
@@ -374,6 +393,57 @@ fn unhex(s: &str) -> Result<Vec<u8>, String> {
         .map(|i| u8::from_str_radix(s.get(i..i + 2).unwrap_or("?"), 16))
         .collect::<Result<_, _>>()
         .map_err(|_| format!("bad hex {s:?}"))
+}
+
+/// Every datagram waiting on `fd` with its source and the header fields its cmsgs show, as
+/// `recvfrom` replies.
+fn recvfrom_all(fd: i32) -> Result<String, String> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, SockaddrStorage};
+    let mut out = Vec::new();
+    loop {
+        let mut buf = [0u8; 65536];
+        let mut cmsg = [0u8; 512];
+        let mut iov = [io::IoSliceMut::new(&mut buf)];
+        let msg =
+            match recvmsg::<SockaddrStorage>(fd, &mut iov, Some(&mut cmsg), MsgFlags::MSG_DONTWAIT)
+            {
+                Ok(m) => m,
+                Err(nix::errno::Errno::EAGAIN) => break,
+                Err(e) => return Err(e.to_string()),
+            };
+        let from = msg.address.map_or("?".to_string(), |a| a.to_string());
+        let mut line = String::new();
+        for c in msg.cmsgs().map_err(|e| e.to_string())? {
+            match c {
+                ControlMessageOwned::Ipv4PacketInfo(p) => {
+                    let ip = std::net::Ipv4Addr::from(u32::from_be(p.ipi_addr.s_addr));
+                    line += &format!(" to {ip} if {}", p.ipi_ifindex);
+                }
+                ControlMessageOwned::Ipv6PacketInfo(p) => {
+                    let ip = std::net::Ipv6Addr::from(p.ipi6_addr.s6_addr);
+                    line += &format!(" to {ip} if {}", p.ipi6_ifindex);
+                }
+                ControlMessageOwned::Ipv4Ttl(t) | ControlMessageOwned::Ipv6HopLimit(t) => {
+                    line += &format!(" ttl {t}");
+                }
+                ControlMessageOwned::Ipv4Tos(t) => line += &format!(" tos {t}"),
+                ControlMessageOwned::Ipv6TClass(t) => line += &format!(" tos {t}"),
+                _ => {}
+            }
+        }
+        let n = msg.bytes;
+        let text = if n == 0 {
+            "<empty>".into()
+        } else {
+            String::from_utf8_lossy(&buf[..n])
+        };
+        out.push(format!("{text} from {from}{line}"));
+    }
+    Ok(if out.is_empty() {
+        "empty".into()
+    } else {
+        out.join(" | ")
+    })
 }
 
 /// Every message waiting on `fd`, one non-blocking recv each, joined with '|': `<eof>` for
@@ -523,12 +593,34 @@ impl Mode for Socks {
                 let to = (&ss as *const libc::sockaddr_storage).cast();
                 Ok(send_to(num(fd)?, msg, 0, Some((to, len))))
             }
+            ("sendto-inet-empty", [fd, addr]) => {
+                let (ss, len) = inet_addr(addr)?;
+                let to = (&ss as *const libc::sockaddr_storage).cast();
+                Ok(send_to(num(fd)?, "", 0, Some((to, len))))
+            }
+            ("peek", [fd]) => {
+                let mut buf = [0u8; 65536];
+                // SAFETY: recv into our own buffer, at most its length.
+                let n = unsafe {
+                    libc::recv(
+                        num(fd)?,
+                        buf.as_mut_ptr().cast(),
+                        buf.len(),
+                        libc::MSG_PEEK | libc::MSG_DONTWAIT,
+                    )
+                };
+                cvt(n as i32).map(|n| n.to_string()).map_err(io_err)
+            }
             ("sendto-unix", [fd, path, msg]) => {
                 let (sa, len) = unix_addr(path)?;
                 let to = (&sa as *const libc::sockaddr_un).cast();
                 Ok(send_to(num(fd)?, msg, 0, Some((to, len))))
             }
             ("recv", [fd]) => Ok(recv_line(num(fd)?)),
+            ("recvfrom", [fd]) => recvfrom_all(num(fd)?),
+            ("readable", [fd]) => wait_readable(num(fd)?, NOTHING)
+                .map(|()| "ok".into())
+                .map_err(io_err),
             ("recv-wait", [fd]) => {
                 let fd = num(fd)?;
                 wait_readable(fd, NOTHING).map_err(io_err)?;
@@ -596,6 +688,7 @@ impl Mode for Socks {
                 ))
             }
             ("ping-echo", [fd, addr]) => ping_echo(num(fd)?, addr),
+            ("ping-send", [fd, addr]) => ping_send(num(fd)?, addr).map(|_| "ok".into()),
             ("msfilter", [fd, ifindex, group]) => msfilter(num(fd)?, num(ifindex)?, group),
             ("nonblock", [fd]) => {
                 let fd = num(fd)?;
