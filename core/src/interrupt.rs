@@ -88,6 +88,17 @@ fn pause_at() -> Option<&'static str> {
         .as_deref()
 }
 
+/// The test hook for a guardian slow to start (a loaded machine): in a freshly forked
+/// guardian, waits `CRYO_TEST_GUARDIAN_LATE_MS` milliseconds before anything else.
+pub(crate) fn guardian_late() {
+    if let Some(ms) = std::env::var("CRYO_TEST_GUARDIAN_LATE_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        std::thread::sleep(Duration::from_millis(ms));
+    }
+}
+
 /// The test hook: waits at `point` when `CRYO_TEST_PAUSE_AT` names it.
 pub fn pause_point(point: &str) {
     if pause_at() != Some(point) {

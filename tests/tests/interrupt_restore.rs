@@ -239,14 +239,20 @@ const POINTS: [&str; 7] = [
 /// One trial: the server dumped, its restore paused at `point` and sent `signal` there, then
 /// everything checked and a retry made.
 fn interrupt_at(server: &mut Server, point: &str, signal: i32) {
+    interrupt_at_with(server, point, signal, &[]);
+}
+
+/// [`interrupt_at`] with `env` set for cryo too (test hooks).
+fn interrupt_at_with(server: &mut Server, point: &str, signal: i32, env: &[(&str, &str)]) {
     let img = server.dump();
-    let trial = format!("restore interrupted at {point} by signal {signal}");
+    let trial = format!("restore interrupted at {point} by signal {signal} ({env:?})");
     let err_path = server.w.path(&format!("restore-{}.stderr", server.dumps));
     let mut cryo = Command::new(cryo_bin())
         .args(["restore", "-D"])
         .arg(&img)
         .arg("--detach")
         .env("CRYO_TEST_PAUSE_AT", point)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&err_path).expect("stderr file"))
@@ -353,6 +359,16 @@ fn every_point(signal: i32) {
 #[test]
 fn sigkill_of_a_restore_leaves_every_client_for_a_retry() {
     every_point(libc::SIGKILL);
+}
+
+/// The same with the restore guardian slow to start (as on a loaded machine: it may not have
+/// run at all when the tree is killed): it is out of cryo's process group from its fork, so
+/// a SIGKILL of the group never takes it with the connections it holds.
+#[test]
+fn sigkill_of_a_restore_whose_guardian_starts_late_leaves_every_client() {
+    let mut server = Server::start();
+    let late = [("CRYO_TEST_GUARDIAN_LATE_MS", "300")];
+    interrupt_at_with(&mut server, "child-fds", libc::SIGKILL, &late);
 }
 
 #[test]

@@ -86,6 +86,7 @@ impl Guardian {
             }
             Ok(Forked::Parent(pid)) => {
                 drop(read);
+                out_of_cryos_group(pid);
                 debug!(%pid, "dump guardian started");
                 Some(Self {
                     pid,
@@ -179,6 +180,7 @@ impl Drop for Guardian {
 /// The guardian's life (in the child).
 fn guard(pipe: OwnedFd, targets: &[Pid], lock_id: &str, inventory: Option<&Path>) -> ! {
     let keep = pipe.as_raw_fd();
+    crate::interrupt::guardian_late();
     become_guardian(&[keep]);
     // Handles on the targets, opened as the dump starts: a later kill never hits a process
     // that took one of their pids since.
@@ -273,6 +275,14 @@ fn undo(targets: &[Pid], lock_id: &str, reusing: &HashSet<u64>) {
         }
     }
     let _ = cryo_netns::NetworkLock::release_by_id(lock_id);
+}
+
+/// In cryo, just after forking guardian `pid`: the guardian in a process group of its own
+/// before cryo goes on, so that a signal to cryo's group (a Ctrl-C, a kill of the group) can
+/// never reach it, even before it runs [`become_guardian`]'s setsid (on a loaded machine it
+/// may not have run at all yet). Whichever of the two comes first, the other fails, harmlessly.
+pub(crate) fn out_of_cryos_group(pid: nix::unistd::Pid) {
+    let _ = nix::unistd::setpgid(pid, pid);
 }
 
 /// In a freshly forked guardian (dump's or restore's): a session of its own (a Ctrl-C to

@@ -33,7 +33,7 @@ use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 use nix::unistd::Pid;
 use tracing::{debug, warn};
 
-use crate::dump::guardian::become_guardian;
+use crate::dump::guardian::{become_guardian, out_of_cryos_group};
 use crate::sys;
 use crate::sys::process::Forked;
 
@@ -105,6 +105,7 @@ impl RestoreGuardian {
                 guard(read, theirs, cryo, lock_id, &conns)
             }
             Ok(Forked::Parent(pid)) => {
+                out_of_cryos_group(pid);
                 debug!(%pid, "restore guardian started");
                 Some(Self {
                     pid,
@@ -182,6 +183,7 @@ struct Heard {
 
 /// The guardian's life (in the child).
 fn guard(words: OwnedFd, channel: OwnedFd, cryo: OwnedFd, lock_id: &str, conns: &[ConnTuple]) -> ! {
+    crate::interrupt::guardian_late();
     become_guardian(&[words.as_raw_fd(), channel.as_raw_fd(), cryo.as_raw_fd()]);
     let mut held: Vec<OwnedFd> = Vec::new();
     let mut heard = Heard::default();
