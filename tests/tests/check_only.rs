@@ -401,3 +401,38 @@ fn show_prints_what_a_check_image_holds() {
     assert_eq!(exe_entry["sha256"]["len"], 32, "{exe_entry}");
     assert_eq!(value["check"]["ports"][0]["port"], port, "{value}");
 }
+
+/// A process without a session keyring of its own, judged by a `cryo restore --check-only`
+/// that has one: the restore would refuse it (the process would inherit cryo's keyring), so
+/// the judge says so, as a temporary finding naming the pid (exit 2); from a cryo without
+/// one, nothing.
+#[test]
+fn a_restore_from_a_session_keyring_is_judged_temporary_for_a_process_without_one() {
+    cryo_tests::cryo_bin();
+    let w = Workload::spawn("counter", &[]);
+    let img = w.path("img");
+    check_dump(&w, &img);
+    let args = [
+        "restore",
+        "--check-only",
+        "--json",
+        "-D",
+        img.to_str().unwrap(),
+    ];
+    let out = cryo_tests::run_cryo_in_a_session_keyring(&w.path(""), "judge-keyring", &args);
+    assert_eq!(out.status.code(), Some(2), "{out}");
+    let verdict: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON verdict");
+    let findings = verdict["findings"].as_array().expect("findings").clone();
+    let pid = w.pid().to_string();
+    let f = finding(&findings, "temporary", "session keyring", &pid)
+        .unwrap_or_else(|| panic!("no session keyring finding:\n{out}"));
+    assert!(
+        f["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("no session keyring of its own"),
+        "{f}"
+    );
+    let (_, findings) = judge(&w, &img);
+    assert!(finding(&findings, "temporary", "session keyring", &pid).is_none());
+}
