@@ -24,6 +24,48 @@ const PAGEMAP_CHUNK: usize = 64 * 1024;
 /// The checksum thread's read-back buffer: well inside L2, so the crc reads cached bytes.
 const CHECKSUM_BUF: usize = 256 << 10;
 
+/// What /proc tells of a frozen task's VMAs at the cost of a walk of its page tables (tens of
+/// milliseconds each for a process of a GiB): smaps' VmFlags and numa_maps' policies, each
+/// read on a thread of its own beside the pre-copy's last scan (a third walk), so that the
+/// three overlap instead of adding up in the downtime.
+#[derive(Debug, Default)]
+pub struct VmaViews {
+    /// VmFlags codes by VMA start.
+    flags: std::collections::HashMap<u64, Vec<String>>,
+    /// Policies other than the default, by VMA start.
+    policies: std::collections::HashMap<u64, String>,
+}
+
+impl VmaViews {
+    /// Reads both views of `pid` (frozen, its scratch page mapped: smaps tells the mm's
+    /// default flags by it) on two threads while this one runs `beside`; returns both when
+    /// all three are done (the threads are joined: the caller is single-threaded again).
+    pub fn read_beside<T>(pid: Pid, beside: impl FnOnce() -> T) -> (Result<Self>, T) {
+        std::thread::scope(|scope| {
+            let flags = scope.spawn(move || super::vmflags::read(pid));
+            let policies = scope.spawn(move || super::numa::policies(pid));
+            let got = beside();
+            // A reader that panicked is a failed read (its panic was printed).
+            fn joined<V>(pid: Pid, r: std::thread::Result<Result<V>>) -> Result<V> {
+                r.unwrap_or_else(|_| {
+                    Err(Error::sys(
+                        pid,
+                        "read /proc",
+                        std::io::Error::other("reader panicked"),
+                    ))
+                })
+            }
+            let views = joined(pid, flags.join()).and_then(|flags| {
+                Ok(Self {
+                    flags,
+                    policies: joined(pid, policies.join())?,
+                })
+            });
+            (views, got)
+        })
+    }
+}
+
 /// Dumps the address space of frozen task `pid`. `maps` must not include `scratch`. With
 /// `pages` false (`dump --check-only`) the page runs are found but no page is written; the
 /// pages in `earlier` (sent by a pre-copy round, unchanged since) are not written either but
@@ -39,6 +81,7 @@ pub fn dump(
     scratch: &Scratch,
     pages: bool,
     earlier: Option<&super::precopy::Earlier>,
+    views: VmaViews,
 ) -> Result<MmCore> {
     let _span = debug_span!("memory", %pid).entered();
     let mut vmas = Vec::with_capacity(maps.len());
@@ -46,7 +89,10 @@ pub fn dump(
     // The flags only smaps shows: whether a shared mapping without write permission may get
     // it back, the madvise and mlock state of each VMA, and (on the scratch page, mapped
     // fresh) the mm's default flags.
-    let mut flags = super::vmflags::read(pid)?;
+    let VmaViews {
+        mut flags,
+        policies,
+    } = views;
     // The pre-copy's own registrations (closed once the images are out) are not the
     // process's: their "uw" is no state of its own.
     if let Some(earlier) = earlier {
@@ -63,7 +109,6 @@ pub fn dump(
         .find(|(start, _)| scratch.contains(**start))
         .map(|(_, f)| f);
     let (mlockall, merge_any) = super::vmflags::mm_defaults(fresh);
-    let policies = super::numa::policies(pid)?;
     if merge_any {
         return Err(MemoryError::MergeAny { pid }.into());
     }
