@@ -125,7 +125,7 @@ pub enum FrameError {
         seq: u64,
     },
     /// The tag does not authenticate the frame.
-    #[error("frame {seq} fails authentication (altered or injected)")]
+    #[error("frame {seq} fails authentication (corrupted in transit, altered or injected)")]
     BadTag {
         /// The frame's sequence number.
         seq: u64,
