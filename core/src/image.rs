@@ -548,6 +548,24 @@ impl ImageDir {
         self.open_file(name).map(|(file, _)| file)
     }
 
+    /// Opens file `name` as [`ImageDir::open_file`] does and maps its contents read-only (None
+    /// when empty): a sender reads them where they lie instead of copying them into a buffer
+    /// first. Returns the mapping with the file's stat.
+    pub fn map_file(&self, name: &str) -> Result<(Option<Mapping>, FileStat)> {
+        let (file, st) = self.open_file(name)?;
+        let len = usize::try_from(st.st_size).map_err(|_| ImageError::Invalid {
+            path: self.file(name),
+            index: 0,
+            detail: "larger than this machine can map".into(),
+        })?;
+        if len == 0 {
+            return Ok((None, st));
+        }
+        let map = Mapping::map_file(&file, len, false)
+            .map_err(|e| ImageError::io(&self.file(name), "map", e))?;
+        Ok((Some(map), st))
+    }
+
     /// Opens a raw file after checking it against its reference (size and crc32c), so a
     /// truncated or corrupted raw file is refused before anything is restored.
     pub fn check_raw(&self, raw: &RawFileRef) -> Result<File> {

@@ -22,8 +22,9 @@ pub struct Frame {
     pub kind: FrameType,
     /// Its payload (checked).
     pub payload: Vec<u8>,
-    /// The payload's crc32c (checked), so a file's checksum is combined from its frames'
-    /// instead of computed a second time.
+    /// The payload's crc32c (checked on an unkeyed connection, authenticated by the tag on a
+    /// keyed one), so a file's checksum is combined from its frames' instead of computed a
+    /// second time.
     pub crc: u32,
 }
 
@@ -183,6 +184,62 @@ impl<S: Read + Write> Conn<S> {
                 crc = frame::crc_combine(crc, part, len);
                 free.push(buf);
             }
+        })
+    }
+
+    /// Sends `data` (a file's contents mapped into memory) as Data frames of [`DATA_CHUNK`]
+    /// bytes, the last one shorter; returns the crc32c of all of them. `keep_going` is asked
+    /// before each frame is sent.
+    ///
+    /// The frames are written from `data` itself: no copy into a buffer first (the reading
+    /// of [`Conn::send_data`]). On a keyed connection with more than one frame, a second
+    /// thread computes the frames' checksums and tags while this one writes the frames
+    /// before them. The frames on the wire are the same as [`Conn::send`]'s.
+    pub fn send_slice(
+        &mut self,
+        data: &[u8],
+        step: &str,
+        keep_going: &dyn Fn(&str) -> Result<(), StreamError>,
+    ) -> Result<u32, StreamError> {
+        let mut crc = 0u32;
+        let Some(key) = self.key.clone().filter(|_| data.len() > DATA_CHUNK) else {
+            for chunk in data.chunks(DATA_CHUNK) {
+                keep_going(step)?;
+                let part = self.send(FrameType::Data, chunk, step)?;
+                crc = frame::crc_combine(crc, part, chunk.len());
+            }
+            return Ok(crc);
+        };
+        let first_seq = self.send_seq;
+        // Two frames hashed ahead at most: the hasher stays just ahead of the writes, so the
+        // bytes it read are still in the cache when the socket copies them.
+        let (hasher_out, from_hasher) =
+            std::sync::mpsc::sync_channel::<([u8; HEADER_LEN], [u8; TAG_LEN])>(2);
+        std::thread::scope(|scope| {
+            scope.spawn(move || {
+                for (i, chunk) in data.chunks(DATA_CHUNK).enumerate() {
+                    let header = frame::encode_header(FrameType::Data, first_seq + i as u64, chunk);
+                    let tag = key.tag(&header, chunk);
+                    // Stops when the writer below returned (an error too).
+                    if hasher_out.send((header, tag)).is_err() {
+                        return;
+                    }
+                }
+            });
+            // Owned by this closure: dropped when it returns, which stops the hasher before
+            // the scope waits for it.
+            let from_hasher = from_hasher;
+            for chunk in data.chunks(DATA_CHUNK) {
+                keep_going(step)?;
+                let (header, tag) = from_hasher
+                    .recv()
+                    .map_err(|_| StreamError::protocol(step, "the frame hasher stopped"))?;
+                let part = u32::from_be_bytes([header[20], header[21], header[22], header[23]]);
+                self.write_frame(&header, chunk, &tag, step)?;
+                self.sent(FrameType::Data, chunk.len());
+                crc = frame::crc_combine(crc, part, chunk.len());
+            }
+            Ok(crc)
         })
     }
 
@@ -480,19 +537,23 @@ pub struct Checker {
 }
 
 impl Checker {
-    /// Checks `payload` against the checksum and tag read with it.
+    /// Checks `payload` against the tag read with it on a keyed connection, against the
+    /// header's checksum on an unkeyed one.
     pub fn check(&self, frame: &Unchecked, payload: &[u8]) -> Result<(), StreamError> {
         let bad = |source| StreamError::Frame {
             step: self.step.clone(),
             source,
         };
-        frame::check_payload(&frame.header, payload).map_err(bad)?;
-        if let Some(key) = &self.key {
-            if !key.verify(&frame.raw, payload, &frame.tag) {
-                return Err(bad(frame::FrameError::BadTag {
-                    seq: frame.header.seq,
-                }));
-            }
+        let Some(key) = &self.key else {
+            return frame::check_payload(&frame.header, payload).map_err(bad);
+        };
+        // Keyed: the tag authenticates header and payload as the sender wrote them, the
+        // header's crc32c included (the sender computed it from the payload): computing it
+        // again here would check nothing the tag did not. One pass over the payload, not two.
+        if !key.verify(&frame.raw, payload, &frame.tag) {
+            return Err(bad(frame::FrameError::BadTag {
+                seq: frame.header.seq,
+            }));
         }
         Ok(())
     }

@@ -14,8 +14,9 @@
 //! ```
 //!
 //! The checks run in that order, before any payload byte is interpreted: magic, type known,
-//! flags zero, length bounded, sequence the expected one, then the checksum once the payload
-//! is read, then the tag.
+//! flags zero, length bounded, sequence the expected one, then, once the payload is read, the
+//! tag on a keyed session (it authenticates the header's crc32c with the rest: the receiver
+//! does not compute the crc32c again) or the checksum before the handshake keyed it.
 
 /// The frame magic.
 pub const MAGIC: [u8; 4] = *b"CRYS";
@@ -125,7 +126,7 @@ pub enum FrameError {
         seq: u64,
     },
     /// The tag does not authenticate the frame.
-    #[error("frame {seq} fails authentication (altered or injected)")]
+    #[error("frame {seq} fails authentication (corrupted in transit, altered or injected)")]
     BadTag {
         /// The frame's sequence number.
         seq: u64,

@@ -89,17 +89,14 @@ pub fn send_dir_files<S: Read + Write>(
 ) -> Result<(), StreamError> {
     for name in image_files(images.path())? {
         let step = format!("send {name}");
-        let (mut file, st) = images
-            .open_file(&name)
+        // Mapped: the frames go out from the file's pages, not from a copy of them.
+        let (map, st) = images
+            .map_file(&name)
             .map_err(|e| StreamError::images(&step, e))?;
-        let entry = send_file(
-            conn,
-            &name,
-            st.st_size as u64,
-            st.st_mode & 0o7777,
-            &mut file,
-            keep_going,
-        )?;
+        let data = map.as_ref().map_or(&[][..], |m| m.as_slice());
+        let entry = send_file_with(conn, &name, st.st_size as u64, st.st_mode & 0o7777, |c| {
+            c.send_slice(data, &step, keep_going)
+        })?;
         sent.push(entry);
     }
     Ok(())
@@ -115,6 +112,21 @@ pub fn send_file<S: Read + Write>(
     keep_going: &dyn Fn(&str) -> Result<(), StreamError>,
 ) -> Result<ManifestEntry, StreamError> {
     let step = format!("send {name}");
+    send_file_with(conn, name, size, mode, |c| {
+        c.send_data(contents, size, &step, keep_going)
+    })
+}
+
+/// Sends one file: its announcement, its data frames (`send_data`, which returns their
+/// crc32c), its checksum.
+fn send_file_with<S: Read + Write>(
+    conn: &mut Conn<S>,
+    name: &str,
+    size: u64,
+    mode: u32,
+    send_data: impl FnOnce(&mut Conn<S>) -> Result<u32, StreamError>,
+) -> Result<ManifestEntry, StreamError> {
+    let step = format!("send {name}");
     conn.send_msg(
         FrameType::FileOpen,
         &msg::FileOpen {
@@ -124,7 +136,7 @@ pub fn send_file<S: Read + Write>(
         },
         &step,
     )?;
-    let crc = conn.send_data(contents, size, &step, keep_going)?;
+    let crc = send_data(conn)?;
     conn.send_msg(FrameType::FileClose, &msg::FileClose { crc32c: crc }, &step)?;
     debug!(name, size, "sent");
     Ok(ManifestEntry {
@@ -478,7 +490,7 @@ mod tests {
             matches!(
                 e,
                 StreamError::Frame {
-                    source: crate::frame::FrameError::Checksum { seq: 3 },
+                    source: crate::frame::FrameError::BadTag { seq: 3 },
                     ..
                 }
             ),

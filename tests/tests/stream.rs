@@ -472,12 +472,13 @@ fn a_corrupted_frame_is_discarded_by_the_receiver_and_the_dump_rolled_back() {
     let out = dump_to(&w, &proxy.addr(), "bad", &key, &[]);
     proxy.expect("corrupted");
     out.assert_refused()
-        .assert_stderr_mentions("checksum mismatch")
+        // A keyed session: the frame's tag is what a corrupted byte fails.
+        .assert_stderr_mentions("fails authentication (corrupted in transit")
         .assert_stderr_mentions("the image was discarded")
         .assert_stderr_mentions("rolled back");
     let (status, log) = serve.wait();
     assert!(!status.success(), "serve: {log}");
-    assert!(log.contains("checksum mismatch"), "{log}");
+    assert!(log.contains("fails authentication"), "{log}");
     assert!(log.contains("incomplete image discarded"), "{log}");
     assert!(serve.entries().is_empty(), "{:?}", serve.entries());
     w.assert_untouched();

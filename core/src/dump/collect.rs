@@ -33,8 +33,12 @@ pub(super) fn collect(
     members: &DumpMembers,
     pages: bool,
     earlier: Option<&memory::precopy::Earlier>,
+    views: memory::dump::VmaViews,
     pidns: Option<u64>,
 ) -> Result<Collected> {
+    // The stages' times in the debug log: all of this runs frozen (the downtime).
+    let t = std::time::Instant::now();
+    let stage = |name: &str| tracing::debug!(%pid, us = t.elapsed().as_micros() as u64, "collected {name}");
     let mut core = task::dump(pid, stat)?;
     let mut made = namespaces::dump(pid, frozen.tids(), pidns)?;
     (core.uts, core.time) = (made.uts.take(), made.time.take());
@@ -45,6 +49,7 @@ pub(super) fn collect(
         .transpose()?;
     core.ipc_ns = crate::ipc::namespace_of_task(pid)?;
     let mut process_attrs = attrs::dump_process(pid)?;
+    stage("task, namespaces, cgroups, attributes");
     for &tid in frozen.tids() {
         let dump = |remote: &Remote, process: Option<&mut _>| -> Result<_> {
             let mut thread = threads::dump_thread(tid, remote, scratch, process)?;
@@ -69,6 +74,7 @@ pub(super) fn collect(
     }
     attrs::settle_membarrier(pid, remote, &mut process_attrs)?;
     core.attrs = Some(process_attrs);
+    stage("threads");
     // Whatever a restore would refuse, the dump refuses first.
     attrs::refuse_unrestorable(pid, &core)?;
     security::check_task(pid, &core.threads)?;
@@ -80,14 +86,19 @@ pub(super) fn collect(
     if let Some(listener) = listener.into_iter().next() {
         core.resume_channel = Some(crate::notify::channel_record(&listener));
     }
+    stage("signals, timers");
     files.add_sockets(sockets);
     core.fds = files.dump_task_fds(pid, images, fd_opts)?;
     (core.file_locks, core.fd_owners) =
         files.take_locks_and_owners(pid, members)?;
+    stage("fds");
     let maps: Vec<_> = proc::maps(pid)?
         .into_iter()
         .filter(|m| !scratch.contains(m.start))
         .collect();
-    let mm = memory::dump::dump(pid, stat, &maps, files, images, remote, scratch, pages, earlier)?;
+    let mm = memory::dump::dump(
+        pid, stat, &maps, files, images, remote, scratch, pages, earlier, views,
+    )?;
+    stage("memory");
     Ok((core, mm))
 }

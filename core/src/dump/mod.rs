@@ -347,23 +347,28 @@ fn dump_tree(
         let _span = info_span!("task", %pid).entered();
         // Read again now that it cannot change under us.
         let stat = proc::stat(pid)?;
-        // The pre-copy's last scan, before anything reads the task's VMAs: the pages it sent
-        // unchanged, and which "uw" VmFlags are cryo's.
-        let earlier = match precopy.as_deref_mut() {
-            Some(p) => p.finish(pid)?,
-            None => None,
-        };
         let mut remote =
             Remote::borrow(pid).map_err(|e| Error::sys(pid, "take the main thread", e))?;
         let scratch =
             Scratch::map(&mut remote).map_err(|e| Error::sys(pid, "map a scratch page", e))?;
-        let collected = collect(
-            pid, &stat, images, &fd_opts, frozen, &remote, &scratch, sockets, &mut files,
-            &members,
-            !opts.check_only,
-            earlier.as_ref(),
-            pidns.as_ref().map(|n| n.inode),
-        );
+        // The pre-copy's last scan (the pages it sent unchanged, and which "uw" VmFlags are
+        // cryo's) beside the reading of smaps and numa_maps: three walks of the page tables
+        // at once, before anything reads the task's VMAs.
+        let (views, earlier) = memory::dump::VmaViews::read_beside(pid, || {
+            precopy.as_deref_mut().map(|p| p.finish(pid)).transpose()
+        });
+        debug!(%pid, us = frozen_at.elapsed().as_micros() as u64, "frozen: VMA views and pre-copy's last scan read");
+        let collected = views.and_then(|views| {
+            let earlier = earlier?.flatten();
+            collect(
+                pid, &stat, images, &fd_opts, frozen, &remote, &scratch, sockets, &mut files,
+                &members,
+                !opts.check_only,
+                earlier.as_ref(),
+                views,
+                pidns.as_ref().map(|n| n.inode),
+            )
+        });
         // Whatever happened, the task gets its own state back before anything else.
         let unmapped = scratch.unmap(&remote);
         let released = remote.release();
@@ -539,6 +544,7 @@ fn dump_tree(
     )?;
     hooks.set(hooks::env::CHECKPOINT_ID, checkpoint_id.as_str());
     hooks.run(Stage::PostDump, &opts.pids)?;
+    debug!(us = frozen_at.elapsed().as_micros() as u64, "frozen: images written");
     crate::interrupt::pause_point("written");
     interrupted("after writing the images")?;
     // A completion that reached an AIO ring after it was read is missing from the image:
@@ -554,6 +560,7 @@ fn dump_tree(
         };
         (commit.0)(images.path(), &checkpoint_id, &commitment)
             .map_err(|why| DumpError::Commit { why })?;
+        debug!(us = frozen_at.elapsed().as_micros() as u64, "frozen: images committed");
     }
     // The point of no return (the receiver holds the images): a signal from here on waits
     // for the end of the dump.
@@ -585,12 +592,15 @@ fn dump_tree(
                 None => None,
             };
             drop(frozen);
-            // The processes run: the lock's socket closes now (see finish_running).
+            // The downtime ends here: the processes run and their packets flow. The lock's
+            // socket closing (an RCU grace period, see finish_running) and the guardian's
+            // exit, waited for next, happen while they run.
+            let frozen_for = frozen_at.elapsed();
             drop(released_lock);
             if let Some(guardian) = guardian {
                 guardian.done();
             }
-            frozen_at.elapsed()
+            frozen_for
         }
     };
     let summary = DumpSummary {

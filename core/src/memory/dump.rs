@@ -24,6 +24,48 @@ const PAGEMAP_CHUNK: usize = 64 * 1024;
 /// The checksum thread's read-back buffer: well inside L2, so the crc reads cached bytes.
 const CHECKSUM_BUF: usize = 256 << 10;
 
+/// What /proc tells of a frozen task's VMAs at the cost of a walk of its page tables (tens of
+/// milliseconds each for a process of a GiB): smaps' VmFlags and numa_maps' policies, each
+/// read on a thread of its own beside the pre-copy's last scan (a third walk), so that the
+/// three overlap instead of adding up in the downtime.
+#[derive(Debug, Default)]
+pub struct VmaViews {
+    /// VmFlags codes by VMA start.
+    flags: std::collections::HashMap<u64, Vec<String>>,
+    /// Policies other than the default, by VMA start.
+    policies: std::collections::HashMap<u64, String>,
+}
+
+impl VmaViews {
+    /// Reads both views of `pid` (frozen, its scratch page mapped: smaps tells the mm's
+    /// default flags by it) on two threads while this one runs `beside`; returns both when
+    /// all three are done (the threads are joined: the caller is single-threaded again).
+    pub fn read_beside<T>(pid: Pid, beside: impl FnOnce() -> T) -> (Result<Self>, T) {
+        std::thread::scope(|scope| {
+            let flags = scope.spawn(move || super::vmflags::read(pid));
+            let policies = scope.spawn(move || super::numa::policies(pid));
+            let got = beside();
+            // A reader that panicked is a failed read (its panic was printed).
+            fn joined<V>(pid: Pid, r: std::thread::Result<Result<V>>) -> Result<V> {
+                r.unwrap_or_else(|_| {
+                    Err(Error::sys(
+                        pid,
+                        "read /proc",
+                        std::io::Error::other("reader panicked"),
+                    ))
+                })
+            }
+            let views = joined(pid, flags.join()).and_then(|flags| {
+                Ok(Self {
+                    flags,
+                    policies: joined(pid, policies.join())?,
+                })
+            });
+            (views, got)
+        })
+    }
+}
+
 /// Dumps the address space of frozen task `pid`. `maps` must not include `scratch`. With
 /// `pages` false (`dump --check-only`) the page runs are found but no page is written; the
 /// pages in `earlier` (sent by a pre-copy round, unchanged since) are not written either but
@@ -39,6 +81,7 @@ pub fn dump(
     scratch: &Scratch,
     pages: bool,
     earlier: Option<&super::precopy::Earlier>,
+    views: VmaViews,
 ) -> Result<MmCore> {
     let _span = debug_span!("memory", %pid).entered();
     let mut vmas = Vec::with_capacity(maps.len());
@@ -46,7 +89,10 @@ pub fn dump(
     // The flags only smaps shows: whether a shared mapping without write permission may get
     // it back, the madvise and mlock state of each VMA, and (on the scratch page, mapped
     // fresh) the mm's default flags.
-    let mut flags = super::vmflags::read(pid)?;
+    let VmaViews {
+        mut flags,
+        policies,
+    } = views;
     // The pre-copy's own registrations (closed once the images are out) are not the
     // process's: their "uw" is no state of its own.
     if let Some(earlier) = earlier {
@@ -63,7 +109,6 @@ pub fn dump(
         .find(|(start, _)| scratch.contains(**start))
         .map(|(_, f)| f);
     let (mlockall, merge_any) = super::vmflags::mm_defaults(fresh);
-    let policies = super::numa::policies(pid)?;
     if merge_any {
         return Err(MemoryError::MergeAny { pid }.into());
     }
@@ -147,7 +192,7 @@ pub fn dump(
     }
 
     tracing::trace!("vmas classified");
-    let runs = page_runs(pid, &vmas)?;
+    let runs = page_runs_known(pid, &vmas, earlier.map_or(&[][..], |e| &e.pages[..]))?;
     tracing::trace!("pagemap read");
     let (runs, precopied) = match earlier {
         Some(earlier) => super::precopy::split_runs(runs, &earlier.pages),
@@ -211,11 +256,26 @@ pub(crate) fn mm_layout(stat: &Stat, brk: u64, auxv: Vec<u64>) -> MmCore {
 
 /// The runs of pages to keep, in address order, with their offsets in the pages file.
 pub(crate) fn page_runs(pid: Pid, vmas: &[Vma]) -> Result<Vec<PageRun>> {
+    page_runs_known(pid, vmas, &[])
+}
+
+/// [`page_runs`], where the pages in `known` (sorted, disjoint ranges) are known to be kept
+/// without reading their pagemap entries: a pre-copy's pages sent and not written since
+/// (present or swapped anonymous pages of tracked VMAs: each one [`page_wanted`] keeps). A
+/// run never spans the edge of a known range; [`super::precopy::split_runs`] splits there
+/// anyway. For a process of a GiB that a pre-copy sent, this reads the pagemap of the few
+/// pages written since instead of every page's, in the downtime.
+pub(crate) fn page_runs_known(
+    pid: Pid,
+    vmas: &[Vma],
+    known: &[(u64, u64)],
+) -> Result<Vec<PageRun>> {
     let pagemap = File::open(proc::dir(pid).join("pagemap"))
         .map_err(|e| Error::sys(pid, "open pagemap", e))?;
     let mut runs: Vec<PageRun> = Vec::new();
     let mut offset = 0u64;
     let mut buf = vec![0u8; PAGEMAP_CHUNK * 8];
+    let mut k = 0;
     for vma in vmas {
         let kind = VmaKind::try_from(vma.kind).unwrap_or(VmaKind::Invalid);
         if !matches!(
@@ -224,40 +284,87 @@ pub(crate) fn page_runs(pid: Pid, vmas: &[Vma]) -> Result<Vec<PageRun>> {
         ) {
             continue;
         }
-        let mut page = vma.start / PAGE;
-        let end = vma.end / PAGE;
-        // A run never spans two VMAs: each is filled on its own at restore.
-        let mut open_run = false;
-        while page < end {
-            let n = ((end - page) as usize).min(PAGEMAP_CHUNK);
-            let bytes = &mut buf[..n * 8];
-            pagemap
-                .read_exact_at(bytes, page * 8)
-                .map_err(|e| Error::sys(pid, format!("read pagemap at {:#x}", page * PAGE), e))?;
-            for (i, pm) in bytes.chunks_exact(8).enumerate() {
-                let pm = u64::from_le_bytes(pm.try_into().unwrap_or([0; 8]));
-                let addr = (page + i as u64) * PAGE;
-                if page_wanted(kind, pm) {
-                    match runs.last_mut() {
-                        Some(run) if open_run && run.addr + run.npages * PAGE == addr => {
-                            run.npages += 1
-                        }
-                        _ => runs.push(PageRun {
-                            addr,
-                            npages: 1,
-                            offset,
-                        }),
-                    }
-                    open_run = true;
-                    offset += PAGE;
-                } else {
-                    open_run = false;
+        // The VMA in pieces: those in a known range taken whole, the others read.
+        let mut at = vma.start;
+        while at < vma.end {
+            while k < known.len() && known[k].1 <= at {
+                k += 1;
+            }
+            match known.get(k) {
+                Some(&(s, e)) if s <= at => {
+                    let to = e.min(vma.end);
+                    let npages = (to - at) / PAGE;
+                    runs.push(PageRun {
+                        addr: at,
+                        npages,
+                        offset,
+                    });
+                    offset += npages * PAGE;
+                    at = to;
+                }
+                next => {
+                    let to = next.map_or(vma.end, |&(s, _)| s.min(vma.end));
+                    read_runs(
+                        pid,
+                        &pagemap,
+                        &mut buf,
+                        kind,
+                        (at, to),
+                        &mut runs,
+                        &mut offset,
+                    )?;
+                    at = to;
                 }
             }
-            page += n as u64;
         }
     }
     Ok(runs)
+}
+
+/// Appends to `runs` the runs of pages to keep in `from..to` (inside one VMA of `kind`) as
+/// the pagemap tells them, from `offset` in the pages file on.
+fn read_runs(
+    pid: Pid,
+    pagemap: &File,
+    buf: &mut [u8],
+    kind: VmaKind,
+    (from, to): (u64, u64),
+    runs: &mut Vec<PageRun>,
+    offset: &mut u64,
+) -> Result<()> {
+    let mut page = from / PAGE;
+    let end = to / PAGE;
+    // A run never spans two VMAs (each is filled on its own at restore), nor two pieces.
+    let mut open_run = false;
+    while page < end {
+        let n = ((end - page) as usize).min(PAGEMAP_CHUNK);
+        let bytes = &mut buf[..n * 8];
+        pagemap
+            .read_exact_at(bytes, page * 8)
+            .map_err(|e| Error::sys(pid, format!("read pagemap at {:#x}", page * PAGE), e))?;
+        for (i, pm) in bytes.chunks_exact(8).enumerate() {
+            let pm = u64::from_le_bytes(pm.try_into().unwrap_or([0; 8]));
+            let addr = (page + i as u64) * PAGE;
+            if page_wanted(kind, pm) {
+                match runs.last_mut() {
+                    Some(run) if open_run && run.addr + run.npages * PAGE == addr => {
+                        run.npages += 1
+                    }
+                    _ => runs.push(PageRun {
+                        addr,
+                        npages: 1,
+                        offset: *offset,
+                    }),
+                }
+                open_run = true;
+                *offset += PAGE;
+            } else {
+                open_run = false;
+            }
+        }
+        page += n as u64;
+    }
+    Ok(())
 }
 
 /// Runs `write` (which reports each range it finished, in file order) while a second thread
@@ -482,4 +589,39 @@ fn copy_through_mem(pid: Pid, file: &File, run: &PageRun, from: u64) -> std::io:
         done += n as u64;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys::mmap::Mapping;
+
+    /// Reading the pagemap around known pages finds what reading all of it finds, once a
+    /// pre-copy's split is made: the same runs to write (with the same offsets), the same
+    /// pages listed as sent before.
+    #[test]
+    fn known_pages_skip_the_pagemap_and_split_the_same() {
+        let pages = 64u64;
+        let mut map = Mapping::anonymous((pages * PAGE) as usize, false).unwrap();
+        let touched = [0..10u64, 20..30, 40..41, 50..64];
+        for r in touched.iter().cloned() {
+            for p in r {
+                map.write_at((p * PAGE) as usize, &[1]).unwrap();
+            }
+        }
+        let at = |p: u64| map.start() + p * PAGE;
+        let vma = Vma {
+            start: at(0),
+            end: at(pages),
+            kind: VmaKind::Anon as i32,
+            ..Vma::default()
+        };
+        // Known: inside a run, a whole run, the end of the VMA.
+        let known = [(at(2), at(8)), (at(20), at(30)), (at(55), at(64))];
+        let me = nix::unistd::getpid();
+        let all = page_runs(me, std::slice::from_ref(&vma)).unwrap();
+        let some = page_runs_known(me, std::slice::from_ref(&vma), &known).unwrap();
+        let split = |runs| super::super::precopy::split_runs(runs, &known);
+        assert_eq!(split(all), split(some));
+    }
 }
