@@ -43,10 +43,20 @@ pub fn own_keyring_id(spec: i32) -> io::Result<i32> {
 }
 
 /// The session keyring of cryo's own, if it has one (else its keyctl finds its user's).
+/// Asked on a short-lived thread: a thread without a session keyring that names
+/// KEY_SPEC_SESSION_KEYRING gets its user's session keyring installed in its credentials
+/// (lookup_user_key: "always install a session keyring upon access"), which the processes
+/// cryo forks would inherit, and keep after a change of uid.
 pub fn own_session_keyring() -> io::Result<Option<i32>> {
-    let session = own_keyring_id(KEY_SPEC_SESSION_KEYRING)?;
-    let user_session = own_keyring_id(KEY_SPEC_USER_SESSION_KEYRING)?;
-    Ok((session != user_session).then_some(session))
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let session = own_keyring_id(KEY_SPEC_SESSION_KEYRING)?;
+            let user_session = own_keyring_id(KEY_SPEC_USER_SESSION_KEYRING)?;
+            Ok((session != user_session).then_some(session))
+        })
+        .join()
+        .unwrap_or_else(|_| Err(io::Error::other("the keyring thread panicked")))
+    })
 }
 
 /// Joins a new anonymous session keyring ("_ses") with permissions `perm`, owned by `uid` and
