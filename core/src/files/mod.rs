@@ -26,7 +26,7 @@
 //! middle: one kind each (FileKind), importing only the bottom (and devices.rs -> tty.rs)
 //!   regular.rs devices.rs removed_nodes.rs pipes.rs pty.rs tty.rs eventfd.rs timerfd.rs
 //!   signalfd.rs epoll.rs pidfd.rs
-//!   inotify.rs fanotify.rs memfd.rs shmem.rs; sockets: crate::sockets::kind
+//!   inotify.rs fanotify.rs memfd.rs shmem.rs mqueue.rs; sockets: crate::sockets::kind
 //! bottom: what the kinds are given and use
 //!   kind.rs      the contract of one kind (FileKind) and the contexts it receives
 //!   open.rs      restore toolkit: Opening, FdRestoreOptions, open/create flags, fd moves
@@ -57,6 +57,7 @@ pub(crate) mod locks;
 pub(crate) mod inspect;
 pub(crate) mod kind;
 mod memfd;
+mod mqueue;
 pub(crate) mod open;
 mod outside;
 mod pipes;

@@ -1,0 +1,141 @@
+//! POSIX message queues (mq_open) come back with their name, owner, mode, sizes and messages
+//! (bytes, priorities, order), as the restored process sees them through mq_receive,
+//! mq_getattr, fstat and F_GETFL; shared by two processes, they come back as one queue;
+//! unlinked, they come back unlinked; a dump leaves the original's messages; a registered
+//! notification (mq_notify) is refused at dump, the process left as it was.
+//!
+//! Needs the engine: `cryo` must be built (`cargo build -p cryo`).
+
+use std::ffi::CString;
+
+use cryo_tests::{cryo_bin, parse_fds, Workload};
+
+/// A queue name of this test process's own: tests run in parallel.
+fn name(n: u32) -> String {
+    format!("cryo-mq-{}-{n}", std::process::id())
+}
+
+/// mq_unlink(NAME): true if it was there.
+fn unlink(name: &str) -> bool {
+    let c = CString::new(name).expect("name");
+    // SAFETY: `c` is NUL-terminated, alive for the call.
+    unsafe { libc::syscall(libc::SYS_mq_unlink, c.as_ptr()) == 0 }
+}
+
+#[track_caller]
+fn ok(w: &Workload, line: &str) -> String {
+    let reply = w.cmd(line);
+    assert!(!reply.starts_with("err"), "{line}: {reply}");
+    reply
+}
+
+/// `mqueue NAME OPTS...`, checked as made: 3 messages, owner 1001:101, mode 0640,
+/// O_RDWR|O_NONBLOCK.
+fn start(name: &str, opts: &[&str]) -> Workload {
+    cryo_bin();
+    unlink(name);
+    let mut args = vec![name];
+    args.extend_from_slice(opts);
+    let w = Workload::spawn("mqueue", &args);
+    assert_eq!(ok(&w, "attr"), "5 64 3 true");
+    assert_eq!(ok(&w, "stat"), "640 1001 101");
+    assert_eq!(ok(&w, "fl"), "4002", "O_RDWR|O_NONBLOCK");
+    w
+}
+
+/// The three messages of the workload, in mq_receive's order, then an empty queue.
+#[track_caller]
+fn receives_the_three(w: &Workload) {
+    assert_eq!(ok(w, "recv"), "2 two", "the highest priority first");
+    assert_eq!(ok(w, "recv"), "1 one", "then the oldest of priority 1");
+    assert_eq!(ok(w, "recv"), "1 three");
+    let empty = w.cmd("recv");
+    assert!(empty.contains("temporarily unavailable"), "{empty}");
+}
+
+#[test]
+fn a_queue_comes_back_with_its_messages_priorities_sizes_owner_and_flags() {
+    let name = name(1);
+    let mut w = start(&name, &[]);
+    let img = w.path("img");
+    w.dump_ok(&img);
+    // A named queue outlives its process: the restore makes it again only where it is gone.
+    assert!(unlink(&name), "the dumped process's queue stays on the host");
+    w.restore_background(&img);
+    assert_eq!(ok(&w, "attr"), "5 64 3 true", "mq_getattr as dumped");
+    assert_eq!(ok(&w, "stat"), "640 1001 101", "mode and owner");
+    assert_eq!(ok(&w, "fl"), "4002", "O_RDWR|O_NONBLOCK");
+    assert_eq!(parse_fds(&w.cmd("fds"))[&47], format!("/{name}"));
+    receives_the_three(&w);
+    assert_eq!(ok(&w, "send 3 again"), "ok", "the queue works");
+    assert_eq!(ok(&w, "recv"), "3 again");
+    w.kill_restored();
+    assert!(unlink(&name), "the restored queue has its name");
+}
+
+#[test]
+fn a_dump_leaves_the_messages_and_a_restore_is_refused_while_the_name_is_taken() {
+    let name = name(2);
+    let mut w = start(&name, &[]);
+    let img = w.path("img");
+    w.dump(&img, &["--leave-running"]).assert_success();
+    assert_eq!(ok(&w, "attr"), "5 64 3 true", "the original keeps its messages");
+    receives_the_three(&w);
+    w.kill_original();
+    // The name is still taken (the original's queue, empty now): refused before anything
+    // is made.
+    w.cryo(&["restore", "-D", img.to_str().expect("utf-8"), "--detach"])
+        .assert_refused()
+        .assert_stderr_mentions(&format!("/{name} exists already"));
+    assert!(unlink(&name));
+    w.restore_background(&img);
+    receives_the_three(&w);
+    w.kill_restored();
+    assert!(unlink(&name));
+}
+
+#[test]
+fn two_processes_with_their_own_descriptions_share_one_queue_after_restore() {
+    let name = name(3);
+    let mut w = start(&name, &["child"]);
+    assert_eq!(ok(&w, "child send 9 early"), "ok");
+    assert_eq!(ok(&w, "recv"), "9 early", "one queue before");
+    let img = w.path("img");
+    w.dump_ok(&img);
+    assert!(unlink(&name));
+    w.restore_background(&img);
+    assert_eq!(ok(&w, "attr"), "5 64 3 true");
+    assert_eq!(ok(&w, "child send 7 seven"), "ok");
+    assert_eq!(ok(&w, "recv"), "7 seven", "the child's message in the parent's queue");
+    receives_the_three(&w);
+    w.kill_restored();
+    assert!(unlink(&name));
+}
+
+#[test]
+fn an_unlinked_queue_comes_back_unlinked_with_its_messages() {
+    let name = name(4);
+    let mut w = start(&name, &["unlinked"]);
+    let link = parse_fds(&w.cmd("fds"))[&47].clone();
+    assert_eq!(link, format!("/{name} (deleted)"));
+    w.dump_and_restore();
+    assert_eq!(parse_fds(&w.cmd("fds"))[&47], link, "unlinked again");
+    assert!(!unlink(&name), "no queue of that name");
+    assert_eq!(ok(&w, "attr"), "5 64 3 true");
+    assert_eq!(ok(&w, "stat"), "640 1001 101");
+    receives_the_three(&w);
+    w.kill_restored();
+}
+
+#[test]
+fn a_queue_with_a_notification_registered_is_refused_naming_pid_fd_and_queue() {
+    let name = name(5);
+    let mut w = start(&name, &["notify"]);
+    w.assert_dump_refused("47", "mq_notify");
+    w.dump(&w.path("img2"), &[])
+        .assert_refused()
+        .assert_stderr_mentions(&format!("POSIX message queue /{name}"));
+    receives_the_three(&w);
+    w.kill_original();
+    assert!(unlink(&name));
+}
