@@ -22,6 +22,15 @@ fn unlink(name: &str) -> bool {
     unsafe { libc::syscall(libc::SYS_mq_unlink, c.as_ptr()) == 0 }
 }
 
+/// Unlinks its queue name when dropped: a failing test leaves no queue on the host.
+struct UnlinkAfter(String);
+
+impl Drop for UnlinkAfter {
+    fn drop(&mut self) {
+        unlink(&self.0);
+    }
+}
+
 #[track_caller]
 fn ok(w: &Workload, line: &str) -> String {
     let reply = w.cmd(line);
@@ -56,11 +65,15 @@ fn receives_the_three(w: &Workload) {
 #[test]
 fn a_queue_comes_back_with_its_messages_priorities_sizes_owner_and_flags() {
     let name = name(1);
+    let _gone = UnlinkAfter(name.clone());
     let mut w = start(&name, &[]);
     let img = w.path("img");
     w.dump_ok(&img);
     // A named queue outlives its process: the restore makes it again only where it is gone.
-    assert!(unlink(&name), "the dumped process's queue stays on the host");
+    assert!(
+        unlink(&name),
+        "the dumped process's queue stays on the host"
+    );
     w.restore_background(&img);
     assert_eq!(ok(&w, "attr"), "5 64 3 true", "mq_getattr as dumped");
     assert_eq!(ok(&w, "stat"), "640 1001 101", "mode and owner");
@@ -76,10 +89,15 @@ fn a_queue_comes_back_with_its_messages_priorities_sizes_owner_and_flags() {
 #[test]
 fn a_dump_leaves_the_messages_and_a_restore_is_refused_while_the_name_is_taken() {
     let name = name(2);
+    let _gone = UnlinkAfter(name.clone());
     let mut w = start(&name, &[]);
     let img = w.path("img");
     w.dump(&img, &["--leave-running"]).assert_success();
-    assert_eq!(ok(&w, "attr"), "5 64 3 true", "the original keeps its messages");
+    assert_eq!(
+        ok(&w, "attr"),
+        "5 64 3 true",
+        "the original keeps its messages"
+    );
     receives_the_three(&w);
     w.kill_original();
     // The name is still taken (the original's queue, empty now): refused before anything
@@ -97,6 +115,7 @@ fn a_dump_leaves_the_messages_and_a_restore_is_refused_while_the_name_is_taken()
 #[test]
 fn two_processes_with_their_own_descriptions_share_one_queue_after_restore() {
     let name = name(3);
+    let _gone = UnlinkAfter(name.clone());
     let mut w = start(&name, &["child"]);
     assert_eq!(ok(&w, "child send 9 early"), "ok");
     assert_eq!(ok(&w, "recv"), "9 early", "one queue before");
@@ -106,7 +125,11 @@ fn two_processes_with_their_own_descriptions_share_one_queue_after_restore() {
     w.restore_background(&img);
     assert_eq!(ok(&w, "attr"), "5 64 3 true");
     assert_eq!(ok(&w, "child send 7 seven"), "ok");
-    assert_eq!(ok(&w, "recv"), "7 seven", "the child's message in the parent's queue");
+    assert_eq!(
+        ok(&w, "recv"),
+        "7 seven",
+        "the child's message in the parent's queue"
+    );
     receives_the_three(&w);
     w.kill_restored();
     assert!(unlink(&name));
@@ -115,6 +138,7 @@ fn two_processes_with_their_own_descriptions_share_one_queue_after_restore() {
 #[test]
 fn an_unlinked_queue_comes_back_unlinked_with_its_messages() {
     let name = name(4);
+    let _gone = UnlinkAfter(name.clone());
     let mut w = start(&name, &["unlinked"]);
     let link = parse_fds(&w.cmd("fds"))[&47].clone();
     assert_eq!(link, format!("/{name} (deleted)"));
@@ -130,6 +154,7 @@ fn an_unlinked_queue_comes_back_unlinked_with_its_messages() {
 #[test]
 fn a_queue_with_a_notification_registered_is_refused_naming_pid_fd_and_queue() {
     let name = name(5);
+    let _gone = UnlinkAfter(name.clone());
     let mut w = start(&name, &["notify"]);
     w.assert_dump_refused("47", "mq_notify");
     w.dump(&w.path("img2"), &[])

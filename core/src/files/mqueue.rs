@@ -11,7 +11,8 @@
 //!          the same order (so the queue is as it was: also on an error, and with
 //!          --leave-running); uid, gid, mode from stat
 //! restore  before any process (shared.rs): mq_open(NAME, O_CREAT|O_EXCL, mode, sizes) in
-//!          cryo (an unlinked queue under a temporary name, unlinked at once), fchmod,
+//!          cryo (an unlinked queue at its name when free, else under a name of cryo's,
+//!          unlinked at once), fchmod,
 //!          fchown, the messages sent in order; every description reopens it through its
 //!          slot (/proc/self/fd/SLOT) with its own flags (access mode, O_NONBLOCK)
 //! ```
@@ -268,24 +269,31 @@ fn take_and_give_back(fd: std::os::fd::BorrowedFd<'_>, attr: MqAttr) -> io::Resu
 /// Makes queue `q` again (described by `desc`) in the calling process's IPC namespace, with
 /// its owner, mode and messages; unlinked at once if it was. The fd is O_RDWR.
 pub(super) fn recreate(desc: &FileDesc, q: &PosixMqueue) -> Result<OwnedFd, FileError> {
-    let name = if q.deleted {
-        format!("cryo-{}-{}", std::process::id(), q.ino)
-    } else {
-        q.name.clone()
-    };
     let attr = MqAttr {
         flags: 0,
         maxmsg: q.maxmsg,
         msgsize: q.msgsize,
         curmsgs: 0,
     };
-    let fd = sys::ipc::mq_open(
-        &name,
-        libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_NONBLOCK,
-        q.mode & 0o777,
-        Some(attr),
-    )
-    .map_err(|e| restore_err(desc, format!("mq_open /{name}"), e))?;
+    let make = |name: &str| {
+        sys::ipc::mq_open(
+            name,
+            libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_NONBLOCK,
+            q.mode & 0o777,
+            Some(attr),
+        )
+    };
+    // An unlinked queue is made at its old name when that is free (its fd's link then reads
+    // "/NAME (deleted)" again), else under a name of cryo's.
+    let (name, made) = match make(&q.name) {
+        Err(e) if q.deleted && e.raw_os_error() == Some(libc::EEXIST) => {
+            let hidden = format!("cryo-{}-{}", std::process::id(), q.ino);
+            let made = make(&hidden);
+            (hidden, made)
+        }
+        made => (q.name.clone(), made),
+    };
+    let fd = made.map_err(|e| restore_err(desc, format!("mq_open /{name}"), e))?;
     let unlink = q.deleted;
     let fill = || -> Result<(), FileError> {
         let file = fs::File::from(fd.try_clone().map_err(|e| restore_err(desc, "dup", e))?);

@@ -27,7 +27,9 @@ const CHILD_FD: i32 = 48;
 /// `mqueue NAME [unlinked] [notify] [child]`
 pub fn start(args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
     let (name, opts) = args.split_first().ok_or("mqueue: NAME expected")?;
-    Ok(Box::new(Mqueue::start(name, opts).map_err(failed("mqueue"))?))
+    Ok(Box::new(
+        Mqueue::start(name, opts).map_err(failed("mqueue"))?,
+    ))
 }
 
 /// The `mqueue` mode (see the module doc).
@@ -70,7 +72,10 @@ fn mq_send(fd: i32, prio: u32, text: &[u8]) -> io::Result<()> {
 
 fn send_words(fd: i32, args: &[&str]) -> io::Result<String> {
     let [prio, text] = args else {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "PRIO TEXT expected"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "PRIO TEXT expected",
+        ));
     };
     let prio = prio
         .parse()
@@ -134,8 +139,7 @@ impl Mqueue {
             let mut ev: libc::sigevent = unsafe { std::mem::zeroed() };
             ev.sigev_notify = libc::SIGEV_NONE;
             // SAFETY: `ev` is a valid sigevent alive for the call.
-            if unsafe { libc::syscall(libc::SYS_mq_notify, fd, &ev as *const libc::sigevent) } < 0
-            {
+            if unsafe { libc::syscall(libc::SYS_mq_notify, fd, &ev as *const libc::sigevent) } < 0 {
                 return Err(io::Error::last_os_error());
             }
         }
@@ -194,7 +198,12 @@ impl Mqueue {
                 let mut st: libc::stat = unsafe { std::mem::zeroed() };
                 // SAFETY: `st` is writable, alive for the call.
                 sys::cvt(unsafe { libc::fstat(FD, &mut st) })?;
-                Ok(format!("{:o} {} {}", st.st_mode & 0o7777, st.st_uid, st.st_gid))
+                Ok(format!(
+                    "{:o} {} {}",
+                    st.st_mode & 0o7777,
+                    st.st_uid,
+                    st.st_gid
+                ))
             }
             ("fl", []) => {
                 // SAFETY: F_GETFL takes no argument.
