@@ -148,6 +148,34 @@ fn an_unlinked_queue_comes_back_unlinked_with_its_messages() {
     assert_eq!(ok(&w, "attr"), "5 64 3 true");
     assert_eq!(ok(&w, "stat"), "640 1001 101");
     receives_the_three(&w);
+
+    // Its name taken by another queue at restore: made under a name of cryo's, unlinked.
+    assert_eq!(ok(&w, "send 4 four"), "ok");
+    let img = w.path("img2");
+    w.dump_ok(&img);
+    let c = CString::new(name.as_str()).expect("name");
+    // SAFETY: `c` is NUL-terminated; a null attr asks for the defaults.
+    let other = unsafe {
+        libc::syscall(
+            libc::SYS_mq_open,
+            c.as_ptr(),
+            libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC,
+            0o600,
+            std::ptr::null::<libc::c_void>(),
+        )
+    };
+    assert!(other >= 0, "mq_open: {}", std::io::Error::last_os_error());
+    w.restore_background(&img);
+    let link = &parse_fds(&w.cmd("fds"))[&47];
+    assert!(
+        link.starts_with("/cryo-") && link.ends_with(" (deleted)"),
+        "{link}"
+    );
+    assert_eq!(ok(&w, "recv"), "4 four");
+    assert_eq!(ok(&w, "stat"), "640 1001 101");
+    // SAFETY: `other` is our fd, closed once.
+    unsafe { libc::close(other as i32) };
+    assert!(unlink(&name), "the other queue is left as it was");
     w.kill_restored();
 }
 

@@ -642,7 +642,7 @@ fn classify(open: &OpenFd) -> Result<(Seen, fs::Metadata), FileError> {
 /// Whether the fd is on the mqueue filesystem (a POSIX message queue: mqueue.rs).
 fn is_mqueue(open: &OpenFd) -> bool {
     nix::sys::statfs::statfs(&open.proc_path())
-        .is_ok_and(|fs| fs.filesystem_type().0 as i64 == super::mqueue::MQUEUE_MAGIC)
+        .is_ok_and(|fs| fs.filesystem_type().0 == super::mqueue::MQUEUE_MAGIC)
 }
 
 /// The kind of a file with a path that is no file of the process's tree (secret memory, a
