@@ -39,7 +39,8 @@
 //! eventfd, timerfd, signalfd (a module each), epoll (epoll.rs: restored last, once its targets
 //! are at their numbers), inotify (inotify.rs), fanotify (fanotify.rs), pidfds (pidfd.rs: one of
 //! another process of the dump is pointed at it once every process exists), memfd (memfd.rs) and the terminal of a shell
-//! job (tty.rs) and pty pairs with both ends in the dump (pty.rs) have a module each; memfds
+//! job (tty.rs), pty pairs with both ends in the dump (pty.rs) and POSIX message queues
+//! (mqueue.rs: made by cryo before the tree, as the shared memory objects) have a module each; memfds
 //! and shared anonymous memory are one object per inode for every fd and VMA of the tree
 //! (shmem.rs). Other anonymous inodes (io_uring...), hugetlb memfds, ptys with an end outside
 //! the dump and block devices are refused with the pid, the fd and the kind named.
