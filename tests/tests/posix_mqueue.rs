@@ -179,6 +179,49 @@ fn an_unlinked_queue_comes_back_unlinked_with_its_messages() {
     w.kill_restored();
 }
 
+/// Whether `pid` sits in mq_timedreceive (its /proc/PID/syscall starts with that number).
+fn in_mq_receive(pid: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/syscall"))
+        .is_ok_and(|s| s.split_whitespace().next() == Some(&libc::SYS_mq_timedreceive.to_string()))
+}
+
+#[test]
+fn a_child_blocked_in_mq_receive_waits_on_after_restore_and_gets_the_next_message() {
+    let name = name(6);
+    let _gone = UnlinkAfter(name.clone());
+    let _gone_w = UnlinkAfter(format!("{name}-w"));
+    unlink(&format!("{name}-w"));
+    let mut w = start(&name, &["waiter"]);
+    let waiter = ok(&w, "waiter-pid");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !in_mq_receive(&waiter) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the child never waited"
+        );
+        std::thread::yield_now();
+    }
+    let img = w.path("img");
+    w.dump_ok(&img);
+    assert!(unlink(&name) && unlink(&format!("{name}-w")));
+    w.restore_background(&img);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !in_mq_receive(&waiter) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the restored child does not wait"
+        );
+        std::thread::yield_now();
+    }
+    assert_eq!(
+        ok(&w, "wake 3 hello"),
+        "3 hello",
+        "the restarted wait gets it"
+    );
+    receives_the_three(&w);
+    w.kill_restored();
+}
+
 #[test]
 fn a_queue_with_a_notification_registered_is_refused_naming_pid_fd_and_queue() {
     let name = name(5);

@@ -8,11 +8,16 @@
 //!   notify        then mq_notify(SIGEV_NONE) on fd 47
 //!   child         a child forked holding fd 48: /NAME opened again O_WRONLY (its own
 //!                 description), asked over two pipes ("send PRIO TEXT")
+//!   waiter        a second queue /NAME-w (empty) held at fd 50 (O_WRONLY), and a child
+//!                 blocked in mq_receive on it (fd 49, O_RDONLY, blocking) that reports each
+//!                 message it gets on a pipe
 //! recv -> PRIO TEXT (fd 47, O_NONBLOCK: EAGAIN when empty)    send PRIO TEXT -> ok
 //! attr -> maxmsg msgsize curmsgs nonblock (mq_getattr of fd 47)
 //! stat -> mode uid gid (fstat of fd 47, mode in octal)
 //! fl -> the access mode and O_NONBLOCK of fd 47 (F_GETFL, octal)
 //! child send PRIO TEXT -> ok (sent by the child through its fd 48)
+//! waiter-pid -> the waiting child's pid     wake PRIO TEXT -> PRIO TEXT (sent on fd 50,
+//!                 as the waiting child received it)
 //! ```
 
 use std::io;
@@ -35,6 +40,8 @@ pub fn start(args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
 /// The `mqueue` mode (see the module doc).
 struct Mqueue {
     child: Option<ChildPipes>,
+    /// The waiting child's pid and the pipe it reports on.
+    waiter: Option<(i32, i32)>,
 }
 
 fn cname(name: &str) -> io::Result<std::ffi::CString> {
@@ -143,7 +150,51 @@ impl Mqueue {
                 return Err(io::Error::last_os_error());
             }
         }
-        Ok(Self { child })
+        let mut waiter = None;
+        if has("waiter") {
+            // SAFETY: mq_attr is plain data; all-zero is valid.
+            let mut attr: libc::mq_attr = unsafe { std::mem::zeroed() };
+            attr.mq_maxmsg = 1;
+            attr.mq_msgsize = 64;
+            let w_name = format!("{name}-w");
+            let flags = libc::O_RDONLY | libc::O_CREAT | libc::O_EXCL;
+            let theirs = sys::move_fd(mq_open(&w_name, flags, Some(&attr))?, 49)?;
+            sys::move_fd(mq_open(&w_name, libc::O_WRONLY, None)?, 50)?;
+            let (rd, wr) = sys::pipe()?;
+            // the workload is single-threaded here; the child only makes syscalls.
+            let kid = sys::fork()?;
+            if kid == 0 {
+                sys::close(FD);
+                let mut buf = [0u8; 64];
+                loop {
+                    let mut prio: libc::c_uint = 0;
+                    // SAFETY: `buf` is writable for 64 bytes (the msgsize), `prio` for a
+                    // c_uint; a null timeout waits for ever.
+                    let n = unsafe {
+                        libc::syscall(
+                            libc::SYS_mq_timedreceive,
+                            theirs,
+                            buf.as_mut_ptr(),
+                            buf.len(),
+                            &mut prio as *mut libc::c_uint,
+                            std::ptr::null::<libc::timespec>(),
+                        )
+                    };
+                    let report = if n < 0 {
+                        format!("err {}", io::Error::last_os_error())
+                    } else {
+                        format!("{prio} {}", String::from_utf8_lossy(&buf[..n as usize]))
+                    };
+                    if sys::write_all(wr, report.as_bytes()).is_err() {
+                        std::process::exit(3)
+                    }
+                }
+            }
+            sys::close(theirs);
+            sys::close(wr);
+            waiter = Some((kid, rd));
+        }
+        Ok(Self { child, waiter })
     }
 
     fn answer(&mut self, verb: &str, args: &[&str]) -> io::Result<String> {
@@ -216,6 +267,17 @@ impl Mqueue {
                     .as_ref()
                     .ok_or_else(|| io::Error::other("no child"))?;
                 pipes.ask(&format!("send {prio} {text}"))
+            }
+            ("waiter-pid", []) => {
+                let (pid, _) = self.waiter.ok_or_else(|| io::Error::other("no waiter"))?;
+                Ok(pid.to_string())
+            }
+            ("wake", args) => {
+                let (_, rd) = self.waiter.ok_or_else(|| io::Error::other("no waiter"))?;
+                send_words(50, args)?;
+                let mut buf = [0u8; 128];
+                let n = sys::read(rd, &mut buf)?;
+                Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
             }
             _ => Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
