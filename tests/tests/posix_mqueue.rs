@@ -113,6 +113,39 @@ fn a_dump_leaves_the_messages_and_a_restore_is_refused_while_the_name_is_taken()
 }
 
 #[test]
+fn a_failed_restore_leaves_no_queue_and_a_retry_makes_it() {
+    let name = name(7);
+    let _gone = UnlinkAfter(name.clone());
+    let mut w = start(&name, &[]);
+    let img = w.path("img");
+    w.dump_ok(&img);
+    assert!(unlink(&name));
+    // Fails once every process is whole, before the point of no return.
+    let script = w.path("refuse.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\n[ \"$CRYO_HOOK_STAGE\" = post-restore ] && exit 1\nexit 0\n",
+    )
+    .expect("write the script");
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .expect("chmod the script");
+    let script = script.to_str().expect("utf-8");
+    w.cryo(&[
+        "restore",
+        "-D",
+        img.to_str().expect("utf-8"),
+        "--action-script",
+        script,
+    ])
+    .assert_refused()
+    .assert_stderr_mentions("post-restore");
+    assert!(!unlink(&name), "the failed restore left its queue behind");
+    w.restore_background(&img);
+    receives_the_three(&w);
+    w.kill_restored();
+}
+
+#[test]
 fn two_processes_with_their_own_descriptions_share_one_queue_after_restore() {
     let name = name(3);
     let _gone = UnlinkAfter(name.clone());

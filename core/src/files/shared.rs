@@ -30,8 +30,8 @@ struct Object {
 #[derive(Debug, Default)]
 pub struct SharedObjects {
     objects: Vec<Object>,
-    /// The named message queues made: unlinked again unless the restore reached its end
-    /// ([`SharedObjects::seal`]).
+    /// The named message queues made: unlinked again unless the restore passed its point of
+    /// no return ([`SharedObjects::keep`]).
     queues: Vec<String>,
     kept: std::sync::atomic::AtomicBool,
 }
@@ -122,10 +122,13 @@ impl SharedObjects {
         self.objects.iter().map(|o| (o.ino, o.fd.as_raw_fd()))
     }
 
-    /// Adds the memfd seals: once every process has made its mappings, before any runs. The
-    /// restore has then reached its end: the message queues made stay.
-    pub fn seal(&self) -> Result<(), FileError> {
+    /// The restore has passed its point of no return: the message queues made stay.
+    pub fn keep(&self) {
         self.kept.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Adds the memfd seals: once every process has made its mappings, before any runs.
+    pub fn seal(&self) -> Result<(), FileError> {
         for o in self.objects.iter().filter(|o| o.seals != 0) {
             sys::memfd::add_seals(o.fd.as_fd(), o.seals).map_err(|source| FileError::Restore {
                 id: o.id,
