@@ -232,6 +232,8 @@ every_message!(
     PreCopyRound,
     RemovedDir,
     RemovedNode,
+    PosixMqueue,
+    PosixMqMessage,
     SessionKeyring,
     Key,
 );

@@ -267,14 +267,6 @@ fn a_namespace_fd_is_refused_at_dump_naming_pid_fd_and_kind() {
 }
 
 #[test]
-fn a_posix_message_queue_is_refused_at_dump_naming_pid_fd_and_kind() {
-    refused_at_dump(
-        "mqueue",
-        "POSIX message queue (mqueue) is not supported yet",
-    );
-}
-
-#[test]
 fn secret_memory_is_refused_at_dump_naming_pid_fd_and_kind() {
     refused_at_dump(
         "secretmem",

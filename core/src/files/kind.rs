@@ -218,6 +218,13 @@ pub(crate) enum Seen {
     },
     /// A memfd.
     Memfd,
+    /// A POSIX message queue.
+    Mqueue {
+        /// Its name, without the leading '/' and " (deleted)".
+        name: String,
+        /// Unlinked while open.
+        deleted: bool,
+    },
     /// A socket.
     Socket {
         /// Its inode.

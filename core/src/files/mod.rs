@@ -26,7 +26,7 @@
 //! middle: one kind each (FileKind), importing only the bottom (and devices.rs -> tty.rs)
 //!   regular.rs devices.rs removed_nodes.rs pipes.rs pty.rs tty.rs eventfd.rs timerfd.rs
 //!   signalfd.rs epoll.rs pidfd.rs
-//!   inotify.rs fanotify.rs memfd.rs shmem.rs; sockets: crate::sockets::kind
+//!   inotify.rs fanotify.rs memfd.rs shmem.rs mqueue.rs; sockets: crate::sockets::kind
 //! bottom: what the kinds are given and use
 //!   kind.rs      the contract of one kind (FileKind) and the contexts it receives
 //!   open.rs      restore toolkit: Opening, FdRestoreOptions, open/create flags, fd moves
@@ -39,7 +39,8 @@
 //! eventfd, timerfd, signalfd (a module each), epoll (epoll.rs: restored last, once its targets
 //! are at their numbers), inotify (inotify.rs), fanotify (fanotify.rs), pidfds (pidfd.rs: one of
 //! another process of the dump is pointed at it once every process exists), memfd (memfd.rs) and the terminal of a shell
-//! job (tty.rs) and pty pairs with both ends in the dump (pty.rs) have a module each; memfds
+//! job (tty.rs), pty pairs with both ends in the dump (pty.rs) and POSIX message queues
+//! (mqueue.rs: made by cryo before the tree, as the shared memory objects) have a module each; memfds
 //! and shared anonymous memory are one object per inode for every fd and VMA of the tree
 //! (shmem.rs). Other anonymous inodes (io_uring...), hugetlb memfds, ptys with an end outside
 //! the dump and block devices are refused with the pid, the fd and the kind named.
@@ -57,6 +58,7 @@ pub(crate) mod locks;
 pub(crate) mod inspect;
 pub(crate) mod kind;
 mod memfd;
+mod mqueue;
 pub(crate) mod open;
 mod outside;
 mod pipes;

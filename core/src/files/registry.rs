@@ -7,7 +7,7 @@ use cryo_proto::image::{file_desc::Kind, FileDesc};
 
 use super::kind::{AnyKind, Dumping};
 use super::{
-    devices, epoll, eventfd, fanotify, inotify, memfd, pidfd, pipes, pty, regular, removed_nodes, shmem,
+    devices, epoll, eventfd, fanotify, inotify, memfd, mqueue, pidfd, pipes, pty, regular, removed_nodes, shmem,
     signalfd, timerfd, tty, FileError,
 };
 
@@ -31,6 +31,7 @@ pub(crate) static KINDS: &[&dyn AnyKind] = &[
     &pidfd::Pidfds,
     &memfd::Memfds,
     &shmem::SharedAnon,
+    &mqueue::Mqueues,
     &crate::ipc::shm::Segments,
     &crate::sockets::kind::Sockets,
 ];
@@ -101,7 +102,7 @@ pub fn name(desc: &FileDesc) -> String {
 #[cfg(test)]
 mod tests {
     use cryo_proto::image::{
-        Epoll, EventFd, Fanotify, Inotify, Memfd, Pidfd, Pipe, Pty, RegularFile, RemovedNode, Shmem, SignalFd,
+        Epoll, EventFd, Fanotify, Inotify, Memfd, Pidfd, Pipe, PosixMqueue, Pty, RegularFile, RemovedNode, Shmem, SignalFd,
         Socket, SysvShm, TimerFd, Tty,
     };
 
@@ -127,6 +128,7 @@ mod tests {
             Kind::Memfd(Memfd::default()),
             Kind::Shmem(Shmem::default()),
             Kind::SysvShm(SysvShm::default()),
+            Kind::PosixMqueue(PosixMqueue::default()),
             Kind::Socket(Socket::default()),
         ];
         for v in &variants {

@@ -1,7 +1,8 @@
 //! The objects of a restore made once by cryo before the tree is forked, each by its kind:
 //! the shared memory objects (memfds and shared anonymous memory: memfd.rs, shmem.rs), which
 //! the processes reopen from their slots (shmem.rs: Slots), and the pidfds of exited
-//! processes (pidfd.rs), which they take from theirs.
+//! processes (pidfd.rs), which they take from theirs, and the POSIX message queues
+//! (mqueue.rs), which they reopen from theirs.
 
 use std::collections::BTreeSet;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
@@ -10,7 +11,7 @@ use cryo_proto::image::{file_desc::Kind, FileDesc};
 use tracing::debug;
 
 use super::shmem::{create_anon, object_of};
-use super::{describe, memfd, restore_err, FileError};
+use super::{describe, memfd, mqueue, restore_err, FileError};
 use crate::sys;
 use crate::image::ImageDir;
 
@@ -29,6 +30,18 @@ struct Object {
 #[derive(Debug, Default)]
 pub struct SharedObjects {
     objects: Vec<Object>,
+    /// The named message queues made: unlinked again unless the restore passed its point of
+    /// no return ([`SharedObjects::keep`]).
+    queues: Vec<String>,
+    kept: std::sync::atomic::AtomicBool,
+}
+
+impl Drop for SharedObjects {
+    fn drop(&mut self) {
+        if !self.kept.load(std::sync::atomic::Ordering::Relaxed) {
+            mqueue::unlink_made(&self.queues);
+        }
+    }
 }
 
 impl SharedObjects {
@@ -39,7 +52,9 @@ impl SharedObjects {
         used: &BTreeSet<u32>,
         images: &ImageDir,
     ) -> Result<Self, FileError> {
-        let mut objects: Vec<Object> = Vec::new();
+        let mut made = Self::default();
+        made.make_queues(descs, used)?;
+        let mut objects: Vec<Object> = std::mem::take(&mut made.objects);
         for desc in descs.iter().filter(|d| used.contains(&d.id)) {
             let Some(ino) = object_of(desc) else { continue };
             if objects.iter().any(|o| o.ino == ino) {
@@ -74,12 +89,42 @@ impl SharedObjects {
                 id: desc.id,
             });
         }
-        Ok(Self { objects })
+        made.objects = objects;
+        Ok(made)
+    }
+
+    /// Makes every POSIX message queue of `descs` that `used` refers to, once per queue.
+    fn make_queues(&mut self, descs: &[FileDesc], used: &BTreeSet<u32>) -> Result<(), FileError> {
+        for desc in descs.iter().filter(|d| used.contains(&d.id)) {
+            let Some(Kind::PosixMqueue(q)) = &desc.kind else { continue };
+            let key = mqueue::slot_key(q);
+            if self.objects.iter().any(|o| o.ino == key) {
+                continue;
+            }
+            let fd = mqueue::recreate(desc, q)?;
+            if !q.deleted {
+                self.queues.push(q.name.clone());
+            }
+            debug!(id = desc.id, name = %q.name, "message queue made");
+            self.objects.push(Object {
+                ino: key,
+                fd,
+                seals: 0,
+                what: describe(desc),
+                id: desc.id,
+            });
+        }
+        Ok(())
     }
 
     /// (dumped inode, cryo's fd) of every object, in slot order.
     pub fn fds(&self) -> impl Iterator<Item = (u64, RawFd)> + '_ {
         self.objects.iter().map(|o| (o.ino, o.fd.as_raw_fd()))
+    }
+
+    /// The restore has passed its point of no return: the message queues made stay.
+    pub fn keep(&self) {
+        self.kept.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Adds the memfd seals: once every process has made its mappings, before any runs.

@@ -591,6 +591,11 @@ fn classify(open: &OpenFd) -> Result<(Seen, fs::Metadata), FileError> {
         Link::Path(path) => path,
     };
     let meta = open.stat()?;
+    if is_mqueue(open) {
+        let (path, deleted) = inspect::resolve_deleted(path, &meta);
+        let name = path.strip_prefix('/').unwrap_or(&path).to_string();
+        return Ok((Seen::Mqueue { name, deleted }, meta));
+    }
     if let Some(kind) = unreachable_by_path(open) {
         return Err(open.refuse(kind, true));
     }
@@ -634,13 +639,18 @@ fn classify(open: &OpenFd) -> Result<(Seen, fs::Metadata), FileError> {
     Ok((seen, meta))
 }
 
-/// The kind of a file with a path that is no file of the process's tree (a POSIX message
-/// queue, secret memory, a pinned BPF object), told by its filesystem; None for the others
-/// (and when the filesystem cannot be read: the checks after it will say why).
+/// Whether the fd is on the mqueue filesystem (a POSIX message queue: mqueue.rs).
+fn is_mqueue(open: &OpenFd) -> bool {
+    nix::sys::statfs::statfs(&open.proc_path())
+        .is_ok_and(|fs| fs.filesystem_type().0 == super::mqueue::MQUEUE_MAGIC)
+}
+
+/// The kind of a file with a path that is no file of the process's tree (secret memory, a
+/// pinned BPF object), told by its filesystem; None for the others (and when the filesystem
+/// cannot be read: the checks after it will say why).
 fn unreachable_by_path(open: &OpenFd) -> Option<&'static str> {
-    /// MQUEUE_MAGIC, SECRETMEM_MAGIC, BPF_FS_MAGIC from linux/magic.h.
-    const KINDS: [(i64, &str); 3] = [
-        (0x1980_0202, "POSIX message queue (mqueue)"),
+    /// SECRETMEM_MAGIC, BPF_FS_MAGIC from linux/magic.h.
+    const KINDS: [(i64, &str); 2] = [
         (0x5345_434d, "secret memory (memfd_secret)"),
         (0xcafe_4a11, "pinned BPF object (bpf filesystem)"),
     ];
@@ -658,6 +668,7 @@ fn check_reachable(open: &OpenFd, seen: &Seen, meta: &fs::Metadata) -> Result<()
         | Seen::RemovedNode { .. }
         | Seen::Anon { .. }
         | Seen::Memfd
+        | Seen::Mqueue { .. }
         | Seen::Socket { .. } => {
             return Ok(())
         }

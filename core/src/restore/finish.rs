@@ -104,6 +104,8 @@ impl Reshaped {
             ptrace::setoptions(tid, ptrace::Options::empty())
                 .map_err(|e| Error::sys(tid, "let it outlive cryo (PTRACE_SETOPTIONS)", e))?;
         }
+        // The named POSIX message queues made for the processes stay from here on.
+        self.spawned.planned.shared.keep();
         if let Some(g) = self.spawned.guard.guardian() {
             g.unlocking();
             g.running(&self.spawned.pids);

@@ -214,10 +214,9 @@ pub(crate) fn sem_last_pid(id: i32, num: usize) -> io::Result<i32> {
     check(r as libc::c_long).map(|p| p as i32)
 }
 
-/// The names of the POSIX message queues of the calling thread's IPC namespace: its mqueue
-/// file system mounted detached (fsopen, fsmount: in no mount table, so no process sees it),
-/// read, and let go.
-pub(crate) fn mqueue_names() -> io::Result<Vec<String>> {
+/// The mqueue file system of the calling thread's IPC namespace mounted detached (fsopen,
+/// fsmount: in no mount table, so no process sees it), let go when the fd is dropped.
+pub(crate) fn mqueue_mount() -> io::Result<std::os::fd::OwnedFd> {
     use std::os::fd::AsRawFd;
     const FSOPEN_CLOEXEC: libc::c_ulong = 1;
     const FSCONFIG_CMD_CREATE: libc::c_ulong = 6;
@@ -238,12 +237,132 @@ pub(crate) fn mqueue_names() -> io::Result<Vec<String>> {
         )
     })?;
     // SAFETY: fsmount takes no pointers; it returns a new fd of a detached mount.
-    let mnt = super::owned_fd(unsafe {
-        libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), FSMOUNT_CLOEXEC, 0)
-    })?;
+    super::owned_fd(unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), FSMOUNT_CLOEXEC, 0) })
+}
+
+/// The names of the POSIX message queues of the calling thread's IPC namespace: its mqueue
+/// file system read through [`mqueue_mount`].
+pub(crate) fn mqueue_names() -> io::Result<Vec<String>> {
+    use std::os::fd::AsRawFd;
+    let mnt = mqueue_mount()?;
     let mut names: Vec<String> = std::fs::read_dir(format!("/proc/self/fd/{}", mnt.as_raw_fd()))?
         .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
         .collect::<io::Result<_>>()?;
     names.sort();
     Ok(names)
+}
+
+/// The attributes of a POSIX message queue that mq_getattr reports and mq_open takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct MqAttr {
+    /// mq_flags: O_NONBLOCK of the description.
+    pub flags: i64,
+    /// mq_maxmsg.
+    pub maxmsg: i64,
+    /// mq_msgsize.
+    pub msgsize: i64,
+    /// mq_curmsgs.
+    pub curmsgs: i64,
+}
+
+/// mq_open(2) of queue `name` (without the leading '/') with `oflag`; with O_CREAT, made with
+/// `mode` and the sizes of `attr`.
+pub(crate) fn mq_open(
+    name: &str,
+    oflag: i32,
+    mode: u32,
+    attr: Option<MqAttr>,
+) -> io::Result<std::os::fd::OwnedFd> {
+    let name = std::ffi::CString::new(name).map_err(io::Error::other)?;
+    // SAFETY: mq_attr is plain data; all-zero is a valid value.
+    let mut raw: libc::mq_attr = unsafe { std::mem::zeroed() };
+    let ptr = match attr {
+        Some(a) => {
+            raw.mq_maxmsg = a.maxmsg as _;
+            raw.mq_msgsize = a.msgsize as _;
+            &raw as *const libc::mq_attr
+        }
+        None => std::ptr::null(),
+    };
+    // SAFETY: `name` is NUL-terminated and `ptr` null or pointing to `raw`, both alive for
+    // the call; the kernel copies them.
+    super::owned_fd(unsafe {
+        libc::syscall(
+            libc::SYS_mq_open,
+            name.as_ptr(),
+            (oflag | libc::O_CLOEXEC) as libc::c_long,
+            mode as libc::c_long,
+            ptr,
+        )
+    })
+}
+
+/// mq_getattr(3) (mq_getsetattr(2) without a new value) of the queue open at `fd`.
+pub(crate) fn mq_getattr(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<MqAttr> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: mq_attr is plain data; all-zero is a valid value.
+    let mut old: libc::mq_attr = unsafe { std::mem::zeroed() };
+    // SAFETY: a null new value changes nothing; `old` is a writable mq_attr alive for the call.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_mq_getsetattr,
+            fd.as_raw_fd(),
+            std::ptr::null::<libc::mq_attr>(),
+            &mut old as *mut libc::mq_attr,
+        )
+    })?;
+    Ok(MqAttr {
+        flags: old.mq_flags as i64,
+        maxmsg: old.mq_maxmsg as i64,
+        msgsize: old.mq_msgsize as i64,
+        curmsgs: old.mq_curmsgs as i64,
+    })
+}
+
+/// mq_timedreceive(2) of the oldest message of highest priority into `buf` (at least
+/// mq_msgsize long), without a timeout: (length, priority). EAGAIN on an empty queue when the
+/// description is O_NONBLOCK.
+pub(crate) fn mq_receive(
+    fd: std::os::fd::BorrowedFd<'_>,
+    buf: &mut [u8],
+) -> io::Result<(usize, u32)> {
+    use std::os::fd::AsRawFd;
+    let mut prio: libc::c_uint = 0;
+    // SAFETY: `buf` is writable for its length and `prio` for a c_uint, both alive for the
+    // call; a null timeout is allowed.
+    let n = check(unsafe {
+        libc::syscall(
+            libc::SYS_mq_timedreceive,
+            fd.as_raw_fd(),
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut prio as *mut libc::c_uint,
+            std::ptr::null::<libc::timespec>(),
+        )
+    })?;
+    Ok((n as usize, prio))
+}
+
+/// mq_timedsend(2) of message `data` with priority `prio`, without a timeout.
+pub(crate) fn mq_send(fd: std::os::fd::BorrowedFd<'_>, data: &[u8], prio: u32) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `data` is readable for its length during the call; a null timeout is allowed.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_mq_timedsend,
+            fd.as_raw_fd(),
+            data.as_ptr(),
+            data.len(),
+            prio as libc::c_uint,
+            std::ptr::null::<libc::timespec>(),
+        )
+    })
+    .map(drop)
+}
+
+/// mq_unlink(2) of queue `name` (without the leading '/').
+pub(crate) fn mq_unlink(name: &str) -> io::Result<()> {
+    let name = std::ffi::CString::new(name).map_err(io::Error::other)?;
+    // SAFETY: `name` is NUL-terminated and alive for the call.
+    check(unsafe { libc::syscall(libc::SYS_mq_unlink, name.as_ptr()) }).map(drop)
 }

@@ -36,6 +36,7 @@ mod held;
 mod mapping_access;
 mod mappings;
 mod memory;
+mod mqueue;
 mod notify;
 mod pid_ns;
 mod pipe;
@@ -122,6 +123,7 @@ pub const MODES: &[(&str, Start)] = &[
     ("attrs", attrs::start),
     ("sysv-shm", sysv_shm::start),
     ("sysv-ipc", sysv_ipc::start),
+    ("mqueue", mqueue::start),
     ("sysv-ns", sysv_ns::start),
     ("aio", aio::start),
     ("cow-tree", cow_tree::start),
