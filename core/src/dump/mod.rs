@@ -354,7 +354,8 @@ fn dump_tree(
         // The pre-copy's last scan (the pages it sent unchanged, and which "uw" VmFlags are
         // cryo's) beside the reading of smaps and numa_maps: three walks of the page tables
         // at once, before anything reads the task's VMAs.
-        let (views, earlier) = memory::dump::VmaViews::read_beside(pid, || {
+        let overlap = precopy.is_some();
+        let (views, earlier) = memory::dump::VmaViews::read_beside(pid, overlap, || {
             precopy.as_deref_mut().map(|p| p.finish(pid)).transpose()
         });
         debug!(%pid, us = frozen_at.elapsed().as_micros() as u64, "frozen: VMA views and pre-copy's last scan read");

@@ -38,9 +38,24 @@ pub struct VmaViews {
 
 impl VmaViews {
     /// Reads both views of `pid` (frozen, its scratch page mapped: smaps tells the mm's
-    /// default flags by it) on two threads while this one runs `beside`; returns both when
-    /// all three are done (the threads are joined: the caller is single-threaded again).
-    pub fn read_beside<T>(pid: Pid, beside: impl FnOnce() -> T) -> (Result<Self>, T) {
+    /// default flags by it) and runs `beside`; with `overlap` (a pre-copy's last scan to run
+    /// beside), the views on two threads while this one runs `beside`, returning when all
+    /// three are done (the threads are joined: the caller is single-threaded again). Without,
+    /// one after the other: two thread starts cost a small process more than its walks.
+    pub fn read_beside<T>(
+        pid: Pid,
+        overlap: bool,
+        beside: impl FnOnce() -> T,
+    ) -> (Result<Self>, T) {
+        if !overlap {
+            let views = super::vmflags::read(pid).and_then(|flags| {
+                Ok(Self {
+                    flags,
+                    policies: super::numa::policies(pid)?,
+                })
+            });
+            return (views, beside());
+        }
         std::thread::scope(|scope| {
             let flags = scope.spawn(move || super::vmflags::read(pid));
             let policies = scope.spawn(move || super::numa::policies(pid));

@@ -46,9 +46,14 @@ pub fn own_keyring_id(spec: i32) -> io::Result<i32> {
 /// Asked on a short-lived thread: a thread without a session keyring that names
 /// KEY_SPEC_SESSION_KEYRING gets its user's session keyring installed in its credentials
 /// (lookup_user_key: "always install a session keyring upon access"), which the processes
-/// cryo forks would inherit, and keep after a change of uid.
+/// cryo forks would inherit, and keep after a change of uid. Asked once per run (cryo never
+/// joins a keyring in its own threads).
 pub fn own_session_keyring() -> io::Result<Option<i32>> {
-    std::thread::scope(|s| {
+    static OWN: std::sync::OnceLock<Option<i32>> = std::sync::OnceLock::new();
+    if let Some(own) = OWN.get() {
+        return Ok(*own);
+    }
+    let own = std::thread::scope(|s| {
         s.spawn(|| {
             let session = own_keyring_id(KEY_SPEC_SESSION_KEYRING)?;
             let user_session = own_keyring_id(KEY_SPEC_USER_SESSION_KEYRING)?;
@@ -56,7 +61,8 @@ pub fn own_session_keyring() -> io::Result<Option<i32>> {
         })
         .join()
         .unwrap_or_else(|_| Err(io::Error::other("the keyring thread panicked")))
-    })
+    })?;
+    Ok(*OWN.get_or_init(|| own))
 }
 
 /// Joins a new anonymous session keyring ("_ses") with permissions `perm`, owned by `uid` and
