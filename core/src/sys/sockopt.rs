@@ -45,14 +45,20 @@ pub(crate) fn socket(family: i32, ty: i32, protocol: i32) -> io::Result<OwnedFd>
     owned_fd(ret.into())
 }
 
-/// Binds packet socket `fd` to interface `ifindex` (0: every one) and protocol `protocol`
-/// (host order; 0 keeps the socket's).
-pub(crate) fn bind_packet(fd: BorrowedFd<'_>, ifindex: i32, protocol: u16) -> io::Result<()> {
+/// The link-layer address of interface `ifindex` and protocol `protocol` (host order).
+fn sockaddr_ll(ifindex: i32, protocol: u16) -> libc::sockaddr_ll {
     // SAFETY: sockaddr_ll is plain data; all zeroes is a valid value.
     let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
     sll.sll_family = libc::AF_PACKET as u16;
     sll.sll_protocol = protocol.to_be();
     sll.sll_ifindex = ifindex;
+    sll
+}
+
+/// Binds packet socket `fd` to interface `ifindex` (0: every one) and protocol `protocol`
+/// (host order; 0 keeps the socket's).
+pub(crate) fn bind_packet(fd: BorrowedFd<'_>, ifindex: i32, protocol: u16) -> io::Result<()> {
+    let sll = sockaddr_ll(ifindex, protocol);
     // SAFETY: `sll` is a live sockaddr_ll of the length given.
     let ret = unsafe {
         libc::bind(
@@ -72,11 +78,7 @@ pub(crate) fn send_packet(
     protocol: u16,
     frame: &[u8],
 ) -> io::Result<()> {
-    // SAFETY: sockaddr_ll is plain data; all zeroes is a valid value.
-    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-    sll.sll_family = libc::AF_PACKET as u16;
-    sll.sll_protocol = protocol.to_be();
-    sll.sll_ifindex = ifindex;
+    let sll = sockaddr_ll(ifindex, protocol);
     // SAFETY: `frame` is a live buffer of the length given; `sll` a live sockaddr_ll.
     let ret = unsafe {
         libc::sendto(
