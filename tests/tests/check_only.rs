@@ -146,16 +146,26 @@ fn the_same_host_is_ok_once_the_original_is_gone_and_its_pid_taken_while_it_runs
 #[test]
 fn a_busy_port_is_temporary() {
     cryo_bin();
-    let mut w = Workload::spawn("tcp", &["127.0.0.1:0"]);
+    // A loopback address of this test's own: once the squatter is gone, another test's
+    // connection (from 127.0.0.1) may take the same port number as its ephemeral port,
+    // which would hold it on 127.0.0.1, not here.
+    let me = std::process::id();
+    let ip = format!(
+        "127.{}.{}.{}",
+        100 + me % 100,
+        (me >> 8) % 250 + 1,
+        me % 250 + 1
+    );
+    let mut w = Workload::spawn("tcp", &[&format!("{ip}:0")]);
     let port: u16 = w.cmd("port").parse().unwrap();
     let img = w.path("img");
     check_dump(&w, &img);
     w.kill_original();
     // Someone else took the port meanwhile.
-    let squatter = TcpListener::bind(("127.0.0.1", port)).expect("take the port");
+    let squatter = TcpListener::bind((ip.as_str(), port)).expect("take the port");
     let (out, findings) = judge(&w, &img);
     assert_eq!(out.status.code(), Some(2), "{out}");
-    let subject = format!("tcp 127.0.0.1:{port}");
+    let subject = format!("tcp {ip}:{port}");
     finding(&findings, "temporary", "port", &subject)
         .unwrap_or_else(|| panic!("no finding naming {subject}:\n{out}"));
     // Restored into a network namespace of its own, no port can be busy.
