@@ -128,29 +128,26 @@ pub fn check_only(dir: &Path, opts: CheckOptions) -> Result<Verdict> {
     ids(&check.uids, "user", &mut v);
     ids(&check.gids, "group", &mut v);
     aio_rings(&check, &mut v);
-    session_keyrings(&images, &mut v)?;
+    session_keyrings(&images, &inventory.root_pids, &mut v)?;
     v.findings.sort_by_key(|f| f.kind == Permanent);
     Ok(v)
 }
 
 /// Whether each root can have its session keyring back from a `cryo restore` run as this
 /// one is (task/keyrings.rs): a restore refuses what it cannot, before making anything.
-fn session_keyrings(images: &ImageDir, v: &mut Verdict) -> Result<()> {
-    use cryo_proto::image::{ProcessEntry, TaskCore};
-    let pstree: Vec<ProcessEntry> = images.read(names::PSTREE, ImageKind::Pstree)?;
+fn session_keyrings(images: &ImageDir, roots: &[i32], v: &mut Verdict) -> Result<()> {
     let own = crate::sys::keyctl::own_session_keyring()
         .map_err(|e| Error::sys(nix::unistd::getpid(), "read cryo's session keyring", e))?;
-    let is_root = |e: &&ProcessEntry| !e.zombie && !pstree.iter().any(|p| p.pid == e.ppid);
-    for root in pstree.iter().filter(is_root) {
-        let core: TaskCore = images.read_single(
-            &names::core(nix::unistd::Pid::from_raw(root.pid)),
+    for &root in roots {
+        let core: cryo_proto::image::TaskCore = images.read_single(
+            &names::core(nix::unistd::Pid::from_raw(root)),
             ImageKind::Core,
         )?;
         if let Some(why) = crate::task::keyrings::refuse_root(&core, own) {
             v.push(
                 Temporary,
                 "session keyring",
-                root.pid.to_string(),
+                root.to_string(),
                 why,
                 "run the restore from a session keyring as the dumped process had",
             );

@@ -49,12 +49,9 @@ impl Loaded {
         let session_keyring = crate::sys::keyctl::own_session_keyring().map_err(|e| {
             crate::error::Error::sys(nix::unistd::getpid(), "read cryo's session keyring", e)
         })?;
-        for t in &self.tasks {
-            let is_root = !self.tasks.iter().any(|p| p.entry.pid == t.entry.ppid);
-            if let Some(why) = is_root
-                .then(|| crate::task::keyrings::refuse_root(&t.core, session_keyring))
-                .flatten()
-            {
+        let roots = &self.inventory.root_pids;
+        for t in self.tasks.iter().filter(|t| roots.contains(&t.entry.pid)) {
+            if let Some(why) = crate::task::keyrings::refuse_root(&t.core, session_keyring) {
                 return Err(super::error::RestoreError::SessionKeyring { why }.into());
             }
         }

@@ -55,7 +55,7 @@ const FEED_BATCH: u32 = 256;
 const FEED_WAIT: Duration = Duration::from_secs(2);
 /// A ring larger than this in an image is refused (1 GiB).
 const MAX_RING: u64 = 1 << 30;
-const PAGE: u64 = 4096;
+use crate::memory::PAGE;
 
 /// A packet socket's rings.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

@@ -26,7 +26,7 @@ use nix::unistd::Pid;
 
 use super::attrs::AttrError;
 use crate::error::{Error, Result};
-use crate::remote::{Remote, Scratch};
+use crate::remote::{BatchCall, Remote, Scratch};
 use crate::restore::error::{ChildError, ChildStep};
 use crate::sys::keyctl::{self, KEY_SPEC_PROCESS_KEYRING, KEY_SPEC_SESSION_KEYRING};
 
@@ -55,22 +55,23 @@ pub fn dump_process(
 ) -> Result<()> {
     let own = session != user_session;
     // The process keyring's read last: ENOKEY (none) ends the batch.
-    let mut calls = Vec::new();
+    type MakeCall = fn(u64) -> BatchCall;
+    let mut calls: Vec<(&str, MakeCall)> = Vec::new();
     if own {
-        calls.push(("describe the session keyring", 0));
-        calls.push(("count the session keyring's keys", 1));
+        calls.push(("describe the session keyring", |slot| {
+            keyctl::describe_call(KEY_SPEC_SESSION_KEYRING, slot, DESCRIBE_LEN as u64)
+        }));
+        calls.push(("count the session keyring's keys", |_| {
+            keyctl::links_len_call(KEY_SPEC_SESSION_KEYRING)
+        }));
     }
-    calls.push(("process keyring", 2));
-    let (out, results, failed) = scratch.batch_reading_until_failure(
-        remote,
-        calls.len(),
-        DESCRIBE_LEN,
-        |i, slot| match calls[i].1 {
-            0 => keyctl::describe_call(KEY_SPEC_SESSION_KEYRING, slot, DESCRIBE_LEN as u64),
-            1 => keyctl::links_len_call(KEY_SPEC_SESSION_KEYRING),
-            _ => keyctl::keyring_id_call(KEY_SPEC_PROCESS_KEYRING),
-        },
-    );
+    calls.push(("process keyring", |_| {
+        keyctl::keyring_id_call(KEY_SPEC_PROCESS_KEYRING)
+    }));
+    let (out, results, failed) =
+        scratch.batch_reading_until_failure(remote, calls.len(), DESCRIBE_LEN, |i, slot| {
+            calls[i].1(slot)
+        });
     match failed {
         Some(e) if e.index + 1 == calls.len() && e.error.raw_os_error() == Some(libc::ENOKEY) => {}
         Some(e) => return Err(Error::sys(tid, calls[e.index].0, e.error)),

@@ -190,7 +190,7 @@ pub fn dump_thread(
     tid: Pid,
     remote: &Remote,
     scratch: &Scratch,
-    process: Option<&mut ProcessAttrs>,
+    mut process: Option<&mut ProcessAttrs>,
 ) -> Result<ThreadCore> {
     let sys = |op: &str| {
         let op = op.to_string();
@@ -240,11 +240,10 @@ pub fn dump_thread(
             r.value(results[calls.len() + i], &out[at..at + OUT_LEN])
         })
         .collect();
-    let main = process.is_some();
-    let mut process = process;
     let (attrs, user_session) = attrs::dump_thread(tid, &values, process.as_deref_mut())
         .map_err(|e| Error::sys(tid, "read scheduling attributes", e))?;
-    if let (true, Some(p), Some(user_session)) = (main, process, user_session) {
+    // The user session keyring is read (Some) in the main thread only, with `process`.
+    if let (Some(p), Some(user_session)) = (process, user_session) {
         keyrings::dump_process(tid, remote, scratch, p, attrs.session_keyring, user_session)?;
     }
 
