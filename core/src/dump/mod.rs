@@ -224,7 +224,7 @@ fn start_pre_copy(tree: &[Member], opts: &DumpOptions) -> Result<memory::precopy
     }
     let pids: Vec<Pid> = tree
         .iter()
-        .filter(|m| m.stat.state != 'Z')
+        .filter(|m| !m.is_zombie())
         .map(|m| m.pid)
         .collect();
     memory::precopy::PreCopy::run(&pids, sink)
@@ -241,7 +241,7 @@ fn dump_tree(
     started: Instant,
     mut precopy: Option<&mut memory::precopy::PreCopy>,
 ) -> Result<DumpSummary> {
-    let live: Vec<&Member> = tree.iter().filter(|m| m.stat.state != 'Z').collect();
+    let live: Vec<&Member> = tree.iter().filter(|m| !m.is_zombie()).collect();
     // A check-only dump never kills: it is a --leave-running dump without pages.
     let leave_running = opts.leave_running || opts.check_only;
     let lock_id = lock_id_for(images.path());
@@ -255,7 +255,7 @@ fn dump_tree(
     let mut guardian = guardian.flatten();
     // A tree in a PID namespace of its own: refused before anything is touched unless it is
     // the whole namespace under its init.
-    let members: Vec<(Pid, bool)> = tree.iter().map(|m| (m.pid, m.stat.state == 'Z')).collect();
+    let members: Vec<(Pid, bool)> = tree.iter().map(|m| (m.pid, m.is_zombie())).collect();
     let mut pidns = crate::task::pidns::find(&members, &opts.pids)?;
     if let (Some(ns), Some(_)) = (&pidns, &precopy) {
         return Err(Error::target(
@@ -337,9 +337,8 @@ fn dump_tree(
     }
     // The processes a pidfd may name and come back on: zombies too (each is made again, left
     // unreaped, before the pidfds are pointed).
-    let zombies = tree.iter().filter(|m| m.stat.state == 'Z').map(|m| m.pid);
     files.add_processes(
-        live.iter().map(|m| m.pid).chain(zombies),
+        tree.iter().map(|m| m.pid),
         frozen.iter().flat_map(|f| f.tids().iter().copied()),
     );
     for ((m, frozen), sockets) in live.iter().zip(&frozen).zip(sockets_held.tasks()) {
@@ -420,7 +419,7 @@ fn dump_tree(
     // Both ends of every unix connection must be in the dump (or be let go: --ext-unix-sk).
     let external = crate::sockets::check_unix_peers(sockets_held.tasks(), opts.ext_unix_sk)?;
     files.mark_external_peers(&external);
-    for m in tree.iter().filter(|m| m.stat.state == 'Z') {
+    for m in tree.iter().filter(|m| m.is_zombie()) {
         let mut entry = task::process_entry(m.pid, &m.stat, &[]);
         entry.zombie = true;
         entry.exit_status = m.stat.exit_code;

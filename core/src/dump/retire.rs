@@ -86,7 +86,7 @@ pub fn kill_left_running(dir: &Path) -> Result<Retired> {
     let tree = resolve_trees(&roots)?;
     let live: Vec<Pid> = tree
         .iter()
-        .filter(|m| m.stat.state != 'Z')
+        .filter(|m| !m.is_zombie())
         .map(|m| m.pid)
         .collect();
     let imaged: HashSet<i32> = pstree.iter().filter(|e| !e.zombie).map(|e| e.pid).collect();

@@ -14,6 +14,13 @@ pub(crate) struct Member {
     pub(crate) stat: proc::Stat,
 }
 
+impl Member {
+    /// Exited, not reaped: dumped as a zombie, never frozen.
+    pub(crate) fn is_zombie(&self) -> bool {
+        self.stat.state == 'Z'
+    }
+}
+
 /// Refuses, before anything is touched, a root given twice, pid 1, and cryo itself or any
 /// of its ancestors: freezing one of those would freeze (or, once dumped, kill) the process
 /// waiting for cryo, or the init of the pid namespace.
@@ -68,7 +75,7 @@ pub(crate) fn resolve_trees(roots: &[Pid]) -> Result<Vec<Member>> {
         out.push(Member { pid: root, stat });
         let mut k = first;
         while k < out.len() {
-            let (pid, zombie) = (out[k].pid, out[k].stat.state == 'Z');
+            let (pid, zombie) = (out[k].pid, out[k].is_zombie());
             k += 1;
             if zombie {
                 continue;
