@@ -1297,3 +1297,15 @@ pub fn serve_address(serve: &mut std::process::Child) -> Result<String, String> 
         .map(str::to_string)
         .ok_or_else(|| format!("serve said {line:?}"))
 }
+
+/// Moves the calling test thread into a network namespace of its own with lo up: what it
+/// starts (workloads, cryo) inherits it, so raw and packet sockets hear no other test's
+/// traffic.
+pub fn own_netns() {
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare CLONE_NEWNET");
+    let out = Command::new("ip")
+        .args(["link", "set", "lo", "up"])
+        .output()
+        .expect("run ip");
+    assert!(out.status.success(), "ip link set lo up");
+}

@@ -308,6 +308,8 @@ const ICMP_FILTER: (i32, i32) = (255, 1);
 
 #[test]
 fn a_raw_icmp_socket_keeps_its_filter_and_hears_echo_replies_after_restore() {
+    // Its raw sockets hear every ICMP and UDP packet of their namespace: none of other tests'.
+    cryo_tests::own_netns();
     let mut w = socks();
     let s = w.cmd(&format!("socket inet raw {}", libc::IPPROTO_ICMP));
     let filter = opt(ICMP_FILTER.0, ICMP_FILTER.1);

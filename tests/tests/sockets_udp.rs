@@ -450,6 +450,8 @@ fn leave_running_leaves_the_queue_and_the_peek_offset_as_they_were() {
 
 #[test]
 fn queued_datagrams_beside_a_raw_udp_socket_that_would_hear_them_are_refused() {
+    // Its raw socket hears every UDP datagram of its namespace: none of other tests'.
+    cryo_tests::own_netns();
     let (w, s) = udp("inet", "127.0.0.1:0");
     let to = w.cmd(&format!("name {s}"));
     let (c, _) = sender(&w, "inet", "127.0.0.2:0", None);
