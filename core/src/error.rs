@@ -91,6 +91,9 @@ pub enum Error {
     /// The security state of a thread (capabilities, seccomp...) cannot be dumped or restored.
     #[error(transparent)]
     Security(#[from] crate::task::security::SecurityError),
+    /// A thread in a Landlock domain (refused), or the check for one failed.
+    #[error(transparent)]
+    Landlock(#[from] crate::task::landlock::LandlockError),
     /// `cryo kill` refused.
     #[error(transparent)]
     Kill(#[from] KillError),
@@ -126,6 +129,16 @@ impl Error {
             }
             _ => false,
         }
+    }
+
+    /// Whether the dump was refused for what no retry and no other host of this kind can
+    /// restore: a thread in a Landlock domain (`cryo dump --check-only` exits 3 on it, as
+    /// `cryo restore --check-only` does on its permanent findings).
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            Self::Landlock(crate::task::landlock::LandlockError::Confined { .. })
+        )
     }
 
     /// A failed system call `op` on task `pid`.

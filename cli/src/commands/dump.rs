@@ -195,6 +195,15 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
             );
             return Ok(2);
         }
+        // One no host of this kind can restore (a Landlock domain): a permanent finding,
+        // exit 3, as `restore --check-only` exits on one.
+        Err(e) if opts.check_only && e.is_permanent() => {
+            eprintln!(
+                "cryo: check of pid {} (permanent, no restore can bring it back): {e}",
+                pid_list(&opts.pids)
+            );
+            return Ok(3);
+        }
         other => other,
     };
     let summary =

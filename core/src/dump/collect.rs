@@ -10,7 +10,9 @@ use crate::freeze::FrozenTask;
 use crate::image::ImageDir;
 use crate::remote::{Remote, Scratch};
 use crate::sockets::SocketDump;
-use crate::task::{attrs, namespaces, process as task, security, signals, threads, timers};
+use crate::task::{
+    attrs, landlock, namespaces, process as task, security, signals, threads, timers,
+};
 use crate::{memory, proc};
 
 /// A task's core and memory images.
@@ -18,7 +20,8 @@ pub(super) type Collected = (cryo_proto::image::TaskCore, cryo_proto::image::MmC
 
 /// Everything of task `pid` (frozen, its main thread `remote` borrowed, `scratch` mapped):
 /// its core with threads, signals, timers and fds, and its memory (without its pages when
-/// `pages` is false: `dump --check-only`; the pages in `earlier` a pre-copy round sent).
+/// `pages` is false: `dump --check-only`; the pages in `earlier` a pre-copy round sent);
+/// each thread checked for a Landlock domain against `probes`.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn collect(
     pid: Pid,
@@ -35,6 +38,7 @@ pub(super) fn collect(
     earlier: Option<&memory::precopy::Earlier>,
     views: memory::dump::VmaViews,
     pidns: Option<u64>,
+    probes: &mut landlock::Probes,
 ) -> Result<Collected> {
     // The stages' times in the debug log: all of this runs frozen (the downtime).
     let t = std::time::Instant::now();
@@ -51,12 +55,17 @@ pub(super) fn collect(
     let mut process_attrs = attrs::dump_process(pid)?;
     stage("task, namespaces, cgroups, attributes");
     for &tid in frozen.tids() {
-        let dump = |remote: &Remote, process: Option<&mut _>| -> Result<_> {
-            let mut thread = threads::dump_thread(tid, remote, scratch, process)?;
+        let mut dump = |remote: &Remote, process: Option<&mut _>| -> Result<_> {
+            // The security state first: its credentials say which process the Landlock
+            // check names.
+            let security = security::dump_thread(pid, remote)?;
+            let creds = security.creds.clone().unwrap_or_default();
+            let domain = probes.check(pid, tid, &creds)?;
+            let mut thread = threads::dump_thread(tid, remote, scratch, process, &domain)?;
             if let Some(a) = thread.attrs.as_mut() {
                 a.syscall_dispatch = frozen.syscall_dispatch(tid).map(attrs::dispatch_to_image);
             }
-            thread.security = Some(security::dump_thread(pid, remote)?);
+            thread.security = Some(security);
             Ok(thread)
         };
         if tid == pid {

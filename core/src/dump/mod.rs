@@ -341,6 +341,9 @@ fn dump_tree(
         tree.iter().map(|m| m.pid),
         frozen.iter().flat_map(|f| f.tids().iter().copied()),
     );
+    // The processes the threads' Landlock checks name, made as needed (none for threads with
+    // CAP_SYS_PTRACE in cryo's PID namespace), gone once every task is collected.
+    let mut probes = crate::task::landlock::Probes::new(pidns.as_ref().and_then(|n| n.init()));
     for ((m, frozen), sockets) in live.iter().zip(&frozen).zip(sockets_held.tasks()) {
         let pid = m.pid;
         let _span = info_span!("task", %pid).entered();
@@ -367,6 +370,7 @@ fn dump_tree(
                 earlier.as_ref(),
                 views,
                 pidns.as_ref().map(|n| n.inode),
+                &mut probes,
             )
         });
         // Whatever happened, the task gets its own state back before anything else.
@@ -389,6 +393,10 @@ fn dump_tree(
         ttys.push((stat.tty_nr, stat.tpgid));
         cores.push((core, mm));
     }
+    if probes.made() > 0 {
+        debug!(probes = probes.made(), "Landlock checks: probe processes made and ended");
+    }
+    drop(probes);
     // A lock on a description also held outside the dump would conflict with the restored one.
     let member_pids: std::collections::HashSet<i32> =
         live.iter().map(|m| m.pid.as_raw()).collect();

@@ -1,4 +1,5 @@
-//! kcmp: whether two fds (of one process or two) are one kernel object.
+//! kcmp: whether two fds (of one process or two) are one kernel object; and, run in a target,
+//! whether it may look at a process at all.
 
 use std::io;
 use std::os::fd::RawFd;
@@ -76,4 +77,17 @@ pub(crate) fn kcmp_same_sysvsem(pid1: Pid, pid2: Pid) -> io::Result<bool> {
         )
     })?;
     Ok(ret == 0)
+}
+
+/// `KCMP_VM` from linux/kcmp.h.
+const KCMP_VM: u64 = 1;
+
+/// The kcmp call comparing the address spaces of `pid` and itself: run in a target's thread
+/// by a remote call, it answers 0 if that thread may look at `pid` (ptrace_may_access,
+/// PTRACE_MODE_READ_REALCREDS), EPERM if not, ESRCH if it cannot see `pid`.
+pub fn may_access_call(pid: i32) -> (i64, [u64; 6]) {
+    (
+        libc::SYS_kcmp,
+        [pid as u64, pid as u64, KCMP_VM, 0, 0, 0],
+    )
 }

@@ -9,7 +9,8 @@
 //! fd        dup, dup3 onto a chosen number, close_range, FIONREAD, RLIMIT_NOFILE
 //! handle    file handles: an inode named without a path, opened again
 //! pidfd     pidfd_open, pidfd_getfd (another process's fd, duplicated here)
-//! kcmp      same open file description, epoll target identity
+//! kcmp      same open file description, epoll target identity; may a target look at a pid
+//! probe     probe processes: chosen ids, nothing of cryo's in them (a memfd program)
 //! process   clone3 (set_tid, new namespaces), robust lists, prlimit, process_vm_*
 //! ptrace    register sets, sigmask, queued siginfo, rseq, /proc/PID/mem
 //! signal    rt_sigaction / sigprocmask / sigqueueinfo in the kernel's layouts
@@ -48,6 +49,7 @@ pub mod ns;
 pub mod pagemap;
 pub mod pidfd;
 pub mod prctl;
+pub mod probe;
 pub mod process;
 pub mod ptrace;
 pub mod repair;

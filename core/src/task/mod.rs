@@ -6,6 +6,7 @@
 //! attrs     nice, policy, affinity, ioprio, slack, pdeathsig, MCE, oom, loginuid, dumpable...
 //! process   credentials, rlimits, umask, personality, name, cwd/root, session and group
 //! security  per-thread ids, capabilities, securebits, no_new_privs, seccomp (restored last)
+//! landlock  a thread in a Landlock domain (or confined by another LSM): refused at dump
 //! threads   registers, syscall restart, per-thread state (mask, altstack, robust list, rseq)
 //! signals   dispositions and queued signals
 //! timers    interval timers and POSIX timers
@@ -15,6 +16,7 @@ pub mod attrs;
 
 pub mod cgroups;
 pub mod keyrings;
+pub mod landlock;
 pub mod namespaces;
 pub mod pidns;
 pub mod process;

@@ -158,6 +158,14 @@ impl DumpPidNs {
     pub fn inside(&self, host: i32) -> Option<i32> {
         self.map.get(&host).copied()
     }
+
+    /// Its init (pid 1 there), as cryo sees it.
+    pub fn init(&self) -> Option<Pid> {
+        self.map
+            .iter()
+            .find(|&(_, &inside)| inside == 1)
+            .map(|(&host, _)| Pid::from_raw(host))
+    }
 }
 
 /// Finds the PID namespace of the tree (`members`: its processes as cryo sees them, `zombie`

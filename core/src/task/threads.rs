@@ -11,7 +11,7 @@ use crate::remote::{Remote, Scratch};
 use crate::restore::error::RestoreError;
 use crate::sys::process::get_robust_list;
 use crate::sys::ptrace::{self as pt, Regs};
-use crate::task::{attrs, keyrings};
+use crate::task::{attrs, keyrings, landlock};
 
 const ERESTARTSYS: i64 = 512;
 const ERESTARTNOINTR: i64 = 513;
@@ -185,12 +185,14 @@ pub fn shared_pending(tid: Pid) -> Result<Vec<SigInfo>> {
 
 /// Everything about one stopped thread. `remote` runs in this thread (its registers as taken
 /// are the ones dumped) and `scratch` is a page of the tracee for the calls' results. For the
-/// main thread, `process` gets the process attributes its calls read too.
+/// main thread, `process` gets the process attributes its calls read too. `domain` is the
+/// thread's Landlock check, run with the other calls (a confined thread is refused).
 pub fn dump_thread(
     tid: Pid,
     remote: &Remote,
     scratch: &Scratch,
     mut process: Option<&mut ProcessAttrs>,
+    domain: &landlock::Check,
 ) -> Result<ThreadCore> {
     let sys = |op: &str| {
         let op = op.to_string();
@@ -208,19 +210,25 @@ pub fn dump_thread(
     let (robust_list, robust_list_len) = get_robust_list(tid).map_err(sys("get_robust_list"))?;
     let rseq = pt::get_rseq(tid).map_err(sys("read rseq registration"))?;
 
-    // sigaltstack(NULL, &old), prctl(PR_GET_TID_ADDRESS, &addr) and the attributes' prctl
-    // getters run in the thread itself, in one stop; each writes at most a stack_t (24 bytes).
+    // sigaltstack(NULL, &old), prctl(PR_GET_TID_ADDRESS, &addr), the Landlock check and the
+    // attributes' prctl getters run in the thread itself, in one stop; each writes at most a
+    // stack_t (24 bytes).
     const OUT_LEN: usize = 24;
+    const DOMAIN: usize = 2;
     let reads = attrs::remote_reads(process.is_some());
-    let calls = ["sigaltstack", "prctl(PR_GET_TID_ADDRESS)"];
+    let calls = ["sigaltstack", "prctl(PR_GET_TID_ADDRESS)", "kcmp"];
     let n = calls.len() + reads.len();
     let (out, results, failed) =
         scratch.batch_reading_until_failure(remote, n, OUT_LEN, |i, slot| match i {
             0 => (libc::SYS_sigaltstack, [0, slot, 0, 0, 0, 0]),
             1 => (libc::SYS_prctl, [PR_GET_TID_ADDRESS, slot, 0, 0, 0, 0]),
+            DOMAIN => domain.call(),
             _ => reads[i - calls.len()].call(slot),
         });
     if let Some(e) = failed {
+        if e.index == DOMAIN {
+            return Err(domain.failed(e.error).into());
+        }
         if !attrs::no_thread_keyring(e.index, n, &e.error) {
             let op = calls.get(e.index).copied();
             return Err(Error::sys(
