@@ -46,9 +46,9 @@ pub enum LandlockError {
     /// The thread may not look at a process outside its domain that it could otherwise.
     #[error(
         "pid {pid} thread {tid}: Landlock domain cannot be restored: the thread is confined by \
-         a Linux security module (Landlock?): it may not look at a process outside its domain \
-         of its own uid, and no interface reads a domain's rules back to make it again (a \
-         restored process would run unconfined)"
+         a Linux security module (Landlock?): it is denied a process outside its domain that \
+         it could otherwise look at, and no interface reads a domain's rules back to make it \
+         again (a restored process would run unconfined)"
     )]
     Confined {
         /// The process.

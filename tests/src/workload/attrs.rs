@@ -66,6 +66,10 @@
 //! unshare=KIND            unshare a namespace, KIND ipc|net|cgroup|mnt|pid process
 //!                         (mnt: then every mount made private)
 //! tmpfs=NAME              mount a tmpfs on DIR/NAME (after unshare=mnt)    process
+//! landlock=SCOPED:FLAGS   a Landlock domain (no_new_privs first) handling file reads,
+//!                         allowed beneath /proc /usr /lib /lib64 /etc only (so not in DIR);
+//!                         SCOPED: LANDLOCK_SCOPE_* bits, FLAGS landlock_restrict_self's
+//!                         (0x for hex)                                     this thread
 //! user=UID                make DIR and DIR/out reachable for UID, then setgroups([]) and
 //!                         setresgid/setresuid(UID) (glibc: every thread)
 //!
@@ -111,6 +115,7 @@
 //!               then a MEMBARRIER_CMD_PRIVATE_EXPEDITED, which needs its registration)
 //! cgroup:HIER   PATH                  (/proc/thread-self/cgroup; HIER "" for v2)
 //! status:FIELD  the field of /proc/thread-self/status (CapBnd, CapAmb, NoNewPrivs...)
+//! read:PATH     ok | errno N          (reading the file PATH: EACCES (13) under Landlock)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -638,6 +643,15 @@ fn apply(setting: &str, dir: &Path) -> Result<(), String> {
             )
             .map_err(|e| fail(e.into()))
         }
+        "landlock" => {
+            let (scoped, flags) = value.split_once(':').ok_or("landlock=SCOPED:FLAGS")?;
+            let readable = ["/proc", "/usr", "/lib", "/lib64", "/etc"];
+            let readable: Vec<&str> = readable
+                .into_iter()
+                .filter(|p| Path::new(p).exists())
+                .collect();
+            sys::landlock(&readable, num(scoped)?, num(flags)? as u32).map_err(fail)
+        }
         "user" => {
             let uid = num(value)? as u32;
             // The command FIFO is open already; each reply opens DIR/out anew.
@@ -668,6 +682,9 @@ fn observe(key: &str) -> Result<String, String> {
     }
     if let Some(name) = key.strip_prefix("status:") {
         return status(name);
+    }
+    if let Some(path) = key.strip_prefix("read:") {
+        return Ok(outcome(std::fs::read(path).map(drop)));
     }
     if let Some(hierarchy) = key.strip_prefix("cgroup:") {
         let text = std::fs::read_to_string("/proc/thread-self/cgroup").map_err(fail)?;

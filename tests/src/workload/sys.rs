@@ -1579,3 +1579,70 @@ pub fn describe_keyring(spec: i32) -> io::Result<(String, usize)> {
     }
     Ok((text, len as usize / 4))
 }
+
+/// `struct landlock_ruleset_attr` (linux/landlock.h, ABI 6).
+#[repr(C)]
+struct LandlockRulesetAttr {
+    handled_access_fs: u64,
+    handled_access_net: u64,
+    scoped: u64,
+}
+
+/// `struct landlock_path_beneath_attr` (packed in linux/landlock.h).
+#[repr(C, packed)]
+struct LandlockPathBeneathAttr {
+    allowed_access: u64,
+    parent_fd: i32,
+}
+
+/// Confines the calling thread in a new Landlock domain (no_new_privs set first) that
+/// handles reading files (LANDLOCK_ACCESS_FS_READ_FILE), allowed only beneath each of
+/// `readable`; `scoped`: LANDLOCK_SCOPE_* bits; `flags`: landlock_restrict_self's.
+pub fn landlock(readable: &[&str], scoped: u64, flags: u32) -> io::Result<()> {
+    const READ_FILE: u64 = 1 << 2;
+    const RULE_PATH_BENEATH: libc::c_long = 1;
+    let attr = LandlockRulesetAttr {
+        handled_access_fs: READ_FILE,
+        handled_access_net: 0,
+        scoped,
+    };
+    // SAFETY: the kernel reads `attr`, alive for the call, of the size given.
+    let ruleset = cvt(unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            &attr as *const LandlockRulesetAttr,
+            std::mem::size_of::<LandlockRulesetAttr>(),
+            0u32,
+        )
+    } as libc::c_int)?;
+    let result = (|| {
+        for path in readable {
+            let dir = std::ffi::CString::new(*path).map_err(io::Error::other)?;
+            // SAFETY: a NUL-terminated path of ours.
+            let fd = cvt(unsafe { libc::open(dir.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) })?;
+            let beneath = LandlockPathBeneathAttr {
+                allowed_access: READ_FILE,
+                parent_fd: fd,
+            };
+            // SAFETY: the kernel reads `beneath`, alive for the call.
+            let added = cvt(unsafe {
+                libc::syscall(
+                    libc::SYS_landlock_add_rule,
+                    ruleset,
+                    RULE_PATH_BENEATH,
+                    &beneath as *const LandlockPathBeneathAttr,
+                    0u32,
+                )
+            } as libc::c_int);
+            close(fd);
+            added?;
+        }
+        prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0)?;
+        // SAFETY: a ruleset fd and flags.
+        cvt(unsafe { libc::syscall(libc::SYS_landlock_restrict_self, ruleset, flags) }
+            as libc::c_int)
+        .map(drop)
+    })();
+    close(ruleset);
+    result
+}
