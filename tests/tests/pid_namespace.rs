@@ -388,3 +388,49 @@ fn a_nested_pid_namespace_is_refused() {
     assert_eq!(status_field(pids[&1], "TracerPid").as_deref(), Some("0"));
     assert_eq!(w.cmd("ids"), IDS, "the tree runs on as before");
 }
+
+/// The last pid the namespace handed out, read from inside by a `cat` that nsenter forks there
+/// (util-linux): it reads its own pid, one more than the last before it.
+fn last_pid_in(init: i32) -> i32 {
+    let out = std::process::Command::new("nsenter")
+        .args([
+            "-t",
+            &init.to_string(),
+            "-p",
+            "cat",
+            "/proc/sys/kernel/ns_last_pid",
+        ])
+        .output()
+        .expect("run nsenter (util-linux)");
+    assert!(out.status.success(), "nsenter: {out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+/// A --leave-running dump leaves the namespace as it was, down to the pid its next process
+/// gets: the Landlock checks' probe forked there (task/landlock.rs) puts the last pid back.
+#[test]
+fn a_leave_running_dump_leaves_the_next_pid_of_the_namespace() {
+    cryo_bin();
+    let w = Workload::spawn("pid-ns", &[]);
+    assert_eq!(w.cmd("ids"), IDS, "before the dump");
+    let (_, pids) = new_namespace(w.dir(), &[]);
+    let init = pids[&1];
+    let before = last_pid_in(init);
+    let img = w.path("img");
+    let init_arg = init.to_string();
+    w.cryo(&[
+        "dump".as_ref(),
+        "-t".as_ref(),
+        init_arg.as_ref(),
+        "-D".as_ref(),
+        img.as_os_str(),
+        "--leave-running".as_ref(),
+    ])
+    .assert_success();
+    assert_eq!(
+        last_pid_in(init),
+        before + 1,
+        "the next pid after the dump (only the reader's own taken since)"
+    );
+    assert_eq!(w.cmd("ids"), IDS, "the original runs on");
+}

@@ -145,8 +145,16 @@ mod landlock {
         cryo_bin();
         let w = Workload::spawn("attrs", &["thread", "t.landlock=0:0"]);
         let read = secret(&w);
-        assert_eq!(w.cmd(&format!("get {read}")), "ok", "the main thread is free");
-        assert_eq!(w.cmd(&format!("tget {read}")), "errno 13", "the second is not");
+        assert_eq!(
+            w.cmd(&format!("get {read}")),
+            "ok",
+            "the main thread is free"
+        );
+        assert_eq!(
+            w.cmd(&format!("tget {read}")),
+            "errno 13",
+            "the second is not"
+        );
         let second = threads(&w)[1];
         refused(&w, second);
         assert_eq!(w.cmd(&format!("tget {read}")), "errno 13", "still confined");
@@ -171,9 +179,16 @@ mod landlock {
         cryo_bin();
         let w = Workload::spawn("attrs", &["thread", "user=4321", "landlock=0:0"]);
         let read = secret(&w);
-        assert_eq!(w.cmd("get ids").split(" gid").next(), Some("uid 4321 4321 4321 4321"));
+        assert_eq!(
+            w.cmd("get ids").split(" gid").next(),
+            Some("uid 4321 4321 4321 4321")
+        );
         assert_eq!(w.cmd(&format!("get {read}")), "errno 13", "confined");
-        assert_eq!(w.cmd(&format!("tget {read}")), "ok", "the second thread is free");
+        assert_eq!(
+            w.cmd(&format!("tget {read}")),
+            "ok",
+            "the second thread is free"
+        );
         refused(&w, w.pid());
         assert_eq!(w.cmd(&format!("get {read}")), "errno 13", "still confined");
         assert!(

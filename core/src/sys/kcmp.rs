@@ -86,8 +86,5 @@ const KCMP_VM: u64 = 1;
 /// by a remote call, it answers 0 if that thread may look at `pid` (ptrace_may_access,
 /// PTRACE_MODE_READ_REALCREDS), EPERM if not, ESRCH if it cannot see `pid`.
 pub fn may_access_call(pid: i32) -> (i64, [u64; 6]) {
-    (
-        libc::SYS_kcmp,
-        [pid as u64, pid as u64, KCMP_VM, 0, 0, 0],
-    )
+    (libc::SYS_kcmp, [pid as u64, pid as u64, KCMP_VM, 0, 0, 0])
 }

@@ -115,6 +115,9 @@ pub struct Probes {
     program: Option<OwnedFd>,
     /// The probes by (uid, gid).
     running: HashMap<(u32, u32), probe::Probe>,
+    /// The pid the first probe took in the tree's PID namespace: the last pid handed out
+    /// there is put back to the one before it once the probes are gone.
+    first_inside: Option<i32>,
 }
 
 impl Probes {
@@ -126,6 +129,7 @@ impl Probes {
             pidns: None,
             program: None,
             running: HashMap::new(),
+            first_inside: None,
         }
     }
 
@@ -146,6 +150,9 @@ impl Probes {
                 let key = (creds.uid, creds.gid);
                 if !self.running.contains_key(&key) {
                     let started = self.start(key).map_err(failed("start a probe process"))?;
+                    if self.pidns.is_some() && self.first_inside.is_none() {
+                        self.first_inside = Some(started.inside);
+                    }
                     self.running.insert(key, started);
                 }
                 self.running[&key].inside
@@ -174,5 +181,23 @@ impl Probes {
     /// How many probe processes were made.
     pub fn made(&self) -> usize {
         self.running.len()
+    }
+}
+
+impl Drop for Probes {
+    /// Kills and reaps the probes; in the tree's PID namespace, puts its last pid back (the
+    /// tree, frozen, made none meanwhile): a process it forks after a `--leave-running` (or
+    /// failed) dump gets the pid it would have had.
+    fn drop(&mut self) {
+        self.running.clear();
+        if let (Some(ns), Some(first)) = (&self.pidns, self.first_inside) {
+            if let Err(e) = probe::set_last_pid(ns.as_fd(), first - 1) {
+                tracing::warn!(
+                    "the last pid of the dumped PID namespace could not be put back to {} after \
+                     the Landlock checks' probes: {e}",
+                    first - 1
+                );
+            }
+        }
     }
 }

@@ -1639,8 +1639,10 @@ pub fn landlock(readable: &[&str], scoped: u64, flags: u32) -> io::Result<()> {
         }
         prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0)?;
         // SAFETY: a ruleset fd and flags.
-        cvt(unsafe { libc::syscall(libc::SYS_landlock_restrict_self, ruleset, flags) }
-            as libc::c_int)
+        cvt(
+            unsafe { libc::syscall(libc::SYS_landlock_restrict_self, ruleset, flags) }
+                as libc::c_int,
+        )
         .map(drop)
     })();
     close(ruleset);
