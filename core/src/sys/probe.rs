@@ -362,6 +362,41 @@ fn child(program: BorrowedFd<'_>, ready: BorrowedFd<'_>, uid: u32, gid: u32, par
 mod tests {
     use super::*;
 
+    /// Needs root (as cryo does): a probe of another uid and gid, with nothing of cryo's.
+    #[test]
+    fn a_probe_runs_with_its_ids_and_nothing_else_until_dropped() {
+        let program = program_fd().unwrap();
+        let probe = start(program.as_fd(), 4321, 4322, None).unwrap();
+        let pid = probe.pid;
+        assert_eq!(probe.inside, pid.as_raw(), "in cryo's PID namespace");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
+        };
+        assert_eq!(field("Uid:").as_deref(), Some("4321 4321 4321 4321"));
+        assert_eq!(field("Gid:").as_deref(), Some("4322 4322 4322 4322"));
+        assert_eq!(field("Groups:").as_deref(), Some(""));
+        assert_eq!(field("CapPrm:").as_deref(), Some("0000000000000000"));
+        assert_eq!(field("CapEff:").as_deref(), Some("0000000000000000"));
+        let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .count();
+        assert_eq!(fds, 0, "no fd of cryo's");
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+        assert!(
+            exe.to_string_lossy().contains("memfd:cryo-probe"),
+            "{exe:?}"
+        );
+        drop(probe);
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "reaped"
+        );
+    }
+
     #[test]
     fn the_program_is_one_segment_starting_at_its_code() {
         let elf = program();
