@@ -172,6 +172,19 @@ mod landlock {
         refused(&w, w.pid());
     }
 
+    /// A seccomp filter in the landlocked thread: the check runs unfiltered (cryo's calls are
+    /// suspended from seccomp) and finds the domain; the filter is kept.
+    #[test]
+    fn a_landlocked_thread_with_a_seccomp_filter_is_refused_for_its_domain() {
+        cryo_bin();
+        let w = Workload::spawn("attrs", &["seccomp=42", "landlock=0:0"]);
+        let read = secret(&w);
+        assert_eq!(w.cmd(&format!("get {read}")), "errno 13", "confined");
+        refused(&w, w.pid());
+        assert_eq!(w.cmd("get getcpu"), "errno 42", "the filter kept");
+        assert_eq!(w.cmd(&format!("get {read}")), "errno 13", "still confined");
+    }
+
     /// A landlocked process of another uid, without capabilities: checked against a probe
     /// process of its uid (cryo's own pid would be denied it anyway).
     #[test]
