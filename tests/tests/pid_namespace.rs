@@ -434,3 +434,30 @@ fn a_leave_running_dump_leaves_the_next_pid_of_the_namespace() {
     );
     assert_eq!(w.cmd("ids"), IDS, "the original runs on");
 }
+
+/// A landlocked init (root, CAP_SYS_PTRACE: checked against a probe forked into its
+/// namespace, where cryo is not seen): refused naming it, and the namespace left as it was,
+/// down to its next pid.
+#[test]
+fn a_landlocked_init_is_refused_and_its_namespace_left_as_it_was() {
+    cryo_bin();
+    let w = Workload::spawn("pid-ns", &["landlock"]);
+    assert_eq!(w.cmd("ids"), IDS, "before the dump");
+    let (_, pids) = new_namespace(w.dir(), &[]);
+    let init = pids[&1];
+    let before = last_pid_in(init);
+    let img = w.path("img");
+    let init_arg = init.to_string();
+    w.cryo(&[
+        "dump".as_ref(),
+        "-t".as_ref(),
+        init_arg.as_ref(),
+        "-D".as_ref(),
+        img.as_os_str(),
+    ])
+    .assert_refused()
+    .assert_stderr_mentions(&format!("pid {init} thread {init}: Landlock domain"));
+    assert_eq!(last_pid_in(init), before + 1, "the next pid after the dump");
+    assert_eq!(status_field(init, "TracerPid").as_deref(), Some("0"));
+    assert_eq!(w.cmd("ids"), IDS, "the original runs on");
+}

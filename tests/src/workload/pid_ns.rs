@@ -22,6 +22,8 @@
 //!            timer -> armed: the init's POSIX timer notifying its second thread
 //!            (SIGEV_THREAD_ID, tid 5 there) is armed, an hour away
 //! pid-ns nested  the same, the grandchild with a child in a PID namespace of its own
+//! pid-ns landlock  the same, the init's main thread in a Landlock domain (file reads
+//!            handled, allowed beneath /proc /usr /lib /lib64 /etc), made last
 //! ```
 
 use std::io;
@@ -35,7 +37,10 @@ use super::{failed, io_err, sys, unknown, Mode};
 /// `pid-ns`
 pub fn start(args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
     let nested = args.iter().any(|a| a == "nested");
-    Ok(Box::new(PidNs::start(nested).map_err(failed("pid-ns"))?))
+    let landlock = args.iter().any(|a| a == "landlock");
+    Ok(Box::new(
+        PidNs::start(nested, landlock).map_err(failed("pid-ns"))?,
+    ))
 }
 
 impl Mode for PidNs {
@@ -156,7 +161,7 @@ fn take_pending() -> String {
 }
 
 impl PidNs {
-    fn start(nested: bool) -> io::Result<Self> {
+    fn start(nested: bool, landlock: bool) -> io::Result<Self> {
         // SAFETY: unshare takes no pointers; the workload is single-threaded here.
         sys::cvt(unsafe { libc::unshare(libc::CLONE_NEWPID) })?;
         let init = sys::fork()?;
@@ -242,6 +247,14 @@ impl PidNs {
             sys::cvt(libc::timer_settime(timer, 0, &when, std::ptr::null_mut()))?;
             timer
         };
+        if landlock {
+            let readable = ["/proc", "/usr", "/lib", "/lib64", "/etc"];
+            let readable: Vec<&str> = readable
+                .into_iter()
+                .filter(|p| Path::new(p).exists())
+                .collect();
+            sys::landlock(&readable, 0, 0)?;
+        }
         Ok(PidNs {
             timer,
             pipes,
