@@ -15,6 +15,8 @@
 //!   real, effective, saved uid = the thread's real uid      made once per (uid, gid) and
 //!   the same of gids; no capabilities; dumpable             dump, in the tree's PID namespace
 //!                                                           (it must see P), killed after
+//!                                                           (and the namespace's last pid
+//!                                                           put back: its next pid unchanged)
 //! the kcmp                                                  one more call in each thread's
 //!                                                           batch (threads.rs): 0 (P's mm is
 //!                                                           P's) free, EPERM refused
