@@ -317,7 +317,9 @@ fn child(program: BorrowedFd<'_>, ready: BorrowedFd<'_>, uid: u32, gid: u32, par
         if kept != 0 {
             fail(1);
         }
-        if libc::setgroups(0, std::ptr::null()) != 0 {
+        // The raw call: glibc's setgroups broadcasts to every thread (its setxid locks, which
+        // another thread of cryo may have held at the fork).
+        if libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) != 0 {
             fail(2);
         }
         if libc::syscall(libc::SYS_setresgid, gid, gid, gid) != 0 {
