@@ -2,7 +2,8 @@
 //! the shared memory objects (memfds and shared anonymous memory: memfd.rs, shmem.rs), which
 //! the processes reopen from their slots (shmem.rs: Slots), and the pidfds of exited
 //! processes (pidfd.rs), which they take from theirs, and the POSIX message queues
-//! (mqueue.rs), which they reopen from theirs.
+//! (mqueue.rs), which they reopen from theirs, and the BPF maps (bpf_map.rs), which they
+//! open again by the id their slot's map has.
 
 use std::collections::BTreeSet;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
@@ -11,7 +12,7 @@ use cryo_proto::image::{file_desc::Kind, FileDesc};
 use tracing::debug;
 
 use super::shmem::{create_anon, object_of};
-use super::{describe, memfd, mqueue, restore_err, FileError};
+use super::{bpf_map, describe, memfd, mqueue, restore_err, FileError};
 use crate::sys;
 use crate::image::ImageDir;
 
@@ -54,6 +55,7 @@ impl SharedObjects {
     ) -> Result<Self, FileError> {
         let mut made = Self::default();
         made.make_queues(descs, used)?;
+        made.make_bpf_maps(descs, used)?;
         let mut objects: Vec<Object> = std::mem::take(&mut made.objects);
         for desc in descs.iter().filter(|d| used.contains(&d.id)) {
             let Some(ino) = object_of(desc) else { continue };
@@ -106,6 +108,27 @@ impl SharedObjects {
                 self.queues.push(q.name.clone());
             }
             debug!(id = desc.id, name = %q.name, "message queue made");
+            self.objects.push(Object {
+                ino: key,
+                fd,
+                seals: 0,
+                what: describe(desc),
+                id: desc.id,
+            });
+        }
+        Ok(())
+    }
+
+    /// Makes every BPF map of `descs` that `used` refers to, once per map.
+    fn make_bpf_maps(&mut self, descs: &[FileDesc], used: &BTreeSet<u32>) -> Result<(), FileError> {
+        for desc in descs.iter().filter(|d| used.contains(&d.id)) {
+            let Some(Kind::BpfMap(m)) = &desc.kind else { continue };
+            let key = bpf_map::slot_key(m);
+            if self.objects.iter().any(|o| o.ino == key) {
+                continue;
+            }
+            let fd = bpf_map::recreate(desc, m)?;
+            debug!(id = desc.id, map_id = m.map_id, "BPF map made");
             self.objects.push(Object {
                 ino: key,
                 fd,
