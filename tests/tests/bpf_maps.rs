@@ -1,0 +1,172 @@
+//! BPF maps (bpf(BPF_MAP_CREATE)) come back with their type, sizes, flags, name, elements and
+//! frozen state, as the restored process sees them through lookups, updates, pops, fdinfo and
+//! BPF_OBJ_GET_INFO_BY_FD; each fd with its own access mode and FD_CLOEXEC; a map held by
+//! two descriptions and two processes comes back as one map; a dump leaves a queue's and a
+//! stack's elements to the original; maps of programs, maps with BTF, program fds and maps
+//! used outside the dump are refused at dump, the process left as it was.
+//!
+//! Needs the engine: `cryo` must be built (`cargo build -p cryo`).
+
+use cryo_tests::{cryo_bin, Workload};
+
+#[track_caller]
+fn ok(w: &Workload, line: &str) -> String {
+    let reply = w.cmd(line);
+    assert!(!reply.starts_with("err"), "{line}: {reply}");
+    reply
+}
+
+/// The possible CPUs of this machine (a per-CPU value has one slot each).
+fn possible_cpus() -> usize {
+    let text = std::fs::read_to_string("/sys/devices/system/cpu/possible").expect("cpu list");
+    text.trim()
+        .split(',')
+        .map(|p| match p.split_once('-') {
+            Some((a, b)) => b.parse::<usize>().expect("cpu") - a.parse::<usize>().expect("cpu") + 1,
+            None => 1,
+        })
+        .sum()
+}
+
+/// `bpf OPTS...`, started.
+fn start(opts: &[&str]) -> Workload {
+    cryo_bin();
+    Workload::spawn("bpf", opts)
+}
+
+/// What the workload made (see its module doc), seen from inside it; the queue and stack
+/// are left as they are.
+#[track_caller]
+fn holds_what_it_made(w: &Workload) {
+    for (k, v) in [(1, "100"), (2, "200"), (3, "300"), (4, "none")] {
+        assert_eq!(ok(w, &format!("get 60 {k}")), v, "hash key {k}");
+        assert_eq!(ok(w, &format!("get 66 {k}")), v, "hash key {k} through fd 66");
+    }
+    for k in 0..8 {
+        let want = match k {
+            0 => "7",
+            5 => "55",
+            _ => "0",
+        };
+        assert_eq!(ok(w, &format!("get 61 {k}")), want, "array index {k}");
+    }
+    assert_eq!(ok(w, "get 61 8"), "none", "past the array");
+    let pcpu: Vec<String> = (0..possible_cpus()).map(|c| (10 + c).to_string()).collect();
+    assert_eq!(ok(w, "pcpu"), pcpu.join(","), "one value per CPU");
+    assert_eq!(ok(w, "get 63 0"), "42");
+    assert_eq!(ok(w, "lpm 10.1.2.3"), "16", "the longest prefix");
+    assert_eq!(ok(w, "lpm 10.2.0.1"), "8");
+    assert_eq!(ok(w, "lpm 11.0.0.1"), "none");
+    assert_eq!(ok(w, "get 68 4"), "40");
+    assert_eq!(ok(w, "get 68 5"), "50");
+    // type key value max_entries map_flags frozen accmode cloexec name
+    assert_eq!(ok(w, "info 60"), "1 4 8 16 0x0 0 2 true cryo_hash");
+    assert_eq!(ok(w, "info 61"), "2 4 8 8 0x0 0 2 true cryo_array");
+    assert_eq!(ok(w, "info 62"), "6 4 8 4 0x0 0 2 true cryo_pcpu");
+    assert_eq!(ok(w, "info 63"), "2 4 8 2 0x0 1 2 true cryo_frozen");
+    assert_eq!(ok(w, "info 64"), "22 0 4 8 0x0 0 2 true cryo_queue");
+    assert_eq!(ok(w, "info 65"), "23 0 4 8 0x0 0 2 true cryo_stack");
+    assert_eq!(ok(w, "info 66"), "1 4 8 16 0x0 0 0 false cryo_hash", "read-only, inheritable");
+    assert_eq!(ok(w, "info 67"), "11 8 4 16 0x1 0 2 true cryo_lpm");
+    assert_eq!(ok(w, "info 68"), "9 4 8 8 0x0 0 2 true cryo_lru");
+}
+
+/// The queue gives 1, 2, 3 and the stack 3, 2, 1, then both are empty.
+#[track_caller]
+fn queue_and_stack_in_order(w: &Workload) {
+    for v in ["1", "2", "3", "empty"] {
+        assert_eq!(ok(w, "pop 64"), v, "queue");
+    }
+    for v in ["3", "2", "1", "empty"] {
+        assert_eq!(ok(w, "pop 65"), v, "stack");
+    }
+}
+
+#[test]
+fn maps_of_every_restored_type_come_back_with_their_elements_flags_and_fds() {
+    let mut w = start(&[]);
+    holds_what_it_made(&w);
+    w.dump_and_restore();
+    holds_what_it_made(&w);
+    queue_and_stack_in_order(&w);
+    // Updates work, and the two descriptions of the hash map are on one map.
+    assert_eq!(ok(&w, "put 60 9 900"), "ok");
+    assert_eq!(ok(&w, "get 66 9"), "900", "fd 66 sees fd 60's update");
+    let ro = w.cmd("put 66 9 1");
+    assert!(ro.contains("Operation not permitted"), "fd 66 stays read-only: {ro}");
+    let frozen = w.cmd("put 63 0 1");
+    assert!(frozen.contains("Operation not permitted"), "frozen: {frozen}");
+    assert_eq!(ok(&w, "get 63 0"), "42");
+    assert_eq!(ok(&w, "put 61 3 33"), "ok");
+    assert_eq!(ok(&w, "get 61 3"), "33");
+    assert_eq!(ok(&w, "push 64 7"), "ok");
+    assert_eq!(ok(&w, "pop 64"), "7");
+    assert_eq!(ok(&w, "id 60"), ok(&w, "id 66"), "one map id for both fds");
+    w.kill_restored();
+}
+
+#[test]
+fn a_map_shared_by_parent_and_child_stays_one_map() {
+    let mut w = start(&["child"]);
+    assert_eq!(ok(&w, "child put 7 70"), "ok");
+    assert_eq!(ok(&w, "get 60 7"), "70", "one map before");
+    w.dump_and_restore();
+    assert_eq!(ok(&w, "child get 7"), "70");
+    assert_eq!(ok(&w, "child put 8 80"), "ok");
+    assert_eq!(ok(&w, "get 60 8"), "80", "the child's update seen by the parent");
+    assert_eq!(ok(&w, "put 60 1 111"), "ok");
+    assert_eq!(ok(&w, "child get 1"), "111", "the parent's update seen by the child");
+    w.kill_restored();
+}
+
+#[test]
+fn leave_running_leaves_the_queue_and_the_stack_to_the_original() {
+    let mut w = start(&[]);
+    let img = w.path("img");
+    w.dump(&img, &["--leave-running"]).assert_success();
+    holds_what_it_made(&w);
+    queue_and_stack_in_order(&w);
+    w.kill_original();
+    w.restore_background(&img);
+    queue_and_stack_in_order(&w);
+    w.kill_restored();
+}
+
+#[test]
+fn a_prog_array_is_refused_naming_pid_fd_map_and_type() {
+    let w = start(&["progarray"]);
+    w.assert_dump_refused("70", "prog_array");
+    w.assert_dump_refused("70", "BPF map \"cryo_progs\" (id ");
+    assert_eq!(ok(&w, "get 60 1"), "100", "the maps are as they were");
+    queue_and_stack_in_order(&w);
+}
+
+#[test]
+fn a_map_with_btf_is_refused_naming_pid_fd_and_btf() {
+    let w = start(&["btf"]);
+    w.assert_dump_refused("72", "carries BTF");
+    queue_and_stack_in_order(&w);
+}
+
+#[test]
+fn a_bpf_program_fd_is_refused_naming_pid_fd_and_kind() {
+    let w = start(&["prog"]);
+    w.assert_dump_refused("71", "bpf-prog");
+    queue_and_stack_in_order(&w);
+}
+
+#[test]
+fn a_map_also_held_by_a_process_outside_the_dump_is_refused_naming_it() {
+    let w = start(&[]);
+    let id: u32 = ok(&w, "id 60").parse().expect("map id");
+    // BPF_MAP_GET_FD_BY_ID in this test process: the map is held outside the dump.
+    let mut attr = [0u64; 16];
+    attr[0] = u64::from(id);
+    // SAFETY: `attr` is 128 bytes with no pointers in it (map_id, next_id, open_flags 0).
+    let fd = unsafe { libc::syscall(libc::SYS_bpf, 14, attr.as_mut_ptr(), 128u32) };
+    assert!(fd >= 0, "BPF_MAP_GET_FD_BY_ID: {}", std::io::Error::last_os_error());
+    w.assert_dump_refused("60", &format!("pid {} (fd {fd})", std::process::id()));
+    // SAFETY: our own fd, closed once.
+    unsafe { libc::close(fd as i32) };
+    queue_and_stack_in_order(&w);
+}
