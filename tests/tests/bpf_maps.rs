@@ -170,3 +170,18 @@ fn a_map_also_held_by_a_process_outside_the_dump_is_refused_naming_it() {
     unsafe { libc::close(fd as i32) };
     queue_and_stack_in_order(&w);
 }
+
+#[test]
+fn a_map_mapped_into_memory_is_refused_naming_pid_and_the_mapping() {
+    let w = start(&["mmap"]);
+    assert_eq!(ok(&w, "get 73 0"), "5", "written through the mapping");
+    // The memory dump refuses it: "pid P: mapped file /proc/P/map_files/A-B:
+    // anon_inode:bpf-map is not a regular file (not supported)".
+    w.dump(&w.path("img"), &[])
+        .assert_refused()
+        .assert_stderr_has_word(&w.pid().to_string())
+        .assert_stderr_mentions("anon_inode:bpf-map is not a regular file");
+    w.assert_untouched();
+    assert_eq!(ok(&w, "get 73 0"), "5");
+    queue_and_stack_in_order(&w);
+}

@@ -16,6 +16,8 @@
 //!   progarray  fd 70: a prog_array map
 //!   prog       fd 71: a socket filter program (r0 = 0; exit)
 //!   btf        fd 72: an array map with BTF (key and value an int of 4 bytes)
+//!   mmap       fd 73: an array map made BPF_F_MMAPABLE (u32 -> u64, 512), mapped shared
+//!              read-write, [0] = 5 written through the mapping
 //! get FD K -> V | none        put FD K V -> ok        pop FD -> V | empty     push FD V -> ok
 //! pcpu -> the values of [1] of fd 62, one per CPU, comma-separated
 //! lpm A.B.C.D -> the value of the longest prefix (/32 lookup) | none
@@ -242,6 +244,26 @@ impl Bpf {
         }
         if has("btf") {
             sys::move_fd(btf_map()?, 72)?;
+        }
+        if has("mmap") {
+            let fd = sys::move_fd(map_create(2, 4, 8, 512, 1 << 10, "cryo_mmap")?, 73)?;
+            // SAFETY: a new shared mapping of 4096 bytes of our map fd, at an address the
+            // kernel picks; nothing else uses it.
+            let at = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    4096,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_SHARED,
+                    fd,
+                    0,
+                )
+            };
+            if at == libc::MAP_FAILED {
+                return Err(io::Error::last_os_error());
+            }
+            // SAFETY: the mapping is 4096 writable bytes, 8-aligned (page-aligned).
+            unsafe { at.cast::<u64>().write(5) };
         }
         let mut child = None;
         if has("child") {
