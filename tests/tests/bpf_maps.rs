@@ -185,3 +185,38 @@ fn a_map_mapped_into_memory_is_refused_naming_pid_and_the_mapping() {
     assert_eq!(ok(&w, "get 73 0"), "5");
     queue_and_stack_in_order(&w);
 }
+
+/// bpf(`cmd`) with the 128 bytes of `attr`.
+fn bpf(cmd: i32, attr: &mut [u64; 16]) -> i64 {
+    // SAFETY: `attr` is 128 bytes; the pointers the callers put in it point to buffers alive
+    // for the call.
+    unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), 128u32) }
+}
+
+#[test]
+fn a_map_a_program_outside_the_dump_uses_is_refused_naming_the_program() {
+    let w = start(&[]);
+    let id: u32 = ok(&w, "id 61").parse().expect("map id");
+    let mut attr = [0u64; 16];
+    attr[0] = u64::from(id);
+    let map = bpf(14, &mut attr);
+    assert!(map >= 0, "BPF_MAP_GET_FD_BY_ID: {}", std::io::Error::last_os_error());
+    // A socket filter that loads the map's address (ld_imm64 with BPF_PSEUDO_MAP_FD), then
+    // returns 0: the program keeps the map once the map fd is closed.
+    let insns: [u64; 4] = [0x18 | 0x11 << 8 | (map as u64) << 32, 0, 0xb7, 0x95];
+    let license = c"GPL";
+    let mut attr = [0u64; 16];
+    attr[0] = 1 | 4 << 32; // BPF_PROG_TYPE_SOCKET_FILTER, 4 instructions
+    attr[1] = insns.as_ptr() as u64;
+    attr[2] = license.as_ptr() as u64;
+    let prog = bpf(5, &mut attr);
+    let loaded = std::io::Error::last_os_error();
+    // SAFETY: our own fd, closed once.
+    unsafe { libc::close(map as i32) };
+    assert!(prog >= 0, "BPF_PROG_LOAD: {loaded}");
+    w.assert_dump_refused("61", "also used by BPF program id");
+    // SAFETY: our own fd, closed once.
+    unsafe { libc::close(prog as i32) };
+    assert_eq!(ok(&w, "get 61 5"), "55");
+    queue_and_stack_in_order(&w);
+}
