@@ -40,7 +40,11 @@ fn start(opts: &[&str]) -> Workload {
 fn holds_what_it_made(w: &Workload) {
     for (k, v) in [(1, "100"), (2, "200"), (3, "300"), (4, "none")] {
         assert_eq!(ok(w, &format!("get 60 {k}")), v, "hash key {k}");
-        assert_eq!(ok(w, &format!("get 66 {k}")), v, "hash key {k} through fd 66");
+        assert_eq!(
+            ok(w, &format!("get 66 {k}")),
+            v,
+            "hash key {k} through fd 66"
+        );
     }
     for k in 0..8 {
         let want = match k {
@@ -66,7 +70,11 @@ fn holds_what_it_made(w: &Workload) {
     assert_eq!(ok(w, "info 63"), "2 4 8 2 0x0 1 2 true cryo_frozen");
     assert_eq!(ok(w, "info 64"), "22 0 4 8 0x0 0 2 true cryo_queue");
     assert_eq!(ok(w, "info 65"), "23 0 4 8 0x0 0 2 true cryo_stack");
-    assert_eq!(ok(w, "info 66"), "1 4 8 16 0x0 0 0 false cryo_hash", "read-only, inheritable");
+    assert_eq!(
+        ok(w, "info 66"),
+        "1 4 8 16 0x0 0 0 false cryo_hash",
+        "read-only, inheritable"
+    );
     assert_eq!(ok(w, "info 67"), "11 8 4 16 0x1 0 2 true cryo_lpm");
     assert_eq!(ok(w, "info 68"), "9 4 8 8 0x0 0 2 true cryo_lru");
 }
@@ -93,9 +101,15 @@ fn maps_of_every_restored_type_come_back_with_their_elements_flags_and_fds() {
     assert_eq!(ok(&w, "put 60 9 900"), "ok");
     assert_eq!(ok(&w, "get 66 9"), "900", "fd 66 sees fd 60's update");
     let ro = w.cmd("put 66 9 1");
-    assert!(ro.contains("Operation not permitted"), "fd 66 stays read-only: {ro}");
+    assert!(
+        ro.contains("Operation not permitted"),
+        "fd 66 stays read-only: {ro}"
+    );
     let frozen = w.cmd("put 63 0 1");
-    assert!(frozen.contains("Operation not permitted"), "frozen: {frozen}");
+    assert!(
+        frozen.contains("Operation not permitted"),
+        "frozen: {frozen}"
+    );
     assert_eq!(ok(&w, "get 63 0"), "42");
     assert_eq!(ok(&w, "put 61 3 33"), "ok");
     assert_eq!(ok(&w, "get 61 3"), "33");
@@ -113,9 +127,17 @@ fn a_map_shared_by_parent_and_child_stays_one_map() {
     w.dump_and_restore();
     assert_eq!(ok(&w, "child get 7"), "70");
     assert_eq!(ok(&w, "child put 8 80"), "ok");
-    assert_eq!(ok(&w, "get 60 8"), "80", "the child's update seen by the parent");
+    assert_eq!(
+        ok(&w, "get 60 8"),
+        "80",
+        "the child's update seen by the parent"
+    );
     assert_eq!(ok(&w, "put 60 1 111"), "ok");
-    assert_eq!(ok(&w, "child get 1"), "111", "the parent's update seen by the child");
+    assert_eq!(
+        ok(&w, "child get 1"),
+        "111",
+        "the parent's update seen by the child"
+    );
     w.kill_restored();
 }
 
@@ -164,7 +186,11 @@ fn a_map_also_held_by_a_process_outside_the_dump_is_refused_naming_it() {
     attr[0] = u64::from(id);
     // SAFETY: `attr` is 128 bytes with no pointers in it (map_id, next_id, open_flags 0).
     let fd = unsafe { libc::syscall(libc::SYS_bpf, 14, attr.as_mut_ptr(), 128u32) };
-    assert!(fd >= 0, "BPF_MAP_GET_FD_BY_ID: {}", std::io::Error::last_os_error());
+    assert!(
+        fd >= 0,
+        "BPF_MAP_GET_FD_BY_ID: {}",
+        std::io::Error::last_os_error()
+    );
     w.assert_dump_refused("60", &format!("pid {} (fd {fd})", std::process::id()));
     // SAFETY: our own fd, closed once.
     unsafe { libc::close(fd as i32) };
@@ -200,7 +226,11 @@ fn a_map_a_program_outside_the_dump_uses_is_refused_naming_the_program() {
     let mut attr = [0u64; 16];
     attr[0] = u64::from(id);
     let map = bpf(14, &mut attr);
-    assert!(map >= 0, "BPF_MAP_GET_FD_BY_ID: {}", std::io::Error::last_os_error());
+    assert!(
+        map >= 0,
+        "BPF_MAP_GET_FD_BY_ID: {}",
+        std::io::Error::last_os_error()
+    );
     // A socket filter that loads the map's address (ld_imm64 with BPF_PSEUDO_MAP_FD), then
     // returns 0: the program keeps the map once the map fd is closed.
     let insns: [u64; 4] = [0x18 | 0x11 << 8 | (map as u64) << 32, 0, 0xb7, 0x95];

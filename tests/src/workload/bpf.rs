@@ -313,7 +313,10 @@ fn keyed(fd: i32, words: &[&str]) -> io::Result<String> {
     match words {
         ["get", k] => Ok(get_u64(fd, num(k)? as u32)?.map_or("none".into(), |v| v.to_string())),
         ["put", k, v] => put_u64(fd, num(k)? as u32, num(v)?).map(|()| "ok".into()),
-        _ => Err(io::Error::new(io::ErrorKind::InvalidInput, "get K | put K V")),
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "get K | put K V",
+        )),
     }
 }
 
@@ -380,8 +383,8 @@ impl Bpf {
             ("info", [fd]) => {
                 let fd = fd_of(fd)?;
                 let f = |k: &str| fdinfo_field(fd, k);
-                let flags = u32::from_str_radix(&f("flags")?, 8)
-                    .map_err(|_| io::Error::other("flags"))?;
+                let flags =
+                    u32::from_str_radix(&f("flags")?, 8).map_err(|_| io::Error::other("flags"))?;
                 // SAFETY: F_GETFD on our own fd, no pointers.
                 let fd_flags = sys::cvt(unsafe { libc::fcntl(fd, libc::F_GETFD) })?;
                 Ok(format!(
