@@ -2,7 +2,7 @@
 //! frozen state, as the restored process sees them through lookups, updates, pops, fdinfo and
 //! BPF_OBJ_GET_INFO_BY_FD; each fd with its own access mode and FD_CLOEXEC; a map held by
 //! two descriptions and two processes comes back as one map; a dump leaves a queue's and a
-//! stack's elements to the original; maps of programs, maps with BTF, program fds and maps
+//! stack's elements to the original; maps of programs, maps whose BTF holds a lock, program fds and maps
 //! used outside the dump are refused at dump, the process left as it was.
 //!
 //! Needs the engine: `cryo` must be built (`cargo build -p cryo`).
@@ -164,9 +164,29 @@ fn a_prog_array_is_refused_naming_pid_fd_map_and_type() {
 }
 
 #[test]
-fn a_map_with_btf_is_refused_naming_pid_fd_and_btf() {
-    let w = start(&["btf"]);
-    w.assert_dump_refused("72", "carries BTF");
+fn a_map_with_btf_comes_back_with_its_btf_type_ids_and_elements() {
+    let mut w = start(&["btf"]);
+    let before = ok(&w, "btf 72");
+    let (id, types) = before.split_once(' ').expect("btf id and types");
+    assert_ne!(id, "0", "made with BTF");
+    assert_eq!(types, "1 2");
+    w.dump_and_restore();
+    let after = ok(&w, "btf 72");
+    let (id, types) = after.split_once(' ').expect("btf id and types");
+    assert_ne!(id, "0", "BTF again: {after}");
+    assert_eq!(types, "1 2", "the key and value type ids");
+    assert_eq!(ok(&w, "info 72"), "2 4 8 2 0x0 0 2 true cryo_btf");
+    assert_eq!(ok(&w, "get 72 1"), "11");
+    assert_eq!(ok(&w, "get 72 0"), "0");
+    assert_eq!(ok(&w, "put 72 0 5"), "ok");
+    assert_eq!(ok(&w, "get 72 0"), "5");
+    w.kill_restored();
+}
+
+#[test]
+fn a_map_whose_btf_holds_a_spin_lock_is_refused_naming_pid_fd_and_the_lock() {
+    let w = start(&["spinlock"]);
+    w.assert_dump_refused("74", "names bpf_spin_lock");
     queue_and_stack_in_order(&w);
 }
 

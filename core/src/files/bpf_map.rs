@@ -13,12 +13,15 @@
 //!            queue, stack                 every element popped (BPF_MAP_LOOKUP_AND_DELETE_ELEM)
 //!                                         and pushed back in order at once (also when a pop
 //!                                         fails), so the original keeps them
+//!          its BTF object's raw data (BPF_BTF_GET_FD_BY_ID, BPF_OBJ_GET_INFO_BY_FD)
 //!          refused: the other types (their values are programs, maps, sockets, devices,
 //!          stacks, or cannot be read: bloom filter, ring buffers), an offloaded map
-//!          (ifindex), one carrying BTF, a map a program, another map or a process outside
-//!          the dump uses (the restored one would be apart from them)
-//! restore  before any process (shared.rs): BPF_MAP_CREATE with the type, sizes, flags, name,
-//!          map_extra; BPF_MAP_UPDATE_ELEM of each element (queue, stack: pushed in order);
+//!          (ifindex), one whose BTF is the kernel's or names a lock, timer, kernel pointer,
+//!          list or tree (a value holding one cannot be read and written back), a map a
+//!          program, another map or a process outside the dump uses (the restored one would
+//!          be apart from them)
+//! restore  before any process (shared.rs): BPF_BTF_LOAD of its BTF (once per dumped BTF
+//!          id), BPF_MAP_CREATE with the type, sizes, flags, name, map_extra, BTF type ids; BPF_MAP_UPDATE_ELEM of each element (queue, stack: pushed in order);
 //!          BPF_MAP_FREEZE when frozen; every description takes the new map's id from the
 //!          slot (BPF_OBJ_GET_INFO_BY_FD) and opens it (BPF_MAP_GET_FD_BY_ID) with its access
 //!          mode (BPF_F_RDONLY / BPF_F_WRONLY), then its O_NONBLOCK
@@ -236,6 +239,12 @@ impl FileKind for BpfMaps {
                 sizes.value_len
             )));
         }
+        if (m.btf_id == 0) != m.btf.is_empty() {
+            return Err(bad("BTF id and BTF data disagree".into()));
+        }
+        if let Some(field) = special_field(&m.btf).filter(|_| m.btf_id != 0) {
+            return Err(bad(format!("its BTF names {field}")));
+        }
         if m.map_flags & BPF_F_NUMA_NODE != 0 && !single_numa_node() {
             return Err(bad(
                 "made on a NUMA node (BPF_F_NUMA_NODE), and this machine has several".into(),
@@ -250,10 +259,12 @@ impl FileKind for BpfMaps {
             Some(&slot) => reopen(desc, sys::fd::borrow_raw(slot))?,
             None => {
                 // A restore of one task on its own: the map is made here, once per id.
-                let made = &mut cx.state.get::<Made>().0;
-                let holder = match made.entry(m.map_id) {
+                let made = cx.state.get::<Made>();
+                let holder = match made.maps.entry(m.map_id) {
                     std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                    std::collections::hash_map::Entry::Vacant(v) => v.insert(recreate(desc, m)?),
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        v.insert(recreate(desc, m, &mut made.btfs)?)
+                    }
                 };
                 reopen(desc, holder.as_fd())?
             }
@@ -273,9 +284,12 @@ impl FileKind for BpfMaps {
     }
 }
 
-/// The maps made by one restore call on its own, by dumped id.
+/// The maps and BTF objects made by one restore call on its own, by dumped id.
 #[derive(Debug, Default)]
-struct Made(HashMap<u32, OwnedFd>);
+struct Made {
+    maps: HashMap<u32, OwnedFd>,
+    btfs: HashMap<u32, OwnedFd>,
+}
 
 /// The slot of map `m` among the objects cryo makes before the tree (shared.rs): apart from
 /// the memfd inodes (low numbers), the message queues (bit 62) and the exited pidfds (near
@@ -345,12 +359,30 @@ fn dump(open: &OpenFd, map_id: u32, frozen: bool) -> Result<BpfMap, FileError> {
     if info.ifindex != 0 {
         return refuse(&format!("offloaded to device ifindex {}", info.ifindex));
     }
-    if info.btf_id != 0 || info.btf_vmlinux_value_type_id != 0 {
-        return refuse(&format!(
-            "carries BTF (btf id {}): the BTF object is not made again",
-            info.btf_id
-        ));
+    if info.btf_vmlinux_value_type_id != 0 {
+        return refuse("its value is a structure of the kernel's (btf_vmlinux_value_type_id)");
     }
+    let btf = if info.btf_id == 0 {
+        Vec::new()
+    } else {
+        let btf_fd = sys::bpf::btf_fd_by_id(info.btf_id).map_err(|e| {
+            open.dump_err(format!("{}: BPF_BTF_GET_FD_BY_ID {}: {e}", what(&info), info.btf_id))
+        })?;
+        let (raw, kernel) = sys::bpf::btf_data(btf_fd.as_fd()).map_err(|e| {
+            open.dump_err(format!("{}: read its BTF (id {}): {e}", what(&info), info.btf_id))
+        })?;
+        if kernel {
+            return refuse(&format!("carries the kernel's BTF (btf id {})", info.btf_id));
+        }
+        if let Some(field) = special_field(&raw) {
+            return refuse(&format!(
+                "carries BTF (btf id {}) that names {field}: values holding locks, timers, \
+                 kernel pointers or lists cannot be read and written back as they are",
+                info.btf_id
+            ));
+        }
+        raw
+    };
     if info.map_flags & BPF_F_TOKEN_FD != 0 {
         return refuse("made through a BPF token");
     }
@@ -383,7 +415,52 @@ fn dump(open: &OpenFd, map_id: u32, frozen: bool) -> Result<BpfMap, FileError> {
         frozen,
         possible_cpus: if is_percpu(info.map_type) { cpus } else { 0 },
         entries,
+        btf_id: info.btf_id,
+        btf,
+        btf_key_type_id: info.btf_key_type_id,
+        btf_value_type_id: info.btf_value_type_id,
     })
+}
+
+/// The special field (a lock, timer, kernel pointer, list or tree of the BPF runtime) that
+/// raw BTF `raw` names, if it names one. Its string section is searched, not its types: a
+/// map whose BTF names one anywhere (a libbpf object's BTF holds every type of the object) is
+/// refused, which is on the safe side.
+fn special_field(raw: &[u8]) -> Option<&'static str> {
+    /// The structures the verifier gives special meaning in a map value, and the type tags
+    /// of kernel pointers.
+    const SPECIAL: [&str; 15] = [
+        "bpf_spin_lock",
+        "bpf_res_spin_lock",
+        "bpf_timer",
+        "bpf_wq",
+        "bpf_task_work",
+        "bpf_list_head",
+        "bpf_list_node",
+        "bpf_rb_root",
+        "bpf_rb_node",
+        "bpf_refcount",
+        "kptr",
+        "kptr_ref",
+        "kptr_untrusted",
+        "percpu_kptr",
+        "uptr",
+    ];
+    let u32_at = |off: usize| -> Option<usize> {
+        Some(u32::from_ne_bytes(raw.get(off..off + 4)?.try_into().ok()?) as usize)
+    };
+    // struct btf_header: magic, version, flags, hdr_len, type_off, type_len, str_off, str_len.
+    let (hdr_len, str_off, str_len) = match (u32_at(4), u32_at(16), u32_at(20)) {
+        (Some(h), Some(o), Some(l)) => (h, o, l),
+        _ => return Some("(unreadable BTF)"),
+    };
+    let Some(strings) = raw.get(hdr_len + str_off..hdr_len + str_off + str_len) else {
+        return Some("(unreadable BTF)");
+    };
+    strings
+        .split(|&b| b == 0)
+        .find_map(|name| SPECIAL.iter().find(|s| s.as_bytes() == name))
+        .copied()
 }
 
 /// A NUL-padded name as text (the kernel admits only letters, digits, '_' and '.').
@@ -472,7 +549,24 @@ fn push_all(fd: BorrowedFd<'_>, sizes: ElemSizes, map_type: u32, taken: &[Vec<u8
 
 /// Makes map `m` again (described by `desc`): created, filled, frozen if it was. The fd is
 /// O_RDWR.
-pub(super) fn recreate(desc: &FileDesc, m: &BpfMap) -> Result<OwnedFd, FileError> {
+/// `btfs`: the BTF objects loaded so far, by dumped id (maps made with one BTF object share
+/// one again).
+pub(super) fn recreate(
+    desc: &FileDesc,
+    m: &BpfMap,
+    btfs: &mut HashMap<u32, OwnedFd>,
+) -> Result<OwnedFd, FileError> {
+    let btf = if m.btf_id == 0 {
+        None
+    } else {
+        if !btfs.contains_key(&m.btf_id) {
+            let fd =
+                sys::bpf::btf_load(&m.btf).map_err(|e| restore_err(desc, "BPF_BTF_LOAD", e))?;
+            btfs.insert(m.btf_id, fd);
+        }
+        let fd = btfs.get(&m.btf_id).expect("loaded above");
+        Some((fd.as_fd(), m.btf_key_type_id, m.btf_value_type_id))
+    };
     let mut name = [0u8; NAME_LEN];
     let n = m.name.len().min(NAME_LEN - 1);
     name[..n].copy_from_slice(&m.name.as_bytes()[..n]);
@@ -485,6 +579,7 @@ pub(super) fn recreate(desc: &FileDesc, m: &BpfMap) -> Result<OwnedFd, FileError
         numa_node: 0,
         name,
         map_extra: m.map_extra,
+        btf,
     })
     .map_err(|e| restore_err(desc, "BPF_MAP_CREATE", e))?;
     let cpus = if is_percpu(m.map_type) { m.possible_cpus } else { 1 };

@@ -121,13 +121,15 @@ impl SharedObjects {
 
     /// Makes every BPF map of `descs` that `used` refers to, once per map.
     fn make_bpf_maps(&mut self, descs: &[FileDesc], used: &BTreeSet<u32>) -> Result<(), FileError> {
+        // The BTF objects, loaded once per dumped id; the maps hold them once made.
+        let mut btfs = std::collections::HashMap::new();
         for desc in descs.iter().filter(|d| used.contains(&d.id)) {
             let Some(Kind::BpfMap(m)) = &desc.kind else { continue };
             let key = bpf_map::slot_key(m);
             if self.objects.iter().any(|o| o.ino == key) {
                 continue;
             }
-            let fd = bpf_map::recreate(desc, m)?;
+            let fd = bpf_map::recreate(desc, m, &mut btfs)?;
             debug!(id = desc.id, map_id = m.map_id, "BPF map made");
             self.objects.push(Object {
                 ino: key,

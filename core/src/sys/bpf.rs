@@ -18,6 +18,8 @@ const BPF_MAP_GET_NEXT_ID: libc::c_int = 12;
 const BPF_PROG_GET_FD_BY_ID: libc::c_int = 13;
 const BPF_MAP_GET_FD_BY_ID: libc::c_int = 14;
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_int = 15;
+const BPF_BTF_LOAD: libc::c_int = 18;
+const BPF_BTF_GET_FD_BY_ID: libc::c_int = 19;
 const BPF_MAP_LOOKUP_AND_DELETE_ELEM: libc::c_int = 21;
 const BPF_MAP_FREEZE: libc::c_int = 22;
 
@@ -75,7 +77,7 @@ unsafe fn bpf(cmd: libc::c_int, attr: &mut Attr) -> io::Result<libc::c_long> {
 
 /// What BPF_MAP_CREATE is given.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct MapCreate {
+pub(crate) struct MapCreate<'a> {
     pub map_type: u32,
     pub key_size: u32,
     pub value_size: u32,
@@ -86,10 +88,12 @@ pub(crate) struct MapCreate {
     /// NUL-padded.
     pub name: [u8; NAME_LEN],
     pub map_extra: u64,
+    /// The BTF object and the type ids of the key and value in it.
+    pub btf: Option<(BorrowedFd<'a>, u32, u32)>,
 }
 
 /// A new map (close-on-exec, O_RDWR).
-pub(crate) fn map_create(m: &MapCreate) -> io::Result<OwnedFd> {
+pub(crate) fn map_create(m: &MapCreate<'_>) -> io::Result<OwnedFd> {
     let mut attr = Attr::new()
         .u32(0, m.map_type)
         .u32(4, m.key_size)
@@ -99,6 +103,9 @@ pub(crate) fn map_create(m: &MapCreate) -> io::Result<OwnedFd> {
         .u32(24, m.numa_node)
         .u64(64, m.map_extra);
     attr.0[28..28 + NAME_LEN].copy_from_slice(&m.name);
+    if let Some((btf, key, value)) = m.btf {
+        attr = attr.fd(48, btf).u32(52, key).u32(56, value);
+    }
     // SAFETY: no pointers in a map creation without BTF.
     owned_fd(unsafe { bpf(BPF_MAP_CREATE, &mut attr) }?)
 }
@@ -109,6 +116,50 @@ pub(crate) fn map_fd_by_id(id: u32, open_flags: u32) -> io::Result<OwnedFd> {
     let mut attr = Attr::new().u32(0, id).u32(8, open_flags);
     // SAFETY: no pointers.
     owned_fd(unsafe { bpf(BPF_MAP_GET_FD_BY_ID, &mut attr) }?)
+}
+
+/// A new fd on BTF object `id`.
+pub(crate) fn btf_fd_by_id(id: u32) -> io::Result<OwnedFd> {
+    let mut attr = Attr::new().u32(0, id);
+    // SAFETY: no pointers.
+    owned_fd(unsafe { bpf(BPF_BTF_GET_FD_BY_ID, &mut attr) }?)
+}
+
+/// The raw BTF data of BTF object `fd` (as it was loaded), and whether it is the kernel's
+/// (vmlinux or a module's) rather than loaded from user space.
+pub(crate) fn btf_data(fd: BorrowedFd<'_>) -> io::Result<(Vec<u8>, bool)> {
+    /// sizeof(struct bpf_btf_info) up to `kernel_btf`.
+    const LEN: usize = 32;
+    let mut data: Vec<u8> = Vec::new();
+    loop {
+        #[repr(C, align(8))]
+        struct Buf([u8; LEN]);
+        let mut buf = Buf([0; LEN]);
+        buf.0[0..8].copy_from_slice(&(data.as_mut_ptr() as u64).to_ne_bytes());
+        buf.0[8..12].copy_from_slice(&(data.len() as u32).to_ne_bytes());
+        let mut attr = Attr::new()
+            .fd(0, fd)
+            .u32(4, LEN as u32)
+            .ptr(8, buf.0.as_mut_ptr());
+        // SAFETY: `buf` is LEN writable bytes, the length given; its btf points to `data`,
+        // writable for the btf_size bytes it says (the kernel copies at most that many).
+        unsafe { bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr) }?;
+        let size = u32::from_ne_bytes(buf.0[8..12].try_into().expect("4 bytes")) as usize;
+        let kernel = u32::from_ne_bytes(buf.0[28..32].try_into().expect("4 bytes")) != 0;
+        if size <= data.len() {
+            data.truncate(size);
+            return Ok((data, kernel));
+        }
+        data = vec![0; size];
+    }
+}
+
+/// BPF_BTF_LOAD of raw BTF `data`: a new BTF object.
+pub(crate) fn btf_load(data: &[u8]) -> io::Result<OwnedFd> {
+    let len = u32::try_from(data.len()).map_err(|_| io::Error::other("BTF too large"))?;
+    let mut attr = Attr::new().ptr(0, data.as_ptr()).u32(16, len);
+    // SAFETY: `data` is readable for the btf_size given; no log buffer (size 0).
+    owned_fd(unsafe { bpf(BPF_BTF_LOAD, &mut attr) }?)
 }
 
 /// A new fd on program `id` (to read its info).

@@ -15,7 +15,9 @@
 //!   child      a child forked holding fd 60, asked over two pipes ("get K", "put K V")
 //!   progarray  fd 70: a prog_array map
 //!   prog       fd 71: a socket filter program (r0 = 0; exit)
-//!   btf        fd 72: an array map with BTF (key and value an int of 4 bytes)
+//!   btf        fd 72: an array map "cryo_btf" with BTF (key `int`, type 1; value `long`,
+//!              type 2): [1] = 11
+//!   spinlock   fd 74: an array map with BTF whose value holds a `struct bpf_spin_lock`
 //!   mmap       fd 73: an array map made BPF_F_MMAPABLE (u32 -> u64, 512), mapped shared
 //!              read-write, [0] = 5 written through the mapping
 //! get FD K -> V | none        put FD K V -> ok        pop FD -> V | empty     push FD V -> ok
@@ -24,6 +26,7 @@
 //! info FD -> type key_size value_size max_entries map_flags frozen accmode cloexec name
 //!            (fdinfo and BPF_OBJ_GET_INFO_BY_FD)
 //! id FD -> the map id (fdinfo)
+//! btf FD -> btf_id key_type_id value_type_id (BPF_OBJ_GET_INFO_BY_FD)
 //! child get K | child put K V -> as above, through the child's fd 60
 //! ```
 
@@ -134,14 +137,9 @@ fn lpm_key(addr: [u8; 4], len: u32) -> [u8; 8] {
     k
 }
 
-/// A minimal BTF blob: one type, `int` of 4 bytes (id 1).
-fn btf_int() -> Vec<u8> {
-    let strings = b"\0int\0";
-    let mut types = Vec::new();
-    types.extend_from_slice(&1u32.to_ne_bytes()); // name_off "int"
-    types.extend_from_slice(&(1u32 << 24).to_ne_bytes()); // BTF_KIND_INT
-    types.extend_from_slice(&4u32.to_ne_bytes()); // size
-    types.extend_from_slice(&32u32.to_ne_bytes()); // 32 bits, offset 0, no encoding
+/// A BTF blob of `types` (their encoded words) and `strings` (starting with NUL).
+fn btf_blob(types: &[u32], strings: &[u8]) -> Vec<u8> {
+    let types: Vec<u8> = types.iter().flat_map(|w| w.to_ne_bytes()).collect();
     let mut b = Vec::new();
     b.extend_from_slice(&0xeb9fu16.to_ne_bytes());
     b.push(1); // version
@@ -156,9 +154,13 @@ fn btf_int() -> Vec<u8> {
     b
 }
 
-/// An array map whose key and value are BTF type 1 of a BTF object loaded here.
-fn btf_map() -> io::Result<i32> {
-    let blob = btf_int();
+/// BTF_KIND_INT, BTF_KIND_STRUCT in a type's info word.
+const KIND_INT: u32 = 1 << 24;
+const KIND_STRUCT: u32 = 4 << 24;
+
+/// An array map "NAME" (2 entries) whose key is BTF type 1 and value BTF type `value`, of
+/// BTF object `blob` loaded here.
+fn btf_map(name: &str, blob: &[u8], value: u32, value_size: u32) -> io::Result<i32> {
     let mut a = Attr::new()
         .u64(0, blob.as_ptr() as u64)
         .u32(16, blob.len() as u32);
@@ -166,15 +168,51 @@ fn btf_map() -> io::Result<i32> {
     let mut a = Attr::new()
         .u32(0, 2)
         .u32(4, 4)
-        .u32(8, 4)
+        .u32(8, value_size)
         .u32(12, 2)
-        .name(28, "cryo_btf")
+        .name(28, name)
         .u32(48, btf as u32)
         .u32(52, 1)
-        .u32(56, 1);
+        .u32(56, value);
     let fd = bpf(0, &mut a).map(|fd| fd as i32);
     sys::close(btf);
     fd
+}
+
+/// BTF: 1 `int` (4 bytes), 2 `long` (8 bytes).
+fn btf_ints() -> Vec<u8> {
+    btf_blob(&[1, KIND_INT, 4, 32, 5, KIND_INT, 8, 64], b"\0int\0long\0")
+}
+
+/// BTF: 1 `int`, 2 `struct bpf_spin_lock { int val; }`, 3 `struct val { struct
+/// bpf_spin_lock lock; int v; }`.
+fn btf_spin_lock() -> Vec<u8> {
+    // Strings: 1 "int", 5 "bpf_spin_lock", 19 "val", 23 "lock", 28 "v".
+    let strings = b"\0int\0bpf_spin_lock\0val\0lock\0v\0";
+    btf_blob(
+        &[
+            1,
+            KIND_INT,
+            4,
+            32, // int
+            5,
+            KIND_STRUCT | 1,
+            4,
+            19,
+            1,
+            0, // bpf_spin_lock { int val @0 }
+            19,
+            KIND_STRUCT | 2,
+            8,
+            23,
+            2,
+            0,
+            28,
+            1,
+            32, // val { lock @0, v @32 bits }
+        ],
+        strings,
+    )
 }
 
 /// A socket filter program: r0 = 0; exit.
@@ -243,7 +281,11 @@ impl Bpf {
             sys::move_fd(prog()?, 71)?;
         }
         if has("btf") {
-            sys::move_fd(btf_map()?, 72)?;
+            let fd = sys::move_fd(btf_map("cryo_btf", &btf_ints(), 2, 8)?, 72)?;
+            put_u64(fd, 1, 11)?;
+        }
+        if has("spinlock") {
+            sys::move_fd(btf_map("cryo_locked", &btf_spin_lock(), 3, 8)?, 74)?;
         }
         if has("mmap") {
             let fd = sys::move_fd(map_create(2, 4, 8, 512, 1 << 10, "cryo_mmap")?, 73)?;
@@ -322,17 +364,21 @@ fn keyed(fd: i32, words: &[&str]) -> io::Result<String> {
 
 /// The name BPF_OBJ_GET_INFO_BY_FD gives map `fd`.
 fn map_name(fd: i32) -> io::Result<String> {
+    let bytes = map_info(fd)?;
+    let name = &bytes[24..40];
+    let end = name.iter().position(|&b| b == 0).unwrap_or(16);
+    Ok(String::from_utf8_lossy(&name[..end]).into_owned())
+}
+
+/// BPF_OBJ_GET_INFO_BY_FD of map `fd`: the 88 bytes of struct bpf_map_info.
+fn map_info(fd: i32) -> io::Result<Vec<u8>> {
     let mut info = [0u64; 11];
     let mut a = Attr::new()
         .u32(0, fd as u32)
         .u32(4, 88)
         .u64(8, info.as_mut_ptr() as u64);
     bpf(15, &mut a)?;
-    // SAFETY: `info` is 88 initialised bytes; viewed as bytes, no alignment needed.
-    let bytes = unsafe { std::slice::from_raw_parts(info.as_ptr().cast::<u8>(), 88) };
-    let name = &bytes[24..40];
-    let end = name.iter().position(|&b| b == 0).unwrap_or(16);
-    Ok(String::from_utf8_lossy(&name[..end]).into_owned())
+    Ok(info.iter().flat_map(|w| w.to_ne_bytes()).collect())
 }
 
 impl Bpf {
@@ -401,6 +447,11 @@ impl Bpf {
                 ))
             }
             ("id", [fd]) => map_id(fd_of(fd)?).map(|id| id.to_string()),
+            ("btf", [fd]) => {
+                let b = map_info(fd_of(fd)?)?;
+                let at = |off: usize| u32::from_ne_bytes(b[off..off + 4].try_into().expect("4"));
+                Ok(format!("{} {} {}", at(64), at(68), at(72)))
+            }
             ("child", words) => {
                 let pipes = self
                     .child
