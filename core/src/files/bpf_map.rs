@@ -21,16 +21,17 @@
 //!          program, another map or a process outside the dump uses (the restored one would
 //!          be apart from them)
 //! restore  before any process (shared.rs): BPF_BTF_LOAD of its BTF (once per dumped BTF
-//!          id), BPF_MAP_CREATE with the type, sizes, flags, name, map_extra, BTF type ids; BPF_MAP_UPDATE_ELEM of each element (queue, stack: pushed in order);
-//!          BPF_MAP_FREEZE when frozen; every description takes the new map's id from the
+//!          id), BPF_MAP_CREATE with the type, sizes, flags, name, map_extra, BTF type ids;
+//!          BPF_MAP_UPDATE_ELEM of each element (queue, stack: pushed in order); a hash or
+//!          LRU map read back and counted; BPF_MAP_FREEZE when frozen; every description takes the new map's id from the
 //!          slot (BPF_OBJ_GET_INFO_BY_FD) and opens it (BPF_MAP_GET_FD_BY_ID) with its access
 //!          mode (BPF_F_RDONLY / BPF_F_WRONLY), then its O_NONBLOCK
 //! ```
 //!
-//! What differs: the map's id (the kernel's global counter), a hash map's order of iteration
-//! (its hash seed is random unless BPF_F_ZERO_SEED), an LRU map's order of eviction (the
-//! kernel shows no use order: the elements come back as if just inserted in key order). A
-//! map pinned in the BPF filesystem is not seen from the process (a new map would not be
+//! What differs: the map's and its BTF's ids (the kernel's global counters), a hash map's
+//! order of iteration (its hash seed is random unless BPF_F_ZERO_SEED), an LRU map's order
+//! of eviction (the kernel shows no use order: the elements come back as if just inserted
+//! in key order). A map pinned in the BPF filesystem is not seen from the process (a new map would not be
 //! the pinned one): KNOWN GAP.
 
 use std::collections::{HashMap, HashSet};
@@ -559,10 +560,10 @@ pub(super) fn recreate(
     let btf = if m.btf_id == 0 {
         None
     } else {
-        if !btfs.contains_key(&m.btf_id) {
-            let fd =
-                sys::bpf::btf_load(&m.btf).map_err(|e| restore_err(desc, "BPF_BTF_LOAD", e))?;
-            btfs.insert(m.btf_id, fd);
+        if let std::collections::hash_map::Entry::Vacant(v) = btfs.entry(m.btf_id) {
+            v.insert(
+                sys::bpf::btf_load(&m.btf).map_err(|e| restore_err(desc, "BPF_BTF_LOAD", e))?,
+            );
         }
         let fd = btfs.get(&m.btf_id).expect("loaded above");
         Some((fd.as_fd(), m.btf_key_type_id, m.btf_value_type_id))
