@@ -61,8 +61,17 @@ fn holds_what_it_made(w: &Workload) {
     assert_eq!(ok(w, "lpm 10.1.2.3"), "16", "the longest prefix");
     assert_eq!(ok(w, "lpm 10.2.0.1"), "8");
     assert_eq!(ok(w, "lpm 11.0.0.1"), "none");
-    assert_eq!(ok(w, "get 68 4"), "40");
-    assert_eq!(ok(w, "get 68 5"), "50");
+    // The full LRU map: whatever the workload's own filling kept (it may evict when its
+    // thread moves between CPUs), each key with its value.
+    let lru = ok(w, "keys 68");
+    for k in lru.split(',') {
+        let k: u32 = k.parse().expect("key");
+        assert_eq!(
+            ok(w, &format!("get 68 {k}")),
+            (k * 10).to_string(),
+            "LRU key {k}"
+        );
+    }
     // type key value max_entries map_flags frozen accmode cloexec name
     assert_eq!(ok(w, "info 60"), "1 4 8 16 0x0 0 2 true cryo_hash");
     assert_eq!(ok(w, "info 61"), "2 4 8 8 0x0 0 2 true cryo_array");
@@ -94,8 +103,14 @@ fn queue_and_stack_in_order(w: &Workload) {
 fn maps_of_every_restored_type_come_back_with_their_elements_flags_and_fds() {
     let mut w = start(&[]);
     holds_what_it_made(&w);
+    let lru = ok(&w, "keys 68");
+    assert!(
+        lru.split(',').count() >= 7,
+        "the LRU map nearly full: {lru}"
+    );
     w.dump_and_restore();
     holds_what_it_made(&w);
+    assert_eq!(ok(&w, "keys 68"), lru, "the LRU map keeps every element");
     queue_and_stack_in_order(&w);
     // Updates work, and the two descriptions of the hash map are on one map.
     assert_eq!(ok(&w, "put 60 9 900"), "ok");

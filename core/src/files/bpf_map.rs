@@ -590,6 +590,7 @@ pub(super) fn recreate(
         push_all(fd.as_fd(), sizes, m.map_type, &values)
             .map_err(|e| restore_err(desc, "push the elements", e))?;
     } else {
+        let _pinned = matches!(m.map_type, LRU_HASH | LRU_PERCPU_HASH).then(OneCpu::pin);
         for e in &m.entries {
             sys::bpf::map_update(fd.as_fd(), sizes, Some(&e.key), &e.value, 0)
                 .map_err(|err| restore_err(desc, "BPF_MAP_UPDATE_ELEM", err))?;
@@ -616,6 +617,37 @@ pub(super) fn recreate(
         sys::bpf::map_freeze(fd.as_fd()).map_err(|e| restore_err(desc, "BPF_MAP_FREEZE", e))?;
     }
     Ok(fd)
+}
+
+/// The calling thread kept on one CPU of its mask until dropped, when its mask is put back:
+/// an LRU map hands free elements to a list of the inserting CPU's, and one filled from two
+/// CPUs (the thread moved) may evict while the other CPU's list still holds free ones.
+struct OneCpu(Option<Vec<u64>>);
+
+impl OneCpu {
+    fn pin() -> Self {
+        let me = nix::unistd::Pid::from_raw(0);
+        let Ok(saved) = sys::sched::get_affinity(me) else {
+            return Self(None);
+        };
+        let Some((word, bits)) = saved.iter().enumerate().find(|(_, w)| **w != 0) else {
+            return Self(None);
+        };
+        let mut one = vec![0u64; word + 1];
+        one[word] = 1 << bits.trailing_zeros();
+        match sys::sched::set_affinity(me, &one) {
+            Ok(()) => Self(Some(saved)),
+            Err(_) => Self(None),
+        }
+    }
+}
+
+impl Drop for OneCpu {
+    fn drop(&mut self) {
+        if let Some(saved) = &self.0 {
+            let _ = sys::sched::set_affinity(nix::unistd::Pid::from_raw(0), saved);
+        }
+    }
 }
 
 /// The maps used by something outside the dump, each with who: a program (it keeps the map

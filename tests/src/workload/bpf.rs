@@ -11,7 +11,7 @@
 //!        of its own, read-only, without FD_CLOEXEC
 //! fd 67  lpm_trie "cryo_lpm" (BPF_F_NO_PREALLOC, {u32 prefixlen, 4 bytes} -> u32):
 //!        10.0.0.0/8 -> 8, 10.1.0.0/16 -> 16
-//! fd 68  lru_hash "cryo_lru" (u32 -> u64, 8): 4 -> 40, 5 -> 50
+//! fd 68  lru_hash "cryo_lru" (u32 -> u64, 8): K -> 10 K for K = 1..8 (full: what it kept)
 //!   child      a child forked holding fd 60, asked over two pipes ("get K", "put K V")
 //!   progarray  fd 70: a prog_array map
 //!   prog       fd 71: a socket filter program (r0 = 0; exit)
@@ -26,6 +26,7 @@
 //! info FD -> type key_size value_size max_entries map_flags frozen accmode cloexec name
 //!            (fdinfo and BPF_OBJ_GET_INFO_BY_FD)
 //! id FD -> the map id (fdinfo)
+//! keys FD -> the u32 keys of map FD, sorted, comma-separated (BPF_MAP_GET_NEXT_KEY)
 //! btf FD -> btf_id key_type_id value_type_id (BPF_OBJ_GET_INFO_BY_FD)
 //! child get K | child put K V -> as above, through the child's fd 60
 //! ```
@@ -272,8 +273,9 @@ impl Bpf {
         update(lpm, Some(&lpm_key([10, 0, 0, 0], 8)), &8u32.to_ne_bytes())?;
         update(lpm, Some(&lpm_key([10, 1, 0, 0], 16)), &16u32.to_ne_bytes())?;
         let lru = sys::move_fd(map_create(9, 4, 8, 8, 0, "cryo_lru")?, 68)?;
-        put_u64(lru, 4, 40)?;
-        put_u64(lru, 5, 50)?;
+        for k in 1..=8 {
+            put_u64(lru, k, u64::from(k) * 10)?;
+        }
         if has("progarray") {
             sys::move_fd(map_create(3, 4, 4, 4, 0, "cryo_progs")?, 70)?;
         }
@@ -447,6 +449,31 @@ impl Bpf {
                 ))
             }
             ("id", [fd]) => map_id(fd_of(fd)?).map(|id| id.to_string()),
+            ("keys", [fd]) => {
+                let fd = fd_of(fd)?;
+                let mut keys = Vec::new();
+                let mut next = [0u8; 4];
+                let mut at: Option<[u8; 4]> = None;
+                loop {
+                    let mut a = Attr::new()
+                        .u32(0, fd as u32)
+                        .u64(8, at.as_ref().map_or(0, |k| k.as_ptr() as u64))
+                        .u64(16, next.as_mut_ptr() as u64);
+                    match bpf(4, &mut a) {
+                        Ok(_) => {}
+                        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => break,
+                        Err(e) => return Err(e),
+                    }
+                    keys.push(u32::from_ne_bytes(next));
+                    at = Some(next);
+                }
+                keys.sort_unstable();
+                Ok(keys
+                    .iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","))
+            }
             ("btf", [fd]) => {
                 let b = map_info(fd_of(fd)?)?;
                 let at = |off: usize| u32::from_ne_bytes(b[off..off + 4].try_into().expect("4"));
