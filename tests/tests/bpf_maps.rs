@@ -285,3 +285,44 @@ fn a_map_a_program_outside_the_dump_uses_is_refused_naming_the_program() {
     assert_eq!(ok(&w, "get 61 5"), "55");
     queue_and_stack_in_order(&w);
 }
+
+#[test]
+fn a_map_held_in_a_map_of_maps_outside_the_dump_is_refused_naming_it() {
+    let w = start(&[]);
+    let id: u32 = ok(&w, "id 60").parse().expect("map id");
+    let mut attr = [0u64; 16];
+    attr[0] = u64::from(id);
+    let map = bpf(14, &mut attr);
+    assert!(
+        map >= 0,
+        "BPF_MAP_GET_FD_BY_ID: {}",
+        std::io::Error::last_os_error()
+    );
+    // An array of maps (1 slot, inner maps like fd `map`) holding the workload's hash map.
+    let mut attr = [0u64; 16];
+    attr[0] = 12 | 4 << 32; // BPF_MAP_TYPE_ARRAY_OF_MAPS, key_size 4
+    attr[1] = 4 | 1 << 32; // value_size 4, max_entries 1
+    attr[2] = (map as u64) << 32; // map_flags 0, inner_map_fd
+    let outer = bpf(0, &mut attr);
+    assert!(
+        outer >= 0,
+        "BPF_MAP_CREATE: {}",
+        std::io::Error::last_os_error()
+    );
+    let key = 0u32;
+    let value = map as u32;
+    let mut attr = [0u64; 16];
+    attr[0] = outer as u64;
+    attr[1] = &key as *const u32 as u64;
+    attr[2] = &value as *const u32 as u64;
+    let put = bpf(2, &mut attr);
+    let err = std::io::Error::last_os_error();
+    // SAFETY: our own fd, closed once.
+    unsafe { libc::close(map as i32) };
+    assert!(put >= 0, "BPF_MAP_UPDATE_ELEM: {err}");
+    w.assert_dump_refused("60", "also used by the map of maps id");
+    // SAFETY: our own fd, closed once.
+    unsafe { libc::close(outer as i32) };
+    assert_eq!(ok(&w, "get 60 1"), "100");
+    queue_and_stack_in_order(&w);
+}
