@@ -190,8 +190,15 @@ impl FileKind for BpfMaps {
                  be apart from it (not supported)"
             )));
         }
-        let m = dump(open, map_id, frozen)?;
-        fd.state.get::<Saved>().maps.insert(map_id, m.clone());
+        let mut m = dump(open, map_id, frozen)?;
+        // The other descriptions of the map: the same record without the elements.
+        let entries = std::mem::take(&mut m.entries);
+        let rest = BpfMap {
+            elements_elsewhere: true,
+            ..m.clone()
+        };
+        m.entries = entries;
+        fd.state.get::<Saved>().maps.insert(map_id, rest);
         Ok(Kind::BpfMap(m))
     }
 
@@ -202,6 +209,9 @@ impl FileKind for BpfMaps {
         };
         if !restorable(m.map_type) {
             return Err(bad(format!("type {} is not restored", type_name(m.map_type))));
+        }
+        if m.elements_elsewhere && !m.entries.is_empty() {
+            return Err(bad("elements in a record that says they are elsewhere".into()));
         }
         if m.name.len() >= NAME_LEN {
             return Err(bad("name too long".into()));
@@ -258,6 +268,15 @@ impl FileKind for BpfMaps {
         let fd = match cx.opts.shared.get(&slot_key(m)) {
             // The slot: cryo's fd on the map, inherited, open while the child restores.
             Some(&slot) => reopen(desc, sys::fd::borrow_raw(slot))?,
+            None if m.elements_elsewhere => {
+                return Err(restore_err(
+                    desc,
+                    "make the map",
+                    std::io::Error::other(
+                        "restored on its own, without the description holding its elements",
+                    ),
+                ))
+            }
             None => {
                 // A restore of one task on its own: the map is made here, once per id.
                 let made = cx.state.get::<Made>();
@@ -420,6 +439,7 @@ fn dump(open: &OpenFd, map_id: u32, frozen: bool) -> Result<BpfMap, FileError> {
         btf,
         btf_key_type_id: info.btf_key_type_id,
         btf_value_type_id: info.btf_value_type_id,
+        elements_elsewhere: false,
     })
 }
 
@@ -501,6 +521,21 @@ fn read_keyed(
         key = Some(next.clone());
     }
     Ok(entries)
+}
+
+/// How many keys BPF_MAP_GET_NEXT_KEY walks through (at most `max_entries`).
+fn count_keys(fd: BorrowedFd<'_>, sizes: ElemSizes, max_entries: u32) -> std::io::Result<usize> {
+    let mut key: Option<Vec<u8>> = None;
+    let mut next = vec![0u8; sizes.key_size];
+    let mut n = 0usize;
+    while sys::bpf::map_next_key(fd, sizes, key.as_deref(), &mut next)? {
+        n += 1;
+        if n > max_entries as usize {
+            return Err(std::io::Error::other("more keys than its max_entries"));
+        }
+        key = Some(next.clone());
+    }
+    Ok(n)
 }
 
 /// Every element of a queue or stack, in the order they are taken; each pushed back at once
@@ -595,12 +630,10 @@ pub(super) fn recreate(
             sys::bpf::map_update(fd.as_fd(), sizes, Some(&e.key), &e.value, 0)
                 .map_err(|err| restore_err(desc, "BPF_MAP_UPDATE_ELEM", err))?;
         }
-        if !is_array(m.map_type) {
-            // An LRU map may evict while it is filled (per-CPU free lists): every element
-            // must be there.
-            let kept = read_keyed(fd.as_fd(), sizes, m.max_entries, false)
-                .map_err(|e| restore_err(desc, "read the elements back", e))?
-                .len();
+        if matches!(m.map_type, LRU_HASH | LRU_PERCPU_HASH) {
+            // An LRU map evicts rather than refuse: every element must still be there.
+            let kept = count_keys(fd.as_fd(), sizes, m.max_entries)
+                .map_err(|e| restore_err(desc, "count the elements", e))?;
             if kept != m.entries.len() {
                 return Err(restore_err(
                     desc,

@@ -45,6 +45,14 @@ impl Drop for SharedObjects {
     }
 }
 
+/// The BPF map record of `d`, if it is one.
+fn map_of(d: &FileDesc) -> Option<&cryo_proto::image::BpfMap> {
+    match &d.kind {
+        Some(Kind::BpfMap(m)) => Some(m),
+        _ => None,
+    }
+}
+
 impl SharedObjects {
     /// Makes every memfd and shared anonymous memory object that description ids `used`
     /// refer to (by an fd or a VMA), once per object, with its contents and size.
@@ -119,24 +127,37 @@ impl SharedObjects {
         Ok(())
     }
 
-    /// Makes every BPF map of `descs` that `used` refers to, once per map.
+    /// Makes every BPF map of `descs` that `used` refers to, once per map, from the record
+    /// that holds its elements (a description in flight may hold them).
     fn make_bpf_maps(&mut self, descs: &[FileDesc], used: &BTreeSet<u32>) -> Result<(), FileError> {
+        let mut wanted: std::collections::BTreeMap<u32, &FileDesc> = descs
+            .iter()
+            .filter(|d| used.contains(&d.id))
+            .filter_map(|d| map_of(d).map(|m| (m.map_id, d)))
+            .collect();
         // The BTF objects, loaded once per dumped id; the maps hold them once made.
         let mut btfs = std::collections::HashMap::new();
-        for desc in descs.iter().filter(|d| used.contains(&d.id)) {
-            let Some(Kind::BpfMap(m)) = &desc.kind else { continue };
-            let key = bpf_map::slot_key(m);
-            if self.objects.iter().any(|o| o.ino == key) {
+        for desc in descs {
+            let Some(m) = map_of(desc).filter(|m| !m.elements_elsewhere) else {
+                continue;
+            };
+            if wanted.remove(&m.map_id).is_none() {
                 continue;
             }
             let fd = bpf_map::recreate(desc, m, &mut btfs)?;
             debug!(id = desc.id, map_id = m.map_id, "BPF map made");
             self.objects.push(Object {
-                ino: key,
+                ino: bpf_map::slot_key(m),
                 fd,
                 seals: 0,
                 what: describe(desc),
                 id: desc.id,
+            });
+        }
+        if let Some((map_id, desc)) = wanted.into_iter().next() {
+            return Err(FileError::Invalid {
+                id: desc.id,
+                detail: format!("BPF map id {map_id}: no record holds its elements"),
             });
         }
         Ok(())

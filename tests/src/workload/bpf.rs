@@ -17,6 +17,7 @@
 //!   prog       fd 71: a socket filter program (r0 = 0; exit)
 //!   btf        fd 72: an array map "cryo_btf" with BTF (key `int`, type 1; value `long`,
 //!              type 2): [1] = 11
+//!   big=N      fd 75: a hash map "cryo_big" (u32 -> u64) of N elements: K -> 3 K
 //!   spinlock   fd 74: an array map with BTF whose value holds a `struct bpf_spin_lock`
 //!   mmap       fd 73: an array map made BPF_F_MMAPABLE (u32 -> u64, 512), mapped shared
 //!              read-write, [0] = 5 written through the mapping
@@ -308,6 +309,13 @@ impl Bpf {
             }
             // SAFETY: the mapping is 4096 writable bytes, 8-aligned (page-aligned).
             unsafe { at.cast::<u64>().write(5) };
+        }
+        if let Some(n) = opts.iter().find_map(|o| o.strip_prefix("big=")) {
+            let n: u32 = n.parse().map_err(|_| io::Error::other("big=N"))?;
+            let big = sys::move_fd(map_create(1, 4, 8, n, 0, "cryo_big")?, 75)?;
+            for k in 0..n {
+                put_u64(big, k, u64::from(k) * 3)?;
+            }
         }
         let mut child = None;
         if has("child") {
