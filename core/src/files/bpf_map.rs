@@ -490,9 +490,80 @@ fn name_of(name: &[u8; NAME_LEN]) -> String {
     String::from_utf8_lossy(&name[..end]).into_owned()
 }
 
-/// Every element of a hash, array or trie map, in BPF_MAP_GET_NEXT_KEY's order; an array's
-/// all-zero values left out (a new array holds zeros).
+/// Every element of a hash, array or trie map, by batches where the map type has them, else
+/// one by one; an array's all-zero values left out (a new array holds zeros).
 fn read_keyed(
+    fd: BorrowedFd<'_>,
+    sizes: ElemSizes,
+    max_entries: u32,
+    array: bool,
+) -> std::io::Result<Vec<BpfMapEntry>> {
+    match read_batched(fd, sizes, max_entries, array) {
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP | ENOTSUPP)) => {
+            read_one_by_one(fd, sizes, max_entries, array)
+        }
+        read => read,
+    }
+}
+
+/// The kernel's ENOTSUPP (not in libc): a map type without batch operations.
+const ENOTSUPP: i32 = 524;
+
+/// Every element by BPF_MAP_LOOKUP_BATCH, in its order (a hash map's: bucket by bucket;
+/// a bucket larger than the batch: ENOSPC, the batch doubled).
+fn read_batched(
+    fd: BorrowedFd<'_>,
+    sizes: ElemSizes,
+    max_entries: u32,
+    array: bool,
+) -> std::io::Result<Vec<BpfMapEntry>> {
+    let mut count = max_entries.clamp(1, 4096);
+    let batch_len = sizes.key_size.max(4);
+    let mut from: Option<Vec<u8>> = None;
+    let mut to = vec![0u8; batch_len];
+    let mut entries = Vec::new();
+    loop {
+        let mut keys = vec![0u8; sizes.key_size * count as usize];
+        let mut values = vec![0u8; sizes.value_len * count as usize];
+        let (n, more) = match sys::bpf::map_lookup_batch(
+            fd,
+            sizes,
+            from.as_deref(),
+            &mut to,
+            &mut keys,
+            &mut values,
+            count,
+        ) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) && count < max_entries => {
+                count = count.saturating_mul(2).min(max_entries);
+                continue;
+            }
+            read => read?,
+        };
+        for i in 0..n {
+            let value = &values[i * sizes.value_len..(i + 1) * sizes.value_len];
+            if array && value.iter().all(|&b| b == 0) {
+                continue;
+            }
+            entries.push(BpfMapEntry {
+                key: keys[i * sizes.key_size..(i + 1) * sizes.key_size].to_vec(),
+                value: value.to_vec(),
+            });
+        }
+        if entries.len() > max_entries as usize {
+            return Err(std::io::Error::other(format!(
+                "more than its {max_entries} elements: it changes while read"
+            )));
+        }
+        if !more {
+            return Ok(entries);
+        }
+        from = Some(to.clone());
+    }
+}
+
+/// Every element, in BPF_MAP_GET_NEXT_KEY's order.
+fn read_one_by_one(
     fd: BorrowedFd<'_>,
     sizes: ElemSizes,
     max_entries: u32,

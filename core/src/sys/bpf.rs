@@ -22,6 +22,7 @@ const BPF_BTF_LOAD: libc::c_int = 18;
 const BPF_BTF_GET_FD_BY_ID: libc::c_int = 19;
 const BPF_MAP_LOOKUP_AND_DELETE_ELEM: libc::c_int = 21;
 const BPF_MAP_FREEZE: libc::c_int = 22;
+const BPF_MAP_LOOKUP_BATCH: libc::c_int = 24;
 
 /// `BPF_OBJ_NAME_LEN`.
 pub(crate) const NAME_LEN: usize = 16;
@@ -386,4 +387,43 @@ pub(crate) fn map_freeze(fd: BorrowedFd<'_>) -> io::Result<()> {
     // SAFETY: no pointers.
     unsafe { bpf(BPF_MAP_FREEZE, &mut attr) }?;
     Ok(())
+}
+
+/// One BPF_MAP_LOOKUP_BATCH: up to `count` elements after position `from` (None: the start)
+/// into `keys` and `values` (`count` of each); the position after them goes into `to`
+/// (a buffer of at least the key size and 4 bytes). Returns how many were read and whether
+/// the map has more.
+pub(crate) fn map_lookup_batch(
+    fd: BorrowedFd<'_>,
+    sizes: ElemSizes,
+    from: Option<&[u8]>,
+    to: &mut [u8],
+    keys: &mut [u8],
+    values: &mut [u8],
+    count: u32,
+) -> io::Result<(usize, bool)> {
+    let batch_len = sizes.key_size.max(4);
+    if let Some(f) = from {
+        sized(f, batch_len, "batch position")?;
+    }
+    sized(to, batch_len, "batch position")?;
+    sized(keys, sizes.key_size * count as usize, "keys")?;
+    sized(values, sizes.value_len * count as usize, "values")?;
+    let mut attr = Attr::new()
+        .ptr(0, key_ptr(from))
+        .ptr(8, to.as_mut_ptr())
+        .ptr(16, keys.as_mut_ptr())
+        .ptr(24, values.as_mut_ptr())
+        .u32(32, count)
+        .fd(36, fd);
+    // SAFETY: the positions hold max(key_size, 4) bytes, `keys` and `values` `count` keys and
+    // values (checked): what the kernel reads and writes for this map; it writes back the
+    // number read in the attribute.
+    let r = unsafe { bpf(BPF_MAP_LOOKUP_BATCH, &mut attr) };
+    let n = attr.read_u32(32) as usize;
+    match r {
+        Ok(_) => Ok((n, true)),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok((n, false)),
+        Err(e) => Err(e),
+    }
 }
