@@ -7,9 +7,10 @@
 //!          once per map id: BPF_MAP_GET_FD_BY_ID (a read-write fd of cryo's, whatever the
 //!          process's fd allows), BPF_OBJ_GET_INFO_BY_FD (type, sizes, flags, name, ifindex,
 //!          BTF ids, map_extra), the elements:
-//!            hash, array, LRU, LPM trie   BPF_MAP_GET_NEXT_KEY + BPF_MAP_LOOKUP_ELEM (per-CPU:
-//!                                         a value per possible CPU, rounded up to 8 bytes);
-//!                                         an array's all-zero values are left out
+//!            hash, array, LRU, LPM trie   BPF_MAP_LOOKUP_BATCH (an LPM trie: BPF_MAP_GET_NEXT_KEY
+//!                                         + BPF_MAP_LOOKUP_ELEM); per-CPU: a value per
+//!                                         possible CPU, rounded up to 8 bytes; an array's
+//!                                         all-zero values are left out
 //!            queue, stack                 every element popped (BPF_MAP_LOOKUP_AND_DELETE_ELEM)
 //!                                         and pushed back in order at once (also when a pop
 //!                                         fails), so the original keeps them
@@ -22,8 +23,8 @@
 //!          be apart from them)
 //! restore  before any process (shared.rs): BPF_BTF_LOAD of its BTF (once per dumped BTF
 //!          id), BPF_MAP_CREATE with the type, sizes, flags, name, map_extra, BTF type ids;
-//!          BPF_MAP_UPDATE_ELEM of each element (queue, stack: pushed in order); a hash or
-//!          LRU map read back and counted; BPF_MAP_FREEZE when frozen; every description takes the new map's id from the
+//!          the elements by BPF_MAP_UPDATE_BATCH (an LPM trie's by BPF_MAP_UPDATE_ELEM;
+//!          queue, stack: pushed in order); an LRU map's keys counted; BPF_MAP_FREEZE when frozen; every description takes the new map's id from the
 //!          slot (BPF_OBJ_GET_INFO_BY_FD) and opens it (BPF_MAP_GET_FD_BY_ID) with its access
 //!          mode (BPF_F_RDONLY / BPF_F_WRONLY), then its O_NONBLOCK
 //! ```
@@ -697,10 +698,7 @@ pub(super) fn recreate(
             .map_err(|e| restore_err(desc, "push the elements", e))?;
     } else {
         let _pinned = matches!(m.map_type, LRU_HASH | LRU_PERCPU_HASH).then(OneCpu::pin);
-        for e in &m.entries {
-            sys::bpf::map_update(fd.as_fd(), sizes, Some(&e.key), &e.value, 0)
-                .map_err(|err| restore_err(desc, "BPF_MAP_UPDATE_ELEM", err))?;
-        }
+        fill(fd.as_fd(), sizes, &m.entries).map_err(|e| restore_err(desc, "fill", e))?;
         if matches!(m.map_type, LRU_HASH | LRU_PERCPU_HASH) {
             // An LRU map evicts rather than refuse: every element must still be there.
             let kept = count_keys(fd.as_fd(), sizes, m.max_entries)
@@ -752,6 +750,42 @@ impl Drop for OneCpu {
             let _ = sys::sched::set_affinity(nix::unistd::Pid::from_raw(0), saved);
         }
     }
+}
+
+/// Writes `entries` into the map at `fd` (BPF_ANY) by batches where the map type has them,
+/// the rest one by one.
+fn fill(fd: BorrowedFd<'_>, sizes: ElemSizes, entries: &[BpfMapEntry]) -> std::io::Result<()> {
+    /// Elements per batch: bounded buffers for a large map.
+    const BATCH: usize = 4096;
+    let mut done = 0;
+    while done < entries.len() {
+        let chunk = &entries[done..(done + BATCH).min(entries.len())];
+        let keys: Vec<u8> = chunk.iter().flat_map(|e| e.key.iter().copied()).collect();
+        let values: Vec<u8> = chunk.iter().flat_map(|e| e.value.iter().copied()).collect();
+        match sys::bpf::map_update_batch(fd, sizes, &keys, &values, chunk.len() as u32) {
+            Ok(()) => done += chunk.len(),
+            Err((n, e))
+                if n == 0
+                    && matches!(
+                        e.raw_os_error(),
+                        Some(libc::EINVAL | libc::EOPNOTSUPP | ENOTSUPP)
+                    ) =>
+            {
+                break;
+            }
+            Err((n, e)) => {
+                return Err(std::io::Error::new(
+                    e.kind(),
+                    format!("BPF_MAP_UPDATE_BATCH at element {}: {e}", done + n),
+                ))
+            }
+        }
+    }
+    for e in &entries[done..] {
+        sys::bpf::map_update(fd, sizes, Some(&e.key), &e.value, 0)
+            .map_err(|err| std::io::Error::new(err.kind(), format!("BPF_MAP_UPDATE_ELEM: {err}")))?;
+    }
+    Ok(())
 }
 
 /// The maps used by something outside the dump, each with who: a program (it keeps the map

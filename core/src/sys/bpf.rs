@@ -23,6 +23,7 @@ const BPF_BTF_GET_FD_BY_ID: libc::c_int = 19;
 const BPF_MAP_LOOKUP_AND_DELETE_ELEM: libc::c_int = 21;
 const BPF_MAP_FREEZE: libc::c_int = 22;
 const BPF_MAP_LOOKUP_BATCH: libc::c_int = 24;
+const BPF_MAP_UPDATE_BATCH: libc::c_int = 26;
 
 /// `BPF_OBJ_NAME_LEN`.
 pub(crate) const NAME_LEN: usize = 16;
@@ -425,5 +426,30 @@ pub(crate) fn map_lookup_batch(
         Ok(_) => Ok((n, true)),
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok((n, false)),
         Err(e) => Err(e),
+    }
+}
+
+/// BPF_MAP_UPDATE_BATCH of `count` elements (`keys`, `values` back to back), BPF_ANY.
+/// Returns how many were written when it fails, with the error.
+pub(crate) fn map_update_batch(
+    fd: BorrowedFd<'_>,
+    sizes: ElemSizes,
+    keys: &[u8],
+    values: &[u8],
+    count: u32,
+) -> Result<(), (usize, io::Error)> {
+    let checked = sized(keys, sizes.key_size * count as usize, "keys")
+        .and_then(|()| sized(values, sizes.value_len * count as usize, "values"));
+    checked.map_err(|e| (0, e))?;
+    let mut attr = Attr::new()
+        .ptr(16, keys.as_ptr())
+        .ptr(24, values.as_ptr())
+        .u32(32, count)
+        .fd(36, fd);
+    // SAFETY: `keys` and `values` hold `count` keys and values (checked), which the kernel
+    // only reads; it writes back the number done in the attribute.
+    match unsafe { bpf(BPF_MAP_UPDATE_BATCH, &mut attr) } {
+        Ok(_) => Ok(()),
+        Err(e) => Err((attr.read_u32(32) as usize, e)),
     }
 }
