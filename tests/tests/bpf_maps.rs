@@ -326,3 +326,25 @@ fn a_map_held_in_a_map_of_maps_outside_the_dump_is_refused_naming_it() {
     assert_eq!(ok(&w, "get 60 1"), "100");
     queue_and_stack_in_order(&w);
 }
+
+#[test]
+fn a_hash_map_of_200000_elements_comes_back_whole() {
+    let n: u64 = 200_000;
+    let mut w = start(&[&format!("big={n}")]);
+    let whole = format!("{n} {}", 3 * n * (n - 1) / 2);
+    assert_eq!(ok(&w, "count 75"), whole);
+    let img = w.path("img");
+    let dump = std::time::Instant::now();
+    w.dump_ok(&img);
+    let dump = dump.elapsed();
+    let restore = std::time::Instant::now();
+    w.restore_background(&img);
+    let restore = restore.elapsed();
+    eprintln!("{n} elements: dump {dump:?}, restore {restore:?}");
+    assert_eq!(ok(&w, "count 75"), whole, "every element with its value");
+    assert_eq!(
+        ok(&w, "info 75"),
+        format!("1 4 8 {n} 0x0 0 2 true cryo_big")
+    );
+    w.kill_restored();
+}

@@ -28,6 +28,7 @@
 //!            (fdinfo and BPF_OBJ_GET_INFO_BY_FD)
 //! id FD -> the map id (fdinfo)
 //! keys FD -> the u32 keys of map FD, sorted, comma-separated (BPF_MAP_GET_NEXT_KEY)
+//! count FD -> the number of elements of map FD (u32 -> u64) and the sum of their values
 //! btf FD -> btf_id key_type_id value_type_id (BPF_OBJ_GET_INFO_BY_FD)
 //! child get K | child put K V -> as above, through the child's fd 60
 //! ```
@@ -457,6 +458,27 @@ impl Bpf {
                 ))
             }
             ("id", [fd]) => map_id(fd_of(fd)?).map(|id| id.to_string()),
+            ("count", [fd]) => {
+                let fd = fd_of(fd)?;
+                let (mut n, mut sum) = (0u64, 0u64);
+                let mut next = [0u8; 4];
+                let mut at: Option<[u8; 4]> = None;
+                loop {
+                    let mut a = Attr::new()
+                        .u32(0, fd as u32)
+                        .u64(8, at.as_ref().map_or(0, |k| k.as_ptr() as u64))
+                        .u64(16, next.as_mut_ptr() as u64);
+                    match bpf(4, &mut a) {
+                        Ok(_) => {}
+                        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => break,
+                        Err(e) => return Err(e),
+                    }
+                    n += 1;
+                    sum += get_u64(fd, u32::from_ne_bytes(next))?.unwrap_or(0);
+                    at = Some(next);
+                }
+                Ok(format!("{n} {sum}"))
+            }
             ("keys", [fd]) => {
                 let fd = fd_of(fd)?;
                 let mut keys = Vec::new();
