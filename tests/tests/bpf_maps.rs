@@ -84,6 +84,13 @@ fn holds_what_it_made(w: &Workload) {
         "1 4 8 16 0x0 0 0 false cryo_hash",
         "read-only, inheritable"
     );
+    assert_eq!(
+        ok(w, "info 69"),
+        "2 4 8 8 0x0 0 1 true cryo_array",
+        "write-only"
+    );
+    assert_eq!(ok(w, "fl 69"), "4001", "O_WRONLY|O_NONBLOCK");
+    assert_eq!(ok(w, "fl 60"), "2", "O_RDWR");
     assert_eq!(ok(w, "info 67"), "11 8 4 16 0x1 0 2 true cryo_lpm");
     assert_eq!(ok(w, "info 68"), "9 4 8 8 0x0 0 2 true cryo_lru");
 }
@@ -128,6 +135,13 @@ fn maps_of_every_restored_type_come_back_with_their_elements_flags_and_fds() {
     assert_eq!(ok(&w, "get 63 0"), "42");
     assert_eq!(ok(&w, "put 61 3 33"), "ok");
     assert_eq!(ok(&w, "get 61 3"), "33");
+    assert_eq!(ok(&w, "put 69 4 44"), "ok", "fd 69 writes");
+    assert_eq!(ok(&w, "get 61 4"), "44", "into the array of fd 61");
+    let wo = w.cmd("get 69 4");
+    assert!(
+        wo.contains("Operation not permitted"),
+        "fd 69 stays write-only: {wo}"
+    );
     assert_eq!(ok(&w, "push 64 7"), "ok");
     assert_eq!(ok(&w, "pop 64"), "7");
     assert_eq!(ok(&w, "id 60"), ok(&w, "id 66"), "one map id for both fds");
@@ -162,6 +176,13 @@ fn leave_running_leaves_the_queue_and_the_stack_to_the_original() {
     let img = w.path("img");
     w.dump(&img, &["--leave-running"]).assert_success();
     holds_what_it_made(&w);
+    let show = w.show(&img, false);
+    show.assert_success();
+    assert!(
+        show.stdout.contains("BPF map \"cryo_queue\" (queue, id ")
+            && show.stdout.contains("3 elements"),
+        "{show}"
+    );
     queue_and_stack_in_order(&w);
     w.kill_original();
     w.restore_background(&img);

@@ -295,14 +295,19 @@ impl FileKind for BpfMaps {
 
     fn describe(&self, _desc: &FileDesc, m: &BpfMap) -> String {
         let frozen = if m.frozen { ", frozen" } else { "" };
+        let elements = if m.elements_elsewhere {
+            "its elements with another description".to_string()
+        } else {
+            format!("{} elements", m.entries.len())
+        };
         format!(
-            "BPF map {:?} ({}, id {}, {} elements{frozen})",
+            "BPF map {:?} ({}, id {}, {elements}{frozen})",
             m.name,
             type_name(m.map_type),
-            m.map_id,
-            m.entries.len()
+            m.map_id
         )
     }
+
 }
 
 /// The maps and BTF objects made by one restore call on its own, by dumped id.

@@ -9,6 +9,7 @@
 //! fd 65  stack "cryo_stack" (u32, 8): 1, 2, 3 pushed
 //! fd 66  the hash map of fd 60 again (BPF_MAP_GET_FD_BY_ID, BPF_F_RDONLY): a description
 //!        of its own, read-only, without FD_CLOEXEC
+//! fd 69  the array map of fd 61 again (BPF_F_WRONLY), O_NONBLOCK
 //! fd 67  lpm_trie "cryo_lpm" (BPF_F_NO_PREALLOC, {u32 prefixlen, 4 bytes} -> u32):
 //!        10.0.0.0/8 -> 8, 10.1.0.0/16 -> 16
 //! fd 68  lru_hash "cryo_lru" (u32 -> u64, 8): K -> 10 K for K = 1..8 (full: what it kept)
@@ -27,6 +28,7 @@
 //! info FD -> type key_size value_size max_entries map_flags frozen accmode cloexec name
 //!            (fdinfo and BPF_OBJ_GET_INFO_BY_FD)
 //! id FD -> the map id (fdinfo)
+//! fl FD -> the access mode and O_NONBLOCK of FD (F_GETFL, octal)
 //! keys FD -> the u32 keys of map FD, sorted, comma-separated (BPF_MAP_GET_NEXT_KEY)
 //! count FD -> the number of elements of map FD (u32 -> u64) and the sum of their values
 //! btf FD -> btf_id key_type_id value_type_id (BPF_OBJ_GET_INFO_BY_FD)
@@ -270,6 +272,11 @@ impl Bpf {
         let ro = sys::move_fd(ro, 66)?;
         // SAFETY: F_SETFD on our own fd, no pointers.
         sys::cvt(unsafe { libc::fcntl(ro, libc::F_SETFD, 0) })?;
+        // The array again, write-only (BPF_F_WRONLY), made O_NONBLOCK.
+        let wo = bpf(14, &mut Attr::new().u32(0, map_id(array)?).u32(8, 1 << 4))? as i32;
+        let wo = sys::move_fd(wo, 69)?;
+        // SAFETY: F_SETFL on our own fd, no pointers.
+        sys::cvt(unsafe { libc::fcntl(wo, libc::F_SETFL, libc::O_NONBLOCK) })?;
         // BPF_F_NO_PREALLOC, as an LPM trie requires.
         let lpm = sys::move_fd(map_create(11, 8, 4, 16, 1, "cryo_lpm")?, 67)?;
         update(lpm, Some(&lpm_key([10, 0, 0, 0], 8)), &8u32.to_ne_bytes())?;
@@ -458,6 +465,11 @@ impl Bpf {
                 ))
             }
             ("id", [fd]) => map_id(fd_of(fd)?).map(|id| id.to_string()),
+            ("fl", [fd]) => {
+                // SAFETY: F_GETFL on an fd number, no pointers.
+                let fl = sys::cvt(unsafe { libc::fcntl(fd_of(fd)?, libc::F_GETFL) })?;
+                Ok(format!("{:o}", fl & (libc::O_ACCMODE | libc::O_NONBLOCK)))
+            }
             ("count", [fd]) => {
                 let fd = fd_of(fd)?;
                 let (mut n, mut sum) = (0u64, 0u64);
