@@ -369,3 +369,17 @@ fn a_hash_map_of_200000_elements_comes_back_whole() {
     );
     w.kill_restored();
 }
+
+#[test]
+fn a_map_only_in_flight_in_a_unix_socket_comes_back_in_flight() {
+    let mut w = start(&["inflight"]);
+    w.dump_and_restore();
+    assert_eq!(
+        ok(&w, "take-map"),
+        "map 1=111 1 4 8 4 0x0 0 2 true cryo_flight",
+        "the map received after restore"
+    );
+    assert_eq!(ok(&w, "put 76 2 222"), "ok");
+    assert_eq!(ok(&w, "get 76 2"), "222");
+    w.kill_restored();
+}

@@ -19,6 +19,8 @@
 //!   btf        fd 72: an array map "cryo_btf" with BTF (key `int`, type 1; value `long`,
 //!              type 2): [1] = 11
 //!   big=N      fd 75: a hash map "cryo_big" (u32 -> u64) of N elements: K -> 3 K
+//!   inflight   a stream socketpair at fds 50, 51; a hash map "cryo_flight" (1 -> 111)
+//!              sent from 50 (SCM_RIGHTS) and closed here: only in flight
 //!   spinlock   fd 74: an array map with BTF whose value holds a `struct bpf_spin_lock`
 //!   mmap       fd 73: an array map made BPF_F_MMAPABLE (u32 -> u64, 512), mapped shared
 //!              read-write, [0] = 5 written through the mapping
@@ -28,6 +30,7 @@
 //! info FD -> type key_size value_size max_entries map_flags frozen accmode cloexec name
 //!            (fdinfo and BPF_OBJ_GET_INFO_BY_FD)
 //! id FD -> the map id (fdinfo)
+//! take-map -> the message on fd 51 and what its map holds: "map 1=V info..." (fd 76)
 //! fl FD -> the access mode and O_NONBLOCK of FD (F_GETFL, octal)
 //! keys FD -> the u32 keys of map FD, sorted, comma-separated (BPF_MAP_GET_NEXT_KEY)
 //! count FD -> the number of elements of map FD (u32 -> u64) and the sum of their values
@@ -325,6 +328,13 @@ impl Bpf {
                 put_u64(big, k, u64::from(k) * 3)?;
             }
         }
+        if has("inflight") {
+            let (a, _b) = super::unix::socketpair(libc::SOCK_STREAM)?;
+            let map = map_create(1, 4, 8, 4, 0, "cryo_flight")?;
+            put_u64(map, 1, 111)?;
+            super::unix_msg::sendmsg(a, b"map", &[map], None)?;
+            sys::close(map);
+        }
         let mut child = None;
         if has("child") {
             let (a_rd, a_wr) = sys::pipe()?;
@@ -465,6 +475,16 @@ impl Bpf {
                 ))
             }
             ("id", [fd]) => map_id(fd_of(fd)?).map(|id| id.to_string()),
+            ("take-map", []) => {
+                let (data, fds, _) = super::unix_msg::recvmsg(51)?;
+                let [map] = fds[..] else {
+                    return Err(io::Error::other(format!("{} fds received", fds.len())));
+                };
+                let map = sys::move_fd(map, 76)?;
+                let v = get_u64(map, 1)?.map_or("none".into(), |v| v.to_string());
+                let info = self.answer("info", &["76"])?;
+                Ok(format!("{} 1={v} {info}", String::from_utf8_lossy(&data)))
+            }
             ("fl", [fd]) => {
                 // SAFETY: F_GETFL on an fd number, no pointers.
                 let fl = sys::cvt(unsafe { libc::fcntl(fd_of(fd)?, libc::F_GETFL) })?;
