@@ -307,7 +307,6 @@ impl FileKind for BpfMaps {
             m.map_id
         )
     }
-
 }
 
 /// The maps and BTF objects made by one restore call on its own, by dumped id.
