@@ -173,6 +173,8 @@ every_message!(
     Pipe,
     Socket,
     FileDesc,
+    BpfMap,
+    BpfMapEntry,
     EventFd,
     TimerFd,
     SignalFd,

@@ -242,7 +242,7 @@ fn count_cpus(list: &str) -> Option<u64> {
 }
 
 /// The possible CPUs of this machine (the kernel sizes rings by them, not by online ones).
-fn possible_cpus() -> Option<u64> {
+pub(crate) fn possible_cpus() -> Option<u64> {
     count_cpus(&std::fs::read_to_string("/sys/devices/system/cpu/possible").ok()?)
 }
 

@@ -26,7 +26,7 @@
 //! middle: one kind each (FileKind), importing only the bottom (and devices.rs -> tty.rs)
 //!   regular.rs devices.rs removed_nodes.rs pipes.rs pty.rs tty.rs eventfd.rs timerfd.rs
 //!   signalfd.rs epoll.rs pidfd.rs
-//!   inotify.rs fanotify.rs memfd.rs shmem.rs mqueue.rs; sockets: crate::sockets::kind
+//!   inotify.rs fanotify.rs memfd.rs shmem.rs mqueue.rs bpf_map.rs; sockets: crate::sockets::kind
 //! bottom: what the kinds are given and use
 //!   kind.rs      the contract of one kind (FileKind) and the contexts it receives
 //!   open.rs      restore toolkit: Opening, FdRestoreOptions, open/create flags, fd moves
@@ -40,14 +40,16 @@
 //! are at their numbers), inotify (inotify.rs), fanotify (fanotify.rs), pidfds (pidfd.rs: one of
 //! another process of the dump is pointed at it once every process exists), memfd (memfd.rs) and the terminal of a shell
 //! job (tty.rs), pty pairs with both ends in the dump (pty.rs) and POSIX message queues
-//! (mqueue.rs: made by cryo before the tree, as the shared memory objects) have a module each; memfds
+//! (mqueue.rs: made by cryo before the tree, as the shared memory objects) and BPF maps
+//! (bpf_map.rs: the same) have a module each; memfds
 //! and shared anonymous memory are one object per inode for every fd and VMA of the tree
-//! (shmem.rs). Other anonymous inodes (io_uring...), hugetlb memfds, ptys with an end outside
+//! (shmem.rs). Other anonymous inodes (io_uring, bpf-prog, bpf_link, btf...), hugetlb memfds, ptys with an end outside
 //! the dump and block devices are refused with the pid, the fd and the kind named.
 //! Descriptions shared between processes get one id at dump (the table compares across pids); restoring them shared (inherited across
 //! fork) is the restore pipeline's business: [`restore_task_fds`] works on one task.
 
 pub(crate) mod aio;
+mod bpf_map;
 mod devices;
 mod epoll;
 mod error;

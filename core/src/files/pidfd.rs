@@ -64,6 +64,11 @@ pub(crate) fn add_processes(
     known.tids.extend(tids.into_iter().map(Pid::as_raw));
 }
 
+/// The pids of the processes of the dump, as [`add_processes`] made them known.
+pub(super) fn dump_pids(state: &mut KindState) -> HashSet<i32> {
+    state.get::<DumpProcesses>().pids.clone()
+}
+
 impl FileKind for Pidfds {
     type Record = Pidfd;
 

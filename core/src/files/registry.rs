@@ -7,7 +7,7 @@ use cryo_proto::image::{file_desc::Kind, FileDesc};
 
 use super::kind::{AnyKind, Dumping};
 use super::{
-    devices, epoll, eventfd, fanotify, inotify, memfd, mqueue, pidfd, pipes, pty, regular, removed_nodes, shmem,
+    bpf_map, devices, epoll, eventfd, fanotify, inotify, memfd, mqueue, pidfd, pipes, pty, regular, removed_nodes, shmem,
     signalfd, timerfd, tty, FileError,
 };
 
@@ -32,6 +32,7 @@ pub(crate) static KINDS: &[&dyn AnyKind] = &[
     &memfd::Memfds,
     &shmem::SharedAnon,
     &mqueue::Mqueues,
+    &bpf_map::BpfMaps,
     &crate::ipc::shm::Segments,
     &crate::sockets::kind::Sockets,
 ];
@@ -102,7 +103,7 @@ pub fn name(desc: &FileDesc) -> String {
 #[cfg(test)]
 mod tests {
     use cryo_proto::image::{
-        Epoll, EventFd, Fanotify, Inotify, Memfd, Pidfd, Pipe, PosixMqueue, Pty, RegularFile, RemovedNode, Shmem, SignalFd,
+        BpfMap, Epoll, EventFd, Fanotify, Inotify, Memfd, Pidfd, Pipe, PosixMqueue, Pty, RegularFile, RemovedNode, Shmem, SignalFd,
         Socket, SysvShm, TimerFd, Tty,
     };
 
@@ -129,6 +130,7 @@ mod tests {
             Kind::Shmem(Shmem::default()),
             Kind::SysvShm(SysvShm::default()),
             Kind::PosixMqueue(PosixMqueue::default()),
+            Kind::BpfMap(BpfMap::default()),
             Kind::Socket(Socket::default()),
         ];
         for v in &variants {

@@ -2,7 +2,8 @@
 //! the shared memory objects (memfds and shared anonymous memory: memfd.rs, shmem.rs), which
 //! the processes reopen from their slots (shmem.rs: Slots), and the pidfds of exited
 //! processes (pidfd.rs), which they take from theirs, and the POSIX message queues
-//! (mqueue.rs), which they reopen from theirs.
+//! (mqueue.rs), which they reopen from theirs, and the BPF maps (bpf_map.rs), which they
+//! open again by the id their slot's map has.
 
 use std::collections::BTreeSet;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
@@ -11,7 +12,7 @@ use cryo_proto::image::{file_desc::Kind, FileDesc};
 use tracing::debug;
 
 use super::shmem::{create_anon, object_of};
-use super::{describe, memfd, mqueue, restore_err, FileError};
+use super::{bpf_map, describe, memfd, mqueue, restore_err, FileError};
 use crate::sys;
 use crate::image::ImageDir;
 
@@ -44,6 +45,14 @@ impl Drop for SharedObjects {
     }
 }
 
+/// The BPF map record of `d`, if it is one.
+fn map_of(d: &FileDesc) -> Option<&cryo_proto::image::BpfMap> {
+    match &d.kind {
+        Some(Kind::BpfMap(m)) => Some(m),
+        _ => None,
+    }
+}
+
 impl SharedObjects {
     /// Makes every memfd and shared anonymous memory object that description ids `used`
     /// refer to (by an fd or a VMA), once per object, with its contents and size.
@@ -54,6 +63,7 @@ impl SharedObjects {
     ) -> Result<Self, FileError> {
         let mut made = Self::default();
         made.make_queues(descs, used)?;
+        made.make_bpf_maps(descs, used)?;
         let mut objects: Vec<Object> = std::mem::take(&mut made.objects);
         for desc in descs.iter().filter(|d| used.contains(&d.id)) {
             let Some(ino) = object_of(desc) else { continue };
@@ -112,6 +122,42 @@ impl SharedObjects {
                 seals: 0,
                 what: describe(desc),
                 id: desc.id,
+            });
+        }
+        Ok(())
+    }
+
+    /// Makes every BPF map of `descs` that `used` refers to, once per map, from the record
+    /// that holds its elements (a description in flight may hold them).
+    fn make_bpf_maps(&mut self, descs: &[FileDesc], used: &BTreeSet<u32>) -> Result<(), FileError> {
+        let mut wanted: std::collections::BTreeMap<u32, &FileDesc> = descs
+            .iter()
+            .filter(|d| used.contains(&d.id))
+            .filter_map(|d| map_of(d).map(|m| (m.map_id, d)))
+            .collect();
+        // The BTF objects, loaded once per dumped id; the maps hold them once made.
+        let mut btfs = std::collections::HashMap::new();
+        for desc in descs {
+            let Some(m) = map_of(desc).filter(|m| !m.elements_elsewhere) else {
+                continue;
+            };
+            if wanted.remove(&m.map_id).is_none() {
+                continue;
+            }
+            let fd = bpf_map::recreate(desc, m, &mut btfs)?;
+            debug!(id = desc.id, map_id = m.map_id, "BPF map made");
+            self.objects.push(Object {
+                ino: bpf_map::slot_key(m),
+                fd,
+                seals: 0,
+                what: describe(desc),
+                id: desc.id,
+            });
+        }
+        if let Some((map_id, desc)) = wanted.into_iter().next() {
+            return Err(FileError::Invalid {
+                id: desc.id,
+                detail: format!("BPF map id {map_id}: no record holds its elements"),
             });
         }
         Ok(())

@@ -4,6 +4,7 @@
 //! typed results. nix is used where it already covers a call the way the engine needs it.
 //!
 //! ```text
+//! bpf       BPF maps: made, opened by id, described, read, filled, frozen; programs' maps
 //! cpu       XCR0 of this host (xgetbv)
 //! fcntl     signal owner and signal of a description, struct flock for remote locks
 //! fd        dup, dup3 onto a chosen number, close_range, FIONREAD, RLIMIT_NOFILE
@@ -32,6 +33,7 @@
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
+pub mod bpf;
 pub mod cpu;
 pub mod epoll;
 pub mod eventfd;

@@ -25,6 +25,7 @@ mod unix_msg;
 mod advised;
 mod aio;
 mod attrs;
+mod bpf;
 mod counter;
 mod cow_tree;
 mod deleted_file;
@@ -124,6 +125,7 @@ pub const MODES: &[(&str, Start)] = &[
     ("sysv-shm", sysv_shm::start),
     ("sysv-ipc", sysv_ipc::start),
     ("mqueue", mqueue::start),
+    ("bpf", bpf::start),
     ("sysv-ns", sysv_ns::start),
     ("aio", aio::start),
     ("cow-tree", cow_tree::start),

@@ -195,7 +195,7 @@ pub fn sendmsg(fd: i32, data: &[u8], fds: &[i32], creds: Option<libc::ucred>) ->
 
 type Received = (Vec<u8>, Vec<i32>, Option<libc::ucred>);
 
-fn recvmsg(fd: i32) -> io::Result<Received> {
+pub fn recvmsg(fd: i32) -> io::Result<Received> {
     recvmsg_flags(fd, 0)
 }
 
