@@ -229,6 +229,7 @@ every_message!(
     CheckedPort,
     CheckedId,
     CheckedAioRing,
+    CheckedHugePages,
     PreCopyRound,
     RemovedDir,
     RemovedNode,

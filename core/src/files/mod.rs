@@ -91,6 +91,7 @@ pub use place::{open_for_mapping, restore_task_fds};
 pub use place::open_for_mapping_with;
 pub use registry::{describe, name, show_line};
 pub use shared::SharedObjects;
+pub(crate) use shmem::object_of as shmem_object_of;
 #[cfg(any(test, feature = "internals"))]
 pub use table::same_description;
 pub use table::{FdDumpOptions, FileTable};

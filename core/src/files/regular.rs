@@ -96,6 +96,16 @@ pub(super) fn dump_file(
             ),
         });
     }
+    // Its contents would come back in a file elsewhere, of base pages.
+    if let Ok(Some(_)) = crate::memory::hugetlb::page_size_at(source) {
+        return Err(FileError::Invalid {
+            id,
+            detail: format!(
+                "deleted file {} is on a hugetlbfs mount: refused (not supported yet)",
+                reg.path
+            ),
+        });
+    }
     if meta.nlink() > 0 {
         let linked = linked_inode(id, &reg, source)?;
         debug!(id, path = %reg.path, nlink = meta.nlink(), "deleted name of a file linked elsewhere");

@@ -4,6 +4,7 @@
 pub mod dirty;
 pub mod dump;
 pub mod error;
+pub mod hugetlb;
 pub mod numa;
 pub mod precopy;
 pub mod premap;

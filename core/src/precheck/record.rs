@@ -8,7 +8,7 @@ use std::io::Read;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 
 use cryo_proto::image::{
-    file_desc, socket, CheckedAioRing, CheckedFile, CheckedId, CheckedPort, CheckedProcess, Creds,
+    file_desc, socket, CheckedAioRing, CheckedFile, CheckedHugePages, CheckedId, CheckedPort, CheckedProcess, Creds,
     FileDesc, MigrationCheck, MmCore, ProcessEntry, TaskCore,
 };
 use sha2::{Digest, Sha256};
@@ -211,6 +211,10 @@ pub(crate) fn record(
                     })
                 })
             })
+            .collect(),
+        huge_pages: crate::memory::hugetlb::needs(cores.iter().map(|(_, mm)| mm), descs)
+            .into_iter()
+            .map(|(page_size, pages)| CheckedHugePages { page_size, pages })
             .collect(),
     }
 }
