@@ -42,7 +42,7 @@
 //! job (tty.rs), pty pairs with both ends in the dump (pty.rs) and POSIX message queues
 //! (mqueue.rs: made by cryo before the tree, as the shared memory objects) have a module each; memfds
 //! and shared anonymous memory are one object per inode for every fd and VMA of the tree
-//! (shmem.rs). Other anonymous inodes (io_uring...), hugetlb memfds, ptys with an end outside
+//! (shmem.rs; hugetlb ones too: memory/hugetlb.rs). Other anonymous inodes (io_uring...), ptys with an end outside
 //! the dump and block devices are refused with the pid, the fd and the kind named.
 //! Descriptions shared between processes get one id at dump (the table compares across pids); restoring them shared (inherited across
 //! fork) is the restore pipeline's business: [`restore_task_fds`] works on one task.

@@ -353,7 +353,13 @@ mod tests {
                     0,
                 ),
                 // A memfd of 2 pages, mapped whole (reserving 2), one page held.
-                vma(base + 16 * HUGE, 2, VmaKind::FileShared, libc::MAP_SHARED, 7),
+                vma(
+                    base + 16 * HUGE,
+                    2,
+                    VmaKind::FileShared,
+                    libc::MAP_SHARED,
+                    7,
+                ),
             ],
             pages: vec![PageRun {
                 addr: base + 9 * HUGE,

@@ -8,8 +8,8 @@ use std::io::Read;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 
 use cryo_proto::image::{
-    file_desc, socket, CheckedAioRing, CheckedFile, CheckedHugePages, CheckedId, CheckedPort, CheckedProcess, Creds,
-    FileDesc, MigrationCheck, MmCore, ProcessEntry, TaskCore,
+    file_desc, socket, CheckedAioRing, CheckedFile, CheckedHugePages, CheckedId, CheckedPort,
+    CheckedProcess, Creds, FileDesc, MigrationCheck, MmCore, ProcessEntry, TaskCore,
 };
 use sha2::{Digest, Sha256};
 

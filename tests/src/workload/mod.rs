@@ -33,6 +33,7 @@ mod events;
 mod file;
 mod file_locks;
 mod held;
+mod hugetlb;
 mod mapping_access;
 mod mappings;
 mod memory;
@@ -136,6 +137,7 @@ pub const MODES: &[(&str, Start)] = &[
     ("pty-shell", pty_shell::start),
     ("advised", advised::start),
     ("writer", writer::start),
+    ("hugetlb", hugetlb::start),
 ];
 
 /// Starts the mode called `name`.

@@ -1,0 +1,182 @@
+//! `hugetlb`: memory in 2 MiB huge pages of every kind cryo restores, and a child sharing it.
+//!
+//! ```text
+//! hugetlb    `priv` (2 huge pages MAP_PRIVATE|MAP_ANONYMOUS|MAP_HUGETLB, page 0 the pattern
+//!            of seed 21, page 1 never touched), `shared` (2 huge pages MAP_SHARED|
+//!            MAP_ANONYMOUS|MAP_HUGETLB, page 0 the pattern of seed 22), `memfd` (a 2-page
+//!            memfd MFD_HUGETLB at fd 61, mapped shared whole, page 1 the pattern of seed 23).
+//!            The child (forked last, fd 61 closed, `priv` unmapped) answers `kid ...` over
+//!            pipes.
+//!            check VIEW -> ok | bad at OFFSET   (its pattern where it was written)
+//!            w VIEW OFF BYTE -> ok   r VIEW OFF -> <byte>   addr VIEW -> <hex>
+//!            smaps VIEW -> KernelPageSize ... | VmFlags ... (of its VMA, read by the process)
+//!            kid check|w|r|smaps ... -> the child's answer   fd-size -> <st_size of fd 61>
+//! ```
+
+use std::io;
+use std::path::Path;
+
+use super::kids::{answer_each, ChildPipes};
+use super::{failed, io_err, sys, Mode};
+use crate::protocol;
+
+/// The huge page size the mode maps (the x86_64 default).
+pub const HUGE: usize = 2 << 20;
+/// The fd of the hugetlb memfd.
+const MEMFD: i32 = 61;
+
+/// Each view: its name, where the pattern lies in it (offset, seed).
+const PATTERNS: [(&str, usize, u64); 3] = [("priv", 0, 21), ("shared", 0, 22), ("memfd", HUGE, 23)];
+
+/// `hugetlb`
+pub fn start(_args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
+    Ok(Box::new(Hugetlb::start().map_err(failed("hugetlb"))?))
+}
+
+/// The `hugetlb` mode (see the module doc).
+struct Hugetlb {
+    views: Vec<(&'static str, *mut u8, usize)>,
+    pipes: ChildPipes,
+}
+
+impl Mode for Hugetlb {
+    fn command(&mut self, verb: &str, args: &[&str]) -> Result<String, String> {
+        match (verb, args) {
+            ("kid", rest) => self.pipes.ask(&rest.join(" ")).map_err(io_err),
+            ("fd-size", []) => Ok(sys::fd_size(MEMFD).map_err(io_err)?.to_string()),
+            _ => self.answer(verb, args),
+        }
+    }
+}
+
+impl Hugetlb {
+    fn start() -> io::Result<Self> {
+        let huge = libc::MAP_HUGETLB | 21 << libc::MAP_HUGE_SHIFT;
+        let private = sys::map(2 * HUGE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | huge, -1)?;
+        let shared = sys::map(2 * HUGE, libc::MAP_SHARED | libc::MAP_ANONYMOUS | huge, -1)?;
+        let fd = sys::move_fd(sys::memfd_hugetlb("cryo-huge")?, MEMFD)?;
+        sys::set_len(fd, (2 * HUGE) as u64)?;
+        let memfd = sys::map(2 * HUGE, libc::MAP_SHARED, fd)?;
+        let mut views = Vec::new();
+        for (name, v) in [("priv", private), ("shared", shared), ("memfd", memfd)] {
+            views.push((name, v.as_mut_ptr(), v.len()));
+        }
+        for (name, at, seed) in PATTERNS {
+            let v = views.iter().find(|v| v.0 == name).expect("a view");
+            let want = protocol::pattern(HUGE, seed);
+            // SAFETY: at..at+HUGE lies inside the view's live read-write mapping.
+            unsafe { std::ptr::copy_nonoverlapping(want.as_ptr(), v.1.add(at), HUGE) };
+        }
+        let (a_rd, a_wr) = sys::pipe()?;
+        let (b_rd, b_wr) = sys::pipe()?;
+        // The workload is single-threaded here; the child only makes syscalls.
+        let kid = sys::fork()?;
+        let me = Self {
+            views,
+            pipes: ChildPipes {
+                to_child: a_wr,
+                from_child: b_rd,
+            },
+        };
+        if kid == 0 {
+            sys::close(MEMFD);
+            // The private mapping is the parent's alone: inherited, its huge pages would be
+            // shared copy-on-write with the child, which a restore does not keep for hugetlb
+            // memory (each process gets its own: more huge pages, the same contents).
+            let (_, ptr, len) = me.views[0];
+            // SAFETY: unmapping the child's copy of `priv`, which the child never touches again
+            // (it answers from its own views, `priv` left out).
+            unsafe { libc::munmap(ptr.cast(), len) };
+            let me = Self {
+                views: me.views[1..].to_vec(),
+                pipes: ChildPipes {
+                    to_child: -1,
+                    from_child: -1,
+                },
+            };
+            answer_each(a_rd, b_wr, |msg| {
+                let words: Vec<&str> = msg.split_whitespace().collect();
+                match words.split_first() {
+                    Some((verb, args)) => me.answer(verb, args).unwrap_or_else(|e| e),
+                    None => "err empty".into(),
+                }
+            });
+            std::process::exit(3)
+        }
+        Ok(me)
+    }
+
+    /// `check`, `w`, `r`, `addr`, `smaps` in this process.
+    fn answer(&self, verb: &str, args: &[&str]) -> Result<String, String> {
+        let view = |name: &str| {
+            self.views
+                .iter()
+                .find(|v| v.0 == name)
+                .copied()
+                .ok_or_else(|| format!("err no view {name}"))
+        };
+        let off = |s: &str, len: usize| match s.parse::<usize>() {
+            Ok(o) if o < len => Ok(o),
+            _ => Err(format!("err bad offset {s:?}")),
+        };
+        match (verb, args) {
+            ("addr", [name]) => Ok(format!("{:#x}", view(name)?.1 as usize)),
+            ("check", [name]) => {
+                let (_, ptr, _) = view(name)?;
+                let (_, at, seed) = PATTERNS.iter().find(|p| p.0 == *name).expect("a pattern");
+                let want = protocol::pattern(HUGE, *seed);
+                // SAFETY: at..at+HUGE lies inside the view's live mapping; read volatile, as
+                // another process may write it.
+                let bad =
+                    (0..HUGE).find(|&i| unsafe { ptr.add(at + i).read_volatile() } != want[i]);
+                Ok(bad.map_or("ok".into(), |i| format!("bad at {}", at + i)))
+            }
+            ("w", [name, o, b]) => {
+                let (_, ptr, len) = view(name)?;
+                let o = off(o, len)?;
+                let byte: u8 = b.parse().map_err(|_| format!("err bad byte {b:?}"))?;
+                // SAFETY: o < len of the view's live read-write mapping.
+                unsafe { ptr.add(o).write_volatile(byte) };
+                Ok("ok".into())
+            }
+            ("r", [name, o]) => {
+                let (_, ptr, len) = view(name)?;
+                let o = off(o, len)?;
+                // SAFETY: o < len of the view's live mapping.
+                Ok(unsafe { ptr.add(o).read_volatile() }.to_string())
+            }
+            ("smaps", [name]) => {
+                let start = view(name)?.1 as usize;
+                let smaps = std::fs::read_to_string("/proc/self/smaps").map_err(io_err)?;
+                Ok(vma_fields(&smaps, start, &["KernelPageSize", "VmFlags"]))
+            }
+            _ => Err(format!("err unknown command {verb:?}")),
+        }
+    }
+}
+
+/// The fields `names` of the VMA starting at `start` in an smaps text, joined by " | ".
+fn vma_fields(smaps: &str, start: usize, names: &[&str]) -> String {
+    let head = format!("{start:x}-");
+    let mut lines = smaps.lines().skip_while(|l| !l.starts_with(&head));
+    let mut out = Vec::new();
+    lines.next();
+    for l in lines {
+        // The next VMA's header: its range has no colon before the first space.
+        if l.split_whitespace()
+            .next()
+            .is_some_and(|w| !w.ends_with(':'))
+        {
+            break;
+        }
+        if let Some((k, v)) = l.split_once(':') {
+            if names.contains(&k) {
+                out.push(format!(
+                    "{k} {}",
+                    v.split_whitespace().collect::<Vec<_>>().join(" ")
+                ));
+            }
+        }
+    }
+    out.join(" | ")
+}

@@ -1,0 +1,142 @@
+//! hugetlb memory comes back in huge pages: a private and a shared anonymous MAP_HUGETLB
+//! mapping and a hugetlb memfd, each with a pattern the restored process reads itself, its
+//! VMA of 2048 kB pages with the same VmFlags (read from its own smaps), the shared mapping
+//! still one object between the process and its child, and as many huge pages taken on the
+//! host as before. A restore that would find too few free huge pages is refused before it
+//! makes anything, naming the size and the counts (and `restore --check-only` says so).
+//!
+//! The host's pool starts empty (nr_hugepages 0): each test raises it to what the file needs
+//! (never lowering it), and the tests of this file take turns, since one holds every free
+//! huge page for a while.
+//!
+//! Needs the engine: `cryo` must be built (`cargo build -p cryo`).
+
+use std::sync::Mutex;
+
+use cryo_tests::huge_pages::{self, Held};
+use cryo_tests::views::{read, write, KID, ME};
+use cryo_tests::{cryo_bin, pid_exists, Workload};
+
+/// One `hugetlb` workload takes 6 huge pages (each of its 3 mappings reserves 2); a restore
+/// takes as many once the original is gone, and the refusal test holds the rest.
+const POOL: u64 = 16;
+
+/// The tests of this file, one at a time (see the module doc).
+static TURN: Mutex<()> = Mutex::new(());
+
+const VIEWS: [&str; 3] = ["priv", "shared", "memfd"];
+
+/// What each view's process says of its VMA (KernelPageSize, VmFlags), and its pattern.
+#[track_caller]
+fn observed(w: &Workload) -> Vec<String> {
+    VIEWS
+        .iter()
+        .map(|v| {
+            assert_eq!(w.cmd(&format!("check {v}")), "ok", "the pattern of {v}");
+            w.cmd(&format!("smaps {v}"))
+        })
+        .collect()
+}
+
+/// The shared views are one object for the process and its child, both ways.
+#[track_caller]
+fn shared_with_the_child(w: &Workload, v: u8) {
+    let off = huge_pages::HUGE as usize + 17;
+    write(w, ME, "shared", off, v);
+    assert_eq!(
+        read(w, KID, "shared", off),
+        v,
+        "shared -> the child's shared"
+    );
+    write(w, KID, "shared", off + 1, v + 1);
+    assert_eq!(
+        read(w, ME, "shared", off + 1),
+        v + 1,
+        "the child's -> shared"
+    );
+    write(w, KID, "memfd", 5, v + 2);
+    assert_eq!(read(w, ME, "memfd", 5), v + 2, "the child's memfd -> memfd");
+}
+
+#[test]
+fn hugetlb_mappings_and_memfds_come_back_in_huge_pages() {
+    cryo_bin();
+    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    huge_pages::ensure(POOL);
+    let mut w = Workload::spawn("hugetlb", &[]);
+    let before = observed(&w);
+    for seen in &before {
+        assert!(
+            seen.starts_with("KernelPageSize 2048 kB | VmFlags ") && seen.contains(" ht"),
+            "not hugetlb before the dump: {seen}"
+        );
+    }
+    let kid_before = w.cmd("kid smaps shared");
+    shared_with_the_child(&w, 10);
+    let taken = huge_pages::taken();
+
+    w.dump_and_restore();
+    assert_eq!(observed(&w), before, "hugetlb VMAs after the restore");
+    assert_eq!(
+        w.cmd("kid smaps shared"),
+        kid_before,
+        "the child's shared VMA"
+    );
+    assert_eq!(
+        w.cmd("kid check shared"),
+        "ok",
+        "the child's shared pattern"
+    );
+    assert_eq!(w.cmd("fd-size"), (2 * huge_pages::HUGE).to_string());
+    // Every mapping reserves again what it did, no more: the host counts the same.
+    assert_eq!(huge_pages::taken(), taken, "huge pages taken on the host");
+    shared_with_the_child(&w, 40);
+    w.kill_restored();
+}
+
+#[test]
+fn a_restore_short_of_huge_pages_is_refused_before_anything_is_made() {
+    cryo_bin();
+    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    huge_pages::ensure(POOL);
+    let mut w = Workload::spawn("hugetlb", &[]);
+    let check = w.path("check");
+    w.dump(&check, &["--check-only"]).assert_success();
+    let img = w.path("img");
+    w.dump_ok(&img);
+
+    // Every free huge page but 5 held here: the image needs 6.
+    let held = Held::reserve(huge_pages::available().saturating_sub(5)).expect("hold huge pages");
+    assert_eq!(huge_pages::available(), 5);
+    let out = w.cryo(&["restore".as_ref(), "-D".as_ref(), img.as_os_str()]);
+    out.assert_refused()
+        .assert_stderr_mentions("6 huge pages of 2048 kB")
+        .assert_stderr_mentions("5 available");
+    assert!(
+        !pid_exists(w.pid()),
+        "the refused restore made pid {}",
+        w.pid()
+    );
+    let judged = w.cryo(&[
+        "restore".as_ref(),
+        "--check-only".as_ref(),
+        "--pidns".as_ref(),
+        "-D".as_ref(),
+        check.as_os_str(),
+    ]);
+    assert_eq!(
+        judged.status.code(),
+        Some(2),
+        "a temporary finding:\n{judged}"
+    );
+    assert!(
+        judged.stdout.contains("6 huge pages of 2048 kB"),
+        "the finding names the huge pages:\n{judged}"
+    );
+
+    // Given back, the same image restores.
+    drop(held);
+    w.restore_background(&img);
+    observed(&w);
+    w.kill_restored();
+}
