@@ -17,8 +17,9 @@ use cryo_tests::huge_pages::{self, Held};
 use cryo_tests::views::{read, write, KID, ME};
 use cryo_tests::{cryo_bin, pid_exists, Workload};
 
-/// One `hugetlb` workload takes 6 huge pages (each of its 3 mappings reserves 2); a restore
-/// takes as many once the original is gone, and the refusal test holds the rest.
+/// One `hugetlb` workload takes 6 huge pages (each of its 3 mappings reserves 2; 7 with
+/// `private-memfd`); a restore takes as many once the original is gone, and the refusal test
+/// holds the rest.
 const POOL: u64 = 16;
 
 /// The tests of this file, one at a time (see the module doc).
@@ -139,4 +140,19 @@ fn a_restore_short_of_huge_pages_is_refused_before_anything_is_made() {
     w.restore_background(&img);
     observed(&w);
     w.kill_restored();
+}
+
+#[test]
+fn a_private_mapping_of_a_hugetlb_memfd_is_refused_naming_pid_and_mapping() {
+    cryo_bin();
+    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    huge_pages::ensure(POOL);
+    let w = Workload::spawn("hugetlb", &["private-memfd"]);
+    w.dump(&w.path("img"), &[])
+        .assert_refused()
+        .assert_stderr_has_word(&w.pid().to_string())
+        .assert_stderr_mentions("/memfd:cryo-huge (deleted)")
+        .assert_stderr_mentions("a private mapping of a hugetlb memfd");
+    w.assert_untouched();
+    observed(&w);
 }

@@ -37,9 +37,6 @@ use super::PAGE;
 use crate::image::ImageDir;
 use crate::proc::MapEntry;
 
-/// `HUGETLBFS_MAGIC` from linux/magic.h.
-pub const HUGETLBFS_MAGIC: i64 = 0x9584_58f6;
-
 /// How /proc/PID/maps names anonymous hugetlb memory, private or shared.
 const ANON_NAME: &str = "/anon_hugepage (deleted)";
 
@@ -62,7 +59,7 @@ pub fn page_size_at(path: &Path) -> io::Result<Option<u64>> {
 }
 
 fn of_statfs(fs: &nix::sys::statfs::Statfs) -> Option<u64> {
-    (fs.filesystem_type().0 as i64 == HUGETLBFS_MAGIC).then(|| fs.block_size() as u64)
+    (fs.filesystem_type() == nix::sys::statfs::HUGETLBFS_MAGIC).then(|| fs.block_size() as u64)
 }
 
 /// Whether `entry` is anonymous hugetlb memory (by its name: the maps show no flags).

@@ -1,10 +1,12 @@
 //! `hugetlb`: memory in 2 MiB huge pages of every kind cryo restores, and a child sharing it.
 //!
 //! ```text
-//! hugetlb    `priv` (2 huge pages MAP_PRIVATE|MAP_ANONYMOUS|MAP_HUGETLB, page 0 the pattern
+//! hugetlb [private-memfd]
+//!            `priv` (2 huge pages MAP_PRIVATE|MAP_ANONYMOUS|MAP_HUGETLB, page 0 the pattern
 //!            of seed 21, page 1 never touched), `shared` (2 huge pages MAP_SHARED|
 //!            MAP_ANONYMOUS|MAP_HUGETLB, page 0 the pattern of seed 22), `memfd` (a 2-page
 //!            memfd MFD_HUGETLB at fd 61, mapped shared whole, page 1 the pattern of seed 23).
+//!            With `private-memfd`, also a private mapping of the memfd's first page, written.
 //!            The child (forked last, fd 61 closed, `priv` unmapped) answers `kid ...` over
 //!            pipes.
 //!            check VIEW -> ok | bad at OFFSET   (its pattern where it was written)
@@ -28,9 +30,12 @@ const MEMFD: i32 = 61;
 /// Each view: its name, where the pattern lies in it (offset, seed).
 const PATTERNS: [(&str, usize, u64); 3] = [("priv", 0, 21), ("shared", 0, 22), ("memfd", HUGE, 23)];
 
-/// `hugetlb`
-pub fn start(_args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
-    Ok(Box::new(Hugetlb::start().map_err(failed("hugetlb"))?))
+/// `hugetlb [private-memfd]`
+pub fn start(args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
+    let private_memfd = args.first().is_some_and(|a| a == "private-memfd");
+    Ok(Box::new(
+        Hugetlb::start(private_memfd).map_err(failed("hugetlb"))?,
+    ))
 }
 
 /// The `hugetlb` mode (see the module doc).
@@ -50,13 +55,17 @@ impl Mode for Hugetlb {
 }
 
 impl Hugetlb {
-    fn start() -> io::Result<Self> {
+    fn start(private_memfd: bool) -> io::Result<Self> {
         let huge = libc::MAP_HUGETLB | 21 << libc::MAP_HUGE_SHIFT;
         let private = sys::map(2 * HUGE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | huge, -1)?;
         let shared = sys::map(2 * HUGE, libc::MAP_SHARED | libc::MAP_ANONYMOUS | huge, -1)?;
         let fd = sys::move_fd(sys::memfd_hugetlb("cryo-huge")?, MEMFD)?;
         sys::set_len(fd, (2 * HUGE) as u64)?;
         let memfd = sys::map(2 * HUGE, libc::MAP_SHARED, fd)?;
+        if private_memfd {
+            // A mapping cryo refuses (`hugetlb private-memfd`): kept for the program's life.
+            sys::map(HUGE, libc::MAP_PRIVATE, fd)?[0] = 1;
+        }
         let mut views = Vec::new();
         for (name, v) in [("priv", private), ("shared", shared), ("memfd", memfd)] {
             views.push((name, v.as_mut_ptr(), v.len()));
@@ -102,6 +111,11 @@ impl Hugetlb {
                 }
             });
             std::process::exit(3)
+        }
+        // Ready once the child answers: it has let `priv` go by then.
+        let reply = me.pipes.ask("check shared")?;
+        if reply != "ok" {
+            return Err(io::Error::other(format!("the child: {reply}")));
         }
         Ok(me)
     }
