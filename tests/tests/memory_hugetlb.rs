@@ -1,6 +1,6 @@
 //! hugetlb memory comes back in huge pages: a private and a shared anonymous MAP_HUGETLB
-//! mapping and a hugetlb memfd, each with a pattern the restored process reads itself, its
-//! VMA of 2048 kB pages with the same VmFlags (read from its own smaps), the shared mapping
+//! mapping, a hugetlb memfd and a SysV SHM_HUGETLB segment, each with a pattern the restored process reads itself, its
+//! VMA of 2048 kB pages with the same VmFlags (read from its own smaps), the shared memory
 //! still one object between the process and its child, and as many huge pages taken on the
 //! host as before. A restore that would find too few free huge pages is refused before it
 //! makes anything, naming the size and the counts (and `restore --check-only` says so).
@@ -17,15 +17,15 @@ use cryo_tests::huge_pages::{self, Held};
 use cryo_tests::views::{read, write, KID, ME};
 use cryo_tests::{cryo_bin, pid_exists, Workload};
 
-/// One `hugetlb` workload takes 6 huge pages (each of its 3 mappings reserves 2; 7 with
-/// `private-memfd`); a restore takes as many once the original is gone, and the refusal test
+/// One `hugetlb` workload takes 7 huge pages (each of its 3 mappings reserves 2, its SysV
+/// segment 1; 8 with `private-memfd`); a restore takes as many once the original is gone, and the refusal test
 /// holds the rest.
 const POOL: u64 = 16;
 
 /// The tests of this file, one at a time (see the module doc).
 static TURN: Mutex<()> = Mutex::new(());
 
-const VIEWS: [&str; 3] = ["priv", "shared", "memfd"];
+const VIEWS: [&str; 4] = ["priv", "shared", "memfd", "sysv"];
 
 /// What each view's process says of its VMA (KernelPageSize, VmFlags), and its pattern.
 #[track_caller]
@@ -57,6 +57,12 @@ fn shared_with_the_child(w: &Workload, v: u8) {
     );
     write(w, KID, "memfd", 5, v + 2);
     assert_eq!(read(w, ME, "memfd", 5), v + 2, "the child's memfd -> memfd");
+    // The segment is its pattern throughout: the byte goes back after.
+    let was = read(w, KID, "sysv", 7);
+    write(w, ME, "sysv", 7, !was);
+    assert_eq!(read(w, KID, "sysv", 7), !was, "sysv -> the child's sysv");
+    write(w, KID, "sysv", 7, was);
+    assert_eq!(read(w, ME, "sysv", 7), was, "the child's sysv -> sysv");
 }
 
 #[test]
@@ -106,13 +112,13 @@ fn a_restore_short_of_huge_pages_is_refused_before_anything_is_made() {
     let img = w.path("img");
     w.dump_ok(&img);
 
-    // Every free huge page but 5 held here: the image needs 6.
-    let held = Held::reserve(huge_pages::available().saturating_sub(5)).expect("hold huge pages");
-    assert_eq!(huge_pages::available(), 5);
+    // Every free huge page but 6 held here: the image needs 7.
+    let held = Held::reserve(huge_pages::available().saturating_sub(6)).expect("hold huge pages");
+    assert_eq!(huge_pages::available(), 6);
     let out = w.cryo(&["restore".as_ref(), "-D".as_ref(), img.as_os_str()]);
     out.assert_refused()
-        .assert_stderr_mentions("6 huge pages of 2048 kB")
-        .assert_stderr_mentions("5 available");
+        .assert_stderr_mentions("7 huge pages of 2048 kB")
+        .assert_stderr_mentions("6 available");
     assert!(
         !pid_exists(w.pid()),
         "the refused restore made pid {}",
@@ -131,7 +137,7 @@ fn a_restore_short_of_huge_pages_is_refused_before_anything_is_made() {
         "a temporary finding:\n{judged}"
     );
     assert!(
-        judged.stdout.contains("6 huge pages of 2048 kB"),
+        judged.stdout.contains("7 huge pages of 2048 kB"),
         "the finding names the huge pages:\n{judged}"
     );
 

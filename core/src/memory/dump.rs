@@ -1,6 +1,7 @@
 //! Dumping an address space: VMAs from /proc/PID/maps, present pages from pagemap, written
 //! into the pages image by the frozen task itself (pwrite issued in its own address space:
-//! one copy), with /proc/PID/mem as the fallback for pages it cannot read.
+//! one copy), with /proc/PID/mem as the fallback for pages it cannot read. hugetlb VMAs are
+//! told apart here, by their VmFlags (hugetlb.rs).
 
 use std::fs::File;
 use std::os::unix::ffi::OsStrExt;

@@ -10,6 +10,7 @@
 //!          shared anonymous (the same name, shared) and memfds (MFD_HUGETLB): ONE object,
 //!          as their ordinary kinds (files/shmem.rs, memfd.rs); the huge pages holding other
 //!          than zeros go to its contents image (hugetlbfs has no SEEK_DATA: all reads as data)
+//!          SysV segments (SHM_HUGETLB): as the others (ipc/shm.rs), their contents so
 //!          refused: mappings of files on a hugetlbfs mount, private mappings of hugetlb
 //!          memfds, deleted files on a hugetlbfs mount
 //! restore  before anything is made: the huge pages of each size the image takes (each
@@ -29,7 +30,9 @@ use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use cryo_proto::image::{file_desc::Kind, FileDesc, FileExtent, MmCore, RawFileRef, VmaKind};
+use cryo_proto::image::{
+    file_desc::Kind, FileDesc, FileExtent, MmCore, RawFileRef, SysvShm, VmaKind,
+};
 use nix::unistd::Pid;
 
 use super::error::MemoryError;
@@ -187,6 +190,7 @@ pub fn write_contents(
             e.len as libc::off_t,
         )?;
     }
+    // Whole huge pages (the file's size is, but for a SysV segment's: the caller rounds it).
     let len = usize::try_from(size).map_err(io::Error::other)?;
     let mut map = crate::sys::mmap::Mapping::map_file_noreserve(dst, len)?;
     let mut src = images.open_raw(&raw.name).map_err(io::Error::other)?;
@@ -205,9 +209,11 @@ pub fn write_contents(
 /// The huge pages of each size (in bytes) that restoring `mms` and the objects of `descs`
 /// takes: a VMA's reservation (its length; a MAP_NORESERVE one: its present pages), an
 /// object's pages holding data or, if more, those its largest reserving VMA reserves.
+/// SysV segments count unless `reattached` says the restore finds them again.
 pub fn needs<'a>(
     mms: impl IntoIterator<Item = &'a MmCore>,
     descs: &[FileDesc],
+    reattached: impl Fn(&SysvShm) -> bool,
 ) -> BTreeMap<u64, u64> {
     let mut need: BTreeMap<u64, u64> = BTreeMap::new();
     // Per object (dumped inode): its page size and the most one VMA of it reserves.
@@ -246,6 +252,15 @@ pub fn needs<'a>(
     }
     let mut seen = std::collections::BTreeSet::new();
     for desc in descs {
+        // A SysV segment made again reserves its whole size (shmget without SHM_NORESERVE);
+        // one found again takes nothing more.
+        if let Some(Kind::SysvShm(s)) = &desc.kind {
+            if s.hugetlb_page_size != 0 && !reattached(s) {
+                *need.entry(s.hugetlb_page_size).or_default() +=
+                    s.size.div_ceil(s.hugetlb_page_size);
+            }
+            continue;
+        }
         let (page, extents) = match &desc.kind {
             Some(Kind::Memfd(m)) if m.hugetlb_page_size != 0 => (m.hugetlb_page_size, &m.extents),
             Some(Kind::Shmem(s)) if s.hugetlb_page_size != 0 => (s.hugetlb_page_size, &s.extents),
@@ -299,7 +314,7 @@ pub fn check_host<'a>(
     mms: impl IntoIterator<Item = &'a MmCore>,
     descs: &[FileDesc],
 ) -> Result<(), MemoryError> {
-    for (page_size, pages) in needs(mms, descs) {
+    for (page_size, pages) in needs(mms, descs, crate::ipc::shm::still_there) {
         match shortfall(page_size, pages) {
             None => {}
             Some(Shortfall::Missing) => {
@@ -380,7 +395,7 @@ mod tests {
             ..FileDesc::default()
         };
         // Two descriptions of one memfd count once.
-        let got = needs([&mm, &mm], &[memfd(7), memfd(8)]);
+        let got = needs([&mm, &mm], &[memfd(7), memfd(8)], |_| false);
         assert_eq!(got, BTreeMap::from([(HUGE, 2 * (3 + 1) + 2)]));
     }
 

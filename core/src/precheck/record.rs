@@ -212,7 +212,8 @@ pub(crate) fn record(
                 })
             })
             .collect(),
-        huge_pages: crate::memory::hugetlb::needs(cores.iter().map(|(_, mm)| mm), descs)
+        // Every SysV segment counts: the restoring host has none of them.
+        huge_pages: crate::memory::hugetlb::needs(cores.iter().map(|(_, mm)| mm), descs, |_| false)
             .into_iter()
             .map(|(page_size, pages)| CheckedHugePages { page_size, pages })
             .collect(),

@@ -5,7 +5,9 @@
 //!            `priv` (2 huge pages MAP_PRIVATE|MAP_ANONYMOUS|MAP_HUGETLB, page 0 the pattern
 //!            of seed 21, page 1 never touched), `shared` (2 huge pages MAP_SHARED|
 //!            MAP_ANONYMOUS|MAP_HUGETLB, page 0 the pattern of seed 22), `memfd` (a 2-page
-//!            memfd MFD_HUGETLB at fd 61, mapped shared whole, page 1 the pattern of seed 23).
+//!            memfd MFD_HUGETLB at fd 61, mapped shared whole, page 1 the pattern of seed 23),
+//!            `sysv` (a SysV segment of 1 huge page, SHM_HUGETLB, attached and marked
+//!            destroyed, the pattern of seed 24).
 //!            With `private-memfd`, also a private mapping of the memfd's first page, written.
 //!            The child (forked last, fd 61 closed, `priv` unmapped) answers `kid ...` over
 //!            pipes.
@@ -28,7 +30,12 @@ pub const HUGE: usize = 2 << 20;
 const MEMFD: i32 = 61;
 
 /// Each view: its name, where the pattern lies in it (offset, seed).
-const PATTERNS: [(&str, usize, u64); 3] = [("priv", 0, 21), ("shared", 0, 22), ("memfd", HUGE, 23)];
+const PATTERNS: [(&str, usize, u64); 4] = [
+    ("priv", 0, 21),
+    ("shared", 0, 22),
+    ("memfd", HUGE, 23),
+    ("sysv", 0, 24),
+];
 
 /// `hugetlb [private-memfd]`
 pub fn start(args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
@@ -66,8 +73,14 @@ impl Hugetlb {
             // A mapping cryo refuses (`hugetlb private-memfd`): kept for the program's life.
             sys::map(HUGE, libc::MAP_PRIVATE, fd)?[0] = 1;
         }
+        let sysv = sysv_segment()?;
         let mut views = Vec::new();
-        for (name, v) in [("priv", private), ("shared", shared), ("memfd", memfd)] {
+        for (name, v) in [
+            ("priv", private),
+            ("shared", shared),
+            ("memfd", memfd),
+            ("sysv", sysv),
+        ] {
             views.push((name, v.as_mut_ptr(), v.len()));
         }
         for (name, at, seed) in PATTERNS {
@@ -167,6 +180,23 @@ impl Hugetlb {
             _ => Err(format!("err unknown command {verb:?}")),
         }
     }
+}
+
+/// A SysV segment of one huge page (SHM_HUGETLB), attached read-write and marked destroyed
+/// (IPC_RMID): it goes with the last process that detaches it.
+fn sysv_segment() -> io::Result<&'static mut [u8]> {
+    let flags = libc::IPC_CREAT | 0o600 | libc::SHM_HUGETLB | 21 << libc::MAP_HUGE_SHIFT;
+    // SAFETY: shmget takes no pointers.
+    let id = sys::cvt(unsafe { libc::shmget(libc::IPC_PRIVATE, HUGE, flags) })?;
+    // SAFETY: attached where the kernel chooses; nothing else refers to that memory.
+    let p = unsafe { libc::shmat(id, std::ptr::null(), 0) };
+    if p as isize == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: IPC_RMID reads no argument.
+    sys::cvt(unsafe { libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut()) })?;
+    // SAFETY: the attachment is HUGE bytes, read-write, kept for the program's life.
+    Ok(unsafe { std::slice::from_raw_parts_mut(p.cast::<u8>(), HUGE) })
 }
 
 /// The fields `names` of the VMA starting at `start` in an smaps text, joined by " | ".
