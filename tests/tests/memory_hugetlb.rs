@@ -15,7 +15,7 @@ use std::sync::Mutex;
 
 use cryo_tests::huge_pages::{self, Held};
 use cryo_tests::views::{read, write, KID, ME};
-use cryo_tests::{cryo_bin, pid_exists, Workload};
+use cryo_tests::{control_dir, cryo_bin, pid_exists, Mount, Workload};
 
 /// One `hugetlb` workload takes 7 huge pages (each of its 3 mappings reserves 2, its SysV
 /// segment 1; 8 with `private-memfd`); a restore takes as many once the original is gone, and the refusal test
@@ -161,4 +161,67 @@ fn a_private_mapping_of_a_hugetlb_memfd_is_refused_naming_pid_and_mapping() {
         .assert_stderr_mentions("a private mapping of a hugetlb memfd");
     w.assert_untouched();
     observed(&w);
+}
+
+/// A file on a hugetlbfs mount, still there at restore: mapped again by its path (its pages
+/// stay in the filesystem), shared and private (the private copy from the pages image).
+#[test]
+fn a_file_on_a_hugetlbfs_mount_is_mapped_again_by_its_path() {
+    cryo_bin();
+    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    huge_pages::ensure(POOL);
+    let base = control_dir();
+    let mount = Mount::hugetlbfs(&base.path().join("huge"), "pagesize=2M");
+    let file = mount.path().join("data");
+    let mut w = Workload::spawn("hugetlb-file", &[file.to_str().expect("utf-8")]);
+    let views = ["fshared", "fpriv"];
+    let seen = |w: &Workload| -> Vec<String> {
+        views
+            .iter()
+            .map(|v| {
+                assert_eq!(w.cmd(&format!("check {v}")), "ok", "the pattern of {v}");
+                w.cmd(&format!("smaps {v}"))
+            })
+            .collect()
+    };
+    let before = seen(&w);
+    for s in &before {
+        assert!(s.starts_with("KernelPageSize 2048 kB"), "{s}");
+    }
+    let taken = huge_pages::taken();
+
+    w.dump_and_restore();
+    assert_eq!(seen(&w), before, "the file's VMAs after the restore");
+    assert_eq!(w.cmd("fd-size"), (2 * huge_pages::HUGE).to_string());
+    assert_eq!(huge_pages::taken(), taken, "huge pages taken on the host");
+    // Still the file: a write through the shared mapping shows in the private mapping's page
+    // it never wrote, and in the file.
+    write(&w, ME, "fshared", 100, 77);
+    assert_eq!(
+        read(&w, ME, "fpriv", 100),
+        77,
+        "fshared -> fpriv's file page"
+    );
+    assert_eq!(
+        std::fs::read(&file).expect("the file")[100],
+        77,
+        "fshared -> the file"
+    );
+    w.kill_restored();
+}
+
+/// A deleted file on a hugetlbfs mount has no path to map again, and a copy elsewhere would
+/// not be in huge pages: refused, the fd open on it named.
+#[test]
+fn a_deleted_file_on_a_hugetlbfs_mount_is_refused_naming_pid_and_fd() {
+    cryo_bin();
+    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    huge_pages::ensure(POOL);
+    let base = control_dir();
+    let mount = Mount::hugetlbfs(&base.path().join("huge"), "pagesize=2M");
+    let file = mount.path().join("data");
+    let w = Workload::spawn("hugetlb-file", &[file.to_str().expect("utf-8")]);
+    std::fs::remove_file(&file).expect("unlink the file");
+    w.assert_dump_refused("62", "on a hugetlbfs mount");
+    assert_eq!(w.cmd("check fshared"), "ok");
 }

@@ -96,7 +96,8 @@ pub(super) fn dump_file(
             ),
         });
     }
-    // Its contents would come back in a file elsewhere, of base pages.
+    // Its contents would come back in a file elsewhere, of base pages (the fds are refused
+    // before, naming them; a mapping is by its hugetlb flag).
     if let Ok(Some(_)) = crate::memory::hugetlb::page_size_at(source) {
         return Err(FileError::Invalid {
             id,
@@ -316,6 +317,10 @@ impl FileKind for Regular {
             return Err(fd.open.refuse("not a regular file", false));
         };
         let source = fd.open.proc_path();
+        // Its contents would come back in a file elsewhere, of base pages.
+        if *deleted && matches!(crate::memory::hugetlb::page_size_at(&source), Ok(Some(_))) {
+            return Err(fd.open.refuse("a deleted file on a hugetlbfs mount", true));
+        }
         let reg = dump_file(
             fd.state,
             fd.id,

@@ -11,17 +11,18 @@
 //!          as their ordinary kinds (files/shmem.rs, memfd.rs); the huge pages holding other
 //!          than zeros go to its contents image (hugetlbfs has no SEEK_DATA: all reads as data)
 //!          SysV segments (SHM_HUGETLB): as the others (ipc/shm.rs), their contents so
-//!          refused: mappings of files on a hugetlbfs mount, private mappings of hugetlb
-//!          memfds, deleted files on a hugetlbfs mount
+//!          files on a hugetlbfs mount: by their path, as regular files (their pages stay in
+//!          the filesystem), a private mapping's own pages in the pages image
+//!          refused: private mappings of hugetlb memfds, deleted files on a hugetlbfs mount
 //! restore  before anything is made: the huge pages of each size the image takes (each
 //!          VMA's reservation, MAP_NORESERVE ones their present pages; each object's pages)
 //!          against free_hugepages - resv_hugepages of /sys/kernel/mm/hugepages/hugepages-NkB
 //!          objects: made by cryo without a reservation (MAP_NORESERVE, MFD_HUGETLB), their
 //!          pages allocated (fallocate) and written through a mapping; the processes' own
 //!          mappings reserve the rest, as the originals had
-//!          private VMAs: mmap MAP_HUGETLB | log2(size) << MAP_HUGE_SHIFT at their address,
-//!          filled by pread in the task (never staged for children, nor filled by
-//!          userfaultfd: both work in base pages)
+//!          private VMAs: mmap MAP_HUGETLB | log2(size) << MAP_HUGE_SHIFT at their address
+//!          (of a file: of the file), filled by pread in the task (never staged for
+//!          children, nor filled by userfaultfd: both work in base pages)
 //! ```
 
 use std::collections::BTreeMap;
@@ -88,7 +89,14 @@ pub fn vma_kind(pid: Pid, entry: &MapEntry, kind: VmaKind) -> Result<VmaKind, Me
         VmaKind::FilePrivate if entry.name.starts_with("/memfd:") => Err(refuse(
             "a private mapping of a hugetlb memfd (not supported yet)",
         )),
-        _ => Err(refuse("a file on a hugetlbfs mount (not supported yet)")),
+        // A file on a hugetlbfs mount: its pages live in the filesystem, as a tmpfs file's
+        // do, and it is mapped again by its path (a private mapping's own pages from the
+        // pages image).
+        VmaKind::FileShared | VmaKind::FilePrivate if entry.name.ends_with(" (deleted)") => Err(
+            refuse("a deleted file on a hugetlbfs mount (not supported yet)"),
+        ),
+        VmaKind::FileShared | VmaKind::FilePrivate => Ok(kind),
+        _ => Err(refuse("of a kind cryo does not know (not supported)")),
     }
 }
 
@@ -229,7 +237,9 @@ pub fn needs<'a>(
             let page = vma.hugetlb_page_size;
             let reserves = vma.map_flags & libc::MAP_NORESERVE as u32 == 0;
             let len = vma.end - vma.start;
-            if vma.kind == VmaKind::Anon as i32 {
+            // Private memory reserves its own pages (a file's private mapping too); a file
+            // on a hugetlbfs mount holds its pages already.
+            if vma.kind == VmaKind::Anon as i32 || vma.kind == VmaKind::FilePrivate as i32 {
                 let pages = if reserves {
                     len / page
                 } else {

@@ -1,4 +1,5 @@
-//! `hugetlb`: memory in 2 MiB huge pages of every kind cryo restores, and a child sharing it.
+//! `hugetlb`, `hugetlb-file`: memory in 2 MiB huge pages of every kind cryo restores, and a
+//! child sharing it; a file on a hugetlbfs mount mapped shared and private.
 //!
 //! ```text
 //! hugetlb [private-memfd]
@@ -15,6 +16,11 @@
 //!            w VIEW OFF BYTE -> ok   r VIEW OFF -> <byte>   addr VIEW -> <hex>
 //!            smaps VIEW -> KernelPageSize ... | VmFlags ... (of its VMA, read by the process)
 //!            kid check|w|r|smaps ... -> the child's answer   fd-size -> <st_size of fd 61>
+//! hugetlb-file PATH
+//!            PATH (on a hugetlbfs mount) made of 2 huge pages, held at fd 62, mapped
+//!            `fshared` (MAP_SHARED, page 0 the pattern of seed 25) and `fpriv` (MAP_PRIVATE,
+//!            page 1 written: a private copy, the pattern of seed 26; page 0 read: the file's)
+//!            check, w, r, addr, smaps as above   fd-size -> <st_size of fd 62>
 //! ```
 
 use std::io;
@@ -30,7 +36,10 @@ pub const HUGE: usize = 2 << 20;
 const MEMFD: i32 = 61;
 
 /// Each view: its name, where the pattern lies in it (offset, seed).
-const PATTERNS: [(&str, usize, u64); 4] = [
+type Patterns = &'static [(&'static str, usize, u64)];
+
+/// The patterns of `hugetlb`.
+const PATTERNS: Patterns = &[
     ("priv", 0, 21),
     ("shared", 0, 22),
     ("memfd", HUGE, 23),
@@ -45,17 +54,33 @@ pub fn start(args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
     ))
 }
 
-/// The `hugetlb` mode (see the module doc).
+/// `hugetlb-file PATH`
+pub fn start_file(args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
+    let path = args.first().ok_or("hugetlb-file: no path")?;
+    Ok(Box::new(
+        Hugetlb::start_file(path).map_err(failed("hugetlb-file"))?,
+    ))
+}
+
+/// The patterns of `hugetlb-file`.
+const FILE_PATTERNS: Patterns = &[("fshared", 0, 25), ("fpriv", HUGE, 26)];
+/// The fd of the `hugetlb-file` file.
+const FILE_FD: i32 = 62;
+
+/// The `hugetlb` and `hugetlb-file` modes (see the module doc).
 struct Hugetlb {
     views: Vec<(&'static str, *mut u8, usize)>,
-    pipes: ChildPipes,
+    patterns: Patterns,
+    /// To the child (`hugetlb`).
+    pipes: Option<ChildPipes>,
 }
 
 impl Mode for Hugetlb {
     fn command(&mut self, verb: &str, args: &[&str]) -> Result<String, String> {
-        match (verb, args) {
-            ("kid", rest) => self.pipes.ask(&rest.join(" ")).map_err(io_err),
-            ("fd-size", []) => Ok(sys::fd_size(MEMFD).map_err(io_err)?.to_string()),
+        match (verb, args, &self.pipes) {
+            ("kid", rest, Some(pipes)) => pipes.ask(&rest.join(" ")).map_err(io_err),
+            ("fd-size", [], Some(_)) => Ok(sys::fd_size(MEMFD).map_err(io_err)?.to_string()),
+            ("fd-size", [], None) => Ok(sys::fd_size(FILE_FD).map_err(io_err)?.to_string()),
             _ => self.answer(verb, args),
         }
     }
@@ -83,7 +108,7 @@ impl Hugetlb {
         ] {
             views.push((name, v.as_mut_ptr(), v.len()));
         }
-        for (name, at, seed) in PATTERNS {
+        for &(name, at, seed) in PATTERNS {
             let v = views.iter().find(|v| v.0 == name).expect("a view");
             let want = protocol::pattern(HUGE, seed);
             // SAFETY: at..at+HUGE lies inside the view's live read-write mapping.
@@ -95,10 +120,11 @@ impl Hugetlb {
         let kid = sys::fork()?;
         let me = Self {
             views,
-            pipes: ChildPipes {
+            patterns: PATTERNS,
+            pipes: Some(ChildPipes {
                 to_child: a_wr,
                 from_child: b_rd,
-            },
+            }),
         };
         if kid == 0 {
             sys::close(MEMFD);
@@ -111,10 +137,8 @@ impl Hugetlb {
             unsafe { libc::munmap(ptr.cast(), len) };
             let me = Self {
                 views: me.views[1..].to_vec(),
-                pipes: ChildPipes {
-                    to_child: -1,
-                    from_child: -1,
-                },
+                patterns: PATTERNS,
+                pipes: None,
             };
             answer_each(a_rd, b_wr, |msg| {
                 let words: Vec<&str> = msg.split_whitespace().collect();
@@ -126,11 +150,41 @@ impl Hugetlb {
             std::process::exit(3)
         }
         // Ready once the child answers: it has let `priv` go by then.
-        let reply = me.pipes.ask("check shared")?;
+        let reply = match &me.pipes {
+            Some(pipes) => pipes.ask("check shared")?,
+            None => "ok".into(),
+        };
         if reply != "ok" {
             return Err(io::Error::other(format!("the child: {reply}")));
         }
         Ok(me)
+    }
+
+    /// `hugetlb-file PATH`: the file made (2 huge pages) and mapped twice.
+    fn start_file(path: &str) -> io::Result<Self> {
+        let fd = sys::open_mode(Path::new(path), libc::O_RDWR | libc::O_CREAT, 0o600)?;
+        let fd = sys::move_fd(fd, FILE_FD)?;
+        sys::set_len(fd, (2 * HUGE) as u64)?;
+        let shared = sys::map(2 * HUGE, libc::MAP_SHARED, fd)?;
+        let private = sys::map(2 * HUGE, libc::MAP_PRIVATE, fd)?;
+        let views = vec![
+            ("fshared", shared.as_mut_ptr(), shared.len()),
+            ("fpriv", private.as_mut_ptr(), private.len()),
+        ];
+        for &(name, at, seed) in FILE_PATTERNS {
+            let v = views.iter().find(|v| v.0 == name).expect("a view");
+            let want = protocol::pattern(HUGE, seed);
+            // SAFETY: at..at+HUGE lies inside the view's live read-write mapping.
+            unsafe { std::ptr::copy_nonoverlapping(want.as_ptr(), v.1.add(at), HUGE) };
+        }
+        // The private mapping's first page read (mapped from the file, not copied).
+        // SAFETY: inside the live mapping.
+        let _ = unsafe { private.as_ptr().read_volatile() };
+        Ok(Self {
+            views,
+            patterns: FILE_PATTERNS,
+            pipes: None,
+        })
     }
 
     /// `check`, `w`, `r`, `addr`, `smaps` in this process.
@@ -150,7 +204,11 @@ impl Hugetlb {
             ("addr", [name]) => Ok(format!("{:#x}", view(name)?.1 as usize)),
             ("check", [name]) => {
                 let (_, ptr, _) = view(name)?;
-                let (_, at, seed) = PATTERNS.iter().find(|p| p.0 == *name).expect("a pattern");
+                let (_, at, seed) = self
+                    .patterns
+                    .iter()
+                    .find(|p| p.0 == *name)
+                    .ok_or_else(|| format!("err no pattern in {name}"))?;
                 let want = protocol::pattern(HUGE, *seed);
                 // SAFETY: at..at+HUGE lies inside the view's live mapping; read volatile, as
                 // another process may write it.

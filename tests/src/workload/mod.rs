@@ -138,6 +138,7 @@ pub const MODES: &[(&str, Start)] = &[
     ("advised", advised::start),
     ("writer", writer::start),
     ("hugetlb", hugetlb::start),
+    ("hugetlb-file", hugetlb::start_file),
 ];
 
 /// Starts the mode called `name`.
