@@ -273,8 +273,13 @@ fn a_huge_page_size_missing_here_is_permanent() {
     });
     let (out, findings) = judge(&w, &img);
     assert_eq!(out.status.code(), Some(3), "{out}");
-    finding(&findings, "permanent", "huge pages", "3 huge pages of 4096 kB")
-        .unwrap_or_else(|| panic!("no finding naming the huge pages:\n{out}"));
+    finding(
+        &findings,
+        "permanent",
+        "huge pages",
+        "3 huge pages of 4096 kB",
+    )
+    .unwrap_or_else(|| panic!("no finding naming the huge pages:\n{out}"));
 }
 
 /// An AIO context is listed with its ring's size; this host makes rings of that size (no

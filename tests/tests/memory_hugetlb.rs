@@ -85,7 +85,9 @@ fn hugetlb_mappings_and_memfds_come_back_in_huge_pages() {
     w.dump_and_restore();
     let shown = w.show(&w.path("img"), false);
     assert!(
-        shown.stdout.contains("[hugetlb 2048 kB] /anon_hugepage (deleted)"),
+        shown
+            .stdout
+            .contains("[hugetlb 2048 kB] /anon_hugepage (deleted)"),
         "cryo show names the huge page size:\n{shown}"
     );
     assert_eq!(observed(&w), before, "hugetlb VMAs after the restore");

@@ -66,9 +66,14 @@ fn of_statfs(fs: &nix::sys::statfs::Statfs) -> Option<u64> {
     (fs.filesystem_type() == nix::sys::statfs::HUGETLBFS_MAGIC).then(|| fs.block_size() as u64)
 }
 
-/// Whether `entry` is anonymous hugetlb memory (by its name: the maps show no flags).
-pub fn is_anon(entry: &MapEntry) -> bool {
-    entry.name == ANON_NAME
+/// Whether VMA `entry` of `pid` is hugetlb memory: anonymous (by its name: the maps show no
+/// flags) or of a file on hugetlbfs (statfs of its map_files link).
+pub fn is_hugetlb(pid: Pid, entry: &MapEntry) -> bool {
+    if entry.name == ANON_NAME {
+        return true;
+    }
+    let link = crate::proc::dir(pid).join(format!("map_files/{:x}-{:x}", entry.start, entry.end));
+    entry.ino != 0 && matches!(page_size_at(&link), Ok(Some(_)))
 }
 
 /// What hugetlb VMA `entry` of `pid` (`kind` by its maps line) is restored as, or why it is
