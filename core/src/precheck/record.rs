@@ -132,9 +132,18 @@ pub(crate) fn record(
             xcr0 |= x;
             xfeatures |= f;
         }
+        // hugetlb pages come from the huge page pool (huge_pages below), not MemAvailable.
+        let huge: Vec<(u64, u64)> = mm
+            .vmas
+            .iter()
+            .filter(|v| v.hugetlb_page_size != 0)
+            .map(|v| (v.start, v.end))
+            .collect();
+        let in_hugetlb = |addr: u64| huge.iter().any(|&(s, e)| s <= addr && addr < e);
         memory_bytes += mm
             .pages
             .iter()
+            .filter(|r| !in_hugetlb(r.addr))
             .map(|r| r.npages * crate::memory::PAGE)
             .sum::<u64>();
     }
