@@ -17,15 +17,15 @@ use cryo_tests::huge_pages::{self, Held};
 use cryo_tests::views::{read, write, KID, ME};
 use cryo_tests::{control_dir, cryo_bin, pid_exists, Mount, Workload};
 
-/// One `hugetlb` workload takes 7 huge pages (each of its 3 mappings reserves 2, its SysV
-/// segment 1; 8 with `private-memfd`); a restore takes as many once the original is gone, and the refusal test
+/// One `hugetlb` workload takes 8 huge pages (each of its 3 reserving mappings 2, its SysV
+/// segment 1, its MAP_NORESERVE mapping the 1 it wrote; 9 with `private-memfd`); a restore takes as many once the original is gone, and the refusal test
 /// holds the rest.
 const POOL: u64 = 16;
 
 /// The tests of this file, one at a time (see the module doc).
 static TURN: Mutex<()> = Mutex::new(());
 
-const VIEWS: [&str; 4] = ["priv", "shared", "memfd", "sysv"];
+const VIEWS: [&str; 5] = ["priv", "shared", "memfd", "sysv", "nr"];
 
 /// What each view's process says of its VMA (KernelPageSize, VmFlags), and its pattern.
 #[track_caller]
@@ -78,6 +78,7 @@ fn hugetlb_mappings_and_memfds_come_back_in_huge_pages() {
             "not hugetlb before the dump: {seen}"
         );
     }
+    assert!(before[4].contains(" nr "), "nr is MAP_NORESERVE: {}", before[4]);
     let kid_before = w.cmd("kid smaps shared");
     shared_with_the_child(&w, 10);
     let taken = huge_pages::taken();
@@ -119,13 +120,13 @@ fn a_restore_short_of_huge_pages_is_refused_before_anything_is_made() {
     let img = w.path("img");
     w.dump_ok(&img);
 
-    // Every free huge page but 6 held here: the image needs 7.
-    let held = Held::reserve(huge_pages::available().saturating_sub(6)).expect("hold huge pages");
-    assert_eq!(huge_pages::available(), 6);
+    // Every free huge page but 7 held here: the image needs 8.
+    let held = Held::reserve(huge_pages::available().saturating_sub(7)).expect("hold huge pages");
+    assert_eq!(huge_pages::available(), 7);
     let out = w.cryo(&["restore".as_ref(), "-D".as_ref(), img.as_os_str()]);
     out.assert_refused()
-        .assert_stderr_mentions("7 huge pages of 2048 kB")
-        .assert_stderr_mentions("6 available");
+        .assert_stderr_mentions("8 huge pages of 2048 kB")
+        .assert_stderr_mentions("7 available");
     assert!(
         !pid_exists(w.pid()),
         "the refused restore made pid {}",
@@ -144,7 +145,7 @@ fn a_restore_short_of_huge_pages_is_refused_before_anything_is_made() {
         "a temporary finding:\n{judged}"
     );
     assert!(
-        judged.stdout.contains("7 huge pages of 2048 kB"),
+        judged.stdout.contains("8 huge pages of 2048 kB"),
         "the finding names the huge pages:\n{judged}"
     );
 

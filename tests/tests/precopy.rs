@@ -244,7 +244,7 @@ fn pre_copy_brings_hugetlb_memory_back_in_huge_pages() {
     let mut w = Workload::spawn("hugetlb", &[]);
     let key = psk(w.dir());
     let mut serve = Serve::start(w.dir(), &key);
-    let views = ["priv", "shared", "memfd", "sysv"];
+    let views = ["priv", "shared", "memfd", "sysv", "nr"];
     let seen = |w: &Workload| -> Vec<String> {
         views
             .iter()

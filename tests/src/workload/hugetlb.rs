@@ -8,10 +8,11 @@
 //!            MAP_ANONYMOUS|MAP_HUGETLB, page 0 the pattern of seed 22), `memfd` (a 2-page
 //!            memfd MFD_HUGETLB at fd 61, mapped shared whole, page 1 the pattern of seed 23),
 //!            `sysv` (a SysV segment of 1 huge page, SHM_HUGETLB, attached and marked
-//!            destroyed, the pattern of seed 24).
+//!            destroyed, the pattern of seed 24), `nr` (2 huge pages private MAP_NORESERVE:
+//!            page 1 the pattern of seed 27, the only huge page it takes).
 //!            With `private-memfd`, also a private mapping of the memfd's first page, written.
-//!            The child (forked last, fd 61 closed, `priv` unmapped) answers `kid ...` over
-//!            pipes.
+//!            The child (forked last, fd 61 closed, `priv` and `nr` unmapped) answers
+//!            `kid ...` over pipes.
 //!            check VIEW -> ok | bad at OFFSET   (its pattern where it was written)
 //!            w VIEW OFF BYTE -> ok   r VIEW OFF -> <byte>   addr VIEW -> <hex>
 //!            smaps VIEW -> KernelPageSize ... | VmFlags ... (of its VMA, read by the process)
@@ -44,6 +45,7 @@ const PATTERNS: Patterns = &[
     ("shared", 0, 22),
     ("memfd", HUGE, 23),
     ("sysv", 0, 24),
+    ("nr", HUGE, 27),
 ];
 
 /// `hugetlb [private-memfd]`
@@ -98,6 +100,8 @@ impl Hugetlb {
             // A mapping cryo refuses (`hugetlb private-memfd`): kept for the program's life.
             sys::map(HUGE, libc::MAP_PRIVATE, fd)?[0] = 1;
         }
+        let noreserve = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | huge;
+        let nr = sys::map(2 * HUGE, noreserve, -1)?;
         let sysv = sysv_segment()?;
         let mut views = Vec::new();
         for (name, v) in [
@@ -105,6 +109,7 @@ impl Hugetlb {
             ("shared", shared),
             ("memfd", memfd),
             ("sysv", sysv),
+            ("nr", nr),
         ] {
             views.push((name, v.as_mut_ptr(), v.len()));
         }
@@ -128,15 +133,17 @@ impl Hugetlb {
         };
         if kid == 0 {
             sys::close(MEMFD);
-            // The private mapping is the parent's alone: inherited, its huge pages would be
-            // shared copy-on-write with the child, which a restore does not keep for hugetlb
-            // memory (each process gets its own: more huge pages, the same contents).
-            let (_, ptr, len) = me.views[0];
-            // SAFETY: unmapping the child's copy of `priv`, which the child never touches again
-            // (it answers from its own views, `priv` left out).
-            unsafe { libc::munmap(ptr.cast(), len) };
+            // The private mappings are the parent's alone: inherited, their huge pages would
+            // be shared copy-on-write with the child, which a restore does not keep for
+            // hugetlb memory (each process gets its own: more huge pages, the same contents).
+            let private = |name: &str| name == "priv" || name == "nr";
+            for &(_, ptr, len) in me.views.iter().filter(|v| private(v.0)) {
+                // SAFETY: unmapping the child's copy of a private view, which the child never
+                // touches again (it answers from its own views, those left out).
+                unsafe { libc::munmap(ptr.cast(), len) };
+            }
             let me = Self {
-                views: me.views[1..].to_vec(),
+                views: me.views.iter().filter(|v| !private(v.0)).copied().collect(),
                 patterns: PATTERNS,
                 pipes: None,
             };
