@@ -78,7 +78,11 @@ fn hugetlb_mappings_and_memfds_come_back_in_huge_pages() {
             "not hugetlb before the dump: {seen}"
         );
     }
-    assert!(before[4].contains(" nr "), "nr is MAP_NORESERVE: {}", before[4]);
+    assert!(
+        before[4].contains(" nr "),
+        "nr is MAP_NORESERVE: {}",
+        before[4]
+    );
     let kid_before = w.cmd("kid smaps shared");
     shared_with_the_child(&w, 10);
     let taken = huge_pages::taken();
