@@ -38,6 +38,11 @@ pub fn available() -> u64 {
     read("free_hugepages").saturating_sub(read("resv_hugepages"))
 }
 
+/// Huge pages in use: holding data (or zeros) for a process or a file.
+pub fn in_use() -> u64 {
+    read("nr_hugepages") - read("free_hugepages")
+}
+
 /// Huge pages in use or reserved: what the processes on the host take.
 pub fn taken() -> u64 {
     read("nr_hugepages") - read("free_hugepages") + read("resv_hugepages")

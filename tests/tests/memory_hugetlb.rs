@@ -17,15 +17,15 @@ use cryo_tests::huge_pages::{self, Held};
 use cryo_tests::views::{read, write, KID, ME};
 use cryo_tests::{control_dir, cryo_bin, pid_exists, Mount, Workload};
 
-/// One `hugetlb` workload takes 8 huge pages (each of its 3 reserving mappings 2, its SysV
-/// segment 1, its MAP_NORESERVE mapping the 1 it wrote; 9 with `private-memfd`); a restore takes as many once the original is gone, and the refusal test
+/// One `hugetlb` workload takes 10 huge pages (each of its 4 reserving mappings 2, its SysV
+/// segment 1, its MAP_NORESERVE mapping the 1 it wrote; 11 with `private-memfd`); a restore takes as many once the original is gone, and the refusal test
 /// holds the rest.
-const POOL: u64 = 16;
+const POOL: u64 = 24;
 
 /// The tests of this file, one at a time (see the module doc).
 static TURN: Mutex<()> = Mutex::new(());
 
-const VIEWS: [&str; 5] = ["priv", "shared", "memfd", "sysv", "nr"];
+const VIEWS: [&str; 6] = ["priv", "shared", "memfd", "sysv", "nr", "zeros"];
 
 /// What each view's process says of its VMA (KernelPageSize, VmFlags), and its pattern.
 #[track_caller]
@@ -85,9 +85,16 @@ fn hugetlb_mappings_and_memfds_come_back_in_huge_pages() {
     );
     let kid_before = w.cmd("kid smaps shared");
     shared_with_the_child(&w, 10);
-    let taken = huge_pages::taken();
+    let (taken, in_use) = (huge_pages::taken(), huge_pages::in_use());
 
     w.dump_and_restore();
+    // As many hold data as before (the page of zeros too), before the process reads any:
+    // a read of a hole in shared hugetlb memory would allocate it.
+    assert_eq!(
+        huge_pages::in_use(),
+        in_use,
+        "huge pages in use on the host"
+    );
     let shown = w.show(&w.path("img"), false);
     assert!(
         shown
@@ -109,6 +116,12 @@ fn hugetlb_mappings_and_memfds_come_back_in_huge_pages() {
     assert_eq!(w.cmd("fd-size"), (2 * huge_pages::HUGE).to_string());
     // Every mapping reserves again what it did, no more: the host counts the same.
     assert_eq!(huge_pages::taken(), taken, "huge pages taken on the host");
+    // And as many hold data: the page of zeros too.
+    assert_eq!(
+        huge_pages::in_use(),
+        in_use,
+        "huge pages in use on the host"
+    );
     shared_with_the_child(&w, 40);
     w.kill_restored();
 }
@@ -124,13 +137,13 @@ fn a_restore_short_of_huge_pages_is_refused_before_anything_is_made() {
     let img = w.path("img");
     w.dump_ok(&img);
 
-    // Every free huge page but 7 held here: the image needs 8.
-    let held = Held::reserve(huge_pages::available().saturating_sub(7)).expect("hold huge pages");
-    assert_eq!(huge_pages::available(), 7);
+    // Every free huge page but 9 held here: the image needs 10.
+    let held = Held::reserve(huge_pages::available().saturating_sub(9)).expect("hold huge pages");
+    assert_eq!(huge_pages::available(), 9);
     let out = w.cryo(&["restore".as_ref(), "-D".as_ref(), img.as_os_str()]);
     out.assert_refused()
-        .assert_stderr_mentions("8 huge pages of 2048 kB")
-        .assert_stderr_mentions("7 available");
+        .assert_stderr_mentions("10 huge pages of 2048 kB")
+        .assert_stderr_mentions("9 available");
     assert!(
         !pid_exists(w.pid()),
         "the refused restore made pid {}",
@@ -149,7 +162,7 @@ fn a_restore_short_of_huge_pages_is_refused_before_anything_is_made() {
         "a temporary finding:\n{judged}"
     );
     assert!(
-        judged.stdout.contains("8 huge pages of 2048 kB"),
+        judged.stdout.contains("10 huge pages of 2048 kB"),
         "the finding names the huge pages:\n{judged}"
     );
 

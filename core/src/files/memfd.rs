@@ -99,11 +99,12 @@ enum Failure {
     Step(&'static str, io::Error),
 }
 
-/// The record of the memfd open at `source` (an fd or a map_files link whose text is `link`),
-/// first met as description `id`: name, seals, mode and contents, the contents image
+/// The record of the memfd open at `source` (an fd or a map_files link of `pid` whose text is
+/// `link`), first met as description `id`: name, seals, mode and contents, the contents image
 /// written once per inode (`saved` remembers the records).
 fn record(
     id: u32,
+    pid: Pid,
     source: &Path,
     link: &str,
     meta: &fs::Metadata,
@@ -122,6 +123,7 @@ fn record(
             &file,
             meta.size(),
             page,
+            &crate::memory::hugetlb::present_pages(pid, meta, page),
             image_name(id),
             images,
         ),
@@ -152,7 +154,7 @@ fn dump(
     saved: &mut HashMap<InodeKey, Memfd>,
 ) -> Result<Memfd, FileError> {
     let path = open.proc_path();
-    record(id, &path, &open.link, meta, images, saved).map_err(|f| match f {
+    record(id, open.pid, &path, &open.link, meta, images, saved).map_err(|f| match f {
         Failure::Step(op, e) => open.inspect_err(op, path.clone(), e),
     })
 }
@@ -169,7 +171,7 @@ pub(super) fn dump_mapped(
     state: &mut KindState,
 ) -> Result<Memfd, FileError> {
     let saved = &mut state.get::<Saved>().0;
-    record(id, link, text, meta, images, saved).map_err(|f| match f {
+    record(id, pid, link, text, meta, images, saved).map_err(|f| match f {
         Failure::Step(step, e) => mapped_step(pid, link, step)(e),
     })
 }

@@ -224,8 +224,13 @@ pub(crate) fn write_extents(
 }
 
 /// Dumps the shared anonymous memory behind `link` (/proc/PID/map_files/START-END of one of
-/// its VMAs), first met as description `id`.
-pub(super) fn dump(id: u32, link: &Path, images: &ImageDir) -> io::Result<Shmem> {
+/// its VMAs, `pid`'s), first met as description `id`.
+pub(super) fn dump(
+    id: u32,
+    pid: nix::unistd::Pid,
+    link: &Path,
+    images: &ImageDir,
+) -> io::Result<Shmem> {
     let file = File::open(link)?;
     let meta = file.metadata()?;
     // Shared anonymous hugetlb memory: a hugetlbfs file (memory/hugetlb.rs).
@@ -235,6 +240,7 @@ pub(super) fn dump(id: u32, link: &Path, images: &ImageDir) -> io::Result<Shmem>
             &file,
             meta.len(),
             page,
+            &crate::memory::hugetlb::present_pages(pid, &meta, page),
             image_name(id),
             images,
         )?,

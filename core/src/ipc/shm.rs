@@ -210,6 +210,7 @@ fn save(
     let what = format!("SysV shared memory segment {} (key {:#x})", seg.id, seg.key);
     let step = |op: &str| IpcError::step(&format!("pid {pid}: {what}"), op);
     let huge = crate::memory::hugetlb::page_size_of(file).map_err(step("fstatfs"))?;
+    let meta = file.metadata().map_err(step("stat"))?;
     let size = seg.col("size") as u64;
     // Ids start again in every namespace: the namespace names the image too.
     let name = match ns {
@@ -217,7 +218,10 @@ fn save(
         ns => format!("sysvshm-{ns}-{}.img", seg.id),
     };
     let (contents, extents) = match huge {
-        Some(page) => crate::memory::hugetlb::save_contents(file, size, page, name, images),
+        Some(page) => {
+            let present = crate::memory::hugetlb::present_pages(pid, &meta, page);
+            crate::memory::hugetlb::save_contents(file, size, page, &present, name, images)
+        }
         None => crate::files::shmem::save_extents(file, size, name, images),
     }
     .map_err(step("save its contents"))?;

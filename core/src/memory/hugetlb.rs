@@ -9,7 +9,8 @@
 //!          present pages in the pages image (pagemap marks every 4 KiB of a huge page)
 //!          shared anonymous (the same name, shared) and memfds (MFD_HUGETLB): ONE object,
 //!          as their ordinary kinds (files/shmem.rs, memfd.rs); the huge pages holding other
-//!          than zeros go to its contents image (hugetlbfs has no SEEK_DATA: all reads as data)
+//!          than zeros, or present in a shared mapping of the dumping process (pagemap), go to
+//!          its contents image (hugetlbfs has no SEEK_DATA: all reads as data)
 //!          SysV segments (SHM_HUGETLB): as the others (ipc/shm.rs), their contents so
 //!          files on a hugetlbfs mount: by their path, as regular files (their pages stay in
 //!          the filesystem), a private mapping's own pages in the pages image
@@ -24,8 +25,13 @@
 //!          (of a file: of the file), filled by pread in the task (never staged for
 //!          children, nor filled by userfaultfd: both work in base pages)
 //! ```
+//!
+//! Never mremap a private hugetlb VMA: on this kernel (6.18) moving part of one and
+//! unmapping the rest leaks the huge pages reserved for the rest (resv_hugepages stays up
+//! after the process is gone; measured). So a piece of a split private mapping is mapped
+//! afresh, its file offset in the maps 0.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
@@ -105,14 +111,47 @@ pub fn vma_kind(pid: Pid, entry: &MapEntry, kind: VmaKind) -> Result<VmaKind, Me
     }
 }
 
+/// The offsets in hugetlbfs file `meta` (pages of `page` bytes) of the huge pages that the
+/// shared mappings of it by `pid` have present (pagemap): pages of zeros that are there, not
+/// holes. A page present in another process's mapping only is not seen.
+pub fn present_pages(pid: Pid, meta: &std::fs::Metadata, page: u64) -> BTreeSet<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = BTreeSet::new();
+    let dev = (libc::major(meta.dev()), libc::minor(meta.dev()));
+    let (Ok(maps), Ok(pagemap)) = (
+        crate::proc::maps(pid),
+        File::open(crate::proc::dir(pid).join("pagemap")),
+    ) else {
+        return out;
+    };
+    for m in maps
+        .iter()
+        .filter(|m| m.shared && m.ino == meta.ino() && m.dev == dev)
+    {
+        let mut addr = m.start;
+        while addr < m.end {
+            let mut pm = [0u8; 8];
+            if pagemap.read_exact_at(&mut pm, addr / PAGE * 8).is_ok()
+                && u64::from_le_bytes(pm) & super::PM_PRESENT != 0
+            {
+                out.insert(m.pgoff + (addr - m.start));
+            }
+            addr += page;
+        }
+    }
+    out
+}
+
 /// Saves the huge pages of `src` (a hugetlbfs file of `size` bytes, pages of `page` bytes)
-/// that hold other than zeros into raw image `name`, back to back: hugetlbfs has no
-/// SEEK_DATA (every page reads as data, a hole as zeros), and a page of zeros comes back as
-/// a hole, which reads the same. A check image (no contents written) only measures them.
+/// that hold other than zeros, or are `present` (offsets), into raw image `name`, back to
+/// back: hugetlbfs has no SEEK_DATA (every page reads as data, a hole as zeros), so a page
+/// of zeros that no mapping of the dumping process had present comes back as a hole, which
+/// reads the same. A check image (no contents written) only measures them.
 pub fn save_contents(
     src: &File,
     size: u64,
     page: u64,
+    present: &BTreeSet<u64>,
     name: String,
     images: &ImageDir,
 ) -> io::Result<(RawFileRef, Vec<FileExtent>)> {
@@ -128,8 +167,9 @@ pub fn save_contents(
     let mut at = 0u64;
     while at < size {
         let len = page.min(size - at);
-        // The page piece by piece: its leading zeros are written only once a piece is not.
-        let (mut zeros, mut kept) = (0u64, false);
+        // The page piece by piece: its leading zeros are written only once a piece is not
+        // (or at once, for a page that is there).
+        let (mut zeros, mut kept) = (0u64, present.contains(&at));
         let mut done = 0u64;
         while done < len {
             let n = (len - done).min(buf.len() as u64) as usize;

@@ -78,7 +78,7 @@ pub fn is_special(kind: VmaKind) -> bool {
 }
 
 /// pagemap entry bits.
-const PM_PRESENT: u64 = 1 << 63;
+pub(crate) const PM_PRESENT: u64 = 1 << 63;
 const PM_SWAPPED: u64 = 1 << 62;
 const PM_FILE_OR_SHARED: u64 = 1 << 61;
 

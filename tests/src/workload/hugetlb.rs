@@ -9,11 +9,12 @@
 //!            memfd MFD_HUGETLB at fd 61, mapped shared whole, page 1 the pattern of seed 23),
 //!            `sysv` (a SysV segment of 1 huge page, SHM_HUGETLB, attached and marked
 //!            destroyed, the pattern of seed 24), `nr` (2 huge pages private MAP_NORESERVE:
-//!            page 1 the pattern of seed 27, the only huge page it takes).
+//!            page 1 the pattern of seed 27, the only huge page it takes), `zeros` (2 huge
+//!            pages MAP_SHARED|MAP_ANONYMOUS|MAP_HUGETLB, page 0 there but all zeros).
 //!            With `private-memfd`, also a private mapping of the memfd's first page, written.
 //!            The child (forked last, fd 61 closed, `priv` and `nr` unmapped) answers
 //!            `kid ...` over pipes.
-//!            check VIEW -> ok | bad at OFFSET   (its pattern where it was written)
+//!            check VIEW -> ok | bad at OFFSET   (its pattern where it was written; zeros)
 //!            w VIEW OFF BYTE -> ok   r VIEW OFF -> <byte>   addr VIEW -> <hex>
 //!            smaps VIEW -> KernelPageSize ... | VmFlags ... (of its VMA, read by the process)
 //!            kid check|w|r|smaps ... -> the child's answer   fd-size -> <st_size of fd 61>
@@ -46,6 +47,7 @@ const PATTERNS: Patterns = &[
     ("memfd", HUGE, 23),
     ("sysv", 0, 24),
     ("nr", HUGE, 27),
+    ("zeros", 0, 0),
 ];
 
 /// `hugetlb [private-memfd]`
@@ -102,6 +104,9 @@ impl Hugetlb {
         }
         let noreserve = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | huge;
         let nr = sys::map(2 * HUGE, noreserve, -1)?;
+        let zeros = sys::map(2 * HUGE, libc::MAP_SHARED | libc::MAP_ANONYMOUS | huge, -1)?;
+        // SAFETY: inside the live mapping: its first huge page is there, of zeros.
+        unsafe { zeros.as_mut_ptr().write_volatile(0) };
         let sysv = sysv_segment()?;
         let mut views = Vec::new();
         for (name, v) in [
@@ -110,10 +115,11 @@ impl Hugetlb {
             ("memfd", memfd),
             ("sysv", sysv),
             ("nr", nr),
+            ("zeros", zeros),
         ] {
             views.push((name, v.as_mut_ptr(), v.len()));
         }
-        for &(name, at, seed) in PATTERNS {
+        for &(name, at, seed) in PATTERNS.iter().filter(|p| p.2 != 0) {
             let v = views.iter().find(|v| v.0 == name).expect("a view");
             let want = protocol::pattern(HUGE, seed);
             // SAFETY: at..at+HUGE lies inside the view's live read-write mapping.
@@ -216,7 +222,11 @@ impl Hugetlb {
                     .iter()
                     .find(|p| p.0 == *name)
                     .ok_or_else(|| format!("err no pattern in {name}"))?;
-                let want = protocol::pattern(HUGE, *seed);
+                // Seed 0: zeros.
+                let want = match seed {
+                    0 => vec![0; HUGE],
+                    _ => protocol::pattern(HUGE, *seed),
+                };
                 // SAFETY: at..at+HUGE lies inside the view's live mapping; read volatile, as
                 // another process may write it.
                 let bad =
