@@ -231,6 +231,7 @@ every_message!(
     CheckedPort,
     CheckedId,
     CheckedAioRing,
+    CheckedHugePages,
     PreCopyRound,
     RemovedDir,
     RemovedNode,

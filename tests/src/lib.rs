@@ -27,6 +27,7 @@
 
 #![warn(missing_docs)]
 
+pub mod huge_pages;
 pub mod protocol;
 pub mod servers;
 pub mod servers_pg;
@@ -1211,7 +1212,7 @@ fn open_fifo(path: &Path, flags: i32) -> io::Result<File> {
     o.custom_flags(flags & !libc::O_ACCMODE).open(path)
 }
 
-/// A tmpfs mounted for one test, unmounted on drop (declare it after the
+/// A tmpfs (or hugetlbfs) mounted for one test, unmounted on drop (declare it after the
 /// `Workload` whose dir holds it, so it goes first).
 #[derive(Debug)]
 pub struct Mount {
@@ -1221,9 +1222,23 @@ pub struct Mount {
 impl Mount {
     /// Mounts a tmpfs with `options` (e.g. `size=1M`, `ro`) at `path`, creating the directory.
     pub fn tmpfs(path: &Path, options: &str) -> Self {
+        Self::new("tmpfs", path, options)
+    }
+
+    /// Mounts a hugetlbfs with `options` (e.g. `pagesize=2M`) at `path`, creating the
+    /// directory.
+    pub fn hugetlbfs(path: &Path, options: &str) -> Self {
+        Self::new("hugetlbfs", path, options)
+    }
+
+    fn new(kind: &str, path: &Path, options: &str) -> Self {
         fs::create_dir_all(path).expect("mount point");
         let c = |s: &[u8]| CString::new(s).expect("no NUL");
-        let (src, target, fstype) = (c(b"tmpfs"), c(path.as_os_str().as_bytes()), c(b"tmpfs"));
+        let (src, target, fstype) = (
+            c(kind.as_bytes()),
+            c(path.as_os_str().as_bytes()),
+            c(kind.as_bytes()),
+        );
         let mut flags: libc::c_ulong = libc::MS_NOSUID | libc::MS_NODEV;
         let mut data = Vec::new();
         for opt in options.split(',').filter(|o| !o.is_empty()) {
@@ -1245,7 +1260,7 @@ impl Mount {
         };
         assert!(
             r == 0,
-            "mount tmpfs -o {options} {}: {}",
+            "mount {kind} -o {options} {}: {}",
             path.display(),
             io::Error::last_os_error()
         );

@@ -256,6 +256,32 @@ fn a_cpu_feature_missing_here_is_permanent() {
         .unwrap_or_else(|| panic!("no finding naming the XSAVE feature:\n{out}"));
 }
 
+/// hugetlb memory of a huge page size this host lacks altogether (4 MiB: no x86_64 host has
+/// it) is permanent, naming the pages and the size.
+#[test]
+fn a_huge_page_size_missing_here_is_permanent() {
+    cryo_bin();
+    let mut w = Workload::spawn("memory", &["4"]);
+    let img = w.path("img");
+    check_dump(&w, &img);
+    w.kill_original();
+    edit_check(&img, |c| {
+        c.huge_pages.push(cryo_proto::image::CheckedHugePages {
+            page_size: 4 << 20,
+            pages: 3,
+        })
+    });
+    let (out, findings) = judge(&w, &img);
+    assert_eq!(out.status.code(), Some(3), "{out}");
+    finding(
+        &findings,
+        "permanent",
+        "huge pages",
+        "3 huge pages of 4096 kB",
+    )
+    .unwrap_or_else(|| panic!("no finding naming the huge pages:\n{out}"));
+}
+
 /// An AIO context is listed with its ring's size; this host makes rings of that size (no
 /// finding), but not of one it could not make (as a host with more possible CPUs would not
 /// make a small one): permanent, naming the pid and the ring.

@@ -235,3 +235,34 @@ fn pre_copy_rolled_back_when_the_receiver_dies() {
     assert_eq!(parse_fds(&w.cmd("fds")), fds_before, "fds as before");
     assert!(w.cmd("verify").starts_with("ok "), "runs on as before");
 }
+
+/// hugetlb memory is not tracked (write-protect works in base pages): a pre-copy sends it in
+/// the frozen dump, and it comes back in huge pages with its contents.
+#[test]
+fn pre_copy_brings_hugetlb_memory_back_in_huge_pages() {
+    cryo_tests::huge_pages::ensure(24);
+    let mut w = Workload::spawn("hugetlb", &[]);
+    let key = psk(w.dir());
+    let mut serve = Serve::start(w.dir(), &key);
+    let views = ["priv", "shared", "memfd", "sysv", "nr", "zeros"];
+    let seen = |w: &Workload| -> Vec<String> {
+        views
+            .iter()
+            .map(|v| {
+                assert_eq!(w.cmd(&format!("check {v}")), "ok", "the pattern of {v}");
+                w.cmd(&format!("smaps {v}"))
+            })
+            .collect()
+    };
+    let before = seen(&w);
+    let out = w.cryo(&dump_args(&w, &serve, &key, "huge"));
+    out.assert_success();
+    w.wait_original();
+    let (ok, serve_err) = serve.wait();
+    assert!(ok, "the receiver committed: {serve_err}");
+    w.restore_detached(&serve.root.join("huge"))
+        .assert_success();
+    assert_eq!(seen(&w), before, "hugetlb VMAs after the restore");
+    assert_eq!(w.cmd("kid check shared"), "ok");
+    w.kill_restored();
+}

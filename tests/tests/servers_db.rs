@@ -197,8 +197,15 @@ fn unix_listener_keeps_its_name(server: &PgServer) {
 /// `cycles` times: dump (killing the tree) with clients connected and a query in flight, a
 /// query asked while the server is down, restore detached. Then [`clients_go_on`].
 fn dump_and_restore(settings: &[&str], cycles: usize) {
+    dump_and_restore_checking(settings, cycles, |_| {});
+}
+
+/// [`dump_and_restore`], with `check` of the server before the first dump and after each
+/// restore.
+fn dump_and_restore_checking(settings: &[&str], cycles: usize, check: impl Fn(&PgServer)) {
     cryo_bin();
     let mut server = PgServer::start_with(settings);
+    check(&server);
     let mut clients = connect_clients(&server);
     let before = server.processes();
     for c in [&clients.tx, &clients.idle, &clients.sleeper] {
@@ -262,6 +269,7 @@ fn dump_and_restore(settings: &[&str], cycles: usize) {
              restore {restore_time:?}",
             before.len()
         );
+        check(&server);
         sleeper_wakes(&server, &mut clients.sleeper);
         let asked = clients
             .idle
@@ -291,6 +299,33 @@ fn postgres_on_sysv_shared_memory_with_a_logging_collector_survives_dump_and_res
         ],
         1,
     );
+}
+
+/// The main shared memory in huge pages (huge_pages=on: MAP_SHARED|MAP_ANONYMOUS|MAP_HUGETLB,
+/// inherited by every backend): it comes back as one hugetlb object. The host's pool is
+/// raised for it (never lowered: memory_hugetlb.rs raises it too).
+#[test]
+fn postgres_with_huge_pages_on_survives_dump_and_restore() {
+    // 16 MB of buffers: about 12 huge pages of 2 MiB, twice over (the original and its
+    // restored self may overlap while the first exits), and room for the hugetlb tests.
+    cryo_tests::huge_pages::ensure(48);
+    dump_and_restore_checking(&["huge_pages=on", "shared_buffers=16MB"], 1, |server| {
+        // Every process of the tree maps the main shared memory in huge pages.
+        for pid in server.processes() {
+            let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+            let huge = smaps
+                .split("\n")
+                .skip_while(|l| !(l.ends_with("/anon_hugepage (deleted)") && l.contains(" rw-s ")))
+                .take_while(|l| !l.starts_with("VmFlags"))
+                .any(|l| {
+                    l.split_whitespace().collect::<Vec<_>>() == ["KernelPageSize:", "2048", "kB"]
+                });
+            assert!(
+                huge,
+                "pid {pid} maps no shared memory in huge pages:\n{smaps}"
+            );
+        }
+    });
 }
 
 #[test]

@@ -9,7 +9,8 @@
 //! ```
 //!
 //! A memfd without MFD_ALLOW_SEALING reads F_SEAL_SEAL, so it is recreated sealable and
-//! sealed with F_SEAL_SEAL: the same thing. hugetlb memfds are refused.
+//! sealed with F_SEAL_SEAL: the same thing. A hugetlb memfd (MFD_HUGETLB) is made again in
+//! huge pages of its size, its contents saved and written back as memory/hugetlb.rs does.
 
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -30,7 +31,7 @@ use super::{restore_err, shmem, FileError};
 use crate::sys;
 use crate::image::ImageDir;
 
-/// memfds (not hugetlb ones).
+/// memfds, hugetlb ones too.
 pub(super) struct Memfds;
 
 /// The memfds a dump has saved, by inode: their contents are saved once.
@@ -82,9 +83,6 @@ impl FileKind for Memfds {
     }
 }
 
-/// `HUGETLBFS_MAGIC` from linux/magic.h.
-const HUGETLBFS_MAGIC: i64 = 0x9584_58f6;
-
 /// The contents image of the memfd first dumped as description `id`.
 fn image_name(id: u32) -> String {
     format!("memfd-{id}.img")
@@ -98,15 +96,15 @@ fn name_of(link: &str) -> &str {
 
 /// Why a memfd could not be recorded.
 enum Failure {
-    Hugetlb,
     Step(&'static str, io::Error),
 }
 
-/// The record of the memfd open at `source` (an fd or a map_files link whose text is `link`),
-/// first met as description `id`: name, seals, mode and contents, the contents image
+/// The record of the memfd open at `source` (an fd or a map_files link of `pid` whose text is
+/// `link`), first met as description `id`: name, seals, mode and contents, the contents image
 /// written once per inode (`saved` remembers the records).
 fn record(
     id: u32,
+    pid: Pid,
     source: &Path,
     link: &str,
     meta: &fs::Metadata,
@@ -118,14 +116,20 @@ fn record(
         return Ok(m.clone());
     }
     let file = File::open(source).map_err(|e| Failure::Step("open", e))?;
-    let fs_type =
-        nix::sys::statfs::fstatfs(&file).map_err(|e| Failure::Step("fstatfs", e.into()))?;
-    if fs_type.filesystem_type().0 as i64 == HUGETLBFS_MAGIC {
-        return Err(Failure::Hugetlb);
-    }
+    let huge = crate::memory::hugetlb::page_size_of(&file).map_err(|e| Failure::Step("fstatfs", e))?;
     let seals = sys::memfd::get_seals(file.as_fd()).map_err(|e| Failure::Step("F_GET_SEALS", e))?;
-    let (contents, extents) = shmem::save_extents(&file, meta.size(), image_name(id), images)
-        .map_err(|e| Failure::Step("save the memfd contents", e))?;
+    let (contents, extents) = match huge {
+        Some(page) => crate::memory::hugetlb::save_contents(
+            &file,
+            meta.size(),
+            page,
+            &crate::memory::hugetlb::present_pages(pid, meta, page),
+            image_name(id),
+            images,
+        ),
+        None => shmem::save_extents(&file, meta.size(), image_name(id), images),
+    }
+    .map_err(|e| Failure::Step("save the memfd contents", e))?;
     let m = Memfd {
         name: name_of(link).to_string(),
         size: meta.size(),
@@ -135,6 +139,7 @@ fn record(
         mode: meta.mode(),
         sparse: true,
         extents,
+        hugetlb_page_size: huge.unwrap_or(0),
     };
     saved.insert(key, m.clone());
     Ok(m)
@@ -149,8 +154,7 @@ fn dump(
     saved: &mut HashMap<InodeKey, Memfd>,
 ) -> Result<Memfd, FileError> {
     let path = open.proc_path();
-    record(id, &path, &open.link, meta, images, saved).map_err(|f| match f {
-        Failure::Hugetlb => open.refuse("hugetlb memfd", true),
+    record(id, open.pid, &path, &open.link, meta, images, saved).map_err(|f| match f {
         Failure::Step(op, e) => open.inspect_err(op, path.clone(), e),
     })
 }
@@ -167,12 +171,7 @@ pub(super) fn dump_mapped(
     state: &mut KindState,
 ) -> Result<Memfd, FileError> {
     let saved = &mut state.get::<Saved>().0;
-    record(id, link, text, meta, images, saved).map_err(|f| match f {
-        Failure::Hugetlb => FileError::Mapped {
-            pid,
-            link: link.to_owned(),
-            detail: "hugetlb memfd is not supported yet".into(),
-        },
+    record(id, pid, link, text, meta, images, saved).map_err(|f| match f {
         Failure::Step(step, e) => mapped_step(pid, link, step)(e),
     })
 }
@@ -250,7 +249,12 @@ pub(super) fn recreate(
     images: &ImageDir,
     seal: bool,
 ) -> Result<OwnedFd, FileError> {
-    let fd = sys::memfd::memfd_create(&m.name, libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)
+    let mut flags = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING;
+    if m.hugetlb_page_size != 0 {
+        flags |= libc::MFD_HUGETLB
+            | sys::mmap::hugetlb_size_flag(m.hugetlb_page_size) as libc::c_uint;
+    }
+    let fd = sys::memfd::memfd_create(&m.name, flags)
         .map_err(|e| restore_err(desc, "memfd_create", e))?;
     let raw = m.contents.as_ref().ok_or_else(|| FileError::Invalid {
         id: desc.id,
@@ -260,8 +264,13 @@ pub(super) fn recreate(
     if m.sparse {
         file.set_len(m.size)
             .map_err(|e| restore_err(desc, "ftruncate", e))?;
-        shmem::write_extents(&file, raw, &m.extents, images)
-            .map_err(|e| restore_err(desc, "fill the memfd", e))?;
+        // hugetlbfs has no write(2): its pages are written through a mapping.
+        if m.hugetlb_page_size != 0 {
+            crate::memory::hugetlb::write_contents(&file, m.size, raw, &m.extents, images)
+        } else {
+            shmem::write_extents(&file, raw, &m.extents, images)
+        }
+        .map_err(|e| restore_err(desc, "fill the memfd", e))?;
     } else {
         let mut src = images
             .open_raw(&raw.name)

@@ -43,7 +43,7 @@
 //! (mqueue.rs: made by cryo before the tree, as the shared memory objects) and BPF maps
 //! (bpf_map.rs: the same) have a module each; memfds
 //! and shared anonymous memory are one object per inode for every fd and VMA of the tree
-//! (shmem.rs). Other anonymous inodes (io_uring, bpf-prog, bpf_link, btf...), hugetlb memfds, ptys with an end outside
+//! (shmem.rs; hugetlb ones too: memory/hugetlb.rs). Other anonymous inodes (io_uring, bpf-prog, bpf_link, btf...), ptys with an end outside
 //! the dump and block devices are refused with the pid, the fd and the kind named.
 //! Descriptions shared between processes get one id at dump (the table compares across pids); restoring them shared (inherited across
 //! fork) is the restore pipeline's business: [`restore_task_fds`] works on one task.
@@ -93,6 +93,7 @@ pub use place::{open_for_mapping, restore_task_fds};
 pub use place::open_for_mapping_with;
 pub use registry::{describe, name, show_line};
 pub use shared::SharedObjects;
+pub(crate) use shmem::object_of as shmem_object_of;
 #[cfg(any(test, feature = "internals"))]
 pub use table::same_description;
 pub use table::{FdDumpOptions, FileTable};

@@ -96,6 +96,17 @@ pub(super) fn dump_file(
             ),
         });
     }
+    // Its contents would come back in a file elsewhere, of base pages (the fds are refused
+    // before, naming them; a mapping is by its hugetlb flag).
+    if let Ok(Some(_)) = crate::memory::hugetlb::page_size_at(source) {
+        return Err(FileError::Invalid {
+            id,
+            detail: format!(
+                "deleted file {} is on a hugetlbfs mount: refused (not supported yet)",
+                reg.path
+            ),
+        });
+    }
     if meta.nlink() > 0 {
         let linked = linked_inode(id, &reg, source)?;
         debug!(id, path = %reg.path, nlink = meta.nlink(), "deleted name of a file linked elsewhere");
@@ -306,6 +317,10 @@ impl FileKind for Regular {
             return Err(fd.open.refuse("not a regular file", false));
         };
         let source = fd.open.proc_path();
+        // Its contents would come back in a file elsewhere, of base pages.
+        if *deleted && matches!(crate::memory::hugetlb::page_size_at(&source), Ok(Some(_))) {
+            return Err(fd.open.refuse("a deleted file on a hugetlbfs mount", true));
+        }
         let reg = dump_file(
             fd.state,
             fd.id,

@@ -224,16 +224,34 @@ pub(crate) fn write_extents(
 }
 
 /// Dumps the shared anonymous memory behind `link` (/proc/PID/map_files/START-END of one of
-/// its VMAs), first met as description `id`.
-pub(super) fn dump(id: u32, link: &Path, images: &ImageDir) -> io::Result<Shmem> {
+/// its VMAs, `pid`'s), first met as description `id`.
+pub(super) fn dump(
+    id: u32,
+    pid: nix::unistd::Pid,
+    link: &Path,
+    images: &ImageDir,
+) -> io::Result<Shmem> {
     let file = File::open(link)?;
     let meta = file.metadata()?;
-    let (contents, extents) = save_extents(&file, meta.len(), image_name(id), images)?;
+    // Shared anonymous hugetlb memory: a hugetlbfs file (memory/hugetlb.rs).
+    let huge = crate::memory::hugetlb::page_size_of(&file)?;
+    let (contents, extents) = match huge {
+        Some(page) => crate::memory::hugetlb::save_contents(
+            &file,
+            meta.len(),
+            page,
+            &crate::memory::hugetlb::present_pages(pid, &meta, page),
+            image_name(id),
+            images,
+        )?,
+        None => save_extents(&file, meta.len(), image_name(id), images)?,
+    };
     Ok(Shmem {
         ino: std::os::unix::fs::MetadataExt::ino(&meta),
         size: meta.len(),
         contents: Some(contents),
         extents,
+        hugetlb_page_size: huge.unwrap_or(0),
     })
 }
 
@@ -255,17 +273,28 @@ fn validate(desc: &FileDesc, s: &Shmem, images: &ImageDir) -> Result<(), FileErr
 /// New shared anonymous memory holding the contents of `s`: the shmem file of a fresh
 /// MAP_SHARED|MAP_ANONYMOUS mapping, opened through /proc/self/map_files (the kernel names
 /// it "/dev/zero (deleted)", as it did the original), then unmapped.
+/// Shared anonymous hugetlb memory is made in huge pages of its size, its contents written
+/// through a mapping (memory/hugetlb.rs).
 pub(super) fn create_anon(s: &Shmem, images: &ImageDir) -> io::Result<OwnedFd> {
-    let fd = sys::memfd::shmem_anon(s.size)?;
+    let huge = s.hugetlb_page_size;
+    let fd = if huge != 0 {
+        sys::memfd::shmem_anon_hugetlb(s.size, huge)?
+    } else {
+        sys::memfd::shmem_anon(s.size)?
+    };
     let file = File::from(fd);
-    if let Some(raw) = &s.contents {
-        write_extents(&file, raw, &s.extents, images)?;
+    match &s.contents {
+        Some(raw) if huge != 0 => {
+            crate::memory::hugetlb::write_contents(&file, s.size, raw, &s.extents, images)?
+        }
+        Some(raw) => write_extents(&file, raw, &s.extents, images)?,
+        None => {}
     }
     Ok(file.into())
 }
 
 /// The identity of a shared memory object in an image: the dumped inode number.
-pub(super) fn object_of(desc: &FileDesc) -> Option<u64> {
+pub(crate) fn object_of(desc: &FileDesc) -> Option<u64> {
     match &desc.kind {
         Some(Kind::Memfd(m)) => Some(m.ino),
         Some(Kind::Shmem(s)) => Some(s.ino),

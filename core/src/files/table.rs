@@ -470,7 +470,7 @@ impl FileTable {
             Mapped::New(_, key) => key,
         };
         let id = self.next_id();
-        let s = shmem::dump(id, link, images).map_err(mapped_step(
+        let s = shmem::dump(id, pid, link, images).map_err(mapped_step(
             pid,
             link,
             "save the shared memory",

@@ -8,12 +8,13 @@
 //!          through /proc/PID/map_files, sparse, once per segment (files.img: SysvShm)
 //!          (of the process's IPC namespace, listed by a thread that joins it when not
 //!          cryo's; the maps name's key must be that segment's)
-//!          refused: a partial attachment, hugetlb segments, a segment of another
-//!          namespace than the process's
+//!          (a hugetlb segment, SHM_HUGETLB: its huge pages holding other than zeros, as
+//!          memory/hugetlb.rs saves shared hugetlb memory)
+//!          refused: a partial attachment, a segment of another namespace than the process's
 //! restore  validate: the segment's id and key are free here, or hold this very segment
 //!          cryo: the very segment is still there (a dump kills its targets, not their
 //!          segments; --leave-running): it is reattached as it is, contents untouched;
-//!          else shm_next_id = id, shmget(key, IPC_CREAT|IPC_EXCL) as cuid/cgid,
+//!          else shm_next_id = id, shmget(key, IPC_CREAT|IPC_EXCL [|SHM_HUGETLB]) as cuid/cgid,
 //!          IPC_SET uid, gid, mode, SHM_LOCK, the contents written through a short attach
 //!          each process: shmat(id, start, SHM_RDONLY if read-only) by a remote call
 //!          before it runs: IPC_RMID of a segment that was marked destroyed
@@ -156,7 +157,13 @@ pub(crate) fn dump_attachment(
         .find(|l| l.id == shmid)
         .ok_or_else(|| refuse("not listed in /proc/sysvipc/shm".into()))?;
     let size = seg.col("size") as u64;
-    let whole = size.div_ceil(PAGE) * PAGE;
+    let link = crate::proc::dir(pid).join(format!("map_files/{:x}-{:x}", entry.start, entry.end));
+    // A hugetlb segment is attached in whole huge pages.
+    let page = match crate::memory::hugetlb::page_size_at(&link) {
+        Ok(huge) => huge.unwrap_or(PAGE),
+        Err(e) => return Err(step("statfs its map_files link", e).into()),
+    };
+    let whole = size.div_ceil(page) * page;
     // The maps name carries the key it was made with ("/SYSV%08x"): a segment attached
     // before the process changed IPC namespace is of the old one, where the new one may list
     // another of its id. (IPC_RMID makes the key private: then only the size tells.)
@@ -182,7 +189,6 @@ pub(crate) fn dump_attachment(
         ))
         .into());
     }
-    let link = crate::proc::dir(pid).join(format!("map_files/{:x}-{:x}", entry.start, entry.end));
     let id = files.add_sysv_segment(ns, shmid, || {
         let file = File::open(&link).map_err(|e| step("open its map_files link", e))?;
         let rec = save(&seg, &file, ns, images, pid)?;
@@ -203,22 +209,22 @@ fn save(
 ) -> Result<SysvShm, IpcError> {
     let what = format!("SysV shared memory segment {} (key {:#x})", seg.id, seg.key);
     let step = |op: &str| IpcError::step(&format!("pid {pid}: {what}"), op);
+    let huge = crate::memory::hugetlb::page_size_of(file).map_err(step("fstatfs"))?;
     let meta = file.metadata().map_err(step("stat"))?;
-    if std::os::unix::fs::MetadataExt::blksize(&meta) != PAGE {
-        return Err(IpcError::Refused {
-            pid,
-            what,
-            detail: "a hugetlb segment (SHM_HUGETLB), not supported".into(),
-        });
-    }
     let size = seg.col("size") as u64;
     // Ids start again in every namespace: the namespace names the image too.
     let name = match ns {
         0 => format!("sysvshm-{}.img", seg.id),
         ns => format!("sysvshm-{ns}-{}.img", seg.id),
     };
-    let (contents, extents) = crate::files::shmem::save_extents(file, size, name, images)
-        .map_err(step("save its contents"))?;
+    let (contents, extents) = match huge {
+        Some(page) => {
+            let present = crate::memory::hugetlb::present_pages(pid, &meta, page);
+            crate::memory::hugetlb::save_contents(file, size, page, &present, name, images)
+        }
+        None => crate::files::shmem::save_extents(file, size, name, images),
+    }
+    .map_err(step("save its contents"))?;
     let rec = SysvShm {
         id: seg.id,
         key: seg.key,
@@ -235,6 +241,7 @@ fn save(
         contents: Some(contents),
         extents,
         ipc_ns: ns,
+        hugetlb_page_size: huge.unwrap_or(0),
     };
     debug!(
         shmid = rec.id,
@@ -261,14 +268,27 @@ pub(super) fn dump_unattached(
     );
     let step = |op: &str| IpcError::step(&what, op);
     let attached = sys::ipc::Attached::new(seg.id).map_err(step("attach in cryo"))?;
-    let start = attached.start();
-    let size = seg.col("size") as u64;
-    let link = format!(
-        "/proc/self/map_files/{start:x}-{:x}",
-        start + size.div_ceil(PAGE) * PAGE
-    );
+    let link = attached_link(&attached).map_err(step("find its attachment in cryo"))?;
     let file = File::open(&link).map_err(step("open its map_files link"))?;
     save(seg, &file, ns, images, pid)
+}
+
+/// The map_files link of a segment cryo attached: the VMA's end is that of whole pages,
+/// huge pages for a hugetlb segment.
+fn attached_link(attached: &sys::ipc::Attached) -> std::io::Result<String> {
+    let start = attached.start();
+    let maps = crate::proc::maps(nix::unistd::getpid()).map_err(std::io::Error::other)?;
+    let vma = maps
+        .iter()
+        .find(|m| m.start == start)
+        .ok_or_else(|| std::io::Error::other(format!("no mapping at {start:#x}")))?;
+    Ok(format!("/proc/self/map_files/{start:x}-{:x}", vma.end))
+}
+
+/// Whether segment `s` is found again on this host at restore (reattached as it is: nothing
+/// is made for it).
+pub(crate) fn still_there(s: &SysvShm) -> bool {
+    s.ipc_ns == 0 && live().is_ok_and(|l| matches!(fate(s, &l), Ok(Fate::Reattach)))
 }
 
 /// Every segment of the calling thread's IPC namespace.
@@ -325,7 +345,10 @@ pub(super) fn create<'a>(
             );
             continue;
         }
-        let flags = libc::IPC_CREAT | libc::IPC_EXCL | (s.mode & 0o777) as i32;
+        let mut flags = libc::IPC_CREAT | libc::IPC_EXCL | (s.mode & 0o777) as i32;
+        if s.hugetlb_page_size != 0 {
+            flags |= libc::SHM_HUGETLB | sys::mmap::hugetlb_size_flag(s.hugetlb_page_size);
+        }
         out.make(
             ObjectKind::Shm,
             describe(s),
@@ -353,18 +376,20 @@ fn fill(s: &SysvShm, images: &ImageDir) -> Result<(), IpcError> {
         return Ok(());
     };
     let attached = sys::ipc::Attached::new(s.id).map_err(step("attach in cryo"))?;
-    let start = attached.start();
-    let link = format!(
-        "/proc/self/map_files/{start:x}-{:x}",
-        start + s.size.div_ceil(PAGE) * PAGE
-    );
+    let link = attached_link(&attached).map_err(step("find its attachment in cryo"))?;
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open(&link)
         .map_err(step("open its map_files link"))?;
-    crate::files::shmem::write_extents(&file, raw, &s.extents, images)
-        .map_err(step("write its contents"))
+    // hugetlbfs has no write(2): its pages are written through a mapping.
+    if s.hugetlb_page_size != 0 {
+        let whole = s.size.div_ceil(s.hugetlb_page_size) * s.hugetlb_page_size;
+        crate::memory::hugetlb::write_contents(&file, whole, raw, &s.extents, images)
+    } else {
+        crate::files::shmem::write_extents(&file, raw, &s.extents, images)
+    }
+    .map_err(step("write its contents"))
 }
 
 #[cfg(test)]

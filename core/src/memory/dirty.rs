@@ -148,11 +148,14 @@ impl Tracker {
         let mut registered = Vec::new();
         for m in proc::maps(pid)? {
             let kind = classify(&m);
+            // hugetlb memory (tracked in huge pages, if at all): sent in the final dump, as
+            // it is read then.
             if m.shared
                 || !matches!(
                     kind,
                     VmaKind::Anon | VmaKind::Heap | VmaKind::Stack | VmaKind::FilePrivate
                 )
+                || super::hugetlb::is_hugetlb(pid, &m)
             {
                 continue;
             }

@@ -1,6 +1,7 @@
 //! Dumping an address space: VMAs from /proc/PID/maps, present pages from pagemap, written
 //! into the pages image by the frozen task itself (pwrite issued in its own address space:
-//! one copy), with /proc/PID/mem as the fallback for pages it cannot read.
+//! one copy), with /proc/PID/mem as the fallback for pages it cannot read. hugetlb VMAs are
+//! told apart here, by their VmFlags (hugetlb.rs).
 
 use std::fs::File;
 use std::os::unix::ffi::OsStrExt;
@@ -158,6 +159,22 @@ pub fn dump(
             .into());
         }
         let link = || proc::dir(pid).join(format!("map_files/{:x}-{:x}", entry.start, entry.end));
+        // hugetlb memory (VmFlags "ht"): its huge page size (that of its hugetlbfs inode),
+        // and what it comes back as (anonymous hugetlb memory is named like a file).
+        let (kind, hugetlb_page_size) = if super::vmflags::hugetlb(vm_flags) {
+            let page = super::hugetlb::page_size_at(&link())
+                .map_err(|e| Error::sys(pid, format!("statfs {}", link().display()), e))?
+                .ok_or_else(|| MemoryError::Hugetlb {
+                    pid,
+                    start: entry.start,
+                    end: entry.end,
+                    name: entry.name.clone(),
+                    why: "its file is not on hugetlbfs (not supported)",
+                })?;
+            (super::hugetlb::vma_kind(pid, entry, kind)?, page)
+        } else {
+            (kind, 0)
+        };
         // Files, memfds and shared anonymous memory are recorded once per inode, however many
         // VMAs (of however many processes) map them.
         let mut sysv_shmid = 0;
@@ -185,7 +202,8 @@ pub fn dump(
             map_flags |= libc::MAP_GROWSDOWN as u32;
         }
         // Mapped with MAP_NORESERVE (VmFlags nr): no commit charge, as before.
-        if super::vmflags::no_reserve(vm_flags) && !entry.shared {
+        // A shared one too when hugetlb: it reserved no huge pages.
+        if super::vmflags::no_reserve(vm_flags) && (!entry.shared || hugetlb_page_size != 0) {
             map_flags |= libc::MAP_NORESERVE as u32;
         }
         vmas.push(Vma {
@@ -200,6 +218,7 @@ pub fn dump(
             madvise: super::vmflags::advised(vm_flags),
             mlock: super::vmflags::mlock(vm_flags),
             sysv_shmid,
+            hugetlb_page_size,
             may_write: entry.shared
                 && (entry.prot & libc::PROT_WRITE as u32 != 0
                     || super::vmflags::may_write(vm_flags)),

@@ -146,4 +146,49 @@ pub enum MemoryError {
         /// What is wrong.
         detail: String,
     },
+    /// A hugetlb mapping of a kind cryo cannot restore.
+    #[error("pid {pid}: the mapping {start:#x}-{end:#x} ({name}) is hugetlb memory: {why}")]
+    Hugetlb {
+        /// The dumped task.
+        pid: Pid,
+        /// The mapping's start.
+        start: u64,
+        /// Its end.
+        end: u64,
+        /// Its name in the maps.
+        name: String,
+        /// What it is.
+        why: &'static str,
+    },
+    /// The image has hugetlb memory of a huge page size this host does not have.
+    #[error(
+        "the image's hugetlb memory takes {pages} huge pages of {} kB, a size this host does \
+         not have (no /sys/kernel/mm/hugepages/hugepages-{}kB): restore on a host that has it",
+        page_size >> 10,
+        page_size >> 10
+    )]
+    HugePageSizeMissing {
+        /// The huge page size in bytes.
+        page_size: u64,
+        /// How many the image takes.
+        pages: u64,
+    },
+    /// Fewer huge pages of a size are free here than the restore takes.
+    #[error(
+        "the image's hugetlb memory takes {pages} huge pages of {} kB, this host has {} \
+         available ({free} free, {reserved} of them reserved): nothing was made; a temporary \
+         state: retry once huge pages are freed, or raise nr_hugepages",
+        page_size >> 10,
+        free.saturating_sub(*reserved)
+    )]
+    HugePagesShort {
+        /// The huge page size in bytes.
+        page_size: u64,
+        /// How many the image takes.
+        pages: u64,
+        /// free_hugepages of that size here.
+        free: u64,
+        /// resv_hugepages of that size here.
+        reserved: u64,
+    },
 }

@@ -4,6 +4,7 @@
 pub mod dirty;
 pub mod dump;
 pub mod error;
+pub mod hugetlb;
 pub mod numa;
 pub mod precopy;
 pub mod premap;
@@ -77,7 +78,7 @@ pub fn is_special(kind: VmaKind) -> bool {
 }
 
 /// pagemap entry bits.
-const PM_PRESENT: u64 = 1 << 63;
+pub(crate) const PM_PRESENT: u64 = 1 << 63;
 const PM_SWAPPED: u64 = 1 << 62;
 const PM_FILE_OR_SHARED: u64 = 1 << 61;
 

@@ -60,10 +60,11 @@ impl Staged {
 
 /// Whether a VMA is memory a child may share with its parent copy-on-write: private
 /// anonymous memory (the heap too), mapped without MAP_NORESERVE (staging maps it plainly,
-/// and the commit charge must stay as it was).
+/// and the commit charge must stay as it was), not hugetlb (staged memory is of base pages).
 pub fn stageable(v: &Vma) -> bool {
     matches!(VmaKind::try_from(v.kind), Ok(VmaKind::Anon | VmaKind::Heap))
         && v.map_flags & (libc::MAP_SHARED | libc::MAP_NORESERVE) as u32 == 0
+        && v.hugetlb_page_size == 0
 }
 
 /// Whether a child's VMA `v` is its parent's `p`, inherited at fork and left whole.

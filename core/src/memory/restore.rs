@@ -209,6 +209,10 @@ pub fn reshape(
             (fd, vma.pgoff)
         } else {
             flags |= libc::MAP_ANONYMOUS as u64;
+            if vma.hugetlb_page_size != 0 {
+                let huge = crate::sys::mmap::hugetlb_size_flag(vma.hugetlb_page_size);
+                flags |= (libc::MAP_HUGETLB | huge) as u64;
+            }
             (u64::MAX, 0)
         };
         maps.push((libc::SYS_mmap, [vma.start, len, prot, flags, fd, off]));
@@ -241,10 +245,12 @@ pub fn reshape(
             .iter()
             .find(|v| v.start <= addr && addr < v.end)
             .is_some_and(|v| {
-                matches!(
-                    VmaKind::try_from(v.kind),
-                    Ok(VmaKind::Anon | VmaKind::Heap | VmaKind::Stack | VmaKind::ShmemAnon)
-                )
+                // hugetlb memory takes whole huge pages: the child reads it.
+                v.hugetlb_page_size == 0
+                    && matches!(
+                        VmaKind::try_from(v.kind),
+                        Ok(VmaKind::Anon | VmaKind::Heap | VmaKind::Stack | VmaKind::ShmemAnon)
+                    )
             })
     };
     let in_staged = |r: &&PageRun| staged.iter().any(|s| s.start <= r.addr && r.addr < s.end);

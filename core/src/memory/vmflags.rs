@@ -6,6 +6,7 @@
 //! madvise  dc wf hg nh dd mg sr rr   restored: madvise(advice) per VMA, after filling
 //! mlock    lo [lf]                   restored: mlock2(0 | MLOCK_ONFAULT) per VMA
 //! mmap     nr                        restored: MAP_NORESERVE in the VMA's mmap flags
+//! hugetlb  ht                        restored: MAP_HUGETLB and its page size (hugetlb.rs)
 //! mm       lo/lf/mg on a FRESH page   the mm's default flags (mlockall(MCL_FUTURE), KSM
 //!          (the dump's scratch page)   merge-any): mlockall restored, merge-any refused
 //! refused  sl dp ss um uw ui         sealed, droppable, shadow stack, userfaultfd-registered
@@ -122,6 +123,11 @@ pub fn mm_defaults(fresh: Option<&Vec<String>>) -> (u32, bool) {
         _ => libc::MCL_FUTURE | libc::MCL_ONFAULT,
     };
     (mlockall as u32, has(fresh, "mg"))
+}
+
+/// Whether the VMA is hugetlb memory (VM_HUGETLB).
+pub fn hugetlb(flags: Option<&Vec<String>>) -> bool {
+    has(flags, "ht")
 }
 
 /// Whether the flags say the mapping may be made writable (VM_MAYWRITE).

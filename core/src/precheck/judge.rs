@@ -30,7 +30,8 @@ pub enum FindingKind {
 pub struct Finding {
     /// Temporary or permanent.
     pub kind: FindingKind,
-    /// What was judged: `pid`, `port`, `memory`, `cpu`, `kernel`, `file`, `user`, `group`.
+    /// What was judged: `pid`, `port`, `memory`, `huge pages`, `cpu`, `kernel`, `file`,
+    /// `user`, `group`.
     pub what: &'static str,
     /// The object: the pid, `tcp 0.0.0.0:8080`, the path, the flag, the probe...
     pub subject: String,
@@ -122,6 +123,7 @@ pub fn check_only(dir: &Path, opts: CheckOptions) -> Result<Verdict> {
         port_free(port, &mut v);
     }
     memory(&check, &mut v);
+    huge_pages(&check, &mut v);
     cpu_features(&check, &mut v);
     kernel(&check, &inventory, &mut v);
     files(&check, opts.accept_changed_files, &mut v);
@@ -234,6 +236,37 @@ fn port_free(port: &CheckedPort, v: &mut Verdict) {
             ),
             "see why the port cannot be bound",
         ),
+    }
+}
+
+/// The huge pages of each size the hugetlb memory takes: a size this host lacks is
+/// permanent, too few free now temporary (memory/hugetlb.rs, as the restore judges them).
+fn huge_pages(check: &MigrationCheck, v: &mut Verdict) {
+    use crate::memory::hugetlb::{shortfall, Shortfall};
+    for need in &check.huge_pages {
+        let (kb, pages) = (need.page_size >> 10, need.pages);
+        let subject = format!("{pages} huge pages of {kb} kB");
+        match shortfall(need.page_size, pages) {
+            None => {}
+            Some(Shortfall::Missing) => v.push(
+                Permanent,
+                "huge pages",
+                subject,
+                format!("this host has no huge pages of {kb} kB"),
+                "restore on a host with that huge page size",
+            ),
+            Some(Shortfall::Short { free, reserved }) => v.push(
+                Temporary,
+                "huge pages",
+                subject,
+                format!(
+                    "{} huge pages of {kb} kB available here ({free} free, {reserved} of \
+                     them reserved), {pages} needed",
+                    free.saturating_sub(reserved)
+                ),
+                "free huge pages or raise /proc/sys/vm/nr_hugepages",
+            ),
+        }
     }
 }
 

@@ -8,8 +8,8 @@ use std::io::Read;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 
 use cryo_proto::image::{
-    file_desc, socket, CheckedAioRing, CheckedFile, CheckedId, CheckedPort, CheckedProcess, Creds,
-    FileDesc, MigrationCheck, MmCore, ProcessEntry, TaskCore,
+    file_desc, socket, CheckedAioRing, CheckedFile, CheckedHugePages, CheckedId, CheckedPort,
+    CheckedProcess, Creds, FileDesc, MigrationCheck, MmCore, ProcessEntry, TaskCore,
 };
 use sha2::{Digest, Sha256};
 
@@ -132,9 +132,18 @@ pub(crate) fn record(
             xcr0 |= x;
             xfeatures |= f;
         }
+        // hugetlb pages come from the huge page pool (huge_pages below), not MemAvailable.
+        let huge: Vec<(u64, u64)> = mm
+            .vmas
+            .iter()
+            .filter(|v| v.hugetlb_page_size != 0)
+            .map(|v| (v.start, v.end))
+            .collect();
+        let in_hugetlb = |addr: u64| huge.iter().any(|&(s, e)| s <= addr && addr < e);
         memory_bytes += mm
             .pages
             .iter()
+            .filter(|r| !in_hugetlb(r.addr))
             .map(|r| r.npages * crate::memory::PAGE)
             .sum::<u64>();
     }
@@ -211,6 +220,11 @@ pub(crate) fn record(
                     })
                 })
             })
+            .collect(),
+        // Every SysV segment counts: the restoring host has none of them.
+        huge_pages: crate::memory::hugetlb::needs(cores.iter().map(|(_, mm)| mm), descs, |_| false)
+            .into_iter()
+            .map(|(page_size, pages)| CheckedHugePages { page_size, pages })
             .collect(),
     }
 }

@@ -144,6 +144,8 @@ impl Loaded {
             tasks.iter().map(|t| t.core.fds.as_slice()).collect();
         let links = files::validate(&descs, &fds, &images)?;
         let ipc = crate::ipc::read(&images)?;
+        // The huge pages the hugetlb memory takes, free here now (else nothing is made).
+        memory::hugetlb::check_host(tasks.iter().map(|t| &t.mm), &descs)?;
         let ours = memory::vdso_identity(nix::unistd::getpid())?;
         if (inventory.vdso_size, inventory.vdso_crc32c) != ours {
             return Err(invalid(

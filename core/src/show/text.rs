@@ -101,6 +101,9 @@ fn render_check(out: &mut String, c: &cryo_proto::image::MigrationCheck) {
         }
     );
     let _ = writeln!(out, "  cpu flags: {}", c.cpu_flags.join(" "));
+    for h in &c.huge_pages {
+        let _ = writeln!(out, "  huge pages: {} of {} kB", h.pages, h.page_size >> 10);
+    }
     for f in &c.files {
         let mut line = format!("  file {}  {}", f.path, human_bytes(f.size));
         if !f.sha256.is_empty() {
@@ -302,6 +305,9 @@ fn describe_vma(img: &Loaded, v: &Vma) -> String {
     );
     if v.pgoff != 0 {
         let _ = write!(s, " @{:#x}", v.pgoff);
+    }
+    if v.hugetlb_page_size != 0 {
+        let _ = write!(s, " [hugetlb {} kB]", v.hugetlb_page_size >> 10);
     }
     if !name.is_empty() {
         let _ = write!(s, " {name}");

@@ -36,6 +36,23 @@ pub(crate) fn shmem_anon(size: u64) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
+/// New shared anonymous hugetlb memory of `size` bytes in huge pages of `page_size` bytes,
+/// as an fd on its hugetlbfs file (as [`shmem_anon`]: the kernel names it
+/// "/anon_hugepage"); no huge page is reserved (the mappings of the processes reserve theirs).
+pub(crate) fn shmem_anon_hugetlb(size: u64, page_size: u64) -> io::Result<OwnedFd> {
+    let len = usize::try_from(size.div_ceil(page_size) * page_size).map_err(io::Error::other)?;
+    let mapping = Mapping::anonymous_hugetlb(len, page_size)?;
+    let start = mapping.start();
+    let link = format!("/proc/self/map_files/{start:x}-{:x}", start + len as u64);
+    let opened = nix::fcntl::open(
+        link.as_str(),
+        nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    );
+    drop(mapping);
+    Ok(opened?)
+}
+
 /// The seals of a memfd (F_GET_SEALS).
 pub(crate) fn get_seals(fd: BorrowedFd<'_>) -> io::Result<u32> {
     Ok(fcntl(fd, FcntlArg::F_GET_SEALS)? as u32)

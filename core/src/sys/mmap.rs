@@ -72,6 +72,42 @@ impl Mapping {
         )
     }
 
+    /// Maps `len` bytes of fresh shared anonymous hugetlb memory of huge pages of
+    /// `page_size` bytes (MAP_HUGETLB with that size), without reserving huge pages
+    /// (MAP_NORESERVE): the object behind a restored shared anonymous hugetlb mapping, whose
+    /// processes reserve what they map themselves.
+    pub fn anonymous_hugetlb(len: usize, page_size: u64) -> std::io::Result<Self> {
+        Self::map(
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED
+                | libc::MAP_ANONYMOUS
+                | libc::MAP_NORESERVE
+                | libc::MAP_HUGETLB
+                | hugetlb_size_flag(page_size),
+            -1,
+        )
+    }
+
+    /// Maps the first `len` bytes of `file`, shared and writable, without reserving huge
+    /// pages (MAP_NORESERVE): for writing into a hugetlbfs file, which has no write(2), the
+    /// pages it writes allocated beforehand (fallocate).
+    pub fn map_file_noreserve(file: &File, len: usize) -> std::io::Result<Self> {
+        Self::map(
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_NORESERVE,
+            file.as_raw_fd(),
+        )
+    }
+
+    /// The mapped bytes, to write into (a writable mapping owned by cryo alone).
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: ptr..ptr+len is a live mapping owned by self, borrowed mutably for the
+        // slice's lifetime: no other Rust reference to it exists meanwhile.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+
     fn map(len: usize, prot: libc::c_int, flags: libc::c_int, fd: RawFd) -> std::io::Result<Self> {
         // SAFETY: a fresh mapping chosen by the kernel (no fixed address), of a file we hold
         // open or of anonymous memory; nothing else refers to the returned memory.
@@ -129,6 +165,13 @@ impl Drop for Mapping {
             libc::munmap(self.ptr.as_ptr().cast(), self.len);
         }
     }
+}
+
+/// The mmap (and memfd_create, shmget) flag bits that ask for huge pages of `page_size`
+/// bytes: log2 of the size at MAP_HUGE_SHIFT (26), the same place for MFD_HUGE_* and
+/// SHM_HUGE_*.
+pub fn hugetlb_size_flag(page_size: u64) -> libc::c_int {
+    (page_size.trailing_zeros() as libc::c_int) << libc::MAP_HUGE_SHIFT
 }
 
 /// Maps `len` bytes of fresh private anonymous memory, read-write, exactly at `addr` (which

@@ -34,6 +34,7 @@ mod events;
 mod file;
 mod file_locks;
 mod held;
+mod hugetlb;
 mod mapping_access;
 mod mappings;
 mod memory;
@@ -138,6 +139,8 @@ pub const MODES: &[(&str, Start)] = &[
     ("pty-shell", pty_shell::start),
     ("advised", advised::start),
     ("writer", writer::start),
+    ("hugetlb", hugetlb::start),
+    ("hugetlb-file", hugetlb::start_file),
 ];
 
 /// Starts the mode called `name`.

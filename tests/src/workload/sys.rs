@@ -595,6 +595,14 @@ pub fn memfd(name: &str) -> io::Result<i32> {
     cvt(unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) })
 }
 
+/// A memfd in 2 MiB huge pages (MFD_HUGETLB | MFD_HUGE_2MB).
+pub fn memfd_hugetlb(name: &str) -> io::Result<i32> {
+    let name = CString::new(name).expect("no NUL");
+    let flags = libc::MFD_CLOEXEC | libc::MFD_HUGETLB | libc::MFD_HUGE_2MB;
+    // SAFETY: name is NUL-terminated and outlives the call.
+    cvt(unsafe { libc::memfd_create(name.as_ptr(), flags) })
+}
+
 pub fn add_seals(fd: i32, seals: i32) -> io::Result<()> {
     // SAFETY: fcntl F_ADD_SEALS takes numbers.
     cvt(unsafe { libc::fcntl(fd, libc::F_ADD_SEALS, seals) }).map(drop)
