@@ -94,6 +94,10 @@ pub enum Error {
     /// A thread in a Landlock domain (refused), or the check for one failed.
     #[error(transparent)]
     Landlock(#[from] crate::task::landlock::LandlockError),
+    /// An fd table, fs_struct, address space or signal handler table shared between processes
+    /// (or a thread's own): refused.
+    #[error(transparent)]
+    Sharing(#[from] crate::task::sharing::SharingError),
     /// `cryo kill` refused.
     #[error(transparent)]
     Kill(#[from] KillError),
@@ -127,6 +131,7 @@ impl Error {
             Self::Dump(DumpError::ChildrenChanged { .. } | DumpError::ExitedWhileFrozen { .. }) => {
                 true
             }
+            Self::Sharing(crate::task::sharing::SharingError::Vfork { .. }) => true,
             _ => false,
         }
     }

@@ -267,6 +267,12 @@ fn dump_tree(
             ),
         ));
     }
+    // A parent in vfork would hold its freeze until its child execs.
+    let states: Vec<(Pid, Pid, char)> = live
+        .iter()
+        .map(|m| (m.pid, Pid::from_raw(m.stat.ppid), m.stat.state))
+        .collect();
+    crate::task::sharing::refuse_vfork(&states)?;
     // Parents first: a child forked meanwhile is seen as a change of the tree below.
     let mut frozen = Vec::with_capacity(live.len());
     for m in &live {
@@ -294,6 +300,15 @@ fn dump_tree(
             .into());
         }
     }
+    // What clone flags made shared: restored one per process.
+    let threads: Vec<(Pid, &[Pid])> = live.iter().zip(&frozen).map(|(m, f)| (m.pid, f.tids())).collect();
+    let roots: Vec<(Pid, Pid)> = live
+        .iter()
+        .filter(|m| opts.pids.contains(&m.pid))
+        .map(|m| (m.pid, Pid::from_raw(m.stat.ppid)))
+        .collect();
+    crate::task::sharing::refuse_shared(&threads, &roots)?;
+    drop(threads);
     if let Some(ns) = &mut pidns {
         for (m, f) in live.iter().zip(&frozen) {
             ns.add_threads(m.pid, f.tids())?;

@@ -88,3 +88,44 @@ const KCMP_VM: u64 = 1;
 pub fn may_access_call(pid: i32) -> (i64, [u64; 6]) {
     (libc::SYS_kcmp, [pid as u64, pid as u64, KCMP_VM, 0, 0, 0])
 }
+
+/// What of a task `kcmp_order` compares: the kernel objects clone flags let tasks share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TaskObject {
+    /// The address space (`KCMP_VM`: CLONE_VM, vfork).
+    Vm = 1,
+    /// The fd table (`KCMP_FILES`: CLONE_FILES).
+    Files = 2,
+    /// The filesystem information: cwd, root, umask (`KCMP_FS`: CLONE_FS).
+    Fs = 3,
+    /// The signal handler table (`KCMP_SIGHAND`: CLONE_SIGHAND).
+    Sighand = 4,
+}
+
+/// How `pid1`'s `object` compares with `pid2`'s (kcmp orders the kernel's pointers, each
+/// obfuscated the same way, so sorting by it puts tasks that share one object side by side).
+/// Either pid may be a thread's id.
+pub(crate) fn kcmp_order(
+    pid1: Pid,
+    pid2: Pid,
+    object: TaskObject,
+) -> io::Result<std::cmp::Ordering> {
+    // SAFETY: kcmp with KCMP_VM, KCMP_FILES, KCMP_FS or KCMP_SIGHAND takes two pids, no
+    // pointers.
+    let ret = check(unsafe {
+        libc::syscall(
+            libc::SYS_kcmp,
+            pid1.as_raw(),
+            pid2.as_raw(),
+            object as libc::c_int,
+            0,
+            0,
+        )
+    })?;
+    // 0: equal, 1: pid1's is less, 2: greater (3, "not equal, no order", is for fds only).
+    Ok(match ret {
+        0 => std::cmp::Ordering::Equal,
+        1 => std::cmp::Ordering::Less,
+        _ => std::cmp::Ordering::Greater,
+    })
+}

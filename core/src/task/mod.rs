@@ -21,6 +21,7 @@ pub mod namespaces;
 pub mod pidns;
 pub mod process;
 pub mod security;
+pub mod sharing;
 pub mod signals;
 pub mod threads;
 pub mod timers;

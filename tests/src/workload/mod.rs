@@ -47,6 +47,7 @@ mod places;
 mod pty_shell;
 mod rings;
 mod shared_memory;
+mod shared_task;
 mod signal;
 mod sigtrap;
 mod socks;
@@ -121,6 +122,7 @@ pub const MODES: &[(&str, Start)] = &[
     ("unix-pass", unix_pass::start),
     ("unix-ext", unix_ext::start),
     ("shared-memory", shared_memory::start),
+    ("share", shared_task::start),
     ("tty", tty::start),
     ("attrs", attrs::start),
     ("sysv-shm", sysv_shm::start),

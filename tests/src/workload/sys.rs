@@ -469,6 +469,31 @@ pub fn fork_paused() -> io::Result<i32> {
     }
 }
 
+/// Clones a child with `flags` (besides SIGCHLD) that waits in pause() until killed, on a
+/// stack of its own; returns its pid. With CLONE_VFORK this returns once the child is gone.
+pub fn clone_paused(flags: libc::c_int) -> io::Result<i32> {
+    extern "C" fn paused(_: *mut libc::c_void) -> libc::c_int {
+        loop {
+            // SAFETY: pause takes no arguments.
+            unsafe { libc::pause() };
+        }
+    }
+    // Leaked: the child may run on it (in this process's memory with CLONE_VM) until it dies.
+    let stack: &'static mut [u8] = Box::leak(vec![0u8; 64 * 1024].into_boxed_slice());
+    // SAFETY: the child runs `paused` on its own stack (its top, 16-byte aligned, passed as
+    // the stack pointer) and only calls pause(); the stack is never freed.
+    let top = unsafe { stack.as_mut_ptr().add(stack.len()) };
+    // SAFETY: as above; the argument pointer is not used.
+    cvt(unsafe {
+        libc::clone(
+            paused,
+            top.cast(),
+            flags | libc::SIGCHLD,
+            std::ptr::null_mut(),
+        )
+    })
+}
+
 /// Forks a child that exits at once with `code`; returns its pid, not reaped.
 pub fn fork_exiting_with(code: i32) -> io::Result<i32> {
     match fork()? {
