@@ -19,16 +19,7 @@ pub(crate) fn memfd_create(name: &str, flags: libc::c_uint) -> io::Result<OwnedF
 pub(crate) fn shmem_anon(size: u64) -> io::Result<OwnedFd> {
     let page = 4096u64;
     let len = usize::try_from(size.div_ceil(page) * page).map_err(io::Error::other)?;
-    let mapping = Mapping::anonymous(len, true)?;
-    let start = mapping.start();
-    let link = format!("/proc/self/map_files/{start:x}-{:x}", start + len as u64);
-    let opened = nix::fcntl::open(
-        link.as_str(),
-        nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::empty(),
-    );
-    drop(mapping);
-    let fd = opened?;
+    let fd = object_of(Mapping::anonymous(len, true)?, len)?;
     if size != len as u64 {
         // A SysV segment's size need not be a page multiple.
         nix::unistd::ftruncate(&fd, size as libc::off_t)?;
@@ -41,7 +32,12 @@ pub(crate) fn shmem_anon(size: u64) -> io::Result<OwnedFd> {
 /// "/anon_hugepage"); no huge page is reserved (the mappings of the processes reserve theirs).
 pub(crate) fn shmem_anon_hugetlb(size: u64, page_size: u64) -> io::Result<OwnedFd> {
     let len = usize::try_from(size.div_ceil(page_size) * page_size).map_err(io::Error::other)?;
-    let mapping = Mapping::anonymous_hugetlb(len, page_size)?;
+    object_of(Mapping::anonymous_hugetlb(len, page_size)?, len)
+}
+
+/// An fd on the object behind shared `mapping` of `len` bytes (its /proc/self/map_files link
+/// opened O_RDWR), the mapping removed.
+fn object_of(mapping: Mapping, len: usize) -> io::Result<OwnedFd> {
     let start = mapping.start();
     let link = format!("/proc/self/map_files/{start:x}-{:x}", start + len as u64);
     let opened = nix::fcntl::open(
