@@ -379,6 +379,13 @@ attr_tests! {
     /// personality: ADDR_NO_RANDOMIZE | UNAME26.
     personality: ["personality=0x60000"] => [("get personality", "0x60000")];
 
+    /// personality(2) sets the calling thread's only: a second thread with its own
+    /// (READ_IMPLIES_EXEC | ADDR_NO_RANDOMIZE) keeps it, the main thread keeps UNAME26.
+    personality_per_thread: ["personality=0x20000", "thread", "t.personality=0x440000"] => [
+        ("get personality", "0x20000"),
+        ("tget personality", "0x440000"),
+    ];
+
     /// A process running as nobody (65534, every id, no groups, both threads): unprivileged at
     /// dump time, so root without CAP_SYS_RESOURCE cannot read its limits with prlimit. It
     /// also lost its capabilities and, changing uid, its dumpable flag.

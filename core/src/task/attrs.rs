@@ -376,7 +376,7 @@ pub fn settle_membarrier(pid: Pid, remote: &Remote, p: &mut ProcessAttrs) -> Res
 }
 
 /// The prctl reads of the main thread: the per-thread ones, then the per-process ones.
-const MAIN_READS: [PrctlRead; 14] = [
+const MAIN_READS: [PrctlRead; 15] = [
     read("timer slack", libc::PR_GET_TIMERSLACK, false),
     read("parent-death signal", libc::PR_GET_PDEATHSIG, true),
     read("mce kill policy", libc::PR_MCE_KILL_GET, false),
@@ -393,6 +393,12 @@ const MAIN_READS: [PrctlRead; 14] = [
         syscall: libc::SYS_get_mempolicy,
         slot_arg: 0,
         ..read("numa memory policy", 0, true)
+    },
+    // personality(0xffffffff): the thread's own (personality(2) sets the calling thread's),
+    // unchanged.
+    PrctlRead {
+        syscall: libc::SYS_personality,
+        ..read("personality", -1, false)
     },
     read("dumpable", libc::PR_GET_DUMPABLE, false),
     read("child subreaper", libc::PR_GET_CHILD_SUBREAPER, true),
@@ -416,7 +422,7 @@ const MAIN_READS: [PrctlRead; 14] = [
     },
 ];
 /// How many of [`MAIN_READS`] every thread runs.
-const THREAD_READS: usize = 9;
+const THREAD_READS: usize = 10;
 
 /// keyctl(KEYCTL_GET_KEYRING_ID) of the user's session keyring: read by the main thread, to
 /// tell a session keyring of the process's own from the one its user's lookups fall back to.
@@ -499,6 +505,7 @@ pub fn dump_thread(
     attrs.spec_l1d_flush = value(6) as u32;
     attrs.tsc = value(7) as u32;
     attrs.mempolicy = value(8) as u32;
+    attrs.personality = value(9) as u32;
     // PR_GET_IO_FLUSHER needs CAP_SYS_RESOURCE in the thread itself: its task flags tell.
     let flags = crate::proc::task_stat::read_thread(tid, tid)?.flags;
     attrs.io_flusher = flags & IO_FLUSHER_FLAGS == IO_FLUSHER_FLAGS;
@@ -512,12 +519,12 @@ pub fn dump_thread(
     attrs.thread_keyring = values.len() > keyrings + 1;
     let mut user_session = None;
     if let Some(p) = process {
-        p.dumpable = value(9) as u32;
-        p.child_subreaper = value(10) != 0;
-        p.thp_disable = value(11) as u32;
-        p.membarrier = value(12) as u32;
-        p.ldt = value(13) != 0;
-        user_session = Some(value(14) as i32);
+        p.dumpable = value(10) as u32;
+        p.child_subreaper = value(11) != 0;
+        p.thp_disable = value(12) as u32;
+        p.membarrier = value(13) as u32;
+        p.ldt = value(14) != 0;
+        user_session = Some(value(15) as i32);
     }
     Ok((attrs, user_session))
 }
@@ -1040,6 +1047,13 @@ pub fn restore_after_creds(
             calls.push((
                 "timer slack",
                 prctl(libc::PR_SET_TIMERSLACK, a.timerslack_ns, 0),
+            ));
+        }
+        // A thread starts with its creator's (the main thread's, restored by the child).
+        if a.personality != main.personality {
+            calls.push((
+                "personality",
+                (libc::SYS_personality, [a.personality as u64, 0, 0, 0, 0, 0]),
             ));
         }
         if a.mce_kill != main.mce_kill {
