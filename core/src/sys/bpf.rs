@@ -279,6 +279,36 @@ fn key_ptr(key: Option<&[u8]>) -> *const u8 {
     key.map_or(std::ptr::null(), <[u8]>::as_ptr)
 }
 
+/// The attribute of an element call on map `fd`: the key (None: no key) at 8 and a second
+/// buffer (a value or the next key: `second`, of `have` bytes, `want` needed, both sizes
+/// checked) at 16. A buffer the kernel writes is given by its `as_mut_ptr`.
+fn element_attr(
+    fd: BorrowedFd<'_>,
+    sizes: ElemSizes,
+    key: Option<&[u8]>,
+    (second, have): (*const u8, usize),
+    (want, what): (usize, &str),
+) -> io::Result<Attr> {
+    if let Some(k) = key {
+        sized(k, sizes.key_size, "key")?;
+    }
+    if have < want {
+        return Err(io::Error::other(format!(
+            "{what} buffer of {have} bytes for {want}"
+        )));
+    }
+    Ok(Attr::new().fd(0, fd).ptr(8, key_ptr(key)).ptr(16, second))
+}
+
+/// Whether a call that answers ENOENT for "no such element" (or "no more") found one.
+fn found(result: io::Result<libc::c_long>) -> io::Result<bool> {
+    match result {
+        Ok(_) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// Checks that `buf` has the `want` bytes the kernel will read or write through it.
 fn sized(buf: &[u8], want: usize, what: &str) -> io::Result<()> {
     if buf.len() < want {
@@ -305,21 +335,16 @@ pub(crate) fn map_lookup(
     key: Option<&[u8]>,
     value: &mut [u8],
 ) -> io::Result<bool> {
-    if let Some(k) = key {
-        sized(k, sizes.key_size, "key")?;
-    }
-    sized(value, sizes.value_len, "value")?;
-    let mut attr = Attr::new()
-        .fd(0, fd)
-        .ptr(8, key_ptr(key))
-        .ptr(16, value.as_mut_ptr());
-    // SAFETY: the key holds key_size bytes (checked), the value value_len writable bytes
-    // (checked): what the kernel copies for this map.
-    match unsafe { bpf(BPF_MAP_LOOKUP_ELEM, &mut attr) } {
-        Ok(_) => Ok(true),
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
-        Err(e) => Err(e),
-    }
+    let mut attr = element_attr(
+        fd,
+        sizes,
+        key,
+        (value.as_mut_ptr(), value.len()),
+        (sizes.value_len, "value"),
+    )?;
+    // SAFETY: the key holds key_size bytes (checked), the value value_len bytes (checked),
+    // borrowed mutably for the call: what the kernel copies for this map.
+    found(unsafe { bpf(BPF_MAP_LOOKUP_ELEM, &mut attr) })
 }
 
 /// BPF_MAP_GET_NEXT_KEY after `key` (None: the first) into `next`; false after the last.
@@ -329,20 +354,15 @@ pub(crate) fn map_next_key(
     key: Option<&[u8]>,
     next: &mut [u8],
 ) -> io::Result<bool> {
-    if let Some(k) = key {
-        sized(k, sizes.key_size, "key")?;
-    }
-    sized(next, sizes.key_size, "next key")?;
-    let mut attr = Attr::new()
-        .fd(0, fd)
-        .ptr(8, key_ptr(key))
-        .ptr(16, next.as_mut_ptr());
-    // SAFETY: both keys hold key_size bytes (checked), `next` writable.
-    match unsafe { bpf(BPF_MAP_GET_NEXT_KEY, &mut attr) } {
-        Ok(_) => Ok(true),
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
-        Err(e) => Err(e),
-    }
+    let mut attr = element_attr(
+        fd,
+        sizes,
+        key,
+        (next.as_mut_ptr(), next.len()),
+        (sizes.key_size, "next key"),
+    )?;
+    // SAFETY: both keys hold key_size bytes (checked), `next` borrowed mutably for the call.
+    found(unsafe { bpf(BPF_MAP_GET_NEXT_KEY, &mut attr) })
 }
 
 /// BPF_MAP_UPDATE_ELEM of `key` (None: a push onto a queue or stack) with `value`,
@@ -354,15 +374,14 @@ pub(crate) fn map_update(
     value: &[u8],
     flags: u64,
 ) -> io::Result<()> {
-    if let Some(k) = key {
-        sized(k, sizes.key_size, "key")?;
-    }
-    sized(value, sizes.value_len, "value")?;
-    let mut attr = Attr::new()
-        .fd(0, fd)
-        .ptr(8, key_ptr(key))
-        .ptr(16, value.as_ptr())
-        .u64(24, flags);
+    let mut attr = element_attr(
+        fd,
+        sizes,
+        key,
+        (value.as_ptr(), value.len()),
+        (sizes.value_len, "value"),
+    )?
+    .u64(24, flags);
     // SAFETY: the key holds key_size bytes and the value value_len bytes (checked); the
     // kernel only reads them.
     unsafe { bpf(BPF_MAP_UPDATE_ELEM, &mut attr) }?;
@@ -375,11 +394,7 @@ pub(crate) fn map_pop(fd: BorrowedFd<'_>, sizes: ElemSizes, value: &mut [u8]) ->
     sized(value, sizes.value_len, "value")?;
     let mut attr = Attr::new().fd(0, fd).ptr(16, value.as_mut_ptr());
     // SAFETY: no key; the value holds value_len writable bytes (checked).
-    match unsafe { bpf(BPF_MAP_LOOKUP_AND_DELETE_ELEM, &mut attr) } {
-        Ok(_) => Ok(true),
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
-        Err(e) => Err(e),
-    }
+    found(unsafe { bpf(BPF_MAP_LOOKUP_AND_DELETE_ELEM, &mut attr) })
 }
 
 /// BPF_MAP_FREEZE: the map read-only to system calls from now on.
