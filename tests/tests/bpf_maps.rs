@@ -234,6 +234,13 @@ fn a_bpf_program_fd_is_refused_naming_pid_fd_and_kind() {
 }
 
 #[test]
+fn a_socket_with_an_ebpf_filter_is_refused_naming_pid_fd_and_the_filter() {
+    let w = start(&["sockfilter"]);
+    w.assert_dump_refused("77", "eBPF filter (SO_ATTACH_BPF)");
+    queue_and_stack_in_order(&w);
+}
+
+#[test]
 fn a_map_also_held_by_a_process_outside_the_dump_is_refused_naming_it() {
     let w = start(&[]);
     let id: u32 = ok(&w, "id 60").parse().expect("map id");

@@ -16,6 +16,8 @@
 //!   child      a child forked holding fd 60, asked over two pipes ("get K", "put K V")
 //!   progarray  fd 70: a prog_array map
 //!   prog       fd 71: a socket filter program (r0 = 0; exit)
+//!   sockfilter fd 77: a UDP socket with that program attached (SO_ATTACH_BPF), no fd of
+//!              the program left
 //!   btf        fd 72: an array map "cryo_btf" with BTF (key `int`, type 1; value `long`,
 //!              type 2): [1] = 11
 //!   big=N      fd 75: a hash map "cryo_big" (u32 -> u64) of N elements: K -> 3 K
@@ -223,6 +225,9 @@ fn btf_spin_lock() -> Vec<u8> {
     )
 }
 
+/// The UDP socket of the `sockfilter` option.
+const SOCKFILTER_FD: i32 = 77;
+
 /// A socket filter program: r0 = 0; exit.
 fn prog() -> io::Result<i32> {
     let insns: [u64; 2] = [0x0000_0000_0000_00b7, 0x0000_0000_0000_0095];
@@ -293,6 +298,24 @@ impl Bpf {
         }
         if has("prog") {
             sys::move_fd(prog()?, 71)?;
+        }
+        if has("sockfilter") {
+            // SAFETY: socket takes numbers.
+            let sock = sys::cvt(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0) })?;
+            let sock = sys::move_fd(sock, SOCKFILTER_FD)?;
+            let program = prog()?;
+            // SAFETY: SO_ATTACH_BPF reads the int the pointer points at, alive for the call.
+            sys::cvt(unsafe {
+                libc::setsockopt(
+                    sock,
+                    libc::SOL_SOCKET,
+                    libc::SO_ATTACH_BPF,
+                    (&program as *const i32).cast(),
+                    4,
+                )
+            })?;
+            // The socket holds the program: no fd of it is left to be refused instead.
+            sys::close(program);
         }
         if has("btf") {
             let fd = sys::move_fd(btf_map("cryo_btf", &btf_ints(), 2, 8)?, 72)?;
