@@ -16,12 +16,15 @@
 //!              IPV6_HOPOPTS IPV6_RTHDR IPV6_DSTOPTS IPV6_RTHDRDSTOPTS (IPv6 sockets)
 //! IPPROTO_TCP  TCP_NOTSENT_LOWAT TCP_LINGER2 TCP_THIN_LINEAR_TIMEOUTS TCP_SYNCNT
 //!              TCP_DEFER_ACCEPT TCP_FASTOPEN TCP_SAVE_SYN TCP_TX_DELAY
-//!              TCP_WINDOW_CLAMP TCP_MAXSEG                               (listeners only)
+//!              TCP_WINDOW_CLAMP (a connection's too: the kernel's own, or the application's,
+//!              always differs from a fresh socket's 0: set after TCP_REPAIR_WINDOW)
+//!              TCP_MAXSEG                                                 (listeners only)
 //! ```
 //!
 //! Not here, on purpose: TCP_QUICKACK (a transient mode the kernel leaves by itself),
-//! TCP_WINDOW_CLAMP and TCP_MAXSEG of a connection (the kernel computes them from the
-//! handshake; the MSS clamp travels with the repair options). The IPv6 sticky
+//! TCP_MAXSEG of a connection (getsockopt shows the MSS in use, which the kernel computes from
+//! the handshake: the MSS clamp travels with the repair options; setting it would make it the
+//! user MSS). The IPv6 sticky
 //! `IPV6_PKTINFO` (no getsockopt: ENOPROTOOPT) and the `SOCK_TXTIME` flag alone (a
 //! `SO_TXTIME` of CLOCK_REALTIME without flags reads as a fresh socket's) cannot be read.
 //!
@@ -348,7 +351,7 @@ const TABLE: &[Entry] = &[
         libc::IPPROTO_TCP,
         libc::TCP_WINDOW_CLAMP,
         "TCP_WINDOW_CLAMP",
-        On::Listener,
+        On::All,
         false,
     ),
     (

@@ -349,6 +349,15 @@ const LISTENER: &[Opt] = &[
 ];
 
 /// Whether socket `fd` is IPv6.
+/// A connection's own (a listener's are in [`LISTENER`]): a window clamp the application set
+/// on the established connection.
+const CONNECTION: &[Opt] = &[(
+    "TCP_WINDOW_CLAMP",
+    libc::IPPROTO_TCP,
+    libc::TCP_WINDOW_CLAMP,
+    Value::Int(30000),
+)];
+
 fn is_v6(fd: i32) -> io::Result<bool> {
     let domain = sys::getsockopt_bytes(fd, libc::SOL_SOCKET, libc::SO_DOMAIN, 4)?;
     Ok(domain.len() == 4
@@ -359,9 +368,7 @@ fn table(fd: i32, listener: bool) -> Result<Vec<&'static Opt>, String> {
     let v6 = is_v6(fd).map_err(|e| format!("SO_DOMAIN: {e}"))?;
     let mut out: Vec<&Opt> = COMMON.iter().collect();
     out.extend(if v6 { V6 } else { V4 });
-    if listener {
-        out.extend(LISTENER);
-    }
+    out.extend(if listener { LISTENER } else { CONNECTION });
     Ok(out)
 }
 
