@@ -5,17 +5,21 @@
 //! of the restore itself: `SO_BUF_LOCK` after the buffer sizes are forced).
 //!
 //! ```text
-//! SOL_SOCKET   SO_PRIORITY SO_RCVLOWAT SO_RCVTIMEO SO_SNDTIMEO SO_BINDTODEVICE SO_OOBINLINE
+//! SOL_SOCKET   SO_MAX_PACING_RATE SO_RESERVE_MEM                      (every inet socket)
+//!              SO_TXREHASH SO_PRIORITY SO_RCVLOWAT SO_RCVTIMEO SO_SNDTIMEO SO_BINDTODEVICE SO_OOBINLINE
 //!              SO_DONTROUTE SO_TIMESTAMP(NS) SO_TIMESTAMPING SO_ZEROCOPY SO_TXTIME
 //!              SO_BUSY_POLL SO_PREFER_BUSY_POLL SO_RCVMARK
 //!              SO_BUF_LOCK (always)
 //! IPPROTO_IP   IP_OPTIONS                                          (every inet socket)
 //!              IP_TTL IP_MTU_DISCOVER IP_RECVERR IP_FREEBIND IP_TRANSPARENT
-//!              IP_BIND_ADDRESS_NO_PORT IP_RECVTOS IP_PKTINFO          (IPv4 sockets)
+//!              IP_BIND_ADDRESS_NO_PORT IP_RECVTOS IP_PKTINFO IP_MINTTL (IPv4 sockets)
 //! IPPROTO_IPV6 IPV6_UNICAST_HOPS IPV6_MTU_DISCOVER IPV6_RECVERR
-//!              IPV6_HOPOPTS IPV6_RTHDR IPV6_DSTOPTS IPV6_RTHDRDSTOPTS (IPv6 sockets)
+//!              IPV6_HOPOPTS IPV6_RTHDR IPV6_DSTOPTS IPV6_RTHDRDSTOPTS
+//!              IPV6_MINHOPCOUNT IPV6_AUTOFLOWLABEL IPV6_DONTFRAG      (IPv6 sockets)
 //! IPPROTO_TCP  TCP_NOTSENT_LOWAT TCP_LINGER2 TCP_THIN_LINEAR_TIMEOUTS TCP_SYNCNT
-//!              TCP_DEFER_ACCEPT TCP_FASTOPEN TCP_SAVE_SYN TCP_TX_DELAY
+//!              TCP_DEFER_ACCEPT TCP_FASTOPEN TCP_SAVE_SYN TCP_TX_DELAY TCP_INQ
+//!              TCP_RTO_MAX_MS TCP_RTO_MIN_US TCP_DELACK_MAX_US
+//!              TCP_FASTOPEN_NO_COOKIE                                     (listeners only)
 //!              TCP_WINDOW_CLAMP (a connection's too: the kernel's own, or the application's,
 //!              always differs from a fresh socket's 0: set after TCP_REPAIR_WINDOW)
 //!              TCP_MAXSEG                                                 (listeners only)
@@ -77,6 +81,24 @@ type Entry = (i32, i32, &'static str, On, bool);
 
 /// TCP_TX_DELAY (linux 5.6, not in libc).
 const TCP_TX_DELAY: i32 = 37;
+
+/// TCP_INQ (linux 4.18): the bytes queued reported in a cmsg of each recvmsg.
+const TCP_INQ: i32 = 36;
+/// TCP_FASTOPEN_NO_COOKIE (linux 4.15): a fast open without a cookie.
+const TCP_FASTOPEN_NO_COOKIE: i32 = 34;
+/// TCP_RTO_MAX_MS (linux 6.15), TCP_RTO_MIN_US and TCP_DELACK_MAX_US (linux 6.16): the
+/// retransmission timeout's bounds and the longest delayed ACK of the socket.
+const TCP_RTO_MAX_MS: i32 = 44;
+const TCP_RTO_MIN_US: i32 = 45;
+const TCP_DELACK_MAX_US: i32 = 46;
+/// SO_MAX_PACING_RATE (linux 3.13; read as 8 bytes), SO_RESERVE_MEM (linux 5.16), SO_TXREHASH
+/// (linux 5.18).
+const SO_MAX_PACING_RATE: i32 = 47;
+const SO_RESERVE_MEM: i32 = 73;
+const SO_TXREHASH: i32 = 74;
+/// IPV6_MINHOPCOUNT (linux 4.16), IPV6_AUTOFLOWLABEL (linux 4.4).
+const IPV6_MINHOPCOUNT: i32 = 73;
+const IPV6_AUTOFLOWLABEL: i32 = 70;
 
 /// SO_BUF_LOCK (linux 5.14): the SOCK_SNDBUF_LOCK/SOCK_RCVBUF_LOCK bits.
 const SO_BUF_LOCK: i32 = 72;
@@ -345,6 +367,79 @@ const TABLE: &[Entry] = &[
         TCP_TX_DELAY,
         "TCP_TX_DELAY",
         On::All,
+        false,
+    ),
+    (libc::IPPROTO_TCP, TCP_INQ, "TCP_INQ", On::All, false),
+    (
+        libc::IPPROTO_TCP,
+        TCP_RTO_MAX_MS,
+        "TCP_RTO_MAX_MS",
+        On::All,
+        false,
+    ),
+    (
+        libc::IPPROTO_TCP,
+        TCP_RTO_MIN_US,
+        "TCP_RTO_MIN_US",
+        On::All,
+        false,
+    ),
+    (
+        libc::IPPROTO_TCP,
+        TCP_DELACK_MAX_US,
+        "TCP_DELACK_MAX_US",
+        On::All,
+        false,
+    ),
+    (
+        libc::SOL_SOCKET,
+        SO_MAX_PACING_RATE,
+        "SO_MAX_PACING_RATE",
+        On::Inet,
+        false,
+    ),
+    (
+        libc::SOL_SOCKET,
+        SO_RESERVE_MEM,
+        "SO_RESERVE_MEM",
+        On::Inet,
+        false,
+    ),
+    // TCP's only (setsockopt answers EOPNOTSUPP on other sockets).
+    (libc::SOL_SOCKET, SO_TXREHASH, "SO_TXREHASH", On::All, false),
+    (
+        libc::IPPROTO_IP,
+        libc::IP_MINTTL,
+        "IP_MINTTL",
+        On::V4,
+        false,
+    ),
+    (
+        libc::IPPROTO_IPV6,
+        IPV6_MINHOPCOUNT,
+        "IPV6_MINHOPCOUNT",
+        On::V6,
+        false,
+    ),
+    (
+        libc::IPPROTO_IPV6,
+        IPV6_AUTOFLOWLABEL,
+        "IPV6_AUTOFLOWLABEL",
+        On::V6,
+        false,
+    ),
+    (
+        libc::IPPROTO_IPV6,
+        libc::IPV6_DONTFRAG,
+        "IPV6_DONTFRAG",
+        On::V6,
+        false,
+    ),
+    (
+        libc::IPPROTO_TCP,
+        TCP_FASTOPEN_NO_COOKIE,
+        "TCP_FASTOPEN_NO_COOKIE",
+        On::Listener,
         false,
     ),
     (

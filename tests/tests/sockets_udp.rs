@@ -122,6 +122,7 @@ option_tests! {
     so_busy_poll: "inet", libc::SOL_SOCKET, libc::SO_BUSY_POLL, 50;
     so_prefer_busy_poll: "inet", libc::SOL_SOCKET, 69, 1;
     so_rcvmark: "inet", libc::SOL_SOCKET, 75, 1;
+    so_max_pacing_rate: "inet", libc::SOL_SOCKET, libc::SO_MAX_PACING_RATE, 1_000_000;
     so_incoming_cpu: "inet", libc::SOL_SOCKET, libc::SO_INCOMING_CPU, 1;
     so_zerocopy: "inet", libc::SOL_SOCKET, libc::SO_ZEROCOPY, 1;
     so_dontroute: "inet", libc::SOL_SOCKET, libc::SO_DONTROUTE, 1;

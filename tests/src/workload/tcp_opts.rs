@@ -216,9 +216,34 @@ const COMMON: &[Opt] = &[
     ),
     // Microseconds added to every segment's departure (CAP_NET_ADMIN).
     ("TCP_TX_DELAY", libc::IPPROTO_TCP, 37, Value::Int(50)),
+    // The bytes queued, in a cmsg of every recvmsg.
+    ("TCP_INQ", libc::IPPROTO_TCP, 36, Value::Int(1)),
+    // The retransmission timeout's bounds and the longest delayed ACK (linux 6.15, 6.16).
+    ("TCP_RTO_MAX_MS", libc::IPPROTO_TCP, 44, Value::Int(30_000)),
+    ("TCP_RTO_MIN_US", libc::IPPROTO_TCP, 45, Value::Int(100_000)),
+    (
+        "TCP_DELACK_MAX_US",
+        libc::IPPROTO_TCP,
+        46,
+        Value::Int(30_000),
+    ),
+    // Bytes per second (read back as 8 bytes).
+    (
+        "SO_MAX_PACING_RATE",
+        libc::SOL_SOCKET,
+        47,
+        Value::Int(1_000_000),
+    ),
+    ("SO_TXREHASH", libc::SOL_SOCKET, 74, Value::Int(0)),
 ];
 
 const V4: &[Opt] = &[
+    (
+        "IP_MINTTL",
+        libc::IPPROTO_IP,
+        libc::IP_MINTTL,
+        Value::Int(5),
+    ),
     ("IP_TOS", libc::IPPROTO_IP, libc::IP_TOS, Value::Int(0x10)),
     ("IP_TTL", libc::IPPROTO_IP, libc::IP_TTL, Value::Int(33)),
     (
@@ -277,6 +302,14 @@ const V4: &[Opt] = &[
 /// IPV6_RTHDRDSTOPTS: without a routing header the kernel counts its length in the headers
 /// without sending it, and the peer drops every segment: sockets_udp tests it).
 const V6: &[Opt] = &[
+    ("IPV6_MINHOPCOUNT", libc::IPPROTO_IPV6, 73, Value::Int(5)),
+    ("IPV6_AUTOFLOWLABEL", libc::IPPROTO_IPV6, 70, Value::Int(0)),
+    (
+        "IPV6_DONTFRAG",
+        libc::IPPROTO_IPV6,
+        libc::IPV6_DONTFRAG,
+        Value::Int(1),
+    ),
     (
         "IPV6_HOPOPTS",
         libc::IPPROTO_IPV6,
@@ -322,6 +355,12 @@ const V6: &[Opt] = &[
 ];
 
 const LISTENER: &[Opt] = &[
+    (
+        "TCP_FASTOPEN_NO_COOKIE",
+        libc::IPPROTO_TCP,
+        34,
+        Value::Int(1),
+    ),
     (
         "TCP_DEFER_ACCEPT",
         libc::IPPROTO_TCP,
