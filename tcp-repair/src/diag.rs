@@ -5,7 +5,7 @@
 use std::os::fd::BorrowedFd;
 
 use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST,
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, Nla as _, NLM_F_DUMP, NLM_F_REQUEST,
 };
 use netlink_packet_sock_diag::constants::{AF_INET, AF_INET6};
 use netlink_packet_sock_diag::inet::{
@@ -24,6 +24,25 @@ pub(crate) fn dump(
     protocol: u8,
     states: StateFlags,
     source_port: u16,
+    each: impl FnMut(&InetResponse),
+) -> std::io::Result<()> {
+    dump_with(
+        ipv6,
+        protocol,
+        states,
+        source_port,
+        ExtensionFlags::empty(),
+        each,
+    )
+}
+
+/// [`dump`], asking the attributes of `extensions` too.
+fn dump_with(
+    ipv6: bool,
+    protocol: u8,
+    states: StateFlags,
+    source_port: u16,
+    extensions: ExtensionFlags,
     mut each: impl FnMut(&InetResponse),
 ) -> std::io::Result<()> {
     let mut socket = netlink_sys::Socket::new(netlink_sys::protocols::NETLINK_SOCK_DIAG)?;
@@ -42,7 +61,7 @@ pub(crate) fn dump(
         SockDiagMessage::InetRequest(InetRequest {
             family,
             protocol,
-            extensions: ExtensionFlags::empty(),
+            extensions,
             states,
             socket_id: id,
         })
@@ -59,6 +78,33 @@ pub(crate) fn dump(
             return Ok(());
         }
     }
+}
+
+/// `INET_DIAG_MD5SIG` (linux/inet_diag.h): the TCP MD5 signature keys of a socket, listed
+/// for a CAP_NET_ADMIN caller that asks INET_DIAG_INFO.
+const INET_DIAG_MD5SIG: u16 = 18;
+
+/// The inodes of the TCP sockets of cryo's network namespace that hold TCP MD5 signature
+/// keys (setsockopt TCP_MD5SIG: no getsockopt reads them back). Two dumps (IPv4, IPv6) of
+/// every state.
+pub fn md5_keyed_sockets() -> std::io::Result<std::collections::HashSet<u64>> {
+    let mut keyed = std::collections::HashSet::new();
+    for ipv6 in [false, true] {
+        dump_with(
+            ipv6,
+            libc::IPPROTO_TCP as u8,
+            StateFlags::all(),
+            0,
+            ExtensionFlags::INFO,
+            |r| {
+                let has_keys = r.nlas.iter().any(|nla| nla.kind() == INET_DIAG_MD5SIG);
+                if has_keys {
+                    keyed.insert(u64::from(r.header.inode));
+                }
+            },
+        )?;
+    }
+    Ok(keyed)
 }
 
 /// Reads one received datagram of an inet_diag dump (no socket: bytes in, typed answer out):

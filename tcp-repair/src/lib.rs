@@ -56,6 +56,7 @@ pub mod sockopt {
     pub use crate::sys::{get_bytes, get_int, set_bytes, set_int};
 }
 
+pub use diag::md5_keyed_sockets;
 pub use error::{Operation, Result, SocketName, TcpRepairError};
 pub use inject::INJECT_MARK;
 pub use listen::{

@@ -750,3 +750,30 @@ fn a_udp_socket_with_a_multicast_datagram_waiting_is_refused_naming_pid_fd_and_t
         "the datagram still waits"
     );
 }
+
+/// A listener holding a TCP MD5 signature key (TCP_MD5SIG, as a BGP daemon sets for its
+/// peer): no getsockopt reads keys back, so the dump refuses it, naming pid, fd and the keys
+/// (it came back without them: its peers' signed segments dropped).
+#[test]
+fn a_tcp_listener_with_md5_signature_keys_is_refused_naming_pid_fd_and_the_keys() {
+    cryo_bin();
+    let w = Workload::spawn("socks", &[]);
+    let fd = w.cmd("socket inet stream 6");
+    // struct tcp_md5sig: the peer's sockaddr_storage (128 bytes), flags, prefix length, key
+    // length (u16), ifindex (i32), the key (80 bytes).
+    let mut md5 = vec![0u8; 216];
+    md5[0..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
+    md5[4..8].copy_from_slice(&[127, 0, 0, 1]);
+    md5[130..132].copy_from_slice(&4u16.to_ne_bytes());
+    md5[136..140].copy_from_slice(b"abcd");
+    let hex: String = md5.iter().map(|b| format!("{b:02x}")).collect();
+    let set = format!(
+        "setopt-raw {fd} {} {} {hex}",
+        libc::IPPROTO_TCP,
+        libc::TCP_MD5SIG
+    );
+    assert_eq!(w.cmd(&set), "ok");
+    assert_eq!(w.cmd(&format!("bind-inet {fd} 127.0.0.1:0")), "ok");
+    assert_eq!(w.cmd(&format!("listen {fd}")), "ok");
+    w.assert_dump_refused(&fd, "TCP MD5 signature keys (TCP_MD5SIG)");
+}

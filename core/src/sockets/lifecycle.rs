@@ -82,6 +82,7 @@ impl DumpSockets {
             .filter(|f| f.reuse_addr)
             .map(|f| f.ino)
             .collect();
+        super::tcp::refuse_md5_keys(&identified)?;
         before_repair(&reusing);
         let mut out = DumpSockets::default();
         out.lock(opts, &identified)?;

@@ -370,3 +370,47 @@ fn parse_proc_addr(text: &str, v6: bool) -> Option<SocketAddr> {
     };
     Some(SocketAddr::new(ip, port))
 }
+
+/// Refuses a TCP socket holding MD5 signature keys (TCP_MD5SIG, RFC 2385: BGP sessions): no
+/// getsockopt gives them back, so its restored copy would sign nothing and its peer drop
+/// every segment. inet_diag lists them: asked once per dump holding a TCP socket.
+pub(super) fn refuse_md5_keys(identified: &[super::Identified]) -> Result<(), SocketError> {
+    let mut tcp = identified.iter().flat_map(|task| {
+        task.found
+            .iter()
+            .filter(|f| {
+                matches!(
+                    f.kind,
+                    Found::Connection(..)
+                        | Found::Listener
+                        | Found::TcpUnconnected
+                        | Found::Connecting(..)
+                )
+            })
+            .map(move |f| (task.pid, f))
+    });
+    let Some((pid, first)) = tcp.next() else {
+        return Ok(());
+    };
+    let keyed = repair::md5_keyed_sockets().map_err(|source| SocketError::Sys {
+        pid,
+        fd: first.fd,
+        step: "inet_diag dump (TCP MD5 signature keys)",
+        source,
+    })?;
+    match std::iter::once((pid, first))
+        .chain(tcp)
+        .find(|(_, f)| keyed.contains(&f.ino))
+    {
+        Some((pid, f)) => Err(SocketError::FamilyRefused {
+            pid,
+            fd: f.fd,
+            family: "TCP",
+            ino: f.ino,
+            what: "holds TCP MD5 signature keys (TCP_MD5SIG), which cannot be read back: not \
+                   restored"
+                .into(),
+        }),
+        None => Ok(()),
+    }
+}
