@@ -3,6 +3,9 @@
 //! host mounts); a process in a cgroup namespace of its own comes back in one with the same
 //! root; a thread in another cgroup than its process is refused at dump, naming pid and
 //! thread (on a v1 hierarchy, where a thread can be moved alone).
+//! A cgroup below cryo's made again comes back with its limits (read by the process from its
+//! own cgroup's files); a limit the restoring host refuses fails the restore naming the cgroup
+//! and the file, leaving no cgroup behind.
 //!
 //! Needs the engine: `cryo` must be built (`cargo build -p cryo`).
 
@@ -324,7 +327,9 @@ fn a_cgroup_made_again_comes_back_with_its_limits() {
     let settings: Vec<&str> = settings.iter().map(String::as_str).collect();
     let mut w = Workload::spawn("attrs", &settings);
     let check = |w: &Workload, when: &str| {
-        for (i, (name, file, value)) in &set {
+        // The process's own cgroup first: what it observes.
+        let (own, parents): (Vec<_>, Vec<_>) = set.iter().partition(|(i, _)| *i >= n);
+        for (i, (name, file, value)) in own.into_iter().chain(parents) {
             if *i >= n {
                 assert_eq!(
                     w.cmd(&format!("get cgfile:{name}:{file}")),
@@ -369,7 +374,10 @@ fn a_limit_the_restoring_host_refuses_fails_the_restore_naming_cgroup_and_file()
     let (parent, child) = (made.0[0].clone(), made.0[1].clone());
     std::fs::write(child.join("cpu.cfs_quota_us"), "50000").unwrap();
     let mut w = Workload::spawn("attrs", &[&format!("cgroup={}", child.display())]);
-    assert_eq!(w.cmd(&format!("get cgfile:{name}:cpu.cfs_quota_us")), "50000");
+    assert_eq!(
+        w.cmd(&format!("get cgfile:{name}:cpu.cfs_quota_us")),
+        "50000"
+    );
     let img = w.path("img");
     w.dump_ok(&img);
     // Both gone; the parent is there again (the restore keeps it), with a tighter quota than
@@ -384,10 +392,16 @@ fn a_limit_the_restoring_host_refuses_fails_the_restore_naming_cgroup_and_file()
         child.display()
     );
     assert!(out.stderr.contains(&expected), "{expected}\n{}", out.stderr);
-    assert!(!child.exists(), "the cgroup made for the restore is left behind");
+    assert!(
+        !child.exists(),
+        "the cgroup made for the restore is left behind"
+    );
     assert!(!cryo_tests::pid_exists(w.pid()), "a process was restored");
     // The image is kept: with the parent's quota lifted it restores.
     std::fs::write(parent.join("cpu.cfs_quota_us"), "-1").unwrap();
     w.restore_background(&img);
-    assert_eq!(w.cmd(&format!("get cgfile:{name}:cpu.cfs_quota_us")), "50000");
+    assert_eq!(
+        w.cmd(&format!("get cgfile:{name}:cpu.cfs_quota_us")),
+        "50000"
+    );
 }

@@ -55,29 +55,93 @@ const TABLE: &[Setting] = &[
     // cgroup v2 core
     s("cgroup.type", How::Type, "domain or threaded"),
     s("cgroup.freeze", How::Frozen, "1: the cgroup is frozen"),
-    s("cgroup.subtree_control", How::Controllers, "controllers enabled for the children"),
+    s(
+        "cgroup.subtree_control",
+        How::Controllers,
+        "controllers enabled for the children",
+    ),
     s("cgroup.max.depth", How::Whole, "deepest descendant allowed"),
-    s("cgroup.max.descendants", How::Whole, "number of descendants allowed"),
+    s(
+        "cgroup.max.descendants",
+        How::Whole,
+        "number of descendants allowed",
+    ),
     // cpuset (v2 and v1): cpus and mems before a partition or exclusivity
     s("cpuset.cpus", How::Whole, "CPUs the tasks may run on"),
     s("cpuset.mems", How::Whole, "memory nodes the tasks may use"),
-    s("cpuset.cpus.exclusive", How::Whole, "v2: CPUs for an exclusive partition"),
-    s("cpuset.cpus.partition", How::Whole, "v2: member, root or isolated"),
-    s("cpuset.cpu_exclusive", How::Whole, "v1: CPUs not shared with siblings"),
-    s("cpuset.mem_exclusive", How::Whole, "v1: nodes not shared with siblings"),
-    s("cpuset.mem_hardwall", How::Whole, "v1: kernel allocations kept to the nodes"),
-    s("cpuset.memory_migrate", How::Whole, "v1: pages follow a change of mems"),
-    s("cpuset.memory_spread_page", How::Whole, "v1: page cache spread over the nodes"),
-    s("cpuset.memory_spread_slab", How::Whole, "v1: slab caches spread over the nodes"),
-    s("cpuset.sched_load_balance", How::Whole, "v1: load balancing within the CPUs"),
-    s("cpuset.sched_relax_domain_level", How::Whole, "v1: search range when balancing"),
+    s(
+        "cpuset.cpus.exclusive",
+        How::Whole,
+        "v2: CPUs for an exclusive partition",
+    ),
+    s(
+        "cpuset.cpus.partition",
+        How::Whole,
+        "v2: member, root or isolated",
+    ),
+    s(
+        "cpuset.cpu_exclusive",
+        How::Whole,
+        "v1: CPUs not shared with siblings",
+    ),
+    s(
+        "cpuset.mem_exclusive",
+        How::Whole,
+        "v1: nodes not shared with siblings",
+    ),
+    s(
+        "cpuset.mem_hardwall",
+        How::Whole,
+        "v1: kernel allocations kept to the nodes",
+    ),
+    s(
+        "cpuset.memory_migrate",
+        How::Whole,
+        "v1: pages follow a change of mems",
+    ),
+    s(
+        "cpuset.memory_spread_page",
+        How::Whole,
+        "v1: page cache spread over the nodes",
+    ),
+    s(
+        "cpuset.memory_spread_slab",
+        How::Whole,
+        "v1: slab caches spread over the nodes",
+    ),
+    s(
+        "cpuset.sched_load_balance",
+        How::Whole,
+        "v1: load balancing within the CPUs",
+    ),
+    s(
+        "cpuset.sched_relax_domain_level",
+        How::Whole,
+        "v1: search range when balancing",
+    ),
     // cpu v2
-    s("cpu.weight", How::Whole, "v2: CPU share (cpu.weight.nice follows from it)"),
+    s(
+        "cpu.weight",
+        How::Whole,
+        "v2: CPU share (cpu.weight.nice follows from it)",
+    ),
     s("cpu.max", How::Whole, "v2: CFS quota and period"),
     s("cpu.max.burst", How::Whole, "v2: CFS burst"),
-    s("cpu.idle", How::Whole, "SCHED_IDLE for the group (v2 and v1)"),
-    s("cpu.uclamp.min", How::Whole, "utilization clamp, low (v2 and v1)"),
-    s("cpu.uclamp.max", How::Whole, "utilization clamp, high (v2 and v1)"),
+    s(
+        "cpu.idle",
+        How::Whole,
+        "SCHED_IDLE for the group (v2 and v1)",
+    ),
+    s(
+        "cpu.uclamp.min",
+        How::Whole,
+        "utilization clamp, low (v2 and v1)",
+    ),
+    s(
+        "cpu.uclamp.max",
+        How::Whole,
+        "utilization clamp, high (v2 and v1)",
+    ),
     // cpu v1: periods before quotas and runtimes
     s("cpu.shares", How::Whole, "v1: CPU share"),
     s("cpu.cfs_period_us", How::Whole, "v1: CFS period"),
@@ -93,43 +157,123 @@ const TABLE: &[Setting] = &[
     s("memory.swap.high", How::Whole, "v2: swap throttling limit"),
     s("memory.swap.max", How::Whole, "v2: swap limit"),
     s("memory.zswap.max", How::Whole, "v2: zswap limit"),
-    s("memory.zswap.writeback", How::Whole, "v2: zswap writeback allowed"),
-    s("memory.oom.group", How::Whole, "v2: OOM kills the whole group"),
+    s(
+        "memory.zswap.writeback",
+        How::Whole,
+        "v2: zswap writeback allowed",
+    ),
+    s(
+        "memory.oom.group",
+        How::Whole,
+        "v2: OOM kills the whole group",
+    ),
     // memory v1: the limit before memory+swap
     s("memory.limit_in_bytes", How::Whole, "v1: hard limit"),
-    s("memory.memsw.limit_in_bytes", How::Whole, "v1: memory+swap limit"),
+    s(
+        "memory.memsw.limit_in_bytes",
+        How::Whole,
+        "v1: memory+swap limit",
+    ),
     s("memory.soft_limit_in_bytes", How::Whole, "v1: soft limit"),
     s("memory.swappiness", How::Whole, "v1: swappiness"),
-    s("memory.oom_control", How::OomKillDisable, "v1: OOM killer disabled"),
-    s("memory.move_charge_at_immigrate", How::Whole, "v1: charges move with a task"),
+    s(
+        "memory.oom_control",
+        How::OomKillDisable,
+        "v1: OOM killer disabled",
+    ),
+    s(
+        "memory.move_charge_at_immigrate",
+        How::Whole,
+        "v1: charges move with a task",
+    ),
     // pids (v2 and v1)
     s("pids.max", How::Whole, "number of tasks allowed"),
     // io v2: one device a line
-    s("io.weight", How::Lines, "v2: default and per-device weights"),
-    s("io.bfq.weight", How::Lines, "v2: BFQ default and per-device weights"),
-    s("io.max", How::Lines, "v2: per-device bandwidth and IOPS limits"),
+    s(
+        "io.weight",
+        How::Lines,
+        "v2: default and per-device weights",
+    ),
+    s(
+        "io.bfq.weight",
+        How::Lines,
+        "v2: BFQ default and per-device weights",
+    ),
+    s(
+        "io.max",
+        How::Lines,
+        "v2: per-device bandwidth and IOPS limits",
+    ),
     s("io.latency", How::Lines, "v2: per-device latency targets"),
     s("io.prio.class", How::Whole, "v2: I/O priority class policy"),
     // blkio v1
     s("blkio.weight", How::Whole, "v1: weight"),
     s("blkio.weight_device", How::Lines, "v1: per-device weights"),
     s("blkio.bfq.weight", How::Whole, "v1: BFQ weight"),
-    s("blkio.throttle.read_bps_device", How::Lines, "v1: read bandwidth limits"),
-    s("blkio.throttle.write_bps_device", How::Lines, "v1: write bandwidth limits"),
-    s("blkio.throttle.read_iops_device", How::Lines, "v1: read IOPS limits"),
-    s("blkio.throttle.write_iops_device", How::Lines, "v1: write IOPS limits"),
+    s(
+        "blkio.throttle.read_bps_device",
+        How::Lines,
+        "v1: read bandwidth limits",
+    ),
+    s(
+        "blkio.throttle.write_bps_device",
+        How::Lines,
+        "v1: write bandwidth limits",
+    ),
+    s(
+        "blkio.throttle.read_iops_device",
+        How::Lines,
+        "v1: read IOPS limits",
+    ),
+    s(
+        "blkio.throttle.write_iops_device",
+        How::Lines,
+        "v1: write IOPS limits",
+    ),
     // hugetlb (v2 .max, v1 .limit_in_bytes), per page size
     s("hugetlb.*.max", How::Whole, "v2: huge page limit"),
-    s("hugetlb.*.rsvd.max", How::Whole, "v2: huge page reservation limit"),
-    s("hugetlb.*.limit_in_bytes", How::Whole, "v1: huge page limit"),
-    s("hugetlb.*.rsvd.limit_in_bytes", How::Whole, "v1: huge page reservation limit"),
+    s(
+        "hugetlb.*.rsvd.max",
+        How::Whole,
+        "v2: huge page reservation limit",
+    ),
+    s(
+        "hugetlb.*.limit_in_bytes",
+        How::Whole,
+        "v1: huge page limit",
+    ),
+    s(
+        "hugetlb.*.rsvd.limit_in_bytes",
+        How::Whole,
+        "v1: huge page reservation limit",
+    ),
     // others
-    s("rdma.max", How::Lines, "per-device RDMA handle and object limits"),
+    s(
+        "rdma.max",
+        How::Lines,
+        "per-device RDMA handle and object limits",
+    ),
     s("misc.max", How::Lines, "per-resource limits (sev, tdx...)"),
-    s("net_cls.classid", How::Whole, "v1: traffic class id of the sockets"),
-    s("net_prio.ifpriomap", How::Lines, "v1: per-interface priority"),
-    s("devices.list", How::Devices, "v1: devices the tasks may use"),
-    s("freezer.state", How::Frozen, "v1: FROZEN: the cgroup is frozen"),
+    s(
+        "net_cls.classid",
+        How::Whole,
+        "v1: traffic class id of the sockets",
+    ),
+    s(
+        "net_prio.ifpriomap",
+        How::Lines,
+        "v1: per-interface priority",
+    ),
+    s(
+        "devices.list",
+        How::Devices,
+        "v1: devices the tasks may use",
+    ),
+    s(
+        "freezer.state",
+        How::Frozen,
+        "v1: FROZEN: the cgroup is frozen",
+    ),
 ];
 
 /// Why a cgroup's settings could not be read or written again.

@@ -1,7 +1,8 @@
 //! Cgroup membership: where a process is in each hierarchy, kept at dump relative to the
 //! dumping cryo's own cgroup when below it (the restore puts it below the restoring cryo's,
 //! as a container manager would) and from the hierarchy's root otherwise; the restored
-//! process joins it, made again if gone, before it forks its children. A cgroup namespace is
+//! process joins it, made again if gone (below cryo's with its dumped settings:
+//! [`crate::task::cgroup_settings`]), before it forks its children. A cgroup namespace is
 //! kept as its root cgroups: the topmost process in it joins them, unshares, then joins its
 //! own.
 
@@ -238,17 +239,20 @@ fn memberships(
             // make any of them again.
             let mut at = String::new();
             for part in relative.split('/').filter(|p| !p.is_empty()) {
-                at = if at.is_empty() { part.to_owned() } else { format!("{at}/{part}") };
+                at = if at.is_empty() {
+                    part.to_owned()
+                } else {
+                    format!("{at}/{part}")
+                };
                 let full = format!("{}/{at}", mine.trim_end_matches('/'));
                 let Some(dir) = directory(mountinfo, &hierarchy, &full) else {
                     continue;
                 };
-                let read = cgroup_settings::read(&dir, &at).map_err(|error| {
-                    CgroupError::Settings {
+                let read =
+                    cgroup_settings::read(&dir, &at).map_err(|error| CgroupError::Settings {
                         pid: pid.as_raw(),
                         error,
-                    }
-                })?;
+                    })?;
                 settings.push(read);
             }
         }
@@ -450,7 +454,11 @@ impl Maker<'_> {
         };
         let mut at = String::new();
         for part in relative.split('/').filter(|p| !p.is_empty()) {
-            at = if at.is_empty() { part.to_owned() } else { format!("{at}/{part}") };
+            at = if at.is_empty() {
+                part.to_owned()
+            } else {
+                format!("{at}/{part}")
+            };
             let full = format!("{}/{at}", mine.trim_end_matches('/'));
             let Some(step) = directory(self.mountinfo, hierarchy, &full) else {
                 continue;
@@ -458,7 +466,10 @@ impl Maker<'_> {
             if !self.seen.insert(step.clone()) {
                 continue;
             }
-            let settings = self.settings.get(&(hierarchy.to_owned(), at.clone())).copied();
+            let settings = self
+                .settings
+                .get(&(hierarchy.to_owned(), at.clone()))
+                .copied();
             if step.is_dir() {
                 // Kept as it is: the restoring host (or its container manager) owns it.
                 for (file, dumped, now) in settings

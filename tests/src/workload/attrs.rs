@@ -702,7 +702,10 @@ fn observe(key: &str) -> Result<String, String> {
                 let (fstype, options) = (fields[sep + 1], fields[sep + 3]);
                 let fits = match hierarchy {
                     "" => fstype == "cgroup2",
-                    h => fstype == "cgroup" && h.split(',').all(|c| options.split(',').any(|o| o == c)),
+                    h => {
+                        fstype == "cgroup"
+                            && h.split(',').all(|c| options.split(',').any(|o| o == c))
+                    }
                 };
                 (fits && fields[3] == "/").then(|| fields[4].to_owned())
             })
