@@ -265,7 +265,8 @@ fn own_cgroup(controller: &str) -> Option<(String, PathBuf)> {
 type Setting = (String, &'static str, &'static str);
 
 /// The limits set on the test's cgroups where this host has the file: memory, pids and cpu
-/// (v2 names in the unified hierarchy, v1 ones in v1 hierarchies), cgroup.max.descendants.
+/// (v2 names in the unified hierarchy, v1 ones in v1 hierarchies), cgroup.max.descendants, a
+/// v1 cpuset's CPUs and memory nodes.
 const WANTED: &[(&str, &str, &str)] = &[
     ("memory", "memory.max", "104857600"),
     ("memory", "memory.limit_in_bytes", "104857600"),
@@ -275,6 +276,9 @@ const WANTED: &[(&str, &str, &str)] = &[
     ("cpu", "cpu.cfs_quota_us", "50000"),
     ("cpu", "cpu.shares", "512"),
     ("", "cgroup.max.descendants", "7"),
+    // v1: a cpuset made again has no CPUs (nothing could join it) unless they are written.
+    ("cpuset", "cpuset.cpus", "0"),
+    ("cpuset", "cpuset.mems", "0"),
 ];
 
 #[test]
@@ -282,7 +286,7 @@ fn a_cgroup_made_again_comes_back_with_its_limits() {
     cryo_bin();
     // Each hierarchy once: the unified one, then the v1 ones of the wanted controllers.
     let mut places: Vec<(String, PathBuf)> = Vec::new();
-    for c in ["", "memory", "pids", "cpu"] {
+    for c in ["", "memory", "pids", "cpu", "cpuset"] {
         if let Some(p) = own_cgroup(c) {
             if !places.iter().any(|(n, _)| *n == p.0) {
                 places.push(p);
@@ -309,8 +313,14 @@ fn a_cgroup_made_again_comes_back_with_its_limits() {
                 .unwrap_or_else(|e| panic!("{}/{file} = {value}: {e}", made.0[i].display()));
             set.push((i, (name.clone(), file, value)));
             // The child: its own pids limit, and cgroup.max.descendants of the parent keeps it.
-            if file == "pids.max" || file == "memory.limit_in_bytes" || file == "memory.max" {
-                let value = if file == "pids.max" { "33" } else { "52428800" };
+            let child = match file {
+                "pids.max" => Some("33"),
+                "memory.limit_in_bytes" | "memory.max" => Some("52428800"),
+                // v1: a child's cpuset is empty until written.
+                "cpuset.cpus" | "cpuset.mems" => Some(value),
+                _ => None,
+            };
+            if let Some(value) = child {
                 std::fs::write(made.0[n + i].join(file), value).unwrap();
                 set.push((n + i, (name.clone(), file, value)));
             }
