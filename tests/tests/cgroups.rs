@@ -415,3 +415,43 @@ fn a_limit_the_restoring_host_refuses_fails_the_restore_naming_cgroup_and_file()
         "50000"
     );
 }
+
+#[test]
+fn a_cgroup_outside_cryos_made_again_comes_back_with_its_limits() {
+    cryo_bin();
+    // A hierarchy where cryo (the test's cgroup) is not at the root: a cgroup at the root is
+    // outside cryo's, kept by its path from the root.
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let found = [
+        ("memory", "memory.limit_in_bytes", "104857600"),
+        ("pids", "pids.max", "55"),
+    ]
+    .into_iter()
+    .find_map(|(c, file, value)| {
+        let (name, own) = own_cgroup(c)?;
+        let mount = text.lines().find_map(|l| {
+            let point = l.split(' ').nth(4)?;
+            (own.starts_with(point) && l.contains(" - cgroup ") && l.contains(c))
+                .then(|| PathBuf::from(point))
+        })?;
+        (own != mount).then_some((name, mount, file, value))
+    });
+    let Some((name, mount, file, value)) = found else {
+        eprintln!("cryo is at the root of the memory and pids hierarchies here; nothing to test");
+        return;
+    };
+    let made = Made::new(&[&mount], "outside");
+    std::fs::write(made.0[0].join(file), value).unwrap();
+    let mut w = Workload::spawn("attrs", &[&format!("cgroup={}", made.0[0].display())]);
+    assert_eq!(w.cmd(&format!("get cgfile:{name}:{file}")), value);
+    let img = w.path("img");
+    w.dump_ok(&img);
+    assert!(made.remove(), "the cgroup could not be removed");
+    w.restore_background(&img);
+    assert_eq!(w.cmd(&format!("get cgroup:{name}")), made.path(0));
+    assert_eq!(
+        w.cmd(&format!("get cgfile:{name}:{file}")),
+        value,
+        "after restore: its own cgroup's {file}"
+    );
+}

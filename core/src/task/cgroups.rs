@@ -233,28 +233,31 @@ fn memberships(
             });
         }
         let relative = mine.and_then(|m| below(&path, m));
+        // Each cgroup from the first below cryo's (or the hierarchy's root) down to this one:
+        // a restore may have to make any of them again. Kept by their path below cryo's, or
+        // from the root with a leading '/'.
+        let (base, steps, lead) = match (mine, relative) {
+            (Some(mine), Some(relative)) => (mine.trim_end_matches('/'), relative, ""),
+            _ => ("", path.as_str(), "/"),
+        };
         let mut settings = Vec::new();
-        if let (Some(mine), Some(relative)) = (mine, relative) {
-            // Each cgroup from the first below cryo's down to this one: a restore may have to
-            // make any of them again.
-            let mut at = String::new();
-            for part in relative.split('/').filter(|p| !p.is_empty()) {
-                at = if at.is_empty() {
-                    part.to_owned()
-                } else {
-                    format!("{at}/{part}")
-                };
-                let full = format!("{}/{at}", mine.trim_end_matches('/'));
-                let Some(dir) = directory(mountinfo, &hierarchy, &full) else {
-                    continue;
-                };
-                let read =
-                    cgroup_settings::read(&dir, &at).map_err(|error| CgroupError::Settings {
-                        pid: pid.as_raw(),
-                        error,
-                    })?;
-                settings.push(read);
-            }
+        let mut at = String::new();
+        for part in steps.split('/').filter(|p| !p.is_empty()) {
+            at = if at.is_empty() {
+                part.to_owned()
+            } else {
+                format!("{at}/{part}")
+            };
+            let Some(dir) = directory(mountinfo, &hierarchy, &format!("{base}/{at}")) else {
+                continue;
+            };
+            let read = cgroup_settings::read(&dir, &format!("{lead}{at}")).map_err(|error| {
+                CgroupError::Settings {
+                    pid: pid.as_raw(),
+                    error,
+                }
+            })?;
+            settings.push(read);
         }
         out.push(CgroupMembership {
             controllers: hierarchy.clone(),
@@ -325,9 +328,9 @@ pub struct Placement {
 
 /// Where each process (in `tasks` order: pid, parent pid, core) goes: into its cgroups where
 /// they differ from the ones it is forked in (its parent's, cryo's for a root), through the
-/// roots of its cgroup namespace when it makes one. Missing cgroups are made again here, below
-/// cryo's with their dumped settings (a warning when an existing one reads otherwise: it is
-/// the restoring host's, kept); on failure the ones made are removed again.
+/// roots of its cgroup namespace when it makes one. Missing cgroups are made again here, with
+/// their dumped settings (a warning when an existing one reads otherwise: it is the restoring
+/// host's, kept); on failure the ones made are removed again.
 pub fn plan(tasks: &[(i32, i32, &TaskCore)]) -> Result<Vec<Placement>, CgroupError> {
     let (ours, mountinfo) = cryos_view()?;
     let mut maker = Maker {
@@ -339,7 +342,7 @@ pub fn plan(tasks: &[(i32, i32, &TaskCore)]) -> Result<Vec<Placement>, CgroupErr
     };
     for &(_, _, core) in tasks {
         let roots = core.cgroupns.iter().flat_map(|ns| &ns.roots);
-        for m in core.cgroups.iter().chain(roots).filter(|m| m.below_cryo) {
+        for m in core.cgroups.iter().chain(roots) {
             for set in &m.settings {
                 maker
                     .settings
@@ -424,7 +427,7 @@ struct Maker<'a> {
     mountinfo: &'a str,
     /// cryo's cgroups (hierarchy to path).
     ours: &'a HashMap<String, String>,
-    /// The dumped settings by hierarchy and path below cryo's.
+    /// The dumped settings by hierarchy and path (below cryo's, or from the root with a '/').
     settings: HashMap<(String, String), &'a CgroupSettings>,
     /// The cgroups made, parents first.
     made: Vec<PathBuf>,
@@ -434,8 +437,8 @@ struct Maker<'a> {
 
 impl Maker<'_> {
     /// The cgroup.procs file of cgroup `path` of `hierarchy` among cryo's mounts, the cgroup
-    /// made again when gone (for process `pid`): below cryo's, each missing one from cryo's
-    /// down is made and given its dumped settings before anything joins it.
+    /// made again when gone (for process `pid`): each missing one from cryo's (or the
+    /// hierarchy's root) down is made and given its dumped settings before anything joins it.
     fn procs(&mut self, hierarchy: &str, path: &str, pid: i32) -> Result<PathBuf, CgroupError> {
         let make_err = |dir: PathBuf| move |errno| CgroupError::Make { pid, dir, errno };
         let Some(dir) = directory(self.mountinfo, hierarchy, path) else {
@@ -444,32 +447,27 @@ impl Maker<'_> {
             )));
         };
         let mine = self.ours.get(hierarchy).map(String::as_str).unwrap_or("/");
-        let relative = below(path, mine).filter(|r| !r.is_empty());
-        let Some(relative) = relative else {
-            if !dir.is_dir() {
-                warn!(pid, dir = %dir.display(), "cgroup gone: made again, with default limits");
-                std::fs::create_dir_all(&dir).map_err(make_err(dir.clone()))?;
-            }
-            return Ok(dir.join("cgroup.procs"));
+        // Below cryo's: by the path below it; elsewhere from the hierarchy's root ('/' first).
+        let (base, steps, lead) = match below(path, mine) {
+            Some("") => return Ok(dir.join("cgroup.procs")),
+            Some(relative) => (mine.trim_end_matches('/'), relative, ""),
+            None => ("", path, "/"),
         };
         let mut at = String::new();
-        for part in relative.split('/').filter(|p| !p.is_empty()) {
+        for part in steps.split('/').filter(|p| !p.is_empty()) {
             at = if at.is_empty() {
                 part.to_owned()
             } else {
                 format!("{at}/{part}")
             };
-            let full = format!("{}/{at}", mine.trim_end_matches('/'));
-            let Some(step) = directory(self.mountinfo, hierarchy, &full) else {
+            let Some(step) = directory(self.mountinfo, hierarchy, &format!("{base}/{at}")) else {
                 continue;
             };
             if !self.seen.insert(step.clone()) {
                 continue;
             }
-            let settings = self
-                .settings
-                .get(&(hierarchy.to_owned(), at.clone()))
-                .copied();
+            let key = (hierarchy.to_owned(), format!("{lead}{at}"));
+            let settings = self.settings.get(&key).copied();
             if step.is_dir() {
                 // Kept as it is: the restoring host (or its container manager) owns it.
                 for (file, dumped, now) in settings
