@@ -147,6 +147,8 @@ every_message!(
     TimeNamespace,
     CgroupMembership,
     CgroupNamespace,
+    CgroupSettings,
+    CgroupFile,
     IpcNamespace,
     IpcSysctl,
     Inventory,

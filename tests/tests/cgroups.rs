@@ -3,6 +3,9 @@
 //! host mounts); a process in a cgroup namespace of its own comes back in one with the same
 //! root; a thread in another cgroup than its process is refused at dump, naming pid and
 //! thread (on a v1 hierarchy, where a thread can be moved alone).
+//! A cgroup below cryo's made again comes back with its limits (read by the process from its
+//! own cgroup's files); a limit the restoring host refuses fails the restore naming the cgroup
+//! and the file, leaving no cgroup behind.
 //!
 //! Needs the engine: `cryo` must be built (`cargo build -p cryo`).
 
@@ -218,4 +221,237 @@ fn a_process_in_a_cgroup_namespace_comes_back_in_one_with_the_same_root() {
     w.dump_ok(&img);
     w.restore_background(&img);
     check(&w, "after restore");
+}
+
+/// The hierarchy of `controller` ("" for the unified one) as /proc/PID/cgroup names it, with
+/// its mount and the test's own cgroup in it (cryo runs there: what the restore may make
+/// again lies below it).
+fn own_cgroup(controller: &str) -> Option<(String, PathBuf)> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let Some(sep) = fields.iter().position(|&f| f == "-") else {
+            continue;
+        };
+        let (root, point) = (fields[3], fields[4]);
+        let (fstype, options) = (fields[sep + 1], fields[sep + 3]);
+        let fits = match controller {
+            "" => fstype == "cgroup2",
+            c => fstype == "cgroup" && options.split(',').any(|o| o == c),
+        };
+        if !fits || root != "/" {
+            continue;
+        }
+        let name = match controller {
+            "" => String::new(),
+            c => options
+                .split(',')
+                .filter(|o| !matches!(*o, "rw" | "ro" | "relatime" | "noexec" | "nosuid" | "nodev"))
+                .filter(|o| o.starts_with(c) || !o.contains('='))
+                .collect::<Vec<_>>()
+                .join(","),
+        };
+        let path = own.lines().find_map(|l| {
+            let mut parts = l.splitn(3, ':').skip(1);
+            (parts.next() == Some(name.as_str())).then(|| parts.next().unwrap_or("").to_string())
+        })?;
+        return Some((name, Path::new(point).join(path.trim_start_matches('/'))));
+    }
+    None
+}
+
+/// One setting the tests give a cgroup: hierarchy name, file, value.
+type Setting = (String, &'static str, &'static str);
+
+/// The limits set on the test's cgroups where this host has the file: memory, pids and cpu
+/// (v2 names in the unified hierarchy, v1 ones in v1 hierarchies), cgroup.max.descendants, a
+/// v1 cpuset's CPUs and memory nodes.
+const WANTED: &[(&str, &str, &str)] = &[
+    ("memory", "memory.max", "104857600"),
+    ("memory", "memory.limit_in_bytes", "104857600"),
+    ("pids", "pids.max", "77"),
+    ("cpu", "cpu.max", "50000 100000"),
+    ("cpu", "cpu.weight", "50"),
+    ("cpu", "cpu.cfs_quota_us", "50000"),
+    ("cpu", "cpu.shares", "512"),
+    ("", "cgroup.max.descendants", "7"),
+    // v1: a cpuset made again has no CPUs (nothing could join it) unless they are written.
+    ("cpuset", "cpuset.cpus", "0"),
+    ("cpuset", "cpuset.mems", "0"),
+];
+
+#[test]
+fn a_cgroup_made_again_comes_back_with_its_limits() {
+    cryo_bin();
+    // Each hierarchy once: the unified one, then the v1 ones of the wanted controllers.
+    let mut places: Vec<(String, PathBuf)> = Vec::new();
+    for c in ["", "memory", "pids", "cpu", "cpuset"] {
+        if let Some(p) = own_cgroup(c) {
+            if !places.iter().any(|(n, _)| *n == p.0) {
+                places.push(p);
+            }
+        }
+    }
+    let mounts: Vec<&Path> = places.iter().map(|(_, d)| d.as_path()).collect();
+    let mut made = Made::new(&mounts, "limits");
+    made.below("sub");
+    let n = places.len();
+    // The limits: on the parent (made.0[i]) and a tighter pids.max and memory on the child.
+    let mut set: Vec<(usize, Setting)> = Vec::new();
+    for (i, (name, _)) in places.iter().enumerate() {
+        for &(c, file, value) in WANTED {
+            let here = if c.is_empty() {
+                name.is_empty()
+            } else {
+                name.is_empty() || name.split(',').any(|o| o == c)
+            };
+            if !here || !made.0[i].join(file).exists() {
+                continue;
+            }
+            std::fs::write(made.0[i].join(file), value)
+                .unwrap_or_else(|e| panic!("{}/{file} = {value}: {e}", made.0[i].display()));
+            set.push((i, (name.clone(), file, value)));
+            // The child: its own pids limit, and cgroup.max.descendants of the parent keeps it.
+            let child = match file {
+                "pids.max" => Some("33"),
+                "memory.limit_in_bytes" | "memory.max" => Some("52428800"),
+                // v1: a child's cpuset is empty until written.
+                "cpuset.cpus" | "cpuset.mems" => Some(value),
+                _ => None,
+            };
+            if let Some(value) = child {
+                std::fs::write(made.0[n + i].join(file), value).unwrap();
+                set.push((n + i, (name.clone(), file, value)));
+            }
+        }
+    }
+    assert!(
+        set.iter().any(|(_, (_, f, _))| *f == "pids.max"),
+        "no pids limit here: {set:?}"
+    );
+    let settings: Vec<String> = made.0[n..]
+        .iter()
+        .map(|d| format!("cgroup={}", d.display()))
+        .collect();
+    let settings: Vec<&str> = settings.iter().map(String::as_str).collect();
+    let mut w = Workload::spawn("attrs", &settings);
+    let check = |w: &Workload, when: &str| {
+        // The process's own cgroup first: what it observes.
+        let (own, parents): (Vec<_>, Vec<_>) = set.iter().partition(|(i, _)| *i >= n);
+        for (i, (name, file, value)) in own.into_iter().chain(parents) {
+            if *i >= n {
+                assert_eq!(
+                    w.cmd(&format!("get cgfile:{name}:{file}")),
+                    *value,
+                    "{when}: its own cgroup's {file} (hierarchy {name:?})"
+                );
+            } else {
+                let read = std::fs::read_to_string(made.0[*i].join(file)).unwrap();
+                assert_eq!(read.trim_end(), *value, "{when}: the parent's {file}");
+            }
+        }
+    };
+    check(&w, "at start");
+    let img = w.path("img");
+    w.dump_ok(&img);
+    assert!(made.remove(), "the cgroups could not be removed");
+    w.restore_background(&img);
+    check(&w, "after restore");
+    for (i, (name, _)) in places.iter().enumerate() {
+        let path = w.cmd(&format!("get cgroup:{name}"));
+        assert!(
+            path.ends_with(&format!("{}/sub", made.path(i))),
+            "hierarchy {name:?}: in {path}"
+        );
+    }
+}
+
+#[test]
+fn a_limit_the_restoring_host_refuses_fails_the_restore_naming_cgroup_and_file() {
+    cryo_bin();
+    // v1 cpu: a child's CFS quota may not exceed its parent's (the kernel answers EINVAL).
+    let Some((name, own)) = own_cgroup("cpu") else {
+        eprintln!("no v1 cpu hierarchy here: nothing refuses a child's quota; nothing to test");
+        return;
+    };
+    if !own.join("cpu.cfs_quota_us").exists() {
+        eprintln!("no v1 CFS quota here; nothing to test");
+        return;
+    }
+    let mut made = Made::new(&[&own], "refused");
+    made.below("sub");
+    let (parent, child) = (made.0[0].clone(), made.0[1].clone());
+    std::fs::write(child.join("cpu.cfs_quota_us"), "50000").unwrap();
+    let mut w = Workload::spawn("attrs", &[&format!("cgroup={}", child.display())]);
+    assert_eq!(
+        w.cmd(&format!("get cgfile:{name}:cpu.cfs_quota_us")),
+        "50000"
+    );
+    let img = w.path("img");
+    w.dump_ok(&img);
+    // Both gone; the parent is there again (the restore keeps it), with a tighter quota than
+    // the child's.
+    assert!(made.remove(), "the cgroups could not be removed");
+    std::fs::create_dir(&parent).unwrap();
+    std::fs::write(parent.join("cpu.cfs_quota_us"), "20000").unwrap();
+    let out = w.cryo(&["restore", "-D", img.to_str().unwrap(), "--detach"]);
+    assert!(!out.status.success(), "the restore should fail\n{out}");
+    let expected = format!(
+        "cgroup {} (made again): write \"50000\" into cpu.cfs_quota_us",
+        child.display()
+    );
+    assert!(out.stderr.contains(&expected), "{expected}\n{}", out.stderr);
+    assert!(
+        !child.exists(),
+        "the cgroup made for the restore is left behind"
+    );
+    assert!(!cryo_tests::pid_exists(w.pid()), "a process was restored");
+    // The image is kept: with the parent's quota lifted it restores.
+    std::fs::write(parent.join("cpu.cfs_quota_us"), "-1").unwrap();
+    w.restore_background(&img);
+    assert_eq!(
+        w.cmd(&format!("get cgfile:{name}:cpu.cfs_quota_us")),
+        "50000"
+    );
+}
+
+#[test]
+fn a_cgroup_outside_cryos_made_again_comes_back_with_its_limits() {
+    cryo_bin();
+    // A hierarchy where cryo (the test's cgroup) is not at the root: a cgroup at the root is
+    // outside cryo's, kept by its path from the root.
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let found = [
+        ("memory", "memory.limit_in_bytes", "104857600"),
+        ("pids", "pids.max", "55"),
+    ]
+    .into_iter()
+    .find_map(|(c, file, value)| {
+        let (name, own) = own_cgroup(c)?;
+        let mount = text.lines().find_map(|l| {
+            let point = l.split(' ').nth(4)?;
+            (own.starts_with(point) && l.contains(" - cgroup ") && l.contains(c))
+                .then(|| PathBuf::from(point))
+        })?;
+        (own != mount).then_some((name, mount, file, value))
+    });
+    let Some((name, mount, file, value)) = found else {
+        eprintln!("cryo is at the root of the memory and pids hierarchies here; nothing to test");
+        return;
+    };
+    let made = Made::new(&[&mount], "outside");
+    std::fs::write(made.0[0].join(file), value).unwrap();
+    let mut w = Workload::spawn("attrs", &[&format!("cgroup={}", made.0[0].display())]);
+    assert_eq!(w.cmd(&format!("get cgfile:{name}:{file}")), value);
+    let img = w.path("img");
+    w.dump_ok(&img);
+    assert!(made.remove(), "the cgroup could not be removed");
+    w.restore_background(&img);
+    assert_eq!(w.cmd(&format!("get cgroup:{name}")), made.path(0));
+    assert_eq!(
+        w.cmd(&format!("get cgfile:{name}:{file}")),
+        value,
+        "after restore: its own cgroup's {file}"
+    );
 }

@@ -1,19 +1,21 @@
 //! Cgroup membership: where a process is in each hierarchy, kept at dump relative to the
 //! dumping cryo's own cgroup when below it (the restore puts it below the restoring cryo's,
 //! as a container manager would) and from the hierarchy's root otherwise; the restored
-//! process joins it, made again if gone, before it forks its children. A cgroup namespace is
+//! process joins it, made again if gone (below cryo's with its dumped settings:
+//! [`crate::task::cgroup_settings`]), before it forks its children. A cgroup namespace is
 //! kept as its root cgroups: the topmost process in it joins them, unshares, then joins its
 //! own.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::path::{Path, PathBuf};
 
-use cryo_proto::image::{CgroupMembership, CgroupNamespace, TaskCore};
+use cryo_proto::image::{CgroupMembership, CgroupNamespace, CgroupSettings, TaskCore};
 use nix::unistd::Pid;
 use tracing::warn;
 
 use crate::proc;
+use crate::task::cgroup_settings::{self, SettingError};
 
 /// Why the cgroups of a process cannot be read or joined again.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +74,15 @@ pub enum CgroupError {
         path: String,
         /// The cgroup as the namespace shows it.
         relative: String,
+    },
+    /// The settings of a cgroup below cryo's could not be read at dump, or written into the
+    /// cgroup made again at restore.
+    #[error("pid {pid}: {error}")]
+    Settings {
+        /// The process.
+        pid: i32,
+        /// What failed (in the message, so not chained as a source).
+        error: SettingError,
     },
     /// A cgroup could not be made again or opened at restore.
     #[error("pid {pid}: cgroup {dir}: {errno}")]
@@ -222,10 +233,37 @@ fn memberships(
             });
         }
         let relative = mine.and_then(|m| below(&path, m));
+        // Each cgroup from the first below cryo's (or the hierarchy's root) down to this one:
+        // a restore may have to make any of them again. Kept by their path below cryo's, or
+        // from the root with a leading '/'.
+        let (base, steps, lead) = match (mine, relative) {
+            (Some(mine), Some(relative)) => (mine.trim_end_matches('/'), relative, ""),
+            _ => ("", path.as_str(), "/"),
+        };
+        let mut settings = Vec::new();
+        let mut at = String::new();
+        for part in steps.split('/').filter(|p| !p.is_empty()) {
+            at = if at.is_empty() {
+                part.to_owned()
+            } else {
+                format!("{at}/{part}")
+            };
+            let Some(dir) = directory(mountinfo, &hierarchy, &format!("{base}/{at}")) else {
+                continue;
+            };
+            let read = cgroup_settings::read(&dir, &format!("{lead}{at}")).map_err(|error| {
+                CgroupError::Settings {
+                    pid: pid.as_raw(),
+                    error,
+                }
+            })?;
+            settings.push(read);
+        }
         out.push(CgroupMembership {
             controllers: hierarchy.clone(),
             below_cryo: relative.is_some(),
             path: relative.map(str::to_owned).unwrap_or_else(|| path.clone()),
+            settings,
         });
     }
     out.sort_by(|a, b| a.controllers.cmp(&b.controllers));
@@ -290,10 +328,45 @@ pub struct Placement {
 
 /// Where each process (in `tasks` order: pid, parent pid, core) goes: into its cgroups where
 /// they differ from the ones it is forked in (its parent's, cryo's for a root), through the
-/// roots of its cgroup namespace when it makes one. Missing cgroups are made again here (with a
-/// warning: empty, with default limits).
+/// roots of its cgroup namespace when it makes one. Missing cgroups are made again here, with
+/// their dumped settings (a warning when an existing one reads otherwise: it is the restoring
+/// host's, kept); on failure the ones made are removed again.
 pub fn plan(tasks: &[(i32, i32, &TaskCore)]) -> Result<Vec<Placement>, CgroupError> {
     let (ours, mountinfo) = cryos_view()?;
+    let mut maker = Maker {
+        mountinfo: &mountinfo,
+        ours: &ours,
+        settings: HashMap::new(),
+        made: Vec::new(),
+        seen: HashSet::new(),
+    };
+    for &(_, _, core) in tasks {
+        let roots = core.cgroupns.iter().flat_map(|ns| &ns.roots);
+        for m in core.cgroups.iter().chain(roots) {
+            for set in &m.settings {
+                maker
+                    .settings
+                    .insert((m.controllers.clone(), set.path.clone()), set);
+            }
+        }
+    }
+    let placed = places(tasks, &ours, &mut maker);
+    if placed.is_err() {
+        for dir in maker.made.iter().rev() {
+            if let Err(e) = std::fs::remove_dir(dir) {
+                warn!(dir = %dir.display(), "cgroup made for the restore not removed: {e}");
+            }
+        }
+    }
+    placed
+}
+
+/// [`plan`]'s work, the cgroups made through `maker`.
+fn places(
+    tasks: &[(i32, i32, &TaskCore)],
+    ours: &HashMap<String, String>,
+    maker: &mut Maker,
+) -> Result<Vec<Placement>, CgroupError> {
     // The path of `kept` (None: cryo's) in the hierarchy where cryo is in `mine`.
     let target = |kept: Option<&CgroupMembership>, mine: &str| -> String {
         match kept {
@@ -328,7 +401,7 @@ pub fn plan(tasks: &[(i32, i32, &TaskCore)]) -> Result<Vec<Placement>, CgroupErr
             for &(hierarchy, mine) in &hierarchies {
                 let from = own(parent, hierarchy, mine);
                 let to = own(Some(core), hierarchy, mine);
-                let dir = |path: &str| dir_in(&mountinfo, hierarchy, path, pid);
+                let mut dir = |path: &str| maker.procs(hierarchy, path, pid);
                 match makes {
                     Some(ns) => {
                         let at = root(ns, hierarchy, mine);
@@ -348,20 +421,75 @@ pub fn plan(tasks: &[(i32, i32, &TaskCore)]) -> Result<Vec<Placement>, CgroupErr
         .collect()
 }
 
-/// The cgroup.procs file of cgroup `path` of `hierarchy` among cryo's mounts (`mountinfo`),
-/// the cgroup made again when gone (for process `pid`).
-fn dir_in(mountinfo: &str, hierarchy: &str, path: &str, pid: i32) -> Result<PathBuf, CgroupError> {
-    let make_err = |dir: PathBuf| move |errno| CgroupError::Make { pid, dir, errno };
-    let Some(dir) = directory(mountinfo, hierarchy, path) else {
-        return Err(make_err(PathBuf::from(path))(io::Error::from_raw_os_error(
-            libc::ENOENT,
-        )));
-    };
-    if !dir.is_dir() {
-        warn!(pid, dir = %dir.display(), "cgroup gone: made again, with default limits");
-        std::fs::create_dir_all(&dir).map_err(make_err(dir.clone()))?;
+/// Finds and makes the cgroups of a restore.
+struct Maker<'a> {
+    /// cryo's mount table.
+    mountinfo: &'a str,
+    /// cryo's cgroups (hierarchy to path).
+    ours: &'a HashMap<String, String>,
+    /// The dumped settings by hierarchy and path (below cryo's, or from the root with a '/').
+    settings: HashMap<(String, String), &'a CgroupSettings>,
+    /// The cgroups made, parents first.
+    made: Vec<PathBuf>,
+    /// The cgroups found or made already.
+    seen: HashSet<PathBuf>,
+}
+
+impl Maker<'_> {
+    /// The cgroup.procs file of cgroup `path` of `hierarchy` among cryo's mounts, the cgroup
+    /// made again when gone (for process `pid`): each missing one from cryo's (or the
+    /// hierarchy's root) down is made and given its dumped settings before anything joins it.
+    fn procs(&mut self, hierarchy: &str, path: &str, pid: i32) -> Result<PathBuf, CgroupError> {
+        let make_err = |dir: PathBuf| move |errno| CgroupError::Make { pid, dir, errno };
+        let Some(dir) = directory(self.mountinfo, hierarchy, path) else {
+            return Err(make_err(PathBuf::from(path))(io::Error::from_raw_os_error(
+                libc::ENOENT,
+            )));
+        };
+        let mine = self.ours.get(hierarchy).map(String::as_str).unwrap_or("/");
+        // Below cryo's: by the path below it; elsewhere from the hierarchy's root ('/' first).
+        let (base, steps, lead) = match below(path, mine) {
+            Some("") => return Ok(dir.join("cgroup.procs")),
+            Some(relative) => (mine.trim_end_matches('/'), relative, ""),
+            None => ("", path, "/"),
+        };
+        let mut at = String::new();
+        for part in steps.split('/').filter(|p| !p.is_empty()) {
+            at = if at.is_empty() {
+                part.to_owned()
+            } else {
+                format!("{at}/{part}")
+            };
+            let Some(step) = directory(self.mountinfo, hierarchy, &format!("{base}/{at}")) else {
+                continue;
+            };
+            if !self.seen.insert(step.clone()) {
+                continue;
+            }
+            let key = (hierarchy.to_owned(), format!("{lead}{at}"));
+            let settings = self.settings.get(&key).copied();
+            if step.is_dir() {
+                // Kept as it is: the restoring host (or its container manager) owns it.
+                for (file, dumped, now) in settings
+                    .map(|s| cgroup_settings::differences(&step, s))
+                    .unwrap_or_default()
+                {
+                    warn!(pid, dir = %step.display(), file, dumped, now,
+                        "existing cgroup kept with a setting other than the dumped one");
+                }
+                continue;
+            }
+            std::fs::create_dir(&step).map_err(make_err(step.clone()))?;
+            self.made.push(step.clone());
+            match settings {
+                Some(settings) => cgroup_settings::write(&step, settings)
+                    .map_err(|error| CgroupError::Settings { pid, error })?,
+                None => warn!(pid, dir = %step.display(),
+                    "cgroup gone: made again, with default limits (no settings in the image)"),
+            }
+        }
+        Ok(dir.join("cgroup.procs"))
     }
-    Ok(dir.join("cgroup.procs"))
 }
 
 /// In a forked process of the restore, before its children: goes where [`plan`] chose.

@@ -14,6 +14,7 @@
 
 pub mod attrs;
 
+pub mod cgroup_settings;
 pub mod cgroups;
 pub mod keyrings;
 pub mod landlock;

@@ -114,6 +114,8 @@
 //! membarrier    registrations HEX private-expedited ok|errno N  (MEMBARRIER_CMD_GET_REGISTRATIONS,
 //!               then a MEMBARRIER_CMD_PRIVATE_EXPEDITED, which needs its registration)
 //! cgroup:HIER   PATH                  (/proc/thread-self/cgroup; HIER "" for v2)
+//! cgfile:HIER:FILE  VALUE             (FILE of its own cgroup of HIER, found from
+//!               /proc/thread-self/cgroup and the cgroup mounts; lines joined with ';')
 //! status:FIELD  the field of /proc/thread-self/status (CapBnd, CapAmb, NoNewPrivs...)
 //! read:PATH     ok | errno N          (reading the file PATH: EACCES (13) under Landlock)
 //! ```
@@ -685,6 +687,31 @@ fn observe(key: &str) -> Result<String, String> {
     }
     if let Some(path) = key.strip_prefix("read:") {
         return Ok(outcome(std::fs::read(path).map(drop)));
+    }
+    if let Some(rest) = key.strip_prefix("cgfile:") {
+        let (hierarchy, file) = rest
+            .split_once(':')
+            .ok_or_else(|| format!("bad {key:?}: cgfile:HIER:FILE"))?;
+        let path = observe(&format!("cgroup:{hierarchy}"))?;
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").map_err(fail)?;
+        let mount = mounts
+            .lines()
+            .find_map(|line| {
+                let fields: Vec<&str> = line.split(' ').collect();
+                let sep = fields.iter().position(|&f| f == "-")?;
+                let (fstype, options) = (fields[sep + 1], fields[sep + 3]);
+                let fits = match hierarchy {
+                    "" => fstype == "cgroup2",
+                    h => {
+                        fstype == "cgroup"
+                            && h.split(',').all(|c| options.split(',').any(|o| o == c))
+                    }
+                };
+                (fits && fields[3] == "/").then(|| fields[4].to_owned())
+            })
+            .ok_or_else(|| format!("no mount of hierarchy {hierarchy:?}"))?;
+        let text = std::fs::read_to_string(format!("{mount}{path}/{file}")).map_err(fail)?;
+        return Ok(text.trim_end_matches('\n').replace('\n', ";"));
     }
     if let Some(hierarchy) = key.strip_prefix("cgroup:") {
         let text = std::fs::read_to_string("/proc/thread-self/cgroup").map_err(fail)?;
