@@ -131,7 +131,8 @@ impl Error {
             Self::Dump(DumpError::ChildrenChanged { .. } | DumpError::ExitedWhileFrozen { .. }) => {
                 true
             }
-            Self::Sharing(crate::task::sharing::SharingError::Vfork { .. }) => true,
+            Self::Sharing(crate::task::sharing::SharingError::Vfork { .. })
+            | Self::Cgroups(crate::task::cgroups::CgroupError::Frozen { .. }) => true,
             _ => false,
         }
     }

@@ -455,3 +455,54 @@ fn a_cgroup_outside_cryos_made_again_comes_back_with_its_limits() {
         "after restore: its own cgroup's {file}"
     );
 }
+
+/// Thaws a v1 freezer cgroup when dropped (before its process is killed and it is removed).
+struct Thaw(PathBuf);
+
+impl Drop for Thaw {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.0.join("freezer.state"), "THAWED");
+    }
+}
+
+/// A process a v1 cgroup freezer holds sleeps uninterruptibly until it is thawed: the dump
+/// refuses it at once, before its freeze (which hung until killed), naming pid and cgroup, as
+/// a temporary state; thawed, it dumps.
+#[test]
+fn a_process_in_a_frozen_cgroup_is_refused_at_once_and_dumps_once_thawed() {
+    cryo_bin();
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let Some(mount) = text.lines().find_map(|l| {
+        let fields: Vec<&str> = l.split(' ').collect();
+        let sep = fields.iter().position(|&f| f == "-")?;
+        let freezer = fields[sep + 1] == "cgroup"
+            && fields[sep + 3].split(',').any(|o| o == "freezer")
+            && fields[3] == "/";
+        freezer.then(|| PathBuf::from(fields[4]))
+    }) else {
+        eprintln!("no v1 freezer hierarchy here; nothing to test");
+        return;
+    };
+    let made = Made::new(&[&mount], "frozen");
+    let w = Workload::spawn("attrs", &[&format!("cgroup={}", made.0[0].display())]);
+    let _thaw = Thaw(made.0[0].clone());
+    std::fs::write(made.0[0].join("freezer.state"), "FROZEN").unwrap();
+    let state = || std::fs::read_to_string(made.0[0].join("freezer.state")).unwrap();
+    let waited = std::time::Instant::now();
+    while state().trim() != "FROZEN" {
+        assert!(waited.elapsed().as_secs() < 10, "the cgroup never froze");
+        std::thread::yield_now();
+    }
+    let out = w.dump(&w.path("check"), &["--check-only"]);
+    assert_eq!(out.status.code(), Some(2), "{out}");
+    out.assert_stderr_mentions(&format!("pid {}: is in a frozen cgroup", w.pid()))
+        .assert_stderr_mentions("temporary");
+    w.dump(&w.path("img"), &[])
+        .assert_refused()
+        .assert_stderr_mentions("frozen cgroup");
+    std::fs::write(made.0[0].join("freezer.state"), "THAWED").unwrap();
+    w.assert_untouched();
+    w.dump(&w.path("img2"), &["--leave-running"])
+        .assert_success();
+    w.assert_untouched();
+}

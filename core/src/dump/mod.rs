@@ -273,6 +273,14 @@ fn dump_tree(
         .map(|m| (m.pid, Pid::from_raw(m.stat.ppid), m.stat.state))
         .collect();
     crate::task::sharing::refuse_vfork(&states)?;
+    // So would a process a cgroup freezer holds (it sleeps in state D too).
+    for &(pid, _, state) in &states {
+        if state == 'D' {
+            if let Some(dir) = crate::task::cgroups::frozen_cgroup(pid)? {
+                return Err(crate::task::cgroups::CgroupError::Frozen { pid, dir }.into());
+            }
+        }
+    }
     // Parents first: a child forked meanwhile is seen as a change of the tree below.
     let mut frozen = Vec::with_capacity(live.len());
     for m in &live {

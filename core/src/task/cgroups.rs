@@ -20,6 +20,17 @@ use crate::task::cgroup_settings::{self, SettingError};
 /// Why the cgroups of a process cannot be read or joined again.
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
+    /// A process sits in a frozen cgroup: its freeze by ptrace would wait until it is thawed.
+    #[error(
+        "pid {pid}: is in a frozen cgroup ({}): thaw it to dump (a temporary state, retry)",
+        .dir.display()
+    )]
+    Frozen {
+        /// The process.
+        pid: Pid,
+        /// The cgroup's directory.
+        dir: PathBuf,
+    },
     /// /proc/PID/cgroup (or cryo's own) could not be read.
     #[error("pid {pid} thread {tid}: read its cgroups: {errno}")]
     Read {
@@ -195,6 +206,33 @@ pub fn dump(pid: Pid, tids: &[Pid]) -> Result<Vec<CgroupMembership>, CgroupError
         return Ok(Vec::new());
     }
     memberships(pid, theirs, &ours, &cryos_mounts()?)
+}
+
+/// The cgroup that holds process `pid` frozen, if one does: a v1 freezer cgroup whose
+/// freezer.state is not THAWED (FROZEN, or FREEZING), or a v2 cgroup whose cgroup.events
+/// says "frozen 1". A task frozen by a v1 freezer sleeps uninterruptibly (state D) until it
+/// is thawed: its freeze by ptrace would wait as long. Read for processes in state D only.
+pub(crate) fn frozen_cgroup(pid: Pid) -> Result<Option<PathBuf>, CgroupError> {
+    let theirs = read(pid, pid)?;
+    let mounts = cryos_mounts()?;
+    for (hierarchy, path) in &theirs {
+        let (file, frozen): (&str, fn(&str) -> bool) = if hierarchy.is_empty() {
+            ("cgroup.events", |t| {
+                t.lines().any(|l| l.trim() == "frozen 1")
+            })
+        } else if hierarchy.split(',').any(|c| c == "freezer") {
+            ("freezer.state", |t| t.trim() != "THAWED")
+        } else {
+            continue;
+        };
+        let Some(dir) = directory(&mounts, hierarchy, path) else {
+            continue;
+        };
+        if std::fs::read_to_string(dir.join(file)).is_ok_and(|t| frozen(&t)) {
+            return Ok(Some(dir));
+        }
+    }
+    Ok(None)
 }
 
 /// cryo's own cgroups (hierarchy to path) and its mount table, where cgroups are found.
