@@ -316,7 +316,6 @@ fn dump_tree(
         .map(|m| (m.pid, Pid::from_raw(m.stat.ppid)))
         .collect();
     crate::task::sharing::refuse_shared(&threads, &roots)?;
-    drop(threads);
     if let Some(ns) = &mut pidns {
         for (m, f) in live.iter().zip(&frozen) {
             ns.add_threads(m.pid, f.tids())?;

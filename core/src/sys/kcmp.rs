@@ -60,36 +60,23 @@ pub(crate) fn kcmp_epoll_target(pid: Pid, fd: RawFd, epfd: RawFd, tfd: RawFd) ->
     Ok(ret == 0)
 }
 
-/// `KCMP_SYSVSEM` from linux/kcmp.h.
-const KCMP_SYSVSEM: libc::c_int = 6;
-
 /// True if `pid1` and `pid2` have one SysV semaphore undo list (or neither has one).
 pub(crate) fn kcmp_same_sysvsem(pid1: Pid, pid2: Pid) -> io::Result<bool> {
-    // SAFETY: kcmp with KCMP_SYSVSEM takes two pids, no pointers.
-    let ret = check(unsafe {
-        libc::syscall(
-            libc::SYS_kcmp,
-            pid1.as_raw(),
-            pid2.as_raw(),
-            KCMP_SYSVSEM,
-            0,
-            0,
-        )
-    })?;
-    Ok(ret == 0)
+    Ok(kcmp_order(pid1, pid2, TaskObject::Sysvsem)? == std::cmp::Ordering::Equal)
 }
-
-/// `KCMP_VM` from linux/kcmp.h.
-const KCMP_VM: u64 = 1;
 
 /// The kcmp call comparing the address spaces of `pid` and itself: run in a target's thread
 /// by a remote call, it answers 0 if that thread may look at `pid` (ptrace_may_access,
 /// PTRACE_MODE_READ_REALCREDS), EPERM if not, ESRCH if it cannot see `pid`.
 pub fn may_access_call(pid: i32) -> (i64, [u64; 6]) {
-    (libc::SYS_kcmp, [pid as u64, pid as u64, KCMP_VM, 0, 0, 0])
+    (
+        libc::SYS_kcmp,
+        [pid as u64, pid as u64, TaskObject::Vm as u64, 0, 0, 0],
+    )
 }
 
-/// What of a task `kcmp_order` compares: the kernel objects clone flags let tasks share.
+/// What of a task `kcmp_order` compares (the `KCMP_*` types of linux/kcmp.h that take two
+/// pids and nothing else): the kernel objects clone flags let tasks share.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum TaskObject {
     /// The address space (`KCMP_VM`: CLONE_VM, vfork).
@@ -100,6 +87,8 @@ pub(crate) enum TaskObject {
     Fs = 3,
     /// The signal handler table (`KCMP_SIGHAND`: CLONE_SIGHAND).
     Sighand = 4,
+    /// The SysV semaphore undo list (`KCMP_SYSVSEM`: CLONE_SYSVSEM).
+    Sysvsem = 6,
 }
 
 /// How `pid1`'s `object` compares with `pid2`'s (kcmp orders the kernel's pointers, each
@@ -110,8 +99,7 @@ pub(crate) fn kcmp_order(
     pid2: Pid,
     object: TaskObject,
 ) -> io::Result<std::cmp::Ordering> {
-    // SAFETY: kcmp with KCMP_VM, KCMP_FILES, KCMP_FS or KCMP_SIGHAND takes two pids, no
-    // pointers.
+    // SAFETY: kcmp with any `TaskObject` type takes two pids, no pointers.
     let ret = check(unsafe {
         libc::syscall(
             libc::SYS_kcmp,

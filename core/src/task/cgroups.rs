@@ -139,6 +139,30 @@ fn below<'a>(path: &'a str, base: &str) -> Option<&'a str> {
     }
 }
 
+/// The cgroups on the way down to `path` from the first one below `mine` (cryo's cgroup in
+/// the hierarchy), or from the hierarchy's root when `path` is not below it (or `mine` is
+/// None): each as (its path from the hierarchy's root, its key in the image: its path below
+/// cryo's, or from the root with a leading '/').
+fn steps_down(path: &str, mine: Option<&str>) -> Vec<(String, String)> {
+    let (base, steps, lead) = match mine.and_then(|m| Some((m, below(path, m)?))) {
+        Some((mine, relative)) => (mine.trim_end_matches('/'), relative, ""),
+        None => ("", path, "/"),
+    };
+    let mut at = String::new();
+    steps
+        .split('/')
+        .filter(|p| !p.is_empty())
+        .map(|part| {
+            at = if at.is_empty() {
+                part.to_owned()
+            } else {
+                format!("{at}/{part}")
+            };
+            (format!("{base}/{at}"), format!("{lead}{at}"))
+        })
+        .collect()
+}
+
 /// The directory of cgroup `path` of `hierarchy` in cryo's mounts: a cgroup mount of it
 /// whose root holds the cgroup (`mountinfo`: /proc/self/mountinfo's text).
 fn directory(mountinfo: &str, hierarchy: &str, path: &str) -> Option<PathBuf> {
@@ -271,30 +295,18 @@ fn memberships(
             });
         }
         let relative = mine.and_then(|m| below(&path, m));
-        // Each cgroup from the first below cryo's (or the hierarchy's root) down to this one:
-        // a restore may have to make any of them again. Kept by their path below cryo's, or
-        // from the root with a leading '/'.
-        let (base, steps, lead) = match (mine, relative) {
-            (Some(mine), Some(relative)) => (mine.trim_end_matches('/'), relative, ""),
-            _ => ("", path.as_str(), "/"),
-        };
+        // Each cgroup on the way down to this one: a restore may have to make any of them
+        // again.
         let mut settings = Vec::new();
-        let mut at = String::new();
-        for part in steps.split('/').filter(|p| !p.is_empty()) {
-            at = if at.is_empty() {
-                part.to_owned()
-            } else {
-                format!("{at}/{part}")
-            };
-            let Some(dir) = directory(mountinfo, &hierarchy, &format!("{base}/{at}")) else {
+        for (full, key) in steps_down(&path, mine) {
+            let Some(dir) = directory(mountinfo, &hierarchy, &full) else {
                 continue;
             };
-            let read = cgroup_settings::read(&dir, &format!("{lead}{at}")).map_err(|error| {
-                CgroupError::Settings {
+            let read =
+                cgroup_settings::read(&dir, &key).map_err(|error| CgroupError::Settings {
                     pid: pid.as_raw(),
                     error,
-                }
-            })?;
+                })?;
             settings.push(read);
         }
         out.push(CgroupMembership {
@@ -485,26 +497,14 @@ impl Maker<'_> {
             )));
         };
         let mine = self.ours.get(hierarchy).map(String::as_str).unwrap_or("/");
-        // Below cryo's: by the path below it; elsewhere from the hierarchy's root ('/' first).
-        let (base, steps, lead) = match below(path, mine) {
-            Some("") => return Ok(dir.join("cgroup.procs")),
-            Some(relative) => (mine.trim_end_matches('/'), relative, ""),
-            None => ("", path, "/"),
-        };
-        let mut at = String::new();
-        for part in steps.split('/').filter(|p| !p.is_empty()) {
-            at = if at.is_empty() {
-                part.to_owned()
-            } else {
-                format!("{at}/{part}")
-            };
-            let Some(step) = directory(self.mountinfo, hierarchy, &format!("{base}/{at}")) else {
+        for (full, key) in steps_down(path, Some(mine)) {
+            let Some(step) = directory(self.mountinfo, hierarchy, &full) else {
                 continue;
             };
             if !self.seen.insert(step.clone()) {
                 continue;
             }
-            let key = (hierarchy.to_owned(), format!("{lead}{at}"));
+            let key = (hierarchy.to_owned(), key);
             let settings = self.settings.get(&key).copied();
             if step.is_dir() {
                 // Kept as it is: the restoring host (or its container manager) owns it.
@@ -545,6 +545,29 @@ pub fn enter(placement: &Placement) -> Result<(), (PathBuf, io::Error)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_steps_down_to_a_cgroup_are_keyed_below_cryos_or_from_the_root() {
+        let own = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+            v.iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect()
+        };
+        assert_eq!(
+            steps_down("/a/b/c", Some("/a")),
+            own(&[("/a/b", "b"), ("/a/b/c", "b/c")])
+        );
+        assert_eq!(
+            steps_down("/x/y", Some("/a")),
+            own(&[("/x", "/x"), ("/x/y", "/x/y")])
+        );
+        assert_eq!(steps_down("/a", Some("/a")), own(&[]));
+        assert_eq!(steps_down("/x", None), own(&[("/x", "/x")]));
+        assert_eq!(
+            steps_down("/a/b", Some("/")),
+            own(&[("/a", "a"), ("/a/b", "a/b")])
+        );
+    }
 
     const MOUNTINFO: &str = "\
 30 25 0:26 / /sys/fs/cgroup/cpu rw,relatime shared:9 - cgroup cgroup rw,cpu,cpuacct\n\

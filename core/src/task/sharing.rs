@@ -86,6 +86,7 @@ impl Shareable {
             TaskObject::Files => "fd table",
             TaskObject::Fs => "working directory, root and umask (fs_struct)",
             TaskObject::Sighand => "signal handler table",
+            TaskObject::Sysvsem => "SysV semaphore undo list",
         }
     }
 
@@ -96,6 +97,7 @@ impl Shareable {
             TaskObject::Files => "CLONE_FILES",
             TaskObject::Fs => "CLONE_FS",
             TaskObject::Sighand => "CLONE_SIGHAND",
+            TaskObject::Sysvsem => "CLONE_SYSVSEM",
         }
     }
 }
