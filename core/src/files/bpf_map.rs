@@ -813,32 +813,19 @@ fn users_outside(members: &HashSet<i32>) -> std::io::Result<HashMap<u32, String>
                 .or_insert_with(|| format!("the map of maps id {outer}"));
         }
     }
-    let me = std::process::id() as i32;
-    for entry in std::fs::read_dir("/proc")?.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
-            continue;
-        };
-        if pid == me || members.contains(&pid) {
+    for (pid, fd) in super::outside::fds_outside(members)? {
+        let is_map = std::fs::read_link(format!("/proc/{pid}/fd/{fd}"))
+            .is_ok_and(|l| l.as_os_str() == "anon_inode:bpf-map");
+        if !is_map {
             continue;
         }
-        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")) else {
             continue;
         };
-        for f in fds.flatten() {
-            let is_map = std::fs::read_link(f.path())
-                .is_ok_and(|l| l.as_os_str() == "anon_inode:bpf-map");
-            if !is_map {
-                continue;
-            }
-            let fd = f.file_name().to_string_lossy().into_owned();
-            let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")) else {
-                continue;
-            };
-            if let Some(map) = field(&text, "map_id").and_then(|v| v.parse::<u32>().ok()) {
-                users
-                    .entry(map)
-                    .or_insert_with(|| format!("pid {pid} (fd {fd})"));
-            }
+        if let Some(map) = field(&text, "map_id").and_then(|v| v.parse::<u32>().ok()) {
+            users
+                .entry(map)
+                .or_insert_with(|| format!("pid {pid} (fd {fd})"));
         }
     }
     Ok(users)

@@ -1,7 +1,8 @@
 //! Who outside the dump holds a file the dump holds: the fds of every other process of the
 //! host on the same inode (stat through /proc/PID/fd), or on the same open file description
-//! (kcmp KCMP_FILE). Read only when the dump holds something such a holder would change (a
-//! flock or OFD lock, a pty slave), as it walks every process of the host.
+//! (kcmp KCMP_FILE); the walk of every fd outside the dump is [`fds_outside`] (BPF maps use
+//! it too). Read only when the dump holds something such a holder would change (a flock or
+//! OFD lock, a pty slave, a BPF map), as it walks every process of the host.
 
 use std::collections::HashSet;
 use std::os::fd::RawFd;
@@ -30,32 +31,36 @@ pub(crate) fn holder(
     same_description: bool,
 ) -> std::io::Result<Option<Holder>> {
     let target = std::fs::metadata(format!("/proc/{pid}/fd/{fd}"))?;
-    let me = std::process::id() as i32;
-    for entry in std::fs::read_dir("/proc")?.flatten() {
-        let Some(other) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+    for (other, n) in fds_outside(members)? {
+        let Ok(m) = std::fs::metadata(format!("/proc/{other}/fd/{n}")) else {
             continue;
         };
-        if other == me || members.contains(&other) {
+        if m.dev() != target.dev() || m.ino() != target.ino() {
             continue;
         }
-        let Ok(fds) = std::fs::read_dir(format!("/proc/{other}/fd")) else {
-            continue;
-        };
-        for f in fds.flatten() {
-            let Some(n) = f.file_name().to_str().and_then(|n| n.parse::<RawFd>().ok()) else {
-                continue;
-            };
-            let Ok(m) = std::fs::metadata(f.path()) else {
-                continue;
-            };
-            if m.dev() != target.dev() || m.ino() != target.ino() {
-                continue;
-            }
-            let other = Pid::from_raw(other);
-            if !same_description || kcmp_same_file(pid, fd, other, n).unwrap_or(false) {
-                return Ok(Some(Holder { pid: other, fd: n }));
-            }
+        let other = Pid::from_raw(other);
+        if !same_description || kcmp_same_file(pid, fd, other, n).unwrap_or(false) {
+            return Ok(Some(Holder { pid: other, fd: n }));
         }
     }
     Ok(None)
+}
+
+/// Every fd of every process of the host other than the dump's `members` and cryo itself, as
+/// (pid, fd), read as it is walked; processes that vanish or cannot be read are passed over.
+pub(crate) fn fds_outside(
+    members: &HashSet<i32>,
+) -> std::io::Result<impl Iterator<Item = (i32, RawFd)> + '_> {
+    let me = std::process::id() as i32;
+    let processes = std::fs::read_dir("/proc")?.flatten().filter_map(move |entry| {
+        let pid = entry.file_name().to_str()?.parse::<i32>().ok()?;
+        (pid != me && !members.contains(&pid)).then_some(pid)
+    });
+    Ok(processes.flat_map(|pid| {
+        let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).into_iter().flatten();
+        fds.flatten().filter_map(move |f| {
+            let fd = f.file_name().to_str()?.parse::<RawFd>().ok()?;
+            Some((pid, fd))
+        })
+    }))
 }
