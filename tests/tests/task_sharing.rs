@@ -1,19 +1,21 @@
 //! What clone flags let processes share (an fd table, a working directory and umask, memory,
-//! signal handlers) and what a thread may keep for itself (unshare): a restore gives each
-//! process its own, so the dump refuses them, naming both tasks and the flag, and the
-//! processes run on as before. A parent waiting in vfork is refused at once as a temporary
-//! state (its freeze would wait for its child's exec).
+//! signal handlers) and what a thread may keep for itself (unshare). A child sharing its
+//! parent's fd table or working directory comes back sharing it: what one opens, locks,
+//! changes, the other sees. Everything else a restore would give each process apart, so the
+//! dump refuses it, naming both tasks and the flag, and the processes run on as before. A
+//! parent waiting in vfork is refused at once as a temporary state (its freeze would wait for
+//! its child's exec).
 //!
 //! Needs the engine: `cryo` must be built (`cargo build -p cryo`).
+
+use std::path::Path;
 
 use cryo_tests::{cryo_bin, run_cryo, status_field, Workload};
 
 #[test]
-fn objects_a_child_shares_with_its_parent_are_refused_naming_both_and_the_flag() {
+fn memory_or_handlers_a_child_shares_with_its_parent_are_refused_naming_both_and_the_flag() {
     cryo_bin();
     for (how, what, flag) in [
-        ("files", "fd table", "CLONE_FILES"),
-        ("fs", "working directory, root and umask", "CLONE_FS"),
         ("vm", "address space", "CLONE_VM"),
         ("sighand", "address space", "CLONE_VM"),
     ] {
@@ -105,4 +107,152 @@ fn a_root_sharing_its_fd_table_with_its_parent_outside_the_dump_is_refused() {
         Some("0"),
         "the child is let go"
     );
+}
+
+/// Whether `a` and `b` have one `object` (kcmp KCMP_FILES 2, KCMP_FS 3).
+fn same(a: i32, b: i32, object: i32) -> bool {
+    // SAFETY: kcmp takes numbers only.
+    let r = unsafe { libc::syscall(libc::SYS_kcmp, a, b, object, 0, 0) };
+    assert!(r >= 0, "kcmp {a} {b}: {}", std::io::Error::last_os_error());
+    r == 0
+}
+
+/// Who holds a POSIX lock conflicting with a write lock on bytes 0-9 of `path` (F_GETLK).
+fn posix_holder(path: &Path) -> i32 {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(path).expect("open the locked file");
+    // SAFETY: flock is plain data; zeroed is valid.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = libc::F_WRLCK as i16;
+    fl.l_whence = libc::SEEK_SET as i16;
+    fl.l_len = 10;
+    // SAFETY: fl is a valid struct flock the kernel writes into.
+    let r = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GETLK, &mut fl as *mut libc::flock) };
+    assert_eq!(r, 0, "F_GETLK: {}", std::io::Error::last_os_error());
+    assert_eq!(
+        fl.l_type,
+        libc::F_WRLCK as i16,
+        "a write lock on {}",
+        path.display()
+    );
+    fl.l_pid
+}
+
+#[test]
+fn a_child_sharing_its_parents_fd_table_comes_back_sharing_it() {
+    cryo_bin();
+    let mut w = Workload::spawn("share", &["talk-files"]);
+    let child: i32 = w.cmd("child").parse().unwrap();
+    // Before: a file opened by each, a POSIX lock the child took on the parent's file.
+    let (a, b) = (w.path("a"), w.path("b"));
+    std::fs::write(&a, "from the parent").unwrap();
+    std::fs::write(&b, "from the child").unwrap();
+    let fa = w.cmd(&format!("open {}", a.display()));
+    let fb = w.cmd(&format!("child-open {}", b.display()));
+    assert_eq!(w.cmd(&format!("child-lock {fa}")), "ok");
+    w.dump_and_restore();
+    let pid = w.pid();
+    assert!(
+        same(pid, child, 2),
+        "parent {pid} and child {child}: one fd table again"
+    );
+    // Each reads what the other opened before the dump, at the same number.
+    assert_eq!(w.cmd(&format!("child-read {fa}")), "from the parent");
+    assert_eq!(w.cmd(&format!("read {fb}")), "from the child");
+    // What one opens now, the other has.
+    let (c, d) = (w.path("c"), w.path("d"));
+    std::fs::write(&c, "opened by the parent after").unwrap();
+    std::fs::write(&d, "opened by the child after").unwrap();
+    let fc = w.cmd(&format!("open {}", c.display()));
+    assert_eq!(
+        w.cmd(&format!("child-read {fc}")),
+        "opened by the parent after"
+    );
+    let fd = w.cmd(&format!("child-open {}", d.display()));
+    assert_eq!(w.cmd(&format!("read {fd}")), "opened by the child after");
+    // The lock is the table's, and names the child that took it.
+    assert_eq!(
+        posix_holder(&a),
+        child,
+        "the child's POSIX lock, by its pid"
+    );
+}
+
+#[test]
+fn children_sharing_the_fd_table_with_children_of_their_own_come_back_in_one_tree() {
+    cryo_bin();
+    let mut w = Workload::spawn("share", &["tree-files"]);
+    let pid = |verb: &str| -> i32 { w.cmd(verb).parse().unwrap() };
+    let (b, c, d, e) = (pid("child"), pid("grandchild"), pid("second"), pid("plain"));
+    let fds = |p: i32| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(format!("/proc/{p}/fd"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let before: Vec<Vec<String>> = [b, c, e].into_iter().map(fds).collect();
+    w.dump_and_restore();
+    let a = w.pid();
+    assert!(
+        same(a, b, 2) && same(a, d, 2),
+        "A {a}, B {b}, D {d}: one fd table again"
+    );
+    assert!(
+        !same(a, c, 2) && !same(b, c, 2),
+        "C {c}, forked by B: its own"
+    );
+    assert!(!same(a, e, 2), "E {e}, forked by A: its own");
+    let ppid = |p: i32| status_field(p, "PPid").unwrap();
+    assert_eq!(ppid(c), b.to_string(), "C is B's child again");
+    // Nothing of the restore's left in the tables: each holds the fds it had.
+    let after: Vec<Vec<String>> = [b, c, e].into_iter().map(fds).collect();
+    assert_eq!(after, before, "the fds of B (A's table), C and E");
+}
+
+#[test]
+fn a_child_sharing_its_parents_working_directory_comes_back_sharing_it() {
+    cryo_bin();
+    let mut w = Workload::spawn("share", &["talk-fs"]);
+    let child: i32 = w.cmd("child").parse().unwrap();
+    let (one, two) = (w.path("one"), w.path("two"));
+    std::fs::create_dir(&one).unwrap();
+    std::fs::create_dir(&two).unwrap();
+    assert_eq!(w.cmd(&format!("child-chdir {}", one.display())), "ok");
+    w.cmd("umask 027");
+    w.dump_and_restore();
+    let pid = w.pid();
+    assert!(
+        same(pid, child, 3),
+        "parent {pid} and child {child}: one fs_struct again"
+    );
+    assert!(!same(pid, child, 2), "but each its own fd table");
+    assert_eq!(
+        w.cmd("cwd"),
+        one.display().to_string(),
+        "the directory the child chose"
+    );
+    assert_eq!(w.cmd("child-umask 022"), "27", "the umask the parent set");
+    assert_eq!(w.cmd("umask 027"), "22", "the umask the child set");
+    assert_eq!(w.cmd(&format!("chdir {}", two.display())), "ok");
+    assert_eq!(
+        w.cmd("child-cwd"),
+        two.display().to_string(),
+        "the parent's chdir, seen"
+    );
+}
+
+#[test]
+fn children_sharing_a_table_their_parent_left_are_refused_naming_both() {
+    cryo_bin();
+    let w = Workload::spawn("share", &["siblings-files"]);
+    let (first, second) = (w.cmd("child"), w.cmd("second"));
+    let out = w.dump(&w.path("img"), &[]);
+    out.assert_refused()
+        .assert_stderr_mentions("shares its fd table with pid")
+        .assert_stderr_mentions("CLONE_FILES")
+        .assert_stderr_has_word(&first)
+        .assert_stderr_has_word(&second);
+    w.assert_untouched();
 }

@@ -308,14 +308,19 @@ fn dump_tree(
             .into());
         }
     }
-    // What clone flags made shared: restored one per process.
-    let threads: Vec<(Pid, &[Pid])> = live.iter().zip(&frozen).map(|(m, f)| (m.pid, f.tids())).collect();
+    // What clone flags made shared: a child's fd table or fs_struct shared with its parent
+    // is cloned so at restore, the rest refused.
+    let threads: Vec<(Pid, Pid, &[Pid])> = live
+        .iter()
+        .zip(&frozen)
+        .map(|(m, f)| (m.pid, Pid::from_raw(m.stat.ppid), f.tids()))
+        .collect();
     let roots: Vec<(Pid, Pid)> = live
         .iter()
         .filter(|m| opts.pids.contains(&m.pid))
         .map(|m| (m.pid, Pid::from_raw(m.stat.ppid)))
         .collect();
-    crate::task::sharing::refuse_shared(&threads, &roots)?;
+    let shared_with_parent = crate::task::sharing::judge_shared(&threads, &roots)?;
     if let Some(ns) = &mut pidns {
         for (m, f) in live.iter().zip(&frozen) {
             ns.add_threads(m.pid, f.tids())?;
@@ -356,6 +361,9 @@ fn dump_tree(
     let mut members = DumpMembers::default();
     for (m, frozen) in live.iter().zip(&frozen) {
         members.add(m.pid, m.stat.pgid, frozen.tids());
+        if shared_with_parent.files.contains(&m.pid) {
+            members.add_table_of_parent(m.pid, Pid::from_raw(m.stat.ppid));
+        }
     }
     // The processes a pidfd may name and come back on: zombies too (each is made again, left
     // unreaped, before the pidfds are pointed).
@@ -398,7 +406,9 @@ fn dump_tree(
         // Whatever happened, the task gets its own state back before anything else.
         let unmapped = scratch.unmap(&remote);
         let released = remote.release();
-        let (core, mm) = collected?;
+        let (mut core, mm) = collected?;
+        core.files_of_parent = shared_with_parent.files.contains(&pid);
+        core.fs_of_parent = shared_with_parent.fs.contains(&pid);
         unmapped.map_err(|e| Error::sys(pid, "unmap the scratch page", e))?;
         released.map_err(|e| Error::sys(pid, "put the main thread back", e))?;
         pages_bytes += mm.pages_file.as_ref().map_or(0, |f| f.size);

@@ -59,7 +59,7 @@ pub(crate) struct OpenFd {
     /// `pos:` of fdinfo.
     pub pos: u64,
     /// The `lock:` lines of fdinfo (locks.rs).
-    pub locks: Vec<cryo_proto::image::FileLock>,
+    pub locks: Vec<super::locks::HeldLock>,
 }
 
 impl OpenFd {

@@ -24,7 +24,7 @@
 //! process at restore (the kernel keeps the setter's credentials for the permission check of
 //! each signal: for a description its owner set itself, as nginx's master does, the same).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::os::fd::{AsFd, OwnedFd, RawFd};
 
@@ -78,8 +78,12 @@ fn parse_line(value: &str) -> Option<LockLine<'_>> {
     })
 }
 
+/// A lock an fd showed, with the pid that took it (POSIX locks; 0 for the others, which belong
+/// to the description).
+pub(super) type HeldLock = (i32, FileLock);
+
 /// The locks an fdinfo text (of fd `open`) shows, refused where they cannot be taken back.
-pub(super) fn from_fdinfo(open: &OpenFd, text: &str) -> Result<Vec<FileLock>, FileError> {
+pub(super) fn from_fdinfo(open: &OpenFd, text: &str) -> Result<Vec<HeldLock>, FileError> {
     let mut locks = Vec::new();
     for line in text.lines() {
         let Some(value) = line.strip_prefix("lock:") else {
@@ -102,16 +106,19 @@ pub(super) fn from_fdinfo(open: &OpenFd, text: &str) -> Result<Vec<FileLock>, Fi
             "READ" => false,
             _ => return Err(refuse("a lock being released")),
         };
-        if kind == FileLockKind::Posix && l.pid != open.pid.as_raw() {
-            return Err(refuse("a POSIX lock of another process"));
-        }
-        locks.push(FileLock {
-            fd: open.fd,
-            kind: kind as i32,
-            write,
-            start: l.start,
-            end: l.end.unwrap_or(u64::MAX),
-        });
+        // Its owner is an fd table; the line names the process that took it: judged with the
+        // processes sharing the table ([`for_task`]).
+        let holder = if kind == FileLockKind::Posix { l.pid } else { 0 };
+        locks.push((
+            holder,
+            FileLock {
+                fd: open.fd,
+                kind: kind as i32,
+                write,
+                start: l.start,
+                end: l.end.unwrap_or(u64::MAX),
+            },
+        ));
     }
     Ok(locks)
 }
@@ -151,9 +158,24 @@ pub struct DumpMembers {
     pids: HashSet<i32>,
     tids: HashSet<i32>,
     pgids: HashSet<i32>,
+    /// Each process whose fd table is its parent's, with that parent.
+    table_of_parent: HashMap<i32, i32>,
 }
 
 impl DumpMembers {
+    /// Records that `pid` has its parent `ppid`'s fd table (task/sharing.rs).
+    pub fn add_table_of_parent(&mut self, pid: Pid, ppid: Pid) {
+        self.table_of_parent.insert(pid.as_raw(), ppid.as_raw());
+    }
+
+    /// The process whose fd table `pid` has first: the top of its chain of sharers.
+    fn table_owner(&self, mut pid: i32) -> i32 {
+        while let Some(&p) = self.table_of_parent.get(&pid) {
+            pid = p;
+        }
+        pid
+    }
+
     /// Adds process `pid` of process group `pgid`, with its threads `tids`.
     pub fn add(&mut self, pid: Pid, pgid: i32, tids: &[Pid]) {
         self.pids.insert(pid.as_raw());
@@ -178,19 +200,35 @@ pub(super) type TaskLocks = (Vec<FileLock>, Vec<(u32, FdOwner)>);
 
 /// The locks and owners one task's fds showed, each once: `found` holds (description id,
 /// lock) for every fd (a description's locks show on each of its fds), `owners` likewise.
-/// An owner outside the dump's processes, threads and groups `members` is refused.
+/// An owner outside the dump's processes, threads and groups `members` is refused. A POSIX
+/// lock is the task's when it took it; one taken by a process sharing its fd table is that
+/// process's (taken back by it, so the lock names it again); any other is refused.
 pub(super) fn for_task(
     pid: Pid,
     members: &DumpMembers,
-    found: Vec<(u32, FileLock)>,
+    found: Vec<(u32, HeldLock)>,
     owners: Vec<(u32, FdOwner)>,
 ) -> Result<TaskLocks, FileError> {
     let mut seen = HashSet::new();
-    let locks = found
-        .into_iter()
-        .filter(|(id, l)| seen.insert((*id, l.kind, l.write, l.start, l.end)))
-        .map(|(_, l)| l)
-        .collect();
+    let mut locks = Vec::new();
+    for (id, (holder, l)) in found {
+        if holder != 0 && holder != pid.as_raw() {
+            if members.table_owner(holder) == members.table_owner(pid.as_raw()) {
+                continue;
+            }
+            return Err(FileError::Dump {
+                pid,
+                fd: l.fd,
+                detail: format!(
+                    "a POSIX lock of another process (pid {holder}: its {}): not supported",
+                    describe(&l)
+                ),
+            });
+        }
+        if seen.insert((id, l.kind, l.write, l.start, l.end)) {
+            locks.push(l);
+        }
+    }
     let mut seen = HashSet::new();
     let mut kept = Vec::new();
     for (id, o) in owners {

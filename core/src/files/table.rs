@@ -66,7 +66,7 @@ pub struct FileTable {
     /// inode are known, so only their fdinfo is read.
     task_sockets: HashMap<RawFd, InodeKey>,
     /// The locks the fds of the task being dumped showed, with their description's id.
-    task_locks: Vec<(u32, FileLock)>,
+    task_locks: Vec<(u32, locks::HeldLock)>,
     /// The signal owners of the task's fds, with their description's id.
     task_owners: Vec<(u32, FdOwner)>,
     /// The descriptions whose signal owner an earlier task recorded (it is the

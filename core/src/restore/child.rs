@@ -14,9 +14,14 @@ use super::tree::Planned;
 use crate::files;
 use crate::image::names;
 use crate::remote::{BATCH_LOOP, BATCH_LOOP_OFFSET, SYSCALL_INT3};
-use crate::sys::process::{fork_with_pid, Forked};
+use crate::sys::process::{fork_with_pid, fork_with_pid_sharing, Forked};
 use crate::sys::spawn::{map_code_pages, move_to, read_raw, write_raw};
 use crate::task::{attrs, namespaces, process, signals};
+
+/// What a child sharing its parent's fd table or fs_struct writes on the parent's done pipe
+/// at the end of its cryo phase, or when it failed.
+const FORKED: &[u8] = b"d";
+const FORK_FAILED: &[u8] = b"f";
 
 /// Exit codes of a forked process that did not become the dumped one.
 const EXIT_LET_GO: i32 = 71;
@@ -35,6 +40,11 @@ pub(super) fn child_main(tree: &Planned, i: usize) -> ! {
         }
         Err(e) => {
             let _ = write_raw(err_fd, &e.encode());
+            // A parent waiting for this child to fork its own (they share a table or
+            // fs_struct) must not wait on.
+            if let Some(p) = shares_with(tree, i) {
+                let _ = write_raw(tree.plan.done_pipe(p).1, FORK_FAILED);
+            }
             crate::sys::process::exit_child(EXIT_FAILED)
         }
     }
@@ -117,6 +127,11 @@ fn child_setup(tree: &Planned, i: usize) -> Result<(), ChildError> {
     }
     let descendants = plan.descendants(i);
     let mut keep: Vec<RawFd> = vec![sync, err];
+    // The pipe on which it tells its parent it forked its children.
+    if let Some(p) = shares_with(tree, i) {
+        let (r, w) = plan.done_pipe(p);
+        keep.extend([r, w]);
+    }
     for &d in &descendants {
         let (s, e) = plan.ctl(d);
         keep.extend([s, e]);
@@ -129,21 +144,24 @@ fn child_setup(tree: &Planned, i: usize) -> Result<(), ChildError> {
     let inherited = plan.inherited[i].iter().map(|(&id, &fd)| (id, fd));
     let has_ctty = files::pty::take_controlling(&tree.loaded.descs, &t.entry, inherited, false)
         .map_err(files_error(ChildFiles::Terminal))?;
-    files::restore_task_fds_with(
-        &tree.loaded.descs,
-        &t.core.fds,
-        &tree.loaded.images,
-        &keep,
-        &files::FdRestoreOptions {
-            tcp_close: tree.tcp_close,
-            inherited: plan.inherited[i].clone(),
-            extra: plan.extra[i].clone(),
-            shared: plan.shared_slots.clone(),
-            terminal: plan.terminal_slot,
-        },
-        &tree.loaded.links,
-    )
-    .map_err(files_error(ChildFiles::Fds))?;
+    // A process with its parent's fd table has its fds already: that table is complete.
+    if !t.core.files_of_parent {
+        files::restore_task_fds_with(
+            &tree.loaded.descs,
+            &t.core.fds,
+            &tree.loaded.images,
+            &keep,
+            &files::FdRestoreOptions {
+                tcp_close: tree.tcp_close,
+                inherited: plan.inherited[i].clone(),
+                extra: plan.extra[i].clone(),
+                shared: plan.shared_slots.clone(),
+                terminal: plan.terminal_slot,
+            },
+            &tree.loaded.links,
+        )
+        .map_err(files_error(ChildFiles::Fds))?;
+    }
     crate::interrupt::pause_point("child-fds");
     if !has_ctty {
         let own = t.core.fds.iter().map(|e| (e.file_id, e.fd));
@@ -162,10 +180,30 @@ fn child_setup(tree: &Planned, i: usize) -> Result<(), ChildError> {
     )
     .map_err(|e| ChildError::sys_on(ChildStep::StageMemory, format!("{:#x}", e.start))(e.source))?;
 
-    // Children, each forked by its parent with its pid; zombies die at once.
+    // Children, each forked by its parent with its pid (sharing its fd table or fs_struct as
+    // the dumped one did); zombies die at once.
+    let sharers: Vec<usize> = plan.children[i]
+        .iter()
+        .copied()
+        .filter(|&c| shares_with(tree, c).is_some())
+        .collect();
+    if !sharers.is_empty() {
+        let (r, w) = plan.done_pipe(i);
+        let (pr, pw) = nix::unistd::pipe().map_err(ChildError::sys(ChildStep::DonePipe))?;
+        place(pr, r as u64)?;
+        place(pw, w as u64)?;
+    }
     for &c in &plan.children[i] {
+        let core = &tree.loaded.tasks[c].core;
         let cpid = Pid::from_raw(tree.loaded.tasks[c].entry.pid);
-        match fork_with_pid(cpid) {
+        let mut share = 0;
+        if core.files_of_parent {
+            share |= libc::CLONE_FILES as u64;
+        }
+        if core.fs_of_parent {
+            share |= libc::CLONE_FS as u64;
+        }
+        match fork_with_pid_sharing(cpid, share) {
             Ok(Forked::Child) => child_main(tree, c),
             Ok(Forked::Parent(_)) => {}
             Err(e) => return Err(ChildError::sys_on(ChildStep::ForkChild, cpid)(e)),
@@ -192,14 +230,25 @@ fn child_setup(tree: &Planned, i: usize) -> Result<(), ChildError> {
         // Their SIGCHLD belonged to the past the image already holds.
         crate::sys::signal::drain(libc::SIGCHLD).map_err(io_error(ChildStep::DrainSigchld))?;
     }
-    for &d in &descendants {
+    // Children sharing the fd table or the fs_struct fork theirs from it and open files by
+    // path: nothing of it is closed or changed before they are through.
+    if !sharers.is_empty() {
+        let (r, w) = plan.done_pipe(i);
+        await_forked(r, &sharers, tree)?;
+        let _ = nix::unistd::close(r);
+        let _ = nix::unistd::close(w);
+    }
+    for d in plan.closes_ctl_of(i) {
         let (s, e) = plan.ctl(d);
         let _ = nix::unistd::close(s);
         let _ = nix::unistd::close(e);
     }
-    // The unix ends and the objects kept for the children: they have them now.
-    for &fd in plan.extra[i].values().chain(&object_slots) {
-        let _ = nix::unistd::close(fd);
+    // The unix ends and the objects kept for the children: they have them now. In a table
+    // shared with the parent they are the parent's, closed by it.
+    if !t.core.files_of_parent {
+        for &fd in plan.extra[i].values().chain(&object_slots) {
+            let _ = nix::unistd::close(fd);
+        }
     }
 
     signals::restore_actions(&t.core.sigactions).map_err(io_error(ChildStep::SignalHandlers))?;
@@ -209,6 +258,64 @@ fn child_setup(tree: &Planned, i: usize) -> Result<(), ChildError> {
     // /proc/self first: a chroot (in process::restore_in_child) may hide /proc.
     attrs::restore_in_child(&t.core)?;
     process::restore_in_child(&t.core)?;
+    // Last: from here the parent may close what it kept in a shared table, and change a
+    // shared working directory or root (this process opens nothing by path any more).
+    if let Some(p) = shares_with(tree, i) {
+        let (r, w) = plan.done_pipe(p);
+        if !matches!(write_raw(w, FORKED), Ok(1)) {
+            return Err(ChildError::CryoGone);
+        }
+        // Its own copies, in a table of its own (the parent closes a shared table's).
+        if !t.core.files_of_parent {
+            let _ = nix::unistd::close(r);
+            let _ = nix::unistd::close(w);
+        }
+    }
+    Ok(())
+}
+
+/// The parent whose fd table or fs_struct task `i` shares, if it does.
+fn shares_with(tree: &Planned, i: usize) -> Option<usize> {
+    let core = &tree.loaded.tasks[i].core;
+    (core.files_of_parent || core.fs_of_parent)
+        .then(|| tree.plan.parent[i])
+        .flatten()
+}
+
+/// Waits on done pipe `r` until each of `sharers` (children sharing this process's fd table
+/// or fs_struct) is through its cryo phase, at most 20 s for each.
+fn await_forked(r: RawFd, sharers: &[usize], tree: &Planned) -> Result<(), ChildError> {
+    const FORK_PATIENCE_MS: u16 = 20_000;
+    let child_pid = |k: usize| {
+        tree.loaded.tasks[sharers[k.min(sharers.len() - 1)]]
+            .entry
+            .pid
+    };
+    let mut forked = 0;
+    while forked < sharers.len() {
+        let timeout = nix::poll::PollTimeout::from(FORK_PATIENCE_MS);
+        let fd = crate::sys::fd::borrow_raw(r);
+        let mut pfd = [nix::poll::PollFd::new(fd, nix::poll::PollFlags::POLLIN)];
+        match nix::poll::poll(&mut pfd, timeout) {
+            Ok(0) => {
+                return Err(ChildError::SharerSilent {
+                    child: child_pid(forked),
+                })
+            }
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(ChildError::sys(ChildStep::DonePipe)(e)),
+        }
+        let mut said = [0u8; 1];
+        match read_raw(r, &mut said) {
+            Ok(1) if said == *FORKED => forked += 1,
+            _ => {
+                return Err(ChildError::SharerFailed {
+                    child: child_pid(forked),
+                })
+            }
+        }
+    }
     Ok(())
 }
 

@@ -55,6 +55,14 @@ pub enum RestoreError {
         /// The root.
         pid: i32,
     },
+    /// A root (forked by cryo) said to share its parent's fd table or fs_struct.
+    #[error(
+        "pid {pid} is a root of the image but shares its parent's fd table or working directory"
+    )]
+    SharesWithoutParent {
+        /// The root.
+        pid: i32,
+    },
     /// Processes of the image that no root's tree reaches.
     #[error(
         "{unreached} of the image's {total} processes are not in the trees of its roots {roots:?}"
@@ -287,6 +295,8 @@ pub enum ChildStep {
     Cgroup,
     #[error("enter its IPC namespace")]
     IpcNamespace,
+    #[error("the pipe its children sharing its fd table or working directory answer on")]
+    DonePipe,
 }
 
 /// The object a failed file step of a forked process was opening.
@@ -338,6 +348,21 @@ pub enum ChildError {
     /// cryo closed the sync pipe before saying go.
     #[error("cryo went away")]
     CryoGone,
+    /// A child sharing its fd table or fs_struct failed before forking its own children.
+    #[error("its child {child}, which shares its fd table or working directory, failed")]
+    SharerFailed {
+        /// The child.
+        child: i32,
+    },
+    /// A child sharing its fd table or fs_struct did not say it forked its own in time.
+    #[error(
+        "its child {child}, which shares its fd table or working directory, did not fork its \
+         children in time"
+    )]
+    SharerSilent {
+        /// The child.
+        child: i32,
+    },
 }
 
 impl ChildError {

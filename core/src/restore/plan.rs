@@ -83,6 +83,11 @@ pub(crate) struct TreePlan {
     pub guardian_slot: RawFd,
     /// The first slot fd of the IPC namespaces cryo made (crate::ipc::Restored::fds).
     pub ipc_slot: RawFd,
+    /// Per task: its parent's position (None for a root).
+    pub parent: Vec<Option<usize>>,
+    /// Per task: the task whose fd table it has (itself, or the topmost of a chain of
+    /// children sharing their parent's table, CLONE_FILES).
+    pub table_owner: Vec<usize>,
 }
 
 impl TreePlan {
@@ -154,9 +159,32 @@ impl TreePlan {
             })?;
             zombie_children[p].push(z);
         }
+        let parent: Vec<Option<usize>> = ordered
+            .iter()
+            .map(|t| {
+                if roots.contains(&t.entry.pid) {
+                    None
+                } else {
+                    pos.get(&t.entry.ppid).copied()
+                }
+            })
+            .collect();
+        // The process whose fd table each has: itself, or its parent's table's owner when it
+        // shares its parent's (CLONE_FILES).
+        let mut table_owner: Vec<usize> = (0..n).collect();
+        for (i, t) in ordered.iter().enumerate() {
+            if t.core.files_of_parent || t.core.fs_of_parent {
+                let Some(p) = parent[i] else {
+                    return Err(RestoreError::SharesWithoutParent { pid: t.entry.pid });
+                };
+                if t.core.files_of_parent {
+                    table_owner[i] = table_owner[p];
+                }
+            }
+        }
         let together = files::made_together(descs, links);
         let (inherited, extra_slots, cryo_sets) =
-            plan_inheritance(&ordered, &pos, roots, links, &together, descs)?;
+            plan_inheritance(&ordered, &parent, &table_owner, links, &together, descs)?;
         // Above every fd of the image and every fd cryo holds now.
         let image_max = ordered
             .iter()
@@ -165,10 +193,23 @@ impl TreePlan {
             .unwrap_or(2);
         // Room for the pipes cryo is about to create below the base.
         let base = image_max.max(input.cryo_max_fd + 4 * n as RawFd + 8) + 1;
-        let first_mapping = (base + 2 * n as RawFd) as u64;
+        // Above the control pipes and the "done" pipes.
+        let first_mapping = (base + 4 * n as RawFd) as u64;
+        // Processes sharing one fd table place their mapping fds one after the other in it.
+        let mut next_mapping: HashMap<usize, u64> = HashMap::new();
         let mappings: Vec<MappingFds> = ordered
             .iter()
-            .map(|t| mapping_fds(t, first_mapping))
+            .enumerate()
+            .map(|(i, t)| {
+                let first = next_mapping
+                    .get(&table_owner[i])
+                    .copied()
+                    .unwrap_or(first_mapping);
+                let m = mapping_fds(t, first);
+                let end = m.all().into_iter().max().map_or(first, |fd| fd + 1);
+                next_mapping.insert(table_owner[i], end);
+                m
+            })
             .collect();
         // Extra ends: above every control and mapping fd of every task.
         let extra_base = mappings
@@ -225,6 +266,8 @@ impl TreePlan {
             tramps,
             mappings,
             roots: (0..root_idx.len()).collect(),
+            parent,
+            table_owner,
             cryo_sets,
             cryo_slots,
             shared_slots,
@@ -237,6 +280,33 @@ impl TreePlan {
     /// The sync and err fd numbers of task `i` inside the tree.
     pub fn ctl(&self, i: usize) -> (RawFd, RawFd) {
         (self.base + 2 * i as RawFd, self.base + 2 * i as RawFd + 1)
+    }
+
+    /// The read and write ends of the pipe on which task `i`'s children that share its fd
+    /// table or fs_struct say they have forked theirs.
+    pub fn done_pipe(&self, i: usize) -> (RawFd, RawFd) {
+        let n = self.order.len() as RawFd;
+        (
+            self.base + 2 * n + 2 * i as RawFd,
+            self.base + 2 * n + 2 * i as RawFd + 1,
+        )
+    }
+
+    /// Every task below task `i` whose control fds task `i` closes once its children are
+    /// forked: the ones below a child sharing its fd table close their own (that child
+    /// forks them, from the same table).
+    pub fn closes_ctl_of(&self, i: usize) -> Vec<usize> {
+        let mut out = Vec::new();
+        let mut stack: Vec<usize> = self.children[i]
+            .iter()
+            .copied()
+            .filter(|&c| self.table_owner[c] != self.table_owner[i])
+            .collect();
+        while let Some(c) = stack.pop() {
+            out.push(c);
+            stack.extend(&self.children[c]);
+        }
+        out
     }
 
     /// Every task below task `i`.
@@ -256,6 +326,7 @@ pub(crate) const CRYO: usize = usize::MAX;
 
 /// Where a child finds a description it inherits: at the parent's own fd number, or in the
 /// parent's n-th extra slot.
+#[derive(Debug, Clone, Copy)]
 pub(crate) enum Inherit {
     Fd(RawFd),
     Slot(usize),
@@ -286,23 +357,13 @@ type InheritPlan = (Vec<HashMap<u32, Inherit>>, Vec<(usize, u32)>, Vec<CryoSet>)
 /// on the way that holds none only passes them on).
 fn plan_inheritance(
     ordered: &[&TaskImage],
-    pos: &HashMap<i32, usize>,
-    roots: &[i32],
+    parent: &[Option<usize>],
+    table_owner: &[usize],
     links: &crate::sockets::UnixLinks,
     together: &[Vec<u32>],
     descs: &[FileDesc],
 ) -> Result<InheritPlan, RestoreError> {
     let n = ordered.len();
-    let parent: Vec<Option<usize>> = ordered
-        .iter()
-        .map(|t| {
-            if roots.contains(&t.entry.pid) {
-                None
-            } else {
-                pos.get(&t.entry.ppid).copied()
-            }
-        })
-        .collect();
     // Parents come before their children in `ordered`.
     let mut depth = vec![0usize; n];
     for i in 0..n {
@@ -362,7 +423,9 @@ fn plan_inheritance(
             maker = maker.and_then(|m| common_ancestor(&parent, &depth, m, h));
         }
         let maker = match maker {
-            Some(m) => m,
+            // A task sharing its parent's fd table restores no fd of its own: the table's
+            // owner makes what it would (its children find it in the same table).
+            Some(m) => table_owner[m],
             None => match links.plain_pair(component) {
                 Some((a, b)) => {
                     cryo_sets.push(CryoSet::UnixPair(a, b));
@@ -406,9 +469,14 @@ fn plan_inheritance(
                     continue;
                 }
                 let from = parent[q].unwrap_or(CRYO);
-                let inherit = match fd_of.get(from).and_then(|m| m.get(&x)) {
-                    Some(&fd) => Inherit::Fd(fd),
-                    None => Inherit::Slot(*slot_of.entry((from, x)).or_insert_with(|| {
+                let passed_on = (from != CRYO && table_owner[from] != from)
+                    .then(|| inherited[from].get(&x).copied())
+                    .flatten();
+                let inherit = match (fd_of.get(from).and_then(|m| m.get(&x)), passed_on) {
+                    (Some(&fd), _) => Inherit::Fd(fd),
+                    // In its parent's table, where that parent's parent put it.
+                    (None, Some(at)) => at,
+                    (None, None) => Inherit::Slot(*slot_of.entry((from, x)).or_insert_with(|| {
                         slots.push((from, x));
                         slots.len() - 1
                     })),

@@ -285,7 +285,18 @@ fn spawn_tree(tree: &Planned, ns: Option<Namespaces>) -> Result<(Vec<Pid>, Optio
         }
         for i in 0..n {
             let pid = created[i].unwrap_or(Pid::from_raw(tree.loaded.tasks[i].entry.pid));
-            wait_stopped(pid, &ours[i].err)?;
+            if let Err(e) = wait_stopped(pid, &ours[i].err) {
+                // A parent that waited for a child sharing its fd table or working
+                // directory reports that child's failure; the child's report says why.
+                return Err(plan.children[i]
+                    .iter()
+                    .find_map(|&c| {
+                        let cpid =
+                            created[c].unwrap_or(Pid::from_raw(tree.loaded.tasks[c].entry.pid));
+                        pending_report(cpid, &ours[c].err)
+                    })
+                    .unwrap_or(e));
+            }
         }
         if let Some((t, _)) = &tree.terminal {
             for &i in &tree.want_ctty {

@@ -40,9 +40,16 @@ pub enum Forked {
 /// is gone from /proc (the kernel frees it after dropping tasklist_lock), and as long as a
 /// dying process still has it as its process group or session id.
 pub fn fork_with_pid(pid: Pid) -> io::Result<Forked> {
+    fork_with_pid_sharing(pid, 0)
+}
+
+/// [`fork_with_pid`], the child sharing what `share` says with this process (CLONE_FILES:
+/// the fd table, CLONE_FS: working directory, root and umask).
+pub fn fork_with_pid_sharing(pid: Pid, share: u64) -> io::Result<Forked> {
     const PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
     let tid: libc::pid_t = pid.as_raw();
     let args = CloneArgs {
+        flags: share & (libc::CLONE_FILES | libc::CLONE_FS) as u64,
         exit_signal: libc::SIGCHLD as u64,
         set_tid: &tid as *const libc::pid_t as u64,
         set_tid_size: 1,

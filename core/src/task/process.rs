@@ -189,18 +189,22 @@ pub fn adopt_shell_job(entries: &mut [&mut ProcessEntry], roots: &[i32]) -> Resu
 pub fn restore_in_child(core: &TaskCore) -> Result<(), ChildError> {
     use nix::sys::stat::{umask, Mode};
     let me = nix::unistd::getpid();
-    // The working directory first: both paths are as cryo sees them (from the real root),
-    // and chroot keeps the working directory.
-    match &core.cwd_removed {
-        None => nix::unistd::chdir(core.cwd.as_str()),
-        Some(removed) => enter_removed(&core.cwd, removed),
+    // A process sharing its parent's fs_struct (CLONE_FS) has it from the parent, which sets
+    // it (the same values) once its children are forked.
+    if !core.fs_of_parent {
+        // The working directory first: both paths are as cryo sees them (from the real
+        // root), and chroot keeps the working directory.
+        match &core.cwd_removed {
+            None => nix::unistd::chdir(core.cwd.as_str()),
+            Some(removed) => enter_removed(&core.cwd, removed),
+        }
+        .map_err(|e| ChildError::sys_on(ChildStep::Chdir, &core.cwd)(e.into()))?;
+        if core.root != "/" {
+            nix::unistd::chroot(core.root.as_str())
+                .map_err(|e| ChildError::sys_on(ChildStep::Chroot, &core.root)(e.into()))?;
+        }
+        umask(Mode::from_bits_truncate(core.umask));
     }
-    .map_err(|e| ChildError::sys_on(ChildStep::Chdir, &core.cwd)(e.into()))?;
-    if core.root != "/" {
-        nix::unistd::chroot(core.root.as_str())
-            .map_err(|e| ChildError::sys_on(ChildStep::Chroot, &core.root)(e.into()))?;
-    }
-    umask(Mode::from_bits_truncate(core.umask));
     // Exactly, or the restore fails: a hard limit above cryo's needs CAP_SYS_RESOURCE (the
     // dump refuses it when its cryo lacked that; an image from elsewhere may still have one).
     for lim in &core.rlimits {

@@ -1,12 +1,13 @@
-//! The kernel objects clone flags let two processes share, which a restore makes one per
-//! process: fd tables (CLONE_FILES), filesystem information (CLONE_FS: working directory,
-//! root, umask), address spaces (CLONE_VM, vfork) and signal handler tables (CLONE_SIGHAND);
-//! and the fd table or filesystem information a thread took for itself (unshare), which a
-//! restore makes one per process. Any of them is refused at dump, naming both tasks: restored
-//! apart, a change one makes (an fd opened, a chdir, a write to memory, a handler set) would
-//! no longer be seen by the other.
+//! The kernel objects clone flags let two processes share: fd tables (CLONE_FILES),
+//! filesystem information (CLONE_FS: working directory, root, umask), address spaces
+//! (CLONE_VM, vfork) and signal handler tables (CLONE_SIGHAND); and the fd table or
+//! filesystem information a thread took for itself (unshare). A child sharing its parent's fd
+//! table or fs_struct is cloned so at restore (restore/child.rs); everything else is refused
+//! at dump, naming both tasks: restored apart, a change one makes (an fd opened, a chdir, a
+//! write to memory, a handler set) would no longer be seen by the other.
 
 use std::cmp::Ordering;
+use std::collections::{HashMap, HashSet};
 use std::io;
 
 use nix::unistd::Pid;
@@ -29,8 +30,8 @@ pub enum SharingError {
     },
     /// Two processes share one object.
     #[error(
-        "pid {pid}: shares its {} with pid {other}{} ({}): a restore gives each process its own; \
-         refused",
+        "pid {pid}: shares its {} with pid {other}{} ({}): a restore gives each process its own \
+         (only a child sharing its parent's fd table or working directory is cloned so); refused",
         .object.what(),
         if *.outside { " (outside the dump)" } else { "" },
         .object.flag()
@@ -146,15 +147,28 @@ pub(crate) fn refuse_vfork(members: &[(Pid, Pid, char)]) -> Result<(), SharingEr
     Ok(())
 }
 
-/// Refuses, in a frozen tree, any object of `BETWEEN_PROCESSES` shared by two of its live
-/// processes, or by a root and its parent outside the dump (`roots`: each root with its
-/// parent), and a thread whose fd table or filesystem information is not its main thread's.
-/// `processes`: each live process with its threads (the main one included).
-pub(crate) fn refuse_shared(
-    processes: &[(Pid, &[Pid])],
+/// The processes whose fd table (CLONE_FILES) or working directory, root and umask
+/// (CLONE_FS) are their parent's: the restore clones them so.
+#[derive(Debug, Default)]
+pub(crate) struct SharedWithParent {
+    /// Their fd table is their parent's.
+    pub files: HashSet<Pid>,
+    /// Their fs_struct is their parent's.
+    pub fs: HashSet<Pid>,
+}
+
+/// Judges, in a frozen tree, what its live processes share. A process's fd table or fs_struct
+/// shared with its parent in the dump (not a root) is restored by cloning it so (returned);
+/// any other sharing of an object of `BETWEEN_PROCESSES` is refused: between processes
+/// neither of which is the other's parent in the chain of sharers, by a root and its parent
+/// outside the dump (`roots`: each root with its parent), of memory or signal handlers at
+/// all; and a thread whose fd table or filesystem information is not its main thread's.
+/// `processes`: each live process with its parent and its threads (the main one included).
+pub(crate) fn judge_shared(
+    processes: &[(Pid, Pid, &[Pid])],
     roots: &[(Pid, Pid)],
-) -> Result<(), SharingError> {
-    for &(pid, tids) in processes {
+) -> Result<SharedWithParent, SharingError> {
+    for &(pid, _, tids) in processes {
         for &tid in tids.iter().filter(|&&t| t != pid) {
             for object in OF_A_THREAD {
                 if !same(pid, tid, object)? {
@@ -191,26 +205,53 @@ pub(crate) fn refuse_shared(
             }
         }
     }
-    let mut tasks: Vec<Pid> = processes.iter().map(|&(pid, _)| pid).collect();
+    let mut shared = SharedWithParent::default();
+    let mut tasks: Vec<Pid> = processes.iter().map(|&(pid, _, _)| pid).collect();
     if tasks.len() < 2 {
-        return Ok(());
+        return Ok(shared);
     }
+    // A root is forked by cryo at restore: it cannot get its parent's objects.
+    let parent_of: HashMap<Pid, Pid> = processes
+        .iter()
+        .filter(|p| !roots.iter().any(|r| r.0 == p.0))
+        .map(|&(pid, ppid, _)| (pid, ppid))
+        .collect();
     for object in BETWEEN_PROCESSES {
-        if let Some((pid, other)) = one_shared(&mut tasks, object)? {
-            return Err(SharingError::Shared {
-                pid,
-                other,
-                object: Shareable(object),
-                outside: false,
-            });
+        for group in sharing_groups(&mut tasks, object)? {
+            // Each sharer but one (the group's top) must have its parent in the group.
+            let mut tops = group
+                .iter()
+                .filter(|m| parent_of.get(m).is_none_or(|p| !group.contains(p)));
+            let Some(&top) = tops.next() else {
+                continue;
+            };
+            let restorable = matches!(object, TaskObject::Files | TaskObject::Fs);
+            let refused = match tops.next() {
+                Some(&second) => Some(second),
+                None if !restorable => group.iter().copied().find(|&m| m != top),
+                None => None,
+            };
+            if let Some(pid) = refused {
+                return Err(SharingError::Shared {
+                    pid,
+                    other: top,
+                    object: Shareable(object),
+                    outside: false,
+                });
+            }
+            let set = match object {
+                TaskObject::Files => &mut shared.files,
+                _ => &mut shared.fs,
+            };
+            set.extend(group.iter().filter(|&&m| m != top));
         }
     }
-    Ok(())
+    Ok(shared)
 }
 
-/// Two of `tasks` that share `object`, if any: sorted by the order kcmp gives their objects,
-/// tasks sharing one lie side by side.
-fn one_shared(tasks: &mut [Pid], object: TaskObject) -> Result<Option<(Pid, Pid)>, SharingError> {
+/// The groups (two or more) of `tasks` that share one `object`: sorted by the order kcmp
+/// gives their objects, tasks sharing one lie side by side.
+fn sharing_groups(tasks: &mut [Pid], object: TaskObject) -> Result<Vec<Vec<Pid>>, SharingError> {
     let mut failed = None;
     tasks.sort_by(|&a, &b| {
         kcmp_order(a, b, object).unwrap_or_else(|e| {
@@ -226,10 +267,20 @@ fn one_shared(tasks: &mut [Pid], object: TaskObject) -> Result<Option<(Pid, Pid)
             source,
         });
     }
+    let mut groups: Vec<Vec<Pid>> = Vec::new();
+    let mut run = vec![tasks[0]];
     for pair in tasks.windows(2) {
         if same(pair[0], pair[1], object)? {
-            return Ok(Some((pair[0], pair[1])));
+            run.push(pair[1]);
+        } else {
+            if run.len() > 1 {
+                groups.push(std::mem::take(&mut run));
+            }
+            run = vec![pair[1]];
         }
     }
-    Ok(None)
+    if run.len() > 1 {
+        groups.push(run);
+    }
+    Ok(groups)
 }

@@ -56,7 +56,7 @@ fn cvt(r: libc::c_int) -> std::io::Result<libc::c_int> {
 }
 
 /// fcntl with a `struct flock` for `cmd`: a lock of `kind` on `start..start+len`.
-fn set_lock(fd: i32, cmd: i32, kind: i32, start: i64, len: i64) -> std::io::Result<()> {
+pub(super) fn set_lock(fd: i32, cmd: i32, kind: i32, start: i64, len: i64) -> std::io::Result<()> {
     // SAFETY: flock is plain data; zeroed is valid.
     let mut fl: libc::flock = unsafe { std::mem::zeroed() };
     fl.l_type = kind as i16;

@@ -469,6 +469,25 @@ pub fn fork_paused() -> io::Result<i32> {
     }
 }
 
+/// Forks a child sharing with this process what `flags` says (CLONE_FILES, CLONE_FS): a
+/// clone without CLONE_VM or a stack of its own, so the child goes on here in a copy of the
+/// memory, as after fork. Returns 0 in the child, its pid in the parent.
+pub fn fork_sharing(flags: libc::c_int) -> io::Result<i32> {
+    // SAFETY: clone without CLONE_VM and with no new stack behaves like fork (the arguments
+    // are numbers); the callers are single-threaded (see fork).
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (flags | libc::SIGCHLD) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    cvt(r as libc::c_int)
+}
+
 /// Clones a child with `flags` (besides SIGCHLD) that waits in pause() until killed, on a
 /// stack of its own; returns its pid. With CLONE_VFORK this returns once the child is gone.
 pub fn clone_paused(flags: libc::c_int) -> io::Result<i32> {
