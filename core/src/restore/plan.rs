@@ -778,19 +778,51 @@ mod tests {
         let plan = image.plan_with(10, &[], &[77, 78], true).unwrap();
         assert_eq!(plan.base, 41);
         assert_eq!((plan.ctl(0), plan.ctl(1)), ((41, 42), (43, 44)));
+        assert_eq!((plan.done_pipe(0), plan.done_pipe(1)), ((45, 46), (47, 48)));
         let m = &plan.mappings[0];
-        assert_eq!((m.pages, m.exe), (45, 46));
-        assert_eq!(m.files, [(1, false, 47), (2, true, 48)]);
+        assert_eq!((m.pages, m.exe), (49, 50));
+        assert_eq!(m.files, [(1, false, 51), (2, true, 52)]);
         let m = &plan.mappings[1];
-        assert_eq!((m.pages, m.exe, m.files.len()), (45, 46, 0));
+        assert_eq!((m.pages, m.exe, m.files.len()), (49, 50, 0));
         // Shared objects after the last mapping fd, then the terminal.
-        assert_eq!(plan.shared_slots[&77], 49);
-        assert_eq!(plan.shared_slots[&78], 50);
-        assert_eq!(plan.terminal_slot, Some(51));
+        assert_eq!(plan.shared_slots[&77], 53);
+        assert_eq!(plan.shared_slots[&78], 54);
+        assert_eq!(plan.terminal_slot, Some(55));
         // A cryo holding many fds pushes the base up.
         let plan = image.plan_with(100, &[], &[], false).unwrap();
         assert_eq!(plan.base, 100 + 4 * 2 + 8 + 1);
         assert_eq!(plan.terminal_slot, None);
+    }
+
+    #[test]
+    fn children_sharing_the_fd_table_place_their_mapping_fds_apart_and_close_their_own() {
+        // 100 -> 110 (its table) -> 120 (its own), 100 -> 130 (its own).
+        let mut b = task(110, 100, &[(3, 1)]);
+        b.core.files_of_parent = true;
+        let image = Image::new(
+            &[100],
+            vec![task(100, 1, &[(3, 1)]), b, task(120, 110, &[(3, 1)]), task(130, 100, &[])],
+            vec![regular(1)],
+        );
+        let plan = image.plan_with(10, &[], &[], false).unwrap();
+        assert_eq!(plan.table_owner, [0, 0, 2, 3], "order: 100, 110, 130, 120");
+        let first = |i: usize| plan.mappings[i].pages;
+        // In one table: one after the other; in their own: the same numbers.
+        assert_eq!(first(1), first(0) + 2);
+        assert_eq!((first(2), first(3)), (first(0), first(0)));
+        // 100 closes 130's control fds (its table is a copy), not 120's: 110 forks 120 from
+        // the shared table and closes them.
+        assert_eq!(plan.closes_ctl_of(0), [2]);
+        assert_eq!(plan.closes_ctl_of(1), [3]);
+    }
+
+    #[test]
+    fn a_root_said_to_share_its_parents_table_is_refused() {
+        let mut root = task(100, 1, &[]);
+        root.core.files_of_parent = true;
+        let image = Image::new(&[100], vec![root], vec![]);
+        let err = image.plan_with(10, &[], &[], false).unwrap_err();
+        assert!(err.to_string().contains("pid 100 is a root"), "{err}");
     }
 
     #[test]
