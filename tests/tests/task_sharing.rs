@@ -179,6 +179,24 @@ fn a_child_sharing_its_parents_fd_table_comes_back_sharing_it() {
 }
 
 #[test]
+fn a_childs_posix_lock_on_a_file_its_parent_maps_in_their_shared_table_is_refused() {
+    cryo_bin();
+    let w = Workload::spawn("share", &["talk-files"]);
+    let child = w.cmd("child");
+    let file = w.path("mapped");
+    std::fs::write(&file, "mapped by the parent, locked by the child").unwrap();
+    w.cmd(&format!("map {}", file.display()));
+    let fd = w.cmd(&format!("child-open {}", file.display()));
+    assert_eq!(w.cmd(&format!("child-lock {fd}")), "ok");
+    let out = w.dump(&w.path("img"), &[]);
+    out.assert_refused()
+        .assert_stderr_mentions(&format!("pid {child} fd {fd}"))
+        .assert_stderr_mentions(&format!("is on a file pid {} maps", w.pid()))
+        .assert_stderr_mentions("would drop the lock");
+    w.assert_untouched();
+}
+
+#[test]
 fn children_sharing_the_fd_table_with_children_of_their_own_come_back_in_one_tree() {
     cryo_bin();
     let mut w = Workload::spawn("share", &["tree-files"]);

@@ -437,6 +437,13 @@ fn dump_tree(
         .map(|(core, _)| (Pid::from_raw(core.pid), core.file_locks.as_slice()))
         .collect();
     crate::files::locks::refuse_held_outside(&held, &member_pids)?;
+    let tables: Vec<_> = pstree
+        .iter()
+        .zip(&cores)
+        .map(|(e, (core, mm))| (e.ppid, core, mm))
+        .collect();
+    crate::files::locks::refuse_dropped_in_shared_tables(&tables, files.descs())?;
+    drop(tables);
     drop(held);
     // Pty pairs whole, controlling terminals in the dump (or a shell job's).
     let terminals: Vec<crate::files::pty::TtyProcess<'_>> = pstree

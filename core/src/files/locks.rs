@@ -28,7 +28,8 @@ use std::collections::{HashMap, HashSet};
 use std::io;
 use std::os::fd::{AsFd, OwnedFd, RawFd};
 
-use cryo_proto::image::{FdOwner, FileLock, FileLockKind};
+use cryo_proto::image::file_desc::Kind;
+use cryo_proto::image::{FdOwner, FileDesc, FileLock, FileLockKind, MmCore, TaskCore};
 use nix::unistd::Pid;
 
 use super::inspect::OpenFd;
@@ -281,6 +282,68 @@ pub(crate) fn refuse_held_outside(
                     h.pid,
                     h.fd
                 )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a POSIX lock that a process sharing its parent's fd table took on a file one of
+/// its ancestors in that table maps. The restore opens each mapped file in the process that
+/// maps it and closes that fd once its memory is made; a POSIX lock belongs to the fd table
+/// and goes with any close of an fd on its file, and the ancestors are made whole after their
+/// children: the lock the child took back would be dropped. `tasks`: each live process's
+/// parent, core and memory record.
+pub(crate) fn refuse_dropped_in_shared_tables(
+    tasks: &[(i32, &TaskCore, &MmCore)],
+    descs: &[FileDesc],
+) -> Result<(), FileError> {
+    let inode = |id: u32| -> Option<(u64, u64)> {
+        match descs.iter().find(|d| d.id == id)?.kind.as_ref()? {
+            Kind::Regular(r) => Some((r.dev, r.ino)),
+            _ => None,
+        }
+    };
+    let by_pid: HashMap<i32, (i32, &TaskCore, &MmCore)> =
+        tasks.iter().map(|&(p, c, m)| (c.pid, (p, c, m))).collect();
+    for &(ppid, core, _) in tasks.iter().filter(|(_, c, _)| c.files_of_parent) {
+        for l in core
+            .file_locks
+            .iter()
+            .filter(|l| l.kind == FileLockKind::Posix as i32)
+        {
+            let Some(locked) = core
+                .fds
+                .iter()
+                .find(|e| e.fd == l.fd)
+                .and_then(|e| inode(e.file_id))
+            else {
+                continue;
+            };
+            let (mut at, mut up) = (core, ppid);
+            while at.files_of_parent {
+                let Some(&(next_up, parent, mm)) = by_pid.get(&up) else {
+                    break;
+                };
+                let maps = std::iter::once(mm.exe_file_id)
+                    .chain(mm.vmas.iter().map(|v| v.file_id))
+                    .filter(|&id| id != 0)
+                    .any(|id| inode(id) == Some(locked));
+                if maps {
+                    return Err(FileError::Dump {
+                        pid: Pid::from_raw(core.pid),
+                        fd: l.fd,
+                        detail: format!(
+                            "its {} is on a file pid {} maps, which shares its fd table: the \
+                             restore's own fd on that file in pid {} would drop the lock; not \
+                             supported",
+                            describe(l),
+                            parent.pid,
+                            parent.pid
+                        ),
+                    });
+                }
+                (at, up) = (parent, next_up);
             }
         }
     }

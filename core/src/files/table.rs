@@ -544,6 +544,11 @@ impl FileTable {
         super::pty::finish_dump(&mut self.descs, &mut self.state, procs, opts.shell_job)
     }
 
+    /// The descriptions collected so far, in id order.
+    pub fn descs(&self) -> &[FileDesc] {
+        &self.descs
+    }
+
     /// The descriptions collected, in id order.
     pub fn into_descs(self) -> Vec<FileDesc> {
         self.descs

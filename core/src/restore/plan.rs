@@ -801,7 +801,12 @@ mod tests {
         b.core.files_of_parent = true;
         let image = Image::new(
             &[100],
-            vec![task(100, 1, &[(3, 1)]), b, task(120, 110, &[(3, 1)]), task(130, 100, &[])],
+            vec![
+                task(100, 1, &[(3, 1)]),
+                b,
+                task(120, 110, &[(3, 1)]),
+                task(130, 100, &[]),
+            ],
             vec![regular(1)],
         );
         let plan = image.plan_with(10, &[], &[], false).unwrap();

@@ -16,6 +16,7 @@
 //!     child -> <the child's pid>      tid -> <the thread's id>   second -> <the other child>
 //!     open PATH -> <fd>               (O_RDWR|O_CREAT, here)     read FD -> <its bytes, from 0>
 //!     child-open PATH -> <fd>         child-read FD -> <bytes>   child-lock FD -> ok
+//!     map PATH -> <address>           (its first page, shared, read-only)
 //!                                     (the child's POSIX write lock on bytes 0-9)
 //!     chdir DIR -> ok  cwd -> <dir>   child-chdir DIR -> ok      child-cwd -> <dir>
 //!     umask MASK -> <old>  (octal)    child-umask MASK -> <old>
@@ -175,6 +176,25 @@ fn common_answer(verb: &str, arg: &str) -> Result<String, String> {
             set_lock(fd, libc::F_SETLK, libc::F_WRLCK, 0, 10)
                 .map(|()| "ok".into())
                 .map_err(failed("F_SETLK"))
+        }
+        "map" => {
+            let fd = sys::open(Path::new(arg), libc::O_RDONLY).map_err(failed("open"))?;
+            // SAFETY: a new shared read-only mapping of an open file, chosen by the kernel.
+            let addr = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    4096,
+                    libc::PROT_READ,
+                    libc::MAP_SHARED,
+                    fd,
+                    0,
+                )
+            };
+            sys::close(fd);
+            if addr == libc::MAP_FAILED {
+                return Err(format!("mmap: {}", std::io::Error::last_os_error()));
+            }
+            Ok(format!("{addr:p}"))
         }
         "chdir" => std::env::set_current_dir(arg)
             .map(|()| "ok".into())
