@@ -420,7 +420,7 @@ fn plan_inheritance(
         // The lowest common ancestor; None: the holders are in different roots' trees.
         let mut maker = Some(first);
         for h in tasks {
-            maker = maker.and_then(|m| common_ancestor(&parent, &depth, m, h));
+            maker = maker.and_then(|m| common_ancestor(parent, &depth, m, h));
         }
         let maker = match maker {
             // A task sharing its parent's fd table restores no fd of its own: the table's
