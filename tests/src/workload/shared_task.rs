@@ -9,9 +9,9 @@
 //! share thread-files|thread-fs  a thread that unshared its fd table (or fs), parked
 //! share siblings-files        two children cloned with CLONE_FILES, then the parent
 //!                             unshared its own table: the children share one, not the parent
-//! share tree-files            children B and D cloned with CLONE_FILES (B forked C, which
-//!                             pauses, as B does), and E forked plainly; all paused
-//!     grandchild -> C    plain -> E
+//! share tree-files            children B and D cloned with CLONE_FILES, E forked plainly; B
+//!                             cloned C with CLONE_FILES and forked F plainly; all paused
+//!     grandchild -> C    plain-grandchild -> F    plain -> E
 //! share talk-files|talk-fs    a child cloned with CLONE_FILES (or CLONE_FS) that answers:
 //!     child -> <the child's pid>      tid -> <the thread's id>   second -> <the other child>
 //!     open PATH -> <fd>               (O_RDWR|O_CREAT, here)     read FD -> <its bytes, from 0>
@@ -34,6 +34,7 @@ struct Share {
     tid: i32,
     second: i32,
     grandchild: i32,
+    plain_grandchild: i32,
     plain: i32,
     /// The pipes to a talking child.
     talk: Option<ChildPipes>,
@@ -47,6 +48,7 @@ pub fn start(args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
         tid: 0,
         second: 0,
         grandchild: 0,
+        plain_grandchild: 0,
         plain: 0,
         talk: None,
     };
@@ -105,9 +107,12 @@ pub fn start(args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
             let (rd, wr) = sys::pipe().map_err(failed("pipe"))?;
             match sys::fork_sharing(libc::CLONE_FILES).map_err(failed("clone"))? {
                 0 => {
-                    // B: forks C, says its pid, pauses.
-                    let c = sys::fork_paused().unwrap_or(-1);
-                    let _ = sys::write_all(wr, &c.to_ne_bytes());
+                    // B: clones C into the table, forks F, says their pids, pauses.
+                    let c = sys::clone_paused(libc::CLONE_FILES).unwrap_or(-1);
+                    let f = sys::fork_paused().unwrap_or(-1);
+                    let mut pids = c.to_ne_bytes().to_vec();
+                    pids.extend(f.to_ne_bytes());
+                    let _ = sys::write_all(wr, &pids);
                     loop {
                         // SAFETY: pause takes no arguments.
                         unsafe { libc::pause() };
@@ -115,11 +120,12 @@ pub fn start(args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
                 }
                 pid => share.child = pid,
             }
-            let mut c = [0u8; 4];
-            let n = sys::read(rd, &mut c).map_err(failed("read C's pid"))?;
-            share.grandchild = i32::from_ne_bytes(c);
-            if n != 4 || share.grandchild <= 0 {
-                return Err("B could not fork C".into());
+            let mut pids = [0u8; 8];
+            let n = sys::read(rd, &mut pids).map_err(failed("read C's and F's pids"))?;
+            let pid = |k: usize| i32::from_ne_bytes(pids[4 * k..4 * k + 4].try_into().unwrap());
+            (share.grandchild, share.plain_grandchild) = (pid(0), pid(1));
+            if n != 8 || share.grandchild <= 0 || share.plain_grandchild <= 0 {
+                return Err("B could not make C and F".into());
             }
             sys::close(rd);
             sys::close(wr);
@@ -217,6 +223,7 @@ impl Mode for Share {
             "tid" => Ok(self.tid.to_string()),
             "second" => Ok(self.second.to_string()),
             "grandchild" => Ok(self.grandchild.to_string()),
+            "plain-grandchild" => Ok(self.plain_grandchild.to_string()),
             "plain" => Ok(self.plain.to_string()),
             _ => {
                 let arg = args.join(" ");
