@@ -99,14 +99,19 @@ pub(crate) fn guardian_late() {
     }
 }
 
-/// The test hook: waits at `point` when `CRYO_TEST_PAUSE_AT` names it.
+/// The test hook: waits at `point` when `CRYO_TEST_PAUSE_AT` names it, until a termination
+/// signal, 30 s, or (with `CRYO_TEST_RESUME_FILE`) until that file exists.
 pub fn pause_point(point: &str) {
     if pause_at() != Some(point) {
         return;
     }
     eprintln!("cryo: paused at {point}");
+    let resume = std::env::var_os("CRYO_TEST_RESUME_FILE").map(std::path::PathBuf::from);
     let until = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < until && !matches!(termination::pending(), Ok(Some(_))) {
+    while Instant::now() < until
+        && !matches!(termination::pending(), Ok(Some(_)))
+        && !resume.as_ref().is_some_and(|f| f.exists())
+    {
         std::thread::sleep(Duration::from_millis(1));
     }
 }

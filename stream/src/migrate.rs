@@ -42,8 +42,19 @@
 //! at it already, and a reset would end connections the source still holds); either way it
 //! runs its script at migrate-rollback. A source killed once it is sending Go leaves the
 //! destination running and its dump guardian killing the originals (armed just before the
-//! Go): exactly one side runs. A Go that fails (the destination failed, or the connection
-//! ended without an answer) disarms it and rolls back, as above.
+//! Go): exactly one side runs. A Go the destination answers with Failed disarms it and rolls
+//! back, as above. A Go whose answer is lost (the connection ends or goes silent after it)
+//! leaves the source in doubt: it asks the destination again on new connections (purpose
+//! OUTCOME; the receiver remembers how each migration ended) for as long as its stream
+//! timeout, and commits if the processes run there; killed there, or no answer in that time
+//! (the destination gone: it said nothing that it runs them), it rolls back.
+//!
+//! ```text
+//!   Go                                    ---->   (runs the processes)
+//!                                          <-X-   Running (lost)
+//!   new connection: Start{OUTCOME, name}  ---->
+//!                                          <----  Accept, Running{pids} | Failed{why}
+//! ```
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -65,6 +76,11 @@ use crate::{manifest, transfer};
 pub struct Migration {
     conn: Conn<TcpStream>,
     addr: String,
+    /// The destination, asked again how the migration ended when the answer to the Go is
+    /// lost.
+    peer: Peer,
+    /// The migration's name there.
+    name: String,
     /// Whether the image was announced (Accept): by the first pre-copy round, or the dump.
     announced: bool,
     /// The files of the image sent so far (the pre-copy rounds).
@@ -84,6 +100,8 @@ impl Peer {
         Ok(Migration {
             conn: self.start(Purpose::Migrate, name, "")?,
             addr: self.addr.clone(),
+            peer: self.clone(),
+            name: name.into(),
             announced: false,
             sent: msg::Manifest::default(),
         })
@@ -166,15 +184,62 @@ impl Migration {
     }
 
     /// Tells the destination to let its processes run; returns once they do, with their
-    /// pids there.
+    /// pids there. When the answer is lost (the connection ends or goes silent after the
+    /// Go), the destination may run them or not: it is asked again on a new connection
+    /// ([`Self::ask_outcome`]).
     pub fn go(&mut self) -> Result<Vec<i32>, StreamError> {
         self.conn.send_msg(FrameType::Go, &msg::Go {}, "send go")?;
         cryo_core::interrupt::pause_point("go-sent");
         let step = format!("wait for {} to run the processes", self.addr);
-        Ok(self
-            .conn
-            .expect::<msg::Running>(FrameType::Running, &step)?
-            .pids)
+        match self.conn.expect::<msg::Running>(FrameType::Running, &step) {
+            Ok(running) => Ok(running.pids),
+            // The destination said it failed: it killed what it restored.
+            Err(e @ (StreamError::PeerFailed { .. } | StreamError::Refused { .. })) => Err(e),
+            Err(lost) => self.ask_outcome(lost),
+        }
+    }
+
+    /// Asks the destination how the migration ended, after the answer to the Go was lost
+    /// (`lost`): on new connections, for as long as the stream timeout (the destination
+    /// answers once it is through with the migration: at once if it ran the processes, after
+    /// its own timeout if the Go never reached it). Its processes run: their pids. It
+    /// killed them, or cannot be asked: an error, and the source rolls back.
+    fn ask_outcome(&self, lost: StreamError) -> Result<Vec<i32>, StreamError> {
+        warn!(to = %self.addr, "no answer to the go ({lost}): asking how the migration ended");
+        let deadline = Instant::now() + self.peer.timeout;
+        let step = format!("ask {} how migration {:?} ended", self.addr, self.name);
+        loop {
+            let asked = self
+                .peer
+                .start(Purpose::Outcome, &self.name, "")
+                .and_then(|mut conn| conn.expect::<msg::Running>(FrameType::Running, &step));
+            match asked {
+                Ok(running) => {
+                    warn!(
+                        to = %self.addr,
+                        pids = ?running.pids,
+                        "the processes run there (the answer to the go was lost)"
+                    );
+                    return Ok(running.pids);
+                }
+                Err(StreamError::PeerFailed { why, .. }) => {
+                    return Err(StreamError::PeerFailed {
+                        step: format!("{lost}; then {step}"),
+                        why,
+                    })
+                }
+                Err(e) if Instant::now() >= deadline => {
+                    return Err(StreamError::protocol(
+                        format!("{lost}; then {step}"),
+                        format!("no answer ({e}): taken as never run there"),
+                    ))
+                }
+                Err(e) => {
+                    info!(to = %self.addr, "no outcome yet: {e}");
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                }
+            }
+        }
     }
 
     /// Tells the destination the migration is off (best effort: it may be gone already).
@@ -337,11 +402,15 @@ pub(crate) fn serve(
     match restored {
         Ok(r) => {
             let pids: Vec<i32> = r.roots.iter().map(|p| p.as_raw()).collect();
-            conn.send_msg(
+            cryo_core::interrupt::pause_point("migrate-running");
+            // They run whether or not the source hears it: it asks again (OUTCOME).
+            if let Err(e) = conn.send_msg(
                 FrameType::Running,
                 &msg::Running { pids: pids.clone() },
                 "report the processes running",
-            )?;
+            ) {
+                warn!(migration = %name, "the processes run here, but the source was not told: {e}");
+            }
             info!(
                 migration = %name,
                 ?pids,

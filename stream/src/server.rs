@@ -11,6 +11,7 @@
 //! process that runs other threads is not safe (shared/DESIGN.md, choice 5).
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
@@ -71,6 +72,13 @@ pub enum Outcome {
         /// The root pids.
         pids: Vec<i32>,
     },
+    /// A source was told how its migration ended here.
+    Told {
+        /// The migration's name.
+        name: String,
+        /// Whether its processes run here.
+        running: bool,
+    },
     /// An image was restored here.
     Restored {
         /// Its name.
@@ -91,6 +99,15 @@ impl std::fmt::Display for Outcome {
             Self::Migrated { name, pids } => {
                 write!(f, "migration {name} done: pids {pids:?} run here")
             }
+            Self::Told { name, running } => write!(
+                f,
+                "told the source how migration {name} ended: {}",
+                if *running {
+                    "running here"
+                } else {
+                    "killed here"
+                }
+            ),
         }
     }
 }
@@ -104,6 +121,10 @@ pub struct Server {
     /// The network locks failed migrations left installed here (their source went silent:
     /// its clients may have been routed here), removed when the next migration starts.
     kept_locks: RefCell<Vec<String>>,
+    /// How each migration ended here, by name (the last of a name): its root pids running,
+    /// or why its processes were killed. Asked for by a source that lost its connection
+    /// after the Go (purpose OUTCOME).
+    outcomes: RefCell<HashMap<String, Result<Vec<i32>, String>>>,
 }
 
 impl Server {
@@ -134,6 +155,7 @@ impl Server {
             listener,
             root,
             kept_locks: RefCell::new(Vec::new()),
+            outcomes: RefCell::new(HashMap::new()),
         })
     }
 
@@ -208,18 +230,57 @@ impl Server {
                         Err(e) => warn!(lock = id, "network lock of a failed migration: {e}"),
                     }
                 }
-                crate::migrate::serve(
+                let ended = crate::migrate::serve(
                     conn,
                     &start,
                     self.opts.action_script.as_ref(),
                     &mut self.kept_locks.borrow_mut(),
-                )
+                );
+                let outcome = match &ended {
+                    Ok(Outcome::Migrated { pids, .. }) => Ok(pids.clone()),
+                    Ok(other) => Err(format!("ended as {other}")),
+                    Err(e) => Err(e.to_string()),
+                };
+                self.outcomes
+                    .borrow_mut()
+                    .insert(start.name.clone(), outcome);
+                ended
             }
+            Ok(Purpose::Outcome) => self.tell_outcome(&mut conn, &start, refuse),
             _ => Err(refuse(
                 &mut conn,
                 format!("unknown purpose {}", start.purpose),
             )),
         }
+    }
+
+    /// Tells how migration NAME ended here: Running with its pids, or Failed with why.
+    fn tell_outcome(
+        &self,
+        conn: &mut Conn<TcpStream>,
+        start: &msg::Start,
+        refuse: impl Fn(&mut Conn<TcpStream>, String) -> StreamError,
+    ) -> Result<Outcome, StreamError> {
+        let name = &start.name;
+        let Some(outcome) = self.outcomes.borrow().get(name).cloned() else {
+            return Err(refuse(
+                conn,
+                format!("no migration named {name:?} ended on this receiver"),
+            ));
+        };
+        conn.send_msg(FrameType::Accept, &msg::Accept {}, "accept")?;
+        match &outcome {
+            Ok(pids) => conn.send_msg(
+                FrameType::Running,
+                &msg::Running { pids: pids.clone() },
+                "tell the migration's outcome",
+            )?,
+            Err(why) => conn.send_failed(why),
+        }
+        Ok(Outcome::Told {
+            name: name.clone(),
+            running: outcome.is_ok(),
+        })
     }
 
     /// Receives an image into a partial directory; renames it into place only once whole.

@@ -353,9 +353,10 @@ impl Migrate {
             serve.addr.clone(),
             "--psk-file".into(),
             w.path("key").display().to_string(),
-            "--stream-timeout".into(),
-            "20".into(),
         ];
+        if !extra.contains(&"--stream-timeout") {
+            args.extend(["--stream-timeout".into(), "20".into()]);
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
         let stdout = w.path(&format!("migrate-{n}.stdout"));
@@ -868,6 +869,55 @@ fn a_source_killed_once_its_go_is_sent_leaves_only_the_destination_running() {
     let _ = migrate.child.wait();
     serve.await_line("migrated here: running");
     // The original dies (its dump guardian, armed before the go), not thawed beside B's.
+    w.wait_original();
+    assert_eq!(hosts.route(), "B");
+    let here = pid_here(w.pid(), w.dir()).expect("restored on B");
+    w.adopt_restored_at(here);
+    echo_round(&w, &mut clients, 2, 500);
+}
+
+#[test]
+fn a_lost_answer_to_the_go_is_asked_for_again_and_only_the_destination_runs() {
+    cryo_bin();
+    let hosts = Hosts::new();
+    let (mut w, mut clients) = hosts.server_with_clients(10, 500);
+    let resume = w.path("resume");
+    // B stops once its processes run, before it says so.
+    let serve = Serve::start(
+        &hosts,
+        w.dir(),
+        "",
+        &[
+            ("CRYO_TEST_PAUSE_AT", "migrate-running"),
+            ("CRYO_TEST_RESUME_FILE", resume.to_str().unwrap()),
+        ],
+    );
+    let migrate = Migrate::scripted(
+        &hosts,
+        &w,
+        &serve,
+        &["--tcp-established", "--stream-timeout", "5"],
+    );
+    serve.await_line("paused at migrate-running");
+    // The connection is lost there: B's end destroyed (SOCK_DESTROY resets the source's).
+    let port = serve.addr.rsplit_once(':').unwrap().1.to_string();
+    let mut ss = Command::new("ss");
+    Hosts::enter(&mut ss, &hosts.b);
+    let out = ss
+        .args(["-K", "src", B_LISTEN, "sport", "=", &format!(":{port}")])
+        .output()
+        .expect("run ss");
+    assert!(out.status.success(), "ss -K: {out:?}");
+    std::fs::write(&resume, "").unwrap();
+    let (out, _) = migrate.wait();
+    assert!(out.success(), "{out}\n--- serve on B\n{}", serve.log());
+    out.assert_stderr_mentions("the answer to the go was lost");
+    assert!(
+        serve.log().contains("told the source how migration"),
+        "{}",
+        serve.log()
+    );
+    // The original is killed, not thawed beside B's copy.
     w.wait_original();
     assert_eq!(hosts.route(), "B");
     let here = pid_here(w.pid(), w.dir()).expect("restored on B");
