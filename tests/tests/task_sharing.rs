@@ -151,6 +151,14 @@ fn a_child_sharing_its_parents_fd_table_comes_back_sharing_it() {
     let fb = w.cmd(&format!("child-open {}", b.display()));
     assert_eq!(w.cmd(&format!("child-lock {fa}")), "ok");
     w.dump_and_restore();
+    let img = w.path("img");
+    let shown = run_cryo(&w.path(""), "show", ["show", "-D", img.to_str().unwrap()]);
+    assert!(
+        shown
+            .stdout
+            .contains("shares its parent's fd table (CLONE_FILES)"),
+        "{shown}"
+    );
     let pid = w.pid();
     assert!(
         same(pid, child, 2),

@@ -166,6 +166,16 @@ fn render_process(out: &mut String, img: &Loaded, p: &Process) {
         }
     }
     let _ = writeln!(out, "{line}");
+    let shared: Vec<&str> = [
+        (core.files_of_parent, "fd table (CLONE_FILES)"),
+        (core.fs_of_parent, "cwd, root and umask (CLONE_FS)"),
+    ]
+    .into_iter()
+    .filter_map(|(yes, what)| yes.then_some(what))
+    .collect();
+    if !shared.is_empty() {
+        let _ = writeln!(out, "  shares its parent's {}", shared.join(" and "));
+    }
     if let Some(exe) = (mm.exe_file_id != 0).then(|| file_name(img, mm.exe_file_id)) {
         let _ = writeln!(out, "  exe {exe}");
     }
