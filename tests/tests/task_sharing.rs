@@ -287,3 +287,37 @@ fn children_sharing_a_table_their_parent_left_are_refused_naming_both() {
         .assert_stderr_has_word(&second);
     w.assert_untouched();
 }
+
+#[test]
+fn a_child_sharing_its_parents_table_that_fails_at_restore_fails_it_at_once_naming_why() {
+    cryo_bin();
+    let mut w = Workload::spawn("share", &["talk-files"]);
+    let child = w.cmd("child");
+    let gone = w.path("gone");
+    std::fs::create_dir(&gone).unwrap();
+    assert_eq!(w.cmd(&format!("child-chdir {}", gone.display())), "ok");
+    let img = w.path("img");
+    w.dump_ok(&img);
+    // The child's working directory is gone at restore: its chdir fails in its cryo phase,
+    // while its parent waits for it.
+    std::fs::remove_dir(&gone).unwrap();
+    let started = std::time::Instant::now();
+    let out = w.cryo(&["restore", "-D", img.to_str().unwrap(), "--detach"]);
+    out.assert_refused().assert_stderr_mentions(&format!(
+        "pid {child}: chdir {}: No such file",
+        gone.display()
+    ));
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "the parent did not wait out its patience: {:?}",
+        started.elapsed()
+    );
+    assert!(
+        !std::path::Path::new(&format!("/proc/{}", w.pid())).exists(),
+        "nothing left"
+    );
+    // The image is still good: with the directory back, the restore goes through.
+    std::fs::create_dir(&gone).unwrap();
+    w.restore_background(&img);
+    assert_eq!(w.cmd("child-cwd"), gone.display().to_string());
+}
