@@ -96,6 +96,30 @@ pub enum NetnsError {
         /// The error.
         errno: Errno,
     },
+    /// A netlink request about the namespace's links, addresses, routes... failed.
+    #[error("netns: {step}: {errno}")]
+    Netlink {
+        /// The request (and the object it was about).
+        step: String,
+        /// The kernel's answer.
+        errno: Errno,
+    },
+    /// A file of the namespace (/proc/sys/net, /proc/thread-self/net) could not be read.
+    #[error("netns: read {}: {error}", path.display())]
+    Read {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The error.
+        error: std::io::Error,
+    },
+    /// A sysctl could not be written.
+    #[error("netns: write {}: {error}", path.display())]
+    Write {
+        /// The sysctl's file.
+        path: std::path::PathBuf,
+        /// The error.
+        error: std::io::Error,
+    },
     /// The thread running in the new namespace could not be spawned.
     #[error("netns: spawn thread: {0}")]
     Spawn(std::io::Error),
