@@ -124,3 +124,19 @@ pub enum NetnsError {
     #[error("netns: spawn thread: {0}")]
     Spawn(std::io::Error),
 }
+
+impl NetnsError {
+    /// The error number behind this error.
+    pub fn errno(&self) -> Errno {
+        match self {
+            NetnsError::Unshare(errno)
+            | NetnsError::LinkUp { errno, .. }
+            | NetnsError::Netlink { errno, .. } => *errno,
+            NetnsError::Read { error, .. }
+            | NetnsError::Write { error, .. }
+            | NetnsError::Spawn(error) => {
+                Errno::from_raw(error.raw_os_error().unwrap_or(libc::EIO))
+            }
+        }
+    }
+}

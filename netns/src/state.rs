@@ -41,6 +41,7 @@ const XFRM_MSG_GETPOLICY: u16 = 0x15;
 const NLM_F_CREATE: u16 = 0x400;
 const NLM_F_EXCL: u16 = 0x200;
 const NTF_PROXY: u8 = 0x08;
+const NUD_NOARP: u16 = 0x40;
 
 /// The index of loopback in every network namespace.
 const LO_INDEX: i32 = 1;
@@ -423,6 +424,12 @@ pub fn observe() -> Result<Observed, NetnsError> {
         let mut fixed = [0u8; 12];
         fixed[10] = proxy;
         for (_, p) in dump(&sock, RTM_GETNEIGH, &fixed).map_err(nl("dump neighbours"))? {
+            // A NOARP entry is the kernel's cache for a device without neighbours (lo's
+            // traffic makes them): nothing set, nothing to see.
+            let state = p.get(8..10).map_or(0, |b| u16::from_ne_bytes([b[0], b[1]]));
+            if state == NUD_NOARP && proxy == 0 {
+                continue;
+            }
             // Family, ifindex, flags and type: the state (reachable, stale...) moves by itself.
             let head = [&p[..p.len().min(8)], p.get(10..12).unwrap_or_default()].concat();
             out.objects.push(format!(

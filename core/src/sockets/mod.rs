@@ -136,9 +136,44 @@ enum Found {
     Connecting(std::net::SocketAddr, std::net::SocketAddr),
 }
 
+/// The network namespace of `pid` when it is not cryo's: its inode and open nsfs file.
+fn foreign_netns(pid: Pid) -> Result<Option<(u64, std::fs::File)>, SocketError> {
+    use std::os::unix::fs::MetadataExt;
+    let err = |step| move |source| SocketError::NetNamespace { pid, step, source };
+    let file = std::fs::File::open(crate::proc::dir(pid).join("ns/net")).map_err(err("open"))?;
+    let theirs = file.metadata().map_err(err("fstat"))?.ino();
+    let ours = std::fs::metadata("/proc/thread-self/ns/net")
+        .map_err(err("stat cryo's"))?
+        .ino();
+    Ok((theirs != ours).then_some((theirs, file)))
+}
+
+/// Runs `f` where the sockets of `pid` are listed by sock_diag (inet_diag, unix_diag,
+/// packet_diag, netlink_diag answer for the asking socket's network namespace): on this thread
+/// when `pid` is in cryo's namespace, else on a short-lived thread that joined its own (the
+/// threads `f` spawns are in it too).
+pub(crate) fn in_netns_of<T: Send>(
+    pid: Pid,
+    f: impl FnOnce() -> Result<T, FileError> + Send,
+) -> Result<T, FileError> {
+    match foreign_netns(pid)? {
+        None => f(),
+        Some((_, ns)) => sys::ns::run_in(&ns, nix::sched::CloneFlags::CLONE_NEWNET, f)
+            .map_err(|source| SocketError::NetNamespace {
+                pid,
+                step: "join (setns)",
+                source,
+            })?,
+    }
+}
+
 /// The sockets of one frozen task, identified and checked, nothing touched yet.
 struct Identified {
     pid: Pid,
+    /// The inode of its network namespace when it is not cryo's: its connections have both
+    /// ends there (the dump refuses a namespace shared outside), so the network lock, which
+    /// works in cryo's, leaves them out.
+    netns: Option<u64>,
     /// None when the task has no fd at all.
     pidfd: Option<OwnedFd>,
     /// One per socket (the first fd holding it).
@@ -263,6 +298,7 @@ impl SocketDump {
         let Some(&first_fd) = fds.first() else {
             return Ok(Identified {
                 pid,
+                netns: None,
                 pidfd: None,
                 found: Vec::new(),
                 socket_fds: HashMap::new(),
@@ -341,6 +377,7 @@ impl SocketDump {
         }
         Ok(Identified {
             pid,
+            netns: foreign_netns(pid)?.map(|(inode, _)| inode),
             pidfd: Some(pidfd),
             found,
             socket_fds,
@@ -358,6 +395,7 @@ impl SocketDump {
     ) -> Result<SocketDump, FileError> {
         let Identified {
             pid,
+            netns: _,
             pidfd,
             found,
             socket_fds,

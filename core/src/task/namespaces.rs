@@ -1,7 +1,8 @@
 //! The namespaces of a task, judged at dump against cryo's own: a UTS namespace is made
 //! again with its host and domain names, a time namespace with its clocks where they were at
 //! the freeze, a cgroup namespace with its root cgroups (task/cgroups.rs), an IPC namespace
-//! with its objects and sysctls (crate::ipc); a mount namespace whose mounts are cryo's is
+//! with its objects and sysctls (crate::ipc), a network namespace with loopback only with
+//! its state (task/netns.rs); a mount namespace whose mounts are cryo's is
 //! taken as cryo's; any other namespace than cryo's is refused, since the task would come
 //! back in cryo's and see other pids, interfaces, mounts or ids.
 
@@ -110,12 +111,6 @@ struct Kind {
 /// judged apart).
 const REFUSED: &[Kind] = &[
     Kind {
-        link: "net",
-        ours: "net",
-        what: "a network",
-        sees: "other interfaces, addresses and ports",
-    },
-    Kind {
         link: "pid",
         ours: "pid",
         what: "a PID",
@@ -154,10 +149,13 @@ pub struct MadeAgain {
     pub time: Option<TimeNamespace>,
     /// The inode of its cgroup namespace (read by [`crate::task::cgroups::namespace`]).
     pub cgroup: Option<u64>,
+    /// The inode of its network namespace (read once per namespace by
+    /// [`crate::task::netns::dump`]).
+    pub net: Option<u64>,
 }
 
 /// Checks the namespaces of every thread of `pid` against cryo's: returns its UTS and time
-/// namespaces when they are not cryo's, refuses any other kind that differs. `pidns`: the
+/// namespaces (and the inodes of its cgroup and network ones) when they are not cryo's, refuses any other kind that differs. `pidns`: the
 /// PID namespace of the dump's tree, restored with it (task/pidns.rs), when not cryo's.
 pub fn dump(pid: Pid, tids: &[Pid], pidns: Option<u64>) -> Result<MadeAgain, NamespaceError> {
     let ours = |kind: &'static str| inode(Path::new(&format!("/proc/self/ns/{kind}")));
@@ -179,6 +177,7 @@ pub fn dump(pid: Pid, tids: &[Pid], pidns: Option<u64>) -> Result<MadeAgain, Nam
             "time_for_children",
             "cgroup",
             "ipc",
+            "net",
         ]);
         for link in kinds {
             let theirs = match read(link) {
@@ -260,7 +259,14 @@ pub fn dump(pid: Pid, tids: &[Pid], pidns: Option<u64>) -> Result<MadeAgain, Nam
     };
     let cgroup = ns_of("cgroup");
     let cgroup = (cgroup != read_ours("cgroup")?).then_some(cgroup);
-    Ok(MadeAgain { uts, time, cgroup })
+    let net = ns_of("net");
+    let net = (net != read_ours("net")?).then_some(net);
+    Ok(MadeAgain {
+        uts,
+        time,
+        cgroup,
+        net,
+    })
 }
 
 /// The host and domain names of UTS namespace `inode`, the one of `pid`.
@@ -379,6 +385,12 @@ pub(crate) const TIME: MadeKind = MadeKind {
     name: "time namespace",
     link: "time",
     none: "in cryo's time namespace",
+};
+/// Network namespaces (task/netns.rs).
+pub(crate) const NET: MadeKind = MadeKind {
+    name: "network namespace",
+    link: "net",
+    none: "in cryo's network namespace",
 };
 /// Cgroup namespaces.
 pub(crate) const CGROUP: MadeKind = MadeKind {
