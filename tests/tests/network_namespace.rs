@@ -45,7 +45,11 @@ fn a_tree_in_a_network_namespace_of_its_own_comes_back_in_a_new_one_with_lo_sysc
     cryo_bin();
     let mut w = Workload::spawn("netns", SANDBOX);
     let before = view(&w);
-    assert!(before[0].contains("mtu 9000") && before[0].contains("UP"), "{}", before[0]);
+    assert!(
+        before[0].contains("mtu 9000") && before[0].contains("UP"),
+        "{}",
+        before[0]
+    );
     assert!(before[1].contains("10.9.9.9/32"), "{}", before[1]);
     assert_eq!(before[4], "0\t100");
     let original_ns = w.cmd("ns");
@@ -58,7 +62,11 @@ fn a_tree_in_a_network_namespace_of_its_own_comes_back_in_a_new_one_with_lo_sysc
         .assert_success();
     w.assert_untouched();
     assert_eq!(view(&w), before, "--leave-running changed its namespace");
-    assert_eq!(w.cmd("talk 3000"), "3000", "--leave-running: the connection");
+    assert_eq!(
+        w.cmd("talk 3000"),
+        "3000",
+        "--leave-running: the connection"
+    );
     assert_eq!(w.cmd("accept-new"), "ok", "--leave-running: the listener");
 
     let img = w.path("img");
@@ -67,7 +75,10 @@ fn a_tree_in_a_network_namespace_of_its_own_comes_back_in_a_new_one_with_lo_sysc
     w.restore_background(&img);
     let ns = w.cmd("ns");
     assert_ne!(ns, ours(), "restored into cryo's network namespace");
-    assert_ne!(ns, original_ns, "the original's namespace is gone: a new one");
+    assert_ne!(
+        ns, original_ns,
+        "the original's namespace is gone: a new one"
+    );
     assert_eq!(view(&w), before, "lo, routes and sysctls as dumped");
     let kid = w.cmd("kid");
     assert_eq!(
@@ -79,7 +90,11 @@ fn a_tree_in_a_network_namespace_of_its_own_comes_back_in_a_new_one_with_lo_sysc
     );
     assert_eq!(w.cmd("udp-queued"), "queued before the dump");
     assert_eq!(w.cmd("udp"), "ok");
-    assert_eq!(w.cmd("talk 100000"), "100000", "bytes both ways over the restored connection");
+    assert_eq!(
+        w.cmd("talk 100000"),
+        "100000",
+        "bytes both ways over the restored connection"
+    );
     assert_eq!(w.cmd("accept-new"), "ok", "the restored listener accepts");
 }
 
@@ -150,4 +165,23 @@ fn a_network_namespace_shared_with_a_process_outside_the_dump_is_refused_naming_
         out.stderr
     );
     w.assert_untouched();
+}
+
+#[test]
+fn a_route_a_fresh_namespace_would_not_have_is_refused_naming_it() {
+    cryo_bin();
+    let w = Workload::spawn("netns", &["route=10.77.0.0/16"]);
+    let out = w.dump(&w.path("img"), &["--tcp-established"]);
+    assert!(!out.status.success(), "the dump should be refused\n{out}");
+    let inode = w.cmd("ns");
+    assert!(
+        out.stderr.contains(&format!(
+            "pid {}: its network namespace ({inode}) has route inet type 1 10.77.0.0/16 table 254",
+            w.pid()
+        )),
+        "{}",
+        out.stderr
+    );
+    w.assert_untouched();
+    assert_eq!(w.cmd("talk 10"), "10");
 }

@@ -158,12 +158,15 @@ pub(crate) fn in_netns_of<T: Send>(
 ) -> Result<T, FileError> {
     match foreign_netns(pid)? {
         None => f(),
-        Some((_, ns)) => sys::ns::run_in(&ns, nix::sched::CloneFlags::CLONE_NEWNET, f)
-            .map_err(|source| SocketError::NetNamespace {
-                pid,
-                step: "join (setns)",
-                source,
-            })?,
+        Some((_, ns)) => {
+            sys::ns::run_in(&ns, nix::sched::CloneFlags::CLONE_NEWNET, f).map_err(|source| {
+                SocketError::NetNamespace {
+                    pid,
+                    step: "join (setns)",
+                    source,
+                }
+            })?
+        }
     }
 }
 

@@ -114,11 +114,7 @@ pub(super) fn identify(
 /// or last disconnected (a connect that failed without being reported, or a connection
 /// reset: the kernel keeps state no call can make again), not shut (inet_diag, asked in the
 /// task's network namespace: [`super::in_netns_of`], tells later whether its port is held).
-fn unconnected(
-    pid: Pid,
-    task_fd: RawFd,
-    fd: BorrowedFd<'_>,
-) -> Result<Found, FileError> {
+fn unconnected(pid: Pid, task_fd: RawFd, fd: BorrowedFd<'_>) -> Result<Found, FileError> {
     let refuse = |what: String| Err(for_errors(pid, task_fd).refuse(what, false));
     let h = repair::closed_history(fd).map_err(repair_err(pid, task_fd))?;
     if h.pending_error {
@@ -367,7 +363,10 @@ pub(super) fn refuse_md5_keys(identified: &[super::Identified]) -> Result<(), Fi
         let tcp = task.found.iter().filter(|f| {
             matches!(
                 f.kind,
-                Found::Connection(..) | Found::Listener | Found::TcpUnconnected | Found::Connecting(..)
+                Found::Connection(..)
+                    | Found::Listener
+                    | Found::TcpUnconnected
+                    | Found::Connecting(..)
             )
         });
         for f in tcp {

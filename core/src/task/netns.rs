@@ -70,7 +70,14 @@ fn sysctl_name(path: &str) -> String {
 /// Dumps network namespace `inode` of `pid` (frozen, as every process of `members`, the dump).
 pub fn dump(pid: Pid, inode: u64, members: &[Pid]) -> Result<NetNamespace, NetNamespaceError> {
     let refuse = |detail: String| NetNamespaceError::Refused { pid, inode, detail };
-    let failed = |step| move |source| NetNamespaceError::Read { pid, inode, step, source };
+    let failed = |step| {
+        move |source| NetNamespaceError::Read {
+            pid,
+            inode,
+            step,
+            source,
+        }
+    };
     let io = |e: std::io::Error| NetnsError::Read {
         path: crate::proc::dir(pid).join("ns/net"),
         error: e,
@@ -84,10 +91,11 @@ pub fn dump(pid: Pid, inode: u64, members: &[Pid]) -> Result<NetNamespace, NetNa
     let ns = File::open(crate::proc::dir(pid).join("ns/net"))
         .map_err(io)
         .map_err(failed("open it"))?;
-    let (theirs, their_sysctls) = crate::sys::ns::run_in(&ns, CloneFlags::CLONE_NEWNET, observe_all)
-        .map_err(io)
-        .and_then(|r| r)
-        .map_err(failed("read it (setns)"))?;
+    let (theirs, their_sysctls) =
+        crate::sys::ns::run_in(&ns, CloneFlags::CLONE_NEWNET, observe_all)
+            .map_err(io)
+            .and_then(|r| r)
+            .map_err(failed("read it (setns)"))?;
     let Some(lo) = theirs.loopback.clone() else {
         return Err(refuse("has no loopback interface".into()));
     };
@@ -137,7 +145,12 @@ pub fn dump(pid: Pid, inode: u64, members: &[Pid]) -> Result<NetNamespace, NetNa
         let detail = match &e {
             NetnsError::Write { path, error } => format!(
                 "sets sysctl {} ({}), which cannot be written: {error}",
-                sysctl_name(&path.strip_prefix("/proc/sys").unwrap_or(path).to_string_lossy()),
+                sysctl_name(
+                    &path
+                        .strip_prefix("/proc/sys")
+                        .unwrap_or(path)
+                        .to_string_lossy()
+                ),
                 their_sysctls
                     .iter()
                     .find(|(n, _)| path.ends_with(n))
@@ -233,7 +246,8 @@ pub fn restore_in_child(core: &TaskCore, parent: Option<&TaskCore>) -> Result<()
     if parent.and_then(|p| p.netns.as_ref()).map(|n| n.inode) == Some(ns.inode) {
         return Ok(());
     }
-    nix::sched::unshare(CloneFlags::CLONE_NEWNET).map_err(ChildError::sys(ChildStep::NetNamespace))?;
+    nix::sched::unshare(CloneFlags::CLONE_NEWNET)
+        .map_err(ChildError::sys(ChildStep::NetNamespace))?;
     let sysctls: Vec<(String, String)> = ns
         .sysctls
         .iter()
@@ -270,6 +284,9 @@ mod tests {
             sysctls: Vec::new(),
         };
         assert_eq!(loopback(&ns).addresses, [a]);
-        assert_eq!(sysctl_name("net/ipv4/ping_group_range"), "net.ipv4.ping_group_range");
+        assert_eq!(
+            sysctl_name("net/ipv4/ping_group_range"),
+            "net.ipv4.ping_group_range"
+        );
     }
 }

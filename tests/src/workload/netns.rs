@@ -5,7 +5,8 @@
 //! ```text
 //! options (in order):  down (lo left down: no sockets made)   mtu=N   addr=CIDR (ip addr add
 //!                      CIDR dev lo)   sysctl=PATH=VALUE (below /proc/sys, `,` for a tab)
-//!                      veth=NAME (a veth pair NAME, NAME-p)
+//!                      route=CIDR (ip route add CIDR dev lo, once lo is up)   veth=NAME (a veth pair
+//!                      NAME, NAME-p)
 //! ns -> <inode of its network namespace>
 //! ip ARGS... -> what `ip ARGS` prints, lines joined by `|`
 //! sysctl PATH -> <value>
@@ -29,6 +30,7 @@ pub fn start(args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
         .map_err(|e| format!("unshare: {e}"))?;
     let mut up = true;
+    let mut routes = Vec::new();
     for arg in args {
         let (key, value) = arg.split_once('=').unwrap_or((arg, ""));
         match key {
@@ -40,6 +42,7 @@ pub fn start(args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
                 std::fs::write(format!("/proc/sys/{path}"), v.replace(',', "\t"))
                     .map_err(failed(path))?;
             }
+            "route" => routes.push(value),
             "veth" => {
                 let peer = format!("{value}-p");
                 ip(&["link", "add", value, "type", "veth", "peer", "name", &peer])?
@@ -51,6 +54,9 @@ pub fn start(args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
         return Ok(Box::new(Netns { sockets: None }));
     }
     ip(&["link", "set", "lo", "up"])?;
+    for route in routes {
+        ip(&["route", "add", route, "dev", "lo"])?;
+    }
     let listener = TcpListener::bind("127.0.0.1:0").map_err(failed("listen"))?;
     let client = TcpStream::connect(listener.local_addr().map_err(io_err)?).map_err(io_err)?;
     let (server, _) = listener.accept().map_err(io_err)?;
@@ -109,7 +115,11 @@ fn run_ip(args: &[&str]) -> Result<String, String> {
         ));
     }
     let text = String::from_utf8_lossy(&out.stdout);
-    Ok(text.lines().map(str::trim_end).collect::<Vec<_>>().join("|"))
+    Ok(text
+        .lines()
+        .map(str::trim_end)
+        .collect::<Vec<_>>()
+        .join("|"))
 }
 
 struct Sockets {
