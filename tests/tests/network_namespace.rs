@@ -54,6 +54,8 @@ fn a_tree_in_a_network_namespace_of_its_own_comes_back_in_a_new_one_with_lo_sysc
     assert_eq!(before[4], "0\t100");
     let original_ns = w.cmd("ns");
     assert_ne!(original_ns, ours());
+    // Held open, the original namespace outlives its processes: its inode is not reused.
+    let _original = std::fs::File::open(format!("/proc/{}/ns/net", w.pid())).unwrap();
     assert_eq!(w.cmd("talk 1000"), "1000");
 
     // --leave-running leaves it as it was, its connection working.
