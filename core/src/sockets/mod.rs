@@ -26,11 +26,14 @@
 //!
 //! ```text
 //! dump (every task frozen), before the file tables are built (DumpSockets::collect):
+//!   each task's sockets identified and captured in its network namespace (in_netns_of: a
+//!   thread of cryo joins it when it is not cryo's, since sock_diag answers for the asker's)
 //!   per task, per fd: /proc/PID/fd/N   pidfd_getfd -> a duplicate (the same socket), fstat: inode
 //!   SO_DOMAIN/SO_TYPE/SO_PROTOCOL, TCP_INFO state   -> connection | listener | tcp not
 //!                                                      connected | datagram | unix
 //!                                                      | refused (nothing touched yet)
-//!   ONE network lock over every connection of every task, each 4-tuple once (one batch)
+//!   ONE network lock over every connection of every task in cryo's network namespace, each
+//!   4-tuple once (one batch); a namespace of the tasks' own holds both ends of its own
 //!   per task: connections Repair::enter + capture, then HELD in repair mode (on every core);
 //!   listeners, udp, unix captured in order (unix: queue peeked, descriptors in flight
 //!   noted); a TCP socket several tasks hold is captured once, by the first
