@@ -187,3 +187,48 @@ fn a_route_a_fresh_namespace_would_not_have_is_refused_naming_it() {
     w.assert_untouched();
     assert_eq!(w.cmd("talk 10"), "10");
 }
+
+#[test]
+fn a_socket_made_before_the_process_left_cryos_namespace_is_refused_naming_pid_and_fd() {
+    cryo_bin();
+    let w = Workload::spawn("netns", &["early"]);
+    let out = w.dump(&w.path("img"), &["--tcp-established"]);
+    assert!(!out.status.success(), "the dump should be refused\n{out}");
+    let fd = w.cmd("early-fd");
+    assert!(
+        out.stderr.contains(&format!("pid {} fd {fd}", w.pid()))
+            && out
+                .stderr
+                .contains("socket of another network namespace than its process's"),
+        "{}",
+        out.stderr
+    );
+    w.assert_untouched();
+    assert_eq!(w.cmd("talk 10"), "10");
+}
+
+#[test]
+fn a_child_back_in_cryos_network_namespace_below_a_parent_in_another_comes_back_in_cryos() {
+    cryo_bin();
+    let mut w = Workload::spawn("netns", &["back", "addr=10.9.9.9/32"]);
+    let ns_of = |pid: &str| {
+        std::fs::read_link(format!("/proc/{pid}/ns/net"))
+            .unwrap()
+            .to_string_lossy()
+            .into_owned()
+    };
+    assert_eq!(ns_of(&w.cmd("back-kid")), ours());
+    w.dump(&w.path("img"), &["--tcp-established"])
+        .assert_success();
+    w.wait_original();
+    w.restore_background(&w.path("img"));
+    let back = w.cmd("back-kid");
+    assert_eq!(
+        ns_of(&back),
+        ours(),
+        "the child is back in cryo's namespace"
+    );
+    assert_ne!(w.cmd("ns"), ours(), "its parent is in one of its own");
+    assert!(w.cmd("ip -o addr show dev lo").contains("10.9.9.9/32"));
+    assert_eq!(w.cmd("talk 1000"), "1000");
+}

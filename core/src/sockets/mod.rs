@@ -173,6 +173,23 @@ pub(crate) fn in_netns_of<T: Send>(
     }
 }
 
+/// SO_NETNS_COOKIE of socket `fd`: which network namespace it was made in (None: a kernel
+/// without it).
+fn netns_cookie(fd: BorrowedFd<'_>) -> std::io::Result<Option<u64>> {
+    const SO_NETNS_COOKIE: i32 = 71;
+    match sys::sockopt::get_bytes(fd, libc::SOL_SOCKET, SO_NETNS_COOKIE, 8) {
+        Ok(b) => Ok(b.try_into().ok().map(u64::from_ne_bytes)),
+        Err(e) if e.raw_os_error() == Some(libc::ENOPROTOOPT) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The cookie of the calling thread's network namespace (a socket made here for the asking).
+fn netns_cookie_here() -> std::io::Result<Option<u64>> {
+    let probe = sys::sockopt::socket(libc::AF_UNIX, libc::SOCK_DGRAM, 0)?;
+    netns_cookie(probe.as_fd())
+}
+
 /// The sockets of one frozen task, identified and checked, nothing touched yet.
 struct Identified {
     pid: Pid,
@@ -314,6 +331,16 @@ impl SocketDump {
         let pidfd = sys::pidfd::pidfd_open(pid).map_err(|e| {
             for_errors(pid, first_fd).inspect_err("pidfd_open", format!("/proc/{pid}").into(), e)
         })?;
+        // The namespace a socket of the task must be of: its own (this thread is in it). A
+        // socket made before the task changed namespace, or passed from another, would be made
+        // again in the task's.
+        let own_cookie = netns_cookie_here().map_err(|e| {
+            for_errors(pid, first_fd).inspect_err(
+                "socket (its network namespace's cookie)",
+                format!("/proc/{pid}/ns/net").into(),
+                e,
+            )
+        })?;
         // Each fd on its own (a server has thousands): duplicated, checked for a socket and,
         // if it is one, identified, on every core.
         type FdIdentity = (InodeKey, u32, Found, Option<filter::Captured>, bool);
@@ -336,6 +363,16 @@ impl SocketDump {
             let Some(inode) = inode else {
                 return Ok(None);
             };
+            if let (Some(own), Some(its)) = (own_cookie, netns_cookie(dup.as_fd()).ok().flatten()) {
+                if own != its {
+                    return Err(for_errors(pid, fd).refuse(
+                        "socket of another network namespace than its process's (made before \
+                         the process changed namespace, or passed from another): it would be \
+                         made again in the process's",
+                        false,
+                    ));
+                }
+            }
             let (family, kind) = identify(pid, fd, dup.as_fd(), inode.ino, opts)?;
             let filter = filter::capture(dup.as_fd()).map_err(|problem| {
                 let open = for_errors(pid, fd);

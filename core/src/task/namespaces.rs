@@ -366,12 +366,14 @@ fn same_mounts(pid: Pid) -> Result<(), NamespaceError> {
 
 /// A kind of namespace (or other object a process inherits at fork) the restore makes again:
 /// what users call it, its /proc/PID/ns link (the tag of its ids), and what a process not in
-/// one of its own is in.
+/// one of its own is in, and whether a process can go back to cryo's.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct MadeKind {
     name: &'static str,
     link: &'static str,
     none: &'static str,
+    /// A process below one in another namespace can go back to cryo's (it joins it again).
+    goes_back: bool,
 }
 
 /// UTS namespaces.
@@ -379,30 +381,35 @@ pub(crate) const UTS: MadeKind = MadeKind {
     name: "UTS namespace",
     link: "uts",
     none: "in cryo's UTS namespace",
+    goes_back: false,
 };
 /// Time namespaces.
 pub(crate) const TIME: MadeKind = MadeKind {
     name: "time namespace",
     link: "time",
     none: "in cryo's time namespace",
+    goes_back: false,
 };
 /// Network namespaces (task/netns.rs).
 pub(crate) const NET: MadeKind = MadeKind {
     name: "network namespace",
     link: "net",
     none: "in cryo's network namespace",
+    goes_back: true,
 };
 /// Cgroup namespaces.
 pub(crate) const CGROUP: MadeKind = MadeKind {
     name: "cgroup namespace",
     link: "cgroup",
     none: "in cryo's cgroup namespace",
+    goes_back: false,
 };
 /// Session keyrings (task/keyrings.rs): made again by the fork that starts one, as these.
 pub(crate) const SESSION_KEYRING: MadeKind = MadeKind {
     name: "session keyring",
     link: "keyring",
     none: "without a session keyring of its own",
+    goes_back: false,
 };
 
 /// Refuses a tree whose `kind` namespaces its forks cannot make again: a process makes a new
@@ -415,7 +422,12 @@ pub(crate) fn check_tree(
     tasks: &[(i32, i32, Option<u64>)],
 ) -> Result<(), NamespaceError> {
     let ns_of = |pid: i32| tasks.iter().find(|t| t.0 == pid).map(|t| t.2);
-    let MadeKind { name, link, none } = kind;
+    let MadeKind {
+        name,
+        link,
+        none,
+        goes_back,
+    } = kind;
     let mut tops: HashMap<u64, i32> = HashMap::new();
     for &(pid, ppid, ns) in tasks {
         let parent = ns_of(ppid);
@@ -433,7 +445,7 @@ pub(crate) fn check_tree(
                     });
                 }
             }
-            (None, Some(Some(ns))) => {
+            (None, Some(Some(ns))) if !goes_back => {
                 return Err(NamespaceError::NamespaceTree {
                     pid: Pid::from_raw(pid),
                     detail: format!(
@@ -499,6 +511,8 @@ mod tests {
             "{err}"
         );
         check_tree(TIME, &[(10, 1, None), (11, 10, None)]).unwrap();
+        // A child back in cryo's network namespace: it joins it again.
+        check_tree(NET, &[(10, 1, Some(7)), (11, 10, None)]).unwrap();
     }
 
     #[test]

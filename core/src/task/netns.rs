@@ -15,10 +15,13 @@
 //!          state or policy, address, lo's flags) and each sysctl compared: a difference
 //!          is refused, naming it (a sysctl that cannot be written too)
 //! restore  the topmost process of the dump in it, before its fds and its children:
-//!          unshare(CLONE_NEWNET), the same steps as the replica's; its children inherit it
+//!          unshare(CLONE_NEWNET), the same steps as the replica's; its children inherit it;
+//!          a process back in cryo's below a parent in another joins (setns) the namespace of
+//!          the process the roots were forked from (cryo, or the `--netns` init)
 //! ```
 
 use std::fs::File;
+use std::sync::atomic::{AtomicI32, Ordering};
 
 use cryo_netns::state::{self, Address, Loopback, Observed};
 use cryo_netns::NetnsError;
@@ -236,14 +239,50 @@ fn loopback(ns: &NetNamespace) -> Loopback {
     }
 }
 
+/// The pid (in cryo's /proc) of a process that stays, for the whole restore, in the network
+/// namespace the roots are forked into ("cryo's" for the tree: cryo's own, or the `--netns`
+/// one's init); 0 when none does (a tree's own PID namespace restored with `--netns`). A
+/// process back in it below a parent in another joins it again.
+static OUTER: AtomicI32 = AtomicI32::new(0);
+
+/// The calling process (cryo, or the `--netns` init before it forks the root) stays in the
+/// network namespace the roots are forked into.
+pub(crate) fn outer_is_here() {
+    let here = std::fs::read_link("/proc/self")
+        .ok()
+        .and_then(|p| p.to_str()?.parse().ok())
+        .unwrap_or(0);
+    OUTER.store(here, Ordering::Relaxed);
+}
+
+/// No process stays in the namespace the root was forked into (it is the only one there).
+pub(crate) fn outer_unknown() {
+    OUTER.store(0, Ordering::Relaxed);
+}
+
 /// In a forked process of the restore, before its fds and children: a new network namespace
 /// made as dumped, where its process was in one other than its parent's (`parent`: the
-/// parent's core, None for a root).
+/// parent's core, None for a root); back in the roots' one where it was in cryo's below a
+/// parent in another.
 pub fn restore_in_child(core: &TaskCore, parent: Option<&TaskCore>) -> Result<(), ChildError> {
+    let parent_ns = parent.and_then(|p| p.netns.as_ref());
     let Some(ns) = &core.netns else {
+        if parent_ns.is_some() {
+            let outer = OUTER.load(Ordering::Relaxed);
+            let path = format!("/proc/{outer}/ns/net");
+            let back = || -> std::io::Result<()> {
+                if outer == 0 {
+                    return Err(std::io::Error::from_raw_os_error(libc::ENOENT));
+                }
+                let ns = File::open(&path)?;
+                nix::sched::setns(ns, CloneFlags::CLONE_NEWNET)?;
+                Ok(())
+            };
+            back().map_err(ChildError::sys_on(ChildStep::NetNamespace, path.clone()))?;
+        }
         return Ok(());
     };
-    if parent.and_then(|p| p.netns.as_ref()).map(|n| n.inode) == Some(ns.inode) {
+    if parent_ns.map(|n| n.inode) == Some(ns.inode) {
         return Ok(());
     }
     nix::sched::unshare(CloneFlags::CLONE_NEWNET)

@@ -3,7 +3,9 @@
 //! a UDP socket with a datagram waiting, all over lo.
 //!
 //! ```text
-//! options (in order):  down (lo left down: no sockets made)   mtu=N   addr=CIDR (ip addr add
+//! options (in order):  early (a UDP socket made before the unshare, in the namespace it
+//!                      left)   back (a child that joins the namespace this process left)
+//!                      down (lo left down: no sockets made)   mtu=N   addr=CIDR (ip addr add
 //!                      CIDR dev lo)   sysctl=PATH=VALUE (below /proc/sys, `,` for a tab)
 //!                      route=CIDR (ip route add CIDR dev lo, once lo is up)   veth=NAME (a veth pair
 //!                      NAME, NAME-p)
@@ -14,7 +16,8 @@
 //! accept-new -> ok (a new client connects to the listener, is accepted, a byte goes both ways)
 //! udp-queued -> <the datagram queued before the dump>
 //! udp -> ok (a datagram to itself, received)
-//! kid -> <the child's pid>
+//! kid -> <the child's pid>   early-fd -> <the fd of the early socket>
+//! back-kid -> <the pid of the child back in the namespace left>
 //! ```
 
 use std::io::{Read, Write};
@@ -27,14 +30,42 @@ use super::{count, failed, io_err, unknown, Mode};
 
 /// `netns OPTION...`
 pub fn start(args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
+    // A socket of cryo's namespace, made before the unshare and kept.
+    let early = args
+        .iter()
+        .any(|a| a == "early")
+        .then(|| UdpSocket::bind("127.0.0.1:0").map(IntoRawFd::into_raw_fd));
+    let early = early.transpose().map_err(failed("early socket"))?;
+    let original = std::fs::File::open("/proc/self/ns/net").map_err(failed("ns/net"))?;
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
         .map_err(|e| format!("unshare: {e}"))?;
+    // A child back in the namespace this process left, made before any socket (it holds none).
+    let back = match args.iter().any(|a| a == "back") {
+        false => None,
+        true => match super::sys::fork().map_err(failed("fork"))? {
+            0 => {
+                let joined = nix::sched::setns(&original, nix::sched::CloneFlags::CLONE_NEWNET);
+                // Not a namespace fd of its own (which no dump restores).
+                drop(original);
+                if joined.is_ok() {
+                    loop {
+                        // SAFETY: pause takes no arguments; the child waits to be killed.
+                        unsafe { libc::pause() };
+                    }
+                }
+                exit_child("netns back", joined.map_err(std::io::Error::from))
+            }
+            kid => Some(kid),
+        },
+    };
+    drop(original);
     let mut up = true;
     let mut routes = Vec::new();
     for arg in args {
         let (key, value) = arg.split_once('=').unwrap_or((arg, ""));
         match key {
             "down" => up = false,
+            "early" | "back" => {}
             "mtu" => ip(&["link", "set", "lo", "mtu", value])?,
             "addr" => ip(&["addr", "add", value, "dev", "lo"])?,
             "sysctl" => {
@@ -51,7 +82,11 @@ pub fn start(args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
         }
     }
     if !up {
-        return Ok(Box::new(Netns { sockets: None }));
+        return Ok(Box::new(Netns {
+            sockets: None,
+            early,
+            back,
+        }));
     }
     ip(&["link", "set", "lo", "up"])?;
     for route in routes {
@@ -74,6 +109,8 @@ pub fn start(args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
             udp,
             kid,
         }),
+        early,
+        back,
     }))
 }
 
@@ -131,6 +168,10 @@ struct Sockets {
 
 struct Netns {
     sockets: Option<Sockets>,
+    /// The fd of the socket made before the unshare (option `early`).
+    early: Option<i32>,
+    /// The child back in the namespace this process left (option `back`).
+    back: Option<i32>,
 }
 
 impl Mode for Netns {
@@ -146,6 +187,14 @@ impl Mode for Netns {
                 .map(|v| v.trim_end().to_string())
                 .map_err(io_err),
             ("kid", []) => Ok(sockets()?.kid.to_string()),
+            ("back-kid", []) => self
+                .back
+                .map(|p| p.to_string())
+                .ok_or("no back child".into()),
+            ("early-fd", []) => self
+                .early
+                .map(|fd| fd.to_string())
+                .ok_or("no early socket".into()),
             ("talk", [n]) => {
                 let n = count(n)?;
                 let data: Vec<u8> = (0..n).map(|i| (i * 7 % 251) as u8).collect();
