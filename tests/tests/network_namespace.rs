@@ -232,3 +232,38 @@ fn a_child_back_in_cryos_network_namespace_below_a_parent_in_another_comes_back_
     assert!(w.cmd("ip -o addr show dev lo").contains("10.9.9.9/32"));
     assert_eq!(w.cmd("talk 1000"), "1000");
 }
+
+#[test]
+fn an_nftables_table_in_the_namespace_is_refused_naming_it() {
+    cryo_bin();
+    let w = Workload::spawn("netns", &[]);
+    // A table made inside the workload's namespace by a thread of the test that joins it.
+    let ns = std::fs::File::open(format!("/proc/{}/ns/net", w.pid())).unwrap();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            let tuple = cryo_netns::ConnTuple::new(
+                "127.0.0.1:1".parse().unwrap(),
+                "127.0.0.1:2".parse().unwrap(),
+            );
+            cryo_netns::NetworkLock::install("sandbox-rules", &[tuple])
+                .unwrap()
+                .keep();
+        })
+        .join()
+        .unwrap()
+    });
+    let out = w.dump(&w.path("img"), &["--tcp-established"]);
+    assert!(!out.status.success(), "the dump should be refused\n{out}");
+    let inode = w.cmd("ns");
+    assert!(
+        out.stderr.contains(&format!(
+            "pid {}: its network namespace ({inode}) holds nftables table inet cryo-sandbox-rules",
+            w.pid()
+        )),
+        "{}",
+        out.stderr
+    );
+    w.assert_untouched();
+    assert_eq!(w.cmd("talk 10"), "10");
+}
