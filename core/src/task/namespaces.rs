@@ -107,8 +107,8 @@ struct Kind {
     sees: &'static str,
 }
 
-/// The kinds refused when they differ from cryo's (UTS, time, cgroup, IPC and mount are
-/// judged apart).
+/// The kinds refused when they differ from cryo's (UTS, time, cgroup, IPC, network and
+/// mount are judged apart).
 const REFUSED: &[Kind] = &[
     Kind {
         link: "pid",
@@ -155,8 +155,9 @@ pub struct MadeAgain {
 }
 
 /// Checks the namespaces of every thread of `pid` against cryo's: returns its UTS and time
-/// namespaces (and the inodes of its cgroup and network ones) when they are not cryo's, refuses any other kind that differs. `pidns`: the
-/// PID namespace of the dump's tree, restored with it (task/pidns.rs), when not cryo's.
+/// namespaces (and the inodes of its cgroup and network ones) when they are not cryo's,
+/// refuses any other kind that differs. `pidns`: the PID namespace of the dump's tree,
+/// restored with it (task/pidns.rs), when not cryo's.
 pub fn dump(pid: Pid, tids: &[Pid], pidns: Option<u64>) -> Result<MadeAgain, NamespaceError> {
     let ours = |kind: &'static str| inode(Path::new(&format!("/proc/self/ns/{kind}")));
     let mut main: HashMap<&'static str, u64> = HashMap::new();
