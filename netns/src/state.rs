@@ -601,6 +601,23 @@ pub fn write_sysctl(name: &str, value: &str) -> Result<(), NetnsError> {
     std::fs::write(&path, value).map_err(|error| NetnsError::Write { path, error })
 }
 
+/// Sets link `index` up or down (and its MTU) with one RTM_NEWLINK request.
+pub(crate) fn set_link(
+    sock: &NlSocket,
+    index: i32,
+    up: bool,
+    mtu: Option<u32>,
+) -> Result<(), NlError> {
+    let mut ifinfo = [0u8; 16];
+    ifinfo[4..8].copy_from_slice(&index.to_ne_bytes());
+    let flags = if up { libc::IFF_UP as u32 } else { 0 };
+    ifinfo[8..12].copy_from_slice(&flags.to_ne_bytes());
+    ifinfo[12..16].copy_from_slice(&(libc::IFF_UP as u32).to_ne_bytes());
+    let mtu = mtu.map(u32::to_ne_bytes);
+    let attrs: Vec<(u16, &[u8])> = mtu.iter().map(|m| (IFLA_MTU, &m[..])).collect();
+    change(sock, RTM_NEWLINK, 0, &ifinfo, &attrs, "RTM_NEWLINK")
+}
+
 /// Makes the calling thread's namespace, a fresh one, show `sysctls` (those that differ from
 /// a fresh namespace's, written in order) and loopback `lo`.
 pub fn make_loopback(lo: &Loopback, sysctls: &[(String, String)]) -> Result<(), NetnsError> {
@@ -608,21 +625,7 @@ pub fn make_loopback(lo: &Loopback, sysctls: &[(String, String)]) -> Result<(), 
         write_sysctl(name, value)?;
     }
     let sock = NlSocket::open(SockProtocol::NetlinkRoute).map_err(nl("open rtnetlink socket"))?;
-    let mut ifinfo = [0u8; 16];
-    ifinfo[4..8].copy_from_slice(&LO_INDEX.to_ne_bytes());
-    let up = if lo.up { libc::IFF_UP as u32 } else { 0 };
-    ifinfo[8..12].copy_from_slice(&up.to_ne_bytes());
-    ifinfo[12..16].copy_from_slice(&(libc::IFF_UP as u32).to_ne_bytes());
-    let mtu = lo.mtu.to_ne_bytes();
-    change(
-        &sock,
-        RTM_NEWLINK,
-        0,
-        &ifinfo,
-        &[(IFLA_MTU, &mtu)],
-        "set lo's MTU and state",
-    )
-    .map_err(nl("RTM_NEWLINK lo"))?;
+    set_link(&sock, LO_INDEX, lo.up, Some(lo.mtu)).map_err(nl("RTM_NEWLINK lo"))?;
     let now = observe()?.loopback.map(|l| l.addresses).unwrap_or_default();
     let fixed = |a: &Address| {
         let mut f = [0u8; 8];
