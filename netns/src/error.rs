@@ -96,7 +96,47 @@ pub enum NetnsError {
         /// The error.
         errno: Errno,
     },
+    /// A netlink request about the namespace's links, addresses, routes... failed.
+    #[error("netns: {step}: {errno}")]
+    Netlink {
+        /// The request (and the object it was about).
+        step: String,
+        /// The kernel's answer.
+        errno: Errno,
+    },
+    /// A file of the namespace (/proc/sys/net, /proc/thread-self/net) could not be read.
+    #[error("netns: read {}: {error}", path.display())]
+    Read {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The error.
+        error: std::io::Error,
+    },
+    /// A sysctl could not be written.
+    #[error("netns: write {}: {error}", path.display())]
+    Write {
+        /// The sysctl's file.
+        path: std::path::PathBuf,
+        /// The error.
+        error: std::io::Error,
+    },
     /// The thread running in the new namespace could not be spawned.
     #[error("netns: spawn thread: {0}")]
     Spawn(std::io::Error),
+}
+
+impl NetnsError {
+    /// The error number behind this error.
+    pub fn errno(&self) -> Errno {
+        match self {
+            NetnsError::Unshare(errno)
+            | NetnsError::LinkUp { errno, .. }
+            | NetnsError::Netlink { errno, .. } => *errno,
+            NetnsError::Read { error, .. }
+            | NetnsError::Write { error, .. }
+            | NetnsError::Spawn(error) => {
+                Errno::from_raw(error.raw_os_error().unwrap_or(libc::EIO))
+            }
+        }
+    }
 }

@@ -7,7 +7,8 @@
 //! netlink directly (no `nft` or `iptables` binary), scopes its rules to the exact 4-tuples
 //! involved, and installs or releases in one transaction whatever the number of connections.
 //!
-//! [`ns`] creates fresh network namespaces with loopback up.
+//! [`ns`] creates fresh network namespaces with loopback up; [`state`] reads what a namespace
+//! shows (links, addresses, routes, rules, tables, sysctls) and makes loopback's part again.
 #![warn(missing_docs)]
 
 mod error;
@@ -15,6 +16,7 @@ mod lock;
 mod netlink;
 mod nft;
 pub mod ns;
+pub mod state;
 mod sys;
 
 pub use error::{LockError, NetnsError};

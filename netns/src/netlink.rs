@@ -12,8 +12,7 @@ use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::sys::socket::{
-    bind, recv, send, setsockopt, socket, sockopt, AddressFamily, MsgFlags, NetlinkAddr, SockFlag,
-    SockProtocol, SockType,
+    bind, recv, send, setsockopt, sockopt, MsgFlags, NetlinkAddr, SockProtocol,
 };
 use nix::sys::time::TimeVal;
 
@@ -66,13 +65,13 @@ const SEQ_STRIDE: u32 = 1 << 20;
 impl NlSocket {
     /// Opens and binds a socket (the kernel picks the port id), with capped and extended ACKs.
     pub(crate) fn open(protocol: SockProtocol) -> Result<NlSocket, NlError> {
-        let fd = socket(
-            AddressFamily::Netlink,
-            SockType::Raw,
-            SockFlag::SOCK_CLOEXEC,
-            protocol,
-        )
-        .map_err(|e| NlError::Socket("open netlink socket", e))?;
+        Self::open_protocol(protocol as libc::c_int)
+    }
+
+    /// The same for a protocol nix does not name (NETLINK_XFRM).
+    pub(crate) fn open_protocol(protocol: libc::c_int) -> Result<NlSocket, NlError> {
+        let fd =
+            sys::netlink_socket(protocol).map_err(|e| NlError::Socket("open netlink socket", e))?;
         bind(fd.as_raw_fd(), &NetlinkAddr::new(0, 0))
             .map_err(|e| NlError::Socket("bind netlink socket", e))?;
         sys::netlink_flag_on(fd.as_fd(), sys::NETLINK_CAP_ACK)

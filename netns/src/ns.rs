@@ -10,10 +10,6 @@ use nix::sys::socket::SockProtocol;
 
 use crate::error::NetnsError;
 use crate::netlink::{NlError, NlSocket};
-use crate::nft::{NLM_F_ACK, NLM_F_REQUEST};
-
-const RTM_NEWLINK: u16 = 16;
-const IFF_UP: u32 = libc::IFF_UP as u32;
 
 /// Moves the calling thread into a new, empty network namespace and brings its loopback up.
 pub fn enter_new() -> Result<(), NetnsError> {
@@ -64,19 +60,5 @@ pub fn set_up(name: &str) -> Result<(), NetnsError> {
         },
     };
     let sock = NlSocket::open(SockProtocol::NetlinkRoute).map_err(err)?;
-    let mut msg = Vec::with_capacity(32);
-    msg.extend_from_slice(&32u32.to_ne_bytes());
-    msg.extend_from_slice(&RTM_NEWLINK.to_ne_bytes());
-    msg.extend_from_slice(&(NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
-    msg.extend_from_slice(&1u32.to_ne_bytes()); // seq
-    msg.extend_from_slice(&0u32.to_ne_bytes()); // pid
-                                                // struct ifinfomsg
-    msg.push(libc::AF_UNSPEC as u8);
-    msg.push(0);
-    msg.extend_from_slice(&0u16.to_ne_bytes());
-    msg.extend_from_slice(&(index as i32).to_ne_bytes());
-    msg.extend_from_slice(&IFF_UP.to_ne_bytes()); // flags
-    msg.extend_from_slice(&IFF_UP.to_ne_bytes()); // change mask
-    sock.transact(&msg, None, &[(1, "RTM_NEWLINK".to_string())])
-        .map_err(err)
+    crate::state::set_link(&sock, index as i32, true, None).map_err(err)
 }

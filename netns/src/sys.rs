@@ -1,6 +1,6 @@
 //! The crate's only raw system calls.
 
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use nix::errno::Errno;
 
@@ -24,4 +24,19 @@ pub(crate) fn netlink_flag_on(fd: BorrowedFd<'_>, opt: libc::c_int) -> Result<()
         )
     };
     Errno::result(r).map(drop)
+}
+
+/// A raw netlink socket of `protocol` (close-on-exec).
+pub(crate) fn netlink_socket(protocol: libc::c_int) -> Result<OwnedFd, Errno> {
+    // SAFETY: socket() takes plain integers and returns a new fd or -1.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            protocol,
+        )
+    };
+    let fd = Errno::result(fd)?;
+    // SAFETY: `fd` was just returned by socket() and is owned by nothing else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }

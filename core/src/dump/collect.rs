@@ -52,6 +52,11 @@ pub(super) fn collect(
         .map(|inode| crate::task::cgroups::namespace(pid, inode))
         .transpose()?;
     core.ipc_ns = crate::ipc::namespace_of_task(pid)?;
+    // Read whole once per namespace, across the tree (dump/mod.rs).
+    core.netns = made.net.map(|inode| cryo_proto::image::NetNamespace {
+        inode,
+        ..Default::default()
+    });
     let mut process_attrs = attrs::dump_process(pid)?;
     stage("task, namespaces, cgroups, attributes");
     for &tid in frozen.tids() {

@@ -429,6 +429,21 @@ fn dump_tree(
         debug!(probes = probes.made(), "Landlock checks: probe processes made and ended");
     }
     drop(probes);
+    // Each network namespace other than cryo's, read whole once (the first process in it).
+    let mut net_namespaces: std::collections::HashMap<u64, cryo_proto::image::NetNamespace> =
+        std::collections::HashMap::new();
+    for (m, (core, _)) in live.iter().zip(cores.iter_mut()) {
+        let Some(inode) = core.netns.as_ref().map(|n| n.inode) else {
+            continue;
+        };
+        let ns = match net_namespaces.entry(inode) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(crate::task::netns::dump(m.pid, inode, &live_pids)?)
+            }
+        };
+        core.netns = Some(ns.clone());
+    }
     // A lock on a description also held outside the dump would conflict with the restored one.
     let member_pids: std::collections::HashSet<i32> =
         live.iter().map(|m| m.pid.as_raw()).collect();
@@ -480,7 +495,7 @@ fn dump_tree(
     };
     tree::check_sessions(&pstree, &roots, opts.shell_job)?;
     {
-        use crate::task::namespaces::{check_tree, CGROUP, SESSION_KEYRING, TIME, UTS};
+        use crate::task::namespaces::{check_tree, CGROUP, NET, SESSION_KEYRING, TIME, UTS};
         let made = |inode: fn(&cryo_proto::image::TaskCore) -> Option<u64>| -> Vec<(i32, i32, Option<u64>)> {
             let tasks = pstree.iter().zip(&cores);
             tasks.map(|(e, (core, _))| (e.pid, e.ppid, inode(core))).collect()
@@ -488,6 +503,7 @@ fn dump_tree(
         check_tree(UTS, &made(|c| c.uts.as_ref().map(|u| u.inode)))?;
         check_tree(TIME, &made(|c| c.time.as_ref().map(|t| t.inode)))?;
         check_tree(CGROUP, &made(|c| c.cgroupns.as_ref().map(|n| n.inode)))?;
+        check_tree(NET, &made(|c| c.netns.as_ref().map(|n| n.inode)))?;
         check_tree(SESSION_KEYRING, &made(|c| crate::task::keyrings::serial(c).map(|s| s as u64)))?;
     }
     // SysV semaphore sets and message queues, and what of the processes' IPC state cannot

@@ -90,29 +90,6 @@ fn read_sysctls() -> io::Result<Vec<IpcSysctl>> {
         .collect()
 }
 
-/// The first process outside `members` with a thread in the IPC namespace `inode` (a
-/// process whose threads cannot all be read is judged by those that can).
-fn outsider(inode: u64, members: &[Pid]) -> Option<Pid> {
-    let me = nix::unistd::getpid();
-    let numbers = |dir: std::path::PathBuf| {
-        std::fs::read_dir(dir)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-    };
-    numbers("/proc".into())
-        .map(Pid::from_raw)
-        .filter(|p| *p != me && !members.contains(p))
-        .find(|p| {
-            let dir = crate::proc::dir(*p).join("task");
-            numbers(dir.clone()).any(|tid| {
-                std::fs::metadata(dir.join(format!("{tid}/ns/ipc")))
-                    .is_ok_and(|m| std::os::unix::fs::MetadataExt::ino(&m) == inode)
-            })
-        })
-}
-
 /// Dumps IPC namespace `inode`, which `pids` of the dump (`members`: all of them) are in:
 /// every object of it (`attached`: the segments the dump's processes attach, already in
 /// files.img) and its sysctls. Returns the record and its semaphore sets as listed.
@@ -130,7 +107,7 @@ pub(super) fn dump(
         what: what.clone(),
         detail,
     };
-    if let Some(other) = outsider(inode, members) {
+    if let Some(other) = crate::proc::outsider_in_namespace("ipc", inode, members) {
         return Err(refuse(format!(
             "is shared with pid {other}, which is not in the dump: the restored processes \
              would be in a new namespace without it"

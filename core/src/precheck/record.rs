@@ -178,7 +178,10 @@ pub(crate) fn record(
                     }
                     _ => continue,
                 };
-                if let Some(local) = local.filter(|l| l.port != 0) {
+                // A port in a network namespace of the process's own is made in a new one at
+                // restore: never busy.
+                let own_netns = cores.iter().any(|(c, _)| c.pid == pid && c.netns.is_some());
+                if let Some(local) = local.filter(|l| l.port != 0 && !own_netns) {
                     ports.push(CheckedPort {
                         protocol: protocol as u32,
                         ip: local.ip.clone(),

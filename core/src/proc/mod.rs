@@ -316,6 +316,30 @@ pub(crate) fn join<T: std::fmt::Display>(items: &[T]) -> String {
         .join(",")
 }
 
+/// The first process outside `members` (and other than cryo) with a thread in the namespace
+/// of kind `kind` (/proc/PID/task/TID/ns/KIND) and inode `inode`; a process whose threads
+/// cannot all be read is judged by those that can.
+pub(crate) fn outsider_in_namespace(kind: &str, inode: u64, members: &[Pid]) -> Option<Pid> {
+    let me = nix::unistd::getpid();
+    let numbers = |dir: PathBuf| {
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+    };
+    numbers("/proc".into())
+        .map(Pid::from_raw)
+        .filter(|p| *p != me && !members.contains(p))
+        .find(|p| {
+            let dir = dir(*p).join("task");
+            numbers(dir.clone()).any(|tid| {
+                std::fs::metadata(dir.join(format!("{tid}/ns/{kind}")))
+                    .is_ok_and(|m| std::os::unix::fs::MetadataExt::ino(&m) == inode)
+            })
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

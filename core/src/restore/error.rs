@@ -291,6 +291,8 @@ pub enum ChildStep {
     UtsNamespace,
     #[error("make its time namespace")]
     TimeNamespace,
+    #[error("make its network namespace")]
+    NetNamespace,
     #[error("join its cgroup")]
     Cgroup,
     #[error("enter its IPC namespace")]

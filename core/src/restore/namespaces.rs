@@ -60,6 +60,8 @@ pub fn spawn_init(
             drop(ready_rd);
             let mut ready = std::fs::File::from(ready_wr);
             let up = if ns.net { loopback_up() } else { Ok(()) };
+            // The restored processes back in "cryo's" network namespace join this one's.
+            crate::task::netns::outer_is_here();
             let child = up.and_then(|()| fork_with_pid(pid));
             match child {
                 Ok(Forked::Child) => {

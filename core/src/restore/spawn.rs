@@ -155,6 +155,7 @@ fn spawn_tree(tree: &Planned, ns: Option<Namespaces>) -> Result<(Vec<Pid>, Optio
         });
     }
     let mut created: Vec<Option<Pid>> = vec![None; n];
+    crate::task::netns::outer_is_here();
     // The tree's own PID namespace (the dump's), made again by forking its root, its init.
     let own_pidns = tree.loaded.inventory.pid_ns != 0;
     let in_pidns = own_pidns || ns.is_some_and(|ns| ns.pid);
@@ -224,6 +225,7 @@ fn spawn_tree(tree: &Planned, ns: Option<Namespaces>) -> Result<(Vec<Pid>, Optio
                     match forked {
                         Ok(Forked::Child) => {
                             if new_net {
+                                crate::task::netns::outer_unknown();
                                 if let Err(e) = crate::sys::process::loopback_up() {
                                     let why = format!(
                                         "bring loopback up in the new network namespace: {e}"

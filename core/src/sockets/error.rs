@@ -25,6 +25,16 @@ pub enum SocketError {
         /// The kernel's answer.
         source: io::Error,
     },
+    /// The network namespace of a task could not be joined to read its sockets there.
+    #[error("pid {pid}: {step} (its network namespace, where its sockets are listed): {source}")]
+    NetNamespace {
+        /// The task.
+        pid: Pid,
+        /// The step.
+        step: &'static str,
+        /// The kernel's answer.
+        source: io::Error,
+    },
     /// A TCP or UDP capture failed (the addresses are in the repair error).
     #[error("pid {pid} fd {fd}: {source}")]
     Repair {

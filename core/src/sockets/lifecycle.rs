@@ -74,7 +74,7 @@ impl DumpSockets {
     ) -> Result<DumpSockets, FileError> {
         let identified = pids
             .iter()
-            .map(|&pid| SocketDump::identify_task(pid, opts))
+            .map(|&pid| super::in_netns_of(pid, || SocketDump::identify_task(pid, opts)))
             .collect::<Result<Vec<_>, _>>()?;
         let reusing: Vec<u64> = identified
             .iter()
@@ -88,7 +88,9 @@ impl DumpSockets {
         out.lock(opts, &identified)?;
         let mut tcp_taken = HashSet::new();
         for ident in identified {
-            let task = SocketDump::capture_task(ident, &mut tcp_taken)?;
+            let pid = ident.pid;
+            let taken = &mut tcp_taken;
+            let task = super::in_netns_of(pid, move || SocketDump::capture_task(ident, taken))?;
             out.tasks.push(task);
         }
         super::udp::refuse_queues_others_would_hear(pids, &out.tasks)?;
@@ -105,7 +107,7 @@ impl DumpSockets {
         let mut seen = HashSet::new();
         let mut first_pid = None;
         let mut tuples: Vec<ConnTuple> = Vec::new();
-        for ident in identified {
+        for ident in identified.iter().filter(|i| i.netns.is_none()) {
             for f in &ident.found {
                 // A connect in progress too: the peer's answer must not reach the frozen
                 // socket (the original would then be a connection the kill ends).

@@ -26,11 +26,14 @@
 //!
 //! ```text
 //! dump (every task frozen), before the file tables are built (DumpSockets::collect):
+//!   each task's sockets identified and captured in its network namespace (in_netns_of: a
+//!   thread of cryo joins it when it is not cryo's, since sock_diag answers for the asker's)
 //!   per task, per fd: /proc/PID/fd/N   pidfd_getfd -> a duplicate (the same socket), fstat: inode
 //!   SO_DOMAIN/SO_TYPE/SO_PROTOCOL, TCP_INFO state   -> connection | listener | tcp not
 //!                                                      connected | datagram | unix
 //!                                                      | refused (nothing touched yet)
-//!   ONE network lock over every connection of every task, each 4-tuple once (one batch)
+//!   ONE network lock over every connection of every task in cryo's network namespace, each
+//!   4-tuple once (one batch); a namespace of the tasks' own holds both ends of its own
 //!   per task: connections Repair::enter + capture, then HELD in repair mode (on every core);
 //!   listeners, udp, unix captured in order (unix: queue peeked, descriptors in flight
 //!   noted); a TCP socket several tasks hold is captured once, by the first
@@ -136,9 +139,64 @@ enum Found {
     Connecting(std::net::SocketAddr, std::net::SocketAddr),
 }
 
+/// The network namespace of `pid` when it is not cryo's: its inode and open nsfs file.
+fn foreign_netns(pid: Pid) -> Result<Option<(u64, std::fs::File)>, SocketError> {
+    use std::os::unix::fs::MetadataExt;
+    let err = |step| move |source| SocketError::NetNamespace { pid, step, source };
+    let file = std::fs::File::open(crate::proc::dir(pid).join("ns/net")).map_err(err("open"))?;
+    let theirs = file.metadata().map_err(err("fstat"))?.ino();
+    let ours = std::fs::metadata("/proc/thread-self/ns/net")
+        .map_err(err("stat cryo's"))?
+        .ino();
+    Ok((theirs != ours).then_some((theirs, file)))
+}
+
+/// Runs `f` where the sockets of `pid` are listed by sock_diag (inet_diag, unix_diag,
+/// packet_diag, netlink_diag answer for the asking socket's network namespace): on this thread
+/// when `pid` is in cryo's namespace, else on a short-lived thread that joined its own (the
+/// threads `f` spawns are in it too).
+pub(crate) fn in_netns_of<T: Send>(
+    pid: Pid,
+    f: impl FnOnce() -> Result<T, FileError> + Send,
+) -> Result<T, FileError> {
+    match foreign_netns(pid)? {
+        None => f(),
+        Some((_, ns)) => {
+            sys::ns::run_in(&ns, nix::sched::CloneFlags::CLONE_NEWNET, f).map_err(|source| {
+                SocketError::NetNamespace {
+                    pid,
+                    step: "join (setns)",
+                    source,
+                }
+            })?
+        }
+    }
+}
+
+/// SO_NETNS_COOKIE of socket `fd`: which network namespace it was made in (None: a kernel
+/// without it).
+fn netns_cookie(fd: BorrowedFd<'_>) -> std::io::Result<Option<u64>> {
+    const SO_NETNS_COOKIE: i32 = 71;
+    match sys::sockopt::get_bytes(fd, libc::SOL_SOCKET, SO_NETNS_COOKIE, 8) {
+        Ok(b) => Ok(b.try_into().ok().map(u64::from_ne_bytes)),
+        Err(e) if e.raw_os_error() == Some(libc::ENOPROTOOPT) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The cookie of the calling thread's network namespace (a socket made here for the asking).
+fn netns_cookie_here() -> std::io::Result<Option<u64>> {
+    let probe = sys::sockopt::socket(libc::AF_UNIX, libc::SOCK_DGRAM, 0)?;
+    netns_cookie(probe.as_fd())
+}
+
 /// The sockets of one frozen task, identified and checked, nothing touched yet.
 struct Identified {
     pid: Pid,
+    /// The inode of its network namespace when it is not cryo's: its connections have both
+    /// ends there (the dump refuses a namespace shared outside), so the network lock, which
+    /// works in cryo's, leaves them out.
+    netns: Option<u64>,
     /// None when the task has no fd at all.
     pidfd: Option<OwnedFd>,
     /// One per socket (the first fd holding it).
@@ -263,6 +321,7 @@ impl SocketDump {
         let Some(&first_fd) = fds.first() else {
             return Ok(Identified {
                 pid,
+                netns: None,
                 pidfd: None,
                 found: Vec::new(),
                 socket_fds: HashMap::new(),
@@ -271,6 +330,16 @@ impl SocketDump {
         };
         let pidfd = sys::pidfd::pidfd_open(pid).map_err(|e| {
             for_errors(pid, first_fd).inspect_err("pidfd_open", format!("/proc/{pid}").into(), e)
+        })?;
+        // The namespace a socket of the task must be of: its own (this thread is in it). A
+        // socket made before the task changed namespace, or passed from another, would be made
+        // again in the task's.
+        let own_cookie = netns_cookie_here().map_err(|e| {
+            for_errors(pid, first_fd).inspect_err(
+                "socket (its network namespace's cookie)",
+                format!("/proc/{pid}/ns/net").into(),
+                e,
+            )
         })?;
         // Each fd on its own (a server has thousands): duplicated, checked for a socket and,
         // if it is one, identified, on every core.
@@ -294,6 +363,16 @@ impl SocketDump {
             let Some(inode) = inode else {
                 return Ok(None);
             };
+            if let (Some(own), Some(its)) = (own_cookie, netns_cookie(dup.as_fd()).ok().flatten()) {
+                if own != its {
+                    return Err(for_errors(pid, fd).refuse(
+                        "socket of another network namespace than its process's (made before \
+                         the process changed namespace, or passed from another): it would be \
+                         made again in the process's",
+                        false,
+                    ));
+                }
+            }
             let (family, kind) = identify(pid, fd, dup.as_fd(), inode.ino, opts)?;
             let filter = filter::capture(dup.as_fd()).map_err(|problem| {
                 let open = for_errors(pid, fd);
@@ -341,6 +420,7 @@ impl SocketDump {
         }
         Ok(Identified {
             pid,
+            netns: foreign_netns(pid)?.map(|(inode, _)| inode),
             pidfd: Some(pidfd),
             found,
             socket_fds,
@@ -358,6 +438,7 @@ impl SocketDump {
     ) -> Result<SocketDump, FileError> {
         let Identified {
             pid,
+            netns: _,
             pidfd,
             found,
             socket_fds,

@@ -98,7 +98,7 @@ pub(super) fn identify(
             }
             .into())
         }
-        7 => unconnected(pid, task_fd, fd, local),
+        7 => unconnected(pid, task_fd, fd),
         other => Err(open().refuse(
             format!(
                 "TCP socket in state {} (neither listening nor connected)",
@@ -112,14 +112,9 @@ pub(super) fn identify(
 /// A TCP socket in state CLOSE (fd `task_fd` of `pid`, named `local`): restorable when it
 /// keeps nothing of a connection: no pending error, no segment exchanged since it was made
 /// or last disconnected (a connect that failed without being reported, or a connection
-/// reset: the kernel keeps state no call can make again), not shut; and, bound, when
-/// inet_diag can tell whether its port is held (it answers for cryo's network namespace).
-fn unconnected(
-    pid: Pid,
-    task_fd: RawFd,
-    fd: BorrowedFd<'_>,
-    local: Option<SocketAddr>,
-) -> Result<Found, FileError> {
+/// reset: the kernel keeps state no call can make again), not shut (inet_diag, asked in the
+/// task's network namespace: [`super::in_netns_of`], tells later whether its port is held).
+fn unconnected(pid: Pid, task_fd: RawFd, fd: BorrowedFd<'_>) -> Result<Found, FileError> {
     let refuse = |what: String| Err(for_errors(pid, task_fd).refuse(what, false));
     let h = repair::closed_history(fd).map_err(repair_err(pid, task_fd))?;
     if h.pending_error {
@@ -140,21 +135,7 @@ fn unconnected(
     if h.shut_read {
         return refuse("TCP socket not connected but shut for reading (SHUT_RD)".into());
     }
-    if local.is_some_and(|l| l.port() != 0) && !same_netns(pid) {
-        return refuse(format!(
-            "TCP socket not connected with port {} in another network namespace than cryo's \
-             (whether the port is held cannot be read there)",
-            local.map_or(0, |l| l.port())
-        ));
-    }
     Ok(Found::TcpUnconnected)
-}
-
-/// Whether `pid` is in cryo's network namespace.
-fn same_netns(pid: Pid) -> bool {
-    let ns = |p: String| std::fs::read_link(p).ok();
-    let theirs = ns(format!("/proc/{pid}/ns/net"));
-    theirs.is_some() && theirs == ns("/proc/self/ns/net".into())
 }
 
 /// Captures TCP socket `dup` (fd `fd` of `pid`), neither listening nor connected.
@@ -373,44 +354,53 @@ fn parse_proc_addr(text: &str, v6: bool) -> Option<SocketAddr> {
 
 /// Refuses a TCP socket holding MD5 signature keys (TCP_MD5SIG, RFC 2385: BGP sessions): no
 /// getsockopt gives them back, so its restored copy would sign nothing and its peer drop
-/// every segment. inet_diag lists them: asked once per dump holding a TCP socket.
-pub(super) fn refuse_md5_keys(identified: &[super::Identified]) -> Result<(), SocketError> {
-    let mut tcp = identified.iter().flat_map(|task| {
-        task.found
-            .iter()
-            .filter(|f| {
-                matches!(
-                    f.kind,
-                    Found::Connection(..)
-                        | Found::Listener
-                        | Found::TcpUnconnected
-                        | Found::Connecting(..)
-                )
-            })
-            .map(move |f| (task.pid, f))
-    });
-    let Some((pid, first)) = tcp.next() else {
-        return Ok(());
-    };
-    let keyed = repair::md5_keyed_sockets().map_err(|source| SocketError::Sys {
-        pid,
-        fd: first.fd,
-        step: "inet_diag dump (TCP MD5 signature keys)",
-        source,
-    })?;
-    match std::iter::once((pid, first))
-        .chain(tcp)
-        .find(|(_, f)| keyed.contains(&f.ino))
-    {
-        Some((pid, f)) => Err(SocketError::FamilyRefused {
-            pid,
-            fd: f.fd,
-            family: "TCP",
-            ino: f.ino,
-            what: "holds TCP MD5 signature keys (TCP_MD5SIG), which cannot be read back: not \
-                   restored"
-                .into(),
-        }),
-        None => Ok(()),
+/// every segment. inet_diag lists them: asked once per network namespace holding a TCP socket
+/// of the dump, in that namespace.
+pub(super) fn refuse_md5_keys(identified: &[super::Identified]) -> Result<(), FileError> {
+    let mut keyed_in: std::collections::HashMap<Option<u64>, std::collections::HashSet<u64>> =
+        std::collections::HashMap::new();
+    for task in identified {
+        let tcp = task.found.iter().filter(|f| {
+            matches!(
+                f.kind,
+                Found::Connection(..)
+                    | Found::Listener
+                    | Found::TcpUnconnected
+                    | Found::Connecting(..)
+            )
+        });
+        for f in tcp {
+            let keyed = match keyed_in.entry(task.netns) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    let (pid, fd) = (task.pid, f.fd);
+                    let keyed = super::in_netns_of(pid, || {
+                        repair::md5_keyed_sockets().map_err(|source| {
+                            SocketError::Sys {
+                                pid,
+                                fd,
+                                step: "inet_diag dump (TCP MD5 signature keys)",
+                                source,
+                            }
+                            .into()
+                        })
+                    })?;
+                    e.insert(keyed)
+                }
+            };
+            if keyed.contains(&f.ino) {
+                return Err(SocketError::FamilyRefused {
+                    pid: task.pid,
+                    fd: f.fd,
+                    family: "TCP",
+                    ino: f.ino,
+                    what: "holds TCP MD5 signature keys (TCP_MD5SIG), which cannot be read back: \
+                           not restored"
+                        .into(),
+                }
+                .into());
+            }
+        }
     }
+    Ok(())
 }

@@ -21,3 +21,16 @@ pub(crate) fn run_in<T: Send>(
         .unwrap_or_else(|_| Err(io::Error::other("the namespace thread panicked")))
     })
 }
+
+/// Runs `f` on a short-lived thread that made itself a new namespace of kind `kind`
+/// (unshare: a per-thread one), gone with the thread.
+pub(crate) fn run_in_new<T: Send>(kind: CloneFlags, f: impl FnOnce() -> T + Send) -> io::Result<T> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            nix::sched::unshare(kind)?;
+            Ok(f())
+        })
+        .join()
+        .unwrap_or_else(|_| Err(io::Error::other("the namespace thread panicked")))
+    })
+}

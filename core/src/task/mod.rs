@@ -19,6 +19,7 @@ pub mod cgroups;
 pub mod keyrings;
 pub mod landlock;
 pub mod namespaces;
+pub mod netns;
 pub mod pidns;
 pub mod process;
 pub mod security;

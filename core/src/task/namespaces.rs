@@ -1,7 +1,8 @@
 //! The namespaces of a task, judged at dump against cryo's own: a UTS namespace is made
 //! again with its host and domain names, a time namespace with its clocks where they were at
 //! the freeze, a cgroup namespace with its root cgroups (task/cgroups.rs), an IPC namespace
-//! with its objects and sysctls (crate::ipc); a mount namespace whose mounts are cryo's is
+//! with its objects and sysctls (crate::ipc), a network namespace with loopback only with
+//! its state (task/netns.rs); a mount namespace whose mounts are cryo's is
 //! taken as cryo's; any other namespace than cryo's is refused, since the task would come
 //! back in cryo's and see other pids, interfaces, mounts or ids.
 
@@ -106,15 +107,9 @@ struct Kind {
     sees: &'static str,
 }
 
-/// The kinds refused when they differ from cryo's (UTS, time, cgroup, IPC and mount are
-/// judged apart).
+/// The kinds refused when they differ from cryo's (UTS, time, cgroup, IPC, network and
+/// mount are judged apart).
 const REFUSED: &[Kind] = &[
-    Kind {
-        link: "net",
-        ours: "net",
-        what: "a network",
-        sees: "other interfaces, addresses and ports",
-    },
     Kind {
         link: "pid",
         ours: "pid",
@@ -154,11 +149,15 @@ pub struct MadeAgain {
     pub time: Option<TimeNamespace>,
     /// The inode of its cgroup namespace (read by [`crate::task::cgroups::namespace`]).
     pub cgroup: Option<u64>,
+    /// The inode of its network namespace (read once per namespace by
+    /// [`crate::task::netns::dump`]).
+    pub net: Option<u64>,
 }
 
 /// Checks the namespaces of every thread of `pid` against cryo's: returns its UTS and time
-/// namespaces when they are not cryo's, refuses any other kind that differs. `pidns`: the
-/// PID namespace of the dump's tree, restored with it (task/pidns.rs), when not cryo's.
+/// namespaces (and the inodes of its cgroup and network ones) when they are not cryo's,
+/// refuses any other kind that differs. `pidns`: the PID namespace of the dump's tree,
+/// restored with it (task/pidns.rs), when not cryo's.
 pub fn dump(pid: Pid, tids: &[Pid], pidns: Option<u64>) -> Result<MadeAgain, NamespaceError> {
     let ours = |kind: &'static str| inode(Path::new(&format!("/proc/self/ns/{kind}")));
     let mut main: HashMap<&'static str, u64> = HashMap::new();
@@ -179,6 +178,7 @@ pub fn dump(pid: Pid, tids: &[Pid], pidns: Option<u64>) -> Result<MadeAgain, Nam
             "time_for_children",
             "cgroup",
             "ipc",
+            "net",
         ]);
         for link in kinds {
             let theirs = match read(link) {
@@ -260,7 +260,14 @@ pub fn dump(pid: Pid, tids: &[Pid], pidns: Option<u64>) -> Result<MadeAgain, Nam
     };
     let cgroup = ns_of("cgroup");
     let cgroup = (cgroup != read_ours("cgroup")?).then_some(cgroup);
-    Ok(MadeAgain { uts, time, cgroup })
+    let net = ns_of("net");
+    let net = (net != read_ours("net")?).then_some(net);
+    Ok(MadeAgain {
+        uts,
+        time,
+        cgroup,
+        net,
+    })
 }
 
 /// The host and domain names of UTS namespace `inode`, the one of `pid`.
@@ -360,12 +367,14 @@ fn same_mounts(pid: Pid) -> Result<(), NamespaceError> {
 
 /// A kind of namespace (or other object a process inherits at fork) the restore makes again:
 /// what users call it, its /proc/PID/ns link (the tag of its ids), and what a process not in
-/// one of its own is in.
+/// one of its own is in, and whether a process can go back to cryo's.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct MadeKind {
     name: &'static str,
     link: &'static str,
     none: &'static str,
+    /// A process below one in another namespace can go back to cryo's (it joins it again).
+    goes_back: bool,
 }
 
 /// UTS namespaces.
@@ -373,24 +382,35 @@ pub(crate) const UTS: MadeKind = MadeKind {
     name: "UTS namespace",
     link: "uts",
     none: "in cryo's UTS namespace",
+    goes_back: false,
 };
 /// Time namespaces.
 pub(crate) const TIME: MadeKind = MadeKind {
     name: "time namespace",
     link: "time",
     none: "in cryo's time namespace",
+    goes_back: false,
+};
+/// Network namespaces (task/netns.rs).
+pub(crate) const NET: MadeKind = MadeKind {
+    name: "network namespace",
+    link: "net",
+    none: "in cryo's network namespace",
+    goes_back: true,
 };
 /// Cgroup namespaces.
 pub(crate) const CGROUP: MadeKind = MadeKind {
     name: "cgroup namespace",
     link: "cgroup",
     none: "in cryo's cgroup namespace",
+    goes_back: false,
 };
 /// Session keyrings (task/keyrings.rs): made again by the fork that starts one, as these.
 pub(crate) const SESSION_KEYRING: MadeKind = MadeKind {
     name: "session keyring",
     link: "keyring",
     none: "without a session keyring of its own",
+    goes_back: false,
 };
 
 /// Refuses a tree whose `kind` namespaces its forks cannot make again: a process makes a new
@@ -403,7 +423,12 @@ pub(crate) fn check_tree(
     tasks: &[(i32, i32, Option<u64>)],
 ) -> Result<(), NamespaceError> {
     let ns_of = |pid: i32| tasks.iter().find(|t| t.0 == pid).map(|t| t.2);
-    let MadeKind { name, link, none } = kind;
+    let MadeKind {
+        name,
+        link,
+        none,
+        goes_back,
+    } = kind;
     let mut tops: HashMap<u64, i32> = HashMap::new();
     for &(pid, ppid, ns) in tasks {
         let parent = ns_of(ppid);
@@ -421,7 +446,7 @@ pub(crate) fn check_tree(
                     });
                 }
             }
-            (None, Some(Some(ns))) => {
+            (None, Some(Some(ns))) if !goes_back => {
                 return Err(NamespaceError::NamespaceTree {
                     pid: Pid::from_raw(pid),
                     detail: format!(
@@ -487,6 +512,8 @@ mod tests {
             "{err}"
         );
         check_tree(TIME, &[(10, 1, None), (11, 10, None)]).unwrap();
+        // A child back in cryo's network namespace: it joins it again.
+        check_tree(NET, &[(10, 1, Some(7)), (11, 10, None)]).unwrap();
     }
 
     #[test]

@@ -63,7 +63,7 @@
 //! timens-children=SEC     the same namespace made for its children only    process
 //! cgroup=DIR              join cgroup DIR (write 0 to DIR/cgroup.procs)    process
 //! cgroup-thread=DIR       join cgroup DIR of a v1 hierarchy (DIR/tasks)     this thread
-//! unshare=KIND            unshare a namespace, KIND ipc|net|cgroup|mnt|pid process
+//! unshare=KIND            unshare a namespace, KIND ipc|net|user|cgroup|mnt|pid process
 //!                         (mnt: then every mount made private)
 //! tmpfs=NAME              mount a tmpfs on DIR/NAME (after unshare=mnt)    process
 //! landlock=SCOPED:FLAGS   a Landlock domain (no_new_privs first) handling file reads,
@@ -614,10 +614,15 @@ fn apply(setting: &str, dir: &Path) -> Result<(), String> {
             let flags = match value {
                 "ipc" => CloneFlags::CLONE_NEWIPC,
                 "net" => CloneFlags::CLONE_NEWNET,
+                "user" => CloneFlags::CLONE_NEWUSER,
                 "cgroup" => CloneFlags::CLONE_NEWCGROUP,
                 "mnt" => CloneFlags::CLONE_NEWNS,
                 "pid" => CloneFlags::CLONE_NEWPID,
-                other => return Err(format!("bad unshare {other:?}: ipc|net|cgroup|mnt|pid")),
+                other => {
+                    return Err(format!(
+                        "bad unshare {other:?}: ipc|net|user|cgroup|mnt|pid"
+                    ))
+                }
             };
             nix::sched::unshare(flags).map_err(|e| fail(e.into()))?;
             if flags == CloneFlags::CLONE_NEWNS {

@@ -39,6 +39,7 @@ mod mapping_access;
 mod mappings;
 mod memory;
 mod mqueue;
+mod netns;
 mod notify;
 mod pid_ns;
 mod pipe;
@@ -130,6 +131,7 @@ pub const MODES: &[(&str, Start)] = &[
     ("mqueue", mqueue::start),
     ("bpf", bpf::start),
     ("sysv-ns", sysv_ns::start),
+    ("netns", netns::start),
     ("aio", aio::start),
     ("cow-tree", cow_tree::start),
     ("mapping-access", mapping_access::start),

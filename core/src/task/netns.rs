@@ -1,0 +1,331 @@
+//! The network namespace of a task when it is not cryo's: one with loopback only (a sandbox's:
+//! `unshare -n`, PrivateNetwork=yes, bwrap --unshare-net) is made again in a new one; anything
+//! else of it is refused, by name.
+//!
+//! ```text
+//! dump     once per namespace, the processes frozen:
+//!          refused: a process outside the dump in it (every thread of every process)
+//!          read by a short-lived thread of cryo that joins it (setns): what it shows over
+//!          netlink (cryo_netns::state::observe) and its sysctls (/proc/sys/net)
+//!          refused: an interface other than lo (or the fallback ones every fresh namespace
+//!          of this kernel has), an nftables or iptables table
+//!          a replica: a short-lived thread unshares a fresh namespace, reads its sysctls,
+//!          writes the ones that differ, makes lo again as dumped (MTU, up, addresses),
+//!          then shows the same? each object (route, rule, neighbour, nexthop, qdisc, xfrm
+//!          state or policy, address, lo's flags) and each sysctl compared: a difference
+//!          is refused, naming it (a sysctl that cannot be written too)
+//! restore  the topmost process of the dump in it, before its fds and its children:
+//!          unshare(CLONE_NEWNET), the same steps as the replica's; its children inherit it;
+//!          a process back in cryo's below a parent in another joins (setns) the namespace of
+//!          the process the roots were forked from (cryo, or the `--netns` init)
+//! ```
+
+use std::fs::File;
+use std::sync::atomic::{AtomicI32, Ordering};
+
+use cryo_netns::state::{self, Address, Loopback, Observed};
+use cryo_netns::NetnsError;
+use cryo_proto::image::{NetAddress, NetNamespace, NetSysctl, TaskCore};
+use nix::sched::CloneFlags;
+use nix::unistd::Pid;
+
+use crate::restore::error::{ChildError, ChildStep};
+
+/// Why the network namespace of a process cannot come back.
+#[derive(Debug, thiserror::Error)]
+pub enum NetNamespaceError {
+    /// Something of the namespace is not made again.
+    #[error("pid {pid}: its network namespace (net:[{inode}]) {detail}")]
+    Refused {
+        /// The process.
+        pid: Pid,
+        /// The namespace's inode.
+        inode: u64,
+        /// What is not made again, and why.
+        detail: String,
+    },
+    /// The namespace could not be read (or a fresh one made to compare).
+    #[error("pid {pid}: its network namespace (net:[{inode}]): {step}: {source}")]
+    Read {
+        /// The process.
+        pid: Pid,
+        /// The namespace's inode.
+        inode: u64,
+        /// The step.
+        step: &'static str,
+        /// The failure.
+        source: NetnsError,
+    },
+}
+
+/// What a namespace shows: its objects and its sysctls.
+type Shown = (Observed, Vec<(String, String)>);
+
+fn observe_all() -> Result<Shown, NetnsError> {
+    Ok((state::observe()?, state::sysctls()?))
+}
+
+/// `net/ipv4/ping_group_range` as sysctl(8) names it.
+fn sysctl_name(path: &str) -> String {
+    path.replace('/', ".")
+}
+
+/// Dumps network namespace `inode` of `pid` (frozen, as every process of `members`, the dump).
+pub fn dump(pid: Pid, inode: u64, members: &[Pid]) -> Result<NetNamespace, NetNamespaceError> {
+    let refuse = |detail: String| NetNamespaceError::Refused { pid, inode, detail };
+    let failed = |step| {
+        move |source| NetNamespaceError::Read {
+            pid,
+            inode,
+            step,
+            source,
+        }
+    };
+    let io = |e: std::io::Error| NetnsError::Read {
+        path: crate::proc::dir(pid).join("ns/net"),
+        error: e,
+    };
+    if let Some(other) = crate::proc::outsider_in_namespace("net", inode, members) {
+        return Err(refuse(format!(
+            "is shared with pid {other}, which is not in the dump: the restored processes would \
+             be in a new namespace without it"
+        )));
+    }
+    let ns = File::open(crate::proc::dir(pid).join("ns/net"))
+        .map_err(io)
+        .map_err(failed("open it"))?;
+    let (theirs, their_sysctls) =
+        crate::sys::ns::run_in(&ns, CloneFlags::CLONE_NEWNET, observe_all)
+            .map_err(io)
+            .and_then(|r| r)
+            .map_err(failed("read it (setns)"))?;
+    let Some(lo) = theirs.loopback.clone() else {
+        return Err(refuse("has no loopback interface".into()));
+    };
+    // The replica: a fresh namespace made as a restore would make it.
+    let replica = crate::sys::ns::run_in_new(CloneFlags::CLONE_NEWNET, || {
+        let (fresh, fresh_sysctls) = observe_all()?;
+        let mut differing = Vec::new();
+        let mut missing = None;
+        for (name, value) in &their_sysctls {
+            match fresh_sysctls.iter().find(|(n, _)| n == name) {
+                Some((_, v)) if v == value => {}
+                Some(_) => differing.push((name.clone(), value.clone())),
+                None => {
+                    missing.get_or_insert_with(|| name.clone());
+                }
+            }
+        }
+        let made = state::make_loopback(&lo, &differing);
+        let after = observe_all()?;
+        Ok::<_, NetnsError>((fresh, differing, missing, made, after))
+    })
+    .map_err(io)
+    .and_then(|r| r)
+    .map_err(failed("make a fresh one to compare"))?;
+    let (fresh, differing, missing, made, (again, again_sysctls)) = replica;
+    if let Some((name, kind)) = theirs
+        .other_links
+        .iter()
+        .find(|l| !fresh.other_links.contains(l))
+    {
+        return Err(refuse(format!(
+            "holds network interface {name} ({kind}): only lo is made again"
+        )));
+    }
+    if let Some(table) = theirs.tables.iter().find(|t| !fresh.tables.contains(t)) {
+        return Err(refuse(format!(
+            "holds {table}: firewall rules of a namespace are not made again"
+        )));
+    }
+    if let Some(name) = missing {
+        return Err(refuse(format!(
+            "has sysctl {}, which a fresh namespace has not",
+            sysctl_name(&name)
+        )));
+    }
+    if let Err(e) = made {
+        let detail = match &e {
+            NetnsError::Write { path, error } => format!(
+                "sets sysctl {} ({}), which cannot be written: {error}",
+                sysctl_name(
+                    &path
+                        .strip_prefix("/proc/sys")
+                        .unwrap_or(path)
+                        .to_string_lossy()
+                ),
+                their_sysctls
+                    .iter()
+                    .find(|(n, _)| path.ends_with(n))
+                    .map_or("", |(_, v)| v.as_str())
+            ),
+            other => format!("cannot be made again: {other}"),
+        };
+        return Err(refuse(detail));
+    }
+    for ((name, value), (_, made)) in their_sysctls.iter().zip(&again_sysctls) {
+        if value != made {
+            return Err(refuse(format!(
+                "reads sysctl {} as {value:?}, a namespace made again would read {made:?}",
+                sysctl_name(name)
+            )));
+        }
+    }
+    if their_sysctls.len() != again_sysctls.len() {
+        return Err(refuse(
+            "shows other sysctls than a namespace made again would".into(),
+        ));
+    }
+    if let Some(o) = theirs.objects.iter().find(|o| !again.objects.contains(o)) {
+        return Err(refuse(format!(
+            "has {o}, which a namespace made again would not have (not restored)"
+        )));
+    }
+    if let Some(o) = again.objects.iter().find(|o| !theirs.objects.contains(o)) {
+        return Err(refuse(format!(
+            "lacks {o}, which a namespace made again would have"
+        )));
+    }
+    if theirs.objects != again.objects {
+        return Err(refuse(
+            "lists its addresses or routes in another order than a namespace made again would"
+                .into(),
+        ));
+    }
+    Ok(NetNamespace {
+        inode,
+        lo_up: lo.up,
+        lo_mtu: lo.mtu,
+        lo_addresses: lo.addresses.iter().map(address_record).collect(),
+        sysctls: differing
+            .into_iter()
+            .map(|(name, value)| NetSysctl { name, value })
+            .collect(),
+    })
+}
+
+fn address_record(a: &Address) -> NetAddress {
+    NetAddress {
+        family: a.family.into(),
+        prefix_len: a.prefix_len.into(),
+        flags: a.flags,
+        scope: a.scope.into(),
+        local: a.local.clone(),
+        address: a.address.clone(),
+        broadcast: a.broadcast.clone(),
+        label: a.label.clone(),
+    }
+}
+
+/// Loopback as the image describes it.
+fn loopback(ns: &NetNamespace) -> Loopback {
+    Loopback {
+        up: ns.lo_up,
+        mtu: ns.lo_mtu,
+        addresses: ns
+            .lo_addresses
+            .iter()
+            .map(|a| Address {
+                family: a.family as u8,
+                prefix_len: a.prefix_len as u8,
+                flags: a.flags,
+                scope: a.scope as u8,
+                local: a.local.clone(),
+                address: a.address.clone(),
+                broadcast: a.broadcast.clone(),
+                label: a.label.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// The pid (in cryo's /proc) of a process that stays, for the whole restore, in the network
+/// namespace the roots are forked into ("cryo's" for the tree: cryo's own, or the `--netns`
+/// one's init); 0 when none does (a tree's own PID namespace restored with `--netns`). A
+/// process back in it below a parent in another joins it again.
+static OUTER: AtomicI32 = AtomicI32::new(0);
+
+/// The calling process (cryo, or the `--netns` init before it forks the root) stays in the
+/// network namespace the roots are forked into.
+pub(crate) fn outer_is_here() {
+    let here = std::fs::read_link("/proc/self")
+        .ok()
+        .and_then(|p| p.to_str()?.parse().ok())
+        .unwrap_or(0);
+    OUTER.store(here, Ordering::Relaxed);
+}
+
+/// No process stays in the namespace the root was forked into (it is the only one there).
+pub(crate) fn outer_unknown() {
+    OUTER.store(0, Ordering::Relaxed);
+}
+
+/// In a forked process of the restore, before its fds and children: a new network namespace
+/// made as dumped, where its process was in one other than its parent's (`parent`: the
+/// parent's core, None for a root); back in the roots' one where it was in cryo's below a
+/// parent in another.
+pub fn restore_in_child(core: &TaskCore, parent: Option<&TaskCore>) -> Result<(), ChildError> {
+    let parent_ns = parent.and_then(|p| p.netns.as_ref());
+    let Some(ns) = &core.netns else {
+        if parent_ns.is_some() {
+            let outer = OUTER.load(Ordering::Relaxed);
+            let path = format!("/proc/{outer}/ns/net");
+            let back = || -> std::io::Result<()> {
+                if outer == 0 {
+                    return Err(std::io::Error::from_raw_os_error(libc::ENOENT));
+                }
+                let ns = File::open(&path)?;
+                nix::sched::setns(ns, CloneFlags::CLONE_NEWNET)?;
+                Ok(())
+            };
+            back().map_err(ChildError::sys_on(ChildStep::NetNamespace, path.clone()))?;
+        }
+        return Ok(());
+    };
+    if parent_ns.map(|n| n.inode) == Some(ns.inode) {
+        return Ok(());
+    }
+    nix::sched::unshare(CloneFlags::CLONE_NEWNET)
+        .map_err(ChildError::sys(ChildStep::NetNamespace))?;
+    let sysctls: Vec<(String, String)> = ns
+        .sysctls
+        .iter()
+        .map(|s| (s.name.clone(), s.value.clone()))
+        .collect();
+    state::make_loopback(&loopback(ns), &sysctls).map_err(|e| ChildError::SysOn {
+        step: ChildStep::NetNamespace,
+        object: e.to_string(),
+        errno: e.errno() as i32,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_address_goes_through_the_image_unchanged() {
+        let a = Address {
+            family: libc::AF_INET as u8,
+            prefix_len: 32,
+            flags: 0x80,
+            scope: 254,
+            local: vec![10, 9, 9, 9],
+            address: vec![10, 9, 9, 9],
+            broadcast: Vec::new(),
+            label: "lo".into(),
+        };
+        let ns = NetNamespace {
+            inode: 1,
+            lo_up: true,
+            lo_mtu: 65536,
+            lo_addresses: vec![address_record(&a)],
+            sysctls: Vec::new(),
+        };
+        assert_eq!(loopback(&ns).addresses, [a]);
+        assert_eq!(
+            sysctl_name("net/ipv4/ping_group_range"),
+            "net.ipv4.ping_group_range"
+        );
+    }
+}

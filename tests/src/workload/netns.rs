@@ -1,0 +1,238 @@
+//! `netns OPTION...`: a process in a network namespace of its own (unshare(CLONE_NEWNET)),
+//! with a TCP listener, a connection to it whose client end a child holds (an echo loop), and
+//! a UDP socket with a datagram waiting, all over lo.
+//!
+//! ```text
+//! options (in order):  early (a UDP socket made before the unshare, in the namespace it
+//!                      left)   back (a child that joins the namespace this process left)
+//!                      down (lo left down: no sockets made)   mtu=N   addr=CIDR (ip addr add
+//!                      CIDR dev lo)   sysctl=PATH=VALUE (below /proc/sys, `,` for a tab)
+//!                      route=CIDR (ip route add CIDR dev lo, once lo is up)   veth=NAME (a veth pair
+//!                      NAME, NAME-p)
+//! ns -> <inode of its network namespace>
+//! ip ARGS... -> what `ip ARGS` prints, lines joined by `|`
+//! sysctl PATH -> <value>
+//! talk N -> <len> (writes N bytes to the child, which echoes them: read back and compared)
+//! accept-new -> ok (a new client connects to the listener, is accepted, a byte goes both ways)
+//! udp-queued -> <the datagram queued before the dump>
+//! udp -> ok (a datagram to itself, received)
+//! kid -> <the child's pid>   early-fd -> <the fd of the early socket>
+//! back-kid -> <the pid of the child back in the namespace left>
+//! ```
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::os::fd::{FromRawFd, IntoRawFd};
+use std::path::Path;
+
+use super::kids::{exit_child, fork_holding};
+use super::{count, failed, io_err, unknown, Mode};
+
+/// `netns OPTION...`
+pub fn start(args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
+    // A socket of cryo's namespace, made before the unshare and kept.
+    let early = args
+        .iter()
+        .any(|a| a == "early")
+        .then(|| UdpSocket::bind("127.0.0.1:0").map(IntoRawFd::into_raw_fd));
+    let early = early.transpose().map_err(failed("early socket"))?;
+    let original = std::fs::File::open("/proc/self/ns/net").map_err(failed("ns/net"))?;
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+        .map_err(|e| format!("unshare: {e}"))?;
+    // A child back in the namespace this process left, made before any socket (it holds none).
+    let back = match args.iter().any(|a| a == "back") {
+        false => None,
+        true => match super::sys::fork().map_err(failed("fork"))? {
+            0 => {
+                let joined = nix::sched::setns(&original, nix::sched::CloneFlags::CLONE_NEWNET);
+                // Not a namespace fd of its own (which no dump restores).
+                drop(original);
+                if joined.is_ok() {
+                    loop {
+                        // SAFETY: pause takes no arguments; the child waits to be killed.
+                        unsafe { libc::pause() };
+                    }
+                }
+                exit_child("netns back", joined.map_err(std::io::Error::from))
+            }
+            kid => Some(kid),
+        },
+    };
+    drop(original);
+    let mut up = true;
+    let mut routes = Vec::new();
+    for arg in args {
+        let (key, value) = arg.split_once('=').unwrap_or((arg, ""));
+        match key {
+            "down" => up = false,
+            "early" | "back" => {}
+            "mtu" => ip(&["link", "set", "lo", "mtu", value])?,
+            "addr" => ip(&["addr", "add", value, "dev", "lo"])?,
+            "sysctl" => {
+                let (path, v) = value.split_once('=').ok_or("sysctl=PATH=VALUE")?;
+                std::fs::write(format!("/proc/sys/{path}"), v.replace(',', "\t"))
+                    .map_err(failed(path))?;
+            }
+            "route" => routes.push(value),
+            "veth" => {
+                let peer = format!("{value}-p");
+                ip(&["link", "add", value, "type", "veth", "peer", "name", &peer])?
+            }
+            other => return Err(format!("bad option {other:?}")),
+        }
+    }
+    if !up {
+        return Ok(Box::new(Netns {
+            sockets: None,
+            early,
+            back,
+        }));
+    }
+    ip(&["link", "set", "lo", "up"])?;
+    for route in routes {
+        ip(&["route", "add", route, "dev", "lo"])?;
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(failed("listen"))?;
+    let client = TcpStream::connect(listener.local_addr().map_err(io_err)?).map_err(io_err)?;
+    let (server, _) = listener.accept().map_err(io_err)?;
+    let server_fd = server.into_raw_fd();
+    let kid = fork_holding(server_fd, client.into_raw_fd(), echo).map_err(failed("fork"))?;
+    // SAFETY: fork_holding closed the client end here and left this process its own end.
+    let server = unsafe { TcpStream::from_raw_fd(server_fd) };
+    let udp = UdpSocket::bind("127.0.0.1:0").map_err(failed("udp"))?;
+    udp.send_to(b"queued before the dump", udp.local_addr().map_err(io_err)?)
+        .map_err(failed("udp send"))?;
+    Ok(Box::new(Netns {
+        sockets: Some(Sockets {
+            listener,
+            server,
+            udp,
+            kid,
+        }),
+        early,
+        back,
+    }))
+}
+
+/// The child's life: echoes what comes on `fd` until its end.
+fn echo(fd: i32) -> ! {
+    // SAFETY: fork_holding hands the child this fd, its own.
+    let mut s = unsafe { TcpStream::from_raw_fd(fd) };
+    let mut buf = [0u8; 4096];
+    let result = loop {
+        match s.read(&mut buf) {
+            Ok(0) => break Ok(()),
+            Ok(n) => {
+                if let Err(e) = s.write_all(&buf[..n]) {
+                    break Err(e);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => break Err(e),
+        }
+    };
+    exit_child("netns echo", result)
+}
+
+/// Runs `ip ARGS` in this process's namespace (its child inherits it): its output.
+fn ip(args: &[&str]) -> Result<(), String> {
+    run_ip(args).map(drop)
+}
+
+fn run_ip(args: &[&str]) -> Result<String, String> {
+    let out = std::process::Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(failed("ip"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(text
+        .lines()
+        .map(str::trim_end)
+        .collect::<Vec<_>>()
+        .join("|"))
+}
+
+struct Sockets {
+    listener: TcpListener,
+    server: TcpStream,
+    udp: UdpSocket,
+    kid: i32,
+}
+
+struct Netns {
+    sockets: Option<Sockets>,
+    /// The fd of the socket made before the unshare (option `early`).
+    early: Option<i32>,
+    /// The child back in the namespace this process left (option `back`).
+    back: Option<i32>,
+}
+
+impl Mode for Netns {
+    fn command(&mut self, verb: &str, args: &[&str]) -> Result<String, String> {
+        let sockets = || self.sockets.as_ref().ok_or("lo was left down: no sockets");
+        match (verb, args) {
+            ("ns", []) => {
+                let link = std::fs::read_link("/proc/self/ns/net").map_err(io_err)?;
+                Ok(link.to_string_lossy().into_owned())
+            }
+            ("ip", args) => run_ip(args),
+            ("sysctl", [path]) => std::fs::read_to_string(format!("/proc/sys/{path}"))
+                .map(|v| v.trim_end().to_string())
+                .map_err(io_err),
+            ("kid", []) => Ok(sockets()?.kid.to_string()),
+            ("back-kid", []) => self
+                .back
+                .map(|p| p.to_string())
+                .ok_or("no back child".into()),
+            ("early-fd", []) => self
+                .early
+                .map(|fd| fd.to_string())
+                .ok_or("no early socket".into()),
+            ("talk", [n]) => {
+                let n = count(n)?;
+                let data: Vec<u8> = (0..n).map(|i| (i * 7 % 251) as u8).collect();
+                let mut s = &sockets()?.server;
+                s.write_all(&data).map_err(io_err)?;
+                let mut back = vec![0u8; n];
+                s.read_exact(&mut back).map_err(io_err)?;
+                if back != data {
+                    return Err("the echo differs".into());
+                }
+                Ok(n.to_string())
+            }
+            ("accept-new", []) => {
+                let s = sockets()?;
+                let mut c = TcpStream::connect(s.listener.local_addr().map_err(io_err)?)
+                    .map_err(failed("connect"))?;
+                let (mut a, _) = s.listener.accept().map_err(failed("accept"))?;
+                c.write_all(b"x").map_err(io_err)?;
+                let mut b = [0u8; 1];
+                a.read_exact(&mut b).map_err(io_err)?;
+                a.write_all(b"y").map_err(io_err)?;
+                c.read_exact(&mut b).map_err(io_err)?;
+                Ok(if &b == b"y" { "ok" } else { "bad" }.into())
+            }
+            ("udp-queued", []) => {
+                let mut buf = [0u8; 256];
+                let n = sockets()?.udp.recv(&mut buf).map_err(io_err)?;
+                Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+            }
+            ("udp", []) => {
+                let u = &sockets()?.udp;
+                u.send_to(b"again", u.local_addr().map_err(io_err)?)
+                    .map_err(io_err)?;
+                let mut buf = [0u8; 16];
+                let n = u.recv(&mut buf).map_err(io_err)?;
+                Ok(if &buf[..n] == b"again" { "ok" } else { "bad" }.into())
+            }
+            _ => unknown(verb),
+        }
+    }
+}
