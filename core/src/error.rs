@@ -38,6 +38,9 @@ pub enum Error {
     /// A namespace of a task that cannot come back.
     #[error(transparent)]
     Namespaces(#[from] crate::task::namespaces::NamespaceError),
+    /// A mount namespace that cannot come back.
+    #[error(transparent)]
+    MountNs(#[from] crate::task::mount_ns::MountNsError),
     /// A PID namespace that cannot come back, or a pid of the image outside it.
     #[error(transparent)]
     PidNs(#[from] crate::task::pidns::PidNsError),

@@ -52,6 +52,10 @@ pub(super) fn collect(
         .map(|inode| crate::task::cgroups::namespace(pid, inode))
         .transpose()?;
     core.ipc_ns = crate::ipc::namespace_of_task(pid)?;
+    core.mnt = made
+        .mnt
+        .map(|inode| crate::task::mount_ns::dump(pid, inode))
+        .transpose()?;
     let mut process_attrs = attrs::dump_process(pid)?;
     stage("task, namespaces, cgroups, attributes");
     for &tid in frozen.tids() {

@@ -291,6 +291,8 @@ pub enum ChildStep {
     UtsNamespace,
     #[error("make its time namespace")]
     TimeNamespace,
+    #[error("make its mount namespace")]
+    MountNamespace,
     #[error("join its cgroup")]
     Cgroup,
     #[error("enter its IPC namespace")]
@@ -344,6 +346,12 @@ pub enum ChildError {
         what: ChildFiles,
         /// The file error, as the engine words it.
         message: String,
+    },
+    /// The mount namespace made differs from the dumped one.
+    #[error("its mount namespace came out otherwise than dumped: {detail}")]
+    Mounts {
+        /// The first difference.
+        detail: String,
     },
     /// cryo closed the sync pipe before saying go.
     #[error("cryo went away")]

@@ -1,13 +1,13 @@
 //! The namespaces of a task, judged at dump against cryo's own: a UTS namespace is made
 //! again with its host and domain names, a time namespace with its clocks where they were at
 //! the freeze, a cgroup namespace with its root cgroups (task/cgroups.rs), an IPC namespace
-//! with its objects and sysctls (crate::ipc); a mount namespace whose mounts are cryo's is
-//! taken as cryo's; any other namespace than cryo's is refused, since the task would come
+//! with its objects and sysctls (crate::ipc), a mount namespace with the mounts it has beyond
+//! cryo's (task/mount_ns.rs); any other namespace than cryo's is refused, since the task would come
 //! back in cryo's and see other pids, interfaces, mounts or ids.
 
 use std::collections::HashMap;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use cryo_proto::image::{TaskCore, TimeNamespace, UtsNamespace};
 use nix::unistd::Pid;
@@ -49,17 +49,6 @@ pub enum NamespaceError {
         sees: &'static str,
         /// The namespace's inode.
         inode: u64,
-    },
-    /// The task's mount namespace is not cryo's and its mounts differ from cryo's.
-    #[error(
-        "pid {pid}: in a mount namespace other than cryo's whose mounts differ ({mount}): \
-         mount namespaces are not restored, and in cryo's it would see cryo's mounts"
-    )]
-    Mounts {
-        /// The process.
-        pid: Pid,
-        /// The first mount found in one table and not the other.
-        mount: String,
     },
     /// A thread is in another namespace than its process's main thread.
     #[error(
@@ -154,6 +143,8 @@ pub struct MadeAgain {
     pub time: Option<TimeNamespace>,
     /// The inode of its cgroup namespace (read by [`crate::task::cgroups::namespace`]).
     pub cgroup: Option<u64>,
+    /// The inode of its mount namespace (read by [`crate::task::mount_ns::dump`]).
+    pub mnt: Option<u64>,
 }
 
 /// Checks the namespaces of every thread of `pid` against cryo's: returns its UTS and time
@@ -235,9 +226,8 @@ pub fn dump(pid: Pid, tids: &[Pid], pidns: Option<u64>) -> Result<MadeAgain, Nam
             errno,
         })
     };
-    if main.get("mnt").copied() != Some(read_ours("mnt")?) {
-        same_mounts(pid)?;
-    }
+    let mnt = main.get("mnt").copied().unwrap_or_default();
+    let mnt = (mnt != read_ours("mnt")?).then_some(mnt);
     let ns_of = |kind| main.get(kind).copied().unwrap_or_default();
     let uts = ns_of("uts");
     let uts = if uts == read_ours("uts")? {
@@ -260,7 +250,12 @@ pub fn dump(pid: Pid, tids: &[Pid], pidns: Option<u64>) -> Result<MadeAgain, Nam
     };
     let cgroup = ns_of("cgroup");
     let cgroup = (cgroup != read_ours("cgroup")?).then_some(cgroup);
-    Ok(MadeAgain { uts, time, cgroup })
+    Ok(MadeAgain {
+        uts,
+        time,
+        cgroup,
+        mnt,
+    })
 }
 
 /// The host and domain names of UTS namespace `inode`, the one of `pid`.
@@ -300,64 +295,6 @@ fn time_clocks(pid: Pid, inode: u64) -> Result<TimeNamespace, NamespaceError> {
     })
 }
 
-/// A mount as a process sees it, without what differs between two namespaces showing the
-/// same mounts (ids, device numbers, propagation peers): root, mount point, mount options,
-/// type, source, superblock options.
-fn mounts(path: &Path) -> io::Result<Vec<String>> {
-    let text = std::fs::read_to_string(path)?;
-    let mut out: Vec<String> = text
-        .lines()
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split(' ').collect();
-            let sep = fields.iter().position(|&f| f == "-")?;
-            let (fstype, source, options) = (
-                fields.get(sep + 1)?,
-                fields.get(sep + 2)?,
-                fields.get(sep + 3)?,
-            );
-            // Namespace files bound somewhere (ip netns add) come and go with other tools'
-            // namespaces; they are handles, not a view of files.
-            if *fstype == "nsfs" {
-                return None;
-            }
-            Some(format!(
-                "{} {} ({fstype} {source}, {} {options})",
-                fields.get(4)?,
-                fields.get(3)?,
-                fields.get(5)?
-            ))
-        })
-        .collect();
-    out.sort();
-    Ok(out)
-}
-
-/// Refuses `pid` when its mount table differs from cryo's.
-fn same_mounts(pid: Pid) -> Result<(), NamespaceError> {
-    let read = |path: PathBuf| {
-        mounts(&path).map_err(|errno| NamespaceError::Read {
-            pid,
-            tid: pid,
-            kind: "mnt",
-            errno,
-        })
-    };
-    let theirs = read(proc::dir(pid).join("mountinfo"))?;
-    let ours = read(PathBuf::from("/proc/self/mountinfo"))?;
-    if theirs == ours {
-        return Ok(());
-    }
-    let only = |a: &[String], b: &[String], whose: &str| {
-        a.iter()
-            .find(|m| !b.contains(m))
-            .map(|m| format!("{m} is {whose} only"))
-    };
-    let mount = only(&theirs, &ours, "its")
-        .or_else(|| only(&ours, &theirs, "cryo's"))
-        .unwrap_or_else(|| "a mount is there more times in one table".into());
-    Err(NamespaceError::Mounts { pid, mount })
-}
-
 /// A kind of namespace (or other object a process inherits at fork) the restore makes again:
 /// what users call it, its /proc/PID/ns link (the tag of its ids), and what a process not in
 /// one of its own is in.
@@ -379,6 +316,12 @@ pub(crate) const TIME: MadeKind = MadeKind {
     name: "time namespace",
     link: "time",
     none: "in cryo's time namespace",
+};
+/// Mount namespaces.
+pub(crate) const MNT: MadeKind = MadeKind {
+    name: "mount namespace",
+    link: "mnt",
+    none: "in cryo's mount namespace",
 };
 /// Cgroup namespaces.
 pub(crate) const CGROUP: MadeKind = MadeKind {
@@ -487,25 +430,5 @@ mod tests {
             "{err}"
         );
         check_tree(TIME, &[(10, 1, None), (11, 10, None)]).unwrap();
-    }
-
-    #[test]
-    fn a_mount_table_reads_as_a_view() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("mountinfo");
-        std::fs::write(
-            &path,
-            "30 1 0:27 / /sys rw,relatime shared:7 - sysfs sysfs rw\n\
-             21 30 0:4 net:[4026532174] /run/netns/x rw shared:5 - nsfs nsfs rw\n\
-             22 1 254:0 / / rw,relatime - ext4 /dev/vda rw\n",
-        )
-        .unwrap();
-        assert_eq!(
-            mounts(&path).unwrap(),
-            [
-                "/ / (ext4 /dev/vda, rw,relatime rw)",
-                "/sys / (sysfs sysfs, rw,relatime rw)"
-            ]
-        );
     }
 }

@@ -1,0 +1,230 @@
+//! Mount namespaces: a process in one of its own, with a tmpfs holding its files (one open, one
+//! mapped, its working directory there) and a read-only bind mount, comes back in a new one
+//! made the same; the test's own namespace (cryo's) never sees those mounts. A mount of
+//! another kind, and a namespace shared with a process outside the dump, are refused naming
+//! them.
+//!
+//! Needs the engine: `cryo` must be built (`cargo build -p cryo`).
+
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+
+use cryo_tests::{cryo_bin, Workload};
+
+/// The mtime the workload gives its tmpfs files (tests/src/workload/mount_ns.rs).
+const MTIME: i64 = 1_600_000_000;
+
+/// What the workload observes through its fd, mapping, paths and mount table, one reply a line.
+fn observe(w: &Workload) -> Vec<String> {
+    let (tmp, ro) = (w.path("tmp"), w.path("ro"));
+    let lines = [
+        "fd".to_string(),
+        "map".to_string(),
+        format!("read {}/data.txt", tmp.display()),
+        format!("read {}/host.txt", ro.display()),
+        format!("stat {}/data.txt", tmp.display()),
+        format!("stat {}/quiet.txt", tmp.display()),
+        format!("stat {}", tmp.display()),
+        format!("readlink {}/link", tmp.display()),
+        "read ../link".to_string(),
+        "cwd".to_string(),
+        format!("mount {}", tmp.display()),
+        format!("mount {}", ro.display()),
+    ];
+    lines
+        .iter()
+        .map(|l| format!("{l} -> {}", w.cmd(l)))
+        .collect()
+}
+
+/// Checks what the workload observes of its mounts, and that the test's namespace has none.
+fn check_observed(w: &Workload, seen: &[String]) {
+    let (tmp, ro) = (w.path("tmp"), w.path("ro"));
+    let expected = [
+        "fd -> 5 tmpfs file written before the dump".to_string(),
+        "map -> mapped from tmpf".to_string(),
+        format!(
+            "read {}/data.txt -> tmpfs file written before the dump",
+            tmp.display()
+        ),
+        format!("read {}/host.txt -> seen through the bind", ro.display()),
+    ];
+    assert_eq!(seen[..4], expected, "{seen:#?}");
+    let stat = |i: usize| seen[i].rsplit_once("-> ").unwrap().1.to_string();
+    let data = stat(4);
+    let data: Vec<&str> = data.split(' ').collect();
+    assert_eq!(
+        data[..4],
+        ["640", "1234", "5678", &MTIME.to_string()],
+        "{seen:#?}"
+    );
+    assert_eq!(
+        stat(5),
+        format!("644 0 0 {MTIME} {}", MTIME - 100),
+        "quiet.txt, never read: {seen:#?}"
+    );
+    assert!(
+        stat(6).starts_with("1751 0 0 "),
+        "the tmpfs root: {seen:#?}"
+    );
+    assert_eq!(stat(7), "data.txt");
+    assert_eq!(stat(8), "tmpfs file written before the dump");
+    assert_eq!(stat(9), format!("{}/sub", tmp.display()));
+    assert_eq!(
+        stat(10),
+        "rw,nosuid,nodev,relatime rw,size=2048k,nr_inodes=400,mode=1751"
+    );
+    assert!(stat(11).starts_with("ro,nosuid,relatime "), "{seen:#?}");
+    // Cryo's namespace (this test's) has none of it.
+    assert!(
+        !tmp.join("data.txt").exists(),
+        "the tmpfs leaked into cryo's namespace"
+    );
+    assert_eq!(
+        std::fs::read_dir(&ro).unwrap().count(),
+        0,
+        "the bind leaked"
+    );
+    let ours = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !ours.contains(&*w.dir().to_string_lossy()),
+        "cryo's namespace shows the workload's mounts:\n{ours}"
+    );
+}
+
+/// Writes through the mounts: the read-only bind refuses with EROFS, the tmpfs takes it.
+fn check_writes(w: &Workload) {
+    let (tmp, ro) = (w.path("tmp"), w.path("ro"));
+    assert_eq!(w.cmd(&format!("write {}/new", ro.display())), "errno 30");
+    assert_eq!(
+        w.cmd(&format!("write {}/host.txt", ro.display())),
+        "errno 30"
+    );
+    assert_eq!(w.cmd(&format!("write {}/new.txt", tmp.display())), "ok");
+    assert_eq!(w.cmd(&format!("read {}/new.txt", tmp.display())), "x");
+    assert!(!tmp.join("new.txt").exists());
+}
+
+fn mnt_ns(pid: i32) -> std::path::PathBuf {
+    std::fs::read_link(format!("/proc/{pid}/ns/mnt")).unwrap()
+}
+
+#[test]
+fn a_process_in_its_own_mount_namespace_comes_back_with_its_tmpfs_and_bind_mounts() {
+    cryo_bin();
+    let mut w = Workload::spawn("mount-ns", &[]);
+    let before = observe(&w);
+    check_observed(&w, &before);
+    w.dump_and_restore();
+    let after = observe(&w);
+    assert_eq!(after, before, "what the restored process observes");
+    check_observed(&w, &after);
+    assert_ne!(mnt_ns(w.pid()), mnt_ns(std::process::id() as i32));
+    check_writes(&w);
+}
+
+#[test]
+fn a_mount_namespace_dumped_leaving_the_process_running_is_untouched_and_restores() {
+    cryo_bin();
+    let mut w = Workload::spawn("mount-ns", &[]);
+    let before = observe(&w);
+    let mountinfo = std::fs::read_to_string(format!("/proc/{}/mountinfo", w.pid())).unwrap();
+    let quiet = format!(
+        "/proc/{}/root{}/quiet.txt",
+        w.pid(),
+        w.path("tmp").display()
+    );
+    let atime = std::fs::metadata(&quiet).unwrap().atime();
+    assert_eq!(atime, MTIME - 100);
+    let img = w.path("img");
+    w.dump(&img, &["--leave-running"]).assert_success();
+    w.assert_untouched();
+    assert_eq!(observe(&w), before, "the original after the dump");
+    assert_eq!(
+        std::fs::read_to_string(format!("/proc/{}/mountinfo", w.pid())).unwrap(),
+        mountinfo,
+        "the original's mounts"
+    );
+    assert_eq!(
+        std::fs::metadata(&quiet).unwrap().atime(),
+        atime,
+        "the copy read its files without touching their access times"
+    );
+    w.kill_original();
+    w.restore_background(&img);
+    assert_eq!(observe(&w), before, "the restored process");
+    check_writes(&w);
+}
+
+#[test]
+fn a_mount_of_another_kind_only_the_namespace_has_is_refused_naming_it() {
+    cryo_bin();
+    for (extra, kind, point) in [
+        ("proc", "proc proc", "proc"),
+        ("sysfs", "sysfs sysfs", "sys"),
+    ] {
+        let w = Workload::spawn("mount-ns", &[extra]);
+        let out = w.dump(&w.path("img"), &[]);
+        assert!(
+            !out.status.success(),
+            "{extra}: the dump should be refused\n{out}"
+        );
+        let inode = mnt_ns(w.pid()).to_string_lossy().into_owned();
+        let inode = inode.trim_start_matches("mnt:");
+        let want = format!(
+            "pid {}: mount namespace mnt:{inode}: {kind} on {}: is a {extra} mount only the \
+             namespace has",
+            w.pid(),
+            w.path(point).display()
+        );
+        assert!(
+            out.stderr.contains(&want),
+            "{extra}: want {want:?}\n{}",
+            out.stderr
+        );
+        w.assert_untouched();
+        assert_eq!(w.cmd("fd"), "5 tmpfs file written before the dump");
+    }
+}
+
+#[test]
+fn a_mount_namespace_shared_with_a_process_outside_the_dump_is_refused_naming_it() {
+    cryo_bin();
+    let w = Workload::spawn("mount-ns", &[]);
+    let ns = std::fs::File::open(format!("/proc/{}/ns/mnt", w.pid())).unwrap();
+    let mut command = Command::new("sleep");
+    command
+        .arg("600")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped());
+    // SAFETY: setns is async-signal-safe; the child only joins the namespace, then execs.
+    unsafe {
+        use std::os::fd::AsRawFd;
+        let fd = ns.as_raw_fd();
+        command.pre_exec(move || {
+            if libc::setns(fd, libc::CLONE_NEWNS) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut other = command.spawn().unwrap();
+    assert_eq!(
+        mnt_ns(other.id() as i32),
+        mnt_ns(w.pid()),
+        "the other joined it"
+    );
+    let out = w.dump(&w.path("img"), &[]);
+    let _ = other.kill();
+    let _ = other.wait();
+    assert!(!out.status.success(), "the dump should be refused\n{out}");
+    let want = format!(
+        "pid {}: mount namespace {} is shared with pid {}, which is not in the dump",
+        w.pid(),
+        mnt_ns(w.pid()).display(),
+        other.id()
+    );
+    assert!(out.stderr.contains(&want), "want {want:?}\n{}", out.stderr);
+    w.assert_untouched();
+}
