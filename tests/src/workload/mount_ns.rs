@@ -161,13 +161,13 @@ impl Mode for MountNs {
                 let text = std::fs::read_to_string("/proc/self/mountinfo").map_err(io_err)?;
                 let want = point.replace(' ', "\\040");
                 text.lines()
-                    .filter_map(|l| {
+                    .rev()
+                    .find_map(|l| {
                         let f: Vec<&str> = l.split(' ').collect();
                         let sep = f.iter().position(|&x| x == "-")?;
                         (f.get(4) == Some(&want.as_str()))
                             .then(|| format!("{} {}", f[5], f.get(sep + 3).unwrap_or(&"")))
                     })
-                    .last()
                     .ok_or_else(|| format!("no mount on {point}"))
             }
             _ => unknown(verb),
