@@ -615,17 +615,32 @@ pub fn mark_files(
         return Ok(());
     }
     let root = proc::dir(pid).join("root");
+    let own_mount = |path: &str| ns.mounts.iter().rev().find(|m| is_below(path, &m.point));
     for desc in descs.iter_mut().filter(|d| ids.contains(&d.id)) {
         let reg = match desc.kind.as_mut() {
             Some(file_desc::Kind::Regular(r)) | Some(file_desc::Kind::Directory(r)) => r,
-            _ => continue,
+            other => {
+                // Other kinds reached by path are found by cryo, or by their handles, in
+                // cryo's namespace.
+                let (what, paths) = other_paths(other.map(|k| &*k));
+                if let Some((m, path)) =
+                    paths.into_iter().find_map(|p| own_mount(p).map(|m| (m, p)))
+                {
+                    return Err(MountNsError::Refused {
+                        pid,
+                        inode: ns.inode,
+                        mount: mount_name(m),
+                        detail: format!(
+                            "{what} {path} (description {}) is on it: found again in cryo's \
+                             namespace, not in the one made, so not restored",
+                            desc.id
+                        ),
+                    });
+                }
+                continue;
+            }
         };
-        let Some(m) = ns
-            .mounts
-            .iter()
-            .rev()
-            .find(|m| is_below(&reg.path, &m.point))
-        else {
+        let Some(m) = own_mount(&reg.path) else {
             continue;
         };
         reg.in_mount_namespace = true;
@@ -633,7 +648,7 @@ pub fn mark_files(
         let refuse = |detail: String| MountNsError::Refused {
             pid,
             inode: ns.inode,
-            mount: format!("{} on {}", if m.tmpfs { "tmpfs" } else { "bind" }, m.point),
+            mount: mount_name(m),
             detail,
         };
         if reg.deleted {
@@ -655,6 +670,36 @@ pub fn mark_files(
         }
     }
     Ok(())
+}
+
+/// A mount of the image as messages name it: "tmpfs SOURCE on POINT" or "bind SOURCE on
+/// POINT".
+fn mount_name(m: &NamespaceMount) -> String {
+    if m.tmpfs {
+        format!("tmpfs {} on {}", m.source, m.point)
+    } else {
+        format!("bind {} on {}", m.bind_source, m.point)
+    }
+}
+
+/// The paths by which the restore finds a description of a kind other than a regular file or
+/// directory (a FIFO, a device, an inotify watch, a fanotify mark...), with what they are.
+fn other_paths(kind: Option<&file_desc::Kind>) -> (&'static str, Vec<&str>) {
+    use file_desc::Kind;
+    match kind {
+        Some(Kind::Pipe(p)) if !p.fifo_path.is_empty() => ("FIFO", vec![p.fifo_path.as_str()]),
+        Some(Kind::CharDevice(path)) => ("device", vec![path.as_str()]),
+        Some(Kind::RemovedNode(n)) => ("removed node", vec![n.path.as_str()]),
+        Some(Kind::Inotify(i)) => (
+            "inotify watch on",
+            i.watches.iter().map(|w| w.path.as_str()).collect(),
+        ),
+        Some(Kind::Fanotify(f)) => (
+            "fanotify mark on",
+            f.marks.iter().map(|m| m.path.as_str()).collect(),
+        ),
+        _ => ("", Vec::new()),
+    }
 }
 
 /// In a forked process of the restore, before it opens its files and forks: a new mount
