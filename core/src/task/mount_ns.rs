@@ -487,18 +487,10 @@ fn copy_tree(base: &Path, budget: &mut u64) -> Result<Vec<TreeEntry>, String> {
         }
         let file_type = meta.file_type();
         if file_type.is_dir() {
-            let mut names: Vec<String> = std::fs::read_dir(&path)
-                .map_err(|e| err("list", e))?
-                .map(|e| e.map(|e| e.file_name()))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| err("list", e))?
-                .into_iter()
-                .map(|n| {
-                    n.to_str()
-                        .map(str::to_string)
-                        .ok_or_else(|| format!("{} holds a name that is not UTF-8", shown(&rel)))
-                })
-                .collect::<Result<_, _>>()?;
+            let mut names = list_dir(&path).map_err(|e| err("list", e))?;
+            if names.iter().any(|n| n.contains('\0')) {
+                return Err(format!("{} holds a name that is not UTF-8", shown(&rel)));
+            }
             names.sort();
             // Popped in order, so pushed reversed.
             for name in names.into_iter().rev() {
@@ -553,6 +545,24 @@ fn copy_tree(base: &Path, budget: &mut u64) -> Result<Vec<TreeEntry>, String> {
         ));
     }
     Ok(out)
+}
+
+/// The names in directory `path` (without . and ..), read with O_NOATIME: its access time
+/// stays. A name that is not UTF-8 comes back holding a NUL.
+fn list_dir(path: &Path) -> io::Result<Vec<String>> {
+    use nix::fcntl::OFlag;
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOATIME | OFlag::O_CLOEXEC;
+    let mut dir = nix::dir::Dir::open(path, flags, nix::sys::stat::Mode::empty())?;
+    let mut names = Vec::new();
+    for entry in dir.iter() {
+        let entry = entry?;
+        let name = entry.file_name().to_bytes();
+        if name == b"." || name == b".." {
+            continue;
+        }
+        names.push(std::str::from_utf8(name).map_or_else(|_| "\0".to_string(), str::to_string));
+    }
+    Ok(names)
 }
 
 /// A path of a copied tree as messages show it.
