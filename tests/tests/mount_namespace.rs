@@ -187,6 +187,25 @@ fn a_mount_of_another_kind_only_the_namespace_has_is_refused_naming_it() {
         w.assert_untouched();
         assert_eq!(w.cmd("fd"), "5 tmpfs file written before the dump");
     }
+    // Shared propagation (a peer group) is not made again either.
+    let w = Workload::spawn("mount-ns", &["shared"]);
+    let out = w.dump(&w.path("img"), &[]);
+    assert!(
+        !out.status.success(),
+        "shared: the dump should be refused\n{out}"
+    );
+    let want = format!(
+        "pid {}: mount namespace {}: tmpfs cryo-mnt-tmpfs on {}: propagation \"shared:",
+        w.pid(),
+        mnt_ns(w.pid()).display(),
+        w.path("tmp").display()
+    );
+    assert!(
+        out.stderr.contains(&want),
+        "shared: want {want:?}\n{}",
+        out.stderr
+    );
+    w.assert_untouched();
 }
 
 #[test]

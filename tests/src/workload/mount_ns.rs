@@ -3,7 +3,7 @@
 //! holding files it wrote, one open (fd 40, at offset 5) and one mapped shared, its working
 //! directory on it (DIR/tmp/quiet.txt: an access time older than its modification time, never
 //! read); DIR/src bound read-only (and nosuid) on DIR/ro. EXTRA: `proc` (a proc
-//! mounted on DIR/proc), `sysfs` (a sysfs on DIR/sys).
+//! mounted on DIR/proc), `sysfs` (a sysfs on DIR/sys), `shared` (the tmpfs made shared).
 //!
 //! ```text
 //! fd                  -> <pos> <contents of fd 40, from 0>
@@ -89,7 +89,11 @@ pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
         let (fstype, at) = match extra.as_str() {
             "proc" => ("proc", dir.join("proc")),
             "sysfs" => ("sysfs", dir.join("sys")),
-            other => return Err(format!("bad extra {other:?}: proc|sysfs")),
+            "shared" => {
+                mount(None, &tmp, None, MsFlags::MS_SHARED, None)?;
+                continue;
+            }
+            other => return Err(format!("bad extra {other:?}: proc|sysfs|shared")),
         };
         std::fs::create_dir_all(&at).map_err(failed("mkdir"))?;
         mount(Some(fstype), &at, Some(fstype), MsFlags::empty(), None)?;
