@@ -103,7 +103,7 @@ pub enum MountNsError {
 }
 
 /// One line of a mountinfo file (man 5 proc_pid_mountinfo); paths still escaped (\040...).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 struct Mount {
     id: u32,
     parent: u32,
@@ -281,7 +281,7 @@ pub fn dump(pid: Pid, inode: u64) -> Result<MountNamespace, MountNsError> {
     let root_link = proc::dir(pid).join("root");
     let root = std::fs::read_link(&root_link).map_err(read_err("its root"))?;
     if root != Path::new("/") {
-        let top = theirs.first().cloned().unwrap_or_else(|| ours[0].clone());
+        let top = theirs.first().cloned().unwrap_or_default();
         return Err(refuse(
             &top,
             format!(
@@ -300,12 +300,12 @@ pub fn dump(pid: Pid, inode: u64) -> Result<MountNamespace, MountNsError> {
         ));
     }
     // Cryo's mounts, each matched once; the rest are the namespace's own, in mount order.
-    let mut unmatched: Vec<&Mount> = ours.iter().collect();
+    let mut unmatched: Vec<(String, &Mount)> = ours.iter().map(|o| (o.key(), o)).collect();
     let mut inherited: HashSet<u32> = HashSet::new();
     let mut own: Vec<&Mount> = Vec::new();
     for m in &theirs {
         let key = m.key();
-        match unmatched.iter().position(|o| o.key() == key) {
+        match unmatched.iter().position(|(k, _)| *k == key) {
             Some(i) => {
                 unmatched.remove(i);
                 inherited.insert(m.id);
@@ -316,7 +316,7 @@ pub fn dump(pid: Pid, inode: u64) -> Result<MountNamespace, MountNsError> {
     // Cryo's mounts it does not have (unmounted there, or mounted in cryo's since it was
     // made) are unmounted again in the restored one: the table it has is the image's.
     if !unmatched.is_empty() {
-        let lacks: Vec<String> = unmatched.iter().map(|o| o.describe()).collect();
+        let lacks: Vec<String> = unmatched.iter().map(|(_, o)| o.describe()).collect();
         tracing::debug!(%pid, lacks = ?lacks, "mounts of cryo's the namespace does not have");
     }
     let own_ids: HashSet<u32> = own.iter().map(|m| m.id).collect();
@@ -381,6 +381,7 @@ pub fn dump(pid: Pid, inode: u64) -> Result<MountNamespace, MountNsError> {
                 tmpfs_read_only: read_only,
                 files,
                 bind_source: String::new(),
+                key: m.key(),
             }
         } else if our_devs.contains(m.dev.as_str()) && !PSEUDO.contains(&m.fstype.as_str()) {
             let source = bind_source(m, &ours, &seen_at).ok_or_else(|| {
@@ -398,6 +399,7 @@ pub fn dump(pid: Pid, inode: u64) -> Result<MountNamespace, MountNsError> {
                 point,
                 options: m.options.clone(),
                 bind_source: source,
+                key: m.key(),
                 ..Default::default()
             }
         } else {
@@ -736,10 +738,19 @@ pub fn restore_in_child(core: &TaskCore, parent: Option<&TaskCore>) -> Result<()
         .map_err(failed("read the mountinfo copied".into()))?;
     let mut wanted = ns.table.clone();
     let mut excess = Vec::new();
+    // Mounts of its own already there: a namespace made inside its parent's made one shares
+    // the parent's own mounts (the same superblocks, as the dumped ones did).
+    let parent_own: Vec<&str> = parent
+        .and_then(|p| p.mnt.as_ref())
+        .map(|p| p.mounts.iter().map(|m| m.key.as_str()).collect())
+        .unwrap_or_default();
+    let mut there = Vec::new();
     for m in parse(&text) {
-        match wanted.iter().position(|k| *k == m.key()) {
+        let key = m.key();
+        match wanted.iter().position(|k| *k == key) {
             Some(i) => {
                 wanted.swap_remove(i);
+                there.push(key);
             }
             None => excess.push(m),
         }
@@ -752,6 +763,12 @@ pub fn restore_in_child(core: &TaskCore, parent: Option<&TaskCore>) -> Result<()
         )))?;
     }
     for m in &ns.mounts {
+        if parent_own.contains(&m.key.as_str()) {
+            if let Some(i) = there.iter().position(|k| *k == m.key) {
+                there.swap_remove(i);
+                continue;
+            }
+        }
         let point = Path::new(&m.point);
         let flags = mount_flags(&m.options).map_err(|opt| ChildError::Mounts {
             detail: format!("{}: option {opt:?}", m.point),
@@ -809,6 +826,15 @@ fn fill(point: &Path, files: &[TreeEntry]) -> Result<(), (String, io::Error)> {
     for e in files {
         let path = at(&e.path);
         let fail = |err: io::Error| (path.display().to_string(), err);
+        // Only names below the mount: no "..", no absolute path, from the image.
+        let plain = |p: &str| {
+            Path::new(p)
+                .components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)))
+        };
+        if !plain(&e.path) || !plain(&e.link_to) {
+            return Err(fail(io::Error::from_raw_os_error(libc::EINVAL)));
+        }
         let kind = e.mode & libc::S_IFMT;
         let perms = Mode::from_bits_truncate(e.mode & 0o7777);
         if !e.link_to.is_empty() {
