@@ -159,6 +159,46 @@ fn a_mount_namespace_dumped_leaving_the_process_running_is_untouched_and_restore
 }
 
 #[test]
+fn a_child_in_a_mount_namespace_made_inside_its_parents_comes_back_sharing_its_parents_mounts() {
+    cryo_bin();
+    let mut w = Workload::spawn("mount-ns", &["nested"]);
+    let [kid] = w.kids()[..] else {
+        panic!("one child: {:?}", w.kids())
+    };
+    let inner = format!("/proc/{kid}/root{}/inner/f", w.path("tmp").display());
+    let mounts = |pid: i32| std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
+    let has = |pid: i32, name: &str| mounts(pid).contains(name);
+    assert!(has(kid, "cryo-mnt-inner") && !has(w.pid(), "cryo-mnt-inner"));
+    w.dump_and_restore();
+    assert_eq!(w.kids(), [kid]);
+    let (ours, parent, child) = (
+        mnt_ns(std::process::id() as i32),
+        mnt_ns(w.pid()),
+        mnt_ns(kid),
+    );
+    assert!(
+        ours != parent && parent != child && ours != child,
+        "{ours:?} {parent:?} {child:?}"
+    );
+    assert!(
+        has(kid, "cryo-mnt-inner") && has(kid, "cryo-mnt-tmpfs"),
+        "{}",
+        mounts(kid)
+    );
+    assert!(!has(w.pid(), "cryo-mnt-inner"), "{}", mounts(w.pid()));
+    assert_eq!(
+        std::fs::read_to_string(&inner).unwrap(),
+        "only the child sees this"
+    );
+    // The parent's tmpfs is the child's too (one superblock, as before the dump).
+    let after = w.path("tmp").join("after.txt");
+    assert_eq!(w.cmd(&format!("write {}", after.display())), "ok");
+    let in_child = format!("/proc/{kid}/root{}", after.display());
+    assert_eq!(std::fs::read_to_string(in_child).unwrap(), "x");
+    assert_eq!(observe(&w)[3], "fd -> 5 tmpfs file written before the dump");
+}
+
+#[test]
 fn a_mount_of_another_kind_only_the_namespace_has_is_refused_naming_it() {
     cryo_bin();
     for (extra, kind, point) in [

@@ -3,7 +3,9 @@
 //! holding files it wrote, one open (fd 40, at offset 5) and one mapped shared, its working
 //! directory on it (DIR/tmp/quiet.txt: an access time older than its modification time, never
 //! read); DIR/src bound read-only (and nosuid) on DIR/ro. EXTRA: `proc` (a proc
-//! mounted on DIR/proc), `sysfs` (a sysfs on DIR/sys), `shared` (the tmpfs made shared).
+//! mounted on DIR/proc), `sysfs` (a sysfs on DIR/sys), `shared` (the tmpfs made shared), `nested`
+//! (a child in a mount namespace made inside this one, with a tmpfs cryo-mnt-inner on
+//! DIR/tmp/inner holding `f`; `kids` names it).
 //!
 //! ```text
 //! fd                  -> <pos> <contents of fd 40, from 0>
@@ -32,6 +34,7 @@ pub const ATIME: i64 = 4_000_000_000;
 
 struct MountNs {
     map: &'static mut [u8],
+    kids: Vec<i32>,
 }
 
 fn mount(
@@ -93,7 +96,8 @@ pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
                 mount(None, &tmp, None, MsFlags::MS_SHARED, None)?;
                 continue;
             }
-            other => return Err(format!("bad extra {other:?}: proc|sysfs|shared")),
+            "nested" => continue,
+            other => return Err(format!("bad extra {other:?}: proc|sysfs|shared|nested")),
         };
         std::fs::create_dir_all(&at).map_err(failed("mkdir"))?;
         mount(Some(fstype), &at, Some(fstype), MsFlags::empty(), None)?;
@@ -128,7 +132,55 @@ pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
     // Ahead of now: its reads never move it (relatime), so it must come back as it is.
     sys::set_times(fd, (ATIME, 0), (MTIME, 0)).map_err(failed("times"))?;
     std::env::set_current_dir(&sub).map_err(failed("chdir"))?;
-    Ok(Box::new(MountNs { map }))
+    let mut kids = Vec::new();
+    if args.iter().any(|a| a == "nested") {
+        kids.push(nested_child(&tmp)?);
+    }
+    Ok(Box::new(MountNs { map, kids }))
+}
+
+/// Forks a child that makes a mount namespace of its own inside this one, with a tmpfs
+/// (cryo-mnt-inner) on TMP/inner holding `f`, and waits there; returns once it did.
+fn nested_child(tmp: &Path) -> Result<i32, String> {
+    let inner = tmp.join("inner");
+    std::fs::create_dir(&inner).map_err(failed("mkdir inner"))?;
+    let (rd, wr) = sys::pipe().map_err(failed("pipe"))?;
+    match sys::fork().map_err(failed("fork"))? {
+        0 => {
+            sys::close(rd);
+            let made = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
+                .map_err(|e| e.to_string())
+                .and_then(|()| {
+                    mount(
+                        Some("cryo-mnt-inner"),
+                        &inner,
+                        Some("tmpfs"),
+                        MsFlags::empty(),
+                        Some("size=64k"),
+                    )
+                })
+                .and_then(|()| {
+                    std::fs::write(inner.join("f"), "only the child sees this")
+                        .map_err(|e| e.to_string())
+                });
+            let _ = sys::write_all(wr, if made.is_ok() { b"y" } else { b"n" });
+            sys::close(wr);
+            loop {
+                // SAFETY: pause takes no arguments.
+                unsafe { libc::pause() };
+            }
+        }
+        pid => {
+            sys::close(wr);
+            let mut said = [0u8; 1];
+            let n = sys::read(rd, &mut said).map_err(failed("read"))?;
+            sys::close(rd);
+            if n != 1 || said[0] != b'y' {
+                return Err("the nested child could not make its namespace".into());
+            }
+            Ok(pid)
+        }
+    }
 }
 
 impl Mode for MountNs {
@@ -161,6 +213,12 @@ impl Mode for MountNs {
                 .map_err(io_err)?
                 .to_string_lossy()
                 .into_owned()),
+            ("kids", []) => Ok(self
+                .kids
+                .iter()
+                .map(|k| k.to_string())
+                .collect::<Vec<_>>()
+                .join(" ")),
             ("cwd", []) => Ok(std::env::current_dir()
                 .map_err(io_err)?
                 .to_string_lossy()
