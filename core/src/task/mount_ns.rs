@@ -602,11 +602,16 @@ pub fn refuse_outsiders(namespaces: &[(Pid, u64)], members: &[Pid]) -> Result<()
         if other == me || members.contains(&other) {
             continue;
         }
-        let Ok(ns) = std::fs::metadata(proc::dir(other).join("ns/mnt")) else {
-            continue;
-        };
-        if let Some(&&(pid, inode)) = wanted.iter().find(|(_, i)| *i == ns.ino()) {
-            return Err(MountNsError::Outsider { pid, inode, other });
+        // Every thread: one may have joined another namespace than its process.
+        let tasks = proc::dir(other).join("task");
+        let threads = std::fs::read_dir(&tasks).into_iter().flatten().flatten();
+        for t in threads {
+            let Ok(ns) = std::fs::metadata(t.path().join("ns/mnt")) else {
+                continue;
+            };
+            if let Some(&&(pid, inode)) = wanted.iter().find(|(_, i)| *i == ns.ino()) {
+                return Err(MountNsError::Outsider { pid, inode, other });
+            }
         }
     }
     Ok(())
