@@ -288,3 +288,33 @@ fn a_mount_namespace_shared_with_a_process_outside_the_dump_is_refused_naming_it
     assert!(out.stderr.contains(&want), "want {want:?}\n{}", out.stderr);
     w.assert_untouched();
 }
+
+#[test]
+fn a_bind_source_gone_at_restore_fails_it_naming_the_mount_and_a_retry_works() {
+    cryo_bin();
+    let mut w = Workload::spawn("mount-ns", &[]);
+    let img = w.path("img");
+    w.dump_ok(&img);
+    let (src, away) = (w.path("src"), w.path("src-away"));
+    std::fs::rename(&src, &away).unwrap();
+    let out = w.cryo(&[
+        "restore".as_ref(),
+        "-D".as_ref(),
+        img.as_os_str(),
+        "--detach".as_ref(),
+    ]);
+    assert!(!out.status.success(), "the restore should fail\n{out}");
+    let want = format!(
+        "make its mount namespace bind {} on {}: No such file or directory",
+        src.display(),
+        w.path("ro").display()
+    );
+    assert!(out.stderr.contains(&want), "want {want:?}\n{}", out.stderr);
+    std::fs::rename(&away, &src).unwrap();
+    w.restore_background(&img);
+    assert_eq!(w.cmd("fd"), "5 tmpfs file written before the dump");
+    assert_eq!(
+        w.cmd(&format!("read {}/host.txt", w.path("ro").display())),
+        "seen through the bind"
+    );
+}
