@@ -12,6 +12,11 @@ use std::process::{Command, Stdio};
 
 use cryo_tests::{cryo_bin, Workload};
 
+/// Taken for writing by the test that mounts in cryo's namespace, for reading by the others:
+/// a namespace made while that mount exists holds a copy of it, which becomes one of its own
+/// once cryo's is gone (and its mount point with it), so no restore could make it again.
+static CRYOS_MOUNTS: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
 /// The mtime the workload gives its tmpfs files (tests/src/workload/mount_ns.rs).
 const MTIME: i64 = 1_600_000_000;
 
@@ -114,6 +119,7 @@ fn mnt_ns(pid: i32) -> std::path::PathBuf {
 #[test]
 fn a_process_in_its_own_mount_namespace_comes_back_with_its_tmpfs_and_bind_mounts() {
     cryo_bin();
+    let _shared = CRYOS_MOUNTS.read().unwrap_or_else(|e| e.into_inner());
     let mut w = Workload::spawn("mount-ns", &[]);
     let before = observe(&w);
     check_observed(&w, &before);
@@ -128,6 +134,7 @@ fn a_process_in_its_own_mount_namespace_comes_back_with_its_tmpfs_and_bind_mount
 #[test]
 fn a_mount_namespace_dumped_leaving_the_process_running_is_untouched_and_restores() {
     cryo_bin();
+    let _shared = CRYOS_MOUNTS.read().unwrap_or_else(|e| e.into_inner());
     let mut w = Workload::spawn("mount-ns", &[]);
     let before = observe(&w);
     let mountinfo = std::fs::read_to_string(format!("/proc/{}/mountinfo", w.pid())).unwrap();
@@ -161,6 +168,7 @@ fn a_mount_namespace_dumped_leaving_the_process_running_is_untouched_and_restore
 #[test]
 fn a_child_in_a_mount_namespace_made_inside_its_parents_comes_back_sharing_its_parents_mounts() {
     cryo_bin();
+    let _shared = CRYOS_MOUNTS.read().unwrap_or_else(|e| e.into_inner());
     let mut w = Workload::spawn("mount-ns", &["nested"]);
     let [kid] = w.kids()[..] else {
         panic!("one child: {:?}", w.kids())
@@ -199,8 +207,30 @@ fn a_child_in_a_mount_namespace_made_inside_its_parents_comes_back_sharing_its_p
 }
 
 #[test]
+fn a_mount_of_cryos_the_namespace_unmounted_stays_unmounted_in_the_restored_one() {
+    cryo_bin();
+    let _only = CRYOS_MOUNTS.write().unwrap_or_else(|e| e.into_inner());
+    // Dropped in reverse: the workload, then the mount, then its directory.
+    let host_dir = cryo_tests::control_dir();
+    let host = cryo_tests::Mount::tmpfs(&host_dir.path().join("m"), "size=64k");
+    cryo_tests::write_file(&host.path().join("f"), b"cryo's");
+    let mut w = Workload::spawn("mount-ns", &[&format!("umount:{}", host.path().display())]);
+    let read = format!("read {}/f", host.path().display());
+    assert_eq!(w.cmd(&read), "errno 2", "unmounted in its namespace");
+    w.dump_and_restore();
+    assert_eq!(
+        w.cmd(&read),
+        "errno 2",
+        "unmounted in the restored namespace"
+    );
+    assert_eq!(std::fs::read(host.path().join("f")).unwrap(), b"cryo's");
+    assert_eq!(w.cmd("fd"), "5 tmpfs file written before the dump");
+}
+
+#[test]
 fn a_mount_of_another_kind_only_the_namespace_has_is_refused_naming_it() {
     cryo_bin();
+    let _shared = CRYOS_MOUNTS.read().unwrap_or_else(|e| e.into_inner());
     for (extra, kind, point) in [
         ("proc", "proc proc", "proc"),
         ("sysfs", "sysfs sysfs", "sys"),
@@ -251,6 +281,7 @@ fn a_mount_of_another_kind_only_the_namespace_has_is_refused_naming_it() {
 #[test]
 fn a_mount_namespace_shared_with_a_process_outside_the_dump_is_refused_naming_it() {
     cryo_bin();
+    let _shared = CRYOS_MOUNTS.read().unwrap_or_else(|e| e.into_inner());
     let w = Workload::spawn("mount-ns", &[]);
     let ns = std::fs::File::open(format!("/proc/{}/ns/mnt", w.pid())).unwrap();
     let mut command = Command::new("sleep");
@@ -292,6 +323,7 @@ fn a_mount_namespace_shared_with_a_process_outside_the_dump_is_refused_naming_it
 #[test]
 fn a_bind_source_gone_at_restore_fails_it_naming_the_mount_and_a_retry_works() {
     cryo_bin();
+    let _shared = CRYOS_MOUNTS.read().unwrap_or_else(|e| e.into_inner());
     let mut w = Workload::spawn("mount-ns", &[]);
     let img = w.path("img");
     w.dump_ok(&img);

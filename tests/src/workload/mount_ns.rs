@@ -3,8 +3,8 @@
 //! holding files it wrote, one open (fd 40, at offset 5) and one mapped shared, its working
 //! directory on it (DIR/tmp/quiet.txt: an access time older than its modification time, never
 //! read); DIR/src bound read-only (and nosuid) on DIR/ro. EXTRA: `proc` (a proc
-//! mounted on DIR/proc), `sysfs` (a sysfs on DIR/sys), `shared` (the tmpfs made shared), `nested`
-//! (a child in a mount namespace made inside this one, with a tmpfs cryo-mnt-inner on
+//! mounted on DIR/proc), `sysfs` (a sysfs on DIR/sys), `shared` (the tmpfs made shared), `umount:PATH` (a
+//! mount of cryo's at PATH unmounted in its namespace), `nested` (a child in a mount namespace made inside this one, with a tmpfs cryo-mnt-inner on
 //! DIR/tmp/inner holding `f`; `kids` names it).
 //!
 //! ```text
@@ -97,6 +97,12 @@ pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
                 continue;
             }
             "nested" => continue,
+            _ if extra.starts_with("umount:") => {
+                let point = &extra["umount:".len()..];
+                nix::mount::umount2(point, nix::mount::MntFlags::empty())
+                    .map_err(|e| format!("umount {point}: {e}"))?;
+                continue;
+            }
             other => return Err(format!("bad extra {other:?}: proc|sysfs|shared|nested")),
         };
         std::fs::create_dir_all(&at).map_err(failed("mkdir"))?;
