@@ -2,8 +2,8 @@
 //! again with its host and domain names, a time namespace with its clocks where they were at
 //! the freeze, a cgroup namespace with its root cgroups (task/cgroups.rs), an IPC namespace
 //! with its objects and sysctls (crate::ipc), a mount namespace with the mounts it has beyond
-//! cryo's (task/mount_ns.rs); any other namespace than cryo's is refused, since the task would come
-//! back in cryo's and see other pids, interfaces, mounts or ids.
+//! cryo's (task/mount_ns.rs); any other namespace than cryo's is refused, since the task would
+//! come back in cryo's and see other pids, interfaces or ids.
 
 use std::collections::HashMap;
 use std::io;
