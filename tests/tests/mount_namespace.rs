@@ -39,6 +39,8 @@ fn observe(w: &Workload) -> Vec<String> {
         "cwd".to_string(),
         format!("mount {}", tmp.display()),
         format!("mount {}", ro.display()),
+        format!("read {}/bound", tmp.display()),
+        format!("mount {}/bound", tmp.display()),
     ];
     lines
         .iter()
@@ -82,6 +84,12 @@ fn check_observed(w: &Workload, seen: &[String]) {
         "rw,nosuid,nodev,relatime rw,size=2048k,nr_inodes=400,mode=1751"
     );
     assert!(stat(11).starts_with("ro,nosuid,relatime "), "{seen:#?}");
+    assert_eq!(
+        stat(12),
+        "seen through the bind",
+        "a file bound on a tmpfs file"
+    );
+    assert!(stat(13).starts_with("ro,relatime "), "{seen:#?}");
     // Cryo's namespace (this test's) has none of it.
     assert!(
         !tmp.join("data.txt").exists(),
@@ -107,6 +115,7 @@ fn check_writes(w: &Workload) {
         w.cmd(&format!("write {}/host.txt", ro.display())),
         "errno 30"
     );
+    assert_eq!(w.cmd(&format!("write {}/bound", tmp.display())), "errno 30");
     assert_eq!(w.cmd(&format!("write {}/new.txt", tmp.display())), "ok");
     assert_eq!(w.cmd(&format!("read {}/new.txt", tmp.display())), "x");
     assert!(!tmp.join("new.txt").exists());

@@ -2,7 +2,8 @@
 //! sandbox makes one: a tmpfs on DIR/tmp (nosuid,nodev; size=2m,nr_inodes=400,mode=1751)
 //! holding files it wrote, one open (fd 40, at offset 5) and one mapped shared, its working
 //! directory on it (DIR/tmp/quiet.txt: an access time older than its modification time, never
-//! read); DIR/src bound read-only (and nosuid) on DIR/ro. EXTRA: `proc` (a proc
+//! read); DIR/src bound read-only (and nosuid) on DIR/ro,
+//! DIR/src/host.txt read-only on DIR/tmp/bound (a file of the tmpfs). EXTRA: `proc` (a proc
 //! mounted on DIR/proc), `sysfs` (a sysfs on DIR/sys), `shared` (the tmpfs made shared), `umount:PATH` (a
 //! mount of cryo's at PATH unmounted in its namespace), `nested` (a child in a mount namespace made inside this one, with a tmpfs cryo-mnt-inner on
 //! DIR/tmp/inner holding `f`; `kids` names it).
@@ -121,6 +122,24 @@ pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
     let mut page = b"mapped from tmpfs".to_vec();
     page.resize(4096, b'.');
     std::fs::write(&mapped, &page).map_err(failed("mapped"))?;
+    // A file of cryo's bound read-only on a file of the tmpfs.
+    let bound = tmp.join("bound");
+    std::fs::write(&bound, "").map_err(failed("bound"))?;
+    let host = src.join("host.txt");
+    mount(
+        Some(&*host.to_string_lossy()),
+        &bound,
+        None,
+        MsFlags::MS_BIND,
+        None,
+    )?;
+    mount(
+        None,
+        &bound,
+        None,
+        MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY,
+        None,
+    )?;
     let fd = sys::open(&data, libc::O_RDWR).map_err(failed("open data"))?;
     let fd = sys::move_fd(fd, FD).map_err(failed("move fd"))?;
     sys::set_times(fd, (MTIME, 0), (MTIME, 0)).map_err(failed("times"))?;
