@@ -41,6 +41,9 @@ pub enum Error {
     /// A network namespace that cannot come back.
     #[error(transparent)]
     NetNamespace(#[from] crate::task::netns::NetNamespaceError),
+    /// A mount namespace that cannot come back.
+    #[error(transparent)]
+    MountNs(#[from] crate::task::mount_ns::MountNsError),
     /// A PID namespace that cannot come back, or a pid of the image outside it.
     #[error(transparent)]
     PidNs(#[from] crate::task::pidns::PidNsError),

@@ -57,6 +57,10 @@ pub(super) fn collect(
         inode,
         ..Default::default()
     });
+    core.mnt = made
+        .mnt
+        .map(|inode| crate::task::mount_ns::dump(pid, inode))
+        .transpose()?;
     let mut process_attrs = attrs::dump_process(pid)?;
     stage("task, namespaces, cgroups, attributes");
     for &tid in frozen.tids() {

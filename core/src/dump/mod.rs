@@ -495,7 +495,9 @@ fn dump_tree(
     };
     tree::check_sessions(&pstree, &roots, opts.shell_job)?;
     {
-        use crate::task::namespaces::{check_tree, CGROUP, NET, SESSION_KEYRING, TIME, UTS};
+        use crate::task::namespaces::{
+            check_tree, CGROUP, MNT, NET, SESSION_KEYRING, TIME, UTS,
+        };
         let made = |inode: fn(&cryo_proto::image::TaskCore) -> Option<u64>| -> Vec<(i32, i32, Option<u64>)> {
             let tasks = pstree.iter().zip(&cores);
             tasks.map(|(e, (core, _))| (e.pid, e.ppid, inode(core))).collect()
@@ -505,7 +507,16 @@ fn dump_tree(
         check_tree(CGROUP, &made(|c| c.cgroupns.as_ref().map(|n| n.inode)))?;
         check_tree(NET, &made(|c| c.netns.as_ref().map(|n| n.inode)))?;
         check_tree(SESSION_KEYRING, &made(|c| crate::task::keyrings::serial(c).map(|s| s as u64)))?;
+        check_tree(MNT, &made(|c| c.mnt.as_ref().map(|n| n.inode)))?;
     }
+    crate::task::mount_ns::refuse_outsiders(
+        &live
+            .iter()
+            .zip(&cores)
+            .filter_map(|(m, (core, _))| Some((m.pid, core.mnt.as_ref()?.inode)))
+            .collect::<Vec<_>>(),
+        &live.iter().map(|m| m.pid).collect::<Vec<_>>(),
+    )?;
     // SysV semaphore sets and message queues, and what of the processes' IPC state cannot
     // come back (refused here, before anything is killed).
     let live_pids: Vec<Pid> = live.iter().map(|m| m.pid).collect();
@@ -532,6 +543,14 @@ fn dump_tree(
         crate::sockets::capture_accept_queues(sockets_held.tasks_mut(), &mut files, images)?;
     }
     let mut descs = files.into_descs();
+    // Files on the mounts a mount namespace has of its own are found there at restore.
+    for (m, (core, mm)) in live.iter().zip(&cores) {
+        if let Some(ns) = &core.mnt {
+            let ids = core.fds.iter().map(|f| f.file_id);
+            let ids = ids.chain(mm.vmas.iter().map(|v| v.file_id)).chain([mm.exe_file_id]);
+            crate::task::mount_ns::mark_files(m.pid, ns, &ids.collect(), &mut descs)?;
+        }
+    }
     {
         use cryo_proto::image::file_desc::Kind;
         let open_removed: Vec<(u64, u64)> = descs

@@ -61,6 +61,8 @@ fn record(path: String, meta: &fs::Metadata) -> RegularFile {
         sparse: false,
         linked: None,
         extents: Vec::new(),
+        in_mount_namespace: false,
+        on_copied_tmpfs: false,
     }
 }
 
@@ -343,6 +345,11 @@ impl FileKind for Regular {
         if reg.deleted {
             return validate_ghost(desc, reg, cx);
         }
+        // Its path leads to it only in the mount namespace the restore makes: checked when
+        // the process opens it there.
+        if reg.in_mount_namespace {
+            return Ok(());
+        }
         let o_path = desc.flags & libc::O_PATH as u32 != 0;
         if o_path {
             fs::symlink_metadata(&reg.path).map_err(|_| changed(desc, "the file is gone"))?;
@@ -441,8 +448,9 @@ impl FileKind for Directory {
         reg: &RegularFile,
         cx: &mut Checking<'_>,
     ) -> Result<(), FileError> {
-        if reg.deleted {
-            // Made again at restore: nothing on this host to check.
+        if reg.deleted || reg.in_mount_namespace {
+            // Made again at restore, or found in the process's mount namespace: nothing on
+            // this host to check now.
             return Ok(());
         }
         let st = identify(desc, reg)?;

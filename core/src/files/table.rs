@@ -683,11 +683,13 @@ fn check_reachable(open: &OpenFd, seen: &Seen, meta: &fs::Metadata) -> Result<()
         // until the restore has made PID.
         return Err(open.refuse(format!("file of {of}"), true));
     }
+    // As the process finds it: in its own mount namespace, if it has one.
+    let seen = crate::task::mount_ns::as_seen_by(open.pid, path);
     // An O_PATH|O_NOFOLLOW fd may hold a symlink itself.
     let at_path = if meta.file_type().is_symlink() {
-        fs::symlink_metadata(path)
+        fs::symlink_metadata(&seen)
     } else {
-        fs::metadata(path)
+        fs::metadata(&seen)
     };
     match at_path {
         Ok(at_path) if InodeKey::of(&at_path) == InodeKey::of(meta) => Ok(()),

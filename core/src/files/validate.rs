@@ -98,10 +98,11 @@ pub(crate) fn same_file(
     images: &ImageDir,
 ) -> Result<(), FileError> {
     let mut differ: Vec<&str> = Vec::new();
-    if st.st_dev != reg.dev {
+    // A copied tmpfs's files are new inodes of a new device (task/mount_ns.rs).
+    if st.st_dev != reg.dev && !reg.on_copied_tmpfs {
         differ.push("device");
     }
-    if st.st_ino != reg.ino {
+    if st.st_ino != reg.ino && !reg.on_copied_tmpfs {
         differ.push("inode");
     }
     if st.st_mode & libc::S_IFMT != reg.mode & libc::S_IFMT {

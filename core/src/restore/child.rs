@@ -76,6 +76,7 @@ fn child_setup(tree: &Planned, i: usize) -> Result<(), ChildError> {
         .map(|p| &p.core);
     namespaces::restore_in_child(&t.core, parent)?;
     crate::task::netns::restore_in_child(&t.core, parent)?;
+    crate::task::mount_ns::restore_in_child(&t.core, parent)?;
     crate::task::keyrings::restore_in_child(&t.core, parent, tree.session_keyring)?;
     crate::task::cgroups::enter(&tree.cgroups[i])
         .map_err(|(file, e)| ChildError::sys_on(ChildStep::Cgroup, file.display())(e))?;

@@ -293,6 +293,8 @@ pub enum ChildStep {
     TimeNamespace,
     #[error("make its network namespace")]
     NetNamespace,
+    #[error("make its mount namespace")]
+    MountNamespace,
     #[error("join its cgroup")]
     Cgroup,
     #[error("enter its IPC namespace")]
@@ -346,6 +348,12 @@ pub enum ChildError {
         what: ChildFiles,
         /// The file error, as the engine words it.
         message: String,
+    },
+    /// The mount namespace made differs from the dumped one.
+    #[error("its mount namespace came out otherwise than dumped: {detail}")]
+    Mounts {
+        /// The first difference.
+        detail: String,
     },
     /// cryo closed the sync pipe before saying go.
     #[error("cryo went away")]

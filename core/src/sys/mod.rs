@@ -47,6 +47,7 @@ pub mod kcmp;
 pub mod keyctl;
 pub mod memfd;
 pub mod mmap;
+pub mod mount;
 pub mod ns;
 pub mod pagemap;
 pub mod pidfd;

@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! namespaces  UTS made again with its names; other kinds cryo's or refused
+//! mount_ns  a mount namespace's own tmpfs and bind mounts, made again
 //! attrs     nice, policy, affinity, ioprio, slack, pdeathsig, MCE, oom, loginuid, dumpable...
 //! process   credentials, rlimits, umask, personality, name, cwd/root, session and group
 //! security  per-thread ids, capabilities, securebits, no_new_privs, seccomp (restored last)
@@ -18,6 +19,7 @@ pub mod cgroup_settings;
 pub mod cgroups;
 pub mod keyrings;
 pub mod landlock;
+pub mod mount_ns;
 pub mod namespaces;
 pub mod netns;
 pub mod pidns;

@@ -2,13 +2,13 @@
 //! again with its host and domain names, a time namespace with its clocks where they were at
 //! the freeze, a cgroup namespace with its root cgroups (task/cgroups.rs), an IPC namespace
 //! with its objects and sysctls (crate::ipc), a network namespace with loopback only with
-//! its state (task/netns.rs); a mount namespace whose mounts are cryo's is
-//! taken as cryo's; any other namespace than cryo's is refused, since the task would come
-//! back in cryo's and see other pids, interfaces, mounts or ids.
+//! its state (task/netns.rs), a mount namespace with the mounts it has beyond cryo's
+//! (task/mount_ns.rs); any other namespace than cryo's is refused, since the task would
+//! come back in cryo's and see other pids or ids.
 
 use std::collections::HashMap;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use cryo_proto::image::{TaskCore, TimeNamespace, UtsNamespace};
 use nix::unistd::Pid;
@@ -50,17 +50,6 @@ pub enum NamespaceError {
         sees: &'static str,
         /// The namespace's inode.
         inode: u64,
-    },
-    /// The task's mount namespace is not cryo's and its mounts differ from cryo's.
-    #[error(
-        "pid {pid}: in a mount namespace other than cryo's whose mounts differ ({mount}): \
-         mount namespaces are not restored, and in cryo's it would see cryo's mounts"
-    )]
-    Mounts {
-        /// The process.
-        pid: Pid,
-        /// The first mount found in one table and not the other.
-        mount: String,
     },
     /// A thread is in another namespace than its process's main thread.
     #[error(
@@ -152,6 +141,8 @@ pub struct MadeAgain {
     /// The inode of its network namespace (read once per namespace by
     /// [`crate::task::netns::dump`]).
     pub net: Option<u64>,
+    /// The inode of its mount namespace (read by [`crate::task::mount_ns::dump`]).
+    pub mnt: Option<u64>,
 }
 
 /// Checks the namespaces of every thread of `pid` against cryo's: returns its UTS and time
@@ -235,9 +226,8 @@ pub fn dump(pid: Pid, tids: &[Pid], pidns: Option<u64>) -> Result<MadeAgain, Nam
             errno,
         })
     };
-    if main.get("mnt").copied() != Some(read_ours("mnt")?) {
-        same_mounts(pid)?;
-    }
+    let mnt = main.get("mnt").copied().unwrap_or_default();
+    let mnt = (mnt != read_ours("mnt")?).then_some(mnt);
     let ns_of = |kind| main.get(kind).copied().unwrap_or_default();
     let uts = ns_of("uts");
     let uts = if uts == read_ours("uts")? {
@@ -267,6 +257,7 @@ pub fn dump(pid: Pid, tids: &[Pid], pidns: Option<u64>) -> Result<MadeAgain, Nam
         time,
         cgroup,
         net,
+        mnt,
     })
 }
 
@@ -307,64 +298,6 @@ fn time_clocks(pid: Pid, inode: u64) -> Result<TimeNamespace, NamespaceError> {
     })
 }
 
-/// A mount as a process sees it, without what differs between two namespaces showing the
-/// same mounts (ids, device numbers, propagation peers): root, mount point, mount options,
-/// type, source, superblock options.
-fn mounts(path: &Path) -> io::Result<Vec<String>> {
-    let text = std::fs::read_to_string(path)?;
-    let mut out: Vec<String> = text
-        .lines()
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split(' ').collect();
-            let sep = fields.iter().position(|&f| f == "-")?;
-            let (fstype, source, options) = (
-                fields.get(sep + 1)?,
-                fields.get(sep + 2)?,
-                fields.get(sep + 3)?,
-            );
-            // Namespace files bound somewhere (ip netns add) come and go with other tools'
-            // namespaces; they are handles, not a view of files.
-            if *fstype == "nsfs" {
-                return None;
-            }
-            Some(format!(
-                "{} {} ({fstype} {source}, {} {options})",
-                fields.get(4)?,
-                fields.get(3)?,
-                fields.get(5)?
-            ))
-        })
-        .collect();
-    out.sort();
-    Ok(out)
-}
-
-/// Refuses `pid` when its mount table differs from cryo's.
-fn same_mounts(pid: Pid) -> Result<(), NamespaceError> {
-    let read = |path: PathBuf| {
-        mounts(&path).map_err(|errno| NamespaceError::Read {
-            pid,
-            tid: pid,
-            kind: "mnt",
-            errno,
-        })
-    };
-    let theirs = read(proc::dir(pid).join("mountinfo"))?;
-    let ours = read(PathBuf::from("/proc/self/mountinfo"))?;
-    if theirs == ours {
-        return Ok(());
-    }
-    let only = |a: &[String], b: &[String], whose: &str| {
-        a.iter()
-            .find(|m| !b.contains(m))
-            .map(|m| format!("{m} is {whose} only"))
-    };
-    let mount = only(&theirs, &ours, "its")
-        .or_else(|| only(&ours, &theirs, "cryo's"))
-        .unwrap_or_else(|| "a mount is there more times in one table".into());
-    Err(NamespaceError::Mounts { pid, mount })
-}
-
 /// A kind of namespace (or other object a process inherits at fork) the restore makes again:
 /// what users call it, its /proc/PID/ns link (the tag of its ids), and what a process not in
 /// one of its own is in, and whether a process can go back to cryo's.
@@ -397,6 +330,13 @@ pub(crate) const NET: MadeKind = MadeKind {
     link: "net",
     none: "in cryo's network namespace",
     goes_back: true,
+};
+/// Mount namespaces.
+pub(crate) const MNT: MadeKind = MadeKind {
+    name: "mount namespace",
+    link: "mnt",
+    none: "in cryo's mount namespace",
+    goes_back: false,
 };
 /// Cgroup namespaces.
 pub(crate) const CGROUP: MadeKind = MadeKind {
@@ -514,25 +454,5 @@ mod tests {
         check_tree(TIME, &[(10, 1, None), (11, 10, None)]).unwrap();
         // A child back in cryo's network namespace: it joins it again.
         check_tree(NET, &[(10, 1, Some(7)), (11, 10, None)]).unwrap();
-    }
-
-    #[test]
-    fn a_mount_table_reads_as_a_view() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("mountinfo");
-        std::fs::write(
-            &path,
-            "30 1 0:27 / /sys rw,relatime shared:7 - sysfs sysfs rw\n\
-             21 30 0:4 net:[4026532174] /run/netns/x rw shared:5 - nsfs nsfs rw\n\
-             22 1 254:0 / / rw,relatime - ext4 /dev/vda rw\n",
-        )
-        .unwrap();
-        assert_eq!(
-            mounts(&path).unwrap(),
-            [
-                "/ / (ext4 /dev/vda, rw,relatime rw)",
-                "/sys / (sysfs sysfs, rw,relatime rw)"
-            ]
-        );
     }
 }

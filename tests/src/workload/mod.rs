@@ -38,6 +38,7 @@ mod hugetlb;
 mod mapping_access;
 mod mappings;
 mod memory;
+mod mount_ns;
 mod mqueue;
 mod netns;
 mod notify;
@@ -145,6 +146,7 @@ pub const MODES: &[(&str, Start)] = &[
     ("writer", writer::start),
     ("hugetlb", hugetlb::start),
     ("hugetlb-file", hugetlb::start_file),
+    ("mount-ns", mount_ns::start),
 ];
 
 /// Starts the mode called `name`.

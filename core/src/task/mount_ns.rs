@@ -1,0 +1,940 @@
+//! Mount namespaces other than cryo's: dumped as cryo's mounts plus the tmpfs mounts (with
+//! their contents) and bind mounts of cryo's paths only the namespace has; made again, private,
+//! by the topmost process of the dump in it before it opens its files; anything else refused
+//! at dump naming pid, the namespace and the mount.
+//!
+//! ```text
+//! dump (frozen)                        restore (the forked process, before its fds)
+//! /proc/PID/mountinfo vs cryo's        unshare(CLONE_NEWNS), / made rprivate
+//!   same key (root, point, options,    each mount only it had, in mountinfo order:
+//!   type, source, superblock options)    tmpfs: mount, fill from the copy, set ro after
+//!   = one of cryo's, copied by unshare   bind:  mount --bind SOURCE, remount its flags
+//!   the rest: tmpfs (read through      /proc/self/mountinfo compared with the dumped
+//!   /proc/PID/root/POINT) or binds       table: any difference fails the restore
+//! ```
+
+use std::collections::{HashMap, HashSet};
+use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use cryo_proto::image::{file_desc, FileDesc, MountNamespace, NamespaceMount, TaskCore, TreeEntry};
+use nix::mount::MsFlags;
+use nix::unistd::Pid;
+
+use crate::proc;
+use crate::restore::error::{ChildError, ChildStep};
+use crate::sys;
+
+/// MS_NOSYMFOLLOW (linux/mount.h), which nix does not name.
+const MS_NOSYMFOLLOW: MsFlags = MsFlags::from_bits_retain(256);
+
+/// Filesystems whose mount in a namespace is a view of kernel state rather than of files (a
+/// proc, a sysfs... mounted there): not taken as a bind mount even on one of cryo's
+/// superblocks, refused.
+const PSEUDO: &[&str] = &[
+    "proc",
+    "sysfs",
+    "cgroup",
+    "cgroup2",
+    "devpts",
+    "mqueue",
+    "bpf",
+    "debugfs",
+    "tracefs",
+    "securityfs",
+    "configfs",
+    "fusectl",
+    "pstore",
+    "binfmt_misc",
+    "hugetlbfs",
+    "autofs",
+    "rpc_pipefs",
+    "efivarfs",
+    "selinuxfs",
+    "nsfs",
+];
+
+/// The most bytes of files a dump copies from the tmpfs mounts of one namespace.
+pub const CONTENTS_LIMIT: u64 = 64 << 20;
+
+/// Why a mount namespace cannot come back; each names the process, the namespace and the
+/// mount.
+#[derive(Debug, thiserror::Error)]
+pub enum MountNsError {
+    /// The mount table or a file of the namespace could not be read.
+    #[error("pid {pid}: mount namespace mnt:[{inode}]: read {what}: {errno}")]
+    Read {
+        /// The process.
+        pid: Pid,
+        /// The namespace's inode.
+        inode: u64,
+        /// What was read.
+        what: String,
+        /// The kernel's answer (in the message, so not chained as a source).
+        errno: io::Error,
+    },
+    /// Something of the namespace the restore would not make again.
+    #[error("pid {pid}: mount namespace mnt:[{inode}]: {mount}: {detail}")]
+    Refused {
+        /// The process.
+        pid: Pid,
+        /// The namespace's inode.
+        inode: u64,
+        /// The mount, as "TYPE SOURCE on POINT".
+        mount: String,
+        /// Why.
+        detail: String,
+    },
+    /// The namespace is shared with a process the dump does not hold.
+    #[error(
+        "pid {pid}: mount namespace mnt:[{inode}] is shared with pid {other}, which is not in \
+         the dump: the restored processes would be in a new namespace without it"
+    )]
+    Outsider {
+        /// The process.
+        pid: Pid,
+        /// The namespace's inode.
+        inode: u64,
+        /// The other process.
+        other: Pid,
+    },
+}
+
+/// One line of a mountinfo file (man 5 proc_pid_mountinfo); paths still escaped (\040...).
+#[derive(Debug, Clone, Default)]
+struct Mount {
+    id: u32,
+    parent: u32,
+    dev: String,
+    root: String,
+    point: String,
+    options: String,
+    optional: String,
+    fstype: String,
+    source: String,
+    super_options: String,
+}
+
+impl Mount {
+    /// What two namespaces showing the same mount agree on (not ids, devices, propagation).
+    fn key(&self) -> String {
+        format!(
+            "{} {} ({} {}, {} {})",
+            self.point, self.root, self.fstype, self.source, self.options, self.super_options
+        )
+    }
+
+    /// "TYPE SOURCE on POINT".
+    fn describe(&self) -> String {
+        format!(
+            "{} {} on {}",
+            self.fstype,
+            self.source,
+            unescape(&self.point)
+        )
+    }
+}
+
+/// The mounts of a mountinfo text, in its order, without mounts of namespace files (ip netns
+/// add binds them; they come and go with other tools' namespaces and are handles, not a view
+/// of files).
+fn parse(text: &str) -> Vec<Mount> {
+    text.lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let sep = fields.iter().position(|&f| f == "-")?;
+            let m = Mount {
+                id: fields.first()?.parse().ok()?,
+                parent: fields.get(1)?.parse().ok()?,
+                dev: fields.get(2)?.to_string(),
+                root: fields.get(3)?.to_string(),
+                point: fields.get(4)?.to_string(),
+                options: fields.get(5)?.to_string(),
+                optional: fields.get(6..sep)?.join(" "),
+                fstype: fields.get(sep + 1)?.to_string(),
+                source: fields.get(sep + 2)?.to_string(),
+                super_options: fields.get(sep + 3)?.to_string(),
+            };
+            (m.fstype != "nsfs").then_some(m)
+        })
+        .collect()
+}
+
+/// A mount table as the keys of its mounts, sorted.
+fn table_keys(mounts: &[Mount]) -> Vec<String> {
+    let mut keys: Vec<String> = mounts.iter().map(Mount::key).collect();
+    keys.sort();
+    keys
+}
+
+/// A mountinfo path with its octal escapes (\040 space, \011 tab, \012 newline, \134
+/// backslash) decoded.
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let octal = b
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match (b[i], octal) {
+            (b'\\', Some(d)) => {
+                out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
+                i += 4;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Whether path `p` is `prefix` or below it (whole components).
+fn is_below(p: &str, prefix: &str) -> bool {
+    prefix == "/"
+        || p == prefix
+        || p.strip_prefix(prefix)
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// The mount flags of per-mount options `options` (mountinfo's sixth field), or the first
+/// option the restore does not make (idmapped...).
+fn mount_flags(options: &str) -> Result<MsFlags, String> {
+    let mut flags = MsFlags::empty();
+    let mut atime = MsFlags::MS_STRICTATIME;
+    for opt in options.split(',') {
+        match opt {
+            "rw" => {}
+            "ro" => flags |= MsFlags::MS_RDONLY,
+            "nosuid" => flags |= MsFlags::MS_NOSUID,
+            "nodev" => flags |= MsFlags::MS_NODEV,
+            "noexec" => flags |= MsFlags::MS_NOEXEC,
+            "nosymfollow" => flags |= MS_NOSYMFOLLOW,
+            "relatime" => atime = MsFlags::MS_RELATIME,
+            "noatime" => atime = MsFlags::MS_NOATIME,
+            "nodiratime" => flags |= MsFlags::MS_NODIRATIME,
+            other => return Err(other.to_string()),
+        }
+    }
+    Ok(flags | atime)
+}
+
+/// The superblock options of a tmpfs (`rw,size=1024k,mode=751`): those to mount it with
+/// again, whether it is read-only, or the first option the restore does not make.
+fn tmpfs_options(super_options: &str) -> Result<(String, bool), String> {
+    const KEPT: &[&str] = &[
+        "size",
+        "nr_inodes",
+        "mode",
+        "uid",
+        "gid",
+        "inode64",
+        "inode32",
+        "huge",
+        "noswap",
+        "mpol",
+    ];
+    let mut kept = Vec::new();
+    let mut read_only = false;
+    for opt in super_options.split(',') {
+        let name = opt.split('=').next().unwrap_or(opt);
+        match name {
+            "rw" => {}
+            "ro" => read_only = true,
+            _ if KEPT.contains(&name) => kept.push(opt),
+            _ => return Err(opt.to_string()),
+        }
+    }
+    Ok((kept.join(","), read_only))
+}
+
+/// Dumps mount namespace `inode` of frozen `pid` (not cryo's): every mount of cryo's must be
+/// in it; the others must be tmpfs mounts (copied through the process's root) or binds of a
+/// path cryo's namespace shows, private, each on the mount its path leads to.
+pub fn dump(pid: Pid, inode: u64) -> Result<MountNamespace, MountNsError> {
+    let read_err = |what: &str| {
+        let what = what.to_string();
+        move |errno| MountNsError::Read {
+            pid,
+            inode,
+            what,
+            errno,
+        }
+    };
+    let refuse = |m: &Mount, detail: String| MountNsError::Refused {
+        pid,
+        inode,
+        mount: m.describe(),
+        detail,
+    };
+    let theirs = parse(
+        &std::fs::read_to_string(proc::dir(pid).join("mountinfo"))
+            .map_err(read_err("its mountinfo"))?,
+    );
+    let ours = parse(
+        &std::fs::read_to_string("/proc/self/mountinfo").map_err(read_err("cryo's mountinfo"))?,
+    );
+    let root_link = proc::dir(pid).join("root");
+    let root = std::fs::read_link(&root_link).map_err(read_err("its root"))?;
+    if root != Path::new("/") {
+        let top = theirs.first().cloned().unwrap_or_default();
+        return Err(refuse(
+            &top,
+            format!(
+                "its root is {} (chroot) in a mount namespace of its own: not restored",
+                root.display()
+            ),
+        ));
+    }
+    if let Some(m) = theirs.iter().find(|m| !m.optional.is_empty()) {
+        return Err(refuse(
+            m,
+            format!(
+                "propagation {:?} (shared or slave): only private mounts are made again",
+                m.optional
+            ),
+        ));
+    }
+    // Cryo's mounts, each matched once; the rest are the namespace's own, in mount order.
+    let mut unmatched: Vec<(String, &Mount)> = ours.iter().map(|o| (o.key(), o)).collect();
+    let mut inherited: HashSet<u32> = HashSet::new();
+    let mut own: Vec<&Mount> = Vec::new();
+    for m in &theirs {
+        let key = m.key();
+        match unmatched.iter().position(|(k, _)| *k == key) {
+            Some(i) => {
+                unmatched.remove(i);
+                inherited.insert(m.id);
+            }
+            None => own.push(m),
+        }
+    }
+    // Cryo's mounts it does not have (unmounted there, or mounted in cryo's since it was
+    // made) are unmounted again in the restored one: the table it has is the image's.
+    if !unmatched.is_empty() {
+        let lacks: Vec<String> = unmatched.iter().map(|(_, o)| o.describe()).collect();
+        tracing::debug!(%pid, lacks = ?lacks, "mounts of cryo's the namespace does not have");
+    }
+    let own_ids: HashSet<u32> = own.iter().map(|m| m.id).collect();
+    if let Some(m) = theirs
+        .iter()
+        .find(|m| inherited.contains(&m.id) && own_ids.contains(&m.parent))
+    {
+        return Err(refuse(
+            m,
+            "is one of cryo's moved below a mount of the namespace's own: not made again".into(),
+        ));
+    }
+    let our_devs: HashSet<&str> = ours.iter().map(|m| m.dev.as_str()).collect();
+    let mut mounts = Vec::new();
+    let mut budget = CONTENTS_LIMIT;
+    for (n, m) in own.iter().enumerate() {
+        mount_flags(&m.options)
+            .map_err(|opt| refuse(m, format!("mount option {opt:?} is not made again")))?;
+        if own[..n].iter().any(|o| o.point == m.point) {
+            return Err(refuse(
+                m,
+                "is mounted on top of another mount of the namespace's own at the same point: \
+                 stacked mounts are not made again"
+                    .into(),
+            ));
+        }
+        // Made again by its path, it must land on the mount that path leads to.
+        let at = theirs.iter().position(|t| t.id == m.id).unwrap_or(0);
+        let leads_to = theirs[..at]
+            .iter()
+            .filter(|t| is_below(&m.point, &t.point))
+            .max_by_key(|t| t.point.len());
+        if leads_to.map(|t| t.id) != Some(m.parent) {
+            return Err(refuse(
+                m,
+                "is mounted on a mount its path no longer leads to (over-mounted since): not \
+                 made again"
+                    .into(),
+            ));
+        }
+        let point = unescape(&m.point);
+        let seen_at = PathBuf::from(format!("{}{}", root_link.display(), point));
+        let same_dev = theirs.iter().filter(|t| t.dev == m.dev).count();
+        let record = if m.fstype == "tmpfs" && !our_devs.contains(m.dev.as_str()) {
+            if same_dev > 1 || m.root != "/" {
+                return Err(refuse(
+                    m,
+                    "is a tmpfs mounted more than once, or part of one (bind mounts of the \
+                     namespace's own tmpfs are not made again)"
+                        .into(),
+                ));
+            }
+            let (tmpfs_options, read_only) = tmpfs_options(&m.super_options)
+                .map_err(|opt| refuse(m, format!("tmpfs option {opt:?} is not made again")))?;
+            let files = copy_tree(&seen_at, &mut budget).map_err(|detail| refuse(m, detail))?;
+            NamespaceMount {
+                point,
+                options: m.options.clone(),
+                tmpfs: true,
+                source: unescape(&m.source),
+                tmpfs_options,
+                tmpfs_read_only: read_only,
+                files,
+                bind_source: String::new(),
+                key: m.key(),
+            }
+        } else if our_devs.contains(m.dev.as_str()) && !PSEUDO.contains(&m.fstype.as_str()) {
+            let source = bind_source(m, &ours, &seen_at).ok_or_else(|| {
+                refuse(
+                    m,
+                    format!(
+                        "is a bind mount of {} of device {}, which cryo's namespace shows at no \
+                         path: not made again",
+                        unescape(&m.root),
+                        m.dev
+                    ),
+                )
+            })?;
+            NamespaceMount {
+                point,
+                options: m.options.clone(),
+                bind_source: source,
+                key: m.key(),
+                ..Default::default()
+            }
+        } else {
+            return Err(refuse(
+                m,
+                format!(
+                    "is a {} mount only the namespace has: only tmpfs mounts and bind mounts of \
+                     cryo's paths are made again",
+                    m.fstype
+                ),
+            ));
+        };
+        mounts.push(record);
+    }
+    Ok(MountNamespace {
+        inode,
+        mounts,
+        table: table_keys(&theirs),
+    })
+}
+
+/// The path in cryo's namespace of what bind mount `m` shows (seen by the process at
+/// `seen_at`): a mount of cryo's of the same filesystem whose root holds `m`'s, the path
+/// leading to the same inode.
+fn bind_source(m: &Mount, ours: &[Mount], seen_at: &Path) -> Option<String> {
+    let target = std::fs::metadata(seen_at).ok()?;
+    ours.iter()
+        .filter(|o| o.dev == m.dev && o.fstype == m.fstype && o.super_options == m.super_options)
+        .filter(|o| is_below(&m.root, &o.root))
+        .map(|o| {
+            let rest = if o.root == "/" {
+                m.root.as_str()
+            } else {
+                &m.root[o.root.len()..]
+            };
+            let point = unescape(&o.point);
+            let joined = format!("{}{}", point.trim_end_matches('/'), unescape(rest));
+            if joined.is_empty() {
+                "/".to_string()
+            } else {
+                joined
+            }
+        })
+        .find(|source| {
+            std::fs::metadata(source)
+                .is_ok_and(|s| (s.dev(), s.ino()) == (target.dev(), target.ino()))
+        })
+}
+
+/// The files of the tmpfs whose root the process shows at `base`, parents first; what lies
+/// on another mount (a mount point below) is an empty placeholder. Read with O_NOATIME, so the
+/// process finds its access times as they were. `budget`: the bytes left to copy.
+fn copy_tree(base: &Path, budget: &mut u64) -> Result<Vec<TreeEntry>, String> {
+    let root = std::fs::symlink_metadata(base).map_err(|e| format!("read its root: {e}"))?;
+    let dev = root.dev();
+    let mut out = Vec::new();
+    let mut links: HashMap<u64, (String, u64, u32)> = HashMap::new();
+    let mut todo = vec![String::new()];
+    while let Some(rel) = todo.pop() {
+        let path = if rel.is_empty() {
+            base.to_path_buf()
+        } else {
+            base.join(&rel)
+        };
+        let err = |what: &str, e: io::Error| format!("{what} {}: {e}", shown(&rel));
+        let meta = std::fs::symlink_metadata(&path).map_err(|e| err("read", e))?;
+        let (atime_ns, mtime_ns) = crate::files::times_ns(&meta);
+        let mut entry = TreeEntry {
+            path: rel.clone(),
+            mode: meta.mode(),
+            uid: meta.uid(),
+            gid: meta.gid(),
+            atime_ns,
+            mtime_ns,
+            ..Default::default()
+        };
+        if meta.dev() != dev {
+            entry.mount_point = true;
+            out.push(entry);
+            continue;
+        }
+        if sys::mount::has_xattrs(&path).map_err(|e| err("list the attributes of", e))? {
+            return Err(format!(
+                "{} has extended attributes: they are not copied",
+                shown(&rel)
+            ));
+        }
+        let file_type = meta.file_type();
+        if file_type.is_dir() {
+            let mut names = list_dir(&path).map_err(|e| err("list", e))?;
+            if names.iter().any(|n| n.contains('\0')) {
+                return Err(format!("{} holds a name that is not UTF-8", shown(&rel)));
+            }
+            names.sort();
+            // Popped in order, so pushed reversed.
+            for name in names.into_iter().rev() {
+                todo.push(if rel.is_empty() {
+                    name
+                } else {
+                    format!("{rel}/{name}")
+                });
+            }
+        } else if file_type.is_file() {
+            if meta.nlink() > 1 {
+                if let Some((first, _, count)) = links.get_mut(&meta.ino()) {
+                    entry.link_to = first.clone();
+                    *count += 1;
+                    out.push(entry);
+                    continue;
+                }
+                links.insert(meta.ino(), (rel.clone(), meta.nlink(), 1));
+            }
+            if meta.len() > *budget {
+                return Err(format!(
+                    "holds more than {} MiB of files (at {}): larger contents are not copied",
+                    CONTENTS_LIMIT >> 20,
+                    shown(&rel)
+                ));
+            }
+            let mut data = Vec::with_capacity(meta.len() as usize);
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOATIME | libc::O_NOFOLLOW)
+                .open(&path)
+                .and_then(|mut f| f.read_to_end(&mut data))
+                .map_err(|e| err("read", e))?;
+            *budget = budget.saturating_sub(data.len() as u64);
+            entry.data = data;
+        } else if file_type.is_symlink() {
+            let target = std::fs::read_link(&path).map_err(|e| err("read", e))?;
+            entry.data = target.as_os_str().as_bytes().to_vec();
+        } else if !std::os::unix::fs::FileTypeExt::is_fifo(&file_type) {
+            return Err(format!(
+                "holds {} of a type not copied (a socket or a device node)",
+                shown(&rel)
+            ));
+        }
+        out.push(entry);
+    }
+    if let Some((first, nlink, count)) = links.values().find(|(_, n, c)| *n != u64::from(*c)) {
+        return Err(format!(
+            "{} has {nlink} links, {count} of them on this mount: links elsewhere are not made \
+             again",
+            shown(first)
+        ));
+    }
+    Ok(out)
+}
+
+/// The names in directory `path` (without . and ..), read with O_NOATIME: its access time
+/// stays. A name that is not UTF-8 comes back holding a NUL.
+fn list_dir(path: &Path) -> io::Result<Vec<String>> {
+    use nix::fcntl::OFlag;
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOATIME | OFlag::O_CLOEXEC;
+    let mut dir = nix::dir::Dir::open(path, flags, nix::sys::stat::Mode::empty())?;
+    let mut names = Vec::new();
+    for entry in dir.iter() {
+        let entry = entry?;
+        let name = entry.file_name().to_bytes();
+        if name == b"." || name == b".." {
+            continue;
+        }
+        names.push(std::str::from_utf8(name).map_or_else(|_| "\0".to_string(), str::to_string));
+    }
+    Ok(names)
+}
+
+/// A path of a copied tree as messages show it.
+fn shown(rel: &str) -> String {
+    format!("/{rel}")
+}
+
+/// Absolute `path` as process `pid` finds it: through /proc/PID/root when it is in another
+/// mount namespace than cryo's (its fds' paths are that namespace's), else `path` itself.
+pub(crate) fn as_seen_by(pid: Pid, path: &str) -> PathBuf {
+    let ns = |dir: PathBuf| std::fs::metadata(dir.join("ns/mnt")).map(|m| m.ino()).ok();
+    let theirs = ns(proc::dir(pid));
+    if theirs.is_some() && theirs != ns(PathBuf::from("/proc/self")) {
+        PathBuf::from(format!("{}{path}", proc::dir(pid).join("root").display()))
+    } else {
+        PathBuf::from(path)
+    }
+}
+
+/// Refuses a mount namespace of the dump that a process outside it (`members`: every pid of
+/// the dump) is in: the restored copy would not be shared with it.
+pub fn refuse_outsiders(namespaces: &[(Pid, u64)], members: &[Pid]) -> Result<(), MountNsError> {
+    let mut seen = HashSet::new();
+    let wanted: Vec<&(Pid, u64)> = namespaces.iter().filter(|(_, i)| seen.insert(*i)).collect();
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let me = nix::unistd::getpid();
+    let entries = std::fs::read_dir("/proc").into_iter().flatten().flatten();
+    for e in entries {
+        let Some(other) = e.file_name().to_str().and_then(|n| n.parse().ok()) else {
+            continue;
+        };
+        let other = Pid::from_raw(other);
+        if other == me || members.contains(&other) {
+            continue;
+        }
+        // Every thread: one may have joined another namespace than its process.
+        let tasks = proc::dir(other).join("task");
+        let threads = std::fs::read_dir(&tasks).into_iter().flatten().flatten();
+        for t in threads {
+            let Ok(ns) = std::fs::metadata(t.path().join("ns/mnt")) else {
+                continue;
+            };
+            if let Some(&&(pid, inode)) = wanted.iter().find(|(_, i)| *i == ns.ino()) {
+                return Err(MountNsError::Outsider { pid, inode, other });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Marks the files of a process in mount namespace `ns` that lie on mounts of its own: their
+/// paths lead there only in the namespace made again, so they are checked when the process
+/// opens them, and those on a copied tmpfs are a new inode of the same type, mode, owner, size
+/// and times. `ids`: the descriptions its fds and mappings use. Refuses one on such a mount
+/// that its path, seen by the process, no longer leads to.
+pub fn mark_files(
+    pid: Pid,
+    ns: &MountNamespace,
+    ids: &HashSet<u32>,
+    descs: &mut [FileDesc],
+) -> Result<(), MountNsError> {
+    if ns.mounts.is_empty() {
+        return Ok(());
+    }
+    let root = proc::dir(pid).join("root");
+    let own_mount = |path: &str| ns.mounts.iter().rev().find(|m| is_below(path, &m.point));
+    for desc in descs.iter_mut().filter(|d| ids.contains(&d.id)) {
+        let reg = match desc.kind.as_mut() {
+            Some(file_desc::Kind::Regular(r)) | Some(file_desc::Kind::Directory(r)) => r,
+            other => {
+                // Other kinds reached by path are found by cryo, or by their handles, in
+                // cryo's namespace.
+                let (what, paths) = other_paths(other.map(|k| &*k));
+                if let Some((m, path)) =
+                    paths.into_iter().find_map(|p| own_mount(p).map(|m| (m, p)))
+                {
+                    return Err(MountNsError::Refused {
+                        pid,
+                        inode: ns.inode,
+                        mount: mount_name(m),
+                        detail: format!(
+                            "{what} {path} (description {}) is on it: found again in cryo's \
+                             namespace, not in the one made, so not restored",
+                            desc.id
+                        ),
+                    });
+                }
+                continue;
+            }
+        };
+        let Some(m) = own_mount(&reg.path) else {
+            continue;
+        };
+        reg.in_mount_namespace = true;
+        reg.on_copied_tmpfs = m.tmpfs;
+        let refuse = |detail: String| MountNsError::Refused {
+            pid,
+            inode: ns.inode,
+            mount: mount_name(m),
+            detail,
+        };
+        if reg.deleted {
+            if reg.linked.is_some() {
+                return Err(refuse(format!(
+                    "deleted file {} has another link: its inode is not found again on the \
+                     copy",
+                    reg.path
+                )));
+            }
+            continue;
+        }
+        let seen = std::fs::symlink_metadata(format!("{}{}", root.display(), reg.path));
+        if !seen.is_ok_and(|s| (s.dev(), s.ino()) == (reg.dev, reg.ino)) {
+            return Err(refuse(format!(
+                "{} (description {}) is no longer at its path in the namespace",
+                reg.path, desc.id
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A mount of the image as messages name it: "tmpfs SOURCE on POINT" or "bind SOURCE on
+/// POINT".
+fn mount_name(m: &NamespaceMount) -> String {
+    if m.tmpfs {
+        format!("tmpfs {} on {}", m.source, m.point)
+    } else {
+        format!("bind {} on {}", m.bind_source, m.point)
+    }
+}
+
+/// The paths by which the restore finds a description of a kind other than a regular file or
+/// directory (a FIFO, a device, an inotify watch, a fanotify mark...), with what they are.
+fn other_paths(kind: Option<&file_desc::Kind>) -> (&'static str, Vec<&str>) {
+    use file_desc::Kind;
+    match kind {
+        Some(Kind::Pipe(p)) if !p.fifo_path.is_empty() => ("FIFO", vec![p.fifo_path.as_str()]),
+        Some(Kind::CharDevice(path)) => ("device", vec![path.as_str()]),
+        Some(Kind::RemovedNode(n)) => ("removed node", vec![n.path.as_str()]),
+        Some(Kind::Inotify(i)) => (
+            "inotify watch on",
+            i.watches.iter().map(|w| w.path.as_str()).collect(),
+        ),
+        Some(Kind::Fanotify(f)) => (
+            "fanotify mark on",
+            f.marks.iter().map(|m| m.path.as_str()).collect(),
+        ),
+        _ => ("", Vec::new()),
+    }
+}
+
+/// In a forked process of the restore, before it opens its files and forks: a new mount
+/// namespace with the mounts its process's had beyond cryo's, where its process was in one
+/// other than its parent's (`parent`: the parent's core, None for a root).
+pub fn restore_in_child(core: &TaskCore, parent: Option<&TaskCore>) -> Result<(), ChildError> {
+    let Some(ns) = &core.mnt else {
+        return Ok(());
+    };
+    if parent.and_then(|p| p.mnt.as_ref()).map(|m| m.inode) == Some(ns.inode) {
+        return Ok(());
+    }
+    let failed = |what: String| {
+        move |e: io::Error| ChildError::SysOn {
+            step: ChildStep::MountNamespace,
+            object: what,
+            errno: e.raw_os_error().unwrap_or(libc::EIO),
+        }
+    };
+    sys::mount::enter_new_private().map_err(failed("unshare".into()))?;
+    // The copy holds cryo's mounts of now: those the dumped namespace did not have go, the
+    // latest first (one mounted on another before it).
+    let text = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(failed("read the mountinfo copied".into()))?;
+    let mut wanted = ns.table.clone();
+    let mut excess = Vec::new();
+    // Mounts of its own already there: a namespace made inside its parent's made one shares
+    // the parent's own mounts (the same superblocks, as the dumped ones did).
+    let parent_own: Vec<&str> = parent
+        .and_then(|p| p.mnt.as_ref())
+        .map(|p| p.mounts.iter().map(|m| m.key.as_str()).collect())
+        .unwrap_or_default();
+    let mut there = Vec::new();
+    for m in parse(&text) {
+        let key = m.key();
+        match wanted.iter().position(|k| *k == key) {
+            Some(i) => {
+                wanted.swap_remove(i);
+                there.push(key);
+            }
+            None => excess.push(m),
+        }
+    }
+    for m in excess.iter().rev() {
+        let point = unescape(&m.point);
+        sys::mount::detach(Path::new(&point)).map_err(failed(format!(
+            "unmount {} (cryo's, not the namespace's)",
+            m.describe()
+        )))?;
+    }
+    for m in &ns.mounts {
+        if parent_own.contains(&m.key.as_str()) {
+            if let Some(i) = there.iter().position(|k| *k == m.key) {
+                there.swap_remove(i);
+                continue;
+            }
+        }
+        let point = Path::new(&m.point);
+        let flags = mount_flags(&m.options).map_err(|opt| ChildError::Mounts {
+            detail: format!("{}: option {opt:?}", m.point),
+        })?;
+        if m.tmpfs {
+            sys::mount::tmpfs(&m.source, point, flags, &m.tmpfs_options)
+                .map_err(failed(format!("mount a tmpfs on {}", m.point)))?;
+            fill(point, &m.files).map_err(|(path, e)| failed(format!("make {path}"))(e))?;
+            if m.tmpfs_read_only {
+                sys::mount::tmpfs_read_only(point, flags, &m.tmpfs_options)
+                    .map_err(failed(format!("make the tmpfs on {} read-only", m.point)))?;
+            }
+        } else {
+            sys::mount::bind(Path::new(&m.bind_source), point)
+                .map_err(failed(format!("bind {} on {}", m.bind_source, m.point)))?;
+        }
+        sys::mount::set_mount_flags(point, flags)
+            .map_err(failed(format!("set the flags of {}", m.point)))?;
+    }
+    let text = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(failed("read the mountinfo made".into()))?;
+    let made = parse(&text);
+    let keys = table_keys(&made);
+    if keys != ns.table {
+        let only = |a: &[String], b: &[String], whose: &str| {
+            a.iter()
+                .find(|k| !b.contains(k))
+                .map(|k| format!("{k} is {whose} only"))
+        };
+        let detail = only(&ns.table, &keys, "the dumped namespace's")
+            .or_else(|| only(&keys, &ns.table, "the restored namespace's"))
+            .unwrap_or_else(|| "a mount is there more times in one table".into());
+        return Err(ChildError::Mounts { detail });
+    }
+    if let Some(m) = made.iter().find(|m| !m.optional.is_empty()) {
+        return Err(ChildError::Mounts {
+            detail: format!("{} came out {:?}, not private", m.describe(), m.optional),
+        });
+    }
+    Ok(())
+}
+
+/// Makes the copied `files` of a tmpfs on `point` (its root first): contents, owners, modes,
+/// times (directories' last, once their entries are made). Fails with the path.
+fn fill(point: &Path, files: &[TreeEntry]) -> Result<(), (String, io::Error)> {
+    use nix::sys::stat::{utimensat, Mode, UtimensatFlags};
+    use nix::unistd::{fchownat, Gid, Uid};
+    let at = |rel: &str| {
+        if rel.is_empty() {
+            point.to_path_buf()
+        } else {
+            point.join(rel)
+        }
+    };
+    for e in files {
+        let path = at(&e.path);
+        let fail = |err: io::Error| (path.display().to_string(), err);
+        // Only names below the mount: no "..", no absolute path, from the image.
+        let plain = |p: &str| {
+            Path::new(p)
+                .components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)))
+        };
+        if !plain(&e.path) || !plain(&e.link_to) {
+            return Err(fail(io::Error::from_raw_os_error(libc::EINVAL)));
+        }
+        let kind = e.mode & libc::S_IFMT;
+        let perms = Mode::from_bits_truncate(e.mode & 0o7777);
+        if !e.link_to.is_empty() {
+            std::fs::hard_link(at(&e.link_to), &path).map_err(fail)?;
+            continue;
+        }
+        match kind {
+            _ if e.path.is_empty() => {}
+            libc::S_IFDIR => nix::unistd::mkdir(&path, Mode::from_bits_truncate(0o700))
+                .map_err(|err| fail(err.into()))?,
+            libc::S_IFREG if e.mount_point => {
+                std::fs::File::create(&path).map_err(fail)?;
+            }
+            libc::S_IFREG => std::fs::write(&path, &e.data).map_err(fail)?,
+            libc::S_IFLNK => {
+                std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&e.data), &path)
+                    .map_err(fail)?
+            }
+            libc::S_IFIFO => nix::unistd::mkfifo(&path, Mode::from_bits_truncate(0o600))
+                .map_err(|err| fail(err.into()))?,
+            _ => return Err(fail(io::Error::from_raw_os_error(libc::EINVAL))),
+        }
+        if e.mount_point {
+            // Below another mount: its own attributes are not seen there.
+            continue;
+        }
+        let owner = (Some(Uid::from_raw(e.uid)), Some(Gid::from_raw(e.gid)));
+        fchownat(
+            nix::fcntl::AT_FDCWD,
+            &path,
+            owner.0,
+            owner.1,
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .map_err(|err| fail(err.into()))?;
+        if kind != libc::S_IFLNK {
+            // After chown, which clears set-id bits.
+            nix::sys::stat::fchmodat(
+                nix::fcntl::AT_FDCWD,
+                &path,
+                perms,
+                nix::sys::stat::FchmodatFlags::FollowSymlink,
+            )
+            .map_err(|err| fail(err.into()))?;
+        }
+    }
+    // Times last, children before parents: making an entry changes its directory's.
+    for e in files.iter().rev().filter(|e| !e.mount_point) {
+        let path = at(&e.path);
+        let atime = crate::files::timespec_of_ns(e.atime_ns);
+        let mtime = crate::files::timespec_of_ns(e.mtime_ns);
+        utimensat(
+            nix::fcntl::AT_FDCWD,
+            &path,
+            &atime,
+            &mtime,
+            UtimensatFlags::NoFollowSymlink,
+        )
+        .map_err(|err| (path.display().to_string(), err.into()))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mount_table_reads_as_a_view() {
+        let text = "30 1 0:27 / /sys rw,relatime shared:7 - sysfs sysfs rw\n\
+             21 30 0:4 net:[4026532174] /run/netns/x rw shared:5 - nsfs nsfs rw\n\
+             22 1 254:0 / / rw,relatime - ext4 /dev/vda rw\n\
+             23 22 0:40 / /tmp/a\\040b rw,nosuid - tmpfs none rw,size=1024k,mode=751\n";
+        let mounts = parse(text);
+        assert_eq!(
+            table_keys(&mounts),
+            [
+                "/ / (ext4 /dev/vda, rw,relatime rw)",
+                "/sys / (sysfs sysfs, rw,relatime rw)",
+                "/tmp/a\\040b / (tmpfs none, rw,nosuid rw,size=1024k,mode=751)",
+            ]
+        );
+        assert_eq!(mounts[0].optional, "shared:7");
+        assert_eq!(unescape(&mounts[2].point), "/tmp/a b");
+        assert_eq!(
+            tmpfs_options(&mounts[2].super_options).unwrap(),
+            ("size=1024k,mode=751".to_string(), false)
+        );
+        assert_eq!(tmpfs_options("ro,quota").unwrap_err(), "quota");
+        assert_eq!(
+            mount_flags("ro,nosuid,relatime").unwrap(),
+            MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_RELATIME
+        );
+        assert_eq!(mount_flags("rw,idmapped").unwrap_err(), "idmapped");
+        assert!(is_below("/a/b", "/a") && is_below("/a", "/a") && is_below("/x", "/"));
+        assert!(!is_below("/ab", "/a"));
+    }
+}

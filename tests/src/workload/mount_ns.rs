@@ -1,0 +1,267 @@
+//! `mount-ns [EXTRA...]`: a process in a mount namespace of its own (every mount private), as a
+//! sandbox makes one: a tmpfs on DIR/tmp (nosuid,nodev; size=2m,nr_inodes=400,mode=1751)
+//! holding files it wrote, one open (fd 40, at offset 5) and one mapped shared, its working
+//! directory on it (DIR/tmp/quiet.txt: an access time older than its modification time, never
+//! read); DIR/src bound read-only (and nosuid) on DIR/ro,
+//! DIR/src/host.txt read-only on DIR/tmp/bound (a file of the tmpfs). EXTRA: `proc` (a proc
+//! mounted on DIR/proc), `sysfs` (a sysfs on DIR/sys), `shared` (the tmpfs made shared), `umount:PATH` (a
+//! mount of cryo's at PATH unmounted in its namespace), `nested` (a child in a mount namespace made inside this one, with a tmpfs cryo-mnt-inner on
+//! DIR/tmp/inner holding `f`; `kids` names it).
+//!
+//! ```text
+//! fd                  -> <pos> <contents of fd 40, from 0>
+//! map                 -> the first 16 bytes of the mapping
+//! read PATH           -> the contents of PATH | errno N
+//! write PATH          -> ok | errno N            (creates or truncates PATH, writes "x")
+//! stat PATH           -> <mode octal> <uid> <gid> <mtime sec> <atime ns>   (lstat)
+//! readlink PATH       -> its target
+//! cwd                 -> getcwd()
+//! mount POINT         -> <mount options> <superblock options>  (its /proc/self/mountinfo line)
+//! ```
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+
+use nix::mount::MsFlags;
+
+use super::{failed, io_err, sys, unknown, Mode};
+
+/// The fd the open tmpfs file is kept at.
+const FD: i32 = 40;
+/// The mtime (seconds) its files are given, to be found again.
+pub const MTIME: i64 = 1_600_000_000;
+/// The access time of the open file (2096).
+pub const ATIME: i64 = 4_000_000_000;
+
+struct MountNs {
+    map: &'static mut [u8],
+    kids: Vec<i32>,
+}
+
+fn mount(
+    source: Option<&str>,
+    target: &Path,
+    fstype: Option<&str>,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> Result<(), String> {
+    nix::mount::mount(source, target, fstype, flags, data)
+        .map_err(|e| format!("mount {}: {e}", target.display()))
+}
+
+/// `mount-ns [proc|sysfs]...`
+pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
+    let src = dir.join("src");
+    std::fs::create_dir_all(&src).map_err(failed("mkdir src"))?;
+    std::fs::write(src.join("host.txt"), "seen through the bind").map_err(failed("host.txt"))?;
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
+        .map_err(|e| format!("unshare: {e}"))?;
+    mount(
+        None,
+        Path::new("/"),
+        None,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None,
+    )?;
+    let tmp = dir.join("tmp");
+    let ro = dir.join("ro");
+    for d in [&tmp, &ro] {
+        std::fs::create_dir_all(d).map_err(failed("mkdir"))?;
+    }
+    mount(
+        Some("cryo-mnt-tmpfs"),
+        &tmp,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("size=2m,nr_inodes=400,mode=1751"),
+    )?;
+    mount(
+        Some(&*src.to_string_lossy()),
+        &ro,
+        None,
+        MsFlags::MS_BIND,
+        None,
+    )?;
+    mount(
+        None,
+        &ro,
+        None,
+        MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID,
+        None,
+    )?;
+    for extra in args {
+        let (fstype, at) = match extra.as_str() {
+            "proc" => ("proc", dir.join("proc")),
+            "sysfs" => ("sysfs", dir.join("sys")),
+            "shared" => {
+                mount(None, &tmp, None, MsFlags::MS_SHARED, None)?;
+                continue;
+            }
+            "nested" => continue,
+            _ if extra.starts_with("umount:") => {
+                let point = &extra["umount:".len()..];
+                nix::mount::umount2(point, nix::mount::MntFlags::empty())
+                    .map_err(|e| format!("umount {point}: {e}"))?;
+                continue;
+            }
+            other => return Err(format!("bad extra {other:?}: proc|sysfs|shared|nested")),
+        };
+        std::fs::create_dir_all(&at).map_err(failed("mkdir"))?;
+        mount(Some(fstype), &at, Some(fstype), MsFlags::empty(), None)?;
+    }
+    // Files of its own on the tmpfs.
+    let sub = tmp.join("sub");
+    std::fs::create_dir(&sub).map_err(failed("mkdir sub"))?;
+    let data = tmp.join("data.txt");
+    std::fs::write(&data, "tmpfs file written before the dump").map_err(failed("data"))?;
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o640))
+        .map_err(failed("chmod"))?;
+    std::os::unix::fs::symlink("data.txt", tmp.join("link")).map_err(failed("symlink"))?;
+    std::os::unix::fs::chown(&data, Some(1234), Some(5678)).map_err(failed("chown"))?;
+    let mapped = sub.join("mapped");
+    let mut page = b"mapped from tmpfs".to_vec();
+    page.resize(4096, b'.');
+    std::fs::write(&mapped, &page).map_err(failed("mapped"))?;
+    // A file of cryo's bound read-only on a file of the tmpfs.
+    let bound = tmp.join("bound");
+    std::fs::write(&bound, "").map_err(failed("bound"))?;
+    let host = src.join("host.txt");
+    mount(
+        Some(&*host.to_string_lossy()),
+        &bound,
+        None,
+        MsFlags::MS_BIND,
+        None,
+    )?;
+    mount(
+        None,
+        &bound,
+        None,
+        MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY,
+        None,
+    )?;
+    let fd = sys::open(&data, libc::O_RDWR).map_err(failed("open data"))?;
+    let fd = sys::move_fd(fd, FD).map_err(failed("move fd"))?;
+    sys::set_times(fd, (MTIME, 0), (MTIME, 0)).map_err(failed("times"))?;
+    let mfd = sys::open(&mapped, libc::O_RDWR).map_err(failed("open mapped"))?;
+    let map = sys::map(4096, libc::MAP_SHARED, mfd).map_err(failed("map"))?;
+    sys::close(mfd);
+    // Read by anything but O_NOATIME, its access time (older than its modification) moves.
+    let quiet = tmp.join("quiet.txt");
+    std::fs::write(&quiet, "untouched").map_err(failed("quiet"))?;
+    let qfd = sys::open(&quiet, libc::O_RDONLY).map_err(failed("open quiet"))?;
+    sys::set_times(qfd, (MTIME - 100, 0), (MTIME, 0)).map_err(failed("times"))?;
+    sys::close(qfd);
+    let mut five = [0u8; 5];
+    sys::read(fd, &mut five).map_err(failed("read"))?;
+    // Ahead of now: its reads never move it (relatime), so it must come back as it is.
+    sys::set_times(fd, (ATIME, 0), (MTIME, 0)).map_err(failed("times"))?;
+    std::env::set_current_dir(&sub).map_err(failed("chdir"))?;
+    let mut kids = Vec::new();
+    if args.iter().any(|a| a == "nested") {
+        kids.push(nested_child(&tmp)?);
+    }
+    Ok(Box::new(MountNs { map, kids }))
+}
+
+/// Forks a child that makes a mount namespace of its own inside this one, with a tmpfs
+/// (cryo-mnt-inner) on TMP/inner holding `f`, and waits there; returns once it did.
+fn nested_child(tmp: &Path) -> Result<i32, String> {
+    let inner = tmp.join("inner");
+    std::fs::create_dir(&inner).map_err(failed("mkdir inner"))?;
+    let (rd, wr) = sys::pipe().map_err(failed("pipe"))?;
+    match sys::fork().map_err(failed("fork"))? {
+        0 => {
+            sys::close(rd);
+            let made = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
+                .map_err(|e| e.to_string())
+                .and_then(|()| {
+                    mount(
+                        Some("cryo-mnt-inner"),
+                        &inner,
+                        Some("tmpfs"),
+                        MsFlags::empty(),
+                        Some("size=64k"),
+                    )
+                })
+                .and_then(|()| {
+                    std::fs::write(inner.join("f"), "only the child sees this")
+                        .map_err(|e| e.to_string())
+                });
+            let _ = sys::write_all(wr, if made.is_ok() { b"y" } else { b"n" });
+            sys::close(wr);
+            loop {
+                // SAFETY: pause takes no arguments.
+                unsafe { libc::pause() };
+            }
+        }
+        pid => {
+            sys::close(wr);
+            let mut said = [0u8; 1];
+            let n = sys::read(rd, &mut said).map_err(failed("read"))?;
+            sys::close(rd);
+            if n != 1 || said[0] != b'y' {
+                return Err("the nested child could not make its namespace".into());
+            }
+            Ok(pid)
+        }
+    }
+}
+
+impl Mode for MountNs {
+    fn command(&mut self, verb: &str, args: &[&str]) -> Result<String, String> {
+        let errno = |e: std::io::Error| format!("errno {}", e.raw_os_error().unwrap_or(0));
+        match (verb, args) {
+            ("fd", []) => {
+                let pos = sys::tell(FD).map_err(io_err)?;
+                let mut buf = vec![0u8; 256];
+                let n = sys::pread_all(FD, &mut buf).map_err(io_err)?;
+                Ok(format!("{pos} {}", String::from_utf8_lossy(&buf[..n])))
+            }
+            ("map", []) => Ok(String::from_utf8_lossy(&self.map[..16]).into_owned()),
+            ("read", [path]) => Ok(std::fs::read_to_string(path).unwrap_or_else(errno)),
+            ("write", [path]) => Ok(std::fs::write(path, "x")
+                .map(|()| "ok".to_string())
+                .unwrap_or_else(errno)),
+            ("stat", [path]) => {
+                let m = std::fs::symlink_metadata(path).map_err(io_err)?;
+                Ok(format!(
+                    "{:o} {} {} {} {}",
+                    m.mode() & 0o7777,
+                    m.uid(),
+                    m.gid(),
+                    m.mtime(),
+                    m.atime() * 1_000_000_000 + m.atime_nsec()
+                ))
+            }
+            ("readlink", [path]) => Ok(std::fs::read_link(path)
+                .map_err(io_err)?
+                .to_string_lossy()
+                .into_owned()),
+            ("kids", []) => Ok(self
+                .kids
+                .iter()
+                .map(|k| k.to_string())
+                .collect::<Vec<_>>()
+                .join(" ")),
+            ("cwd", []) => Ok(std::env::current_dir()
+                .map_err(io_err)?
+                .to_string_lossy()
+                .into_owned()),
+            ("mount", [point]) => {
+                let text = std::fs::read_to_string("/proc/self/mountinfo").map_err(io_err)?;
+                let want = point.replace(' ', "\\040");
+                text.lines()
+                    .rev()
+                    .find_map(|l| {
+                        let f: Vec<&str> = l.split(' ').collect();
+                        let sep = f.iter().position(|&x| x == "-")?;
+                        (f.get(4) == Some(&want.as_str()))
+                            .then(|| format!("{} {}", f[5], f.get(sep + 3).unwrap_or(&"")))
+                    })
+                    .ok_or_else(|| format!("no mount on {point}"))
+            }
+            _ => unknown(verb),
+        }
+    }
+}

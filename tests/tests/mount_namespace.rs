@@ -1,0 +1,361 @@
+//! Mount namespaces: a process in one of its own, with a tmpfs holding its files (one open, one
+//! mapped, its working directory there) and a read-only bind mount, comes back in a new one
+//! made the same; the test's own namespace (cryo's) never sees those mounts. A mount of
+//! another kind, and a namespace shared with a process outside the dump, are refused naming
+//! them.
+//!
+//! Needs the engine: `cryo` must be built (`cargo build -p cryo`).
+
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+
+use cryo_tests::{cryo_bin, Workload};
+
+/// Taken for writing by the test that mounts in cryo's namespace, for reading by the others:
+/// a namespace made while that mount exists holds a copy of it, which becomes one of its own
+/// once cryo's is gone (and its mount point with it), so no restore could make it again.
+static CRYOS_MOUNTS: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// The mtime the workload gives its tmpfs files (tests/src/workload/mount_ns.rs).
+const MTIME: i64 = 1_600_000_000;
+
+/// The access time it gives the open file: ahead of now, so reads never move it (relatime).
+const ATIME: i64 = 4_000_000_000;
+
+/// What the workload observes through its fd, mapping, paths and mount table, one reply a line.
+fn observe(w: &Workload) -> Vec<String> {
+    let (tmp, ro) = (w.path("tmp"), w.path("ro"));
+    let lines = [
+        format!("stat {}/data.txt", tmp.display()),
+        format!("stat {}/quiet.txt", tmp.display()),
+        format!("stat {}", tmp.display()),
+        "fd".to_string(),
+        "map".to_string(),
+        format!("read {}/data.txt", tmp.display()),
+        format!("read {}/host.txt", ro.display()),
+        format!("readlink {}/link", tmp.display()),
+        "read ../link".to_string(),
+        "cwd".to_string(),
+        format!("mount {}", tmp.display()),
+        format!("mount {}", ro.display()),
+        format!("read {}/bound", tmp.display()),
+        format!("mount {}/bound", tmp.display()),
+    ];
+    lines
+        .iter()
+        .map(|l| format!("{l} -> {}", w.cmd(l)))
+        .collect()
+}
+
+/// Checks what the workload observes of its mounts, and that the test's namespace has none.
+fn check_observed(w: &Workload, seen: &[String]) {
+    let (tmp, ro) = (w.path("tmp"), w.path("ro"));
+    let expected = [
+        "fd -> 5 tmpfs file written before the dump".to_string(),
+        "map -> mapped from tmpf".to_string(),
+        format!(
+            "read {}/data.txt -> tmpfs file written before the dump",
+            tmp.display()
+        ),
+        format!("read {}/host.txt -> seen through the bind", ro.display()),
+    ];
+    assert_eq!(seen[3..7], expected, "{seen:#?}");
+    let stat = |i: usize| seen[i].rsplit_once("-> ").unwrap().1.to_string();
+    assert_eq!(
+        stat(0),
+        format!("640 1234 5678 {MTIME} {}", ATIME * 1_000_000_000),
+        "{seen:#?}"
+    );
+    assert_eq!(
+        stat(1),
+        format!("644 0 0 {MTIME} {}", (MTIME - 100) * 1_000_000_000),
+        "quiet.txt, never read: {seen:#?}"
+    );
+    assert!(
+        stat(2).starts_with("1751 0 0 "),
+        "the tmpfs root: {seen:#?}"
+    );
+    assert_eq!(stat(7), "data.txt");
+    assert_eq!(stat(8), "tmpfs file written before the dump");
+    assert_eq!(stat(9), format!("{}/sub", tmp.display()));
+    assert_eq!(
+        stat(10),
+        "rw,nosuid,nodev,relatime rw,size=2048k,nr_inodes=400,mode=1751"
+    );
+    assert!(stat(11).starts_with("ro,nosuid,relatime "), "{seen:#?}");
+    assert_eq!(
+        stat(12),
+        "seen through the bind",
+        "a file bound on a tmpfs file"
+    );
+    assert!(stat(13).starts_with("ro,relatime "), "{seen:#?}");
+    // Cryo's namespace (this test's) has none of it.
+    assert!(
+        !tmp.join("data.txt").exists(),
+        "the tmpfs leaked into cryo's namespace"
+    );
+    assert_eq!(
+        std::fs::read_dir(&ro).unwrap().count(),
+        0,
+        "the bind leaked"
+    );
+    let ours = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !ours.contains(&*w.dir().to_string_lossy()),
+        "cryo's namespace shows the workload's mounts:\n{ours}"
+    );
+}
+
+/// Writes through the mounts: the read-only bind refuses with EROFS, the tmpfs takes it.
+fn check_writes(w: &Workload) {
+    let (tmp, ro) = (w.path("tmp"), w.path("ro"));
+    assert_eq!(w.cmd(&format!("write {}/new", ro.display())), "errno 30");
+    assert_eq!(
+        w.cmd(&format!("write {}/host.txt", ro.display())),
+        "errno 30"
+    );
+    assert_eq!(w.cmd(&format!("write {}/bound", tmp.display())), "errno 30");
+    assert_eq!(w.cmd(&format!("write {}/new.txt", tmp.display())), "ok");
+    assert_eq!(w.cmd(&format!("read {}/new.txt", tmp.display())), "x");
+    assert!(!tmp.join("new.txt").exists());
+}
+
+fn mnt_ns(pid: i32) -> std::path::PathBuf {
+    std::fs::read_link(format!("/proc/{pid}/ns/mnt")).unwrap()
+}
+
+#[test]
+fn a_process_in_its_own_mount_namespace_comes_back_with_its_tmpfs_and_bind_mounts() {
+    cryo_bin();
+    let _shared = CRYOS_MOUNTS.read().unwrap_or_else(|e| e.into_inner());
+    let mut w = Workload::spawn("mount-ns", &[]);
+    let before = observe(&w);
+    check_observed(&w, &before);
+    w.dump_and_restore();
+    let after = observe(&w);
+    assert_eq!(after, before, "what the restored process observes");
+    check_observed(&w, &after);
+    assert_ne!(mnt_ns(w.pid()), mnt_ns(std::process::id() as i32));
+    check_writes(&w);
+}
+
+#[test]
+fn a_mount_namespace_dumped_leaving_the_process_running_is_untouched_and_restores() {
+    cryo_bin();
+    let _shared = CRYOS_MOUNTS.read().unwrap_or_else(|e| e.into_inner());
+    let mut w = Workload::spawn("mount-ns", &[]);
+    let before = observe(&w);
+    let mountinfo = std::fs::read_to_string(format!("/proc/{}/mountinfo", w.pid())).unwrap();
+    let quiet = format!(
+        "/proc/{}/root{}/quiet.txt",
+        w.pid(),
+        w.path("tmp").display()
+    );
+    let atime = std::fs::metadata(&quiet).unwrap().atime();
+    assert_eq!(atime, MTIME - 100);
+    let img = w.path("img");
+    w.dump(&img, &["--leave-running"]).assert_success();
+    w.assert_untouched();
+    assert_eq!(observe(&w), before, "the original after the dump");
+    assert_eq!(
+        std::fs::read_to_string(format!("/proc/{}/mountinfo", w.pid())).unwrap(),
+        mountinfo,
+        "the original's mounts"
+    );
+    assert_eq!(
+        std::fs::metadata(&quiet).unwrap().atime(),
+        atime,
+        "the copy read its files without touching their access times"
+    );
+    w.kill_original();
+    w.restore_background(&img);
+    assert_eq!(observe(&w), before, "the restored process");
+    check_writes(&w);
+}
+
+#[test]
+fn a_child_in_a_mount_namespace_made_inside_its_parents_comes_back_sharing_its_parents_mounts() {
+    cryo_bin();
+    let _shared = CRYOS_MOUNTS.read().unwrap_or_else(|e| e.into_inner());
+    let mut w = Workload::spawn("mount-ns", &["nested"]);
+    let [kid] = w.kids()[..] else {
+        panic!("one child: {:?}", w.kids())
+    };
+    let inner = format!("/proc/{kid}/root{}/inner/f", w.path("tmp").display());
+    let mounts = |pid: i32| std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
+    let has = |pid: i32, name: &str| mounts(pid).contains(name);
+    assert!(has(kid, "cryo-mnt-inner") && !has(w.pid(), "cryo-mnt-inner"));
+    w.dump_and_restore();
+    assert_eq!(w.kids(), [kid]);
+    let (ours, parent, child) = (
+        mnt_ns(std::process::id() as i32),
+        mnt_ns(w.pid()),
+        mnt_ns(kid),
+    );
+    assert!(
+        ours != parent && parent != child && ours != child,
+        "{ours:?} {parent:?} {child:?}"
+    );
+    assert!(
+        has(kid, "cryo-mnt-inner") && has(kid, "cryo-mnt-tmpfs"),
+        "{}",
+        mounts(kid)
+    );
+    assert!(!has(w.pid(), "cryo-mnt-inner"), "{}", mounts(w.pid()));
+    assert_eq!(
+        std::fs::read_to_string(&inner).unwrap(),
+        "only the child sees this"
+    );
+    // The parent's tmpfs is the child's too (one superblock, as before the dump).
+    let after = w.path("tmp").join("after.txt");
+    assert_eq!(w.cmd(&format!("write {}", after.display())), "ok");
+    let in_child = format!("/proc/{kid}/root{}", after.display());
+    assert_eq!(std::fs::read_to_string(in_child).unwrap(), "x");
+    assert_eq!(observe(&w)[3], "fd -> 5 tmpfs file written before the dump");
+}
+
+#[test]
+fn a_mount_of_cryos_the_namespace_unmounted_stays_unmounted_in_the_restored_one() {
+    cryo_bin();
+    let _only = CRYOS_MOUNTS.write().unwrap_or_else(|e| e.into_inner());
+    // Dropped in reverse: the workload, then the mount, then its directory.
+    let host_dir = cryo_tests::control_dir();
+    let host = cryo_tests::Mount::tmpfs(&host_dir.path().join("m"), "size=64k");
+    cryo_tests::write_file(&host.path().join("f"), b"cryo's");
+    let mut w = Workload::spawn("mount-ns", &[&format!("umount:{}", host.path().display())]);
+    let read = format!("read {}/f", host.path().display());
+    assert_eq!(w.cmd(&read), "errno 2", "unmounted in its namespace");
+    w.dump_and_restore();
+    assert_eq!(
+        w.cmd(&read),
+        "errno 2",
+        "unmounted in the restored namespace"
+    );
+    assert_eq!(std::fs::read(host.path().join("f")).unwrap(), b"cryo's");
+    assert_eq!(w.cmd("fd"), "5 tmpfs file written before the dump");
+}
+
+#[test]
+fn a_mount_of_another_kind_only_the_namespace_has_is_refused_naming_it() {
+    cryo_bin();
+    let _shared = CRYOS_MOUNTS.read().unwrap_or_else(|e| e.into_inner());
+    for (extra, kind, point) in [
+        ("proc", "proc proc", "proc"),
+        ("sysfs", "sysfs sysfs", "sys"),
+    ] {
+        let w = Workload::spawn("mount-ns", &[extra]);
+        let out = w.dump(&w.path("img"), &[]);
+        assert!(
+            !out.status.success(),
+            "{extra}: the dump should be refused\n{out}"
+        );
+        let inode = mnt_ns(w.pid()).to_string_lossy().into_owned();
+        let inode = inode.trim_start_matches("mnt:");
+        let want = format!(
+            "pid {}: mount namespace mnt:{inode}: {kind} on {}: is a {extra} mount only the \
+             namespace has",
+            w.pid(),
+            w.path(point).display()
+        );
+        assert!(
+            out.stderr.contains(&want),
+            "{extra}: want {want:?}\n{}",
+            out.stderr
+        );
+        w.assert_untouched();
+        assert_eq!(w.cmd("fd"), "5 tmpfs file written before the dump");
+    }
+    // Shared propagation (a peer group) is not made again either.
+    let w = Workload::spawn("mount-ns", &["shared"]);
+    let out = w.dump(&w.path("img"), &[]);
+    assert!(
+        !out.status.success(),
+        "shared: the dump should be refused\n{out}"
+    );
+    let want = format!(
+        "pid {}: mount namespace {}: tmpfs cryo-mnt-tmpfs on {}: propagation \"shared:",
+        w.pid(),
+        mnt_ns(w.pid()).display(),
+        w.path("tmp").display()
+    );
+    assert!(
+        out.stderr.contains(&want),
+        "shared: want {want:?}\n{}",
+        out.stderr
+    );
+    w.assert_untouched();
+}
+
+#[test]
+fn a_mount_namespace_shared_with_a_process_outside_the_dump_is_refused_naming_it() {
+    cryo_bin();
+    let _shared = CRYOS_MOUNTS.read().unwrap_or_else(|e| e.into_inner());
+    let w = Workload::spawn("mount-ns", &[]);
+    let ns = std::fs::File::open(format!("/proc/{}/ns/mnt", w.pid())).unwrap();
+    let mut command = Command::new("sleep");
+    command
+        .arg("600")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped());
+    // SAFETY: setns is async-signal-safe; the child only joins the namespace, then execs.
+    unsafe {
+        use std::os::fd::AsRawFd;
+        let fd = ns.as_raw_fd();
+        command.pre_exec(move || {
+            if libc::setns(fd, libc::CLONE_NEWNS) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut other = command.spawn().unwrap();
+    assert_eq!(
+        mnt_ns(other.id() as i32),
+        mnt_ns(w.pid()),
+        "the other joined it"
+    );
+    let out = w.dump(&w.path("img"), &[]);
+    let _ = other.kill();
+    let _ = other.wait();
+    assert!(!out.status.success(), "the dump should be refused\n{out}");
+    let want = format!(
+        "pid {}: mount namespace {} is shared with pid {}, which is not in the dump",
+        w.pid(),
+        mnt_ns(w.pid()).display(),
+        other.id()
+    );
+    assert!(out.stderr.contains(&want), "want {want:?}\n{}", out.stderr);
+    w.assert_untouched();
+}
+
+#[test]
+fn a_bind_source_gone_at_restore_fails_it_naming_the_mount_and_a_retry_works() {
+    cryo_bin();
+    let _shared = CRYOS_MOUNTS.read().unwrap_or_else(|e| e.into_inner());
+    let mut w = Workload::spawn("mount-ns", &[]);
+    let img = w.path("img");
+    w.dump_ok(&img);
+    let (src, away) = (w.path("src"), w.path("src-away"));
+    std::fs::rename(&src, &away).unwrap();
+    let out = w.cryo(&[
+        "restore".as_ref(),
+        "-D".as_ref(),
+        img.as_os_str(),
+        "--detach".as_ref(),
+    ]);
+    assert!(!out.status.success(), "the restore should fail\n{out}");
+    let want = format!(
+        "make its mount namespace bind {} on {}: No such file or directory",
+        src.display(),
+        w.path("ro").display()
+    );
+    assert!(out.stderr.contains(&want), "want {want:?}\n{}", out.stderr);
+    std::fs::rename(&away, &src).unwrap();
+    w.restore_background(&img);
+    assert_eq!(w.cmd("fd"), "5 tmpfs file written before the dump");
+    assert_eq!(
+        w.cmd(&format!("read {}/host.txt", w.path("ro").display())),
+        "seen through the bind"
+    );
+}
