@@ -515,11 +515,10 @@ fn dump_tree(
             .zip(&cores)
             .filter_map(|(m, (core, _))| Some((m.pid, core.mnt.as_ref()?.inode)))
             .collect::<Vec<_>>(),
-        &live.iter().map(|m| m.pid).collect::<Vec<_>>(),
+        &live_pids,
     )?;
     // SysV semaphore sets and message queues, and what of the processes' IPC state cannot
     // come back (refused here, before anything is killed).
-    let live_pids: Vec<Pid> = live.iter().map(|m| m.pid).collect();
     let attached: Vec<(u64, i32)> = cores
         .iter()
         .flat_map(|(core, mm)| {

@@ -588,30 +588,9 @@ pub(crate) fn as_seen_by(pid: Pid, path: &str) -> PathBuf {
 /// the dump) is in: the restored copy would not be shared with it.
 pub fn refuse_outsiders(namespaces: &[(Pid, u64)], members: &[Pid]) -> Result<(), MountNsError> {
     let mut seen = HashSet::new();
-    let wanted: Vec<&(Pid, u64)> = namespaces.iter().filter(|(_, i)| seen.insert(*i)).collect();
-    if wanted.is_empty() {
-        return Ok(());
-    }
-    let me = nix::unistd::getpid();
-    let entries = std::fs::read_dir("/proc").into_iter().flatten().flatten();
-    for e in entries {
-        let Some(other) = e.file_name().to_str().and_then(|n| n.parse().ok()) else {
-            continue;
-        };
-        let other = Pid::from_raw(other);
-        if other == me || members.contains(&other) {
-            continue;
-        }
-        // Every thread: one may have joined another namespace than its process.
-        let tasks = proc::dir(other).join("task");
-        let threads = std::fs::read_dir(&tasks).into_iter().flatten().flatten();
-        for t in threads {
-            let Ok(ns) = std::fs::metadata(t.path().join("ns/mnt")) else {
-                continue;
-            };
-            if let Some(&&(pid, inode)) = wanted.iter().find(|(_, i)| *i == ns.ino()) {
-                return Err(MountNsError::Outsider { pid, inode, other });
-            }
+    for &(pid, inode) in namespaces.iter().filter(|(_, i)| seen.insert(*i)) {
+        if let Some(other) = proc::outsider_in_namespace("mnt", inode, members) {
+            return Err(MountNsError::Outsider { pid, inode, other });
         }
     }
     Ok(())
