@@ -77,7 +77,7 @@ fn in_syscall(pid: i32, tid: i32) -> Option<i64> {
 }
 
 /// Waits until the threads of the `waits` workload are in epoll_wait, rt_sigtimedwait,
-/// clock_nanosleep (glibc's nanosleep) and poll, the last two or their restart.
+/// clock_nanosleep (glibc's nanosleep), poll (these two or their restart) and futex.
 fn until_waiting(w: &Workload, tids: &[i32]) {
     let until = Instant::now() + CMD_TIMEOUT;
     while in_syscall(w.pid(), tids[0]) != Some(libc::SYS_epoll_wait)
@@ -90,6 +90,10 @@ fn until_waiting(w: &Workload, tids: &[i32]) {
         || !matches!(
             in_syscall(w.pid(), tids[3]),
             Some(libc::SYS_poll | libc::SYS_restart_syscall)
+        )
+        || !matches!(
+            in_syscall(w.pid(), tids[4]),
+            Some(libc::SYS_futex | libc::SYS_restart_syscall)
         )
     {
         assert!(Instant::now() < until, "the threads never waited");
@@ -130,11 +134,11 @@ fn waits_go_on_without_eintr_after_a_leave_running_dump() {
         .assert_success();
     assert_eq!(
         w.cmd("results"),
-        "epoll none sigwait none sleep none poll none",
+        "epoll none sigwait none sleep none poll none sem none",
         "a wait came back (EINTR is errno 4)"
     );
     assert_eq!(w.cmd("wake"), "ok");
-    until_results(&w, "epoll 1 sigwait 12 sleep none poll 1");
+    until_results(&w, "epoll 1 sigwait 12 sleep none poll 1 sem 0");
 }
 
 #[test]
@@ -144,10 +148,10 @@ fn waits_go_on_without_eintr_after_a_restore() {
     until_waiting(&w, &tids);
     assert_eq!(
         w.cmd("results"),
-        "epoll none sigwait none sleep none poll none",
+        "epoll none sigwait none sleep none poll none sem none",
         "a wait came back (EINTR is errno 4)"
     );
     assert_eq!(w.cmd("wake"), "ok");
-    until_results(&w, "epoll 1 sigwait 12 sleep none poll 1");
+    until_results(&w, "epoll 1 sigwait 12 sleep none poll 1 sem 0");
     w.kill_restored();
 }

@@ -43,6 +43,16 @@ pub fn restart_fixup(mut regs: Regs) -> Regs {
     regs
 }
 
+/// Whether futex operation `op` is a wait whose timeout is a deadline rather than a duration:
+/// FUTEX_WAIT_BITSET (glibc's sem_timedwait, pthread_cond_timedwait, pthread_mutex_timedlock)
+/// and FUTEX_WAIT measured on CLOCK_REALTIME (man 2 futex; the kernel's futex_init_timeout
+/// adds the current time to the timeout of any other wait).
+fn futex_waits_until_a_deadline(op: i32) -> bool {
+    let cmd = op & libc::FUTEX_CMD_MASK;
+    cmd == libc::FUTEX_WAIT_BITSET
+        || (cmd == libc::FUTEX_WAIT && op & libc::FUTEX_CLOCK_REALTIME != 0)
+}
+
 /// The waits that fail with EINTR when their thread is merely stopped and resumed (no signal
 /// handler ran: man 7 signal, "interruption ... by stop signals"), with the register that
 /// holds their timeout: (syscall number, where its timeout is). Only
@@ -99,11 +109,13 @@ pub fn restart_stopped_wait(regs: &Regs) -> Option<Regs> {
 /// A restart block the registers can stand for: nanosleep and clock_nanosleep, relative,
 /// interrupted with a `rem` pointer (the kernel wrote the time left there as it stopped, so the
 /// restored thread calls it again with `rem` as its request: the only register that changes
-/// is the request's), and a poll without timeout (called again as it was). True when `regs`
-/// were so set.
+/// is the request's), a poll without timeout and a futex wait whose timeout is a deadline
+/// (both called again as they were: the kernel's own restart of such a wait calls it again
+/// with the same word, value and deadline). True when `regs` were so set.
 fn resleep(regs: &mut Regs) -> bool {
     match regs.orig_rax as i64 {
         libc::SYS_poll if (regs.rdx as i32) < 0 => {}
+        libc::SYS_futex if futex_waits_until_a_deadline(regs.rsi as i32) => {}
         libc::SYS_nanosleep if regs.rsi != 0 => {
             regs.rdi = regs.rsi;
         }
@@ -512,5 +524,29 @@ mod tests {
             (libc::SYS_poll as u64, 0x1000),
             "poll without timeout"
         );
+    }
+
+    #[test]
+    fn a_futex_wait_until_a_deadline_waits_on_and_one_for_a_duration_fails() {
+        let block = -ERESTART_RESTARTBLOCK;
+        let mut wait = stopped_in(libc::SYS_futex, block);
+        (wait.rdi, wait.rdx, wait.r10) = (0x7000, 5, 0x7010);
+        let private = libc::FUTEX_PRIVATE_FLAG;
+        for op in [
+            libc::FUTEX_WAIT_BITSET | private,
+            libc::FUTEX_WAIT_BITSET | libc::FUTEX_CLOCK_REALTIME,
+            libc::FUTEX_WAIT | libc::FUTEX_CLOCK_REALTIME | private,
+        ] {
+            wait.rsi = op as u64;
+            let r = restart_fixup(wait);
+            assert_eq!(
+                (r.rax, r.rip, r.rdi, r.rsi, r.rdx, r.r10),
+                (libc::SYS_futex as u64, 0x1000, 0x7000, op as u64, 5, 0x7010),
+                "op {op:#x}"
+            );
+        }
+        wait.rsi = (libc::FUTEX_WAIT | private) as u64;
+        let r = restart_fixup(wait);
+        assert_eq!(r.rax as i64, -(libc::EINTR as i64), "a relative wait");
     }
 }

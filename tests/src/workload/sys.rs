@@ -614,6 +614,45 @@ pub fn nanosleep_secs(secs: i64) -> io::Result<()> {
     cvt(unsafe { libc::nanosleep(req, &mut ts) }).map(drop)
 }
 
+/// A POSIX semaphore (unnamed, process-private), for waits in sem_timedwait.
+pub struct Semaphore(Box<std::cell::UnsafeCell<libc::sem_t>>);
+
+// SAFETY: a semaphore is made to be used by several threads at once (sem_overview(7)).
+unsafe impl Sync for Semaphore {}
+// SAFETY: as above; it lives in a box that does not move.
+unsafe impl Send for Semaphore {}
+
+impl Semaphore {
+    /// A semaphore at 0.
+    pub fn new() -> io::Result<Self> {
+        // SAFETY: sem_t is plain data that sem_init fills.
+        let sem = Self(Box::new(unsafe { std::mem::zeroed() }));
+        // SAFETY: the semaphore lives in its box as long as `sem`.
+        cvt(unsafe { libc::sem_init(sem.0.get(), 0, 0) })?;
+        Ok(sem)
+    }
+
+    /// sem_timedwait until CLOCK_REALTIME reads `secs` more than now (glibc waits in futex
+    /// FUTEX_WAIT_BITSET with that absolute deadline).
+    pub fn timed_wait_secs(&self, secs: i64) -> io::Result<()> {
+        let mut now = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime writes `now`.
+        cvt(unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut now) })?;
+        now.tv_sec += secs;
+        // SAFETY: the semaphore was initialised; the deadline is read.
+        cvt(unsafe { libc::sem_timedwait(self.0.get(), &now) }).map(drop)
+    }
+
+    /// sem_post.
+    pub fn post(&self) -> io::Result<()> {
+        // SAFETY: the semaphore was initialised.
+        cvt(unsafe { libc::sem_post(self.0.get()) }).map(drop)
+    }
+}
+
 /// sigwaitinfo for `sig` (blocked): the signal taken.
 pub fn sigwaitinfo(sig: i32) -> io::Result<i32> {
     let set = sigset(sig);

@@ -1,15 +1,17 @@
 //! `waits`: two threads in waits a stop makes fail with EINTR (man 7 signal), both without a
 //! timeout: one in epoll_wait on an eventfd, one in sigwaitinfo for SIGUSR2; a third in an
 //! hour's nanosleep and a fourth in poll without timeout on a pipe (restart blocks the kernel
-//! keeps: a restore must sleep the time left, poll again).
+//! keeps: a restore must sleep the time left, poll again); a fifth in sem_timedwait with a
+//! deadline an hour ahead (a futex wait with an absolute timeout: a restore waits on to it).
 //! Each records what every return of its wait gave and waits again.
 //!
 //! ```text
 //! waits   tids     -> <epoll thread tid> <sigwait thread tid> <sleeping thread tid>
-//!                     <polling thread tid>
+//!                     <polling thread tid> <semaphore thread tid>
 //!         wake     -> ok (the eventfd and the pipe written, SIGUSR2 sent to the sigwait
-//!                     thread)
+//!                     thread, the semaphore posted)
 //!         results  -> epoll <r,r...> sigwait <r,r...> sleep <r,r...> poll <r,r...>
+//!                     sem <r,r...>
 //!                     (r: events, the signal, 0, or errno N; none before the first return)
 //! ```
 
@@ -25,11 +27,14 @@ struct Waits {
     sigwait_tid: Arc<AtomicI32>,
     sleep_tid: Arc<AtomicI32>,
     poll_tid: Arc<AtomicI32>,
+    sem_tid: Arc<AtomicI32>,
     pipe_write: i32,
+    semaphore: Arc<sys::Semaphore>,
     epoll: Arc<Mutex<Vec<String>>>,
     sigwait: Arc<Mutex<Vec<String>>>,
     sleep: Arc<Mutex<Vec<String>>>,
     poll: Arc<Mutex<Vec<String>>>,
+    sem: Arc<Mutex<Vec<String>>>,
 }
 
 /// What a wait returned: its value, or `errno N`.
@@ -54,11 +59,14 @@ pub fn start(_args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
         sigwait_tid: Arc::default(),
         sleep_tid: Arc::default(),
         poll_tid: Arc::default(),
+        sem_tid: Arc::default(),
         pipe_write,
+        semaphore: Arc::new(sys::Semaphore::new().map_err(failed("sem_init"))?),
         epoll: Arc::default(),
         sigwait: Arc::default(),
         sleep: Arc::default(),
         poll: Arc::default(),
+        sem: Arc::default(),
     };
     let (tid, log) = (Arc::clone(&w.epoll_tid), Arc::clone(&w.epoll));
     std::thread::spawn(move || {
@@ -98,6 +106,15 @@ pub fn start(_args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
             log.lock().unwrap().push(outcome(ret));
         }
     });
+    let (tid, log) = (Arc::clone(&w.sem_tid), Arc::clone(&w.sem));
+    let semaphore = Arc::clone(&w.semaphore);
+    std::thread::spawn(move || {
+        tid.store(sys::gettid(), Ordering::SeqCst);
+        loop {
+            let got = outcome(semaphore.timed_wait_secs(3600).map(|()| 0));
+            log.lock().unwrap().push(got);
+        }
+    });
     Ok(Box::new(w))
 }
 
@@ -113,11 +130,12 @@ impl Mode for Waits {
                     }
                 };
                 Ok(format!(
-                    "{} {} {} {}",
+                    "{} {} {} {} {}",
                     tid(&self.epoll_tid),
                     tid(&self.sigwait_tid),
                     tid(&self.sleep_tid),
-                    tid(&self.poll_tid)
+                    tid(&self.poll_tid),
+                    tid(&self.sem_tid)
                 ))
             }
             ("wake", []) => {
@@ -127,6 +145,7 @@ impl Mode for Waits {
                 let tid = self.sigwait_tid.load(Ordering::SeqCst);
                 sys::tgkill(std::process::id() as i32, tid, libc::SIGUSR2)
                     .map_err(failed("tgkill"))?;
+                self.semaphore.post().map_err(failed("sem_post"))?;
                 Ok("ok".into())
             }
             ("results", []) => {
@@ -139,11 +158,12 @@ impl Mode for Waits {
                     }
                 };
                 Ok(format!(
-                    "epoll {} sigwait {} sleep {} poll {}",
+                    "epoll {} sigwait {} sleep {} poll {} sem {}",
                     show(&self.epoll),
                     show(&self.sigwait),
                     show(&self.sleep),
-                    show(&self.poll)
+                    show(&self.poll),
+                    show(&self.sem)
                 ))
             }
             _ => unknown(verb),
