@@ -46,6 +46,33 @@ fn a_deleted_open_file_keeps_its_contents() {
     w.kill_restored();
 }
 
+/// glibc's tmpfile() makes its file with open(O_TMPFILE): the description's flags keep
+/// O_TMPFILE (and O_DIRECTORY, part of it), which no reopen of the file may pass.
+#[test]
+fn a_file_made_by_o_tmpfile_comes_back_with_its_contents_and_flags() {
+    cryo_bin();
+    let mut w = Workload::spawn("deleted-file", &["100000", "12", "tmpfile"]);
+    let want = protocol::len_and_checksum(&protocol::pattern(100_000, 12));
+    assert_eq!(w.cmd("read"), want);
+    let flags = w.cmd("flags");
+    let tmpfile = format!("{:o}", libc::O_TMPFILE);
+    assert!(
+        i32::from_str_radix(&flags, 8).unwrap() & libc::O_TMPFILE == libc::O_TMPFILE,
+        "F_GETFL {flags} lacks O_TMPFILE {tmpfile}"
+    );
+    w.dump_and_restore();
+    assert_eq!(w.cmd("read"), want);
+    assert_eq!(w.cmd("pos"), "100000");
+    assert_eq!(w.cmd("flags"), flags, "F_GETFL");
+    let fds = parse_fds(&w.cmd("fds"));
+    assert!(
+        fds.values()
+            .any(|t| t.ends_with(" (deleted)") && t.contains("/#")),
+        "an unnamed file of the control directory: {fds:?}"
+    );
+    w.kill_restored();
+}
+
 #[test]
 fn unread_pipe_data_survives() {
     cryo_bin();

@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use cryo_proto::image::{
     file_desc::Kind, FileDesc, FileExtent, LinkedInode, RawFileRef, RegularFile,
 };
-use nix::fcntl::OFlag;
+use nix::fcntl::{FcntlArg, OFlag};
 use nix::sys::stat::Mode;
 use nix::sys::time::TimeSpec;
 use nix::unistd::{Gid, Uid, Whence};
@@ -531,6 +531,21 @@ impl Ghosts {
         reg: &RegularFile,
         images: &ImageDir,
     ) -> Result<PathBuf, FileError> {
+        self.handle_or_tmpfile(desc, reg, images, None)
+            .map(|(path, _)| path)
+    }
+
+    /// [`Self::handle`]; when `tmpfile` (the open flags of description `desc`, which was
+    /// made by open(O_TMPFILE)) is given and this call recreates the ghost, it is made by
+    /// such an open in the same directory and that fd is returned too: the description's
+    /// own, whose F_GETFL shows O_TMPFILE as the original's did (no reopen can).
+    fn handle_or_tmpfile(
+        &mut self,
+        desc: &FileDesc,
+        reg: &RegularFile,
+        images: &ImageDir,
+        tmpfile: Option<OFlag>,
+    ) -> Result<(PathBuf, Option<OwnedFd>), FileError> {
         let directory = reg.mode & libc::S_IFMT == libc::S_IFDIR;
         let name = match (&reg.linked, &reg.contents) {
             _ if directory => format!("directory {}:{}", reg.dev, reg.ino),
@@ -544,22 +559,33 @@ impl Ghosts {
             }
         };
         if let Some(fd) = self.made.get(&name) {
-            return Ok(self_fd(fd.as_raw_fd()));
+            return Ok((self_fd(fd.as_raw_fd()), None));
         }
         let key = (images.path().to_owned(), name.clone());
         if let Some(inode) = RECREATED.with(|r| r.borrow().get(&key).copied()) {
             if let Some(path) = find_open(inode) {
                 debug!(id = desc.id, ghost = %name, via = %path.display(), "ghost file reused");
-                return Ok(path);
+                return Ok((path, None));
             }
         }
+        let mut own = None;
         let fd = match (&reg.linked, &reg.contents) {
             _ if directory => recreate_dir(desc, reg)?,
             (Some(linked), _) => {
                 let inode = reopen_linked(desc, reg, linked, images)?;
                 renamed_deleted(desc, reg, inode)?
             }
-            (None, Some(raw)) => recreate(desc, reg, raw, images)?,
+            (None, Some(raw)) => match tmpfile.map(|flags| recreate_tmpfile(desc, reg, raw, images, flags)) {
+                Some(Ok((fd, desc_fd))) => {
+                    own = Some(desc_fd);
+                    fd
+                }
+                Some(Err(e)) => {
+                    debug!(id = desc.id, path = %reg.path, error = %e, "no O_TMPFILE in the directory: a ghost made elsewhere");
+                    recreate(desc, reg, raw, images)?
+                }
+                None => recreate(desc, reg, raw, images)?,
+            },
             (None, None) => unreachable!("refused above"),
         };
         let meta = fs::metadata(self_fd(fd.as_raw_fd()))
@@ -567,7 +593,7 @@ impl Ghosts {
         RECREATED.with(|r| r.borrow_mut().insert(key, InodeKey::of(&meta)));
         let path = self_fd(fd.as_raw_fd());
         self.made.insert(name, fd);
-        Ok(path)
+        Ok((path, own))
     }
 }
 
@@ -614,6 +640,30 @@ fn recreate(
         "deleted file recreated"
     );
     Ok(file.into())
+}
+
+/// Recreates the deleted file of `reg`, which description `desc` made with open(O_TMPFILE),
+/// the same way: an open of its directory with O_TMPFILE and `flags` (the description's, O_APPEND
+/// set once it is filled), then filled through a read-write reopen of it. Returns that
+/// read-write fd (the ghost's handle) and the description's fd.
+fn recreate_tmpfile(
+    desc: &FileDesc,
+    reg: &RegularFile,
+    raw: &RawFileRef,
+    images: &ImageDir,
+    flags: OFlag,
+) -> io::Result<(OwnedFd, OwnedFd)> {
+    let dir = Path::new(&reg.path).parent().unwrap_or(Path::new("/"));
+    let append = flags.contains(OFlag::O_APPEND);
+    let own = nix::fcntl::open(dir, (flags - OFlag::O_APPEND) | OFlag::O_TMPFILE, Mode::from_bits_truncate(0o600))?;
+    let mut file: File = nix::fcntl::open(&self_fd(own.as_raw_fd()), OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty())?.into();
+    fill(&mut file, reg, raw, images)?;
+    if append {
+        let now = nix::fcntl::fcntl(&own, FcntlArg::F_GETFL)?;
+        nix::fcntl::fcntl(&own, FcntlArg::F_SETFL(OFlag::from_bits_retain(now) | OFlag::O_APPEND))?;
+    }
+    debug!(id = desc.id, path = %reg.path, size = raw.size, "deleted file recreated with O_TMPFILE");
+    Ok((file.into(), own))
 }
 
 /// A new directory for a removed one named `original` ([`make_beside`]). Returns its path.
@@ -795,10 +845,17 @@ fn open(
     let flags = open_flags(desc.flags);
     let o_path = desc.flags & libc::O_PATH as u32 != 0;
     let fd = if reg.deleted {
-        let handle = ghosts.handle(desc, reg, images)?;
-        // The magic link is followed on purpose, whatever O_NOFOLLOW said.
-        nix::fcntl::open(&handle, flags & !OFlag::O_NOFOLLOW, Mode::empty())
-            .map_err(|e| restore_err(desc, "open the recreated file", e.into()))?
+        let made_by_tmpfile = desc.flags & TMPFILE_BIT != 0 && !directory;
+        let (handle, own) =
+            ghosts.handle_or_tmpfile(desc, reg, images, made_by_tmpfile.then_some(flags))?;
+        match own {
+            Some(fd) => fd,
+            // The magic link is followed on purpose, whatever O_NOFOLLOW said. A description
+            // made by O_TMPFILE whose inode another description recreated first is reopened
+            // without it: KNOWN GAP (its F_GETFL lacks O_TMPFILE).
+            None => nix::fcntl::open(&handle, reopen_flags(flags), Mode::empty())
+                .map_err(|e| restore_err(desc, "open the recreated file", e.into()))?,
+        }
     } else {
         let opened = if o_path {
             nix::fcntl::open(Path::new(&reg.path), flags, Mode::empty())
@@ -840,6 +897,21 @@ fn open(
     }
     set_async(desc, &fd)?;
     Ok(fd)
+}
+
+/// The flag open(O_TMPFILE) leaves in a description's flags beside O_DIRECTORY (glibc's
+/// tmpfile() makes such descriptions).
+const TMPFILE_BIT: u32 = (libc::O_TMPFILE & !libc::O_DIRECTORY) as u32;
+
+/// The flags that reopen a recreated file through its magic link: without O_NOFOLLOW (the
+/// link is followed on purpose) and without O_TMPFILE (which would make another file).
+fn reopen_flags(flags: OFlag) -> OFlag {
+    let flags = flags - OFlag::O_NOFOLLOW;
+    if flags.bits() as u32 & TMPFILE_BIT != 0 {
+        flags - OFlag::O_TMPFILE
+    } else {
+        flags
+    }
 }
 
 /// Opens the regular file `reg` of description `desc` for a mapping.

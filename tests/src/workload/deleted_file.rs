@@ -1,8 +1,10 @@
-//! `deleted-file [LEN] [SEED]`: a file created in the control directory, filled, kept open
-//! and unlinked: its contents live only in the open file.
+//! `deleted-file [LEN] [SEED] [tmpfile]`: a file created in the control directory, filled,
+//! kept open and unlinked: its contents live only in the open file. With `tmpfile` it is made
+//! unnamed by open(O_TMPFILE) in that directory, as glibc's tmpfile() does.
 //!
 //! ```text
-//! deleted-file [LEN] [SEED]  read   -> <len> <checksum>                   pos -> <offset>
+//! deleted-file [LEN] [SEED] [tmpfile]  read  -> <len> <checksum>       pos -> <offset>
+//!                                      flags -> <F_GETFL, octal>
 //! ```
 
 use std::path::Path;
@@ -15,15 +17,21 @@ struct DeletedFile {
     len: usize,
 }
 
-/// `deleted-file [LEN] [SEED]`
+/// `deleted-file [LEN] [SEED] [tmpfile]`
 pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
     let len: usize = arg(args, 0, 100_000)?;
     let seed = seed_arg(args, 1)?;
-    let path = dir.join(protocol::DELETED_FILE);
-    let fd = sys::open_mode(&path, libc::O_RDWR | libc::O_CREAT | libc::O_EXCL, 0o600)
-        .map_err(failed("create deleted file"))?;
+    let fd = if args.get(2).is_some_and(|a| a == "tmpfile") {
+        sys::open_mode(dir, libc::O_RDWR | libc::O_TMPFILE, 0o640)
+            .map_err(failed("open O_TMPFILE"))?
+    } else {
+        let path = dir.join(protocol::DELETED_FILE);
+        let fd = sys::open_mode(&path, libc::O_RDWR | libc::O_CREAT | libc::O_EXCL, 0o600)
+            .map_err(failed("create deleted file"))?;
+        std::fs::remove_file(&path).map_err(failed("unlink"))?;
+        fd
+    };
     sys::write_all(fd, &protocol::pattern(len, seed)).map_err(failed("write"))?;
-    std::fs::remove_file(&path).map_err(failed("unlink"))?;
     Ok(Box::new(DeletedFile { fd, len }))
 }
 
@@ -36,6 +44,7 @@ impl Mode for DeletedFile {
                 Ok(protocol::len_and_checksum(&data[..n]))
             }
             ("pos", []) => Ok(sys::tell(self.fd).map_err(io_err)?.to_string()),
+            ("flags", []) => Ok(format!("{:o}", sys::file_flags(self.fd).map_err(io_err)?)),
             _ => unknown(verb),
         }
     }
