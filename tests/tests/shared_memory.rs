@@ -176,3 +176,24 @@ fn memfds_and_shared_anonymous_memory_stay_one_object() {
     }
     w.kill_restored();
 }
+
+/// A memfd holding a script runs with execveat after the restore as before: memfd_create's
+/// own read-write description counts as no writer (a reopen for writing would, and the exec
+/// would fail with ETXTBSY). Its read-only reopen stays read-only.
+#[test]
+fn a_memfd_made_by_memfd_create_stays_executable_after_a_restore() {
+    cryo_bin();
+    let mut w = Workload::spawn("held", &["memfd-script"]);
+    assert_eq!(w.cmd("run"), "status 0", "execveat before the dump");
+    let flags = w.cmd("flags");
+    let reopened = w.cmd("flags-of 49");
+    w.dump_and_restore();
+    assert_eq!(w.cmd("run"), "status 0", "execveat after the restore");
+    assert_eq!(w.cmd("flags"), flags, "F_GETFL of the memfd");
+    assert_eq!(
+        w.cmd("flags-of 49"),
+        reopened,
+        "F_GETFL of its read-only reopen"
+    );
+    w.kill_restored();
+}

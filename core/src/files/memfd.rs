@@ -4,22 +4,25 @@
 //! dump     /proc/PID/fd/N reads "/memfd:NAME (deleted)" (a VMA: /proc/PID/map_files/S-E)
 //!          data extents copied into memfd-ID.img (once per inode), F_GET_SEALS
 //! restore  memfd_create(NAME, MFD_ALLOW_SEALING) once per inode (by cryo for a whole tree:
-//!          shmem.rs), size set, contents written back, mode set, seals added last; every
-//!          description is a reopen of it through /proc/self/fd (its own flags and offset)
+//!          shmem.rs), size set, contents written back, mode set, seals added last; the
+//!          description standing for memfd_create's (made_by_memfd_create) is the made one's
+//!          own (a reopen for writing would count as a writer: execveat fails ETXTBSY), every
+//!          other description a reopen of it through /proc/self/fd (its own flags and offset)
 //! ```
 //!
 //! A memfd without MFD_ALLOW_SEALING reads F_SEAL_SEAL, so it is recreated sealable and
 //! sealed with F_SEAL_SEAL: the same thing. A hugetlb memfd (MFD_HUGETLB) is made again in
 //! huge pages of its size, its contents saved and written back as memory/hugetlb.rs does.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use cryo_proto::image::{file_desc::Kind, FileDesc, Memfd};
+use nix::fcntl::{FcntlArg, OFlag};
 use nix::sys::stat::Mode;
 use nix::unistd::{Pid, Whence};
 
@@ -34,9 +37,10 @@ use crate::image::ImageDir;
 /// memfds, hugetlb ones too.
 pub(super) struct Memfds;
 
-/// The memfds a dump has saved, by inode: their contents are saved once.
+/// The memfds a dump has saved, by inode: their contents are saved once; and the inodes one
+/// of whose descriptions already stands for memfd_create's.
 #[derive(Debug, Default)]
-struct Saved(HashMap<InodeKey, Memfd>);
+struct Saved(HashMap<InodeKey, Memfd>, HashSet<InodeKey>);
 
 impl FileKind for Memfds {
     type Record = Memfd;
@@ -53,8 +57,11 @@ impl FileKind for Memfds {
     }
 
     fn dump(&self, fd: &mut Dumping<'_>) -> Result<Kind, FileError> {
-        let saved = &mut fd.state.get::<Saved>().0;
-        dump(fd.id, fd.open, fd.meta, fd.images, saved).map(Kind::Memfd)
+        let Saved(saved, creators) = fd.state.get::<Saved>();
+        let mut m = dump(fd.id, fd.open, fd.meta, fd.images, saved)?;
+        let read_write = fd.open.flags & libc::O_ACCMODE as u32 == libc::O_RDWR as u32;
+        m.made_by_memfd_create = read_write && creators.insert(InodeKey::of(fd.meta));
+        Ok(Kind::Memfd(m))
     }
 
     fn validate(&self, desc: &FileDesc, m: &Memfd, cx: &mut Checking<'_>) -> Result<(), FileError> {
@@ -140,6 +147,7 @@ fn record(
         sparse: true,
         extents,
         hugetlb_page_size: huge.unwrap_or(0),
+        made_by_memfd_create: false,
     };
     saved.insert(key, m.clone());
     Ok(m)
@@ -218,27 +226,48 @@ impl Made {
         images: &ImageDir,
         slots: &shmem::Slots,
     ) -> Result<OwnedFd, FileError> {
-        let fd = match shmem::reopen(desc, slots, open_flags(desc.flags)) {
-            Some(fd) => fd?,
-            None => {
+        let fd = match (m.made_by_memfd_create, shmem::slot(desc, slots)) {
+            (true, Some(slot)) => own_description(desc, slot)?,
+            (false, Some(_)) => shmem::reopen(desc, slots, open_flags(desc.flags))
+                .expect("the slot is there")?,
+            (own, None) => {
                 let holder = match self.by_ino.entry(m.ino) {
                     std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                     std::collections::hash_map::Entry::Vacant(v) => {
                         v.insert(recreate(desc, m, images, true)?)
                     }
                 };
-                let path = PathBuf::from(format!("/proc/self/fd/{}", holder.as_raw_fd()));
-                nix::fcntl::open(Path::new(&path), open_flags(desc.flags), Mode::empty())
-                    .map_err(|e| restore_err(desc, "reopen the memfd", e.into()))?
+                if own {
+                    own_description(desc, holder.as_raw_fd())?
+                } else {
+                    let path = PathBuf::from(format!("/proc/self/fd/{}", holder.as_raw_fd()));
+                    nix::fcntl::open(Path::new(&path), open_flags(desc.flags), Mode::empty())
+                        .map_err(|e| restore_err(desc, "reopen the memfd", e.into()))?
+                }
             }
         };
-        if desc.pos != 0 {
+        if desc.pos != 0 || m.made_by_memfd_create {
             nix::unistd::lseek(&fd, desc.pos as i64, Whence::SeekSet)
                 .map_err(|e| restore_err(desc, "lseek", e.into()))?;
         }
         set_async(desc, &fd)?;
         Ok(fd)
     }
+}
+
+/// Description `desc` as the description of the memfd made again at `made` (memfd_create's
+/// own, which is read-write and counts as no writer), with the status flags `desc` had (its
+/// offset is the caller's).
+fn own_description(desc: &FileDesc, made: RawFd) -> Result<OwnedFd, FileError> {
+    let fd = sys::fd::dup_at_least(sys::fd::borrow_raw(made), 0)
+        .map_err(|e| restore_err(desc, "F_DUPFD_CLOEXEC of the memfd", e))?;
+    let settable = libc::O_APPEND | libc::O_NONBLOCK | libc::O_NOATIME | libc::O_DIRECT;
+    let status = desc.flags as i32 & settable;
+    if status != 0 {
+        nix::fcntl::fcntl(&fd, FcntlArg::F_SETFL(OFlag::from_bits_retain(status)))
+            .map_err(|e| restore_err(desc, "F_SETFL", e.into()))?;
+    }
+    Ok(fd)
 }
 
 /// memfd_create, size, contents, mode, and the seals if `seal` (else the caller adds them

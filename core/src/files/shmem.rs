@@ -305,6 +305,12 @@ pub(crate) fn object_of(desc: &FileDesc) -> Option<u64> {
 /// Where each process finds the objects: dumped inode -> slot fd (inherited from cryo).
 pub type Slots = HashMap<u64, RawFd>;
 
+/// The slot of the object of `desc`; None when `slots` does not hold it (a restore of one
+/// task on its own makes its memfds itself).
+pub(super) fn slot(desc: &FileDesc, slots: &Slots) -> Option<RawFd> {
+    slots.get(&object_of(desc)?).copied()
+}
+
 /// Reopens the object of `desc` held at its slot, with open(2) `flags`; None when `slots`
 /// does not hold it (a restore of one task on its own makes its memfds itself).
 pub(super) fn reopen(
@@ -312,7 +318,7 @@ pub(super) fn reopen(
     slots: &Slots,
     flags: nix::fcntl::OFlag,
 ) -> Option<Result<OwnedFd, FileError>> {
-    let slot = *slots.get(&object_of(desc)?)?;
+    let slot = slot(desc, slots)?;
     let path = PathBuf::from(format!("/proc/self/fd/{slot}"));
     Some(
         nix::fcntl::open(&path, flags, Mode::empty())

@@ -32,6 +32,9 @@
 //!         PIDFD_NONBLOCK; 50: of a child killed by SIGTERM, reaped)
 //!       | pidfd-zombie (of a child that exited 5, left unreaped: a zombie, dumped with it)
 //!       | mqueue (a POSIX message queue, unlinked) | secretmem (memfd_secret)
+//!       | memfd-script (memfd_create's read-write memfd holding "#!/bin/true", and a
+//!         read-only reopen of it at 49)
+//!             run       -> status <wait status, hex> (execveat of 47 in a child)
 //! ```
 
 use std::path::Path;
@@ -89,6 +92,13 @@ fn hold(kind: &str, dir: &Path) -> std::io::Result<i32> {
         }
         "mqueue" => sys::mq_open_unlinked(&format!("cryo-test-{}", std::process::id()))?,
         "secretmem" => sys::memfd_secret()?,
+        "memfd-script" => {
+            let fd = sys::memfd("script")?;
+            sys::write_all(fd, b"#!/bin/true\n")?;
+            let reopened = sys::open(Path::new(&format!("/proc/self/fd/{fd}")), libc::O_RDONLY)?;
+            sys::move_fd(reopened, 49)?;
+            fd
+        }
         "pidfd-self" => sys::pidfd_open(std::process::id() as i32)?,
         "pidfd-init" => sys::pidfd_open(1)?,
         "pidfd-child" => sys::pidfd_open(sys::fork_paused()?)?,
@@ -156,6 +166,9 @@ impl Mode for Held {
     fn command(&mut self, verb: &str, args: &[&str]) -> Result<String, String> {
         match (verb, args) {
             ("fd", []) => Ok(FD.to_string()),
+            ("run", []) => sys::run_fd(FD)
+                .map(|status| format!("status {status:x}"))
+                .map_err(io_err),
             ("readlink", []) => sys::readlink_fd(FD).map_err(io_err),
             ("pidfd", []) => {
                 let info =

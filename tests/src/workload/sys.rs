@@ -678,6 +678,41 @@ pub fn memfd(name: &str) -> io::Result<i32> {
     cvt(unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) })
 }
 
+/// Forks a child that runs the file open as `fd` (execveat with AT_EMPTY_PATH, no
+/// arguments beyond its name, no environment); returns its wait status, or the errno of the
+/// failed execveat as its exit code.
+pub fn run_fd(fd: i32) -> io::Result<i32> {
+    let name = c"run";
+    let argv = [name.as_ptr(), std::ptr::null()];
+    let envp = [std::ptr::null::<libc::c_char>()];
+    match fork()? {
+        0 => {
+            // SAFETY: fcntl takes numbers (the child's own fd table: the script's interpreter
+            // opens /dev/fd/N, which must stay open across the exec); execveat reads the
+            // NUL-terminated strings and arrays above, which live until it replaces the
+            // process; on failure only _exit follows.
+            unsafe {
+                libc::fcntl(fd, libc::F_SETFD, 0);
+                libc::syscall(
+                    libc::SYS_execveat,
+                    fd,
+                    c"".as_ptr(),
+                    argv.as_ptr(),
+                    envp.as_ptr(),
+                    libc::AT_EMPTY_PATH,
+                );
+                libc::_exit(*libc::__errno_location());
+            }
+        }
+        pid => {
+            let mut status = 0;
+            // SAFETY: waitpid writes the status into `status`.
+            cvt(unsafe { libc::waitpid(pid, &mut status, 0) })?;
+            Ok(status)
+        }
+    }
+}
+
 /// A memfd in 2 MiB huge pages (MFD_HUGETLB | MFD_HUGE_2MB).
 pub fn memfd_hugetlb(name: &str) -> io::Result<i32> {
     let name = CString::new(name).expect("no NUL");
