@@ -330,6 +330,23 @@ fn the_two_ends_of_a_deleted_fifo_come_back_on_one_fifo_with_its_owner_and_mode(
     w.kill_restored();
 }
 
+/// The directory of a removed directory held open is gone too: the restore makes it again
+/// under a hidden name (its own place is gone) and removes it. Before: the restore failed,
+/// after the dump had killed the process.
+#[test]
+fn a_removed_directory_whose_parent_was_removed_too_comes_back_removed() {
+    cryo_bin();
+    let mut w = Workload::spawn("held", &["deleted-dir-in-deleted-dir"]);
+    let stat = w.cmd("stat 47");
+    assert!(stat.ends_with(" 0"), "no link left: {stat}");
+    w.dump_and_restore();
+    assert_eq!(w.cmd("stat 47"), stat, "mode, owner, mtime, no link");
+    let link = parse_fds(&w.cmd("fds"))[&47].clone();
+    assert!(link.ends_with("gone (deleted)"), "{link}");
+    assert_eq!(w.cmd("create-in 47"), format!("errno {}", libc::ENOENT));
+    w.kill_restored();
+}
+
 #[test]
 fn a_removed_directory_held_open_comes_back_removed_with_its_mode_and_times() {
     let (mut w, create) = comes_back_removed("deleted-dir", "gone", |w| {

@@ -682,7 +682,8 @@ pub(crate) fn make_beside(
 ) -> io::Result<PathBuf> {
     match made(original) {
         Ok(()) => return Ok(original.to_owned()),
-        Err(nix::errno::Errno::EEXIST) => {}
+        // Taken, or its directory was removed too.
+        Err(nix::errno::Errno::EEXIST | nix::errno::Errno::ENOENT) => {}
         Err(e) => return Err(e.into()),
     }
     let dir = original

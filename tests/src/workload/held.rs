@@ -20,7 +20,8 @@
 //!             pidfd-of FD -> <Pid: of FD's fdinfo>
 //!             wait FD   -> status <hex>  (waitid(P_PIDFD, FD, WEXITED): reaps a zombie child)
 //! KIND: netns | deleted-fifo (O_RDWR) | deleted-fifo-ends (47: read end, O_NONBLOCK;
-//!       49: write end; the FIFO mode 0640, owned by 1234:1235, then deleted) | deleted-dir | deleted-dev | deleted-symlink | symlink
+//!       49: write end; the FIFO mode 0640, owned by 1234:1235, then deleted) | deleted-dir
+//!       | deleted-dir-in-deleted-dir (parent/gone, both removed) | deleted-dev | deleted-symlink | symlink
 //!       | pidfd-self | pidfd-child (of a child blocked in pause(), dumped with it)
 //!       | pidfd-child-nonblock (the same, PIDFD_NONBLOCK)
 //!       | pidfd-child-shared (pidfd-child, then a second child forked: it inherits fd 47)
@@ -74,6 +75,13 @@ fn hold(kind: &str, dir: &Path) -> std::io::Result<i32> {
             std::fs::create_dir(at("gone"))?;
             let fd = sys::open(&at("gone"), libc::O_RDONLY | libc::O_DIRECTORY)?;
             std::fs::remove_dir(at("gone"))?;
+            fd
+        }
+        "deleted-dir-in-deleted-dir" => {
+            std::fs::create_dir_all(at("parent/gone"))?;
+            let fd = sys::open(&at("parent/gone"), libc::O_RDONLY | libc::O_DIRECTORY)?;
+            std::fs::remove_dir(at("parent/gone"))?;
+            std::fs::remove_dir(at("parent"))?;
             fd
         }
         "deleted-dev" => {
