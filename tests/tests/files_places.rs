@@ -79,3 +79,17 @@ fn an_fd_on_proc_pid_is_refused_at_dump() {
         .assert_stderr_mentions(&format!("/proc/{}", w.pid()));
     w.assert_untouched();
 }
+
+/// A working directory in the /proc directory of a process that has gone (zdtm's
+/// unhashed_proc): nothing at restore can be it. Before: dumped, killed, and the restore
+/// failed (`chdir /proc/N: No such file or directory`).
+#[test]
+fn a_working_directory_in_a_processs_proc_directory_is_refused_at_dump() {
+    cryo_bin();
+    let w = Workload::spawn("places", &["proc-cwd", "/"]);
+    let out = w.dump(&w.path("img"), &[]);
+    out.assert_refused()
+        .assert_stderr_mentions(&format!("pid {}: its working directory /proc/", w.pid()))
+        .assert_stderr_mentions("a process's directory of /proc");
+    w.assert_untouched();
+}

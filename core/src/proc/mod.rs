@@ -70,6 +70,17 @@ pub enum ProcError {
         /// The line at fault, where there is one.
         line: Option<String>,
     },
+    /// Its working or root directory is a process's directory of /proc, which names that
+    /// process (gone, or another one, by the time of a restore).
+    #[error("pid {pid}: its {what} {path} is a process's directory of /proc: not supported (a restore would find another process there, or none)")]
+    ProcessDirectory {
+        /// The task.
+        pid: Pid,
+        /// "working directory" or "root directory".
+        what: &'static str,
+        /// The path the kernel gives.
+        path: String,
+    },
     /// Its working or root directory cannot be found again by a restore.
     #[error("pid {pid}: its {what} {path} was deleted: not supported yet")]
     DeletedDirectory {
@@ -283,6 +294,7 @@ pub fn stat_link(pid: Pid, name: &str) -> Result<fs::Metadata> {
 /// " (deleted)").
 pub fn cwd(pid: Pid) -> Result<(String, bool)> {
     let path = link(pid, "cwd")?.to_string_lossy().into_owned();
+    refuse_process_directory(pid, "working directory", &path)?;
     Ok(match path.strip_suffix(" (deleted)") {
         Some(gone) => (gone.to_string(), true),
         None => (path, false),
@@ -293,17 +305,38 @@ pub fn cwd(pid: Pid) -> Result<(String, bool)> {
 /// chroot to; a deleted one is refused.
 pub fn dir_link(pid: Pid, name: &'static str) -> Result<String> {
     let path = link(pid, name)?.to_string_lossy().into_owned();
+    let what = if name == "cwd" {
+        "working directory"
+    } else {
+        "root directory"
+    };
+    refuse_process_directory(pid, what, &path)?;
     match path.strip_suffix(" (deleted)") {
         Some(gone) => Err(ProcError::DeletedDirectory {
             pid,
-            what: if name == "cwd" {
-                "working directory"
-            } else {
-                "root directory"
-            },
+            what,
             path: gone.to_string(),
         }),
         None => Ok(path),
+    }
+}
+
+/// Refuses `path`, the `what` of `pid`, when it is in a process's directory of /proc
+/// (/proc/N or below, N a pid: the process's own too, whose pid a restore into a new PID
+/// namespace changes).
+fn refuse_process_directory(pid: Pid, what: &'static str, path: &str) -> Result<()> {
+    let first = path
+        .strip_prefix("/proc/")
+        .and_then(|rest| rest.split(['/', ' ']).next());
+    match first {
+        Some(n) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => {
+            Err(ProcError::ProcessDirectory {
+                pid,
+                what,
+                path: path.to_string(),
+            })
+        }
+        _ => Ok(()),
     }
 }
 

@@ -8,6 +8,8 @@
 //! places deleted-cwd-held DIR  the same, also open at fd 41
 //! places deleted-cwd-child DIR the same, then a child forked there (paused)
 //! places proc-fd DIR       fd 40 on /proc/<its own pid>/status
+//! places proc-cwd DIR      working directory /proc/<a child's pid>, the child then killed
+//!                          and reaped (the directory is gone with it)
 //!                          where -> <working directory> (getcwd, as the process sees it)
 //!                          root  -> whether / holds the marker file DIR/jail/marker
 //!                          cwd   -> <the link /proc/self/cwd> <mode, octal> <nlink> <mtime ns>
@@ -60,6 +62,12 @@ pub fn start(args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
             let path = format!("/proc/{}/status", std::process::id());
             let fd = sys::open(Path::new(&path), libc::O_RDONLY).map_err(failed("open"))?;
             sys::move_fd(fd, 40).map_err(failed("dup2"))?;
+        }
+        "proc-cwd" => {
+            let child = sys::fork_paused().map_err(failed("fork"))?;
+            std::env::set_current_dir(format!("/proc/{child}")).map_err(failed("chdir"))?;
+            sys::tgkill(child, child, libc::SIGKILL).map_err(failed("kill"))?;
+            sys::reap(child).map_err(failed("waitpid"))?;
         }
         other => return Err(format!("unknown place {other:?}")),
     }
