@@ -570,7 +570,8 @@ pub fn capture_udp_extras(fd: impl AsFd) -> Result<UdpExtras> {
         }
     }
     let mut icmp6_filter = Vec::new();
-    if ty == libc::SOCK_RAW && proto == libc::IPPROTO_ICMPV6 {
+    // An IPv4 raw socket of protocol 58 has no such filter (EOPNOTSUPP): ICMPv6 is IPv6's.
+    if ty == libc::SOCK_RAW && proto == libc::IPPROTO_ICMPV6 && ipv6 {
         // struct icmp6_filter: 256 bits, one per ICMPv6 type (set: blocked).
         let mut filter = [0u8; 32];
         let n = sys::get_bytes(fd, libc::IPPROTO_ICMPV6, ICMP6_FILTER, &mut filter)

@@ -627,6 +627,25 @@ fn a_raw_socket_shut_for_reading_stays_shut() {
     shut_for_reading_survives_restore(&mut w, &s);
 }
 
+/// An IPv4 raw socket of protocol 58 (ICMPv6's number, zdtm's socket-raw makes one of each
+/// protocol): it has no ICMPv6 type filter to read. Before: the dump failed on it
+/// (`getsockopt ICMP6_FILTER: EOPNOTSUPP`).
+#[test]
+fn an_ipv4_raw_socket_of_protocol_icmpv6_comes_back_with_its_protocol() {
+    let mut w = socks();
+    let s = w.cmd(&format!("socket inet raw {}", libc::IPPROTO_ICMPV6));
+    let protocol = opt(libc::SOL_SOCKET, libc::SO_PROTOCOL);
+    let domain = opt(libc::SOL_SOCKET, libc::SO_DOMAIN);
+    assert_eq!(w.cmd(&format!("getopt {s} {protocol}")), "58");
+    w.dump_and_restore();
+    assert_eq!(w.cmd(&format!("getopt {s} {protocol}")), "58");
+    assert_eq!(
+        w.cmd(&format!("getopt {s} {domain}")),
+        libc::AF_INET.to_string()
+    );
+    w.kill_restored();
+}
+
 #[test]
 fn a_connect_in_progress_comes_back_from_the_same_port_and_completes() {
     cryo_bin();
