@@ -121,6 +121,30 @@ fn a_pty_keeps_its_packet_mode_and_slave_lock() {
     w.kill_restored();
 }
 
+/// The slave's node keeps the owner, group and mode a process gave it (zdtm's pty01 fchowns
+/// it; `mesg n` clears its group write bit): the shell on it reads them after the restore.
+#[test]
+fn a_pty_slave_node_keeps_its_owner_group_and_mode() {
+    cryo_bin();
+    let _one = PTYS.lock().unwrap_or_else(|e| e.into_inner());
+    let mut w = Workload::spawn("pty-shell", &[]);
+    let _shell = KillOnDrop(w.cmd("child").parse().unwrap());
+    let node = "1234.4321.600|";
+    assert_eq!(
+        w.cmd("sh chown 1234:4321 $(tty) && chmod 600 $(tty) && stat -c %u.%g.%a $(tty)"),
+        node
+    );
+    let img = w.path("img");
+    w.dump_ok(&img);
+    w.restore_detached(&img);
+    assert_eq!(
+        w.cmd("sh stat -c %u.%g.%a $(tty)"),
+        node,
+        "seen by the restored shell"
+    );
+    w.kill_restored();
+}
+
 /// Pty slave `path` opened by the test (a process outside the dump), not as its controlling
 /// terminal.
 fn open_slave(path: &str) -> std::fs::File {

@@ -8,7 +8,7 @@
 //!            master      TIOCGPTN (the index), TIOCGPKT, TIOCGPTLCK, FIONREAD (what the
 //!                        slave wrote and the master has not read: refused when not empty)
 //!            slave       its index from rdev, TIOCGEXCL, FIONREAD (input the slave has not
-//!                        read: refused when not empty)
+//!                        read: refused when not empty), fstat (the node's owner and mode)
 //!            /dev/tty    TIOCGDEV: the pty slave it reaches (the process's controlling tty)
 //!            any end     TCGETS2 (modes and speeds), TIOCGETD (N_TTY only), TIOCGWINSZ
 //!          then, over the whole dump (finish_dump): both ends present, the session whose
@@ -19,7 +19,8 @@
 //!          path: ttyname, tmux's pane_tty), or the restore is refused before anything exists
 //! restore  the maker of the pair (the lowest common ancestor of its holders) opens
 //!          /dev/ptmx until TIOCGPTN says N (devpts hands out the lowest free index; the
-//!          lower ones it got meanwhile are closed), unlocks, opens each slave description
+//!          lower ones it got meanwhile are closed), unlocks, gives the slave node its owner
+//!          and mode (fchown, fchmod through TIOCGPTPEER), opens each slave description
 //!          (TIOCGPTPEER with its flags), sets modes, window size, packet mode and TIOCEXCL
 //!          through the master (the lock once every process is whole); the session leader takes the slave as controlling
 //!          terminal (TIOCSCTTY) before it forks the session's other processes, and the
@@ -73,6 +74,8 @@ struct PairSeen {
     locked: bool,
     /// From a slave: TIOCEXCL.
     exclusive: bool,
+    /// From a slave: the owner, group and permission bits of /dev/pts/N.
+    node: (u32, u32, u32),
 }
 
 /// The ptys of a dump, by index.
@@ -290,6 +293,11 @@ fn dump(
             }
             pair.exclusive =
                 sys::tty::get_int(dup, libc::TIOCGEXCL).map_err(ioctl_err("TIOCGEXCL"))? != 0;
+            if end == PtyEnd::Slave {
+                // /dev/tty's own node is not the slave's.
+                let st = nix::sys::stat::fstat(dup).map_err(|e| ioctl_err("fstat")(e.into()))?;
+                pair.node = (st.st_uid, st.st_gid, st.st_mode & 0o7777);
+            }
             let list = if end == PtyEnd::Slave {
                 &mut pair.slaves
             } else {
@@ -500,6 +508,7 @@ pub(super) fn finish_dump(
         p.packet = pair.packet;
         p.locked = pair.locked;
         p.exclusive = pair.exclusive;
+        (p.slave_uid, p.slave_gid, p.slave_mode) = pair.node;
         (p.sid, p.foreground_pgid) = sessions.get(&p.index).copied().unwrap_or((0, 0));
     }
     Ok(())
@@ -560,6 +569,19 @@ fn open_pair(group: &[(&FileDesc, &Pty)]) -> Result<Vec<(u32, OwnedFd)>, FileErr
     let m = master.as_fd();
     let step = |op: &'static str| move |e| restore_err(mdesc, op, e);
     sys::tty::set_int(m, libc::TIOCSPTLCK, 0).map_err(step("TIOCSPTLCK (unlock)"))?;
+    if p.slave_mode != 0 {
+        // The node's owner first: a chown may clear permission bits.
+        let node = sys::tty::open_peer(m, libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC)
+            .map_err(step("TIOCGPTPEER"))?;
+        nix::unistd::fchown(
+            &node,
+            Some(nix::unistd::Uid::from_raw(p.slave_uid)),
+            Some(nix::unistd::Gid::from_raw(p.slave_gid)),
+        )
+        .map_err(|e| step("fchown /dev/pts/N")(e.into()))?;
+        nix::sys::stat::fchmod(&node, Mode::from_bits_truncate(p.slave_mode))
+            .map_err(|e| step("fchmod /dev/pts/N")(e.into()))?;
+    }
     let mut out = Vec::with_capacity(group.len());
     for &(desc, s) in group.iter().filter(|(_, s)| s.end == PtyEnd::Slave as i32) {
         // Without O_CLOEXEC: TIOCGPTPEER would keep it in the file's own flags (F_GETFL,
