@@ -65,6 +65,7 @@ pub(crate) mod open;
 mod outside;
 mod pipes;
 mod place;
+pub(crate) mod procfs;
 pub mod pty;
 mod regular;
 mod registry;

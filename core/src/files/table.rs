@@ -575,14 +575,12 @@ fn classify(open: &OpenFd) -> Result<(Seen, fs::Metadata), FileError> {
         Link::Memfd => {
             return Ok((Seen::Memfd, open.stat()?));
         }
-        Link::Other(kind) => {
-            let kind = match kind {
-                "net" | "mnt" | "pid" | "user" | "uts" | "ipc" | "cgroup" | "time" => {
-                    format!("{kind} namespace")
-                }
-                other => format!("{other} file"),
-            };
-            return Err(open.refuse(kind, false));
+        Link::Other(kind) if super::procfs::NAMESPACES.contains(&kind) => {
+            let kind = kind.to_string();
+            return Ok((Seen::Namespace { kind }, open.stat()?));
+        }
+        Link::Other(other) => {
+            return Err(open.refuse(format!("{other} file"), false));
         }
         Link::Pipe(ino) => {
             let meta = open.stat()?;
@@ -603,6 +601,12 @@ fn classify(open: &OpenFd) -> Result<(Seen, fs::Metadata), FileError> {
     }
     if let Some(kind) = unreachable_by_path(open) {
         return Err(open.refuse(kind, true));
+    }
+    if is_proc(open) {
+        // Reopened by the process itself once what it names exists (procfs.rs), whatever it
+        // is (a file, a directory, an O_PATH fd).
+        let path = path.to_string();
+        return Ok((Seen::Proc { path }, meta));
     }
     let (path, deleted) = inspect::resolve_deleted(path, &meta);
     let file_type = meta.file_type();
@@ -644,6 +648,14 @@ fn classify(open: &OpenFd) -> Result<(Seen, fs::Metadata), FileError> {
     Ok((seen, meta))
 }
 
+/// Whether the fd is on a proc filesystem (a file of /proc: procfs.rs).
+fn is_proc(open: &OpenFd) -> bool {
+    /// PROC_SUPER_MAGIC from linux/magic.h.
+    const PROC_SUPER_MAGIC: i64 = 0x9fa0;
+    nix::sys::statfs::statfs(&open.proc_path())
+        .is_ok_and(|fs| fs.filesystem_type().0 as i64 == PROC_SUPER_MAGIC)
+}
+
 /// Whether the fd is on the mqueue filesystem (a POSIX message queue: mqueue.rs).
 fn is_mqueue(open: &OpenFd) -> bool {
     nix::sys::statfs::statfs(&open.proc_path())
@@ -674,7 +686,9 @@ fn check_reachable(open: &OpenFd, seen: &Seen, meta: &fs::Metadata) -> Result<()
         | Seen::Anon { .. }
         | Seen::Memfd
         | Seen::Mqueue { .. }
-        | Seen::Socket { .. } => {
+        | Seen::Socket { .. }
+        | Seen::Proc { .. }
+        | Seen::Namespace { .. } => {
             return Ok(())
         }
     };

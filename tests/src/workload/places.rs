@@ -7,7 +7,6 @@
 //! places deleted-cwd DIR   working directory DIR/gone, then removed
 //! places deleted-cwd-held DIR  the same, also open at fd 41
 //! places deleted-cwd-child DIR the same, then a child forked there (paused)
-//! places proc-fd DIR       fd 40 on /proc/<its own pid>/status
 //!                          where -> <working directory> (getcwd, as the process sees it)
 //!                          root  -> whether / holds the marker file DIR/jail/marker
 //!                          cwd   -> <the link /proc/self/cwd> <mode, octal> <nlink> <mtime ns>
@@ -55,11 +54,6 @@ pub fn start(args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
             if how == "deleted-cwd-child" {
                 sys::fork_paused().map_err(failed("fork"))?;
             }
-        }
-        "proc-fd" => {
-            let path = format!("/proc/{}/status", std::process::id());
-            let fd = sys::open(Path::new(&path), libc::O_RDONLY).map_err(failed("open"))?;
-            sys::move_fd(fd, 40).map_err(failed("dup2"))?;
         }
         other => return Err(format!("unknown place {other:?}")),
     }
