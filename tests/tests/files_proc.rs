@@ -44,6 +44,7 @@ fn check_all(w: &Workload, when: &str) {
         "{when}: openat(/proc/CHILD, status)"
     );
     assert_eq!(w.cmd("meminfo"), "MemTotal:", "{when}: /proc/meminfo");
+    assert_eq!(w.cmd("thread-comm"), "proc-thread", "{when}: /proc/self/task/TID/comm");
     let host = ns_ino("self", "net");
     assert_eq!(
         w.cmd("ns 44 net"),
@@ -69,6 +70,17 @@ fn proc_files_of_the_process_its_child_and_proc_itself_come_back() {
         status_bytes(w.pid(), 20, 10),
         "status read on from 20"
     );
+    w.kill_restored();
+}
+
+/// A file of /proc itself, not of a process.
+#[test]
+fn proc_meminfo_comes_back() {
+    cryo_bin();
+    let mut w = Workload::spawn("proc-files", &["meminfo"]);
+    assert_eq!(w.cmd("meminfo"), "MemTotal:");
+    w.dump_and_restore();
+    assert_eq!(w.cmd("meminfo"), "MemTotal:", "restored");
     w.kill_restored();
 }
 

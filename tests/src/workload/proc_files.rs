@@ -4,7 +4,10 @@
 //! ```text
 //! proc-files all     40: /proc/self/stat; 41: /proc/self/status, 20 bytes read from it;
 //!                    42: /proc/CHILD (O_PATH|O_DIRECTORY) of a child paused in pause();
-//!                    43: /proc/meminfo; 44: /proc/self/ns/net (cryo's network namespace)
+//!                    43: /proc/meminfo; 44: /proc/self/ns/net (cryo's network namespace);
+//!                    47: /proc/self/task/TID/comm of a second thread named proc-thread,
+//!                    parked forever
+//! proc-files meminfo 43: /proc/meminfo only
 //! proc-files uts     45: cryo's UTS namespace (opened before), then unshare(CLONE_NEWUTS),
 //!                    hostname cryo-procfd-uts, 46: its own (/proc/self/ns/uts)
 //! proc-files outside 40: /proc/1/status (pid 1: outside any dump of the workload)
@@ -16,6 +19,7 @@
 //!   child          -> <the child's pid>
 //!   child-status   -> <Pid: of openat(42, "status")>
 //!   meminfo        -> <the first field of fd 43, read from 0>
+//!   thread-comm    -> <fd 47 read from 0, without its newline>
 //!   ns FD KIND     -> <inode of FD> <inode of /proc/self/ns/KIND after setns(FD)>
 //!   hostname-in FD -> <hostname after setns(FD, CLONE_NEWUTS)>
 //! ```
@@ -55,7 +59,21 @@ pub fn start(args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
             )?;
             open_at("/proc/meminfo", libc::O_RDONLY, 43)?;
             open_at("/proc/self/ns/net", libc::O_RDONLY, 44)?;
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::Builder::new()
+                .name("proc-thread".into())
+                .spawn(move || {
+                    // SAFETY: gettid takes no arguments.
+                    let _ = tx.send(unsafe { libc::gettid() });
+                    loop {
+                        std::thread::park();
+                    }
+                })
+                .map_err(failed("thread"))?;
+            let tid = rx.recv().map_err(|e| format!("thread: {e}"))?;
+            open_at(&format!("/proc/self/task/{tid}/comm"), libc::O_RDONLY, 47)?;
         }
+        "meminfo" => open_at("/proc/meminfo", libc::O_RDONLY, 43)?,
         "uts" => {
             open_at("/proc/self/ns/uts", libc::O_RDONLY, 45)?;
             nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUTS)
@@ -118,6 +136,7 @@ impl Mode for ProcFiles {
                     .replace('\n', "\\n")
                     .replace('\t', "\\t"))
             }
+            ("thread-comm", []) => Ok(read_from_start(47)?.trim_end().to_string()),
             ("child", []) => Ok(self.child.to_string()),
             ("child-status", []) => {
                 let dir = unsafe_borrow(42);
