@@ -78,6 +78,42 @@ impl FileKind for ProcFiles {
         Ok(Kind::ProcFile(rec))
     }
 
+    fn validate(
+        &self,
+        desc: &FileDesc,
+        rec: &ProcFile,
+        _cx: &mut super::kind::Checking<'_>,
+    ) -> Result<(), FileError> {
+        // /proc/PID is not there before the restore makes PID: only the record's shape is
+        // checked here, the file where it is opened (open_late names pid, fd and path).
+        let invalid = |detail: String| FileError::Invalid { id: desc.id, detail };
+        if !rec.namespace.is_empty() {
+            if !NAMESPACES.contains(&rec.namespace.as_str()) || !rec.rest.is_empty() {
+                return Err(invalid(format!("namespace fd of unknown kind {:?}", rec.namespace)));
+            }
+            return Ok(());
+        }
+        let path = if rec.pid == 0 {
+            match rec.rest.strip_prefix("/proc/") {
+                Some(below) if !below.starts_with(|c: char| c.is_ascii_digit())
+                    && !below.starts_with("self")
+                    && !below.starts_with("thread-self") => below,
+                _ => return Err(invalid(format!("{:?} is no file of /proc itself", rec.rest))),
+            }
+        } else if rec.rest.is_empty() {
+            ""
+        } else {
+            rec.rest
+                .strip_prefix('/')
+                .ok_or_else(|| invalid(format!("{:?} is no path below /proc/PID", rec.rest)))?
+        };
+        // The path stays below /proc (and below the process's directory).
+        if path.split('/').any(|c| c.is_empty() || c == "." || c == "..") && !path.is_empty() {
+            return Err(invalid(format!("{:?} leaves its directory", rec.rest)));
+        }
+        Ok(())
+    }
+
     fn open(
         &self,
         desc: &FileDesc,
@@ -251,14 +287,12 @@ fn dump_namespace(
     ))
 }
 
-/// What the restored process holds at the numbers of a description reopened in finish.
+/// What the restored process holds at the numbers of a description reopened in finish: a
+/// pidfd of itself, which an epoll can watch until the file is put over it (pidfd.rs does the
+/// same).
 fn placeholder(desc: &FileDesc) -> Result<OwnedFd, FileError> {
-    nix::fcntl::open(
-        "/",
-        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::empty(),
-    )
-    .map_err(|e| restore_err(desc, "open a placeholder", e.into()))
+    sys::pidfd::pidfd_open(nix::unistd::getpid())
+        .map_err(|e| restore_err(desc, "open a placeholder (pidfd of itself)", e))
 }
 
 /// The key of the slot of cryo's namespace opened for description `desc` (shared.rs): above
@@ -368,6 +402,9 @@ pub(crate) fn open_late(
         .collect();
     mine.sort_unstable();
     mine.dedup();
+    let all: HashMap<u32, &FileDesc> = descs.iter().map(|d| (d.id, d)).collect();
+    // (epoll description, target fd) registered again.
+    let mut watched = std::collections::HashSet::new();
     for id in mine {
         let (desc, p) = by_id[&id];
         let fds: Vec<&FdEntry> = h.fds.iter().filter(|e| e.file_id == id).collect();
@@ -421,6 +458,8 @@ pub(crate) fn open_late(
         }
         let _ = remote.call(libc::SYS_close, &[fd]);
         first.entry(id).or_insert((h.image_pid, at));
+        // Its epolls watched the placeholder, which went with its last fd.
+        super::pidfd::watch_again(h.pid, remote, h.scratch, &all, h.fds, &fds, &mut watched, &format!("its {what}"))?;
     }
     Ok(())
 }

@@ -6,7 +6,8 @@
 //!                    42: /proc/CHILD (O_PATH|O_DIRECTORY) of a child paused in pause();
 //!                    43: /proc/meminfo; 44: /proc/self/ns/net (cryo's network namespace);
 //!                    47: /proc/self/task/TID/comm of a second thread named proc-thread,
-//!                    parked forever
+//!                    parked forever; 48: an epoll watching 49: /proc/self/mountinfo
+//!                    (EPOLLIN, data 49)
 //! proc-files meminfo 43: /proc/meminfo only
 //! proc-files uts     45: cryo's UTS namespace (opened before), then unshare(CLONE_NEWUTS),
 //!                    hostname cryo-procfd-uts, 46: its own (/proc/self/ns/uts)
@@ -20,6 +21,7 @@
 //!   child-status   -> <Pid: of openat(42, "status")>
 //!   meminfo        -> <the first field of fd 43, read from 0>
 //!   thread-comm    -> <fd 47 read from 0, without its newline>
+//!   epoll          -> ready <data> | none  (epoll_wait(48) for up to 1 s)
 //!   ns FD KIND     -> <inode of FD> <inode of /proc/self/ns/KIND after setns(FD)>
 //!   hostname-in FD -> <hostname after setns(FD, CLONE_NEWUTS)>
 //! ```
@@ -72,6 +74,10 @@ pub fn start(args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
                 .map_err(failed("thread"))?;
             let tid = rx.recv().map_err(|e| format!("thread: {e}"))?;
             open_at(&format!("/proc/self/task/{tid}/comm"), libc::O_RDONLY, 47)?;
+            open_at("/proc/self/mountinfo", libc::O_RDONLY, 49)?;
+            let ep = sys::epoll().map_err(failed("epoll"))?;
+            sys::move_fd(ep, 48).map_err(failed("dup2"))?;
+            sys::epoll_add(48, 49, libc::EPOLLIN as u32, 49).map_err(failed("epoll_ctl"))?;
         }
         "meminfo" => open_at("/proc/meminfo", libc::O_RDONLY, 43)?,
         "uts" => {
@@ -137,6 +143,10 @@ impl Mode for ProcFiles {
                     .replace('\t', "\\t"))
             }
             ("thread-comm", []) => Ok(read_from_start(47)?.trim_end().to_string()),
+            ("epoll", []) => Ok(match sys::epoll_wait(48, 1000).map_err(io_err)?.first() {
+                Some(data) => format!("ready {data}"),
+                None => "none".into(),
+            }),
             ("child", []) => Ok(self.child.to_string()),
             ("child-status", []) => {
                 let dir = unsafe_borrow(42);
