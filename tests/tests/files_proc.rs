@@ -44,8 +44,16 @@ fn check_all(w: &Workload, when: &str) {
         "{when}: openat(/proc/CHILD, status)"
     );
     assert_eq!(w.cmd("meminfo"), "MemTotal:", "{when}: /proc/meminfo");
-    assert_eq!(w.cmd("thread-comm"), "proc-thread", "{when}: /proc/self/task/TID/comm");
-    assert_eq!(w.cmd("epoll"), "ready 49", "{when}: an epoll watching /proc/self/mountinfo");
+    assert_eq!(
+        w.cmd("thread-comm"),
+        "proc-thread",
+        "{when}: /proc/self/task/TID/comm"
+    );
+    assert_eq!(
+        w.cmd("epoll"),
+        "ready 49",
+        "{when}: an epoll watching /proc/self/mountinfo"
+    );
     let host = ns_ino("self", "net");
     assert_eq!(
         w.cmd("ns 44 net"),

@@ -653,7 +653,7 @@ fn is_proc(open: &OpenFd) -> bool {
     /// PROC_SUPER_MAGIC from linux/magic.h.
     const PROC_SUPER_MAGIC: i64 = 0x9fa0;
     nix::sys::statfs::statfs(&open.proc_path())
-        .is_ok_and(|fs| fs.filesystem_type().0 as i64 == PROC_SUPER_MAGIC)
+        .is_ok_and(|fs| fs.filesystem_type().0 == PROC_SUPER_MAGIC)
 }
 
 /// Whether the fd is on the mqueue filesystem (a POSIX message queue: mqueue.rs).
