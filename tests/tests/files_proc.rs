@@ -72,6 +72,13 @@ fn proc_files_of_the_process_its_child_and_proc_itself_come_back() {
     check_all(&w, "--leave-running");
     w.dump_and_restore();
     check_all(&w, "restored");
+    // The child inherited fds 40 and 41: one description each with its parent, as before.
+    let child: i32 = w.cmd("child").parse().unwrap();
+    for fd in [40, 41] {
+        // SAFETY: kcmp takes numbers; KCMP_FILE (0) compares the two fds' descriptions.
+        let same = unsafe { libc::syscall(libc::SYS_kcmp, w.pid(), child, 0, fd, fd) };
+        assert_eq!(same, 0, "fd {fd} of the child is its parent's description");
+    }
     // The rest of status read from the position kept (contents made anew).
     let next = w.cmd("status-next 10");
     assert_eq!(
@@ -148,4 +155,35 @@ fn a_namespace_fd_no_process_of_the_dump_is_in_is_refused_naming_pid_fd_and_name
     w.assert_dump_refused("46", "uts namespace uts:[");
     w.dump(&w.path("img"), &[])
         .assert_stderr_mentions("no process of the dump is in");
+}
+
+/// Restored with `--pidns` into a new PID namespace: its /proc files name the process as
+/// cryo's /proc does now (its new pid here), as /proc/self does.
+#[test]
+fn proc_files_restored_into_a_new_pid_namespace_name_the_restored_process() {
+    cryo_bin();
+    let mut w = Workload::spawn("proc-files", &["all"]);
+    let img = w.path("img");
+    w.dump_ok(&img);
+    let out = w.cryo(&[
+        "restore".as_ref(),
+        "-D".as_ref(),
+        img.as_os_str(),
+        "--detach".as_ref(),
+        "--pidns".as_ref(),
+    ]);
+    out.assert_success();
+    let root: i32 = out.stdout.trim().parse().expect("the restored root's pid");
+    let _reaper = cryo_tests::Reaper(vec![root]);
+    assert_ne!(root, w.pid(), "a new pid here");
+    w.adopt_restored_at(root);
+    assert_eq!(
+        w.cmd("stat"),
+        format!("{root} (cryo-workload)"),
+        "/proc/self/stat"
+    );
+    assert_eq!(w.cmd("status-pos"), "20");
+    assert_eq!(w.cmd("thread-comm"), "proc-thread");
+    assert_eq!(w.cmd("meminfo"), "MemTotal:");
+    assert_eq!(w.cmd("epoll"), "ready 49");
 }
