@@ -149,6 +149,13 @@ fn a_proc_file_of_a_process_outside_the_dump_is_refused_naming_pid_fd_and_path()
 }
 
 #[test]
+fn an_fd_on_proc_pid_mem_is_refused_naming_pid_fd_and_path() {
+    cryo_bin();
+    let w = Workload::spawn("proc-files", &["mem"]);
+    w.assert_dump_refused("40", "/mem (a process's memory");
+}
+
+#[test]
 fn a_namespace_fd_no_process_of_the_dump_is_in_is_refused_naming_pid_fd_and_namespace() {
     cryo_bin();
     let w = Workload::spawn("proc-files", &["lost-ns"]);

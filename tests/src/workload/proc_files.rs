@@ -12,6 +12,7 @@
 //! proc-files uts     45: cryo's UTS namespace (opened before), then unshare(CLONE_NEWUTS),
 //!                    hostname cryo-procfd-uts, 46: its own (/proc/self/ns/uts)
 //! proc-files outside 40: /proc/1/status (pid 1: outside any dump of the workload)
+//! proc-files mem     40: /proc/self/mem
 //! proc-files lost-ns 46: a UTS namespace of its own, left again (setns back into cryo's):
 //!                    no process is in it
 //!   stat           -> <pid> <comm>  (the first two fields of fd 40, read from 0)
@@ -88,6 +89,7 @@ pub fn start(args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
             open_at("/proc/self/ns/uts", libc::O_RDONLY, 46)?;
         }
         "outside" => open_at("/proc/1/status", libc::O_RDONLY, 40)?,
+        "mem" => open_at("/proc/self/mem", libc::O_RDONLY, 40)?,
         "lost-ns" => {
             open_at("/proc/self/ns/uts", libc::O_RDONLY, 45)?;
             nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUTS)
