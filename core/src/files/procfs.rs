@@ -43,7 +43,7 @@ use nix::unistd::Pid;
 
 use super::inspect::OpenFd;
 use super::kind::{Dumping, FileKind, Opened, Opening, Seen};
-use super::open::{open_flags, open_no_symlinks};
+use super::open::{open_flags, open_no_symlinks, set_async};
 use super::{restore_err, FileError};
 use crate::remote::Remote;
 use crate::sys;
@@ -94,11 +94,20 @@ impl FileKind for ProcFiles {
             return Ok(());
         }
         let path = if rec.pid == 0 {
-            match rec.rest.strip_prefix("/proc/") {
-                Some(below) if !below.starts_with(|c: char| c.is_ascii_digit())
-                    && !below.starts_with("self")
-                    && !below.starts_with("thread-self") => below,
-                _ => return Err(invalid(format!("{:?} is no file of /proc itself", rec.rest))),
+            match rec.rest.strip_prefix("/proc") {
+                // /proc itself (a directory fd on it).
+                Some("") => "",
+                Some(below) => match below.strip_prefix('/') {
+                    Some(below)
+                        if !below.starts_with(|c: char| c.is_ascii_digit())
+                            && !below.starts_with("self")
+                            && !below.starts_with("thread-self") =>
+                    {
+                        below
+                    }
+                    _ => return Err(invalid(format!("{:?} is no file of /proc itself", rec.rest))),
+                },
+                None => return Err(invalid(format!("{:?} is no file of /proc itself", rec.rest))),
             }
         } else if rec.rest.is_empty() {
             ""
@@ -144,6 +153,7 @@ impl FileKind for ProcFiles {
             nix::unistd::lseek(&fd, desc.pos as i64, nix::unistd::Whence::SeekSet)
                 .map_err(|e| restore_err(desc, "lseek to its position", e.into()))?;
         }
+        set_async(desc, &fd)?;
         Ok(Opened::Now(fd))
     }
 
@@ -437,6 +447,16 @@ pub(crate) fn open_late(
                     if let Err(e) = to {
                         let _ = remote.call(libc::SYS_close, &[fd]);
                         return Err(e);
+                    }
+                }
+                if desc.flags & libc::O_ASYNC as u32 != 0 {
+                    // open(2) ignores O_ASYNC (open.rs: set_async).
+                    let set = remote.call(libc::SYS_fcntl, &[fd, libc::F_GETFL as u64]).and_then(|fl| {
+                        remote.call(libc::SYS_fcntl, &[fd, libc::F_SETFL as u64, fl | libc::O_ASYNC as u64])
+                    });
+                    if let Err(e) = set {
+                        let _ = remote.call(libc::SYS_close, &[fd]);
+                        return Err(err(at, format!("F_SETFL O_ASYNC on {path} (its {what})"))(e));
                     }
                 }
                 fd
