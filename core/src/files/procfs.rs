@@ -86,41 +86,10 @@ impl FileKind for ProcFiles {
     ) -> Result<(), FileError> {
         // /proc/PID is not there before the restore makes PID: only the record's shape is
         // checked here, the file where it is opened (open_late names pid, fd and path).
-        let invalid = |detail: String| FileError::Invalid { id: desc.id, detail };
-        if !rec.namespace.is_empty() {
-            if !NAMESPACES.contains(&rec.namespace.as_str()) || !rec.rest.is_empty() {
-                return Err(invalid(format!("namespace fd of unknown kind {:?}", rec.namespace)));
-            }
-            return Ok(());
-        }
-        let path = if rec.pid == 0 {
-            match rec.rest.strip_prefix("/proc") {
-                // /proc itself (a directory fd on it).
-                Some("") => "",
-                Some(below) => match below.strip_prefix('/') {
-                    Some(below)
-                        if !below.starts_with(|c: char| c.is_ascii_digit())
-                            && !below.starts_with("self")
-                            && !below.starts_with("thread-self") =>
-                    {
-                        below
-                    }
-                    _ => return Err(invalid(format!("{:?} is no file of /proc itself", rec.rest))),
-                },
-                None => return Err(invalid(format!("{:?} is no file of /proc itself", rec.rest))),
-            }
-        } else if rec.rest.is_empty() {
-            ""
-        } else {
-            rec.rest
-                .strip_prefix('/')
-                .ok_or_else(|| invalid(format!("{:?} is no path below /proc/PID", rec.rest)))?
-        };
-        // The path stays below /proc (and below the process's directory).
-        if path.split('/').any(|c| c.is_empty() || c == "." || c == "..") && !path.is_empty() {
-            return Err(invalid(format!("{:?} leaves its directory", rec.rest)));
-        }
-        Ok(())
+        check_shape(rec).map_err(|detail| FileError::Invalid {
+            id: desc.id,
+            detail,
+        })
     }
 
     fn open(
@@ -174,6 +143,45 @@ impl FileKind for ProcFiles {
             ),
         }
     }
+}
+
+/// A record's shape: a known namespace kind, or a path that stays below /proc (a file of
+/// /proc itself, not of a process) or below /proc/PID.
+fn check_shape(rec: &ProcFile) -> Result<(), String> {
+    if !rec.namespace.is_empty() {
+        if !NAMESPACES.contains(&rec.namespace.as_str()) || !rec.rest.is_empty() {
+            return Err(format!("namespace fd of unknown kind {:?}", rec.namespace));
+        }
+        return Ok(());
+    }
+    let not_of_proc = || format!("{:?} is no file of /proc itself", rec.rest);
+    let path = if rec.pid == 0 {
+        match rec.rest.strip_prefix("/proc") {
+            // /proc itself (a directory fd on it).
+            Some("") => "",
+            Some(below) => match below.strip_prefix('/') {
+                Some(below)
+                    if !below.starts_with(|c: char| c.is_ascii_digit())
+                        && !below.starts_with("self")
+                        && !below.starts_with("thread-self") =>
+                {
+                    below
+                }
+                _ => return Err(not_of_proc()),
+            },
+            None => return Err(not_of_proc()),
+        }
+    } else if rec.rest.is_empty() {
+        ""
+    } else {
+        rec.rest
+            .strip_prefix('/')
+            .ok_or_else(|| format!("{:?} is no path below /proc/PID", rec.rest))?
+    };
+    if !path.is_empty() && path.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+        return Err(format!("{:?} leaves its directory", rec.rest));
+    }
+    Ok(())
 }
 
 /// The device of cryo's /proc: the fds reopened by path must be on it.
@@ -482,4 +490,49 @@ pub(crate) fn open_late(
         super::pidfd::watch_again(h.pid, remote, h.scratch, &all, h.fds, &fds, &mut watched, &format!("its {what}"))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(pid: i32, rest: &str) -> ProcFile {
+        ProcFile {
+            pid,
+            rest: rest.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn records_stay_below_proc() {
+        for ok in [
+            file(0, "/proc/meminfo"),
+            file(0, "/proc"),
+            file(0, "/proc/sys/kernel/hostname"),
+            file(7, "/stat"),
+            file(7, ""),
+            file(7, "/net/tcp"),
+        ] {
+            assert_eq!(check_shape(&ok), Ok(()), "{ok:?}");
+        }
+        for bad in [
+            file(0, "/etc/shadow"),
+            file(0, "/proc/1/stat"),
+            file(0, "/proc/self/stat"),
+            file(0, "/proc/../etc/shadow"),
+            file(7, "stat"),
+            file(7, "/../1/stat"),
+            file(7, "/fd//x"),
+        ] {
+            assert!(check_shape(&bad).is_err(), "{bad:?}");
+        }
+        let ns = |kind: &str| ProcFile {
+            pid: 7,
+            namespace: kind.into(),
+            ..Default::default()
+        };
+        assert_eq!(check_shape(&ns("uts")), Ok(()));
+        assert!(check_shape(&ns("../x")).is_err());
+    }
 }
