@@ -338,11 +338,8 @@ pub(crate) fn make_cryos_namespaces<'d>(
             });
         }
         let path = format!("/proc/self/ns/{}", p.namespace);
-        let fd = nix::fcntl::open(
-            path.as_str(),
-            nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
-            nix::sys::stat::Mode::empty(),
-        )
+        // With the description's flags (O_PATH, say).
+        let fd = nix::fcntl::open(path.as_str(), open_flags(d.flags), nix::sys::stat::Mode::empty())
         .map_err(|e| restore_err(d, "open cryo's namespace", e.into()))?;
         made.push((slot_key(d), d, fd));
     }
