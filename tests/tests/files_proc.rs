@@ -141,6 +141,30 @@ fn uts_namespace_fds_of_cryo_and_of_its_own_namespace_come_back() {
     w.kill_restored();
 }
 
+/// A parent holding the UTS namespace of its child (the restore makes it again for the child):
+/// the fd names the child's new namespace.
+#[test]
+fn a_namespace_fd_of_a_childs_own_namespace_names_the_restored_one() {
+    cryo_bin();
+    let mut w = Workload::spawn("proc-files", &["kid-uts"]);
+    let child = w.cmd("child");
+    w.dump_and_restore();
+    assert_eq!(w.cmd("child"), child);
+    let kid_ns = ns_ino(&child, "uts");
+    assert_ne!(
+        kid_ns,
+        ns_ino("self", "uts"),
+        "the child in a UTS namespace of its own"
+    );
+    assert_eq!(
+        w.cmd("ns 46 uts"),
+        format!("{kid_ns} {kid_ns}"),
+        "fd 46 is the child's namespace, entered"
+    );
+    assert_eq!(w.cmd("hostname-in 46"), "cryo-procfd-kid");
+    w.kill_restored();
+}
+
 #[test]
 fn a_proc_file_of_a_process_outside_the_dump_is_refused_naming_pid_fd_and_path() {
     cryo_bin();

@@ -11,6 +11,8 @@
 //! proc-files meminfo 43: /proc/meminfo only
 //! proc-files uts     45: cryo's UTS namespace (opened before), then unshare(CLONE_NEWUTS),
 //!                    hostname cryo-procfd-uts, 46: its own (/proc/self/ns/uts)
+//! proc-files kid-uts 46: /proc/CHILD/ns/uts of a child in a UTS namespace of its own
+//!                    (hostname cryo-procfd-kid), paused in pause()
 //! proc-files outside 40: /proc/1/status (pid 1: outside any dump of the workload)
 //! proc-files mem     40: /proc/self/mem
 //! proc-files lost-ns 46: a UTS namespace of its own, left again (setns back into cryo's):
@@ -87,6 +89,28 @@ pub fn start(args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
                 .map_err(|e| format!("unshare: {e}"))?;
             nix::unistd::sethostname("cryo-procfd-uts").map_err(|e| format!("sethostname: {e}"))?;
             open_at("/proc/self/ns/uts", libc::O_RDONLY, 46)?;
+        }
+        "kid-uts" => {
+            let (rd, wr) = sys::pipe().map_err(failed("pipe"))?;
+            child = sys::fork().map_err(failed("fork"))?;
+            if child == 0 {
+                // The child only makes system calls, then pauses until it dies.
+                let made = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUTS)
+                    .and_then(|()| nix::unistd::sethostname("cryo-procfd-kid"));
+                let _ = sys::write_all(wr, if made.is_ok() { b"y" } else { b"n" });
+                loop {
+                    // SAFETY: pause takes no arguments.
+                    unsafe { libc::pause() };
+                }
+            }
+            sys::close(wr);
+            let mut ok = [0u8; 1];
+            sys::read(rd, &mut ok).map_err(failed("read"))?;
+            sys::close(rd);
+            if ok != *b"y" {
+                return Err("the child could not make its UTS namespace".into());
+            }
+            open_at(&format!("/proc/{child}/ns/uts"), libc::O_RDONLY, 46)?;
         }
         "outside" => open_at("/proc/1/status", libc::O_RDONLY, 40)?,
         "mem" => open_at("/proc/self/mem", libc::O_RDONLY, 40)?,
