@@ -232,6 +232,7 @@ every_message!(
     RawSocketOption,
     LinkedInode,
     Pidfd,
+    ProcFile,
     Pty,
     MigrationCheck,
     CheckedFile,

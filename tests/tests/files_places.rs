@@ -1,6 +1,6 @@
 //! Working and root directories and /proc fds: a chrooted process comes back in the same
-//! chroot and working directory; a removed working directory comes back removed; an fd on
-//! /proc/PID is refused by the dump, naming the pid and fd, with the process left running.
+//! chroot and working directory; a removed working directory comes back removed (fds on /proc:
+//! files_proc.rs).
 //!
 //! Needs the engine: `cryo` must be built (`cargo build -p cryo`).
 
@@ -67,17 +67,6 @@ fn a_removed_working_directory_shared_or_held_open_is_refused() {
         w.assert_untouched();
         assert_eq!(w.cmd("cwd"), cwd, "{how}: the process runs on");
     }
-}
-
-#[test]
-fn an_fd_on_proc_pid_is_refused_at_dump() {
-    cryo_bin();
-    let w = Workload::spawn("places", &["proc-fd", "/"]);
-    let out = w.dump(&w.path("img"), &[]);
-    out.assert_refused()
-        .assert_stderr_mentions(&format!("pid {} fd 40", w.pid()))
-        .assert_stderr_mentions(&format!("/proc/{}", w.pid()));
-    w.assert_untouched();
 }
 
 /// A working directory in the /proc directory of a process that has gone (zdtm's

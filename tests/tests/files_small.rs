@@ -262,11 +262,6 @@ fn refused_at_dump(kind: &str, named: &str) {
 }
 
 #[test]
-fn a_namespace_fd_is_refused_at_dump_naming_pid_fd_and_kind() {
-    refused_at_dump("netns", "net namespace");
-}
-
-#[test]
 fn secret_memory_is_refused_at_dump_naming_pid_fd_and_kind() {
     refused_at_dump(
         "secretmem",

@@ -307,6 +307,11 @@ fn a_killed_tree_in_a_pid_namespace_comes_back_with_its_pids() {
         "armed",
         "the init's timer of its second thread"
     );
+    assert_eq!(
+        w.cmd("procstat"),
+        format!("{root} (cryo-workload)"),
+        "the init's /proc/self/stat: its new pid here, as /proc/self names it"
+    );
 }
 
 #[test]

@@ -230,6 +230,16 @@ pub(crate) enum Seen {
         /// Its inode.
         ino: u64,
     },
+    /// A file or directory of a proc mount (procfs.rs).
+    Proc {
+        /// Its path.
+        path: String,
+    },
+    /// A namespace (nsfs: /proc/PID/ns/KIND opened), by its kind ("net", "uts"...).
+    Namespace {
+        /// The kind its link names.
+        kind: String,
+    },
 }
 
 impl Seen {

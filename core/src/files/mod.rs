@@ -25,7 +25,7 @@
 //!   shared.rs    restore, in cryo: the shared memory objects of the tree (SharedObjects)
 //! middle: one kind each (FileKind), importing only the bottom (and devices.rs -> tty.rs)
 //!   regular.rs devices.rs removed_nodes.rs pipes.rs pty.rs tty.rs eventfd.rs timerfd.rs
-//!   signalfd.rs epoll.rs pidfd.rs
+//!   signalfd.rs epoll.rs pidfd.rs procfs.rs
 //!   inotify.rs fanotify.rs memfd.rs shmem.rs mqueue.rs bpf_map.rs; sockets: crate::sockets::kind
 //! bottom: what the kinds are given and use
 //!   kind.rs      the contract of one kind (FileKind) and the contexts it receives
@@ -38,7 +38,8 @@
 //!
 //! eventfd, timerfd, signalfd (a module each), epoll (epoll.rs: restored last, once its targets
 //! are at their numbers), inotify (inotify.rs), fanotify (fanotify.rs), pidfds (pidfd.rs: one of
-//! another process of the dump is pointed at it once every process exists), memfd (memfd.rs) and the terminal of a shell
+//! another process of the dump is pointed at it once every process exists), files of /proc
+//! and namespace fds (procfs.rs: reopened by their holder once it is whole), memfd (memfd.rs) and the terminal of a shell
 //! job (tty.rs), pty pairs with both ends in the dump (pty.rs) and POSIX message queues
 //! (mqueue.rs: made by cryo before the tree, as the shared memory objects) and BPF maps
 //! (bpf_map.rs: the same) have a module each; memfds
@@ -65,6 +66,7 @@ pub(crate) mod open;
 mod outside;
 mod pipes;
 mod place;
+pub(crate) mod procfs;
 pub mod pty;
 mod regular;
 mod registry;

@@ -256,19 +256,60 @@ pub(crate) struct Holder<'a> {
     pub site: u64,
 }
 
-/// The epolls of `h` (an fd of each) with their records.
+/// The epolls among fds `fds` of a process (an fd of each) with their records.
 fn epolls_of<'a>(
-    h: &Holder<'_>,
+    fds: &[FdEntry],
     by_id: &HashMap<u32, &'a FileDesc>,
 ) -> Vec<(u32, i32, &'a cryo_proto::image::Epoll)> {
     let mut seen = HashSet::new();
-    h.fds
-        .iter()
+    fds.iter()
         .filter_map(|e| match by_id.get(&e.file_id).and_then(|d| d.kind.as_ref()) {
             Some(Kind::Epoll(ep)) if seen.insert(e.file_id) => Some((e.file_id, e.fd, ep)),
             _ => None,
         })
         .collect()
+}
+
+/// Registers again, in the epolls of process `pid` (fds `all`, stopped, taken as `remote`),
+/// the fds `fds` put over placeholders the epolls watched (each (epoll, fd) once: `done`),
+/// with the dumped events and data; `scratch` is a writable page of the process, `what` the
+/// fds in words for errors.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn watch_again(
+    pid: Pid,
+    remote: &Remote,
+    scratch: u64,
+    by_id: &HashMap<u32, &FileDesc>,
+    all: &[FdEntry],
+    fds: &[&FdEntry],
+    done: &mut HashSet<(u32, i32)>,
+    what: &str,
+) -> Result<(), FileError> {
+    for (ep_id, epfd, ep) in epolls_of(all, by_id) {
+        for t in ep.targets.iter().filter(|t| fds.iter().any(|e| e.fd == t.tfd)) {
+            if !done.insert((ep_id, t.tfd)) {
+                continue;
+            }
+            // struct epoll_event, packed on x86_64: events u32, data u64.
+            let mut ev = [0u8; 12];
+            ev[..4].copy_from_slice(&t.events.to_ne_bytes());
+            ev[4..].copy_from_slice(&t.data.to_ne_bytes());
+            crate::sys::ptrace::write_mem(pid, scratch, &ev)
+                .and_then(|()| {
+                    remote.call(
+                        libc::SYS_epoll_ctl,
+                        &[epfd as u64, libc::EPOLL_CTL_ADD as u64, t.tfd as u64, scratch],
+                    )
+                })
+                .map_err(|source| FileError::TakeBack {
+                    pid,
+                    fd: epfd,
+                    what: format!("epoll_ctl ADD of fd {} ({what})", t.tfd),
+                    source,
+                })?;
+        }
+    }
+    Ok(())
 }
 
 /// Points every pidfd of another process of the dump held by `holders` (parents first, all
@@ -342,29 +383,8 @@ pub(crate) fn point_at_processes(descs: &[FileDesc], holders: &[Holder<'_>]) -> 
             let _ = remote.call(libc::SYS_close, &[fd]);
             first.entry(id).or_insert((h.image_pid, at));
             // Its epolls watched the placeholder, which went with its last fd.
-            let scratch = h.site + crate::memory::PAGE;
-            for (ep_id, epfd, ep) in epolls_of(h, &by_id) {
-                for t in ep.targets.iter().filter(|t| fds.iter().any(|e| e.fd == t.tfd)) {
-                    if !registered.insert((ep_id, t.tfd)) {
-                        continue;
-                    }
-                    // struct epoll_event, packed on x86_64: events u32, data u64.
-                    let mut ev = [0u8; 12];
-                    ev[..4].copy_from_slice(&t.events.to_ne_bytes());
-                    ev[4..].copy_from_slice(&t.data.to_ne_bytes());
-                    crate::sys::ptrace::write_mem(h.pid, scratch, &ev)
-                        .and_then(|()| {
-                            remote.call(
-                                libc::SYS_epoll_ctl,
-                                &[epfd as u64, libc::EPOLL_CTL_ADD as u64, t.tfd as u64, scratch],
-                            )
-                        })
-                        .map_err(err(
-                            epfd,
-                            format!("epoll_ctl ADD of fd {} (its pidfd of pid {target})", t.tfd),
-                        ))?;
-                }
-            }
+            let what = format!("its pidfd of pid {target}");
+            watch_again(h.pid, &remote, h.site + crate::memory::PAGE, &by_id, h.fds, &fds, &mut registered, &what)?;
         }
         remote
             .release()

@@ -7,7 +7,7 @@ use cryo_proto::image::{file_desc::Kind, FileDesc};
 
 use super::kind::{AnyKind, Dumping};
 use super::{
-    bpf_map, devices, epoll, eventfd, fanotify, inotify, memfd, mqueue, pidfd, pipes, pty, regular, removed_nodes, shmem,
+    bpf_map, devices, epoll, eventfd, fanotify, inotify, memfd, mqueue, pidfd, pipes, procfs, pty, regular, removed_nodes, shmem,
     signalfd, timerfd, tty, FileError,
 };
 
@@ -29,6 +29,7 @@ pub(crate) static KINDS: &[&dyn AnyKind] = &[
     &inotify::Inotifies,
     &fanotify::Fanotifies,
     &pidfd::Pidfds,
+    &procfs::ProcFiles,
     &memfd::Memfds,
     &shmem::SharedAnon,
     &mqueue::Mqueues,
@@ -103,7 +104,7 @@ pub fn name(desc: &FileDesc) -> String {
 #[cfg(test)]
 mod tests {
     use cryo_proto::image::{
-        BpfMap, Epoll, EventFd, Fanotify, Inotify, Memfd, Pidfd, Pipe, PosixMqueue, Pty, RegularFile, RemovedNode, Shmem, SignalFd,
+        BpfMap, Epoll, EventFd, Fanotify, Inotify, Memfd, Pidfd, Pipe, PosixMqueue, ProcFile, Pty, RegularFile, RemovedNode, Shmem, SignalFd,
         Socket, SysvShm, TimerFd, Tty,
     };
 
@@ -126,6 +127,7 @@ mod tests {
             Kind::Inotify(Inotify::default()),
             Kind::Fanotify(Fanotify::default()),
             Kind::Pidfd(Pidfd::default()),
+            Kind::ProcFile(ProcFile::default()),
             Kind::Memfd(Memfd::default()),
             Kind::Shmem(Shmem::default()),
             Kind::SysvShm(SysvShm::default()),

@@ -99,6 +99,16 @@ impl SharedObjects {
                 id: desc.id,
             });
         }
+        // cryo's own namespaces a process holds an fd of.
+        for (key, desc, fd) in super::procfs::make_cryos_namespaces(descs, used)? {
+            objects.push(Object {
+                ino: key,
+                fd,
+                seals: 0,
+                what: describe(desc),
+                id: desc.id,
+            });
+        }
         made.objects = objects;
         Ok(made)
     }

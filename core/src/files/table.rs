@@ -575,14 +575,12 @@ fn classify(open: &OpenFd) -> Result<(Seen, fs::Metadata), FileError> {
         Link::Memfd => {
             return Ok((Seen::Memfd, open.stat()?));
         }
-        Link::Other(kind) => {
-            let kind = match kind {
-                "net" | "mnt" | "pid" | "user" | "uts" | "ipc" | "cgroup" | "time" => {
-                    format!("{kind} namespace")
-                }
-                other => format!("{other} file"),
-            };
-            return Err(open.refuse(kind, false));
+        Link::Other(kind) if super::procfs::NAMESPACES.contains(&kind) => {
+            let kind = kind.to_string();
+            return Ok((Seen::Namespace { kind }, open.stat()?));
+        }
+        Link::Other(other) => {
+            return Err(open.refuse(format!("{other} file"), false));
         }
         Link::Pipe(ino) => {
             let meta = open.stat()?;
@@ -596,13 +594,23 @@ fn classify(open: &OpenFd) -> Result<(Seen, fs::Metadata), FileError> {
         Link::Path(path) => path,
     };
     let meta = open.stat()?;
-    if is_mqueue(open) {
+    // One statfs for the three filesystems told apart by it.
+    let magic = nix::sys::statfs::statfs(&open.proc_path())
+        .ok()
+        .map(|fs| fs.filesystem_type().0);
+    if magic == Some(super::mqueue::MQUEUE_MAGIC) {
         let (path, deleted) = inspect::resolve_deleted(path, &meta);
         let name = path.strip_prefix('/').unwrap_or(&path).to_string();
         return Ok((Seen::Mqueue { name, deleted }, meta));
     }
-    if let Some(kind) = unreachable_by_path(open) {
+    if let Some(kind) = magic.and_then(unreachable_by_path) {
         return Err(open.refuse(kind, true));
+    }
+    if magic == Some(PROC_SUPER_MAGIC) {
+        // Reopened by the process itself once what it names exists (procfs.rs), whatever it
+        // is (a file, a directory, an O_PATH fd).
+        let path = path.to_string();
+        return Ok((Seen::Proc { path }, meta));
     }
     let (path, deleted) = inspect::resolve_deleted(path, &meta);
     let file_type = meta.file_type();
@@ -644,23 +652,17 @@ fn classify(open: &OpenFd) -> Result<(Seen, fs::Metadata), FileError> {
     Ok((seen, meta))
 }
 
-/// Whether the fd is on the mqueue filesystem (a POSIX message queue: mqueue.rs).
-fn is_mqueue(open: &OpenFd) -> bool {
-    nix::sys::statfs::statfs(&open.proc_path())
-        .is_ok_and(|fs| fs.filesystem_type().0 == super::mqueue::MQUEUE_MAGIC)
-}
+/// PROC_SUPER_MAGIC from linux/magic.h: a file of /proc (procfs.rs).
+const PROC_SUPER_MAGIC: i64 = 0x9fa0;
 
 /// The kind of a file with a path that is no file of the process's tree (secret memory, a
-/// pinned BPF object), told by its filesystem; None for the others (and when the filesystem
-/// cannot be read: the checks after it will say why).
-fn unreachable_by_path(open: &OpenFd) -> Option<&'static str> {
+/// pinned BPF object), told by its filesystem's magic; None for the others.
+fn unreachable_by_path(magic: i64) -> Option<&'static str> {
     /// SECRETMEM_MAGIC, BPF_FS_MAGIC from linux/magic.h.
     const KINDS: [(i64, &str); 2] = [
         (0x5345_434d, "secret memory (memfd_secret)"),
         (0xcafe_4a11, "pinned BPF object (bpf filesystem)"),
     ];
-    let fs = nix::sys::statfs::statfs(&open.proc_path()).ok()?;
-    let magic = fs.filesystem_type().0 as i64;
     KINDS.iter().find(|(m, _)| *m == magic).map(|&(_, kind)| kind)
 }
 
@@ -674,7 +676,9 @@ fn check_reachable(open: &OpenFd, seen: &Seen, meta: &fs::Metadata) -> Result<()
         | Seen::Anon { .. }
         | Seen::Memfd
         | Seen::Mqueue { .. }
-        | Seen::Socket { .. } => {
+        | Seen::Socket { .. }
+        | Seen::Proc { .. }
+        | Seen::Namespace { .. } => {
             return Ok(())
         }
     };

@@ -59,9 +59,18 @@ impl Spawned {
             })
             .collect();
         files::pidfd::point_at_processes(&tree.loaded.descs, &holders)?;
+        // The /proc files and namespace fds are opened by each process once it is whole
+        // (children first): naming restored processes as cryo's /proc does.
+        let image_pids: std::collections::HashMap<i32, Pid> = self
+            .pids
+            .iter()
+            .enumerate()
+            .map(|(i, &pid)| (tree.loaded.tasks[i].entry.pid, pid))
+            .collect();
+        let mut late = (image_pids, files::procfs::OpenedLate::new());
         let mut stopped = Vec::with_capacity(self.pids.len());
         for (i, &pid) in self.pids.iter().enumerate().rev() {
-            stopped.push(finish(pid, tree, i)?);
+            stopped.push(finish(pid, tree, i, &mut late)?);
         }
         self.planned.before_run()?;
         let tables: Vec<(nix::unistd::Pid, &[cryo_proto::image::FdEntry])> = self
@@ -157,7 +166,15 @@ impl Running {
 
 /// Turns the stopped child into the dumped process, leaving it stopped: returns its threads,
 /// main thread first, for [`Reshaped::run`].
-fn finish(child: Pid, tree: &Planned, i: usize) -> Result<Vec<Pid>> {
+fn finish(
+    child: Pid,
+    tree: &Planned,
+    i: usize,
+    late: &mut (
+        std::collections::HashMap<i32, Pid>,
+        files::procfs::OpenedLate,
+    ),
+) -> Result<Vec<Pid>> {
     let task = &tree.loaded.tasks[i];
     let tramp = tree.plan.tramps[i];
     let mapping = &tree.plan.mappings[i];
@@ -224,6 +241,23 @@ fn finish(child: Pid, tree: &Planned, i: usize) -> Result<Vec<Pid>> {
     )?;
     let main = &task.core.threads[0];
     threads::restore_in_thread(&remote, scratch, main, None)?;
+    // Its threads exist now, and every process of the restore; before the credentials (they
+    // were opened with the rights the process had then, which may be more than its own).
+    let holder = files::procfs::Late {
+        pid: child,
+        image_pid: task.entry.pid,
+        fds: &task.core.fds,
+        threads: task
+            .core
+            .threads
+            .iter()
+            .map(|t| t.tid)
+            .zip(created.iter().copied())
+            .collect(),
+        pids: &late.0,
+        scratch,
+    };
+    files::procfs::open_late(&tree.loaded.descs, &holder, &remote, &mut late.1)?;
     // Security state last, just before the registers (DESIGN choice 11): ids first, then
     // (after what an id change resets) filters, capabilities, no_new_privs, strict mode.
     let remotes = std::iter::once(&remote).chain(&in_threads);

@@ -428,6 +428,10 @@ impl DumpPidNs {
             };
             match &mut d.kind {
                 Some(Kind::Pidfd(p)) => one("pidfd target", &mut p.pid)?,
+                Some(Kind::ProcFile(p)) => {
+                    one("/proc directory or namespace", &mut p.pid)?;
+                    one("/proc/PID/task directory", &mut p.tid)?;
+                }
                 Some(Kind::Tty(t)) => {
                     one("terminal session", &mut t.sid)?;
                     one("terminal foreground group", &mut t.foreground_pgid)?;

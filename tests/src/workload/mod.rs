@@ -46,6 +46,7 @@ mod pid_ns;
 mod pipe;
 mod pipe_split;
 mod places;
+mod proc_files;
 mod pty_shell;
 mod rings;
 mod shared_memory;
@@ -140,6 +141,7 @@ pub const MODES: &[(&str, Start)] = &[
     ("sigio", file_locks::start_sigio),
     ("sqlite", sqlite::start),
     ("places", places::start),
+    ("proc-files", proc_files::start),
     ("socks", socks::start),
     ("pty-shell", pty_shell::start),
     ("advised", advised::start),

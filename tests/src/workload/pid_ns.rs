@@ -21,6 +21,8 @@
 //!            pending), taken with sigtimedwait: its si_pid; or none
 //!            timer -> armed: the init's POSIX timer notifying its second thread
 //!            (SIGEV_THREAD_ID, tid 5 there) is armed, an hour away
+//!            procstat -> PID (COMM): the first two fields of the init's fd on /proc/self/stat
+//!            (opened through cryo's /proc: its host pid), read from 0
 //! pid-ns nested  the same, the grandchild with a child in a PID namespace of its own
 //! pid-ns landlock  the same, the init's main thread in a Landlock domain (file reads
 //!            handled, allowed beneath /proc /usr /lib /lib64 /etc), made last
@@ -81,6 +83,12 @@ impl Mode for PidNs {
                 let tid = self.tid.recv().map_err(|e| e.to_string())?;
                 Ok(tid.to_string())
             }
+            ("procstat", []) => {
+                let mut buf = [0u8; 512];
+                let n = sys::pread_all(self.procstat, &mut buf).map_err(io_err)?;
+                let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                Ok(text.split(' ').take(2).collect::<Vec<_>>().join(" "))
+            }
             ("kill-self", []) => {
                 sys::signal(std::process::id() as i32, libc::SIGKILL).map_err(io_err)?;
                 Ok("alive".into())
@@ -100,6 +108,8 @@ struct PidNs {
     tid: mpsc::Receiver<i32>,
     /// A POSIX timer notifying the second thread.
     timer: libc::timer_t,
+    /// An fd on /proc/self/stat.
+    procstat: i32,
 }
 
 /// `getpid getppid getpgid getsid` of the calling process.
@@ -247,6 +257,7 @@ impl PidNs {
             sys::cvt(libc::timer_settime(timer, 0, &when, std::ptr::null_mut()))?;
             timer
         };
+        let procstat = sys::open(Path::new("/proc/self/stat"), libc::O_RDONLY)?;
         if landlock {
             let readable = ["/proc", "/usr", "/lib", "/lib64", "/etc"];
             let readable: Vec<&str> = readable
@@ -256,6 +267,7 @@ impl PidNs {
             sys::landlock(&readable, 0, 0)?;
         }
         Ok(PidNs {
+            procstat,
             timer,
             pipes,
             pidfd,

@@ -7,7 +7,6 @@
 //! places deleted-cwd DIR   working directory DIR/gone, then removed
 //! places deleted-cwd-held DIR  the same, also open at fd 41
 //! places deleted-cwd-child DIR the same, then a child forked there (paused)
-//! places proc-fd DIR       fd 40 on /proc/<its own pid>/status
 //! places proc-cwd DIR      working directory /proc/<a child's pid>, the child then killed
 //!                          and reaped (the directory is gone with it)
 //!                          where -> <working directory> (getcwd, as the process sees it)
@@ -57,11 +56,6 @@ pub fn start(args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
             if how == "deleted-cwd-child" {
                 sys::fork_paused().map_err(failed("fork"))?;
             }
-        }
-        "proc-fd" => {
-            let path = format!("/proc/{}/status", std::process::id());
-            let fd = sys::open(Path::new(&path), libc::O_RDONLY).map_err(failed("open"))?;
-            sys::move_fd(fd, 40).map_err(failed("dup2"))?;
         }
         "proc-cwd" => {
             let child = sys::fork_paused().map_err(failed("fork"))?;

@@ -1,0 +1,535 @@
+//! Files of /proc and namespace fds: reopened by the process holding them, by path, once
+//! what they name exists again.
+//!
+//! ```text
+//! dump   a path on cryo's /proc mount (the link's pid is then one cryo sees):
+//!          /proc/P/REST, /proc/P/task/T/REST  P a process of the dump (pidfd.rs knows them):
+//!                                             recorded with P (and T: P's main thread, or a
+//!                                             thread of the holder itself); any other pid is
+//!                                             refused (it would name another process or none)
+//!          /proc/P/mem                        refused
+//!          /proc/REST (meminfo, loadavg...)   recorded by path
+//!          a position other than 0 must be settable again: cryo opens the path and seeks
+//!        a namespace fd (link `KIND:[INO]`): a process of the dump in it (the holder first)
+//!          -> recorded with that process; else cryo's own -> recorded as cryo's; else refused
+//!        pids are the image's (task/pidns.rs renames them for a dump of a PID namespace)
+//! restore
+//!   in the child, with its other fds  /proc/REST: opened by path, position set;
+//!                                     cryo's namespace: taken from the slot cryo filled
+//!                                     before the first fork (/proc/self/ns/KIND of cryo);
+//!                                     the others: a placeholder at their numbers
+//!   in finish (restore/finish.rs)     once the process is reshaped and its threads made
+//!                                     (every process of the restore exists): by remote
+//!                                     calls in the holder, openat of /proc/P'/REST (P' the
+//!                                     restored process as cryo's /proc names it) or
+//!                                     /proc/P'/ns/KIND, lseek, dup3 over the placeholders;
+//!                                     a description held by several processes is opened by
+//!                                     the first one finished, the others take it with
+//!                                     pidfd_getfd (one description, one offset)
+//! ```
+//!
+//! The restored process must see /proc through cryo's mount (the dump checks that the fd is
+//! on it); the contents read from a seq_file after a position were regenerated when the
+//! position was set (as any read after a seek does).
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+
+use cryo_proto::image::{file_desc::Kind, FdEntry, FileDesc, ProcFile};
+use nix::unistd::Pid;
+
+use super::inspect::OpenFd;
+use super::kind::{Dumping, FileKind, Opened, Opening, Seen};
+use super::open::{open_flags, open_no_symlinks, set_async};
+use super::{restore_err, FileError};
+use crate::remote::Remote;
+use crate::sys;
+
+/// Files of /proc and namespace fds.
+pub(super) struct ProcFiles;
+
+/// The namespace kinds a link `KIND:[INO]` of nsfs names.
+pub(super) const NAMESPACES: [&str; 8] = ["net", "mnt", "pid", "user", "uts", "ipc", "cgroup", "time"];
+
+impl FileKind for ProcFiles {
+    type Record = ProcFile;
+
+    fn record(kind: &Kind) -> Option<&ProcFile> {
+        match kind {
+            Kind::ProcFile(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    fn claims(&self, fd: &Dumping<'_>) -> bool {
+        matches!(fd.seen, Seen::Proc { .. } | Seen::Namespace { .. })
+    }
+
+    fn dump(&self, fd: &mut Dumping<'_>) -> Result<Kind, FileError> {
+        let pids = super::pidfd::dump_pids(fd.state);
+        let rec = match &fd.seen {
+            Seen::Proc { path } => dump_file(fd.open, fd.meta, path, &pids)?,
+            Seen::Namespace { kind } => dump_namespace(fd.open, kind, fd.meta.ino(), &pids)?,
+            _ => unreachable!("claimed"),
+        };
+        Ok(Kind::ProcFile(rec))
+    }
+
+    fn validate(
+        &self,
+        desc: &FileDesc,
+        rec: &ProcFile,
+        _cx: &mut super::kind::Checking<'_>,
+    ) -> Result<(), FileError> {
+        // /proc/PID is not there before the restore makes PID: only the record's shape is
+        // checked here, the file where it is opened (open_late names pid, fd and path).
+        check_shape(rec).map_err(|detail| FileError::Invalid {
+            id: desc.id,
+            detail,
+        })
+    }
+
+    fn open(
+        &self,
+        desc: &FileDesc,
+        rec: &ProcFile,
+        cx: &mut Opening<'_>,
+    ) -> Result<Opened, FileError> {
+        if rec.pid != 0 {
+            // Opened in finish, once what it names exists: a placeholder meanwhile.
+            return placeholder(desc).map(Opened::Now);
+        }
+        if !rec.namespace.is_empty() {
+            let slot = cx
+                .opts
+                .shared
+                .get(&slot_key(desc))
+                .copied()
+                .ok_or_else(|| FileError::Invalid {
+                    id: desc.id,
+                    detail: format!("cryo's {} namespace: cryo opened none for it", rec.namespace),
+                })?;
+            return sys::fd::dup_at_least(sys::fd::borrow_raw(slot), 3)
+                .map(Opened::Now)
+                .map_err(|e| restore_err(desc, "dup cryo's namespace", e));
+        }
+        let fd = open_no_symlinks(&rec.rest, open_flags(desc.flags))
+            .map_err(|e| restore_err(desc, "open", e.into()))?;
+        if desc.pos != 0 {
+            nix::unistd::lseek(&fd, desc.pos as i64, nix::unistd::Whence::SeekSet)
+                .map_err(|e| restore_err(desc, "lseek to its position", e.into()))?;
+        }
+        set_async(desc, &fd)?;
+        Ok(Opened::Now(fd))
+    }
+
+    fn in_flight(&self) -> bool {
+        // In a unix socket's queue it has no holder to reopen it.
+        false
+    }
+
+    fn describe(&self, _desc: &FileDesc, p: &ProcFile) -> String {
+        match (p.namespace.is_empty(), p.pid) {
+            (true, 0) => format!("proc file {}", p.rest),
+            (true, pid) if p.tid != 0 => format!("proc file /proc/{pid}/task/{}{}", p.tid, p.rest),
+            (true, pid) => format!("proc file /proc/{pid}{}", p.rest),
+            (false, 0) => format!("cryo's {} namespace {}:[{}]", p.namespace, p.namespace, p.ns_inode),
+            (false, pid) => format!(
+                "{} namespace {}:[{}] of pid {pid}",
+                p.namespace, p.namespace, p.ns_inode
+            ),
+        }
+    }
+}
+
+/// A record's shape: a known namespace kind, or a path that stays below /proc (a file of
+/// /proc itself, not of a process) or below /proc/PID.
+fn check_shape(rec: &ProcFile) -> Result<(), String> {
+    if !rec.namespace.is_empty() {
+        if !NAMESPACES.contains(&rec.namespace.as_str()) || !rec.rest.is_empty() {
+            return Err(format!("namespace fd of unknown kind {:?}", rec.namespace));
+        }
+        return Ok(());
+    }
+    let not_of_proc = || format!("{:?} is no file of /proc itself", rec.rest);
+    let path = if rec.pid == 0 {
+        match rec.rest.strip_prefix("/proc") {
+            // /proc itself (a directory fd on it).
+            Some("") => "",
+            Some(below) => match below.strip_prefix('/') {
+                Some(below)
+                    if !below.starts_with(|c: char| c.is_ascii_digit())
+                        && !below.starts_with("self")
+                        && !below.starts_with("thread-self") =>
+                {
+                    below
+                }
+                _ => return Err(not_of_proc()),
+            },
+            None => return Err(not_of_proc()),
+        }
+    } else if rec.rest.is_empty() {
+        ""
+    } else {
+        rec.rest
+            .strip_prefix('/')
+            .ok_or_else(|| format!("{:?} is no path below /proc/PID", rec.rest))?
+    };
+    if !path.is_empty() && path.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+        return Err(format!("{:?} leaves its directory", rec.rest));
+    }
+    Ok(())
+}
+
+/// The device of cryo's /proc: the fds reopened by path must be on it.
+fn cryos_proc_dev() -> Option<u64> {
+    std::fs::metadata("/proc").ok().map(|m| m.dev())
+}
+
+/// The record of an fd on a file of /proc at `path`, held by `open.pid`.
+fn dump_file(
+    open: &OpenFd,
+    meta: &std::fs::Metadata,
+    path: &str,
+    pids: &std::collections::HashSet<i32>,
+) -> Result<ProcFile, FileError> {
+    if cryos_proc_dev() != Some(meta.dev()) {
+        return Err(open.refuse(
+            "file of a proc mount other than cryo's /proc (its pids are another namespace's)",
+            true,
+        ));
+    }
+    let below = path.strip_prefix("/proc").unwrap_or(path);
+    let mut parts = below.splitn(3, '/').skip(1);
+    let first = parts.next().unwrap_or("");
+    let Ok(pid) = first.parse::<i32>() else {
+        check_position(open, path)?;
+        return Ok(ProcFile {
+            rest: path.to_string(),
+            ..Default::default()
+        });
+    };
+    if !pids.contains(&pid) {
+        return Err(open.refuse(
+            format!("file of /proc/{pid}, a process outside the dump (it would name another process or none)"),
+            false,
+        ));
+    }
+    let mut rest = parts.next().map(|r| format!("/{r}")).unwrap_or_default();
+    let mut tid = 0;
+    if let Some(in_task) = rest.strip_prefix("/task/") {
+        let (t, after) = in_task.split_once('/').unwrap_or((in_task, ""));
+        if let Ok(t) = t.parse::<i32>() {
+            if t != pid && pid != open.pid.as_raw() {
+                return Err(open.refuse(
+                    format!("file of thread {t} of pid {pid} (another process's thread)"),
+                    true,
+                ));
+            }
+            tid = t;
+            rest = if after.is_empty() { String::new() } else { format!("/{after}") };
+        }
+    }
+    if rest == "/mem" {
+        return Err(open.refuse(
+            format!("{path} (a process's memory, bound to the address space at open)"),
+            true,
+        ));
+    }
+    check_position(open, path)?;
+    Ok(ProcFile {
+        pid,
+        tid,
+        rest,
+        ..Default::default()
+    })
+}
+
+/// A position other than 0 must be one a reopened file can be put at again: cryo opens the
+/// path itself (with the fd's access mode) and seeks there.
+fn check_position(open: &OpenFd, path: &str) -> Result<(), FileError> {
+    if open.pos == 0 || open.flags & libc::O_PATH as u32 != 0 {
+        return Ok(());
+    }
+    let mode = open.flags as i32 & libc::O_ACCMODE;
+    let flags = nix::fcntl::OFlag::from_bits_retain(mode | libc::O_CLOEXEC | libc::O_NONBLOCK);
+    let fd = nix::fcntl::open(path, flags, nix::sys::stat::Mode::empty())
+        .map_err(|e| open.inspect_err("open to check its position", PathBuf::from(path), e.into()))?;
+    match nix::unistd::lseek(&fd, open.pos as i64, nix::unistd::Whence::SeekSet) {
+        Ok(at) if at as u64 == open.pos => Ok(()),
+        Ok(at) => Err(open.refuse(
+            format!("{path} at position {} (a reopened one reaches only {at})", open.pos),
+            false,
+        )),
+        Err(e) => Err(open.refuse(
+            format!("{path} at position {} (a reopened one cannot be put there: {e})", open.pos),
+            false,
+        )),
+    }
+}
+
+/// The record of a namespace fd of kind `kind`, inode `ino`: a process of the dump in it
+/// (the holder first), else cryo's own; any other is refused.
+fn dump_namespace(
+    open: &OpenFd,
+    kind: &str,
+    ino: u64,
+    pids: &std::collections::HashSet<i32>,
+) -> Result<ProcFile, FileError> {
+    let ino_of = |who: &str| std::fs::metadata(format!("/proc/{who}/ns/{kind}")).ok().map(|m| m.ino());
+    let holder = open.pid.as_raw();
+    let mut candidates: Vec<i32> = pids.iter().copied().filter(|&p| p != holder).collect();
+    candidates.sort_unstable();
+    candidates.insert(0, holder);
+    let rec = |pid| ProcFile {
+        pid,
+        namespace: kind.to_string(),
+        ns_inode: ino,
+        ..Default::default()
+    };
+    if let Some(&pid) = candidates.iter().find(|p| ino_of(&p.to_string()) == Some(ino)) {
+        return Ok(rec(pid));
+    }
+    if ino_of("self") == Some(ino) {
+        return Ok(rec(0));
+    }
+    Err(open.refuse(
+        format!(
+            "{kind} namespace {kind}:[{ino}] that no process of the dump is in and that is not \
+             cryo's (it would not exist after a restore)"
+        ),
+        false,
+    ))
+}
+
+/// What the restored process holds at the numbers of a description reopened in finish: a
+/// pidfd of itself, which an epoll can watch until the file is put over it (pidfd.rs does the
+/// same).
+fn placeholder(desc: &FileDesc) -> Result<OwnedFd, FileError> {
+    sys::pidfd::pidfd_open(nix::unistd::getpid())
+        .map_err(|e| restore_err(desc, "open a placeholder (pidfd of itself)", e))
+}
+
+/// The key of the slot of cryo's namespace opened for description `desc` (shared.rs): above
+/// any inode number a memory object may have, below the pidfds' (pidfd.rs).
+fn slot_key(desc: &FileDesc) -> u64 {
+    u64::MAX / 2 - u64::from(desc.id)
+}
+
+/// Opens, in cryo before the first fork, cryo's own namespaces that descriptions of `descs`
+/// in `used` name. (slot key, description, fd) each.
+pub(crate) fn make_cryos_namespaces<'d>(
+    descs: &'d [FileDesc],
+    used: &std::collections::BTreeSet<u32>,
+) -> Result<Vec<(u64, &'d FileDesc, OwnedFd)>, FileError> {
+    let mut made = Vec::new();
+    for d in descs.iter().filter(|d| used.contains(&d.id)) {
+        let Some(Kind::ProcFile(p)) = &d.kind else { continue };
+        if p.pid != 0 || p.namespace.is_empty() {
+            continue;
+        }
+        if !NAMESPACES.contains(&p.namespace.as_str()) {
+            return Err(FileError::Invalid {
+                id: d.id,
+                detail: format!("unknown namespace kind {:?}", p.namespace),
+            });
+        }
+        let path = format!("/proc/self/ns/{}", p.namespace);
+        // With the description's flags (O_PATH, say).
+        let fd = nix::fcntl::open(path.as_str(), open_flags(d.flags), nix::sys::stat::Mode::empty())
+        .map_err(|e| restore_err(d, "open cryo's namespace", e.into()))?;
+        made.push((slot_key(d), d, fd));
+    }
+    Ok(made)
+}
+
+/// One process of a restore whose /proc files and namespace fds [`open_late`] opens.
+pub(crate) struct Late<'a> {
+    /// The process as cryo sees it.
+    pub pid: Pid,
+    /// Its pid in the image.
+    pub image_pid: i32,
+    /// Its fds.
+    pub fds: &'a [FdEntry],
+    /// Its threads: image tid -> tid as cryo sees it.
+    pub threads: HashMap<i32, Pid>,
+    /// Every process of the restore: image pid -> pid as cryo sees it.
+    pub pids: &'a HashMap<i32, Pid>,
+    /// A writable page of the process (the trampoline's scratch page).
+    pub scratch: u64,
+}
+
+/// Descriptions already opened by a process of the restore: id -> (its image pid, its fd).
+pub(crate) type OpenedLate = HashMap<u32, (i32, i32)>;
+
+/// The path the holder `h` opens for `p`, with the pids cryo's /proc names.
+fn late_path(h: &Late<'_>, desc: &FileDesc, p: &ProcFile) -> Result<String, FileError> {
+    let invalid = |detail: String| FileError::Invalid { id: desc.id, detail };
+    let pid = h
+        .pids
+        .get(&p.pid)
+        .ok_or_else(|| invalid(format!("names pid {}, which the restore did not make", p.pid)))?;
+    if !p.namespace.is_empty() {
+        if !NAMESPACES.contains(&p.namespace.as_str()) {
+            return Err(invalid(format!("unknown namespace kind {:?}", p.namespace)));
+        }
+        return Ok(format!("/proc/{pid}/ns/{}", p.namespace));
+    }
+    if p.tid == 0 {
+        return Ok(format!("/proc/{pid}{}", p.rest));
+    }
+    let tid = if p.tid == p.pid {
+        *pid
+    } else if p.pid == h.image_pid {
+        *h.threads
+            .get(&p.tid)
+            .ok_or_else(|| invalid(format!("names thread {} of pid {}, which the restore did not make", p.tid, p.pid)))?
+    } else {
+        return Err(invalid(format!("names thread {} of another process, pid {}", p.tid, p.pid)));
+    };
+    Ok(format!("/proc/{pid}/task/{tid}{}", p.rest))
+}
+
+/// Opens, by remote calls in the stopped, reshaped process `h` (its threads made), every
+/// /proc file and namespace fd of a process of the restore it holds, and puts each over its
+/// placeholders; a description an earlier process opened (`first`) is taken from it.
+pub(crate) fn open_late(
+    descs: &[FileDesc],
+    h: &Late<'_>,
+    remote: &Remote,
+    first: &mut OpenedLate,
+) -> Result<(), FileError> {
+    let by_id: HashMap<u32, (&FileDesc, &ProcFile)> = descs
+        .iter()
+        .filter_map(|d| match &d.kind {
+            Some(Kind::ProcFile(p)) if p.pid != 0 => Some((d.id, (d, p))),
+            _ => None,
+        })
+        .collect();
+    let mut mine: Vec<u32> = h
+        .fds
+        .iter()
+        .filter(|e| by_id.contains_key(&e.file_id))
+        .map(|e| e.file_id)
+        .collect();
+    mine.sort_unstable();
+    mine.dedup();
+    let all: HashMap<u32, &FileDesc> = descs.iter().map(|d| (d.id, d)).collect();
+    // (epoll description, target fd) registered again.
+    let mut watched = std::collections::HashSet::new();
+    for id in mine {
+        let (desc, p) = by_id[&id];
+        let fds: Vec<&FdEntry> = h.fds.iter().filter(|e| e.file_id == id).collect();
+        let at = fds[0].fd;
+        let what = super::registry::describe(desc);
+        let err = |fd: i32, step: String| move |source: io::Error| FileError::TakeBack {
+            pid: h.pid,
+            fd,
+            what: step,
+            source,
+        };
+        let fd = match first.get(&id) {
+            None => {
+                let path = late_path(h, desc, p)?;
+                let mut bytes = path.clone().into_bytes();
+                bytes.push(0);
+                sys::ptrace::write_mem(h.pid, h.scratch, &bytes)
+                    .map_err(err(at, format!("write the path of its {what}")))?;
+                let flags = open_flags(desc.flags).bits() as u64;
+                let fd = remote
+                    .call(
+                        libc::SYS_openat,
+                        &[libc::AT_FDCWD as u64, h.scratch, flags, 0],
+                    )
+                    .map_err(err(at, format!("open {path} (its {what})")))?;
+                if desc.pos != 0 {
+                    let to = remote
+                        .call(libc::SYS_lseek, &[fd, desc.pos, libc::SEEK_SET as u64])
+                        .map_err(err(at, format!("lseek {path} to {} (its {what})", desc.pos)));
+                    if let Err(e) = to {
+                        let _ = remote.call(libc::SYS_close, &[fd]);
+                        return Err(e);
+                    }
+                }
+                if desc.flags & libc::O_ASYNC as u32 != 0 {
+                    // open(2) ignores O_ASYNC (open.rs: set_async).
+                    let set = remote.call(libc::SYS_fcntl, &[fd, libc::F_GETFL as u64]).and_then(|fl| {
+                        remote.call(libc::SYS_fcntl, &[fd, libc::F_SETFL as u64, fl | libc::O_ASYNC as u64])
+                    });
+                    if let Err(e) = set {
+                        let _ = remote.call(libc::SYS_close, &[fd]);
+                        return Err(err(at, format!("F_SETFL O_ASYNC on {path} (its {what})"))(e));
+                    }
+                }
+                fd
+            }
+            Some(&(from, from_fd)) => {
+                let of = remote
+                    .call(libc::SYS_pidfd_open, &[from as u64, 0])
+                    .map_err(err(at, format!("pidfd_open of pid {from}")))?;
+                let got = remote.call(libc::SYS_pidfd_getfd, &[of, from_fd as u64, 0]);
+                let _ = remote.call(libc::SYS_close, &[of]);
+                got.map_err(err(at, format!("pidfd_getfd of fd {from_fd} of pid {from} (its {what})")))?
+            }
+        };
+        for e in &fds {
+            let flags = if e.cloexec { libc::O_CLOEXEC as u64 } else { 0 };
+            remote
+                .call(libc::SYS_dup3, &[fd, e.fd as u64, flags])
+                .map_err(err(e.fd, format!("dup3 its {what}")))?;
+        }
+        let _ = remote.call(libc::SYS_close, &[fd]);
+        first.entry(id).or_insert((h.image_pid, at));
+        // Its epolls watched the placeholder, which went with its last fd.
+        super::pidfd::watch_again(h.pid, remote, h.scratch, &all, h.fds, &fds, &mut watched, &format!("its {what}"))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(pid: i32, rest: &str) -> ProcFile {
+        ProcFile {
+            pid,
+            rest: rest.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn records_stay_below_proc() {
+        for ok in [
+            file(0, "/proc/meminfo"),
+            file(0, "/proc"),
+            file(0, "/proc/sys/kernel/hostname"),
+            file(7, "/stat"),
+            file(7, ""),
+            file(7, "/net/tcp"),
+        ] {
+            assert_eq!(check_shape(&ok), Ok(()), "{ok:?}");
+        }
+        for bad in [
+            file(0, "/etc/shadow"),
+            file(0, "/proc/1/stat"),
+            file(0, "/proc/self/stat"),
+            file(0, "/proc/../etc/shadow"),
+            file(7, "stat"),
+            file(7, "/../1/stat"),
+            file(7, "/fd//x"),
+        ] {
+            assert!(check_shape(&bad).is_err(), "{bad:?}");
+        }
+        let ns = |kind: &str| ProcFile {
+            pid: 7,
+            namespace: kind.into(),
+            ..Default::default()
+        };
+        assert_eq!(check_shape(&ns("uts")), Ok(()));
+        assert!(check_shape(&ns("../x")).is_err());
+    }
+}
