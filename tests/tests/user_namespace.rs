@@ -67,7 +67,8 @@ fn a_process_in_a_user_namespace_of_its_own_comes_back_in_a_new_one() {
         [
             "maps: 0 0 1;0 0 1;deny",
             "ids: uid 0 0 0 gid 0 0 0 groups ",
-            "caps: 0000000000000000 000001ffffffffff 000001ffffffffff 000001ffffffffff 0000000000000000",
+            "caps: 0000000000000000 000001ffffffffff 000001ffffffffff 000001ffffffffff \
+             0000000000000000 securebits 0x0",
             "hostname: cryo-userns",
         ]
     );
@@ -76,8 +77,8 @@ fn a_process_in_a_user_namespace_of_its_own_comes_back_in_a_new_one() {
 #[test]
 fn a_process_with_a_map_of_many_lines_comes_back_with_its_ids_inside() {
     cryo_bin();
-    // Inside 0 is outside 0, 1.. is 100000..: the process is uid 1000 inside (101000 for
-    // us), with groups allowed.
+    // Inside 0 is outside 0, 1.. is 100000.. (gids 200000..): the process is uid 1000 inside
+    // (100999 for us) with groups 1001 and 1002 (allowed), keeping its capabilities.
     let mut w = Workload::spawn(
         "user-ns",
         &[
@@ -85,14 +86,28 @@ fn a_process_with_a_map_of_many_lines_comes_back_with_its_ids_inside() {
             "gid=0:0:1,1:200000:65536",
             "setgroups=allow",
             "uts=cryo-userns-map",
+            "become=1000",
         ],
     );
     assert_eq!(
         w.cmd("maps"),
         "0 0 1,1 100000 65536;0 0 1,1 200000 65536;allow"
     );
+    assert_eq!(
+        cryo_tests::status_field(w.pid(), "Uid").unwrap(),
+        "100999\t100999\t100999\t100999",
+        "as we see it"
+    );
     let before = dump_and_restore_in_a_new_one(&mut w);
-    assert!(before[1].starts_with("ids: uid 0 0 0"), "{before:?}");
+    assert_eq!(
+        before[1..3],
+        [
+            "ids: uid 1000 1000 1000 gid 1000 1000 1000 groups 1001,1002",
+            "caps: 0000000000000000 000001ffffffffff 000001ffffffffff 000001ffffffffff \
+             0000000000000000 securebits 0x10"
+        ],
+        "inside"
+    );
 }
 
 #[test]

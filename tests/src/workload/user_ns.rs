@@ -10,7 +10,9 @@
 //! setgroups=allow      leave setgroups allowed (default: deny, written before gid_map)
 //! pidns                the namespace's init too (`unshare -Urpf`): it is pid 1
 //! uts=HOST             inside: unshare(CLONE_NEWUTS) (owned by the user namespace), sethostname
-//! child                inside: a child answering `child` (forked after `uts`)
+//! become=ID            inside: groups ID+1,ID+2, gids and uids ID (keeping the
+//!                      capabilities: PR_SET_KEEPCAPS, then capset effective = permitted)
+//! child                inside: a child answering `child` (forked after `uts`, `become`)
 //! thread               inside: a second thread, waiting (made last)
 //! nested               inside: a child in a user namespace of its own below (a second level)
 //! shared               this process joins the user namespace too (setns) and stays outside
@@ -19,7 +21,7 @@
 //! commands
 //! ids            uid R E S gid R E S groups G,G   (getresuid, getresgid, getgroups)
 //! maps           uid_map;gid_map;setgroups, spaces collapsed, lines joined with ','
-//! caps           CapInh CapPrm CapEff CapBnd CapAmb   (/proc/self/status)
+//! caps           CapInh CapPrm CapEff CapBnd CapAmb   (/proc/self/status), securebits HEX
 //! sethostname N  sethostname(N), then the nodename uname reads
 //! hostname       the nodename
 //! ns KIND        the link /proc/self/ns/KIND
@@ -91,6 +93,10 @@ pub fn start(args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
             .map_err(|e| format!("unshare uts: {e}"))?;
         nix::unistd::sethostname(host).map_err(|e| format!("sethostname: {e}"))?;
     }
+    if let Some(id) = args.iter().find_map(|a| a.strip_prefix("become=")) {
+        let id: u32 = id.parse().map_err(|_| format!("bad become={id}"))?;
+        become_keeping_caps(id).map_err(failed("become"))?;
+    }
     let mut child = None;
     if has("child") || has("nested") {
         let (ask_rd, ask_wr) = sys::pipe().map_err(failed("pipe"))?;
@@ -142,6 +148,25 @@ fn wait_for(inner: i32) -> ! {
         }
         libc::_exit(libc::WEXITSTATUS(status))
     }
+}
+
+/// Groups `id`+1 and `id`+2, gids and uids `id`, with the capabilities kept and effective.
+fn become_keeping_caps(id: u32) -> io::Result<()> {
+    let groups = [id + 1, id + 2];
+    let mut header = [0x2008_0522u32, 0];
+    let mut data = [0u32; 6];
+    // SAFETY: single-threaded here; each call takes numbers or pointers to our live locals.
+    unsafe {
+        sys::cvt(libc::setgroups(groups.len(), groups.as_ptr()))?;
+        sys::cvt(libc::setresgid(id, id, id))?;
+        sys::cvt(libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0))?;
+        sys::cvt(libc::setresuid(id, id, id))?;
+        sys::cvt(libc::syscall(libc::SYS_capget, header.as_mut_ptr(), data.as_mut_ptr()) as i32)?;
+        // Effective (words 0 and 3) = permitted (words 1 and 4).
+        (data[0], data[3]) = (data[1], data[4]);
+        sys::cvt(libc::syscall(libc::SYS_capset, header.as_mut_ptr(), data.as_ptr()) as i32)?;
+    }
+    Ok(())
 }
 
 /// `uid R E S gid R E S groups G,G` as the calling process sees them.
@@ -200,9 +225,14 @@ impl Mode for UserNs {
                         .trim()
                         .to_string()
                 };
-                Ok(["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"]
-                    .map(field)
-                    .join(" "))
+                // SAFETY: PR_GET_SECUREBITS takes no pointer.
+                let securebits = unsafe { libc::prctl(libc::PR_GET_SECUREBITS, 0, 0, 0, 0) };
+                Ok(format!(
+                    "{} securebits {securebits:#x}",
+                    ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"]
+                        .map(field)
+                        .join(" ")
+                ))
             }
             ("sethostname", [name]) => {
                 nix::unistd::sethostname(name).map_err(|e| e.to_string())?;
