@@ -26,6 +26,25 @@ fn user_ns(pid: impl std::fmt::Display) -> String {
         .into_owned()
 }
 
+/// The inode of the user namespace that owns namespace `kind` of process `pid`
+/// (NS_GET_USERNS), and that of the user namespace `pid` is in.
+fn owner_and_own(pid: impl std::fmt::Display, kind: &str) -> (u64, u64) {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::fs::MetadataExt;
+    let ns = std::fs::File::open(format!("/proc/{pid}/ns/{kind}")).unwrap();
+    // SAFETY: NS_GET_USERNS (_IO(0xb7, 1)) takes no argument and answers a new fd.
+    let owner = unsafe { libc::ioctl(ns.as_raw_fd(), 0xb701) };
+    assert!(
+        owner >= 0,
+        "NS_GET_USERNS: {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: the fd was just returned to us and nothing else owns it.
+    let owner = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(owner) });
+    let own = std::fs::metadata(format!("/proc/{pid}/ns/user")).unwrap();
+    (owner.metadata().unwrap().ino(), own.ino())
+}
+
 /// Dumps `w` (killed), restores it, and checks that it observes what it did, in a new user
 /// namespace: not ours, not the original's.
 fn dump_and_restore_in_a_new_one(w: &mut Workload) -> Vec<String> {
@@ -48,6 +67,11 @@ fn dump_and_restore_in_a_new_one(w: &mut Workload) -> Vec<String> {
         "restored into cryo's user namespace"
     );
     assert_ne!(restored, original, "the original's namespace is gone");
+    let (owner, own) = owner_and_own(w.pid(), "uts");
+    assert_eq!(
+        owner, own,
+        "its UTS namespace is owned by its user namespace"
+    );
     assert_eq!(
         w.cmd("sethostname cryo-after"),
         "cryo-after",
@@ -151,6 +175,33 @@ fn a_leave_running_dump_leaves_the_process_in_its_user_namespace_working() {
     assert_eq!(observed(&w), before, "after a --leave-running dump");
     assert_eq!(w.cmd("ns user"), ns);
     assert_eq!(w.cmd("sethostname cryo-still"), "cryo-still");
+}
+
+#[test]
+fn a_network_namespace_made_inside_the_user_namespace_is_refused() {
+    cryo_bin();
+    // `unshare -Urn`: owned by the user namespace; its replica would be made in cryo's.
+    let w = Workload::spawn("user-ns", &["net"]);
+    let (owner, own) = owner_and_own(w.pid(), "net");
+    assert_eq!(owner, own);
+    assert_refused(&w, w.pid(), "its net namespace net:[");
+}
+
+#[test]
+fn a_landlocked_process_in_a_user_namespace_is_refused() {
+    cryo_bin();
+    let w = Workload::spawn("user-ns", &["landlock"]);
+    let out = w.dump(&w.path("img"), &[]);
+    assert!(!out.status.success(), "the dump should be refused\n{out}");
+    let pid = w.pid();
+    assert!(
+        out.stderr.contains(&format!(
+            "pid {pid} thread {pid}: Landlock domain cannot be restored"
+        )),
+        "{}",
+        out.stderr
+    );
+    w.assert_untouched();
 }
 
 /// Asserts that dumping `w` is refused naming its pid, thread, user namespace and `why`, and

@@ -283,7 +283,8 @@ pub fn dump(pid: Pid, tids: &[Pid], pidns: Option<u64>) -> Result<MadeAgain, Nam
 /// Refuses a namespace of `pid` other than cryo's whose owner is not the user namespace the
 /// restore makes it in: the process's own (`user`, cryo's unless `own_user`), cryo's for an
 /// IPC namespace (cryo makes those, and a process in a user namespace of its own could not
-/// enter one of cryo's), the tree's own PID namespace (`pidns`) by its init's.
+/// enter one of cryo's), the tree's own PID namespace (`pidns`) by its init's. In a user
+/// namespace of its own, only UTS and PID namespaces other than cryo's are taken.
 fn check_owners(
     pid: Pid,
     user: u64,
@@ -313,6 +314,18 @@ fn check_owners(
             _ if own_user => (user, "the restore makes it in the process's own"),
             _ => (user, "the restore makes it in cryo's"),
         };
+        if own_user && ["net", "mnt", "cgroup", "time"].contains(&kind) {
+            return Err(NamespaceError::User {
+                pid,
+                tid: pid,
+                inode: user,
+                reason: format!(
+                    "its {kind} namespace {kind}:[{theirs}] is not cryo's: only UTS and PID \
+                     namespaces are made again inside a user namespace (a network namespace's \
+                     replica, a mount namespace's mounts are made from cryo's)"
+                ),
+            });
+        }
         if kind == "ipc" && own_user {
             return Err(NamespaceError::User {
                 pid,

@@ -10,6 +10,9 @@
 //! setgroups=allow      leave setgroups allowed (default: deny, written before gid_map)
 //! pidns                the namespace's init too (`unshare -Urpf`): it is pid 1
 //! uts=HOST             inside: unshare(CLONE_NEWUTS) (owned by the user namespace), sethostname
+//! net                  inside: unshare(CLONE_NEWNET) (owned by the user namespace), lo up
+//! landlock             inside, last: a Landlock domain handling file reads (allowed beneath
+//!                      /proc /usr /lib /lib64 /etc)
 //! become=ID            inside: groups ID+1,ID+2, gids and uids ID (keeping the
 //!                      capabilities: PR_SET_KEEPCAPS, then capset effective = permitted)
 //! child                inside: a child answering `child` (forked after `uts`, `become`)
@@ -93,6 +96,17 @@ pub fn start(args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
             .map_err(|e| format!("unshare uts: {e}"))?;
         nix::unistd::sethostname(host).map_err(|e| format!("sethostname: {e}"))?;
     }
+    if has("net") {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+            .map_err(|e| format!("unshare net: {e}"))?;
+        let up = std::process::Command::new("ip")
+            .args(["link", "set", "lo", "up"])
+            .status()
+            .map_err(failed("ip link set lo up"))?;
+        if !up.success() {
+            return Err(format!("ip link set lo up: {up}"));
+        }
+    }
     if let Some(id) = args.iter().find_map(|a| a.strip_prefix("become=")) {
         let id: u32 = id.parse().map_err(|_| format!("bad become={id}"))?;
         become_keeping_caps(id).map_err(failed("become"))?;
@@ -129,6 +143,13 @@ pub fn start(args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
         std::thread::spawn(|| loop {
             std::thread::park();
         });
+    }
+    if has("landlock") {
+        let readable: Vec<&str> = ["/proc", "/usr", "/lib", "/lib64", "/etc"]
+            .into_iter()
+            .filter(|p| Path::new(p).exists())
+            .collect();
+        sys::landlock(&readable, 0, 0).map_err(failed("landlock"))?;
     }
     Ok(Box::new(UserNs { child }))
 }
