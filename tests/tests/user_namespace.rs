@@ -175,6 +175,30 @@ fn a_leave_running_dump_leaves_the_process_in_its_user_namespace_working() {
     assert_eq!(observed(&w), before, "after a --leave-running dump");
     assert_eq!(w.cmd("ns user"), ns);
     assert_eq!(w.cmd("sethostname cryo-still"), "cryo-still");
+    // A copy beside it, in new PID and network namespaces (`restore --pidns --netns`): in a
+    // user namespace of its own too.
+    let before = observed(&w);
+    let copy = w.restore_copy_in_namespaces(&w.path("img"));
+    let copy_fd = cryo_tests::Pidfd::open(copy).unwrap();
+    let original = w.stop_original();
+    assert_eq!(
+        w.cmd("ns user"),
+        format!("user:[{}]", owner_and_own(copy, "uts").1)
+    );
+    assert_ne!(w.cmd("ns user"), ns, "the copy's user namespace is its own");
+    let mut after = observed(&w);
+    // The copy has the names of the dump, the original was renamed after it.
+    assert_eq!(after[3], "hostname: cryo-userns-left");
+    after[3] = before[3].clone();
+    assert_eq!(after, before, "the copy, from inside");
+    assert_eq!(w.cmd("sethostname cryo-copy"), "cryo-copy");
+    copy_fd.signal(libc::SIGKILL).unwrap();
+    assert!(
+        copy_fd.wait_exit(cryo_tests::CMD_TIMEOUT),
+        "the copy did not die"
+    );
+    original.signal(libc::SIGCONT).unwrap();
+    assert_eq!(w.cmd("hostname"), "cryo-still", "the original kept its own");
 }
 
 #[test]
