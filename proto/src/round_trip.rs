@@ -152,6 +152,7 @@ every_message!(
     NetAddress,
     NetSysctl,
     MountNamespace,
+    UserNamespace,
     NamespaceMount,
     TreeEntry,
     CgroupFile,

@@ -180,6 +180,19 @@ fn fill_queue(fd: BorrowedFd<'_>, queue: libc::c_int, mut data: &[u8], ctx: Ctx)
     } else {
         "send (send queue refill)"
     };
+    // The send queue is charged by the buffers' true size, more than the bytes: a queue the
+    // original's (autotuned) buffer held may not fit a buffer of the size it reported. Widen
+    // it for the refill and put the dumped size back after.
+    let sndbuf = if queue == sys::TCP_SEND_QUEUE {
+        let now = sys::get_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUF)
+            .map_err(ctx.sys("getsockopt SO_SNDBUF"))?;
+        let widened = (now / 2).saturating_add(data.len().min(i32::MAX as usize / 4) as i32 * 2);
+        sys::set_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, widened)
+            .is_ok()
+            .then_some(now)
+    } else {
+        None
+    };
     let mut chunk = data.len();
     while !data.is_empty() {
         let n = chunk.min(data.len());
@@ -190,6 +203,10 @@ fn fill_queue(fd: BorrowedFd<'_>, queue: libc::c_int, mut data: &[u8], ctx: Ctx)
             Err(Errno::ENOMEM | Errno::EAGAIN) if chunk > 1024 => chunk /= 2,
             Err(e) => return Err(ctx.sys(step)(e)),
         }
+    }
+    if let Some(now) = sndbuf {
+        sys::set_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, now / 2)
+            .map_err(ctx.sys("setsockopt SO_SNDBUFFORCE"))?;
     }
     Ok(())
 }

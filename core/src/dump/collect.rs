@@ -46,6 +46,7 @@ pub(super) fn collect(
     let mut core = task::dump(pid, stat)?;
     let mut made = namespaces::dump(pid, frozen.tids(), pidns)?;
     (core.uts, core.time) = (made.uts.take(), made.time.take());
+    core.userns = made.user.take();
     core.cgroups = crate::task::cgroups::dump(pid, frozen.tids())?;
     core.cgroupns = made
         .cgroup
@@ -69,7 +70,7 @@ pub(super) fn collect(
             // check names.
             let security = security::dump_thread(pid, remote)?;
             let creds = security.creds.clone().unwrap_or_default();
-            let domain = probes.check(pid, tid, &creds)?;
+            let domain = probes.check(pid, tid, &creds, core.userns.as_ref())?;
             let mut thread = threads::dump_thread(tid, remote, scratch, process, &domain)?;
             if let Some(a) = thread.attrs.as_mut() {
                 a.syscall_dispatch = frozen.syscall_dispatch(tid).map(attrs::dispatch_to_image);
@@ -95,7 +96,7 @@ pub(super) fn collect(
     stage("threads");
     // Whatever a restore would refuse, the dump refuses first.
     attrs::refuse_unrestorable(pid, &core)?;
-    security::check_task(pid, &core.threads)?;
+    security::check_task(pid, &core.threads, core.userns.as_ref())?;
     core.sigactions = signals::dump_actions(pid, remote, scratch)?;
     core.itimers = timers::dump_itimers(pid, remote, scratch)?;
     core.posix_timers = timers::dump_posix(pid, remote, scratch)?;

@@ -496,7 +496,7 @@ fn dump_tree(
     tree::check_sessions(&pstree, &roots, opts.shell_job)?;
     {
         use crate::task::namespaces::{
-            check_tree, CGROUP, MNT, NET, SESSION_KEYRING, TIME, UTS,
+            check_tree, CGROUP, MNT, NET, SESSION_KEYRING, TIME, USER, UTS,
         };
         let made = |inode: fn(&cryo_proto::image::TaskCore) -> Option<u64>| -> Vec<(i32, i32, Option<u64>)> {
             let tasks = pstree.iter().zip(&cores);
@@ -508,7 +508,28 @@ fn dump_tree(
         check_tree(NET, &made(|c| c.netns.as_ref().map(|n| n.inode)))?;
         check_tree(SESSION_KEYRING, &made(|c| crate::task::keyrings::serial(c).map(|s| s as u64)))?;
         check_tree(MNT, &made(|c| c.mnt.as_ref().map(|n| n.inode)))?;
+        check_tree(USER, &made(|c| c.userns.as_ref().map(|n| n.inode)))?;
+        let members: Vec<crate::task::userns::Member> = pstree
+            .iter()
+            .enumerate()
+            .map(|(i, e)| crate::task::userns::Member {
+                pid: e.pid,
+                ppid: e.ppid,
+                userns: cores.get(i).and_then(|(c, _)| Some(c.userns.as_ref()?.inode)),
+                threads: e.tids.len(),
+                zombie: e.zombie,
+            })
+            .collect();
+        crate::task::userns::check_pids(&members, pidns.is_some())?;
     }
+    crate::task::userns::refuse_outsiders(
+        &live
+            .iter()
+            .zip(&cores)
+            .filter_map(|(m, (core, _))| Some((m.pid, core.userns.as_ref()?.inode)))
+            .collect::<Vec<_>>(),
+        &live_pids,
+    )?;
     crate::task::mount_ns::refuse_outsiders(
         &live
             .iter()

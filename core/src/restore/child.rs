@@ -205,6 +205,11 @@ fn child_setup(tree: &Planned, i: usize) -> Result<(), ChildError> {
         if core.fs_of_parent {
             share |= libc::CLONE_FS as u64;
         }
+        // The topmost process of a user namespace is cloned into a new one; cryo writes its
+        // maps before it goes on.
+        if starts_user_namespace(core, Some(&t.core)) {
+            share |= libc::CLONE_NEWUSER as u64;
+        }
         match fork_with_pid_sharing(cpid, share) {
             Ok(Forked::Child) => child_main(tree, c),
             Ok(Forked::Parent(_)) => {}
@@ -274,6 +279,16 @@ fn child_setup(tree: &Planned, i: usize) -> Result<(), ChildError> {
         }
     }
     Ok(())
+}
+
+/// Whether a process (`core`) below `parent` (None: a root) starts a user namespace: it is
+/// in one, and its parent is not in the same.
+pub(super) fn starts_user_namespace(
+    core: &cryo_proto::image::TaskCore,
+    parent: Option<&cryo_proto::image::TaskCore>,
+) -> bool {
+    let inode = |c: &cryo_proto::image::TaskCore| c.userns.as_ref().map(|n| n.inode);
+    inode(core).is_some() && parent.and_then(inode) != inode(core)
 }
 
 /// The parent whose fd table or fs_struct task `i` shares, if it does.

@@ -11,7 +11,9 @@ use tracing::debug;
 
 use super::error::RestoreError;
 use crate::error::{Error, Result};
-use crate::sys::process::{close_from, fork_into_namespaces, fork_with_pid, loopback_up, Forked};
+use crate::sys::process::{
+    close_from, fork_into_namespaces, fork_with_pid_sharing, loopback_up, Forked,
+};
 
 /// The new namespaces a restore creates for its process (`--pidns`, `--netns`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -40,10 +42,12 @@ pub struct InitSpawn {
 
 /// Forks an init into new namespaces; it forks `pid` there, which runs `child_main`.
 /// `child_main` does not return. `inherited` are fds of cryo meant for the restored process that the init must not keep.
+/// `user`: the process starts a user namespace (cryo writes its maps once it says hello).
 pub fn spawn_init(
     pid: Pid,
     ns: Namespaces,
     inherited: &[RawFd],
+    user: bool,
     child_main: impl FnOnce(),
 ) -> Result<InitSpawn> {
     let mut flags = 0u64;
@@ -62,7 +66,9 @@ pub fn spawn_init(
             let up = if ns.net { loopback_up() } else { Ok(()) };
             // The restored processes back in "cryo's" network namespace join this one's.
             crate::task::netns::outer_is_here();
-            let child = up.and_then(|()| fork_with_pid(pid));
+            // The process in a user namespace of its own is cloned into a new one.
+            let share = if user { libc::CLONE_NEWUSER as u64 } else { 0 };
+            let child = up.and_then(|()| fork_with_pid_sharing(pid, share));
             match child {
                 Ok(Forked::Child) => {
                     // cryo waits for this pipe's end: the restored process must not hold it.

@@ -32,7 +32,7 @@ use super::plan::CryoSet;
 use super::tree::Planned;
 use crate::error::{Error, Result};
 use crate::files;
-use crate::sys::process::{fork_with_pid, Forked};
+use crate::sys::process::{fork_with_pid, fork_with_pid_sharing, Forked};
 use crate::sys::spawn::move_to;
 
 /// How long cryo waits for a process of the tree to show up or stop.
@@ -184,8 +184,9 @@ fn spawn_tree(tree: &Planned, ns: Option<Namespaces>) -> Result<(Vec<Pid>, Optio
                     return Err(RestoreError::NamespacesHoldOneProcess.into());
                 };
                 let pid = Pid::from_raw(tree.loaded.tasks[r].entry.pid);
+                let user = super::child::starts_user_namespace(&tree.loaded.tasks[r].core, None);
                 let spawned =
-                    super::namespaces::spawn_init(pid, ns, &theirs, || child_main(tree, r))?;
+                    super::namespaces::spawn_init(pid, ns, &theirs, user, || child_main(tree, r))?;
                 init = Some(spawned.init);
                 created[r] = Some(spawned.child);
             }
@@ -217,8 +218,12 @@ fn spawn_tree(tree: &Planned, ns: Option<Namespaces>) -> Result<(Vec<Pid>, Optio
                 }
                 for &r in &plan.roots {
                     let pid = Pid::from_raw(tree.loaded.tasks[r].entry.pid);
+                    let user =
+                        super::child::starts_user_namespace(&tree.loaded.tasks[r].core, None);
                     let forked = if own_pidns {
-                        new_pid_namespace(pid, plan.roots.len(), new_net)
+                        new_pid_namespace(pid, plan.roots.len(), new_net, user)
+                    } else if user {
+                        fork_with_pid_sharing(pid, libc::CLONE_NEWUSER as u64)
                     } else {
                         fork_with_pid(pid)
                     };
@@ -277,6 +282,16 @@ fn spawn_tree(tree: &Planned, ns: Option<Namespaces>) -> Result<(Vec<Pid>, Optio
                     seen
                 }
             };
+            // A new user namespace gets its maps before its process does anything in it.
+            let core = &tree.loaded.tasks[i].core;
+            let parent = plan.parent[i].map(|p| &tree.loaded.tasks[p].core);
+            if let (Some(ns), true) = (
+                &core.userns,
+                super::child::starts_user_namespace(core, parent),
+            ) {
+                crate::task::userns::write_maps(seen, ns)
+                    .map_err(|e| Error::sys(seen, "write the maps of its user namespace", e))?;
+            }
             ptrace::seize(seen, ptrace::Options::PTRACE_O_EXITKILL)
                 .map_err(|e| Error::sys(seen, "seize the new process", e))?;
             let sync = ours[i].sync.take().map(std::fs::File::from);
@@ -323,9 +338,10 @@ fn spawn_tree(tree: &Planned, ns: Option<Namespaces>) -> Result<(Vec<Pid>, Optio
 }
 
 /// Forks the init of the tree's own PID namespace (`pid`: 1, the only one of `roots` roots)
-/// into a new one (and a new network namespace with `net`): it is PID 1 there, the
+/// into a new one (and a new network namespace with `net`, a new user namespace with
+/// `user`): it is PID 1 there, the
 /// namespace's reaper, and unkillable from inside.
-fn new_pid_namespace(pid: Pid, roots: usize, net: bool) -> std::io::Result<Forked> {
+fn new_pid_namespace(pid: Pid, roots: usize, net: bool, user: bool) -> std::io::Result<Forked> {
     if pid.as_raw() != 1 || roots != 1 {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
@@ -333,7 +349,10 @@ fn new_pid_namespace(pid: Pid, roots: usize, net: bool) -> std::io::Result<Forke
         ));
     }
     let net = if net { libc::CLONE_NEWNET as u64 } else { 0 };
-    crate::sys::process::fork_into_namespaces(libc::CLONE_NEWPID as u64 | net)
+    // In a new user namespace too, which then owns the PID namespace: its processes and
+    // threads get their pids inside it.
+    let user = if user { libc::CLONE_NEWUSER as u64 } else { 0 };
+    crate::sys::process::fork_into_namespaces(libc::CLONE_NEWPID as u64 | net | user)
 }
 
 /// The pid, as cryo sees it, of the child of `parent` whose pid in its own PID namespace is

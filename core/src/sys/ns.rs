@@ -34,3 +34,50 @@ pub(crate) fn run_in_new<T: Send>(kind: CloneFlags, f: impl FnOnce() -> T + Send
         .unwrap_or_else(|_| Err(io::Error::other("the namespace thread panicked")))
     })
 }
+
+/// ioctl_ns(2) requests (linux/nsfs.h): _IO(0xb7, 1), _IO(0xb7, 2), _IO(0xb7, 4).
+const NS_GET_USERNS: libc::c_ulong = 0xb701;
+const NS_GET_PARENT: libc::c_ulong = 0xb702;
+const NS_GET_OWNER_UID: libc::c_ulong = 0xb704;
+
+/// The inode of the namespace behind nsfs fd `fd`.
+fn inode_of(fd: impl AsFd) -> io::Result<u64> {
+    Ok(nix::sys::stat::fstat(fd.as_fd())?.st_ino)
+}
+
+/// The inode of the user namespace that owns namespace `ns` (an open /proc/PID/ns/KIND):
+/// NS_GET_USERNS.
+pub(crate) fn owner_inode(ns: impl AsFd) -> io::Result<u64> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: NS_GET_USERNS takes no argument and answers a new fd, owned by owned_fd.
+    let fd = super::owned_fd(libc::c_long::from(unsafe {
+        libc::ioctl(ns.as_fd().as_raw_fd(), NS_GET_USERNS)
+    }))?;
+    inode_of(fd)
+}
+
+/// The inode of the parent of user namespace `ns` (an open /proc/PID/ns/user):
+/// NS_GET_PARENT (EPERM when the parent is outside the caller's namespace).
+pub(crate) fn parent_inode(ns: impl AsFd) -> io::Result<u64> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: NS_GET_PARENT takes no argument and answers a new fd, owned by owned_fd.
+    let fd = super::owned_fd(libc::c_long::from(unsafe {
+        libc::ioctl(ns.as_fd().as_raw_fd(), NS_GET_PARENT)
+    }))?;
+    inode_of(fd)
+}
+
+/// The uid (in the caller's view) of the owner of user namespace `ns`: NS_GET_OWNER_UID.
+pub(crate) fn owner_uid(ns: impl AsFd) -> io::Result<u32> {
+    use std::os::fd::AsRawFd;
+    let mut uid: libc::uid_t = 0;
+    // SAFETY: NS_GET_OWNER_UID writes one uid_t to the pointer, which is ours and live.
+    super::check(libc::c_long::from(unsafe {
+        libc::ioctl(
+            ns.as_fd().as_raw_fd(),
+            NS_GET_OWNER_UID,
+            &mut uid as *mut libc::uid_t,
+        )
+    }))?;
+    Ok(uid)
+}

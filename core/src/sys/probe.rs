@@ -133,7 +133,7 @@ impl Drop for Probe {
 }
 
 /// What the child failed at, in its report (the step number).
-const STEPS: [&str; 9] = [
+const STEPS: [&str; 10] = [
     "make every fd close-on-exec",
     "keep the ready pipe as fd 0",
     "setgroups",
@@ -143,18 +143,30 @@ const STEPS: [&str; 9] = [
     "capset",
     "set its parent-death signal",
     "check its parent",
+    "join the user namespace",
 ];
 
+/// Where a probe runs: in cryo's namespaces, or in these.
+#[derive(Clone, Copy, Default)]
+pub struct ProbeNamespaces<'a> {
+    /// A PID namespace (an open /proc/PID/ns/pid).
+    pub pid: Option<BorrowedFd<'a>>,
+    /// A user namespace (an open /proc/PID/ns/user), joined first (uid and gid are then as
+    /// it maps them), and whether it allows setgroups (else the probe keeps cryo's groups).
+    pub user: Option<(BorrowedFd<'a>, bool)>,
+}
+
 /// Starts a probe running as `uid` and `gid` (real, effective, saved; no groups, no
-/// capabilities), dumpable, exec'd from `program` (from [`program_fd`]), in the PID namespace
-/// `pidns` (an open /proc/PID/ns/pid) if given, else in cryo's. Returns once it runs its
-/// program.
+/// capabilities), dumpable, exec'd from `program` (from [`program_fd`]), in the namespaces
+/// `ns` (cryo's where None). Returns once it runs its program.
 pub fn start(
     program: BorrowedFd<'_>,
     uid: u32,
     gid: u32,
-    pidns: Option<BorrowedFd<'_>>,
+    ns: ProbeNamespaces<'_>,
 ) -> io::Result<Probe> {
+    let pidns = ns.pid;
+    let user = ns.user.map(|(fd, setgroups)| (fd.as_raw_fd(), setgroups));
     let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     // The parent as the child sees it: from a new PID namespace, outside, it reads as 0.
     let parent = if pidns.is_some() {
@@ -174,7 +186,7 @@ pub fn start(
             nix::sched::setns(ns, CloneFlags::CLONE_NEWPID)?;
             let forked = super::process::fork();
             if let Ok(Forked::Child) = forked {
-                child(program, ready_w.as_fd(), uid, gid, parent);
+                child(program, ready_w.as_fd(), (uid, gid), user, parent);
             }
             let back = nix::sched::setns(own, CloneFlags::CLONE_NEWPID);
             let probe = forked.map(Probe::of);
@@ -184,7 +196,7 @@ pub fn start(
         None => {
             let forked = super::process::fork()?;
             if let Forked::Child = forked {
-                child(program, ready_w.as_fd(), uid, gid, parent);
+                child(program, ready_w.as_fd(), (uid, gid), user, parent);
             }
             Probe::of(forked)
         }
@@ -282,8 +294,15 @@ fn failed(errno: i32, step: i32) -> io::Error {
 }
 
 /// The forked child: only raw system calls from here (cryo has threads); never returns.
-/// `parent`: cryo's pid as the child sees it.
-fn child(program: BorrowedFd<'_>, ready: BorrowedFd<'_>, uid: u32, gid: u32, parent: i32) -> ! {
+/// `user`: a user namespace fd to join first, and whether it allows setgroups. `parent`:
+/// cryo's pid as the child sees it.
+fn child(
+    program: BorrowedFd<'_>,
+    ready: BorrowedFd<'_>,
+    (uid, gid): (u32, u32),
+    user: Option<(i32, bool)>,
+    parent: i32,
+) -> ! {
     /// `CLOSE_RANGE_CLOEXEC` (linux/close_range.h).
     const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
     /// `SECBIT_NOROOT | SECBIT_NOROOT_LOCKED` (linux/securebits.h): uid 0 gets no
@@ -317,9 +336,18 @@ fn child(program: BorrowedFd<'_>, ready: BorrowedFd<'_>, uid: u32, gid: u32, par
         if kept != 0 {
             fail(1);
         }
+        // In the target's user namespace: its creds and its memory's namespace are the
+        // thread's, whose capabilities reach no further.
+        if let Some((ns, _)) = user {
+            if libc::setns(ns, libc::CLONE_NEWUSER) != 0 {
+                fail(9);
+            }
+        }
         // The raw call: glibc's setgroups broadcasts to every thread (its setxid locks, which
         // another thread of cryo may have held at the fork).
-        if libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) != 0 {
+        if user.is_none_or(|(_, setgroups)| setgroups)
+            && libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) != 0
+        {
             fail(2);
         }
         if libc::syscall(libc::SYS_setresgid, gid, gid, gid) != 0 {
@@ -368,7 +396,7 @@ mod tests {
     #[test]
     fn a_probe_runs_with_its_ids_and_nothing_else_until_dropped() {
         let program = program_fd().unwrap();
-        let probe = start(program.as_fd(), 4321, 4322, None).unwrap();
+        let probe = start(program.as_fd(), 4321, 4322, ProbeNamespaces::default()).unwrap();
         let pid = probe.pid;
         assert_eq!(probe.inside, pid.as_raw(), "in cryo's PID namespace");
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();

@@ -44,12 +44,13 @@ pub fn fork_with_pid(pid: Pid) -> io::Result<Forked> {
 }
 
 /// [`fork_with_pid`], the child sharing what `share` says with this process (CLONE_FILES:
-/// the fd table, CLONE_FS: working directory, root and umask).
+/// the fd table, CLONE_FS: working directory, root and umask), or in a new user namespace
+/// (CLONE_NEWUSER: its pid is still given here, where this process has the capability).
 pub fn fork_with_pid_sharing(pid: Pid, share: u64) -> io::Result<Forked> {
     const PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
     let tid: libc::pid_t = pid.as_raw();
     let args = CloneArgs {
-        flags: share & (libc::CLONE_FILES | libc::CLONE_FS) as u64,
+        flags: share & (libc::CLONE_FILES | libc::CLONE_FS | libc::CLONE_NEWUSER) as u64,
         exit_signal: libc::SIGCHLD as u64,
         set_tid: &tid as *const libc::pid_t as u64,
         set_tid_size: 1,

@@ -11,6 +11,8 @@
 //!
 //! ```text
 //! the thread has CAP_SYS_PTRACE, in cryo's PID namespace    P = cryo itself: no probe
+//!   and cryo's user namespace (in one of its own, its
+//!   capabilities do not reach cryo)
 //! otherwise                                                 P = a probe process (sys/probe.rs),
 //!   real, effective, saved uid = the thread's real uid      made once per (uid, gid) and
 //!   the same of gids; no capabilities; dumpable             dump, in the tree's PID namespace
@@ -33,7 +35,7 @@ use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 
-use cryo_proto::image::Creds;
+use cryo_proto::image::{Creds, UserNamespace};
 use nix::unistd::Pid;
 
 use crate::remote::BatchCall;
@@ -115,8 +117,8 @@ pub struct Probes {
     pidns: Option<OwnedFd>,
     /// The probe program, written with the first probe.
     program: Option<OwnedFd>,
-    /// The probes by (uid, gid).
-    running: HashMap<(u32, u32), probe::Probe>,
+    /// The probes by (uid, gid, user namespace inode or 0: cryo's).
+    running: HashMap<(u32, u32, u64), probe::Probe>,
     /// The pid the first probe took in the tree's PID namespace: the last pid handed out
     /// there is put back to the one before it once the probes are gone.
     first_inside: Option<i32>,
@@ -135,8 +137,16 @@ impl Probes {
         }
     }
 
-    /// The check of thread `tid` of `pid`, whose credentials are `creds`.
-    pub fn check(&mut self, pid: Pid, tid: Pid, creds: &Creds) -> Result<Check, LandlockError> {
+    /// The check of thread `tid` of `pid`, whose credentials are `creds` (in a user namespace
+    /// of its own, `userns`: then the probe is in it too, since the thread's capabilities
+    /// do not reach outside it).
+    pub fn check(
+        &mut self,
+        pid: Pid,
+        tid: Pid,
+        creds: &Creds,
+        userns: Option<&UserNamespace>,
+    ) -> Result<Check, LandlockError> {
         let failed = |what| {
             move |errno: io::Error| LandlockError::Check {
                 pid,
@@ -145,13 +155,15 @@ impl Probes {
                 errno,
             }
         };
-        let ptrace = creds.cap_eff & (1 << CAP_SYS_PTRACE) != 0;
+        let ptrace = creds.cap_eff & (1 << CAP_SYS_PTRACE) != 0 && userns.is_none();
         let target = match self.pidns_init {
             None if ptrace => nix::unistd::getpid().as_raw(),
             _ => {
-                let key = (creds.uid, creds.gid);
+                let key = (creds.uid, creds.gid, userns.map_or(0, |n| n.inode));
                 if !self.running.contains_key(&key) {
-                    let started = self.start(key).map_err(failed("start a probe process"))?;
+                    let started = self
+                        .start(pid, key, userns)
+                        .map_err(failed("start a probe process"))?;
                     if self.pidns.is_some() && self.first_inside.is_none() {
                         self.first_inside = Some(started.inside);
                     }
@@ -163,8 +175,14 @@ impl Probes {
         Ok(Check { pid, tid, target })
     }
 
-    /// A new probe with ids `(uid, gid)`, in the tree's PID namespace.
-    fn start(&mut self, (uid, gid): (u32, u32)) -> io::Result<probe::Probe> {
+    /// A new probe with ids `(uid, gid)` (cryo's view), in the tree's PID namespace, and in
+    /// `userns`, the user namespace of `pid`, if given.
+    fn start(
+        &mut self,
+        pid: Pid,
+        (uid, gid, _): (u32, u32, u64),
+        userns: Option<&UserNamespace>,
+    ) -> io::Result<probe::Probe> {
         if self.program.is_none() {
             self.program = Some(probe::program_fd()?);
         }
@@ -177,7 +195,21 @@ impl Probes {
         }
         let program = self.program.as_ref().map(AsFd::as_fd);
         let program = program.ok_or_else(|| io::Error::other("no probe program"))?;
-        probe::start(program, uid, gid, self.pidns.as_ref().map(AsFd::as_fd))
+        let (user, uid, gid) = match userns {
+            None => (None, uid, gid),
+            Some(ns) => {
+                let unmapped = || io::Error::other("its ids are not mapped in its user namespace");
+                let uid = crate::task::userns::to_inside(&ns.uid_map, uid).ok_or_else(unmapped)?;
+                let gid = crate::task::userns::to_inside(&ns.gid_map, gid).ok_or_else(unmapped)?;
+                let fd = std::fs::File::open(crate::proc::dir(pid).join("ns/user"))?;
+                (Some((OwnedFd::from(fd), !ns.setgroups_deny)), uid, gid)
+            }
+        };
+        let ns = probe::ProbeNamespaces {
+            pid: self.pidns.as_ref().map(AsFd::as_fd),
+            user: user.as_ref().map(|(fd, allowed)| (fd.as_fd(), *allowed)),
+        };
+        probe::start(program, uid, gid, ns)
     }
 
     /// How many probe processes were made.

@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! namespaces  UTS made again with its names; other kinds cryo's or refused
+//! userns    a user namespace one level below cryo's: its maps, made again by its top process
 //! mount_ns  a mount namespace's own tmpfs and bind mounts, made again
 //! attrs     nice, policy, affinity, ioprio, slack, pdeathsig, MCE, oom, loginuid, dumpable...
 //! process   credentials, rlimits, umask, personality, name, cwd/root, session and group
@@ -29,3 +30,4 @@ pub mod sharing;
 pub mod signals;
 pub mod threads;
 pub mod timers;
+pub mod userns;

@@ -3,14 +3,16 @@
 //! the freeze, a cgroup namespace with its root cgroups (task/cgroups.rs), an IPC namespace
 //! with its objects and sysctls (crate::ipc), a network namespace with loopback only with
 //! its state (task/netns.rs), a mount namespace with the mounts it has beyond cryo's
-//! (task/mount_ns.rs); any other namespace than cryo's is refused, since the task would
-//! come back in cryo's and see other pids or ids.
+//! (task/mount_ns.rs), a user namespace one level below cryo's with its maps
+//! (task/userns.rs); every namespace made again must be owned by the user namespace the
+//! restore makes it in; any other namespace than cryo's is refused, since the task would
+//! come back in cryo's and see other pids.
 
 use std::collections::HashMap;
 use std::io;
 use std::path::Path;
 
-use cryo_proto::image::{TaskCore, TimeNamespace, UtsNamespace};
+use cryo_proto::image::{TaskCore, TimeNamespace, UserNamespace, UtsNamespace};
 use nix::unistd::Pid;
 
 use crate::proc;
@@ -77,6 +79,19 @@ pub enum NamespaceError {
         /// The namespace's inode.
         inode: u64,
     },
+    /// A user namespace (or the ownership of another namespace by one) the restore cannot
+    /// make again as it is.
+    #[error("pid {pid} thread {tid}: in user namespace user:[{inode}]: {reason}")]
+    User {
+        /// The process.
+        pid: Pid,
+        /// The thread.
+        tid: Pid,
+        /// The user namespace's inode.
+        inode: u64,
+        /// Why.
+        reason: String,
+    },
     /// A process's UTS or time namespace cannot be made again by the tree's forks.
     #[error("pid {pid}: {detail}")]
     NamespaceTree {
@@ -96,8 +111,8 @@ struct Kind {
     sees: &'static str,
 }
 
-/// The kinds refused when they differ from cryo's (UTS, time, cgroup, IPC, network and
-/// mount are judged apart).
+/// The kinds refused when they differ from cryo's (UTS, time, cgroup, IPC, network, mount
+/// and user are judged apart).
 const REFUSED: &[Kind] = &[
     Kind {
         link: "pid",
@@ -110,12 +125,6 @@ const REFUSED: &[Kind] = &[
         ours: "pid",
         what: "a PID (for its children)",
         sees: "its next children forked into cryo's",
-    },
-    Kind {
-        link: "user",
-        ours: "user",
-        what: "a user",
-        sees: "other ids and capabilities",
     },
 ];
 
@@ -143,6 +152,8 @@ pub struct MadeAgain {
     pub net: Option<u64>,
     /// The inode of its mount namespace (read by [`crate::task::mount_ns::dump`]).
     pub mnt: Option<u64>,
+    /// Its user namespace, with its maps.
+    pub user: Option<UserNamespace>,
 }
 
 /// Checks the namespaces of every thread of `pid` against cryo's: returns its UTS and time
@@ -170,6 +181,7 @@ pub fn dump(pid: Pid, tids: &[Pid], pidns: Option<u64>) -> Result<MadeAgain, Nam
             "cgroup",
             "ipc",
             "net",
+            "user",
         ]);
         for link in kinds {
             let theirs = match read(link) {
@@ -252,13 +264,90 @@ pub fn dump(pid: Pid, tids: &[Pid], pidns: Option<u64>) -> Result<MadeAgain, Nam
     let cgroup = (cgroup != read_ours("cgroup")?).then_some(cgroup);
     let net = ns_of("net");
     let net = (net != read_ours("net")?).then_some(net);
+    let user = ns_of("user");
+    let own_user = user != read_ours("user")?;
+    check_owners(pid, user, own_user, pidns)?;
+    let user = own_user
+        .then(|| crate::task::userns::dump(pid, user))
+        .transpose()?;
     Ok(MadeAgain {
         uts,
         time,
         cgroup,
         net,
         mnt,
+        user,
     })
+}
+
+/// Refuses a namespace of `pid` other than cryo's whose owner is not the user namespace the
+/// restore makes it in: the process's own (`user`, cryo's unless `own_user`), cryo's for an
+/// IPC namespace (cryo makes those, and a process in a user namespace of its own could not
+/// enter one of cryo's), the tree's own PID namespace (`pidns`) by its init's. In a user
+/// namespace of its own, only UTS and PID namespaces other than cryo's are taken.
+fn check_owners(
+    pid: Pid,
+    user: u64,
+    own_user: bool,
+    pidns: Option<u64>,
+) -> Result<(), NamespaceError> {
+    let read_err = |kind| {
+        move |errno| NamespaceError::Read {
+            pid,
+            tid: pid,
+            kind,
+            errno,
+        }
+    };
+    let cryos_user = inode(Path::new("/proc/self/ns/user")).map_err(read_err("user"))?;
+    for kind in ["uts", "ipc", "net", "mnt", "cgroup", "time", "pid"] {
+        let path = proc::dir(pid).join("ns").join(kind);
+        let theirs = inode(&path).map_err(read_err(kind))?;
+        let mine = inode(Path::new(&format!("/proc/self/ns/{kind}"))).map_err(read_err(kind))?;
+        if theirs == mine || (kind == "pid" && pidns != Some(theirs)) {
+            continue;
+        }
+        let ns = std::fs::File::open(&path).map_err(read_err(kind))?;
+        let owner = sys::ns::owner_inode(&ns).map_err(read_err(kind))?;
+        let (want, maker) = match kind {
+            "ipc" => (cryos_user, "cryo makes it in its own"),
+            _ if own_user => (user, "the restore makes it in the process's own"),
+            _ => (user, "the restore makes it in cryo's"),
+        };
+        if own_user && ["net", "mnt", "cgroup", "time"].contains(&kind) {
+            return Err(NamespaceError::User {
+                pid,
+                tid: pid,
+                inode: user,
+                reason: format!(
+                    "its {kind} namespace {kind}:[{theirs}] is not cryo's: only UTS and PID \
+                     namespaces are made again inside a user namespace (a network namespace's \
+                     replica, a mount namespace's mounts are made from cryo's)"
+                ),
+            });
+        }
+        if kind == "ipc" && own_user {
+            return Err(NamespaceError::User {
+                pid,
+                tid: pid,
+                inode: user,
+                reason: format!(
+                    "its IPC namespace ipc:[{theirs}] is not cryo's: cryo makes IPC namespaces                      in its own user namespace, which a process in another cannot enter"
+                ),
+            });
+        }
+        if owner != want {
+            return Err(NamespaceError::User {
+                pid,
+                tid: pid,
+                inode: user,
+                reason: format!(
+                    "its {kind} namespace {kind}:[{theirs}] is owned by user namespace                      user:[{owner}], not user:[{want}]: {maker} (user:[{want}])"
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The host and domain names of UTS namespace `inode`, the one of `pid`.
@@ -343,6 +432,13 @@ pub(crate) const CGROUP: MadeKind = MadeKind {
     name: "cgroup namespace",
     link: "cgroup",
     none: "in cryo's cgroup namespace",
+    goes_back: false,
+};
+/// User namespaces (task/userns.rs).
+pub(crate) const USER: MadeKind = MadeKind {
+    name: "user namespace",
+    link: "user",
+    none: "in cryo's user namespace",
     goes_back: false,
 };
 /// Session keyrings (task/keyrings.rs): made again by the fork that starts one, as these.

@@ -17,7 +17,9 @@
 
 use std::io;
 
-use cryo_proto::image::{Creds, SeccompFilter, TaskCore, ThreadCore, ThreadSecurity};
+use cryo_proto::image::{
+    Creds, SeccompFilter, TaskCore, ThreadCore, ThreadSecurity, UserNamespace,
+};
 use nix::unistd::Pid;
 
 use crate::error::Result;
@@ -272,11 +274,17 @@ pub fn shared_prefix(chains: &[&[SeccompFilter]]) -> usize {
 }
 
 /// The refusals a dump makes once every thread of `pid` is read: capabilities beyond
-/// cryo's own (a restore can only lower them), no_new_privs off under a cryo that has it on,
-/// and filters shared by some threads but not all.
-pub fn check_task(pid: Pid, threads: &[ThreadCore]) -> Result<()> {
+/// cryo's own (a restore can only lower them; in a user namespace of its own, `userns`, the
+/// process starts with every capability there), ids its user namespace does not map (they
+/// are set from inside), no_new_privs off under a cryo that has it on, and filters shared
+/// by some threads but not all.
+pub fn check_task(pid: Pid, threads: &[ThreadCore], userns: Option<&UserNamespace>) -> Result<()> {
     let ours = proc::status(nix::unistd::getpid())?;
-    let our = creds_from_status(&ours);
+    let mut our = creds_from_status(&ours);
+    if userns.is_some() {
+        let full = (1u64 << (CAP_LAST + 1)) - 1;
+        (our.cap_prm, our.cap_bnd) = (full, full);
+    }
     let our_nnp = number(&ours, "NoNewPrivs") != 0;
     let secured: Vec<(Pid, &ThreadSecurity)> = threads
         .iter()
@@ -289,6 +297,35 @@ pub fn check_task(pid: Pid, threads: &[ThreadCore]) -> Result<()> {
             what,
             why,
         };
+        if let (Some(c), Some(ns)) = (&sec.creds, userns) {
+            let uids = [c.uid, c.euid, c.suid, c.fsuid];
+            let gids = [c.gid, c.egid, c.sgid, c.fsgid];
+            let unmapped = [
+                (&ns.uid_map, "uid", &uids[..]),
+                (&ns.gid_map, "gid", &gids[..]),
+                (&ns.gid_map, "supplementary group", &c.groups[..]),
+            ]
+            .into_iter()
+            .find_map(|(map, what, ids)| Some((what, super::userns::first_unmapped(map, ids)?)));
+            let cryos = [
+                our.uid, our.euid, our.suid, our.fsuid, our.gid, our.egid, our.sgid, our.fsgid,
+            ];
+            let same_as_cryo = uids.iter().chain(&gids).eq(cryos.iter()) && c.groups == our.groups;
+            if let (Some((what, id)), false) = (unmapped, same_as_cryo) {
+                let why = format!(
+                    "{what} {id} is not mapped in its user namespace user:[{}], and the ids are set from inside",
+                    ns.inode
+                );
+                return Err(unrestorable("its ids", why).into());
+            }
+            if ns.setgroups_deny && c.groups != our.groups {
+                let why = format!(
+                    "its user namespace user:[{}] denies setgroups, and its groups {:?} are not cryo's {:?}, which it starts with",
+                    ns.inode, c.groups, our.groups
+                );
+                return Err(unrestorable("its supplementary groups", why).into());
+            }
+        }
         if let Some(c) = &sec.creds {
             let sets = [
                 ("permitted capabilities", c.cap_prm, our.cap_prm),
@@ -395,16 +432,42 @@ impl<'a> Threads<'a> {
                 (None, creds) => creds.as_ref(),
             };
             if let Some(creds) = creds {
-                self.secbits_changed[i] = self.set_thread_ids(remote, creds)?;
+                self.secbits_changed[i] =
+                    self.set_thread_ids(remote, creds, task.userns.as_ref())?;
             }
         }
         Ok(())
     }
 
-    /// Gives the thread of `remote` the ids of `want`; whether it had to (then its
-    /// securebits were changed to keep its capabilities).
-    fn set_thread_ids(&self, remote: &Remote, want: &Creds) -> Result<bool> {
+    /// Gives the thread of `remote` the ids of `want` (cryo's view, as /proc shows them to
+    /// cryo); whether it had to (then its securebits were changed to keep its capabilities).
+    /// In a user namespace of its own (`userns`) the calls take the ids as its maps show
+    /// them inside.
+    fn set_thread_ids(
+        &self,
+        remote: &Remote,
+        want: &Creds,
+        userns: Option<&UserNamespace>,
+    ) -> Result<bool> {
         let tid = remote.tid();
+        let inside = |map: fn(&UserNamespace) -> &String, id: u32| -> Result<u64> {
+            let Some(ns) = userns else {
+                return Ok(u64::from(id));
+            };
+            super::userns::to_inside(map(ns), id)
+                .map(u64::from)
+                .ok_or_else(|| {
+                    SecurityError::Unrestorable {
+                        pid: self.pid,
+                        tid,
+                        what: "its ids",
+                        why: format!("id {id} is not mapped in user:[{}]", ns.inode),
+                    }
+                    .into()
+                })
+        };
+        let uid = |id| inside(|ns| &ns.uid_map, id);
+        let gid = |id| inside(|ns| &ns.gid_map, id);
         let now = creds_from_status(&proc::status(tid)?);
         let ids = |c: &Creds| {
             [
@@ -424,7 +487,10 @@ impl<'a> Threads<'a> {
             "keep the capabilities while the ids change",
         )?;
         if now.groups != want.groups {
-            let groups: Vec<u8> = want.groups.iter().flat_map(|g| g.to_ne_bytes()).collect();
+            let mut groups: Vec<u8> = Vec::with_capacity(4 * want.groups.len());
+            for &g in &want.groups {
+                groups.extend_from_slice(&(gid(g)? as u32).to_ne_bytes());
+            }
             pt::write_mem(tid, self.scratch, &groups).map_err(self.sys(tid, "setgroups"))?;
             call(
                 libc::SYS_setgroups,
@@ -432,20 +498,19 @@ impl<'a> Threads<'a> {
                 "setgroups",
             )?;
         }
-        let id = u64::from;
         call(
             libc::SYS_setresgid,
-            &[id(want.gid), id(want.egid), id(want.sgid)],
+            &[gid(want.gid)?, gid(want.egid)?, gid(want.sgid)?],
             "setresgid",
         )?;
         call(
             libc::SYS_setresuid,
-            &[id(want.uid), id(want.euid), id(want.suid)],
+            &[uid(want.uid)?, uid(want.euid)?, uid(want.suid)?],
             "setresuid",
         )?;
         // setfsuid and setfsgid answer the previous value, never an error: read back below.
-        call(libc::SYS_setfsgid, &[id(want.fsgid)], "setfsgid")?;
-        call(libc::SYS_setfsuid, &[id(want.fsuid)], "setfsuid")?;
+        call(libc::SYS_setfsgid, &[gid(want.fsgid)?], "setfsgid")?;
+        call(libc::SYS_setfsuid, &[uid(want.fsuid)?], "setfsuid")?;
         let got = creds_from_status(&proc::status(tid)?);
         if ids(&got) != ids(want) || got.groups != want.groups {
             return Err(SecurityError::Differs {
@@ -749,14 +814,14 @@ mod tests {
             thread(1, std::slice::from_ref(&a)),
             thread(2, &[a.clone(), b]),
         ];
-        check_task(pid, &fine).unwrap();
+        check_task(pid, &fine, None).unwrap();
         // Two of three threads have the same filter the third lacks.
         let partly = [
             thread(1, &[]),
             thread(2, std::slice::from_ref(&a)),
             thread(3, std::slice::from_ref(&a)),
         ];
-        let err = check_task(pid, &partly).unwrap_err().to_string();
+        let err = check_task(pid, &partly, None).unwrap_err().to_string();
         assert!(
             err.contains("threads 2 and 3") && err.contains("filter 0"),
             "{err}"
@@ -786,7 +851,9 @@ mod tests {
                 ..Default::default()
             });
         }
-        let err = check_task(Pid::from_raw(1), &[t]).unwrap_err().to_string();
+        let err = check_task(Pid::from_raw(1), &[t], None)
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("thread 7") && err.contains("permitted"),
             "{err}"

@@ -73,6 +73,7 @@ mod unix_pass;
 mod unix_split;
 mod unix_tree;
 mod unsupported;
+mod user_ns;
 mod waits;
 mod writer;
 
@@ -149,6 +150,7 @@ pub const MODES: &[(&str, Start)] = &[
     ("hugetlb", hugetlb::start),
     ("hugetlb-file", hugetlb::start_file),
     ("mount-ns", mount_ns::start),
+    ("user-ns", user_ns::start),
 ];
 
 /// Starts the mode called `name`.

@@ -1,0 +1,286 @@
+//! `user-ns SETTING...`: a process in a user namespace of its own, one level below ours. This
+//! process clones it (CLONE_NEWUSER, with CLONE_NEWPID for `pidns`: the namespace's init),
+//! writes its maps from outside as `unshare -U` does, and only waits for it (ending as it
+//! ends); the process answers the commands from inside.
+//!
+//! ```text
+//! settings
+//! uid=IN:OUT:N[,...]   its uid_map (default 0:0:1: `unshare -U -r` as root)
+//! gid=IN:OUT:N[,...]   its gid_map (default 0:0:1)
+//! setgroups=allow      leave setgroups allowed (default: deny, written before gid_map)
+//! pidns                the namespace's init too (`unshare -Urpf`): it is pid 1
+//! uts=HOST             inside: unshare(CLONE_NEWUTS) (owned by the user namespace), sethostname
+//! net                  inside: unshare(CLONE_NEWNET) (owned by the user namespace), lo up
+//! landlock             inside, last: a Landlock domain handling file reads (allowed beneath
+//!                      /proc /usr /lib /lib64 /etc)
+//! become=ID            inside: groups ID+1,ID+2, gids and uids ID (keeping the
+//!                      capabilities: PR_SET_KEEPCAPS, then capset effective = permitted)
+//! child                inside: a child answering `child` (forked after `uts`, `become`)
+//! thread               inside: a second thread, waiting (made last)
+//! nested               inside: a child in a user namespace of its own below (a second level)
+//! shared               this process joins the user namespace too (setns) and stays outside
+//!                      the dump
+//!
+//! commands
+//! ids            uid R E S gid R E S groups G,G   (getresuid, getresgid, getgroups)
+//! maps           uid_map;gid_map;setgroups, spaces collapsed, lines joined with ','
+//! caps           CapInh CapPrm CapEff CapBnd CapAmb   (/proc/self/status), securebits HEX
+//! sethostname N  sethostname(N), then the nodename uname reads
+//! hostname       the nodename
+//! ns KIND        the link /proc/self/ns/KIND
+//! outside        its pid as /proc (mounted outside) names it: the link /proc/self
+//! child          the child's getpid getppid and ids, from the child
+//! ```
+
+use std::io;
+use std::path::Path;
+
+use super::{failed, io_err, sys, unknown, Mode};
+
+/// `user-ns`
+pub fn start(args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
+    let mut uid_map = "0 0 1\n".to_string();
+    let mut gid_map = uid_map.clone();
+    let mut deny = true;
+    let has = |name: &str| args.iter().any(|a| a == name);
+    for a in args {
+        let map =
+            |v: &str| -> String { v.split(',').map(|l| l.replace(':', " ") + "\n").collect() };
+        if let Some(v) = a.strip_prefix("uid=") {
+            uid_map = map(v);
+        } else if let Some(v) = a.strip_prefix("gid=") {
+            gid_map = map(v);
+        } else if a == "setgroups=allow" {
+            deny = false;
+        }
+    }
+    let mut flags = libc::CLONE_NEWUSER;
+    if has("pidns") {
+        flags |= libc::CLONE_NEWPID;
+    }
+    let (go_rd, go_wr) = sys::pipe().map_err(failed("pipe"))?;
+    let inner = sys::fork_sharing(flags).map_err(failed("clone into a user namespace"))?;
+    if inner != 0 {
+        sys::close(go_rd);
+        let write = |name: &str, text: &str| std::fs::write(format!("/proc/{inner}/{name}"), text);
+        let written = (|| {
+            if deny {
+                write("setgroups", "deny")?;
+            }
+            write("uid_map", &uid_map)?;
+            write("gid_map", &gid_map)
+        })();
+        if let Err(e) = written {
+            eprintln!("user-ns: write the maps: {e}");
+            sys::signal(inner, libc::SIGKILL).ok();
+            std::process::exit(1);
+        }
+        if has("shared") {
+            let ns = std::fs::File::open(format!("/proc/{inner}/ns/user")).expect("its ns");
+            nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWUSER).expect("setns");
+        }
+        sys::write_all(go_wr, b"g").ok();
+        wait_for(inner);
+    }
+    sys::close(go_wr);
+    let mut go = [0u8; 1];
+    match sys::read(go_rd, &mut go) {
+        Ok(1) => {}
+        other => return Err(format!("no go from outside: {other:?}")),
+    }
+    sys::close(go_rd);
+    // A session of its own: the dump takes it from its leader.
+    sys::setsid().map_err(failed("setsid"))?;
+    if let Some(host) = args.iter().find_map(|a| a.strip_prefix("uts=")) {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUTS)
+            .map_err(|e| format!("unshare uts: {e}"))?;
+        nix::unistd::sethostname(host).map_err(|e| format!("sethostname: {e}"))?;
+    }
+    if has("net") {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+            .map_err(|e| format!("unshare net: {e}"))?;
+        let up = std::process::Command::new("ip")
+            .args(["link", "set", "lo", "up"])
+            .status()
+            .map_err(failed("ip link set lo up"))?;
+        if !up.success() {
+            return Err(format!("ip link set lo up: {up}"));
+        }
+    }
+    if let Some(id) = args.iter().find_map(|a| a.strip_prefix("become=")) {
+        let id: u32 = id.parse().map_err(|_| format!("bad become={id}"))?;
+        become_keeping_caps(id).map_err(failed("become"))?;
+    }
+    let mut child = None;
+    if has("child") || has("nested") {
+        let (ask_rd, ask_wr) = sys::pipe().map_err(failed("pipe"))?;
+        let (tell_rd, tell_wr) = sys::pipe().map_err(failed("pipe"))?;
+        let nested = has("nested");
+        match sys::fork().map_err(failed("fork"))? {
+            0 => {
+                if nested {
+                    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUSER)
+                        .expect("a nested user namespace");
+                }
+                sys::close(ask_wr);
+                sys::close(tell_rd);
+                let mut byte = [0u8; 1];
+                while matches!(sys::read(ask_rd, &mut byte), Ok(1)) {
+                    let me = format!("{} {} {}", std::process::id(), sys::getppid(), ids());
+                    let _ = sys::write_all(tell_wr, me.as_bytes());
+                }
+                // SAFETY: _exit takes a number.
+                unsafe { libc::_exit(0) }
+            }
+            _ => {
+                sys::close(ask_rd);
+                sys::close(tell_wr);
+                child = Some((ask_wr, tell_rd));
+            }
+        }
+    }
+    if has("thread") {
+        std::thread::spawn(|| loop {
+            std::thread::park();
+        });
+    }
+    if has("landlock") {
+        let readable: Vec<&str> = ["/proc", "/usr", "/lib", "/lib64", "/etc"]
+            .into_iter()
+            .filter(|p| Path::new(p).exists())
+            .collect();
+        sys::landlock(&readable, 0, 0).map_err(failed("landlock"))?;
+    }
+    Ok(Box::new(UserNs { child }))
+}
+
+/// Waits for `inner` and ends as it ended: killed by the same signal, or with its code.
+fn wait_for(inner: i32) -> ! {
+    let mut status = 0;
+    // SAFETY: status is a valid int for waitpid to fill; signal, kill and _exit take numbers.
+    unsafe {
+        while libc::waitpid(inner, &mut status, 0) < 0
+            && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
+        {}
+        if libc::WIFSIGNALED(status) {
+            let sig = libc::WTERMSIG(status);
+            libc::signal(sig, libc::SIG_DFL);
+            libc::kill(libc::getpid(), sig);
+        }
+        libc::_exit(libc::WEXITSTATUS(status))
+    }
+}
+
+/// Groups `id`+1 and `id`+2, gids and uids `id`, with the capabilities kept and effective.
+fn become_keeping_caps(id: u32) -> io::Result<()> {
+    let groups = [id + 1, id + 2];
+    let mut header = [0x2008_0522u32, 0];
+    let mut data = [0u32; 6];
+    // SAFETY: single-threaded here; each call takes numbers or pointers to our live locals.
+    unsafe {
+        sys::cvt(libc::setgroups(groups.len(), groups.as_ptr()))?;
+        sys::cvt(libc::setresgid(id, id, id))?;
+        sys::cvt(libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0))?;
+        sys::cvt(libc::setresuid(id, id, id))?;
+        sys::cvt(libc::syscall(libc::SYS_capget, header.as_mut_ptr(), data.as_mut_ptr()) as i32)?;
+        // Effective (words 0 and 3) = permitted (words 1 and 4).
+        (data[0], data[3]) = (data[1], data[4]);
+        sys::cvt(libc::syscall(libc::SYS_capset, header.as_mut_ptr(), data.as_ptr()) as i32)?;
+    }
+    Ok(())
+}
+
+/// `uid R E S gid R E S groups G,G` as the calling process sees them.
+fn ids() -> String {
+    let (mut r, mut e, mut s) = (0, 0, 0);
+    let (mut gr, mut ge, mut gs) = (0, 0, 0);
+    let mut groups = [0 as libc::gid_t; 64];
+    // SAFETY: each call fills the integers or the array (of the length passed) we own.
+    let n = unsafe {
+        libc::getresuid(&mut r, &mut e, &mut s);
+        libc::getresgid(&mut gr, &mut ge, &mut gs);
+        libc::getgroups(groups.len() as i32, groups.as_mut_ptr())
+    };
+    let groups: Vec<String> = groups[..n.max(0) as usize]
+        .iter()
+        .map(|g| g.to_string())
+        .collect();
+    format!(
+        "uid {r} {e} {s} gid {gr} {ge} {gs} groups {}",
+        groups.join(",")
+    )
+}
+
+/// A file of /proc/self, its lines with spaces collapsed, joined with ','.
+fn collapsed(name: &str) -> io::Result<String> {
+    let text = std::fs::read_to_string(format!("/proc/self/{name}"))?;
+    Ok(text
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect::<Vec<_>>()
+        .join(","))
+}
+
+struct UserNs {
+    /// The child's ends: ask, answer.
+    child: Option<(i32, i32)>,
+}
+
+impl Mode for UserNs {
+    fn command(&mut self, verb: &str, args: &[&str]) -> Result<String, String> {
+        match (verb, args) {
+            ("ids", []) => Ok(ids()),
+            ("maps", []) => Ok(format!(
+                "{};{};{}",
+                collapsed("uid_map").map_err(io_err)?,
+                collapsed("gid_map").map_err(io_err)?,
+                collapsed("setgroups").map_err(io_err)?
+            )),
+            ("caps", []) => {
+                let status = std::fs::read_to_string("/proc/self/status").map_err(io_err)?;
+                let field = |name: &str| {
+                    status
+                        .lines()
+                        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+                        .unwrap_or("")
+                        .trim()
+                        .to_string()
+                };
+                // SAFETY: PR_GET_SECUREBITS takes no pointer.
+                let securebits = unsafe { libc::prctl(libc::PR_GET_SECUREBITS, 0, 0, 0, 0) };
+                Ok(format!(
+                    "{} securebits {securebits:#x}",
+                    ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"]
+                        .map(field)
+                        .join(" ")
+                ))
+            }
+            ("sethostname", [name]) => {
+                nix::unistd::sethostname(name).map_err(|e| e.to_string())?;
+                Ok(hostname())
+            }
+            ("hostname", []) => Ok(hostname()),
+            ("ns", [kind]) => std::fs::read_link(format!("/proc/self/ns/{kind}"))
+                .map(|l| l.to_string_lossy().into_owned())
+                .map_err(io_err),
+            ("outside", []) => std::fs::read_link("/proc/self")
+                .map(|l| l.to_string_lossy().into_owned())
+                .map_err(io_err),
+            ("child", []) => {
+                let (ask, answer) = self.child.ok_or("no child")?;
+                sys::write_all(ask, b"?").map_err(io_err)?;
+                let mut buf = [0u8; 256];
+                let n = sys::read(answer, &mut buf).map_err(io_err)?;
+                Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+            }
+            _ => unknown(verb),
+        }
+    }
+}
+
+/// The nodename uname reads.
+fn hostname() -> String {
+    nix::sys::utsname::uname()
+        .map(|u| u.nodename().to_string_lossy().into_owned())
+        .unwrap_or_default()
+}

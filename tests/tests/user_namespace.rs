@@ -1,0 +1,267 @@
+//! A process tree in a user namespace of its own (issue 12), one level below cryo's: restored
+//! in a new one with the same maps and setgroups, the same ids and capabilities as the
+//! process sees them from inside, root's powers there (sethostname in the UTS namespace it
+//! owns); with the tree's own PID namespace owned by it (`unshare -Urpf`), threads and
+//! children too. Refused at dump, naming pid, thread, the user namespace and why: a nested
+//! one, one shared with a process outside the dump, a child forked inside one in cryo's PID
+//! namespace.
+//!
+//! Needs the engine: `cryo` must be built (`cargo build -p cryo`).
+
+use cryo_tests::{cryo_bin, Workload};
+
+/// What a process of `w` observes of its user namespace and itself, from inside.
+fn observed(w: &Workload) -> Vec<String> {
+    ["maps", "ids", "caps", "hostname"]
+        .iter()
+        .map(|c| format!("{c}: {}", w.cmd(c)))
+        .collect()
+}
+
+/// The user namespace link of process `pid` (as we see it).
+fn user_ns(pid: impl std::fmt::Display) -> String {
+    std::fs::read_link(format!("/proc/{pid}/ns/user"))
+        .unwrap()
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// The inode of the user namespace that owns namespace `kind` of process `pid`
+/// (NS_GET_USERNS), and that of the user namespace `pid` is in.
+fn owner_and_own(pid: impl std::fmt::Display, kind: &str) -> (u64, u64) {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::fs::MetadataExt;
+    let ns = std::fs::File::open(format!("/proc/{pid}/ns/{kind}")).unwrap();
+    // SAFETY: NS_GET_USERNS (_IO(0xb7, 1)) takes no argument and answers a new fd.
+    let owner = unsafe { libc::ioctl(ns.as_raw_fd(), 0xb701) };
+    assert!(
+        owner >= 0,
+        "NS_GET_USERNS: {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: the fd was just returned to us and nothing else owns it.
+    let owner = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(owner) });
+    let own = std::fs::metadata(format!("/proc/{pid}/ns/user")).unwrap();
+    (owner.metadata().unwrap().ino(), own.ino())
+}
+
+/// Dumps `w` (killed), restores it, and checks that it observes what it did, in a new user
+/// namespace: not ours, not the original's.
+fn dump_and_restore_in_a_new_one(w: &mut Workload) -> Vec<String> {
+    let before = observed(w);
+    let original = w.cmd("ns user");
+    assert_ne!(
+        original,
+        user_ns("self"),
+        "the original is in one of its own"
+    );
+    let img = w.path("img");
+    w.dump_ok(&img);
+    w.restore_background(&img);
+    let after = observed(w);
+    assert_eq!(after, before, "observed from inside after the restore");
+    let restored = w.cmd("ns user");
+    assert_ne!(
+        restored,
+        user_ns("self"),
+        "restored into cryo's user namespace"
+    );
+    assert_ne!(restored, original, "the original's namespace is gone");
+    let (owner, own) = owner_and_own(w.pid(), "uts");
+    assert_eq!(
+        owner, own,
+        "its UTS namespace is owned by its user namespace"
+    );
+    assert_eq!(
+        w.cmd("sethostname cryo-after"),
+        "cryo-after",
+        "root in its namespace renames its own UTS namespace"
+    );
+    before
+}
+
+#[test]
+fn a_process_in_a_user_namespace_of_its_own_comes_back_in_a_new_one() {
+    cryo_bin();
+    // `unshare -U -r --uts` as root: 0 0 1, setgroups deny, every capability inside.
+    let mut w = Workload::spawn("user-ns", &["uts=cryo-userns"]);
+    let before = dump_and_restore_in_a_new_one(&mut w);
+    assert_eq!(
+        before,
+        [
+            "maps: 0 0 1;0 0 1;deny",
+            "ids: uid 0 0 0 gid 0 0 0 groups ",
+            "caps: 0000000000000000 000001ffffffffff 000001ffffffffff 000001ffffffffff \
+             0000000000000000 securebits 0x0",
+            "hostname: cryo-userns",
+        ]
+    );
+}
+
+#[test]
+fn a_process_with_a_map_of_many_lines_comes_back_with_its_ids_inside() {
+    cryo_bin();
+    // Inside 0 is outside 0, 1.. is 100000.. (gids 200000..): the process is uid 1000 inside
+    // (100999 for us) with groups 1001 and 1002 (allowed), keeping its capabilities.
+    let mut w = Workload::spawn(
+        "user-ns",
+        &[
+            "uid=0:0:1,1:100000:65536",
+            "gid=0:0:1,1:200000:65536",
+            "setgroups=allow",
+            "uts=cryo-userns-map",
+            "become=1000",
+        ],
+    );
+    assert_eq!(
+        w.cmd("maps"),
+        "0 0 1,1 100000 65536;0 0 1,1 200000 65536;allow"
+    );
+    assert_eq!(
+        cryo_tests::status_field(w.pid(), "Uid").unwrap(),
+        "100999\t100999\t100999\t100999",
+        "as we see it"
+    );
+    let before = dump_and_restore_in_a_new_one(&mut w);
+    assert_eq!(
+        before[1..3],
+        [
+            "ids: uid 1000 1000 1000 gid 1000 1000 1000 groups 1001,1002",
+            "caps: 0000000000000000 000001ffffffffff 000001ffffffffff 000001ffffffffff \
+             0000000000000000 securebits 0x10"
+        ],
+        "inside"
+    );
+}
+
+#[test]
+fn a_tree_in_a_user_namespace_owning_its_pid_namespace_comes_back_with_its_pids() {
+    cryo_bin();
+    // `unshare -Urpf --uts`: the init (pid 1) with a child and a second thread.
+    let mut w = Workload::spawn(
+        "user-ns",
+        &["pidns", "uts=cryo-userns-pid", "child", "thread"],
+    );
+    assert_eq!(w.pid(), 1, "the namespace's init answers");
+    let child = w.cmd("child");
+    assert!(child.starts_with("2 1 uid 0 0 0"), "{child}");
+    let outside = w.cmd("outside");
+    let img = w.path("img");
+    let out = w.cryo(&["dump", "-t", &outside, "-D", img.to_str().unwrap()]);
+    out.assert_success();
+    w.wait_original();
+    w.restore_background(&img);
+    assert_eq!(w.cmd("pid"), "1", "getpid() in the restored init");
+    assert_eq!(w.cmd("child"), child, "the child, from inside");
+    assert_eq!(w.cmd("maps"), "0 0 1;0 0 1;deny");
+    assert_eq!(w.cmd("hostname"), "cryo-userns-pid");
+    assert_eq!(w.cmd("sethostname cryo-pid-after"), "cryo-pid-after");
+    let restored = w.cmd("outside");
+    assert_ne!(user_ns(&restored), user_ns("self"));
+    let tasks = std::fs::read_dir(format!("/proc/{restored}/task"))
+        .unwrap()
+        .count();
+    assert_eq!(tasks, 2, "its two threads");
+}
+
+#[test]
+fn a_leave_running_dump_leaves_the_process_in_its_user_namespace_working() {
+    cryo_bin();
+    let w = Workload::spawn("user-ns", &["uts=cryo-userns-left"]);
+    let before = observed(&w);
+    let ns = w.cmd("ns user");
+    w.dump(&w.path("img"), &["--leave-running"])
+        .assert_success();
+    assert_eq!(observed(&w), before, "after a --leave-running dump");
+    assert_eq!(w.cmd("ns user"), ns);
+    assert_eq!(w.cmd("sethostname cryo-still"), "cryo-still");
+    // A copy beside it, in new PID and network namespaces (`restore --pidns --netns`): in a
+    // user namespace of its own too.
+    let before = observed(&w);
+    let copy = w.restore_copy_in_namespaces(&w.path("img"));
+    let copy_fd = cryo_tests::Pidfd::open(copy).unwrap();
+    let original = w.stop_original();
+    assert_eq!(
+        w.cmd("ns user"),
+        format!("user:[{}]", owner_and_own(copy, "uts").1)
+    );
+    assert_ne!(w.cmd("ns user"), ns, "the copy's user namespace is its own");
+    let mut after = observed(&w);
+    // The copy has the names of the dump, the original was renamed after it.
+    assert_eq!(after[3], "hostname: cryo-userns-left");
+    after[3] = before[3].clone();
+    assert_eq!(after, before, "the copy, from inside");
+    assert_eq!(w.cmd("sethostname cryo-copy"), "cryo-copy");
+    copy_fd.signal(libc::SIGKILL).unwrap();
+    assert!(
+        copy_fd.wait_exit(cryo_tests::CMD_TIMEOUT),
+        "the copy did not die"
+    );
+    original.signal(libc::SIGCONT).unwrap();
+    assert_eq!(w.cmd("hostname"), "cryo-still", "the original kept its own");
+}
+
+#[test]
+fn a_network_namespace_made_inside_the_user_namespace_is_refused() {
+    cryo_bin();
+    // `unshare -Urn`: owned by the user namespace; its replica would be made in cryo's.
+    let w = Workload::spawn("user-ns", &["net"]);
+    let (owner, own) = owner_and_own(w.pid(), "net");
+    assert_eq!(owner, own);
+    assert_refused(&w, w.pid(), "its net namespace net:[");
+}
+
+#[test]
+fn a_landlocked_process_in_a_user_namespace_is_refused() {
+    cryo_bin();
+    let w = Workload::spawn("user-ns", &["landlock"]);
+    let out = w.dump(&w.path("img"), &[]);
+    assert!(!out.status.success(), "the dump should be refused\n{out}");
+    let pid = w.pid();
+    assert!(
+        out.stderr.contains(&format!(
+            "pid {pid} thread {pid}: Landlock domain cannot be restored"
+        )),
+        "{}",
+        out.stderr
+    );
+    w.assert_untouched();
+}
+
+/// Asserts that dumping `w` is refused naming its pid, thread, user namespace and `why`, and
+/// leaves it working.
+fn assert_refused(w: &Workload, pid: i32, why: &str) {
+    let out = w.dump(&w.path("img"), &[]);
+    assert!(!out.status.success(), "the dump should be refused\n{out}");
+    let named = format!("pid {pid} thread {pid}: in user namespace user:[");
+    assert!(
+        out.stderr.contains(&named) && out.stderr.contains(why),
+        "{named} ... {why}: {}",
+        out.stderr
+    );
+    w.assert_untouched();
+    assert!(!w.cmd("ids").is_empty(), "the target answers");
+}
+
+#[test]
+fn a_nested_user_namespace_is_refused() {
+    cryo_bin();
+    let w = Workload::spawn("user-ns", &["nested"]);
+    let child: i32 = w.cmd("child").split(' ').next().unwrap().parse().unwrap();
+    assert_refused(&w, child, "nested: its parent is user:[");
+}
+
+#[test]
+fn a_user_namespace_shared_with_a_process_outside_the_dump_is_refused() {
+    cryo_bin();
+    let w = Workload::spawn("user-ns", &["shared"]);
+    assert_refused(&w, w.pid(), "which is not in the dump");
+}
+
+#[test]
+fn a_child_forked_inside_a_user_namespace_in_cryos_pid_namespace_is_refused() {
+    cryo_bin();
+    let w = Workload::spawn("user-ns", &["child"]);
+    let child: i32 = w.cmd("child").split(' ').next().unwrap().parse().unwrap();
+    assert_refused(&w, child, "clone3 set_tid");
+}
