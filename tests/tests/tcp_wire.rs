@@ -386,3 +386,35 @@ fn fin_wait2_comes_back_and_still_receives() {
     assert_eq!(w.cmd("eof 0"), "eof");
     w.kill_restored();
 }
+
+/// A connection shut for writing while its send queue is full (the peer reads nothing, as in
+/// zdtm's socket-tcp-fin-wait1): its FIN waits behind megabytes the peer has not taken; the
+/// whole queue is refilled in repair mode before the FIN, in a send buffer widened for it
+/// (the queue is charged by true size: zdtm's case, both ends in the dump, failed the restore
+/// with `send (send queue refill): Try again`; this one with the peer outside fits either way).
+#[test]
+fn fin_wait1_with_a_full_send_queue_comes_back_and_delivers_it_then_the_fin() {
+    cryo_bin();
+    let mut w = Workload::spawn("tcp", &["127.0.0.1:0"]);
+    let mut client = connect(server_addr(&w, "127.0.0.1"));
+    assert_eq!(w.cmd("accept"), "0");
+    // In writes of 17 bytes, as zdtm's test: more buffer per byte than large writes.
+    let blasted: usize = w.cmd("blast-by 0 16000000 5 17").parse().unwrap();
+    assert!(blasted > 1_000_000, "only {blasted} bytes queued");
+    assert_eq!(w.cmd("shutdown 0"), "ok");
+    wait_state(&w, 0, "FIN_WAIT1");
+
+    let img = w.path("img");
+    w.dump(&img, &["--tcp-established"]).assert_success();
+    w.wait_original();
+    w.restore_background(&img);
+
+    assert_eq!(w.cmd("state 0"), "FIN_WAIT1");
+    let got = read_exactly(&mut client, blasted);
+    assert!(
+        got == pattern(16_000_000, 5)[..blasted],
+        "the send queue came back damaged"
+    );
+    read_eof(&mut client);
+    w.kill_restored();
+}

@@ -6,6 +6,7 @@
 //!                            port -> <port>   accept -> <index>   conns -> <count>
 //!                            echo I N -> <len> <checksum> (reads N bytes of conn I, writes them back)
 //!                            blast I N SEED -> <bytes> (writes pattern(N, SEED) without waiting)
+//!                            blast-by I N SEED K -> the same in writes of K bytes each
 //!                            peer I -> <peer address>
 //!                            accept-n N -> <count> (accepts N more)   echo-all N -> <count>
 //!                            (reads N bytes of every connection, in order, writes them back)
@@ -145,7 +146,12 @@ impl Mode for Tcp {
             ("blast", [i, n, seed]) => {
                 let n = count(n)?;
                 let seed = parse_u64(seed)?;
-                blast(t.conn(i)?, n, seed)
+                blast(t.conn(i)?, n, seed, n)
+            }
+            ("blast-by", [i, n, seed, k]) => {
+                let n = count(n)?;
+                let seed = parse_u64(seed)?;
+                blast(t.conn(i)?, n, seed, count(k)?.max(1))
             }
             _ => unknown(verb),
         }
@@ -262,11 +268,11 @@ fn wait_for(s: &TcpStream, events: libc::c_short) -> Result<(), String> {
 }
 
 /// Writes as much of pattern(`n`, `seed`) as fits without waiting; says how much.
-fn blast(s: &mut TcpStream, n: usize, seed: u64) -> Result<String, String> {
+fn blast(s: &mut TcpStream, n: usize, seed: u64, each: usize) -> Result<String, String> {
     let data = protocol::pattern(n, seed);
     let mut sent = 0;
     while sent < n {
-        match s.write(&data[sent..]) {
+        match s.write(&data[sent..n.min(sent + each)]) {
             Ok(k) => sent += k,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
