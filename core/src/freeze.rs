@@ -21,6 +21,8 @@ pub struct FrozenTask {
     killed: bool,
     /// In a group stop (SIGSTOP, SIGTSTP) when seized: released, it goes back into it.
     group_stopped: bool,
+    /// The signal of that group stop, as the seize reported it.
+    stop_signal: Option<Signal>,
     /// The threads whose syscall user dispatch was on, turned off while frozen: their
     /// configuration, put back on release.
     dispatch: Vec<(Pid, pt::SudConfig)>,
@@ -51,6 +53,12 @@ pub fn check_target(pid: Pid) -> Result<proc::Stat> {
 }
 
 impl FrozenTask {
+    /// The signal that stopped the task (SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU) when it was in a
+    /// group stop as it was seized.
+    pub fn stop_signal(&self) -> Option<Signal> {
+        self.stop_signal
+    }
+
     /// Seizes and interrupts every thread of `pid`. On failure every thread seized so far is
     /// released again.
     pub fn freeze(pid: Pid) -> Result<Self> {
@@ -59,6 +67,7 @@ impl FrozenTask {
             tids: Vec::new(),
             killed: false,
             group_stopped: proc::stat(pid)?.state == 'T',
+            stop_signal: None,
             dispatch: Vec::new(),
         };
         // Threads may be born while we seize: loop until the set is stable.
@@ -73,7 +82,7 @@ impl FrozenTask {
                 }
                 new = true;
                 refuse_traced(pid, tid)?;
-                seize_one(tid).map_err(|e| match e {
+                let stop = seize_one(tid).map_err(|e| match e {
                     // The kernel refuses to attach to a task that is exiting (EPERM too).
                     nix::errno::Errno::ESRCH | nix::errno::Errno::EPERM if exited(pid, tid) => {
                         DumpError::ExitedWhileFrozen { pid, tid }.into()
@@ -88,6 +97,9 @@ impl FrozenTask {
                     e => Error::sys(pid, format!("freeze thread {tid}"), e),
                 })?;
                 frozen.tids.push(tid);
+                if frozen.group_stopped && frozen.stop_signal.is_none() {
+                    frozen.stop_signal = stop;
+                }
                 if !frozen.group_stopped {
                     resume_stopped_wait(pid, tid)?;
                 }
@@ -313,7 +325,10 @@ fn resume_stopped_wait(pid: Pid, tid: Pid) -> Result<()> {
     Ok(())
 }
 
-fn seize_one(tid: Pid) -> nix::Result<()> {
+/// Seizes and interrupts thread `tid`; returns the signal of the group stop it was in, if
+/// any (a seized task in a group stop reports PTRACE_EVENT_STOP with the stopping signal; an
+/// interrupted running one with SIGTRAP).
+fn seize_one(tid: Pid) -> nix::Result<Option<Signal>> {
     // Remote calls take the thread back at syscall stops, told from signal stops by the 0x80.
     ptrace::seize(tid, ptrace::Options::PTRACE_O_TRACESYSGOOD)?;
     if let Err(e) = ptrace::interrupt(tid) {
@@ -322,7 +337,12 @@ fn seize_one(tid: Pid) -> nix::Result<()> {
     }
     loop {
         match waitpid(tid, Some(WaitPidFlag::__WALL)) {
-            Ok(WaitStatus::PtraceEvent(..)) | Ok(WaitStatus::Stopped(..)) => return Ok(()),
+            Ok(WaitStatus::PtraceEvent(_, sig, libc::PTRACE_EVENT_STOP))
+                if sig != Signal::SIGTRAP =>
+            {
+                return Ok(Some(sig))
+            }
+            Ok(WaitStatus::PtraceEvent(..)) | Ok(WaitStatus::Stopped(..)) => return Ok(None),
             Ok(WaitStatus::Exited(..)) | Ok(WaitStatus::Signaled(..)) => {
                 return Err(nix::errno::Errno::ESRCH)
             }

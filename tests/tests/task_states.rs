@@ -155,3 +155,23 @@ fn waits_go_on_without_eintr_after_a_restore() {
     until_results(&w, "epoll 1 sigwait 12 sleep none poll 1 sem 0");
     w.kill_restored();
 }
+
+/// A child stopped by SIGTSTP (a shell's ^Z) comes back stopped by SIGTSTP: its parent's
+/// waitid reads that signal, as before the dump (zdtm's stopped03). Before: SIGSTOP (19).
+#[test]
+fn a_child_stopped_by_sigtstp_comes_back_stopped_by_it() {
+    cryo_bin();
+    let mut w = Workload::spawn("tree", &[]);
+    let tstp = libc::SIGTSTP;
+    assert_eq!(
+        w.cmd(&format!("stop-child {tstp}")),
+        format!("stopped {tstp}")
+    );
+    w.dump_and_restore();
+    assert_eq!(
+        w.cmd("stopped"),
+        format!("stopped {tstp}"),
+        "its parent's waitid"
+    );
+    w.kill_restored();
+}

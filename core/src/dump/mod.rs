@@ -421,6 +421,10 @@ fn dump_tree(
         let mut entry = task::process_entry(pid, &stat, frozen.tids());
         // The state before the freeze (the frozen task reads as traced now).
         entry.stopped = m.stat.state == 'T';
+        entry.stop_signal = frozen
+            .stop_signal()
+            .filter(|_| entry.stopped)
+            .map_or(0, |sig| sig as i32);
         pstree.push(entry);
         ttys.push((stat.tty_nr, stat.tpgid));
         cores.push((core, mm));

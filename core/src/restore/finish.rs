@@ -291,8 +291,25 @@ fn finish(
     }
     if task.entry.stopped {
         // Queued while the process is still under ptrace: it takes the stop as it is let go,
-        // before running an instruction of its own, as it was when dumped.
-        nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGSTOP)
+        // before running an instruction of its own, as it was when dumped; by the signal that
+        // stopped it (its parent's waitid reads it). A SIGTSTP, SIGTTIN or SIGTTOU that
+        // stopped it had its default action then, and its disposition could not change since.
+        let sig = match task.entry.stop_signal {
+            0 => nix::sys::signal::Signal::SIGSTOP,
+            n => nix::sys::signal::Signal::try_from(n)
+                .ok()
+                .filter(|s| {
+                    use nix::sys::signal::Signal::*;
+                    matches!(s, SIGSTOP | SIGTSTP | SIGTTIN | SIGTTOU)
+                })
+                .ok_or_else(|| {
+                    Error::target(
+                        child,
+                        format!("the image gives stop signal {n}, which is not one"),
+                    )
+                })?,
+        };
+        nix::sys::signal::kill(child, sig)
             .map_err(|e| Error::sys(child, "stop it again (it was stopped when dumped)", e))?;
     }
     Ok(created)

@@ -678,6 +678,24 @@ pub fn memfd(name: &str) -> io::Result<i32> {
     cvt(unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) })
 }
 
+/// waitid(P_PID, `pid`, WSTOPPED | WNOWAIT | WNOHANG): the signal that stopped it (si_status),
+/// or None when it is not stopped (the stop stays to be waited for).
+pub fn stop_signal_of(pid: i32) -> io::Result<Option<i32>> {
+    // SAFETY: siginfo_t is plain data the kernel fills.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: waitid writes `info`.
+    cvt(unsafe {
+        libc::waitid(
+            libc::P_PID,
+            pid as libc::id_t,
+            &mut info,
+            libc::WSTOPPED | libc::WNOWAIT | libc::WNOHANG,
+        )
+    })?;
+    // SAFETY: si_pid and si_status are set by waitid when a child was found (0 when not).
+    Ok(unsafe { (info.si_pid() != 0).then(|| info.si_status()) })
+}
+
 /// Forks a child that runs the file open as `fd` (execveat with AT_EMPTY_PATH, no
 /// arguments beyond its name, no environment); returns its wait status, or the errno of the
 /// failed execveat as its exit code.

@@ -4,6 +4,9 @@
 //! ```text
 //! tree                       kids -> <child> <grandchild> <zombie>   ask MSG -> got MSG
 //!                            ask reap -> reaped <status of the zombie>
+//!                            stop-child SIG -> stopped <signal> (kill(child, SIG), then waits
+//!                            for the stop without taking it: waitid WNOWAIT)
+//!                            stopped -> stopped <signal> | running (waitid WNOHANG|WNOWAIT)
 //!                            (a child in a process group of its own, talking to this
 //!                            process over two inherited pipes; its own child; a zombie
 //!                            child of it that exited with 7)
@@ -28,6 +31,20 @@ impl Mode for Tree {
                 self.kids[0], self.kids[1], self.kids[2]
             )),
             ("ask", [msg]) => self.pipes.ask(msg).map_err(io_err),
+            ("stop-child", [sig]) => {
+                let sig: i32 = sig.parse().map_err(|_| format!("bad signal {sig:?}"))?;
+                sys::tgkill(self.kids[0], self.kids[0], sig).map_err(io_err)?;
+                loop {
+                    if let Some(got) = sys::stop_signal_of(self.kids[0]).map_err(io_err)? {
+                        return Ok(format!("stopped {got}"));
+                    }
+                    std::thread::yield_now();
+                }
+            }
+            ("stopped", []) => Ok(match sys::stop_signal_of(self.kids[0]).map_err(io_err)? {
+                Some(sig) => format!("stopped {sig}"),
+                None => "running".into(),
+            }),
             _ => unknown(verb),
         }
     }
