@@ -74,3 +74,19 @@ fn every_kind_of_mapping_comes_back() {
     );
     w.kill_restored();
 }
+
+/// A process that unmapped one of the kernel's vDSO blobs ([vvar_vclock] here; zdtm's vdso02
+/// unmaps them all) comes back without it. Before: the restore failed (`the image's
+/// VvarVclock differs from this kernel's`), after the dump had killed the process.
+#[test]
+fn a_vdso_blob_the_process_unmapped_stays_unmapped() {
+    cryo_bin();
+    let mut w = Workload::spawn("mappings", &[]);
+    assert_eq!(w.cmd("special"), "[vvar] [vvar_vclock] [vdso]");
+    assert_eq!(w.cmd("unmap-vclock"), "ok");
+    assert_eq!(w.cmd("special"), "[vvar] [vdso]");
+    w.dump_and_restore();
+    assert_eq!(w.cmd("special"), "[vvar] [vdso]");
+    assert_eq!(w.cmd("check"), "ok");
+    w.kill_restored();
+}

@@ -550,7 +550,8 @@ fn fill_by_copy(
 }
 
 /// Moves [vvar], [vvar_vclock] and [vdso] of the child by the offset that puts them where the
-/// image had them (their relative layout is the same on the same kernel).
+/// image had them (their relative layout is the same on the same kernel); one the process had
+/// unmapped (the image lacks it) is unmapped.
 fn move_vdso(child: Pid, remote: &Remote, current: &[proc::MapEntry], image: &[Vma]) -> Result<()> {
     let mut moves = Vec::new();
     for kind in [VmaKind::Vvar, VmaKind::VvarVclock, VmaKind::Vdso] {
@@ -560,6 +561,17 @@ fn move_vdso(child: Pid, remote: &Remote, current: &[proc::MapEntry], image: &[V
             (None, None) => {}
             (Some(h), Some(w)) if h.len() == w.end - w.start => {
                 moves.push((h.start, w.start, h.len()))
+            }
+            (Some(h), None) => {
+                remote
+                    .call(libc::SYS_munmap, &[h.start, h.len()])
+                    .map_err(|e| {
+                        Error::sys(
+                            child,
+                            format!("unmap {kind:?}, which the process had unmapped"),
+                            e,
+                        )
+                    })?;
             }
             _ => return Err(MemoryError::VdsoDiffers { pid: child, kind }.into()),
         }

@@ -3,6 +3,9 @@
 //!
 //! ```text
 //! mappings                   check  -> ok | bad <region>     bump -> <byte 0 of shared.dat>
+//!                            unmap-vclock -> ok (munmap of [vvar_vclock], as a process
+//!                            that drops the vDSO blobs does; the clocks still read TSC)
+//!                            special -> the [vvar*]/[vdso] names of /proc/self/maps, in order
 //!                            (shared anonymous, shared file DIR/shared.dat, private file
 //!                            DIR/private.dat with one page written, a PROT_NONE region)
 //! ```
@@ -23,6 +26,31 @@ impl Mode for Mappings {
         match (verb, args) {
             ("check", []) => Ok(self.check()),
             ("bump", []) => Ok(self.bump().to_string()),
+            ("unmap-vclock", []) => {
+                let maps = std::fs::read_to_string("/proc/self/maps").map_err(|e| e.to_string())?;
+                let line = maps
+                    .lines()
+                    .find(|l| l.ends_with("[vvar_vclock]"))
+                    .ok_or("no [vvar_vclock]")?;
+                let (start, end) = line
+                    .split_whitespace()
+                    .next()
+                    .and_then(|r| r.split_once('-'))
+                    .ok_or("bad maps line")?;
+                let start = usize::from_str_radix(start, 16).map_err(|e| e.to_string())?;
+                let end = usize::from_str_radix(end, 16).map_err(|e| e.to_string())?;
+                sys::munmap(start, end - start).map_err(|e| e.to_string())?;
+                Ok("ok".into())
+            }
+            ("special", []) => {
+                let maps = std::fs::read_to_string("/proc/self/maps").map_err(|e| e.to_string())?;
+                Ok(maps
+                    .lines()
+                    .filter_map(|l| l.split_whitespace().nth(5))
+                    .filter(|n| n.starts_with("[vvar") || *n == "[vdso]")
+                    .collect::<Vec<_>>()
+                    .join(" "))
+            }
             _ => unknown(verb),
         }
     }

@@ -696,6 +696,12 @@ pub fn stop_signal_of(pid: i32) -> io::Result<Option<i32>> {
     Ok(unsafe { (info.si_pid() != 0).then(|| info.si_status()) })
 }
 
+/// munmap of `len` bytes at `addr`.
+pub fn munmap(addr: usize, len: usize) -> io::Result<()> {
+    // SAFETY: the caller names a range of this process that nothing of its own uses any more.
+    cvt(unsafe { libc::munmap(addr as *mut libc::c_void, len) }).map(drop)
+}
+
 /// Forks a child that runs the file open as `fd` (execveat with AT_EMPTY_PATH, no
 /// arguments beyond its name, no environment); returns its wait status, or the errno of the
 /// failed execveat as its exit code.
