@@ -4,7 +4,9 @@
 //! its madvise and mlock state and MAP_NORESERVE (the VmFlags the process reads in its own
 //! smaps; a fork of the restored process finds the WIPEONFORK area zeroed and the DONTFORK
 //! area absent), and mlockall(MCL_FUTURE) still locks what the process maps after the restore.
-//! A sealed mapping (mseal) is refused. Checked by the restored process itself.
+//! A sealed mapping (mseal) is refused. MAP_DROPPABLE memory comes back droppable, with its
+//! protection and contents; guard pages (MADV_GUARD_INSTALL) come back guards, in anonymous
+//! and file mappings, the pages around them intact. Checked by the restored process itself.
 //!
 //! Needs the engine: `cryo` must be built (`cargo build -p cryo`).
 
@@ -119,4 +121,38 @@ fn a_sealed_mapping_is_refused_naming_pid_and_flag() {
         .assert_stderr_mentions("sealed (mseal)");
     w.assert_untouched();
     assert_eq!(w.cmd("fork"), "dc=absent wf=zero rest=intact");
+}
+
+#[test]
+fn droppable_memory_comes_back_droppable_with_its_contents() {
+    cryo_bin();
+    let mut w = Workload::spawn("special-maps", &["droppable"]);
+    let flags = w.cmd("flags");
+    for area in flags.split(';') {
+        assert!(flag_set(area).contains("dp"), "before the dump: {area}");
+    }
+    let perms = w.cmd("perms");
+    assert_eq!(w.cmd("data"), "d=intact r=intact");
+    assert_eq!(w.cmd("fork"), "d=zero r=zero");
+
+    w.dump_and_restore();
+    let after = w.cmd("flags");
+    for (b, a) in flags.split(';').zip(after.split(';')) {
+        assert_eq!(flag_set(a), flag_set(b), "VmFlags after restore");
+    }
+    assert_eq!(w.cmd("perms"), perms, "protections after restore");
+    assert_eq!(w.cmd("data"), "d=intact r=intact", "contents after restore");
+    assert_eq!(w.cmd("fork"), "d=zero r=zero", "a fork after restore");
+    w.kill_restored();
+}
+
+#[test]
+fn guard_pages_come_back_guards_around_intact_pages() {
+    cryo_bin();
+    let mut w = Workload::spawn("special-maps", &["guarded"]);
+    let want = "anon=.GG.G. file=G.G.";
+    assert_eq!(w.cmd("probe"), want, "before the dump");
+    w.dump_and_restore();
+    assert_eq!(w.cmd("probe"), want, "after restore");
+    w.kill_restored();
 }

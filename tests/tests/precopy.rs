@@ -1,7 +1,8 @@
 //! Pre-copy (`cryo dump --to --pre-copy`): memory streamed round after round while the
 //! process runs, the frozen dump sending only what changed since, the receiver merging the
 //! rounds into one ordinary image. The target (workload `writer`) keeps rewriting its memory
-//! from a thread; restored, it checks every word of that memory against its counter.
+//! from a thread; restored, it checks every word of that memory against its counter. Guard
+//! pages and droppable memory come through a pre-copy too.
 //!
 //! Needs the engine: `cryo` must be built (`cargo build -p cryo`).
 
@@ -265,4 +266,28 @@ fn pre_copy_brings_hugetlb_memory_back_in_huge_pages() {
     assert_eq!(seen(&w), before, "hugetlb VMAs after the restore");
     assert_eq!(w.cmd("kid check shared"), "ok");
     w.kill_restored();
+}
+
+/// Guard pages (MADV_GUARD_INSTALL) show as swapped pages written since the start: a round
+/// sends none of them (reading one fails), and they come back guards. Droppable memory
+/// (which no userfaultfd tracks) goes in the frozen dump and comes back with its contents.
+#[test]
+fn pre_copy_brings_guard_pages_and_droppable_memory_back() {
+    for (mode, check, want) in [
+        ("guarded", "probe", "anon=.GG.G. file=G.G."),
+        ("droppable", "data", "d=intact r=intact"),
+    ] {
+        let mut w = Workload::spawn("special-maps", &[mode]);
+        let key = psk(w.dir());
+        let mut serve = Serve::start(w.dir(), &key);
+        assert_eq!(w.cmd(check), want, "{mode}: before the dump");
+        let out = w.cryo(&dump_args(&w, &serve, &key, mode));
+        out.assert_success();
+        w.wait_original();
+        let (ok, serve_err) = serve.wait();
+        assert!(ok, "{mode}: the receiver committed: {serve_err}");
+        w.restore_detached(&serve.root.join(mode)).assert_success();
+        assert_eq!(w.cmd(check), want, "{mode}: after the restore");
+        w.kill_restored();
+    }
 }

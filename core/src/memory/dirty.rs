@@ -217,9 +217,11 @@ impl Tracker {
     /// the first time), write-protected again by the same walk: read them after this.
     /// Categories returned: FILE, PFNZERO.
     pub fn written(&self) -> Result<Vec<Region>> {
+        let guard = not_guard();
         self.scan(Scan {
             flags: pagemap::PM_SCAN_WP_MATCHING,
-            category_mask: pagemap::PAGE_IS_WRITTEN | pagemap::PAGE_IS_WPALLOWED,
+            category_inverted: guard,
+            category_mask: guard | pagemap::PAGE_IS_WRITTEN | pagemap::PAGE_IS_WPALLOWED,
             category_anyof_mask: pagemap::PAGE_IS_PRESENT | pagemap::PAGE_IS_SWAPPED,
             return_mask: pagemap::PAGE_IS_FILE | pagemap::PAGE_IS_PFNZERO,
             ..Scan::default()
@@ -230,12 +232,25 @@ impl Tracker {
     /// since the last [`Tracker::written`], nor are the zero page: their copy sent then is
     /// still theirs. Call with the target frozen.
     pub fn clean(&self) -> Result<Vec<Region>> {
-        let not = pagemap::PAGE_IS_WRITTEN | pagemap::PAGE_IS_PFNZERO | pagemap::PAGE_IS_FILE;
+        let not = pagemap::PAGE_IS_WRITTEN
+            | pagemap::PAGE_IS_PFNZERO
+            | pagemap::PAGE_IS_FILE
+            | not_guard();
         self.scan(Scan {
             category_inverted: not,
             category_mask: not | pagemap::PAGE_IS_WPALLOWED,
             category_anyof_mask: pagemap::PAGE_IS_PRESENT | pagemap::PAGE_IS_SWAPPED,
             ..Scan::default()
         })
+    }
+}
+
+/// The category a scan must exclude so that no guard page (shown swapped, holding no data:
+/// guard.rs) counts as a page to send: PAGE_IS_GUARD, where the kernel knows it.
+fn not_guard() -> u64 {
+    if pagemap::knows_guard() {
+        pagemap::PAGE_IS_GUARD
+    } else {
+        0
     }
 }

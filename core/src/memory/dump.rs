@@ -194,10 +194,12 @@ pub fn dump(
             _ => 0,
         };
         let mut map_flags = if entry.shared {
-            libc::MAP_SHARED
+            libc::MAP_SHARED as u32
+        } else if super::vmflags::droppable(vm_flags) {
+            super::MAP_DROPPABLE
         } else {
-            libc::MAP_PRIVATE
-        } as u32;
+            libc::MAP_PRIVATE as u32
+        };
         if kind == VmaKind::Stack {
             map_flags |= libc::MAP_GROWSDOWN as u32;
         }
@@ -226,6 +228,7 @@ pub fn dump(
     }
 
     tracing::trace!("vmas classified");
+    let guards = super::guard::find(pid, &vmas)?;
     let runs = page_runs_known(pid, &vmas, earlier.map_or(&[][..], |e| &e.pages[..]))?;
     tracing::trace!("pagemap read");
     let (runs, precopied) = match earlier {
@@ -263,6 +266,7 @@ pub fn dump(
         precopied,
         aio_rings,
         mlockall,
+        guards,
         pages_file,
         ..mm_layout(stat, brk, proc::auxv(pid)?)
     })

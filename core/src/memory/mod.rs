@@ -4,6 +4,7 @@
 pub mod dirty;
 pub mod dump;
 pub mod error;
+pub mod guard;
 pub mod hugetlb;
 pub mod numa;
 pub mod precopy;
@@ -81,9 +82,26 @@ pub fn is_special(kind: VmaKind) -> bool {
 pub(crate) const PM_PRESENT: u64 = 1 << 63;
 const PM_SWAPPED: u64 = 1 << 62;
 const PM_FILE_OR_SHARED: u64 = 1 << 61;
+/// A guard page (madvise MADV_GUARD_INSTALL, Linux 6.15): shown swapped too, but holds no data
+/// (reading it fails); the dump keeps where it is instead (`MmCore.guards`).
+const PM_GUARD_REGION: u64 = 1 << 58;
+
+/// `MAP_DROPPABLE` (Linux 6.11): a private anonymous mapping whose pages the kernel may free
+/// at any time; a mapping type of its own, in place of MAP_PRIVATE.
+pub const MAP_DROPPABLE: u32 = 0x08;
+/// `MAP_TYPE`: the bits of the mmap flags that say the mapping's type.
+const MAP_TYPE: u32 = 0x0f;
+
+/// Whether `vma` was mapped with MAP_DROPPABLE.
+pub fn is_droppable(vma: &cryo_proto::image::Vma) -> bool {
+    vma.map_flags & MAP_TYPE == MAP_DROPPABLE
+}
 
 /// Whether the page with pagemap entry `pm` of a VMA of `kind` holds data only the dump keeps.
 pub fn page_wanted(kind: VmaKind, pm: u64) -> bool {
+    if pm & PM_GUARD_REGION != 0 {
+        return false;
+    }
     match kind {
         VmaKind::Anon | VmaKind::Heap | VmaKind::Stack => pm & (PM_PRESENT | PM_SWAPPED) != 0,
         // Only the private copies: pages still backed by the file come back from the file.
@@ -164,6 +182,11 @@ mod tests {
         assert!(page_wanted(VmaKind::Anon, PM_PRESENT));
         assert!(!page_wanted(VmaKind::Anon, 0));
         assert!(page_wanted(VmaKind::Anon, PM_SWAPPED));
+        assert!(!page_wanted(VmaKind::Anon, PM_SWAPPED | PM_GUARD_REGION));
+        assert!(!page_wanted(
+            VmaKind::FilePrivate,
+            PM_SWAPPED | PM_GUARD_REGION
+        ));
         assert!(!page_wanted(
             VmaKind::FilePrivate,
             PM_PRESENT | PM_FILE_OR_SHARED

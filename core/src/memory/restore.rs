@@ -245,8 +245,10 @@ pub fn reshape(
             .iter()
             .find(|v| v.start <= addr && addr < v.end)
             .is_some_and(|v| {
-                // hugetlb memory takes whole huge pages: the child reads it.
+                // hugetlb memory takes whole huge pages, and no userfaultfd registers
+                // droppable memory: the child reads them.
                 v.hugetlb_page_size == 0
+                    && !super::is_droppable(v)
                     && matches!(
                         VmaKind::try_from(v.kind),
                         Ok(VmaKind::Anon | VmaKind::Heap | VmaKind::Stack | VmaKind::ShmemAnon)
@@ -297,6 +299,9 @@ pub fn reshape(
     run_batch(child, remote, batch, &protects, |i| {
         format!("mprotect {:#x}", reprotect[i].start)
     })?;
+
+    // 5b. The guard pages, before the mlocks (no guard goes in a locked VMA).
+    super::guard::install(child, remote, batch, &mm.guards)?;
 
     // 6. The madvise and mlock state of each VMA (a call per advice: a range made of
     // several VMAs is split again where their flags differ), then mlockall(MCL_FUTURE)

@@ -6,10 +6,12 @@
 //! madvise  dc wf hg nh dd mg sr rr   restored: madvise(advice) per VMA, after filling
 //! mlock    lo [lf]                   restored: mlock2(0 | MLOCK_ONFAULT) per VMA
 //! mmap     nr                        restored: MAP_NORESERVE in the VMA's mmap flags
+//!          dp                        restored: MAP_DROPPABLE in the VMA's mmap flags (its
+//!                                    nr, wf, dd come with it; the process cannot clear them)
 //! hugetlb  ht                        restored: MAP_HUGETLB and its page size (hugetlb.rs)
 //! mm       lo/lf/mg on a FRESH page   the mm's default flags (mlockall(MCL_FUTURE), KSM
 //!          (the dump's scratch page)   merge-any): mlockall restored, merge-any refused
-//! refused  sl dp ss um uw ui         sealed, droppable, shadow stack, userfaultfd-registered
+//! refused  sl ss um uw ui            sealed, shadow stack, userfaultfd-registered
 //! ```
 
 use std::collections::HashMap;
@@ -57,9 +59,8 @@ pub const ADVISED: [(&str, u32); 8] = [
 ];
 
 /// The VmFlags no call can give a mapping again here, with what they mean (for the refusal).
-pub const UNRESTORABLE: [(&str, &str); 6] = [
+pub const UNRESTORABLE: [(&str, &str); 5] = [
     ("sl", "sealed (mseal)"),
-    ("dp", "droppable (MAP_DROPPABLE)"),
     ("ss", "a shadow stack"),
     ("um", "registered with a userfaultfd (missing pages)"),
     ("uw", "registered with a userfaultfd (write-protect)"),
@@ -125,6 +126,12 @@ pub fn mm_defaults(fresh: Option<&Vec<String>>) -> (u32, bool) {
     (mlockall as u32, has(fresh, "mg"))
 }
 
+/// Whether the VMA was mapped with MAP_DROPPABLE (VM_DROPPABLE: the kernel may free its
+/// pages at any time instead of swapping them out).
+pub fn droppable(flags: Option<&Vec<String>>) -> bool {
+    has(flags, "dp")
+}
+
 /// Whether the VMA is hugetlb memory (VM_HUGETLB).
 pub fn hugetlb(flags: Option<&Vec<String>>) -> bool {
     has(flags, "ht")
@@ -162,6 +169,8 @@ VmFlags: rd sh mr me ms
 VmFlags: rd wr mr mw me dc wf lo lf ac
 7f00002000-7f00003000 rw-p 00000000 00:00 0
 VmFlags: rd wr mr mw me hg ac sl
+7f00004000-7f00005000 rw-p 00000000 00:00 0
+VmFlags: rd wr mr mw me nr wf dd dp
 ";
         let flags = parse(smaps);
         let a = flags.get(&0x7f00000000);
@@ -177,5 +186,10 @@ VmFlags: rd wr mr mw me hg ac sl
         assert_eq!(advised(b), 1 << 14);
         assert_eq!(mlock(b), 0);
         assert_eq!(unrestorable(b).map(|u| u.0), Some("sl"));
+        assert!(!droppable(b));
+        let c = flags.get(&0x7f00004000);
+        assert!(droppable(c));
+        assert!(no_reserve(c));
+        assert_eq!(unrestorable(c), None);
     }
 }

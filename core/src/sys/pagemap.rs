@@ -2,7 +2,7 @@
 //! on /proc/PID/pagemap instead of reading one 8-byte entry per page.
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
 use super::check;
 
@@ -25,6 +25,9 @@ pub const PAGE_IS_PRESENT: u64 = 1 << 3;
 pub const PAGE_IS_SWAPPED: u64 = 1 << 4;
 /// `PAGE_IS_PFNZERO`: the shared zero page.
 pub const PAGE_IS_PFNZERO: u64 = 1 << 5;
+/// `PAGE_IS_GUARD` (Linux 6.15): a guard page (madvise MADV_GUARD_INSTALL), which faults
+/// with SIGSEGV; the kernel also counts it as swapped.
+pub const PAGE_IS_GUARD: u64 = 1 << 8;
 
 /// `struct page_region`, one answer of PAGEMAP_SCAN.
 #[repr(C)]
@@ -74,6 +77,23 @@ struct PmScanArg {
     return_mask: u64,
 }
 
+/// Whether this kernel's PAGEMAP_SCAN knows [`PAGE_IS_GUARD`] (it refuses categories it does
+/// not know): asked once, of cryo's own pagemap, over an empty range.
+pub fn knows_guard() -> bool {
+    static KNOWS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *KNOWS.get_or_init(|| {
+        let Ok(pagemap) = std::fs::File::open("/proc/self/pagemap") else {
+            return false;
+        };
+        let probe = Scan {
+            category_mask: PAGE_IS_GUARD,
+            return_mask: PAGE_IS_GUARD,
+            ..Scan::default()
+        };
+        scan(pagemap.as_fd(), probe, &mut [PageRegion::default()]).is_ok()
+    })
+}
+
 /// `ioctl(pagemap, PAGEMAP_SCAN)`: fills `out` and returns the number of regions.
 pub fn scan(pagemap: BorrowedFd<'_>, scan: Scan, out: &mut [PageRegion]) -> io::Result<usize> {
     scan_part(pagemap, scan, out).map(|(n, _)| n)
@@ -111,4 +131,15 @@ pub fn scan_part(
     };
     let n = check(libc::c_long::from(ret))? as usize;
     Ok((n, arg.walk_end))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// This kernel (6.18) reports guard pages.
+    #[test]
+    fn this_kernel_knows_guard_pages() {
+        assert!(knows_guard());
+    }
 }

@@ -175,7 +175,7 @@ fn child_view(areas: &[(&'static str, *mut u8)]) -> String {
 }
 
 /// The VmFlags line of the VMA of `smaps` holding `addr`.
-fn vm_flags(smaps: &str, addr: usize) -> io::Result<String> {
+pub(super) fn vm_flags(smaps: &str, addr: usize) -> io::Result<String> {
     let mut inside = false;
     for line in smaps.lines() {
         if let Some(flags) = line.strip_prefix("VmFlags:") {

@@ -54,6 +54,7 @@ mod shared_task;
 mod signal;
 mod sigtrap;
 mod socks;
+mod special_maps;
 mod sqlite;
 mod sysv_ipc;
 mod sysv_ns;
@@ -146,6 +147,7 @@ pub const MODES: &[(&str, Start)] = &[
     ("socks", socks::start),
     ("pty-shell", pty_shell::start),
     ("advised", advised::start),
+    ("special-maps", special_maps::start),
     ("writer", writer::start),
     ("hugetlb", hugetlb::start),
     ("hugetlb-file", hugetlb::start_file),
