@@ -23,7 +23,7 @@ use std::os::fd::{AsFd, RawFd};
 use cryo_proto::image::{file_desc::Kind, Epoll, EpollTarget, FdEntry, FileDesc};
 
 use super::inspect::{fdinfo, OpenFd};
-use super::kind::{Dumping, FileKind, Opened, Opening};
+use super::kind::{Checking, Dumping, FileKind, Opened, Opening};
 use super::open::{above, place_at};
 use super::{restore_err, FileError};
 use crate::sys;
@@ -47,6 +47,28 @@ impl FileKind for Epolls {
 
     fn dump(&self, fd: &mut Dumping<'_>) -> Result<Kind, FileError> {
         dump(fd.open).map(Kind::Epoll)
+    }
+
+    fn validate(
+        &self,
+        desc: &FileDesc,
+        ep: &Epoll,
+        _cx: &mut Checking<'_>,
+    ) -> Result<(), FileError> {
+        for t in &ep.targets {
+            let detail = match t.holder {
+                _ if t.tfd < 0 => format!("epoll target number {} is not an fd number", t.tfd),
+                Some(h) if h < 0 || h == t.tfd => {
+                    format!("epoll target fd {} has holder fd {h}", t.tfd)
+                }
+                _ => continue,
+            };
+            return Err(FileError::Invalid {
+                id: desc.id,
+                detail,
+            });
+        }
+        Ok(())
     }
 
     fn open(
@@ -180,7 +202,7 @@ fn place_all(
     let high = epolls
         .iter()
         .flat_map(|(_, ep)| &ep.targets)
-        .map(|t| t.tfd + 1)
+        .map(|t| t.tfd.saturating_add(1))
         .fold(min_high, RawFd::max);
     let mut pending: Vec<&(&FileDesc, &Epoll)> = epolls.iter().collect();
     while !pending.is_empty() {

@@ -294,7 +294,7 @@ pub(crate) fn watch_again(
         .map(|t| t.tfd)
         .chain(all.iter().map(|e| e.fd))
         .max()
-        .map_or(0, |m| m + 1) as u64;
+        .map_or(0, |m| m.saturating_add(1)) as u64;
     for (ep_id, epfd, ep) in epolls_of(all, by_id) {
         let holder_of = |t: &cryo_proto::image::EpollTarget| t.holder.unwrap_or(t.tfd);
         for t in ep.targets.iter().filter(|t| fds.iter().any(|e| e.fd == holder_of(t))) {
