@@ -96,6 +96,58 @@ fn event_loop_fds_work_after_restore() {
     w.kill_restored();
 }
 
+/// An epoll whose target fd was closed after the registration, another fd keeping the file
+/// (a pipe registered as 60, fd 60 closed, the pipe's read end at 50): after restore fd 60 is
+/// still closed, the epoll lists target 60 with its data, and reports it when the pipe fills.
+#[test]
+fn an_epoll_target_whose_fd_was_closed_comes_back_under_its_number() {
+    cryo_bin();
+    let mut w = Workload::spawn("epoll-stale", &["closed"]);
+    let targets = epoll_targets(w.pid(), 70);
+    assert_eq!(targets, ["tfd: 60 events: 19 data: a60"]);
+    assert_eq!(w.cmd("fd 60"), "closed");
+
+    w.dump_and_restore();
+
+    assert_eq!(epoll_targets(w.pid(), 70), targets);
+    assert_eq!(w.cmd("fd 60"), "closed");
+    assert_eq!(w.cmd("wait"), "ready ");
+    assert_eq!(w.cmd("fill a"), "ok");
+    assert_eq!(w.cmd("wait"), "ready a60");
+    assert_eq!(w.cmd("drain a"), "ok");
+    assert_eq!(w.cmd("wait"), "ready ");
+    w.kill_restored();
+}
+
+/// An epoll with two files registered under one number (pipe B as 61, fd 61 closed, pipe C
+/// then registered as 61) and a target whose number an unregistered file took (pipe D as
+/// 62, fd 62 now an eventfd): after restore the epoll lists the same targets, fds 61 and 62
+/// hold what they held, and each pipe filling reports its own data.
+#[test]
+fn an_epoll_target_whose_number_was_reused_comes_back_with_its_own_file() {
+    cryo_bin();
+    let mut w = Workload::spawn("epoll-stale", &["reused"]);
+    let targets = epoll_targets(w.pid(), 70);
+    assert_eq!(targets.len(), 3, "{targets:?}");
+    let (fd61, fd62) = (w.cmd("fd 61"), w.cmd("fd 62"));
+    assert_eq!(fd61, w.cmd("fd 54"));
+    assert_eq!(fd62, "anon_inode:[eventfd]");
+
+    w.dump_and_restore();
+
+    assert_eq!(epoll_targets(w.pid(), 70), targets);
+    assert_eq!(w.cmd("fd 61"), w.cmd("fd 54"));
+    assert_eq!(w.cmd("fd 62"), fd62);
+    assert_eq!(w.cmd("wait"), "ready ");
+    for (pipe, data) in [("b", "b61"), ("c", "c61"), ("d", "d62")] {
+        assert_eq!(w.cmd(&format!("fill {pipe}")), "ok");
+        assert_eq!(w.cmd("wait"), format!("ready {data}"));
+        assert_eq!(w.cmd(&format!("drain {pipe}")), "ok");
+    }
+    assert_eq!(w.cmd("wait"), "ready ");
+    w.kill_restored();
+}
+
 /// How many ticks node wrote so far.
 fn ticks(path: &Path) -> u64 {
     fs::read_to_string(path)

@@ -234,6 +234,42 @@ fn an_epoll_watching_a_pidfd_of_a_child_reports_its_exit_after_restore() {
     w.kill_restored();
 }
 
+/// The `tfd:` numbers, events and data of epoll `fd` of `pid`.
+fn epoll_targets(pid: i32, fd: i32) -> Vec<String> {
+    let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).unwrap();
+    info.lines()
+        .filter(|l| l.starts_with("tfd:"))
+        .map(|l| l.split_whitespace().take(6).collect::<Vec<_>>().join(" "))
+        .collect()
+}
+
+#[test]
+fn an_epoll_watching_a_pidfd_under_a_closed_number_reports_its_exit_after_restore() {
+    cryo_bin();
+    let mut w = Workload::spawn("held", &["pidfd-child-epoll-closed"]);
+    let reply = w.cmd("pidfd");
+    let child: i32 = reply
+        .strip_prefix("other ")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("pidfd: {reply:?}"));
+    let targets = epoll_targets(w.pid(), 48);
+    assert_eq!(targets, ["tfd: 46 events: 19 data: 2e"]);
+    w.dump_and_restore();
+
+    assert_eq!(w.cmd("pidfd"), reply);
+    assert_eq!(epoll_targets(w.pid(), 48), targets);
+    assert!(!Path::new(&format!("/proc/{}/fd/46", w.pid())).exists());
+    assert_eq!(w.cmd("epoll 0"), "none", "the child runs");
+    // SAFETY: kill takes numbers; the child is the restored workload's own.
+    assert_eq!(unsafe { libc::kill(child, libc::SIGKILL) }, 0);
+    assert_eq!(
+        w.cmd("epoll 10000"),
+        "ready 46",
+        "the epoll does not watch the restored pidfd under 46"
+    );
+    w.kill_restored();
+}
+
 #[test]
 fn a_pidfd_of_a_child_in_a_copy_restored_in_a_new_pid_namespace_is_of_the_copys_child() {
     cryo_bin();

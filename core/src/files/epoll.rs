@@ -2,11 +2,15 @@
 //!
 //! ```text
 //! dump     fdinfo "tfd: N events: X data: Y pos:P ino:I sdev:D", one line per target
-//!          kcmp(KCMP_EPOLL_TFD): fd N of the task must still be the file registered
-//!          as N (a target closed, or its number reused, since it was added is refused)
+//!          kcmp(KCMP_EPOLL_TFD, the k-th registration under N): is fd N of the task
+//!          the file registered? if not (N closed, or reused by another file, since
+//!          the file was added), the fd of the task that is: its holder H
+//!          (no fd of the task holds it: refused)
 //! restore  after every other fd of the task is at its number:
-//!          epoll_create1, epoll_ctl(ADD, N, {X, Y}) for each target, dup3 onto the
-//!          epoll's numbers; an epoll watching another epoll waits for that one
+//!          epoll_create1, epoll_ctl(ADD, N, {X, Y}) for each target; with a holder,
+//!          N is lent for the call: what N holds is set aside, dup3(H, N), ADD, N put
+//!          back (or closed); then dup3 onto the epoll's numbers; an epoll watching
+//!          another epoll waits for that one
 //! ```
 //!
 //! Ready lists are not saved: after restore, level-triggered targets report what is ready
@@ -19,7 +23,7 @@ use std::os::fd::{AsFd, RawFd};
 use cryo_proto::image::{file_desc::Kind, Epoll, EpollTarget, FdEntry, FileDesc};
 
 use super::inspect::{fdinfo, OpenFd};
-use super::kind::{Dumping, FileKind, Opened, Opening};
+use super::kind::{Checking, Dumping, FileKind, Opened, Opening};
 use super::open::{above, place_at};
 use super::{restore_err, FileError};
 use crate::sys;
@@ -43,6 +47,28 @@ impl FileKind for Epolls {
 
     fn dump(&self, fd: &mut Dumping<'_>) -> Result<Kind, FileError> {
         dump(fd.open).map(Kind::Epoll)
+    }
+
+    fn validate(
+        &self,
+        desc: &FileDesc,
+        ep: &Epoll,
+        _cx: &mut Checking<'_>,
+    ) -> Result<(), FileError> {
+        for t in &ep.targets {
+            let detail = match t.holder {
+                _ if t.tfd < 0 => format!("epoll target number {} is not an fd number", t.tfd),
+                Some(h) if h < 0 || h == t.tfd => {
+                    format!("epoll target fd {} has holder fd {h}", t.tfd)
+                }
+                _ => continue,
+            };
+            return Err(FileError::Invalid {
+                id: desc.id,
+                detail,
+            });
+        }
+        Ok(())
     }
 
     fn open(
@@ -90,55 +116,71 @@ fn parse_target(line: &str) -> Option<EpollTarget> {
     let tfd = next_after("tfd:")?.parse().ok()?;
     let events = u32::from_str_radix(&next_after("events:")?, 16).ok()?;
     let data = u64::from_str_radix(&next_after("data:")?, 16).ok()?;
-    Some(EpollTarget { tfd, events, data })
+    Some(EpollTarget {
+        tfd,
+        events,
+        data,
+        holder: None,
+    })
 }
 
-/// The targets of the epoll `open`, each checked to be the file now at its fd number.
+/// The targets of the epoll `open`, each with the fd of the task that holds its file when
+/// its own number no longer does.
 fn dump(open: &OpenFd) -> Result<Epoll, FileError> {
     let text = fdinfo(open)?;
     let mut targets = Vec::new();
-    let mut seen = HashSet::new();
+    // Registrations seen so far per number: the next one's KCMP_EPOLL_TFD offset.
+    let mut seen: HashMap<RawFd, u32> = HashMap::new();
+    // The task's fds, listed once a registration needs a holder.
+    let mut task_fds: Option<Vec<RawFd>> = None;
     for line in text.lines().filter(|l| l.starts_with("tfd:")) {
-        let t = parse_target(line)
+        let mut t = parse_target(line)
             .ok_or_else(|| open.dump_err(format!("epoll: cannot parse fdinfo line {line:?}")))?;
-        if !seen.insert(t.tfd) {
-            return Err(open.dump_err(format!(
-                "epoll: fd number {} is registered twice (two files registered under one \
-                 number, the first one closed since): not supported",
-                t.tfd
-            )));
-        }
-        match sys::kcmp::kcmp_epoll_target(open.pid, t.tfd, open.fd, t.tfd) {
-            Ok(true) => {}
-            Ok(false) => {
+        let toff = seen.entry(t.tfd).or_default();
+        let off = *toff;
+        *toff += 1;
+        if !registered_at(open, t.tfd, t.tfd, off)? {
+            let fds = match &mut task_fds {
+                Some(fds) => fds,
+                None => task_fds.insert(super::inspect::list_fds(open.pid)?),
+            };
+            let mut holder = None;
+            for &fd in fds.iter() {
+                if registered_at(open, fd, t.tfd, off)? {
+                    holder = Some(fd);
+                    break;
+                }
+            }
+            let Some(holder) = holder else {
                 return Err(open.dump_err(format!(
-                    "epoll: target fd {} now refers to another file than the one registered \
-                     (closed and reused, or dup'ed elsewhere): not supported",
+                    "epoll: no fd of the task holds the file registered as fd {} (its number \
+                     was closed or reused, and the file is only held elsewhere): not supported",
                     t.tfd
-                )))
-            }
-            Err(e) if e.raw_os_error() == Some(libc::EBADF) => {
-                return Err(open.dump_err(format!(
-                    "epoll: target fd {} is no longer open (the file was registered, then its \
-                     fd closed while another fd keeps it): not supported",
-                    t.tfd
-                )))
-            }
-            Err(e) => {
-                return Err(open.inspect_err(
-                    "kcmp KCMP_EPOLL_TFD",
-                    super::inspect::proc_fd(open.pid, t.tfd),
-                    e,
-                ))
-            }
+                )));
+            };
+            t.holder = Some(holder);
         }
         targets.push(t);
     }
     Ok(Epoll { targets })
 }
 
+/// Whether fd `fd` of the task holds the file registered in the epoll `open` as the `off`-th
+/// target numbered `tfd` (kcmp KCMP_EPOLL_TFD); a closed `fd` holds nothing.
+fn registered_at(open: &OpenFd, fd: RawFd, tfd: RawFd, off: u32) -> Result<bool, FileError> {
+    match sys::kcmp::kcmp_epoll_target(open.pid, fd, open.fd, tfd, off) {
+        Ok(same) => Ok(same),
+        Err(e) if e.raw_os_error() == Some(libc::EBADF) => Ok(false),
+        Err(e) => Err(open.inspect_err(
+            "kcmp KCMP_EPOLL_TFD",
+            super::inspect::proc_fd(open.pid, fd),
+            e,
+        )),
+    }
+}
+
 /// Restore side, once every non-epoll fd of the task is at its number: creates each epoll,
-/// registers its targets by number and places it. `min_high` is above every target number.
+/// registers its targets by number and places it. `min_high` is above every fd of the task.
 fn place_all(
     epolls: &[(&FileDesc, &Epoll)],
     fds: &[FdEntry],
@@ -155,17 +197,24 @@ fn place_all(
     for e in fds {
         numbers_of.entry(e.file_id).or_default().push(e);
     }
+    // Above every fd of the task and every registered number (a closed one may be higher):
+    // the temporaries stay clear of the numbers lent to holders.
+    let high = epolls
+        .iter()
+        .flat_map(|(_, ep)| &ep.targets)
+        .map(|t| t.tfd.saturating_add(1))
+        .fold(min_high, RawFd::max);
     let mut pending: Vec<&(&FileDesc, &Epoll)> = epolls.iter().collect();
     while !pending.is_empty() {
         let ready = pending
             .iter()
-            .position(|(_, ep)| ep.targets.iter().all(|t| placed.contains(&t.tfd)));
+            .position(|(_, ep)| ep.targets.iter().all(|t| placed.contains(&holder_of(t))));
         let Some(i) = ready else {
             let (desc, ep) = pending[0];
-            let missing = ep.targets.iter().find(|t| !placed.contains(&t.tfd));
+            let missing = ep.targets.iter().find(|t| !placed.contains(&holder_of(t)));
             let detail = match missing {
-                Some(t) if !numbers.contains(&t.tfd) => {
-                    format!("epoll target fd {} is not an fd of the task", t.tfd)
+                Some(t) if !numbers.contains(&holder_of(t)) => {
+                    format!("epoll target fd {} is not an fd of the task", holder_of(t))
                 }
                 _ => "epoll instances watch each other in a cycle".to_string(),
             };
@@ -176,12 +225,20 @@ fn place_all(
         };
         let (desc, ep) = *pending.swap_remove(i);
         let fd = sys::epoll::epoll_create().map_err(|e| restore_err(desc, "epoll_create1", e))?;
-        let fd = above(desc, fd, min_high)?;
+        let fd = above(desc, fd, high)?;
         for t in &ep.targets {
-            sys::epoll::epoll_add(fd.as_fd(), t.tfd, t.events, t.data).map_err(|e| {
+            let add = || sys::epoll::epoll_add(fd.as_fd(), t.tfd, t.events, t.data);
+            let added = match t.holder {
+                None => add(),
+                // The kernel keys a registration by file and number: the holder's file is
+                // registered under the number it was added with, lent for the call.
+                Some(h) => sys::fd::lend_number(sys::fd::borrow_raw(h), t.tfd, high, add),
+            };
+            added.map_err(|e| {
+                let by = t.holder.map(|h| format!(" (the file of fd {h})")).unwrap_or_default();
                 restore_err(
                     desc,
-                    format!("epoll_ctl ADD fd {} events {:#x}", t.tfd, t.events),
+                    format!("epoll_ctl ADD fd {}{by} events {:#x}", t.tfd, t.events),
                     e,
                 )
             })?;
@@ -192,6 +249,11 @@ fn place_all(
         }
     }
     Ok(())
+}
+
+/// The fd number of the task that holds the file of target `t`.
+fn holder_of(t: &EpollTarget) -> RawFd {
+    t.holder.unwrap_or(t.tfd)
 }
 
 #[cfg(test)]
@@ -206,6 +268,7 @@ mod tests {
         let line = "tfd:       12 events:       19 data: ffffffffffffffff  pos:0 ino:1 sdev:f";
         let t = parse_target(line).unwrap();
         assert_eq!((t.tfd, t.events, t.data), (12, 0x19, u64::MAX));
+        assert_eq!(t.holder, None);
         assert!(parse_target("tfd: x events: 1 data: 1").is_none());
     }
 }

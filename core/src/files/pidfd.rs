@@ -271,7 +271,8 @@ fn epolls_of<'a>(
 }
 
 /// Registers again, in the epolls of process `pid` (fds `all`, stopped, taken as `remote`),
-/// the fds `fds` put over placeholders the epolls watched (each (epoll, fd) once: `done`),
+/// the fds `fds` put over placeholders the epolls watched, under their own numbers or, as
+/// holders, under numbers closed or reused since (each (epoll, number, holder) once: `done`),
 /// with the dumped events and data; `scratch` is a writable page of the process, `what` the
 /// fds in words for errors.
 #[allow(clippy::too_many_arguments)]
@@ -282,31 +283,74 @@ pub(crate) fn watch_again(
     by_id: &HashMap<u32, &FileDesc>,
     all: &[FdEntry],
     fds: &[&FdEntry],
-    done: &mut HashSet<(u32, i32)>,
+    done: &mut HashSet<(u32, i32, i32)>,
     what: &str,
 ) -> Result<(), FileError> {
+    // Above every fd of the process and every registered number: where what a number lent
+    // to a holder held waits.
+    let high = epolls_of(all, by_id)
+        .iter()
+        .flat_map(|(_, _, ep)| &ep.targets)
+        .map(|t| t.tfd)
+        .chain(all.iter().map(|e| e.fd))
+        .max()
+        .map_or(0, |m| m.saturating_add(1)) as u64;
     for (ep_id, epfd, ep) in epolls_of(all, by_id) {
-        for t in ep.targets.iter().filter(|t| fds.iter().any(|e| e.fd == t.tfd)) {
-            if !done.insert((ep_id, t.tfd)) {
+        let holder_of = |t: &cryo_proto::image::EpollTarget| t.holder.unwrap_or(t.tfd);
+        for t in ep.targets.iter().filter(|t| fds.iter().any(|e| e.fd == holder_of(t))) {
+            if !done.insert((ep_id, t.tfd, holder_of(t))) {
                 continue;
             }
+            let fail = |step: String| {
+                move |source| FileError::TakeBack {
+                    pid,
+                    fd: epfd,
+                    what: format!("{step} ({what})"),
+                    source,
+                }
+            };
             // struct epoll_event, packed on x86_64: events u32, data u64.
             let mut ev = [0u8; 12];
             ev[..4].copy_from_slice(&t.events.to_ne_bytes());
             ev[4..].copy_from_slice(&t.data.to_ne_bytes());
             crate::sys::ptrace::write_mem(pid, scratch, &ev)
-                .and_then(|()| {
-                    remote.call(
-                        libc::SYS_epoll_ctl,
-                        &[epfd as u64, libc::EPOLL_CTL_ADD as u64, t.tfd as u64, scratch],
-                    )
-                })
-                .map_err(|source| FileError::TakeBack {
-                    pid,
-                    fd: epfd,
-                    what: format!("epoll_ctl ADD of fd {} ({what})", t.tfd),
-                    source,
-                })?;
+                .map_err(fail(format!("write the event of fd {}", t.tfd)))?;
+            let add = || {
+                remote.call(
+                    libc::SYS_epoll_ctl,
+                    &[epfd as u64, libc::EPOLL_CTL_ADD as u64, t.tfd as u64, scratch],
+                )
+            };
+            let Some(h) = t.holder else {
+                add().map_err(fail(format!("epoll_ctl ADD of fd {}", t.tfd)))?;
+                continue;
+            };
+            // Registered under its number, which fd `h` holding the file lends it for the
+            // call (as files/epoll.rs does at placement): what the number holds waits above.
+            let tfd = t.tfd as u64;
+            let held = match remote.call(libc::SYS_fcntl, &[tfd, libc::F_GETFD as u64]) {
+                Ok(flags) => {
+                    let copy = remote
+                        .call(libc::SYS_fcntl, &[tfd, libc::F_DUPFD_CLOEXEC as u64, high])
+                        .map_err(fail(format!("set fd {} aside", t.tfd)))?;
+                    let cloexec = flags & libc::FD_CLOEXEC as u64 != 0;
+                    Some((copy, if cloexec { libc::O_CLOEXEC as u64 } else { 0 }))
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EBADF) => None,
+                Err(e) => return Err(fail(format!("F_GETFD of fd {}", t.tfd))(e)),
+            };
+            remote
+                .call(libc::SYS_dup3, &[h as u64, tfd, libc::O_CLOEXEC as u64])
+                .map_err(fail(format!("dup3 fd {h} onto fd {}", t.tfd)))?;
+            let added = add();
+            let back = match held {
+                Some((copy, flags)) => remote.call(libc::SYS_dup3, &[copy, tfd, flags]).and_then(
+                    |_| remote.call(libc::SYS_close, &[copy]),
+                ),
+                None => remote.call(libc::SYS_close, &[tfd]),
+            };
+            added.map_err(fail(format!("epoll_ctl ADD of fd {} (the file of fd {h})", t.tfd)))?;
+            back.map_err(fail(format!("put fd {} back", t.tfd)))?;
         }
     }
     Ok(())
@@ -330,7 +374,7 @@ pub(crate) fn point_at_processes(descs: &[FileDesc], holders: &[Holder<'_>]) -> 
     // Description -> (image pid, fd) of the holder that opened it.
     let mut first: HashMap<u32, (i32, i32)> = HashMap::new();
     // (epoll description, target fd) registered again.
-    let mut registered: HashSet<(u32, i32)> = HashSet::new();
+    let mut registered: HashSet<(u32, i32, i32)> = HashSet::new();
     for h in holders {
         let mut mine: Vec<u32> = h
             .fds

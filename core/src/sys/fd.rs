@@ -1,8 +1,9 @@
-//! Descriptor-table calls: duplicates (at a minimum number, or onto an exact one), closing
-//! ranges, the open check, FIONREAD, and cryo's own RLIMIT_NOFILE.
+//! Descriptor-table calls: duplicates (at a minimum number, or onto an exact one, or lent a
+//! number for one call), closing ranges, the open check, FIONREAD, and cryo's own
+//! RLIMIT_NOFILE.
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use super::{check, owned_fd};
 
@@ -41,6 +42,35 @@ pub(crate) fn close_range(first: u32, last: u32) -> io::Result<()> {
 pub(crate) fn fd_is_open(fd: RawFd) -> bool {
     // SAFETY: F_GETFD takes no argument and only reads the fd table.
     unsafe { libc::fcntl(fd, libc::F_GETFD) >= 0 }
+}
+
+/// Runs `f` while fd number `number` of this process is a duplicate of `fd`, then puts back
+/// what `number` held before (the same description, the same FD_CLOEXEC) or closes it if it
+/// held nothing. The copy of what it held is numbered `min` or above. `fd` is not `number`.
+pub(crate) fn lend_number<T>(
+    fd: BorrowedFd<'_>,
+    number: RawFd,
+    min: RawFd,
+    f: impl FnOnce() -> io::Result<T>,
+) -> io::Result<T> {
+    let held = if fd_is_open(number) {
+        let flags = nix::fcntl::fcntl(borrow_raw(number), nix::fcntl::FcntlArg::F_GETFD)?;
+        let copy = dup_at_least(borrow_raw(number), min)?;
+        Some((copy, flags & libc::FD_CLOEXEC != 0))
+    } else {
+        None
+    };
+    dup_to(fd, number, true)?;
+    let out = f();
+    let back = match held {
+        Some((copy, cloexec)) => dup_to(copy.as_fd(), number, cloexec),
+        // SAFETY: close takes a number, no pointers. `number` is the duplicate made above,
+        // which no OwnedFd of this process owns.
+        None => check(libc::c_long::from(unsafe { libc::close(number) })).map(drop),
+    };
+    let out = out?;
+    back?;
+    Ok(out)
 }
 
 /// Bytes queued in a pipe or socket (FIONREAD).

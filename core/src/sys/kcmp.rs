@@ -37,13 +37,20 @@ pub(crate) fn kcmp_same_file(pid1: Pid, fd1: RawFd, pid2: Pid, fd2: RawFd) -> io
     Ok(ret == 0)
 }
 
-/// True if fd `fd` of `pid` is the file registered as target `tfd` (its first registration)
-/// in epoll `epfd` of the same process (kcmp KCMP_EPOLL_TFD).
-pub(crate) fn kcmp_epoll_target(pid: Pid, fd: RawFd, epfd: RawFd, tfd: RawFd) -> io::Result<bool> {
+/// True if fd `fd` of `pid` is the file registered as target `tfd` in epoll `epfd` of the
+/// same process (kcmp KCMP_EPOLL_TFD); `toff` picks among several files registered under
+/// that number (0: the first, in the order fdinfo lists them). ENOENT: no such registration.
+pub(crate) fn kcmp_epoll_target(
+    pid: Pid,
+    fd: RawFd,
+    epfd: RawFd,
+    tfd: RawFd,
+    toff: u32,
+) -> io::Result<bool> {
     let slot = KcmpEpollSlot {
         efd: epfd as u32,
         tfd: tfd as u32,
-        toff: 0,
+        toff,
     };
     // SAFETY: KCMP_EPOLL_TFD reads one `struct kcmp_epoll_slot` through the pointer, which
     // points at `slot`, alive for the call.

@@ -26,6 +26,8 @@
 //!       | pidfd-child-nonblock (the same, PIDFD_NONBLOCK)
 //!       | pidfd-child-shared (pidfd-child, then a second child forked: it inherits fd 47)
 //!       | pidfd-child-epoll (pidfd-child, and an epoll at 48 watching it: EPOLLIN, data 47)
+//!       | pidfd-child-epoll-closed (pidfd-child, and an epoll at 48 watching it as 46, a
+//!         duplicate closed since: EPOLLIN, data 46)
 //!       | pidfd-thread (PIDFD_THREAD of a second thread of its own, parked forever)
 //!             epoll MS  -> ready <data> | none  (epoll_wait(48) for up to MS ms)
 //!       | pidfd-init (of pid 1, outside the dump)
@@ -114,6 +116,14 @@ fn hold(kind: &str, dir: &Path) -> std::io::Result<i32> {
             let fd = sys::move_fd(sys::pidfd_open(sys::fork_paused()?)?, FD)?;
             let ep = sys::move_fd(sys::epoll()?, EPOLL)?;
             sys::epoll_add(ep, FD, libc::EPOLLIN as u32, FD as u64)?;
+            fd
+        }
+        "pidfd-child-epoll-closed" => {
+            let fd = sys::move_fd(sys::pidfd_open(sys::fork_paused()?)?, FD)?;
+            let ep = sys::move_fd(sys::epoll()?, EPOLL)?;
+            sys::dup_to(fd, 46)?;
+            sys::epoll_add(ep, 46, libc::EPOLLIN as u32, 46)?;
+            sys::close(46);
             fd
         }
         "pidfd-thread" => {

@@ -30,6 +30,7 @@ mod counter;
 mod cow_tree;
 mod deleted_file;
 mod deleted_sparse;
+mod epoll_stale;
 mod events;
 mod file;
 mod file_locks;
@@ -116,6 +117,7 @@ pub const MODES: &[(&str, Start)] = &[
     ("threads", threads::start),
     ("mappings", mappings::start),
     ("events", events::start),
+    ("epoll-stale", epoll_stale::start),
     ("notify", notify::start),
     ("tcp", tcp::start),
     ("udp", udp::start),

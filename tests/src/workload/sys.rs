@@ -778,6 +778,12 @@ pub fn pipe() -> io::Result<(i32, i32)> {
     Ok((fds[0], fds[1]))
 }
 
+/// Makes number `want` a duplicate of `fd` (close-on-exec), keeping `fd`.
+pub fn dup_to(fd: i32, want: i32) -> io::Result<()> {
+    // SAFETY: dup3 on fds we own, no pointers.
+    cvt(unsafe { libc::dup3(fd, want, libc::O_CLOEXEC) }).map(drop)
+}
+
 /// Moves `fd` to number `want` (closing the old number); returns `want`.
 pub fn move_fd(fd: i32, want: i32) -> io::Result<i32> {
     if fd == want {

@@ -1,0 +1,109 @@
+//! `epoll-stale`: an epoll (fd 70) whose registrations outlived the fd numbers they were made
+//! under: the kernel keeps a registration while its file lives, whatever became of the number.
+//!
+//! ```text
+//! epoll-stale closed   pipe A (read 50, write 51): 60 = dup(50), ADD 60 (data 0xa60),
+//!                      close 60: fd 60 is not open, the pipe is registered as 60
+//! epoll-stale reused   pipe B (52, 53): 61 = dup(52), ADD 61 (data 0xb61), close 61;
+//!                      pipe C (54, 55): 61 = dup(54), ADD 61 (data 0xc61): two files
+//!                      registered as 61; pipe D (56, 57): 62 = dup(56), ADD 62 (data
+//!                      0xd62), close 62, an eventfd (count 7) opened at 62, not registered
+//!   wait        -> ready <data hex,...> (one epoll_wait, timeout 20 ms)
+//!   fill P      -> ok  (one byte into pipe P: a, b, c or d)
+//!   drain P     -> ok  (reads it back)
+//!   fd N        -> <link of fd N> | closed
+//! ```
+
+use std::io;
+use std::path::Path;
+
+use super::{failed, io_err, sys, unknown, Mode};
+
+const EPOLL: i32 = 70;
+
+/// The pipes by letter: (read end, write end, registered number, data).
+const PIPES: [(char, i32, i32, i32, u64); 4] = [
+    ('a', 50, 51, 60, 0xa60),
+    ('b', 52, 53, 61, 0xb61),
+    ('c', 54, 55, 61, 0xc61),
+    ('d', 56, 57, 62, 0xd62),
+];
+
+/// Opens pipe `letter` at its numbers and registers its read end under its number.
+fn register(letter: char) -> io::Result<()> {
+    let &(_, read, write, tfd, data) = PIPES.iter().find(|p| p.0 == letter).expect("a pipe");
+    let (r, w) = sys::pipe()?;
+    sys::move_fd(r, read)?;
+    sys::move_fd(w, write)?;
+    sys::dup_to(read, tfd)?;
+    sys::epoll_add(EPOLL, tfd, libc::EPOLLIN as u32, data)
+}
+
+fn setup(shape: &str) -> io::Result<()> {
+    sys::move_fd(sys::epoll()?, EPOLL)?;
+    match shape {
+        "closed" => {
+            register('a')?;
+            sys::close(60);
+        }
+        _ => {
+            register('b')?;
+            sys::close(61);
+            register('c')?;
+            register('d')?;
+            sys::close(62);
+            sys::move_fd(sys::eventfd(7, libc::EFD_CLOEXEC)?, 62)?;
+        }
+    }
+    Ok(())
+}
+
+struct EpollStale;
+
+/// `epoll-stale closed|reused`
+pub fn start(args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
+    match args {
+        [shape] if shape == "closed" || shape == "reused" => {
+            setup(shape).map_err(failed("epoll-stale"))?;
+            Ok(Box::new(EpollStale))
+        }
+        _ => Err("usage: epoll-stale closed|reused".into()),
+    }
+}
+
+/// The write end of pipe `letter`.
+fn pipe_of(letter: &str) -> Result<(i32, i32), String> {
+    PIPES
+        .iter()
+        .find(|p| p.0.to_string() == letter)
+        .map(|p| (p.1, p.2))
+        .ok_or_else(|| format!("no pipe {letter:?}"))
+}
+
+impl Mode for EpollStale {
+    fn command(&mut self, verb: &str, args: &[&str]) -> Result<String, String> {
+        match (verb, args) {
+            ("wait", []) => {
+                let mut ready = sys::epoll_wait(EPOLL, 20).map_err(io_err)?;
+                ready.sort_unstable();
+                let list: Vec<String> = ready.iter().map(|d| format!("{d:x}")).collect();
+                Ok(format!("ready {}", list.join(",")))
+            }
+            ("fill", [p]) => {
+                sys::write_all(pipe_of(p)?.1, b"x").map_err(io_err)?;
+                Ok("ok".into())
+            }
+            ("drain", [p]) => {
+                let mut b = [0u8; 1];
+                sys::read(pipe_of(p)?.0, &mut b).map_err(io_err)?;
+                Ok("ok".into())
+            }
+            ("fd", [n]) => {
+                let n: i32 = n.parse().map_err(|_| format!("bad fd {n:?}"))?;
+                Ok(std::fs::read_link(format!("/proc/self/fd/{n}"))
+                    .map_or_else(|_| "closed".into(), |l| l.display().to_string()))
+            }
+            _ => unknown(verb),
+        }
+    }
+}
