@@ -269,8 +269,7 @@ pub fn restore(state: &TcpConnectionState) -> Result<RestoredSocket> {
     set_queue_seq(b, sys::TCP_SEND_QUEUE, state.send_seq, ctx)?;
 
     let sref = socket2::SockRef::from(&b);
-    sref.bind(&SockAddr::from(state.local))
-        .map_err(ctx.io("bind"))?;
+    options::bind_as_dumped(b, state.local, ctx)?;
     sref.connect(&SockAddr::from(state.remote))
         .map_err(ctx.io("connect"))?;
 
