@@ -199,6 +199,14 @@ impl UnixSocketState {
         (self.sock_type == unix::SockType::Dgram && reachable).then_some(to)
     }
 
+    /// A bound dgram socket connected to its own name (its peer is itself): its sends come
+    /// back to it, and a plain send fails ENOTCONN unless it is connected again.
+    fn connected_to_itself(&self) -> bool {
+        self.sock_type == unix::SockType::Dgram
+            && !self.connect_to.is_empty()
+            && self.connect_to == self.name
+    }
+
     /// The socket file's mode and owner (bound to a path).
     pub(super) fn attrs(&self) -> Option<unix::restore::SocketFileAttrs> {
         self.file_attrs
@@ -797,6 +805,11 @@ fn finish(
     if !u.listening {
         if u.name().is_bound() {
             refill_own(desc, u, fd, q)?;
+        }
+        if u.connected_to_itself() {
+            // After the refill, whose datagrams it sent itself from its name, as before.
+            unix::restore::connect(fd, &u.reach())
+                .map_err(unix_err(desc, "connect to its own name again"))?;
         }
         unix::restore::restore_shutdown(fd, u.shutdown()).map_err(unix_err(desc, "shutdown"))?;
     }
