@@ -30,7 +30,6 @@ use std::os::unix::fs::MetadataExt;
 
 use netlink_packet_sock_diag::constants::IPPROTO_TCP;
 use netlink_packet_sock_diag::inet::{InetResponse, StateFlags};
-use socket2::SockAddr;
 
 use crate::error::{Ctx, Operation, Result, SocketName, TcpRepairError};
 use crate::options;
@@ -140,8 +139,7 @@ pub fn restore_listener(state: &ListenerState, default_backlog: u32) -> Result<O
     let fd = options::new_socket(ipv6, &state.socket, ctx)?;
     let b = fd.as_fd();
     let sref = socket2::SockRef::from(&b);
-    sref.bind(&SockAddr::from(state.local))
-        .map_err(ctx.io("bind"))?;
+    options::bind_as_dumped(b, state.local, ctx)?;
     options::apply_socket(b, &state.socket, ipv6, ctx)?;
     options::apply_tcp(b, &state.tcp, ctx)?;
     let backlog = state

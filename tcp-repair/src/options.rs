@@ -1,6 +1,7 @@
 //! Socket options: one table of reads and one of writes, shared by
 //! connections, listeners and UDP sockets.
 
+use std::net::SocketAddr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use nix::errno::Errno;
@@ -104,6 +105,33 @@ pub(crate) fn apply_pre_bind(fd: BorrowedFd<'_>, o: &SocketOptions, ctx: Ctx) ->
             sys::set_int(fd, libc::SOL_IPV6, libc::IPV6_V6ONLY, v6_only as i32)
                 .map_err(ctx.sys("setsockopt IPV6_V6ONLY"))?;
         }
+    }
+    Ok(())
+}
+
+/// `IPV6_FREEBIND` (not in libc for every target): the same flag as `IP_FREEBIND`, which a
+/// raw IPv6 socket does not take at level SOL_IP.
+pub(crate) const IPV6_FREEBIND: i32 = 78;
+
+/// Binds `fd` to `addr` with IP_FREEBIND on for the call, then puts the flag back as it was.
+/// A socket bound while IP_FREEBIND or IP_TRANSPARENT was on may hold an address the host
+/// lacks (or lacks now) with the flag cleared since: the dump cannot tell, and without the
+/// flag the bind fails with EADDRNOTAVAIL. The flag changes nothing else of a bind.
+pub(crate) fn bind_as_dumped(fd: BorrowedFd<'_>, addr: SocketAddr, ctx: Ctx) -> Result<()> {
+    let (level, name, what) = if addr.is_ipv6() {
+        (libc::SOL_IPV6, IPV6_FREEBIND, "IPV6_FREEBIND")
+    } else {
+        (libc::SOL_IP, libc::IP_FREEBIND, "IP_FREEBIND")
+    };
+    let was = sys::get_int(fd, level, name).map_err(ctx.sys(what))?;
+    if was == 0 {
+        sys::set_int(fd, level, name, 1).map_err(ctx.sys(what))?;
+    }
+    socket2::SockRef::from(&fd)
+        .bind(&socket2::SockAddr::from(addr))
+        .map_err(ctx.io("bind"))?;
+    if was == 0 {
+        sys::set_int(fd, level, name, 0).map_err(ctx.sys(what))?;
     }
     Ok(())
 }

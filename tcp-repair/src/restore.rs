@@ -269,8 +269,7 @@ pub fn restore(state: &TcpConnectionState) -> Result<RestoredSocket> {
     set_queue_seq(b, sys::TCP_SEND_QUEUE, state.send_seq, ctx)?;
 
     let sref = socket2::SockRef::from(&b);
-    sref.bind(&SockAddr::from(state.local))
-        .map_err(ctx.io("bind"))?;
+    options::bind_as_dumped(b, state.local, ctx)?;
     sref.connect(&SockAddr::from(state.remote))
         .map_err(ctx.io("connect"))?;
 
@@ -334,6 +333,8 @@ pub fn restore(state: &TcpConnectionState) -> Result<RestoredSocket> {
         }
         sys::set_repair_window(b, &win).map_err(ctx.sys("setsockopt TCP_REPAIR_WINDOW"))?;
     }
+    // After the window: the MSS is bounded by half the largest window the peer offered.
+    resync_mss(b, ipv6, ctx)?;
 
     options::apply_socket(b, &state.socket, ipv6, ctx)?;
     options::apply_tcp(b, &state.tcp, ctx)?;
@@ -461,4 +462,18 @@ pub fn close_silently(fd: OwnedFd) -> Result<()> {
     )
     .map_err(Ctx::new(Operation::EnterRepair, name).sys("setsockopt TCP_REPAIR"))?;
     crate::repair::disconnect_named(fd.as_fd(), name)
+}
+/// Recomputes the send MSS from the MSS clamp `TCPOPT_MAXSEG` just set: connect() in repair
+/// mode computed it against the default clamp (536 bytes, 524 with timestamps), and nothing
+/// else recomputes it while the path MTU stays the same. With 524-byte segments a queue
+/// takes many times more receive memory than the advertised window was reckoned for: a
+/// connection with full buffers (zdtm socket-tcpbuf-local) dropped every segment and
+/// stalled. Setting IP_OPTIONS (empty here: the dumped ones are set later) makes the kernel
+/// sync the MSS. IPv6 has no such empty call: left as it was.
+fn resync_mss(fd: BorrowedFd<'_>, ipv6: bool, ctx: Ctx) -> Result<()> {
+    if ipv6 {
+        return Ok(());
+    }
+    sys::set_bytes(fd, libc::SOL_IP, libc::IP_OPTIONS, &[])
+        .map_err(ctx.sys("setsockopt IP_OPTIONS (sync the MSS)"))
 }

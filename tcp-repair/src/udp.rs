@@ -94,8 +94,7 @@ fn restore_udp_inner(state: &UdpSocketState, extras: Option<&UdpExtras>) -> Resu
     }
     let sref = socket2::SockRef::from(&b);
     if state.local.port() != 0 || !state.local.ip().is_unspecified() {
-        sref.bind(&SockAddr::from(state.local))
-            .map_err(ctx.io("bind"))?;
+        options::bind_as_dumped(b, state.local, ctx)?;
     }
     options::apply_socket(b, &state.socket, ipv6, ctx)?;
     if let Some(extras) = extras.filter(|e| !e.queue.is_empty()) {
@@ -177,8 +176,7 @@ pub fn is_datagram_kind(ty: i32, proto: i32) -> bool {
     }
 }
 
-/// `IPV6_FREEBIND` (not in libc for every target).
-const IPV6_FREEBIND: i32 = 78;
+use crate::options::IPV6_FREEBIND;
 /// `UDP_SEGMENT`.
 const UDP_SEGMENT: i32 = 103;
 /// `UDP_GRO`.

@@ -135,17 +135,16 @@ pub fn restore_unconnected(state: &UnconnectedState) -> Result<OwnedFd> {
     let ipv6 = state.local.is_ipv6();
     let fd = options::new_socket(ipv6, &state.socket, ctx)?;
     let b = fd.as_fd();
-    let sref = socket2::SockRef::from(&b);
     let local = state.local;
     if state.bound {
-        sref.bind(&SockAddr::from(local)).map_err(ctx.io("bind"))?;
+        options::bind_as_dumped(b, local, ctx)?;
     } else if local.port() != 0 {
         replay_failed_connect(b, local, ctx)?;
     } else if !local.ip().is_unspecified() {
         // Bound to an address without a port (IP_BIND_ADDRESS_NO_PORT): set again below.
         sys::set_int(b, libc::SOL_IP, libc::IP_BIND_ADDRESS_NO_PORT, 1)
             .map_err(ctx.sys("setsockopt IP_BIND_ADDRESS_NO_PORT"))?;
-        sref.bind(&SockAddr::from(local)).map_err(ctx.io("bind"))?;
+        options::bind_as_dumped(b, local, ctx)?;
     }
     if state.local_port_range != 0 {
         set_local_port_range(b, state.local_port_range, ctx)?;
@@ -180,8 +179,7 @@ fn replay_failed_connect(fd: BorrowedFd<'_>, local: SocketAddr, ctx: Ctx) -> Res
             IpAddr::V4(Ipv4Addr::LOCALHOST)
         }
     } else {
-        sref.bind(&SockAddr::from(SocketAddr::new(local.ip(), 0)))
-            .map_err(ctx.io("bind (address of a failed connect)"))?;
+        options::bind_as_dumped(fd, SocketAddr::new(local.ip(), 0), ctx)?;
         local.ip()
     };
     let domain = if ipv6 { Domain::IPV6 } else { Domain::IPV4 };

@@ -73,6 +73,68 @@ fn a_freebind_udp_socket_on_an_address_the_host_lacks_comes_back() {
     w.kill_restored();
 }
 
+/// `IPV6_FREEBIND` (not in libc for every target).
+const IPV6_FREEBIND: i32 = 78;
+
+/// A socket of family `fam`, type `ty` bound to `addr` (an address the host lacks) while
+/// option (`level`, `flag`) was on, the flag cleared since: the restored socket has the same
+/// name and the flag still off.
+fn bound_with_flag_since_cleared(fam: &str, ty: &str, addr: &str, level: i32, flag: i32) {
+    cryo_bin();
+    let mut w = Workload::spawn("socks", &[]);
+    let s = w.cmd(&format!("socket {fam} {ty} 0"));
+    let flag = format!("{level} {flag}");
+    assert_eq!(w.cmd(&format!("setopt {s} {flag} 1")), "ok");
+    assert_eq!(w.cmd(&format!("bind-inet {s} {addr}")), "ok");
+    assert_eq!(w.cmd(&format!("setopt {s} {flag} 0")), "ok");
+    let name = w.cmd(&format!("name {s}"));
+    w.dump_and_restore();
+    assert_eq!(
+        w.cmd(&format!("name {s}")),
+        name,
+        "bound to the same address"
+    );
+    assert_eq!(
+        w.cmd(&format!("getopt {s} {flag}")),
+        "0",
+        "the flag stays off"
+    );
+    w.kill_restored();
+}
+
+#[test]
+fn a_udp6_socket_bound_with_freebind_since_cleared_comes_back_without_it() {
+    bound_with_flag_since_cleared(
+        "inet6",
+        "dgram",
+        "[2001:db8::ff00:42:8329]:0",
+        libc::IPPROTO_IPV6,
+        IPV6_FREEBIND,
+    );
+}
+
+#[test]
+fn a_udp_socket_bound_with_ip_transparent_since_cleared_comes_back_without_it() {
+    bound_with_flag_since_cleared(
+        "inet",
+        "dgram",
+        "192.0.2.78:0",
+        libc::IPPROTO_IP,
+        libc::IP_TRANSPARENT,
+    );
+}
+
+#[test]
+fn a_tcp_socket_bound_with_freebind_since_cleared_comes_back_without_it() {
+    bound_with_flag_since_cleared(
+        "inet",
+        "stream",
+        "192.0.2.79:0",
+        libc::IPPROTO_IP,
+        libc::IP_FREEBIND,
+    );
+}
+
 /// Sets option (`level`, `opt`) of a UDP socket of family `fam` to `value`, then checks the
 /// restored process reads `value` back.
 fn option_round_trip(fam: &str, level: i32, opt: i32, value: i32) {

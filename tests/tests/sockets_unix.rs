@@ -157,6 +157,26 @@ fn a_dgram_client_connected_one_way_to_a_server_of_the_dump_still_sends_to_it() 
 }
 
 #[test]
+fn a_dgram_socket_connected_to_its_own_name_still_sends_to_itself() {
+    cryo_bin();
+    let mut w = Workload::spawn("socks", &[]);
+    let path = w.path("self.sock");
+    let s = w.cmd("socket unix dgram 0");
+    assert_eq!(w.cmd(&format!("bind-unix {s} {}", path.display())), "ok");
+    assert_eq!(w.cmd(&format!("connect-unix {s} {}", path.display())), "ok");
+    assert_eq!(w.cmd(&format!("send {s} queued")), "ok");
+    w.dump_and_restore();
+    assert_eq!(w.cmd(&format!("recv {s}")), "queued", "the queued datagram");
+    assert_eq!(
+        w.cmd(&format!("send {s} after")),
+        "ok",
+        "still connected to itself"
+    );
+    assert_eq!(w.cmd(&format!("recv {s}")), "after");
+    w.kill_restored();
+}
+
+#[test]
 fn a_dgram_client_of_a_bound_path_outside_the_dump_is_reconnected_by_path() {
     cryo_bin();
     let dir = cryo_tests::control_dir();

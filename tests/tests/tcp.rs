@@ -376,3 +376,43 @@ fn kill_refuses_a_connection_that_moved_on_since_the_dump() {
     assert_eq!(read_exactly(&mut client, 5), b"still");
     w.kill_original();
 }
+
+/// The send MSS (TCP_MAXSEG) of both ends of a connection inside the dump comes back as it
+/// was: restored with the default 524 bytes instead of the loopback's, a connection with
+/// full buffers filled its peer's receive memory long before its window and stalled (zdtm
+/// socket-tcpbuf-local).
+#[test]
+fn a_connection_keeps_its_segment_size() {
+    cryo_bin();
+    let mut w = Workload::spawn("socks", &[]);
+    let l = w.cmd("socket inet stream 6");
+    assert_eq!(w.cmd(&format!("bind-inet {l} 127.0.0.1:0")), "ok");
+    assert_eq!(w.cmd(&format!("listen {l}")), "ok");
+    let to = w.cmd(&format!("name {l}"));
+    let c = w.cmd("socket inet stream 6");
+    assert_eq!(w.cmd(&format!("connect-inet {c} {to}")), "ok");
+    let a = w.cmd(&format!("accept {l}"));
+    let maxseg = format!("{} {}", libc::IPPROTO_TCP, libc::TCP_MAXSEG);
+    let mss = |w: &Workload| [&c, &a].map(|s| w.cmd(&format!("getopt {s} {maxseg}")));
+    let before = mss(&w);
+    let img = w.path("img");
+    w.dump(&img, &["--tcp-established"]).assert_success();
+    w.wait_original();
+    w.restore_background(&img);
+    let after = mss(&w);
+    assert_eq!(
+        after[1], before[1],
+        "TCP_MAXSEG (the send MSS) of the accepted end"
+    );
+    // The connecting end's cached MSS may have been bounded by an earlier, smaller window
+    // than the one dumped (the kernel recomputes it only on a path MTU change): it comes
+    // back bounded by the dumped window, never below.
+    let n = |v: &str| v.parse::<u32>().unwrap();
+    assert!(
+        n(&after[0]) >= n(&before[0]),
+        "TCP_MAXSEG of the connecting end: {} before, {} after",
+        before[0],
+        after[0]
+    );
+    w.kill_restored();
+}

@@ -215,6 +215,23 @@ fn a_pipe_a_file_and_a_socket_in_flight_come_back_usable() {
     w.kill_restored();
 }
 
+#[test]
+fn a_pipe_in_flight_to_a_dgram_socket_whose_sender_closed_comes_back_usable() {
+    cryo_bin();
+    let mut w = Workload::spawn("unix-pair", &["dgram"]);
+    assert_eq!(w.cmd("pass 0 pipe:piped"), "ok");
+    assert_eq!(w.cmd("close 0"), "ok");
+    w.dump_and_restore();
+    assert_eq!(
+        w.cmd("take 1"),
+        "fds pipe:piped",
+        "the pipe with its message"
+    );
+    assert_eq!(w.cmd("pipe-write more"), "ok");
+    assert_eq!(w.cmd("pipe-read"), "more");
+    w.kill_restored();
+}
+
 fn descriptor_between_messages(ty: &str) {
     cryo_bin();
     let mut w = Workload::spawn("unix-pair", &[ty]);

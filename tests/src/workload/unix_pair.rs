@@ -65,6 +65,10 @@ impl Mode for UnixPair {
             ("recv", [s]) => unix::recv_all(side(s)).map_err(io_err),
             ("pass", [s, what @ ..]) => pass(side(s), what),
             ("take", [s]) => take(side(s)).map_err(io_err),
+            ("close", [s]) => {
+                sys::close(side(s));
+                Ok("ok".into())
+            }
             ("pipe-write", [data]) => sys::write_all(PIPE_WRITER, data.as_bytes())
                 .map(|()| "ok".into())
                 .map_err(io_err),

@@ -36,7 +36,7 @@ use tracing::debug;
 
 use cryo_unix_sockets as unix;
 
-use super::{finish, make, unix_err, UnixMessage, UnixSocketState};
+use super::{finish, finish_broken, make, make_broken, unix_err, UnixMessage, UnixSocketState};
 use crate::files::{above, describe, FileError};
 use crate::sockets::{self as sockets, Decoded, SocketState};
 use crate::sys;
@@ -91,8 +91,16 @@ impl UnixLinks {
         for desc in descs {
             if let Some(Kind::Socket(s)) = &desc.kind {
                 if sockets::is_unix(s) {
-                    if let Decoded::Plain(SocketState::Unix(u)) = sockets::decode(desc, s)? {
-                        states.insert(desc.id, (u, s.ino, s.peer_ino));
+                    match sockets::decode(desc, s)? {
+                        Decoded::Plain(SocketState::Unix(u)) => {
+                            states.insert(desc.id, (u, s.ino, s.peer_ino));
+                        }
+                        // Its peer gone, it is made alone, but with the descriptions its
+                        // queue carries when it carries any.
+                        Decoded::BrokenUnix(u) if u.peer_closed => {
+                            states.insert(desc.id, (u, s.ino, 0));
+                        }
+                        _ => {}
                     }
                 }
             }
@@ -310,6 +318,8 @@ impl UnixLinks {
                 detail: "no such description".into(),
             })
         };
+        // The second ends of sockets whose peer is closed, closed once their queue is in.
+        let mut closing = HashMap::new();
         for g in &mine {
             let members = g.shape.members();
             if let Some(&m) = members.iter().find(|m| opened.contains_key(m)) {
@@ -322,7 +332,7 @@ impl UnixLinks {
                     ),
                 });
             }
-            for (id, fd) in self.make(g, &desc)? {
+            for (id, fd) in self.make(g, &desc, &mut closing)? {
                 let d = desc(id)?;
                 opened.insert(id, above(d, fd, min_high)?);
             }
@@ -331,16 +341,18 @@ impl UnixLinks {
             self.refill(g, &desc, opened)?;
         }
         for g in &mine {
-            self.finish(g, &desc, opened)?;
+            self.finish(g, &desc, opened, &mut closing)?;
         }
         Ok(())
     }
 
-    /// Creates the sockets of group `g`: (description id, fd) each.
+    /// Creates the sockets of group `g`: (description id, fd) each; a socket whose peer is
+    /// closed leaves in `closing` the end its queue goes through.
     fn make<'a>(
         &self,
         g: &Group,
         desc: &impl Fn(u32) -> Result<&'a FileDesc, FileError>,
+        closing: &mut HashMap<u32, OwnedFd>,
     ) -> Result<Vec<(u32, OwnedFd)>, FileError> {
         match &g.shape {
             Shape::Pair(a, b) => {
@@ -383,6 +395,11 @@ impl UnixLinks {
             Shape::Single(s) => {
                 let ds = desc(*s)?;
                 let us = self.state(ds)?;
+                if us.peer_closed {
+                    let (fd, gone) = make_broken(ds, us)?;
+                    closing.extend(gone.map(|g| (*s, g)));
+                    return Ok(vec![(*s, fd)]);
+                }
                 Ok(vec![(*s, make(ds, us, us.backlog)?)])
             }
             Shape::Dgram { receiver, senders } => {
@@ -446,12 +463,14 @@ impl UnixLinks {
         Ok(())
     }
 
-    /// Shutdown state, options and flags of the sockets of group `g`.
+    /// Shutdown state, options and flags of the sockets of group `g` (a socket whose peer is
+    /// closed: its queue too, through its end in `closing`, which then closes).
     fn finish<'a>(
         &self,
         g: &Group,
         desc: &impl Fn(u32) -> Result<&'a FileDesc, FileError>,
         opened: &HashMap<u32, OwnedFd>,
+        closing: &mut HashMap<u32, OwnedFd>,
     ) -> Result<(), FileError> {
         let fd = |id: u32| borrow(opened, id);
         match &g.shape {
@@ -488,7 +507,11 @@ impl UnixLinks {
                     id: *s,
                     detail: "not made".into(),
                 })?;
-                finish(d, u, owned, &q)?;
+                if u.peer_closed {
+                    finish_broken(d, u, owned, closing.remove(s), &q)?;
+                } else {
+                    finish(d, u, owned, &q)?;
+                }
                 return Ok(sockets::set_flags(d, owned)?);
             }
             Shape::Dgram { receiver, senders } => {

@@ -199,6 +199,14 @@ impl UnixSocketState {
         (self.sock_type == unix::SockType::Dgram && reachable).then_some(to)
     }
 
+    /// A bound dgram socket connected to its own name (its peer is itself): its sends come
+    /// back to it, and a plain send fails ENOTCONN unless it is connected again.
+    fn connected_to_itself(&self) -> bool {
+        self.sock_type == unix::SockType::Dgram
+            && !self.connect_to.is_empty()
+            && self.connect_to == self.name
+    }
+
     /// The socket file's mode and owner (bound to a path).
     pub(super) fn attrs(&self) -> Option<unix::restore::SocketFileAttrs> {
         self.file_attrs
@@ -698,27 +706,51 @@ pub(super) fn open(desc: &FileDesc, u: &UnixSocketState) -> Result<OwnedFd, Sock
 /// is bound to its own name and connected to that name again (a client of /dev/log). Any
 /// other is restored broken, as a closed peer, a dgram socket shut both ways.
 pub(super) fn open_broken(desc: &FileDesc, u: &UnixSocketState) -> Result<OwnedFd, SocketError> {
-    let ty = u.sock_type;
-    let q = u.captured();
-    if !u.peer_closed {
-        if let Some(to) = u.reconnect_to() {
-            let fd = make(desc, u, 0)?;
-            refill_own(desc, u, &fd, &q)?;
-            unix::restore::connect(&fd, &to).map_err(unix_err(desc, "connect by name again"))?;
-            unix::restore::restore_shutdown(&fd, u.shutdown())
-                .map_err(unix_err(desc, "shutdown"))?;
-            unix::restore::apply_options(&fd, &u.options())
-                .map_err(unix_err(desc, "socket options"))?;
-            return Ok(fd);
-        }
+    let (fd, closing) = make_broken(desc, u)?;
+    finish_broken(desc, u, &fd, closing, &u.captured())?;
+    Ok(fd)
+}
+
+/// The socket [`open_broken`] makes, before its queue: reconnected by name (no second end),
+/// or one end of a fresh socketpair with the end that closes once the queue went through it.
+pub(super) fn make_broken(
+    desc: &FileDesc,
+    u: &UnixSocketState,
+) -> Result<(OwnedFd, Option<OwnedFd>), SocketError> {
+    if !u.peer_closed && u.reconnect_to().is_some() {
+        return Ok((make(desc, u, 0)?, None));
     }
-    let (fd, gone) = unix::restore::socketpair(ty).map_err(unix_err(desc, "socketpair"))?;
-    if ty == unix::SockType::Dgram {
+    let (fd, gone) =
+        unix::restore::socketpair(u.sock_type).map_err(unix_err(desc, "socketpair"))?;
+    if u.sock_type == unix::SockType::Dgram {
         // Its own name (a stream socket's is its listener's, which it cannot take again).
         unix::restore::bind_name_in(&fd, &u.name(), u.bind_dir(), u.attrs())
             .map_err(unix_err(desc, "bind"))?;
     }
-    unix::restore::refill_queue(&gone, None, &q).map_err(unix_err(desc, "refill the queue"))?;
+    Ok((fd, Some(gone)))
+}
+
+/// Completes a socket [`make_broken`] made: queue `q` refilled (from `closing`, the end that
+/// then closes, or from itself by name), shutdown state, options.
+pub(super) fn finish_broken(
+    desc: &FileDesc,
+    u: &UnixSocketState,
+    fd: &OwnedFd,
+    closing: Option<OwnedFd>,
+    q: &unix::CapturedQueue,
+) -> Result<(), SocketError> {
+    let ty = u.sock_type;
+    let Some(gone) = closing else {
+        let to = u.reconnect_to().ok_or_else(|| {
+            restore_err(desc, "connect by name again", "no name to connect to again")
+        })?;
+        refill_own(desc, u, fd, q)?;
+        unix::restore::connect(fd, &to).map_err(unix_err(desc, "connect by name again"))?;
+        unix::restore::restore_shutdown(fd, u.shutdown()).map_err(unix_err(desc, "shutdown"))?;
+        return unix::restore::apply_options(fd, &u.options())
+            .map_err(unix_err(desc, "socket options"));
+    };
+    unix::restore::refill_queue(&gone, None, q).map_err(unix_err(desc, "refill the queue"))?;
     if u.reset_pending {
         // Unread in the end that closes: the kernel gives the survivor ECONNRESET.
         let unread = unix::QueuedMessage {
@@ -727,7 +759,7 @@ pub(super) fn open_broken(desc: &FileDesc, u: &UnixSocketState) -> Result<OwnedF
             creds: None,
             sender: unix::UnixName::Unnamed,
         };
-        unix::restore::send_message(&fd, None, &unread)
+        unix::restore::send_message(fd, None, &unread)
             .map_err(unix_err(desc, "leave a byte unread for the reset"))?;
     }
     drop(gone);
@@ -742,9 +774,8 @@ pub(super) fn open_broken(desc: &FileDesc, u: &UnixSocketState) -> Result<OwnedF
     } else {
         u.shutdown()
     };
-    unix::restore::restore_shutdown(&fd, shutdown).map_err(unix_err(desc, "shutdown"))?;
-    unix::restore::apply_options(&fd, &u.options()).map_err(unix_err(desc, "socket options"))?;
-    Ok(fd)
+    unix::restore::restore_shutdown(fd, shutdown).map_err(unix_err(desc, "shutdown"))?;
+    unix::restore::apply_options(fd, &u.options()).map_err(unix_err(desc, "socket options"))
 }
 
 /// Creates a unix socket without a peer: a listener (with `backlog`) or a socket bound to its
@@ -797,6 +828,11 @@ fn finish(
     if !u.listening {
         if u.name().is_bound() {
             refill_own(desc, u, fd, q)?;
+        }
+        if u.connected_to_itself() {
+            // After the refill, whose datagrams it sent itself from its name, as before.
+            unix::restore::connect(fd, &u.reach())
+                .map_err(unix_err(desc, "connect to its own name again"))?;
         }
         unix::restore::restore_shutdown(fd, u.shutdown()).map_err(unix_err(desc, "shutdown"))?;
     }
