@@ -234,6 +234,7 @@ every_message!(
     LinkedInode,
     Pidfd,
     ProcFile,
+    GuardRegion,
     Pty,
     MigrationCheck,
     CheckedFile,
