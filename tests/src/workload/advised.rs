@@ -105,29 +105,9 @@ impl Advised {
 
     /// Forks a child that looks at every area and answers over a pipe.
     fn fork(&self) -> io::Result<String> {
-        let (r, w) = sys::pipe()?;
         let areas = self.areas.clone();
         // The child only reads memory and /proc, writes its answer and exits.
-        let kid = sys::fork()?;
-        if kid == 0 {
-            sys::close(r);
-            let answer = child_view(&areas);
-            let result = sys::write_all(w, answer.as_bytes());
-            kids::exit_child("advised fork", result);
-        }
-        sys::close(w);
-        let mut answer = Vec::new();
-        let mut buf = [0u8; 256];
-        loop {
-            let n = sys::read(r, &mut buf)?;
-            if n == 0 {
-                break;
-            }
-            answer.extend_from_slice(&buf[..n]);
-        }
-        sys::close(r);
-        sys::reap(kid)?;
-        Ok(String::from_utf8_lossy(&answer).into_owned())
+        kids::answer_from_child("advised fork", || child_view(&areas))
     }
 }
 

@@ -32,6 +32,31 @@ pub fn exit_child(what: &str, result: io::Result<()>) -> ! {
     unsafe { libc::_exit(code) };
 }
 
+/// Forks a child that computes `answer` (in its copy of this process) and writes it back over a
+/// pipe, then exits as `what`; returns the answer once the child is reaped.
+pub fn answer_from_child(what: &str, answer: impl FnOnce() -> String) -> io::Result<String> {
+    let (r, w) = sys::pipe()?;
+    let kid = sys::fork()?;
+    if kid == 0 {
+        sys::close(r);
+        let result = sys::write_all(w, answer().as_bytes());
+        exit_child(what, result);
+    }
+    sys::close(w);
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 256];
+    loop {
+        let n = sys::read(r, &mut buf)?;
+        if n == 0 {
+            break;
+        }
+        answer.extend_from_slice(&buf[..n]);
+    }
+    sys::close(r);
+    sys::reap(kid)?;
+    Ok(String::from_utf8_lossy(&answer).into_owned())
+}
+
 /// A forked child's answering loop: reads one message at a time (up to 256 bytes) from `rd`
 /// and writes `answer(message)` to `wr`, until `rd` reaches its end or fails; the caller then
 /// ends the child its own way.

@@ -107,27 +107,9 @@ impl Droppable {
     /// What a child forked now sees of the areas ("zero": wiped at fork, as droppable
     /// memory always is).
     fn fork(&self) -> io::Result<String> {
-        let (r, w) = sys::pipe()?;
-        let kid = sys::fork()?;
-        if kid == 0 {
-            sys::close(r);
-            let answer = self.contents().replace("intact", "data");
-            let result = sys::write_all(w, answer.as_bytes());
-            kids::exit_child("special-maps fork", result);
-        }
-        sys::close(w);
-        let mut answer = Vec::new();
-        let mut buf = [0u8; 256];
-        loop {
-            let n = sys::read(r, &mut buf)?;
-            if n == 0 {
-                break;
-            }
-            answer.extend_from_slice(&buf[..n]);
-        }
-        sys::close(r);
-        sys::reap(kid)?;
-        Ok(String::from_utf8_lossy(&answer).into_owned())
+        kids::answer_from_child("special-maps fork", || {
+            self.contents().replace("intact", "data")
+        })
     }
 }
 
