@@ -376,14 +376,7 @@ pub(crate) fn point_at_processes(descs: &[FileDesc], holders: &[Holder<'_>]) -> 
     // (epoll description, target fd) registered again.
     let mut registered: HashSet<(u32, i32, i32)> = HashSet::new();
     for h in holders {
-        let mut mine: Vec<u32> = h
-            .fds
-            .iter()
-            .filter(|e| others.contains_key(&e.file_id))
-            .map(|e| e.file_id)
-            .collect();
-        mine.sort_unstable();
-        mine.dedup();
+        let mine = held_descriptions(h.fds, |id| others.contains_key(&id));
         if mine.is_empty() {
             continue;
         }
@@ -435,4 +428,17 @@ pub(crate) fn point_at_processes(descs: &[FileDesc], holders: &[Holder<'_>]) -> 
             .map_err(err(-1, "put the process back after pointing its pidfds".into()))?;
     }
     Ok(())
+}
+
+/// The descriptions among `fds` (a holder's table) that `wanted` picks, each once, in id order:
+/// the ones a late pass (pidfds, /proc files) opens or takes for that holder.
+pub(super) fn held_descriptions(fds: &[FdEntry], wanted: impl Fn(u32) -> bool) -> Vec<u32> {
+    let mut ids: Vec<u32> = fds
+        .iter()
+        .map(|e| e.file_id)
+        .filter(|&id| wanted(id))
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
 }

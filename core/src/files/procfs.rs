@@ -409,14 +409,7 @@ pub(crate) fn open_late(
             _ => None,
         })
         .collect();
-    let mut mine: Vec<u32> = h
-        .fds
-        .iter()
-        .filter(|e| by_id.contains_key(&e.file_id))
-        .map(|e| e.file_id)
-        .collect();
-    mine.sort_unstable();
-    mine.dedup();
+    let mine = super::pidfd::held_descriptions(h.fds, |id| by_id.contains_key(&id));
     let all: HashMap<u32, &FileDesc> = descs.iter().map(|d| (d.id, d)).collect();
     // (epoll description, target fd) registered again.
     let mut watched = std::collections::HashSet::new();
