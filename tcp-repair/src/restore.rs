@@ -123,16 +123,9 @@ impl RestoredSocket {
             // sent data restored in repair mode and a different packing into
             // buffers may not leave room for all of it: widen the buffer for
             // this write so it never waits for the peer, then put it back.
-            let sndbuf = sys::get_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUF)
-                .map_err(ctx.sys("getsockopt SO_SNDBUF"))?;
-            let widened = (sndbuf / 2)
-                .saturating_add(self.unsent.len().min(i32::MAX as usize / 4) as i32 * 2);
-            let widen = sys::set_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, widened).is_ok();
+            let widened = widen_sndbuf(fd, self.unsent.len(), ctx)?;
             write_all_blocking(fd, &self.unsent).map_err(ctx.sys("send (unsent data)"))?;
-            if widen {
-                sys::set_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, sndbuf / 2)
-                    .map_err(ctx.sys("setsockopt SO_SNDBUFFORCE"))?;
-            }
+            narrow_sndbuf(fd, widened, ctx)?;
         }
         Ok(self.fd)
     }
@@ -183,13 +176,8 @@ fn fill_queue(fd: BorrowedFd<'_>, queue: libc::c_int, mut data: &[u8], ctx: Ctx)
     // The send queue is charged by the buffers' true size, more than the bytes: a queue the
     // original's (autotuned) buffer held may not fit a buffer of the size it reported. Widen
     // it for the refill and put the dumped size back after.
-    let sndbuf = if queue == sys::TCP_SEND_QUEUE {
-        let now = sys::get_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUF)
-            .map_err(ctx.sys("getsockopt SO_SNDBUF"))?;
-        let widened = (now / 2).saturating_add(data.len().min(i32::MAX as usize / 4) as i32 * 2);
-        sys::set_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, widened)
-            .is_ok()
-            .then_some(now)
+    let widened = if queue == sys::TCP_SEND_QUEUE {
+        widen_sndbuf(fd, data.len(), ctx)?
     } else {
         None
     };
@@ -204,8 +192,28 @@ fn fill_queue(fd: BorrowedFd<'_>, queue: libc::c_int, mut data: &[u8], ctx: Ctx)
             Err(e) => return Err(ctx.sys(step)(e)),
         }
     }
-    if let Some(now) = sndbuf {
-        sys::set_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, now / 2)
+    narrow_sndbuf(fd, widened, ctx)
+}
+
+/// Widens the send buffer of `fd` by room for `len` more bytes (SO_SNDBUFFORCE), so a write
+/// of them never waits for the peer. Returns the size getsockopt reported before, for
+/// [`narrow_sndbuf`]; None when the widening was not allowed (no CAP_NET_ADMIN).
+fn widen_sndbuf(fd: BorrowedFd<'_>, len: usize, ctx: Ctx) -> Result<Option<i32>> {
+    let now = sys::get_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUF)
+        .map_err(ctx.sys("getsockopt SO_SNDBUF"))?;
+    let widened = (now / 2).saturating_add(len.min(i32::MAX as usize / 4) as i32 * 2);
+    Ok(
+        sys::set_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, widened)
+            .is_ok()
+            .then_some(now),
+    )
+}
+
+/// Gives `fd` back the send buffer [`widen_sndbuf`] found (getsockopt reports twice what
+/// setsockopt takes).
+fn narrow_sndbuf(fd: BorrowedFd<'_>, widened: Option<i32>, ctx: Ctx) -> Result<()> {
+    if let Some(before) = widened {
+        sys::set_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, before / 2)
             .map_err(ctx.sys("setsockopt SO_SNDBUFFORCE"))?;
     }
     Ok(())
