@@ -488,5 +488,6 @@ pub fn stream_frames() -> Vec<Vec<u8>> {
             11,
             &msg::Running { pids: vec![42] }.encode_to_vec(),
         ),
+        encode(FrameType::Heard, 12, &msg::Heard {}.encode_to_vec()),
     ]
 }

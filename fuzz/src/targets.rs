@@ -237,6 +237,7 @@ pub fn stream_frame(data: &[u8]) {
         FrameType::Verdict => message_round::<msg::Verdict>(payload),
         FrameType::Go => message_round::<msg::Go>(payload),
         FrameType::Running => message_round::<msg::Running>(payload),
+        FrameType::Heard => message_round::<msg::Heard>(payload),
     }
 }
 

@@ -16,10 +16,7 @@ use crate::{manifest, transfer};
 
 /// Whether the peer sent something (or closed), without reading it.
 fn readable(tcp: &TcpStream) -> bool {
-    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-    use std::os::fd::AsFd;
-    let mut fds = [PollFd::new(tcp.as_fd(), PollFlags::POLLIN)];
-    matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
+    crate::conn::readable_within(tcp, Duration::ZERO)
 }
 
 /// The Failed or Refuse the peer sent before the connection broke, if it did (read within a

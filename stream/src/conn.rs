@@ -595,6 +595,16 @@ pub fn unexpected(f: &Frame, step: &str, wanted: &str) -> StreamError {
     }
 }
 
+/// Whether `fd` becomes readable (data, a connection to accept, or the peer closed) within
+/// `wait`, without reading it.
+pub(crate) fn readable_within(fd: impl std::os::fd::AsFd, wait: std::time::Duration) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let ms = PollTimeout::try_from(wait.as_millis().min(i32::MAX as u128) as i32)
+        .unwrap_or(PollTimeout::MAX);
+    let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+    matches!(poll(&mut fds, ms), Ok(n) if n > 0)
+}
+
 #[cfg(test)]
 mod tests {
     use std::os::unix::net::UnixStream;

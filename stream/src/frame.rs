@@ -67,6 +67,8 @@ pub enum FrameType {
     Go = 21,
     /// [`Running`](crate::msg::Running): they run.
     Running = 22,
+    /// [`Heard`](crate::msg::Heard): the source got the Running.
+    Heard = 23,
 }
 
 impl FrameType {
@@ -91,6 +93,7 @@ impl FrameType {
             20 => Verdict,
             21 => Go,
             22 => Running,
+            23 => Heard,
             _ => return None,
         })
     }

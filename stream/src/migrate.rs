@@ -192,7 +192,10 @@ impl Migration {
         cryo_core::interrupt::pause_point("go-sent");
         let step = format!("wait for {} to run the processes", self.addr);
         match self.conn.expect::<msg::Running>(FrameType::Running, &step) {
-            Ok(running) => Ok(running.pids),
+            Ok(running) => {
+                say_heard(&mut self.conn);
+                Ok(running.pids)
+            }
             // The destination said it failed: it killed what it restored.
             Err(e @ (StreamError::PeerFailed { .. } | StreamError::Refused { .. })) => Err(e),
             Err(lost) => self.ask_outcome(lost),
@@ -212,7 +215,11 @@ impl Migration {
             let asked = self
                 .peer
                 .start(Purpose::Outcome, &self.name, "")
-                .and_then(|mut conn| conn.expect::<msg::Running>(FrameType::Running, &step));
+                .and_then(|mut conn| {
+                    let running = conn.expect::<msg::Running>(FrameType::Running, &step)?;
+                    say_heard(&mut conn);
+                    Ok(running)
+                });
             match asked {
                 Ok(running) => {
                     warn!(
@@ -246,6 +253,23 @@ impl Migration {
     pub fn abort(mut self, why: &str) {
         self.conn.send_failed(why);
     }
+}
+
+/// Tells the destination its Running was heard, so that a `serve --once` need not stay to be
+/// asked again (best effort: without it, it stays for its stream timeout).
+fn say_heard(conn: &mut Conn<TcpStream>) {
+    let _ = conn.send_msg(
+        FrameType::Heard,
+        &msg::Heard {},
+        "say the running was heard",
+    );
+}
+
+/// After Running was sent on `conn`: whether the source says it heard it (within the stream
+/// timeout; a source that lost it asks again, purpose OUTCOME).
+pub(crate) fn source_heard(conn: &mut Conn<TcpStream>) -> bool {
+    conn.expect::<msg::Heard>(FrameType::Heard, "wait for the source to hear it")
+        .is_ok()
 }
 
 /// A private directory on /dev/shm (else TMPDIR) for an image passing through, removed when
@@ -404,20 +428,24 @@ pub(crate) fn serve(
             let pids: Vec<i32> = r.roots.iter().map(|p| p.as_raw()).collect();
             cryo_core::interrupt::pause_point("migrate-running");
             // They run whether or not the source hears it: it asks again (OUTCOME).
-            if let Err(e) = conn.send_msg(
+            let heard = match conn.send_msg(
                 FrameType::Running,
                 &msg::Running { pids: pids.clone() },
                 "report the processes running",
             ) {
-                warn!(migration = %name, "the processes run here, but the source was not told: {e}");
-            }
+                Ok(()) => source_heard(&mut conn),
+                Err(e) => {
+                    warn!(migration = %name, "the processes run here, but the source was not told: {e}");
+                    false
+                }
+            };
             info!(
                 migration = %name,
                 ?pids,
                 ms = received_at.elapsed().as_secs_f64() * 1e3,
                 "migrated here: running"
             );
-            Ok(Outcome::Migrated { name, pids })
+            Ok(Outcome::Migrated { name, pids, heard })
         }
         Err(e) => {
             let why = crate::server::chain(&e);

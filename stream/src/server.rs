@@ -71,6 +71,8 @@ pub enum Outcome {
         name: String,
         /// The root pids.
         pids: Vec<i32>,
+        /// Whether the source said it heard that they run (else it may ask again).
+        heard: bool,
     },
     /// A source was told how its migration ended here.
     Told {
@@ -78,6 +80,8 @@ pub enum Outcome {
         name: String,
         /// Whether its processes run here.
         running: bool,
+        /// Whether the source said it heard it.
+        heard: bool,
     },
     /// An image was restored here.
     Restored {
@@ -96,10 +100,10 @@ impl std::fmt::Display for Outcome {
             }
             Self::Served { name } => write!(f, "served image {name}"),
             Self::Restored { name, pids } => write!(f, "restored image {name}: pids {pids:?}"),
-            Self::Migrated { name, pids } => {
+            Self::Migrated { name, pids, .. } => {
                 write!(f, "migration {name} done: pids {pids:?} run here")
             }
-            Self::Told { name, running } => write!(
+            Self::Told { name, running, .. } => write!(
                 f,
                 "told the source how migration {name} ended: {}",
                 if *running {
@@ -174,19 +178,67 @@ impl Server {
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(StreamError::io("accept", e, 0)),
             };
-            let result = self.handle(tcp, peer);
+            let result = self.handle(tcp, peer, None);
             reap_children();
             match &result {
                 Ok(outcome) => info!(%peer, "{outcome}"),
                 Err(e) => warn!(%peer, "{e}"),
             }
             if self.opts.once {
+                if let Ok(Outcome::Migrated {
+                    name, heard: false, ..
+                }) = &result
+                {
+                    self.answer_until_heard(name);
+                }
                 return result;
             }
         }
     }
 
-    fn handle(&self, tcp: TcpStream, peer: SocketAddr) -> Result<Outcome, StreamError> {
+    /// After a migration whose processes run here but whose source did not say it heard so
+    /// (the answer lost on the way): stays to tell it how migration `name` ended, answering
+    /// nothing else, until it says it heard or the stream timeout passes without a question.
+    /// Gone at once, it would leave the source to take silence for a failure and thaw its
+    /// originals beside the processes running here.
+    fn answer_until_heard(&self, name: &str) {
+        let wait = self.opts.timeout;
+        warn!(
+            migration = %name,
+            "the source did not say it heard the processes run here: answering how the migration ended for up to {} s",
+            wait.as_secs()
+        );
+        loop {
+            if !crate::conn::readable_within(&self.listener, wait) {
+                warn!(migration = %name, "no question from the source: leaving");
+                return;
+            }
+            let (tcp, peer) = match self.listener.accept() {
+                Ok(c) => c,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    warn!(migration = %name, "accept: {e}: leaving");
+                    return;
+                }
+            };
+            match self.handle(tcp, peer, Some(name)) {
+                Ok(outcome @ Outcome::Told { heard: true, .. }) => {
+                    info!(%peer, "{outcome}");
+                    return;
+                }
+                Ok(outcome) => info!(%peer, "{outcome}"),
+                Err(e) => warn!(%peer, "{e}"),
+            }
+        }
+    }
+
+    /// Serves one connection; with `only`, nothing but the question how that migration ended.
+    fn handle(
+        &self,
+        tcp: TcpStream,
+        peer: SocketAddr,
+        only: Option<&str>,
+    ) -> Result<Outcome, StreamError> {
         let secs = self.opts.timeout.as_secs().max(1);
         let step = format!("connection from {peer}");
         let set = |r: std::io::Result<()>| r.map_err(|e| StreamError::io(&step, e, secs));
@@ -217,6 +269,14 @@ impl Server {
         }
         if let Err(e) = transfer::check_name(&start.name) {
             return Err(refuse(&mut conn, format!("image name: {e}")));
+        }
+        if let Some(name) = only {
+            if start.purpose != Purpose::Outcome as i32 || start.name != name {
+                return Err(refuse(
+                    &mut conn,
+                    format!("this receiver (--once) is done; it answers only how migration {name:?} ended"),
+                ));
+            }
         }
         match Purpose::try_from(start.purpose) {
             Ok(Purpose::Store) => self.store(&mut conn, &start, refuse),
@@ -277,9 +337,11 @@ impl Server {
             )?,
             Err(why) => conn.send_failed(why),
         }
+        let heard = outcome.is_ok() && crate::migrate::source_heard(conn);
         Ok(Outcome::Told {
             name: name.clone(),
             running: outcome.is_ok(),
+            heard,
         })
     }
 

@@ -878,15 +878,33 @@ fn a_source_killed_once_its_go_is_sent_leaves_only_the_destination_running() {
 
 #[test]
 fn a_lost_answer_to_the_go_is_asked_for_again_and_only_the_destination_runs() {
+    lose_the_answer_to_the_go(false);
+}
+
+#[test]
+fn a_once_receiver_stays_to_answer_a_source_that_lost_the_answer_to_its_go() {
+    lose_the_answer_to_the_go(true);
+}
+
+/// B runs the processes but the connection is lost before the source hears it: the source asks
+/// again and commits, the original killed, B's copy serving. With `once`, B's `serve --once`
+/// (not its PID namespace's init, so that its exit leaves the processes) stays until the source
+/// has its answer, then exits 0.
+fn lose_the_answer_to_the_go(once: bool) {
     cryo_bin();
     let hosts = Hosts::new();
     let (mut w, mut clients) = hosts.server_with_clients(10, 500);
     let resume = w.path("resume");
+    let prelude = if once {
+        r#""$0" "$@" --once; echo "serve exited $?" >&2; exec sleep 600;"#
+    } else {
+        ""
+    };
     // B stops once its processes run, before it says so.
     let serve = Serve::start(
         &hosts,
         w.dir(),
-        "",
+        prelude,
         &[
             ("CRYO_TEST_PAUSE_AT", "migrate-running"),
             ("CRYO_TEST_RESUME_FILE", resume.to_str().unwrap()),
@@ -917,6 +935,9 @@ fn a_lost_answer_to_the_go_is_asked_for_again_and_only_the_destination_runs() {
         "{}",
         serve.log()
     );
+    if once {
+        serve.await_line("serve exited 0");
+    }
     // The original is killed, not thawed beside B's copy.
     w.wait_original();
     assert_eq!(hosts.route(), "B");
