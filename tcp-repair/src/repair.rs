@@ -180,6 +180,18 @@ impl<'fd> Repair<'fd> {
         let (Some(recv_queue), Some(mut send_queue)) = (recv_queue, send_queue) else {
             return Ok(None);
         };
+        // Inside the re-check: a segment taken in meanwhile moves the window with the queue.
+        let window = match sys::get_repair_window(fd) {
+            Ok(w) => Some(TcpWindow {
+                snd_wl1: w.snd_wl1,
+                snd_wnd: w.snd_wnd,
+                max_window: w.max_window,
+                rcv_wnd: w.rcv_wnd,
+                rcv_wup: w.rcv_wup,
+            }),
+            Err(nix::errno::Errno::ENOPROTOOPT) => None,
+            Err(e) => return Err(ctx.sys("getsockopt TCP_REPAIR_WINDOW")(e)),
+        };
         // Re-check that nothing moved while we peeked.
         let inq2 = sys::ioctl_int(fd, libc::FIONREAD as _).map_err(ctx.sys("ioctl SIOCINQ"))?;
         let recv_end2 = self.queue_seq(ctx, sys::TCP_RECV_QUEUE)?;
@@ -209,17 +221,6 @@ impl<'fd> Repair<'fd> {
             )
         } else {
             None
-        };
-        let window = match sys::get_repair_window(fd) {
-            Ok(w) => Some(TcpWindow {
-                snd_wl1: w.snd_wl1,
-                snd_wnd: w.snd_wnd,
-                max_window: w.max_window,
-                rcv_wnd: w.rcv_wnd,
-                rcv_wup: w.rcv_wup,
-            }),
-            Err(nix::errno::Errno::ENOPROTOOPT) => None,
-            Err(e) => return Err(ctx.sys("getsockopt TCP_REPAIR_WINDOW")(e)),
         };
         let ipv6 = local.is_ipv6();
         let state = TcpConnectionState {

@@ -339,7 +339,20 @@ pub fn restore(state: &TcpConnectionState) -> Result<RestoredSocket> {
             win.rcv_wup = recv_end;
             win.rcv_wnd = win.rcv_wnd.wrapping_add(over);
         }
-        sys::set_repair_window(b, &win).map_err(ctx.sys("setsockopt TCP_REPAIR_WINDOW"))?;
+        sys::set_repair_window(b, &win).map_err(|e| {
+            // The kernel says only EINVAL: the values tell which of its checks refused them.
+            tracing::warn!(
+                sock = %name,
+                snd_wl1 = win.snd_wl1,
+                snd_wnd = win.snd_wnd,
+                max_window = win.max_window,
+                rcv_wnd = win.rcv_wnd,
+                rcv_wup = win.rcv_wup,
+                recv_end,
+                "TCP_REPAIR_WINDOW refused"
+            );
+            ctx.sys("setsockopt TCP_REPAIR_WINDOW")(e)
+        })?;
     }
     // After the window: the MSS is bounded by half the largest window the peer offered.
     resync_mss(b, ipv6, ctx)?;
