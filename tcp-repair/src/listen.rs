@@ -35,6 +35,7 @@ use crate::error::{Ctx, Operation, Result, SocketName, TcpRepairError};
 use crate::options;
 use crate::repair::{require_state, socket_name};
 use crate::state::{ListenerState, SocketOptions};
+use crate::sys;
 
 /// What to do with connections waiting in a listener's accept queue.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -54,20 +55,29 @@ pub struct ListenerDiag {
     pub accept_queue: u32,
     /// The backlog given to `listen()` (capped by `somaxconn`).
     pub backlog: u32,
+    /// Another listener (another inode) has the same address and port.
+    pub shares_port: bool,
 }
 
 /// Looks a listening TCP socket up by inode with sock_diag (in the caller's
-/// network namespace). `Ok(None)` when it is not found there.
+/// network namespace), and whether another listens on its address and port.
+/// `Ok(None)` when it is not found there.
 pub fn listener_diag(local: SocketAddr, inode: u64) -> std::io::Result<Option<ListenerDiag>> {
     let mut found = None;
+    let mut shares_port = false;
     crate::diag::dump(
         local.is_ipv6(),
         IPPROTO_TCP,
         StateFlags::LISTEN,
         local.port(),
-        |r| record_listener(r, inode, &mut found),
+        |r| {
+            record_listener(r, inode, &mut found);
+            shares_port |= r.header.inode as u64 != inode
+                && r.header.socket_id.source_address == local.ip()
+                && r.header.socket_id.source_port == local.port();
+        },
     )?;
-    Ok(found)
+    Ok(found.map(|d| ListenerDiag { shares_port, ..d }))
 }
 
 fn record_listener(r: &InetResponse, inode: u64, found: &mut Option<ListenerDiag>) {
@@ -75,6 +85,7 @@ fn record_listener(r: &InetResponse, inode: u64, found: &mut Option<ListenerDiag
         *found = Some(ListenerDiag {
             accept_queue: r.header.recv_queue,
             backlog: r.header.send_queue,
+            shares_port: false,
         });
     }
 }
@@ -113,14 +124,16 @@ pub fn capture_listener(fd: impl AsFd, in_flight: InFlight) -> Result<ListenerSt
             pending,
         });
     }
+    let socket = SocketOptions {
+        more: crate::more_options::capture(fd, local.is_ipv6(), true, ctx)?,
+        ..options::capture_socket(fd, local.is_ipv6(), ctx)?
+    };
     Ok(ListenerState {
         local,
         backlog: diag.map(|d| d.backlog),
         dropped_pending: pending,
-        socket: SocketOptions {
-            more: crate::more_options::capture(fd, local.is_ipv6(), true, ctx)?,
-            ..options::capture_socket(fd, local.is_ipv6(), ctx)?
-        },
+        bound_with_reuseport: diag.is_some_and(|d| d.shares_port) && !socket.reuse_port,
+        socket,
         tcp: options::capture_tcp(fd, ctx)?,
     })
 }
@@ -139,6 +152,13 @@ pub fn restore_listener(state: &ListenerState, default_backlog: u32) -> Result<O
     let fd = options::new_socket(ipv6, &state.socket, ctx)?;
     let b = fd.as_fd();
     let sref = socket2::SockRef::from(&b);
+    let set_reuseport = |on: bool| {
+        sys::set_int(b, libc::SOL_SOCKET, libc::SO_REUSEPORT, on as i32)
+            .map_err(ctx.sys("setsockopt SO_REUSEPORT"))
+    };
+    if state.bound_with_reuseport {
+        set_reuseport(true)?;
+    }
     options::bind_as_dumped(b, state.local, ctx)?;
     options::apply_socket(b, &state.socket, ipv6, ctx)?;
     options::apply_tcp(b, &state.tcp, ctx)?;
@@ -147,6 +167,10 @@ pub fn restore_listener(state: &ListenerState, default_backlog: u32) -> Result<O
         .unwrap_or(default_backlog)
         .min(i32::MAX as u32) as i32;
     sref.listen(backlog).map_err(ctx.io("listen"))?;
+    if state.bound_with_reuseport {
+        // In the group now, as the original stayed after clearing it.
+        set_reuseport(false)?;
+    }
     Ok(fd)
 }
 

@@ -238,6 +238,12 @@ pub struct ListenerState {
     pub socket: SocketOptions,
     /// TCP-level options (inherited by accepted connections).
     pub tcp: TcpSocketOptions,
+    /// `SO_REUSEPORT` is off, but another listener shares the address and port: only a
+    /// `SO_REUSEPORT` group lets two listen there, so this one was bound and listening with
+    /// the option on, cleared since. The restore does the same (without, its bind fails
+    /// EADDRINUSE beside the others).
+    #[serde(default)]
+    pub bound_with_reuseport: bool,
 }
 
 /// A UDP socket.

@@ -796,3 +796,34 @@ fn a_tcp_listener_with_md5_signature_keys_is_refused_naming_pid_fd_and_the_keys(
     assert_eq!(w.cmd(&format!("listen {fd}")), "ok");
     w.assert_dump_refused(&fd, "TCP MD5 signature keys (TCP_MD5SIG)");
 }
+
+/// Two listeners on one port in a SO_REUSEPORT group, the option then cleared on the first
+/// (zdtm socket-tcp-reuseport): both come back listening on the port, SO_REUSEPORT off on the
+/// first and on on the second, and a client connects. Before, the restore bound the first
+/// without the option beside the second: EADDRINUSE, after the dump had killed the process.
+#[test]
+fn a_listener_that_cleared_so_reuseport_after_joining_a_group_comes_back_in_it() {
+    let mut w = socks();
+    let reuseport = opt(libc::SOL_SOCKET, libc::SO_REUSEPORT);
+    let first = w.cmd("socket inet stream 6");
+    assert_eq!(w.cmd(&format!("setopt {first} {reuseport} 1")), "ok");
+    assert_eq!(w.cmd(&format!("bind-inet {first} 127.0.0.1:0")), "ok");
+    assert_eq!(w.cmd(&format!("listen {first}")), "ok");
+    let name = w.cmd(&format!("name {first}"));
+    let second = w.cmd("socket inet stream 6");
+    assert_eq!(w.cmd(&format!("setopt {second} {reuseport} 1")), "ok");
+    assert_eq!(w.cmd(&format!("bind-inet {second} {name}")), "ok");
+    assert_eq!(w.cmd(&format!("listen {second}")), "ok");
+    assert_eq!(w.cmd(&format!("setopt {first} {reuseport} 0")), "ok");
+    w.dump_and_restore();
+    for (s, flag) in [(&first, "0"), (&second, "1")] {
+        assert_eq!(w.cmd(&format!("name {s}")), name, "socket {s} on the port");
+        assert_eq!(
+            w.cmd(&format!("getopt {s} {reuseport}")),
+            flag,
+            "socket {s}"
+        );
+    }
+    TcpStream::connect(name.as_str()).expect("the group listens");
+    w.kill_restored();
+}

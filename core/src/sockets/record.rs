@@ -97,6 +97,7 @@ impl From<&SocketState> for State {
                 dropped_pending: l.dropped_pending,
                 socket: Some(options_to(&l.socket)),
                 tcp: Some(tcp_options_to(&l.tcp)),
+                bound_with_reuseport: l.bound_with_reuseport,
             }),
             SocketState::Udp(u) => State::Udp(pb::UdpSocket {
                 local: Some(addr_to(&u.socket.local)),
@@ -270,6 +271,7 @@ fn listener_from(l: &pb::TcpListener) -> Result<tcp::ListenerState, RecordProble
         dropped_pending: l.dropped_pending,
         socket: options_from(l.socket.as_ref()),
         tcp: tcp_options_from(l.tcp.as_ref()),
+        bound_with_reuseport: l.bound_with_reuseport,
     })
 }
 
@@ -934,6 +936,7 @@ mod tests {
             dropped_pending: 0,
             socket: options(),
             tcp: tcp::TcpSocketOptions::default(),
+            bound_with_reuseport: true,
         }));
         round_trip(SocketState::Udp(Box::new(UdpState {
             socket: tcp::UdpSocketState {
