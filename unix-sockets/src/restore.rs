@@ -193,7 +193,12 @@ pub fn bind_path(fd: impl AsFd, path: &Path, attrs: Option<SocketFileAttrs>) -> 
 /// Checks that the socket `fd` just bound to `path` made its file as `file` in `dir` (the
 /// directory opened without symlinks): a symlink swapped in on the way between that open and
 /// the bind would have put it elsewhere.
-fn bound_in(fd: BorrowedFd<'_>, dir: &OwnedFd, file: &std::ffi::OsStr, path: &Path) -> Result<()> {
+pub(crate) fn bound_in(
+    fd: BorrowedFd<'_>,
+    dir: &OwnedFd,
+    file: &std::ffi::OsStr,
+    path: &Path,
+) -> Result<()> {
     use nix::fcntl::AtFlags;
     let elsewhere = |detail: &str| {
         UnixSockError::path(
