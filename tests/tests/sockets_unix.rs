@@ -261,9 +261,10 @@ fn a_listener_whose_socket_file_was_unlinked_keeps_its_name_and_no_file() {
 
 /// Two listeners bound to one path (del_standalone_un's shape): the first's socket file moved
 /// away while the second binds, then moved back over the second's. The second's name is its
-/// own again, its waiting client is still its, and the path is still the first's.
+/// own again, its accepted connection's and waiting client's peer names are that name, and
+/// the path is still the first's.
 #[test]
-fn a_listener_whose_path_another_socket_took_keeps_its_name_and_its_waiting_client() {
+fn a_listener_whose_path_another_socket_took_keeps_its_name_and_its_clients() {
     cryo_bin();
     let mut w = Workload::spawn("socks", &[]);
     let dir = w.path("taken");
@@ -282,6 +283,12 @@ fn a_listener_whose_path_another_socket_took_keeps_its_name_and_its_waiting_clie
         "ok"
     );
     assert_eq!(w.cmd(&format!("listen {second}")), "ok");
+    let client = w.cmd("socket unix stream 0");
+    assert_eq!(
+        w.cmd(&format!("connect-unix {client} {}", path.display())),
+        "ok"
+    );
+    let accepted = w.cmd(&format!("accept {second}"));
     let waiting = w.cmd("socket unix stream 0");
     assert_eq!(
         w.cmd(&format!("connect-unix {waiting} {}", path.display())),
@@ -297,9 +304,17 @@ fn a_listener_whose_path_another_socket_took_keeps_its_name_and_its_waiting_clie
         name,
         "the waiting client's peer name"
     );
-    let accepted = w.cmd(&format!("accept {second}"));
+    assert_eq!(w.cmd(&format!("name {accepted}")), name, "the accepted end");
+    assert_eq!(
+        w.cmd(&format!("peername {client}")),
+        name,
+        "its client's peer"
+    );
+    assert_eq!(w.cmd(&format!("send {client} one")), "ok");
+    assert_eq!(w.cmd(&format!("recv-wait {accepted}")), "one");
+    let later = w.cmd(&format!("accept {second}"));
     assert_eq!(w.cmd(&format!("send {waiting} hi")), "ok");
-    assert_eq!(w.cmd(&format!("recv-wait {accepted}")), "hi");
+    assert_eq!(w.cmd(&format!("recv-wait {later}")), "hi");
     // The path still leads to the first listener, and nothing else was left beside it.
     let c = w.cmd("socket unix stream 0");
     assert_eq!(w.cmd(&format!("connect-unix {c} {}", path.display())), "ok");
@@ -435,4 +450,43 @@ fn a_listener_whose_socket_file_was_moved_is_refused_naming_pid_and_fd() {
         .assert_stderr_mentions(&format!("pid {} fd {s}", w.pid()))
         .assert_stderr_mentions("whose socket file was moved to");
     w.assert_untouched();
+}
+
+/// An accepted connection of a listener bound to a path, its client bound to a name of its
+/// own: each end's name and its peer's name come back (the accepted end shares its
+/// listener's name, whose file it does not own).
+#[test]
+fn an_accepted_connection_keeps_both_names() {
+    cryo_bin();
+    let mut w = Workload::spawn("socks", &[]);
+    let path = w.path("listen.sock");
+    let own = w.path("client.sock");
+    let l = w.cmd("socket unix stream 0");
+    assert_eq!(w.cmd(&format!("bind-unix {l} {}", path.display())), "ok");
+    assert_eq!(w.cmd(&format!("listen {l}")), "ok");
+    let c = w.cmd("socket unix stream 0");
+    assert_eq!(w.cmd(&format!("bind-unix {c} {}", own.display())), "ok");
+    assert_eq!(w.cmd(&format!("connect-unix {c} {}", path.display())), "ok");
+    let a = w.cmd(&format!("accept {l}"));
+    let before: Vec<String> = [
+        format!("name {a}"),
+        format!("peername {a}"),
+        format!("name {c}"),
+        format!("peername {c}"),
+    ]
+    .iter()
+    .map(|q| w.cmd(q))
+    .collect();
+    w.dump_and_restore();
+    for (q, was) in ["name a", "peername a", "name c", "peername c"]
+        .iter()
+        .zip(&before)
+    {
+        let fd = if q.ends_with('a') { &a } else { &c };
+        let verb = q.split(' ').next().unwrap();
+        assert_eq!(&w.cmd(&format!("{verb} {fd}")), was, "{q}");
+    }
+    assert_eq!(w.cmd(&format!("send {c} hi")), "ok");
+    assert_eq!(w.cmd(&format!("recv-wait {a}")), "hi");
+    w.kill_restored();
 }

@@ -10,7 +10,8 @@
 //!                  unique name in the same directory), bind, the socket file opened O_PATH
 //!                  and unlinked, the other file renamed back, the directories made removed
 //!                  in reverse; any failure undoes what was done
-//!   relative name  the same in a private temporary directory made the cwd for the bind
+//!   relative name  the same in a private temporary directory, the cwd of the binding
+//!                  thread (CLONE_FS: no other thread sees it)
 //!   peers          connect and send to it through /proc/self/fd/N of the O_PATH fd (reach):
 //!                  the kernel finds a socket by its file, linked or not
 //! ```
@@ -180,18 +181,31 @@ pub fn bind_unlinked(fd: impl AsFd, name: &UnixName) -> Result<OwnedFd> {
     if path.is_absolute() {
         return place(fd, path);
     }
-    // Any directory will do: the name stays the relative one.
+    // Any directory will do: the name stays the relative one. The cwd set there is that of
+    // a short-lived thread with a filesystem context of its own (CLONE_FS), so no other
+    // thread of the process sees it change.
     let template = std::env::temp_dir().join("cryo-unix-XXXXXX");
     let tmp = nix::unistd::mkdtemp(&template)
         .map_err(|e| UnixSockError::path("mkdtemp", &template, e.into()))?;
-    let placed = (|| {
-        let back = std::env::current_dir().map_err(|e| UnixSockError::path("getcwd", path, e))?;
-        std::env::set_current_dir(&tmp).map_err(|e| UnixSockError::path("chdir", &tmp, e))?;
-        let placed = place(fd, path);
-        std::env::set_current_dir(&back)
-            .map_err(|e| UnixSockError::path("chdir back", &back, e))?;
-        placed
-    })();
+    let placed = std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                nix::sched::unshare(nix::sched::CloneFlags::CLONE_FS).map_err(|e| {
+                    UnixSockError::fd("unshare(CLONE_FS)", fd.as_raw_fd(), e.into())
+                })?;
+                std::env::set_current_dir(&tmp)
+                    .map_err(|e| UnixSockError::path("chdir", &tmp, e))?;
+                place(fd, path)
+            })
+            .join()
+            .unwrap_or_else(|_| {
+                Err(UnixSockError::Invalid {
+                    step: "bind in a private directory",
+                    fd: fd.as_raw_fd(),
+                    detail: "the binding thread panicked".into(),
+                })
+            })
+    });
     if let Err(e) = std::fs::remove_dir(&tmp) {
         warn!(dir = %tmp.display(), "remove the private directory of a bind: {e}");
     }

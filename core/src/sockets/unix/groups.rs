@@ -37,7 +37,8 @@ use tracing::debug;
 use cryo_unix_sockets as unix;
 
 use super::{
-    bind, finish, finish_broken, make, make_broken, unix_err, UnixMessage, UnixSocketState,
+    bind, bind_connected, finish, finish_broken, make, make_broken, unix_err, UnixMessage,
+    UnixSocketState,
 };
 use crate::files::{above, describe, FileError};
 use crate::sockets::{self as sockets, Decoded, SocketState};
@@ -373,6 +374,11 @@ impl UnixLinks {
                     });
                 }
                 let (fa, fb) = unix::restore::socketpair(ty).map_err(unix_err(da, "socketpair"))?;
+                // Each end's name (getsockname, the other's getpeername): an end of a
+                // socketpair is not bound yet, and can be.
+                for (d, u, fd, id) in [(da, ua, &fa, *a), (db, ub, &fb, *b)] {
+                    files.extend(bind_connected(d, u, fd)?.map(|f| (id, f)));
+                }
                 debug!(id = da.id, peer = db.id, what = %describe(da), "unix pair made");
                 Ok(vec![(*a, fa), (*b, fb)])
             }

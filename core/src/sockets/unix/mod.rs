@@ -365,7 +365,11 @@ fn capture(
         _ => Vec::new(),
     };
     let opts = unix::restore::read_options(dup).map_err(bad("options"))?;
-    let place = placement(pid, fd, ino, dup, &info)?;
+    // Connected (an accepted socket, a client, a pair end): not listening, it can never be
+    // connected to by its name, so the file at its name (its listener's, or its own) is not
+    // made again: left as it is, the socket bound without a file.
+    let connected_stream = !dgram && info.state == unix::SockState::Established;
+    let place = placement(pid, fd, ino, dup, &info, connected_stream)?;
     let file_attrs = place.attrs.filter(|_| info.peer.is_none() || dgram);
     let state = UnixSocketState {
         sock_type: info.sock_type,
@@ -415,14 +419,17 @@ struct Placement {
 /// For a socket bound to a path: its file, found through the socket itself (SIOCUNIXFILE).
 /// Still linked, it must be at the name (relative: in some directory, whatever the process's
 /// cwd is now), else refused (moved: not supported). Unlinked (its path perhaps taken by
-/// another file, or its directory removed, since), it is bound again without a file; refused
-/// when the restore could not do that ([`unix::unlinked::check_rebind`]).
+/// another file, or its directory removed, since), or `without_file` (a connected stream or
+/// seqpacket socket: nothing can tell its file from a stale one, an accepted socket's is its
+/// listener's), it is bound again without a file; refused when the restore could not do that
+/// ([`unix::unlinked::check_rebind`]).
 fn placement(
     pid: Pid,
     fd: RawFd,
     ino: u64,
     dup: BorrowedFd<'_>,
     info: &unix::UnixSockInfo,
+    without_file: bool,
 ) -> Result<Placement, SocketError> {
     let unix::UnixName::Path(name) = &info.name else {
         return Ok(Placement::default());
@@ -436,13 +443,15 @@ fn placement(
                 name.display()
             ))
         })?;
-    if file.unlinked {
+    if file.unlinked || without_file {
         if name.is_absolute() {
             unix::unlinked::check_rebind(name).map_err(|why| {
-                refused(format!(
-                    "bound to {}, whose socket file was unlinked since: {why}",
-                    name.display()
-                ))
+                let whose = if file.unlinked {
+                    "whose socket file was unlinked since"
+                } else {
+                    "connected (bound again without a file)"
+                };
+                refused(format!("bound to {}, {whose}: {why}", name.display()))
             })?;
         }
         return Ok(Placement {
@@ -710,12 +719,7 @@ pub(super) fn make_broken(desc: &FileDesc, u: &UnixSocketState) -> Result<Broken
     }
     let (fd, gone) =
         unix::restore::socketpair(u.sock_type).map_err(unix_err(desc, "socketpair"))?;
-    // Its own name (a stream socket's is its listener's, which it cannot take again).
-    let file = if u.sock_type == unix::SockType::Dgram {
-        bind(desc, u, &fd)?
-    } else {
-        None
-    };
+    let file = bind_connected(desc, u, &fd)?;
     Ok(Broken {
         fd,
         file,
@@ -804,6 +808,23 @@ pub(super) fn bind(
     unix::restore::bind_name_in(fd, &u.name(), u.bind_dir(), u.attrs())
         .map_err(unix_err(desc, "bind"))?;
     Ok(None)
+}
+
+/// Binds `fd`, one end of a fresh socketpair standing for a connected socket, to its name
+/// (getsockname, its peer's getpeername; a stream or seqpacket socket's perhaps its
+/// listener's, bound without a file). A stream or seqpacket socket's abstract name is left
+/// out (KNOWN GAP: an accepted socket shares it with its listener, and a second bind cannot
+/// take an abstract name).
+pub(super) fn bind_connected(
+    desc: &FileDesc,
+    u: &UnixSocketState,
+    fd: &OwnedFd,
+) -> Result<Option<OwnedFd>, SocketError> {
+    let abstract_name = matches!(u.name(), unix::UnixName::Abstract(_));
+    if abstract_name && u.sock_type != unix::SockType::Dgram {
+        return Ok(None);
+    }
+    bind(desc, u, fd)
 }
 
 /// Refills the queue `q` of a bound dgram socket from itself, by name (the senders are not
