@@ -14,6 +14,11 @@
 //!                  thread (CLONE_FS: no other thread sees it)
 //!   peers          connect and send to it through /proc/self/fd/N of the O_PATH fd (reach):
 //!                  the kernel finds a socket by its file, linked or not
+//!   one at a time  the processes of a restore bind in parallel, and the sockets of two of
+//!                  them may share a name (a listener and the accepted sockets its children
+//!                  hold): each bind of a path, this one and a plain one, holds an exclusive
+//!                  flock on / for its few system calls (bind_lock), so none sees the path
+//!                  while another has moved its file aside or made its directories
 //! ```
 
 use std::ffi::{CString, OsStr, OsString};
@@ -278,9 +283,18 @@ impl Undo {
     }
 }
 
+/// The lock every bind of a path by a restore holds (see the module doc): an exclusive flock
+/// on /, released when dropped.
+pub(crate) fn bind_lock() -> Result<nix::fcntl::Flock<std::fs::File>> {
+    let root = std::fs::File::open("/").map_err(|e| UnixSockError::path("open", "/", e))?;
+    nix::fcntl::Flock::lock(root, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| UnixSockError::path("flock (the bind lock)", "/", e.into()))
+}
+
 /// Binds `fd` to `path` (relative: to the cwd) and unlinks the file made: see the module
 /// doc.
 fn place(fd: std::os::fd::BorrowedFd<'_>, path: &Path) -> Result<OwnedFd> {
+    let _lock = bind_lock()?;
     let mut undo = Undo::default();
     let placed = place_steps(fd, path, &mut undo);
     let undone = undo.run();

@@ -12,9 +12,12 @@
 //!
 //! ```text
 //! capture   sock_diag (state, peer, name, accept queue), queue peeked (descriptors in
-//!           flight arrive in cryo as duplicates), options, file mode of a bound path
+//!           flight arrive in cryo as duplicates), options, the socket file of a bound path
+//!           (SIOCUNIXFILE: where it is, unlinked or not, its mode)
 //! restore   alone: bound (or listening) again, a dgram queue refilled from itself
 //!           broken:  one end of a socketpair, the other closed once the queue went through
+//!           a name whose file is gone: bound without a file, peers reach it through the
+//!           socket file kept open O_PATH (cryo_unix_sockets::unlinked)
 //!           with a peer or waiting clients: groups.rs
 //! ```
 
@@ -72,8 +75,8 @@ pub struct UnixSocketState {
     pub connect_to: Vec<u8>,
     /// Bound to a relative path: the absolute directory it is relative to (empty: not).
     pub bind_dir: Vec<u8>,
-    /// Bound to an absolute path whose socket file was unlinked since: bound again, then the
-    /// file unlinked before the processes run.
+    /// Bound to a path, bound again without a file ([`unix::unlinked`]): its socket file was
+    /// unlinked since, or it is a connected stream or seqpacket socket.
     pub unlinked: bool,
 }
 
