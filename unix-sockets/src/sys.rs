@@ -408,7 +408,7 @@ fn poll_now(fd: BorrowedFd<'_>, events: libc::c_short) -> io::Result<libc::c_sho
 const SIOCUNIXFILE: libc::c_ulong = 0x89E0;
 
 /// The file a path-bound unix socket was bound to, opened `O_PATH` (ioctl `SIOCUNIXFILE`,
-/// Linux 6.0+, CAP_NET_ADMIN): it may have been unlinked or moved since. ENOENT for a socket
+/// added to Linux for CRIU; CAP_NET_ADMIN): it may have been unlinked or moved since. ENOENT for a socket
 /// without a file.
 pub(crate) fn socket_file(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     // SAFETY: SIOCUNIXFILE takes no argument and returns a new descriptor.

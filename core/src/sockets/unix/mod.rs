@@ -473,6 +473,13 @@ fn placement(
         std::fs::symlink_metadata(d.join(name))
             .is_ok_and(|md| info.vfs.is_some_and(|v| v.matches(md.dev(), md.ino())))
     });
+    if !at_name && dir.is_some_and(|d| d.join(name) == file.path) {
+        return Err(refused(format!(
+            "bound to {}, whose socket file is not the file at that path as cryo sees it (a \
+             mount namespace of its own?): not supported",
+            name.display()
+        )));
+    }
     if !at_name {
         return Err(refused(format!(
             "bound to {}, whose socket file was moved to {} since: not supported",
