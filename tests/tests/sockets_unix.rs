@@ -259,20 +259,234 @@ fn a_listener_whose_socket_file_was_unlinked_keeps_its_name_and_no_file() {
     w.kill_restored();
 }
 
+/// Two listeners bound to one path (del_standalone_un's shape): the first's socket file moved
+/// away while the second binds, then moved back over the second's. The second's name is its
+/// own again, its accepted connection's and waiting client's peer names are that name, and
+/// the path is still the first's.
 #[test]
-fn a_listener_whose_path_another_file_took_is_refused_naming_pid_and_fd() {
+fn a_listener_whose_path_another_socket_took_keeps_its_name_and_its_clients() {
+    cryo_bin();
+    let mut w = Workload::spawn("socks", &[]);
+    let dir = w.path("taken");
+    std::fs::create_dir(&dir).unwrap();
+    let path = dir.join("sock");
+    let first = w.cmd("socket unix stream 0");
+    assert_eq!(
+        w.cmd(&format!("bind-unix {first} {}", path.display())),
+        "ok"
+    );
+    assert_eq!(w.cmd(&format!("listen {first}")), "ok");
+    std::fs::rename(&path, dir.join("aside")).unwrap();
+    let second = w.cmd("socket unix stream 0");
+    assert_eq!(
+        w.cmd(&format!("bind-unix {second} {}", path.display())),
+        "ok"
+    );
+    assert_eq!(w.cmd(&format!("listen {second}")), "ok");
+    let client = w.cmd("socket unix stream 0");
+    assert_eq!(
+        w.cmd(&format!("connect-unix {client} {}", path.display())),
+        "ok"
+    );
+    let accepted = w.cmd(&format!("accept {second}"));
+    let waiting = w.cmd("socket unix stream 0");
+    assert_eq!(
+        w.cmd(&format!("connect-unix {waiting} {}", path.display())),
+        "ok"
+    );
+    std::fs::rename(dir.join("aside"), &path).unwrap();
+    w.dump_and_restore();
+    let name = path.display().to_string();
+    assert_eq!(w.cmd(&format!("name {second}")), name, "getsockname");
+    assert_eq!(w.cmd(&format!("name {first}")), name);
+    assert_eq!(
+        w.cmd(&format!("peername {waiting}")),
+        name,
+        "the waiting client's peer name"
+    );
+    assert_eq!(w.cmd(&format!("name {accepted}")), name, "the accepted end");
+    assert_eq!(
+        w.cmd(&format!("peername {client}")),
+        name,
+        "its client's peer"
+    );
+    assert_eq!(w.cmd(&format!("send {client} one")), "ok");
+    assert_eq!(w.cmd(&format!("recv-wait {accepted}")), "one");
+    let later = w.cmd(&format!("accept {second}"));
+    assert_eq!(w.cmd(&format!("send {waiting} hi")), "ok");
+    assert_eq!(w.cmd(&format!("recv-wait {later}")), "hi");
+    // The path still leads to the first listener, and nothing else was left beside it.
+    let c = w.cmd("socket unix stream 0");
+    assert_eq!(w.cmd(&format!("connect-unix {c} {}", path.display())), "ok");
+    let from_first = w.cmd(&format!("accept {first}"));
+    assert_eq!(w.cmd(&format!("send {c} again")), "ok");
+    assert_eq!(w.cmd(&format!("recv-wait {from_first}")), "again");
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        left,
+        ["sock"],
+        "the directory holds the first's socket file only"
+    );
+    w.kill_restored();
+}
+
+/// A dgram socket whose path a FIFO took since (fifo_upon_unix_socket00's shape): its name,
+/// its queued datagram and its connected client come back, the FIFO stays.
+#[test]
+fn a_dgram_socket_whose_path_a_fifo_took_keeps_its_name_datagrams_and_client() {
+    cryo_bin();
+    let mut w = Workload::spawn("socks", &[]);
+    let path = w.path("fifo.sock");
+    let s = w.cmd("socket unix dgram 0");
+    assert_eq!(w.cmd(&format!("bind-unix {s} {}", path.display())), "ok");
+    let c = w.cmd("socket unix dgram 0");
+    assert_eq!(w.cmd(&format!("connect-unix {c} {}", path.display())), "ok");
+    assert_eq!(w.cmd(&format!("send {c} queued")), "ok");
+    std::fs::remove_file(&path).unwrap();
+    nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    w.dump_and_restore();
+    let name = path.display().to_string();
+    assert_eq!(w.cmd(&format!("name {s}")), name, "getsockname");
+    assert_eq!(
+        w.cmd(&format!("peername {c}")),
+        name,
+        "its client's peer name"
+    );
+    assert_eq!(w.cmd(&format!("recv {s}")), "queued");
+    assert_eq!(w.cmd(&format!("send {c} after")), "ok", "still connected");
+    assert_eq!(w.cmd(&format!("recv {s}")), "after");
+    let md = std::fs::symlink_metadata(&path).unwrap();
+    assert!(
+        std::os::unix::fs::FileTypeExt::is_fifo(&md.file_type()),
+        "the FIFO keeps the path"
+    );
+    w.kill_restored();
+}
+
+/// Two dgram sockets bound in turn to one path whose file and directory were then removed
+/// (sk-unix01's shape), each with a client connected: names, clients, and no directory.
+#[test]
+fn dgram_sockets_whose_file_and_directory_were_removed_keep_their_name_and_clients() {
+    cryo_bin();
+    let mut w = Workload::spawn("socks", &[]);
+    let dir = w.path("gone");
+    std::fs::create_dir_all(dir.join("dg")).unwrap();
+    let path = dir.join("dg").join("sock");
+    let mut pairs = Vec::new();
+    for _ in 0..2 {
+        let s = w.cmd("socket unix dgram 0");
+        assert_eq!(w.cmd(&format!("bind-unix {s} {}", path.display())), "ok");
+        let c = w.cmd("socket unix dgram 0");
+        assert_eq!(w.cmd(&format!("connect-unix {c} {}", path.display())), "ok");
+        assert_eq!(w.cmd(&format!("send {c} queued-{s}")), "ok");
+        std::fs::remove_file(&path).unwrap();
+        pairs.push((s, c));
+    }
+    std::fs::remove_dir(dir.join("dg")).unwrap();
+    w.dump_and_restore();
+    let name = path.display().to_string();
+    for (s, c) in &pairs {
+        assert_eq!(w.cmd(&format!("name {s}")), name, "getsockname");
+        assert_eq!(
+            w.cmd(&format!("peername {c}")),
+            name,
+            "its client's peer name"
+        );
+        assert_eq!(w.cmd(&format!("recv {s}")), format!("queued-{s}"));
+        assert_eq!(w.cmd(&format!("send {c} after")), "ok");
+        assert_eq!(w.cmd(&format!("recv {s}")), "after", "its own client's");
+    }
+    assert!(
+        !dir.join("dg").exists(),
+        "the directory made for the bind was removed again"
+    );
+    w.kill_restored();
+}
+
+/// A dgram socket bound to a relative name whose file a FIFO took, the process then in
+/// another directory (fifo_upon_unix_socket01's shape): its relative name and its client.
+#[test]
+fn a_relative_name_whose_file_was_replaced_after_a_chdir_keeps_its_name_and_client() {
+    cryo_bin();
+    let mut w = Workload::spawn("socks", &[]);
+    let sub = w.path("rel");
+    std::fs::create_dir(&sub).unwrap();
+    assert_eq!(w.cmd(&format!("chdir {}", sub.display())), "ok");
+    let s = w.cmd("socket unix dgram 0");
+    assert_eq!(w.cmd(&format!("bind-unix {s} rel.sock")), "ok");
+    let c = w.cmd("socket unix dgram 0");
+    assert_eq!(w.cmd(&format!("connect-unix {c} rel.sock")), "ok");
+    assert_eq!(w.cmd(&format!("send {c} queued")), "ok");
+    let path = sub.join("rel.sock");
+    std::fs::remove_file(&path).unwrap();
+    nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    assert_eq!(w.cmd("chdir /"), "ok");
+    w.dump_and_restore();
+    assert_eq!(w.cmd(&format!("name {s}")), "rel.sock", "getsockname");
+    assert_eq!(w.cmd(&format!("peername {c}")), "rel.sock");
+    assert_eq!(w.cmd(&format!("recv {s}")), "queued");
+    assert_eq!(w.cmd(&format!("send {c} after")), "ok");
+    assert_eq!(w.cmd(&format!("recv {s}")), "after");
+    assert!(std::os::unix::fs::FileTypeExt::is_fifo(
+        &std::fs::symlink_metadata(&path).unwrap().file_type()
+    ));
+    w.kill_restored();
+}
+
+#[test]
+fn a_listener_whose_socket_file_was_moved_is_refused_naming_pid_and_fd() {
     cryo_bin();
     let w = Workload::spawn("socks", &[]);
     let s = w.cmd("socket unix stream 0");
-    let path = w.path("taken.sock");
+    let path = w.path("moved.sock");
     assert_eq!(w.cmd(&format!("bind-unix {s} {}", path.display())), "ok");
     assert_eq!(w.cmd(&format!("listen {s}")), "ok");
-    std::fs::remove_file(&path).unwrap();
-    std::fs::write(&path, b"someone else's").unwrap();
+    std::fs::rename(&path, w.path("elsewhere.sock")).unwrap();
     let out = w.dump(&w.path("img"), &[]);
     out.assert_refused()
         .assert_stderr_mentions(&format!("pid {} fd {s}", w.pid()))
-        .assert_stderr_mentions("the path taken by another file");
+        .assert_stderr_mentions("whose socket file was moved to");
     w.assert_untouched();
-    assert_eq!(std::fs::read(&path).unwrap(), b"someone else's");
+}
+
+/// An accepted connection of a listener bound to a path, its client bound to a name of its
+/// own: each end's name and its peer's name come back (the accepted end shares its
+/// listener's name, whose file it does not own).
+#[test]
+fn an_accepted_connection_keeps_both_names() {
+    cryo_bin();
+    let mut w = Workload::spawn("socks", &[]);
+    let path = w.path("listen.sock");
+    let own = w.path("client.sock");
+    let l = w.cmd("socket unix stream 0");
+    assert_eq!(w.cmd(&format!("bind-unix {l} {}", path.display())), "ok");
+    assert_eq!(w.cmd(&format!("listen {l}")), "ok");
+    let c = w.cmd("socket unix stream 0");
+    assert_eq!(w.cmd(&format!("bind-unix {c} {}", own.display())), "ok");
+    assert_eq!(w.cmd(&format!("connect-unix {c} {}", path.display())), "ok");
+    let a = w.cmd(&format!("accept {l}"));
+    let before: Vec<String> = [
+        format!("name {a}"),
+        format!("peername {a}"),
+        format!("name {c}"),
+        format!("peername {c}"),
+    ]
+    .iter()
+    .map(|q| w.cmd(q))
+    .collect();
+    w.dump_and_restore();
+    for (q, was) in ["name a", "peername a", "name c", "peername c"]
+        .iter()
+        .zip(&before)
+    {
+        let fd = if q.ends_with('a') { &a } else { &c };
+        let verb = q.split(' ').next().unwrap();
+        assert_eq!(&w.cmd(&format!("{verb} {fd}")), was, "{q}");
+    }
+    assert_eq!(w.cmd(&format!("send {c} hi")), "ok");
+    assert_eq!(w.cmd(&format!("recv-wait {a}")), "hi");
+    w.kill_restored();
 }

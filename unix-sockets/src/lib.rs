@@ -8,6 +8,8 @@
 //!   names, listeners, pending connections and queues.
 //! - [`graph`]: which dumped sockets are connected to which, and which
 //!   have a peer outside the dump.
+//! - [`unlinked`]: a path-bound socket whose file is gone, bound again
+//!   under its name without leaving a file.
 //! - [`family_diag`]: packet_diag and netlink_diag, for the packet and
 //!   netlink sockets a process holds beside its unix ones.
 #![warn(missing_docs)]
@@ -19,6 +21,7 @@ pub mod graph;
 pub mod queue;
 pub mod restore;
 mod sys;
+pub mod unlinked;
 
 pub use diag::{
     dump_all, query_inode, DiagSocket, Shutdown, SockState, SockType, UnixName, UnixSockInfo, VfsId,

@@ -102,10 +102,12 @@ pub fn bind_name_in(
 /// none: a symlink there now was swapped in after the dump), and the unlink, the bind and the
 /// chmod/chown all go through that directory fd, so nothing is deleted or created elsewhere.
 /// A socket file already there is unlinked only when it is stale: nobody listens on it and
-/// it has the owner the dump recorded.
+/// it has the owner the dump recorded. Holds the bind lock ([`crate::unlinked`]).
 pub fn bind_path(fd: impl AsFd, path: &Path, attrs: Option<SocketFileAttrs>) -> Result<()> {
     use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag};
     let fd = fd.as_fd();
+    // Not while another process of the restore binds without a file at a shared name.
+    let _lock = crate::unlinked::bind_lock()?;
     // A relative name ("sock") has an empty parent: the current directory.
     let parent = match path.parent() {
         Some(p) if p.as_os_str().is_empty() => Path::new("."),
@@ -193,7 +195,12 @@ pub fn bind_path(fd: impl AsFd, path: &Path, attrs: Option<SocketFileAttrs>) -> 
 /// Checks that the socket `fd` just bound to `path` made its file as `file` in `dir` (the
 /// directory opened without symlinks): a symlink swapped in on the way between that open and
 /// the bind would have put it elsewhere.
-fn bound_in(fd: BorrowedFd<'_>, dir: &OwnedFd, file: &std::ffi::OsStr, path: &Path) -> Result<()> {
+pub(crate) fn bound_in(
+    fd: BorrowedFd<'_>,
+    dir: &OwnedFd,
+    file: &std::ffi::OsStr,
+    path: &Path,
+) -> Result<()> {
     use nix::fcntl::AtFlags;
     let elsewhere = |detail: &str| {
         UnixSockError::path(

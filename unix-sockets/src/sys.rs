@@ -403,3 +403,33 @@ fn poll_now(fd: BorrowedFd<'_>, events: libc::c_short) -> io::Result<libc::c_sho
     cvt(unsafe { libc::poll(&mut pfd, 1, 0) })?;
     Ok(pfd.revents)
 }
+
+/// `SIOCUNIXFILE` (include/uapi/linux/un.h: `SIOCPROTOPRIVATE + 0`), not in libc.
+const SIOCUNIXFILE: libc::c_ulong = 0x89E0;
+
+/// The file a path-bound unix socket was bound to, opened `O_PATH` (ioctl `SIOCUNIXFILE`,
+/// added to Linux for CRIU; CAP_NET_ADMIN): it may have been unlinked or moved since. ENOENT for a socket
+/// without a file.
+pub(crate) fn socket_file(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    // SAFETY: SIOCUNIXFILE takes no argument and returns a new descriptor.
+    let file = cvt(unsafe { libc::ioctl(fd.as_raw_fd(), SIOCUNIXFILE as _) })?;
+    Ok(owned(file))
+}
+
+/// `statx(dir, name, AT_SYMLINK_NOFOLLOW)`'s `stx_attributes` (STATX_ATTR_IMMUTABLE,
+/// STATX_ATTR_APPEND, STATX_ATTR_MOUNT_ROOT...), masked by what the filesystem reports.
+pub(crate) fn statx_attributes(dir: BorrowedFd<'_>, name: &std::ffi::CStr) -> io::Result<u64> {
+    // SAFETY: statx is plain data; all zeroes is a valid value.
+    let mut stx: libc::statx = unsafe { zeroed() };
+    // SAFETY: name is NUL-terminated; stx is valid for writes of its size.
+    cvt(unsafe {
+        libc::statx(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW | libc::AT_EMPTY_PATH,
+            0,
+            &mut stx,
+        )
+    })?;
+    Ok(stx.stx_attributes & stx.stx_attributes_mask)
+}

@@ -173,7 +173,6 @@ impl Planned {
     pub fn before_run(&self) -> Result<()> {
         self.shared.seal()?;
         self.ipc.finish()?;
-        crate::sockets::unix::unlink_unlinked(&self.loaded.descs);
         if let Some((t, _)) = &self.terminal {
             t.set_modes()?;
         }

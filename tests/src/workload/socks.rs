@@ -146,14 +146,19 @@ fn inet_addr(addr: &str) -> Result<(libc::sockaddr_storage, libc::socklen_t), St
     Ok((ss, len as libc::socklen_t))
 }
 
-/// The local name of socket `fd`, as text.
-fn local_name(fd: i32) -> io::Result<String> {
+/// The local name of socket `fd` (`peer`: its peer's name), as text.
+fn local_name(fd: i32, peer: bool) -> io::Result<String> {
     // SAFETY: sockaddr_storage is plain data; all zeroes is a valid value.
     let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    let get = if peer {
+        libc::getpeername
+    } else {
+        libc::getsockname
+    };
     // SAFETY: ss has len bytes; the kernel writes at most len.
     cvt(unsafe {
-        libc::getsockname(
+        get(
             fd,
             (&mut ss as *mut libc::sockaddr_storage).cast(),
             &mut len,
@@ -516,7 +521,8 @@ impl Mode for Socks {
                     libc::connect(num(fd)?, (&ss as *const libc::sockaddr_storage).cast(), len)
                 }))
             }
-            ("name", [fd]) => local_name(num(fd)?).map_err(io_err),
+            ("name", [fd]) => local_name(num(fd)?, false).map_err(io_err),
+            ("peername", [fd]) => local_name(num(fd)?, true).map_err(io_err),
             ("bind-packet", [fd, ifindex, proto]) => {
                 // SAFETY: sockaddr_ll is plain data; all zeroes is a valid value.
                 let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };

@@ -36,7 +36,10 @@ use tracing::debug;
 
 use cryo_unix_sockets as unix;
 
-use super::{finish, finish_broken, make, make_broken, unix_err, UnixMessage, UnixSocketState};
+use super::{
+    bind, bind_connected, finish, finish_broken, make, make_broken, unix_err, UnixMessage,
+    UnixSocketState,
+};
 use crate::files::{above, describe, FileError};
 use crate::sockets::{self as sockets, Decoded, SocketState};
 use crate::sys;
@@ -320,6 +323,9 @@ impl UnixLinks {
         };
         // The second ends of sockets whose peer is closed, closed once their queue is in.
         let mut closing = HashMap::new();
+        // The socket files of sockets bound with their file unlinked at once, open O_PATH:
+        // their peers reach them through these.
+        let mut files = HashMap::new();
         for g in &mine {
             let members = g.shape.members();
             if let Some(&m) = members.iter().find(|m| opened.contains_key(m)) {
@@ -332,27 +338,29 @@ impl UnixLinks {
                     ),
                 });
             }
-            for (id, fd) in self.make(g, &desc, &mut closing)? {
+            for (id, fd) in self.make(g, &desc, &mut closing, &mut files)? {
                 let d = desc(id)?;
                 opened.insert(id, above(d, fd, min_high)?);
             }
         }
         for g in &mine {
-            self.refill(g, &desc, opened)?;
+            self.refill(g, &desc, opened, &files)?;
         }
         for g in &mine {
-            self.finish(g, &desc, opened, &mut closing)?;
+            self.finish(g, &desc, opened, &mut closing, &files)?;
         }
         Ok(())
     }
 
     /// Creates the sockets of group `g`: (description id, fd) each; a socket whose peer is
-    /// closed leaves in `closing` the end its queue goes through.
+    /// closed leaves in `closing` the end its queue goes through, one bound with its file
+    /// unlinked at once leaves that file in `files`.
     fn make<'a>(
         &self,
         g: &Group,
         desc: &impl Fn(u32) -> Result<&'a FileDesc, FileError>,
         closing: &mut HashMap<u32, OwnedFd>,
+        files: &mut HashMap<u32, OwnedFd>,
     ) -> Result<Vec<(u32, OwnedFd)>, FileError> {
         match &g.shape {
             Shape::Pair(a, b) => {
@@ -366,6 +374,11 @@ impl UnixLinks {
                     });
                 }
                 let (fa, fb) = unix::restore::socketpair(ty).map_err(unix_err(da, "socketpair"))?;
+                // Each end's name (getsockname, the other's getpeername): an end of a
+                // socketpair is not bound yet, and can be.
+                for (d, u, fd, id) in [(da, ua, &fa, *a), (db, ub, &fb, *b)] {
+                    files.extend(bind_connected(d, u, fd)?.map(|f| (id, f)));
+                }
                 debug!(id = da.id, peer = db.id, what = %describe(da), "unix pair made");
                 Ok(vec![(*a, fa), (*b, fb)])
             }
@@ -374,15 +387,18 @@ impl UnixLinks {
                 let ul = self.state(dl)?;
                 // Room for every waiting connection while they connect again.
                 let room = ul.backlog.max(clients.len() as u32);
-                let fd = make(dl, ul, room)?;
+                let (fd, file) = make(dl, ul, room)?;
+                let to = ul.reach(file.as_ref());
+                files.extend(file.map(|f| (*listener, f)));
                 let mut out = vec![(*listener, fd)];
                 for &c in clients {
                     let dc = desc(c)?;
                     let uc = self.state(dc)?;
-                    let ty = uc.sock_type;
                     let cfd =
-                        unix::restore::connect_pending(ty, &ul.reach(), &uc.name(), uc.attrs())
-                            .map_err(unix_err(dc, "connect to its listener again"))?;
+                        unix::restore::socket(uc.sock_type).map_err(unix_err(dc, "socket"))?;
+                    files.extend(bind(dc, uc, &cfd)?.map(|f| (c, f)));
+                    unix::restore::connect(&cfd, &to)
+                        .map_err(unix_err(dc, "connect to its listener again"))?;
                     out.push((c, cfd));
                 }
                 if room != ul.backlog.max(1) {
@@ -396,20 +412,27 @@ impl UnixLinks {
                 let ds = desc(*s)?;
                 let us = self.state(ds)?;
                 if us.peer_closed {
-                    let (fd, gone) = make_broken(ds, us)?;
-                    closing.extend(gone.map(|g| (*s, g)));
-                    return Ok(vec![(*s, fd)]);
+                    let made = make_broken(ds, us)?;
+                    closing.extend(made.closing.map(|g| (*s, g)));
+                    files.extend(made.file.map(|f| (*s, f)));
+                    return Ok(vec![(*s, made.fd)]);
                 }
-                Ok(vec![(*s, make(ds, us, us.backlog)?)])
+                let (fd, file) = make(ds, us, us.backlog)?;
+                files.extend(file.map(|f| (*s, f)));
+                Ok(vec![(*s, fd)])
             }
             Shape::Dgram { receiver, senders } => {
                 let dr = desc(*receiver)?;
                 let ur = self.state(dr)?;
-                let mut out = vec![(*receiver, make(dr, ur, 0)?)];
+                let (fd, file) = make(dr, ur, 0)?;
+                let to = ur.reach(file.as_ref());
+                files.extend(file.map(|f| (*receiver, f)));
+                let mut out = vec![(*receiver, fd)];
                 for &s in senders {
                     let ds = desc(s)?;
-                    let fd = make(ds, self.state(ds)?, 0)?;
-                    unix::restore::connect(&fd, &ur.reach())
+                    let (fd, file) = make(ds, self.state(ds)?, 0)?;
+                    files.extend(file.map(|f| (s, f)));
+                    unix::restore::connect(&fd, &to)
                         .map_err(unix_err(ds, "connect to its receiver again"))?;
                     out.push((s, fd));
                 }
@@ -420,12 +443,13 @@ impl UnixLinks {
     }
 
     /// Refills the queues of group `g` (its sockets and its descriptions in flight are in
-    /// `opened`).
+    /// `opened`, the socket files kept of some in `files`).
     fn refill<'a>(
         &self,
         g: &Group,
         desc: &impl Fn(u32) -> Result<&'a FileDesc, FileError>,
         opened: &HashMap<u32, OwnedFd>,
+        files: &HashMap<u32, OwnedFd>,
     ) -> Result<(), FileError> {
         let fd = |id: u32| borrow(opened, id);
         match &g.shape {
@@ -454,7 +478,8 @@ impl UnixLinks {
                     let u = self.state(d)?;
                     let q = queue(d, u, &u.queue, opened)?;
                     if !q.is_empty() {
-                        unix::restore::refill_queue(fd(*receiver)?, Some(&u.reach()), &q)
+                        let to = u.reach(files.get(&s));
+                        unix::restore::refill_queue(fd(*receiver)?, Some(&to), &q)
                             .map_err(unix_err(d, "refill the queue"))?;
                     }
                 }
@@ -464,13 +489,15 @@ impl UnixLinks {
     }
 
     /// Shutdown state, options and flags of the sockets of group `g` (a socket whose peer is
-    /// closed: its queue too, through its end in `closing`, which then closes).
+    /// closed: its queue too, through its end in `closing`, which then closes; the socket
+    /// files kept of some in `files`).
     fn finish<'a>(
         &self,
         g: &Group,
         desc: &impl Fn(u32) -> Result<&'a FileDesc, FileError>,
         opened: &HashMap<u32, OwnedFd>,
         closing: &mut HashMap<u32, OwnedFd>,
+        files: &HashMap<u32, OwnedFd>,
     ) -> Result<(), FileError> {
         let fd = |id: u32| borrow(opened, id);
         match &g.shape {
@@ -508,9 +535,9 @@ impl UnixLinks {
                     detail: "not made".into(),
                 })?;
                 if u.peer_closed {
-                    finish_broken(d, u, owned, closing.remove(s), &q)?;
+                    finish_broken(d, u, owned, files.get(s), closing.remove(s), &q)?;
                 } else {
-                    finish(d, u, owned, &q)?;
+                    finish(d, u, owned, files.get(s), &q)?;
                 }
                 return Ok(sockets::set_flags(d, owned)?);
             }
@@ -522,7 +549,7 @@ impl UnixLinks {
                     id: *receiver,
                     detail: "not made".into(),
                 })?;
-                finish(d, u, owned, &q)?;
+                finish(d, u, owned, files.get(receiver), &q)?;
                 sockets::set_flags(d, owned)?;
                 for &s in senders {
                     let d = desc(s)?;

@@ -12,9 +12,12 @@
 //!
 //! ```text
 //! capture   sock_diag (state, peer, name, accept queue), queue peeked (descriptors in
-//!           flight arrive in cryo as duplicates), options, file mode of a bound path
+//!           flight arrive in cryo as duplicates), options, the socket file of a bound path
+//!           (SIOCUNIXFILE: where it is, unlinked or not, its mode)
 //! restore   alone: bound (or listening) again, a dgram queue refilled from itself
 //!           broken:  one end of a socketpair, the other closed once the queue went through
+//!           a name whose file is gone: bound without a file, peers reach it through the
+//!           socket file kept open O_PATH (cryo_unix_sockets::unlinked)
 //!           with a peer or waiting clients: groups.rs
 //! ```
 
@@ -24,7 +27,7 @@ pub(crate) mod in_flight;
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::fd::{BorrowedFd, OwnedFd, RawFd};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
@@ -72,8 +75,8 @@ pub struct UnixSocketState {
     pub connect_to: Vec<u8>,
     /// Bound to a relative path: the absolute directory it is relative to (empty: not).
     pub bind_dir: Vec<u8>,
-    /// Bound to an absolute path whose socket file was unlinked since: bound again, then the
-    /// file unlinked before the processes run.
+    /// Bound to a path, bound again without a file ([`unix::unlinked`]): its socket file was
+    /// unlinked since, or it is a connected stream or seqpacket socket.
     pub unlinked: bool,
 }
 
@@ -178,9 +181,13 @@ impl UnixSocketState {
         (!self.bind_dir.is_empty()).then(|| Path::new(OsStr::from_bytes(&self.bind_dir)))
     }
 
-    /// The name to reach it by from anywhere: its own, a relative path joined to the
-    /// directory it was bound in.
-    pub(super) fn reach(&self) -> unix::UnixName {
+    /// The name to reach it by from anywhere in the task that made it: through `file`, its
+    /// socket file kept open O_PATH when that was unlinked at once; else its own name, a
+    /// relative path joined to the directory it was bound in.
+    pub(super) fn reach(&self, file: Option<&OwnedFd>) -> unix::UnixName {
+        if let Some(file) = file {
+            return unix::unlinked::reach(file);
+        }
         match (self.name(), self.bind_dir()) {
             (unix::UnixName::Path(p), Some(dir)) => unix::UnixName::Path(dir.join(p)),
             (name, _) => name,
@@ -361,17 +368,12 @@ fn capture(
         _ => Vec::new(),
     };
     let opts = unix::restore::read_options(dup).map_err(bad("options"))?;
-    let bind_dir = relative_dir(pid, fd, ino, &info)?;
-    let unlinked = unlinked_path(pid, fd, ino, &info)?;
-    let file_attrs = match &info.name {
-        unix::UnixName::Path(p) if info.peer.is_none() || dgram => {
-            let full = Path::new(OsStr::from_bytes(&bind_dir)).join(p);
-            unix::restore::SocketFileAttrs::of_path(&full)
-                .ok()
-                .map(|a| (a.mode, a.uid, a.gid))
-        }
-        _ => None,
-    };
+    // Connected (an accepted socket, a client, a pair end): not listening, it can never be
+    // connected to by its name, so the file at its name (its listener's, or its own) is not
+    // made again: left as it is, the socket bound without a file.
+    let connected_stream = !dgram && info.state == unix::SockState::Established;
+    let place = placement(pid, fd, ino, dup, &info, connected_stream)?;
+    let file_attrs = place.attrs.filter(|_| info.peer.is_none() || dgram);
     let state = UnixSocketState {
         sock_type: info.sock_type,
         listening,
@@ -394,8 +396,8 @@ fn capture(
         peer_closed,
         reset_pending: error_pending,
         connect_to,
-        bind_dir,
-        unlinked,
+        bind_dir: place.bind_dir,
+        unlinked: place.unlinked,
     };
     Ok(UnixCapture {
         state,
@@ -406,108 +408,94 @@ fn capture(
     })
 }
 
-/// For a socket bound to a relative path: the directory it was bound in, found as the
-/// process's cwd where its socket file is (sock_diag's VFS identity) and returned as absolute
-/// path bytes; empty for any other name. Refused when the file is not there (the process
-/// changed directory since it bound, or the file was removed).
-fn relative_dir(
+/// Where a path-bound socket's file is, as [`placement`] found it.
+#[derive(Debug, Default)]
+struct Placement {
+    /// Bound to a relative path: the absolute directory its file is in (empty: not).
+    bind_dir: Vec<u8>,
+    /// Its file was unlinked since: bound again without a file.
+    unlinked: bool,
+    /// Its file's mode, owner and group (still linked).
+    attrs: Option<(u32, u32, u32)>,
+}
+
+/// For a socket bound to a path: its file, found through the socket itself (SIOCUNIXFILE).
+/// Still linked, it must be at the name (relative: in some directory, whatever the process's
+/// cwd is now), else refused (moved: not supported). Unlinked (its path perhaps taken by
+/// another file, or its directory removed, since), or `without_file` (a connected stream or
+/// seqpacket socket: nothing can tell its file from a stale one, an accepted socket's is its
+/// listener's), it is bound again without a file; refused when the restore could not do that
+/// ([`unix::unlinked::check_rebind`]).
+fn placement(
     pid: Pid,
     fd: RawFd,
     ino: u64,
+    dup: BorrowedFd<'_>,
     info: &unix::UnixSockInfo,
-) -> Result<Vec<u8>, SocketError> {
+    without_file: bool,
+) -> Result<Placement, SocketError> {
     let unix::UnixName::Path(name) = &info.name else {
-        return Ok(Vec::new());
+        return Ok(Placement::default());
     };
-    if name.is_absolute() {
-        return Ok(Vec::new());
-    }
     let refused = |what: String| SocketError::UnixRefused { pid, fd, ino, what };
-    let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).map_err(|e| {
-        refused(format!(
-            "bound to relative path {}: its cwd: {e}",
-            name.display()
-        ))
-    })?;
-    let full = cwd.join(name);
-    let same = match (std::fs::symlink_metadata(&full), info.vfs) {
-        (Ok(md), Some(vfs)) => vfs.matches(md.dev(), md.ino()),
-        _ => false,
+    let file = unix::unlinked::socket_file(dup)
+        .map_err(|e| refused(format!("bound to {}: its socket file: {e}", name.display())))?
+        .ok_or_else(|| {
+            refused(format!(
+                "bound to {}, but the kernel shows no socket file for it",
+                name.display()
+            ))
+        })?;
+    if file.unlinked || without_file {
+        if name.is_absolute() {
+            unix::unlinked::check_rebind(name).map_err(|why| {
+                let whose = if file.unlinked {
+                    "whose socket file was unlinked since"
+                } else {
+                    "connected (bound again without a file)"
+                };
+                refused(format!("bound to {}, {whose}: {why}", name.display()))
+            })?;
+        }
+        return Ok(Placement {
+            unlinked: true,
+            ..Placement::default()
+        });
+    }
+    // Still linked: at its name (a relative one, in the directory its file is in).
+    let dir = if name.is_absolute() {
+        Some(Path::new(""))
+    } else {
+        let depth = name.components().count();
+        file.path.ancestors().nth(depth)
     };
-    if !same {
+    let at_name = dir.is_some_and(|d| {
+        std::fs::symlink_metadata(d.join(name))
+            .is_ok_and(|md| info.vfs.is_some_and(|v| v.matches(md.dev(), md.ino())))
+    });
+    if !at_name && dir.is_some_and(|d| d.join(name) == file.path) {
         return Err(refused(format!(
-            "bound to relative path {}, whose socket file is not in the process's cwd {} \
-             (it changed directory since, or the file was removed): cannot be bound again",
-            name.display(),
-            cwd.display()
+            "bound to {}, whose socket file is not the file at that path as cryo sees it (a \
+             mount namespace of its own?): not supported",
+            name.display()
         )));
     }
-    Ok(cwd.into_os_string().into_vec())
-}
-
-/// For a socket bound to an absolute path (the binder: the one sock_diag shows the file of):
-/// whether its socket file was unlinked since. Refused when another file took the path (the
-/// restore could not bind there) or its directory is gone too.
-fn unlinked_path(
-    pid: Pid,
-    fd: RawFd,
-    ino: u64,
-    info: &unix::UnixSockInfo,
-) -> Result<bool, SocketError> {
-    let (unix::UnixName::Path(name), Some(vfs)) = (&info.name, info.vfs) else {
-        return Ok(false);
+    if !at_name {
+        return Err(refused(format!(
+            "bound to {}, whose socket file was moved to {} since: not supported",
+            name.display(),
+            file.path.display()
+        )));
+    }
+    let bind_dir = match dir {
+        Some(d) if !name.is_absolute() => d.as_os_str().as_bytes().to_vec(),
+        _ => Vec::new(),
     };
-    if !name.is_absolute() {
-        return Ok(false);
-    }
-    let refused = |what: String| SocketError::UnixRefused { pid, fd, ino, what };
-    match std::fs::symlink_metadata(name) {
-        Ok(md) if vfs.matches(md.dev(), md.ino()) => Ok(false),
-        Ok(_) => Err(refused(format!(
-            "bound to {}, whose socket file was unlinked and the path taken by another file \
-             since: it could not be bound there again",
-            name.display()
-        ))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let parent = name.parent().unwrap_or(Path::new("/"));
-            if parent.is_dir() {
-                Ok(true)
-            } else {
-                Err(refused(format!(
-                    "bound to {}, whose socket file and directory were removed since: it \
-                     could not be bound there again",
-                    name.display()
-                )))
-            }
-        }
-        Err(e) => Err(refused(format!("bound to {}: {e}", name.display()))),
-    }
-}
-
-/// Unlinks the socket files the restore made for sockets whose file was unlinked at dump
-/// (their names stay theirs): once every socket of the tree exists and connected to them,
-/// before any process runs. A path holding anything but a socket file is left alone.
-pub(crate) fn unlink_unlinked(descs: &[cryo_proto::image::FileDesc]) {
-    use cryo_proto::image::{file_desc::Kind, socket::State};
-    for desc in descs {
-        let Some(Kind::Socket(s)) = &desc.kind else {
-            continue;
-        };
-        let Some(State::Unix(u)) = &s.state else {
-            continue;
-        };
-        if !u.unlinked {
-            continue;
-        }
-        let path = Path::new(OsStr::from_bytes(&u.name));
-        let is_socket = std::fs::symlink_metadata(path)
-            .is_ok_and(|md| std::os::unix::fs::FileTypeExt::is_socket(&md.file_type()));
-        if is_socket {
-            if let Err(e) = std::fs::remove_file(path) {
-                tracing::warn!(path = %path.display(), "unlink the socket file again: {e}");
-            }
-        }
-    }
+    Ok(Placement {
+        bind_dir,
+        unlinked: false,
+        attrs: Some((file.mode, file.uid, file.gid)),
+    })
 }
 
 impl SocketDump {
@@ -689,9 +677,9 @@ where
 /// A unix socket without a peer: a listener bound and listening again (a stale socket file
 /// at its path removed first), or a socket bound to its name (if any).
 pub(super) fn open(desc: &FileDesc, u: &UnixSocketState) -> Result<OwnedFd, SocketError> {
-    let fd = make(desc, u, u.backlog)?;
+    let (fd, file) = make(desc, u, u.backlog)?;
     let q = u.captured();
-    finish(desc, u, &fd, &q)?;
+    finish(desc, u, &fd, file.as_ref(), &q)?;
     Ok(fd)
 }
 
@@ -706,36 +694,57 @@ pub(super) fn open(desc: &FileDesc, u: &UnixSocketState) -> Result<OwnedFd, Sock
 /// is bound to its own name and connected to that name again (a client of /dev/log). Any
 /// other is restored broken, as a closed peer, a dgram socket shut both ways.
 pub(super) fn open_broken(desc: &FileDesc, u: &UnixSocketState) -> Result<OwnedFd, SocketError> {
-    let (fd, closing) = make_broken(desc, u)?;
-    finish_broken(desc, u, &fd, closing, &u.captured())?;
-    Ok(fd)
+    let made = make_broken(desc, u)?;
+    finish_broken(
+        desc,
+        u,
+        &made.fd,
+        made.file.as_ref(),
+        made.closing,
+        &u.captured(),
+    )?;
+    Ok(made.fd)
+}
+
+/// A socket [`make_broken`] made.
+pub(super) struct Broken {
+    /// The socket.
+    pub fd: OwnedFd,
+    /// Its socket file, open O_PATH, when that was unlinked at once.
+    pub file: Option<OwnedFd>,
+    /// The end its queue goes through and that then closes (none: reconnected by name).
+    pub closing: Option<OwnedFd>,
 }
 
 /// The socket [`open_broken`] makes, before its queue: reconnected by name (no second end),
 /// or one end of a fresh socketpair with the end that closes once the queue went through it.
-pub(super) fn make_broken(
-    desc: &FileDesc,
-    u: &UnixSocketState,
-) -> Result<(OwnedFd, Option<OwnedFd>), SocketError> {
+pub(super) fn make_broken(desc: &FileDesc, u: &UnixSocketState) -> Result<Broken, SocketError> {
     if !u.peer_closed && u.reconnect_to().is_some() {
-        return Ok((make(desc, u, 0)?, None));
+        let (fd, file) = make(desc, u, 0)?;
+        return Ok(Broken {
+            fd,
+            file,
+            closing: None,
+        });
     }
     let (fd, gone) =
         unix::restore::socketpair(u.sock_type).map_err(unix_err(desc, "socketpair"))?;
-    if u.sock_type == unix::SockType::Dgram {
-        // Its own name (a stream socket's is its listener's, which it cannot take again).
-        unix::restore::bind_name_in(&fd, &u.name(), u.bind_dir(), u.attrs())
-            .map_err(unix_err(desc, "bind"))?;
-    }
-    Ok((fd, Some(gone)))
+    let file = bind_connected(desc, u, &fd)?;
+    Ok(Broken {
+        fd,
+        file,
+        closing: Some(gone),
+    })
 }
 
-/// Completes a socket [`make_broken`] made: queue `q` refilled (from `closing`, the end that
-/// then closes, or from itself by name), shutdown state, options.
+/// Completes a socket `fd` [`make_broken`] made (its socket file `file`): queue `q` refilled
+/// (from `closing`, the end that then closes, or from itself by name), shutdown state,
+/// options.
 pub(super) fn finish_broken(
     desc: &FileDesc,
     u: &UnixSocketState,
     fd: &OwnedFd,
+    file: Option<&OwnedFd>,
     closing: Option<OwnedFd>,
     q: &unix::CapturedQueue,
 ) -> Result<(), SocketError> {
@@ -744,7 +753,7 @@ pub(super) fn finish_broken(
         let to = u.reconnect_to().ok_or_else(|| {
             restore_err(desc, "connect by name again", "no name to connect to again")
         })?;
-        refill_own(desc, u, fd, q)?;
+        refill_own(desc, u, fd, file, q)?;
         unix::restore::connect(fd, &to).map_err(unix_err(desc, "connect by name again"))?;
         unix::restore::restore_shutdown(fd, u.shutdown()).map_err(unix_err(desc, "shutdown"))?;
         return unix::restore::apply_options(fd, &u.options())
@@ -779,20 +788,53 @@ pub(super) fn finish_broken(
 }
 
 /// Creates a unix socket without a peer: a listener (with `backlog`) or a socket bound to its
-/// name (if any).
-fn make(desc: &FileDesc, u: &UnixSocketState, backlog: u32) -> Result<OwnedFd, SocketError> {
-    let ty = u.sock_type;
+/// name (if any); with its socket file open O_PATH when that was unlinked at once ([`bind`]).
+fn make(
+    desc: &FileDesc,
+    u: &UnixSocketState,
+    backlog: u32,
+) -> Result<(OwnedFd, Option<OwnedFd>), SocketError> {
+    let fd = unix::restore::socket(u.sock_type).map_err(unix_err(desc, "socket"))?;
+    let file = bind(desc, u, &fd)?;
     if u.listening {
-        let fd = unix::restore::socket(ty).map_err(unix_err(desc, "socket"))?;
-        unix::restore::bind_name_in(&fd, &u.name(), u.bind_dir(), u.attrs())
-            .map_err(unix_err(desc, "bind"))?;
         unix::restore::listen(&fd, backlog.max(1)).map_err(unix_err(desc, "listen"))?;
-        return Ok(fd);
     }
-    let fd = unix::restore::socket(ty).map_err(unix_err(desc, "socket"))?;
-    unix::restore::bind_name_in(&fd, &u.name(), u.bind_dir(), u.attrs())
+    Ok((fd, file))
+}
+
+/// Binds `fd` to its name (if any). A socket whose file was unlinked at dump is bound without
+/// leaving a file, whatever took its path since: its socket file is returned, open O_PATH, for
+/// the peers this task connects to it ([`UnixSocketState::reach`]).
+pub(super) fn bind(
+    desc: &FileDesc,
+    u: &UnixSocketState,
+    fd: &OwnedFd,
+) -> Result<Option<OwnedFd>, SocketError> {
+    if u.unlinked {
+        return unix::unlinked::bind_unlinked(fd, &u.name())
+            .map(Some)
+            .map_err(unix_err(desc, "bind (its file unlinked)"));
+    }
+    unix::restore::bind_name_in(fd, &u.name(), u.bind_dir(), u.attrs())
         .map_err(unix_err(desc, "bind"))?;
-    Ok(fd)
+    Ok(None)
+}
+
+/// Binds `fd`, one end of a fresh socketpair standing for a connected socket, to its name
+/// (getsockname, its peer's getpeername; a stream or seqpacket socket's perhaps its
+/// listener's, bound without a file). A stream or seqpacket socket's abstract name is left
+/// out (KNOWN GAP: an accepted socket shares it with its listener, and a second bind cannot
+/// take an abstract name).
+pub(super) fn bind_connected(
+    desc: &FileDesc,
+    u: &UnixSocketState,
+    fd: &OwnedFd,
+) -> Result<Option<OwnedFd>, SocketError> {
+    let abstract_name = matches!(u.name(), unix::UnixName::Abstract(_));
+    if abstract_name && u.sock_type != unix::SockType::Dgram {
+        return Ok(None);
+    }
+    bind(desc, u, fd)
 }
 
 /// Refills the queue `q` of a bound dgram socket from itself, by name (the senders are not
@@ -802,6 +844,7 @@ fn refill_own(
     desc: &FileDesc,
     u: &UnixSocketState,
     fd: &OwnedFd,
+    file: Option<&OwnedFd>,
     q: &unix::CapturedQueue,
 ) -> Result<(), SocketError> {
     if q.is_empty() || q.sock_type != unix::SockType::Dgram {
@@ -814,24 +857,26 @@ fn refill_own(
             "datagrams queued on an unbound socket that is not one end of a pair",
         ));
     }
-    unix::restore::refill_queue(fd, Some(&u.reach()), q).map_err(unix_err(desc, "refill the queue"))
+    unix::restore::refill_queue(fd, Some(&u.reach(file)), q)
+        .map_err(unix_err(desc, "refill the queue"))
 }
 
-/// Completes a socket made by [`make`]: its queue `q` refilled (a bound dgram socket, from
-/// itself), shutdown state, options.
+/// Completes a socket made by [`make`] (its socket file `file`): its queue `q` refilled (a
+/// bound dgram socket, from itself), shutdown state, options.
 fn finish(
     desc: &FileDesc,
     u: &UnixSocketState,
     fd: &OwnedFd,
+    file: Option<&OwnedFd>,
     q: &unix::CapturedQueue,
 ) -> Result<(), SocketError> {
     if !u.listening {
         if u.name().is_bound() {
-            refill_own(desc, u, fd, q)?;
+            refill_own(desc, u, fd, file, q)?;
         }
         if u.connected_to_itself() {
             // After the refill, whose datagrams it sent itself from its name, as before.
-            unix::restore::connect(fd, &u.reach())
+            unix::restore::connect(fd, &u.reach(file))
                 .map_err(unix_err(desc, "connect to its own name again"))?;
         }
         unix::restore::restore_shutdown(fd, u.shutdown()).map_err(unix_err(desc, "shutdown"))?;
