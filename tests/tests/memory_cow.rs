@@ -136,12 +136,17 @@ fn written_pages_of_a_private_file_mapping_and_the_stack_stay_shared() {
         same_copy(p[0], c[0]),
         "page 0 is not shared before the dump"
     );
+    let maps = |pid: i32| std::fs::read_to_string(format!("/proc/{pid}/maps")).expect("maps");
+    let maps_before = (maps(w.pid()), maps(child));
 
     let img = w.path("img");
     w.dump_ok(&img);
     w.restore_background(&img);
     assert_eq!(w.cmd("kids"), child.to_string());
     assert_eq!(w.cmd("check"), "ok");
+    // Every VMA as it was (the read-write-execute one too), in both.
+    assert_eq!(maps(w.pid()), maps_before.0, "the parent's maps");
+    assert_eq!(maps(child), maps_before.1, "the child's maps");
     let (p, c) = (pagemap(w.pid(), addr, 8), pagemap(child, addr, 8));
     assert!(
         same_copy(p[0], c[0]),

@@ -3,7 +3,8 @@
 //! 0-2, and forks a child; then the child writes pages 1 and 4, and page 6 with the file's own
 //! bytes (a copy equal to the file's page, still its copy), and the parent writes pages 2
 //! and 5. Page 0 stays shared; 3 and 7 are the file's in both; 5 is the file's in the child
-//! and 4 and 6 in the parent.
+//! and 4 and 6 in the parent. Before the fork the parent also fills a page of anonymous
+//! memory it makes executable too (read-write-execute, as a JIT's), shared with the child.
 //!
 //! ```text
 //! cow-file          kids -> <child pid>   addr -> <hex start of the mapping>
@@ -95,6 +96,11 @@ impl CowFile {
             sys::pwrite_at(fd, &pattern(0xf11e_0000 + p as u64), p * PAGE)?;
         }
         let map = sys::map(PAGES * PAGE, libc::MAP_PRIVATE, fd)?;
+        let code = sys::mmap_anon(PAGE)?;
+        // SAFETY: the fresh read-write page above, of ours.
+        unsafe { std::ptr::write_bytes(code, 0xc3, PAGE) };
+        let rwx = libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC;
+        sys::protect(code, PAGE, rwx)?;
         let mut mine: Expected = Default::default();
         for p in 0..3 {
             write_page(map, &mut mine, p, pattern(0xa0 + p as u64));
