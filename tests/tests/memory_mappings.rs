@@ -156,3 +156,16 @@ fn guard_pages_come_back_guards_around_intact_pages() {
     assert_eq!(w.cmd("probe"), want, "after restore");
     w.kill_restored();
 }
+
+#[test]
+fn a_growsdown_mapping_comes_back_growing_down() {
+    cryo_bin();
+    let mut w = Workload::spawn("special-maps", &["growsdown"]);
+    let flags = w.cmd("flags");
+    assert!(flag_set(&flags).contains("gd"), "before the dump: {flags}");
+    w.dump_and_restore();
+    let after = w.cmd("flags");
+    assert_eq!(flag_set(&after), flag_set(&flags), "VmFlags after restore");
+    assert_eq!(w.cmd("grow"), "grew", "a write below it after restore");
+    w.kill_restored();
+}

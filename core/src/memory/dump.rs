@@ -200,7 +200,8 @@ pub fn dump(
         } else {
             libc::MAP_PRIVATE as u32
         };
-        if kind == VmaKind::Stack {
+        // The stack, and any other VMA mapped with MAP_GROWSDOWN: it grows on a fault below.
+        if kind == VmaKind::Stack || super::vmflags::grows_down(vm_flags) {
             map_flags |= libc::MAP_GROWSDOWN as u32;
         }
         // Mapped with MAP_NORESERVE (VmFlags nr): no commit charge, as before.

@@ -1,13 +1,19 @@
 //! Memory a parent shares copy-on-write with its children stays shared through a restore.
 //!
-//! After `fork`, a child's private anonymous pages are the parent's until one of them writes.
-//! Filling each process from its own pages would give every child a copy. Instead, as CRIU
-//! does, a process with children maps its private anonymous VMAs at staging addresses and
-//! fills them in its cryo phase, BEFORE it forks them; each child inherits those regions, and
-//! keeps the ones whose VMA is its own too (same bounds, protection and flags), writing only
-//! the pages of its image that differ from the inherited ones (equal pages stay shared) and
-//! dropping those its image does not have. The reshaping then moves every staged region to
-//! the VMA's address with mremap, which keeps the pages (and their sharing) as they are.
+//! After `fork`, a child's private pages are the parent's until one of them writes: those of
+//! private anonymous memory (the heap and the stack too), and the written pages of private
+//! file mappings (anonymous copies in a file VMA; the unwritten ones are the file's). Filling
+//! each process from its own pages would give every child a copy. Instead, as CRIU does, a
+//! process with children maps those VMAs at staging addresses (with their own flags, of their
+//! file at their offset) and fills them in its cryo phase, BEFORE it forks them; each child
+//! inherits those regions, and keeps the ones whose VMA is its own too (same bounds,
+//! protection, flags, file and offset), writing only the pages of its image that differ from
+//! the inherited ones (equal pages stay shared) and dropping those its image does not have
+//! (MADV_DONTNEED: zero in anonymous memory, the file's page again in a file mapping). In a
+//! file mapping a page the child wrote where the parent's is still the file's is written even
+//! when equal: it must be the child's copy, not the file's page. The reshaping then moves
+//! every staged region to the VMA's address with mremap, which keeps the pages (and their
+//! sharing) as they are.
 //!
 //! ```text
 //!  parent (cryo phase)        child (cryo phase)          reshaping (each process)
@@ -24,6 +30,7 @@ use cryo_proto::image::{MmCore, Vma, VmaKind};
 use nix::unistd::Pid;
 
 use super::error::MemoryError;
+use super::restore::MappingFds;
 use super::PAGE;
 use crate::sys::mmap;
 
@@ -59,12 +66,27 @@ impl Staged {
 }
 
 /// Whether a VMA is memory a child may share with its parent copy-on-write: private
-/// anonymous memory (the heap too), mapped without MAP_NORESERVE (staging maps it plainly,
-/// and the commit charge must stay as it was), not hugetlb (staged memory is of base pages).
+/// anonymous memory (the heap and the stack too) or a private file mapping, not hugetlb
+/// (staged memory is of base pages), not droppable (a fork wipes it). Staging maps it with its
+/// own flags (MAP_GROWSDOWN, MAP_NORESERVE: the commit charge stays as it was).
 pub fn stageable(v: &Vma) -> bool {
-    matches!(VmaKind::try_from(v.kind), Ok(VmaKind::Anon | VmaKind::Heap))
-        && v.map_flags & (libc::MAP_SHARED | libc::MAP_NORESERVE) as u32 == 0
+    matches!(
+        VmaKind::try_from(v.kind),
+        Ok(VmaKind::Anon | VmaKind::Heap | VmaKind::Stack | VmaKind::FilePrivate)
+    ) && v.map_flags & libc::MAP_SHARED as u32 == 0
+        && !super::is_droppable(v)
         && v.hugetlb_page_size == 0
+}
+
+/// Whether a VMA is a private file mapping, whose unwritten pages are the file's.
+fn of_file(v: &Vma) -> bool {
+    v.kind == VmaKind::FilePrivate as i32
+}
+
+/// Whether `mm` stages its stageable VMA `v` for its children: a file mapping only when the
+/// process wrote pages of it (its unwritten pages are shared through the file anyway).
+fn worth_staging(mm: &MmCore, v: &Vma) -> bool {
+    !of_file(v) || mm.pages.iter().any(|r| v.start <= r.addr && r.addr < v.end)
 }
 
 /// Whether a child's VMA `v` is its parent's `p`, inherited at fork and left whole.
@@ -74,6 +96,7 @@ fn same_vma(v: &Vma, p: &Vma) -> bool {
         && v.prot == p.prot
         && v.map_flags == p.map_flags
         && v.kind == p.kind
+        && (!of_file(v) || (v.file_id == p.file_id && v.pgoff == p.pgoff))
 }
 
 /// Chooses what each process stages and where. `mms` are the processes in creation order
@@ -110,7 +133,7 @@ pub fn plan(
                     inherited: true,
                     ..*s
                 });
-            } else if !children[i].is_empty() {
+            } else if !children[i].is_empty() && worth_staging(mm, v) {
                 let at =
                     place(next, v.end - v.start, &taken).ok_or(MemoryError::NoStagingRoom {
                         pid: Pid::from_raw(mm.pid),
@@ -155,15 +178,18 @@ pub struct StageFailed {
 }
 
 /// In the cryo phase of a process, before it forks its children: unmaps what its parent
-/// staged that it does not keep (`parents`), then maps and fills its own staged regions
-/// (`mine`) from its pages image `pages` (mapped by cryo), writing into inherited regions only
+/// staged that it does not keep (`parent`: its image and what it staged), then maps and fills
+/// its own staged regions (`mine`) from its pages image `pages` (mapped by cryo; the files of
+/// file mappings are open at the numbers `files` gives), writing into inherited regions only
 /// what differs.
 pub fn stage(
     mm: &MmCore,
     mine: &[Staged],
-    parents: &[Staged],
+    parent: Option<(&MmCore, &[Staged])>,
     pages: Option<&[u8]>,
+    files: &MappingFds,
 ) -> Result<usize, StageFailed> {
+    let (parent_mm, parents) = parent.map_or((None, &[][..]), |(m, s)| (Some(m), s));
     for p in parents
         .iter()
         .filter(|p| !mine.iter().any(|s| s.at == p.at))
@@ -179,28 +205,54 @@ pub fn stage(
             start: s.start,
             source,
         };
+        let einval = || failed(std::io::Error::from_raw_os_error(libc::EINVAL));
+        let vma = mm
+            .vmas
+            .iter()
+            .find(|v| v.start == s.start)
+            .ok_or_else(einval)?;
         if !s.inherited {
-            mmap::map_anonymous_at(s.at, s.size()).map_err(failed)?;
+            map_region(s, vma, files).map_err(failed)?;
         }
+        // The pages of an inherited region that are the parent's copies: in a file mapping
+        // those its image has (the others are the file's), in anonymous memory all of them
+        // (where it has none they are zero: equal pages are left alone).
+        let parents_copies: Vec<Range<u64>> = match parent_mm {
+            Some(p) if of_file(vma) => copies_in(p, s),
+            _ => std::iter::once(s.start..s.end).collect(),
+        };
         let mut runs: Vec<_> = mm
             .pages
             .iter()
             .filter(|r| s.start <= r.addr && r.addr < s.end)
             .collect();
         runs.sort_by_key(|r| r.addr);
-        // Where the image has no page the memory is zero: an inherited page there goes.
+        // Where the image has no page the memory is zero, or the file's: an inherited page
+        // there goes.
         let mut hole = s.start;
         for run in runs {
             let len = run.npages * PAGE;
             let at = s.at + (run.addr - s.start);
             let src = pages
                 .and_then(|p| p.get(run.offset as usize..(run.offset + len) as usize))
-                .ok_or_else(|| failed(std::io::Error::from_raw_os_error(libc::EINVAL)))?;
+                .ok_or_else(einval)?;
             if s.inherited {
                 if run.addr > hole {
                     drop_pages(s, hole, run.addr).map_err(failed)?;
                 }
-                written += mmap::merge_into_staged(at, src, PAGE as usize);
+                // Where the parent's page is a copy only what differs is written; where it
+                // is the file's, every page is (this process's copy, even when equal).
+                for (piece, theirs) in split_by(run.addr..run.addr + len, &parents_copies) {
+                    let from = (piece.start - run.addr) as usize;
+                    let src = &src[from..(piece.end - run.addr) as usize];
+                    let at = at + from as u64;
+                    if theirs {
+                        written += mmap::merge_into_staged(at, src, PAGE as usize);
+                    } else {
+                        mmap::copy_into_staged(at, src);
+                        written += src.len() / PAGE as usize;
+                    }
+                }
             } else {
                 if len >= POPULATE_MIN {
                     mmap::advise_staged(at, len, libc::MADV_POPULATE_WRITE).map_err(failed)?;
@@ -215,6 +267,63 @@ pub fn stage(
         }
     }
     Ok(written)
+}
+
+/// Maps staged region `s` of VMA `vma`: read-write for the filling (with its execute right:
+/// the final protection is set only where it lacks read or write), with the VMA's flags, of
+/// its file when it has one.
+fn map_region(s: &Staged, vma: &Vma, files: &MappingFds) -> std::io::Result<()> {
+    let prot = (vma.prot | (libc::PROT_READ | libc::PROT_WRITE) as u32) as libc::c_int;
+    let fd = if of_file(vma) {
+        let fd = files
+            .file(vma.file_id, false)
+            .ok_or_else(|| std::io::Error::from_raw_os_error(libc::EBADF))?;
+        Some(fd as std::os::fd::RawFd)
+    } else {
+        None
+    };
+    mmap::map_staged(
+        s.at,
+        s.size(),
+        prot,
+        vma.map_flags as libc::c_int,
+        fd,
+        vma.pgoff,
+    )
+}
+
+/// The image addresses of staged region `s` where `parent` has pages, sorted.
+fn copies_in(parent: &MmCore, s: &Staged) -> Vec<Range<u64>> {
+    let mut copies: Vec<Range<u64>> = parent
+        .pages
+        .iter()
+        .map(|r| r.addr.max(s.start)..(r.addr + r.npages * PAGE).min(s.end))
+        .filter(|r| r.start < r.end)
+        .collect();
+    copies.sort_by_key(|r| r.start);
+    copies
+}
+
+/// Splits `range` where the sorted, disjoint `copies` begin and end: each piece, and whether
+/// it lies in one of them.
+fn split_by(range: Range<u64>, copies: &[Range<u64>]) -> Vec<(Range<u64>, bool)> {
+    let mut pieces = Vec::new();
+    let mut at = range.start;
+    for c in copies
+        .iter()
+        .filter(|c| c.start < range.end && c.end > range.start)
+    {
+        if c.start > at {
+            pieces.push((at..c.start, false));
+        }
+        let end = c.end.min(range.end);
+        pieces.push((c.start.max(at)..end, true));
+        at = end;
+    }
+    if at < range.end {
+        pieces.push((at..range.end, false));
+    }
+    pieces
 }
 
 /// Drops the pages of staged region `s` for image addresses `from..to`.
@@ -307,6 +416,55 @@ mod tests {
             map_flags: libc::MAP_SHARED as u32,
             ..vma(0, 4096, VmaKind::Anon)
         }));
-        assert!(!stageable(&vma(0, 4096, VmaKind::Stack)));
+        assert!(stageable(&vma(0, 4096, VmaKind::Stack)));
+        assert!(!stageable(&Vma {
+            map_flags: super::super::MAP_DROPPABLE | libc::MAP_NORESERVE as u32,
+            ..vma(0, 4096, VmaKind::Anon)
+        }));
+    }
+
+    #[test]
+    fn file_mappings_are_staged_where_written_and_kept_for_the_same_file_and_offset() {
+        let g = 1 << 30;
+        let file = |id, pgoff| Vma {
+            file_id: id,
+            pgoff,
+            ..vma(g, g + 8 * PAGE, VmaKind::FilePrivate)
+        };
+        let run = cryo_proto::image::PageRun {
+            addr: g + PAGE,
+            npages: 1,
+            offset: 0,
+        };
+        let mut parent = mm(1, vec![file(7, 0)]);
+        let same = mm(2, vec![file(7, 0)]);
+        let moved = mm(3, vec![file(7, PAGE)]);
+        let other = mm(4, vec![file(8, 0)]);
+        let kids = [vec![1, 2, 3], vec![], vec![], vec![]];
+        // Nothing written: the file's pages are shared anyway, nothing is staged.
+        let staged = plan(&[&parent, &same, &moved, &other], &kids, &[]).expect("room");
+        assert!(staged.iter().all(|s| s.is_empty()));
+        parent.pages.push(run);
+        let staged = plan(&[&parent, &same, &moved, &other], &kids, &[]).expect("room");
+        assert_eq!(staged[0].len(), 1);
+        assert!(staged[1][0].inherited);
+        assert!(staged[2].is_empty() && staged[3].is_empty());
+    }
+
+    #[test]
+    fn a_run_splits_where_the_parents_copies_begin_and_end() {
+        let copies = [2..4, 6..7];
+        assert_eq!(
+            split_by(1..8, &copies),
+            vec![
+                (1..2, false),
+                (2..4, true),
+                (4..6, false),
+                (6..7, true),
+                (7..8, false)
+            ]
+        );
+        assert_eq!(split_by(3..5, &copies), vec![(3..4, true), (4..5, false)]);
+        assert_eq!(split_by(4..6, &copies), vec![(4..6, false)]);
     }
 }

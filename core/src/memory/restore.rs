@@ -43,7 +43,8 @@ pub struct MappingFds {
 }
 
 impl MappingFds {
-    fn file(&self, id: u32, writable: bool) -> Option<u64> {
+    /// The fd of file `id`, opened for writing or not.
+    pub fn file(&self, id: u32, writable: bool) -> Option<u64> {
         self.files
             .iter()
             .find(|(i, w, _)| *i == id && *w == writable)

@@ -126,6 +126,12 @@ pub fn mm_defaults(fresh: Option<&Vec<String>>) -> (u32, bool) {
     (mlockall as u32, has(fresh, "mg"))
 }
 
+/// Whether the VMA grows down on a fault below it (VM_GROWSDOWN: mapped with MAP_GROWSDOWN,
+/// the main thread's stack or any other).
+pub fn grows_down(flags: Option<&Vec<String>>) -> bool {
+    has(flags, "gd")
+}
+
 /// Whether the VMA was mapped with MAP_DROPPABLE (VM_DROPPABLE: the kernel may free its
 /// pages at any time instead of swapping them out).
 pub fn droppable(flags: Option<&Vec<String>>) -> bool {

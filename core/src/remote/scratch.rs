@@ -29,8 +29,10 @@ impl Scratch {
     /// the syscall site and batch loop, and the thread's own code is put back at once: the
     /// dumped memory then never holds our instructions.
     pub fn map(remote: &mut Remote) -> io::Result<Self> {
-        // Executable even when no code goes there: no ordinary read-write neighbour merges
-        // with it, so it stays a VMA of its own that the dump leaves out.
+        // Executable even when no code goes there, and wiped on fork (VM_WIPEONFORK): no
+        // neighbour merges with it, not even the process's own read-write-execute memory (a
+        // JIT's, which the dump dropped with it), so it stays a VMA of its own that the dump
+        // leaves out.
         let exec = libc::PROT_EXEC;
         let addr = remote
             .call(
@@ -45,6 +47,12 @@ impl Scratch {
                 ],
             )
             .map_err(|e| Self::why_denied(remote, e))?;
+        // mmap may have merged it with such a neighbour: madvise splits it off again.
+        let wipe = [addr, Self::LEN, libc::MADV_WIPEONFORK as u64, 0, 0, 0];
+        if let Err(e) = remote.call(libc::SYS_madvise, &wipe) {
+            let _ = remote.call(libc::SYS_munmap, &[addr, Self::LEN, 0, 0, 0, 0]);
+            return Err(e);
+        }
         if let Some(batch_code) = remote.home_batch() {
             return Ok(Self { addr, batch_code });
         }

@@ -179,13 +179,13 @@ impl Planned {
         Ok(())
     }
 
-    /// What the parent of task `i` staged (nothing for a root).
-    pub fn parents_staged(&self, i: usize) -> &[Staged] {
+    /// The image of the parent of task `i` and what it staged (none for a root).
+    pub fn parents_staged(&self, i: usize) -> Option<(&cryo_proto::image::MmCore, &[Staged])> {
         self.plan
             .children
             .iter()
             .position(|kids| kids.contains(&i))
-            .map_or(&[], |p| self.staged[p].as_slice())
+            .map(|p| (&self.loaded.tasks[p].mm, self.staged[p].as_slice()))
     }
 
     /// The fd tables of the processes, in creation order.

@@ -174,20 +174,30 @@ pub fn hugetlb_size_flag(page_size: u64) -> libc::c_int {
     (page_size.trailing_zeros() as libc::c_int) << libc::MAP_HUGE_SHIFT
 }
 
-/// Maps `len` bytes of fresh private anonymous memory, read-write, exactly at `addr` (which
-/// must be free: MAP_FIXED_NOREPLACE). The region belongs to no Rust object: it is memory
-/// staged for the address space a restored process is about to get.
-pub fn map_anonymous_at(addr: u64, len: u64) -> std::io::Result<()> {
+/// Maps `len` bytes exactly at `addr` (which must be free: MAP_FIXED_NOREPLACE) with `prot`
+/// and the private mapping `flags` (MAP_ANONYMOUS with `fd` None, else of file `fd` from byte
+/// `offset`). The region belongs to no Rust object: it is memory staged for the address space
+/// a restored process is about to get.
+pub fn map_staged(
+    addr: u64,
+    len: u64,
+    prot: libc::c_int,
+    flags: libc::c_int,
+    fd: Option<RawFd>,
+    offset: u64,
+) -> std::io::Result<()> {
+    let flags =
+        flags | libc::MAP_FIXED_NOREPLACE | if fd.is_none() { libc::MAP_ANONYMOUS } else { 0 };
     // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping, so no memory any Rust
     // object refers to changes; the new region is referred to by address only.
     let got = unsafe {
         libc::mmap(
             addr as *mut libc::c_void,
             len as usize,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
-            -1,
-            0,
+            prot,
+            flags,
+            fd.unwrap_or(-1),
+            offset as libc::off_t,
         )
     };
     if got == libc::MAP_FAILED {

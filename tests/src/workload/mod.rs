@@ -27,6 +27,7 @@ mod aio;
 mod attrs;
 mod bpf;
 mod counter;
+mod cow_file;
 mod cow_tree;
 mod deleted_file;
 mod deleted_sparse;
@@ -140,6 +141,7 @@ pub const MODES: &[(&str, Start)] = &[
     ("netns", netns::start),
     ("aio", aio::start),
     ("cow-tree", cow_tree::start),
+    ("cow-file", cow_file::start),
     ("mapping-access", mapping_access::start),
     ("locks", file_locks::start),
     ("sigio", file_locks::start_sigio),

@@ -13,6 +13,11 @@
 //!                          private copy)
 //!     probe -> anon=PAGES file=PAGES, a letter a page: G a guard (a write from it to a pipe
 //!              fails with EFAULT), . its pattern, X anything else
+//! special-maps growsdown   a private anonymous area of 2 pages mapped with MAP_GROWSDOWN,
+//!                          4 MiB free below it
+//!     flags -> VMFLAGS (its VmFlags line)
+//!     grow  -> grew (the kernel wrote a byte from a pipe on the page below it: the area
+//!              grew down to take it, its pages intact) | the error
 //! ```
 
 use std::io;
@@ -33,6 +38,9 @@ pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
         )),
         Some("guarded") => Ok(Box::new(
             Guarded::new(dir).map_err(failed("special-maps guarded"))?,
+        )),
+        Some("growsdown") => Ok(Box::new(
+            GrowsDown::new().map_err(failed("special-maps growsdown"))?,
         )),
         other => Err(format!("bad argument {other:?}")),
     }
@@ -233,6 +241,76 @@ impl Mode for Guarded {
                 self.probe(self.anon, ANON_PAGES, anon_fill).map_err(io)?,
                 self.probe(self.file, FILE_PAGES, file_fill).map_err(io)?
             )),
+            _ => unknown(verb),
+        }
+    }
+}
+
+/// Pages of the growing-down area, and the room left free below it.
+const GROWS_PAGES: usize = 2;
+const GROWS_ROOM: usize = 4 << 20;
+/// The byte its pages hold.
+const GROWS_FILL: u8 = 0x6d;
+
+/// The MAP_GROWSDOWN area (where it was mapped), and a pipe to write below it with.
+struct GrowsDown {
+    area: *mut u8,
+    pipe: (i32, i32),
+}
+
+impl GrowsDown {
+    fn new() -> io::Result<Self> {
+        // A free range (mapped and unmapped again) whose top the area takes.
+        let room = sys::mmap_anon(GROWS_ROOM)?;
+        sys::munmap(room as usize, GROWS_ROOM)?;
+        let at = room.wrapping_add(GROWS_ROOM - GROWS_PAGES * PAGE);
+        let area = sys::map_fixed(
+            at,
+            GROWS_PAGES * PAGE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_GROWSDOWN,
+        )?;
+        // SAFETY: the fresh read-write mapping above.
+        unsafe { std::ptr::write_bytes(area, GROWS_FILL, GROWS_PAGES * PAGE) };
+        Ok(Self {
+            area,
+            pipe: sys::pipe()?,
+        })
+    }
+
+    /// The kernel writes a byte on the page below the area (EFAULT, no signal, if it does
+    /// not grow); then the area must start there, its pages intact.
+    fn grow(&self) -> io::Result<String> {
+        let below = self.area.wrapping_sub(PAGE);
+        sys::write_all(self.pipe.1, b"g")?;
+        // SAFETY: the kernel writes one byte at `below`, checking the access.
+        let n = unsafe { libc::read(self.pipe.0, below.cast(), 1) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let maps = std::fs::read_to_string("/proc/self/maps")?;
+        let at = format!("{:x}-", below as usize);
+        if !maps.lines().any(|l| l.starts_with(&at)) {
+            return Ok("written, but no VMA starts on the page below".into());
+        }
+        // SAFETY: the area's pages, readable.
+        let pages = unsafe { std::slice::from_raw_parts(self.area, GROWS_PAGES * PAGE) };
+        Ok(if pages.iter().all(|&b| b == GROWS_FILL) {
+            "grew".into()
+        } else {
+            "grew, its pages changed".into()
+        })
+    }
+}
+
+impl Mode for GrowsDown {
+    fn command(&mut self, verb: &str, args: &[&str]) -> Result<String, String> {
+        let io = |e: io::Error| e.to_string();
+        match (verb, args) {
+            ("flags", []) => {
+                let smaps = std::fs::read_to_string("/proc/self/smaps").map_err(io)?;
+                vm_flags(&smaps, self.area as usize).map_err(io)
+            }
+            ("grow", []) => self.grow().map_err(io),
             _ => unknown(verb),
         }
     }

@@ -915,6 +915,27 @@ pub fn mmap_anon(len: usize) -> io::Result<*mut u8> {
     }
 }
 
+/// A read-write anonymous mapping of `len` bytes with `flags` exactly at `addr`, which must be
+/// free (MAP_FIXED_NOREPLACE).
+pub fn map_fixed(addr: *mut u8, len: usize, flags: i32) -> io::Result<*mut u8> {
+    // SAFETY: MAP_FIXED_NOREPLACE fails rather than replace any existing mapping.
+    let p = unsafe {
+        libc::mmap(
+            addr.cast(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            flags | libc::MAP_FIXED_NOREPLACE,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(p.cast())
+    }
+}
+
 /// ITIMER_REAL every 20 ms (SIGALRM to `alarm`) and a POSIX timer every 15 ms
 /// (SIGRTMIN with `value` to `timer`); returns the timer's id.
 pub fn start_timers(
