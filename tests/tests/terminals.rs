@@ -456,3 +456,69 @@ fn a_pty_slave_also_held_outside_the_dump_is_refused() {
     assert_eq!(w.cmd("sh tty"), format!("{pty}|"));
     drop(slave);
 }
+
+/// The pty-pair workload's reads of both ends: what the slave reads (one [line] per read),
+/// then what the master reads.
+fn unread(w: &Workload) -> (String, String) {
+    (w.cmd("read-slave"), w.cmd("read-master"))
+}
+
+/// Input the slave has not read (a complete line, one VEOF ended, an empty one VEOF ended,
+/// a partial line) and output the master has not read: still there, unchanged, after a
+/// `--leave-running` dump and in the restored process, and no echo of the input again.
+#[test]
+fn a_pty_keeps_the_input_and_output_neither_end_has_read() {
+    cryo_bin();
+    let _one = PTYS.lock().unwrap_or_else(|e| e.into_inner());
+    let mut w = Workload::spawn("pty-pair", &[]);
+    // Canonical mode with echo: the master reads the echo here, before the dump.
+    w.cmd(r"type ab\ncd\x04\x04ef ab\r\ncdef");
+    w.cmd(r"print out\n 5");
+    let expected = (r"[ab\n][cd][]".to_string(), r"out\r\n".to_string());
+    let img = w.path("img");
+    w.dump(&img, &["--leave-running"]).assert_success();
+    assert_eq!(unread(&w), expected, "the original after --leave-running");
+    // The partial line is there: a newline completes it.
+    w.cmd(r"type \n \r\n");
+    assert_eq!(w.cmd("read-slave"), r"[ef\n]");
+    w.kill_original();
+    w.restore_detached(&img);
+    assert_eq!(unread(&w), expected, "the restored process");
+    w.cmd(r"type \n \r\n");
+    assert_eq!(w.cmd("read-slave"), r"[ef\n]");
+    w.kill_restored();
+}
+
+/// A slave in raw mode: its unread input comes back byte for byte (no translation of \r,
+/// no signal for ^C, NUL and 0xff kept).
+#[test]
+fn a_raw_pty_keeps_its_unread_input_byte_for_byte() {
+    cryo_bin();
+    let _one = PTYS.lock().unwrap_or_else(|e| e.into_inner());
+    let mut w = Workload::spawn("pty-pair", &[]);
+    w.cmd("raw");
+    w.cmd(r"type a\r\x03\x00\xff\x13\n -");
+    let img = w.path("img");
+    w.dump_ok(&img);
+    w.restore_detached(&img);
+    assert_eq!(w.cmd("read-slave"), r"[a\r\x03\x00\xff\x13\n]");
+    w.kill_restored();
+}
+
+/// What a restore would not put back as it was is refused, and left where it was: a packet
+/// status byte the master has not read, a queue too long to be sure it is all seen.
+#[test]
+fn pty_queues_a_restore_would_not_put_back_are_refused_and_kept() {
+    cryo_bin();
+    let _one = PTYS.lock().unwrap_or_else(|e| e.into_inner());
+    let w = Workload::spawn("pty-pair", &[]);
+    w.cmd("packet");
+    w.cmd("flush");
+    w.assert_dump_refused("60", "a packet-mode status byte the master has not read");
+    let w = Workload::spawn("pty-pair", &[]);
+    w.cmd("raw");
+    let long = "x".repeat(3500);
+    w.cmd(&format!("type {long} -"));
+    w.assert_dump_refused("61", "3500 bytes of input not read yet");
+    assert_eq!(w.cmd("read-slave"), format!("[{long}]"));
+}

@@ -32,7 +32,7 @@
 //! output stopped by ^S.
 
 use std::collections::{BTreeMap, HashMap};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -46,6 +46,7 @@ use tracing::debug;
 use super::inspect::OpenFd;
 use super::kind::{task_pidfd, Checking, Dumping, FileKind, KindState, Opened, Opening, Seen};
 use super::open::{open_flags, set_async};
+use super::pty_queue;
 use super::tty::{is_pty_master, is_pty_slave};
 use super::{restore_err, FileError};
 use crate::sys;
@@ -76,6 +77,10 @@ struct PairSeen {
     exclusive: bool,
     /// From a slave: the owner, group and permission bits of /dev/pts/N.
     node: (u32, u32, u32),
+    /// Duplicates of the master and of a slave (or /dev/tty on it) of the dump, to read
+    /// their queues once the whole dump is known (finish_dump).
+    master_dup: Option<OwnedFd>,
+    slave_dup: Option<(OwnedFd, Pid, RawFd)>,
 }
 
 /// The ptys of a dump, by index.
@@ -109,7 +114,7 @@ impl FileKind for Ptys {
         let dup = sys::pidfd::pidfd_getfd(pidfd, fd.open.fd)
             .map_err(|e| fd.open.inspect_err("pidfd_getfd", fd.open.proc_path(), e))?;
         let pairs = &mut fd.state.get::<PairsSeen>().0;
-        dump(fd.open, id, &path, rdev, dup.as_fd(), pairs).map(Kind::Pty)
+        dump(fd.open, id, &path, rdev, dup, pairs).map(Kind::Pty)
     }
 
     fn validate(&self, desc: &FileDesc, p: &Pty, cx: &mut Checking<'_>) -> Result<(), FileError> {
@@ -132,11 +137,10 @@ impl FileKind for Ptys {
         wait_index_free(desc, p.index)
     }
 
-    fn open(&self, desc: &FileDesc, p: &Pty, _cx: &mut Opening<'_>) -> Result<Opened, FileError> {
-        match PtyEnd::try_from(p.end) {
-            Ok(PtyEnd::DevTty) => open_dev_tty(desc, p).map(Opened::Now),
-            _ => Ok(Opened::Together),
-        }
+    fn open(&self, _desc: &FileDesc, _p: &Pty, _cx: &mut Opening<'_>) -> Result<Opened, FileError> {
+        // /dev/tty too: a session leader making the pair takes its controlling terminal
+        // first (open_together).
+        Ok(Opened::Together)
     }
 
     fn open_together(&self, descs: &[&FileDesc], cx: &mut Opening<'_>) -> Result<(), FileError> {
@@ -147,7 +151,21 @@ impl FileKind for Ptys {
             }
         }
         for group in by_index.values() {
-            cx.hold_opened(group, open_pair(group)?)?;
+            let (pair, dev_ttys): (Vec<_>, Vec<_>) = group
+                .iter()
+                .partition(|(_, p)| p.end != PtyEnd::DevTty as i32);
+            let mut opened = if pair.is_empty() {
+                Vec::new()
+            } else {
+                open_pair(&pair)?
+            };
+            if !dev_ttys.is_empty() {
+                take_as_leader(&pair, &opened)?;
+                for &(d, p) in &dev_ttys {
+                    opened.push((d.id, open_dev_tty(d, p)?));
+                }
+            }
+            cx.hold_opened(group, opened)?;
         }
         Ok(())
     }
@@ -218,16 +236,17 @@ fn decode_dev(dev: u32) -> u64 {
     nix::sys::stat::makedev(u64::from(major), u64::from(minor))
 }
 
-/// Dumps fd `open` (description `id`, on `path` of device `rdev`, duplicated as `dup`): one
-/// end of a pty, remembered in `pairs` for [`finish_dump`].
+/// Dumps fd `open` (description `id`, on `path` of device `rdev`, duplicated as `held`):
+/// one end of a pty, remembered in `pairs` for [`finish_dump`].
 fn dump(
     open: &OpenFd,
     id: u32,
     path: &str,
     rdev: u64,
-    dup: BorrowedFd<'_>,
+    held: OwnedFd,
     pairs: &mut BTreeMap<u32, PairSeen>,
 ) -> Result<Pty, FileError> {
+    let dup = held.as_fd();
     let ioctl_err = |op: &'static str| move |e| open.inspect_err(op, open.proc_path(), e);
     let (end, index) = if is_pty_master(rdev) {
         let index = sys::tty::get_int(dup, libc::TIOCGPTN).map_err(ioctl_err("TIOCGPTN"))?;
@@ -266,15 +285,6 @@ fn dump(
     let pair = pairs.entry(index).or_default();
     match end {
         PtyEnd::Master => {
-            // What the slave wrote that the master has not read yet: reading it out would
-            // take it from the running process, writing it back cannot be told apart.
-            let queued = sys::fd::fionread(dup).map_err(ioctl_err("FIONREAD"))?;
-            if queued > 0 {
-                return Err(open.dump_err(format!(
-                    "pty master of /dev/pts/{index}: {queued} bytes written by the slave are not \
-                     read yet (not supported: dump once the master has read them)"
-                )));
-            }
             pair.packet =
                 sys::tty::get_int(dup, libc::TIOCGPKT).map_err(ioctl_err("TIOCGPKT"))? != 0;
             pair.locked =
@@ -284,13 +294,6 @@ fn dump(
             }
         }
         PtyEnd::Slave | PtyEnd::DevTty => {
-            let queued = sys::fd::fionread(dup).map_err(ioctl_err("FIONREAD"))?;
-            if queued > 0 {
-                return Err(open.dump_err(format!(
-                    "pty slave /dev/pts/{index}: {queued} bytes of input are not read yet (not \
-                     supported: dump once the processes on the terminal have read them)"
-                )));
-            }
             pair.exclusive =
                 sys::tty::get_int(dup, libc::TIOCGEXCL).map_err(ioctl_err("TIOCGEXCL"))? != 0;
             if end == PtyEnd::Slave {
@@ -306,6 +309,11 @@ fn dump(
             list.push((id, open.pid, open.fd));
         }
         PtyEnd::Invalid => unreachable!("set above"),
+    }
+    if end == PtyEnd::Master {
+        pair.master_dup.get_or_insert(held);
+    } else {
+        pair.slave_dup.get_or_insert((held, open.pid, open.fd));
     }
     debug!(pid = %open.pid, fd = open.fd, path, index, end = ?end, "pty");
     Ok(Pty {
@@ -498,6 +506,11 @@ pub(super) fn finish_dump(
             }
         }
     }
+    // What neither end has read, read out and put back at once: on the master's record.
+    let mut queued = BTreeMap::new();
+    for (&index, pair) in &pairs {
+        queued.insert(index, take_queues(index, pair, descs)?);
+    }
     for d in descs.iter_mut() {
         let Some(Kind::Pty(p)) = &mut d.kind else {
             continue;
@@ -505,11 +518,146 @@ pub(super) fn finish_dump(
         let Some(pair) = pairs.get(&p.index) else {
             continue;
         };
+        if p.end == PtyEnd::Master as i32 {
+            if let Some((output, input)) = queued.remove(&p.index) {
+                p.queued_output = output;
+                p.queued_input_lines = input.lines;
+                p.queued_input_tail = input.tail;
+            }
+        }
         p.packet = pair.packet;
         p.locked = pair.locked;
         p.exclusive = pair.exclusive;
         (p.slave_uid, p.slave_gid, p.slave_mode) = pair.node;
         (p.sid, p.foreground_pgid) = sessions.get(&p.index).copied().unwrap_or((0, 0));
+    }
+    Ok(())
+}
+
+/// The queues of pty `index` (`pair`, its descriptions among `descs`): what the slave wrote
+/// and the master has not read, and the slave's input not read, each read out and put back.
+fn take_queues(
+    index: u32,
+    pair: &PairSeen,
+    descs: &[FileDesc],
+) -> Result<(Vec<u8>, pty_queue::Input), FileError> {
+    let asynchronous = |ids: &[u32]| {
+        descs
+            .iter()
+            .any(|d| ids.contains(&d.id) && d.flags & libc::O_ASYNC as u32 != 0)
+    };
+    let refused_async = |what: &str, n: usize| {
+        format!(
+            "{n} bytes {what} not read yet while a description of it has O_ASYNC (not \
+             supported: putting them back would signal its owner)"
+        )
+    };
+    let mut output = Vec::new();
+    if let (Some(dup), Some((id, pid, fd))) = (&pair.master_dup, pair.master) {
+        let err = |detail: String| FileError::Dump {
+            pid,
+            fd,
+            detail: format!("pty master of /dev/pts/{index}: {detail}"),
+        };
+        let dup = dup.as_fd();
+        if asynchronous(&[id]) {
+            let n = sys::fd::fionread(dup).map_err(|e| err(format!("FIONREAD: {e}")))?;
+            if n > 0 {
+                return Err(err(refused_async("written by the slave", n)));
+            }
+        } else {
+            output = pty_queue::take_output(dup, pair.packet).map_err(|e| err(e.to_string()))?;
+        }
+    }
+    let mut input = pty_queue::Input::default();
+    if let Some((dup, pid, fd)) = &pair.slave_dup {
+        let err = |detail: String| FileError::Dump {
+            pid: *pid,
+            fd: *fd,
+            detail: format!("pty slave /dev/pts/{index}: {detail}"),
+        };
+        let dup = dup.as_fd();
+        let slaves: Vec<u32> = pair.slaves.iter().chain(&pair.dev_ttys).map(|s| s.0).collect();
+        if asynchronous(&slaves) {
+            let n = sys::fd::fionread(dup).map_err(|e| err(format!("FIONREAD: {e}")))?;
+            if n > 0 {
+                return Err(err(refused_async("of input", n)));
+            }
+        } else {
+            let t = sys::tty::termios2(dup).map_err(|e| err(format!("TCGETS2: {e}")))?;
+            input = pty_queue::take_input(dup, &t).map_err(|e| err(e.to_string()))?;
+        }
+    }
+    if !output.is_empty() || !input.is_empty() {
+        debug!(
+            index,
+            output = output.len(),
+            input = input.len(),
+            "pty queues"
+        );
+    }
+    Ok((output, input))
+}
+
+/// Once every restored process is whole and before any runs: each pty's queues put back
+/// (through duplicates of its master and of a slave fd of a restored process). `tasks`: per
+/// process, its pid as cryo sees it and its fds.
+pub(crate) fn refill_queues(
+    descs: &[FileDesc],
+    tasks: &[(Pid, &[FdEntry])],
+) -> Result<(), FileError> {
+    let dup_of = |d: &FileDesc| -> Result<Option<OwnedFd>, FileError> {
+        let holder = tasks
+            .iter()
+            .find_map(|(pid, fds)| fds.iter().find(|e| e.file_id == d.id).map(|e| (*pid, e.fd)));
+        let Some((pid, fd)) = holder else {
+            return Ok(None);
+        };
+        let pidfd = sys::pidfd::pidfd_open(pid).map_err(|e| restore_err(d, "pidfd_open", e))?;
+        sys::pidfd::pidfd_getfd(pidfd.as_fd(), fd)
+            .map(Some)
+            .map_err(|e| restore_err(d, "pidfd_getfd", e))
+    };
+    for d in descs {
+        let Some(Kind::Pty(p)) = &d.kind else {
+            continue;
+        };
+        if p.end != PtyEnd::Master as i32 {
+            continue;
+        }
+        let input = pty_queue::Input {
+            lines: p.queued_input_lines.clone(),
+            tail: p.queued_input_tail.clone(),
+        };
+        if !input.is_empty() {
+            let slave = descs
+                .iter()
+                .filter(|s| match &s.kind {
+                    Some(Kind::Pty(q)) => q.index == p.index && q.end != PtyEnd::Master as i32,
+                    _ => false,
+                })
+                .find_map(|s| dup_of(s).transpose())
+                .transpose()?
+                .ok_or_else(|| FileError::Invalid {
+                    id: d.id,
+                    detail: format!(
+                        "pty /dev/pts/{}: input queued but no restored process holds the slave",
+                        p.index
+                    ),
+                })?;
+            let t = sys::tty::termios2(slave.as_fd()).map_err(|e| restore_err(d, "TCGETS2", e))?;
+            pty_queue::put_input(slave.as_fd(), &t, &input).map_err(|e| {
+                super::error::changed(d, format!("the slave's input put back: {e}"))
+            })?;
+        }
+        if !p.queued_output.is_empty() {
+            let Some(master) = dup_of(d)? else {
+                continue;
+            };
+            pty_queue::put_output(master.as_fd(), &p.queued_output).map_err(|e| {
+                super::error::changed(d, format!("the output for the master put back: {e}"))
+            })?;
+        }
     }
     Ok(())
 }
@@ -621,6 +769,27 @@ fn open_pair(group: &[(&FileDesc, &Pty)]) -> Result<Vec<(u32, OwnedFd)>, FileErr
     debug!(index = p.index, slaves = out.len(), "pty pair made");
     out.push((mdesc.id, master));
     Ok(out)
+}
+
+/// In the restore child that made pair `pair` (`opened`: its fds by description id) and
+/// reopens /dev/tty on it: when it leads the session whose controlling terminal the slave
+/// was, it takes it now (TIOCSCTTY through a slave fd), so the /dev/tty opens find it.
+fn take_as_leader(pair: &[(&FileDesc, &Pty)], opened: &[(u32, OwnedFd)]) -> Result<(), FileError> {
+    let me = nix::unistd::getpid();
+    let leads = nix::unistd::getsid(None).is_ok_and(|sid| sid == me);
+    let slave = pair
+        .iter()
+        .filter(|(_, p)| p.end == PtyEnd::Slave as i32 && p.sid == me.as_raw() && leads)
+        .find_map(|(d, _)| opened.iter().find(|(id, _)| *id == d.id));
+    let Some((id, fd)) = slave else {
+        return Ok(());
+    };
+    sys::tty::set_controlling_terminal(fd.as_fd()).map_err(|e| FileError::Place {
+        fd: -1,
+        id: *id,
+        op: "TIOCSCTTY (the session's controlling terminal)",
+        source: e,
+    })
 }
 
 /// Once every restored process is whole (each /dev/tty reopened: an open of a locked slave
