@@ -340,6 +340,8 @@ fn dump(
 pub struct TtyProcess<'a> {
     /// Its pid.
     pub pid: i32,
+    /// Its parent's pid.
+    pub ppid: i32,
     /// Its session.
     pub sid: i32,
     /// Its process group.
@@ -362,7 +364,17 @@ pub(super) fn finish_dump(
     procs: &[TtyProcess<'_>],
     shell_job: bool,
 ) -> Result<(), FileError> {
-    let pairs = std::mem::take(&mut state.get::<PairsSeen>().0);
+    let mut pairs = std::mem::take(&mut state.get::<PairsSeen>().0);
+    let members: std::collections::HashSet<i32> = procs.iter().map(|p| p.pid).collect();
+    let mut closed = std::collections::BTreeSet::new();
+    for (index, pair) in pairs.iter_mut() {
+        if pair.master.is_some() && pair.slaves.is_empty() && pair.dev_ttys.is_empty() {
+            if let Some(peer) = closed_slave(*index, pair, &members)? {
+                closed.insert(*index);
+                open_closed_slave(*index, pair, peer)?;
+            }
+        }
+    }
     for (index, pair) in &pairs {
         if pair.master.is_none() {
             let (_, pid, fd) = pair
@@ -380,7 +392,7 @@ pub(super) fn finish_dump(
                 ),
             });
         }
-        if pair.slaves.is_empty() {
+        if pair.slaves.is_empty() && !closed.contains(index) {
             let (_, pid, fd) = pair.master.expect("checked above");
             return Err(FileError::Dump {
                 pid,
@@ -394,7 +406,6 @@ pub(super) fn finish_dump(
     }
     // Neither end may also be open in a process outside the dump: that process would keep
     // the old terminal, hung up once the dumped master goes, and not the restored one.
-    let members: std::collections::HashSet<i32> = procs.iter().map(|p| p.pid).collect();
     for (index, pair) in &pairs {
         let ends = pair
             .master
@@ -462,13 +473,31 @@ pub(super) fn finish_dump(
             .fds
             .iter()
             .any(|e| kind_of.get(&e.file_id) == Some(&(PtyEnd::Slave, index)));
-        if !holds_slave {
+        // Without an fd on it, the leader opens the slave by its path to take it (then
+        // closes it): the pair must exist by then, made by the master's holder, the leader
+        // or one of its ancestors (a process makes its pairs before forking its children).
+        let master_holder = pairs
+            .get(&index)
+            .and_then(|pair| pair.master)
+            .map(|(_, pid, _)| pid.as_raw());
+        let made_before = master_holder.is_some_and(|m| {
+            let mut at = Some(leader.pid);
+            while let Some(pid) = at {
+                if pid == m {
+                    return true;
+                }
+                at = by_pid.get(&pid).map(|p| p.ppid).filter(|&pp| pp != pid);
+            }
+            false
+        });
+        if !holds_slave && !made_before {
             return Err(FileError::Dump {
                 pid: Pid::from_raw(leader.pid),
                 fd: -1,
                 detail: format!(
-                    "leads the session of controlling terminal {path} but holds no fd on it \
-                     (a restore makes it the controlling terminal through one): not supported"
+                    "leads the session of controlling terminal {path} but holds no fd on it, \
+                     and the master's holder is not it or its ancestor (a restore opens the \
+                     slave in it to make it the controlling terminal): not supported"
                 ),
             });
         }
@@ -519,6 +548,7 @@ pub(super) fn finish_dump(
             continue;
         };
         if p.end == PtyEnd::Master as i32 {
+            p.slave_closed = closed.contains(&p.index);
             if let Some((output, input)) = queued.remove(&p.index) {
                 p.queued_output = output;
                 p.queued_input_lines = input.lines;
@@ -531,6 +561,84 @@ pub(super) fn finish_dump(
         (p.slave_uid, p.slave_gid, p.slave_mode) = pair.node;
         (p.sid, p.foreground_pgid) = sessions.get(&p.index).copied().unwrap_or((0, 0));
     }
+    Ok(())
+}
+
+/// For pty `index` whose master (in `pair`) is the dump's and whose slave no dumped process
+/// holds: when the slave was opened and closed (the master polls POLLHUP) and no process
+/// outside the dump `members` has it as controlling terminal, a new open of it to read its
+/// state and input through (closed at the end of the dump: the master polls POLLHUP again).
+/// None when the slave is open somewhere, or was never opened.
+fn closed_slave(
+    index: u32,
+    pair: &PairSeen,
+    members: &std::collections::HashSet<i32>,
+) -> Result<Option<OwnedFd>, FileError> {
+    let (Some((_, pid, fd)), Some(master)) = (pair.master, &pair.master_dup) else {
+        return Ok(None);
+    };
+    let err = |detail: String| FileError::Dump {
+        pid,
+        fd,
+        detail: format!("pty master of /dev/pts/{index}: {detail}"),
+    };
+    let master = master.as_fd();
+    let mut fds = [nix::poll::PollFd::new(master, nix::poll::PollFlags::POLLIN)];
+    nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO)
+        .map_err(|e| err(format!("poll: {e}")))?;
+    let hung_up = fds[0]
+        .revents()
+        .is_some_and(|r| r.contains(nix::poll::PollFlags::POLLHUP));
+    if !hung_up {
+        return Ok(None);
+    }
+    // A session outside the dump could open it again through /dev/tty.
+    let rdev = slave_rdev(index);
+    let me = std::process::id() as i32;
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(other) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        if other == me || members.contains(&other) {
+            continue;
+        }
+        let Ok(stat) = crate::proc::task_stat::read(Pid::from_raw(other)) else {
+            continue;
+        };
+        if stat.tty_nr != 0 && decode_dev(stat.tty_nr) == rdev {
+            return Err(err(format!(
+                "its slave, closed, is the controlling terminal of pid {other}, outside the \
+                 dump: not supported (dump that process too)"
+            )));
+        }
+    }
+    // The slave opens only unlocked: unlocked for the open, locked again at once.
+    let step = |op: &'static str| move |e: std::io::Error| err(format!("{op}: {e}"));
+    if pair.locked {
+        sys::tty::set_int(master, libc::TIOCSPTLCK, 0).map_err(step("TIOCSPTLCK (unlock)"))?;
+    }
+    let peer = sys::tty::open_peer(master, libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
+    if pair.locked {
+        sys::tty::set_int(master, libc::TIOCSPTLCK, 1).map_err(step("TIOCSPTLCK (lock)"))?;
+    }
+    peer.map(Some).map_err(step("TIOCGPTPEER"))
+}
+
+/// Takes the state of closed slave `index` from `peer`, a new open of it: exclusive mode,
+/// the node's owner and mode, its input (through `pair.slave_dup`).
+fn open_closed_slave(index: u32, pair: &mut PairSeen, peer: OwnedFd) -> Result<(), FileError> {
+    let (_, pid, fd) = pair.master.expect("a master");
+    let err = |op: &str, e: std::io::Error| FileError::Dump {
+        pid,
+        fd,
+        detail: format!("pty master of /dev/pts/{index}: the closed slave: {op}: {e}"),
+    };
+    pair.exclusive = sys::tty::get_int(peer.as_fd(), libc::TIOCGEXCL)
+        .map_err(|e| err("TIOCGEXCL", e))?
+        != 0;
+    let st = nix::sys::stat::fstat(&peer).map_err(|e| err("fstat", e.into()))?;
+    pair.node = (st.st_uid, st.st_gid, st.st_mode & 0o7777);
+    pair.slave_dup = Some((peer, pid, fd));
     Ok(())
 }
 
@@ -630,15 +738,29 @@ pub(crate) fn refill_queues(
             tail: p.queued_input_tail.clone(),
         };
         if !input.is_empty() {
-            let slave = descs
+            let held = descs
                 .iter()
                 .filter(|s| match &s.kind {
                     Some(Kind::Pty(q)) => q.index == p.index && q.end != PtyEnd::Master as i32,
                     _ => false,
                 })
                 .find_map(|s| dup_of(s).transpose())
-                .transpose()?
-                .ok_or_else(|| FileError::Invalid {
+                .transpose()?;
+            // A closed slave: opened for the while (and closed again).
+            let opened = || -> Result<Option<OwnedFd>, FileError> {
+                let Some(master) = dup_of(d)?.filter(|_| p.slave_closed) else {
+                    return Ok(None);
+                };
+                let flags = libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC;
+                sys::tty::open_peer(master.as_fd(), flags)
+                    .map(Some)
+                    .map_err(|e| restore_err(d, "TIOCGPTPEER (the closed slave)", e))
+            };
+            let slave = match held {
+                Some(fd) => Some(fd),
+                None => opened()?,
+            }
+            .ok_or_else(|| FileError::Invalid {
                     id: d.id,
                     detail: format!(
                         "pty /dev/pts/{}: input queued but no restored process holds the slave",
@@ -742,6 +864,14 @@ fn open_pair(group: &[(&FileDesc, &Pty)]) -> Result<Vec<(u32, OwnedFd)>, FileErr
             sys::tty::set_exclusive(slave.as_fd()).map_err(|e| restore_err(desc, "TIOCEXCL", e))?;
         }
         out.push((desc.id, slave));
+    }
+    if p.slave_closed {
+        // Opened and closed once: a read of the master gives EIO until it opens again.
+        let peer = sys::tty::open_peer(m, libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC)
+            .map_err(step("TIOCGPTPEER (the closed slave)"))?;
+        if p.exclusive {
+            sys::tty::set_exclusive(peer.as_fd()).map_err(step("TIOCEXCL"))?;
+        }
     }
     let mut t = sys::tty::termios2(m).map_err(step("TCGETS2"))?;
     t.c_iflag = p.iflag;
@@ -860,20 +990,9 @@ pub fn take_controlling(
     last: bool,
 ) -> Result<bool, FileError> {
     let slaves: Vec<(u32, &Pty)> = led_by(descs, entry).collect();
-    let Some(&(first, p)) = slaves.first() else {
-        return Ok(true);
-    };
+    // Holding no fd on the slave: opened by its path at the last chance.
     let Some((id, fd)) = held.find(|(id, _)| slaves.iter().any(|(s, _)| s == id)) else {
-        if last {
-            return Err(FileError::Invalid {
-                id: first,
-                detail: format!(
-                    "pid {} leads the session of /dev/pts/{} but holds no fd on it",
-                    entry.pid, p.index
-                ),
-            });
-        }
-        return Ok(false);
+        return take_closed(descs, entry, last);
     };
     sys::tty::set_controlling_terminal(sys::fd::borrow_raw(fd)).map_err(|e| FileError::Place {
         fd,
@@ -881,6 +1000,42 @@ pub fn take_controlling(
         op: "TIOCSCTTY (the session's controlling terminal)",
         source: e,
     })?;
+    Ok(true)
+}
+
+/// In the restore child: a session leader whose controlling terminal was a pty slave it
+/// holds no fd on takes it through an open of /dev/pts/N, closed again (the dump checked
+/// that the pair is made by then: by it or an ancestor). Only at the `last` chance, once
+/// its own fds (the master among them, maybe) are open.
+fn take_closed(descs: &[FileDesc], entry: &ProcessEntry, last: bool) -> Result<bool, FileError> {
+    let leader = entry.sid == entry.pid;
+    let found = descs.iter().find_map(|d| match &d.kind {
+        Some(Kind::Pty(p)) if leader && p.sid == entry.sid && p.end == PtyEnd::Master as i32 => {
+            Some((d.id, p.index))
+        }
+        _ => None,
+    });
+    let Some((id, index)) = found else {
+        return Ok(true);
+    };
+    if !last {
+        return Ok(false);
+    }
+    let err = |op: &'static str, e: std::io::Error| FileError::Place {
+        fd: -1,
+        id,
+        op,
+        source: e,
+    };
+    let slave = nix::fcntl::open(
+        format!("/dev/pts/{index}").as_str(),
+        OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| err("open /dev/pts/N (to take it as controlling terminal)", e.into()))?;
+    sys::tty::set_controlling_terminal(slave.as_fd())
+        .map_err(|e| err("TIOCSCTTY (the session's controlling terminal)", e))?;
+    debug!(index, "controlling terminal taken through a closed slave");
     Ok(true)
 }
 
