@@ -522,3 +522,53 @@ fn pty_queues_a_restore_would_not_put_back_are_refused_and_kept() {
     w.assert_dump_refused("61", "3500 bytes of input not read yet");
     assert_eq!(w.cmd("read-slave"), format!("[{long}]"));
 }
+
+/// A pty whose slave was opened and closed (no process holds it): its master reads EIO
+/// after the restore as before, the input typed before the close is still there for the
+/// slave opened again, which then works both ways.
+#[test]
+fn a_pty_whose_slave_was_closed_comes_back_closed_and_opens_again() {
+    cryo_bin();
+    let _one = PTYS.lock().unwrap_or_else(|e| e.into_inner());
+    let mut w = Workload::spawn("pty-pair", &[]);
+    w.cmd(r"type ab\n ab\r\n");
+    w.cmd("close-slave");
+    assert_eq!(w.cmd("read-master"), "EIO");
+    let img = w.path("img");
+    w.dump_ok(&img);
+    w.restore_detached(&img);
+    assert_eq!(w.cmd("read-master"), "EIO", "the restored master");
+    w.cmd("open-slave");
+    assert_eq!(w.cmd("read-master"), "");
+    assert_eq!(w.cmd("read-slave"), r"[ab\n]");
+    w.cmd(r"print x\n 3");
+    assert_eq!(w.cmd("read-master"), r"x\r\n");
+    w.kill_restored();
+}
+
+/// A session leader whose controlling terminal is a pty slave it holds no fd on (closed
+/// since), the master its own: it comes back with that controlling terminal, /dev/tty opens.
+#[test]
+fn a_session_leader_keeps_a_controlling_terminal_it_holds_no_fd_on() {
+    cryo_bin();
+    let _one = PTYS.lock().unwrap_or_else(|e| e.into_inner());
+    let mut w = Workload::spawn_configured(control_dir(), "pty-pair", &[], |c| {
+        cryo_tests::own_session(c);
+    });
+    w.cmd("take-ctty");
+    w.cmd("close-slave");
+    let ctty = w.cmd("ctty");
+    assert_ne!(ctty, "0");
+    assert_eq!(w.cmd("open-tty"), "ok");
+    let img = w.path("img");
+    w.dump_ok(&img);
+    w.restore_detached(&img);
+    assert_eq!(
+        w.cmd("ctty"),
+        ctty,
+        "the restored process's controlling terminal"
+    );
+    assert_eq!(w.cmd("open-tty"), "ok");
+    assert_eq!(w.cmd("read-master"), "EIO");
+    w.kill_restored();
+}

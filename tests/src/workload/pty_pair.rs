@@ -16,6 +16,10 @@
 //!                             status byte); a failed read as its errno name
 //!   close-slave            -> ok: fd 61 closed
 //!   open-slave             -> ok: /dev/pts/N opened again at fd 61
+//!   take-ctty              -> ok: the slave made the controlling terminal (TIOCSCTTY; the
+//!                             process must lead its session)
+//!   ctty                   -> tty_nr of /proc/self/stat (0: none)
+//!   open-tty               -> ok once /dev/tty opened (and closed), else the error
 //!   pty                    -> /dev/pts/N
 //! ```
 //!
@@ -228,6 +232,21 @@ impl Mode for PtyPair {
                 Ok("ok".into())
             }
             ("open-slave", []) => ok(self.open_slave()),
+            ("take-ctty", []) => {
+                // SAFETY: TIOCSCTTY takes an int argument, no pointers.
+                ok(sys::cvt(unsafe { libc::ioctl(SLAVE_FD, libc::TIOCSCTTY, 0) }).map(drop))
+            }
+            ("ctty", []) => {
+                let stat = std::fs::read_to_string("/proc/self/stat").map_err(io_err)?;
+                let after = &stat[stat.rfind(')').map_or(0, |i| i + 2)..];
+                Ok(after.split(' ').nth(4).unwrap_or("?").to_string())
+            }
+            ("open-tty", []) => {
+                let fd = sys::open(Path::new("/dev/tty"), libc::O_RDWR | libc::O_NOCTTY)
+                    .map_err(io_err)?;
+                sys::close(fd);
+                Ok("ok".into())
+            }
             ("pty", []) => Ok(format!("/dev/pts/{}", self.index)),
             _ => unknown(verb),
         }
