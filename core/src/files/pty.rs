@@ -1,20 +1,23 @@
 //! Pseudo-terminal pairs held by the dumped processes: a master (an fd on /dev/ptmx, in a
 //! terminal multiplexer or a terminal emulator) and its slave /dev/pts/N (the shells'
-//! stdio and controlling terminal), both inside the dump. A pty with one end outside the
-//! dump is refused, naming pid and fd (a shell job's terminal is tty.rs's, with --shell-job).
+//! stdio and controlling terminal), both inside the dump, or the master alone when its
+//! slave was closed. A pty with one end outside the dump is refused, naming pid and fd (a
+//! shell job's terminal is tty.rs's, with --shell-job).
 //!
 //! ```text
 //! dump     each fd, through a pidfd_getfd duplicate:
-//!            master      TIOCGPTN (the index), TIOCGPKT, TIOCGPTLCK, FIONREAD (what the
-//!                        slave wrote and the master has not read: refused when not empty)
-//!            slave       its index from rdev, TIOCGEXCL, FIONREAD (input the slave has not
-//!                        read: refused when not empty), fstat (the node's owner and mode)
+//!            master      TIOCGPTN (the index), TIOCGPKT, TIOCGPTLCK
+//!            slave       its index from rdev, TIOCGEXCL, fstat (the node's owner and mode)
 //!            /dev/tty    TIOCGDEV: the pty slave it reaches (the process's controlling tty)
 //!            any end     TCGETS2 (modes and speeds), TIOCGETD (N_TTY only), TIOCGWINSZ
-//!          then, over the whole dump (finish_dump): both ends present, the session whose
-//!          controlling terminal the slave is (every member has it, its leader holds the
-//!          slave), the foreground group (led by a dumped process of that session); the pair's
-//!          state goes on every description of the pair
+//!          then, over the whole dump (finish_dump): both ends present, or the slave closed
+//!          (no fd on it anywhere: the master polls POLLHUP; no session outside the dump has
+//!          it: a new open of it, TIOCGPTPEER, gives its state and input, and is closed
+//!          again), the session whose controlling terminal the slave is (every member has
+//!          it, its leader holds the slave or made the pair: itself or an ancestor holds the
+//!          master), the foreground group (led by a dumped process of that session); what
+//!          neither end has read (pty_queue.rs), read out and put back; the pair's state goes
+//!          on every description of the pair, the queues on the master's
 //! validate /dev/pts/N must be free: the index comes back unchanged (processes know the
 //!          path: ttyname, tmux's pane_tty), or the restore is refused before anything exists
 //! restore  the maker of the pair (the lowest common ancestor of its holders) opens
@@ -22,14 +25,15 @@
 //!          lower ones it got meanwhile are closed), unlocks, gives the slave node its owner
 //!          and mode (fchown, fchmod through TIOCGPTPEER), opens each slave description
 //!          (TIOCGPTPEER with its flags), sets modes, window size, packet mode and TIOCEXCL
-//!          through the master (the lock once every process is whole); the session leader takes the slave as controlling
-//!          terminal (TIOCSCTTY) before it forks the session's other processes, and the
-//!          leader of the foreground group makes it the foreground one (TIOCSPGRP)
+//!          through the master; a closed slave is opened and closed once; the session leader
+//!          takes the slave as controlling terminal (TIOCSCTTY, through an open of
+//!          /dev/pts/N if it holds no fd on it) before it forks the session's other
+//!          processes, a leader that made the pair before it reopens /dev/tty, and the leader
+//!          of the foreground group makes it the foreground one (TIOCSPGRP); once every
+//!          process is whole, the queues are put back, then the lock set again
 //! ```
 //!
-//! Not detectable from outside, so not captured: a partial line typed on a slave in
-//! canonical mode (FIONREAD counts complete lines only), a pending packet-mode status byte,
-//! output stopped by ^S.
+//! Not detectable from outside, so not captured: output stopped by ^S.
 
 use std::collections::{BTreeMap, HashMap};
 use std::os::fd::{AsFd, OwnedFd, RawFd};
