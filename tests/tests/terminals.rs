@@ -525,7 +525,8 @@ fn pty_queues_a_restore_would_not_put_back_are_refused_and_kept() {
 
 /// A pty whose slave was opened and closed (no process holds it): its master reads EIO
 /// after the restore as before, the input typed before the close is still there for the
-/// slave opened again, which then works both ways.
+/// slave opened again, which then works both ways. A --leave-running dump leaves the
+/// original so too.
 #[test]
 fn a_pty_whose_slave_was_closed_comes_back_closed_and_opens_again() {
     cryo_bin();
@@ -535,7 +536,9 @@ fn a_pty_whose_slave_was_closed_comes_back_closed_and_opens_again() {
     w.cmd("close-slave");
     assert_eq!(w.cmd("read-master"), "EIO");
     let img = w.path("img");
-    w.dump_ok(&img);
+    w.dump(&img, &["--leave-running"]).assert_success();
+    assert_eq!(w.cmd("read-master"), "EIO", "the original after --leave-running");
+    w.kill_original();
     w.restore_detached(&img);
     assert_eq!(w.cmd("read-master"), "EIO", "the restored master");
     w.cmd("open-slave");
