@@ -537,7 +537,11 @@ fn a_pty_whose_slave_was_closed_comes_back_closed_and_opens_again() {
     assert_eq!(w.cmd("read-master"), "EIO");
     let img = w.path("img");
     w.dump(&img, &["--leave-running"]).assert_success();
-    assert_eq!(w.cmd("read-master"), "EIO", "the original after --leave-running");
+    assert_eq!(
+        w.cmd("read-master"),
+        "EIO",
+        "the original after --leave-running"
+    );
     w.kill_original();
     w.restore_detached(&img);
     assert_eq!(w.cmd("read-master"), "EIO", "the restored master");
@@ -573,5 +577,27 @@ fn a_session_leader_keeps_a_controlling_terminal_it_holds_no_fd_on() {
     );
     assert_eq!(w.cmd("open-tty"), "ok");
     assert_eq!(w.cmd("read-master"), "EIO");
+    w.kill_restored();
+}
+
+/// A slave whose master was closed (hung up: reads end of file, every other call EIO) comes
+/// back hung up, on the same /dev/pts/N device.
+#[test]
+fn a_pty_slave_whose_master_was_closed_comes_back_hung_up() {
+    cryo_bin();
+    let _one = PTYS.lock().unwrap_or_else(|e| e.into_inner());
+    let mut w = Workload::spawn("pty-pair", &[]);
+    let index = w.cmd("pty").trim_start_matches("/dev/pts/").to_string();
+    assert_eq!(
+        w.cmd("slave-state"),
+        format!("read blocks write 0 modes 0 dev 136:{index}")
+    );
+    w.cmd("close-master");
+    let hung_up = format!("read 0 write EIO modes EIO dev 136:{index}");
+    assert_eq!(w.cmd("slave-state"), hung_up);
+    let img = w.path("img");
+    w.dump_ok(&img);
+    w.restore_detached(&img);
+    assert_eq!(w.cmd("slave-state"), hung_up, "the restored slave");
     w.kill_restored();
 }

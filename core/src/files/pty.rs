@@ -36,8 +36,8 @@
 //! Not detectable from outside, so not captured: output stopped by ^S.
 
 use std::collections::{BTreeMap, HashMap};
-use std::os::fd::{AsFd, OwnedFd, RawFd};
-use std::os::unix::fs::MetadataExt;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -74,6 +74,8 @@ struct PairSeen {
     slaves: Vec<(u32, Pid, RawFd)>,
     /// Descriptions of /dev/tty reaching it, with their first holder.
     dev_ttys: Vec<(u32, Pid, RawFd)>,
+    /// Slave descriptions hung up (their master closed), with their first holder.
+    hung_up: Vec<(u32, Pid, RawFd)>,
     /// From the master: packet mode, slave lock.
     packet: bool,
     locked: bool,
@@ -103,12 +105,20 @@ impl FileKind for Ptys {
 
     fn claims(&self, fd: &Dumping<'_>) -> bool {
         let rdev = fd.meta.rdev();
-        matches!(fd.seen, Seen::CharDevice { .. })
-            && (is_pty_master(rdev) || (!fd.shell_job && (is_pty_slave(rdev) || is_dev_tty(rdev))))
+        let char_device = fd.meta.file_type().is_char_device();
+        match fd.seen {
+            Seen::CharDevice { .. } => {
+                is_pty_master(rdev)
+                    || (!fd.shell_job && (is_pty_slave(rdev) || is_dev_tty(rdev)))
+            }
+            // A slave whose master was closed: its node is gone with the master.
+            Seen::RemovedNode { .. } => char_device && !fd.shell_job && is_pty_slave(rdev),
+            _ => false,
+        }
     }
 
     fn dump(&self, fd: &mut Dumping<'_>) -> Result<Kind, FileError> {
-        let Seen::CharDevice { path } = &fd.seen else {
+        let (Seen::CharDevice { path } | Seen::RemovedNode { path }) = &fd.seen else {
             return Err(fd.open.refuse("not a terminal", false));
         };
         let path = path.clone();
@@ -128,6 +138,12 @@ impl FileKind for Ptys {
                 id: desc.id,
                 detail: format!("pty /dev/pts/{}: no end, or bad modes", p.index),
             });
+        }
+        if end == PtyEnd::Slave && p.hung_up {
+            if cx.first(format!("pty hung up {}", p.index), desc.id).is_none() {
+                wait_index_free(desc, p.index)?;
+            }
+            return Ok(());
         }
         if end != PtyEnd::Master {
             return Ok(());
@@ -278,7 +294,13 @@ fn dump(
             "pty slave {path} of another devpts instance (a container's?): not supported"
         )));
     }
-    let line = sys::tty::get_int(dup, libc::TIOCGETD).map_err(ioctl_err("TIOCGETD"))?;
+    let line = match sys::tty::get_int(dup, libc::TIOCGETD) {
+        // Hung up: every call fails with EIO (a hung-up file's operations).
+        Err(e) if end == PtyEnd::Slave && e.raw_os_error() == Some(libc::EIO) => {
+            return hung_up_slave(open, id, index, dup, pairs);
+        }
+        r => r.map_err(ioctl_err("TIOCGETD"))?,
+    };
     if line != N_TTY {
         return Err(open.dump_err(format!(
             "{path}: line discipline {line} (only N_TTY, 0, is restored)"
@@ -339,6 +361,36 @@ fn dump(
     })
 }
 
+/// Slave fd `open` (description `id`, on pty `index`, duplicated as `dup`) that failed a
+/// call with EIO: hung up, checked by poll (POLLHUP with POLLERR, as only a hung-up file
+/// polls), remembered in `pairs`.
+fn hung_up_slave(
+    open: &OpenFd,
+    id: u32,
+    index: u32,
+    dup: BorrowedFd<'_>,
+    pairs: &mut BTreeMap<u32, PairSeen>,
+) -> Result<Pty, FileError> {
+    let mut fds = [nix::poll::PollFd::new(dup, nix::poll::PollFlags::POLLIN)];
+    nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO)
+        .map_err(|e| open.inspect_err("poll", open.proc_path(), e.into()))?;
+    let hung = nix::poll::PollFlags::POLLHUP | nix::poll::PollFlags::POLLERR;
+    if !fds[0].revents().is_some_and(|r| r.contains(hung)) {
+        return Err(open.dump_err(format!(
+            "pty slave /dev/pts/{index}: its line discipline fails with EIO but it is not hung \
+             up: not supported"
+        )));
+    }
+    pairs.entry(index).or_default().hung_up.push((id, open.pid, open.fd));
+    debug!(pid = %open.pid, fd = open.fd, index, "pty slave hung up");
+    Ok(Pty {
+        end: PtyEnd::Slave as i32,
+        index,
+        hung_up: true,
+        ..Default::default()
+    })
+}
+
 /// A dumped process as the terminal checks see it.
 #[derive(Debug, Clone)]
 pub struct TtyProcess<'a> {
@@ -380,6 +432,20 @@ pub(super) fn finish_dump(
         }
     }
     for (index, pair) in &pairs {
+        if let Some(&(_, pid, fd)) = pair.hung_up.first() {
+            let live = pair.master.is_some() || !pair.slaves.is_empty() || !pair.dev_ttys.is_empty();
+            if live {
+                return Err(FileError::Dump {
+                    pid,
+                    fd,
+                    detail: format!(
+                        "pty slave /dev/pts/{index}: hung up (TIOCVHANGUP, vhangup) while the \
+                         pty has open ends: not supported"
+                    ),
+                });
+            }
+            continue;
+        }
         if pair.master.is_none() {
             let (_, pid, fd) = pair
                 .slaves
@@ -415,7 +481,8 @@ pub(super) fn finish_dump(
             .master
             .iter()
             .map(|&(_, pid, fd)| ("pty master of", pid, fd, true))
-            .chain(pair.slaves.first().map(|&(_, pid, fd)| ("pty slave", pid, fd, false)));
+            .chain(pair.slaves.first().map(|&(_, pid, fd)| ("pty slave", pid, fd, false)))
+            .chain(pair.hung_up.first().map(|&(_, pid, fd)| ("pty slave", pid, fd, false)));
         for (end, pid, fd, same_description) in ends {
             let err = |detail: String| FileError::Dump { pid, fd, detail };
             let found = super::outside::holder(pid, fd, &members, same_description)
@@ -832,6 +899,9 @@ fn open_ptmx_at(desc: &FileDesc, index: u32, flags: OFlag) -> Result<OwnedFd, Fi
 /// Makes one pty pair from its descriptions (the master and every slave description):
 /// returns an fd per description id.
 fn open_pair(group: &[(&FileDesc, &Pty)]) -> Result<Vec<(u32, OwnedFd)>, FileError> {
+    if group.iter().all(|(_, p)| p.hung_up) {
+        return open_hung_up(group);
+    }
     let &(mdesc, p) = group
         .iter()
         .find(|(_, p)| p.end == PtyEnd::Master as i32)
@@ -924,6 +994,26 @@ fn take_as_leader(pair: &[(&FileDesc, &Pty)], opened: &[(u32, OwnedFd)]) -> Resu
         op: "TIOCSCTTY (the session's controlling terminal)",
         source: e,
     })
+}
+
+/// Makes the hung-up slave descriptions `group` of one pty: the pair at their index, each
+/// slave opened with its flags, then the master closed, which hangs them up.
+fn open_hung_up(group: &[(&FileDesc, &Pty)]) -> Result<Vec<(u32, OwnedFd)>, FileError> {
+    let &(first, p) = group.first().expect("a group is never empty");
+    let master = open_ptmx_at(first, p.index, OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)?;
+    sys::tty::set_int(master.as_fd(), libc::TIOCSPTLCK, 0)
+        .map_err(|e| restore_err(first, "TIOCSPTLCK (unlock)", e))?;
+    let mut out = Vec::with_capacity(group.len());
+    for &(desc, _) in group {
+        let flags = (open_flags(desc.flags).bits() & !libc::O_CLOEXEC) | libc::O_NOCTTY;
+        let slave = sys::tty::open_peer(master.as_fd(), flags)
+            .map_err(|e| restore_err(desc, "TIOCGPTPEER", e))?;
+        set_async(desc, &slave)?;
+        out.push((desc.id, slave));
+    }
+    drop(master);
+    debug!(index = p.index, slaves = out.len(), "pty slaves made and hung up");
+    Ok(out)
 }
 
 /// Once every restored process is whole (each /dev/tty reopened: an open of a locked slave

@@ -15,6 +15,9 @@
 //!   read-master            -> what the master has, as BYTES (packet mode: without the
 //!                             status byte); a failed read as its errno name
 //!   close-slave            -> ok: fd 61 closed
+//!   close-master           -> ok: fd 60 closed (the slave is hung up)
+//!   slave-state            -> read N|ERRNO write N|ERRNO modes ok|ERRNO dev MAJOR:MINOR of
+//!                             the slave (a hung-up one reads 0, fails the rest with EIO)
 //!   open-slave             -> ok: /dev/pts/N opened again at fd 61
 //!   take-ctty              -> ok: the slave made the controlling terminal (TIOCSCTTY; the
 //!                             process must lead its session)
@@ -194,6 +197,46 @@ impl PtyPair {
     }
 }
 
+/// What a call's result shows: its count, or its errno's name.
+fn outcome(r: io::Result<usize>) -> String {
+    match r {
+        Ok(n) => n.to_string(),
+        Err(e) if e.raw_os_error() == Some(libc::EIO) => "EIO".into(),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn slave_state() -> io::Result<String> {
+    let mut buf = [0u8; 16];
+    // Only once it polls readable: a live slave would block.
+    let read = if sys::poll_in(SLAVE_FD, 0)? {
+        outcome(sys::read(SLAVE_FD, &mut buf))
+    } else {
+        "blocks".into()
+    };
+    // SAFETY: write reads 0 bytes from a valid pointer.
+    let written = unsafe { libc::write(SLAVE_FD, buf.as_ptr().cast(), 0) };
+    let write = outcome(if written < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(written as usize)
+    });
+    // SAFETY: termios is plain data; tcgetattr writes one termios, `t`.
+    let modes = outcome(
+        sys::cvt(unsafe {
+            let mut t: libc::termios = std::mem::zeroed();
+            libc::tcgetattr(SLAVE_FD, &mut t)
+        })
+        .map(|n| n as usize),
+    );
+    let st = sys::fstat(SLAVE_FD)?;
+    Ok(format!(
+        "read {read} write {write} modes {modes} dev {}:{}",
+        libc::major(st.st_rdev),
+        libc::minor(st.st_rdev)
+    ))
+}
+
 impl Mode for PtyPair {
     fn command(&mut self, verb: &str, args: &[&str]) -> Result<String, String> {
         let ok = |r: io::Result<()>| r.map(|()| "ok".to_string()).map_err(io_err);
@@ -232,6 +275,11 @@ impl Mode for PtyPair {
                 Ok("ok".into())
             }
             ("open-slave", []) => ok(self.open_slave()),
+            ("close-master", []) => {
+                sys::close(MASTER_FD);
+                Ok("ok".into())
+            }
+            ("slave-state", []) => slave_state().map_err(io_err),
             ("take-ctty", []) => {
                 // SAFETY: TIOCSCTTY takes an int argument, no pointers.
                 ok(sys::cvt(unsafe { libc::ioctl(SLAVE_FD, libc::TIOCSCTTY, 0) }).map(drop))
