@@ -1,7 +1,7 @@
 //! Pseudo-terminal pairs held by the dumped processes: a master (an fd on /dev/ptmx, in a
 //! terminal multiplexer or a terminal emulator) and its slave /dev/pts/N (the shells'
 //! stdio and controlling terminal), both inside the dump, or the master alone when its
-//! slave was closed. A pty with one end outside the dump is refused, naming pid and fd (a
+//! slave was closed, or slaves alone hung up when their master was closed. A pty with one end outside the dump is refused, naming pid and fd (a
 //! shell job's terminal is tty.rs's, with --shell-job).
 //!
 //! ```text
@@ -9,6 +9,8 @@
 //!            master      TIOCGPTN (the index), TIOCGPKT, TIOCGPTLCK
 //!            slave       its index from rdev, TIOCGEXCL, fstat (the node's owner and mode)
 //!            /dev/tty    TIOCGDEV: the pty slave it reaches (the process's controlling tty)
+//!            hung up     a slave whose calls fail with EIO and that polls POLLHUP|POLLERR
+//!                        (its master closed; its node gone): only its index
 //!            any end     TCGETS2 (modes and speeds), TIOCGETD (N_TTY only), TIOCGWINSZ
 //!          then, over the whole dump (finish_dump): both ends present, or the slave closed
 //!          (no fd on it anywhere: the master polls POLLHUP; no session outside the dump has
@@ -25,7 +27,8 @@
 //!          lower ones it got meanwhile are closed), unlocks, gives the slave node its owner
 //!          and mode (fchown, fchmod through TIOCGPTPEER), opens each slave description
 //!          (TIOCGPTPEER with its flags), sets modes, window size, packet mode and TIOCEXCL
-//!          through the master; a closed slave is opened and closed once; the session leader
+//!          through the master; a closed slave is opened and closed once; hung-up slaves
+//!          are opened on a pair made for them, whose master is then closed; the session leader
 //!          takes the slave as controlling terminal (TIOCSCTTY, through an open of
 //!          /dev/pts/N if it holds no fd on it) before it forks the session's other
 //!          processes, a leader that made the pair before it reopens /dev/tty, and the leader
