@@ -1,8 +1,9 @@
 //! Pseudo-terminal pairs held by the dumped processes: a master (an fd on /dev/ptmx, in a
 //! terminal multiplexer or a terminal emulator) and its slave /dev/pts/N (the shells'
 //! stdio and controlling terminal), both inside the dump, or the master alone when its
-//! slave was closed, or slaves alone hung up when their master was closed. A pty with one end outside the dump is refused, naming pid and fd (a
-//! shell job's terminal is tty.rs's, with --shell-job).
+//! slave was closed, or slaves alone hung up when their master was closed. A pty with one
+//! end outside the dump is refused, naming pid and fd (a shell job's terminal is tty.rs's,
+//! with --shell-job).
 //!
 //! ```text
 //! dump     each fd, through a pidfd_getfd duplicate:
@@ -28,8 +29,8 @@
 //!          and mode (fchown, fchmod through TIOCGPTPEER), opens each slave description
 //!          (TIOCGPTPEER with its flags), sets modes, window size, packet mode and TIOCEXCL
 //!          through the master; a closed slave is opened and closed once; hung-up slaves
-//!          are opened on a pair made for them, whose master is then closed; the session leader
-//!          takes the slave as controlling terminal (TIOCSCTTY, through an open of
+//!          are opened on a pair made for them, whose master is then closed; the session
+//!          leader takes the slave as controlling terminal (TIOCSCTTY, through an open of
 //!          /dev/pts/N if it holds no fd on it) before it forks the session's other
 //!          processes, a leader that made the pair before it reopens /dev/tty, and the leader
 //!          of the foreground group makes it the foreground one (TIOCSPGRP); once every
