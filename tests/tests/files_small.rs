@@ -484,3 +484,23 @@ fn a_pidfd_of_a_zombie_child_comes_back_on_the_restored_zombie_and_reaps_it() {
     assert_eq!(w.cmd("pidfd-of 47"), "-1", "reaped");
     w.kill_restored();
 }
+
+/// The system console held open through a node of its own (5:1, zdtm's console test): a
+/// terminal no open makes a controlling terminal, with the system's modes: reopened by its
+/// path, the same device, node and flags.
+#[test]
+fn a_console_node_held_open_comes_back_on_the_console() {
+    cryo_bin();
+    let mut w = Workload::spawn("held", &["console"]);
+    let before = (w.cmd("rdev 47"), w.cmd("ino 47"), w.cmd("flags"));
+    assert_eq!(before.0, "5:1");
+    w.dump_and_restore();
+    assert_eq!((w.cmd("rdev 47"), w.cmd("ino 47"), w.cmd("flags")), before);
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", w.pid())).unwrap();
+    let tty_nr = stat[stat.rfind(')').unwrap() + 2..]
+        .split(' ')
+        .nth(4)
+        .unwrap();
+    assert_eq!(tty_nr, "0", "not its controlling terminal");
+    w.kill_restored();
+}

@@ -456,3 +456,148 @@ fn a_pty_slave_also_held_outside_the_dump_is_refused() {
     assert_eq!(w.cmd("sh tty"), format!("{pty}|"));
     drop(slave);
 }
+
+/// The pty-pair workload's reads of both ends: what the slave reads (one [line] per read),
+/// then what the master reads.
+fn unread(w: &Workload) -> (String, String) {
+    (w.cmd("read-slave"), w.cmd("read-master"))
+}
+
+/// Input the slave has not read (a complete line, one VEOF ended, an empty one VEOF ended,
+/// a partial line) and output the master has not read: still there, unchanged, after a
+/// `--leave-running` dump and in the restored process, and no echo of the input again.
+#[test]
+fn a_pty_keeps_the_input_and_output_neither_end_has_read() {
+    cryo_bin();
+    let _one = PTYS.lock().unwrap_or_else(|e| e.into_inner());
+    let mut w = Workload::spawn("pty-pair", &[]);
+    // Canonical mode with echo: the master reads the echo here, before the dump.
+    w.cmd(r"type ab\ncd\x04\x04ef ab\r\ncdef");
+    w.cmd(r"print out\n 5");
+    let expected = (r"[ab\n][cd][]".to_string(), r"out\r\n".to_string());
+    let img = w.path("img");
+    w.dump(&img, &["--leave-running"]).assert_success();
+    assert_eq!(unread(&w), expected, "the original after --leave-running");
+    // The partial line is there: a newline completes it.
+    w.cmd(r"type \n \r\n");
+    assert_eq!(w.cmd("read-slave"), r"[ef\n]");
+    w.kill_original();
+    w.restore_detached(&img);
+    assert_eq!(unread(&w), expected, "the restored process");
+    w.cmd(r"type \n \r\n");
+    assert_eq!(w.cmd("read-slave"), r"[ef\n]");
+    w.kill_restored();
+}
+
+/// A slave in raw mode: its unread input comes back byte for byte (no translation of \r,
+/// no signal for ^C, NUL and 0xff kept).
+#[test]
+fn a_raw_pty_keeps_its_unread_input_byte_for_byte() {
+    cryo_bin();
+    let _one = PTYS.lock().unwrap_or_else(|e| e.into_inner());
+    let mut w = Workload::spawn("pty-pair", &[]);
+    w.cmd("raw");
+    w.cmd(r"type a\r\x03\x00\xff\x13\n -");
+    let img = w.path("img");
+    w.dump_ok(&img);
+    w.restore_detached(&img);
+    assert_eq!(w.cmd("read-slave"), r"[a\r\x03\x00\xff\x13\n]");
+    w.kill_restored();
+}
+
+/// What a restore would not put back as it was is refused, and left where it was: a packet
+/// status byte the master has not read, a queue too long to be sure it is all seen.
+#[test]
+fn pty_queues_a_restore_would_not_put_back_are_refused_and_kept() {
+    cryo_bin();
+    let _one = PTYS.lock().unwrap_or_else(|e| e.into_inner());
+    let w = Workload::spawn("pty-pair", &[]);
+    w.cmd("packet");
+    w.cmd("flush");
+    w.assert_dump_refused("60", "a packet-mode status byte the master has not read");
+    let w = Workload::spawn("pty-pair", &[]);
+    w.cmd("raw");
+    let long = "x".repeat(3500);
+    w.cmd(&format!("type {long} -"));
+    w.assert_dump_refused("61", "3500 bytes of input not read yet");
+    assert_eq!(w.cmd("read-slave"), format!("[{long}]"));
+}
+
+/// A pty whose slave was opened and closed (no process holds it): its master reads EIO
+/// after the restore as before, the input typed before the close is still there for the
+/// slave opened again, which then works both ways. A --leave-running dump leaves the
+/// original so too.
+#[test]
+fn a_pty_whose_slave_was_closed_comes_back_closed_and_opens_again() {
+    cryo_bin();
+    let _one = PTYS.lock().unwrap_or_else(|e| e.into_inner());
+    let mut w = Workload::spawn("pty-pair", &[]);
+    w.cmd(r"type ab\n ab\r\n");
+    w.cmd("close-slave");
+    assert_eq!(w.cmd("read-master"), "EIO");
+    let img = w.path("img");
+    w.dump(&img, &["--leave-running"]).assert_success();
+    assert_eq!(
+        w.cmd("read-master"),
+        "EIO",
+        "the original after --leave-running"
+    );
+    w.kill_original();
+    w.restore_detached(&img);
+    assert_eq!(w.cmd("read-master"), "EIO", "the restored master");
+    w.cmd("open-slave");
+    assert_eq!(w.cmd("read-master"), "");
+    assert_eq!(w.cmd("read-slave"), r"[ab\n]");
+    w.cmd(r"print x\n 3");
+    assert_eq!(w.cmd("read-master"), r"x\r\n");
+    w.kill_restored();
+}
+
+/// A session leader whose controlling terminal is a pty slave it holds no fd on (closed
+/// since), the master its own: it comes back with that controlling terminal, /dev/tty opens.
+#[test]
+fn a_session_leader_keeps_a_controlling_terminal_it_holds_no_fd_on() {
+    cryo_bin();
+    let _one = PTYS.lock().unwrap_or_else(|e| e.into_inner());
+    let mut w = Workload::spawn_configured(control_dir(), "pty-pair", &[], |c| {
+        cryo_tests::own_session(c);
+    });
+    w.cmd("take-ctty");
+    w.cmd("close-slave");
+    let ctty = w.cmd("ctty");
+    assert_ne!(ctty, "0");
+    assert_eq!(w.cmd("open-tty"), "ok");
+    let img = w.path("img");
+    w.dump_ok(&img);
+    w.restore_detached(&img);
+    assert_eq!(
+        w.cmd("ctty"),
+        ctty,
+        "the restored process's controlling terminal"
+    );
+    assert_eq!(w.cmd("open-tty"), "ok");
+    assert_eq!(w.cmd("read-master"), "EIO");
+    w.kill_restored();
+}
+
+/// A slave whose master was closed (hung up: reads end of file, every other call EIO) comes
+/// back hung up, on the same /dev/pts/N device.
+#[test]
+fn a_pty_slave_whose_master_was_closed_comes_back_hung_up() {
+    cryo_bin();
+    let _one = PTYS.lock().unwrap_or_else(|e| e.into_inner());
+    let mut w = Workload::spawn("pty-pair", &[]);
+    let index = w.cmd("pty").trim_start_matches("/dev/pts/").to_string();
+    assert_eq!(
+        w.cmd("slave-state"),
+        format!("read blocks write 0 modes 0 dev 136:{index}")
+    );
+    w.cmd("close-master");
+    let hung_up = format!("read 0 write EIO modes EIO dev 136:{index}");
+    assert_eq!(w.cmd("slave-state"), hung_up);
+    let img = w.path("img");
+    w.dump_ok(&img);
+    w.restore_detached(&img);
+    assert_eq!(w.cmd("slave-state"), hung_up, "the restored slave");
+    w.kill_restored();
+}

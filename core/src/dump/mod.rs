@@ -471,6 +471,7 @@ fn dump_tree(
         .zip(&ttys)
         .map(|((e, (core, _)), &(tty_nr, tpgid))| crate::files::pty::TtyProcess {
             pid: e.pid,
+            ppid: e.ppid,
             sid: e.sid,
             pgid: e.pgid,
             tty_nr,

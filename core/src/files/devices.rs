@@ -96,14 +96,22 @@ pub(super) fn is_terminal(path: &str, rdev: u64) -> bool {
         || path == "/dev/ptmx"
 }
 
-/// The path to record for character device fd `open` (a terminal only with shell_job).
+/// True for /dev/console (major 5 minor 1): the system console, a terminal no open makes
+/// anyone's controlling terminal and whose modes are the system's, not the process's: it is
+/// reopened by its path as any device.
+fn is_console(rdev: u64) -> bool {
+    nix::sys::stat::major(rdev) == 5 && nix::sys::stat::minor(rdev) == 1
+}
+
+/// The path to record for character device fd `open` (a terminal only with shell_job; the
+/// console always).
 fn dump(
     open: &OpenFd,
     path: &str,
     meta: &fs::Metadata,
     shell_job: bool,
 ) -> Result<String, FileError> {
-    if is_terminal(path, meta.rdev()) && !shell_job {
+    if is_terminal(path, meta.rdev()) && !is_console(meta.rdev()) && !shell_job {
         return Err(FileError::Terminal {
             pid: open.pid,
             fd: open.fd,

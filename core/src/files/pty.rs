@@ -1,20 +1,26 @@
 //! Pseudo-terminal pairs held by the dumped processes: a master (an fd on /dev/ptmx, in a
 //! terminal multiplexer or a terminal emulator) and its slave /dev/pts/N (the shells'
-//! stdio and controlling terminal), both inside the dump. A pty with one end outside the
-//! dump is refused, naming pid and fd (a shell job's terminal is tty.rs's, with --shell-job).
+//! stdio and controlling terminal), both inside the dump, or the master alone when its
+//! slave was closed, or slaves alone hung up when their master was closed. A pty with one
+//! end outside the dump is refused, naming pid and fd (a shell job's terminal is tty.rs's,
+//! with --shell-job).
 //!
 //! ```text
 //! dump     each fd, through a pidfd_getfd duplicate:
-//!            master      TIOCGPTN (the index), TIOCGPKT, TIOCGPTLCK, FIONREAD (what the
-//!                        slave wrote and the master has not read: refused when not empty)
-//!            slave       its index from rdev, TIOCGEXCL, FIONREAD (input the slave has not
-//!                        read: refused when not empty), fstat (the node's owner and mode)
+//!            master      TIOCGPTN (the index), TIOCGPKT, TIOCGPTLCK
+//!            slave       its index from rdev, TIOCGEXCL, fstat (the node's owner and mode)
 //!            /dev/tty    TIOCGDEV: the pty slave it reaches (the process's controlling tty)
+//!            hung up     a slave whose calls fail with EIO and that polls POLLHUP|POLLERR
+//!                        (its master closed; its node gone): only its index
 //!            any end     TCGETS2 (modes and speeds), TIOCGETD (N_TTY only), TIOCGWINSZ
-//!          then, over the whole dump (finish_dump): both ends present, the session whose
-//!          controlling terminal the slave is (every member has it, its leader holds the
-//!          slave), the foreground group (led by a dumped process of that session); the pair's
-//!          state goes on every description of the pair
+//!          then, over the whole dump (finish_dump): both ends present, or the slave closed
+//!          (no fd on it anywhere: the master polls POLLHUP; no session outside the dump has
+//!          it: a new open of it, TIOCGPTPEER, gives its state and input, and is closed
+//!          again), the session whose controlling terminal the slave is (every member has
+//!          it, its leader holds the slave or made the pair: itself or an ancestor holds the
+//!          master), the foreground group (led by a dumped process of that session); what
+//!          neither end has read (pty_queue.rs), read out and put back; the pair's state goes
+//!          on every description of the pair, the queues on the master's
 //! validate /dev/pts/N must be free: the index comes back unchanged (processes know the
 //!          path: ttyname, tmux's pane_tty), or the restore is refused before anything exists
 //! restore  the maker of the pair (the lowest common ancestor of its holders) opens
@@ -22,18 +28,20 @@
 //!          lower ones it got meanwhile are closed), unlocks, gives the slave node its owner
 //!          and mode (fchown, fchmod through TIOCGPTPEER), opens each slave description
 //!          (TIOCGPTPEER with its flags), sets modes, window size, packet mode and TIOCEXCL
-//!          through the master (the lock once every process is whole); the session leader takes the slave as controlling
-//!          terminal (TIOCSCTTY) before it forks the session's other processes, and the
-//!          leader of the foreground group makes it the foreground one (TIOCSPGRP)
+//!          through the master; a closed slave is opened and closed once; hung-up slaves
+//!          are opened on a pair made for them, whose master is then closed; the session
+//!          leader takes the slave as controlling terminal (TIOCSCTTY, through an open of
+//!          /dev/pts/N if it holds no fd on it) before it forks the session's other
+//!          processes, a leader that made the pair before it reopens /dev/tty, and the leader
+//!          of the foreground group makes it the foreground one (TIOCSPGRP); once every
+//!          process is whole, the queues are put back, then the lock set again
 //! ```
 //!
-//! Not detectable from outside, so not captured: a partial line typed on a slave in
-//! canonical mode (FIONREAD counts complete lines only), a pending packet-mode status byte,
-//! output stopped by ^S.
+//! Not detectable from outside, so not captured: output stopped by ^S.
 
 use std::collections::{BTreeMap, HashMap};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -46,6 +54,7 @@ use tracing::debug;
 use super::inspect::OpenFd;
 use super::kind::{task_pidfd, Checking, Dumping, FileKind, KindState, Opened, Opening, Seen};
 use super::open::{open_flags, set_async};
+use super::pty_queue;
 use super::tty::{is_pty_master, is_pty_slave};
 use super::{restore_err, FileError};
 use crate::sys;
@@ -69,6 +78,8 @@ struct PairSeen {
     slaves: Vec<(u32, Pid, RawFd)>,
     /// Descriptions of /dev/tty reaching it, with their first holder.
     dev_ttys: Vec<(u32, Pid, RawFd)>,
+    /// Slave descriptions hung up (their master closed), with their first holder.
+    hung_up: Vec<(u32, Pid, RawFd)>,
     /// From the master: packet mode, slave lock.
     packet: bool,
     locked: bool,
@@ -76,6 +87,10 @@ struct PairSeen {
     exclusive: bool,
     /// From a slave: the owner, group and permission bits of /dev/pts/N.
     node: (u32, u32, u32),
+    /// Duplicates of the master and of a slave (or /dev/tty on it) of the dump, to read
+    /// their queues once the whole dump is known (finish_dump).
+    master_dup: Option<OwnedFd>,
+    slave_dup: Option<(OwnedFd, Pid, RawFd)>,
 }
 
 /// The ptys of a dump, by index.
@@ -94,12 +109,20 @@ impl FileKind for Ptys {
 
     fn claims(&self, fd: &Dumping<'_>) -> bool {
         let rdev = fd.meta.rdev();
-        matches!(fd.seen, Seen::CharDevice { .. })
-            && (is_pty_master(rdev) || (!fd.shell_job && (is_pty_slave(rdev) || is_dev_tty(rdev))))
+        let char_device = fd.meta.file_type().is_char_device();
+        match fd.seen {
+            Seen::CharDevice { .. } => {
+                is_pty_master(rdev)
+                    || (!fd.shell_job && (is_pty_slave(rdev) || is_dev_tty(rdev)))
+            }
+            // A slave whose master was closed: its node is gone with the master.
+            Seen::RemovedNode { .. } => char_device && !fd.shell_job && is_pty_slave(rdev),
+            _ => false,
+        }
     }
 
     fn dump(&self, fd: &mut Dumping<'_>) -> Result<Kind, FileError> {
-        let Seen::CharDevice { path } = &fd.seen else {
+        let (Seen::CharDevice { path } | Seen::RemovedNode { path }) = &fd.seen else {
             return Err(fd.open.refuse("not a terminal", false));
         };
         let path = path.clone();
@@ -109,7 +132,7 @@ impl FileKind for Ptys {
         let dup = sys::pidfd::pidfd_getfd(pidfd, fd.open.fd)
             .map_err(|e| fd.open.inspect_err("pidfd_getfd", fd.open.proc_path(), e))?;
         let pairs = &mut fd.state.get::<PairsSeen>().0;
-        dump(fd.open, id, &path, rdev, dup.as_fd(), pairs).map(Kind::Pty)
+        dump(fd.open, id, &path, rdev, dup, pairs).map(Kind::Pty)
     }
 
     fn validate(&self, desc: &FileDesc, p: &Pty, cx: &mut Checking<'_>) -> Result<(), FileError> {
@@ -119,6 +142,12 @@ impl FileKind for Ptys {
                 id: desc.id,
                 detail: format!("pty /dev/pts/{}: no end, or bad modes", p.index),
             });
+        }
+        if end == PtyEnd::Slave && p.hung_up {
+            if cx.first(format!("pty hung up {}", p.index), desc.id).is_none() {
+                wait_index_free(desc, p.index)?;
+            }
+            return Ok(());
         }
         if end != PtyEnd::Master {
             return Ok(());
@@ -132,11 +161,10 @@ impl FileKind for Ptys {
         wait_index_free(desc, p.index)
     }
 
-    fn open(&self, desc: &FileDesc, p: &Pty, _cx: &mut Opening<'_>) -> Result<Opened, FileError> {
-        match PtyEnd::try_from(p.end) {
-            Ok(PtyEnd::DevTty) => open_dev_tty(desc, p).map(Opened::Now),
-            _ => Ok(Opened::Together),
-        }
+    fn open(&self, _desc: &FileDesc, _p: &Pty, _cx: &mut Opening<'_>) -> Result<Opened, FileError> {
+        // /dev/tty too: a session leader making the pair takes its controlling terminal
+        // first (open_together).
+        Ok(Opened::Together)
     }
 
     fn open_together(&self, descs: &[&FileDesc], cx: &mut Opening<'_>) -> Result<(), FileError> {
@@ -147,7 +175,21 @@ impl FileKind for Ptys {
             }
         }
         for group in by_index.values() {
-            cx.hold_opened(group, open_pair(group)?)?;
+            let (pair, dev_ttys): (Vec<_>, Vec<_>) = group
+                .iter()
+                .partition(|(_, p)| p.end != PtyEnd::DevTty as i32);
+            let mut opened = if pair.is_empty() {
+                Vec::new()
+            } else {
+                open_pair(&pair)?
+            };
+            if !dev_ttys.is_empty() {
+                take_as_leader(&pair, &opened)?;
+                for &(d, p) in &dev_ttys {
+                    opened.push((d.id, open_dev_tty(d, p)?));
+                }
+            }
+            cx.hold_opened(group, opened)?;
         }
         Ok(())
     }
@@ -218,16 +260,17 @@ fn decode_dev(dev: u32) -> u64 {
     nix::sys::stat::makedev(u64::from(major), u64::from(minor))
 }
 
-/// Dumps fd `open` (description `id`, on `path` of device `rdev`, duplicated as `dup`): one
-/// end of a pty, remembered in `pairs` for [`finish_dump`].
+/// Dumps fd `open` (description `id`, on `path` of device `rdev`, duplicated as `held`):
+/// one end of a pty, remembered in `pairs` for [`finish_dump`].
 fn dump(
     open: &OpenFd,
     id: u32,
     path: &str,
     rdev: u64,
-    dup: BorrowedFd<'_>,
+    held: OwnedFd,
     pairs: &mut BTreeMap<u32, PairSeen>,
 ) -> Result<Pty, FileError> {
+    let dup = held.as_fd();
     let ioctl_err = |op: &'static str| move |e| open.inspect_err(op, open.proc_path(), e);
     let (end, index) = if is_pty_master(rdev) {
         let index = sys::tty::get_int(dup, libc::TIOCGPTN).map_err(ioctl_err("TIOCGPTN"))?;
@@ -255,7 +298,13 @@ fn dump(
             "pty slave {path} of another devpts instance (a container's?): not supported"
         )));
     }
-    let line = sys::tty::get_int(dup, libc::TIOCGETD).map_err(ioctl_err("TIOCGETD"))?;
+    let line = match sys::tty::get_int(dup, libc::TIOCGETD) {
+        // Hung up: every call fails with EIO (a hung-up file's operations).
+        Err(e) if end == PtyEnd::Slave && e.raw_os_error() == Some(libc::EIO) => {
+            return hung_up_slave(open, id, index, dup, pairs);
+        }
+        r => r.map_err(ioctl_err("TIOCGETD"))?,
+    };
     if line != N_TTY {
         return Err(open.dump_err(format!(
             "{path}: line discipline {line} (only N_TTY, 0, is restored)"
@@ -266,15 +315,6 @@ fn dump(
     let pair = pairs.entry(index).or_default();
     match end {
         PtyEnd::Master => {
-            // What the slave wrote that the master has not read yet: reading it out would
-            // take it from the running process, writing it back cannot be told apart.
-            let queued = sys::fd::fionread(dup).map_err(ioctl_err("FIONREAD"))?;
-            if queued > 0 {
-                return Err(open.dump_err(format!(
-                    "pty master of /dev/pts/{index}: {queued} bytes written by the slave are not \
-                     read yet (not supported: dump once the master has read them)"
-                )));
-            }
             pair.packet =
                 sys::tty::get_int(dup, libc::TIOCGPKT).map_err(ioctl_err("TIOCGPKT"))? != 0;
             pair.locked =
@@ -284,13 +324,6 @@ fn dump(
             }
         }
         PtyEnd::Slave | PtyEnd::DevTty => {
-            let queued = sys::fd::fionread(dup).map_err(ioctl_err("FIONREAD"))?;
-            if queued > 0 {
-                return Err(open.dump_err(format!(
-                    "pty slave /dev/pts/{index}: {queued} bytes of input are not read yet (not \
-                     supported: dump once the processes on the terminal have read them)"
-                )));
-            }
             pair.exclusive =
                 sys::tty::get_int(dup, libc::TIOCGEXCL).map_err(ioctl_err("TIOCGEXCL"))? != 0;
             if end == PtyEnd::Slave {
@@ -306,6 +339,11 @@ fn dump(
             list.push((id, open.pid, open.fd));
         }
         PtyEnd::Invalid => unreachable!("set above"),
+    }
+    if end == PtyEnd::Master {
+        pair.master_dup.get_or_insert(held);
+    } else {
+        pair.slave_dup.get_or_insert((held, open.pid, open.fd));
     }
     debug!(pid = %open.pid, fd = open.fd, path, index, end = ?end, "pty");
     Ok(Pty {
@@ -327,11 +365,43 @@ fn dump(
     })
 }
 
+/// Slave fd `open` (description `id`, on pty `index`, duplicated as `dup`) that failed a
+/// call with EIO: hung up, checked by poll (POLLHUP with POLLERR, as only a hung-up file
+/// polls), remembered in `pairs`.
+fn hung_up_slave(
+    open: &OpenFd,
+    id: u32,
+    index: u32,
+    dup: BorrowedFd<'_>,
+    pairs: &mut BTreeMap<u32, PairSeen>,
+) -> Result<Pty, FileError> {
+    let mut fds = [nix::poll::PollFd::new(dup, nix::poll::PollFlags::POLLIN)];
+    nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO)
+        .map_err(|e| open.inspect_err("poll", open.proc_path(), e.into()))?;
+    let hung = nix::poll::PollFlags::POLLHUP | nix::poll::PollFlags::POLLERR;
+    if !fds[0].revents().is_some_and(|r| r.contains(hung)) {
+        return Err(open.dump_err(format!(
+            "pty slave /dev/pts/{index}: its line discipline fails with EIO but it is not hung \
+             up: not supported"
+        )));
+    }
+    pairs.entry(index).or_default().hung_up.push((id, open.pid, open.fd));
+    debug!(pid = %open.pid, fd = open.fd, index, "pty slave hung up");
+    Ok(Pty {
+        end: PtyEnd::Slave as i32,
+        index,
+        hung_up: true,
+        ..Default::default()
+    })
+}
+
 /// A dumped process as the terminal checks see it.
 #[derive(Debug, Clone)]
 pub struct TtyProcess<'a> {
     /// Its pid.
     pub pid: i32,
+    /// Its parent's pid.
+    pub ppid: i32,
     /// Its session.
     pub sid: i32,
     /// Its process group.
@@ -354,8 +424,32 @@ pub(super) fn finish_dump(
     procs: &[TtyProcess<'_>],
     shell_job: bool,
 ) -> Result<(), FileError> {
-    let pairs = std::mem::take(&mut state.get::<PairsSeen>().0);
+    let mut pairs = std::mem::take(&mut state.get::<PairsSeen>().0);
+    let members: std::collections::HashSet<i32> = procs.iter().map(|p| p.pid).collect();
+    let mut closed = std::collections::BTreeSet::new();
+    for (index, pair) in pairs.iter_mut() {
+        if pair.master.is_some() && pair.slaves.is_empty() && pair.dev_ttys.is_empty() {
+            if let Some(peer) = closed_slave(*index, pair, &members)? {
+                closed.insert(*index);
+                open_closed_slave(*index, pair, peer)?;
+            }
+        }
+    }
     for (index, pair) in &pairs {
+        if let Some(&(_, pid, fd)) = pair.hung_up.first() {
+            let live = pair.master.is_some() || !pair.slaves.is_empty() || !pair.dev_ttys.is_empty();
+            if live {
+                return Err(FileError::Dump {
+                    pid,
+                    fd,
+                    detail: format!(
+                        "pty slave /dev/pts/{index}: hung up (TIOCVHANGUP, vhangup) while the \
+                         pty has open ends: not supported"
+                    ),
+                });
+            }
+            continue;
+        }
         if pair.master.is_none() {
             let (_, pid, fd) = pair
                 .slaves
@@ -372,7 +466,7 @@ pub(super) fn finish_dump(
                 ),
             });
         }
-        if pair.slaves.is_empty() {
+        if pair.slaves.is_empty() && !closed.contains(index) {
             let (_, pid, fd) = pair.master.expect("checked above");
             return Err(FileError::Dump {
                 pid,
@@ -386,13 +480,13 @@ pub(super) fn finish_dump(
     }
     // Neither end may also be open in a process outside the dump: that process would keep
     // the old terminal, hung up once the dumped master goes, and not the restored one.
-    let members: std::collections::HashSet<i32> = procs.iter().map(|p| p.pid).collect();
     for (index, pair) in &pairs {
         let ends = pair
             .master
             .iter()
             .map(|&(_, pid, fd)| ("pty master of", pid, fd, true))
-            .chain(pair.slaves.first().map(|&(_, pid, fd)| ("pty slave", pid, fd, false)));
+            .chain(pair.slaves.first().map(|&(_, pid, fd)| ("pty slave", pid, fd, false)))
+            .chain(pair.hung_up.first().map(|&(_, pid, fd)| ("pty slave", pid, fd, false)));
         for (end, pid, fd, same_description) in ends {
             let err = |detail: String| FileError::Dump { pid, fd, detail };
             let found = super::outside::holder(pid, fd, &members, same_description)
@@ -454,13 +548,31 @@ pub(super) fn finish_dump(
             .fds
             .iter()
             .any(|e| kind_of.get(&e.file_id) == Some(&(PtyEnd::Slave, index)));
-        if !holds_slave {
+        // Without an fd on it, the leader opens the slave by its path to take it (then
+        // closes it): the pair must exist by then, made by the master's holder, the leader
+        // or one of its ancestors (a process makes its pairs before forking its children).
+        let master_holder = pairs
+            .get(&index)
+            .and_then(|pair| pair.master)
+            .map(|(_, pid, _)| pid.as_raw());
+        let made_before = master_holder.is_some_and(|m| {
+            let mut at = Some(leader.pid);
+            while let Some(pid) = at {
+                if pid == m {
+                    return true;
+                }
+                at = by_pid.get(&pid).map(|p| p.ppid).filter(|&pp| pp != pid);
+            }
+            false
+        });
+        if !holds_slave && !made_before {
             return Err(FileError::Dump {
                 pid: Pid::from_raw(leader.pid),
                 fd: -1,
                 detail: format!(
-                    "leads the session of controlling terminal {path} but holds no fd on it \
-                     (a restore makes it the controlling terminal through one): not supported"
+                    "leads the session of controlling terminal {path} but holds no fd on it, \
+                     and the master's holder is not it or its ancestor (a restore opens the \
+                     slave in it to make it the controlling terminal): not supported"
                 ),
             });
         }
@@ -498,6 +610,11 @@ pub(super) fn finish_dump(
             }
         }
     }
+    // What neither end has read, read out and put back at once: on the master's record.
+    let mut queued = BTreeMap::new();
+    for (&index, pair) in &pairs {
+        queued.insert(index, take_queues(index, pair, descs)?);
+    }
     for d in descs.iter_mut() {
         let Some(Kind::Pty(p)) = &mut d.kind else {
             continue;
@@ -505,11 +622,239 @@ pub(super) fn finish_dump(
         let Some(pair) = pairs.get(&p.index) else {
             continue;
         };
+        if p.end == PtyEnd::Master as i32 {
+            p.slave_closed = closed.contains(&p.index);
+            if let Some((output, input)) = queued.remove(&p.index) {
+                p.queued_output = output;
+                p.queued_input_lines = input.lines;
+                p.queued_input_tail = input.tail;
+            }
+        }
         p.packet = pair.packet;
         p.locked = pair.locked;
         p.exclusive = pair.exclusive;
         (p.slave_uid, p.slave_gid, p.slave_mode) = pair.node;
         (p.sid, p.foreground_pgid) = sessions.get(&p.index).copied().unwrap_or((0, 0));
+    }
+    Ok(())
+}
+
+/// For pty `index` whose master (in `pair`) is the dump's and whose slave no dumped process
+/// holds: when the slave was opened and closed (the master polls POLLHUP) and no process
+/// outside the dump `members` has it as controlling terminal, a new open of it to read its
+/// state and input through (closed at the end of the dump: the master polls POLLHUP again).
+/// None when the slave is open somewhere, or was never opened.
+fn closed_slave(
+    index: u32,
+    pair: &PairSeen,
+    members: &std::collections::HashSet<i32>,
+) -> Result<Option<OwnedFd>, FileError> {
+    let (Some((_, pid, fd)), Some(master)) = (pair.master, &pair.master_dup) else {
+        return Ok(None);
+    };
+    let err = |detail: String| FileError::Dump {
+        pid,
+        fd,
+        detail: format!("pty master of /dev/pts/{index}: {detail}"),
+    };
+    let master = master.as_fd();
+    let mut fds = [nix::poll::PollFd::new(master, nix::poll::PollFlags::POLLIN)];
+    nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO)
+        .map_err(|e| err(format!("poll: {e}")))?;
+    let hung_up = fds[0]
+        .revents()
+        .is_some_and(|r| r.contains(nix::poll::PollFlags::POLLHUP));
+    if !hung_up {
+        return Ok(None);
+    }
+    // A session outside the dump could open it again through /dev/tty.
+    let rdev = slave_rdev(index);
+    let me = std::process::id() as i32;
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(other) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        if other == me || members.contains(&other) {
+            continue;
+        }
+        let Ok(stat) = crate::proc::task_stat::read(Pid::from_raw(other)) else {
+            continue;
+        };
+        if stat.tty_nr != 0 && decode_dev(stat.tty_nr) == rdev {
+            return Err(err(format!(
+                "its slave, closed, is the controlling terminal of pid {other}, outside the \
+                 dump: not supported (dump that process too)"
+            )));
+        }
+    }
+    // The slave opens only unlocked: unlocked for the open, locked again at once.
+    let step = |op: &'static str| move |e: std::io::Error| err(format!("{op}: {e}"));
+    if pair.locked {
+        sys::tty::set_int(master, libc::TIOCSPTLCK, 0).map_err(step("TIOCSPTLCK (unlock)"))?;
+    }
+    let peer = sys::tty::open_peer(master, libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
+    if pair.locked {
+        sys::tty::set_int(master, libc::TIOCSPTLCK, 1).map_err(step("TIOCSPTLCK (lock)"))?;
+    }
+    peer.map(Some).map_err(step("TIOCGPTPEER"))
+}
+
+/// Takes the state of closed slave `index` from `peer`, a new open of it: exclusive mode,
+/// the node's owner and mode, its input (through `pair.slave_dup`).
+fn open_closed_slave(index: u32, pair: &mut PairSeen, peer: OwnedFd) -> Result<(), FileError> {
+    let (_, pid, fd) = pair.master.expect("a master");
+    let err = |op: &str, e: std::io::Error| FileError::Dump {
+        pid,
+        fd,
+        detail: format!("pty master of /dev/pts/{index}: the closed slave: {op}: {e}"),
+    };
+    pair.exclusive = sys::tty::get_int(peer.as_fd(), libc::TIOCGEXCL)
+        .map_err(|e| err("TIOCGEXCL", e))?
+        != 0;
+    let st = nix::sys::stat::fstat(&peer).map_err(|e| err("fstat", e.into()))?;
+    pair.node = (st.st_uid, st.st_gid, st.st_mode & 0o7777);
+    pair.slave_dup = Some((peer, pid, fd));
+    Ok(())
+}
+
+/// The queues of pty `index` (`pair`, its descriptions among `descs`): what the slave wrote
+/// and the master has not read, and the slave's input not read, each read out and put back.
+fn take_queues(
+    index: u32,
+    pair: &PairSeen,
+    descs: &[FileDesc],
+) -> Result<(Vec<u8>, pty_queue::Input), FileError> {
+    let asynchronous = |ids: &[u32]| {
+        descs
+            .iter()
+            .any(|d| ids.contains(&d.id) && d.flags & libc::O_ASYNC as u32 != 0)
+    };
+    let refused_async = |what: &str, n: usize| {
+        format!(
+            "{n} bytes {what} not read yet while a description of it has O_ASYNC (not \
+             supported: putting them back would signal its owner)"
+        )
+    };
+    let mut output = Vec::new();
+    if let (Some(dup), Some((id, pid, fd))) = (&pair.master_dup, pair.master) {
+        let err = |detail: String| FileError::Dump {
+            pid,
+            fd,
+            detail: format!("pty master of /dev/pts/{index}: {detail}"),
+        };
+        let dup = dup.as_fd();
+        if asynchronous(&[id]) {
+            let n = sys::fd::fionread(dup).map_err(|e| err(format!("FIONREAD: {e}")))?;
+            if n > 0 {
+                return Err(err(refused_async("written by the slave", n)));
+            }
+        } else {
+            output = pty_queue::take_output(dup, pair.packet).map_err(|e| err(e.to_string()))?;
+        }
+    }
+    let mut input = pty_queue::Input::default();
+    if let Some((dup, pid, fd)) = &pair.slave_dup {
+        let err = |detail: String| FileError::Dump {
+            pid: *pid,
+            fd: *fd,
+            detail: format!("pty slave /dev/pts/{index}: {detail}"),
+        };
+        let dup = dup.as_fd();
+        let slaves: Vec<u32> = pair.slaves.iter().chain(&pair.dev_ttys).map(|s| s.0).collect();
+        if asynchronous(&slaves) {
+            let n = sys::fd::fionread(dup).map_err(|e| err(format!("FIONREAD: {e}")))?;
+            if n > 0 {
+                return Err(err(refused_async("of input", n)));
+            }
+        } else {
+            let t = sys::tty::termios2(dup).map_err(|e| err(format!("TCGETS2: {e}")))?;
+            input = pty_queue::take_input(dup, &t).map_err(|e| err(e.to_string()))?;
+        }
+    }
+    if !output.is_empty() || !input.is_empty() {
+        debug!(
+            index,
+            output = output.len(),
+            input = input.len(),
+            "pty queues"
+        );
+    }
+    Ok((output, input))
+}
+
+/// Once every restored process is whole and before any runs: each pty's queues put back
+/// (through duplicates of its master and of a slave fd of a restored process). `tasks`: per
+/// process, its pid as cryo sees it and its fds.
+pub(crate) fn refill_queues(
+    descs: &[FileDesc],
+    tasks: &[(Pid, &[FdEntry])],
+) -> Result<(), FileError> {
+    let dup_of = |d: &FileDesc| -> Result<Option<OwnedFd>, FileError> {
+        let holder = tasks
+            .iter()
+            .find_map(|(pid, fds)| fds.iter().find(|e| e.file_id == d.id).map(|e| (*pid, e.fd)));
+        let Some((pid, fd)) = holder else {
+            return Ok(None);
+        };
+        let pidfd = sys::pidfd::pidfd_open(pid).map_err(|e| restore_err(d, "pidfd_open", e))?;
+        sys::pidfd::pidfd_getfd(pidfd.as_fd(), fd)
+            .map(Some)
+            .map_err(|e| restore_err(d, "pidfd_getfd", e))
+    };
+    for d in descs {
+        let Some(Kind::Pty(p)) = &d.kind else {
+            continue;
+        };
+        if p.end != PtyEnd::Master as i32 {
+            continue;
+        }
+        let input = pty_queue::Input {
+            lines: p.queued_input_lines.clone(),
+            tail: p.queued_input_tail.clone(),
+        };
+        if !input.is_empty() {
+            let held = descs
+                .iter()
+                .filter(|s| match &s.kind {
+                    Some(Kind::Pty(q)) => q.index == p.index && q.end != PtyEnd::Master as i32,
+                    _ => false,
+                })
+                .find_map(|s| dup_of(s).transpose())
+                .transpose()?;
+            // A closed slave: opened for the while (and closed again).
+            let opened = || -> Result<Option<OwnedFd>, FileError> {
+                let Some(master) = dup_of(d)?.filter(|_| p.slave_closed) else {
+                    return Ok(None);
+                };
+                let flags = libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC;
+                sys::tty::open_peer(master.as_fd(), flags)
+                    .map(Some)
+                    .map_err(|e| restore_err(d, "TIOCGPTPEER (the closed slave)", e))
+            };
+            let slave = match held {
+                Some(fd) => Some(fd),
+                None => opened()?,
+            }
+            .ok_or_else(|| FileError::Invalid {
+                    id: d.id,
+                    detail: format!(
+                        "pty /dev/pts/{}: input queued but no restored process holds the slave",
+                        p.index
+                    ),
+                })?;
+            let t = sys::tty::termios2(slave.as_fd()).map_err(|e| restore_err(d, "TCGETS2", e))?;
+            pty_queue::put_input(slave.as_fd(), &t, &input).map_err(|e| {
+                super::error::changed(d, format!("the slave's input put back: {e}"))
+            })?;
+        }
+        if !p.queued_output.is_empty() {
+            let Some(master) = dup_of(d)? else {
+                continue;
+            };
+            pty_queue::put_output(master.as_fd(), &p.queued_output).map_err(|e| {
+                super::error::changed(d, format!("the output for the master put back: {e}"))
+            })?;
+        }
     }
     Ok(())
 }
@@ -558,6 +903,9 @@ fn open_ptmx_at(desc: &FileDesc, index: u32, flags: OFlag) -> Result<OwnedFd, Fi
 /// Makes one pty pair from its descriptions (the master and every slave description):
 /// returns an fd per description id.
 fn open_pair(group: &[(&FileDesc, &Pty)]) -> Result<Vec<(u32, OwnedFd)>, FileError> {
+    if group.iter().all(|(_, p)| p.hung_up) {
+        return open_hung_up(group);
+    }
     let &(mdesc, p) = group
         .iter()
         .find(|(_, p)| p.end == PtyEnd::Master as i32)
@@ -595,6 +943,14 @@ fn open_pair(group: &[(&FileDesc, &Pty)]) -> Result<Vec<(u32, OwnedFd)>, FileErr
         }
         out.push((desc.id, slave));
     }
+    if p.slave_closed {
+        // Opened and closed once: a read of the master gives EIO until it opens again.
+        let peer = sys::tty::open_peer(m, libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC)
+            .map_err(step("TIOCGPTPEER (the closed slave)"))?;
+        if p.exclusive {
+            sys::tty::set_exclusive(peer.as_fd()).map_err(step("TIOCEXCL"))?;
+        }
+    }
     let mut t = sys::tty::termios2(m).map_err(step("TCGETS2"))?;
     t.c_iflag = p.iflag;
     t.c_oflag = p.oflag;
@@ -620,6 +976,47 @@ fn open_pair(group: &[(&FileDesc, &Pty)]) -> Result<Vec<(u32, OwnedFd)>, FileErr
     set_async(mdesc, &master)?;
     debug!(index = p.index, slaves = out.len(), "pty pair made");
     out.push((mdesc.id, master));
+    Ok(out)
+}
+
+/// In the restore child that made pair `pair` (`opened`: its fds by description id) and
+/// reopens /dev/tty on it: when it leads the session whose controlling terminal the slave
+/// was, it takes it now (TIOCSCTTY through a slave fd), so the /dev/tty opens find it.
+fn take_as_leader(pair: &[(&FileDesc, &Pty)], opened: &[(u32, OwnedFd)]) -> Result<(), FileError> {
+    let me = nix::unistd::getpid();
+    let leads = nix::unistd::getsid(None).is_ok_and(|sid| sid == me);
+    let slave = pair
+        .iter()
+        .filter(|(_, p)| p.end == PtyEnd::Slave as i32 && p.sid == me.as_raw() && leads)
+        .find_map(|(d, _)| opened.iter().find(|(id, _)| *id == d.id));
+    let Some((id, fd)) = slave else {
+        return Ok(());
+    };
+    sys::tty::set_controlling_terminal(fd.as_fd()).map_err(|e| FileError::Place {
+        fd: -1,
+        id: *id,
+        op: "TIOCSCTTY (the session's controlling terminal)",
+        source: e,
+    })
+}
+
+/// Makes the hung-up slave descriptions `group` of one pty: the pair at their index, each
+/// slave opened with its flags, then the master closed, which hangs them up.
+fn open_hung_up(group: &[(&FileDesc, &Pty)]) -> Result<Vec<(u32, OwnedFd)>, FileError> {
+    let &(first, p) = group.first().expect("a group is never empty");
+    let master = open_ptmx_at(first, p.index, OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)?;
+    sys::tty::set_int(master.as_fd(), libc::TIOCSPTLCK, 0)
+        .map_err(|e| restore_err(first, "TIOCSPTLCK (unlock)", e))?;
+    let mut out = Vec::with_capacity(group.len());
+    for &(desc, _) in group {
+        let flags = (open_flags(desc.flags).bits() & !libc::O_CLOEXEC) | libc::O_NOCTTY;
+        let slave = sys::tty::open_peer(master.as_fd(), flags)
+            .map_err(|e| restore_err(desc, "TIOCGPTPEER", e))?;
+        set_async(desc, &slave)?;
+        out.push((desc.id, slave));
+    }
+    drop(master);
+    debug!(index = p.index, slaves = out.len(), "pty slaves made and hung up");
     Ok(out)
 }
 
@@ -691,20 +1088,9 @@ pub fn take_controlling(
     last: bool,
 ) -> Result<bool, FileError> {
     let slaves: Vec<(u32, &Pty)> = led_by(descs, entry).collect();
-    let Some(&(first, p)) = slaves.first() else {
-        return Ok(true);
-    };
+    // Holding no fd on the slave: opened by its path at the last chance.
     let Some((id, fd)) = held.find(|(id, _)| slaves.iter().any(|(s, _)| s == id)) else {
-        if last {
-            return Err(FileError::Invalid {
-                id: first,
-                detail: format!(
-                    "pid {} leads the session of /dev/pts/{} but holds no fd on it",
-                    entry.pid, p.index
-                ),
-            });
-        }
-        return Ok(false);
+        return take_closed(descs, entry, last);
     };
     sys::tty::set_controlling_terminal(sys::fd::borrow_raw(fd)).map_err(|e| FileError::Place {
         fd,
@@ -712,6 +1098,42 @@ pub fn take_controlling(
         op: "TIOCSCTTY (the session's controlling terminal)",
         source: e,
     })?;
+    Ok(true)
+}
+
+/// In the restore child: a session leader whose controlling terminal was a pty slave it
+/// holds no fd on takes it through an open of /dev/pts/N, closed again (the dump checked
+/// that the pair is made by then: by it or an ancestor). Only at the `last` chance, once
+/// its own fds (the master among them, maybe) are open.
+fn take_closed(descs: &[FileDesc], entry: &ProcessEntry, last: bool) -> Result<bool, FileError> {
+    let leader = entry.sid == entry.pid;
+    let found = descs.iter().find_map(|d| match &d.kind {
+        Some(Kind::Pty(p)) if leader && p.sid == entry.sid && p.end == PtyEnd::Master as i32 => {
+            Some((d.id, p.index))
+        }
+        _ => None,
+    });
+    let Some((id, index)) = found else {
+        return Ok(true);
+    };
+    if !last {
+        return Ok(false);
+    }
+    let err = |op: &'static str, e: std::io::Error| FileError::Place {
+        fd: -1,
+        id,
+        op,
+        source: e,
+    };
+    let slave = nix::fcntl::open(
+        format!("/dev/pts/{index}").as_str(),
+        OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| err("open /dev/pts/N (to take it as controlling terminal)", e.into()))?;
+    sys::tty::set_controlling_terminal(slave.as_fd())
+        .map_err(|e| err("TIOCSCTTY (the session's controlling terminal)", e))?;
+    debug!(index, "controlling terminal taken through a closed slave");
     Ok(true)
 }
 

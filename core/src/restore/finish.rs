@@ -79,6 +79,7 @@ impl Spawned {
             .copied()
             .zip(self.planned.fd_tables())
             .collect();
+        crate::files::pty::refill_queues(&self.planned.loaded.descs, &tables)?;
         crate::files::pty::lock_slaves(&self.planned.loaded.descs, &tables)?;
         Ok(Reshaped {
             spawned: self,

@@ -90,3 +90,12 @@ pub(crate) fn open_peer(fd: BorrowedFd<'_>, flags: i32) -> io::Result<OwnedFd> {
     let ret = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCGPTPEER, flags) };
     owned_fd(libc::c_long::from(ret))
 }
+
+/// TIOCSTI: hands `byte` to the line discipline of terminal `fd` as if it had arrived on the
+/// line (its input queue; on a pty master: what a read of the master returns). Needs
+/// CAP_SYS_ADMIN on a terminal that is not the caller's controlling one.
+pub(crate) fn insert_input(fd: BorrowedFd<'_>, byte: u8) -> io::Result<()> {
+    // SAFETY: TIOCSTI reads one byte through the pointer, which points at `byte`.
+    let ret = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSTI, &byte as *const u8) };
+    check(libc::c_long::from(ret)).map(drop)
+}

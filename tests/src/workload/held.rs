@@ -16,12 +16,14 @@
 //!             take FD   -> <what a non-blocking read of FD gives> | empty
 //!             exit-info FD -> status <hex> | none  (PIDFD_GET_INFO with PIDFD_INFO_EXIT)
 //!             ino FD    -> <st_ino of FD>
+//!             rdev FD   -> <major>:<minor> of FD's device
 //!             signal0-of FD -> ok | err ...  (pidfd_send_signal(FD, 0))
 //!             pidfd-of FD -> <Pid: of FD's fdinfo>
 //!             wait FD   -> status <hex>  (waitid(P_PIDFD, FD, WEXITED): reaps a zombie child)
 //! KIND: netns | deleted-fifo (O_RDWR) | deleted-fifo-ends (47: read end, O_NONBLOCK;
 //!       49: write end; the FIFO mode 0640, owned by 1234:1235, then deleted) | deleted-dir
 //!       | deleted-dir-in-deleted-dir (parent/gone, both removed) | deleted-dev | deleted-symlink | symlink
+//!       | console (a node 5:1 made in the control dir, opened read-only)
 //!       | pidfd-self | pidfd-child (of a child blocked in pause(), dumped with it)
 //!       | pidfd-child-nonblock (the same, PIDFD_NONBLOCK)
 //!       | pidfd-child-shared (pidfd-child, then a second child forked: it inherits fd 47)
@@ -85,6 +87,10 @@ fn hold(kind: &str, dir: &Path) -> std::io::Result<i32> {
             std::fs::remove_dir(at("parent/gone"))?;
             std::fs::remove_dir(at("parent"))?;
             fd
+        }
+        "console" => {
+            sys::mknod_char(&at("console"), 5, 1)?;
+            sys::open(&at("console"), libc::O_RDONLY)?
         }
         "deleted-dev" => {
             sys::mknod_char(&at("null"), 1, 3)?;
@@ -221,6 +227,16 @@ impl Mode for Held {
             ("flags", []) => sys::file_flags(FD)
                 .map(|f| format!("{f:o}"))
                 .map_err(io_err),
+            ("rdev", [fd]) => {
+                use std::os::unix::fs::MetadataExt;
+                let m =
+                    std::fs::metadata(format!("/proc/self/fd/{}", number(fd)?)).map_err(io_err)?;
+                Ok(format!(
+                    "{}:{}",
+                    libc::major(m.rdev()),
+                    libc::minor(m.rdev())
+                ))
+            }
             ("stat", [fd]) => {
                 use std::os::unix::fs::MetadataExt;
                 let m =

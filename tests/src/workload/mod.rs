@@ -49,6 +49,7 @@ mod pipe;
 mod pipe_split;
 mod places;
 mod proc_files;
+mod pty_pair;
 mod pty_shell;
 mod rings;
 mod shared_memory;
@@ -149,6 +150,7 @@ pub const MODES: &[(&str, Start)] = &[
     ("places", places::start),
     ("proc-files", proc_files::start),
     ("socks", socks::start),
+    ("pty-pair", pty_pair::start),
     ("pty-shell", pty_shell::start),
     ("advised", advised::start),
     ("special-maps", special_maps::start),
