@@ -283,12 +283,40 @@ impl Undo {
     }
 }
 
+/// How long a bind waits for the bind lock: its holders keep it for a few system calls, so
+/// a longer wait means someone else holds a flock on / (any user can open it).
+const BIND_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// The lock every bind of a path by a restore holds (see the module doc): an exclusive flock
-/// on /, released when dropped.
+/// on /, released when dropped. / because every process of the restore sees it, in any mount
+/// namespace, and taking it changes nothing a process can see; since any user may hold it
+/// too, the wait is bounded ([`BIND_LOCK_WAIT`]): then the bind fails (the restore with it,
+/// the image kept for a retry) rather than hang.
 pub(crate) fn bind_lock() -> Result<nix::fcntl::Flock<std::fs::File>> {
-    let root = std::fs::File::open("/").map_err(|e| UnixSockError::path("open", "/", e))?;
-    nix::fcntl::Flock::lock(root, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| UnixSockError::path("flock (the bind lock)", "/", e.into()))
+    let mut root = std::fs::File::open("/").map_err(|e| UnixSockError::path("open", "/", e))?;
+    let deadline = std::time::Instant::now() + BIND_LOCK_WAIT;
+    let mut pause = std::time::Duration::from_micros(50);
+    loop {
+        match nix::fcntl::Flock::lock(root, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => return Ok(lock),
+            Err((back, Errno::EWOULDBLOCK)) if std::time::Instant::now() < deadline => {
+                root = back;
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(std::time::Duration::from_millis(20));
+            }
+            Err((_, Errno::EWOULDBLOCK)) => {
+                return Err(UnixSockError::path(
+                    "flock (the bind lock)",
+                    "/",
+                    std::io::Error::other(format!(
+                        "held by another process for {} s (a flock on / outside cryo?)",
+                        BIND_LOCK_WAIT.as_secs()
+                    )),
+                ))
+            }
+            Err((_, e)) => return Err(UnixSockError::path("flock (the bind lock)", "/", e.into())),
+        }
+    }
 }
 
 /// Binds `fd` to `path` (relative: to the cwd) and unlinks the file made: see the module
