@@ -240,7 +240,7 @@ fn truncated(desc: &FileDesc, reg: &RegularFile, now: u64) -> String {
 }
 
 /// Checks the contents image of a deleted file (once per image).
-fn validate_ghost(
+pub(super) fn validate_ghost(
     desc: &FileDesc,
     reg: &RegularFile,
     cx: &mut Checking<'_>,
@@ -525,7 +525,7 @@ pub(super) struct Ghosts {
 impl Ghosts {
     /// A path through which the recreated ghost of `reg` can be opened: /proc/self/fd/N of an
     /// fd holding it (recreating it first if this process holds none).
-    fn handle(
+    pub(super) fn handle(
         &mut self,
         desc: &FileDesc,
         reg: &RegularFile,
@@ -588,6 +588,14 @@ impl Ghosts {
             },
             (None, None) => unreachable!("refused above"),
         };
+        // Held as O_PATH until the call is done: its close then sends no event (an inotify
+        // watch on it or on its directory would see an IN_CLOSE_WRITE no process did).
+        let fd = nix::fcntl::open(
+            &self_fd(fd.as_raw_fd()),
+            OFlag::O_PATH | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| restore_err(desc, "hold the recreated file", e.into()))?;
         let meta = fs::metadata(self_fd(fd.as_raw_fd()))
             .map_err(|e| restore_err(desc, "stat the recreated file", e))?;
         RECREATED.with(|r| r.borrow_mut().insert(key, InodeKey::of(&meta)));
