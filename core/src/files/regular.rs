@@ -608,6 +608,19 @@ impl Ghosts {
     }
 }
 
+/// /proc/self/fd/N of an fd of this process on the removed directory `dev`:`ino` of the dump,
+/// made again by this restore for the process's fds (or its parent's, inherited), if any: its
+/// working directory, removed too, is that same directory.
+pub(crate) fn removed_dir_made(dev: u64, ino: u64) -> Option<PathBuf> {
+    let name = format!("directory {dev}:{ino}");
+    let inode = RECREATED.with(|r| {
+        r.borrow()
+            .iter()
+            .find_map(|((_, n), inode)| (*n == name).then_some(*inode))
+    })?;
+    find_open(inode)
+}
+
 /// /proc/self/fd/N.
 fn self_fd(fd: i32) -> PathBuf {
     PathBuf::from(format!("/proc/self/fd/{fd}"))
