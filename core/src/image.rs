@@ -384,6 +384,15 @@ impl ImageDir {
         self.accept_changed_files
     }
 
+    /// Whether only root could have written the image: the directory (the one opened) belongs
+    /// to root and cryo runs as root, so every file read from it belongs to root too
+    /// ([`ImageDir::open_file`]).
+    pub fn only_root_writes(&self) -> bool {
+        euid() == 0
+            && self.trusted_owner.is_none()
+            && nix::sys::stat::fstat(self.dir.as_fd()).is_ok_and(|st| st.st_uid == 0)
+    }
+
     /// The directory.
     pub fn path(&self) -> &Path {
         &self.path

@@ -127,11 +127,34 @@ fn an_inotify_instance_with_unread_events_is_refused_until_they_are_read() {
 }
 
 #[test]
-fn an_inotify_watch_on_an_unlinked_inode_is_refused_naming_it() {
+fn an_inotify_watch_on_an_unlinked_inode_comes_back_on_the_inode_its_fd_holds() {
     cryo_bin();
-    let w = Workload::spawn("notify", &["inotify-unlinked"]);
+    let mut w = Workload::spawn("notify", &["inotify-unlinked"]);
+    let held = w.path("watched/marked").display().to_string() + " (deleted)";
+    assert_eq!(w.cmd("events"), "");
+    w.dump_and_restore();
+    assert_eq!(parse_fds(&w.cmd("fds"))[&48], held);
+    // Nothing of the restore's own doing (the file made again and unlinked in the watched
+    // directory) is queued.
+    assert_eq!(w.cmd("events"), "");
+    // The watch is on the inode fd 48 holds: its close is seen, then the inode goes.
+    assert_eq!(w.cmd("close-held"), "closed");
+    let (close_write, delete_self, ignored) = (0x8, 0x400, 0x8000);
+    assert_eq!(
+        w.cmd("events"),
+        format!("{:x} wd1", close_write | delete_self | ignored)
+    );
+    // The directory's watch sees a file made there.
+    assert_eq!(w.cmd("touch watched/new"), "100 wd2");
+    w.kill_restored();
+}
+
+#[test]
+fn an_inotify_watch_on_an_unlinked_inode_no_fd_of_the_process_holds_is_refused() {
+    cryo_bin();
+    let w = Workload::spawn("notify", &["inotify-unlinked-mapped"]);
     w.assert_dump_refused("47", "inotify watch 1: its inode");
-    w.assert_dump_refused("47", "is unlinked");
+    w.assert_dump_refused("47", "no fd of the process holds it");
 }
 
 #[test]

@@ -45,15 +45,44 @@ fn a_removed_working_directory_comes_back_removed_with_its_mode_and_times() {
     w.kill_restored();
 }
 
-/// A removed working directory shared with a child, or also held open: a restore makes each
-/// process's again on its own (the fd's too), so they would no longer be one directory:
-/// refused at dump, naming the pid, and the process runs on.
+/// A removed working directory the process also holds open: made again once, for the fd, and
+/// entered, so the two are one directory as before.
 #[test]
-fn a_removed_working_directory_shared_or_held_open_is_refused() {
+fn a_removed_working_directory_also_held_open_comes_back_one_with_its_fd() {
+    cryo_bin();
+    let dir = control_dir();
+    let base = dir.path().join("base");
+    std::fs::create_dir(&base).unwrap();
+    let mut w = Workload::spawn_in(dir, "places", &["deleted-cwd-held", base.to_str().unwrap()]);
+    let cwd = w.cmd("cwd");
+    assert_eq!(w.cmd("same-as-41"), "true");
+    w.dump_and_restore();
+    assert_eq!(
+        w.cmd("same-as-41"),
+        "true",
+        "the fd and the working directory"
+    );
+    assert_eq!(
+        w.cmd("cwd"),
+        cwd,
+        "the same name, removed, mode, no link, mtime"
+    );
+    assert_eq!(w.cmd("create-here"), format!("errno {}", libc::ENOENT));
+    w.kill_restored();
+}
+
+/// A removed working directory shared with a child, or held open by another process: a
+/// restore makes each process's again on its own (the fd's too), so they would no longer be
+/// one directory: refused at dump, naming the pid, and the process runs on.
+#[test]
+fn a_removed_working_directory_shared_or_held_open_elsewhere_is_refused() {
     cryo_bin();
     for (how, needle) in [
         ("deleted-cwd-child", "'s too"),
-        ("deleted-cwd-held", "holds it open too"),
+        (
+            "deleted-cwd-held-by-child",
+            "another process of the dump (pid",
+        ),
     ] {
         let dir = control_dir();
         let base = dir.path().join("base");

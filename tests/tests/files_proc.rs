@@ -165,11 +165,75 @@ fn a_namespace_fd_of_a_childs_own_namespace_names_the_restored_one() {
     w.kill_restored();
 }
 
+/// /proc/1/status, pid 1 of cryo's PID namespace being outside the dump: the same process at
+/// a restore on this boot (in a new PID namespace too), reopened there.
+#[test]
+fn a_proc_file_of_pid_1_outside_the_dump_comes_back_on_pid_1() {
+    cryo_bin();
+    let mut w = Workload::spawn("proc-files", &["outside"]);
+    let first = w.cmd("first-line");
+    assert!(first.starts_with("Name: "), "{first}");
+    let img = w.path("img");
+    w.dump_ok(&img);
+    // Restored into a new PID namespace too, the process reads cryo's /proc: pid 1 there is
+    // still this one.
+    let root = w.restore_copy_in_namespaces(&img);
+    let _reaper = cryo_tests::Reaper(vec![root]);
+    w.adopt_restored_at(root);
+    assert_eq!(
+        w.cmd("first-line"),
+        first,
+        "pid 1's status, in a new PID namespace"
+    );
+    assert_eq!(w.cmd("same-inode"), "true", "fd 40 is /proc/1/status");
+    w.kill_restored();
+}
+
+/// The image's pid 1 was another process (another boot or host): refused at restore, naming
+/// the file.
+#[test]
+fn a_proc_file_of_pid_1_is_refused_where_pid_1_is_another_process() {
+    use cryo_proto::image::file_desc::Kind;
+    cryo_bin();
+    let mut w = Workload::spawn("proc-files", &["outside"]);
+    let img = w.path("img");
+    w.dump_ok(&img);
+    let path = img.join("files.img");
+    let mut descs: Vec<cryo_proto::image::FileDesc> =
+        cryo_proto::frame::read_image(&path, cryo_proto::ImageKind::Files).unwrap();
+    let mut forged = 0;
+    for d in &mut descs {
+        if let Some(Kind::ProcFile(p)) = &mut d.kind {
+            if !p.init.is_empty() {
+                p.init = "00000000-0000-0000-0000-000000000000 1".into();
+                forged += 1;
+            }
+        }
+    }
+    assert_eq!(forged, 1, "the /proc/1 file in the image");
+    std::fs::remove_file(&path).unwrap();
+    cryo_proto::frame::write_image(&path, cryo_proto::ImageKind::Files, &descs).unwrap();
+    let out = w.cryo(&["restore", "-D", img.to_str().unwrap(), "--detach"]);
+    out.assert_refused()
+        .assert_stderr_mentions("/proc/1/status named pid 1")
+        .assert_stderr_mentions("another process");
+    assert!(
+        !cryo_tests::pid_exists(w.pid()),
+        "the refused restore made the process"
+    );
+}
+
+/// A file of another process outside the dump, or of a thread of pid 1, is refused.
 #[test]
 fn a_proc_file_of_a_process_outside_the_dump_is_refused_naming_pid_fd_and_path() {
     cryo_bin();
-    let w = Workload::spawn("proc-files", &["outside"]);
-    w.assert_dump_refused("40", "/proc/1, a process outside the dump");
+    let w = Workload::spawn("proc-files", &["outside-parent"]);
+    w.assert_dump_refused("40", "a process outside the dump");
+    let w = Workload::spawn("proc-files", &["outside-task"]);
+    w.assert_dump_refused(
+        "40",
+        "/proc/1/task/1/status (a thread of pid 1, outside the dump",
+    );
 }
 
 #[test]

@@ -1,8 +1,9 @@
 //! The paths a restore reopens are trusted no further than the dump saw them: a file swapped
 //! for a symlink (to a root-only file), a directory on the way swapped for a symlink, a file
 //! replaced by another are refused, naming the path and what differs, unless
-//! --accept-changed-files says to use them; a forged deleted-file record never yields a
-//! set-uid copy.
+//! --accept-changed-files says to use them; a forged deleted-file record in an image another
+//! user could write never yields a set-uid copy, and a deleted set-id file of root's comes
+//! back from root's image as an unnamed copy no one can link.
 //!
 //! Needs the engine: `cryo` must be built (`cargo build -p cryo`).
 
@@ -148,7 +149,7 @@ fn forge_ghosts(img: &Path, change: fn(&mut cryo_proto::image::RegularFile)) {
 }
 
 #[test]
-fn a_forged_set_uid_deleted_file_record_is_refused() {
+fn a_forged_set_uid_deleted_file_record_in_another_users_image_is_refused() {
     cryo_bin();
     let mut w = Workload::spawn("deleted-file", &["8192", "3"]);
     w.cmd("read");
@@ -158,7 +159,30 @@ fn a_forged_set_uid_deleted_file_record_is_refused() {
         r.mode = (r.mode & !0o7777) | 0o4755;
         r.uid = 0;
     });
-    refused(&w, &[], &["set-uid"]);
+    // As if user nobody had written it: root trusts its owner, not a set-uid root file.
+    let nobody = 65534;
+    std::os::unix::fs::chown(&img, Some(nobody), Some(nobody)).unwrap();
+    for entry in fs::read_dir(&img).unwrap() {
+        std::os::unix::fs::chown(entry.unwrap().path(), Some(nobody), Some(nobody)).unwrap();
+    }
+    refused(&w, &["--trust-image-owner"], &["set-uid"]);
+}
+
+#[test]
+fn a_deleted_set_id_file_of_roots_comes_back_unnamed_with_its_mode() {
+    cryo_bin();
+    let mut w = Workload::spawn("deleted-file", &["8192", "3", "setid"]);
+    let contents = w.cmd("read");
+    let relink = w.path("relinked").display().to_string();
+    // Unlinked, it cannot be given a name again.
+    assert_eq!(w.cmd(&format!("relink {relink}")), libc::ENOENT.to_string());
+    w.dump_and_restore();
+    assert_eq!(w.cmd("read"), contents);
+    assert_eq!(w.cmd("stat"), "6755 0 0 0");
+    // Nor can its copy (O_TMPFILE|O_EXCL): no name ever leads to a set-id copy.
+    assert_eq!(w.cmd(&format!("relink {relink}")), libc::ENOENT.to_string());
+    assert!(!Path::new(&relink).exists());
+    w.kill_restored();
 }
 
 /// A "unix-listen" workload bound to `sub/l.sock` in a temp dir, dumped (its socket file

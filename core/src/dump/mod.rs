@@ -578,11 +578,20 @@ fn dump_tree(
     }
     {
         use cryo_proto::image::file_desc::Kind;
-        let open_removed: Vec<(u64, u64)> = descs
+        let removed_dirs: std::collections::HashMap<u32, (u64, u64)> = descs
             .iter()
             .filter_map(|d| match &d.kind {
-                Some(Kind::Directory(r)) if r.deleted => Some((r.dev, r.ino)),
+                Some(Kind::Directory(r)) if r.deleted => Some((d.id, (r.dev, r.ino))),
                 _ => None,
+            })
+            .collect();
+        let open_removed: Vec<(i32, u64, u64)> = cores
+            .iter()
+            .flat_map(|(c, _)| {
+                c.fds
+                    .iter()
+                    .filter_map(|f| removed_dirs.get(&f.file_id))
+                    .map(|&(dev, ino)| (c.pid, dev, ino))
             })
             .collect();
         let all: Vec<&cryo_proto::image::TaskCore> = cores.iter().map(|(c, _)| c).collect();

@@ -5,12 +5,16 @@
 //!                  fhandle-type:T f_handle:H", one line per watch
 //!          path: a mount of filesystem D (from /proc/PID/mountinfo, opened through
 //!          /proc/PID/root), open_by_handle_at(handle) -> readlink; the path must still
-//!          name inode I (a watch on an unlinked inode is refused, naming it)
+//!          name inode I. An unlinked inode (the watch holds it): its contents saved as a
+//!          deleted file's (regular.rs, one copy per inode with the fds on it)
 //!          FIONREAD on a duplicate (pidfd_getfd): events queued, not read yet -> refused,
 //!          a temporary state (the process reads them; a retry then succeeds)
-//! restore  inotify_init1, inotify_add_watch in wd order; wds are given out cyclically
+//! restore  inotify_init1, the unlinked inodes made again first (regular.rs Ghosts: the
+//!          same inode as the process's fds on it get), then inotify_add_watch in wd order
+//!          (an unlinked one through /proc/self/fd/N); wds are given out cyclically
 //!          (next = last + 1), so a gap is skipped with a placeholder watch added and
-//!          removed; the queued IN_IGNORED of the placeholders is drained
+//!          removed; the events of the restore's own doing (the placeholders' IN_IGNORED)
+//!          are drained: the queue was empty at dump
 //! ```
 //!
 //! fanotify (fanotify.rs) finds the inodes of its marks the same way ([`resolve_handle`]).
@@ -21,13 +25,14 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use cryo_proto::image::{file_desc::Kind, FileDesc, Inotify, InotifyWatch};
+use cryo_proto::image::{file_desc::Kind, FileDesc, Inotify, InotifyWatch, RegularFile};
 use nix::fcntl::{FcntlArg, OFlag};
 use nix::sys::stat::Mode;
 
-use super::inspect::{fdinfo, OpenFd};
-use super::kind::{task_pidfd, Dumping, FileKind, Opened, Opening};
-use super::{restore_err, FileError};
+use super::inspect::{fdinfo, resolve_deleted, OpenFd};
+use super::kind::{task_pidfd, Checking, Dumping, FileKind, Opened, Opening};
+use super::regular::{self, Ghosts};
+use super::{restore_err, FileError, InodeKey};
 use crate::sys;
 
 /// inotify instances.
@@ -49,16 +54,29 @@ impl FileKind for Inotifies {
 
     fn dump(&self, fd: &mut Dumping<'_>) -> Result<Kind, FileError> {
         refuse_queued(fd, "inotify")?;
-        dump(fd.open).map(Kind::Inotify)
+        dump(fd).map(Kind::Inotify)
+    }
+
+    fn validate(
+        &self,
+        desc: &FileDesc,
+        i: &Inotify,
+        cx: &mut Checking<'_>,
+    ) -> Result<(), FileError> {
+        for removed in i.watches.iter().filter_map(|w| w.removed.as_ref()) {
+            regular::validate_ghost(desc, removed, cx)?;
+        }
+        Ok(())
     }
 
     fn open(
         &self,
         desc: &FileDesc,
         i: &Inotify,
-        _cx: &mut Opening<'_>,
+        cx: &mut Opening<'_>,
     ) -> Result<Opened, FileError> {
-        open(desc, i).map(Opened::Now)
+        let images = cx.images;
+        open(desc, i, cx.state.get::<Ghosts>(), images).map(Opened::Now)
     }
 
     fn describe(&self, _desc: &FileDesc, i: &Inotify) -> String {
@@ -157,10 +175,29 @@ pub(super) fn parse_handle(hex: &str, bytes: &str) -> Option<Vec<u8>> {
     (usize::from_str_radix(bytes, 16).ok()? == handle.len()).then_some(handle)
 }
 
+/// The inode a file handle names, found.
+pub(super) enum Found {
+    /// By this path.
+    Path(String),
+    /// Linked nowhere any more (a watch holds it): an fd on it.
+    Unlinked(OwnedFd),
+}
+
 /// The path of the inode `h` names (`what` says whose it is in errors: "inotify watch 2"),
 /// found through its file handle on a mount of its filesystem the task sees. An inode no
 /// longer linked anywhere is refused: it has no path to come back by.
 pub(super) fn resolve_handle(open: &OpenFd, what: &str, h: &Handle<'_>) -> Result<String, FileError> {
+    match find_handle(open, what, h)? {
+        Found::Path(path) => Ok(path),
+        Found::Unlinked(_) => Err(open.dump_err(format!(
+            "{what}: its inode {} is unlinked (no name left to find it by): not supported",
+            h.ino
+        ))),
+    }
+}
+
+/// The inode `h` names ([`resolve_handle`]): its path, or an fd on it if it is unlinked.
+pub(super) fn find_handle(open: &OpenFd, what: &str, h: &Handle<'_>) -> Result<Found, FileError> {
     let dev = kdev_name(h.sdev);
     let bad = |detail: String| open.dump_err(format!("{what}: {detail}"));
     let mounts = mount_points(open.pid.as_raw(), &dev).map_err(|e| {
@@ -199,10 +236,7 @@ pub(super) fn resolve_handle(open: &OpenFd, what: &str, h: &Handle<'_>) -> Resul
         let unlinked = fs::metadata(format!("/proc/self/fd/{}", fd.as_raw_fd()))
             .is_ok_and(|m| m.nlink() == 0);
         if unlinked {
-            return Err(bad(format!(
-                "its inode {} is unlinked (no name left to find it by): not supported",
-                h.ino
-            )));
+            return Ok(Found::Unlinked(fd));
         }
         let link = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
         let path = fs::read_link(&link)
@@ -211,48 +245,112 @@ pub(super) fn resolve_handle(open: &OpenFd, what: &str, h: &Handle<'_>) -> Resul
             .into_string()
             .map_err(|p| bad(format!("path {p:?} is not valid UTF-8 (not supported)")))?;
         match fs::symlink_metadata(&path) {
-            Ok(meta) if meta.ino() == h.ino => return Ok(path),
+            Ok(meta) if meta.ino() == h.ino => return Ok(Found::Path(path)),
             _ => last_err = format!("the inode {} is not reachable by path", h.ino),
         }
     }
     Err(bad(last_err))
 }
 
-/// The path of the watched inode, found through its file handle.
-fn resolve(open: &OpenFd, w: &WatchLine) -> Result<String, FileError> {
+/// The watched inode, found through its file handle: its path, and for an unlinked one its
+/// record as a deleted file (contents saved).
+fn resolve(fd: &mut Dumping<'_>, w: &WatchLine) -> Result<(String, Option<RegularFile>), FileError> {
     let h = Handle {
         sdev: w.sdev,
         ino: w.ino,
         handle_type: w.handle_type,
         handle: &w.handle,
     };
-    resolve_handle(open, &format!("inotify watch {}", w.wd), &h)
+    let open = fd.open;
+    let what = format!("inotify watch {}", w.wd);
+    let held = match find_handle(open, &what, &h)? {
+        Found::Path(path) => return Ok((path, None)),
+        Found::Unlinked(held) => held,
+    };
+    let source = PathBuf::from(format!("/proc/self/fd/{}", held.as_raw_fd()));
+    let bad = |e: io::Error| open.dump_err(format!("{what}: its unlinked inode {}: {e}", w.ino));
+    let meta = fs::metadata(&source).map_err(bad)?;
+    let link = fs::read_link(&source)
+        .map_err(bad)?
+        .into_os_string()
+        .into_string()
+        .map_err(|p| open.dump_err(format!("{what}: path {p:?} is not valid UTF-8 (not supported)")))?;
+    let (path, _) = resolve_deleted(&link, &meta);
+    if meta.file_type().is_dir() || !meta.file_type().is_file() {
+        return Err(open.dump_err(format!(
+            "{what}: its inode {} ({path}) is removed and not a regular file: not supported",
+            w.ino
+        )));
+    }
+    // The restore makes the file again for the process's own fds on it and the watch goes on
+    // that copy; held by nothing else (a mapping, a cwd, another process), the copy would be
+    // gone at the end of the restore, and the watch with it (IN_DELETE_SELF).
+    let key = InodeKey::of(&meta);
+    let fds = PathBuf::from(format!("/proc/{}/fd", open.pid));
+    let held_by_fd = fs::read_dir(&fds)
+        .map_err(|e| open.inspect_err("list the fds", fds.clone(), e))?
+        .flatten()
+        .any(|e| fs::metadata(e.path()).is_ok_and(|m| InodeKey::of(&m) == key));
+    if !held_by_fd {
+        return Err(open.dump_err(format!(
+            "{what}: its inode {} ({path}) is unlinked and no fd of the process holds it: \
+             not supported (the copy a restore makes would be gone, and the watch with it)",
+            w.ino
+        )));
+    }
+    let reg = regular::dump_file(
+        fd.state,
+        fd.id,
+        key,
+        path.clone(),
+        true,
+        &meta,
+        &source,
+        fd.images,
+    )
+    .map_err(|e| open.dump_err(format!("{what}: {e}")))?;
+    Ok((path, Some(reg)))
 }
 
-/// The watches of inotify `open`, in wd order.
-fn dump(open: &OpenFd) -> Result<Inotify, FileError> {
+/// The watches of inotify `fd`, in wd order.
+fn dump(fd: &mut Dumping<'_>) -> Result<Inotify, FileError> {
+    let open = fd.open;
     let text = fdinfo(open)?;
     let mut watches = Vec::new();
     for line in text.lines().filter(|l| l.starts_with("inotify ")) {
         let w = parse_line(line)
             .ok_or_else(|| open.dump_err(format!("inotify: cannot parse fdinfo line {line:?}")))?;
-        let path = resolve(open, &w)?;
+        let (path, removed) = resolve(fd, &w)?;
         watches.push(InotifyWatch {
             wd: w.wd,
             path,
             mask: w.mask,
             dev: w.sdev,
             ino: w.ino,
+            removed,
         });
     }
     watches.sort_by_key(|w| w.wd);
     Ok(Inotify { watches })
 }
 
-/// Recreates an inotify instance with its watches at their wds.
-fn open(desc: &FileDesc, ino: &Inotify) -> Result<OwnedFd, FileError> {
+/// Recreates an inotify instance with its watches at their wds; the unlinked inodes are made
+/// again (`ghosts`, from `images`) before any watch is added.
+fn open(
+    desc: &FileDesc,
+    ino: &Inotify,
+    ghosts: &mut Ghosts,
+    images: &crate::image::ImageDir,
+) -> Result<OwnedFd, FileError> {
     let fd = sys::inotify::inotify_init(libc::IN_CLOEXEC | libc::IN_NONBLOCK)
         .map_err(|e| restore_err(desc, "inotify_init1", e))?;
+    let mut paths = Vec::with_capacity(ino.watches.len());
+    for w in &ino.watches {
+        paths.push(match &w.removed {
+            Some(reg) => ghosts.handle(desc, reg, images)?.display().to_string(),
+            None => w.path.clone(),
+        });
+    }
     let invalid = |detail: String| FileError::Invalid {
         id: desc.id,
         detail,
@@ -263,7 +361,7 @@ fn open(desc: &FileDesc, ino: &Inotify) -> Result<OwnedFd, FileError> {
         .ok_or_else(|| invalid("no free placeholder path to skip wd gaps with".into()))?;
     let mut next = 1;
     let mut skipped = 0;
-    for w in &ino.watches {
+    for (w, path) in ino.watches.iter().zip(&paths) {
         while next < w.wd {
             let gap = sys::inotify::inotify_add_watch(
                 fd.as_fd(),
@@ -279,7 +377,7 @@ fn open(desc: &FileDesc, ino: &Inotify) -> Result<OwnedFd, FileError> {
                 return Err(invalid(format!("wd {} is too far to reach", w.wd)));
             }
         }
-        let got = sys::inotify::inotify_add_watch(fd.as_fd(), &w.path, w.mask)
+        let got = sys::inotify::inotify_add_watch(fd.as_fd(), path, w.mask)
             .map_err(|e| restore_err(desc, format!("inotify_add_watch {}", w.path), e))?;
         if got != w.wd {
             return Err(invalid(format!(
@@ -289,8 +387,9 @@ fn open(desc: &FileDesc, ino: &Inotify) -> Result<OwnedFd, FileError> {
         }
         next = got + 1;
     }
-    if skipped > 0 {
-        // The IN_IGNORED events of the placeholders.
+    if skipped > 0 || ino.watches.iter().any(|w| w.removed.is_some()) {
+        // The IN_IGNORED events of the placeholders, anything the making of the unlinked
+        // inodes did in a watched directory.
         let mut buf = [0u8; 4096];
         while matches!(nix::unistd::read(&fd, &mut buf), Ok(n) if n > 0) {}
     }

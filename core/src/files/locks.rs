@@ -8,6 +8,8 @@
 //!   OFDLCK ADVISORY  READ  -1  d:i s e   the description      fcntl(fd, F_OFD_SETLK)
 //!   FLOCK  ADVISORY  WRITE pid d:i 0 EOF the description      flock(fd, LOCK_EX|LOCK_NB)
 //!   LEASE  ACTIVE    READ  pid d:i 0 EOF the description      fcntl(fd, F_SETLEASE)
+//!   LEASE  BREAKING  UNLCK pid d:i 0 EOF the description      F_SETLEASE, then an open
+//!                                                           O_NONBLOCK that breaks it
 //! F_GETOWN_EX / F_GETSIG (a duplicate)   the description      fcntl(fd, F_SETOWN_EX / F_SETSIG)
 //! ```
 //!
@@ -15,8 +17,16 @@
 //! the process reading it): each lock is recorded once per process, with the first fd that
 //! shows it. A POSIX lock goes away when its process closes ANY fd of the file, so locks are
 //! taken back after every temporary fd of the restore (mappings, control pipes) is closed.
-//! A lease being broken, a mandatory lock or a delegation cannot be taken back: the dump
-//! refuses it. A signal owner is a process, thread or process group of the dump (a server's
+//! A lease being broken comes back being broken: fdinfo shows what it is being broken to
+//! (UNLCK, READ), not what it was; a downgrade (READ) was a write lease, so was an unlock on
+//! a writable fd (a read lease needs a read-only one); on a read-only fd, an open for reading
+//! (O_NONBLOCK) tells them apart (a write lease conflicts, and being broken already stays as
+//! it was: EWOULDBLOCK). The restore takes the lease, then opens the file in the breaking mode
+//! with O_NONBLOCK from cryo, which starts the break again (the break time starts again too).
+//! The break signal is not sent again: the process got it at the time, and the lease's owner
+//! is cleared (F_SETOWN 0) before the break and set back afterwards ([`set_owners`]).
+//! A mandatory lock, a lease breaker or a delegation cannot be taken back: the dump refuses
+//! it. A signal owner is a process, thread or process group of the dump (a server's
 //! master owning the channel its workers share, say): the pids come back, so the same
 //! process gets the signal. An owner outside the dump is refused: the restore could not
 //! promise it. The owner belongs to the description: it is recorded once, with the first
@@ -27,9 +37,12 @@
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::os::fd::{AsFd, OwnedFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
 
 use cryo_proto::image::file_desc::Kind;
-use cryo_proto::image::{FdOwner, FileDesc, FileLock, FileLockKind, MmCore, TaskCore};
+use cryo_proto::image::{
+    FdOwner, FileDesc, FileLock, FileLockKind, LeaseBreak, MmCore, TaskCore,
+};
 use nix::unistd::Pid;
 
 use super::inspect::OpenFd;
@@ -97,14 +110,17 @@ pub(super) fn from_fdinfo(open: &OpenFd, text: &str) -> Result<Vec<HeldLock>, Fi
             ("POSIX", "ADVISORY") => FileLockKind::Posix,
             ("OFDLCK", "ADVISORY") => FileLockKind::Ofd,
             ("FLOCK", "ADVISORY") => FileLockKind::Flock,
-            ("LEASE", "ACTIVE") => FileLockKind::Lease,
-            ("LEASE", _) => return Err(refuse("a lease being broken")),
+            ("LEASE", "ACTIVE" | "BREAKING") => FileLockKind::Lease,
+            ("LEASE", _) => return Err(refuse("a lease breaker")),
             (_, "MANDATORY") => return Err(refuse("a mandatory lock")),
             _ => return Err(refuse("a lock of this kind")),
         };
-        let write = match l.mode {
-            "WRITE" => true,
-            "READ" => false,
+        let (write, lease_break) = match (l.state, l.mode) {
+            ("BREAKING", "READ") => (true, LeaseBreak::Downgrade),
+            ("BREAKING", "UNLCK") => (breaking_lease_was_write(open)?, LeaseBreak::Unlock),
+            ("BREAKING", _) => return Err(refuse("a lease being broken to this mode")),
+            (_, "WRITE") => (true, LeaseBreak::None),
+            (_, "READ") => (false, LeaseBreak::None),
             _ => return Err(refuse("a lock being released")),
         };
         // Its owner is an fd table; the line names the process that took it: judged with the
@@ -118,10 +134,53 @@ pub(super) fn from_fdinfo(open: &OpenFd, text: &str) -> Result<Vec<HeldLock>, Fi
                 write,
                 start: l.start,
                 end: l.end.unwrap_or(u64::MAX),
+                lease_break: lease_break as i32,
             },
         ));
     }
     Ok(locks)
+}
+
+/// Whether the lease on fd `open`, being given up (fdinfo UNLCK), was a write lease. A read
+/// lease needs a read-only fd, so a writable one held a write lease. On a read-only one, an
+/// open for reading with O_NONBLOCK conflicts with a write lease only: EWOULDBLOCK (the lease,
+/// already being broken, is left as it was); through a read lease it opens (closed at once).
+fn breaking_lease_was_write(open: &OpenFd) -> Result<bool, FileError> {
+    if open.flags & libc::O_ACCMODE as u32 != libc::O_RDONLY as u32 {
+        return Ok(true);
+    }
+    let path = open.proc_path();
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(&path)
+    {
+        Ok(_) => Ok(false),
+        Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => Ok(true),
+        Err(e) => Err(open.inspect_err("open for reading (which lease is broken)", path, e)),
+    }
+}
+
+/// Starts again the break of the lease `l` that `pid` holds on its fd `l.fd`: an open of the
+/// file in the mode that broke it (for writing: to be given up; for reading: to become a read
+/// lease), O_NONBLOCK, which fails with EWOULDBLOCK once the break has begun.
+fn start_break(pid: Pid, l: &FileLock) -> io::Result<()> {
+    let write = match LeaseBreak::try_from(l.lease_break) {
+        Ok(LeaseBreak::None) => return Ok(()),
+        Ok(LeaseBreak::Unlock) => true,
+        Ok(LeaseBreak::Downgrade) => false,
+        Err(_) => return Err(io::Error::from_raw_os_error(libc::EINVAL)),
+    };
+    match std::fs::OpenOptions::new()
+        .read(!write)
+        .write(write)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(super::inspect::proc_fd(pid, l.fd))
+    {
+        Ok(_) => Err(io::Error::other("the open went through: no lease to break")),
+        Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// The signal owner and signal of fd `open` (F_GETOWN_EX, F_GETSIG on a duplicate taken
@@ -357,7 +416,13 @@ pub(crate) fn describe(l: &FileLock) -> String {
         Ok(FileLockKind::Posix) => "POSIX",
         Ok(FileLockKind::Ofd) => "OFD",
         Ok(FileLockKind::Flock) => "flock",
-        Ok(FileLockKind::Lease) => return format!("{mode} lease"),
+        Ok(FileLockKind::Lease) => {
+            return match LeaseBreak::try_from(l.lease_break) {
+                Ok(LeaseBreak::Unlock) => format!("{mode} lease being given up"),
+                Ok(LeaseBreak::Downgrade) => format!("{mode} lease being downgraded"),
+                _ => format!("{mode} lease"),
+            }
+        }
         _ => "unknown",
     };
     let end = if l.end == u64::MAX {
@@ -408,9 +473,13 @@ pub(crate) fn take_back(
                 let op = if l.write { libc::LOCK_EX } else { libc::LOCK_SH } | libc::LOCK_NB;
                 remote.call(libc::SYS_flock, &[fd, op as u64])
             }
-            Ok(FileLockKind::Lease) => {
-                remote.call(libc::SYS_fcntl, &[fd, libc::F_SETLEASE as u64, lock_type])
-            }
+            // F_SETLEASE makes the process the owner of the file's signals: cleared, so that
+            // a break started again sends no second signal (the owner of the dump is set
+            // back afterwards, by set_owners).
+            Ok(FileLockKind::Lease) => remote
+                .call(libc::SYS_fcntl, &[fd, libc::F_SETLEASE as u64, lock_type])
+                .and_then(|_| remote.call(libc::SYS_fcntl, &[fd, libc::F_SETOWN as u64, 0]))
+                .and_then(|_| start_break(pid, l).map(|()| 0)),
             _ => Err(io::Error::from_raw_os_error(libc::EINVAL)),
         };
         done.map_err(|source| {
@@ -501,6 +570,7 @@ mod tests {
             write: true,
             start: 5,
             end: u64::MAX,
+            lease_break: 0,
         };
         assert_eq!(describe(&l), "POSIX write lock on bytes 5-EOF");
     }

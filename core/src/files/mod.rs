@@ -86,7 +86,9 @@ pub(crate) use error::restore_err;
 pub use error::FileError;
 pub use inspect::InodeKey;
 pub(crate) use open::above;
-pub(crate) use regular::{make_dir_again, set_owner_mode_times, times_ns, timespec_of_ns};
+pub(crate) use regular::{
+    make_dir_again, removed_dir_made, set_owner_mode_times, times_ns, timespec_of_ns,
+};
 pub use open::FdRestoreOptions;
 pub(crate) use place::{
     can_hand_down, made_together, open_in_cryo, open_unix_pair_by_ids, restore_task_fds_with,

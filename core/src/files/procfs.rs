@@ -7,6 +7,13 @@
 //!                                             recorded with P (and T: P's main thread, or a
 //!                                             thread of the holder itself); any other pid is
 //!                                             refused (it would name another process or none)
+//!          /proc/1/REST, 1 outside the dump  recorded with pid 1's identity (boot id and start
+//!                                             time): cryo's init, the same process at a
+//!                                             restore on this boot, whatever PID namespace
+//!                                             the restore makes (the restored process reads
+//!                                             cryo's /proc); refused at restore where pid 1 is
+//!                                             another process (another host, boot, or a
+//!                                             cryo in another PID namespace)
 //!          /proc/P/mem                        refused
 //!          /proc/REST (meminfo, loadavg...)   recorded by path
 //!          a position other than 0 must be settable again: cryo opens the path and seeks
@@ -14,7 +21,7 @@
 //!          -> recorded with that process; else cryo's own -> recorded as cryo's; else refused
 //!        pids are the image's (task/pidns.rs renames them for a dump of a PID namespace)
 //! restore
-//!   in the child, with its other fds  /proc/REST: opened by path, position set;
+//!   in the child, with its other fds  /proc/REST, /proc/1/REST: opened by path, position set;
 //!                                     cryo's namespace: taken from the slot cryo filled
 //!                                     before the first fork (/proc/self/ns/KIND of cryo);
 //!                                     the others: a placeholder at their numbers
@@ -89,7 +96,21 @@ impl FileKind for ProcFiles {
         check_shape(rec).map_err(|detail| FileError::Invalid {
             id: desc.id,
             detail,
-        })
+        })?;
+        if !rec.init.is_empty() {
+            let here = init_identity().map_err(|e| restore_err(desc, "read pid 1's identity", e))?;
+            if here != rec.init {
+                return Err(FileError::Invalid {
+                    id: desc.id,
+                    detail: format!(
+                        "/proc/1{} named pid 1 (boot and start time {}), and pid 1 here is \
+                         another process ({here}): it would name another process",
+                        rec.rest, rec.init
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 
     fn open(
@@ -116,7 +137,12 @@ impl FileKind for ProcFiles {
                 .map(Opened::Now)
                 .map_err(|e| restore_err(desc, "dup cryo's namespace", e));
         }
-        let fd = open_no_symlinks(&rec.rest, open_flags(desc.flags))
+        let path = if rec.init.is_empty() {
+            rec.rest.clone()
+        } else {
+            format!("/proc/1{}", rec.rest)
+        };
+        let fd = open_no_symlinks(&path, open_flags(desc.flags))
             .map_err(|e| restore_err(desc, "open", e.into()))?;
         if desc.pos != 0 {
             nix::unistd::lseek(&fd, desc.pos as i64, nix::unistd::Whence::SeekSet)
@@ -133,6 +159,7 @@ impl FileKind for ProcFiles {
 
     fn describe(&self, _desc: &FileDesc, p: &ProcFile) -> String {
         match (p.namespace.is_empty(), p.pid) {
+            (true, 0) if !p.init.is_empty() => format!("proc file /proc/1{} (pid 1)", p.rest),
             (true, 0) => format!("proc file {}", p.rest),
             (true, pid) if p.tid != 0 => format!("proc file /proc/{pid}/task/{}{}", p.tid, p.rest),
             (true, pid) => format!("proc file /proc/{pid}{}", p.rest),
@@ -148,6 +175,9 @@ impl FileKind for ProcFiles {
 /// A record's shape: a known namespace kind, or a path that stays below /proc (a file of
 /// /proc itself, not of a process) or below /proc/PID.
 fn check_shape(rec: &ProcFile) -> Result<(), String> {
+    if !rec.init.is_empty() && (rec.pid != 0 || rec.tid != 0 || !rec.namespace.is_empty()) {
+        return Err("a file of pid 1 outside the dump that names another process".into());
+    }
     if !rec.namespace.is_empty() {
         if !NAMESPACES.contains(&rec.namespace.as_str()) || !rec.rest.is_empty() {
             return Err(format!("namespace fd of unknown kind {:?}", rec.namespace));
@@ -155,7 +185,7 @@ fn check_shape(rec: &ProcFile) -> Result<(), String> {
         return Ok(());
     }
     let not_of_proc = || format!("{:?} is no file of /proc itself", rec.rest);
-    let path = if rec.pid == 0 {
+    let path = if rec.pid == 0 && rec.init.is_empty() {
         match rec.rest.strip_prefix("/proc") {
             // /proc itself (a directory fd on it).
             Some("") => "",
@@ -212,6 +242,9 @@ fn dump_file(
             ..Default::default()
         });
     };
+    if pid == 1 && !pids.contains(&pid) {
+        return dump_init_file(open, path, parts.next());
+    }
     if !pids.contains(&pid) {
         return Err(open.refuse(
             format!("file of /proc/{pid}, a process outside the dump (it would name another process or none)"),
@@ -244,6 +277,44 @@ fn dump_file(
         pid,
         tid,
         rest,
+        ..Default::default()
+    })
+}
+
+/// pid 1 of cryo's PID namespace as "BOOT_ID START_TIME": the same process has the same.
+fn init_identity() -> io::Result<String> {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")?;
+    let stat = std::fs::read_to_string("/proc/1/stat")?;
+    // After the command name's closing parenthesis: field 3 (state) on; start time is 22.
+    let start = stat
+        .rsplit_once(')')
+        .and_then(|(_, after)| after.split_whitespace().nth(22 - 3))
+        .ok_or_else(|| io::Error::other("cannot parse /proc/1/stat"))?;
+    Ok(format!("{} {start}", boot.trim()))
+}
+
+/// The record of an fd on `path`, a file of /proc/1 (`rest`: what follows "/proc/1/"), pid 1
+/// being outside the dump: recorded with its identity. Its threads' directories are refused.
+fn dump_init_file(open: &OpenFd, path: &str, rest: Option<&str>) -> Result<ProcFile, FileError> {
+    let rest = rest.map(|r| format!("/{r}")).unwrap_or_default();
+    if rest == "/task" || rest.starts_with("/task/") {
+        return Err(open.refuse(
+            format!("{path} (a thread of pid 1, outside the dump: it may be gone at restore)"),
+            false,
+        ));
+    }
+    if rest == "/mem" {
+        return Err(open.refuse(
+            format!("{path} (a process's memory, bound to the address space at open)"),
+            true,
+        ));
+    }
+    check_position(open, path)?;
+    let init = init_identity()
+        .map_err(|e| open.inspect_err("read pid 1's identity", PathBuf::from("/proc/1/stat"), e))?;
+    Ok(ProcFile {
+        rest,
+        init,
         ..Default::default()
     })
 }
@@ -524,5 +595,14 @@ mod tests {
         };
         assert_eq!(check_shape(&ns("uts")), Ok(()));
         assert!(check_shape(&ns("../x")).is_err());
+        let init = |rest: &str| ProcFile {
+            rest: rest.into(),
+            init: "b00t 1".into(),
+            ..Default::default()
+        };
+        assert_eq!(check_shape(&init("/status")), Ok(()));
+        assert_eq!(check_shape(&init("")), Ok(()));
+        assert!(check_shape(&init("/../2/status")).is_err());
+        assert!(check_shape(&ProcFile { pid: 7, ..init("/status") }).is_err());
     }
 }

@@ -88,13 +88,14 @@ pub(super) fn dump_file(
     if !deleted {
         return Ok(reg);
     }
-    if reg.mode & 0o6000 != 0 {
+    if reg.mode & 0o6000 != 0 && !(reg.uid == 0 && images.only_root_writes()) {
         return Err(FileError::Invalid {
             id,
             detail: format!(
-                "deleted file {} is set-uid or set-gid: refused, a restore would have to \
-                 create a set-id copy of it",
-                reg.path
+                "deleted file {} is set-uid or set-gid (owner uid {}): refused, a restore would \
+                 have to create a set-id copy of it (done only for a file of root's, in an \
+                 image only root writes)",
+                reg.path, reg.uid
             ),
         });
     }
@@ -240,7 +241,7 @@ fn truncated(desc: &FileDesc, reg: &RegularFile, now: u64) -> String {
 }
 
 /// Checks the contents image of a deleted file (once per image).
-fn validate_ghost(
+pub(super) fn validate_ghost(
     desc: &FileDesc,
     reg: &RegularFile,
     cx: &mut Checking<'_>,
@@ -269,12 +270,13 @@ fn validate_ghost(
             ),
         });
     }
-    if reg.mode & 0o6000 != 0 {
+    if reg.mode & 0o6000 != 0 && !(reg.uid == 0 && cx.images.only_root_writes()) {
         return Err(FileError::Invalid {
             id: desc.id,
             detail: format!(
-                "deleted file {} is set-uid or set-gid: its copy is not made (the dump refuses it)",
-                reg.path
+                "deleted file {} is set-uid or set-gid (owner uid {}): its copy is made only for \
+                 a file of root's, from an image only root writes (restored by root)",
+                reg.path, reg.uid
             ),
         });
     }
@@ -525,7 +527,7 @@ pub(super) struct Ghosts {
 impl Ghosts {
     /// A path through which the recreated ghost of `reg` can be opened: /proc/self/fd/N of an
     /// fd holding it (recreating it first if this process holds none).
-    fn handle(
+    pub(super) fn handle(
         &mut self,
         desc: &FileDesc,
         reg: &RegularFile,
@@ -575,6 +577,7 @@ impl Ghosts {
                 let inode = reopen_linked(desc, reg, linked, images)?;
                 renamed_deleted(desc, reg, inode)?
             }
+            (None, Some(raw)) if reg.mode & 0o6000 != 0 => recreate_set_id(desc, reg, raw, images)?,
             (None, Some(raw)) => match tmpfile.map(|flags| recreate_tmpfile(desc, reg, raw, images, flags)) {
                 Some(Ok((fd, desc_fd))) => {
                     own = Some(desc_fd);
@@ -588,6 +591,14 @@ impl Ghosts {
             },
             (None, None) => unreachable!("refused above"),
         };
+        // Held as O_PATH until the call is done: its close then sends no event (an inotify
+        // watch on it or on its directory would see an IN_CLOSE_WRITE no process did).
+        let fd = nix::fcntl::open(
+            &self_fd(fd.as_raw_fd()),
+            OFlag::O_PATH | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| restore_err(desc, "hold the recreated file", e.into()))?;
         let meta = fs::metadata(self_fd(fd.as_raw_fd()))
             .map_err(|e| restore_err(desc, "stat the recreated file", e))?;
         RECREATED.with(|r| r.borrow_mut().insert(key, InodeKey::of(&meta)));
@@ -595,6 +606,19 @@ impl Ghosts {
         self.made.insert(name, fd);
         Ok((path, own))
     }
+}
+
+/// /proc/self/fd/N of an fd of this process on the removed directory `dev`:`ino` of the dump,
+/// made again by this restore for the process's fds (or its parent's, inherited), if any: its
+/// working directory, removed too, is that same directory.
+pub(crate) fn removed_dir_made(dev: u64, ino: u64) -> Option<PathBuf> {
+    let name = format!("directory {dev}:{ino}");
+    let inode = RECREATED.with(|r| {
+        r.borrow()
+            .iter()
+            .find_map(|((_, n), inode)| (*n == name).then_some(*inode))
+    })?;
+    find_open(inode)
 }
 
 /// /proc/self/fd/N.
@@ -664,6 +688,49 @@ fn recreate_tmpfile(
     }
     debug!(id = desc.id, path = %reg.path, size = raw.size, "deleted file recreated with O_TMPFILE");
     Ok((file.into(), own))
+}
+
+/// Recreates the deleted set-uid or set-gid file of `reg` (root's, from an image only root
+/// writes: checked by validate_ghost) where no one can reach it by a name, ever: unnamed with
+/// O_TMPFILE|O_EXCL (never to be linked) in its directory, or in the image directory if that is
+/// gone, filled, given its owner and its mode with the set-id bits (checked: never a copy
+/// that lost them). Returns an O_RDWR fd on it.
+fn recreate_set_id(
+    desc: &FileDesc,
+    reg: &RegularFile,
+    raw: &RawFileRef,
+    images: &ImageDir,
+) -> Result<OwnedFd, FileError> {
+    let err = |step: &'static str| move |e: io::Error| restore_err(desc, step, e);
+    let unnamed = |dir: &Path| {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .mode(0o600)
+            .custom_flags(libc::O_TMPFILE | libc::O_EXCL)
+            .open(dir)
+    };
+    let dir = Path::new(&reg.path).parent().unwrap_or(Path::new("/"));
+    let mut file = if dir.is_dir() {
+        unnamed(dir)
+    } else {
+        unnamed(images.path())
+    }
+    .map_err(err("make the set-id deleted file again unnamed (O_TMPFILE|O_EXCL)"))?;
+    fill(&mut file, reg, raw, images).map_err(err("fill the recreated set-id deleted file"))?;
+    let mode = file
+        .metadata()
+        .map_err(err("stat the recreated set-id deleted file"))?
+        .mode();
+    if mode & 0o7777 != reg.mode & 0o7777 {
+        return Err(restore_err(
+            desc,
+            "give the recreated set-id deleted file its owner and mode",
+            io::Error::other(format!("its mode is {:o}, not {:o}", mode & 0o7777, reg.mode & 0o7777)),
+        ));
+    }
+    debug!(id = desc.id, path = %reg.path, mode = format!("{:o}", reg.mode & 0o7777), "set-id deleted file recreated unnamed");
+    Ok(file.into())
 }
 
 /// A new directory for a removed one named `original` ([`make_beside`]). Returns its path.

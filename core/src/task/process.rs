@@ -66,9 +66,13 @@ fn removed_dir(pid: Pid) -> Result<RemovedDir> {
 
 /// Refuses removed working directories a restore would make apart from what shares them
 /// (each process's is made again on its own): one that is the working directory of two
-/// processes, or that a process of the dump also holds open (`open_removed`: the dev and inode
-/// of every removed directory held by an fd). `cores`: the dump's processes.
-pub fn refuse_shared_removed_cwd(cores: &[&TaskCore], open_removed: &[(u64, u64)]) -> Result<()> {
+/// processes, or that another process of the dump holds open (`open_removed`: the pid, dev
+/// and inode of every removed directory held by an fd). One the process itself holds open is
+/// made once, for the fd, and entered ([`enter_removed`]). `cores`: the dump's processes.
+pub fn refuse_shared_removed_cwd(
+    cores: &[&TaskCore],
+    open_removed: &[(i32, u64, u64)],
+) -> Result<()> {
     let mut seen: std::collections::HashMap<(u64, u64), i32> = std::collections::HashMap::new();
     for core in cores {
         let Some(r) = &core.cwd_removed else { continue };
@@ -83,12 +87,15 @@ pub fn refuse_shared_removed_cwd(cores: &[&TaskCore], open_removed: &[(u64, u64)
                 ),
             ));
         }
-        if open_removed.contains(&(r.dev, r.ino)) {
+        if let Some(&(other, _, _)) = open_removed
+            .iter()
+            .find(|&&(p, dev, ino)| p != core.pid && (dev, ino) == (r.dev, r.ino))
+        {
             return Err(Error::target(
                 pid,
                 format!(
-                    "{what} and a process of the dump holds it open too: a restore would make \
-                     the two apart"
+                    "{what} and another process of the dump (pid {other}) holds it open: a \
+                     restore would make the two apart"
                 ),
             ));
         }
@@ -221,8 +228,13 @@ pub fn restore_in_child(core: &TaskCore) -> Result<(), ChildError> {
 }
 
 /// Makes the removed working directory `path` again (files/regular.rs: at its path when free,
-/// else beside it), enters it, removes it, then gives it its owner, mode and times.
+/// else beside it), enters it, removes it, then gives it its owner, mode and times. One the
+/// process also holds open was made again for that fd (with its owner, mode and times): it
+/// enters that one, so the fd and the working directory are one directory, as at dump.
 fn enter_removed(path: &str, removed: &RemovedDir) -> nix::Result<()> {
+    if let Some(held) = crate::files::removed_dir_made(removed.dev, removed.ino) {
+        return nix::unistd::chdir(&held);
+    }
     let made = crate::files::make_dir_again(std::path::Path::new(path))
         .map_err(|e| nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
     let entered = nix::unistd::chdir(&made);

@@ -1,10 +1,13 @@
-//! `deleted-file [LEN] [SEED] [tmpfile]`: a file created in the control directory, filled,
-//! kept open and unlinked: its contents live only in the open file. With `tmpfile` it is made
-//! unnamed by open(O_TMPFILE) in that directory, as glibc's tmpfile() does.
+//! `deleted-file [LEN] [SEED] [tmpfile|setid]`: a file created in the control directory,
+//! filled, kept open and unlinked: its contents live only in the open file. With `tmpfile` it
+//! is made unnamed by open(O_TMPFILE) in that directory, as glibc's tmpfile() does; with
+//! `setid` it is given mode 06755 (set-uid and set-gid) before it is unlinked.
 //!
 //! ```text
-//! deleted-file [LEN] [SEED] [tmpfile]  read  -> <len> <checksum>       pos -> <offset>
-//!                                      flags -> <F_GETFL, octal>
+//! deleted-file [LEN] [SEED] [tmpfile|setid]  read  -> <len> <checksum>   pos -> <offset>
+//!                                            flags -> <F_GETFL, octal>
+//!                                            stat  -> <mode octal> <uid> <gid> <nlink>
+//!                                            relink -> linkat of /proc/self/fd/N: ok or errno
 //! ```
 
 use std::path::Path;
@@ -28,6 +31,10 @@ pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
         let path = dir.join(protocol::DELETED_FILE);
         let fd = sys::open_mode(&path, libc::O_RDWR | libc::O_CREAT | libc::O_EXCL, 0o600)
             .map_err(failed("create deleted file"))?;
+        if args.get(2).is_some_and(|a| a == "setid") {
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o6755))
+                .map_err(failed("chmod 06755"))?;
+        }
         std::fs::remove_file(&path).map_err(failed("unlink"))?;
         fd
     };
@@ -45,6 +52,41 @@ impl Mode for DeletedFile {
             }
             ("pos", []) => Ok(sys::tell(self.fd).map_err(io_err)?.to_string()),
             ("flags", []) => Ok(format!("{:o}", sys::file_flags(self.fd).map_err(io_err)?)),
+            ("stat", []) => {
+                let meta =
+                    std::fs::metadata(format!("/proc/self/fd/{}", self.fd)).map_err(io_err)?;
+                use std::os::unix::fs::MetadataExt;
+                Ok(format!(
+                    "{:o} {} {} {}",
+                    meta.mode() & 0o7777,
+                    meta.uid(),
+                    meta.gid(),
+                    meta.nlink()
+                ))
+            }
+            ("relink", [to]) => {
+                // A name for the open file: linkat through its /proc link.
+                let from = std::ffi::CString::new(format!("/proc/self/fd/{}", self.fd))
+                    .map_err(|e| e.to_string())?;
+                let to = std::ffi::CString::new(*to).map_err(|e| e.to_string())?;
+                // SAFETY: both paths are NUL-terminated and outlive the call.
+                let r = unsafe {
+                    libc::linkat(
+                        libc::AT_FDCWD,
+                        from.as_ptr(),
+                        libc::AT_FDCWD,
+                        to.as_ptr(),
+                        libc::AT_SYMLINK_FOLLOW,
+                    )
+                };
+                Ok(match r {
+                    0 => "ok".into(),
+                    _ => std::io::Error::last_os_error()
+                        .raw_os_error()
+                        .unwrap_or(0)
+                        .to_string(),
+                })
+            }
             _ => unknown(verb),
         }
     }

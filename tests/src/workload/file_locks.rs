@@ -9,6 +9,15 @@
 //! locks flock PATH   flock LOCK_EX
 //! locks lease PATH   read lease (F_SETLEASE F_RDLCK), PATH opened read-only
 //!                    lease  -> F_GETLEASE of it: 0 read, 1 write, 2 none
+//! breaking PATH      three leases, each broken at once by an open O_NONBLOCK of this
+//!                    process (EWOULDBLOCK), their break signal SIGRTMIN+4 (F_SETSIG):
+//!                    PATH.0 read-only, read lease, broken by an open for writing;
+//!                    PATH.1 read-write, write lease, broken by an open for reading;
+//!                    PATH.2 read-only, write lease, broken by an open for writing
+//!                    lease   -> F_GETLEASE of the three (2 0 2: being given up, downgraded)
+//!                    breaks  -> <break signals received> fd <si_fd of the last>
+//!                    owner   -> F_GETOWN of PATH.0's fd
+//!                    release -> F_SETLEASE F_UNLCK on the three
 //! sigio [parent]     (parent: the pipe signals the parent, which no dump holds)
 //!                    owner  -> <owner type> <owner id> <signal>   (F_GETOWN_EX, F_GETSIG)
 //!                    poke   -> <signals received> <si_fd of the last>   (after writing a byte
@@ -71,6 +80,11 @@ struct Locks {
     fd: i32,
 }
 
+/// `locks breaking PATH`: fds on PATH.0, PATH.1, PATH.2, each with a lease being broken.
+struct Breaking {
+    fds: [i32; 3],
+}
+
 struct Sigio {
     read: i32,
     write: i32,
@@ -82,6 +96,9 @@ pub fn start(args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
         return Err("locks mode needs KIND PATH".into());
     };
     let path = Path::new(path);
+    if kind == "breaking" {
+        return start_breaking(path);
+    }
     let flags = if kind == "lease" {
         libc::O_RDONLY
     } else {
@@ -105,6 +122,44 @@ pub fn start(args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
     };
     taken.map_err(failed("take the lock"))?;
     Ok(Box::new(Locks { fd }))
+}
+
+/// `locks breaking PATH`: takes the three leases and breaks each (see the module doc).
+fn start_breaking(path: &Path) -> Result<Box<dyn Mode>, String> {
+    // SAFETY: sigaction is plain data; zeroed is a valid starting value.
+    let mut sa: libc::sigaction = unsafe { std::mem::zeroed() };
+    sa.sa_sigaction = on_io as *const () as usize;
+    sa.sa_flags = libc::SA_RESTART | libc::SA_SIGINFO;
+    // SAFETY: sa is initialised; the handler only touches atomics.
+    cvt(unsafe { libc::sigaction(pipe_signal(), &sa, std::ptr::null_mut()) })
+        .map_err(failed("sigaction"))?;
+    let files = [
+        (libc::O_RDONLY, libc::F_RDLCK, libc::O_WRONLY),
+        (libc::O_RDWR, libc::F_WRLCK, libc::O_RDONLY),
+        (libc::O_RDONLY, libc::F_WRLCK, libc::O_WRONLY),
+    ];
+    let mut fds = [-1; 3];
+    for (i, (flags, lease, breaker)) in files.into_iter().enumerate() {
+        let file = path.with_extension(i.to_string());
+        let fd = sys::open_mode(&file, flags | libc::O_CREAT, 0o644).map_err(failed("open"))?;
+        // SAFETY: F_SETLEASE and F_SETSIG take ints.
+        cvt(unsafe {
+            let taken = libc::fcntl(fd, libc::F_SETLEASE, lease);
+            if taken < 0 {
+                taken
+            } else {
+                libc::fcntl(fd, F_SETSIG, pipe_signal())
+            }
+        })
+        .map_err(failed("take the lease"))?;
+        match sys::open(&file, breaker | libc::O_NONBLOCK) {
+            Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => {}
+            Err(e) => return Err(format!("break the lease of {}: {e}", file.display())),
+            Ok(_) => return Err(format!("the lease of {} did not break", file.display())),
+        }
+        fds[i] = fd;
+    }
+    Ok(Box::new(Breaking { fds }))
 }
 
 /// `sigio [parent]`: the owner is this process, or its parent (outside any dump).
@@ -146,6 +201,40 @@ impl Mode for Locks {
                 // SAFETY: F_GETLEASE takes no argument.
                 let l = cvt(unsafe { libc::fcntl(self.fd, libc::F_GETLEASE) }).map_err(io_err)?;
                 Ok(l.to_string())
+            }
+            _ => unknown(verb),
+        }
+    }
+}
+
+impl Mode for Breaking {
+    fn command(&mut self, verb: &str, args: &[&str]) -> Result<String, String> {
+        match (verb, args) {
+            ("lease", []) => {
+                let mut types = Vec::new();
+                for fd in self.fds {
+                    // SAFETY: F_GETLEASE takes no argument.
+                    let l = cvt(unsafe { libc::fcntl(fd, libc::F_GETLEASE) }).map_err(io_err)?;
+                    types.push(l.to_string());
+                }
+                Ok(types.join(" "))
+            }
+            ("breaks", []) => Ok(format!(
+                "{} fd {}",
+                RECEIVED.load(Ordering::SeqCst),
+                LAST_FD.load(Ordering::SeqCst)
+            )),
+            // SAFETY: F_GETOWN takes no argument.
+            ("owner", []) => cvt(unsafe { libc::fcntl(self.fds[0], libc::F_GETOWN) })
+                .map(|o| o.to_string())
+                .map_err(io_err),
+            ("release", []) => {
+                for fd in self.fds {
+                    // SAFETY: F_SETLEASE takes an int.
+                    cvt(unsafe { libc::fcntl(fd, libc::F_SETLEASE, libc::F_UNLCK) })
+                        .map_err(io_err)?;
+                }
+                Ok("released".into())
             }
             _ => unknown(verb),
         }

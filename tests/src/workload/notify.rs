@@ -12,13 +12,18 @@
 //!                   (nobody opens it: nobody waits for an answer)
 //! notify inotify    fd 47: inotify_init1(IN_NONBLOCK), watch 1 on DIR/marked (IN_CLOSE_WRITE)
 //! notify inotify-unlinked
-//!                   as inotify, with DIR/marked unlinked after, still open at fd 48 (the
-//!                   watch holds an inode with no name)
+//!                   watch 1 on DIR/watched/marked (IN_CLOSE_WRITE|IN_DELETE_SELF), watch 2
+//!                   on DIR/watched (IN_CREATE|IN_DELETE); DIR/watched/marked, written
+//!                   "hello", open read-write at fd 48, then unlinked (its IN_DELETE read):
+//!                   watch 1 holds an inode with no name
+//! notify inotify-unlinked-mapped
+//!                   as inotify-unlinked, DIR/marked mapped instead of open (fd 48 closed)
 //!
 //! write NAME        -> ok                       (writes "x" to DIR/NAME; nothing read)
 //! events            -> <mask hex> <path>,...    (every event queued, one per file: masks
 //!                                                ORed; fanotify: the event fd's path)
 //! touch NAME        -> as write, then events (waiting up to 2 s for the first)
+//! close-held        -> closed                   (closes fd 48)
 //! await MS          -> events, once one is queued (waiting up to MS ms)
 //! ```
 
@@ -72,15 +77,46 @@ pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
                 .map_err(failed("permission mark"))?;
             fd
         }
-        "inotify" | "inotify-unlinked" => {
+        "inotify" => {
             let fd = sys::inotify().map_err(failed("inotify_init1"))?;
             sys::add_watch(fd, &marked, libc::IN_CLOSE_WRITE).map_err(failed("add_watch"))?;
-            if kind == "inotify-unlinked" {
-                let held = sys::open(&marked, libc::O_RDONLY).map_err(failed("open marked"))?;
+            fd
+        }
+        "inotify-unlinked" | "inotify-unlinked-mapped" => {
+            let fd = sys::inotify().map_err(failed("inotify_init1"))?;
+            // Apart from the control files and the images the test writes into DIR.
+            let dir = &dir.join("watched");
+            std::fs::create_dir(dir).map_err(failed("mkdir watched"))?;
+            let marked = dir.join("marked");
+            let held = sys::open_mode(&marked, libc::O_RDWR | libc::O_CREAT, 0o644)
+                .map_err(failed("open marked"))?;
+            sys::write_all(held, b"hello").map_err(failed("write marked"))?;
+            sys::add_watch(fd, &marked, libc::IN_CLOSE_WRITE | libc::IN_DELETE_SELF)
+                .map_err(failed("add_watch"))?;
+            sys::add_watch(fd, dir, libc::IN_CREATE | libc::IN_DELETE)
+                .map_err(failed("add_watch dir"))?;
+            if kind == "inotify-unlinked-mapped" {
+                // SAFETY: a fresh shared mapping of the file's first page, never unmapped.
+                let at = unsafe {
+                    libc::mmap(
+                        std::ptr::null_mut(),
+                        4096,
+                        libc::PROT_READ,
+                        libc::MAP_SHARED,
+                        held,
+                        0,
+                    )
+                };
+                if at == libc::MAP_FAILED {
+                    return Err(format!("mmap marked: {}", std::io::Error::last_os_error()));
+                }
+                sys::close(held);
+            } else {
                 sys::move_fd(held, HELD).map_err(failed("dup2"))?;
-                std::fs::remove_file(&marked).map_err(failed("unlink marked"))?;
-                // The IN_ATTRIB of the unlink is not watched: nothing queued.
             }
+            std::fs::remove_file(&marked).map_err(failed("unlink marked"))?;
+            // The IN_DELETE of the unlink, on watch 2: read, so that nothing is queued.
+            sys::read_available(fd, 1 << 16).map_err(failed("read the unlink's event"))?;
             fd
         }
         other => return Err(format!("unknown notify kind {other:?}")),
@@ -139,6 +175,10 @@ impl Mode for Notify {
         match (verb, args) {
             ("fd", []) => Ok(FD.to_string()),
             ("write", [name]) => self.write(name).map(|()| "ok".into()),
+            ("close-held", []) => {
+                sys::close(HELD);
+                Ok("closed".into())
+            }
             ("events", []) => self.events(),
             ("await", [ms]) => {
                 let ms: i32 = ms.parse().map_err(|_| format!("bad number {ms:?}"))?;

@@ -6,6 +6,9 @@
 //!                          DIR/jail/inner
 //! places deleted-cwd DIR   working directory DIR/gone, then removed
 //! places deleted-cwd-held DIR  the same, also open at fd 41
+//! places deleted-cwd-held-by-child DIR
+//!                          the same, open at fd 41 in a child only (forked before, paused,
+//!                          its working directory elsewhere)
 //! places deleted-cwd-child DIR the same, then a child forked there (paused)
 //! places proc-cwd DIR      working directory /proc/<a child's pid>, the child then killed
 //!                          and reaped (the directory is gone with it)
@@ -13,6 +16,8 @@
 //!                          root  -> whether / holds the marker file DIR/jail/marker
 //!                          cwd   -> <the link /proc/self/cwd> <mode, octal> <nlink> <mtime ns>
 //!                          create-here -> created | errno N  (open("x", O_CREAT) in the cwd)
+//!                          same-as-41 -> whether fd 41 and the working directory are one
+//!                                        directory (device and inode)
 //! ```
 
 use std::path::Path;
@@ -57,6 +62,17 @@ pub fn start(args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
                 sys::fork_paused().map_err(failed("fork"))?;
             }
         }
+        "deleted-cwd-held-by-child" => {
+            let gone = dir.join("gone");
+            std::fs::create_dir(&gone).map_err(failed("mkdir"))?;
+            let fd =
+                sys::open(&gone, libc::O_RDONLY | libc::O_DIRECTORY).map_err(failed("open"))?;
+            sys::move_fd(fd, 41).map_err(failed("dup2"))?;
+            sys::fork_paused().map_err(failed("fork"))?;
+            sys::close(41);
+            std::env::set_current_dir(&gone).map_err(failed("chdir"))?;
+            std::fs::remove_dir(&gone).map_err(failed("rmdir"))?;
+        }
         "proc-cwd" => {
             let child = sys::fork_paused().map_err(failed("fork"))?;
             std::env::set_current_dir(format!("/proc/{child}")).map_err(failed("chdir"))?;
@@ -86,6 +102,12 @@ impl Mode for Places {
                     m.nlink(),
                     m.mtime() * 1_000_000_000 + m.mtime_nsec()
                 ))
+            }
+            "same-as-41" => {
+                use std::os::unix::fs::MetadataExt;
+                let fd = std::fs::metadata("/proc/self/fd/41").map_err(|e| e.to_string())?;
+                let cwd = std::fs::metadata("/proc/self/cwd").map_err(|e| e.to_string())?;
+                Ok(((fd.dev(), fd.ino()) == (cwd.dev(), cwd.ino())).to_string())
             }
             "create-here" => match std::fs::File::create("x") {
                 Ok(_) => Ok("created".into()),

@@ -14,10 +14,15 @@
 //! proc-files kid-uts 46: /proc/CHILD/ns/uts of a child in a UTS namespace of its own
 //!                    (hostname cryo-procfd-kid), paused in pause()
 //! proc-files outside 40: /proc/1/status (pid 1: outside any dump of the workload)
+//! proc-files outside-task   40: /proc/1/task/1/status
+//! proc-files outside-parent 40: /proc/PPID/status (the test, outside the dump)
 //! proc-files mem     40: /proc/self/mem
 //! proc-files lost-ns 46: a UTS namespace of its own, left again (setns back into cryo's):
 //!                    no process is in it
 //!   stat           -> <pid> <comm>  (the first two fields of fd 40, read from 0)
+//!   first-line     -> <fd 40's first line, read from 0, tabs as spaces>
+//!   same-inode     -> whether fd 40 and a fresh open of the path its link names are one
+//!                     inode (device and inode)
 //!   status-pos     -> <position of fd 41>
 //!   status-next N  -> <the next N bytes of fd 41>
 //!   child          -> <the child's pid>
@@ -113,6 +118,12 @@ pub fn start(args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
             open_at(&format!("/proc/{child}/ns/uts"), libc::O_RDONLY, 46)?;
         }
         "outside" => open_at("/proc/1/status", libc::O_RDONLY, 40)?,
+        "outside-task" => open_at("/proc/1/task/1/status", libc::O_RDONLY, 40)?,
+        "outside-parent" => open_at(
+            &format!("/proc/{}/status", sys::getppid()),
+            libc::O_RDONLY,
+            40,
+        )?,
         "mem" => open_at("/proc/self/mem", libc::O_RDONLY, 40)?,
         "lost-ns" => {
             open_at("/proc/self/ns/uts", libc::O_RDONLY, 45)?;
@@ -159,6 +170,19 @@ impl Mode for ProcFiles {
                 let pid = fields.next().unwrap_or("");
                 let comm = fields.next().unwrap_or("");
                 Ok(format!("{pid} {comm}"))
+            }
+            ("first-line", []) => {
+                let text = read_from_start(40)?;
+                Ok(text.lines().next().unwrap_or("").replace('\t', " "))
+            }
+            ("same-inode", []) => {
+                use std::os::unix::fs::MetadataExt;
+                let held = std::fs::metadata("/proc/self/fd/40").map_err(io_err)?;
+                let path = std::fs::read_link("/proc/self/fd/40").map_err(io_err)?;
+                let fresh = std::fs::File::open(&path)
+                    .and_then(|f| f.metadata())
+                    .map_err(io_err)?;
+                Ok(((held.dev(), held.ino()) == (fresh.dev(), fresh.ino())).to_string())
             }
             ("status-pos", []) => sys::tell(41).map(|p| p.to_string()).map_err(io_err),
             ("status-next", [n]) => {
