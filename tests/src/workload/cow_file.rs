@@ -17,7 +17,7 @@
 use std::io;
 use std::path::Path;
 
-use super::kids::{answer_each, exit_child, ChildPipes};
+use super::kids::{answer_each, exit_child, fork_asked, ChildPipes};
 use super::{failed, io_err, sys, unknown, Mode, PAGE};
 
 /// Pages of the file and of its mapping.
@@ -105,30 +105,16 @@ impl CowFile {
         for p in 0..3 {
             write_page(map, &mut mine, p, pattern(0xa0 + p as u64));
         }
-        let (q_rd, q_wr) = sys::pipe()?;
-        let (a_rd, a_wr) = sys::pipe()?;
-        // the workload is single-threaded here; the child only makes syscalls.
-        let pid = sys::fork()?;
-        if pid == 0 {
-            sys::close(q_wr);
-            sys::close(a_rd);
-            Self::child(fd, map, mine, q_rd, a_wr);
-        }
-        sys::close(q_rd);
-        sys::close(a_wr);
+        let child = fork_asked(|questions, answers| {
+            Self::child(fd, map, mine.clone(), questions, answers)
+        })?;
         write_page(map, &mut mine, 2, pattern(0xb2));
         write_page(map, &mut mine, 5, pattern(0xb5));
         let tree = Self {
             fd,
             map,
             mine,
-            child: (
-                pid,
-                ChildPipes {
-                    to_child: q_wr,
-                    from_child: a_rd,
-                },
-            ),
+            child,
         };
         // The child has written its pages once it answers.
         tree.check().map_err(io::Error::other)?;

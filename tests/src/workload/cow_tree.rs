@@ -16,7 +16,7 @@
 use std::io;
 use std::path::Path;
 
-use super::kids::{exit_child, ChildPipes};
+use super::kids::{exit_child, fork_asked, ChildPipes};
 use super::{arg, failed, io_err, sys, unknown, Mode, PAGE};
 
 /// `cow-tree MIB WORKERS`
@@ -111,29 +111,15 @@ impl CowTree {
         let shared = sys::map(PAGE, libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1)?;
         let mut kids = Vec::with_capacity(workers);
         for k in 0..workers {
-            let (q_rd, q_wr) = sys::pipe()?;
-            let (a_rd, a_wr) = sys::pipe()?;
-            // the workload is single-threaded here; the child only makes syscalls.
-            let pid = sys::fork()?;
-            if pid == 0 {
-                sys::close(q_wr);
-                sys::close(a_rd);
-                for (_, pipes) in &kids {
-                    let pipes: &ChildPipes = pipes;
+            let elders: &[(i32, ChildPipes)] = &kids;
+            let kid = fork_asked(|questions, answers| {
+                for (_, pipes) in elders {
                     sys::close(pipes.to_child);
                     sys::close(pipes.from_child);
                 }
-                Self::worker(region, shared, k, q_rd, a_wr);
-            }
-            sys::close(q_rd);
-            sys::close(a_wr);
-            kids.push((
-                pid,
-                ChildPipes {
-                    to_child: q_wr,
-                    from_child: a_rd,
-                },
-            ));
+                Self::worker(region, shared, k, questions, answers)
+            })?;
+            kids.push(kid);
         }
         // Every worker has written its pages: ask once so the tree is settled when the
         // mode answers its first command.

@@ -73,6 +73,31 @@ pub fn answer_each(rd: i32, wr: i32, mut answer: impl FnMut(&str) -> String) {
     }
 }
 
+/// Forks a child asked questions over two pipes: `child(questions, answers)` runs in it (this
+/// process's ends closed there); this process keeps the other ends, returned with the pid.
+pub fn fork_asked(
+    child: impl FnOnce(i32, i32) -> std::convert::Infallible,
+) -> io::Result<(libc::pid_t, ChildPipes)> {
+    let (q_rd, q_wr) = sys::pipe()?;
+    let (a_rd, a_wr) = sys::pipe()?;
+    // the workload is single-threaded here; the child only makes syscalls.
+    let pid = sys::fork()?;
+    if pid == 0 {
+        sys::close(q_wr);
+        sys::close(a_rd);
+        child(q_rd, a_wr);
+    }
+    sys::close(q_rd);
+    sys::close(a_wr);
+    Ok((
+        pid,
+        ChildPipes {
+            to_child: q_wr,
+            from_child: a_rd,
+        },
+    ))
+}
+
 /// The two pipes to a child that answers one message with one message.
 pub struct ChildPipes {
     /// Where this process writes its question.
