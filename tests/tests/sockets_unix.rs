@@ -490,3 +490,70 @@ fn an_accepted_connection_keeps_both_names() {
     assert_eq!(w.cmd(&format!("recv-wait {a}")), "hi");
     w.kill_restored();
 }
+
+/// Sends `one` from the unnamed socket `u`, `two` from `s` itself and `three` from `u` to the
+/// bound dgram socket `s` at `path`.
+fn queue_from_unnamed_and_itself(w: &Workload, s: &str, u: &str, path: &std::path::Path) {
+    for (from, msg) in [(u, "one"), (s, "two"), (u, "three")] {
+        assert_eq!(
+            w.cmd(&format!("sendto-unix {from} {} {msg}", path.display())),
+            "ok"
+        );
+    }
+}
+
+/// A bound dgram socket with datagrams queued from an unnamed socket and from itself: each
+/// comes back with the sender recvfrom showed (a twin socket, read before the dump, shows
+/// what). Before, every one came back from its own name.
+#[test]
+fn datagrams_queued_from_an_unnamed_socket_come_back_from_no_name() {
+    cryo_bin();
+    let mut w = Workload::spawn("socks", &[]);
+    let (path, twin_path) = (w.path("dg.sock"), w.path("twin.sock"));
+    let s = w.cmd("socket unix dgram 0");
+    let twin = w.cmd("socket unix dgram 0");
+    let u = w.cmd("socket unix dgram 0");
+    assert_eq!(w.cmd(&format!("bind-unix {s} {}", path.display())), "ok");
+    assert_eq!(
+        w.cmd(&format!("bind-unix {twin} {}", twin_path.display())),
+        "ok"
+    );
+    queue_from_unnamed_and_itself(&w, &s, &u, &path);
+    queue_from_unnamed_and_itself(&w, &twin, &u, &twin_path);
+    let expected = w.cmd(&format!("recvfrom-unix {twin}")).replace(
+        &twin_path.display().to_string(),
+        &path.display().to_string(),
+    );
+    assert!(expected.contains("one"), "{expected}");
+    w.dump_and_restore();
+    assert_eq!(w.cmd(&format!("recvfrom-unix {s}")), expected);
+    w.kill_restored();
+}
+
+/// A datagram another named socket sent to an unconnected bound one: refused at dump, naming
+/// pid and fd (its sender's name would not come back), the process untouched.
+#[test]
+fn a_datagram_queued_from_another_named_socket_is_refused_naming_pid_and_fd() {
+    cryo_bin();
+    let w = Workload::spawn("socks", &[]);
+    let path = w.path("dg.sock");
+    let s = w.cmd("socket unix dgram 0");
+    let named = w.cmd("socket unix dgram 0");
+    assert_eq!(w.cmd(&format!("bind-unix {s} {}", path.display())), "ok");
+    assert_eq!(
+        w.cmd(&format!(
+            "bind-unix {named} {}",
+            w.path("other.sock").display()
+        )),
+        "ok"
+    );
+    assert_eq!(
+        w.cmd(&format!("sendto-unix {named} {} hi", path.display())),
+        "ok"
+    );
+    let out = w.dump(&w.path("img"), &[]);
+    out.assert_refused()
+        .assert_stderr_mentions(&format!("pid {} fd {s}", w.pid()))
+        .assert_stderr_mentions("datagrams queued from another named socket");
+    w.assert_untouched();
+}

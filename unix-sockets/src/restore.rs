@@ -354,8 +354,17 @@ fn to_raw(c: Creds) -> sys::RawCreds {
 /// stream descriptors are kept. `from`'s send buffer is raised for the
 /// refill (SO_SNDBUFFORCE) and put back after.
 pub fn refill_queue(from: impl AsFd, dest: Option<&UnixName>, queue: &CapturedQueue) -> Result<()> {
+    refill_messages(from, dest, &queue.messages)
+}
+
+/// [`refill_queue`] of some of a queue's messages, in order.
+pub fn refill_messages(
+    from: impl AsFd,
+    dest: Option<&UnixName>,
+    messages: &[QueuedMessage],
+) -> Result<()> {
     let from = from.as_fd();
-    if queue.is_empty() {
+    if messages.is_empty() {
         return Ok(());
     }
     let raw = from.as_raw_fd();
@@ -364,8 +373,7 @@ pub fn refill_queue(from: impl AsFd, dest: Option<&UnixName>, queue: &CapturedQu
     // Each skb is charged its truesize (data plus about 1 KiB of overhead)
     // against the sender's sk_sndbuf; a stream sendmsg also stops at half
     // of sk_sndbuf per skb.
-    let need: u64 = queue
-        .messages
+    let need: u64 = messages
         .iter()
         .map(|m| m.data.len() as u64 + 2048)
         .sum::<u64>()
@@ -376,8 +384,7 @@ pub fn refill_queue(from: impl AsFd, dest: Option<&UnixName>, queue: &CapturedQu
         sys::set_int(from, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, val)
             .map_err(|e| UnixSockError::fd("setsockopt SO_SNDBUFFORCE", raw, e))?;
     }
-    let result = queue
-        .messages
+    let result = messages
         .iter()
         .try_for_each(|m| send_message(from, dest, m));
     if raised {

@@ -842,6 +842,7 @@ impl From<&UnixMessage> for pb::UnixMessage {
                 .creds
                 .map(|(pid, uid, gid)| pb::UnixCreds { pid, uid, gid }),
             fds: m.fds.clone(),
+            from_unnamed: m.from_unnamed,
         }
     }
 }
@@ -852,6 +853,7 @@ impl From<&pb::UnixMessage> for UnixMessage {
             data: m.data.clone(),
             creds: m.creds.map(|c| (c.pid, c.uid, c.gid)),
             fds: m.fds.clone(),
+            from_unnamed: m.from_unnamed,
         }
     }
 }
@@ -1001,6 +1003,7 @@ mod tests {
             data: b"hello".to_vec(),
             creds: Some((1, 2, 3)),
             fds: vec![4, 5],
+            from_unnamed: true,
         };
         round_trip(SocketState::Unix(Box::new(UnixSocketState {
             sock_type: cryo_unix_sockets::SockType::SeqPacket,

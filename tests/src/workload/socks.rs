@@ -451,6 +451,57 @@ fn recvfrom_all(fd: i32) -> Result<String, String> {
     })
 }
 
+/// Every datagram waiting on unix socket `fd` with its sender's name as recvfrom shows it
+/// ("unnamed", "@abstract" or the path), joined with " | ".
+fn recvfrom_unix(fd: i32) -> Result<String, String> {
+    let mut out = Vec::new();
+    loop {
+        let mut buf = [0u8; 4096];
+        // SAFETY: sockaddr_un is plain data; zero is a valid value.
+        let mut from: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+        // SAFETY: buf and from are ours and as long as the lengths given.
+        let n = unsafe {
+            libc::recvfrom(
+                fd,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT,
+                (&mut from as *mut libc::sockaddr_un).cast(),
+                &mut len,
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::WouldBlock {
+                break;
+            }
+            return Err(e.to_string());
+        }
+        let path: Vec<u8> = from.sun_path[..(len as usize).saturating_sub(2)]
+            .iter()
+            .map(|&c| c as u8)
+            .collect();
+        let name = match path.split_first() {
+            None => "unnamed".to_string(),
+            Some((0, rest)) => format!("@{}", String::from_utf8_lossy(rest)),
+            Some(_) => {
+                let end = path.iter().position(|&c| c == 0).unwrap_or(path.len());
+                String::from_utf8_lossy(&path[..end]).into_owned()
+            }
+        };
+        out.push(format!(
+            "{} from {name}",
+            String::from_utf8_lossy(&buf[..n as usize])
+        ));
+    }
+    Ok(if out.is_empty() {
+        "empty".into()
+    } else {
+        out.join(" | ")
+    })
+}
+
 /// Every message waiting on `fd`, one non-blocking recv each, joined with '|': `<eof>` for
 /// an end of stream, `<errno N>` for a read that failed (both end the list).
 fn recv_line(fd: i32) -> String {
@@ -624,6 +675,7 @@ impl Mode for Socks {
             }
             ("recv", [fd]) => Ok(recv_line(num(fd)?)),
             ("recvfrom", [fd]) => recvfrom_all(num(fd)?),
+            ("recvfrom-unix", [fd]) => recvfrom_unix(num(fd)?),
             ("readable", [fd]) => wait_readable(num(fd)?, NOTHING)
                 .map(|()| "ok".into())
                 .map_err(io_err),

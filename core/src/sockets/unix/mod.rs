@@ -90,6 +90,9 @@ pub struct UnixMessage {
     /// Descriptors in flight with it (SCM_RIGHTS), in order: ids of descriptions of files.img
     /// (the same id as a task's fd when a task holds the same description).
     pub fds: Vec<u32>,
+    /// A datagram an unnamed socket sent (its recvfrom shows no name): refilled from an
+    /// unnamed socket, not from the receiver itself.
+    pub from_unnamed: bool,
 }
 
 impl UnixMessage {
@@ -152,6 +155,7 @@ type Messages = (Vec<UnixMessage>, Vec<(usize, Vec<OwnedFd>)>);
 
 /// Splits a captured queue into its messages and the descriptors they carry.
 fn split_queue(q: unix::CapturedQueue) -> Messages {
+    let dgram = q.sock_type == unix::SockType::Dgram;
     let mut fds = Vec::new();
     let messages = q
         .messages
@@ -165,6 +169,7 @@ fn split_queue(q: unix::CapturedQueue) -> Messages {
                 data: m.data,
                 creds: m.creds.map(|c| (c.pid, c.uid, c.gid)),
                 fds: Vec::new(),
+                from_unnamed: dgram && m.sender == unix::UnixName::Unnamed,
             }
         })
         .collect();
@@ -341,12 +346,27 @@ fn capture(
     }
     // Seen before the capture: peeking a seqpacket queue takes the error.
     let error_pending = !listening && unix::error_pending(dup).map_err(bad("poll"))?;
+    let dgram = info.sock_type == unix::SockType::Dgram;
     let (queue, in_flight) = if listening {
         (Vec::new(), Vec::new())
     } else {
-        split_queue(unix::capture_queue(dup).map_err(bad("capture the queue"))?)
+        let captured = unix::capture_queue(dup).map_err(bad("capture the queue"))?;
+        // Unconnected, it is refilled from itself or from an unnamed socket: a datagram
+        // another named socket sent would come back showing its name.
+        if dgram
+            && info.peer.is_none()
+            && captured
+                .messages
+                .iter()
+                .any(|m| m.sender != unix::UnixName::Unnamed && m.sender != info.name)
+        {
+            return Err(not_yet(
+                "datagrams queued from another named socket (their sender's name would not \
+                 come back: a temporary state, retry once the process has read them)",
+            ));
+        }
+        split_queue(captured)
     };
-    let dgram = info.sock_type == unix::SockType::Dgram;
     let both_shut = info.shutdown.read && info.shutdown.write;
     // Connected with no peer inode: the peer is closed (its sock orphaned: inode 0), or (a
     // stream or seqpacket client not shut down) it is an embryo in a listener's accept queue.
@@ -837,9 +857,9 @@ pub(super) fn bind_connected(
     bind(desc, u, fd)
 }
 
-/// Refills the queue `q` of a bound dgram socket from itself, by name (the senders are not
-/// known, the data is); call before it connects (a connected dgram socket takes datagrams
-/// from its peer only).
+/// Refills the queue `q` of a bound dgram socket by name, each datagram from a socket of the
+/// name it came from: itself, or an unnamed one; call before it connects (a connected dgram
+/// socket takes datagrams from its peer only).
 fn refill_own(
     desc: &FileDesc,
     u: &UnixSocketState,
@@ -857,8 +877,36 @@ fn refill_own(
             "datagrams queued on an unbound socket that is not one end of a pair",
         ));
     }
-    unix::restore::refill_queue(fd, Some(&u.reach(file)), q)
-        .map_err(unix_err(desc, "refill the queue"))
+    let to = u.reach(file);
+    // Runs of datagrams from one kind of sender: an unnamed socket's from an unnamed socket
+    // (recvfrom shows no name, as before), the rest from itself (the dump refused datagrams
+    // of other named senders). `u.queue` and `q` hold the same messages in the same order.
+    let mut unnamed = None;
+    let mut at = 0;
+    while at < q.messages.len() {
+        let from_unnamed = u.queue.get(at).is_some_and(|m| m.from_unnamed);
+        let run = u.queue[at..]
+            .iter()
+            .take_while(|m| m.from_unnamed == from_unnamed)
+            .count()
+            .max(1);
+        let messages = &q.messages[at..(at + run).min(q.messages.len())];
+        let sent = if from_unnamed {
+            if unnamed.is_none() {
+                unnamed = Some(
+                    std::os::unix::net::UnixDatagram::unbound()
+                        .map_err(|e| restore_err(desc, "refill the queue", e.to_string()))?,
+                );
+            }
+            let from = unnamed.as_ref().expect("made above");
+            unix::restore::refill_messages(from, Some(&to), messages)
+        } else {
+            unix::restore::refill_messages(fd, Some(&to), messages)
+        };
+        sent.map_err(unix_err(desc, "refill the queue"))?;
+        at += run;
+    }
+    Ok(())
 }
 
 /// Completes a socket made by [`make`] (its socket file `file`): its queue `q` refilled (a
