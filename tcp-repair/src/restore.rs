@@ -41,7 +41,7 @@ use crate::error::{Ctx, Operation, Result, SocketName};
 use crate::inject;
 use crate::options;
 use crate::repair::{leave, tcp_socket};
-use crate::state::{TcpConnectionState, TcpState};
+use crate::state::{TcpConnectionState, TcpState, TcpWindow};
 use crate::sys;
 
 /// A restored connection, still in repair mode: nothing has been sent to the
@@ -252,6 +252,35 @@ fn check(state: &TcpConnectionState, ctx: Ctx) -> Result<()> {
     Ok(())
 }
 
+/// The window to give TCP_REPAIR_WINDOW for a connection whose receive queue ends at
+/// `recv_end` (rcv_nxt once refilled), from the captured `w`, within what the kernel accepts
+/// (rcv_wup not after rcv_nxt; snd_wl1 not after rcv_nxt + rcv_wnd).
+fn window_to_set(w: &TcpWindow, recv_end: u32) -> sys::TcpRepairWindow {
+    let after = |a: u32, b: u32| (a.wrapping_sub(b) as i32) > 0;
+    let mut win = sys::TcpRepairWindow {
+        snd_wl1: w.snd_wl1,
+        snd_wnd: w.snd_wnd,
+        max_window: w.max_window,
+        rcv_wnd: w.rcv_wnd,
+        rcv_wup: w.rcv_wup,
+    };
+    // The captured rcv_wup may count the peer's FIN, which is injected
+    // only later: the kernel refuses a rcv_wup beyond rcv_nxt.
+    if after(win.rcv_wup, recv_end) {
+        let over = win.rcv_wup.wrapping_sub(recv_end);
+        win.rcv_wup = recv_end;
+        win.rcv_wnd = win.rcv_wnd.wrapping_add(over);
+    }
+    // snd_wl1 is the sequence of the segment whose ACK last moved the send window, which may
+    // be one held out of order beyond rcv_nxt (not captured: the peer sends it again). Seen
+    // 654830 bytes beyond, with a 131072-byte window (zdtm socket-tcpbuf). Any later segment
+    // may then move the window, as the resent ones would have.
+    if after(win.snd_wl1, recv_end.wrapping_add(win.rcv_wnd)) {
+        win.snd_wl1 = recv_end;
+    }
+    win
+}
+
 /// Re-creates a captured connection in repair mode. See the module docs for
 /// the order of the steps; leave repair mode with
 /// [`RestoredSocket::finish_quiet`] or [`RestoredSocket::finish_probe`].
@@ -325,20 +354,7 @@ pub fn restore(state: &TcpConnectionState) -> Result<RestoredSocket> {
 
     if let Some(w) = state.window {
         let recv_end = state.recv_seq.wrapping_add(state.recv_queue.len() as u32);
-        let mut win = sys::TcpRepairWindow {
-            snd_wl1: w.snd_wl1,
-            snd_wnd: w.snd_wnd,
-            max_window: w.max_window,
-            rcv_wnd: w.rcv_wnd,
-            rcv_wup: w.rcv_wup,
-        };
-        // The captured rcv_wup may count the peer's FIN, which is injected
-        // only later: the kernel refuses a rcv_wup beyond rcv_nxt.
-        if (win.rcv_wup.wrapping_sub(recv_end) as i32) > 0 {
-            let over = win.rcv_wup.wrapping_sub(recv_end);
-            win.rcv_wup = recv_end;
-            win.rcv_wnd = win.rcv_wnd.wrapping_add(over);
-        }
+        let win = window_to_set(&w, recv_end);
         sys::set_repair_window(b, &win).map_err(|e| {
             // The kernel says only EINVAL: the values tell which of its checks refused them.
             tracing::warn!(
@@ -497,4 +513,58 @@ fn resync_mss(fd: BorrowedFd<'_>, ipv6: bool, ctx: Ctx) -> Result<()> {
     }
     sys::set_bytes(fd, libc::SOL_IP, libc::IP_OPTIONS, &[])
         .map_err(ctx.sys("setsockopt IP_OPTIONS (sync the MSS)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The kernel's checks of TCP_REPAIR_WINDOW (tcp_repair_set_window) against rcv_nxt.
+    fn kernel_accepts(w: &sys::TcpRepairWindow, rcv_nxt: u32) -> bool {
+        let after = |a: u32, b: u32| (a.wrapping_sub(b) as i32) > 0;
+        w.max_window >= w.snd_wnd
+            && !after(w.snd_wl1, rcv_nxt.wrapping_add(w.rcv_wnd))
+            && !after(w.rcv_wup, rcv_nxt)
+    }
+
+    /// The window zdtm socket-tcpbuf captured once (snd_wl1 654830 bytes beyond the captured
+    /// queue's end, from a segment held out of order): refused with EINVAL as captured.
+    #[test]
+    fn a_window_moved_by_a_segment_beyond_the_queue_is_set_within_what_the_kernel_takes() {
+        let captured = TcpWindow {
+            snd_wl1: 3_155_810_096,
+            snd_wnd: 24_576,
+            max_window: 65_536,
+            rcv_wnd: 131_072,
+            rcv_wup: 3_155_155_266,
+        };
+        let recv_end = 3_155_155_266;
+        let win = window_to_set(&captured, recv_end);
+        assert!(kernel_accepts(&win, recv_end), "{win:?}");
+        assert_eq!(win.snd_wl1, recv_end);
+        assert_eq!((win.rcv_wup, win.rcv_wnd), (recv_end, 131_072));
+    }
+
+    /// A window the kernel takes as captured is set as captured.
+    #[test]
+    fn a_window_within_what_the_kernel_takes_is_set_as_captured() {
+        let captured = TcpWindow {
+            snd_wl1: 1_000,
+            snd_wnd: 500,
+            max_window: 800,
+            rcv_wnd: 4_000,
+            rcv_wup: 1_500,
+        };
+        let win = window_to_set(&captured, 2_000);
+        assert_eq!(
+            (
+                win.snd_wl1,
+                win.snd_wnd,
+                win.max_window,
+                win.rcv_wnd,
+                win.rcv_wup
+            ),
+            (1_000, 500, 800, 4_000, 1_500)
+        );
+    }
 }
