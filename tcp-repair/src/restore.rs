@@ -252,11 +252,15 @@ fn check(state: &TcpConnectionState, ctx: Ctx) -> Result<()> {
     Ok(())
 }
 
+/// Whether sequence number `a` comes after `b` (modulo 2^32, as the kernel's `after()`).
+fn seq_after(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) > 0
+}
+
 /// The window to give TCP_REPAIR_WINDOW for a connection whose receive queue ends at
 /// `recv_end` (rcv_nxt once refilled), from the captured `w`, within what the kernel accepts
 /// (rcv_wup not after rcv_nxt; snd_wl1 not after rcv_nxt + rcv_wnd).
 fn window_to_set(w: &TcpWindow, recv_end: u32) -> sys::TcpRepairWindow {
-    let after = |a: u32, b: u32| (a.wrapping_sub(b) as i32) > 0;
     let mut win = sys::TcpRepairWindow {
         snd_wl1: w.snd_wl1,
         snd_wnd: w.snd_wnd,
@@ -266,7 +270,7 @@ fn window_to_set(w: &TcpWindow, recv_end: u32) -> sys::TcpRepairWindow {
     };
     // The captured rcv_wup may count the peer's FIN, which is injected
     // only later: the kernel refuses a rcv_wup beyond rcv_nxt.
-    if after(win.rcv_wup, recv_end) {
+    if seq_after(win.rcv_wup, recv_end) {
         let over = win.rcv_wup.wrapping_sub(recv_end);
         win.rcv_wup = recv_end;
         win.rcv_wnd = win.rcv_wnd.wrapping_add(over);
@@ -275,7 +279,7 @@ fn window_to_set(w: &TcpWindow, recv_end: u32) -> sys::TcpRepairWindow {
     // be one held out of order beyond rcv_nxt (not captured: the peer sends it again). Seen
     // 654830 bytes beyond, with a 131072-byte window (zdtm socket-tcpbuf). Any later segment
     // may then move the window, as the resent ones would have.
-    if after(win.snd_wl1, recv_end.wrapping_add(win.rcv_wnd)) {
+    if seq_after(win.snd_wl1, recv_end.wrapping_add(win.rcv_wnd)) {
         win.snd_wl1 = recv_end;
     }
     win
@@ -521,10 +525,9 @@ mod tests {
 
     /// The kernel's checks of TCP_REPAIR_WINDOW (tcp_repair_set_window) against rcv_nxt.
     fn kernel_accepts(w: &sys::TcpRepairWindow, rcv_nxt: u32) -> bool {
-        let after = |a: u32, b: u32| (a.wrapping_sub(b) as i32) > 0;
         w.max_window >= w.snd_wnd
-            && !after(w.snd_wl1, rcv_nxt.wrapping_add(w.rcv_wnd))
-            && !after(w.rcv_wup, rcv_nxt)
+            && !seq_after(w.snd_wl1, rcv_nxt.wrapping_add(w.rcv_wnd))
+            && !seq_after(w.rcv_wup, rcv_nxt)
     }
 
     /// The window zdtm socket-tcpbuf captured once (snd_wl1 654830 bytes beyond the captured

@@ -14,7 +14,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use crate::error::{Ctx, Operation, Result, SocketName, TcpRepairError};
-use crate::options;
+use crate::options::{self, IPV6_FREEBIND};
 use crate::repair::socket_name;
 use crate::state::UdpSocketState;
 use crate::sys;
@@ -176,7 +176,6 @@ pub fn is_datagram_kind(ty: i32, proto: i32) -> bool {
     }
 }
 
-use crate::options::IPV6_FREEBIND;
 /// `UDP_SEGMENT`.
 const UDP_SEGMENT: i32 = 103;
 /// `UDP_GRO`.

@@ -880,18 +880,19 @@ fn refill_own(
     let to = u.reach(file);
     // Runs of datagrams from one kind of sender: an unnamed socket's from an unnamed socket
     // (recvfrom shows no name, as before), the rest from itself (the dump refused datagrams
-    // of other named senders). `u.queue` and `q` hold the same messages in the same order.
+    // of other named senders). `q` was made from `u.queue`, message for message.
     let mut unnamed = None;
     let mut at = 0;
-    while at < q.messages.len() {
-        let from_unnamed = u.queue.get(at).is_some_and(|m| m.from_unnamed);
-        let run = u.queue[at..]
-            .iter()
-            .take_while(|m| m.from_unnamed == from_unnamed)
-            .count()
-            .max(1);
-        let messages = &q.messages[at..(at + run).min(q.messages.len())];
-        let sent = if from_unnamed {
+    for run in u.queue.chunk_by(|a, b| a.from_unnamed == b.from_unnamed) {
+        let messages = q.messages.get(at..at + run.len()).ok_or_else(|| {
+            restore_err(
+                desc,
+                "refill the queue",
+                "fewer messages than the image lists",
+            )
+        })?;
+        at += run.len();
+        let sent = if run[0].from_unnamed {
             if unnamed.is_none() {
                 unnamed = Some(
                     std::os::unix::net::UnixDatagram::unbound()
@@ -904,7 +905,6 @@ fn refill_own(
             unix::restore::refill_messages(fd, Some(&to), messages)
         };
         sent.map_err(unix_err(desc, "refill the queue"))?;
-        at += run;
     }
     Ok(())
 }
