@@ -131,3 +131,88 @@ fn a_root_in_a_session_led_outside_the_dump_is_refused_naming_pid_session_and_le
     w.assert_untouched();
     assert_eq!(identity(w.pid()).2, sid);
 }
+
+/// Waits until `pid` is a zombie (its exit visible).
+fn await_zombie(pid: i32) {
+    let deadline = std::time::Instant::now() + cryo_tests::CMD_TIMEOUT;
+    while identity(pid).3 != 'Z' {
+        assert!(std::time::Instant::now() < deadline, "{pid} is no zombie");
+        std::thread::yield_now();
+    }
+}
+
+#[test]
+fn a_daemon_comes_back_in_the_session_and_group_its_exited_leaders_left_it() {
+    cryo_bin();
+    for runner in [&["counter"][..], &["group", "counter"][..]] {
+        let mut w = Workload::spawn("daemon", runner);
+        let (ppid, pgid, sid, _) = identity(w.pid());
+        assert_ne!(sid, w.pid(), "{runner:?}: the daemon leads no session");
+        assert!(
+            !cryo_tests::pid_exists(sid),
+            "{runner:?}: its session leader exited"
+        );
+        assert!(
+            !cryo_tests::pid_exists(pgid),
+            "{runner:?}: its group leader exited"
+        );
+        assert_eq!(pgid == sid, runner.len() == 1, "{runner:?}");
+        assert_eq!(w.cmd("session"), format!("{pgid} {sid}"));
+        w.cmd("tick");
+        let img = w.path("img");
+        w.dump_ok(&img);
+        w.restore_background(&img);
+        // As the daemon sees it, and with no stand-in left behind.
+        assert_eq!(w.cmd("session"), format!("{pgid} {sid}"), "{runner:?}");
+        assert_eq!(w.cmd("tick"), "2");
+        assert!(
+            !cryo_tests::pid_exists(sid),
+            "{runner:?}: the session's stand-in ended"
+        );
+        assert!(
+            !cryo_tests::pid_exists(pgid),
+            "{runner:?}: the group's stand-in ended"
+        );
+        assert_ne!(
+            identity(w.pid()).0,
+            ppid,
+            "forked by cryo restore, as any root"
+        );
+        w.kill_restored();
+    }
+}
+
+#[test]
+fn a_group_whose_leader_exited_and_a_zombie_leading_its_session_come_back() {
+    cryo_bin();
+    let mut w = Workload::spawn("orphan-groups", &[]);
+    let kids: Vec<i32> = w
+        .cmd("kids")
+        .split(' ')
+        .map(|k| k.parse().expect("a pid"))
+        .collect();
+    let (member, zombie, session_zombie, leader) = (kids[0], kids[1], kids[2], kids[3]);
+    let _reaper = Reaper(vec![member]);
+    await_zombie(zombie);
+    await_zombie(session_zombie);
+    assert!(!cryo_tests::pid_exists(leader), "the group's leader exited");
+    let before: Vec<_> = [member, zombie, session_zombie]
+        .iter()
+        .map(|&p| identity(p))
+        .collect();
+    assert_eq!((before[0].1, before[1].1), (leader, leader));
+    assert_eq!((before[2].1, before[2].2), (session_zombie, session_zombie));
+    let img = w.path("img");
+    w.dump_ok(&img);
+    w.restore_background(&img);
+    let after: Vec<_> = [member, zombie, session_zombie]
+        .iter()
+        .map(|&p| identity(p))
+        .collect();
+    assert_eq!(after, before, "parents, groups, sessions, states");
+    assert!(
+        !cryo_tests::pid_exists(leader),
+        "the group's stand-in ended"
+    );
+    w.kill_restored();
+}

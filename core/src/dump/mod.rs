@@ -498,7 +498,13 @@ fn dump_tree(
         Some(ns) => ns.translate_tree(&opts.pids, &mut pstree, &mut cores, images.path())?,
         None => opts.pids.clone(),
     };
-    tree::check_sessions(&pstree, &roots, opts.shell_job)?;
+    // A leader that exited has a free pid (in cryo's PID namespace: a tree in one of its own
+    // names no process outside it).
+    let gone = |pid: i32| {
+        pidns.is_none()
+            && nix::sys::signal::kill(Pid::from_raw(pid), None) == Err(nix::errno::Errno::ESRCH)
+    };
+    tree::check_sessions(&mut pstree, &roots, opts.shell_job, gone)?;
     {
         use crate::task::namespaces::{
             check_tree, CGROUP, MNT, NET, SESSION_KEYRING, TIME, USER, UTS,

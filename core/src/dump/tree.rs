@@ -101,15 +101,19 @@ pub(crate) fn resolve_trees(roots: &[Pid]) -> Result<Vec<Member>> {
 
 /// Refuses a process whose session or process group a restore could not make again: each is
 /// forked by its restored parent (a root by cryo), so it is in its parent's session unless it
-/// leads its own, and joins a group whose leader was restored in its session. A shell's job
-/// (`shell_job`) comes back in the session and group of `cryo restore` instead: its roots'
-/// sessions and groups are not checked.
+/// leads its own, and joins a group whose leader was restored in its session. A leader that
+/// had exited (`gone`: its pid is free but for the session or group it left behind) gets a
+/// stand-in at restore, made with its pid: the session of a root (a daemon that forked again
+/// after setsid), and a group in a session a stand-in or a root of the dump leads; the entries
+/// say so (`session_leader_gone`, `group_leader_gone`). A shell's job (`shell_job`) comes back
+/// in the session and group of `cryo restore` instead: its roots' sessions and groups are not
+/// checked.
 pub(crate) fn check_sessions(
-    entries: &[cryo_proto::image::ProcessEntry],
+    entries: &mut [cryo_proto::image::ProcessEntry],
     roots: &[Pid],
     shell_job: bool,
+    gone: impl Fn(i32) -> bool,
 ) -> Result<(), DumpError> {
-    let find = |pid: i32| entries.iter().find(|e| e.pid == pid);
     let is_root = |pid: i32| roots.iter().any(|r| r.as_raw() == pid);
     // The groups a shell job's restore replaces by its own: those of its roots.
     let job_groups: Vec<i32> = entries
@@ -117,10 +121,14 @@ pub(crate) fn check_sessions(
         .filter(|e| shell_job && is_root(e.pid) && e.sid != e.pid)
         .map(|e| e.pgid)
         .collect();
-    for e in entries {
+    for k in 0..entries.len() {
+        let e = &entries[k];
         let pid = Pid::from_raw(e.pid);
         if e.sid != e.pid {
-            match find(e.ppid).filter(|_| !is_root(e.pid)) {
+            let parent = (!is_root(e.pid))
+                .then(|| entries.iter().find(|p| p.pid == e.ppid))
+                .flatten();
+            match parent {
                 Some(parent) if parent.sid != e.sid => {
                     return Err(DumpError::SessionNotInherited {
                         pid,
@@ -131,15 +139,35 @@ pub(crate) fn check_sessions(
                 }
                 Some(_) => {}
                 None if shell_job => {}
+                None if !e.zombie && gone(e.sid) => entries[k].session_leader_gone = true,
                 None => return Err(DumpError::SessionOutside { pid, sid: e.sid }),
             }
         }
-        if e.pgid != e.pid && !job_groups.contains(&e.pgid) {
-            let leader_here = find(e.pgid).is_some_and(|l| l.sid == e.sid);
-            if !leader_here {
-                return Err(DumpError::GroupOutside { pid, pgid: e.pgid });
-            }
+    }
+    for k in 0..entries.len() {
+        let e = &entries[k];
+        if e.pgid == e.pid || job_groups.contains(&e.pgid) {
+            continue;
         }
+        let find = |pid: i32| entries.iter().find(|x| x.pid == pid);
+        if find(e.pgid).is_some_and(|l| l.sid == e.sid) {
+            continue;
+        }
+        // A stand-in for the group is forked in its session by that session's stand-in, or
+        // by the root that leads the session.
+        let session_stands_in = entries
+            .iter()
+            .any(|x| x.sid == e.sid && x.session_leader_gone);
+        let root_leads_session =
+            find(e.sid).is_some_and(|l| is_root(l.pid) && l.sid == l.pid && !l.zombie);
+        if (session_stands_in || root_leads_session) && gone(e.pgid) {
+            entries[k].group_leader_gone = true;
+            continue;
+        }
+        return Err(DumpError::GroupOutside {
+            pid: Pid::from_raw(e.pid),
+            pgid: e.pgid,
+        });
     }
     Ok(())
 }
@@ -159,36 +187,66 @@ mod tests {
         }
     }
 
+    /// No leader outside the dump has exited.
+    fn alive(_: i32) -> bool {
+        false
+    }
+
     #[test]
     fn sessions_and_groups_a_restore_can_make() {
         let root = [Pid::from_raw(10)];
         // A session leader, a child in its group, a child leading a group of its own and a
         // grandchild in that group.
-        let tree = [
+        let mut tree = [
             entry(10, 1, 10, 10),
             entry(11, 10, 10, 10),
             entry(12, 10, 12, 10),
             entry(13, 12, 12, 10),
         ];
-        check_sessions(&tree, &root, false).unwrap();
+        check_sessions(&mut tree, &root, false, alive).unwrap();
         // A root in the session and group of its shell.
-        let job = [entry(10, 5, 10, 5), entry(11, 10, 10, 5)];
-        let err = check_sessions(&job, &root, false).unwrap_err();
+        let mut job = [entry(10, 5, 10, 5), entry(11, 10, 10, 5)];
+        let err = check_sessions(&mut job, &root, false, alive).unwrap_err();
         assert!(matches!(err, DumpError::SessionOutside { sid: 5, .. }), "{err}");
         assert!(err.to_string().contains("--shell-job"), "{err}");
-        check_sessions(&job, &root, true).unwrap();
-        let job = [entry(10, 5, 4, 5)];
-        check_sessions(&job, &root, true).unwrap();
+        check_sessions(&mut job, &root, true, alive).unwrap();
+        let mut job = [entry(10, 5, 4, 5)];
+        check_sessions(&mut job, &root, true, alive).unwrap();
         // A group led outside the dump, in the root's session.
-        let tree = [entry(10, 1, 10, 10), entry(11, 10, 7, 10)];
-        let err = check_sessions(&tree, &root, false).unwrap_err();
+        let mut tree = [entry(10, 1, 10, 10), entry(11, 10, 7, 10)];
+        let err = check_sessions(&mut tree, &root, false, alive).unwrap_err();
         assert!(matches!(err, DumpError::GroupOutside { pgid: 7, .. }), "{err}");
         // A child left in the old session by a parent that started a new one.
-        let tree = [entry(10, 1, 10, 10), entry(11, 10, 11, 11), entry(12, 11, 10, 10)];
-        let err = check_sessions(&tree, &root, false).unwrap_err();
+        let mut tree = [entry(10, 1, 10, 10), entry(11, 10, 11, 11), entry(12, 11, 10, 10)];
+        let err = check_sessions(&mut tree, &root, false, alive).unwrap_err();
         assert!(
             matches!(err, DumpError::SessionNotInherited { parent_sid: 11, .. }),
             "{err}"
         );
+    }
+
+    #[test]
+    fn leaders_that_exited_get_stand_ins_where_a_restore_can_make_them() {
+        let root = [Pid::from_raw(10)];
+        let gone = |pid: i32| pid < 10;
+        // A daemon: its session and group led by the parent that exited after setsid; a child
+        // in a group whose leader exited too.
+        let mut tree = [entry(10, 1, 5, 5), entry(11, 10, 6, 5)];
+        check_sessions(&mut tree, &root, false, gone).unwrap();
+        assert!(tree[0].session_leader_gone && tree[0].group_leader_gone);
+        assert!(!tree[1].session_leader_gone && tree[1].group_leader_gone);
+        // A group whose leader exited, in the session the root leads (zdtm zombie01).
+        let mut tree = [entry(10, 1, 10, 10), entry(11, 10, 7, 10)];
+        tree[1].zombie = true;
+        check_sessions(&mut tree, &root, false, gone).unwrap();
+        assert!(tree[1].group_leader_gone && !tree[1].session_leader_gone);
+        // A leader still running outside is refused, as is a group whose session nothing of
+        // the restore leads (a shell job's).
+        let mut tree = [entry(10, 1, 5, 5)];
+        let err = check_sessions(&mut tree, &root, false, |p| p != 5).unwrap_err();
+        assert!(matches!(err, DumpError::SessionOutside { sid: 5, .. }), "{err}");
+        let mut tree = [entry(10, 1, 10, 5), entry(11, 10, 7, 5)];
+        let err = check_sessions(&mut tree, &root, true, gone).unwrap_err();
+        assert!(matches!(err, DumpError::GroupOutside { pgid: 7, .. }), "{err}");
     }
 }

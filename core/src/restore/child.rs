@@ -68,6 +68,13 @@ fn child_setup(tree: &Planned, i: usize) -> Result<(), ChildError> {
     let t = &tree.loaded.tasks[i];
     let pid = Pid::from_raw(t.entry.pid);
     process::restore_session(&t.entry)?;
+    // A root leading its session makes the groups of it whose leaders had exited, before any
+    // process joins them.
+    for &pgid in &plan.stand_ins.groups_of_task[i] {
+        let cryo = nix::unistd::getppid();
+        super::stand_in::lead_group(pgid, cryo)
+            .map_err(|e| ChildError::sys_on(ChildStep::GroupStandIn, pgid)(e))?;
+    }
     let parent = tree
         .loaded
         .tasks
@@ -213,7 +220,14 @@ fn child_setup(tree: &Planned, i: usize) -> Result<(), ChildError> {
         }
         match fork_with_pid_sharing(cpid, share) {
             Ok(Forked::Child) => child_main(tree, c),
-            Ok(Forked::Parent(_)) => {}
+            Ok(Forked::Parent(_)) => {
+                // A group leader leads its group from here (as a shell does it for its jobs):
+                // its siblings and zombies forked next may join it before it runs.
+                let e = &tree.loaded.tasks[c].entry;
+                if e.pgid == e.pid && e.sid != e.pid {
+                    let _ = nix::unistd::setpgid(cpid, cpid);
+                }
+            }
             Err(e) => return Err(ChildError::sys_on(ChildStep::ForkChild, cpid)(e)),
         }
     }
@@ -222,7 +236,12 @@ fn child_setup(tree: &Planned, i: usize) -> Result<(), ChildError> {
         let entry = &tree.loaded.zombies[z];
         let zpid = Pid::from_raw(entry.pid);
         match fork_with_pid(zpid) {
-            Ok(Forked::Child) => crate::sys::process::exit_as(entry.exit_status),
+            Ok(Forked::Child) => {
+                // In the session and group it died in (it may have left its parent's): a
+                // failure shows in the check below.
+                let _ = process::restore_session(entry);
+                crate::sys::process::exit_as(entry.exit_status)
+            }
             Ok(Forked::Parent(_)) => {}
             Err(e) => return Err(ChildError::sys_on(ChildStep::ForkZombie, zpid)(e)),
         }
@@ -233,6 +252,13 @@ fn child_setup(tree: &Planned, i: usize) -> Result<(), ChildError> {
             nix::sys::wait::WaitPidFlag::WEXITED | nix::sys::wait::WaitPidFlag::WNOWAIT,
         )
         .map_err(|e| ChildError::sys_on(ChildStep::WaitZombie, zpid)(e.into()))?;
+        let in_group = nix::unistd::getpgid(Some(zpid)).is_ok_and(|g| g.as_raw() == entry.pgid);
+        let leads =
+            entry.sid != entry.pid || nix::unistd::getsid(Some(zpid)).is_ok_and(|s| s == zpid);
+        if !(in_group && leads) {
+            let e = std::io::Error::from_raw_os_error(libc::EPERM);
+            return Err(ChildError::sys_on(ChildStep::ZombieSession, zpid)(e));
+        }
     }
     if !zombies.is_empty() {
         // Their SIGCHLD belonged to the past the image already holds.

@@ -75,6 +75,36 @@ pub enum RestoreError {
         /// The roots.
         roots: Vec<i32>,
     },
+    /// A process of the image in a group whose leader had exited, in a session no stand-in
+    /// and no root of the image leads (the dump does not make such images).
+    #[error(
+        "pid {pid}: its group {pgid} had lost its leader, in session {sid}, which nothing of the \
+         restore makes: no stand-in can lead the group there"
+    )]
+    StandInOutsideTree {
+        /// The process.
+        pid: i32,
+        /// Its group.
+        pgid: i32,
+        /// Its session.
+        sid: i32,
+    },
+    /// A session or group whose leader had exited, named by a pid a process of the image has.
+    #[error("the exited leader {pid} of a session or group is also a process of the image")]
+    StandInPidTaken {
+        /// The pid.
+        pid: i32,
+    },
+    /// Stand-ins for exited leaders restored into a new PID namespace.
+    #[error(
+        "the image has sessions or groups whose leaders had exited ({pids:?}): a process with \
+         each one's pid stands in for it, which a new PID namespace (--pidns) cannot hold \
+         beside its init; restore without --pidns"
+    )]
+    StandInsInNewPidNamespace {
+        /// The exited leaders.
+        pids: Vec<i32>,
+    },
     /// A zombie whose parent is not restored.
     #[error("zombie {pid} has no restored parent ({ppid})")]
     OrphanZombie {
@@ -301,6 +331,12 @@ pub enum ChildStep {
     IpcNamespace,
     #[error("the pipe its children sharing its fd table or working directory answer on")]
     DonePipe,
+    #[error("make the stand-in for the exited leader of its session")]
+    SessionStandIn,
+    #[error("make the stand-in for the exited leader of group")]
+    GroupStandIn,
+    #[error("put in its session and group the zombie")]
+    ZombieSession,
 }
 
 /// The object a failed file step of a forked process was opening.

@@ -174,8 +174,9 @@ impl Loaded {
         if !self.inventory.shell_job {
             return Ok(());
         }
-        let mut entries: Vec<&mut ProcessEntry> =
-            self.tasks.iter_mut().map(|t| &mut t.entry).collect();
+        // Zombies too: one in the job's group comes back in cryo's with the rest of it.
+        let tasks = self.tasks.iter_mut().map(|t| &mut t.entry);
+        let mut entries: Vec<&mut ProcessEntry> = tasks.chain(&mut self.zombies).collect();
         crate::task::process::adopt_shell_job(&mut entries, &self.inventory.root_pids)
     }
 }

@@ -25,6 +25,7 @@ pub(crate) mod load;
 pub(crate) mod namespaces;
 pub(crate) mod plan;
 pub(crate) mod spawn;
+pub(crate) mod stand_in;
 pub(crate) mod tree;
 
 use std::os::fd::AsRawFd;

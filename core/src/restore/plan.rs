@@ -22,6 +22,7 @@ use cryo_proto::image::{FileDesc, MmCore, ProcessEntry, VmaKind};
 
 use super::error::RestoreError;
 use super::load::TaskImage;
+use super::stand_in::StandIns;
 use crate::files;
 use crate::memory::restore::{needs_writable_file, MappingFds};
 use crate::memory::PAGE;
@@ -83,6 +84,8 @@ pub(crate) struct TreePlan {
     pub guardian_slot: RawFd,
     /// The first slot fd of the IPC namespaces cryo made (crate::ipc::Restored::fds).
     pub ipc_slot: RawFd,
+    /// The processes that stand in for session and group leaders that had exited.
+    pub stand_ins: StandIns,
     /// Per task: its parent's position (None for a root).
     pub parent: Vec<Option<usize>>,
     /// Per task: the task whose fd table it has (itself, or the topmost of a chain of
@@ -249,6 +252,9 @@ impl TreePlan {
                 extra[p].insert(id, slot_fd(k));
             }
         }
+        let entries: Vec<&ProcessEntry> = ordered.iter().map(|t| &t.entry).collect();
+        let stand_ins =
+            StandIns::plan(&entries, zombies, &(0..root_idx.len()).collect::<Vec<_>>())?;
         let tramps = ordered
             .iter()
             .map(|t| {
@@ -266,6 +272,7 @@ impl TreePlan {
             tramps,
             mappings,
             roots: (0..root_idx.len()).collect(),
+            stand_ins,
             parent,
             table_owner,
             cryo_sets,

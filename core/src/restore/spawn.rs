@@ -24,7 +24,7 @@ use nix::unistd::Pid;
 use tracing::debug;
 
 use super::child::child_main;
-use super::error::{ChildError, RestoreError};
+use super::error::{ChildError, ChildStep, RestoreError};
 use super::guard::KillAll;
 use super::guardian::RestoreGuardian;
 use super::namespaces::Namespaces;
@@ -86,8 +86,15 @@ impl Planned {
         if own_pidns != 0 && ns.is_some_and(|ns| ns.pid) {
             return Err(RestoreError::PidNamespaceImage { inode: own_pidns }.into());
         }
+        let stand_ins: Vec<i32> = self.plan.stand_ins.pids().collect();
+        if !stand_ins.is_empty() && (own_pidns != 0 || ns.is_some_and(|ns| ns.pid)) {
+            return Err(RestoreError::StandInsInNewPidNamespace { pids: stand_ins }.into());
+        }
         // In a namespace made for the tree, every pid is free.
         if own_pidns == 0 && ns.is_none_or(|ns| !ns.pid) {
+            for &pid in &stand_ins {
+                wait_pid_free(Pid::from_raw(pid))?;
+            }
             for t in &self.loaded.tasks {
                 for thread in &t.core.threads {
                     wait_pid_free(Pid::from_raw(thread.tid))?;
@@ -155,6 +162,8 @@ fn spawn_tree(tree: &Planned, ns: Option<Namespaces>) -> Result<(Vec<Pid>, Optio
         });
     }
     let mut created: Vec<Option<Pid>> = vec![None; n];
+    // The session stand-ins cryo forked (sessions whose leaders had exited).
+    let mut stand_ins_made: Vec<i32> = Vec::new();
     crate::task::netns::outer_is_here();
     // The tree's own PID namespace (the dump's), made again by forking its root, its init.
     let own_pidns = tree.loaded.inventory.pid_ns != 0;
@@ -217,6 +226,23 @@ fn spawn_tree(tree: &Planned, ns: Option<Namespaces>) -> Result<(Vec<Pid>, Optio
                     }
                 }
                 for &r in &plan.roots {
+                    // A root in a session whose leader had exited is forked by its stand-in.
+                    if let Some(session) = plan.stand_ins.session_of(r) {
+                        if !stand_ins_made.contains(&session.sid) {
+                            let sid = Pid::from_raw(session.sid);
+                            match fork_with_pid(sid) {
+                                Ok(Forked::Child) => session_stand_in(tree, session),
+                                Ok(Forked::Parent(_)) => stand_ins_made.push(session.sid),
+                                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                                    return Err(RestoreError::PidRaced { pid: sid }.into())
+                                }
+                                Err(e) => {
+                                    return Err(Error::sys(sid, "clone3 with set_tid", e));
+                                }
+                            }
+                        }
+                        continue;
+                    }
                     let pid = Pid::from_raw(tree.loaded.tasks[r].entry.pid);
                     let user =
                         super::child::starts_user_namespace(&tree.loaded.tasks[r].core, None);
@@ -315,6 +341,8 @@ fn spawn_tree(tree: &Planned, ns: Option<Namespaces>) -> Result<(Vec<Pid>, Optio
                     .unwrap_or(e));
             }
         }
+        // Every process is in its session and group: their stand-ins are done.
+        super::stand_in::end(plan.stand_ins.pids());
         if let Some((t, _)) = &tree.terminal {
             for &i in &tree.want_ctty {
                 let seen = created[i].unwrap_or(Pid::from_raw(tree.loaded.tasks[i].entry.pid));
@@ -324,6 +352,7 @@ fn spawn_tree(tree: &Planned, ns: Option<Namespaces>) -> Result<(Vec<Pid>, Optio
         Ok(())
     })();
     if let Err(e) = result {
+        super::stand_in::end(plan.stand_ins.pids());
         for pid in created.iter().flatten().rev() {
             let _ = nix::sys::signal::kill(*pid, Signal::SIGKILL);
             let _ = waitpid(*pid, Some(WaitPidFlag::__WALL));
@@ -479,4 +508,33 @@ fn wait_stopped(pid: Pid, err: &OwnedFd) -> Result<()> {
             Err(e) => return Err(Error::sys(pid, "wait for the new process", e)),
         }
     }
+}
+
+/// The stand-in for the exited leader of `session`, forked from cryo with its pid: starts the
+/// session, its groups, and forks its roots (children of cryo). Never returns: it waits for
+/// cryo to end it, or tells the roots it did not fork why, and exits.
+fn session_stand_in(tree: &Planned, session: &super::stand_in::SessionStandIn) -> ! {
+    crate::sys::process::die_with_parent();
+    let cryo = nix::unistd::getppid();
+    let mut forked = 0;
+    let result = super::stand_in::start_session(session, cryo, |r| {
+        let pid = Pid::from_raw(tree.loaded.tasks[r].entry.pid);
+        let mut flags = libc::CLONE_PARENT as u64;
+        if super::child::starts_user_namespace(&tree.loaded.tasks[r].core, None) {
+            flags |= libc::CLONE_NEWUSER as u64;
+        }
+        match fork_with_pid_sharing(pid, flags)? {
+            Forked::Child => child_main(tree, r),
+            Forked::Parent(_) => forked += 1,
+        }
+        Ok(())
+    });
+    let e = result
+        .err()
+        .unwrap_or_else(|| std::io::Error::from_raw_os_error(libc::EIO));
+    let report = ChildError::sys_on(ChildStep::SessionStandIn, session.sid)(e).encode();
+    for &r in &session.roots[forked..] {
+        let _ = crate::sys::spawn::write_raw(tree.plan.ctl(r).1, &report);
+    }
+    crate::sys::process::exit_child(70)
 }

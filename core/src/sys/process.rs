@@ -45,13 +45,22 @@ pub fn fork_with_pid(pid: Pid) -> io::Result<Forked> {
 
 /// [`fork_with_pid`], the child sharing what `share` says with this process (CLONE_FILES:
 /// the fd table, CLONE_FS: working directory, root and umask), or in a new user namespace
-/// (CLONE_NEWUSER: its pid is still given here, where this process has the capability).
+/// (CLONE_NEWUSER: its pid is still given here, where this process has the capability), or
+/// a child of this process's parent (CLONE_PARENT).
 pub fn fork_with_pid_sharing(pid: Pid, share: u64) -> io::Result<Forked> {
     const PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
     let tid: libc::pid_t = pid.as_raw();
     let args = CloneArgs {
-        flags: share & (libc::CLONE_FILES | libc::CLONE_FS | libc::CLONE_NEWUSER) as u64,
-        exit_signal: libc::SIGCHLD as u64,
+        flags: share
+            & (libc::CLONE_FILES | libc::CLONE_FS | libc::CLONE_NEWUSER | libc::CLONE_PARENT)
+                as u64,
+        // A sibling (CLONE_PARENT) signals its parent as the caller does: clone3 takes no
+        // signal of its own with it.
+        exit_signal: if share & libc::CLONE_PARENT as u64 != 0 {
+            0
+        } else {
+            libc::SIGCHLD as u64
+        },
         set_tid: &tid as *const libc::pid_t as u64,
         set_tid_size: 1,
         ..Default::default()
@@ -95,6 +104,9 @@ fn clone3(args: &CloneArgs) -> io::Result<Forked> {
     // outside, getppid() 0 (PR_SET_PDEATHSIG still covers its death from then on).
     let parent = if args.flags & libc::CLONE_NEWPID as u64 != 0 {
         0
+    } else if args.flags & libc::CLONE_PARENT as u64 != 0 {
+        // A sibling of the caller: its parent is the caller's.
+        nix::unistd::getppid().as_raw()
     } else {
         nix::unistd::getpid().as_raw()
     };

@@ -10,7 +10,7 @@
 //! for each reply, one line written, closed: no fd to the test stays open).
 //! Stdin is /dev/null, stdout and stderr go to `DIR/workload.log`.
 //!
-//! Every mode answers `ping` (`pong`), `pid`, `ppid`, `tick` (counter += 1,
+//! Every mode answers `ping` (`pong`), `pid`, `ppid`, `session` (`PGID SID`), `tick` (counter += 1,
 //! replies it), `get`, `fds` (`N=target` for every open fd, sorted, tab-separated),
 //! `exit CODE` (replies `bye`, then exits) and the broken-peer commands of
 //! `tests/src/workload_peers.rs` (`sigwatch`, `signext`, `resume-open`, `resume-next`,
@@ -30,6 +30,7 @@
 //! threads N                  counting threads, a mutex and a condition variable
 //! timers                     an interval timer and a POSIX timer
 //! tree                       a child in its own group, a grandchild, a zombie
+//! orphan-groups              children in a group whose leader exited, a zombie leading a session
 //! mappings                   shared, file-backed, private and PROT_NONE regions
 //! unsupported KIND [FD]      an fd cryo refuses (io_uring, packet socket)
 //! events                     epoll, eventfd, timerfd, signalfd, memfd, inotify
@@ -47,6 +48,9 @@
 //! tty [ctty]                 stdio on a terminal
 //! attrs SETTING...           process and thread attributes set at start, read from inside
 //! job-shell MODE [ARGS...]   not a mode: a tiny shell running one as a foreground job
+//! daemon [group] MODE [ARGS...]
+//!                            not a mode: runs one in the session (and group) of leaders that
+//!                            exited, as a daemon that forked again after setsid
 //! ```
 //!
 //! A failed read() of the command FIFO is fatal (exit 3, logged): with only
@@ -71,10 +75,19 @@ fn main() {
         eprintln!("usage: cryo-workload DIR MODE [ARGS...]");
         std::process::exit(2);
     }
-    let (dir, mode, mode_args) = (Path::new(&args[1]), &args[2], &args[3..]);
-    control::isolate();
+    let (dir, mut mode, mut mode_args) = (Path::new(&args[1]), &args[2], &args[3..]);
+    // A mode a `daemon` runner started stays in the session its leaders left it.
+    if mode == "daemonized" && args.len() > 3 {
+        control::close_inherited();
+        (mode, mode_args) = (&args[3], &args[4..]);
+    } else {
+        control::isolate();
+    }
     if mode == "job-shell" {
         workload::job_shell::run(&args[1], mode_args);
+    }
+    if mode == "daemon" {
+        workload::daemon::run(&args[1], mode_args);
     }
     let cmd_fd = control::open_commands(dir);
     let mode = match workload::start(mode, mode_args, dir) {

@@ -10,12 +10,16 @@ use crate::{protocol, workload_peers};
 /// Leaves the test's process: closes every inherited fd above 2 and starts a session of its
 /// own.
 pub fn isolate() {
-    // Whatever the test process inherited and leaked (a jobserver pipe...)
-    // must not follow the workload into its images.
-    sys::close_from(3);
+    close_inherited();
     // Own session and process group: the workload is a tree of its own. Failure (already a
     // group leader) is harmless.
     let _ = sys::setsid();
+}
+
+/// Closes every inherited fd above 2: whatever the test process inherited and leaked (a
+/// jobserver pipe...) must not follow the workload into its images.
+pub fn close_inherited() {
+    sys::close_from(3);
 }
 
 /// Opens the command FIFO `DIR/cmd` O_RDWR, kept for the workload's life; fatal if it cannot.
@@ -54,6 +58,8 @@ pub fn serve(dir: &Path, cmd_fd: i32, mut mode: Box<dyn Mode>) -> ! {
             ("ping", []) => "pong".to_string(),
             ("pid", []) => std::process::id().to_string(),
             ("ppid", []) => sys::getppid().to_string(),
+            // SAFETY: getpgrp and getsid take no pointers.
+            ("session", []) => unsafe { format!("{} {}", libc::getpgrp(), libc::getsid(0)) },
             ("tick", []) => {
                 counter += 1;
                 counter.to_string()

@@ -1,7 +1,9 @@
 //! What the modes that fork share: a child holding one fd of a pair, how a forked child
 //! ends, and a child asked questions over two pipes.
 
+use std::ffi::CString;
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 
 use super::sys;
 
@@ -30,6 +32,44 @@ pub fn exit_child(what: &str, result: io::Result<()>) -> ! {
     };
     // SAFETY: ends the forked process.
     unsafe { libc::_exit(code) };
+}
+
+/// The command line that runs this binary as `cryo-workload DIR ARGS...`.
+pub fn workload_argv(dir: &str, args: &[String]) -> Vec<CString> {
+    let exe = std::env::current_exe()
+        .unwrap_or_else(|e| super::control::fatal(&format!("current_exe: {e}")));
+    let mut argv: Vec<CString> = vec![CString::new(exe.as_os_str().as_bytes()).expect("no NUL")];
+    argv.push(CString::new(dir).expect("no NUL"));
+    argv.extend(
+        args.iter()
+            .map(|a| CString::new(a.as_str()).expect("no NUL")),
+    );
+    argv
+}
+
+/// Replaces this (forked) process by `argv`; exits 127 if it cannot.
+pub fn exec(argv: &[CString]) -> ! {
+    let mut ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+    ptrs.push(std::ptr::null());
+    // SAFETY: argv and its pointer array outlive execv, which returns only on failure.
+    unsafe {
+        libc::execv(ptrs[0], ptrs.as_ptr());
+        libc::_exit(127)
+    }
+}
+
+/// Ends this process the way wait status `status` says its child ended: killed by the same
+/// signal (its default action), or exiting with the same code.
+pub fn die_like(status: i32) -> ! {
+    if libc::WIFSIGNALED(status) {
+        let sig = libc::WTERMSIG(status);
+        // SAFETY: dying by the child's signal, with its default action.
+        unsafe {
+            libc::signal(sig, libc::SIG_DFL);
+            libc::raise(sig);
+        }
+    }
+    std::process::exit(libc::WEXITSTATUS(status));
 }
 
 /// Forks a child that computes `answer` (in its copy of this process) and writes it back over a

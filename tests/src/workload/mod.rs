@@ -16,6 +16,7 @@
 //! ```
 
 pub mod control;
+pub mod daemon;
 pub mod job_shell;
 mod kids;
 mod sys;
@@ -44,6 +45,7 @@ mod mount_ns;
 mod mqueue;
 mod netns;
 mod notify;
+mod orphan_groups;
 mod pid_ns;
 mod pipe;
 mod pipe_split;
@@ -112,6 +114,7 @@ pub const MODES: &[(&str, Start)] = &[
     ("sigtrap", sigtrap::start),
     ("unsupported", unsupported::start),
     ("tree", tree::start),
+    ("orphan-groups", orphan_groups::start),
     ("pid-ns", pid_ns::start),
     ("timers", timers::start),
     ("waits", waits::start),
