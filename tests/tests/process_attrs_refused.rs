@@ -212,12 +212,18 @@ fn a_mappings_numa_policy_is_refused_naming_pid_mapping_and_policy() {
 }
 
 /// Keyrings cryo does not make again: a session keyring with a logon key (unreadable, so not
-/// dumped), a named one, a process keyring, a thread keyring, a thread in a session keyring
-/// of its own; each refused naming pid, thread and keyring, the target running on.
+/// dumped), one with a key that expires (the kernel shows the time left only to the minute),
+/// a named one, a process keyring, a thread keyring, a thread in a session keyring of its own;
+/// each refused naming pid, thread and keyring, the target running on.
 #[test]
 fn keyrings_with_keys_or_of_a_thread_or_process_are_refused_naming_them() {
     cryo_bin();
-    let cases: [(&[&str], bool, &[&str]); 5] = [
+    let cases: [(&[&str], bool, &[&str]); 6] = [
+        (
+            &["keyring=new", "key=a:b", "expiring-key=c:d:600"],
+            false,
+            &["session keyring", "expire (keyctl timeout)"],
+        ),
         (
             &["keyring=new", "key=a:b", "logon-key=secret:abc"],
             false,

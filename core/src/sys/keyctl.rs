@@ -149,3 +149,34 @@ fn set_perm_and_owner(id: libc::c_long, perm: u32, uid: u32, gid: u32) -> io::Re
     })?;
     Ok(())
 }
+
+/// /proc/keys as a thread of cryo whose filesystem uid and gid are `uid` and `gid` reads it:
+/// the keys that owner (or its group, or anyone) may view, with their expiry times. The ids
+/// are the thread's own (setfsuid and setfsgid change only the calling thread), which ends
+/// with the read.
+pub fn proc_keys_as(uid: u32, gid: u32) -> io::Result<String> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: integer arguments only; they change this short-lived thread's
+            // credentials alone (the raw calls, not glibc's process-wide wrappers).
+            unsafe {
+                libc::syscall(libc::SYS_setfsgid, gid as libc::c_long);
+                libc::syscall(libc::SYS_setfsuid, uid as libc::c_long);
+            }
+            // setfs*id answer the old id whatever happened: read back to see they took.
+            // SAFETY: as above; -1 changes nothing and answers the current id.
+            let now = unsafe {
+                (
+                    libc::syscall(libc::SYS_setfsuid, -1 as libc::c_long),
+                    libc::syscall(libc::SYS_setfsgid, -1 as libc::c_long),
+                )
+            };
+            if now != (uid as i64, gid as i64) {
+                return Err(io::Error::from_raw_os_error(libc::EPERM));
+            }
+            std::fs::read_to_string("/proc/keys")
+        })
+        .join()
+        .unwrap_or_else(|_| Err(io::Error::other("the /proc/keys reader panicked")))
+    })
+}

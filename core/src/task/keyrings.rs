@@ -90,6 +90,8 @@ pub fn dump_process(
         if keyring.links > 0 {
             keyring.keys = read_keys(tid, remote, scratch, keyring.links as usize)?;
         }
+        keyring.expiring = expiring(&keyring)
+            .map_err(|e| Error::sys(tid, "read /proc/keys as the keys' owners", e))?;
         p.session_keyring = Some(keyring);
     }
     Ok(())
@@ -138,6 +140,33 @@ fn read_keys(tid: Pid, remote: &Remote, scratch: &Scratch, links: usize) -> Resu
         keys.push(key);
     }
     Ok(keys)
+}
+
+/// The serials of `keyring` and of its keys that have an expiry time, or whose owner may not
+/// view them in /proc/keys (cryo cannot tell): each read there as its owner reads it.
+fn expiring(keyring: &SessionKeyring) -> io::Result<Vec<i32>> {
+    let mut objects = vec![(keyring.serial, keyring.uid, keyring.gid)];
+    objects.extend(keyring.keys.iter().map(|k| (k.serial, k.uid, k.gid)));
+    let mut owners: Vec<(u32, u32)> = objects.iter().map(|&(_, u, g)| (u, g)).collect();
+    owners.sort_unstable();
+    owners.dedup();
+    let mut permanent = Vec::new();
+    for (uid, gid) in owners {
+        let text = keyctl::proc_keys_as(uid, gid)?;
+        permanent.extend(text.lines().filter_map(permanent_serial));
+    }
+    Ok(objects
+        .iter()
+        .map(|&(serial, ..)| serial)
+        .filter(|serial| !permanent.contains(serial))
+        .collect())
+}
+
+/// The serial of a /proc/keys line whose timeout column says "perm" (no expiry).
+fn permanent_serial(line: &str) -> Option<i32> {
+    let mut fields = line.split_whitespace();
+    let serial = u32::from_str_radix(fields.next()?, 16).ok()? as i32;
+    (fields.nth(2)? == "perm").then_some(serial)
 }
 
 /// The text before the first NUL of `bytes`.
@@ -219,6 +248,17 @@ pub fn refuse(pid: Pid, core: &TaskCore, own: Option<i32>) -> std::result::Resul
         }
     }
     match &p.session_keyring {
+        Some(k) if Some(k.serial) != own && !k.expiring.is_empty() => Err(unrestorable(
+            pid.as_raw(),
+            "session keyring",
+            format!(
+                "{} \"{}\": {:?} expire (keyctl timeout) or cannot be seen to",
+                k.serial, k.description, k.expiring
+            ),
+            "the kernel shows the time a key has left only to the minute, hour or day above a \
+             minute (/proc/keys): a key made again would expire at another time; dump and \
+             restore from within that session keyring to keep it",
+        )),
         Some(k) if Some(k.serial) != own && !makeable(k) => Err(unrestorable(
             pid.as_raw(),
             "session keyring",
@@ -316,6 +356,15 @@ mod tests {
     }
 
     #[test]
+    fn a_key_without_expiry_is_told_by_its_proc_keys_line() {
+        let line = "2a8b3c4d I--Q---     1 perm 3f010000     0     0 user      k: 5";
+        assert_eq!(permanent_serial(line), Some(0x2a8b_3c4d));
+        let line = "2a8b3c4d I--Q---     1 59s 3f010000     0     0 user      k: 5";
+        assert_eq!(permanent_serial(line), None);
+        assert_eq!(permanent_serial("junk"), None);
+    }
+
+    #[test]
     fn only_an_empty_anonymous_keyring_or_cryos_own_comes_back() {
         let pid = Pid::from_raw(7);
         let core = |k: Option<SessionKeyring>| TaskCore {
@@ -337,6 +386,11 @@ mod tests {
         let err = refuse(pid, &core(Some(ses(5, 2, "_ses"))), Some(6)).unwrap_err();
         assert!(err.to_string().contains("session keyring"), "{err}");
         assert!(refuse(pid, &core(Some(ses(5, 0, "mine"))), None).is_err());
+        let mut expiring = ses(5, 0, "_ses");
+        expiring.expiring = vec![5];
+        let err = refuse(pid, &core(Some(expiring.clone())), None).unwrap_err();
+        assert!(err.to_string().contains("expire"), "{err}");
+        refuse(pid, &core(Some(expiring)), Some(5)).unwrap();
         assert!(refuse_root(&core(None), Some(9)).is_some());
         assert!(refuse_root(&core(None), None).is_none());
         assert!(refuse_root(&core(Some(ses(5, 1, "_ses"))), Some(5)).is_none());

@@ -47,6 +47,8 @@
 //! keyring=new|PERM|name:NAME join a new anonymous session keyring (with permissions
 //!                         PERM, hex), or one named NAME                    this thread
 //! key=DESC:PAYLOAD        add a "user" key to the session keyring          this thread
+//! expiring-key=DESC:PAYLOAD:SECS
+//!                         the same, expiring SECS seconds from now         this thread
 //! logon-key=DESC:PAYLOAD  add a "logon" key cryo:DESC (unreadable)         this thread
 //! process-keyring=1       make the process keyring                         process
 //! thread-keyring=1        make the thread keyring                          this thread
@@ -536,6 +538,14 @@ fn apply(setting: &str, dir: &Path) -> Result<(), String> {
             let (desc, payload) = value.split_once(':').unwrap_or((value, ""));
             sys::add_key("user", desc, payload.as_bytes())
                 .map(drop)
+                .map_err(fail)
+        }
+        "expiring-key" => {
+            let mut parts = value.splitn(3, ':');
+            let (desc, payload) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+            let secs = parts.next().and_then(|s| s.parse().ok()).unwrap_or(600);
+            sys::add_key("user", desc, payload.as_bytes())
+                .and_then(|serial| sys::set_key_timeout(serial, secs))
                 .map_err(fail)
         }
         "logon-key" => {

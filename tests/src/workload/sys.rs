@@ -1688,6 +1688,21 @@ pub fn add_key(ty: &str, desc: &str, payload: &[u8]) -> io::Result<i32> {
     Ok(r as i32)
 }
 
+/// Makes key `serial` expire `secs` seconds from now (KEYCTL_SET_TIMEOUT).
+pub fn set_key_timeout(serial: i32, secs: u32) -> io::Result<()> {
+    const KEYCTL_SET_TIMEOUT: libc::c_long = 15;
+    // SAFETY: integer arguments only.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_keyctl,
+            KEYCTL_SET_TIMEOUT,
+            serial as libc::c_long,
+            secs as libc::c_long,
+        )
+    };
+    cvt(r as i32).map(drop)
+}
+
 /// The keys (serials) keyring `spec` links, and each one's KEYCTL_DESCRIBE and payload.
 pub fn keys_of(spec: i32) -> io::Result<Vec<(String, Vec<u8>)>> {
     let read = |id: i32, buf: &mut [u8]| -> io::Result<usize> {
