@@ -317,10 +317,13 @@ pub(crate) fn page_runs_known(
     let mut k = 0;
     for vma in vmas {
         let kind = VmaKind::try_from(vma.kind).unwrap_or(VmaKind::Invalid);
+        // Droppable memory is not kept: the kernel may free its pages at any time (its users
+        // read zeroes then), and a restore is such a time, as with CRIU (zdtm maps11).
         if !matches!(
             kind,
             VmaKind::Anon | VmaKind::Heap | VmaKind::Stack | VmaKind::FilePrivate
-        ) {
+        ) || super::is_droppable(vma)
+        {
             continue;
         }
         // The VMA in pieces: those in a known range taken whole, the others read.

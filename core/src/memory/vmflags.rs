@@ -6,8 +6,9 @@
 //! madvise  dc wf hg nh dd mg sr rr   restored: madvise(advice) per VMA, after filling
 //! mlock    lo [lf]                   restored: mlock2(0 | MLOCK_ONFAULT) per VMA
 //! mmap     nr                        restored: MAP_NORESERVE in the VMA's mmap flags
-//!          dp                        restored: MAP_DROPPABLE in the VMA's mmap flags (its
-//!                                    nr, wf, dd come with it; the process cannot clear them)
+//!          dp                        restored: MAP_DROPPABLE in the VMA's mmap flags, its
+//!                                    pages dropped (its nr, wf, dd come with it; the
+//!                                    process cannot clear them)
 //! hugetlb  ht                        restored: MAP_HUGETLB and its page size (hugetlb.rs)
 //! mm       lo/lf/mg on a FRESH page   the mm's default flags (mlockall(MCL_FUTURE), KSM
 //!          (the dump's scratch page)   merge-any): mlockall restored, merge-any refused
