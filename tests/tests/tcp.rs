@@ -213,6 +213,50 @@ fn a_listener_with_a_pending_connection_is_refused_as_temporary() {
     w.kill_restored();
 }
 
+/// `--skip-in-flight`: a listener is dumped without the connection waiting in its accept
+/// queue. The accepted connection keeps carrying bytes both ways and the restored listener
+/// accepts new clients; the skipped client, whose connect had succeeded (and which had sent
+/// data), is reset when the dump kills the server: its read fails with ECONNRESET, its
+/// writes fail after, and it never reaches the restored listener.
+#[test]
+fn skip_in_flight_dumps_a_listener_without_its_waiting_connection_whose_client_is_reset() {
+    cryo_bin();
+    let mut w = Workload::spawn("tcp", &["127.0.0.1:0"]);
+    let addr = server_addr(&w, "127.0.0.1");
+    let mut accepted = connect_small(addr);
+    assert_eq!(w.cmd("accept"), "0");
+    let mut skipped = TcpStream::connect(addr).unwrap();
+    skipped.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    skipped.write_all(b"before accept").unwrap();
+    let img = w.path("img");
+    w.dump(&img, &["--tcp-established", "--skip-in-flight"])
+        .assert_success();
+    w.wait_original();
+    let mut buf = [0u8; 16];
+    match skipped.read(&mut buf) {
+        Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
+        other => panic!("the skipped client should be reset: {other:?}"),
+    }
+    w.restore_background(&img);
+
+    let a = pattern(30_000, 5);
+    accepted.write_all(&a).unwrap();
+    assert_eq!(w.cmd("echo 0 30000"), len_and_checksum(&a));
+    assert_eq!(read_exactly(&mut accepted, a.len()), a);
+
+    let mut next = TcpStream::connect(addr).unwrap();
+    next.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    assert_eq!(w.cmd("accept"), "1");
+    assert_eq!(w.cmd("peer 1"), next.local_addr().unwrap().to_string());
+    next.write_all(b"abc").unwrap();
+    assert_eq!(w.cmd("echo 1 3"), len_and_checksum(b"abc"));
+    assert_eq!(read_exactly(&mut next, 3), b"abc");
+
+    let write = skipped.write_all(b"after");
+    assert!(write.is_err(), "a write of the reset client: {write:?}");
+    w.kill_restored();
+}
+
 #[test]
 fn unlock_removes_a_lock_left_by_a_dump() {
     cryo_bin();
