@@ -257,6 +257,34 @@ fn skip_in_flight_dumps_a_listener_without_its_waiting_connection_whose_client_i
     w.kill_restored();
 }
 
+/// `--skip-in-flight --leave-running`: the waiting connection stays in the original's queue,
+/// which accepts it and gets its data; `cryo kill` meanwhile refuses the listener (the image
+/// does not have the connection) and leaves everything running.
+#[test]
+fn skip_in_flight_with_leave_running_leaves_the_waiting_connection_to_the_original() {
+    cryo_bin();
+    let mut w = Workload::spawn("tcp", &["127.0.0.1:0"]);
+    let addr = server_addr(&w, "127.0.0.1");
+    let mut waiting = TcpStream::connect(addr).unwrap();
+    waiting.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    waiting.write_all(b"hello").unwrap();
+    let img = w.path("img");
+    w.dump(
+        &img,
+        &["--tcp-established", "--skip-in-flight", "--leave-running"],
+    )
+    .assert_success();
+    let out = w.cryo(&["kill", "-D", img.to_str().unwrap()]);
+    out.assert_refused()
+        .assert_stderr_mentions("not accepted yet")
+        .assert_stderr_has_word(&w.pid().to_string());
+    assert!(w.original_alive());
+    assert_eq!(w.cmd("accept"), "0");
+    assert_eq!(w.cmd("echo 0 5"), len_and_checksum(b"hello"));
+    assert_eq!(read_exactly(&mut waiting, 5), b"hello");
+    w.kill_original();
+}
+
 #[test]
 fn unlock_removes_a_lock_left_by_a_dump() {
     cryo_bin();
