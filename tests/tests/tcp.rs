@@ -232,6 +232,14 @@ fn skip_in_flight_dumps_a_listener_without_its_waiting_connection_whose_client_i
     w.dump(&img, &["--tcp-established", "--skip-in-flight"])
         .assert_success();
     w.wait_original();
+    let shown = w.show(&img, false);
+    shown.assert_success();
+    assert!(
+        shown.stdout.contains(&format!(
+            "tcp listening on {addr} (1 waiting connection(s) skipped"
+        )),
+        "{shown}"
+    );
     let mut buf = [0u8; 16];
     match skipped.read(&mut buf) {
         Err(e) if e.kind() == ErrorKind::ConnectionReset => {}

@@ -665,6 +665,10 @@ pub fn is_unix(s: &Socket) -> bool {
 pub fn describe(s: &Socket) -> String {
     match SocketState::try_from(s) {
         Ok(SocketState::Connection(c)) => tcp::describe_connection(&c),
+        Ok(SocketState::Listener(l)) if l.dropped_pending > 0 => format!(
+            "tcp listening on {} ({} waiting connection(s) skipped: --skip-in-flight)",
+            l.local, l.dropped_pending
+        ),
         Ok(SocketState::Listener(l)) => format!("tcp listening on {}", l.local),
         Ok(SocketState::Udp(u)) => udp::describe(&u),
         Ok(SocketState::Unix(u)) => unix::describe(s, &u),
