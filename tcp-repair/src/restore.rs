@@ -506,10 +506,12 @@ pub fn close_silently(fd: OwnedFd) -> Result<()> {
 }
 /// Recomputes the send MSS from the MSS clamp `TCPOPT_MAXSEG` just set: connect() in repair
 /// mode computed it against the default clamp (536 bytes, 524 with timestamps; IPv6: 1220,
-/// 1208), and nothing else recomputes it before the first write (getsockopt TCP_MAXSEG shows
-/// that value until then). With 524-byte segments a queue takes many times more receive
-/// memory than the advertised window was reckoned for: a connection with full buffers (zdtm
-/// socket-tcpbuf-local) dropped every segment and stalled.
+/// 1208), and nothing else recomputes it until the peer announces a window larger than the
+/// largest dumped, which a peer with a fixed SO_RCVBUF may never do: TCP_MAXSEG shows that
+/// value, and the segments go out that small (1 MiB in 880 segments over IPv6 loopback). With
+/// 524-byte segments a queue takes many times more receive memory than the advertised window
+/// was reckoned for: a connection with full buffers (zdtm socket-tcpbuf-local) dropped every
+/// segment and stalled.
 ///
 /// The kernel syncs the MSS when the IP options change. IPv4: setting IP_OPTIONS, empty here
 /// (the dumped ones are set later). IPv6 (v4-mapped included): IPV6_2292PKTOPTIONS with a

@@ -27,6 +27,7 @@
 //!                            setopts I|listener -> ok   opts I|listener -> <name=value ...>
 //!                            (tcp_opts.rs: every option an application sets, read back)
 //!                            mss I -> <TCP_MAXSEG> (the segment size in use)
+//!                            rcvbuf I N -> ok (SO_RCVBUF N: the receive window stops growing)
 //!                            pump I J N SEED -> <len> <checksum> <segments> (writes
 //!                            pattern(N, SEED) into I while reading J; what J received, and
 //!                            the data segments I sent for it: tcpi_data_segs_out)
@@ -153,6 +154,13 @@ impl Mode for Tcp {
                     .map_err(io_err)?;
                 let v: [u8; 4] = v.as_slice().try_into().map_err(|_| "short TCP_MAXSEG")?;
                 Ok(i32::from_ne_bytes(v).to_string())
+            }
+            ("rcvbuf", [i, n]) => {
+                let fd = t.conn(i)?.as_raw_fd();
+                let n: i32 = n.parse().map_err(|_| format!("bad size {n:?}"))?;
+                sys::setsockopt_bytes(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, &n.to_ne_bytes())
+                    .map_err(io_err)?;
+                Ok("ok".into())
             }
             ("pump", [i, j, n, seed]) => {
                 let n = count(n)?;
