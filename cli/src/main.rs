@@ -160,7 +160,27 @@ mod tests {
         let pids: Vec<i32> = opts.pids.iter().map(|p| p.as_raw()).collect();
         assert_eq!(pids, [1, 2, 3, 4]);
         assert!(opts.leave_running && !opts.shell_job && !opts.tcp_established);
+        assert!(!opts.tcp_skip_in_flight);
         assert_eq!(opts.images_dir, PathBuf::from("img"));
+    }
+
+    #[test]
+    fn dump_skip_in_flight_reaches_the_options() {
+        let argv = [
+            "cryo",
+            "dump",
+            "-t",
+            "1",
+            "-D",
+            "img",
+            "--tcp-established",
+            "--skip-in-flight",
+        ];
+        let Command::Dump(args) = Cli::try_parse_from(argv).unwrap().command else {
+            panic!("not dump");
+        };
+        let opts = args.options();
+        assert!(opts.tcp_established && opts.tcp_skip_in_flight);
     }
 
     #[test]

@@ -105,8 +105,9 @@ pub enum TcpRepairError {
     /// A listening socket has connections in its accept queue.
     #[error(
         "{op} {sock}: {pending} connection(s) completed the handshake but were not accepted yet; \
-         they cannot be put back in an accept queue (retry when the application has accepted \
-         them, or capture with InFlight::Skip to drop them)"
+         they cannot be put back in an accept queue (a temporary state: retry when the \
+         application has accepted them; or skip them with InFlight::Skip, `cryo dump \
+         --skip-in-flight`, and their clients are reset)"
     )]
     PendingConnections {
         /// The operation.

@@ -12,7 +12,7 @@
 //!   and the restore uses the `default_backlog` it is given.
 //! - connections that completed the handshake but were not `accept()`ed yet
 //!   sit in the listener's accept queue. CRIU refuses to dump such a
-//!   listener ("In-flight connection (l)") unless `--tcp-skip-in-flight`,
+//!   listener ("In-flight connection (l)") unless `--skip-in-flight`,
 //!   which drops them. Accepting them in the dumper and dumping them as
 //!   established sockets does not help: userspace cannot put a socket back
 //!   into an accept queue, and the application would never `accept()` them.

@@ -15,7 +15,7 @@
 //!    sent-but-unacknowledged data written in repair mode into
 //!    `TCP_SEND_QUEUE` (it counts as sent: the kernel retransmits it when its
 //!    timer fires);
-//! 7. `TCP_REPAIR_WINDOW`, then the other socket options;
+//! 7. `TCP_REPAIR_WINDOW`, the MSS synced to it, then the other socket options;
 //! 8. for half-closed states, the FINs (see below);
 //! 9. leaving repair mode is a separate, explicit step on
 //!    [`RestoredSocket`]: [`RestoredSocket::finish_quiet`] or
@@ -505,18 +505,29 @@ pub fn close_silently(fd: OwnedFd) -> Result<()> {
     crate::repair::disconnect_named(fd.as_fd(), name)
 }
 /// Recomputes the send MSS from the MSS clamp `TCPOPT_MAXSEG` just set: connect() in repair
-/// mode computed it against the default clamp (536 bytes, 524 with timestamps), and nothing
-/// else recomputes it while the path MTU stays the same. With 524-byte segments a queue
-/// takes many times more receive memory than the advertised window was reckoned for: a
-/// connection with full buffers (zdtm socket-tcpbuf-local) dropped every segment and
-/// stalled. Setting IP_OPTIONS (empty here: the dumped ones are set later) makes the kernel
-/// sync the MSS. IPv6 has no such empty call: left as it was.
+/// mode computed it against the default clamp (536 bytes, 524 with timestamps; IPv6: 1220,
+/// 1208), and nothing else recomputes it until the peer announces a window larger than the
+/// largest dumped, which a peer with a fixed SO_RCVBUF may never do: TCP_MAXSEG shows that
+/// value, and the segments go out that small (1 MiB in 880 segments over IPv6 loopback). With
+/// 524-byte segments a queue takes many times more receive memory than the advertised window
+/// was reckoned for: a connection with full buffers (zdtm socket-tcpbuf-local) dropped every
+/// segment and stalled.
+///
+/// The kernel syncs the MSS when the IP options change. IPv4: setting IP_OPTIONS, empty here
+/// (the dumped ones are set later). IPv6 (v4-mapped included): IPV6_2292PKTOPTIONS with a
+/// buffer shorter than one cmsghdr installs an empty set of options (ipv6_update_options
+/// syncs for any non-NULL set; an empty IPV6_HOPOPTS or IPV6_DSTOPTS makes none, so no
+/// sync); setting it again with length 0 removes the set, without a second sync. The
+/// extension header length the MSS is computed with stays 0, as without options.
 fn resync_mss(fd: BorrowedFd<'_>, ipv6: bool, ctx: Ctx) -> Result<()> {
-    if ipv6 {
-        return Ok(());
+    if !ipv6 {
+        return sys::set_bytes(fd, libc::SOL_IP, libc::IP_OPTIONS, &[])
+            .map_err(ctx.sys("setsockopt IP_OPTIONS (sync the MSS)"));
     }
-    sys::set_bytes(fd, libc::SOL_IP, libc::IP_OPTIONS, &[])
-        .map_err(ctx.sys("setsockopt IP_OPTIONS (sync the MSS)"))
+    let step = "setsockopt IPV6_2292PKTOPTIONS (sync the MSS)";
+    sys::set_bytes(fd, libc::SOL_IPV6, libc::IPV6_2292PKTOPTIONS, &[0; 8])
+        .map_err(ctx.sys(step))?;
+    sys::set_bytes(fd, libc::SOL_IPV6, libc::IPV6_2292PKTOPTIONS, &[]).map_err(ctx.sys(step))
 }
 
 #[cfg(test)]

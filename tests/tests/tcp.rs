@@ -213,6 +213,86 @@ fn a_listener_with_a_pending_connection_is_refused_as_temporary() {
     w.kill_restored();
 }
 
+/// `--skip-in-flight`: a listener is dumped without the connection waiting in its accept
+/// queue. The accepted connection keeps carrying bytes both ways and the restored listener
+/// accepts new clients; the skipped client, whose connect had succeeded (and which had sent
+/// data), is reset when the dump kills the server: its read fails with ECONNRESET, its
+/// writes fail after, and it never reaches the restored listener.
+#[test]
+fn skip_in_flight_dumps_a_listener_without_its_waiting_connection_whose_client_is_reset() {
+    cryo_bin();
+    let mut w = Workload::spawn("tcp", &["127.0.0.1:0"]);
+    let addr = server_addr(&w, "127.0.0.1");
+    let mut accepted = connect_small(addr);
+    assert_eq!(w.cmd("accept"), "0");
+    let mut skipped = TcpStream::connect(addr).unwrap();
+    skipped.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    skipped.write_all(b"before accept").unwrap();
+    let img = w.path("img");
+    w.dump(&img, &["--tcp-established", "--skip-in-flight"])
+        .assert_success();
+    w.wait_original();
+    let shown = w.show(&img, false);
+    shown.assert_success();
+    assert!(
+        shown.stdout.contains(&format!(
+            "tcp listening on {addr} (1 waiting connection(s) skipped"
+        )),
+        "{shown}"
+    );
+    let mut buf = [0u8; 16];
+    match skipped.read(&mut buf) {
+        Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
+        other => panic!("the skipped client should be reset: {other:?}"),
+    }
+    w.restore_background(&img);
+
+    let a = pattern(30_000, 5);
+    accepted.write_all(&a).unwrap();
+    assert_eq!(w.cmd("echo 0 30000"), len_and_checksum(&a));
+    assert_eq!(read_exactly(&mut accepted, a.len()), a);
+
+    let mut next = TcpStream::connect(addr).unwrap();
+    next.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    assert_eq!(w.cmd("accept"), "1");
+    assert_eq!(w.cmd("peer 1"), next.local_addr().unwrap().to_string());
+    next.write_all(b"abc").unwrap();
+    assert_eq!(w.cmd("echo 1 3"), len_and_checksum(b"abc"));
+    assert_eq!(read_exactly(&mut next, 3), b"abc");
+
+    let write = skipped.write_all(b"after");
+    assert!(write.is_err(), "a write of the reset client: {write:?}");
+    w.kill_restored();
+}
+
+/// `--skip-in-flight --leave-running`: the waiting connection stays in the original's queue,
+/// which accepts it and gets its data; `cryo kill` meanwhile refuses the listener (the image
+/// does not have the connection) and leaves everything running.
+#[test]
+fn skip_in_flight_with_leave_running_leaves_the_waiting_connection_to_the_original() {
+    cryo_bin();
+    let mut w = Workload::spawn("tcp", &["127.0.0.1:0"]);
+    let addr = server_addr(&w, "127.0.0.1");
+    let mut waiting = TcpStream::connect(addr).unwrap();
+    waiting.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    waiting.write_all(b"hello").unwrap();
+    let img = w.path("img");
+    w.dump(
+        &img,
+        &["--tcp-established", "--skip-in-flight", "--leave-running"],
+    )
+    .assert_success();
+    let out = w.cryo(&["kill", "-D", img.to_str().unwrap()]);
+    out.assert_refused()
+        .assert_stderr_mentions("not accepted yet")
+        .assert_stderr_has_word(&w.pid().to_string());
+    assert!(w.original_alive());
+    assert_eq!(w.cmd("accept"), "0");
+    assert_eq!(w.cmd("echo 0 5"), len_and_checksum(b"hello"));
+    assert_eq!(read_exactly(&mut waiting, 5), b"hello");
+    w.kill_original();
+}
+
 #[test]
 fn unlock_removes_a_lock_left_by_a_dump() {
     cryo_bin();
@@ -380,7 +460,12 @@ fn kill_refuses_a_connection_that_moved_on_since_the_dump() {
 /// The send MSS (TCP_MAXSEG) of both ends of a connection inside the dump comes back as it
 /// was: restored with the default 524 bytes instead of the loopback's, a connection with
 /// full buffers filled its peer's receive memory long before its window and stalled (zdtm
-/// socket-tcpbuf-local).
+/// socket-tcpbuf-local). The connecting end's is bounded by half the SYN-ACK's window, below
+/// what the path allows, until the peer's first segment after the handshake brings a larger
+/// window (the kernel computes it again then): a twin connection that had one shows the
+/// value. A restore with its probe (the default) makes the peer answer at once, so the
+/// connecting end comes back with the twin's value; without (`--peer-timeout 0`, the
+/// *_at_both_ends tests) with its own.
 #[test]
 fn a_connection_keeps_its_segment_size() {
     cryo_bin();
@@ -389,30 +474,97 @@ fn a_connection_keeps_its_segment_size() {
     assert_eq!(w.cmd(&format!("bind-inet {l} 127.0.0.1:0")), "ok");
     assert_eq!(w.cmd(&format!("listen {l}")), "ok");
     let to = w.cmd(&format!("name {l}"));
-    let c = w.cmd("socket inet stream 6");
-    assert_eq!(w.cmd(&format!("connect-inet {c} {to}")), "ok");
-    let a = w.cmd(&format!("accept {l}"));
+    let pair = || {
+        let c = w.cmd("socket inet stream 6");
+        assert_eq!(w.cmd(&format!("connect-inet {c} {to}")), "ok");
+        let a = w.cmd(&format!("accept {l}"));
+        (c, a)
+    };
+    let (c, a) = pair();
+    let (twin_c, twin_a) = pair();
+    assert_eq!(w.cmd(&format!("send {twin_a} x")), "ok");
+    assert_eq!(w.cmd(&format!("recv-wait {twin_c}")), "x");
     let maxseg = format!("{} {}", libc::IPPROTO_TCP, libc::TCP_MAXSEG);
-    let mss = |w: &Workload| [&c, &a].map(|s| w.cmd(&format!("getopt {s} {maxseg}")));
+    let mss =
+        |w: &Workload| [&c, &a, &twin_c, &twin_a].map(|s| w.cmd(&format!("getopt {s} {maxseg}")));
     let before = mss(&w);
     let img = w.path("img");
     w.dump(&img, &["--tcp-established"]).assert_success();
     w.wait_original();
     w.restore_background(&img);
     let after = mss(&w);
+    eprintln!("TCP_MAXSEG (connecting, accepted, twin's) {before:?} -> {after:?}");
+    assert_eq!(after[1..], before[1..], "TCP_MAXSEG of the other ends");
     assert_eq!(
-        after[1], before[1],
-        "TCP_MAXSEG (the send MSS) of the accepted end"
-    );
-    // The connecting end's cached MSS may have been bounded by an earlier, smaller window
-    // than the one dumped (the kernel recomputes it only on a path MTU change): it comes
-    // back bounded by the dumped window, never below.
-    let n = |v: &str| v.parse::<u32>().unwrap();
-    assert!(
-        n(&after[0]) >= n(&before[0]),
-        "TCP_MAXSEG of the connecting end: {} before, {} after",
-        before[0],
-        after[0]
+        after[0], before[2],
+        "TCP_MAXSEG of the connecting end, once its peer answered the probe"
     );
     w.kill_restored();
+}
+
+/// The two ends of a fresh connection the workload made to its own listener (`listen`,
+/// reached on `ip`), with their receive buffers set: TCP_MAXSEG of each, read by the restored
+/// process before it sends anything, is what it was (the connecting end's bounded by the
+/// SYN-ACK's window, below what the path allows), and a large write each way then arrives
+/// whole, in segments of about that size (the sender's tcpi_data_segs_out), not of the few
+/// hundred bytes a connect in repair mode starts with (IPv6 before: 880 segments of 1208
+/// bytes for 1 MiB; v4-mapped: 2006 of 524).
+fn both_ends_keep_their_segment_size(listen: &str, ip: &str) {
+    cryo_bin();
+    let mut w = Workload::spawn("tcp", &[listen]);
+    let to = server_addr(&w, ip);
+    assert_eq!(w.cmd(&format!("connect {to}")), "0");
+    assert_eq!(w.cmd("connected 0"), "ok");
+    assert_eq!(w.cmd("accept"), "1");
+    // Receive buffers set by the application: the windows never grow past the dumped ones,
+    // which would make the kernel compute the MSS again by itself (at the first ACK
+    // announcing a larger window), so the segments go out at the MSS restored.
+    for i in 0..2 {
+        assert_eq!(w.cmd(&format!("rcvbuf {i} 32768")), "ok");
+    }
+    let mss = |w: &Workload| [w.cmd("mss 0"), w.cmd("mss 1")];
+    let before = mss(&w);
+    let img = w.path("img");
+    w.dump(&img, &["--tcp-established"]).assert_success();
+    w.wait_original();
+    // No probe: the peer's answer to one would carry its current window, a larger one
+    // than the connecting end had seen, and the kernel recomputes the MSS from it (as the
+    // original does at the peer's next segment; a_connection_keeps_its_segment_size).
+    w.restore_detached_with(&img, &["--peer-timeout", "0"]);
+    let after = mss(&w);
+    eprintln!("TCP_MAXSEG (connecting, accepted end) {before:?} -> {after:?}");
+    assert_eq!(
+        after, before,
+        "TCP_MAXSEG of the connecting and the accepted end"
+    );
+
+    const N: usize = 1 << 20;
+    for (from, to) in [(0, 1), (1, 0)] {
+        let reply = w.cmd(&format!("pump {from} {to} {N} 7"));
+        let (sum, segs) = reply.rsplit_once(' ').expect("<len> <checksum> <segments>");
+        assert_eq!(sum, len_and_checksum(&pattern(N, 7)), "{from} -> {to}");
+        let segs: usize = segs.parse().expect("segments");
+        let mss: usize = before[from].parse().expect("TCP_MAXSEG");
+        eprintln!("{N} bytes from end {from}: {segs} segments");
+        assert!(
+            segs <= 2 * N / mss + 4,
+            "{segs} segments for {N} bytes from end {from} (TCP_MAXSEG {mss})"
+        );
+    }
+    w.kill_restored();
+}
+
+#[test]
+fn an_ipv6_connection_keeps_its_segment_size_at_both_ends() {
+    both_ends_keep_their_segment_size("[::1]:0", "::1");
+}
+
+#[test]
+fn a_v4_mapped_connection_keeps_its_segment_size_at_both_ends() {
+    both_ends_keep_their_segment_size("[::]:0", "::ffff:127.0.0.1");
+}
+
+#[test]
+fn an_ipv4_connection_keeps_its_segment_size_at_both_ends() {
+    both_ends_keep_their_segment_size("127.0.0.1:0", "127.0.0.1");
 }

@@ -53,6 +53,12 @@ pub struct Args {
     #[arg(long)]
     tcp_established: bool,
 
+    /// Dump a TCP listener without the connections waiting in its accept queue (handshake
+    /// done, not accepted yet) instead of refusing it: their clients are reset when the
+    /// dump kills the process, and the restored listener does not have them
+    #[arg(long)]
+    skip_in_flight: bool,
+
     #[command(flatten)]
     action_script: super::ActionScriptArgs,
     /// Accept unix sockets connected to a peer outside the dumped trees: they are restored
@@ -82,6 +88,7 @@ impl Args {
         opts.leave_running = self.leave_running;
         opts.shell_job = self.shell_job;
         opts.tcp_established = self.tcp_established;
+        opts.tcp_skip_in_flight = self.skip_in_flight;
         opts.action_script = self.action_script.script();
         opts.ext_unix_sk = self.ext_unix_sk;
         opts.check_only = self.check_only;

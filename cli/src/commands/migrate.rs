@@ -45,6 +45,11 @@ pub struct Args {
     #[arg(long)]
     tcp_established: bool,
 
+    /// Move a TCP listener without the connections waiting in its accept queue instead of
+    /// refusing it: their clients are reset when the source processes die
+    #[arg(long)]
+    skip_in_flight: bool,
+
     /// Stream memory while the processes run, then only what changed, before the final
     /// freeze (passed to the streamed dump)
     #[arg(long)]
@@ -317,6 +322,7 @@ fn progress_bar() -> Option<indicatif::ProgressBar> {
 fn base_options(args: &Args, pids: &[Pid], dir: PathBuf) -> DumpOptions {
     let mut opts = DumpOptions::new(pids.to_vec(), dir);
     opts.tcp_established = args.tcp_established;
+    opts.tcp_skip_in_flight = args.skip_in_flight;
     opts.shell_job = args.shell_job;
     opts.ext_unix_sk = args.ext_unix_sk;
     opts

@@ -59,6 +59,10 @@ pub struct DumpOptions {
     pub shell_job: bool,
     /// Capture established TCP connections.
     pub tcp_established: bool,
+    /// `--skip-in-flight`: a TCP listener with connections that finished their handshake but
+    /// were not accepted yet is dumped without them (otherwise refused, a temporary state);
+    /// they are reset when the dump kills the listener's process.
+    pub tcp_skip_in_flight: bool,
     /// The program run at pre-dump, network-lock and post-dump (`--action-script`).
     pub action_script: Option<crate::hooks::ActionScript>,
     /// Accept unix sockets whose peer is outside the dump (`--ext-unix-sk`): they are
@@ -343,6 +347,7 @@ fn dump_tree(
         &live_pids,
         &SocketDumpOptions {
             tcp_established: opts.tcp_established,
+            skip_in_flight: opts.tcp_skip_in_flight,
             lock_id: lock_id.clone(),
         },
         |reusing| {

@@ -113,6 +113,8 @@ pub fn kill_left_running(dir: &Path) -> Result<Retired> {
         &live,
         &SocketDumpOptions {
             tcp_established: true,
+            // A connection waiting in an accept queue is one the image does not have.
+            skip_in_flight: false,
             lock_id: lock_id.clone(),
         },
         // No guardian here: the processes are to die silently anyway.

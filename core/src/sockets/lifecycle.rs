@@ -90,7 +90,8 @@ impl DumpSockets {
         for ident in identified {
             let pid = ident.pid;
             let taken = &mut tcp_taken;
-            let task = super::in_netns_of(pid, move || SocketDump::capture_task(ident, taken))?;
+            let task =
+                super::in_netns_of(pid, move || SocketDump::capture_task(ident, opts, taken))?;
             out.tasks.push(task);
         }
         super::udp::refuse_queues_others_would_hear(pids, &out.tasks)?;

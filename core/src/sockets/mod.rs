@@ -93,6 +93,9 @@ pub(crate) use tcp::connection_moved;
 pub struct SocketDumpOptions {
     /// Capture established TCP connections (otherwise a dump meeting one is refused).
     pub tcp_established: bool,
+    /// Dump a TCP listener without the connections waiting in its accept queue
+    /// (`--skip-in-flight`); otherwise a listener with any is refused (temporary).
+    pub skip_in_flight: bool,
     /// The id of the network lock to install over the connections.
     pub lock_id: String,
 }
@@ -434,6 +437,7 @@ impl SocketDump {
     /// captured so far; the others find its description through the file table (kcmp).
     fn capture_task(
         ident: Identified,
+        opts: &SocketDumpOptions,
         tcp_taken: &mut HashSet<u64>,
     ) -> Result<SocketDump, FileError> {
         let Identified {
@@ -523,7 +527,9 @@ impl SocketDump {
                 }
                 // Split out and captured above.
                 Found::Connection(..) | Found::Packet(_) | Found::Netlink(_) => continue,
-                Found::Listener => tcp::capture_listener(pid, fd, dup.as_fd())?,
+                Found::Listener => {
+                    tcp::capture_listener(pid, fd, dup.as_fd(), opts.skip_in_flight)?
+                }
                 Found::Udp => {
                     // Read once per task, and only for a task with datagram sockets.
                     let groups = groups.get_or_insert_with(|| multicast::candidates(pid, true));
@@ -659,6 +665,10 @@ pub fn is_unix(s: &Socket) -> bool {
 pub fn describe(s: &Socket) -> String {
     match SocketState::try_from(s) {
         Ok(SocketState::Connection(c)) => tcp::describe_connection(&c),
+        Ok(SocketState::Listener(l)) if l.dropped_pending > 0 => format!(
+            "tcp listening on {} ({} waiting connection(s) skipped: --skip-in-flight)",
+            l.local, l.dropped_pending
+        ),
         Ok(SocketState::Listener(l)) => format!("tcp listening on {}", l.local),
         Ok(SocketState::Udp(u)) => udp::describe(&u),
         Ok(SocketState::Unix(u)) => unix::describe(s, &u),

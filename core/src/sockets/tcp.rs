@@ -221,15 +221,32 @@ pub(super) fn capture_connections(
     })
 }
 
-/// Captures listener `dup` (fd `fd` of `pid`).
+/// Captures listener `dup` (fd `fd` of `pid`). Connections waiting in its accept queue
+/// refuse it (a temporary state), or with `skip_in_flight` are left out: they stay in the
+/// original's queue, reset when the dump kills it (a `--leave-running` dump leaves them be).
 pub(super) fn capture_listener(
     pid: Pid,
     fd: RawFd,
     dup: BorrowedFd<'_>,
+    skip_in_flight: bool,
 ) -> Result<SocketState, SocketError> {
-    repair::capture_listener(dup, InFlight::Refuse)
-        .map(SocketState::Listener)
-        .map_err(repair_err(pid, fd))
+    let in_flight = if skip_in_flight {
+        InFlight::Skip
+    } else {
+        InFlight::Refuse
+    };
+    let l = repair::capture_listener(dup, in_flight).map_err(repair_err(pid, fd))?;
+    if l.dropped_pending > 0 {
+        tracing::warn!(
+            pid = pid.as_raw(),
+            fd,
+            local = %l.local,
+            skipped = l.dropped_pending,
+            "listener dumped without the connections waiting in its accept queue \
+             (--skip-in-flight): they are reset when the process is killed"
+        );
+    }
+    Ok(SocketState::Listener(l))
 }
 
 /// A connection in words, for messages and `cryo show`.

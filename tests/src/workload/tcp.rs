@@ -26,6 +26,11 @@
 //!                            (one non-blocking read, a poll without waiting, a 1-byte write)
 //!                            setopts I|listener -> ok   opts I|listener -> <name=value ...>
 //!                            (tcp_opts.rs: every option an application sets, read back)
+//!                            mss I -> <TCP_MAXSEG> (the segment size in use)
+//!                            rcvbuf I N -> ok (SO_RCVBUF N: the receive window stops growing)
+//!                            pump I J N SEED -> <len> <checksum> <segments> (writes
+//!                            pattern(N, SEED) into I while reading J; what J received, and
+//!                            the data segments I sent for it: tcpi_data_segs_out)
 //! ```
 
 use std::io::{self, Read, Write};
@@ -143,6 +148,36 @@ impl Mode for Tcp {
                 tcp_opts::set_all(t.conn(i)?.as_raw_fd(), false).map(|()| "ok".into())
             }
             ("opts", [i]) => tcp_opts::read_all(t.conn(i)?.as_raw_fd(), false),
+            ("mss", [i]) => {
+                let fd = t.conn(i)?.as_raw_fd();
+                let v = sys::getsockopt_bytes(fd, libc::IPPROTO_TCP, libc::TCP_MAXSEG, 4)
+                    .map_err(io_err)?;
+                let v: [u8; 4] = v.as_slice().try_into().map_err(|_| "short TCP_MAXSEG")?;
+                Ok(i32::from_ne_bytes(v).to_string())
+            }
+            ("rcvbuf", [i, n]) => {
+                let fd = t.conn(i)?.as_raw_fd();
+                let n: i32 = n.parse().map_err(|_| format!("bad size {n:?}"))?;
+                sys::setsockopt_bytes(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, &n.to_ne_bytes())
+                    .map_err(io_err)?;
+                Ok("ok".into())
+            }
+            ("pump", [i, j, n, seed]) => {
+                let n = count(n)?;
+                let seed = parse_u64(seed)?;
+                let (i, j) = (index(i)?, index(j)?);
+                if i == j || i.max(j) >= t.conns.len() {
+                    return Err(format!("bad pair {i} {j}"));
+                }
+                let (from, to) = if i < j {
+                    let (a, b) = t.conns.split_at_mut(j);
+                    (&mut a[i], &mut b[0])
+                } else {
+                    let (a, b) = t.conns.split_at_mut(i);
+                    (&mut b[0], &mut a[j])
+                };
+                pump(from, to, &protocol::pattern(n, seed))
+            }
             ("blast", [i, n, seed]) => {
                 let n = count(n)?;
                 let seed = parse_u64(seed)?;
@@ -202,6 +237,81 @@ impl Tcp {
         let i: usize = i.parse().map_err(|_| format!("bad index {i:?}"))?;
         self.conns.get_mut(i).ok_or(format!("no connection {i}"))
     }
+}
+
+fn index(i: &str) -> Result<usize, String> {
+    i.parse().map_err(|_| format!("bad index {i:?}"))
+}
+
+/// `tcpi_data_segs_out` of `s`: the segments with data it sent (counted per segment of the
+/// segment size, as they go on the wire, whatever the offloads).
+fn data_segs_out(s: &TcpStream) -> Result<u32, String> {
+    // Offset of tcpi_data_segs_out in struct tcp_info (linux/tcp.h, since Linux 4.6).
+    const OFFSET: usize = 156;
+    let info = sys::getsockopt_bytes(s.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_INFO, 256)
+        .map_err(io_err)?;
+    let b = info
+        .get(OFFSET..OFFSET + 4)
+        .ok_or("TCP_INFO without tcpi_data_segs_out")?;
+    Ok(u32::from_ne_bytes(b.try_into().expect("4 bytes")))
+}
+
+/// Writes all of `data` into `from` while reading `to` (both non-blocking), so a transfer
+/// larger than the buffers completes in one process; says what `to` received and how many
+/// data segments `from` sent for it.
+fn pump(from: &mut TcpStream, to: &mut TcpStream, data: &[u8]) -> Result<String, String> {
+    let segs_before = data_segs_out(from)?;
+    let mut got = Vec::with_capacity(data.len());
+    let mut sent = 0;
+    let mut buf = vec![0u8; 1 << 16];
+    while got.len() < data.len() {
+        let mut progress = false;
+        if sent < data.len() {
+            match from.write(&data[sent..]) {
+                Ok(k) => {
+                    sent += k;
+                    progress = true;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(format!("write after {sent} bytes: {e}")),
+            }
+        }
+        match to.read(&mut buf) {
+            Ok(0) => return Err(format!("eof after {} bytes", got.len())),
+            Ok(k) => {
+                got.extend_from_slice(&buf[..k]);
+                progress = true;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(format!("read after {} bytes: {e}", got.len())),
+        }
+        if !progress {
+            let mut pfd = [
+                libc::pollfd {
+                    fd: from.as_raw_fd(),
+                    events: if sent < data.len() { libc::POLLOUT } else { 0 },
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: to.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+            ];
+            // SAFETY: two pollfds, valid for the call.
+            if unsafe { libc::poll(pfd.as_mut_ptr(), 2, 10_000) } == 0 {
+                return Err(format!(
+                    "stalled after {} of {} bytes",
+                    got.len(),
+                    data.len()
+                ));
+            }
+        }
+    }
+    let segments = data_segs_out(from)?.wrapping_sub(segs_before);
+    Ok(format!("{} {segments}", protocol::len_and_checksum(&got)))
 }
 
 /// What the process sees on `s` without waiting: one read, one poll, one write.
