@@ -78,6 +78,6 @@ pub use udp::{
     INT_OPTIONS,
 };
 pub use unconnected::{
-    capture_connecting, capture_unconnected, closed_history, restore_connecting,
+    capture_closed, capture_connecting, capture_unconnected, closed_history, restore_connecting,
     restore_unconnected, ClosedHistory, ConnectingState, UnconnectedState,
 };

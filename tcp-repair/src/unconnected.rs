@@ -18,7 +18,7 @@
 //! refuses those.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
@@ -44,6 +44,11 @@ pub struct UnconnectedState {
     pub socket: SocketOptions,
     /// TCP-level options.
     pub tcp: TcpSocketOptions,
+    /// A connection (or a socket closed after one) dumped with `--tcp-close`: made again
+    /// closed, shut both ways, with its local name (its port held, as after a restore with
+    /// `--tcp-close`): reads return end-of-file, writes fail with EPIPE, poll says POLLHUP.
+    #[serde(default)]
+    pub closed_at_dump: bool,
 }
 
 /// What a TCP socket in state CLOSE keeps of its past, read without changing it.
@@ -117,6 +122,32 @@ pub fn capture_unconnected(fd: impl AsFd) -> Result<UnconnectedState> {
             ..options::capture_socket(fd, ipv6, ctx)?
         },
         tcp: options::capture_tcp(fd, ctx)?,
+        closed_at_dump: false,
+    })
+}
+
+/// Captures TCP socket `fd`, connected or closed after a connection, to be made again closed
+/// (`--tcp-close`): its name and options as a connection's (not TCP_MAXSEG: it reads the MSS
+/// the handshake set); nothing of the connection itself.
+pub fn capture_closed(fd: impl AsFd) -> Result<UnconnectedState> {
+    let fd = fd.as_fd();
+    let name = socket_name(fd);
+    let ctx = Ctx::new(Operation::Capture, name);
+    let domain = sys::get_int(fd, libc::SOL_SOCKET, libc::SO_DOMAIN)
+        .map_err(ctx.sys("getsockopt SO_DOMAIN"))?;
+    let ipv6 = domain == libc::AF_INET6;
+    Ok(UnconnectedState {
+        local: name
+            .local
+            .unwrap_or_else(|| SocketAddr::new(unspecified(ipv6), 0)),
+        bound: false,
+        local_port_range: local_port_range(fd, ctx)?,
+        socket: SocketOptions {
+            more: crate::more_options::capture(fd, ipv6, false, ctx)?,
+            ..options::capture_socket(fd, ipv6, ctx)?
+        },
+        tcp: options::capture_tcp(fd, ctx)?,
+        closed_at_dump: true,
     })
 }
 
@@ -136,7 +167,24 @@ pub fn restore_unconnected(state: &UnconnectedState) -> Result<OwnedFd> {
     let fd = options::new_socket(ipv6, &state.socket, ctx)?;
     let b = fd.as_fd();
     let local = state.local;
-    if state.bound {
+    if state.closed_at_dump {
+        // Its port is shared with its listener (an accepted end) or still held by the
+        // closing original: bound in repair mode, which takes a port whatever holds it, as
+        // the restore of a connection with `--tcp-close` does.
+        sys::set_int(b, libc::SOL_TCP, libc::TCP_REPAIR, sys::TCP_REPAIR_ON)
+            .map_err(ctx.sys("setsockopt TCP_REPAIR"))?;
+        options::bind_as_dumped(b, local, ctx)?;
+        sys::set_int(b, libc::SOL_TCP, libc::TCP_REPAIR, sys::TCP_REPAIR_OFF)
+            .map_err(ctx.sys("setsockopt TCP_REPAIR"))?;
+        // Leaving repair mode cleared SO_REUSEADDR.
+        sys::set_int(
+            b,
+            libc::SOL_SOCKET,
+            libc::SO_REUSEADDR,
+            state.socket.reuse_addr as i32,
+        )
+        .map_err(ctx.sys("setsockopt SO_REUSEADDR"))?;
+    } else if state.bound {
         options::bind_as_dumped(b, local, ctx)?;
     } else if local.port() != 0 {
         replay_failed_connect(b, local, ctx)?;
@@ -151,6 +199,13 @@ pub fn restore_unconnected(state: &UnconnectedState) -> Result<OwnedFd> {
     }
     options::apply_socket(b, &state.socket, ipv6, ctx)?;
     options::apply_tcp(b, &state.tcp, ctx)?;
+    if state.closed_at_dump {
+        // On a closed socket shutdown() only marks both directions shut (and says ENOTCONN).
+        match nix::sys::socket::shutdown(b.as_raw_fd(), nix::sys::socket::Shutdown::Both) {
+            Ok(()) | Err(nix::errno::Errno::ENOTCONN) => {}
+            Err(e) => return Err(ctx.sys("shutdown")(e)),
+        }
+    }
     let now = socket_name(b).local;
     if now != Some(local) {
         return Err(ctx.invalid(

@@ -59,6 +59,13 @@ pub struct Args {
     #[arg(long)]
     skip_in_flight: bool,
 
+    /// Dump TCP connections (and sockets closed after one) to come back closed, as CRIU's
+    /// dump --tcp-close: nothing of them is captured and no network lock is taken; their
+    /// peers see them closed when the dump kills the process; the restored sockets read
+    /// end-of-file and fail writes with EPIPE
+    #[arg(long)]
+    tcp_close: bool,
+
     #[command(flatten)]
     action_script: super::ActionScriptArgs,
     /// Accept unix sockets connected to a peer outside the dumped trees: they are restored
@@ -89,6 +96,7 @@ impl Args {
         opts.shell_job = self.shell_job;
         opts.tcp_established = self.tcp_established;
         opts.tcp_skip_in_flight = self.skip_in_flight;
+        opts.tcp_close = self.tcp_close;
         opts.action_script = self.action_script.script();
         opts.ext_unix_sk = self.ext_unix_sk;
         opts.check_only = self.check_only;

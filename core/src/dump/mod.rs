@@ -63,6 +63,10 @@ pub struct DumpOptions {
     /// were not accepted yet is dumped without them (otherwise refused, a temporary state);
     /// they are reset when the dump kills the listener's process.
     pub tcp_skip_in_flight: bool,
+    /// `--tcp-close`: TCP connections (and sockets closed after one) are dumped without
+    /// their connection, to come back closed, as CRIU's `dump --tcp-close` (no network lock;
+    /// their peers see them closed when the dump kills the process).
+    pub tcp_close: bool,
     /// The program run at pre-dump, network-lock and post-dump (`--action-script`).
     pub action_script: Option<crate::hooks::ActionScript>,
     /// Accept unix sockets whose peer is outside the dump (`--ext-unix-sk`): they are
@@ -348,6 +352,7 @@ fn dump_tree(
         &SocketDumpOptions {
             tcp_established: opts.tcp_established,
             skip_in_flight: opts.tcp_skip_in_flight,
+            tcp_close: opts.tcp_close,
             lock_id: lock_id.clone(),
         },
         |reusing| {

@@ -115,6 +115,7 @@ pub fn kill_left_running(dir: &Path) -> Result<Retired> {
             tcp_established: true,
             // A connection waiting in an accept queue is one the image does not have.
             skip_in_flight: false,
+            tcp_close: false,
             lock_id: lock_id.clone(),
         },
         // No guardian here: the processes are to die silently anyway.

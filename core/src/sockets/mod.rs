@@ -96,6 +96,9 @@ pub struct SocketDumpOptions {
     /// Dump a TCP listener without the connections waiting in its accept queue
     /// (`--skip-in-flight`); otherwise a listener with any is refused (temporary).
     pub skip_in_flight: bool,
+    /// Dump TCP connections, and sockets closed after one, to come back closed
+    /// (`--tcp-close`): nothing of the connection is captured, no lock is needed.
+    pub tcp_close: bool,
     /// The id of the network lock to install over the connections.
     pub lock_id: String,
 }
@@ -138,6 +141,8 @@ enum Found {
     Netlink(Box<netlink::NetlinkState>),
     /// A TCP socket neither listening nor connected.
     TcpUnconnected,
+    /// A TCP connection, or a socket closed after one, dumped with `--tcp-close`.
+    TcpClosed,
     /// A TCP connect in progress (SYN_SENT): (local, remote).
     Connecting(std::net::SocketAddr, std::net::SocketAddr),
 }
@@ -536,6 +541,7 @@ impl SocketDump {
                     udp::capture(pid, fd, ino, dup.as_fd(), groups)?
                 }
                 Found::TcpUnconnected => tcp::capture_unconnected(pid, fd, dup.as_fd())?,
+                Found::TcpClosed => tcp::capture_closed(pid, fd, dup.as_fd())?,
                 Found::Connecting(_, remote) => {
                     tcp::capture_connecting(pid, fd, dup.as_fd(), remote)?
                 }

@@ -125,6 +125,7 @@ impl From<&SocketState> for State {
                 local_port_range: t.local_port_range,
                 socket: Some(options_to(&t.socket)),
                 tcp: Some(tcp_options_to(&t.tcp)),
+                closed_at_dump: t.closed_at_dump,
             }),
             SocketState::TcpConnecting(c) => State::TcpConnecting(pb::TcpConnecting {
                 local: Some(addr_to(&c.local)),
@@ -173,6 +174,7 @@ impl TryFrom<&pb::Socket> for SocketState {
                     local_port_range: t.local_port_range,
                     socket: options_from(t.socket.as_ref()),
                     tcp: tcp_options_from(t.tcp.as_ref()),
+                    closed_at_dump: t.closed_at_dump,
                 },
             ))),
             Some(State::TcpConnecting(c)) => {
@@ -997,6 +999,7 @@ mod tests {
                 local_port_range: 7 | 9 << 16,
                 socket: options(),
                 tcp: tcp::TcpSocketOptions::default(),
+                closed_at_dump: true,
             },
         )));
         let message = UnixMessage {

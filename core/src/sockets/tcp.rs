@@ -63,6 +63,7 @@ pub(super) fn identify(
     };
     match state {
         10 => Ok(Found::Listener),
+        1 | 4 | 5 | 8 | 9 | 11 if opts.tcp_close => Ok(Found::TcpClosed),
         1 | 4 | 5 | 8 | 9 | 11 => {
             let (local, remote) = tuple()?;
             if !opts.tcp_established {
@@ -98,7 +99,7 @@ pub(super) fn identify(
             }
             .into())
         }
-        7 => unconnected(pid, task_fd, fd),
+        7 => unconnected(pid, task_fd, fd, opts.tcp_close),
         other => Err(open().refuse(
             format!(
                 "TCP socket in state {} (neither listening nor connected)",
@@ -114,9 +115,18 @@ pub(super) fn identify(
 /// or last disconnected (a connect that failed without being reported, or a connection
 /// reset: the kernel keeps state no call can make again), not shut (inet_diag, asked in the
 /// task's network namespace: [`super::in_netns_of`], tells later whether its port is held).
-fn unconnected(pid: Pid, task_fd: RawFd, fd: BorrowedFd<'_>) -> Result<Found, FileError> {
+fn unconnected(
+    pid: Pid,
+    task_fd: RawFd,
+    fd: BorrowedFd<'_>,
+    tcp_close: bool,
+) -> Result<Found, FileError> {
     let refuse = |what: String| Err(for_errors(pid, task_fd).refuse(what, false));
     let h = repair::closed_history(fd).map_err(repair_err(pid, task_fd))?;
+    // Closed after a connection (or a reset): with --tcp-close, closed it comes back.
+    if tcp_close && (h.pending_error || h.segments != 0) {
+        return Ok(Found::TcpClosed);
+    }
     if h.pending_error {
         return refuse(
             "closed TCP socket with a pending error (SO_ERROR: a failed connect or a reset \
@@ -145,6 +155,18 @@ pub(super) fn capture_unconnected(
     dup: BorrowedFd<'_>,
 ) -> Result<SocketState, SocketError> {
     repair::capture_unconnected(dup)
+        .map(|u| SocketState::TcpUnconnected(Box::new(u)))
+        .map_err(repair_err(pid, fd))
+}
+
+/// Captures TCP socket `dup` (fd `fd` of `pid`), a connection or closed after one, to come
+/// back closed (`--tcp-close`).
+pub(super) fn capture_closed(
+    pid: Pid,
+    fd: RawFd,
+    dup: BorrowedFd<'_>,
+) -> Result<SocketState, SocketError> {
+    repair::capture_closed(dup)
         .map(|u| SocketState::TcpUnconnected(Box::new(u)))
         .map_err(repair_err(pid, fd))
 }
@@ -179,6 +201,9 @@ pub(super) fn restore_unconnected(
 
 /// A socket neither listening nor connected in words.
 pub(super) fn describe_unconnected(u: &repair::UnconnectedState) -> String {
+    if u.closed_at_dump {
+        return format!("tcp {} closed (--tcp-close)", u.local);
+    }
     match (u.bound, u.local.port()) {
         (true, _) => format!("tcp bound to {} (not listening)", u.local),
         (false, 0) if u.local.ip().is_unspecified() => "tcp not bound".into(),
