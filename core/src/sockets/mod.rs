@@ -114,6 +114,9 @@ pub struct SocketDump {
     /// Connected stream/seqpacket unix sockets without a peer inode (pid, fd, inode): clients
     /// waiting in a listener's accept queue, to be found in a dumped listener's.
     awaiting_accept: Vec<(Pid, RawFd, u64)>,
+    /// Connected stream/seqpacket unix sockets whose abstract name is their listener's (pid,
+    /// fd, inode, the listener's inode): that listener must be in the dump.
+    name_listeners: Vec<(Pid, RawFd, u64, u64)>,
     /// Held open until the dump ends: duplicates of descriptors in flight (later descriptions
     /// are compared against them with kcmp) and connections accepted out of a listener's queue
     /// (closing them early would tell their clients).
