@@ -746,3 +746,55 @@ fn a_descriptor_in_flight_from_a_peer_outside_the_dump_comes_back() {
     drop(ext);
     w.kill_restored();
 }
+
+/// A connection accepted from a listener bound to an abstract name, its client in another
+/// tree of the same dump: the restore would make the listener, the accepted end and the
+/// client in one process, so the dump refuses it, naming pid and fd, and leaves both trees.
+#[test]
+fn an_abstract_listeners_connection_to_another_tree_is_refused_naming_pid_and_fd() {
+    cryo_bin();
+    let w = Workload::spawn("socks", &[]);
+    let other = Workload::spawn("socks", &[]);
+    let name = format!("@cryo-{}-trees", w.pid());
+    let l = w.cmd("socket unix stream 0");
+    assert_eq!(w.cmd(&format!("bind-unix {l} {name}")), "ok");
+    assert_eq!(w.cmd(&format!("listen {l}")), "ok");
+    let c = other.cmd("socket unix stream 0");
+    assert_eq!(other.cmd(&format!("connect-unix {c} {name}")), "ok");
+    let a = w.cmd(&format!("accept {l}"));
+    let both = format!("{},{}", w.pid(), other.pid());
+    let img = w.path("img");
+    w.cryo(&["dump", "-t", &both, "-D", img.to_str().unwrap()])
+        .assert_refused()
+        .assert_stderr_mentions(&format!("pid {} fd {a}", w.pid()))
+        .assert_stderr_mentions("different trees");
+    w.assert_untouched();
+    other.assert_untouched();
+}
+
+/// A dgram socket whose peer closed, with a datagram it had sent itself (its own name) before
+/// it connected: restored as one end of a socketpair, its queue would come back from an
+/// unnamed socket, so the dump refuses it, naming pid and fd.
+#[test]
+fn a_datagram_a_socket_sent_itself_before_its_peer_closed_is_refused_naming_pid_and_fd() {
+    cryo_bin();
+    let w = Workload::spawn("socks", &[]);
+    let (path, peer_path) = (w.path("s.sock"), w.path("peer.sock"));
+    let s = w.cmd("socket unix dgram 0");
+    assert_eq!(w.cmd(&format!("bind-unix {s} {}", path.display())), "ok");
+    let peer = w.cmd("socket unix dgram 0");
+    assert_eq!(
+        w.cmd(&format!("bind-unix {peer} {}", peer_path.display())),
+        "ok"
+    );
+    assert_eq!(
+        w.cmd(&format!("sendto-unix {s} {} hi", path.display())),
+        "ok"
+    );
+    assert_eq!(
+        w.cmd(&format!("connect-unix {s} {}", peer_path.display())),
+        "ok"
+    );
+    assert_eq!(w.cmd(&format!("close {peer}")), "ok");
+    w.assert_dump_refused(&s, "datagrams queued from a named socket");
+}

@@ -83,7 +83,7 @@ pub use error::{AcceptProblem, InFlightRefusal, RecordProblem, SocketError};
 pub(crate) use record::SocketState;
 pub use unix::groups::UnixLinks;
 pub use unix::in_flight::{capture_accept_queues, resolve};
-pub use unix::{check_unix_peers, ExternalPeer};
+pub use unix::{check_accepted_in_one_tree, check_unix_peers, ExternalPeer};
 
 pub use lifecycle::DumpSockets;
 pub(crate) use tcp::connection_moved;

@@ -791,6 +791,53 @@ pub fn check_unix_peers(
     Ok(external)
 }
 
+/// A socket accepted from a dumped listener whose abstract name it shares is made with that
+/// listener at restore, by one process (`groups`), and across the trees of a dump only plain
+/// pairs are made: the processes holding the listener, the socket and its peer must be in one
+/// tree, else refused. `dumps` are the tasks' of `pids`, in order (then the dumps of sockets
+/// only in flight); `tree_of` is the root of a dumped process's tree.
+pub fn check_accepted_in_one_tree(
+    dumps: &[SocketDump],
+    pids: &[Pid],
+    tree_of: impl Fn(Pid) -> Option<Pid>,
+) -> Result<(), SocketError> {
+    let holders = |ino: u64| {
+        dumps
+            .iter()
+            .zip(pids)
+            .filter(move |(d, _)| d.has_record(ino))
+            .map(|(_, &p)| p)
+    };
+    for d in dumps {
+        for &(pid, fd, ino, listener) in &d.name_listeners {
+            let peer = dumps
+                .iter()
+                .flat_map(|d| &d.unix_peers)
+                .find(|p| p.2 == ino)
+                .map_or(0, |p| p.3);
+            let trees: std::collections::BTreeSet<Option<Pid>> = [listener, ino, peer]
+                .into_iter()
+                .filter(|&i| i != 0)
+                .flat_map(holders)
+                .map(&tree_of)
+                .collect();
+            if trees.len() > 1 {
+                return Err(SocketError::UnixRefused {
+                    pid,
+                    fd,
+                    ino,
+                    what: format!(
+                        "its abstract name is that of the listener it was accepted from, \
+                         socket:[{listener}], which the restore would make with it and its \
+                         peer in one process, but they are in different trees of the dump"
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 /// What of the senders of the datagrams queued on `u`, a socket restored without its peer
 /// ([`make_broken`]), recvfrom would not show again, in words (`None`: each comes back from
 /// its sender's name). Reconnected by name, its queue is refilled by name from each sender's
