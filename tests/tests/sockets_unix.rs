@@ -557,3 +557,244 @@ fn a_datagram_queued_from_another_named_socket_is_refused_naming_pid_and_fd() {
         .assert_stderr_mentions("datagrams queued from another named socket");
     w.assert_untouched();
 }
+
+/// getsockname and getpeername of each of `fds`, as the process reads them.
+fn names_of(w: &Workload, fds: &[&str]) -> Vec<String> {
+    fds.iter()
+        .flat_map(|fd| [format!("name {fd}"), format!("peername {fd}")])
+        .map(|q| format!("{q}: {}", w.cmd(&q)))
+        .collect()
+}
+
+/// Connections of a stream listener bound to an abstract name, which it still holds: an
+/// accepted end shares the listener's name (a second bind of it would fail), its client is
+/// bound to an abstract name of its own or unnamed, or closed since. Each end's name and its
+/// peer's name come back, data flows both ways, the listener takes new connections and the
+/// client still holds its name.
+#[test]
+fn connections_of_an_abstract_listener_keep_their_names() {
+    cryo_bin();
+    let mut w = Workload::spawn("socks", &[]);
+    let listener_name = format!("@cryo-{}-listener", w.pid());
+    let own = format!("@cryo-{}-client", w.pid());
+    let l = w.cmd("socket unix stream 0");
+    assert_eq!(w.cmd(&format!("bind-unix {l} {listener_name}")), "ok");
+    assert_eq!(w.cmd(&format!("listen {l}")), "ok");
+    let named = w.cmd("socket unix stream 0");
+    assert_eq!(w.cmd(&format!("bind-unix {named} {own}")), "ok");
+    assert_eq!(
+        w.cmd(&format!("connect-unix {named} {listener_name}")),
+        "ok"
+    );
+    let a_named = w.cmd(&format!("accept {l}"));
+    let anon = w.cmd("socket unix stream 0");
+    assert_eq!(w.cmd(&format!("connect-unix {anon} {listener_name}")), "ok");
+    let a_anon = w.cmd(&format!("accept {l}"));
+    let gone = w.cmd("socket unix stream 0");
+    assert_eq!(w.cmd(&format!("connect-unix {gone} {listener_name}")), "ok");
+    let a_gone = w.cmd(&format!("accept {l}"));
+    assert_eq!(w.cmd(&format!("send {gone} bye")), "ok");
+    assert_eq!(w.cmd(&format!("close {gone}")), "ok");
+    let fds = [
+        a_named.as_str(),
+        named.as_str(),
+        a_anon.as_str(),
+        anon.as_str(),
+    ];
+    let before = names_of(&w, &fds);
+    let gone_name_before = w.cmd(&format!("name {a_gone}"));
+    assert_eq!(before[0], format!("name {a_named}: {listener_name}"));
+    w.dump_and_restore();
+    assert_eq!(names_of(&w, &fds), before);
+    assert_eq!(w.cmd(&format!("name {a_gone}")), gone_name_before);
+    assert_eq!(w.cmd(&format!("recv {a_gone}")), "bye|<eof>");
+    for (from, to) in [(&named, &a_named), (&a_named, &named), (&anon, &a_anon)] {
+        assert_eq!(w.cmd(&format!("send {from} hi-{from}")), "ok");
+        assert_eq!(w.cmd(&format!("recv-wait {to}")), format!("hi-{from}"));
+    }
+    let c = w.cmd("socket unix stream 0");
+    assert_eq!(w.cmd(&format!("connect-unix {c} {listener_name}")), "ok");
+    let a_c = w.cmd(&format!("accept {l}"));
+    assert_eq!(w.cmd(&format!("name {a_c}")), listener_name);
+    let again = w.cmd("socket unix stream 0");
+    assert!(
+        w.cmd(&format!("bind-unix {again} {own}"))
+            .contains("os error 98"),
+        "the client still holds its own name (EADDRINUSE)"
+    );
+    w.kill_restored();
+}
+
+/// A seqpacket connection accepted from a listener bound to an abstract name, the listener
+/// closed since: the accepted end keeps the name, which nothing holds (a new socket can bind
+/// it, as before the dump).
+#[test]
+fn a_seqpacket_connection_whose_abstract_listener_closed_keeps_its_names() {
+    cryo_bin();
+    let mut w = Workload::spawn("socks", &[]);
+    let listener_name = format!("@cryo-{}-seqpacket", w.pid());
+    let l = w.cmd("socket unix seqpacket 0");
+    assert_eq!(w.cmd(&format!("bind-unix {l} {listener_name}")), "ok");
+    assert_eq!(w.cmd(&format!("listen {l}")), "ok");
+    let c = w.cmd("socket unix seqpacket 0");
+    assert_eq!(w.cmd(&format!("connect-unix {c} {listener_name}")), "ok");
+    let a = w.cmd(&format!("accept {l}"));
+    assert_eq!(w.cmd(&format!("close {l}")), "ok");
+    assert_eq!(w.cmd(&format!("send {c} queued")), "ok");
+    let before = names_of(&w, &[&a, &c]);
+    assert_eq!(before[0], format!("name {a}: {listener_name}"));
+    w.dump_and_restore();
+    assert_eq!(names_of(&w, &[&a, &c]), before);
+    assert_eq!(w.cmd(&format!("recv {a}")), "queued");
+    assert_eq!(w.cmd(&format!("send {a} back")), "ok");
+    assert_eq!(w.cmd(&format!("recv-wait {c}")), "back");
+    let fresh = w.cmd("socket unix seqpacket 0");
+    assert_eq!(
+        w.cmd(&format!("bind-unix {fresh} {listener_name}")),
+        "ok",
+        "the name is free, as before the dump"
+    );
+    w.kill_restored();
+}
+
+/// Dgram sockets connected to sockets outside the dump (`--ext-unix-sk`), one bound to a path,
+/// one to an abstract name, each with datagrams queued from that peer and, sent before it
+/// connected, from an unnamed socket: recvfrom shows each sender as before.
+#[test]
+fn datagrams_from_a_peer_outside_the_dump_come_back_from_its_name() {
+    use std::os::linux::net::SocketAddrExt;
+    cryo_bin();
+    let dir = cryo_tests::control_dir();
+    let x_path = dir.path().join("x.sock");
+    let x = std::os::unix::net::UnixDatagram::bind(&x_path).unwrap();
+    let x_abstract = format!("cryo-{}-outside", std::process::id());
+    let y = std::os::unix::net::UnixDatagram::bind_addr(
+        &std::os::unix::net::SocketAddr::from_abstract_name(&x_abstract).unwrap(),
+    )
+    .unwrap();
+    let mut w = Workload::spawn_in(dir, "socks", &[]);
+    let mut expected = Vec::new();
+    let mut socks = Vec::new();
+    for (peer, peer_name, sock) in [
+        (&x, x_path.display().to_string(), "s.sock"),
+        (&y, format!("@{x_abstract}"), "t.sock"),
+    ] {
+        let path = w.path(sock);
+        let s = w.cmd("socket unix dgram 0");
+        assert_eq!(w.cmd(&format!("bind-unix {s} {}", path.display())), "ok");
+        let u = w.cmd("socket unix dgram 0");
+        assert_eq!(
+            w.cmd(&format!("sendto-unix {u} {} one", path.display())),
+            "ok"
+        );
+        assert_eq!(w.cmd(&format!("connect-unix {s} {peer_name}")), "ok");
+        peer.send_to(b"two", &path).unwrap();
+        peer.send_to(b"three", &path).unwrap();
+        expected.push(format!(
+            "one from unnamed | two from {peer_name} | three from {peer_name}"
+        ));
+        socks.push(s);
+    }
+    let img = w.path("img");
+    w.dump(&img, &["--ext-unix-sk"]).assert_success();
+    w.wait_original();
+    w.restore_background(&img);
+    for (s, expected) in socks.iter().zip(&expected) {
+        assert_eq!(&w.cmd(&format!("recvfrom-unix {s}")), expected);
+    }
+    assert_eq!(w.cmd(&format!("send {} after", socks[0])), "ok");
+    let mut buf = [0u8; 16];
+    x.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let n = x.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"after", "still connected to its peer");
+    w.kill_restored();
+}
+
+/// A descriptor in flight on a stream socket whose peer is outside the dump (`--ext-unix-sk`):
+/// sent by that peer, not received yet, it comes back with its message.
+#[test]
+fn a_descriptor_in_flight_from_a_peer_outside_the_dump_comes_back() {
+    use std::os::fd::AsRawFd;
+    cryo_bin();
+    let dir = cryo_tests::control_dir();
+    let path = dir.path().join("ext.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let mut w = Workload::spawn_in(dir, "socks", &[]);
+    let s = w.cmd("socket unix stream 0");
+    assert_eq!(w.cmd(&format!("connect-unix {s} {}", path.display())), "ok");
+    let (ext, _) = listener.accept().unwrap();
+    let passed = w.path("passed.txt");
+    std::fs::write(&passed, "passed").unwrap();
+    let f = std::fs::File::open(&passed).unwrap();
+    nix::sys::socket::sendmsg::<()>(
+        ext.as_raw_fd(),
+        &[std::io::IoSlice::new(b"fds")],
+        &[nix::sys::socket::ControlMessage::ScmRights(
+            &[f.as_raw_fd()],
+        )],
+        nix::sys::socket::MsgFlags::empty(),
+        None,
+    )
+    .unwrap();
+    drop(f);
+    let img = w.path("img");
+    w.dump(&img, &["--ext-unix-sk"]).assert_success();
+    w.wait_original();
+    w.restore_background(&img);
+    assert_eq!(w.cmd(&format!("take {s}")), "fds file:0:passed");
+    drop(ext);
+    w.kill_restored();
+}
+
+/// A connection accepted from a listener bound to an abstract name, its client in another
+/// tree of the same dump: the restore would make the listener, the accepted end and the
+/// client in one process, so the dump refuses it, naming pid and fd, and leaves both trees.
+#[test]
+fn an_abstract_listeners_connection_to_another_tree_is_refused_naming_pid_and_fd() {
+    cryo_bin();
+    let w = Workload::spawn("socks", &[]);
+    let other = Workload::spawn("socks", &[]);
+    let name = format!("@cryo-{}-trees", w.pid());
+    let l = w.cmd("socket unix stream 0");
+    assert_eq!(w.cmd(&format!("bind-unix {l} {name}")), "ok");
+    assert_eq!(w.cmd(&format!("listen {l}")), "ok");
+    let c = other.cmd("socket unix stream 0");
+    assert_eq!(other.cmd(&format!("connect-unix {c} {name}")), "ok");
+    let a = w.cmd(&format!("accept {l}"));
+    let both = format!("{},{}", w.pid(), other.pid());
+    let img = w.path("img");
+    w.cryo(&["dump", "-t", &both, "-D", img.to_str().unwrap()])
+        .assert_refused()
+        .assert_stderr_mentions(&format!("pid {} fd {a}", w.pid()))
+        .assert_stderr_mentions("different trees");
+    w.assert_untouched();
+    other.assert_untouched();
+}
+
+/// A dgram socket whose peer closed, with a datagram it had sent itself (its own name) before
+/// it connected: restored as one end of a socketpair, its queue would come back from an
+/// unnamed socket, so the dump refuses it, naming pid and fd.
+#[test]
+fn a_datagram_a_socket_sent_itself_before_its_peer_closed_is_refused_naming_pid_and_fd() {
+    cryo_bin();
+    let w = Workload::spawn("socks", &[]);
+    let (path, peer_path) = (w.path("s.sock"), w.path("peer.sock"));
+    let s = w.cmd("socket unix dgram 0");
+    assert_eq!(w.cmd(&format!("bind-unix {s} {}", path.display())), "ok");
+    let peer = w.cmd("socket unix dgram 0");
+    assert_eq!(
+        w.cmd(&format!("bind-unix {peer} {}", peer_path.display())),
+        "ok"
+    );
+    assert_eq!(
+        w.cmd(&format!("sendto-unix {s} {} hi", path.display())),
+        "ok"
+    );
+    assert_eq!(
+        w.cmd(&format!("connect-unix {s} {}", peer_path.display())),
+        "ok"
+    );
+    assert_eq!(w.cmd(&format!("close {peer}")), "ok");
+    w.assert_dump_refused(&s, "datagrams queued from a named socket");
+}

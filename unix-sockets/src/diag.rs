@@ -514,6 +514,19 @@ fn convert(resp: &UnixResponse) -> Result<UnixSockInfo> {
     Ok(info)
 }
 
+/// Whether a socket of type `ty` in this network namespace holds abstract name `name`, found
+/// by binding a probe socket to it (closed at once: for those few microseconds the name is
+/// cryo's, where nothing held it). sock_diag shows a name but not whether the socket holds
+/// it: an accepted socket shows its listener's, which only the listener holds.
+pub fn abstract_name_held(ty: SockType, name: &UnixName) -> Result<bool> {
+    let probe = crate::sys::socket(ty.raw()).map_err(|e| UnixSockError::fd("socket", -1, e))?;
+    match crate::sys::bind(std::os::fd::AsFd::as_fd(&probe), &name.to_sun_path()) {
+        Ok(()) => Ok(false),
+        Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) => Ok(true),
+        Err(e) => Err(UnixSockError::fd("bind a probe to an abstract name", -1, e)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

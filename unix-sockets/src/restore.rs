@@ -224,6 +224,86 @@ pub(crate) fn bound_in(
     }
 }
 
+/// A dgram socket bound to `name`, another socket's name, made where no one sees it bind: the
+/// sender of datagrams that must show that name again (recvfrom) while the name may be held
+/// by its owner, outside the restore. A path is bound under a private root (a short-lived
+/// thread with a filesystem context of its own chroots into a fresh temporary directory: the
+/// name is the path given, its file lands in that directory, removed with it after); an
+/// abstract name in a new network namespace (a short-lived thread unshares one and makes the
+/// socket there: abstract names are per namespace), so such a sender reaches its receiver by
+/// a path only (a path lookup ignores network namespaces).
+pub fn sender_named(name: &UnixName) -> Result<OwnedFd> {
+    let bad = |detail: String| UnixSockError::Invalid {
+        step: "bind a sender to another socket's name",
+        fd: -1,
+        detail,
+    };
+    let in_thread = |job: &(dyn Fn() -> Result<OwnedFd> + Sync)| {
+        std::thread::scope(|scope| {
+            scope
+                .spawn(job)
+                .join()
+                .unwrap_or_else(|_| Err(bad("the binding thread panicked".into())))
+        })
+    };
+    match name {
+        UnixName::Unnamed => Err(bad("no name".into())),
+        UnixName::Abstract(_) => in_thread(&|| {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(|e| bad(format!("unshare(CLONE_NEWNET): {e}")))?;
+            let fd = socket(SockType::Dgram)?;
+            sys::bind(fd.as_fd(), &name.to_sun_path())
+                .map_err(|e| UnixSockError::fd("bind abstract name", fd.as_raw_fd(), e))?;
+            Ok(fd)
+        }),
+        UnixName::Path(path) => {
+            let template = std::env::temp_dir().join("cryo-sender-XXXXXX");
+            let root = nix::unistd::mkdtemp(&template)
+                .map_err(|e| UnixSockError::path("mkdtemp", &template, e.into()))?;
+            let fd = socket(SockType::Dgram)?;
+            let bound = in_thread(&|| {
+                nix::sched::unshare(nix::sched::CloneFlags::CLONE_FS)
+                    .map_err(|e| bad(format!("unshare(CLONE_FS): {e}")))?;
+                nix::unistd::chroot(&root)
+                    .map_err(|e| UnixSockError::path("chroot", &root, e.into()))?;
+                std::env::set_current_dir("/").map_err(|e| UnixSockError::path("chdir", "/", e))?;
+                if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    fs::create_dir_all(parent)
+                        .map_err(|e| UnixSockError::path("mkdir (private root)", parent, e))?;
+                }
+                sys::bind(fd.as_fd(), &name.to_sun_path())
+                    .map_err(|e| UnixSockError::path("bind (private root)", path, e))?;
+                fd.try_clone()
+                    .map_err(|e| UnixSockError::fd("dup", fd.as_raw_fd(), e))
+            });
+            if let Err(e) = fs::remove_dir_all(&root) {
+                warn!(dir = %root.display(), "remove the private root of a sender: {e}");
+            }
+            bound
+        }
+    }
+}
+
+/// The accepted end of a connection from `client` (a fresh stream or seqpacket socket of
+/// `ty`, bound to its own name already if it has one) to a transient listener bound to
+/// abstract `name`, closed once it accepted: the accepted end shares the name (getsockname,
+/// the client's getpeername) and, as an accepted socket whose listener is gone, does not hold
+/// it. Fails when something holds the name. Holds the bind lock ([`crate::unlinked`]), so two
+/// processes of a restore making such connections on one name take turns.
+pub fn accepted_by_name(ty: SockType, name: &UnixName, client: impl AsFd) -> Result<OwnedFd> {
+    let client = client.as_fd();
+    let _lock = crate::unlinked::bind_lock()?;
+    let listener = socket(ty)?;
+    sys::bind(listener.as_fd(), &name.to_sun_path()).map_err(|e| UnixSockError::Invalid {
+        step: "bind a transient listener",
+        fd: listener.as_raw_fd(),
+        detail: format!("to {name}: {e}"),
+    })?;
+    listen(&listener, 1)?;
+    connect(client, name)?;
+    accept(&listener)
+}
+
 /// `listen(fd, backlog)`.
 pub fn listen(fd: impl AsFd, backlog: u32) -> Result<()> {
     let fd = fd.as_fd();

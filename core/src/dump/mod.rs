@@ -496,6 +496,23 @@ fn dump_tree(
     // Both ends of every unix connection must be in the dump (or be let go: --ext-unix-sk).
     let external = crate::sockets::check_unix_peers(sockets_held.tasks(), opts.ext_unix_sk)?;
     files.mark_external_peers(&external);
+    {
+        let parent: std::collections::HashMap<Pid, Pid> = live
+            .iter()
+            .map(|m| (m.pid, Pid::from_raw(m.stat.ppid)))
+            .collect();
+        let tree_of = |mut pid: Pid| {
+            for _ in 0..parent.len() + 1 {
+                if opts.pids.contains(&pid) {
+                    return Some(pid);
+                }
+                pid = *parent.get(&pid)?;
+            }
+            None
+        };
+        let pids: Vec<Pid> = live.iter().map(|m| m.pid).collect();
+        crate::sockets::check_accepted_in_one_tree(sockets_held.tasks(), &pids, tree_of)?;
+    }
     for m in tree.iter().filter(|m| m.is_zombie()) {
         let mut entry = task::process_entry(m.pid, &m.stat, &[]);
         entry.zombie = true;

@@ -83,7 +83,7 @@ pub use error::{AcceptProblem, InFlightRefusal, RecordProblem, SocketError};
 pub(crate) use record::SocketState;
 pub use unix::groups::UnixLinks;
 pub use unix::in_flight::{capture_accept_queues, resolve};
-pub use unix::{check_unix_peers, ExternalPeer};
+pub use unix::{check_accepted_in_one_tree, check_unix_peers, ExternalPeer};
 
 pub use lifecycle::DumpSockets;
 pub(crate) use tcp::connection_moved;
@@ -120,6 +120,9 @@ pub struct SocketDump {
     /// Connected stream/seqpacket unix sockets without a peer inode (pid, fd, inode): clients
     /// waiting in a listener's accept queue, to be found in a dumped listener's.
     awaiting_accept: Vec<(Pid, RawFd, u64)>,
+    /// Connected stream/seqpacket unix sockets whose abstract name is their listener's (pid,
+    /// fd, inode, the listener's inode): that listener must be in the dump.
+    name_listeners: Vec<(Pid, RawFd, u64, u64)>,
     /// Held open until the dump ends: duplicates of descriptors in flight (later descriptions
     /// are compared against them with kcmp) and connections accepted out of a listener's queue
     /// (closing them early would tell their clients).

@@ -794,6 +794,7 @@ impl From<&UnixSocketState> for pb::UnixSocket {
             connect_to: u.connect_to.clone(),
             bind_dir: u.bind_dir.clone(),
             unlinked: u.unlinked,
+            name_shared: u.name_shared,
         }
     }
 }
@@ -832,6 +833,7 @@ impl TryFrom<&pb::UnixSocket> for UnixSocketState {
             connect_to: u.connect_to.clone(),
             bind_dir: u.bind_dir.clone(),
             unlinked: u.unlinked,
+            name_shared: u.name_shared,
         })
     }
 }
@@ -845,6 +847,7 @@ impl From<&UnixMessage> for pb::UnixMessage {
                 .map(|(pid, uid, gid)| pb::UnixCreds { pid, uid, gid }),
             fds: m.fds.clone(),
             from_unnamed: m.from_unnamed,
+            from_name: m.from_name.clone(),
         }
     }
 }
@@ -856,6 +859,7 @@ impl From<&pb::UnixMessage> for UnixMessage {
             creds: m.creds.map(|c| (c.pid, c.uid, c.gid)),
             fds: m.fds.clone(),
             from_unnamed: m.from_unnamed,
+            from_name: m.from_name.clone(),
         }
     }
 }
@@ -1006,7 +1010,8 @@ mod tests {
             data: b"hello".to_vec(),
             creds: Some((1, 2, 3)),
             fds: vec![4, 5],
-            from_unnamed: true,
+            from_unnamed: false,
+            from_name: b"/run/sender".to_vec(),
         };
         round_trip(SocketState::Unix(Box::new(UnixSocketState {
             sock_type: cryo_unix_sockets::SockType::SeqPacket,
@@ -1029,6 +1034,7 @@ mod tests {
             connect_to: b"/dev/log".to_vec(),
             bind_dir: b"/run".to_vec(),
             unlinked: true,
+            name_shared: true,
         })));
         round_trip(SocketState::Packet(Box::new(PacketState {
             sock_type: libc::SOCK_DGRAM,

@@ -7,12 +7,14 @@
 //!   pair TYPE                 -> <fd> <fd>  a unix socketpair (TYPE: stream|dgram|seqpacket)
 //!   socket FAMILY TYPE PROTO  -> <fd>  (FAMILY: unix|inet|inet6|packet|netlink; TYPE also
 //!                             raw, or packet: SOCK_PACKET; PROTO a number)
-//!   bind-unix FD PATH         connect-unix FD PATH (PATH may be relative: this process's cwd)
+//!   bind-unix FD PATH         connect-unix FD PATH (PATH may be relative: this process's cwd;
+//!                             @NAME: the abstract name NAME, which `name` shows as @NAME)
 //!   bind-inet FD ADDR         connect-inet FD ADDR    name FD -> <local addr>
 //!   listen FD   accept FD -> <fd>   close FD   chdir DIR
 //!   send FD MSG               -> ok | err ... (MSG_DONTWAIT | MSG_NOSIGNAL)
 //!   send-more FD MSG          the same with MSG_MORE
 //!   sendto-inet FD ADDR MSG   sendto-unix FD PATH MSG
+//!   take FD                   -> one message and its descriptors, each used (as unix-pair's)
 //!   recv FD                   -> <msg>|<msg>|...|<eof> | empty (non-blocking reads, each
 //!                             one message; <errno N> for a read that fails)
 //!   recv-wait FD              the same once something is readable (up to 10 s)
@@ -104,14 +106,18 @@ fn unix_addr(path: &str) -> Result<(libc::sockaddr_un, libc::socklen_t), String>
     // SAFETY: sockaddr_un is plain data; all zeroes is a valid value.
     let mut sa: libc::sockaddr_un = unsafe { std::mem::zeroed() };
     sa.sun_family = libc::AF_UNIX as libc::sa_family_t;
-    let bytes = path.as_bytes();
+    // "@name": the abstract name "\0name" (no trailing NUL in its length).
+    let (bytes, nul): (Vec<u8>, usize) = match path.strip_prefix('@') {
+        Some(name) => ([&[0u8][..], name.as_bytes()].concat(), 0),
+        None => (path.as_bytes().to_vec(), 1),
+    };
     if bytes.len() >= sa.sun_path.len() {
         return Err(format!("path too long: {path}"));
     }
-    for (d, &b) in sa.sun_path.iter_mut().zip(bytes) {
+    for (d, &b) in sa.sun_path.iter_mut().zip(&bytes) {
         *d = b as libc::c_char;
     }
-    let len = std::mem::size_of::<libc::sa_family_t>() + bytes.len() + 1;
+    let len = std::mem::size_of::<libc::sa_family_t>() + bytes.len() + nul;
     Ok((sa, len as libc::socklen_t))
 }
 
@@ -182,11 +188,11 @@ fn local_name(fd: i32, peer: bool) -> io::Result<String> {
             // SAFETY: the kernel wrote a sockaddr_un.
             let sun = unsafe { &*p.cast::<libc::sockaddr_un>() };
             let n = (len as usize).saturating_sub(2).min(sun.sun_path.len());
-            let bytes: Vec<u8> = sun.sun_path[..n]
-                .iter()
-                .map(|&c| c as u8)
-                .take_while(|&b| b != 0)
-                .collect();
+            let raw: Vec<u8> = sun.sun_path[..n].iter().map(|&c| c as u8).collect();
+            if let Some((0, name)) = raw.split_first() {
+                return Ok(format!("@{}", String::from_utf8_lossy(name)));
+            }
+            let bytes: Vec<u8> = raw.into_iter().take_while(|&b| b != 0).collect();
             if bytes.is_empty() {
                 "unnamed".into()
             } else {
@@ -674,6 +680,7 @@ impl Mode for Socks {
                 Ok(send_to(num(fd)?, msg, 0, Some((to, len))))
             }
             ("recv", [fd]) => Ok(recv_line(num(fd)?)),
+            ("take", [fd]) => super::unix_msg::take(num(fd)?).map_err(io_err),
             ("recvfrom", [fd]) => recvfrom_all(num(fd)?),
             ("recvfrom-unix", [fd]) => recvfrom_unix(num(fd)?),
             ("readable", [fd]) => wait_readable(num(fd)?, NOTHING)

@@ -9,8 +9,9 @@
 //! listener  L [C1 C2 ..]    bind + listen (backlog raised for the reconnects, then put back);
 //!                           each client connects again, in queue order, and sends what it had
 //!                           sent before being accepted (the embryo's queue)
-//! single    s               no peer, descriptors in its own queue (a bound dgram socket,
-//!                           refilled from itself)
+//! single    s               no peer (or a broken one: closed, outside the dump),
+//!                           descriptors in its own queue (a bound dgram socket, refilled from
+//!                           itself; a broken one as `open_broken` makes it)
 //! dgram     R <- S1 S2 ..   a bound dgram socket and the dgram sockets connected to it one
 //!                           way (R not connected back): R bound, each sender bound to its
 //!                           own name and connected to R's; R's queue refilled from itself,
@@ -48,16 +49,35 @@ use crate::sys;
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Shape {
     Pair(u32, u32),
-    Listener { listener: u32, clients: Vec<u32> },
+    /// A listener, the connections accepted from it that share its abstract name (the
+    /// accepted end, its client: `None` when that is closed or outside the dump) and the
+    /// clients waiting in its accept queue.
+    Listener {
+        listener: u32,
+        accepted: Vec<(u32, Option<u32>)>,
+        clients: Vec<u32>,
+    },
     Single(u32),
-    Dgram { receiver: u32, senders: Vec<u32> },
+    Dgram {
+        receiver: u32,
+        senders: Vec<u32>,
+    },
 }
 
 impl Shape {
     fn members(&self) -> Vec<u32> {
         match self {
             Shape::Pair(a, b) => vec![*a, *b],
-            Shape::Listener { listener, clients } => std::iter::once(*listener)
+            Shape::Listener {
+                listener,
+                accepted,
+                clients,
+            } => std::iter::once(*listener)
+                .chain(
+                    accepted
+                        .iter()
+                        .flat_map(|&(a, c)| std::iter::once(a).chain(c)),
+                )
                 .chain(clients.iter().copied())
                 .collect(),
             Shape::Single(s) => vec![*s],
@@ -83,6 +103,8 @@ pub struct UnixLinks {
     states: HashMap<u32, Box<UnixSocketState>>,
     /// Every description some group's queues carry.
     carried: HashSet<u32>,
+    /// Sockets whose peer is closed or outside the dump (`--ext-unix-sk`): made broken.
+    broken: HashSet<u32>,
 }
 
 impl UnixLinks {
@@ -91,6 +113,7 @@ impl UnixLinks {
     pub(crate) fn build(descs: &[FileDesc]) -> Result<Self, FileError> {
         let by_id: HashMap<u32, &FileDesc> = descs.iter().map(|d| (d.id, d)).collect();
         let mut states: BTreeMap<u32, (Box<UnixSocketState>, u64, u64)> = BTreeMap::new();
+        let mut broken = HashSet::new();
         for desc in descs {
             if let Some(Kind::Socket(s)) = &desc.kind {
                 if sockets::is_unix(s) {
@@ -98,9 +121,10 @@ impl UnixLinks {
                         Decoded::Plain(SocketState::Unix(u)) => {
                             states.insert(desc.id, (u, s.ino, s.peer_ino));
                         }
-                        // Its peer gone, it is made alone, but with the descriptions its
-                        // queue carries when it carries any.
-                        Decoded::BrokenUnix(u) if u.peer_closed => {
+                        // Its peer closed or outside the dump, it is made alone, but with the
+                        // descriptions its queue carries when it carries any.
+                        Decoded::BrokenUnix(u) => {
+                            broken.insert(desc.id);
                             states.insert(desc.id, (u, s.ino, 0));
                         }
                         _ => {}
@@ -112,35 +136,25 @@ impl UnixLinks {
             states.iter().map(|(&id, (_, ino, _))| (*ino, id)).collect();
         let invalid = |id: u32, detail: String| FileError::Invalid { id, detail };
         let mut shapes = Vec::new();
-        // Listeners first: their clients have no peer of their own.
-        for (&id, (u, _, _)) in &states {
-            if !u.listening || u.pending.is_empty() {
-                continue;
-            }
-            let clients = u
-                .pending
-                .iter()
-                .map(|p| {
-                    by_ino.get(&p.client_ino).copied().ok_or_else(|| {
-                        invalid(
-                            id,
-                            format!(
-                                "a connection waiting in its accept queue comes from \
-                                 socket:[{}], which is not in the image",
-                                p.client_ino
-                            ),
-                        )
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            shapes.push(Shape::Listener {
-                listener: id,
-                clients,
-            });
-        }
+        // Listeners bound to an abstract name, by name and type: the sockets accepted from one
+        // that share its name are made by an accept from it.
+        let listener_of: HashMap<(Vec<u8>, unix::SockType), u32> = states
+            .iter()
+            .filter(|(_, (u, _, _))| u.listening && u.name.first() == Some(&0))
+            .map(|(&id, (u, _, _))| ((u.name.clone(), u.sock_type), id))
+            .collect();
+        let listener_of = |u: &UnixSocketState| {
+            u.name_shared
+                .then(|| listener_of.get(&(u.name.clone(), u.sock_type)).copied())
+                .flatten()
+        };
+        let mut accepted: BTreeMap<u32, Vec<(u32, Option<u32>)>> = BTreeMap::new();
         let mut senders_of: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
         for (&id, (u, ino, peer)) in &states {
             if *peer == 0 {
+                if let Some(l) = listener_of(u).filter(|_| broken.contains(&id)) {
+                    accepted.entry(l).or_default().push((id, None));
+                }
                 continue;
             }
             let &p = by_ino.get(peer).ok_or_else(|| {
@@ -160,9 +174,42 @@ impl UnixLinks {
                     format!("its unix peer socket:[{peer}] is not connected back to it"),
                 ));
             }
-            if id < p {
+            if let Some(l) = listener_of(u) {
+                accepted.entry(l).or_default().push((id, Some(p)));
+            } else if id < p && listener_of(&states[&p].0).is_none() {
                 shapes.push(Shape::Pair(id, p));
             }
+        }
+        // Listeners first: their clients have no peer of their own.
+        for (&id, (u, _, _)) in &states {
+            let accepted = accepted.remove(&id).unwrap_or_default();
+            if !u.listening || (u.pending.is_empty() && accepted.is_empty()) {
+                continue;
+            }
+            let clients = u
+                .pending
+                .iter()
+                .map(|p| {
+                    by_ino.get(&p.client_ino).copied().ok_or_else(|| {
+                        invalid(
+                            id,
+                            format!(
+                                "a connection waiting in its accept queue comes from \
+                                 socket:[{}], which is not in the image",
+                                p.client_ino
+                            ),
+                        )
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            shapes.insert(
+                0,
+                Shape::Listener {
+                    listener: id,
+                    accepted,
+                    clients,
+                },
+            );
         }
         for (receiver, senders) in senders_of {
             shapes.push(Shape::Dgram { receiver, senders });
@@ -194,6 +241,7 @@ impl UnixLinks {
             }
         }
         links.states = states.into_iter().map(|(id, (u, _, _))| (id, u)).collect();
+        links.broken = broken;
         Ok(links)
     }
 
@@ -373,6 +421,22 @@ impl UnixLinks {
                         detail: format!("its unix peer {} has another type", describe(db)),
                     });
                 }
+                if ua.name_shared || ub.name_shared {
+                    // One end was accepted from a listener of an abstract name that is gone:
+                    // the other connects to a transient listener of that name.
+                    let ((dacc, uacc), (dc, uc)) = if ua.name_shared {
+                        ((da, ua), (db, ub))
+                    } else {
+                        ((db, ub), (da, ua))
+                    };
+                    let client = unix::restore::socket(ty).map_err(unix_err(dc, "socket"))?;
+                    files.extend(bind_connected(dc, uc, &client)?.map(|f| (dc.id, f)));
+                    let acc = unix::restore::accepted_by_name(ty, &uacc.name(), &client).map_err(
+                        unix_err(dacc, "accept from a transient listener of its name"),
+                    )?;
+                    debug!(id = dacc.id, peer = dc.id, what = %describe(dacc), "unix connection made by an accept");
+                    return Ok(vec![(dacc.id, acc), (dc.id, client)]);
+                }
                 let (fa, fb) = unix::restore::socketpair(ty).map_err(unix_err(da, "socketpair"))?;
                 // Each end's name (getsockname, the other's getpeername): an end of a
                 // socketpair is not bound yet, and can be.
@@ -382,7 +446,11 @@ impl UnixLinks {
                 debug!(id = da.id, peer = db.id, what = %describe(da), "unix pair made");
                 Ok(vec![(*a, fa), (*b, fb)])
             }
-            Shape::Listener { listener, clients } => {
+            Shape::Listener {
+                listener,
+                accepted,
+                clients,
+            } => {
                 let dl = desc(*listener)?;
                 let ul = self.state(dl)?;
                 // Room for every waiting connection while they connect again.
@@ -390,7 +458,34 @@ impl UnixLinks {
                 let (fd, file) = make(dl, ul, room)?;
                 let to = ul.reach(file.as_ref());
                 files.extend(file.map(|f| (*listener, f)));
+                // The connections accepted from it before the dump, accepted again first (its
+                // accept queue is still empty): each client, bound to its own name, connects,
+                // and the accepted end shares the listener's name. A client closed or outside
+                // the dump is a transient socket, the end that closes once the queue is in.
+                let mut made = Vec::new();
+                for &(a, c) in accepted {
+                    let da = desc(a)?;
+                    let ua = self.state(da)?;
+                    let client =
+                        unix::restore::socket(ua.sock_type).map_err(unix_err(da, "socket"))?;
+                    if let Some(c) = c {
+                        let dc = desc(c)?;
+                        files.extend(bind_connected(dc, self.state(dc)?, &client)?.map(|f| (c, f)));
+                    }
+                    unix::restore::connect(&client, &to)
+                        .map_err(unix_err(da, "connect to its listener again"))?;
+                    let acc = unix::restore::accept(&fd)
+                        .map_err(unix_err(da, "accept from its listener again"))?;
+                    made.push((a, acc));
+                    match c {
+                        Some(c) => made.push((c, client)),
+                        None => {
+                            closing.insert(a, client);
+                        }
+                    }
+                }
                 let mut out = vec![(*listener, fd)];
+                out.extend(made);
                 for &c in clients {
                     let dc = desc(c)?;
                     let uc = self.state(dc)?;
@@ -411,7 +506,7 @@ impl UnixLinks {
             Shape::Single(s) => {
                 let ds = desc(*s)?;
                 let us = self.state(ds)?;
-                if us.peer_closed {
+                if self.broken.contains(s) {
                     let made = make_broken(ds, us)?;
                     closing.extend(made.closing.map(|g| (*s, g)));
                     files.extend(made.file.map(|f| (*s, f)));
@@ -453,16 +548,18 @@ impl UnixLinks {
     ) -> Result<(), FileError> {
         let fd = |id: u32| borrow(opened, id);
         match &g.shape {
-            Shape::Pair(a, b) => {
-                for (to, from) in [(*a, *b), (*b, *a)] {
-                    let d = desc(to)?;
-                    let u = self.state(d)?;
-                    let q = queue(d, u, &u.queue, opened)?;
-                    unix::restore::refill_queue(fd(from)?, None, &q)
-                        .map_err(unix_err(d, "refill the queue"))?;
+            Shape::Pair(a, b) => self.refill_pair(*a, *b, desc, opened)?,
+            Shape::Listener {
+                listener,
+                accepted,
+                clients,
+            } => {
+                // An accepted end without its client is refilled in finish, with its queue.
+                for &(a, c) in accepted {
+                    if let Some(c) = c {
+                        self.refill_pair(a, c, desc, opened)?;
+                    }
                 }
-            }
-            Shape::Listener { listener, clients } => {
                 let dl = desc(*listener)?;
                 let ul = self.state(dl)?;
                 for (p, &c) in ul.pending.iter().zip(clients) {
@@ -484,6 +581,24 @@ impl UnixLinks {
                     }
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Refills the queues of the connected pair `a`, `b`: each from the other.
+    fn refill_pair<'a>(
+        &self,
+        a: u32,
+        b: u32,
+        desc: &impl Fn(u32) -> Result<&'a FileDesc, FileError>,
+        opened: &HashMap<u32, OwnedFd>,
+    ) -> Result<(), FileError> {
+        for (to, from) in [(a, b), (b, a)] {
+            let d = desc(to)?;
+            let u = self.state(d)?;
+            let q = queue(d, u, &u.queue, opened)?;
+            unix::restore::refill_queue(borrow(opened, from)?, None, &q)
+                .map_err(unix_err(d, "refill the queue"))?;
         }
         Ok(())
     }
@@ -519,7 +634,33 @@ impl UnixLinks {
                     .map_err(unix_err(da, "shutdown"))?;
                 }
             }
-            Shape::Listener { clients, .. } => {
+            Shape::Listener {
+                accepted, clients, ..
+            } => {
+                for &(a, c) in accepted {
+                    let da = desc(a)?;
+                    let ua = self.state(da)?;
+                    match c {
+                        Some(c) => {
+                            let uc = self.state(desc(c)?)?;
+                            unix::restore::restore_pair_shutdown(
+                                fd(a)?,
+                                ua.shutdown(),
+                                fd(c)?,
+                                uc.shutdown(),
+                            )
+                            .map_err(unix_err(da, "shutdown"))?;
+                        }
+                        None => {
+                            let q = queue(da, ua, &ua.queue, opened)?;
+                            let owned = opened.get(&a).ok_or(FileError::Invalid {
+                                id: a,
+                                detail: "not made".into(),
+                            })?;
+                            finish_broken(da, ua, owned, files.get(&a), closing.remove(&a), &q)?;
+                        }
+                    }
+                }
                 for &c in clients {
                     let d = desc(c)?;
                     unix::restore::restore_shutdown(fd(c)?, self.state(d)?.shutdown())
@@ -534,7 +675,7 @@ impl UnixLinks {
                     id: *s,
                     detail: "not made".into(),
                 })?;
-                if u.peer_closed {
+                if self.broken.contains(s) {
                     finish_broken(d, u, owned, files.get(s), closing.remove(s), &q)?;
                 } else {
                     finish(d, u, owned, files.get(s), &q)?;

@@ -123,7 +123,7 @@ pub fn capture_accept_queues(
                 }
                 let captured = unix::capture_queue(&conn)
                     .map_err(unix_err("capture what a client sent before accept"))?;
-                let (messages, carried) = split_queue(captured);
+                let (messages, carried) = split_queue(captured, &unix::UnixName::Unnamed);
                 for (message, fds) in carried {
                     dump.in_flight.push(InFlightFds {
                         pid: q.pid,

@@ -78,6 +78,9 @@ pub struct UnixSocketState {
     /// Bound to a path, bound again without a file ([`unix::unlinked`]): its socket file was
     /// unlinked since, or it is a connected stream or seqpacket socket.
     pub unlinked: bool,
+    /// A connected stream or seqpacket socket whose abstract name is its listener's (an
+    /// accepted socket): made again by an accept, never bound ([`shared_name`]).
+    pub name_shared: bool,
 }
 
 /// One message of a unix socket's receive queue.
@@ -93,6 +96,10 @@ pub struct UnixMessage {
     /// A datagram an unnamed socket sent (its recvfrom shows no name): refilled from an
     /// unnamed socket, not from the receiver itself.
     pub from_unnamed: bool,
+    /// A datagram another named socket sent (not the receiver itself): its name as sun_path
+    /// bytes (empty: none), refilled from a socket bound to it out of sight
+    /// ([`unix::restore::sender_named`]).
+    pub from_name: Vec<u8>,
 }
 
 impl UnixMessage {
@@ -153,8 +160,9 @@ pub(crate) struct AcceptQueue {
 /// The messages of a captured queue and the descriptors in flight in them, by message index.
 type Messages = (Vec<UnixMessage>, Vec<(usize, Vec<OwnedFd>)>);
 
-/// Splits a captured queue into its messages and the descriptors they carry.
-fn split_queue(q: unix::CapturedQueue) -> Messages {
+/// Splits a captured queue of a socket named `own` into its messages and the descriptors
+/// they carry.
+fn split_queue(q: unix::CapturedQueue, own: &unix::UnixName) -> Messages {
     let dgram = q.sock_type == unix::SockType::Dgram;
     let mut fds = Vec::new();
     let messages = q
@@ -165,11 +173,17 @@ fn split_queue(q: unix::CapturedQueue) -> Messages {
             if !m.fds.is_empty() {
                 fds.push((i, m.fds));
             }
+            let named_other = dgram && m.sender.is_bound() && m.sender != *own;
             UnixMessage {
                 data: m.data,
                 creds: m.creds.map(|c| (c.pid, c.uid, c.gid)),
                 fds: Vec::new(),
                 from_unnamed: dgram && m.sender == unix::UnixName::Unnamed,
+                from_name: if named_other {
+                    m.sender.to_sun_path()
+                } else {
+                    Vec::new()
+                },
             }
         })
         .collect();
@@ -300,6 +314,8 @@ struct UnixCapture {
     /// Connected (stream or seqpacket) without a peer inode and not shut down: a client
     /// waiting in some listener's accept queue.
     awaiting_accept: bool,
+    /// Its abstract name is that of this listener, which holds it (an accepted socket).
+    name_listener: Option<u64>,
 }
 
 /// Captures unix socket `ino` of `pid` (its duplicate `dup`): diag, queue (with the
@@ -365,7 +381,7 @@ fn capture(
                  come back: a temporary state, retry once the process has read them)",
             ));
         }
-        split_queue(captured)
+        split_queue(captured, &info.name)
     };
     let both_shut = info.shutdown.read && info.shutdown.write;
     // Connected with no peer inode: the peer is closed (its sock orphaned: inode 0), or (a
@@ -393,6 +409,10 @@ fn capture(
     // made again: left as it is, the socket bound without a file.
     let connected_stream = !dgram && info.state == unix::SockState::Established;
     let place = placement(pid, fd, ino, dup, &info, connected_stream)?;
+    let owner = match &info.name {
+        unix::UnixName::Abstract(_) if connected_stream => name_owner(pid, fd, ino, &info)?,
+        _ => NameOwner::Itself,
+    };
     let file_attrs = place.attrs.filter(|_| info.peer.is_none() || dgram);
     let state = UnixSocketState {
         sock_type: info.sock_type,
@@ -418,6 +438,7 @@ fn capture(
         connect_to,
         bind_dir: place.bind_dir,
         unlinked: place.unlinked,
+        name_shared: owner != NameOwner::Itself,
     };
     Ok(UnixCapture {
         state,
@@ -425,7 +446,75 @@ fn capture(
         in_flight,
         waiting,
         awaiting_accept,
+        name_listener: match owner {
+            NameOwner::Listener(l) => Some(l),
+            _ => None,
+        },
     })
+}
+
+/// Who holds the abstract name a connected stream or seqpacket socket shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NameOwner {
+    /// It does: it bound the name, then connected (a client, a socketpair end).
+    Itself,
+    /// The listener it was accepted from (that socket's inode), which still listens.
+    Listener(u64),
+    /// Nothing: it was accepted from a listener closed since.
+    Nobody,
+}
+
+/// Who holds the abstract name of `info`, a connected stream or seqpacket socket (fd `fd` of
+/// `pid`). sock_diag shows the name, not its holder: the holder is the one socket of that name
+/// and type (abstract names are per type) that is not connected, a listener; with none, a
+/// probe bind tells whether anything holds it, and then the socket is the holder when it is
+/// the only one showing the name. Refused when the holder is another connected socket, or a
+/// bound socket not listening (the name could not be given to it by an accept again).
+fn name_owner(
+    pid: Pid,
+    fd: RawFd,
+    ino: u64,
+    info: &unix::UnixSockInfo,
+) -> Result<NameOwner, SocketError> {
+    let bad = |step: &'static str| {
+        move |source| SocketError::Unix {
+            pid,
+            fd,
+            ino,
+            step,
+            source,
+        }
+    };
+    let refused = |what: String| SocketError::UnixRefused { pid, fd, ino, what };
+    let all = unix::dump_all().map_err(bad("sock_diag dump"))?;
+    let same: Vec<&unix::UnixSockInfo> = all
+        .values()
+        .filter(|s| s.name == info.name && s.sock_type == info.sock_type)
+        .collect();
+    if let Some(h) = same
+        .iter()
+        .find(|s| s.state != unix::SockState::Established)
+    {
+        if h.state == unix::SockState::Listen {
+            return Ok(NameOwner::Listener(u64::from(h.inode)));
+        }
+        return Err(refused(format!(
+            "its abstract name {} is its listener's, and socket:[{}], which does not listen, \
+             holds it now: an accept could not give it the name again",
+            info.name, h.inode
+        )));
+    }
+    let held = unix::diag::abstract_name_held(info.sock_type, &info.name)
+        .map_err(bad("probe its abstract name"))?;
+    match (held, same.len()) {
+        (false, _) => Ok(NameOwner::Nobody),
+        (true, 1) => Ok(NameOwner::Itself),
+        (true, n) => Err(refused(format!(
+            "its abstract name {} is shown by {n} connected sockets, one of which holds it: \
+             which one cannot be told",
+            info.name
+        ))),
+    }
 }
 
 /// Where a path-bound socket's file is, as [`placement`] found it.
@@ -532,11 +621,22 @@ impl SocketDump {
     ) -> Result<(), SocketError> {
         sys::fd::raise_nofile();
         let c = capture(pid, fd, ino, dup, diag)?;
+        if let Some(why) = lost_senders(&c.state).filter(|_| c.state.peer_closed) {
+            return Err(SocketError::UnixRefused {
+                pid,
+                fd,
+                ino,
+                what: format!("its peer is closed: {why}"),
+            });
+        }
         if c.peer != 0 {
             self.unix_peers.push((pid, fd, ino, c.peer));
         }
         if c.awaiting_accept {
             self.awaiting_accept.push((pid, fd, ino));
+        }
+        if let Some(listener) = c.name_listener {
+            self.name_listeners.push((pid, fd, ino, listener));
         }
         if !c.waiting.is_empty() {
             self.accept_queues.push(AcceptQueue {
@@ -627,6 +727,24 @@ pub fn check_unix_peers(
             }
         }
     }
+    for &(pid, fd, ino, listener) in dumps.iter().flat_map(|d| &d.name_listeners) {
+        if !states.get(&listener).is_some_and(|l| l.listening) {
+            let name = states
+                .get(&ino)
+                .map(|u| u.name().to_string())
+                .unwrap_or_default();
+            return Err(SocketError::UnixRefused {
+                pid,
+                fd,
+                ino,
+                what: format!(
+                    "its abstract name {name} is that of the listener it was accepted from, \
+                     socket:[{listener}], which is outside the dump and holds it: an accept \
+                     could not give it the name again"
+                ),
+            });
+        }
+    }
     let mut external = Vec::new();
     for d in dumps {
         for &(pid, fd, ino, peer) in &d.unix_peers {
@@ -641,6 +759,14 @@ pub fn check_unix_peers(
                         .flatten()
                         .map(|i| i.name);
                     if allow_external {
+                        if let Some(why) = states.get(&ino).and_then(|u| lost_senders(u)) {
+                            return Err(SocketError::UnixRefused {
+                                pid,
+                                fd,
+                                ino,
+                                what: format!("its peer is outside the dump: {why}"),
+                            });
+                        }
                         debug!(%pid, fd, ino, peer, "unix peer outside the dump: restored broken");
                         external.push(ExternalPeer {
                             ino,
@@ -663,6 +789,77 @@ pub fn check_unix_peers(
         }
     }
     Ok(external)
+}
+
+/// A socket accepted from a dumped listener whose abstract name it shares is made with that
+/// listener at restore, by one process (`groups`), and across the trees of a dump only plain
+/// pairs are made: the processes holding the listener, the socket and its peer must be in one
+/// tree, else refused. `dumps` are the tasks' of `pids`, in order (then the dumps of sockets
+/// only in flight); `tree_of` is the root of a dumped process's tree.
+pub fn check_accepted_in_one_tree(
+    dumps: &[SocketDump],
+    pids: &[Pid],
+    tree_of: impl Fn(Pid) -> Option<Pid>,
+) -> Result<(), SocketError> {
+    let holders = |ino: u64| {
+        dumps
+            .iter()
+            .zip(pids)
+            .filter(move |(d, _)| d.has_record(ino))
+            .map(|(_, &p)| p)
+    };
+    for d in dumps {
+        for &(pid, fd, ino, listener) in &d.name_listeners {
+            let peer = dumps
+                .iter()
+                .flat_map(|d| &d.unix_peers)
+                .find(|p| p.2 == ino)
+                .map_or(0, |p| p.3);
+            let trees: std::collections::BTreeSet<Option<Pid>> = [listener, ino, peer]
+                .into_iter()
+                .filter(|&i| i != 0)
+                .flat_map(holders)
+                .map(&tree_of)
+                .collect();
+            if trees.len() > 1 {
+                return Err(SocketError::UnixRefused {
+                    pid,
+                    fd,
+                    ino,
+                    what: format!(
+                        "its abstract name is that of the listener it was accepted from, \
+                         socket:[{listener}], which the restore would make with it and its \
+                         peer in one process, but they are in different trees of the dump"
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What of the senders of the datagrams queued on `u`, a socket restored without its peer
+/// ([`make_broken`]), recvfrom would not show again, in words (`None`: each comes back from
+/// its sender's name). Reconnected by name, its queue is refilled by name from each sender's
+/// name ([`refill_own`]): an abstract sender's from another network namespace, which reaches
+/// a receiver bound to a path only. One end of a socketpair, from the other end, unnamed.
+fn lost_senders(u: &UnixSocketState) -> Option<String> {
+    if u.sock_type != unix::SockType::Dgram {
+        return None;
+    }
+    if u.peer_closed || u.reconnect_to().is_none() {
+        return u.queue.iter().any(|m| !m.from_unnamed).then(|| {
+            "datagrams queued from a named socket, which would come back from an unnamed \
+                 one (it is restored as one end of a socketpair)"
+                .to_string()
+        });
+    }
+    let abstract_sender = u.queue.iter().any(|m| m.from_name.first() == Some(&0));
+    (abstract_sender && matches!(u.name(), unix::UnixName::Abstract(_))).then(|| {
+        "datagrams queued from a socket bound to an abstract name on a socket bound to an \
+         abstract name (a sender holding that name again, out of sight, could not reach it)"
+            .to_string()
+    })
 }
 
 /// A dgram socket `ino` (fd `fd` of `pid`) connected to `peer`, a socket of the dump that is
@@ -745,6 +942,19 @@ pub(super) fn make_broken(desc: &FileDesc, u: &UnixSocketState) -> Result<Broken
             fd,
             file,
             closing: None,
+        });
+    }
+    if u.name_shared {
+        // Accepted from a listener gone since (a dumped one makes it in `groups`), the other
+        // end transient.
+        let gone = unix::restore::socket(u.sock_type).map_err(unix_err(desc, "socket"))?;
+        let fd = unix::restore::accepted_by_name(u.sock_type, &u.name(), &gone).map_err(
+            unix_err(desc, "accept from a transient listener of its name"),
+        )?;
+        return Ok(Broken {
+            fd,
+            file: None,
+            closing: Some(gone),
         });
     }
     let (fd, gone) =
@@ -840,26 +1050,26 @@ pub(super) fn bind(
     Ok(None)
 }
 
-/// Binds `fd`, one end of a fresh socketpair standing for a connected socket, to its name
-/// (getsockname, its peer's getpeername; a stream or seqpacket socket's perhaps its
-/// listener's, bound without a file). A stream or seqpacket socket's abstract name is left
-/// out (KNOWN GAP: an accepted socket shares it with its listener, and a second bind cannot
-/// take an abstract name).
+/// Binds `fd`, a fresh socket standing for a connected one (an end of a socketpair, a client
+/// about to connect), to its name (getsockname, its peer's getpeername; a stream or seqpacket
+/// socket's path perhaps its listener's, bound without a file). An abstract name its listener
+/// holds ([`UnixSocketState::name_shared`]) is not bound: an accept gives it
+/// ([`unix::restore::accepted_by_name`], or the dumped listener's in `groups`).
 pub(super) fn bind_connected(
     desc: &FileDesc,
     u: &UnixSocketState,
     fd: &OwnedFd,
 ) -> Result<Option<OwnedFd>, SocketError> {
-    let abstract_name = matches!(u.name(), unix::UnixName::Abstract(_));
-    if abstract_name && u.sock_type != unix::SockType::Dgram {
+    if u.name_shared {
         return Ok(None);
     }
     bind(desc, u, fd)
 }
 
 /// Refills the queue `q` of a bound dgram socket by name, each datagram from a socket of the
-/// name it came from: itself, or an unnamed one; call before it connects (a connected dgram
-/// socket takes datagrams from its peer only).
+/// name it came from: itself, an unnamed one, or (a peer outside the dump) one bound to the
+/// sender's name out of sight ([`unix::restore::sender_named`]); call before it connects (a
+/// connected dgram socket takes datagrams from its peer only).
 fn refill_own(
     desc: &FileDesc,
     u: &UnixSocketState,
@@ -878,12 +1088,14 @@ fn refill_own(
         ));
     }
     let to = u.reach(file);
-    // Runs of datagrams from one kind of sender: an unnamed socket's from an unnamed socket
-    // (recvfrom shows no name, as before), the rest from itself (the dump refused datagrams
-    // of other named senders). `q` was made from `u.queue`, message for message.
+    // Runs of datagrams from one sender: an unnamed socket's from an unnamed socket (recvfrom
+    // shows no name, as before), another named socket's from a socket bound to its name, the
+    // rest from itself (the dump refused what cannot come back so). `q` was made from
+    // `u.queue`, message for message.
     let mut unnamed = None;
     let mut at = 0;
-    for run in u.queue.chunk_by(|a, b| a.from_unnamed == b.from_unnamed) {
+    let sender = |m: &UnixMessage| (m.from_unnamed, m.from_name.clone());
+    for run in u.queue.chunk_by(|a, b| sender(a) == sender(b)) {
         let messages = q.messages.get(at..at + run.len()).ok_or_else(|| {
             restore_err(
                 desc,
@@ -901,6 +1113,13 @@ fn refill_own(
             }
             let from = unnamed.as_ref().expect("made above");
             unix::restore::refill_messages(from, Some(&to), messages)
+        } else if !run[0].from_name.is_empty() {
+            let name = unix::UnixName::from_sun_path(&run[0].from_name);
+            let from = unix::restore::sender_named(&name).map_err(unix_err(
+                desc,
+                "a sender bound to the name datagrams came from",
+            ))?;
+            unix::restore::refill_messages(&from, Some(&to), messages)
         } else {
             unix::restore::refill_messages(fd, Some(&to), messages)
         };
