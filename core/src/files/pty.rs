@@ -183,8 +183,8 @@ impl FileKind for Ptys {
             } else {
                 open_pair(&pair)?
             };
-            if !dev_ttys.is_empty() {
-                take_as_leader(&pair, &opened)?;
+            if let Some(&(d, p)) = dev_ttys.first() {
+                take_as_leader(d, p, &pair, &opened)?;
                 for &(d, p) in &dev_ttys {
                     opened.push((d.id, open_dev_tty(d, p)?));
                 }
@@ -208,6 +208,17 @@ impl FileKind for Ptys {
             }
         }
         by_index.into_values().collect()
+    }
+
+    fn needed_by(&self, descs: &[FileDesc], set: &[u32]) -> Vec<i32> {
+        // The leader of the session whose controlling terminal the pair's slave is takes it
+        // before it forks the session's other processes, through a slave of the pair made by
+        // then (it may hold no fd on it, its children the pair).
+        let sid = descs.iter().find_map(|d| match &d.kind {
+            Some(Kind::Pty(p)) if set.contains(&d.id) && p.sid > 0 => Some(p.sid),
+            _ => None,
+        });
+        sid.into_iter().collect()
     }
 
     fn in_flight(&self) -> bool {
@@ -397,11 +408,9 @@ fn hung_up_slave(
 
 /// A dumped process as the terminal checks see it.
 #[derive(Debug, Clone)]
-pub struct TtyProcess<'a> {
+pub struct TtyProcess {
     /// Its pid.
     pub pid: i32,
-    /// Its parent's pid.
-    pub ppid: i32,
     /// Its session.
     pub sid: i32,
     /// Its process group.
@@ -411,8 +420,6 @@ pub struct TtyProcess<'a> {
     pub tty_nr: u32,
     /// The foreground group of its controlling terminal (`tpgid`).
     pub tpgid: i32,
-    /// Its fds.
-    pub fds: &'a [FdEntry],
 }
 
 /// Once every process is dumped: each pty has both ends in the dump, the session relations
@@ -421,7 +428,7 @@ pub struct TtyProcess<'a> {
 pub(super) fn finish_dump(
     descs: &mut [FileDesc],
     state: &mut KindState,
-    procs: &[TtyProcess<'_>],
+    procs: &[TtyProcess],
     shell_job: bool,
 ) -> Result<(), FileError> {
     let mut pairs = std::mem::take(&mut state.get::<PairsSeen>().0);
@@ -500,14 +507,7 @@ pub(super) fn finish_dump(
             }
         }
     }
-    let by_pid: HashMap<i32, &TtyProcess<'_>> = procs.iter().map(|p| (p.pid, p)).collect();
-    let kind_of: HashMap<u32, (PtyEnd, u32)> = descs
-        .iter()
-        .filter_map(|d| match &d.kind {
-            Some(Kind::Pty(p)) => Some((d.id, (PtyEnd::try_from(p.end).ok()?, p.index))),
-            _ => None,
-        })
-        .collect();
+    let by_pid: HashMap<i32, &TtyProcess> = procs.iter().map(|p| (p.pid, p)).collect();
     // index -> (session, foreground group)
     let mut sessions: BTreeMap<u32, (i32, i32)> = BTreeMap::new();
     for p in procs.iter().filter(|p| p.tty_nr != 0) {
@@ -544,38 +544,8 @@ pub(super) fn finish_dump(
                 p.sid
             ),
         })?;
-        let holds_slave = leader
-            .fds
-            .iter()
-            .any(|e| kind_of.get(&e.file_id) == Some(&(PtyEnd::Slave, index)));
-        // Without an fd on it, the leader opens the slave by its path to take it (then
-        // closes it): the pair must exist by then, made by the master's holder, the leader
-        // or one of its ancestors (a process makes its pairs before forking its children).
-        let master_holder = pairs
-            .get(&index)
-            .and_then(|pair| pair.master)
-            .map(|(_, pid, _)| pid.as_raw());
-        let made_before = master_holder.is_some_and(|m| {
-            let mut at = Some(leader.pid);
-            while let Some(pid) = at {
-                if pid == m {
-                    return true;
-                }
-                at = by_pid.get(&pid).map(|p| p.ppid).filter(|&pp| pp != pid);
-            }
-            false
-        });
-        if !holds_slave && !made_before {
-            return Err(FileError::Dump {
-                pid: Pid::from_raw(leader.pid),
-                fd: -1,
-                detail: format!(
-                    "leads the session of controlling terminal {path} but holds no fd on it, \
-                     and the master's holder is not it or its ancestor (a restore opens the \
-                     slave in it to make it the controlling terminal): not supported"
-                ),
-            });
-        }
+        // A leader holding no fd on the slave opens it to take it (then closes it): the
+        // restore plan makes the pair at or above it (needed_by).
         let fg = leader.tpgid;
         if fg > 0 && fg != leader.sid {
             let led = by_pid
@@ -768,7 +738,8 @@ fn take_queues(
             }
         } else {
             let t = sys::tty::termios2(dup).map_err(|e| err(format!("TCGETS2: {e}")))?;
-            input = pty_queue::take_input(dup, &t).map_err(|e| err(e.to_string()))?;
+            input = pty_queue::take_input(dup, &t, pair.packet)
+                .map_err(|e| err(e.to_string()))?;
         }
     }
     if !output.is_empty() || !input.is_empty() {
@@ -979,25 +950,47 @@ fn open_pair(group: &[(&FileDesc, &Pty)]) -> Result<Vec<(u32, OwnedFd)>, FileErr
     Ok(out)
 }
 
-/// In the restore child that made pair `pair` (`opened`: its fds by description id) and
-/// reopens /dev/tty on it: when it leads the session whose controlling terminal the slave
-/// was, it takes it now (TIOCSCTTY through a slave fd), so the /dev/tty opens find it.
-fn take_as_leader(pair: &[(&FileDesc, &Pty)], opened: &[(u32, OwnedFd)]) -> Result<(), FileError> {
+/// In the restore child that reopens /dev/tty (`desc`, `p`) on a pty: when it leads the
+/// session whose controlling terminal the slave was, it takes it now (TIOCSCTTY), so the
+/// /dev/tty opens find it. Through a slave of the pair when it made it here (`pair`, `opened`:
+/// its fds by description id), or a new open of the slave through the master made here, or
+/// by its path when an ancestor made the pair (the plan makes it at or above the leader:
+/// [`FileKind::needed_by`]); a slave opened for it is closed again.
+fn take_as_leader(
+    desc: &FileDesc,
+    p: &Pty,
+    pair: &[(&FileDesc, &Pty)],
+    opened: &[(u32, OwnedFd)],
+) -> Result<(), FileError> {
     let me = nix::unistd::getpid();
     let leads = nix::unistd::getsid(None).is_ok_and(|sid| sid == me);
-    let slave = pair
-        .iter()
-        .filter(|(_, p)| p.end == PtyEnd::Slave as i32 && p.sid == me.as_raw() && leads)
-        .find_map(|(d, _)| opened.iter().find(|(id, _)| *id == d.id));
-    let Some((id, fd)) = slave else {
+    if !leads || p.sid != me.as_raw() {
         return Ok(());
+    }
+    let made_here = |end: PtyEnd| {
+        pair.iter()
+            .filter(|(_, q)| q.end == end as i32)
+            .find_map(|(d, _)| opened.iter().find(|(id, _)| *id == d.id))
+            .map(|(_, fd)| fd.as_fd())
     };
-    sys::tty::set_controlling_terminal(fd.as_fd()).map_err(|e| FileError::Place {
-        fd: -1,
-        id: *id,
-        op: "TIOCSCTTY (the session's controlling terminal)",
-        source: e,
-    })
+    let err = |op: &'static str| move |source| FileError::Place { fd: -1, id: desc.id, op, source };
+    let flags = libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC;
+    let new_open;
+    let slave = match (made_here(PtyEnd::Slave), made_here(PtyEnd::Master)) {
+        (Some(slave), _) => slave,
+        (None, Some(master)) => {
+            new_open = sys::tty::open_peer(master, flags).map_err(err("TIOCGPTPEER"))?;
+            new_open.as_fd()
+        }
+        (None, None) => {
+            let path = format!("/dev/pts/{}", p.index);
+            new_open = nix::fcntl::open(path.as_str(), OFlag::from_bits_truncate(flags), Mode::empty())
+                .map_err(|e| err("open /dev/pts/N (to take it as controlling terminal)")(e.into()))?;
+            new_open.as_fd()
+        }
+    };
+    sys::tty::set_controlling_terminal(slave)
+        .map_err(err("TIOCSCTTY (the session's controlling terminal)"))
 }
 
 /// Makes the hung-up slave descriptions `group` of one pty: the pair at their index, each
