@@ -640,6 +640,47 @@ fn a_session_leader_holding_only_dev_tty_on_its_parents_pty_comes_back_with_it()
     w.kill_restored();
 }
 
+/// As above with the parent holding the master only: the slave is held by the leader's
+/// /dev/tty alone. It comes back so, the slave node with the mode it had; the slave also
+/// opened by a process outside the dump is refused, naming the leader's pid and fd.
+#[test]
+fn a_session_leader_holding_the_only_slave_open_through_dev_tty_comes_back_with_it() {
+    use std::os::unix::fs::PermissionsExt;
+    cryo_bin();
+    let _one = PTYS.lock().unwrap_or_else(|e| e.into_inner());
+    let mut w = Workload::spawn("pty-pair", &[]);
+    let kid: i32 = w.cmd("fork-kid leader").parse().unwrap();
+    assert_eq!(w.cmd("close-slave"), "ok");
+    let pty = w.cmd("pty");
+    std::fs::set_permissions(&pty, std::fs::Permissions::from_mode(0o604)).unwrap();
+    let state = w.cmd("kid tty-state");
+    assert!(state.ends_with(" leader yes"), "{state}");
+    let writes = |w: &Workload, what: &str| {
+        assert_eq!(w.cmd(&format!(r"kid tty-write {what}\n")), "ok");
+        let n = what.len() + 2;
+        assert_eq!(w.cmd(&format!("read-master {n}")), format!(r"{what}\r\n"));
+    };
+    writes(&w, "hi");
+    let outside = open_slave(&pty);
+    w.dump(&w.path("refused"), &[])
+        .assert_refused()
+        .assert_stderr_has_word(&kid.to_string())
+        .assert_stderr_mentions("fd 62")
+        .assert_stderr_mentions(&format!("also held by pid {}", std::process::id()));
+    w.assert_untouched();
+    drop(outside);
+    assert_eq!(w.cmd("kid tty-state"), state);
+    let img = w.path("img");
+    w.dump_ok(&img);
+    wait_gone(kid);
+    w.restore_detached(&img);
+    assert_eq!(w.cmd("kid tty-state"), state, "the restored leader");
+    writes(&w, "back");
+    let mode = std::fs::metadata(&pty).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(format!("{mode:o}"), "604", "the slave node's mode");
+    w.kill_restored();
+}
+
 /// A session leader whose controlling terminal's pair is held by its child only (the leader
 /// took the slave, opened /dev/tty and closed its fds on the pair, the child kept both
 /// ends): it comes back with that terminal, its child in the session with it too.

@@ -40,7 +40,7 @@
 //! Not detectable from outside, so not captured: output stopped by ^S.
 
 use std::collections::{BTreeMap, HashMap};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -441,6 +441,9 @@ pub(super) fn finish_dump(
                 open_closed_slave(*index, pair, peer)?;
             }
         }
+        if pair.master.is_some() && pair.slaves.is_empty() && !pair.dev_ttys.is_empty() {
+            slave_through_dev_tty(*index, pair, &members)?;
+        }
     }
     for (index, pair) in &pairs {
         if let Some(&(_, pid, fd)) = pair.hung_up.first() {
@@ -473,7 +476,7 @@ pub(super) fn finish_dump(
                 ),
             });
         }
-        if pair.slaves.is_empty() && !closed.contains(index) {
+        if pair.slaves.is_empty() && pair.dev_ttys.is_empty() && !closed.contains(index) {
             let (_, pid, fd) = pair.master.expect("checked above");
             return Err(FileError::Dump {
                 pid,
@@ -657,8 +660,28 @@ fn closed_slave(
             )));
         }
     }
-    // The slave opens only unlocked: unlocked for the open, locked again at once.
-    let step = |op: &'static str| move |e: std::io::Error| err(format!("{op}: {e}"));
+    open_slave_anew(index, pair).map(Some)
+}
+
+/// A new open of the slave of pty `index` (`pair`, whose master the dump holds) through a
+/// duplicate of its master (TIOCGPTPEER): the slave opens only unlocked, so a locked one is
+/// unlocked for the open and locked again at once.
+fn open_slave_anew(index: u32, pair: &PairSeen) -> Result<OwnedFd, FileError> {
+    let (Some((_, pid, fd)), Some(master)) = (pair.master, &pair.master_dup) else {
+        return Err(FileError::Dump {
+            pid: Pid::from_raw(0),
+            fd: -1,
+            detail: format!("pty /dev/pts/{index}: no master in the dump"),
+        });
+    };
+    let master = master.as_fd();
+    let step = |op: &'static str| {
+        move |e: std::io::Error| FileError::Dump {
+            pid,
+            fd,
+            detail: format!("pty master of /dev/pts/{index}: {op}: {e}"),
+        }
+    };
     if pair.locked {
         sys::tty::set_int(master, libc::TIOCSPTLCK, 0).map_err(step("TIOCSPTLCK (unlock)"))?;
     }
@@ -666,7 +689,38 @@ fn closed_slave(
     if pair.locked {
         sys::tty::set_int(master, libc::TIOCSPTLCK, 1).map_err(step("TIOCSPTLCK (lock)"))?;
     }
-    peer.map(Some).map_err(step("TIOCGPTPEER"))
+    peer.map_err(step("TIOCGPTPEER"))
+}
+
+/// For pty `index` whose slave the dump holds only through /dev/tty (a session leader's, its
+/// master in `pair`): the slave node's owner and mode, from a new open of it (closed again:
+/// /dev/tty keeps the slave open), and no process outside the dump `members` may hold the
+/// slave (it would keep the old one, hung up once the dumped master goes).
+fn slave_through_dev_tty(
+    index: u32,
+    pair: &mut PairSeen,
+    members: &std::collections::HashSet<i32>,
+) -> Result<(), FileError> {
+    let &(_, pid, fd) = pair.dev_ttys.first().expect("a /dev/tty");
+    let err = |detail: String| FileError::Dump {
+        pid,
+        fd,
+        detail: format!("/dev/tty (pty slave /dev/pts/{index}): {detail}"),
+    };
+    let peer = open_slave_anew(index, pair)?;
+    let st = nix::sys::stat::fstat(&peer).map_err(|e| err(format!("fstat: {e}")))?;
+    pair.node = (st.st_uid, st.st_gid, st.st_mode & 0o7777);
+    let me = nix::unistd::getpid();
+    let found = super::outside::holder(me, peer.as_raw_fd(), members, false)
+        .map_err(|e| err(format!("look for holders of /dev/pts/{index}: {e}")))?;
+    if let Some(h) = found {
+        return Err(err(format!(
+            "the slave is also held by pid {} (fd {}), outside the dump: not supported (dump \
+             that process too)",
+            h.pid, h.fd
+        )));
+    }
+    Ok(())
 }
 
 /// Takes the state of closed slave `index` from `peer`, a new open of it: exclusive mode,
@@ -914,7 +968,10 @@ fn open_pair(group: &[(&FileDesc, &Pty)]) -> Result<Vec<(u32, OwnedFd)>, FileErr
         }
         out.push((desc.id, slave));
     }
-    if p.slave_closed {
+    // Held through /dev/tty only (its holders reopen it later): exclusive mode set through
+    // an open of it, closed again.
+    let dev_tty_only = out.is_empty() && p.exclusive;
+    if p.slave_closed || dev_tty_only {
         // Opened and closed once: a read of the master gives EIO until it opens again.
         let peer = sys::tty::open_peer(m, libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC)
             .map_err(step("TIOCGPTPEER (the closed slave)"))?;

@@ -416,7 +416,7 @@ impl Mode for PtyPair {
             }
             ("pty", []) => Ok(format!("/dev/pts/{}", self.index)),
             ("fork-kid", [role]) => self.fork_kid(role).map_err(io_err),
-            ("kid", [line @ ..]) if !line.is_empty() => {
+            ("kid", line) if !line.is_empty() => {
                 let kid = self.kid.as_ref().ok_or("no child")?;
                 kid.ask(&line.join(" ")).map_err(io_err)
             }
