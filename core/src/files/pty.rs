@@ -16,14 +16,16 @@
 //!          then, over the whole dump (finish_dump): both ends present, or the slave closed
 //!          (no fd on it anywhere: the master polls POLLHUP; no session outside the dump has
 //!          it: a new open of it, TIOCGPTPEER, gives its state and input, and is closed
-//!          again), the session whose controlling terminal the slave is (every member has
-//!          it, its leader holds the slave or made the pair: itself or an ancestor holds the
-//!          master), the foreground group (led by a dumped process of that session); what
+//!          again), or the slave held through /dev/tty only (a new open of it gives its
+//!          node; none outside the dump may hold it), the session whose controlling terminal
+//!          the slave is (every member has it, its leader in the dump), the foreground
+//!          group (led by a dumped process of that session); what
 //!          neither end has read (pty_queue.rs), read out and put back; the pair's state goes
 //!          on every description of the pair, the queues on the master's
 //! validate /dev/pts/N must be free: the index comes back unchanged (processes know the
 //!          path: ttyname, tmux's pane_tty), or the restore is refused before anything exists
-//! restore  the maker of the pair (the lowest common ancestor of its holders) opens
+//! restore  the maker of the pair (the lowest common ancestor of its holders and of the
+//!          leader of the session whose controlling terminal it is: needed_by) opens
 //!          /dev/ptmx until TIOCGPTN says N (devpts hands out the lowest free index; the
 //!          lower ones it got meanwhile are closed), unlocks, gives the slave node its owner
 //!          and mode (fchown, fchmod through TIOCGPTPEER), opens each slave description
@@ -32,7 +34,7 @@
 //!          are opened on a pair made for them, whose master is then closed; the session
 //!          leader takes the slave as controlling terminal (TIOCSCTTY, through an open of
 //!          /dev/pts/N if it holds no fd on it) before it forks the session's other
-//!          processes, a leader that made the pair before it reopens /dev/tty, and the leader
+//!          processes and before it reopens /dev/tty (take_as_leader), and the leader
 //!          of the foreground group makes it the foreground one (TIOCSPGRP); once every
 //!          process is whole, the queues are put back, then the lock set again
 //! ```
