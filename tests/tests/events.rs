@@ -148,6 +148,27 @@ fn an_epoll_target_whose_number_was_reused_comes_back_with_its_own_file() {
     w.kill_restored();
 }
 
+/// An epoll whose registered file no fd of its process holds any more (pipe E registered as
+/// 63, then 63 and the read end closed, a child keeping the read end): refused, naming the
+/// epoll's pid and fd and the number, the process and its child left as they were.
+#[test]
+fn an_epoll_target_held_only_by_another_process_is_refused() {
+    cryo_bin();
+    let w = Workload::spawn("epoll-stale", &["elsewhere"]);
+    let targets = epoll_targets(w.pid(), 70);
+    assert_eq!(targets, ["tfd: 63 events: 19 data: e63"]);
+    assert_eq!(w.cmd("fd 63"), "closed");
+    assert_eq!(w.cmd("fd 58"), "closed");
+    w.assert_dump_refused(
+        "70",
+        "epoll: no fd of the task holds the file registered as fd 63",
+    );
+    assert_eq!(epoll_targets(w.pid(), 70), targets);
+    assert_eq!(w.cmd("wait"), "ready ");
+    assert_eq!(w.cmd("fill e"), "ok");
+    assert_eq!(w.cmd("wait"), "ready e63");
+}
+
 /// How many ticks node wrote so far.
 fn ticks(path: &Path) -> u64 {
     fs::read_to_string(path)

@@ -601,3 +601,237 @@ fn a_pty_slave_whose_master_was_closed_comes_back_hung_up() {
     assert_eq!(w.cmd("slave-state"), hung_up, "the restored slave");
     w.kill_restored();
 }
+
+/// A session leader whose controlling terminal is a pty its parent made and holds (master
+/// and slave), the leader holding only /dev/tty on it (it took the slave, then closed it):
+/// after a `--leave-running` dump and after a restore it has the same controlling terminal,
+/// its /dev/tty is that slave (TIOCGDEV) and what it writes there reaches the master.
+#[test]
+fn a_session_leader_holding_only_dev_tty_on_its_parents_pty_comes_back_with_it() {
+    cryo_bin();
+    let _one = PTYS.lock().unwrap_or_else(|e| e.into_inner());
+    let mut w = Workload::spawn("pty-pair", &[]);
+    let kid: i32 = w.cmd("fork-kid leader").parse().unwrap();
+    let index = w.cmd("pty").trim_start_matches("/dev/pts/").to_string();
+    let state = w.cmd("kid tty-state");
+    assert!(
+        state.ends_with(&format!(" dev 136:{index} leader yes")) && !state.starts_with("ctty 0 "),
+        "{state}"
+    );
+    let writes = |w: &Workload, what: &str| {
+        assert_eq!(w.cmd(&format!(r"kid tty-write {what}\n")), "ok");
+        let n = what.len() + 2;
+        assert_eq!(w.cmd(&format!("read-master {n}")), format!(r"{what}\r\n"));
+    };
+    writes(&w, "hi");
+    let img = w.path("img");
+    w.dump(&img, &["--leave-running"]).assert_success();
+    assert_eq!(
+        w.cmd("kid tty-state"),
+        state,
+        "the original after --leave-running"
+    );
+    writes(&w, "still");
+    w.kill_original();
+    wait_gone(kid);
+    w.restore_detached(&img);
+    assert_eq!(w.cmd("kid tty-state"), state, "the restored leader");
+    writes(&w, "back");
+    w.kill_restored();
+}
+
+/// As above with the parent holding the master only: the slave is held by the leader's
+/// /dev/tty alone. It comes back so, the slave node with the mode it had; the slave also
+/// opened by a process outside the dump is refused, naming the leader's pid and fd.
+#[test]
+fn a_session_leader_holding_the_only_slave_open_through_dev_tty_comes_back_with_it() {
+    use std::os::unix::fs::PermissionsExt;
+    cryo_bin();
+    let _one = PTYS.lock().unwrap_or_else(|e| e.into_inner());
+    let mut w = Workload::spawn("pty-pair", &[]);
+    let kid: i32 = w.cmd("fork-kid leader").parse().unwrap();
+    assert_eq!(w.cmd("close-slave"), "ok");
+    let pty = w.cmd("pty");
+    std::fs::set_permissions(&pty, std::fs::Permissions::from_mode(0o604)).unwrap();
+    let state = w.cmd("kid tty-state");
+    assert!(state.ends_with(" leader yes"), "{state}");
+    let writes = |w: &Workload, what: &str| {
+        assert_eq!(w.cmd(&format!(r"kid tty-write {what}\n")), "ok");
+        let n = what.len() + 2;
+        assert_eq!(w.cmd(&format!("read-master {n}")), format!(r"{what}\r\n"));
+    };
+    writes(&w, "hi");
+    let outside = open_slave(&pty);
+    w.dump(&w.path("refused"), &[])
+        .assert_refused()
+        .assert_stderr_has_word(&kid.to_string())
+        .assert_stderr_mentions("fd 62")
+        .assert_stderr_mentions(&format!("also held by pid {}", std::process::id()));
+    w.assert_untouched();
+    drop(outside);
+    assert_eq!(w.cmd("kid tty-state"), state);
+    let img = w.path("img");
+    w.dump_ok(&img);
+    wait_gone(kid);
+    w.restore_detached(&img);
+    assert_eq!(w.cmd("kid tty-state"), state, "the restored leader");
+    writes(&w, "back");
+    let mode = std::fs::metadata(&pty).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(format!("{mode:o}"), "604", "the slave node's mode");
+    w.kill_restored();
+}
+
+/// A session leader whose controlling terminal's pair is held by its child only (the leader
+/// took the slave, opened /dev/tty and closed its fds on the pair, the child kept both
+/// ends): it comes back with that terminal, its child in the session with it too.
+#[test]
+fn a_session_leader_whose_terminal_pair_its_child_holds_comes_back_with_it() {
+    cryo_bin();
+    let _one = PTYS.lock().unwrap_or_else(|e| e.into_inner());
+    let mut w = Workload::spawn_configured(control_dir(), "pty-pair", &[], |c| {
+        cryo_tests::own_session(c);
+    });
+    w.cmd("take-ctty");
+    let ctty = w.cmd("ctty");
+    let kid: i32 = w.cmd("fork-kid pair").parse().unwrap();
+    let _kid = KillOnDrop(kid);
+    let state = w.cmd("tty-state");
+    assert!(state.starts_with(&format!("ctty {ctty} ")), "{state}");
+    assert_eq!(w.cmd("kid ctty"), ctty);
+    let writes = |w: &Workload, what: &str| {
+        assert_eq!(w.cmd(&format!(r"tty-write {what}\n")), "ok");
+        let n = what.len() + 2;
+        assert_eq!(
+            w.cmd(&format!("kid read-master {n}")),
+            format!(r"{what}\r\n")
+        );
+    };
+    writes(&w, "hi");
+    let img = w.path("img");
+    w.dump_ok(&img);
+    w.restore_detached(&img);
+    assert_eq!(w.cmd("tty-state"), state, "the restored leader");
+    assert_eq!(w.cmd("kid ctty"), ctty, "the restored child");
+    writes(&w, "back");
+    w.kill_restored();
+}
+
+/// A session leader whose controlling terminal's master is held outside the dump (by the
+/// test), holding /dev/tty on it: refused, naming its pid and fd, with and without
+/// `--leave-running`, the process left as it was.
+#[test]
+fn a_dev_tty_whose_master_is_outside_the_dump_is_refused() {
+    cryo_bin();
+    let _one = PTYS.lock().unwrap_or_else(|e| e.into_inner());
+    let master =
+        nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC).unwrap();
+    nix::pty::grantpt(&master).unwrap();
+    nix::pty::unlockpt(&master).unwrap();
+    let path = nix::pty::ptsname_r(&master).unwrap();
+    let slave = CString::new(path.clone()).unwrap();
+    let w = Workload::spawn_configured(control_dir(), "pty-pair", &[], |c| {
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            c.pre_exec(move || {
+                libc::setsid();
+                let fd = libc::open(slave.as_ptr(), libc::O_RDWR);
+                if fd < 0 || libc::ioctl(fd, libc::TIOCSCTTY, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                libc::close(fd);
+                Ok(())
+            });
+        }
+    });
+    assert_eq!(w.cmd("open-tty-at"), "ok");
+    let state = w.cmd("tty-state");
+    for extra in [&[][..], &["--leave-running"][..]] {
+        w.dump(&w.path("img"), extra)
+            .assert_refused()
+            .assert_stderr_has_word(&w.pid().to_string())
+            .assert_stderr_mentions("fd 62")
+            .assert_stderr_mentions(&format!(
+                "pty slave {path}: its master is held outside the dump"
+            ));
+        w.assert_untouched();
+        assert_eq!(w.cmd("tty-state"), state);
+    }
+    drop(master);
+}
+
+/// Unread input or output while a description of the end that reads it has O_ASYNC is
+/// refused (putting it back would send SIGIO), naming the fd, and left where it was.
+#[test]
+fn pty_queues_under_o_async_are_refused_and_kept() {
+    cryo_bin();
+    let _one = PTYS.lock().unwrap_or_else(|e| e.into_inner());
+    let w = Workload::spawn("pty-pair", &[]);
+    w.cmd("raw");
+    w.cmd("async");
+    w.cmd("type ab -");
+    w.assert_dump_refused(
+        "61",
+        "2 bytes of input not read yet while a description of it has O_ASYNC",
+    );
+    assert_eq!(w.cmd("read-slave"), "[ab]");
+    w.cmd(r"print out 3");
+    w.assert_dump_refused(
+        "60",
+        "3 bytes written by the slave not read yet while a description of it has O_ASYNC",
+    );
+    assert_eq!(w.cmd("read-master"), "out");
+}
+
+/// Unread input under EXTPROC is refused, naming the slave's fd, and left where it was.
+#[test]
+fn pty_input_under_extproc_is_refused_and_kept() {
+    cryo_bin();
+    let _one = PTYS.lock().unwrap_or_else(|e| e.into_inner());
+    let w = Workload::spawn("pty-pair", &[]);
+    w.cmd("raw");
+    w.cmd("extproc");
+    w.cmd("type ab -");
+    w.assert_dump_refused("61", "2 bytes of input not read yet in EXTPROC mode");
+    assert_eq!(w.cmd("read-slave"), "[ab]");
+}
+
+/// Raw input with IXON on holding a byte that is now the VSTOP character (typed before it
+/// was made one) comes back byte for byte, output not stopped, after a `--leave-running`
+/// dump and a restore; with the master in packet mode such input is refused and kept.
+#[test]
+fn raw_input_holding_a_flow_character_comes_back_byte_for_byte() {
+    cryo_bin();
+    let _one = PTYS.lock().unwrap_or_else(|e| e.into_inner());
+    let mut w = Workload::spawn("pty-pair", &[]);
+    w.cmd("raw");
+    w.cmd("ixon");
+    w.cmd("type axb -");
+    w.cmd("vstop 78");
+    let img = w.path("img");
+    w.dump(&img, &["--leave-running"]).assert_success();
+    assert_eq!(
+        w.cmd("read-slave"),
+        "[axb]",
+        "the original after --leave-running"
+    );
+    w.cmd(r"print o 1");
+    assert_eq!(w.cmd("read-master"), "o", "the original's output flows");
+    w.kill_original();
+    w.restore_detached(&img);
+    assert_eq!(w.cmd("read-slave"), "[axb]", "the restored slave");
+    w.cmd(r"print o 1");
+    assert_eq!(w.cmd("read-master"), "o", "the restored output flows");
+    w.kill_restored();
+
+    // Packet mode last: a mode change before it queues no status byte for the master.
+    let w = Workload::spawn("pty-pair", &[]);
+    w.cmd("raw");
+    w.cmd("ixon");
+    w.cmd("packet");
+    w.cmd("type axb -");
+    w.assert_dump_refused(
+        "61",
+        "3 bytes of raw input not read yet with IXON on while the master is in packet mode",
+    );
+    assert_eq!(w.cmd("read-slave"), "[axb]");
+}

@@ -475,18 +475,15 @@ fn dump_tree(
     drop(tables);
     drop(held);
     // Pty pairs whole, controlling terminals in the dump (or a shell job's).
-    let terminals: Vec<crate::files::pty::TtyProcess<'_>> = pstree
+    let terminals: Vec<crate::files::pty::TtyProcess> = pstree
         .iter()
-        .zip(&cores)
         .zip(&ttys)
-        .map(|((e, (core, _)), &(tty_nr, tpgid))| crate::files::pty::TtyProcess {
+        .map(|(e, &(tty_nr, tpgid))| crate::files::pty::TtyProcess {
             pid: e.pid,
-            ppid: e.ppid,
             sid: e.sid,
             pgid: e.pgid,
             tty_nr,
             tpgid,
-            fds: &core.fds,
         })
         .collect();
     files.finish_terminals(&terminals, &fd_opts)?;

@@ -103,6 +103,14 @@ pub(crate) trait FileKind: Sync + 'static {
         Vec::new()
     }
 
+    /// The processes (dumped pids) besides its holders that need set `set` (one of
+    /// [`FileKind::made_together`]'s) to exist before they go on: it is made by one of them or
+    /// an ancestor of them all (a session leader that takes a pty it holds no fd on as its
+    /// controlling terminal).
+    fn needed_by(&self, _descs: &[FileDesc], _set: &[u32]) -> Vec<i32> {
+        Vec::new()
+    }
+
     /// Whether a description of this kind can be restored in flight, inside a unix socket's
     /// queue (it is then made before the queue is refilled, not after placement).
     fn in_flight(&self) -> bool {
@@ -466,6 +474,8 @@ pub(crate) trait AnyKind: Sync {
     fn hand_down(&self) -> bool;
     /// [`FileKind::made_together`].
     fn made_together(&self, descs: &[FileDesc]) -> Vec<Vec<u32>>;
+    /// [`FileKind::needed_by`].
+    fn needed_by(&self, descs: &[FileDesc], set: &[u32]) -> Vec<i32>;
     /// [`FileKind::in_flight`].
     fn in_flight(&self) -> bool;
     /// [`FileKind::open_for_mapping`].
@@ -521,6 +531,9 @@ impl<K: FileKind> AnyKind for K {
     }
     fn made_together(&self, descs: &[FileDesc]) -> Vec<Vec<u32>> {
         FileKind::made_together(self, descs)
+    }
+    fn needed_by(&self, descs: &[FileDesc], set: &[u32]) -> Vec<i32> {
+        FileKind::needed_by(self, descs, set)
     }
     fn in_flight(&self) -> bool {
         FileKind::in_flight(self)

@@ -91,7 +91,7 @@ pub(crate) use regular::{
 };
 pub use open::FdRestoreOptions;
 pub(crate) use place::{
-    can_hand_down, made_together, open_in_cryo, open_unix_pair_by_ids, restore_task_fds_with,
+    can_hand_down, made_together, needed_by, open_in_cryo, open_unix_pair_by_ids, restore_task_fds_with,
 };
 #[cfg(any(test, feature = "internals"))]
 pub use place::{open_for_mapping, restore_task_fds};

@@ -239,6 +239,12 @@ pub(crate) fn made_together(descs: &[FileDesc], links: &UnixLinks) -> Vec<Vec<u3
     join_overlapping(sets)
 }
 
+/// The processes (dumped pids) besides its holders that need set `set` of
+/// [`made_together`] made before they go on: the set is made at or above them.
+pub(crate) fn needed_by(descs: &[FileDesc], set: &[u32]) -> Vec<i32> {
+    registry::needed_by(descs, set)
+}
+
 /// Whether a description of this kind can be opened by a process that does not hold it (or
 /// by cryo itself) and handed down: files, directories, devices, pipes and FIFOs. Others
 /// (epoll, signalfd, sockets...) depend on the process that makes them.

@@ -16,14 +16,16 @@
 //!          then, over the whole dump (finish_dump): both ends present, or the slave closed
 //!          (no fd on it anywhere: the master polls POLLHUP; no session outside the dump has
 //!          it: a new open of it, TIOCGPTPEER, gives its state and input, and is closed
-//!          again), the session whose controlling terminal the slave is (every member has
-//!          it, its leader holds the slave or made the pair: itself or an ancestor holds the
-//!          master), the foreground group (led by a dumped process of that session); what
+//!          again), or the slave held through /dev/tty only (a new open of it gives its
+//!          node; none outside the dump may hold it), the session whose controlling terminal
+//!          the slave is (every member has it, its leader in the dump), the foreground
+//!          group (led by a dumped process of that session); what
 //!          neither end has read (pty_queue.rs), read out and put back; the pair's state goes
 //!          on every description of the pair, the queues on the master's
 //! validate /dev/pts/N must be free: the index comes back unchanged (processes know the
 //!          path: ttyname, tmux's pane_tty), or the restore is refused before anything exists
-//! restore  the maker of the pair (the lowest common ancestor of its holders) opens
+//! restore  the maker of the pair (the lowest common ancestor of its holders and of the
+//!          leader of the session whose controlling terminal it is: needed_by) opens
 //!          /dev/ptmx until TIOCGPTN says N (devpts hands out the lowest free index; the
 //!          lower ones it got meanwhile are closed), unlocks, gives the slave node its owner
 //!          and mode (fchown, fchmod through TIOCGPTPEER), opens each slave description
@@ -32,7 +34,7 @@
 //!          are opened on a pair made for them, whose master is then closed; the session
 //!          leader takes the slave as controlling terminal (TIOCSCTTY, through an open of
 //!          /dev/pts/N if it holds no fd on it) before it forks the session's other
-//!          processes, a leader that made the pair before it reopens /dev/tty, and the leader
+//!          processes and before it reopens /dev/tty (take_as_leader), and the leader
 //!          of the foreground group makes it the foreground one (TIOCSPGRP); once every
 //!          process is whole, the queues are put back, then the lock set again
 //! ```
@@ -40,7 +42,7 @@
 //! Not detectable from outside, so not captured: output stopped by ^S.
 
 use std::collections::{BTreeMap, HashMap};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -183,8 +185,8 @@ impl FileKind for Ptys {
             } else {
                 open_pair(&pair)?
             };
-            if !dev_ttys.is_empty() {
-                take_as_leader(&pair, &opened)?;
+            if let Some(&(d, p)) = dev_ttys.first() {
+                take_as_leader(d, p, &pair, &opened)?;
                 for &(d, p) in &dev_ttys {
                     opened.push((d.id, open_dev_tty(d, p)?));
                 }
@@ -208,6 +210,17 @@ impl FileKind for Ptys {
             }
         }
         by_index.into_values().collect()
+    }
+
+    fn needed_by(&self, descs: &[FileDesc], set: &[u32]) -> Vec<i32> {
+        // The leader of the session whose controlling terminal the pair's slave is takes it
+        // before it forks the session's other processes, through a slave of the pair made by
+        // then (it may hold no fd on it, its children the pair).
+        let sid = descs.iter().find_map(|d| match &d.kind {
+            Some(Kind::Pty(p)) if set.contains(&d.id) && p.sid > 0 => Some(p.sid),
+            _ => None,
+        });
+        sid.into_iter().collect()
     }
 
     fn in_flight(&self) -> bool {
@@ -397,11 +410,9 @@ fn hung_up_slave(
 
 /// A dumped process as the terminal checks see it.
 #[derive(Debug, Clone)]
-pub struct TtyProcess<'a> {
+pub struct TtyProcess {
     /// Its pid.
     pub pid: i32,
-    /// Its parent's pid.
-    pub ppid: i32,
     /// Its session.
     pub sid: i32,
     /// Its process group.
@@ -411,8 +422,6 @@ pub struct TtyProcess<'a> {
     pub tty_nr: u32,
     /// The foreground group of its controlling terminal (`tpgid`).
     pub tpgid: i32,
-    /// Its fds.
-    pub fds: &'a [FdEntry],
 }
 
 /// Once every process is dumped: each pty has both ends in the dump, the session relations
@@ -421,7 +430,7 @@ pub struct TtyProcess<'a> {
 pub(super) fn finish_dump(
     descs: &mut [FileDesc],
     state: &mut KindState,
-    procs: &[TtyProcess<'_>],
+    procs: &[TtyProcess],
     shell_job: bool,
 ) -> Result<(), FileError> {
     let mut pairs = std::mem::take(&mut state.get::<PairsSeen>().0);
@@ -433,6 +442,9 @@ pub(super) fn finish_dump(
                 closed.insert(*index);
                 open_closed_slave(*index, pair, peer)?;
             }
+        }
+        if pair.master.is_some() && pair.slaves.is_empty() && !pair.dev_ttys.is_empty() {
+            slave_through_dev_tty(*index, pair, &members)?;
         }
     }
     for (index, pair) in &pairs {
@@ -466,7 +478,7 @@ pub(super) fn finish_dump(
                 ),
             });
         }
-        if pair.slaves.is_empty() && !closed.contains(index) {
+        if pair.slaves.is_empty() && pair.dev_ttys.is_empty() && !closed.contains(index) {
             let (_, pid, fd) = pair.master.expect("checked above");
             return Err(FileError::Dump {
                 pid,
@@ -500,14 +512,7 @@ pub(super) fn finish_dump(
             }
         }
     }
-    let by_pid: HashMap<i32, &TtyProcess<'_>> = procs.iter().map(|p| (p.pid, p)).collect();
-    let kind_of: HashMap<u32, (PtyEnd, u32)> = descs
-        .iter()
-        .filter_map(|d| match &d.kind {
-            Some(Kind::Pty(p)) => Some((d.id, (PtyEnd::try_from(p.end).ok()?, p.index))),
-            _ => None,
-        })
-        .collect();
+    let by_pid: HashMap<i32, &TtyProcess> = procs.iter().map(|p| (p.pid, p)).collect();
     // index -> (session, foreground group)
     let mut sessions: BTreeMap<u32, (i32, i32)> = BTreeMap::new();
     for p in procs.iter().filter(|p| p.tty_nr != 0) {
@@ -544,38 +549,8 @@ pub(super) fn finish_dump(
                 p.sid
             ),
         })?;
-        let holds_slave = leader
-            .fds
-            .iter()
-            .any(|e| kind_of.get(&e.file_id) == Some(&(PtyEnd::Slave, index)));
-        // Without an fd on it, the leader opens the slave by its path to take it (then
-        // closes it): the pair must exist by then, made by the master's holder, the leader
-        // or one of its ancestors (a process makes its pairs before forking its children).
-        let master_holder = pairs
-            .get(&index)
-            .and_then(|pair| pair.master)
-            .map(|(_, pid, _)| pid.as_raw());
-        let made_before = master_holder.is_some_and(|m| {
-            let mut at = Some(leader.pid);
-            while let Some(pid) = at {
-                if pid == m {
-                    return true;
-                }
-                at = by_pid.get(&pid).map(|p| p.ppid).filter(|&pp| pp != pid);
-            }
-            false
-        });
-        if !holds_slave && !made_before {
-            return Err(FileError::Dump {
-                pid: Pid::from_raw(leader.pid),
-                fd: -1,
-                detail: format!(
-                    "leads the session of controlling terminal {path} but holds no fd on it, \
-                     and the master's holder is not it or its ancestor (a restore opens the \
-                     slave in it to make it the controlling terminal): not supported"
-                ),
-            });
-        }
+        // A leader holding no fd on the slave opens it to take it (then closes it): the
+        // restore plan makes the pair at or above it (needed_by).
         let fg = leader.tpgid;
         if fg > 0 && fg != leader.sid {
             let led = by_pid
@@ -687,8 +662,28 @@ fn closed_slave(
             )));
         }
     }
-    // The slave opens only unlocked: unlocked for the open, locked again at once.
-    let step = |op: &'static str| move |e: std::io::Error| err(format!("{op}: {e}"));
+    open_slave_anew(index, pair).map(Some)
+}
+
+/// A new open of the slave of pty `index` (`pair`, whose master the dump holds) through a
+/// duplicate of its master (TIOCGPTPEER): the slave opens only unlocked, so a locked one is
+/// unlocked for the open and locked again at once.
+fn open_slave_anew(index: u32, pair: &PairSeen) -> Result<OwnedFd, FileError> {
+    let (Some((_, pid, fd)), Some(master)) = (pair.master, &pair.master_dup) else {
+        return Err(FileError::Dump {
+            pid: Pid::from_raw(0),
+            fd: -1,
+            detail: format!("pty /dev/pts/{index}: no master in the dump"),
+        });
+    };
+    let master = master.as_fd();
+    let step = |op: &'static str| {
+        move |e: std::io::Error| FileError::Dump {
+            pid,
+            fd,
+            detail: format!("pty master of /dev/pts/{index}: {op}: {e}"),
+        }
+    };
     if pair.locked {
         sys::tty::set_int(master, libc::TIOCSPTLCK, 0).map_err(step("TIOCSPTLCK (unlock)"))?;
     }
@@ -696,7 +691,38 @@ fn closed_slave(
     if pair.locked {
         sys::tty::set_int(master, libc::TIOCSPTLCK, 1).map_err(step("TIOCSPTLCK (lock)"))?;
     }
-    peer.map(Some).map_err(step("TIOCGPTPEER"))
+    peer.map_err(step("TIOCGPTPEER"))
+}
+
+/// For pty `index` whose slave the dump holds only through /dev/tty (a session leader's, its
+/// master in `pair`): the slave node's owner and mode, from a new open of it (closed again:
+/// /dev/tty keeps the slave open), and no process outside the dump `members` may hold the
+/// slave (it would keep the old one, hung up once the dumped master goes).
+fn slave_through_dev_tty(
+    index: u32,
+    pair: &mut PairSeen,
+    members: &std::collections::HashSet<i32>,
+) -> Result<(), FileError> {
+    let &(_, pid, fd) = pair.dev_ttys.first().expect("a /dev/tty");
+    let err = |detail: String| FileError::Dump {
+        pid,
+        fd,
+        detail: format!("/dev/tty (pty slave /dev/pts/{index}): {detail}"),
+    };
+    let peer = open_slave_anew(index, pair)?;
+    let st = nix::sys::stat::fstat(&peer).map_err(|e| err(format!("fstat: {e}")))?;
+    pair.node = (st.st_uid, st.st_gid, st.st_mode & 0o7777);
+    let me = nix::unistd::getpid();
+    let found = super::outside::holder(me, peer.as_raw_fd(), members, false)
+        .map_err(|e| err(format!("look for holders of /dev/pts/{index}: {e}")))?;
+    if let Some(h) = found {
+        return Err(err(format!(
+            "the slave is also held by pid {} (fd {}), outside the dump: not supported (dump \
+             that process too)",
+            h.pid, h.fd
+        )));
+    }
+    Ok(())
 }
 
 /// Takes the state of closed slave `index` from `peer`, a new open of it: exclusive mode,
@@ -768,7 +794,8 @@ fn take_queues(
             }
         } else {
             let t = sys::tty::termios2(dup).map_err(|e| err(format!("TCGETS2: {e}")))?;
-            input = pty_queue::take_input(dup, &t).map_err(|e| err(e.to_string()))?;
+            input = pty_queue::take_input(dup, &t, pair.packet)
+                .map_err(|e| err(e.to_string()))?;
         }
     }
     if !output.is_empty() || !input.is_empty() {
@@ -943,7 +970,10 @@ fn open_pair(group: &[(&FileDesc, &Pty)]) -> Result<Vec<(u32, OwnedFd)>, FileErr
         }
         out.push((desc.id, slave));
     }
-    if p.slave_closed {
+    // Held through /dev/tty only (its holders reopen it later): exclusive mode set through
+    // an open of it, closed again.
+    let dev_tty_only = out.is_empty() && p.exclusive;
+    if p.slave_closed || dev_tty_only {
         // Opened and closed once: a read of the master gives EIO until it opens again.
         let peer = sys::tty::open_peer(m, libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC)
             .map_err(step("TIOCGPTPEER (the closed slave)"))?;
@@ -979,25 +1009,47 @@ fn open_pair(group: &[(&FileDesc, &Pty)]) -> Result<Vec<(u32, OwnedFd)>, FileErr
     Ok(out)
 }
 
-/// In the restore child that made pair `pair` (`opened`: its fds by description id) and
-/// reopens /dev/tty on it: when it leads the session whose controlling terminal the slave
-/// was, it takes it now (TIOCSCTTY through a slave fd), so the /dev/tty opens find it.
-fn take_as_leader(pair: &[(&FileDesc, &Pty)], opened: &[(u32, OwnedFd)]) -> Result<(), FileError> {
+/// In the restore child that reopens /dev/tty (`desc`, `p`) on a pty: when it leads the
+/// session whose controlling terminal the slave was, it takes it now (TIOCSCTTY), so the
+/// /dev/tty opens find it. Through a slave of the pair when it made it here (`pair`, `opened`:
+/// its fds by description id), or a new open of the slave through the master made here, or
+/// by its path when an ancestor made the pair (the plan makes it at or above the leader:
+/// [`FileKind::needed_by`]); a slave opened for it is closed again.
+fn take_as_leader(
+    desc: &FileDesc,
+    p: &Pty,
+    pair: &[(&FileDesc, &Pty)],
+    opened: &[(u32, OwnedFd)],
+) -> Result<(), FileError> {
     let me = nix::unistd::getpid();
     let leads = nix::unistd::getsid(None).is_ok_and(|sid| sid == me);
-    let slave = pair
-        .iter()
-        .filter(|(_, p)| p.end == PtyEnd::Slave as i32 && p.sid == me.as_raw() && leads)
-        .find_map(|(d, _)| opened.iter().find(|(id, _)| *id == d.id));
-    let Some((id, fd)) = slave else {
+    if !leads || p.sid != me.as_raw() {
         return Ok(());
+    }
+    let made_here = |end: PtyEnd| {
+        pair.iter()
+            .filter(|(_, q)| q.end == end as i32)
+            .find_map(|(d, _)| opened.iter().find(|(id, _)| *id == d.id))
+            .map(|(_, fd)| fd.as_fd())
     };
-    sys::tty::set_controlling_terminal(fd.as_fd()).map_err(|e| FileError::Place {
-        fd: -1,
-        id: *id,
-        op: "TIOCSCTTY (the session's controlling terminal)",
-        source: e,
-    })
+    let err = |op: &'static str| move |source| FileError::Place { fd: -1, id: desc.id, op, source };
+    let flags = libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC;
+    let new_open;
+    let slave = match (made_here(PtyEnd::Slave), made_here(PtyEnd::Master)) {
+        (Some(slave), _) => slave,
+        (None, Some(master)) => {
+            new_open = sys::tty::open_peer(master, flags).map_err(err("TIOCGPTPEER"))?;
+            new_open.as_fd()
+        }
+        (None, None) => {
+            let path = format!("/dev/pts/{}", p.index);
+            new_open = nix::fcntl::open(path.as_str(), OFlag::from_bits_truncate(flags), Mode::empty())
+                .map_err(|e| err("open /dev/pts/N (to take it as controlling terminal)")(e.into()))?;
+            new_open.as_fd()
+        }
+    };
+    sys::tty::set_controlling_terminal(slave)
+        .map_err(err("TIOCSCTTY (the session's controlling terminal)"))
 }
 
 /// Makes the hung-up slave descriptions `group` of one pty: the pair at their index, each

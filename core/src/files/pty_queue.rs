@@ -17,10 +17,16 @@
 //!         the dumped modes set again (ICANON never changes: that would redraw the lines)
 //! ```
 //!
+//! Raw input with IXON on holding a VSTART or VSTOP byte (typed before IXON was on, or before
+//! the character was made one) has no VLNEXT to put it back behind: it is put back with the
+//! two flow characters moved for the while to bytes the input does not hold (a change of
+//! them restarts no output stopped with ^S, as turning IXON off would).
+//!
 //! Refused: input or output while a description of the receiving end has O_ASYNC (each byte
-//! put back would send it SIGIO), input under EXTPROC, raw input holding a VSTART or VSTOP
-//! byte while IXON is on (put back, it would stop or start output), a queue of
-//! [`MAX_QUEUED`] bytes or more (more may wait in the pty's own buffer, which shows nowhere).
+//! put back would send it SIGIO), input under EXTPROC, raw input with IXON on while the master
+//! is in packet mode (a change of the flow characters may queue a status byte for it), a
+//! queue of [`MAX_QUEUED`] bytes or more (more may wait in the pty's own buffer, which shows
+//! nowhere).
 
 use std::os::fd::BorrowedFd;
 
@@ -239,8 +245,13 @@ fn quietly<R>(
     Ok(out)
 }
 
-/// Input slave `fd` (in modes `t`) has not read, read and put back at once.
-pub(super) fn take_input(fd: BorrowedFd<'_>, t: &libc::termios2) -> Result<Input, QueueError> {
+/// Input slave `fd` (in modes `t`; `packet`: its master is in packet mode) has not read,
+/// read and put back at once.
+pub(super) fn take_input(
+    fd: BorrowedFd<'_>,
+    t: &libc::termios2,
+    packet: bool,
+) -> Result<Input, QueueError> {
     if t.c_lflag & libc::EXTPROC != 0 {
         let n = sys::fd::fionread(fd).map_err(io("FIONREAD"))?;
         if n > 0 {
@@ -259,6 +270,13 @@ pub(super) fn take_input(fd: BorrowedFd<'_>, t: &libc::termios2) -> Result<Input
         if n >= MAX_QUEUED {
             return Err(too_much("of input", n));
         }
+        if packet && t.c_iflag & libc::IXON != 0 {
+            return Err(QueueError::Refused(format!(
+                "{n} bytes of raw input not read yet with IXON on while the master is in \
+                 packet mode (not supported: putting back a VSTART or VSTOP byte may queue a \
+                 status byte for the master)"
+            )));
+        }
     }
     let input = quietly(fd, t, |q| {
         let input = if canonical {
@@ -275,16 +293,6 @@ pub(super) fn take_input(fd: BorrowedFd<'_>, t: &libc::termios2) -> Result<Input
     })?;
     if input.len() >= MAX_QUEUED {
         return Err(too_much("of input", input.len()));
-    }
-    if !canonical && t.c_iflag & libc::IXON != 0 {
-        let flow = [t.c_cc[libc::VSTART], t.c_cc[libc::VSTOP]];
-        if input.tail.iter().any(|b| flow.contains(b)) {
-            return Err(QueueError::Refused(
-                "input not read yet holds a VSTART or VSTOP byte while IXON is on (not \
-                 supported: put back, it would start or stop output)"
-                    .into(),
-            ));
-        }
     }
     Ok(input)
 }
@@ -315,8 +323,15 @@ fn read_lines(fd: BorrowedFd<'_>) -> Result<Input, QueueError> {
     Ok(input)
 }
 
-/// Puts `input` back into slave `fd`, which is in quiet modes `q`.
+/// Puts `input` back into slave `fd`, which is in quiet modes `q` (the caller sets the
+/// modes again after).
 fn insert_input(fd: BorrowedFd<'_>, q: &libc::termios2, input: &Input) -> Result<(), QueueError> {
+    if q.c_lflag & libc::ICANON == 0 {
+        if let Some(moved) = flow_moved(q, &input.tail)? {
+            set_modes(fd, &moved)?;
+        }
+        return insert(fd, &input.tail);
+    }
     let lnext = q.c_cc[libc::VLNEXT];
     let special = special(q, lnext);
     let mut bytes = Vec::with_capacity(input.len() * 2 + input.lines.len());
@@ -345,6 +360,25 @@ fn insert_input(fd: BorrowedFd<'_>, q: &libc::termios2, input: &Input) -> Result
     }
     escaped(&input.tail, &mut bytes);
     insert(fd, &bytes)
+}
+
+/// Raw quiet modes `q` with the flow characters moved to two bytes `raw` does not hold, when
+/// IXON is on and `raw` holds one of them (raw mode has no VLNEXT to put it back behind).
+fn flow_moved(q: &libc::termios2, raw: &[u8]) -> Result<Option<libc::termios2>, QueueError> {
+    let flow = [q.c_cc[libc::VSTART], q.c_cc[libc::VSTOP]];
+    if q.c_iflag & libc::IXON == 0 || !raw.iter().any(|b| flow.contains(b)) {
+        return Ok(None);
+    }
+    let mut free = (1..=u8::MAX).filter(|c| !raw.contains(c));
+    let (Some(start), Some(stop)) = (free.next(), free.next()) else {
+        return Err(QueueError::Refused(
+            "raw input holding every byte value while IXON is on (not supported)".into(),
+        ));
+    };
+    let mut moved = *q;
+    moved.c_cc[libc::VSTART] = start;
+    moved.c_cc[libc::VSTOP] = stop;
+    Ok(Some(moved))
 }
 
 /// Puts `input` back into slave `fd`, whose modes are the dumped `t` (a restore).
@@ -389,5 +423,19 @@ mod tests {
         assert_eq!(quiet(&t).c_cc[libc::VLNEXT], 1);
         t.c_lflag &= !libc::ICANON;
         assert_eq!(quiet(&t).c_lflag, 0);
+    }
+
+    #[test]
+    fn raw_flow_characters_move_off_the_bytes_put_back() {
+        let mut t = canonical();
+        t.c_lflag = 0;
+        let q = quiet(&t);
+        assert!(flow_moved(&q, b"ab").unwrap().is_none());
+        let moved = flow_moved(&q, b"\x01a\x13").unwrap().expect("VSTOP held");
+        assert_eq!((moved.c_cc[libc::VSTART], moved.c_cc[libc::VSTOP]), (2, 3));
+        t.c_iflag = 0;
+        assert!(flow_moved(&quiet(&t), b"\x13").unwrap().is_none());
+        let every: Vec<u8> = (0..=u8::MAX).collect();
+        assert!(flow_moved(&q, &every).is_err());
     }
 }

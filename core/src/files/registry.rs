@@ -72,6 +72,12 @@ pub(crate) fn made_together(descs: &[FileDesc]) -> Vec<Vec<u32>> {
     KINDS.iter().flat_map(|k| k.made_together(descs)).collect()
 }
 
+/// The processes besides their holders that need descriptions `set` made before they go on,
+/// kind by kind ([`FileKind::needed_by`](super::kind::FileKind::needed_by)).
+pub(crate) fn needed_by(descs: &[FileDesc], set: &[u32]) -> Vec<i32> {
+    KINDS.iter().flat_map(|k| k.needed_by(descs, set)).collect()
+}
+
 /// The kind that claims the fd `fd` is about, if one does.
 pub(crate) fn claiming(fd: &Dumping<'_>) -> Option<&'static dyn AnyKind> {
     KINDS.iter().copied().find(|k| k.claims(fd))

@@ -538,7 +538,7 @@ impl FileTable {
     /// descriptions.
     pub fn finish_terminals(
         &mut self,
-        procs: &[super::pty::TtyProcess<'_>],
+        procs: &[super::pty::TtyProcess],
         opts: &FdDumpOptions,
     ) -> Result<(), FileError> {
         super::pty::finish_dump(&mut self.descs, &mut self.state, procs, opts.shell_job)

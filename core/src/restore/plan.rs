@@ -397,6 +397,11 @@ fn plan_inheritance(
     let mut slot_of: HashMap<(usize, u32), usize> = HashMap::new();
     let mut cryo_sets = Vec::new();
     let by_id: HashMap<u32, &FileDesc> = descs.iter().map(|d| (d.id, d)).collect();
+    let index_of: HashMap<i32, usize> = ordered
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.entry.pid, i))
+        .collect();
     let mut holders: HashMap<u32, Vec<usize>> = HashMap::new();
     for (i, fds) in fd_of.iter().enumerate() {
         for &id in fds.keys() {
@@ -422,7 +427,12 @@ fn plan_inheritance(
             .iter()
             .flat_map(|&x| holders.get(&x).into_iter().flatten().map(move |&h| (h, x)))
             .collect();
-        let mut tasks = held.iter().map(|&(h, _)| h);
+        // Besides the holders, a process that needs the set made before it goes on (a session
+        // leader taking a pty it holds no fd on): made at or above it too.
+        let needing = files::needed_by(descs, component)
+            .into_iter()
+            .filter_map(|pid| index_of.get(&pid).copied());
+        let mut tasks = held.iter().map(|&(h, _)| h).chain(needing);
         let Some(first) = tasks.next() else { continue };
         // The lowest common ancestor; None: the holders are in different roots' trees.
         let mut maker = Some(first);

@@ -8,6 +8,9 @@
 //!                      pipe C (54, 55): 61 = dup(54), ADD 61 (data 0xc61): two files
 //!                      registered as 61; pipe D (56, 57): 62 = dup(56), ADD 62 (data
 //!                      0xd62), close 62, an eventfd (count 7) opened at 62, not registered
+//! epoll-stale elsewhere pipe E (58, 59): 63 = dup(58), ADD 63 (data 0xe63), then a child
+//!                      keeps 58 (and nothing of the epoll) and this process closes 58
+//!                      and 63: the registered file is held by the child only
 //!   wait        -> ready <data hex,...> (one epoll_wait, timeout 20 ms)
 //!   fill P      -> ok  (one byte into pipe P: a, b, c or d)
 //!   drain P     -> ok  (reads it back)
@@ -22,11 +25,12 @@ use super::{failed, io_err, sys, unknown, Mode};
 const EPOLL: i32 = 70;
 
 /// The pipes by letter: (read end, write end, registered number, data).
-const PIPES: [(char, i32, i32, i32, u64); 4] = [
+const PIPES: [(char, i32, i32, i32, u64); 5] = [
     ('a', 50, 51, 60, 0xa60),
     ('b', 52, 53, 61, 0xb61),
     ('c', 54, 55, 61, 0xc61),
     ('d', 56, 57, 62, 0xd62),
+    ('e', 58, 59, 63, 0xe63),
 ];
 
 /// Opens pipe `letter` at its numbers and registers its read end under its number.
@@ -46,6 +50,17 @@ fn setup(shape: &str) -> io::Result<()> {
             register('a')?;
             sys::close(60);
         }
+        "elsewhere" => {
+            register('e')?;
+            sys::close(63);
+            super::kids::fork_holding(59, 58, |_| {
+                sys::close(EPOLL);
+                loop {
+                    // SAFETY: pause takes no arguments; the child waits to be killed.
+                    unsafe { libc::pause() };
+                }
+            })?;
+        }
         _ => {
             register('b')?;
             sys::close(61);
@@ -60,14 +75,14 @@ fn setup(shape: &str) -> io::Result<()> {
 
 struct EpollStale;
 
-/// `epoll-stale closed|reused`
+/// `epoll-stale closed|reused|elsewhere`
 pub fn start(args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
     match args {
-        [shape] if shape == "closed" || shape == "reused" => {
+        [shape] if ["closed", "reused", "elsewhere"].contains(&shape.as_str()) => {
             setup(shape).map_err(failed("epoll-stale"))?;
             Ok(Box::new(EpollStale))
         }
-        _ => Err("usage: epoll-stale closed|reused".into()),
+        _ => Err("usage: epoll-stale closed|reused|elsewhere".into()),
     }
 }
 

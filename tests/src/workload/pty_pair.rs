@@ -24,6 +24,21 @@
 //!   ctty                   -> tty_nr of /proc/self/stat (0: none)
 //!   open-tty               -> ok once /dev/tty opened (and closed), else the error
 //!   pty                    -> /dev/pts/N
+//!   fork-kid leader        -> pid of a child that leads a session of its own with the slave
+//!                             as controlling terminal (TIOCSCTTY), holds /dev/tty at fd 62
+//!                             and closes 60 and 61: the pair is this process's only
+//!   fork-kid pair          -> pid of a child that keeps 60 and 61, while this process (the
+//!                             leader of the terminal's session: take-ctty first) opens
+//!                             /dev/tty at fd 62 and closes them: the pair is the child's only
+//!   kid COMMAND...         -> the child's answer to COMMAND (the commands above)
+//!   open-tty-at            -> ok: /dev/tty opened and kept at fd 62
+//!   tty-state              -> ctty TTY_NR dev MAJOR:MINOR (TIOCGDEV of fd 62) leader yes|no
+//!   tty-write BYTES        -> ok: BYTES written to fd 62 (/dev/tty)
+//!   read-master N          -> read-master once the master has N bytes
+//!   async                  -> ok: O_ASYNC on both ends (owner this process, SIGIO ignored)
+//!   extproc                -> ok: EXTPROC set in the slave's c_lflag
+//!   ixon                   -> ok: IXON set in the slave's c_iflag
+//!   vstop HEX              -> ok: the slave's VSTOP character set to byte HEX
 //! ```
 //!
 //! BYTES are escaped both ways as Rust's `escape_ascii` writes them (`\n`, `\r`, `\x04`...;
@@ -33,16 +48,21 @@ use std::io;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use super::kids::{self, ChildPipes};
 use super::{failed, io_err, sys, unknown, Mode};
 
 const MASTER_FD: i32 = 60;
 const SLAVE_FD: i32 = 61;
+/// Where /dev/tty is kept (fork-kid, open-tty-at).
+const TTY_FD: i32 = 62;
 /// How long the line discipline has to handle what was written.
 const HANDLED_TIMEOUT: Duration = Duration::from_secs(8);
 
 struct PtyPair {
     index: i32,
     packet: bool,
+    /// The child of fork-kid.
+    kid: Option<ChildPipes>,
 }
 
 /// `pty-pair`
@@ -61,6 +81,7 @@ pub fn start(_args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
     let pair = PtyPair {
         index,
         packet: false,
+        kid: None,
     };
     pair.open_slave().map_err(failed("open the slave"))?;
     Ok(Box::new(pair))
@@ -197,6 +218,53 @@ impl PtyPair {
     }
 }
 
+/// Opens /dev/tty (the controlling terminal) at [`TTY_FD`].
+fn open_tty_at() -> io::Result<()> {
+    let fd = sys::open(Path::new("/dev/tty"), libc::O_RDWR)?;
+    sys::move_fd(fd, TTY_FD).map(drop)
+}
+
+/// The process's controlling terminal and its /dev/tty fd: tty_nr of /proc/self/stat, the
+/// device TIOCGDEV of [`TTY_FD`] names, whether it leads its session.
+fn tty_state() -> io::Result<String> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    let after = &stat[stat.rfind(')').map_or(0, |i| i + 2)..];
+    let tty_nr = after.split(' ').nth(4).unwrap_or("?").to_string();
+    let mut dev: libc::c_uint = 0;
+    // SAFETY: TIOCGDEV writes one unsigned int through the pointer, which points at `dev`.
+    sys::cvt(unsafe { libc::ioctl(TTY_FD, libc::TIOCGDEV, &mut dev) })?;
+    let (major, minor) = ((dev >> 8) & 0xfff, (dev & 0xff) | ((dev >> 12) & 0xfff00));
+    // SAFETY: getsid and getpid take no pointers.
+    let leader = unsafe { libc::getsid(0) == libc::getpid() };
+    Ok(format!(
+        "ctty {tty_nr} dev {major}:{minor} leader {}",
+        if leader { "yes" } else { "no" }
+    ))
+}
+
+/// The slave's termios changed by `change`.
+fn change_modes(change: impl FnOnce(&mut libc::termios)) -> io::Result<()> {
+    // SAFETY: termios is plain data, filled by tcgetattr before use.
+    let mut t: libc::termios = unsafe { std::mem::zeroed() };
+    // SAFETY: tcgetattr and tcsetattr read and write one termios, `t`.
+    unsafe { sys::cvt(libc::tcgetattr(SLAVE_FD, &mut t))? };
+    change(&mut t);
+    // SAFETY: as above.
+    unsafe { sys::cvt(libc::tcsetattr(SLAVE_FD, libc::TCSANOW, &t))? };
+    Ok(())
+}
+
+/// O_ASYNC on `fd`, owned by this process.
+fn set_async(fd: i32) -> io::Result<()> {
+    // SAFETY: fcntl on our own fd with integer arguments.
+    unsafe {
+        sys::cvt(libc::fcntl(fd, libc::F_SETOWN, libc::getpid()))?;
+        let flags = sys::cvt(libc::fcntl(fd, libc::F_GETFL))?;
+        sys::cvt(libc::fcntl(fd, libc::F_SETFL, flags | libc::O_ASYNC))?;
+    }
+    Ok(())
+}
+
 /// What a call's result shows: its count, or its errno's name.
 fn outcome(r: io::Result<usize>) -> String {
     match r {
@@ -235,6 +303,57 @@ fn slave_state() -> io::Result<String> {
         libc::major(st.st_rdev),
         libc::minor(st.st_rdev)
     ))
+}
+
+impl PtyPair {
+    /// `fork-kid leader|pair`: the child's pid.
+    fn fork_kid(&mut self, role: &str) -> io::Result<String> {
+        let leader = match role {
+            "leader" => true,
+            "pair" => false,
+            _ => return Err(io::Error::other(format!("no role {role:?}"))),
+        };
+        let mut copy = PtyPair {
+            index: self.index,
+            packet: self.packet,
+            kid: None,
+        };
+        // A result the child reports before it answers: "ok" or the error.
+        let (pid, pipes) = kids::fork_asked(move |rd, wr| {
+            let setup = || -> io::Result<()> {
+                if leader {
+                    sys::setsid()?;
+                    // SAFETY: TIOCSCTTY takes an int argument, no pointers.
+                    sys::cvt(unsafe { libc::ioctl(SLAVE_FD, libc::TIOCSCTTY, 0) })?;
+                    open_tty_at()?;
+                    sys::close(MASTER_FD);
+                    sys::close(SLAVE_FD);
+                }
+                Ok(())
+            };
+            let said = setup().map_or_else(|e| e.to_string(), |()| "ok".into());
+            let _ = sys::write_all(wr, said.as_bytes());
+            kids::answer_each(rd, wr, |msg| {
+                let words: Vec<&str> = msg.split(' ').collect();
+                copy.command(words[0], &words[1..])
+                    .unwrap_or_else(|e| format!("error: {e}"))
+            });
+            kids::exit_child("pty-pair kid", Ok(()))
+        })?;
+        let mut said = [0u8; 256];
+        let n = sys::read(pipes.from_child, &mut said)?;
+        let said = String::from_utf8_lossy(&said[..n]).into_owned();
+        if said != "ok" {
+            return Err(io::Error::other(format!("the child: {said}")));
+        }
+        self.kid = Some(pipes);
+        if !leader {
+            open_tty_at()?;
+            sys::close(MASTER_FD);
+            sys::close(SLAVE_FD);
+        }
+        Ok(pid.to_string())
+    }
 }
 
 impl Mode for PtyPair {
@@ -296,6 +415,30 @@ impl Mode for PtyPair {
                 Ok("ok".into())
             }
             ("pty", []) => Ok(format!("/dev/pts/{}", self.index)),
+            ("fork-kid", [role]) => self.fork_kid(role).map_err(io_err),
+            ("kid", line) if !line.is_empty() => {
+                let kid = self.kid.as_ref().ok_or("no child")?;
+                kid.ask(&line.join(" ")).map_err(io_err)
+            }
+            ("open-tty-at", []) => ok(open_tty_at()),
+            ("tty-state", []) => tty_state().map_err(io_err),
+            ("tty-write", [bytes]) => ok(unescape(bytes).and_then(|b| sys::write_all(TTY_FD, &b))),
+            ("read-master", [n]) => {
+                let n: usize = n.parse().map_err(|_| format!("bad count {n:?}"))?;
+                wait_until("the output", || Ok(queued(MASTER_FD)? >= n)).map_err(io_err)?;
+                self.read_master().map_err(io_err)
+            }
+            ("async", []) => {
+                // SAFETY: SIG_IGN for SIGIO, no handler code.
+                unsafe { libc::signal(libc::SIGIO, libc::SIG_IGN) };
+                ok(set_async(MASTER_FD).and_then(|()| set_async(SLAVE_FD)))
+            }
+            ("extproc", []) => ok(change_modes(|t| t.c_lflag |= libc::EXTPROC)),
+            ("ixon", []) => ok(change_modes(|t| t.c_iflag |= libc::IXON)),
+            ("vstop", [hex]) => {
+                let c = u8::from_str_radix(hex, 16).map_err(|_| format!("bad byte {hex:?}"))?;
+                ok(change_modes(|t| t.c_cc[libc::VSTOP] = c))
+            }
             _ => unknown(verb),
         }
     }
