@@ -835,3 +835,77 @@ fn raw_input_holding_a_flow_character_comes_back_byte_for_byte() {
     );
     assert_eq!(w.cmd("read-slave"), "[axb]");
 }
+
+#[test]
+fn output_stopped_by_the_stop_character_or_by_tcflow_comes_back_stopped_the_same_way() {
+    cryo_bin();
+    let _one = PTYS.lock().unwrap_or_else(|e| e.into_inner());
+    // ^S: the start character restarts it, TCOON does not.
+    let mut w = Workload::spawn("pty-pair", &[]);
+    w.cmd("raw");
+    w.cmd("ixon");
+    w.cmd("flow-char stop");
+    assert_eq!(w.cmd("flows"), "slave no master yes");
+    let img = w.path("img");
+    w.dump(&img, &["--leave-running"]).assert_success();
+    assert_eq!(
+        w.cmd("flows"),
+        "slave no master yes",
+        "the original after --leave-running"
+    );
+    w.kill_original();
+    w.restore_detached(&img);
+    assert_eq!(w.cmd("flows"), "slave no master yes", "the restored slave");
+    w.cmd("tcflow slave on");
+    assert_eq!(
+        w.cmd("flows"),
+        "slave no master yes",
+        "TCOON restarts no output the stop character stopped"
+    );
+    w.cmd("flow-char start");
+    assert_eq!(w.cmd("flows"), "slave yes master yes");
+    w.cmd("print o 1");
+    assert_eq!(w.cmd("read-master"), "o", "the restored output flows");
+    w.kill_restored();
+
+    // tcflow(TCOOFF) on both ends: TCOON restarts them, the start character does not.
+    let mut w = Workload::spawn("pty-pair", &[]);
+    w.cmd("raw");
+    w.cmd("ixon");
+    w.cmd("tcflow slave off");
+    w.cmd("tcflow master off");
+    assert_eq!(w.cmd("flows"), "slave no master no");
+    let img = w.path("img");
+    w.dump(&img, &["--leave-running"]).assert_success();
+    assert_eq!(
+        w.cmd("flows"),
+        "slave no master no",
+        "the original after --leave-running"
+    );
+    w.kill_original();
+    w.restore_detached(&img);
+    assert_eq!(w.cmd("flows"), "slave no master no", "the restored pair");
+    // A master stopped takes no input: restarted first.
+    w.cmd("tcflow master on");
+    w.cmd("flow-char start");
+    assert_eq!(
+        w.cmd("flows"),
+        "slave no master yes",
+        "the start character restarts no output TCOOFF stopped"
+    );
+    w.cmd("tcflow slave on");
+    assert_eq!(w.cmd("flows"), "slave yes master yes");
+    w.kill_restored();
+
+    // In packet mode a restore would queue a status byte: refused, left as it was.
+    let w = Workload::spawn("pty-pair", &[]);
+    w.cmd("packet");
+    w.cmd("tcflow slave off");
+    // The status byte TCOOFF queued for the master, read.
+    w.cmd("read-master");
+    w.assert_dump_refused(
+        "61",
+        "output stopped while the master is in packet mode: not supported",
+    );
+    assert_eq!(w.cmd("flows"), "slave no master yes");
+}

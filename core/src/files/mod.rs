@@ -68,6 +68,7 @@ mod pipes;
 mod place;
 pub(crate) mod procfs;
 pub mod pty;
+mod pty_flow;
 mod pty_queue;
 mod regular;
 mod registry;

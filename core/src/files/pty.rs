@@ -39,7 +39,7 @@
 //!          process is whole, the queues are put back, then the lock set again
 //! ```
 //!
-//! Not detectable from outside, so not captured: output stopped by ^S.
+//! Output stopped (by ^S or tcflow TCOOFF) is read and made again by pty_flow.rs.
 
 use std::collections::{BTreeMap, HashMap};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -56,6 +56,7 @@ use tracing::debug;
 use super::inspect::OpenFd;
 use super::kind::{task_pidfd, Checking, Dumping, FileKind, KindState, Opened, Opening, Seen};
 use super::open::{open_flags, set_async};
+use super::pty_flow;
 use super::pty_queue;
 use super::tty::{is_pty_master, is_pty_slave};
 use super::{restore_err, FileError};
@@ -139,10 +140,16 @@ impl FileKind for Ptys {
 
     fn validate(&self, desc: &FileDesc, p: &Pty, cx: &mut Checking<'_>) -> Result<(), FileError> {
         let end = PtyEnd::try_from(p.end).unwrap_or(PtyEnd::Invalid);
-        if end == PtyEnd::Invalid || p.cc.len() > 64 {
+        let flow_known = [p.output_stopped, p.master_output_stopped]
+            .iter()
+            .all(|&n| pty_flow::Stopped::from_image(n).is_some());
+        if end == PtyEnd::Invalid || p.cc.len() > 64 || !flow_known {
             return Err(FileError::Invalid {
                 id: desc.id,
-                detail: format!("pty /dev/pts/{}: no end, or bad modes", p.index),
+                detail: format!(
+                    "pty /dev/pts/{}: no end, bad modes or an unknown output stop",
+                    p.index
+                ),
             });
         }
         if end == PtyEnd::Slave && p.hung_up {
@@ -587,8 +594,10 @@ pub(super) fn finish_dump(
     }
     // What neither end has read, read out and put back at once: on the master's record.
     let mut queued = BTreeMap::new();
+    let mut stopped = BTreeMap::new();
     for (&index, pair) in &pairs {
         queued.insert(index, take_queues(index, pair, descs)?);
+        stopped.insert(index, read_flow(index, pair)?);
     }
     for d in descs.iter_mut() {
         let Some(Kind::Pty(p)) = &mut d.kind else {
@@ -603,6 +612,10 @@ pub(super) fn finish_dump(
                 p.queued_output = output;
                 p.queued_input_lines = input.lines;
                 p.queued_input_tail = input.tail;
+            }
+            if let Some((slave, master)) = stopped.remove(&p.index) {
+                p.output_stopped = slave.to_image();
+                p.master_output_stopped = master.to_image();
             }
         }
         p.packet = pair.packet;
@@ -745,6 +758,34 @@ fn open_closed_slave(index: u32, pair: &mut PairSeen, peer: OwnedFd) -> Result<(
 
 /// The queues of pty `index` (`pair`, its descriptions among `descs`): what the slave wrote
 /// and the master has not read, and the slave's input not read, each read out and put back.
+/// How the output of each end of pty `index` is stopped (slave, master), read through the
+/// duplicates in `pair` once its queues are read out and put back (pty_flow.rs).
+fn read_flow(
+    index: u32,
+    pair: &PairSeen,
+) -> Result<(pty_flow::Stopped, pty_flow::Stopped), FileError> {
+    let mut ends = (pty_flow::Stopped::No, pty_flow::Stopped::No);
+    if let Some((dup, pid, fd)) = &pair.slave_dup {
+        ends.0 = pty_flow::read(dup.as_fd(), true, pair.packet).map_err(|detail| {
+            FileError::Dump {
+                pid: *pid,
+                fd: *fd,
+                detail: format!("pty slave /dev/pts/{index}: {detail}"),
+            }
+        })?;
+    }
+    if let (Some(dup), Some((_, pid, fd))) = (&pair.master_dup, pair.master) {
+        ends.1 = pty_flow::read(dup.as_fd(), false, pair.packet).map_err(|detail| {
+            FileError::Dump {
+                pid,
+                fd,
+                detail: format!("pty master of /dev/pts/{index}: {detail}"),
+            }
+        })?;
+    }
+    Ok(ends)
+}
+
 fn take_queues(
     index: u32,
     pair: &PairSeen,
@@ -839,7 +880,9 @@ pub(crate) fn refill_queues(
             lines: p.queued_input_lines.clone(),
             tail: p.queued_input_tail.clone(),
         };
-        if !input.is_empty() {
+        let slave_stopped =
+            pty_flow::Stopped::from_image(p.output_stopped).unwrap_or(pty_flow::Stopped::No);
+        if !input.is_empty() || slave_stopped != pty_flow::Stopped::No {
             let held = descs
                 .iter()
                 .filter(|s| match &s.kind {
@@ -865,13 +908,21 @@ pub(crate) fn refill_queues(
             .ok_or_else(|| FileError::Invalid {
                     id: d.id,
                     detail: format!(
-                        "pty /dev/pts/{}: input queued but no restored process holds the slave",
+                        "pty /dev/pts/{}: input queued or output stopped but no restored \
+                         process holds the slave",
                         p.index
                     ),
                 })?;
-            let t = sys::tty::termios2(slave.as_fd()).map_err(|e| restore_err(d, "TCGETS2", e))?;
-            pty_queue::put_input(slave.as_fd(), &t, &input).map_err(|e| {
-                super::error::changed(d, format!("the slave's input put back: {e}"))
+            if !input.is_empty() {
+                let t =
+                    sys::tty::termios2(slave.as_fd()).map_err(|e| restore_err(d, "TCGETS2", e))?;
+                pty_queue::put_input(slave.as_fd(), &t, &input).map_err(|e| {
+                    super::error::changed(d, format!("the slave's input put back: {e}"))
+                })?;
+            }
+            // Last: stopped output takes no byte the queues put back.
+            pty_flow::stop(slave.as_fd(), slave_stopped).map_err(|e| {
+                super::error::changed(d, format!("the slave's output stopped again: {e}"))
             })?;
         }
         if !p.queued_output.is_empty() {
@@ -881,6 +932,15 @@ pub(crate) fn refill_queues(
             pty_queue::put_output(master.as_fd(), &p.queued_output).map_err(|e| {
                 super::error::changed(d, format!("the output for the master put back: {e}"))
             })?;
+        }
+        let master_stopped = pty_flow::Stopped::from_image(p.master_output_stopped)
+            .unwrap_or(pty_flow::Stopped::No);
+        if master_stopped != pty_flow::Stopped::No {
+            if let Some(master) = dup_of(d)? {
+                pty_flow::stop(master.as_fd(), master_stopped).map_err(|e| {
+                    super::error::changed(d, format!("the master's output stopped again: {e}"))
+                })?;
+            }
         }
     }
     Ok(())

@@ -91,6 +91,14 @@ pub(crate) fn open_peer(fd: BorrowedFd<'_>, flags: i32) -> io::Result<OwnedFd> {
     owned_fd(libc::c_long::from(ret))
 }
 
+/// TCXONC: suspends (`TCOOFF`) or restarts (`TCOON`) output on terminal `fd`, as tcflow(3)
+/// does; `TCOON` restarts only output a `TCOOFF` stopped.
+pub(crate) fn flow(fd: BorrowedFd<'_>, action: libc::c_int) -> io::Result<()> {
+    // SAFETY: TCXONC takes the action as an int argument, no pointers.
+    let ret = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TCXONC, action) };
+    check(libc::c_long::from(ret)).map(drop)
+}
+
 /// TIOCSTI: hands `byte` to the line discipline of terminal `fd` as if it had arrived on the
 /// line (its input queue; on a pty master: what a read of the master returns). Needs
 /// CAP_SYS_ADMIN on a terminal that is not the caller's controlling one.

@@ -13,7 +13,8 @@
 //!                             byte for the master)
 //!   read-slave             -> each read of the slave while it polls readable, as [BYTES]
 //!   read-master            -> what the master has, as BYTES (packet mode: without the
-//!                             status byte); a failed read as its errno name
+//!                             status byte, read alone when no data is there); a failed
+//!                             read as its errno name
 //!   close-slave            -> ok: fd 61 closed
 //!   close-master           -> ok: fd 60 closed (the slave is hung up)
 //!   slave-state            -> read N|ERRNO write N|ERRNO modes ok|ERRNO dev MAJOR:MINOR of
@@ -39,6 +40,11 @@
 //!   extproc                -> ok: EXTPROC set in the slave's c_lflag
 //!   ixon                   -> ok: IXON set in the slave's c_iflag
 //!   vstop HEX              -> ok: the slave's VSTOP character set to byte HEX
+//!   flow-char stop|start   -> ok: the slave's VSTOP (VSTART) typed on the master, once the
+//!                             line discipline has handled it (raw mode: a marker byte
+//!                             typed behind it is read back; the input must be empty)
+//!   tcflow slave|master off|on -> ok: tcflow(TCOOFF or TCOON) on that end
+//!   flows                  -> slave yes|no master yes|no: whether each end polls writable
 //! ```
 //!
 //! BYTES are escaped both ways as Rust's `escape_ascii` writes them (`\n`, `\r`, `\x04`...;
@@ -194,16 +200,17 @@ impl PtyPair {
         let n = queued(MASTER_FD)?;
         let mut buf = vec![0u8; n + 1];
         if n == 0 {
-            // An empty master reads EIO once its slave was closed (EAGAIN without O_NONBLOCK
-            // is not tried: it would block).
+            // An empty master reads EIO once its slave was closed, and in packet mode a
+            // pending status byte alone (POLLPRI) (EAGAIN without O_NONBLOCK is not tried: it
+            // would block).
             let mut p = libc::pollfd {
                 fd: MASTER_FD,
-                events: libc::POLLIN,
+                events: libc::POLLIN | libc::POLLPRI,
                 revents: 0,
             };
             // SAFETY: poll reads and writes one pollfd, `p`.
             sys::cvt(unsafe { libc::poll(&mut p, 1, 0) })?;
-            if p.revents & libc::POLLHUP == 0 {
+            if p.revents & (libc::POLLHUP | libc::POLLPRI) == 0 {
                 return Ok(String::new());
             }
         }
@@ -439,7 +446,54 @@ impl Mode for PtyPair {
                 let c = u8::from_str_radix(hex, 16).map_err(|_| format!("bad byte {hex:?}"))?;
                 ok(change_modes(|t| t.c_cc[libc::VSTOP] = c))
             }
+            ("flow-char", [which]) => {
+                let index = match *which {
+                    "stop" => libc::VSTOP,
+                    "start" => libc::VSTART,
+                    _ => return Err(format!("flow-char stop|start, not {which:?}")),
+                };
+                ok(flow_char(index))
+            }
+            ("tcflow", [end, action]) => {
+                let fd = if *end == "master" { MASTER_FD } else { SLAVE_FD };
+                let action = if *action == "off" {
+                    libc::TCOOFF
+                } else {
+                    libc::TCOON
+                };
+                // SAFETY: tcflow on our own fd, no pointers.
+                ok(sys::cvt(unsafe { libc::tcflow(fd, action) }).map(drop))
+            }
+            ("flows", []) => {
+                let word = |fd| sys::poll_out_now(fd).map(|w| if w { "yes" } else { "no" });
+                Ok(format!(
+                    "slave {} master {}",
+                    word(SLAVE_FD).map_err(io_err)?,
+                    word(MASTER_FD).map_err(io_err)?
+                ))
+            }
             _ => unknown(verb),
         }
     }
+}
+
+/// The slave's flow character `index` (VSTOP, VSTART) typed on the master, then a marker byte
+/// the slave (in raw mode) reads once the line discipline has handled both.
+fn flow_char(index: usize) -> io::Result<()> {
+    // SAFETY: termios is plain data, filled by tcgetattr before use.
+    let mut t: libc::termios = unsafe { std::mem::zeroed() };
+    // SAFETY: tcgetattr writes one termios, `t`.
+    unsafe { sys::cvt(libc::tcgetattr(SLAVE_FD, &mut t))? };
+    let before = queued(SLAVE_FD)?;
+    sys::write_all(MASTER_FD, &[t.c_cc[index], b'z'])?;
+    wait_until("the marker", || Ok(queued(SLAVE_FD)? > before))?;
+    let mut rest = vec![0u8; before + 1];
+    let n = sys::read(SLAVE_FD, &mut rest)?;
+    if rest[..n].last() != Some(&b'z') {
+        return Err(io::Error::other(format!(
+            "read {:?} after the flow character",
+            rest[..n].escape_ascii().to_string()
+        )));
+    }
+    Ok(())
 }

@@ -298,6 +298,18 @@ pub fn poll_in(fd: i32, timeout_ms: i32) -> io::Result<bool> {
     Ok(cvt(unsafe { libc::poll(&mut p, 1, timeout_ms) })? == 1)
 }
 
+/// Whether `fd` polls writable now.
+pub fn poll_out_now(fd: i32) -> io::Result<bool> {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: poll reads and writes one pollfd, `p`.
+    cvt(unsafe { libc::poll(&mut p, 1, 0) })?;
+    Ok(p.revents & libc::POLLOUT != 0)
+}
+
 /// fstat of `fd`.
 pub fn fstat(fd: i32) -> io::Result<libc::stat> {
     // SAFETY: stat is plain data, filled by fstat.
