@@ -50,7 +50,10 @@ fn dump_with_tcp_close_takes_no_lock_and_brings_connections_back_closed() {
     let mut client = connect(&w, "127.0.0.1");
     assert_eq!(w.cmd("accept"), "0");
     let outside = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    assert_eq!(w.cmd(&format!("connect {}", outside.local_addr().unwrap())), "1");
+    assert_eq!(
+        w.cmd(&format!("connect {}", outside.local_addr().unwrap())),
+        "1"
+    );
     assert_eq!(w.cmd("connected 1"), "ok");
     let (mut served, _) = outside.accept().unwrap();
     served
@@ -82,7 +85,11 @@ fn dump_with_tcp_close_takes_no_lock_and_brings_connections_back_closed() {
         assert!(seen.starts_with("read=eof "), "conn {i} read: {seen}");
         assert!(seen.ends_with("write=EPIPE"), "conn {i} write: {seen}");
         assert_eq!(w.cmd(&format!("state {i}")), "CLOSE", "conn {i}");
-        assert_eq!(&w.cmd(&format!("local {i}")), local, "conn {i} keeps its name");
+        assert_eq!(
+            &w.cmd(&format!("local {i}")),
+            local,
+            "conn {i} keeps its name"
+        );
     }
     // The listener still serves.
     let _again = connect(&w, "127.0.0.1");

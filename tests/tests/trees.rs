@@ -216,3 +216,30 @@ fn a_group_whose_leader_exited_and_a_zombie_leading_its_session_come_back() {
     );
     w.kill_restored();
 }
+
+#[test]
+fn children_forked_before_their_parents_setsid_come_back_in_the_session_they_were_left_in() {
+    cryo_bin();
+    let mut w = Workload::spawn("setsid-after-fork", &[]);
+    let kids: Vec<i32> = w
+        .cmd("kids")
+        .split(' ')
+        .map(|k| k.parse().expect("a pid"))
+        .collect();
+    let _reaper = Reaper(kids.clone());
+    let (a, a2, b, b1) = (kids[0], kids[2], kids[3], kids[4]);
+    await_zombie(a2);
+    let before: Vec<_> = kids.iter().map(|&p| identity(p)).collect();
+    let root = w.pid();
+    // a1, a2 and b2 in the root's session; a, b and b1 leading their own.
+    assert_eq!(
+        before.iter().map(|i| i.2).collect::<Vec<_>>(),
+        [a, root, root, b, b1, root]
+    );
+    let img = w.path("img");
+    w.dump_ok(&img);
+    w.restore_background(&img);
+    let after: Vec<_> = kids.iter().map(|&p| identity(p)).collect();
+    assert_eq!(after, before, "parents, groups, sessions, states");
+    w.kill_restored();
+}

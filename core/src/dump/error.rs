@@ -83,6 +83,21 @@ pub enum DumpError {
         /// The parent's session.
         parent_sid: i32,
     },
+    /// A session leader has children in the session it was born in (forked before its
+    /// setsid) while it has a controlling terminal: the restore takes the terminal before it
+    /// forks, which needs the setsid first.
+    #[error(
+        "pid {pid}: leads session {pid} with a controlling terminal and has children in the \
+         session {sid} it left (pid {child}): not supported"
+    )]
+    ChildrenBeforeSetsidWithTerminal {
+        /// The session leader.
+        pid: Pid,
+        /// The session it was born in.
+        sid: i32,
+        /// One child in that session.
+        child: i32,
+    },
     /// A process's group is led by a process outside the dump (or of another session): the
     /// group cannot be joined at restore.
     #[error(

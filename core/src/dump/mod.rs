@@ -528,7 +528,15 @@ fn dump_tree(
         pidns.is_none()
             && nix::sys::signal::kill(Pid::from_raw(pid), None) == Err(nix::errno::Errno::ESRCH)
     };
-    tree::check_sessions(&mut pstree, &roots, opts.shell_job, gone)?;
+    let with_ctty: std::collections::HashSet<i32> = pstree
+        .iter()
+        .zip(&ttys)
+        .filter(|(_, &(tty_nr, _))| tty_nr != 0)
+        .map(|(e, _)| e.pid)
+        .collect();
+    tree::check_sessions(&mut pstree, &roots, opts.shell_job, gone, |pid| {
+        with_ctty.contains(&pid)
+    })?;
     {
         use crate::task::namespaces::{
             check_tree, CGROUP, MNT, NET, SESSION_KEYRING, TIME, USER, UTS,

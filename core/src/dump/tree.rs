@@ -113,6 +113,7 @@ pub(crate) fn check_sessions(
     roots: &[Pid],
     shell_job: bool,
     gone: impl Fn(i32) -> bool,
+    has_ctty: impl Fn(i32) -> bool,
 ) -> Result<(), DumpError> {
     let is_root = |pid: i32| roots.iter().any(|r| r.as_raw() == pid);
     // The groups a shell job's restore replaces by its own: those of its roots.
@@ -129,14 +130,7 @@ pub(crate) fn check_sessions(
                 .then(|| entries.iter().find(|p| p.pid == e.ppid))
                 .flatten();
             match parent {
-                Some(parent) if parent.sid != e.sid => {
-                    return Err(DumpError::SessionNotInherited {
-                        pid,
-                        sid: e.sid,
-                        ppid: e.ppid,
-                        parent_sid: parent.sid,
-                    })
-                }
+                // Forked before its parent's setsid, perhaps: born_before_setsid judges.
                 Some(_) => {}
                 None if shell_job => {}
                 None if !e.zombie && gone(e.sid) => entries[k].session_leader_gone = true,
@@ -144,6 +138,7 @@ pub(crate) fn check_sessions(
             }
         }
     }
+    born_before_setsid(entries, &is_root, has_ctty)?;
     for k in 0..entries.len() {
         let e = &entries[k];
         if e.pgid == e.pid || job_groups.contains(&e.pgid) {
@@ -172,6 +167,83 @@ pub(crate) fn check_sessions(
     Ok(())
 }
 
+/// Marks the processes forked before their parent's setsid (`forked_before_parent_setsid`):
+/// one in another session than its parent's, or a session leader whose own such children
+/// need it born in another, was forked while the parent was still in the session the parent
+/// was born in. That parent must lead its session (it left by setsid), not be a root (cryo
+/// forks roots in its own session) nor have a controlling terminal (the restore takes it
+/// before forking), and its children so forked must agree on the session (it was born in
+/// one). Refuses the rest, naming the process.
+fn born_before_setsid(
+    entries: &mut [cryo_proto::image::ProcessEntry],
+    is_root: &impl Fn(i32) -> bool,
+    has_ctty: impl Fn(i32) -> bool,
+) -> Result<(), DumpError> {
+    // The session each leader must have been born in, for children forked before its setsid.
+    let mut born_in: std::collections::HashMap<i32, (i32, i32)> = Default::default();
+    // Deepest first: a leader learns its birth session from its children before its own
+    // parent is judged. Depth by walking parents (bounded by the tree's size).
+    let depth = |pid: i32| {
+        let mut d = 0;
+        let mut at = pid;
+        while let Some(e) = entries.iter().find(|x| x.pid == at && !is_root(x.pid)) {
+            at = e.ppid;
+            d += 1;
+            if d > entries.len() {
+                break;
+            }
+        }
+        d
+    };
+    let mut order: Vec<usize> = (0..entries.len()).collect();
+    order.sort_by_key(|&k| std::cmp::Reverse(depth(entries[k].pid)));
+    for k in order {
+        let e = &entries[k];
+        if is_root(e.pid) {
+            continue;
+        }
+        let Some(parent) = entries.iter().find(|p| p.pid == e.ppid) else {
+            continue;
+        };
+        // The session it was forked in.
+        let needs = if e.sid != e.pid {
+            Some(e.sid)
+        } else {
+            born_in.get(&e.pid).map(|&(sid, _)| sid)
+        };
+        let Some(needs) = needs.filter(|&s| s != parent.sid) else {
+            continue;
+        };
+        let refused = || DumpError::SessionNotInherited {
+            pid: Pid::from_raw(e.pid),
+            sid: needs,
+            ppid: e.ppid,
+            parent_sid: parent.sid,
+        };
+        if parent.sid != parent.pid || is_root(parent.pid) || parent.zombie {
+            return Err(refused());
+        }
+        match born_in.get(&parent.pid) {
+            Some(&(sid, _)) if sid != needs => return Err(refused()),
+            Some(_) => {}
+            None => {
+                born_in.insert(parent.pid, (needs, e.pid));
+            }
+        }
+        entries[k].forked_before_parent_setsid = true;
+    }
+    for (&leader, &(sid, child)) in &born_in {
+        if has_ctty(leader) {
+            return Err(DumpError::ChildrenBeforeSetsidWithTerminal {
+                pid: Pid::from_raw(leader),
+                sid,
+                child,
+            });
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,6 +264,11 @@ mod tests {
         false
     }
 
+    /// No process has a controlling terminal.
+    fn no_tty(_: i32) -> bool {
+        false
+    }
+
     #[test]
     fn sessions_and_groups_a_restore_can_make() {
         let root = [Pid::from_raw(10)];
@@ -203,24 +280,71 @@ mod tests {
             entry(12, 10, 12, 10),
             entry(13, 12, 12, 10),
         ];
-        check_sessions(&mut tree, &root, false, alive).unwrap();
+        check_sessions(&mut tree, &root, false, alive, no_tty).unwrap();
         // A root in the session and group of its shell.
         let mut job = [entry(10, 5, 10, 5), entry(11, 10, 10, 5)];
-        let err = check_sessions(&mut job, &root, false, alive).unwrap_err();
+        let err = check_sessions(&mut job, &root, false, alive, no_tty).unwrap_err();
         assert!(matches!(err, DumpError::SessionOutside { sid: 5, .. }), "{err}");
         assert!(err.to_string().contains("--shell-job"), "{err}");
-        check_sessions(&mut job, &root, true, alive).unwrap();
+        check_sessions(&mut job, &root, true, alive, no_tty).unwrap();
         let mut job = [entry(10, 5, 4, 5)];
-        check_sessions(&mut job, &root, true, alive).unwrap();
+        check_sessions(&mut job, &root, true, alive, no_tty).unwrap();
         // A group led outside the dump, in the root's session.
         let mut tree = [entry(10, 1, 10, 10), entry(11, 10, 7, 10)];
-        let err = check_sessions(&mut tree, &root, false, alive).unwrap_err();
+        let err = check_sessions(&mut tree, &root, false, alive, no_tty).unwrap_err();
         assert!(matches!(err, DumpError::GroupOutside { pgid: 7, .. }), "{err}");
-        // A child left in the old session by a parent that started a new one.
-        let mut tree = [entry(10, 1, 10, 10), entry(11, 10, 11, 11), entry(12, 11, 10, 10)];
-        let err = check_sessions(&mut tree, &root, false, alive).unwrap_err();
+        // A child in a session neither its parent is in nor its parent was born in.
+        let mut tree = [
+            entry(10, 1, 10, 10),
+            entry(11, 10, 11, 11),
+            entry(12, 11, 12, 12),
+            entry(13, 12, 10, 10),
+            entry(14, 12, 11, 11),
+        ];
+        let err = check_sessions(&mut tree, &root, false, alive, no_tty).unwrap_err();
         assert!(
-            matches!(err, DumpError::SessionNotInherited { parent_sid: 11, .. }),
+            matches!(err, DumpError::SessionNotInherited { parent_sid: 12, .. }),
+            "{err}"
+        );
+        // One whose parent, not leading a session, is in another.
+        let mut tree = [entry(10, 1, 10, 10), entry(11, 10, 10, 10), entry(12, 11, 12, 9)];
+        let err = check_sessions(&mut tree, &root, false, alive, no_tty).unwrap_err();
+        assert!(matches!(err, DumpError::SessionNotInherited { .. }), "{err}");
+    }
+
+    #[test]
+    fn children_forked_before_their_parents_setsid_are_marked_to_be_forked_so_again() {
+        let root = [Pid::from_raw(10)];
+        // zdtm session00: 11 forked 12, then left for a session of its own; 13 forked 14,
+        // which forked 15, then both left for sessions of their own (14 born before 13's
+        // setsid, so 15 too is in the root's session).
+        let mut tree = [
+            entry(10, 1, 10, 10),
+            entry(11, 10, 11, 11),
+            entry(12, 11, 12, 10),
+            entry(13, 10, 13, 13),
+            entry(14, 13, 14, 14),
+            entry(15, 14, 15, 10),
+        ];
+        check_sessions(&mut tree, &root, false, alive, no_tty).unwrap();
+        let early: Vec<i32> = tree
+            .iter()
+            .filter(|e| e.forked_before_parent_setsid)
+            .map(|e| e.pid)
+            .collect();
+        assert_eq!(early, [12, 14, 15]);
+        // A root leading its session cannot have been born in another of the dump's.
+        let mut tree = [entry(10, 1, 10, 10), entry(11, 10, 11, 4)];
+        assert!(check_sessions(&mut tree, &root, false, alive, no_tty).is_err());
+        // With a controlling terminal the leader takes it before forking: refused.
+        let mut tree = [
+            entry(10, 1, 10, 10),
+            entry(11, 10, 11, 11),
+            entry(12, 11, 12, 10),
+        ];
+        let err = check_sessions(&mut tree, &root, false, alive, |p| p == 11).unwrap_err();
+        assert!(
+            matches!(err, DumpError::ChildrenBeforeSetsidWithTerminal { child: 12, .. }),
             "{err}"
         );
     }
@@ -232,21 +356,21 @@ mod tests {
         // A daemon: its session and group led by the parent that exited after setsid; a child
         // in a group whose leader exited too.
         let mut tree = [entry(10, 1, 5, 5), entry(11, 10, 6, 5)];
-        check_sessions(&mut tree, &root, false, gone).unwrap();
+        check_sessions(&mut tree, &root, false, gone, no_tty).unwrap();
         assert!(tree[0].session_leader_gone && tree[0].group_leader_gone);
         assert!(!tree[1].session_leader_gone && tree[1].group_leader_gone);
         // A group whose leader exited, in the session the root leads (zdtm zombie01).
         let mut tree = [entry(10, 1, 10, 10), entry(11, 10, 7, 10)];
         tree[1].zombie = true;
-        check_sessions(&mut tree, &root, false, gone).unwrap();
+        check_sessions(&mut tree, &root, false, gone, no_tty).unwrap();
         assert!(tree[1].group_leader_gone && !tree[1].session_leader_gone);
         // A leader still running outside is refused, as is a group whose session nothing of
         // the restore leads (a shell job's).
         let mut tree = [entry(10, 1, 5, 5)];
-        let err = check_sessions(&mut tree, &root, false, |p| p != 5).unwrap_err();
+        let err = check_sessions(&mut tree, &root, false, |p| p != 5, no_tty).unwrap_err();
         assert!(matches!(err, DumpError::SessionOutside { sid: 5, .. }), "{err}");
         let mut tree = [entry(10, 1, 10, 5), entry(11, 10, 7, 5)];
-        let err = check_sessions(&mut tree, &root, true, gone).unwrap_err();
+        let err = check_sessions(&mut tree, &root, true, gone, no_tty).unwrap_err();
         assert!(matches!(err, DumpError::GroupOutside { pgid: 7, .. }), "{err}");
     }
 }

@@ -67,7 +67,18 @@ fn child_setup(tree: &Planned, i: usize) -> Result<(), ChildError> {
     }
     let t = &tree.loaded.tasks[i];
     let pid = Pid::from_raw(t.entry.pid);
-    process::restore_session(&t.entry)?;
+    // A leader that forked children before its setsid forks them first, then leaves.
+    let early = |entry: &cryo_proto::image::ProcessEntry| entry.forked_before_parent_setsid;
+    let setsid_after_early = t.entry.sid == t.entry.pid
+        && (plan.children[i]
+            .iter()
+            .any(|&c| early(&tree.loaded.tasks[c].entry))
+            || plan.zombie_children[i]
+                .iter()
+                .any(|&z| early(&tree.loaded.zombies[z])));
+    if !setsid_after_early {
+        process::restore_session(&t.entry)?;
+    }
     // A root leading its session makes the groups of it whose leaders had exited, before any
     // process joins them.
     for &pgid in &plan.stand_ins.groups_of_task[i] {
@@ -203,64 +214,20 @@ fn child_setup(tree: &Planned, i: usize) -> Result<(), ChildError> {
         place(pr, r as u64)?;
         place(pw, w as u64)?;
     }
-    for &c in &plan.children[i] {
-        let core = &tree.loaded.tasks[c].core;
-        let cpid = Pid::from_raw(tree.loaded.tasks[c].entry.pid);
-        let mut share = 0;
-        if core.files_of_parent {
-            share |= libc::CLONE_FILES as u64;
-        }
-        if core.fs_of_parent {
-            share |= libc::CLONE_FS as u64;
-        }
-        // The topmost process of a user namespace is cloned into a new one; cryo writes its
-        // maps before it goes on.
-        if starts_user_namespace(core, Some(&t.core)) {
-            share |= libc::CLONE_NEWUSER as u64;
-        }
-        match fork_with_pid_sharing(cpid, share) {
-            Ok(Forked::Child) => child_main(tree, c),
-            Ok(Forked::Parent(_)) => {
-                // A group leader leads its group from here (as a shell does it for its jobs):
-                // its siblings and zombies forked next may join it before it runs.
-                let e = &tree.loaded.tasks[c].entry;
-                if e.pgid == e.pid && e.sid != e.pid {
-                    let _ = nix::unistd::setpgid(cpid, cpid);
-                }
-            }
-            Err(e) => return Err(ChildError::sys_on(ChildStep::ForkChild, cpid)(e)),
-        }
+    let (early_children, late_children): (Vec<usize>, Vec<usize>) = plan.children[i]
+        .iter()
+        .partition(|&&c| early(&tree.loaded.tasks[c].entry));
+    let (early_zombies, late_zombies): (Vec<usize>, Vec<usize>) = plan.zombie_children[i]
+        .iter()
+        .partition(|&&z| early(&tree.loaded.zombies[z]));
+    fork_children(tree, i, &early_children)?;
+    fork_zombies(tree, &early_zombies)?;
+    if setsid_after_early {
+        process::restore_session(&t.entry)?;
     }
-    let zombies = &plan.zombie_children[i];
-    for &z in zombies {
-        let entry = &tree.loaded.zombies[z];
-        let zpid = Pid::from_raw(entry.pid);
-        match fork_with_pid(zpid) {
-            Ok(Forked::Child) => {
-                // In the session and group it died in (it may have left its parent's): a
-                // failure shows in the check below.
-                let _ = process::restore_session(entry);
-                crate::sys::process::exit_as(entry.exit_status)
-            }
-            Ok(Forked::Parent(_)) => {}
-            Err(e) => return Err(ChildError::sys_on(ChildStep::ForkZombie, zpid)(e)),
-        }
-        // Dead, left unreaped for the restored parent.
-        let id = nix::sys::wait::Id::Pid(zpid);
-        nix::sys::wait::waitid(
-            id,
-            nix::sys::wait::WaitPidFlag::WEXITED | nix::sys::wait::WaitPidFlag::WNOWAIT,
-        )
-        .map_err(|e| ChildError::sys_on(ChildStep::WaitZombie, zpid)(e.into()))?;
-        let in_group = nix::unistd::getpgid(Some(zpid)).is_ok_and(|g| g.as_raw() == entry.pgid);
-        let leads =
-            entry.sid != entry.pid || nix::unistd::getsid(Some(zpid)).is_ok_and(|s| s == zpid);
-        if !(in_group && leads) {
-            let e = std::io::Error::from_raw_os_error(libc::EPERM);
-            return Err(ChildError::sys_on(ChildStep::ZombieSession, zpid)(e));
-        }
-    }
-    if !zombies.is_empty() {
+    fork_children(tree, i, &late_children)?;
+    fork_zombies(tree, &late_zombies)?;
+    if !plan.zombie_children[i].is_empty() {
         // Their SIGCHLD belonged to the past the image already holds.
         crate::sys::signal::drain(libc::SIGCHLD).map_err(io_error(ChildStep::DrainSigchld))?;
     }
@@ -303,6 +270,75 @@ fn child_setup(tree: &Planned, i: usize) -> Result<(), ChildError> {
         if !t.core.files_of_parent {
             let _ = nix::unistd::close(r);
             let _ = nix::unistd::close(w);
+        }
+    }
+    Ok(())
+}
+
+/// Forks `children` of task `i` (indices into the tree's tasks), each with its pid, sharing
+/// the fd table or fs_struct as the dumped one did; each goes on in [`child_main`].
+fn fork_children(tree: &Planned, i: usize, children: &[usize]) -> Result<(), ChildError> {
+    let t = &tree.loaded.tasks[i];
+    for &c in children {
+        let core = &tree.loaded.tasks[c].core;
+        let cpid = Pid::from_raw(tree.loaded.tasks[c].entry.pid);
+        let mut share = 0;
+        if core.files_of_parent {
+            share |= libc::CLONE_FILES as u64;
+        }
+        if core.fs_of_parent {
+            share |= libc::CLONE_FS as u64;
+        }
+        // The topmost process of a user namespace is cloned into a new one; cryo writes its
+        // maps before it goes on.
+        if starts_user_namespace(core, Some(&t.core)) {
+            share |= libc::CLONE_NEWUSER as u64;
+        }
+        match fork_with_pid_sharing(cpid, share) {
+            Ok(Forked::Child) => child_main(tree, c),
+            Ok(Forked::Parent(_)) => {
+                // A group leader leads its group from here (as a shell does it for its jobs):
+                // its siblings and zombies forked next may join it before it runs.
+                let e = &tree.loaded.tasks[c].entry;
+                if e.pgid == e.pid && e.sid != e.pid {
+                    let _ = nix::unistd::setpgid(cpid, cpid);
+                }
+            }
+            Err(e) => return Err(ChildError::sys_on(ChildStep::ForkChild, cpid)(e)),
+        }
+    }
+    Ok(())
+}
+
+/// Forks `zombies` (indices into the tree's zombies), each with its pid, in the session and
+/// group it died in; each dies at once and is left unreaped for the restored parent.
+fn fork_zombies(tree: &Planned, zombies: &[usize]) -> Result<(), ChildError> {
+    for &z in zombies {
+        let entry = &tree.loaded.zombies[z];
+        let zpid = Pid::from_raw(entry.pid);
+        match fork_with_pid(zpid) {
+            Ok(Forked::Child) => {
+                // In the session and group it died in (it may have left its parent's): a
+                // failure shows in the check below.
+                let _ = process::restore_session(entry);
+                crate::sys::process::exit_as(entry.exit_status)
+            }
+            Ok(Forked::Parent(_)) => {}
+            Err(e) => return Err(ChildError::sys_on(ChildStep::ForkZombie, zpid)(e)),
+        }
+        // Dead, left unreaped for the restored parent.
+        let id = nix::sys::wait::Id::Pid(zpid);
+        nix::sys::wait::waitid(
+            id,
+            nix::sys::wait::WaitPidFlag::WEXITED | nix::sys::wait::WaitPidFlag::WNOWAIT,
+        )
+        .map_err(|e| ChildError::sys_on(ChildStep::WaitZombie, zpid)(e.into()))?;
+        let in_group = nix::unistd::getpgid(Some(zpid)).is_ok_and(|g| g.as_raw() == entry.pgid);
+        let leads =
+            entry.sid != entry.pid || nix::unistd::getsid(Some(zpid)).is_ok_and(|s| s == zpid);
+        if !(in_group && leads) {
+            let e = std::io::Error::from_raw_os_error(libc::EPERM);
+            return Err(ChildError::sys_on(ChildStep::ZombieSession, zpid)(e));
         }
     }
     Ok(())

@@ -54,6 +54,7 @@ mod proc_files;
 mod pty_pair;
 mod pty_shell;
 mod rings;
+mod setsid_after_fork;
 mod shared_memory;
 mod shared_task;
 mod signal;
@@ -115,6 +116,7 @@ pub const MODES: &[(&str, Start)] = &[
     ("unsupported", unsupported::start),
     ("tree", tree::start),
     ("orphan-groups", orphan_groups::start),
+    ("setsid-after-fork", setsid_after_fork::start),
     ("pid-ns", pid_ns::start),
     ("timers", timers::start),
     ("waits", waits::start),

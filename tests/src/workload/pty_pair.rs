@@ -455,7 +455,11 @@ impl Mode for PtyPair {
                 ok(flow_char(index))
             }
             ("tcflow", [end, action]) => {
-                let fd = if *end == "master" { MASTER_FD } else { SLAVE_FD };
+                let fd = if *end == "master" {
+                    MASTER_FD
+                } else {
+                    SLAVE_FD
+                };
                 let action = if *action == "off" {
                     libc::TCOOFF
                 } else {
