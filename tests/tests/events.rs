@@ -149,24 +149,91 @@ fn an_epoll_target_whose_number_was_reused_comes_back_with_its_own_file() {
 }
 
 /// An epoll whose registered file no fd of its process holds any more (pipe E registered as
-/// 63, then 63 and the read end closed, a child keeping the read end): refused, naming the
-/// epoll's pid and fd and the number, the process and its child left as they were.
+/// 63, then 63 and the read end closed, a child keeping the read end): after a
+/// `--leave-running` dump and after a restore the epoll lists the same target, fds 63 and 58
+/// stay closed, and it reports the pipe when it fills.
 #[test]
-fn an_epoll_target_held_only_by_another_process_is_refused() {
+fn an_epoll_target_held_only_by_another_process_comes_back() {
     cryo_bin();
-    let w = Workload::spawn("epoll-stale", &["elsewhere"]);
+    let mut w = Workload::spawn("epoll-stale", &["elsewhere"]);
     let targets = epoll_targets(w.pid(), 70);
     assert_eq!(targets, ["tfd: 63 events: 19 data: e63"]);
-    assert_eq!(w.cmd("fd 63"), "closed");
-    assert_eq!(w.cmd("fd 58"), "closed");
+    let closed = |w: &Workload| {
+        assert_eq!(w.cmd("fd 63"), "closed");
+        assert_eq!(w.cmd("fd 58"), "closed");
+    };
+    let reports = |w: &Workload| {
+        assert_eq!(w.cmd("wait"), "ready ");
+        assert_eq!(w.cmd("fill e"), "ok");
+        assert_eq!(w.cmd("wait"), "ready e63");
+    };
+    closed(&w);
+    w.dump(&w.path("left"), &["--leave-running"])
+        .assert_success();
+    assert_eq!(epoll_targets(w.pid(), 70), targets);
+    closed(&w);
+    w.dump_and_restore();
+    assert_eq!(epoll_targets(w.pid(), 70), targets);
+    closed(&w);
+    reports(&w);
+    w.kill_restored();
+}
+
+/// The common shape: a parent registers pipe F's read end as 68 in an epoll and forks; the
+/// child keeps the epoll, closes its fds on pipe F and opens an eventfd at 68; the parent
+/// closes the epoll and keeps the read end (66) and write end. After a `--leave-running`
+/// dump and after a restore, the child's epoll lists the same target (tfd 68, events,
+/// data), its fd 68 is still its eventfd, and epoll_wait in the child reports 0xf68 once the
+/// parent (the holder) writes into the pipe, and nothing once it drained it.
+#[test]
+fn an_epoll_target_held_only_by_the_parent_comes_back_in_the_child() {
+    cryo_bin();
+    let mut w = Workload::spawn("epoll-stale", &["kept-by-parent"]);
+    // The child answers once its fds are set.
+    assert_eq!(w.cmd("kid fd 68"), "anon_inode:[eventfd]");
+    let [kid] = w.kids()[..] else {
+        panic!("not one child")
+    };
+    let targets = epoll_targets(kid, 70);
+    assert_eq!(targets, ["tfd: 68 events: 19 data: f68"]);
+    let shape = |w: &Workload| {
+        assert_eq!(w.cmd("fd 70"), "closed");
+        assert_eq!(w.cmd("kid fd 68"), "anon_inode:[eventfd]");
+        assert_eq!(w.cmd("kid fd 66"), "closed");
+        assert_eq!(w.cmd("kid fd 67"), "closed");
+        assert_eq!(w.cmd("kid wait"), "ready ");
+    };
+    shape(&w);
+    w.dump(&w.path("left"), &["--leave-running"])
+        .assert_success();
+    assert_eq!(epoll_targets(kid, 70), targets);
+    shape(&w);
+    w.dump_and_restore();
+    assert_eq!(w.kids(), [kid]);
+    assert_eq!(epoll_targets(kid, 70), targets);
+    shape(&w);
+    assert_eq!(w.cmd("fill f"), "ok");
+    assert_eq!(w.cmd("kid wait"), "ready f68");
+    assert_eq!(w.cmd("drain f"), "ok");
+    assert_eq!(w.cmd("kid wait"), "ready ");
+    w.kill_restored();
+}
+
+/// An epoll whose registered file is only in flight (sent on a unix socket, never received,
+/// every fd on it closed): refused, naming the epoll's pid and fd and the number, the
+/// process left as it was.
+#[test]
+fn an_epoll_target_only_in_flight_is_refused() {
+    cryo_bin();
+    let w = Workload::spawn("epoll-stale", &["in-flight"]);
+    let targets = epoll_targets(w.pid(), 70);
+    assert_eq!(targets, ["tfd: 63 events: 19 data: e63"]);
     w.assert_dump_refused(
         "70",
-        "epoll: no fd of the task holds the file registered as fd 63",
+        "no fd of the task or of another process of the dump holds the file registered as fd 63",
     );
     assert_eq!(epoll_targets(w.pid(), 70), targets);
     assert_eq!(w.cmd("wait"), "ready ");
-    assert_eq!(w.cmd("fill e"), "ok");
-    assert_eq!(w.cmd("wait"), "ready e63");
 }
 
 /// How many ticks node wrote so far.
