@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cryo_tests::{control_dir, cryo_bin, run_cryo, Pidfd, Workload, CMD_TIMEOUT};
+use cryo_tests::{children_of, control_dir, cryo_bin, run_cryo, Pidfd, Workload, CMD_TIMEOUT};
 
 /// The `tfd:` lines of an epoll fdinfo, as (fd, events, data) words.
 fn epoll_targets(pid: i32, fd: i32) -> Vec<String> {
@@ -234,6 +234,29 @@ fn an_epoll_target_only_in_flight_is_refused() {
     );
     assert_eq!(epoll_targets(w.pid(), 70), targets);
     assert_eq!(w.cmd("wait"), "ready ");
+}
+
+/// An epoll whose registered file only a child holds, and as a /proc file
+/// (/proc/PARENT/mountinfo, which the restore opens after registering the targets): refused,
+/// naming the epoll's pid and fd, the number, and the child's pid and fd; the process and its
+/// child left as they were.
+#[test]
+fn an_epoll_target_held_only_by_a_proc_file_of_another_process_is_refused() {
+    cryo_bin();
+    let w = Workload::spawn("epoll-stale", &["proc-elsewhere"]);
+    let targets = epoll_targets(w.pid(), 70);
+    assert_eq!(targets, ["tfd: 63 events: 19 data: e63"]);
+    assert_eq!(w.cmd("fd 58"), "closed");
+    let kid = children_of(w.pid() as u32);
+    assert_eq!(kid.len(), 1, "{kid:?}");
+    w.assert_dump_refused(
+        "70",
+        &format!(
+            "the file registered as fd 63 is held only by fd 58 of pid {}, a /proc file",
+            kid[0]
+        ),
+    );
+    assert_eq!(epoll_targets(w.pid(), 70), targets);
 }
 
 /// How many ticks node wrote so far.

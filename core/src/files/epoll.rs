@@ -198,7 +198,9 @@ fn held_elsewhere(
                 Ok(true) if on_procfs(pid, fd) => {
                     // Its /proc files are opened after the targets are registered (procfs.rs).
                     return Err(open.dump_err(format!(
-                        "epoll: the file registered as fd {tfd} is held only by fd {fd} of pid                          {pid}, a /proc file, which the restore opens after registering the                          targets: not supported"
+                        "epoll: the file registered as fd {tfd} is held only by fd {fd} of pid \
+                         {pid}, a /proc file, which the restore opens after registering the \
+                         targets: not supported"
                     )));
                 }
                 Ok(true) => return Ok(Some((pid, fd))),

@@ -14,6 +14,10 @@
 //! epoll-stale in-flight pipe E as above, its read end sent on a unix socketpair (64, 65)
 //!                      to itself, never received, then 58 and 63 closed: the
 //!                      registered file is only in flight
+//! epoll-stale proc-elsewhere /proc/self/mountinfo opened at 58, 63 = dup(58), ADD 63 (data
+//!                      0xe63), close 63, then a child keeps 58 (and nothing of the epoll)
+//!                      and this process closes 58: the registered file is a /proc file
+//!                      held by the child only
 //! epoll-stale kept-by-parent pipe F (66, 67): 68 = dup(66), ADD 68 (data 0xf68), close 68,
 //!                      then a child keeps the epoll and closes 66 and 67 (an eventfd,
 //!                      count 3, opened at 68 there) and this process closes the epoll: the
@@ -82,6 +86,20 @@ fn setup(shape: &str) -> io::Result<Option<(libc::pid_t, ChildPipes)>> {
             super::unix_msg::sendmsg(64, b"e", &[58], None)?;
             sys::close(58);
         }
+        "proc-elsewhere" => {
+            let info = sys::open(
+                Path::new("/proc/self/mountinfo"),
+                libc::O_RDONLY | libc::O_CLOEXEC,
+            )?;
+            sys::move_fd(info, 58)?;
+            sys::dup_to(58, 63)?;
+            sys::epoll_add(EPOLL, 63, libc::EPOLLIN as u32, 0xe63)?;
+            sys::close(63);
+            super::kids::fork_holding(EPOLL, 58, |_| loop {
+                // SAFETY: pause takes no arguments; the child waits to be killed.
+                unsafe { libc::pause() };
+            })?;
+        }
         "kept-by-parent" => {
             register('f')?;
             sys::close(68);
@@ -121,15 +139,16 @@ struct EpollStale {
     kid: Option<(libc::pid_t, ChildPipes)>,
 }
 
-const SHAPES: [&str; 5] = [
+const SHAPES: [&str; 6] = [
     "closed",
     "reused",
     "elsewhere",
     "in-flight",
+    "proc-elsewhere",
     "kept-by-parent",
 ];
 
-/// `epoll-stale closed|reused|elsewhere|in-flight|kept-by-parent`
+/// `epoll-stale closed|reused|elsewhere|in-flight|proc-elsewhere|kept-by-parent`
 pub fn start(args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
     match args {
         [shape] if SHAPES.contains(&shape.as_str()) => {
