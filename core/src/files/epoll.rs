@@ -454,4 +454,53 @@ mod tests {
         assert_eq!(t.holder, None);
         assert!(parse_target("tfd: x events: 1 data: 1").is_none());
     }
+
+    #[test]
+    fn a_target_held_elsewhere_names_a_process_and_fd_of_the_image() {
+        let target = |pid: i32, fd: i32| EpollTarget {
+            tfd: 63,
+            events: 0x19,
+            data: 0xe63,
+            holder: Some(fd),
+            holder_pid: Some(pid),
+        };
+        let descs = |t: EpollTarget| {
+            vec![
+                FileDesc {
+                    id: 1,
+                    kind: Some(Kind::Epoll(Epoll { targets: vec![t] })),
+                    ..Default::default()
+                },
+                FileDesc {
+                    id: 2,
+                    kind: Some(Kind::Eventfd(Default::default())),
+                    ..Default::default()
+                },
+                FileDesc {
+                    id: 3,
+                    kind: Some(Kind::ProcFile(cryo_proto::image::ProcFile {
+                        pid: 20,
+                        ..Default::default()
+                    })),
+                    ..Default::default()
+                },
+            ]
+        };
+        let fd = |fd: i32, file_id: u32| FdEntry {
+            fd,
+            file_id,
+            ..Default::default()
+        };
+        let (epoll_fds, other_fds) = ([fd(70, 1)], [fd(58, 2), fd(59, 3)]);
+        let tasks: [(i32, &[FdEntry]); 2] = [(10, &epoll_fds), (20, &other_fds)];
+        assert!(check_holders(&descs(target(20, 58)), &tasks).is_ok());
+        for (pid, fd, says) in [
+            (21, 58, "not an fd of a process of the image"),
+            (20, 57, "not an fd of a process of the image"),
+            (20, 59, "a /proc file opened after"),
+        ] {
+            let err = check_holders(&descs(target(pid, fd)), &tasks).unwrap_err();
+            assert!(err.to_string().contains(says), "{err}");
+        }
+    }
 }
