@@ -8,7 +8,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cryo_tests::{children_of, control_dir, cryo_bin, run_cryo, Pidfd, Workload, CMD_TIMEOUT};
+use cryo_tests::{
+    children_of, control_dir, cryo_bin, run_cryo, Pidfd, Reaper, Workload, CMD_TIMEOUT,
+};
 
 /// The `tfd:` lines of an epoll fdinfo, as (fd, events, data) words.
 fn epoll_targets(pid: i32, fd: i32) -> Vec<String> {
@@ -21,6 +23,30 @@ fn epoll_targets(pid: i32, fd: i32) -> Vec<String> {
     // fdinfo lists them in kernel (file address) order.
     t.sort();
     t
+}
+
+/// The inode of the file registered as `tfd` in epoll `fd` of `pid` (its fdinfo's `ino:`).
+fn target_ino(pid: i32, fd: i32, tfd: i32) -> u64 {
+    let info = fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).unwrap();
+    let line = info
+        .lines()
+        .find(|l| l.split_whitespace().take(2).eq(["tfd:", &tfd.to_string()]))
+        .unwrap_or_else(|| panic!("no target {tfd} in {info}"));
+    let ino = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("ino:"))
+        .unwrap_or_else(|| panic!("no ino: in {line}"));
+    u64::from_str_radix(ino, 16).unwrap()
+}
+
+/// The inode of the pipe fd `fd` of `pid` is on.
+fn pipe_ino(pid: i32, fd: i32) -> u64 {
+    let link = fs::read_link(format!("/proc/{pid}/fd/{fd}")).unwrap();
+    let link = link.to_string_lossy();
+    link.strip_prefix("pipe:[")
+        .and_then(|l| l.strip_suffix(']'))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("fd {fd} of {pid} is not a pipe: {link}"))
 }
 
 /// The `wd:` and `mask:` of every inotify watch in an fdinfo.
@@ -182,9 +208,11 @@ fn an_epoll_target_held_only_by_another_process_comes_back() {
 /// The common shape: a parent registers pipe F's read end as 68 in an epoll and forks; the
 /// child keeps the epoll, closes its fds on pipe F and opens an eventfd at 68; the parent
 /// closes the epoll and keeps the read end (66) and write end. After a `--leave-running`
-/// dump and after a restore, the child's epoll lists the same target (tfd 68, events,
-/// data), its fd 68 is still its eventfd, and epoll_wait in the child reports 0xf68 once the
-/// parent (the holder) writes into the pipe, and nothing once it drained it.
+/// dump, in a copy of that image restored in new PID and network namespaces beside it, and
+/// after a restore, the child's epoll lists the same target (tfd 68, events, data, and the
+/// inode of the parent's pipe), its fd 68 is still its eventfd, and epoll_wait in the child
+/// reports 0xf68 once the parent (the holder) writes into the pipe, and nothing once it
+/// drained it.
 #[test]
 fn an_epoll_target_held_only_by_the_parent_comes_back_in_the_child() {
     cryo_bin();
@@ -203,14 +231,46 @@ fn an_epoll_target_held_only_by_the_parent_comes_back_in_the_child() {
         assert_eq!(w.cmd("kid fd 67"), "closed");
         assert_eq!(w.cmd("kid wait"), "ready ");
     };
+    // The registered file is the parent's pipe (the fdinfo names its inode).
+    let same_file = |parent: i32, kid: i32| {
+        assert_eq!(target_ino(kid, 70, 68), pipe_ino(parent, 66));
+    };
+    same_file(w.pid(), kid);
     shape(&w);
-    w.dump(&w.path("left"), &["--leave-running"])
-        .assert_success();
+    let left = w.path("left");
+    w.dump(&left, &["--leave-running"]).assert_success();
     assert_eq!(epoll_targets(kid, 70), targets);
     shape(&w);
+
+    // A copy in new PID and network namespaces beside the original: the holder is named by
+    // its pid inside. Both parents read the same command FIFO: the original stops meanwhile.
+    let outside = w.restore_copy_in_namespaces(&left);
+    let copy = Pidfd::open(outside).unwrap();
+    let mut reaper = Reaper(vec![outside]);
+    let copy_kids = children_of(outside as u32);
+    reaper.0.extend(&copy_kids);
+    let [copy_kid] = copy_kids[..] else {
+        panic!("the copy has not one child: {copy_kids:?}")
+    };
+    assert_eq!(epoll_targets(copy_kid, 70), targets);
+    same_file(outside, copy_kid);
+    let original = w.stop_original();
+    shape(&w);
+    assert_eq!(w.cmd("fill f"), "ok");
+    assert_eq!(w.cmd("kid wait"), "ready f68");
+    copy.signal(libc::SIGKILL).unwrap();
+    assert!(copy.wait_exit(CMD_TIMEOUT), "the copy did not die");
+    original.signal(libc::SIGCONT).unwrap();
+    assert_eq!(
+        w.cmd("kid wait"),
+        "ready ",
+        "the original's pipe is its own"
+    );
+
     w.dump_and_restore();
     assert_eq!(w.kids(), [kid]);
     assert_eq!(epoll_targets(kid, 70), targets);
+    same_file(w.pid(), kid);
     shape(&w);
     assert_eq!(w.cmd("fill f"), "ok");
     assert_eq!(w.cmd("kid wait"), "ready f68");
