@@ -8,7 +8,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cryo_tests::{control_dir, cryo_bin, run_cryo, Pidfd, Workload, CMD_TIMEOUT};
+use cryo_tests::{
+    children_of, control_dir, cryo_bin, run_cryo, Pidfd, Reaper, Workload, CMD_TIMEOUT,
+};
 
 /// The `tfd:` lines of an epoll fdinfo, as (fd, events, data) words.
 fn epoll_targets(pid: i32, fd: i32) -> Vec<String> {
@@ -21,6 +23,30 @@ fn epoll_targets(pid: i32, fd: i32) -> Vec<String> {
     // fdinfo lists them in kernel (file address) order.
     t.sort();
     t
+}
+
+/// The inode of the file registered as `tfd` in epoll `fd` of `pid` (its fdinfo's `ino:`).
+fn target_ino(pid: i32, fd: i32, tfd: i32) -> u64 {
+    let info = fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).unwrap();
+    let line = info
+        .lines()
+        .find(|l| l.split_whitespace().take(2).eq(["tfd:", &tfd.to_string()]))
+        .unwrap_or_else(|| panic!("no target {tfd} in {info}"));
+    let ino = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("ino:"))
+        .unwrap_or_else(|| panic!("no ino: in {line}"));
+    u64::from_str_radix(ino, 16).unwrap()
+}
+
+/// The inode of the pipe fd `fd` of `pid` is on.
+fn pipe_ino(pid: i32, fd: i32) -> u64 {
+    let link = fs::read_link(format!("/proc/{pid}/fd/{fd}")).unwrap();
+    let link = link.to_string_lossy();
+    link.strip_prefix("pipe:[")
+        .and_then(|l| l.strip_suffix(']'))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("fd {fd} of {pid} is not a pipe: {link}"))
 }
 
 /// The `wd:` and `mask:` of every inotify watch in an fdinfo.
@@ -149,24 +175,148 @@ fn an_epoll_target_whose_number_was_reused_comes_back_with_its_own_file() {
 }
 
 /// An epoll whose registered file no fd of its process holds any more (pipe E registered as
-/// 63, then 63 and the read end closed, a child keeping the read end): refused, naming the
-/// epoll's pid and fd and the number, the process and its child left as they were.
+/// 63, then 63 and the read end closed, a child keeping the read end): after a
+/// `--leave-running` dump and after a restore the epoll lists the same target, fds 63 and 58
+/// stay closed, and it reports the pipe when it fills.
 #[test]
-fn an_epoll_target_held_only_by_another_process_is_refused() {
+fn an_epoll_target_held_only_by_another_process_comes_back() {
     cryo_bin();
-    let w = Workload::spawn("epoll-stale", &["elsewhere"]);
+    let mut w = Workload::spawn("epoll-stale", &["elsewhere"]);
     let targets = epoll_targets(w.pid(), 70);
     assert_eq!(targets, ["tfd: 63 events: 19 data: e63"]);
-    assert_eq!(w.cmd("fd 63"), "closed");
-    assert_eq!(w.cmd("fd 58"), "closed");
+    let closed = |w: &Workload| {
+        assert_eq!(w.cmd("fd 63"), "closed");
+        assert_eq!(w.cmd("fd 58"), "closed");
+    };
+    let reports = |w: &Workload| {
+        assert_eq!(w.cmd("wait"), "ready ");
+        assert_eq!(w.cmd("fill e"), "ok");
+        assert_eq!(w.cmd("wait"), "ready e63");
+    };
+    closed(&w);
+    w.dump(&w.path("left"), &["--leave-running"])
+        .assert_success();
+    assert_eq!(epoll_targets(w.pid(), 70), targets);
+    closed(&w);
+    w.dump_and_restore();
+    assert_eq!(epoll_targets(w.pid(), 70), targets);
+    closed(&w);
+    reports(&w);
+    w.kill_restored();
+}
+
+/// The common shape: a parent registers pipe F's read end as 68 in an epoll and forks; the
+/// child keeps the epoll, closes its fds on pipe F and opens an eventfd at 68; the parent
+/// closes the epoll and keeps the read end (66) and write end. After a `--leave-running`
+/// dump, in a copy of that image restored in new PID and network namespaces beside it, and
+/// after a restore, the child's epoll lists the same target (tfd 68, events, data, and the
+/// inode of the parent's pipe), its fd 68 is still its eventfd, and epoll_wait in the child
+/// reports 0xf68 once the parent (the holder) writes into the pipe, and nothing once it
+/// drained it.
+#[test]
+fn an_epoll_target_held_only_by_the_parent_comes_back_in_the_child() {
+    cryo_bin();
+    let mut w = Workload::spawn("epoll-stale", &["kept-by-parent"]);
+    // The child answers once its fds are set.
+    assert_eq!(w.cmd("kid fd 68"), "anon_inode:[eventfd]");
+    let [kid] = w.kids()[..] else {
+        panic!("not one child")
+    };
+    let targets = epoll_targets(kid, 70);
+    assert_eq!(targets, ["tfd: 68 events: 19 data: f68"]);
+    let shape = |w: &Workload| {
+        assert_eq!(w.cmd("fd 70"), "closed");
+        assert_eq!(w.cmd("kid fd 68"), "anon_inode:[eventfd]");
+        assert_eq!(w.cmd("kid fd 66"), "closed");
+        assert_eq!(w.cmd("kid fd 67"), "closed");
+        assert_eq!(w.cmd("kid wait"), "ready ");
+    };
+    // The registered file is the parent's pipe (the fdinfo names its inode).
+    let same_file = |parent: i32, kid: i32| {
+        assert_eq!(target_ino(kid, 70, 68), pipe_ino(parent, 66));
+    };
+    same_file(w.pid(), kid);
+    shape(&w);
+    let left = w.path("left");
+    w.dump(&left, &["--leave-running"]).assert_success();
+    assert_eq!(epoll_targets(kid, 70), targets);
+    shape(&w);
+
+    // A copy in new PID and network namespaces beside the original: the holder is named by
+    // its pid inside. Both parents read the same command FIFO: the original stops meanwhile.
+    let outside = w.restore_copy_in_namespaces(&left);
+    let copy = Pidfd::open(outside).unwrap();
+    let mut reaper = Reaper(vec![outside]);
+    let copy_kids = children_of(outside as u32);
+    reaper.0.extend(&copy_kids);
+    let [copy_kid] = copy_kids[..] else {
+        panic!("the copy has not one child: {copy_kids:?}")
+    };
+    assert_eq!(epoll_targets(copy_kid, 70), targets);
+    same_file(outside, copy_kid);
+    let original = w.stop_original();
+    shape(&w);
+    assert_eq!(w.cmd("fill f"), "ok");
+    assert_eq!(w.cmd("kid wait"), "ready f68");
+    copy.signal(libc::SIGKILL).unwrap();
+    assert!(copy.wait_exit(CMD_TIMEOUT), "the copy did not die");
+    original.signal(libc::SIGCONT).unwrap();
+    assert_eq!(
+        w.cmd("kid wait"),
+        "ready ",
+        "the original's pipe is its own"
+    );
+
+    w.dump_and_restore();
+    assert_eq!(w.kids(), [kid]);
+    assert_eq!(epoll_targets(kid, 70), targets);
+    same_file(w.pid(), kid);
+    shape(&w);
+    assert_eq!(w.cmd("fill f"), "ok");
+    assert_eq!(w.cmd("kid wait"), "ready f68");
+    assert_eq!(w.cmd("drain f"), "ok");
+    assert_eq!(w.cmd("kid wait"), "ready ");
+    w.kill_restored();
+}
+
+/// An epoll whose registered file is only in flight (sent on a unix socket, never received,
+/// every fd on it closed): refused, naming the epoll's pid and fd and the number, the
+/// process left as it was.
+#[test]
+fn an_epoll_target_only_in_flight_is_refused() {
+    cryo_bin();
+    let w = Workload::spawn("epoll-stale", &["in-flight"]);
+    let targets = epoll_targets(w.pid(), 70);
+    assert_eq!(targets, ["tfd: 63 events: 19 data: e63"]);
     w.assert_dump_refused(
         "70",
-        "epoll: no fd of the task holds the file registered as fd 63",
+        "no fd of the task or of another process of the dump holds the file registered as fd 63",
     );
     assert_eq!(epoll_targets(w.pid(), 70), targets);
     assert_eq!(w.cmd("wait"), "ready ");
-    assert_eq!(w.cmd("fill e"), "ok");
-    assert_eq!(w.cmd("wait"), "ready e63");
+}
+
+/// An epoll whose registered file only a child holds, and as a /proc file
+/// (/proc/PARENT/mountinfo, which the restore opens after registering the targets): refused,
+/// naming the epoll's pid and fd, the number, and the child's pid and fd; the process and its
+/// child left as they were.
+#[test]
+fn an_epoll_target_held_only_by_a_proc_file_of_another_process_is_refused() {
+    cryo_bin();
+    let w = Workload::spawn("epoll-stale", &["proc-elsewhere"]);
+    let targets = epoll_targets(w.pid(), 70);
+    assert_eq!(targets, ["tfd: 63 events: 19 data: e63"]);
+    assert_eq!(w.cmd("fd 58"), "closed");
+    let kid = children_of(w.pid() as u32);
+    assert_eq!(kid.len(), 1, "{kid:?}");
+    w.assert_dump_refused(
+        "70",
+        &format!(
+            "the file registered as fd 63 is held only by fd 58 of pid {}, a /proc file",
+            kid[0]
+        ),
+    );
+    assert_eq!(epoll_targets(w.pid(), 70), targets);
 }
 
 /// How many ticks node wrote so far.

@@ -4,13 +4,17 @@
 //! dump     fdinfo "tfd: N events: X data: Y pos:P ino:I sdev:D", one line per target
 //!          kcmp(KCMP_EPOLL_TFD, the k-th registration under N): is fd N of the task
 //!          the file registered? if not (N closed, or reused by another file, since
-//!          the file was added), the fd of the task that is: its holder H
-//!          (no fd of the task holds it: refused)
+//!          the file was added), the fd of the task that is: its holder H; if none,
+//!          the fd H of another process P of the dump that is (kcmp across the two):
+//!          holder H of holder_pid P (held by no process of the dump, or only by a /proc
+//!          file of one: refused)
 //! restore  after every other fd of the task is at its number:
 //!          epoll_create1, epoll_ctl(ADD, N, {X, Y}) for each target; with a holder,
 //!          N is lent for the call: what N holds is set aside, dup3(H, N), ADD, N put
 //!          back (or closed); then dup3 onto the epoll's numbers; an epoll watching
-//!          another epoll waits for that one
+//!          another epoll waits for that one; a target of holder_pid P waits until every
+//!          process exists, fds placed (restore/finish.rs): by remote calls in a process
+//!          holding the epoll, pidfd_open(P), pidfd_getfd(H), F_DUPFD above, N lent as above
 //! ```
 //!
 //! Ready lists are not saved: after restore, level-triggered targets report what is ready
@@ -27,6 +31,7 @@ use super::kind::{Checking, Dumping, FileKind, Opened, Opening};
 use super::open::{above, place_at};
 use super::{restore_err, FileError};
 use crate::sys;
+use nix::unistd::Pid;
 
 /// epoll instances, made once every other fd of the task is at its number.
 pub(super) struct Epolls;
@@ -46,7 +51,8 @@ impl FileKind for Epolls {
     }
 
     fn dump(&self, fd: &mut Dumping<'_>) -> Result<Kind, FileError> {
-        dump(fd.open).map(Kind::Epoll)
+        let others = super::pidfd::dump_pids(fd.state);
+        dump(fd.open, &others).map(Kind::Epoll)
     }
 
     fn validate(
@@ -58,8 +64,11 @@ impl FileKind for Epolls {
         for t in &ep.targets {
             let detail = match t.holder {
                 _ if t.tfd < 0 => format!("epoll target number {} is not an fd number", t.tfd),
-                Some(h) if h < 0 || h == t.tfd => {
+                Some(h) if h < 0 || (h == t.tfd && t.holder_pid.is_none()) => {
                     format!("epoll target fd {} has holder fd {h}", t.tfd)
+                }
+                None if t.holder_pid.is_some() => {
+                    format!("epoll target fd {} has a holder process but no fd", t.tfd)
                 }
                 _ => continue,
             };
@@ -121,12 +130,14 @@ fn parse_target(line: &str) -> Option<EpollTarget> {
         events,
         data,
         holder: None,
+        holder_pid: None,
     })
 }
 
 /// The targets of the epoll `open`, each with the fd of the task that holds its file when
-/// its own number no longer does.
-fn dump(open: &OpenFd) -> Result<Epoll, FileError> {
+/// its own number no longer does, or else the fd of another process of the dump (`dumped`:
+/// their pids) that does.
+fn dump(open: &OpenFd, dumped: &HashSet<i32>) -> Result<Epoll, FileError> {
     let text = fdinfo(open)?;
     let mut targets = Vec::new();
     // Registrations seen so far per number: the next one's KCMP_EPOLL_TFD offset.
@@ -151,18 +162,109 @@ fn dump(open: &OpenFd) -> Result<Epoll, FileError> {
                     break;
                 }
             }
-            let Some(holder) = holder else {
-                return Err(open.dump_err(format!(
-                    "epoll: no fd of the task holds the file registered as fd {} (its number \
-                     was closed or reused, and the file is only held elsewhere): not supported",
-                    t.tfd
-                )));
-            };
-            t.holder = Some(holder);
+            if holder.is_none() {
+                let (pid, fd) = held_elsewhere(open, dumped, t.tfd, off)?.ok_or_else(|| {
+                    open.dump_err(format!(
+                        "epoll: no fd of the task or of another process of the dump holds the \
+                         file registered as fd {} (its number was closed or reused, and the \
+                         file is only held outside the dump, in flight or by a mapping): not \
+                         supported",
+                        t.tfd
+                    ))
+                })?;
+                holder = Some(fd);
+                t.holder_pid = Some(pid.as_raw());
+            }
+            t.holder = holder;
         }
         targets.push(t);
     }
     Ok(Epoll { targets })
+}
+
+/// The process among `dumped` (other than the epoll's own) and its fd that holds the file
+/// registered in the epoll `open` as the `off`-th target numbered `tfd`, the lowest pid first.
+fn held_elsewhere(
+    open: &OpenFd,
+    dumped: &HashSet<i32>,
+    tfd: RawFd,
+    off: u32,
+) -> Result<Option<(Pid, RawFd)>, FileError> {
+    let mut pids: Vec<i32> = dumped.iter().copied().filter(|&p| p != open.pid.as_raw()).collect();
+    pids.sort_unstable();
+    for pid in pids.into_iter().map(Pid::from_raw) {
+        for fd in super::inspect::list_fds(pid)? {
+            match sys::kcmp::kcmp_epoll_target_of(pid, fd, open.pid, open.fd, tfd, off) {
+                Ok(true) if on_procfs(pid, fd) => {
+                    // Its /proc files are opened after the targets are registered (procfs.rs).
+                    return Err(open.dump_err(format!(
+                        "epoll: the file registered as fd {tfd} is held only by fd {fd} of pid \
+                         {pid}, a /proc file, which the restore opens after registering the \
+                         targets: not supported"
+                    )));
+                }
+                Ok(true) => return Ok(Some((pid, fd))),
+                Ok(false) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EBADF) => {}
+                Err(e) => {
+                    return Err(open.inspect_err(
+                        "kcmp KCMP_EPOLL_TFD",
+                        super::inspect::proc_fd(pid, fd),
+                        e,
+                    ))
+                }
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Whether fd `fd` of process `pid` is a file of /proc.
+fn on_procfs(pid: Pid, fd: RawFd) -> bool {
+    nix::sys::statfs::statfs(&super::inspect::proc_fd(pid, fd))
+        .is_ok_and(|fs| fs.filesystem_type().0 == super::table::PROC_SUPER_MAGIC)
+}
+
+/// Restore side, before any process is made: every target another process holds
+/// (EpollTarget.holder_pid) names a process of the image (`tasks`: image pid and fds) and
+/// one of its fds, not a /proc file of a process (opened after the targets are registered).
+pub(crate) fn check_holders(
+    descs: &[FileDesc],
+    tasks: &[(i32, &[FdEntry])],
+) -> Result<(), FileError> {
+    let by_id: HashMap<u32, &FileDesc> = descs.iter().map(|d| (d.id, d)).collect();
+    for desc in descs {
+        let Some(Kind::Epoll(ep)) = &desc.kind else {
+            continue;
+        };
+        for t in &ep.targets {
+            let (Some(pid), Some(fd)) = (t.holder_pid, t.holder) else {
+                continue;
+            };
+            let entry = tasks
+                .iter()
+                .find(|(p, _)| *p == pid)
+                .and_then(|(_, fds)| fds.iter().find(|e| e.fd == fd));
+            let detail = match entry.map(|e| by_id.get(&e.file_id).and_then(|d| d.kind.as_ref())) {
+                None => format!(
+                    "epoll target fd {} is held by fd {fd} of pid {pid}, not an fd of a process \
+                     of the image",
+                    t.tfd
+                ),
+                Some(Some(Kind::ProcFile(p))) if p.pid != 0 => format!(
+                    "epoll target fd {} is held by fd {fd} of pid {pid}, a /proc file opened \
+                     after the targets are registered",
+                    t.tfd
+                ),
+                Some(_) => continue,
+            };
+            return Err(FileError::Invalid {
+                id: desc.id,
+                detail,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Whether fd `fd` of the task holds the file registered in the epoll `open` as the `off`-th
@@ -208,10 +310,10 @@ fn place_all(
     while !pending.is_empty() {
         let ready = pending
             .iter()
-            .position(|(_, ep)| ep.targets.iter().all(|t| placed.contains(&holder_of(t))));
+            .position(|(_, ep)| own_targets(ep).all(|t| placed.contains(&holder_of(t))));
         let Some(i) = ready else {
             let (desc, ep) = pending[0];
-            let missing = ep.targets.iter().find(|t| !placed.contains(&holder_of(t)));
+            let missing = own_targets(ep).find(|t| !placed.contains(&holder_of(t)));
             let detail = match missing {
                 Some(t) if !numbers.contains(&holder_of(t)) => {
                     format!("epoll target fd {} is not an fd of the task", holder_of(t))
@@ -226,7 +328,7 @@ fn place_all(
         let (desc, ep) = *pending.swap_remove(i);
         let fd = sys::epoll::epoll_create().map_err(|e| restore_err(desc, "epoll_create1", e))?;
         let fd = above(desc, fd, high)?;
-        for t in &ep.targets {
+        for t in own_targets(ep) {
             let add = || sys::epoll::epoll_add(fd.as_fd(), t.tfd, t.events, t.data);
             let added = match t.holder {
                 None => add(),
@@ -251,6 +353,87 @@ fn place_all(
     Ok(())
 }
 
+/// Once every process of the restore exists with its fds placed (all stopped: `holders`):
+/// registers in each epoll the targets whose file another process of the dump holds
+/// (EpollTarget.holder_pid), through a duplicate of that process's fd taken in the epoll's
+/// task (pidfd_open, pidfd_getfd) and lent the target's number for the call, then closed.
+pub(crate) fn register_held_elsewhere(
+    descs: &[FileDesc],
+    holders: &[super::pidfd::Holder<'_>],
+) -> Result<(), FileError> {
+    let by_id: HashMap<u32, &FileDesc> = descs.iter().map(|d| (d.id, d)).collect();
+    // Epoll descriptions done: one shared by several processes is registered once.
+    let mut done: HashSet<u32> = HashSet::new();
+    for h in holders {
+        let epolls: Vec<_> = super::pidfd::epolls_of(h.fds, &by_id)
+            .into_iter()
+            .filter(|(id, _, ep)| {
+                !done.contains(id) && ep.targets.iter().any(|t| t.holder_pid.is_some())
+            })
+            .collect();
+        if epolls.is_empty() {
+            continue;
+        }
+        let err = |fd: RawFd, what: String| {
+            move |source: std::io::Error| FileError::TakeBack {
+                pid: h.pid,
+                fd,
+                what,
+                source,
+            }
+        };
+        let remote = crate::remote::Remote::at_site(h.pid, h.site)
+            .map_err(err(-1, "take the process to register its epoll targets".into()))?;
+        // Above every fd of the process and every registered number.
+        let high = epolls
+            .iter()
+            .flat_map(|(_, _, ep)| &ep.targets)
+            .map(|t| t.tfd)
+            .chain(h.fds.iter().map(|e| e.fd))
+            .max()
+            .map_or(0, |m| m.saturating_add(1)) as u64;
+        for (id, epfd, ep) in epolls {
+            done.insert(id);
+            for t in &ep.targets {
+                let (Some(from), Some(fd)) = (t.holder_pid, t.holder) else {
+                    continue;
+                };
+                let what = format!("epoll target fd {} (the file of fd {fd} of pid {from})", t.tfd);
+                let call = |nr: libc::c_long, args: &[u64], step: &str| {
+                    remote.call(nr, args).map_err(err(epfd, format!("{step} ({what})")))
+                };
+                let of = call(libc::SYS_pidfd_open, &[from as u64, 0], "pidfd_open")?;
+                let got = call(libc::SYS_pidfd_getfd, &[of, fd as u64, 0], "pidfd_getfd");
+                let _ = remote.call(libc::SYS_close, &[of]);
+                let got = got?;
+                // Above the numbers lent (the lowest free one may be the target's).
+                let dup = call(
+                    libc::SYS_fcntl,
+                    &[got, libc::F_DUPFD_CLOEXEC as u64, high],
+                    "move the duplicate up",
+                );
+                let _ = remote.call(libc::SYS_close, &[got]);
+                let dup = dup?;
+                let scratch = h.site + crate::memory::PAGE;
+                let added =
+                    super::pidfd::add_remote(h.pid, &remote, scratch, epfd, t, Some(dup as RawFd), high + 1);
+                let _ = remote.call(libc::SYS_close, &[dup]);
+                added.map_err(|(step, e)| err(epfd, format!("{step} ({what})"))(e))?;
+            }
+        }
+        remote
+            .release()
+            .map_err(err(-1, "put the process back after registering its epoll targets".into()))?;
+    }
+    Ok(())
+}
+
+/// The targets of `ep` whose file the epoll's own task holds: the others are registered
+/// once every process of the restore exists ([`register_held_elsewhere`]).
+fn own_targets(ep: &Epoll) -> impl Iterator<Item = &EpollTarget> {
+    ep.targets.iter().filter(|t| t.holder_pid.is_none())
+}
+
 /// The fd number of the task that holds the file of target `t`.
 fn holder_of(t: &EpollTarget) -> RawFd {
     t.holder.unwrap_or(t.tfd)
@@ -270,5 +453,54 @@ mod tests {
         assert_eq!((t.tfd, t.events, t.data), (12, 0x19, u64::MAX));
         assert_eq!(t.holder, None);
         assert!(parse_target("tfd: x events: 1 data: 1").is_none());
+    }
+
+    #[test]
+    fn a_target_held_elsewhere_names_a_process_and_fd_of_the_image() {
+        let target = |pid: i32, fd: i32| EpollTarget {
+            tfd: 63,
+            events: 0x19,
+            data: 0xe63,
+            holder: Some(fd),
+            holder_pid: Some(pid),
+        };
+        let descs = |t: EpollTarget| {
+            vec![
+                FileDesc {
+                    id: 1,
+                    kind: Some(Kind::Epoll(Epoll { targets: vec![t] })),
+                    ..Default::default()
+                },
+                FileDesc {
+                    id: 2,
+                    kind: Some(Kind::Eventfd(Default::default())),
+                    ..Default::default()
+                },
+                FileDesc {
+                    id: 3,
+                    kind: Some(Kind::ProcFile(cryo_proto::image::ProcFile {
+                        pid: 20,
+                        ..Default::default()
+                    })),
+                    ..Default::default()
+                },
+            ]
+        };
+        let fd = |fd: i32, file_id: u32| FdEntry {
+            fd,
+            file_id,
+            ..Default::default()
+        };
+        let (epoll_fds, other_fds) = ([fd(70, 1)], [fd(58, 2), fd(59, 3)]);
+        let tasks: [(i32, &[FdEntry]); 2] = [(10, &epoll_fds), (20, &other_fds)];
+        assert!(check_holders(&descs(target(20, 58)), &tasks).is_ok());
+        for (pid, fd, says) in [
+            (21, 58, "not an fd of a process of the image"),
+            (20, 57, "not an fd of a process of the image"),
+            (20, 59, "a /proc file opened after"),
+        ] {
+            let err = check_holders(&descs(target(pid, fd)), &tasks).unwrap_err();
+            assert!(err.to_string().contains(says), "{err}");
+        }
     }
 }

@@ -52,7 +52,7 @@
 pub(crate) mod aio;
 mod bpf_map;
 mod devices;
-mod epoll;
+pub(crate) mod epoll;
 mod error;
 mod eventfd;
 mod fanotify;

@@ -257,7 +257,7 @@ pub(crate) struct Holder<'a> {
 }
 
 /// The epolls among fds `fds` of a process (an fd of each) with their records.
-fn epolls_of<'a>(
+pub(super) fn epolls_of<'a>(
     fds: &[FdEntry],
     by_id: &HashMap<u32, &'a FileDesc>,
 ) -> Vec<(u32, i32, &'a cryo_proto::image::Epoll)> {
@@ -297,7 +297,8 @@ pub(crate) fn watch_again(
         .map_or(0, |m| m.saturating_add(1)) as u64;
     for (ep_id, epfd, ep) in epolls_of(all, by_id) {
         let holder_of = |t: &cryo_proto::image::EpollTarget| t.holder.unwrap_or(t.tfd);
-        for t in ep.targets.iter().filter(|t| fds.iter().any(|e| e.fd == holder_of(t))) {
+        let own = |t: &&cryo_proto::image::EpollTarget| t.holder_pid.is_none();
+        for t in ep.targets.iter().filter(own).filter(|t| fds.iter().any(|e| e.fd == holder_of(t))) {
             if !done.insert((ep_id, t.tfd, holder_of(t))) {
                 continue;
             }
@@ -309,51 +310,66 @@ pub(crate) fn watch_again(
                     source,
                 }
             };
-            // struct epoll_event, packed on x86_64: events u32, data u64.
-            let mut ev = [0u8; 12];
-            ev[..4].copy_from_slice(&t.events.to_ne_bytes());
-            ev[4..].copy_from_slice(&t.data.to_ne_bytes());
-            crate::sys::ptrace::write_mem(pid, scratch, &ev)
-                .map_err(fail(format!("write the event of fd {}", t.tfd)))?;
-            let add = || {
-                remote.call(
-                    libc::SYS_epoll_ctl,
-                    &[epfd as u64, libc::EPOLL_CTL_ADD as u64, t.tfd as u64, scratch],
-                )
-            };
-            let Some(h) = t.holder else {
-                add().map_err(fail(format!("epoll_ctl ADD of fd {}", t.tfd)))?;
-                continue;
-            };
-            // Registered under its number, which fd `h` holding the file lends it for the
-            // call (as files/epoll.rs does at placement): what the number holds waits above.
-            let tfd = t.tfd as u64;
-            let held = match remote.call(libc::SYS_fcntl, &[tfd, libc::F_GETFD as u64]) {
-                Ok(flags) => {
-                    let copy = remote
-                        .call(libc::SYS_fcntl, &[tfd, libc::F_DUPFD_CLOEXEC as u64, high])
-                        .map_err(fail(format!("set fd {} aside", t.tfd)))?;
-                    let cloexec = flags & libc::FD_CLOEXEC as u64 != 0;
-                    Some((copy, if cloexec { libc::O_CLOEXEC as u64 } else { 0 }))
-                }
-                Err(e) if e.raw_os_error() == Some(libc::EBADF) => None,
-                Err(e) => return Err(fail(format!("F_GETFD of fd {}", t.tfd))(e)),
-            };
-            remote
-                .call(libc::SYS_dup3, &[h as u64, tfd, libc::O_CLOEXEC as u64])
-                .map_err(fail(format!("dup3 fd {h} onto fd {}", t.tfd)))?;
-            let added = add();
-            let back = match held {
-                Some((copy, flags)) => remote.call(libc::SYS_dup3, &[copy, tfd, flags]).and_then(
-                    |_| remote.call(libc::SYS_close, &[copy]),
-                ),
-                None => remote.call(libc::SYS_close, &[tfd]),
-            };
-            added.map_err(fail(format!("epoll_ctl ADD of fd {} (the file of fd {h})", t.tfd)))?;
-            back.map_err(fail(format!("put fd {} back", t.tfd)))?;
+            add_remote(pid, remote, scratch, epfd, t, t.holder, high)
+                .map_err(|(step, e)| fail(step)(e))?;
         }
     }
     Ok(())
+}
+
+/// Registers target `t` in epoll `epfd` of process `pid` (stopped, taken as `remote`): fd
+/// `t.tfd` itself, or the file of its fd `holder` under number `t.tfd`, lent for the call
+/// (what the number holds waits at `high` or above and is put back, as files/epoll.rs does
+/// at placement); `scratch` is a writable page of the process. A failure says its step.
+pub(crate) fn add_remote(
+    pid: Pid,
+    remote: &Remote,
+    scratch: u64,
+    epfd: i32,
+    t: &cryo_proto::image::EpollTarget,
+    holder: Option<i32>,
+    high: u64,
+) -> Result<(), (String, io::Error)> {
+    let step = |what: String| move |e: io::Error| (what, e);
+    // struct epoll_event, packed on x86_64: events u32, data u64.
+    let mut ev = [0u8; 12];
+    ev[..4].copy_from_slice(&t.events.to_ne_bytes());
+    ev[4..].copy_from_slice(&t.data.to_ne_bytes());
+    crate::sys::ptrace::write_mem(pid, scratch, &ev)
+        .map_err(step(format!("write the event of fd {}", t.tfd)))?;
+    let add = || {
+        remote.call(
+            libc::SYS_epoll_ctl,
+            &[epfd as u64, libc::EPOLL_CTL_ADD as u64, t.tfd as u64, scratch],
+        )
+    };
+    let Some(h) = holder else {
+        return add().map(drop).map_err(step(format!("epoll_ctl ADD of fd {}", t.tfd)));
+    };
+    let tfd = t.tfd as u64;
+    let held = match remote.call(libc::SYS_fcntl, &[tfd, libc::F_GETFD as u64]) {
+        Ok(flags) => {
+            let copy = remote
+                .call(libc::SYS_fcntl, &[tfd, libc::F_DUPFD_CLOEXEC as u64, high])
+                .map_err(step(format!("set fd {} aside", t.tfd)))?;
+            let cloexec = flags & libc::FD_CLOEXEC as u64 != 0;
+            Some((copy, if cloexec { libc::O_CLOEXEC as u64 } else { 0 }))
+        }
+        Err(e) if e.raw_os_error() == Some(libc::EBADF) => None,
+        Err(e) => return Err(step(format!("F_GETFD of fd {}", t.tfd))(e)),
+    };
+    remote
+        .call(libc::SYS_dup3, &[h as u64, tfd, libc::O_CLOEXEC as u64])
+        .map_err(step(format!("dup3 fd {h} onto fd {}", t.tfd)))?;
+    let added = add();
+    let back = match held {
+        Some((copy, flags)) => remote
+            .call(libc::SYS_dup3, &[copy, tfd, flags])
+            .and_then(|_| remote.call(libc::SYS_close, &[copy])),
+        None => remote.call(libc::SYS_close, &[tfd]),
+    };
+    added.map_err(step(format!("epoll_ctl ADD of fd {} (the file of fd {h})", t.tfd)))?;
+    back.map(drop).map_err(step(format!("put fd {} back", t.tfd)))
 }
 
 /// Points every pidfd of another process of the dump held by `holders` (parents first, all

@@ -653,7 +653,7 @@ fn classify(open: &OpenFd) -> Result<(Seen, fs::Metadata), FileError> {
 }
 
 /// PROC_SUPER_MAGIC from linux/magic.h: a file of /proc (procfs.rs).
-const PROC_SUPER_MAGIC: i64 = 0x9fa0;
+pub(super) const PROC_SUPER_MAGIC: i64 = 0x9fa0;
 
 /// The kind of a file with a path that is no file of the process's tree (secret memory, a
 /// pinned BPF object), told by its filesystem's magic; None for the others.

@@ -59,6 +59,8 @@ impl Spawned {
             })
             .collect();
         files::pidfd::point_at_processes(&tree.loaded.descs, &holders)?;
+        // Epoll targets whose file another process holds: registered from a duplicate of it.
+        files::epoll::register_held_elsewhere(&tree.loaded.descs, &holders)?;
         // The /proc files and namespace fds are opened by each process once it is whole
         // (children first): naming restored processes as cryo's /proc does.
         let image_pids: std::collections::HashMap<i32, Pid> = self

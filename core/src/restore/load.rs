@@ -143,6 +143,11 @@ impl Loaded {
         let fds: Vec<&[cryo_proto::image::FdEntry]> =
             tasks.iter().map(|t| t.core.fds.as_slice()).collect();
         let links = files::validate(&descs, &fds, &images)?;
+        let held: Vec<(i32, &[cryo_proto::image::FdEntry])> = tasks
+            .iter()
+            .map(|t| (t.entry.pid, t.core.fds.as_slice()))
+            .collect();
+        files::epoll::check_holders(&descs, &held)?;
         let ipc = crate::ipc::read(&images)?;
         // The huge pages the hugetlb memory takes, free here now (else nothing is made).
         memory::hugetlb::check_host(tasks.iter().map(|t| &t.mm), &descs)?;

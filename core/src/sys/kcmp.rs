@@ -47,6 +47,19 @@ pub(crate) fn kcmp_epoll_target(
     tfd: RawFd,
     toff: u32,
 ) -> io::Result<bool> {
+    kcmp_epoll_target_of(pid, fd, pid, epfd, tfd, toff)
+}
+
+/// Whether fd `fd` of `pid` is the file registered in epoll `epfd` of `epoll_pid` as the
+/// `toff`-th target numbered `tfd` (kcmp KCMP_EPOLL_TFD across two processes).
+pub(crate) fn kcmp_epoll_target_of(
+    pid: Pid,
+    fd: RawFd,
+    epoll_pid: Pid,
+    epfd: RawFd,
+    tfd: RawFd,
+    toff: u32,
+) -> io::Result<bool> {
     let slot = KcmpEpollSlot {
         efd: epfd as u32,
         tfd: tfd as u32,
@@ -58,7 +71,7 @@ pub(crate) fn kcmp_epoll_target(
         libc::syscall(
             libc::SYS_kcmp,
             pid.as_raw(),
-            pid.as_raw(),
+            epoll_pid.as_raw(),
             KCMP_EPOLL_TFD,
             fd as libc::c_ulong,
             &slot as *const KcmpEpollSlot,

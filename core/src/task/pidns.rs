@@ -428,6 +428,13 @@ impl DumpPidNs {
             };
             match &mut d.kind {
                 Some(Kind::Pidfd(p)) => one("pidfd target", &mut p.pid)?,
+                Some(Kind::Epoll(e)) => {
+                    for t in &mut e.targets {
+                        if let Some(holder) = &mut t.holder_pid {
+                            one("epoll target's holder", holder)?;
+                        }
+                    }
+                }
                 Some(Kind::ProcFile(p)) => {
                     one("/proc directory or namespace", &mut p.pid)?;
                     one("/proc/PID/task directory", &mut p.tid)?;
