@@ -324,3 +324,22 @@ fn a_ring_mapped_after_its_fd_was_closed_is_refused_naming_pid_and_packet_ring()
     w.assert_untouched();
     assert_eq!(w.cmd(&format!("ring-map {p}")), map, "still mapped");
 }
+
+#[test]
+fn a_ring_mapped_private_comes_back_private_with_the_page_the_process_wrote() {
+    cryo_bin();
+    own_netns();
+    let mut w = Workload::spawn("socks", &[]);
+    let (p, _) = rx_ring_on_lo(&w, 1, 2);
+    w.cmd(&format!("ring-private {p}"));
+    let before = w.cmd(&format!("ring-private-state {p}"));
+    assert!(before.ends_with(" rw-p 00000000 cow same"), "{before}");
+
+    w.dump_and_restore();
+
+    assert_eq!(w.cmd(&format!("ring-private-state {p}")), before);
+    // The shared mapping is the ring's still: a frame arrives in it.
+    let udp = Sender::new();
+    udp.send("after-private");
+    assert_eq!(w.cmd(&format!("ring-read {p} after-private")), "frame 0");
+}

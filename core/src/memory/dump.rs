@@ -14,6 +14,8 @@ use tracing::{debug, debug_span};
 
 use super::error::MemoryError;
 use super::{classify, page_wanted, IO_CHUNK, PAGE};
+
+const MAP_SHARED: u32 = libc::MAP_SHARED as u32;
 use crate::error::{Error, Result};
 use crate::files::FileTable;
 use crate::image::{names, ImageDir};
@@ -319,10 +321,12 @@ pub(crate) fn page_runs_known(
         let kind = VmaKind::try_from(vma.kind).unwrap_or(VmaKind::Invalid);
         // Droppable memory is not kept: the kernel may free its pages at any time (its users
         // read zeroes then), and a restore is such a time, as with CRIU (zdtm maps11).
-        if !matches!(
+        let private_ring = kind == VmaKind::PacketRing && vma.map_flags & MAP_SHARED == 0;
+        if !(matches!(
             kind,
             VmaKind::Anon | VmaKind::Heap | VmaKind::Stack | VmaKind::FilePrivate
-        ) || super::is_droppable(vma)
+        ) || private_ring)
+            || super::is_droppable(vma)
         {
             continue;
         }

@@ -43,8 +43,9 @@ pub fn classify(entry: &MapEntry) -> VmaKind {
         name if entry.shared && name.starts_with("/SYSV") => VmaKind::SysvShm,
         // The ring of an AIO context (files/aio.rs).
         name if entry.shared && crate::files::aio::is_ring(name) => VmaKind::AioRing,
-        // A packet socket's rings (sockets/packet_ring.rs): the socket's name.
-        name if entry.shared && name.starts_with("socket:[") => VmaKind::PacketRing,
+        // A packet socket's rings (sockets/packet_ring.rs): the socket's name; mapped shared,
+        // or private (its pages the rings' until the process writes them: then copies).
+        name if name.starts_with("socket:[") => VmaKind::PacketRing,
         // Shared anonymous memory shows as a deleted /dev/zero, or by the name the process
         // gave it (PR_SET_VMA_ANON_NAME), which is no path.
         name if entry.shared && name.starts_with("/dev/zero") => VmaKind::ShmemAnon,
@@ -104,8 +105,9 @@ pub fn page_wanted(kind: VmaKind, pm: u64) -> bool {
     }
     match kind {
         VmaKind::Anon | VmaKind::Heap | VmaKind::Stack => pm & (PM_PRESENT | PM_SWAPPED) != 0,
-        // Only the private copies: pages still backed by the file come back from the file.
-        VmaKind::FilePrivate => {
+        // Only the private copies: pages still backed by the file (or a packet ring's pages,
+        // in a private mapping of the rings) come back from the file (from the rings).
+        VmaKind::FilePrivate | VmaKind::PacketRing => {
             pm & PM_SWAPPED != 0 || (pm & PM_PRESENT != 0 && pm & PM_FILE_OR_SHARED == 0)
         }
         // Shared memory is saved once per object, with the files (files/shmem.rs).
@@ -175,6 +177,10 @@ mod tests {
             classify(&entry("socket:[6218131]", 6218131, true)),
             VmaKind::PacketRing
         );
+        assert_eq!(
+            classify(&entry("socket:[6218131]", 6218131, false)),
+            VmaKind::PacketRing
+        );
     }
 
     #[test]
@@ -192,6 +198,11 @@ mod tests {
             PM_PRESENT | PM_FILE_OR_SHARED
         ));
         assert!(page_wanted(VmaKind::FilePrivate, PM_PRESENT));
+        assert!(page_wanted(VmaKind::PacketRing, PM_PRESENT));
+        assert!(!page_wanted(
+            VmaKind::PacketRing,
+            PM_PRESENT | PM_FILE_OR_SHARED
+        ));
         assert!(!page_wanted(VmaKind::FileShared, PM_PRESENT));
         assert!(!page_wanted(VmaKind::ShmemAnon, PM_PRESENT));
         assert!(!page_wanted(VmaKind::Vdso, PM_PRESENT));

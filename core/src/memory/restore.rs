@@ -181,7 +181,13 @@ pub fn reshape(
                     name: vma.name.clone(),
                 })
             })?;
-            let flags = (libc::MAP_SHARED | libc::MAP_FIXED_NOREPLACE) as u64;
+            // Mapped private, its pages written since come back from the pages image.
+            let share = if vma.map_flags & libc::MAP_SHARED as u32 != 0 {
+                libc::MAP_SHARED
+            } else {
+                libc::MAP_PRIVATE
+            };
+            let flags = (share | libc::MAP_FIXED_NOREPLACE) as u64;
             maps.push((libc::SYS_mmap, [vma.start, len, prot, flags, fd, 0]));
             mapped.push(vma);
             continue;

@@ -18,6 +18,13 @@
 //!                             rewrites the headers)
 //!   ring-map FD               -> this process's mapping of the ring in /proc/self/maps
 //!   ring-unmap-tail FD        its last page unmapped (the rest stays mapped)
+//!   ring-private FD           the ring mapped again MAP_PRIVATE read-write, "cow" written at
+//!                             byte 100 of its last page (a private copy of that page)
+//!                             -> <address>
+//!   ring-private-state FD     -> the private mapping's line of /proc/self/maps (address,
+//!                             permissions, offset), the 3 bytes at 100 of its last page,
+//!                             and whether its first page reads as the shared one does:
+//!                             "same" or "differs"
 //! ```
 
 use std::io;
@@ -48,6 +55,8 @@ pub struct Ring {
     tx: bool,
     /// The process's own index (frame; V3: block).
     next: usize,
+    /// A second, private mapping of the ring (`ring-private`).
+    private: Option<*mut u8>,
 }
 
 fn bad(what: &str) -> String {
@@ -102,6 +111,7 @@ impl Ring {
             frame_nr: frame_nr as usize,
             tx,
             next: 0,
+            private: None,
         })
     }
 
@@ -291,6 +301,64 @@ impl Ring {
         let r = unsafe { libc::munmap(self.base.add(len - 4096).cast(), 4096) };
         cvt(r).map_err(|e| format!("munmap: {e}"))?;
         Ok("ok".into())
+    }
+
+    fn len(&self) -> usize {
+        self.block_size * self.block_nr
+    }
+
+    /// `ring-private`: the ring mapped again, private, its last page written (a copy).
+    pub fn map_private(&mut self) -> Result<String, String> {
+        let len = self.len();
+        // SAFETY: a fresh private mapping of the socket's ring, chosen by the kernel.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE,
+                self.fd,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(format!("mmap private: {}", io::Error::last_os_error()));
+        }
+        let base: *mut u8 = base.cast();
+        // SAFETY: byte 100 of the last page is inside the mapping just made.
+        unsafe { std::ptr::copy_nonoverlapping(b"cow".as_ptr(), base.add(len - 4096 + 100), 3) };
+        self.private = Some(base);
+        Ok(format!("{:x}", base as usize))
+    }
+
+    /// `ring-private-state`: the private mapping as /proc/self/maps shows it, its written
+    /// bytes, and its first page against the shared mapping's.
+    pub fn private_state(&self) -> Result<String, String> {
+        let base = self.private.ok_or_else(|| bad("no private mapping"))?;
+        let len = self.len();
+        let maps = std::fs::read_to_string("/proc/self/maps").map_err(|e| e.to_string())?;
+        let start = format!("{:x}-", base as usize);
+        let line = maps
+            .lines()
+            .find(|l| l.starts_with(&start))
+            .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+            .ok_or_else(|| bad("private mapping gone"))?;
+        // SAFETY: both mappings are `len` bytes long, readable.
+        let (private, shared) = unsafe {
+            (
+                std::slice::from_raw_parts(base, len),
+                std::slice::from_raw_parts(self.base, len),
+            )
+        };
+        let written = private[len - 4096 + 100..len - 4096 + 103]
+            .escape_ascii()
+            .to_string();
+        let first = if private[..4096] == shared[..4096] {
+            "same"
+        } else {
+            "differs"
+        };
+        Ok(format!("{line} {written} {first}"))
     }
 
     /// `ring-map`: this process's mapping of the ring.

@@ -836,6 +836,8 @@ impl Mode for Socks {
                     }
                     ("ring-map", []) => ring.mapping(),
                     ("ring-unmap-tail", []) => ring.unmap_tail(),
+                    ("ring-private", []) => ring.map_private(),
+                    ("ring-private-state", []) => ring.private_state(),
                     _ => unknown(verb),
                 }
             }
