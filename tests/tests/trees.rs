@@ -243,3 +243,38 @@ fn children_forked_before_their_parents_setsid_come_back_in_the_session_they_wer
     assert_eq!(after, before, "parents, groups, sessions, states");
     w.kill_restored();
 }
+
+#[test]
+fn a_zombie_leader_whose_session_holds_an_orphan_outside_the_dump_is_refused_and_left_running() {
+    cryo_bin();
+    let w = Workload::spawn("zombie-leader", &[]);
+    let kids: Vec<i32> = w
+        .cmd("kids")
+        .split(' ')
+        .map(|k| k.parse().expect("a pid"))
+        .collect();
+    let (zombie, orphan) = (kids[0], kids[1]);
+    let _reaper = Reaper(vec![orphan]);
+    await_zombie(zombie);
+    // The orphan left the tree when the zombie exited, still in its session and group.
+    let deadline = std::time::Instant::now() + cryo_tests::CMD_TIMEOUT;
+    while identity(orphan).0 == zombie {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the orphan was not reparented"
+        );
+        std::thread::yield_now();
+    }
+    assert_eq!(identity(orphan).2, zombie);
+    w.dump(&w.path("img"), &[])
+        .assert_refused()
+        .assert_stderr_mentions(&format!(
+            "pid {zombie}: its session {zombie} also holds pid {orphan}, outside the dump"
+        ));
+    assert_eq!(identity(zombie).3, 'Z', "the zombie is left as it was");
+    assert_eq!(
+        w.cmd("kids"),
+        format!("{zombie} {orphan}"),
+        "the tree runs on"
+    );
+}

@@ -98,6 +98,22 @@ pub enum DumpError {
         /// One child in that session.
         child: i32,
     },
+    /// A leader's session or group holds a process outside the dump, which keeps the
+    /// leader's pid taken after the dump: the restore could not make the leader again.
+    #[error(
+        "pid {pid}: its {what} {pid} also holds pid {outside}, outside the dump (an orphan \
+         of the tree, or a sibling in its group), which keeps pid {pid} taken once the dump \
+         ends the tree: a restore could not make it again; dump that process's tree too, or \
+         use --leave-running and restore with --pidns"
+    )]
+    LeaderHeldOutside {
+        /// The leader.
+        pid: Pid,
+        /// "session" or "process group".
+        what: &'static str,
+        /// The process outside the dump.
+        outside: i32,
+    },
     /// A process's group is led by a process outside the dump (or of another session): the
     /// group cannot be joined at restore.
     #[error(

@@ -534,6 +534,9 @@ fn dump_tree(
         .filter(|(_, &(tty_nr, _))| tty_nr != 0)
         .map(|(e, _)| e.pid)
         .collect();
+    if pidns.is_none() && !leave_running {
+        tree::refuse_leaders_held_outside(tree, &opts.pids)?;
+    }
     tree::check_sessions(&mut pstree, &roots, opts.shell_job, gone, |pid| {
         with_ctty.contains(&pid)
     })?;

@@ -167,6 +167,61 @@ pub(crate) fn check_sessions(
     Ok(())
 }
 
+/// Refuses a leader of a session or process group of the dump (`tree`) whose session or
+/// group also holds a process outside the dump: an orphan of the tree, reparented to init or
+/// to a subreaper above it, or a sibling of a root in its group (a shell's pipeline). Once the
+/// dump ends the tree, that process keeps the leader's pid taken (as its session or group
+/// id): a restore could not make the leader again. Such a process is a child of an ancestor
+/// of a root (orphans go up the ancestors), so only those are read.
+pub(crate) fn refuse_leaders_held_outside(tree: &[Member], roots: &[Pid]) -> Result<()> {
+    let leaders: std::collections::HashSet<i32> = tree
+        .iter()
+        .filter(|m| m.stat.sid == m.pid.as_raw() || m.stat.pgid == m.pid.as_raw())
+        .map(|m| m.pid.as_raw())
+        .collect();
+    if leaders.is_empty() {
+        return Ok(());
+    }
+    let inside: std::collections::HashSet<Pid> = tree.iter().map(|m| m.pid).collect();
+    let mut ancestors: Vec<Pid> = Vec::new();
+    for &root in roots {
+        let mut at = tree
+            .iter()
+            .find(|m| m.pid == root)
+            .map_or(0, |m| m.stat.ppid);
+        while at > 0 && !ancestors.contains(&Pid::from_raw(at)) {
+            ancestors.push(Pid::from_raw(at));
+            at = match proc::stat(Pid::from_raw(at)) {
+                Ok(stat) if at != 1 => stat.ppid,
+                _ => 0,
+            };
+        }
+    }
+    for ancestor in ancestors {
+        // An ancestor that ended meanwhile has no children to read.
+        let Ok(children) = proc::children(ancestor) else {
+            continue;
+        };
+        for child in children.into_iter().filter(|c| !inside.contains(c)) {
+            let Ok(stat) = proc::stat(child) else {
+                continue;
+            };
+            let held = [("session", stat.sid), ("process group", stat.pgid)]
+                .into_iter()
+                .find(|&(_, id)| leaders.contains(&id));
+            if let Some((what, leader)) = held {
+                return Err(DumpError::LeaderHeldOutside {
+                    pid: Pid::from_raw(leader),
+                    what,
+                    outside: child.as_raw(),
+                }
+                .into());
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Marks the processes forked before their parent's setsid (`forked_before_parent_setsid`):
 /// one in another session than its parent's, or a session leader whose own such children
 /// need it born in another, was forked while the parent was still in the session the parent

@@ -83,6 +83,7 @@ mod unsupported;
 mod user_ns;
 mod waits;
 mod writer;
+mod zombie_leader;
 
 use std::io;
 use std::path::Path;
@@ -117,6 +118,7 @@ pub const MODES: &[(&str, Start)] = &[
     ("tree", tree::start),
     ("orphan-groups", orphan_groups::start),
     ("setsid-after-fork", setsid_after_fork::start),
+    ("zombie-leader", zombie_leader::start),
     ("pid-ns", pid_ns::start),
     ("timers", timers::start),
     ("waits", waits::start),
