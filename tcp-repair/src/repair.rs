@@ -33,6 +33,13 @@ const TCPI_OPT_WSCALE: u8 = 4;
 const CAPTURE_ATTEMPTS: usize = 4;
 
 /// The local and remote address of a socket, as far as known.
+/// Whether socket `fd` is of the IPv6 family (SO_DOMAIN), else IPv4.
+pub(crate) fn is_ipv6(fd: BorrowedFd<'_>, ctx: Ctx) -> Result<bool> {
+    let domain = sys::get_int(fd, libc::SOL_SOCKET, libc::SO_DOMAIN)
+        .map_err(ctx.sys("getsockopt SO_DOMAIN"))?;
+    Ok(domain == libc::AF_INET6)
+}
+
 pub(crate) fn socket_name(fd: BorrowedFd<'_>) -> SocketName {
     let s = SockRef::from(&fd);
     let conv = |a: std::io::Result<socket2::SockAddr>| a.ok().and_then(|a| a.as_socket());

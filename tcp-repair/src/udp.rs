@@ -32,9 +32,7 @@ pub fn capture_udp(fd: impl AsFd) -> Result<UdpSocketState> {
     if !is_datagram_kind(ty, proto) {
         return Err(ctx.invalid("SO_TYPE", "not a UDP, UDP-lite, ping or raw socket"));
     }
-    let domain = sys::get_int(fd, libc::SOL_SOCKET, libc::SO_DOMAIN)
-        .map_err(ctx.sys("getsockopt SO_DOMAIN"))?;
-    let ipv6 = domain == libc::AF_INET6;
+    let ipv6 = crate::repair::is_ipv6(fd, ctx)?;
     let local = name.local.unwrap_or_else(|| {
         let ip = if ipv6 {
             IpAddr::V6(Ipv6Addr::UNSPECIFIED)
@@ -499,9 +497,7 @@ pub fn capture_udp_extras(fd: impl AsFd) -> Result<UdpExtras> {
     let fd = fd.as_fd();
     let name = socket_name(fd);
     let ctx = Ctx::new(Operation::Capture, name);
-    let domain = sys::get_int(fd, libc::SOL_SOCKET, libc::SO_DOMAIN)
-        .map_err(ctx.sys("getsockopt SO_DOMAIN"))?;
-    let ipv6 = domain == libc::AF_INET6;
+    let ipv6 = crate::repair::is_ipv6(fd, ctx)?;
     let outq = queue_len(fd, libc::TIOCOUTQ as _).map_err(ctx.sys("ioctl SIOCOUTQ"))?;
     if outq > 0 {
         return Err(ctx.invalid(

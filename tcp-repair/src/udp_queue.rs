@@ -468,9 +468,7 @@ fn check_local(d: &QueuedDatagram, i: usize, ctx: Ctx) -> Result<()> {
 
 /// The queue of `fd` peeked again (and the socket put back) and compared with `queue`.
 fn check_delivered(fd: BorrowedFd<'_>, queue: &[QueuedDatagram], ctx: Ctx) -> Result<()> {
-    let ipv6 = sys::get_int(fd, libc::SOL_SOCKET, libc::SO_DOMAIN)
-        .map_err(ctx.sys("getsockopt SO_DOMAIN"))?
-        == libc::AF_INET6;
+    let ipv6 = crate::repair::is_ipv6(fd, ctx)?;
     let (now, _) = capture(fd, ipv6, ctx)?;
     let same = now.len() == queue.len()
         && now

@@ -86,9 +86,7 @@ pub fn capture_unconnected(fd: impl AsFd) -> Result<UnconnectedState> {
     let name = socket_name(fd);
     let ctx = Ctx::new(Operation::Capture, name);
     require_state(fd, ctx, name, 7, "not a TCP socket in state CLOSE")?;
-    let domain = sys::get_int(fd, libc::SOL_SOCKET, libc::SO_DOMAIN)
-        .map_err(ctx.sys("getsockopt SO_DOMAIN"))?;
-    let ipv6 = domain == libc::AF_INET6;
+    let ipv6 = crate::repair::is_ipv6(fd, ctx)?;
     let local = name
         .local
         .unwrap_or_else(|| SocketAddr::new(unspecified(ipv6), 0));
@@ -133,9 +131,7 @@ pub fn capture_closed(fd: impl AsFd) -> Result<UnconnectedState> {
     let fd = fd.as_fd();
     let name = socket_name(fd);
     let ctx = Ctx::new(Operation::Capture, name);
-    let domain = sys::get_int(fd, libc::SOL_SOCKET, libc::SO_DOMAIN)
-        .map_err(ctx.sys("getsockopt SO_DOMAIN"))?;
-    let ipv6 = domain == libc::AF_INET6;
+    let ipv6 = crate::repair::is_ipv6(fd, ctx)?;
     Ok(UnconnectedState {
         local: name
             .local
