@@ -4,7 +4,9 @@
 //! values at RATE writes a second (a few MB/s), dumped `--to` a local `cryo serve --once`
 //! (images under /dev/shm) with and without `--pre-copy`, `--leave-running --tcp-established`
 //! (the client's connection is part of it; redis is killed by the bench afterwards): total
-//! time, downtime (the freeze to the receiver's commit, as `cryo dump` reports it), bytes per
+//! time, downtime (the freeze to the receiver's commit, as `cryo dump` reports it: no restore,
+//! no resume; issue 16's downtime, the final freeze to the first answer served by the restored
+//! process, is measured by bench-migrate), bytes per
 //! pre-copy round; and, as the reference, the image's bytes sent over a plain TCP connection
 //! on 127.0.0.1 in the same run.
 //!

@@ -159,6 +159,9 @@ pub struct ImageDir {
     /// Whether a file the image names may differ from what the dump saw
     /// (`--accept-changed-files`).
     accept_changed_files: bool,
+    /// Whether the raw files' checksums were checked by whoever wrote them here (the
+    /// receiver of a migration): [`ImageDir::check_raw`] checks their sizes only.
+    raw_checked: bool,
     /// A check image (`dump --check-only`): the contents of shared memory, memfds and
     /// deleted files are measured, not copied.
     without_contents: bool,
@@ -290,6 +293,7 @@ impl ImageDir {
             identity: (st.st_dev, st.st_ino),
             trusted_owner: None,
             accept_changed_files: false,
+            raw_checked: false,
             without_contents: false,
         };
         let mut entries = std::fs::read_dir(images.proc_path()).map_err(bad("cannot list"))?;
@@ -358,6 +362,7 @@ impl ImageDir {
             identity: (st.st_dev, st.st_ino),
             trusted_owner,
             accept_changed_files: false,
+            raw_checked: false,
             without_contents: false,
         })
     }
@@ -366,6 +371,15 @@ impl ImageDir {
     /// mtime, mode, owner): it is used with a warning instead of refused.
     pub fn accept_changed_files(&mut self) {
         self.accept_changed_files = true;
+    }
+
+    /// Takes the raw files' checksums as checked already: by the receiver of a migration,
+    /// which checked each file's checksum as it arrived and computed the merged pages
+    /// file's from those, in a private directory of its own. [`ImageDir::check_raw`] and
+    /// [`ImageDir::map_raw`] then check sizes only: the restore does not read a large pages
+    /// image one more time while its processes are frozen (0.2-0.5 s for 1.3 GiB here).
+    pub fn raw_checked(&mut self) {
+        self.raw_checked = true;
     }
 
     /// Makes this a check image: raw contents (shared memory, memfds, deleted files) are
@@ -606,9 +620,19 @@ impl ImageDir {
         })?;
         let map = if len == 0 {
             None
+        } else if self.raw_checked {
+            // Not read here: populated, so that the restore's copies out of it take no
+            // fault per page (a UFFDIO_COPY whose source faults copies each page twice).
+            Some(
+                Mapping::map_file_populated(&file, len)
+                    .map_err(|e| ImageError::io(&path, "map", e))?,
+            )
         } else {
             Some(Mapping::map_file(&file, len, false).map_err(|e| ImageError::io(&path, "map", e))?)
         };
+        if self.raw_checked {
+            return Ok((file, map));
+        }
         let computed = crc_of_bytes(map.as_ref().map_or(&[][..], |m| m.as_slice()));
         if computed != raw.crc32c {
             return Err(ImageError::ContentsChecksum { path }.into());
@@ -652,4 +676,36 @@ pub fn crc_of_bytes(data: &[u8]) -> u32 {
     });
     crcs.into_iter()
         .fold(0, |acc, (crc, n)| crc32c::crc32c_combine(acc, crc, n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_checked_skips_the_checksum_not_the_size() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("img");
+        let images = ImageDir::create(&dir).unwrap();
+        images
+            .create_raw("pages-1.img")
+            .unwrap()
+            .write_all(&[7u8; 8192])
+            .unwrap();
+        let wrong_crc = RawFileRef {
+            name: "pages-1.img".into(),
+            size: 8192,
+            crc32c: crc_of_bytes(&[7u8; 8192]) ^ 1,
+        };
+        let wrong_size = RawFileRef {
+            size: 4096,
+            crc32c: crc_of_bytes(&[7u8; 4096]),
+            ..wrong_crc.clone()
+        };
+        let mut images = ImageDir::open(&dir).unwrap();
+        assert!(images.check_raw(&wrong_crc).is_err());
+        images.raw_checked();
+        assert!(images.check_raw(&wrong_crc).is_ok());
+        assert!(images.map_raw(&wrong_size).is_err());
+    }
 }

@@ -87,6 +87,10 @@ pub struct RestoreOptions {
     /// (after post-restore, before the lock goes): the restore goes on only when it returns
     /// Ok (the migration's "go"); its error fails the restore, which kills what it created.
     pub gate: Option<RestoreGate>,
+    /// The raw files' checksums were checked by the caller as it wrote the image (the
+    /// receiver of a migration, file by file as they arrived, and the merge of pre-copy
+    /// rounds from those): the restore checks their sizes, not their checksums again.
+    pub raw_checked: bool,
 }
 
 /// The error a [`RestoreGate`] answers with: it says which step failed.
@@ -181,6 +185,9 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored> {
     )?;
     if opts.accept_changed_files {
         images.accept_changed_files();
+    }
+    if opts.raw_checked {
+        images.raw_checked();
     }
     let mut loaded = Loaded::read(images)?;
     loaded.adopt_shell_job()?;

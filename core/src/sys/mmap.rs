@@ -23,6 +23,17 @@ impl Mapping {
         Self::map(len, prot, libc::MAP_SHARED, file.as_raw_fd())
     }
 
+    /// Maps the first `len` bytes of `file`, shared, read-only, its page tables filled at
+    /// once (MAP_POPULATE): a mapping about to be read whole.
+    pub fn map_file_populated(file: &File, len: usize) -> std::io::Result<Self> {
+        Self::map(
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED | libc::MAP_POPULATE,
+            file.as_raw_fd(),
+        )
+    }
+
     /// Maps the first `len` bytes of what fd `fd` offers to mmap (a packet socket's rings),
     /// shared, writable if `write`.
     pub fn map_fd(fd: BorrowedFd<'_>, len: usize, write: bool) -> std::io::Result<Self> {
