@@ -228,3 +228,45 @@ fn a_key_taken_at_restore_is_refused_before_anything_is_made() {
     assert_eq!(w.cmd("rmid s"), "ok");
     w.kill_restored();
 }
+
+#[test]
+fn an_attachment_reprotected_in_part_comes_back_in_the_same_pieces_and_may_be_made_writable() {
+    let (mut w, s, _, _) = start(3);
+    let id = id_of(&s);
+    // View a (read-write): its first page read-only, its third none; view ro (SHM_RDONLY)
+    // may never be made writable.
+    assert_eq!(w.cmd("mprotect a 0 r"), "ok");
+    assert_eq!(w.cmd("mprotect a 2 none"), "ok");
+    assert_eq!(w.cmd("mprotect ro 0 rw"), "EACCES");
+    write(&w, ME, "a", PAGE + 5, 55);
+    let pieces = w.cmd("prots a");
+    assert_eq!(
+        pieces,
+        "0:r--s:00000000,1:rw-s:00001000,2:---s:00002000,3:rw-s:00003000"
+    );
+    let stat_before = stat(&w, ME, "s");
+    let maps = attachments(&w);
+
+    let img = w.path("img");
+    w.dump_ok(&img);
+    remove(id);
+    w.restore_background(&img);
+
+    assert_eq!(w.cmd("prots a"), pieces, "the pieces and their protections");
+    assert_eq!(attachments(&w), maps, "the attachments in /proc/PID/maps");
+    assert_eq!(
+        stat(&w, ME, "s"),
+        stat_before,
+        "IPC_STAT (nattch counts the pieces)"
+    );
+    assert_eq!(read(&w, ME, "a", PAGE + 5), 55);
+    assert_eq!(read(&w, ME, "a", 0), read(&w, ME, "ro", 0));
+    // The read-only piece of a read-write attachment may be made writable again; the
+    // SHM_RDONLY attachment may not.
+    assert_eq!(w.cmd("mprotect a 0 rw"), "ok");
+    write(&w, ME, "a", 3, 33);
+    assert_eq!(read(&w, ME, "ro", 3), 33);
+    assert_eq!(w.cmd("mprotect ro 0 rw"), "EACCES");
+    assert_eq!(w.cmd("rmid s"), "ok");
+    w.kill_restored();
+}

@@ -25,7 +25,7 @@
 
 use std::fs::File;
 
-use cryo_proto::image::{file_desc::Kind, FileDesc, SysvShm};
+use cryo_proto::image::{file_desc::Kind, FileDesc, SysvShm, Vma, VmaKind};
 use nix::unistd::Pid;
 use tracing::debug;
 
@@ -181,10 +181,12 @@ pub(crate) fn dump_attachment(
         ))
         .into());
     }
-    if entry.pgoff != 0 || entry.end - entry.start != whole {
+    // A piece of an attachment (its protection changed in part): check_pieces sees the
+    // attachment whole once every VMA is read.
+    if entry.pgoff + (entry.end - entry.start) > whole {
         return Err(refuse(format!(
-            "attached in part ({:#x}-{:#x} at offset {:#x} of a {}-byte segment: part unmapped \
-             or its protection changed in part), not supported",
+            "mapped beyond the segment ({:#x}-{:#x} at offset {:#x} of a {}-byte segment), \
+             not supported",
             entry.start, entry.end, entry.pgoff, size
         ))
         .into());
@@ -195,6 +197,71 @@ pub(crate) fn dump_attachment(
         Ok(Kind::SysvShm(rec))
     })?;
     Ok((id, shmid))
+}
+
+/// Refuses a SysV attachment of `vmas` (of `pid`, in address order) that is not whole: its
+/// pieces (one VMA each where an mprotect split it) must follow each other from offset 0 to
+/// the segment's end; a part unmapped (munmap, mremap) is not supported. A restore attaches
+/// the segment once at the first piece and gives each piece its protection.
+pub(crate) fn check_pieces(pid: Pid, vmas: &[Vma], files: &FileTable) -> Result<(), FileError> {
+    let whole_of = |id: u32| {
+        files
+            .descs()
+            .iter()
+            .find(|d| d.id == id)
+            .and_then(|d| match &d.kind {
+                Some(Kind::SysvShm(rec)) => {
+                    let page = if rec.hugetlb_page_size != 0 {
+                        rec.hugetlb_page_size
+                    } else {
+                        PAGE
+                    };
+                    Some(rec.size.div_ceil(page) * page)
+                }
+                _ => None,
+            })
+    };
+    let sysv = |v: &&Vma| v.kind == VmaKind::SysvShm as i32;
+    let mut open: Option<(&Vma, u64)> = None;
+    let mut pieces = vmas.iter().filter(sysv).peekable();
+    while let Some(v) = pieces.next() {
+        let continues = open.is_some_and(|(first, end)| {
+            first.file_id == v.file_id && v.start == first.start + end && v.pgoff == end
+        });
+        let end = v.pgoff + (v.end - v.start);
+        let (first, _) = match open {
+            Some((first, _)) if continues => (first, end),
+            _ if v.pgoff == 0 => (v, end),
+            _ => return Err(in_part(pid, v)),
+        };
+        open = Some((first, end));
+        let next_continues = pieces
+            .peek()
+            .is_some_and(|n| n.file_id == v.file_id && n.start == v.end && n.pgoff == end);
+        if !next_continues {
+            if Some(end) != whole_of(v.file_id) {
+                return Err(in_part(pid, first));
+            }
+            open = None;
+        }
+    }
+    Ok(())
+}
+
+fn in_part(pid: Pid, v: &Vma) -> FileError {
+    IpcError::Refused {
+        pid,
+        what: format!(
+            "SysV shared memory segment {} at {:#x}",
+            v.sysv_shmid, v.start
+        ),
+        detail: format!(
+            "attached in part ({:#x}-{:#x} at offset {:#x}: a part unmapped or moved), not \
+             supported",
+            v.start, v.end, v.pgoff
+        ),
+    }
+    .into()
 }
 
 /// The record of segment `seg` of IPC namespace `ns` (0: cryo's), its contents read from
@@ -313,22 +380,18 @@ fn fate(s: &SysvShm, live: &[Listed]) -> Result<Fate, IpcError> {
     )
 }
 
-/// The flags of the shmat that attaches a segment with protection `prot`.
-pub(crate) fn shmat_flags(prot: u32) -> u64 {
+/// shmat flags for an attachment whose protection becomes `prot` (step 5 of the memory
+/// restore sets it exactly): read-only unless it is writable or may be made so (`may_write`:
+/// attached without SHM_RDONLY, mprotect'd read-only since), executable when `exec`.
+pub(crate) fn shmat_flags(prot: u32, may_write: bool, exec: bool) -> u64 {
     let mut flags = 0;
-    if prot & libc::PROT_WRITE as u32 == 0 {
+    if prot & libc::PROT_WRITE as u32 == 0 && !may_write {
         flags |= SHM_RDONLY;
     }
-    if prot & libc::PROT_EXEC as u32 != 0 {
+    if exec || prot & libc::PROT_EXEC as u32 != 0 {
         flags |= SHM_EXEC;
     }
     flags
-}
-
-/// Whether an attachment made with [`shmat_flags`]`(prot)` needs an mprotect to get `prot`
-/// (shmat always maps readable).
-pub(crate) fn needs_mprotect(prot: u32) -> bool {
-    prot & libc::PROT_READ as u32 == 0
 }
 
 /// Makes (or finds again) every segment of `segments` in the calling thread's IPC namespace.
@@ -448,8 +511,11 @@ mod tests {
 
     #[test]
     fn read_only_attachments() {
-        assert_eq!(shmat_flags(libc::PROT_READ as u32), SHM_RDONLY);
-        assert_eq!(shmat_flags((libc::PROT_READ | libc::PROT_WRITE) as u32), 0);
-        assert!(needs_mprotect(libc::PROT_NONE as u32));
+        let r = libc::PROT_READ as u32;
+        assert_eq!(shmat_flags(r, false, false), SHM_RDONLY);
+        assert_eq!(shmat_flags(r | libc::PROT_WRITE as u32, true, false), 0);
+        // Attached read-write, mprotect'd read-only since: it may be made writable again.
+        assert_eq!(shmat_flags(r, true, false), 0);
+        assert_eq!(shmat_flags(r, false, true), SHM_RDONLY | SHM_EXEC);
     }
 }

@@ -231,6 +231,7 @@ pub fn dump(
     }
 
     tracing::trace!("vmas classified");
+    crate::ipc::shm::check_pieces(pid, &vmas, files)?;
     let guards = super::guard::find(pid, &vmas)?;
     let runs = page_runs_known(pid, &vmas, earlier.map_or(&[][..], |e| &e.pages[..]))?;
     tracing::trace!("pagemap read");

@@ -165,8 +165,22 @@ pub fn reshape(
         }
         let len = vma.end - vma.start;
         if kind == VmaKind::SysvShm {
-            // A SysV attachment is made by shmat of the segment cryo made or found again.
-            let flags = crate::ipc::shm::shmat_flags(vma.prot);
+            // A piece after the first of an attachment whose protection was changed in part:
+            // the first piece's shmat maps it, step 5 gives it its protection.
+            if vma.pgoff != 0 {
+                continue;
+            }
+            // A SysV attachment is made by shmat of the segment cryo made or found again:
+            // writable when it may be made writable (attached without SHM_RDONLY), executable
+            // when a piece of it is.
+            let pieces = mm
+                .vmas
+                .iter()
+                .filter(|v| v.kind == vma.kind && v.file_id == vma.file_id && v.start >= vma.start);
+            let exec = pieces
+                .take_while(|v| v.start == vma.start || v.pgoff != 0)
+                .any(|v| v.prot & libc::PROT_EXEC as u32 != 0);
+            let flags = crate::ipc::shm::shmat_flags(vma.prot, vma.may_write, exec);
             let shmid = vma.sysv_shmid as u32 as u64;
             maps.push((libc::SYS_shmat, [shmid, vma.start, flags, 0, 0, 0]));
             mapped.push(vma);
@@ -290,7 +304,7 @@ pub fn reshape(
             let rw = (libc::PROT_READ | libc::PROT_WRITE) as u32;
             (vma.kind == VmaKind::AioRing as i32 && vma.prot != rw)
                 || (fill && vma.prot & rw != rw)
-                || (sysv && crate::ipc::shm::needs_mprotect(vma.prot))
+                || sysv
         })
         .map(|(vma, _)| vma)
         .collect();

@@ -11,6 +11,8 @@
 //!                 stat s|d -> key id mode uid gid cuid cgid size nattch (IPC_STAT)
 //!                 dt VIEW -> ok (shmdt)      rmid s|d -> ok (IPC_RMID)
 //!                 pid -> <pid>    kid ... -> the child's answer to the same commands
+//!                 mprotect VIEW PAGE r|rw|none -> ok | ERRNO (one page of the view)
+//!                 prots VIEW -> PAGE:PERMS:OFFSET,... (the view's VMAs in /proc/self/maps)
 //! ```
 
 use std::io;
@@ -198,6 +200,44 @@ impl SysvShm {
                     .map_err(|e| format!("err shmdt: {e}"))?;
                 self.views.retain(|x| x.0 != *v);
                 Ok("ok".into())
+            }
+            ("mprotect", [v, page, prot]) => {
+                let (addr, _) = self.view(v)?;
+                let page = off(page)?;
+                let prot = match *prot {
+                    "r" => libc::PROT_READ,
+                    "rw" => libc::PROT_READ | libc::PROT_WRITE,
+                    "none" => libc::PROT_NONE,
+                    other => return Err(format!("err bad protection {other:?}")),
+                };
+                // SAFETY: a page of an attachment of this process; no reference points into it.
+                let r = unsafe {
+                    libc::mprotect((addr + page * 4096) as *mut libc::c_void, 4096, prot)
+                };
+                match sys::cvt(r) {
+                    Ok(_) => Ok("ok".into()),
+                    Err(e) if e.raw_os_error() == Some(libc::EACCES) => Ok("EACCES".into()),
+                    Err(e) => Ok(format!("err {e}")),
+                }
+            }
+            ("prots", [v]) => {
+                let (addr, len) = self.view(v)?;
+                let maps = std::fs::read_to_string("/proc/self/maps").map_err(|e| e.to_string())?;
+                let pieces: Vec<String> = maps
+                    .lines()
+                    .filter_map(|l| {
+                        let mut f = l.split_whitespace();
+                        let range = f.next()?;
+                        let (a, _) = range.split_once('-')?;
+                        let a = usize::from_str_radix(a, 16).ok()?;
+                        (a >= addr && a < addr + len).then(|| {
+                            let perms = f.next().unwrap_or("");
+                            let offset = f.next().unwrap_or("");
+                            format!("{}:{perms}:{offset}", (a - addr) / 4096)
+                        })
+                    })
+                    .collect();
+                Ok(pieces.join(","))
             }
             ("rmid", [seg]) => {
                 let id = self.segment(seg)?;
