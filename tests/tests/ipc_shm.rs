@@ -239,6 +239,13 @@ fn an_attachment_reprotected_in_part_comes_back_in_the_same_pieces_and_may_be_ma
     assert_eq!(w.cmd("mprotect a 2 none"), "ok");
     assert_eq!(w.cmd("mprotect ro 0 rw"), "EACCES");
     write(&w, ME, "a", PAGE + 5, 55);
+    // The child's view a2 (read-write) made read-only whole (in VMAs the kernel may not
+    // merge again).
+    for page in 0..4 {
+        assert_eq!(w.cmd(&format!("kid mprotect a2 {page} r")), "ok");
+    }
+    let a2 = w.cmd("kid prots a2");
+    assert!(a2.split(',').all(|p| p.contains(":r--s:")), "{a2}");
     let pieces = w.cmd("prots a");
     assert_eq!(
         pieces,
@@ -267,6 +274,12 @@ fn an_attachment_reprotected_in_part_comes_back_in_the_same_pieces_and_may_be_ma
     write(&w, ME, "a", 3, 33);
     assert_eq!(read(&w, ME, "ro", 3), 33);
     assert_eq!(w.cmd("mprotect ro 0 rw"), "EACCES");
+    assert_eq!(w.cmd("kid prots a2"), a2);
+    assert_eq!(
+        w.cmd("kid mprotect a2 0 rw"),
+        "ok",
+        "a read-write attachment made read-only may be made writable again"
+    );
     assert_eq!(w.cmd("rmid s"), "ok");
     w.kill_restored();
 }
