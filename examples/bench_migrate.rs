@@ -1,7 +1,7 @@
 //! `cryo migrate` of a redis under a write load, downtime measured as issue 16 defines it:
 //! from the final freeze to the first answer served by the restored process.
 //!
-//! Three network namespaces as in tests/tests/migrate.rs: A (the source: redis, `cryo
+//! Three network namespaces ([`cryo_tests::hosts`], as the migration tests use): A (the source: redis, `cryo
 //! migrate`), B (the destination: `cryo serve` in a PID namespace of its own) and C (the
 //! writing client), joined by veths; the service address is on `lo` of A and B, and the
 //! source's action script flips C's route to B at migrate-restored.
@@ -27,22 +27,17 @@
 //! timestamped, to PATH.migrate and PATH.serve; CRYO_BENCH_PLAIN=0 skips the plain migrate;
 //! CRYO_BENCH_DEBUG=1 prints the writer's waits over 20 ms)
 
-use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
-use std::os::fd::AsFd;
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// The service address, on `lo` of A and B.
-const SERVICE: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
-/// The destination's address on the A-B link, where `cryo serve` listens.
-const B_LISTEN: &str = "10.1.3.2";
+use cryo_tests::hosts::{Hosts, B_LISTEN, SERVICE};
+
 const PORT: u16 = 6390;
 
 fn cryo_bin() -> PathBuf {
@@ -55,119 +50,6 @@ fn cryo_bin() -> PathBuf {
         .and_then(Path::parent)
         .expect("target dir")
         .join("cryo")
-}
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Namespaces A, B and C (see the module doc), removed on drop.
-struct Hosts {
-    a: String,
-    b: String,
-    c: String,
-}
-
-impl Hosts {
-    fn new(n: u32) -> Self {
-        let base = format!("cryo-bm-{}-{n}", std::process::id());
-        let h = Hosts {
-            a: format!("{base}-a"),
-            b: format!("{base}-b"),
-            c: format!("{base}-c"),
-        };
-        for ns in [&h.a, &h.b, &h.c] {
-            ip(&["netns", "add", ns]);
-            ip(&["-n", ns, "link", "set", "lo", "up"]);
-        }
-        for (one, ns1, other, ns2) in [
-            ("ac", &h.a, "ca", &h.c),
-            ("bc", &h.b, "cb", &h.c),
-            ("ab", &h.a, "ba", &h.b),
-        ] {
-            ip(&[
-                "link", "add", one, "netns", ns1, "type", "veth", "peer", "name", other, "netns",
-                ns2,
-            ]);
-        }
-        for (ns, dev, addr) in [
-            (&h.a, "ac", "10.1.1.2/24"),
-            (&h.c, "ca", "10.1.1.1/24"),
-            (&h.b, "bc", "10.1.2.2/24"),
-            (&h.c, "cb", "10.1.2.1/24"),
-            (&h.a, "ab", "10.1.3.1/24"),
-            (&h.b, "ba", "10.1.3.2/24"),
-        ] {
-            ip(&["-n", ns, "addr", "add", addr, "dev", dev]);
-            ip(&["-n", ns, "link", "set", dev, "up"]);
-        }
-        for ns in [&h.a, &h.b] {
-            ip(&[
-                "-n",
-                ns,
-                "addr",
-                "add",
-                &format!("{SERVICE}/32"),
-                "dev",
-                "lo",
-            ]);
-        }
-        ip(&[
-            "-n",
-            &h.c,
-            "route",
-            "add",
-            &SERVICE.to_string(),
-            "via",
-            "10.1.1.2",
-        ]);
-        ip(&["-n", &h.b, "route", "add", "10.1.1.0/24", "via", "10.1.2.1"]);
-        h
-    }
-
-    fn netns(ns: &str) -> File {
-        File::open(format!("/run/netns/{ns}")).expect("netns handle")
-    }
-
-    /// Runs `f` on a thread of its own inside namespace `ns`.
-    fn spawn_in<T: Send + 'static>(
-        ns: &str,
-        f: impl FnOnce() -> T + Send + 'static,
-    ) -> std::thread::JoinHandle<T> {
-        let handle = Self::netns(ns);
-        std::thread::spawn(move || {
-            nix::sched::setns(handle.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-            f()
-        })
-    }
-
-    /// Makes `cmd` run in network namespace `ns`, in this mount namespace (a dump refuses a
-    /// process whose mounts are not cryo's).
-    fn enter(cmd: &mut Command, ns: &str) {
-        let handle = Self::netns(ns);
-        // SAFETY: setns is async-signal-safe and the closure touches nothing else (the
-        // handle was opened before the fork).
-        unsafe {
-            cmd.pre_exec(move || {
-                nix::sched::setns(handle.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
-                    .map_err(std::io::Error::from)
-            });
-        }
-    }
-}
-
-impl Drop for Hosts {
-    fn drop(&mut self) {
-        for ns in [&self.a, &self.b, &self.c] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-    }
 }
 
 /// One RESP command, its reply read (one line, or a bulk string).
@@ -312,7 +194,7 @@ fn start_redis(hosts: &Hosts, mib: u64) -> Redis {
         .spawn()
         .expect("redis-server");
     let keys = (mib << 20) / 4096;
-    Hosts::spawn_in(&hosts.a, move || {
+    Hosts::spawn_thread(&hosts.a, move || {
         let deadline = Instant::now() + Duration::from_secs(10);
         let stream = loop {
             match TcpStream::connect((SERVICE, PORT)) {
@@ -395,8 +277,8 @@ struct Outcome {
     total: Duration,
 }
 
-fn migrate_once(n: u32, mib: u64, rate: u64, pre_copy: bool) -> Outcome {
-    let hosts = Hosts::new(n);
+fn migrate_once(mib: u64, rate: u64, pre_copy: bool) -> Outcome {
+    let hosts = Hosts::new("cryo-bm");
     let redis = start_redis(&hosts, mib);
     let root = tempfile::Builder::new()
         .prefix("bench-migrate-")
@@ -424,11 +306,11 @@ fn migrate_once(n: u32, mib: u64, rate: u64, pre_copy: bool) -> Outcome {
     let keys = (mib << 20) / 4096;
     let load = {
         let (stop, done) = (stop.clone(), done.clone());
-        Hosts::spawn_in(&hosts.c, move || writer(keys, rate, stop, done))
+        Hosts::spawn_thread(&hosts.c, move || writer(keys, rate, stop, done))
     };
     let probe = {
         let stop = stop.clone();
-        Hosts::spawn_in(&hosts.b, move || prober(stop))
+        Hosts::spawn_thread(&hosts.b, move || prober(stop))
     };
     // The load runs before the migration starts.
     let until = Instant::now() + Duration::from_secs(10);
@@ -566,14 +448,12 @@ fn main() {
         "mode", "total", "downtime", "wr. gap"
     );
     let mut downtimes = [Vec::new(), Vec::new()];
-    let mut n = 0;
     for _ in 0..runs {
         for pre_copy in [false, true] {
             if !pre_copy && !plain {
                 continue;
             }
-            n += 1;
-            let o = migrate_once(n, mib, rate, pre_copy);
+            let o = migrate_once(mib, rate, pre_copy);
             downtimes[usize::from(pre_copy)].push(ms(o.downtime));
             let s = &o.summary;
             println!(

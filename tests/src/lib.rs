@@ -27,6 +27,7 @@
 
 #![warn(missing_docs)]
 
+pub mod hosts;
 pub mod huge_pages;
 pub mod protocol;
 pub mod servers;

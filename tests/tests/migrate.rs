@@ -18,187 +18,45 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::os::fd::AsFd;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc::{channel, Receiver};
 use std::time::{Duration, Instant};
 
+use cryo_tests::hosts::{Hosts, B_LISTEN, SERVICE};
 use cryo_tests::protocol::pattern;
 use cryo_tests::{control_dir, cryo_bin, key_file, serve_address, CryoOutput, Pidfd, Workload};
 
-/// The service address, on `lo` of A and B.
-const SERVICE: &str = "10.99.0.1";
-/// The destination's address on the A-B link, where `cryo serve` listens.
-const B_LISTEN: &str = "10.1.3.2";
 /// How long any one wait of these tests may take.
 const TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Tells apart the output files of one workload's migrations.
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
-/// `ip ARGS`, which must succeed.
-#[track_caller]
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
+/// The echo server on A with `n` clients on C, accepted, after one round trip of `len`
+/// bytes (round 1) through it.
+fn server_with_clients(hosts: &Hosts, n: usize, len: usize) -> (Workload, Vec<TcpStream>) {
+    let w = Hosts::spawn(&hosts.a, "tcp", &[&format!("{SERVICE}:0")]);
+    let port: u16 = w.cmd("port").parse().unwrap();
+    let mut clients = clients(hosts, port, n);
+    assert_eq!(w.cmd(&format!("accept-n {n}")), n.to_string());
+    echo_round(&w, &mut clients, 1, len);
+    (w, clients)
 }
 
-/// The three hosts; every namespace (and with it every veth) deleted on drop, also when the
-/// test fails half-way.
-struct Hosts {
-    a: String,
-    b: String,
-    c: String,
-}
-
-impl Hosts {
-    fn new() -> Self {
-        let base = format!(
-            "cryo-mig-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::SeqCst)
-        );
-        let h = Hosts {
-            a: format!("{base}-a"),
-            b: format!("{base}-b"),
-            c: format!("{base}-c"),
-        };
-        for ns in [&h.a, &h.b, &h.c] {
-            ip(&["netns", "add", ns]);
-            ip(&["-n", ns, "link", "set", "lo", "up"]);
-        }
-        for (one, ns1, other, ns2) in [
-            ("ac", &h.a, "ca", &h.c),
-            ("bc", &h.b, "cb", &h.c),
-            ("ab", &h.a, "ba", &h.b),
-        ] {
-            ip(&[
-                "link", "add", one, "netns", ns1, "type", "veth", "peer", "name", other, "netns",
-                ns2,
-            ]);
-        }
-        for (ns, dev, addr) in [
-            (&h.a, "ac", "10.1.1.2/24"),
-            (&h.c, "ca", "10.1.1.1/24"),
-            (&h.b, "bc", "10.1.2.2/24"),
-            (&h.c, "cb", "10.1.2.1/24"),
-            (&h.a, "ab", "10.1.3.1/24"),
-            (&h.b, "ba", "10.1.3.2/24"),
-        ] {
-            ip(&["-n", ns, "addr", "add", addr, "dev", dev]);
-            ip(&["-n", ns, "link", "set", dev, "up"]);
-        }
-        for ns in [&h.a, &h.b] {
-            ip(&[
-                "-n",
-                ns,
-                "addr",
-                "add",
-                &format!("{SERVICE}/32"),
-                "dev",
-                "lo",
-            ]);
-        }
-        // C reaches the service on A; B answers C's clients (their addresses are on the A
-        // side of C) through C.
-        ip(&["-n", &h.c, "route", "add", SERVICE, "via", "10.1.1.2"]);
-        ip(&["-n", &h.b, "route", "add", "10.1.1.0/24", "via", "10.1.2.1"]);
-        h
-    }
-
-    /// A handle on namespace `ns`.
-    fn netns(ns: &str) -> File {
-        File::open(format!("/run/netns/{ns}")).expect("netns handle")
-    }
-
-    /// Runs `f` on a thread of its own inside namespace `ns` (sockets it makes stay there).
-    fn inside<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let handle = Self::netns(ns);
-        std::thread::spawn(move || {
-            nix::sched::setns(handle.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-            f()
-        })
-        .join()
-        .expect("thread in the namespace")
-    }
-
-    /// A workload started in namespace `ns`.
-    fn spawn(ns: &str, mode: &str, args: &[&str]) -> Workload {
-        Self::spawn_in(ns, control_dir(), mode, args)
-    }
-
-    /// As [`Hosts::spawn`], in a control dir the test prepared.
-    fn spawn_in(ns: &str, dir: tempfile::TempDir, mode: &str, args: &[&str]) -> Workload {
-        Workload::spawn_configured(dir, mode, args, |cmd| Self::enter(cmd, ns))
-    }
-
-    /// Makes `cmd` run in network namespace `ns`, in this test's mount namespace: the
-    /// workloads and the cryo that dumps them see the same mounts (`ip netns exec` would give
-    /// each its own /sys, and a dump refuses a process whose mounts are not cryo's).
-    fn enter(cmd: &mut Command, ns: &str) {
-        let handle = Self::netns(ns);
-        // SAFETY: setns is async-signal-safe and the closure touches nothing else (the
-        // handle was opened before the fork).
-        unsafe {
-            cmd.pre_exec(move || {
-                nix::sched::setns(handle.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
-                    .map_err(std::io::Error::from)
-            });
-        }
-    }
-
-    /// The echo server on A with `n` clients on C, accepted, after one round trip of `len`
-    /// bytes (round 1) through it.
-    fn server_with_clients(&self, n: usize, len: usize) -> (Workload, Vec<TcpStream>) {
-        let w = Self::spawn(&self.a, "tcp", &[&format!("{SERVICE}:0")]);
-        let port: u16 = w.cmd("port").parse().unwrap();
-        let mut clients = self.clients(port, n);
-        assert_eq!(w.cmd(&format!("accept-n {n}")), n.to_string());
-        echo_round(&w, &mut clients, 1, len);
-        (w, clients)
-    }
-
-    /// `n` clients on C connected to the service's `port`.
-    fn clients(&self, port: u16, n: usize) -> Vec<TcpStream> {
-        Self::inside(&self.c, move || {
-            (0..n)
-                .map(|_| {
-                    let s = TcpStream::connect((SERVICE, port)).expect("connect from C");
-                    s.set_read_timeout(Some(TIMEOUT)).unwrap();
-                    s.set_write_timeout(Some(TIMEOUT)).unwrap();
-                    s
-                })
-                .collect()
-        })
-    }
-
-    /// Where C sends the service's packets now: "A" or "B".
-    fn route(&self) -> &'static str {
-        let out = Command::new("ip")
-            .args(["-n", &self.c, "route", "get", SERVICE])
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        if text.contains("10.1.2.2") {
-            "B"
-        } else {
-            "A"
-        }
-    }
-}
-
-impl Drop for Hosts {
-    fn drop(&mut self) {
-        for ns in [&self.a, &self.b, &self.c] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-    }
+/// `n` clients on C connected to the service's `port`.
+fn clients(hosts: &Hosts, port: u16, n: usize) -> Vec<TcpStream> {
+    Hosts::inside(&hosts.c, move || {
+        (0..n)
+            .map(|_| {
+                let s = TcpStream::connect((SERVICE, port)).expect("connect from C");
+                s.set_read_timeout(Some(TIMEOUT)).unwrap();
+                s.set_write_timeout(Some(TIMEOUT)).unwrap();
+                s
+            })
+            .collect()
+    })
 }
 
 /// `cryo serve` on B, as PID 1 of a PID namespace of its own (and a mount namespace with
@@ -590,8 +448,8 @@ fn pid_here(inner: i32, dir: &Path) -> Option<i32> {
 #[test]
 fn a_server_with_100_clients_moves_to_b_and_every_client_goes_on() {
     cryo_bin();
-    let hosts = Hosts::new();
-    let (mut w, mut clients) = hosts.server_with_clients(100, 1000);
+    let hosts = Hosts::new("cryo-mig");
+    let (mut w, mut clients) = server_with_clients(&hosts, 100, 1000);
     // Sent before the migration, read by the server only once on B.
     send_round(&mut clients, 2, 3000);
     let serve = Serve::start(&hosts, w.dir(), "", &[]);
@@ -666,8 +524,8 @@ fn a_server_with_100_clients_moves_to_b_and_every_client_goes_on() {
 #[test]
 fn a_failure_after_the_address_moved_rolls_back_and_what_b_was_sent_reaches_a() {
     cryo_bin();
-    let hosts = Hosts::new();
-    let (w, mut clients) = hosts.server_with_clients(10, 500);
+    let hosts = Hosts::new("cryo-mig");
+    let (w, mut clients) = server_with_clients(&hosts, 10, 500);
     let serve = Serve::start(&hosts, w.dir(), "", &[]);
     mkfifo(&w.path("said"));
     mkfifo(&w.path("go"));
@@ -705,8 +563,8 @@ fn a_failure_after_the_address_moved_rolls_back_and_what_b_was_sent_reaches_a() 
 #[test]
 fn a_destination_without_go_kills_what_it_restored_and_keeps_its_lock_until_a_retry() {
     cryo_bin();
-    let hosts = Hosts::new();
-    let (mut w, mut clients) = hosts.server_with_clients(10, 500);
+    let hosts = Hosts::new("cryo-mig");
+    let (mut w, mut clients) = server_with_clients(&hosts, 10, 500);
     // B waits 2 s for the go; the source's script takes longer.
     let serve = Serve::start_with(&hosts, w.dir(), "", &[], 2);
     mkfifo(&w.path("said"));
@@ -763,8 +621,8 @@ fn a_destination_without_go_kills_what_it_restored_and_keeps_its_lock_until_a_re
 #[test]
 fn the_destination_killed_mid_transfer_leaves_the_source_serving() {
     cryo_bin();
-    let hosts = Hosts::new();
-    let (w, mut clients) = hosts.server_with_clients(10, 500);
+    let hosts = Hosts::new("cryo-mig");
+    let (w, mut clients) = server_with_clients(&hosts, 10, 500);
     send_round(&mut clients, 2, 700);
     // B stops once the whole image is there, before it confirms it.
     let mut serve = Serve::start(
@@ -800,7 +658,7 @@ fn the_destination_killed_mid_transfer_leaves_the_source_serving() {
 #[test]
 fn a_file_that_differs_on_the_destination_stops_before_the_freeze() {
     cryo_bin();
-    let hosts = Hosts::new();
+    let hosts = Hosts::new("cryo-mig");
     let dir = control_dir();
     let data = dir.path().join("data");
     std::fs::write(&data, pattern(8192, 1)).unwrap();
@@ -830,8 +688,8 @@ fn a_file_that_differs_on_the_destination_stops_before_the_freeze() {
 #[test]
 fn a_server_moves_with_pre_copy_rounds_and_its_clients_go_on() {
     cryo_bin();
-    let hosts = Hosts::new();
-    let (mut w, mut clients) = hosts.server_with_clients(10, 1000);
+    let hosts = Hosts::new("cryo-mig");
+    let (mut w, mut clients) = server_with_clients(&hosts, 10, 1000);
     send_round(&mut clients, 2, 3000);
     let serve = Serve::start(&hosts, w.dir(), "", &[]);
     mkfifo(&w.path("said"));
@@ -853,8 +711,8 @@ fn a_server_moves_with_pre_copy_rounds_and_its_clients_go_on() {
 #[test]
 fn a_source_killed_once_its_go_is_sent_leaves_only_the_destination_running() {
     cryo_bin();
-    let hosts = Hosts::new();
-    let (mut w, mut clients) = hosts.server_with_clients(10, 500);
+    let hosts = Hosts::new("cryo-mig");
+    let (mut w, mut clients) = server_with_clients(&hosts, 10, 500);
     let serve = Serve::start(&hosts, w.dir(), "", &[]);
     let mut migrate = Migrate::scripted_with_env(
         &hosts,
@@ -892,8 +750,8 @@ fn a_once_receiver_stays_to_answer_a_source_that_lost_the_answer_to_its_go() {
 /// has its answer, then exits 0.
 fn lose_the_answer_to_the_go(once: bool) {
     cryo_bin();
-    let hosts = Hosts::new();
-    let (mut w, mut clients) = hosts.server_with_clients(10, 500);
+    let hosts = Hosts::new("cryo-mig");
+    let (mut w, mut clients) = server_with_clients(&hosts, 10, 500);
     let resume = w.path("resume");
     let prelude = if once {
         r#""$0" "$@" --once; echo "serve exited $?" >&2; exec sleep 600;"#
