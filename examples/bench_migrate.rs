@@ -27,55 +27,20 @@
 //! timestamped, to PATH.migrate and PATH.serve; CRYO_BENCH_PLAIN=0 skips the plain migrate;
 //! CRYO_BENCH_DEBUG=1 prints the writer's waits over 20 ms)
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use cryo_examples::cryo_bin;
+use cryo_examples::redis::{command, populate};
 use cryo_tests::hosts::{Hosts, B_LISTEN, SERVICE};
 
 const PORT: u16 = 6390;
-
-fn cryo_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("CRYO_BIN") {
-        return p.into();
-    }
-    // target/<profile>/examples/bench-migrate -> target/<profile>/cryo
-    let exe = std::env::current_exe().expect("current exe");
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .join("cryo")
-}
-
-/// One RESP command, its reply read (one line, or a bulk string).
-fn command(s: &mut BufReader<TcpStream>, args: &[&[u8]]) -> std::io::Result<String> {
-    let mut req = format!("*{}\r\n", args.len()).into_bytes();
-    for a in args {
-        req.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-        req.extend_from_slice(a);
-        req.extend_from_slice(b"\r\n");
-    }
-    s.get_mut().write_all(&req)?;
-    let mut line = String::new();
-    if s.read_line(&mut line)? == 0 {
-        return Err(std::io::ErrorKind::UnexpectedEof.into());
-    }
-    if let Some(n) = line
-        .strip_prefix('$')
-        .and_then(|n| n.trim().parse::<i64>().ok())
-    {
-        if n >= 0 {
-            let mut body = vec![0u8; n as usize + 2];
-            s.read_exact(&mut body)?;
-        }
-    }
-    Ok(line.trim().to_string())
-}
 
 /// The writer's record: when each answer came.
 #[derive(Default)]
@@ -193,31 +158,8 @@ fn start_redis(hosts: &Hosts, mib: u64) -> Redis {
         .stderr(Stdio::null())
         .spawn()
         .expect("redis-server");
-    let keys = (mib << 20) / 4096;
     Hosts::spawn_thread(&hosts.a, move || {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let stream = loop {
-            match TcpStream::connect((SERVICE, PORT)) {
-                Ok(s) => break s,
-                Err(_) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
-                Err(e) => panic!("redis did not start: {e}"),
-            }
-        };
-        let mut s = BufReader::new(stream);
-        let reply = command(
-            &mut s,
-            &[
-                b"DEBUG",
-                b"POPULATE",
-                keys.to_string().as_bytes(),
-                b"key",
-                b"4096",
-            ],
-        )
-        .expect("DEBUG POPULATE");
-        assert_eq!(reply, "+OK", "DEBUG POPULATE");
+        populate(SocketAddr::from((SERVICE, PORT)), mib)
     })
     .join()
     .expect("populate");

@@ -15,55 +15,22 @@
 //! CRYO_BENCH_LOG=PATH has both cryos log their stages, timestamped, to PATH.dump and
 //! PATH.serve)
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-fn cryo_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("CRYO_BIN") {
-        return p.into();
-    }
-    // target/<profile>/examples/bench-precopy -> target/<profile>/cryo
-    let exe = std::env::current_exe().expect("current exe");
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .join("cryo")
-}
+use cryo_examples::cryo_bin;
+use cryo_examples::redis::{command, populate};
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
         .port()
-}
-
-/// One RESP command, its reply read (one line, or a bulk string).
-fn command(s: &mut BufReader<TcpStream>, args: &[&[u8]]) -> std::io::Result<String> {
-    let mut req = format!("*{}\r\n", args.len()).into_bytes();
-    for a in args {
-        req.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-        req.extend_from_slice(a);
-        req.extend_from_slice(b"\r\n");
-    }
-    s.get_mut().write_all(&req)?;
-    let mut line = String::new();
-    s.read_line(&mut line)?;
-    if let Some(n) = line
-        .strip_prefix('$')
-        .and_then(|n| n.trim().parse::<i64>().ok())
-    {
-        if n >= 0 {
-            let mut body = vec![0u8; n as usize + 2];
-            s.read_exact(&mut body)?;
-        }
-    }
-    Ok(line.trim().to_string())
 }
 
 struct Redis {
@@ -95,30 +62,7 @@ impl Redis {
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let stream = loop {
-            match TcpStream::connect(("127.0.0.1", port)) {
-                Ok(s) => break s,
-                Err(_) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
-                Err(e) => panic!("redis did not start: {e}"),
-            }
-        };
-        let mut s = BufReader::new(stream);
-        let keys = (mib << 20) / 4096;
-        let reply = command(
-            &mut s,
-            &[
-                b"DEBUG",
-                b"POPULATE",
-                keys.to_string().as_bytes(),
-                b"key",
-                b"4096",
-            ],
-        )
-        .expect("DEBUG POPULATE");
-        assert_eq!(reply, "+OK", "DEBUG POPULATE");
+        populate(SocketAddr::from(([127, 0, 0, 1], port)), mib);
         Redis {
             child,
             port,

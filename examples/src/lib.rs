@@ -15,12 +15,7 @@ pub struct Cryo {
 impl Cryo {
     /// The binary two directories above this example's own (target/PROFILE/examples/NAME).
     pub fn beside_this_example() -> Self {
-        let bin = std::env::current_exe()
-            .expect("own path")
-            .parent()
-            .and_then(|p| p.parent())
-            .expect("target dir")
-            .join("cryo");
+        let bin = built_beside();
         let log = std::env::var("CRYO_BENCH_LOG")
             .map(|p| vec!["-vv".into(), "--log-file".into(), p])
             .unwrap_or_default();
@@ -127,4 +122,83 @@ pub fn tcp_file_copy(src: &std::path::Path, dst: &std::path::Path) -> std::time:
     assert_eq!(got, sent);
     let _ = std::fs::remove_file(dst);
     took
+}
+
+/// The `cryo` binary two directories above the running example's own
+/// (target/PROFILE/examples/NAME -> target/PROFILE/cryo).
+fn built_beside() -> PathBuf {
+    std::env::current_exe()
+        .expect("own path")
+        .parent()
+        .and_then(|p| p.parent())
+        .expect("target dir")
+        .join("cryo")
+}
+
+/// The `cryo` binary a bench that runs it by path uses: CRYO_BIN, else the one built beside
+/// the running example.
+pub fn cryo_bin() -> PathBuf {
+    std::env::var_os("CRYO_BIN").map_or_else(built_beside, PathBuf::from)
+}
+
+/// A redis-server to load and write to, over RESP.
+pub mod redis {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::{SocketAddr, TcpStream};
+    use std::time::{Duration, Instant};
+
+    /// One RESP command on `s`, its reply read (one line, or a bulk string); the end of the
+    /// stream is an error.
+    pub fn command(s: &mut BufReader<TcpStream>, args: &[&[u8]]) -> std::io::Result<String> {
+        let mut req = format!("*{}\r\n", args.len()).into_bytes();
+        for a in args {
+            req.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+            req.extend_from_slice(a);
+            req.extend_from_slice(b"\r\n");
+        }
+        s.get_mut().write_all(&req)?;
+        let mut line = String::new();
+        if s.read_line(&mut line)? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        if let Some(n) = line
+            .strip_prefix('$')
+            .and_then(|n| n.trim().parse::<i64>().ok())
+        {
+            if n >= 0 {
+                let mut body = vec![0u8; n as usize + 2];
+                s.read_exact(&mut body)?;
+            }
+        }
+        Ok(line.trim().to_string())
+    }
+
+    /// Fills the redis at `addr` with `mib` MiB of 4 KiB values (DEBUG POPULATE: keys
+    /// `key:0`...), connecting again for up to 10 s while it starts.
+    pub fn populate(addr: SocketAddr, mib: u64) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let stream = loop {
+            match TcpStream::connect(addr) {
+                Ok(s) => break s,
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                Err(e) => panic!("redis did not start: {e}"),
+            }
+        };
+        let mut s = BufReader::new(stream);
+        let keys = (mib << 20) / 4096;
+        let reply = command(
+            &mut s,
+            &[
+                b"DEBUG",
+                b"POPULATE",
+                keys.to_string().as_bytes(),
+                b"key",
+                b"4096",
+            ],
+        )
+        .expect("DEBUG POPULATE");
+        assert_eq!(reply, "+OK", "DEBUG POPULATE");
+    }
 }
