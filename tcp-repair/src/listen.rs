@@ -34,7 +34,7 @@ use netlink_packet_sock_diag::inet::{InetResponse, StateFlags};
 use crate::error::{Ctx, Operation, Result, SocketName, TcpRepairError};
 use crate::options;
 use crate::repair::{require_state, socket_name};
-use crate::state::{ListenerState, SocketOptions};
+use crate::state::ListenerState;
 use crate::sys;
 
 /// What to do with connections waiting in a listener's accept queue.
@@ -124,10 +124,7 @@ pub fn capture_listener(fd: impl AsFd, in_flight: InFlight) -> Result<ListenerSt
             pending,
         });
     }
-    let socket = SocketOptions {
-        more: crate::more_options::capture(fd, local.is_ipv6(), true, ctx)?,
-        ..options::capture_socket(fd, local.is_ipv6(), ctx)?
-    };
+    let socket = options::capture_tcp_socket(fd, local.is_ipv6(), true, ctx)?;
     Ok(ListenerState {
         local,
         backlog: diag.map(|d| d.backlog),

@@ -10,6 +10,21 @@ use crate::error::{Ctx, Operation, Result, SocketName};
 use crate::state::{SocketOptions, TcpSocketOptions};
 use crate::sys;
 
+/// Reads the socket-level options of TCP socket `fd` and the options of more_options.rs's
+/// table that differ from a fresh socket's (`listener`: the listener-only entries too, what a
+/// later listen() or connect() of an unconnected socket uses).
+pub(crate) fn capture_tcp_socket(
+    fd: BorrowedFd<'_>,
+    ipv6: bool,
+    listener: bool,
+    ctx: Ctx,
+) -> Result<SocketOptions> {
+    Ok(SocketOptions {
+        more: crate::more_options::capture(fd, ipv6, listener, ctx)?,
+        ..capture_socket(fd, ipv6, ctx)?
+    })
+}
+
 /// Reads the socket-level options; `ipv6` selects `IPV6_TCLASS`/`IPV6_V6ONLY`
 /// over `IP_TOS`.
 pub(crate) fn capture_socket(fd: BorrowedFd<'_>, ipv6: bool, ctx: Ctx) -> Result<SocketOptions> {

@@ -253,8 +253,7 @@ impl<'fd> Repair<'fd> {
             socket: SocketOptions {
                 // What the application set, not repair mode's forced reuse.
                 reuse_addr: self.reuse_addr,
-                more: crate::more_options::capture(fd, ipv6, false, ctx)?,
-                ..options::capture_socket(fd, ipv6, ctx)?
+                ..options::capture_tcp_socket(fd, ipv6, false, ctx)?
             },
             tcp: options::capture_tcp(fd, ctx)?,
         };

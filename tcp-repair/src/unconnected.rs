@@ -115,10 +115,7 @@ pub fn capture_unconnected(fd: impl AsFd) -> Result<UnconnectedState> {
         local,
         bound,
         local_port_range,
-        socket: SocketOptions {
-            more: crate::more_options::capture(fd, ipv6, true, ctx)?,
-            ..options::capture_socket(fd, ipv6, ctx)?
-        },
+        socket: options::capture_tcp_socket(fd, ipv6, true, ctx)?,
         tcp: options::capture_tcp(fd, ctx)?,
         closed_at_dump: false,
     })
@@ -138,10 +135,7 @@ pub fn capture_closed(fd: impl AsFd) -> Result<UnconnectedState> {
             .unwrap_or_else(|| SocketAddr::new(unspecified(ipv6), 0)),
         bound: false,
         local_port_range: local_port_range(fd, ctx)?,
-        socket: SocketOptions {
-            more: crate::more_options::capture(fd, ipv6, false, ctx)?,
-            ..options::capture_socket(fd, ipv6, ctx)?
-        },
+        socket: options::capture_tcp_socket(fd, ipv6, false, ctx)?,
         tcp: options::capture_tcp(fd, ctx)?,
         closed_at_dump: true,
     })
@@ -291,10 +285,7 @@ pub fn capture_connecting(fd: impl AsFd, remote: SocketAddr) -> Result<Connectin
         local,
         remote,
         local_port_range: local_port_range(fd, ctx)?,
-        socket: SocketOptions {
-            more: crate::more_options::capture(fd, ipv6, false, ctx)?,
-            ..options::capture_socket(fd, ipv6, ctx)?
-        },
+        socket: options::capture_tcp_socket(fd, ipv6, false, ctx)?,
         tcp: options::capture_tcp(fd, ctx)?,
     })
 }
