@@ -880,9 +880,20 @@ pub(crate) fn refill_queues(
             lines: p.queued_input_lines.clone(),
             tail: p.queued_input_tail.clone(),
         };
-        let slave_stopped =
-            pty_flow::Stopped::from_image(p.output_stopped).unwrap_or(pty_flow::Stopped::No);
-        if !input.is_empty() || slave_stopped != pty_flow::Stopped::No {
+        let stopped = |n| pty_flow::Stopped::from_image(n).unwrap_or(pty_flow::Stopped::No);
+        let (slave_stopped, master_stopped) =
+            (stopped(p.output_stopped), stopped(p.master_output_stopped));
+        let needs_slave = !input.is_empty() || slave_stopped != pty_flow::Stopped::No;
+        // The master, taken once for whatever needs it.
+        let master = if (needs_slave && p.slave_closed)
+            || !p.queued_output.is_empty()
+            || master_stopped != pty_flow::Stopped::No
+        {
+            dup_of(d)?
+        } else {
+            None
+        };
+        if needs_slave {
             let held = descs
                 .iter()
                 .filter(|s| match &s.kind {
@@ -893,7 +904,7 @@ pub(crate) fn refill_queues(
                 .transpose()?;
             // A closed slave: opened for the while (and closed again).
             let opened = || -> Result<Option<OwnedFd>, FileError> {
-                let Some(master) = dup_of(d)?.filter(|_| p.slave_closed) else {
+                let Some(master) = master.as_ref().filter(|_| p.slave_closed) else {
                     return Ok(None);
                 };
                 let flags = libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC;
@@ -925,23 +936,17 @@ pub(crate) fn refill_queues(
                 super::error::changed(d, format!("the slave's output stopped again: {e}"))
             })?;
         }
+        let Some(master) = master else {
+            continue;
+        };
         if !p.queued_output.is_empty() {
-            let Some(master) = dup_of(d)? else {
-                continue;
-            };
             pty_queue::put_output(master.as_fd(), &p.queued_output).map_err(|e| {
                 super::error::changed(d, format!("the output for the master put back: {e}"))
             })?;
         }
-        let master_stopped = pty_flow::Stopped::from_image(p.master_output_stopped)
-            .unwrap_or(pty_flow::Stopped::No);
-        if master_stopped != pty_flow::Stopped::No {
-            if let Some(master) = dup_of(d)? {
-                pty_flow::stop(master.as_fd(), master_stopped).map_err(|e| {
-                    super::error::changed(d, format!("the master's output stopped again: {e}"))
-                })?;
-            }
-        }
+        pty_flow::stop(master.as_fd(), master_stopped).map_err(|e| {
+            super::error::changed(d, format!("the master's output stopped again: {e}"))
+        })?;
     }
     Ok(())
 }
