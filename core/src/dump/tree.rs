@@ -238,26 +238,27 @@ fn born_before_setsid(
     let mut born_in: std::collections::HashMap<i32, (i32, i32)> = Default::default();
     // Deepest first: a leader learns its birth session from its children before its own
     // parent is judged. Depth by walking parents (bounded by the tree's size).
-    let depth = |pid: i32| {
+    let index: std::collections::HashMap<i32, usize> =
+        entries.iter().enumerate().map(|(k, e)| (e.pid, k)).collect();
+    let depth = |mut k: usize| {
         let mut d = 0;
-        let mut at = pid;
-        while let Some(e) = entries.iter().find(|x| x.pid == at && !is_root(x.pid)) {
-            at = e.ppid;
-            d += 1;
-            if d > entries.len() {
+        while !is_root(entries[k].pid) && d <= entries.len() {
+            let Some(&parent) = index.get(&entries[k].ppid) else {
                 break;
-            }
+            };
+            k = parent;
+            d += 1;
         }
         d
     };
     let mut order: Vec<usize> = (0..entries.len()).collect();
-    order.sort_by_key(|&k| std::cmp::Reverse(depth(entries[k].pid)));
+    order.sort_by_cached_key(|&k| std::cmp::Reverse(depth(k)));
     for k in order {
         let e = &entries[k];
         if is_root(e.pid) {
             continue;
         }
-        let Some(parent) = entries.iter().find(|p| p.pid == e.ppid) else {
+        let Some(parent) = index.get(&e.ppid).map(|&p| &entries[p]) else {
             continue;
         };
         // The session it was forked in.
