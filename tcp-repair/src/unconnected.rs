@@ -164,16 +164,12 @@ pub fn restore_unconnected(state: &UnconnectedState) -> Result<OwnedFd> {
         sys::set_int(b, libc::SOL_TCP, libc::TCP_REPAIR, sys::TCP_REPAIR_ON)
             .map_err(ctx.sys("setsockopt TCP_REPAIR"))?;
         options::bind_as_dumped(b, local, ctx)?;
-        sys::set_int(b, libc::SOL_TCP, libc::TCP_REPAIR, sys::TCP_REPAIR_OFF)
-            .map_err(ctx.sys("setsockopt TCP_REPAIR"))?;
-        // Leaving repair mode cleared SO_REUSEADDR.
-        sys::set_int(
+        crate::repair::leave(
             b,
-            libc::SOL_SOCKET,
-            libc::SO_REUSEADDR,
-            state.socket.reuse_addr as i32,
-        )
-        .map_err(ctx.sys("setsockopt SO_REUSEADDR"))?;
+            sys::TCP_REPAIR_OFF,
+            SocketName::new(Some(local), None),
+            state.socket.reuse_addr,
+        )?;
     } else if state.bound {
         options::bind_as_dumped(b, local, ctx)?;
     } else if local.port() != 0 {
