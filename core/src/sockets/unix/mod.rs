@@ -318,6 +318,22 @@ struct UnixCapture {
     name_listener: Option<u64>,
 }
 
+/// The error of `step` failing on unix socket `ino` (fd `fd` of `pid`).
+fn step_failed(
+    pid: Pid,
+    fd: RawFd,
+    ino: u64,
+    step: &'static str,
+) -> impl FnOnce(unix::UnixSockError) -> SocketError {
+    move |source| SocketError::Unix {
+        pid,
+        fd,
+        ino,
+        step,
+        source,
+    }
+}
+
 /// Captures unix socket `ino` of `pid` (its duplicate `dup`): diag, queue (with the
 /// descriptors in flight, duplicated into cryo), options, accept queue.
 fn capture(
@@ -327,15 +343,7 @@ fn capture(
     dup: BorrowedFd<'_>,
     diag: &mut Option<unix::DiagSocket>,
 ) -> Result<UnixCapture, SocketError> {
-    let bad = |step: &'static str| {
-        move |source| SocketError::Unix {
-            pid,
-            fd,
-            ino,
-            step,
-            source,
-        }
-    };
+    let bad = |step| step_failed(pid, fd, ino, step);
     let not_yet = |what: &'static str| SocketError::UnixNotYet { pid, fd, ino, what };
     if diag.is_none() {
         *diag = Some(unix::DiagSocket::new().map_err(bad("sock_diag"))?);
@@ -476,15 +484,7 @@ fn name_owner(
     ino: u64,
     info: &unix::UnixSockInfo,
 ) -> Result<NameOwner, SocketError> {
-    let bad = |step: &'static str| {
-        move |source| SocketError::Unix {
-            pid,
-            fd,
-            ino,
-            step,
-            source,
-        }
-    };
+    let bad = |step| step_failed(pid, fd, ino, step);
     let refused = |what: String| SocketError::UnixRefused { pid, fd, ino, what };
     let all = unix::dump_all().map_err(bad("sock_diag dump"))?;
     let same: Vec<&unix::UnixSockInfo> = all
