@@ -162,6 +162,9 @@ pub struct ImageDir {
     /// Whether the raw files' checksums were checked by whoever wrote them here (the
     /// receiver of a migration): [`ImageDir::check_raw`] checks their sizes only.
     raw_checked: bool,
+    /// The raw files are mapped without reading them in ahead: the restore reads little of
+    /// them (a migration's warm memory holds the pages).
+    lazy_raw: bool,
     /// A check image (`dump --check-only`): the contents of shared memory, memfds and
     /// deleted files are measured, not copied.
     without_contents: bool,
@@ -294,6 +297,7 @@ impl ImageDir {
             trusted_owner: None,
             accept_changed_files: false,
             raw_checked: false,
+            lazy_raw: false,
             without_contents: false,
         };
         let mut entries = std::fs::read_dir(images.proc_path()).map_err(bad("cannot list"))?;
@@ -363,6 +367,7 @@ impl ImageDir {
             trusted_owner,
             accept_changed_files: false,
             raw_checked: false,
+            lazy_raw: false,
             without_contents: false,
         })
     }
@@ -380,6 +385,14 @@ impl ImageDir {
     /// image one more time while its processes are frozen (0.2-0.5 s for 1.3 GiB here).
     pub fn raw_checked(&mut self) {
         self.raw_checked = true;
+    }
+
+    /// [`ImageDir::raw_checked`], and the pages are mapped without being read in: the
+    /// restore reads few of them (a migration's warm memory, memory/warm.rs, holds the
+    /// rest), and populating 1.3 GiB took 0.1 s of the downtime.
+    pub fn raw_checked_lazily(&mut self) {
+        self.raw_checked = true;
+        self.lazy_raw = true;
     }
 
     /// Makes this a check image: raw contents (shared memory, memfds, deleted files) are
@@ -620,7 +633,7 @@ impl ImageDir {
         })?;
         let map = if len == 0 {
             None
-        } else if self.raw_checked {
+        } else if self.raw_checked && !self.lazy_raw {
             // Not read here: populated, so that the restore's copies out of it take no
             // fault per page (a UFFDIO_COPY whose source faults copies each page twice).
             Some(

@@ -62,9 +62,10 @@ pub use hooks::{
 pub use image::{ImageDir, ImageDirError};
 pub use ipc::IpcError;
 pub use memory::precopy::{
-    merge as merge_pre_copy, merge_with as merge_pre_copy_with, Appended as PreCopyAppended,
-    PreCopySink,
+    merge as merge_pre_copy, merge_with as merge_pre_copy_with, round_of as precopy_round_of,
+    Appended as PreCopyAppended, PreCopySink,
 };
+pub use memory::warm::WarmMemory;
 pub use nix::unistd::Pid;
 pub use restore::error::{ChildError, RestoreError};
 pub use restore::{restore, GateError, KeepLock, RestoreGate, RestoreOptions, Restored};

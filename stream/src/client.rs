@@ -75,6 +75,16 @@ impl Peer {
         name: &str,
         checkpoint_id: &str,
     ) -> Result<Conn<TcpStream>, StreamError> {
+        Ok(self.start_accepted(purpose, name, checkpoint_id)?.0)
+    }
+
+    /// [`Peer::start`], with the receiver's Accept.
+    pub(crate) fn start_accepted(
+        &self,
+        purpose: Purpose,
+        name: &str,
+        checkpoint_id: &str,
+    ) -> Result<(Conn<TcpStream>, msg::Accept), StreamError> {
         transfer::check_name(name).map_err(|e| StreamError::protocol("image name", e))?;
         let mut conn = self.connect()?;
         let step = format!(
@@ -92,8 +102,8 @@ impl Peer {
             },
             &step,
         )?;
-        conn.expect::<msg::Accept>(FrameType::Accept, &step)?;
-        Ok(conn)
+        let accept = conn.expect::<msg::Accept>(FrameType::Accept, &step)?;
+        Ok((conn, accept))
     }
 
     /// Streams the image directory `images` to the receiver as `name` and returns once the

@@ -69,6 +69,8 @@ pub enum FrameType {
     Running = 22,
     /// [`Heard`](crate::msg::Heard): the source got the Running.
     Heard = 23,
+    /// [`Absorbed`](crate::msg::Absorbed): a pre-copy round in place on the receiver.
+    Absorbed = 24,
 }
 
 impl FrameType {
@@ -94,6 +96,7 @@ impl FrameType {
             21 => Go,
             22 => Running,
             23 => Heard,
+            24 => Absorbed,
             _ => return None,
         })
     }

@@ -62,7 +62,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use cryo_core::ImageDir;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::client::{finish_image, send_early, Peer};
 use crate::conn::{unexpected, Conn};
@@ -85,6 +85,8 @@ pub struct Migration {
     announced: bool,
     /// The files of the image sent so far (the pre-copy rounds).
     sent: msg::Manifest,
+    /// The destination acknowledges each pre-copy round once it absorbed it (its Accept).
+    acks_rounds: bool,
 }
 
 impl std::fmt::Debug for Migration {
@@ -97,8 +99,10 @@ impl Peer {
     /// Connects, authenticates and asks the receiver to take a migration named `name` (a
     /// name for its logs: nothing is kept under its root).
     pub fn migrate(&self, name: &str) -> Result<Migration, StreamError> {
+        let (conn, accept) = self.start_accepted(Purpose::Migrate, name, "")?;
         Ok(Migration {
-            conn: self.start(Purpose::Migrate, name, "")?,
+            conn,
+            acks_rounds: accept.acks_rounds,
             addr: self.addr.clone(),
             peer: self.clone(),
             name: name.into(),
@@ -128,8 +132,11 @@ impl Migration {
     /// Tells the destination the image follows (after its verdict), once.
     fn announce(&mut self) -> Result<(), StreamError> {
         if !self.announced {
-            self.conn
-                .send_msg(FrameType::Accept, &msg::Accept {}, "announce the image")?;
+            self.conn.send_msg(
+                FrameType::Accept,
+                &msg::Accept::default(),
+                "announce the image",
+            )?;
             self.announced = true;
         }
         Ok(())
@@ -153,7 +160,18 @@ impl Migration {
     ) -> Result<(), StreamError> {
         self.announce()?;
         let watch = self.watch()?;
-        send_early(&mut self.conn, &watch, &mut self.sent, name, size, contents)
+        send_early(&mut self.conn, &watch, &mut self.sent, name, size, contents)?;
+        if self.acks_rounds && cryo_core::precopy_round_of(name).is_some() {
+            let step = format!("wait for {} to absorb {name}", self.addr);
+            let absorbed: msg::Absorbed = self.conn.expect(FrameType::Absorbed, &step)?;
+            if absorbed.name != name {
+                return Err(StreamError::protocol(
+                    step,
+                    format!("it absorbed {:?}", absorbed.name),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Streams the rest of the image `images` (the dump's own path, as `dump --to`) and
@@ -313,7 +331,11 @@ pub(crate) fn serve(
 ) -> Result<Outcome, StreamError> {
     let name = start.name.clone();
     let peer = conn.peer().to_string();
-    conn.send_msg(FrameType::Accept, &msg::Accept {}, "accept")?;
+    conn.send_msg(
+        FrameType::Accept,
+        &msg::Accept { acks_rounds: true },
+        "accept",
+    )?;
     // 1. The check image, judged here.
     let verdict = {
         let (_dir, images) = Scratch::new("check")?;
@@ -365,11 +387,25 @@ pub(crate) fn serve(
     // 2. The image, checked as any received image, into memory.
     let (dir, images) = Scratch::new("image")?;
     let mut appended = cryo_core::PreCopyAppended::default();
+    // A pre-copy's pages also go into memory here as they arrive, for the processes to
+    // inherit (memory/warm.rs); the image on disk stays whole.
+    let mut warm = cryo_core::WarmMemory::new();
     let received = match transfer::receive_image_with(&mut conn, &images, None, &mut |name| {
-        crate::server::append_round(&mut appended, &images, name)
+        warm.received(&images, name);
+        crate::server::append_round(&mut appended, &images, name)?;
+        // Acknowledged once in place: the source waits for it before its next round.
+        Ok(cryo_core::precopy_round_of(name).is_some())
     })
-    .and_then(|m| crate::server::merge_rounds(&images, &m, &appended).map(|()| m))
-    {
+    .and_then(|m| {
+        let t0 = Instant::now();
+        let bytes = warm.finish(&images);
+        debug!(
+            bytes,
+            ms = t0.elapsed().as_secs_f64() * 1e3,
+            "final pages written warm"
+        );
+        crate::server::merge_rounds(&images, &m, &appended).map(|()| m)
+    }) {
         Ok(m) => m,
         Err(e) => {
             warn!(migration = %name, "incomplete image discarded: {e}");
@@ -396,6 +432,8 @@ pub(crate) fn serve(
     // Each file's checksum was checked as it arrived; the merge computed the pages image's
     // from those: read again, 1 GiB of pages would cost the frozen processes 0.3 s.
     ropts.raw_checked = true;
+    // Without warm memory (no rounds) the pages image is read in ahead for the copy.
+    ropts.warm = (!warm.is_empty()).then(|| Arc::new(warm));
     ropts.action_script = script.cloned();
     ropts.gate = Some(cryo_core::RestoreGate::new(move |pids| {
         let mut conn = gate_conn.lock().unwrap_or_else(|p| p.into_inner());

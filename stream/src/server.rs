@@ -328,7 +328,7 @@ impl Server {
                 format!("no migration named {name:?} ended on this receiver"),
             ));
         };
-        conn.send_msg(FrameType::Accept, &msg::Accept {}, "accept")?;
+        conn.send_msg(FrameType::Accept, &msg::Accept::default(), "accept")?;
         match &outcome {
             Ok(pids) => conn.send_msg(
                 FrameType::Running,
@@ -373,13 +373,13 @@ impl Server {
             Ok(i) => i,
             Err(e) => return Err(refuse(conn, format!("cannot make room for the image: {e}"))),
         };
-        conn.send_msg(FrameType::Accept, &msg::Accept {}, "accept")?;
+        conn.send_msg(FrameType::Accept, &msg::Accept::default(), "accept")?;
         let mut appended = cryo_core::PreCopyAppended::default();
         let received = transfer::receive_image_with(
             conn,
             &images,
             Some(&start.checkpoint_id),
-            &mut |name| append_round(&mut appended, &images, name),
+            &mut |name| append_round(&mut appended, &images, name).map(|()| false),
         )
         .and_then(|m| {
             // From the End to the commit: with pre-copy rounds, part of the downtime.
@@ -430,7 +430,7 @@ impl Server {
             Ok(x) => x,
             Err(e) => return Err(refuse(conn, format!("image {name:?}: {e}"))),
         };
-        conn.send_msg(FrameType::Accept, &msg::Accept {}, "accept")?;
+        conn.send_msg(FrameType::Accept, &msg::Accept::default(), "accept")?;
         let sent = match transfer::send_image(conn, &images, &inventory.checkpoint_id, &|_| Ok(()))
         {
             Ok(m) => m,
@@ -467,7 +467,7 @@ impl Server {
         if let Err(e) = ImageDir::open(&dir) {
             return Err(refuse(conn, format!("image {name:?}: {e}")));
         }
-        conn.send_msg(FrameType::Accept, &msg::Accept {}, "accept")?;
+        conn.send_msg(FrameType::Accept, &msg::Accept::default(), "accept")?;
         let mut opts = cryo_core::RestoreOptions::new(&dir);
         opts.detach = true;
         match cryo_core::restore(&opts) {

@@ -169,16 +169,17 @@ pub fn receive_image<S: Read + Write>(
     images: &ImageDir,
     checkpoint_id: Option<&str>,
 ) -> Result<Manifest, StreamError> {
-    receive_image_with(conn, images, checkpoint_id, &mut |_| Ok(()))
+    receive_image_with(conn, images, checkpoint_id, &mut |_| Ok(false))
 }
 
 /// [`receive_image`], calling `on_file(name)` after each file arrived whole and checked (a
-/// pre-copy's rounds appended on arrival: [`cryo_core::PreCopyAppended`]).
+/// pre-copy's rounds appended on arrival: [`cryo_core::PreCopyAppended`]); when it answers
+/// true the sender is told the file was absorbed (an Absorbed frame naming it).
 pub fn receive_image_with<S: Read + Write>(
     conn: &mut Conn<S>,
     images: &ImageDir,
     checkpoint_id: Option<&str>,
-    on_file: &mut dyn FnMut(&str) -> Result<(), StreamError>,
+    on_file: &mut dyn FnMut(&str) -> Result<bool, StreamError>,
 ) -> Result<Manifest, StreamError> {
     let mut received: Vec<ManifestEntry> = Vec::new();
     let mut total = 0u64;
@@ -223,7 +224,15 @@ pub fn receive_image_with<S: Read + Write>(
                     .map_err(|e| StreamError::images(&step, e))?;
                 let entry = receive_file(conn, file, &open, &step)?;
                 total += entry.size;
-                on_file(&entry.name)?;
+                if on_file(&entry.name)? {
+                    conn.send_msg(
+                        FrameType::Absorbed,
+                        &msg::Absorbed {
+                            name: entry.name.clone(),
+                        },
+                        &format!("acknowledge {:?}", entry.name),
+                    )?;
+                }
                 received.push(entry);
             }
             FrameType::End => {

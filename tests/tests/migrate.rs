@@ -708,6 +708,71 @@ fn a_server_moves_with_pre_copy_rounds_and_its_clients_go_on() {
     echo_round(&w, &mut clients, 3, 500);
 }
 
+/// The VmFlags of the VMA of `pid` starting at `start`.
+fn vm_flags_at(pid: i32, start: u64) -> String {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap();
+    let head = format!("{start:x}-");
+    let mut lines = smaps.lines().skip_while(|l| !l.starts_with(&head));
+    lines
+        .find_map(|l| l.strip_prefix("VmFlags:"))
+        .unwrap_or_else(|| panic!("no VMA at {start:#x} in pid {pid}"))
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn a_pre_copy_migration_hands_over_the_memory_kept_there_as_last_written() {
+    // The destination keeps the rounds' pages in memory and hands them to the restored
+    // process (memory/warm.rs): every page must be the last written, pages dropped after
+    // the first round zero again, and each VMA mapped as it was (MAP_NORESERVE or not).
+    cryo_bin();
+    let hosts = Hosts::new("cryo-mig");
+    let mut w = Hosts::spawn(&hosts.a, "writer", &["64", "4", "nr", "no-last"]);
+    assert!(
+        w.cmd("verify").starts_with("ok "),
+        "the workload checks itself"
+    );
+    let areas: Vec<u64> = w
+        .cmd("areas")
+        .split_whitespace()
+        .map(|a| a.parse().unwrap())
+        .collect();
+    let flags: Vec<String> = areas.iter().map(|&a| vm_flags_at(w.pid(), a)).collect();
+    assert!(flags[0].split_whitespace().any(|f| f == "nr"), "{flags:?}");
+    assert!(!flags[1].split_whitespace().any(|f| f == "nr"), "{flags:?}");
+    let serve = Serve::start(&hosts, w.dir(), "", &[]);
+    let resume = w.path("resume");
+    let migrate = Migrate::spawn_with_env(
+        &hosts,
+        &w,
+        &serve,
+        &["--pre-copy"],
+        &[
+            ("CRYO_TEST_PAUSE_AT", "pre-copy-round"),
+            ("CRYO_TEST_RESUME_FILE", resume.to_str().unwrap()),
+        ],
+    );
+    // Round 0 is on B (absorbed): half the holes go, and later rounds or the final dump
+    // must say so.
+    migrate.await_stderr("paused at pre-copy-round");
+    assert_eq!(w.cmd("zap"), "ok");
+    std::fs::write(&resume, "").unwrap();
+    let (out, _) = migrate.wait();
+    assert!(out.success(), "{out}\n--- serve on B\n{}", serve.log());
+    assert!(out.stderr.contains("pre-copy round"), "{out}");
+    w.wait_original();
+    let here = pid_here(w.pid(), w.dir())
+        .unwrap_or_else(|| panic!("no restored workload in B's PID namespace\n{}", serve.log()));
+    w.adopt_restored_at(here);
+    let reply = w.cmd("verify");
+    assert!(
+        reply.starts_with("ok "),
+        "every page as last written: {reply}"
+    );
+    let after: Vec<String> = areas.iter().map(|&a| vm_flags_at(here, a)).collect();
+    assert_eq!(after, flags, "the VMAs are mapped as they were");
+}
+
 #[test]
 fn a_source_killed_once_its_go_is_sent_leaves_only_the_destination_running() {
     cryo_bin();

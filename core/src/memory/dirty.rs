@@ -27,7 +27,7 @@
 use std::fs::File;
 use std::os::fd::AsFd;
 
-use cryo_proto::image::VmaKind;
+use cryo_proto::image::{Vma, VmaKind};
 use nix::unistd::Pid;
 use tracing::debug;
 
@@ -57,6 +57,41 @@ pub struct Tracker {
     /// The VMAs registered at the start (a VMA inside one of them that shows "uw" is
     /// cryo's: the process cannot register a range cryo holds).
     registered: Vec<(u64, u64)>,
+    /// The private anonymous ones among them mapped plainly (no MAP_GROWSDOWN, not
+    /// droppable), with whether MAP_NORESERVE: a receiver keeps their pages in memory
+    /// mapped the same way (warm.rs).
+    anon: Vec<Vma>,
+}
+
+/// The private anonymous VMAs of `pid` among `registered` (read again once it runs: a hint,
+/// a VMA changed meanwhile is simply not one a receiver can use) that are mapped plainly:
+/// not growing down, not droppable; with MAP_NORESERVE when VmFlags say "nr".
+fn plain_anon(pid: Pid, registered: &[(u64, u64)]) -> Vec<Vma> {
+    let (Ok(maps), Ok(flags)) = (proc::maps(pid), super::vmflags::read(pid)) else {
+        return Vec::new();
+    };
+    maps.iter()
+        .filter(|m| registered.contains(&(m.start, m.end)))
+        .filter_map(|m| {
+            let kind = classify(m);
+            let f = flags.get(&m.start);
+            let plain = matches!(kind, VmaKind::Anon | VmaKind::Heap)
+                && !super::vmflags::grows_down(f)
+                && !super::vmflags::droppable(f);
+            plain.then(|| Vma {
+                start: m.start,
+                end: m.end,
+                kind: kind as i32,
+                map_flags: libc::MAP_PRIVATE as u32
+                    | if super::vmflags::no_reserve(f) {
+                        libc::MAP_NORESERVE as u32
+                    } else {
+                        0
+                    },
+                ..Default::default()
+            })
+        })
+        .collect()
 }
 
 impl std::fmt::Debug for Tracker {
@@ -172,6 +207,7 @@ impl Tracker {
             }
         }
         drop(frozen);
+        let anon = plain_anon(pid, &registered);
         let pagemap = File::open(proc::dir(pid).join("pagemap"))
             .map_err(|e| Error::sys(pid, "open pagemap", e))?;
         debug!(%pid, tracked_bytes, "tracking writes");
@@ -181,6 +217,7 @@ impl Tracker {
             pagemap,
             span: if span.0 < span.1 { span } else { (0, 0) },
             registered,
+            anon,
         })
     }
 
@@ -211,6 +248,11 @@ impl Tracker {
     /// The VMAs registered at the start.
     pub fn registered(&self) -> &[(u64, u64)] {
         &self.registered
+    }
+
+    /// The plain private anonymous VMAs registered at the start, with their map flags.
+    pub fn anon(&self) -> &[Vma] {
+        &self.anon
     }
 
     /// The present or swapped pages of tracked VMAs written since the last call (every one

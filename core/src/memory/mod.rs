@@ -11,6 +11,7 @@ pub mod precopy;
 pub mod premap;
 pub mod restore;
 pub mod vmflags;
+pub mod warm;
 
 use cryo_proto::image::VmaKind;
 

@@ -74,6 +74,15 @@ pub fn round_name(round: u32, pid: Pid) -> String {
     format!("precopy-{round}-{pid}.img")
 }
 
+/// The round and pid of a round's record named `name` (`precopy-R-PID.img`), if it is one.
+pub fn round_of(name: &str) -> Option<(u32, Pid)> {
+    let (round, pid) = name
+        .strip_prefix("precopy-")?
+        .strip_suffix(".img")?
+        .split_once('-')?;
+    Some((round.parse().ok()?, Pid::from_raw(pid.parse().ok()?)))
+}
+
 /// `precopy-R-pages-PID.img`: the pages of round R of task PID.
 pub fn round_pages_name(round: u32, pid: Pid) -> String {
     format!("precopy-{round}-pages-{pid}.img")
@@ -237,6 +246,11 @@ impl PreCopy {
             round,
             runs: sent.clone(),
             pages_file: round_pages_name(round, pid),
+            anon_vmas: if round == 0 {
+                tracker.anon().to_vec()
+            } else {
+                Vec::new()
+            },
         };
         let bytes = cryo_proto::frame::encode(ImageKind::PreCopyRound, &[record]);
         send(
@@ -272,7 +286,7 @@ impl PreCopy {
 }
 
 /// Sorted, disjoint ranges covering `ranges`.
-fn coalesce(mut ranges: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
+pub(crate) fn coalesce(mut ranges: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
     ranges.sort_unstable();
     let mut out: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
     for (s, e) in ranges {

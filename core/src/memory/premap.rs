@@ -26,11 +26,12 @@
 
 use std::ops::Range;
 
-use cryo_proto::image::{MmCore, Vma, VmaKind};
+use cryo_proto::image::{MmCore, PageRun, Vma, VmaKind};
 use nix::unistd::Pid;
 
 use super::error::MemoryError;
 use super::restore::MappingFds;
+use super::warm::WarmMemory;
 use super::PAGE;
 use crate::sys::mmap;
 
@@ -56,6 +57,10 @@ pub struct Staged {
     /// The parent staged it and the process inherits it: only the pages that differ are
     /// written.
     pub inherited: bool,
+    /// cryo holds it already, filled as a pre-copy's rounds arrived (warm.rs), and the
+    /// process inherits it: only the pages the warm copy lacks or has in excess are
+    /// written or dropped.
+    pub prebuilt: bool,
 }
 
 impl Staged {
@@ -107,6 +112,7 @@ pub fn plan(
     mms: &[&MmCore],
     children: &[Vec<usize>],
     avoid: &[Range<u64>],
+    warm: Option<&WarmMemory>,
 ) -> Result<Vec<Vec<Staged>>, MemoryError> {
     let mut parent: Vec<Option<usize>> = vec![None; mms.len()];
     for (p, kids) in children.iter().enumerate() {
@@ -119,11 +125,43 @@ pub fn plan(
         mms.iter()
             .flat_map(|mm| mm.vmas.iter().map(|v| v.start..v.end)),
     );
+    // A warm region is cryo's own mapping: only the rest of what to avoid must stay clear
+    // of the places it hands over.
+    let warm_maps = warm.map(WarmMemory::mappings).unwrap_or_default();
+    let clear_of_warm: Vec<Range<u64>> = taken
+        .iter()
+        .filter(|r| {
+            !warm_maps
+                .iter()
+                .any(|w| w.start <= r.start && r.end <= w.end)
+        })
+        .cloned()
+        .collect();
     let mut next = STAGING_BASE;
     let mut staged: Vec<Vec<Staged>> = Vec::with_capacity(mms.len());
     for (i, mm) in mms.iter().enumerate() {
         let mut mine = Vec::new();
+        // Only a process cryo forks itself inherits cryo's warm memory.
+        let warm = warm
+            .filter(|_| parent[i].is_none())
+            .and_then(|w| w.view(mm.pid));
         for v in mm.vmas.iter().filter(|v| stageable(v)) {
+            let len = v.end - v.start;
+            let prebuilt = warm.and_then(|w| w.place_of(v)).filter(|&at| {
+                !clear_of_warm
+                    .iter()
+                    .any(|r| r.start < at + len && at < r.end)
+            });
+            if let Some(at) = prebuilt {
+                mine.push(Staged {
+                    start: v.start,
+                    end: v.end,
+                    at,
+                    inherited: false,
+                    prebuilt: true,
+                });
+                continue;
+            }
             let from_parent = parent[i].and_then(|p| {
                 let theirs = mms[p].vmas.iter().find(|pv| same_vma(v, pv))?;
                 staged[p].iter().find(|s: &&Staged| s.start == theirs.start)
@@ -131,6 +169,7 @@ pub fn plan(
             if let Some(s) = from_parent {
                 mine.push(Staged {
                     inherited: true,
+                    prebuilt: false,
                     ..*s
                 });
             } else if !children[i].is_empty() && worth_staging(mm, v) {
@@ -145,8 +184,16 @@ pub fn plan(
                     end: v.end,
                     at,
                     inherited: false,
+                    prebuilt: false,
                 });
             }
+        }
+        if warm.is_some() {
+            let (handed, bytes) = mine
+                .iter()
+                .filter(|s| s.prebuilt)
+                .fold((0, 0), |(n, b), s| (n + 1, b + s.size()));
+            tracing::debug!(pid = mm.pid, handed, bytes, "warm memory handed over");
         }
         staged.push(mine);
     }
@@ -188,8 +235,13 @@ pub fn stage(
     parent: Option<(&MmCore, &[Staged])>,
     pages: Option<&[u8]>,
     files: &MappingFds,
+    warm: Option<WarmInherited<'_>>,
 ) -> Result<usize, StageFailed> {
     let (parent_mm, parents) = parent.map_or((None, &[][..]), |(m, s)| (Some(m), s));
+    let mut written = 0;
+    if let Some(w) = &warm {
+        written += hand_over_warm(mm, mine, w, pages)?;
+    }
     for p in parents
         .iter()
         .filter(|p| !mine.iter().any(|s| s.at == p.at))
@@ -199,8 +251,7 @@ pub fn stage(
             source,
         })?;
     }
-    let mut written = 0;
-    for s in mine {
+    for s in mine.iter().filter(|s| !s.prebuilt) {
         let failed = |source| StageFailed {
             start: s.start,
             source,
@@ -269,6 +320,91 @@ pub fn stage(
     Ok(written)
 }
 
+/// What a process forked by cryo inherits of cryo's warm memory (warm.rs).
+#[derive(Debug, Clone, Copy)]
+pub struct WarmInherited<'a> {
+    /// Every warm region of cryo (its addresses there): what the process hands over none of
+    /// is unmapped before it forks.
+    pub mappings: &'a [Range<u64>],
+    /// The image address ranges of this process whose latest copy is in them, sorted and
+    /// disjoint.
+    pub written: &'a [(u64, u64)],
+}
+
+/// In the cryo phase of a process forked by cryo: unmaps the warm memory it inherited and
+/// keeps none of, then makes each of its prebuilt regions its image: pages the warm copy
+/// holds and the image has not are dropped (zero again), pages of the image it lacks are
+/// written from the pages image. Returns how many pages were written.
+fn hand_over_warm(
+    mm: &MmCore,
+    mine: &[Staged],
+    warm: &WarmInherited<'_>,
+    pages: Option<&[u8]>,
+) -> Result<usize, StageFailed> {
+    let mut kept: Vec<Range<u64>> = mine
+        .iter()
+        .filter(|s| s.prebuilt)
+        .map(|s| s.at..s.at + s.size())
+        .collect();
+    kept.sort_by_key(|r| r.start);
+    for m in warm.mappings {
+        for (piece, keep) in split_by(m.clone(), &kept) {
+            if !keep {
+                mmap::unmap_staged(piece.start, piece.end - piece.start).map_err(|source| {
+                    StageFailed {
+                        start: piece.start,
+                        source,
+                    }
+                })?;
+            }
+        }
+    }
+    let warm_copies: Vec<Range<u64>> = warm.written.iter().map(|&(s, e)| s..e).collect();
+    let mut written = 0;
+    for s in mine.iter().filter(|s| s.prebuilt) {
+        let failed = |source| StageFailed {
+            start: s.start,
+            source,
+        };
+        let mut runs: Vec<&PageRun> = mm
+            .pages
+            .iter()
+            .filter(|r| s.start <= r.addr && r.addr < s.end)
+            .collect();
+        runs.sort_by_key(|r| r.addr);
+        let image: Vec<Range<u64>> = runs
+            .iter()
+            .map(|r| r.addr..r.addr + r.npages * PAGE)
+            .collect();
+        for copy in warm_copies
+            .iter()
+            .filter(|c| c.start < s.end && s.start < c.end)
+        {
+            let copy = copy.start.max(s.start)..copy.end.min(s.end);
+            for (piece, in_image) in split_by(copy, &image) {
+                if !in_image {
+                    drop_pages(s, piece.start, piece.end).map_err(failed)?;
+                }
+            }
+        }
+        for run in runs {
+            let len = run.npages * PAGE;
+            for (piece, warm_has) in split_by(run.addr..run.addr + len, &warm_copies) {
+                if warm_has {
+                    continue;
+                }
+                let from = run.offset + (piece.start - run.addr);
+                let src = pages
+                    .and_then(|p| p.get(from as usize..(from + piece.end - piece.start) as usize))
+                    .ok_or_else(|| failed(std::io::Error::from_raw_os_error(libc::EINVAL)))?;
+                mmap::copy_into_staged(s.at + (piece.start - s.start), src);
+                written += src.len() / PAGE as usize;
+            }
+        }
+    }
+    Ok(written)
+}
+
 /// Maps staged region `s` of VMA `vma`: read-write for the filling (with its execute right:
 /// the final protection is set only where it lacks read or write), with the VMA's flags, of
 /// its file when it has one.
@@ -306,7 +442,7 @@ fn copies_in(parent: &MmCore, s: &Staged) -> Vec<Range<u64>> {
 
 /// Splits `range` where the sorted, disjoint `copies` begin and end: each piece, and whether
 /// it lies in one of them.
-fn split_by(range: Range<u64>, copies: &[Range<u64>]) -> Vec<(Range<u64>, bool)> {
+pub(crate) fn split_by(range: Range<u64>, copies: &[Range<u64>]) -> Vec<(Range<u64>, bool)> {
     let mut pieces = Vec::new();
     let mut at = range.start;
     for c in copies
@@ -380,6 +516,7 @@ mod tests {
             &[&parent, &child, &leaf],
             &[vec![1, 2], vec![], vec![]],
             &cryo,
+            None,
         )
         .expect("room");
         assert_eq!(staged[0].len(), 2);
@@ -410,7 +547,7 @@ mod tests {
             1,
             vec![vma(STAGING_BASE, STAGING_BASE + 8192, VmaKind::Anon)],
         );
-        let staged = plan(&[&image, &mm(2, vec![])], &[vec![1], vec![]], &[]).expect("room");
+        let staged = plan(&[&image, &mm(2, vec![])], &[vec![1], vec![]], &[], None).expect("room");
         assert!(staged[0][0].at >= STAGING_BASE + 8192 + GUARD);
         assert!(!stageable(&Vma {
             map_flags: libc::MAP_SHARED as u32,
@@ -442,10 +579,10 @@ mod tests {
         let other = mm(4, vec![file(8, 0)]);
         let kids = [vec![1, 2, 3], vec![], vec![], vec![]];
         // Nothing written: the file's pages are shared anyway, nothing is staged.
-        let staged = plan(&[&parent, &same, &moved, &other], &kids, &[]).expect("room");
+        let staged = plan(&[&parent, &same, &moved, &other], &kids, &[], None).expect("room");
         assert!(staged.iter().all(|s| s.is_empty()));
         parent.pages.push(run);
-        let staged = plan(&[&parent, &same, &moved, &other], &kids, &[]).expect("room");
+        let staged = plan(&[&parent, &same, &moved, &other], &kids, &[], None).expect("room");
         assert_eq!(staged[0].len(), 1);
         assert!(staged[1][0].inherited);
         assert!(staged[2].is_empty() && staged[3].is_empty());
@@ -466,5 +603,44 @@ mod tests {
         );
         assert_eq!(split_by(3..5, &copies), vec![(3..4, true), (4..5, false)]);
         assert_eq!(split_by(4..6, &copies), vec![(4..6, false)]);
+    }
+
+    #[test]
+    fn a_root_takes_its_vmas_from_warm_memory_its_children_from_it() {
+        let g = 1u64 << 30;
+        let plain = |start, end| Vma {
+            map_flags: libc::MAP_PRIVATE as u32,
+            ..vma(start, end, VmaKind::Anon)
+        };
+        let root = mm(1, vec![plain(g, 2 * g), plain(3 * g, 4 * g)]);
+        let child = mm(2, vec![plain(g, 2 * g)]);
+        let warm_at = 1u64 << 45;
+        // The first VMA lies in a region; the second only half.
+        let warm = WarmMemory::with_regions(
+            1,
+            &[(g, 2 * g, warm_at), (3 * g, 3 * g + g / 2, warm_at + 2 * g)],
+        );
+        let cryo: Vec<Range<u64>> = vec![warm_at..warm_at + g, warm_at + 2 * g..warm_at + 3 * g];
+        let staged = plan(&[&root, &child], &[vec![1], vec![]], &cryo, Some(&warm)).expect("room");
+        let prebuilt: Vec<&Staged> = staged[0].iter().filter(|s| s.prebuilt).collect();
+        assert_eq!(prebuilt.len(), 1, "{staged:?}");
+        assert_eq!((prebuilt[0].start, prebuilt[0].at), (g, warm_at));
+        // The other is staged as any memory shared with a child, clear of the warm regions.
+        let other = staged[0].iter().find(|s| s.start == 3 * g).unwrap();
+        assert!(
+            !other.prebuilt
+                && !cryo
+                    .iter()
+                    .any(|r| r.start < other.at + g && other.at < r.end)
+        );
+        // The child inherits the root's copy of the first, as from any parent.
+        assert_eq!(
+            staged[1],
+            vec![Staged {
+                inherited: true,
+                prebuilt: false,
+                ..*prebuilt[0]
+            }]
+        );
     }
 }

@@ -112,17 +112,26 @@ pub fn reshape(
     }
 
     // 1. cryo's own mappings go, all but the trampoline and the kernel's special ones.
+    // Staged regions next to each other may show as one mapping (warm memory handed over
+    // in neighbouring pieces): what is not staged of each mapping goes.
     let current = proc::maps(child)?;
+    let mut staged_ranges: Vec<std::ops::Range<u64>> =
+        staged.iter().map(|s| s.at..s.at + s.size()).collect();
+    staged_ranges.sort_by_key(|r| r.start);
     let mut doomed: Vec<(u64, u64)> = Vec::new();
     for m in &current {
         let kind = super::classify(m);
-        let kept = |s: &Staged| m.start >= s.at && m.end <= s.at + s.size();
-        if is_special(kind) || (m.start >= keep.0 && m.end <= keep.1) || staged.iter().any(kept) {
+        if is_special(kind) || (m.start >= keep.0 && m.end <= keep.1) {
             continue;
         }
-        match doomed.last_mut() {
-            Some(last) if last.1 == m.start => last.1 = m.end,
-            _ => doomed.push((m.start, m.end)),
+        for (piece, kept) in super::premap::split_by(m.start..m.end, &staged_ranges) {
+            if kept {
+                continue;
+            }
+            match doomed.last_mut() {
+                Some(last) if last.1 == piece.start => last.1 = piece.end,
+                _ => doomed.push((piece.start, piece.end)),
+            }
         }
     }
     let unmaps: Vec<BatchCall> = doomed

@@ -198,6 +198,7 @@ fn child_setup(tree: &Planned, i: usize) -> Result<(), ChildError> {
         tree.parents_staged(i),
         t.pages.as_ref().map(|m| m.as_slice()),
         mapping,
+        tree.warm_inherited(i),
     )
     .map_err(|e| ChildError::sys_on(ChildStep::StageMemory, format!("{:#x}", e.start))(e.source))?;
 

@@ -91,6 +91,10 @@ pub struct RestoreOptions {
     /// receiver of a migration, file by file as they arrived, and the merge of pre-copy
     /// rounds from those): the restore checks their sizes, not their checksums again.
     pub raw_checked: bool,
+    /// cryo's warm memory for this image (a pre-copy migration's receiver,
+    /// memory/warm.rs): the processes it forks inherit those pages instead of having them
+    /// copied in.
+    pub warm: Option<Arc<crate::memory::warm::WarmMemory>>,
 }
 
 /// The error a [`RestoreGate`] answers with: it says which step failed.
@@ -186,8 +190,10 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored> {
     if opts.accept_changed_files {
         images.accept_changed_files();
     }
-    if opts.raw_checked {
-        images.raw_checked();
+    match (opts.raw_checked, &opts.warm) {
+        (true, Some(_)) => images.raw_checked_lazily(),
+        (true, None) => images.raw_checked(),
+        (false, _) => {}
     }
     let mut loaded = Loaded::read(images)?;
     loaded.adopt_shell_job()?;
@@ -230,7 +236,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored> {
             .iter()
             .all(|th| th.attrs.as_ref().is_some_and(|a| !a.affinity.is_empty()))
     });
-    let mut planned = loaded.plan(opts.tcp_close)?;
+    let mut planned = loaded.plan(opts.tcp_close, opts.warm.as_deref())?;
     if let Some(g) = &guardian {
         planned.guardian_channel = Some(g.channel_at(planned.plan.guardian_slot).as_raw_fd());
     }
@@ -238,6 +244,10 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored> {
         .then(crate::sys::sched::Colocated::here)
         .flatten();
     let spawned = planned.spawn(Namespaces::new(opts.pidns, opts.netns), guardian)?;
+    // The roots hold what they inherited of the warm memory: cryo's copy can go.
+    if let Some(warm) = &opts.warm {
+        warm.release();
+    }
     debug!(
         ms = started.elapsed().as_secs_f64() * 1e3,
         processes = spawned.pids.len(),

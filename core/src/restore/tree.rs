@@ -9,7 +9,8 @@ use super::load::{Loaded, TaskImage};
 use super::plan::{PlanInput, TreePlan};
 use crate::error::Result;
 use crate::files;
-use crate::memory::premap::{self, Staged};
+use crate::memory::premap::{self, Staged, WarmInherited};
+use crate::memory::warm::WarmMemory;
 
 /// A restore planned: what every process needs is known, the tree's shared objects exist,
 /// no process does yet.
@@ -39,12 +40,23 @@ pub(crate) struct Planned {
     pub cgroups: Vec<crate::task::cgroups::Placement>,
     /// The session keyring of `cryo restore`'s own, which its forks inherit (None: none).
     pub session_keyring: Option<i32>,
+    /// cryo's warm memory (a pre-copy migration's pages, memory/warm.rs) that the processes
+    /// it forks inherit.
+    pub warm: Option<WarmPlan>,
+}
+
+/// The warm memory the processes cryo forks inherit.
+pub(crate) struct WarmPlan {
+    /// cryo's warm regions, at their addresses in cryo.
+    pub mappings: Vec<Range<u64>>,
+    /// Per task (position): the image ranges whose latest copy they hold.
+    pub written: Vec<Vec<(u64, u64)>>,
 }
 
 impl Loaded {
     /// Makes the tree's shared objects and plans the tree around them and around cryo's own
     /// fds and mappings.
-    pub fn plan(self, tcp_close: bool) -> Result<Planned> {
+    pub fn plan(self, tcp_close: bool, warm: Option<&WarmMemory>) -> Result<Planned> {
         // Before anything is made: whether the roots can have their session keyrings back.
         let session_keyring = crate::sys::keyctl::own_session_keyring().map_err(|e| {
             crate::error::Error::sys(nix::unistd::getpid(), "read cryo's session keyring", e)
@@ -122,7 +134,33 @@ impl Loaded {
         let mut avoid = cryo_maps;
         avoid.extend(plan.tramps.iter().map(|&t| t..t + 2 * crate::memory::PAGE));
         let mms: Vec<&cryo_proto::image::MmCore> = loaded.tasks.iter().map(|t| &t.mm).collect();
-        let staged = premap::plan(&mms, &plan.children, &avoid)?;
+        // Warm pages are charged to cryo's memory cgroup, where they were written: handed
+        // over only to roots that stay in cryo's cgroups, which the process's own charges
+        // then are too.
+        let warm = warm.filter(|_| {
+            let stay = (0..mms.len())
+                .filter(|&i| !plan.children.iter().any(|kids| kids.contains(&i)))
+                .all(|i| {
+                    let p = &cgroups[i];
+                    p.first.is_empty() && p.then.is_empty() && !p.unshare
+                });
+            if !stay {
+                tracing::debug!("warm memory not handed over: a root joins other cgroups");
+            }
+            stay
+        });
+        let staged = premap::plan(&mms, &plan.children, &avoid, warm)?;
+        let warm = warm.map(|w| WarmPlan {
+            mappings: w.mappings(),
+            written: mms
+                .iter()
+                .map(|mm| {
+                    w.view(mm.pid)
+                        .map(|v| v.written.to_vec())
+                        .unwrap_or_default()
+                })
+                .collect(),
+        });
         let want_ctty = match &terminal {
             Some(t) => (0..loaded.tasks.len())
                 .filter(|&i| t.wants_controlling(&loaded.tasks[i].entry))
@@ -145,6 +183,7 @@ impl Loaded {
             guardian_channel: None,
             cgroups,
             session_keyring,
+            warm,
         })
     }
 }
@@ -186,6 +225,20 @@ impl Planned {
             .iter()
             .position(|kids| kids.contains(&i))
             .map(|p| (&self.loaded.tasks[p].mm, self.staged[p].as_slice()))
+    }
+
+    /// What task `i` inherits of cryo's warm memory: a root (forked by cryo) all of it,
+    /// which it keeps only what it hands over of; another process none (its root unmapped
+    /// it before forking).
+    pub fn warm_inherited(&self, i: usize) -> Option<WarmInherited<'_>> {
+        let warm = self.warm.as_ref()?;
+        if self.plan.children.iter().any(|kids| kids.contains(&i)) {
+            return None;
+        }
+        Some(WarmInherited {
+            mappings: &warm.mappings,
+            written: &warm.written[i],
+        })
     }
 
     /// The fd tables of the processes, in creation order.

@@ -251,6 +251,36 @@ pub fn copy_into_staged(addr: u64, src: &[u8]) {
     unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), addr as *mut u8, src.len()) };
 }
 
+/// Reads `len` bytes of `file` from `offset` into the staged region at `addr` (mapped
+/// read-write there), by pread straight into it.
+pub fn read_into_staged(file: &File, addr: u64, len: u64, offset: u64) -> std::io::Result<()> {
+    let mut done = 0;
+    while done < len {
+        let chunk = (len - done).min(crate::memory::IO_CHUNK) as usize;
+        // SAFETY: the caller names a staged read-write region of at least `len` bytes that no
+        // Rust object refers to; the kernel writes into it through the raw pointer.
+        let n = unsafe {
+            libc::pread(
+                file.as_raw_fd(),
+                (addr + done) as *mut libc::c_void,
+                chunk,
+                (offset + done) as libc::off_t,
+            )
+        };
+        match n {
+            0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            n if n < 0 => {
+                let e = std::io::Error::last_os_error();
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+            n => done += n as u64,
+        }
+    }
+    Ok(())
+}
+
 /// Writes each page of `src` into the staged region at `addr` only where it differs from
 /// what is there, so a page equal to the one inherited from the parent stays shared with it
 /// (a write would copy it). Returns how many pages were written.

@@ -1,13 +1,19 @@
-//! `writer SIZE_MIB PAGES_PER_MS`: anonymous memory that a thread keeps rewriting while the
-//! process runs (pre-copy's target): write number g rewrites page (g * STEP) mod pages whole
-//! with words derived from (page, g), then stores g in the process's counter, then in the
-//! shared file `last` of the control dir (which outlives the process: the test reads it).
+//! `writer SIZE_MIB PAGES_PER_MS [nr] [no-last]`: anonymous memory that a thread keeps rewriting while
+//! the process runs (pre-copy's target): write number g rewrites page (g * STEP) mod pages
+//! whole with words derived from (page, g), then stores g in the process's counter, then in
+//! the shared file `last` of the control dir (which outlives the process: the test reads it).
 //! From the counter alone every page's expected contents follow, so `verify` checks EVERY
-//! word of the memory against the state at the last write.
+//! word of the memory against the state at the last write. With `nr` that memory is mapped
+//! MAP_NORESERVE (as jemalloc maps its arenas). Beside it, HOLES pages of ordinary private
+//! anonymous memory, filled once; `zap` drops every other one of them (MADV_DONTNEED: zero
+//! again), which `verify` checks too. With `no-last` the last write's number stays in the
+//! process (a file written all the time would differ on another host: a migration's check
+//! refuses it).
 //!
 //! ```text
-//! writer SIZE_MIB PAGES_PER_MS   verify -> ok <counter> <last> | bad <why>   (pauses the writer)
-//!                                count  -> <counter>       uffd -> <fd> (a userfaultfd of its own)
+//! writer SIZE_MIB PAGES_PER_MS [nr]  verify -> ok <counter> <last> | bad <why>   (pauses the writer)
+//!                                    count  -> <counter>       uffd -> <fd> (a userfaultfd of its own)
+//!                                    zap    -> ok              areas -> <memory addr> <holes addr>
 //! ```
 
 use std::path::Path;
@@ -21,6 +27,10 @@ const STEP: u64 = 0x9E37_79B9;
 
 /// The counter: in the process's own (private, tracked) memory.
 static COUNTER: AtomicU64 = AtomicU64::new(0);
+/// Whether `zap` dropped the even pages of the holes area.
+static ZAPPED: AtomicBool = AtomicBool::new(false);
+/// Pages of the holes area.
+const HOLES: u64 = 64;
 
 /// Word `w` of page `p` as write number `g` (0: the initial fill) leaves it.
 fn word(p: u64, g: u64, w: u64) -> u64 {
@@ -40,6 +50,7 @@ unsafe impl Send for Mem {}
 
 struct Writer {
     mem: Mem,
+    holes: Mem,
     pages: u64,
     last: Mem,
     pause: Arc<AtomicBool>,
@@ -55,35 +66,49 @@ pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
     if !pages.is_power_of_two() {
         return Err("SIZE_MIB must be a power of two".into());
     }
-    let mem = Mem(sys::mmap_anon(len).map_err(failed("mmap"))?.cast());
+    let noreserve = args.iter().skip(2).any(|a| a == "nr");
+    let keep_last = !args.iter().skip(2).any(|a| a == "no-last");
+    let mem = Mem(map(len, noreserve)?.cast());
+    let holes = Mem(map((HOLES * PAGE as u64) as usize, false)?.cast());
+    for p in 0..HOLES {
+        for w in 0..(PAGE / 8) as u64 {
+            // SAFETY: inside the fresh holes mapping.
+            unsafe { holes.0.add((p * 512 + w) as usize).write(!word(p, 0, w)) };
+        }
+    }
     for p in 0..pages {
         for w in 0..(PAGE / 8) as u64 {
             // SAFETY: inside the fresh mapping of `len` bytes.
             unsafe { mem.0.add((p * 512 + w) as usize).write(word(p, 0, w)) };
         }
     }
-    let fd = sys::open_mode(
-        &dir.join("last"),
-        libc::O_RDWR | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC,
-        0o600,
-    )
-    .map_err(failed("open last"))?;
-    // SAFETY: ftruncate on our fd, then a fresh shared mapping of it.
-    let last = unsafe {
-        libc::ftruncate(fd, PAGE as i64);
-        libc::mmap(
-            std::ptr::null_mut(),
-            PAGE,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
-            fd,
-            0,
+    let last = if keep_last {
+        let fd = sys::open_mode(
+            &dir.join("last"),
+            libc::O_RDWR | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC,
+            0o600,
         )
+        .map_err(failed("open last"))?;
+        // SAFETY: ftruncate on our fd, then a fresh shared mapping of it.
+        let last = unsafe {
+            libc::ftruncate(fd, PAGE as i64);
+            libc::mmap(
+                std::ptr::null_mut(),
+                PAGE,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
+        };
+        if last == libc::MAP_FAILED {
+            return Err(format!("mmap last: {}", std::io::Error::last_os_error()));
+        }
+        sys::close(fd);
+        last
+    } else {
+        map(PAGE, false)?
     };
-    if last == libc::MAP_FAILED {
-        return Err(format!("mmap last: {}", std::io::Error::last_os_error()));
-    }
-    sys::close(fd);
     let last = Mem(last.cast());
     let pause = Arc::new(AtomicBool::new(false));
     let paused = Arc::new(AtomicBool::new(false));
@@ -118,11 +143,33 @@ pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
     });
     Ok(Box::new(Writer {
         mem,
+        holes,
         pages,
         last,
         pause,
         paused,
     }))
+}
+
+/// `len` bytes of private anonymous memory, MAP_NORESERVE if `noreserve`.
+fn map(len: usize, noreserve: bool) -> Result<*mut libc::c_void, String> {
+    let flags =
+        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | if noreserve { libc::MAP_NORESERVE } else { 0 };
+    // SAFETY: a fresh private anonymous mapping; no existing memory is affected.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            flags,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(format!("mmap: {}", std::io::Error::last_os_error()));
+    }
+    Ok(p)
 }
 
 impl Writer {
@@ -138,6 +185,21 @@ impl Writer {
     }
 
     fn check(&self) -> String {
+        let zapped = ZAPPED.load(Ordering::SeqCst);
+        for p in 0..HOLES {
+            for w in 0..(PAGE / 8) as u64 {
+                // SAFETY: inside the holes mapping.
+                let found = unsafe { self.holes.0.add((p * 512 + w) as usize).read_volatile() };
+                let want = if zapped && p % 2 == 0 {
+                    0
+                } else {
+                    !word(p, 0, w)
+                };
+                if found != want {
+                    return format!("bad hole page {p} word {w}: {found:#x}, want {want:#x}");
+                }
+            }
+        }
         let c = COUNTER.load(Ordering::SeqCst);
         // SAFETY: the shared page mapped at start.
         let last = unsafe { self.last.0.read_volatile() };
@@ -185,6 +247,24 @@ impl Mode for Writer {
         match (verb, args) {
             ("verify", []) => Ok(self.verify()),
             ("count", []) => Ok(COUNTER.load(Ordering::SeqCst).to_string()),
+            ("zap", []) => {
+                for p in (0..HOLES).step_by(2) {
+                    // SAFETY: a page of the holes mapping, which nothing else touches.
+                    let r = unsafe {
+                        libc::madvise(
+                            self.holes.0.add((p * 512) as usize).cast(),
+                            PAGE,
+                            libc::MADV_DONTNEED,
+                        )
+                    };
+                    if r != 0 {
+                        return Err(format!("madvise: {}", std::io::Error::last_os_error()));
+                    }
+                }
+                ZAPPED.store(true, Ordering::SeqCst);
+                Ok("ok".into())
+            }
+            ("areas", []) => Ok(format!("{} {}", self.mem.0 as u64, self.holes.0 as u64)),
             ("uffd", []) => {
                 // SAFETY: userfaultfd takes flags only; UFFD_USER_MODE_ONLY (1).
                 let fd = unsafe { libc::syscall(libc::SYS_userfaultfd, libc::O_CLOEXEC | 1) };
