@@ -655,6 +655,49 @@ fn the_destination_killed_mid_transfer_leaves_the_source_serving() {
     echo_round(&w, &mut clients, 3, 500);
 }
 
+/// The entries of `dir` named like a receiver's scratch directory.
+fn scratch_dirs(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("cryo-serve-"))
+        .collect()
+}
+
+#[test]
+fn a_receiver_killed_mid_migration_leaves_no_image_behind_once_one_starts_again() {
+    cryo_bin();
+    let hosts = Hosts::new("cryo-mig");
+    let w = Hosts::spawn(&hosts.a, "writer", &["4", "1", "no-last"]);
+    // B's /dev/shm, where a receiver stages what it receives, is this test's own.
+    let shm = w.path("shm");
+    std::fs::create_dir(&shm).unwrap();
+    let prelude = format!("mount --bind {} /dev/shm &&", shm.display());
+    let mut serve = Serve::start(
+        &hosts,
+        w.dir(),
+        &prelude,
+        &[("CRYO_TEST_PAUSE_AT", "migrate-received")],
+    );
+    let migrate = Migrate::spawn_with_env(&hosts, &w, &serve, &[], &[]);
+    serve.await_line("paused at migrate-received");
+    let staged = scratch_dirs(&shm);
+    assert_eq!(
+        staged.len(),
+        1,
+        "the image is staged in B's /dev/shm: {staged:?}"
+    );
+    serve.kill();
+    let (out, _) = migrate.wait();
+    out.assert_refused().assert_stderr_mentions("rolled back");
+    assert!(w.cmd("verify").starts_with("ok "), "the source runs on");
+    assert_eq!(scratch_dirs(&shm), staged, "SIGKILL left the image there");
+    // The next receiver to start removes it.
+    let serve = Serve::start(&hosts, w.dir(), &prelude, &[]);
+    assert_eq!(scratch_dirs(&shm), Vec::<String>::new(), "{}", serve.log());
+}
+
 #[test]
 fn a_file_that_differs_on_the_destination_stops_before_the_freeze() {
     cryo_bin();
