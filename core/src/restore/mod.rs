@@ -243,6 +243,15 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored> {
     let _colocated = every_mask
         .then(crate::sys::sched::Colocated::here)
         .flatten();
+    if let Some(warm) = opts.warm.as_ref().filter(|_| planned.warm.is_some()) {
+        warm.inherit().map_err(|e| {
+            Error::sys(
+                nix::unistd::getpid(),
+                "let the roots inherit warm memory",
+                e,
+            )
+        })?;
+    }
     let spawned = planned.spawn(Namespaces::new(opts.pidns, opts.netns), guardian)?;
     // The roots hold what they inherited of the warm memory: cryo's copy can go.
     if let Some(warm) = &opts.warm {
