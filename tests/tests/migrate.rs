@@ -816,6 +816,54 @@ fn a_pre_copy_migration_hands_over_the_memory_kept_there_as_last_written() {
     assert_eq!(after, flags, "the VMAs are mapped as they were");
 }
 
+/// Pss of `pid` in KiB.
+fn pss_kib(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .unwrap_or_else(|e| panic!("smaps_rollup of {pid}: {e}"))
+        .lines()
+        .find_map(|l| l.strip_prefix("Pss:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no Pss for {pid}"))
+}
+
+#[test]
+fn a_forked_server_moved_with_pre_copy_keeps_its_copy_on_write_memory_shared() {
+    // The root takes its memory from what B kept of the rounds; its workers inherit it from
+    // the root as from any parent: one copy for the tree, as before.
+    cryo_bin();
+    const MIB: u64 = 32;
+    let hosts = Hosts::new("cryo-mig");
+    let mut w = Hosts::spawn(&hosts.a, "cow-tree", &[&MIB.to_string(), "3"]);
+    let kids = w.kids();
+    assert_eq!(w.cmd("check"), "ok");
+    let before: u64 = std::iter::once(w.pid())
+        .chain(kids.iter().copied())
+        .map(pss_kib)
+        .sum();
+    assert!(before < 2 * MIB * 1024, "not shared: Pss {before} KiB");
+    let serve = Serve::start(&hosts, w.dir(), "", &[]);
+    let migrate = Migrate::spawn_with_env(&hosts, &w, &serve, &["--pre-copy"], &[]);
+    let (out, _) = migrate.wait();
+    assert!(out.success(), "{out}\n--- serve on B\n{}", serve.log());
+    w.wait_original();
+    let here = |pid: i32| {
+        pid_here(pid, w.dir()).unwrap_or_else(|| panic!("{pid} not restored in B\n{}", serve.log()))
+    };
+    let (root, kids_here): (i32, Vec<i32>) =
+        (here(w.pid()), kids.iter().map(|&k| here(k)).collect());
+    w.adopt_restored_at(root);
+    assert_eq!(w.cmd("check"), "ok");
+    let after: u64 = std::iter::once(root)
+        .chain(kids_here.iter().copied())
+        .map(pss_kib)
+        .sum();
+    let margin = (before / 50).max(4 << 10);
+    assert!(
+        after <= before + margin,
+        "memory no longer shared after the move: Pss {before} KiB before, {after} KiB after"
+    );
+}
+
 #[test]
 fn a_source_killed_once_its_go_is_sent_leaves_only_the_destination_running() {
     cryo_bin();
