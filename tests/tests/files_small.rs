@@ -485,6 +485,47 @@ fn a_pidfd_of_a_zombie_child_comes_back_on_the_restored_zombie_and_reaps_it() {
     w.kill_restored();
 }
 
+/// A line terminal held open (virtual console 5 through a node made like zdtm's vt test, and
+/// the first serial port, neither the process's controlling terminal) comes back without
+/// `--shell-job`, reopened by its path: the same device, node and flags, still not its
+/// controlling terminal (before: "terminal .../vt is dumped only with --shell-job").
+#[test]
+fn a_virtual_console_or_serial_port_held_open_comes_back_on_the_same_device() {
+    cryo_bin();
+    for (kind, rdev) in [("vt", "4:5"), ("serial", "4:64")] {
+        let mut w = Workload::spawn("held", &[kind]);
+        let before = (w.cmd("rdev 47"), w.cmd("ino 47"), w.cmd("flags"));
+        assert_eq!(before.0, rdev, "{kind}");
+        w.dump_and_restore();
+        assert_eq!(
+            (w.cmd("rdev 47"), w.cmd("ino 47"), w.cmd("flags")),
+            before,
+            "{kind}"
+        );
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", w.pid())).unwrap();
+        let tty_nr = stat[stat.rfind(')').unwrap() + 2..]
+            .split(' ')
+            .nth(4)
+            .unwrap();
+        assert_eq!(tty_nr, "0", "{kind}: not its controlling terminal");
+        w.kill_restored();
+    }
+}
+
+/// A virtual console in exclusive mode (TIOCEXCL, which its last close clears) is refused,
+/// naming pid and fd, and left as it was.
+#[test]
+fn a_virtual_console_in_exclusive_mode_is_refused() {
+    cryo_bin();
+    let w = Workload::spawn("held", &["vt-excl"]);
+    let out = w.dump(&w.path("img"), &[]);
+    out.assert_refused()
+        .assert_stderr_mentions(&format!("pid {} fd 47", w.pid()))
+        .assert_stderr_mentions("exclusive mode (TIOCEXCL)");
+    w.assert_untouched();
+    assert_eq!(w.cmd("rdev 47"), "4:5");
+}
+
 /// The system console held open through a node of its own (5:1, zdtm's console test): a
 /// terminal no open makes a controlling terminal, with the system's modes: reopened by its
 /// path, the same device, node and flags.

@@ -1,9 +1,10 @@
-//! Character devices, reopened by path (/dev/null, /dev/zero, /dev/urandom...). Other
-//! terminals only with --shell-job (pty pairs with both ends in the dump are pty.rs's, a
-//! shell job's pty slave tty.rs's); block devices never.
+//! Character devices, reopened by path (/dev/null, /dev/zero, /dev/urandom...), the system
+//! console and the line terminals (virtual consoles, serial ports: major 4) too, whose modes
+//! are the device's, not the process's. Other terminals only with --shell-job (pty pairs with
+//! both ends in the dump are pty.rs's, a shell job's pty slave tty.rs's); block devices never.
 
 use std::fs;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
@@ -40,7 +41,11 @@ impl FileKind for CharDevice {
         let Seen::CharDevice { path } = &fd.seen else {
             return Err(fd.open.refuse("not a character device", false));
         };
-        dump(fd.open, path, fd.meta, fd.shell_job).map(Kind::CharDevice)
+        let path = path.clone();
+        if is_line_terminal(fd.meta.rdev()) && !fd.shell_job {
+            check_line_terminal(fd)?;
+        }
+        dump(fd.open, &path, fd.meta, fd.shell_job).map(Kind::CharDevice)
     }
 
     fn validate(
@@ -103,6 +108,57 @@ fn is_console(rdev: u64) -> bool {
     nix::sys::stat::major(rdev) == 5 && nix::sys::stat::minor(rdev) == 1
 }
 
+/// True for a line terminal: a virtual console (/dev/ttyN, 4:1-63) or a serial port
+/// (/dev/ttySN, 4:64-255). Its modes (termios, and a console's keyboard and display modes)
+/// are the device's, kept by the kernel while the host runs, shared by every holder: an open
+/// of it by path finds them as they were.
+fn is_line_terminal(rdev: u64) -> bool {
+    nix::sys::stat::major(rdev) == 4 && nix::sys::stat::minor(rdev) >= 1
+}
+
+/// Refuses a line terminal held by fd `fd` that a reopen would not give back as it is: the
+/// process's controlling terminal (sessions are the shell job's), one opened exclusively
+/// (TIOCEXCL: cleared with its last close), a virtual console whose switches wait for the
+/// process's signals (VT_PROCESS: the kernel drops that mode with the process).
+fn check_line_terminal(fd: &mut Dumping<'_>) -> Result<(), FileError> {
+    let open = fd.open;
+    let rdev = fd.meta.rdev();
+    let stat = crate::proc::task_stat::read(open.pid)
+        .map_err(|e| open.dump_err(format!("read its stat: {e}")))?;
+    let tty = u64::from(stat.tty_nr);
+    let same = |f: fn(u64) -> u64| f(tty) == f(rdev);
+    if tty != 0 && same(nix::sys::stat::major) && same(nix::sys::stat::minor) {
+        return Err(FileError::Terminal {
+            pid: open.pid,
+            fd: open.fd,
+            path: format!("{} (its controlling terminal)", open.link),
+        });
+    }
+    let pidfd = super::kind::task_pidfd(open, fd.pidfd)?;
+    let dup = crate::sys::pidfd::pidfd_getfd(pidfd, open.fd)
+        .map_err(|e| open.inspect_err("pidfd_getfd", open.proc_path(), e))?;
+    let exclusive = crate::sys::tty::get_int(dup.as_fd(), libc::TIOCGEXCL)
+        .map_err(|e| open.inspect_err("TIOCGEXCL", open.proc_path(), e))?;
+    if exclusive != 0 {
+        return Err(open.refuse(
+            "terminal in exclusive mode (TIOCEXCL), which its last close clears",
+            false,
+        ));
+    }
+    if nix::sys::stat::minor(rdev) < 64 {
+        let mode = crate::sys::tty::vt_mode(dup.as_fd())
+            .map_err(|e| open.inspect_err("VT_GETMODE", open.proc_path(), e))?;
+        if mode != 0 {
+            return Err(open.refuse(
+                "virtual console switched by the process (VT_PROCESS: the kernel drops the \
+                 mode with the process)",
+                false,
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The path to record for character device fd `open` (a terminal only with shell_job; the
 /// console always).
 fn dump(
@@ -111,7 +167,8 @@ fn dump(
     meta: &fs::Metadata,
     shell_job: bool,
 ) -> Result<String, FileError> {
-    if is_terminal(path, meta.rdev()) && !is_console(meta.rdev()) && !shell_job {
+    let by_path = is_console(meta.rdev()) || is_line_terminal(meta.rdev());
+    if is_terminal(path, meta.rdev()) && !by_path && !shell_job {
         return Err(FileError::Terminal {
             pid: open.pid,
             fd: open.fd,

@@ -32,6 +32,28 @@ pub(crate) fn set_int(fd: BorrowedFd<'_>, request: libc::Ioctl, value: i32) -> i
     check(libc::c_long::from(ret)).map(drop)
 }
 
+/// VT_GETMODE of a virtual console: its switching mode (VT_AUTO 0, VT_PROCESS 1: the
+/// switches wait for the signals of the process that set it).
+pub(crate) fn vt_mode(fd: BorrowedFd<'_>) -> io::Result<u8> {
+    /// struct vt_mode of linux/vt.h.
+    #[repr(C)]
+    #[derive(Default)]
+    struct VtMode {
+        mode: u8,
+        waitv: u8,
+        relsig: i16,
+        acqsig: i16,
+        frsig: i16,
+    }
+    const VT_GETMODE: libc::Ioctl = 0x5601;
+    let mut m = VtMode::default();
+    // SAFETY: VT_GETMODE writes one struct vt_mode through the pointer, which points at `m`
+    // (laid out as the kernel's).
+    let ret = unsafe { libc::ioctl(fd.as_raw_fd(), VT_GETMODE, &mut m as *mut VtMode) };
+    check(libc::c_long::from(ret))?;
+    Ok(m.mode)
+}
+
 /// TIOCEXCL: no further open of the terminal (but by CAP_SYS_ADMIN).
 pub(crate) fn set_exclusive(fd: BorrowedFd<'_>) -> io::Result<()> {
     // SAFETY: TIOCEXCL takes no argument.
