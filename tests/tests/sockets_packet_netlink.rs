@@ -278,13 +278,83 @@ fn refused(w: &Workload, fd: &str, attribute: &str) {
     w.assert_dump_refused(fd, attribute);
 }
 
+/// The obsolete SOCK_PACKET sockets (zdtm packet_sock_spkt): one bound to lo by name, one
+/// not bound, each with its protocol and a socket option, come back as they were; the bound
+/// one hears a frame on lo after the restore (before: refused, "of type 10 (SOCK_PACKET): not
+/// supported").
 #[test]
-fn an_obsolete_sock_packet_socket_is_refused_naming_pid_fd_and_type() {
+fn obsolete_sock_packet_sockets_come_back_bound_or_not_and_hear_frames() {
     cryo_bin();
     own_netns();
-    let w = Workload::spawn("socks", &[]);
-    let s = w.cmd(&format!("socket packet packet {}", 0x0003u16.to_be()));
-    refused(&w, &s, "SOCK_PACKET");
+    let mut w = Workload::spawn("socks", &[]);
+    let bound = w.cmd(&format!("socket packet packet {}", 0x0003u16.to_be()));
+    assert_eq!(w.cmd(&format!("bind-spkt {bound} lo")), "ok");
+    let unbound = w.cmd(&format!("socket packet packet {}", 0x0800u16.to_be()));
+    let rcvbuf = (libc::SOL_SOCKET, libc::SO_RCVBUF);
+    assert_eq!(
+        w.cmd(&format!(
+            "setopt {unbound} {} {} 300000",
+            rcvbuf.0, rcvbuf.1
+        )),
+        "ok"
+    );
+    let opts = [
+        (libc::SOL_SOCKET, libc::SO_TYPE),
+        (libc::SOL_SOCKET, libc::SO_PROTOCOL),
+        rcvbuf,
+    ];
+    let before: Vec<Vec<String>> = [&bound, &unbound]
+        .iter()
+        .map(|s| read_options(&w, s, &opts))
+        .collect();
+    assert_eq!(w.cmd(&format!("spkt-name {bound}")), "lo");
+    assert_eq!(w.cmd(&format!("spkt-name {unbound}")), "<none>");
+    // SO_PROTOCOL reads 0 for them: the protocol hooked shows in /proc/net/packet.
+    let hooked = || {
+        let table = std::fs::read_to_string("/proc/thread-self/net/packet").unwrap();
+        let mut rows: Vec<String> = table
+            .lines()
+            .skip(1)
+            .map(|l| {
+                l.split_whitespace()
+                    .skip(2)
+                    .take(4)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect();
+        rows.sort();
+        rows
+    };
+    let hooked_before = hooked();
+    assert_eq!(
+        hooked_before,
+        ["10 0003 1 1", "10 0800 0 1"],
+        "type proto iface running"
+    );
+
+    w.dump_and_restore();
+
+    assert_eq!(hooked(), hooked_before, "the hooks after restore");
+
+    assert_eq!(w.cmd(&format!("spkt-name {bound}")), "lo");
+    assert_eq!(w.cmd(&format!("spkt-name {unbound}")), "<none>");
+    let after: Vec<Vec<String>> = [&bound, &unbound]
+        .iter()
+        .map(|s| read_options(&w, s, &opts))
+        .collect();
+    assert_eq!(after, before, "type, protocol and buffer after restore");
+    // A UDP datagram on lo reaches the bound one as a whole Ethernet frame.
+    let sink = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let payload = "spkt-after-restore";
+    sink.send_to(payload.as_bytes(), sink.local_addr().unwrap())
+        .unwrap();
+    let frames = w.cmd(&format!("frames {bound}"));
+    assert!(
+        frames.contains(payload),
+        "a frame of the datagram: {frames}"
+    );
+    w.kill_restored();
 }
 
 #[test]

@@ -1,6 +1,8 @@
 //! Packet sockets (AF_PACKET, SOCK_RAW and SOCK_DGRAM): protocol, bound interface, the
 //! SOL_PACKET options, memberships, fanout group and the SOL_SOCKET options, read from
-//! outside (getsockopt on a duplicate, packet_diag) and made again in that order.
+//! outside (getsockopt on a duplicate, packet_diag) and made again in that order. The
+//! obsolete SOCK_PACKET ones (which have none of the SOL_PACKET state): protocol, the device
+//! bound by name (getsockname), the SOL_SOCKET options.
 //!
 //! ```text
 //! dump:    SO_TYPE, SO_PROTOCOL; packet_diag (INFO: ifindex, hooked protocol, running;
@@ -31,6 +33,8 @@ use crate::sys::sockopt;
 
 /// `SOL_PACKET`.
 const SOL_PACKET: i32 = 263;
+/// `SOCK_PACKET`: the obsolete packet interface, bound to a device by name.
+pub(crate) const SOCK_PACKET: i32 = 10;
 /// `PACKET_ADD_MEMBERSHIP`, `PACKET_FANOUT`.
 const PACKET_ADD_MEMBERSHIP: i32 = 1;
 const PACKET_FANOUT: i32 = 18;
@@ -78,7 +82,7 @@ pub(crate) struct Membership {
 /// A packet socket's state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct PacketState {
-    /// SOCK_RAW or SOCK_DGRAM.
+    /// SOCK_RAW, SOCK_DGRAM or SOCK_PACKET.
     pub sock_type: i32,
     /// The protocol given to socket(), host order.
     pub protocol: u16,
@@ -96,6 +100,8 @@ pub(crate) struct PacketState {
     pub socket: tcp::SocketOptions,
     /// Its rings, if it has one.
     pub rings: Option<Box<Rings>>,
+    /// SOCK_PACKET: the device bound, by name ("": none).
+    pub spkt_device: String,
 }
 
 impl PacketState {
@@ -126,13 +132,32 @@ pub(super) fn capture(
     let err = |op: &'static str| errors.inspect(op);
     let sock_type = sockopt::get_int(dup, libc::SOL_SOCKET, libc::SO_TYPE)
         .map_err(err("getsockopt SO_TYPE"))?;
-    if sock_type != libc::SOCK_RAW && sock_type != libc::SOCK_DGRAM {
-        return Err(refuse(&format!(
-            "of type {sock_type} (SOCK_PACKET): not supported"
-        )));
-    }
     let protocol = sockopt::get_int(dup, libc::SOL_SOCKET, libc::SO_PROTOCOL)
         .map_err(err("getsockopt SO_PROTOCOL"))?;
+    if sock_type == SOCK_PACKET {
+        // SO_PROTOCOL reads 0 for these: the protocol hooked is packet_diag's.
+        let d = family_diag::packet_diag(ino)
+            .map_err(|e| err("packet_diag")(std::io::Error::other(e.to_string())))?
+            .ok_or_else(|| {
+                refuse("packet_diag does not list it (in another network namespace than cryo's?)")
+            })?;
+        return Ok(PacketState {
+            sock_type,
+            protocol: d.protocol,
+            bound_protocol: 0,
+            ifindex: 0,
+            options: Vec::new(),
+            fanout: 0,
+            memberships: Vec::new(),
+            socket: tcp::capture_socket_level(dup)
+                .map_err(|e| err("socket options")(std::io::Error::other(e.to_string())))?,
+            rings: None,
+            spkt_device: sockopt::packet_device(dup).map_err(err("getsockname"))?,
+        });
+    }
+    if sock_type != libc::SOCK_RAW && sock_type != libc::SOCK_DGRAM {
+        return Err(refuse(&format!("of type {sock_type}: not supported")));
+    }
     let d = family_diag::packet_diag(ino)
         .map_err(|e| err("packet_diag")(std::io::Error::other(e.to_string())))?;
     let Some(d) = d else {
@@ -206,11 +231,18 @@ pub(super) fn capture(
         memberships,
         socket,
         rings,
+        spkt_device: String::new(),
     })
 }
 
 /// A packet socket in words, for messages and `cryo show`.
 pub(super) fn describe(p: &PacketState) -> String {
+    if p.sock_type == SOCK_PACKET {
+        return match p.spkt_device.as_str() {
+            "" => format!("packet SOCK_PACKET protocol 0x{:04x}", p.protocol),
+            dev => format!("packet SOCK_PACKET protocol 0x{:04x} on {dev}", p.protocol),
+        };
+    }
     let ty = if p.sock_type == libc::SOCK_DGRAM {
         "dgram"
     } else {
@@ -241,6 +273,13 @@ pub(super) fn restore(desc: &FileDesc, p: &PacketState) -> Result<OwnedFd, Socke
         .map_err(|e| restore_err(desc, "socket", e))?;
     let b = fd.as_fd();
     tcp::apply_socket_level(b, &p.socket).map_err(|e| restore_err(desc, "socket options", e))?;
+    if p.sock_type == SOCK_PACKET {
+        if !p.spkt_device.is_empty() {
+            sockopt::bind_packet_device(b, &p.spkt_device)
+                .map_err(|e| restore_err(desc, "bind", e))?;
+        }
+        return Ok(fd);
+    }
     for &(level, name, value) in &p.options {
         sockopt::set_int(b, level, name, value)
             .map_err(|e| restore_err(desc, option_name(name), e))?;

@@ -442,6 +442,7 @@ fn packet_to(p: &PacketState) -> pb::PacketSocket {
             .map(|r| r.frames.clone())
             .unwrap_or_default(),
         rx_head: p.rings.as_ref().map_or(0, |r| r.rx_head),
+        spkt_device: p.spkt_device.clone(),
     }
 }
 
@@ -515,8 +516,19 @@ fn packet_from(p: &pb::PacketSocket) -> Result<PacketState, RecordProblem> {
             })
         })
         .collect::<Result<_, _>>()?;
+    let sock_type = match p.sock_type {
+        packet::SOCK_PACKET => packet::SOCK_PACKET,
+        t => raw_or_dgram(t)?,
+    };
+    if p.spkt_device.len() >= 14 || (sock_type != packet::SOCK_PACKET && !p.spkt_device.is_empty())
+    {
+        return Err(RecordProblem::Range {
+            field: "spkt_device",
+            value: p.spkt_device.len() as i64,
+        });
+    }
     Ok(PacketState {
-        sock_type: raw_or_dgram(p.sock_type)?,
+        sock_type,
         protocol: u16_of("protocol", p.protocol)?,
         bound_protocol: u16_of("bound_protocol", p.bound_protocol)?,
         ifindex: p.ifindex,
@@ -525,6 +537,7 @@ fn packet_from(p: &pb::PacketSocket) -> Result<PacketState, RecordProblem> {
         memberships,
         socket: options_from(p.socket.as_ref()),
         rings: rings_from(p)?,
+        spkt_device: p.spkt_device.clone(),
     })
 }
 
@@ -1037,6 +1050,7 @@ mod tests {
             name_shared: true,
         })));
         round_trip(SocketState::Packet(Box::new(PacketState {
+            spkt_device: String::new(),
             sock_type: libc::SOCK_DGRAM,
             protocol: 3,
             bound_protocol: 0x800,
@@ -1060,6 +1074,7 @@ mod tests {
             ..packet_ring::Ring::default()
         };
         round_trip(SocketState::Packet(Box::new(PacketState {
+            spkt_device: String::new(),
             sock_type: libc::SOCK_RAW,
             protocol: 0x800,
             bound_protocol: 0x800,

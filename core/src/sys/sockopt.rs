@@ -70,6 +70,46 @@ pub(crate) fn bind_packet(fd: BorrowedFd<'_>, ifindex: i32, protocol: u16) -> io
     check(ret.into()).map(drop)
 }
 
+/// The device a SOCK_PACKET socket `fd` is bound to, by name ("" when not bound): getsockname
+/// gives a struct sockaddr whose sa_data holds it.
+pub(crate) fn packet_device(fd: BorrowedFd<'_>) -> io::Result<String> {
+    // SAFETY: sockaddr is plain data; all zeroes is a valid value.
+    let mut sa: libc::sockaddr = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr>() as libc::socklen_t;
+    // SAFETY: getsockname writes at most `len` bytes into `sa`, a live sockaddr of that size.
+    let ret = unsafe { libc::getsockname(fd.as_raw_fd(), &mut sa, &mut len) };
+    check(ret.into())?;
+    let name: Vec<u8> = sa
+        .sa_data
+        .iter()
+        .take_while(|&&c| c != 0)
+        .map(|&c| c as u8)
+        .collect();
+    Ok(String::from_utf8_lossy(&name).into_owned())
+}
+
+/// Binds SOCK_PACKET socket `fd` to device `name` (at most 13 bytes).
+pub(crate) fn bind_packet_device(fd: BorrowedFd<'_>, name: &str) -> io::Result<()> {
+    // SAFETY: sockaddr is plain data; all zeroes is a valid value.
+    let mut sa: libc::sockaddr = unsafe { std::mem::zeroed() };
+    sa.sa_family = libc::AF_PACKET as u16;
+    if name.len() >= sa.sa_data.len() {
+        return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
+    }
+    for (d, s) in sa.sa_data.iter_mut().zip(name.bytes()) {
+        *d = s as libc::c_char;
+    }
+    // SAFETY: `sa` is a live sockaddr of the length given.
+    let ret = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            &sa,
+            std::mem::size_of::<libc::sockaddr>() as libc::socklen_t,
+        )
+    };
+    check(ret.into()).map(drop)
+}
+
 /// Sends `frame` (its link-layer header included) from packet socket `fd` out of interface
 /// `ifindex` with protocol `protocol` (host order).
 pub(crate) fn send_packet(

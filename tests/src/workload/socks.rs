@@ -36,6 +36,9 @@
 //!                             is CHAR (SO_ATTACH_FILTER)
 //!   filter-len FD             -> the instructions of its filter (SO_GET_FILTER count)
 //!   bind-packet FD IFINDEX PROTO    bind a packet socket (PROTO host order, e.g. 2048)
+//!   bind-spkt FD DEV          bind a SOCK_PACKET socket to device DEV by name
+//!   spkt-name FD              -> the device a SOCK_PACKET socket is bound to (getsockname's
+//!                             sa_data), `<none>` when not bound
 //!   bind-netlink FD PID GROUPS      connect-netlink FD PID GROUPS (the 32-bit group mask)
 //!   peer FD                   -> the connected netlink peer: <pid> <groups>
 //!   sendto-netlink FD PID MSG  send MSG to netlink port PID
@@ -591,6 +594,35 @@ impl Mode for Socks {
                 ok(cvt(unsafe {
                     libc::bind(num(fd)?, (&sll as *const libc::sockaddr_ll).cast(), len)
                 }))
+            }
+            ("bind-spkt", [fd, dev]) => {
+                // SAFETY: sockaddr is plain data; all zeroes is a valid value.
+                let mut sa: libc::sockaddr = unsafe { std::mem::zeroed() };
+                sa.sa_family = libc::AF_PACKET as u16;
+                for (d, c) in sa.sa_data.iter_mut().zip(dev.bytes().take(13)) {
+                    *d = c as libc::c_char;
+                }
+                let len = std::mem::size_of::<libc::sockaddr>() as libc::socklen_t;
+                // SAFETY: sa is a live sockaddr of len bytes.
+                ok(cvt(unsafe { libc::bind(num(fd)?, &sa, len) }))
+            }
+            ("spkt-name", [fd]) => {
+                // SAFETY: sockaddr is plain data; all zeroes is a valid value.
+                let mut sa: libc::sockaddr = unsafe { std::mem::zeroed() };
+                let mut len = std::mem::size_of::<libc::sockaddr>() as libc::socklen_t;
+                // SAFETY: getsockname writes at most len bytes into sa.
+                cvt(unsafe { libc::getsockname(num(fd)?, &mut sa, &mut len) }).map_err(io_err)?;
+                let name: String = sa
+                    .sa_data
+                    .iter()
+                    .take_while(|&&c| c != 0)
+                    .map(|&c| c as u8 as char)
+                    .collect();
+                Ok(if name.is_empty() {
+                    "<none>".into()
+                } else {
+                    name
+                })
             }
             ("bind-netlink", [fd, pid, groups]) | ("connect-netlink", [fd, pid, groups]) => {
                 let nl = netlink_addr(pid, groups)?;
