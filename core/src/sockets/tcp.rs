@@ -155,8 +155,9 @@ fn unconnected(
                 show(h.peer)
             )),
             (repair::PastConnection::ConnectFailed, ..) => refuse(format!(
-                "closed TCP socket {} whose connect to {} failed without being reported \
-                 (the next connect() fails with ECONNABORTED), which cannot be made again",
+                "closed TCP socket {}: a connect attempt to {} that failed without being \
+                 reported (the next connect() fails with ECONNABORTED), which cannot be made \
+                 again",
                 show(local),
                 show(h.peer)
             )),
