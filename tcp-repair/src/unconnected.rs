@@ -144,7 +144,7 @@ fn past_connection(info: &libc::tcp_info, unacked: i32) -> PastConnection {
     if unacked != 0 {
         return PastConnection::Refused(
             "reset with data or a FIN of its own never acknowledged, whose socket layer \
-             state no call reads (connect() may answer EISCONN or ECONNABORTED)",
+             state no call reads: connect() may answer EISCONN or ECONNABORTED",
         );
     }
     let unique_sent = i128::from(info.tcpi_bytes_sent) - i128::from(info.tcpi_bytes_retrans);
@@ -159,9 +159,9 @@ fn past_connection(info: &libc::tcp_info, unacked: i32) -> PastConnection {
             Some(1) => PastConnection::Closed { accepted: true },
             Some(0) => PastConnection::Refused(
                 "connected by this socket and ended by a reset or a timeout before it sent a \
-                 FIN: its socket layer state (\"connected\" after a blocking connect(), still \
-                 \"connecting\" after a non-blocking one: connect() answers EISCONN or \
-                 ECONNABORTED) no call reads",
+                 FIN: its socket layer state, \"connected\" after a blocking connect() but \
+                 still \"connecting\" after a non-blocking one (connect() then answers \
+                 ECONNABORTED, not EISCONN), no call reads",
             ),
             _ => PastConnection::Refused(
                 "its counters (TCP_INFO) do not tell an accepted socket whose FIN was \

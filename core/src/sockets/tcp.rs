@@ -150,7 +150,7 @@ fn unconnected(
                 Ok(Found::ClosedConnection(local, peer))
             }
             (repair::PastConnection::Refused(why), ..) => refuse(format!(
-                "closed TCP connection {} -> {}: {why}; not restored",
+                "closed TCP connection {} -> {} that cannot come back as it is ({why})",
                 show(local),
                 show(h.peer)
             )),
