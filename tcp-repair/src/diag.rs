@@ -1,6 +1,7 @@
 //! inet_diag dumps, answered for the caller's network namespace: one request and one reply
 //! parser for every question this crate asks (a listener's queues, whether a socket is listed
-//! in some states and its shutdown state).
+//! in some states and its shutdown state), and the destruction of one TIME_WAIT entry
+//! (SOCK_DESTROY) that holds the address pair of a connection being restored.
 
 use std::os::fd::BorrowedFd;
 
@@ -11,7 +12,7 @@ use netlink_packet_sock_diag::constants::{AF_INET, AF_INET6};
 use netlink_packet_sock_diag::inet::{
     nlas::Nla, ExtensionFlags, InetRequest, InetResponse, SocketId, StateFlags,
 };
-use netlink_packet_sock_diag::SockDiagMessage;
+use netlink_packet_sock_diag::{SockDiagDestroy, SockDiagMessage};
 
 /// `TCP_BOUND_INACTIVE` as an inet_diag state bit (linux 6.8): TCP sockets bound to a port
 /// but neither listening nor connected, which no other state lists.
@@ -77,6 +78,78 @@ fn dump_with(
         if parse_answer(&rx[..size], &mut each)? {
             return Ok(());
         }
+    }
+}
+
+/// `TCP_TIME_WAIT` as an inet_diag state bit.
+const TIME_WAIT: u32 = 1 << 6;
+
+/// Destroys the TIME_WAIT entry of the caller's network namespace whose address pair is
+/// `local` -> `remote` (TCP; v4-mapped addresses name an IPv4 pair), if there is one: the
+/// dump finds it, SOCK_DESTROY names it with its cookie, so only that entry can go (the
+/// kernel looks the pair up and refuses with ESTALE a socket of another cookie, such as a
+/// listener on the local port). Returns whether one was destroyed. Needs CAP_NET_ADMIN and
+/// CONFIG_INET_DIAG_DESTROY (tcp_abort takes TIME_WAIT entries since Linux 4.5).
+pub(crate) fn destroy_time_wait(
+    local: std::net::SocketAddr,
+    remote: std::net::SocketAddr,
+) -> std::io::Result<bool> {
+    let ipv6 = local.is_ipv6();
+    let mut found = None;
+    dump(
+        ipv6,
+        libc::IPPROTO_TCP as u8,
+        StateFlags::from_bits_retain(TIME_WAIT),
+        local.port(),
+        |r| {
+            let id = &r.header.socket_id;
+            if id.source_port == local.port()
+                && id.destination_port == remote.port()
+                && id.source_address == local.ip()
+                && id.destination_address == remote.ip()
+            {
+                found = Some(r.header.clone());
+            }
+        },
+    )?;
+    let Some(header) = found else {
+        return Ok(false);
+    };
+    let mut socket = netlink_sys::Socket::new(netlink_sys::protocols::NETLINK_SOCK_DIAG)?;
+    socket.bind_auto()?;
+    socket.connect(&netlink_sys::SocketAddr::new(0, 0))?;
+    let mut nl = NetlinkHeader::default();
+    nl.flags = NLM_F_REQUEST | netlink_packet_core::NLM_F_ACK;
+    let mut packet = NetlinkMessage::new(
+        nl,
+        SockDiagDestroy::new(SockDiagMessage::InetRequest(InetRequest {
+            family: header.family,
+            protocol: libc::IPPROTO_TCP as u8,
+            extensions: ExtensionFlags::empty(),
+            states: StateFlags::from_bits_retain(TIME_WAIT),
+            socket_id: header.socket_id,
+        }))
+        .into(),
+    );
+    packet.finalize();
+    let mut buf = vec![0u8; packet.buffer_len()];
+    packet.serialize(&mut buf);
+    socket.send(&buf, 0)?;
+    let mut rx = vec![0u8; 4096];
+    let size = socket.recv(&mut &mut rx[..], 0)?;
+    let answer = NetlinkMessage::<SockDiagMessage>::deserialize(&rx[..size])
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
+    match answer.payload {
+        NetlinkPayload::Error(e) if e.code.is_none() => Ok(true),
+        // Gone meanwhile (its timer ran out): the pair is free as well.
+        NetlinkPayload::Error(e) if e.raw_code() == -libc::ENOENT => Ok(true),
+        NetlinkPayload::Error(e) => Err(std::io::Error::from_raw_os_error(
+            e.raw_code().checked_neg().unwrap_or(i32::MAX),
+        )),
+        _ => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "SOCK_DESTROY: no acknowledgement",
+        )),
     }
 }
 

@@ -20,6 +20,11 @@
 //!  live connection ──send_probe()──▶ PeerProbe ──answer()──▶ Waiting | Alive | Reset
 //! ```
 //!
+//! A socket in state CLOSE that [`closed_history`] finds closed after a connection
+//! ([`PastConnection::Closed`]) is entered with [`Repair::enter_closed`] and captured in
+//! [`TcpState::Close`]; [`restore`] brings it back through LAST_ACK, the peer's FIN and ACK
+//! injected, destroying a TIME_WAIT entry of its own pair that stands in the way.
+//!
 //! The engine calls [`Repair::enter`] on a duplicate of the target's socket
 //! obtained with `pidfd_getfd`: it is the same socket, so repair mode set on
 //! the duplicate applies to the target's socket. Everything needs
@@ -79,5 +84,5 @@ pub use udp::{
 };
 pub use unconnected::{
     capture_closed, capture_connecting, capture_unconnected, closed_history, restore_connecting,
-    restore_unconnected, ClosedHistory, ConnectingState, UnconnectedState,
+    restore_unconnected, ClosedHistory, ConnectingState, PastConnection, UnconnectedState,
 };

@@ -11,6 +11,7 @@
 //! RST, so the peer sees nothing. [`Repair::hold`] keeps repair mode on for
 //! that.
 
+use std::mem::size_of;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
@@ -40,6 +41,27 @@ pub(crate) fn is_ipv6(fd: BorrowedFd<'_>, ctx: Ctx) -> Result<bool> {
     Ok(domain == libc::AF_INET6)
 }
 
+/// The peer address SO_PEERNAME gives: unlike getpeername (ENOTCONN in CLOSE and SYN_SENT),
+/// it answers for any socket that still has a destination port (inet_getname, peer 2). The
+/// buffer must not be longer than the family's address (sock_getsockopt: EINVAL).
+pub(crate) fn peer_address(fd: BorrowedFd<'_>) -> Option<SocketAddr> {
+    let mut buf = [0u8; 28];
+    let len = match sys::get_int(fd, libc::SOL_SOCKET, libc::SO_DOMAIN).ok()? {
+        libc::AF_INET => size_of::<libc::sockaddr_in>(),
+        _ => size_of::<libc::sockaddr_in6>(),
+    };
+    let n = sys::get_bytes(fd, libc::SOL_SOCKET, libc::SO_PEERNAME, &mut buf[..len]).ok()?;
+    let buf = buf.get(..n)?;
+    let family = i32::from(u16::from_ne_bytes([*buf.first()?, *buf.get(1)?]));
+    let port = u16::from_be_bytes([*buf.get(2)?, *buf.get(3)?]);
+    let ip: std::net::IpAddr = match family {
+        libc::AF_INET => <[u8; 4]>::try_from(buf.get(4..8)?).ok()?.into(),
+        libc::AF_INET6 => <[u8; 16]>::try_from(buf.get(8..24)?).ok()?.into(),
+        _ => return None,
+    };
+    (port != 0).then_some(SocketAddr::new(ip, port))
+}
+
 pub(crate) fn socket_name(fd: BorrowedFd<'_>) -> SocketName {
     let s = SockRef::from(&fd);
     let conv = |a: std::io::Result<socket2::SockAddr>| a.ok().and_then(|a| a.as_socket());
@@ -57,6 +79,8 @@ pub(crate) fn classify_state(n: u8, op: Operation, sock: SocketName) -> Result<T
         8 => Ok(TcpState::CloseWait),
         9 => Ok(TcpState::LastAck),
         11 => Ok(TcpState::Closing),
+        // Only through Repair::enter_closed, which checks the socket closed after a connection.
+        7 => Ok(TcpState::Close),
         2 | 3 | 12 => Err(TcpRepairError::TemporaryState { op, sock, state }),
         10 => Err(TcpRepairError::UnsupportedState {
             op,
@@ -101,7 +125,45 @@ impl<'fd> Repair<'fd> {
     pub fn enter_named(fd: BorrowedFd<'fd>, name: SocketName) -> Result<Self> {
         let ctx = Ctx::new(Operation::EnterRepair, name);
         let info = sys::tcp_info(fd).map_err(ctx.sys("getsockopt TCP_INFO"))?;
-        classify_state(info.state, Operation::EnterRepair, name)?;
+        if classify_state(info.state, Operation::EnterRepair, name)? == TcpState::Close {
+            return Err(TcpRepairError::UnsupportedState {
+                op: Operation::EnterRepair,
+                sock: name,
+                state: state_name(info.state),
+                why: "closed: see Repair::enter_closed",
+            });
+        }
+        Self::enter_unchecked(fd, name)
+    }
+
+    /// Puts a TCP socket in state CLOSE that was closed after a connection (both FINs, or a
+    /// reset whose error was read: [`crate::closed_history`] says
+    /// [`crate::PastConnection::Closed`]) in repair mode, to be captured as a connection
+    /// in [`TcpState::Close`]. `name` carries the peer (SO_PEERNAME: getpeername has none in
+    /// CLOSE). Refuses any other closed socket, and one with a pending error.
+    pub fn enter_closed(fd: BorrowedFd<'fd>, name: SocketName) -> Result<Self> {
+        let ctx = Ctx::new(Operation::EnterRepair, name);
+        let h = crate::unconnected::closed_history(fd)?;
+        let why = match h.past {
+            _ if h.pending_error => Some("an error is pending (SO_ERROR)"),
+            crate::PastConnection::Closed { .. } if h.peer.is_some() && h.peer == name.remote => {
+                None
+            }
+            crate::PastConnection::Closed { .. } => Some("its peer is not the one named"),
+            crate::PastConnection::Refused(why) => Some(why),
+            crate::PastConnection::Nothing | crate::PastConnection::ConnectFailed => {
+                Some("not closed after a connection")
+            }
+        };
+        if let Some(why) = why {
+            return Err(ctx.invalid("closed connection", why));
+        }
+        require_state(fd, ctx, name, 7, "not a TCP socket in state CLOSE")?;
+        Self::enter_unchecked(fd, name)
+    }
+
+    fn enter_unchecked(fd: BorrowedFd<'fd>, name: SocketName) -> Result<Self> {
+        let ctx = Ctx::new(Operation::EnterRepair, name);
         // Read before repair mode: it forces reuse (getsockopt then reads 2), and leaving it
         // clears the flag whatever the application had set.
         let reuse_addr = sys::get_int(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR)

@@ -241,7 +241,10 @@ fn check(state: &TcpConnectionState, ctx: Ctx) -> Result<()> {
     if state.state.fin_acked() && state.send_queue_len() != 0 {
         return Err(ctx.invalid(
             "queues",
-            "FIN_WAIT2 with data in the send queue (our FIN was acknowledged, so was all data)",
+            format!(
+                "{:?} with data in the send queue (our FIN was acknowledged, so was all data)",
+                state.state
+            ),
         ));
     }
     if let Some(ws) = state.handshake.window_scale {
@@ -311,8 +314,7 @@ pub fn restore(state: &TcpConnectionState) -> Result<RestoredSocket> {
 
     let sref = socket2::SockRef::from(&b);
     options::bind_as_dumped(b, state.local, ctx)?;
-    sref.connect(&SockAddr::from(state.remote))
-        .map_err(ctx.io("connect"))?;
+    connect_in_repair(&sref, state, ctx)?;
 
     let mut opts = Vec::with_capacity(4);
     if state.handshake.sack {
@@ -391,6 +393,32 @@ pub fn restore(state: &TcpConnectionState) -> Result<RestoredSocket> {
     })
 }
 
+/// Connects `sref` (in repair mode: no handshake) to `state.remote`. The address pair may be
+/// held by a TIME_WAIT entry of this network namespace, the remains of this very connection
+/// when its end that closed first is restored beside them (the original's, for 60 s):
+/// connect() then says EADDRNOTAVAIL (repair mode may reuse a TIME_WAIT pair only a second
+/// after its last timestamp, and never without timestamps). That entry, and only it, is
+/// destroyed (sock_diag SOCK_DESTROY by its cookie), then connect() is tried again.
+fn connect_in_repair(
+    sref: &socket2::SockRef<'_>,
+    state: &TcpConnectionState,
+    ctx: Ctx,
+) -> Result<()> {
+    let to = SockAddr::from(state.remote);
+    match sref.connect(&to) {
+        Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => {
+            let destroyed = crate::diag::destroy_time_wait(state.local, state.remote)
+                .map_err(ctx.io("sock_diag SOCK_DESTROY (TIME_WAIT of the same pair)"))?;
+            if !destroyed {
+                return Err(ctx.io("connect")(e));
+            }
+            debug!(local = %state.local, remote = %state.remote, "TIME_WAIT of the pair destroyed");
+            sref.connect(&to).map_err(ctx.io("connect"))
+        }
+        other => other.map_err(ctx.io("connect")),
+    }
+}
+
 /// Puts the FINs of a half-closed connection back (libsoccr's order).
 fn restore_fins(fd: BorrowedFd<'_>, state: &TcpConnectionState, ctx: Ctx) -> Result<()> {
     let s = state.state;
@@ -425,14 +453,15 @@ fn restore_fins(fd: BorrowedFd<'_>, state: &TcpConnectionState, ctx: Ctx) -> Res
             ctx,
         )?;
     }
-    if s == TcpState::LastAck {
-        shutdown_in_repair(fd, false, ctx)?;
+    // Ours after the peer's. Closed at both ends: queued as sent (nothing goes out), so the
+    // ACK injected next takes the socket from LAST_ACK to CLOSE as the peer's ACK took the
+    // original (tcp_done: no RST, no error, both directions shut, the peer address kept).
+    if matches!(s, TcpState::LastAck | TcpState::Close) {
+        shutdown_in_repair(fd, s == TcpState::Close, ctx)?;
     }
     if s.fin_acked() {
-        inject::send(
-            &packet(inject::ACK, recv_end, send_end.wrapping_add(1)),
-            ctx,
-        )?;
+        let seq = recv_end.wrapping_add(s.fin_received() as u32);
+        inject::send(&packet(inject::ACK, seq, send_end.wrapping_add(1)), ctx)?;
     }
     let got = sys::tcp_info(fd)
         .map_err(ctx.sys("getsockopt TCP_INFO"))?

@@ -34,6 +34,11 @@ pub enum TcpState {
     LastAck,
     /// Both sent a FIN at the same time; ours is not acknowledged yet.
     Closing,
+    /// Both FINs exchanged and ours acknowledged: the kernel closed the socket (TCP_CLOSE,
+    /// out of the connection table, its peer address kept), which the process still holds.
+    /// Restored through LAST_ACK: the peer's FIN injected, ours queued as sent, then the
+    /// peer's ACK of it injected, which closes it the way the original was closed.
+    Close,
 }
 
 impl TcpState {
@@ -46,6 +51,7 @@ impl TcpState {
             TcpState::CloseWait => 8,
             TcpState::LastAck => 9,
             TcpState::Closing => 11,
+            TcpState::Close => 7,
         }
     }
 
@@ -53,20 +59,24 @@ impl TcpState {
     pub fn fin_sent(self) -> bool {
         matches!(
             self,
-            TcpState::FinWait1 | TcpState::FinWait2 | TcpState::LastAck | TcpState::Closing
+            TcpState::FinWait1
+                | TcpState::FinWait2
+                | TcpState::LastAck
+                | TcpState::Closing
+                | TcpState::Close
         )
     }
 
     /// True when the peer acknowledged our FIN.
     pub fn fin_acked(self) -> bool {
-        matches!(self, TcpState::FinWait2)
+        matches!(self, TcpState::FinWait2 | TcpState::Close)
     }
 
     /// True when we received the peer's FIN.
     pub fn fin_received(self) -> bool {
         matches!(
             self,
-            TcpState::CloseWait | TcpState::LastAck | TcpState::Closing
+            TcpState::CloseWait | TcpState::LastAck | TcpState::Closing | TcpState::Close
         )
     }
 }

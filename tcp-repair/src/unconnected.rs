@@ -14,8 +14,9 @@
 //! Whether the port is held only inet_diag tells: a bound socket is listed as
 //! TCP_BOUND_INACTIVE (linux 6.8), a stale port is not. What a socket keeps of a connection
 //! attempt not reported yet (a pending SO_ERROR, the "connecting" state in which the next
-//! connect() fails) or of a connection reset is read by [`closed_history`]: the engine
-//! refuses those.
+//! connect() fails) or of a connection reset is read by [`closed_history`], which also
+//! tells a socket closed after a connection that can come back closed (see
+//! [`PastConnection`]); the engine refuses the others.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -62,6 +63,52 @@ pub struct ClosedHistory {
     /// not zero after a connect that failed without being reported (the next connect() fails
     /// with ECONNABORTED) or after a connection reset or closed.
     pub segments: u64,
+    /// The peer SO_PEERNAME still gives (getpeername says ENOTCONN in CLOSE): kept after a
+    /// connection or a connect attempt, none after a disconnect or when never connected.
+    pub peer: Option<SocketAddr>,
+    /// What the socket had of a connection, by its counters: see [`PastConnection`].
+    pub past: PastConnection,
+}
+
+/// What a TCP socket in state CLOSE with a peer had of a connection, told by its TCP_INFO
+/// counters (the socket layer's state, which connect() answers from, no call reads).
+///
+/// The counters, in sequence space:
+///
+/// ```text
+/// tcpi_delivered     segments the peer acknowledged, plus 1 for an accepted socket's
+///                    SYN-ACK (counted by hand in SYN_RECV): 0 only when no SYN of ours was
+///                    ever acknowledged, a connect refused or timed out
+/// tcpi_bytes_acked   sequence numbers the peer acknowledged: the data, plus the SYN of a
+///                    connecting socket (an accepted one's snd_una starts past its SYN-ACK),
+///                    plus our FIN once acknowledged
+/// tcpi_bytes_sent    data bytes sent, retransmissions included (tcpi_bytes_retrans)
+/// ```
+///
+/// With nothing left unacknowledged (SIOCOUTQ 0), `bytes_acked - (bytes_sent -
+/// bytes_retrans)` is `connected + fin` (each 0 or 1): 2 is a connecting socket whose FIN was
+/// acknowledged, 0 an accepted one whose was not; 1 is either, told apart by `delivered - 1 -
+/// tcpi_data_segs_out` (the FIN's segment), exact while nothing was retransmitted. A FIN of
+/// ours means shutdown() ran in ESTABLISHED or CLOSE_WAIT, which made the socket layer state
+/// "connected" (inet_shutdown); accept() makes it "connected" too. A connecting socket whose
+/// connect() was non-blocking and never called again, and that sent no FIN, is still
+/// "connecting": its next connect() fails with ECONNABORTED instead of EISCONN, and nothing
+/// tells it from one connected by a blocking connect(): refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PastConnection {
+    /// No segment exchanged since the socket was made or last disconnected, or no peer.
+    Nothing,
+    /// A connect whose SYN was never acknowledged (refused or timed out).
+    ConnectFailed,
+    /// Established, then ended (both FINs, or a reset whose error was read), its socket layer
+    /// state "connected": reads return end-of-file, writes EPIPE, connect() EISCONN. Comes
+    /// back as a connection closed at both ends ([`crate::TcpState::Close`]).
+    Closed {
+        /// Accepted (else connected by this socket).
+        accepted: bool,
+    },
+    /// Not restorable as closed, for the reason given.
+    Refused(&'static str),
 }
 
 /// Reads what TCP socket `fd` in state CLOSE keeps of its past (nothing is consumed).
@@ -71,11 +118,62 @@ pub fn closed_history(fd: impl AsFd) -> Result<ClosedHistory> {
     let revents = sys::poll_now(fd, libc::POLLIN | libc::POLLOUT | libc::POLLRDHUP)
         .map_err(ctx.io("poll"))?;
     let info = sys::tcp_info_full(fd).map_err(ctx.sys("getsockopt TCP_INFO"))?;
+    let segments = u64::from(info.tcpi_segs_out) + u64::from(info.tcpi_segs_in);
+    let peer = crate::repair::peer_address(fd);
+    let past = if segments == 0 || peer.is_none() {
+        PastConnection::Nothing
+    } else {
+        let unacked = sys::ioctl_int(fd, libc::TIOCOUTQ as _).map_err(ctx.sys("ioctl SIOCOUTQ"))?;
+        past_connection(&info, unacked)
+    };
     Ok(ClosedHistory {
         pending_error: revents & libc::POLLERR != 0,
         shut_read: revents & libc::POLLRDHUP != 0,
-        segments: u64::from(info.tcpi_segs_out) + u64::from(info.tcpi_segs_in),
+        segments,
+        peer,
+        past,
     })
+}
+
+/// Judges a closed socket's past from its counters `info` and `unacked` (SIOCOUTQ: sequence
+/// numbers sent and never acknowledged); see [`PastConnection`].
+fn past_connection(info: &libc::tcp_info, unacked: i32) -> PastConnection {
+    if info.tcpi_delivered == 0 {
+        return PastConnection::ConnectFailed;
+    }
+    if unacked != 0 {
+        return PastConnection::Refused(
+            "reset with data or a FIN of its own never acknowledged, whose socket layer \
+             state no call reads: connect() may answer EISCONN or ECONNABORTED",
+        );
+    }
+    let unique_sent = i128::from(info.tcpi_bytes_sent) - i128::from(info.tcpi_bytes_retrans);
+    let fin_acked = || {
+        (info.tcpi_total_retrans == 0)
+            .then(|| i64::from(info.tcpi_delivered) - 1 - i64::from(info.tcpi_data_segs_out))
+    };
+    match i128::from(info.tcpi_bytes_acked) - unique_sent {
+        2 => PastConnection::Closed { accepted: false },
+        0 => PastConnection::Closed { accepted: true },
+        1 => match fin_acked() {
+            Some(1) => PastConnection::Closed { accepted: true },
+            Some(0) => PastConnection::Refused(
+                "connected by this socket and ended by a reset or a timeout before it sent a \
+                 FIN: its socket layer state, \"connected\" after a blocking connect() but \
+                 still \"connecting\" after a non-blocking one (connect() then answers \
+                 ECONNABORTED, not EISCONN), no call reads",
+            ),
+            _ => PastConnection::Refused(
+                "its counters (TCP_INFO) do not tell an accepted socket whose FIN was \
+                 acknowledged from a connecting one that sent none (segments were \
+                 retransmitted)",
+            ),
+        },
+        _ => PastConnection::Refused(
+            "its counters (TCP_INFO: bytes acknowledged against bytes sent) match no ending \
+             of a connection",
+        ),
+    }
 }
 
 /// Captures TCP socket `fd` in state CLOSE: its name, whether its port is held, its options

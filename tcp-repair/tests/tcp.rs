@@ -397,3 +397,71 @@ fn abandon_frees_the_address_pair_while_a_copy_of_the_fd_lives() {
     write_pattern(&mut s, &mut out, 3000);
     peer.cmd("read 3000");
 }
+
+/// A connection closed at both ends, both ends here, in a network namespace of this thread's
+/// own with timestamps off: a repair connect then cannot reuse the TIME_WAIT entry the end
+/// that closed first left (EADDRNOTAVAIL), so the restore destroys that entry. Both ends come
+/// back in CLOSE, their peers kept, reading the unread bytes then end-of-file, writes EPIPE.
+#[test]
+fn closed_at_both_ends_is_restored_beside_its_time_wait() {
+    std::thread::spawn(|| {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        // A child forked from this thread is in its namespace.
+        let up = std::process::Command::new("ip")
+            .args(["link", "set", "lo", "up"])
+            .status()
+            .unwrap();
+        assert!(up.success());
+        std::fs::write("/proc/sys/net/ipv4/tcp_timestamps", "0").unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut first = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (last, _) = listener.accept().unwrap();
+        let mut out = 0;
+        write_pattern(&mut first, &mut out, 100);
+        first.shutdown(Shutdown::Write).unwrap();
+        wait_state(&last, 8);
+        last.shutdown(Shutdown::Write).unwrap();
+        let mut b = [0u8; 1];
+        assert_eq!(first.read(&mut b).unwrap(), 0);
+        wait_state(&first, 7);
+        wait_state(&last, 7);
+        let mut states = Vec::new();
+        for s in [&first, &last] {
+            let h = closed_history(s).unwrap();
+            assert!(matches!(h.past, PastConnection::Closed { .. }), "{h:?}");
+            let name = SocketName::new(s.local_addr().ok(), h.peer);
+            let repair = Repair::enter_closed(s.as_fd(), name).unwrap();
+            let state = repair.capture().unwrap();
+            repair.hold();
+            assert_eq!(state.state, TcpState::Close);
+            states.push(state);
+        }
+        assert_eq!(states[1].recv_queue.len(), 100);
+        drop((first, last));
+        // `ss` forked from this thread lists this namespace's entries.
+        let time_waits = || {
+            let out = std::process::Command::new("ss")
+                .args(["-Htan", "state", "time-wait"])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).lines().count()
+        };
+        assert_eq!(time_waits(), 1, "the pair of the end that closed first");
+        for state in &states {
+            let fd = restore(state).unwrap().finish_quiet().unwrap();
+            assert_eq!(kernel_tcp_state(&fd).unwrap(), 7);
+            let h = closed_history(&fd).unwrap();
+            assert_eq!(h.peer, Some(state.remote));
+            assert!(!h.pending_error);
+            let mut s = TcpStream::from(fd);
+            let mut buf = vec![0u8; state.recv_queue.len()];
+            s.read_exact(&mut buf).unwrap();
+            check_pattern(&buf, 0, LOCAL_SALT).unwrap();
+            assert_eq!(s.read(&mut b).unwrap(), 0);
+            assert_eq!(s.write(b"x").unwrap_err().raw_os_error(), Some(libc::EPIPE));
+        }
+        assert_eq!(time_waits(), 0, "destroyed to make room");
+    })
+    .join()
+    .unwrap();
+}

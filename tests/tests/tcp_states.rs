@@ -1,6 +1,7 @@
 //! TCP sockets in the states beside "live connection": `--tcp-close` (closed the CRIU way),
-//! read from inside the restored process. The workload (`tcp` mode) is the server, the test
-//! the client.
+//! and connections closed at both ends before the dump (state CLOSE, both ends in the
+//! process), read from inside the restored process. The workload (`tcp` mode) is the server
+//! (and for closed connections its own client too), the test the client.
 //!
 //! Needs the engine: `cryo` must be built (`cargo build -p cryo`).
 
@@ -94,5 +95,190 @@ fn dump_with_tcp_close_takes_no_lock_and_brings_connections_back_closed() {
     // The listener still serves.
     let _again = connect(&w, "127.0.0.1");
     assert_eq!(w.cmd("accept"), "2");
+    w.kill_restored();
+}
+
+/// In workload `w` (tcp mode, listening), a connection to its own listener at `to` (an IP
+/// address) closed at both ends, both kept open: the connecting end (first index) sends 100
+/// bytes and shuts down first (its address pair stays in TIME_WAIT), the accepted end
+/// (second) leaves them unread, sends 50, which are read, and shuts down last. Both end in
+/// CLOSE.
+fn closed_at_both_ends(w: &Workload, to: &str) -> (String, String) {
+    let port = w.cmd("port");
+    let addr = match to.parse::<std::net::IpAddr>().unwrap() {
+        std::net::IpAddr::V4(ip) => format!("{ip}:{port}"),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]:{port}"),
+    };
+    let c = w.cmd(&format!("connect {addr}"));
+    assert_eq!(w.cmd(&format!("connected {c}")), "ok");
+    let a = w.cmd("accept");
+    assert_eq!(w.cmd(&format!("write {c} 100 1")), "100");
+    assert_eq!(w.cmd(&format!("shutdown {c}")), "ok");
+    assert_eq!(w.cmd(&format!("wait-fin {a}")), "ok");
+    assert_eq!(w.cmd(&format!("write {a} 50 2")), "50");
+    assert_eq!(w.cmd(&format!("shutdown {a}")), "ok");
+    assert_eq!(w.cmd(&format!("eof {c}")), "data 50");
+    assert_eq!(w.cmd(&format!("wait-closed {c}")), "CLOSE");
+    assert_eq!(w.cmd(&format!("wait-closed {a}")), "CLOSE");
+    (c, a)
+}
+
+/// The TIME_WAIT entries of this network namespace whose local address is `local`.
+fn time_wait_from(local: &str) -> usize {
+    let out = std::process::Command::new("ss")
+        .args(["-Htan", "state", "time-wait"])
+        .output()
+        .expect("run ss");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.split_whitespace().any(|f| f == local))
+        .count()
+}
+
+/// Connections closed at both ends, both ends in the workload, come back closed as they were:
+/// the restored process reads its unread bytes then end-of-file, gets EPIPE from a write,
+/// the same getsockname and SO_PEERNAME, EISCONN from connect(), the same poll mask, SO_ERROR
+/// 0, TCP_INFO state CLOSE. The end that closed first is restored while its pair's TIME_WAIT
+/// entry still exists here. A `--leave-running` dump leaves the original as it was (it is
+/// read only after it, and must show what the restored copy shows). With `retire`, the
+/// original is ended by `cryo kill`, which checks its connections against the image: the
+/// accepted end (whose unread bytes a read would take) is then read only once restored.
+fn closed_connections_come_back_closed(listen: &str, to: &str, retire: bool) {
+    cryo_bin();
+    let mut w = Workload::spawn("tcp", &[listen]);
+    let (c, a) = closed_at_both_ends(&w, to);
+    assert_eq!(w.cmd(&format!("setopts {a}")), "ok");
+    let opts = w.cmd(&format!("opts {a}"));
+    let local_c = w.cmd(&format!("local {c}"));
+    let img = w.path("img");
+    w.dump(&img, &["--leave-running"]).assert_success();
+    let shown = w.cryo(&["show".as_ref(), "-D".as_ref(), img.as_os_str()]);
+    assert!(
+        shown.stdout.contains("closed at both ends"),
+        "cryo show: {}",
+        shown.stdout
+    );
+    // What each end must show: the connecting end has read everything, the accepted one
+    // reads 64 of its 100 unread bytes.
+    let local_a = w.cmd(&format!("local {a}"));
+    let expected = |local: &str, peer: &str, read: &str| {
+        format!(
+            "poll=IN|OUT|RDHUP|HUP soerror=0 state=CLOSE local={local} peer={peer} \
+             read={read} write=EPIPE connect=EISCONN"
+        )
+    };
+    // An IPv6 end sees an IPv4 peer v4-mapped, an IPv4 end an IPv6 one unmapped.
+    let (seen_by_c, seen_by_a) = match (
+        local_c.parse::<std::net::SocketAddr>().unwrap(),
+        local_a.parse::<std::net::SocketAddr>().unwrap(),
+    ) {
+        (std::net::SocketAddr::V4(c4), std::net::SocketAddr::V6(a6)) => (
+            format!("{}:{}", a6.ip().to_ipv4_mapped().unwrap(), a6.port()),
+            format!("[::ffff:{}]:{}", c4.ip(), c4.port()),
+        ),
+        _ => (local_a.clone(), local_c.clone()),
+    };
+    let shapes = [
+        expected(&local_c, &seen_by_c, "eof"),
+        expected(&local_a, &seen_by_a, "data 64"),
+    ];
+    // The original, read after the dump; with `retire` the accepted end is not read: `cryo
+    // kill` would find its queue moved on.
+    let before_c = w.cmd(&format!("closed {c}"));
+    assert_eq!(before_c, shapes[0], "the original's connecting end");
+    if retire {
+        w.cryo(&["kill".as_ref(), "-D".as_ref(), img.as_os_str()])
+            .assert_success();
+        w.wait_original();
+    } else {
+        let before_a = w.cmd(&format!("closed {a}"));
+        assert_eq!(before_a, shapes[1], "the original's accepted end");
+        w.kill_original();
+    }
+    assert!(
+        time_wait_from(&local_c) > 0,
+        "the pair of the end that closed first should be in TIME_WAIT here"
+    );
+    w.restore_detached(&img);
+    let after = [w.cmd(&format!("closed {c}")), w.cmd(&format!("closed {a}"))];
+    assert_eq!(after, shapes, "what the restored process sees");
+    // The rest of the unread bytes, then the end.
+    assert!(
+        w.cmd(&format!("closed {a}"))
+            .ends_with(" read=data 36 write=EPIPE connect=EISCONN"),
+        "the accepted end's last bytes"
+    );
+    assert!(w.cmd(&format!("probe {a}")).starts_with("read=eof "));
+    assert_eq!(w.cmd(&format!("opts {a}")), opts, "the options set");
+    // The listener still serves.
+    let _again = connect(&w, to);
+    w.cmd("accept");
+    w.kill_restored();
+}
+
+#[test]
+fn connections_closed_at_both_ends_come_back_closed_ipv4() {
+    closed_connections_come_back_closed("127.0.0.1:0", "127.0.0.1", false);
+}
+
+#[test]
+fn connections_closed_at_both_ends_come_back_closed_ipv6_after_cryo_kill() {
+    closed_connections_come_back_closed("[::1]:0", "::1", true);
+}
+
+#[test]
+fn connections_closed_at_both_ends_come_back_closed_v4_mapped() {
+    // An IPv6 listener on every address: the accepted end is IPv6 with v4-mapped addresses,
+    // the connecting end IPv4.
+    closed_connections_come_back_closed("[::]:0", "127.0.0.1", false);
+}
+
+/// A connecting end that connected non-blocking and was reset before it sent a FIN (its
+/// error read) is refused, naming it: its next connect() answers ECONNABORTED where a
+/// blocking connect's would answer EISCONN, and no call tells which. The accepted end of a
+/// connection reset by its peer (its error read) is "connected" (accept made it so): it comes
+/// back as the original shows it, end-of-file and EPIPE.
+#[test]
+fn a_reset_connection_comes_back_closed_unless_its_connect_answer_is_unknown() {
+    cryo_bin();
+    let mut w = Workload::spawn("tcp", &["127.0.0.1:0"]);
+    let port = w.cmd("port");
+    // 0 connects, 1 is accepted; 1 resets it.
+    assert_eq!(w.cmd(&format!("connect 127.0.0.1:{port}")), "0");
+    assert_eq!(w.cmd("connected 0"), "ok");
+    assert_eq!(w.cmd("accept"), "1");
+    assert_eq!(w.cmd("linger0 1"), "ok");
+    assert_eq!(w.cmd("close 1"), "ok");
+    assert_eq!(w.cmd("wait-closed 0"), "CLOSE");
+    assert_eq!(w.cmd("soerror 0"), libc::ECONNRESET.to_string());
+    let fd = w.cmd("fd 0");
+    w.dump(&w.path("img"), &[])
+        .assert_refused()
+        .assert_stderr_has_word(&w.pid().to_string())
+        .assert_stderr_mentions(&format!("fd {fd}"))
+        .assert_stderr_mentions("ECONNABORTED");
+    w.assert_untouched();
+    assert_eq!(w.cmd("close 0"), "ok");
+    // Now the other way: 0 connects and resets, 1 (accepted) is reset.
+    assert_eq!(w.cmd(&format!("connect 127.0.0.1:{port}")), "0");
+    assert_eq!(w.cmd("connected 0"), "ok");
+    assert_eq!(w.cmd("accept"), "1");
+    assert_eq!(w.cmd("write 0 10 3"), "10");
+    assert_eq!(w.cmd("take 1 10").split(' ').next(), Some("10"));
+    assert_eq!(w.cmd("linger0 0"), "ok");
+    assert_eq!(w.cmd("close 0"), "ok");
+    assert_eq!(w.cmd("wait-closed 0"), "CLOSE");
+    assert_eq!(w.cmd("soerror 0"), libc::ECONNRESET.to_string());
+    let img = w.path("img2");
+    w.dump(&img, &["--leave-running"]).assert_success();
+    let before = w.cmd("closed 0");
+    assert!(
+        before.starts_with("poll=IN|OUT|RDHUP|HUP soerror=0 state=CLOSE ")
+            && before.ends_with(" read=eof write=EPIPE connect=EISCONN"),
+        "the original: {before}"
+    );
+    w.kill_original();
+    w.restore_detached(&img);
+    assert_eq!(w.cmd("closed 0"), before, "what the restored process sees");
     w.kill_restored();
 }

@@ -112,7 +112,10 @@ impl DumpSockets {
             for f in &ident.found {
                 // A connect in progress too: the peer's answer must not reach the frozen
                 // socket (the original would then be a connection the kill ends).
-                if let Found::Connection(l, r) | Found::Connecting(l, r) = f.kind {
+                if let Found::Connection(l, r)
+                | Found::ClosedConnection(l, r)
+                | Found::Connecting(l, r) = f.kind
+                {
                     if seen.insert(f.ino) {
                         first_pid.get_or_insert(ident.pid);
                         tuples.push(ConnTuple::new(l, r));

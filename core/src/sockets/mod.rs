@@ -146,6 +146,9 @@ enum Found {
     TcpUnconnected,
     /// A TCP connection, or a socket closed after one, dumped with `--tcp-close`.
     TcpClosed,
+    /// A TCP socket closed after a connection it comes back as (local, peer): captured and
+    /// held as a connection.
+    ClosedConnection(std::net::SocketAddr, std::net::SocketAddr),
     /// A TCP connect in progress (SYN_SENT): (local, remote).
     Connecting(std::net::SocketAddr, std::net::SocketAddr),
 }
@@ -393,10 +396,12 @@ impl SocketDump {
                 }
             })?;
             let reuse_addr = match kind {
-                Found::Connection(..) => SockRef::from(&dup).reuse_address().map_err(|e| {
-                    let open = for_errors(pid, fd);
-                    open.inspect_err("getsockopt SO_REUSEADDR", open.proc_path(), e)
-                })?,
+                Found::Connection(..) | Found::ClosedConnection(..) => {
+                    SockRef::from(&dup).reuse_address().map_err(|e| {
+                        let open = for_errors(pid, fd);
+                        open.inspect_err("getsockopt SO_REUSEADDR", open.proc_path(), e)
+                    })?
+                }
                 _ => false,
             };
             Ok(Some((inode, family, kind, filter, reuse_addr)))
@@ -470,7 +475,10 @@ impl SocketDump {
         for f in found {
             let tcp = matches!(
                 f.kind,
-                Found::Connection(..) | Found::Listener | Found::Connecting(..)
+                Found::Connection(..)
+                    | Found::ClosedConnection(..)
+                    | Found::Listener
+                    | Found::Connecting(..)
             );
             if tcp && !tcp_taken.insert(f.ino) {
                 continue;
@@ -481,6 +489,14 @@ impl SocketDump {
                     ino: f.ino,
                     family: f.family,
                     name: cryo_tcp_repair::SocketName::new(Some(local), Some(remote)),
+                    closed: false,
+                }),
+                Found::ClosedConnection(local, remote) => connections.push(tcp::FoundConnection {
+                    fd: f.fd,
+                    ino: f.ino,
+                    family: f.family,
+                    name: cryo_tcp_repair::SocketName::new(Some(local), Some(remote)),
+                    closed: true,
                 }),
                 _ => others.push(f),
             }
@@ -534,7 +550,10 @@ impl SocketDump {
                     continue;
                 }
                 // Split out and captured above.
-                Found::Connection(..) | Found::Packet(_) | Found::Netlink(_) => continue,
+                Found::Connection(..)
+                | Found::ClosedConnection(..)
+                | Found::Packet(_)
+                | Found::Netlink(_) => continue,
                 Found::Listener => {
                     tcp::capture_listener(pid, fd, dup.as_fd(), opts.skip_in_flight)?
                 }
@@ -645,6 +664,13 @@ fn identify(
 /// Whether `s` is an established (or closing) TCP connection's record.
 pub(crate) fn is_connection(s: &Socket) -> bool {
     matches!(s.state, Some(State::TcpConnection(_)))
+}
+
+/// Whether `s` is a TCP connection's record whose peer is there to answer: not one closed at
+/// both ends (comes back closed, nothing to probe, nothing broken by `--tcp-close`).
+pub(crate) fn is_open_connection(s: &Socket) -> bool {
+    matches!(&s.state, Some(State::TcpConnection(c))
+        if c.state != cryo_proto::image::TcpState::Close as i32)
 }
 
 /// The address pairs of every TCP connection among `descs`, as the network lock names them.

@@ -75,7 +75,7 @@ fn targets(descs: &[FileDesc], fds: &[&[FdEntry]]) -> Vec<Target> {
     let mut unprobed: HashSet<u32> = descs
         .iter()
         .filter_map(|d| match &d.kind {
-            Some(Kind::Socket(s)) if super::is_connection(s) => Some(d.id),
+            Some(Kind::Socket(s)) if super::is_open_connection(s) => Some(d.id),
             _ => None,
         })
         .collect();
@@ -264,7 +264,7 @@ pub(crate) fn broken_per_process(
         };
         let reason = if let Some(&r) = verdicts.get(&d.id) {
             r
-        } else if tcp_close && super::is_connection(s) {
+        } else if tcp_close && super::is_open_connection(s) {
             BrokenReason::ClosedByPolicy
         } else if s.external_peer {
             BrokenReason::ExternalPeer

@@ -632,6 +632,7 @@ fn tcp_state_to(s: tcp::TcpState) -> pb::TcpState {
         tcp::TcpState::CloseWait => pb::TcpState::CloseWait,
         tcp::TcpState::LastAck => pb::TcpState::LastAck,
         tcp::TcpState::Closing => pb::TcpState::Closing,
+        tcp::TcpState::Close => pb::TcpState::Close,
     }
 }
 
@@ -643,6 +644,7 @@ fn tcp_state_from(raw: i32) -> Result<tcp::TcpState, RecordProblem> {
         Ok(pb::TcpState::CloseWait) => tcp::TcpState::CloseWait,
         Ok(pb::TcpState::LastAck) => tcp::TcpState::LastAck,
         Ok(pb::TcpState::Closing) => tcp::TcpState::Closing,
+        Ok(pb::TcpState::Close) => tcp::TcpState::Close,
         Ok(pb::TcpState::Invalid) | Err(_) => {
             return Err(RecordProblem::Range {
                 field: "state",
@@ -951,6 +953,12 @@ mod tests {
             "[fe80::1%3]:80",
             "[::ffff:1.2.3.4]:5000",
         ))));
+        round_trip(SocketState::Connection(Box::new(tcp::TcpConnectionState {
+            state: tcp::TcpState::Close,
+            send_queue_sent: Vec::new(),
+            send_queue_unsent: Vec::new(),
+            ..connection("127.0.0.1:4000", "127.0.0.1:5000")
+        })));
         round_trip(SocketState::Listener(tcp::ListenerState {
             local: "[::]:8080".parse().unwrap(),
             backlog: None,

@@ -9,9 +9,11 @@
 //!             connection (refused without --tcp-established); SYN_SENT -> a connect in
 //!             progress with --tcp-established (made again by a connect from the same port),
 //!             refused as temporary without; SYN_RECV, NEW_SYN_RECV -> refused as
-//!             temporary; CLOSE -> not connected, unless it keeps something of a
-//!             connection (a pending error, segments exchanged: refused); TIME_WAIT ->
-//!             refused
+//!             temporary; CLOSE -> not connected, or closed after a connection (both
+//!             FINs, or a reset read: captured in repair mode as a connection in Close,
+//!             restored through LAST_ACK and the peer's ACK), unless it keeps what cannot
+//!             be made again (a pending error, a failed connect, a connection whose
+//!             connect() answer no call reads: refused); TIME_WAIT -> refused
 //! capture     Repair::enter + capture, then hold() (lifecycle.rs owns what happens next)
 //! restore     restore + finish_quiet (the lock still drops what the peer sends), or
 //!             finish_closed with --tcp-close (TCP_CLOSE, shut both ways: EOF, POLLHUP)
@@ -41,6 +43,8 @@ pub(super) struct FoundConnection {
     pub ino: u64,
     pub family: u32,
     pub name: repair::SocketName,
+    /// Closed at both ends (state CLOSE, its peer from SO_PEERNAME).
+    pub closed: bool,
 }
 
 /// What TCP socket `fd` (fd `task_fd` of `pid`) is, by its kernel state: a listener, a
@@ -99,7 +103,7 @@ pub(super) fn identify(
             }
             .into())
         }
-        7 => unconnected(pid, task_fd, fd, opts.tcp_close),
+        7 => unconnected(pid, task_fd, fd, local, opts.tcp_close),
         other => Err(open().refuse(
             format!(
                 "TCP socket in state {} (neither listening nor connected)",
@@ -112,13 +116,18 @@ pub(super) fn identify(
 
 /// A TCP socket in state CLOSE (fd `task_fd` of `pid`, named `local`): restorable when it
 /// keeps nothing of a connection: no pending error, no segment exchanged since it was made
-/// or last disconnected (a connect that failed without being reported, or a connection
-/// reset: the kernel keeps state no call can make again), not shut (inet_diag, asked in the
-/// task's network namespace: [`super::in_netns_of`], tells later whether its port is held).
+/// or last disconnected, not shut (inet_diag, asked in the task's network namespace:
+/// [`super::in_netns_of`], tells later whether its port is held); or when it was closed after
+/// a connection whose socket layer state is "connected" (both FINs, or a reset whose error
+/// was read: [`repair::PastConnection::Closed`]), which comes back as that connection closed
+/// at both ends (captured in repair mode, in [`repair::TcpState::Close`]). What else the
+/// kernel keeps (a connect that failed without being reported, a connection whose
+/// connect() answer no call reads) is refused.
 fn unconnected(
     pid: Pid,
     task_fd: RawFd,
     fd: BorrowedFd<'_>,
+    local: Option<SocketAddr>,
     tcp_close: bool,
 ) -> Result<Found, FileError> {
     let refuse = |what: String| Err(for_errors(pid, task_fd).refuse(what, false));
@@ -135,12 +144,29 @@ fn unconnected(
         );
     }
     if h.segments != 0 {
-        return refuse(format!(
-            "closed TCP socket that still holds a connection or connect attempt ({} segments \
-             exchanged: a connect that failed without being reported, after which connect() \
-             fails, or a connection reset), which cannot be made again",
-            h.segments
-        ));
+        let show = |a: Option<SocketAddr>| a.map_or("?".to_string(), |a| a.to_string());
+        return match (h.past, local, h.peer) {
+            (repair::PastConnection::Closed { .. }, Some(local), Some(peer)) => {
+                Ok(Found::ClosedConnection(local, peer))
+            }
+            (repair::PastConnection::Refused(why), ..) => refuse(format!(
+                "closed TCP connection {} -> {} that cannot come back as it is ({why})",
+                show(local),
+                show(h.peer)
+            )),
+            (repair::PastConnection::ConnectFailed, ..) => refuse(format!(
+                "closed TCP socket {}: a connect attempt to {} that failed without being \
+                 reported (the next connect() fails with ECONNABORTED), which cannot be made \
+                 again",
+                show(local),
+                show(h.peer)
+            )),
+            _ => refuse(format!(
+                "closed TCP socket that still holds a connection or connect attempt ({} \
+                 segments exchanged, no peer address left), which cannot be made again",
+                h.segments
+            )),
+        };
     }
     if h.shut_read {
         return refuse("TCP socket not connected but shut for reading (SHUT_RD)".into());
@@ -226,7 +252,12 @@ pub(super) fn capture_connections(
         let fd = f.fd;
         let dup = socket_dup(pid, pidfd, fd)?;
         let bad = repair_err(pid, fd);
-        let repair = Repair::enter_named(dup.as_fd(), f.name).map_err(bad)?;
+        let repair = if f.closed {
+            Repair::enter_closed(dup.as_fd(), f.name)
+        } else {
+            Repair::enter_named(dup.as_fd(), f.name)
+        }
+        .map_err(bad)?;
         let state = repair.capture().map_err(bad)?;
         repair.hold();
         let held = Held {
@@ -276,6 +307,14 @@ pub(super) fn capture_listener(
 
 /// A connection in words, for messages and `cryo show`.
 pub(super) fn describe_connection(c: &TcpConnectionState) -> String {
+    if c.state == repair::TcpState::Close {
+        return format!(
+            "tcp {} -> {} (closed at both ends, {} bytes to read)",
+            c.local,
+            c.remote,
+            c.recv_queue.len()
+        );
+    }
     format!(
         "tcp {} -> {} ({:?}, {} bytes to send, {} to read)",
         c.local,
@@ -303,7 +342,8 @@ pub(super) fn restore_connection(
     // Still in repair mode: from here on, whatever ends the restore closes it silently.
     crate::restore::guardian::entrust(restored.as_fd())
         .map_err(|e| restore_err(desc, "hand the socket to the restore guardian", e))?;
-    if tcp_close {
+    // Closed at both ends already: as it was, with or without --tcp-close.
+    if tcp_close && c.state != repair::TcpState::Close {
         return restored
             .finish_closed()
             .map_err(|e| restore_err(desc, "--tcp-close", e));
@@ -406,6 +446,7 @@ pub(super) fn refuse_md5_keys(identified: &[super::Identified]) -> Result<(), Fi
             matches!(
                 f.kind,
                 Found::Connection(..)
+                    | Found::ClosedConnection(..)
                     | Found::Listener
                     | Found::TcpUnconnected
                     | Found::Connecting(..)

@@ -28,6 +28,15 @@
 //!                            (tcp_opts.rs: every option an application sets, read back)
 //!                            mss I -> <TCP_MAXSEG> (the segment size in use)
 //!                            rcvbuf I N -> ok (SO_RCVBUF N: the receive window stops growing)
+//!                            closed I -> poll=<revents> soerror=<n> state=<S> local=<addr>
+//!                            peer=<SO_PEERNAME> read=<..> write=<..> connect=<errno name>
+//!                            (what a closed connection shows, in that order: the poll before
+//!                            the read, connect() again to the peer SO_PEERNAME gives)
+//!                            wait-closed I -> CLOSE (waits, bounded, for TCP_INFO to say CLOSE:
+//!                            the ACK of our FIN may still be on its way)
+//!                            wait-fin I -> ok (waits for the peer's FIN: POLLRDHUP, nothing read)
+//!                            linger0 I -> ok (SO_LINGER 0: closing it sends a RST)
+//!                            soerror I -> <n> (SO_ERROR, read and so cleared)
 //!                            pump I J N SEED -> <len> <checksum> <segments> (writes
 //!                            pattern(N, SEED) into I while reading J; what J received, and
 //!                            the data segments I sent for it: tcpi_data_segs_out)
@@ -132,6 +141,20 @@ impl Mode for Tcp {
             }
             ("fork", []) => t.fork().map_err(io_err),
             ("probe", [i]) => Ok(probe(t.conn(i)?)),
+            ("closed", [i]) => Ok(closed(t.conn(i)?)),
+            ("wait-closed", [i]) => wait_closed(t.conn(i)?),
+            ("wait-fin", [i]) => {
+                wait_for(t.conn(i)?, libc::POLLRDHUP)?;
+                Ok("ok".into())
+            }
+            ("linger0", [i]) => {
+                let fd = t.conn(i)?.as_raw_fd();
+                // struct linger: l_onoff 1, l_linger 0.
+                let b = [1i32.to_ne_bytes(), 0i32.to_ne_bytes()].concat();
+                sys::setsockopt_bytes(fd, libc::SOL_SOCKET, libc::SO_LINGER, &b).map_err(io_err)?;
+                Ok("ok".into())
+            }
+            ("soerror", [i]) => Ok(so_error(t.conn(i)?.as_raw_fd()).to_string()),
             ("kid", line) => {
                 let kid = t.kid.as_ref().ok_or("no child: fork first")?;
                 // One answer, up to a pipe's atomic write (`opts` is long).
@@ -355,7 +378,114 @@ fn kind_of(e: &io::Error) -> String {
         Some(libc::EPIPE) => "EPIPE".into(),
         Some(libc::ENOTCONN) => "ENOTCONN".into(),
         Some(libc::EAGAIN) => "EAGAIN".into(),
+        Some(libc::EISCONN) => "EISCONN".into(),
+        Some(libc::ECONNABORTED) => "ECONNABORTED".into(),
+        Some(libc::EALREADY) => "EALREADY".into(),
+        Some(libc::EINVAL) => "EINVAL".into(),
         _ => e.to_string(),
+    }
+}
+
+/// SO_ERROR of `fd` (reading it clears it).
+fn so_error(fd: i32) -> i32 {
+    sys::getsockopt_bytes(fd, libc::SOL_SOCKET, libc::SO_ERROR, 4)
+        .ok()
+        .and_then(|v| <[u8; 4]>::try_from(v.as_slice()).ok())
+        .map_or(-1, i32::from_ne_bytes)
+}
+
+/// The peer SO_PEERNAME gives (it answers in CLOSE, where getpeername says ENOTCONN).
+fn so_peername(fd: i32, ipv6: bool) -> Option<SocketAddr> {
+    // No longer than the family's address, or EINVAL.
+    let len = if ipv6 {
+        std::mem::size_of::<libc::sockaddr_in6>()
+    } else {
+        std::mem::size_of::<libc::sockaddr_in>()
+    };
+    let b = sys::getsockopt_bytes(fd, libc::SOL_SOCKET, libc::SO_PEERNAME, len).ok()?;
+    let family = i32::from(u16::from_ne_bytes([*b.first()?, *b.get(1)?]));
+    let port = u16::from_be_bytes([*b.get(2)?, *b.get(3)?]);
+    let ip: std::net::IpAddr = match family {
+        libc::AF_INET => <[u8; 4]>::try_from(b.get(4..8)?).ok()?.into(),
+        libc::AF_INET6 => <[u8; 16]>::try_from(b.get(8..24)?).ok()?.into(),
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
+/// What a closed connection shows its process, in an order that changes nothing seen later:
+/// poll (before the read), SO_ERROR, TCP_INFO state, getsockname, SO_PEERNAME, then one
+/// read, one write and connect() again to that peer.
+fn closed(s: &mut TcpStream) -> String {
+    let fd = s.as_raw_fd();
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN | libc::POLLOUT | libc::POLLRDHUP,
+        revents: 0,
+    };
+    // SAFETY: one pollfd, valid for the call.
+    unsafe { libc::poll(&mut pfd, 1, 0) };
+    let names = [
+        (libc::POLLIN, "IN"),
+        (libc::POLLOUT, "OUT"),
+        (libc::POLLRDHUP, "RDHUP"),
+        (libc::POLLERR, "ERR"),
+        (libc::POLLHUP, "HUP"),
+    ];
+    let poll: Vec<&str> = names
+        .iter()
+        .filter(|(bit, _)| pfd.revents & bit != 0)
+        .map(|(_, n)| *n)
+        .collect();
+    let soerror = so_error(fd);
+    let state = state(s).unwrap_or_else(|e| e.to_string());
+    let local = s
+        .local_addr()
+        .map_or_else(|e| kind_of(&e), |a| a.to_string());
+    let peer = so_peername(fd, s.local_addr().is_ok_and(|a| a.is_ipv6()));
+    let mut buf = [0u8; 64];
+    let read = match s.read(&mut buf) {
+        Ok(0) => "eof".to_string(),
+        Ok(n) => format!("data {n}"),
+        Err(e) => kind_of(&e),
+    };
+    let write = match s.write(b"x") {
+        Ok(_) => "ok".to_string(),
+        Err(e) => kind_of(&e),
+    };
+    let connect = match peer {
+        Some(p) => {
+            let (_, storage, len) = sockaddr(p);
+            // SAFETY: storage holds a sockaddr of `len` bytes.
+            let r = unsafe { libc::connect(fd, (&raw const storage).cast(), len) };
+            if r == 0 {
+                "ok".to_string()
+            } else {
+                kind_of(&io::Error::last_os_error())
+            }
+        }
+        None => "-".into(),
+    };
+    format!(
+        "poll={} soerror={soerror} state={state} local={local} peer={} read={read} \
+         write={write} connect={connect}",
+        poll.join("|"),
+        peer.map_or("-".to_string(), |p| p.to_string())
+    )
+}
+
+/// Waits (10 s at most) until TCP_INFO says CLOSE.
+fn wait_closed(s: &TcpStream) -> Result<String, String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let now = state(s).map_err(io_err)?;
+        if now == "CLOSE" {
+            return Ok(now);
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(format!("still {now}"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
     }
 }
 
