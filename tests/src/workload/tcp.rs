@@ -345,25 +345,7 @@ fn probe(s: &mut TcpStream) -> String {
         Ok(n) => format!("data {n}"),
         Err(e) => kind_of(&e),
     };
-    let mut pfd = libc::pollfd {
-        fd: s.as_raw_fd(),
-        events: libc::POLLIN | libc::POLLOUT | libc::POLLRDHUP,
-        revents: 0,
-    };
-    // SAFETY: one pollfd, valid for the call.
-    unsafe { libc::poll(&mut pfd, 1, 0) };
-    let names = [
-        (libc::POLLIN, "IN"),
-        (libc::POLLOUT, "OUT"),
-        (libc::POLLRDHUP, "RDHUP"),
-        (libc::POLLERR, "ERR"),
-        (libc::POLLHUP, "HUP"),
-    ];
-    let poll: Vec<&str> = names
-        .iter()
-        .filter(|(bit, _)| pfd.revents & bit != 0)
-        .map(|(_, n)| *n)
-        .collect();
+    let poll = poll_mask(s.as_raw_fd());
     let write = match s.write(b"x") {
         Ok(_) => "ok".to_string(),
         Err(e) => kind_of(&e),
@@ -418,25 +400,7 @@ fn so_peername(fd: i32, ipv6: bool) -> Option<SocketAddr> {
 /// read, one write and connect() again to that peer.
 fn closed(s: &mut TcpStream) -> String {
     let fd = s.as_raw_fd();
-    let mut pfd = libc::pollfd {
-        fd,
-        events: libc::POLLIN | libc::POLLOUT | libc::POLLRDHUP,
-        revents: 0,
-    };
-    // SAFETY: one pollfd, valid for the call.
-    unsafe { libc::poll(&mut pfd, 1, 0) };
-    let names = [
-        (libc::POLLIN, "IN"),
-        (libc::POLLOUT, "OUT"),
-        (libc::POLLRDHUP, "RDHUP"),
-        (libc::POLLERR, "ERR"),
-        (libc::POLLHUP, "HUP"),
-    ];
-    let poll: Vec<&str> = names
-        .iter()
-        .filter(|(bit, _)| pfd.revents & bit != 0)
-        .map(|(_, n)| *n)
-        .collect();
+    let poll = poll_mask(fd);
     let soerror = so_error(fd);
     let state = state(s).unwrap_or_else(|e| e.to_string());
     let local = s
@@ -671,4 +635,27 @@ fn eof(s: &mut TcpStream) -> Result<String, String> {
             Err(e) => return Err(format!("read: {e}")),
         }
     }
+}
+
+/// What a zero-timeout poll of `fd` for IN, OUT and RDHUP reports, by name.
+fn poll_mask(fd: i32) -> Vec<&'static str> {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN | libc::POLLOUT | libc::POLLRDHUP,
+        revents: 0,
+    };
+    // SAFETY: one pollfd, valid for the call.
+    unsafe { libc::poll(&mut pfd, 1, 0) };
+    let names = [
+        (libc::POLLIN, "IN"),
+        (libc::POLLOUT, "OUT"),
+        (libc::POLLRDHUP, "RDHUP"),
+        (libc::POLLERR, "ERR"),
+        (libc::POLLHUP, "HUP"),
+    ];
+    names
+        .iter()
+        .filter(|(bit, _)| pfd.revents & bit != 0)
+        .map(|(_, n)| *n)
+        .collect()
 }

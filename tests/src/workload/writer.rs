@@ -155,21 +155,8 @@ pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
 fn map(len: usize, noreserve: bool) -> Result<*mut libc::c_void, String> {
     let flags =
         libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | if noreserve { libc::MAP_NORESERVE } else { 0 };
-    // SAFETY: a fresh private anonymous mapping; no existing memory is affected.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            flags,
-            -1,
-            0,
-        )
-    };
-    if p == libc::MAP_FAILED {
-        return Err(format!("mmap: {}", std::io::Error::last_os_error()));
-    }
-    Ok(p)
+    let m = sys::map(len, flags, -1).map_err(failed("mmap"))?;
+    Ok(m.as_mut_ptr().cast())
 }
 
 impl Writer {
