@@ -523,7 +523,7 @@ fn a_virtual_console_in_exclusive_mode_is_refused() {
         .assert_stderr_mentions(&format!("pid {} fd 47", w.pid()))
         .assert_stderr_mentions("exclusive mode (TIOCEXCL)");
     w.assert_untouched();
-    assert_eq!(w.cmd("rdev 47"), "4:5");
+    assert_eq!(w.cmd("rdev 47"), "4:6");
 }
 
 /// The system console held open through a node of its own (5:1, zdtm's console test): a

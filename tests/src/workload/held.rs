@@ -24,8 +24,8 @@
 //!       49: write end; the FIFO mode 0640, owned by 1234:1235, then deleted) | deleted-dir
 //!       | deleted-dir-in-deleted-dir (parent/gone, both removed) | deleted-dev | deleted-symlink | symlink
 //!       | console (a node 5:1 made in the control dir, opened read-only)
-//!       | vt (a node 4:5, virtual console 5, made there, opened read-only) | vt-excl (the same,
-//!       then TIOCEXCL) | serial (a node 4:64, the first serial port, O_RDONLY|O_NONBLOCK)
+//!       | vt (a node 4:5, virtual console 5, made there, opened read-only) | vt-excl (the same
+//!       of console 6, then TIOCEXCL) | serial (a node 4:64, the first serial port, O_RDONLY|O_NONBLOCK)
 //!       | pidfd-self | pidfd-child (of a child blocked in pause(), dumped with it)
 //!       | pidfd-child-nonblock (the same, PIDFD_NONBLOCK)
 //!       | pidfd-child-shared (pidfd-child, then a second child forked: it inherits fd 47)
@@ -95,7 +95,9 @@ fn hold(kind: &str, dir: &Path) -> std::io::Result<i32> {
             sys::open(&at("console"), libc::O_RDONLY)?
         }
         "vt" | "vt-excl" => {
-            sys::mknod_char(&at("vt"), 4, 5)?;
+            // Exclusive mode is the device's: the two tests use two consoles.
+            let minor = if kind == "vt" { 5 } else { 6 };
+            sys::mknod_char(&at("vt"), 4, minor)?;
             let fd = sys::open(&at("vt"), libc::O_RDONLY | libc::O_NOCTTY)?;
             if kind == "vt-excl" {
                 // SAFETY: TIOCEXCL takes no argument.
