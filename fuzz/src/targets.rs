@@ -238,6 +238,7 @@ pub fn stream_frame(data: &[u8]) {
         FrameType::Go => message_round::<msg::Go>(payload),
         FrameType::Running => message_round::<msg::Running>(payload),
         FrameType::Heard => message_round::<msg::Heard>(payload),
+        FrameType::Absorbed => message_round::<msg::Absorbed>(payload),
     }
 }
 
