@@ -73,6 +73,8 @@ pub mod manifest;
 #[cfg(feature = "engine")]
 pub mod migrate;
 #[cfg(feature = "engine")]
+pub mod scratch;
+#[cfg(feature = "engine")]
 pub mod server;
 #[cfg(feature = "engine")]
 pub mod transfer;

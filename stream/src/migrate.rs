@@ -57,7 +57,7 @@
 //! ```
 
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -69,6 +69,7 @@ use crate::conn::{unexpected, Conn};
 use crate::error::StreamError;
 use crate::frame::FrameType;
 use crate::msg::{self, Purpose};
+use crate::scratch::ScratchDir;
 use crate::server::Outcome;
 use crate::{manifest, transfer};
 
@@ -290,116 +291,24 @@ pub(crate) fn source_heard(conn: &mut Conn<TcpStream>) -> bool {
         .is_ok()
 }
 
-/// A private directory on /dev/shm (else TMPDIR) for an image passing through, removed when
-/// dropped. It is flock'ed while in use: a receiver killed before it could remove it leaves
-/// it unlocked, and the next one to start removes it ([`sweep_scratch`]).
-struct Scratch {
-    path: PathBuf,
-    _held: nix::fcntl::Flock<std::fs::File>,
-}
+/// The prefix of a receiver's scratch directories (crate::scratch: swept when one starts).
+pub(crate) const SCRATCH_PREFIX: &str = "cryo-serve-";
 
-/// Where scratch directories go: /dev/shm, else TMPDIR.
-fn scratch_base() -> PathBuf {
-    let shm = Path::new("/dev/shm");
-    if shm.is_dir() {
-        shm.to_path_buf()
-    } else {
-        std::env::temp_dir()
-    }
-}
-
-/// The names of receivers' scratch directories (a `cryo migrate` of this host stages its
-/// own under `cryo-migrate-`: never swept).
-const SCRATCH_PREFIX: &str = "cryo-serve-";
+/// A receiver's scratch directory for an image passing through ([`ScratchDir`]).
+struct Scratch(ScratchDir);
 
 impl Scratch {
     fn new(what: &str) -> Result<(Self, ImageDir), StreamError> {
-        let suffix: String = crate::auth::nonce()
-            .map_err(|e| StreamError::io("random suffix", e, 0))?[..6]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        // Made and locked under a name no sweep looks at, then given its own: a receiver
-        // starting meanwhile never takes it for one a killed receiver left.
-        let name = format!("{SCRATCH_PREFIX}{what}-{suffix}");
-        let hidden = scratch_base().join(format!(".{name}"));
-        let path = scratch_base().join(&name);
-        let io = |what: &str, e| StreamError::io(format!("{what} {}", path.display()), e, 0);
-        let mut b = std::fs::DirBuilder::new();
-        std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
-        b.create(&hidden).map_err(|e| io("make", e))?;
-        let held = open_dir(&hidden)
-            .and_then(|d| {
-                nix::fcntl::Flock::lock(d, nix::fcntl::FlockArg::LockExclusiveNonblock)
-                    .map_err(|(_, e)| e.into())
-            })
-            .and_then(|held| std::fs::rename(&hidden, &path).map(|()| held));
-        let held = match held {
-            Ok(held) => held,
-            Err(e) => {
-                let _ = std::fs::remove_dir(&hidden);
-                return Err(io("lock", e));
-            }
-        };
-        let this = Self { path, _held: held };
-        let images = ImageDir::create(&this.path)
-            .map_err(|e| StreamError::images(format!("make {}", this.path.display()), e))?;
-        Ok((this, images))
+        let dir = ScratchDir::new(&format!("{SCRATCH_PREFIX}{what}-"))
+            .map_err(|e| StreamError::io("make a scratch directory", e, 0))?;
+        let images = ImageDir::create(dir.path())
+            .map_err(|e| StreamError::images(format!("make {}", dir.path().display()), e))?;
+        Ok((Self(dir), images))
     }
-}
 
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
+    fn path(&self) -> &Path {
+        self.0.path()
     }
-}
-
-/// Opens directory `path` itself (not a symbolic link's target).
-fn open_dir(path: &Path) -> std::io::Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)
-}
-
-/// Removes the scratch directories receivers killed mid-migration left (ours: owned by this
-/// user, not a symbolic link, and no longer locked by a live receiver). Returns how many.
-pub(crate) fn sweep_scratch() -> usize {
-    let Ok(entries) = std::fs::read_dir(scratch_base()) else {
-        return 0;
-    };
-    let uid = nix::unistd::geteuid().as_raw();
-    let mut removed = 0;
-    for entry in entries.flatten() {
-        if !entry
-            .file_name()
-            .to_string_lossy()
-            .starts_with(SCRATCH_PREFIX)
-        {
-            continue;
-        }
-        let path = entry.path();
-        let Ok(dir) = open_dir(&path) else { continue };
-        let ours = std::os::unix::fs::MetadataExt::uid(&match dir.metadata() {
-            Ok(m) => m,
-            Err(_) => continue,
-        }) == uid;
-        if !ours {
-            continue;
-        }
-        // Locked: a live receiver's.
-        let Ok(_unlocked) =
-            nix::fcntl::Flock::lock(dir, nix::fcntl::FlockArg::LockExclusiveNonblock)
-        else {
-            continue;
-        };
-        warn!(path = %path.display(), "removing the image a killed receiver left");
-        if std::fs::remove_dir_all(&path).is_ok() {
-            removed += 1;
-        }
-    }
-    removed
 }
 
 /// The destination's side of a migration accepted on `conn` (steps 1 to 3c above), with
@@ -508,7 +417,7 @@ pub(crate) fn serve(
     let conn = Arc::new(Mutex::new(conn));
     let gate_conn = Arc::clone(&conn);
     let gate_peer = peer.clone();
-    let mut ropts = cryo_core::RestoreOptions::new(&dir.path);
+    let mut ropts = cryo_core::RestoreOptions::new(dir.path());
     ropts.detach = true;
     ropts.lock_here = true;
     // Each file's checksum was checked as it arrived; the merge computed the pages image's
@@ -573,7 +482,7 @@ pub(crate) fn serve(
         Err(e) => {
             let why = crate::server::chain(&e);
             warn!(migration = %name, "every process restored here killed: {why}");
-            if let Some(id) = cryo_core::network_lock_installed(&dir.path) {
+            if let Some(id) = cryo_core::network_lock_installed(dir.path()) {
                 warn!(
                     migration = %name,
                     lock = id,
@@ -581,7 +490,7 @@ pub(crate) fn serve(
                 );
                 kept.push(id);
             }
-            let hooks = cryo_core::Hooks::new(script, &dir.path);
+            let hooks = cryo_core::Hooks::new(script, dir.path());
             if let Err(h) = hooks.run(cryo_core::Stage::MigrateRollback, &[]) {
                 warn!(migration = %name, "{h}");
             }

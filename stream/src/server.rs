@@ -152,7 +152,7 @@ impl Server {
                 let _ = std::fs::remove_dir_all(entry.path());
             }
         }
-        crate::migrate::sweep_scratch();
+        crate::scratch::sweep(crate::migrate::SCRATCH_PREFIX);
         let listener = TcpListener::bind(&opts.listen)
             .map_err(|e| StreamError::io(format!("listen on {}", opts.listen), e, 0))?;
         Ok(Self {

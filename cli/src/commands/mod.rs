@@ -80,17 +80,11 @@ impl StreamArgs {
 
 /// A private (0700) scratch directory for images passing through this host: on a memory
 /// filesystem (/dev/shm) where there is one, else in TMPDIR. Removed when dropped.
-pub fn scratch_dir(prefix: &str) -> anyhow::Result<tempfile::TempDir> {
-    let shm = std::path::Path::new("/dev/shm");
-    let base = if shm.is_dir() {
-        shm.to_path_buf()
-    } else {
-        std::env::temp_dir()
-    };
-    tempfile::Builder::new()
-        .prefix(prefix)
-        .tempdir_in(&base)
-        .map_err(|e| anyhow::anyhow!("scratch directory in {}: {e}", base.display()))
+pub fn scratch_dir(prefix: &str) -> anyhow::Result<cryo_stream::scratch::ScratchDir> {
+    // What a killed run of the same kind left goes first.
+    cryo_stream::scratch::sweep(prefix);
+    cryo_stream::scratch::ScratchDir::new(prefix)
+        .map_err(|e| anyhow::anyhow!("scratch directory {prefix}...: {e}"))
 }
 
 /// `1.5 MiB`, for summaries.
