@@ -125,9 +125,7 @@ fn check_line_terminal(fd: &mut Dumping<'_>) -> Result<(), FileError> {
     let rdev = fd.meta.rdev();
     let stat = crate::proc::task_stat::read(open.pid)
         .map_err(|e| open.dump_err(format!("read its stat: {e}")))?;
-    let tty = u64::from(stat.tty_nr);
-    let same = |f: fn(u64) -> u64| f(tty) == f(rdev);
-    if tty != 0 && same(nix::sys::stat::major) && same(nix::sys::stat::minor) {
+    if stat.tty_nr != 0 && super::pty::decode_dev(stat.tty_nr) == rdev {
         return Err(FileError::Terminal {
             pid: open.pid,
             fd: open.fd,

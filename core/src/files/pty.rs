@@ -274,7 +274,7 @@ fn slave_rdev(index: u32) -> u64 {
 }
 
 /// The device a `new_encode_dev` number names (TIOCGDEV, /proc/PID/stat tty_nr).
-fn decode_dev(dev: u32) -> u64 {
+pub(super) fn decode_dev(dev: u32) -> u64 {
     let major = (dev >> 8) & 0xfff;
     let minor = (dev & 0xff) | ((dev >> 12) & 0xfff00);
     nix::sys::stat::makedev(u64::from(major), u64::from(minor))
