@@ -134,28 +134,7 @@ pub(super) fn capture(
         .map_err(err("getsockopt SO_TYPE"))?;
     let protocol = sockopt::get_int(dup, libc::SOL_SOCKET, libc::SO_PROTOCOL)
         .map_err(err("getsockopt SO_PROTOCOL"))?;
-    if sock_type == SOCK_PACKET {
-        // SO_PROTOCOL reads 0 for these: the protocol hooked is packet_diag's.
-        let d = family_diag::packet_diag(ino)
-            .map_err(|e| err("packet_diag")(std::io::Error::other(e.to_string())))?
-            .ok_or_else(|| {
-                refuse("packet_diag does not list it (in another network namespace than cryo's?)")
-            })?;
-        return Ok(PacketState {
-            sock_type,
-            protocol: d.protocol,
-            bound_protocol: 0,
-            ifindex: 0,
-            options: Vec::new(),
-            fanout: 0,
-            memberships: Vec::new(),
-            socket: tcp::capture_socket_level(dup)
-                .map_err(|e| err("socket options")(std::io::Error::other(e.to_string())))?,
-            rings: None,
-            spkt_device: sockopt::packet_device(dup).map_err(err("getsockname"))?,
-        });
-    }
-    if sock_type != libc::SOCK_RAW && sock_type != libc::SOCK_DGRAM {
+    if ![libc::SOCK_RAW, libc::SOCK_DGRAM, SOCK_PACKET].contains(&sock_type) {
         return Err(refuse(&format!("of type {sock_type}: not supported")));
     }
     let d = family_diag::packet_diag(ino)
@@ -165,6 +144,23 @@ pub(super) fn capture(
             "packet_diag does not list it (in another network namespace than cryo's?)",
         ));
     };
+    let socket = tcp::capture_socket_level(dup)
+        .map_err(|e| err("socket options")(std::io::Error::other(e.to_string())))?;
+    if sock_type == SOCK_PACKET {
+        // SO_PROTOCOL reads 0 for these: the protocol hooked is packet_diag's.
+        return Ok(PacketState {
+            sock_type,
+            protocol: d.protocol,
+            bound_protocol: 0,
+            ifindex: 0,
+            options: Vec::new(),
+            fanout: 0,
+            memberships: Vec::new(),
+            socket,
+            rings: None,
+            spkt_device: sockopt::packet_device(dup).map_err(err("getsockname"))?,
+        });
+    }
     if d.protocol != 0 && !d.running {
         return Err(refuse(
             "bound but not receiving (its interface is down or gone): a temporary state, retry later",
@@ -207,8 +203,6 @@ pub(super) fn capture(
             packet_ring::capture(dup, version, rx, tx).map_err(|w| refuse(&w))?,
         )),
     };
-    let socket = tcp::capture_socket_level(dup)
-        .map_err(|e| err("socket options")(std::io::Error::other(e.to_string())))?;
     // Oldest first: added again in that order, they come out in the kernel's order.
     let memberships = d
         .memberships
