@@ -63,24 +63,21 @@ pub struct Tracker {
     anon: Vec<Vma>,
 }
 
-/// The private anonymous VMAs of `pid` among `registered` (read again once it runs: a hint,
-/// a VMA changed meanwhile is simply not one a receiver can use) that are mapped plainly:
-/// not growing down, not droppable; with MAP_NORESERVE when VmFlags say "nr".
-fn plain_anon(pid: Pid, registered: &[(u64, u64)]) -> Vec<Vma> {
-    let (Ok(maps), Ok(flags)) = (proc::maps(pid), super::vmflags::read(pid)) else {
+/// Of the private anonymous VMAs registered (`anon`: start, end, kind), those mapped
+/// plainly: not growing down, not droppable; with MAP_NORESERVE when VmFlags say "nr"
+/// (smaps read once `pid` runs again: a hint, as a receiver hands a region over only to a
+/// VMA of the final image that lies in it mapped the same way).
+fn plain_anon(pid: Pid, anon: &[(u64, u64, VmaKind)]) -> Vec<Vma> {
+    let Ok(flags) = super::vmflags::read(pid) else {
         return Vec::new();
     };
-    maps.iter()
-        .filter(|m| registered.contains(&(m.start, m.end)))
-        .filter_map(|m| {
-            let kind = classify(m);
-            let f = flags.get(&m.start);
-            let plain = matches!(kind, VmaKind::Anon | VmaKind::Heap)
-                && !super::vmflags::grows_down(f)
-                && !super::vmflags::droppable(f);
+    anon.iter()
+        .filter_map(|&(start, end, kind)| {
+            let f = flags.get(&start);
+            let plain = !super::vmflags::grows_down(f) && !super::vmflags::droppable(f);
             plain.then(|| Vma {
-                start: m.start,
-                end: m.end,
+                start,
+                end,
                 kind: kind as i32,
                 map_flags: libc::MAP_PRIVATE as u32
                     | if super::vmflags::no_reserve(f) {
@@ -181,6 +178,8 @@ impl Tracker {
         let mut span = (u64::MAX, 0);
         let mut tracked_bytes = 0;
         let mut registered = Vec::new();
+        // The anonymous ones registered, for plain_anon.
+        let mut anon = Vec::new();
         for m in proc::maps(pid)? {
             let kind = classify(&m);
             // hugetlb memory (tracked in huge pages, if at all): sent in the final dump, as
@@ -199,6 +198,9 @@ impl Tracker {
                     span = (span.0.min(m.start), span.1.max(m.end));
                     tracked_bytes += m.end - m.start;
                     registered.push((m.start, m.end));
+                    if matches!(kind, VmaKind::Anon | VmaKind::Heap) {
+                        anon.push((m.start, m.end, kind));
+                    }
                 }
                 // Not trackable (hugetlb, say): its pages are sent in the final dump.
                 Err(e) => {
@@ -207,7 +209,7 @@ impl Tracker {
             }
         }
         drop(frozen);
-        let anon = plain_anon(pid, &registered);
+        let anon = plain_anon(pid, &anon);
         let pagemap = File::open(proc::dir(pid).join("pagemap"))
             .map_err(|e| Error::sys(pid, "open pagemap", e))?;
         debug!(%pid, tracked_bytes, "tracking writes");

@@ -24,7 +24,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::ops::Range;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use cryo_proto::image::{MmCore, PageRun, PreCopyRound, Vma, VmaKind};
 use cryo_proto::ImageKind;
@@ -59,7 +59,19 @@ pub struct Region {
     pub map_flags: u32,
 }
 
+/// The flags a region for VMA `v` is mapped with (its own, MAP_ANONYMOUS aside), if it may
+/// have one: MAP_PRIVATE, with MAP_NORESERVE or not.
+fn region_flags(v: &Vma) -> Option<u32> {
+    let flags = v.map_flags & !(libc::MAP_ANONYMOUS as u32);
+    (flags & !REGION_FLAGS == 0).then_some(flags)
+}
+
 impl Region {
+    /// Where it is in cryo.
+    fn in_cryo(&self) -> Range<u64> {
+        self.at..self.at + (self.end - self.start)
+    }
+
     /// Where image address `addr` (inside the region) is in cryo.
     fn place(&self, addr: u64) -> u64 {
         self.at + (addr - self.start)
@@ -79,8 +91,8 @@ struct WarmTask {
 #[derive(Debug)]
 pub struct WarmMemory {
     tasks: HashMap<i32, WarmTask>,
-    /// Every region mapped in cryo, `at..at + len`, until released.
-    mapped: Mutex<Vec<(u64, u64)>>,
+    /// The regions were unmapped from cryo already ([`WarmMemory::release`]).
+    released: AtomicBool,
     /// Where the next region goes.
     next: u64,
 }
@@ -98,9 +110,8 @@ impl WarmView<'_> {
     /// anonymous memory lying wholly inside one mapped as it is (the mremap that hands it
     /// over keeps the region's flags: MAP_NORESERVE must be the same).
     pub fn place_of(&self, v: &Vma) -> Option<u64> {
-        let flags = v.map_flags & !(libc::MAP_ANONYMOUS as u32);
+        let flags = region_flags(v)?;
         if !matches!(VmaKind::try_from(v.kind), Ok(VmaKind::Anon | VmaKind::Heap))
-            || flags & !REGION_FLAGS != 0
             || v.hugetlb_page_size != 0
         {
             return None;
@@ -117,7 +128,7 @@ impl WarmMemory {
     pub fn new() -> Self {
         Self {
             tasks: HashMap::new(),
-            mapped: Mutex::new(Vec::new()),
+            released: AtomicBool::new(false),
             next: WARM_BASE,
         }
     }
@@ -200,6 +211,8 @@ impl WarmMemory {
     #[cfg(test)]
     pub(crate) fn with_regions(pid: i32, regions: &[(u64, u64, u64)]) -> Self {
         let mut warm = Self::new();
+        // Nothing to unmap.
+        warm.released = AtomicBool::new(true);
         warm.tasks.insert(
             pid,
             WarmTask {
@@ -223,15 +236,15 @@ impl WarmMemory {
     pub fn mappings(&self) -> Vec<Range<u64>> {
         self.tasks
             .values()
-            .flat_map(|t| t.regions.iter().map(|r| r.at..r.at + (r.end - r.start)))
+            .flat_map(|t| t.regions.iter().map(Region::in_cryo))
             .collect()
     }
 
     /// Lets the processes cryo forks from now on inherit the regions (they are kept from its
     /// other forks until then: copying the page tables of 1.3 GiB takes 20 ms).
     pub fn inherit(&self) -> std::io::Result<()> {
-        for &(at, len) in self.mapped.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            mmap::advise_staged(at, len, libc::MADV_DOFORK)?;
+        for r in self.mappings() {
+            mmap::advise_staged(r.start, r.end - r.start, libc::MADV_DOFORK)?;
         }
         Ok(())
     }
@@ -239,25 +252,30 @@ impl WarmMemory {
     /// Unmaps the regions from cryo, in a thread of their own (taking a large address
     /// space apart takes a while): the forked processes keep what they inherited.
     pub fn release(&self) {
-        let mapped = std::mem::take(&mut *self.mapped.lock().unwrap_or_else(|p| p.into_inner()));
-        if mapped.is_empty() {
+        if self.released.swap(true, Ordering::SeqCst) {
             return;
         }
+        let mapped = self.mappings();
         let _ = std::thread::Builder::new()
             .name("cryo-warm-unmap".into())
-            .spawn(move || unmap_all(&mapped));
+            .spawn(move || unmap_all(mapped));
     }
 
     /// Maps a region for each VMA of `vmas` (the first round's) that has pages in `runs`.
     fn lay_out(&mut self, pid: i32, vmas: &[Vma], runs: &[PageRun]) -> std::io::Result<()> {
         let mut regions = Vec::new();
         for v in vmas {
-            let flags = v.map_flags & !(libc::MAP_ANONYMOUS as u32);
             let has_pages = runs.iter().any(|r| v.start <= r.addr && r.addr < v.end);
-            if flags & !REGION_FLAGS != 0 || v.start >= v.end || !has_pages {
+            let Some(flags) = region_flags(v).filter(|_| v.start < v.end && has_pages) else {
                 continue;
-            }
-            let at = self.map_region(v.end - v.start, flags)?;
+            };
+            let at = match self.map_region(v.end - v.start, flags) {
+                Ok(at) => at,
+                Err(e) => {
+                    unmap_all(regions.iter().map(Region::in_cryo));
+                    return Err(e);
+                }
+            };
             regions.push(Region {
                 start: v.start,
                 end: v.end,
@@ -296,10 +314,6 @@ impl WarmMemory {
                 Err(e) => return Err(e),
             }
         }
-        self.mapped
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push((at, len));
         self.next = (at + len + GUARD).next_multiple_of(PAGE);
         Ok(at)
     }
@@ -345,12 +359,7 @@ impl WarmMemory {
         let Some(task) = self.tasks.remove(&pid) else {
             return;
         };
-        let mut mapped = self.mapped.lock().unwrap_or_else(|p| p.into_inner());
-        for c in &task.regions {
-            let len = c.end - c.start;
-            mapped.retain(|&(at, _)| at != c.at);
-            let _ = mmap::unmap_staged(c.at, len);
-        }
+        unmap_all(task.regions.iter().map(Region::in_cryo));
     }
 }
 
@@ -362,15 +371,16 @@ impl Default for WarmMemory {
 
 impl Drop for WarmMemory {
     fn drop(&mut self) {
-        unmap_all(&std::mem::take(
-            &mut *self.mapped.lock().unwrap_or_else(|p| p.into_inner()),
-        ));
+        if !*self.released.get_mut() {
+            unmap_all(self.mappings());
+        }
     }
 }
 
-fn unmap_all(mapped: &[(u64, u64)]) {
-    for &(at, len) in mapped {
-        let _ = mmap::unmap_staged(at, len);
+/// Unmaps the regions `at..at + len` from cryo.
+fn unmap_all(mapped: impl IntoIterator<Item = Range<u64>>) {
+    for r in mapped {
+        let _ = mmap::unmap_staged(r.start, r.end - r.start);
     }
 }
 
