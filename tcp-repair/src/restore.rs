@@ -440,6 +440,15 @@ fn restore_fins(fd: BorrowedFd<'_>, state: &TcpConnectionState, ctx: Ctx) -> Res
         flags,
         window: peer_window,
     };
+    // Closed at both ends: the peer's FIN injected schedules an ACK from the socket, which a
+    // delayed-ACK timer firing before the ACK that closes it (a thread preempted 40 ms) sends
+    // to a peer that is gone; its RST, back in CLOSE_WAIT or LAST_ACK, would reset the socket
+    // (an error pending, or no LAST_ACK to reach). The socket hears no RST until it is closed.
+    let closing = s == TcpState::Close;
+    if closing {
+        sys::attach_rst_drop_filter(fd)
+            .map_err(ctx.sys("setsockopt SO_ATTACH_FILTER (RST drop)"))?;
+    }
     // Our FIN first, when it went out before the peer's.
     if matches!(
         s,
@@ -466,6 +475,9 @@ fn restore_fins(fd: BorrowedFd<'_>, state: &TcpConnectionState, ctx: Ctx) -> Res
     let got = sys::tcp_info(fd)
         .map_err(ctx.sys("getsockopt TCP_INFO"))?
         .state;
+    if closing {
+        sys::detach_filter(fd).map_err(ctx.sys("setsockopt SO_DETACH_FILTER"))?;
+    }
     if got != s.kernel_number() {
         return Err(ctx.invalid(
             "FIN restore",

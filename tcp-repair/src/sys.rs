@@ -191,6 +191,36 @@ pub fn get_bytes(
     getsockopt_into(fd, level, name, buf)
 }
 
+/// Attaches a classic BPF filter that drops every incoming segment with RST set (the byte
+/// at offset 13 of the TCP header: a TCP socket's filter sees the segment from its TCP
+/// header on), until [`detach_filter`].
+pub fn attach_rst_drop_filter(fd: BorrowedFd<'_>) -> Result<(), Errno> {
+    let insn = |code: u32, jt: u8, jf: u8, k: u32| libc::sock_filter {
+        code: code as u16,
+        jt,
+        jf,
+        k,
+    };
+    let prog = [
+        insn(libc::BPF_LD | libc::BPF_B | libc::BPF_ABS, 0, 0, 13),
+        insn(libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K, 0, 1, 0x04),
+        insn(libc::BPF_RET | libc::BPF_K, 0, 0, 0),
+        insn(libc::BPF_RET | libc::BPF_K, 0, 0, u32::MAX),
+    ];
+    // The kernel copies the program the descriptor points at during the call, while `prog`
+    // lives.
+    let fprog = libc::sock_fprog {
+        len: prog.len() as u16,
+        filter: prog.as_ptr().cast_mut(),
+    };
+    setsockopt_pod(fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &fprog)
+}
+
+/// Removes the filter of socket `fd` (`SO_DETACH_FILTER`).
+pub fn detach_filter(fd: BorrowedFd<'_>) -> Result<(), Errno> {
+    set_int(fd, libc::SOL_SOCKET, libc::SO_DETACH_FILTER, 0)
+}
+
 /// `SO_LINGER` read: `Some(seconds)` when lingering is on.
 pub fn get_linger(fd: BorrowedFd<'_>) -> Result<Option<i32>, Errno> {
     let mut l = [libc::linger {
