@@ -183,6 +183,75 @@ mod tests {
         assert!(opts.tcp_established && opts.tcp_skip_in_flight);
     }
 
+    /// A command line written for CRIU: its flags, some given twice (as zdtm's runner
+    /// does), reach the options or are accepted for what cryo always does.
+    #[test]
+    fn criu_command_lines_parse() {
+        let argv = [
+            "cryo",
+            "dump",
+            "-t",
+            "1",
+            "-D",
+            "img",
+            "--tcp-established",
+            "--file-locks",
+            "--link-remap",
+            "--ghost-limit",
+            "8M",
+            "--ghost-fiemap",
+            "--manage-cgroups",
+            "--tcp-established",
+            "--network-lock",
+            "nftables",
+            "--force-irmap",
+            "--irmap-scan-path",
+            "/zdtm/static",
+        ];
+        let Command::Dump(args) = Cli::try_parse_from(argv).unwrap().command else {
+            panic!("not dump");
+        };
+        let opts = args.options();
+        assert!(opts.tcp_established);
+        assert_eq!(opts.ghost_limit, Some(8 << 20));
+        let argv = [
+            "cryo",
+            "restore",
+            "-D",
+            "img",
+            "-d",
+            "--manage-cgroups=ignore",
+            "--tcp-close",
+            "--tcp-close",
+            "--file-locks",
+            "--pidfile",
+            "pid",
+        ];
+        let Command::Restore(args) = Cli::try_parse_from(argv).unwrap().command else {
+            panic!("not restore");
+        };
+        assert_eq!(args.options().cgroups, cryo_core::CgroupMode::Ignore);
+        for refused in [
+            &["cryo", "restore", "-D", "img", "--manage-cgroups=props"][..],
+            &["cryo", "restore", "-D", "img", "--network-lock", "iptables"],
+            &[
+                "cryo",
+                "dump",
+                "-t",
+                "1",
+                "-D",
+                "img",
+                "--ghost-limit",
+                "1T",
+            ],
+        ] {
+            assert!(
+                Cli::try_parse_from(refused).is_err(),
+                "{refused:?} accepted"
+            );
+        }
+    }
+
     #[test]
     fn dump_needs_pids_and_dir() {
         for argv in [

@@ -69,3 +69,4 @@ pub use memory::warm::WarmMemory;
 pub use nix::unistd::Pid;
 pub use restore::error::{ChildError, RestoreError};
 pub use restore::{restore, GateError, KeepLock, RestoreGate, RestoreOptions, Restored};
+pub use task::cgroups::CgroupMode;

@@ -506,3 +506,86 @@ fn a_process_in_a_frozen_cgroup_is_refused_at_once_and_dumps_once_thawed() {
         .assert_success();
     w.assert_untouched();
 }
+
+/// The cgroup of this test's own process (cryo restore's, which `ignore` leaves the
+/// processes in) in hierarchy `name`, as /proc/PID/cgroup names it.
+fn this_process_cgroup(name: &str) -> String {
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    own.lines()
+        .find_map(|l| {
+            let mut parts = l.splitn(3, ':').skip(1);
+            (parts.next() == Some(name)).then(|| parts.next().unwrap_or("").to_string())
+        })
+        .unwrap_or_else(|| panic!("hierarchy {name:?} not in /proc/self/cgroup:\n{own}"))
+}
+
+/// CRIU's `--manage-cgroups` modes: ignore leaves the process in cryo's cgroups; strict
+/// refuses a cgroup that exists already, none one that is missing (nothing restored, the image
+/// kept); full writes the dumped limit into the existing cgroup where soft (the default) keeps
+/// the host's.
+#[test]
+fn manage_cgroups_modes_choose_what_a_restore_joins_makes_and_writes() {
+    cryo_bin();
+    let (name, own) = own_cgroup("pids")
+        .or_else(|| own_cgroup(""))
+        .expect("neither a v1 pids nor a unified hierarchy");
+    let made = Made::new(&[&own], "modes");
+    let dir = made.0[0].clone();
+    assert!(
+        dir.join("pids.max").exists(),
+        "no pids.max in {}",
+        dir.display()
+    );
+    std::fs::write(dir.join("pids.max"), "77").unwrap();
+    let mut w = Workload::spawn("attrs", &[&format!("cgroup={}", dir.display())]);
+    let path = w.cmd(&format!("get cgroup:{name}"));
+    assert!(path.ends_with(&made.path(0)), "in {path}");
+    let img = w.path("img");
+    let img_arg = img.to_str().unwrap().to_owned();
+    w.dump_ok(&img);
+
+    w.restore_detached_with(&img, &["--manage-cgroups=ignore"]);
+    assert_eq!(
+        w.cmd(&format!("get cgroup:{name}")),
+        this_process_cgroup(&name)
+    );
+    w.kill_restored();
+
+    // The cgroup is still there.
+    let refused = |w: &Workload, mode: &str, needle: &str| {
+        let out = w.cryo(&["restore", "-D", &img_arg, "--detach", mode]);
+        assert!(!out.status.success(), "{mode}: restored\n{out}");
+        assert!(out.stderr.contains(needle), "{mode}: {needle}\n{out}");
+        let state = cryo_tests::status_field(w.pid(), "State").unwrap_or_default();
+        assert!(
+            state.is_empty() || state.starts_with('Z'),
+            "{mode}: a process was restored ({state})"
+        );
+    };
+    refused(
+        &w,
+        "--manage-cgroups=strict",
+        &format!("cgroup {} exists already", dir.display()),
+    );
+
+    std::fs::write(dir.join("pids.max"), "55").unwrap();
+    w.restore_detached_with(&img, &["--manage-cgroups"]);
+    assert_eq!(w.cmd(&format!("get cgfile:{name}:pids.max")), "55", "soft");
+    w.kill_restored();
+    w.restore_detached_with(&img, &["--manage-cgroups=full"]);
+    assert_eq!(w.cmd(&format!("get cgfile:{name}:pids.max")), "77", "full");
+    w.kill_restored();
+
+    assert!(made.remove(), "the cgroup could not be removed");
+    refused(
+        &w,
+        "--manage-cgroups=none",
+        &format!("cgroup {} is missing", dir.display()),
+    );
+    assert!(!dir.exists(), "none made the cgroup");
+    w.restore_detached_with(&img, &[]);
+    assert!(w
+        .cmd(&format!("get cgroup:{name}"))
+        .ends_with(&made.path(0)));
+    assert_eq!(w.cmd(&format!("get cgfile:{name}:pids.max")), "77");
+}

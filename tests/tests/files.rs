@@ -46,6 +46,35 @@ fn a_deleted_open_file_keeps_its_contents() {
     w.kill_restored();
 }
 
+/// `--ghost-limit` (CRIU's): a deleted file above the limit refuses the dump, naming pid, fd,
+/// the file and both sizes, and leaves the process running untouched; at the limit it is
+/// copied (and `--pidfile` names the restored process).
+#[test]
+fn a_deleted_file_above_the_ghost_limit_refuses_the_dump() {
+    cryo_bin();
+    let mut w = Workload::spawn("deleted-file", &["100000", "13"]);
+    let want = protocol::len_and_checksum(&protocol::pattern(100_000, 13));
+    assert_eq!(w.cmd("read"), want);
+    let out = w.dump(&w.path("over"), &["--ghost-limit", "64K"]);
+    out.assert_refused()
+        .assert_stderr_mentions(&format!("pid {}", w.pid()))
+        .assert_stderr_mentions("holds 100000 bytes, above --ghost-limit 65536");
+    w.assert_untouched();
+    assert_eq!(w.cmd("pos"), "100000");
+    let img = w.path("img");
+    w.dump(&img, &["--ghost-limit", "100000"]).assert_success();
+    w.wait_original();
+    // CRIU's --pidfile too: the root's pid, written once it runs.
+    let pidfile = w.path("restored.pid");
+    w.restore_detached_with(&img, &["--pidfile", pidfile.to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read_to_string(&pidfile).unwrap(),
+        format!("{}\n", w.pid())
+    );
+    assert_eq!(w.cmd("read"), want);
+    w.kill_restored();
+}
+
 /// glibc's tmpfile() makes its file with open(O_TMPFILE): the description's flags keep
 /// O_TMPFILE (and O_DIRECTORY, part of it), which no reopen of the file may pass.
 #[test]

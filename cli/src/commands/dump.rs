@@ -12,6 +12,7 @@ use super::{mib, ms, pid_list};
 
 /// Checkpoint the process trees rooted at the given pids into an image directory
 #[derive(Debug, clap::Args)]
+#[command(args_override_self = true)]
 #[command(group(clap::ArgGroup::new("destination").required(true).args(["images_dir", "to"])))]
 pub struct Args {
     /// Root pid of a tree to dump; a comma list, and the flag may be repeated
@@ -84,6 +85,9 @@ pub struct Args {
     /// what changed since: a short freeze for a large process (with --to)
     #[arg(long, requires = "to", conflicts_with = "check_only")]
     pre_copy: bool,
+
+    #[command(flatten)]
+    criu: super::criu::CriuArgs,
 }
 
 impl Args {
@@ -101,6 +105,7 @@ impl Args {
         opts.ext_unix_sk = self.ext_unix_sk;
         opts.check_only = self.check_only;
         opts.pre_copy = self.pre_copy;
+        self.criu.apply_to_dump(&mut opts);
         opts
     }
 }

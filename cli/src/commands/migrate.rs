@@ -18,6 +18,7 @@ use super::{mib, ms, pid_list};
 /// checked there first, frozen, streamed, restored there, killed here only once they run
 /// there
 #[derive(Debug, clap::Args)]
+#[command(args_override_self = true)]
 pub struct Args {
     /// Root pid of a tree to move; a comma list, and the flag may be repeated
     #[arg(

@@ -2,6 +2,7 @@
 //! engine and prints; `run` returns the exit status.
 
 pub mod check;
+pub mod criu;
 pub mod demo;
 pub mod dump;
 pub mod kill;

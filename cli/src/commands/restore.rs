@@ -11,6 +11,7 @@ use super::{ms, pid_list};
 
 /// Restore the processes of an image directory; wait for them unless --detach
 #[derive(Debug, clap::Args)]
+#[command(args_override_self = true)]
 #[command(group(clap::ArgGroup::new("source").required(true).args(["images_dir", "from"])))]
 pub struct Args {
     /// The image directory to read
@@ -87,6 +88,14 @@ pub struct Args {
     /// With --check-only: print the verdict as JSON
     #[arg(long, requires = "check_only")]
     json: bool,
+
+    /// Write the root pid(s) into this file, one a line, once they run (as CRIU's
+    /// --pidfile); a file that cannot be written fails the restore, which kills them
+    #[arg(long, value_name = "FILE")]
+    pidfile: Option<PathBuf>,
+
+    #[command(flatten)]
+    criu: super::criu::CriuArgs,
 }
 
 impl Args {
@@ -103,6 +112,7 @@ impl Args {
         opts.notify_signal = self.notify_signal;
         opts.trust_image_owner = self.trust_image_owner;
         opts.accept_changed_files = self.accept_changed_files;
+        self.criu.apply_to_restore(&mut opts);
         opts
     }
 }
@@ -174,6 +184,18 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         elapsed = %ms(restored.elapsed),
         "restored"
     );
+    if let Some(file) = &args.pidfile {
+        let text: String = restored.roots.iter().map(|p| format!("{p}\n")).collect();
+        if let Err(e) = std::fs::write(file, text) {
+            for &pid in &restored.roots {
+                // The restore failed: what it created goes.
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            }
+            return Err(e).with_context(|| {
+                format!("write the restored pids into --pidfile {}", file.display())
+            });
+        }
+    }
     if opts.detach {
         for pid in &restored.roots {
             println!("{pid}");

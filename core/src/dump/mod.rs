@@ -69,6 +69,9 @@ pub struct DumpOptions {
     pub tcp_close: bool,
     /// The program run at pre-dump, network-lock and post-dump (`--action-script`).
     pub action_script: Option<crate::hooks::ActionScript>,
+    /// The largest deleted file (open or mapped, its name removed) whose contents the dump
+    /// copies into the image (`--ghost-limit`); a larger one refuses the dump. None: any.
+    pub ghost_limit: Option<u64>,
     /// Accept unix sockets whose peer is outside the dump (`--ext-unix-sk`): they are
     /// restored as broken connections.
     pub ext_unix_sk: bool,
@@ -338,6 +341,9 @@ fn dump_tree(
         shell_job: opts.shell_job,
     };
     let mut files = FileTable::new();
+    if let Some(limit) = opts.ghost_limit {
+        files.limit_ghosts(limit);
+    }
     let mut cores = Vec::new();
     let mut pstree = Vec::new();
     // Per live task: its controlling terminal and that terminal's foreground group.

@@ -70,6 +70,10 @@ fn record(path: String, meta: &fs::Metadata) -> RegularFile {
 #[derive(Debug, Default)]
 struct GhostImages(HashMap<InodeKey, (RawFileRef, Vec<FileExtent>)>);
 
+/// The largest deleted file whose contents a dump copies (`--ghost-limit`); None: any.
+#[derive(Debug, Default)]
+pub(super) struct GhostLimit(pub Option<u64>);
+
 /// The record of regular file `path` (stat `meta`, inode `key`), first met as description
 /// `id`; if it is `deleted`, its contents are saved as a ghost image (once per inode), read
 /// through `source` (/proc/PID/fd/N or a map_files link).
@@ -117,6 +121,16 @@ pub(super) fn dump_file(
             deleted: true,
             linked: Some(linked),
             ..reg
+        });
+    }
+    if let Some(limit) = state.get::<GhostLimit>().0.filter(|&limit| reg.size > limit) {
+        return Err(FileError::Invalid {
+            id,
+            detail: format!(
+                "deleted file {} holds {} bytes, above --ghost-limit {limit}: its contents are \
+                 not copied into the image (raise the limit)",
+                reg.path, reg.size
+            ),
         });
     }
     let saved = state.get::<GhostImages>();

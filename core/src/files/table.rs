@@ -80,6 +80,12 @@ impl FileTable {
         Self::default()
     }
 
+    /// Refuses a deleted file above `bytes` instead of copying its contents into the image
+    /// (`--ghost-limit`).
+    pub fn limit_ghosts(&mut self, bytes: u64) {
+        self.state.get::<regular::GhostLimit>().0 = Some(bytes);
+    }
+
     /// Makes the sockets captured by `dump` known: their fds are dumped from these records
     /// (without it, every socket fd is refused).
     pub fn add_sockets(&mut self, dump: &sockets::SocketDump) {

@@ -72,6 +72,9 @@ pub struct RestoreOptions {
     /// Signal queued (sigqueue, si_value = the count) to every restored process with broken
     /// connections (`--notify-signal`).
     pub notify_signal: Option<i32>,
+    /// How the processes' cgroups are treated (`--manage-cgroups`): joined, made when
+    /// missing, written, or left alone.
+    pub cgroups: crate::task::cgroups::CgroupMode,
     /// Root restores an image directory another user owns, on purpose
     /// (`--trust-image-owner`); refused otherwise.
     pub trust_image_owner: bool,
@@ -236,7 +239,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored> {
             .iter()
             .all(|th| th.attrs.as_ref().is_some_and(|a| !a.affinity.is_empty()))
     });
-    let mut planned = loaded.plan(opts.tcp_close, opts.warm.as_deref())?;
+    let mut planned = loaded.plan(opts)?;
     if let Some(g) = &guardian {
         planned.guardian_channel = Some(g.channel_at(planned.plan.guardian_slot).as_raw_fd());
     }

@@ -10,7 +10,6 @@ use super::plan::{PlanInput, TreePlan};
 use crate::error::Result;
 use crate::files;
 use crate::memory::premap::{self, Staged, WarmInherited};
-use crate::memory::warm::WarmMemory;
 
 /// A restore planned: what every process needs is known, the tree's shared objects exist,
 /// no process does yet.
@@ -56,7 +55,8 @@ pub(crate) struct WarmPlan {
 impl Loaded {
     /// Makes the tree's shared objects and plans the tree around them and around cryo's own
     /// fds and mappings.
-    pub fn plan(self, tcp_close: bool, warm: Option<&WarmMemory>) -> Result<Planned> {
+    pub fn plan(self, opts: &super::RestoreOptions) -> Result<Planned> {
+        let (tcp_close, warm) = (opts.tcp_close, opts.warm.as_deref());
         // Before anything is made: whether the roots can have their session keyrings back.
         let session_keyring = crate::sys::keyctl::own_session_keyring().map_err(|e| {
             crate::error::Error::sys(nix::unistd::getpid(), "read cryo's session keyring", e)
@@ -130,6 +130,7 @@ impl Loaded {
                 .iter()
                 .map(|t| (t.entry.pid, t.entry.ppid, &t.core))
                 .collect::<Vec<_>>(),
+            opts.cgroups,
         )?;
         let mut avoid = cryo_maps;
         avoid.extend(plan.tramps.iter().map(|&t| t..t + 2 * crate::memory::PAGE));

@@ -95,6 +95,30 @@ pub enum CgroupError {
         /// What failed (in the message, so not chained as a source).
         error: SettingError,
     },
+    /// `--manage-cgroups=strict`: a cgroup of the image exists already on this host.
+    #[error(
+        "pid {pid}: cgroup {} exists already: --manage-cgroups=strict makes every cgroup of the \
+         image anew (soft or full use an existing one)",
+        .dir.display()
+    )]
+    Exists {
+        /// The process.
+        pid: i32,
+        /// The cgroup's directory.
+        dir: PathBuf,
+    },
+    /// `--manage-cgroups=none`: a cgroup of the image is missing on this host.
+    #[error(
+        "pid {pid}: cgroup {} is missing: --manage-cgroups=none makes no cgroup (soft, full \
+         or strict make it again)",
+        .dir.display()
+    )]
+    Missing {
+        /// The process.
+        pid: i32,
+        /// The cgroup's directory.
+        dir: PathBuf,
+    },
     /// A cgroup could not be made again or opened at restore.
     #[error("pid {pid}: cgroup {dir}: {errno}")]
     Make {
@@ -366,7 +390,7 @@ pub fn namespace(pid: Pid, inode: u64) -> Result<CgroupNamespace, CgroupError> {
 
 /// Where a restored process goes before it forks its children: the cgroup.procs files it
 /// writes itself into, in two steps around the making of its cgroup namespace.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Placement {
     /// Joined first: the roots of the cgroup namespace it makes, else its own cgroups.
     pub first: Vec<PathBuf>,
@@ -376,14 +400,42 @@ pub struct Placement {
     pub then: Vec<PathBuf>,
 }
 
+/// How a restore treats the cgroups of its processes (CRIU's `--manage-cgroups` modes).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CgroupMode {
+    /// Each process joins its cgroups; a missing one is made again with its dumped settings,
+    /// an existing one is used as it is (its settings are the restoring host's; a warning
+    /// names each that differs).
+    #[default]
+    Soft,
+    /// As soft, and an existing cgroup gets the dumped settings written too.
+    Full,
+    /// As soft, but a cgroup of the image that exists already refuses the restore (before
+    /// anything joins it).
+    Strict,
+    /// Each process joins its cgroups, which must all exist: none is made, no setting
+    /// written.
+    None,
+    /// No cgroup is joined or made and no cgroup namespace made: the processes stay in
+    /// `cryo restore`'s cgroups.
+    Ignore,
+}
+
 /// Where each process (in `tasks` order: pid, parent pid, core) goes: into its cgroups where
 /// they differ from the ones it is forked in (its parent's, cryo's for a root), through the
 /// roots of its cgroup namespace when it makes one. Missing cgroups are made again here, with
 /// their dumped settings (a warning when an existing one reads otherwise: it is the restoring
 /// host's, kept); on failure the ones made are removed again.
-pub fn plan(tasks: &[(i32, i32, &TaskCore)]) -> Result<Vec<Placement>, CgroupError> {
+pub fn plan(
+    tasks: &[(i32, i32, &TaskCore)],
+    mode: CgroupMode,
+) -> Result<Vec<Placement>, CgroupError> {
+    if mode == CgroupMode::Ignore {
+        return Ok(vec![Placement::default(); tasks.len()]);
+    }
     let (ours, mountinfo) = cryos_view()?;
     let mut maker = Maker {
+        mode,
         mountinfo: &mountinfo,
         ours: &ours,
         settings: HashMap::new(),
@@ -473,6 +525,8 @@ fn places(
 
 /// Finds and makes the cgroups of a restore.
 struct Maker<'a> {
+    /// What to make and write.
+    mode: CgroupMode,
     /// cryo's mount table.
     mountinfo: &'a str,
     /// cryo's cgroups (hierarchy to path).
@@ -507,15 +561,27 @@ impl Maker<'_> {
             let key = (hierarchy.to_owned(), key);
             let settings = self.settings.get(&key).copied();
             if step.is_dir() {
-                // Kept as it is: the restoring host (or its container manager) owns it.
-                for (file, dumped, now) in settings
-                    .map(|s| cgroup_settings::differences(&step, s))
-                    .unwrap_or_default()
-                {
-                    warn!(pid, dir = %step.display(), file, dumped, now,
-                        "existing cgroup kept with a setting other than the dumped one");
+                match (self.mode, settings) {
+                    (CgroupMode::Strict, _) => return Err(CgroupError::Exists { pid, dir: step }),
+                    (CgroupMode::Full, Some(settings)) => {
+                        cgroup_settings::write(&step, settings)
+                            .map_err(|error| CgroupError::Settings { pid, error })?;
+                    }
+                    // Kept as it is: the restoring host (or its container manager) owns it.
+                    (_, settings) => {
+                        for (file, dumped, now) in settings
+                            .map(|s| cgroup_settings::differences(&step, s))
+                            .unwrap_or_default()
+                        {
+                            warn!(pid, dir = %step.display(), file, dumped, now,
+                                "existing cgroup kept with a setting other than the dumped one");
+                        }
+                    }
                 }
                 continue;
+            }
+            if self.mode == CgroupMode::None {
+                return Err(CgroupError::Missing { pid, dir: step });
             }
             std::fs::create_dir(&step).map_err(make_err(step.clone()))?;
             self.made.push(step.clone());

@@ -1,0 +1,142 @@
+//! CRIU's flags that `cryo dump` and `cryo restore` take as CRIU does, so a command line
+//! written for `criu dump`/`criu restore` runs unchanged: the ones that change what cryo does
+//! (`--ghost-limit`, `--manage-cgroups`) and the ones naming what cryo always does, accepted
+//! as such. A flag whose CRIU meaning cryo cannot give is refused when parsed, never ignored.
+
+use std::path::PathBuf;
+
+use cryo_core::CgroupMode;
+
+/// CRIU's flags, on dump and restore alike (as CRIU takes them on both).
+#[derive(Debug, Clone, Default, clap::Args)]
+#[command(next_help_heading = "CRIU's flags")]
+pub struct CriuArgs {
+    /// Dump: refuse a deleted file (open or mapped, its name removed) larger than SIZE
+    /// (bytes, or with K, M, G) instead of copying its contents into the image (default: no
+    /// limit). Restore: no effect
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    ghost_limit: Option<u64>,
+
+    /// How a restore treats the processes' cgroups: soft (the default, and this flag without
+    /// a mode): each joins its cgroups, a missing one made again with its dumped settings,
+    /// an existing one used as it is; full: an existing one gets the dumped settings too;
+    /// strict: a cgroup of the image that exists already refuses the restore; none: every
+    /// cgroup must exist, none is made or written; ignore: no cgroup joined or made, the
+    /// processes stay in cryo's. Dump: no effect (cgroups are always recorded)
+    #[arg(
+        long,
+        value_name = "MODE",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "soft",
+        value_parser = parse_cgroup_mode,
+    )]
+    manage_cgroups: Option<CgroupMode>,
+
+    /// Accepted as CRIU's: cryo always dumps and restores file locks (flock, POSIX and OFD
+    /// locks, leases)
+    #[arg(long)]
+    file_locks: bool,
+
+    /// Accepted as CRIU's: cryo always keeps a deleted file that is open or mapped (its
+    /// contents copied into the image, see --ghost-limit; another link to it used when it has
+    /// one)
+    #[arg(long)]
+    link_remap: bool,
+
+    /// Accepted as CRIU's: cryo always copies only the data of a deleted file, skipping its
+    /// holes (SEEK_DATA/SEEK_HOLE)
+    #[arg(long, overrides_with = "no_ghost_fiemap")]
+    ghost_fiemap: bool,
+
+    /// Accepted as CRIU's (see --ghost-fiemap)
+    #[arg(long)]
+    no_ghost_fiemap: bool,
+
+    /// Accepted as CRIU's: cryo finds the path of every inotify watch and fanotify mark
+    /// itself (by file handle), without a scan
+    #[arg(long)]
+    force_irmap: bool,
+
+    /// Accepted as CRIU's (see --force-irmap): no scan is made
+    #[arg(long, value_name = "PATH")]
+    irmap_scan_path: Vec<PathBuf>,
+
+    /// The network lock: nftables, the only one cryo has (CRIU's iptables and skip are
+    /// refused)
+    #[arg(long, value_name = "METHOD", value_parser = parse_network_lock)]
+    network_lock: Option<String>,
+}
+
+impl CriuArgs {
+    /// Sets what these flags change in a dump.
+    pub fn apply_to_dump(&self, opts: &mut cryo_core::DumpOptions) {
+        opts.ghost_limit = self.ghost_limit;
+    }
+
+    /// Sets what these flags change in a restore.
+    pub fn apply_to_restore(&self, opts: &mut cryo_core::RestoreOptions) {
+        opts.cgroups = self.manage_cgroups.unwrap_or_default();
+    }
+}
+
+/// `8M`, `1G`, `4096`, `16K` (powers of 1024, as CRIU's `--ghost-limit`).
+fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let bad = || format!("{text:?} is not a size (bytes, or a number with K, M or G)");
+    let (digits, shift) = match text.char_indices().last().ok_or_else(bad)? {
+        (at, 'k' | 'K') => (&text[..at], 10),
+        (at, 'm' | 'M') => (&text[..at], 20),
+        (at, 'g' | 'G') => (&text[..at], 30),
+        _ => (text, 0),
+    };
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    n.checked_mul(1 << shift).ok_or_else(bad)
+}
+
+/// CRIU's `--manage-cgroups` modes that cryo has.
+fn parse_cgroup_mode(text: &str) -> Result<CgroupMode, String> {
+    match text {
+        "soft" => Ok(CgroupMode::Soft),
+        "full" => Ok(CgroupMode::Full),
+        "strict" => Ok(CgroupMode::Strict),
+        "none" => Ok(CgroupMode::None),
+        "ignore" => Ok(CgroupMode::Ignore),
+        "props" => Err(
+            "props (settings written, no cgroup joined) is not supported: \
+                        soft, full, strict, none or ignore"
+                .into(),
+        ),
+        _ => Err(format!(
+            "{text:?} is not a mode: soft, full, strict, none or ignore"
+        )),
+    }
+}
+
+/// `--network-lock`: cryo's lock is an nftables table; CRIU's iptables rules or no lock at
+/// all would be another behaviour, so they are refused rather than taken for it.
+fn parse_network_lock(text: &str) -> Result<String, String> {
+    match text {
+        "nftables" => Ok(text.to_owned()),
+        "iptables" | "skip" => Err(format!(
+            "{text}: not supported: cryo locks the network with nftables only"
+        )),
+        _ => Err(format!("{text:?} is not a network lock method (nftables)")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_as_criu_reads_them() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("16K"), Ok(16 << 10));
+        assert_eq!(parse_size("8M"), Ok(8 << 20));
+        assert_eq!(parse_size("1g"), Ok(1 << 30));
+        for bad in ["", "M", "1T", "-1", "x8M", "99999999999999G"] {
+            assert!(parse_size(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+}
