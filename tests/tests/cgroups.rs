@@ -1,8 +1,8 @@
 //! Cgroup membership: a process in cgroups other than cryo's comes back in them (made again
 //! when gone), in the v1 `pids` hierarchy and in the unified one (whichever of the two this
 //! host mounts); a process in a cgroup namespace of its own comes back in one with the same
-//! root; a thread in another cgroup than its process is refused at dump, naming pid and
-//! thread (on a v1 hierarchy, where a thread can be moved alone).
+//! root; a thread in another cgroup than its process comes back in it (on a v1 hierarchy,
+//! where a thread can be moved alone).
 //! A cgroup below cryo's made again comes back with its limits (read by the process from its
 //! own cgroup's files); a limit the restoring host refuses fails the restore naming the cgroup
 //! and the file, leaving no cgroup behind.
@@ -133,36 +133,49 @@ fn a_process_comes_back_in_its_cgroups_made_again_when_gone() {
     check(&w, "after restore");
 }
 
+/// A thread moved alone into another cgroup (v1 `tasks`) than its process comes back there,
+/// the cgroup made again with its limit when gone; the process in its own.
 #[test]
-fn a_thread_in_another_cgroup_than_its_process_is_refused_naming_pid_and_thread() {
+fn a_thread_in_another_cgroup_than_its_process_comes_back_in_it() {
     cryo_bin();
     let Some((_, pids)) = hierarchies().into_iter().find(|(n, _)| *n == "pids") else {
         eprintln!("no v1 pids hierarchy here: a thread cannot be moved alone; nothing to test");
         return;
     };
-    let made = Made::new(&[&pids], "thread");
-    let w = Workload::spawn(
+    let mut made = Made::new(&[&pids], "thread");
+    made.below("apart");
+    std::fs::write(made.0[1].join("pids.max"), "41").unwrap();
+    let mut w = Workload::spawn(
         "attrs",
         &[
+            &format!("cgroup={}", made.0[0].display()),
             "thread",
-            &format!("t.cgroup-thread={}", made.0[0].display()),
+            &format!("t.cgroup-thread={}", made.0[1].display()),
         ],
     );
-    assert_eq!(w.cmd("tget cgroup:pids"), made.path(0));
-    let out = w.dump(&w.path("img"), &[]);
-    assert!(!out.status.success(), "the dump should be refused\n{out}");
-    let pid = w.pid();
-    assert!(
-        out.stderr.contains(&format!("pid {pid} thread "))
-            && out.stderr.contains(&format!(
-                "in cgroup {} of hierarchy \"pids\", its process in",
-                made.path(0)
-            )),
-        "{}",
-        out.stderr
-    );
-    w.assert_untouched();
-    assert_eq!(w.cmd("tget cgroup:pids"), made.path(0), "the thread stays");
+    let apart = format!("{}/apart", made.path(0));
+    let check = |w: &Workload, when: &str| {
+        assert_eq!(
+            w.cmd("get cgroup:pids"),
+            made.path(0),
+            "{when}: the process"
+        );
+        assert_eq!(w.cmd("tget cgroup:pids"), apart, "{when}: the thread");
+        assert_eq!(
+            w.cmd("tget cgfile:pids:pids.max"),
+            "41",
+            "{when}: the thread's limit"
+        );
+    };
+    check(&w, "at start");
+    w.dump(&w.path("left"), &["--leave-running"])
+        .assert_success();
+    check(&w, "after --leave-running");
+    let img = w.path("img");
+    w.dump_ok(&img);
+    assert!(made.remove(), "the cgroups could not be removed");
+    w.restore_background(&img);
+    check(&w, "after restore");
 }
 
 /// The cgroup of `pid` in `hierarchy` as the test (in the host's cgroup namespace) sees it.

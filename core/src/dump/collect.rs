@@ -47,7 +47,8 @@ pub(super) fn collect(
     let mut made = namespaces::dump(pid, frozen.tids(), pidns)?;
     (core.uts, core.time) = (made.uts.take(), made.time.take());
     core.userns = made.user.take();
-    core.cgroups = crate::task::cgroups::dump(pid, frozen.tids())?;
+    let mut cgroups = crate::task::cgroups::dump(pid, frozen.tids())?;
+    core.cgroups = std::mem::take(&mut cgroups.process);
     core.cgroupns = made
         .cgroup
         .map(|inode| crate::task::cgroups::namespace(pid, inode))
@@ -90,6 +91,11 @@ pub(super) fn collect(
             .release()
             .map_err(|e| Error::sys(tid, "put the thread back", e))?;
         core.threads.push(dumped?);
+    }
+    for thread in &mut core.threads {
+        if let Some(kept) = cgroups.threads.remove(&Pid::from_raw(thread.tid)) {
+            thread.cgroups = kept;
+        }
     }
     attrs::settle_membarrier(pid, remote, &mut process_attrs)?;
     core.attrs = Some(process_attrs);

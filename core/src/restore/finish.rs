@@ -226,6 +226,15 @@ fn finish(
     for thread in &task.core.threads[1..] {
         let tid = threads::create(&remote, scratch, Pid::from_raw(thread.tid))?;
         created.push(tid);
+        let moves = tree.cgroups[i]
+            .threads
+            .iter()
+            .find(|(t, _)| *t == thread.tid);
+        if let Some((_, files)) = moves {
+            crate::task::cgroups::move_thread(tid, files).map_err(|(file, e)| {
+                Error::sys(tid, format!("join its cgroup ({})", file.display()), e)
+            })?;
+        }
         let in_thread =
             Remote::at_site(tid, tramp).map_err(|e| Error::sys(tid, "take the thread", e))?;
         threads::restore_in_thread(

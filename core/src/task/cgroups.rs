@@ -41,23 +41,6 @@ pub enum CgroupError {
         /// The kernel's answer (in the message, so not chained as a source).
         errno: io::Error,
     },
-    /// A thread is in another cgroup than its process.
-    #[error(
-        "pid {pid} thread {tid}: in cgroup {theirs} of hierarchy {hierarchy:?}, its process in \
-         {process}: cgroups are restored per process"
-    )]
-    Thread {
-        /// The process.
-        pid: Pid,
-        /// The thread.
-        tid: Pid,
-        /// The hierarchy's controllers ("" for v2).
-        hierarchy: String,
-        /// The thread's cgroup.
-        theirs: String,
-        /// The process's.
-        process: String,
-    },
     /// The hierarchy is mounted nowhere cryo can reach the cgroup.
     #[error(
         "pid {pid}: in cgroup {path} of hierarchy {hierarchy:?}, which no cgroup mount of \
@@ -231,29 +214,41 @@ fn unescape(field: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// The cgroups of frozen `pid` (threads `tids`) where they are not cryo's; refuses a thread in
-/// another cgroup than its process and a cgroup cryo could not join again.
-pub fn dump(pid: Pid, tids: &[Pid]) -> Result<Vec<CgroupMembership>, CgroupError> {
+/// The cgroups of frozen process `pid`.
+#[derive(Debug, Default)]
+pub struct Memberships {
+    /// The process's, where they are not cryo's.
+    pub process: Vec<CgroupMembership>,
+    /// Per thread other than the main one: its cgroups in the hierarchies where they are
+    /// not its process's (none: not listed).
+    pub threads: HashMap<Pid, Vec<CgroupMembership>>,
+}
+
+/// The cgroups of frozen `pid` (threads `tids`, the main one first) where they are not cryo's,
+/// and of each other thread where they are not its process's; refuses a cgroup cryo could not
+/// join again.
+pub fn dump(pid: Pid, tids: &[Pid]) -> Result<Memberships, CgroupError> {
     let theirs = read(pid, pid)?;
+    let (ours, mountinfo) = cryos_view()?;
+    let mut threads = HashMap::new();
     for &tid in tids.iter().filter(|&&t| t != pid) {
-        for (hierarchy, path) in read(pid, tid)? {
-            let process = theirs.get(&hierarchy).cloned().unwrap_or_default();
-            if process != path {
-                return Err(CgroupError::Thread {
-                    pid,
-                    tid,
-                    hierarchy,
-                    theirs: path,
-                    process,
-                });
-            }
+        let mut own = read(pid, tid)?;
+        own.retain(|hierarchy, path| theirs.get(hierarchy) != Some(path));
+        let mut kept = own
+            .into_iter()
+            .map(|(hierarchy, path)| membership(pid, hierarchy, path, &ours, &mountinfo))
+            .collect::<Result<Vec<_>, _>>()?;
+        kept.sort_by(|a, b| a.controllers.cmp(&b.controllers));
+        if !kept.is_empty() {
+            threads.insert(tid, kept);
         }
     }
-    let ours = read(Pid::from_raw(0), Pid::from_raw(0))?;
-    if theirs == ours {
-        return Ok(Vec::new());
-    }
-    memberships(pid, theirs, &ours, &cryos_mounts()?)
+    let process = if theirs == ours {
+        Vec::new()
+    } else {
+        memberships(pid, theirs, &ours, &mountinfo)?
+    };
+    Ok(Memberships { process, threads })
 }
 
 /// The cgroup that holds process `pid` frozen, if one does: a v1 freezer cgroup whose
@@ -305,43 +300,52 @@ fn memberships(
     ours: &HashMap<String, String>,
     mountinfo: &str,
 ) -> Result<Vec<CgroupMembership>, CgroupError> {
-    let mut out = Vec::new();
-    for (hierarchy, path) in theirs {
-        let mine = ours.get(&hierarchy).map(String::as_str);
-        if mine == Some(path.as_str()) {
-            continue;
-        }
-        if directory(mountinfo, &hierarchy, &path).is_none() {
-            return Err(CgroupError::Unreachable {
-                pid,
-                hierarchy,
-                path,
-            });
-        }
-        let relative = mine.and_then(|m| below(&path, m));
-        // Each cgroup on the way down to this one: a restore may have to make any of them
-        // again.
-        let mut settings = Vec::new();
-        for (full, key) in steps_down(&path, mine) {
-            let Some(dir) = directory(mountinfo, &hierarchy, &full) else {
-                continue;
-            };
-            let read =
-                cgroup_settings::read(&dir, &key).map_err(|error| CgroupError::Settings {
-                    pid: pid.as_raw(),
-                    error,
-                })?;
-            settings.push(read);
-        }
-        out.push(CgroupMembership {
-            controllers: hierarchy.clone(),
-            below_cryo: relative.is_some(),
-            path: relative.map(str::to_owned).unwrap_or_else(|| path.clone()),
-            settings,
-        });
-    }
+    let mut out = theirs
+        .into_iter()
+        .filter(|(hierarchy, path)| ours.get(hierarchy) != Some(path))
+        .map(|(hierarchy, path)| membership(pid, hierarchy, path, ours, mountinfo))
+        .collect::<Result<Vec<_>, _>>()?;
     out.sort_by(|a, b| a.controllers.cmp(&b.controllers));
     Ok(out)
+}
+
+/// Cgroup `path` of `hierarchy` (of `pid`, or one of its threads) as the image keeps it:
+/// below cryo's own (`ours`) when it is, with the settings of each cgroup on the way down;
+/// refused when no cgroup mount of cryo's shows it.
+fn membership(
+    pid: Pid,
+    hierarchy: String,
+    path: String,
+    ours: &HashMap<String, String>,
+    mountinfo: &str,
+) -> Result<CgroupMembership, CgroupError> {
+    let mine = ours.get(&hierarchy).map(String::as_str);
+    if directory(mountinfo, &hierarchy, &path).is_none() {
+        return Err(CgroupError::Unreachable {
+            pid,
+            hierarchy,
+            path,
+        });
+    }
+    let relative = mine.and_then(|m| below(&path, m));
+    // Each cgroup on the way down to this one: a restore may have to make any of them again.
+    let mut settings = Vec::new();
+    for (full, key) in steps_down(&path, mine) {
+        let Some(dir) = directory(mountinfo, &hierarchy, &full) else {
+            continue;
+        };
+        let read = cgroup_settings::read(&dir, &key).map_err(|error| CgroupError::Settings {
+            pid: pid.as_raw(),
+            error,
+        })?;
+        settings.push(read);
+    }
+    Ok(CgroupMembership {
+        below_cryo: relative.is_some(),
+        path: relative.map(str::to_owned).unwrap_or_else(|| path.clone()),
+        controllers: hierarchy,
+        settings,
+    })
 }
 
 /// The cgroup namespace `inode` of frozen `pid`: its root in each hierarchy, found by reading
@@ -398,6 +402,9 @@ pub struct Placement {
     pub unshare: bool,
     /// Joined last, inside the new namespace: its own cgroups where not the roots.
     pub then: Vec<PathBuf>,
+    /// Its threads in other cgroups than its own: (image tid, the `tasks` or
+    /// `cgroup.threads` files cryo writes the thread's tid into once it exists).
+    pub threads: Vec<(i32, Vec<PathBuf>)>,
 }
 
 /// How a restore treats the cgroups of its processes (CRIU's `--manage-cgroups` modes).
@@ -444,7 +451,8 @@ pub fn plan(
     };
     for &(_, _, core) in tasks {
         let roots = core.cgroupns.iter().flat_map(|ns| &ns.roots);
-        for m in core.cgroups.iter().chain(roots) {
+        let threads = core.threads.iter().flat_map(|t| &t.cgroups);
+        for m in core.cgroups.iter().chain(roots).chain(threads) {
             for set in &m.settings {
                 maker
                     .settings
@@ -518,6 +526,23 @@ fn places(
                     None => {}
                 }
             }
+            // Its other threads, each moved alone where it is not in its process's cgroup.
+            for thread in core.threads.iter().skip(1) {
+                let mut files = Vec::new();
+                for m in &thread.cgroups {
+                    let mine = ours.get(&m.controllers).map_or("/", String::as_str);
+                    let to = target(Some(m), mine);
+                    let dir = maker.directory(&m.controllers, &to, pid)?;
+                    // v1 moves a thread through `tasks`, v2 through `cgroup.threads`.
+                    files.push(dir.join(match m.controllers.as_str() {
+                        "" => "cgroup.threads",
+                        _ => "tasks",
+                    }));
+                }
+                if !files.is_empty() {
+                    placement.threads.push((thread.tid, files));
+                }
+            }
             Ok(placement)
         })
         .collect()
@@ -544,6 +569,11 @@ impl Maker<'_> {
     /// made again when gone (for process `pid`): each missing one from cryo's (or the
     /// hierarchy's root) down is made and given its dumped settings before anything joins it.
     fn procs(&mut self, hierarchy: &str, path: &str, pid: i32) -> Result<PathBuf, CgroupError> {
+        Ok(self.directory(hierarchy, path, pid)?.join("cgroup.procs"))
+    }
+
+    /// The directory of cgroup `path` of `hierarchy`, made again as [`Maker::procs`] says.
+    fn directory(&mut self, hierarchy: &str, path: &str, pid: i32) -> Result<PathBuf, CgroupError> {
         let make_err = |dir: PathBuf| move |errno| CgroupError::Make { pid, dir, errno };
         let Some(dir) = directory(self.mountinfo, hierarchy, path) else {
             return Err(make_err(PathBuf::from(path))(io::Error::from_raw_os_error(
@@ -592,8 +622,16 @@ impl Maker<'_> {
                     "cgroup gone: made again, with default limits (no settings in the image)"),
             }
         }
-        Ok(dir.join("cgroup.procs"))
+        Ok(dir)
     }
+}
+
+/// Moves thread `tid` (as cryo sees it), just made, into `files` (its `tasks` or
+/// `cgroup.threads`): the cgroups it was in apart from its process.
+pub fn move_thread(tid: Pid, files: &[PathBuf]) -> Result<(), (PathBuf, io::Error)> {
+    files
+        .iter()
+        .try_for_each(|file| std::fs::write(file, tid.to_string()).map_err(|e| (file.clone(), e)))
 }
 
 /// In a forked process of the restore, before its children: goes where [`plan`] chose.

@@ -295,6 +295,8 @@ pub fn dump_thread(
         attrs: Some(attrs),
         // Read by task::security (dump/collect.rs).
         security: None,
+        // Read with the process's (dump/collect.rs).
+        cgroups: Vec::new(),
     })
 }
 
