@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use cryo_tests::{cryo_bin, parse_fds, Workload, CMD_TIMEOUT};
+use cryo_tests::{control_dir, cryo_bin, parse_fds, Workload, CMD_TIMEOUT};
 
 const MS: u64 = 1_000_000;
 const HOUR: u64 = 3_600_000 * MS;
@@ -510,6 +510,45 @@ fn a_virtual_console_or_serial_port_held_open_comes_back_on_the_same_device() {
         assert_eq!(tty_nr, "0", "{kind}: not its controlling terminal");
         w.kill_restored();
     }
+}
+
+/// The fields of /proc/PID/stat after the command: (tty_nr, tpgid).
+fn terminal_of(pid: i32) -> (String, String) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    (fields[4].to_string(), fields[5].to_string())
+}
+
+/// A virtual console that is the controlling terminal of the process's session (zdtm's vt
+/// test: a session leader opening a node of console 7 without O_NOCTTY) comes back as it,
+/// without `--shell-job`: the restored leader takes it again (TIOCSCTTY through the node its
+/// fd holds), the foreground group its own (before: "terminal .../vt (its controlling
+/// terminal) is dumped only with --shell-job").
+#[test]
+fn a_virtual_console_as_controlling_terminal_comes_back_as_it() {
+    cryo_bin();
+    let mut w = Workload::spawn_configured(control_dir(), "held", &["vt-ctty"], |c| {
+        cryo_tests::own_session(c);
+    });
+    let pid = w.pid().to_string();
+    let ctty = ((4 << 8) | 7).to_string();
+    assert_eq!(
+        terminal_of(w.pid()),
+        (ctty.clone(), pid.clone()),
+        "at start"
+    );
+    let before = (w.cmd("rdev 47"), w.cmd("ino 47"), w.cmd("flags"));
+    w.dump(&w.path("left"), &["--leave-running"])
+        .assert_success();
+    assert_eq!(
+        terminal_of(w.pid()),
+        (ctty.clone(), pid.clone()),
+        "left running"
+    );
+    w.dump_and_restore();
+    assert_eq!(terminal_of(w.pid()), (ctty, pid), "restored");
+    assert_eq!((w.cmd("rdev 47"), w.cmd("ino 47"), w.cmd("flags")), before);
+    w.kill_restored();
 }
 
 /// A virtual console in exclusive mode (TIOCEXCL, which its last close clears) is refused,

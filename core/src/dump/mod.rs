@@ -492,8 +492,11 @@ fn dump_tree(
             tpgid,
         })
         .collect();
-    files.finish_terminals(&terminals, &fd_opts)?;
+    let line_terminals = files.finish_terminals(&terminals, &fd_opts)?;
     drop(terminals);
+    for e in &mut pstree {
+        e.controlling_terminal = line_terminals.get(&e.sid).cloned();
+    }
     // Descriptors in flight become descriptions; accept queues checked.
     crate::sockets::resolve(sockets_held.tasks_mut(), &mut files, images, leave_running)?;
     // Both ends of every unix connection must be in the dump (or be let go: --ext-unix-sk).

@@ -4,7 +4,8 @@
 //! both ends in the dump are pty.rs's, a shell job's pty slave tty.rs's); block devices never.
 
 use std::fs;
-use std::os::fd::{AsFd, OwnedFd};
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
@@ -112,49 +113,61 @@ fn is_console(rdev: u64) -> bool {
 /// (/dev/ttySN, 4:64-255). Its modes (termios, and a console's keyboard and display modes)
 /// are the device's, kept by the kernel while the host runs, shared by every holder: an open
 /// of it by path finds them as they were.
-fn is_line_terminal(rdev: u64) -> bool {
+pub(super) fn is_line_terminal(rdev: u64) -> bool {
     nix::sys::stat::major(rdev) == 4 && nix::sys::stat::minor(rdev) >= 1
 }
 
-/// Refuses a line terminal held by fd `fd` that a reopen would not give back as it is: the
-/// process's controlling terminal (sessions are the shell job's), one opened exclusively
-/// (TIOCEXCL: cleared with its last close), a virtual console whose switches wait for the
-/// process's signals (VT_PROCESS: the kernel drops that mode with the process).
-fn check_line_terminal(fd: &mut Dumping<'_>) -> Result<(), FileError> {
-    let open = fd.open;
-    let rdev = fd.meta.rdev();
-    let stat = crate::proc::task_stat::read(open.pid)
-        .map_err(|e| open.dump_err(format!("read its stat: {e}")))?;
-    if stat.tty_nr != 0 && super::pty::decode_dev(stat.tty_nr) == rdev {
-        return Err(FileError::Terminal {
-            pid: open.pid,
-            fd: open.fd,
-            path: format!("{} (its controlling terminal)", open.link),
-        });
-    }
-    let pidfd = super::kind::task_pidfd(open, fd.pidfd)?;
-    let dup = crate::sys::pidfd::pidfd_getfd(pidfd, open.fd)
-        .map_err(|e| open.inspect_err("pidfd_getfd", open.proc_path(), e))?;
-    let exclusive = crate::sys::tty::get_int(dup.as_fd(), libc::TIOCGEXCL)
-        .map_err(|e| open.inspect_err("TIOCGEXCL", open.proc_path(), e))?;
+/// The node in /dev of line terminal `rdev` (/dev/ttyN, /dev/ttySN) when it is there and is
+/// that device: what a restore opens to make it a session's controlling terminal.
+pub(super) fn line_terminal_node(rdev: u64) -> Option<String> {
+    let minor = nix::sys::stat::minor(rdev);
+    let path = match minor {
+        1..=63 => format!("/dev/tty{minor}"),
+        _ => format!("/dev/ttyS{}", minor - 64),
+    };
+    let meta = fs::metadata(&path).ok()?;
+    (meta.file_type().is_char_device() && meta.rdev() == rdev).then_some(path)
+}
+
+/// Why line terminal `tty` (an fd on it) would not come back as it is from an open by path:
+/// opened exclusively (TIOCEXCL: cleared with its last close), or a virtual console whose
+/// switches wait for the process's signals (VT_PROCESS: the kernel drops that mode with the
+/// process). Err: the step that failed.
+pub(super) fn line_terminal_unrestorable(
+    tty: BorrowedFd<'_>,
+    rdev: u64,
+) -> Result<Option<&'static str>, (&'static str, io::Error)> {
+    let exclusive = crate::sys::tty::get_int(tty, libc::TIOCGEXCL).map_err(|e| ("TIOCGEXCL", e))?;
     if exclusive != 0 {
-        return Err(open.refuse(
+        return Ok(Some(
             "terminal in exclusive mode (TIOCEXCL), which its last close clears",
-            false,
         ));
     }
     if nix::sys::stat::minor(rdev) < 64 {
-        let mode = crate::sys::tty::vt_mode(dup.as_fd())
-            .map_err(|e| open.inspect_err("VT_GETMODE", open.proc_path(), e))?;
+        let mode = crate::sys::tty::vt_mode(tty).map_err(|e| ("VT_GETMODE", e))?;
         if mode != 0 {
-            return Err(open.refuse(
+            return Ok(Some(
                 "virtual console switched by the process (VT_PROCESS: the kernel drops the \
                  mode with the process)",
-                false,
             ));
         }
     }
-    Ok(())
+    Ok(None)
+}
+
+/// Refuses a line terminal held by fd `fd` that a reopen would not give back as it is
+/// ([`line_terminal_unrestorable`]). As a session's controlling terminal it is pty.rs's
+/// finish_dump's too.
+fn check_line_terminal(fd: &mut Dumping<'_>) -> Result<(), FileError> {
+    let open = fd.open;
+    let pidfd = super::kind::task_pidfd(open, fd.pidfd)?;
+    let dup = crate::sys::pidfd::pidfd_getfd(pidfd, open.fd)
+        .map_err(|e| open.inspect_err("pidfd_getfd", open.proc_path(), e))?;
+    match line_terminal_unrestorable(dup.as_fd(), fd.meta.rdev()) {
+        Ok(None) => Ok(()),
+        Ok(Some(why)) => Err(open.refuse(why, false)),
+        Err((op, e)) => Err(open.inspect_err(op, open.proc_path(), e)),
+    }
 }
 
 /// The path to record for character device fd `open` (a terminal only with shell_job; the

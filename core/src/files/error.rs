@@ -192,6 +192,16 @@ pub enum FileError {
     /// A socket of a task or of the image.
     #[error(transparent)]
     Sockets(#[from] crate::sockets::SocketError),
+    /// A session's line terminal could not be taken again as its controlling terminal.
+    #[error("controlling terminal {path}: {op}: {source}")]
+    ControllingTerminal {
+        /// The terminal's node.
+        path: String,
+        /// The step.
+        op: &'static str,
+        /// The kernel's answer.
+        source: io::Error,
+    },
     /// An fd could not be put at its number.
     #[error("fd {fd} (file {id}): {op}: {source}")]
     Place {

@@ -47,7 +47,9 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use cryo_proto::image::{file_desc::Kind, FdEntry, FileDesc, ProcessEntry, Pty, PtyEnd};
+use cryo_proto::image::{
+    file_desc::Kind, FdEntry, FileDesc, LineTerminal, ProcessEntry, Pty, PtyEnd,
+};
 use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
 use nix::unistd::Pid;
@@ -433,13 +435,15 @@ pub struct TtyProcess {
 
 /// Once every process is dumped: each pty has both ends in the dump, the session relations
 /// are ones a restore makes again, and every description of a pair gets the pair's state.
-/// Without `shell_job`, a controlling terminal outside the dump is refused too.
+/// Without `shell_job`, a controlling terminal outside the dump is refused too, but for a
+/// line terminal (a virtual console, a serial port): returned by session, for the sessions'
+/// processes to take again.
 pub(super) fn finish_dump(
     descs: &mut [FileDesc],
     state: &mut KindState,
     procs: &[TtyProcess],
     shell_job: bool,
-) -> Result<(), FileError> {
+) -> Result<BTreeMap<i32, LineTerminal>, FileError> {
     let mut pairs = std::mem::take(&mut state.get::<PairsSeen>().0);
     let members: std::collections::HashSet<i32> = procs.iter().map(|p| p.pid).collect();
     let mut closed = std::collections::BTreeSet::new();
@@ -520,10 +524,54 @@ pub(super) fn finish_dump(
         }
     }
     let by_pid: HashMap<i32, &TtyProcess> = procs.iter().map(|p| (p.pid, p)).collect();
+    // The leader of the session of `p`, whose terminal is `path`, and its terminal's
+    // foreground group (0: its own), whose leader must be in the dump.
+    let leader_of = |p: &TtyProcess, path: &str| -> Result<(&TtyProcess, i32), FileError> {
+        let leader = by_pid.get(&p.sid).ok_or_else(|| FileError::Dump {
+            pid: Pid::from_raw(p.pid),
+            fd: -1,
+            detail: format!(
+                "its controlling terminal {path} belongs to session {}, whose leader is not \
+                 in the dump",
+                p.sid
+            ),
+        })?;
+        let fg = leader.tpgid;
+        if fg > 0 && fg != leader.sid {
+            let led = by_pid
+                .get(&fg)
+                .is_some_and(|g| g.pgid == fg && g.sid == leader.sid);
+            if !led {
+                return Err(FileError::Dump {
+                    pid: Pid::from_raw(leader.pid),
+                    fd: -1,
+                    detail: format!(
+                        "the foreground process group {fg} of its terminal {path} has no \
+                         leader in the dump: not supported"
+                    ),
+                });
+            }
+        }
+        Ok((leader, fg.max(0)))
+    };
     // index -> (session, foreground group)
     let mut sessions: BTreeMap<u32, (i32, i32)> = BTreeMap::new();
+    // session -> its line terminal (and rdev)
+    let mut lines: BTreeMap<i32, (LineTerminal, u64)> = BTreeMap::new();
     for p in procs.iter().filter(|p| p.tty_nr != 0) {
         let rdev = decode_dev(p.tty_nr);
+        if !shell_job && super::devices::is_line_terminal(rdev) {
+            if !lines.contains_key(&p.sid) {
+                let terminal = line_terminal_of(p, rdev, descs)?;
+                let (_, fg) = leader_of(p, &terminal.path)?;
+                let terminal = LineTerminal {
+                    foreground_pgid: fg,
+                    ..terminal
+                };
+                lines.insert(p.sid, (terminal, rdev));
+            }
+            continue;
+        }
         let path = if is_pty_slave(rdev) {
             format!("/dev/pts/{}", slave_index(rdev))
         } else {
@@ -547,38 +595,27 @@ pub(super) fn finish_dump(
                 ),
             });
         }
-        let leader = by_pid.get(&p.sid).ok_or_else(|| FileError::Dump {
-            pid: Pid::from_raw(p.pid),
-            fd: -1,
-            detail: format!(
-                "its controlling terminal {path} belongs to session {}, whose leader is not \
-                 in the dump",
-                p.sid
-            ),
-        })?;
         // A leader holding no fd on the slave opens it to take it (then closes it): the
         // restore plan makes the pair at or above it (needed_by).
-        let fg = leader.tpgid;
-        if fg > 0 && fg != leader.sid {
-            let led = by_pid
-                .get(&fg)
-                .is_some_and(|g| g.pgid == fg && g.sid == leader.sid);
-            if !led {
-                return Err(FileError::Dump {
-                    pid: Pid::from_raw(leader.pid),
-                    fd: -1,
-                    detail: format!(
-                        "the foreground process group {fg} of its terminal {path} has no \
-                         leader in the dump: not supported"
-                    ),
-                });
-            }
-        }
-        sessions.insert(index, (p.sid, fg.max(0)));
+        let (_, fg) = leader_of(p, &path)?;
+        sessions.insert(index, (p.sid, fg));
     }
     // Every member of a terminal's session has it as controlling terminal: a restore gives it
     // to the session's processes by inheritance from the leader.
     for p in procs {
+        if let Some((terminal, rdev)) = lines.get(&p.sid) {
+            if p.tty_nr == 0 || decode_dev(p.tty_nr) != *rdev {
+                return Err(FileError::Dump {
+                    pid: Pid::from_raw(p.pid),
+                    fd: -1,
+                    detail: format!(
+                        "in the session of terminal {} without it as controlling terminal: \
+                         not supported",
+                        terminal.path
+                    ),
+                });
+            }
+        }
         for (index, &(sid, _)) in &sessions {
             if p.sid == sid && (p.tty_nr == 0 || decode_dev(p.tty_nr) != slave_rdev(*index)) {
                 return Err(FileError::Dump {
@@ -624,7 +661,63 @@ pub(super) fn finish_dump(
         (p.slave_uid, p.slave_gid, p.slave_mode) = pair.node;
         (p.sid, p.foreground_pgid) = sessions.get(&p.index).copied().unwrap_or((0, 0));
     }
-    Ok(())
+    Ok(lines.into_iter().map(|(sid, (t, _))| (sid, t)).collect())
+}
+
+/// Line terminal `rdev`, the controlling terminal of `p`'s session, as a restore takes it
+/// again: through the node an fd of the dump (in `descs`) holds it by, else its node in
+/// /dev; opened now to refuse what an open would not give back (devices.rs).
+fn line_terminal_of(
+    p: &TtyProcess,
+    rdev: u64,
+    descs: &[FileDesc],
+) -> Result<LineTerminal, FileError> {
+    let (major, minor) = (nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev));
+    let err = |detail: String| FileError::Dump {
+        pid: Pid::from_raw(p.pid),
+        fd: -1,
+        detail,
+    };
+    // Its last close would end it as the session's terminal: the restored leader takes it
+    // through an fd of its own on it.
+    let leader_fds = std::fs::read_dir(format!("/proc/{}/fd", p.sid))
+        .map_err(|e| err(format!("read the fds of session leader {}: {e}", p.sid)))?;
+    let on_it = leader_fds.flatten().any(|fd| {
+        std::fs::metadata(fd.path()).is_ok_and(|m| m.file_type().is_char_device() && m.rdev() == rdev)
+    });
+    if !on_it {
+        return Err(err(format!(
+            "its controlling terminal, device {major}:{minor}, is held by no fd of the \
+             session's leader (pid {}): not supported",
+            p.sid
+        )));
+    }
+    let held = descs.iter().find_map(|d| match &d.kind {
+        Some(Kind::CharDevice(path)) => std::fs::metadata(path)
+            .is_ok_and(|m| m.rdev() == rdev)
+            .then(|| path.clone()),
+        _ => None,
+    });
+    let path = held.or_else(|| super::devices::line_terminal_node(rdev)).ok_or_else(|| {
+        err(format!(
+            "its controlling terminal, device {major}:{minor}, has no node in /dev (/dev/ttyN, \
+             /dev/ttySN) to take it again through: not supported"
+        ))
+    })?;
+    let tty = nix::fcntl::open(
+        path.as_str(),
+        OFlag::O_RDONLY | OFlag::O_NOCTTY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| err(format!("its controlling terminal {path}: open: {e}")))?;
+    match super::devices::line_terminal_unrestorable(tty.as_fd(), rdev) {
+        Ok(None) => Ok(LineTerminal {
+            path,
+            foreground_pgid: 0,
+        }),
+        Ok(Some(why)) => Err(err(format!("its controlling terminal {path}: {why}"))),
+        Err((op, e)) => Err(err(format!("its controlling terminal {path}: {op}: {e}"))),
+    }
 }
 
 /// For pty `index` whose master (in `pair`) is the dump's and whose slave no dumped process
@@ -1204,6 +1297,12 @@ pub fn take_controlling(
     mut held: impl Iterator<Item = (u32, RawFd)>,
     last: bool,
 ) -> Result<bool, FileError> {
+    if let Some(terminal) = &entry.controlling_terminal {
+        if entry.pid != entry.sid {
+            return Ok(true);
+        }
+        return take_line_terminal(descs, terminal, held, last);
+    }
     let slaves: Vec<(u32, &Pty)> = led_by(descs, entry).collect();
     // Holding no fd on the slave: opened by its path at the last chance.
     let Some((id, fd)) = held.find(|(id, _)| slaves.iter().any(|(s, _)| s == id)) else {
@@ -1215,6 +1314,46 @@ pub fn take_controlling(
         op: "TIOCSCTTY (the session's controlling terminal)",
         source: e,
     })?;
+    Ok(true)
+}
+
+/// In the restore child: a session leader whose controlling terminal was line terminal
+/// `terminal` takes it (TIOCSCTTY) through its own fd on it, among `held` (description id, fd
+/// number), once its fds are placed (`last`): the dump made sure it holds one. An fd opened
+/// for the call alone would not do: the terminal's last close ends it as any session's.
+fn take_line_terminal(
+    descs: &[FileDesc],
+    terminal: &LineTerminal,
+    held: impl Iterator<Item = (u32, RawFd)>,
+    last: bool,
+) -> Result<bool, FileError> {
+    if !last {
+        return Ok(false);
+    }
+    let err = |op: &'static str, source: std::io::Error| FileError::ControllingTerminal {
+        path: terminal.path.clone(),
+        op,
+        source,
+    };
+    let want = std::fs::metadata(&terminal.path)
+        .map_err(|e| err("stat", e))?
+        .rdev();
+    let mut on_it = held.filter_map(|(id, fd)| {
+        let desc = descs.iter().find(|d| d.id == id)?;
+        let Some(Kind::CharDevice(_)) = desc.kind else {
+            return None;
+        };
+        let meta = nix::sys::stat::fstat(sys::fd::borrow_raw(fd)).ok()?;
+        (meta.st_rdev == want).then_some(fd)
+    });
+    let Some(fd) = on_it.next() else {
+        return Err(err(
+            "find an fd of the session leader on it",
+            std::io::Error::from_raw_os_error(libc::ENOENT),
+        ));
+    };
+    sys::tty::set_controlling_terminal(sys::fd::borrow_raw(fd)).map_err(|e| err("TIOCSCTTY", e))?;
+    debug!(path = terminal.path, fd, "line terminal taken as controlling terminal");
     Ok(true)
 }
 
@@ -1262,6 +1401,18 @@ pub fn take_foreground(descs: &[FileDesc], entry: &ProcessEntry) -> Result<(), F
     if entry.pgid != entry.pid || entry.pid == entry.sid {
         return Ok(());
     }
+    if let Some(terminal) = &entry.controlling_terminal {
+        if terminal.foreground_pgid != entry.pgid {
+            return Ok(());
+        }
+        return foreground_through_dev_tty(entry.pgid).map_err(|(op, e)| {
+            FileError::ControllingTerminal {
+                path: terminal.path.clone(),
+                op,
+                source: e.into(),
+            }
+        });
+    }
     let Some((id, p)) = descs.iter().find_map(|d| match &d.kind {
         Some(Kind::Pty(p)) if p.sid == entry.sid && p.foreground_pgid == entry.pgid => {
             Some((d.id, p))
@@ -1270,22 +1421,27 @@ pub fn take_foreground(descs: &[FileDesc], entry: &ProcessEntry) -> Result<(), F
     }) else {
         return Ok(());
     };
-    let err = |op: &'static str, e: nix::errno::Errno| FileError::Place {
+    foreground_through_dev_tty(entry.pgid).map_err(|(op, e)| FileError::Place {
         fd: -1,
         id,
         op,
         source: e.into(),
-    };
+    })?;
+    debug!(index = p.index, pgid = entry.pgid, "foreground group");
+    Ok(())
+}
+
+/// Makes `pgid` the foreground group of the caller's controlling terminal (TIOCSPGRP through
+/// /dev/tty). Err: the step that failed.
+fn foreground_through_dev_tty(pgid: i32) -> Result<(), (&'static str, nix::errno::Errno)> {
     let tty = nix::fcntl::open(
         "/dev/tty",
         OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
         Mode::empty(),
     )
-    .map_err(|e| err("open /dev/tty (to take the foreground)", e))?;
-    nix::unistd::tcsetpgrp(&tty, Pid::from_raw(entry.pgid))
-        .map_err(|e| err("TIOCSPGRP (the terminal's foreground group)", e))?;
-    debug!(index = p.index, pgid = entry.pgid, "foreground group");
-    Ok(())
+    .map_err(|e| ("open /dev/tty (to take the foreground)", e))?;
+    nix::unistd::tcsetpgrp(&tty, Pid::from_raw(pgid))
+        .map_err(|e| ("TIOCSPGRP (the terminal's foreground group)", e))
 }
 
 #[cfg(test)]

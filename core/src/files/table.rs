@@ -541,12 +541,13 @@ impl FileTable {
 
     /// Once every process is dumped: the pty pairs and the controlling terminals of
     /// `procs` checked against the whole dump (pty.rs), the pairs' state on their
-    /// descriptions.
+    /// descriptions; returns the line terminals that are sessions' controlling terminals, by
+    /// session.
     pub fn finish_terminals(
         &mut self,
         procs: &[super::pty::TtyProcess],
         opts: &FdDumpOptions,
-    ) -> Result<(), FileError> {
+    ) -> Result<std::collections::BTreeMap<i32, cryo_proto::image::LineTerminal>, FileError> {
         super::pty::finish_dump(&mut self.descs, &mut self.state, procs, opts.shell_job)
     }
 

@@ -26,6 +26,8 @@
 //!       | console (a node 5:1 made in the control dir, opened read-only)
 //!       | vt (a node 4:5, virtual console 5, made there, opened read-only) | vt-excl (the same
 //!       of console 6, then TIOCEXCL) | serial (a node 4:64, the first serial port, O_RDONLY|O_NONBLOCK)
+//!       | vt-ctty (a node 4:7 opened without O_NOCTTY: started as a session leader, its
+//!         controlling terminal)
 //!       | pidfd-self | pidfd-child (of a child blocked in pause(), dumped with it)
 //!       | pidfd-child-nonblock (the same, PIDFD_NONBLOCK)
 //!       | pidfd-child-shared (pidfd-child, then a second child forked: it inherits fd 47)
@@ -106,6 +108,13 @@ fn hold(kind: &str, dir: &Path) -> std::io::Result<i32> {
                 }
             }
             fd
+        }
+        "vt-ctty" => {
+            // A session leader (the test starts it in a session of its own) opening a
+            // terminal without O_NOCTTY takes it as its controlling terminal: console 7, a
+            // console of this kind's own (a terminal is one session's at a time).
+            sys::mknod_char(&at("vt"), 4, 7)?;
+            sys::open(&at("vt"), libc::O_RDONLY)?
         }
         "serial" => {
             sys::mknod_char(&at("serial"), 4, 64)?;
