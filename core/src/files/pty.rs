@@ -561,14 +561,14 @@ pub(super) fn finish_dump(
     for p in procs.iter().filter(|p| p.tty_nr != 0) {
         let rdev = decode_dev(p.tty_nr);
         if !shell_job && super::devices::is_line_terminal(rdev) {
-            if !lines.contains_key(&p.sid) {
+            if let std::collections::btree_map::Entry::Vacant(slot) = lines.entry(p.sid) {
                 let terminal = line_terminal_of(p, rdev, descs)?;
                 let (_, fg) = leader_of(p, &terminal.path)?;
                 let terminal = LineTerminal {
                     foreground_pgid: fg,
                     ..terminal
                 };
-                lines.insert(p.sid, (terminal, rdev));
+                slot.insert((terminal, rdev));
             }
             continue;
         }
