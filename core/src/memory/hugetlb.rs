@@ -14,7 +14,9 @@
 //!          SysV segments (SHM_HUGETLB): as the others (ipc/shm.rs), their contents so
 //!          files on a hugetlbfs mount: by their path, as regular files (their pages stay in
 //!          the filesystem), a private mapping's own pages in the pages image
-//!          refused: private mappings of hugetlb memfds, deleted files on a hugetlbfs mount
+//!          a private mapping of a hugetlb memfd: of the memfd, as a file's, its own pages
+//!          (pagemap: not PM_FILE) in the pages image
+//!          refused: deleted files on a hugetlbfs mount
 //! restore  before anything is made: the huge pages of each size the image takes (each
 //!          VMA's reservation, MAP_NORESERVE ones their present pages; each object's pages)
 //!          against free_hugepages - resv_hugepages of /sys/kernel/mm/hugepages/hugepages-NkB
@@ -96,10 +98,7 @@ pub fn vma_kind(pid: Pid, entry: &MapEntry, kind: VmaKind) -> Result<VmaKind, Me
         _ if entry.name == ANON_NAME && entry.shared => Ok(VmaKind::ShmemAnon),
         _ if entry.name == ANON_NAME => Ok(VmaKind::Anon),
         VmaKind::SysvShm => Ok(kind),
-        VmaKind::FileShared if entry.name.starts_with("/memfd:") => Ok(kind),
-        VmaKind::FilePrivate if entry.name.starts_with("/memfd:") => Err(refuse(
-            "a private mapping of a hugetlb memfd (not supported yet)",
-        )),
+        VmaKind::FileShared | VmaKind::FilePrivate if entry.name.starts_with("/memfd:") => Ok(kind),
         // A file on a hugetlbfs mount: its pages live in the filesystem, as a tmpfs file's
         // do, and it is mapped again by its path (a private mapping's own pages from the
         // pages image).

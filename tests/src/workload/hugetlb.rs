@@ -11,7 +11,8 @@
 //!            destroyed, the pattern of seed 24), `nr` (2 huge pages private MAP_NORESERVE:
 //!            page 1 the pattern of seed 27, the only huge page it takes), `zeros` (2 huge
 //!            pages MAP_SHARED|MAP_ANONYMOUS|MAP_HUGETLB, page 0 there but all zeros).
-//!            With `private-memfd`, also a private mapping of the memfd's first page, written.
+//!            With `private-memfd`, also `mpriv`: a private mapping of the whole memfd, page
+//!            0 written (a private copy, the pattern of seed 28), page 1 read (the memfd's).
 //!            The child (forked last, fd 61 closed, `priv` and `nr` unmapped) answers
 //!            `kid ...` over pipes.
 //!            check VIEW -> ok | bad at OFFSET   (its pattern where it was written; zeros)
@@ -48,6 +49,17 @@ const PATTERNS: Patterns = &[
     ("sysv", 0, 24),
     ("nr", HUGE, 27),
     ("zeros", 0, 0),
+];
+
+/// The patterns of `hugetlb private-memfd`.
+const PRIVATE_MEMFD_PATTERNS: Patterns = &[
+    ("priv", 0, 21),
+    ("shared", 0, 22),
+    ("memfd", HUGE, 23),
+    ("sysv", 0, 24),
+    ("nr", HUGE, 27),
+    ("zeros", 0, 0),
+    ("mpriv", 0, 28),
 ];
 
 /// `hugetlb [private-memfd]`
@@ -98,10 +110,10 @@ impl Hugetlb {
         let fd = sys::move_fd(sys::memfd_hugetlb("cryo-huge")?, MEMFD)?;
         sys::set_len(fd, (2 * HUGE) as u64)?;
         let memfd = sys::map(2 * HUGE, libc::MAP_SHARED, fd)?;
-        if private_memfd {
-            // A mapping cryo refuses (`hugetlb private-memfd`): kept for the program's life.
-            sys::map(HUGE, libc::MAP_PRIVATE, fd)?[0] = 1;
-        }
+        let mpriv = match private_memfd {
+            true => Some(sys::map(2 * HUGE, libc::MAP_PRIVATE, fd)?),
+            false => None,
+        };
         let noreserve = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | huge;
         let nr = sys::map(2 * HUGE, noreserve, -1)?;
         let zeros = sys::map(2 * HUGE, libc::MAP_SHARED | libc::MAP_ANONYMOUS | huge, -1)?;
@@ -119,11 +131,23 @@ impl Hugetlb {
         ] {
             views.push((name, v.as_mut_ptr(), v.len()));
         }
-        for &(name, at, seed) in PATTERNS.iter().filter(|p| p.2 != 0) {
+        let patterns = match mpriv {
+            Some(v) => {
+                views.push(("mpriv", v.as_mut_ptr(), v.len()));
+                PRIVATE_MEMFD_PATTERNS
+            }
+            None => PATTERNS,
+        };
+        for &(name, at, seed) in patterns.iter().filter(|p| p.2 != 0) {
             let v = views.iter().find(|v| v.0 == name).expect("a view");
             let want = protocol::pattern(HUGE, seed);
             // SAFETY: at..at+HUGE lies inside the view's live read-write mapping.
             unsafe { std::ptr::copy_nonoverlapping(want.as_ptr(), v.1.add(at), HUGE) };
+        }
+        if let Some(&(_, ptr, _)) = views.iter().find(|v| v.0 == "mpriv") {
+            // Its second page read, not written: the memfd's own, mapped.
+            // SAFETY: inside the live 2-page mapping.
+            let _ = unsafe { ptr.add(HUGE).read_volatile() };
         }
         let (a_rd, a_wr) = sys::pipe()?;
         let (b_rd, b_wr) = sys::pipe()?;
@@ -131,7 +155,7 @@ impl Hugetlb {
         let kid = sys::fork()?;
         let me = Self {
             views,
-            patterns: PATTERNS,
+            patterns,
             pipes: Some(ChildPipes {
                 to_child: a_wr,
                 from_child: b_rd,
@@ -142,7 +166,7 @@ impl Hugetlb {
             // The private mappings are the parent's alone: inherited, their huge pages would
             // be shared copy-on-write with the child, which a restore does not keep for
             // hugetlb memory (each process gets its own: more huge pages, the same contents).
-            let private = |name: &str| name == "priv" || name == "nr";
+            let private = |name: &str| matches!(name, "priv" | "nr" | "mpriv");
             for &(_, ptr, len) in me.views.iter().filter(|v| private(v.0)) {
                 // SAFETY: unmapping the child's copy of a private view, which the child never
                 // touches again (it answers from its own views, those left out).
