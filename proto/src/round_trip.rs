@@ -250,6 +250,7 @@ every_message!(
     PosixMqMessage,
     SessionKeyring,
     Key,
+    LineTerminal,
 );
 
 #[test]

@@ -173,11 +173,12 @@ pub fn plan(
                     ..*s
                 });
             } else if !children[i].is_empty() && worth_staging(mm, v) {
-                let at =
-                    place(next, v.end - v.start, &taken).ok_or(MemoryError::NoStagingRoom {
+                let at = place(next, v.end - v.start, v.start, &taken).ok_or(
+                    MemoryError::NoStagingRoom {
                         pid: Pid::from_raw(mm.pid),
                         start: v.start,
-                    })?;
+                    },
+                )?;
                 next = at + (v.end - v.start) + PAGE;
                 mine.push(Staged {
                     start: v.start,
@@ -200,15 +201,31 @@ pub fn plan(
     Ok(staged)
 }
 
+/// The span of a page-middle-directory entry on x86_64: the page tables of 2 MiB of memory.
+const PMD_SPAN: u64 = 2 << 20;
+
+/// The lowest address from `at` that lies as far into its 2 MiB as `like` does. A staged
+/// region placed so moves to `like` with whole page tables: mremap then moves one PMD entry
+/// per 2 MiB (move_normal_pmd) instead of 512 page table entries.
+pub(crate) fn same_pmd_offset(at: u64, like: u64) -> u64 {
+    let want = like % PMD_SPAN;
+    let base = at - at % PMD_SPAN + want;
+    if base >= at {
+        base
+    } else {
+        base + PMD_SPAN
+    }
+}
+
 /// The lowest address from `from` where `len` bytes keep [`GUARD`] away from every range of
-/// `taken`.
-fn place(from: u64, len: u64, taken: &[Range<u64>]) -> Option<u64> {
-    let mut at = from;
+/// `taken`, as far into its 2 MiB as `like` (where the region moves to at the end).
+fn place(from: u64, len: u64, like: u64, taken: &[Range<u64>]) -> Option<u64> {
+    let mut at = same_pmd_offset(from, like);
     while let Some(r) = taken
         .iter()
         .find(|r| r.start < at + len + GUARD && at < r.end + GUARD)
     {
-        at = (r.end + GUARD).next_multiple_of(PAGE);
+        at = same_pmd_offset(r.end + GUARD, like);
     }
     (at + len <= STAGING_TOP).then_some(at)
 }
@@ -470,6 +487,24 @@ fn drop_pages(s: &Staged, from: u64, to: u64) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_staged_place_lies_as_far_into_its_2_mib_as_the_vma() {
+        let mib = 1 << 20;
+        assert_eq!(same_pmd_offset(0x4000_0000, 0x7f00_0012_3000), 0x4012_3000);
+        for (at, like) in [
+            (0x4000_0000, 0x7f00_0012_3000u64),
+            (0x4010_0000, 0x7f00_0000_1000),
+            (0x4000_1000, 0x7f00_0000_1000),
+        ] {
+            let got = same_pmd_offset(at, like);
+            assert!(
+                got >= at && got < at + 2 * mib,
+                "{at:#x} {like:#x} -> {got:#x}"
+            );
+            assert_eq!(got % (2 * mib), like % (2 * mib));
+        }
+    }
 
     fn vma(start: u64, end: u64, kind: VmaKind) -> Vma {
         Vma {

@@ -269,7 +269,7 @@ impl WarmMemory {
             let Some(flags) = region_flags(v).filter(|_| v.start < v.end && has_pages) else {
                 continue;
             };
-            let at = match self.map_region(v.end - v.start, flags) {
+            let at = match self.map_region(v.start, v.end - v.start, flags) {
                 Ok(at) => at,
                 Err(e) => {
                     unmap_all(regions.iter().map(Region::in_cryo));
@@ -295,9 +295,10 @@ impl WarmMemory {
     }
 
     /// Maps `len` bytes of private anonymous memory at the next free place from
-    /// [`WARM_BASE`] up.
-    fn map_region(&mut self, len: u64, flags: u32) -> std::io::Result<u64> {
-        let mut at = self.next;
+    /// [`WARM_BASE`] up, as far into its 2 MiB as `start`, where the restore moves it
+    /// (premap::same_pmd_offset).
+    fn map_region(&mut self, start: u64, len: u64, flags: u32) -> std::io::Result<u64> {
+        let mut at = super::premap::same_pmd_offset(self.next, start);
         loop {
             if at + len > WARM_TOP {
                 return Err(std::io::Error::from_raw_os_error(libc::ENOMEM));
@@ -310,7 +311,9 @@ impl WarmMemory {
                     mmap::advise_staged(at, len, libc::MADV_DONTFORK)?;
                     break;
                 }
-                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => at += len + GUARD,
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                    at = super::premap::same_pmd_offset(at + len + GUARD, start);
+                }
                 Err(e) => return Err(e),
             }
         }
