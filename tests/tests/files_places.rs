@@ -99,15 +99,42 @@ fn a_removed_working_directory_shared_or_held_open_elsewhere_is_refused() {
 }
 
 /// A working directory in the /proc directory of a process that has gone (zdtm's
-/// unhashed_proc): nothing at restore can be it. Before: dumped, killed, and the restore
-/// failed (`chdir /proc/N: No such file or directory`).
+/// unhashed_proc) comes back the same: readlink reads "/proc/N (deleted)", getcwd fails
+/// ENOENT, nothing can be made in it (a helper with pid N exits at once, its directory is
+/// entered and it is reaped). Before 2026-12-03: dumped, killed, and the restore failed
+/// (`chdir /proc/N: No such file or directory`); then refused at dump.
 #[test]
-fn a_working_directory_in_a_processs_proc_directory_is_refused_at_dump() {
+fn a_working_directory_in_a_gone_processs_proc_directory_comes_back_unhashed() {
     cryo_bin();
-    let w = Workload::spawn("places", &["proc-cwd", "/"]);
-    let out = w.dump(&w.path("img"), &[]);
-    out.assert_refused()
-        .assert_stderr_mentions(&format!("pid {}: its working directory /proc/", w.pid()))
-        .assert_stderr_mentions("a process's directory of /proc");
-    w.assert_untouched();
+    let mut w = Workload::spawn("places", &["proc-cwd", "/"]);
+    let cwd = w.cmd("cwd");
+    let link = cwd.split(' ').next().unwrap().to_string();
+    assert!(link.starts_with("/proc/"), "{cwd}");
+    assert_eq!(cwd.split(' ').nth(1), Some("(deleted)"), "{cwd}");
+    let (where_, create) = (w.cmd("where"), w.cmd("create-here"));
+    assert!(where_.contains("No such file"), "getcwd: {where_}");
+    w.dump(&w.path("left"), &["--leave-running"])
+        .assert_success();
+    assert_eq!(w.cmd("cwd").split(' ').next(), Some(link.as_str()));
+    let pending = (w.status("ShdPnd"), w.status("SigPnd"));
+    w.dump_and_restore();
+    assert_eq!(
+        (w.status("ShdPnd"), w.status("SigPnd")),
+        pending,
+        "no SIGCHLD of the helper"
+    );
+    let back = w.cmd("cwd");
+    assert_eq!(
+        back.split(' ').take(2).collect::<Vec<_>>(),
+        [link.as_str(), "(deleted)"],
+        "{back}"
+    );
+    assert_eq!(w.cmd("where"), where_);
+    assert_eq!(w.cmd("create-here"), create);
+    let n = link.trim_start_matches("/proc/");
+    assert!(
+        !std::path::Path::new(&format!("/proc/{n}")).exists(),
+        "the helper is gone"
+    );
+    w.kill_restored();
 }

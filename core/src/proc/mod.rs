@@ -290,14 +290,39 @@ pub fn stat_link(pid: Pid, name: &str) -> Result<fs::Metadata> {
     fs::metadata(dir(pid).join(name)).map_err(|e| read_err(pid, name, e))
 }
 
-/// The working directory of `pid` and whether it was removed (the path without
-/// " (deleted)").
-pub fn cwd(pid: Pid) -> Result<(String, bool)> {
+/// The working directory of `pid`.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Cwd {
+    /// A path, and whether it was removed (the path without " (deleted)").
+    Path(String, bool),
+    /// /proc/N of process N, gone since (reaped): the directory is unhashed.
+    GoneProcess(i32),
+}
+
+/// The working directory of `pid`. A process's directory of /proc is refused (it names a
+/// process: another one, or none, by the time of a restore) but for one whose process was
+/// gone when the dump ran, when `pid` is in cryo's PID namespace (its /proc is cryo's).
+pub fn cwd(pid: Pid) -> Result<Cwd> {
     let path = link(pid, "cwd")?.to_string_lossy().into_owned();
+    let gone = path
+        .strip_prefix("/proc/")
+        .and_then(|rest| rest.strip_suffix(" (deleted)"))
+        .and_then(|n| n.parse::<i32>().ok())
+        .filter(|&n| n > 0 && !dir(Pid::from_raw(n)).exists());
+    if let Some(n) = gone {
+        let ns = |p: &str| {
+            fs::metadata(format!("/proc/{p}/ns/pid"))
+                .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+                .ok()
+        };
+        if ns(&pid.to_string()).is_some() && ns(&pid.to_string()) == ns("self") {
+            return Ok(Cwd::GoneProcess(n));
+        }
+    }
     refuse_process_directory(pid, "working directory", &path)?;
     Ok(match path.strip_suffix(" (deleted)") {
-        Some(gone) => (gone.to_string(), true),
-        None => (path, false),
+        Some(gone) => Cwd::Path(gone.to_string(), true),
+        None => Cwd::Path(path, false),
     })
 }
 

@@ -28,11 +28,10 @@ pub fn dump(pid: Pid, stat: &proc::Stat) -> Result<TaskCore> {
     let comm = std::fs::read_to_string(proc::dir(pid).join("comm"))
         .map(|s| s.trim_end_matches('\n').to_string())
         .unwrap_or_else(|_| stat.comm.clone());
-    let (cwd, removed) = proc::cwd(pid)?;
-    let cwd_removed = if removed {
-        Some(removed_dir(pid)?)
-    } else {
-        None
+    let (cwd, cwd_removed, cwd_gone_process) = match proc::cwd(pid)? {
+        proc::Cwd::Path(cwd, true) => (cwd, Some(removed_dir(pid)?), 0),
+        proc::Cwd::Path(cwd, false) => (cwd, None, 0),
+        proc::Cwd::GoneProcess(n) => (format!("/proc/{n}"), None, n),
     };
     Ok(TaskCore {
         pid: pid.as_raw(),
@@ -43,6 +42,7 @@ pub fn dump(pid: Pid, stat: &proc::Stat) -> Result<TaskCore> {
         rlimits,
         cwd,
         cwd_removed,
+        cwd_gone_process,
         root: proc::dir_link(pid, "root")?,
         ..Default::default()
     })
@@ -201,9 +201,10 @@ pub fn restore_in_child(core: &TaskCore) -> Result<(), ChildError> {
     if !core.fs_of_parent {
         // The working directory first: both paths are as cryo sees them (from the real
         // root), and chroot keeps the working directory.
-        match &core.cwd_removed {
-            None => nix::unistd::chdir(core.cwd.as_str()),
-            Some(removed) => enter_removed(&core.cwd, removed),
+        match (&core.cwd_removed, core.cwd_gone_process) {
+            (_, n) if n > 0 => enter_gone_process_dir(Pid::from_raw(n)),
+            (None, _) => nix::unistd::chdir(core.cwd.as_str()),
+            (Some(removed), _) => enter_removed(&core.cwd, removed),
         }
         .map_err(|e| ChildError::sys_on(ChildStep::Chdir, &core.cwd)(e.into()))?;
         if core.root != "/" {
@@ -225,6 +226,29 @@ pub fn restore_in_child(core: &TaskCore) -> Result<(), ChildError> {
     let name = std::ffi::CString::new(core.comm.as_bytes()).unwrap_or_default();
     nix::sys::prctl::set_name(&name).map_err(ChildError::sys(ChildStep::SetComm))?;
     Ok(())
+}
+
+/// Enters /proc/N of a process N that is gone: a child forked with pid N exits at once, its
+/// directory (a zombie's) is entered, and the child is reaped, which unhashes it: readlink
+/// of the working directory reads "/proc/N (deleted)" and getcwd fails ENOENT, as at dump.
+/// The /proc this process sees must be of its own PID namespace (not under `restore
+/// --pidns`, where it shows the host's pids): else EXDEV.
+fn enter_gone_process_dir(n: Pid) -> nix::Result<()> {
+    let me = nix::unistd::getpid();
+    if std::fs::read_link("/proc/self").ok().as_deref()
+        != Some(std::path::Path::new(&me.to_string()))
+    {
+        return Err(nix::errno::Errno::EXDEV);
+    }
+    let helper = match crate::sys::process::fork_with_pid(n)
+        .map_err(|e| nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?
+    {
+        crate::sys::process::Forked::Child => crate::sys::process::exit_child(0),
+        crate::sys::process::Forked::Parent(helper) => helper,
+    };
+    let entered = nix::unistd::chdir(format!("/proc/{n}").as_str());
+    nix::sys::wait::waitpid(helper, None)?;
+    entered
 }
 
 /// Makes the removed working directory `path` again (files/regular.rs: at its path when free,
