@@ -226,6 +226,10 @@ mod tests {
             "--file-locks",
             "--pidfile",
             "pid",
+            "--tcp-established",
+            "-j",
+            "--ext-unix-sk",
+            "--skip-in-flight",
         ];
         let Command::Restore(args) = Cli::try_parse_from(argv).unwrap().command else {
             panic!("not restore");

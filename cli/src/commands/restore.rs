@@ -94,6 +94,26 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     pidfile: Option<PathBuf>,
 
+    /// Accepted as CRIU's restore flag: the connections a dump captured come back as the
+    /// image holds them (live, or closed with --tcp-close)
+    #[arg(long, help_heading = "CRIU's flags")]
+    tcp_established: bool,
+
+    /// Accepted as CRIU's restore flag: a shell job's image says so itself; its terminal is
+    /// `cryo restore`'s
+    #[arg(short = 'j', long, help_heading = "CRIU's flags")]
+    shell_job: bool,
+
+    /// Accepted as CRIU's restore flag: a unix socket whose peer was outside the dump is
+    /// restored broken whatever the flag (the dump accepted it with --ext-unix-sk)
+    #[arg(long, help_heading = "CRIU's flags")]
+    ext_unix_sk: bool,
+
+    /// Accepted as CRIU's restore flag: what the dump left out of a listener's accept queue
+    /// is not in the image
+    #[arg(long, help_heading = "CRIU's flags")]
+    skip_in_flight: bool,
+
     #[command(flatten)]
     criu: super::criu::CriuArgs,
 }
