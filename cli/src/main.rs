@@ -23,8 +23,9 @@ struct Cli {
     #[arg(short, long, action = ArgAction::Count, global = true)]
     verbose: u8,
 
-    /// Write logs to this file (created 0600, appended to) instead of stderr
-    #[arg(long, value_name = "PATH", global = true)]
+    /// Write logs to this file (created 0600, appended to) instead of stderr (-o as CRIU's,
+    /// but relative to the current directory, not to -D)
+    #[arg(short = 'o', long, value_name = "PATH", global = true)]
     log_file: Option<PathBuf>,
 
     #[command(subcommand)]
@@ -57,7 +58,7 @@ enum Command {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(criu_verbosity(std::env::args_os()));
     let logging = logging::init(cli.verbose, cli.log_file.as_deref());
     let result = logging.and_then(|to_file| {
         run(cli.command).inspect_err(|err| {
@@ -106,6 +107,20 @@ fn run(command: Command) -> anyhow::Result<i32> {
         Command::Demo(args) => commands::demo::run(args),
         Command::DemoWorkload(args) => commands::demo::run_workload(args),
     }
+}
+
+/// The command line with CRIU's verbosity levels (`-v0` to `-v4`: nothing, errors,
+/// warnings, information, debugging) given as cryo's (`-v` information, `-vv` debugging;
+/// warnings by default), so a CRIU command line with `-v4` runs unchanged.
+fn criu_verbosity(args: impl IntoIterator<Item = std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    args.into_iter()
+        .filter_map(|a| match a.to_str() {
+            Some("-v0" | "-v1" | "-v2") => None,
+            Some("-v3") => Some("-v".into()),
+            Some("-v4") => Some("-vv".into()),
+            _ => Some(a),
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -254,6 +269,19 @@ mod tests {
                 "{refused:?} accepted"
             );
         }
+    }
+
+    #[test]
+    fn criu_verbosity_levels_and_log_file() {
+        let argv = [
+            "cryo", "dump", "-t", "1", "-D", "img", "-v4", "-o", "dump.log",
+        ];
+        let cli = Cli::try_parse_from(criu_verbosity(argv.map(Into::into))).unwrap();
+        assert_eq!(cli.verbose, 2);
+        assert_eq!(cli.log_file, Some(PathBuf::from("dump.log")));
+        let argv = ["cryo", "restore", "-D", "img", "-v2"];
+        let cli = Cli::try_parse_from(criu_verbosity(argv.map(Into::into))).unwrap();
+        assert_eq!(cli.verbose, 0);
     }
 
     #[test]
