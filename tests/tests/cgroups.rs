@@ -520,18 +520,6 @@ fn a_process_in_a_frozen_cgroup_is_refused_at_once_and_dumps_once_thawed() {
     w.assert_untouched();
 }
 
-/// The cgroup of this test's own process (cryo restore's, which `ignore` leaves the
-/// processes in) in hierarchy `name`, as /proc/PID/cgroup names it.
-fn this_process_cgroup(name: &str) -> String {
-    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
-    own.lines()
-        .find_map(|l| {
-            let mut parts = l.splitn(3, ':').skip(1);
-            (parts.next() == Some(name)).then(|| parts.next().unwrap_or("").to_string())
-        })
-        .unwrap_or_else(|| panic!("hierarchy {name:?} not in /proc/self/cgroup:\n{own}"))
-}
-
 /// CRIU's `--manage-cgroups` modes: ignore leaves the process in cryo's cgroups; strict
 /// refuses a cgroup that exists already, none one that is missing (nothing restored, the image
 /// kept); full writes the dumped limit into the existing cgroup where soft (the default) keeps
@@ -558,10 +546,9 @@ fn manage_cgroups_modes_choose_what_a_restore_joins_makes_and_writes() {
     w.dump_ok(&img);
 
     w.restore_detached_with(&img, &["--manage-cgroups=ignore"]);
-    assert_eq!(
-        w.cmd(&format!("get cgroup:{name}")),
-        this_process_cgroup(&name)
-    );
+    // cryo restore's (the test's own), where `ignore` leaves the process.
+    let ours = cgroup_of(std::process::id() as i32, &name);
+    assert_eq!(w.cmd(&format!("get cgroup:{name}")), ours);
     w.kill_restored();
 
     // The cgroup is still there.

@@ -51,16 +51,8 @@ const PATTERNS: Patterns = &[
     ("zeros", 0, 0),
 ];
 
-/// The patterns of `hugetlb private-memfd`.
-const PRIVATE_MEMFD_PATTERNS: Patterns = &[
-    ("priv", 0, 21),
-    ("shared", 0, 22),
-    ("memfd", HUGE, 23),
-    ("sysv", 0, 24),
-    ("nr", HUGE, 27),
-    ("zeros", 0, 0),
-    ("mpriv", 0, 28),
-];
+/// The pattern `hugetlb private-memfd` adds: its own copy of `mpriv`'s first page.
+const MPRIV_PATTERN: (&str, usize, u64) = ("mpriv", 0, 28);
 
 /// `hugetlb [private-memfd]`
 pub fn start(args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
@@ -86,7 +78,7 @@ const FILE_FD: i32 = 62;
 /// The `hugetlb` and `hugetlb-file` modes (see the module doc).
 struct Hugetlb {
     views: Vec<(&'static str, *mut u8, usize)>,
-    patterns: Patterns,
+    patterns: Vec<(&'static str, usize, u64)>,
     /// To the child (`hugetlb`).
     pipes: Option<ChildPipes>,
 }
@@ -131,13 +123,11 @@ impl Hugetlb {
         ] {
             views.push((name, v.as_mut_ptr(), v.len()));
         }
-        let patterns = match mpriv {
-            Some(v) => {
-                views.push(("mpriv", v.as_mut_ptr(), v.len()));
-                PRIVATE_MEMFD_PATTERNS
-            }
-            None => PATTERNS,
-        };
+        let mut patterns = PATTERNS.to_vec();
+        if let Some(v) = mpriv {
+            views.push(("mpriv", v.as_mut_ptr(), v.len()));
+            patterns.push(MPRIV_PATTERN);
+        }
         for &(name, at, seed) in patterns.iter().filter(|p| p.2 != 0) {
             let v = views.iter().find(|v| v.0 == name).expect("a view");
             let want = protocol::pattern(HUGE, seed);
@@ -174,7 +164,7 @@ impl Hugetlb {
             }
             let me = Self {
                 views: me.views.iter().filter(|v| !private(v.0)).copied().collect(),
-                patterns: PATTERNS,
+                patterns: PATTERNS.to_vec(),
                 pipes: None,
             };
             answer_each(a_rd, b_wr, |msg| {
@@ -219,7 +209,7 @@ impl Hugetlb {
         let _ = unsafe { private.as_ptr().read_volatile() };
         Ok(Self {
             views,
-            patterns: FILE_PATTERNS,
+            patterns: FILE_PATTERNS.to_vec(),
             pipes: None,
         })
     }
