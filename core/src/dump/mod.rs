@@ -267,7 +267,11 @@ fn dump_tree(
     // A tree in a PID namespace of its own: refused before anything is touched unless it is
     // the whole namespace under its init.
     let members: Vec<(Pid, bool)> = tree.iter().map(|m| (m.pid, m.is_zombie())).collect();
-    let mut pidns = crate::task::pidns::find(&members, &opts.pids)?;
+    let mut pidns = crate::task::pidns::find(&members, &opts.pids).map_err(|e| match e.gone() {
+        // A worker that ended since the tree was read: read it again (below, in `dump`).
+        Some(pid) => Error::Dump(DumpError::ExitedWhileFrozen { pid, tid: pid }),
+        None => e.into(),
+    })?;
     if let (Some(ns), Some(_)) = (&pidns, &precopy) {
         return Err(Error::target(
             opts.pids[0],

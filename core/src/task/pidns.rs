@@ -168,6 +168,22 @@ impl DumpPidNs {
     }
 }
 
+impl PidNsError {
+    /// The process whose reading failed because it is gone (exited and reaped since the
+    /// tree was read): the tree changed, and a dump reads it again.
+    pub fn gone(&self) -> Option<Pid> {
+        match self {
+            PidNsError::Read { pid, errno }
+                if matches!(errno.raw_os_error(), Some(libc::ESRCH | libc::ENOENT))
+                    && !proc::dir(*pid).exists() =>
+            {
+                Some(*pid)
+            }
+            _ => None,
+        }
+    }
+}
+
 /// Finds the PID namespace of the tree (`members`: its processes as cryo sees them, `zombie`
 /// for the exited ones; `roots`: the -t pids): None when every process is in cryo's, else the
 /// namespace whose init is the single root, every process of the host that is in it being in
