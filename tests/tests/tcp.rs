@@ -568,3 +568,39 @@ fn a_v4_mapped_connection_keeps_its_segment_size_at_both_ends() {
 fn an_ipv4_connection_keeps_its_segment_size_at_both_ends() {
     both_ends_keep_their_segment_size("127.0.0.1:0", "127.0.0.1");
 }
+
+/// A dump into the directory of an earlier dump whose network lock still waits for its
+/// restore (the image removed by hand) is refused naming the lock and `cryo unlock`, the
+/// target untouched; once unlocked as told, it dumps (before: `network lock: lock
+/// cryo-dump-...: new table: File exists`).
+#[test]
+fn a_dump_where_an_earlier_dumps_lock_waits_names_it_and_the_way_out() {
+    cryo_bin();
+    let mut first = Workload::spawn("tcp", &["127.0.0.1:0"]);
+    let _first_client = connect_small(server_addr(&first, "127.0.0.1"));
+    assert_eq!(first.cmd("accept"), "0");
+    let img = first.path("img");
+    first.dump(&img, &["--tcp-established"]).assert_success();
+    first.wait_original();
+    let id = cryo_core::lock_id_for(&img);
+    assert!(installed(&id), "the lock waits for the restore");
+    std::fs::remove_dir_all(&img).unwrap();
+
+    let second = Workload::spawn("tcp", &["127.0.0.1:0"]);
+    let _second_client = connect_small(server_addr(&second, "127.0.0.1"));
+    assert_eq!(second.cmd("accept"), "0");
+    second
+        .dump(&img, &["--tcp-established", "--leave-running"])
+        .assert_refused()
+        .assert_stderr_mentions(&format!("network lock {id}: installed already"))
+        .assert_stderr_mentions("cryo unlock -D");
+    second.assert_untouched();
+    second
+        .cryo(&["unlock".as_ref(), "-D".as_ref(), img.as_os_str()])
+        .assert_success();
+    assert!(!installed(&id));
+    second
+        .dump(&img, &["--tcp-established", "--leave-running"])
+        .assert_success();
+    assert!(!installed(&id), "a --leave-running dump leaves no lock");
+}

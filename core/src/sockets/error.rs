@@ -125,6 +125,19 @@ pub enum SocketError {
         /// What went wrong.
         source: cryo_netns::LockError,
     },
+    /// The lock this dump's directory names is installed already: an earlier dump into the
+    /// same directory left it, holding its connections for a restore that never came.
+    #[error(
+        "pid {pid}: network lock {id}: installed already by an earlier dump into this \
+         directory, holding that dump's connections: restore it, or release them with `cryo \
+         unlock -D DIR`"
+    )]
+    NetworkLockTaken {
+        /// The task.
+        pid: Pid,
+        /// The lock's id.
+        id: String,
+    },
     /// A thread of a capture pass panicked.
     #[error("pid {pid}: a thread {pass} panicked")]
     Panicked {

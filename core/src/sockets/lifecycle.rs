@@ -126,8 +126,15 @@ impl DumpSockets {
         let Some(pid) = first_pid else {
             return Ok(());
         };
-        let lock = NetworkLock::install(&opts.lock_id, &tuples)
-            .map_err(|source| SocketError::NetworkLock { pid, source })?;
+        let lock = NetworkLock::install(&opts.lock_id, &tuples).map_err(|source| {
+            match source.errno() {
+                Some(nix::errno::Errno::EEXIST) => SocketError::NetworkLockTaken {
+                    pid,
+                    id: opts.lock_id.clone(),
+                },
+                _ => SocketError::NetworkLock { pid, source },
+            }
+        })?;
         debug!(
             id = opts.lock_id,
             conns = tuples.len(),
