@@ -276,10 +276,16 @@ fn slave_rdev(index: u32) -> u64 {
 }
 
 /// The device a `new_encode_dev` number names (TIOCGDEV, /proc/PID/stat tty_nr).
-pub(super) fn decode_dev(dev: u32) -> u64 {
+fn decode_dev(dev: u32) -> u64 {
     let major = (dev >> 8) & 0xfff;
     let minor = (dev & 0xff) | ((dev >> 12) & 0xfff00);
     nix::sys::stat::makedev(u64::from(major), u64::from(minor))
+}
+
+/// True if `tty_nr` (of /proc/PID/stat: 0 for none) is device `rdev`: the process's
+/// controlling terminal.
+pub(super) fn is_device(tty_nr: u32, rdev: u64) -> bool {
+    tty_nr != 0 && decode_dev(tty_nr) == rdev
 }
 
 /// Dumps fd `open` (description `id`, on `path` of device `rdev`, duplicated as `held`):
@@ -524,9 +530,9 @@ pub(super) fn finish_dump(
         }
     }
     let by_pid: HashMap<i32, &TtyProcess> = procs.iter().map(|p| (p.pid, p)).collect();
-    // The leader of the session of `p`, whose terminal is `path`, and its terminal's
-    // foreground group (0: its own), whose leader must be in the dump.
-    let leader_of = |p: &TtyProcess, path: &str| -> Result<(&TtyProcess, i32), FileError> {
+    // The foreground group (0: the session's own) of the terminal `path` of `p`'s session,
+    // whose leader and the group's must be in the dump.
+    let foreground_of = |p: &TtyProcess, path: &str| -> Result<i32, FileError> {
         let leader = by_pid.get(&p.sid).ok_or_else(|| FileError::Dump {
             pid: Pid::from_raw(p.pid),
             fd: -1,
@@ -552,7 +558,7 @@ pub(super) fn finish_dump(
                 });
             }
         }
-        Ok((leader, fg.max(0)))
+        Ok(fg.max(0))
     };
     // index -> (session, foreground group)
     let mut sessions: BTreeMap<u32, (i32, i32)> = BTreeMap::new();
@@ -563,7 +569,7 @@ pub(super) fn finish_dump(
         if !shell_job && super::devices::is_line_terminal(rdev) {
             if let std::collections::btree_map::Entry::Vacant(slot) = lines.entry(p.sid) {
                 let terminal = line_terminal_of(p, rdev, descs)?;
-                let (_, fg) = leader_of(p, &terminal.path)?;
+                let fg = foreground_of(p, &terminal.path)?;
                 let terminal = LineTerminal {
                     foreground_pgid: fg,
                     ..terminal
@@ -597,14 +603,14 @@ pub(super) fn finish_dump(
         }
         // A leader holding no fd on the slave opens it to take it (then closes it): the
         // restore plan makes the pair at or above it (needed_by).
-        let (_, fg) = leader_of(p, &path)?;
+        let fg = foreground_of(p, &path)?;
         sessions.insert(index, (p.sid, fg));
     }
     // Every member of a terminal's session has it as controlling terminal: a restore gives it
     // to the session's processes by inheritance from the leader.
     for p in procs {
         if let Some((terminal, rdev)) = lines.get(&p.sid) {
-            if p.tty_nr == 0 || decode_dev(p.tty_nr) != *rdev {
+            if !is_device(p.tty_nr, *rdev) {
                 return Err(FileError::Dump {
                     pid: Pid::from_raw(p.pid),
                     fd: -1,
@@ -617,7 +623,7 @@ pub(super) fn finish_dump(
             }
         }
         for (index, &(sid, _)) in &sessions {
-            if p.sid == sid && (p.tty_nr == 0 || decode_dev(p.tty_nr) != slave_rdev(*index)) {
+            if p.sid == sid && !is_device(p.tty_nr, slave_rdev(*index)) {
                 return Err(FileError::Dump {
                     pid: Pid::from_raw(p.pid),
                     fd: -1,
@@ -761,7 +767,7 @@ fn closed_slave(
         let Ok(stat) = crate::proc::task_stat::read(Pid::from_raw(other)) else {
             continue;
         };
-        if stat.tty_nr != 0 && decode_dev(stat.tty_nr) == rdev {
+        if is_device(stat.tty_nr, rdev) {
             return Err(err(format!(
                 "its slave, closed, is the controlling terminal of pid {other}, outside the \
                  dump: not supported (dump that process too)"

@@ -34,6 +34,7 @@ use tracing::{debug, warn};
 use super::inspect::OpenFd;
 use super::kind::{task_pidfd, Dumping, FileKind, Opened, Seen, Opening};
 use super::open::{open_flags, set_async};
+use super::pty::is_device;
 use super::{restore_err, FileError};
 use crate::sys;
 use crate::proc::task_stat;
@@ -86,19 +87,6 @@ pub fn is_pty_slave(rdev: u64) -> bool {
 /// True for a pty master (/dev/ptmx, /dev/pts/ptmx: major 5 minor 2).
 pub(super) fn is_pty_master(rdev: u64) -> bool {
     nix::sys::stat::major(rdev) == 5 && nix::sys::stat::minor(rdev) == 2
-}
-
-/// The device a /proc/PID/stat `tty_nr` names (the kernel's new_encode_dev), as (major, minor).
-fn tty_nr_device(tty_nr: u32) -> (u64, u64) {
-    let major = (tty_nr >> 8) & 0xfff;
-    let minor = (tty_nr & 0xff) | ((tty_nr >> 12) & 0xfff00);
-    (major as u64, minor as u64)
-}
-
-/// True if `tty_nr` (from /proc/PID/stat) is device `rdev`.
-fn is_device(tty_nr: u32, rdev: u64) -> bool {
-    tty_nr != 0
-        && tty_nr_device(tty_nr) == (nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev))
 }
 
 /// Dumps pty slave fd `open` (on `path`) of a shell job: its termios and what it was to the

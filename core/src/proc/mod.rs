@@ -315,7 +315,8 @@ pub fn cwd(pid: Pid) -> Result<Cwd> {
                 .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
                 .ok()
         };
-        if ns(&pid.to_string()).is_some() && ns(&pid.to_string()) == ns("self") {
+        let theirs = ns(&pid.to_string());
+        if theirs.is_some() && theirs == ns("self") {
             return Ok(Cwd::GoneProcess(n));
         }
     }
