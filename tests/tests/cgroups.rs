@@ -94,6 +94,21 @@ impl Drop for Made {
     }
 }
 
+/// `check` holds at start, after a --leave-running dump, and after a dump that killed the
+/// process and a restore once the cgroups `made` were removed meanwhile (made again).
+fn checked_across_dumps(w: &mut Workload, made: &Made, check: impl Fn(&Workload, &str)) {
+    check(w, "at start");
+    w.dump(&w.path("left"), &["--leave-running"])
+        .assert_success();
+    check(w, "after --leave-running");
+    let img = w.path("img");
+    w.dump_ok(&img);
+    // Gone while the process is away: the restore makes them again.
+    assert!(made.remove(), "the cgroups could not be removed");
+    w.restore_background(&img);
+    check(w, "after restore");
+}
+
 #[test]
 fn a_process_comes_back_in_its_cgroups_made_again_when_gone() {
     cryo_bin();
@@ -119,18 +134,7 @@ fn a_process_comes_back_in_its_cgroups_made_again_when_gone() {
             }
         }
     };
-    check(&w, "at start");
-
-    w.dump(&w.path("left"), &["--leave-running"])
-        .assert_success();
-    check(&w, "after --leave-running");
-
-    let img = w.path("img");
-    w.dump_ok(&img);
-    // Gone while the process is away: the restore makes them again.
-    assert!(made.remove(), "the cgroups could not be removed");
-    w.restore_background(&img);
-    check(&w, "after restore");
+    checked_across_dumps(&mut w, &made, check);
 }
 
 /// A thread moved alone into another cgroup (v1 `tasks`) than its process comes back there,
@@ -167,15 +171,7 @@ fn a_thread_in_another_cgroup_than_its_process_comes_back_in_it() {
             "{when}: the thread's limit"
         );
     };
-    check(&w, "at start");
-    w.dump(&w.path("left"), &["--leave-running"])
-        .assert_success();
-    check(&w, "after --leave-running");
-    let img = w.path("img");
-    w.dump_ok(&img);
-    assert!(made.remove(), "the cgroups could not be removed");
-    w.restore_background(&img);
-    check(&w, "after restore");
+    checked_across_dumps(&mut w, &made, check);
 }
 
 /// The cgroup of `pid` in `hierarchy` as the test (in the host's cgroup namespace) sees it.
