@@ -15,13 +15,10 @@ use crate::task::{
 };
 use crate::{memory, proc};
 
-/// A task's core and memory images.
-pub(super) type Collected = (cryo_proto::image::TaskCore, cryo_proto::image::MmCore);
 
-/// Everything of task `pid` (frozen, its main thread `remote` borrowed, `scratch` mapped):
-/// its core with threads, signals, timers and fds, and its memory (without its pages when
-/// `pages` is false: `dump --check-only`; the pages in `earlier` a pre-copy round sent);
-/// each thread checked for a Landlock domain against `probes`.
+/// Everything of task `pid` but its memory (frozen, its main thread `remote` borrowed,
+/// `scratch` mapped): its core with threads, signals, timers and fds; each thread checked for
+/// a Landlock domain against `probes`.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn collect(
     pid: Pid,
@@ -34,12 +31,9 @@ pub(super) fn collect(
     sockets: &SocketDump,
     files: &mut FileTable,
     members: &DumpMembers,
-    pages: bool,
-    earlier: Option<&memory::precopy::Earlier>,
-    views: memory::dump::VmaViews,
     pidns: Option<u64>,
     probes: &mut landlock::Probes,
-) -> Result<Collected> {
+) -> Result<cryo_proto::image::TaskCore> {
     // The stages' times in the debug log: all of this runs frozen (the downtime).
     let t = std::time::Instant::now();
     let stage = |name: &str| tracing::debug!(%pid, us = t.elapsed().as_micros() as u64, "collected {name}");
@@ -117,6 +111,25 @@ pub(super) fn collect(
     (core.file_locks, core.fd_owners) =
         files.take_locks_and_owners(pid, members)?;
     stage("fds");
+    Ok(core)
+}
+
+/// The memory of task `pid` (frozen, as for [`collect`]): without its pages when `pages` is
+/// false (`dump --check-only`); the pages in `earlier` a pre-copy round sent are listed, not
+/// written.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn collect_memory(
+    pid: Pid,
+    stat: &proc::Stat,
+    images: &ImageDir,
+    remote: &Remote,
+    scratch: &Scratch,
+    files: &mut FileTable,
+    pages: bool,
+    earlier: Option<&memory::precopy::Earlier>,
+    views: memory::dump::VmaViews,
+) -> Result<cryo_proto::image::MmCore> {
+    let t = std::time::Instant::now();
     let maps: Vec<_> = proc::maps(pid)?
         .into_iter()
         .filter(|m| !scratch.contains(m.start))
@@ -124,6 +137,6 @@ pub(super) fn collect(
     let mm = memory::dump::dump(
         pid, stat, &maps, files, images, remote, scratch, pages, earlier, views,
     )?;
-    stage("memory");
-    Ok((core, mm))
+    tracing::debug!(%pid, us = t.elapsed().as_micros() as u64, "collected memory");
+    Ok(mm)
 }

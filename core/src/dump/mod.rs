@@ -28,7 +28,7 @@ pub mod retire;
 pub(crate) mod tree;
 pub mod unlock;
 
-use self::collect::collect;
+use self::collect::{collect, collect_memory};
 use crate::files::locks::DumpMembers;
 use self::error::DumpError;
 use self::guardian::Guardian;
@@ -404,24 +404,34 @@ fn dump_tree(
         let scratch =
             Scratch::map(&mut remote).map_err(|e| Error::sys(pid, "map a scratch page", e))?;
         // The pre-copy's last scan (the pages it sent unchanged, and which "uw" VmFlags are
-        // cryo's) beside the reading of smaps and numa_maps: three walks of the page tables
-        // at once, before anything reads the task's VMAs.
+        // cryo's), then the task's state but its memory, beside the reading of smaps and
+        // numa_maps: the two walks of the page tables take a GiB's process 10-15 ms, the
+        // task's calls (two ptrace stops each) as long, while the CPUs wait for the other.
         let overlap = precopy.is_some();
-        let (views, earlier) = memory::dump::VmaViews::read_beside(pid, overlap, || {
-            precopy.as_deref_mut().map(|p| p.finish(pid)).transpose()
-        });
-        debug!(%pid, us = frozen_at.elapsed().as_micros() as u64, "frozen: VMA views and pre-copy's last scan read");
-        let collected = views.and_then(|views| {
-            let earlier = earlier?.flatten();
-            collect(
+        let (views, state) = memory::dump::VmaViews::read_beside(pid, overlap, || {
+            let earlier = precopy.as_deref_mut().map(|p| p.finish(pid)).transpose()?;
+            let core = collect(
                 pid, &stat, images, &fd_opts, frozen, &remote, &scratch, sockets, &mut files,
                 &members,
-                !opts.check_only,
-                earlier.as_ref(),
-                views,
                 pidns.as_ref().map(|n| n.inode),
                 &mut probes,
-            )
+            )?;
+            Ok::<_, Error>((earlier.flatten(), core))
+        });
+        debug!(%pid, us = frozen_at.elapsed().as_micros() as u64, "frozen: VMA views, pre-copy's last scan and the task's state read");
+        let collected = state.and_then(|(earlier, core)| {
+            let mm = collect_memory(
+                pid,
+                &stat,
+                images,
+                &remote,
+                &scratch,
+                &mut files,
+                !opts.check_only,
+                earlier.as_ref(),
+                views?,
+            )?;
+            Ok((core, mm))
         });
         // Whatever happened, the task gets its own state back before anything else.
         let unmapped = scratch.unmap(&remote);
