@@ -190,6 +190,8 @@ mod tests {
             "img",
             "--tcp-established",
             "--skip-in-flight",
+            "--cgroup-yard",
+            "/",
         ];
         let Command::Dump(args) = Cli::try_parse_from(argv).unwrap().command else {
             panic!("not dump");
@@ -253,6 +255,14 @@ mod tests {
         for refused in [
             &["cryo", "restore", "-D", "img", "--manage-cgroups=props"][..],
             &["cryo", "restore", "-D", "img", "--network-lock", "iptables"],
+            &[
+                "cryo",
+                "restore",
+                "-D",
+                "img",
+                "--cgroup-yard",
+                "/proc/self/exe",
+            ],
             &[
                 "cryo",
                 "dump",

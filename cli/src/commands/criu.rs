@@ -62,6 +62,11 @@ pub struct CriuArgs {
     #[arg(long, value_name = "PATH")]
     irmap_scan_path: Vec<PathBuf>,
 
+    /// Accepted as CRIU's: cryo reaches each cgroup hierarchy through the mounts the host
+    /// has (it mounts none of its own), so it needs no yard of them; PATH must be a directory
+    #[arg(long, value_name = "PATH", value_parser = parse_directory)]
+    cgroup_yard: Option<PathBuf>,
+
     /// The network lock: nftables, the only one cryo has (CRIU's iptables and skip are
     /// refused)
     #[arg(long, value_name = "METHOD", value_parser = parse_network_lock)]
@@ -110,6 +115,16 @@ fn parse_cgroup_mode(text: &str) -> Result<CgroupMode, String> {
         _ => Err(format!(
             "{text:?} is not a mode: soft, full, strict, none or ignore"
         )),
+    }
+}
+
+/// `--cgroup-yard`: an existing directory.
+fn parse_directory(text: &str) -> Result<PathBuf, String> {
+    let path = PathBuf::from(text);
+    match std::fs::metadata(&path) {
+        Ok(m) if m.is_dir() => Ok(path),
+        Ok(_) => Err(format!("{text}: not a directory")),
+        Err(e) => Err(format!("{text}: {e}")),
     }
 }
 
