@@ -190,8 +190,6 @@ mod tests {
             "img",
             "--tcp-established",
             "--skip-in-flight",
-            "--cgroup-yard",
-            "/",
         ];
         let Command::Dump(args) = Cli::try_parse_from(argv).unwrap().command else {
             panic!("not dump");
@@ -247,11 +245,20 @@ mod tests {
             "-j",
             "--ext-unix-sk",
             "--skip-in-flight",
+            "--cgroup-yard",
+            "/",
+            "--cgroup-root",
+            "/newroot",
+            "--cgroup-root",
+            "name=zdtmtst:/prefix",
         ];
         let Command::Restore(args) = Cli::try_parse_from(argv).unwrap().command else {
             panic!("not restore");
         };
-        assert_eq!(args.options().cgroups, cryo_core::CgroupMode::Ignore);
+        let opts = args.options();
+        assert_eq!(opts.cgroups, cryo_core::CgroupMode::Ignore);
+        assert_eq!(opts.cgroup_roots.len(), 2);
+        assert_eq!(opts.cgroup_roots[1].controller, "name=zdtmtst");
         for refused in [
             &["cryo", "restore", "-D", "img", "--manage-cgroups=props"][..],
             &["cryo", "restore", "-D", "img", "--network-lock", "iptables"],

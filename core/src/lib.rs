@@ -48,6 +48,7 @@ mod sockets;
 mod sys;
 mod task;
 
+pub use cryo_proto::image::CgroupRoot;
 pub use dump::error::{DumpError, KillError};
 pub use dump::retire::{kill_left_running as kill, Retired};
 pub use dump::{
@@ -69,4 +70,5 @@ pub use memory::warm::WarmMemory;
 pub use nix::unistd::Pid;
 pub use restore::error::{ChildError, RestoreError};
 pub use restore::{restore, GateError, KeepLock, RestoreGate, RestoreOptions, Restored};
+pub use task::cgroup_roots::parse as parse_cgroup_root;
 pub use task::cgroups::CgroupMode;

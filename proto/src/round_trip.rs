@@ -159,6 +159,7 @@ every_message!(
     IpcNamespace,
     IpcSysctl,
     Inventory,
+    CgroupRoot,
     ProcessEntry,
     Creds,
     Rlimit,

@@ -585,3 +585,69 @@ fn manage_cgroups_modes_choose_what_a_restore_joins_makes_and_writes() {
         .ends_with(&made.path(0)));
     assert_eq!(w.cmd(&format!("get cgfile:{name}:pids.max")), "77");
 }
+
+/// CRIU's `--cgroup-root`: a dump given a root refuses a process outside it and records it; a
+/// restore given a new root puts each cgroup below the new one as it was below the old (made
+/// again there with the dumped limits of the one it stands for).
+#[test]
+fn a_cgroup_root_moves_the_processes_cgroups_below_a_new_one() {
+    cryo_bin();
+    let (name, own) = own_cgroup("pids")
+        .or_else(|| own_cgroup(""))
+        .expect("neither a v1 pids nor a unified hierarchy");
+    let controller = if name.is_empty() { "unified" } else { "pids" };
+    let ours = cgroup_of(std::process::id() as i32, &name);
+    let of_ours = |leaf: &str| format!("{}/{leaf}", ours.trim_end_matches('/'));
+    let new_leaf = format!("cryo-test-{}-root-new", std::process::id());
+    // Made by the restore; removed when the test ends (after the workload).
+    let moved_to = Made(vec![own.join(&new_leaf), own.join(&new_leaf).join("child")]);
+    let mut made = Made::new(&[&own], "root-old");
+    made.below("child");
+    let old_root = of_ours(&made.0[0].file_name().unwrap().to_string_lossy());
+    let pids_max = made.0[1].join("pids.max");
+    if pids_max.exists() {
+        std::fs::write(&pids_max, "77").unwrap();
+    }
+    let mut w = Workload::spawn("attrs", &[&format!("cgroup={}", made.0[1].display())]);
+    assert_eq!(
+        w.cmd(&format!("get cgroup:{name}")),
+        format!("{old_root}/child")
+    );
+
+    // A root below the process: refused, the process untouched.
+    let inside = format!("{controller}:{old_root}/child/deeper");
+    let out = w.dump(&w.path("refused"), &["--cgroup-root", &inside]);
+    assert!(!out.status.success(), "dumped outside its root\n{out}");
+    assert!(
+        out.stderr.contains(&format!("{old_root}/child"))
+            && out.stderr.contains("not below the cgroup root"),
+        "{out}"
+    );
+    assert_eq!(
+        w.cmd(&format!("get cgroup:{name}")),
+        format!("{old_root}/child")
+    );
+
+    let img = w.path("img");
+    w.dump(
+        &img,
+        &["--cgroup-root", &format!("{controller}:{old_root}")],
+    )
+    .assert_success();
+    w.wait_original();
+    let new_root = of_ours(&new_leaf);
+    w.restore_detached_with(
+        &img,
+        &["--cgroup-root", &format!("{controller}:{new_root}")],
+    );
+    assert_eq!(
+        w.cmd(&format!("get cgroup:{name}")),
+        format!("{new_root}/child"),
+        "not moved below the new root"
+    );
+    if pids_max.exists() {
+        assert_eq!(w.cmd(&format!("get cgfile:{name}:pids.max")), "77");
+    }
+    w.kill_restored();
+    assert!(moved_to.remove(), "the new cgroups could not be removed");
+}

@@ -33,6 +33,14 @@ pub struct CriuArgs {
     )]
     manage_cgroups: Option<CgroupMode>,
 
+    /// Dump: in the hierarchies CONTROLLER names (every other one without it), every process
+    /// must be in PATH or below (refused otherwise); the restore takes its cgroups as below
+    /// PATH. Restore: each cgroup goes below PATH as it was below the dump's root (without
+    /// one, below the root process's cgroup). CONTROLLER: one of a hierarchy's ("cpu",
+    /// "name=systemd", "unified" for v2). Repeatable
+    #[arg(long, value_name = "[CONTROLLER:]PATH", value_parser = cryo_core::parse_cgroup_root)]
+    cgroup_root: Vec<cryo_core::CgroupRoot>,
+
     /// Accepted as CRIU's: cryo always dumps and restores file locks (flock, POSIX and OFD
     /// locks, leases)
     #[arg(long)]
@@ -77,11 +85,13 @@ impl CriuArgs {
     /// Sets what these flags change in a dump.
     pub fn apply_to_dump(&self, opts: &mut cryo_core::DumpOptions) {
         opts.ghost_limit = self.ghost_limit;
+        opts.cgroup_roots = self.cgroup_root.clone();
     }
 
     /// Sets what these flags change in a restore.
     pub fn apply_to_restore(&self, opts: &mut cryo_core::RestoreOptions) {
         opts.cgroups = self.manage_cgroups.unwrap_or_default();
+        opts.cgroup_roots = self.cgroup_root.clone();
     }
 }
 

@@ -72,6 +72,9 @@ pub struct DumpOptions {
     /// The largest deleted file (open or mapped, its name removed) whose contents the dump
     /// copies into the image (`--ghost-limit`); a larger one refuses the dump. None: any.
     pub ghost_limit: Option<u64>,
+    /// The roots of the processes' cgroups (CRIU's `--cgroup-root` on dump): a process
+    /// outside the one of a hierarchy is refused; kept in the inventory for the restore.
+    pub cgroup_roots: Vec<cryo_proto::image::CgroupRoot>,
     /// Accept unix sockets whose peer is outside the dump (`--ext-unix-sk`): they are
     /// restored as broken connections.
     pub ext_unix_sk: bool,
@@ -437,6 +440,7 @@ fn dump_tree(
         let unmapped = scratch.unmap(&remote);
         let released = remote.release();
         let (mut core, mm) = collected?;
+        crate::task::cgroups::check_roots(pid, &core, &opts.cgroup_roots)?;
         core.files_of_parent = shared_with_parent.files.contains(&pid);
         core.fs_of_parent = shared_with_parent.fs.contains(&pid);
         unmapped.map_err(|e| Error::sys(pid, "unmap the scratch page", e))?;
@@ -709,6 +713,7 @@ fn dump_tree(
             cryo_version: env!("CARGO_PKG_VERSION").into(),
             root_pids: roots.iter().map(|p| p.as_raw()).collect(),
             pid_ns: pidns.as_ref().map_or(0, |n| n.inode),
+            cgroup_roots: opts.cgroup_roots.clone(),
             vdso_size: vdso.0,
             vdso_crc32c: vdso.1,
             shell_job: opts.shell_job,

@@ -75,6 +75,9 @@ pub struct RestoreOptions {
     /// How the processes' cgroups are treated (`--manage-cgroups`): joined, made when
     /// missing, written, or left alone.
     pub cgroups: crate::task::cgroups::CgroupMode,
+    /// New roots for the processes' cgroups (CRIU's `--cgroup-root`): in a hierarchy one
+    /// names, each cgroup goes below it as it was below the dump's root.
+    pub cgroup_roots: Vec<cryo_proto::image::CgroupRoot>,
     /// Root restores an image directory another user owns, on purpose
     /// (`--trust-image-owner`); refused otherwise.
     pub trust_image_owner: bool,

@@ -131,6 +131,10 @@ impl Loaded {
                 .map(|t| (t.entry.pid, t.entry.ppid, &t.core))
                 .collect::<Vec<_>>(),
             opts.cgroups,
+            &crate::task::cgroups::Roots {
+                new: &opts.cgroup_roots,
+                dumped: &loaded.inventory.cgroup_roots,
+            },
         )?;
         let mut avoid = cryo_maps;
         avoid.extend(plan.tramps.iter().map(|&t| t..t + 2 * crate::memory::PAGE));

@@ -10,11 +10,12 @@ use std::collections::{HashMap, HashSet};
 use std::io;
 use std::path::{Path, PathBuf};
 
-use cryo_proto::image::{CgroupMembership, CgroupNamespace, CgroupSettings, TaskCore};
+use cryo_proto::image::{CgroupMembership, CgroupNamespace, CgroupRoot, CgroupSettings, TaskCore};
 use nix::unistd::Pid;
 use tracing::warn;
 
 use crate::proc;
+use crate::task::cgroup_roots;
 use crate::task::cgroup_settings::{self, SettingError};
 
 /// Why the cgroups of a process cannot be read or joined again.
@@ -101,6 +102,22 @@ pub enum CgroupError {
         pid: i32,
         /// The cgroup's directory.
         dir: PathBuf,
+    },
+    /// A cgroup outside the root `--cgroup-root` gives its hierarchy: a dump given that root
+    /// refuses it; a restore given a new root cannot say where below it the cgroup goes.
+    #[error(
+        "pid {pid}: in cgroup {path} of hierarchy {hierarchy:?}, which is not below the cgroup \
+         root {root} (--cgroup-root)"
+    )]
+    OutsideRoot {
+        /// The process.
+        pid: i32,
+        /// The hierarchy's controllers ("" for v2).
+        hierarchy: String,
+        /// The cgroup, from the hierarchy's root.
+        path: String,
+        /// The root.
+        root: String,
     },
     /// A cgroup could not be made again or opened at restore.
     #[error("pid {pid}: cgroup {dir}: {errno}")]
@@ -249,6 +266,50 @@ pub fn dump(pid: Pid, tids: &[Pid]) -> Result<Memberships, CgroupError> {
         memberships(pid, theirs, &ours, &mountinfo)?
     };
     Ok(Memberships { process, threads })
+}
+
+/// Refuses process `pid` (its core, cgroups collected) when its cgroups or a thread's lie
+/// outside the root `roots` gives their hierarchy (`--cgroup-root` on dump).
+pub fn check_roots(pid: Pid, core: &TaskCore, roots: &[CgroupRoot]) -> Result<(), CgroupError> {
+    if roots.is_empty() {
+        return Ok(());
+    }
+    let (ours, _) = cryos_view()?;
+    for (hierarchy, mine) in &ours {
+        let Some(root) = cgroup_roots::root_for(roots, hierarchy) else {
+            continue;
+        };
+        let in_hierarchy = |m: &&CgroupMembership| &m.controllers == hierarchy;
+        // A thread keeps only the cgroups it does not share with its process.
+        let paths = std::iter::once(path_of(core.cgroups.iter().find(in_hierarchy), mine)).chain(
+            core.threads
+                .iter()
+                .filter_map(|t| t.cgroups.iter().find(in_hierarchy))
+                .map(|m| path_of(Some(m), mine)),
+        );
+        for path in paths {
+            if !cgroup_roots::within(&path, root) {
+                return Err(CgroupError::OutsideRoot {
+                    pid: pid.as_raw(),
+                    hierarchy: hierarchy.clone(),
+                    path,
+                    root: root.to_owned(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The path from the hierarchy's root of cgroup `kept` (None: cryo's, `mine`), where cryo is
+/// in `mine`.
+fn path_of(kept: Option<&CgroupMembership>, mine: &str) -> String {
+    match kept {
+        None => mine.to_owned(),
+        Some(m) if m.below_cryo && m.path.is_empty() => mine.to_owned(),
+        Some(m) if m.below_cryo => format!("{}/{}", mine.trim_end_matches('/'), m.path),
+        Some(m) => m.path.clone(),
+    }
 }
 
 /// The cgroup that holds process `pid` frozen, if one does: a v1 freezer cgroup whose
@@ -436,6 +497,7 @@ pub enum CgroupMode {
 pub fn plan(
     tasks: &[(i32, i32, &TaskCore)],
     mode: CgroupMode,
+    roots: &Roots<'_>,
 ) -> Result<Vec<Placement>, CgroupError> {
     if mode == CgroupMode::Ignore {
         return Ok(vec![Placement::default(); tasks.len()]);
@@ -448,6 +510,7 @@ pub fn plan(
         settings: HashMap::new(),
         made: Vec::new(),
         seen: HashSet::new(),
+        moves: Vec::new(),
     };
     for &(_, _, core) in tasks {
         let roots = core.cgroupns.iter().flat_map(|ns| &ns.roots);
@@ -460,7 +523,10 @@ pub fn plan(
             }
         }
     }
-    let placed = places(tasks, &ours, &mut maker);
+    let placed = roots.moves(tasks, &ours, &mountinfo).and_then(|moves| {
+        maker.moves = moves;
+        places(tasks, &ours, &mut maker)
+    });
     if placed.is_err() {
         for dir in maker.made.iter().rev() {
             if let Err(e) = std::fs::remove_dir(dir) {
@@ -477,21 +543,19 @@ fn places(
     ours: &HashMap<String, String>,
     maker: &mut Maker,
 ) -> Result<Vec<Placement>, CgroupError> {
-    // The path of `kept` (None: cryo's) in the hierarchy where cryo is in `mine`.
-    let target = |kept: Option<&CgroupMembership>, mine: &str| -> String {
-        match kept {
-            None => mine.to_owned(),
-            Some(m) if m.below_cryo && m.path.is_empty() => mine.to_owned(),
-            Some(m) if m.below_cryo => format!("{}/{}", mine.trim_end_matches('/'), m.path),
-            Some(m) => m.path.clone(),
-        }
+    // The path of `kept` (None: cryo's) in the hierarchy where cryo is in `mine`, moved below
+    // the new root `--cgroup-root` gives the hierarchy.
+    let moves = maker.moves.clone();
+    let target = |kept: Option<&CgroupMembership>, hierarchy: &str, mine: &str, pid: i32| {
+        moved_to_new_root(&moves, hierarchy, path_of(kept, mine), pid)
     };
-    let own = |core: Option<&TaskCore>, hierarchy: &str, mine: &str| {
-        let kept = core.and_then(|c| c.cgroups.iter().find(|m| m.controllers == hierarchy));
-        target(kept, mine)
+    let own = |core: &TaskCore, hierarchy: &str, mine: &str, pid: i32| {
+        let kept = core.cgroups.iter().find(|m| m.controllers == hierarchy);
+        target(kept, hierarchy, mine, pid)
     };
-    let root = |ns: &CgroupNamespace, hierarchy: &str, mine: &str| {
-        target(ns.roots.iter().find(|m| m.controllers == hierarchy), mine)
+    let root = |ns: &CgroupNamespace, hierarchy: &str, mine: &str, pid: i32| {
+        let kept = ns.roots.iter().find(|m| m.controllers == hierarchy);
+        target(kept, hierarchy, mine, pid)
     };
     let mut hierarchies: Vec<(&String, &String)> = ours.iter().collect();
     hierarchies.sort();
@@ -509,12 +573,16 @@ fn places(
                 ..Placement::default()
             };
             for &(hierarchy, mine) in &hierarchies {
-                let from = own(parent, hierarchy, mine);
-                let to = own(Some(core), hierarchy, mine);
+                // A root is forked in cryo's cgroups, which stay where they are.
+                let from = match parent {
+                    Some(parent) => own(parent, hierarchy, mine, pid)?,
+                    None => mine.to_owned(),
+                };
+                let to = own(core, hierarchy, mine, pid)?;
                 let mut dir = |path: &str| maker.procs(hierarchy, path, pid);
                 match makes {
                     Some(ns) => {
-                        let at = root(ns, hierarchy, mine);
+                        let at = root(ns, hierarchy, mine, pid)?;
                         if at != from {
                             placement.first.push(dir(&at)?);
                         }
@@ -531,7 +599,7 @@ fn places(
                 let mut files = Vec::new();
                 for m in &thread.cgroups {
                     let mine = ours.get(&m.controllers).map_or("/", String::as_str);
-                    let to = target(Some(m), mine);
+                    let to = target(Some(m), &m.controllers, mine, pid)?;
                     let dir = maker.directory(&m.controllers, &to, pid)?;
                     // v1 moves a thread through `tasks`, v2 through `cgroup.threads`.
                     files.push(dir.join(match m.controllers.as_str() {
@@ -548,6 +616,74 @@ fn places(
         .collect()
 }
 
+/// The cgroup roots of a restore: the new ones it was given and the ones its dump was (CRIU's
+/// `--cgroup-root` on each, [`cgroup_roots`]).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Roots<'a> {
+    /// The restore's.
+    pub new: &'a [CgroupRoot],
+    /// The dump's (the inventory's).
+    pub dumped: &'a [CgroupRoot],
+}
+
+/// A hierarchy whose cgroups move: (its controllers, the old root, the new root).
+type Move = (String, String, String);
+
+impl Roots<'_> {
+    /// Each hierarchy of cryo's (`ours`) a new root names, with where its cgroups were rooted
+    /// (the dump's root, else the cgroup of the first process of `tasks` whose parent is
+    /// not one of them). A hierarchy no mount of cryo's (`mountinfo`) shows the new root of
+    /// is left out: cryo manages no cgroup there (a process of the image in one of its
+    /// cgroups is refused by the dump).
+    fn moves(
+        &self,
+        tasks: &[(i32, i32, &TaskCore)],
+        ours: &HashMap<String, String>,
+        mountinfo: &str,
+    ) -> Result<Vec<Move>, CgroupError> {
+        if self.new.is_empty() {
+            return Ok(Vec::new());
+        }
+        let first_root = tasks.iter().find(|t| !tasks.iter().any(|p| p.0 == t.1));
+        let mut moves = Vec::new();
+        for (hierarchy, mine) in ours {
+            let Some(new) = cgroup_roots::root_for(self.new, hierarchy)
+                .filter(|new| directory(mountinfo, hierarchy, new).is_some())
+            else {
+                continue;
+            };
+            let old = match cgroup_roots::root_for(self.dumped, hierarchy) {
+                Some(old) => old.to_owned(),
+                None => path_of(
+                    first_root
+                        .and_then(|t| t.2.cgroups.iter().find(|m| &m.controllers == hierarchy)),
+                    mine,
+                ),
+            };
+            moves.push((hierarchy.clone(), old, new.to_owned()));
+        }
+        Ok(moves)
+    }
+}
+
+/// Cgroup `path` of `hierarchy` (of process `pid`) where `moves` put it.
+fn moved_to_new_root(
+    moves: &[Move],
+    hierarchy: &str,
+    path: String,
+    pid: i32,
+) -> Result<String, CgroupError> {
+    let Some((_, old, new)) = moves.iter().find(|m| m.0 == hierarchy) else {
+        return Ok(path);
+    };
+    cgroup_roots::moved(&path, old, new).ok_or_else(|| CgroupError::OutsideRoot {
+        pid,
+        hierarchy: hierarchy.to_owned(),
+        path,
+        root: old.clone(),
+    })
+}
+
 /// Finds and makes the cgroups of a restore.
 struct Maker<'a> {
     /// What to make and write.
@@ -562,6 +698,9 @@ struct Maker<'a> {
     made: Vec<PathBuf>,
     /// The cgroups found or made already.
     seen: HashSet<PathBuf>,
+    /// The hierarchies whose cgroups move to a new root: a cgroup made below it gets the
+    /// settings of the one it replaces.
+    moves: Vec<Move>,
 }
 
 impl Maker<'_> {
@@ -588,8 +727,16 @@ impl Maker<'_> {
             if !self.seen.insert(step.clone()) {
                 continue;
             }
-            let key = (hierarchy.to_owned(), key);
-            let settings = self.settings.get(&key).copied();
+            // Below a new root, the settings of the cgroup it stands for.
+            let key = match self.moves.iter().find(|m| m.0 == hierarchy) {
+                Some((_, old, new)) => cgroup_roots::moved(&full, new, old)
+                    .and_then(|was| steps_down(&was, Some(mine)).pop())
+                    .map(|(_, key)| key),
+                None => Some(key),
+            };
+            let settings = key
+                .and_then(|key| self.settings.get(&(hierarchy.to_owned(), key)))
+                .copied();
             if step.is_dir() {
                 match (self.mode, settings) {
                     (CgroupMode::Strict, _) => return Err(CgroupError::Exists { pid, dir: step }),
@@ -618,12 +765,28 @@ impl Maker<'_> {
             match settings {
                 Some(settings) => cgroup_settings::write(&step, settings)
                     .map_err(|error| CgroupError::Settings { pid, error })?,
-                None => warn!(pid, dir = %step.display(),
-                    "cgroup gone: made again, with default limits (no settings in the image)"),
+                None => {
+                    warn!(pid, dir = %step.display(),
+                        "cgroup gone: made again, with default limits (no settings in the image)");
+                    // A v1 cpuset starts without CPUs or memory nodes, which nothing can join:
+                    // its parent's, as cgroup.clone_children would give it.
+                    if hierarchy.split(',').any(|c| c == "cpuset") {
+                        inherit_cpuset(&step).map_err(make_err(step.clone()))?;
+                    }
+                }
             }
         }
         Ok(dir)
     }
+}
+
+/// Gives v1 cpuset `dir`, just made, its parent's CPUs and memory nodes.
+fn inherit_cpuset(dir: &Path) -> io::Result<()> {
+    let parent = dir.parent().unwrap_or(dir);
+    for file in ["cpuset.cpus", "cpuset.mems"] {
+        std::fs::write(dir.join(file), std::fs::read(parent.join(file))?)?;
+    }
+    Ok(())
 }
 
 /// Moves thread `tid` (as cryo sees it), just made, into `files` (its `tasks` or

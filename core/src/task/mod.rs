@@ -16,6 +16,7 @@
 
 pub mod attrs;
 
+pub mod cgroup_roots;
 pub mod cgroup_settings;
 pub mod cgroups;
 pub mod keyrings;
