@@ -635,6 +635,13 @@ fn a_cgroup_root_moves_the_processes_cgroups_below_a_new_one() {
     )
     .assert_success();
     w.wait_original();
+    let shown = w.show(&img, false);
+    assert!(
+        shown
+            .stdout
+            .contains(&format!("cgroup-root={controller}:{old_root}")),
+        "{shown}"
+    );
     let new_root = of_ours(&new_leaf);
     w.restore_detached_with(
         &img,

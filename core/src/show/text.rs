@@ -47,6 +47,16 @@ pub fn render_text(dir: &Path) -> Result<String> {
     if !inv.network_lock.is_empty() {
         options.push(&lock);
     }
+    // The dump's `--cgroup-root`s, as given.
+    let roots: Vec<String> = inv
+        .cgroup_roots
+        .iter()
+        .map(|r| match r.controller.as_str() {
+            "" => format!("cgroup-root={}", r.path),
+            c => format!("cgroup-root={c}:{}", r.path),
+        })
+        .collect();
+    options.extend(roots.iter().map(String::as_str));
     let _ = writeln!(
         out,
         "kernel {}  cryo {}  roots {}  options: {}",
