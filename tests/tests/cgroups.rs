@@ -235,6 +235,14 @@ fn a_process_in_a_cgroup_namespace_comes_back_in_one_with_the_same_root() {
 /// The hierarchy of `controller` ("" for the unified one) as /proc/PID/cgroup names it, with
 /// its mount and the test's own cgroup in it (cryo runs there: what the restore may make
 /// again lies below it).
+/// The test's own cgroup in the v1 `pids` hierarchy, else in the unified one: (the hierarchy
+/// as /proc/PID/cgroup names it, the cgroup's directory).
+fn pids_or_unified() -> (String, PathBuf) {
+    own_cgroup("pids")
+        .or_else(|| own_cgroup(""))
+        .expect("neither a v1 pids nor a unified hierarchy")
+}
+
 fn own_cgroup(controller: &str) -> Option<(String, PathBuf)> {
     let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
@@ -523,9 +531,7 @@ fn a_process_in_a_frozen_cgroup_is_refused_at_once_and_dumps_once_thawed() {
 #[test]
 fn manage_cgroups_modes_choose_what_a_restore_joins_makes_and_writes() {
     cryo_bin();
-    let (name, own) = own_cgroup("pids")
-        .or_else(|| own_cgroup(""))
-        .expect("neither a v1 pids nor a unified hierarchy");
+    let (name, own) = pids_or_unified();
     let made = Made::new(&[&own], "modes");
     let dir = made.0[0].clone();
     assert!(
@@ -592,9 +598,7 @@ fn manage_cgroups_modes_choose_what_a_restore_joins_makes_and_writes() {
 #[test]
 fn a_cgroup_root_moves_the_processes_cgroups_below_a_new_one() {
     cryo_bin();
-    let (name, own) = own_cgroup("pids")
-        .or_else(|| own_cgroup(""))
-        .expect("neither a v1 pids nor a unified hierarchy");
+    let (name, own) = pids_or_unified();
     let controller = if name.is_empty() { "unified" } else { "pids" };
     let ours = cgroup_of(std::process::id() as i32, &name);
     let of_ours = |leaf: &str| format!("{}/{leaf}", ours.trim_end_matches('/'));
