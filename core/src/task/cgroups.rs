@@ -274,7 +274,7 @@ pub fn check_roots(pid: Pid, core: &TaskCore, roots: &[CgroupRoot]) -> Result<()
     if roots.is_empty() {
         return Ok(());
     }
-    let (ours, _) = cryos_view()?;
+    let ours = read(Pid::from_raw(0), Pid::from_raw(0))?;
     for (hierarchy, mine) in &ours {
         let Some(root) = cgroup_roots::root_for(roots, hierarchy) else {
             continue;
@@ -503,6 +503,7 @@ pub fn plan(
         return Ok(vec![Placement::default(); tasks.len()]);
     }
     let (ours, mountinfo) = cryos_view()?;
+    let moves = roots.moves(tasks, &ours, &mountinfo);
     let mut maker = Maker {
         mode,
         mountinfo: &mountinfo,
@@ -510,7 +511,7 @@ pub fn plan(
         settings: HashMap::new(),
         made: Vec::new(),
         seen: HashSet::new(),
-        moves: Vec::new(),
+        moves: &moves,
     };
     for &(_, _, core) in tasks {
         let roots = core.cgroupns.iter().flat_map(|ns| &ns.roots);
@@ -523,10 +524,7 @@ pub fn plan(
             }
         }
     }
-    let placed = roots.moves(tasks, &ours, &mountinfo).and_then(|moves| {
-        maker.moves = moves;
-        places(tasks, &ours, &mut maker)
-    });
+    let placed = places(tasks, &ours, &mut maker);
     if placed.is_err() {
         for dir in maker.made.iter().rev() {
             if let Err(e) = std::fs::remove_dir(dir) {
@@ -545,9 +543,9 @@ fn places(
 ) -> Result<Vec<Placement>, CgroupError> {
     // The path of `kept` (None: cryo's) in the hierarchy where cryo is in `mine`, moved below
     // the new root `--cgroup-root` gives the hierarchy.
-    let moves = maker.moves.clone();
+    let moves = maker.moves;
     let target = |kept: Option<&CgroupMembership>, hierarchy: &str, mine: &str, pid: i32| {
-        moved_to_new_root(&moves, hierarchy, path_of(kept, mine), pid)
+        moved_to_new_root(moves, hierarchy, path_of(kept, mine), pid)
     };
     let own = |core: &TaskCore, hierarchy: &str, mine: &str, pid: i32| {
         let kept = core.cgroups.iter().find(|m| m.controllers == hierarchy);
@@ -640,9 +638,9 @@ impl Roots<'_> {
         tasks: &[(i32, i32, &TaskCore)],
         ours: &HashMap<String, String>,
         mountinfo: &str,
-    ) -> Result<Vec<Move>, CgroupError> {
+    ) -> Vec<Move> {
         if self.new.is_empty() {
-            return Ok(Vec::new());
+            return Vec::new();
         }
         let first_root = tasks.iter().find(|t| !tasks.iter().any(|p| p.0 == t.1));
         let mut moves = Vec::new();
@@ -662,7 +660,7 @@ impl Roots<'_> {
             };
             moves.push((hierarchy.clone(), old, new.to_owned()));
         }
-        Ok(moves)
+        moves
     }
 }
 
@@ -700,7 +698,7 @@ struct Maker<'a> {
     seen: HashSet<PathBuf>,
     /// The hierarchies whose cgroups move to a new root: a cgroup made below it gets the
     /// settings of the one it replaces.
-    moves: Vec<Move>,
+    moves: &'a [Move],
 }
 
 impl Maker<'_> {
