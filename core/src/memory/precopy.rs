@@ -758,6 +758,7 @@ fn merge_task(
     let mut end = out.metadata().map_err(io)?.len();
     let base_len = early.map_or(end, |e| e.own);
     let mut appended_crc = 0u32;
+    // Where each stretch went: its offset in the output (`src.file` 0 for all).
     let mut placed: Vec<Stretch> = Vec::with_capacity(stretches.len());
     // A source file most of whose pages are latest copies (the final dump's pages, a round
     // written over little since) is appended whole, in one copy in the kernel
@@ -820,7 +821,7 @@ fn merge_task(
         let Stretch { addr, npages, src } = *stretch;
         let len = npages * PAGE;
         if Some(src.file) == base {
-            placed.push(*stretch);
+            push_stretch(&mut placed, addr, npages, Source { file: 0, ..src });
             continue;
         }
         if let Some((at, size)) = whole_at[src.file] {
