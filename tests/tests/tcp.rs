@@ -7,6 +7,7 @@
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::{FromRawFd, IntoRawFd};
+use std::path::PathBuf;
 use std::thread;
 
 use cryo_tests::protocol::{len_and_checksum, pattern};
@@ -36,6 +37,23 @@ fn connect_small(addr: SocketAddr) -> TcpStream {
     s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
     s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
     s
+}
+
+/// The tcp workload listening on 127.0.0.1, with one client (a small receive buffer,
+/// [`connect_small`]) whose connection it accepted (its connection 0).
+fn server_with_a_client() -> (Workload, TcpStream) {
+    let w = Workload::spawn("tcp", &["127.0.0.1:0"]);
+    let client = connect_small(server_addr(&w, "127.0.0.1"));
+    assert_eq!(w.cmd("accept"), "0");
+    (w, client)
+}
+
+/// Dumps `w` with its connections (`--tcp-established`), killing it: the image.
+fn dumped_and_killed(w: &mut Workload) -> PathBuf {
+    let img = w.path("img");
+    w.dump(&img, &["--tcp-established"]).assert_success();
+    w.wait_original();
+    img
 }
 
 fn installed(id: &str) -> bool {
@@ -145,9 +163,7 @@ fn an_established_connection_is_refused_without_the_flag() {
 #[test]
 fn leave_running_keeps_the_connection_and_removes_the_lock() {
     cryo_bin();
-    let mut w = Workload::spawn("tcp", &["127.0.0.1:0"]);
-    let mut client = connect_small(server_addr(&w, "127.0.0.1"));
-    assert_eq!(w.cmd("accept"), "0");
+    let (mut w, mut client) = server_with_a_client();
     let b = pattern(20_000, 9);
     client.write_all(&b).unwrap();
     let img = w.path("img");
@@ -167,12 +183,8 @@ fn leave_running_keeps_the_connection_and_removes_the_lock() {
 #[test]
 fn tcp_close_restores_connections_reset() {
     cryo_bin();
-    let mut w = Workload::spawn("tcp", &["127.0.0.1:0"]);
-    let mut client = connect_small(server_addr(&w, "127.0.0.1"));
-    assert_eq!(w.cmd("accept"), "0");
-    let img = w.path("img");
-    w.dump(&img, &["--tcp-established"]).assert_success();
-    w.wait_original();
+    let (mut w, mut client) = server_with_a_client();
+    let img = dumped_and_killed(&mut w);
     w.restore_detached_with(&img, &["--tcp-close"]);
     let reply = w.cmd("echo 0 1");
     assert!(
@@ -296,12 +308,8 @@ fn skip_in_flight_with_leave_running_leaves_the_waiting_connection_to_the_origin
 #[test]
 fn unlock_removes_a_lock_left_by_a_dump() {
     cryo_bin();
-    let mut w = Workload::spawn("tcp", &["127.0.0.1:0"]);
-    let _client = connect_small(server_addr(&w, "127.0.0.1"));
-    assert_eq!(w.cmd("accept"), "0");
-    let img = w.path("img");
-    w.dump(&img, &["--tcp-established"]).assert_success();
-    w.wait_original();
+    let (mut w, _client) = server_with_a_client();
+    let img = dumped_and_killed(&mut w);
     let lock = lock_of(&w, &img).expect("a lock");
     assert!(installed(&lock));
     let out = w.cryo(&["unlock", "-D", img.to_str().unwrap()]);
@@ -392,9 +400,7 @@ fn a_udp_socket_comes_back_bound() {
 #[test]
 fn kill_after_leave_running_keeps_the_client_connected_for_the_restore() {
     cryo_bin();
-    let mut w = Workload::spawn("tcp", &["127.0.0.1:0"]);
-    let mut client = connect_small(server_addr(&w, "127.0.0.1"));
-    assert_eq!(w.cmd("accept"), "0");
+    let (mut w, mut client) = server_with_a_client();
     let a = pattern(20_000, 5);
     client.write_all(&a).unwrap();
     assert_eq!(w.cmd("echo 0 20000"), len_and_checksum(&a));
@@ -433,9 +439,7 @@ fn kill_after_leave_running_keeps_the_client_connected_for_the_restore() {
 #[test]
 fn kill_refuses_a_connection_that_moved_on_since_the_dump() {
     cryo_bin();
-    let mut w = Workload::spawn("tcp", &["127.0.0.1:0"]);
-    let mut client = connect_small(server_addr(&w, "127.0.0.1"));
-    assert_eq!(w.cmd("accept"), "0");
+    let (mut w, mut client) = server_with_a_client();
     let img = w.path("img");
     w.dump(&img, &["--tcp-established", "--leave-running"])
         .assert_success();
@@ -488,9 +492,7 @@ fn a_connection_keeps_its_segment_size() {
     let mss =
         |w: &Workload| [&c, &a, &twin_c, &twin_a].map(|s| w.cmd(&format!("getopt {s} {maxseg}")));
     let before = mss(&w);
-    let img = w.path("img");
-    w.dump(&img, &["--tcp-established"]).assert_success();
-    w.wait_original();
+    let img = dumped_and_killed(&mut w);
     w.restore_background(&img);
     let after = mss(&w);
     eprintln!("TCP_MAXSEG (connecting, accepted, twin's) {before:?} -> {after:?}");
@@ -524,9 +526,7 @@ fn both_ends_keep_their_segment_size(listen: &str, ip: &str) {
     }
     let mss = |w: &Workload| [w.cmd("mss 0"), w.cmd("mss 1")];
     let before = mss(&w);
-    let img = w.path("img");
-    w.dump(&img, &["--tcp-established"]).assert_success();
-    w.wait_original();
+    let img = dumped_and_killed(&mut w);
     // No probe: the peer's answer to one would carry its current window, a larger one
     // than the connecting end had seen, and the kernel recomputes the MSS from it (as the
     // original does at the peer's next segment; a_connection_keeps_its_segment_size).
@@ -576,19 +576,13 @@ fn an_ipv4_connection_keeps_its_segment_size_at_both_ends() {
 #[test]
 fn a_dump_where_an_earlier_dumps_lock_waits_names_it_and_the_way_out() {
     cryo_bin();
-    let mut first = Workload::spawn("tcp", &["127.0.0.1:0"]);
-    let _first_client = connect_small(server_addr(&first, "127.0.0.1"));
-    assert_eq!(first.cmd("accept"), "0");
-    let img = first.path("img");
-    first.dump(&img, &["--tcp-established"]).assert_success();
-    first.wait_original();
+    let (mut first, _first_client) = server_with_a_client();
+    let img = dumped_and_killed(&mut first);
     let id = cryo_core::lock_id_for(&img);
     assert!(installed(&id), "the lock waits for the restore");
     std::fs::remove_dir_all(&img).unwrap();
 
-    let second = Workload::spawn("tcp", &["127.0.0.1:0"]);
-    let _second_client = connect_small(server_addr(&second, "127.0.0.1"));
-    assert_eq!(second.cmd("accept"), "0");
+    let (second, _second_client) = server_with_a_client();
     second
         .dump(&img, &["--tcp-established", "--leave-running"])
         .assert_refused()
