@@ -411,3 +411,43 @@ fn a_node_process_keeps_ticking_after_restore() {
     restored.signal(libc::SIGKILL).unwrap();
     assert!(restored.wait_exit(CMD_TIMEOUT));
 }
+
+/// An epoll only in flight (sent on a unix socket to itself, its fd closed), its targets
+/// registered under a number still open and under one closed since: received after a
+/// restore, it holds both registrations and reports each pipe as it fills.
+#[test]
+fn an_epoll_only_in_flight_comes_back_with_its_registrations() {
+    cryo_bin();
+    let mut w = Workload::spawn("epoll-stale", &["sent"]);
+    assert_eq!(w.cmd("fd 70"), "closed");
+    w.dump_and_restore();
+    assert_eq!(w.cmd("fd 70"), "closed");
+    assert_eq!(w.cmd("recv"), "ok");
+    assert_eq!(
+        epoll_targets(w.pid(), 70),
+        [
+            "tfd: 60 events: 19 data: a60",
+            "tfd: 61 events: 19 data: b61"
+        ]
+    );
+    assert_eq!(w.cmd("fd 61"), "closed");
+    assert_eq!(w.cmd("wait"), "ready ");
+    assert_eq!(w.cmd("fill b"), "ok");
+    assert_eq!(w.cmd("wait"), "ready b61");
+    assert_eq!(w.cmd("fill a"), "ok");
+    assert_eq!(w.cmd("wait"), "ready a60,b61");
+    w.kill_restored();
+}
+
+/// An epoll in flight whose registered file only a child holds: the restore would register
+/// it in the process making the socket that carries it, which does not hold the file:
+/// refused at dump naming the socket's pid and fd and both processes, the process left as it
+/// was (it receives the epoll, registration intact).
+#[test]
+fn an_epoll_in_flight_whose_target_another_process_holds_is_refused() {
+    cryo_bin();
+    let w = Workload::spawn("epoll-stale", &["sent-elsewhere"]);
+    w.assert_dump_refused("64", "held by several processes");
+    assert_eq!(w.cmd("recv"), "ok");
+    assert_eq!(epoll_targets(w.pid(), 70), ["tfd: 63 events: 19 data: e63"]);
+}

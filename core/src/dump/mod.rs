@@ -665,6 +665,13 @@ fn dump_tree(
         let all: Vec<&cryo_proto::image::TaskCore> = cores.iter().map(|(c, _)| c).collect();
         crate::task::process::refuse_shared_removed_cwd(&all, &open_removed)?;
     }
+    // An epoll in flight the restore could not make is refused before the target is touched.
+    if descs.iter().any(|d| matches!(d.kind, Some(cryo_proto::image::file_desc::Kind::Epoll(_)))) {
+        let links = crate::sockets::UnixLinks::build(&descs)?;
+        let held: Vec<(i32, &[cryo_proto::image::FdEntry])> =
+            cores.iter().map(|(c, _)| (c.pid, c.fds.as_slice())).collect();
+        crate::files::epoll::check_in_flight(&descs, &held, &links)?;
+    }
     if let Some(ns) = &pidns {
         let holders: std::collections::HashMap<u32, i32> = live
             .iter()

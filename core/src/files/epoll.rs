@@ -82,10 +82,14 @@ impl FileKind for Epolls {
 
     fn open(
         &self,
-        _desc: &FileDesc,
+        desc: &FileDesc,
         _ep: &Epoll,
-        _cx: &mut Opening<'_>,
+        cx: &mut Opening<'_>,
     ) -> Result<Opened, FileError> {
+        if cx.links.is_carried(desc.id) {
+            // In flight: made with the unix sockets whose queue carries it (make_in_flight).
+            return Ok(Opened::Elsewhere);
+        }
         // Registered once every other fd is at its number.
         Ok(Opened::AfterPlacement)
     }
@@ -104,7 +108,7 @@ impl FileKind for Epolls {
     }
 
     fn in_flight(&self) -> bool {
-        false
+        true
     }
 
     fn describe(&self, _desc: &FileDesc, e: &Epoll) -> String {
@@ -137,7 +141,12 @@ fn parse_target(line: &str) -> Option<EpollTarget> {
 /// The targets of the epoll `open`, each with the fd of the task that holds its file when
 /// its own number no longer does, or else the fd of another process of the dump (`dumped`:
 /// their pids) that does.
+///
+/// An epoll in flight is dumped from cryo's own duplicate (`open.pid` is cryo): its numbers
+/// are the numbers of the process that registered them, so every target is looked for in the
+/// processes of the dump, never in cryo's own table.
 fn dump(open: &OpenFd, dumped: &HashSet<i32>) -> Result<Epoll, FileError> {
+    let in_flight = open.pid == nix::unistd::getpid();
     let text = fdinfo(open)?;
     let mut targets = Vec::new();
     // Registrations seen so far per number: the next one's KCMP_EPOLL_TFD offset.
@@ -150,8 +159,9 @@ fn dump(open: &OpenFd, dumped: &HashSet<i32>) -> Result<Epoll, FileError> {
         let toff = seen.entry(t.tfd).or_default();
         let off = *toff;
         *toff += 1;
-        if !registered_at(open, t.tfd, t.tfd, off)? {
-            let fds = match &mut task_fds {
+        if in_flight || !registered_at(open, t.tfd, t.tfd, off)? {
+            let fds: &[RawFd] = match &mut task_fds {
+                _ if in_flight => &[],
                 Some(fds) => fds,
                 None => task_fds.insert(super::inspect::list_fds(open.pid)?),
             };
@@ -265,6 +275,160 @@ pub(crate) fn check_holders(
         }
     }
     Ok(())
+}
+
+/// An epoll in flight (carried by a unix queue) is made by the process that makes that
+/// queue's sockets, before any fd is placed, its targets lent the files that process opened
+/// for its own fds ([`make_in_flight`]). That process is the lowest common ancestor of the
+/// holders of what is made with it (restore/plan.rs), so the epoll is refused unless one
+/// process holds all of that and every target, each a file opened before the queues are
+/// refilled (not an epoll or a /proc file of a process). Checked by the dump before its
+/// images are written and by the restore before anything is made. `tasks`: pid and fds.
+pub(crate) fn check_in_flight(
+    descs: &[FileDesc],
+    tasks: &[(i32, &[FdEntry])],
+    links: &super::UnixLinks,
+) -> Result<(), FileError> {
+    let carried: Vec<(&FileDesc, &Epoll)> = descs
+        .iter()
+        .filter(|d| links.is_carried(d.id))
+        .filter_map(|d| match &d.kind {
+            Some(Kind::Epoll(ep)) => Some((d, ep)),
+            _ => None,
+        })
+        .collect();
+    if carried.is_empty() {
+        return Ok(());
+    }
+    let by_id: HashMap<u32, &FileDesc> = descs.iter().map(|d| (d.id, d)).collect();
+    let mut holders: HashMap<u32, std::collections::BTreeSet<i32>> = HashMap::new();
+    for (pid, fds) in tasks {
+        for e in *fds {
+            holders.entry(e.file_id).or_default().insert(*pid);
+        }
+    }
+    let sets = super::made_together(descs, links);
+    for (desc, ep) in carried {
+        let made_with: Vec<u32> = sets
+            .iter()
+            .find(|s| s.contains(&desc.id))
+            .cloned()
+            .unwrap_or_default();
+        // Where it is: the fds of the sockets made with it.
+        let at: Vec<String> = tasks
+            .iter()
+            .flat_map(|(pid, fds)| fds.iter().map(move |e| (pid, e)))
+            .filter(|(_, e)| made_with.contains(&e.file_id) && e.file_id != desc.id)
+            .map(|(pid, e)| format!("pid {pid} fd {}", e.fd))
+            .collect();
+        let refuse = |detail: String| FileError::Invalid {
+            id: desc.id,
+            detail: format!(
+                "epoll ({} targets) in flight on the unix socket of {}: {detail}: not supported",
+                ep.targets.len(),
+                at.join(", ")
+            ),
+        };
+        let mut pids: std::collections::BTreeSet<i32> =
+            made_with.iter().filter_map(|id| holders.get(id)).flatten().copied().collect();
+        for t in &ep.targets {
+            let (Some(pid), Some(fd)) = (t.holder_pid, t.holder) else {
+                return Err(refuse(format!("its target fd {} has no holder process", t.tfd)));
+            };
+            pids.insert(pid);
+            let kind = tasks
+                .iter()
+                .find(|(p, _)| *p == pid)
+                .and_then(|(_, fds)| fds.iter().find(|e| e.fd == fd))
+                .and_then(|e| by_id.get(&e.file_id))
+                .map(|d| d.kind.as_ref());
+            match kind {
+                None => {
+                    return Err(refuse(format!(
+                        "its target fd {} is held by fd {fd} of pid {pid}, not an fd of a \
+                         process of the image",
+                        t.tfd
+                    )))
+                }
+                Some(Some(Kind::Epoll(_))) => {
+                    return Err(refuse(format!(
+                        "its target fd {} (fd {fd} of pid {pid}) is an epoll, made after the \
+                         queues are refilled",
+                        t.tfd
+                    )))
+                }
+                Some(Some(Kind::ProcFile(p))) if p.pid != 0 => {
+                    return Err(refuse(format!(
+                        "its target fd {} (fd {fd} of pid {pid}) is a /proc file, opened after \
+                         the queues are refilled",
+                        t.tfd
+                    )))
+                }
+                Some(_) => {}
+            }
+        }
+        if pids.len() > 1 {
+            return Err(refuse(format!(
+                "its targets and the sockets made with it are held by several processes \
+                 {pids:?}; the restore registers the targets in the one process that makes \
+                 those sockets"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Restore side, in the process that makes the unix sockets whose queue carries epoll `desc`,
+/// before any fd is placed: the epoll made, each target registered under its number, lent
+/// the file that the target's holder fd (an fd of this task: `fds`) is opened at in `opened`
+/// ([`check_in_flight`] made sure each holder is this task's). `min_high` is above every fd
+/// of the task.
+pub(crate) fn make_in_flight(
+    desc: &FileDesc,
+    ep: &Epoll,
+    fds: &[FdEntry],
+    opened: &HashMap<u32, std::os::fd::OwnedFd>,
+    min_high: RawFd,
+) -> Result<std::os::fd::OwnedFd, FileError> {
+    // Above every temporary's number too: the numbers lent may be any of them.
+    let high = ep
+        .targets
+        .iter()
+        .map(|t| t.tfd.saturating_add(1))
+        .chain(opened.values().map(|f| std::os::fd::AsRawFd::as_raw_fd(f) + 1))
+        .fold(min_high, RawFd::max);
+    let fd = sys::epoll::epoll_create().map_err(|e| restore_err(desc, "epoll_create1", e))?;
+    let fd = above(desc, fd, high)?;
+    for t in &ep.targets {
+        let file = t
+            .holder
+            .and_then(|h| fds.iter().find(|e| e.fd == h))
+            .and_then(|e| opened.get(&e.file_id));
+        let Some(file) = file else {
+            return Err(FileError::Invalid {
+                id: desc.id,
+                detail: format!(
+                    "epoll in flight: its target fd {} (fd {:?} of pid {:?}) is not open in the \
+                     process that makes it",
+                    t.tfd, t.holder, t.holder_pid
+                ),
+            });
+        };
+        let add = || sys::epoll::epoll_add(fd.as_fd(), t.tfd, t.events, t.data);
+        let added = if std::os::fd::AsRawFd::as_raw_fd(file) == t.tfd {
+            add()
+        } else {
+            sys::fd::lend_number(file.as_fd(), t.tfd, high, add)
+        };
+        added.map_err(|e| {
+            restore_err(
+                desc,
+                format!("epoll_ctl ADD fd {} (in flight) events {:#x}", t.tfd, t.events),
+                e,
+            )
+        })?;
+    }
+    Ok(fd)
 }
 
 /// Whether fd `fd` of the task holds the file registered in the epoll `open` as the `off`-th

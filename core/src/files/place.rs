@@ -131,7 +131,7 @@ pub(crate) fn restore_task_fds_with(
         registry::KINDS[*at].open_together(group, &mut cx)?;
     }
     // Unix sockets made together, their queues refilled with what they carry in flight.
-    links.make_all(&by_id, &to_open, &mut cx.opened, min_high)?;
+    links.make_all(&by_id, &to_open, &mut cx.opened, fds, min_high)?;
     let Opening {
         state,
         mut opened,
@@ -220,7 +220,7 @@ pub(crate) fn open_unix_pair_by_ids(
     let by_id = index(descs)?;
     let both: BTreeSet<u32> = [a, b].into();
     let mut opened = HashMap::new();
-    links.make_all(&by_id, &both, &mut opened, 0)?;
+    links.make_all(&by_id, &both, &mut opened, &[], 0)?;
     let mut end = |id: u32| {
         opened.remove(&id).ok_or(FileError::Invalid {
             id,

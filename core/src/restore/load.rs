@@ -148,6 +148,7 @@ impl Loaded {
             .map(|t| (t.entry.pid, t.core.fds.as_slice()))
             .collect();
         files::epoll::check_holders(&descs, &held)?;
+        files::epoll::check_in_flight(&descs, &held, &links)?;
         let ipc = crate::ipc::read(&images)?;
         // The huge pages the hugetlb memory takes, free here now (else nothing is made).
         memory::hugetlb::check_host(tasks.iter().map(|t| &t.mm), &descs)?;

@@ -22,6 +22,14 @@
 //!                      then a child keeps the epoll and closes 66 and 67 (an eventfd,
 //!                      count 3, opened at 68 there) and this process closes the epoll: the
 //!                      registered file is held by the parent only (66)
+//! epoll-stale sent      pipe A registered as 60 (kept open), pipe B as 61 (closed: its
+//!                      file is 52's), then the epoll sent on a unix socketpair (64, 65)
+//!                      to itself and closed: the epoll is only in flight
+//! epoll-stale sent-elsewhere pipe E registered as 63 (closed), a child keeps 58 (and
+//!                      nothing of the epoll), this process closes 58, sends the epoll on
+//!                      a socketpair (64, 65) to itself and closes it: in flight, its
+//!                      target held by another process
+//!   recv        -> ok  (the epoll received from 65, moved to fd 70)
 //!   wait        -> ready <data hex,...> (one epoll_wait, timeout 20 ms)
 //!   fill P      -> ok  (one byte into pipe P: a, b, c or d)
 //!   drain P     -> ok  (reads it back)
@@ -86,6 +94,34 @@ fn setup(shape: &str) -> io::Result<Option<(libc::pid_t, ChildPipes)>> {
             super::unix_msg::sendmsg(64, b"e", &[58], None)?;
             sys::close(58);
         }
+        "sent" | "sent-elsewhere" => {
+            if shape == "sent" {
+                register('a')?;
+                register('b')?;
+                sys::close(61);
+            } else {
+                register('e')?;
+                sys::close(63);
+                super::kids::fork_holding(59, 58, |_| {
+                    sys::close(EPOLL);
+                    loop {
+                        // SAFETY: pause takes no arguments; the child waits to be killed.
+                        unsafe { libc::pause() };
+                    }
+                })?;
+            }
+            // Not unix::socketpair: its numbers are pipe A's.
+            let mut sv = [0i32; 2];
+            // SAFETY: socketpair fills our two-int array.
+            if unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, sv.as_mut_ptr()) } < 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            sys::move_fd(sv[0], 64)?;
+            sys::move_fd(sv[1], 65)?;
+            super::unix_msg::sendmsg(64, b"p", &[EPOLL], None)?;
+            sys::close(EPOLL);
+        }
         "proc-elsewhere" => {
             let info = sys::open(
                 Path::new("/proc/self/mountinfo"),
@@ -139,11 +175,13 @@ struct EpollStale {
     kid: Option<(libc::pid_t, ChildPipes)>,
 }
 
-const SHAPES: [&str; 6] = [
+const SHAPES: [&str; 8] = [
     "closed",
     "reused",
     "elsewhere",
     "in-flight",
+    "sent",
+    "sent-elsewhere",
     "proc-elsewhere",
     "kept-by-parent",
 ];
@@ -196,6 +234,14 @@ impl Mode for EpollStale {
             ("drain", [p]) => {
                 let mut b = [0u8; 1];
                 sys::read(pipe_of(p)?.0, &mut b).map_err(io_err)?;
+                Ok("ok".into())
+            }
+            ("recv", []) => {
+                let (_, fds, _) = super::unix_msg::recvmsg(65).map_err(io_err)?;
+                let [fd] = fds[..] else {
+                    return Err(format!("received {} fds, not one", fds.len()));
+                };
+                sys::move_fd(fd, EPOLL).map_err(io_err)?;
                 Ok("ok".into())
             }
             ("kids", []) => match &self.kid {

@@ -223,21 +223,13 @@ impl UnixLinks {
                 links.add(Shape::Single(id), &states)?;
             }
         }
+        // An epoll in flight is checked with the tasks' fds (files::epoll::check_in_flight).
         for &id in &links.carried {
-            match by_id.get(&id).and_then(|d| d.kind.as_ref()) {
-                None => {
-                    return Err(invalid(
-                        id,
-                        "a unix message carries it in flight but files.img does not hold it".into(),
-                    ))
-                }
-                Some(Kind::Epoll(_)) => {
-                    return Err(invalid(
-                        id,
-                        "an epoll in flight in a unix message: not supported".into(),
-                    ))
-                }
-                Some(_) => {}
+            if by_id.get(&id).and_then(|d| d.kind.as_ref()).is_none() {
+                return Err(invalid(
+                    id,
+                    "a unix message carries it in flight but files.img does not hold it".into(),
+                ));
             }
         }
         links.states = states.into_iter().map(|(id, (u, _, _))| (id, u)).collect();
@@ -344,13 +336,15 @@ impl UnixLinks {
 
     /// Restore side, in the task: makes every group with a member among `to_open` and none
     /// in `opened` (inherited), refills their queues with the descriptions in flight found in
-    /// `opened`, then restores shutdown state, options and flags. Every socket made goes into
-    /// `opened`, at or above `min_high`.
+    /// `opened` (an epoll in flight is made here, once the sockets are, its targets lent the
+    /// files of the task's fds `fds`), then restores shutdown state, options and flags. Every
+    /// socket made goes into `opened`, at or above `min_high`.
     pub(crate) fn make_all(
         &self,
         by_id: &HashMap<u32, &FileDesc>,
         to_open: &BTreeSet<u32>,
         opened: &mut HashMap<u32, OwnedFd>,
+        fds: &[cryo_proto::image::FdEntry],
         min_high: RawFd,
     ) -> Result<(), FileError> {
         let mine: Vec<&Group> = self
@@ -389,6 +383,13 @@ impl UnixLinks {
             for (id, fd) in self.make(g, &desc, &mut closing, &mut files)? {
                 let d = desc(id)?;
                 opened.insert(id, above(d, fd, min_high)?);
+            }
+        }
+        for &id in mine.iter().flat_map(|g| &g.carried) {
+            let d = desc(id)?;
+            if let (Some(Kind::Epoll(ep)), false) = (&d.kind, opened.contains_key(&id)) {
+                let fd = crate::files::epoll::make_in_flight(d, ep, fds, opened, min_high)?;
+                opened.insert(id, fd);
             }
         }
         for g in &mine {
