@@ -798,3 +798,49 @@ fn a_datagram_a_socket_sent_itself_before_its_peer_closed_is_refused_naming_pid_
     assert_eq!(w.cmd(&format!("close {peer}")), "ok");
     w.assert_dump_refused(&s, "datagrams queued from a named socket");
 }
+
+/// Two datagram sockets bound to abstract names, only in flight in each other's queues
+/// (zdtm scm06): once the killing dump ends their process, the kernel keeps them, names
+/// held, until its unix garbage collector runs, which only the release of another unix socket
+/// starts. The restore starts it and waits: the restored sockets hold the names again (a
+/// datagram to either is refused with EPERM, as to a connected socket, not ECONNREFUSED).
+/// Before, the restore failed: "bind abstract name on fd 5: Address already in use".
+#[test]
+fn abstract_names_of_sockets_only_in_flight_are_bound_again_right_after_the_dump() {
+    cryo_bin();
+    let tag = std::process::id().to_string();
+    let mut w = Workload::spawn("unix-cycle", &[&tag]);
+    assert_eq!(
+        w.cmd("reach"),
+        "1 1",
+        "both names held, by connected sockets"
+    );
+    w.dump_and_restore();
+    assert_eq!(w.cmd("reach"), "1 1");
+    w.kill_restored();
+}
+
+/// A restore beside the running original (dumped with `--leave-running`, restored with
+/// `--pidns` in the same network namespace): the original's sockets hold the abstract names,
+/// so once it waited for them the restore is refused before anything is made, naming the
+/// socket, the name and why; the original runs on with its names.
+#[test]
+fn abstract_names_the_running_original_holds_refuse_the_restore_before_anything_is_made() {
+    cryo_bin();
+    let tag = format!("{}-beside", std::process::id());
+    let w = Workload::spawn("unix-cycle", &[&tag]);
+    let img = w.path("img");
+    w.dump(&img, &["--leave-running"]).assert_success();
+    let out = w.cryo(&[
+        "restore".as_ref(),
+        "-D".as_ref(),
+        img.as_os_str(),
+        "--pidns".as_ref(),
+    ]);
+    out.assert_refused()
+        .assert_stderr_mentions(&format!("its abstract name @cryo-cycle-{tag}-"))
+        .assert_stderr_mentions("is not free here")
+        .assert_stderr_mentions("still holds it")
+        .assert_stderr_mentions("nothing was made");
+    assert_eq!(w.cmd("reach"), "1 1");
+}

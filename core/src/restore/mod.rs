@@ -215,6 +215,9 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored> {
     // Before anything is touched: a refusal here leaves even the network lock in place.
     hooks.run(Stage::PreRestore, &[])?;
     interrupted("before creating the processes")?;
+    if !opts.netns {
+        crate::sockets::unix::names::check_abstract_names_free(&loaded.links, &loaded.descs)?;
+    }
     // The dump's network lock goes only once every process is whole; a restore that fails or
     // is interrupted before keeps it (peers wait for a retry, or `cryo unlock`).
     let mut unlock = Unlock::new(inventory.network_lock.clone());

@@ -71,6 +71,19 @@ pub enum SocketError {
         /// What it is doing.
         what: &'static str,
     },
+    /// An abstract name a unix socket of the image binds is taken here (unix/names.rs).
+    #[error(
+        "unix socket socket:[{ino}] of the image: its abstract name {name} is not free here: \
+         {why}; nothing was made"
+    )]
+    AbstractNameTaken {
+        /// The dumped socket.
+        ino: u64,
+        /// The name.
+        name: String,
+        /// Who holds it.
+        why: String,
+    },
     /// A unix socket in a state that cannot be restored as it is.
     #[error("pid {pid} fd {fd}: unix socket socket:[{ino}]: {what}")]
     UnixRefused {

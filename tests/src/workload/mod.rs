@@ -73,6 +73,7 @@ mod timers;
 mod tree;
 mod tty;
 mod udp;
+mod unix_cycle;
 mod unix_ext;
 mod unix_listen;
 mod unix_pair;
@@ -136,6 +137,7 @@ pub const MODES: &[(&str, Start)] = &[
     ("unix-split", unix_split::start),
     ("unix-listen", unix_listen::start),
     ("unix-pass", unix_pass::start),
+    ("unix-cycle", unix_cycle::start),
     ("unix-ext", unix_ext::start),
     ("shared-memory", shared_memory::start),
     ("share", shared_task::start),

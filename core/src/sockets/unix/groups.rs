@@ -265,6 +265,19 @@ impl UnixLinks {
         self.group_of.contains_key(&id)
     }
 
+    /// The abstract names the restore binds: every unix socket bound to one except an
+    /// accepted socket (it shares its listener's): (description id, type, name) each.
+    pub(crate) fn bound_abstract_names(&self) -> Vec<(u32, unix::SockType, unix::UnixName)> {
+        let mut names: Vec<_> = self
+            .states
+            .iter()
+            .filter(|(_, u)| !u.name_shared && u.name.first() == Some(&0))
+            .map(|(&id, u)| (id, u.sock_type, u.name()))
+            .collect();
+        names.sort_by_key(|n| n.0);
+        names
+    }
+
     /// Whether some unix message carries `id` in flight.
     pub(crate) fn is_carried(&self, id: u32) -> bool {
         self.carried.contains(&id)

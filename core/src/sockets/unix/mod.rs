@@ -23,6 +23,7 @@
 
 pub(crate) mod groups;
 pub(crate) mod in_flight;
+pub(crate) mod names;
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
