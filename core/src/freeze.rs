@@ -108,6 +108,15 @@ impl FrozenTask {
                 break;
             }
         }
+        // Before any remote call: a thread inside a restartable sequence leaves it by its
+        // abort handler, as the kernel would make it (cryo's calls would clear it unaborted).
+        for &tid in &frozen.tids {
+            let aborted = crate::task::threads::abort_rseq_critical_section(tid)
+                .map_err(|e| Error::sys(pid, format!("abort the rseq section of thread {tid}"), e))?;
+            if aborted {
+                debug!(%pid, %tid, "thread in a restartable sequence: moved to its abort handler");
+            }
+        }
         // Before any remote call, and once no thread runs (a TSYNC could confine a thread
         // already stopped): a confined thread's filters must not see cryo's calls.
         for &tid in &frozen.tids {

@@ -84,6 +84,100 @@ enum TimeoutArg {
     R8Ptr,
 }
 
+/// A `struct rseq_cs` (uapi linux/rseq.h): a restartable sequence's critical section.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RseqCs {
+    pub version: u32,
+    pub flags: u32,
+    pub start_ip: u64,
+    pub post_commit_offset: u64,
+    pub abort_ip: u64,
+}
+
+impl RseqCs {
+    /// Parses the 32 bytes of a `struct rseq_cs`.
+    pub fn from_bytes(b: &[u8; 32]) -> Self {
+        let u32_at = |o: usize| u32::from_ne_bytes(b[o..o + 4].try_into().expect("4 bytes"));
+        let u64_at = |o: usize| u64::from_ne_bytes(b[o..o + 8].try_into().expect("8 bytes"));
+        Self {
+            version: u32_at(0),
+            flags: u32_at(4),
+            start_ip: u64_at(8),
+            post_commit_offset: u64_at(16),
+            abort_ip: u64_at(24),
+        }
+    }
+
+    /// Where a thread at `ip` goes when the kernel aborts this critical section for it
+    /// (kernel/rseq.c, rseq_ip_fixup): the abort handler when `ip` is inside the section and
+    /// the section is one the kernel accepts (version 0, inside the user address space, the
+    /// handler outside the section and preceded by the thread's `signature`, which
+    /// `signature_at_abort` reads); None when the kernel would leave `ip` alone.
+    pub fn abort_target(
+        &self,
+        ip: u64,
+        signature: u32,
+        signature_at_abort: impl FnOnce() -> Option<u32>,
+    ) -> Option<u64> {
+        /// The x86-64 user address space ends below this (TASK_SIZE_MAX).
+        const TASK_SIZE: u64 = (1 << 47) - 4096;
+        let inside = |a: u64| a.wrapping_sub(self.start_ip) < self.post_commit_offset;
+        let valid = self.version == 0
+            && self.start_ip < TASK_SIZE
+            && self.post_commit_offset < TASK_SIZE
+            && self
+                .start_ip
+                .checked_add(self.post_commit_offset)
+                .is_some_and(|e| e < TASK_SIZE)
+            && self.abort_ip < TASK_SIZE
+            && self.abort_ip >= 4
+            && !inside(self.abort_ip);
+        (valid && inside(ip) && signature_at_abort() == Some(signature)).then_some(self.abort_ip)
+    }
+}
+
+/// Aborts the restartable sequence thread `tid` (just stopped) is in, as the kernel does to
+/// a thread stopped there when it resumes: its instruction pointer moved to the section's
+/// abort handler and the `rseq_cs` of its struct rseq cleared. Done at the freeze, before any
+/// remote call: returning to user mode into cryo's code, outside the section, the kernel
+/// would clear `rseq_cs` without the abort, and the thread, put back inside the section,
+/// would finish it unguarded (zdtm rseq01). Whoever resumes it (cryo, the kernel if cryo
+/// dies, a restore) starts it at the handler. Returns whether it was inside one.
+pub fn abort_rseq_critical_section(tid: Pid) -> io::Result<bool> {
+    let conf = pt::get_rseq(tid)?;
+    if conf.abi_pointer == 0 {
+        return Ok(false);
+    }
+    // struct rseq: cpu_id_start, cpu_id (u32 each), then the rseq_cs pointer (u64).
+    let cs_field = conf.abi_pointer + 8;
+    let mut ptr = [0u8; 8];
+    if pt::read_mem(tid, cs_field, &mut ptr).is_err() {
+        return Ok(false);
+    }
+    let cs_addr = u64::from_ne_bytes(ptr);
+    if cs_addr == 0 {
+        return Ok(false);
+    }
+    let mut raw = [0u8; 32];
+    if pt::read_mem(tid, cs_addr, &mut raw).is_err() {
+        return Ok(false);
+    }
+    let cs = RseqCs::from_bytes(&raw);
+    let mut regs = pt::get_regs(tid)?;
+    let signature_at_abort = || {
+        let mut sig = [0u8; 4];
+        pt::read_mem(tid, cs.abort_ip - 4, &mut sig).ok()?;
+        Some(u32::from_ne_bytes(sig))
+    };
+    let Some(abort_ip) = cs.abort_target(regs.rip, conf.signature, signature_at_abort) else {
+        return Ok(false);
+    };
+    pt::write_mem(tid, cs_field, &0u64.to_ne_bytes())?;
+    regs.rip = abort_ip;
+    pt::set_regs(tid, &regs)?;
+    Ok(true)
+}
+
 /// The registers that restart a wait cryo's freeze just failed with EINTR (`regs` as the
 /// thread stopped), when it waits forever: the thread goes back into it on resume, as it
 /// would had nothing stopped it. None for anything else.
@@ -472,6 +566,35 @@ pub fn set_final_state(tid: Pid, thread: &ThreadCore) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_thread_is_moved_to_the_abort_handler_only_inside_a_section_the_kernel_accepts() {
+        let mut raw = [0u8; 32];
+        raw[8..16].copy_from_slice(&0x1000u64.to_ne_bytes());
+        raw[16..24].copy_from_slice(&0x40u64.to_ne_bytes());
+        raw[24..32].copy_from_slice(&0x2004u64.to_ne_bytes());
+        let cs = RseqCs::from_bytes(&raw);
+        assert_eq!(
+            (cs.start_ip, cs.post_commit_offset, cs.abort_ip),
+            (0x1000, 0x40, 0x2004)
+        );
+        let sig = || Some(0x5305_3053);
+        assert_eq!(cs.abort_target(0x1000, 0x5305_3053, sig), Some(0x2004));
+        assert_eq!(cs.abort_target(0x103f, 0x5305_3053, sig), Some(0x2004));
+        // At the commit, before the section, or with another signature: left alone.
+        assert_eq!(cs.abort_target(0x1040, 0x5305_3053, sig), None);
+        assert_eq!(cs.abort_target(0xfff, 0x5305_3053, sig), None);
+        assert_eq!(cs.abort_target(0x1010, 0x1234_5678, sig), None);
+        assert_eq!(cs.abort_target(0x1010, 0x5305_3053, || None), None);
+        // A section the kernel refuses (another version, its handler inside it).
+        let v1 = RseqCs { version: 1, ..cs };
+        assert_eq!(v1.abort_target(0x1010, 0x5305_3053, sig), None);
+        let inside = RseqCs {
+            abort_ip: 0x1020,
+            ..cs
+        };
+        assert_eq!(inside.abort_target(0x1010, 0x5305_3053, sig), None);
+    }
 
     fn stopped_in(nr: i64, ret: i64) -> Regs {
         Regs {

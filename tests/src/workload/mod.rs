@@ -54,6 +54,7 @@ mod proc_files;
 mod pty_pair;
 mod pty_shell;
 mod rings;
+mod rseq;
 mod setsid_after_fork;
 mod shared_memory;
 mod shared_task;
@@ -115,6 +116,7 @@ pub const MODES: &[(&str, Start)] = &[
     ("pipe", pipe::start),
     ("signal", signal::start),
     ("sigtrap", sigtrap::start),
+    ("rseq", rseq::start),
     ("unsupported", unsupported::start),
     ("tree", tree::start),
     ("orphan-groups", orphan_groups::start),
