@@ -163,9 +163,12 @@ pub fn start(_args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
             abort_ip: 0,
         }));
         let registered = register(rseq).map_err(|e| format!("rseq: {e}"));
-        let ok = registered.is_ok();
+        let failed = registered.is_err();
         let _ = tx.send(registered);
-        while ok {
+        if failed {
+            return;
+        }
+        loop {
             let counter = match critical_section(rseq, cs) {
                 -1 => &ABORTS,
                 0 => &UNGUARDED,
