@@ -66,7 +66,13 @@ impl FrozenTask {
             pid,
             tids: Vec::new(),
             killed: false,
-            group_stopped: proc::stat(pid)?.state == 'T',
+            group_stopped: match proc::stat(pid) {
+                Ok(stat) => stat.state == 'T',
+                Err(e) if e.vanished() => {
+                    return Err(DumpError::ExitedWhileFrozen { pid, tid: pid }.into())
+                }
+                Err(e) => return Err(e.into()),
+            },
             stop_signal: None,
             dispatch: Vec::new(),
         };
@@ -81,8 +87,18 @@ impl FrozenTask {
                     continue;
                 }
                 new = true;
-                refuse_traced(pid, tid)?;
-                let stop = seize_one(tid).map_err(|e| match e {
+                // A thread (not the main one) that ended before it was seized is gone: the
+                // process goes on being frozen without it (a thread pool that comes and goes).
+                let ended = || tid != pid && exited(pid, tid);
+                match refuse_traced(pid, tid) {
+                    Err(_) if ended() => continue,
+                    other => other?,
+                }
+                let stop = match seize_one(tid) {
+                    Err(nix::errno::Errno::ESRCH | nix::errno::Errno::EPERM) if ended() => continue,
+                    other => other,
+                };
+                let stop = stop.map_err(|e| match e {
                     // The kernel refuses to attach to a task that is exiting (EPERM too).
                     nix::errno::Errno::ESRCH | nix::errno::Errno::EPERM if exited(pid, tid) => {
                         DumpError::ExitedWhileFrozen { pid, tid }.into()
@@ -138,7 +154,6 @@ impl FrozenTask {
         Ok(frozen)
     }
 
-#[cfg(any(test, feature = "internals"))]
     /// The process.
     pub fn pid(&self) -> Pid {
         self.pid

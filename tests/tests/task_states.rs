@@ -210,3 +210,26 @@ fn a_thread_inside_a_restartable_sequence_leaves_it_by_its_abort_handler() {
     assert_eq!(restored.2, 0, "unguarded after a restore: {restored:?}");
     w.kill_restored();
 }
+
+/// A process forking short-lived children over and over (each reaped at once), and one
+/// starting short-lived threads: the tree a dump reads changes until it is frozen. Processes
+/// already frozen stay frozen while the tree is read again (children that ended are zombies
+/// then), a child or thread gone before it is seized is no longer in it: both dumps succeed
+/// and the restored processes churn on. Before, a child or thread ending at the wrong moment
+/// failed the dump ("pid N: no such process", "thread T exited while the tree was being
+/// frozen" after every attempt).
+#[test]
+fn a_process_forking_or_starting_threads_all_the_time_is_dumped_and_restored() {
+    cryo_bin();
+    for what in ["forks", "threads"] {
+        let mut w = Workload::spawn("churn", &[what]);
+        let before: u64 = w.cmd("wait 100").parse().unwrap();
+        w.dump(&w.path("running"), &["--leave-running"])
+            .assert_success();
+        let after: u64 = w.cmd(&format!("wait {}", before + 100)).parse().unwrap();
+        w.dump_and_restore();
+        let restored: u64 = w.cmd(&format!("wait {}", after + 100)).parse().unwrap();
+        assert!(restored >= after + 100, "{what}: {restored}");
+        w.kill_restored();
+    }
+}

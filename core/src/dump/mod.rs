@@ -192,6 +192,8 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpSummary> {
     let mut hooks = Hooks::new(opts.action_script.as_ref(), images.path());
     // Dropped at the end whatever happened: the processes keep no tracking of cryo's.
     let mut precopy: Option<memory::precopy::PreCopy> = None;
+    // What a failed attempt froze, for the next one (dump_tree).
+    let mut carry: Vec<FrozenTask> = Vec::new();
     let mut result = hooks
         .run(Stage::PreDump, &opts.pids)
         .map_err(Error::from)
@@ -204,7 +206,7 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpSummary> {
             if opts.pre_copy {
                 precopy = Some(start_pre_copy(&tree, opts)?);
             }
-            dump_tree(&tree, &images, opts, &mut hooks, started, precopy.as_mut())
+            dump_tree(&tree, &images, opts, &mut hooks, started, precopy.as_mut(), &mut carry)
         });
     // A server's tree changes on its own (a worker forked for a client, one ending): a tree
     // that changed while it was being frozen was let go as it was, so it is read and frozen
@@ -218,9 +220,11 @@ pub fn dump(opts: &DumpOptions) -> Result<DumpSummary> {
             _ => break,
         }
         result = resolve_trees(&opts.pids).and_then(|tree| {
-            dump_tree(&tree, &images, opts, &mut hooks, started, precopy.as_mut())
+            dump_tree(&tree, &images, opts, &mut hooks, started, precopy.as_mut(), &mut carry)
         });
     }
+    // Frozen by an attempt, in no tree of the last one (killed meanwhile by someone else).
+    drop(carry);
     drop(precopy);
     if result.is_err() {
         clear_dir(&images);
@@ -245,7 +249,7 @@ fn start_pre_copy(tree: &[Member], opts: &DumpOptions) -> Result<memory::precopy
 }
 
 /// How many times a dump reads and freezes a tree that keeps changing meanwhile.
-const FREEZE_ATTEMPTS: u32 = 5;
+const FREEZE_ATTEMPTS: u32 = 10;
 
 fn dump_tree(
     tree: &[Member],
@@ -254,6 +258,7 @@ fn dump_tree(
     hooks: &mut Hooks,
     started: Instant,
     mut precopy: Option<&mut memory::precopy::PreCopy>,
+    carry: &mut Vec<FrozenTask>,
 ) -> Result<DumpSummary> {
     let live: Vec<&Member> = tree.iter().filter(|m| !m.is_zombie()).collect();
     // A check-only dump never kills: it is a --leave-running dump without pages.
@@ -299,10 +304,34 @@ fn dump_tree(
             }
         }
     }
-    // Parents first: a child forked meanwhile is seen as a change of the tree below.
+    // Parents first: a child forked meanwhile is seen as a change of the tree below. The
+    // processes an earlier attempt froze (`carry`) stay frozen: the tree below them can
+    // only have turned children into zombies, so each attempt gets further down a tree that
+    // forks and exits all the time.
     let mut frozen = Vec::with_capacity(live.len());
+    // A process that exited before it was frozen is a zombie of a frozen parent now: the
+    // others are frozen all the same, for the next attempt.
+    let mut exited = None;
     for m in &live {
-        frozen.push(FrozenTask::freeze(m.pid)?);
+        let task = match carry.iter().position(|f| f.pid() == m.pid) {
+            Some(i) => carry.swap_remove(i),
+            None => match FrozenTask::freeze(m.pid) {
+                Ok(task) => task,
+                Err(e @ Error::Dump(DumpError::ExitedWhileFrozen { .. })) => {
+                    exited.get_or_insert(e);
+                    continue;
+                }
+                Err(e) => {
+                    carry.append(&mut frozen);
+                    return Err(e);
+                }
+            },
+        };
+        frozen.push(task);
+    }
+    if let Some(e) = exited {
+        carry.append(&mut frozen);
+        return Err(e);
     }
     let frozen_at = Instant::now();
     interrupted("while freezing")?;
@@ -318,6 +347,7 @@ fn dump_tree(
         a.sort();
         b.sort();
         if a != b {
+            carry.append(&mut frozen);
             return Err(DumpError::ChildrenChanged {
                 pid: m.pid,
                 before: b,

@@ -80,7 +80,13 @@ pub(crate) fn resolve_trees(roots: &[Pid]) -> Result<Vec<Member>> {
             if zombie {
                 continue;
             }
-            for child in proc::children(pid)? {
+            // A process that ended since it was listed (the tree runs while it is read) has
+            // no children; the freeze finds it gone and reads the tree again.
+            let children = match proc::children(pid) {
+                Err(e) if e.vanished() && pid != root => Vec::new(),
+                other => other?,
+            };
+            for child in children {
                 if roots.contains(&child) {
                     return Err(DumpError::RootInsideTree {
                         pid: child,
@@ -88,7 +94,11 @@ pub(crate) fn resolve_trees(roots: &[Pid]) -> Result<Vec<Member>> {
                     }
                     .into());
                 }
-                let stat = proc::stat(child)?;
+                // Reaped since its parent listed it: not in the tree any more.
+                let stat = match proc::stat(child) {
+                    Err(e) if e.vanished() => continue,
+                    other => other?,
+                };
                 if stat.flags & proc::PF_KTHREAD != 0 {
                     continue;
                 }

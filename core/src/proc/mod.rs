@@ -101,6 +101,18 @@ pub(crate) fn read(pid: Pid, name: &str) -> Result<String> {
     fs::read_to_string(dir(pid).join(name)).map_err(|e| read_err(pid, name, e))
 }
 
+impl ProcError {
+    /// The task is gone: its /proc directory is, or reading it answered ESRCH (it is being
+    /// released).
+    pub fn vanished(&self) -> bool {
+        match self {
+            ProcError::Gone { .. } => true,
+            ProcError::Read { source, .. } => source.raw_os_error() == Some(libc::ESRCH),
+            _ => false,
+        }
+    }
+}
+
 fn read_err(pid: Pid, name: &str, e: io::Error) -> ProcError {
     if e.kind() == io::ErrorKind::NotFound {
         ProcError::Gone { pid }
@@ -270,7 +282,12 @@ pub fn children(pid: Pid) -> Result<Vec<Pid>> {
     let mut out = Vec::new();
     for tid in tids(pid)? {
         let name = format!("task/{tid}/children");
-        let text = read(pid, &name)?;
+        let text = match read(pid, &name) {
+            // A thread that ended since the listing: its children went to another thread
+            // (read before or after it; a tree read while it runs is checked once frozen).
+            Err(e) if e.vanished() && tid != pid && dir(pid).exists() => continue,
+            other => other?,
+        };
         out.extend(
             text.split_whitespace()
                 .filter_map(|s| s.parse().ok())

@@ -29,6 +29,12 @@ pub enum PidNsError {
         /// The kernel's answer.
         errno: io::Error,
     },
+    /// A process of the tree exited while its namespaces were read (its links went with it).
+    #[error("pid {pid}: exited while its pid namespace was read")]
+    Exited {
+        /// The process.
+        pid: Pid,
+    },
     /// A process is in a PID namespace whose init is not the root of the dump.
     #[error(
         "pid {pid}: in pid namespace pid:[{inode}] whose init (pid 1 there) is not the root \
@@ -173,12 +179,10 @@ impl PidNsError {
     /// tree was read): the tree changed, and a dump reads it again.
     pub fn gone(&self) -> Option<Pid> {
         match self {
-            PidNsError::Read { pid, errno }
-                if matches!(errno.raw_os_error(), Some(libc::ESRCH | libc::ENOENT))
-                    && !proc::dir(*pid).exists() =>
-            {
-                Some(*pid)
-            }
+            // Whatever the read answered (ESRCH, ENOENT, or /proc's own "no such process"):
+            // the process is gone when its /proc directory is.
+            PidNsError::Read { pid, .. } if !proc::dir(*pid).exists() => Some(*pid),
+            PidNsError::Exited { pid } => Some(*pid),
             _ => None,
         }
     }
@@ -205,23 +209,35 @@ pub fn find(members: &[(Pid, bool)], roots: &[Pid]) -> Result<Option<DumpPidNs>,
         levels: Vec<i32>,
         for_children: Option<u64>,
     }
-    let mut seen = Vec::with_capacity(members.len());
-    for &(pid, zombie) in members {
+    let see = |pid: Pid, zombie: bool| -> Result<Seen, PidNsError> {
         let levels = nspid(pid)?;
         let (ns, for_children) = if zombie {
             ((levels.len() == our_depth).then_some(ours), None)
         } else {
-            (
-                Some(read(pid, "pid")?),
-                Some(read(pid, "pid_for_children")?),
-            )
+            let links = (read(pid, "pid")?, read(pid, "pid_for_children")?);
+            // An absent link of a process that has exited since the tree was read (its
+            // namespaces went at its exit) is no namespace made for its children.
+            if links.1 == 0 && !proc::stat(pid).is_ok_and(|s| !matches!(s.state, 'Z' | 'X')) {
+                return Err(PidNsError::Exited { pid });
+            }
+            (Some(links.0), Some(links.1))
         };
-        seen.push(Seen {
+        Ok(Seen {
             pid,
             ns,
             levels,
             for_children,
-        });
+        })
+    };
+    let mut seen = Vec::with_capacity(members.len());
+    for &(pid, zombie) in members {
+        match see(pid, zombie) {
+            Ok(s) => seen.push(s),
+            // A process (not a root) that ended since the tree was read is no longer in it:
+            // the freeze that follows finds the tree changed, once the roots are frozen.
+            Err(e) if e.gone().is_some() && !roots.contains(&pid) => {}
+            Err(e) => return Err(e),
+        }
     }
     // Nested namespaces first: their parent's pid_for_children differs from its own too.
     if let Some(s) = seen.iter().find(|s| s.levels.len() > our_depth + 1) {

@@ -27,6 +27,7 @@ mod advised;
 mod aio;
 mod attrs;
 mod bpf;
+mod churn;
 mod counter;
 mod cow_file;
 mod cow_tree;
@@ -117,6 +118,7 @@ pub const MODES: &[(&str, Start)] = &[
     ("signal", signal::start),
     ("sigtrap", sigtrap::start),
     ("rseq", rseq::start),
+    ("churn", churn::start),
     ("unsupported", unsupported::start),
     ("tree", tree::start),
     ("orphan-groups", orphan_groups::start),
