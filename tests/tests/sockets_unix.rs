@@ -88,6 +88,42 @@ fn a_seqpacket_end_whose_peer_closed_unread_reads_econnreset_first() {
     w.kill_restored();
 }
 
+/// A seqpacket end whose peer closed unread (ECONNRESET pending), its own queue empty: a
+/// `--leave-running` dump leaves the error to the running process (its next read fails with
+/// it, then EOF). Before, the dump's capture took it: the running process read EOF at once.
+#[test]
+fn a_seqpacket_reset_with_an_empty_queue_stays_pending_after_a_leave_running_dump() {
+    cryo_bin();
+    let w = Workload::spawn("socks", &[]);
+    let (a, b) = pair(&w, "seqpacket");
+    assert_eq!(w.cmd(&format!("send {a} unread")), "ok");
+    assert_eq!(w.cmd(&format!("close {b}")), "ok");
+    w.dump(&w.path("img"), &["--leave-running"])
+        .assert_success();
+    assert_eq!(w.cmd(&format!("recv {a}")), "<errno 104>");
+    assert_eq!(w.cmd(&format!("recv {a}")), "<eof>");
+}
+
+/// The same end with records queued: capturing them would take the error from the running
+/// process, so a `--leave-running` dump is refused (naming pid, fd and why) and the process
+/// reads the error, then its record, as before.
+#[test]
+fn a_seqpacket_reset_before_queued_records_refuses_a_leave_running_dump() {
+    cryo_bin();
+    let w = Workload::spawn("socks", &[]);
+    let (a, b) = pair(&w, "seqpacket");
+    assert_eq!(w.cmd(&format!("send {b} one")), "ok");
+    assert_eq!(w.cmd(&format!("send {a} unread")), "ok");
+    assert_eq!(w.cmd(&format!("close {b}")), "ok");
+    w.dump(&w.path("img"), &["--leave-running"])
+        .assert_refused()
+        .assert_stderr_has_word(&w.pid().to_string())
+        .assert_stderr_mentions(&format!("fd {a}"))
+        .assert_stderr_mentions("an ECONNRESET waits to be read before its queue");
+    assert_eq!(w.cmd(&format!("recv {a}")), "<errno 104>");
+    assert_eq!(w.cmd(&format!("recv {a}")), "one|<eof>");
+}
+
 fn relative_bind(ty: &str) {
     cryo_bin();
     let mut w = Workload::spawn("socks", &[]);

@@ -397,6 +397,7 @@ fn dump_tree(
             skip_in_flight: opts.tcp_skip_in_flight,
             tcp_close: opts.tcp_close,
             lock_id: lock_id.clone(),
+            leave_running,
         },
         |reusing| {
             if let Some(guardian) = &guardian {

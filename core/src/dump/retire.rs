@@ -117,6 +117,7 @@ pub fn kill_left_running(dir: &Path) -> Result<Retired> {
             skip_in_flight: false,
             tcp_close: false,
             lock_id: lock_id.clone(),
+            leave_running: false,
         },
         // No guardian here: the processes are to die silently anyway.
         |_| {},

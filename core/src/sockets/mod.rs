@@ -101,6 +101,9 @@ pub struct SocketDumpOptions {
     pub tcp_close: bool,
     /// The id of the network lock to install over the connections.
     pub lock_id: String,
+    /// The processes run on after the dump (`--leave-running`, `--check-only`): what a
+    /// capture would take from them is refused.
+    pub leave_running: bool,
 }
 
 /// The sockets of a frozen task, captured before its file table is built (one of the tasks
@@ -546,7 +549,15 @@ impl SocketDump {
             let dup = socket_dup(pid, pidfd.as_fd(), fd)?;
             let state = match kind {
                 Found::Unix => {
-                    out.record_unix(pid, fd, ino, family, dup.as_fd(), &mut diag)?;
+                    out.record_unix(
+                        pid,
+                        fd,
+                        ino,
+                        family,
+                        dup.as_fd(),
+                        &mut diag,
+                        opts.leave_running,
+                    )?;
                     continue;
                 }
                 // Split out and captured above.

@@ -50,7 +50,7 @@ pub fn resolve(
     images: &ImageDir,
     leave_running: bool,
 ) -> Result<(), FileError> {
-    resolve_in_flight(dumps, files, images)?;
+    resolve_in_flight(dumps, files, images, leave_running)?;
     if leave_running {
         for q in dumps.iter().flat_map(|d| &d.accept_queues) {
             if let Some(&(client, sent)) = q.clients.iter().find(|(_, sent)| *sent > 0) {
@@ -164,8 +164,9 @@ pub fn capture_accept_queues(
     if taken.is_empty() {
         return Ok(());
     }
-    // What the embryos' queues carried in flight: dumped like the rest, checked like the rest.
-    resolve_in_flight(dumps, files, images)?;
+    // What the embryos' queues carried in flight: dumped like the rest, checked like the rest
+    // (by a dump that ends the processes).
+    resolve_in_flight(dumps, files, images, false)?;
     // Peers outside the dump are judged by the caller's check, which knows --ext-unix-sk.
     crate::sockets::check_unix_peers(dumps, true)?;
     check_accept_queues(dumps)?;
@@ -185,11 +186,13 @@ pub fn capture_accept_queues(
 
 /// Turns the descriptors in flight noted so far into descriptions of `files` and writes
 /// their ids into the messages that carry them. Sockets in flight that no task holds are
-/// captured first (into a dump of their own, appended to `dumps`).
+/// captured first (into a dump of their own, appended to `dumps`; with `leave_running`, what
+/// their capture would take from the running processes is refused).
 fn resolve_in_flight(
     dumps: &mut Vec<SocketDump>,
     files: &mut FileTable,
     images: &ImageDir,
+    leave_running: bool,
 ) -> Result<(), FileError> {
     let entries: Vec<InFlightFds> = dumps
         .iter_mut()
@@ -223,7 +226,15 @@ fn resolve_in_flight(
                 return Err(refuse(e, InFlightRefusal::NotUnix { family, ino }).into());
             }
             alone
-                .record_unix(me, raw, ino, libc::AF_UNIX as u32, fd.as_fd(), &mut diag)
+                .record_unix(
+                    me,
+                    raw,
+                    ino,
+                    libc::AF_UNIX as u32,
+                    fd.as_fd(),
+                    &mut diag,
+                    leave_running,
+                )
                 .map_err(|err| in_flight_err(e, me, raw, err))?;
             if !alone.in_flight.is_empty() {
                 return Err(refuse(e, InFlightRefusal::Nested { ino }).into());

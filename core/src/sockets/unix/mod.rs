@@ -336,13 +336,15 @@ fn step_failed(
 }
 
 /// Captures unix socket `ino` of `pid` (its duplicate `dup`): diag, queue (with the
-/// descriptors in flight, duplicated into cryo), options, accept queue.
+/// descriptors in flight, duplicated into cryo), options, accept queue. With
+/// `leave_running`, a pending error that peeking the queue would take is refused.
 fn capture(
     pid: Pid,
     fd: RawFd,
     ino: u64,
     dup: BorrowedFd<'_>,
     diag: &mut Option<unix::DiagSocket>,
+    leave_running: bool,
 ) -> Result<UnixCapture, SocketError> {
     let bad = |step| step_failed(pid, fd, ino, step);
     let not_yet = |what: &'static str| SocketError::UnixNotYet { pid, fd, ino, what };
@@ -372,7 +374,27 @@ fn capture(
     // Seen before the capture: peeking a seqpacket queue takes the error.
     let error_pending = !listening && unix::error_pending(dup).map_err(bad("poll"))?;
     let dgram = info.sock_type == unix::SockType::Dgram;
-    let (queue, in_flight) = if listening {
+    // A datagram or seqpacket receive takes the pending error (ECONNRESET, the only one a
+    // unix socket gets) before any record, a peek too; a stream one reaches it only past
+    // the last byte, where the capture stops. An empty seqpacket queue (SIOCINQ counts
+    // every queued byte) is not peeked at all.
+    let empty_seqpacket = info.sock_type == unix::SockType::SeqPacket && info.rqueue == 0;
+    if error_pending
+        && info.sock_type != unix::SockType::Stream
+        && !empty_seqpacket
+        && leave_running
+    {
+        return Err(SocketError::UnixRefused {
+            pid,
+            fd,
+            ino,
+            what: "an ECONNRESET waits to be read before its queue, which capturing the queue \
+                   would take from the process left running (--leave-running): a temporary \
+                   state, retry once it has read it"
+                .into(),
+        });
+    }
+    let (queue, in_flight) = if listening || (error_pending && empty_seqpacket) {
         (Vec::new(), Vec::new())
     } else {
         let captured = unix::capture_queue(dup).map_err(bad("capture the queue"))?;
@@ -619,9 +641,10 @@ impl SocketDump {
         family: u32,
         dup: BorrowedFd<'_>,
         diag: &mut Option<unix::DiagSocket>,
+        leave_running: bool,
     ) -> Result<(), SocketError> {
         sys::fd::raise_nofile();
-        let c = capture(pid, fd, ino, dup, diag)?;
+        let c = capture(pid, fd, ino, dup, diag, leave_running)?;
         if let Some(why) = lost_senders(&c.state).filter(|_| c.state.peer_closed) {
             return Err(SocketError::UnixRefused {
                 pid,
