@@ -549,15 +549,7 @@ impl SocketDump {
             let dup = socket_dup(pid, pidfd.as_fd(), fd)?;
             let state = match kind {
                 Found::Unix => {
-                    out.record_unix(
-                        pid,
-                        fd,
-                        ino,
-                        family,
-                        dup.as_fd(),
-                        &mut diag,
-                        opts.leave_running,
-                    )?;
+                    out.record_unix(pid, fd, ino, dup.as_fd(), &mut diag, opts.leave_running)?;
                     continue;
                 }
                 // Split out and captured above.

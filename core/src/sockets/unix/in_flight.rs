@@ -226,15 +226,7 @@ fn resolve_in_flight(
                 return Err(refuse(e, InFlightRefusal::NotUnix { family, ino }).into());
             }
             alone
-                .record_unix(
-                    me,
-                    raw,
-                    ino,
-                    libc::AF_UNIX as u32,
-                    fd.as_fd(),
-                    &mut diag,
-                    leave_running,
-                )
+                .record_unix(me, raw, ino, fd.as_fd(), &mut diag, leave_running)
                 .map_err(|err| in_flight_err(e, me, raw, err))?;
             if !alone.in_flight.is_empty() {
                 return Err(refuse(e, InFlightRefusal::Nested { ino }).into());

@@ -638,11 +638,11 @@ impl SocketDump {
         pid: Pid,
         fd: RawFd,
         ino: u64,
-        family: u32,
         dup: BorrowedFd<'_>,
         diag: &mut Option<unix::DiagSocket>,
         leave_running: bool,
     ) -> Result<(), SocketError> {
+        let family = libc::AF_UNIX as u32;
         sys::fd::raise_nofile();
         let c = capture(pid, fd, ino, dup, diag, leave_running)?;
         if let Some(why) = lost_senders(&c.state).filter(|_| c.state.peer_closed) {
