@@ -472,3 +472,24 @@ fn a_restore_from_a_session_keyring_is_judged_temporary_for_a_process_without_on
     let (_, findings) = judge(&w, &img);
     assert!(finding(&findings, "temporary", "session keyring", &pid).is_none());
 }
+
+/// An abstract unix name the image binds, held here (by the running original itself): a
+/// temporary finding naming it, as the restore would refuse it; none with `--netns`.
+#[test]
+fn an_abstract_name_held_here_is_a_temporary_finding() {
+    cryo_bin();
+    let tag = format!("{}-check", std::process::id());
+    let w = Workload::spawn("unix-cycle", &[&tag]);
+    let img = w.path("img");
+    check_dump(&w, &img);
+    let (_, findings) = judge(&w, &img);
+    let name = format!("@cryo-cycle-{tag}-0");
+    let f = finding(&findings, "temporary", "unix name", &name)
+        .unwrap_or_else(|| panic!("no finding for {name}: {findings:?}"));
+    assert!(f.to_string().contains("held here by another socket"), "{f}");
+    let (_, findings) = judge_with(&w, &img, &["--netns"]);
+    assert!(
+        finding(&findings, "temporary", "unix name", &name).is_none(),
+        "{findings:?}"
+    );
+}

@@ -131,8 +131,33 @@ pub fn check_only(dir: &Path, opts: CheckOptions) -> Result<Verdict> {
     ids(&check.gids, "group", &mut v);
     aio_rings(&check, &mut v);
     session_keyrings(&images, &inventory.root_pids, &mut v)?;
+    if !opts.netns {
+        abstract_names(&images, &mut v)?;
+    }
     v.findings.sort_by_key(|f| f.kind == Permanent);
     Ok(v)
+}
+
+/// Whether every abstract name the image's unix sockets bind is free here (the restore
+/// refuses one another socket holds: sockets/unix/names.rs).
+fn abstract_names(images: &ImageDir, v: &mut Verdict) -> Result<()> {
+    let descs: Vec<cryo_proto::image::FileDesc> = images.read(names::FILES, ImageKind::Files)?;
+    let links = crate::sockets::UnixLinks::build(&descs)?;
+    for (_, ty, name) in links.bound_abstract_names() {
+        let why = match cryo_unix_sockets::diag::abstract_name_held(ty, &name) {
+            Ok(false) => continue,
+            Ok(true) => format!("the abstract name {name} is held here by another socket"),
+            Err(e) => format!("whether the abstract name {name} is free here: {e}"),
+        };
+        v.push(
+            Temporary,
+            "unix name",
+            name.to_string(),
+            why,
+            "stop what holds it, or restore with --netns",
+        );
+    }
+    Ok(())
 }
 
 /// Whether each root can have its session keyring back from a `cryo restore` run as this
