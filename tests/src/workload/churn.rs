@@ -9,9 +9,8 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
 
-use super::{unknown, Mode};
+use super::{unknown, wait_for_count, Mode};
 
 /// Children reaped or threads joined so far.
 static ENDED: AtomicU64 = AtomicU64::new(0);
@@ -57,17 +56,11 @@ pub fn start(args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
 impl Mode for Churn {
     fn command(&mut self, verb: &str, args: &[&str]) -> Result<String, String> {
         match (verb, args) {
-            ("wait", [n]) => {
-                let n: u64 = n.parse().map_err(|_| format!("bad count {n:?}"))?;
-                let deadline = Instant::now() + Duration::from_secs(20);
-                while ENDED.load(Ordering::SeqCst) < n {
-                    if Instant::now() > deadline {
-                        return Err(format!("only {} ended", ENDED.load(Ordering::SeqCst)));
-                    }
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                Ok(ENDED.load(Ordering::SeqCst).to_string())
-            }
+            ("wait", [n]) => wait_for_count(
+                n,
+                || ENDED.load(Ordering::SeqCst),
+                || ENDED.load(Ordering::SeqCst).to_string(),
+            ),
             _ => unknown(verb),
         }
     }

@@ -66,6 +66,21 @@ fn register(letter: char) -> io::Result<()> {
     sys::epoll_add(EPOLL, tfd, libc::EPOLLIN as u32, data)
 }
 
+/// Pipe E registered as 63, then 63 closed and its read end (58) kept only by a child that
+/// holds nothing of the epoll.
+fn register_e_held_by_a_child() -> io::Result<()> {
+    register('e')?;
+    sys::close(63);
+    super::kids::fork_holding(59, 58, |_| {
+        sys::close(EPOLL);
+        loop {
+            // SAFETY: pause takes no arguments; the child waits to be killed.
+            unsafe { libc::pause() };
+        }
+    })?;
+    Ok(())
+}
+
 /// The shape `shape` made; the child of `kept-by-parent` with its pipes.
 fn setup(shape: &str) -> io::Result<Option<(libc::pid_t, ChildPipes)>> {
     sys::move_fd(sys::epoll()?, EPOLL)?;
@@ -75,15 +90,7 @@ fn setup(shape: &str) -> io::Result<Option<(libc::pid_t, ChildPipes)>> {
             sys::close(60);
         }
         "elsewhere" => {
-            register('e')?;
-            sys::close(63);
-            super::kids::fork_holding(59, 58, |_| {
-                sys::close(EPOLL);
-                loop {
-                    // SAFETY: pause takes no arguments; the child waits to be killed.
-                    unsafe { libc::pause() };
-                }
-            })?;
+            register_e_held_by_a_child()?;
         }
         "in-flight" => {
             register('e')?;
@@ -100,15 +107,7 @@ fn setup(shape: &str) -> io::Result<Option<(libc::pid_t, ChildPipes)>> {
                 register('b')?;
                 sys::close(61);
             } else {
-                register('e')?;
-                sys::close(63);
-                super::kids::fork_holding(59, 58, |_| {
-                    sys::close(EPOLL);
-                    loop {
-                        // SAFETY: pause takes no arguments; the child waits to be killed.
-                        unsafe { libc::pause() };
-                    }
-                })?;
+                register_e_held_by_a_child()?;
             }
             // Not unix::socketpair: its numbers are pipe A's.
             let mut sv = [0i32; 2];

@@ -188,6 +188,24 @@ fn unknown(verb: &str) -> Result<String, String> {
     Err(format!("unknown command {verb:?}"))
 }
 
+/// The answer to `wait N` of a mode counting something a thread of its own does: waits
+/// (up to 20 s) until `count` reaches the N of `arg`, then answers `report`.
+fn wait_for_count(
+    arg: &str,
+    count: impl Fn() -> u64,
+    report: impl Fn() -> String,
+) -> Result<String, String> {
+    let n: u64 = arg.parse().map_err(|_| format!("bad count {arg:?}"))?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while count() < n {
+        if std::time::Instant::now() > deadline {
+            return Err(format!("only {} after 20 s: {}", count(), report()));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    Ok(report())
+}
+
 /// An `io::Error` as a reply's error text.
 fn io_err(err: io::Error) -> String {
     err.to_string()

@@ -11,9 +11,8 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
 
-use super::{unknown, Mode};
+use super::{unknown, wait_for_count, Mode};
 
 /// The signature before every abort handler (x86's RSEQ_SIG, glibc's).
 const RSEQ_SIG: u32 = 0x5305_3053;
@@ -184,17 +183,7 @@ pub fn start(_args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
 impl Mode for RseqMode {
     fn command(&mut self, verb: &str, args: &[&str]) -> Result<String, String> {
         match (verb, args) {
-            ("wait", [n]) => {
-                let n: u64 = n.parse().map_err(|_| format!("bad count {n:?}"))?;
-                let deadline = Instant::now() + Duration::from_secs(20);
-                while total() < n {
-                    if Instant::now() > deadline {
-                        return Err(format!("only {} passes: {}", total(), stats()));
-                    }
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                Ok(stats())
-            }
+            ("wait", [n]) => wait_for_count(n, total, stats),
             _ => unknown(verb),
         }
     }
