@@ -251,11 +251,7 @@ pub(crate) fn check_holders(
             let (Some(pid), Some(fd)) = (t.holder_pid, t.holder) else {
                 continue;
             };
-            let entry = tasks
-                .iter()
-                .find(|(p, _)| *p == pid)
-                .and_then(|(_, fds)| fds.iter().find(|e| e.fd == fd));
-            let detail = match entry.map(|e| by_id.get(&e.file_id).and_then(|d| d.kind.as_ref())) {
+            let detail = match holder_kind(tasks, &by_id, pid, fd) {
                 None => format!(
                     "epoll target fd {} is held by fd {fd} of pid {pid}, not an fd of a process \
                      of the image",
@@ -275,6 +271,20 @@ pub(crate) fn check_holders(
         }
     }
     Ok(())
+}
+
+/// The kind of the description that fd `fd` of process `pid` holds (`tasks`: pid and fds of
+/// the image's processes, `by_id`: the descriptions): None when that is no fd of a process of
+/// the image.
+fn holder_kind<'a>(
+    tasks: &[(i32, &[FdEntry])],
+    by_id: &HashMap<u32, &'a FileDesc>,
+    pid: i32,
+    fd: RawFd,
+) -> Option<Option<&'a Kind>> {
+    let (_, fds) = tasks.iter().find(|(p, _)| *p == pid)?;
+    let entry = fds.iter().find(|e| e.fd == fd)?;
+    Some(by_id.get(&entry.file_id).and_then(|d| d.kind.as_ref()))
 }
 
 /// An epoll in flight (carried by a unix queue) is made by the process that makes that
@@ -336,13 +346,7 @@ pub(crate) fn check_in_flight(
                 return Err(refuse(format!("its target fd {} has no holder process", t.tfd)));
             };
             pids.insert(pid);
-            let kind = tasks
-                .iter()
-                .find(|(p, _)| *p == pid)
-                .and_then(|(_, fds)| fds.iter().find(|e| e.fd == fd))
-                .and_then(|e| by_id.get(&e.file_id))
-                .map(|d| d.kind.as_ref());
-            match kind {
+            match holder_kind(tasks, &by_id, pid, fd) {
                 None => {
                     return Err(refuse(format!(
                         "its target fd {} is held by fd {fd} of pid {pid}, not an fd of a \

@@ -45,6 +45,8 @@ pub(crate) fn check_abstract_names_free(
     let mut collected = false;
     loop {
         let mut waiting = None;
+        // Every socket of the namespace, read once per look (only when a name is held).
+        let mut table: Option<HashMap<u32, unix::UnixSockInfo>> = None;
         for (id, ty, name) in &names {
             let err = |why: String| SocketError::AbstractNameTaken {
                 ino: dumped.get(id).copied().unwrap_or(0),
@@ -56,7 +58,15 @@ pub(crate) fn check_abstract_names_free(
             if !held {
                 continue;
             }
-            let holders = holders_of(name).map_err(|e| err(format!("sock_diag: {e}")))?;
+            let table = match &mut table {
+                Some(t) => t,
+                None => table.insert(unix::dump_all().map_err(|e| err(format!("sock_diag: {e}")))?),
+            };
+            let holders: Vec<u64> = table
+                .values()
+                .filter(|s| s.name == *name)
+                .map(|s| u64::from(s.inode))
+                .collect();
             match holders.iter().find(|h| !image_inodes.contains(h)) {
                 Some(other) => {
                     return Err(err(format!(
@@ -90,13 +100,4 @@ pub(crate) fn check_abstract_names_free(
         }
         std::thread::sleep(POLL);
     }
-}
-
-/// The inodes of the unix sockets that show abstract name `name` in this namespace.
-fn holders_of(name: &unix::UnixName) -> unix::Result<Vec<u64>> {
-    Ok(unix::dump_all()?
-        .values()
-        .filter(|s| s.name == *name)
-        .map(|s| u64::from(s.inode))
-        .collect())
 }
