@@ -123,6 +123,14 @@ pub enum NetnsError {
     /// The thread running in the new namespace could not be spawned.
     #[error("netns: spawn thread: {0}")]
     Spawn(std::io::Error),
+    /// Something of the namespace cannot be made again as it is, or was not.
+    #[error("netns: {what}: {why}")]
+    Unrestorable {
+        /// The object (a firewall table, rule, conntrack entry...).
+        what: String,
+        /// Why.
+        why: String,
+    },
 }
 
 impl NetnsError {
@@ -137,6 +145,7 @@ impl NetnsError {
             | NetnsError::Spawn(error) => {
                 Errno::from_raw(error.raw_os_error().unwrap_or(libc::EIO))
             }
+            NetnsError::Unrestorable { .. } => Errno::EOPNOTSUPP,
         }
     }
 }

@@ -11,13 +11,17 @@
 //! shows (links, addresses, routes, rules, tables, sysctls) and makes loopback's part again.
 #![warn(missing_docs)]
 
+pub mod conntrack;
 mod error;
+pub mod firewall;
 mod lock;
 mod netlink;
 mod nft;
 pub mod ns;
+pub mod ruleset;
 pub mod state;
 mod sys;
+pub mod xtables;
 
 pub use error::{LockError, NetnsError};
 pub use lock::{

@@ -34,14 +34,14 @@ use std::net::{IpAddr, SocketAddr};
 /// `struct nlmsghdr` size.
 pub(crate) const NLMSG_HDRLEN: usize = 16;
 /// `struct nfgenmsg` size.
-const NFGENMSG_LEN: usize = 4;
+pub(crate) const NFGENMSG_LEN: usize = 4;
 
 pub(crate) const NLM_F_REQUEST: u16 = 0x1;
 pub(crate) const NLM_F_ACK: u16 = 0x4;
 pub(crate) const NLM_F_DUMP: u16 = 0x300;
-const NLM_F_EXCL: u16 = 0x200;
-const NLM_F_CREATE: u16 = 0x400;
-const NLM_F_APPEND: u16 = 0x800;
+pub(crate) const NLM_F_EXCL: u16 = 0x200;
+pub(crate) const NLM_F_CREATE: u16 = 0x400;
+pub(crate) const NLM_F_APPEND: u16 = 0x800;
 /// In an error reply: the original message was capped to its header.
 pub(crate) const NLM_F_CAPPED: u16 = 0x100;
 /// In an error reply: extended-ack TLVs follow.
@@ -51,7 +51,7 @@ pub(crate) const NLMSG_ERROR: u16 = 2;
 pub(crate) const NLMSG_DONE: u16 = 3;
 pub(crate) const NLMSGERR_ATTR_MSG: u16 = 1;
 
-const NLA_F_NESTED: u16 = 0x8000;
+pub(crate) const NLA_F_NESTED: u16 = 0x8000;
 pub(crate) const NLA_TYPE_MASK: u16 = 0x3fff;
 
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
@@ -59,13 +59,22 @@ const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
 const NFNL_MSG_BATCH_END: u16 = 0x11;
 const NFNETLINK_V0: u8 = 0;
 
-const NFT_MSG_NEWTABLE: u16 = 0;
-const NFT_MSG_GETTABLE: u16 = 1;
-const NFT_MSG_DELTABLE: u16 = 2;
-const NFT_MSG_NEWCHAIN: u16 = 3;
-const NFT_MSG_NEWRULE: u16 = 6;
-const NFT_MSG_NEWSET: u16 = 9;
-const NFT_MSG_NEWSETELEM: u16 = 12;
+pub(crate) const NFT_MSG_NEWTABLE: u16 = 0;
+pub(crate) const NFT_MSG_GETTABLE: u16 = 1;
+pub(crate) const NFT_MSG_DELTABLE: u16 = 2;
+pub(crate) const NFT_MSG_NEWCHAIN: u16 = 3;
+pub(crate) const NFT_MSG_GETCHAIN: u16 = 4;
+pub(crate) const NFT_MSG_DELCHAIN: u16 = 5;
+pub(crate) const NFT_MSG_NEWRULE: u16 = 6;
+pub(crate) const NFT_MSG_GETRULE: u16 = 7;
+pub(crate) const NFT_MSG_NEWSET: u16 = 9;
+pub(crate) const NFT_MSG_GETSET: u16 = 10;
+pub(crate) const NFT_MSG_NEWSETELEM: u16 = 12;
+pub(crate) const NFT_MSG_GETSETELEM: u16 = 13;
+pub(crate) const NFT_MSG_NEWOBJ: u16 = 18;
+pub(crate) const NFT_MSG_GETOBJ: u16 = 19;
+pub(crate) const NFT_MSG_NEWFLOWTABLE: u16 = 22;
+pub(crate) const NFT_MSG_GETFLOWTABLE: u16 = 23;
 
 pub(crate) const NFPROTO_UNSPEC: u8 = 0;
 pub(crate) const NFPROTO_INET: u8 = 1;
@@ -379,6 +388,23 @@ impl Batch {
         self.steps.push((seq, step));
     }
 
+    /// Message `msg` (an `NFT_MSG_*`) of `family` with `flags` besides REQUEST and ACK, its
+    /// attributes already encoded.
+    pub(crate) fn raw(&mut self, msg: u16, flags: u16, family: u8, step: String, attrs: &[u8]) {
+        let seq = self.next_seq;
+        self.next_seq = self.next_seq.wrapping_add(1);
+        put_msg(
+            &mut self.buf,
+            nft_type(msg),
+            NLM_F_REQUEST | NLM_F_ACK | flags,
+            seq,
+            family,
+            0,
+            |a| a.buf.extend_from_slice(attrs),
+        );
+        self.steps.push((seq, step));
+    }
+
     /// `add table inet <table>`, failing with EEXIST if it exists.
     pub(crate) fn new_table(&mut self, table: &str) {
         self.msg(
@@ -561,17 +587,29 @@ fn payload(x: &mut Attrs<'_>, dreg: u32, base: u32, offset: u32, len: u32) {
 
 /// `GETTABLE` dump request for every family (not part of a batch).
 pub(crate) fn get_tables(seq: u32) -> Vec<u8> {
+    dump_request(NFT_MSG_GETTABLE, NFPROTO_UNSPEC, seq, &[])
+}
+
+/// A dump request of `msg` (an `NFT_MSG_GET*`) for `family` (NFPROTO_UNSPEC: every family),
+/// with attributes already encoded (not part of a batch).
+pub(crate) fn dump_request(msg: u16, family: u8, seq: u32, attrs: &[u8]) -> Vec<u8> {
     let mut buf = Vec::new();
     put_msg(
         &mut buf,
-        nft_type(NFT_MSG_GETTABLE),
+        nft_type(msg),
         NLM_F_REQUEST | NLM_F_DUMP,
         seq,
-        NFPROTO_UNSPEC,
+        family,
         0,
-        |_| {},
+        |a| a.buf.extend_from_slice(attrs),
     );
     buf
+}
+
+/// The nf_tables message number of a netlink message type (`NFT_MSG_*`), or `None` for
+/// another subsystem's.
+pub(crate) fn nft_msg(msg_type: u16) -> Option<u16> {
+    (msg_type >> 8 == NFNL_SUBSYS_NFTABLES).then_some(msg_type & 0xff)
 }
 
 /// A `NEWTABLE` answer of a GETTABLE dump, as (type, payload) from
@@ -591,13 +629,18 @@ pub fn parse_table(msg_type: u16, payload: &[u8]) -> Option<(u8, String)> {
 }
 
 /// Iterates the (type, value) attributes of a buffer; stops at the first malformed one.
-pub(crate) fn attrs(mut buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+pub(crate) fn attrs(buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    attrs_raw(buf).map(|(ty, value)| (ty & NLA_TYPE_MASK, value))
+}
+
+/// As [`attrs`], the types with their flags (NLA_F_NESTED, NLA_F_NET_BYTEORDER).
+pub(crate) fn attrs_raw(mut buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
     std::iter::from_fn(move || {
         if buf.len() < 4 {
             return None;
         }
         let len = u16::from_ne_bytes([buf[0], buf[1]]) as usize;
-        let ty = u16::from_ne_bytes([buf[2], buf[3]]) & NLA_TYPE_MASK;
+        let ty = u16::from_ne_bytes([buf[2], buf[3]]);
         if len < 4 || len > buf.len() {
             return None;
         }

@@ -156,7 +156,7 @@ pub struct Observed {
 }
 
 /// A netlink exchange of this module failed.
-fn nl(step: impl Into<String>) -> impl Fn(NlError) -> NetnsError {
+pub(crate) fn nl(step: impl Into<String>) -> impl Fn(NlError) -> NetnsError {
     let step: String = step.into();
     move |e| match e {
         NlError::Socket(what, errno) => NetnsError::Netlink {

@@ -1,8 +1,9 @@
 //! A process tree in a network namespace of its own with loopback only (a sandbox's) comes
 //! back in a new one: lo's state, MTU and addresses, the namespace's sysctls, and its sockets
 //! over lo (a listener, a connection between two processes of the dump, a UDP socket with a
-//! datagram waiting). What is not made again (another interface, the namespace shared with a
-//! process outside the dump) is refused at dump, by name.
+//! datagram waiting), its firewall (nftables ruleset, legacy iptables tables, the tracked
+//! connections). What is not made again (another interface, the namespace shared with a
+//! process outside the dump, a chain bound to a rule) is refused at dump, by name.
 //!
 //! Needs the engine: `cryo` must be built (`cargo build -p cryo`).
 
@@ -233,34 +234,154 @@ fn a_child_back_in_cryos_network_namespace_below_a_parent_in_another_comes_back_
     assert_eq!(w.cmd("talk 1000"), "1000");
 }
 
+/// The firewall of the sandbox: what is not established must be a new connection's SYN
+/// from a trusted address (so a restored connection whose tracking were lost, its next
+/// segment seen as "new" without SYN, would be dropped), UDP and nothing else. The counters
+/// count what only the test sends (SYNs, datagrams): a connection's ACKs go out on their
+/// own timers, after any reading of the counters.
+const RULESET: &str = r#"
+table inet filter {
+    set trusted { type ipv4_addr; elements = { 127.0.0.1, 10.1.1.1 } }
+    counter seen { }
+    chain input {
+        type filter hook input priority 0; policy drop;
+        ct state established accept
+        ct state new tcp flags & (syn | ack) == syn ip saddr @trusted counter name seen accept
+        meta l4proto udp counter accept comment "datagrams"
+        counter drop
+    }
+    chain output { type filter hook output priority 0; policy accept; }
+}
+"#;
+
+/// Writes `rules` into a file of a temp dir of the test's own: (the dir, `nft=FILE`).
+fn nft_option(rules: &str) -> (cryo_tests::TempDir, String) {
+    let dir = cryo_tests::control_dir();
+    let file = dir.path().join("rules.nft");
+    std::fs::write(&file, rules).unwrap();
+    (dir, format!("nft={}", file.display()))
+}
+
+/// What the process reads of its firewall: the ruleset with its handles and counters, and
+/// how many connections are tracked.
+fn firewall_view(w: &Workload) -> (String, String) {
+    (
+        w.cmd("run nft -a list ruleset"),
+        w.cmd("sysctl net/netfilter/nf_conntrack_count"),
+    )
+}
+
 #[test]
-fn an_nftables_table_in_the_namespace_is_refused_naming_it() {
+fn an_nftables_ruleset_and_the_tracked_connections_come_back_with_the_namespace() {
     cryo_bin();
-    let w = Workload::spawn("netns", &[]);
-    // A table made inside the workload's namespace by a thread of the test that joins it.
-    let ns = std::fs::File::open(format!("/proc/{}/ns/net", w.pid())).unwrap();
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-            let tuple = cryo_netns::ConnTuple::new(
-                "127.0.0.1:1".parse().unwrap(),
-                "127.0.0.1:2".parse().unwrap(),
-            );
-            cryo_netns::NetworkLock::install("sandbox-rules", &[tuple])
-                .unwrap()
-                .keep();
-        })
-        .join()
-        .unwrap()
-    });
+    let (_rules, nft) = nft_option(RULESET);
+    let mut w = Workload::spawn("netns", &[&nft]);
+    assert_eq!(w.cmd("talk 1000"), "1000");
+    let (ruleset, tracked) = firewall_view(&w);
+    assert!(ruleset.contains("counter name \"seen\""), "{ruleset}");
+    assert_ne!(tracked, "0", "the connection is tracked");
+
+    // --leave-running leaves it as it was.
+    w.dump(&w.path("left"), &["--tcp-established", "--leave-running"])
+        .assert_success();
+    w.assert_untouched();
+    assert_eq!(firewall_view(&w), (ruleset.clone(), tracked.clone()));
+    assert_eq!(w.cmd("talk 3000"), "3000");
+
+    let before = firewall_view(&w);
+    let img = w.path("img");
+    w.dump(&img, &["--tcp-established"]).assert_success();
+    w.wait_original();
+    w.restore_background(&img);
+    assert_ne!(w.cmd("ns"), ours());
+    assert_eq!(
+        firewall_view(&w),
+        before,
+        "the ruleset (handles, counters, set elements) and the number of tracked connections"
+    );
+    // Its next segments are "established" only if its tracking came back.
+    assert_eq!(w.cmd("talk 100000"), "100000", "the restored connection");
+    assert_eq!(
+        w.cmd("accept-new"),
+        "ok",
+        "a new connection, accepted by the rules"
+    );
+    assert_eq!(w.cmd("udp-queued"), "queued before the dump");
+    assert_eq!(w.cmd("udp"), "ok");
+}
+
+#[test]
+fn legacy_iptables_rules_and_their_counters_come_back_with_the_namespace() {
+    cryo_bin();
+    // zdtm's socket-tcp-ipt-nfconntrack rules, and a policy of ip6tables.
+    let mut w = Workload::spawn(
+        "netns",
+        &[
+            "ipt=-A+INPUT+-i+lo+-p+tcp+-m+state+--state+NEW,ESTABLISHED+-j+ACCEPT",
+            "ipt=-A+INPUT+-p+udp+-j+ACCEPT",
+            "ipt=-A+INPUT+-j+DROP",
+            "ip6t=-P+INPUT+DROP",
+        ],
+    );
+    assert_eq!(w.cmd("talk 1000"), "1000");
+    // The save's comment lines carry the time; the counters of what sees the connection's
+    // segments (its ACKs go out on their own timers) are left out, the others compared.
+    let saved = |w: &Workload| -> String {
+        ["iptables-legacy-save", "ip6tables-legacy-save"]
+            .iter()
+            .map(|tool| {
+                w.cmd(&format!("run {tool} -c"))
+                    .split('|')
+                    .filter(|l| !l.starts_with('#'))
+                    .map(|l| match l.split_once(' ') {
+                        Some((_, rest)) if l.contains("-p tcp") => format!("[*] {rest}"),
+                        Some((chain, _)) if l.starts_with(":OUTPUT") => format!("{chain} [*]"),
+                        _ => l.to_string(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let before = saved(&w);
+    assert!(
+        before.contains("--state NEW,ESTABLISHED -j ACCEPT"),
+        "{before}"
+    );
+    assert!(before.contains(":INPUT DROP"), "{before}");
+    assert!(
+        before.contains("[1:50] -A INPUT -p udp -j ACCEPT"),
+        "{before}"
+    );
+    let tracked = w.cmd("sysctl net/netfilter/nf_conntrack_count");
+    let img = w.path("img");
+    w.dump(&img, &["--tcp-established"]).assert_success();
+    w.wait_original();
+    w.restore_background(&img);
+    assert_eq!(saved(&w), before, "rules, policies and counters");
+    assert_eq!(w.cmd("sysctl net/netfilter/nf_conntrack_count"), tracked);
+    assert_eq!(w.cmd("talk 100000"), "100000", "the restored connection");
+    assert_eq!(w.cmd("accept-new"), "ok");
+}
+
+#[test]
+fn a_chain_bound_to_a_rule_is_refused_naming_it() {
+    cryo_bin();
+    let (_rules, nft) = nft_option(
+        "table inet t {\n chain c {\n type filter hook input priority 0;\n jump { counter accept; }\n }\n}\n",
+    );
+    let w = Workload::spawn("netns", &[&nft]);
     let out = w.dump(&w.path("img"), &["--tcp-established"]);
     assert!(!out.status.success(), "the dump should be refused\n{out}");
     let inode = w.cmd("ns");
     assert!(
         out.stderr.contains(&format!(
-            "pid {}: its network namespace ({inode}) holds nftables table inet cryo-sandbox-rules",
+            "pid {}: its network namespace ({inode}) has nftables chain inet t __chain",
             w.pid()
-        )),
+        )) && out
+            .stderr
+            .contains("which cannot be made again: bound to a rule (NFT_CHAIN_BINDING)"),
         "{}",
         out.stderr
     );

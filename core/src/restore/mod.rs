@@ -271,6 +271,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored> {
         processes = spawned.pids.len(),
         "processes created, fds open"
     );
+    crate::task::netns::make_firewalls(&spawned.planned.loaded.tasks, &spawned.pids)?;
     crate::interrupt::pause_point("spawned");
     interrupted("after creating the processes")?;
     let reshaped = spawned.reshape()?;

@@ -23,13 +23,20 @@
 use std::fs::File;
 use std::sync::atomic::{AtomicI32, Ordering};
 
+use cryo_netns::conntrack;
+use cryo_netns::firewall::{self, Firewall};
+use cryo_netns::ruleset::{self, Kind};
 use cryo_netns::state::{self, Address, Loopback, Observed};
+use cryo_netns::xtables::{LegacyFamily, LegacyTable};
 use cryo_netns::NetnsError;
-use cryo_proto::image::{NetAddress, NetNamespace, NetSysctl, TaskCore};
+use cryo_proto::image::{
+    ConntrackEntry, NetAddress, NetNamespace, NetSysctl, NftObject, TaskCore, XtTable,
+};
 use nix::sched::CloneFlags;
 use nix::unistd::Pid;
 
 use crate::restore::error::{ChildError, ChildStep};
+use crate::restore::load::TaskImage;
 
 /// Why the network namespace of a process cannot come back.
 #[derive(Debug, thiserror::Error)]
@@ -58,12 +65,16 @@ pub enum NetNamespaceError {
     },
 }
 
-/// What a namespace shows: its objects and its sysctls.
-type Shown = (Observed, Vec<(String, String)>);
+/// What a namespace shows: its objects, its sysctls and its firewall.
+type Shown = (Observed, Vec<(String, String)>, Firewall);
 
 fn observe_all() -> Result<Shown, NetnsError> {
-    Ok((state::observe()?, state::sysctls()?))
+    Ok((state::observe()?, state::sysctls()?, firewall::capture()?))
 }
+
+/// Sysctls that follow from what is made again, not written: the number of tracked
+/// connections (the conntrack entries made again count themselves).
+const FOLLOWING_SYSCTLS: [&str; 1] = ["net/netfilter/nf_conntrack_count"];
 
 /// `net/ipv4/ping_group_range` as sysctl(8) names it.
 fn sysctl_name(path: &str) -> String {
@@ -94,36 +105,43 @@ pub fn dump(pid: Pid, inode: u64, members: &[Pid]) -> Result<NetNamespace, NetNa
     let ns = File::open(crate::proc::dir(pid).join("ns/net"))
         .map_err(io)
         .map_err(failed("open it"))?;
-    let (theirs, their_sysctls) =
+    let (theirs, their_sysctls, their_firewall) =
         crate::sys::ns::run_in(&ns, CloneFlags::CLONE_NEWNET, observe_all)
             .map_err(io)
             .and_then(|r| r)
-            .map_err(failed("read it (setns)"))?;
+            .map_err(|e| match e {
+                NetnsError::Unrestorable { what, why } => {
+                    refuse(format!("has {what}, which cannot be made again: {why}"))
+                }
+                other => failed("read it (setns)")(other),
+            })?;
     let Some(lo) = theirs.loopback.clone() else {
         return Err(refuse("has no loopback interface".into()));
     };
     // The replica: a fresh namespace made as a restore would make it.
     let replica = crate::sys::ns::run_in_new(CloneFlags::CLONE_NEWNET, || {
-        let (fresh, fresh_sysctls) = observe_all()?;
+        let (fresh, fresh_sysctls, _) = observe_all()?;
         let mut differing = Vec::new();
         let mut missing = None;
         for (name, value) in &their_sysctls {
             match fresh_sysctls.iter().find(|(n, _)| n == name) {
                 Some((_, v)) if v == value => {}
+                Some(_) if FOLLOWING_SYSCTLS.contains(&name.as_str()) => {}
                 Some(_) => differing.push((name.clone(), value.clone())),
                 None => {
                     missing.get_or_insert_with(|| name.clone());
                 }
             }
         }
-        let made = state::make_loopback(&lo, &differing);
+        let made =
+            state::make_loopback(&lo, &differing).and_then(|()| firewall::restore(&their_firewall));
         let after = observe_all()?;
         Ok::<_, NetnsError>((fresh, differing, missing, made, after))
     })
     .map_err(io)
     .and_then(|r| r)
     .map_err(failed("make a fresh one to compare"))?;
-    let (fresh, differing, missing, made, (again, again_sysctls)) = replica;
+    let (fresh, differing, missing, made, (again, again_sysctls, again_firewall)) = replica;
     if let Some((name, kind)) = theirs
         .other_links
         .iter()
@@ -133,9 +151,10 @@ pub fn dump(pid: Pid, inode: u64, members: &[Pid]) -> Result<NetNamespace, NetNa
             "holds network interface {name} ({kind}): only lo is made again"
         )));
     }
-    if let Some(table) = theirs.tables.iter().find(|t| !fresh.tables.contains(t)) {
+    // Tables of kinds the firewall does not make again (arptables, ebtables).
+    if let Some(table) = theirs.tables.iter().find(|t| !again.tables.contains(t)) {
         return Err(refuse(format!(
-            "holds {table}: firewall rules of a namespace are not made again"
+            "holds {table}, which a namespace made again would not have"
         )));
     }
     if let Some(name) = missing {
@@ -186,6 +205,11 @@ pub fn dump(pid: Pid, inode: u64, members: &[Pid]) -> Result<NetNamespace, NetNa
             "lacks {o}, which a namespace made again would have"
         )));
     }
+    if let Some(difference) = firewall::first_difference(&their_firewall, &again_firewall) {
+        return Err(refuse(format!(
+            "has a firewall that cannot be made again: {difference}"
+        )));
+    }
     if theirs.objects != again.objects {
         return Err(refuse(
             "lists its addresses or routes in another order than a namespace made again would"
@@ -201,6 +225,98 @@ pub fn dump(pid: Pid, inode: u64, members: &[Pid]) -> Result<NetNamespace, NetNa
             .into_iter()
             .map(|(name, value)| NetSysctl { name, value })
             .collect(),
+        nft: their_firewall
+            .nft
+            .iter()
+            .map(|i| NftObject {
+                kind: i.kind.code(),
+                family: i.family.into(),
+                attrs: i.attrs.clone(),
+            })
+            .collect(),
+        xt_tables: their_firewall.legacy.iter().map(xt_record).collect(),
+        conntrack: their_firewall
+            .conntrack
+            .iter()
+            .map(|e| ConntrackEntry {
+                family: e.family.into(),
+                payload: e.payload.clone(),
+            })
+            .collect(),
+    })
+}
+
+fn xt_record(t: &LegacyTable) -> XtTable {
+    XtTable {
+        family: match t.family {
+            LegacyFamily::Ipv4 => 4,
+            LegacyFamily::Ipv6 => 6,
+        },
+        name: t.name.clone(),
+        valid_hooks: t.valid_hooks,
+        hook_entry: t.hook_entry.to_vec(),
+        underflow: t.underflow.to_vec(),
+        num_entries: t.num_entries,
+        entries: t.entries.clone(),
+        counters: t.counters.iter().flat_map(|(p, b)| [*p, *b]).collect(),
+    }
+}
+
+/// The firewall an image describes; an image value out of range is an error naming it.
+fn firewall_of(ns: &NetNamespace) -> Result<Firewall, String> {
+    let nft = ns
+        .nft
+        .iter()
+        .map(|o| {
+            Ok(ruleset::Item {
+                kind: Kind::from_code(o.kind).ok_or(format!("nftables object kind {}", o.kind))?,
+                family: u8::try_from(o.family)
+                    .map_err(|_| format!("nftables family {}", o.family))?,
+                attrs: o.attrs.clone(),
+            })
+        })
+        .collect::<Result<_, String>>()?;
+    let legacy = ns
+        .xt_tables
+        .iter()
+        .map(|t| {
+            let five = |v: &[u32], what: &str| {
+                <[u32; 5]>::try_from(v).map_err(|_| format!("{what} of legacy table {}", t.name))
+            };
+            if t.counters.len() % 2 != 0 {
+                return Err(format!("counters of legacy table {}", t.name));
+            }
+            Ok(LegacyTable {
+                family: match t.family {
+                    4 => LegacyFamily::Ipv4,
+                    6 => LegacyFamily::Ipv6,
+                    f => return Err(format!("legacy table family {f}")),
+                },
+                name: t.name.clone(),
+                valid_hooks: t.valid_hooks,
+                hook_entry: five(&t.hook_entry, "hook entries")?,
+                underflow: five(&t.underflow, "underflows")?,
+                num_entries: t.num_entries,
+                entries: t.entries.clone(),
+                counters: t.counters.chunks(2).map(|c| (c[0], c[1])).collect(),
+            })
+        })
+        .collect::<Result<_, String>>()?;
+    let conntrack = ns
+        .conntrack
+        .iter()
+        .map(|e| {
+            Ok(conntrack::Entry {
+                family: u8::try_from(e.family)
+                    .map_err(|_| format!("conntrack family {}", e.family))?,
+                payload: e.payload.clone(),
+            })
+        })
+        .collect::<Result<_, String>>()?;
+    Ok(Firewall {
+        nft,
+        legacy,
+        conntrack,
     })
 }
 
@@ -299,6 +415,66 @@ pub fn restore_in_child(core: &TaskCore, parent: Option<&TaskCore>) -> Result<()
     })
 }
 
+/// Once every process of the restore has made its sockets and refilled their queues (a
+/// datagram put back goes through the namespace's hooks: counted, or dropped by a rule), the
+/// firewall of each network namespace made again, by a thread of cryo that joins it through
+/// the topmost process in it (`tasks` and `pids`: the plan's tasks and their pids). What the
+/// kernel made is read back and compared: the dump's replica showed the same, this host may
+/// not. Until then the namespace has no rule: only the kernel's own segments (a
+/// retransmission) can pass, untracked and uncounted, as after the restore.
+pub(crate) fn make_firewalls(tasks: &[TaskImage], pids: &[Pid]) -> Result<(), NetNamespaceError> {
+    for (i, task) in tasks.iter().enumerate() {
+        let Some(ns) = &task.core.netns else { continue };
+        let parent_ns = tasks
+            .iter()
+            .find(|p| p.entry.pid == task.entry.ppid)
+            .and_then(|p| p.core.netns.as_ref());
+        if parent_ns.map(|n| n.inode) == Some(ns.inode) {
+            continue;
+        }
+        let pid = pids[i];
+        let refuse = |detail: String| NetNamespaceError::Refused {
+            pid,
+            inode: ns.inode,
+            detail,
+        };
+        let wanted = firewall_of(ns)
+            .map_err(|what| refuse(format!("has a firewall the image describes wrong: {what}")))?;
+        if wanted.is_empty() {
+            continue;
+        }
+        let path = crate::proc::dir(pid).join("ns/net");
+        let made = File::open(&path)
+            .and_then(|handle| {
+                crate::sys::ns::run_in(&handle, CloneFlags::CLONE_NEWNET, || {
+                    firewall::restore(&wanted)?;
+                    firewall::capture()
+                })
+            })
+            .map_err(|error| NetNamespaceError::Read {
+                pid,
+                inode: ns.inode,
+                step: "join it to make its firewall",
+                source: NetnsError::Read {
+                    path: path.clone(),
+                    error,
+                },
+            })?
+            .map_err(|source| NetNamespaceError::Read {
+                pid,
+                inode: ns.inode,
+                step: "make its firewall",
+                source,
+            })?;
+        if let Some(difference) = firewall::first_difference(&wanted, &made) {
+            return Err(refuse(format!(
+                "has a firewall this host made otherwise: {difference}"
+            )));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -321,6 +497,7 @@ mod tests {
             lo_mtu: 65536,
             lo_addresses: vec![address_record(&a)],
             sysctls: Vec::new(),
+            ..Default::default()
         };
         assert_eq!(loopback(&ns).addresses, [a]);
         assert_eq!(

@@ -8,9 +8,12 @@
 //!                      down (lo left down: no sockets made)   mtu=N   addr=CIDR (ip addr add
 //!                      CIDR dev lo)   sysctl=PATH=VALUE (below /proc/sys, `,` for a tab)
 //!                      route=CIDR (ip route add CIDR dev lo, once lo is up)   veth=NAME (a veth pair
-//!                      NAME, NAME-p)
+//!                      NAME, NAME-p)   nft=FILE (nft -f FILE)   ipt=ARG+ARG... and
+//!                      ip6t=ARG+ARG... (iptables-legacy / ip6tables-legacy -w ARG...): rules in
+//!                      place before the sockets are made
 //! ns -> <inode of its network namespace>
 //! ip ARGS... -> what `ip ARGS` prints, lines joined by `|`
+//! run PROGRAM ARGS... -> what it prints, lines joined by `|` (nft, iptables-legacy-save...)
 //! sysctl PATH -> <value>
 //! talk N -> <len> (writes N bytes to the child, which echoes them: read back and compared)
 //! accept-new -> ok (a new client connects to the listener, is accepted, a byte goes both ways)
@@ -78,6 +81,17 @@ pub fn start(args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
                 let peer = format!("{value}-p");
                 ip(&["link", "add", value, "type", "veth", "peer", "name", &peer])?
             }
+            "nft" => run("nft", &["-f", value]).map(drop)?,
+            "ipt" | "ip6t" => {
+                let tool = if key == "ipt" {
+                    "iptables-legacy"
+                } else {
+                    "ip6tables-legacy"
+                };
+                let mut args = vec!["-w"];
+                args.extend(value.split('+'));
+                run(tool, &args).map(drop)?
+            }
             other => return Err(format!("bad option {other:?}")),
         }
     }
@@ -140,13 +154,18 @@ fn ip(args: &[&str]) -> Result<(), String> {
 }
 
 fn run_ip(args: &[&str]) -> Result<String, String> {
-    let out = std::process::Command::new("ip")
+    run("ip", args)
+}
+
+/// Runs `program ARGS` in this process's namespace: its output, lines joined by `|`.
+fn run(program: &str, args: &[&str]) -> Result<String, String> {
+    let out = std::process::Command::new(program)
         .args(args)
         .output()
-        .map_err(failed("ip"))?;
+        .map_err(failed(program))?;
     if !out.status.success() {
         return Err(format!(
-            "ip {}: {}",
+            "{program} {}: {}",
             args.join(" "),
             String::from_utf8_lossy(&out.stderr).trim()
         ));
@@ -183,6 +202,7 @@ impl Mode for Netns {
                 Ok(link.to_string_lossy().into_owned())
             }
             ("ip", args) => run_ip(args),
+            ("run", [program, args @ ..]) => run(program, args),
             ("sysctl", [path]) => std::fs::read_to_string(format!("/proc/sys/{path}"))
                 .map(|v| v.trim_end().to_string())
                 .map_err(io_err),
