@@ -34,6 +34,9 @@ pub enum Cause {
     /// The network lock of cryo-netns failed.
     #[error("{0}")]
     Lock(Box<cryo_netns::LockError>),
+    /// A network namespace of cryo-netns (made, read, its firewall made) failed.
+    #[error("{0}")]
+    Netns(Box<cryo_netns::NetnsError>),
     /// The call succeeded but the kernel's answer is not what the engine relies on.
     #[error("{0}")]
     Unexpected(String),
@@ -48,6 +51,12 @@ pub enum Cause {
 impl From<crate::error::Error> for Cause {
     fn from(e: crate::error::Error) -> Self {
         Cause::Engine(Box::new(e))
+    }
+}
+
+impl From<cryo_netns::NetnsError> for Cause {
+    fn from(e: cryo_netns::NetnsError) -> Self {
+        Cause::Netns(Box::new(e))
     }
 }
 

@@ -199,6 +199,13 @@ const PROBES: &[Def] = &[
         run: |_| network::probe_nftables(),
     },
     Def {
+        name: "netns_firewall",
+        needed_for: "restore of a network namespace's firewall (its nftables ruleset, legacy \
+                     iptables tables and tracked connections, made again over netlink)",
+        required: false,
+        run: |_| network::probe_netns_firewall(),
+    },
+    Def {
         name: "net_namespace",
         needed_for: "restore into a new network namespace (its lo brought up)",
         required: false,

@@ -112,3 +112,38 @@ pub(super) fn probe_nftables() -> Outcome {
     }
     Ok(format!("table inet {table} installed and deleted"))
 }
+
+/// A fresh network namespace's firewall (a lock's table in it: sets, elements and rules)
+/// captured, made again in another fresh one and read back the same, as a restore of a
+/// namespace of the dump does.
+pub(super) fn probe_netns_firewall() -> Outcome {
+    use cryo_netns::firewall;
+    let made = cryo_netns::run_in_new(|| {
+        let tuple = cryo_netns::ConnTuple::new(
+            "127.0.0.1:1".parse().expect("address"),
+            "127.0.0.1:2".parse().expect("address"),
+        );
+        NetworkLock::install("probe", &[tuple])
+            .map_err(|e| cryo_netns::NetnsError::Unrestorable {
+                what: "a lock's table".into(),
+                why: e.to_string(),
+            })?
+            .keep();
+        firewall::capture()
+    })
+    .map_err(at("a fresh network namespace"))?
+    .map_err(at("install a table, then read the firewall"))?;
+    let again = cryo_netns::run_in_new(|| {
+        firewall::restore(&made)?;
+        firewall::capture()
+    })
+    .map_err(at("a fresh network namespace"))?
+    .map_err(at("make the firewall again, then read it"))?;
+    if let Some(difference) = firewall::first_difference(&made, &again) {
+        return Err(CheckError::unexpected("compare", difference));
+    }
+    Ok(format!(
+        "{} nftables objects made again the same",
+        made.nft.len()
+    ))
+}

@@ -16,8 +16,15 @@ use sha2::{Digest, Sha256};
 use super::cpu;
 
 /// The kernel features a restore needs beyond the required ones, by what the image holds.
-fn kernel_features(descs: &[FileDesc]) -> Vec<String> {
+fn kernel_features(cores: &[(TaskCore, MmCore)], descs: &[FileDesc]) -> Vec<String> {
     let mut names: Vec<String> = crate::check::required_names().map(str::to_string).collect();
+    if cores
+        .iter()
+        .filter_map(|(c, _)| c.netns.as_ref())
+        .any(|n| !n.nft.is_empty() || !n.xt_tables.is_empty() || !n.conntrack.is_empty())
+    {
+        names.push("netns_firewall".into());
+    }
     let sockets = || {
         descs.iter().filter_map(|d| match &d.kind {
             Some(file_desc::Kind::Socket(s)) => s.state.as_ref(),
@@ -199,7 +206,7 @@ pub(crate) fn record(
         cpu_flags: cpu::host_flags(),
         xcr0,
         xfeatures,
-        kernel_features: kernel_features(descs),
+        kernel_features: kernel_features(cores, descs),
         memory_bytes,
         processes: pstree
             .iter()
