@@ -237,35 +237,53 @@ fn a_mount_of_cryos_the_namespace_unmounted_stays_unmounted_in_the_restored_one(
 }
 
 #[test]
+fn a_proc_mounted_in_the_namespace_comes_back_showing_the_same_pid_namespace() {
+    cryo_bin();
+    let _shared = CRYOS_MOUNTS.read().unwrap_or_else(|e| e.into_inner());
+    let mut w = Workload::spawn("mount-ns", &["proc"]);
+    let point = w.path("proc");
+    let mount = format!("mount {}", point.display());
+    let before = w.cmd(&mount);
+    let comm = format!("read {}/self/comm", point.display());
+    assert_eq!(w.cmd(&comm).trim_end(), "cryo-workload");
+    w.dump(&w.path("left"), &["--leave-running"])
+        .assert_success();
+    w.assert_untouched();
+    assert_eq!(w.cmd(&mount), before, "--leave-running");
+    w.dump_and_restore();
+    assert_eq!(w.cmd(&mount), before, "its options");
+    // Its own entry, by the pid it has in cryo's PID namespace (the one the proc shows).
+    assert_eq!(w.cmd(&comm).trim_end(), "cryo-workload");
+    let stat = w.cmd(&format!("read {}/self/stat", point.display()));
+    assert_eq!(
+        stat.split(' ').next(),
+        Some(w.pid().to_string().as_str()),
+        "the restored proc shows cryo's PID namespace: {stat}"
+    );
+    assert_eq!(w.cmd("fd"), "5 tmpfs file written before the dump");
+}
+
+#[test]
 fn a_mount_of_another_kind_only_the_namespace_has_is_refused_naming_it() {
     cryo_bin();
     let _shared = CRYOS_MOUNTS.read().unwrap_or_else(|e| e.into_inner());
-    for (extra, kind, point) in [
-        ("proc", "proc proc", "proc"),
-        ("sysfs", "sysfs sysfs", "sys"),
-    ] {
-        let w = Workload::spawn("mount-ns", &[extra]);
-        let out = w.dump(&w.path("img"), &[]);
-        assert!(
-            !out.status.success(),
-            "{extra}: the dump should be refused\n{out}"
-        );
-        let inode = mnt_ns(w.pid()).to_string_lossy().into_owned();
-        let inode = inode.trim_start_matches("mnt:");
-        let want = format!(
-            "pid {}: mount namespace mnt:{inode}: {kind} on {}: is a {extra} mount only the \
-             namespace has",
-            w.pid(),
-            w.path(point).display()
-        );
-        assert!(
-            out.stderr.contains(&want),
-            "{extra}: want {want:?}\n{}",
-            out.stderr
-        );
-        w.assert_untouched();
-        assert_eq!(w.cmd("fd"), "5 tmpfs file written before the dump");
-    }
+    let w = Workload::spawn("mount-ns", &["sysfs"]);
+    let out = w.dump(&w.path("img"), &[]);
+    assert!(
+        !out.status.success(),
+        "sysfs: the dump should be refused\n{out}"
+    );
+    let inode = mnt_ns(w.pid()).to_string_lossy().into_owned();
+    let inode = inode.trim_start_matches("mnt:");
+    let want = format!(
+        "pid {}: mount namespace mnt:{inode}: sysfs sysfs on {}: is a sysfs mount only the \
+         namespace has",
+        w.pid(),
+        w.path("sys").display()
+    );
+    assert!(out.stderr.contains(&want), "want {want:?}\n{}", out.stderr);
+    w.assert_untouched();
+    assert_eq!(w.cmd("fd"), "5 tmpfs file written before the dump");
     // Shared propagation (a peer group) is not made again either.
     let w = Workload::spawn("mount-ns", &["shared"]);
     let out = w.dump(&w.path("img"), &[]);
@@ -357,5 +375,156 @@ fn a_bind_source_gone_at_restore_fails_it_naming_the_mount_and_a_retry_works() {
     assert_eq!(
         w.cmd(&format!("read {}/host.txt", w.path("ro").display())),
         "seen through the bind"
+    );
+}
+
+/// Reads FIFO `path` to its end (its writer's close), waiting at most 10 s for it.
+fn read_fifo(path: &std::path::Path) -> String {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .unwrap();
+    let mut out = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut writer_seen = false;
+    loop {
+        let mut pfd = libc::pollfd {
+            fd: std::os::fd::AsRawFd::as_raw_fd(&f),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        assert!(!left.is_zero(), "no answer on {}", path.display());
+        // SAFETY: one pollfd we own.
+        unsafe { libc::poll(&mut pfd, 1, left.as_millis() as i32) };
+        let mut buf = [0u8; 4096];
+        match f.read(&mut buf) {
+            Ok(0) if writer_seen => return String::from_utf8_lossy(&out).into_owned(),
+            Ok(0) => {
+                // No writer yet (POLLHUP before the first open for writing): wait for it.
+                std::thread::yield_now();
+            }
+            Ok(n) => {
+                writer_seen = true;
+                out.extend_from_slice(&buf[..n]);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => panic!("read {}: {e}", path.display()),
+        }
+    }
+}
+
+#[test]
+fn a_proc_of_the_pid_namespace_the_process_is_init_of_comes_back_showing_the_new_one() {
+    cryo_bin();
+    let _shared = CRYOS_MOUNTS.read().unwrap_or_else(|e| e.into_inner());
+    let dir = cryo_tests::control_dir();
+    let (ask, answer) = (dir.path().join("ask"), dir.path().join("answer"));
+    for fifo in [&ask, &answer] {
+        nix::unistd::mkfifo(fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    }
+    // As a user makes a sandbox: a PID namespace, then (in its init) a mount namespace with a
+    // proc of that PID namespace over /proc; the init answers with what /proc shows it.
+    let script = format!(
+        "while read x < {ask}; do {{ ls /proc; grep ' /proc ' /proc/self/mountinfo; }} > {answer}; done",
+        ask = ask.display(),
+        answer = answer.display()
+    );
+    let mut outer = Command::new("unshare")
+        .args([
+            "--fork",
+            "--pid",
+            "setsid",
+            "unshare",
+            "--mount",
+            "--mount-proc",
+        ])
+        .args(["sh", "-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("unshare (util-linux)");
+    let ask_once = || {
+        std::fs::write(&ask, "x\n").unwrap();
+        read_fifo(&answer)
+    };
+    let before = ask_once();
+    let pids =
+        |answer: &str| -> Vec<u32> { answer.lines().filter_map(|l| l.parse().ok()).collect() };
+    assert!(pids(&before).contains(&1), "{before}");
+    assert!(
+        pids(&before).iter().all(|p| *p < 100),
+        "only its namespace's pids: {before}"
+    );
+    let mounts = |answer: &str| -> Vec<String> {
+        answer
+            .lines()
+            .filter(|l| l.contains(" - proc "))
+            .map(|l| l.split(' ').skip(4).collect::<Vec<_>>().join(" "))
+            .collect()
+    };
+    assert_eq!(
+        mounts(&before).len(),
+        2,
+        "cryo's /proc and its own over it: {before}"
+    );
+    // The init: the sh whose pid in its namespace is 1, below `outer`.
+    let init = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .find(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/status")).is_ok_and(|s| {
+                s.lines()
+                    .any(|l| l.starts_with("NSpid:") && l.ends_with("\t1"))
+                    && s.lines().any(|l| l == "Name:\tsh")
+            }) && std::fs::read_to_string(format!("/proc/{p}/cmdline"))
+                .is_ok_and(|c| c.contains(&ask.display().to_string()))
+        })
+        .expect("the namespace's init");
+    /// Kills the namespace's init (and so its namespace) whatever the test's end.
+    struct KillOnDrop(std::cell::Cell<i32>);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            // SAFETY: kill takes plain integers.
+            unsafe { libc::kill(self.0.get(), libc::SIGKILL) };
+        }
+    }
+    let guard = KillOnDrop(std::cell::Cell::new(init));
+    let img = dir.path().join("img");
+    let out = cryo_tests::run_cryo(
+        dir.path(),
+        "dump",
+        ["dump", "-t", &init.to_string(), "-D", img.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{out}");
+    // The init killed by the dump, unshare ends.
+    let _ = outer.wait();
+    let out = cryo_tests::run_cryo(
+        dir.path(),
+        "restore",
+        ["restore", "-d", "-D", img.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{out}");
+    let restored: i32 = out
+        .stdout
+        .trim()
+        .parse()
+        .expect("restore -d prints the root's pid");
+    guard.0.set(restored);
+    let after = ask_once();
+    assert_ne!(restored, init);
+    assert!(pids(&after).contains(&1), "{after}");
+    assert!(
+        pids(&after).iter().all(|p| *p < 100),
+        "only its new namespace's pids: {after}"
+    );
+    assert_eq!(
+        mounts(&after),
+        mounts(&before),
+        "the same two proc mounts, same options"
     );
 }

@@ -1,8 +1,10 @@
 //! Mounts: a private copy of cryo's mount namespace for the calling process, tmpfs and bind
-//! mounts in it with their flags, and whether a file carries extended attributes.
+//! mounts in it with their flags, proc mounts of a given PID namespace, and whether a file
+//! carries extended attributes.
 
 use std::ffi::CString;
 use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -78,4 +80,120 @@ pub(crate) fn has_xattrs(path: &Path) -> io::Result<bool> {
         return Err(e);
     }
     Ok(len > 0)
+}
+
+/// fsconfig(2) commands and fsopen/fsmount/move_mount flags (linux/mount.h).
+const FSCONFIG_SET_FLAG: libc::c_uint = 0;
+const FSCONFIG_SET_STRING: libc::c_uint = 1;
+const FSCONFIG_SET_FD: libc::c_uint = 5;
+const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+const FSOPEN_CLOEXEC: libc::c_uint = 1;
+const FSMOUNT_CLOEXEC: libc::c_uint = 1;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
+
+/// One fsconfig(2) call on filesystem context `fs`.
+fn fsconfig(
+    fs: BorrowedFd<'_>,
+    cmd: libc::c_uint,
+    key: Option<&CString>,
+    value: Option<&CString>,
+    aux: libc::c_int,
+) -> io::Result<()> {
+    let ptr = |s: Option<&CString>| s.map_or(std::ptr::null(), |s| s.as_ptr());
+    // SAFETY: `fs` is an open filesystem context for the duration of the borrow; `key` and
+    // `value` are NUL-terminated strings that outlive the call, or null where the command
+    // takes none; the kernel only reads them.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            cmd,
+            ptr(key),
+            ptr(value),
+            aux,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// A new proc filesystem named `source`, mounted nowhere yet (an fd of fsmount(2)), that shows
+/// PID namespace `pidns` (an open /proc/PID/ns/pid: the `pidns` option of linux 6.15) with
+/// superblock options `options` (`hidepid=invisible,subset=pid`: `key=value`, or `key` alone
+/// for a flag).
+pub(crate) fn proc_detached(
+    pidns: BorrowedFd<'_>,
+    source: &str,
+    options: &str,
+) -> io::Result<OwnedFd> {
+    let c = |s: &str| CString::new(s).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL));
+    let name = c("proc")?;
+    // SAFETY: `name` is a NUL-terminated string the kernel only reads; fsopen returns a new
+    // fd or -1.
+    let fs = unsafe { libc::syscall(libc::SYS_fsopen, name.as_ptr(), FSOPEN_CLOEXEC) };
+    if fs < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fs` was just returned by fsopen and is owned by nothing else.
+    let fs = unsafe { OwnedFd::from_raw_fd(fs as RawFd) };
+    fsconfig(
+        fs.as_fd(),
+        FSCONFIG_SET_FD,
+        Some(&c("pidns")?),
+        None,
+        pidns.as_raw_fd(),
+    )?;
+    fsconfig(
+        fs.as_fd(),
+        FSCONFIG_SET_STRING,
+        Some(&c("source")?),
+        Some(&c(source)?),
+        0,
+    )?;
+    for option in options.split(',').filter(|o| !o.is_empty()) {
+        match option.split_once('=') {
+            Some((key, value)) => fsconfig(
+                fs.as_fd(),
+                FSCONFIG_SET_STRING,
+                Some(&c(key)?),
+                Some(&c(value)?),
+                0,
+            )?,
+            None => fsconfig(fs.as_fd(), FSCONFIG_SET_FLAG, Some(&c(option)?), None, 0)?,
+        }
+    }
+    fsconfig(fs.as_fd(), FSCONFIG_CMD_CREATE, None, None, 0)?;
+    // SAFETY: `fs` is an open, created filesystem context; fsmount returns a new fd or -1.
+    let m = unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), FSMOUNT_CLOEXEC, 0) };
+    if m < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `m` was just returned by fsmount and is owned by nothing else.
+    Ok(unsafe { OwnedFd::from_raw_fd(m as RawFd) })
+}
+
+/// Attaches detached mount `mount` (an fd of fsmount(2)) on `point` in the calling thread's
+/// mount namespace.
+pub(crate) fn attach(mount: BorrowedFd<'_>, point: &Path) -> io::Result<()> {
+    let to = CString::new(point.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let empty = c"";
+    // SAFETY: `mount` is an open mount fd for the duration of the borrow; `empty` and `to`
+    // are NUL-terminated strings the kernel only reads.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            mount.as_raw_fd(),
+            empty.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }

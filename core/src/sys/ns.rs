@@ -6,7 +6,8 @@ use std::os::fd::AsFd;
 use nix::sched::CloneFlags;
 
 /// Runs `f` on a short-lived thread that joined namespace `ns` (an open /proc/PID/ns/KIND of
-/// kind `kind`, a per-thread one: UTS, cgroup, IPC, network); fails if it cannot join.
+/// kind `kind`, a per-thread one: UTS, cgroup, IPC, network, or a mount namespace, which the
+/// thread joins with a working directory and root of its own); fails if it cannot join.
 pub(crate) fn run_in<T: Send>(
     ns: impl AsFd + Send,
     kind: CloneFlags,
@@ -14,6 +15,10 @@ pub(crate) fn run_in<T: Send>(
 ) -> io::Result<T> {
     std::thread::scope(|s| {
         s.spawn(|| {
+            // setns(CLONE_NEWNS) refuses a thread sharing its fs_struct (EINVAL).
+            if kind.contains(CloneFlags::CLONE_NEWNS) {
+                nix::sched::unshare(CloneFlags::CLONE_FS)?;
+            }
             nix::sched::setns(ns, kind)?;
             Ok(f())
         })

@@ -1,7 +1,8 @@
 //! Mount namespaces other than cryo's: dumped as cryo's mounts plus the tmpfs mounts (with
-//! their contents) and bind mounts of cryo's paths only the namespace has; made again, private,
-//! by the topmost process of the dump in it before it opens its files; anything else refused
-//! at dump naming pid, the namespace and the mount.
+//! their contents), proc mounts and bind mounts of cryo's paths only the namespace has; made
+//! again, private, by the topmost process of the dump in it before it opens its files (the
+//! procs by cryo once every process made its files); anything else refused at dump naming
+//! pid, the namespace and the mount.
 //!
 //! ```text
 //! dump (frozen)                        restore (the forked process, before its fds)
@@ -10,11 +11,15 @@
 //!   type, source, superblock options)    tmpfs: mount, fill from the copy, set ro after
 //!   = one of cryo's, copied by unshare   bind:  mount --bind SOURCE, remount its flags
 //!   the rest: tmpfs (read through      /proc/self/mountinfo compared with the dumped
-//!   /proc/PID/root/POINT) or binds       table: any difference fails the restore
+//!   /proc/PID/root/POINT), binds, or     table (its procs left out): any difference fails
+//!   procs (the PID namespace shown:    restore (cryo, every process's files made)
+//!   the process's own or cryo's)         proc: fsopen with pidns, attached in the
+//!                                        namespace, flags; the whole table compared
 //! ```
 
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Read};
+use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -382,6 +387,38 @@ pub fn dump(pid: Pid, inode: u64) -> Result<MountNamespace, MountNsError> {
                 files,
                 bind_source: String::new(),
                 key: m.key(),
+                ..Default::default()
+            }
+        } else if m.fstype == "proc" && !our_devs.contains(m.dev.as_str()) {
+            if same_dev > 1 || m.root != "/" {
+                return Err(refuse(
+                    m,
+                    "is a proc mounted more than once, or part of one: not made again".into(),
+                ));
+            }
+            let proc_options = proc_options(&m.super_options)
+                .map_err(|opt| refuse(m, format!("proc option {opt:?} is not made again")))?;
+            let own = match proc_shows(pid, &seen_at) {
+                Ok(Some(own)) => own,
+                Ok(None) => {
+                    return Err(refuse(
+                        m,
+                        "shows a PID namespace that is neither the process's own nor cryo's: \
+                         not made again"
+                            .into(),
+                    ))
+                }
+                Err(e) => return Err(read_err(&format!("the proc on {point}"))(e)),
+            };
+            NamespaceMount {
+                point,
+                options: m.options.clone(),
+                source: unescape(&m.source),
+                key: m.key(),
+                proc: true,
+                proc_options,
+                proc_own_pidns: own,
+                ..Default::default()
             }
         } else if our_devs.contains(m.dev.as_str()) && !PSEUDO.contains(&m.fstype.as_str()) {
             let source = bind_source(m, &ours, &seen_at).ok_or_else(|| {
@@ -406,8 +443,8 @@ pub fn dump(pid: Pid, inode: u64) -> Result<MountNamespace, MountNsError> {
             return Err(refuse(
                 m,
                 format!(
-                    "is a {} mount only the namespace has: only tmpfs mounts and bind mounts of \
-                     cryo's paths are made again",
+                    "is a {} mount only the namespace has: only tmpfs mounts, proc mounts and \
+                     bind mounts of cryo's paths are made again",
                     m.fstype
                 ),
             ));
@@ -419,6 +456,51 @@ pub fn dump(pid: Pid, inode: u64) -> Result<MountNamespace, MountNsError> {
         mounts,
         table: table_keys(&theirs),
     })
+}
+
+/// The superblock options of a proc (`rw,hidepid=invisible,subset=pid`): those to mount it
+/// with again (without rw), or the first option the restore does not make.
+fn proc_options(super_options: &str) -> Result<String, String> {
+    let mut kept = Vec::new();
+    for opt in super_options.split(',') {
+        match opt.split('=').next().unwrap_or(opt) {
+            "rw" => {}
+            "hidepid" | "gid" | "subset" => kept.push(opt),
+            _ => return Err(opt.to_string()),
+        }
+    }
+    Ok(kept.join(","))
+}
+
+/// Which PID namespace the proc process `pid` shows at `seen_at` (/proc/PID/root/POINT) is:
+/// the process's own (true) or cryo's (false), told by finding the process itself there under
+/// its pid in that namespace (NSpid: cryo's first, its own last) with its start time; `None`
+/// for another one.
+fn proc_shows(pid: Pid, seen_at: &Path) -> io::Result<Option<bool>> {
+    let status = std::fs::read_to_string(proc::dir(pid).join("status"))?;
+    let nspid: Vec<&str> = status
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))
+        .map(|r| r.split_whitespace().collect())
+        .unwrap_or_default();
+    // Field 22 of stat, the start time, the 20th after the command's closing parenthesis.
+    let start = |stat: &str| {
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(19).map(str::to_string))
+    };
+    let own = start(&std::fs::read_to_string(proc::dir(pid).join("stat"))?);
+    let shows = |n: &str| {
+        std::fs::read_to_string(seen_at.join(n).join("stat"))
+            .ok()
+            .and_then(|s| start(&s))
+    };
+    let (Some(first), Some(last)) = (nspid.first(), nspid.last()) else {
+        return Ok(None);
+    };
+    if own.is_some() && shows(last) == own {
+        return Ok(Some(nspid.len() > 1));
+    }
+    Ok((own.is_some() && shows(first) == own).then_some(false))
 }
 
 /// The path in cryo's namespace of what bind mount `m` shows (seen by the process at
@@ -615,6 +697,28 @@ pub fn mark_files(
     for desc in descs.iter_mut().filter(|d| ids.contains(&d.id)) {
         let reg = match desc.kind.as_mut() {
             Some(file_desc::Kind::Regular(r)) | Some(file_desc::Kind::Directory(r)) => r,
+            // Reopened by path in the holder once the namespace is made: that path must lead
+            // to cryo's /proc there too.
+            Some(file_desc::Kind::ProcFile(p)) => {
+                let path = match (p.pid, p.namespace.is_empty()) {
+                    (0, true) => p.rest.clone(),
+                    (pid, true) => format!("/proc/{pid}{}", p.rest),
+                    (pid, false) => format!("/proc/{pid}/ns/{}", p.namespace),
+                };
+                if let Some(m) = own_mount(&path) {
+                    return Err(MountNsError::Refused {
+                        pid,
+                        inode: ns.inode,
+                        mount: mount_name(m),
+                        detail: format!(
+                            "file {path} of cryo's /proc (description {}) is under it: \
+                             reopened by its path, it would be found on this mount",
+                            desc.id
+                        ),
+                    });
+                }
+                continue;
+            }
             other => {
                 // Other kinds reached by path are found by cryo, or by their handles, in
                 // cryo's namespace.
@@ -671,7 +775,9 @@ pub fn mark_files(
 /// A mount of the image as messages name it: "tmpfs SOURCE on POINT" or "bind SOURCE on
 /// POINT".
 fn mount_name(m: &NamespaceMount) -> String {
-    if m.tmpfs {
+    if m.proc {
+        format!("proc on {}", m.point)
+    } else if m.tmpfs {
         format!("tmpfs {} on {}", m.source, m.point)
     } else {
         format!("bind {} on {}", m.bind_source, m.point)
@@ -720,7 +826,15 @@ pub fn restore_in_child(core: &TaskCore, parent: Option<&TaskCore>) -> Result<()
     // latest first (one mounted on another before it).
     let text = std::fs::read_to_string("/proc/self/mountinfo")
         .map_err(failed("read the mountinfo copied".into()))?;
-    let mut wanted = ns.table.clone();
+    // Proc mounts are made by cryo later (mount_procs), once every process made its files
+    // (through cryo's /proc, which such a mount may cover).
+    let later: Vec<&str> = ns
+        .mounts
+        .iter()
+        .filter(|m| m.proc)
+        .map(|m| m.key.as_str())
+        .collect();
+    let mut wanted = without_keys(&ns.table, &later);
     let mut excess = Vec::new();
     // Mounts of its own already there: a namespace made inside its parent's made one shares
     // the parent's own mounts (the same superblocks, as the dumped ones did).
@@ -746,7 +860,7 @@ pub fn restore_in_child(core: &TaskCore, parent: Option<&TaskCore>) -> Result<()
             m.describe()
         )))?;
     }
-    for m in &ns.mounts {
+    for m in ns.mounts.iter().filter(|m| !m.proc) {
         if parent_own.contains(&m.key.as_str()) {
             if let Some(i) = there.iter().position(|k| *k == m.key) {
                 there.swap_remove(i);
@@ -774,23 +888,123 @@ pub fn restore_in_child(core: &TaskCore, parent: Option<&TaskCore>) -> Result<()
     }
     let text = std::fs::read_to_string("/proc/self/mountinfo")
         .map_err(failed("read the mountinfo made".into()))?;
-    let made = parse(&text);
+    // A namespace made inside this one shares its proc mounts, which are not there yet.
+    let inner_later: Vec<&str> = parent_own
+        .iter()
+        .copied()
+        .filter(|k| ns.mounts.iter().any(|m| m.proc && m.key == *k))
+        .collect();
+    compare_table(
+        &text,
+        &without_keys(&ns.table, &[later, inner_later].concat()),
+    )
+    .map_err(|detail| ChildError::Mounts { detail })
+}
+
+/// `table` without one occurrence of each key of `keys`.
+fn without_keys(table: &[String], keys: &[&str]) -> Vec<String> {
+    let mut out = table.to_vec();
+    for k in keys {
+        if let Some(i) = out.iter().position(|t| t == k) {
+            out.remove(i);
+        }
+    }
+    out
+}
+
+/// Compares mountinfo `text` with the keys `wanted` (sorted): the first difference, or a
+/// mount that is not private.
+fn compare_table(text: &str, wanted: &[String]) -> Result<(), String> {
+    let made = parse(text);
     let keys = table_keys(&made);
-    if keys != ns.table {
+    if keys != wanted {
         let only = |a: &[String], b: &[String], whose: &str| {
             a.iter()
                 .find(|k| !b.contains(k))
                 .map(|k| format!("{k} is {whose} only"))
         };
-        let detail = only(&ns.table, &keys, "the dumped namespace's")
-            .or_else(|| only(&keys, &ns.table, "the restored namespace's"))
-            .unwrap_or_else(|| "a mount is there more times in one table".into());
-        return Err(ChildError::Mounts { detail });
+        return Err(only(wanted, &keys, "the dumped namespace's")
+            .or_else(|| only(&keys, wanted, "the restored namespace's"))
+            .unwrap_or_else(|| "a mount is there more times in one table".into()));
     }
     if let Some(m) = made.iter().find(|m| !m.optional.is_empty()) {
-        return Err(ChildError::Mounts {
-            detail: format!("{} came out {:?}, not private", m.describe(), m.optional),
-        });
+        return Err(format!(
+            "{} came out {:?}, not private",
+            m.describe(),
+            m.optional
+        ));
+    }
+    Ok(())
+}
+
+/// Once every process of the restore has made its files: the proc mounts of each mount
+/// namespace made again, by a thread of cryo that joins it (through the topmost process of
+/// the dump in it, `tasks` and `pids`: the plan's tasks and their pids), each showing that
+/// process's PID namespace or cryo's as at dump; then the namespace's whole table compared
+/// with the dumped one.
+pub(crate) fn mount_procs(
+    tasks: &[crate::restore::load::TaskImage],
+    pids: &[Pid],
+) -> Result<(), MountNsError> {
+    for (i, task) in tasks.iter().enumerate() {
+        let Some(ns) = &task.core.mnt else { continue };
+        let parent_ns = tasks
+            .iter()
+            .find(|p| p.entry.pid == task.entry.ppid)
+            .and_then(|p| p.core.mnt.as_ref());
+        if parent_ns.map(|n| n.inode) == Some(ns.inode) || !ns.mounts.iter().any(|m| m.proc) {
+            continue;
+        }
+        let pid = pids[i];
+        let failed = |what: String| {
+            move |errno| MountNsError::Read {
+                pid,
+                inode: ns.inode,
+                what,
+                errno,
+            }
+        };
+        let dir = proc::dir(pid);
+        let mnt = std::fs::File::open(dir.join("ns/mnt"))
+            .map_err(failed("its mount namespace".into()))?;
+        for m in ns.mounts.iter().filter(|m| m.proc) {
+            let pidns = if m.proc_own_pidns {
+                dir.join("ns/pid")
+            } else {
+                PathBuf::from("/proc/self/ns/pid")
+            };
+            let what = format!(
+                "mount a proc on {} (PID namespace {})",
+                m.point,
+                pidns.display()
+            );
+            let made = std::fs::File::open(&pidns)
+                .and_then(|pidns| {
+                    sys::mount::proc_detached(pidns.as_fd(), &m.source, &m.proc_options)
+                })
+                .map_err(failed(what.clone()))?;
+            let flags = mount_flags(&m.options).map_err(|opt| MountNsError::Refused {
+                pid,
+                inode: ns.inode,
+                mount: mount_name(m),
+                detail: format!("option {opt:?} is not made again"),
+            })?;
+            let point = Path::new(&m.point);
+            crate::sys::ns::run_in(&mnt, nix::sched::CloneFlags::CLONE_NEWNS, || {
+                sys::mount::attach(made.as_fd(), point)?;
+                sys::mount::set_mount_flags(point, flags)
+            })
+            .and_then(|r| r)
+            .map_err(failed(what))?;
+        }
+        let text = std::fs::read_to_string(dir.join("mountinfo"))
+            .map_err(failed("its mountinfo".into()))?;
+        compare_table(&text, &ns.table).map_err(|detail| MountNsError::Refused {
+            pid,
+            inode: ns.inode,
+            mount: "its mount table".into(),
+            detail: format!("made otherwise than dumped: {detail}"),
+        })?;
     }
     Ok(())
 }
