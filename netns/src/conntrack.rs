@@ -29,11 +29,8 @@ use crate::netlink::{NlError, NlSocket};
 use crate::nft::{NLA_TYPE_MASK, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST};
 use crate::state::nl;
 
-const NLMSG_HDRLEN: usize = 16;
-const NFGENMSG_LEN: usize = 4;
-const NLM_F_EXCL: u16 = 0x200;
-const NLM_F_CREATE: u16 = 0x400;
-const NLA_F_NESTED: u16 = 0x8000;
+use crate::attr::{be16, be32, be64, put, text, NLA_F_NESTED};
+use crate::nft::{NFGENMSG_LEN, NLMSG_HDRLEN, NLM_F_CREATE, NLM_F_EXCL};
 
 /// `NFNL_SUBSYS_CTNETLINK` and `NFNL_SUBSYS_CTNETLINK_EXP`.
 const SUBSYS_CT: u16 = 1;
@@ -158,7 +155,7 @@ impl Entry {
     /// comparing a capture with a capture of the namespace made again.
     pub fn comparable(&self) -> Entry {
         let mut payload = self.payload[..NFGENMSG_LEN.min(self.payload.len())].to_vec();
-        for (raw, v) in raw_attrs(self.payload.get(NFGENMSG_LEN..).unwrap_or_default()) {
+        for (raw, v) in crate::attr::raw(self.payload.get(NFGENMSG_LEN..).unwrap_or_default()) {
             if raw & NLA_TYPE_MASK != CTA_TIMEOUT {
                 put(&mut payload, raw, v);
             }
@@ -357,7 +354,7 @@ fn from_dump(p: &[u8]) -> Result<Option<Entry>, String> {
     check_status(status)?;
     let mut out = vec![family, 0, 0, 0];
     let mut timeout = false;
-    for (raw, v) in raw_attrs(attrs) {
+    for (raw, v) in crate::attr::raw(attrs) {
         match raw & NLA_TYPE_MASK {
             CTA_TUPLE_ORIG | CTA_TUPLE_REPLY | CTA_ZONE | CTA_MARK | CTA_LABELS => {
                 put(&mut out, raw, v)
@@ -371,7 +368,7 @@ fn from_dump(p: &[u8]) -> Result<Option<Entry>, String> {
             // ctnetlink gives a zeroed SYNPROXY extension to every entry it makes: all zero
             // is the same as none.
             CTA_SYNPROXY => {
-                if raw_attrs(v).any(|(_, x)| x.iter().any(|b| *b != 0)) {
+                if crate::attr::raw(v).any(|(_, x)| x.iter().any(|b| *b != 0)) {
                     put(&mut out, raw, v);
                 }
             }
@@ -474,13 +471,13 @@ fn counters(ty: u16, v: &[u8]) -> Result<(), String> {
 /// would set none of them; they go back with a full mask (MAXACK_SET cleared, see there).
 fn protoinfo(v: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(v.len());
-    for (raw, inner) in raw_attrs(v) {
+    for (raw, inner) in crate::attr::raw(v) {
         if raw & NLA_TYPE_MASK != CTA_PROTOINFO_TCP {
             put(&mut out, raw, inner);
             continue;
         }
         let mut tcp = Vec::with_capacity(inner.len());
-        for (raw, x) in raw_attrs(inner) {
+        for (raw, x) in crate::attr::raw(inner) {
             match (raw & NLA_TYPE_MASK, x.first()) {
                 (CTA_PROTOINFO_TCP_FLAGS_ORIGINAL | CTA_PROTOINFO_TCP_FLAGS_REPLY, Some(f)) => {
                     put(&mut tcp, raw, &[f & !TCP_FLAG_MAXACK_SET, 0xff])
@@ -505,7 +502,7 @@ fn key(p: &[u8]) -> Option<(u8, Vec<u8>, Vec<u8>)> {
 /// The names of the attributes in which `want` and `got` (CT_NEW payloads) differ.
 fn differing(want: &[u8], got: &[u8]) -> String {
     let all = |p: &[u8]| -> Vec<(u16, Vec<u8>)> {
-        raw_attrs(p.get(NFGENMSG_LEN..).unwrap_or_default())
+        crate::attr::raw(p.get(NFGENMSG_LEN..).unwrap_or_default())
             .map(|(raw, v)| (raw & NLA_TYPE_MASK, v.to_vec()))
             .collect()
     };
@@ -574,33 +571,6 @@ fn message(ty: u16, flags: u16, seq: u32, payload: &[u8]) -> Vec<u8> {
     msg
 }
 
-/// Appends one attribute of raw type `raw` (flags included), padded to 4 bytes.
-fn put(buf: &mut Vec<u8>, raw: u16, value: &[u8]) {
-    let len = u16::try_from(4 + value.len()).expect("netlink attribute over 64 KiB");
-    buf.extend_from_slice(&len.to_ne_bytes());
-    buf.extend_from_slice(&raw.to_ne_bytes());
-    buf.extend_from_slice(value);
-    buf.resize(buf.len().next_multiple_of(4), 0);
-}
-
-/// The (raw type, value) attributes of `buf`: the type with its NESTED/BYTEORDER flags, so
-/// that an attribute goes back exactly as the kernel wrote it.
-fn raw_attrs(mut buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
-    std::iter::from_fn(move || {
-        if buf.len() < 4 {
-            return None;
-        }
-        let len = u16::from_ne_bytes([buf[0], buf[1]]) as usize;
-        let raw = u16::from_ne_bytes([buf[2], buf[3]]);
-        if len < 4 || len > buf.len() {
-            return None;
-        }
-        let value = &buf[4..len];
-        buf = &buf[len.next_multiple_of(4).min(buf.len())..];
-        Some((raw, value))
-    })
-}
-
 /// Top-level attribute `ty` of a payload (nfgenmsg first).
 fn attr(p: &[u8], ty: u16) -> Option<&[u8]> {
     nested(p.get(NFGENMSG_LEN..)?, ty)
@@ -608,25 +578,7 @@ fn attr(p: &[u8], ty: u16) -> Option<&[u8]> {
 
 /// Attribute `ty` among `attrs`.
 fn nested(attrs: &[u8], ty: u16) -> Option<&[u8]> {
-    raw_attrs(attrs)
-        .find(|(raw, _)| raw & NLA_TYPE_MASK == ty)
-        .map(|(_, v)| v)
-}
-
-fn be16(v: &[u8]) -> Option<u16> {
-    Some(u16::from_be_bytes(v.get(..2)?.try_into().ok()?))
-}
-
-fn be32(v: &[u8]) -> Option<u32> {
-    Some(u32::from_be_bytes(v.get(..4)?.try_into().ok()?))
-}
-
-fn be64(v: &[u8]) -> Option<u64> {
-    Some(u64::from_be_bytes(v.get(..8)?.try_into().ok()?))
-}
-
-fn text(v: &[u8]) -> String {
-    String::from_utf8_lossy(v.split(|b| *b == 0).next().unwrap_or_default()).into_owned()
+    crate::attr::find(attrs, ty)
 }
 
 /// "tcp 127.0.0.1:40000 -> 127.0.0.1:8080 ESTABLISHED" for a payload (dumped or CT_NEW).
@@ -955,7 +907,7 @@ mod tests {
         // An entry that only ran down its timeout compares equal; another mark does not.
         let with = |ty: u16, value: &[u8]| {
             let mut payload = entry.payload[..NFGENMSG_LEN].to_vec();
-            for (raw, v) in raw_attrs(&entry.payload[NFGENMSG_LEN..]) {
+            for (raw, v) in crate::attr::raw(&entry.payload[NFGENMSG_LEN..]) {
                 put(
                     &mut payload,
                     raw,

@@ -11,6 +11,7 @@
 //! shows (links, addresses, routes, rules, tables, sysctls) and makes loopback's part again.
 #![warn(missing_docs)]
 
+mod attr;
 pub mod conntrack;
 mod error;
 pub mod firewall;

@@ -51,8 +51,8 @@ pub(crate) const NLMSG_ERROR: u16 = 2;
 pub(crate) const NLMSG_DONE: u16 = 3;
 pub(crate) const NLMSGERR_ATTR_MSG: u16 = 1;
 
-pub(crate) const NLA_F_NESTED: u16 = 0x8000;
-pub(crate) const NLA_TYPE_MASK: u16 = 0x3fff;
+pub(crate) use crate::attr::NLA_F_NESTED;
+pub(crate) use crate::attr::NLA_TYPE_MASK;
 
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
@@ -373,24 +373,16 @@ impl Batch {
         }
     }
 
-    fn msg(&mut self, msg: u16, flags: u16, step: String, f: impl FnOnce(&mut Attrs<'_>)) {
-        let seq = self.next_seq;
-        self.next_seq = self.next_seq.wrapping_add(1);
-        put_msg(
-            &mut self.buf,
-            nft_type(msg),
-            NLM_F_REQUEST | NLM_F_ACK | flags,
-            seq,
-            NFPROTO_INET,
-            0,
-            f,
-        );
-        self.steps.push((seq, step));
-    }
-
     /// Message `msg` (an `NFT_MSG_*`) of `family` with `flags` besides REQUEST and ACK, its
-    /// attributes already encoded.
-    pub(crate) fn raw(&mut self, msg: u16, flags: u16, family: u8, step: String, attrs: &[u8]) {
+    /// attributes written by `f`; its ACK is step `step`.
+    fn push(
+        &mut self,
+        msg: u16,
+        flags: u16,
+        family: u8,
+        step: String,
+        f: impl FnOnce(&mut Attrs<'_>),
+    ) {
         let seq = self.next_seq;
         self.next_seq = self.next_seq.wrapping_add(1);
         put_msg(
@@ -400,9 +392,19 @@ impl Batch {
             seq,
             family,
             0,
-            |a| a.buf.extend_from_slice(attrs),
+            f,
         );
         self.steps.push((seq, step));
+    }
+
+    fn msg(&mut self, msg: u16, flags: u16, step: String, f: impl FnOnce(&mut Attrs<'_>)) {
+        self.push(msg, flags, NFPROTO_INET, step, f);
+    }
+
+    /// Message `msg` (an `NFT_MSG_*`) of `family` with `flags` besides REQUEST and ACK, its
+    /// attributes already encoded.
+    pub(crate) fn raw(&mut self, msg: u16, flags: u16, family: u8, step: String, attrs: &[u8]) {
+        self.push(msg, flags, family, step, |a| a.buf.extend_from_slice(attrs));
     }
 
     /// `add table inet <table>`, failing with EEXIST if it exists.
@@ -630,24 +632,7 @@ pub fn parse_table(msg_type: u16, payload: &[u8]) -> Option<(u8, String)> {
 
 /// Iterates the (type, value) attributes of a buffer; stops at the first malformed one.
 pub(crate) fn attrs(buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
-    attrs_raw(buf).map(|(ty, value)| (ty & NLA_TYPE_MASK, value))
-}
-
-/// As [`attrs`], the types with their flags (NLA_F_NESTED, NLA_F_NET_BYTEORDER).
-pub(crate) fn attrs_raw(mut buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
-    std::iter::from_fn(move || {
-        if buf.len() < 4 {
-            return None;
-        }
-        let len = u16::from_ne_bytes([buf[0], buf[1]]) as usize;
-        let ty = u16::from_ne_bytes([buf[2], buf[3]]);
-        if len < 4 || len > buf.len() {
-            return None;
-        }
-        let value = &buf[4..len];
-        buf = &buf[len.next_multiple_of(4).min(buf.len())..];
-        Some((ty, value))
-    })
+    crate::attr::all(buf)
 }
 
 /// Iterates the (header fields, payload) messages of a receive buffer.

@@ -24,9 +24,10 @@
 use nix::errno::Errno;
 use nix::sys::socket::SockProtocol;
 
+use crate::attr::{be32, be64, family_name, put as put_attr, text, without, NLA_F_NESTED};
 use crate::error::NetnsError;
 use crate::netlink::{NlError, NlSocket};
-use crate::nft::{self, Batch, NFGENMSG_LEN, NLA_F_NESTED, NLA_TYPE_MASK};
+use crate::nft::{self, Batch, NFGENMSG_LEN};
 use crate::state::nl;
 
 const NFTA_TABLE_NAME: u16 = 1;
@@ -153,39 +154,6 @@ pub struct Item {
     pub attrs: Vec<u8>,
 }
 
-fn family_name(family: u8) -> &'static str {
-    match family {
-        1 => "inet",
-        2 => "ip",
-        3 => "arp",
-        5 => "netdev",
-        7 => "bridge",
-        10 => "ip6",
-        _ => "?",
-    }
-}
-
-fn text(v: &[u8]) -> String {
-    String::from_utf8_lossy(v.split(|b| *b == 0).next().unwrap_or(&[])).into_owned()
-}
-
-fn be32(v: &[u8]) -> u32 {
-    v.get(..4)
-        .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-}
-
-fn be64(v: &[u8]) -> Option<u64> {
-    Some(u64::from_be_bytes(v.get(..8)?.try_into().ok()?))
-}
-
-fn put_attr(out: &mut Vec<u8>, ty: u16, value: &[u8]) {
-    let len = u16::try_from(4 + value.len()).expect("netlink attribute over 64 KiB");
-    out.extend_from_slice(&len.to_ne_bytes());
-    out.extend_from_slice(&ty.to_ne_bytes());
-    out.extend_from_slice(value);
-    out.resize(out.len().next_multiple_of(4), 0);
-}
-
 impl Item {
     fn attr(&self, ty: u16) -> Option<&[u8]> {
         nft::attrs(&self.attrs)
@@ -219,7 +187,7 @@ impl Item {
 
     fn anonymous_set(&self) -> bool {
         self.kind == Kind::Set
-            && self.attr(NFTA_SET_FLAGS).map(be32).unwrap_or(0) & NFT_SET_ANONYMOUS != 0
+            && self.attr(NFTA_SET_FLAGS).and_then(be32).unwrap_or(0) & NFT_SET_ANONYMOUS != 0
     }
 
     /// "nftables rule inet filter input handle 4": how errors name it.
@@ -244,17 +212,6 @@ impl Item {
     fn create_attrs(&self) -> Vec<u8> {
         without(&self.attrs, self.kind.handle_and_dropped().1)
     }
-}
-
-/// `attrs` without the attributes whose types (flags masked) are in `dropped`.
-fn without(attrs: &[u8], dropped: &[u16]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(attrs.len());
-    for (raw_ty, value) in nft::attrs_raw(attrs) {
-        if !dropped.contains(&(raw_ty & NLA_TYPE_MASK)) {
-            put_attr(&mut out, raw_ty, value);
-        }
-    }
-    out
 }
 
 /// Every object of the nf_tables ruleset of the calling thread's network namespace, in the
@@ -351,7 +308,7 @@ fn capture_once(sock: &NlSocket) -> Result<Option<Vec<Item>>, NetnsError> {
 
 fn refuse_unrestorable(items: &[Item]) -> Result<(), NetnsError> {
     for item in items {
-        let flags = |ty| item.attr(ty).map(be32).unwrap_or(0);
+        let flags = |ty| item.attr(ty).and_then(be32).unwrap_or(0);
         let why = match item.kind {
             Kind::Table if flags(NFTA_TABLE_FLAGS) & NFT_TABLE_F_OWNER != 0 => {
                 "owned by a netlink socket (NFT_TABLE_F_OWNER), which only its owner holds"

@@ -524,15 +524,7 @@ fn nf_tables(out: &mut Observed) -> Result<(), NetnsError> {
         .iter()
         .filter_map(|(ty, p)| nft::parse_table(*ty, p))
     {
-        let family = match family {
-            1 => "inet",
-            2 => "ip",
-            3 => "arp",
-            5 => "netdev",
-            7 => "bridge",
-            10 => "ip6",
-            _ => "?",
-        };
+        let family = crate::attr::family_name(family);
         let table = format!("nftables table {family} {name}");
         out.objects.push(table.clone());
         out.tables.push(table);
