@@ -264,22 +264,38 @@ fn a_proc_mounted_in_the_namespace_comes_back_showing_the_same_pid_namespace() {
 }
 
 #[test]
+fn a_sysfs_mounted_in_the_namespace_comes_back_showing_the_same_network_namespace() {
+    cryo_bin();
+    let _shared = CRYOS_MOUNTS.read().unwrap_or_else(|e| e.into_inner());
+    let mut w = Workload::spawn("mount-ns", &["sysfs"]);
+    let point = w.path("sys");
+    let mount = format!("mount {}", point.display());
+    let before = w.cmd(&mount);
+    let lo = format!("read {}/class/net/lo/ifindex", point.display());
+    assert_eq!(w.cmd(&lo).trim_end(), "1");
+    w.dump_and_restore();
+    assert_eq!(w.cmd(&mount), before, "its options");
+    assert_eq!(w.cmd(&lo).trim_end(), "1");
+    assert_eq!(w.cmd("fd"), "5 tmpfs file written before the dump");
+}
+
+#[test]
 fn a_mount_of_another_kind_only_the_namespace_has_is_refused_naming_it() {
     cryo_bin();
     let _shared = CRYOS_MOUNTS.read().unwrap_or_else(|e| e.into_inner());
-    let w = Workload::spawn("mount-ns", &["sysfs"]);
+    let w = Workload::spawn("mount-ns", &["mqueue"]);
     let out = w.dump(&w.path("img"), &[]);
     assert!(
         !out.status.success(),
-        "sysfs: the dump should be refused\n{out}"
+        "mqueue: the dump should be refused\n{out}"
     );
     let inode = mnt_ns(w.pid()).to_string_lossy().into_owned();
     let inode = inode.trim_start_matches("mnt:");
     let want = format!(
-        "pid {}: mount namespace mnt:{inode}: sysfs sysfs on {}: is a sysfs mount only the \
+        "pid {}: mount namespace mnt:{inode}: mqueue mqueue on {}: is a mqueue mount only the \
          namespace has",
         w.pid(),
-        w.path("sys").display()
+        w.path("mq").display()
     );
     assert!(out.stderr.contains(&want), "want {want:?}\n{}", out.stderr);
     w.assert_untouched();
@@ -417,114 +433,175 @@ fn read_fifo(path: &std::path::Path) -> String {
     }
 }
 
+/// A sandbox as a user makes one with util-linux's `unshare`: a shell that, each time a line
+/// comes on FIFO `ask`, writes what `report` prints to FIFO `answer`.
+struct Sandbox {
+    dir: cryo_tests::TempDir,
+    ask: std::path::PathBuf,
+    answer: std::path::PathBuf,
+    outer: std::process::Child,
+    /// The shell, then the restored one: killed (with its namespaces) at the end.
+    shell: std::cell::Cell<i32>,
+}
+
+impl Sandbox {
+    /// `unshare ARGS sh -c LOOP`, `setup` run by the shell first.
+    fn start(unshare: &[&str], setup: &str, report: &str) -> Sandbox {
+        let dir = cryo_tests::control_dir();
+        let (ask, answer) = (dir.path().join("ask"), dir.path().join("answer"));
+        for fifo in [&ask, &answer] {
+            nix::unistd::mkfifo(fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        }
+        let script = format!(
+            "{setup} while read x < {ask}; do {{ {report}; }} > {answer}; done",
+            ask = ask.display(),
+            answer = answer.display()
+        );
+        let outer = Command::new("unshare")
+            .args(unshare)
+            .args(["sh", "-c", &script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("unshare (util-linux)");
+        let sandbox = Sandbox {
+            dir,
+            ask,
+            answer,
+            outer,
+            shell: std::cell::Cell::new(0),
+        };
+        // Its first answer says the shell is there; it is the sh whose command line names
+        // this sandbox's FIFO.
+        let _ = sandbox.ask();
+        let marker = sandbox.ask.display().to_string();
+        let shell = std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+            .find(|p| {
+                std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c == "sh\n")
+                    && std::fs::read_to_string(format!("/proc/{p}/cmdline"))
+                        .is_ok_and(|c| c.contains(&marker))
+            })
+            .expect("the sandbox's shell");
+        sandbox.shell.set(shell);
+        sandbox
+    }
+
+    fn ask(&self) -> String {
+        std::fs::write(&self.ask, "x\n").unwrap();
+        read_fifo(&self.answer)
+    }
+
+    /// Dumps the shell (killing it), restores it detached: the restored shell's pid.
+    fn dump_and_restore(&mut self) -> i32 {
+        let img = self.dir.path().join("img");
+        let img = img.to_str().unwrap();
+        let shell = self.shell.get().to_string();
+        let out = cryo_tests::run_cryo(self.dir.path(), "dump", ["dump", "-t", &shell, "-D", img]);
+        assert!(out.status.success(), "{out}");
+        // The shell killed by the dump, unshare ends.
+        let _ = self.outer.wait();
+        let out = cryo_tests::run_cryo(self.dir.path(), "restore", ["restore", "-d", "-D", img]);
+        assert!(out.status.success(), "{out}");
+        let restored: i32 = out
+            .stdout
+            .trim()
+            .parse()
+            .expect("restore -d prints the root's pid");
+        self.shell.set(restored);
+        restored
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        // SAFETY: kill takes plain integers.
+        unsafe { libc::kill(self.shell.get(), libc::SIGKILL) };
+        let _ = self.outer.kill();
+        let _ = self.outer.wait();
+    }
+}
+
+/// The mounts of `fstype` in an answer holding mountinfo lines: point and options onwards.
+fn mounts_of(answer: &str, fstype: &str) -> Vec<String> {
+    answer
+        .lines()
+        .filter(|l| l.contains(&format!(" - {fstype} ")))
+        .map(|l| l.split(' ').skip(4).collect::<Vec<_>>().join(" "))
+        .collect()
+}
+
 #[test]
 fn a_proc_of_the_pid_namespace_the_process_is_init_of_comes_back_showing_the_new_one() {
     cryo_bin();
     let _shared = CRYOS_MOUNTS.read().unwrap_or_else(|e| e.into_inner());
-    let dir = cryo_tests::control_dir();
-    let (ask, answer) = (dir.path().join("ask"), dir.path().join("answer"));
-    for fifo in [&ask, &answer] {
-        nix::unistd::mkfifo(fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
-    }
-    // As a user makes a sandbox: a PID namespace, then (in its init) a mount namespace with a
-    // proc of that PID namespace over /proc; the init answers with what /proc shows it.
-    let script = format!(
-        "while read x < {ask}; do {{ ls /proc; grep ' /proc ' /proc/self/mountinfo; }} > {answer}; done",
-        ask = ask.display(),
-        answer = answer.display()
-    );
-    let mut outer = Command::new("unshare")
-        .args([
+    // A PID namespace, then (in its init) a mount namespace with a proc of that PID namespace
+    // over /proc.
+    let mut sandbox = Sandbox::start(
+        &[
             "--fork",
             "--pid",
             "setsid",
             "unshare",
             "--mount",
             "--mount-proc",
-        ])
-        .args(["sh", "-c", &script])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("unshare (util-linux)");
-    let ask_once = || {
-        std::fs::write(&ask, "x\n").unwrap();
-        read_fifo(&answer)
-    };
-    let before = ask_once();
+        ],
+        "",
+        "ls /proc; grep ' /proc ' /proc/self/mountinfo",
+    );
     let pids =
         |answer: &str| -> Vec<u32> { answer.lines().filter_map(|l| l.parse().ok()).collect() };
+    let before = sandbox.ask();
     assert!(pids(&before).contains(&1), "{before}");
     assert!(
         pids(&before).iter().all(|p| *p < 100),
         "only its namespace's pids: {before}"
     );
-    let mounts = |answer: &str| -> Vec<String> {
-        answer
-            .lines()
-            .filter(|l| l.contains(" - proc "))
-            .map(|l| l.split(' ').skip(4).collect::<Vec<_>>().join(" "))
-            .collect()
-    };
     assert_eq!(
-        mounts(&before).len(),
+        mounts_of(&before, "proc").len(),
         2,
         "cryo's /proc and its own over it: {before}"
     );
-    // The init: the sh whose pid in its namespace is 1, below `outer`.
-    let init = std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .find(|p| {
-            std::fs::read_to_string(format!("/proc/{p}/status")).is_ok_and(|s| {
-                s.lines()
-                    .any(|l| l.starts_with("NSpid:") && l.ends_with("\t1"))
-                    && s.lines().any(|l| l == "Name:\tsh")
-            }) && std::fs::read_to_string(format!("/proc/{p}/cmdline"))
-                .is_ok_and(|c| c.contains(&ask.display().to_string()))
-        })
-        .expect("the namespace's init");
-    /// Kills the namespace's init (and so its namespace) whatever the test's end.
-    struct KillOnDrop(std::cell::Cell<i32>);
-    impl Drop for KillOnDrop {
-        fn drop(&mut self) {
-            // SAFETY: kill takes plain integers.
-            unsafe { libc::kill(self.0.get(), libc::SIGKILL) };
-        }
-    }
-    let guard = KillOnDrop(std::cell::Cell::new(init));
-    let img = dir.path().join("img");
-    let out = cryo_tests::run_cryo(
-        dir.path(),
-        "dump",
-        ["dump", "-t", &init.to_string(), "-D", img.to_str().unwrap()],
-    );
-    assert!(out.status.success(), "{out}");
-    // The init killed by the dump, unshare ends.
-    let _ = outer.wait();
-    let out = cryo_tests::run_cryo(
-        dir.path(),
-        "restore",
-        ["restore", "-d", "-D", img.to_str().unwrap()],
-    );
-    assert!(out.status.success(), "{out}");
-    let restored: i32 = out
-        .stdout
-        .trim()
-        .parse()
-        .expect("restore -d prints the root's pid");
-    guard.0.set(restored);
-    let after = ask_once();
+    let init = sandbox.shell.get();
+    let restored = sandbox.dump_and_restore();
     assert_ne!(restored, init);
+    let after = sandbox.ask();
     assert!(pids(&after).contains(&1), "{after}");
     assert!(
         pids(&after).iter().all(|p| *p < 100),
         "only its new namespace's pids: {after}"
     );
     assert_eq!(
-        mounts(&after),
-        mounts(&before),
-        "the same two proc mounts, same options"
+        mounts_of(&after, "proc"),
+        mounts_of(&before, "proc"),
+        "the same two procs"
     );
+}
+
+#[test]
+fn a_sysfs_of_the_network_namespace_of_its_own_comes_back_showing_the_new_one() {
+    cryo_bin();
+    let _shared = CRYOS_MOUNTS.read().unwrap_or_else(|e| e.into_inner());
+    // A network namespace with a dummy interface and a mount namespace with its sysfs on /sys.
+    let mut sandbox = Sandbox::start(
+        &["--net", "--mount", "--propagation", "private", "setsid"],
+        "ip link set lo up && mount -t sysfs sysfs /sys &&",
+        "ls /sys/class/net; cat /sys/class/net/lo/operstate; grep ' /sys ' /proc/self/mountinfo",
+    );
+    let before = sandbox.ask();
+    assert!(before.starts_with("lo\nunknown\n"), "only lo, up: {before}");
+    assert_eq!(
+        mounts_of(&before, "sysfs").len(),
+        2,
+        "cryo's /sys and its own: {before}"
+    );
+    sandbox.dump_and_restore();
+    let after = sandbox.ask();
+    assert!(
+        after.starts_with("lo\nunknown\n"),
+        "only its new namespace's lo: {after}"
+    );
+    assert_eq!(mounts_of(&after, "sysfs"), mounts_of(&before, "sysfs"));
 }

@@ -119,17 +119,19 @@ fn fsconfig(
     Ok(())
 }
 
-/// A new proc filesystem named `source`, mounted nowhere yet (an fd of fsmount(2)), that shows
-/// PID namespace `pidns` (an open /proc/PID/ns/pid: the `pidns` option of linux 6.15) with
-/// superblock options `options` (`hidepid=invisible,subset=pid`: `key=value`, or `key` alone
-/// for a flag).
-pub(crate) fn proc_detached(
-    pidns: BorrowedFd<'_>,
+/// A new filesystem of type `fstype` named `source`, mounted nowhere yet (an fd of
+/// fsmount(2)), with superblock options `options` (`hidepid=invisible,subset=pid`:
+/// `key=value`, or `key` alone for a flag); a proc showing PID namespace `pidns` (an open
+/// /proc/PID/ns/pid: the `pidns` option of linux 6.15) where one is given, else the calling
+/// thread's namespaces' view (a sysfs shows its network namespace).
+pub(crate) fn detached(
+    fstype: &str,
     source: &str,
+    pidns: Option<BorrowedFd<'_>>,
     options: &str,
 ) -> io::Result<OwnedFd> {
     let c = |s: &str| CString::new(s).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL));
-    let name = c("proc")?;
+    let name = c(fstype)?;
     // SAFETY: `name` is a NUL-terminated string the kernel only reads; fsopen returns a new
     // fd or -1.
     let fs = unsafe { libc::syscall(libc::SYS_fsopen, name.as_ptr(), FSOPEN_CLOEXEC) };
@@ -138,13 +140,15 @@ pub(crate) fn proc_detached(
     }
     // SAFETY: `fs` was just returned by fsopen and is owned by nothing else.
     let fs = unsafe { OwnedFd::from_raw_fd(fs as RawFd) };
-    fsconfig(
-        fs.as_fd(),
-        FSCONFIG_SET_FD,
-        Some(&c("pidns")?),
-        None,
-        pidns.as_raw_fd(),
-    )?;
+    if let Some(pidns) = pidns {
+        fsconfig(
+            fs.as_fd(),
+            FSCONFIG_SET_FD,
+            Some(&c("pidns")?),
+            None,
+            pidns.as_raw_fd(),
+        )?;
+    }
     fsconfig(
         fs.as_fd(),
         FSCONFIG_SET_STRING,

@@ -1,8 +1,8 @@
 //! Mount namespaces other than cryo's: dumped as cryo's mounts plus the tmpfs mounts (with
-//! their contents), proc mounts and bind mounts of cryo's paths only the namespace has; made
-//! again, private, by the topmost process of the dump in it before it opens its files (the
-//! procs by cryo once every process made its files); anything else refused at dump naming
-//! pid, the namespace and the mount.
+//! their contents), proc and sysfs mounts and bind mounts of cryo's paths only the namespace
+//! has; made again, private, by the topmost process of the dump in it before it opens its
+//! files (the procs and sysfs by cryo once every process made its files); anything else
+//! refused at dump naming pid, the namespace and the mount.
 //!
 //! ```text
 //! dump (frozen)                        restore (the forked process, before its fds)
@@ -11,10 +11,11 @@
 //!   type, source, superblock options)    tmpfs: mount, fill from the copy, set ro after
 //!   = one of cryo's, copied by unshare   bind:  mount --bind SOURCE, remount its flags
 //!   the rest: tmpfs (read through      /proc/self/mountinfo compared with the dumped
-//!   /proc/PID/root/POINT), binds, or     table (its procs left out): any difference fails
-//!   procs (the PID namespace shown:    restore (cryo, every process's files made)
-//!   the process's own or cryo's)         proc: fsopen with pidns, attached in the
-//!                                        namespace, flags; the whole table compared
+//!   /proc/PID/root/POINT), binds,      table (procs, sysfs left out): any difference fails
+//!   procs (the PID namespace shown),   restore (cryo, every process's files made)
+//!   sysfs (the network namespace:        proc: fsopen with pidns; sysfs: fsopen in the
+//!   the process's own or cryo's)         network namespace; attached in the namespace,
+//!                                        flags; the whole table compared
 //! ```
 
 use std::collections::{HashMap, HashSet};
@@ -420,6 +421,38 @@ pub fn dump(pid: Pid, inode: u64) -> Result<MountNamespace, MountNsError> {
                 proc_own_pidns: own,
                 ..Default::default()
             }
+        } else if m.fstype == "sysfs" && m.root == "/" {
+            // A sysfs of a network namespace is one superblock wherever it is mounted: on
+            // cryo's, it shows cryo's namespace.
+            let own = if our_devs.contains(m.dev.as_str()) {
+                false
+            } else if sysfs_shows_own(pid, &seen_at)
+                .map_err(read_err(&format!("the sysfs on {point}")))?
+            {
+                true
+            } else {
+                return Err(refuse(
+                    m,
+                    "shows a network namespace that is neither the process's own nor cryo's: \
+                     not made again"
+                        .into(),
+                ));
+            };
+            if m.super_options != "rw" {
+                return Err(refuse(
+                    m,
+                    format!("sysfs options {:?} are not made again", m.super_options),
+                ));
+            }
+            NamespaceMount {
+                point,
+                options: m.options.clone(),
+                source: unescape(&m.source),
+                key: m.key(),
+                sysfs: true,
+                sysfs_own_netns: own,
+                ..Default::default()
+            }
         } else if our_devs.contains(m.dev.as_str()) && !PSEUDO.contains(&m.fstype.as_str()) {
             let source = bind_source(m, &ours, &seen_at).ok_or_else(|| {
                 refuse(
@@ -443,8 +476,8 @@ pub fn dump(pid: Pid, inode: u64) -> Result<MountNamespace, MountNsError> {
             return Err(refuse(
                 m,
                 format!(
-                    "is a {} mount only the namespace has: only tmpfs mounts, proc mounts and \
-                     bind mounts of cryo's paths are made again",
+                    "is a {} mount only the namespace has: only tmpfs, proc and sysfs mounts and bind \
+                     mounts of cryo's paths are made again",
                     m.fstype
                 ),
             ));
@@ -501,6 +534,22 @@ fn proc_shows(pid: Pid, seen_at: &Path) -> io::Result<Option<bool>> {
         return Ok(Some(nspid.len() > 1));
     }
     Ok((own.is_some() && shows(first) == own).then_some(false))
+}
+
+/// Whether the sysfs process `pid` shows at `seen_at` (/proc/PID/root/POINT) is of the
+/// process's network namespace: it lists the interfaces that namespace has (class/net
+/// against /proc/PID/net/dev).
+fn sysfs_shows_own(pid: Pid, seen_at: &Path) -> io::Result<bool> {
+    let dev = std::fs::read_to_string(proc::dir(pid).join("net/dev"))?;
+    let mut theirs: Vec<String> = dev
+        .lines()
+        .skip(2)
+        .filter_map(|l| Some(l.split(':').next()?.trim().to_string()))
+        .collect();
+    let mut shown: Vec<String> = list_dir(&seen_at.join("class/net"))?;
+    theirs.sort();
+    shown.sort();
+    Ok(theirs == shown)
 }
 
 /// The path in cryo's namespace of what bind mount `m` shows (seen by the process at
@@ -777,6 +826,8 @@ pub fn mark_files(
 fn mount_name(m: &NamespaceMount) -> String {
     if m.proc {
         format!("proc on {}", m.point)
+    } else if m.sysfs {
+        format!("sysfs on {}", m.point)
     } else if m.tmpfs {
         format!("tmpfs {} on {}", m.source, m.point)
     } else {
@@ -831,7 +882,7 @@ pub fn restore_in_child(core: &TaskCore, parent: Option<&TaskCore>) -> Result<()
     let later: Vec<&str> = ns
         .mounts
         .iter()
-        .filter(|m| m.proc)
+        .filter(|m| m.proc || m.sysfs)
         .map(|m| m.key.as_str())
         .collect();
     let mut wanted = without_keys(&ns.table, &later);
@@ -860,7 +911,7 @@ pub fn restore_in_child(core: &TaskCore, parent: Option<&TaskCore>) -> Result<()
             m.describe()
         )))?;
     }
-    for m in ns.mounts.iter().filter(|m| !m.proc) {
+    for m in ns.mounts.iter().filter(|m| !m.proc && !m.sysfs) {
         if parent_own.contains(&m.key.as_str()) {
             if let Some(i) = there.iter().position(|k| *k == m.key) {
                 there.swap_remove(i);
@@ -892,7 +943,7 @@ pub fn restore_in_child(core: &TaskCore, parent: Option<&TaskCore>) -> Result<()
     let inner_later: Vec<&str> = parent_own
         .iter()
         .copied()
-        .filter(|k| ns.mounts.iter().any(|m| m.proc && m.key == *k))
+        .filter(|k| ns.mounts.iter().any(|m| (m.proc || m.sysfs) && m.key == *k))
         .collect();
     compare_table(
         &text,
@@ -952,7 +1003,9 @@ pub(crate) fn mount_procs(
             .iter()
             .find(|p| p.entry.pid == task.entry.ppid)
             .and_then(|p| p.core.mnt.as_ref());
-        if parent_ns.map(|n| n.inode) == Some(ns.inode) || !ns.mounts.iter().any(|m| m.proc) {
+        if parent_ns.map(|n| n.inode) == Some(ns.inode)
+            || !ns.mounts.iter().any(|m| m.proc || m.sysfs)
+        {
             continue;
         }
         let pid = pids[i];
@@ -967,22 +1020,43 @@ pub(crate) fn mount_procs(
         let dir = proc::dir(pid);
         let mnt = std::fs::File::open(dir.join("ns/mnt"))
             .map_err(failed("its mount namespace".into()))?;
-        for m in ns.mounts.iter().filter(|m| m.proc) {
-            let pidns = if m.proc_own_pidns {
-                dir.join("ns/pid")
+        for m in ns.mounts.iter().filter(|m| m.proc || m.sysfs) {
+            let (what, made) = if m.proc {
+                let pidns = if m.proc_own_pidns {
+                    dir.join("ns/pid")
+                } else {
+                    PathBuf::from("/proc/self/ns/pid")
+                };
+                let what = format!(
+                    "mount a proc on {} (PID namespace {})",
+                    m.point,
+                    pidns.display()
+                );
+                let made = std::fs::File::open(&pidns).and_then(|pidns| {
+                    sys::mount::detached("proc", &m.source, Some(pidns.as_fd()), &m.proc_options)
+                });
+                (what, made)
             } else {
-                PathBuf::from("/proc/self/ns/pid")
+                // A sysfs shows the network namespace of the thread that makes it.
+                let netns = if m.sysfs_own_netns {
+                    dir.join("ns/net")
+                } else {
+                    PathBuf::from("/proc/self/ns/net")
+                };
+                let what = format!(
+                    "mount a sysfs on {} (network namespace {})",
+                    m.point,
+                    netns.display()
+                );
+                let made = std::fs::File::open(&netns).and_then(|netns| {
+                    crate::sys::ns::run_in(&netns, nix::sched::CloneFlags::CLONE_NEWNET, || {
+                        sys::mount::detached("sysfs", &m.source, None, "")
+                    })
+                    .and_then(|r| r)
+                });
+                (what, made)
             };
-            let what = format!(
-                "mount a proc on {} (PID namespace {})",
-                m.point,
-                pidns.display()
-            );
-            let made = std::fs::File::open(&pidns)
-                .and_then(|pidns| {
-                    sys::mount::proc_detached(pidns.as_fd(), &m.source, &m.proc_options)
-                })
-                .map_err(failed(what.clone()))?;
+            let made = made.map_err(failed(what.clone()))?;
             let flags = mount_flags(&m.options).map_err(|opt| MountNsError::Refused {
                 pid,
                 inode: ns.inode,

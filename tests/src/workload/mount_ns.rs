@@ -4,7 +4,7 @@
 //! directory on it (DIR/tmp/quiet.txt: an access time older than its modification time, never
 //! read); DIR/src bound read-only (and nosuid) on DIR/ro,
 //! DIR/src/host.txt read-only on DIR/tmp/bound (a file of the tmpfs). EXTRA: `proc` (a proc
-//! mounted on DIR/proc), `sysfs` (a sysfs on DIR/sys), `shared` (the tmpfs made shared), `umount:PATH` (a
+//! mounted on DIR/proc), `sysfs` (a sysfs on DIR/sys), `mqueue` (an mqueue on DIR/mq), `shared` (the tmpfs made shared), `umount:PATH` (a
 //! mount of cryo's at PATH unmounted in its namespace), `nested` (a child in a mount namespace made inside this one, with a tmpfs cryo-mnt-inner on
 //! DIR/tmp/inner holding `f`; `kids` names it).
 //!
@@ -93,6 +93,7 @@ pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
         let (fstype, at) = match extra.as_str() {
             "proc" => ("proc", dir.join("proc")),
             "sysfs" => ("sysfs", dir.join("sys")),
+            "mqueue" => ("mqueue", dir.join("mq")),
             "shared" => {
                 mount(None, &tmp, None, MsFlags::MS_SHARED, None)?;
                 continue;
@@ -104,7 +105,11 @@ pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
                     .map_err(|e| format!("umount {point}: {e}"))?;
                 continue;
             }
-            other => return Err(format!("bad extra {other:?}: proc|sysfs|shared|nested")),
+            other => {
+                return Err(format!(
+                    "bad extra {other:?}: proc|sysfs|mqueue|shared|nested"
+                ))
+            }
         };
         std::fs::create_dir_all(&at).map_err(failed("mkdir"))?;
         mount(Some(fstype), &at, Some(fstype), MsFlags::empty(), None)?;
