@@ -26,6 +26,8 @@ pub struct FrozenTask {
     /// The threads whose syscall user dispatch was on, turned off while frozen: their
     /// configuration, put back on release.
     dispatch: Vec<(Pid, pt::SudConfig)>,
+    /// When its freeze began (an attempt that froze the tree again carries it over).
+    since: std::time::Instant,
 }
 
 /// Checks that `pid` is a user process we can dump, before anything touches it.
@@ -59,10 +61,16 @@ impl FrozenTask {
         self.stop_signal
     }
 
+    /// When its freeze began.
+    pub fn frozen_since(&self) -> std::time::Instant {
+        self.since
+    }
+
     /// Seizes and interrupts every thread of `pid`. On failure every thread seized so far is
     /// released again.
     pub fn freeze(pid: Pid) -> Result<Self> {
         let mut frozen = FrozenTask {
+            since: std::time::Instant::now(),
             pid,
             tids: Vec::new(),
             killed: false,

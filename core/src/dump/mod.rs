@@ -333,7 +333,13 @@ fn dump_tree(
         carry.append(&mut frozen);
         return Err(e);
     }
-    let frozen_at = Instant::now();
+    // From the first freeze: a process carried over from an earlier attempt, or frozen
+    // before the rest of the tree, has been frozen since then.
+    let frozen_at = frozen
+        .iter()
+        .map(FrozenTask::frozen_since)
+        .min()
+        .unwrap_or_else(Instant::now);
     interrupted("while freezing")?;
     crate::interrupt::pause_point("frozen");
     for m in &live {
