@@ -174,6 +174,21 @@ impl Entry {
 /// expectation (also dump IPCTNL_MSG_EXP_GET: any expectation is refused), anything else
 /// ctnetlink would not take back.
 pub fn capture() -> Result<Vec<Entry>, NetnsError> {
+    // A dump walks the host's whole table (every namespace's entries: about 5 ms on these
+    // machines, empty or not): a namespace that tracks nothing, whose count reads 0 (an
+    // expectation needs an entry), or that has no conntrack at all, is not dumped.
+    let count = std::path::Path::new("/proc/sys/net/netfilter/nf_conntrack_count");
+    match std::fs::read_to_string(count) {
+        Ok(n) if n.trim() == "0" => return Ok(Vec::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Ok(_) => {}
+        Err(error) => {
+            return Err(NetnsError::Read {
+                path: count.to_path_buf(),
+                error,
+            })
+        }
+    }
     let sock = match NlSocket::open(SockProtocol::NetlinkNetFilter) {
         Ok(s) => s,
         Err(NlError::Socket(_, errno)) if NOT_LOADED.contains(&errno) => return Ok(Vec::new()),
