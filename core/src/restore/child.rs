@@ -86,12 +86,7 @@ fn child_setup(tree: &Planned, i: usize) -> Result<(), ChildError> {
         super::stand_in::lead_group(pgid, cryo)
             .map_err(|e| ChildError::sys_on(ChildStep::GroupStandIn, pgid)(e))?;
     }
-    let parent = tree
-        .loaded
-        .tasks
-        .iter()
-        .find(|p| p.entry.pid == t.entry.ppid)
-        .map(|p| &p.core);
+    let parent = t.parent_core(&tree.loaded.tasks);
     namespaces::restore_in_child(&t.core, parent)?;
     crate::task::netns::restore_in_child(&t.core, parent)?;
     crate::task::mount_ns::restore_in_child(&t.core, parent)?;

@@ -20,6 +20,16 @@ pub(crate) struct TaskImage {
     pub(crate) pages: Option<crate::sys::mmap::Mapping>,
 }
 
+impl TaskImage {
+    /// Its parent's core among `tasks`; `None` for a root.
+    pub(crate) fn parent_core<'t>(&self, tasks: &'t [TaskImage]) -> Option<&'t TaskCore> {
+        tasks
+            .iter()
+            .find(|p| p.entry.pid == self.entry.ppid)
+            .map(|p| &p.core)
+    }
+}
+
 /// The images of a restore, read and checked: nothing exists yet.
 pub(crate) struct Loaded {
     /// The image directory.

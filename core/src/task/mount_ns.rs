@@ -476,8 +476,8 @@ pub fn dump(pid: Pid, inode: u64) -> Result<MountNamespace, MountNsError> {
             return Err(refuse(
                 m,
                 format!(
-                    "is a {} mount only the namespace has: only tmpfs, proc and sysfs mounts and bind \
-                     mounts of cryo's paths are made again",
+                    "is a {} mount only the namespace has: only tmpfs, proc and sysfs mounts and \
+                     bind mounts of cryo's paths are made again",
                     m.fstype
                 ),
             ));
@@ -877,12 +877,12 @@ pub fn restore_in_child(core: &TaskCore, parent: Option<&TaskCore>) -> Result<()
     // latest first (one mounted on another before it).
     let text = std::fs::read_to_string("/proc/self/mountinfo")
         .map_err(failed("read the mountinfo copied".into()))?;
-    // Proc mounts are made by cryo later (mount_procs), once every process made its files
-    // (through cryo's /proc, which such a mount may cover).
+    // Proc and sysfs mounts are made by cryo later (mount_procs_and_sysfs), once every
+    // process made its files (through cryo's /proc, which such a mount may cover).
     let later: Vec<&str> = ns
         .mounts
         .iter()
-        .filter(|m| m.proc || m.sysfs)
+        .filter(|m| made_by_cryo(m))
         .map(|m| m.key.as_str())
         .collect();
     let mut wanted = without_keys(&ns.table, &later);
@@ -911,7 +911,7 @@ pub fn restore_in_child(core: &TaskCore, parent: Option<&TaskCore>) -> Result<()
             m.describe()
         )))?;
     }
-    for m in ns.mounts.iter().filter(|m| !m.proc && !m.sysfs) {
+    for m in ns.mounts.iter().filter(|m| !made_by_cryo(m)) {
         if parent_own.contains(&m.key.as_str()) {
             if let Some(i) = there.iter().position(|k| *k == m.key) {
                 there.swap_remove(i);
@@ -943,13 +943,20 @@ pub fn restore_in_child(core: &TaskCore, parent: Option<&TaskCore>) -> Result<()
     let inner_later: Vec<&str> = parent_own
         .iter()
         .copied()
-        .filter(|k| ns.mounts.iter().any(|m| (m.proc || m.sysfs) && m.key == *k))
+        .filter(|k| ns.mounts.iter().any(|m| made_by_cryo(m) && m.key == *k))
         .collect();
     compare_table(
         &text,
         &without_keys(&ns.table, &[later, inner_later].concat()),
     )
     .map_err(|detail| ChildError::Mounts { detail })
+}
+
+/// Whether mount `m` is made by cryo once every process made its files (a proc or a sysfs:
+/// they may cover cryo's /proc, through which the processes open theirs), not by the process
+/// that makes the namespace.
+fn made_by_cryo(m: &NamespaceMount) -> bool {
+    m.proc || m.sysfs
 }
 
 /// `table` without one occurrence of each key of `keys`.
@@ -988,24 +995,19 @@ fn compare_table(text: &str, wanted: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-/// Once every process of the restore has made its files: the proc mounts of each mount
-/// namespace made again, by a thread of cryo that joins it (through the topmost process of
-/// the dump in it, `tasks` and `pids`: the plan's tasks and their pids), each showing that
-/// process's PID namespace or cryo's as at dump; then the namespace's whole table compared
-/// with the dumped one.
-pub(crate) fn mount_procs(
+/// Once every process of the restore has made its files: the proc and sysfs mounts of each
+/// mount namespace made again, by a thread of cryo that joins it (through the topmost process
+/// of the dump in it, `tasks` and `pids`: the plan's tasks and their pids), each showing that
+/// process's PID or network namespace, or cryo's, as at dump; then the namespace's whole
+/// table compared with the dumped one.
+pub(crate) fn mount_procs_and_sysfs(
     tasks: &[crate::restore::load::TaskImage],
     pids: &[Pid],
 ) -> Result<(), MountNsError> {
     for (i, task) in tasks.iter().enumerate() {
         let Some(ns) = &task.core.mnt else { continue };
-        let parent_ns = tasks
-            .iter()
-            .find(|p| p.entry.pid == task.entry.ppid)
-            .and_then(|p| p.core.mnt.as_ref());
-        if parent_ns.map(|n| n.inode) == Some(ns.inode)
-            || !ns.mounts.iter().any(|m| m.proc || m.sysfs)
-        {
+        let parent_ns = task.parent_core(tasks).and_then(|p| p.mnt.as_ref());
+        if parent_ns.map(|n| n.inode) == Some(ns.inode) || !ns.mounts.iter().any(made_by_cryo) {
             continue;
         }
         let pid = pids[i];
@@ -1020,42 +1022,32 @@ pub(crate) fn mount_procs(
         let dir = proc::dir(pid);
         let mnt = std::fs::File::open(dir.join("ns/mnt"))
             .map_err(failed("its mount namespace".into()))?;
-        for m in ns.mounts.iter().filter(|m| m.proc || m.sysfs) {
-            let (what, made) = if m.proc {
-                let pidns = if m.proc_own_pidns {
-                    dir.join("ns/pid")
-                } else {
-                    PathBuf::from("/proc/self/ns/pid")
-                };
-                let what = format!(
-                    "mount a proc on {} (PID namespace {})",
-                    m.point,
-                    pidns.display()
-                );
-                let made = std::fs::File::open(&pidns).and_then(|pidns| {
-                    sys::mount::detached("proc", &m.source, Some(pidns.as_fd()), &m.proc_options)
-                });
-                (what, made)
+        // The namespace (of kind `kind`) of the restored process, or cryo's.
+        let ns_of = |own: bool, kind: &str| {
+            if own {
+                dir.join("ns").join(kind)
             } else {
-                // A sysfs shows the network namespace of the thread that makes it.
-                let netns = if m.sysfs_own_netns {
-                    dir.join("ns/net")
+                PathBuf::from("/proc/self/ns").join(kind)
+            }
+        };
+        for m in ns.mounts.iter().filter(|m| made_by_cryo(m)) {
+            let (fstype, shows) = if m.proc {
+                ("proc", ns_of(m.proc_own_pidns, "pid"))
+            } else {
+                ("sysfs", ns_of(m.sysfs_own_netns, "net"))
+            };
+            let what = format!("mount a {fstype} on {} ({})", m.point, shows.display());
+            let made = std::fs::File::open(&shows).and_then(|shows| {
+                if m.proc {
+                    sys::mount::detached("proc", &m.source, Some(shows.as_fd()), &m.proc_options)
                 } else {
-                    PathBuf::from("/proc/self/ns/net")
-                };
-                let what = format!(
-                    "mount a sysfs on {} (network namespace {})",
-                    m.point,
-                    netns.display()
-                );
-                let made = std::fs::File::open(&netns).and_then(|netns| {
-                    crate::sys::ns::run_in(&netns, nix::sched::CloneFlags::CLONE_NEWNET, || {
+                    // A sysfs shows the network namespace of the thread that makes it.
+                    crate::sys::ns::run_in(&shows, nix::sched::CloneFlags::CLONE_NEWNET, || {
                         sys::mount::detached("sysfs", &m.source, None, "")
                     })
                     .and_then(|r| r)
-                });
-                (what, made)
-            };
+                }
+            });
             let made = made.map_err(failed(what.clone()))?;
             let flags = mount_flags(&m.options).map_err(|opt| MountNsError::Refused {
                 pid,

@@ -425,10 +425,7 @@ pub fn restore_in_child(core: &TaskCore, parent: Option<&TaskCore>) -> Result<()
 pub(crate) fn make_firewalls(tasks: &[TaskImage], pids: &[Pid]) -> Result<(), NetNamespaceError> {
     for (i, task) in tasks.iter().enumerate() {
         let Some(ns) = &task.core.netns else { continue };
-        let parent_ns = tasks
-            .iter()
-            .find(|p| p.entry.pid == task.entry.ppid)
-            .and_then(|p| p.core.netns.as_ref());
+        let parent_ns = task.parent_core(tasks).and_then(|p| p.netns.as_ref());
         if parent_ns.map(|n| n.inode) == Some(ns.inode) {
             continue;
         }
