@@ -13,9 +13,10 @@
 //!                                        offloaded, counters that are not zero, the unknown
 //!                             a null NAT binding (both NAT_DONE bits, no NAT) is kept as an
 //!                             empty CTA_NAT_SRC, from which CT_NEW makes it again
-//! restore()   CT_NEW | CREATE | EXCL | ACK per entry, in order; then one CT_GET dump to check
-//!             that the kernel shows each as captured; on any failure the entries made are
-//!             deleted again (CT_DELETE by original tuple and zone)
+//! restore()   CT_NEW | CREATE | EXCL | ACK per entry, in order; on a failure the entries made
+//!             are deleted again (CT_DELETE by original tuple and zone)
+//! compare     first_difference: a capture of the namespace made again against the captured
+//!             entries, paired by original tuple and zone, the time left aside
 //! ```
 
 use std::collections::HashMap;
@@ -229,9 +230,9 @@ pub fn capture() -> Result<Vec<Entry>, NetnsError> {
 /// Makes `entries` in the calling thread's namespace (CT_NEW, NLM_F_CREATE|NLM_F_EXCL, acked).
 ///
 /// Each entry is sent on its own, so that a refusal names it and the entries made before it
-/// are known; those are deleted again before the error is returned. Once all are made, a dump
-/// checks that the kernel shows each as captured (CT_NEW drops labels without a word when the
-/// namespace has no label storage, for one).
+/// are known; those are deleted again before the error is returned. The caller reads the
+/// namespace back to compare (firewall::first_difference: CT_NEW drops labels without a word
+/// when the namespace has no label storage, for one).
 pub fn restore(entries: &[Entry]) -> Result<(), NetnsError> {
     if entries.is_empty() {
         return Ok(());
@@ -244,9 +245,6 @@ pub fn restore(entries: &[Entry]) -> Result<(), NetnsError> {
             return Err(undo(&sock, &made, e));
         }
         made.push(entry);
-    }
-    if let Err(e) = check_made(&sock, entries) {
-        return Err(undo(&sock, &made, e));
     }
     Ok(())
 }
@@ -272,42 +270,6 @@ fn make(sock: &NlSocket, entry: &Entry) -> Result<(), NetnsError> {
     );
     sock.transact(&msg, None, &[(seq, what.clone())])
         .map_err(nl(format!("conntrack: make {what}")))
-}
-
-/// Checks with one dump that the kernel shows every entry of `entries` as it was captured.
-fn check_made(sock: &NlSocket, entries: &[Entry]) -> Result<(), NetnsError> {
-    let shown = dump(
-        sock,
-        msg_type(SUBSYS_CT, IPCTNL_MSG_CT_GET),
-        "conntrack: dump entries made",
-    )?;
-    let by_key: HashMap<_, _> = shown
-        .iter()
-        .filter(|(ty, _)| *ty == msg_type(SUBSYS_CT, IPCTNL_MSG_CT_NEW))
-        .filter_map(|(_, p)| Some((key(p)?, p)))
-        .collect();
-    for entry in entries {
-        let what = entry.describe();
-        let differs = |detail: String| NetnsError::Unrestorable {
-            what: format!("conntrack: {what}"),
-            why: format!("made, but the kernel shows {detail}"),
-        };
-        let Some(p) = key(&entry.payload).and_then(|k| by_key.get(&k)) else {
-            return Err(differs("no such entry".into()));
-        };
-        match from_dump(p) {
-            Ok(Some(got)) if got.comparable() == entry.comparable() => {}
-            Ok(Some(got)) => {
-                return Err(differs(format!(
-                    "other {}",
-                    differing(&entry.comparable().payload, &got.comparable().payload)
-                )))
-            }
-            Ok(None) => return Err(differs("it dying".into())),
-            Err(reason) => return Err(differs(reason)),
-        }
-    }
-    Ok(())
 }
 
 /// Deletes the entries `made` (newest first) after `failure`, and returns `failure`, naming
@@ -503,6 +465,39 @@ fn protoinfo(v: &[u8]) -> Vec<u8> {
         put(&mut out, raw, &tcp);
     }
     out
+}
+
+/// The first difference between captured `dumped` and `made`, a capture of a namespace made
+/// again from it, described; `None` when the entries are the same but for their time left.
+pub fn first_difference(dumped: &[Entry], made: &[Entry]) -> Option<String> {
+    let by_key = |entries: &[Entry]| -> HashMap<_, Entry> {
+        entries
+            .iter()
+            .filter_map(|e| Some((key(&e.payload)?, e.comparable())))
+            .collect()
+    };
+    let (want, got) = (by_key(dumped), by_key(made));
+    for e in dumped {
+        let entry = || format!("conntrack entry {}", e.describe());
+        let Some(k) = key(&e.payload) else {
+            return Some(format!("{} has no original tuple", entry()));
+        };
+        let w = &want[&k];
+        match got.get(&k) {
+            None => return Some(format!("{} is not there once made again", entry())),
+            Some(g) if g != w => {
+                return Some(format!(
+                    "{} reads otherwise once made again: its {}",
+                    entry(),
+                    differing(&w.payload, &g.payload)
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    made.iter()
+        .find(|e| key(&e.payload).is_none_or(|k| !want.contains_key(&k)))
+        .map(|e| format!("conntrack entry {} appears once made again", e.describe()))
 }
 
 /// What identifies an entry in a namespace: family, original tuple, zone.

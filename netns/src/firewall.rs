@@ -74,23 +74,5 @@ pub fn first_difference(dumped: &Firewall, made: &Firewall) -> Option<String> {
     {
         return Some(format!("{} appears once made again", t.describe()));
     }
-    let comparable = |entries: &[conntrack::Entry]| -> Vec<conntrack::Entry> {
-        let mut v: Vec<_> = entries.iter().map(conntrack::Entry::comparable).collect();
-        v.sort_by(|a, b| (a.family, &a.payload).cmp(&(b.family, &b.payload)));
-        v
-    };
-    let (a, b) = (comparable(&dumped.conntrack), comparable(&made.conntrack));
-    if let Some(e) = a.iter().find(|e| !b.contains(e)) {
-        return Some(format!(
-            "conntrack entry {} is not there once made again",
-            e.describe()
-        ));
-    }
-    if let Some(e) = b.iter().find(|e| !a.contains(e)) {
-        return Some(format!(
-            "conntrack entry {} appears once made again",
-            e.describe()
-        ));
-    }
-    None
+    conntrack::first_difference(&dumped.conntrack, &made.conntrack)
 }

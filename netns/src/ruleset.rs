@@ -21,6 +21,8 @@
 //! (a rule whose x_tables match needs the protocol iptables-nft gave out of band) fails the
 //! replay, which the dump tries on a replica first.
 
+use std::collections::{HashMap, HashSet};
+
 use nix::errno::Errno;
 use nix::sys::socket::SockProtocol;
 
@@ -144,7 +146,7 @@ impl Kind {
 }
 
 /// One object of a ruleset as the kernel's dump gave it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Item {
     /// What it is.
     pub kind: Kind,
@@ -365,42 +367,84 @@ fn unreachable_handle(item: &Item, next: u64) -> NetnsError {
     }
 }
 
+/// (family, table, name): a chain's or a set's key.
+type Key = (u8, String, String);
+
+/// Makes and deletes, in `batch`, one object per handle of `gap` (its attributes from
+/// `attrs`), with create and delete messages `new` and `del`: handles count on, nothing is
+/// left.
+fn burn(
+    batch: &mut Batch,
+    gap: std::ops::Range<u64>,
+    (new, del): (u16, u16),
+    family: u8,
+    attrs: impl Fn(u64) -> Vec<u8>,
+) {
+    use nft::{NLM_F_CREATE, NLM_F_EXCL};
+    for n in gap {
+        let gap = attrs(n);
+        batch.raw(
+            new,
+            NLM_F_CREATE | NLM_F_EXCL,
+            family,
+            "handle gap".into(),
+            &gap,
+        );
+        batch.raw(del, 0, family, "handle gap".into(), &gap);
+    }
+}
+
 fn replay(items: &[Item], batch: &mut Batch) -> Result<(), NetnsError> {
     use nft::{NLM_F_CREATE, NLM_F_EXCL};
     let create = NLM_F_CREATE | NLM_F_EXCL;
+    // Each chain's rule handles in chain order, each set's elements: gathered once.
+    let mut chains: HashMap<Key, Vec<u64>> = HashMap::new();
+    let mut elements: HashMap<Key, Vec<&Item>> = HashMap::new();
+    for i in items {
+        match i.kind {
+            Kind::Rule => chains
+                .entry((i.family, i.table(), i.text_attr(NFTA_RULE_CHAIN)))
+                .or_default()
+                .extend(i.handle()),
+            Kind::Elements => elements
+                .entry((i.family, i.table(), i.set_name()))
+                .or_default()
+                .push(i),
+            _ => {}
+        }
+    }
+    let add_elements = |batch: &mut Batch, set: &Item| {
+        let key = (set.family, set.table(), set.set_name());
+        for e in elements.get(&key).into_iter().flatten() {
+            batch.raw(
+                nft::NFT_MSG_NEWSETELEM,
+                create,
+                set.family,
+                e.describe(),
+                &e.attrs,
+            );
+        }
+    };
     let mut tables: Vec<&Item> = items.iter().filter(|i| i.kind == Kind::Table).collect();
     tables.sort_by_key(|t| t.handle());
     let mut next_table = 1;
     for table in tables {
         let name = table.table();
-        let in_table = |i: &&Item| i.family == table.family && i.table() == name;
         let handle = table.handle().unwrap_or(next_table);
         if handle < next_table {
             return Err(unreachable_handle(table, next_table));
         }
-        // Table handles count per namespace: burn the gap with tables made and deleted.
-        for n in next_table..handle {
+        // Table handles count per namespace.
+        let tables_msgs = (nft::NFT_MSG_NEWTABLE, nft::NFT_MSG_DELTABLE);
+        burn(batch, next_table..handle, tables_msgs, table.family, |n| {
             let mut gap = Vec::new();
             put_attr(
                 &mut gap,
                 NFTA_TABLE_NAME,
                 format!("cryo-gap-{n}\0").as_bytes(),
             );
-            batch.raw(
-                nft::NFT_MSG_NEWTABLE,
-                create,
-                table.family,
-                "handle gap".into(),
-                &gap,
-            );
-            batch.raw(
-                nft::NFT_MSG_DELTABLE,
-                0,
-                table.family,
-                "handle gap".into(),
-                &gap,
-            );
-        }
+            gap
+        });
         next_table = handle + 1;
         batch.raw(
             nft::NFT_MSG_NEWTABLE,
@@ -412,17 +456,10 @@ fn replay(items: &[Item], batch: &mut Batch) -> Result<(), NetnsError> {
 
         let mut members: Vec<&Item> = items
             .iter()
-            .filter(in_table)
+            .filter(|i| i.family == table.family && i.table() == name)
             .filter(|i| !matches!(i.kind, Kind::Table | Kind::Elements))
             .collect();
         members.sort_by_key(|i| i.handle());
-        let elements_of = |set: &Item| {
-            items
-                .iter()
-                .filter(in_table)
-                .filter(|i| i.kind == Kind::Elements && i.set_name() == set.set_name())
-                .collect::<Vec<_>>()
-        };
         let mut next = 1;
         let mut named_sets = Vec::new();
         for item in members {
@@ -436,7 +473,8 @@ fn replay(items: &[Item], batch: &mut Batch) -> Result<(), NetnsError> {
                 return Err(unreachable_handle(item, next));
             }
             // Handles of chains, sets, objects, flowtables and rules count per table.
-            for n in next..handle {
+            let chains_msgs = (nft::NFT_MSG_NEWCHAIN, nft::NFT_MSG_DELCHAIN);
+            burn(batch, next..handle, chains_msgs, table.family, |n| {
                 let mut gap = Vec::new();
                 put_attr(&mut gap, NFTA_ANY_TABLE, format!("{name}\0").as_bytes());
                 put_attr(
@@ -444,93 +482,43 @@ fn replay(items: &[Item], batch: &mut Batch) -> Result<(), NetnsError> {
                     NFTA_CHAIN_NAME,
                     format!("cryo-gap-{n}\0").as_bytes(),
                 );
-                batch.raw(
-                    nft::NFT_MSG_NEWCHAIN,
-                    create,
-                    table.family,
-                    "handle gap".into(),
-                    &gap,
-                );
-                batch.raw(
-                    nft::NFT_MSG_DELCHAIN,
-                    0,
-                    table.family,
-                    "handle gap".into(),
-                    &gap,
-                );
-            }
+                gap
+            });
             next = handle + 1;
-            let (_, new) = item.kind.messages();
-            match item.kind {
+            let (flags, attrs) = match item.kind {
                 Kind::Rule => {
-                    let (flags, attrs) = rule_placement(item, items, handle);
-                    batch.raw(
-                        new,
-                        NLM_F_CREATE | flags,
-                        item.family,
-                        item.describe(),
-                        &attrs,
-                    );
+                    let key = (item.family, name.clone(), item.text_attr(NFTA_RULE_CHAIN));
+                    let in_chain = chains.get(&key).map_or(&[][..], Vec::as_slice);
+                    let (flags, attrs) = rule_placement(item, in_chain, handle);
+                    (NLM_F_CREATE | flags, attrs)
                 }
                 Kind::Set => {
                     // NEWSET requires a transaction id, which nothing here refers to.
                     let mut attrs = item.create_attrs();
                     put_attr(&mut attrs, NFTA_SET_ID, &(handle as u32).to_be_bytes());
-                    batch.raw(new, create, item.family, item.describe(), &attrs);
+                    (create, attrs)
                 }
-                _ => batch.raw(
-                    new,
-                    create,
-                    item.family,
-                    item.describe(),
-                    &item.create_attrs(),
-                ),
-            }
+                _ => (create, item.create_attrs()),
+            };
+            let (_, new) = item.kind.messages();
+            batch.raw(new, flags, item.family, item.describe(), &attrs);
             if item.anonymous_set() {
-                for elements in elements_of(item) {
-                    batch.raw(
-                        nft::NFT_MSG_NEWSETELEM,
-                        create,
-                        item.family,
-                        elements.describe(),
-                        &elements.attrs,
-                    );
-                }
+                add_elements(batch, item);
             } else if item.kind == Kind::Set {
                 named_sets.push(item);
             }
         }
         for set in named_sets {
-            for elements in elements_of(set) {
-                batch.raw(
-                    nft::NFT_MSG_NEWSETELEM,
-                    create,
-                    set.family,
-                    elements.describe(),
-                    &elements.attrs,
-                );
-            }
+            add_elements(batch, set);
         }
     }
     Ok(())
 }
 
-/// Where rule `rule` (handle `handle`) goes in its chain, its others made in handle order:
-/// after the nearest rule before it in the chain whose handle is lower (made already), else
-/// first. The create flags and attributes.
-fn rule_placement(rule: &Item, items: &[Item], handle: u64) -> (u16, Vec<u8>) {
-    let chain = rule.text_attr(NFTA_RULE_CHAIN);
-    let table = rule.table();
-    let in_chain: Vec<u64> = items
-        .iter()
-        .filter(|i| {
-            i.kind == Kind::Rule
-                && i.family == rule.family
-                && i.table() == table
-                && i.text_attr(NFTA_RULE_CHAIN) == chain
-        })
-        .filter_map(Item::handle)
-        .collect();
+/// Where rule `rule` (handle `handle`) goes in its chain, whose rules' handles in chain order
+/// are `in_chain`, the rules made in handle order: after the nearest rule before it in the
+/// chain whose handle is lower (made already), else first. The create flags and attributes.
+fn rule_placement(rule: &Item, in_chain: &[u64], handle: u64) -> (u16, Vec<u8>) {
     let at = in_chain.iter().position(|h| *h == handle).unwrap_or(0);
     let before = in_chain[..at].iter().rev().find(|h| **h < handle);
     let mut attrs = rule.create_attrs();
@@ -595,8 +583,9 @@ pub fn comparable(items: &[Item]) -> Vec<Item> {
 /// (as [`comparable`] sees them).
 pub fn first_difference(dumped: &[Item], made: &[Item]) -> Option<String> {
     let (a, b) = (comparable(dumped), comparable(made));
+    let (in_a, in_b): (HashSet<&Item>, HashSet<&Item>) = (a.iter().collect(), b.iter().collect());
     for x in &a {
-        if !b.contains(x) {
+        if !in_b.contains(x) {
             return Some(
                 match b
                     .iter()
@@ -608,7 +597,7 @@ pub fn first_difference(dumped: &[Item], made: &[Item]) -> Option<String> {
             );
         }
     }
-    if let Some(y) = b.iter().find(|y| !a.contains(y)) {
+    if let Some(y) = b.iter().find(|y| !in_a.contains(y)) {
         return Some(format!("{} appears once made again", y.describe()));
     }
     (a != b).then(|| "the nftables objects are listed in another order once made again".into())
@@ -657,6 +646,18 @@ table inet filter {
 table ip6 six { chain c { type filter hook input priority -5; policy drop; }; }
 "#;
 
+    /// The handle of the rule of chain inet filter `chain` whose listing holds `needle`.
+    fn handle_of(chain: &str, needle: &str) -> String {
+        let listing = nft(&["-a", "list", "chain", "inet", "filter", chain]);
+        listing
+            .lines()
+            .find(|l| l.contains(needle))
+            .and_then(|l| l.rsplit("handle ").next())
+            .unwrap_or_else(|| panic!("no rule with {needle} in {listing}"))
+            .trim()
+            .to_string()
+    }
+
     fn build(path: &std::path::Path) {
         nft(&["-f", path.to_str().unwrap()]);
         // Handle gaps, rules out of handle order, a table made and removed.
@@ -664,14 +665,7 @@ table ip6 six { chain c { type filter hook input priority -5; policy drop; }; }
         nft(&[
             "insert", "rule", "inet", "filter", "input", "meta", "mark", "7", "counter", "drop",
         ]);
-        let listing = nft(&["-a", "list", "chain", "inet", "filter", "input"]);
-        let web = listing
-            .lines()
-            .find(|l| l.contains("\"web\""))
-            .and_then(|l| l.rsplit("handle ").next())
-            .unwrap()
-            .trim()
-            .to_string();
+        let web = handle_of("input", "\"web\"");
         nft(&[
             "add", "rule", "inet", "filter", "input", "position", &web, "meta", "mark", "8",
             "accept",
@@ -679,14 +673,7 @@ table ip6 six { chain c { type filter hook input priority -5; policy drop; }; }
         nft(&[
             "add", "rule", "inet", "filter", "output", "meta", "mark", "9", "drop",
         ]);
-        let listing = nft(&["-a", "list", "chain", "inet", "filter", "output"]);
-        let nine = listing
-            .lines()
-            .find(|l| l.contains("mark 0x00000009"))
-            .and_then(|l| l.rsplit("handle ").next())
-            .unwrap()
-            .trim()
-            .to_string();
+        let nine = handle_of("output", "mark 0x00000009");
         nft(&[
             "delete", "rule", "inet", "filter", "output", "handle", &nine,
         ]);
