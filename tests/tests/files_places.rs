@@ -138,3 +138,34 @@ fn a_working_directory_in_a_gone_processs_proc_directory_comes_back_unhashed() {
     );
     w.kill_restored();
 }
+
+/// An fd on /proc/N of a child N killed and reaped (zdtm's remap_dead_pid_root): restored as
+/// an fd on the directory of a process that has ended, as the original's: its link reads
+/// "/proc/N (deleted)", with its flags, and nothing can be opened below it.
+#[test]
+fn an_fd_on_a_gone_processs_proc_directory_comes_back_unhashed() {
+    cryo_bin();
+    let mut w = Workload::spawn("places", &["proc-fd", "/"]);
+    let before = w.cmd("fd41");
+    let link = before.split(' ').next().unwrap().to_string();
+    assert!(link.starts_with("/proc/"), "{before}");
+    assert_eq!(before.split(' ').nth(1), Some("(deleted)"), "{before}");
+    assert!(before.contains(" errno "), "openat below it: {before}");
+    w.dump(&w.path("left"), &["--leave-running"])
+        .assert_success();
+    assert_eq!(w.cmd("fd41"), before);
+    let pending = (w.status("ShdPnd"), w.status("SigPnd"));
+    w.dump_and_restore();
+    assert_eq!(w.cmd("fd41"), before);
+    assert_eq!(
+        (w.status("ShdPnd"), w.status("SigPnd")),
+        pending,
+        "no SIGCHLD of the helper"
+    );
+    let n = link.trim_start_matches("/proc/");
+    assert!(
+        !std::path::Path::new(&format!("/proc/{n}")).exists(),
+        "the helper is gone"
+    );
+    w.kill_restored();
+}

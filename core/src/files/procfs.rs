@@ -82,6 +82,8 @@ impl FileKind for ProcFiles {
             Seen::Namespace { kind } => dump_namespace(fd.open, kind, fd.meta.ino(), &pids)?,
             _ => unreachable!("claimed"),
         };
+        // What the restore's validate would refuse, the dump refuses first.
+        check_shape(&rec).map_err(|why| fd.open.refuse(why, false))?;
         Ok(Kind::ProcFile(rec))
     }
 
@@ -97,6 +99,16 @@ impl FileKind for ProcFiles {
             id: desc.id,
             detail,
         })?;
+        if rec.gone_pid != 0 && crate::proc::dir(Pid::from_raw(rec.gone_pid)).exists() {
+            return Err(FileError::Invalid {
+                id: desc.id,
+                detail: format!(
+                    "/proc/{n} of a process that had ended: pid {n} is taken here (a process \
+                     with that pid is made to end for it)",
+                    n = rec.gone_pid
+                ),
+            });
+        }
         if !rec.init.is_empty() {
             let here = init_identity().map_err(|e| restore_err(desc, "read pid 1's identity", e))?;
             if here != rec.init {
@@ -137,6 +149,15 @@ impl FileKind for ProcFiles {
                 .map(Opened::Now)
                 .map_err(|e| restore_err(desc, "dup cryo's namespace", e));
         }
+        if rec.gone_pid != 0 {
+            let flags = open_flags(desc.flags);
+            let fd = crate::task::process::in_gone_process_dir(Pid::from_raw(rec.gone_pid), |dir| {
+                nix::fcntl::open(dir, flags, nix::sys::stat::Mode::empty())
+            })
+            .map_err(|e| restore_err(desc, "open /proc/N of a process made to end", e.into()))?;
+            set_async(desc, &fd)?;
+            return Ok(Opened::Now(fd));
+        }
         let path = if rec.init.is_empty() {
             rec.rest.clone()
         } else {
@@ -159,6 +180,9 @@ impl FileKind for ProcFiles {
 
     fn describe(&self, _desc: &FileDesc, p: &ProcFile) -> String {
         match (p.namespace.is_empty(), p.pid) {
+            (true, 0) if p.gone_pid != 0 => {
+                format!("proc file /proc/{} (deleted: its process had ended)", p.gone_pid)
+            }
             (true, 0) if !p.init.is_empty() => format!("proc file /proc/1{} (pid 1)", p.rest),
             (true, 0) => format!("proc file {}", p.rest),
             (true, pid) if p.tid != 0 => format!("proc file /proc/{pid}/task/{}{}", p.tid, p.rest),
@@ -177,6 +201,12 @@ impl FileKind for ProcFiles {
 fn check_shape(rec: &ProcFile) -> Result<(), String> {
     if !rec.init.is_empty() && (rec.pid != 0 || rec.tid != 0 || !rec.namespace.is_empty()) {
         return Err("a file of pid 1 outside the dump that names another process".into());
+    }
+    if rec.gone_pid != 0 {
+        if rec.gone_pid < 0 || rec.pid != 0 || rec.tid != 0 || !rec.rest.is_empty() || !rec.namespace.is_empty() || !rec.init.is_empty() {
+            return Err(format!("/proc/{} of a process that had ended, with a path or pid", rec.gone_pid));
+        }
+        return Ok(());
     }
     if !rec.namespace.is_empty() {
         if !NAMESPACES.contains(&rec.namespace.as_str()) || !rec.rest.is_empty() {
@@ -235,6 +265,27 @@ fn dump_file(
     let below = path.strip_prefix("/proc").unwrap_or(path);
     let mut parts = below.splitn(3, '/').skip(1);
     let first = parts.next().unwrap_or("");
+    // The directory of a process that ended and was reaped (the link "/proc/N (deleted)").
+    if let Some(n) = first.strip_suffix(" (deleted)") {
+        let gone = crate::proc::gone_process_dir(open.pid, path).filter(|_| parts.next().is_none());
+        return match gone {
+            Some(_) if open.pos != 0 && open.flags & libc::O_PATH as u32 == 0 => Err(open.refuse(
+                format!("/proc/{n} of a process that has ended, at position {}", open.pos),
+                false,
+            )),
+            Some(gone_pid) => Ok(ProcFile {
+                gone_pid,
+                ..Default::default()
+            }),
+            None => Err(open.refuse(
+                format!(
+                    "/proc/{n} of a process that has ended, seen from a PID namespace other \
+                     than cryo's (the pid is not cryo's to make again)"
+                ),
+                false,
+            )),
+        };
+    }
     let Ok(pid) = first.parse::<i32>() else {
         check_position(open, path)?;
         return Ok(ProcFile {
@@ -246,10 +297,14 @@ fn dump_file(
         return dump_init_file(open, path, parts.next());
     }
     if !pids.contains(&pid) {
-        return Err(open.refuse(
-            format!("file of /proc/{pid}, a process outside the dump (it would name another process or none)"),
-            false,
-        ));
+        let whose = if crate::proc::dir(Pid::from_raw(pid)).exists() {
+            "a process outside the dump (it would name another process or none)"
+        } else {
+            // What it reads depends on the process it was opened on (mountinfo: its mount
+            // namespace), which is gone.
+            "a process that has ended (only its directory itself is made again)"
+        };
+        return Err(open.refuse(format!("file of /proc/{pid}, {whose}"), false));
     }
     let mut rest = parts.next().map(|r| format!("/{r}")).unwrap_or_default();
     let mut tid = 0;

@@ -316,26 +316,32 @@ pub enum Cwd {
     GoneProcess(i32),
 }
 
+/// N when `path` (a link of `pid`: its cwd, an fd) reads "/proc/N (deleted)", the directory
+/// of a process N gone (reaped) since, and `pid` is in cryo's PID namespace (the /proc it
+/// sees is cryo's, where N is free now): a restore makes it again with a process N that ends
+/// at once ([`crate::task::process::in_gone_process_dir`]).
+pub fn gone_process_dir(pid: Pid, path: &str) -> Option<i32> {
+    let n = path
+        .strip_prefix("/proc/")
+        .and_then(|rest| rest.strip_suffix(" (deleted)"))
+        .and_then(|n| n.parse::<i32>().ok())
+        .filter(|&n| n > 0 && !dir(Pid::from_raw(n)).exists())?;
+    let ns = |p: &str| {
+        fs::metadata(format!("/proc/{p}/ns/pid"))
+            .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+            .ok()
+    };
+    let theirs = ns(&pid.to_string());
+    (theirs.is_some() && theirs == ns("self")).then_some(n)
+}
+
 /// The working directory of `pid`. A process's directory of /proc is refused (it names a
 /// process: another one, or none, by the time of a restore) but for one whose process was
 /// gone when the dump ran, when `pid` is in cryo's PID namespace (its /proc is cryo's).
 pub fn cwd(pid: Pid) -> Result<Cwd> {
     let path = link(pid, "cwd")?.to_string_lossy().into_owned();
-    let gone = path
-        .strip_prefix("/proc/")
-        .and_then(|rest| rest.strip_suffix(" (deleted)"))
-        .and_then(|n| n.parse::<i32>().ok())
-        .filter(|&n| n > 0 && !dir(Pid::from_raw(n)).exists());
-    if let Some(n) = gone {
-        let ns = |p: &str| {
-            fs::metadata(format!("/proc/{p}/ns/pid"))
-                .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
-                .ok()
-        };
-        let theirs = ns(&pid.to_string());
-        if theirs.is_some() && theirs == ns("self") {
-            return Ok(Cwd::GoneProcess(n));
-        }
+    if let Some(n) = gone_process_dir(pid, &path) {
+        return Ok(Cwd::GoneProcess(n));
     }
     refuse_process_directory(pid, "working directory", &path)?;
     Ok(match path.strip_suffix(" (deleted)") {

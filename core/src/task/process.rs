@@ -228,12 +228,21 @@ pub fn restore_in_child(core: &TaskCore) -> Result<(), ChildError> {
     Ok(())
 }
 
-/// Enters /proc/N of a process N that is gone: a child forked with pid N exits at once, its
-/// directory (a zombie's) is entered, and the child is reaped, which unhashes it: readlink
-/// of the working directory reads "/proc/N (deleted)" and getcwd fails ENOENT, as at dump.
-/// The /proc this process sees must be of its own PID namespace (not under `restore
-/// --pidns`, where it shows the host's pids): else EXDEV.
+/// Enters /proc/N of a process N that is gone: see [`in_gone_process_dir`].
 fn enter_gone_process_dir(n: Pid) -> nix::Result<()> {
+    in_gone_process_dir(n, |dir| nix::unistd::chdir(dir))
+}
+
+/// Runs `f` on /proc/N of a process N that is gone: a child forked with pid N exits at once,
+/// `f` gets its directory (a zombie's), and the child is reaped, which unhashes it: what `f`
+/// made of it (a working directory, an fd) reads "/proc/N (deleted)" and lists nothing, as
+/// at dump. The /proc this process sees must be of its own PID namespace (not under `restore
+/// --pidns`, where it shows the host's pids): else EXDEV. The caller blocks SIGCHLD (the
+/// restored process does, until its own mask): the reap takes the one the child sends.
+pub(crate) fn in_gone_process_dir<T>(
+    n: Pid,
+    f: impl FnOnce(&str) -> nix::Result<T>,
+) -> nix::Result<T> {
     let me = nix::unistd::getpid();
     if std::fs::read_link("/proc/self").ok().as_deref()
         != Some(std::path::Path::new(&me.to_string()))
@@ -246,9 +255,9 @@ fn enter_gone_process_dir(n: Pid) -> nix::Result<()> {
         crate::sys::process::Forked::Child => crate::sys::process::exit_child(0),
         crate::sys::process::Forked::Parent(helper) => helper,
     };
-    let entered = nix::unistd::chdir(format!("/proc/{n}").as_str());
+    let made = f(&format!("/proc/{n}"));
     nix::sys::wait::waitpid(helper, None)?;
-    entered
+    made
 }
 
 /// Makes the removed working directory `path` again (files/regular.rs: at its path when free,

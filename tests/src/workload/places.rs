@@ -12,6 +12,10 @@
 //! places deleted-cwd-child DIR the same, then a child forked there (paused)
 //! places proc-cwd DIR      working directory /proc/<a child's pid>, the child then killed
 //!                          and reaped (the directory is gone with it)
+//! places proc-fd DIR       fd 41 on /proc/<a child's pid> (O_RDONLY|O_DIRECTORY), the child
+//!                          then killed and reaped
+//!                          fd41 -> <the link /proc/self/fd/41> <F_GETFL, octal>
+//!                                  <openat(41, "status"): opened | errno N>
 //!                          where -> <working directory> (getcwd, as the process sees it)
 //!                          root  -> whether / holds the marker file DIR/jail/marker
 //!                          cwd   -> <the link /proc/self/cwd> <mode, octal> <nlink> <mtime ns>
@@ -79,6 +83,18 @@ pub fn start(args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
             sys::tgkill(child, child, libc::SIGKILL).map_err(failed("kill"))?;
             sys::reap(child).map_err(failed("waitpid"))?;
         }
+        "proc-fd" => {
+            use std::os::fd::AsRawFd;
+            let child = sys::fork_paused().map_err(failed("fork"))?;
+            let dir = std::fs::File::open(format!("/proc/{child}")).map_err(failed("open"))?;
+            // SAFETY: dup2 of an fd this process owns onto 41, which nothing else uses.
+            if unsafe { libc::dup2(dir.as_raw_fd(), 41) } != 41 {
+                return Err(failed("dup2")(std::io::Error::last_os_error()));
+            }
+            drop(dir);
+            sys::tgkill(child, child, libc::SIGKILL).map_err(failed("kill"))?;
+            sys::reap(child).map_err(failed("waitpid"))?;
+        }
         other => return Err(format!("unknown place {other:?}")),
     }
     Ok(Box::new(Places))
@@ -108,6 +124,26 @@ impl Mode for Places {
                 let fd = std::fs::metadata("/proc/self/fd/41").map_err(|e| e.to_string())?;
                 let cwd = std::fs::metadata("/proc/self/cwd").map_err(|e| e.to_string())?;
                 Ok(((fd.dev(), fd.ino()) == (cwd.dev(), cwd.ino())).to_string())
+            }
+            "fd41" => {
+                let link = std::fs::read_link("/proc/self/fd/41").map_err(|e| e.to_string())?;
+                // SAFETY: fcntl and openat on fd 41 with a NUL-terminated name; the fd
+                // openat returns is closed at once.
+                let (flags, opened) = unsafe {
+                    let flags = libc::fcntl(41, libc::F_GETFL);
+                    let fd = libc::openat(41, c"status".as_ptr(), libc::O_RDONLY);
+                    let opened = if fd >= 0 {
+                        libc::close(fd);
+                        "opened".to_string()
+                    } else {
+                        format!(
+                            "errno {}",
+                            std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+                        )
+                    };
+                    (flags, opened)
+                };
+                Ok(format!("{} {flags:o} {opened}", link.display()))
             }
             "create-here" => match std::fs::File::create("x") {
                 Ok(_) => Ok("created".into()),
