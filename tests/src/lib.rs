@@ -1325,3 +1325,12 @@ pub fn own_netns() {
         .expect("run ip");
     assert!(out.status.success(), "ip link set lo up");
 }
+
+/// Unmounts (lazily) a mount a test or its workload made at the path, when dropped.
+pub struct Unmount(pub std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}

@@ -3,7 +3,7 @@
 //! Needs the engine: `cryo` must be built (`cargo build -p cryo`).
 
 use cryo_tests::protocol::{self, DEFAULT_SEED};
-use cryo_tests::{control_dir, cryo_bin, parse_fds, write_file, Workload};
+use cryo_tests::{control_dir, cryo_bin, parse_fds, write_file, Unmount, Workload};
 
 #[test]
 fn a_regular_file_read_continues_at_the_next_byte() {
@@ -43,6 +43,48 @@ fn a_deleted_open_file_keeps_its_contents() {
         !w.path(protocol::DELETED_FILE).exists(),
         "the restore left the deleted file behind"
     );
+    w.kill_restored();
+}
+
+/// A deleted file on a mount made read-only after it was opened (a bind remount: the tmpfs
+/// itself stays writable; zdtm ghost_on_rofs): made again through a writable copy of the
+/// mount, its fd back on the read-only mount itself, contents and position as before.
+#[test]
+fn a_deleted_file_on_a_read_only_mount_comes_back_on_that_mount() {
+    cryo_bin();
+    let mut w = Workload::spawn("deleted-file", &["70000", "17", "ro-mount"]);
+    let _unmount = Unmount(w.path("m"));
+    let want = protocol::len_and_checksum(&protocol::pattern(70_000, 17));
+    let before = (
+        w.cmd("read"),
+        w.cmd("mount"),
+        w.cmd("reopen-rw"),
+        w.cmd("stat"),
+    );
+    assert_eq!(before.0, want);
+    assert!(
+        before
+            .1
+            .starts_with(&format!("{} ro,", w.path("m").display())),
+        "{}",
+        before.1
+    );
+    assert_eq!(before.2, libc::EROFS.to_string());
+    w.dump_and_restore();
+    let after = (
+        w.cmd("read"),
+        w.cmd("mount"),
+        w.cmd("reopen-rw"),
+        w.cmd("stat"),
+    );
+    assert_eq!(after, before);
+    let fds = parse_fds(&w.cmd("fds"));
+    assert!(
+        fds.values().any(|t| t.ends_with(" (deleted)")),
+        "the file should still be deleted: {fds:?}"
+    );
+    let left: Vec<_> = std::fs::read_dir(w.path("m")).unwrap().flatten().collect();
+    assert!(left.is_empty(), "the restore left {left:?} on the mount");
     w.kill_restored();
 }
 

@@ -6,22 +6,9 @@
 //!
 //! Needs the engine: `cryo` must be built (`cargo build -p cryo`).
 
-use std::ffi::CString;
-use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use cryo_tests::{children_of, cryo_bin, parse_fds, Reaper, Workload};
-
-/// Unmounts (lazily) the tmpfs a `notify fanotify` workload mounted, when dropped.
-struct Unmount(PathBuf);
-
-impl Drop for Unmount {
-    fn drop(&mut self) {
-        let c = CString::new(self.0.as_os_str().as_bytes()).unwrap();
-        // SAFETY: umount2 reads the NUL-terminated path `c` owns, alive for the call.
-        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-    }
-}
+use cryo_tests::{children_of, cryo_bin, parse_fds, Reaper, Unmount, Workload};
 
 /// The `fanotify` lines of an fdinfo (the group, then its marks).
 fn fanotify_lines(pid: i32, fd: i32) -> Vec<String> {

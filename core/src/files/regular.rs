@@ -123,6 +123,18 @@ pub(super) fn dump_file(
             ..reg
         });
     }
+    // A restore makes a deleted file again where it was, through a writable copy of its
+    // mount when only the mount is read-only; a read-only filesystem takes no new file.
+    if crate::sys::mount::filesystem_read_only(source).unwrap_or(false) {
+        return Err(FileError::Invalid {
+            id,
+            detail: format!(
+                "deleted file {} is on a read-only filesystem (its superblock, not only its \
+                 mount): a restore could not make it again there",
+                reg.path
+            ),
+        });
+    }
     if let Some(limit) = state.get::<GhostLimit>().0.filter(|&limit| reg.size > limit) {
         return Err(FileError::Invalid {
             id,
@@ -659,8 +671,12 @@ fn recreate(
     images: &ImageDir,
 ) -> Result<OwnedFd, FileError> {
     let original = Path::new(&reg.path);
-    let (mut file, linked) = create_somewhere(original, images.path())
-        .map_err(|e| restore_err(desc, "recreate the deleted file", e))?;
+    let (mut file, linked) = match create_somewhere(original, images.path()) {
+        Err(e) if e.raw_os_error() == Some(libc::EROFS) => {
+            return recreate_on_read_only_mount(desc, reg, raw, images)
+        }
+        made => made.map_err(|e| restore_err(desc, "recreate the deleted file", e))?,
+    };
     let unlink = |linked: &Option<PathBuf>| {
         if let Some(path) = linked {
             let _ = fs::remove_file(path);
@@ -678,6 +694,67 @@ fn recreate(
         "deleted file recreated"
     );
     Ok(file.into())
+}
+
+/// [`recreate`] in a directory on a mount that is read-only where its filesystem is not (a
+/// bind mount remounted read-only after the file was opened): the file is made, filled and
+/// unlinked through a writable copy of the mount (`sys::mount::writable_clone`), and held by
+/// its name on the read-only mount itself before the unlink (O_PATH): the description is
+/// opened there, on the mount the original's was on. Returns that O_PATH fd.
+fn recreate_on_read_only_mount(
+    desc: &FileDesc,
+    reg: &RegularFile,
+    raw: &RawFileRef,
+    images: &ImageDir,
+) -> Result<OwnedFd, FileError> {
+    let err = |step: &'static str| move |e: io::Error| restore_err(desc, step, e);
+    let original = Path::new(&reg.path);
+    let dir = original.parent().unwrap_or(Path::new("/"));
+    let base = original
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let writable = crate::sys::mount::writable_clone(dir)
+        .map_err(err("recreate the deleted file (a writable copy of its read-only mount)"))?;
+    let names = std::iter::once(base.clone())
+        .chain((0..100).map(|n| format!(".cryo-ghost-{}-{n}-{base}", std::process::id())));
+    let mut made = None;
+    for name in names {
+        match nix::fcntl::openat(
+            &writable,
+            name.as_str(),
+            OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_RDWR | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o600),
+        ) {
+            Ok(fd) => {
+                made = Some((File::from(fd), name));
+                break;
+            }
+            Err(nix::errno::Errno::EEXIST) => continue,
+            Err(e) => return Err(err("recreate the deleted file on its read-only mount")(e.into())),
+        }
+    }
+    let (mut file, name) = made.ok_or_else(|| {
+        err("recreate the deleted file")(io::Error::other("no free temporary name"))
+    })?;
+    let held = fill(&mut file, reg, raw, images)
+        .map_err(err("fill the recreated deleted file"))
+        .and_then(|()| {
+            let held = nix::fcntl::open(&dir.join(&name), OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())
+                .map_err(|e| err("hold the recreated deleted file on its read-only mount")(e.into()))?;
+            let (a, b) = (fs::metadata(self_fd(held.as_raw_fd())), file.metadata());
+            match (a, b) {
+                (Ok(a), Ok(b)) if (a.dev(), a.ino()) == (b.dev(), b.ino()) => Ok(held),
+                _ => Err(err("hold the recreated deleted file on its read-only mount")(
+                    io::Error::other("its name leads to another file"),
+                )),
+            }
+        });
+    // Unlinked as soon as it is filled (or failed): it never outlives the restore.
+    let _ = nix::unistd::unlinkat(&writable, name.as_str(), nix::unistd::UnlinkatFlags::NoRemoveDir);
+    let held = held?;
+    debug!(id = desc.id, path = %reg.path, size = raw.size, "deleted file recreated through a writable copy of its read-only mount");
+    Ok(held)
 }
 
 /// Recreates the deleted file of `reg`, which description `desc` made with open(O_TMPFILE),

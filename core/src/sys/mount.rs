@@ -178,6 +178,83 @@ pub(crate) fn detached(
     Ok(unsafe { OwnedFd::from_raw_fd(m as RawFd) })
 }
 
+/// A private, writable view of directory `dir` (an fd on it): a detached copy of the mount it
+/// is on (open_tree OPEN_TREE_CLONE, rooted at `dir`) with MOUNT_ATTR_RDONLY cleared on the
+/// copy alone, the mount itself left read-only. Writes through it fail EROFS where the
+/// filesystem itself is read-only. Dropped, the copy is unmounted.
+pub(crate) fn writable_clone(dir: &Path) -> io::Result<OwnedFd> {
+    const OPEN_TREE_CLONE: libc::c_uint = 1;
+    const MOUNT_ATTR_RDONLY: u64 = 0x1;
+    /// struct mount_attr (linux/mount.h, MOUNT_ATTR_SIZE_VER0).
+    #[repr(C)]
+    struct MountAttr {
+        attr_set: u64,
+        attr_clr: u64,
+        propagation: u64,
+        userns_fd: u64,
+    }
+    let path = CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: `path` is a NUL-terminated string the kernel only reads; open_tree returns a
+    // new fd or -1.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just returned by open_tree and is owned by nothing else.
+    let clone = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+    let attr = MountAttr {
+        attr_set: 0,
+        attr_clr: MOUNT_ATTR_RDONLY,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: `clone` is an open mount fd, the empty path and `attr` (of the size passed)
+    // are only read by the kernel.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            clone.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(clone)
+}
+
+/// Whether the filesystem `path` is on is read-only itself (its superblock), not only the
+/// mount `path` is reached through: a file can then be made on it by no mount.
+pub(crate) fn filesystem_read_only(path: &Path) -> io::Result<bool> {
+    use nix::sys::statvfs::{statvfs, FsFlags};
+    if !statvfs(path)?.flags().contains(FsFlags::ST_RDONLY) {
+        return Ok(false);
+    }
+    // A copy of the mount with MOUNT_ATTR_RDONLY cleared: a write access check through it
+    // says EROFS only for a read-only superblock.
+    let clone = writable_clone(path)?;
+    match nix::unistd::faccessat(
+        &clone,
+        "",
+        nix::unistd::AccessFlags::W_OK,
+        nix::fcntl::AtFlags::AT_EMPTY_PATH,
+    ) {
+        Err(nix::errno::Errno::EROFS) => Ok(true),
+        _ => Ok(false),
+    }
+}
+
 /// Attaches detached mount `mount` (an fd of fsmount(2)) on `point` in the calling thread's
 /// mount namespace.
 pub(crate) fn attach(mount: BorrowedFd<'_>, point: &Path) -> io::Result<()> {

@@ -1,13 +1,20 @@
 //! `deleted-file [LEN] [SEED] [tmpfile|setid]`: a file created in the control directory,
 //! filled, kept open and unlinked: its contents live only in the open file. With `tmpfile` it
 //! is made unnamed by open(O_TMPFILE) in that directory, as glibc's tmpfile() does; with
-//! `setid` it is given mode 06755 (set-uid and set-gid) before it is unlinked.
+//! `setid` it is given mode 06755 (set-uid and set-gid) before it is unlinked. With
+//! `ro-mount` it is made on a tmpfs mounted at DIR/m, opened again read-only, unlinked, and
+//! the mount made read-only (a bind remount: the filesystem stays writable); the test
+//! unmounts DIR/m.
 //!
 //! ```text
 //! deleted-file [LEN] [SEED] [tmpfile|setid]  read  -> <len> <checksum>   pos -> <offset>
 //!                                            flags -> <F_GETFL, octal>
 //!                                            stat  -> <mode octal> <uid> <gid> <nlink>
 //!                                            relink -> linkat of /proc/self/fd/N: ok or errno
+//!                                            mount -> <mount point> <its options> of the
+//!                                                     fd's mount (fdinfo mnt_id)
+//!                                            reopen-rw -> errno of an O_RDWR open of
+//!                                                         /proc/self/fd/N (0: opened)
 //! ```
 
 use std::path::Path;
@@ -24,7 +31,17 @@ struct DeletedFile {
 pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
     let len: usize = arg(args, 0, 100_000)?;
     let seed = seed_arg(args, 1)?;
-    let fd = if args.get(2).is_some_and(|a| a == "tmpfile") {
+    let fd = if args.get(2).is_some_and(|a| a == "ro-mount") {
+        let m = dir.join("m");
+        std::fs::create_dir(&m).map_err(failed("mkdir m"))?;
+        sys::mount_tmpfs(&m).map_err(failed("mount tmpfs"))?;
+        let path = m.join(protocol::DELETED_FILE);
+        std::fs::write(&path, protocol::pattern(len, seed)).map_err(failed("write"))?;
+        let fd = sys::open_mode(&path, libc::O_RDONLY, 0).map_err(failed("open"))?;
+        std::fs::remove_file(&path).map_err(failed("unlink"))?;
+        sys::remount_bind_read_only(&m).map_err(failed("remount read-only"))?;
+        return Ok(Box::new(DeletedFile { fd, len }));
+    } else if args.get(2).is_some_and(|a| a == "tmpfile") {
         sys::open_mode(dir, libc::O_RDWR | libc::O_TMPFILE, 0o640)
             .map_err(failed("open O_TMPFILE"))?
     } else {
@@ -87,6 +104,36 @@ impl Mode for DeletedFile {
                         .to_string(),
                 })
             }
+            ("mount", []) => {
+                let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", self.fd))
+                    .map_err(io_err)?;
+                let id = info
+                    .lines()
+                    .find_map(|l| l.strip_prefix("mnt_id:"))
+                    .map(str::trim)
+                    .ok_or("no mnt_id")?
+                    .to_string();
+                let table = std::fs::read_to_string("/proc/self/mountinfo").map_err(io_err)?;
+                table
+                    .lines()
+                    .map(|l| l.split(' ').collect::<Vec<_>>())
+                    .find(|f| f[0] == id)
+                    .map(|f| format!("{} {}", f[4], f[5]))
+                    .ok_or_else(|| format!("mount {id} is not in mountinfo"))
+            }
+            ("reopen-rw", []) => Ok(
+                match sys::open_mode(
+                    Path::new(&format!("/proc/self/fd/{}", self.fd)),
+                    libc::O_RDWR,
+                    0,
+                ) {
+                    Ok(fd) => {
+                        sys::close(fd);
+                        "0".into()
+                    }
+                    Err(e) => e.raw_os_error().unwrap_or(0).to_string(),
+                },
+            ),
             _ => unknown(verb),
         }
     }

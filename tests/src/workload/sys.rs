@@ -447,6 +447,24 @@ pub fn mount_tmpfs(path: &Path) -> io::Result<()> {
     .map(drop)
 }
 
+/// Makes the mount at `path` read-only, the filesystem under it left writable (a bind
+/// remount: MS_REMOUNT | MS_BIND | MS_RDONLY).
+pub fn remount_bind_read_only(path: &Path) -> io::Result<()> {
+    let target = CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    let flags = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY;
+    // SAFETY: `target` is a NUL-terminated string alive for the call; the others are null.
+    cvt(unsafe {
+        libc::mount(
+            std::ptr::null(),
+            target.as_ptr(),
+            std::ptr::null(),
+            flags,
+            std::ptr::null(),
+        )
+    })
+    .map(drop)
+}
+
 /// pidfd_send_signal(pidfd, sig).
 pub fn pidfd_signal(pidfd: i32, sig: i32) -> io::Result<()> {
     // SAFETY: a null siginfo is allowed; the other arguments are numbers.
