@@ -4,7 +4,7 @@
 //!
 //! Needs the engine: `cryo` must be built (`cargo build -p cryo`).
 
-use cryo_tests::{control_dir, cryo_bin, Workload};
+use cryo_tests::{control_dir, cryo_bin, Unmount, Workload};
 
 #[test]
 fn a_chrooted_process_comes_back_in_its_chroot() {
@@ -69,6 +69,34 @@ fn a_removed_working_directory_also_held_open_comes_back_one_with_its_fd() {
     );
     assert_eq!(w.cmd("create-here"), format!("errno {}", libc::ENOENT));
     w.kill_restored();
+}
+
+/// A removed working directory, or a removed directory held open, on a mount made read-only
+/// since: a restore makes it again by its name, which the mount does not allow: refused at
+/// dump, naming it, and the process runs on.
+#[test]
+fn a_removed_directory_on_a_read_only_mount_is_refused() {
+    cryo_bin();
+    for (how, needle) in [
+        (
+            "deleted-cwd-ro",
+            "its working directory was removed, on a read-only mount",
+        ),
+        (
+            "deleted-dir-fd-ro",
+            "fd 41: removed directory on a read-only mount",
+        ),
+    ] {
+        let dir = control_dir();
+        let base = dir.path().join("base");
+        std::fs::create_dir(&base).unwrap();
+        let _unmount = Unmount(base.clone());
+        let w = Workload::spawn_in(dir, "places", &[how, base.to_str().unwrap()]);
+        let out = w.dump(&w.path("img"), &[]);
+        assert!(!out.status.success(), "{how}: {out:?}");
+        out.assert_refused().assert_stderr_mentions(needle);
+        w.assert_untouched();
+    }
 }
 
 /// A removed working directory shared with a child, or held open by another process: a

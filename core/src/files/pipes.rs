@@ -69,6 +69,7 @@ impl FileKind for Pipes {
         let mut pipe = dump(fd.open, pidfd, *ino, fifo_path.clone(), with_data)?;
         if *deleted {
             use std::os::unix::fs::MetadataExt;
+            fd.open.refuse_on_read_only_mount("deleted FIFO")?;
             let m = fd.meta;
             pipe.deleted = true;
             pipe.mode = m.mode() & 0o7777;

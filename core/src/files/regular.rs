@@ -464,6 +464,9 @@ impl FileKind for Directory {
         let Seen::Directory { path, deleted } = &fd.seen else {
             return Err(fd.open.refuse("not a directory", false));
         };
+        if *deleted {
+            fd.open.refuse_on_read_only_mount("removed directory")?;
+        }
         Ok(Kind::Directory(RegularFile {
             deleted: *deleted,
             ..record(path.clone(), fd.meta)

@@ -45,6 +45,7 @@ impl FileKind for RemovedNodes {
         let m = fd.meta;
         let open = fd.open;
         let symlink = m.file_type().is_symlink();
+        open.refuse_on_read_only_mount(if symlink { "removed symbolic link" } else { "removed device" })?;
         if !symlink && devices::is_terminal(path, m.rdev()) {
             return Err(FileError::Terminal {
                 pid: open.pid,

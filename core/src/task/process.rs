@@ -52,6 +52,17 @@ pub fn dump(pid: Pid, stat: &proc::Stat) -> Result<TaskCore> {
 fn removed_dir(pid: Pid) -> Result<RemovedDir> {
     use std::os::unix::fs::MetadataExt;
     let m = proc::stat_link(pid, "cwd")?;
+    let on = proc::dir(pid).join("cwd");
+    if nix::sys::statvfs::statvfs(&on)
+        .is_ok_and(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY))
+    {
+        return Err(Error::target(
+            pid,
+            "its working directory was removed, on a read-only mount: a restore makes it again \
+             by its name, which the mount does not allow"
+                .to_string(),
+        ));
+    }
     let (atime_ns, mtime_ns) = crate::files::times_ns(&m);
     Ok(RemovedDir {
         mode: m.mode() & 0o7777,

@@ -10,6 +10,9 @@
 //!                          the same, open at fd 41 in a child only (forked before, paused,
 //!                          its working directory elsewhere)
 //! places deleted-cwd-child DIR the same, then a child forked there (paused)
+//! places deleted-cwd-ro DIR   a tmpfs mounted at DIR, working directory DIR/gone, removed,
+//!                          then the mount made read-only
+//! places deleted-dir-fd-ro DIR the same, DIR/gone held open at fd 41 instead
 //! places proc-cwd DIR      working directory /proc/<a child's pid>, the child then killed
 //!                          and reaped (the directory is gone with it)
 //! places proc-fd DIR       fd 41 on /proc/<a child's pid> (O_RDONLY|O_DIRECTORY), the child
@@ -65,6 +68,22 @@ pub fn start(args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
             if how == "deleted-cwd-child" {
                 sys::fork_paused().map_err(failed("fork"))?;
             }
+        }
+        "deleted-cwd-ro" | "deleted-dir-fd-ro" => {
+            // DIR is a tmpfs the workload mounts (the test unmounts it), made read-only (a
+            // bind remount) once the directory in it is removed.
+            sys::mount_tmpfs(dir).map_err(failed("mount tmpfs"))?;
+            let gone = dir.join("gone");
+            std::fs::create_dir(&gone).map_err(failed("mkdir"))?;
+            if how == "deleted-cwd-ro" {
+                std::env::set_current_dir(&gone).map_err(failed("chdir"))?;
+            } else {
+                let fd =
+                    sys::open(&gone, libc::O_RDONLY | libc::O_DIRECTORY).map_err(failed("open"))?;
+                sys::move_fd(fd, 41).map_err(failed("dup2"))?;
+            }
+            std::fs::remove_dir(&gone).map_err(failed("rmdir"))?;
+            sys::remount_bind_read_only(dir).map_err(failed("remount read-only"))?;
         }
         "deleted-cwd-held-by-child" => {
             let gone = dir.join("gone");
