@@ -7,7 +7,7 @@
 //!
 //! Needs the engine: `cryo` must be built (`cargo build -p cryo`).
 
-use cryo_tests::{cryo_bin, Workload};
+use cryo_tests::{cryo_bin, Unmount, Workload};
 
 /// Kills a process of the workload's that is no child of the test (the restored one's child).
 struct Reaper(i32);
@@ -128,6 +128,41 @@ fn a_listener_bound_to_a_path_listens_again() {
     listener_round_trip(path.to_str().unwrap(), move || {
         std::os::unix::net::UnixStream::connect(&p).unwrap()
     });
+}
+
+/// A listener whose socket file is on a mount made read-only since (a bind remount): a restore
+/// binds it again, making its socket file, which the mount refuses: refused at dump, naming
+/// the name and the mount, and the process runs on.
+#[test]
+fn a_listener_bound_on_a_read_only_mount_is_refused() {
+    use nix::mount::{mount, MsFlags};
+    cryo_bin();
+    let dir = tempfile::tempdir().unwrap();
+    let m = dir.path().join("m");
+    std::fs::create_dir(&m).unwrap();
+    mount(
+        Some("tmpfs"),
+        &m,
+        Some("tmpfs"),
+        MsFlags::empty(),
+        Some("size=1m"),
+    )
+    .unwrap();
+    let _unmount = Unmount(m.clone());
+    let path = m.join("l.sock");
+    let w = Workload::spawn("unix-listen", &[path.to_str().unwrap()]);
+    assert_eq!(w.cmd("ping"), "pong");
+    let ro = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY;
+    mount(None::<&str>, &m, None::<&str>, ro, None::<&str>).unwrap();
+    let out = w.dump(&w.path("img"), &[]);
+    out.assert_refused()
+        .assert_stderr_mentions("fd 50")
+        .assert_stderr_mentions(&format!(
+            "bound to {}, on a read-only mount",
+            path.display()
+        ));
+    w.assert_untouched();
+    assert_eq!(w.cmd("ping"), "pong");
 }
 
 #[test]

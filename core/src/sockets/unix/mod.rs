@@ -619,6 +619,15 @@ fn placement(
             file.path.display()
         )));
     }
+    if nix::sys::statvfs::statvfs(&file.path)
+        .is_ok_and(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY))
+    {
+        return Err(refused(format!(
+            "bound to {}, on a read-only mount: a restore binds it again (making its socket \
+             file), which the mount does not allow",
+            name.display()
+        )));
+    }
     let bind_dir = match dir {
         Some(d) if !name.is_absolute() => d.as_os_str().as_bytes().to_vec(),
         _ => Vec::new(),
