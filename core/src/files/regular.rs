@@ -720,7 +720,7 @@ fn recreate_on_read_only_mount(
     let writable = crate::sys::mount::writable_clone(dir)
         .map_err(err("recreate the deleted file (a writable copy of its read-only mount)"))?;
     let names = std::iter::once(base.clone())
-        .chain((0..100).map(|n| format!(".cryo-ghost-{}-{n}-{base}", std::process::id())));
+        .chain((0..100).map(|n| hidden_name(&base, n)));
     let mut made = None;
     for name in names {
         match nix::fcntl::openat(
@@ -827,6 +827,11 @@ fn recreate_set_id(
     Ok(file.into())
 }
 
+/// The `n`th hidden name for an object made again beside a name (`base`) that is taken.
+fn hidden_name(base: &str, n: u32) -> String {
+    format!(".cryo-ghost-{}-{n}-{base}", std::process::id())
+}
+
 /// A new directory for a removed one named `original` ([`make_beside`]). Returns its path.
 pub(crate) fn make_dir_again(original: &Path) -> io::Result<PathBuf> {
     make_beside(original, |path| {
@@ -856,7 +861,7 @@ pub(crate) fn make_beside(
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     (0..100)
-        .map(|n| dir.join(format!(".cryo-ghost-{}-{n}-{base}", std::process::id())))
+        .map(|n| dir.join(hidden_name(&base, n)))
         .find(|p| made(p).is_ok())
         .ok_or_else(|| io::Error::other("no free temporary name"))
 }
@@ -986,7 +991,7 @@ fn create_somewhere(original: &Path, images: &Path) -> io::Result<(File, Option<
         .unwrap_or_default();
     let mut last = None;
     for n in 0..100 {
-        let path = dir.join(format!(".cryo-ghost-{}-{n}-{base}", std::process::id()));
+        let path = dir.join(hidden_name(&base, n));
         match new(&path) {
             Ok(file) => return Ok((file, Some(path))),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some(e),

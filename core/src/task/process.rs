@@ -241,7 +241,7 @@ pub fn restore_in_child(core: &TaskCore) -> Result<(), ChildError> {
 
 /// Enters /proc/N of a process N that is gone: see [`in_gone_process_dir`].
 fn enter_gone_process_dir(n: Pid) -> nix::Result<()> {
-    in_gone_process_dir(n, |dir| nix::unistd::chdir(dir))
+    in_gone_process_dir(n, nix::unistd::chdir::<str>)
 }
 
 /// Runs `f` on /proc/N of a process N that is gone: a child forked with pid N exits at once,
