@@ -140,6 +140,25 @@ fn a_process_in_its_own_mount_namespace_comes_back_with_its_tmpfs_and_bind_mount
     check_writes(&w);
 }
 
+/// A file opened before the process made its mount namespace (zdtm mntns_open): its fd is
+/// on a mount of cryo's namespace, not of the process's own, and comes back so: reopened
+/// through the parent's /proc/PID/root, not by its path in the namespace made again.
+#[test]
+fn a_file_opened_before_the_namespace_was_made_comes_back_on_a_mount_of_cryos() {
+    cryo_bin();
+    let _shared = CRYOS_MOUNTS.read().unwrap_or_else(|e| e.into_inner());
+    let mut w = Workload::spawn("mount-ns", &["held-before"]);
+    let before = w.cmd("held-before");
+    assert_eq!(before, "ours:false init's:true seen through the bind");
+    w.dump(&w.path("left"), &["--leave-running"])
+        .assert_success();
+    assert_eq!(w.cmd("held-before"), before);
+    w.dump_and_restore();
+    assert_eq!(w.cmd("held-before"), before);
+    assert_ne!(mnt_ns(w.pid()), mnt_ns(std::process::id() as i32));
+    w.kill_restored();
+}
+
 #[test]
 fn a_mount_namespace_dumped_leaving_the_process_running_is_untouched_and_restores() {
     cryo_bin();

@@ -58,6 +58,8 @@ pub(crate) struct OpenFd {
     pub cloexec: bool,
     /// `pos:` of fdinfo.
     pub pos: u64,
+    /// `mnt_id:` of fdinfo: the mount the description was opened through (0: not shown).
+    pub mnt_id: u64,
     /// The `lock:` lines of fdinfo (locks.rs).
     pub locks: Vec<super::locks::HeldLock>,
 }
@@ -95,7 +97,7 @@ impl OpenFd {
             path: info_path.clone(),
             source: e,
         })?;
-        let (raw_flags, pos) = parse_fdinfo(&text).ok_or_else(|| FileError::Dump {
+        let (raw_flags, pos, mnt_id) = parse_fdinfo(&text).ok_or_else(|| FileError::Dump {
             pid,
             fd,
             detail: format!("cannot parse {}: {text:?}", info_path.display()),
@@ -108,6 +110,7 @@ impl OpenFd {
             flags: raw_flags & !(libc::O_CLOEXEC as u32),
             cloexec,
             pos,
+            mnt_id,
             locks: Vec::new(),
         };
         open.locks = super::locks::from_fdinfo(&open, &text)?;
@@ -214,9 +217,10 @@ pub(crate) fn proc_fd(pid: Pid, fd: RawFd) -> PathBuf {
 }
 
 /// `flags:` (octal) and `pos:` (decimal) of an fdinfo text.
-pub(super) fn parse_fdinfo(text: &str) -> Option<(u32, u64)> {
+pub(super) fn parse_fdinfo(text: &str) -> Option<(u32, u64, u64)> {
     let mut flags = None;
     let mut pos = None;
+    let mut mnt_id = 0;
     for line in text.lines() {
         let Some((key, value)) = line.split_once(':') else {
             continue;
@@ -224,10 +228,11 @@ pub(super) fn parse_fdinfo(text: &str) -> Option<(u32, u64)> {
         match key {
             "flags" => flags = u32::from_str_radix(value.trim(), 8).ok(),
             "pos" => pos = value.trim().parse().ok(),
+            "mnt_id" => mnt_id = value.trim().parse().unwrap_or(0),
             _ => {}
         }
     }
-    Some((flags?, pos?))
+    Some((flags?, pos?, mnt_id))
 }
 
 /// What the link text of an fd says it is, before any stat.
@@ -331,7 +336,7 @@ mod tests {
     #[test]
     fn fdinfo_is_parsed() {
         let text = "pos:\t12\nflags:\t02102001\nmnt_id:\t25\nino:\t1234\n";
-        assert_eq!(parse_fdinfo(text), Some((0o2102001, 12)));
+        assert_eq!(parse_fdinfo(text), Some((0o2102001, 12, 25)));
         assert_eq!(parse_fdinfo("pos:\t1\n"), None);
     }
 

@@ -34,6 +34,7 @@
 //!   inspect.rs   reading one fd of a task from outside (link, fdinfo, inode)
 //!   locks.rs     file locks, leases and signal owners: fdinfo at dump, remote calls at restore
 //!   outside.rs   a process outside the dump holding the same inode or description (locks, ptys)
+//!   mount_views.rs the mount namespace a description was opened in (its holder's, its parent's)
 //! ```
 //!
 //! eventfd, timerfd, signalfd (a module each), epoll (epoll.rs: restored last, once its targets
@@ -61,6 +62,7 @@ pub(crate) mod locks;
 pub(crate) mod inspect;
 pub(crate) mod kind;
 mod memfd;
+mod mount_views;
 mod mqueue;
 pub(crate) mod open;
 mod outside;

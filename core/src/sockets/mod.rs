@@ -307,6 +307,7 @@ fn for_errors(pid: Pid, fd: RawFd) -> OpenFd {
         flags: 0,
         cloexec: false,
         pos: 0,
+        mnt_id: 0,
         locks: Vec::new(),
     }
 }

@@ -789,6 +789,10 @@ pub fn mark_files(
                 continue;
             }
         };
+        // Opened in the parent's namespace: found there again (regular.rs).
+        if reg.parent_mount_namespace {
+            continue;
+        }
         let Some(m) = own_mount(&reg.path) else {
             continue;
         };

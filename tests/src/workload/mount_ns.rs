@@ -6,7 +6,8 @@
 //! DIR/src/host.txt read-only on DIR/tmp/bound (a file of the tmpfs). EXTRA: `proc` (a proc
 //! mounted on DIR/proc), `sysfs` (a sysfs on DIR/sys), `mqueue` (an mqueue on DIR/mq), `shared` (the tmpfs made shared), `umount:PATH` (a
 //! mount of cryo's at PATH unmounted in its namespace), `nested` (a child in a mount namespace made inside this one, with a tmpfs cryo-mnt-inner on
-//! DIR/tmp/inner holding `f`; `kids` names it).
+//! DIR/tmp/inner holding `f`; `kids` names it), `held-before` (DIR/src/host.txt opened at
+//! fd 41 before the namespace is made: its mount is cryo's namespace's).
 //!
 //! ```text
 //! fd                  -> <pos> <contents of fd 40, from 0>
@@ -17,6 +18,8 @@
 //! readlink PATH       -> its target
 //! cwd                 -> getcwd()
 //! mount POINT         -> <mount options> <superblock options>  (its /proc/self/mountinfo line)
+//! held-before         -> ours:<bool> init's:<bool> <contents>  (whose mountinfo lists fd
+//!                        41's mount: this process's, pid 1's)
 //! ```
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -28,6 +31,8 @@ use super::{failed, io_err, sys, unknown, Mode};
 
 /// The fd the open tmpfs file is kept at.
 const FD: i32 = 40;
+/// The fd of DIR/src/host.txt opened before the namespace was made (`held-before`).
+const HELD_BEFORE: i32 = 41;
 /// The mtime (seconds) its files are given, to be found again.
 pub const MTIME: i64 = 1_600_000_000;
 /// The access time of the open file (2096).
@@ -54,6 +59,11 @@ pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
     let src = dir.join("src");
     std::fs::create_dir_all(&src).map_err(failed("mkdir src"))?;
     std::fs::write(src.join("host.txt"), "seen through the bind").map_err(failed("host.txt"))?;
+    if args.iter().any(|a| a == "held-before") {
+        // Opened in cryo's namespace, before this one is made: its mount is not in ours.
+        let fd = sys::open(&src.join("host.txt"), libc::O_RDONLY).map_err(failed("open"))?;
+        sys::move_fd(fd, HELD_BEFORE).map_err(failed("dup2"))?;
+    }
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
         .map_err(|e| format!("unshare: {e}"))?;
     mount(
@@ -98,7 +108,7 @@ pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
                 mount(None, &tmp, None, MsFlags::MS_SHARED, None)?;
                 continue;
             }
-            "nested" => continue,
+            "nested" | "held-before" => continue,
             _ if extra.starts_with("umount:") => {
                 let point = &extra["umount:".len()..];
                 nix::mount::umount2(point, nix::mount::MntFlags::empty())
@@ -217,6 +227,29 @@ impl Mode for MountNs {
     fn command(&mut self, verb: &str, args: &[&str]) -> Result<String, String> {
         let errno = |e: std::io::Error| format!("errno {}", e.raw_os_error().unwrap_or(0));
         match (verb, args) {
+            ("held-before", []) => {
+                // Whose mountinfo lists the mount of fd 41: ours, pid 1's (cryo's namespace).
+                let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{HELD_BEFORE}"))
+                    .map_err(io_err)?;
+                let id = info
+                    .lines()
+                    .find_map(|l| l.strip_prefix("mnt_id:"))
+                    .map(str::trim)
+                    .ok_or("no mnt_id")?
+                    .to_string();
+                let lists = |who: &str| {
+                    std::fs::read_to_string(format!("/proc/{who}/mountinfo"))
+                        .is_ok_and(|t| t.lines().any(|l| l.split(' ').next() == Some(id.as_str())))
+                };
+                let mut buf = vec![0u8; 64];
+                let n = sys::pread_all(HELD_BEFORE, &mut buf).map_err(io_err)?;
+                Ok(format!(
+                    "ours:{} init's:{} {}",
+                    lists("self"),
+                    lists("1"),
+                    String::from_utf8_lossy(&buf[..n])
+                ))
+            }
             ("fd", []) => {
                 let pos = sys::tell(FD).map_err(io_err)?;
                 let mut buf = vec![0u8; 256];
