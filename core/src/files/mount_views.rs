@@ -88,9 +88,8 @@ pub(super) fn opened_in(state: &mut KindState, open: &OpenFd) -> Result<OpenedIn
         return Ok(OpenedIn::Own);
     }
     for (ns, who) in [(own, pid.to_string()), (theirs, parent.clone())] {
-        if !views.ids.contains_key(&ns) {
-            let ids = mount_ids(&who).map_err(inspect(format!("/proc/{who}/mountinfo")))?;
-            views.ids.insert(ns, ids);
+        if let std::collections::hash_map::Entry::Vacant(e) = views.ids.entry(ns) {
+            e.insert(mount_ids(&who).map_err(inspect(format!("/proc/{who}/mountinfo")))?);
         }
     }
     if views.ids[&own].contains(&open.mnt_id) {
