@@ -1,7 +1,8 @@
 //! Injection of one bare TCP segment "from the peer" into a restored socket,
 //! through a raw socket (needs CAP_NET_RAW). Used to put back the peer's FIN
-//! (CLOSE_WAIT, LAST_ACK, CLOSING) and the peer's ACK of our FIN (FIN_WAIT2),
-//! which no socket call can recreate.
+//! (CLOSE_WAIT, LAST_ACK, CLOSING), the peer's ACK of our FIN (FIN_WAIT2) and the peer's
+//! reset of a connection whose error the process had not read, which no socket call can
+//! recreate.
 //!
 //! The raw socket marks its packets with [`INJECT_MARK`]: an engine that holds the
 //! connection's packets back (cryo's network lock drops its 4-tuple both ways until the
@@ -17,6 +18,8 @@ use crate::sys;
 
 /// TCP flag FIN.
 pub const FIN: u8 = 0x01;
+/// TCP flag RST.
+pub const RST: u8 = 0x04;
 /// TCP flag ACK.
 pub const ACK: u8 = 0x10;
 

@@ -109,6 +109,9 @@ pub struct Repair<'fd> {
     /// SO_REUSEADDR before repair mode forced address reuse: what leaving repair mode
     /// (which clears it) puts back.
     reuse_addr: bool,
+    /// A connection reset by its peer: the error the process had not read (ECONNRESET or
+    /// EPIPE), taken by [`Repair::enter_reset`].
+    reset_error: Option<i32>,
 }
 
 impl<'fd> Repair<'fd> {
@@ -142,10 +145,25 @@ impl<'fd> Repair<'fd> {
     /// in [`TcpState::Close`]. `name` carries the peer (SO_PEERNAME: getpeername has none in
     /// CLOSE). Refuses any other closed socket, and one with a pending error.
     pub fn enter_closed(fd: BorrowedFd<'fd>, name: SocketName) -> Result<Self> {
+        Self::enter_closed_after(fd, name, false)
+    }
+
+    /// As [`Repair::enter_closed`], for a connection reset by its peer whose error the process
+    /// has not read: the error is taken (SO_ERROR: the socket no longer holds it, so only a
+    /// dump that ends the process may call this) and must be one a reset of a connection
+    /// leaves: ECONNRESET, or EPIPE (reset after the peer's FIN, in CLOSE_WAIT). Captured as
+    /// [`TcpState::Close`] with [`TcpConnectionState::reset_error`]: the restore makes the
+    /// connection as it was when the reset came and injects one.
+    pub fn enter_reset(fd: BorrowedFd<'fd>, name: SocketName) -> Result<Self> {
+        Self::enter_closed_after(fd, name, true)
+    }
+
+    fn enter_closed_after(fd: BorrowedFd<'fd>, name: SocketName, reset: bool) -> Result<Self> {
         let ctx = Ctx::new(Operation::EnterRepair, name);
         let h = crate::unconnected::closed_history(fd)?;
         let why = match h.past {
-            _ if h.pending_error => Some("an error is pending (SO_ERROR)"),
+            _ if h.pending_error != reset && reset => Some("no error is pending (SO_ERROR)"),
+            _ if h.pending_error != reset => Some("an error is pending (SO_ERROR)"),
             crate::PastConnection::Closed { .. } if h.peer.is_some() && h.peer == name.remote => {
                 None
             }
@@ -159,7 +177,26 @@ impl<'fd> Repair<'fd> {
             return Err(ctx.invalid("closed connection", why));
         }
         require_state(fd, ctx, name, 7, "not a TCP socket in state CLOSE")?;
-        Self::enter_unchecked(fd, name)
+        let reset_error = if reset {
+            let err = sys::get_int(fd, libc::SOL_SOCKET, libc::SO_ERROR)
+                .map_err(ctx.sys("getsockopt SO_ERROR"))?;
+            if err != libc::ECONNRESET && err != libc::EPIPE {
+                return Err(ctx.invalid(
+                    "closed connection",
+                    format!(
+                        "its pending error is {} (not a reset: a timeout or an abort), which \
+                         cannot be made again; the dump took it",
+                        std::io::Error::from_raw_os_error(err)
+                    ),
+                ));
+            }
+            Some(err)
+        } else {
+            None
+        };
+        let mut repair = Self::enter_unchecked(fd, name)?;
+        repair.reset_error = reset_error;
+        Ok(repair)
     }
 
     fn enter_unchecked(fd: BorrowedFd<'fd>, name: SocketName) -> Result<Self> {
@@ -177,6 +214,7 @@ impl<'fd> Repair<'fd> {
             name,
             held: false,
             reuse_addr,
+            reset_error: None,
         })
     }
 
@@ -223,7 +261,12 @@ impl<'fd> Repair<'fd> {
     ) -> Result<Option<TcpConnectionState>> {
         let fd = self.fd;
         let info = sys::tcp_info(fd).map_err(ctx.sys("getsockopt TCP_INFO"))?;
-        let state = classify_state(info.state, Operation::Capture, self.name)?;
+        let closed = classify_state(info.state, Operation::Capture, self.name)?;
+        // A reset connection's queues are read as they were when the reset came.
+        let state = match self.reset_error {
+            Some(err) => TcpState::before_reset(err),
+            None => closed,
+        };
 
         let outq = sys::ioctl_int(fd, libc::TIOCOUTQ as _).map_err(ctx.sys("ioctl SIOCOUTQ"))?;
         let unsent =
@@ -243,7 +286,14 @@ impl<'fd> Repair<'fd> {
         }
 
         let (recv_end, recv_queue) = self.read_queue(ctx, sys::TCP_RECV_QUEUE, inq)?;
-        let (send_end, send_queue) = self.read_queue(ctx, sys::TCP_SEND_QUEUE, outq)?;
+        let (send_end, send_queue) = if self.reset_error.is_some() {
+            // The reset purged the send queue, its sequence numbers still counted by
+            // SIOCOUTQ: as many bytes of nothing, restored as sent and purged again.
+            let end = self.queue_seq(ctx, sys::TCP_SEND_QUEUE)?;
+            (end, Some(vec![0u8; outq as usize]))
+        } else {
+            self.read_queue(ctx, sys::TCP_SEND_QUEUE, outq)?
+        };
         sys::set_int(fd, libc::SOL_TCP, libc::TCP_REPAIR_QUEUE, sys::TCP_NO_QUEUE)
             .map_err(ctx.sys("setsockopt TCP_REPAIR_QUEUE"))?;
         let (Some(recv_queue), Some(mut send_queue)) = (recv_queue, send_queue) else {
@@ -277,6 +327,11 @@ impl<'fd> Repair<'fd> {
         let send_seq = send_data_end.wrapping_sub(outq);
         let recv_seq = recv_data_end.wrapping_sub(inq);
 
+        let unsent = if self.reset_error.is_some() {
+            0
+        } else {
+            unsent
+        };
         let send_queue_unsent = send_queue.split_off((outq - unsent) as usize);
         let send_queue_sent = send_queue;
 
@@ -295,7 +350,12 @@ impl<'fd> Repair<'fd> {
         let state = TcpConnectionState {
             local,
             remote,
-            state,
+            state: if self.reset_error.is_some() {
+                closed
+            } else {
+                state
+            },
+            reset_error: self.reset_error.unwrap_or(0),
             send_seq,
             recv_seq,
             send_queue_sent,

@@ -299,6 +299,17 @@ fn window_to_set(w: &TcpWindow, recv_end: u32) -> sys::TcpRepairWindow {
 pub fn restore(state: &TcpConnectionState) -> Result<RestoredSocket> {
     let name = SocketName::new(Some(state.local), Some(state.remote));
     let ctx = Ctx::new(Operation::Restore, name);
+    // A connection reset by its peer: made as it was when the reset came, then reset.
+    let before_reset;
+    let state = if state.reset_error != 0 {
+        before_reset = TcpConnectionState {
+            state: TcpState::before_reset(state.reset_error),
+            ..state.clone()
+        };
+        &before_reset
+    } else {
+        state
+    };
     check(state, ctx)?;
     let ipv6 = state.local.is_ipv6();
     let fd = tcp_socket(ipv6, ctx)?;
@@ -383,6 +394,9 @@ pub fn restore(state: &TcpConnectionState) -> Result<RestoredSocket> {
     options::apply_tcp(b, &state.tcp, ctx)?;
 
     restore_fins(b, state, ctx)?;
+    if state.reset_error != 0 {
+        inject_reset(b, state, ctx)?;
+    }
 
     debug!(sock = %name, state = ?state.state, "restored in repair mode");
     Ok(RestoredSocket {
@@ -485,6 +499,41 @@ fn restore_fins(fd: BorrowedFd<'_>, state: &TcpConnectionState, ctx: Ctx) -> Res
                 "state is {} instead of {}",
                 crate::state::state_name(got),
                 crate::state::state_name(s.kernel_number())
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Resets the connection restored as it was before its peer's reset came (`state`): that
+/// reset injected, at the next sequence number the socket expects. The kernel closes it as it
+/// closed the original (tcp_reset: the error pending, ECONNRESET, or EPIPE in CLOSE_WAIT; the
+/// send queue purged, the receive queue kept; nothing sent).
+fn inject_reset(fd: BorrowedFd<'_>, state: &TcpConnectionState, ctx: Ctx) -> Result<()> {
+    let recv_end = state
+        .recv_seq
+        .wrapping_add(state.recv_queue.len() as u32)
+        .wrapping_add(state.state.fin_received() as u32);
+    inject::send(
+        &inject::Segment {
+            src: state.remote,
+            dst: state.local,
+            seq: recv_end,
+            ack: 0,
+            flags: inject::RST,
+            window: 0,
+        },
+        ctx,
+    )?;
+    let got = sys::tcp_info(fd)
+        .map_err(ctx.sys("getsockopt TCP_INFO"))?
+        .state;
+    if got != TcpState::Close.kernel_number() {
+        return Err(ctx.invalid(
+            "reset restore",
+            format!(
+                "state is {} instead of CLOSE after the injected reset",
+                crate::state::state_name(got)
             ),
         ));
     }

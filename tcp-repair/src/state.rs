@@ -72,6 +72,18 @@ impl TcpState {
         matches!(self, TcpState::FinWait2 | TcpState::Close)
     }
 
+    /// The state a connection was in when a reset that left error `err` (SO_ERROR) came:
+    /// CLOSE_WAIT for EPIPE (the peer's FIN came first), else ESTABLISHED (the states our own
+    /// FIN leads to give ECONNRESET too; the FIN, purged with the send queue, is counted there
+    /// as one more byte).
+    pub fn before_reset(err: i32) -> TcpState {
+        if err == libc::EPIPE {
+            TcpState::CloseWait
+        } else {
+            TcpState::Established
+        }
+    }
+
     /// True when we received the peer's FIN.
     pub fn fin_received(self) -> bool {
         matches!(
@@ -223,6 +235,11 @@ pub struct TcpConnectionState {
     pub socket: SocketOptions,
     /// TCP-level options.
     pub tcp: TcpSocketOptions,
+    /// A connection reset by its peer whose error the process had not read (taken by the
+    /// dump, [`crate::Repair::enter_reset`]): ECONNRESET, or EPIPE (reset after the peer's
+    /// FIN); 0: none. `state` is then [`TcpState::Close`] and the queues are as they were
+    /// when the reset came ([`TcpState::before_reset`]).
+    pub reset_error: i32,
 }
 
 impl TcpConnectionState {

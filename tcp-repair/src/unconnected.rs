@@ -120,14 +120,20 @@ pub fn closed_history(fd: impl AsFd) -> Result<ClosedHistory> {
     let info = sys::tcp_info_full(fd).map_err(ctx.sys("getsockopt TCP_INFO"))?;
     let segments = u64::from(info.tcpi_segs_out) + u64::from(info.tcpi_segs_in);
     let peer = crate::repair::peer_address(fd);
+    let pending_error = revents & libc::POLLERR != 0;
     let past = if segments == 0 || peer.is_none() {
         PastConnection::Nothing
     } else {
         let unacked = sys::ioctl_int(fd, libc::TIOCOUTQ as _).map_err(ctx.sys("ioctl SIOCOUTQ"))?;
-        past_connection(&info, unacked)
+        // A reset with its error pending comes back through the reset itself, which purges
+        // what was never acknowledged as the original's did: what went out unacknowledged
+        // (sent, not merely queued: SIOCOUTQ - tcpi_notsent_bytes) is counted as such.
+        let in_flight =
+            pending_error.then(|| i64::from(unacked) - i64::from(info.tcpi_notsent_bytes));
+        past_connection(&info, unacked, in_flight)
     };
     Ok(ClosedHistory {
-        pending_error: revents & libc::POLLERR != 0,
+        pending_error,
         shut_read: revents & libc::POLLRDHUP != 0,
         segments,
         peer,
@@ -136,12 +142,13 @@ pub fn closed_history(fd: impl AsFd) -> Result<ClosedHistory> {
 }
 
 /// Judges a closed socket's past from its counters `info` and `unacked` (SIOCOUTQ: sequence
-/// numbers sent and never acknowledged); see [`PastConnection`].
-fn past_connection(info: &libc::tcp_info, unacked: i32) -> PastConnection {
+/// numbers sent and never acknowledged); see [`PastConnection`]. `in_flight`: of those, the
+/// ones that went out, when they may be (a reset whose error is pending); else any refuses.
+fn past_connection(info: &libc::tcp_info, unacked: i32, in_flight: Option<i64>) -> PastConnection {
     if info.tcpi_delivered == 0 {
         return PastConnection::ConnectFailed;
     }
-    if unacked != 0 {
+    if unacked != 0 && in_flight.is_none() {
         return PastConnection::Refused(
             "reset with data or a FIN of its own never acknowledged, whose socket layer \
              state no call reads: connect() may answer EISCONN or ECONNABORTED",
@@ -149,10 +156,10 @@ fn past_connection(info: &libc::tcp_info, unacked: i32) -> PastConnection {
     }
     let unique_sent = i128::from(info.tcpi_bytes_sent) - i128::from(info.tcpi_bytes_retrans);
     let fin_acked = || {
-        (info.tcpi_total_retrans == 0)
+        (info.tcpi_total_retrans == 0 && in_flight.unwrap_or(0) == 0)
             .then(|| i64::from(info.tcpi_delivered) - 1 - i64::from(info.tcpi_data_segs_out))
     };
-    match i128::from(info.tcpi_bytes_acked) - unique_sent {
+    match i128::from(info.tcpi_bytes_acked) - unique_sent + i128::from(in_flight.unwrap_or(0)) {
         2 => PastConnection::Closed { accepted: false },
         0 => PastConnection::Closed { accepted: true },
         1 => match fin_acked() {

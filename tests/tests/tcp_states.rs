@@ -282,3 +282,59 @@ fn a_reset_connection_comes_back_closed_unless_its_connect_answer_is_unknown() {
     assert_eq!(w.cmd("closed 0"), before, "what the restored process sees");
     w.kill_restored();
 }
+
+/// The accepted end of a connection its peer reset (SO_LINGER 0), the error not read yet: a
+/// killing dump takes it and the restore resets the connection again, so the restored process
+/// reads what the original would have: its unread data, then ECONNRESET once, then end of
+/// file (or, reset after the peer's FIN: the data, end of file, and EPIPE at the next write).
+/// Each case is compared with a twin connection reset the same way and read before the
+/// dump. A `--leave-running` dump cannot read the error without taking it: refused as
+/// temporary, the error left pending.
+#[test]
+fn a_reset_connection_whose_error_is_unread_comes_back_reset() {
+    cryo_bin();
+    for fin_first in [false, true] {
+        let mut w = Workload::spawn("tcp", &["127.0.0.1:0"]);
+        let port = w.cmd("port");
+        // Twice: a client (index 1 after the first round) resets the connection it made;
+        // the accepted ends stay at 0 and 1.
+        for client in [0, 1] {
+            assert_eq!(
+                w.cmd(&format!("connect 127.0.0.1:{port}")),
+                client.to_string()
+            );
+            assert_eq!(w.cmd(&format!("connected {client}")), "ok");
+            let accepted = client + 1;
+            assert_eq!(w.cmd("accept"), accepted.to_string());
+            assert_eq!(w.cmd(&format!("write {client} 10 3")), "10");
+            if fin_first {
+                assert_eq!(w.cmd(&format!("shutdown {client}")), "ok");
+                assert_eq!(w.cmd(&format!("wait-fin {accepted}")), "ok");
+            }
+            assert_eq!(w.cmd(&format!("linger0 {client}")), "ok");
+            assert_eq!(w.cmd(&format!("close {client}")), "ok");
+            assert_eq!(w.cmd(&format!("wait-closed {client}")), "CLOSE");
+        }
+        // The twin (0), read now; 1 keeps its error pending.
+        let twin = w.cmd("reset-seen 0");
+        let want = if fin_first {
+            "reads=data 10,eof write=EPIPE soerror=0"
+        } else {
+            "reads=data 10,ECONNRESET,eof write=EPIPE soerror=0"
+        };
+        assert!(
+            twin.starts_with("poll=IN|OUT|RDHUP|ERR|HUP state=CLOSE outq=0 "),
+            "{twin}"
+        );
+        assert!(twin.ends_with(want), "{twin}");
+        let fd = w.cmd("fd 1");
+        w.dump(&w.path("left"), &["--leave-running"])
+            .assert_refused()
+            .assert_stderr_mentions(&format!("fd {fd}"))
+            .assert_stderr_mentions("has not read yet");
+        w.assert_untouched();
+        w.dump_and_restore();
+        assert_eq!(w.cmd("reset-seen 1"), twin, "fin first: {fin_first}");
+        w.kill_restored();
+    }
+}

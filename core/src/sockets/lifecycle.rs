@@ -113,7 +113,7 @@ impl DumpSockets {
                 // A connect in progress too: the peer's answer must not reach the frozen
                 // socket (the original would then be a connection the kill ends).
                 if let Found::Connection(l, r)
-                | Found::ClosedConnection(l, r)
+                | Found::ClosedConnection(l, r, _)
                 | Found::Connecting(l, r) = f.kind
                 {
                     if seen.insert(f.ino) {

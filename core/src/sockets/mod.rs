@@ -151,7 +151,8 @@ enum Found {
     TcpClosed,
     /// A TCP socket closed after a connection it comes back as (local, peer): captured and
     /// held as a connection.
-    ClosedConnection(std::net::SocketAddr, std::net::SocketAddr),
+    /// The third: reset by its peer, the error not read yet (the capture takes it).
+    ClosedConnection(std::net::SocketAddr, std::net::SocketAddr, bool),
     /// A TCP connect in progress (SYN_SENT): (local, remote).
     Connecting(std::net::SocketAddr, std::net::SocketAddr),
 }
@@ -494,14 +495,18 @@ impl SocketDump {
                     family: f.family,
                     name: cryo_tcp_repair::SocketName::new(Some(local), Some(remote)),
                     closed: false,
+                    reset: false,
                 }),
-                Found::ClosedConnection(local, remote) => connections.push(tcp::FoundConnection {
-                    fd: f.fd,
-                    ino: f.ino,
-                    family: f.family,
-                    name: cryo_tcp_repair::SocketName::new(Some(local), Some(remote)),
-                    closed: true,
-                }),
+                Found::ClosedConnection(local, remote, reset) => {
+                    connections.push(tcp::FoundConnection {
+                        fd: f.fd,
+                        ino: f.ino,
+                        family: f.family,
+                        name: cryo_tcp_repair::SocketName::new(Some(local), Some(remote)),
+                        closed: true,
+                        reset,
+                    })
+                }
                 _ => others.push(f),
             }
         }

@@ -217,6 +217,7 @@ fn connection_to(c: &tcp::TcpConnectionState) -> pb::TcpConnection {
         window: c.window.as_ref().map(window_to),
         socket: Some(options_to(&c.socket)),
         tcp: Some(tcp_options_to(&c.tcp)),
+        reset_error: c.reset_error,
     }
 }
 
@@ -263,6 +264,15 @@ fn connection_from(c: &pb::TcpConnection) -> Result<tcp::TcpConnectionState, Rec
         window: c.window.as_ref().map(window_of),
         socket: options_from(c.socket.as_ref()),
         tcp: tcp_options_from(c.tcp.as_ref()),
+        reset_error: match c.reset_error {
+            0 | libc::ECONNRESET | libc::EPIPE => c.reset_error,
+            other => {
+                return Err(RecordProblem::Range {
+                    field: "reset_error",
+                    value: other.into(),
+                })
+            }
+        },
     })
 }
 
@@ -927,6 +937,7 @@ mod tests {
                 congestion: "cubic".into(),
                 ..tcp::TcpSocketOptions::default()
             },
+            reset_error: 0,
         }
     }
 
@@ -957,6 +968,11 @@ mod tests {
             state: tcp::TcpState::Close,
             send_queue_sent: Vec::new(),
             send_queue_unsent: Vec::new(),
+            ..connection("127.0.0.1:4000", "127.0.0.1:5000")
+        })));
+        round_trip(SocketState::Connection(Box::new(tcp::TcpConnectionState {
+            state: tcp::TcpState::Close,
+            reset_error: libc::EPIPE,
             ..connection("127.0.0.1:4000", "127.0.0.1:5000")
         })));
         round_trip(SocketState::Listener(tcp::ListenerState {

@@ -45,6 +45,8 @@ pub(super) struct FoundConnection {
     pub name: repair::SocketName,
     /// Closed at both ends (state CLOSE, its peer from SO_PEERNAME).
     pub closed: bool,
+    /// Closed by a reset whose error the process has not read: the capture takes it.
+    pub reset: bool,
 }
 
 /// What TCP socket `fd` (fd `task_fd` of `pid`) is, by its kernel state: a listener, a
@@ -103,7 +105,7 @@ pub(super) fn identify(
             }
             .into())
         }
-        7 => unconnected(pid, task_fd, fd, local, opts.tcp_close),
+        7 => unconnected(pid, task_fd, fd, local, opts),
         other => Err(open().refuse(
             format!(
                 "TCP socket in state {} (neither listening nor connected)",
@@ -128,26 +130,45 @@ fn unconnected(
     task_fd: RawFd,
     fd: BorrowedFd<'_>,
     local: Option<SocketAddr>,
-    tcp_close: bool,
+    opts: &SocketDumpOptions,
 ) -> Result<Found, FileError> {
     let refuse = |what: String| Err(for_errors(pid, task_fd).refuse(what, false));
     let h = repair::closed_history(fd).map_err(repair_err(pid, task_fd))?;
     // Closed after a connection (or a reset): with --tcp-close, closed it comes back.
-    if tcp_close && (h.pending_error || h.segments != 0) {
+    if opts.tcp_close && (h.pending_error || h.segments != 0) {
         return Ok(Found::TcpClosed);
     }
     if h.pending_error {
-        return refuse(
-            "closed TCP socket with a pending error (SO_ERROR: a failed connect or a reset \
-             not reported to the process yet), which cannot be made again"
-                .into(),
-        );
+        return match (h.past, local, h.peer) {
+            // Reset by its peer, the error not read yet: a dump that ends the process takes
+            // it (at capture) and the restore resets the connection again.
+            (repair::PastConnection::Closed { .. }, Some(local), Some(peer))
+                if !opts.leave_running =>
+            {
+                Ok(Found::ClosedConnection(local, peer, true))
+            }
+            (repair::PastConnection::Closed { .. }, Some(_), Some(_)) => {
+                Err(for_errors(pid, task_fd).refuse(
+                    "TCP connection reset by its peer whose error (SO_ERROR) the process has \
+                     not read yet: reading it takes it, which a dump that leaves the process \
+                     running must not (retry once the process has read it, or dump it \
+                     without --leave-running)",
+                    true,
+                ))
+            }
+            _ => refuse(
+                "closed TCP socket with a pending error (SO_ERROR: a failed connect, or a \
+                 reset of a connection whose connect() answer no call reads), which cannot \
+                 be made again"
+                    .into(),
+            ),
+        };
     }
     if h.segments != 0 {
         let show = |a: Option<SocketAddr>| a.map_or("?".to_string(), |a| a.to_string());
         return match (h.past, local, h.peer) {
             (repair::PastConnection::Closed { .. }, Some(local), Some(peer)) => {
-                Ok(Found::ClosedConnection(local, peer))
+                Ok(Found::ClosedConnection(local, peer, false))
             }
             (repair::PastConnection::Refused(why), ..) => refuse(format!(
                 "closed TCP connection {} -> {} that cannot come back as it is ({why})",
@@ -252,7 +273,9 @@ pub(super) fn capture_connections(
         let fd = f.fd;
         let dup = socket_dup(pid, pidfd, fd)?;
         let bad = repair_err(pid, fd);
-        let repair = if f.closed {
+        let repair = if f.reset {
+            Repair::enter_reset(dup.as_fd(), f.name)
+        } else if f.closed {
             Repair::enter_closed(dup.as_fd(), f.name)
         } else {
             Repair::enter_named(dup.as_fd(), f.name)
@@ -307,6 +330,19 @@ pub(super) fn capture_listener(
 
 /// A connection in words, for messages and `cryo show`.
 pub(super) fn describe_connection(c: &TcpConnectionState) -> String {
+    if c.state == repair::TcpState::Close && c.reset_error != 0 {
+        return format!(
+            "tcp {} -> {} (reset by its peer, {} not read yet, {} bytes to read)",
+            c.local,
+            c.remote,
+            if c.reset_error == libc::EPIPE {
+                "EPIPE"
+            } else {
+                "ECONNRESET"
+            },
+            c.recv_queue.len()
+        );
+    }
     if c.state == repair::TcpState::Close {
         return format!(
             "tcp {} -> {} (closed at both ends, {} bytes to read)",

@@ -37,6 +37,9 @@
 //!                            wait-fin I -> ok (waits for the peer's FIN: POLLRDHUP, nothing read)
 //!                            linger0 I -> ok (SO_LINGER 0: closing it sends a RST)
 //!                            soerror I -> <n> (SO_ERROR, read and so cleared)
+//!                            reset-seen I -> poll=<revents> state=<S> outq=<SIOCOUTQ>
+//!                            reads=<data N,ERRNO,...,eof> write=<..> soerror=<n> (what a
+//!                            connection reset by its peer shows, its error read last)
 //!                            pump I J N SEED -> <len> <checksum> <segments> (writes
 //!                            pattern(N, SEED) into I while reading J; what J received, and
 //!                            the data segments I sent for it: tcpi_data_segs_out)
@@ -142,6 +145,7 @@ impl Mode for Tcp {
             ("fork", []) => t.fork().map_err(io_err),
             ("probe", [i]) => Ok(probe(t.conn(i)?)),
             ("closed", [i]) => Ok(closed(t.conn(i)?)),
+            ("reset-seen", [i]) => Ok(reset_seen(t.conn(i)?)),
             ("wait-closed", [i]) => wait_closed(t.conn(i)?),
             ("wait-fin", [i]) => {
                 wait_for(t.conn(i)?, libc::POLLRDHUP)?;
@@ -435,6 +439,40 @@ fn closed(s: &mut TcpStream) -> String {
          write={write} connect={connect}",
         poll.join("|"),
         peer.map_or("-".to_string(), |p| p.to_string())
+    )
+}
+
+/// What a connection reset by its peer shows, its error not read before: poll, state,
+/// SIOCOUTQ, then each read until an end-of-file (the data, then the error the reset left
+/// pending, once), then a write and SO_ERROR.
+fn reset_seen(s: &mut TcpStream) -> String {
+    let fd = s.as_raw_fd();
+    let poll = poll_mask(fd);
+    let state = state(s).unwrap_or_else(|e| e.to_string());
+    let mut outq: libc::c_int = -1;
+    // SAFETY: SIOCOUTQ writes one int through the pointer, which outlives the call.
+    unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut outq) };
+    let mut reads = Vec::new();
+    let mut buf = [0u8; 4096];
+    for _ in 0..64 {
+        match s.read(&mut buf) {
+            Ok(0) => {
+                reads.push("eof".to_string());
+                break;
+            }
+            Ok(n) => reads.push(format!("data {n}")),
+            Err(e) => reads.push(kind_of(&e)),
+        }
+    }
+    let write = match s.write(b"x") {
+        Ok(_) => "ok".to_string(),
+        Err(e) => kind_of(&e),
+    };
+    format!(
+        "poll={} state={state} outq={outq} reads={} write={write} soerror={}",
+        poll.join("|"),
+        reads.join(","),
+        so_error(fd)
     )
 }
 
