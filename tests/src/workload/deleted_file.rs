@@ -105,14 +105,7 @@ impl Mode for DeletedFile {
                 })
             }
             ("mount", []) => {
-                let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", self.fd))
-                    .map_err(io_err)?;
-                let id = info
-                    .lines()
-                    .find_map(|l| l.strip_prefix("mnt_id:"))
-                    .map(str::trim)
-                    .ok_or("no mnt_id")?
-                    .to_string();
+                let id = sys::mount_id_of(self.fd)?;
                 let table = std::fs::read_to_string("/proc/self/mountinfo").map_err(io_err)?;
                 table
                     .lines()

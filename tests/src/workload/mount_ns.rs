@@ -229,14 +229,7 @@ impl Mode for MountNs {
         match (verb, args) {
             ("held-before", []) => {
                 // Whose mountinfo lists the mount of fd 41: ours, pid 1's (cryo's namespace).
-                let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{HELD_BEFORE}"))
-                    .map_err(io_err)?;
-                let id = info
-                    .lines()
-                    .find_map(|l| l.strip_prefix("mnt_id:"))
-                    .map(str::trim)
-                    .ok_or("no mnt_id")?
-                    .to_string();
+                let id = sys::mount_id_of(HELD_BEFORE)?;
                 let lists = |who: &str| {
                     std::fs::read_to_string(format!("/proc/{who}/mountinfo"))
                         .is_ok_and(|t| t.lines().any(|l| l.split(' ').next() == Some(id.as_str())))

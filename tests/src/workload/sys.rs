@@ -447,6 +447,17 @@ pub fn mount_tmpfs(path: &Path) -> io::Result<()> {
     .map(drop)
 }
 
+/// The mount fd `fd` of this process was opened through (`mnt_id:` of its fdinfo), as the
+/// first column of a mountinfo line shows it.
+pub fn mount_id_of(fd: i32) -> Result<String, String> {
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}"))
+        .map_err(|e| format!("fdinfo of fd {fd}: {e}"))?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("mnt_id:"))
+        .map(|id| id.trim().to_string())
+        .ok_or_else(|| format!("no mnt_id in the fdinfo of fd {fd}"))
+}
+
 /// Makes the mount at `path` read-only, the filesystem under it left writable (a bind
 /// remount: MS_REMOUNT | MS_BIND | MS_RDONLY).
 pub fn remount_bind_read_only(path: &Path) -> io::Result<()> {
