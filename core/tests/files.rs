@@ -701,6 +701,7 @@ fn regular_desc(id: u32, path: &str, pos: u64) -> FileDesc {
         id,
         flags: libc::O_RDONLY as u32,
         pos,
+        parent_mount_namespace: false,
         kind: Some(Kind::Regular(regular_record(path))),
     }
 }
@@ -781,6 +782,7 @@ fn validate_names_what_is_wrong() {
         id: 5,
         flags: libc::O_RDONLY as u32,
         pos: 0,
+        parent_mount_namespace: false,
         kind: Some(Kind::Regular(RegularFile {
             path: "/tmp/gone".into(),
             size: 5,

@@ -140,16 +140,20 @@ fn a_process_in_its_own_mount_namespace_comes_back_with_its_tmpfs_and_bind_mount
     check_writes(&w);
 }
 
-/// A file opened before the process made its mount namespace (zdtm mntns_open): its fd is
-/// on a mount of cryo's namespace, not of the process's own, and comes back so: reopened
-/// through the parent's /proc/PID/root, not by its path in the namespace made again.
+/// A file and a device opened before the process made its mount namespace (zdtm
+/// mntns_open): their fds are on mounts of cryo's namespace, not of the process's own, and
+/// come back so: reopened through the parent's /proc/PID/root, not by their paths in the
+/// namespace made again.
 #[test]
 fn a_file_opened_before_the_namespace_was_made_comes_back_on_a_mount_of_cryos() {
     cryo_bin();
     let _shared = CRYOS_MOUNTS.read().unwrap_or_else(|e| e.into_inner());
     let mut w = Workload::spawn("mount-ns", &["held-before"]);
     let before = w.cmd("held-before");
-    assert_eq!(before, "ours:false init's:true seen through the bind");
+    assert_eq!(
+        before,
+        "ours:false init's:true seen through the bind /dev/null ours:false init's:true"
+    );
     w.dump(&w.path("left"), &["--leave-running"])
         .assert_success();
     assert_eq!(w.cmd("held-before"), before);

@@ -7,11 +7,9 @@ use std::fs;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::Path;
 
 use cryo_proto::image::{file_desc::Kind, FileDesc};
 use nix::errno::Errno;
-use nix::sys::stat::Mode;
 use nix::unistd::Whence;
 use tracing::debug;
 
@@ -55,6 +53,11 @@ impl FileKind for CharDevice {
         path: &String,
         _cx: &mut Checking<'_>,
     ) -> Result<(), FileError> {
+        // Found in the parent's mount namespace, which the restore may make: checked when
+        // the process opens it.
+        if desc.parent_mount_namespace {
+            return Ok(());
+        }
         let meta = fs::metadata(path).map_err(|_| changed(desc, "the device node is gone"))?;
         if !meta.file_type().is_char_device() {
             return Err(changed(desc, "is no longer a character device"));
@@ -192,8 +195,7 @@ fn dump(
 
 /// Reopens character device `path` for description `desc`.
 pub(super) fn open(desc: &FileDesc, path: &str) -> Result<OwnedFd, FileError> {
-    let fd =
-        nix::fcntl::open(Path::new(path), open_flags(desc.flags), Mode::empty()).map_err(|e| {
+    let fd = super::open::open_as_dumped(desc, path, open_flags(desc.flags)).map_err(|e| {
             if e == Errno::ENOENT {
                 changed(desc, "the device node is gone")
             } else {

@@ -10,7 +10,7 @@ use cryo_proto::image::{FdEntry, FileDesc};
 use nix::fcntl::{FcntlArg, OFlag};
 
 use super::error::restore_err;
-use super::{FileError};
+use super::FileError;
 use crate::sys;
 
 /// How fds are restored.
@@ -93,4 +93,43 @@ pub(crate) fn open_no_symlinks(path: &str, flags: OFlag) -> nix::Result<OwnedFd>
             .flags(flags)
             .resolve(ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_MAGICLINKS),
     )
+}
+
+/// Opens absolute `path` as the parent of this process finds it (the parent as cryo's /proc
+/// shows it: PPid of /proc/self/status), through /proc/PARENT/root: the file on a mount of
+/// the parent's mount namespace, as the description the holder took along when it made its
+/// own. No symlink is followed on the way (as [`open_no_symlinks`]) but for an O_PATH one.
+pub(crate) fn open_in_parent_namespace(path: &str, flags: OFlag, o_path: bool) -> nix::Result<OwnedFd> {
+    use nix::fcntl::{OpenHow, ResolveFlag};
+    let status = std::fs::read_to_string("/proc/self/status").map_err(|_| nix::errno::Errno::EIO)?;
+    let parent = status
+        .lines()
+        .find_map(|l| l.strip_prefix("PPid:"))
+        .map(str::trim)
+        .ok_or(nix::errno::Errno::EIO)?;
+    let root = nix::fcntl::open(
+        format!("/proc/{parent}/root").as_str(),
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )?;
+    let relative = path.trim_start_matches('/');
+    let relative = if relative.is_empty() { "." } else { relative };
+    let resolve = if o_path {
+        ResolveFlag::RESOLVE_IN_ROOT
+    } else {
+        ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_MAGICLINKS
+    };
+    nix::fcntl::openat2(&root, relative, OpenHow::new().flags(flags).resolve(resolve))
+}
+
+/// Opens `path` (absolute, as the dump recorded it) with `flags` for description `desc` where
+/// its holder had it: through the parent's mount namespace when the dump saw it opened there
+/// ([`open_in_parent_namespace`]), else in this process's own.
+pub(crate) fn open_as_dumped(desc: &FileDesc, path: &str, flags: OFlag) -> nix::Result<OwnedFd> {
+    if desc.parent_mount_namespace {
+        let o_path = desc.flags & libc::O_PATH as u32 != 0;
+        open_in_parent_namespace(path, flags, o_path)
+    } else {
+        nix::fcntl::open(std::path::Path::new(path), flags, nix::sys::stat::Mode::empty())
+    }
 }

@@ -375,10 +375,10 @@ fn open_fifo(
     out: &mut Vec<(u32, OwnedFd)>,
 ) -> Result<(), FileError> {
     let first = group[0].0;
-    let holder = nix::fcntl::open(
-        Path::new(path),
+    let holder = super::open::open_as_dumped(
+        first,
+        path,
         OFlag::O_RDWR | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
-        Mode::empty(),
     )
     .map_err(|e| {
         if e == Errno::ENOENT {
@@ -408,12 +408,8 @@ fn open_fifo(
     for &(desc, _) in group {
         let access = OFlag::from_bits_retain((desc.flags & libc::O_ACCMODE as u32) as i32);
         // Non-blocking open: the holder is both a reader and a writer, so it succeeds at once.
-        let fd = nix::fcntl::open(
-            Path::new(path),
-            access | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| restore_err(desc, "open", e.into()))?;
+        let fd = super::open::open_as_dumped(desc, path, access | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)
+            .map_err(|e| restore_err(desc, "open", e.into()))?;
         set_flags(desc, &fd)?;
         out.push((desc.id, fd));
     }

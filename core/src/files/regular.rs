@@ -63,27 +63,7 @@ fn record(path: String, meta: &fs::Metadata) -> RegularFile {
         extents: Vec::new(),
         in_mount_namespace: false,
         on_copied_tmpfs: false,
-        parent_mount_namespace: false,
     }
-}
-
-/// Whether fd `fd` was opened through a mount of its holder's parent's mount namespace
-/// (mount_views.rs). A removed one there is refused: the restore makes it again in the
-/// holder's.
-fn in_parent_namespace(
-    state: &mut KindState,
-    open: &super::inspect::OpenFd,
-    deleted: bool,
-) -> Result<bool, FileError> {
-    let parent = super::mount_views::opened_in(state, open)? == super::mount_views::OpenedIn::Parent;
-    if parent && deleted {
-        return Err(open.refuse(
-            "removed file or directory opened in its parent's mount namespace (before its own \
-             was made): made again in its own, it would be on another mount",
-            false,
-        ));
-    }
-    Ok(parent)
 }
 
 /// The ghost images of a dump, by inode: the contents of a deleted file are saved once.
@@ -371,7 +351,7 @@ impl FileKind for Regular {
         if *deleted && matches!(crate::memory::hugetlb::page_size_at(&source), Ok(Some(_))) {
             return Err(fd.open.refuse("a deleted file on a hugetlbfs mount", true));
         }
-        let mut reg = dump_file(
+        let reg = dump_file(
             fd.state,
             fd.id,
             fd.key,
@@ -381,7 +361,6 @@ impl FileKind for Regular {
             &source,
             fd.images,
         )?;
-        reg.parent_mount_namespace = in_parent_namespace(fd.state, fd.open, *deleted)?;
         Ok(Kind::Regular(reg))
     }
 
@@ -398,7 +377,7 @@ impl FileKind for Regular {
         // the process opens it there.
         // Its path leads to it in the parent's mount namespace, which the restore may make
         // (a process of the dump's): checked when the process opens it.
-        if reg.in_mount_namespace || reg.parent_mount_namespace {
+        if reg.in_mount_namespace || desc.parent_mount_namespace {
             return Ok(());
         }
         let o_path = desc.flags & libc::O_PATH as u32 != 0;
@@ -492,7 +471,6 @@ impl FileKind for Directory {
         }
         Ok(Kind::Directory(RegularFile {
             deleted: *deleted,
-            parent_mount_namespace: in_parent_namespace(fd.state, fd.open, *deleted)?,
             ..record(path.clone(), fd.meta)
         }))
     }
@@ -503,7 +481,7 @@ impl FileKind for Directory {
         reg: &RegularFile,
         cx: &mut Checking<'_>,
     ) -> Result<(), FileError> {
-        if reg.deleted || reg.in_mount_namespace || reg.parent_mount_namespace {
+        if reg.deleted || reg.in_mount_namespace || desc.parent_mount_namespace {
             // Made again at restore, or found in the process's mount namespace: nothing on
             // this host to check now.
             return Ok(());
@@ -1025,33 +1003,6 @@ fn create_somewhere(original: &Path, images: &Path) -> io::Result<(File, Option<
     Err(last.unwrap_or_else(|| io::Error::other("no free temporary name")))
 }
 
-/// Opens absolute `path` as the parent of this process finds it (the parent as cryo's /proc
-/// shows it: PPid of /proc/self/status), through /proc/PARENT/root: the file on a mount of
-/// the parent's mount namespace, as the description the holder took along when it made its
-/// own. No symlink is followed on the way (as [`open_no_symlinks`]) but for an O_PATH one.
-fn open_in_parent_namespace(path: &str, flags: OFlag, o_path: bool) -> nix::Result<OwnedFd> {
-    use nix::fcntl::{OpenHow, ResolveFlag};
-    let status = fs::read_to_string("/proc/self/status").map_err(|_| nix::errno::Errno::EIO)?;
-    let parent = status
-        .lines()
-        .find_map(|l| l.strip_prefix("PPid:"))
-        .map(str::trim)
-        .ok_or(nix::errno::Errno::EIO)?;
-    let root = nix::fcntl::open(
-        format!("/proc/{parent}/root").as_str(),
-        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )?;
-    let relative = path.trim_start_matches('/');
-    let relative = if relative.is_empty() { "." } else { relative };
-    let resolve = if o_path {
-        ResolveFlag::RESOLVE_IN_ROOT
-    } else {
-        ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_MAGICLINKS
-    };
-    nix::fcntl::openat2(&root, relative, OpenHow::new().flags(flags).resolve(resolve))
-}
-
 /// Opens the description `desc` of a regular file or directory, at its offset.
 fn open(
     desc: &FileDesc,
@@ -1074,8 +1025,8 @@ fn open(
             None => nix::fcntl::open(&handle, reopen_flags(flags), Mode::empty())
                 .map_err(|e| restore_err(desc, "open the recreated file", e.into()))?,
         }
-    } else if reg.parent_mount_namespace {
-        open_in_parent_namespace(&reg.path, flags, o_path)
+    } else if desc.parent_mount_namespace {
+        super::open::open_in_parent_namespace(&reg.path, flags, o_path)
             .map_err(|e| opened_err(desc, reg, "open in its parent's mount namespace", e))?
     } else {
         let opened = if o_path {

@@ -230,6 +230,10 @@ impl FileTable {
             return Ok(entry(id));
         }
         let id = self.next_id();
+        let parent_mount_namespace = match &classified {
+            Some((seen, _)) => opened_in_parent_namespace(&mut self.state, &open, seen)?,
+            None => false,
+        };
         let kind = match classified {
             None => kind_socket::known(&mut self.state, &open, key.ino)?,
             Some((seen, meta)) => {
@@ -263,6 +267,7 @@ impl FileTable {
             id,
             flags: open.flags,
             pos: open.pos,
+            parent_mount_namespace,
             kind: Some(kind),
         });
         self.by_inode.entry(key).or_default().push(Holder {
@@ -509,6 +514,7 @@ impl FileTable {
             id,
             flags: libc::O_RDWR as u32,
             pos: 0,
+            parent_mount_namespace: false,
             kind: Some(kind),
         });
         self.sysv.insert((ns, shmid), id);
@@ -533,6 +539,7 @@ impl FileTable {
             id,
             flags: flags as u32,
             pos: 0,
+            parent_mount_namespace: false,
             kind: Some(kind),
         });
         self.mapped.insert(key, id);
@@ -657,6 +664,36 @@ fn classify(open: &OpenFd) -> Result<(Seen, fs::Metadata), FileError> {
         check_reachable(open, &seen, &meta)?;
     }
     Ok((seen, meta))
+}
+
+/// Whether fd `open`, seen as `seen`, was opened through a mount of its holder's parent's
+/// mount namespace (mount_views.rs): a regular file, directory, character device or FIFO is
+/// then opened there at restore; what the restore makes again by its name (a removed file,
+/// directory, node or FIFO) would be made in the holder's own: refused.
+fn opened_in_parent_namespace(
+    state: &mut KindState,
+    open: &OpenFd,
+    seen: &Seen,
+) -> Result<bool, FileError> {
+    let made_again = match seen {
+        Seen::Regular { deleted, .. } | Seen::Directory { deleted, .. } => *deleted,
+        Seen::CharDevice { .. } => false,
+        Seen::Pipe {
+            fifo_path, deleted, ..
+        } if !fifo_path.is_empty() => *deleted,
+        Seen::RemovedNode { .. } => true,
+        _ => return Ok(false),
+    };
+    let parent = super::mount_views::opened_in(state, open)? == super::mount_views::OpenedIn::Parent;
+    if parent && made_again {
+        return Err(open.refuse(
+            "a removed file, directory, node or FIFO opened in its parent's mount \
+             namespace (before its own was made): made again in its own, it would be on \
+             another mount",
+            false,
+        ));
+    }
+    Ok(parent)
 }
 
 /// PROC_SUPER_MAGIC from linux/magic.h: a file of /proc (procfs.rs).

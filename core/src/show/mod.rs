@@ -226,6 +226,7 @@ mod tests {
                 id: 1,
                 flags: (libc::O_WRONLY | libc::O_APPEND) as u32,
                 pos: 1234,
+                parent_mount_namespace: false,
                 kind: Some(file_desc::Kind::Regular(RegularFile {
                     path: "/tmp/demo/log".into(),
                     size: 1234,
@@ -236,6 +237,7 @@ mod tests {
                 id: 2,
                 flags: (libc::O_RDONLY | libc::O_NONBLOCK) as u32,
                 pos: 0,
+                parent_mount_namespace: false,
                 kind: Some(file_desc::Kind::Pipe(Pipe {
                     ino: 987_654,
                     capacity: 65536,
@@ -248,12 +250,14 @@ mod tests {
                 id: 3,
                 flags: libc::O_RDWR as u32,
                 pos: 0,
+                parent_mount_namespace: false,
                 kind: Some(file_desc::Kind::CharDevice("/dev/null".into())),
             },
             FileDesc {
                 id: 4,
                 flags: libc::O_RDONLY as u32,
                 pos: 0,
+                parent_mount_namespace: false,
                 kind: Some(file_desc::Kind::Regular(RegularFile {
                     path: "/usr/bin/demo".into(),
                     ..Default::default()

@@ -743,7 +743,11 @@ pub fn mark_files(
     }
     let root = proc::dir(pid).join("root");
     let own_mount = |path: &str| ns.mounts.iter().rev().find(|m| is_below(path, &m.point));
-    for desc in descs.iter_mut().filter(|d| ids.contains(&d.id)) {
+    // Those opened in the parent's namespace are found there again (open.rs).
+    for desc in descs
+        .iter_mut()
+        .filter(|d| ids.contains(&d.id) && !d.parent_mount_namespace)
+    {
         let reg = match desc.kind.as_mut() {
             Some(file_desc::Kind::Regular(r)) | Some(file_desc::Kind::Directory(r)) => r,
             // Reopened by path in the holder once the namespace is made: that path must lead
@@ -789,10 +793,6 @@ pub fn mark_files(
                 continue;
             }
         };
-        // Opened in the parent's namespace: found there again (regular.rs).
-        if reg.parent_mount_namespace {
-            continue;
-        }
         let Some(m) = own_mount(&reg.path) else {
             continue;
         };

@@ -7,7 +7,8 @@
 //! mounted on DIR/proc), `sysfs` (a sysfs on DIR/sys), `mqueue` (an mqueue on DIR/mq), `shared` (the tmpfs made shared), `umount:PATH` (a
 //! mount of cryo's at PATH unmounted in its namespace), `nested` (a child in a mount namespace made inside this one, with a tmpfs cryo-mnt-inner on
 //! DIR/tmp/inner holding `f`; `kids` names it), `held-before` (DIR/src/host.txt opened at
-//! fd 41 before the namespace is made: its mount is cryo's namespace's).
+//! fd 41 and /dev/null at fd 42 before the namespace is made: their mounts are cryo's
+//! namespace's).
 //!
 //! ```text
 //! fd                  -> <pos> <contents of fd 40, from 0>
@@ -18,8 +19,9 @@
 //! readlink PATH       -> its target
 //! cwd                 -> getcwd()
 //! mount POINT         -> <mount options> <superblock options>  (its /proc/self/mountinfo line)
-//! held-before         -> ours:<bool> init's:<bool> <contents>  (whose mountinfo lists fd
-//!                        41's mount: this process's, pid 1's)
+//! held-before         -> ours:<bool> init's:<bool> <contents> /dev/null ours:<bool>
+//!                        init's:<bool>  (whose mountinfo lists the mount of fd 41, then of
+//!                        fd 42: this process's, pid 1's)
 //! ```
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -63,6 +65,8 @@ pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
         // Opened in cryo's namespace, before this one is made: its mount is not in ours.
         let fd = sys::open(&src.join("host.txt"), libc::O_RDONLY).map_err(failed("open"))?;
         sys::move_fd(fd, HELD_BEFORE).map_err(failed("dup2"))?;
+        let null = sys::open(Path::new("/dev/null"), libc::O_RDWR).map_err(failed("open"))?;
+        sys::move_fd(null, HELD_BEFORE + 1).map_err(failed("dup2"))?;
     }
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
         .map_err(|e| format!("unshare: {e}"))?;
@@ -228,19 +232,22 @@ impl Mode for MountNs {
         let errno = |e: std::io::Error| format!("errno {}", e.raw_os_error().unwrap_or(0));
         match (verb, args) {
             ("held-before", []) => {
-                // Whose mountinfo lists the mount of fd 41: ours, pid 1's (cryo's namespace).
-                let id = sys::mount_id_of(HELD_BEFORE)?;
-                let lists = |who: &str| {
-                    std::fs::read_to_string(format!("/proc/{who}/mountinfo"))
-                        .is_ok_and(|t| t.lines().any(|l| l.split(' ').next() == Some(id.as_str())))
+                // Whose mountinfo lists the mount of fds 41 and 42: ours, pid 1's (cryo's
+                // namespace).
+                let lists = |fd: i32, who: &str| -> Result<bool, String> {
+                    let id = sys::mount_id_of(fd)?;
+                    Ok(std::fs::read_to_string(format!("/proc/{who}/mountinfo"))
+                        .is_ok_and(|t| t.lines().any(|l| l.split(' ').next() == Some(id.as_str()))))
                 };
                 let mut buf = vec![0u8; 64];
                 let n = sys::pread_all(HELD_BEFORE, &mut buf).map_err(io_err)?;
                 Ok(format!(
-                    "ours:{} init's:{} {}",
-                    lists("self"),
-                    lists("1"),
-                    String::from_utf8_lossy(&buf[..n])
+                    "ours:{} init's:{} {} /dev/null ours:{} init's:{}",
+                    lists(HELD_BEFORE, "self")?,
+                    lists(HELD_BEFORE, "1")?,
+                    String::from_utf8_lossy(&buf[..n]),
+                    lists(HELD_BEFORE + 1, "self")?,
+                    lists(HELD_BEFORE + 1, "1")?,
                 ))
             }
             ("fd", []) => {
