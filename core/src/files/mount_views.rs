@@ -8,9 +8,10 @@
 //!          a root: the process that forks it at restore) compared by inode; the same (the
 //!          common case): its own. Else mnt_id looked up in the mountinfo of each (read once
 //!          per namespace): the holder's -> its own; the parent's -> the parent's
-//!          (RegularFile.parent_mount_namespace); neither -> refused
-//! restore  regular.rs opens the path through /proc/PARENT/root, the parent as /proc shows
-//!          it (PPid of /proc/self/status): the file on the parent's namespace's mount
+//!          (FileDesc.parent_mount_namespace, set by table.rs); neither -> refused
+//! restore  open.rs (open_in_parent_namespace) opens the path through /proc/PARENT/root,
+//!          the parent as /proc shows it (PPid of /proc/self/status): the file on the
+//!          parent's namespace's mount
 //! ```
 
 use std::collections::{HashMap, HashSet};
