@@ -162,8 +162,8 @@ impl<'fd> Repair<'fd> {
         let ctx = Ctx::new(Operation::EnterRepair, name);
         let h = crate::unconnected::closed_history(fd)?;
         let why = match h.past {
-            _ if h.pending_error != reset && reset => Some("no error is pending (SO_ERROR)"),
-            _ if h.pending_error != reset => Some("an error is pending (SO_ERROR)"),
+            _ if reset && !h.pending_error => Some("no error is pending (SO_ERROR)"),
+            _ if !reset && h.pending_error => Some("an error is pending (SO_ERROR)"),
             crate::PastConnection::Closed { .. } if h.peer.is_some() && h.peer == name.remote => {
                 None
             }

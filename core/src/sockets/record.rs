@@ -1157,6 +1157,14 @@ mod tests {
             &|c| c.remote = None,
             RecordProblem::Missing { field: "remote" },
         );
+        // A reset leaves ECONNRESET or EPIPE; any other error cannot be made again.
+        refuse(
+            &|c| c.reset_error = libc::ETIMEDOUT,
+            RecordProblem::Range {
+                field: "reset_error",
+                value: libc::ETIMEDOUT.into(),
+            },
+        );
         refuse(
             &|c| c.remote.as_mut().unwrap().port = 70000,
             RecordProblem::Range {
