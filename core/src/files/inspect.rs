@@ -125,17 +125,16 @@ impl OpenFd {
     /// Refuses `what` (a removed object a restore makes again by its name: a directory, a
     /// FIFO, a node) when the fd's mount is read-only: the restore could not make it there.
     pub(crate) fn refuse_on_read_only_mount(&self, what: &str) -> Result<(), FileError> {
-        use nix::sys::statvfs::{statvfs, FsFlags};
-        match statvfs(&self.proc_path()) {
-            Ok(s) if s.flags().contains(FsFlags::ST_RDONLY) => Err(self.refuse(
-                format!(
-                    "{what} on a read-only mount: a restore makes it again by its name, which \
-                     the mount does not allow"
-                ),
-                false,
-            )),
-            _ => Ok(()),
+        if !crate::sys::mount::on_read_only_mount(&self.proc_path()) {
+            return Ok(());
         }
+        Err(self.refuse(
+            format!(
+                "{what} on a read-only mount: a restore makes it again by its name, which the \
+                 mount does not allow"
+            ),
+            false,
+        ))
     }
 
     /// stat of the file behind the fd (the magic link is followed).

@@ -234,11 +234,17 @@ pub(crate) fn writable_clone(dir: &Path) -> io::Result<OwnedFd> {
     Ok(clone)
 }
 
+/// Whether `path` is reached through a read-only mount, or is on a read-only filesystem
+/// (statvfs ST_RDONLY, which says either); false when it cannot be told.
+pub(crate) fn on_read_only_mount(path: &Path) -> bool {
+    nix::sys::statvfs::statvfs(path)
+        .is_ok_and(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY))
+}
+
 /// Whether the filesystem `path` is on is read-only itself (its superblock), not only the
 /// mount `path` is reached through: a file can then be made on it by no mount.
 pub(crate) fn filesystem_read_only(path: &Path) -> io::Result<bool> {
-    use nix::sys::statvfs::{statvfs, FsFlags};
-    if !statvfs(path)?.flags().contains(FsFlags::ST_RDONLY) {
+    if !on_read_only_mount(path) {
         return Ok(false);
     }
     // A copy of the mount with MOUNT_ATTR_RDONLY cleared: a write access check through it

@@ -52,10 +52,7 @@ pub fn dump(pid: Pid, stat: &proc::Stat) -> Result<TaskCore> {
 fn removed_dir(pid: Pid) -> Result<RemovedDir> {
     use std::os::unix::fs::MetadataExt;
     let m = proc::stat_link(pid, "cwd")?;
-    let on = proc::dir(pid).join("cwd");
-    if nix::sys::statvfs::statvfs(&on)
-        .is_ok_and(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY))
-    {
+    if crate::sys::mount::on_read_only_mount(&proc::dir(pid).join("cwd")) {
         return Err(Error::target(
             pid,
             "its working directory was removed, on a read-only mount: a restore makes it again \
@@ -213,7 +210,7 @@ pub fn restore_in_child(core: &TaskCore) -> Result<(), ChildError> {
         // The working directory first: both paths are as cryo sees them (from the real
         // root), and chroot keeps the working directory.
         match (&core.cwd_removed, core.cwd_gone_process) {
-            (_, n) if n > 0 => enter_gone_process_dir(Pid::from_raw(n)),
+            (_, n) if n > 0 => in_gone_process_dir(Pid::from_raw(n), nix::unistd::chdir::<str>),
             (None, _) => nix::unistd::chdir(core.cwd.as_str()),
             (Some(removed), _) => enter_removed(&core.cwd, removed),
         }
@@ -237,11 +234,6 @@ pub fn restore_in_child(core: &TaskCore) -> Result<(), ChildError> {
     let name = std::ffi::CString::new(core.comm.as_bytes()).unwrap_or_default();
     nix::sys::prctl::set_name(&name).map_err(ChildError::sys(ChildStep::SetComm))?;
     Ok(())
-}
-
-/// Enters /proc/N of a process N that is gone: see [`in_gone_process_dir`].
-fn enter_gone_process_dir(n: Pid) -> nix::Result<()> {
-    in_gone_process_dir(n, nix::unistd::chdir::<str>)
 }
 
 /// Runs `f` on /proc/N of a process N that is gone: a child forked with pid N exits at once,

@@ -619,9 +619,7 @@ fn placement(
             file.path.display()
         )));
     }
-    if nix::sys::statvfs::statvfs(&file.path)
-        .is_ok_and(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY))
-    {
+    if crate::sys::mount::on_read_only_mount(&file.path) {
         return Err(refused(format!(
             "bound to {}, on a read-only mount: a restore binds it again (making its socket \
              file), which the mount does not allow",
