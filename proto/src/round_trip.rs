@@ -157,6 +157,8 @@ every_message!(
     MountNamespace,
     UserNamespace,
     NamespaceMount,
+    MountPropagation,
+    OuterGroup,
     TreeEntry,
     CgroupFile,
     IpcNamespace,

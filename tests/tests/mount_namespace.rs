@@ -323,25 +323,159 @@ fn a_mount_of_another_kind_only_the_namespace_has_is_refused_naming_it() {
     assert!(out.stderr.contains(&want), "want {want:?}\n{}", out.stderr);
     w.assert_untouched();
     assert_eq!(w.cmd("fd"), "5 tmpfs file written before the dump");
-    // Shared propagation (a peer group) is not made again either.
-    let w = Workload::spawn("mount-ns", &["shared"]);
-    let out = w.dump(&w.path("img"), &[]);
+}
+
+/// The peer group of the mount on `point` in this process's (cryo's) namespace.
+fn shared_group_of(point: &std::path::Path) -> String {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let want = point.to_string_lossy().replace(' ', "\\040");
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.split(' ').nth(4) == Some(want.as_str()))
+        .unwrap_or_else(|| panic!("no mount on {}", point.display()));
+    line.split(' ')
+        .find_map(|f| f.strip_prefix("shared:"))
+        .unwrap_or_else(|| panic!("{line}: not shared"))
+        .to_string()
+}
+
+/// Whether this process's (cryo's) namespace has a mount on `point`.
+fn mounted_here(point: &std::path::Path) -> bool {
+    let want = point.to_string_lossy().replace(' ', "\\040");
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(want.as_str()))
+}
+
+/// Checks the propagation the `mount-ns propagation shared` workload observes, from its
+/// mount table and from what mounting does: DIR/outer a slave of cryo's DIR/outer (peer
+/// group `outer`), DIR/ro and DIR/peer one peer group, DIR/slave its slave, DIR/unbind
+/// unbindable, the tmpfs shared in a group of its own.
+fn check_propagation(w: &Workload, outer: &str) {
+    let at = |p: &str| w.path(p).display().to_string();
+    let seen = |p: &str| w.cmd(&format!("propagation {}", at(p)));
+    assert_eq!(seen("outer"), format!("master:{outer}"), "DIR/outer");
+    let ro = seen("ro");
+    let group = ro
+        .strip_prefix("shared:")
+        .unwrap_or_else(|| panic!("DIR/ro: {ro}"));
+    assert_eq!(seen("peer"), ro, "DIR/peer: a peer of DIR/ro");
+    assert_eq!(seen("slave"), format!("master:{group}"), "DIR/slave");
+    assert_eq!(seen("unbind"), "unbindable", "DIR/unbind");
+    let tmp = seen("tmp");
     assert!(
-        !out.status.success(),
-        "shared: the dump should be refused\n{out}"
+        tmp.starts_with("shared:") && tmp != ro && !tmp.contains(' '),
+        "the tmpfs: {tmp} (DIR/ro: {ro})"
     );
+    // What cryo's namespace mounts on DIR/outer reaches the process...
+    let x = w.path("outer/x");
+    std::fs::create_dir_all(&x).unwrap();
+    let dot_x = x.to_string_lossy().into_owned();
+    nix::mount::mount(
+        Some("cryo-x"),
+        &x,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .unwrap();
+    let reached = w.cmd(&format!("mounted {dot_x}"));
+    nix::mount::umount2(&x, nix::mount::MntFlags::MNT_DETACH).unwrap();
+    assert_eq!(
+        reached, "yes",
+        "a mount of cryo's on DIR/outer/x reaches the slave"
+    );
+    // ...and not the reverse.
+    std::fs::create_dir_all(w.path("outer/y")).unwrap();
+    let y = at("outer/y");
+    assert_eq!(w.cmd(&format!("mount-tmpfs {y}")), "ok");
+    assert!(
+        !mounted_here(&w.path("outer/y")),
+        "the slave's mount reached cryo's"
+    );
+    assert_eq!(w.cmd(&format!("umount {y}")), "ok");
+    // A mount on DIR/ro/d reaches its peer and its slave; one on the slave, neither.
+    assert_eq!(w.cmd(&format!("mount-tmpfs {}", at("ro/d"))), "ok");
+    assert_eq!(
+        w.cmd(&format!("mounted {}", at("peer/d"))),
+        "yes",
+        "the peer"
+    );
+    assert_eq!(
+        w.cmd(&format!("mounted {}", at("slave/d"))),
+        "yes",
+        "the slave"
+    );
+    assert_eq!(w.cmd(&format!("umount {}", at("ro/d"))), "ok");
+    assert_eq!(
+        w.cmd(&format!("mounted {}", at("slave/d"))),
+        "no",
+        "unmounted with it"
+    );
+    assert_eq!(w.cmd(&format!("mount-tmpfs {}", at("slave/d"))), "ok");
+    assert_eq!(
+        w.cmd(&format!("mounted {}", at("ro/d"))),
+        "no",
+        "from the slave"
+    );
+    assert_eq!(w.cmd(&format!("umount {}", at("slave/d"))), "ok");
+    // An unbindable mount cannot be bound.
+    assert_eq!(
+        w.cmd(&format!("bind {} {}", at("unbind"), at("tmp/sub"))),
+        format!("errno {}", libc::EINVAL)
+    );
+}
+
+/// A process whose mount namespace was made a slave of cryo's (as systemd makes a service's),
+/// with a peer group of its own (a mount and its bind), a slave of it and an unbindable mount:
+/// each comes back in the same relation, to cryo's DIR/outer too (the restored mount joins
+/// the peer group of cryo's, found again), as the process finds by mounting. Before, the dump
+/// was refused ("only private mounts are made again").
+#[test]
+fn shared_slave_and_unbindable_mounts_come_back_in_their_peer_groups() {
+    cryo_bin();
+    let _mounting = CRYOS_MOUNTS.write().unwrap_or_else(|e| e.into_inner());
+    let mut w = Workload::spawn("mount-ns", &["propagation", "shared"]);
+    let _outer = cryo_tests::Unmount(w.path("outer"));
+    let outer = shared_group_of(&w.path("outer"));
+    check_propagation(&w, &outer);
+    let before = observe(&w);
+    w.dump(&w.path("left"), &["--leave-running"])
+        .assert_success();
+    check_propagation(&w, &outer);
+    w.dump_and_restore();
+    assert_eq!(observe(&w), before, "the restored process");
+    check_propagation(&w, &outer);
+    assert_eq!(shared_group_of(&w.path("outer")), outer, "cryo's DIR/outer");
+    w.kill_restored();
+}
+
+/// A shared mount covered by another mount on its point cannot be reached to be set again:
+/// the dump is refused naming it, the process left running.
+#[test]
+fn a_covered_shared_mount_is_refused_naming_it() {
+    cryo_bin();
+    let _shared = CRYOS_MOUNTS.read().unwrap_or_else(|e| e.into_inner());
+    let w = Workload::spawn("mount-ns", &["covered"]);
+    let out = w.dump(&w.path("img"), &[]);
+    assert!(!out.status.success(), "the dump should be refused\n{out}");
     let want = format!(
-        "pid {}: mount namespace {}: tmpfs cryo-mnt-tmpfs on {}: propagation \"shared:",
+        "pid {}: mount namespace {}: ",
         w.pid(),
         mnt_ns(w.pid()).display(),
-        w.path("tmp").display()
     );
+    let covered = format!("on {}: propagation \"shared:", w.path("cov").display());
     assert!(
-        out.stderr.contains(&want),
-        "shared: want {want:?}\n{}",
+        out.stderr.contains(&want)
+            && out.stderr.contains(&covered)
+            && out.stderr.contains("leads to another mount (covered)"),
+        "want {want:?} ... {covered:?}\n{}",
         out.stderr
     );
     w.assert_untouched();
+    assert_eq!(w.cmd("fd"), "5 tmpfs file written before the dump");
 }
 
 #[test]

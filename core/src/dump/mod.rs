@@ -648,6 +648,13 @@ fn dump_tree(
             .collect::<Vec<_>>(),
         &live_pids,
     )?;
+    crate::task::mount_ns::check_propagation(
+        &live
+            .iter()
+            .zip(&cores)
+            .filter_map(|(m, (core, _))| Some((m.pid, core.mnt.as_ref()?)))
+            .collect::<Vec<_>>(),
+    )?;
     // SysV semaphore sets and message queues, and what of the processes' IPC state cannot
     // come back (refused here, before anything is killed).
     let attached: Vec<(u64, i32)> = cores

@@ -273,6 +273,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored> {
     );
     crate::task::netns::make_firewalls(&spawned.planned.loaded.tasks, &spawned.pids)?;
     crate::task::mount_ns::mount_procs_and_sysfs(&spawned.planned.loaded.tasks, &spawned.pids)?;
+    crate::task::mount_ns::set_propagation(&spawned.planned.loaded.tasks, &spawned.pids)?;
     crate::interrupt::pause_point("spawned");
     interrupted("after creating the processes")?;
     let reshaped = spawned.reshape()?;

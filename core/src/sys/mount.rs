@@ -185,14 +185,6 @@ pub(crate) fn detached(
 pub(crate) fn writable_clone(dir: &Path) -> io::Result<OwnedFd> {
     const OPEN_TREE_CLONE: libc::c_uint = 1;
     const MOUNT_ATTR_RDONLY: u64 = 0x1;
-    /// struct mount_attr (linux/mount.h, MOUNT_ATTR_SIZE_VER0).
-    #[repr(C)]
-    struct MountAttr {
-        attr_set: u64,
-        attr_clr: u64,
-        propagation: u64,
-        userns_fd: u64,
-    }
     let path = CString::new(dir.as_os_str().as_bytes())
         .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
     // SAFETY: `path` is a NUL-terminated string the kernel only reads; open_tree returns a
@@ -210,28 +202,129 @@ pub(crate) fn writable_clone(dir: &Path) -> io::Result<OwnedFd> {
     }
     // SAFETY: `fd` was just returned by open_tree and is owned by nothing else.
     let clone = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
-    let attr = MountAttr {
-        attr_set: 0,
-        attr_clr: MOUNT_ATTR_RDONLY,
-        propagation: 0,
-        userns_fd: 0,
-    };
-    // SAFETY: `clone` is an open mount fd, the empty path and `attr` (of the size passed)
-    // are only read by the kernel.
+    mount_setattr(
+        clone.as_fd(),
+        &MountAttr {
+            attr_set: 0,
+            attr_clr: MOUNT_ATTR_RDONLY,
+            propagation: 0,
+            userns_fd: 0,
+        },
+    )?;
+    Ok(clone)
+}
+
+/// struct mount_attr (linux/mount.h, MOUNT_ATTR_SIZE_VER0).
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// mount_setattr(2) on the mount `mount` is the root of (an fd on it), not recursive.
+fn mount_setattr(mount: BorrowedFd<'_>, attr: &MountAttr) -> io::Result<()> {
+    // SAFETY: `mount` is an open fd for the duration of the borrow; the empty path and
+    // `attr` (of the size passed) are only read by the kernel.
     let r = unsafe {
         libc::syscall(
             libc::SYS_mount_setattr,
-            clone.as_raw_fd(),
+            mount.as_raw_fd(),
             c"".as_ptr(),
             libc::AT_EMPTY_PATH,
-            &attr as *const MountAttr,
+            attr as *const MountAttr,
             std::mem::size_of::<MountAttr>(),
         )
     };
     if r < 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(clone)
+    Ok(())
+}
+
+/// The kind of propagation a mount is given alone (not its children).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Propagation {
+    /// In a peer group of its own, or kept in the one it is in (MS_SHARED).
+    Shared,
+    /// Out of its peer group, a slave of it (MS_SLAVE).
+    Slave,
+    /// Private and not to be bound (MS_UNBINDABLE).
+    Unbindable,
+}
+
+/// Gives mount `mount` (an fd on its root) propagation `kind`.
+pub(crate) fn set_propagation(mount: BorrowedFd<'_>, kind: Propagation) -> io::Result<()> {
+    let flag = match kind {
+        Propagation::Shared => MsFlags::MS_SHARED,
+        Propagation::Slave => MsFlags::MS_SLAVE,
+        Propagation::Unbindable => MsFlags::MS_UNBINDABLE,
+    };
+    mount_setattr(
+        mount,
+        &MountAttr {
+            attr_set: 0,
+            attr_clr: 0,
+            propagation: flag.bits(),
+            userns_fd: 0,
+        },
+    )
+}
+
+/// Puts private mount `to` in the peer group of `from` and under its master
+/// (MOVE_MOUNT_SET_GROUP, linux 5.15): both fds on mount roots of one filesystem, `from`'s root
+/// holding `to`'s. Nothing is mounted or propagated by it.
+pub(crate) fn set_group(from: BorrowedFd<'_>, to: BorrowedFd<'_>) -> io::Result<()> {
+    const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
+    const MOVE_MOUNT_SET_GROUP: libc::c_uint = 0x100;
+    // SAFETY: both fds are open for the duration of the borrows; the empty paths are
+    // NUL-terminated strings the kernel only reads.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            from.as_raw_fd(),
+            c"".as_ptr(),
+            to.as_raw_fd(),
+            c"".as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH | MOVE_MOUNT_SET_GROUP,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// An O_PATH fd on `point` (absolute, free of symlinks, as mountinfo shows a mount point) in
+/// the mount namespace and root of process `pid` (cryo's own for None): the topmost mount
+/// there.
+pub(crate) fn open_point(pid: Option<nix::unistd::Pid>, point: &str) -> io::Result<OwnedFd> {
+    use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
+    let root = match pid {
+        Some(pid) => format!("/proc/{pid}/root"),
+        None => "/".to_string(),
+    };
+    let root = nix::fcntl::open(
+        root.as_str(),
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )?;
+    let relative = point.trim_start_matches('/');
+    let relative = if relative.is_empty() { "." } else { relative };
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW)
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_SYMLINKS);
+    Ok(nix::fcntl::openat2(&root, relative, how)?)
+}
+
+/// The id of the mount `fd` was opened through (fdinfo's mnt_id, mountinfo's first field).
+pub(crate) fn mount_id(fd: BorrowedFd<'_>) -> io::Result<u32> {
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd()))?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("mnt_id:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOTSUP))
 }
 
 /// Whether `path` is reached through a read-only mount, or is on a read-only filesystem

@@ -33,6 +33,9 @@ use crate::proc;
 use crate::restore::error::{ChildError, ChildStep};
 use crate::sys;
 
+mod propagation;
+pub use propagation::check as check_propagation;
+
 /// MS_NOSYMFOLLOW (linux/mount.h), which nix does not name.
 const MS_NOSYMFOLLOW: MsFlags = MsFlags::from_bits_retain(256);
 
@@ -92,6 +95,20 @@ pub enum MountNsError {
         mount: String,
         /// Why.
         detail: String,
+    },
+    /// A mount's propagation could not be set again.
+    #[error("pid {pid}: mount namespace mnt:[{inode}]: {mount}: {what}: {errno}")]
+    Propagation {
+        /// The restored process that made the namespace.
+        pid: Pid,
+        /// The namespace's inode (as dumped).
+        inode: u64,
+        /// The mount, or cryo's mount of its peer group.
+        mount: String,
+        /// The step.
+        what: String,
+        /// The kernel's answer (in the message, so not chained as a source).
+        errno: io::Error,
     },
     /// The namespace is shared with a process the dump does not hold.
     #[error(
@@ -296,15 +313,8 @@ pub fn dump(pid: Pid, inode: u64) -> Result<MountNamespace, MountNsError> {
             ),
         ));
     }
-    if let Some(m) = theirs.iter().find(|m| !m.optional.is_empty()) {
-        return Err(refuse(
-            m,
-            format!(
-                "propagation {:?} (shared or slave): only private mounts are made again",
-                m.optional
-            ),
-        ));
-    }
+    let (propagation, outer_groups) =
+        propagation::dump(pid, &theirs, &ours).map_err(|(m, detail)| refuse(m, detail))?;
     // Cryo's mounts, each matched once; the rest are the namespace's own, in mount order.
     let mut unmatched: Vec<(String, &Mount)> = ours.iter().map(|o| (o.key(), o)).collect();
     let mut inherited: HashSet<u32> = HashSet::new();
@@ -488,6 +498,8 @@ pub fn dump(pid: Pid, inode: u64) -> Result<MountNamespace, MountNsError> {
         inode,
         mounts,
         table: table_keys(&theirs),
+        propagation,
+        outer_groups,
     })
 }
 
@@ -1077,6 +1089,25 @@ pub(crate) fn mount_procs_and_sysfs(
         })?;
     }
     Ok(())
+}
+
+/// Once every mount of every mount namespace of the restore is made: the propagation of each
+/// as dumped, set by cryo (`tasks` and `pids`: the plan's tasks and their pids; each namespace
+/// through the topmost process in it).
+pub(crate) fn set_propagation(
+    tasks: &[crate::restore::load::TaskImage],
+    pids: &[Pid],
+) -> Result<(), MountNsError> {
+    let made: Vec<(Pid, &MountNamespace)> = tasks
+        .iter()
+        .zip(pids)
+        .filter_map(|(task, &pid)| {
+            let ns = task.core.mnt.as_ref()?;
+            let parent_ns = task.parent_core(tasks).and_then(|p| p.mnt.as_ref());
+            (parent_ns.map(|n| n.inode) != Some(ns.inode)).then_some((pid, ns))
+        })
+        .collect();
+    propagation::restore(&made)
 }
 
 /// Makes the copied `files` of a tmpfs on `point` (its root first): contents, owners, modes,

@@ -8,7 +8,12 @@
 //! mount of cryo's at PATH unmounted in its namespace), `nested` (a child in a mount namespace made inside this one, with a tmpfs cryo-mnt-inner on
 //! DIR/tmp/inner holding `f`; `kids` names it), `held-before` (DIR/src/host.txt opened at
 //! fd 41 and /dev/null at fd 42 before the namespace is made: their mounts are cryo's
-//! namespace's).
+//! namespace's), `propagation` (DIR/outer bound on itself and made shared in cryo's namespace
+//! before this one is made, which is made a slave of cryo's (`--make-rslave /`, as systemd
+//! makes a service's) instead of private: DIR/outer a slave of cryo's; DIR/ro made shared,
+//! bound again on DIR/peer (its peer) and on DIR/slave (made its slave); DIR/src bound on
+//! DIR/unbind, made unbindable; DIR/src/d a directory to mount on), `covered` (DIR/src bound
+//! on DIR/cov, made shared, a tmpfs mounted over it).
 //!
 //! ```text
 //! fd                  -> <pos> <contents of fd 40, from 0>
@@ -22,6 +27,12 @@
 //! held-before         -> ours:<bool> init's:<bool> <contents> /dev/null ours:<bool>
 //!                        init's:<bool>  (whose mountinfo lists the mount of fd 41, then of
 //!                        fd 42: this process's, pid 1's)
+//! propagation POINT   -> shared:N master:N unbindable, those it has, or "private" (the
+//!                        topmost mount on POINT)
+//! mounted POINT       -> yes | no              (a mount on POINT in its mountinfo)
+//! mount-tmpfs POINT   -> ok | errno N
+//! umount POINT        -> ok | errno N
+//! bind FROM TO        -> ok | errno N
 //! ```
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -68,15 +79,24 @@ pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
         let null = sys::open(Path::new("/dev/null"), libc::O_RDWR).map_err(failed("open"))?;
         sys::move_fd(null, HELD_BEFORE + 1).map_err(failed("dup2"))?;
     }
+    let propagation = args.iter().any(|a| a == "propagation");
+    if propagation {
+        // In cryo's namespace: the test unmounts it.
+        let outer = dir.join("outer");
+        std::fs::create_dir_all(&outer).map_err(failed("mkdir outer"))?;
+        std::fs::create_dir_all(src.join("d")).map_err(failed("mkdir src/d"))?;
+        let path = outer.to_string_lossy();
+        mount(Some(&path), &outer, None, MsFlags::MS_BIND, None)?;
+        mount(None, &outer, None, MsFlags::MS_SHARED, None)?;
+    }
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
         .map_err(|e| format!("unshare: {e}"))?;
-    mount(
-        None,
-        Path::new("/"),
-        None,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None,
-    )?;
+    let kind = if propagation {
+        MsFlags::MS_SLAVE
+    } else {
+        MsFlags::MS_PRIVATE
+    };
+    mount(None, Path::new("/"), None, MsFlags::MS_REC | kind, None)?;
     let tmp = dir.join("tmp");
     let ro = dir.join("ro");
     for d in [&tmp, &ro] {
@@ -110,6 +130,48 @@ pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
             "mqueue" => ("mqueue", dir.join("mq")),
             "shared" => {
                 mount(None, &tmp, None, MsFlags::MS_SHARED, None)?;
+                continue;
+            }
+            "propagation" => {
+                let ro_path = ro.to_string_lossy();
+                mount(None, &ro, None, MsFlags::MS_SHARED, None)?;
+                for (at, then) in [
+                    ("peer", None),
+                    ("slave", Some(MsFlags::MS_SLAVE)),
+                    ("unbind", Some(MsFlags::MS_UNBINDABLE)),
+                ] {
+                    let at = dir.join(at);
+                    std::fs::create_dir_all(&at).map_err(failed("mkdir"))?;
+                    let from = if then == Some(MsFlags::MS_UNBINDABLE) {
+                        src.to_string_lossy()
+                    } else {
+                        ro_path.clone()
+                    };
+                    mount(Some(&from), &at, None, MsFlags::MS_BIND, None)?;
+                    if let Some(kind) = then {
+                        mount(None, &at, None, kind, None)?;
+                    }
+                }
+                continue;
+            }
+            "covered" => {
+                let cov = dir.join("cov");
+                std::fs::create_dir_all(&cov).map_err(failed("mkdir cov"))?;
+                mount(
+                    Some(&src.to_string_lossy()),
+                    &cov,
+                    None,
+                    MsFlags::MS_BIND,
+                    None,
+                )?;
+                mount(None, &cov, None, MsFlags::MS_SHARED, None)?;
+                mount(
+                    Some("cryo-cover"),
+                    &cov,
+                    Some("tmpfs"),
+                    MsFlags::empty(),
+                    None,
+                )?;
                 continue;
             }
             "nested" | "held-before" => continue,
@@ -287,19 +349,66 @@ impl Mode for MountNs {
                 .to_string_lossy()
                 .into_owned()),
             ("mount", [point]) => {
-                let text = std::fs::read_to_string("/proc/self/mountinfo").map_err(io_err)?;
-                let want = point.replace(' ', "\\040");
-                text.lines()
-                    .rev()
-                    .find_map(|l| {
-                        let f: Vec<&str> = l.split(' ').collect();
-                        let sep = f.iter().position(|&x| x == "-")?;
-                        (f.get(4) == Some(&want.as_str()))
-                            .then(|| format!("{} {}", f[5], f.get(sep + 3).unwrap_or(&"")))
-                    })
-                    .ok_or_else(|| format!("no mount on {point}"))
+                let line = mountinfo_line(point)?;
+                let f: Vec<&str> = line.split(' ').collect();
+                let sep = f.iter().position(|&x| x == "-").unwrap_or(f.len());
+                Ok(format!("{} {}", f[5], f.get(sep + 3).unwrap_or(&"")))
             }
+            ("propagation", [point]) => {
+                let line = mountinfo_line(point)?;
+                let fields: Vec<&str> = line
+                    .split(' ')
+                    .skip(6)
+                    .take_while(|f| *f != "-")
+                    .filter(|f| {
+                        f.starts_with("shared:") || f.starts_with("master:") || *f == "unbindable"
+                    })
+                    .collect();
+                Ok(if fields.is_empty() {
+                    "private".to_string()
+                } else {
+                    fields.join(" ")
+                })
+            }
+            ("mounted", [point]) => Ok(if mountinfo_line(point).is_ok() {
+                "yes"
+            } else {
+                "no"
+            }
+            .to_string()),
+            ("mount-tmpfs", [point]) => Ok(nix::mount::mount(
+                Some("cryo-probe"),
+                *point,
+                Some("tmpfs"),
+                MsFlags::empty(),
+                None::<&str>,
+            )
+            .map(|()| "ok".to_string())
+            .unwrap_or_else(|e| errno(e.into()))),
+            ("umount", [point]) => Ok(nix::mount::umount2(*point, nix::mount::MntFlags::empty())
+                .map(|()| "ok".to_string())
+                .unwrap_or_else(|e| errno(e.into()))),
+            ("bind", [from, to]) => Ok(nix::mount::mount(
+                Some(*from),
+                *to,
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .map(|()| "ok".to_string())
+            .unwrap_or_else(|e| errno(e.into()))),
             _ => unknown(verb),
         }
     }
+}
+
+/// The line of this process's mountinfo for the topmost mount on `point`.
+fn mountinfo_line(point: &str) -> Result<String, String> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").map_err(io_err)?;
+    let want = point.replace(' ', "\\040");
+    text.lines()
+        .rev()
+        .find(|l| l.split(' ').nth(4) == Some(want.as_str()))
+        .map(str::to_string)
+        .ok_or_else(|| format!("no mount on {point}"))
 }

@@ -1,0 +1,609 @@
+//! Mount propagation in the dump's mount namespaces: which mounts are shared and with which,
+//! which are slaves of which peer group, which are unbindable. Judged at dump (each peer group
+//! must be found again: among cryo's mounts, or made anew from a mount of the dump whose root
+//! holds every other's); made again by cryo once every mount of every namespace exists, all
+//! private until then, with MOVE_MOUNT_SET_GROUP and mount_setattr: nothing is mounted or
+//! propagated by it, here or in cryo's namespace.
+//!
+//! ```text
+//! dump (frozen)                          restore (cryo; every mount made, all private)
+//! mountinfo's optional fields:           an fd on each mount (/proc/PID/root/POINT, its id
+//!   shared:N  master:M  unbindable         checked against the key dumped)
+//! a group cryo's namespace shows too:    an fd on each mount of cryo's the image names
+//!   OuterGroup (found again by key)      until every mount is set:
+//! any other: a mount of the dump whose     in a group found in cryo's, or made already:
+//!   root holds the others' (its first)       SET_GROUP from a mount of it whose root holds
+//! each mount's path must lead to it          its own
+//!   (set again through it)                 the first of a group made anew: its master
+//!                                            first, then MS_SHARED: a new group
+//!                                          a slave: SET_GROUP from a mount of its master
+//!                                            group, then MS_SLAVE
+//!                                        every table read back: the same groups and
+//!                                          masters, numbers apart; the rest private
+//! ```
+
+use std::collections::{BTreeSet, HashMap};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use cryo_proto::image::{MountNamespace, MountPropagation, OuterGroup};
+use nix::unistd::Pid;
+
+use super::{is_below, parse, unescape, Mount, MountNsError};
+use crate::sys::mount::{self as sys_mount, Propagation};
+
+/// The propagation mountinfo's optional fields give a mount: its peer group (shared:N), the
+/// group it is a slave of (master:N), 0 for none, and whether it is unbindable.
+/// (propagate_from:N only says which mount of the master group a reader sees: derived.)
+fn fields(optional: &str) -> (u32, u32, bool) {
+    let mut out = (0, 0, false);
+    for field in optional.split_whitespace() {
+        if let Some(n) = field.strip_prefix("shared:") {
+            out.0 = n.parse().unwrap_or(0);
+        } else if let Some(n) = field.strip_prefix("master:") {
+            out.1 = n.parse().unwrap_or(0);
+        } else if field == "unbindable" {
+            out.2 = true;
+        }
+    }
+    out
+}
+
+/// How messages name a mount whose propagation is set: "the mount on POINT (shared:N...)".
+fn describe(r: &MountPropagation) -> String {
+    let mut what = Vec::new();
+    if r.shared != 0 {
+        what.push(format!("shared:{}", r.shared));
+    }
+    if r.master != 0 {
+        what.push(format!("master:{}", r.master));
+    }
+    if r.unbindable {
+        what.push("unbindable".to_string());
+    }
+    format!("the mount on {} ({})", r.point, what.join(" "))
+}
+
+/// What a namespace's propagation is dumped as: its mounts that are not private, and the
+/// mounts of cryo's in the peer groups they use.
+type Dumped = (Vec<MountPropagation>, Vec<OuterGroup>);
+
+/// The propagation of the mounts of `theirs` (the table of frozen `pid`'s namespace) that are
+/// not private, and the mounts of cryo's namespace (`ours`) in the peer groups they use: a
+/// group cryo shows a mount of is joined again there. Or the mount refused and why.
+pub(super) fn dump<'a>(
+    pid: Pid,
+    theirs: &'a [Mount],
+    ours: &[Mount],
+) -> Result<Dumped, (&'a Mount, String)> {
+    let mut records = Vec::new();
+    for m in theirs {
+        let (shared, master, unbindable) = fields(&m.optional);
+        if shared == 0 && master == 0 && !unbindable {
+            continue;
+        }
+        let point = unescape(&m.point);
+        // Set again through its path, which must lead to it.
+        let reached =
+            sys_mount::open_point(Some(pid), &point).and_then(|fd| sys_mount::mount_id(fd.as_fd()));
+        match reached {
+            Ok(id) if id == m.id => {}
+            Ok(_) => {
+                return Err((
+                    m,
+                    format!(
+                        "propagation {:?}: its mount point leads to another mount (covered): \
+                         its propagation could not be set again",
+                        m.optional
+                    ),
+                ))
+            }
+            Err(e) => {
+                return Err((
+                    m,
+                    format!("propagation {:?}: open its mount point: {e}", m.optional),
+                ))
+            }
+        }
+        records.push(MountPropagation {
+            key: m.key(),
+            point,
+            root: unescape(&m.root),
+            shared,
+            master,
+            unbindable,
+        });
+    }
+    let groups: BTreeSet<u32> = records
+        .iter()
+        .flat_map(|r| [r.shared, r.master])
+        .filter(|&g| g != 0)
+        .collect();
+    let mut outer = Vec::new();
+    for g in groups {
+        let anchor = |o: &Mount, peer: bool| OuterGroup {
+            group: g,
+            key: o.key(),
+            point: unescape(&o.point),
+            root: unescape(&o.root),
+            peer,
+        };
+        let peers: Vec<OuterGroup> = ours
+            .iter()
+            .filter(|o| fields(&o.optional).0 == g)
+            .map(|o| anchor(o, true))
+            .collect();
+        if !peers.is_empty() {
+            outer.extend(peers);
+        } else if !records.iter().any(|r| r.shared == g) {
+            // A slave of a group neither namespace holds a mount of: a slave of it that is
+            // not shared itself passes its master on (unless the dump holds the group).
+            outer.extend(
+                ours.iter()
+                    .filter(|o| matches!(fields(&o.optional), (0, m, _) if m == g))
+                    .map(|o| anchor(o, false)),
+            );
+        }
+    }
+    Ok((records, outer))
+}
+
+/// How the restore makes a peer group used by the dump's mounts again.
+#[derive(Debug, Clone, PartialEq)]
+enum Source {
+    /// Joined through mounts of cryo's namespace (`peer`: members; else slaves of it).
+    Outer { peer: bool },
+    /// Made anew by this mount of the dump (namespace, record), whose root holds the others'.
+    First(usize, usize),
+}
+
+/// Decides where each peer group the mounts of `namespaces` (each with the pid of its topmost
+/// process) use comes from, or refuses the mount whose group cannot be made again.
+fn sources(namespaces: &[(Pid, &MountNamespace)]) -> Result<HashMap<u32, Source>, MountNsError> {
+    let mut out = HashMap::new();
+    let all = || {
+        namespaces.iter().enumerate().flat_map(|(n, (pid, ns))| {
+            ns.propagation
+                .iter()
+                .enumerate()
+                .map(move |(i, r)| (n, i, *pid, *ns, r))
+        })
+    };
+    for (_, _, pid, ns, user) in all() {
+        for g in [user.shared, user.master] {
+            if g == 0 || out.contains_key(&g) {
+                continue;
+            }
+            let refuse = |detail: String| MountNsError::Refused {
+                pid,
+                inode: ns.inode,
+                mount: describe(user),
+                detail,
+            };
+            let users: Vec<&MountPropagation> = all()
+                .map(|(_, _, _, _, r)| r)
+                .filter(|r| r.shared == g || r.master == g)
+                .collect();
+            let anchors: Vec<&OuterGroup> = namespaces
+                .iter()
+                .flat_map(|(_, ns)| &ns.outer_groups)
+                .filter(|a| a.group == g)
+                .collect();
+            let member = all().find(|(.., r)| r.shared == g);
+            let peer = anchors.iter().any(|a| a.peer);
+            if peer || (member.is_none() && !anchors.is_empty()) {
+                // Each joins through a mount whose root holds its own: one of cryo's, or one
+                // of the dump that joined through such a mount before.
+                let kind: Vec<&&OuterGroup> = anchors.iter().filter(|a| a.peer == peer).collect();
+                if let Some(u) = users
+                    .iter()
+                    .find(|u| !kind.iter().any(|a| is_below(&u.root, &a.root)))
+                {
+                    return Err(refuse(format!(
+                        "peer group {g}: no mount of it in cryo's namespace shows a part of its \
+                         filesystem holding {} (the root of {}): not joined again",
+                        u.root,
+                        describe(u)
+                    )));
+                }
+                out.insert(g, Source::Outer { peer });
+                continue;
+            }
+            let Some(_) = member else {
+                return Err(refuse(format!(
+                    "is a slave of peer group {g}, of which neither the dump's mount namespaces \
+                     nor cryo's hold a mount: not made again"
+                )));
+            };
+            // Made anew: by a member whose root holds every other user's.
+            let first = all()
+                .filter(|(.., r)| r.shared == g)
+                .find(|(.., r)| users.iter().all(|u| is_below(&u.root, &r.root)));
+            let Some((n, i, ..)) = first else {
+                return Err(refuse(format!(
+                    "peer group {g}: none of its mounts shows a part of the filesystem holding \
+                     the others': not made again"
+                )));
+            };
+            out.insert(g, Source::First(n, i));
+        }
+    }
+    Ok(out)
+}
+
+/// Refuses, at dump, a mount of `namespaces` (each with the pid of its topmost process) whose
+/// propagation the restore could not make again.
+pub fn check(namespaces: &[(Pid, &MountNamespace)]) -> Result<(), MountNsError> {
+    sources(&dedup(namespaces)).map(drop)
+}
+
+/// `namespaces` with each namespace once (its first process).
+fn dedup<'a>(namespaces: &[(Pid, &'a MountNamespace)]) -> Vec<(Pid, &'a MountNamespace)> {
+    let mut seen = BTreeSet::new();
+    namespaces
+        .iter()
+        .filter(|(_, ns)| seen.insert(ns.inode))
+        .copied()
+        .collect()
+}
+
+/// Once every mount of every mount namespace of the restore is made (all private): the
+/// propagation of each as dumped (`namespaces`: each made namespace with the pid of the
+/// restored process that made it), then every table checked.
+pub(crate) fn restore(namespaces: &[(Pid, &MountNamespace)]) -> Result<(), MountNsError> {
+    let namespaces = dedup(namespaces);
+    if namespaces.iter().all(|(_, ns)| ns.propagation.is_empty()) {
+        return Ok(());
+    }
+    let sources = sources(&namespaces)?;
+    // The mounts of cryo's the image names, as cryo's namespace shows them now.
+    let cryos = std::fs::read_to_string("/proc/self/mountinfo").map(|t| parse(&t));
+    let mut anchors: HashMap<u32, Vec<(String, OwnedFd, u32)>> = HashMap::new();
+    for (pid, ns) in &namespaces {
+        for a in &ns.outer_groups {
+            if anchors
+                .get(&a.group)
+                .is_some_and(|v| v.iter().any(|(root, ..)| *root == a.root))
+            {
+                continue;
+            }
+            let failed = |what: String| {
+                let mount = format!("cryo's mount on {} (peer group {})", a.point, a.group);
+                move |errno| MountNsError::Propagation {
+                    pid: *pid,
+                    inode: ns.inode,
+                    mount,
+                    what,
+                    errno,
+                }
+            };
+            let table = cryos
+                .as_ref()
+                .map_err(|e| failed("read cryo's mountinfo".into())(clone_err(e)))?;
+            let wanted = |m: &&Mount| {
+                let (shared, master, _) = fields(&m.optional);
+                m.key() == a.key
+                    && if a.peer {
+                        shared != 0
+                    } else {
+                        shared == 0 && master != 0
+                    }
+            };
+            let Some(m) = table.iter().find(wanted) else {
+                return Err(MountNsError::Refused {
+                    pid: *pid,
+                    inode: ns.inode,
+                    mount: format!("cryo's mount on {} (peer group {})", a.point, a.group),
+                    detail: format!(
+                        "cryo's namespace has no such mount {} now ({}): its peer group is not \
+                         joined again",
+                        if a.peer { "shared" } else { "a slave" },
+                        a.key
+                    ),
+                });
+            };
+            let fd = sys_mount::open_point(None, &a.point).map_err(failed("open it".into()))?;
+            let id = sys_mount::mount_id(fd.as_fd()).map_err(failed("read its mount id".into()))?;
+            if id != m.id {
+                return Err(failed("its mount point leads to another mount".into())(
+                    std::io::Error::from_raw_os_error(libc::EBUSY),
+                ));
+            }
+            let (shared, master, _) = fields(&m.optional);
+            let actual = if a.peer { shared } else { master };
+            anchors
+                .entry(a.group)
+                .or_default()
+                .push((a.root.clone(), fd, actual));
+        }
+    }
+    // An fd on each mount to set, reached by its path, its key checked; each namespace's own
+    // (mount_setattr acts only on mounts of the caller's namespace).
+    let mut targets: Vec<Vec<(OwnedFd, u32)>> = Vec::new();
+    let mut joined = Vec::new();
+    for (pid, ns) in &namespaces {
+        let mnt = std::fs::File::open(crate::proc::dir(*pid).join("ns/mnt")).map_err(|errno| {
+            MountNsError::Read {
+                pid: *pid,
+                inode: ns.inode,
+                what: "its mount namespace".into(),
+                errno,
+            }
+        })?;
+        joined.push(mnt);
+        let failed = |r: &MountPropagation, what: &str| {
+            let (mount, what) = (describe(r), what.to_string());
+            move |errno| MountNsError::Propagation {
+                pid: *pid,
+                inode: ns.inode,
+                mount,
+                what,
+                errno,
+            }
+        };
+        let table = table_of(*pid, ns)?;
+        let mut fds = Vec::new();
+        for r in &ns.propagation {
+            let fd = sys_mount::open_point(Some(*pid), &r.point).map_err(failed(r, "open it"))?;
+            let id = sys_mount::mount_id(fd.as_fd()).map_err(failed(r, "read its mount id"))?;
+            if !table.iter().any(|m| m.id == id && m.key() == r.key) {
+                return Err(MountNsError::Refused {
+                    pid: *pid,
+                    inode: ns.inode,
+                    mount: describe(r),
+                    detail: "its mount point leads to another mount than the one dumped".into(),
+                });
+            }
+            fds.push((fd, id));
+        }
+        targets.push(fds);
+    }
+    // Members of each group set so far (root, fd); cryo's pure slaves of a group.
+    let mut members: HashMap<u32, Vec<(String, BorrowedFd<'_>)>> = HashMap::new();
+    let mut slaves: HashMap<u32, Vec<(String, BorrowedFd<'_>)>> = HashMap::new();
+    for (g, list) in &anchors {
+        let peer = sources.get(g) == Some(&Source::Outer { peer: true });
+        let into = if peer { &mut members } else { &mut slaves };
+        into.entry(*g)
+            .or_default()
+            .extend(list.iter().map(|(root, fd, _)| (root.clone(), fd.as_fd())));
+    }
+    let mut pending: Vec<(usize, usize)> = namespaces
+        .iter()
+        .enumerate()
+        .flat_map(|(n, (_, ns))| (0..ns.propagation.len()).map(move |i| (n, i)))
+        .collect();
+    while !pending.is_empty() {
+        let before = pending.len();
+        let mut waiting = Vec::new();
+        for (n, i) in pending {
+            let (pid, ns) = namespaces[n];
+            let r = &ns.propagation[i];
+            let to = targets[n][i].0.as_fd();
+            let failed = |what: &str| {
+                let (mount, what) = (describe(r), what.to_string());
+                move |errno| MountNsError::Propagation {
+                    pid,
+                    inode: ns.inode,
+                    mount,
+                    what,
+                    errno,
+                }
+            };
+            // Its master group must exist first, and its own group unless it makes it.
+            let master_from = (r.master != 0).then(|| {
+                pick(members.get(&r.master), &r.root)
+                    .map(|f| (f, true))
+                    .or_else(|| pick(slaves.get(&r.master), &r.root).map(|f| (f, false)))
+            });
+            if matches!(master_from, Some(None)) {
+                waiting.push((n, i));
+                continue;
+            }
+            if r.shared != 0 {
+                if let Some(from) = pick(members.get(&r.shared), &r.root) {
+                    // A peer has its group's master too.
+                    sys_mount::set_group(from, to).map_err(failed("join its peer group"))?;
+                } else if sources.get(&r.shared) == Some(&Source::First(n, i)) {
+                    if let Some(Some((from, member))) = master_from {
+                        sys_mount::set_group(from, to)
+                            .map_err(failed("join its master's group"))?;
+                        if member {
+                            set_in(&joined[n], to, Propagation::Slave)
+                                .map_err(failed("make it a slave"))?;
+                        }
+                    }
+                    set_in(&joined[n], to, Propagation::Shared)
+                        .map_err(failed("make it shared"))?;
+                } else {
+                    waiting.push((n, i));
+                    continue;
+                }
+                members
+                    .entry(r.shared)
+                    .or_default()
+                    .push((r.root.clone(), to));
+            } else if let Some(Some((from, member))) = master_from {
+                sys_mount::set_group(from, to).map_err(failed("join its master's group"))?;
+                if member {
+                    set_in(&joined[n], to, Propagation::Slave)
+                        .map_err(failed("make it a slave"))?;
+                }
+            }
+            if r.unbindable {
+                set_in(&joined[n], to, Propagation::Unbindable)
+                    .map_err(failed("make it unbindable"))?;
+            }
+        }
+        if waiting.len() == before {
+            let (n, i) = waiting[0];
+            let (pid, ns) = namespaces[n];
+            return Err(MountNsError::Refused {
+                pid,
+                inode: ns.inode,
+                mount: describe(&ns.propagation[i]),
+                detail: "its peer group or master could not be made before it".into(),
+            });
+        }
+        pending = waiting;
+    }
+    verify(&namespaces, &targets, &anchors)
+}
+
+/// Gives mount `to` of the namespace `ns` (an open /proc/PID/ns/mnt) propagation `kind`,
+/// from a thread in that namespace.
+fn set_in(ns: &std::fs::File, to: BorrowedFd<'_>, kind: Propagation) -> std::io::Result<()> {
+    crate::sys::ns::run_in(ns, nix::sched::CloneFlags::CLONE_NEWNS, || {
+        sys_mount::set_propagation(to, kind)
+    })
+    .and_then(|r| r)
+}
+
+/// A mount of `list` (root, fd) whose root holds `root`.
+fn pick<'a>(list: Option<&Vec<(String, BorrowedFd<'a>)>>, root: &str) -> Option<BorrowedFd<'a>> {
+    list.and_then(|l| l.iter().find(|(r, _)| is_below(root, r)).map(|(_, fd)| *fd))
+}
+
+/// The mount table of restored `pid`'s namespace `ns`.
+fn table_of(pid: Pid, ns: &MountNamespace) -> Result<Vec<Mount>, MountNsError> {
+    std::fs::read_to_string(crate::proc::dir(pid).join("mountinfo"))
+        .map(|t| parse(&t))
+        .map_err(|errno| MountNsError::Read {
+            pid,
+            inode: ns.inode,
+            what: "its mountinfo".into(),
+            errno,
+        })
+}
+
+/// An io::Error again (std's is not Clone).
+fn clone_err(e: &std::io::Error) -> std::io::Error {
+    e.raw_os_error().map_or_else(
+        || std::io::Error::other(e.to_string()),
+        std::io::Error::from_raw_os_error,
+    )
+}
+
+/// Checks every table made against the dumped propagation: each dumped group is one group of
+/// the restore and each restored group one dumped (numbers apart), the groups found in cryo's
+/// namespace those of its mounts, the masters the same, every other mount private.
+fn verify(
+    namespaces: &[(Pid, &MountNamespace)],
+    targets: &[Vec<(OwnedFd, u32)>],
+    anchors: &HashMap<u32, Vec<(String, OwnedFd, u32)>>,
+) -> Result<(), MountNsError> {
+    // Dumped group -> restored group, and back.
+    let mut to: HashMap<u32, u32> = anchors
+        .iter()
+        .filter_map(|(g, list)| Some((*g, list.first()?.2)))
+        .collect();
+    let mut back: HashMap<u32, u32> = to.iter().map(|(a, b)| (*b, *a)).collect();
+    for ((pid, ns), fds) in namespaces.iter().zip(targets) {
+        let table = table_of(*pid, ns)?;
+        let set: HashMap<u32, &MountPropagation> = fds
+            .iter()
+            .zip(&ns.propagation)
+            .map(|((_, id), r)| (*id, r))
+            .collect();
+        for m in &table {
+            let made = fields(&m.optional);
+            let dumped = set
+                .get(&m.id)
+                .map_or((0, 0, false), |r| (r.shared, r.master, r.unbindable));
+            let mut same = (made.0 == 0) == (dumped.0 == 0)
+                && (made.1 == 0) == (dumped.1 == 0)
+                && made.2 == dumped.2;
+            for (d, a) in [(dumped.0, made.0), (dumped.1, made.1)] {
+                if d != 0 && a != 0 {
+                    same &= *to.entry(d).or_insert(a) == a && *back.entry(a).or_insert(d) == d;
+                }
+            }
+            if !same {
+                return Err(MountNsError::Refused {
+                    pid: *pid,
+                    inode: ns.inode,
+                    mount: m.describe(),
+                    detail: format!(
+                        "its propagation came out {:?}, not as dumped ({})",
+                        m.optional,
+                        set.get(&m.id)
+                            .map_or("private".to_string(), |r| describe(r))
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(point: &str, root: &str, shared: u32, master: u32) -> MountPropagation {
+        MountPropagation {
+            key: point.into(),
+            point: point.into(),
+            root: root.into(),
+            shared,
+            master,
+            unbindable: false,
+        }
+    }
+
+    #[test]
+    fn optional_fields_read_as_groups() {
+        assert_eq!(fields("shared:4 master:2"), (4, 2, false));
+        assert_eq!(fields("master:7 propagate_from:3"), (0, 7, false));
+        assert_eq!(fields("unbindable"), (0, 0, true));
+        assert_eq!(fields(""), (0, 0, false));
+    }
+
+    #[test]
+    fn a_group_is_made_by_the_mount_whose_root_holds_the_others() {
+        let ns = MountNamespace {
+            inode: 1,
+            propagation: vec![
+                record("/peer", "/a/sub", 9, 0),
+                record("/whole", "/a", 9, 0),
+                record("/slave", "/a/sub/x", 0, 9),
+            ],
+            ..Default::default()
+        };
+        let pid = Pid::from_raw(1);
+        let made = sources(&[(pid, &ns)]).unwrap();
+        assert_eq!(made[&9], Source::First(0, 1));
+        // No member holds the others: refused, naming the mount.
+        let split = MountNamespace {
+            inode: 1,
+            propagation: vec![record("/x", "/a", 9, 0), record("/y", "/b", 9, 0)],
+            ..Default::default()
+        };
+        let err = sources(&[(pid, &split)]).unwrap_err().to_string();
+        assert!(err.contains("none of its mounts shows"), "{err}");
+        // A slave of a group no one holds.
+        let orphan = MountNamespace {
+            inode: 1,
+            propagation: vec![record("/s", "/", 0, 3)],
+            ..Default::default()
+        };
+        let err = sources(&[(pid, &orphan)]).unwrap_err().to_string();
+        assert!(err.contains("is a slave of peer group 3"), "{err}");
+        // Found in cryo's namespace: joined there, if its root holds the mounts'.
+        let outer = MountNamespace {
+            inode: 1,
+            propagation: vec![record("/", "/", 4, 0)],
+            outer_groups: vec![OuterGroup {
+                group: 4,
+                key: "k".into(),
+                point: "/".into(),
+                root: "/".into(),
+                peer: true,
+            }],
+            ..Default::default()
+        };
+        assert_eq!(
+            sources(&[(pid, &outer)]).unwrap()[&4],
+            Source::Outer { peer: true }
+        );
+    }
+}
