@@ -251,6 +251,7 @@ mod tests {
             "/newroot",
             "--cgroup-root",
             "name=zdtmtst:/prefix",
+            "--no-mntns-compat-mode",
         ];
         let Command::Restore(args) = Cli::try_parse_from(argv).unwrap().command else {
             panic!("not restore");

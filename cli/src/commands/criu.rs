@@ -75,6 +75,16 @@ pub struct CriuArgs {
     #[arg(long, value_name = "PATH", value_parser = parse_directory)]
     cgroup_yard: Option<PathBuf>,
 
+    /// Accepted as CRIU's: cryo makes a mount namespace's mounts private, then sets their
+    /// propagation with MOVE_MOUNT_SET_GROUP (as CRIU's mount engine v2 does), whichever
+    /// engine this names
+    #[arg(long, overrides_with = "no_mntns_compat_mode")]
+    mntns_compat_mode: bool,
+
+    /// Accepted as CRIU's (see --mntns-compat-mode)
+    #[arg(long)]
+    no_mntns_compat_mode: bool,
+
     /// The network lock: nftables, the only one cryo has (CRIU's iptables and skip are
     /// refused)
     #[arg(long, value_name = "METHOD", value_parser = parse_network_lock)]
