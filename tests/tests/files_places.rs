@@ -86,6 +86,14 @@ fn a_removed_directory_on_a_read_only_mount_is_refused() {
             "deleted-dir-fd-ro",
             "fd 41: removed directory on a read-only mount",
         ),
+        (
+            "deleted-fifo-ro",
+            "fd 41: deleted FIFO on a read-only mount",
+        ),
+        (
+            "deleted-symlink-ro",
+            "fd 41: removed symbolic link on a read-only mount",
+        ),
     ] {
         let dir = control_dir();
         let base = dir.path().join("base");

@@ -13,6 +13,9 @@
 //! places deleted-cwd-ro DIR   a tmpfs mounted at DIR, working directory DIR/gone, removed,
 //!                          then the mount made read-only
 //! places deleted-dir-fd-ro DIR the same, DIR/gone held open at fd 41 instead
+//! places deleted-fifo-ro DIR  the same, DIR/gone a FIFO held open (O_RDWR) at fd 41
+//! places deleted-symlink-ro DIR the same, DIR/gone a symlink held at fd 41 (O_PATH |
+//!                          O_NOFOLLOW)
 //! places proc-cwd DIR      working directory /proc/<a child's pid>, the child then killed
 //!                          and reaped (the directory is gone with it)
 //! places proc-fd DIR       fd 41 on /proc/<a child's pid> (O_RDONLY|O_DIRECTORY), the child
@@ -69,20 +72,39 @@ pub fn start(args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
                 sys::fork_paused().map_err(failed("fork"))?;
             }
         }
-        "deleted-cwd-ro" | "deleted-dir-fd-ro" => {
+        "deleted-cwd-ro" | "deleted-dir-fd-ro" | "deleted-fifo-ro" | "deleted-symlink-ro" => {
             // DIR is a tmpfs the workload mounts (the test unmounts it), made read-only (a
-            // bind remount) once the directory in it is removed.
+            // bind remount) once the directory (FIFO, symlink) in it is removed.
             sys::mount_tmpfs(dir).map_err(failed("mount tmpfs"))?;
             let gone = dir.join("gone");
-            std::fs::create_dir(&gone).map_err(failed("mkdir"))?;
-            if how == "deleted-cwd-ro" {
-                std::env::set_current_dir(&gone).map_err(failed("chdir"))?;
-            } else {
-                let fd =
-                    sys::open(&gone, libc::O_RDONLY | libc::O_DIRECTORY).map_err(failed("open"))?;
+            let held = |path: &Path, flags: i32| -> Result<(), String> {
+                let fd = sys::open(path, flags).map_err(failed("open"))?;
                 sys::move_fd(fd, 41).map_err(failed("dup2"))?;
+                Ok(())
+            };
+            match how.as_str() {
+                "deleted-fifo-ro" => {
+                    sys::mkfifo(&gone).map_err(failed("mkfifo"))?;
+                    held(&gone, libc::O_RDWR)?;
+                }
+                "deleted-symlink-ro" => {
+                    std::os::unix::fs::symlink("elsewhere", &gone).map_err(failed("symlink"))?;
+                    held(&gone, libc::O_PATH | libc::O_NOFOLLOW)?;
+                }
+                _ => {
+                    std::fs::create_dir(&gone).map_err(failed("mkdir"))?;
+                    if how == "deleted-cwd-ro" {
+                        std::env::set_current_dir(&gone).map_err(failed("chdir"))?;
+                    } else {
+                        held(&gone, libc::O_RDONLY | libc::O_DIRECTORY)?;
+                    }
+                }
             }
-            std::fs::remove_dir(&gone).map_err(failed("rmdir"))?;
+            if how == "deleted-cwd-ro" || how == "deleted-dir-fd-ro" {
+                std::fs::remove_dir(&gone).map_err(failed("rmdir"))?;
+            } else {
+                std::fs::remove_file(&gone).map_err(failed("unlink"))?;
+            }
             sys::remount_bind_read_only(dir).map_err(failed("remount read-only"))?;
         }
         "deleted-cwd-held-by-child" => {
