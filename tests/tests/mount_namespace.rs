@@ -452,6 +452,21 @@ fn shared_slave_and_unbindable_mounts_come_back_in_their_peer_groups() {
     w.kill_restored();
 }
 
+/// A FIFO on the namespace's own tmpfs, held open with bytes queued: the holder opens it again
+/// by its path in the namespace made again (the copy's FIFO), refilled. Before, the dump was
+/// refused ("found again in cryo's namespace, not in the one made").
+#[test]
+fn a_fifo_on_the_namespaces_own_tmpfs_comes_back_open_with_its_bytes() {
+    cryo_bin();
+    let _shared = CRYOS_MOUNTS.read().unwrap_or_else(|e| e.into_inner());
+    let mut w = Workload::spawn("mount-ns", &["fifo"]);
+    assert_eq!(w.cmd("fifo"), "same:true queued in the fifo");
+    w.dump_and_restore();
+    assert_eq!(w.cmd("fifo"), "same:true queued in the fifo");
+    assert_eq!(w.cmd("fd"), "5 tmpfs file written before the dump");
+    w.kill_restored();
+}
+
 /// A shared mount covered by another mount on its point cannot be reached to be set again:
 /// the dump is refused naming it, the process left running.
 #[test]

@@ -22,7 +22,7 @@ use std::collections::{HashMap, HashSet};
 use std::io::{self, Read};
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use cryo_proto::image::{file_desc, FileDesc, MountNamespace, NamespaceMount, TaskCore, TreeEntry};
@@ -762,6 +762,27 @@ pub fn mark_files(
     {
         let reg = match desc.kind.as_mut() {
             Some(file_desc::Kind::Regular(r)) | Some(file_desc::Kind::Directory(r)) => r,
+            // A FIFO the holder opens by its path in the namespace made again: it must lead
+            // to the FIFO there now (a copied tmpfs's holds a new one, refilled).
+            Some(file_desc::Kind::Pipe(p)) if !p.fifo_path.is_empty() && !p.deleted => {
+                let Some(m) = own_mount(&p.fifo_path) else {
+                    continue;
+                };
+                let seen = std::fs::symlink_metadata(format!("{}{}", root.display(), p.fifo_path));
+                if !seen.is_ok_and(|s| s.file_type().is_fifo() && s.ino() == p.ino) {
+                    return Err(MountNsError::Refused {
+                        pid,
+                        inode: ns.inode,
+                        mount: mount_name(m),
+                        detail: format!(
+                            "FIFO {} (description {}) is no longer at its path in the namespace",
+                            p.fifo_path, desc.id
+                        ),
+                    });
+                }
+                p.in_mount_namespace = true;
+                continue;
+            }
             // Reopened by path in the holder once the namespace is made: that path must lead
             // to cryo's /proc there too.
             Some(file_desc::Kind::ProcFile(p)) => {

@@ -13,7 +13,8 @@
 //! makes a service's) instead of private: DIR/outer a slave of cryo's; DIR/ro made shared,
 //! bound again on DIR/peer (its peer) and on DIR/slave (made its slave); DIR/src bound on
 //! DIR/unbind, made unbindable; DIR/src/d a directory to mount on), `covered` (DIR/src bound
-//! on DIR/cov, made shared, a tmpfs mounted over it).
+//! on DIR/cov, made shared, a tmpfs mounted over it), `fifo` (a FIFO DIR/tmp/fifo on the
+//! tmpfs, open O_RDWR at fd 43, "queued in the fifo" written to it).
 //!
 //! ```text
 //! fd                  -> <pos> <contents of fd 40, from 0>
@@ -33,6 +34,8 @@
 //! mount-tmpfs POINT   -> ok | errno N
 //! umount POINT        -> ok | errno N
 //! bind FROM TO        -> ok | errno N
+//! fifo                -> same:<bool> <what fd 43 reads now, non-blocking, written back>
+//!                        (same: fd 43 and DIR/tmp/fifo are one inode)
 //! ```
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -46,6 +49,8 @@ use super::{failed, io_err, sys, unknown, Mode};
 const FD: i32 = 40;
 /// The fd of DIR/src/host.txt opened before the namespace was made (`held-before`).
 const HELD_BEFORE: i32 = 41;
+/// The fd of the FIFO on the tmpfs (`fifo`).
+const FIFO_FD: i32 = 43;
 /// The mtime (seconds) its files are given, to be found again.
 pub const MTIME: i64 = 1_600_000_000;
 /// The access time of the open file (2096).
@@ -54,6 +59,7 @@ pub const ATIME: i64 = 4_000_000_000;
 struct MountNs {
     map: &'static mut [u8],
     kids: Vec<i32>,
+    dir: std::path::PathBuf,
 }
 
 fn mount(
@@ -174,6 +180,15 @@ pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
                 )?;
                 continue;
             }
+            "fifo" => {
+                let fifo = tmp.join("fifo");
+                sys::mkfifo(&fifo).map_err(failed("mkfifo"))?;
+                let fd =
+                    sys::open(&fifo, libc::O_RDWR | libc::O_NONBLOCK).map_err(failed("open"))?;
+                sys::move_fd(fd, FIFO_FD).map_err(failed("dup2"))?;
+                sys::write_all(FIFO_FD, b"queued in the fifo").map_err(failed("write"))?;
+                continue;
+            }
             "nested" | "held-before" => continue,
             _ if extra.starts_with("umount:") => {
                 let point = &extra["umount:".len()..];
@@ -242,7 +257,11 @@ pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
     if args.iter().any(|a| a == "nested") {
         kids.push(nested_child(&tmp)?);
     }
-    Ok(Box::new(MountNs { map, kids }))
+    Ok(Box::new(MountNs {
+        map,
+        kids,
+        dir: dir.to_path_buf(),
+    }))
 }
 
 /// Forks a child that makes a mount namespace of its own inside this one, with a tmpfs
@@ -369,6 +388,18 @@ impl Mode for MountNs {
                 } else {
                     fields.join(" ")
                 })
+            }
+            ("fifo", []) => {
+                let at = std::fs::metadata(self.dir.join("tmp/fifo")).map_err(io_err)?;
+                let held = sys::fstat(FIFO_FD).map_err(io_err)?;
+                let mut buf = vec![0u8; 256];
+                let n = sys::read(FIFO_FD, &mut buf).unwrap_or(0);
+                sys::write_all(FIFO_FD, &buf[..n]).map_err(io_err)?;
+                Ok(format!(
+                    "same:{} {}",
+                    (at.dev(), at.ino()) == (held.st_dev, held.st_ino),
+                    String::from_utf8_lossy(&buf[..n])
+                ))
             }
             ("mounted", [point]) => Ok(if mountinfo_line(point).is_ok() {
                 "yes"
