@@ -467,6 +467,28 @@ fn a_fifo_on_the_namespaces_own_tmpfs_comes_back_open_with_its_bytes() {
     w.kill_restored();
 }
 
+/// Device nodes on the namespace's own tmpfs (as systemd's PrivateDevices makes /dev): the
+/// copy has them with their type, device number, mode, owner and second name. Before, the dump
+/// was refused ("a socket or a device node").
+#[test]
+fn device_nodes_on_the_namespaces_own_tmpfs_come_back_with_their_numbers_and_links() {
+    cryo_bin();
+    let _shared = CRYOS_MOUNTS.read().unwrap_or_else(|e| e.into_inner());
+    let mut w = Workload::spawn("mount-ns", &["devnode"]);
+    let tmp = w.path("tmp");
+    let node = |w: &Workload, name: &str| w.cmd(&format!("node {}/{name}", tmp.display()));
+    let without_ino = |s: String| s.rsplit_once(' ').map(|(a, _)| a.to_string()).unwrap();
+    assert_eq!(without_ino(node(&w, "null")), "c 1:3 640 1234:5678 2");
+    assert_eq!(without_ino(node(&w, "loop")), "b 7:0 640 0:0 1");
+    w.dump_and_restore();
+    let (null, null2) = (node(&w, "null"), node(&w, "null2"));
+    assert_eq!(without_ino(null.clone()), "c 1:3 640 1234:5678 2");
+    assert_eq!(null, null2, "one inode with two names");
+    assert_eq!(without_ino(node(&w, "loop")), "b 7:0 640 0:0 1");
+    assert_eq!(w.cmd("fd"), "5 tmpfs file written before the dump");
+    w.kill_restored();
+}
+
 /// A shared mount covered by another mount on its point cannot be reached to be set again:
 /// the dump is refused naming it, the process left running.
 #[test]

@@ -631,6 +631,16 @@ fn copy_tree(base: &Path, budget: &mut u64) -> Result<Vec<TreeEntry>, String> {
             ));
         }
         let file_type = meta.file_type();
+        // Another name of an inode met before (a hard link): made as a link to it.
+        if !file_type.is_dir() && meta.nlink() > 1 {
+            if let Some((first, _, count)) = links.get_mut(&meta.ino()) {
+                entry.link_to = first.clone();
+                *count += 1;
+                out.push(entry);
+                continue;
+            }
+            links.insert(meta.ino(), (rel.clone(), meta.nlink(), 1));
+        }
         if file_type.is_dir() {
             let mut names = list_dir(&path).map_err(|e| err("list", e))?;
             if names.iter().any(|n| n.contains('\0')) {
@@ -646,15 +656,6 @@ fn copy_tree(base: &Path, budget: &mut u64) -> Result<Vec<TreeEntry>, String> {
                 });
             }
         } else if file_type.is_file() {
-            if meta.nlink() > 1 {
-                if let Some((first, _, count)) = links.get_mut(&meta.ino()) {
-                    entry.link_to = first.clone();
-                    *count += 1;
-                    out.push(entry);
-                    continue;
-                }
-                links.insert(meta.ino(), (rel.clone(), meta.nlink(), 1));
-            }
             if meta.len() > *budget {
                 return Err(format!(
                     "holds more than {} MiB of files (at {}): larger contents are not copied",
@@ -674,9 +675,11 @@ fn copy_tree(base: &Path, budget: &mut u64) -> Result<Vec<TreeEntry>, String> {
         } else if file_type.is_symlink() {
             let target = std::fs::read_link(&path).map_err(|e| err("read", e))?;
             entry.data = target.as_os_str().as_bytes().to_vec();
-        } else if !std::os::unix::fs::FileTypeExt::is_fifo(&file_type) {
+        } else if file_type.is_char_device() || file_type.is_block_device() {
+            entry.rdev = meta.rdev();
+        } else if !file_type.is_fifo() {
             return Err(format!(
-                "holds {} of a type not copied (a socket or a device node)",
+                "holds {} of a type not copied (a socket)",
                 shown(&rel)
             ));
         }
@@ -1175,6 +1178,13 @@ fn fill(point: &Path, files: &[TreeEntry]) -> Result<(), (String, io::Error)> {
             }
             libc::S_IFIFO => nix::unistd::mkfifo(&path, Mode::from_bits_truncate(0o600))
                 .map_err(|err| fail(err.into()))?,
+            libc::S_IFCHR | libc::S_IFBLK => nix::sys::stat::mknod(
+                &path,
+                nix::sys::stat::SFlag::from_bits_truncate(kind),
+                Mode::from_bits_truncate(0o600),
+                e.rdev,
+            )
+            .map_err(|err| fail(err.into()))?,
             _ => return Err(fail(io::Error::from_raw_os_error(libc::EINVAL))),
         }
         if e.mount_point {

@@ -14,7 +14,9 @@
 //! bound again on DIR/peer (its peer) and on DIR/slave (made its slave); DIR/src bound on
 //! DIR/unbind, made unbindable; DIR/src/d a directory to mount on), `covered` (DIR/src bound
 //! on DIR/cov, made shared, a tmpfs mounted over it), `fifo` (a FIFO DIR/tmp/fifo on the
-//! tmpfs, open O_RDWR at fd 43, "queued in the fifo" written to it).
+//! tmpfs, open O_RDWR at fd 43, "queued in the fifo" written to it), `devnode` (on the
+//! tmpfs: DIR/tmp/null, a character device 1:3, mode 0640, owner 1234:5678, with a second
+//! name DIR/tmp/null2; a block device DIR/tmp/loop, 7:0).
 //!
 //! ```text
 //! fd                  -> <pos> <contents of fd 40, from 0>
@@ -34,6 +36,7 @@
 //! mount-tmpfs POINT   -> ok | errno N
 //! umount POINT        -> ok | errno N
 //! bind FROM TO        -> ok | errno N
+//! node PATH           -> <c|b|other> <major>:<minor> <mode octal> <uid>:<gid> <nlink> <ino>
 //! fifo                -> same:<bool> <what fd 43 reads now, non-blocking, written back>
 //!                        (same: fd 43 and DIR/tmp/fifo are one inode)
 //! ```
@@ -187,6 +190,20 @@ pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
                     sys::open(&fifo, libc::O_RDWR | libc::O_NONBLOCK).map_err(failed("open"))?;
                 sys::move_fd(fd, FIFO_FD).map_err(failed("dup2"))?;
                 sys::write_all(FIFO_FD, b"queued in the fifo").map_err(failed("write"))?;
+                continue;
+            }
+            "devnode" => {
+                use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+                let null = tmp.join("null");
+                let perms = Mode::from_bits_truncate(0o640);
+                mknod(&null, SFlag::S_IFCHR, perms, makedev(1, 3))
+                    .map_err(|e| format!("mknod: {e}"))?;
+                std::fs::set_permissions(&null, std::fs::Permissions::from_mode(0o640))
+                    .map_err(failed("chmod"))?;
+                std::os::unix::fs::chown(&null, Some(1234), Some(5678)).map_err(failed("chown"))?;
+                std::fs::hard_link(&null, tmp.join("null2")).map_err(failed("link"))?;
+                mknod(&tmp.join("loop"), SFlag::S_IFBLK, perms, makedev(7, 0))
+                    .map_err(|e| format!("mknod: {e}"))?;
                 continue;
             }
             "nested" | "held-before" => continue,
@@ -388,6 +405,25 @@ impl Mode for MountNs {
                 } else {
                     fields.join(" ")
                 })
+            }
+            ("node", [path]) => {
+                use std::os::unix::fs::FileTypeExt;
+                let m = std::fs::symlink_metadata(path).map_err(io_err)?;
+                let kind = match m.file_type() {
+                    t if t.is_char_device() => "c",
+                    t if t.is_block_device() => "b",
+                    _ => "other",
+                };
+                Ok(format!(
+                    "{kind} {}:{} {:o} {}:{} {} {}",
+                    nix::sys::stat::major(m.rdev()),
+                    nix::sys::stat::minor(m.rdev()),
+                    m.mode() & 0o7777,
+                    m.uid(),
+                    m.gid(),
+                    m.nlink(),
+                    m.ino()
+                ))
             }
             ("fifo", []) => {
                 let at = std::fs::metadata(self.dir.join("tmp/fifo")).map_err(io_err)?;
