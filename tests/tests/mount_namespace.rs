@@ -489,6 +489,38 @@ fn device_nodes_on_the_namespaces_own_tmpfs_come_back_with_their_numbers_and_lin
     w.kill_restored();
 }
 
+/// A bind of a directory of the namespace's own tmpfs: it comes back as a bind of the same
+/// directory of the copy (one filesystem: a file written through one name is read through the
+/// other), with an fd open through it. Before, the dump was refused ("a tmpfs mounted more
+/// than once, or part of one").
+#[test]
+fn a_bind_of_a_part_of_the_namespaces_own_tmpfs_comes_back_on_the_copy() {
+    cryo_bin();
+    let _shared = CRYOS_MOUNTS.read().unwrap_or_else(|e| e.into_inner());
+    let mut w = Workload::spawn("mount-ns", &["tmpfs-bind"]);
+    let (part, tbind) = (w.path("tmp/part"), w.path("tbind"));
+    let check = |w: &Workload, name: &str| {
+        assert_eq!(w.cmd(&format!("read {}/f", tbind.display())), "in part");
+        assert_eq!(w.cmd(&format!("write {}/{name}", tbind.display())), "ok");
+        assert_eq!(
+            w.cmd(&format!("read {}/{name}", part.display())),
+            "x",
+            "one filesystem"
+        );
+        assert_eq!(
+            w.cmd(&format!("node {}/f", part.display())),
+            w.cmd(&format!("node {}/f", tbind.display())),
+            "one inode"
+        );
+    };
+    check(&w, "before");
+    w.dump_and_restore();
+    check(&w, "after");
+    assert_eq!(w.cmd("read /proc/self/fd/44"), "in part");
+    assert_eq!(w.cmd("fd"), "5 tmpfs file written before the dump");
+    w.kill_restored();
+}
+
 /// A shared mount covered by another mount on its point cannot be reached to be set again:
 /// the dump is refused naming it, the process left running.
 #[test]

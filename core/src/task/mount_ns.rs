@@ -376,12 +376,52 @@ pub fn dump(pid: Pid, inode: u64) -> Result<MountNamespace, MountNsError> {
         let point = unescape(&m.point);
         let seen_at = PathBuf::from(format!("{}{}", root_link.display(), point));
         let same_dev = theirs.iter().filter(|t| t.dev == m.dev).count();
-        let record = if m.fstype == "tmpfs" && !our_devs.contains(m.dev.as_str()) {
-            if same_dev > 1 || m.root != "/" {
+        // The first mount of the namespace's own of this tmpfs, made (and copied) before.
+        let tmpfs_first = own[..n]
+            .iter()
+            .find(|o| o.dev == m.dev && o.fstype == "tmpfs" && !our_devs.contains(o.dev.as_str()));
+        let record = if let Some(first) = tmpfs_first {
+            // Bound again from its path below that one, which must lead to it.
+            let source = format!(
+                "{}{}",
+                unescape(&first.point).trim_end_matches('/'),
+                if m.root == "/" {
+                    String::new()
+                } else {
+                    unescape(&m.root)
+                }
+            );
+            let source = if source.is_empty() {
+                "/".to_string()
+            } else {
+                source
+            };
+            let there = |p: &Path| std::fs::metadata(p).map(|s| (s.dev(), s.ino())).ok();
+            let from = PathBuf::from(format!("{}{source}", root_link.display()));
+            if there(&from).is_none() || there(&from) != there(&seen_at) {
                 return Err(refuse(
                     m,
-                    "is a tmpfs mounted more than once, or part of one (bind mounts of the \
-                     namespace's own tmpfs are not made again)"
+                    format!(
+                        "is a bind of {} of the tmpfs on {}, whose path no longer leads to it:                          not made again",
+                        unescape(&m.root),
+                        unescape(&first.point)
+                    ),
+                ));
+            }
+            NamespaceMount {
+                point,
+                options: m.options.clone(),
+                bind_source: source,
+                tmpfs_bind: true,
+                key: m.key(),
+                ..Default::default()
+            }
+        } else if m.fstype == "tmpfs" && !our_devs.contains(m.dev.as_str()) {
+            if m.root != "/" {
+                return Err(refuse(
+                    m,
+                    "is a part of a tmpfs whose whole the namespace does not mount first: not \
+                     made again"
                         .into(),
                 ));
             }
@@ -833,7 +873,7 @@ pub fn mark_files(
             continue;
         };
         reg.in_mount_namespace = true;
-        reg.on_copied_tmpfs = m.tmpfs;
+        reg.on_copied_tmpfs = m.tmpfs || m.tmpfs_bind;
         let refuse = |detail: String| MountNsError::Refused {
             pid,
             inode: ns.inode,

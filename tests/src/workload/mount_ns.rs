@@ -16,7 +16,8 @@
 //! on DIR/cov, made shared, a tmpfs mounted over it), `fifo` (a FIFO DIR/tmp/fifo on the
 //! tmpfs, open O_RDWR at fd 43, "queued in the fifo" written to it), `devnode` (on the
 //! tmpfs: DIR/tmp/null, a character device 1:3, mode 0640, owner 1234:5678, with a second
-//! name DIR/tmp/null2; a block device DIR/tmp/loop, 7:0).
+//! name DIR/tmp/null2; a block device DIR/tmp/loop, 7:0), `tmpfs-bind` (DIR/tmp/part, holding
+//! `f` ("in part"), bound on DIR/tbind; DIR/tbind/f open at fd 44).
 //!
 //! ```text
 //! fd                  -> <pos> <contents of fd 40, from 0>
@@ -204,6 +205,23 @@ pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
                 std::fs::hard_link(&null, tmp.join("null2")).map_err(failed("link"))?;
                 mknod(&tmp.join("loop"), SFlag::S_IFBLK, perms, makedev(7, 0))
                     .map_err(|e| format!("mknod: {e}"))?;
+                continue;
+            }
+            "tmpfs-bind" => {
+                let part = tmp.join("part");
+                std::fs::create_dir(&part).map_err(failed("mkdir part"))?;
+                std::fs::write(part.join("f"), "in part").map_err(failed("write f"))?;
+                let tbind = dir.join("tbind");
+                std::fs::create_dir_all(&tbind).map_err(failed("mkdir tbind"))?;
+                mount(
+                    Some(&part.to_string_lossy()),
+                    &tbind,
+                    None,
+                    MsFlags::MS_BIND,
+                    None,
+                )?;
+                let fd = sys::open(&tbind.join("f"), libc::O_RDONLY).map_err(failed("open"))?;
+                sys::move_fd(fd, 44).map_err(failed("dup2"))?;
                 continue;
             }
             "nested" | "held-before" => continue,
