@@ -306,19 +306,19 @@ fn a_sysfs_mounted_in_the_namespace_comes_back_showing_the_same_network_namespac
 fn a_mount_of_another_kind_only_the_namespace_has_is_refused_naming_it() {
     cryo_bin();
     let _shared = CRYOS_MOUNTS.read().unwrap_or_else(|e| e.into_inner());
-    let w = Workload::spawn("mount-ns", &["mqueue"]);
+    let w = Workload::spawn("mount-ns", &["devpts"]);
     let out = w.dump(&w.path("img"), &[]);
     assert!(
         !out.status.success(),
-        "mqueue: the dump should be refused\n{out}"
+        "devpts: the dump should be refused\n{out}"
     );
     let inode = mnt_ns(w.pid()).to_string_lossy().into_owned();
     let inode = inode.trim_start_matches("mnt:");
     let want = format!(
-        "pid {}: mount namespace mnt:{inode}: mqueue mqueue on {}: is a mqueue mount only the \
+        "pid {}: mount namespace mnt:{inode}: devpts devpts on {}: is a devpts mount only the \
          namespace has",
         w.pid(),
-        w.path("mq").display()
+        w.path("pts").display()
     );
     assert!(out.stderr.contains(&want), "want {want:?}\n{}", out.stderr);
     w.assert_untouched();
@@ -518,6 +518,65 @@ fn a_bind_of_a_part_of_the_namespaces_own_tmpfs_comes_back_on_the_copy() {
     check(&w, "after");
     assert_eq!(w.cmd("read /proc/self/fd/44"), "in part");
     assert_eq!(w.cmd("fd"), "5 tmpfs file written before the dump");
+    w.kill_restored();
+}
+
+/// An mqueue mounted in the namespace, of cryo's IPC namespace: it comes back showing it (a
+/// queue cryo's namespace makes after the restore is listed there); and one of an IPC namespace
+/// of the process's own: it comes back showing the new one (a queue the process makes is
+/// listed there, not in cryo's). Before, the dump was refused ("a mqueue mount only the
+/// namespace has").
+#[test]
+fn an_mqueue_mounted_in_the_namespace_comes_back_showing_the_same_ipc_namespace() {
+    cryo_bin();
+    let _shared = CRYOS_MOUNTS.read().unwrap_or_else(|e| e.into_inner());
+    let mut w = Workload::spawn("mount-ns", &["mqueue"]);
+    let ls = format!("ls {}", w.path("mq").display());
+    let name = format!("cryo-test-mq-{}", std::process::id());
+    // A queue of cryo's IPC namespace while `f` runs.
+    let with_host_queue = |f: &dyn Fn() -> String| {
+        let c = std::ffi::CString::new(name.clone()).unwrap();
+        // SAFETY: `c` is a NUL-terminated name; a null attr asks for the defaults.
+        let q = unsafe {
+            libc::syscall(
+                libc::SYS_mq_open,
+                c.as_ptr(),
+                libc::O_CREAT | libc::O_RDWR,
+                0o600,
+                std::ptr::null::<libc::c_void>(),
+            )
+        };
+        assert!(q >= 0, "mq_open: {}", std::io::Error::last_os_error());
+        let seen = f();
+        // SAFETY: as above; the fd is this test's.
+        unsafe {
+            libc::close(q as i32);
+            libc::syscall(libc::SYS_mq_unlink, c.as_ptr());
+        }
+        seen
+    };
+    let seen = with_host_queue(&|| w.cmd(&ls));
+    assert!(seen.split(' ').any(|n| n == name), "before: {seen}");
+    w.dump_and_restore();
+    let seen = with_host_queue(&|| w.cmd(&ls));
+    assert!(
+        seen.split(' ').any(|n| n == name),
+        "cryo's queue, after: {seen}"
+    );
+    w.kill_restored();
+
+    let mut w = Workload::spawn("mount-ns", &["mqueue-own"]);
+    let ls = format!("ls {}", w.path("mq").display());
+    let own = format!("cryo-own-queue-{}", std::process::id());
+    assert_eq!(w.cmd(&ls), "", "a fresh IPC namespace's mqueue");
+    w.dump_and_restore();
+    assert_eq!(w.cmd(&format!("mq-create {own}")), "ok");
+    assert_eq!(w.cmd(&ls), own, "the restored process's own");
+    let c = std::ffi::CString::new(own.clone()).unwrap();
+    // SAFETY: `c` is a NUL-terminated name.
+    let q = unsafe { libc::syscall(libc::SYS_mq_open, c.as_ptr(), libc::O_RDONLY, 0, 0) };
+    assert!(q < 0, "the process's queue reached cryo's IPC namespace");
+    assert_eq!(w.cmd(&format!("mq-unlink {own}")), "ok");
     w.kill_restored();
 }
 

@@ -1,7 +1,8 @@
 //! Mount namespaces other than cryo's: dumped as cryo's mounts plus the tmpfs mounts (with
-//! their contents), proc and sysfs mounts and bind mounts of cryo's paths only the namespace
-//! has; made again, private, by the topmost process of the dump in it before it opens its
-//! files (the procs and sysfs by cryo once every process made its files); anything else
+//! their contents, and binds of parts of them), proc, sysfs and mqueue mounts and bind mounts
+//! of cryo's paths only the namespace has; made again, private, by the topmost process of the
+//! dump in it before it opens its files (the procs, sysfs and mqueues by cryo once every
+//! process made its files), their propagation set last (propagation.rs); anything else
 //! refused at dump naming pid, the namespace and the mount.
 //!
 //! ```text
@@ -471,6 +472,35 @@ pub fn dump(pid: Pid, inode: u64) -> Result<MountNamespace, MountNsError> {
                 proc_own_pidns: own,
                 ..Default::default()
             }
+        } else if m.fstype == "mqueue" && m.root == "/" {
+            // One mqueue superblock per IPC namespace, wherever it is mounted.
+            let own = match mqueue_shows(pid, &seen_at) {
+                Ok(Some(own)) => own,
+                Ok(None) => {
+                    return Err(refuse(
+                        m,
+                        "shows an IPC namespace that is neither the process's own nor cryo's: \
+                         not made again"
+                            .into(),
+                    ))
+                }
+                Err(e) => return Err(read_err(&format!("the mqueue on {point}"))(e)),
+            };
+            if m.super_options != "rw" {
+                return Err(refuse(
+                    m,
+                    format!("mqueue options {:?} are not made again", m.super_options),
+                ));
+            }
+            NamespaceMount {
+                point,
+                options: m.options.clone(),
+                source: unescape(&m.source),
+                key: m.key(),
+                mqueue: true,
+                mqueue_own_ipcns: own,
+                ..Default::default()
+            }
         } else if m.fstype == "sysfs" && m.root == "/" {
             // A sysfs of a network namespace is one superblock wherever it is mounted: on
             // cryo's, it shows cryo's namespace.
@@ -586,6 +616,24 @@ fn proc_shows(pid: Pid, seen_at: &Path) -> io::Result<Option<bool>> {
         return Ok(Some(nspid.len() > 1));
     }
     Ok((own.is_some() && shows(first) == own).then_some(false))
+}
+
+/// Which IPC namespace the mqueue process `pid` shows at `seen_at` (/proc/PID/root/POINT)
+/// is: the process's own (true) or cryo's (false), told by the device of the superblock a new
+/// mqueue mount gets in each (one per namespace); `None` for another one.
+fn mqueue_shows(pid: Pid, seen_at: &Path) -> io::Result<Option<bool>> {
+    let dev = std::fs::metadata(seen_at)?.dev();
+    let dev_in = |ns: PathBuf| -> io::Result<u64> {
+        let ns = std::fs::File::open(ns)?;
+        let made = crate::sys::ns::run_in(&ns, nix::sched::CloneFlags::CLONE_NEWIPC, || {
+            sys::mount::detached("mqueue", "mqueue", None, "")
+        })??;
+        Ok(nix::sys::stat::fstat(made.as_fd())?.st_dev)
+    };
+    if dev_in(proc::dir(pid).join("ns/ipc"))? == dev {
+        return Ok(Some(true));
+    }
+    Ok((dev_in(PathBuf::from("/proc/self/ns/ipc"))? == dev).then_some(false))
 }
 
 /// Whether the sysfs process `pid` shows at `seen_at` (/proc/PID/root/POINT) is of the
@@ -906,6 +954,8 @@ pub fn mark_files(
 fn mount_name(m: &NamespaceMount) -> String {
     if m.proc {
         format!("proc on {}", m.point)
+    } else if m.mqueue {
+        format!("mqueue on {}", m.point)
     } else if m.sysfs {
         format!("sysfs on {}", m.point)
     } else if m.tmpfs {
@@ -1036,7 +1086,7 @@ pub fn restore_in_child(core: &TaskCore, parent: Option<&TaskCore>) -> Result<()
 /// they may cover cryo's /proc, through which the processes open theirs), not by the process
 /// that makes the namespace.
 fn made_by_cryo(m: &NamespaceMount) -> bool {
-    m.proc || m.sysfs
+    m.proc || m.sysfs || m.mqueue
 }
 
 /// `table` without one occurrence of each key of `keys`.
@@ -1113,6 +1163,8 @@ pub(crate) fn mount_procs_and_sysfs(
         for m in ns.mounts.iter().filter(|m| made_by_cryo(m)) {
             let (fstype, shows) = if m.proc {
                 ("proc", ns_of(m.proc_own_pidns, "pid"))
+            } else if m.mqueue {
+                ("mqueue", ns_of(m.mqueue_own_ipcns, "ipc"))
             } else {
                 ("sysfs", ns_of(m.sysfs_own_netns, "net"))
             };
@@ -1120,6 +1172,12 @@ pub(crate) fn mount_procs_and_sysfs(
             let made = std::fs::File::open(&shows).and_then(|shows| {
                 if m.proc {
                     sys::mount::detached("proc", &m.source, Some(shows.as_fd()), &m.proc_options)
+                } else if m.mqueue {
+                    // An mqueue shows the IPC namespace of the thread that makes it.
+                    crate::sys::ns::run_in(&shows, nix::sched::CloneFlags::CLONE_NEWIPC, || {
+                        sys::mount::detached("mqueue", &m.source, None, "")
+                    })
+                    .and_then(|r| r)
                 } else {
                     // A sysfs shows the network namespace of the thread that makes it.
                     crate::sys::ns::run_in(&shows, nix::sched::CloneFlags::CLONE_NEWNET, || {

@@ -4,7 +4,9 @@
 //! directory on it (DIR/tmp/quiet.txt: an access time older than its modification time, never
 //! read); DIR/src bound read-only (and nosuid) on DIR/ro,
 //! DIR/src/host.txt read-only on DIR/tmp/bound (a file of the tmpfs). EXTRA: `proc` (a proc
-//! mounted on DIR/proc), `sysfs` (a sysfs on DIR/sys), `mqueue` (an mqueue on DIR/mq), `shared` (the tmpfs made shared), `umount:PATH` (a
+//! mounted on DIR/proc), `sysfs` (a sysfs on DIR/sys), `mqueue` (an mqueue on DIR/mq),
+//! `mqueue-own` (an IPC namespace of its own made, its mqueue on DIR/mq), `devpts` (a new
+//! devpts instance on DIR/pts), `shared` (the tmpfs made shared), `umount:PATH` (a
 //! mount of cryo's at PATH unmounted in its namespace), `nested` (a child in a mount namespace made inside this one, with a tmpfs cryo-mnt-inner on
 //! DIR/tmp/inner holding `f`; `kids` names it), `held-before` (DIR/src/host.txt opened at
 //! fd 41 and /dev/null at fd 42 before the namespace is made: their mounts are cryo's
@@ -37,6 +39,9 @@
 //! mount-tmpfs POINT   -> ok | errno N
 //! umount POINT        -> ok | errno N
 //! bind FROM TO        -> ok | errno N
+//! ls PATH             -> the names in directory PATH, sorted, space-separated
+//! mq-create NAME      -> ok | errno N      (mq_open(NAME, O_CREAT), closed)
+//! mq-unlink NAME      -> ok | errno N
 //! node PATH           -> <c|b|other> <major>:<minor> <mode octal> <uid>:<gid> <nlink> <ino>
 //! fifo                -> same:<bool> <what fd 43 reads now, non-blocking, written back>
 //!                        (same: fd 43 and DIR/tmp/fifo are one inode)
@@ -138,6 +143,12 @@ pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
             "proc" => ("proc", dir.join("proc")),
             "sysfs" => ("sysfs", dir.join("sys")),
             "mqueue" => ("mqueue", dir.join("mq")),
+            "mqueue-own" => {
+                nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWIPC)
+                    .map_err(|e| format!("unshare ipc: {e}"))?;
+                ("mqueue", dir.join("mq"))
+            }
+            "devpts" => ("devpts", dir.join("pts")),
             "shared" => {
                 mount(None, &tmp, None, MsFlags::MS_SHARED, None)?;
                 continue;
@@ -424,6 +435,26 @@ impl Mode for MountNs {
                     fields.join(" ")
                 })
             }
+            ("ls", [path]) => {
+                let mut names: Vec<String> = std::fs::read_dir(path)
+                    .map_err(io_err)?
+                    .filter_map(|e| Some(e.ok()?.file_name().to_string_lossy().into_owned()))
+                    .collect();
+                names.sort();
+                Ok(names.join(" "))
+            }
+            ("mq-create", [name]) => {
+                let name = name.trim_start_matches('/');
+                Ok(sys::mq_open(name, libc::O_CREAT | libc::O_RDWR, None)
+                    .map(|q| {
+                        sys::close(q);
+                        "ok".to_string()
+                    })
+                    .unwrap_or_else(errno))
+            }
+            ("mq-unlink", [name]) => Ok(sys::mq_unlink(name.trim_start_matches('/'))
+                .map(|()| "ok".to_string())
+                .unwrap_or_else(errno)),
             ("node", [path]) => {
                 use std::os::unix::fs::FileTypeExt;
                 let m = std::fs::symlink_metadata(path).map_err(io_err)?;

@@ -44,21 +44,6 @@ struct Mqueue {
     waiter: Option<(i32, i32)>,
 }
 
-fn cname(name: &str) -> io::Result<std::ffi::CString> {
-    std::ffi::CString::new(name).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
-}
-
-fn mq_open(name: &str, flags: i32, attr: Option<&libc::mq_attr>) -> io::Result<i32> {
-    let c = cname(name)?;
-    let attr = attr.map_or(std::ptr::null(), |a| a as *const libc::mq_attr);
-    // SAFETY: `c` is NUL-terminated and `attr` null or a valid mq_attr, alive for the call.
-    let fd = unsafe { libc::syscall(libc::SYS_mq_open, c.as_ptr(), flags, 0o640, attr) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(fd as i32)
-}
-
 fn mq_send(fd: i32, prio: u32, text: &[u8]) -> io::Result<()> {
     // SAFETY: `text` is readable for its length; a null timeout is allowed.
     let r = unsafe {
@@ -99,7 +84,7 @@ impl Mqueue {
         attr.mq_maxmsg = 5;
         attr.mq_msgsize = 64;
         let flags = libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_NONBLOCK;
-        let fd = sys::move_fd(mq_open(name, flags, Some(&attr))?, FD)?;
+        let fd = sys::move_fd(sys::mq_open(name, flags, Some(&attr))?, FD)?;
         // SAFETY: fchown takes no pointers.
         sys::cvt(unsafe { libc::fchown(fd, 1001, 101) })?;
         // umask may have taken bits of the mode off.
@@ -110,7 +95,7 @@ impl Mqueue {
         }
         let mut child = None;
         if has("child") {
-            let theirs = sys::move_fd(mq_open(name, libc::O_WRONLY, None)?, CHILD_FD)?;
+            let theirs = sys::move_fd(sys::mq_open(name, libc::O_WRONLY, None)?, CHILD_FD)?;
             let (a_rd, a_wr) = sys::pipe()?;
             let (b_rd, b_wr) = sys::pipe()?;
             // the workload is single-threaded here; the child only makes syscalls.
@@ -135,11 +120,7 @@ impl Mqueue {
             });
         }
         if has("unlinked") {
-            let c = cname(name)?;
-            // SAFETY: `c` is NUL-terminated, alive for the call.
-            if unsafe { libc::syscall(libc::SYS_mq_unlink, c.as_ptr()) } < 0 {
-                return Err(io::Error::last_os_error());
-            }
+            sys::mq_unlink(name)?;
         }
         if has("notify") {
             // SAFETY: sigevent is plain data; all-zero is valid.
@@ -158,8 +139,8 @@ impl Mqueue {
             attr.mq_msgsize = 64;
             let w_name = format!("{name}-w");
             let flags = libc::O_RDONLY | libc::O_CREAT | libc::O_EXCL;
-            let theirs = sys::move_fd(mq_open(&w_name, flags, Some(&attr))?, 49)?;
-            sys::move_fd(mq_open(&w_name, libc::O_WRONLY, None)?, 50)?;
+            let theirs = sys::move_fd(sys::mq_open(&w_name, flags, Some(&attr))?, 49)?;
+            sys::move_fd(sys::mq_open(&w_name, libc::O_WRONLY, None)?, 50)?;
             let (rd, wr) = sys::pipe()?;
             // the workload is single-threaded here; the child only makes syscalls.
             let kid = sys::fork()?;

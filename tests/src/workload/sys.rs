@@ -1361,23 +1361,33 @@ pub fn arch_prctl(code: i32, arg: u64) -> io::Result<i64> {
 
 /// A new POSIX message queue `name` (no slash), opened read-write and unlinked at once.
 pub fn mq_open_unlinked(name: &str) -> io::Result<i32> {
+    let fd = mq_open(name, libc::O_RDWR | libc::O_CREAT | libc::O_EXCL, None)?;
+    // The queue lives on while `fd` is open.
+    mq_unlink(name)?;
+    Ok(fd)
+}
+
+/// mq_open(2) of queue `name` (without the leading '/': the system call's form) with `flags`,
+/// mode 0640 and `attr` (None: the defaults).
+pub fn mq_open(name: &str, flags: i32, attr: Option<&libc::mq_attr>) -> io::Result<i32> {
     let c = std::ffi::CString::new(name).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-    // SAFETY: `c` is a NUL-terminated name; a null attr asks for the defaults.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_mq_open,
-            c.as_ptr(),
-            libc::O_RDWR | libc::O_CREAT | libc::O_EXCL,
-            0o600,
-            std::ptr::null::<libc::c_void>(),
-        )
-    };
+    let attr = attr.map_or(std::ptr::null(), |a| a as *const libc::mq_attr);
+    // SAFETY: `c` is NUL-terminated and `attr` null or a valid mq_attr, alive for the call.
+    let fd = unsafe { libc::syscall(libc::SYS_mq_open, c.as_ptr(), flags, 0o640, attr) };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
-    // SAFETY: as above; the queue lives on while `fd` is open.
-    unsafe { libc::syscall(libc::SYS_mq_unlink, c.as_ptr()) };
     Ok(fd as i32)
+}
+
+/// mq_unlink(2) of queue `name` (without the leading '/').
+pub fn mq_unlink(name: &str) -> io::Result<()> {
+    let c = std::ffi::CString::new(name).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: `c` is NUL-terminated, alive for the call.
+    if unsafe { libc::syscall(libc::SYS_mq_unlink, c.as_ptr()) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// A memfd_secret fd.
