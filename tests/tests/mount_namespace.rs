@@ -580,6 +580,50 @@ fn an_mqueue_mounted_in_the_namespace_comes_back_showing_the_same_ipc_namespace(
     w.kill_restored();
 }
 
+/// A process whose namespace's root is a tmpfs of its own (pivot_root, as a sandbox makes
+/// one), holding binds of cryo's paths, a proc, and the usual tmpfs and binds below: it comes
+/// back in a namespace with the same root and mounts, its files, mapping and working directory
+/// on them, cryo's old root nowhere in it. Before, the dump was refused ("is mounted on a
+/// mount its path no longer leads to").
+#[test]
+fn a_namespace_with_a_root_of_its_own_comes_back_pivoted() {
+    cryo_bin();
+    let _shared = CRYOS_MOUNTS.read().unwrap_or_else(|e| e.into_inner());
+    let mut w = Workload::spawn("mount-ns", &["pivot"]);
+    let before = observe(&w);
+    check_observed(&w, &before);
+    let root = w.cmd("mount /");
+    assert!(root.contains("mode=755"), "its root: {root}");
+    let table = |w: &Workload| {
+        let mut points: Vec<String> =
+            std::fs::read_to_string(format!("/proc/{}/mountinfo", w.pid()))
+                .unwrap()
+                .lines()
+                .map(|l| l.split(' ').skip(4).take(1).collect::<String>())
+                .collect();
+        points.sort();
+        points
+    };
+    let mounts = table(&w);
+    assert!(
+        !mounts.contains(&"/sys".to_string()),
+        "cryo's old root detached: {mounts:?}"
+    );
+    w.dump(&w.path("left"), &["--leave-running"])
+        .assert_success();
+    assert_eq!(
+        observe(&w),
+        before,
+        "the original after a --leave-running dump"
+    );
+    w.dump_and_restore();
+    assert_eq!(observe(&w), before, "the restored process");
+    assert_eq!(w.cmd("mount /"), root, "its root");
+    assert_eq!(table(&w), mounts, "its mount points");
+    check_writes(&w);
+    w.kill_restored();
+}
+
 /// A shared mount covered by another mount on its point cannot be reached to be set again:
 /// the dump is refused naming it, the process left running.
 #[test]

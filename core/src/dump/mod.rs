@@ -648,6 +648,15 @@ fn dump_tree(
             .collect::<Vec<_>>(),
         &live_pids,
     )?;
+    crate::task::mount_ns::refuse_nested_pivoted(
+        &pstree
+            .iter()
+            .zip(&cores)
+            .map(|(e, (core, _))| {
+                (Pid::from_raw(e.pid), Pid::from_raw(e.ppid), core.mnt.as_ref())
+            })
+            .collect::<Vec<_>>(),
+    )?;
     crate::task::mount_ns::check_propagation(
         &live
             .iter()

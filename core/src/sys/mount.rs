@@ -183,8 +183,24 @@ pub(crate) fn detached(
 /// copy alone, the mount itself left read-only. Writes through it fail EROFS where the
 /// filesystem itself is read-only. Dropped, the copy is unmounted.
 pub(crate) fn writable_clone(dir: &Path) -> io::Result<OwnedFd> {
-    const OPEN_TREE_CLONE: libc::c_uint = 1;
     const MOUNT_ATTR_RDONLY: u64 = 0x1;
+    let clone = clone_tree(dir)?;
+    mount_setattr(
+        clone.as_fd(),
+        &MountAttr {
+            attr_set: 0,
+            attr_clr: MOUNT_ATTR_RDONLY,
+            propagation: 0,
+            userns_fd: 0,
+        },
+    )?;
+    Ok(clone)
+}
+
+/// A detached bind of `dir` alone (open_tree OPEN_TREE_CLONE, not its submounts), to attach
+/// ([`attach`]); unmounted when dropped unattached.
+pub(crate) fn clone_tree(dir: &Path) -> io::Result<OwnedFd> {
+    const OPEN_TREE_CLONE: libc::c_uint = 1;
     let path = CString::new(dir.as_os_str().as_bytes())
         .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
     // SAFETY: `path` is a NUL-terminated string the kernel only reads; open_tree returns a
@@ -201,17 +217,21 @@ pub(crate) fn writable_clone(dir: &Path) -> io::Result<OwnedFd> {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: `fd` was just returned by open_tree and is owned by nothing else.
-    let clone = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
-    mount_setattr(
-        clone.as_fd(),
-        &MountAttr {
-            attr_set: 0,
-            attr_clr: MOUNT_ATTR_RDONLY,
-            propagation: 0,
-            userns_fd: 0,
-        },
-    )?;
-    Ok(clone)
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Makes the working directory (the root of a mount) the root of the calling process's mount
+/// namespace: pivot_root(".", "."), the old root (stacked on it by that call) detached, then
+/// chdir("/").
+pub(crate) fn pivot_here() -> io::Result<()> {
+    // SAFETY: two NUL-terminated paths the kernel only reads.
+    let r = unsafe { libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    nix::mount::umount2(".", nix::mount::MntFlags::MNT_DETACH)?;
+    nix::unistd::chdir("/")?;
+    Ok(())
 }
 
 /// struct mount_attr (linux/mount.h, MOUNT_ATTR_SIZE_VER0).

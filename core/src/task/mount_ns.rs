@@ -316,8 +316,22 @@ pub fn dump(pid: Pid, inode: u64) -> Result<MountNamespace, MountNsError> {
     }
     let (propagation, outer_groups) =
         propagation::dump(pid, &theirs, &ours).map_err(|(m, detail)| refuse(m, detail))?;
+    // Its root mount: the one whose parent it does not show. Another than cryo's: a root of
+    // its own (pivot_root), every mount then its own, the root first.
+    let top = |table: &[Mount]| {
+        let ids: HashSet<u32> = table.iter().map(|m| m.id).collect();
+        table
+            .iter()
+            .find(|m| !ids.contains(&m.parent))
+            .map(Mount::key)
+    };
+    let pivoted = top(&theirs).is_some() && top(&theirs) != top(&ours);
     // Cryo's mounts, each matched once; the rest are the namespace's own, in mount order.
-    let mut unmatched: Vec<(String, &Mount)> = ours.iter().map(|o| (o.key(), o)).collect();
+    let mut unmatched: Vec<(String, &Mount)> = if pivoted {
+        Vec::new()
+    } else {
+        ours.iter().map(|o| (o.key(), o)).collect()
+    };
     let mut inherited: HashSet<u32> = HashSet::new();
     let mut own: Vec<&Mount> = Vec::new();
     for m in &theirs {
@@ -328,6 +342,25 @@ pub fn dump(pid: Pid, inode: u64) -> Result<MountNamespace, MountNsError> {
                 inherited.insert(m.id);
             }
             None => own.push(m),
+        }
+    }
+    if pivoted {
+        let ids: HashSet<u32> = theirs.iter().map(|m| m.id).collect();
+        if let Some(i) = own.iter().position(|m| !ids.contains(&m.parent)) {
+            let root_mount = own.remove(i);
+            own.insert(0, root_mount);
+        }
+        if !theirs
+            .iter()
+            .any(|m| m.fstype == "proc" && unescape(&m.point) == "/proc")
+        {
+            return Err(refuse(
+                own[0],
+                "is the root of the namespace (pivot_root), which has no proc on /proc: not \
+                 made again (the restore reaches cryo's /proc there until the namespace's own \
+                 is made)"
+                    .into(),
+            ));
         }
     }
     // Cryo's mounts it does not have (unmounted there, or mounted in cryo's since it was
@@ -360,19 +393,34 @@ pub fn dump(pid: Pid, inode: u64) -> Result<MountNamespace, MountNsError> {
                     .into(),
             ));
         }
-        // Made again by its path, it must land on the mount that path leads to.
+        // Made again by its path, it must land on the mount that path leads to (the root of
+        // a pivoted namespace is made first, on nothing of the namespace's).
         let at = theirs.iter().position(|t| t.id == m.id).unwrap_or(0);
-        let leads_to = theirs[..at]
-            .iter()
-            .filter(|t| is_below(&m.point, &t.point))
-            .max_by_key(|t| t.point.len());
-        if leads_to.map(|t| t.id) != Some(m.parent) {
-            return Err(refuse(
-                m,
-                "is mounted on a mount its path no longer leads to (over-mounted since): not \
+        if pivoted && n == 0 {
+            if m.point != "/"
+                || m.fstype != "tmpfs"
+                    && (!our_devs.contains(m.dev.as_str()) || PSEUDO.contains(&m.fstype.as_str()))
+            {
+                return Err(refuse(
+                    m,
+                    "is the root of the namespace (pivot_root): only a tmpfs or a bind of cryo's \
+                     path is made again as its root"
+                        .into(),
+                ));
+            }
+        } else {
+            let leads_to = theirs[..at]
+                .iter()
+                .filter(|t| is_below(&m.point, &t.point))
+                .max_by_key(|t| t.point.len());
+            if leads_to.map(|t| t.id) != Some(m.parent) {
+                return Err(refuse(
+                    m,
+                    "is mounted on a mount its path no longer leads to (over-mounted since): not \
                  made again"
-                    .into(),
-            ));
+                        .into(),
+                ));
+            }
         }
         let point = unescape(&m.point);
         let seen_at = PathBuf::from(format!("{}{}", root_link.display(), point));
@@ -570,6 +618,7 @@ pub fn dump(pid: Pid, inode: u64) -> Result<MountNamespace, MountNsError> {
         table: table_keys(&theirs),
         propagation,
         outer_groups,
+        pivoted,
     })
 }
 
@@ -818,6 +867,31 @@ pub(crate) fn as_seen_by(pid: Pid, path: &str) -> PathBuf {
     }
 }
 
+/// Refuses a mount namespace made inside another of the dump when either has a root of its
+/// own (pivot_root): the inner one would be made from cryo's, not from its parent's.
+/// `tasks`: each process's pid, its parent's and its namespace.
+pub fn refuse_nested_pivoted(
+    tasks: &[(Pid, Pid, Option<&MountNamespace>)],
+) -> Result<(), MountNsError> {
+    for &(pid, ppid, ns) in tasks {
+        let Some(ns) = ns else { continue };
+        let parent = tasks.iter().find(|t| t.0 == ppid).and_then(|t| t.2);
+        if let Some(p) = parent.filter(|p| p.inode != ns.inode && (p.pivoted || ns.pivoted)) {
+            return Err(MountNsError::Refused {
+                pid,
+                inode: ns.inode,
+                mount: "its mount table".into(),
+                detail: format!(
+                    "made inside its parent's namespace mnt:[{}], one of the two with a root of \
+                     its own (pivot_root): not made again",
+                    p.inode
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Refuses a mount namespace of the dump that a process outside it (`members`: every pid of
 /// the dump) is in: the restored copy would not be shared with it.
 pub fn refuse_outsiders(namespaces: &[(Pid, u64)], members: &[Pid]) -> Result<(), MountNsError> {
@@ -1002,6 +1076,9 @@ pub fn restore_in_child(core: &TaskCore, parent: Option<&TaskCore>) -> Result<()
             errno: e.raw_os_error().unwrap_or(libc::EIO),
         }
     };
+    if ns.pivoted {
+        return restore_pivoted(ns);
+    }
     sys::mount::enter_new_private().map_err(failed("unshare".into()))?;
     // The copy holds cryo's mounts of now: those the dumped namespace did not have go, the
     // latest first (one mounted on another before it).
@@ -1048,24 +1125,7 @@ pub fn restore_in_child(core: &TaskCore, parent: Option<&TaskCore>) -> Result<()
                 continue;
             }
         }
-        let point = Path::new(&m.point);
-        let flags = mount_flags(&m.options).map_err(|opt| ChildError::Mounts {
-            detail: format!("{}: option {opt:?}", m.point),
-        })?;
-        if m.tmpfs {
-            sys::mount::tmpfs(&m.source, point, flags, &m.tmpfs_options)
-                .map_err(failed(format!("mount a tmpfs on {}", m.point)))?;
-            fill(point, &m.files).map_err(|(path, e)| failed(format!("make {path}"))(e))?;
-            if m.tmpfs_read_only {
-                sys::mount::tmpfs_read_only(point, flags, &m.tmpfs_options)
-                    .map_err(failed(format!("make the tmpfs on {} read-only", m.point)))?;
-            }
-        } else {
-            sys::mount::bind(Path::new(&m.bind_source), point)
-                .map_err(failed(format!("bind {} on {}", m.bind_source, m.point)))?;
-        }
-        sys::mount::set_mount_flags(point, flags)
-            .map_err(failed(format!("set the flags of {}", m.point)))?;
+        make_mount(m, Path::new("/"))?;
     }
     let text = std::fs::read_to_string("/proc/self/mountinfo")
         .map_err(failed("read the mountinfo made".into()))?;
@@ -1080,6 +1140,114 @@ pub fn restore_in_child(core: &TaskCore, parent: Option<&TaskCore>) -> Result<()
         &without_keys(&ns.table, &[later, inner_later].concat()),
     )
     .map_err(|detail| ChildError::Mounts { detail })
+}
+
+/// Makes mount `m` (a tmpfs, filled, or a bind) of a namespace being made again, below `base`
+/// ("/", or "." for the tree of a pivoted one, built in the working directory): its point and
+/// a bind's source within the namespace are taken below `base`, a bind of cryo's path as it
+/// is. Then its per-mount flags.
+fn make_mount(m: &NamespaceMount, base: &Path) -> Result<(), ChildError> {
+    let failed = |what: String| {
+        move |e: io::Error| ChildError::SysOn {
+            step: ChildStep::MountNamespace,
+            object: what,
+            errno: e.raw_os_error().unwrap_or(libc::EIO),
+        }
+    };
+    let below = |path: &str| base.join(path.trim_start_matches('/'));
+    let point = below(&m.point);
+    let point = point.as_path();
+    let flags = mount_flags(&m.options).map_err(|opt| ChildError::Mounts {
+        detail: format!("{}: option {opt:?}", m.point),
+    })?;
+    if m.tmpfs {
+        sys::mount::tmpfs(&m.source, point, flags, &m.tmpfs_options)
+            .map_err(failed(format!("mount a tmpfs on {}", m.point)))?;
+        fill(point, &m.files).map_err(|(path, e)| failed(format!("make {path}"))(e))?;
+        if m.tmpfs_read_only {
+            sys::mount::tmpfs_read_only(point, flags, &m.tmpfs_options)
+                .map_err(failed(format!("make the tmpfs on {} read-only", m.point)))?;
+        }
+    } else {
+        let source = if m.tmpfs_bind {
+            below(&m.bind_source)
+        } else {
+            PathBuf::from(&m.bind_source)
+        };
+        sys::mount::bind(&source, point)
+            .map_err(failed(format!("bind {} on {}", m.bind_source, m.point)))?;
+    }
+    sys::mount::set_mount_flags(point, flags)
+        .map_err(failed(format!("set the flags of {}", m.point)))
+}
+
+/// [`restore_in_child`] for a namespace whose root is a mount of its own (pivot_root): a
+/// private copy of cryo's first, its root mount (the first, a tmpfs or a bind of cryo's path)
+/// attached on top of / and made the working directory, every other mount made below it, then
+/// pivot_root(".", ".") and the old root detached. Cryo's /proc is bound on /proc meanwhile
+/// (this process still reads its own there while it makes its files); cryo replaces it with
+/// the namespace's own (mount_procs_and_sysfs).
+fn restore_pivoted(ns: &MountNamespace) -> Result<(), ChildError> {
+    let failed = |what: String| {
+        move |e: io::Error| ChildError::SysOn {
+            step: ChildStep::MountNamespace,
+            object: what,
+            errno: e.raw_os_error().unwrap_or(libc::EIO),
+        }
+    };
+    let Some((root, rest)) = ns.mounts.split_first() else {
+        return Err(ChildError::Mounts {
+            detail: "a pivoted namespace without its root mount".into(),
+        });
+    };
+    sys::mount::enter_new_private().map_err(failed("unshare".into()))?;
+    let made = if root.tmpfs {
+        sys::mount::detached("tmpfs", &root.source, None, &root.tmpfs_options)
+    } else {
+        sys::mount::clone_tree(Path::new(&root.bind_source))
+    }
+    .map_err(failed("make its root mount".into()))?;
+    sys::mount::attach(made.as_fd(), Path::new("/"))
+        .and_then(|()| Ok(nix::unistd::fchdir(&made)?))
+        .map_err(failed("enter its root mount".into()))?;
+    let here = Path::new(".");
+    let flags = mount_flags(&root.options).map_err(|opt| ChildError::Mounts {
+        detail: format!("/: option {opt:?}"),
+    })?;
+    if root.tmpfs {
+        fill(here, &root.files).map_err(|(path, e)| failed(format!("make {path}"))(e))?;
+        if root.tmpfs_read_only {
+            sys::mount::tmpfs_read_only(here, flags, &root.tmpfs_options)
+                .map_err(failed("make its root tmpfs read-only".into()))?;
+        }
+    }
+    sys::mount::set_mount_flags(here, flags).map_err(failed("set the flags of its root".into()))?;
+    for m in rest.iter().filter(|m| !made_by_cryo(m)) {
+        make_mount(m, here)?;
+    }
+    sys::mount::bind(Path::new("/proc"), Path::new("./proc"))
+        .map_err(failed("bind cryo's /proc for the restore".into()))?;
+    sys::mount::pivot_here().map_err(failed("pivot_root into its root".into()))?;
+    // Its table, without cryo's /proc, and without what cryo makes later.
+    let cryos_proc = std::fs::File::open("/proc")
+        .and_then(|f| sys::mount::mount_id(f.as_fd()))
+        .map_err(failed("find cryo's /proc".into()))?
+        .to_string();
+    let text = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(failed("read the mountinfo made".into()))?;
+    let text: String = text
+        .lines()
+        .filter(|l| l.split(' ').next() != Some(cryos_proc.as_str()))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let later: Vec<&str> = ns
+        .mounts
+        .iter()
+        .filter(|m| made_by_cryo(m))
+        .map(|m| m.key.as_str())
+        .collect();
+    compare_table(&text, &without_keys(&ns.table, &later))
+        .map_err(|detail| ChildError::Mounts { detail })
 }
 
 /// Whether mount `m` is made by cryo once every process made its files (a proc or a sysfs:
@@ -1160,6 +1328,14 @@ pub(crate) fn mount_procs_and_sysfs(
                 PathBuf::from("/proc/self/ns").join(kind)
             }
         };
+        if ns.pivoted {
+            // Cryo's /proc, bound there while the processes made their files.
+            crate::sys::ns::run_in(&mnt, nix::sched::CloneFlags::CLONE_NEWNS, || {
+                sys::mount::detach(Path::new("/proc"))
+            })
+            .and_then(|r| r)
+            .map_err(failed("unmount cryo's /proc from it".into()))?;
+        }
         for m in ns.mounts.iter().filter(|m| made_by_cryo(m)) {
             let (fstype, shows) = if m.proc {
                 ("proc", ns_of(m.proc_own_pidns, "pid"))

@@ -6,7 +6,9 @@
 //! DIR/src/host.txt read-only on DIR/tmp/bound (a file of the tmpfs). EXTRA: `proc` (a proc
 //! mounted on DIR/proc), `sysfs` (a sysfs on DIR/sys), `mqueue` (an mqueue on DIR/mq),
 //! `mqueue-own` (an IPC namespace of its own made, its mqueue on DIR/mq), `devpts` (a new
-//! devpts instance on DIR/pts), `shared` (the tmpfs made shared), `umount:PATH` (a
+//! devpts instance on DIR/pts), `pivot` (before the rest: a tmpfs made the namespace's root
+//! with pivot_root, holding binds of /usr, of this program's directory and of DIR at their
+//! paths, and a proc on /proc), `shared` (the tmpfs made shared), `umount:PATH` (a
 //! mount of cryo's at PATH unmounted in its namespace), `nested` (a child in a mount namespace made inside this one, with a tmpfs cryo-mnt-inner on
 //! DIR/tmp/inner holding `f`; `kids` names it), `held-before` (DIR/src/host.txt opened at
 //! fd 41 and /dev/null at fd 42 before the namespace is made: their mounts are cryo's
@@ -82,6 +84,43 @@ fn mount(
         .map_err(|e| format!("mount {}: {e}", target.display()))
 }
 
+/// Makes a tmpfs the root of this mount namespace, as a sandbox does (pivot_root), holding
+/// binds of /usr and of the directory of this program (its libraries and itself, at the paths
+/// they had), of DIR, and a proc on /proc; the old root detached.
+fn pivot(dir: &Path) -> Result<(), String> {
+    let new_root = dir.join("newroot");
+    std::fs::create_dir_all(&new_root).map_err(failed("mkdir newroot"))?;
+    mount(
+        Some("cryo-pivot-root"),
+        &new_root,
+        Some("tmpfs"),
+        MsFlags::empty(),
+        Some("mode=755"),
+    )?;
+    let exe = std::env::current_exe().map_err(failed("current_exe"))?;
+    let bin = exe.parent().ok_or("the program has no directory")?;
+    for kept in [Path::new("/usr"), bin, dir] {
+        let at = new_root.join(kept.strip_prefix("/").unwrap_or(kept));
+        std::fs::create_dir_all(&at).map_err(failed("mkdir in newroot"))?;
+        mount(
+            Some(&kept.to_string_lossy()),
+            &at,
+            None,
+            MsFlags::MS_BIND,
+            None,
+        )?;
+    }
+    let proc = new_root.join("proc");
+    std::fs::create_dir_all(&proc).map_err(failed("mkdir proc"))?;
+    mount(Some("proc"), &proc, Some("proc"), MsFlags::empty(), None)?;
+    std::env::set_current_dir(&new_root).map_err(failed("chdir newroot"))?;
+    nix::unistd::pivot_root(".", ".").map_err(|e| format!("pivot_root: {e}"))?;
+    nix::mount::umount2(".", nix::mount::MntFlags::MNT_DETACH)
+        .map_err(|e| format!("umount the old root: {e}"))?;
+    std::env::set_current_dir("/").map_err(failed("chdir /"))?;
+    Ok(())
+}
+
 /// `mount-ns [proc|sysfs]...`
 pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
     let src = dir.join("src");
@@ -112,6 +151,9 @@ pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
         MsFlags::MS_PRIVATE
     };
     mount(None, Path::new("/"), None, MsFlags::MS_REC | kind, None)?;
+    if args.iter().any(|a| a == "pivot") {
+        pivot(dir)?;
+    }
     let tmp = dir.join("tmp");
     let ro = dir.join("ro");
     for d in [&tmp, &ro] {
@@ -235,7 +277,7 @@ pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
                 sys::move_fd(fd, 44).map_err(failed("dup2"))?;
                 continue;
             }
-            "nested" | "held-before" => continue,
+            "nested" | "held-before" | "pivot" => continue,
             _ if extra.starts_with("umount:") => {
                 let point = &extra["umount:".len()..];
                 nix::mount::umount2(point, nix::mount::MntFlags::empty())
