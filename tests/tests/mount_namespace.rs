@@ -306,19 +306,19 @@ fn a_sysfs_mounted_in_the_namespace_comes_back_showing_the_same_network_namespac
 fn a_mount_of_another_kind_only_the_namespace_has_is_refused_naming_it() {
     cryo_bin();
     let _shared = CRYOS_MOUNTS.read().unwrap_or_else(|e| e.into_inner());
-    let w = Workload::spawn("mount-ns", &["devpts"]);
+    let w = Workload::spawn("mount-ns", &["ramfs"]);
     let out = w.dump(&w.path("img"), &[]);
     assert!(
         !out.status.success(),
-        "devpts: the dump should be refused\n{out}"
+        "ramfs: the dump should be refused\n{out}"
     );
     let inode = mnt_ns(w.pid()).to_string_lossy().into_owned();
     let inode = inode.trim_start_matches("mnt:");
     let want = format!(
-        "pid {}: mount namespace mnt:{inode}: devpts devpts on {}: is a devpts mount only the \
+        "pid {}: mount namespace mnt:{inode}: ramfs ramfs on {}: is a ramfs mount only the \
          namespace has",
         w.pid(),
-        w.path("pts").display()
+        w.path("ram").display()
     );
     assert!(out.stderr.contains(&want), "want {want:?}\n{}", out.stderr);
     w.assert_untouched();
@@ -622,6 +622,36 @@ fn a_namespace_with_a_root_of_its_own_comes_back_pivoted() {
     assert_eq!(table(&w), mounts, "its mount points");
     check_writes(&w);
     w.kill_restored();
+}
+
+/// A devpts instance of the namespace's own, holding no pty (a sandbox's /dev/pts): it comes
+/// back as a new instance with the same options, whose ptmx makes pty 0. One holding a pty is
+/// refused naming it (a new instance would number its ptys again). Before, both were refused
+/// ("a devpts mount only the namespace has").
+#[test]
+fn a_devpts_instance_of_the_namespace_comes_back_new_and_one_with_ptys_is_refused() {
+    cryo_bin();
+    let _shared = CRYOS_MOUNTS.read().unwrap_or_else(|e| e.into_inner());
+    let mut w = Workload::spawn("mount-ns", &["devpts"]);
+    let pts = w.path("pts");
+    let mount = format!("mount {}", pts.display());
+    let options = w.cmd(&mount);
+    assert_eq!(w.cmd(&format!("ls {}", pts.display())), "ptmx");
+    w.dump_and_restore();
+    assert_eq!(w.cmd(&mount), options, "its options");
+    assert_eq!(w.cmd(&format!("ls {}", pts.display())), "ptmx");
+    assert_eq!(w.cmd(&format!("open-ptmx {}/ptmx", pts.display())), "pty 0");
+    w.kill_restored();
+
+    let w = Workload::spawn("mount-ns", &["devpts-busy"]);
+    let out = w.dump(&w.path("img"), &[]);
+    assert!(!out.status.success(), "the dump should be refused\n{out}");
+    let want = format!(
+        "devpts devpts on {}: is a devpts instance of the namespace's own holding ptys (0)",
+        w.path("pts").display()
+    );
+    assert!(out.stderr.contains(&want), "want {want:?}\n{}", out.stderr);
+    w.assert_untouched();
 }
 
 /// A shared mount covered by another mount on its point cannot be reached to be set again:

@@ -33,6 +33,14 @@ pub(crate) fn tmpfs(source: &str, point: &Path, flags: MsFlags, data: &str) -> i
     Ok(())
 }
 
+/// Mounts a new devpts instance named `source` on `point` with per-mount `flags` and
+/// superblock options `data` (mode=, ptmxmode=, gid=...).
+pub(crate) fn devpts(source: &str, point: &Path, flags: MsFlags, data: &str) -> io::Result<()> {
+    let flags = flags & !MsFlags::MS_RDONLY;
+    nix::mount::mount(Some(source), point, Some("devpts"), flags, Some(data))?;
+    Ok(())
+}
+
 /// Makes the superblock of the tmpfs on `point` read-only (keeping `data`).
 pub(crate) fn tmpfs_read_only(point: &Path, flags: MsFlags, data: &str) -> io::Result<()> {
     let flags = flags | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;

@@ -42,13 +42,13 @@ const MS_NOSYMFOLLOW: MsFlags = MsFlags::from_bits_retain(256);
 
 /// Filesystems whose mount in a namespace is a view of kernel state rather than of files (a
 /// proc, a sysfs... mounted there): not taken as a bind mount even on one of cryo's
-/// superblocks, refused.
+/// superblocks, refused. (Not devpts: a new mount of it is always a new instance, so one on
+/// cryo's instance is a bind of it.)
 const PSEUDO: &[&str] = &[
     "proc",
     "sysfs",
     "cgroup",
     "cgroup2",
-    "devpts",
     "mqueue",
     "bpf",
     "debugfs",
@@ -520,6 +520,40 @@ pub fn dump(pid: Pid, inode: u64) -> Result<MountNamespace, MountNsError> {
                 proc_own_pidns: own,
                 ..Default::default()
             }
+        } else if m.fstype == "devpts" && m.root == "/" && !our_devs.contains(m.dev.as_str()) {
+            if same_dev > 1 {
+                return Err(refuse(
+                    m,
+                    "is a devpts instance mounted more than once: not made again".into(),
+                ));
+            }
+            let devpts_options = devpts_options(&m.super_options)
+                .map_err(|opt| refuse(m, format!("devpts option {opt:?} is not made again")))?;
+            // A new instance numbers its ptys from 0 again: it must hold none.
+            let ptys: Vec<String> = list_dir(&seen_at)
+                .map_err(read_err(&format!("the devpts on {point}")))?
+                .into_iter()
+                .filter(|n| n != "ptmx")
+                .collect();
+            if !ptys.is_empty() {
+                return Err(refuse(
+                    m,
+                    format!(
+                        "is a devpts instance of the namespace's own holding ptys ({}): ptys of \
+                         an instance other than cryo's are not made again",
+                        ptys.join(" ")
+                    ),
+                ));
+            }
+            NamespaceMount {
+                point,
+                options: m.options.clone(),
+                source: unescape(&m.source),
+                key: m.key(),
+                devpts: true,
+                devpts_options,
+                ..Default::default()
+            }
         } else if m.fstype == "mqueue" && m.root == "/" {
             // One mqueue superblock per IPC namespace, wherever it is mounted.
             let own = match mqueue_shows(pid, &seen_at) {
@@ -620,6 +654,20 @@ pub fn dump(pid: Pid, inode: u64) -> Result<MountNamespace, MountNsError> {
         outer_groups,
         pivoted,
     })
+}
+
+/// The superblock options of a devpts instance (`rw,mode=620,ptmxmode=666,gid=5`): those to
+/// mount a new instance with (without rw/ro), or the first option the restore does not make.
+fn devpts_options(super_options: &str) -> Result<String, String> {
+    let mut kept = Vec::new();
+    for opt in super_options.split(',') {
+        match opt.split('=').next().unwrap_or(opt) {
+            "rw" => {}
+            "mode" | "ptmxmode" | "gid" | "uid" | "max" => kept.push(opt),
+            _ => return Err(opt.to_string()),
+        }
+    }
+    Ok(kept.join(","))
 }
 
 /// The superblock options of a proc (`rw,hidepid=invisible,subset=pid`): those to mount it
@@ -1030,6 +1078,8 @@ fn mount_name(m: &NamespaceMount) -> String {
         format!("proc on {}", m.point)
     } else if m.mqueue {
         format!("mqueue on {}", m.point)
+    } else if m.devpts {
+        format!("devpts {} on {}", m.source, m.point)
     } else if m.sysfs {
         format!("sysfs on {}", m.point)
     } else if m.tmpfs {
@@ -1160,7 +1210,10 @@ fn make_mount(m: &NamespaceMount, base: &Path) -> Result<(), ChildError> {
     let flags = mount_flags(&m.options).map_err(|opt| ChildError::Mounts {
         detail: format!("{}: option {opt:?}", m.point),
     })?;
-    if m.tmpfs {
+    if m.devpts {
+        sys::mount::devpts(&m.source, point, flags, &m.devpts_options)
+            .map_err(failed(format!("mount a devpts on {}", m.point)))?;
+    } else if m.tmpfs {
         sys::mount::tmpfs(&m.source, point, flags, &m.tmpfs_options)
             .map_err(failed(format!("mount a tmpfs on {}", m.point)))?;
         fill(point, &m.files).map_err(|(path, e)| failed(format!("make {path}"))(e))?;

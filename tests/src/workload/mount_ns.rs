@@ -6,7 +6,8 @@
 //! DIR/src/host.txt read-only on DIR/tmp/bound (a file of the tmpfs). EXTRA: `proc` (a proc
 //! mounted on DIR/proc), `sysfs` (a sysfs on DIR/sys), `mqueue` (an mqueue on DIR/mq),
 //! `mqueue-own` (an IPC namespace of its own made, its mqueue on DIR/mq), `devpts` (a new
-//! devpts instance on DIR/pts), `pivot` (before the rest: a tmpfs made the namespace's root
+//! devpts instance on DIR/pts; `devpts-busy`: the same, a pty of it open at fd 45), `ramfs`
+//! (a ramfs on DIR/ram), `pivot` (before the rest: a tmpfs made the namespace's root
 //! with pivot_root, holding binds of /usr, of this program's directory and of DIR at their
 //! paths, and a proc on /proc), `shared` (the tmpfs made shared), `umount:PATH` (a
 //! mount of cryo's at PATH unmounted in its namespace), `nested` (a child in a mount namespace made inside this one, with a tmpfs cryo-mnt-inner on
@@ -41,6 +42,7 @@
 //! mount-tmpfs POINT   -> ok | errno N
 //! umount POINT        -> ok | errno N
 //! bind FROM TO        -> ok | errno N
+//! open-ptmx PATH      -> pty N   (a pty made through PATH, a ptmx, then closed)
 //! ls PATH             -> the names in directory PATH, sorted, space-separated
 //! mq-create NAME      -> ok | errno N      (mq_open(NAME, O_CREAT), closed)
 //! mq-unlink NAME      -> ok | errno N
@@ -190,7 +192,8 @@ pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
                     .map_err(|e| format!("unshare ipc: {e}"))?;
                 ("mqueue", dir.join("mq"))
             }
-            "devpts" => ("devpts", dir.join("pts")),
+            "devpts" | "devpts-busy" => ("devpts", dir.join("pts")),
+            "ramfs" => ("ramfs", dir.join("ram")),
             "shared" => {
                 mount(None, &tmp, None, MsFlags::MS_SHARED, None)?;
                 continue;
@@ -292,6 +295,11 @@ pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
         };
         std::fs::create_dir_all(&at).map_err(failed("mkdir"))?;
         mount(Some(fstype), &at, Some(fstype), MsFlags::empty(), None)?;
+        if extra == "devpts-busy" {
+            let ptmx = sys::open(&at.join("ptmx"), libc::O_RDWR | libc::O_NOCTTY)
+                .map_err(failed("open ptmx"))?;
+            sys::move_fd(ptmx, 45).map_err(failed("dup2"))?;
+        }
     }
     // Files of its own on the tmpfs.
     let sub = tmp.join("sub");
@@ -476,6 +484,18 @@ impl Mode for MountNs {
                 } else {
                     fields.join(" ")
                 })
+            }
+            ("open-ptmx", [path]) => {
+                let fd =
+                    sys::open(Path::new(path), libc::O_RDWR | libc::O_NOCTTY).map_err(io_err)?;
+                let mut n: libc::c_uint = 0;
+                // SAFETY: TIOCGPTN writes the pty's number into `n`, alive for the call.
+                let r = unsafe { libc::ioctl(fd, libc::TIOCGPTN, &mut n as *mut libc::c_uint) };
+                sys::close(fd);
+                if r < 0 {
+                    return Err(io_err(std::io::Error::last_os_error()));
+                }
+                Ok(format!("pty {n}"))
             }
             ("ls", [path]) => {
                 let mut names: Vec<String> = std::fs::read_dir(path)
