@@ -323,6 +323,17 @@ fn a_mount_of_another_kind_only_the_namespace_has_is_refused_naming_it() {
     assert!(out.stderr.contains(&want), "want {want:?}\n{}", out.stderr);
     w.assert_untouched();
     assert_eq!(w.cmd("fd"), "5 tmpfs file written before the dump");
+    // A mount on the namespace's own proc (made late by cryo, it would hide it): refused.
+    // Before, the dump succeeded and the restore failed comparing the table.
+    let w = Workload::spawn("mount-ns", &["masked-proc"]);
+    let out = w.dump(&w.path("img"), &[]);
+    assert!(!out.status.success(), "masked-proc: {out}");
+    let want = format!(
+        "on {}/uptime: is mounted on a proc, sysfs or mqueue of the namespace's own",
+        w.path("proc").display()
+    );
+    assert!(out.stderr.contains(&want), "want {want:?}\n{}", out.stderr);
+    w.assert_untouched();
 }
 
 /// The peer group of the mount on `point` in this process's (cryo's) namespace.

@@ -646,6 +646,25 @@ pub fn dump(pid: Pid, inode: u64) -> Result<MountNamespace, MountNsError> {
         };
         mounts.push(record);
     }
+    // What lies on a mount cryo makes late would be made before it, and hidden by it.
+    let late: HashSet<u32> = own
+        .iter()
+        .zip(&mounts)
+        .filter(|(_, r)| made_by_cryo(r))
+        .map(|(m, _)| m.id)
+        .collect();
+    if let Some((m, _)) = own
+        .iter()
+        .zip(&mounts)
+        .find(|(m, r)| !made_by_cryo(r) && late.contains(&m.parent))
+    {
+        return Err(refuse(
+            m,
+            "is mounted on a proc, sysfs or mqueue of the namespace's own (made by cryo once \
+             the processes made their files, after the mounts on it would be): not made again"
+                .into(),
+        ));
+    }
     Ok(MountNamespace {
         inode,
         mounts,

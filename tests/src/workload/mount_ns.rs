@@ -7,7 +7,7 @@
 //! mounted on DIR/proc), `sysfs` (a sysfs on DIR/sys), `mqueue` (an mqueue on DIR/mq),
 //! `mqueue-own` (an IPC namespace of its own made, its mqueue on DIR/mq), `devpts` (a new
 //! devpts instance on DIR/pts; `devpts-busy`: the same, a pty of it open at fd 45), `ramfs`
-//! (a ramfs on DIR/ram), `pivot` (before the rest: a tmpfs made the namespace's root
+//! (a ramfs on DIR/ram), `masked-proc` (a proc on DIR/proc, /dev/null bound on its uptime), `pivot` (before the rest: a tmpfs made the namespace's root
 //! with pivot_root, holding binds of /usr, of this program's directory and of DIR at their
 //! paths, and a proc on /proc), `shared` (the tmpfs made shared), `umount:PATH` (a
 //! mount of cryo's at PATH unmounted in its namespace), `nested` (a child in a mount namespace made inside this one, with a tmpfs cryo-mnt-inner on
@@ -194,6 +194,21 @@ pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
             }
             "devpts" | "devpts-busy" => ("devpts", dir.join("pts")),
             "ramfs" => ("ramfs", dir.join("ram")),
+            "masked-proc" => {
+                // /dev/null bound over a file of its own proc, as container runtimes mask
+                // /proc/kcore (this one, its uptime).
+                let proc = dir.join("proc");
+                std::fs::create_dir_all(&proc).map_err(failed("mkdir"))?;
+                mount(Some("proc"), &proc, Some("proc"), MsFlags::empty(), None)?;
+                mount(
+                    Some("/dev/null"),
+                    &proc.join("uptime"),
+                    None,
+                    MsFlags::MS_BIND,
+                    None,
+                )?;
+                continue;
+            }
             "shared" => {
                 mount(None, &tmp, None, MsFlags::MS_SHARED, None)?;
                 continue;
