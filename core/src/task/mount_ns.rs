@@ -425,245 +425,252 @@ pub fn dump(pid: Pid, inode: u64) -> Result<MountNamespace, MountNsError> {
         let point = unescape(&m.point);
         let seen_at = PathBuf::from(format!("{}{}", root_link.display(), point));
         let same_dev = theirs.iter().filter(|t| t.dev == m.dev).count();
-        // The first mount of the namespace's own of this tmpfs, made (and copied) before.
-        let tmpfs_first = own[..n]
+        // The first mount of the namespace's own of this filesystem (a tmpfs, made and copied
+        // before; a proc, sysfs or mqueue, made by cryo late), of which this one is a bind.
+        let first_own = own[..n]
             .iter()
-            .find(|o| o.dev == m.dev && o.fstype == "tmpfs" && !our_devs.contains(o.dev.as_str()));
-        let record = if let Some(first) = tmpfs_first {
-            // Bound again from its path below that one, which must lead to it.
-            let source = format!(
-                "{}{}",
-                unescape(&first.point).trim_end_matches('/'),
-                if m.root == "/" {
-                    String::new()
+            .zip(&mounts)
+            .find(|(o, r): &(&&Mount, &NamespaceMount)| {
+                o.dev == m.dev && (r.tmpfs || made_by_cryo(r) && !r.late)
+            });
+        let record =
+            if let Some((first, first_record)) = first_own {
+                // Bound again from its path below that one, which must lead to it.
+                let source = format!(
+                    "{}{}",
+                    unescape(&first.point).trim_end_matches('/'),
+                    if m.root == "/" {
+                        String::new()
+                    } else {
+                        unescape(&m.root)
+                    }
+                );
+                let source = if source.is_empty() {
+                    "/".to_string()
                 } else {
-                    unescape(&m.root)
-                }
-            );
-            let source = if source.is_empty() {
-                "/".to_string()
-            } else {
-                source
-            };
-            let there = |p: &Path| std::fs::metadata(p).map(|s| (s.dev(), s.ino())).ok();
-            let from = PathBuf::from(format!("{}{source}", root_link.display()));
-            if there(&from).is_none() || there(&from) != there(&seen_at) {
-                return Err(refuse(
-                    m,
-                    format!(
-                        "is a bind of {} of the tmpfs on {}, whose path no longer leads to it:                          not made again",
-                        unescape(&m.root),
-                        unescape(&first.point)
-                    ),
-                ));
-            }
-            NamespaceMount {
-                point,
-                options: m.options.clone(),
-                bind_source: source,
-                tmpfs_bind: true,
-                key: m.key(),
-                ..Default::default()
-            }
-        } else if m.fstype == "tmpfs" && !our_devs.contains(m.dev.as_str()) {
-            if m.root != "/" {
-                return Err(refuse(
-                    m,
-                    "is a part of a tmpfs whose whole the namespace does not mount first: not \
-                     made again"
-                        .into(),
-                ));
-            }
-            let (tmpfs_options, read_only) = tmpfs_options(&m.super_options)
-                .map_err(|opt| refuse(m, format!("tmpfs option {opt:?} is not made again")))?;
-            let files = copy_tree(&seen_at, &mut budget).map_err(|detail| refuse(m, detail))?;
-            NamespaceMount {
-                point,
-                options: m.options.clone(),
-                tmpfs: true,
-                source: unescape(&m.source),
-                tmpfs_options,
-                tmpfs_read_only: read_only,
-                files,
-                bind_source: String::new(),
-                key: m.key(),
-                ..Default::default()
-            }
-        } else if m.fstype == "proc" && !our_devs.contains(m.dev.as_str()) {
-            if same_dev > 1 || m.root != "/" {
-                return Err(refuse(
-                    m,
-                    "is a proc mounted more than once, or part of one: not made again".into(),
-                ));
-            }
-            let proc_options = proc_options(&m.super_options)
-                .map_err(|opt| refuse(m, format!("proc option {opt:?} is not made again")))?;
-            let own = match proc_shows(pid, &seen_at) {
-                Ok(Some(own)) => own,
-                Ok(None) => {
+                    source
+                };
+                let there = |p: &Path| std::fs::metadata(p).map(|s| (s.dev(), s.ino())).ok();
+                let from = PathBuf::from(format!("{}{source}", root_link.display()));
+                if first.root != "/" || there(&from).is_none() || there(&from) != there(&seen_at) {
                     return Err(refuse(
                         m,
-                        "shows a PID namespace that is neither the process's own nor cryo's: \
-                         not made again"
-                            .into(),
-                    ))
+                        format!(
+                            "is a bind of {} of the {} on {}, whose path no longer leads to it: \
+                         not made again",
+                            unescape(&m.root),
+                            first.fstype,
+                            unescape(&first.point)
+                        ),
+                    ));
                 }
-                Err(e) => return Err(read_err(&format!("the proc on {point}"))(e)),
-            };
-            NamespaceMount {
-                point,
-                options: m.options.clone(),
-                source: unescape(&m.source),
-                key: m.key(),
-                proc: true,
-                proc_options,
-                proc_own_pidns: own,
-                ..Default::default()
-            }
-        } else if m.fstype == "devpts" && m.root == "/" && !our_devs.contains(m.dev.as_str()) {
-            if same_dev > 1 {
-                return Err(refuse(
-                    m,
-                    "is a devpts instance mounted more than once: not made again".into(),
-                ));
-            }
-            let devpts_options = devpts_options(&m.super_options)
-                .map_err(|opt| refuse(m, format!("devpts option {opt:?} is not made again")))?;
-            // A new instance numbers its ptys from 0 again: it must hold none.
-            let ptys: Vec<String> = list_dir(&seen_at)
-                .map_err(read_err(&format!("the devpts on {point}")))?
-                .into_iter()
-                .filter(|n| n != "ptmx")
-                .collect();
-            if !ptys.is_empty() {
-                return Err(refuse(
-                    m,
-                    format!(
+                NamespaceMount {
+                    point,
+                    options: m.options.clone(),
+                    bind_source: source,
+                    bind_in_namespace: true,
+                    late: made_by_cryo(first_record),
+                    key: m.key(),
+                    ..Default::default()
+                }
+            } else if m.fstype == "tmpfs" && !our_devs.contains(m.dev.as_str()) {
+                if m.root != "/" {
+                    return Err(refuse(
+                        m,
+                        "is a part of a tmpfs whose whole the namespace does not mount first: not \
+                     made again"
+                            .into(),
+                    ));
+                }
+                let (tmpfs_options, read_only) = tmpfs_options(&m.super_options)
+                    .map_err(|opt| refuse(m, format!("tmpfs option {opt:?} is not made again")))?;
+                let files = copy_tree(&seen_at, &mut budget).map_err(|detail| refuse(m, detail))?;
+                NamespaceMount {
+                    point,
+                    options: m.options.clone(),
+                    tmpfs: true,
+                    source: unescape(&m.source),
+                    tmpfs_options,
+                    tmpfs_read_only: read_only,
+                    files,
+                    bind_source: String::new(),
+                    key: m.key(),
+                    ..Default::default()
+                }
+            } else if m.fstype == "proc" && !our_devs.contains(m.dev.as_str()) {
+                if m.root != "/" {
+                    return Err(refuse(
+                        m,
+                        "is a part of a proc whose whole the namespace does not mount first: not \
+                     made again"
+                            .into(),
+                    ));
+                }
+                let proc_options = proc_options(&m.super_options)
+                    .map_err(|opt| refuse(m, format!("proc option {opt:?} is not made again")))?;
+                let own =
+                    match proc_shows(pid, &seen_at) {
+                        Ok(Some(own)) => own,
+                        Ok(None) => return Err(refuse(
+                            m,
+                            "shows a PID namespace that is neither the process's own nor cryo's: \
+                         not made again"
+                                .into(),
+                        )),
+                        Err(e) => return Err(read_err(&format!("the proc on {point}"))(e)),
+                    };
+                NamespaceMount {
+                    point,
+                    options: m.options.clone(),
+                    source: unescape(&m.source),
+                    key: m.key(),
+                    proc: true,
+                    proc_options,
+                    proc_own_pidns: own,
+                    ..Default::default()
+                }
+            } else if m.fstype == "devpts" && m.root == "/" && !our_devs.contains(m.dev.as_str()) {
+                if same_dev > 1 {
+                    return Err(refuse(
+                        m,
+                        "is a devpts instance mounted more than once: not made again".into(),
+                    ));
+                }
+                let devpts_options = devpts_options(&m.super_options)
+                    .map_err(|opt| refuse(m, format!("devpts option {opt:?} is not made again")))?;
+                // A new instance numbers its ptys from 0 again: it must hold none.
+                let ptys: Vec<String> = list_dir(&seen_at)
+                    .map_err(read_err(&format!("the devpts on {point}")))?
+                    .into_iter()
+                    .filter(|n| n != "ptmx")
+                    .collect();
+                if !ptys.is_empty() {
+                    return Err(refuse(
+                        m,
+                        format!(
                         "is a devpts instance of the namespace's own holding ptys ({}): ptys of \
                          an instance other than cryo's are not made again",
                         ptys.join(" ")
                     ),
-                ));
-            }
-            NamespaceMount {
-                point,
-                options: m.options.clone(),
-                source: unescape(&m.source),
-                key: m.key(),
-                devpts: true,
-                devpts_options,
-                ..Default::default()
-            }
-        } else if m.fstype == "mqueue" && m.root == "/" {
-            // One mqueue superblock per IPC namespace, wherever it is mounted.
-            let own = match mqueue_shows(pid, &seen_at) {
-                Ok(Some(own)) => own,
-                Ok(None) => {
+                    ));
+                }
+                NamespaceMount {
+                    point,
+                    options: m.options.clone(),
+                    source: unescape(&m.source),
+                    key: m.key(),
+                    devpts: true,
+                    devpts_options,
+                    ..Default::default()
+                }
+            } else if m.fstype == "mqueue" && m.root == "/" {
+                // One mqueue superblock per IPC namespace, wherever it is mounted.
+                let own =
+                    match mqueue_shows(pid, &seen_at) {
+                        Ok(Some(own)) => own,
+                        Ok(None) => return Err(refuse(
+                            m,
+                            "shows an IPC namespace that is neither the process's own nor cryo's: \
+                         not made again"
+                                .into(),
+                        )),
+                        Err(e) => return Err(read_err(&format!("the mqueue on {point}"))(e)),
+                    };
+                if m.super_options != "rw" {
                     return Err(refuse(
                         m,
-                        "shows an IPC namespace that is neither the process's own nor cryo's: \
-                         not made again"
-                            .into(),
-                    ))
+                        format!("mqueue options {:?} are not made again", m.super_options),
+                    ));
                 }
-                Err(e) => return Err(read_err(&format!("the mqueue on {point}"))(e)),
-            };
-            if m.super_options != "rw" {
-                return Err(refuse(
-                    m,
-                    format!("mqueue options {:?} are not made again", m.super_options),
-                ));
-            }
-            NamespaceMount {
-                point,
-                options: m.options.clone(),
-                source: unescape(&m.source),
-                key: m.key(),
-                mqueue: true,
-                mqueue_own_ipcns: own,
-                ..Default::default()
-            }
-        } else if m.fstype == "sysfs" && m.root == "/" {
-            // A sysfs of a network namespace is one superblock wherever it is mounted: on
-            // cryo's, it shows cryo's namespace.
-            let own = if our_devs.contains(m.dev.as_str()) {
-                false
-            } else if sysfs_shows_own(pid, &seen_at)
-                .map_err(read_err(&format!("the sysfs on {point}")))?
-            {
-                true
-            } else {
-                return Err(refuse(
-                    m,
-                    "shows a network namespace that is neither the process's own nor cryo's: \
+                NamespaceMount {
+                    point,
+                    options: m.options.clone(),
+                    source: unescape(&m.source),
+                    key: m.key(),
+                    mqueue: true,
+                    mqueue_own_ipcns: own,
+                    ..Default::default()
+                }
+            } else if m.fstype == "sysfs" && m.root == "/" {
+                // A sysfs of a network namespace is one superblock wherever it is mounted: on
+                // cryo's, it shows cryo's namespace.
+                let own = if our_devs.contains(m.dev.as_str()) {
+                    false
+                } else if sysfs_shows_own(pid, &seen_at)
+                    .map_err(read_err(&format!("the sysfs on {point}")))?
+                {
+                    true
+                } else {
+                    return Err(refuse(
+                        m,
+                        "shows a network namespace that is neither the process's own nor cryo's: \
                      not made again"
-                        .into(),
-                ));
-            };
-            if m.super_options != "rw" {
-                return Err(refuse(
-                    m,
-                    format!("sysfs options {:?} are not made again", m.super_options),
-                ));
-            }
-            NamespaceMount {
-                point,
-                options: m.options.clone(),
-                source: unescape(&m.source),
-                key: m.key(),
-                sysfs: true,
-                sysfs_own_netns: own,
-                ..Default::default()
-            }
-        } else if our_devs.contains(m.dev.as_str()) && !PSEUDO.contains(&m.fstype.as_str()) {
-            let source = bind_source(m, &ours, &seen_at).ok_or_else(|| {
-                refuse(
-                    m,
-                    format!(
+                            .into(),
+                    ));
+                };
+                if m.super_options != "rw" {
+                    return Err(refuse(
+                        m,
+                        format!("sysfs options {:?} are not made again", m.super_options),
+                    ));
+                }
+                NamespaceMount {
+                    point,
+                    options: m.options.clone(),
+                    source: unescape(&m.source),
+                    key: m.key(),
+                    sysfs: true,
+                    sysfs_own_netns: own,
+                    ..Default::default()
+                }
+            } else if our_devs.contains(m.dev.as_str()) && !PSEUDO.contains(&m.fstype.as_str()) {
+                let source = bind_source(m, &ours, &seen_at).ok_or_else(|| {
+                    refuse(
+                        m,
+                        format!(
                         "is a bind mount of {} of device {}, which cryo's namespace shows at no \
                          path: not made again",
                         unescape(&m.root),
                         m.dev
                     ),
-                )
-            })?;
-            NamespaceMount {
-                point,
-                options: m.options.clone(),
-                bind_source: source,
-                key: m.key(),
-                ..Default::default()
-            }
-        } else {
-            return Err(refuse(
-                m,
-                format!(
+                    )
+                })?;
+                NamespaceMount {
+                    point,
+                    options: m.options.clone(),
+                    bind_source: source,
+                    key: m.key(),
+                    ..Default::default()
+                }
+            } else {
+                return Err(refuse(
+                    m,
+                    format!(
                     "is a {} mount only the namespace has: only tmpfs, proc and sysfs mounts and \
                      bind mounts of cryo's paths are made again",
                     m.fstype
                 ),
-            ));
-        };
+                ));
+            };
         mounts.push(record);
     }
-    // What lies on a mount cryo makes late would be made before it, and hidden by it.
-    let late: HashSet<u32> = own
-        .iter()
-        .zip(&mounts)
-        .filter(|(_, r)| made_by_cryo(r))
-        .map(|(m, _)| m.id)
-        .collect();
-    if let Some((m, _)) = own
-        .iter()
-        .zip(&mounts)
-        .find(|(m, r)| !made_by_cryo(r) && late.contains(&m.parent))
-    {
-        return Err(refuse(
-            m,
-            "is mounted on a proc, sysfs or mqueue of the namespace's own (made by cryo once \
-             the processes made their files, after the mounts on it would be): not made again"
-                .into(),
-        ));
+    // What lies on a mount cryo makes late is made by cryo too, after it: binds only.
+    let mut late: HashSet<u32> = HashSet::new();
+    for (m, r) in own.iter().zip(mounts.iter_mut()) {
+        if late.contains(&m.parent) && !made_by_cryo(r) {
+            if r.tmpfs {
+                return Err(refuse(
+                    m,
+                    "is a tmpfs mounted on a proc, sysfs or mqueue of the namespace's own: not \
+                     made again"
+                        .into(),
+                ));
+            }
+            r.late = true;
+        }
+        if made_by_cryo(r) {
+            late.insert(m.id);
+        }
     }
     Ok(MountNamespace {
         inode,
@@ -1062,7 +1069,7 @@ pub fn mark_files(
             continue;
         };
         reg.in_mount_namespace = true;
-        reg.on_copied_tmpfs = m.tmpfs || m.tmpfs_bind;
+        reg.on_copied_tmpfs = m.tmpfs || m.bind_in_namespace && !m.late;
         let refuse = |detail: String| MountNsError::Refused {
             pid,
             inode: ns.inode,
@@ -1241,7 +1248,7 @@ fn make_mount(m: &NamespaceMount, base: &Path) -> Result<(), ChildError> {
                 .map_err(failed(format!("make the tmpfs on {} read-only", m.point)))?;
         }
     } else {
-        let source = if m.tmpfs_bind {
+        let source = if m.bind_in_namespace {
             below(&m.bind_source)
         } else {
             PathBuf::from(&m.bind_source)
@@ -1326,7 +1333,7 @@ fn restore_pivoted(ns: &MountNamespace) -> Result<(), ChildError> {
 /// they may cover cryo's /proc, through which the processes open theirs), not by the process
 /// that makes the namespace.
 fn made_by_cryo(m: &NamespaceMount) -> bool {
-    m.proc || m.sysfs || m.mqueue
+    m.proc || m.sysfs || m.mqueue || m.late
 }
 
 /// `table` without one occurrence of each key of `keys`.
@@ -1417,24 +1424,48 @@ pub(crate) fn mount_procs_and_sysfs(
                 ("sysfs", ns_of(m.sysfs_own_netns, "net"))
             };
             let what = format!("mount a {fstype} on {} ({})", m.point, shows.display());
-            let made = std::fs::File::open(&shows).and_then(|shows| {
-                if m.proc {
-                    sys::mount::detached("proc", &m.source, Some(shows.as_fd()), &m.proc_options)
-                } else if m.mqueue {
-                    // An mqueue shows the IPC namespace of the thread that makes it.
-                    crate::sys::ns::run_in(&shows, nix::sched::CloneFlags::CLONE_NEWIPC, || {
-                        sys::mount::detached("mqueue", &m.source, None, "")
+            let made = if m.late {
+                let what = format!("bind {} on {}", m.bind_source, m.point);
+                let source = Path::new(&m.bind_source);
+                if m.bind_in_namespace {
+                    crate::sys::ns::run_in(&mnt, nix::sched::CloneFlags::CLONE_NEWNS, || {
+                        sys::mount::clone_tree(source)
                     })
                     .and_then(|r| r)
                 } else {
-                    // A sysfs shows the network namespace of the thread that makes it.
-                    crate::sys::ns::run_in(&shows, nix::sched::CloneFlags::CLONE_NEWNET, || {
-                        sys::mount::detached("sysfs", &m.source, None, "")
-                    })
-                    .and_then(|r| r)
+                    sys::mount::clone_tree(source)
                 }
-            });
-            let made = made.map_err(failed(what.clone()))?;
+                .map_err(failed(what))?
+            } else {
+                std::fs::File::open(&shows)
+                    .and_then(|shows| {
+                        if m.proc {
+                            sys::mount::detached(
+                                "proc",
+                                &m.source,
+                                Some(shows.as_fd()),
+                                &m.proc_options,
+                            )
+                        } else if m.mqueue {
+                            // An mqueue shows the IPC namespace of the thread that makes it.
+                            crate::sys::ns::run_in(
+                                &shows,
+                                nix::sched::CloneFlags::CLONE_NEWIPC,
+                                || sys::mount::detached("mqueue", &m.source, None, ""),
+                            )
+                            .and_then(|r| r)
+                        } else {
+                            // A sysfs shows the network namespace of the thread that makes it.
+                            crate::sys::ns::run_in(
+                                &shows,
+                                nix::sched::CloneFlags::CLONE_NEWNET,
+                                || sys::mount::detached("sysfs", &m.source, None, ""),
+                            )
+                            .and_then(|r| r)
+                        }
+                    })
+                    .map_err(failed(what.clone()))?
+            };
             let flags = mount_flags(&m.options).map_err(|opt| MountNsError::Refused {
                 pid,
                 inode: ns.inode,

@@ -7,7 +7,8 @@
 //! mounted on DIR/proc), `sysfs` (a sysfs on DIR/sys), `mqueue` (an mqueue on DIR/mq),
 //! `mqueue-own` (an IPC namespace of its own made, its mqueue on DIR/mq), `devpts` (a new
 //! devpts instance on DIR/pts; `devpts-busy`: the same, a pty of it open at fd 45), `ramfs`
-//! (a ramfs on DIR/ram), `masked-proc` (a proc on DIR/proc, /dev/null bound on its uptime), `pivot` (before the rest: a tmpfs made the namespace's root
+//! (a ramfs on DIR/ram), `masked-proc` (a proc on DIR/proc, /dev/null bound on its uptime, its sys bound on itself
+//! read-only), `pivot` (before the rest: a tmpfs made the namespace's root
 //! with pivot_root, holding binds of /usr, of this program's directory and of DIR at their
 //! paths, and a proc on /proc), `shared` (the tmpfs made shared), `umount:PATH` (a
 //! mount of cryo's at PATH unmounted in its namespace), `nested` (a child in a mount namespace made inside this one, with a tmpfs cryo-mnt-inner on
@@ -207,6 +208,12 @@ pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
                     MsFlags::MS_BIND,
                     None,
                 )?;
+                // Its sys bound on itself, read-only (as they make /proc/sys).
+                let sys_dir = proc.join("sys");
+                let path = sys_dir.to_string_lossy();
+                mount(Some(&path), &sys_dir, None, MsFlags::MS_BIND, None)?;
+                let ro = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY;
+                mount(None, &sys_dir, None, ro, None)?;
                 continue;
             }
             "shared" => {
