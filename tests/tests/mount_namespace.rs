@@ -681,6 +681,31 @@ fn a_devpts_instance_of_the_namespace_comes_back_new_and_one_with_ptys_is_refuse
     w.assert_untouched();
 }
 
+/// The cgroup2 hierarchy mounted in a cgroup namespace of the process's own (a container's
+/// /sys/fs/cgroup): it comes back showing the same cgroup, the root of its namespace (its
+/// mountinfo says "/"), with the same files. Before, the dump was refused ("a cgroup2 mount only the
+/// namespace has").
+#[test]
+fn a_cgroup2_mount_of_its_cgroup_namespace_comes_back_showing_the_same_cgroup() {
+    cryo_bin();
+    let _shared = CRYOS_MOUNTS.read().unwrap_or_else(|e| e.into_inner());
+    let mut w = Workload::spawn("mount-ns", &["cgroup2"]);
+    let cg = w.path("cg");
+    let probe = |w: &Workload| {
+        [
+            w.cmd(&format!("root {}", cg.display())),
+            w.cmd(&format!("mount {}", cg.display())),
+            w.cmd(&format!("ls {}", cg.display())),
+        ]
+    };
+    let before = probe(&w);
+    assert_eq!(before[0], "/", "the root of its cgroup namespace");
+    assert!(before[2].contains("cgroup.procs"), "{}", before[2]);
+    w.dump_and_restore();
+    assert_eq!(probe(&w), before);
+    w.kill_restored();
+}
+
 /// A shared mount covered by another mount on its point cannot be reached to be set again:
 /// the dump is refused naming it, the process left running.
 #[test]

@@ -43,12 +43,11 @@ const MS_NOSYMFOLLOW: MsFlags = MsFlags::from_bits_retain(256);
 /// Filesystems whose mount in a namespace is a view of kernel state rather than of files (a
 /// proc, a sysfs... mounted there): not taken as a bind mount even on one of cryo's
 /// superblocks, refused. (Not devpts: a new mount of it is always a new instance, so one on
-/// cryo's instance is a bind of it.)
+/// cryo's instance is a bind of it. Nor cgroup and cgroup2: a new mount of a hierarchy shows
+/// the directory of its cgroup namespace's root, which a bind of that directory shows too.)
 const PSEUDO: &[&str] = &[
     "proc",
     "sysfs",
-    "cgroup",
-    "cgroup2",
     "mqueue",
     "bpf",
     "debugfs",

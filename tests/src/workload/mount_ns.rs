@@ -7,7 +7,8 @@
 //! mounted on DIR/proc), `sysfs` (a sysfs on DIR/sys), `mqueue` (an mqueue on DIR/mq),
 //! `mqueue-own` (an IPC namespace of its own made, its mqueue on DIR/mq), `devpts` (a new
 //! devpts instance on DIR/pts; `devpts-busy`: the same, a pty of it open at fd 45), `ramfs`
-//! (a ramfs on DIR/ram), `masked-proc` (a proc on DIR/proc, /dev/null bound on its uptime, its sys bound on itself
+//! (a ramfs on DIR/ram), `cgroup2` (a cgroup namespace of its own made, the cgroup2
+//! hierarchy mounted on DIR/cg: its cgroup), `masked-proc` (a proc on DIR/proc, /dev/null bound on its uptime, its sys bound on itself
 //! read-only), `pivot` (before the rest: a tmpfs made the namespace's root
 //! with pivot_root, holding binds of /usr, of this program's directory and of DIR at their
 //! paths, and a proc on /proc), `shared` (the tmpfs made shared), `umount:PATH` (a
@@ -44,6 +45,7 @@
 //! umount POINT        -> ok | errno N
 //! bind FROM TO        -> ok | errno N
 //! open-ptmx PATH      -> pty N   (a pty made through PATH, a ptmx, then closed)
+//! root POINT          -> the root its mountinfo shows for the topmost mount on POINT
 //! ls PATH             -> the names in directory PATH, sorted, space-separated
 //! mq-create NAME      -> ok | errno N      (mq_open(NAME, O_CREAT), closed)
 //! mq-unlink NAME      -> ok | errno N
@@ -195,6 +197,11 @@ pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
             }
             "devpts" | "devpts-busy" => ("devpts", dir.join("pts")),
             "ramfs" => ("ramfs", dir.join("ram")),
+            "cgroup2" => {
+                nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
+                    .map_err(|e| format!("unshare cgroup: {e}"))?;
+                ("cgroup2", dir.join("cg"))
+            }
             "masked-proc" => {
                 // /dev/null bound over a file of its own proc, as container runtimes mask
                 // /proc/kcore (this one, its uptime).
@@ -519,6 +526,11 @@ impl Mode for MountNs {
                 }
                 Ok(format!("pty {n}"))
             }
+            ("root", [point]) => Ok(mountinfo_line(point)?
+                .split(' ')
+                .nth(3)
+                .unwrap_or("")
+                .to_string()),
             ("ls", [path]) => {
                 let mut names: Vec<String> = std::fs::read_dir(path)
                     .map_err(io_err)?
