@@ -701,7 +701,24 @@ fn a_cgroup2_mount_of_its_cgroup_namespace_comes_back_showing_the_same_cgroup() 
     let before = probe(&w);
     assert_eq!(before[0], "/", "the root of its cgroup namespace");
     assert!(before[2].contains("cgroup.procs"), "{}", before[2]);
-    w.dump_and_restore();
+    let img = w.path("img");
+    w.dump_ok(&img);
+    // Moving the cgroups would leave it showing the dumped one: refused, nothing made.
+    let out = w.cryo(&[
+        "restore".as_ref(),
+        "-D".as_ref(),
+        img.as_os_str(),
+        "--detach".as_ref(),
+        "--cgroup-root".as_ref(),
+        "/".as_ref(),
+    ]);
+    assert!(!out.status.success(), "--cgroup-root: {out}");
+    assert!(
+        out.stderr.contains("not with --cgroup-root"),
+        "{}",
+        out.stderr
+    );
+    w.restore_background(&img);
     assert_eq!(probe(&w), before);
     w.kill_restored();
 }

@@ -124,6 +124,9 @@ impl Loaded {
         tasks.sort_by_key(|&(k, _)| k);
         let tasks: Vec<TaskImage> = tasks.into_iter().map(|(_, t)| t).collect();
         let loaded = Loaded { tasks, ..self };
+        if !opts.cgroup_roots.is_empty() {
+            crate::task::mount_ns::refuse_cgroup_binds_moved(&loaded.tasks)?;
+        }
         let cgroups = crate::task::cgroups::plan(
             &loaded
                 .tasks

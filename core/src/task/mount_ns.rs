@@ -940,6 +940,40 @@ pub(crate) fn as_seen_by(pid: Pid, path: &str) -> PathBuf {
     }
 }
 
+/// Refuses, before a restore that moves cgroups below new roots (`--cgroup-root`) creates
+/// anything, a mount namespace holding a cgroup hierarchy's directory: it is bound again from
+/// its dumped path, not the moved one.
+pub(crate) fn refuse_cgroup_binds_moved(
+    tasks: &[crate::restore::load::TaskImage],
+) -> Result<(), MountNsError> {
+    for task in tasks {
+        let Some(ns) = &task.core.mnt else { continue };
+        // The key: "POINT ROOT (TYPE SOURCE, OPTIONS SUPER)", point and root escaped.
+        let fstype = |key: &str| {
+            key.split(" (")
+                .nth(1)?
+                .split(' ')
+                .next()
+                .map(str::to_string)
+        };
+        if let Some(m) = ns
+            .mounts
+            .iter()
+            .find(|m| matches!(fstype(&m.key).as_deref(), Some("cgroup" | "cgroup2")))
+        {
+            return Err(MountNsError::Refused {
+                pid: Pid::from_raw(task.entry.pid),
+                inode: ns.inode,
+                mount: mount_name(m),
+                detail: "a cgroup directory bound again from its dumped path: not with \
+                         --cgroup-root, which moves the cgroups"
+                    .into(),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Refuses a mount namespace made inside another of the dump when either has a root of its
 /// own (pivot_root): the inner one would be made from cryo's, not from its parent's.
 /// `tasks`: each process's pid, its parent's and its namespace.
