@@ -723,6 +723,54 @@ fn a_cgroup2_mount_of_its_cgroup_namespace_comes_back_showing_the_same_cgroup() 
     w.kill_restored();
 }
 
+/// A sandbox as container runtimes make one, all at once: a root of its own (pivot_root) with
+/// a proc, binds on its own proc (/dev/null over a file, its sys read-only), a devpts instance,
+/// an mqueue of its own IPC namespace, the cgroup2 hierarchy of its own cgroup namespace, a
+/// sysfs, device nodes and a FIFO on its tmpfs, a bind of a part of that tmpfs: every mount
+/// comes back, the table the same.
+#[test]
+fn a_sandbox_with_every_kind_of_mount_comes_back_whole() {
+    cryo_bin();
+    let _shared = CRYOS_MOUNTS.read().unwrap_or_else(|e| e.into_inner());
+    let extras = [
+        "pivot",
+        "masked-proc",
+        "devpts",
+        "mqueue-own",
+        "cgroup2",
+        "sysfs",
+        "devnode",
+        "fifo",
+        "tmpfs-bind",
+    ];
+    let mut w = Workload::spawn("mount-ns", &extras);
+    let table = |w: &Workload| {
+        let mut lines: Vec<String> =
+            std::fs::read_to_string(format!("/proc/{}/mountinfo", w.pid()))
+                .unwrap()
+                .lines()
+                // Without ids, devices and propagation: point, root, options, type, source.
+                .map(|l| {
+                    let f: Vec<&str> = l.split(' ').collect();
+                    let sep = f.iter().position(|x| *x == "-").unwrap();
+                    format!("{} {} {} {}", f[4], f[3], f[5], f[sep + 1..].join(" "))
+                })
+                .collect();
+        lines.sort();
+        lines
+    };
+    let before = (table(&w), observe(&w), w.cmd("fifo"));
+    assert_eq!(before.2, "same:true queued in the fifo");
+    w.dump_and_restore();
+    let after = (table(&w), observe(&w), w.cmd("fifo"));
+    assert_eq!(after, before);
+    assert_eq!(
+        w.cmd(&format!("open-ptmx {}/ptmx", w.path("pts").display())),
+        "pty 0"
+    );
+    w.kill_restored();
+}
+
 /// A shared mount covered by another mount on its point cannot be reached to be set again:
 /// the dump is refused naming it, the process left running.
 #[test]

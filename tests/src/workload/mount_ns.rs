@@ -10,7 +10,7 @@
 //! (a ramfs on DIR/ram), `cgroup2` (a cgroup namespace of its own made, the cgroup2
 //! hierarchy mounted on DIR/cg: its cgroup), `masked-proc` (a proc on DIR/proc, /dev/null bound on its uptime, its sys bound on itself
 //! read-only), `pivot` (before the rest: a tmpfs made the namespace's root
-//! with pivot_root, holding binds of /usr, of this program's directory and of DIR at their
+//! with pivot_root, holding binds of /usr, /dev, of this program's directory and of DIR at their
 //! paths, and a proc on /proc), `shared` (the tmpfs made shared), `umount:PATH` (a
 //! mount of cryo's at PATH unmounted in its namespace), `nested` (a child in a mount namespace made inside this one, with a tmpfs cryo-mnt-inner on
 //! DIR/tmp/inner holding `f`; `kids` names it), `held-before` (DIR/src/host.txt opened at
@@ -90,7 +90,7 @@ fn mount(
 }
 
 /// Makes a tmpfs the root of this mount namespace, as a sandbox does (pivot_root), holding
-/// binds of /usr and of the directory of this program (its libraries and itself, at the paths
+/// binds of /usr, /dev (alone) and of the directory of this program (its libraries and itself, at the paths
 /// they had), of DIR, and a proc on /proc; the old root detached.
 fn pivot(dir: &Path) -> Result<(), String> {
     let new_root = dir.join("newroot");
@@ -104,7 +104,7 @@ fn pivot(dir: &Path) -> Result<(), String> {
     )?;
     let exe = std::env::current_exe().map_err(failed("current_exe"))?;
     let bin = exe.parent().ok_or("the program has no directory")?;
-    for kept in [Path::new("/usr"), bin, dir] {
+    for kept in [Path::new("/usr"), Path::new("/dev"), bin, dir] {
         let at = new_root.join(kept.strip_prefix("/").unwrap_or(kept));
         std::fs::create_dir_all(&at).map_err(failed("mkdir in newroot"))?;
         mount(
