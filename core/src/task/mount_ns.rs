@@ -19,26 +19,29 @@
 //!                                        flags; the whole table compared
 //! ```
 
-use std::collections::{HashMap, HashSet};
-use std::io::{self, Read};
+use std::collections::HashSet;
+use std::io;
 use std::os::fd::AsFd;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use cryo_proto::image::{file_desc, FileDesc, MountNamespace, NamespaceMount, TaskCore, TreeEntry};
-use nix::mount::MsFlags;
+use cryo_proto::image::{file_desc, FileDesc, MountNamespace, NamespaceMount, TaskCore};
 use nix::unistd::Pid;
 
 use crate::proc;
 use crate::restore::error::{ChildError, ChildStep};
 use crate::sys;
 
+mod mountinfo;
 mod propagation;
+mod tmpfs_copy;
 pub use propagation::check as check_propagation;
 
-/// MS_NOSYMFOLLOW (linux/mount.h), which nix does not name.
-const MS_NOSYMFOLLOW: MsFlags = MsFlags::from_bits_retain(256);
+use mountinfo::{
+    devpts_options, is_below, mount_flags, parse, proc_options, table_keys, tmpfs_options,
+    unescape, Mount,
+};
+use tmpfs_copy::{copy_tree, fill, list_dir};
 
 /// Filesystems whose mount in a namespace is a view of kernel state rather than of files (a
 /// proc, a sysfs... mounted there): not taken as a bind mount even on one of cryo's
@@ -123,156 +126,6 @@ pub enum MountNsError {
         /// The other process.
         other: Pid,
     },
-}
-
-/// One line of a mountinfo file (man 5 proc_pid_mountinfo); paths still escaped (\040...).
-#[derive(Debug, Clone, Default)]
-struct Mount {
-    id: u32,
-    parent: u32,
-    dev: String,
-    root: String,
-    point: String,
-    options: String,
-    optional: String,
-    fstype: String,
-    source: String,
-    super_options: String,
-}
-
-impl Mount {
-    /// What two namespaces showing the same mount agree on (not ids, devices, propagation).
-    fn key(&self) -> String {
-        format!(
-            "{} {} ({} {}, {} {})",
-            self.point, self.root, self.fstype, self.source, self.options, self.super_options
-        )
-    }
-
-    /// "TYPE SOURCE on POINT".
-    fn describe(&self) -> String {
-        format!(
-            "{} {} on {}",
-            self.fstype,
-            self.source,
-            unescape(&self.point)
-        )
-    }
-}
-
-/// The mounts of a mountinfo text, in its order, without mounts of namespace files (ip netns
-/// add binds them; they come and go with other tools' namespaces and are handles, not a view
-/// of files).
-fn parse(text: &str) -> Vec<Mount> {
-    text.lines()
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split(' ').collect();
-            let sep = fields.iter().position(|&f| f == "-")?;
-            let m = Mount {
-                id: fields.first()?.parse().ok()?,
-                parent: fields.get(1)?.parse().ok()?,
-                dev: fields.get(2)?.to_string(),
-                root: fields.get(3)?.to_string(),
-                point: fields.get(4)?.to_string(),
-                options: fields.get(5)?.to_string(),
-                optional: fields.get(6..sep)?.join(" "),
-                fstype: fields.get(sep + 1)?.to_string(),
-                source: fields.get(sep + 2)?.to_string(),
-                super_options: fields.get(sep + 3)?.to_string(),
-            };
-            (m.fstype != "nsfs").then_some(m)
-        })
-        .collect()
-}
-
-/// A mount table as the keys of its mounts, sorted.
-fn table_keys(mounts: &[Mount]) -> Vec<String> {
-    let mut keys: Vec<String> = mounts.iter().map(Mount::key).collect();
-    keys.sort();
-    keys
-}
-
-/// A mountinfo path with its octal escapes (\040 space, \011 tab, \012 newline, \134
-/// backslash) decoded.
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let octal = b
-            .get(i + 1..i + 4)
-            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
-        match (b[i], octal) {
-            (b'\\', Some(d)) => {
-                out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
-                i += 4;
-            }
-            (c, _) => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Whether path `p` is `prefix` or below it (whole components).
-fn is_below(p: &str, prefix: &str) -> bool {
-    prefix == "/"
-        || p == prefix
-        || p.strip_prefix(prefix)
-            .is_some_and(|rest| rest.starts_with('/'))
-}
-
-/// The mount flags of per-mount options `options` (mountinfo's sixth field), or the first
-/// option the restore does not make (idmapped...).
-fn mount_flags(options: &str) -> Result<MsFlags, String> {
-    let mut flags = MsFlags::empty();
-    let mut atime = MsFlags::MS_STRICTATIME;
-    for opt in options.split(',') {
-        match opt {
-            "rw" => {}
-            "ro" => flags |= MsFlags::MS_RDONLY,
-            "nosuid" => flags |= MsFlags::MS_NOSUID,
-            "nodev" => flags |= MsFlags::MS_NODEV,
-            "noexec" => flags |= MsFlags::MS_NOEXEC,
-            "nosymfollow" => flags |= MS_NOSYMFOLLOW,
-            "relatime" => atime = MsFlags::MS_RELATIME,
-            "noatime" => atime = MsFlags::MS_NOATIME,
-            "nodiratime" => flags |= MsFlags::MS_NODIRATIME,
-            other => return Err(other.to_string()),
-        }
-    }
-    Ok(flags | atime)
-}
-
-/// The superblock options of a tmpfs (`rw,size=1024k,mode=751`): those to mount it with
-/// again, whether it is read-only, or the first option the restore does not make.
-fn tmpfs_options(super_options: &str) -> Result<(String, bool), String> {
-    const KEPT: &[&str] = &[
-        "size",
-        "nr_inodes",
-        "mode",
-        "uid",
-        "gid",
-        "inode64",
-        "inode32",
-        "huge",
-        "noswap",
-        "mpol",
-    ];
-    let mut kept = Vec::new();
-    let mut read_only = false;
-    for opt in super_options.split(',') {
-        let name = opt.split('=').next().unwrap_or(opt);
-        match name {
-            "rw" => {}
-            "ro" => read_only = true,
-            _ if KEPT.contains(&name) => kept.push(opt),
-            _ => return Err(opt.to_string()),
-        }
-    }
-    Ok((kept.join(","), read_only))
 }
 
 /// Dumps mount namespace `inode` of frozen `pid` (not cryo's): every mount of cryo's must be
@@ -681,34 +534,6 @@ pub fn dump(pid: Pid, inode: u64) -> Result<MountNamespace, MountNsError> {
     })
 }
 
-/// The superblock options of a devpts instance (`rw,mode=620,ptmxmode=666,gid=5`): those to
-/// mount a new instance with (without rw/ro), or the first option the restore does not make.
-fn devpts_options(super_options: &str) -> Result<String, String> {
-    let mut kept = Vec::new();
-    for opt in super_options.split(',') {
-        match opt.split('=').next().unwrap_or(opt) {
-            "rw" => {}
-            "mode" | "ptmxmode" | "gid" | "uid" | "max" => kept.push(opt),
-            _ => return Err(opt.to_string()),
-        }
-    }
-    Ok(kept.join(","))
-}
-
-/// The superblock options of a proc (`rw,hidepid=invisible,subset=pid`): those to mount it
-/// with again (without rw), or the first option the restore does not make.
-fn proc_options(super_options: &str) -> Result<String, String> {
-    let mut kept = Vec::new();
-    for opt in super_options.split(',') {
-        match opt.split('=').next().unwrap_or(opt) {
-            "rw" => {}
-            "hidepid" | "gid" | "subset" => kept.push(opt),
-            _ => return Err(opt.to_string()),
-        }
-    }
-    Ok(kept.join(","))
-}
-
 /// Which PID namespace the proc process `pid` shows at `seen_at` (/proc/PID/root/POINT) is:
 /// the process's own (true) or cryo's (false), told by finding the process itself there under
 /// its pid in that namespace (NSpid: cryo's first, its own last) with its start time; `None`
@@ -800,132 +625,6 @@ fn bind_source(m: &Mount, ours: &[Mount], seen_at: &Path) -> Option<String> {
             std::fs::metadata(source)
                 .is_ok_and(|s| (s.dev(), s.ino()) == (target.dev(), target.ino()))
         })
-}
-
-/// The files of the tmpfs whose root the process shows at `base`, parents first; what lies
-/// on another mount (a mount point below) is an empty placeholder. Read with O_NOATIME, so the
-/// process finds its access times as they were. `budget`: the bytes left to copy.
-fn copy_tree(base: &Path, budget: &mut u64) -> Result<Vec<TreeEntry>, String> {
-    let root = std::fs::symlink_metadata(base).map_err(|e| format!("read its root: {e}"))?;
-    let dev = root.dev();
-    let mut out = Vec::new();
-    let mut links: HashMap<u64, (String, u64, u32)> = HashMap::new();
-    let mut todo = vec![String::new()];
-    while let Some(rel) = todo.pop() {
-        let path = if rel.is_empty() {
-            base.to_path_buf()
-        } else {
-            base.join(&rel)
-        };
-        let err = |what: &str, e: io::Error| format!("{what} {}: {e}", shown(&rel));
-        let meta = std::fs::symlink_metadata(&path).map_err(|e| err("read", e))?;
-        let (atime_ns, mtime_ns) = crate::files::times_ns(&meta);
-        let mut entry = TreeEntry {
-            path: rel.clone(),
-            mode: meta.mode(),
-            uid: meta.uid(),
-            gid: meta.gid(),
-            atime_ns,
-            mtime_ns,
-            ..Default::default()
-        };
-        if meta.dev() != dev {
-            entry.mount_point = true;
-            out.push(entry);
-            continue;
-        }
-        if sys::mount::has_xattrs(&path).map_err(|e| err("list the attributes of", e))? {
-            return Err(format!(
-                "{} has extended attributes: they are not copied",
-                shown(&rel)
-            ));
-        }
-        let file_type = meta.file_type();
-        // Another name of an inode met before (a hard link): made as a link to it.
-        if !file_type.is_dir() && meta.nlink() > 1 {
-            if let Some((first, _, count)) = links.get_mut(&meta.ino()) {
-                entry.link_to = first.clone();
-                *count += 1;
-                out.push(entry);
-                continue;
-            }
-            links.insert(meta.ino(), (rel.clone(), meta.nlink(), 1));
-        }
-        if file_type.is_dir() {
-            let mut names = list_dir(&path).map_err(|e| err("list", e))?;
-            if names.iter().any(|n| n.contains('\0')) {
-                return Err(format!("{} holds a name that is not UTF-8", shown(&rel)));
-            }
-            names.sort();
-            // Popped in order, so pushed reversed.
-            for name in names.into_iter().rev() {
-                todo.push(if rel.is_empty() {
-                    name
-                } else {
-                    format!("{rel}/{name}")
-                });
-            }
-        } else if file_type.is_file() {
-            if meta.len() > *budget {
-                return Err(format!(
-                    "holds more than {} MiB of files (at {}): larger contents are not copied",
-                    CONTENTS_LIMIT >> 20,
-                    shown(&rel)
-                ));
-            }
-            let mut data = Vec::with_capacity(meta.len() as usize);
-            std::fs::OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_NOATIME | libc::O_NOFOLLOW)
-                .open(&path)
-                .and_then(|mut f| f.read_to_end(&mut data))
-                .map_err(|e| err("read", e))?;
-            *budget = budget.saturating_sub(data.len() as u64);
-            entry.data = data;
-        } else if file_type.is_symlink() {
-            let target = std::fs::read_link(&path).map_err(|e| err("read", e))?;
-            entry.data = target.as_os_str().as_bytes().to_vec();
-        } else if file_type.is_char_device() || file_type.is_block_device() {
-            entry.rdev = meta.rdev();
-        } else if !file_type.is_fifo() {
-            return Err(format!(
-                "holds {} of a type not copied (a socket)",
-                shown(&rel)
-            ));
-        }
-        out.push(entry);
-    }
-    if let Some((first, nlink, count)) = links.values().find(|(_, n, c)| *n != u64::from(*c)) {
-        return Err(format!(
-            "{} has {nlink} links, {count} of them on this mount: links elsewhere are not made \
-             again",
-            shown(first)
-        ));
-    }
-    Ok(out)
-}
-
-/// The names in directory `path` (without . and ..), read with O_NOATIME: its access time
-/// stays. A name that is not UTF-8 comes back holding a NUL.
-fn list_dir(path: &Path) -> io::Result<Vec<String>> {
-    use nix::fcntl::OFlag;
-    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOATIME | OFlag::O_CLOEXEC;
-    let mut dir = nix::dir::Dir::open(path, flags, nix::sys::stat::Mode::empty())?;
-    let mut names = Vec::new();
-    for entry in dir.iter() {
-        let entry = entry?;
-        let name = entry.file_name().to_bytes();
-        if name == b"." || name == b".." {
-            continue;
-        }
-        names.push(std::str::from_utf8(name).map_or_else(|_| "\0".to_string(), str::to_string));
-    }
-    Ok(names)
-}
-
-/// A path of a copied tree as messages show it.
-fn shown(rel: &str) -> String {
-    format!("/{rel}")
 }
 
 /// Absolute `path` as process `pid` finds it: through /proc/PID/root when it is in another
@@ -1542,134 +1241,4 @@ pub(crate) fn set_propagation(
         })
         .collect();
     propagation::restore(&made)
-}
-
-/// Makes the copied `files` of a tmpfs on `point` (its root first): contents, owners, modes,
-/// times (directories' last, once their entries are made). Fails with the path.
-fn fill(point: &Path, files: &[TreeEntry]) -> Result<(), (String, io::Error)> {
-    use nix::sys::stat::{utimensat, Mode, UtimensatFlags};
-    use nix::unistd::{fchownat, Gid, Uid};
-    let at = |rel: &str| {
-        if rel.is_empty() {
-            point.to_path_buf()
-        } else {
-            point.join(rel)
-        }
-    };
-    for e in files {
-        let path = at(&e.path);
-        let fail = |err: io::Error| (path.display().to_string(), err);
-        // Only names below the mount: no "..", no absolute path, from the image.
-        let plain = |p: &str| {
-            Path::new(p)
-                .components()
-                .all(|c| matches!(c, std::path::Component::Normal(_)))
-        };
-        if !plain(&e.path) || !plain(&e.link_to) {
-            return Err(fail(io::Error::from_raw_os_error(libc::EINVAL)));
-        }
-        let kind = e.mode & libc::S_IFMT;
-        let perms = Mode::from_bits_truncate(e.mode & 0o7777);
-        if !e.link_to.is_empty() {
-            std::fs::hard_link(at(&e.link_to), &path).map_err(fail)?;
-            continue;
-        }
-        match kind {
-            _ if e.path.is_empty() => {}
-            libc::S_IFDIR => nix::unistd::mkdir(&path, Mode::from_bits_truncate(0o700))
-                .map_err(|err| fail(err.into()))?,
-            libc::S_IFREG if e.mount_point => {
-                std::fs::File::create(&path).map_err(fail)?;
-            }
-            libc::S_IFREG => std::fs::write(&path, &e.data).map_err(fail)?,
-            libc::S_IFLNK => {
-                std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&e.data), &path)
-                    .map_err(fail)?
-            }
-            libc::S_IFIFO => nix::unistd::mkfifo(&path, Mode::from_bits_truncate(0o600))
-                .map_err(|err| fail(err.into()))?,
-            libc::S_IFCHR | libc::S_IFBLK => nix::sys::stat::mknod(
-                &path,
-                nix::sys::stat::SFlag::from_bits_truncate(kind),
-                Mode::from_bits_truncate(0o600),
-                e.rdev,
-            )
-            .map_err(|err| fail(err.into()))?,
-            _ => return Err(fail(io::Error::from_raw_os_error(libc::EINVAL))),
-        }
-        if e.mount_point {
-            // Below another mount: its own attributes are not seen there.
-            continue;
-        }
-        let owner = (Some(Uid::from_raw(e.uid)), Some(Gid::from_raw(e.gid)));
-        fchownat(
-            nix::fcntl::AT_FDCWD,
-            &path,
-            owner.0,
-            owner.1,
-            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-        )
-        .map_err(|err| fail(err.into()))?;
-        if kind != libc::S_IFLNK {
-            // After chown, which clears set-id bits.
-            nix::sys::stat::fchmodat(
-                nix::fcntl::AT_FDCWD,
-                &path,
-                perms,
-                nix::sys::stat::FchmodatFlags::FollowSymlink,
-            )
-            .map_err(|err| fail(err.into()))?;
-        }
-    }
-    // Times last, children before parents: making an entry changes its directory's.
-    for e in files.iter().rev().filter(|e| !e.mount_point) {
-        let path = at(&e.path);
-        let atime = crate::files::timespec_of_ns(e.atime_ns);
-        let mtime = crate::files::timespec_of_ns(e.mtime_ns);
-        utimensat(
-            nix::fcntl::AT_FDCWD,
-            &path,
-            &atime,
-            &mtime,
-            UtimensatFlags::NoFollowSymlink,
-        )
-        .map_err(|err| (path.display().to_string(), err.into()))?;
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_mount_table_reads_as_a_view() {
-        let text = "30 1 0:27 / /sys rw,relatime shared:7 - sysfs sysfs rw\n\
-             21 30 0:4 net:[4026532174] /run/netns/x rw shared:5 - nsfs nsfs rw\n\
-             22 1 254:0 / / rw,relatime - ext4 /dev/vda rw\n\
-             23 22 0:40 / /tmp/a\\040b rw,nosuid - tmpfs none rw,size=1024k,mode=751\n";
-        let mounts = parse(text);
-        assert_eq!(
-            table_keys(&mounts),
-            [
-                "/ / (ext4 /dev/vda, rw,relatime rw)",
-                "/sys / (sysfs sysfs, rw,relatime rw)",
-                "/tmp/a\\040b / (tmpfs none, rw,nosuid rw,size=1024k,mode=751)",
-            ]
-        );
-        assert_eq!(mounts[0].optional, "shared:7");
-        assert_eq!(unescape(&mounts[2].point), "/tmp/a b");
-        assert_eq!(
-            tmpfs_options(&mounts[2].super_options).unwrap(),
-            ("size=1024k,mode=751".to_string(), false)
-        );
-        assert_eq!(tmpfs_options("ro,quota").unwrap_err(), "quota");
-        assert_eq!(
-            mount_flags("ro,nosuid,relatime").unwrap(),
-            MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_RELATIME
-        );
-        assert_eq!(mount_flags("rw,idmapped").unwrap_err(), "idmapped");
-        assert!(is_below("/a/b", "/a") && is_below("/a", "/a") && is_below("/x", "/"));
-        assert!(!is_below("/ab", "/a"));
-    }
 }

@@ -28,7 +28,8 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use cryo_proto::image::{MountNamespace, MountPropagation, OuterGroup};
 use nix::unistd::Pid;
 
-use super::{is_below, parse, unescape, Mount, MountNsError};
+use super::mountinfo::{is_below, parse, unescape, Mount};
+use super::MountNsError;
 use crate::sys::mount::{self as sys_mount, Propagation};
 
 /// The propagation mountinfo's optional fields give a mount: its peer group (shared:N), the
