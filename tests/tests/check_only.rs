@@ -493,3 +493,28 @@ fn an_abstract_name_held_here_is_a_temporary_finding() {
         "{findings:?}"
     );
 }
+
+/// A mount namespace of the image whose bind source this host lacks: a permanent finding
+/// naming the path (the restore would fail making the namespace). Before, the check said
+/// nothing and the restore failed.
+#[test]
+fn a_bind_source_missing_here_is_a_permanent_mount_finding() {
+    cryo_bin();
+    let mut w = Workload::spawn("mount-ns", &[]);
+    let img = w.path("img");
+    check_dump(&w, &img);
+    w.kill_original();
+    let (out, findings) = judge(&w, &img);
+    assert!(findings.is_empty(), "nothing is missing yet:\n{out}");
+    let (src, away) = (w.path("src"), w.path("src-away"));
+    std::fs::rename(&src, &away).unwrap();
+    let (out, findings) = judge(&w, &img);
+    std::fs::rename(&away, &src).unwrap();
+    assert_eq!(out.status.code(), Some(3), "{out}");
+    let f = finding(&findings, "permanent", "mount", src.to_str().unwrap())
+        .unwrap_or_else(|| panic!("no finding naming the bind source:\n{out}"));
+    assert!(
+        f["reason"].as_str().unwrap().contains("no such path here"),
+        "{f}"
+    );
+}

@@ -131,6 +131,7 @@ pub fn check_only(dir: &Path, opts: CheckOptions) -> Result<Verdict> {
     ids(&check.gids, "group", &mut v);
     aio_rings(&check, &mut v);
     session_keyrings(&images, &inventory.root_pids, &mut v)?;
+    mount_namespaces(&images, &mut v)?;
     if !opts.netns {
         abstract_names(&images, &mut v)?;
     }
@@ -156,6 +157,34 @@ fn abstract_names(images: &ImageDir, v: &mut Verdict) -> Result<()> {
             why,
             "stop what holds it, or restore with --netns",
         );
+    }
+    Ok(())
+}
+
+/// Whether this host has what the image's mount namespaces are made again from: the paths
+/// of cryo's namespace their binds show, and cryo's mounts whose peer groups they join
+/// (task/mount_ns.rs).
+fn mount_namespaces(images: &ImageDir, v: &mut Verdict) -> Result<()> {
+    let pstree: Vec<cryo_proto::image::ProcessEntry> =
+        images.read(names::PSTREE, ImageKind::Pstree)?;
+    let mut seen = std::collections::HashSet::new();
+    for entry in pstree.iter().filter(|e| !e.zombie) {
+        let core: cryo_proto::image::TaskCore = images.read_single(
+            &names::core(nix::unistd::Pid::from_raw(entry.pid)),
+            ImageKind::Core,
+        )?;
+        let Some(ns) = core.mnt.filter(|ns| seen.insert(ns.inode)) else {
+            continue;
+        };
+        for (subject, why) in crate::task::mount_ns::missing_here(&ns) {
+            v.push(
+                Permanent,
+                "mount",
+                subject,
+                why,
+                "make the path or mount as the dumped host had it",
+            );
+        }
     }
     Ok(())
 }

@@ -160,7 +160,12 @@ pub(crate) fn record(
     for (&id, &(pid, ref how)) in &users {
         let Some(desc) = by_id.get(&id) else { continue };
         match &desc.kind {
-            Some(file_desc::Kind::Regular(f)) if !f.deleted && f.linked.is_none() => {
+            // A file on a mount of its holder's namespace's own is not at its path here: a
+            // copied tmpfs's comes from the image, a bind's source is judged with the
+            // namespace (mount_namespaces in judge.rs).
+            Some(file_desc::Kind::Regular(f))
+                if !f.deleted && f.linked.is_none() && !f.in_mount_namespace =>
+            {
                 if !seen.insert(f.path.clone()) {
                     continue;
                 }

@@ -639,6 +639,44 @@ pub(crate) fn as_seen_by(pid: Pid, path: &str) -> PathBuf {
     }
 }
 
+/// What of namespace `ns` this host lacks to make it again (for `restore --check-only`):
+/// each bind's source path in cryo's namespace, each mount of cryo's whose peer group its
+/// mounts join; (subject, reason) for each missing one.
+pub fn missing_here(ns: &MountNamespace) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for m in ns
+        .mounts
+        .iter()
+        .filter(|m| !m.bind_source.is_empty() && !m.bind_in_namespace)
+    {
+        if std::fs::symlink_metadata(&m.bind_source).is_err() {
+            out.push((
+                m.bind_source.clone(),
+                format!("no such path here: {} binds it", mount_name(m)),
+            ));
+        }
+    }
+    let ours = std::fs::read_to_string("/proc/self/mountinfo")
+        .map(|t| parse(&t))
+        .unwrap_or_default();
+    for a in &ns.outer_groups {
+        if !ours
+            .iter()
+            .any(|o| o.key() == a.key && !o.optional.is_empty())
+        {
+            out.push((
+                a.point.clone(),
+                format!(
+                    "no mount here that is shared or a slave as the dumped host's was ({}): \
+                     the namespace's mounts in its peer group {} could not join it",
+                    a.key, a.group
+                ),
+            ));
+        }
+    }
+    out
+}
+
 /// Refuses, before a restore that moves cgroups below new roots (`--cgroup-root`) creates
 /// anything, a mount namespace holding a cgroup hierarchy's directory: it is bound again from
 /// its dumped path, not the moved one.
