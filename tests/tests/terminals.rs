@@ -316,11 +316,26 @@ impl Tmux {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// Types `line` into window `window` and waits (bounded) until its pane shows a line
-    /// `expect`; panics with the pane otherwise.
+    /// Types `line` into window `window` once its shell shows its prompt, and waits (bounded)
+    /// until its pane shows a line `expect`; panics with the pane otherwise. (Typed before
+    /// the prompt, the line is echoed by the terminal first and the answer lands after the
+    /// prompt: "# B3".)
     #[track_caller]
     fn answers(&self, window: u32, line: &str, expect: &str) {
         let target = format!(":{window}");
+        let deadline = Instant::now() + CMD_TIMEOUT;
+        loop {
+            let pane = self.run(&["capture-pane", "-p", "-t", &target]);
+            let last = pane.lines().rev().find(|l| !l.trim().is_empty());
+            if last.is_some_and(|l| matches!(l.trim_end().chars().last(), Some('#' | '$'))) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "window {window} shows no prompt:\n{pane}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
         self.run(&["send-keys", "-t", &target, line, "Enter"]);
         let deadline = Instant::now() + CMD_TIMEOUT;
         loop {
