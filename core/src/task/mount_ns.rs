@@ -172,12 +172,12 @@ pub fn dump(pid: Pid, inode: u64) -> Result<MountNamespace, MountNsError> {
     // its own (pivot_root), every mount then its own, the root first.
     let top = |table: &[Mount]| {
         let ids: HashSet<u32> = table.iter().map(|m| m.id).collect();
-        table
-            .iter()
-            .find(|m| !ids.contains(&m.parent))
-            .map(Mount::key)
+        table.iter().find(|m| !ids.contains(&m.parent)).cloned()
     };
-    let pivoted = top(&theirs).is_some() && top(&theirs) != top(&ours);
+    let their_top = top(&theirs);
+    let pivoted = their_top
+        .as_ref()
+        .is_some_and(|t| Some(t.key()) != top(&ours).map(|o| o.key()));
     // Cryo's mounts, each matched once; the rest are the namespace's own, in mount order.
     let mut unmatched: Vec<(String, &Mount)> = if pivoted {
         Vec::new()
@@ -196,9 +196,8 @@ pub fn dump(pid: Pid, inode: u64) -> Result<MountNamespace, MountNsError> {
             None => own.push(m),
         }
     }
-    if pivoted {
-        let ids: HashSet<u32> = theirs.iter().map(|m| m.id).collect();
-        if let Some(i) = own.iter().position(|m| !ids.contains(&m.parent)) {
+    if let Some(top) = their_top.as_ref().filter(|_| pivoted) {
+        if let Some(i) = own.iter().position(|m| m.id == top.id) {
             let root_mount = own.remove(i);
             own.insert(0, root_mount);
         }
@@ -572,15 +571,30 @@ fn mqueue_shows(pid: Pid, seen_at: &Path) -> io::Result<Option<bool>> {
     let dev = std::fs::metadata(seen_at)?.dev();
     let dev_in = |ns: PathBuf| -> io::Result<u64> {
         let ns = std::fs::File::open(ns)?;
-        let made = crate::sys::ns::run_in(&ns, nix::sched::CloneFlags::CLONE_NEWIPC, || {
-            sys::mount::detached("mqueue", "mqueue", None, "")
-        })??;
+        let made = detached_in(
+            &ns,
+            nix::sched::CloneFlags::CLONE_NEWIPC,
+            "mqueue",
+            "mqueue",
+        )?;
         Ok(nix::sys::stat::fstat(made.as_fd())?.st_dev)
     };
     if dev_in(proc::dir(pid).join("ns/ipc"))? == dev {
         return Ok(Some(true));
     }
     Ok((dev_in(PathBuf::from("/proc/self/ns/ipc"))? == dev).then_some(false))
+}
+
+/// A new mount (detached) of `fstype` named `source`, made by a thread that joined namespace
+/// `ns` of kind `kind`: an mqueue shows the IPC namespace of the thread that makes it, a sysfs
+/// its network namespace.
+fn detached_in(
+    ns: &std::fs::File,
+    kind: nix::sched::CloneFlags,
+    fstype: &str,
+    source: &str,
+) -> io::Result<std::os::fd::OwnedFd> {
+    crate::sys::ns::run_in(ns, kind, || sys::mount::detached(fstype, source, None, ""))?
 }
 
 /// Whether the sysfs process `pid` shows at `seen_at` (/proc/PID/root/POINT) is of the
@@ -915,13 +929,7 @@ pub fn restore_in_child(core: &TaskCore, parent: Option<&TaskCore>) -> Result<()
     if parent.and_then(|p| p.mnt.as_ref()).map(|m| m.inode) == Some(ns.inode) {
         return Ok(());
     }
-    let failed = |what: String| {
-        move |e: io::Error| ChildError::SysOn {
-            step: ChildStep::MountNamespace,
-            object: what,
-            errno: e.raw_os_error().unwrap_or(libc::EIO),
-        }
-    };
+    let failed = |what: String| ChildError::sys_on(ChildStep::MountNamespace, what);
     if ns.pivoted {
         return restore_pivoted(ns);
     }
@@ -993,13 +1001,7 @@ pub fn restore_in_child(core: &TaskCore, parent: Option<&TaskCore>) -> Result<()
 /// a bind's source within the namespace are taken below `base`, a bind of cryo's path as it
 /// is. Then its per-mount flags.
 fn make_mount(m: &NamespaceMount, base: &Path) -> Result<(), ChildError> {
-    let failed = |what: String| {
-        move |e: io::Error| ChildError::SysOn {
-            step: ChildStep::MountNamespace,
-            object: what,
-            errno: e.raw_os_error().unwrap_or(libc::EIO),
-        }
-    };
+    let failed = |what: String| ChildError::sys_on(ChildStep::MountNamespace, what);
     let below = |path: &str| base.join(path.trim_start_matches('/'));
     let point = below(&m.point);
     let point = point.as_path();
@@ -1037,13 +1039,7 @@ fn make_mount(m: &NamespaceMount, base: &Path) -> Result<(), ChildError> {
 /// (this process still reads its own there while it makes its files); cryo replaces it with
 /// the namespace's own (mount_procs_and_sysfs).
 fn restore_pivoted(ns: &MountNamespace) -> Result<(), ChildError> {
-    let failed = |what: String| {
-        move |e: io::Error| ChildError::SysOn {
-            step: ChildStep::MountNamespace,
-            object: what,
-            errno: e.raw_os_error().unwrap_or(libc::EIO),
-        }
-    };
+    let failed = |what: String| ChildError::sys_on(ChildStep::MountNamespace, what);
     let Some((root, rest)) = ns.mounts.split_first() else {
         return Err(ChildError::Mounts {
             detail: "a pivoted namespace without its root mount".into(),
@@ -1186,14 +1182,6 @@ pub(crate) fn mount_procs_and_sysfs(
             .map_err(failed("unmount cryo's /proc from it".into()))?;
         }
         for m in ns.mounts.iter().filter(|m| made_by_cryo(m)) {
-            let (fstype, shows) = if m.proc {
-                ("proc", ns_of(m.proc_own_pidns, "pid"))
-            } else if m.mqueue {
-                ("mqueue", ns_of(m.mqueue_own_ipcns, "ipc"))
-            } else {
-                ("sysfs", ns_of(m.sysfs_own_netns, "net"))
-            };
-            let what = format!("mount a {fstype} on {} ({})", m.point, shows.display());
             let made = if m.late {
                 let what = format!("bind {} on {}", m.bind_source, m.point);
                 let source = Path::new(&m.bind_source);
@@ -1207,34 +1195,38 @@ pub(crate) fn mount_procs_and_sysfs(
                 }
                 .map_err(failed(what))?
             } else {
+                use nix::sched::CloneFlags;
+                let (fstype, shows, kind) = if m.proc {
+                    (
+                        "proc",
+                        ns_of(m.proc_own_pidns, "pid"),
+                        CloneFlags::CLONE_NEWPID,
+                    )
+                } else if m.mqueue {
+                    (
+                        "mqueue",
+                        ns_of(m.mqueue_own_ipcns, "ipc"),
+                        CloneFlags::CLONE_NEWIPC,
+                    )
+                } else {
+                    (
+                        "sysfs",
+                        ns_of(m.sysfs_own_netns, "net"),
+                        CloneFlags::CLONE_NEWNET,
+                    )
+                };
+                let what = format!("mount a {fstype} on {} ({})", m.point, shows.display());
                 std::fs::File::open(&shows)
                     .and_then(|shows| {
                         if m.proc {
-                            sys::mount::detached(
-                                "proc",
-                                &m.source,
-                                Some(shows.as_fd()),
-                                &m.proc_options,
-                            )
-                        } else if m.mqueue {
-                            // An mqueue shows the IPC namespace of the thread that makes it.
-                            crate::sys::ns::run_in(
-                                &shows,
-                                nix::sched::CloneFlags::CLONE_NEWIPC,
-                                || sys::mount::detached("mqueue", &m.source, None, ""),
-                            )
-                            .and_then(|r| r)
+                            // A proc is told its PID namespace (linux 6.15's pidns option).
+                            let pidns = Some(shows.as_fd());
+                            sys::mount::detached("proc", &m.source, pidns, &m.proc_options)
                         } else {
-                            // A sysfs shows the network namespace of the thread that makes it.
-                            crate::sys::ns::run_in(
-                                &shows,
-                                nix::sched::CloneFlags::CLONE_NEWNET,
-                                || sys::mount::detached("sysfs", &m.source, None, ""),
-                            )
-                            .and_then(|r| r)
+                            detached_in(&shows, kind, fstype, &m.source)
                         }
                     })
-                    .map_err(failed(what.clone()))?
+                    .map_err(failed(what))?
             };
             let flags = mount_flags(&m.options).map_err(|opt| MountNsError::Refused {
                 pid,
@@ -1248,7 +1240,7 @@ pub(crate) fn mount_procs_and_sysfs(
                 sys::mount::set_mount_flags(point, flags)
             })
             .and_then(|r| r)
-            .map_err(failed(what))?;
+            .map_err(failed(format!("attach the {}", mount_name(m))))?;
         }
         let text = std::fs::read_to_string(dir.join("mountinfo"))
             .map_err(failed("its mountinfo".into()))?;

@@ -257,7 +257,20 @@ pub(crate) fn restore(namespaces: &[(Pid, &MountNamespace)]) -> Result<(), Mount
     }
     let sources = sources(&namespaces)?;
     // The mounts of cryo's the image names, as cryo's namespace shows them now.
-    let cryos = std::fs::read_to_string("/proc/self/mountinfo").map(|t| parse(&t));
+    let cryos = match namespaces
+        .iter()
+        .find(|(_, ns)| !ns.outer_groups.is_empty())
+    {
+        Some((pid, ns)) => std::fs::read_to_string("/proc/self/mountinfo")
+            .map(|t| parse(&t))
+            .map_err(|errno| MountNsError::Read {
+                pid: *pid,
+                inode: ns.inode,
+                what: "cryo's mountinfo".into(),
+                errno,
+            })?,
+        None => Vec::new(),
+    };
     let mut anchors: HashMap<u32, Vec<(String, OwnedFd, u32)>> = HashMap::new();
     for (pid, ns) in &namespaces {
         for a in &ns.outer_groups {
@@ -267,19 +280,8 @@ pub(crate) fn restore(namespaces: &[(Pid, &MountNamespace)]) -> Result<(), Mount
             {
                 continue;
             }
-            let failed = |what: String| {
-                let mount = format!("cryo's mount on {} (peer group {})", a.point, a.group);
-                move |errno| MountNsError::Propagation {
-                    pid: *pid,
-                    inode: ns.inode,
-                    mount,
-                    what,
-                    errno,
-                }
-            };
-            let table = cryos
-                .as_ref()
-                .map_err(|e| failed("read cryo's mountinfo".into())(clone_err(e)))?;
+            let mount = format!("cryo's mount on {} (peer group {})", a.point, a.group);
+            let failed = |what: &str| set_err(*pid, ns.inode, mount.clone(), what);
             let wanted = |m: &&Mount| {
                 let (shared, master, _) = fields(&m.optional);
                 m.key() == a.key
@@ -289,11 +291,11 @@ pub(crate) fn restore(namespaces: &[(Pid, &MountNamespace)]) -> Result<(), Mount
                         shared == 0 && master != 0
                     }
             };
-            let Some(m) = table.iter().find(wanted) else {
+            let Some(m) = cryos.iter().find(wanted) else {
                 return Err(MountNsError::Refused {
                     pid: *pid,
                     inode: ns.inode,
-                    mount: format!("cryo's mount on {} (peer group {})", a.point, a.group),
+                    mount,
                     detail: format!(
                         "cryo's namespace has no such mount {} now ({}): its peer group is not \
                          joined again",
@@ -302,10 +304,10 @@ pub(crate) fn restore(namespaces: &[(Pid, &MountNamespace)]) -> Result<(), Mount
                     ),
                 });
             };
-            let fd = sys_mount::open_point(None, &a.point).map_err(failed("open it".into()))?;
-            let id = sys_mount::mount_id(fd.as_fd()).map_err(failed("read its mount id".into()))?;
+            let fd = sys_mount::open_point(None, &a.point).map_err(failed("open it"))?;
+            let id = sys_mount::mount_id(fd.as_fd()).map_err(failed("read its mount id"))?;
             if id != m.id {
-                return Err(failed("its mount point leads to another mount".into())(
+                return Err(failed("its mount point leads to another mount")(
                     std::io::Error::from_raw_os_error(libc::EBUSY),
                 ));
             }
@@ -331,16 +333,7 @@ pub(crate) fn restore(namespaces: &[(Pid, &MountNamespace)]) -> Result<(), Mount
             }
         })?;
         joined.push(mnt);
-        let failed = |r: &MountPropagation, what: &str| {
-            let (mount, what) = (describe(r), what.to_string());
-            move |errno| MountNsError::Propagation {
-                pid: *pid,
-                inode: ns.inode,
-                mount,
-                what,
-                errno,
-            }
-        };
+        let failed = |r: &MountPropagation, what: &str| set_err(*pid, ns.inode, describe(r), what);
         let table = table_of(*pid, ns)?;
         let mut fds = Vec::new();
         for r in &ns.propagation {
@@ -380,15 +373,16 @@ pub(crate) fn restore(namespaces: &[(Pid, &MountNamespace)]) -> Result<(), Mount
             let (pid, ns) = namespaces[n];
             let r = &ns.propagation[i];
             let to = targets[n][i].0.as_fd();
-            let failed = |what: &str| {
-                let (mount, what) = (describe(r), what.to_string());
-                move |errno| MountNsError::Propagation {
-                    pid,
-                    inode: ns.inode,
-                    mount,
-                    what,
-                    errno,
+            let failed = |what: &str| set_err(pid, ns.inode, describe(r), what);
+            // Joins the group `from` is a member (else a pure slave) of, and leaves it for
+            // a slave of it.
+            let join_master = |(from, member): (BorrowedFd<'_>, bool)| {
+                sys_mount::set_group(from, to).map_err(failed("join its master's group"))?;
+                if member {
+                    set_in(&joined[n], to, Propagation::Slave)
+                        .map_err(failed("make it a slave"))?;
                 }
+                Ok::<(), MountNsError>(())
             };
             // Its master group must exist first, and its own group unless it makes it.
             let master_from = (r.master != 0).then(|| {
@@ -405,13 +399,8 @@ pub(crate) fn restore(namespaces: &[(Pid, &MountNamespace)]) -> Result<(), Mount
                     // A peer has its group's master too.
                     sys_mount::set_group(from, to).map_err(failed("join its peer group"))?;
                 } else if sources.get(&r.shared) == Some(&Source::First(n, i)) {
-                    if let Some(Some((from, member))) = master_from {
-                        sys_mount::set_group(from, to)
-                            .map_err(failed("join its master's group"))?;
-                        if member {
-                            set_in(&joined[n], to, Propagation::Slave)
-                                .map_err(failed("make it a slave"))?;
-                        }
+                    if let Some(Some(master)) = master_from {
+                        join_master(master)?;
                     }
                     set_in(&joined[n], to, Propagation::Shared)
                         .map_err(failed("make it shared"))?;
@@ -423,12 +412,8 @@ pub(crate) fn restore(namespaces: &[(Pid, &MountNamespace)]) -> Result<(), Mount
                     .entry(r.shared)
                     .or_default()
                     .push((r.root.clone(), to));
-            } else if let Some(Some((from, member))) = master_from {
-                sys_mount::set_group(from, to).map_err(failed("join its master's group"))?;
-                if member {
-                    set_in(&joined[n], to, Propagation::Slave)
-                        .map_err(failed("make it a slave"))?;
-                }
+            } else if let Some(Some(master)) = master_from {
+                join_master(master)?;
             }
             if r.unbindable {
                 set_in(&joined[n], to, Propagation::Unbindable)
@@ -476,12 +461,22 @@ fn table_of(pid: Pid, ns: &MountNamespace) -> Result<Vec<Mount>, MountNsError> {
         })
 }
 
-/// An io::Error again (std's is not Clone).
-fn clone_err(e: &std::io::Error) -> std::io::Error {
-    e.raw_os_error().map_or_else(
-        || std::io::Error::other(e.to_string()),
-        std::io::Error::from_raw_os_error,
-    )
+/// The error of step `what` setting the propagation of `mount` in namespace `inode` (made by
+/// restored `pid`).
+fn set_err(
+    pid: Pid,
+    inode: u64,
+    mount: String,
+    what: &str,
+) -> impl FnOnce(std::io::Error) -> MountNsError {
+    let what = what.to_string();
+    move |errno| MountNsError::Propagation {
+        pid,
+        inode,
+        mount,
+        what,
+        errno,
+    }
 }
 
 /// Checks every table made against the dumped propagation: each dumped group is one group of
