@@ -25,19 +25,17 @@ pub(crate) fn enter_new_private() -> io::Result<()> {
     Ok(())
 }
 
-/// Mounts a new tmpfs named `source` on `point` with per-mount `flags` and superblock options
-/// `data` (size=, mode=...), writable.
-pub(crate) fn tmpfs(source: &str, point: &Path, flags: MsFlags, data: &str) -> io::Result<()> {
+/// Mounts a new filesystem of type `fstype` (a tmpfs, a devpts instance) named `source` on
+/// `point` with per-mount `flags` and superblock options `data` (size=, mode=...), writable.
+pub(crate) fn new_filesystem(
+    fstype: &str,
+    source: &str,
+    point: &Path,
+    flags: MsFlags,
+    data: &str,
+) -> io::Result<()> {
     let flags = flags & !MsFlags::MS_RDONLY;
-    nix::mount::mount(Some(source), point, Some("tmpfs"), flags, Some(data))?;
-    Ok(())
-}
-
-/// Mounts a new devpts instance named `source` on `point` with per-mount `flags` and
-/// superblock options `data` (mode=, ptmxmode=, gid=...).
-pub(crate) fn devpts(source: &str, point: &Path, flags: MsFlags, data: &str) -> io::Result<()> {
-    let flags = flags & !MsFlags::MS_RDONLY;
-    nix::mount::mount(Some(source), point, Some("devpts"), flags, Some(data))?;
+    nix::mount::mount(Some(source), point, Some(fstype), flags, Some(data))?;
     Ok(())
 }
 

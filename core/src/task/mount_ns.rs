@@ -1009,10 +1009,10 @@ fn make_mount(m: &NamespaceMount, base: &Path) -> Result<(), ChildError> {
         detail: format!("{}: option {opt:?}", m.point),
     })?;
     if m.devpts {
-        sys::mount::devpts(&m.source, point, flags, &m.devpts_options)
+        sys::mount::new_filesystem("devpts", &m.source, point, flags, &m.devpts_options)
             .map_err(failed(format!("mount a devpts on {}", m.point)))?;
     } else if m.tmpfs {
-        sys::mount::tmpfs(&m.source, point, flags, &m.tmpfs_options)
+        sys::mount::new_filesystem("tmpfs", &m.source, point, flags, &m.tmpfs_options)
             .map_err(failed(format!("mount a tmpfs on {}", m.point)))?;
         fill(point, &m.files).map_err(|(path, e)| failed(format!("make {path}"))(e))?;
         if m.tmpfs_read_only {
