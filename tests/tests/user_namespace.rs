@@ -2,9 +2,9 @@
 //! in a new one with the same maps and setgroups, the same ids and capabilities as the
 //! process sees them from inside, root's powers there (sethostname in the UTS namespace it
 //! owns); with the tree's own PID namespace owned by it (`unshare -Urpf`), threads and
-//! children too. Refused at dump, naming pid, thread, the user namespace and why: a nested
-//! one, one shared with a process outside the dump, a child forked inside one in cryo's PID
-//! namespace.
+//! children too, and in ours (`unshare -Ur`: cryo gives their pids through ns_last_pid).
+//! Refused at dump, naming pid, thread, the user namespace and why: a nested one, one shared
+//! with a process outside the dump.
 //!
 //! Needs the engine: `cryo` must be built (`cargo build -p cryo`).
 
@@ -165,6 +165,44 @@ fn a_tree_in_a_user_namespace_owning_its_pid_namespace_comes_back_with_its_pids(
 }
 
 #[test]
+fn a_second_thread_in_a_user_namespace_in_cryos_pid_namespace_comes_back_with_its_tid() {
+    cryo_bin();
+    // `unshare -Ur` with a threaded program: no PID namespace of its own, so the process may
+    // not choose its thread's tid (clone3 set_tid); cryo gives it through ns_last_pid.
+    let mut w = Workload::spawn(
+        "user-ns",
+        &[
+            "uid=0:0:1,1:100000:65536",
+            "gid=0:0:1,1:200000:65536",
+            "setgroups=allow",
+            "uts=cryo-userns-thread",
+            "become=1000",
+            "thread",
+        ],
+    );
+    let thread = w.cmd("thread");
+    let tid: i32 = thread.split(' ').next().unwrap().parse().unwrap();
+    assert_ne!(tid, w.pid(), "a second thread");
+    assert!(
+        thread.ends_with("uid 1000 1000 1000 gid 1000 1000 1000 groups 1001,1002"),
+        "{thread}"
+    );
+    let before = dump_and_restore_in_a_new_one(&mut w);
+    assert_eq!(
+        w.cmd("thread"),
+        thread,
+        "the thread answers, with its tid and ids"
+    );
+    assert_eq!(before[3], "hostname: cryo-userns-thread");
+    let tasks: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", w.pid()))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(tasks.len(), 2, "{tasks:?}");
+    assert!(tasks.contains(&tid.to_string()), "{tasks:?}");
+}
+
+#[test]
 fn a_leave_running_dump_leaves_the_process_in_its_user_namespace_working() {
     cryo_bin();
     let w = Workload::spawn("user-ns", &["uts=cryo-userns-left"]);
@@ -259,9 +297,39 @@ fn a_user_namespace_shared_with_a_process_outside_the_dump_is_refused() {
 }
 
 #[test]
-fn a_child_forked_inside_a_user_namespace_in_cryos_pid_namespace_is_refused() {
+fn a_child_forked_inside_a_user_namespace_in_cryos_pid_namespace_comes_back_with_its_pid() {
     cryo_bin();
-    let w = Workload::spawn("user-ns", &["child"]);
-    let child: i32 = w.cmd("child").split(' ').next().unwrap().parse().unwrap();
-    assert_refused(&w, child, "clone3 set_tid");
+    // `unshare -Ur` with a program that forks and runs threads: neither the process nor its
+    // child may choose pids in our PID namespace; cryo's pid broker sets ns_last_pid for them.
+    let mut w = Workload::spawn(
+        "user-ns",
+        &["uts=cryo-userns-child", "child", "zombie", "thread"],
+    );
+    let child = w.cmd("child");
+    let child_pid = child.split(' ').next().unwrap().to_string();
+    assert!(
+        child.starts_with(&format!("{child_pid} {} uid 0 0 0", w.pid())),
+        "{child}"
+    );
+    let thread = w.cmd("thread");
+    let zombie = w.cmd("zombie");
+    dump_and_restore_in_a_new_one(&mut w);
+    assert_eq!(
+        w.cmd("child"),
+        child,
+        "the child, from inside, with its pid"
+    );
+    let stat = std::fs::read_to_string(format!("/proc/{zombie}/stat")).unwrap();
+    let after_comm = stat.rsplit(") ").next().unwrap().to_string();
+    assert!(
+        after_comm.starts_with(&format!("Z {} ", w.pid())),
+        "a zombie of its parent: {stat}"
+    );
+    assert_eq!(w.cmd("reap"), format!("{zombie} exited 7"), "reaped inside");
+    assert_eq!(w.cmd("thread"), thread, "the thread, with its tid");
+    assert_eq!(
+        user_ns(&child_pid),
+        user_ns(w.pid()),
+        "the child in its parent's user namespace"
+    );
 }

@@ -619,26 +619,17 @@ fn dump_tree(
         check_tree(SESSION_KEYRING, &made(|c| crate::task::keyrings::serial(c).map(|s| s as u64)))?;
         check_tree(MNT, &made(|c| c.mnt.as_ref().map(|n| n.inode)))?;
         check_tree(USER, &made(|c| c.userns.as_ref().map(|n| n.inode)))?;
-        let members: Vec<crate::task::userns::Member> = pstree
-            .iter()
-            .enumerate()
-            .map(|(i, e)| crate::task::userns::Member {
-                pid: e.pid,
-                ppid: e.ppid,
-                userns: cores.get(i).and_then(|(c, _)| Some(c.userns.as_ref()?.inode)),
-                threads: e.tids.len(),
-                zombie: e.zombie,
-            })
-            .collect();
-        crate::task::userns::check_pids(&members, pidns.is_some())?;
     }
+    // A zombie still shows its user namespace (its credentials hold it): one of the dump's is
+    // a member.
+    let dumped_pids: Vec<Pid> = tree.iter().map(|m| m.pid).collect();
     crate::task::userns::refuse_outsiders(
         &live
             .iter()
             .zip(&cores)
             .filter_map(|(m, (core, _))| Some((m.pid, core.userns.as_ref()?.inode)))
             .collect::<Vec<_>>(),
-        &live_pids,
+        &dumped_pids,
     )?;
     crate::task::mount_ns::refuse_outsiders(
         &live

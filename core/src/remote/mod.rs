@@ -211,6 +211,14 @@ impl Remote {
         ))
     }
 
+    /// Where our `syscall; int3` is, for a thread that traps back to us (None: it homes).
+    pub fn trap_site(&self) -> Option<u64> {
+        match self.mode {
+            Mode::Trap { site, .. } => Some(site),
+            Mode::Home { .. } => None,
+        }
+    }
+
     /// The thread.
     pub fn tid(&self) -> Pid {
         self.tid

@@ -14,7 +14,7 @@ use super::tree::Planned;
 use crate::files;
 use crate::image::names;
 use crate::remote::{BATCH_LOOP, BATCH_LOOP_OFFSET, SYSCALL_INT3};
-use crate::sys::process::{fork_with_pid, fork_with_pid_sharing, Forked};
+use crate::sys::process::{fork_with_pid_sharing, Forked};
 use crate::sys::spawn::{map_code_pages, move_to, read_raw, write_raw};
 use crate::task::{attrs, namespaces, process, signals};
 
@@ -290,7 +290,7 @@ fn fork_children(tree: &Planned, i: usize, children: &[usize]) -> Result<(), Chi
         if starts_user_namespace(core, Some(&t.core)) {
             share |= libc::CLONE_NEWUSER as u64;
         }
-        match fork_with_pid_sharing(cpid, share) {
+        match fork_child(tree, cpid, share) {
             Ok(Forked::Child) => child_main(tree, c),
             Ok(Forked::Parent(_)) => {
                 // A group leader leads its group from here (as a shell does it for its jobs):
@@ -306,13 +306,25 @@ fn fork_children(tree: &Planned, i: usize, children: &[usize]) -> Result<(), Chi
     Ok(())
 }
 
+/// Forks a child with pid `pid` sharing what `share` says: with clone3 set_tid, or, where
+/// this process may not choose pids (EPERM: it is in a user namespace of its own, in cryo's
+/// PID namespace), through cryo's pid broker.
+fn fork_child(tree: &Planned, pid: Pid, share: u64) -> std::io::Result<Forked> {
+    match fork_with_pid_sharing(pid, share) {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) && tree.pid_broker.is_some() => {
+            super::pid_broker::fork_asking(tree.plan.pid_broker_slot, pid, share)
+        }
+        forked => forked,
+    }
+}
+
 /// Forks `zombies` (indices into the tree's zombies), each with its pid, in the session and
 /// group it died in; each dies at once and is left unreaped for the restored parent.
 fn fork_zombies(tree: &Planned, zombies: &[usize]) -> Result<(), ChildError> {
     for &z in zombies {
         let entry = &tree.loaded.zombies[z];
         let zpid = Pid::from_raw(entry.pid);
-        match fork_with_pid(zpid) {
+        match fork_child(tree, zpid, 0) {
             Ok(Forked::Child) => {
                 // In the session and group it died in (it may have left its parent's): a
                 // failure shows in the check below.

@@ -13,8 +13,9 @@
 //!
 //! `guard.rs` undoes a failed restore (processes; the network lock stays), `guardian.rs` is
 //! the process that closes the re-created connections silently whatever ends the restore
-//! (cryo killed included), `namespaces.rs` creates the init of new namespaces, `error.rs`
-//! says what failed.
+//! (cryo killed included), `namespaces.rs` creates the init of new namespaces,
+//! `pid_broker.rs` gives pids to processes that may not choose them, `error.rs` says what
+//! failed.
 
 pub(crate) mod child;
 pub mod error;
@@ -23,6 +24,7 @@ pub(crate) mod guard;
 pub(crate) mod guardian;
 pub(crate) mod load;
 pub(crate) mod namespaces;
+pub(crate) mod pid_broker;
 pub(crate) mod plan;
 pub(crate) mod spawn;
 pub(crate) mod stand_in;

@@ -11,7 +11,8 @@
 //!   first_mapping ..            per task: pages, exe, mapped files (MappingFds)
 //!   extra_base ..               slots: descriptions passed down through tasks that do not
 //!                               hold them, then the shared objects, then the terminal,
-//!                               then the restore guardian's channel
+//!                               then the restore guardian's channel, the pid broker's
+//!                               socket, the IPC namespaces
 //! ```
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -82,6 +83,8 @@ pub(crate) struct TreePlan {
     pub terminal_slot: Option<RawFd>,
     /// The slot fd of the restore guardian's channel (used when there is a guardian).
     pub guardian_slot: RawFd,
+    /// The slot fd of the pid broker's socket (used when there is a broker).
+    pub pid_broker_slot: RawFd,
     /// The first slot fd of the IPC namespaces cryo made (crate::ipc::Restored::fds).
     pub ipc_slot: RawFd,
     /// The processes that stand in for session and group leaders that had exited.
@@ -280,7 +283,8 @@ impl TreePlan {
             shared_slots,
             terminal_slot,
             guardian_slot,
-            ipc_slot: guardian_slot + 1,
+            pid_broker_slot: guardian_slot + 1,
+            ipc_slot: guardian_slot + 2,
         })
     }
 

@@ -42,6 +42,10 @@ pub(crate) struct Planned {
     /// cryo's warm memory (a pre-copy migration's pages, memory/warm.rs) that the processes
     /// it forks inherit.
     pub warm: Option<WarmPlan>,
+    /// The pid broker, for processes in a user namespace that may not choose their children's
+    /// pids (a tree in cryo's PID namespace): its end held at the plan's broker slot by every
+    /// process until its children are forked.
+    pub pid_broker: Option<super::pid_broker::PidBroker>,
 }
 
 /// The warm memory the processes cryo forks inherit.
@@ -169,6 +173,15 @@ impl Loaded {
                 })
                 .collect(),
         });
+        // In cryo's PID namespace a process in a user namespace of its own forks its
+        // children through the broker (clone3 set_tid needs a capability it lacks there).
+        // KNOWN GAP: under `--pidns` the broker would set the last pid of cryo's namespace,
+        // not the new one's: such a fork fails (EPERM), naming the child.
+        let in_user_namespace = loaded.tasks.iter().any(|t| t.core.userns.is_some());
+        let pid_broker = (in_user_namespace && loaded.inventory.pid_ns == 0 && !opts.pidns)
+            .then(super::pid_broker::PidBroker::start)
+            .transpose()
+            .map_err(|e| crate::Error::sys(nix::unistd::getpid(), "start the pid broker", e))?;
         let want_ctty = match &terminal {
             Some(t) => (0..loaded.tasks.len())
                 .filter(|&i| t.wants_controlling(&loaded.tasks[i].entry))
@@ -192,6 +205,7 @@ impl Loaded {
             cgroups,
             session_keyring,
             warm,
+            pid_broker,
         })
     }
 }
@@ -209,6 +223,9 @@ impl Planned {
         }
         if let Some(fd) = self.guardian_channel {
             v.push((fd, self.plan.guardian_slot));
+        }
+        if let Some(broker) = &self.pid_broker {
+            v.push((broker.tree_end(), self.plan.pid_broker_slot));
         }
         v.extend(self.ipc.fds().into_iter().zip(self.plan.ipc_slot..));
         v

@@ -24,6 +24,9 @@ struct CloneArgs {
     cgroup: u64,
 }
 
+/// How long a pid still held by a dying process (the dumped one, killed) is waited for.
+const PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Which side of [`fork_with_pid`] we are on.
 pub enum Forked {
     /// In the parent: the child's pid.
@@ -48,9 +51,33 @@ pub fn fork_with_pid(pid: Pid) -> io::Result<Forked> {
 /// (CLONE_NEWUSER: its pid is still given here, where this process has the capability), or
 /// a child of this process's parent (CLONE_PARENT).
 pub fn fork_with_pid_sharing(pid: Pid, share: u64) -> io::Result<Forked> {
-    const PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
     let tid: libc::pid_t = pid.as_raw();
     let args = CloneArgs {
+        set_tid: &tid as *const libc::pid_t as u64,
+        set_tid_size: 1,
+        ..sharing(share)
+    };
+    let started = std::time::Instant::now();
+    loop {
+        match clone3(&args) {
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) && started.elapsed() < PATIENCE => {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            done => return done,
+        }
+    }
+}
+
+/// [`fork_with_pid_sharing`] without choosing the pid: the next one the PID namespace hands
+/// out (for a process that may not choose it: see [`LastPid`]).
+pub fn fork_sharing(share: u64) -> io::Result<Forked> {
+    clone3(&sharing(share))
+}
+
+/// The clone_args of a fork sharing what `share` says (CLONE_FILES, CLONE_FS, CLONE_NEWUSER,
+/// CLONE_PARENT; nothing else of it is taken).
+fn sharing(share: u64) -> CloneArgs {
+    CloneArgs {
         flags: share
             & (libc::CLONE_FILES | libc::CLONE_FS | libc::CLONE_NEWUSER | libc::CLONE_PARENT)
                 as u64,
@@ -61,18 +88,7 @@ pub fn fork_with_pid_sharing(pid: Pid, share: u64) -> io::Result<Forked> {
         } else {
             libc::SIGCHLD as u64
         },
-        set_tid: &tid as *const libc::pid_t as u64,
-        set_tid_size: 1,
         ..Default::default()
-    };
-    let started = std::time::Instant::now();
-    loop {
-        match clone3(&args) {
-            Err(e) if e.raw_os_error() == Some(libc::EEXIST) && started.elapsed() < PATIENCE => {
-                std::thread::sleep(std::time::Duration::from_millis(1));
-            }
-            done => return done,
-        }
     }
 }
 
@@ -271,4 +287,36 @@ pub fn exit_as(status: i32) -> ! {
         unsafe { libc::kill(libc::getpid(), sig) };
     }
     exit_child((status >> 8) & 0xff)
+}
+
+/// The last pid handed out in cryo's PID namespace (/proc/sys/kernel/ns_last_pid), held
+/// under an exclusive flock while it lives, so that cryos restoring at once never interleave
+/// one's write with another's clone. For a process that may not choose its pids itself
+/// (clone3 set_tid needs CAP_CHECKPOINT_RESTORE over the PID namespace): cryo sets the last
+/// pid, the process clones, and gets the next one unless something else took it between.
+pub struct LastPid(nix::fcntl::Flock<std::fs::File>);
+
+impl LastPid {
+    /// Opens ns_last_pid and takes its lock (waiting for another cryo to let it go).
+    pub fn lock() -> io::Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/proc/sys/kernel/ns_last_pid")?;
+        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+            .map(Self)
+            .map_err(|(_, errno)| errno.into())
+    }
+
+    /// Makes `pid` the next pid handed out, if it is free when the next process is made: a
+    /// process still holding it (the dumped one, dying) is waited for a moment first.
+    pub fn set_next(&self, pid: Pid) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let started = std::time::Instant::now();
+        while nix::sys::signal::kill(pid, None).is_ok() && started.elapsed() < PATIENCE {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let text = (pid.as_raw() - 1).to_string();
+        self.0.write_all_at(text.as_bytes(), 0)
+    }
 }

@@ -21,7 +21,7 @@
 
 use std::collections::HashSet;
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
@@ -923,12 +923,9 @@ fn other_paths(kind: Option<&file_desc::Kind>) -> (&'static str, Vec<&str>) {
 /// namespace with the mounts its process's had beyond cryo's, where its process was in one
 /// other than its parent's (`parent`: the parent's core, None for a root).
 pub fn restore_in_child(core: &TaskCore, parent: Option<&TaskCore>) -> Result<(), ChildError> {
-    let Some(ns) = &core.mnt else {
+    let Some(ns) = made_by(core, parent) else {
         return Ok(());
     };
-    if parent.and_then(|p| p.mnt.as_ref()).map(|m| m.inode) == Some(ns.inode) {
-        return Ok(());
-    }
     let failed = |what: String| ChildError::sys_on(ChildStep::MountNamespace, what);
     if ns.pivoted {
         return restore_pivoted(ns);
@@ -1147,13 +1144,10 @@ pub(crate) fn mount_procs_and_sysfs(
     tasks: &[crate::restore::load::TaskImage],
     pids: &[Pid],
 ) -> Result<(), MountNsError> {
-    for (i, task) in tasks.iter().enumerate() {
-        let Some(ns) = &task.core.mnt else { continue };
-        let parent_ns = task.parent_core(tasks).and_then(|p| p.mnt.as_ref());
-        if parent_ns.map(|n| n.inode) == Some(ns.inode) || !ns.mounts.iter().any(made_by_cryo) {
+    for (pid, ns) in made_namespaces(tasks, pids) {
+        if !ns.mounts.iter().any(made_by_cryo) {
             continue;
         }
-        let pid = pids[i];
         let failed = |what: String| {
             move |errno| MountNsError::Read {
                 pid,
@@ -1182,52 +1176,7 @@ pub(crate) fn mount_procs_and_sysfs(
             .map_err(failed("unmount cryo's /proc from it".into()))?;
         }
         for m in ns.mounts.iter().filter(|m| made_by_cryo(m)) {
-            let made = if m.late {
-                let what = format!("bind {} on {}", m.bind_source, m.point);
-                let source = Path::new(&m.bind_source);
-                if m.bind_in_namespace {
-                    crate::sys::ns::run_in(&mnt, nix::sched::CloneFlags::CLONE_NEWNS, || {
-                        sys::mount::clone_tree(source)
-                    })
-                    .and_then(|r| r)
-                } else {
-                    sys::mount::clone_tree(source)
-                }
-                .map_err(failed(what))?
-            } else {
-                use nix::sched::CloneFlags;
-                let (fstype, shows, kind) = if m.proc {
-                    (
-                        "proc",
-                        ns_of(m.proc_own_pidns, "pid"),
-                        CloneFlags::CLONE_NEWPID,
-                    )
-                } else if m.mqueue {
-                    (
-                        "mqueue",
-                        ns_of(m.mqueue_own_ipcns, "ipc"),
-                        CloneFlags::CLONE_NEWIPC,
-                    )
-                } else {
-                    (
-                        "sysfs",
-                        ns_of(m.sysfs_own_netns, "net"),
-                        CloneFlags::CLONE_NEWNET,
-                    )
-                };
-                let what = format!("mount a {fstype} on {} ({})", m.point, shows.display());
-                std::fs::File::open(&shows)
-                    .and_then(|shows| {
-                        if m.proc {
-                            // A proc is told its PID namespace (linux 6.15's pidns option).
-                            let pidns = Some(shows.as_fd());
-                            sys::mount::detached("proc", &m.source, pidns, &m.proc_options)
-                        } else {
-                            detached_in(&shows, kind, fstype, &m.source)
-                        }
-                    })
-                    .map_err(failed(what))?
-            };
+            let made = detached_by_cryo(m, &mnt, &ns_of).map_err(|(what, e)| failed(what)(e))?;
             let flags = mount_flags(&m.options).map_err(|opt| MountNsError::Refused {
                 pid,
                 inode: ns.inode,
@@ -1254,6 +1203,62 @@ pub(crate) fn mount_procs_and_sysfs(
     Ok(())
 }
 
+/// A mount of a namespace made again that cryo makes itself (`made_by_cryo`), detached, for
+/// the namespace `mnt`: a late bind (cloned from its source; in the namespace when the source
+/// is one of its own), or a proc, mqueue or sysfs showing the namespace `ns_of(own, kind)`
+/// names. On failure: what failed, and why.
+fn detached_by_cryo(
+    m: &NamespaceMount,
+    mnt: &std::fs::File,
+    ns_of: &dyn Fn(bool, &str) -> PathBuf,
+) -> Result<OwnedFd, (String, std::io::Error)> {
+    use nix::sched::CloneFlags;
+    if m.late {
+        let what = format!("bind {} on {}", m.bind_source, m.point);
+        let source = Path::new(&m.bind_source);
+        return if m.bind_in_namespace {
+            crate::sys::ns::run_in(mnt, CloneFlags::CLONE_NEWNS, || {
+                sys::mount::clone_tree(source)
+            })
+            .and_then(|r| r)
+        } else {
+            sys::mount::clone_tree(source)
+        }
+        .map_err(|e| (what, e));
+    }
+    let (fstype, shows, kind) = if m.proc {
+        (
+            "proc",
+            ns_of(m.proc_own_pidns, "pid"),
+            CloneFlags::CLONE_NEWPID,
+        )
+    } else if m.mqueue {
+        (
+            "mqueue",
+            ns_of(m.mqueue_own_ipcns, "ipc"),
+            CloneFlags::CLONE_NEWIPC,
+        )
+    } else {
+        (
+            "sysfs",
+            ns_of(m.sysfs_own_netns, "net"),
+            CloneFlags::CLONE_NEWNET,
+        )
+    };
+    let what = format!("mount a {fstype} on {} ({})", m.point, shows.display());
+    std::fs::File::open(&shows)
+        .and_then(|shows| {
+            if m.proc {
+                // A proc is told its PID namespace (linux 6.15's pidns option).
+                let pidns = Some(shows.as_fd());
+                sys::mount::detached("proc", &m.source, pidns, &m.proc_options)
+            } else {
+                detached_in(&shows, kind, fstype, &m.source)
+            }
+        })
+        .map_err(|e| (what, e))
+}
+
 /// Once every mount of every mount namespace of the restore is made: the propagation of each
 /// as dumped, set by cryo (`tasks` and `pids`: the plan's tasks and their pids; each namespace
 /// through the topmost process in it).
@@ -1261,14 +1266,26 @@ pub(crate) fn set_propagation(
     tasks: &[crate::restore::load::TaskImage],
     pids: &[Pid],
 ) -> Result<(), MountNsError> {
-    let made: Vec<(Pid, &MountNamespace)> = tasks
+    let made: Vec<(Pid, &MountNamespace)> = made_namespaces(tasks, pids).collect();
+    propagation::restore(&made)
+}
+
+/// The mount namespace a process makes at restore: its own, when its parent (`parent`; None
+/// for a root) is in another.
+fn made_by<'a>(core: &'a TaskCore, parent: Option<&TaskCore>) -> Option<&'a MountNamespace> {
+    let ns = core.mnt.as_ref()?;
+    let parent_ns = parent.and_then(|p| p.mnt.as_ref());
+    (parent_ns.map(|n| n.inode) != Some(ns.inode)).then_some(ns)
+}
+
+/// Each mount namespace the restore made, with the pid of the process that made it (`tasks`
+/// and `pids`: the plan's tasks and their pids).
+fn made_namespaces<'a>(
+    tasks: &'a [crate::restore::load::TaskImage],
+    pids: &'a [Pid],
+) -> impl Iterator<Item = (Pid, &'a MountNamespace)> + 'a {
+    tasks
         .iter()
         .zip(pids)
-        .filter_map(|(task, &pid)| {
-            let ns = task.core.mnt.as_ref()?;
-            let parent_ns = task.parent_core(tasks).and_then(|p| p.mnt.as_ref());
-            (parent_ns.map(|n| n.inode) != Some(ns.inode)).then_some((pid, ns))
-        })
-        .collect();
-    propagation::restore(&made)
+        .filter_map(|(task, &pid)| Some((pid, made_by(&task.core, task.parent_core(tasks))?)))
 }

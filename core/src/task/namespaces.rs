@@ -332,7 +332,8 @@ fn check_owners(
                 tid: pid,
                 inode: user,
                 reason: format!(
-                    "its IPC namespace ipc:[{theirs}] is not cryo's: cryo makes IPC namespaces                      in its own user namespace, which a process in another cannot enter"
+                    "its IPC namespace ipc:[{theirs}] is not cryo's: cryo makes IPC namespaces \
+                     in its own user namespace, which a process in another cannot enter"
                 ),
             });
         }
@@ -342,7 +343,8 @@ fn check_owners(
                 tid: pid,
                 inode: user,
                 reason: format!(
-                    "its {kind} namespace {kind}:[{theirs}] is owned by user namespace                      user:[{owner}], not user:[{want}]: {maker} (user:[{want}])"
+                    "its {kind} namespace {kind}:[{theirs}] is owned by user namespace \
+                     user:[{owner}], not user:[{want}]: {maker} (user:[{want}])"
                 ),
             });
         }

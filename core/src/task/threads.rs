@@ -400,40 +400,127 @@ const SET_TID_OFFSET: u64 = 1200;
 /// Where restore_in_thread puts its arguments.
 const THREAD_ARGS_OFFSET: u64 = 2048;
 
+/// How many times a thread made through ns_last_pid is made again when something else took
+/// its tid between cryo's write and the clone.
+const LAST_PID_ATTEMPTS: usize = 8;
+
 /// Creates thread `tid` in the restored process from its main thread (`main` at the
 /// trampoline): clone3 with CLONE_THREAD and set_tid. The new thread comes up stopped (the
 /// main thread is traced with PTRACE_O_TRACECLONE) and is returned ready for ptrace.
+///
+/// A process in a user namespace below cryo's and in cryo's PID namespace may not choose its
+/// tids (set_tid needs CAP_CHECKPOINT_RESTORE over the PID namespace: EPERM); for it cryo,
+/// which may, sets ns_last_pid just before a plain clone3.
 pub fn create(main: &Remote, scratch: u64, tid: Pid) -> Result<Pid> {
     let pid = main.tid();
+    match clone_thread(main, scratch, Some(tid)) {
+        Ok(got) if got == tid => await_birth(pid, tid),
+        Ok(got) => Err(RestoreError::ThreadTid {
+            pid,
+            tid,
+            got: got.as_raw() as u64,
+        }
+        .into()),
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) && in_cryos_pid_namespace(pid) => {
+            create_after_last_pid(main, scratch, tid)
+        }
+        Err(e) => Err(Error::sys(pid, format!("clone3 for thread {tid}"), e)),
+    }
+}
+
+/// Runs clone3 for a new thread in `main`'s process, with tid `tid` if given (set_tid),
+/// and answers the tid it got (in the process's PID namespace).
+fn clone_thread(main: &Remote, scratch: u64, tid: Option<Pid>) -> io::Result<Pid> {
     let flags = (libc::CLONE_VM
         | libc::CLONE_FS
         | libc::CLONE_FILES
         | libc::CLONE_SIGHAND
         | libc::CLONE_THREAD
         | libc::CLONE_SYSVSEM) as u64;
+    let (set_tid, set_tid_size) = match tid {
+        Some(_) => (scratch + SET_TID_OFFSET, 1),
+        None => (0, 0),
+    };
     // struct clone_args: flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size,
     // tls, set_tid, set_tid_size, cgroup. Stack 0: the thread starts on the caller's stack,
     // and only ever runs our int3 there before its registers are replaced.
-    let args: [u64; 11] = [flags, 0, 0, 0, 0, 0, 0, 0, scratch + SET_TID_OFFSET, 1, 0];
+    let args: [u64; 11] = [flags, 0, 0, 0, 0, 0, 0, 0, set_tid, set_tid_size, 0];
     let bytes: Vec<u8> = args.iter().flat_map(|w| w.to_ne_bytes()).collect();
-    let io =
-        |op: &'static str| move |e: io::Error| Error::sys(pid, format!("{op} thread {tid}"), e);
-    pt::write_mem(pid, scratch + CLONE_ARGS_OFFSET, &bytes).map_err(io("create"))?;
-    pt::write_mem(
-        pid,
-        scratch + SET_TID_OFFSET,
-        &(tid.as_raw() as u64).to_ne_bytes(),
-    )
-    .map_err(io("create"))?;
-    let got = main
-        .call(
-            libc::SYS_clone3,
-            &[scratch + CLONE_ARGS_OFFSET, bytes.len() as u64],
-        )
-        .map_err(io("clone3 for"))?;
-    if got != tid.as_raw() as u64 {
-        return Err(RestoreError::ThreadTid { pid, tid, got }.into());
+    let pid = main.tid();
+    pt::write_mem(pid, scratch + CLONE_ARGS_OFFSET, &bytes)?;
+    if let Some(tid) = tid {
+        let tid = (tid.as_raw() as u64).to_ne_bytes();
+        pt::write_mem(pid, scratch + SET_TID_OFFSET, &tid)?;
     }
+    let got = main.call(
+        libc::SYS_clone3,
+        &[scratch + CLONE_ARGS_OFFSET, bytes.len() as u64],
+    )?;
+    Ok(Pid::from_raw(got as i32))
+}
+
+/// Whether `pid` is in cryo's PID namespace, whose ns_last_pid cryo writes.
+fn in_cryos_pid_namespace(pid: Pid) -> bool {
+    let link = |dir: &std::path::Path| std::fs::read_link(dir.join("ns/pid")).ok();
+    let theirs = link(&crate::proc::dir(pid));
+    theirs.is_some() && theirs == link(std::path::Path::new("/proc/self"))
+}
+
+/// [`create`] through ns_last_pid, under its lock: a thread born with another tid (a process
+/// elsewhere took `tid` first) is ended and the clone made again.
+fn create_after_last_pid(main: &Remote, scratch: u64, tid: Pid) -> Result<Pid> {
+    let pid = main.tid();
+    let what = |op: &str| format!("{op} for thread {tid}");
+    let site = main.trap_site().ok_or_else(|| {
+        Error::sys(
+            pid,
+            what("clone3"),
+            io::Error::other("the thread is not at the restore trampoline"),
+        )
+    })?;
+    let last = crate::sys::process::LastPid::lock()
+        .map_err(|e| Error::sys(pid, what("lock ns_last_pid"), e))?;
+    let mut got = tid;
+    for _ in 0..LAST_PID_ATTEMPTS {
+        last.set_next(tid)
+            .map_err(|e| Error::sys(pid, what("write ns_last_pid"), e))?;
+        got = clone_thread(main, scratch, None).map_err(|e| Error::sys(pid, what("clone3"), e))?;
+        let born = await_birth(pid, got)?;
+        if got == tid {
+            return Ok(born);
+        }
+        tracing::debug!(%pid, %tid, %got, "tid taken meanwhile: the thread is made again");
+        end_stray(born, site)?;
+    }
+    Err(RestoreError::ThreadTid {
+        pid,
+        tid,
+        got: got.as_raw() as u64,
+    }
+    .into())
+}
+
+/// Ends a new thread that has run nothing of its own (stopped at birth, the trampoline at
+/// `site`): it calls exit, and cryo reaps it.
+fn end_stray(tid: Pid, site: u64) -> Result<()> {
+    let stray = Remote::at_site(tid, site).map_err(|e| Error::sys(tid, "take the thread", e))?;
+    // exit does not come back: the call reports the thread gone, which is what is wanted.
+    let gone = stray.syscall(libc::SYS_exit, &[0]).is_err();
+    stray.dismiss();
+    if gone {
+        Ok(())
+    } else {
+        Err(Error::sys(
+            tid,
+            "end a thread born with a tid taken meanwhile",
+            io::Error::other("exit returned"),
+        ))
+    }
+}
+
+/// Waits for the birth stop of thread `tid` (the tid in its own PID namespace) of `pid`,
+/// and answers its tid as cryo sees it.
+fn await_birth(pid: Pid, tid: Pid) -> Result<Pid> {
     // In a new PID namespace cryo sees the thread under another tid.
     let outside = outside_tid(pid, tid)?;
     loop {

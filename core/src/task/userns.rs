@@ -6,15 +6,15 @@
 //!          uid (NS_GET_OWNER_UID); uid_map, gid_map, projid_map and setgroups as cryo reads
 //!          them (outside ids in cryo's view); every namespace of the process other than
 //!          cryo's must be owned by the user namespace the restore makes it in
-//!          (task/namespaces.rs); refused: a process outside the dump in it, a process
-//!          below its parent in it or a second thread while in cryo's PID namespace (their
-//!          pids are given with clone3 set_tid, which needs CAP_CHECKPOINT_RESTORE over
-//!          cryo's PID namespace, which no process in the user namespace has)
+//!          (task/namespaces.rs); refused: a process outside the dump in it
 //! restore  the topmost process is cloned into a new one (CLONE_NEWUSER, with CLONE_NEWPID
 //!          for the init of the tree's own PID namespace, which the user namespace then
 //!          owns); between its hello and cryo's go, cryo writes setgroups, uid_map, gid_map
 //!          and projid_map; its children are forked inside it; the ids are set from inside,
-//!          translated by the maps (task/security.rs); namespaces it makes are its own
+//!          translated by the maps (task/security.rs); namespaces it makes are its own.
+//!          In cryo's PID namespace no process in it may choose pids (clone3 set_tid needs
+//!          CAP_CHECKPOINT_RESTORE over the PID namespace): cryo sets ns_last_pid for it,
+//!          for its threads (task/threads.rs) and its children (restore/pid_broker.rs)
 //! ```
 
 use std::io;
@@ -150,62 +150,6 @@ pub(crate) fn refuse_outsiders(
     Ok(())
 }
 
-/// A process of the dump as the user namespace rules see it.
-pub(crate) struct Member {
-    /// Its pid (the image's), and its parent's.
-    pub pid: i32,
-    pub ppid: i32,
-    /// Its user namespace when not cryo's; None for a zombie (it has none any more).
-    pub userns: Option<u64>,
-    /// Its thread count; whether it is a zombie.
-    pub threads: usize,
-    pub zombie: bool,
-}
-
-/// Refuses, for a tree in cryo's PID namespace (`own_pidns` false), what the restore cannot
-/// give its pid: a process (or zombie) whose parent is in a user namespace of its own
-/// (forked from inside it), and a second thread of a process in one (both need clone3
-/// set_tid over cryo's PID namespace). A tree in its own PID namespace, owned by the user
-/// namespace (task/namespaces.rs), makes its pids inside it.
-pub(crate) fn check_pids(members: &[Member], own_pidns: bool) -> Result<(), NamespaceError> {
-    if own_pidns {
-        return Ok(());
-    }
-    let why = "its pid is given with clone3 set_tid in cryo's PID namespace, which needs \
-               CAP_CHECKPOINT_RESTORE over it, which no process in the user namespace has";
-    for m in members {
-        let parent_ns = members
-            .iter()
-            .find(|p| p.pid == m.ppid && !p.zombie)
-            .and_then(|p| p.userns);
-        // Below a parent in one, a process is in it too (or in one below: refused as nested).
-        if let Some(inode) = parent_ns.filter(|_| m.zombie || m.userns.is_some()) {
-            let what = if m.zombie { "zombie" } else { "process" };
-            return Err(NamespaceError::User {
-                pid: Pid::from_raw(m.pid),
-                tid: Pid::from_raw(m.pid),
-                inode,
-                reason: format!(
-                    "a {what} forked by its parent {} inside it, in cryo's PID namespace: {why}",
-                    m.ppid
-                ),
-            });
-        }
-        if let (Some(inode), true) = (m.userns, m.threads > 1) {
-            return Err(NamespaceError::User {
-                pid: Pid::from_raw(m.pid),
-                tid: Pid::from_raw(m.pid),
-                inode,
-                reason: format!(
-                    "{} threads in cryo's PID namespace: each thread's {why}",
-                    m.threads
-                ),
-            });
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,46 +166,5 @@ mod tests {
         assert_eq!(to_inside(&map, 5), None);
         assert_eq!(first_unmapped(&map, &[0, 100_001, 7]), Some(7));
         assert_eq!(to_inside("", 0), None);
-    }
-
-    #[test]
-    fn pids_made_inside_a_user_namespace_are_refused_in_cryos_pid_namespace() {
-        let m = |pid, ppid, userns, threads, zombie| Member {
-            pid,
-            ppid,
-            userns,
-            threads,
-            zombie,
-        };
-        // The top of a user namespace, forked from outside it: fine.
-        check_pids(
-            &[m(10, 1, None, 1, false), m(11, 10, Some(7), 1, false)],
-            false,
-        )
-        .unwrap();
-        let err = check_pids(
-            &[m(10, 1, Some(7), 1, false), m(11, 10, Some(7), 1, false)],
-            false,
-        )
-        .unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("pid 11 thread 11: in user namespace user:[7]"),
-            "{err}"
-        );
-        let err = check_pids(
-            &[m(10, 1, Some(7), 1, false), m(12, 10, None, 0, true)],
-            false,
-        )
-        .unwrap_err();
-        assert!(err.to_string().contains("a zombie forked"), "{err}");
-        let err = check_pids(&[m(10, 1, Some(7), 2, false)], false).unwrap_err();
-        assert!(err.to_string().contains("2 threads"), "{err}");
-        // In the tree's own PID namespace: made inside.
-        check_pids(
-            &[m(1, 0, Some(7), 2, false), m(2, 1, Some(7), 1, false)],
-            true,
-        )
-        .unwrap();
     }
 }

@@ -16,7 +16,8 @@
 //! become=ID            inside: groups ID+1,ID+2, gids and uids ID (keeping the
 //!                      capabilities: PR_SET_KEEPCAPS, then capset effective = permitted)
 //! child                inside: a child answering `child` (forked after `uts`, `become`)
-//! thread               inside: a second thread, waiting (made last)
+//! thread               inside: a second thread, answering `thread` (made last)
+//! zombie               inside: a child that exits at once (code 7), left unreaped
 //! nested               inside: a child in a user namespace of its own below (a second level)
 //! shared               this process joins the user namespace too (setns) and stays outside
 //!                      the dump
@@ -30,6 +31,9 @@
 //! ns KIND        the link /proc/self/ns/KIND
 //! outside        its pid as /proc (mounted outside) names it: the link /proc/self
 //! child          the child's getpid getppid and ids, from the child
+//! thread         the second thread's gettid and ids, from that thread
+//! zombie         the zombie's pid
+//! reap           waits for the zombie: PID exited CODE
 //! ```
 
 use std::io;
@@ -139,11 +143,39 @@ pub fn start(args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
             }
         }
     }
-    if has("thread") {
-        std::thread::spawn(|| loop {
-            std::thread::park();
+    let zombie = if has("zombie") {
+        match sys::fork().map_err(failed("fork"))? {
+            // SAFETY: _exit takes a number.
+            0 => unsafe { libc::_exit(7) },
+            pid => {
+                // Dead before we answer, left unreaped (WNOWAIT).
+                // SAFETY: info is a valid siginfo_t for waitid to fill.
+                let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+                let flags = libc::WEXITED | libc::WNOWAIT;
+                // SAFETY: as above; P_PID with the child's pid.
+                if unsafe { libc::waitid(libc::P_PID, pid as u32, &mut info, flags) } < 0 {
+                    return Err(format!("waitid: {}", io::Error::last_os_error()));
+                }
+                Some(pid)
+            }
+        }
+    } else {
+        None
+    };
+    let thread = has("thread").then(|| {
+        let (ask, asked) = std::sync::mpsc::channel::<()>();
+        let (tell, told) = std::sync::mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            for () in asked {
+                // SAFETY: gettid takes nothing.
+                let tid = unsafe { libc::gettid() };
+                if tell.send(format!("{tid} {}", ids())).is_err() {
+                    break;
+                }
+            }
         });
-    }
+        (ask, told)
+    });
     if has("landlock") {
         let readable: Vec<&str> = ["/proc", "/usr", "/lib", "/lib64", "/etc"]
             .into_iter()
@@ -151,7 +183,11 @@ pub fn start(args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
             .collect();
         sys::landlock(&readable, 0, 0).map_err(failed("landlock"))?;
     }
-    Ok(Box::new(UserNs { child }))
+    Ok(Box::new(UserNs {
+        child,
+        thread,
+        zombie,
+    }))
 }
 
 /// Waits for `inner` and ends as it ended: killed by the same signal, or with its code.
@@ -224,6 +260,13 @@ fn collapsed(name: &str) -> io::Result<String> {
 struct UserNs {
     /// The child's ends: ask, answer.
     child: Option<(i32, i32)>,
+    /// The second thread's ends: ask, answer.
+    thread: Option<(
+        std::sync::mpsc::Sender<()>,
+        std::sync::mpsc::Receiver<String>,
+    )>,
+    /// The unreaped child's pid.
+    zombie: Option<i32>,
 }
 
 impl Mode for UserNs {
@@ -272,6 +315,28 @@ impl Mode for UserNs {
                 let mut buf = [0u8; 256];
                 let n = sys::read(answer, &mut buf).map_err(io_err)?;
                 Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+            }
+            ("zombie", []) => self
+                .zombie
+                .map(|z| z.to_string())
+                .ok_or_else(|| "no zombie".into()),
+            ("reap", []) => {
+                let pid = self.zombie.ok_or("no zombie")?;
+                let mut status = 0;
+                // SAFETY: status is a valid int for waitpid to fill.
+                let got = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+                if got != pid {
+                    return Err(format!(
+                        "waitpid {pid}: {got} {}",
+                        io::Error::last_os_error()
+                    ));
+                }
+                Ok(format!("{pid} exited {}", libc::WEXITSTATUS(status)))
+            }
+            ("thread", []) => {
+                let (ask, answer) = self.thread.as_ref().ok_or("no thread")?;
+                ask.send(()).map_err(|e| e.to_string())?;
+                answer.recv().map_err(|e| e.to_string())
             }
             _ => unknown(verb),
         }
