@@ -6,10 +6,14 @@
 //!
 //! ```text
 //! SOL_SOCKET   SO_MAX_PACING_RATE SO_RESERVE_MEM                      (every inet socket)
-//!              SO_TXREHASH SO_PRIORITY SO_RCVLOWAT SO_RCVTIMEO SO_SNDTIMEO SO_BINDTODEVICE SO_OOBINLINE
+//!              SO_TXREHASH SO_PRIORITY SO_RCVLOWAT SO_BINDTODEVICE
 //!              SO_DONTROUTE SO_TIMESTAMP(NS) SO_TIMESTAMPING SO_ZEROCOPY SO_TXTIME
-//!              SO_BUSY_POLL SO_PREFER_BUSY_POLL SO_RCVMARK
+//!              SO_BUSY_POLL SO_PREFER_BUSY_POLL SO_RCVMARK SO_NO_CHECK SO_RXQ_OVFL
+//!              SO_SELECT_ERR_QUEUE SO_INCOMING_CPU
 //!              SO_BUF_LOCK (always)
+//!              SO_RCVTIMEO SO_SNDTIMEO SO_OOBINLINE SO_KEEPALIVE SO_WIFI_STATUS SO_NOFCS
+//!              SO_PASSCRED SO_PASSSEC SO_PASSPIDFD SO_PASSRIGHTS   (every socket: datagram,
+//!              unix, packet, netlink too)
 //! IPPROTO_IP   IP_OPTIONS                                          (every inet socket)
 //!              IP_TTL IP_MTU_DISCOVER IP_RECVERR IP_FREEBIND IP_TRANSPARENT
 //!              IP_BIND_ADDRESS_NO_PORT IP_RECVTOS IP_PKTINFO IP_MINTTL (IPv4 sockets)
@@ -74,6 +78,9 @@ enum On {
     Inet,
     /// IPv6 sockets, TCP and datagram.
     InetV6,
+    /// Every socket of every family (TCP, the datagram sockets of udp.rs, unix, packet,
+    /// netlink): the generic socket-level options udp.rs's integer table does not hold.
+    Any,
 }
 
 /// (level, name, name in messages, sockets, always stored).
@@ -108,6 +115,11 @@ const SO_TXTIME: i32 = 61;
 /// `SO_PREFER_BUSY_POLL` (linux 5.11) and `SO_RCVMARK` (linux 5.19): not in libc for every target.
 const SO_PREFER_BUSY_POLL: i32 = 69;
 const SO_RCVMARK: i32 = 75;
+/// `SO_PASSSEC`, `SO_PASSPIDFD` (linux 6.5) and `SO_PASSRIGHTS` (linux 6.16: a unix socket
+/// that refuses SCM_RIGHTS).
+const SO_PASSSEC: i32 = 34;
+const SO_PASSPIDFD: i32 = 76;
+const SO_PASSRIGHTS: i32 = 83;
 
 const TABLE: &[Entry] = &[
     (
@@ -128,14 +140,14 @@ const TABLE: &[Entry] = &[
         libc::SOL_SOCKET,
         libc::SO_RCVTIMEO,
         "SO_RCVTIMEO",
-        On::All,
+        On::Any,
         false,
     ),
     (
         libc::SOL_SOCKET,
         libc::SO_SNDTIMEO,
         "SO_SNDTIMEO",
-        On::All,
+        On::Any,
         false,
     ),
     (
@@ -149,7 +161,7 @@ const TABLE: &[Entry] = &[
         libc::SOL_SOCKET,
         libc::SO_OOBINLINE,
         "SO_OOBINLINE",
-        On::All,
+        On::Any,
         false,
     ),
     (
@@ -195,6 +207,74 @@ const TABLE: &[Entry] = &[
         false,
     ),
     (libc::SOL_SOCKET, SO_RCVMARK, "SO_RCVMARK", On::All, false),
+    // Flags and values udp.rs's integer table keeps for datagram sockets.
+    (
+        libc::SOL_SOCKET,
+        libc::SO_NO_CHECK,
+        "SO_NO_CHECK",
+        On::All,
+        false,
+    ),
+    (
+        libc::SOL_SOCKET,
+        libc::SO_RXQ_OVFL,
+        "SO_RXQ_OVFL",
+        On::All,
+        false,
+    ),
+    (
+        libc::SOL_SOCKET,
+        libc::SO_SELECT_ERR_QUEUE,
+        "SO_SELECT_ERR_QUEUE",
+        On::All,
+        false,
+    ),
+    (
+        libc::SOL_SOCKET,
+        libc::SO_INCOMING_CPU,
+        "SO_INCOMING_CPU",
+        On::All,
+        false,
+    ),
+    (
+        libc::SOL_SOCKET,
+        libc::SO_KEEPALIVE,
+        "SO_KEEPALIVE",
+        On::Any,
+        false,
+    ),
+    (
+        libc::SOL_SOCKET,
+        libc::SO_WIFI_STATUS,
+        "SO_WIFI_STATUS",
+        On::Any,
+        false,
+    ),
+    (libc::SOL_SOCKET, libc::SO_NOFCS, "SO_NOFCS", On::Any, false),
+    // Unix, netlink (and bluetooth) sockets only since linux 6.16: EOPNOTSUPP elsewhere.
+    (
+        libc::SOL_SOCKET,
+        libc::SO_PASSCRED,
+        "SO_PASSCRED",
+        On::Any,
+        false,
+    ),
+    (libc::SOL_SOCKET, SO_PASSSEC, "SO_PASSSEC", On::Any, false),
+    (
+        libc::SOL_SOCKET,
+        SO_PASSPIDFD,
+        "SO_PASSPIDFD",
+        On::Any,
+        false,
+    ),
+    // On by default on a unix socket (a fresh TCP socket has none: always stored there).
+    (
+        libc::SOL_SOCKET,
+        SO_PASSRIGHTS,
+        "SO_PASSRIGHTS",
+        On::Any,
+        false,
+    ),
     // struct so_timestamping {flags, bind_phc}; what cannot be set again is refused
     // (check_timestamping). Datagram sockets keep it in udp.rs's integer table.
     (
@@ -465,7 +545,7 @@ const MAX_VALUE: usize = 2048;
 /// The table's entries read on a socket of this kind.
 fn entries(ipv6: bool, listener: bool) -> impl Iterator<Item = &'static Entry> {
     TABLE.iter().filter(move |e| match e.3 {
-        On::All | On::Inet => true,
+        On::All | On::Inet | On::Any => true,
         On::V4 => !ipv6,
         On::V6 | On::InetV6 => ipv6,
         On::Listener => listener,
@@ -513,13 +593,13 @@ pub(crate) fn capture(
     collect(fd, ipv6, entries(ipv6, listener), ctx)
 }
 
-/// The table's options of datagram socket `fd` (those marked [`On::Inet`] and
-/// [`On::InetV6`]) that differ from a fresh socket's: the byte options the integer table of
+/// The table's options of datagram socket `fd` (those marked [`On::Inet`], [`On::InetV6`]
+/// and [`On::Any`]) that differ from a fresh socket's: the byte options the integer table of
 /// udp.rs cannot hold. A fresh TCP socket's defaults serve: these options start empty (or
 /// zero) on every kind of inet socket.
 pub(crate) fn capture_datagram(fd: BorrowedFd<'_>, ipv6: bool, ctx: Ctx) -> Result<Vec<RawOption>> {
     let datagram = TABLE.iter().filter(move |e| match e.3 {
-        On::Inet => true,
+        On::Inet | On::Any => true,
         On::InetV6 => ipv6,
         _ => false,
     });

@@ -189,6 +189,10 @@ option_tests! {
     so_zerocopy: "inet", libc::SOL_SOCKET, libc::SO_ZEROCOPY, 1;
     so_dontroute: "inet", libc::SOL_SOCKET, libc::SO_DONTROUTE, 1;
     so_no_check: "inet", libc::SOL_SOCKET, libc::SO_NO_CHECK, 1;
+    so_keepalive: "inet", libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1;
+    so_oobinline: "inet", libc::SOL_SOCKET, libc::SO_OOBINLINE, 1;
+    so_wifi_status: "inet", libc::SOL_SOCKET, libc::SO_WIFI_STATUS, 1;
+    so_nofcs: "inet", libc::SOL_SOCKET, libc::SO_NOFCS, 1;
     ip_tos: "inet", libc::IPPROTO_IP, libc::IP_TOS, 0x10;
     ip_ttl: "inet", libc::IPPROTO_IP, libc::IP_TTL, 33;
     ip_multicast_ttl: "inet", libc::IPPROTO_IP, libc::IP_MULTICAST_TTL, 5;
@@ -273,6 +277,9 @@ bytes_tests! {
     // struct sock_txtime {CLOCK_MONOTONIC, SOF_TXTIME_REPORT_ERRORS}.
     so_txtime: "inet", libc::SOL_SOCKET, SO_TXTIME, "0100000002000000";
     so_txtime_ipv6: "inet6", libc::SOL_SOCKET, SO_TXTIME, "0100000002000000";
+    // struct timeval {3 s, 500000 us}, {4 s, 0}.
+    so_rcvtimeo: "inet", libc::SOL_SOCKET, libc::SO_RCVTIMEO, "030000000000000020a1070000000000";
+    so_sndtimeo: "inet", libc::SOL_SOCKET, libc::SO_SNDTIMEO, "04000000000000000000000000000000";
     ip_multicast_if: "inet", libc::IPPROTO_IP, libc::IP_MULTICAST_IF, "7f000001";
     ipv6_hopopts: "inet6", libc::IPPROTO_IPV6, libc::IPV6_HOPOPTS, PADN_HEADER;
     ipv6_dstopts: "inet6", libc::IPPROTO_IPV6, libc::IPV6_DSTOPTS, PADN_HEADER;

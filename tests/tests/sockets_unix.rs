@@ -880,3 +880,122 @@ fn abstract_names_the_running_original_holds_refuse_the_restore_before_anything_
         .assert_stderr_mentions("nothing was made");
     assert_eq!(w.cmd("reach"), "1 1");
 }
+
+/// The socket-level options a program may set on any socket, each to a value other than a
+/// fresh socket's: (level, option, value) as `setopt` takes it. SO_PASSRIGHTS (linux 6.16)
+/// off makes a unix socket refuse descriptors; the PASS options exist on unix sockets only.
+const SOCKET_LEVEL: &[(i32, i32, i32)] = &[
+    (libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1),
+    (libc::SOL_SOCKET, libc::SO_PRIORITY, 5),
+    (libc::SOL_SOCKET, libc::SO_MARK, 7),
+    (libc::SOL_SOCKET, libc::SO_RCVLOWAT, 3),
+    (libc::SOL_SOCKET, libc::SO_OOBINLINE, 1),
+    (libc::SOL_SOCKET, libc::SO_DONTROUTE, 1),
+    (libc::SOL_SOCKET, libc::SO_BROADCAST, 1),
+    (libc::SOL_SOCKET, libc::SO_NO_CHECK, 1),
+    (libc::SOL_SOCKET, libc::SO_TIMESTAMP, 1),
+    (libc::SOL_SOCKET, libc::SO_REUSEADDR, 1),
+    (libc::SOL_SOCKET, libc::SO_RXQ_OVFL, 1),
+    (libc::SOL_SOCKET, libc::SO_SELECT_ERR_QUEUE, 1),
+    (libc::SOL_SOCKET, libc::SO_INCOMING_CPU, 1),
+    (libc::SOL_SOCKET, libc::SO_WIFI_STATUS, 1),
+    (libc::SOL_SOCKET, libc::SO_NOFCS, 1),
+    (libc::SOL_SOCKET, libc::SO_PASSCRED, 1),
+    (libc::SOL_SOCKET, 34, 1), // SO_PASSSEC
+    (libc::SOL_SOCKET, 76, 1), // SO_PASSPIDFD
+    (libc::SOL_SOCKET, 83, 0), // SO_PASSRIGHTS
+];
+
+/// Sets every option of [`SOCKET_LEVEL`] that socket `s` takes, and the timeouts and linger
+/// (struct options) as hex; returns what the socket reads for each, as the process sees it.
+fn set_socket_level(w: &Workload, s: &str) -> Vec<String> {
+    let mut read = Vec::new();
+    for &(level, opt, value) in SOCKET_LEVEL {
+        // Not every option applies to every family (EOPNOTSUPP): what applies is checked.
+        let _ = w.cmd(&format!("setopt {s} {level} {opt} {value}"));
+        read.push(format!(
+            "{opt}: {}",
+            w.cmd(&format!("getopt {s} {level} {opt}"))
+        ));
+    }
+    // struct timeval {3 s, 500000 us}, {4 s, 0}; struct linger {1, 7}.
+    for (opt, hex) in [
+        (libc::SO_RCVTIMEO, "030000000000000020a1070000000000"),
+        (libc::SO_SNDTIMEO, "04000000000000000000000000000000"),
+        (libc::SO_LINGER, "0100000007000000"),
+    ] {
+        let option = format!("{} {opt}", libc::SOL_SOCKET);
+        assert_eq!(w.cmd(&format!("setopt-raw {s} {option} {hex}")), "ok");
+        read.push(format!(
+            "{opt}: {}",
+            w.cmd(&format!("getopt-raw {s} {option} 16"))
+        ));
+    }
+    read
+}
+
+/// What socket `s` reads for each option [`set_socket_level`] set.
+fn socket_level(w: &Workload, s: &str) -> Vec<String> {
+    let mut read: Vec<String> = SOCKET_LEVEL
+        .iter()
+        .map(|&(level, opt, _)| format!("{opt}: {}", w.cmd(&format!("getopt {s} {level} {opt}"))))
+        .collect();
+    for opt in [libc::SO_RCVTIMEO, libc::SO_SNDTIMEO, libc::SO_LINGER] {
+        let option = format!("{} {opt}", libc::SOL_SOCKET);
+        read.push(format!(
+            "{opt}: {}",
+            w.cmd(&format!("getopt-raw {s} {option} 16"))
+        ));
+    }
+    read
+}
+
+/// Every socket-level option of unix sockets of each type (both ends of a pair, a listener)
+/// and of a UDP socket and a TCP listener comes back as the process set it, checked from
+/// inside; after a `--leave-running` dump the original reads the same. Before: every one of
+/// them read as a fresh socket's on the unix sockets (zdtm sock_opts00: SO_PASSSEC), and the
+/// UDP socket lost SO_RCVTIMEO, SO_SNDTIMEO, SO_KEEPALIVE, SO_OOBINLINE.
+#[test]
+fn socket_level_options_of_every_kind_of_socket_come_back_as_set() {
+    cryo_bin();
+    let mut w = Workload::spawn("socks", &[]);
+    let mut sockets = Vec::new();
+    for ty in ["stream", "dgram", "seqpacket"] {
+        let (a, b) = pair(&w, ty);
+        sockets.push((format!("unix {ty}"), a));
+        sockets.push((format!("unix {ty} peer"), b));
+    }
+    let l = w.cmd("socket unix stream 0");
+    assert_eq!(
+        w.cmd(&format!("bind-unix {l} @cryo-sockopts-{}", w.pid())),
+        "ok"
+    );
+    assert_eq!(w.cmd(&format!("listen {l}")), "ok");
+    sockets.push(("unix listener".into(), l));
+    let udp = w.cmd("socket inet dgram 17");
+    assert_eq!(w.cmd(&format!("bind-inet {udp} 127.0.0.1:0")), "ok");
+    sockets.push(("udp".into(), udp));
+    let tcp = w.cmd("socket inet stream 6");
+    assert_eq!(w.cmd(&format!("bind-inet {tcp} 127.0.0.1:0")), "ok");
+    assert_eq!(w.cmd(&format!("listen {tcp}")), "ok");
+    sockets.push(("tcp listener".into(), tcp));
+    let set: Vec<(String, Vec<String>)> = sockets
+        .iter()
+        .map(|(what, s)| (what.clone(), set_socket_level(&w, s)))
+        .collect();
+    let unix_stream = &set[0].1;
+    assert!(
+        unix_stream.contains(&"34: 1".to_string()) && unix_stream.contains(&"83: 0".to_string()),
+        "SO_PASSSEC on, SO_PASSRIGHTS off: {unix_stream:?}"
+    );
+    let img = w.path("img-left");
+    w.dump(&img, &["--leave-running"]).assert_success();
+    for ((what, s), (_, before)) in sockets.iter().zip(&set) {
+        assert_eq!(&socket_level(&w, s), before, "{what}: left running");
+    }
+    w.dump_and_restore();
+    for ((what, s), (_, before)) in sockets.iter().zip(&set) {
+        assert_eq!(&socket_level(&w, s), before, "{what}: restored");
+    }
+    w.kill_restored();
+}

@@ -820,6 +820,7 @@ impl From<&UnixSocketState> for pb::UnixSocket {
             bind_dir: u.bind_dir.clone(),
             unlinked: u.unlinked,
             name_shared: u.name_shared,
+            socket: u.socket.as_ref().map(options_to),
         }
     }
 }
@@ -859,6 +860,7 @@ impl TryFrom<&pb::UnixSocket> for UnixSocketState {
             bind_dir: u.bind_dir.clone(),
             unlinked: u.unlinked,
             name_shared: u.name_shared,
+            socket: u.socket.as_ref().map(options_of),
         })
     }
 }
@@ -1062,6 +1064,7 @@ mod tests {
             sndbuf: 1,
             rcvbuf: 2,
             peek_off: -1,
+            socket: Some(options()),
             pending: vec![PendingConnection {
                 client_ino: 9,
                 queue: vec![message],

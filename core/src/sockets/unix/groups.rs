@@ -715,8 +715,7 @@ impl UnixLinks {
         }
         for m in g.shape.members() {
             let d = desc(m)?;
-            unix::restore::apply_options(fd(m)?, &self.state(d)?.options())
-                .map_err(unix_err(d, "socket options"))?;
+            self.state(d)?.apply_options(d, fd(m)?)?;
             let owned = opened.get(&m).ok_or(FileError::Invalid {
                 id: m,
                 detail: "not made".into(),

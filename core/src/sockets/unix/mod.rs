@@ -33,6 +33,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use cryo_proto::image::{socket::State, FileDesc, Socket};
+use cryo_tcp_repair as tcp;
 use cryo_unix_sockets as unix;
 use nix::unistd::Pid;
 use tracing::debug;
@@ -65,6 +66,8 @@ pub struct UnixSocketState {
     pub rcvbuf: i32,
     /// SO_PEEK_OFF (-1: disabled).
     pub peek_off: i32,
+    /// The other socket-level options (None: an image made before they were kept).
+    pub socket: Option<tcp::SocketOptions>,
     /// A listener: the connections waiting in its accept queue, in queue order.
     pub pending: Vec<PendingConnection>,
     /// Its peer is closed: restored as one end of a pair whose other end is closed.
@@ -265,13 +268,25 @@ impl UnixSocketState {
             .flat_map(|m| m.fds.iter().copied())
     }
 
-    pub(super) fn options(&self) -> unix::restore::SockOptions {
-        unix::restore::SockOptions {
+    /// Sets its options on `fd` (made again for `desc`), once its queue is refilled: the
+    /// socket-level ones, then those of the unix layer (buffers forced, SO_PEEK_OFF,
+    /// SO_PASSCRED).
+    pub(super) fn apply_options(
+        &self,
+        desc: &FileDesc,
+        fd: impl std::os::fd::AsFd,
+    ) -> Result<(), SocketError> {
+        let fd = fd.as_fd();
+        if let Some(socket) = &self.socket {
+            tcp::apply_socket_level(fd, socket).map_err(unix_err(desc, "socket options"))?;
+        }
+        let unix_layer = unix::restore::SockOptions {
             passcred: self.passcred,
             sndbuf: self.sndbuf,
             rcvbuf: self.rcvbuf,
             peek_off: self.peek_off,
-        }
+        };
+        unix::restore::apply_options(fd, &unix_layer).map_err(unix_err(desc, "socket options"))
     }
 }
 
@@ -435,6 +450,8 @@ fn capture(
         _ => Vec::new(),
     };
     let opts = unix::restore::read_options(dup).map_err(bad("options"))?;
+    let socket =
+        tcp::capture_socket_level(dup).map_err(|source| SocketError::Repair { pid, fd, source })?;
     // Connected (an accepted socket, a client, a pair end): not listening, it can never be
     // connected to by its name, so the file at its name (its listener's, or its own) is not
     // made again: left as it is, the socket bound without a file.
@@ -457,6 +474,7 @@ fn capture(
         sndbuf: opts.sndbuf,
         rcvbuf: opts.rcvbuf,
         peek_off: opts.peek_off,
+        socket: Some(socket),
         pending: waiting
             .iter()
             .map(|&(client_ino, _)| PendingConnection {
@@ -1017,8 +1035,7 @@ pub(super) fn finish_broken(
         refill_own(desc, u, fd, file, q)?;
         unix::restore::connect(fd, &to).map_err(unix_err(desc, "connect by name again"))?;
         unix::restore::restore_shutdown(fd, u.shutdown()).map_err(unix_err(desc, "shutdown"))?;
-        return unix::restore::apply_options(fd, &u.options())
-            .map_err(unix_err(desc, "socket options"));
+        return u.apply_options(desc, fd);
     };
     unix::restore::refill_queue(&gone, None, q).map_err(unix_err(desc, "refill the queue"))?;
     if u.reset_pending {
@@ -1045,7 +1062,7 @@ pub(super) fn finish_broken(
         u.shutdown()
     };
     unix::restore::restore_shutdown(fd, shutdown).map_err(unix_err(desc, "shutdown"))?;
-    unix::restore::apply_options(fd, &u.options()).map_err(unix_err(desc, "socket options"))
+    u.apply_options(desc, fd)
 }
 
 /// Creates a unix socket without a peer: a listener (with `backlog`) or a socket bound to its
@@ -1179,5 +1196,5 @@ fn finish(
         }
         unix::restore::restore_shutdown(fd, u.shutdown()).map_err(unix_err(desc, "shutdown"))?;
     }
-    unix::restore::apply_options(fd, &u.options()).map_err(unix_err(desc, "socket options"))
+    u.apply_options(desc, fd)
 }
