@@ -10,6 +10,7 @@
 mod commands;
 mod logging;
 
+use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 
 use clap::{ArgAction, Parser, Subcommand};
@@ -23,10 +24,14 @@ struct Cli {
     #[arg(short, long, action = ArgAction::Count, global = true)]
     verbose: u8,
 
-    /// Write logs to this file (created 0600, appended to) instead of stderr (-o as CRIU's,
-    /// but relative to the current directory, not to -D)
+    /// Write logs to this file (created 0600, appended to) instead of stderr (-o as CRIU's:
+    /// a relative path is taken in dump's or restore's -D, else in the current directory)
     #[arg(short = 'o', long, value_name = "PATH", global = true)]
     log_file: Option<PathBuf>,
+
+    /// Accepted as CRIU's: cryo reads no configuration file
+    #[arg(long, global = true, hide = true)]
+    no_default_config: bool,
 
     #[command(subcommand)]
     command: Command,
@@ -59,7 +64,8 @@ enum Command {
 
 fn main() {
     let cli = Cli::parse_from(criu_verbosity(std::env::args_os()));
-    let logging = logging::init(cli.verbose, cli.log_file.as_deref());
+    let log_file = cli.log_file.as_deref().map(|log| cli.command.log_path(log));
+    let logging = logging::init(cli.verbose, log_file.as_deref());
     let result = logging.and_then(|to_file| {
         run(cli.command).inspect_err(|err| {
             if to_file {
@@ -93,6 +99,31 @@ fn report(err: &anyhow::Error) -> String {
     out
 }
 
+impl Command {
+    /// Where log file `log` goes: a relative path in the image directory of a dump or
+    /// restore (as CRIU's work directory defaults to -D; a dump's directory is made for it
+    /// when it does not exist yet), else as given.
+    fn log_path(&self, log: &std::path::Path) -> PathBuf {
+        let dir = match self {
+            Command::Dump(args) => args.images_dir(),
+            Command::Restore(args) => args.images_dir(),
+            _ => None,
+        };
+        match dir {
+            Some(dir) if log.is_relative() => {
+                if matches!(self, Command::Dump(_)) {
+                    let _ = std::fs::DirBuilder::new()
+                        .mode(0o700)
+                        .recursive(false)
+                        .create(dir);
+                }
+                dir.join(log)
+            }
+            _ => log.to_path_buf(),
+        }
+    }
+}
+
 /// Runs one subcommand; the `Ok` value is the exit status.
 fn run(command: Command) -> anyhow::Result<i32> {
     match command {
@@ -113,14 +144,30 @@ fn run(command: Command) -> anyhow::Result<i32> {
 /// warnings, information, debugging) given as cryo's (`-v` information, `-vv` debugging;
 /// warnings by default), so a CRIU command line with `-v4` runs unchanged.
 fn criu_verbosity(args: impl IntoIterator<Item = std::ffi::OsString>) -> Vec<std::ffi::OsString> {
-    args.into_iter()
-        .filter_map(|a| match a.to_str() {
-            Some("-v0" | "-v1" | "-v2") => None,
-            Some("-v3") => Some("-v".into()),
-            Some("-v4") => Some("-vv".into()),
-            _ => Some(a),
-        })
-        .collect()
+    let mut out: Vec<std::ffi::OsString> = Vec::new();
+    let mut args = args.into_iter();
+    while let Some(a) = args.next() {
+        // CRIU's long form: --verbosity=N or --verbosity N.
+        let level = match a.to_str() {
+            Some("--verbosity") => args.next().and_then(|n| n.to_str().map(str::to_owned)),
+            Some(s) => s
+                .strip_prefix("--verbosity=")
+                .or_else(|| s.strip_prefix("-v").filter(|n| n.len() == 1))
+                .map(str::to_owned),
+            None => None,
+        };
+        match level.as_deref() {
+            Some("0" | "1" | "2") => {}
+            Some("3") => out.push("-v".into()),
+            Some("4") => out.push("-vv".into()),
+            Some(n) if a.to_str().is_some_and(|s| s.starts_with("--verbosity")) => {
+                // Not a level: left for the parser to refuse.
+                out.push(format!("--verbosity={n}").into());
+            }
+            _ => out.push(a),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -222,8 +269,18 @@ mod tests {
             "--force-irmap",
             "--irmap-scan-path",
             "/zdtm/static",
+            "--timeout",
+            "10",
+            "--pre-dump-mode",
+            "splice",
+            "--pidfile",
+            "dump.pid",
+            "--no-default-config",
+            "--verbosity=4",
         ];
-        let Command::Dump(args) = Cli::try_parse_from(argv).unwrap().command else {
+        let cli = Cli::try_parse_from(criu_verbosity(argv.map(Into::into))).unwrap();
+        assert_eq!(cli.verbose, 2, "--verbosity=4");
+        let Command::Dump(args) = cli.command else {
             panic!("not dump");
         };
         let opts = args.options();
@@ -297,6 +354,11 @@ mod tests {
         let cli = Cli::try_parse_from(criu_verbosity(argv.map(Into::into))).unwrap();
         assert_eq!(cli.verbose, 2);
         assert_eq!(cli.log_file, Some(PathBuf::from("dump.log")));
+        assert_eq!(
+            cli.command.log_path(std::path::Path::new("dump.log")),
+            PathBuf::from("img/dump.log"),
+            "relative to -D, as CRIU's"
+        );
         let argv = ["cryo", "restore", "-D", "img", "-v2"];
         let cli = Cli::try_parse_from(criu_verbosity(argv.map(Into::into))).unwrap();
         assert_eq!(cli.verbose, 0);

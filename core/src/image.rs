@@ -51,9 +51,10 @@ pub enum ImageDirError {
         /// How it was found ("exists and is not a directory", "is not a directory").
         what: &'static str,
     },
-    /// A dump is refused into a directory that holds files already.
+    /// A dump is refused into a directory that holds an image already.
     #[error(
-        "image directory {}: is not empty (holds {entry}); dump into a new or empty directory",
+        "image directory {}: holds an image already ({entry}); dump into a directory without \
+         one",
         .path.display()
     )]
     NotEmpty {
@@ -142,6 +143,12 @@ pub mod names {
     pub fn ghost(id: u32) -> String {
         format!("ghost-{id}.img")
     }
+}
+
+/// Whether `name` is a file of an image (cryo's or CRIU's: `*.img`, or one being replaced).
+pub fn is_image_file(name: &std::ffi::OsStr) -> bool {
+    let name = name.as_encoded_bytes();
+    name.ends_with(b".img") || name.ends_with(b".img.new")
 }
 
 /// An image directory being written (by dump) or read (by restore and show), held open.
@@ -300,15 +307,17 @@ impl ImageDir {
             lazy_raw: false,
             without_contents: false,
         };
-        let mut entries = std::fs::read_dir(images.proc_path()).map_err(bad("cannot list"))?;
-        if let Some(entry) = entries.next() {
-            let entry = entry
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .unwrap_or_default();
-            return Err(ImageDirError::NotEmpty {
-                path: path.to_owned(),
-                entry,
-            });
+        // Other files may stay (a log, CRIU's dump.cropt: CRIU dumps beside them); an image
+        // of cryo's or CRIU's (*.img) is never mixed with another.
+        let entries = std::fs::read_dir(images.proc_path()).map_err(bad("cannot list"))?;
+        for entry in entries {
+            let name = entry.map_err(bad("cannot list"))?.file_name();
+            if is_image_file(&name) {
+                return Err(ImageDirError::NotEmpty {
+                    path: path.to_owned(),
+                    entry: name.to_string_lossy().into_owned(),
+                });
+            }
         }
         nix::sys::stat::fchmod(images.dir.as_fd(), Mode::from_bits_truncate(0o700))
             .map_err(|e| bad("cannot make private (0700)")(e.into()))?;

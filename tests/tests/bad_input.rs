@@ -71,22 +71,63 @@ fn assert_counter_untouched(w: &Workload) {
 }
 
 #[test]
-fn dump_into_a_non_empty_dir() {
+fn dump_into_a_dir_holding_an_image() {
     cryo_bin();
     let w = counter_at_two();
     let img = w.path("img");
     fs::create_dir(&img).unwrap();
-    write_file(&img.join("junk"), b"keep me");
+    write_file(&img.join("core-1.img"), b"keep me");
     let out = w.dump(&img, &[]);
     out.assert_refused()
-        .assert_stderr_mentions(img.to_str().unwrap());
+        .assert_stderr_mentions(img.to_str().unwrap())
+        .assert_stderr_mentions("holds an image already (core-1.img)");
     assert_counter_untouched(&w);
     let names: Vec<_> = fs::read_dir(&img)
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
-    assert_eq!(names, ["junk"], "cryo wrote into a non-empty dir");
-    assert_eq!(fs::read(img.join("junk")).unwrap(), b"keep me");
+    assert_eq!(
+        names,
+        ["core-1.img"],
+        "cryo wrote into a dir holding an image"
+    );
+    assert_eq!(fs::read(img.join("core-1.img")).unwrap(), b"keep me");
+}
+
+/// As CRIU does, a dump goes into a directory holding other files (its own log, CRIU's
+/// dump.cropt), leaves them as they were, and a failed one removes only what it wrote.
+#[test]
+fn dump_beside_files_that_are_not_an_image_keeps_them() {
+    cryo_bin();
+    let mut w = counter_at_two();
+    let img = w.path("img");
+    fs::create_dir(&img).unwrap();
+    write_file(&img.join("dump.cropt"), b"keep me");
+    // Refused (no such process), after the directory was taken: nothing of it is left.
+    let out = w.cryo(&["dump", "-t", "999999999", "-D", img.to_str().unwrap()]);
+    out.assert_refused();
+    let names = |dir: &std::path::Path| -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names(&img), ["dump.cropt"]);
+    let log = img.join("dump.log");
+    let out = w.dump(&img, &["-o", log.to_str().unwrap()]);
+    out.assert_success();
+    w.wait_original();
+    let all = names(&img);
+    assert!(
+        all.contains(&"dump.log".into()) && all.contains(&"inventory.img".into()),
+        "{all:?}"
+    );
+    assert_eq!(fs::read(img.join("dump.cropt")).unwrap(), b"keep me");
+    w.restore_background(&img);
+    assert_eq!(w.cmd("tick"), "3", "restored from beside the other files");
+    w.kill_restored();
 }
 
 #[test]

@@ -14,10 +14,99 @@ pub struct Args {
     /// Probe again even if this boot's result is cached (and refresh the cache)
     #[arg(long)]
     no_cache: bool,
+
+    /// CRIU's `check --feature NAME`: whether cryo can checkpoint and restore what this
+    /// feature of CRIU's list covers, on this host (exit 0: yes, 1: no or unknown name).
+    /// Repeatable; `list` prints the names known
+    #[arg(long, value_name = "NAME")]
+    feature: Vec<String>,
+}
+
+/// Whether cryo can use a feature here.
+type Answer = fn() -> bool;
+
+/// CRIU's feature names, and whether cryo can use each here: a kernel interface cryo uses
+/// (probed), or an object cryo restores or refuses (tun devices, veth links, autofs,
+/// AppArmor stacks, the iptables network lock: refused, so "no").
+const FEATURES: &[(&str, Answer)] = &[
+    ("mnt_id", || has_fdinfo_field("mnt_id:")),
+    ("fdinfo_lock", || true),
+    ("seccomp_filters", || true),
+    ("seccomp_suspend", || true),
+    ("network_lock_nftables", nftables),
+    ("nftables", nftables),
+    ("has_ipt_legacy", || false),
+    ("move_mount_set_group", || true),
+    ("cgroupns", || Path::new("/proc/self/ns/cgroup").exists()),
+    ("timens", || Path::new("/proc/self/ns/time").exists()),
+    ("ns_pid", || has_status_field("NSpid:")),
+    ("ipv6_freebind", || true),
+    ("aio_remap", || true),
+    ("timerfd", || true),
+    ("sockopt_buf_lock", || true),
+    ("get_rseq_conf", || true),
+    ("sk_unix_file", || true),
+    ("net_diag_raw", || true),
+    ("loginuid", || Path::new("/proc/self/loginuid").exists()),
+    ("memfd_hugetlb", memfd_hugetlb),
+    ("tun", || false),
+    ("tun_ns", || false),
+    ("newifindex", || false),
+    ("link_nsid", || false),
+    ("autofs", || false),
+    ("apparmor_stacking", || false),
+    ("pagemap_scan_guard_pages", || false),
+];
+
+fn has_fdinfo_field(field: &str) -> bool {
+    std::fs::read_to_string("/proc/self/fdinfo/0").is_ok_and(|t| t.contains(field))
+}
+
+fn has_status_field(field: &str) -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|t| t.contains(field))
+}
+
+fn nftables() -> bool {
+    check::cached(Path::new(DEFAULT_CACHE_PATH))
+        .iter()
+        .any(|p| p.name == "nftables" && p.is_found())
+}
+
+fn memfd_hugetlb() -> bool {
+    let name = c"cryo-check";
+    nix::sys::memfd::memfd_create(name, nix::sys::memfd::MFdFlags::MFD_HUGETLB).is_ok()
+}
+
+/// Answers `--feature` names: 0 when cryo can use every one here.
+fn features(names: &[String]) -> i32 {
+    let mut code = 0;
+    for name in names {
+        if name == "list" {
+            for (known, _) in FEATURES {
+                println!("{known}");
+            }
+            continue;
+        }
+        match FEATURES.iter().find(|(known, _)| known == name) {
+            Some((_, probe)) if probe() => println!("{name}: yes"),
+            Some(_) => {
+                println!("{name}: no");
+                code = 1;
+            }
+            None => {
+                eprintln!("cryo: unknown feature {name:?} (`cryo check --feature list`)");
+                code = 1;
+            }
+        }
+    }
+    code
 }
 
 /// Probes (or reads the cache), prints, and returns 1 when a required feature is missing.
 pub fn run(args: Args) -> anyhow::Result<i32> {
+    if !args.feature.is_empty() {
+        return Ok(features(&args.feature));
+    }
     let cache = Path::new(DEFAULT_CACHE_PATH);
     let probes = if args.no_cache {
         let probes = check::run_all();

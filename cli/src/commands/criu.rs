@@ -89,6 +89,17 @@ pub struct CriuArgs {
     /// refused)
     #[arg(long, value_name = "METHOD", value_parser = parse_network_lock)]
     network_lock: Option<String>,
+
+    /// Accepted as CRIU's (a bound on collecting and freezing the tasks): cryo's freeze of a
+    /// tree that keeps changing gives up after five attempts, refused, and never waits on a
+    /// task
+    #[arg(long, value_name = "SECONDS")]
+    timeout: Option<u32>,
+
+    /// Accepted as CRIU's: cryo has no pre-dump; its pre-copy (`--pre-copy`) reads memory
+    /// as it does every dump
+    #[arg(long, value_name = "MODE", value_parser = ["splice", "read"])]
+    pre_dump_mode: Option<String>,
 }
 
 impl CriuArgs {

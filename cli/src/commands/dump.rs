@@ -26,7 +26,7 @@ pub struct Args {
     )]
     pids: Vec<i32>,
 
-    /// The image directory to write (created 0700; must be new or empty)
+    /// The image directory to write (created 0700; it may hold other files, never an image)
     #[arg(short = 'D', long = "images-dir", value_name = "DIR")]
     images_dir: Option<PathBuf>,
 
@@ -86,11 +86,20 @@ pub struct Args {
     #[arg(long, requires = "to", conflicts_with = "check_only")]
     pre_copy: bool,
 
+    /// Accepted as CRIU's: its dump writes nothing to it either (restore's --pidfile does)
+    #[arg(long, value_name = "FILE", hide = true)]
+    pidfile: Option<PathBuf>,
+
     #[command(flatten)]
     criu: super::criu::CriuArgs,
 }
 
 impl Args {
+    /// The image directory given with -D, if any.
+    pub fn images_dir(&self) -> Option<&std::path::Path> {
+        self.images_dir.as_deref()
+    }
+
     /// The engine's options for these arguments.
     pub fn options(&self) -> DumpOptions {
         let pids = self.pids.iter().copied().map(Pid::from_raw).collect();

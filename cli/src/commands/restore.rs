@@ -119,6 +119,11 @@ pub struct Args {
 }
 
 impl Args {
+    /// The image directory given with -D, if any.
+    pub fn images_dir(&self) -> Option<&std::path::Path> {
+        self.images_dir.as_deref()
+    }
+
     /// The engine's options for these arguments.
     pub fn options(&self) -> RestoreOptions {
         // With --from, the directory is a scratch one chosen when the restore runs.

@@ -869,11 +869,14 @@ fn checkpoint_id() -> String {
         .unwrap_or_else(|_| format!("{:x}", std::process::id()))
 }
 
-/// Removes what a failed dump wrote (the directory was empty before).
+/// Removes what a failed dump wrote: its image files (the directory held none before; any
+/// other file, a log, was there before or is not the image's).
 fn clear_dir(images: &ImageDir) {
     if let Ok(entries) = std::fs::read_dir(images.path()) {
         for entry in entries.flatten() {
-            let _ = std::fs::remove_file(entry.path());
+            if crate::image::is_image_file(&entry.file_name()) {
+                let _ = std::fs::remove_file(entry.path());
+            }
         }
     }
 }
