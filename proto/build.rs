@@ -22,6 +22,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "#[cfg_attr(test, proptest(strategy = \"proptest::collection::vec(\
              proptest::arbitrary::any::<CgroupFile>(), 0..4)\"))]",
         )
+        .field_attribute(
+            ".cryo.image.CgroupSettings.owners",
+            "#[cfg_attr(test, proptest(strategy = \"proptest::collection::vec(\
+             proptest::arbitrary::any::<CgroupFileOwner>(), 0..4)\"))]",
+        )
+        .field_attribute(
+            ".cryo.image.CgroupMembership.descendants",
+            "#[cfg_attr(test, proptest(strategy = \"proptest::collection::vec(\
+             proptest::arbitrary::any::<String>(), 0..3)\"))]",
+        )
         .compile_fds(descriptors)?;
     Ok(())
 }

@@ -161,6 +161,7 @@ every_message!(
     OuterGroup,
     TreeEntry,
     CgroupFile,
+    CgroupFileOwner,
     IpcNamespace,
     IpcSysctl,
     Inventory,

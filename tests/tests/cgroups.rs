@@ -662,3 +662,85 @@ fn a_cgroup_root_moves_the_processes_cgroups_below_a_new_one() {
     w.kill_restored();
     assert!(moved_to.remove(), "the new cgroups could not be removed");
 }
+
+/// (mode bits, uid, gid) of `path`.
+fn owner(path: &Path) -> (u32, u32, u32) {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    (m.mode() & 0o7777, m.uid(), m.gid())
+}
+
+/// The cgroups below a process's own, empty ones too, come back with their settings when
+/// the restore makes them again, and the process's cgroup and those below keep the modes and
+/// owners of their directories and interface files (a cgroup delegated to a user). Before:
+/// the empty cgroups were not made again and every mode and owner was the fresh cgroup's
+/// (zdtm cgroup01, cgroup03, cgroup04).
+#[test]
+fn empty_cgroups_below_a_process_come_back_with_their_settings_modes_and_owners() {
+    cryo_bin();
+    let Some((name, mount)) = own_cgroup("pids") else {
+        panic!("no v1 pids hierarchy here");
+    };
+    let mut made = Made::new(&[mount.as_path()], "below");
+    let own = made.0[0].clone();
+    let empty = own.join("empty");
+    let deeper = empty.join("deeper");
+    for d in [&empty, &deeper] {
+        std::fs::create_dir(d).unwrap();
+        made.0.push(d.clone());
+    }
+    std::fs::write(deeper.join("pids.max"), "17").unwrap();
+    let chown = |p: &Path, mode: u32| {
+        use std::os::unix::fs::PermissionsExt;
+        std::os::unix::fs::chown(p, Some(1000), Some(1001)).unwrap();
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    chown(&own, 0o777);
+    chown(&own.join("cgroup.procs"), 0o666);
+    chown(&own.join("notify_on_release"), 0o660);
+    chown(&empty, 0o700);
+    let owners = |when: &str| {
+        let all = [
+            own.clone(),
+            own.join("cgroup.procs"),
+            own.join("notify_on_release"),
+            own.join("tasks"),
+            empty.clone(),
+            deeper.clone(),
+        ];
+        let read: Vec<(u32, u32, u32)> = all.iter().map(|p| owner(p)).collect();
+        assert_eq!(
+            read,
+            [
+                (0o777, 1000, 1001),
+                (0o666, 1000, 1001),
+                (0o660, 1000, 1001),
+                owner(&deeper.join("tasks")),
+                (0o700, 1000, 1001),
+                owner(&deeper),
+            ],
+            "{when}: modes and owners"
+        );
+        assert_eq!(
+            std::fs::read_to_string(deeper.join("pids.max"))
+                .unwrap()
+                .trim(),
+            "17",
+            "{when}: the empty cgroup's limit"
+        );
+    };
+    owners("at start");
+    let setting = format!("cgroup={}", own.display());
+    let mut w = Workload::spawn("attrs", &[setting.as_str()]);
+    let img = w.path("img");
+    w.dump_ok(&img);
+    assert!(made.remove(), "the cgroups could not be removed");
+    w.restore_background(&img);
+    assert!(
+        w.cmd(&format!("get cgroup:{name}"))
+            .ends_with(&made.path(0)),
+        "back in its cgroup"
+    );
+    owners("after restore");
+    w.kill_restored();
+}

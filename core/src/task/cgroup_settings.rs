@@ -11,9 +11,10 @@
 //! fails the restore as a refused write would.
 
 use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use cryo_proto::image::{CgroupFile, CgroupSettings};
+use cryo_proto::image::{CgroupFile, CgroupFileOwner, CgroupSettings};
 
 /// How a file is read and written.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -391,10 +392,79 @@ pub fn read(dir: &Path, path: &str) -> Result<CgroupSettings, SettingError> {
             files.push(CgroupFile { name, value });
         }
     }
+    let stat = |p: &Path| {
+        std::fs::metadata(p).map_err(|errno| SettingError::Read {
+            dir: dir.display().to_string(),
+            file: p
+                .file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+            errno,
+        })
+    };
+    let own = stat(dir)?;
+    let mut owners = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|errno| SettingError::Read {
+        dir: dir.display().to_string(),
+        file: String::new(),
+        errno,
+    })? {
+        let Ok(entry) = entry else { continue };
+        let Ok(meta) = entry.metadata() else { continue };
+        if meta.is_file() {
+            owners.push(CgroupFileOwner {
+                name: entry.file_name().to_string_lossy().into_owned(),
+                mode: meta.mode(),
+                uid: meta.uid(),
+                gid: meta.gid(),
+            });
+        }
+    }
+    owners.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(CgroupSettings {
         path: path.to_owned(),
         files,
+        mode: own.mode(),
+        uid: own.uid(),
+        gid: own.gid(),
+        owners,
     })
+}
+
+/// Gives the cgroup at `dir`, just made (or written in full), the mode and owner its
+/// directory and each interface file had (kept since 2026-12-05: none in older images).
+fn set_owners(dir: &Path, settings: &CgroupSettings) -> Result<(), SettingError> {
+    use std::os::unix::fs::PermissionsExt;
+    if settings.mode == 0 {
+        return Ok(());
+    }
+    let own = std::iter::once((dir.to_path_buf(), settings.mode, settings.uid, settings.gid));
+    let files = settings
+        .owners
+        .iter()
+        .map(|f| (dir.join(&f.name), f.mode, f.uid, f.gid));
+    for (path, mode, uid, gid) in own.chain(files) {
+        let err = |errno| SettingError::Write {
+            dir: dir.display().to_string(),
+            file: path
+                .file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+            value: format!("mode {:o} owner {uid}:{gid}", mode & 0o7777),
+            errno,
+        };
+        // A file this host's cgroup lacks (another kernel, a controller off): its value
+        // was refused above if it mattered.
+        let Ok(now) = std::fs::metadata(&path) else {
+            continue;
+        };
+        if (now.uid(), now.gid()) != (uid, gid) {
+            std::os::unix::fs::chown(&path, Some(uid), Some(gid)).map_err(err)?;
+        }
+        if now.mode() & 0o7777 != mode & 0o7777 {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode & 0o7777))
+                .map_err(err)?;
+        }
+    }
+    Ok(())
 }
 
 /// The kept setting of the table that names `file`.
@@ -472,7 +542,7 @@ pub fn write(dir: &Path, settings: &CgroupSettings) -> Result<(), SettingError> 
             });
         }
     }
-    Ok(())
+    set_owners(dir, settings)
 }
 
 /// The files of `settings` the existing cgroup at `dir` reads otherwise: (file, dumped, now).

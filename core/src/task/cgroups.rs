@@ -401,12 +401,56 @@ fn membership(
         })?;
         settings.push(read);
     }
+    // The cgroups below it, empty ones too (only below cryo's: one elsewhere may hold a
+    // host's whole subtree, which the restore does not own).
+    let mut descendants = Vec::new();
+    if let (Some(relative), Some(dir)) = (relative, directory(mountinfo, &hierarchy, &path)) {
+        let mut below_it = Vec::new();
+        subdirectories(&dir, "", &mut below_it);
+        for sub in below_it {
+            let key = match relative {
+                "" => sub.clone(),
+                _ => format!("{relative}/{sub}"),
+            };
+            let read = cgroup_settings::read(&dir.join(&sub), &key).map_err(|error| {
+                CgroupError::Settings {
+                    pid: pid.as_raw(),
+                    error,
+                }
+            })?;
+            settings.push(read);
+            descendants.push(key);
+        }
+    }
     Ok(CgroupMembership {
         below_cryo: relative.is_some(),
         path: relative.map(str::to_owned).unwrap_or_else(|| path.clone()),
         controllers: hierarchy,
         settings,
+        descendants,
     })
+}
+
+/// The cgroups below `dir` (`at`: the path of `dir` below the first one), parents first, as
+/// paths below the first ("a", "a/b").
+fn subdirectories(dir: &Path, at: &str, out: &mut Vec<String>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut names: Vec<String> = entries
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    for name in names {
+        let path = match at {
+            "" => name.clone(),
+            _ => format!("{at}/{name}"),
+        };
+        out.push(path.clone());
+        subdirectories(&dir.join(&name), &path, out);
+    }
 }
 
 /// The cgroup namespace `inode` of frozen `pid`: its root in each hierarchy, found by reading
@@ -590,6 +634,19 @@ fn places(
                     }
                     None if to != from => placement.first.push(dir(&to)?),
                     None => {}
+                }
+                // The cgroups below its own, made again when gone (empty, with their
+                // settings), after it.
+                if let Some(kept) = core.cgroups.iter().find(|m| &m.controllers == hierarchy) {
+                    for sub in &kept.descendants {
+                        let below = CgroupMembership {
+                            path: sub.clone(),
+                            below_cryo: kept.below_cryo,
+                            ..CgroupMembership::default()
+                        };
+                        let path = target(Some(&below), hierarchy, mine, pid)?;
+                        maker.directory(hierarchy, &path, pid)?;
+                    }
                 }
             }
             // Its other threads, each moved alone where it is not in its process's cgroup.
