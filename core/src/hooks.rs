@@ -319,9 +319,18 @@ fn spawn_and_wait(
         .stderr(stderr)
         // Its own group, so a timeout kills what it started in the foreground too.
         .process_group(0);
-    let mut child = match cmd.spawn() {
-        Ok(child) => child,
-        Err(e) => return Some(HookStatus::NotStarted(e)),
+    // ETXTBSY: the script was just written and a process forked meanwhile (by any thread)
+    // still holds it open for writing until its own exec: a moment later it runs.
+    let mut busy = 0;
+    let mut child = loop {
+        match cmd.spawn() {
+            Ok(child) => break child,
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && busy < 100 => {
+                busy += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => return Some(HookStatus::NotStarted(e)),
+        }
     };
     let pid = Pid::from_raw(child.id() as i32);
     if let Some(limit) = script.timeout {

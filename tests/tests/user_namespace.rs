@@ -98,21 +98,20 @@ fn a_process_in_a_user_namespace_of_its_own_comes_back_in_a_new_one() {
     );
 }
 
+/// Maps of many lines (inside 0 is outside 0, 1.. is 100000.., gids 200000..), setgroups
+/// allowed, the process uid 1000 inside (100999 for us) with groups 1001 and 1002, keeping its
+/// capabilities.
+const MANY_LINES: &[&str] = &[
+    "uid=0:0:1,1:100000:65536",
+    "gid=0:0:1,1:200000:65536",
+    "setgroups=allow",
+    "become=1000",
+];
+
 #[test]
 fn a_process_with_a_map_of_many_lines_comes_back_with_its_ids_inside() {
     cryo_bin();
-    // Inside 0 is outside 0, 1.. is 100000.. (gids 200000..): the process is uid 1000 inside
-    // (100999 for us) with groups 1001 and 1002 (allowed), keeping its capabilities.
-    let mut w = Workload::spawn(
-        "user-ns",
-        &[
-            "uid=0:0:1,1:100000:65536",
-            "gid=0:0:1,1:200000:65536",
-            "setgroups=allow",
-            "uts=cryo-userns-map",
-            "become=1000",
-        ],
-    );
+    let mut w = Workload::spawn("user-ns", &[MANY_LINES, &["uts=cryo-userns-map"]].concat());
     assert_eq!(
         w.cmd("maps"),
         "0 0 1,1 100000 65536;0 0 1,1 200000 65536;allow"
@@ -171,14 +170,7 @@ fn a_second_thread_in_a_user_namespace_in_cryos_pid_namespace_comes_back_with_it
     // not choose its thread's tid (clone3 set_tid); cryo gives it through ns_last_pid.
     let mut w = Workload::spawn(
         "user-ns",
-        &[
-            "uid=0:0:1,1:100000:65536",
-            "gid=0:0:1,1:200000:65536",
-            "setgroups=allow",
-            "uts=cryo-userns-thread",
-            "become=1000",
-            "thread",
-        ],
+        &[MANY_LINES, &["uts=cryo-userns-thread", "thread"]].concat(),
     );
     let thread = w.cmd("thread");
     let tid: i32 = thread.split(' ').next().unwrap().parse().unwrap();
