@@ -381,13 +381,13 @@ fn membership(
     mountinfo: &str,
 ) -> Result<CgroupMembership, CgroupError> {
     let mine = ours.get(&hierarchy).map(String::as_str);
-    if directory(mountinfo, &hierarchy, &path).is_none() {
+    let Some(own_dir) = directory(mountinfo, &hierarchy, &path) else {
         return Err(CgroupError::Unreachable {
             pid,
             hierarchy,
             path,
         });
-    }
+    };
     let relative = mine.and_then(|m| below(&path, m));
     // Each cgroup on the way down to this one: a restore may have to make any of them again.
     let mut settings = Vec::new();
@@ -404,15 +404,15 @@ fn membership(
     // The cgroups below it, empty ones too (only below cryo's: one elsewhere may hold a
     // host's whole subtree, which the restore does not own).
     let mut descendants = Vec::new();
-    if let (Some(relative), Some(dir)) = (relative, directory(mountinfo, &hierarchy, &path)) {
+    if let Some(relative) = relative {
         let mut below_it = Vec::new();
-        subdirectories(&dir, "", &mut below_it);
+        subdirectories(&own_dir, "", &mut below_it);
         for sub in below_it {
             let key = match relative {
                 "" => sub.clone(),
                 _ => format!("{relative}/{sub}"),
             };
-            let read = cgroup_settings::read(&dir.join(&sub), &key).map_err(|error| {
+            let read = cgroup_settings::read(&own_dir.join(&sub), &key).map_err(|error| {
                 CgroupError::Settings {
                     pid: pid.as_raw(),
                     error,
