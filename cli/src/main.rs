@@ -29,9 +29,10 @@ struct Cli {
     #[arg(short = 'o', long, value_name = "PATH", global = true)]
     log_file: Option<PathBuf>,
 
-    /// Accepted as CRIU's: cryo reads no configuration file
-    #[arg(long, global = true, hide = true)]
-    no_default_config: bool,
+    /// Accepted as CRIU's: cryo reads no configuration file (given twice by zdtm.py's feature
+    /// gate)
+    #[arg(long, global = true, hide = true, action = clap::ArgAction::Count)]
+    no_default_config: u8,
 
     #[command(subcommand)]
     command: Command,
@@ -152,6 +153,8 @@ fn criu_verbosity(args: impl IntoIterator<Item = std::ffi::OsString>) -> Vec<std
             Some("--verbosity") => args.next().and_then(|n| n.to_str().map(str::to_owned)),
             Some(s) => s
                 .strip_prefix("--verbosity=")
+                // zdtm.py's `check --feature` spells it with one dash.
+                .or_else(|| s.strip_prefix("-verbosity="))
                 .or_else(|| s.strip_prefix("-v").filter(|n| n.len() == 1))
                 .map(str::to_owned),
             None => None,
@@ -160,7 +163,10 @@ fn criu_verbosity(args: impl IntoIterator<Item = std::ffi::OsString>) -> Vec<std
             Some("0" | "1" | "2") => {}
             Some("3") => out.push("-v".into()),
             Some("4") => out.push("-vv".into()),
-            Some(n) if a.to_str().is_some_and(|s| s.starts_with("--verbosity")) => {
+            Some(n)
+                if a.to_str()
+                    .is_some_and(|s| s.trim_start_matches('-').starts_with("verbosity")) =>
+            {
                 // Not a level: left for the parser to refuse.
                 out.push(format!("--verbosity={n}").into());
             }
@@ -360,6 +366,18 @@ mod tests {
             "relative to -D, as CRIU's"
         );
         let argv = ["cryo", "restore", "-D", "img", "-v2"];
+        let cli = Cli::try_parse_from(criu_verbosity(argv.map(Into::into))).unwrap();
+        assert_eq!(cli.verbose, 0);
+        // zdtm.py's feature gate.
+        let argv = [
+            "cryo",
+            "check",
+            "--no-default-config",
+            "--no-default-config",
+            "-verbosity=0",
+            "--feature",
+            "mnt_id",
+        ];
         let cli = Cli::try_parse_from(criu_verbosity(argv.map(Into::into))).unwrap();
         assert_eq!(cli.verbose, 0);
     }

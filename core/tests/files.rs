@@ -702,6 +702,7 @@ fn regular_desc(id: u32, path: &str, pos: u64) -> FileDesc {
         flags: libc::O_RDONLY as u32,
         pos,
         parent_mount_namespace: false,
+        in_mount_namespace: false,
         kind: Some(Kind::Regular(regular_record(path))),
     }
 }
@@ -783,6 +784,7 @@ fn validate_names_what_is_wrong() {
         flags: libc::O_RDONLY as u32,
         pos: 0,
         parent_mount_namespace: false,
+        in_mount_namespace: false,
         kind: Some(Kind::Regular(RegularFile {
             path: "/tmp/gone".into(),
             size: 5,

@@ -573,7 +573,7 @@ pub fn sysctls() -> Result<Vec<(String, String)>, NetnsError> {
             }
             // Write-only ones (route/flush) and those that refuse a read (stable_secret unset)
             // show nothing.
-            if let Ok(value) = std::fs::read_to_string(&path) {
+            if let Ok(value) = read_sysctl(&path) {
                 let name = path
                     .strip_prefix("/proc/sys")
                     .expect("below /proc/sys")
@@ -585,6 +585,30 @@ pub fn sysctls() -> Result<Vec<(String, String)>, NetnsError> {
     }
     out.sort();
     Ok(out)
+}
+
+/// The whole value of sysctl file `path` (below /proc/sys), read in one read(2): the
+/// kernel's handlers of numbers (proc_dointvec, proc_do_large_bitmap...) answer a read at any
+/// offset but 0 with end of file, so a value read in pieces comes back cut (std's
+/// read_to_string reads 32 bytes first: kernel.sem's four numbers lost their last digits).
+pub fn read_sysctl(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut size = 64 << 10;
+    loop {
+        let mut buf = vec![0u8; size];
+        let n = file.read(&mut buf)?;
+        // A value that filled the buffer may have been cut: read again, from the start, with
+        // a larger one (a reserved ports bitmap can be long).
+        if n == size && size < (4 << 20) {
+            size *= 4;
+            file = std::fs::File::open(path)?;
+            continue;
+        }
+        buf.truncate(n);
+        return String::from_utf8(buf)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e));
+    }
 }
 
 /// Writes sysctl `name` (a path below /proc/sys) of the calling thread's namespace.

@@ -189,9 +189,26 @@ pub fn bind_unlinked(fd: impl AsFd, name: &UnixName) -> Result<OwnedFd> {
     // Any directory will do: the name stays the relative one. The cwd set there is that of
     // a short-lived thread with a filesystem context of its own (CLONE_FS), so no other
     // thread of the process sees it change.
-    let template = std::env::temp_dir().join("cryo-unix-XXXXXX");
-    let tmp = nix::unistd::mkdtemp(&template)
-        .map_err(|e| UnixSockError::path("mkdtemp", &template, e.into()))?;
+    // TMPDIR first; a restored process's mount namespace may lack it (the dump's cryo
+    // had it in its own), so then the usual writable places.
+    let mut tried = Vec::new();
+    let tmp = [
+        std::env::temp_dir(),
+        "/tmp".into(),
+        "/dev/shm".into(),
+        "/run".into(),
+    ]
+    .into_iter()
+    .find_map(|dir| {
+        let template = dir.join("cryo-unix-XXXXXX");
+        nix::unistd::mkdtemp(&template)
+            .inspect_err(|e| tried.push((template, *e)))
+            .ok()
+    });
+    let Some(tmp) = tmp else {
+        let (template, e) = tried.swap_remove(0);
+        return Err(UnixSockError::path("mkdtemp", &template, e.into()));
+    };
     let placed = std::thread::scope(|scope| {
         scope
             .spawn(|| {

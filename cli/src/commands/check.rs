@@ -30,12 +30,15 @@ type Answer = fn() -> bool;
 /// AppArmor stacks, the iptables network lock: refused, so "no").
 const FEATURES: &[(&str, Answer)] = &[
     ("mnt_id", || has_fdinfo_field("mnt_id:")),
+    ("tcp_half_closed", || true),
     ("fdinfo_lock", || true),
     ("seccomp_filters", || true),
     ("seccomp_suspend", || true),
     ("network_lock_nftables", nftables),
     ("nftables", nftables),
-    ("has_ipt_legacy", || false),
+    // CRIU's name for "iptables-legacy is installed" (the tests that set legacy rules need
+    // it); cryo dumps and restores a namespace's legacy tables itself (netns xtables.rs).
+    ("has_ipt_legacy", || in_path("iptables-legacy")),
     ("move_mount_set_group", || true),
     ("cgroupns", || Path::new("/proc/self/ns/cgroup").exists()),
     ("timens", || Path::new("/proc/self/ns/time").exists()),
@@ -58,8 +61,19 @@ const FEATURES: &[(&str, Answer)] = &[
     ("pagemap_scan_guard_pages", || false),
 ];
 
+/// Whether the fdinfo of a file cryo opens shows `field` (not fd 0's: it may be closed).
 fn has_fdinfo_field(field: &str) -> bool {
-    std::fs::read_to_string("/proc/self/fdinfo/0").is_ok_and(|t| t.contains(field))
+    use std::os::fd::AsRawFd;
+    std::fs::File::open("/").is_ok_and(|f| {
+        std::fs::read_to_string(format!("/proc/self/fdinfo/{}", f.as_raw_fd()))
+            .is_ok_and(|t| t.contains(field))
+    })
+}
+
+/// Whether a program named `name` is in one of PATH's directories.
+fn in_path(name: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(name).is_file()))
 }
 
 fn has_status_field(field: &str) -> bool {

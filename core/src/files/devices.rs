@@ -53,9 +53,9 @@ impl FileKind for CharDevice {
         path: &String,
         _cx: &mut Checking<'_>,
     ) -> Result<(), FileError> {
-        // Found in the parent's mount namespace, which the restore may make: checked when
-        // the process opens it.
-        if desc.parent_mount_namespace {
+        // Found in the parent's mount namespace, which the restore may make, or only in the
+        // process's own (made again for it): checked when the process opens it.
+        if desc.parent_mount_namespace || desc.in_mount_namespace {
             return Ok(());
         }
         let meta = fs::metadata(path).map_err(|_| changed(desc, "the device node is gone"))?;

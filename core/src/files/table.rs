@@ -268,6 +268,7 @@ impl FileTable {
             flags: open.flags,
             pos: open.pos,
             parent_mount_namespace,
+            in_mount_namespace: false,
             kind: Some(kind),
         });
         self.by_inode.entry(key).or_default().push(Holder {
@@ -515,6 +516,7 @@ impl FileTable {
             flags: libc::O_RDWR as u32,
             pos: 0,
             parent_mount_namespace: false,
+            in_mount_namespace: false,
             kind: Some(kind),
         });
         self.sysv.insert((ns, shmid), id);
@@ -540,6 +542,7 @@ impl FileTable {
             flags: flags as u32,
             pos: 0,
             parent_mount_namespace: false,
+            in_mount_namespace: false,
             kind: Some(kind),
         });
         self.mapped.insert(key, id);

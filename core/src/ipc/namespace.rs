@@ -19,6 +19,7 @@ use std::collections::BTreeSet;
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::Path;
 
 use cryo_proto::image::{IpcNamespace, IpcSysctl, SysvShm};
 use nix::sched::CloneFlags;
@@ -81,7 +82,7 @@ fn read_sysctls() -> io::Result<Vec<IpcSysctl>> {
     SYSCTLS
         .iter()
         .map(|name| {
-            let value = std::fs::read_to_string(format!("/proc/sys/{name}"))?;
+            let value = cryo_netns::state::read_sysctl(Path::new(&format!("/proc/sys/{name}")))?;
             Ok(IpcSysctl {
                 name: (*name).to_string(),
                 value: value.trim().to_string(),
@@ -245,8 +246,8 @@ pub(super) fn create(
                     continue;
                 }
                 let path = format!("/proc/sys/{}", s.name);
-                let now =
-                    std::fs::read_to_string(&path).map_err(step(&format!("read {}", s.name)))?;
+                let now = cryo_netns::state::read_sysctl(Path::new(&path))
+                    .map_err(step(&format!("read {}", s.name)))?;
                 // Tabs (kernel.sem) read back as written; only a change is written.
                 let same = now.split_whitespace().eq(s.value.split_whitespace());
                 if !same {

@@ -227,6 +227,7 @@ mod tests {
                 flags: (libc::O_WRONLY | libc::O_APPEND) as u32,
                 pos: 1234,
                 parent_mount_namespace: false,
+                in_mount_namespace: false,
                 kind: Some(file_desc::Kind::Regular(RegularFile {
                     path: "/tmp/demo/log".into(),
                     size: 1234,
@@ -238,6 +239,7 @@ mod tests {
                 flags: (libc::O_RDONLY | libc::O_NONBLOCK) as u32,
                 pos: 0,
                 parent_mount_namespace: false,
+                in_mount_namespace: false,
                 kind: Some(file_desc::Kind::Pipe(Pipe {
                     ino: 987_654,
                     capacity: 65536,
@@ -251,6 +253,7 @@ mod tests {
                 flags: libc::O_RDWR as u32,
                 pos: 0,
                 parent_mount_namespace: false,
+                in_mount_namespace: false,
                 kind: Some(file_desc::Kind::CharDevice("/dev/null".into())),
             },
             FileDesc {
@@ -258,6 +261,7 @@ mod tests {
                 flags: libc::O_RDONLY as u32,
                 pos: 0,
                 parent_mount_namespace: false,
+                in_mount_namespace: false,
                 kind: Some(file_desc::Kind::Regular(RegularFile {
                     path: "/usr/bin/demo".into(),
                     ..Default::default()

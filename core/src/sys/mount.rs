@@ -206,17 +206,33 @@ pub(crate) fn writable_clone(dir: &Path) -> io::Result<OwnedFd> {
 /// A detached bind of `dir` alone (open_tree OPEN_TREE_CLONE, not its submounts), to attach
 /// ([`attach`]); unmounted when dropped unattached.
 pub(crate) fn clone_tree(dir: &Path) -> io::Result<OwnedFd> {
-    const OPEN_TREE_CLONE: libc::c_uint = 1;
     let path = CString::new(dir.as_os_str().as_bytes())
         .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    open_tree_clone(libc::AT_FDCWD, &path, 0)
+}
+
+/// A detached copy of the mount `at` (an fd on its root, O_PATH will do) is, alone: none of
+/// its submounts, so what they cover shows. The calling thread must be in the mount namespace
+/// of that mount (open_tree refuses another's: EINVAL).
+pub(crate) fn clone_mount_alone(at: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    open_tree_clone(at.as_raw_fd(), c"", libc::AT_EMPTY_PATH as libc::c_uint)
+}
+
+/// open_tree(dirfd, path, OPEN_TREE_CLONE | O_CLOEXEC | flags).
+fn open_tree_clone(
+    dirfd: RawFd,
+    path: &std::ffi::CStr,
+    flags: libc::c_uint,
+) -> io::Result<OwnedFd> {
+    const OPEN_TREE_CLONE: libc::c_uint = 1;
     // SAFETY: `path` is a NUL-terminated string the kernel only reads; open_tree returns a
     // new fd or -1.
     let fd = unsafe {
         libc::syscall(
             libc::SYS_open_tree,
-            libc::AT_FDCWD,
+            dirfd,
             path.as_ptr(),
-            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
+            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | flags,
         )
     };
     if fd < 0 {

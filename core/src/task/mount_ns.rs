@@ -25,7 +25,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use cryo_proto::image::{file_desc, FileDesc, MountNamespace, NamespaceMount, TaskCore};
+use cryo_proto::image::{file_desc, FileDesc, MountNamespace, NamespaceMount, TaskCore, TreeEntry};
 use nix::unistd::Pid;
 
 use crate::proc;
@@ -335,7 +335,8 @@ pub fn dump(pid: Pid, inode: u64) -> Result<MountNamespace, MountNsError> {
                 }
                 let (tmpfs_options, read_only) = tmpfs_options(&m.super_options)
                     .map_err(|opt| refuse(m, format!("tmpfs option {opt:?} is not made again")))?;
-                let files = copy_tree(&seen_at, &mut budget).map_err(|detail| refuse(m, detail))?;
+                let files =
+                    copy_tmpfs(pid, &seen_at, &mut budget).map_err(|detail| refuse(m, detail))?;
                 NamespaceMount {
                     point,
                     options: m.options.clone(),
@@ -762,6 +763,37 @@ pub fn refuse_outsiders(namespaces: &[(Pid, u64)], members: &[Pid]) -> Result<()
     Ok(())
 }
 
+/// The files of the tmpfs mounted at `seen_at` (through /proc/PID/root) in the mount
+/// namespace of `pid`, what its submounts cover included (a file a test made under a
+/// directory before mounting over it is found again once that is unmounted): read from a
+/// detached copy of that mount alone, made by a thread of cryo in the namespace. An
+/// unbindable mount cannot be copied so: read through `seen_at`, where a submount's point is
+/// an empty placeholder.
+fn copy_tmpfs(pid: Pid, seen_at: &Path, budget: &mut u64) -> Result<Vec<TreeEntry>, String> {
+    use std::os::fd::AsRawFd;
+    let at = nix::fcntl::open(
+        seen_at,
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| format!("open its root: {e}"))?;
+    let ns = std::fs::File::open(proc::dir(pid).join("ns/mnt"))
+        .map_err(|e| format!("open its mount namespace: {e}"))?;
+    let alone = sys::ns::run_in(&ns, nix::sched::CloneFlags::CLONE_NEWNS, || {
+        sys::mount::clone_mount_alone(at.as_fd())
+    })
+    .map_err(|e| format!("join its mount namespace: {e}"))?;
+    match alone {
+        Ok(copy) => copy_tree(
+            // "/." follows the magic link (its own lstat would describe the link).
+            Path::new(&format!("/proc/self/fd/{}/.", copy.as_raw_fd())),
+            budget,
+        ),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => copy_tree(seen_at, budget),
+        Err(e) => Err(format!("copy its mount alone (open_tree): {e}")),
+    }
+}
+
 /// Marks the files of a process in mount namespace `ns` that lie on mounts of its own: their
 /// paths lead there only in the namespace made again, so they are checked when the process
 /// opens them, and those on a copied tmpfs are a new inode of the same type, mode, owner, size
@@ -826,6 +858,26 @@ pub fn mark_files(
                         ),
                     });
                 }
+                continue;
+            }
+            // Opened by its holder by path in the namespace made again: it must lead to a
+            // character device there now (the dump found the fd's device at that path).
+            Some(file_desc::Kind::CharDevice(path)) if own_mount(path).is_some() => {
+                let seen = std::fs::metadata(format!("{}{}", root.display(), path));
+                if !seen.is_ok_and(|s| s.file_type().is_char_device()) {
+                    let m = own_mount(path).expect("matched above");
+                    return Err(MountNsError::Refused {
+                        pid,
+                        inode: ns.inode,
+                        mount: mount_name(m),
+                        detail: format!(
+                            "device {path} (description {}) is no longer at its path in the \
+                             namespace",
+                            desc.id
+                        ),
+                    });
+                }
+                desc.in_mount_namespace = true;
                 continue;
             }
             other => {

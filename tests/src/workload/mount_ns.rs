@@ -67,6 +67,8 @@ const FD: i32 = 40;
 const HELD_BEFORE: i32 = 41;
 /// The fd of the FIFO on the tmpfs (`fifo`).
 const FIFO_FD: i32 = 43;
+/// The fd of the device node on the tmpfs (`devnode`).
+const DEVICE_FD: i32 = 46;
 /// The mtime (seconds) its files are given, to be found again.
 pub const MTIME: i64 = 1_600_000_000;
 /// The access time of the open file (2096).
@@ -290,6 +292,33 @@ pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
                 std::fs::hard_link(&null, tmp.join("null2")).map_err(failed("link"))?;
                 mknod(&tmp.join("loop"), SFlag::S_IFBLK, perms, makedev(7, 0))
                     .map_err(|e| format!("mknod: {e}"))?;
+                // One held open (on a tmpfs without nodev, a /dev of the namespace's own): the
+                // holder opens it again in the namespace made again.
+                let devs = dir.join("devs");
+                std::fs::create_dir_all(&devs).map_err(failed("mkdir devs"))?;
+                mount(
+                    Some("cryo-devs"),
+                    &devs,
+                    Some("tmpfs"),
+                    MsFlags::empty(),
+                    None,
+                )?;
+                mknod(&devs.join("null"), SFlag::S_IFCHR, perms, makedev(1, 3))
+                    .map_err(|e| format!("mknod: {e}"))?;
+                let fd =
+                    sys::open(&devs.join("null"), libc::O_RDWR).map_err(failed("open null"))?;
+                sys::move_fd(fd, DEVICE_FD).map_err(failed("dup2"))?;
+                // A file of the tmpfs a mount over its directory hides.
+                let under = tmp.join("under");
+                std::fs::create_dir(&under).map_err(failed("mkdir under"))?;
+                std::fs::write(under.join("f"), "hidden").map_err(failed("write under/f"))?;
+                mount(
+                    Some("cryo-over"),
+                    &under,
+                    Some("tmpfs"),
+                    MsFlags::empty(),
+                    None,
+                )?;
                 continue;
             }
             "tmpfs-bind" => {
@@ -551,6 +580,18 @@ impl Mode for MountNs {
             ("mq-unlink", [name]) => Ok(sys::mq_unlink(name.trim_start_matches('/'))
                 .map(|()| "ok".to_string())
                 .unwrap_or_else(errno)),
+            ("fd-device", []) => {
+                let link =
+                    std::fs::read_link(format!("/proc/self/fd/{DEVICE_FD}")).map_err(io_err)?;
+                let m = sys::fstat(DEVICE_FD).map_err(io_err)?;
+                let wrote = sys::write_all(DEVICE_FD, b"x").is_ok();
+                Ok(format!(
+                    "{} {}:{} wrote:{wrote}",
+                    link.display(),
+                    nix::sys::stat::major(m.st_rdev),
+                    nix::sys::stat::minor(m.st_rdev)
+                ))
+            }
             ("node", [path]) => {
                 use std::os::unix::fs::FileTypeExt;
                 let m = std::fs::symlink_metadata(path).map_err(io_err)?;

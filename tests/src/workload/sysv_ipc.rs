@@ -111,6 +111,19 @@ impl SysvIpc {
                 semop(self.sem, 2, 1, (libc::IPC_NOWAIT | libc::SEM_UNDO) as i16)?;
                 Ok("ok".into())
             }
+            ("seminfo", []) => {
+                // The namespace's limits as semctl(SEM_INFO) gives them (kernel.sem).
+                // SAFETY: zeroed seminfo is valid; SEM_INFO fills it.
+                let mut info: libc::seminfo = unsafe { std::mem::zeroed() };
+                // SAFETY: `info` is a valid buffer for SEM_INFO.
+                sys::cvt(unsafe {
+                    libc::semctl(0, 0, libc::SEM_INFO, &mut info as *mut libc::seminfo)
+                })?;
+                Ok(format!(
+                    "{} {} {} {}",
+                    info.semmsl, info.semmns, info.semopm, info.semmni
+                ))
+            }
             ("semstat", []) => {
                 // SAFETY: zeroed semid_ds is valid; IPC_STAT fills it.
                 let mut ds: libc::semid_ds = unsafe { std::mem::zeroed() };

@@ -144,6 +144,9 @@ struct SysvNs {
     kid: Option<ChildPipes>,
 }
 
+/// kernel.sem of the namespace: SEMMSL SEMMNS SEMOPM SEMMNI.
+pub const SEM_LIMITS: &str = "839246125 755136150 1604938492 16922";
+
 impl SysvNs {
     /// This process in a new IPC namespace with kernel.msgmax `msgmax` and segment `u`.
     fn in_new_namespace(key: i32, msgmax: u32, seed: u64, keep: bool) -> Result<Self, String> {
@@ -151,7 +154,8 @@ impl SysvNs {
             .map_err(|e| failed("sysv-ns: unshare")(e.into()))?;
         for (name, value) in [
             ("kernel/msgmax", msgmax.to_string()),
-            ("kernel/sem", "250 32000 32 128".into()),
+            // Longer than 32 bytes: read in pieces, its last digits were lost.
+            ("kernel/sem", SEM_LIMITS.into()),
             ("fs/mqueue/queues_max", "77".into()),
         ] {
             std::fs::write(format!("/proc/sys/{name}"), value).map_err(failed(name))?;
@@ -209,8 +213,13 @@ impl Mode for SysvNs {
                 Some(p) => p.ask(&args.join(" ")).map_err(text),
                 None => Err("no kidns child".into()),
             },
-            ("sysctl", [name]) => std::fs::read_to_string(format!("/proc/sys/{name}"))
-                .map(|v| v.trim().to_string())
+            // One read: a sysctl of numbers read in pieces comes back cut.
+            ("sysctl", [name]) => std::fs::File::open(format!("/proc/sys/{name}"))
+                .and_then(|mut f| {
+                    let mut buf = vec![0u8; 4096];
+                    let n = std::io::Read::read(&mut f, &mut buf)?;
+                    Ok(String::from_utf8_lossy(&buf[..n]).trim().to_string())
+                })
                 .map_err(text),
             ("set", [name, value]) => std::fs::write(format!("/proc/sys/{name}"), value)
                 .map(|()| "ok".into())
