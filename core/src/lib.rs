@@ -72,3 +72,4 @@ pub use restore::error::{ChildError, RestoreError};
 pub use restore::{restore, GateError, KeepLock, RestoreGate, RestoreOptions, Restored};
 pub use task::cgroup_roots::parse as parse_cgroup_root;
 pub use task::cgroups::CgroupMode;
+pub use task::mount_ns::{ExternalMount, ExternalPaths};

@@ -1094,3 +1094,57 @@ fn a_sysfs_of_the_network_namespace_of_its_own_comes_back_showing_the_new_one() 
     );
     assert_eq!(mounts_of(&after, "sysfs"), mounts_of(&before, "sysfs"));
 }
+
+/// CRIU's external mounts: dumped with `--external mnt[DIR/ro]:SRC`, the namespace's bind of
+/// DIR/src is recorded as SRC; the restore binds the path `--external mnt[SRC]:PATH` gives,
+/// another directory here, which the restored process reads at DIR/ro (read-only as dumped).
+/// A restore without that path is refused naming the mount and the flag, the image kept; a
+/// dump naming a point where the namespace has no mount is refused naming it. Before, cryo
+/// refused the flag itself ("unexpected argument '--external'").
+#[test]
+fn an_external_mount_comes_back_bound_from_the_path_the_restore_gives() {
+    cryo_bin();
+    let _shared = CRYOS_MOUNTS.read().unwrap_or_else(|e| e.into_inner());
+    let mut w = Workload::spawn("mount-ns", &[]);
+    let ro = w.path("ro");
+    let read = |w: &Workload| w.cmd(&format!("read {}/host.txt", ro.display()));
+    assert_eq!(read(&w), "seen through the bind");
+    let out = w.dump(&w.path("none"), &["--external", "mnt[/nowhere/at/all]:X"]);
+    assert!(!out.status.success(), "the dump should be refused\n{out}");
+    assert!(
+        out.stderr
+            .contains("--external mnt[/nowhere/at/all]:X: the namespace has no mount at"),
+        "{out}"
+    );
+    assert_eq!(
+        read(&w),
+        "seen through the bind",
+        "a refused dump left it running"
+    );
+
+    let img = w.path("img");
+    let external = format!("mnt[{}]:SRC", ro.display());
+    w.dump(&img, &["--external", &external]).assert_success();
+    w.wait_original();
+    let elsewhere = w.path("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    std::fs::write(elsewhere.join("host.txt"), "bound from elsewhere").unwrap();
+
+    let out = w.cryo(&["restore", "-D", img.to_str().unwrap(), "--detach"]);
+    assert!(
+        !out.status.success(),
+        "the restore should be refused\n{out}"
+    );
+    assert!(
+        out.stderr
+            .contains(&format!("external mount SRC on {}", ro.display()))
+            && out.stderr.contains("--external mnt[SRC]:PATH"),
+        "{out}"
+    );
+    let given = format!("mnt[SRC]:{}", elsewhere.display());
+    w.restore_detached_with(&img, &["--external", &given]);
+    assert_eq!(read(&w), "bound from elsewhere");
+    let line = w.cmd(&format!("mount {}", ro.display()));
+    assert!(line.starts_with("ro,"), "read-only as dumped: {line}");
+    w.kill_restored();
+}

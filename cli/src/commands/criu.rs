@@ -100,6 +100,76 @@ pub struct CriuArgs {
     /// as it does every dump
     #[arg(long, value_name = "MODE", value_parser = ["splice", "read"])]
     pre_dump_mode: Option<String>,
+
+    /// An external mount. Dump: `mnt[POINT]:KEY`, the mount at POINT of the processes' mount
+    /// namespace recorded as KEY, nothing of it held. Restore: `mnt[KEY]:PATH`, that mount
+    /// bound from PATH. `mnt[]` (CRIU's automatic mode) is what cryo does without it: a bind
+    /// of a path of cryo's namespace is recorded by that path. Other kinds than mnt are
+    /// refused. Repeatable
+    #[arg(long, value_name = "mnt[A]:B", value_parser = parse_external)]
+    external: Vec<ExternalArg>,
+
+    /// CRIU's older spelling of `--external mnt[A]:B`: `A:B`, and `auto` for `mnt[]`
+    #[arg(long, value_name = "A:B", value_parser = parse_ext_mount_map)]
+    ext_mount_map: Vec<ExternalArg>,
+
+    /// Accepted as CRIU's (with `mnt[]`): cryo finds the peer groups of a namespace's
+    /// mounts shared with, or slaves of, its own and joins them again
+    #[arg(long)]
+    enable_external_sharing: bool,
+
+    /// Accepted as CRIU's (see --enable-external-sharing)
+    #[arg(long)]
+    enable_external_masters: bool,
+
+    /// Restore: PATH (a path of cryo's namespace) is bound as the root of the restored mount
+    /// namespace, which had a root of its own (pivot_root). Dump: no effect (as CRIU's)
+    #[arg(long, value_name = "PATH")]
+    root: Option<PathBuf>,
+}
+
+/// An `--external mnt[A]:B` or `--ext-mount-map A:B`: (A, B), read as (point, key) by a dump
+/// and (key, path) by a restore; `Auto` for `mnt[]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExternalArg {
+    /// `mnt[A]:B`.
+    Mount(String, String),
+    /// `mnt[]`, `mnt[]:FLAGS`, `--ext-mount-map auto`.
+    Auto,
+}
+
+/// `--external KIND[ID]:VALUE`: mnt only.
+fn parse_external(text: &str) -> Result<ExternalArg, String> {
+    let Some(rest) = text.strip_prefix("mnt[") else {
+        let kind = text.split('[').next().unwrap_or(text);
+        return Err(format!(
+            "{text}: external {kind} resources are not supported: cryo takes mnt[...] only"
+        ));
+    };
+    let (inside, value) = rest
+        .split_once(']')
+        .ok_or_else(|| format!("{text}: no ']' closes mnt["))?;
+    if inside.is_empty() {
+        return Ok(ExternalArg::Auto);
+    }
+    let value = value
+        .strip_prefix(':')
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| format!("{text}: mnt[{inside}] names no key or path (mnt[A]:B)"))?;
+    Ok(ExternalArg::Mount(inside.to_owned(), value.to_owned()))
+}
+
+/// `--ext-mount-map A:B` or `auto`.
+fn parse_ext_mount_map(text: &str) -> Result<ExternalArg, String> {
+    if text == "auto" {
+        return Ok(ExternalArg::Auto);
+    }
+    match text.split_once(':') {
+        Some((a, b)) if !a.is_empty() && !b.is_empty() => {
+            Ok(ExternalArg::Mount(a.to_owned(), b.to_owned()))
+        }
+        _ => Err(format!("{text}: not A:B nor auto")),
+    }
 }
 
 impl CriuArgs {
@@ -107,12 +177,37 @@ impl CriuArgs {
     pub fn apply_to_dump(&self, opts: &mut cryo_core::DumpOptions) {
         opts.ghost_limit = self.ghost_limit;
         opts.cgroup_roots = self.cgroup_root.clone();
+        opts.external_mounts = self
+            .external_mounts()
+            .map(|(point, key)| cryo_core::ExternalMount {
+                point: point.clone(),
+                key: key.clone(),
+            })
+            .collect();
     }
 
     /// Sets what these flags change in a restore.
     pub fn apply_to_restore(&self, opts: &mut cryo_core::RestoreOptions) {
         opts.cgroups = self.manage_cgroups.unwrap_or_default();
         opts.cgroup_roots = self.cgroup_root.clone();
+        opts.external = cryo_core::ExternalPaths {
+            mounts: self
+                .external_mounts()
+                .map(|(key, path)| (key.clone(), PathBuf::from(path)))
+                .collect(),
+            root: self.root.clone(),
+        };
+    }
+
+    /// The (A, B) of every `--external mnt[A]:B` and `--ext-mount-map A:B`.
+    fn external_mounts(&self) -> impl Iterator<Item = (&String, &String)> {
+        self.external
+            .iter()
+            .chain(&self.ext_mount_map)
+            .filter_map(|e| match e {
+                ExternalArg::Mount(a, b) => Some((a, b)),
+                ExternalArg::Auto => None,
+            })
     }
 }
 
@@ -174,6 +269,30 @@ fn parse_network_lock(text: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn externals_read_as_criu_writes_them() {
+        let m = |a: &str, b: &str| Ok(ExternalArg::Mount(a.into(), b.into()));
+        assert_eq!(parse_external("mnt[/dev]:ZDTM_DEV"), m("/dev", "ZDTM_DEV"));
+        assert_eq!(
+            parse_external("mnt[ZDTM_DEV]:/a/b:c"),
+            m("ZDTM_DEV", "/a/b:c")
+        );
+        assert_eq!(parse_external("mnt[]"), Ok(ExternalArg::Auto));
+        assert_eq!(parse_external("mnt[]:s"), Ok(ExternalArg::Auto));
+        assert_eq!(parse_ext_mount_map("auto"), Ok(ExternalArg::Auto));
+        assert_eq!(parse_ext_mount_map("/mnt:K"), m("/mnt", "K"));
+        for bad in [
+            "veth[a]:b",
+            "tun[x]",
+            "mnt[/x]",
+            "mnt[/x]:",
+            "mnt[/x",
+            "unix[1]",
+        ] {
+            assert!(parse_external(bad).is_err(), "{bad:?} accepted");
+        }
+    }
 
     #[test]
     fn sizes_read_as_criu_reads_them() {

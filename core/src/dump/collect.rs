@@ -33,6 +33,7 @@ pub(super) fn collect(
     members: &DumpMembers,
     pidns: Option<u64>,
     probes: &mut landlock::Probes,
+    external_mounts: &[crate::task::mount_ns::ExternalMount],
 ) -> Result<cryo_proto::image::TaskCore> {
     // The stages' times in the debug log: all of this runs frozen (the downtime).
     let t = std::time::Instant::now();
@@ -55,7 +56,7 @@ pub(super) fn collect(
     });
     core.mnt = made
         .mnt
-        .map(|inode| crate::task::mount_ns::dump(pid, inode))
+        .map(|inode| crate::task::mount_ns::dump(pid, inode, external_mounts))
         .transpose()?;
     let mut process_attrs = attrs::dump_process(pid)?;
     stage("task, namespaces, cgroups, attributes");

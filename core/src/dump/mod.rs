@@ -75,6 +75,9 @@ pub struct DumpOptions {
     /// The roots of the processes' cgroups (CRIU's `--cgroup-root` on dump): a process
     /// outside the one of a hierarchy is refused; kept in the inventory for the restore.
     pub cgroup_roots: Vec<cryo_proto::image::CgroupRoot>,
+    /// Mounts of the processes' mount namespaces recorded by a key, not held (CRIU's
+    /// `--external mnt[POINT]:KEY`): a restore binds the path it is given for each key.
+    pub external_mounts: Vec<crate::task::mount_ns::ExternalMount>,
     /// Accept unix sockets whose peer is outside the dump (`--ext-unix-sk`): they are
     /// restored as broken connections.
     pub ext_unix_sk: bool,
@@ -455,6 +458,7 @@ fn dump_tree(
                 &members,
                 pidns.as_ref().map(|n| n.inode),
                 &mut probes,
+                &opts.external_mounts,
             )?;
             Ok::<_, Error>((earlier.flatten(), core))
         });

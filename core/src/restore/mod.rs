@@ -80,6 +80,9 @@ pub struct RestoreOptions {
     /// New roots for the processes' cgroups (CRIU's `--cgroup-root`): in a hierarchy one
     /// names, each cgroup goes below it as it was below the dump's root.
     pub cgroup_roots: Vec<cryo_proto::image::CgroupRoot>,
+    /// The paths external mounts are bound from (CRIU's `--external mnt[KEY]:PATH`), and a
+    /// pivoted mount namespace's root (`--root`).
+    pub external: crate::task::mount_ns::ExternalPaths,
     /// Root restores an image directory another user owns, on purpose
     /// (`--trust-image-owner`); refused otherwise.
     pub trust_image_owner: bool,
@@ -205,6 +208,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored> {
     }
     let mut loaded = Loaded::read(images)?;
     loaded.adopt_shell_job()?;
+    crate::task::mount_ns::apply_externals(&mut loaded.tasks, &opts.external)?;
     debug!(ms = started.elapsed().as_secs_f64() * 1e3, "images checked");
     let inventory = &loaded.inventory;
     let mut hooks = Hooks::new(opts.action_script.as_ref(), loaded.images.path());

@@ -32,8 +32,11 @@ use crate::proc;
 use crate::restore::error::{ChildError, ChildStep};
 use crate::sys;
 
+mod external;
 mod mountinfo;
 mod propagation;
+pub(crate) use external::apply as apply_externals;
+pub use external::{ExternalMount, ExternalPaths};
 mod tmpfs_copy;
 pub use propagation::check as check_propagation;
 
@@ -131,7 +134,11 @@ pub enum MountNsError {
 /// Dumps mount namespace `inode` of frozen `pid` (not cryo's): every mount of cryo's must be
 /// in it; the others must be tmpfs mounts (copied through the process's root) or binds of a
 /// path cryo's namespace shows, private, each on the mount its path leads to.
-pub fn dump(pid: Pid, inode: u64) -> Result<MountNamespace, MountNsError> {
+pub fn dump(
+    pid: Pid,
+    inode: u64,
+    externals: &[ExternalMount],
+) -> Result<MountNamespace, MountNsError> {
     let read_err = |what: &str| {
         let what = what.to_string();
         move |errno| MountNsError::Read {
@@ -230,6 +237,9 @@ pub fn dump(pid: Pid, inode: u64) -> Result<MountNamespace, MountNsError> {
             "is one of cryo's moved below a mount of the namespace's own: not made again".into(),
         ));
     }
+    external::check_named(externals, &theirs, |detail| {
+        refuse(their_top.as_ref().unwrap_or(&theirs[0]), detail)
+    })?;
     let our_devs: HashSet<&str> = ours.iter().map(|m| m.dev.as_str()).collect();
     let mut mounts = Vec::new();
     let mut budget = CONTENTS_LIMIT;
@@ -274,6 +284,10 @@ pub fn dump(pid: Pid, inode: u64) -> Result<MountNamespace, MountNsError> {
             }
         }
         let point = unescape(&m.point);
+        if let Some(key) = external::key_of(externals, &point) {
+            mounts.push(external::record(m, point, key));
+            continue;
+        }
         let seen_at = PathBuf::from(format!("{}{}", root_link.display(), point));
         let same_dev = theirs.iter().filter(|t| t.dev == m.dev).count();
         // The first mount of the namespace's own of this filesystem (a tmpfs, made and copied
@@ -936,7 +950,9 @@ pub fn mark_files(
 /// A mount of the image as messages name it: "tmpfs SOURCE on POINT" or "bind SOURCE on
 /// POINT".
 fn mount_name(m: &NamespaceMount) -> String {
-    if m.proc {
+    if !m.external.is_empty() {
+        format!("external mount {} on {}", m.external, m.point)
+    } else if m.proc {
         format!("proc on {}", m.point)
     } else if m.mqueue {
         format!("mqueue on {}", m.point)
