@@ -103,7 +103,7 @@ pub struct CriuArgs {
 
     /// An external mount. Dump: `mnt[POINT]:KEY`, the mount at POINT of the processes' mount
     /// namespace recorded as KEY, nothing of it held. Restore: `mnt[KEY]:PATH`, that mount
-    /// bound from PATH. `mnt[]` (CRIU's automatic mode) is what cryo does without it: a bind
+    /// bound from PATH (a relative one taken from /, as CRIU's). `mnt[]` (CRIU's automatic mode) is what cryo does without it: a bind
     /// of a path of cryo's namespace is recorded by that path. Other kinds than mnt are
     /// refused. Repeatable
     #[arg(long, value_name = "mnt[A]:B", value_parser = parse_external)]

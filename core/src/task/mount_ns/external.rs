@@ -153,6 +153,9 @@ pub(crate) fn apply(
             } else {
                 continue;
             };
+            // A relative path is taken from / (as CRIU's, which works there: zdtm's
+            // mnt_root_ext names its host directory so).
+            let source = Path::new("/").join(source);
             let source = source.canonicalize().map_err(|e| {
                 refuse(
                     m,
