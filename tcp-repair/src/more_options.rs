@@ -593,6 +593,20 @@ pub(crate) fn capture(
     collect(fd, ipv6, entries(ipv6, listener), ctx)
 }
 
+/// [`capture`] of a TCP socket: what a fresh TCP socket of the family refuses (ENOPROTOOPT,
+/// EOPNOTSUPP) every TCP socket refuses, so it is not asked again of each one (SO_PASSCRED
+/// and its kind since linux 6.16: four calls of a connection's dozens).
+pub(crate) fn capture_tcp(
+    fd: BorrowedFd<'_>,
+    ipv6: bool,
+    listener: bool,
+    ctx: Ctx,
+) -> Result<Vec<RawOption>> {
+    let known = defaults(ipv6);
+    let table = entries(ipv6, listener).filter(|e| known.contains_key(&(e.0, e.1)));
+    collect(fd, ipv6, table, ctx)
+}
+
 /// The table's options of datagram socket `fd` (those marked [`On::Inet`], [`On::InetV6`]
 /// and [`On::Any`]) that differ from a fresh socket's: the byte options the integer table of
 /// udp.rs cannot hold. A fresh TCP socket's defaults serve: these options start empty (or

@@ -20,7 +20,7 @@ pub(crate) fn capture_tcp_socket(
     ctx: Ctx,
 ) -> Result<SocketOptions> {
     Ok(SocketOptions {
-        more: crate::more_options::capture(fd, ipv6, listener, ctx)?,
+        more: crate::more_options::capture_tcp(fd, ipv6, listener, ctx)?,
         ..capture_socket(fd, ipv6, ctx)?
     })
 }
