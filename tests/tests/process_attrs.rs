@@ -273,6 +273,16 @@ attr_tests! {
         ("tget ids", "uid 0 0 0 1000 gid 0 0 0 0 groups none"),
     ];
 
+    /// The second thread alone takes uid and gid 1000 (zdtm thread_different_uid_gid): each
+    /// thread's session keyring lookups fall back to its own user's. Before: refused ("a
+    /// thread that joined a session keyring of its own").
+    ids_per_thread: ["thread", "t.thread-ids=1000"] => [
+        ("get ids", "uid 0 0 0 0 gid 0 0 0 0 groups none"),
+        ("tget ids", "uid 1000 1000 1000 1000 gid 1000 1000 1000 1000 groups none"),
+        ("get session-keyring", "user"),
+        ("tget session-keyring", "user"),
+    ];
+
     /// A seccomp filter making getcpu fail with ENOMSG (42).
     seccomp_filter: ["seccomp=42"] => [
         ("get getcpu", "errno 42"),

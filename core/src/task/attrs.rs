@@ -424,8 +424,9 @@ const MAIN_READS: [PrctlRead; 15] = [
 /// How many of [`MAIN_READS`] every thread runs.
 const THREAD_READS: usize = 10;
 
-/// keyctl(KEYCTL_GET_KEYRING_ID) of the user's session keyring: read by the main thread, to
-/// tell a session keyring of the process's own from the one its user's lookups fall back to.
+/// keyctl(KEYCTL_GET_KEYRING_ID) of the user's session keyring: read by every thread, to
+/// tell a session keyring of the process's own from the one its user's lookups fall back to
+/// (a thread of another uid than its process's falls back to its own user's).
 const USER_SESSION_READ: PrctlRead =
     keyring_read("user session keyring", KEY_SPEC_USER_SESSION_KEYRING);
 /// The same of the session keyring, in every thread (each may have joined its own).
@@ -451,16 +452,10 @@ pub fn remote_reads(main: bool) -> Vec<&'static PrctlRead> {
     } else {
         &[]
     };
-    let user_session: &'static [PrctlRead] = if main {
-        std::slice::from_ref(&USER_SESSION_READ)
-    } else {
-        &[]
-    };
     MAIN_READS[..THREAD_READS]
         .iter()
         .chain(process)
-        .chain(user_session)
-        .chain([&SESSION_READ, &THREAD_KEYRING_READ])
+        .chain([&USER_SESSION_READ, &SESSION_READ, &THREAD_KEYRING_READ])
         .collect()
 }
 
@@ -511,12 +506,14 @@ pub fn dump_thread(
     attrs.io_flusher = flags & IO_FLUSHER_FLAGS == IO_FLUSHER_FLAGS;
     let keyrings = THREAD_READS
         + if process.is_some() {
-            MAIN_READS.len() - THREAD_READS + 1
+            MAIN_READS.len() - THREAD_READS
         } else {
             0
         };
-    attrs.session_keyring = value(keyrings) as i32;
-    attrs.thread_keyring = values.len() > keyrings + 1;
+    let thread_user_session = value(keyrings) as i32;
+    attrs.session_keyring = value(keyrings + 1) as i32;
+    attrs.session_keyring_is_users = attrs.session_keyring == thread_user_session;
+    attrs.thread_keyring = values.len() > keyrings + 2;
     let mut user_session = None;
     if let Some(p) = process {
         p.dumpable = value(10) as u32;
@@ -524,7 +521,7 @@ pub fn dump_thread(
         p.thp_disable = value(12) as u32;
         p.membarrier = value(13) as u32;
         p.ldt = value(14) != 0;
-        user_session = Some(value(15) as i32);
+        user_session = Some(thread_user_session);
     }
     Ok((attrs, user_session))
 }

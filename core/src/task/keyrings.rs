@@ -21,7 +21,7 @@
 
 use std::io;
 
-use cryo_proto::image::{Key, ProcessAttrs, SessionKeyring, TaskCore};
+use cryo_proto::image::{Key, ProcessAttrs, SessionKeyring, TaskCore, ThreadAttrs};
 use nix::unistd::Pid;
 
 use super::attrs::AttrError;
@@ -234,7 +234,10 @@ pub fn refuse(pid: Pid, core: &TaskCore, own: Option<i32>) -> std::result::Resul
                  image would hold)",
             ));
         }
-        if let Some(m) = main.filter(|m| m.session_keyring != a.session_keyring) {
+        // Threads of different uids that joined none each find their own user's session
+        // keyring: so do the restored ones, once their credentials are set again.
+        let both_users = |m: &ThreadAttrs| m.session_keyring_is_users && a.session_keyring_is_users;
+        if let Some(m) = main.filter(|m| m.session_keyring != a.session_keyring && !both_users(m)) {
             return Err(unrestorable(
                 thread.tid,
                 "session keyring",

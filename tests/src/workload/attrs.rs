@@ -30,6 +30,8 @@
 //! caps=PRM:EFF:INH        capset, sets in hex                              this thread
 //! ambient=CAP             PR_CAP_AMBIENT_RAISE                             this thread
 //! fsuid=UID               setfsuid                                         this thread
+//! thread-ids=ID           setresgid and setresuid(ID, ID, ID) by raw system calls (glibc's
+//!                         would set every thread's)                        this thread
 //! seccomp=ERRNO           a filter: getcpu fails with ERRNO                this thread
 //! seccomp-tsync=ERRNO     the same filter with TSYNC                       every thread
 //! seccomp-notify=1        a filter: getcpu goes to a user-notification listener whose fd
@@ -455,6 +457,10 @@ fn apply(setting: &str, dir: &Path) -> Result<(), String> {
         )
         .map(drop)
         .map_err(fail),
+        "thread-ids" => {
+            let id = num(value)? as u32;
+            sys::set_thread_ids(id).map_err(fail)
+        }
         "fsuid" => {
             let uid = num(value)? as u32;
             sys::setfsuid(uid);

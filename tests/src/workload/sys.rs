@@ -1264,6 +1264,16 @@ pub fn capset(permitted: u64, effective: u64, inheritable: u64) -> io::Result<()
 
 /// Sets the calling thread's fsuid (glibc's setfsuid is the raw call: this thread only);
 /// returns the previous one. The kernel reports no error: read it back to know.
+/// setresgid(id, id, id) then setresuid(id, id, id) of the calling thread alone (the raw
+/// system calls: glibc's wrappers set every thread of the process).
+pub fn set_thread_ids(id: u32) -> io::Result<()> {
+    // SAFETY: numbers only.
+    cvt(unsafe { libc::syscall(libc::SYS_setresgid, id, id, id) } as i32)?;
+    // SAFETY: numbers only.
+    cvt(unsafe { libc::syscall(libc::SYS_setresuid, id, id, id) } as i32)?;
+    Ok(())
+}
+
 pub fn setfsuid(uid: u32) -> u32 {
     // SAFETY: numbers only.
     unsafe { libc::setfsuid(uid) as u32 }
