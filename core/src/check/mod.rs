@@ -325,6 +325,12 @@ pub fn all_required_found(probes: &[Probe]) -> bool {
     probes.iter().all(|p| !p.required || p.is_found())
 }
 
+/// Whether this kernel's PAGEMAP_SCAN reports guard regions (PAGE_IS_GUARD, linux 6.15), which
+/// the dump needs to keep them (CRIU's feature pagemap_scan_guard_pages).
+pub fn pagemap_scan_guard_pages() -> bool {
+    crate::sys::pagemap::knows_guard()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
