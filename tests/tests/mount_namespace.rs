@@ -199,9 +199,24 @@ fn a_mount_namespace_dumped_leaving_the_process_running_is_untouched_and_restore
 
 #[test]
 fn a_child_in_a_mount_namespace_made_inside_its_parents_comes_back_sharing_its_parents_mounts() {
+    child_in_a_namespace_inside_its_parents(&["nested"]);
+}
+
+/// The same inside a parent whose namespace has a root of its own (pivot_root), which the
+/// child's shares (zdtm's ns flavour: a test that unshares inside its container). Before:
+/// refused ("made inside its parent's namespace ..., one of the two with a root of its own").
+#[test]
+fn a_child_in_a_mount_namespace_made_inside_its_parents_pivoted_one_comes_back_in_it() {
+    child_in_a_namespace_inside_its_parents(&["pivot", "nested"]);
+}
+
+/// A child in a mount namespace made inside its parent's (`extras` of the mount-ns
+/// workload) comes back in one made inside its parent's restored one: its own tmpfs, the
+/// parent's shared (one superblock).
+fn child_in_a_namespace_inside_its_parents(extras: &[&str]) {
     cryo_bin();
     let _shared = CRYOS_MOUNTS.read().unwrap_or_else(|e| e.into_inner());
-    let mut w = Workload::spawn("mount-ns", &["nested"]);
+    let mut w = Workload::spawn("mount-ns", extras);
     let [kid] = w.kids()[..] else {
         panic!("one child: {:?}", w.kids())
     };

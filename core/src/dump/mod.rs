@@ -643,6 +643,15 @@ fn dump_tree(
             .collect::<Vec<_>>(),
         &live_pids,
     )?;
+    crate::task::mount_ns::bind_below_shared_roots(
+        &mut pstree
+            .iter()
+            .zip(cores.iter_mut())
+            .map(|(e, (core, _))| {
+                (Pid::from_raw(e.pid), Pid::from_raw(e.ppid), core.mnt.as_mut())
+            })
+            .collect::<Vec<_>>(),
+    )?;
     crate::task::mount_ns::refuse_nested_pivoted(
         &pstree
             .iter()

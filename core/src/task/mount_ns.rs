@@ -740,8 +740,67 @@ pub(crate) fn refuse_cgroup_binds_moved(
     Ok(())
 }
 
+/// At dump, for each mount namespace made inside its parent's pivoted one and sharing its
+/// root (`tasks`: each process's pid, its parent's and its namespace): its binds of cryo's
+/// paths become binds of their place below that root, the only way the kernel binds them in
+/// there (from the namespace's own mounts); one of a path outside the root is refused.
+pub fn bind_below_shared_roots(
+    tasks: &mut [(Pid, Pid, Option<&mut MountNamespace>)],
+) -> Result<(), MountNsError> {
+    // Each pivoted namespace's inode, root mount and mounts' keys.
+    let roots: Vec<Option<(u64, NamespaceMount, HashSet<String>)>> = tasks
+        .iter()
+        .map(|(_, _, ns)| {
+            let ns = ns.as_deref().filter(|n| n.pivoted)?;
+            let keys = ns.mounts.iter().map(|m| m.key.clone()).collect();
+            Some((ns.inode, ns.mounts.first()?.clone(), keys))
+        })
+        .collect();
+    let parents: Vec<Option<usize>> = tasks
+        .iter()
+        .map(|(_, ppid, _)| tasks.iter().position(|t| t.0 == *ppid))
+        .collect();
+    for (i, (pid, _, ns)) in tasks.iter_mut().enumerate() {
+        let Some(ns) = ns.as_deref_mut().filter(|n| n.pivoted) else {
+            continue;
+        };
+        let Some((inode, root, theirs)) = parents[i].and_then(|p| roots[p].as_ref()) else {
+            continue;
+        };
+        if *inode == ns.inode || ns.mounts.first().map(|m| &m.key) != Some(&root.key) {
+            continue;
+        }
+        // The parent's mounts it still has are found there, not made.
+        for m in ns.mounts.iter_mut().filter(|m| !theirs.contains(&m.key)) {
+            if m.tmpfs
+                || m.devpts
+                || m.bind_in_namespace
+                || made_by_cryo(m)
+                || !m.external.is_empty()
+            {
+                continue;
+            }
+            let Some(inside) = below_root(std::slice::from_ref(root), &m.bind_source) else {
+                return Err(MountNsError::Refused {
+                    pid: *pid,
+                    inode: ns.inode,
+                    mount: mount_name(m),
+                    detail: format!(
+                        "made inside its parent's namespace mnt:[{inode}] (pivoted): a bind of \
+                         a path outside their root is not made again"
+                    ),
+                });
+            };
+            m.bind_source = inside;
+            m.bind_in_namespace = true;
+        }
+    }
+    Ok(())
+}
+
 /// Refuses a mount namespace made inside another of the dump when either has a root of its
-/// own (pivot_root): the inner one would be made from cryo's, not from its parent's.
+/// own (pivot_root) but for an inner one sharing its parent's root (made from the parent's):
+/// the inner one would be made from cryo's, not from its parent's.
 /// `tasks`: each process's pid, its parent's and its namespace.
 pub fn refuse_nested_pivoted(
     tasks: &[(Pid, Pid, Option<&MountNamespace>)],
@@ -749,7 +808,16 @@ pub fn refuse_nested_pivoted(
     for &(pid, ppid, ns) in tasks {
         let Some(ns) = ns else { continue };
         let parent = tasks.iter().find(|t| t.0 == ppid).and_then(|t| t.2);
-        if let Some(p) = parent.filter(|p| p.inode != ns.inode && (p.pivoted || ns.pivoted)) {
+        // One made inside a pivoted one without a pivot of its own shares its root: made
+        // from its parent's (restore_nested_pivoted).
+        let same_root = |p: &MountNamespace| {
+            p.pivoted
+                && ns.pivoted
+                && p.mounts.first().map(|m| &m.key) == ns.mounts.first().map(|m| &m.key)
+        };
+        if let Some(p) =
+            parent.filter(|p| p.inode != ns.inode && (p.pivoted || ns.pivoted) && !same_root(p))
+        {
             return Err(MountNsError::Refused {
                 pid,
                 inode: ns.inode,
@@ -996,6 +1064,12 @@ pub fn restore_in_child(core: &TaskCore, parent: Option<&TaskCore>) -> Result<()
     };
     let failed = |what: String| ChildError::sys_on(ChildStep::MountNamespace, what);
     if ns.pivoted {
+        let parent_ns = parent.and_then(|p| p.mnt.as_ref());
+        if let Some(p) = parent_ns.filter(|p| {
+            p.pivoted && p.mounts.first().map(|m| &m.key) == ns.mounts.first().map(|m| &m.key)
+        }) {
+            return restore_nested_pivoted(ns, p);
+        }
         return restore_pivoted(ns);
     }
     sys::mount::enter_new_private().map_err(failed("unshare".into()))?;
@@ -1138,7 +1212,14 @@ fn restore_pivoted(ns: &MountNamespace) -> Result<(), ChildError> {
     sys::mount::bind(Path::new("/proc"), Path::new("./proc"))
         .map_err(failed("bind cryo's /proc for the restore".into()))?;
     sys::mount::pivot_here().map_err(failed("pivot_root into its root".into()))?;
-    // Its table, without cryo's /proc, and without what cryo makes later.
+    compare_without_cryos_proc(ns)
+}
+
+/// The mountinfo of the calling process's namespace, a pivoted one made again, without
+/// cryo's /proc bound on its /proc meanwhile, compared with `ns`'s table without what cryo
+/// makes later.
+fn compare_without_cryos_proc(ns: &MountNamespace) -> Result<(), ChildError> {
+    let failed = |what: String| ChildError::sys_on(ChildStep::MountNamespace, what);
     let cryos_proc = std::fs::File::open("/proc")
         .and_then(|f| sys::mount::mount_id(f.as_fd()))
         .map_err(failed("find cryo's /proc".into()))?
@@ -1150,14 +1231,77 @@ fn restore_pivoted(ns: &MountNamespace) -> Result<(), ChildError> {
         .filter(|l| l.split(' ').next() != Some(cryos_proc.as_str()))
         .map(|l| format!("{l}\n"))
         .collect();
-    let later: Vec<&str> = ns
-        .mounts
+    compare_table(&text, &without_keys(&ns.table, &later_keys(ns)))
+        .map_err(|detail| ChildError::Mounts { detail })
+}
+
+/// The keys of the mounts of `ns` cryo makes once every process made its files.
+fn later_keys(ns: &MountNamespace) -> Vec<&str> {
+    ns.mounts
         .iter()
         .filter(|m| made_by_cryo(m))
         .map(|m| m.key.as_str())
-        .collect();
-    compare_table(&text, &without_keys(&ns.table, &later))
-        .map_err(|detail| ChildError::Mounts { detail })
+        .collect()
+}
+
+/// [`restore_in_child`] for a namespace made inside its parent's pivoted one, sharing its
+/// root (zdtm's ns flavour: a test that unshares in its container): a copy of the parent's
+/// as made so far (cryo's /proc on its /proc kept, replaced later as the parent's is), the
+/// mounts it lacks unmounted, the latest first, its own made below / (its binds of cryo's
+/// paths were made binds of their place below the shared root at dump:
+/// [`bind_below_shared_roots`]).
+fn restore_nested_pivoted(ns: &MountNamespace, parent: &MountNamespace) -> Result<(), ChildError> {
+    let failed = |what: String| ChildError::sys_on(ChildStep::MountNamespace, what);
+    sys::mount::enter_new_private().map_err(failed("unshare".into()))?;
+    let cryos_proc = std::fs::File::open("/proc")
+        .and_then(|f| sys::mount::mount_id(f.as_fd()))
+        .map_err(failed("find cryo's /proc".into()))?;
+    let text = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(failed("read the mountinfo copied".into()))?;
+    let mut wanted = without_keys(&ns.table, &later_keys(ns));
+    let mut there = Vec::new();
+    let mut excess = Vec::new();
+    for m in parse(&text).into_iter().filter(|m| m.id != cryos_proc) {
+        let key = m.key();
+        match wanted.iter().position(|k| *k == key) {
+            Some(i) => {
+                wanted.swap_remove(i);
+                there.push(key);
+            }
+            None => excess.push(m),
+        }
+    }
+    for m in excess.iter().rev() {
+        sys::mount::detach(Path::new(&unescape(&m.point))).map_err(failed(format!(
+            "unmount {} (its parent's, not the namespace's)",
+            m.describe()
+        )))?;
+    }
+    let parent_own: Vec<&str> = parent.mounts.iter().map(|m| m.key.as_str()).collect();
+    for m in ns.mounts.iter().filter(|m| !made_by_cryo(m)) {
+        if parent_own.contains(&m.key.as_str()) {
+            if let Some(i) = there.iter().position(|k| *k == m.key) {
+                there.swap_remove(i);
+                continue;
+            }
+        }
+        make_mount(m, Path::new("/"))?;
+    }
+    compare_without_cryos_proc(ns)
+}
+
+/// Path `source` of cryo's namespace as a pivoted namespace whose mounts are `mounts` shows
+/// it: below the directory its root mount binds (None: elsewhere, or its root is a tmpfs).
+fn below_root(mounts: &[NamespaceMount], source: &str) -> Option<String> {
+    let root = mounts
+        .first()
+        .filter(|r| !r.tmpfs && !r.bind_source.is_empty())?;
+    let base = root.bind_source.trim_end_matches('/');
+    match source.strip_prefix(base)? {
+        "" => Some("/".into()),
+        rest if rest.starts_with('/') => Some(rest.to_string()),
+        _ => None,
+    }
 }
 
 /// Whether mount `m` is made by cryo once every process made its files (a proc or a sysfs:
