@@ -458,7 +458,13 @@ fn dump_tree(
                 &members,
                 pidns.as_ref().map(|n| n.inode),
                 &mut probes,
-                &opts.external_mounts,
+                // CRIU's external mounts are the root's namespace's (a namespace a process
+                // made inside it has its own mounts at those points, or copies of them).
+                if opts.pids.contains(&pid) {
+                    &opts.external_mounts
+                } else {
+                    &[]
+                },
             )?;
             Ok::<_, Error>((earlier.flatten(), core))
         });
