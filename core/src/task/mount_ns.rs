@@ -1079,47 +1079,15 @@ pub fn restore_in_child(core: &TaskCore, parent: Option<&TaskCore>) -> Result<()
         .map_err(failed("read the mountinfo copied".into()))?;
     // Proc and sysfs mounts are made by cryo later (mount_procs_and_sysfs), once every
     // process made its files (through cryo's /proc, which such a mount may cover).
-    let later: Vec<&str> = ns
-        .mounts
-        .iter()
-        .filter(|m| made_by_cryo(m))
-        .map(|m| m.key.as_str())
-        .collect();
+    let later = later_keys(ns);
     let mut wanted = without_keys(&ns.table, &later);
-    let mut excess = Vec::new();
     // Mounts of its own already there: a namespace made inside its parent's made one shares
     // the parent's own mounts (the same superblocks, as the dumped ones did).
     let parent_own: Vec<&str> = parent
         .and_then(|p| p.mnt.as_ref())
         .map(|p| p.mounts.iter().map(|m| m.key.as_str()).collect())
         .unwrap_or_default();
-    let mut there = Vec::new();
-    for m in parse(&text) {
-        let key = m.key();
-        match wanted.iter().position(|k| *k == key) {
-            Some(i) => {
-                wanted.swap_remove(i);
-                there.push(key);
-            }
-            None => excess.push(m),
-        }
-    }
-    for m in excess.iter().rev() {
-        let point = unescape(&m.point);
-        sys::mount::detach(Path::new(&point)).map_err(failed(format!(
-            "unmount {} (cryo's, not the namespace's)",
-            m.describe()
-        )))?;
-    }
-    for m in ns.mounts.iter().filter(|m| !made_by_cryo(m)) {
-        if parent_own.contains(&m.key.as_str()) {
-            if let Some(i) = there.iter().position(|k| *k == m.key) {
-                there.swap_remove(i);
-                continue;
-            }
-        }
-        make_mount(m, Path::new("/"))?;
-    }
+    reshape_copy(parse(&text), &mut wanted, ns, &parent_own, "cryo's")?;
     let text = std::fs::read_to_string("/proc/self/mountinfo")
         .map_err(failed("read the mountinfo made".into()))?;
     // A namespace made inside this one shares its proc mounts, which are not there yet.
@@ -1259,9 +1227,30 @@ fn restore_nested_pivoted(ns: &MountNamespace, parent: &MountNamespace) -> Resul
     let text = std::fs::read_to_string("/proc/self/mountinfo")
         .map_err(failed("read the mountinfo copied".into()))?;
     let mut wanted = without_keys(&ns.table, &later_keys(ns));
+    let copied = parse(&text)
+        .into_iter()
+        .filter(|m| m.id != cryos_proc)
+        .collect();
+    let parent_own: Vec<&str> = parent.mounts.iter().map(|m| m.key.as_str()).collect();
+    reshape_copy(copied, &mut wanted, ns, &parent_own, "its parent's")?;
+    compare_without_cryos_proc(ns)
+}
+
+/// In a namespace just copied (unshare) from cryo's or its parent's, whose mounts are
+/// `copied`: the ones not among the `wanted` keys unmounted, the latest first (one mounted on
+/// another before it), then `ns`'s own made but those of its parent's (`parent_own`) found
+/// there. `whose`: where the copy came from, for messages. `wanted` keeps the keys not found.
+fn reshape_copy(
+    copied: Vec<Mount>,
+    wanted: &mut Vec<String>,
+    ns: &MountNamespace,
+    parent_own: &[&str],
+    whose: &str,
+) -> Result<(), ChildError> {
+    let failed = |what: String| ChildError::sys_on(ChildStep::MountNamespace, what);
     let mut there = Vec::new();
     let mut excess = Vec::new();
-    for m in parse(&text).into_iter().filter(|m| m.id != cryos_proc) {
+    for m in copied {
         let key = m.key();
         match wanted.iter().position(|k| *k == key) {
             Some(i) => {
@@ -1273,11 +1262,10 @@ fn restore_nested_pivoted(ns: &MountNamespace, parent: &MountNamespace) -> Resul
     }
     for m in excess.iter().rev() {
         sys::mount::detach(Path::new(&unescape(&m.point))).map_err(failed(format!(
-            "unmount {} (its parent's, not the namespace's)",
+            "unmount {} ({whose}, not the namespace's)",
             m.describe()
         )))?;
     }
-    let parent_own: Vec<&str> = parent.mounts.iter().map(|m| m.key.as_str()).collect();
     for m in ns.mounts.iter().filter(|m| !made_by_cryo(m)) {
         if parent_own.contains(&m.key.as_str()) {
             if let Some(i) = there.iter().position(|k| *k == m.key) {
@@ -1287,7 +1275,7 @@ fn restore_nested_pivoted(ns: &MountNamespace, parent: &MountNamespace) -> Resul
         }
         make_mount(m, Path::new("/"))?;
     }
-    compare_without_cryos_proc(ns)
+    Ok(())
 }
 
 /// Path `source` of cryo's namespace as a pivoted namespace whose mounts are `mounts` shows
