@@ -798,6 +798,14 @@ pub fn bind_below_shared_roots(
     Ok(())
 }
 
+/// Whether `ns`, made inside `parent`, shares its parent's root of its own (pivot_root): both
+/// pivoted, on the same root mount.
+fn shares_pivoted_root(ns: &MountNamespace, parent: &MountNamespace) -> bool {
+    parent.pivoted
+        && ns.pivoted
+        && parent.mounts.first().map(|m| &m.key) == ns.mounts.first().map(|m| &m.key)
+}
+
 /// Refuses a mount namespace made inside another of the dump when either has a root of its
 /// own (pivot_root) but for an inner one sharing its parent's root (made from the parent's):
 /// the inner one would be made from cryo's, not from its parent's.
@@ -810,14 +818,9 @@ pub fn refuse_nested_pivoted(
         let parent = tasks.iter().find(|t| t.0 == ppid).and_then(|t| t.2);
         // One made inside a pivoted one without a pivot of its own shares its root: made
         // from its parent's (restore_nested_pivoted).
-        let same_root = |p: &MountNamespace| {
-            p.pivoted
-                && ns.pivoted
-                && p.mounts.first().map(|m| &m.key) == ns.mounts.first().map(|m| &m.key)
-        };
-        if let Some(p) =
-            parent.filter(|p| p.inode != ns.inode && (p.pivoted || ns.pivoted) && !same_root(p))
-        {
+        if let Some(p) = parent.filter(|p| {
+            p.inode != ns.inode && (p.pivoted || ns.pivoted) && !shares_pivoted_root(ns, p)
+        }) {
             return Err(MountNsError::Refused {
                 pid,
                 inode: ns.inode,
@@ -1065,9 +1068,7 @@ pub fn restore_in_child(core: &TaskCore, parent: Option<&TaskCore>) -> Result<()
     let failed = |what: String| ChildError::sys_on(ChildStep::MountNamespace, what);
     if ns.pivoted {
         let parent_ns = parent.and_then(|p| p.mnt.as_ref());
-        if let Some(p) = parent_ns.filter(|p| {
-            p.pivoted && p.mounts.first().map(|m| &m.key) == ns.mounts.first().map(|m| &m.key)
-        }) {
+        if let Some(p) = parent_ns.filter(|p| shares_pivoted_root(ns, p)) {
             return restore_nested_pivoted(ns, p);
         }
         return restore_pivoted(ns);

@@ -38,7 +38,7 @@ pub struct ExternalMount {
 pub(super) fn key_of<'a>(externals: &'a [ExternalMount], point: &str) -> Option<&'a str> {
     externals
         .iter()
-        .find(|e| e.point.trim_end_matches('/') == point.trim_end_matches('/') || e.point == point)
+        .find(|e| e.point.trim_end_matches('/') == point.trim_end_matches('/'))
         .map(|e| e.key.as_str())
 }
 
