@@ -1,6 +1,6 @@
 //! What a process can observe of its network namespace, read from the calling thread's one
-//! over netlink, and the part of it a restore makes again: loopback's state and addresses, and
-//! the namespace's sysctls.
+//! over netlink, and the part of it a restore makes again: loopback's state and addresses, the
+//! routes, and the namespace's sysctls.
 //!
 //! ```text
 //! observe()         links (lo's admin flags, MTU, queue length, group, alias, address;
@@ -10,7 +10,8 @@
 //!                   line, kernel order, volatile parts (statistics, cache info) left out
 //! sysctls()         every readable file under /proc/sys/net, as (path, value)
 //! make_loopback()   sysctls first, then lo's MTU and up/down, then its addresses: those it
-//!                   should not have removed, the missing ones added in order
+//!                   should not have removed, the missing ones added in order; then the
+//!                   routes the same way (those the addresses and lo's state did not make)
 //! ```
 //!
 //! A dump compares what the process's namespace shows with a fresh namespace that
@@ -31,6 +32,8 @@ const RTM_GETLINK: u16 = 18;
 const RTM_NEWADDR: u16 = 20;
 const RTM_DELADDR: u16 = 21;
 const RTM_GETADDR: u16 = 22;
+const RTM_NEWROUTE: u16 = 24;
+const RTM_DELROUTE: u16 = 25;
 const RTM_GETROUTE: u16 = 26;
 const RTM_GETNEIGH: u16 = 30;
 const RTM_GETRULE: u16 = 34;
@@ -80,6 +83,9 @@ const RTA_PRIORITY: u16 = 6;
 const RTA_PREFSRC: u16 = 7;
 const RTA_CACHEINFO: u16 = 12;
 const RTA_TABLE: u16 = 15;
+/// Next hop flags RTM_NEWROUTE takes in `rtm_flags` (RTNH_F_ONLINK); the others (dead,
+/// link down, offloaded...) are the kernel's.
+const SETTABLE_ROUTE_FLAGS: u32 = 0x04;
 
 const NDA_CACHEINFO: u16 = 3;
 const NDA_PROBES: u16 = 4;
@@ -131,7 +137,18 @@ impl Address {
     }
 }
 
-/// Loopback's state: what a restore makes again.
+/// One route of any table, as RTM_GETROUTE gave it and RTM_NEWROUTE takes it back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// `struct rtmsg` (family, lengths, tos, table, protocol, scope, type, flags).
+    pub header: Vec<u8>,
+    /// Its attributes but the kernel's cache information.
+    pub attrs: Vec<u8>,
+    /// How [`observe`] shows it: what routes are compared by.
+    pub line: String,
+}
+
+/// Loopback's state, and the routes over it: what a restore makes again.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Loopback {
     /// IFF_UP.
@@ -140,6 +157,8 @@ pub struct Loopback {
     pub mtu: u32,
     /// Its addresses, in the kernel's order.
     pub addresses: Vec<Address>,
+    /// The namespace's routes, in the kernel's order (those the addresses make among them).
+    pub routes: Vec<Route>,
 }
 
 /// What the calling thread's network namespace shows.
@@ -186,14 +205,19 @@ fn request(ty: u16, flags: u16, seq: u32, fixed: &[u8], attrs: &[(u16, &[u8])]) 
     msg.extend_from_slice(fixed);
     msg.resize(msg.len().next_multiple_of(4), 0);
     for (ty, value) in attrs {
-        msg.extend_from_slice(&((4 + value.len()) as u16).to_ne_bytes());
-        msg.extend_from_slice(&ty.to_ne_bytes());
-        msg.extend_from_slice(value);
-        msg.resize(msg.len().next_multiple_of(4), 0);
+        push_attr(&mut msg, *ty, value);
     }
     let len = msg.len() as u32;
     msg[0..4].copy_from_slice(&len.to_ne_bytes());
     msg
+}
+
+/// Appends attribute `ty` of `value` to `msg`, padded to 4 bytes.
+fn push_attr(msg: &mut Vec<u8>, ty: u16, value: &[u8]) {
+    msg.extend_from_slice(&((4 + value.len()) as u16).to_ne_bytes());
+    msg.extend_from_slice(&ty.to_ne_bytes());
+    msg.extend_from_slice(value);
+    msg.resize(msg.len().next_multiple_of(4), 0);
 }
 
 /// Dumps `ty` with fixed struct `fixed`: the payloads answered.
@@ -268,6 +292,7 @@ pub fn observe() -> Result<Observed, NetnsError> {
     let sock = NlSocket::open(SockProtocol::NetlinkRoute).map_err(nl("open rtnetlink socket"))?;
     let mut out = Observed::default();
     let mut lo_addresses = Vec::new();
+    let mut routes = Vec::new();
     let mut lo_state = None;
     for (_, p) in dump(&sock, RTM_GETLINK, &[0u8; 16]).map_err(nl("dump links"))? {
         if p.len() < 16 {
@@ -407,11 +432,24 @@ pub fn observe() -> Result<Observed, NetnsError> {
                 RTA_CACHEINFO,
             ],
         );
-        out.objects.push(format!(
+        let line = format!(
             "route {} type {kind} {dst}/{dst_len}{src} table {table} tos {tos}{line} proto {protocol} \
              scope {scope} flags {flags:#x}{other}",
             family_name(family)
-        ));
+        );
+        let start = 12.min(p.len());
+        let attrs = nft::attrs(&p[start..])
+            .filter(|(ty, _)| *ty != RTA_CACHEINFO)
+            .fold(Vec::new(), |mut out, (ty, v)| {
+                push_attr(&mut out, ty, v);
+                out
+            });
+        out.objects.push(line.clone());
+        routes.push(Route {
+            header: p[..12].to_vec(),
+            attrs,
+            line,
+        });
     }
     for (_, p) in dump(&sock, RTM_GETRULE, &[0u8; 12]).map_err(nl("dump policy rules"))? {
         out.objects.push(format!(
@@ -477,8 +515,61 @@ pub fn observe() -> Result<Observed, NetnsError> {
         up,
         mtu,
         addresses: lo_addresses,
+        routes,
     });
     Ok(out)
+}
+
+/// A route as [`observe`] shows it, from its `struct rtmsg` (`p`, 12 bytes) and attributes.
+pub fn route_line(p: &[u8], attrs: &[u8]) -> String {
+    if p.len() < 12 {
+        return format!("route {}", hex(p));
+    }
+    let (family, dst_len, src_len, tos, table, protocol, scope, kind) =
+        (p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7]);
+    let flags = u32_of(&p[8..12]);
+    let mut table = table as u32;
+    let mut line = String::new();
+    let (mut dst, mut src) = (String::from("default"), String::new());
+    for (ty, v) in nft::attrs(attrs) {
+        match ty {
+            RTA_TABLE => table = u32_of(v),
+            RTA_DST => dst = ip_text(v),
+            RTA_SRC => src = format!(" from {}/{src_len}", ip_text(v)),
+            RTA_OIF => {
+                let _ = write!(line, " dev {}", u32_of(v));
+            }
+            RTA_GATEWAY => {
+                let _ = write!(line, " via {}", ip_text(v));
+            }
+            RTA_PREFSRC => {
+                let _ = write!(line, " src {}", ip_text(v));
+            }
+            RTA_PRIORITY => {
+                let _ = write!(line, " metric {}", u32_of(v));
+            }
+            _ => {}
+        }
+    }
+    let other = rest(
+        attrs,
+        0,
+        &[
+            RTA_TABLE,
+            RTA_DST,
+            RTA_SRC,
+            RTA_OIF,
+            RTA_GATEWAY,
+            RTA_PREFSRC,
+            RTA_PRIORITY,
+            RTA_CACHEINFO,
+        ],
+    );
+    format!(
+        "route {} type {kind} {dst}/{dst_len}{src} table {table} tos {tos}{line} proto {protocol} \
+             scope {scope} flags {flags:#x}{other}",
+        family_name(family)
+    )
 }
 
 /// XFRM states and policies (IPsec): one line each.
@@ -696,6 +787,57 @@ pub fn make_loopback(lo: &Loopback, sysctls: &[(String, String)]) -> Result<(), 
             "add address",
         )
         .map_err(nl(format!("RTM_NEWADDR {} on lo", add.describe())))?;
+    }
+    make_routes(&sock, &lo.routes)
+}
+
+/// Makes the calling thread's namespace have `routes`: those it has and should not deleted,
+/// the missing ones added, in order; a route whose gateway or source another one makes
+/// reachable is tried again once that one is there.
+fn make_routes(sock: &NlSocket, routes: &[Route]) -> Result<(), NetnsError> {
+    let now = observe()?.loopback.map(|l| l.routes).unwrap_or_default();
+    let send = |r: &Route, ty: u16, flags: u16, step: &str| {
+        let mut header = r.header.clone();
+        if ty == RTM_NEWROUTE && header.len() >= 12 {
+            let settable = u32_of(&header[8..12]) & SETTABLE_ROUTE_FLAGS;
+            header[8..12].copy_from_slice(&settable.to_ne_bytes());
+        }
+        let seq = sock.next_seq();
+        let mut msg = request(ty, NLM_F_REQUEST | NLM_F_ACK | flags, seq, &header, &[]);
+        msg.extend_from_slice(&r.attrs);
+        let len = msg.len() as u32;
+        msg[0..4].copy_from_slice(&len.to_ne_bytes());
+        sock.transact(&msg, None, &[(seq, step.to_string())])
+            .map_err(nl(format!("{step} {}", r.line)))
+    };
+    for gone in now
+        .iter()
+        .filter(|r| !routes.iter().any(|w| w.line == r.line))
+    {
+        send(gone, RTM_DELROUTE, 0, "RTM_DELROUTE")?;
+    }
+    let mut pending: Vec<&Route> = routes
+        .iter()
+        .filter(|w| !now.iter().any(|r| r.line == w.line))
+        .collect();
+    while !pending.is_empty() {
+        let mut failed = Vec::new();
+        let mut first_error = None;
+        for route in &pending {
+            if let Err(e) = send(
+                route,
+                RTM_NEWROUTE,
+                NLM_F_CREATE | NLM_F_EXCL,
+                "RTM_NEWROUTE",
+            ) {
+                first_error.get_or_insert(e);
+                failed.push(*route);
+            }
+        }
+        if failed.len() == pending.len() {
+            return Err(first_error.expect("a route failed"));
+        }
+        pending = failed;
     }
     Ok(())
 }

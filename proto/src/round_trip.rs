@@ -150,6 +150,7 @@ every_message!(
     CgroupSettings,
     NetNamespace,
     NetAddress,
+    NetRoute,
     NetSysctl,
     NftObject,
     XtTable,

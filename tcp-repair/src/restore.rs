@@ -454,12 +454,15 @@ fn restore_fins(fd: BorrowedFd<'_>, state: &TcpConnectionState, ctx: Ctx) -> Res
         flags,
         window: peer_window,
     };
-    // Closed at both ends: the peer's FIN injected schedules an ACK from the socket, which a
-    // delayed-ACK timer firing before the ACK that closes it (a thread preempted 40 ms) sends
-    // to a peer that is gone; its RST, back in CLOSE_WAIT or LAST_ACK, would reset the socket
-    // (an error pending, or no LAST_ACK to reach). The socket hears no RST until it is closed.
-    let closing = s == TcpState::Close;
-    if closing {
+    // The peer's FIN injected makes the socket ACK it, at once or when a delayed-ACK timer
+    // fires (a thread preempted 40 ms). A peer that is gone (closed at both ends; or an end
+    // left to the kernel, not in the dump, whose answers the namespace's firewall drops in the
+    // original, made again only once every socket is: zdtm socket-tcp-closed-last-ack)
+    // answers with an RST that, in CLOSE_WAIT, CLOSING or LAST_ACK, would reset the socket
+    // the original kept (an error pending, or no state to reach). The socket hears no RST
+    // until its FINs are back.
+    let hears_no_reset = s.fin_received();
+    if hears_no_reset {
         sys::attach_rst_drop_filter(fd)
             .map_err(ctx.sys("setsockopt SO_ATTACH_FILTER (RST drop)"))?;
     }
@@ -489,7 +492,7 @@ fn restore_fins(fd: BorrowedFd<'_>, state: &TcpConnectionState, ctx: Ctx) -> Res
     let got = sys::tcp_info(fd)
         .map_err(ctx.sys("getsockopt TCP_INFO"))?
         .state;
-    if closing {
+    if hears_no_reset {
         sys::detach_filter(fd).map_err(ctx.sys("setsockopt SO_DETACH_FILTER"))?;
     }
     if got != s.kernel_number() {

@@ -21,16 +21,17 @@
 //! ```
 
 use std::fs::File;
+use std::path::Path;
 use std::sync::atomic::{AtomicI32, Ordering};
 
 use cryo_netns::conntrack;
 use cryo_netns::firewall::{self, Firewall};
 use cryo_netns::ruleset::{self, Kind};
-use cryo_netns::state::{self, Address, Loopback, Observed};
+use cryo_netns::state::{self, Address, Loopback, Observed, Route};
 use cryo_netns::xtables::{LegacyFamily, LegacyTable};
 use cryo_netns::NetnsError;
 use cryo_proto::image::{
-    ConntrackEntry, NetAddress, NetNamespace, NetSysctl, NftObject, TaskCore, XtTable,
+    ConntrackEntry, NetAddress, NetNamespace, NetRoute, NetSysctl, NftObject, TaskCore, XtTable,
 };
 use nix::sched::CloneFlags;
 use nix::unistd::Pid;
@@ -75,6 +76,38 @@ fn observe_all() -> Result<Shown, NetnsError> {
 /// Sysctls that follow from what is made again, not written: the number of tracked
 /// connections (the conntrack entries made again count themselves).
 const FOLLOWING_SYSCTLS: [&str; 1] = ["net/netfilter/nf_conntrack_count"];
+
+/// Writes `differing` into the calling thread's namespace, a fresh one, in order, then
+/// whatever still reads otherwise than `theirs` says, appended to `differing` (the restore
+/// writes the list in the same order): a value written to `conf/all` (or `default`) is
+/// written to every device's too (disable_ipv6, forwarding), so a device's own value set
+/// after it, though a fresh namespace's, has to be written again after it.
+fn write_sysctls(
+    theirs: &[(String, String)],
+    differing: &mut Vec<(String, String)>,
+) -> Result<(), NetnsError> {
+    let mut written = 0;
+    for _ in 0..4 {
+        for (name, value) in &differing[written..] {
+            state::write_sysctl(name, value)?;
+        }
+        written = differing.len();
+        let now = state::sysctls()?;
+        let again: Vec<_> = theirs
+            .iter()
+            .filter(|(name, value)| {
+                !FOLLOWING_SYSCTLS.contains(&name.as_str())
+                    && now.iter().any(|(n, v)| n == name && v != value)
+            })
+            .cloned()
+            .collect();
+        if again.is_empty() {
+            break;
+        }
+        differing.extend(again);
+    }
+    Ok(())
+}
 
 /// `net/ipv4/ping_group_range` as sysctl(8) names it.
 fn sysctl_name(path: &str) -> String {
@@ -128,13 +161,18 @@ pub fn dump(pid: Pid, inode: u64, members: &[Pid]) -> Result<NetNamespace, NetNa
                 Some((_, v)) if v == value => {}
                 Some(_) if FOLLOWING_SYSCTLS.contains(&name.as_str()) => {}
                 Some(_) => differing.push((name.clone(), value.clone())),
+                // One a fresh namespace refuses to read until it is set (stable_secret).
+                None if Path::new("/proc/sys").join(name).exists() => {
+                    differing.push((name.clone(), value.clone()))
+                }
                 None => {
                     missing.get_or_insert_with(|| name.clone());
                 }
             }
         }
-        let made =
-            state::make_loopback(&lo, &differing).and_then(|()| firewall::restore(&their_firewall));
+        let made = write_sysctls(&their_sysctls, &mut differing)
+            .and_then(|()| state::make_loopback(&lo, &[]))
+            .and_then(|()| firewall::restore(&their_firewall));
         let after = observe_all()?;
         Ok::<_, NetnsError>((fresh, differing, missing, made, after))
     })
@@ -232,6 +270,14 @@ pub fn dump(pid: Pid, inode: u64, members: &[Pid]) -> Result<NetNamespace, NetNa
                 kind: i.kind.code(),
                 family: i.family.into(),
                 attrs: i.attrs.clone(),
+            })
+            .collect(),
+        routes: lo
+            .routes
+            .iter()
+            .map(|r| NetRoute {
+                header: r.header.clone(),
+                attrs: r.attrs.clone(),
             })
             .collect(),
         xt_tables: their_firewall.legacy.iter().map(xt_record).collect(),
@@ -350,6 +396,15 @@ fn loopback(ns: &NetNamespace) -> Loopback {
                 address: a.address.clone(),
                 broadcast: a.broadcast.clone(),
                 label: a.label.clone(),
+            })
+            .collect(),
+        routes: ns
+            .routes
+            .iter()
+            .map(|r| Route {
+                line: state::route_line(&r.header, &r.attrs),
+                header: r.header.clone(),
+                attrs: r.attrs.clone(),
             })
             .collect(),
     }

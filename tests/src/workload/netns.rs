@@ -7,7 +7,8 @@
 //!                      left)   back (a child that joins the namespace this process left)
 //!                      down (lo left down: no sockets made)   mtu=N   addr=CIDR (ip addr add
 //!                      CIDR dev lo)   sysctl=PATH=VALUE (below /proc/sys, `,` for a tab)
-//!                      route=CIDR (ip route add CIDR dev lo, once lo is up)   veth=NAME (a veth pair
+//!                      route=CIDR (ip route add CIDR dev lo, once lo is up; route=ARG+ARG...:
+//!                      ip route add ARG..., `dev lo` added when no dev or via is given)   veth=NAME (a veth pair
 //!                      NAME, NAME-p)   nft=FILE (nft -f FILE)   ipt=ARG+ARG... and
 //!                      ip6t=ARG+ARG... (iptables-legacy / ip6tables-legacy -w ARG...): rules in
 //!                      place before the sockets are made
@@ -21,6 +22,11 @@
 //! udp -> ok (a datagram to itself, received)
 //! kid -> <the child's pid>   early-fd -> <the fd of the early socket>
 //! back-kid -> <the pid of the child back in the namespace left>
+//! last-ack -> <port> (a connection over lo whose connecting end shuts first, then a rule
+//!             dropping what comes to the listening port, then the accepted end shuts: it
+//!             stays in LAST_ACK, its FIN never acknowledged, the other end closed; both held)
+//! last-ack-seen -> accepted=<state> read=<eof|..> write=<ok|errno> connecting=<state>
+//!             read=.. write=.. (the accepted end first)
 //! ```
 
 use std::io::{Read, Write};
@@ -29,6 +35,7 @@ use std::os::fd::{FromRawFd, IntoRawFd};
 use std::path::Path;
 
 use super::kids::{exit_child, fork_holding};
+use super::tcp::state;
 use super::{count, failed, io_err, unknown, Mode};
 
 /// `netns OPTION...`
@@ -100,11 +107,17 @@ pub fn start(args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
             sockets: None,
             early,
             back,
+            last_ack: None,
         }));
     }
     ip(&["link", "set", "lo", "up"])?;
     for route in routes {
-        ip(&["route", "add", route, "dev", "lo"])?;
+        let mut args = vec!["route", "add"];
+        args.extend(route.split('+'));
+        if !args.contains(&"dev") && !args.contains(&"via") {
+            args.extend(["dev", "lo"]);
+        }
+        ip(&args)?;
     }
     let listener = TcpListener::bind("127.0.0.1:0").map_err(failed("listen"))?;
     let client = TcpStream::connect(listener.local_addr().map_err(io_err)?).map_err(io_err)?;
@@ -125,6 +138,7 @@ pub fn start(args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
         }),
         early,
         back,
+        last_ack: None,
     }))
 }
 
@@ -191,6 +205,67 @@ struct Netns {
     early: Option<i32>,
     /// The child back in the namespace this process left (option `back`).
     back: Option<i32>,
+    /// The accepted and connecting ends of `last-ack`.
+    last_ack: Option<(TcpStream, TcpStream)>,
+}
+
+/// `last-ack`: the accepted end in LAST_ACK, its FIN dropped on the way back; the port.
+fn last_ack() -> Result<(TcpStream, TcpStream, u16), String> {
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(failed("listen"))?;
+    let port = listener.local_addr().map_err(io_err)?.port();
+    let connecting = TcpStream::connect(("127.0.0.1", port)).map_err(failed("connect"))?;
+    let (accepted, _) = listener.accept().map_err(failed("accept"))?;
+    connecting
+        .shutdown(std::net::Shutdown::Write)
+        .map_err(io_err)?;
+    run(
+        "nft",
+        &[&format!(
+            "add table inet lastack; add chain inet lastack in {{ type filter hook input \
+             priority 0; }}; add rule inet lastack in tcp dport {port} drop"
+        )],
+    )?;
+    accepted
+        .shutdown(std::net::Shutdown::Write)
+        .map_err(io_err)?;
+    // The accepted end's FIN reaches the connecting end, whose ACK the rule drops: bounded
+    // wait for the kernel's softirq to have moved both (no event tells it).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let states = (
+            state(&accepted).map_err(io_err)?,
+            state(&connecting).map_err(io_err)?,
+        );
+        if states.0 == "LAST_ACK" && states.1 == "CLOSE" {
+            return Ok((accepted, connecting, port));
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(format!("states {states:?}, not LAST_ACK and CLOSE"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+/// What an end of `last-ack` shows: its state, a non-blocking read, a 1-byte write.
+fn end_seen(mut s: &TcpStream) -> String {
+    let state = state(s).unwrap_or_else(|e| e.to_string());
+    let _ = s.set_nonblocking(true);
+    let errno = |e: std::io::Error| {
+        e.raw_os_error().map_or(e.to_string(), |n| {
+            nix::errno::Errno::from_raw(n).to_string()
+        })
+    };
+    let mut b = [0u8; 1];
+    let read = match s.read(&mut b) {
+        Ok(0) => "eof".to_string(),
+        Ok(n) => format!("data {n}"),
+        Err(e) => errno(e),
+    };
+    let write = match s.write(b"x") {
+        Ok(_) => "ok".to_string(),
+        Err(e) => errno(e),
+    };
+    format!("{state} read={read} write={write}")
 }
 
 impl Mode for Netns {
@@ -202,6 +277,19 @@ impl Mode for Netns {
                 Ok(link.to_string_lossy().into_owned())
             }
             ("ip", args) => run_ip(args),
+            ("last-ack", []) => {
+                let (accepted, connecting, port) = last_ack()?;
+                self.last_ack = Some((accepted, connecting));
+                Ok(port.to_string())
+            }
+            ("last-ack-seen", []) => {
+                let (accepted, connecting) = self.last_ack.as_ref().ok_or("no last-ack")?;
+                Ok(format!(
+                    "accepted={} connecting={}",
+                    end_seen(accepted),
+                    end_seen(connecting)
+                ))
+            }
             ("run", [program, args @ ..]) => run(program, args),
             ("sysctl", [path]) => std::fs::read_to_string(format!("/proc/sys/{path}"))
                 .map(|v| v.trim_end().to_string())

@@ -594,7 +594,7 @@ fn sockaddr(addr: SocketAddr) -> (i32, libc::sockaddr_storage, libc::socklen_t) 
 }
 
 /// The socket's TCP state, by its kernel name.
-fn state(s: &TcpStream) -> io::Result<String> {
+pub(crate) fn state(s: &TcpStream) -> io::Result<String> {
     // tcpi_state is the first byte of struct tcp_info.
     let info = sys::getsockopt_bytes(s.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_INFO, 1)?;
     let state = info.first().copied().unwrap_or(0);
