@@ -343,6 +343,24 @@ fn a_process_tree_in_an_ipc_namespace_of_its_own_comes_back_in_a_new_one_with_it
     w.kill_restored();
 }
 
+/// The first segment of an IPC namespace has id 0, and so does the inode of its file, which
+/// /proc/PID/maps shows: an attachment of it was taken for shared anonymous memory, restored
+/// as such (its bytes there, but no SysV attachment: shmdt EINVAL; zdtm shm).
+#[test]
+fn an_attachment_of_the_first_segment_of_an_ipc_namespace_comes_back_a_sysv_attachment() {
+    cryo_bin();
+    let mut w = Workload::spawn("sysv-ns", &[&ipc_key(5).to_string(), "keepu"]);
+    let u = w.cmd("u");
+    assert!(u.starts_with("0 ") && u.ends_with(" same"), "{u}");
+    w.dump_and_restore();
+    assert_eq!(w.cmd("u"), u, "segment u as dumped");
+    assert_eq!(
+        w.cmd("u-dt"),
+        "ok",
+        "its attachment is a SysV one: shmdt takes it"
+    );
+}
+
 #[test]
 fn an_ipc_namespace_shared_outside_the_dump_with_an_unattached_segment_it_would_destroy_or_a_posix_queue_is_refused(
 ) {

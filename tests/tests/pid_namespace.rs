@@ -314,6 +314,42 @@ fn a_killed_tree_in_a_pid_namespace_comes_back_with_its_pids() {
     );
 }
 
+/// A process in a mount namespace of its own holding a file of its PID namespace's proc (a
+/// container's /proc/self/maps, zdtm shm): reopened on the proc the restore mounts there, at
+/// its offset (refused before: "file of a proc mount other than cryo's /proc").
+#[test]
+fn a_file_of_the_namespaces_own_proc_comes_back_on_it_at_its_offset() {
+    cryo_bin();
+    let mut w = Workload::spawn("pid-ns", &["ownproc"]);
+    let nsproc = w.dir().join("nsproc");
+    let before = w.cmd("nsmaps");
+    assert_eq!(
+        before,
+        format!("{}/1/maps pos=200 on-nsproc same", nsproc.display())
+    );
+    let (_, original) = new_namespace(w.dir(), &[]);
+    let init = Pidfd::open(original[&1]).unwrap();
+    let init_arg = original[&1].to_string();
+    let img = w.path("img");
+    w.cryo(&[
+        "dump".as_ref(),
+        "-t".as_ref(),
+        init_arg.as_ref(),
+        "-D".as_ref(),
+        img.as_os_str(),
+    ])
+    .assert_success();
+    assert!(
+        init.wait_exit(CMD_TIMEOUT),
+        "the dumped init was not killed"
+    );
+    let root = restore_copy(&w, &img, &[]);
+    let _reaper = Reaper(vec![root]);
+    w.adopt_restored_at(root);
+    assert_eq!(w.cmd("ids"), IDS, "each restored process, from inside");
+    assert_eq!(w.cmd("nsmaps"), before, "the fd, from inside");
+}
+
 #[test]
 fn a_pid_namespace_holding_a_process_outside_the_dump_is_refused() {
     cryo_bin();

@@ -16,6 +16,10 @@
 //!                                             cryo in another PID namespace)
 //!          /proc/P/mem                        refused
 //!          /proc/REST (meminfo, loadavg...)   recorded by path
+//!        a path MOUNT/N/REST on the proc mount of the holder's own mount namespace, of its PID
+//!          namespace (one below cryo's, the dump's): N must be a process of the dump there
+//!          (its start time read through that mount is the one cryo sees): recorded with that
+//!          process and MOUNT (the restore keeps its pid there)
 //!          a position other than 0 must be settable again: cryo opens the path and seeks
 //!        a namespace fd (link `KIND:[INO]`): a process of the dump in it (the holder first)
 //!          -> recorded with that process; else cryo's own -> recorded as cryo's; else refused
@@ -29,7 +33,8 @@
 //!                                     (every process of the restore exists): by remote
 //!                                     calls in the holder, openat of /proc/P'/REST (P' the
 //!                                     restored process as cryo's /proc names it) or
-//!                                     /proc/P'/ns/KIND, lseek, dup3 over the placeholders;
+//!                                     /proc/P'/ns/KIND (MOUNT/N/REST for a file of the
+//!                                     namespace's own proc), lseek, dup3 over the placeholders;
 //!                                     a description held by several processes is opened by
 //!                                     the first one finished, the others take it with
 //!                                     pidfd_getfd (one description, one offset)
@@ -186,6 +191,9 @@ impl FileKind for ProcFiles {
             (true, 0) if !p.init.is_empty() => format!("proc file /proc/1{} (pid 1)", p.rest),
             (true, 0) => format!("proc file {}", p.rest),
             (true, pid) if p.tid != 0 => format!("proc file /proc/{pid}/task/{}{}", p.tid, p.rest),
+            (true, pid) if !p.proc_mount.is_empty() => {
+                format!("proc file {}/{pid}{} (its namespace's proc)", p.proc_mount, p.rest)
+            }
             (true, pid) => format!("proc file /proc/{pid}{}", p.rest),
             (false, 0) => format!("cryo's {} namespace {}:[{}]", p.namespace, p.namespace, p.ns_inode),
             (false, pid) => format!(
@@ -201,6 +209,20 @@ impl FileKind for ProcFiles {
 fn check_shape(rec: &ProcFile) -> Result<(), String> {
     if !rec.init.is_empty() && (rec.pid != 0 || rec.tid != 0 || !rec.namespace.is_empty()) {
         return Err("a file of pid 1 outside the dump that names another process".into());
+    }
+    if !rec.proc_mount.is_empty()
+        && (rec.pid <= 0
+            || rec.tid != 0
+            || !rec.namespace.is_empty()
+            || !rec.init.is_empty()
+            || rec.gone_pid != 0
+            || !rec.proc_mount.starts_with('/')
+            || rec.proc_mount.split('/').any(|c| c == "." || c == ".."))
+    {
+        return Err(format!(
+            "a file of the proc mount at {:?} of its namespace without a process of it",
+            rec.proc_mount
+        ));
     }
     if rec.gone_pid != 0 {
         if rec.gone_pid < 0 || rec.pid != 0 || rec.tid != 0 || !rec.rest.is_empty() || !rec.namespace.is_empty() || !rec.init.is_empty() {
@@ -257,10 +279,7 @@ fn dump_file(
     pids: &std::collections::HashSet<i32>,
 ) -> Result<ProcFile, FileError> {
     if cryos_proc_dev() != Some(meta.dev()) {
-        return Err(open.refuse(
-            "file of a proc mount other than cryo's /proc (its pids are another namespace's)",
-            true,
-        ));
+        return dump_namespace_proc_file(open, path, pids);
     }
     let below = path.strip_prefix("/proc").unwrap_or(path);
     let mut parts = below.splitn(3, '/').skip(1);
@@ -332,6 +351,85 @@ fn dump_file(
         pid,
         tid,
         rest,
+        ..Default::default()
+    })
+}
+
+/// The record of an fd on a file of another proc mount than cryo's at `path`: one of the
+/// holder's own mount namespace, of its PID namespace (a container's /proc, zdtm shm's
+/// /proc/self/maps), naming a process of the dump.
+fn dump_namespace_proc_file(
+    open: &OpenFd,
+    path: &str,
+    pids: &std::collections::HashSet<i32>,
+) -> Result<ProcFile, FileError> {
+    let refuse = |why: String| {
+        open.refuse(
+            format!("file {path} of a proc mount other than cryo's /proc: {why}"),
+            true,
+        )
+    };
+    let ns_pids = crate::task::pidns::nspid(open.pid).map_err(|e| refuse(e.to_string()))?;
+    if ns_pids.len() != 2 {
+        return Err(refuse(
+            "the holder is not in a PID namespace one below cryo's (the pids it names are \
+             another namespace's)"
+                .into(),
+        ));
+    }
+    let table = format!("/proc/{}/mountinfo", open.pid);
+    let mounts = std::fs::read_to_string(&table)
+        .map_err(|e| open.inspect_err("read the mount table", table.into(), e))?;
+    let mount = crate::task::mount_ns::mountinfo::parse(&mounts)
+        .into_iter()
+        .find(|m| u64::from(m.id) == open.mnt_id && m.fstype == "proc")
+        .map(|m| crate::task::mount_ns::mountinfo::unescape(&m.point));
+    let Some(mount) = mount else {
+        return Err(refuse("not a proc mount of the holder's mount namespace".into()));
+    };
+    let below = if mount == "/" {
+        Some(path)
+    } else {
+        path.strip_prefix(mount.as_str()).filter(|b| b.starts_with('/'))
+    };
+    let Some(below) = below else {
+        return Err(refuse(format!("not below its mount point {mount}")));
+    };
+    let mut parts = below.splitn(3, '/').skip(1);
+    let Some(n) = parts.next().and_then(|c| c.parse::<i32>().ok()) else {
+        return Err(refuse("not a file of a process (/PID/...)".into()));
+    };
+    let rest = parts.next().map(|r| format!("/{r}")).unwrap_or_default();
+    if rest.starts_with("/task/") || rest == "/mem" {
+        return Err(refuse("a thread's directory or a process's memory".into()));
+    }
+    let ns_inode = |pid: i32| crate::proc::stat_link(Pid::from_raw(pid), "ns/pid").map(|m| m.ino()).ok();
+    let ours = ns_inode(open.pid.as_raw());
+    let named = pids.iter().copied().find(|&p| {
+        ns_inode(p) == ours
+            && crate::task::pidns::nspid(Pid::from_raw(p)).is_ok_and(|ns| ns.last() == Some(&n))
+    });
+    let Some(host_pid) = named else {
+        return Err(refuse(format!(
+            "pid {n} there is no process of the dump in the holder's PID namespace"
+        )));
+    };
+    // The mount is of that namespace if pid N through it is the process cryo knows as
+    // host_pid: the same start.
+    let through_mount = PathBuf::from(format!("/proc/{}/root{mount}/{n}/stat", open.pid));
+    let there = crate::proc::task_stat::read_at(&through_mount).map(|s| s.start_ticks);
+    let here = crate::proc::task_stat::read(Pid::from_raw(host_pid)).map(|s| s.start_ticks);
+    if there.is_err() || there.ok() != here.ok() {
+        return Err(refuse(format!(
+            "pid {n} through {mount} is not the process of the dump with that pid (a proc \
+             mount of another PID namespace)"
+        )));
+    }
+    check_position(open, &format!("/proc/{}/root{path}", open.pid))?;
+    Ok(ProcFile {
+        pid: host_pid,
+        rest,
+        proc_mount: mount,
         ..Default::default()
     })
 }
@@ -504,6 +602,11 @@ fn late_path(h: &Late<'_>, desc: &FileDesc, p: &ProcFile) -> Result<String, File
         }
         return Ok(format!("/proc/{pid}/ns/{}", p.namespace));
     }
+    if !p.proc_mount.is_empty() {
+        // The namespace's own proc: the pid there, the image's (the restore kept it).
+        let mount = p.proc_mount.trim_end_matches('/');
+        return Ok(format!("{mount}/{}{}", p.pid, p.rest));
+    }
     if p.tid == 0 {
         return Ok(format!("/proc/{pid}{}", p.rest));
     }
@@ -572,6 +675,14 @@ pub(crate) fn open_late(
                         let _ = remote.call(libc::SYS_close, &[fd]);
                         return Err(e);
                     }
+                    // A seq_file's seek makes its records up to the offset now, with the
+                    // trampoline still mapped (/proc/self/maps read at 200 gave bytes 122
+                    // on: two lines more before it), and keeps the one it ends in for the
+                    // next read at that offset. A pread elsewhere moves the offset the file
+                    // has read to off the one it is at: its first read makes them again, then,
+                    // as the process sees them. (Not a seq_file, or a directory: nothing.)
+                    let away = if desc.pos == 1 { 2 } else { 1 };
+                    let _ = remote.call(libc::SYS_pread64, &[fd, h.scratch, away, 0]);
                 }
                 if desc.flags & libc::O_ASYNC as u32 != 0 {
                     // open(2) ignores O_ASYNC (open.rs: set_async).

@@ -33,6 +33,9 @@ pub fn classify(entry: &MapEntry) -> VmaKind {
         "[vsyscall]" => VmaKind::Vsyscall,
         "[heap]" => VmaKind::Heap,
         "[stack]" => VmaKind::Stack,
+        // A SysV segment attached with shmat (ipc/shm.rs), its inode number the shmid: 0 for
+        // the first segment of an IPC namespace (taken for shared anonymous memory before).
+        name if entry.shared && name.starts_with("/SYSV") => VmaKind::SysvShm,
         _ if entry.ino == 0 => {
             if entry.shared {
                 VmaKind::ShmemAnon
@@ -40,8 +43,6 @@ pub fn classify(entry: &MapEntry) -> VmaKind {
                 VmaKind::Anon
             }
         }
-        // A SysV segment attached with shmat (ipc/shm.rs), its inode number the shmid.
-        name if entry.shared && name.starts_with("/SYSV") => VmaKind::SysvShm,
         // The ring of an AIO context (files/aio.rs).
         name if entry.shared && crate::files::aio::is_ring(name) => VmaKind::AioRing,
         // A packet socket's rings (sockets/packet_ring.rs): the socket's name; mapped shared,
@@ -167,6 +168,11 @@ mod tests {
         );
         assert_eq!(
             classify(&entry("/SYSV00001234 (deleted)", 3, true)),
+            VmaKind::SysvShm
+        );
+        // The first segment of an IPC namespace: shmid 0, so inode 0.
+        assert_eq!(
+            classify(&entry("/SYSV00001234 (deleted)", 0, true)),
             VmaKind::SysvShm
         );
         assert_eq!(

@@ -57,6 +57,12 @@ pub(crate) fn read(pid: Pid) -> io::Result<Stat> {
     parse_stat(&text).ok_or_else(|| io::Error::from(io::ErrorKind::InvalidData))
 }
 
+/// Reads and parses the stat file at `path` (of another proc mount than cryo's /proc).
+pub(crate) fn read_at(path: &std::path::Path) -> io::Result<Stat> {
+    let text = fs::read_to_string(path)?;
+    parse_stat(&text).ok_or_else(|| io::Error::from(io::ErrorKind::InvalidData))
+}
+
 /// The stat of thread `tid` of `pid` (its own flags, state...).
 pub(crate) fn read_thread(pid: Pid, tid: Pid) -> io::Result<Stat> {
     let text = fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat"))?;

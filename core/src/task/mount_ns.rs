@@ -33,7 +33,7 @@ use crate::restore::error::{ChildError, ChildStep};
 use crate::sys;
 
 mod external;
-mod mountinfo;
+pub(crate) mod mountinfo;
 mod propagation;
 pub(crate) use external::apply as apply_externals;
 pub use external::{ExternalMount, ExternalPaths};
@@ -925,6 +925,8 @@ pub fn mark_files(
             }
             // Reopened by path in the holder once the namespace is made: that path must lead
             // to cryo's /proc there too.
+            // On the namespace's own proc mount (made again with it): opened there.
+            Some(file_desc::Kind::ProcFile(p)) if !p.proc_mount.is_empty() => continue,
             Some(file_desc::Kind::ProcFile(p)) => {
                 let path = match (p.pid, p.namespace.is_empty()) {
                     (0, true) => p.rest.clone(),

@@ -131,7 +131,7 @@ fn inode(path: &Path) -> io::Result<u64> {
 
 /// The NSpid line of `pid`'s (or a thread's) status: its pid in each namespace, cryo's
 /// (outermost cryo can see) first.
-fn nspid(pid: Pid) -> Result<Vec<i32>, PidNsError> {
+pub(crate) fn nspid(pid: Pid) -> Result<Vec<i32>, PidNsError> {
     let status = proc::status(pid).map_err(|e| PidNsError::Read {
         pid,
         errno: io::Error::other(e.to_string()),

@@ -26,9 +26,15 @@
 //! pid-ns nested  the same, the grandchild with a child in a PID namespace of its own
 //! pid-ns landlock  the same, the init's main thread in a Landlock domain (file reads
 //!            handled, allowed beneath /proc /usr /lib /lib64 /etc), made last
+//! pid-ns ownproc  the same, the init first in a mount namespace of its own (every mount
+//!            private) with its namespace's proc on DIR/nsproc, and, made last, an fd on
+//!            DIR/nsproc/self/maps read 200 bytes into:
+//!            nsmaps -> <its link> pos=<offset> on-nsproc|elsewhere same|differs: .. (100 bytes
+//!            read from its offset against those of a fresh open of DIR/nsproc/1/maps)
 //! ```
 
 use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::mpsc;
 
@@ -37,11 +43,15 @@ use super::unix_msg;
 use super::{failed, io_err, sys, unknown, Mode};
 
 /// `pid-ns`
-pub fn start(args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
+pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
     let nested = args.iter().any(|a| a == "nested");
     let landlock = args.iter().any(|a| a == "landlock");
+    let own_proc = args
+        .iter()
+        .any(|a| a == "ownproc")
+        .then(|| dir.join("nsproc"));
     Ok(Box::new(
-        PidNs::start(nested, landlock).map_err(failed("pid-ns"))?,
+        PidNs::start(nested, landlock, own_proc).map_err(failed("pid-ns"))?,
     ))
 }
 
@@ -89,6 +99,35 @@ impl Mode for PidNs {
                 let text = String::from_utf8_lossy(&buf[..n]).into_owned();
                 Ok(text.split(' ').take(2).collect::<Vec<_>>().join(" "))
             }
+            ("nsmaps", []) => {
+                let (fd, dir) = self.ns_maps.as_ref().ok_or("no ownproc")?;
+                let link = std::fs::read_link(format!("/proc/self/fd/{fd}")).map_err(io_err)?;
+                // SAFETY: lseek takes no pointers.
+                let pos = unsafe { libc::lseek(*fd, 0, libc::SEEK_CUR) };
+                let dev = |p: &Path| std::fs::metadata(p).map(|m| m.dev()).map_err(io_err);
+                let ours = dev(Path::new(&format!("/proc/self/fd/{fd}")))? == dev(dir)?;
+                let mut buf = [0u8; 100];
+                let n = sys::pread_all_at(*fd, &mut buf, pos as u64).map_err(io_err)?;
+                let fresh = std::fs::read(dir.join("1/maps")).map_err(io_err)?;
+                let same = fresh.get(pos as usize..pos as usize + n) == Some(&buf[..n]);
+                let shown = if same {
+                    "same".to_string()
+                } else {
+                    let at = (pos as usize).min(fresh.len());
+                    let end = (at + n).min(fresh.len());
+                    format!(
+                        "differs: {:?} against {:?}",
+                        String::from_utf8_lossy(&buf[..n]),
+                        String::from_utf8_lossy(&fresh[at..end])
+                    )
+                };
+                Ok(format!(
+                    "{} pos={pos} {} {}",
+                    link.display(),
+                    if ours { "on-nsproc" } else { "elsewhere" },
+                    shown
+                ))
+            }
             ("kill-self", []) => {
                 sys::signal(std::process::id() as i32, libc::SIGKILL).map_err(io_err)?;
                 Ok("alive".into())
@@ -110,6 +149,8 @@ struct PidNs {
     timer: libc::timer_t,
     /// An fd on /proc/self/stat.
     procstat: i32,
+    /// `ownproc`: an fd on DIR/nsproc/self/maps, and DIR/nsproc.
+    ns_maps: Option<(i32, std::path::PathBuf)>,
 }
 
 /// `getpid getppid getpgid getsid` of the calling process.
@@ -171,7 +212,11 @@ fn take_pending() -> String {
 }
 
 impl PidNs {
-    fn start(nested: bool, landlock: bool) -> io::Result<Self> {
+    fn start(
+        nested: bool,
+        landlock: bool,
+        own_proc: Option<std::path::PathBuf>,
+    ) -> io::Result<Self> {
         // SAFETY: unshare takes no pointers; the workload is single-threaded here.
         sys::cvt(unsafe { libc::unshare(libc::CLONE_NEWPID) })?;
         let init = sys::fork()?;
@@ -179,6 +224,25 @@ impl PidNs {
             Self::wait_for(init);
         }
         sys::setsid()?;
+        if let Some(at) = &own_proc {
+            // Single-threaded yet: unshare(CLONE_NEWNS) refuses a process with threads.
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)?;
+            nix::mount::mount(
+                None::<&str>,
+                "/",
+                None::<&str>,
+                nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
+                None::<&str>,
+            )?;
+            std::fs::create_dir_all(at)?;
+            nix::mount::mount(
+                Some("proc"),
+                at,
+                Some("proc"),
+                nix::mount::MsFlags::empty(),
+                None::<&str>,
+            )?;
+        }
         // SIGUSR1 stays pending here (an init ignores a signal it neither blocks nor handles);
         // the thread made below inherits the mask.
         // SAFETY: the set is plain data we own; the process is single-threaded here.
@@ -258,6 +322,19 @@ impl PidNs {
             timer
         };
         let procstat = sys::open(Path::new("/proc/self/stat"), libc::O_RDONLY)?;
+        let ns_maps = match own_proc {
+            Some(at) => {
+                let fd = sys::open(&at.join("self/maps"), libc::O_RDONLY)?;
+                let mut buf = [0u8; 200];
+                // SAFETY: `fd` is the one just opened; ManuallyDrop leaves it open.
+                let mut file = std::mem::ManuallyDrop::new(unsafe {
+                    <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd)
+                });
+                std::io::Read::read_exact(&mut *file, &mut buf)?;
+                Some((fd, at))
+            }
+            None => None,
+        };
         if landlock {
             let readable = ["/proc", "/usr", "/lib", "/lib64", "/etc"];
             let readable: Vec<&str> = readable
@@ -268,6 +345,7 @@ impl PidNs {
         }
         Ok(PidNs {
             procstat,
+            ns_maps,
             timer,
             pipes,
             pidfd,

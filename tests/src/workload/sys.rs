@@ -143,6 +143,11 @@ pub fn write_all(fd: i32, mut data: &[u8]) -> io::Result<()> {
 
 /// Reads from offset 0 until EOF or `buf` is full; returns the length read.
 pub fn pread_all(fd: i32, buf: &mut [u8]) -> io::Result<usize> {
+    pread_all_at(fd, buf, 0)
+}
+
+/// Reads from offset `at` until EOF or `buf` is full; returns the length read.
+pub fn pread_all_at(fd: i32, buf: &mut [u8], at: u64) -> io::Result<usize> {
     let mut done = 0;
     while done < buf.len() {
         let rest = &mut buf[done..];
@@ -152,7 +157,7 @@ pub fn pread_all(fd: i32, buf: &mut [u8]) -> io::Result<usize> {
                 fd,
                 rest.as_mut_ptr().cast(),
                 rest.len(),
-                done as libc::off_t,
+                (at + done as u64) as libc::off_t,
             )
         };
         match n {

@@ -3,7 +3,8 @@
 //! changed and a segment no process attaches; with `kidns`, a child in yet another one.
 //!
 //! ```text
-//! sysv-ns KEY     unshare(CLONE_NEWIPC); kernel.msgmax 12345, kernel.sem "250 32000 32
+//! sysv-ns KEY [keepu|kidns|kidback]
+//!                 unshare(CLONE_NEWIPC); kernel.msgmax 12345, kernel.sem "250 32000 32
 //!                 128", fs.mqueue.queues_max 77 there; segment `u` (key
 //!                 KEY+2, one page, mode 0600) filled with pattern 23 and detached; then
 //!                 sysv-shm KEY (forks its child, in the same namespace) and sysv-ipc KEY
@@ -14,6 +15,8 @@
 //!                 ns            -> /proc/self/ns/ipc
 //!                 u             -> id key size same|differs (segment `u` against its pattern)
 //!                 mq NAME       -> ok (a POSIX message queue /NAME made and closed)
+//! keepu           segment `u` (the namespace's first: id 0) kept attached:
+//!                 u-dt -> ok | <error> (shmdt of that attachment: it is a SysV one)
 //! kidns           first a child (before sysv-shm: it attaches nothing of this namespace) that
 //!                 unshares an IPC namespace of its own (the same sysctls but) kernel.msgmax
 //!                 23456 there, a private segment, its segment `u` (same key, pattern 24,
@@ -31,7 +34,7 @@ use super::kids::{answer_each, ChildPipes};
 use super::{failed, sys, Mode, PAGE};
 use crate::protocol;
 
-/// `sysv-ns KEY [kidns|kidback]`
+/// `sysv-ns KEY [keepu|kidns|kidback]`
 pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
     let key: i32 = args
         .first()
@@ -40,7 +43,7 @@ pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
     let mode = args.get(1).map(String::as_str);
     // The namespace it starts in, for a `kidback` child to go back to.
     let first = std::fs::File::open("/proc/self/ns/ipc").map_err(failed("sysv-ns: ns"))?;
-    let mut me = SysvNs::in_new_namespace(key, 12345, 23, false)?;
+    let mut me = SysvNs::in_new_namespace(key, 12345, 23, mode == Some("keepu"), false)?;
     if matches!(mode, Some("kidns" | "kidback")) {
         let (a_rd, a_wr) = sys::pipe().map_err(failed("sysv-ns: pipe"))?;
         let (b_rd, b_wr) = sys::pipe().map_err(failed("sysv-ns: pipe"))?;
@@ -59,7 +62,7 @@ pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
                         kid: None,
                     })
             } else {
-                SysvNs::in_new_namespace(key, 23456, 24, true).and_then(|mut k| {
+                SysvNs::in_new_namespace(key, 23456, 24, true, true).and_then(|mut k| {
                     k.ipc = Some(super::sysv_ipc::start(&args[..1], dir)?);
                     Ok(k)
                 })
@@ -148,8 +151,15 @@ struct SysvNs {
 pub const SEM_LIMITS: &str = "839246125 755136150 1604938492 16922";
 
 impl SysvNs {
-    /// This process in a new IPC namespace with kernel.msgmax `msgmax` and segment `u`.
-    fn in_new_namespace(key: i32, msgmax: u32, seed: u64, keep: bool) -> Result<Self, String> {
+    /// This process in a new IPC namespace with kernel.msgmax `msgmax` and segment `u`
+    /// (attached for good: `keep`; made second, after a private one: `second`).
+    fn in_new_namespace(
+        key: i32,
+        msgmax: u32,
+        seed: u64,
+        keep: bool,
+        second: bool,
+    ) -> Result<Self, String> {
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWIPC)
             .map_err(|e| failed("sysv-ns: unshare")(e.into()))?;
         for (name, value) in [
@@ -160,7 +170,7 @@ impl SysvNs {
         ] {
             std::fs::write(format!("/proc/sys/{name}"), value).map_err(failed(name))?;
         }
-        if keep {
+        if second {
             // Segment ids start again in every namespace: one made first gives `u` the id of
             // the parent's `s` (1), so the two namespaces' attached segments share an id.
             // SAFETY: shmget takes no pointers.
@@ -228,6 +238,15 @@ impl Mode for SysvNs {
                 .map(|l| l.to_string_lossy().into_owned())
                 .map_err(text),
             ("u", []) => self.u().map_err(text),
+            ("u-dt", []) => {
+                let kept = self._kept.take().ok_or("segment u is not kept attached")?;
+                let at = kept.0 as *const libc::c_void;
+                std::mem::forget(kept);
+                // SAFETY: the attachment `kept` made; nothing refers into it any more.
+                sys::cvt(unsafe { libc::shmdt(at) })
+                    .map(|_| "ok".into())
+                    .map_err(text)
+            }
             ("mq", [name]) => {
                 let name = std::ffi::CString::new(format!("/{name}")).map_err(|e| e.to_string())?;
                 // SAFETY: `name` is a NUL-terminated string; a null attr takes the defaults.

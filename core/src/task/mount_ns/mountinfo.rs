@@ -9,15 +9,15 @@ const MS_NOSYMFOLLOW: MsFlags = MsFlags::from_bits_retain(256);
 
 /// One line of a mountinfo file (man 5 proc_pid_mountinfo); paths still escaped (\040...).
 #[derive(Debug, Clone, Default)]
-pub(super) struct Mount {
-    pub(super) id: u32,
+pub(crate) struct Mount {
+    pub(crate) id: u32,
     pub(super) parent: u32,
     pub(super) dev: String,
     pub(super) root: String,
-    pub(super) point: String,
+    pub(crate) point: String,
     pub(super) options: String,
     pub(super) optional: String,
-    pub(super) fstype: String,
+    pub(crate) fstype: String,
     pub(super) source: String,
     pub(super) super_options: String,
 }
@@ -45,7 +45,7 @@ impl Mount {
 /// The mounts of a mountinfo text, in its order, without mounts of namespace files (ip netns
 /// add binds them; they come and go with other tools' namespaces and are handles, not a view
 /// of files).
-pub(super) fn parse(text: &str) -> Vec<Mount> {
+pub(crate) fn parse(text: &str) -> Vec<Mount> {
     text.lines()
         .filter_map(|line| {
             let fields: Vec<&str> = line.split(' ').collect();
@@ -76,7 +76,7 @@ pub(super) fn table_keys(mounts: &[Mount]) -> Vec<String> {
 
 /// A mountinfo path with its octal escapes (\040 space, \011 tab, \012 newline, \134
 /// backslash) decoded.
-pub(super) fn unescape(s: &str) -> String {
+pub(crate) fn unescape(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
