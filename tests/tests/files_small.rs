@@ -342,6 +342,32 @@ fn a_removed_directory_whose_parent_was_removed_too_comes_back_removed() {
     w.kill_restored();
 }
 
+/// A file open through a name since deleted, with its directory, and linked elsewhere: its
+/// name made again for an instant through a directory made again for it, both removed (zdtm
+/// unlink_regular00). Before: refused, "directory .../sub: ENOENT".
+#[test]
+fn a_file_linked_elsewhere_whose_deleted_name_s_directory_was_removed_comes_back_the_same_file() {
+    cryo_bin();
+    let mut w = Workload::spawn("held", &["linked-in-removed-dir"]);
+    let stat = w.cmd("stat 47");
+    assert!(stat.ends_with(" 1"), "one link left: {stat}");
+    let ino = w.cmd("ino 47");
+    let link = parse_fds(&w.cmd("fds"))[&47].clone();
+    assert!(link.ends_with("/sub/f (deleted)"), "{link}");
+    w.dump_and_restore();
+    assert_eq!(w.cmd("stat 47"), stat);
+    assert_eq!(w.cmd("ino 47"), ino, "the same file");
+    assert_eq!(parse_fds(&w.cmd("fds"))[&47], link, "its deleted name");
+    assert_eq!(w.cmd("put 47 after"), "ok");
+    assert_eq!(
+        std::fs::read_to_string(w.dir().join("other")).unwrap(),
+        "aftere",
+        "written through the fd, read through its other link"
+    );
+    assert!(!w.dir().join("sub").exists(), "the directory made again is gone");
+    w.kill_restored();
+}
+
 #[test]
 fn a_removed_directory_held_open_comes_back_removed_with_its_mode_and_times() {
     let (mut w, create) = comes_back_removed("deleted-dir", "gone", |w| {

@@ -23,7 +23,7 @@ use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use cryo_proto::image::{
@@ -197,15 +197,36 @@ fn linked_inode(id: u32, reg: &RegularFile, source: &Path) -> Result<LinkedInode
     Ok(linked)
 }
 
-/// Opens (O_PATH) the inode `linked` names, on the filesystem of the directory of `reg.path`;
-/// with its stat.
+/// Opens (O_PATH) the inode `linked` names, on the filesystem of the directory of `reg.path`
+/// (or of the nearest directory above it left: the deleted name's own directory may have
+/// been removed too, zdtm unlink_regular00); with its stat.
 fn open_linked(
     reg: &RegularFile,
     linked: &LinkedInode,
 ) -> io::Result<(OwnedFd, nix::sys::stat::FileStat)> {
     let dir = Path::new(&reg.path).parent().unwrap_or(Path::new("/"));
-    let mount = nix::fcntl::open(dir, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
-        .map_err(|e| io::Error::other(format!("directory {}: {e}", dir.display())))?;
+    let open_dir = |d: &Path| {
+        nix::fcntl::open(d, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+    };
+    let mount = dir
+        .ancestors()
+        .find_map(|d| match open_dir(d) {
+            Err(nix::errno::Errno::ENOENT) => None,
+            other => Some((d, other)),
+        })
+        .ok_or_else(|| io::Error::other(format!("directory {}: gone", dir.display())))
+        .and_then(|(d, opened)| {
+            let fd = opened.map_err(|e| io::Error::other(format!("directory {}: {e}", d.display())))?;
+            let on = nix::sys::stat::fstat(&fd)?.st_dev;
+            if d != dir && on != reg.dev {
+                return Err(io::Error::other(format!(
+                    "directory {} is gone, and {} above it is on another filesystem",
+                    dir.display(),
+                    d.display()
+                )));
+            }
+            Ok(fd)
+        })?;
     let h = FileHandle {
         handle_type: linked.handle_type,
         bytes: linked.handle.clone(),
@@ -240,13 +261,25 @@ fn reopen_linked(
 /// at the dump. If the path is taken, `inode` itself (named by another of its links).
 fn renamed_deleted(desc: &FileDesc, reg: &RegularFile, inode: OwnedFd) -> Result<OwnedFd, FileError> {
     let path = Path::new(&reg.path);
+    // Its directory removed too (zdtm unlink_regular00): made for the instant, removed after
+    // (the fds read "DIR/NAME (deleted)" through the removed directory, as at the dump).
+    let made = make_missing_dirs(path.parent().unwrap_or(Path::new("/")));
+    let remove_made = || {
+        for d in made.iter().rev() {
+            if let Err(e) = fs::remove_dir(d) {
+                debug!(id = desc.id, dir = %d.display(), error = %e, "directory made for a deleted name not removed");
+            }
+        }
+    };
     if let Err(e) = nix::unistd::linkat(&inode, "", nix::fcntl::AT_FDCWD, path, nix::fcntl::AtFlags::AT_EMPTY_PATH) {
+        remove_made();
         debug!(id = desc.id, path = %reg.path, error = %e, "original name not free: the fds name the file by another link");
         return Ok(inode);
     }
     let named = nix::fcntl::open(path, OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty());
     // Unlinked at once, whatever the open did: the name was free before the link.
     let unlinked = fs::remove_file(path);
+    remove_made();
     let named = named.map_err(|e| restore_err(desc, "open the file linked back", e.into()))?;
     unlinked.map_err(|e| restore_err(desc, "unlink the file linked back", e))?;
     let st = nix::sys::stat::fstat(&named).map_err(|e| restore_err(desc, "fstat", e.into()))?;
@@ -254,6 +287,20 @@ fn renamed_deleted(desc: &FileDesc, reg: &RegularFile, inode: OwnedFd) -> Result
         return Err(changed(desc, format!("{} was replaced while linked back", reg.path)));
     }
     Ok(named)
+}
+
+/// Makes the directories of `dir` that are missing (mode 0700, root's: for an instant), the
+/// topmost first; those made.
+fn make_missing_dirs(dir: &Path) -> Vec<std::path::PathBuf> {
+    let missing: Vec<&Path> = dir.ancestors().take_while(|d| !d.exists()).collect();
+    let mut made = Vec::new();
+    for d in missing.into_iter().rev() {
+        if fs::DirBuilder::new().mode(0o700).create(d).is_err() {
+            break;
+        }
+        made.push(d.to_path_buf());
+    }
+    made
 }
 
 /// The message about an offset beyond the end of a file truncated since the dump.

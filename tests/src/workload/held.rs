@@ -23,6 +23,8 @@
 //! KIND: netns | deleted-fifo (O_RDWR) | deleted-fifo-ends (47: read end, O_NONBLOCK;
 //!       49: write end; the FIFO mode 0640, owned by 1234:1235, then deleted) | deleted-dir
 //!       | deleted-dir-in-deleted-dir (parent/gone, both removed) | deleted-dev | deleted-symlink | symlink
+//!       | linked-in-removed-dir (sub/f, "before", opened O_RDWR, linked as `other`, then
+//!         sub/f and sub removed: its name deleted, the file linked elsewhere)
 //!       | console (a node 5:1 made in the control dir, opened read-only)
 //!       | vt (a node 4:5, virtual console 5, made there, opened read-only) | vt-excl (the same
 //!       of console 6, then TIOCEXCL) | serial (a node 4:64, the first serial port, O_RDONLY|O_NONBLOCK)
@@ -90,6 +92,15 @@ fn hold(kind: &str, dir: &Path) -> std::io::Result<i32> {
             let fd = sys::open(&at("parent/gone"), libc::O_RDONLY | libc::O_DIRECTORY)?;
             std::fs::remove_dir(at("parent/gone"))?;
             std::fs::remove_dir(at("parent"))?;
+            fd
+        }
+        "linked-in-removed-dir" => {
+            std::fs::create_dir(at("sub"))?;
+            std::fs::write(at("sub/f"), "before")?;
+            let fd = sys::open(&at("sub/f"), libc::O_RDWR)?;
+            std::fs::hard_link(at("sub/f"), at("other"))?;
+            std::fs::remove_file(at("sub/f"))?;
+            std::fs::remove_dir(at("sub"))?;
             fd
         }
         "console" => {
