@@ -392,58 +392,13 @@ pub fn observe() -> Result<Observed, NetnsError> {
         if p.len() < 12 {
             continue;
         }
-        let (family, dst_len, src_len, tos, table, protocol, scope, kind) =
-            (p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7]);
-        let flags = u32_of(&p[8..12]);
-        let mut table = table as u32;
-        let mut line = String::new();
-        let (mut dst, mut src) = (String::from("default"), String::new());
-        for (ty, v) in nft::attrs(&p[12..]) {
-            match ty {
-                RTA_TABLE => table = u32_of(v),
-                RTA_DST => dst = ip_text(v),
-                RTA_SRC => src = format!(" from {}/{src_len}", ip_text(v)),
-                RTA_OIF => {
-                    let _ = write!(line, " dev {}", u32_of(v));
-                }
-                RTA_GATEWAY => {
-                    let _ = write!(line, " via {}", ip_text(v));
-                }
-                RTA_PREFSRC => {
-                    let _ = write!(line, " src {}", ip_text(v));
-                }
-                RTA_PRIORITY => {
-                    let _ = write!(line, " metric {}", u32_of(v));
-                }
-                _ => {}
-            }
-        }
-        let other = rest(
-            &p,
-            12,
-            &[
-                RTA_TABLE,
-                RTA_DST,
-                RTA_SRC,
-                RTA_OIF,
-                RTA_GATEWAY,
-                RTA_PREFSRC,
-                RTA_PRIORITY,
-                RTA_CACHEINFO,
-            ],
-        );
-        let line = format!(
-            "route {} type {kind} {dst}/{dst_len}{src} table {table} tos {tos}{line} proto {protocol} \
-             scope {scope} flags {flags:#x}{other}",
-            family_name(family)
-        );
-        let start = 12.min(p.len());
-        let attrs = nft::attrs(&p[start..])
+        let attrs = nft::attrs(&p[12..])
             .filter(|(ty, _)| *ty != RTA_CACHEINFO)
             .fold(Vec::new(), |mut out, (ty, v)| {
                 push_attr(&mut out, ty, v);
                 out
             });
+        let line = route_line(&p[..12], &attrs);
         out.objects.push(line.clone());
         routes.push(Route {
             header: p[..12].to_vec(),

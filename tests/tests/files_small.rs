@@ -364,7 +364,10 @@ fn a_file_linked_elsewhere_whose_deleted_name_s_directory_was_removed_comes_back
         "aftere",
         "written through the fd, read through its other link"
     );
-    assert!(!w.dir().join("sub").exists(), "the directory made again is gone");
+    assert!(
+        !w.dir().join("sub").exists(),
+        "the directory made again is gone"
+    );
     w.kill_restored();
 }
 

@@ -78,6 +78,27 @@ fn new_namespace(dir: &Path, known: &[u64]) -> (u64, BTreeMap<i32, i32>) {
     new.remove(0)
 }
 
+/// Dumps the workload's PID namespace by its init (killing it): the image.
+fn dump_killing_init(w: &Workload) -> std::path::PathBuf {
+    let (_, original) = new_namespace(w.dir(), &[]);
+    let init = Pidfd::open(original[&1]).unwrap();
+    let init_arg = original[&1].to_string();
+    let img = w.path("img");
+    w.cryo(&[
+        "dump".as_ref(),
+        "-t".as_ref(),
+        init_arg.as_ref(),
+        "-D".as_ref(),
+        img.as_os_str(),
+    ])
+    .assert_success();
+    assert!(
+        init.wait_exit(CMD_TIMEOUT),
+        "the dumped init was not killed"
+    );
+    img
+}
+
 /// Stops (SIGSTOP) process `pid` and waits until it is: a copy restored beside it reads the
 /// same command FIFO.
 fn stop(pid: i32) -> Pidfd {
@@ -261,22 +282,7 @@ fn a_killed_tree_in_a_pid_namespace_comes_back_with_its_pids() {
     cryo_bin();
     let mut w = Workload::spawn("pid-ns", &[]);
     assert_eq!(w.cmd("ids"), IDS);
-    let (_, original) = new_namespace(w.dir(), &[]);
-    let init = Pidfd::open(original[&1]).unwrap();
-    let init_arg = original[&1].to_string();
-    let img = w.path("img");
-    w.cryo(&[
-        "dump".as_ref(),
-        "-t".as_ref(),
-        init_arg.as_ref(),
-        "-D".as_ref(),
-        img.as_os_str(),
-    ])
-    .assert_success();
-    assert!(
-        init.wait_exit(CMD_TIMEOUT),
-        "the dumped init was not killed"
-    );
+    let img = dump_killing_init(&w);
     // Its namespace is the restore's to make: no helper init under --pidns.
     w.cryo(&[
         "restore".as_ref(),
@@ -327,22 +333,7 @@ fn a_file_of_the_namespaces_own_proc_comes_back_on_it_at_its_offset() {
         before,
         format!("{}/1/maps pos=200 on-nsproc same", nsproc.display())
     );
-    let (_, original) = new_namespace(w.dir(), &[]);
-    let init = Pidfd::open(original[&1]).unwrap();
-    let init_arg = original[&1].to_string();
-    let img = w.path("img");
-    w.cryo(&[
-        "dump".as_ref(),
-        "-t".as_ref(),
-        init_arg.as_ref(),
-        "-D".as_ref(),
-        img.as_os_str(),
-    ])
-    .assert_success();
-    assert!(
-        init.wait_exit(CMD_TIMEOUT),
-        "the dumped init was not killed"
-    );
+    let img = dump_killing_init(&w);
     let root = restore_copy(&w, &img, &[]);
     let _reaper = Reaper(vec![root]);
     w.adopt_restored_at(root);

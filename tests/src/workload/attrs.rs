@@ -642,15 +642,7 @@ fn apply(setting: &str, dir: &Path) -> Result<(), String> {
             };
             nix::sched::unshare(flags).map_err(|e| fail(e.into()))?;
             if flags == CloneFlags::CLONE_NEWNS {
-                // Its mounts from now on stay its own (none goes back to the host's).
-                nix::mount::mount(
-                    None::<&str>,
-                    "/",
-                    None::<&str>,
-                    nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
-                    None::<&str>,
-                )
-                .map_err(|e| fail(e.into()))?;
+                super::sys::make_mounts_private().map_err(fail)?;
             }
             Ok(())
         }

@@ -227,13 +227,7 @@ impl PidNs {
         if let Some(at) = &own_proc {
             // Single-threaded yet: unshare(CLONE_NEWNS) refuses a process with threads.
             nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)?;
-            nix::mount::mount(
-                None::<&str>,
-                "/",
-                None::<&str>,
-                nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
-                None::<&str>,
-            )?;
+            sys::make_mounts_private()?;
             std::fs::create_dir_all(at)?;
             nix::mount::mount(
                 Some("proc"),

@@ -1906,3 +1906,16 @@ pub fn landlock(readable: &[&str], scoped: u64, flags: u32) -> io::Result<()> {
     close(ruleset);
     result
 }
+
+/// Makes `/` and every mount below it private in the calling process's mount namespace (one
+/// of its own): its mounts from now on stay its own, none goes back to the host's.
+pub fn make_mounts_private() -> io::Result<()> {
+    nix::mount::mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(io::Error::from)
+}
