@@ -78,6 +78,44 @@ fn new_namespace(dir: &Path, known: &[u64]) -> (u64, BTreeMap<i32, i32>) {
     new.remove(0)
 }
 
+/// Every process of the namespace `pids` lists (pid there -> pid here), and the zombies
+/// among their children, as the namespace names them: pid -> (parent, group, session, state:
+/// Z, T, t, or - for running or asleep); the init's parent (outside) 0.
+fn session_view(pids: &BTreeMap<i32, i32>) -> BTreeMap<i32, (i32, i32, i32, char)> {
+    let last = |pid: i32, field: &str| -> i32 {
+        status_field(pid, field)
+            .and_then(|v| v.split_whitespace().last().and_then(|n| n.parse().ok()))
+            .unwrap_or(-1)
+    };
+    let mut all: BTreeMap<i32, i32> = pids.clone();
+    for &host in pids.values() {
+        let kids = std::fs::read_to_string(format!("/proc/{host}/task/{host}/children"))
+            .unwrap_or_default();
+        for kid in kids
+            .split_whitespace()
+            .filter_map(|k| k.parse::<i32>().ok())
+        {
+            all.insert(last(kid, "NSpid"), kid);
+        }
+    }
+    let inside: BTreeMap<i32, i32> = all.iter().map(|(&ns, &host)| (host, ns)).collect();
+    all.iter()
+        .map(|(&ns, &host)| {
+            let ppid = status_field(host, "PPid")
+                .and_then(|p| p.trim().parse::<i32>().ok())
+                .and_then(|p| inside.get(&p).copied())
+                .unwrap_or(0);
+            // Zombie, stopped, or else running or asleep (which moves by itself).
+            let state = match status_field(host, "State").and_then(|s| s.trim().chars().next()) {
+                Some(c @ ('Z' | 'T' | 't')) => c,
+                Some(_) => '-',
+                None => '?',
+            };
+            (ns, (ppid, last(host, "NSpgid"), last(host, "NSsid"), state))
+        })
+        .collect()
+}
+
 /// Dumps the workload's PID namespace by its init (killing it): the image.
 fn dump_killing_init(w: &Workload) -> std::path::PathBuf {
     let (_, original) = new_namespace(w.dir(), &[]);
@@ -339,6 +377,45 @@ fn a_file_of_the_namespaces_own_proc_comes_back_on_it_at_its_offset() {
     w.adopt_restored_at(root);
     assert_eq!(w.cmd("ids"), IDS, "each restored process, from inside");
     assert_eq!(w.cmd("nsmaps"), before, "the fd, from inside");
+}
+
+/// The init's orphans in sessions other processes started (a daemon whose session's leader
+/// exited; the child of a zombie leader; the grandchild of a live leader; a zombie whose
+/// leader exited): each comes back the init's child in its session and group, the zombie
+/// leader a zombie, as the kernel shows them (zdtm zombie_leader, session00,
+/// helper_zombie_child, child_subreaper_and_reparent). Before: refused, "its session S is not
+/// its parent's (pid 1, session 1) and it does not lead it".
+#[test]
+fn orphans_of_the_init_in_sessions_others_started_come_back_in_them() {
+    cryo_bin();
+    let mut w = Workload::spawn("pid-ns", &["sessions"]);
+    assert_eq!(w.cmd("ids"), IDS, "before the dump");
+    let (_, original) = new_namespace(w.dir(), &[]);
+    let before = session_view(&original);
+    let orphans: Vec<_> = before
+        .iter()
+        .filter(|(&pid, &(ppid, _, sid, _))| ppid == 1 && sid != 1 && sid != pid)
+        .collect();
+    assert_eq!(
+        orphans.len(),
+        4,
+        "four orphans in others' sessions: {before:?}"
+    );
+    assert!(
+        before.values().filter(|v| v.3 == 'Z').count() >= 3,
+        "the zombies (pid 4, the leader, the orphan zombie): {before:?}"
+    );
+    let img = dump_killing_init(&w);
+    let root = restore_copy(&w, &img, &[]);
+    let _reaper = Reaper(vec![root]);
+    let (_, restored) = new_namespace(w.dir(), &[]);
+    w.adopt_restored_at(root);
+    assert_eq!(w.cmd("ids"), IDS, "each restored process, from inside");
+    assert_eq!(
+        session_view(&restored),
+        before,
+        "parents, groups, sessions, states"
+    );
 }
 
 #[test]

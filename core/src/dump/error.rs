@@ -83,6 +83,36 @@ pub enum DumpError {
         /// The parent's session.
         parent_sid: i32,
     },
+    /// A child of a PID namespace's init in a session another process started (its leader
+    /// forks it at restore) shares its parent's fd table or filesystem context: the leader's
+    /// fork would share the leader's instead.
+    #[error(
+        "pid {pid}: in session {sid}, whose leader forks it at restore, it shares its parent's \
+         {what} (CLONE_FILES/CLONE_FS): not supported"
+    )]
+    SessionLeaderForkShares {
+        /// The process.
+        pid: Pid,
+        /// Its session.
+        sid: i32,
+        /// What it shares: "fd table" or "working directory and root".
+        what: &'static str,
+    },
+    /// A child of a PID namespace's init in a session another process started, with a child
+    /// subreaper between that leader and the init: the orphan the leader's fork leaves at
+    /// restore could go to it (its flag is set once it has forked its own children).
+    #[error(
+        "pid {pid}: in session {sid}, whose leader forks it at restore, below child subreaper \
+         pid {subreaper}: not supported"
+    )]
+    SessionLeaderForkSubreaper {
+        /// The process.
+        pid: Pid,
+        /// Its session.
+        sid: i32,
+        /// The subreaper.
+        subreaper: i32,
+    },
     /// A session leader has children in the session it was born in (forked before its
     /// setsid) while it has a controlling terminal: the restore takes the terminal before it
     /// forks, which needs the setsid first.

@@ -611,9 +611,56 @@ fn dump_tree(
     if pidns.is_none() && !leave_running {
         tree::refuse_leaders_held_outside(tree, &opts.pids)?;
     }
-    tree::check_sessions(&mut pstree, &roots, opts.shell_job, gone, |pid| {
-        with_ctty.contains(&pid)
-    })?;
+    tree::check_sessions(
+        &mut pstree,
+        &roots,
+        opts.shell_job,
+        gone,
+        |pid| with_ctty.contains(&pid),
+        pidns.is_some(),
+    )?;
+    // What a leader's fork would share is the leader's (pstree's live processes are `cores`').
+    // A child subreaper above the leader, below the init, would be the orphan's new parent:
+    // the restore sets that flag once it has forked its children, which may be before the
+    // leader's helper ends.
+    for e in pstree.iter().filter(|e| e.forked_by_session_leader) {
+        let mut at = crate::restore::load::forked_by(e);
+        let mut seen = 0;
+        while let Some(k) = pstree.iter().position(|x| x.pid == at && x.ppid != 0) {
+            let holder = &pstree[k];
+            let subreaper = cores
+                .get(k)
+                .and_then(|(c, _)| c.attrs.as_ref())
+                .is_some_and(|a| a.child_subreaper);
+            if subreaper && holder.pid != crate::restore::load::forked_by(e) {
+                return Err(DumpError::SessionLeaderForkSubreaper {
+                    pid: Pid::from_raw(e.pid),
+                    sid: e.sid,
+                    subreaper: holder.pid,
+                }
+                .into());
+            }
+            seen += 1;
+            if seen > pstree.len() {
+                break;
+            }
+            at = holder.ppid;
+        }
+    }
+    for (e, (core, _)) in pstree.iter().zip(&cores) {
+        let shares = [
+            (core.files_of_parent, "fd table"),
+            (core.fs_of_parent, "working directory and root"),
+        ];
+        if let Some(&(_, what)) = shares.iter().find(|(s, _)| *s && e.forked_by_session_leader) {
+            return Err(DumpError::SessionLeaderForkShares {
+                pid: Pid::from_raw(e.pid),
+                sid: e.sid,
+                what,
+            }
+            .into());
+        }
+    }
     {
         use crate::task::namespaces::{
             check_tree, CGROUP, MNT, NET, SESSION_KEYRING, TIME, USER, UTS,

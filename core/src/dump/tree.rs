@@ -124,8 +124,12 @@ pub(crate) fn check_sessions(
     shell_job: bool,
     gone: impl Fn(i32) -> bool,
     has_ctty: impl Fn(i32) -> bool,
+    pidns_init: bool,
 ) -> Result<(), DumpError> {
     let is_root = |pid: i32| roots.iter().any(|r| r.as_raw() == pid);
+    if pidns_init {
+        forked_by_session_leaders(entries, roots);
+    }
     // The groups a shell job's restore replaces by its own: those of its roots.
     let job_groups: Vec<i32> = entries
         .iter()
@@ -158,13 +162,18 @@ pub(crate) fn check_sessions(
         if find(e.pgid).is_some_and(|l| l.sid == e.sid) {
             continue;
         }
+        // Its session's leader forks it in the leader's group.
+        if e.forked_by_session_leader && e.pgid == e.sid {
+            continue;
+        }
         // A stand-in for the group is forked in its session by that session's stand-in, or
         // by the root that leads the session.
         let session_stands_in = entries
             .iter()
             .any(|x| x.sid == e.sid && x.session_leader_gone);
-        let root_leads_session =
-            find(e.sid).is_some_and(|l| is_root(l.pid) && l.sid == l.pid && !l.zombie);
+        // (Not a PID namespace's init: it cannot fork a stand-in beside itself, CLONE_PARENT.)
+        let root_leads_session = !pidns_init
+            && find(e.sid).is_some_and(|l| is_root(l.pid) && l.sid == l.pid && !l.zombie);
         if (session_stands_in || root_leads_session) && gone(e.pgid) {
             entries[k].group_leader_gone = true;
             continue;
@@ -232,6 +241,50 @@ pub(crate) fn refuse_leaders_held_outside(tree: &[Member], roots: &[Pid]) -> Res
     Ok(())
 }
 
+/// Marks the children of a PID namespace's init (the one root; `entries` name processes as
+/// the namespace does) in a session whose leader is a zombie or had exited (a daemon's
+/// double fork inside a container; zdtm zombie_leader) or another process of the dump (zdtm
+/// session00) as `forked_by_session_leader`: at restore that leader (a helper it forks and
+/// reaps, `fork_parent` the leader; the zombie, forked by its parent, their `fork_parent`; a
+/// stand-in with its pid forked by the init) forks them and ends, and the init inherits
+/// them, as the orphans the originals were. The leader leads its group; they are in that
+/// group or one of their own; a zombie only in a session whose leader had exited.
+fn forked_by_session_leaders(entries: &mut [cryo_proto::image::ProcessEntry], roots: &[Pid]) {
+    let [init] = roots else {
+        return;
+    };
+    let init = init.as_raw();
+    let Some(init_sid) = entries.iter().find(|e| e.pid == init).map(|e| e.sid) else {
+        return;
+    };
+    // The process whose fork it is: the leader itself (alive: through a helper it forks and
+    // reaps), the zombie leader's parent, or the init (for a stand-in).
+    let forker = |entries: &[cryo_proto::image::ProcessEntry], sid: i32| {
+        match entries.iter().find(|x| x.pid == sid) {
+            Some(l) if l.sid != sid || l.pgid != sid => None,
+            Some(l) if l.zombie => Some(l.ppid),
+            Some(l) => Some(l.pid),
+            // Every process of the namespace is in the dump: the leader had exited.
+            None => Some(init),
+        }
+    };
+    for k in 0..entries.len() {
+        let e = &entries[k];
+        let candidate = e.ppid == init
+            && e.sid != e.pid
+            && e.sid != init_sid
+            && (e.pgid == e.pid || e.pgid == e.sid);
+        // A zombie only by a stand-in (forked by the init: zdtm helper_zombie_child).
+        let by = forker(entries, e.sid).filter(|&by| candidate && (!e.zombie || by == init));
+        if let Some(by) = by {
+            entries[k].forked_by_session_leader = true;
+            if by != init {
+                entries[k].fork_parent = by;
+            }
+        }
+    }
+}
+
 /// Marks the processes forked before their parent's setsid (`forked_before_parent_setsid`):
 /// one in another session than its parent's, or a session leader whose own such children
 /// need it born in another, was forked while the parent was still in the session the parent
@@ -265,7 +318,7 @@ fn born_before_setsid(
     order.sort_by_cached_key(|&k| std::cmp::Reverse(depth(k)));
     for k in order {
         let e = &entries[k];
-        if is_root(e.pid) {
+        if is_root(e.pid) || e.forked_by_session_leader {
             continue;
         }
         let Some(parent) = index.get(&e.ppid).map(|&p| &entries[p]) else {
@@ -336,6 +389,55 @@ mod tests {
     }
 
     #[test]
+    fn orphans_of_a_pid_namespace_init_in_others_sessions_are_forked_by_their_leaders() {
+        let root = [Pid::from_raw(1)];
+        let zombie = |pid, ppid| ProcessEntry {
+            zombie: true,
+            ..entry(pid, ppid, pid, pid)
+        };
+        let mut tree = [
+            entry(1, 0, 1, 1),
+            entry(5, 1, 1, 1),
+            // The child of zombie leader 6 (whose parent is 5).
+            zombie(6, 5),
+            entry(7, 1, 6, 6),
+            // A daemon whose leader 8 exited; a zombie likewise.
+            entry(9, 1, 8, 8),
+            ProcessEntry {
+                zombie: true,
+                ..entry(11, 1, 11, 8)
+            },
+            // The grandchild of live leader 10, in a group of its own.
+            entry(10, 1, 10, 10),
+            entry(12, 1, 12, 10),
+        ];
+        check_sessions(&mut tree, &root, false, alive, no_tty, true).unwrap();
+        let marked: Vec<(i32, i32)> = tree
+            .iter()
+            .filter(|e| e.forked_by_session_leader)
+            .map(|e| (e.pid, e.fork_parent))
+            .collect();
+        assert_eq!(marked, [(7, 5), (9, 0), (11, 0), (12, 10)]);
+        // Outside a PID namespace of its own: the same tree is refused.
+        let mut plain = tree.clone().map(|e| ProcessEntry {
+            forked_by_session_leader: false,
+            fork_parent: 0,
+            ..e
+        });
+        assert!(check_sessions(&mut plain, &root, false, alive, no_tty, false).is_err());
+        // A zombie in a live leader's session: no helper forks a zombie.
+        let mut live = [
+            entry(1, 0, 1, 1),
+            entry(10, 1, 10, 10),
+            ProcessEntry {
+                zombie: true,
+                ..entry(12, 1, 10, 10)
+            },
+        ];
+        assert!(check_sessions(&mut live, &root, false, alive, no_tty, true).is_err());
+    }
+
+    #[test]
     fn sessions_and_groups_a_restore_can_make() {
         let root = [Pid::from_raw(10)];
         // A session leader, a child in its group, a child leading a group of its own and a
@@ -346,18 +448,18 @@ mod tests {
             entry(12, 10, 12, 10),
             entry(13, 12, 12, 10),
         ];
-        check_sessions(&mut tree, &root, false, alive, no_tty).unwrap();
+        check_sessions(&mut tree, &root, false, alive, no_tty, false).unwrap();
         // A root in the session and group of its shell.
         let mut job = [entry(10, 5, 10, 5), entry(11, 10, 10, 5)];
-        let err = check_sessions(&mut job, &root, false, alive, no_tty).unwrap_err();
+        let err = check_sessions(&mut job, &root, false, alive, no_tty, false).unwrap_err();
         assert!(matches!(err, DumpError::SessionOutside { sid: 5, .. }), "{err}");
         assert!(err.to_string().contains("--shell-job"), "{err}");
-        check_sessions(&mut job, &root, true, alive, no_tty).unwrap();
+        check_sessions(&mut job, &root, true, alive, no_tty, false).unwrap();
         let mut job = [entry(10, 5, 4, 5)];
-        check_sessions(&mut job, &root, true, alive, no_tty).unwrap();
+        check_sessions(&mut job, &root, true, alive, no_tty, false).unwrap();
         // A group led outside the dump, in the root's session.
         let mut tree = [entry(10, 1, 10, 10), entry(11, 10, 7, 10)];
-        let err = check_sessions(&mut tree, &root, false, alive, no_tty).unwrap_err();
+        let err = check_sessions(&mut tree, &root, false, alive, no_tty, false).unwrap_err();
         assert!(matches!(err, DumpError::GroupOutside { pgid: 7, .. }), "{err}");
         // A child in a session neither its parent is in nor its parent was born in.
         let mut tree = [
@@ -367,14 +469,14 @@ mod tests {
             entry(13, 12, 10, 10),
             entry(14, 12, 11, 11),
         ];
-        let err = check_sessions(&mut tree, &root, false, alive, no_tty).unwrap_err();
+        let err = check_sessions(&mut tree, &root, false, alive, no_tty, false).unwrap_err();
         assert!(
             matches!(err, DumpError::SessionNotInherited { parent_sid: 12, .. }),
             "{err}"
         );
         // One whose parent, not leading a session, is in another.
         let mut tree = [entry(10, 1, 10, 10), entry(11, 10, 10, 10), entry(12, 11, 12, 9)];
-        let err = check_sessions(&mut tree, &root, false, alive, no_tty).unwrap_err();
+        let err = check_sessions(&mut tree, &root, false, alive, no_tty, false).unwrap_err();
         assert!(matches!(err, DumpError::SessionNotInherited { .. }), "{err}");
     }
 
@@ -392,7 +494,7 @@ mod tests {
             entry(14, 13, 14, 14),
             entry(15, 14, 15, 10),
         ];
-        check_sessions(&mut tree, &root, false, alive, no_tty).unwrap();
+        check_sessions(&mut tree, &root, false, alive, no_tty, false).unwrap();
         let early: Vec<i32> = tree
             .iter()
             .filter(|e| e.forked_before_parent_setsid)
@@ -401,14 +503,14 @@ mod tests {
         assert_eq!(early, [12, 14, 15]);
         // A root leading its session cannot have been born in another of the dump's.
         let mut tree = [entry(10, 1, 10, 10), entry(11, 10, 11, 4)];
-        assert!(check_sessions(&mut tree, &root, false, alive, no_tty).is_err());
+        assert!(check_sessions(&mut tree, &root, false, alive, no_tty, false).is_err());
         // With a controlling terminal the leader takes it before forking: refused.
         let mut tree = [
             entry(10, 1, 10, 10),
             entry(11, 10, 11, 11),
             entry(12, 11, 12, 10),
         ];
-        let err = check_sessions(&mut tree, &root, false, alive, |p| p == 11).unwrap_err();
+        let err = check_sessions(&mut tree, &root, false, alive, |p| p == 11, false).unwrap_err();
         assert!(
             matches!(err, DumpError::ChildrenBeforeSetsidWithTerminal { child: 12, .. }),
             "{err}"
@@ -422,21 +524,21 @@ mod tests {
         // A daemon: its session and group led by the parent that exited after setsid; a child
         // in a group whose leader exited too.
         let mut tree = [entry(10, 1, 5, 5), entry(11, 10, 6, 5)];
-        check_sessions(&mut tree, &root, false, gone, no_tty).unwrap();
+        check_sessions(&mut tree, &root, false, gone, no_tty, false).unwrap();
         assert!(tree[0].session_leader_gone && tree[0].group_leader_gone);
         assert!(!tree[1].session_leader_gone && tree[1].group_leader_gone);
         // A group whose leader exited, in the session the root leads (zdtm zombie01).
         let mut tree = [entry(10, 1, 10, 10), entry(11, 10, 7, 10)];
         tree[1].zombie = true;
-        check_sessions(&mut tree, &root, false, gone, no_tty).unwrap();
+        check_sessions(&mut tree, &root, false, gone, no_tty, false).unwrap();
         assert!(tree[1].group_leader_gone && !tree[1].session_leader_gone);
         // A leader still running outside is refused, as is a group whose session nothing of
         // the restore leads (a shell job's).
         let mut tree = [entry(10, 1, 5, 5)];
-        let err = check_sessions(&mut tree, &root, false, |p| p != 5, no_tty).unwrap_err();
+        let err = check_sessions(&mut tree, &root, false, |p| p != 5, no_tty, false).unwrap_err();
         assert!(matches!(err, DumpError::SessionOutside { sid: 5, .. }), "{err}");
         let mut tree = [entry(10, 1, 10, 5), entry(11, 10, 7, 5)];
-        let err = check_sessions(&mut tree, &root, true, gone, no_tty).unwrap_err();
+        let err = check_sessions(&mut tree, &root, true, gone, no_tty, false).unwrap_err();
         assert!(matches!(err, DumpError::GroupOutside { pgid: 7, .. }), "{err}");
     }
 }

@@ -51,7 +51,11 @@ pub(super) fn child_main(tree: &Planned, i: usize) -> ! {
 }
 
 fn child_setup(tree: &Planned, i: usize) -> Result<(), ChildError> {
-    crate::sys::process::die_with_parent();
+    // Forked by its session's leader, which ends at once: its PID namespace's init, traced by
+    // cryo, is its parent then, and its death (cryo's) ends the namespace with it.
+    if !tree.loaded.tasks[i].entry.forked_by_session_leader {
+        crate::sys::process::die_with_parent();
+    }
     let plan = &tree.plan;
     crate::sys::signal::set_mask(!0).map_err(|e| ChildError::Sys {
         step: ChildStep::BlockSignals,
@@ -217,13 +221,15 @@ fn child_setup(tree: &Planned, i: usize) -> Result<(), ChildError> {
         .iter()
         .partition(|&&z| early(&tree.loaded.zombies[z]));
     fork_children(tree, i, &early_children)?;
-    fork_zombies(tree, &early_zombies)?;
+    fork_zombies(tree, i, &early_zombies)?;
     if setsid_after_early {
         process::restore_session(&t.entry)?;
     }
     fork_children(tree, i, &late_children)?;
-    fork_zombies(tree, &late_zombies)?;
-    if !plan.zombie_children[i].is_empty() {
+    fork_zombies(tree, i, &late_zombies)?;
+    let stood_in = fork_session_stand_ins(tree, i)?;
+    let helped = fork_through_helper(tree, i)?;
+    if !plan.zombie_children[i].is_empty() || stood_in || helped {
         // Their SIGCHLD belonged to the past the image already holds.
         crate::sys::signal::drain(libc::SIGCHLD).map_err(io_error(ChildStep::DrainSigchld))?;
     }
@@ -275,7 +281,11 @@ fn child_setup(tree: &Planned, i: usize) -> Result<(), ChildError> {
 /// the fd table or fs_struct as the dumped one did; each goes on in [`child_main`].
 fn fork_children(tree: &Planned, i: usize, children: &[usize]) -> Result<(), ChildError> {
     let t = &tree.loaded.tasks[i];
-    for &c in children {
+    // Those in a session another process started are forked by its leader.
+    let own = children
+        .iter()
+        .filter(|&&c| !tree.loaded.tasks[c].entry.forked_by_session_leader);
+    for &c in own {
         let core = &tree.loaded.tasks[c].core;
         let cpid = Pid::from_raw(tree.loaded.tasks[c].entry.pid);
         let mut share = 0;
@@ -318,17 +328,144 @@ fn fork_child(tree: &Planned, pid: Pid, share: u64) -> std::io::Result<Forked> {
     }
 }
 
-/// Forks `zombies` (indices into the tree's zombies), each with its pid, in the session and
-/// group it died in; each dies at once and is left unreaped for the restored parent.
-fn fork_zombies(tree: &Planned, zombies: &[usize]) -> Result<(), ChildError> {
+/// The children of task `i` (its PID namespace's init) in session `sid`, which its leader
+/// forks ([`fork_in_session`]).
+fn forked_in_session(tree: &Planned, i: usize, sid: i32) -> Vec<usize> {
+    tree.plan.children[i]
+        .iter()
+        .copied()
+        .filter(|&c| {
+            let e = &tree.loaded.tasks[c].entry;
+            e.forked_by_session_leader && e.sid == sid
+        })
+        .collect()
+}
+
+/// In a session leader (a zombie, or a stand-in) just forked by the init `i`, after its
+/// setsid: forks the init's `children` of its session, each then inherited by the init when
+/// the leader ends. False if one could not be forked.
+fn fork_in_session(tree: &Planned, children: &[usize]) -> bool {
+    children.iter().all(|&c| {
+        let cpid = Pid::from_raw(tree.loaded.tasks[c].entry.pid);
+        match fork_child(tree, cpid, 0) {
+            Ok(Forked::Child) => child_main(tree, c),
+            Ok(Forked::Parent(_)) => true,
+            Err(_) => false,
+        }
+    })
+}
+
+/// In task `i`, a session leader: forks a helper that forks the init's children in its
+/// session (`fork_parent` this task) and ends, reaped here at once; the init inherits them.
+/// Whether there were any.
+fn fork_through_helper(tree: &Planned, i: usize) -> Result<bool, ChildError> {
+    let sid = tree.loaded.tasks[i].entry.pid;
+    let members = forked_in_session(tree, i, sid);
+    if members.is_empty() {
+        return Ok(false);
+    }
+    let failed = |e: std::io::Error| ChildError::sys_on(ChildStep::SessionStandIn, sid)(e);
+    let helper = match crate::sys::process::fork_sharing(0).map_err(failed)? {
+        Forked::Child => {
+            let forked = fork_in_session(tree, &members);
+            crate::sys::process::exit_child(if forked { 0 } else { 70 })
+        }
+        Forked::Parent(helper) => helper,
+    };
+    match nix::sys::wait::waitpid(helper, Some(nix::sys::wait::WaitPidFlag::__WALL)) {
+        Ok(nix::sys::wait::WaitStatus::Exited(_, 0)) => Ok(true),
+        Ok(_) => Err(failed(std::io::Error::from_raw_os_error(libc::ECHILD))),
+        Err(e) => Err(failed(e.into())),
+    }
+}
+
+/// Forks, for each session of the children of task `i` (its PID namespace's init) whose
+/// leader had exited (a daemon's double fork), a stand-in with the leader's pid that starts
+/// the session, forks them in it and ends; reaped here at once. Whether it made any.
+fn fork_session_stand_ins(tree: &Planned, i: usize) -> Result<bool, ChildError> {
+    let plan = &tree.plan;
+    let zombies_in = |sid: i32| -> Vec<usize> {
+        plan.zombie_children[i]
+            .iter()
+            .copied()
+            .filter(|&z| {
+                let e = &tree.loaded.zombies[z];
+                e.forked_by_session_leader && e.sid == sid
+            })
+            .collect()
+    };
+    let mut sids: Vec<i32> = plan.children[i]
+        .iter()
+        .map(|&c| &tree.loaded.tasks[c].entry)
+        .chain(
+            plan.zombie_children[i]
+                .iter()
+                .map(|&z| &tree.loaded.zombies[z]),
+        )
+        .filter(|e| e.forked_by_session_leader)
+        .map(|e| e.sid)
+        // This task's own session's: forked through a helper (fork_through_helper).
+        .filter(|&sid| sid != tree.loaded.tasks[i].entry.pid)
+        .filter(|&sid| {
+            !plan.zombie_children[i]
+                .iter()
+                .any(|&z| tree.loaded.zombies[z].pid == sid)
+        })
+        .collect();
+    sids.sort_unstable();
+    sids.dedup();
+    for &sid in &sids {
+        let spid = Pid::from_raw(sid);
+        let failed = |e: std::io::Error| ChildError::sys_on(ChildStep::SessionStandIn, sid)(e);
+        match fork_child(tree, spid, 0).map_err(failed)? {
+            Forked::Child => {
+                let forked = nix::unistd::setsid().is_ok()
+                    && fork_in_session(tree, &forked_in_session(tree, i, sid))
+                    && fork_zombies(tree, i, &zombies_in(sid)).is_ok();
+                crate::sys::process::exit_child(if forked { 0 } else { 70 })
+            }
+            Forked::Parent(_) => {}
+        }
+        match nix::sys::wait::waitpid(spid, Some(nix::sys::wait::WaitPidFlag::__WALL)) {
+            Ok(nix::sys::wait::WaitStatus::Exited(_, 0)) => {}
+            Ok(_) => return Err(failed(std::io::Error::from_raw_os_error(libc::ECHILD))),
+            Err(e) => return Err(failed(e.into())),
+        }
+        // Its zombies are this task's now, dead and left unreaped as they were.
+        for z in zombies_in(sid) {
+            let zpid = Pid::from_raw(tree.loaded.zombies[z].pid);
+            nix::sys::wait::waitid(
+                nix::sys::wait::Id::Pid(zpid),
+                nix::sys::wait::WaitPidFlag::WEXITED | nix::sys::wait::WaitPidFlag::WNOWAIT,
+            )
+            .map_err(|e| ChildError::sys_on(ChildStep::WaitZombie, zpid)(e.into()))?;
+        }
+    }
+    Ok(!sids.is_empty())
+}
+
+/// Forks `zombies` (indices into the tree's zombies) of task `i`, each with its pid, in the
+/// session and group it died in (a leader first forks the children of `i` in its session);
+/// each dies at once and is left unreaped for the restored parent.
+fn fork_zombies(tree: &Planned, i: usize, zombies: &[usize]) -> Result<(), ChildError> {
     for &z in zombies {
         let entry = &tree.loaded.zombies[z];
+        // In a session whose leader had exited: its stand-in forks it (and calls this).
+        if entry.forked_by_session_leader
+            && nix::unistd::getsid(None).ok() != Some(Pid::from_raw(entry.sid))
+        {
+            continue;
+        }
         let zpid = Pid::from_raw(entry.pid);
         match fork_child(tree, zpid, 0) {
             Ok(Forked::Child) => {
                 // In the session and group it died in (it may have left its parent's): a
                 // failure shows in the check below.
                 let _ = process::restore_session(entry);
+                let members = forked_in_session(tree, i, entry.pid);
+                if entry.sid == entry.pid && !fork_in_session(tree, &members) {
+                    crate::sys::process::exit_child(70)
+                }
                 crate::sys::process::exit_as(entry.exit_status)
             }
             Ok(Forked::Parent(_)) => {}

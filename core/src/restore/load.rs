@@ -23,10 +23,17 @@ pub(crate) struct TaskImage {
 impl TaskImage {
     /// Its parent's core among `tasks`; `None` for a root.
     pub(crate) fn parent_core<'t>(&self, tasks: &'t [TaskImage]) -> Option<&'t TaskCore> {
-        tasks
-            .iter()
-            .find(|p| p.entry.pid == self.entry.ppid)
-            .map(|p| &p.core)
+        let by = forked_by(&self.entry);
+        tasks.iter().find(|p| p.entry.pid == by).map(|p| &p.core)
+    }
+}
+
+/// The process whose fork `entry` is at restore, what it inherits from: its parent, or the
+/// parent of the zombie leader of its session that forks it (`fork_parent`).
+pub(crate) fn forked_by(entry: &ProcessEntry) -> i32 {
+    match entry.fork_parent {
+        0 => entry.ppid,
+        by => by,
     }
 }
 

@@ -22,7 +22,7 @@ use std::os::fd::RawFd;
 use cryo_proto::image::{FileDesc, MmCore, ProcessEntry, VmaKind};
 
 use super::error::RestoreError;
-use super::load::TaskImage;
+use super::load::{forked_by, TaskImage};
 use super::stand_in::StandIns;
 use crate::files;
 use crate::memory::restore::{needs_writable_file, MappingFds};
@@ -128,7 +128,9 @@ impl TreePlan {
             let mut kids: Vec<usize> = tasks
                 .iter()
                 .enumerate()
-                .filter(|(_, t)| t.entry.ppid == pid && !root_idx.contains(&by_pid[&t.entry.pid]))
+                .filter(|(_, t)| {
+                    forked_by(&t.entry) == pid && !root_idx.contains(&by_pid[&t.entry.pid])
+                })
                 .map(|(i, _)| i)
                 .collect();
             kids.sort_by_key(|&i| tasks[i].entry.pid);
@@ -152,7 +154,7 @@ impl TreePlan {
         let mut children = vec![Vec::new(); n];
         let mut zombie_children = vec![Vec::new(); n];
         for (i, t) in ordered.iter().enumerate() {
-            if let Some(&p) = pos.get(&t.entry.ppid) {
+            if let Some(&p) = pos.get(&forked_by(&t.entry)) {
                 if !roots.contains(&t.entry.pid) {
                     children[p].push(i);
                 }
@@ -171,7 +173,7 @@ impl TreePlan {
                 if roots.contains(&t.entry.pid) {
                     None
                 } else {
-                    pos.get(&t.entry.ppid).copied()
+                    pos.get(&forked_by(&t.entry)).copied()
                 }
             })
             .collect();

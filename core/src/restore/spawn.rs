@@ -301,7 +301,22 @@ fn spawn_tree(tree: &Planned, ns: Option<Namespaces>) -> Result<(Vec<Pid>, Optio
                     // Created by its restored parent; outside a new PID namespace the pid is
                     // the image's, inside it the parent's child with that pid there.
                     let seen = match plan.children.iter().position(|k| k.contains(&i)) {
-                        Some(p) if in_pidns => outside_pid(created[p].unwrap_or(pid), pid)?,
+                        Some(p) if in_pidns => {
+                            let entry = &tree.loaded.tasks[i].entry;
+                            if entry.forked_by_session_leader {
+                                // Its parent is the init, whose child it becomes.
+                                let init = tree
+                                    .loaded
+                                    .tasks
+                                    .iter()
+                                    .position(|t| t.entry.pid == entry.ppid)
+                                    .and_then(|k| created[k])
+                                    .unwrap_or(pid);
+                                inherited_pid(init, pid)?
+                            } else {
+                                outside_pid(created[p].unwrap_or(pid), pid)?
+                            }
+                        }
                         _ => pid,
                     };
                     created[i] = Some(seen);
@@ -402,6 +417,20 @@ fn outside_pid(parent: Pid, inside: Pid) -> Result<Pid> {
         children,
     }
     .into())
+}
+
+/// [`outside_pid`] of a process its session's leader forked for the init `parent`: the
+/// init's child once the leader has ended (at once after the fork; bounded).
+fn inherited_pid(parent: Pid, inside: Pid) -> Result<Pid> {
+    let started = std::time::Instant::now();
+    loop {
+        match outside_pid(parent, inside) {
+            Err(_) if started.elapsed() < std::time::Duration::from_secs(2) => {
+                std::thread::sleep(std::time::Duration::from_millis(1))
+            }
+            found => return found,
+        }
+    }
 }
 
 /// Slot fds cryo placed for the tree, closed once (explicitly, or when dropped).

@@ -135,7 +135,7 @@ impl Loaded {
             &loaded
                 .tasks
                 .iter()
-                .map(|t| (t.entry.pid, t.entry.ppid, &t.core))
+                .map(|t| (t.entry.pid, super::load::forked_by(&t.entry), &t.core))
                 .collect::<Vec<_>>(),
             opts.cgroups,
             &crate::task::cgroups::Roots {

@@ -354,6 +354,32 @@ impl DumpPidNs {
         })
     }
 
+    /// Session or group `id` of process `pid` (`what`; `field` its NS line of the process's
+    /// status) as the namespace names it: a group or session whose leader has exited (no
+    /// process of the dump) is named by the process's own status; one of another namespace
+    /// (its number there 0) is refused.
+    fn name_group(&self, pid: i32, what: &str, field: &str, id: i32) -> Result<i32, PidNsError> {
+        if let Some(inside) = self.inside(id) {
+            return Ok(inside);
+        }
+        let seen = proc::status(Pid::from_raw(pid))
+            .ok()
+            .and_then(|status| {
+                proc::status_field(&status, field)?
+                    .split_whitespace()
+                    .last()?
+                    .parse::<i32>()
+                    .ok()
+            })
+            .filter(|&n| n > 0 && !proc::dir(Pid::from_raw(id)).exists());
+        seen.ok_or_else(|| PidNsError::NamesOutside {
+            pid: Pid::from_raw(pid),
+            what: what.into(),
+            other: id,
+            inode: self.inode,
+        })
+    }
+
     /// Rewrites the pids of a process's entry, core and memory record as the namespace names
     /// them; `root`: the root of the dump (its parent is outside: 0 there).
     pub fn translate_task(
@@ -369,8 +395,8 @@ impl DumpPidNs {
         } else {
             self.name(host, || "parent".into(), entry.ppid)?
         };
-        entry.pgid = self.name(host, || "process group".into(), entry.pgid)?;
-        entry.sid = self.name(host, || "session".into(), entry.sid)?;
+        entry.pgid = self.name_group(host, "process group", "NSpgid", entry.pgid)?;
+        entry.sid = self.name_group(host, "session", "NSsid", entry.sid)?;
         for t in &mut entry.tids {
             *t = self.name(host, || "thread".into(), *t)?;
         }

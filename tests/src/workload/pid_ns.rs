@@ -31,6 +31,14 @@
 //!            DIR/nsproc/self/maps read 200 bytes into:
 //!            nsmaps -> <its link> pos=<offset> on-nsproc|elsewhere same|differs: .. (100 bytes
 //!            read from its offset against those of a fresh open of DIR/nsproc/1/maps)
+//! pid-ns sessions  the same, and the init's orphans in sessions other processes started,
+//!            made last (after the thread): a daemon (its parent called setsid, forked it and
+//!            exited, reaped), the child of a zombie session leader (its parent called setsid,
+//!            forked it and exited, left unreaped), the grandchild of a live session leader
+//!            (which called setsid and forked a child that forked it and exited, reaped by
+//!            the leader), a zombie whose session's leader had exited (reaped): each
+//!            reparented to the init (zdtm zombie_leader, session00, helper_zombie_child,
+//!            child_subreaper_and_reparent)
 //! ```
 
 use std::io;
@@ -50,9 +58,11 @@ pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
         .iter()
         .any(|a| a == "ownproc")
         .then(|| dir.join("nsproc"));
-    Ok(Box::new(
-        PidNs::start(nested, landlock, own_proc).map_err(failed("pid-ns"))?,
-    ))
+    let me = PidNs::start(nested, landlock, own_proc).map_err(failed("pid-ns"))?;
+    if args.iter().any(|a| a == "sessions") {
+        orphans_in_sessions().map_err(failed("pid-ns sessions"))?;
+    }
+    Ok(Box::new(me))
 }
 
 impl Mode for PidNs {
@@ -151,6 +161,85 @@ struct PidNs {
     procstat: i32,
     /// `ownproc`: an fd on DIR/nsproc/self/maps, and DIR/nsproc.
     ns_maps: Option<(i32, std::path::PathBuf)>,
+}
+
+/// Forks a child that runs `then` and exits with its status (never returns in the child).
+fn fork_running(then: impl FnOnce() -> io::Result<i32>) -> io::Result<i32> {
+    let pid = sys::fork()?;
+    if pid == 0 {
+        let code = then().unwrap_or(99);
+        // SAFETY: ends the forked child.
+        unsafe { libc::_exit(code) }
+    }
+    Ok(pid)
+}
+
+/// A child that pauses until killed.
+fn fork_pausing() -> io::Result<i32> {
+    fork_running(|| loop {
+        // SAFETY: pause takes no arguments.
+        unsafe { libc::pause() };
+    })
+}
+
+/// Waits for child `pid` to end: reaped, or (`keep`) left a zombie.
+fn wait_child(pid: i32, keep: bool) -> io::Result<()> {
+    // SAFETY: siginfo is plain data we own.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let flags = libc::WEXITED | if keep { libc::WNOWAIT } else { 0 };
+    // SAFETY: `info` is a valid buffer.
+    sys::cvt(unsafe { libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, flags) })?;
+    Ok(())
+}
+
+/// The `sessions` orphans of the init (see the module doc).
+fn orphans_in_sessions() -> io::Result<()> {
+    // A daemon: its session's leader exited, reaped.
+    let leader = fork_running(|| {
+        sys::setsid()?;
+        fork_pausing()?;
+        Ok(0)
+    })?;
+    wait_child(leader, false)?;
+    // The child of a zombie session leader.
+    let zombie = fork_running(|| {
+        sys::setsid()?;
+        fork_pausing()?;
+        Ok(3)
+    })?;
+    wait_child(zombie, true)?;
+    // The grandchild of a live session leader, whose child forked it and exited.
+    let (rd, wr) = sys::pipe()?;
+    fork_running(|| {
+        sys::setsid()?;
+        let helper = fork_running(|| {
+            fork_pausing()?;
+            Ok(0)
+        })?;
+        wait_child(helper, false)?;
+        sys::write_all(wr, b"r")?;
+        loop {
+            // SAFETY: pause takes no arguments.
+            unsafe { libc::pause() };
+        }
+    })?;
+    let mut ready = [0u8; 1];
+    if sys::read(rd, &mut ready)? != 1 {
+        return Err(io::Error::other(
+            "the session leader ended before its orphan was made",
+        ));
+    }
+    sys::close(rd);
+    sys::close(wr);
+    // A zombie whose session's leader exited, reaped: the zombie left to the init.
+    let leader = fork_running(|| {
+        sys::setsid()?;
+        let gone = fork_running(|| Ok(5))?;
+        wait_child(gone, true)?;
+        Ok(0)
+    })?;
+    wait_child(leader, false)?;
+    Ok(())
 }
 
 /// `getpid getppid getpgid getsid` of the calling process.
