@@ -157,6 +157,22 @@ pub enum DumpError {
         /// Its process group (its leader's pid).
         pgid: i32,
     },
+    /// In a tree dumped in its own PID namespace, a process's group is led by a process that
+    /// had exited (every process of the namespace is in the dump), a group that is not its
+    /// session's: no stand-in makes it there.
+    #[error(
+        "pid {pid}: its process group {pgid} (its PID namespace's number), in session {sid}, \
+         outlives its leader, which had exited: inside a PID namespace only a session's group \
+         is made again without its leader (by the session's stand-in)"
+    )]
+    GroupLeaderGoneInPidns {
+        /// The process.
+        pid: Pid,
+        /// Its process group.
+        pgid: i32,
+        /// Its session.
+        sid: i32,
+    },
     /// SIGINT or SIGTERM arrived before the dump's point of no return.
     #[error("dump {0}: rolled back, the processes run as before")]
     Interrupted(#[from] crate::interrupt::Interrupted),

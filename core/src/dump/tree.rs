@@ -178,6 +178,13 @@ pub(crate) fn check_sessions(
             entries[k].group_leader_gone = true;
             continue;
         }
+        if pidns_init && find(e.pgid).is_none() {
+            return Err(DumpError::GroupLeaderGoneInPidns {
+                pid: Pid::from_raw(e.pid),
+                pgid: e.pgid,
+                sid: e.sid,
+            });
+        }
         return Err(DumpError::GroupOutside {
             pid: Pid::from_raw(e.pid),
             pgid: e.pgid,
@@ -435,6 +442,13 @@ mod tests {
             },
         ];
         assert!(check_sessions(&mut live, &root, false, alive, no_tty, true).is_err());
+        // A group whose leader 3 exited, in the init's session: no stand-in makes it there.
+        let mut group = [entry(1, 0, 1, 1), entry(4, 1, 3, 1)];
+        let err = check_sessions(&mut group, &root, false, alive, no_tty, true).unwrap_err();
+        assert!(
+            matches!(err, DumpError::GroupLeaderGoneInPidns { pgid: 3, sid: 1, .. }),
+            "{err}"
+        );
     }
 
     #[test]
