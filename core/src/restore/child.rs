@@ -217,8 +217,10 @@ fn child_setup(tree: &Planned, i: usize) -> Result<(), ChildError> {
     let (early_children, late_children): (Vec<usize>, Vec<usize>) = plan.children[i]
         .iter()
         .partition(|&&c| early(&tree.loaded.tasks[c].entry));
+    // A zombie of a session whose leader had exited is forked by that session's stand-in.
     let (early_zombies, late_zombies): (Vec<usize>, Vec<usize>) = plan.zombie_children[i]
         .iter()
+        .filter(|&&z| !tree.loaded.zombies[z].forked_by_session_leader)
         .partition(|&&z| early(&tree.loaded.zombies[z]));
     fork_children(tree, i, &early_children)?;
     fork_zombies(tree, i, &early_zombies)?;
@@ -372,10 +374,17 @@ fn fork_through_helper(tree: &Planned, i: usize) -> Result<bool, ChildError> {
         }
         Forked::Parent(helper) => helper,
     };
-    match nix::sys::wait::waitpid(helper, Some(nix::sys::wait::WaitPidFlag::__WALL)) {
-        Ok(nix::sys::wait::WaitStatus::Exited(_, 0)) => Ok(true),
-        Ok(_) => Err(failed(std::io::Error::from_raw_os_error(libc::ECHILD))),
-        Err(e) => Err(failed(e.into())),
+    reap_forker(helper).map_err(failed)?;
+    Ok(true)
+}
+
+/// Reaps `forker`, a helper or stand-in that forked processes in a session and ended: an
+/// error unless it exited 0 (all forked).
+fn reap_forker(forker: Pid) -> std::io::Result<()> {
+    match nix::sys::wait::waitpid(forker, Some(nix::sys::wait::WaitPidFlag::__WALL)) {
+        Ok(nix::sys::wait::WaitStatus::Exited(_, 0)) => Ok(()),
+        Ok(_) => Err(std::io::Error::from_raw_os_error(libc::ECHILD)),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -426,11 +435,7 @@ fn fork_session_stand_ins(tree: &Planned, i: usize) -> Result<bool, ChildError> 
             }
             Forked::Parent(_) => {}
         }
-        match nix::sys::wait::waitpid(spid, Some(nix::sys::wait::WaitPidFlag::__WALL)) {
-            Ok(nix::sys::wait::WaitStatus::Exited(_, 0)) => {}
-            Ok(_) => return Err(failed(std::io::Error::from_raw_os_error(libc::ECHILD))),
-            Err(e) => return Err(failed(e.into())),
-        }
+        reap_forker(spid).map_err(failed)?;
         // Its zombies are this task's now, dead and left unreaped as they were.
         for z in zombies_in(sid) {
             let zpid = Pid::from_raw(tree.loaded.zombies[z].pid);
@@ -450,12 +455,6 @@ fn fork_session_stand_ins(tree: &Planned, i: usize) -> Result<bool, ChildError> 
 fn fork_zombies(tree: &Planned, i: usize, zombies: &[usize]) -> Result<(), ChildError> {
     for &z in zombies {
         let entry = &tree.loaded.zombies[z];
-        // In a session whose leader had exited: its stand-in forks it (and calls this).
-        if entry.forked_by_session_leader
-            && nix::unistd::getsid(None).ok() != Some(Pid::from_raw(entry.sid))
-        {
-            continue;
-        }
         let zpid = Pid::from_raw(entry.pid);
         match fork_child(tree, zpid, 0) {
             Ok(Forked::Child) => {
