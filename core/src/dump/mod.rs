@@ -619,46 +619,47 @@ fn dump_tree(
         |pid| with_ctty.contains(&pid),
         pidns.is_some(),
     )?;
-    // What a leader's fork would share is the leader's (pstree's live processes are `cores`').
-    // A child subreaper above the leader, below the init, would be the orphan's new parent:
-    // the restore sets that flag once it has forked its children, which may be before the
-    // leader's helper ends.
-    for e in pstree.iter().filter(|e| e.forked_by_session_leader) {
-        let mut at = crate::restore::load::forked_by(e);
-        let mut seen = 0;
-        while let Some(k) = pstree.iter().position(|x| x.pid == at && x.ppid != 0) {
-            let holder = &pstree[k];
-            let subreaper = cores
-                .get(k)
-                .and_then(|(c, _)| c.attrs.as_ref())
-                .is_some_and(|a| a.child_subreaper);
-            if subreaper && holder.pid != crate::restore::load::forked_by(e) {
-                return Err(DumpError::SessionLeaderForkSubreaper {
-                    pid: Pid::from_raw(e.pid),
-                    sid: e.sid,
-                    subreaper: holder.pid,
-                }
-                .into());
-            }
-            seen += 1;
-            if seen > pstree.len() {
-                break;
-            }
-            at = holder.ppid;
-        }
-    }
-    for (e, (core, _)) in pstree.iter().zip(&cores) {
+    // A process its session's leader forks at restore (pstree's live processes are `cores`'):
+    // what the fork would share is the leader's; a child subreaper between its forker and the
+    // init would be the orphan's new parent (the restore sets that flag once it has forked
+    // its own children, which may be before the leader's helper ends).
+    for (k, e) in pstree.iter().enumerate().filter(|(_, e)| e.forked_by_session_leader) {
+        let core = cores.get(k).map(|(c, _)| c);
         let shares = [
-            (core.files_of_parent, "fd table"),
-            (core.fs_of_parent, "working directory and root"),
+            (core.is_some_and(|c| c.files_of_parent), "fd table"),
+            (core.is_some_and(|c| c.fs_of_parent), "working directory and root"),
         ];
-        if let Some(&(_, what)) = shares.iter().find(|(s, _)| *s && e.forked_by_session_leader) {
+        if let Some(&(_, what)) = shares.iter().find(|(s, _)| *s) {
             return Err(DumpError::SessionLeaderForkShares {
                 pid: Pid::from_raw(e.pid),
                 sid: e.sid,
                 what,
             }
             .into());
+        }
+        // The forker's ancestors below the root (whose ppid is 0 in the image).
+        let mut at = pstree
+            .iter()
+            .find(|x| x.pid == crate::restore::load::forked_by(e))
+            .map(|x| x.ppid);
+        for _ in 0..pstree.len() {
+            let Some(k) = at.and_then(|p| pstree.iter().position(|x| x.pid == p && x.ppid != 0))
+            else {
+                break;
+            };
+            let subreaper = cores
+                .get(k)
+                .and_then(|(c, _)| c.attrs.as_ref())
+                .is_some_and(|a| a.child_subreaper);
+            if subreaper {
+                return Err(DumpError::SessionLeaderForkSubreaper {
+                    pid: Pid::from_raw(e.pid),
+                    sid: e.sid,
+                    subreaper: pstree[k].pid,
+                }
+                .into());
+            }
+            at = Some(pstree[k].ppid);
         }
     }
     {
