@@ -292,7 +292,6 @@ pub fn observe() -> Result<Observed, NetnsError> {
     let sock = NlSocket::open(SockProtocol::NetlinkRoute).map_err(nl("open rtnetlink socket"))?;
     let mut out = Observed::default();
     let mut lo_addresses = Vec::new();
-    let mut routes = Vec::new();
     let mut lo_state = None;
     for (_, p) in dump(&sock, RTM_GETLINK, &[0u8; 16]).map_err(nl("dump links"))? {
         if p.len() < 16 {
@@ -388,24 +387,8 @@ pub fn observe() -> Result<Observed, NetnsError> {
             lo_addresses.push(a);
         }
     }
-    for (_, p) in dump(&sock, RTM_GETROUTE, &[0u8; 12]).map_err(nl("dump routes"))? {
-        if p.len() < 12 {
-            continue;
-        }
-        let attrs = nft::attrs(&p[12..])
-            .filter(|(ty, _)| *ty != RTA_CACHEINFO)
-            .fold(Vec::new(), |mut out, (ty, v)| {
-                push_attr(&mut out, ty, v);
-                out
-            });
-        let line = route_line(&p[..12], &attrs);
-        out.objects.push(line.clone());
-        routes.push(Route {
-            header: p[..12].to_vec(),
-            attrs,
-            line,
-        });
-    }
+    let routes = read_routes(&sock)?;
+    out.objects.extend(routes.iter().map(|r| r.line.clone()));
     for (_, p) in dump(&sock, RTM_GETRULE, &[0u8; 12]).map_err(nl("dump policy rules"))? {
         out.objects.push(format!(
             "policy rule {}{}",
@@ -473,6 +456,28 @@ pub fn observe() -> Result<Observed, NetnsError> {
         routes,
     });
     Ok(out)
+}
+
+/// The routes of every table of the calling thread's namespace, in the kernel's order.
+fn read_routes(sock: &NlSocket) -> Result<Vec<Route>, NetnsError> {
+    let mut routes = Vec::new();
+    for (_, p) in dump(sock, RTM_GETROUTE, &[0u8; 12]).map_err(nl("dump routes"))? {
+        if p.len() < 12 {
+            continue;
+        }
+        let attrs = nft::attrs(&p[12..])
+            .filter(|(ty, _)| *ty != RTA_CACHEINFO)
+            .fold(Vec::new(), |mut out, (ty, v)| {
+                push_attr(&mut out, ty, v);
+                out
+            });
+        routes.push(Route {
+            line: route_line(&p[..12], &attrs),
+            header: p[..12].to_vec(),
+            attrs,
+        });
+    }
+    Ok(routes)
 }
 
 /// A route as [`observe`] shows it, from its `struct rtmsg` (`p`, 12 bytes) and attributes.
@@ -750,7 +755,8 @@ pub fn make_loopback(lo: &Loopback, sysctls: &[(String, String)]) -> Result<(), 
 /// the missing ones added, in order; a route whose gateway or source another one makes
 /// reachable is tried again once that one is there.
 fn make_routes(sock: &NlSocket, routes: &[Route]) -> Result<(), NetnsError> {
-    let now = observe()?.loopback.map(|l| l.routes).unwrap_or_default();
+    // Those the addresses and lo's state made: routes only (not all observe() reads).
+    let now = read_routes(sock)?;
     let send = |r: &Route, ty: u16, flags: u16, step: &str| {
         let mut header = r.header.clone();
         if ty == RTM_NEWROUTE && header.len() >= 12 {
