@@ -163,6 +163,29 @@ fn a_file_opened_before_the_namespace_was_made_comes_back_on_a_mount_of_cryos() 
     w.kill_restored();
 }
 
+/// A unix listener bound before the process made its mount namespace: bound again in the
+/// namespace made again, where its path leads to the same file, a client in cryo's
+/// namespace reaches it by that path; where a mount of the namespace's own covers the path
+/// now, the restore would bind it on that mount instead (it did, silently): refused.
+#[test]
+fn a_unix_listener_bound_before_the_namespace_was_made_comes_back_at_its_path_or_is_refused() {
+    cryo_bin();
+    let _shared = CRYOS_MOUNTS.read().unwrap_or_else(|e| e.into_inner());
+    let mut w = Workload::spawn("mount-ns", &["sock-before:src"]);
+    let path = w.dir().join("src/before.sock");
+    w.dump_and_restore();
+    let mut client = std::os::unix::net::UnixStream::connect(&path)
+        .unwrap_or_else(|e| panic!("connect to {}: {e}", path.display()));
+    assert_eq!(w.cmd("accept-before"), "ok");
+    let mut got = String::new();
+    std::io::Read::read_to_string(&mut client, &mut got).unwrap();
+    assert_eq!(got, "accepted", "the restored listener answers at its path");
+    w.kill_restored();
+
+    let w = Workload::spawn("mount-ns", &["sock-before:tmp"]);
+    w.assert_dump_refused("47", "before its mount namespace was made");
+}
+
 #[test]
 fn a_mount_namespace_dumped_leaving_the_process_running_is_untouched_and_restores() {
     cryo_bin();

@@ -405,6 +405,12 @@ fn orphans_of_the_init_in_sessions_others_started_come_back_in_them() {
         before.values().filter(|v| v.3 == 'Z').count() >= 3,
         "the zombies (pid 4, the leader, the orphan zombie): {before:?}"
     );
+    assert!(
+        before.iter().any(|(&pid, &(_, pgid, sid, _))| pgid != pid
+            && pgid != sid
+            && !before.contains_key(&pgid)),
+        "a process in a group whose leader exited, not its session's: {before:?}"
+    );
     let img = dump_killing_init(&w);
     let root = restore_copy(&w, &img, &[]);
     let _reaper = Reaper(vec![root]);

@@ -219,6 +219,43 @@ fn a_group_whose_leader_exited_and_a_zombie_leading_its_session_come_back() {
 }
 
 #[test]
+fn a_group_whose_leader_exited_in_a_session_led_below_the_root_comes_back() {
+    cryo_bin();
+    let mut w = Workload::spawn("orphan-groups", &["below"]);
+    let kids: Vec<i32> = w
+        .cmd("kids")
+        .split(' ')
+        .map(|k| k.parse().expect("a pid"))
+        .collect();
+    let (member, zombie, session_leader, leader) = (kids[0], kids[1], kids[2], kids[3]);
+    let _reaper = Reaper(vec![member, session_leader]);
+    await_zombie(zombie);
+    assert!(!cryo_tests::pid_exists(leader), "the group's leader exited");
+    let identities = || {
+        [member, zombie, session_leader]
+            .iter()
+            .map(|&p| identity(p))
+            .collect::<Vec<_>>()
+    };
+    let before = identities();
+    assert_eq!((before[0].1, before[1].1), (leader, leader), "in the group");
+    assert_eq!(
+        (before[0].2, before[2].1, before[2].2),
+        (session_leader, session_leader, session_leader),
+        "in the session of a child of the root"
+    );
+    let img = w.path("img");
+    w.dump_ok(&img);
+    w.restore_background(&img);
+    assert_eq!(identities(), before, "parents, groups, sessions, states");
+    assert!(
+        !cryo_tests::pid_exists(leader),
+        "the group's stand-in ended, reaped by the session's leader"
+    );
+    w.kill_restored();
+}
+
+#[test]
 fn children_forked_before_their_parents_setsid_come_back_in_the_session_they_were_left_in() {
     cryo_bin();
     let mut w = Workload::spawn("setsid-after-fork", &[]);

@@ -159,11 +159,13 @@ pub enum DumpError {
     },
     /// In a tree dumped in its own PID namespace, a process's group is led by a process that
     /// had exited (every process of the namespace is in the dump), a group that is not its
-    /// session's: no stand-in makes it there.
+    /// session's, and the session's leader is gone or not the process's ancestor: no stand-in
+    /// makes it there.
     #[error(
         "pid {pid}: its process group {pgid} (its PID namespace's number), in session {sid}, \
-         outlives its leader, which had exited: inside a PID namespace only a session's group \
-         is made again without its leader (by the session's stand-in)"
+         outlives its leader, which had exited: inside a PID namespace such a group is made \
+         again only by its session's leader, alive in the dump and an ancestor of each member \
+         (or by the session's stand-in)"
     )]
     GroupLeaderGoneInPidns {
         /// The process.

@@ -167,14 +167,21 @@ pub(crate) fn check_sessions(
             continue;
         }
         // A stand-in for the group is forked in its session by that session's stand-in, or
-        // by the root that leads the session.
+        // by the session's leader, alive in the dump, when it is an ancestor of every member
+        // (it reaps the stand-in once they joined). Inside a PID namespace of the dump's own,
+        // a pid no process of the dump has is free there.
+        let leader_gone = if pidns_init {
+            find(e.pgid).is_none()
+        } else {
+            gone(e.pgid)
+        };
         let session_stands_in = entries
             .iter()
             .any(|x| x.sid == e.sid && x.session_leader_gone);
-        // (Not a PID namespace's init: it cannot fork a stand-in beside itself, CLONE_PARENT.)
-        let root_leads_session = !pidns_init
-            && find(e.sid).is_some_and(|l| is_root(l.pid) && l.sid == l.pid && !l.zombie);
-        if (session_stands_in || root_leads_session) && gone(e.pgid) {
+        let leader_forks = !e.forked_by_session_leader
+            && find(e.sid).is_some_and(|l| l.sid == l.pid && !l.zombie)
+            && descends_from(entries, e, e.sid);
+        if (session_stands_in || leader_forks) && leader_gone {
             entries[k].group_leader_gone = true;
             continue;
         }
@@ -191,6 +198,26 @@ pub(crate) fn check_sessions(
         });
     }
     Ok(())
+}
+
+/// Whether `ancestor` is an ancestor of `e` among `entries` (by their parents' pids).
+fn descends_from(
+    entries: &[cryo_proto::image::ProcessEntry],
+    e: &cryo_proto::image::ProcessEntry,
+    ancestor: i32,
+) -> bool {
+    let mut ppid = e.ppid;
+    // Each step goes to another entry: at most one per entry.
+    for _ in 0..entries.len() {
+        if ppid == ancestor {
+            return true;
+        }
+        match entries.iter().find(|x| x.pid == ppid && !x.zombie) {
+            Some(p) => ppid = p.ppid,
+            None => return false,
+        }
+    }
+    false
 }
 
 /// Refuses a leader of a session or process group of the dump (`tree`) whose session or
@@ -442,11 +469,33 @@ mod tests {
             },
         ];
         assert!(check_sessions(&mut live, &root, false, alive, no_tty, true).is_err());
-        // A group whose leader 3 exited, in the init's session: no stand-in makes it there.
-        let mut group = [entry(1, 0, 1, 1), entry(4, 1, 3, 1)];
+        // A group whose leader 3 exited, in the init's session: the init forks its stand-in;
+        // one in the session of a live leader below the init too (zdtm session01's group 17).
+        let mut group = [
+            entry(1, 0, 1, 1),
+            entry(4, 1, 3, 1),
+            entry(5, 1, 5, 5),
+            entry(6, 5, 6, 5),
+            entry(7, 6, 9, 5),
+        ];
+        check_sessions(&mut group, &root, false, alive, no_tty, true).unwrap();
+        let stood_in: Vec<i32> = group
+            .iter()
+            .filter(|e| e.group_leader_gone)
+            .map(|e| e.pid)
+            .collect();
+        assert_eq!(stood_in, [4, 7]);
+        // A group whose leader 7 exited in the session of zombie leader 5: no stand-in makes
+        // the group there.
+        let mut group = [
+            entry(1, 0, 1, 1),
+            zombie(5, 1),
+            entry(6, 1, 6, 5),
+            entry(8, 6, 7, 5),
+        ];
         let err = check_sessions(&mut group, &root, false, alive, no_tty, true).unwrap_err();
         assert!(
-            matches!(err, DumpError::GroupLeaderGoneInPidns { pgid: 3, sid: 1, .. }),
+            matches!(err, DumpError::GroupLeaderGoneInPidns { pgid: 7, sid: 5, .. }),
             "{err}"
         );
     }

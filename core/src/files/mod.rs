@@ -62,7 +62,7 @@ pub(crate) mod locks;
 pub(crate) mod inspect;
 pub(crate) mod kind;
 mod memfd;
-mod mount_views;
+pub(crate) mod mount_views;
 mod mqueue;
 pub(crate) mod open;
 mod outside;

@@ -42,7 +42,7 @@ struct MountViews {
 }
 
 /// The mount namespace inode of the process whose /proc directory is `who` (a pid, "self").
-fn namespace_of(who: &str) -> std::io::Result<u64> {
+pub(crate) fn namespace_of(who: &str) -> std::io::Result<u64> {
     std::fs::metadata(format!("/proc/{who}/ns/mnt")).map(|m| m.ino())
 }
 

@@ -201,9 +201,19 @@ pub(crate) fn namespace_of_task(pid: Pid) -> Result<u64, IpcError> {
     ))
 }
 
-/// Makes the next object of `kind` (shm, sem, msg) created in cryo's IPC namespace get `id`.
-fn set_next_id(kind: &str, id: i32) -> io::Result<()> {
-    std::fs::write(format!("/proc/sys/kernel/{kind}_next_id"), id.to_string())
+/// Makes the next object of `kind` (shm, sem, msg) created in the caller's IPC namespace get
+/// `id`, under an exclusive flock of that sysctl held until the returned file is dropped (once
+/// the object is made): cryos restoring at once never interleave one's write with another's
+/// creation (two restores of segments in one namespace took each other's ids).
+fn claim_next_id(kind: &str, id: i32) -> io::Result<nix::fcntl::Flock<std::fs::File>> {
+    use std::io::Write;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/proc/sys/kernel/{kind}_next_id"))?;
+    let file = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, errno)| io::Error::from(errno))?;
+    (&*file).write_all(id.to_string().as_bytes())?;
+    Ok(file)
 }
 
 /// What a restore does with an object of the image.
@@ -405,9 +415,10 @@ impl Restored {
         set: impl FnOnce(i32) -> Result<(), IpcError>,
     ) -> Result<(), IpcError> {
         let next_id = format!("write {}_next_id", kind.name());
-        set_next_id(kind.name(), want).map_err(IpcError::step(&what, &next_id))?;
+        let claimed = claim_next_id(kind.name(), want).map_err(IpcError::step(&what, &next_id))?;
         let id = crate::sys::ipc::as_creator(cuid, cgid, get)
             .map_err(IpcError::step(&what, "create"))?;
+        drop(claimed);
         let made = if id != want {
             Err(IpcError::Taken {
                 what: what.clone(),

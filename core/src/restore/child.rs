@@ -83,13 +83,6 @@ fn child_setup(tree: &Planned, i: usize) -> Result<(), ChildError> {
     if !setsid_after_early {
         process::restore_session(&t.entry)?;
     }
-    // A root leading its session makes the groups of it whose leaders had exited, before any
-    // process joins them.
-    for &pgid in &plan.stand_ins.groups_of_task[i] {
-        let cryo = nix::unistd::getppid();
-        super::stand_in::lead_group(pgid, cryo)
-            .map_err(|e| ChildError::sys_on(ChildStep::GroupStandIn, pgid)(e))?;
-    }
     let parent = t.parent_core(&tree.loaded.tasks);
     namespaces::restore_in_child(&t.core, parent)?;
     crate::task::netns::restore_in_child(&t.core, parent)?;
@@ -227,11 +220,15 @@ fn child_setup(tree: &Planned, i: usize) -> Result<(), ChildError> {
     if setsid_after_early {
         process::restore_session(&t.entry)?;
     }
+    // A leader of its session makes the groups of it whose leaders had exited, before any
+    // process joins them (its early children, forked before its setsid, are not in it).
+    let group_stand_ins = fork_group_stand_ins(tree, i)?;
     fork_children(tree, i, &late_children)?;
     fork_zombies(tree, i, &late_zombies)?;
     let stood_in = fork_session_stand_ins(tree, i)?;
     let helped = fork_through_helper(tree, i)?;
-    if !plan.zombie_children[i].is_empty() || stood_in || helped {
+    end_group_stand_ins(tree, &group_stand_ins)?;
+    if !plan.zombie_children[i].is_empty() || stood_in || helped || !group_stand_ins.is_empty() {
         // Their SIGCHLD belonged to the past the image already holds.
         crate::sys::signal::drain(libc::SIGCHLD).map_err(io_error(ChildStep::DrainSigchld))?;
     }
@@ -376,6 +373,43 @@ fn fork_through_helper(tree: &Planned, i: usize) -> Result<bool, ChildError> {
     };
     reap_forker(helper).map_err(failed)?;
     Ok(true)
+}
+
+/// Forks, as children of task `i` (a leader of its session), the stand-ins of the groups of
+/// its session whose leaders had exited, each with the leader's pid and made leader of its
+/// group here (before any member can look for it).
+fn fork_group_stand_ins(tree: &Planned, i: usize) -> Result<Vec<Pid>, ChildError> {
+    let me = nix::unistd::getpid();
+    let mut made = Vec::new();
+    for &pgid in &tree.plan.stand_ins.groups_of_task[i] {
+        let failed = |e: std::io::Error| ChildError::sys_on(ChildStep::GroupStandIn, pgid)(e);
+        let stand_in = match fork_child(tree, Pid::from_raw(pgid), 0).map_err(failed)? {
+            Forked::Child => super::stand_in::stand_in_for_group(me),
+            Forked::Parent(p) => p,
+        };
+        made.push(stand_in);
+        nix::unistd::setpgid(stand_in, stand_in).map_err(|e| failed(e.into()))?;
+    }
+    Ok(made)
+}
+
+/// Ends the group stand-ins this task forked ([`fork_group_stand_ins`]) once every member of
+/// their groups (the image's processes and zombies) joined.
+fn end_group_stand_ins(tree: &Planned, stand_ins: &[Pid]) -> Result<(), ChildError> {
+    for &stand_in in stand_ins {
+        let members: Vec<i32> = tree
+            .loaded
+            .tasks
+            .iter()
+            .map(|t| &t.entry)
+            .chain(&tree.loaded.zombies)
+            .filter(|e| e.pgid == stand_in.as_raw())
+            .map(|e| e.pid)
+            .collect();
+        super::stand_in::end_own_group(stand_in, &members)
+            .map_err(|e| ChildError::sys_on(ChildStep::GroupStandIn, stand_in.as_raw())(e))?;
+    }
+    Ok(())
 }
 
 /// Reaps `forker`, a helper or stand-in that forked processes in a session and ended: an

@@ -86,10 +86,12 @@ impl Planned {
         if own_pidns != 0 && ns.is_some_and(|ns| ns.pid) {
             return Err(RestoreError::PidNamespaceImage { inode: own_pidns }.into());
         }
-        let stand_ins: Vec<i32> = self.plan.stand_ins.pids().collect();
-        if !stand_ins.is_empty() && (own_pidns != 0 || ns.is_some_and(|ns| ns.pid)) {
-            return Err(RestoreError::StandInsInNewPidNamespace { pids: stand_ins }.into());
+        // (A group's stand-in forked by a leader of the tree is made in its namespace.)
+        let of_cryo: Vec<i32> = self.plan.stand_ins.of_cryo().collect();
+        if !of_cryo.is_empty() && (own_pidns != 0 || ns.is_some_and(|ns| ns.pid)) {
+            return Err(RestoreError::StandInsInNewPidNamespace { pids: of_cryo }.into());
         }
+        let stand_ins: Vec<i32> = self.plan.stand_ins.pids().collect();
         // In a namespace made for the tree, every pid is free.
         if own_pidns == 0 && ns.is_none_or(|ns| !ns.pid) {
             for &pid in &stand_ins {
@@ -357,7 +359,7 @@ fn spawn_tree(tree: &Planned, ns: Option<Namespaces>) -> Result<(Vec<Pid>, Optio
             }
         }
         // Every process is in its session and group: their stand-ins are done.
-        super::stand_in::end(plan.stand_ins.pids());
+        super::stand_in::end(plan.stand_ins.of_cryo());
         if let Some((t, _)) = &tree.terminal {
             for &i in &tree.want_ctty {
                 let seen = created[i].unwrap_or(Pid::from_raw(tree.loaded.tasks[i].entry.pid));
@@ -367,7 +369,7 @@ fn spawn_tree(tree: &Planned, ns: Option<Namespaces>) -> Result<(Vec<Pid>, Optio
         Ok(())
     })();
     if let Err(e) = result {
-        super::stand_in::end(plan.stand_ins.pids());
+        super::stand_in::end(plan.stand_ins.of_cryo());
         for pid in created.iter().flatten().rev() {
             let _ = nix::sys::signal::kill(*pid, Signal::SIGKILL);
             let _ = waitpid(*pid, Some(WaitPidFlag::__WALL));

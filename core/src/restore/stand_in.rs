@@ -13,9 +13,13 @@
 //! ```text
 //! cryo ── session stand-in (pid = sid, setsid)      forks, CLONE_PARENT, in its session:
 //!      ├─ group stand-in (pid = pgid, setpgid)         the groups of the session,
-//!      ├─ root                                         then its roots
-//!      └─ group stand-in                            a root that leads its session forks
-//!                                                   the groups led by exited processes
+//!      └─ root                                         then its roots
+//!
+//! leader (a process of the tree that leads its session: a root, a PID namespace's init
+//!   │     or a process below them)
+//!   ├─ group stand-in (pid = pgid)                  forked and made a group leader by it
+//!   └─ children                                     before its children, which join; then
+//!                                                   ended and reaped by it
 //! ```
 
 use std::collections::BTreeSet;
@@ -46,8 +50,8 @@ pub(crate) struct SessionStandIn {
 pub(crate) struct StandIns {
     /// Sessions made by stand-ins (cryo forks each).
     pub sessions: Vec<SessionStandIn>,
-    /// Per task position: the group stand-ins it forks in its session (a root leading it)
-    /// before its children.
+    /// Per task position: the group stand-ins it forks in its session (a live leader of it,
+    /// an ancestor of every member) before its children, and ends once they joined.
     pub groups_of_task: Vec<Vec<i32>>,
 }
 
@@ -84,10 +88,7 @@ impl StandIns {
                 }
                 continue;
             }
-            let leader = roots
-                .iter()
-                .copied()
-                .find(|&r| tasks[r].pid == e.sid && tasks[r].sid == e.sid);
+            let leader = (0..tasks.len()).find(|&t| tasks[t].pid == e.sid && tasks[t].sid == e.sid);
             match leader {
                 Some(r) if !plan.groups_of_task[r].contains(&e.pgid) => {
                     plan.groups_of_task[r].push(e.pgid)
@@ -114,13 +115,18 @@ impl StandIns {
         Ok(plan)
     }
 
-    /// Every stand-in's pid: sessions first.
+    /// Every stand-in's pid: cryo's first ([`StandIns::of_cryo`]).
     pub fn pids(&self) -> impl Iterator<Item = i32> + '_ {
-        let sessions = self.sessions.iter().map(|s| s.sid);
-        let groups = self.sessions.iter().flat_map(|s| s.groups.iter().copied());
-        sessions
-            .chain(groups)
+        self.of_cryo()
             .chain(self.groups_of_task.iter().flatten().copied())
+    }
+
+    /// The pids of the stand-ins that are cryo's children: each session's and its groups'
+    /// (the others are children of leaders of the tree, made inside its PID namespace).
+    pub fn of_cryo(&self) -> impl Iterator<Item = i32> + '_ {
+        self.sessions
+            .iter()
+            .flat_map(|s| std::iter::once(s.sid).chain(s.groups.iter().copied()))
     }
 
     /// The session stand-in that forks root `r`, if one does.
@@ -150,7 +156,7 @@ pub(super) fn start_session(
 
 /// Forks, as a child of cryo (CLONE_PARENT) in the caller's session, the stand-in leader of
 /// group `pgid`, and returns once the group exists. `cryo` is the caller's parent.
-pub(super) fn lead_group(pgid: i32, cryo: Pid) -> std::io::Result<()> {
+fn lead_group(pgid: i32, cryo: Pid) -> std::io::Result<()> {
     match fork_with_pid_sharing(Pid::from_raw(pgid), libc::CLONE_PARENT as u64)? {
         Forked::Child => {
             park_signals();
@@ -171,6 +177,36 @@ pub(super) fn lead_group(pgid: i32, cryo: Pid) -> std::io::Result<()> {
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// In a process just forked by a leader of its session, as the stand-in leader of a group of
+/// that session (the leader made it one): waits to be ended by `leader`
+/// ([`end_own_group`]).
+pub(super) fn stand_in_for_group(leader: Pid) -> ! {
+    park_signals();
+    crate::sys::process::park_child(leader)
+}
+
+/// In the leader that forked `stand_in` (a group's stand-in, its child): waits until every
+/// process of `members` is in the group (they join it as they start, forked by this leader
+/// or its descendants), then ends and reaps the stand-in: the group lives on through them.
+pub(super) fn end_own_group(stand_in: Pid, members: &[i32]) -> std::io::Result<()> {
+    let started = Instant::now();
+    for &m in members {
+        loop {
+            match nix::unistd::getpgid(Some(Pid::from_raw(m))) {
+                Ok(g) if g == stand_in => break,
+                Ok(_) | Err(nix::errno::Errno::ESRCH) if started.elapsed() < GROUP_PATIENCE => {
+                    std::thread::yield_now()
+                }
+                Ok(_) => return Err(std::io::Error::from_raw_os_error(libc::ETIMEDOUT)),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    nix::sys::signal::kill(stand_in, nix::sys::signal::Signal::SIGKILL)?;
+    nix::sys::wait::waitpid(stand_in, Some(nix::sys::wait::WaitPidFlag::__WALL))?;
+    Ok(())
 }
 
 /// A stand-in answers no signal but SIGKILL (cryo's handlers came with the fork).

@@ -24,7 +24,9 @@
 //! tmpfs, open O_RDWR at fd 43, "queued in the fifo" written to it), `devnode` (on the
 //! tmpfs: DIR/tmp/null, a character device 1:3, mode 0640, owner 1234:5678, with a second
 //! name DIR/tmp/null2; a block device DIR/tmp/loop, 7:0), `tmpfs-bind` (DIR/tmp/part, holding
-//! `f` ("in part"), bound on DIR/tbind; DIR/tbind/f open at fd 44).
+//! `f` ("in part"), bound on DIR/tbind; DIR/tbind/f open at fd 44), `sock-before:WHERE` (a
+//! unix stream socket bound to DIR/WHERE/before.sock and listening, at fd 47, before the
+//! namespace is made: `tmp` puts it under the tmpfs the namespace mounts).
 //!
 //! ```text
 //! fd                  -> <pos> <contents of fd 40, from 0>
@@ -50,6 +52,7 @@
 //! mq-create NAME      -> ok | errno N      (mq_open(NAME, O_CREAT), closed)
 //! mq-unlink NAME      -> ok | errno N
 //! node PATH           -> <c|b|other> <major>:<minor> <mode octal> <uid>:<gid> <nlink> <ino>
+//! accept-before       -> ok | errno N  (accepts on fd 47, writes "accepted", closes)
 //! fifo                -> same:<bool> <what fd 43 reads now, non-blocking, written back>
 //!                        (same: fd 43 and DIR/tmp/fifo are one inode)
 //! ```
@@ -65,6 +68,8 @@ use super::{failed, io_err, sys, unknown, Mode};
 const FD: i32 = 40;
 /// The fd of DIR/src/host.txt opened before the namespace was made (`held-before`).
 const HELD_BEFORE: i32 = 41;
+/// The fd of the unix listener bound before the namespace was made (`sock-before:WHERE`).
+const SOCK_BEFORE: i32 = 47;
 /// The fd of the FIFO on the tmpfs (`fifo`).
 const FIFO_FD: i32 = 43;
 /// The fd of the device node on the tmpfs (`devnode`).
@@ -139,6 +144,15 @@ pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
         sys::move_fd(fd, HELD_BEFORE).map_err(failed("dup2"))?;
         let null = sys::open(Path::new("/dev/null"), libc::O_RDWR).map_err(failed("open"))?;
         sys::move_fd(null, HELD_BEFORE + 1).map_err(failed("dup2"))?;
+    }
+    for place in args.iter().filter_map(|a| a.strip_prefix("sock-before:")) {
+        // Bound and listening in cryo's namespace, before this one is made.
+        let at = dir.join(place);
+        std::fs::create_dir_all(&at).map_err(failed("mkdir"))?;
+        let listener = std::os::unix::net::UnixListener::bind(at.join("before.sock"))
+            .map_err(failed("bind"))?;
+        sys::move_fd(std::os::fd::IntoRawFd::into_raw_fd(listener), SOCK_BEFORE)
+            .map_err(failed("dup2"))?;
     }
     let propagation = args.iter().any(|a| a == "propagation");
     if propagation {
@@ -339,6 +353,7 @@ pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
                 continue;
             }
             "nested" | "held-before" | "pivot" => continue,
+            _ if extra.starts_with("sock-before:") => continue,
             _ if extra.starts_with("umount:") => {
                 let point = &extra["umount:".len()..];
                 nix::mount::umount2(point, nix::mount::MntFlags::empty())
@@ -466,6 +481,18 @@ impl Mode for MountNs {
     fn command(&mut self, verb: &str, args: &[&str]) -> Result<String, String> {
         let errno = |e: std::io::Error| format!("errno {}", e.raw_os_error().unwrap_or(0));
         match (verb, args) {
+            ("accept-before", []) => {
+                // SAFETY: accept4 on an fd this process owns, no address asked.
+                let conn = unsafe {
+                    libc::accept4(SOCK_BEFORE, std::ptr::null_mut(), std::ptr::null_mut(), 0)
+                };
+                if conn < 0 {
+                    return Ok(errno(std::io::Error::last_os_error()));
+                }
+                let sent = sys::write_all(conn, b"accepted");
+                sys::close(conn);
+                sent.map(|()| "ok".to_string()).map_err(io_err)
+            }
             ("held-before", []) => {
                 // Whose mountinfo lists the mount of fds 41 and 42: ours, pid 1's (cryo's
                 // namespace).

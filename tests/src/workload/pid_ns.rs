@@ -36,7 +36,9 @@
 //!            exited, reaped), the child of a zombie session leader (its parent called setsid,
 //!            forked it and exited, left unreaped), the grandchild of a live session leader
 //!            (which called setsid and forked a child that forked it and exited, reaped by
-//!            the leader), a zombie whose session's leader had exited (reaped): each
+//!            the leader; the leader's child in a group whose leader, another child of it,
+//!            was killed and reaped: zdtm session01), a zombie whose session's leader had
+//!            exited (reaped): each
 //!            reparented to the init (zdtm zombie_leader, session00, helper_zombie_child,
 //!            child_subreaper_and_reparent)
 //! ```
@@ -217,6 +219,16 @@ fn orphans_in_sessions() -> io::Result<()> {
             Ok(0)
         })?;
         wait_child(helper, false)?;
+        // A child in a group whose leader, its sibling, exited (killed, reaped).
+        let group_leader = fork_pausing()?;
+        let member = fork_pausing()?;
+        // SAFETY: plain calls on this process's own children, no pointers.
+        unsafe {
+            sys::cvt(libc::setpgid(group_leader, group_leader))?;
+            sys::cvt(libc::setpgid(member, group_leader))?;
+            sys::cvt(libc::kill(group_leader, libc::SIGKILL))?;
+        }
+        wait_child(group_leader, false)?;
         sys::write_all(wr, b"r")?;
         loop {
             // SAFETY: pause takes no arguments.

@@ -637,6 +637,27 @@ fn placement(
             file.path.display()
         )));
     }
+    // In another mount namespace than cryo's the restore binds it again there (made again
+    // from cryo's mounts and its own): its name must lead to the same file there too (a mount
+    // of its own over the directory, made after the bind, would take the new file: it came
+    // back there silently before).
+    let own = crate::files::mount_views::namespace_of;
+    if own(&pid.to_string()).ok() != own("self").ok() {
+        let full = dir.unwrap_or(Path::new("")).join(name);
+        let theirs = crate::proc::dir(pid)
+            .join("root")
+            .join(full.strip_prefix("/").unwrap_or(&full));
+        let same = std::fs::symlink_metadata(&theirs)
+            .is_ok_and(|md| info.vfs.is_some_and(|v| v.matches(md.dev(), md.ino())));
+        if !same {
+            return Err(refused(format!(
+                "bound to {} before its mount namespace was made, where that path leads to \
+                 another file now (a mount of its own over it): a restore would bind it there, \
+                 not supported",
+                name.display()
+            )));
+        }
+    }
     if crate::sys::mount::on_read_only_mount(&file.path) {
         return Err(refused(format!(
             "bound to {}, on a read-only mount: a restore binds it again (making its socket \
