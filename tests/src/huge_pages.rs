@@ -18,6 +18,19 @@ fn read(name: &str) -> u64 {
         .unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
+/// The tests that use huge pages, one at a time: they read the host's counters (taken, in
+/// use) and one holds every free huge page for a while, so no other may take or give back
+/// any meanwhile (they run in one test binary, on one pool).
+static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Waits for this test's turn with the pool ([`TURN`]), then makes it at least `needed` pages
+/// ([`ensure`]); the turn lasts as long as the guard.
+pub fn turn(needed: u64) -> std::sync::MutexGuard<'static, ()> {
+    let turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    ensure(needed);
+    turn
+}
+
 /// Makes the pool at least `needed` pages: reads nr_hugepages and writes the larger of it and
 /// `needed` (never lowering it); panics if the kernel could not allocate them.
 pub fn ensure(needed: u64) {

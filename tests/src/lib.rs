@@ -461,6 +461,14 @@ pub fn parse_fds(reply: &str) -> BTreeMap<i32, String> {
         .collect()
 }
 
+/// The tests that open ptys of the host's devpts take turns: a restore makes a pty again at
+/// its index, which the dump freed, and a pty opened meanwhile by another test (they run in
+/// one test binary) would take it.
+pub fn pty_turn() -> std::sync::MutexGuard<'static, ()> {
+    static PTYS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    PTYS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Makes a fresh control directory (a temp dir of the test's own).
 pub fn control_dir() -> TempDir {
     tempfile::Builder::new()

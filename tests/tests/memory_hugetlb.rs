@@ -6,12 +6,10 @@
 //! makes anything, naming the size and the counts (and `restore --check-only` says so).
 //!
 //! The host's pool starts empty (nr_hugepages 0): each test raises it to what the file needs
-//! (never lowering it), and the tests of this file take turns, since one holds every free
-//! huge page for a while.
+//! (never lowering it), and the tests using huge pages take turns (`huge_pages::turn`),
+//! since one holds every free huge page for a while.
 //!
 //! Needs the engine: `cryo` must be built (`cargo build -p cryo`).
-
-use std::sync::Mutex;
 
 use cryo_tests::huge_pages::{self, Held};
 use cryo_tests::views::{read, write, KID, ME};
@@ -21,9 +19,6 @@ use cryo_tests::{control_dir, cryo_bin, pid_exists, Mount, Workload};
 /// segment 1, its MAP_NORESERVE mapping the 1 it wrote; 12 with `private-memfd`); a restore takes as many once the original is gone, and the refusal test
 /// holds the rest.
 const POOL: u64 = 24;
-
-/// The tests of this file, one at a time (see the module doc).
-static TURN: Mutex<()> = Mutex::new(());
 
 const VIEWS: [&str; 6] = ["priv", "shared", "memfd", "sysv", "nr", "zeros"];
 
@@ -68,8 +63,7 @@ fn shared_with_the_child(w: &Workload, v: u8) {
 #[test]
 fn hugetlb_mappings_and_memfds_come_back_in_huge_pages() {
     cryo_bin();
-    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
-    huge_pages::ensure(POOL);
+    let _turn = huge_pages::turn(POOL);
     let mut w = Workload::spawn("hugetlb", &[]);
     let before = observed(&w);
     for seen in &before {
@@ -129,8 +123,7 @@ fn hugetlb_mappings_and_memfds_come_back_in_huge_pages() {
 #[test]
 fn a_restore_short_of_huge_pages_is_refused_before_anything_is_made() {
     cryo_bin();
-    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
-    huge_pages::ensure(POOL);
+    let _turn = huge_pages::turn(POOL);
     let mut w = Workload::spawn("hugetlb", &[]);
     let check = w.path("check");
     w.dump(&check, &["--check-only"]).assert_success();
@@ -180,8 +173,7 @@ fn a_restore_short_of_huge_pages_is_refused_before_anything_is_made() {
 #[test]
 fn a_private_mapping_of_a_hugetlb_memfd_keeps_its_copies_and_the_memfds_pages() {
     cryo_bin();
-    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
-    huge_pages::ensure(POOL);
+    let _turn = huge_pages::turn(POOL);
     let mut w = Workload::spawn("hugetlb", &["private-memfd"]);
     let smaps = w.cmd("smaps mpriv");
     w.dump_and_restore();
@@ -211,8 +203,7 @@ fn a_private_mapping_of_a_hugetlb_memfd_keeps_its_copies_and_the_memfds_pages() 
 #[test]
 fn a_file_on_a_hugetlbfs_mount_is_mapped_again_by_its_path() {
     cryo_bin();
-    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
-    huge_pages::ensure(POOL);
+    let _turn = huge_pages::turn(POOL);
     let base = control_dir();
     let mount = Mount::hugetlbfs(&base.path().join("huge"), "pagesize=2M");
     let file = mount.path().join("data");
@@ -258,8 +249,7 @@ fn a_file_on_a_hugetlbfs_mount_is_mapped_again_by_its_path() {
 #[test]
 fn a_deleted_file_on_a_hugetlbfs_mount_is_refused_naming_pid_and_fd() {
     cryo_bin();
-    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
-    huge_pages::ensure(POOL);
+    let _turn = huge_pages::turn(POOL);
     let base = control_dir();
     let mount = Mount::hugetlbfs(&base.path().join("huge"), "pagesize=2M");
     let file = mount.path().join("data");

@@ -241,7 +241,7 @@ fn pre_copy_rolled_back_when_the_receiver_dies() {
 /// the frozen dump, and it comes back in huge pages with its contents.
 #[test]
 fn pre_copy_brings_hugetlb_memory_back_in_huge_pages() {
-    cryo_tests::huge_pages::ensure(24);
+    let _turn = cryo_tests::huge_pages::turn(24);
     let mut w = Workload::spawn("hugetlb", &[]);
     let key = psk(w.dir());
     let mut serve = Serve::start(w.dir(), &key);

@@ -308,7 +308,7 @@ fn postgres_on_sysv_shared_memory_with_a_logging_collector_survives_dump_and_res
 fn postgres_with_huge_pages_on_survives_dump_and_restore() {
     // 16 MB of buffers: about 12 huge pages of 2 MiB, twice over (the original and its
     // restored self may overlap while the first exits), and room for the hugetlb tests.
-    cryo_tests::huge_pages::ensure(48);
+    let _turn = cryo_tests::huge_pages::turn(48);
     dump_and_restore_checking(&["huge_pages=on", "shared_buffers=16MB"], 1, |server| {
         // Every process of the tree maps the main shared memory in huge pages.
         for pid in server.processes() {

@@ -111,6 +111,7 @@ fn echoes_on(w: &Workload, pty: &Pty, word: &str) {
 
 #[test]
 fn a_shell_job_comes_back_on_the_terminal_of_cryo_restore() {
+    let _ptys = cryo_tests::pty_turn();
     cryo_bin();
     let old = Pty::open();
     old.set_echo(false);
@@ -175,6 +176,7 @@ fn a_shell_job_comes_back_on_the_terminal_of_cryo_restore() {
 
 #[test]
 fn a_session_leader_takes_the_new_terminal_as_its_controlling_terminal() {
+    let _ptys = cryo_tests::pty_turn();
     cryo_bin();
     let old = Pty::open();
     let mut w = Workload::spawn_configured(control_dir(), "tty", &["ctty"], |c| old.stdio(c));

@@ -15,15 +15,12 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use cryo_tests::{
     control_dir, cryo_bin, pid_exists, run_cryo, Pidfd, TempDir, Workload, CMD_TIMEOUT,
 };
 use nix::fcntl::OFlag;
-
-static PTYS: Mutex<()> = Mutex::new(());
 
 /// SIGKILLs a process on drop (a restored shell, which no harness owns).
 struct KillOnDrop(i32);
@@ -50,7 +47,7 @@ fn own_stat(w: &Workload) -> String {
 #[test]
 fn a_shell_on_a_pty_comes_back_with_its_terminal() {
     cryo_bin();
-    let _one = PTYS.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = cryo_tests::pty_turn();
     let mut w = Workload::spawn("pty-shell", &[]);
     let shell: i32 = w.cmd("child").parse().unwrap();
     let _shell = KillOnDrop(shell);
@@ -102,7 +99,7 @@ fn a_shell_on_a_pty_comes_back_with_its_terminal() {
 #[test]
 fn a_pty_keeps_its_packet_mode_and_slave_lock() {
     cryo_bin();
-    let _one = PTYS.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = cryo_tests::pty_turn();
     let mut w = Workload::spawn("pty-shell", &[]);
     let _shell = KillOnDrop(w.cmd("child").parse().unwrap());
     assert_eq!(w.cmd("pty-state"), "packet 0 locked 0");
@@ -126,7 +123,7 @@ fn a_pty_keeps_its_packet_mode_and_slave_lock() {
 #[test]
 fn a_pty_slave_node_keeps_its_owner_group_and_mode() {
     cryo_bin();
-    let _one = PTYS.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = cryo_tests::pty_turn();
     let mut w = Workload::spawn("pty-shell", &[]);
     let _shell = KillOnDrop(w.cmd("child").parse().unwrap());
     let node = "1234.4321.600|";
@@ -159,7 +156,7 @@ fn open_slave(path: &str) -> std::fs::File {
 #[test]
 fn a_pty_whose_slave_is_outside_the_dump_is_refused() {
     cryo_bin();
-    let _one = PTYS.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = cryo_tests::pty_turn();
     let w = Workload::spawn("pty-shell", &["master-only"]);
     let pty = w.cmd("pty");
     // The slave held by the test, not by the dumped process.
@@ -177,7 +174,7 @@ fn a_pty_whose_slave_is_outside_the_dump_is_refused() {
 #[test]
 fn a_controlling_terminal_outside_the_dump_is_refused() {
     cryo_bin();
-    let _one = PTYS.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = cryo_tests::pty_turn();
     // The master stays with the test (close-on-exec); the workload takes the slave as its
     // controlling terminal and keeps no fd on it.
     let master =
@@ -235,7 +232,7 @@ fn hold_pty_index(index: u32) -> Vec<nix::pty::PtyMaster> {
 #[test]
 fn a_taken_pty_index_is_refused_at_restore_before_anything_is_created() {
     cryo_bin();
-    let _one = PTYS.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = cryo_tests::pty_turn();
     let mut w = Workload::spawn("pty-shell", &[]);
     let _shell = KillOnDrop(w.cmd("child").parse().unwrap());
     let pty = w.cmd("pty");
@@ -389,7 +386,7 @@ fn wait_gone(pid: i32) {
 #[test]
 fn a_tmux_server_with_two_shells_comes_back_attachable() {
     cryo_bin();
-    let _one = PTYS.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = cryo_tests::pty_turn();
     let mut tmux = Tmux::start();
     let pid = tmux.pid.unwrap();
     tmux.answers(0, "echo A$((1+1))", "A2");
@@ -453,7 +450,7 @@ fn a_tmux_server_with_two_shells_comes_back_attachable() {
 #[test]
 fn a_pty_slave_also_held_outside_the_dump_is_refused() {
     cryo_bin();
-    let _one = PTYS.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = cryo_tests::pty_turn();
     let w = Workload::spawn("pty-shell", &[]);
     let shell: i32 = w.cmd("child").parse().unwrap();
     let _shell = KillOnDrop(shell);
@@ -484,7 +481,7 @@ fn unread(w: &Workload) -> (String, String) {
 #[test]
 fn a_pty_keeps_the_input_and_output_neither_end_has_read() {
     cryo_bin();
-    let _one = PTYS.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = cryo_tests::pty_turn();
     let mut w = Workload::spawn("pty-pair", &[]);
     // Canonical mode with echo: the master reads the echo here, before the dump.
     w.cmd(r"type ab\ncd\x04\x04ef ab\r\ncdef");
@@ -509,7 +506,7 @@ fn a_pty_keeps_the_input_and_output_neither_end_has_read() {
 #[test]
 fn a_raw_pty_keeps_its_unread_input_byte_for_byte() {
     cryo_bin();
-    let _one = PTYS.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = cryo_tests::pty_turn();
     let mut w = Workload::spawn("pty-pair", &[]);
     w.cmd("raw");
     w.cmd(r"type a\r\x03\x00\xff\x13\n -");
@@ -525,7 +522,7 @@ fn a_raw_pty_keeps_its_unread_input_byte_for_byte() {
 #[test]
 fn pty_queues_a_restore_would_not_put_back_are_refused_and_kept() {
     cryo_bin();
-    let _one = PTYS.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = cryo_tests::pty_turn();
     let w = Workload::spawn("pty-pair", &[]);
     w.cmd("packet");
     w.cmd("flush");
@@ -545,7 +542,7 @@ fn pty_queues_a_restore_would_not_put_back_are_refused_and_kept() {
 #[test]
 fn a_pty_whose_slave_was_closed_comes_back_closed_and_opens_again() {
     cryo_bin();
-    let _one = PTYS.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = cryo_tests::pty_turn();
     let mut w = Workload::spawn("pty-pair", &[]);
     w.cmd(r"type ab\n ab\r\n");
     w.cmd("close-slave");
@@ -573,7 +570,7 @@ fn a_pty_whose_slave_was_closed_comes_back_closed_and_opens_again() {
 #[test]
 fn a_session_leader_keeps_a_controlling_terminal_it_holds_no_fd_on() {
     cryo_bin();
-    let _one = PTYS.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = cryo_tests::pty_turn();
     let mut w = Workload::spawn_configured(control_dir(), "pty-pair", &[], |c| {
         cryo_tests::own_session(c);
     });
@@ -600,7 +597,7 @@ fn a_session_leader_keeps_a_controlling_terminal_it_holds_no_fd_on() {
 #[test]
 fn a_pty_slave_whose_master_was_closed_comes_back_hung_up() {
     cryo_bin();
-    let _one = PTYS.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = cryo_tests::pty_turn();
     let mut w = Workload::spawn("pty-pair", &[]);
     let index = w.cmd("pty").trim_start_matches("/dev/pts/").to_string();
     assert_eq!(
@@ -624,7 +621,7 @@ fn a_pty_slave_whose_master_was_closed_comes_back_hung_up() {
 #[test]
 fn a_session_leader_holding_only_dev_tty_on_its_parents_pty_comes_back_with_it() {
     cryo_bin();
-    let _one = PTYS.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = cryo_tests::pty_turn();
     let mut w = Workload::spawn("pty-pair", &[]);
     let kid: i32 = w.cmd("fork-kid leader").parse().unwrap();
     let index = w.cmd("pty").trim_start_matches("/dev/pts/").to_string();
@@ -662,7 +659,7 @@ fn a_session_leader_holding_only_dev_tty_on_its_parents_pty_comes_back_with_it()
 fn a_session_leader_holding_the_only_slave_open_through_dev_tty_comes_back_with_it() {
     use std::os::unix::fs::PermissionsExt;
     cryo_bin();
-    let _one = PTYS.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = cryo_tests::pty_turn();
     let mut w = Workload::spawn("pty-pair", &[]);
     let kid: i32 = w.cmd("fork-kid leader").parse().unwrap();
     assert_eq!(w.cmd("close-slave"), "ok");
@@ -702,7 +699,7 @@ fn a_session_leader_holding_the_only_slave_open_through_dev_tty_comes_back_with_
 #[test]
 fn a_session_leader_whose_terminal_pair_its_child_holds_comes_back_with_it() {
     cryo_bin();
-    let _one = PTYS.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = cryo_tests::pty_turn();
     let mut w = Workload::spawn_configured(control_dir(), "pty-pair", &[], |c| {
         cryo_tests::own_session(c);
     });
@@ -737,7 +734,7 @@ fn a_session_leader_whose_terminal_pair_its_child_holds_comes_back_with_it() {
 #[test]
 fn a_dev_tty_whose_master_is_outside_the_dump_is_refused() {
     cryo_bin();
-    let _one = PTYS.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = cryo_tests::pty_turn();
     let master =
         nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC).unwrap();
     nix::pty::grantpt(&master).unwrap();
@@ -779,7 +776,7 @@ fn a_dev_tty_whose_master_is_outside_the_dump_is_refused() {
 #[test]
 fn pty_queues_under_o_async_are_refused_and_kept() {
     cryo_bin();
-    let _one = PTYS.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = cryo_tests::pty_turn();
     let w = Workload::spawn("pty-pair", &[]);
     w.cmd("raw");
     w.cmd("async");
@@ -801,7 +798,7 @@ fn pty_queues_under_o_async_are_refused_and_kept() {
 #[test]
 fn pty_input_under_extproc_is_refused_and_kept() {
     cryo_bin();
-    let _one = PTYS.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = cryo_tests::pty_turn();
     let w = Workload::spawn("pty-pair", &[]);
     w.cmd("raw");
     w.cmd("extproc");
@@ -816,7 +813,7 @@ fn pty_input_under_extproc_is_refused_and_kept() {
 #[test]
 fn raw_input_holding_a_flow_character_comes_back_byte_for_byte() {
     cryo_bin();
-    let _one = PTYS.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = cryo_tests::pty_turn();
     let mut w = Workload::spawn("pty-pair", &[]);
     w.cmd("raw");
     w.cmd("ixon");
@@ -854,7 +851,7 @@ fn raw_input_holding_a_flow_character_comes_back_byte_for_byte() {
 #[test]
 fn output_stopped_by_the_stop_character_or_by_tcflow_comes_back_stopped_the_same_way() {
     cryo_bin();
-    let _one = PTYS.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = cryo_tests::pty_turn();
     // ^S: the start character restarts it, TCOON does not.
     let mut w = Workload::spawn("pty-pair", &[]);
     w.cmd("raw");
