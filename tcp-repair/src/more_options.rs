@@ -23,7 +23,8 @@
 //! IPPROTO_TCP  TCP_NOTSENT_LOWAT TCP_LINGER2 TCP_THIN_LINEAR_TIMEOUTS TCP_SYNCNT
 //!              TCP_DEFER_ACCEPT TCP_FASTOPEN TCP_SAVE_SYN TCP_TX_DELAY TCP_INQ
 //!              TCP_RTO_MAX_MS TCP_RTO_MIN_US TCP_DELACK_MAX_US
-//!              TCP_FASTOPEN_NO_COOKIE                                     (listeners only)
+//!              TCP_FASTOPEN_NO_COOKIE TCP_FASTOPEN_CONNECT         (listeners and sockets
+//!                                                                   not connected only)
 //!              TCP_WINDOW_CLAMP (a connection's too: the kernel's own, or the application's,
 //!              always differs from a fresh socket's 0: set after TCP_REPAIR_WINDOW)
 //!              TCP_MAXSEG                                                 (listeners only)
@@ -522,6 +523,15 @@ const TABLE: &[Entry] = &[
         On::Listener,
         false,
     ),
+    // Settable only in state CLOSE: a connection made with it keeps it, and cannot be given
+    // it again (before a connect in repair mode it would defer the connect).
+    (
+        libc::IPPROTO_TCP,
+        libc::TCP_FASTOPEN_CONNECT,
+        "TCP_FASTOPEN_CONNECT",
+        On::Listener,
+        false,
+    ),
     (
         libc::IPPROTO_TCP,
         libc::TCP_WINDOW_CLAMP,
@@ -603,6 +613,18 @@ pub(crate) fn capture_tcp(
     ctx: Ctx,
 ) -> Result<Vec<RawOption>> {
     let known = defaults(ipv6);
+    if !listener && known.contains_key(&(libc::IPPROTO_TCP, libc::TCP_FASTOPEN_CONNECT)) {
+        let on = sys::get_int(fd, libc::IPPROTO_TCP, libc::TCP_FASTOPEN_CONNECT)
+            .map_err(ctx.sys("getsockopt TCP_FASTOPEN_CONNECT"))?;
+        if on != 0 {
+            return Err(ctx.invalid(
+                "TCP_FASTOPEN_CONNECT",
+                "set on a connection, which keeps it: the kernel takes it only before a \
+                 connect, which it would defer (a connect in repair mode included): not \
+                 restored",
+            ));
+        }
+    }
     let table = entries(ipv6, listener).filter(|e| known.contains_key(&(e.0, e.1)));
     collect(fd, ipv6, table, ctx)
 }

@@ -1240,6 +1240,12 @@ impl Mount {
         Self::new("hugetlbfs", path, options)
     }
 
+    /// Mounts a BPF filesystem (a new instance: its pins are its own) at `path`, creating the
+    /// directory.
+    pub fn bpffs(path: &Path) -> Self {
+        Self::new("bpf", path, "mode=0700")
+    }
+
     fn new(kind: &str, path: &Path, options: &str) -> Self {
         fs::create_dir_all(path).expect("mount point");
         let c = |s: &[u8]| CString::new(s).expect("no NUL");

@@ -314,6 +314,35 @@ fn a_map_a_program_outside_the_dump_uses_is_refused_naming_the_program() {
     queue_and_stack_in_order(&w);
 }
 
+/// A map pinned in a BPF filesystem: the pin keeps the map, which a process opening it after a
+/// restore would get instead of the restored one. Refused at dump naming pid, fd and the pin
+/// (before: restored, the pin left on the old map).
+#[test]
+fn a_pinned_map_is_refused_naming_its_pin() {
+    let w = start(&[]);
+    let id: u32 = ok(&w, "id 60").parse().expect("map id");
+    let _fs = cryo_tests::Mount::bpffs(&w.path("bpffs"));
+    let mut attr = [0u64; 16];
+    attr[0] = u64::from(id);
+    let map = bpf(14, &mut attr);
+    assert!(
+        map >= 0,
+        "BPF_MAP_GET_FD_BY_ID: {}",
+        std::io::Error::last_os_error()
+    );
+    let pin = w.path("bpffs/pinned");
+    let pin_c = std::ffi::CString::new(pin.to_str().expect("a UTF-8 path")).unwrap();
+    let mut attr = [0u64; 16];
+    attr[0] = pin_c.as_ptr() as u64;
+    attr[1] = map as u64; // bpf_fd
+    let pinned = bpf(6, &mut attr);
+    let err = std::io::Error::last_os_error();
+    // SAFETY: our own fd, closed once.
+    unsafe { libc::close(map as i32) };
+    assert_eq!(pinned, 0, "BPF_OBJ_PIN: {err}");
+    w.assert_dump_refused("60", &format!("its pin {}", pin.display()));
+}
+
 #[test]
 fn a_map_held_in_a_map_of_maps_outside_the_dump_is_refused_naming_it() {
     let w = start(&[]);

@@ -52,6 +52,7 @@ fn tcp_options() -> Vec<(i32, i32, i32)> {
         (libc::IPPROTO_TCP, libc::TCP_NODELAY, 1),
         (libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, 77),
         (libc::IPPROTO_TCP, libc::TCP_DEFER_ACCEPT, 5),
+        (libc::IPPROTO_TCP, libc::TCP_FASTOPEN_CONNECT, 1),
     ]
 }
 
@@ -81,6 +82,36 @@ fn an_unbound_tcp_socket_comes_back_unbound_with_its_options_and_connects() {
     assert_eq!(w.cmd(&format!("send {s} hello")), "ok");
     assert_eq!(accept_one(&l), "hello", "the restored socket connected");
     w.kill_restored();
+}
+
+/// A connection made by a socket with TCP_FASTOPEN_CONNECT keeps the flag, which the kernel
+/// takes only before a connect: refused at dump naming pid, fd and the option (it came back
+/// without it before).
+#[test]
+fn a_connection_with_tcp_fastopen_connect_is_refused_naming_the_option() {
+    let w = socks();
+    let s = w.cmd("socket inet stream 6");
+    let tfo = opt(libc::IPPROTO_TCP, libc::TCP_FASTOPEN_CONNECT);
+    assert_eq!(w.cmd(&format!("setopt {s} {tfo} 1")), "ok");
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let to = l.local_addr().unwrap();
+    assert_eq!(w.cmd(&format!("connect-inet {s} {to}")), "ok");
+    assert_eq!(w.cmd(&format!("send {s} hello")), "ok");
+    // The test's end stays open: the workload's is an established connection.
+    let (mut peer, _) = l.accept().unwrap();
+    let mut hello = [0u8; 5];
+    peer.read_exact(&mut hello).unwrap();
+    assert_eq!(&hello, b"hello");
+    w.dump(&w.path("img"), &["--tcp-established"])
+        .assert_refused()
+        .assert_stderr_has_word(&w.pid().to_string())
+        .assert_stderr_mentions(&format!("fd {s}"))
+        .assert_stderr_mentions("TCP_FASTOPEN_CONNECT");
+    w.assert_untouched();
+    assert_eq!(w.cmd(&format!("send {s} again")), "ok");
+    let mut again = [0u8; 5];
+    peer.read_exact(&mut again).unwrap();
+    assert_eq!(&again, b"again", "the connection still carries bytes");
 }
 
 /// A TCP socket of family `fam` bound to `addr` (with the options of [`tcp_options`], and

@@ -170,15 +170,30 @@ fn a_forged_set_uid_deleted_file_record_in_another_users_image_is_refused() {
 
 #[test]
 fn a_deleted_set_id_file_of_roots_comes_back_unnamed_with_its_mode() {
+    deleted_set_id_file_comes_back("setid", "6755 0 0 0");
+}
+
+/// The same, owned by another user (zdtm file_attr's): before, refused at dump ("done only for
+/// a file of root's").
+#[test]
+fn a_deleted_set_id_file_of_another_users_comes_back_unnamed_with_its_mode_and_owner() {
+    deleted_set_id_file_comes_back("setid-other", "6755 18943 18943 0");
+}
+
+/// A `deleted-file` workload with set-id file `kind`, whose `stat` reads `stat`, dumped and
+/// restored by root from an image only root writes.
+#[track_caller]
+fn deleted_set_id_file_comes_back(kind: &str, stat: &str) {
     cryo_bin();
-    let mut w = Workload::spawn("deleted-file", &["8192", "3", "setid"]);
+    let mut w = Workload::spawn("deleted-file", &["8192", "3", kind]);
     let contents = w.cmd("read");
+    assert_eq!(w.cmd("stat"), stat);
     let relink = w.path("relinked").display().to_string();
     // Unlinked, it cannot be given a name again.
     assert_eq!(w.cmd(&format!("relink {relink}")), libc::ENOENT.to_string());
     w.dump_and_restore();
     assert_eq!(w.cmd("read"), contents);
-    assert_eq!(w.cmd("stat"), "6755 0 0 0");
+    assert_eq!(w.cmd("stat"), stat);
     // Nor can its copy (O_TMPFILE|O_EXCL): no name ever leads to a set-id copy.
     assert_eq!(w.cmd(&format!("relink {relink}")), libc::ENOENT.to_string());
     assert!(!Path::new(&relink).exists());

@@ -813,6 +813,11 @@ fn users_outside(members: &HashSet<i32>) -> std::io::Result<HashMap<u32, String>
                 .or_insert_with(|| format!("the map of maps id {outer}"));
         }
     }
+    for (map, pin) in pinned_maps(members) {
+        users
+            .entry(map)
+            .or_insert_with(|| format!("its pin {}, in a BPF filesystem", pin.display()));
+    }
     for (pid, fd) in super::outside::fds_outside(members)? {
         let is_map = std::fs::read_link(format!("/proc/{pid}/fd/{fd}"))
             .is_ok_and(|l| l.as_os_str() == "anon_inode:bpf-map");
@@ -829,6 +834,83 @@ fn users_outside(members: &HashSet<i32>) -> std::io::Result<HashMap<u32, String>
         }
     }
     Ok(users)
+}
+
+/// The maps pinned in the BPF filesystems mounted in cryo's mount namespace or in one of
+/// `members`' (a pin keeps the map it was made with, which a process opening it later
+/// would get instead of the restored one): each map's id and a pin of it, as cryo reaches
+/// it. At most [`PIN_WALK_LIMIT`] entries are looked at per filesystem; what cannot be read
+/// is passed over.
+fn pinned_maps(members: &HashSet<i32>) -> Vec<(u32, std::path::PathBuf)> {
+    use crate::task::mount_ns::mountinfo;
+    use std::os::unix::fs::MetadataExt;
+    let mut roots: Vec<std::path::PathBuf> = Vec::new();
+    let mut devs = HashSet::new();
+    let mut spaces = HashSet::new();
+    let views = std::iter::once(("self".to_string(), std::path::PathBuf::from("/"))).chain(
+        members
+            .iter()
+            .map(|p| (p.to_string(), std::path::Path::new("/proc").join(p.to_string()).join("root"))),
+    );
+    for (who, root) in views {
+        let Ok(ns) = std::fs::metadata(format!("/proc/{who}/ns/mnt")).map(|m| m.ino()) else {
+            continue;
+        };
+        if !spaces.insert(ns) {
+            continue;
+        }
+        let Ok(text) = std::fs::read_to_string(format!("/proc/{who}/mountinfo")) else {
+            continue;
+        };
+        for m in mountinfo::parse(&text) {
+            if m.fstype != "bpf" || !devs.insert(m.dev.clone()) {
+                continue;
+            }
+            let point = mountinfo::unescape(&m.point);
+            roots.push(root.join(point.strip_prefix('/').unwrap_or(&point)));
+        }
+    }
+    let mut pins = Vec::new();
+    for root in roots {
+        let mut stack = vec![root];
+        let mut seen = 0;
+        while let Some(dir) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                seen += 1;
+                if seen > PIN_WALK_LIMIT {
+                    break;
+                }
+                let path = entry.path();
+                match entry.file_type() {
+                    Ok(t) if t.is_dir() => stack.push(path),
+                    Ok(t) if t.is_file() => {
+                        if let Some(id) = pinned_map_id(&path) {
+                            pins.push((id, path));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    pins
+}
+
+/// How many entries of one BPF filesystem [`pinned_maps`] looks at.
+const PIN_WALK_LIMIT: usize = 100_000;
+
+/// The id of the map pinned at `path`, if a map is.
+fn pinned_map_id(path: &std::path::Path) -> Option<u32> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let fd = sys::bpf::obj_get(&c).ok()?;
+    let link = std::fs::read_link(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd))).ok()?;
+    (link.as_os_str() == "anon_inode:bpf-map")
+        .then(|| sys::bpf::map_info(fd.as_fd()).ok().map(|i| i.id))
+        .flatten()
 }
 
 /// The ids of the maps held in map `id` if it is a map of maps (a lookup from a system call

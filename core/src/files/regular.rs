@@ -92,13 +92,12 @@ pub(super) fn dump_file(
     if !deleted {
         return Ok(reg);
     }
-    if reg.mode & 0o6000 != 0 && !(reg.uid == 0 && images.only_root_writes()) {
+    if reg.mode & 0o6000 != 0 && !images.only_root_writes() {
         return Err(FileError::Invalid {
             id,
             detail: format!(
                 "deleted file {} is set-uid or set-gid (owner uid {}): refused, a restore would \
-                 have to create a set-id copy of it (done only for a file of root's, in an \
-                 image only root writes)",
+                 have to create a set-id copy of it (done only from an image only root writes)",
                 reg.path, reg.uid
             ),
         });
@@ -189,7 +188,9 @@ fn linked_inode(id: u32, reg: &RegularFile, source: &Path) -> Result<LinkedInode
         handle_type: h.handle_type,
         handle: h.bytes,
     };
-    let st = open_linked(reg, &linked)
+    // The restore opens it in the process's mount namespace (made again): its path is the
+    // process's, looked up through its root when that namespace is not cryo's.
+    let st = open_linked(reg, &linked, &view_of(source))
         .map_err(|e| refuse(format!("{e}: a restore could not open it again, refused")))?;
     if (st.1.st_dev, st.1.st_ino) != (reg.dev, reg.ino) {
         return Err(refuse("its handle opens another inode: refused".into()));
@@ -197,16 +198,35 @@ fn linked_inode(id: u32, reg: &RegularFile, source: &Path) -> Result<LinkedInode
     Ok(linked)
 }
 
+/// Where the paths of the process whose fd `source` (/proc/PID/fd/N) is are looked up from:
+/// its root (/proc/PID/root) when it is in another mount namespace than cryo's, whose paths
+/// readlink gives as that namespace shows them; else cryo's own root.
+fn view_of(source: &Path) -> PathBuf {
+    let pid = source
+        .strip_prefix("/proc")
+        .ok()
+        .and_then(|rest| rest.components().next())
+        .and_then(|c| c.as_os_str().to_str())
+        .filter(|p| p.bytes().all(|b| b.is_ascii_digit()));
+    let own = super::mount_views::namespace_of;
+    match pid {
+        Some(pid) if own(pid).ok() != own("self").ok() => Path::new("/proc").join(pid).join("root"),
+        _ => PathBuf::from("/"),
+    }
+}
+
 /// Opens (O_PATH) the inode `linked` names, on the filesystem of the directory of `reg.path`
 /// (or of the nearest directory above it left: the deleted name's own directory may have
-/// been removed too, zdtm unlink_regular00); with its stat.
+/// been removed too, zdtm unlink_regular00), the path looked up under `root`; with its stat.
 fn open_linked(
     reg: &RegularFile,
     linked: &LinkedInode,
+    root: &Path,
 ) -> io::Result<(OwnedFd, nix::sys::stat::FileStat)> {
     let dir = Path::new(&reg.path).parent().unwrap_or(Path::new("/"));
     let open_dir = |d: &Path| {
-        nix::fcntl::open(d, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+        let under = root.join(d.strip_prefix("/").unwrap_or(d));
+        nix::fcntl::open(&under, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
     };
     let mount = dir
         .ancestors()
@@ -248,7 +268,7 @@ fn reopen_linked(
     linked: &LinkedInode,
     images: &ImageDir,
 ) -> Result<OwnedFd, FileError> {
-    let (fd, st) = open_linked(reg, linked).map_err(|e| changed(desc, e.to_string()))?;
+    let (fd, st) = open_linked(reg, linked, Path::new("/")).map_err(|e| changed(desc, e.to_string()))?;
     if (st.st_dev, st.st_ino) != (reg.dev, reg.ino) {
         return Err(changed(desc, "its file handle opens another inode"));
     }
@@ -343,12 +363,14 @@ pub(super) fn validate_ghost(
             ),
         });
     }
-    if reg.mode & 0o6000 != 0 && !(reg.uid == 0 && cx.images.only_root_writes()) {
+    // Made unnamed (no name ever leads to it), it is reached as the original was: through
+    // the process's fds, by whoever may reach those.
+    if reg.mode & 0o6000 != 0 && !cx.images.only_root_writes() {
         return Err(FileError::Invalid {
             id: desc.id,
             detail: format!(
-                "deleted file {} is set-uid or set-gid (owner uid {}): its copy is made only for \
-                 a file of root's, from an image only root writes (restored by root)",
+                "deleted file {} is set-uid or set-gid (owner uid {}): its copy is made only \
+                 from an image only root writes (restored by root)",
                 reg.path, reg.uid
             ),
         });

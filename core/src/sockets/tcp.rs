@@ -95,7 +95,6 @@ pub(super) fn identify(
             // A connect in progress has no peer address yet (getpeername: ENOTCONN); the
             // kernel's table of the task's namespace has it.
             let remote = remote.or_else(|| proc_net_peer(pid, ino));
-            let show = |a: Option<SocketAddr>| a.map_or("?".to_string(), |a| a.to_string());
             Err(SocketError::TcpTemporary {
                 pid,
                 fd: task_fd,
@@ -114,6 +113,11 @@ pub(super) fn identify(
             true,
         )),
     }
+}
+
+/// An address as messages show it ("?" when there is none).
+fn show(a: Option<SocketAddr>) -> String {
+    a.map_or("?".to_string(), |a| a.to_string())
 }
 
 /// A TCP socket in state CLOSE (fd `task_fd` of `pid`, named `local`): restorable when it
@@ -156,6 +160,12 @@ fn unconnected(
                     true,
                 ))
             }
+            (repair::PastConnection::Refused(why), local, peer) => refuse(format!(
+                "closed TCP connection {} -> {} ended by a reset whose error (SO_ERROR) is \
+                     pending, which cannot come back as it is ({why})",
+                show(local),
+                show(peer)
+            )),
             _ => refuse(
                 "closed TCP socket with a pending error (SO_ERROR: a failed connect, or a \
                  reset of a connection whose connect() answer no call reads), which cannot \
@@ -165,7 +175,6 @@ fn unconnected(
         };
     }
     if h.segments != 0 {
-        let show = |a: Option<SocketAddr>| a.map_or("?".to_string(), |a| a.to_string());
         return match (h.past, local, h.peer) {
             (repair::PastConnection::Closed { .. }, Some(local), Some(peer)) => {
                 Ok(Found::ClosedConnection(local, peer, false))

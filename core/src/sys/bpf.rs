@@ -1,5 +1,5 @@
-//! bpf(2) for BPF maps: made, opened by id, described, read key by key, filled, popped and
-//! frozen; the programs of the host and the maps they use, listed by id.
+//! bpf(2) for BPF maps: made, opened by id or by pin, described, read key by key, filled,
+//! popped and frozen; the programs of the host and the maps they use, listed by id.
 //!
 //! The attribute union is passed as 128 zeroed bytes with the fields at the offsets of
 //! linux/bpf.h (a kernel with a smaller union checks that the rest is zero).
@@ -13,6 +13,7 @@ const BPF_MAP_CREATE: libc::c_int = 0;
 const BPF_MAP_LOOKUP_ELEM: libc::c_int = 1;
 const BPF_MAP_UPDATE_ELEM: libc::c_int = 2;
 const BPF_MAP_GET_NEXT_KEY: libc::c_int = 4;
+const BPF_OBJ_GET: libc::c_int = 7;
 const BPF_PROG_GET_NEXT_ID: libc::c_int = 11;
 const BPF_MAP_GET_NEXT_ID: libc::c_int = 12;
 const BPF_PROG_GET_FD_BY_ID: libc::c_int = 13;
@@ -118,6 +119,14 @@ pub(crate) fn map_fd_by_id(id: u32, open_flags: u32) -> io::Result<OwnedFd> {
     let mut attr = Attr::new().u32(0, id).u32(8, open_flags);
     // SAFETY: no pointers.
     owned_fd(unsafe { bpf(BPF_MAP_GET_FD_BY_ID, &mut attr) }?)
+}
+
+/// A new fd on the object pinned at `path` in a BPF filesystem (a map, a program, a link:
+/// opened read-write, the only mode every kind takes).
+pub(crate) fn obj_get(path: &std::ffi::CStr) -> io::Result<OwnedFd> {
+    let mut attr = Attr::new().ptr(0, path.as_ptr().cast());
+    // SAFETY: `path` is NUL-terminated and outlives the call; the kernel only reads it.
+    owned_fd(unsafe { bpf(BPF_OBJ_GET, &mut attr) }?)
 }
 
 /// A new fd on BTF object `id`.

@@ -1,7 +1,8 @@
 //! `deleted-file [LEN] [SEED] [tmpfile|setid]`: a file created in the control directory,
 //! filled, kept open and unlinked: its contents live only in the open file. With `tmpfile` it
 //! is made unnamed by open(O_TMPFILE) in that directory, as glibc's tmpfile() does; with
-//! `setid` it is given mode 06755 (set-uid and set-gid) before it is unlinked. With
+//! `setid` it is given mode 06755 (set-uid and set-gid) before it is unlinked (`setid-other`:
+//! owned by uid and gid 18943 first, no user's here, as zdtm file_attr's). With
 //! `ro-mount` it is made on a tmpfs mounted at DIR/m, opened again read-only, unlinked, and
 //! the mount made read-only (a bind remount: the filesystem stays writable); the test
 //! unmounts DIR/m.
@@ -21,6 +22,9 @@ use std::path::Path;
 
 use super::{arg, failed, io_err, seed_arg, sys, unknown, Mode};
 use crate::protocol;
+
+/// The owner (uid and gid) of a `setid-other` file: no user's here.
+const OTHER_ID: u32 = 18943;
 
 struct DeletedFile {
     fd: i32,
@@ -48,7 +52,11 @@ pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
         let path = dir.join(protocol::DELETED_FILE);
         let fd = sys::open_mode(&path, libc::O_RDWR | libc::O_CREAT | libc::O_EXCL, 0o600)
             .map_err(failed("create deleted file"))?;
-        if args.get(2).is_some_and(|a| a == "setid") {
+        if args.get(2).is_some_and(|a| a == "setid-other") {
+            std::os::unix::fs::chown(&path, Some(OTHER_ID), Some(OTHER_ID))
+                .map_err(failed("chown"))?;
+        }
+        if args.get(2).is_some_and(|a| a.starts_with("setid")) {
             std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o6755))
                 .map_err(failed("chmod 06755"))?;
         }

@@ -12,7 +12,7 @@ const MS_NOSYMFOLLOW: MsFlags = MsFlags::from_bits_retain(256);
 pub(crate) struct Mount {
     pub(crate) id: u32,
     pub(super) parent: u32,
-    pub(super) dev: String,
+    pub(crate) dev: String,
     pub(super) root: String,
     pub(crate) point: String,
     pub(super) options: String,
