@@ -186,6 +186,39 @@ fn a_unix_listener_bound_before_the_namespace_was_made_comes_back_at_its_path_or
     w.assert_dump_refused("47", "before its mount namespace was made");
 }
 
+/// A deleted name of a file with another link, on the namespace's own tmpfs, its directory
+/// removed too (zdtm unlink_regular00): the inode comes back on the copy under its other name,
+/// the fd naming the deleted name, a write through it read through that name, the directory
+/// still gone. Before: refused at dump ("its inode is not found again on the copy").
+#[test]
+fn a_deleted_name_of_a_linked_file_on_the_namespaces_tmpfs_comes_back_the_same_inode() {
+    cryo_bin();
+    let _shared = CRYOS_MOUNTS.read().unwrap_or_else(|e| e.into_inner());
+    let mut w = Workload::spawn("mount-ns", &["linked-deleted"]);
+    let tmp = w.dir().join("tmp");
+    let before = w.cmd("linked");
+    assert_eq!(before, format!("{}/gone/f (deleted)", tmp.display()));
+    let not_there = |w: &Workload| {
+        let listed = w.cmd(&format!("ls {}", tmp.display()));
+        assert!(
+            !listed.split(' ').any(|n| n == "gone"),
+            "the removed directory stays removed: {listed}"
+        );
+    };
+    not_there(&w);
+    w.dump_and_restore();
+    assert_eq!(w.cmd("linked"), before);
+    assert_eq!(w.cmd(&format!("read {}/other", tmp.display())), "linked");
+    assert_eq!(w.cmd("linked-write LINKED"), "ok");
+    assert_eq!(
+        w.cmd(&format!("read {}/other", tmp.display())),
+        "LINKED",
+        "one inode under both names"
+    );
+    not_there(&w);
+    w.kill_restored();
+}
+
 #[test]
 fn a_mount_namespace_dumped_leaving_the_process_running_is_untouched_and_restores() {
     cryo_bin();

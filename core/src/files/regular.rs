@@ -187,6 +187,7 @@ fn linked_inode(id: u32, reg: &RegularFile, source: &Path) -> Result<LinkedInode
     let linked = LinkedInode {
         handle_type: h.handle_type,
         handle: h.bytes,
+        ..Default::default()
     };
     // The restore opens it in the process's mount namespace (made again): its path is the
     // process's, looked up through its root when that namespace is not cryo's.
@@ -268,6 +269,18 @@ fn reopen_linked(
     linked: &LinkedInode,
     images: &ImageDir,
 ) -> Result<OwnedFd, FileError> {
+    if !linked.path_in_namespace.is_empty() {
+        // On the namespace's own tmpfs, made again (new inodes): another of its names there.
+        let fd = nix::fcntl::open(
+            Path::new(&linked.path_in_namespace),
+            OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| changed(desc, format!("its other name {}: {e}", linked.path_in_namespace)))?;
+        let st = nix::sys::stat::fstat(&fd).map_err(|e| restore_err(desc, "fstat", e.into()))?;
+        same_file(desc, reg, &st, Identity::File, images)?;
+        return Ok(fd);
+    }
     let (fd, st) = open_linked(reg, linked, Path::new("/")).map_err(|e| changed(desc, e.to_string()))?;
     if (st.st_dev, st.st_ino) != (reg.dev, reg.ino) {
         return Err(changed(desc, "its file handle opens another inode"));
@@ -302,8 +315,10 @@ fn renamed_deleted(desc: &FileDesc, reg: &RegularFile, inode: OwnedFd) -> Result
     remove_made();
     let named = named.map_err(|e| restore_err(desc, "open the file linked back", e.into()))?;
     unlinked.map_err(|e| restore_err(desc, "unlink the file linked back", e))?;
-    let st = nix::sys::stat::fstat(&named).map_err(|e| restore_err(desc, "fstat", e.into()))?;
-    if (st.st_dev, st.st_ino) != (reg.dev, reg.ino) {
+    // The inode linked (on a copied tmpfs a new one: not the dump's device and inode).
+    let stat = |fd: &OwnedFd| nix::sys::stat::fstat(fd).map_err(|e| restore_err(desc, "fstat", e.into()));
+    let (st, linked) = (stat(&named)?, stat(&inode)?);
+    if (st.st_dev, st.st_ino) != (linked.st_dev, linked.st_ino) {
         return Err(changed(desc, format!("{} was replaced while linked back", reg.path)));
     }
     Ok(named)
@@ -345,6 +360,11 @@ pub(super) fn validate_ghost(
                 id: desc.id,
                 detail: format!("path {:?} is not absolute", reg.path),
             });
+        }
+        // On the namespace's own tmpfs, made by the restore: checked when the process opens
+        // it there.
+        if !linked.path_in_namespace.is_empty() {
+            return Ok(());
         }
         return reopen_linked(desc, reg, linked, cx.images).map(drop);
     }

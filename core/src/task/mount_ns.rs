@@ -1000,12 +1000,24 @@ pub fn mark_files(
             detail,
         };
         if reg.deleted {
-            if reg.linked.is_some() {
-                return Err(refuse(format!(
-                    "deleted file {} has another link: its inode is not found again on the \
-                     copy",
-                    reg.path
-                )));
+            if let Some(linked) = reg.linked.as_mut() {
+                // Its inode comes back on the copy under another of its names, opened there at
+                // restore (a new tmpfs: its handle would not open it).
+                let other = m
+                    .tmpfs
+                    .then(|| {
+                        let base = root.join(m.point.trim_start_matches('/'));
+                        tmpfs_copy::other_name(&base, reg.dev, reg.ino)
+                    })
+                    .flatten();
+                let Some(rel) = other else {
+                    return Err(refuse(format!(
+                        "deleted file {} has another link, not found on the namespace's own \
+                         tmpfs (it is copied: a new one's handles differ)",
+                        reg.path
+                    )));
+                };
+                linked.path_in_namespace = format!("{}/{rel}", m.point.trim_end_matches('/'));
             }
             continue;
         }

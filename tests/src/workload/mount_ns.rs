@@ -26,7 +26,9 @@
 //! name DIR/tmp/null2; a block device DIR/tmp/loop, 7:0), `tmpfs-bind` (DIR/tmp/part, holding
 //! `f` ("in part"), bound on DIR/tbind; DIR/tbind/f open at fd 44), `sock-before:WHERE` (a
 //! unix stream socket bound to DIR/WHERE/before.sock and listening, at fd 47, before the
-//! namespace is made: `tmp` puts it under the tmpfs the namespace mounts).
+//! namespace is made: `tmp` puts it under the tmpfs the namespace mounts), `linked-deleted`
+//! (DIR/tmp/gone/f, "linked", with a second name DIR/tmp/other, open O_RDWR at fd 48, then
+//! DIR/tmp/gone/f and DIR/tmp/gone removed).
 //!
 //! ```text
 //! fd                  -> <pos> <contents of fd 40, from 0>
@@ -53,6 +55,8 @@
 //! mq-unlink NAME      -> ok | errno N
 //! node PATH           -> <c|b|other> <major>:<minor> <mode octal> <uid>:<gid> <nlink> <ino>
 //! accept-before       -> ok | errno N  (accepts on fd 47, writes "accepted", closes)
+//! linked              -> the link of fd 48 (/proc/self/fd/48)
+//! linked-write TEXT   -> ok               (TEXT written through fd 48 at offset 0)
 //! fifo                -> same:<bool> <what fd 43 reads now, non-blocking, written back>
 //!                        (same: fd 43 and DIR/tmp/fifo are one inode)
 //! ```
@@ -70,6 +74,8 @@ const FD: i32 = 40;
 const HELD_BEFORE: i32 = 41;
 /// The fd of the unix listener bound before the namespace was made (`sock-before:WHERE`).
 const SOCK_BEFORE: i32 = 47;
+/// The fd of the deleted name of a linked file on the tmpfs (`linked-deleted`).
+const LINKED_FD: i32 = 48;
 /// The fd of the FIFO on the tmpfs (`fifo`).
 const FIFO_FD: i32 = 43;
 /// The fd of the device node on the tmpfs (`devnode`).
@@ -352,6 +358,18 @@ pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
                 sys::move_fd(fd, 44).map_err(failed("dup2"))?;
                 continue;
             }
+            "linked-deleted" => {
+                // A name of an inode with another link, deleted with its directory.
+                let gone = tmp.join("gone");
+                std::fs::create_dir(&gone).map_err(failed("mkdir gone"))?;
+                std::fs::write(gone.join("f"), "linked").map_err(failed("write gone/f"))?;
+                std::fs::hard_link(gone.join("f"), tmp.join("other")).map_err(failed("link"))?;
+                let fd = sys::open(&gone.join("f"), libc::O_RDWR).map_err(failed("open"))?;
+                sys::move_fd(fd, LINKED_FD).map_err(failed("dup2"))?;
+                std::fs::remove_file(gone.join("f")).map_err(failed("unlink gone/f"))?;
+                std::fs::remove_dir(&gone).map_err(failed("rmdir gone"))?;
+                continue;
+            }
             "nested" | "held-before" | "pivot" => continue,
             _ if extra.starts_with("sock-before:") => continue,
             _ if extra.starts_with("umount:") => {
@@ -481,6 +499,12 @@ impl Mode for MountNs {
     fn command(&mut self, verb: &str, args: &[&str]) -> Result<String, String> {
         let errno = |e: std::io::Error| format!("errno {}", e.raw_os_error().unwrap_or(0));
         match (verb, args) {
+            ("linked", []) => std::fs::read_link(format!("/proc/self/fd/{LINKED_FD}"))
+                .map(|l| l.display().to_string())
+                .map_err(io_err),
+            ("linked-write", [text]) => sys::pwrite_at(LINKED_FD, text.as_bytes(), 0)
+                .map(|()| "ok".to_string())
+                .map_err(io_err),
             ("accept-before", []) => {
                 // SAFETY: accept4 on an fd this process owns, no address asked.
                 let conn = unsafe {

@@ -116,6 +116,42 @@ pub(super) fn copy_tree(base: &Path, budget: &mut u64) -> Result<Vec<TreeEntry>,
     Ok(out)
 }
 
+/// A name (relative to `base`, a tmpfs's root as the process shows it) of the inode
+/// `dev`:`ino` on that tmpfs, found by a walk of it (not below other mounts), if it has one.
+pub(super) fn other_name(base: &Path, dev: u64, ino: u64) -> Option<String> {
+    let mut todo = vec![String::new()];
+    while let Some(rel) = todo.pop() {
+        let path = if rel.is_empty() {
+            base.to_path_buf()
+        } else {
+            base.join(&rel)
+        };
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if meta.dev() != dev {
+            continue;
+        }
+        if meta.ino() == ino && !rel.is_empty() {
+            return Some(rel);
+        }
+        if meta.is_dir() {
+            for name in list_dir(&path)
+                .ok()?
+                .into_iter()
+                .filter(|n| !n.contains('\0'))
+            {
+                todo.push(if rel.is_empty() {
+                    name
+                } else {
+                    format!("{rel}/{name}")
+                });
+            }
+        }
+    }
+    None
+}
+
 /// The names in directory `path` (without . and ..), read with O_NOATIME: its access time
 /// stays. A name that is not UTF-8 comes back holding a NUL.
 pub(super) fn list_dir(path: &Path) -> io::Result<Vec<String>> {
