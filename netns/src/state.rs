@@ -9,7 +9,7 @@
 //!                   policies, nf_tables tables, legacy iptables tables: each object as one
 //!                   line, kernel order, volatile parts (statistics, cache info) left out
 //! sysctls()         every readable file under /proc/sys/net, as (path, value)
-//! make_loopback()   sysctls first, then lo's MTU and up/down, then its addresses: those it
+//! make_loopback()   lo's MTU and up/down, then sysctls, then its addresses: those it
 //!                   should not have removed, the missing ones added in order; then the
 //!                   routes the same way (those the addresses and lo's state did not make)
 //! ```
@@ -688,11 +688,23 @@ pub(crate) fn set_link(
 /// Makes the calling thread's namespace, a fresh one, show `sysctls` (those that differ from
 /// a fresh namespace's, written in order) and loopback `lo`.
 pub fn make_loopback(lo: &Loopback, sysctls: &[(String, String)]) -> Result<(), NetnsError> {
-    for (name, value) in sysctls {
-        write_sysctl(name, value)?;
-    }
+    make_loopback_with(lo, || {
+        sysctls
+            .iter()
+            .try_for_each(|(name, value)| write_sysctl(name, value))
+    })
+}
+
+/// [`make_loopback`], the sysctls written by `write_sysctls`, called once lo has its MTU and
+/// state: a change of either sets some of lo's own sysctls (its IPv6 MTU follows its MTU),
+/// which the namespace may have set since.
+pub fn make_loopback_with(
+    lo: &Loopback,
+    write_sysctls: impl FnOnce() -> Result<(), NetnsError>,
+) -> Result<(), NetnsError> {
     let sock = NlSocket::open(SockProtocol::NetlinkRoute).map_err(nl("open rtnetlink socket"))?;
     set_link(&sock, LO_INDEX, lo.up, Some(lo.mtu)).map_err(nl("RTM_NEWLINK lo"))?;
+    write_sysctls()?;
     let now = observe()?.loopback.map(|l| l.addresses).unwrap_or_default();
     let fixed = |a: &Address| {
         let mut f = [0u8; 8];

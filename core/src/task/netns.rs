@@ -170,8 +170,7 @@ pub fn dump(pid: Pid, inode: u64, members: &[Pid]) -> Result<NetNamespace, NetNa
                 }
             }
         }
-        let made = write_sysctls(&their_sysctls, &mut differing)
-            .and_then(|()| state::make_loopback(&lo, &[]))
+        let made = state::make_loopback_with(&lo, || write_sysctls(&their_sysctls, &mut differing))
             .and_then(|()| firewall::restore(&their_firewall));
         let after = observe_all()?;
         Ok::<_, NetnsError>((fresh, differing, missing, made, after))
