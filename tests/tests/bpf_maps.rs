@@ -276,6 +276,20 @@ fn a_map_mapped_into_memory_is_refused_naming_pid_and_the_mapping() {
 }
 
 /// bpf(`cmd`) with the 128 bytes of `attr`.
+/// A new fd (of the test's) on map `id`: BPF_MAP_GET_FD_BY_ID.
+#[track_caller]
+fn map_fd_by_id(id: u32) -> i64 {
+    let mut attr = [0u64; 16];
+    attr[0] = u64::from(id);
+    let map = bpf(14, &mut attr);
+    assert!(
+        map >= 0,
+        "BPF_MAP_GET_FD_BY_ID: {}",
+        std::io::Error::last_os_error()
+    );
+    map
+}
+
 fn bpf(cmd: i32, attr: &mut [u64; 16]) -> i64 {
     // SAFETY: `attr` is 128 bytes; the pointers the callers put in it point to buffers alive
     // for the call.
@@ -286,14 +300,7 @@ fn bpf(cmd: i32, attr: &mut [u64; 16]) -> i64 {
 fn a_map_a_program_outside_the_dump_uses_is_refused_naming_the_program() {
     let w = start(&[]);
     let id: u32 = ok(&w, "id 61").parse().expect("map id");
-    let mut attr = [0u64; 16];
-    attr[0] = u64::from(id);
-    let map = bpf(14, &mut attr);
-    assert!(
-        map >= 0,
-        "BPF_MAP_GET_FD_BY_ID: {}",
-        std::io::Error::last_os_error()
-    );
+    let map = map_fd_by_id(id);
     // A socket filter that loads the map's address (ld_imm64 with BPF_PSEUDO_MAP_FD), then
     // returns 0: the program keeps the map once the map fd is closed.
     let insns: [u64; 4] = [0x18 | 0x11 << 8 | (map as u64) << 32, 0, 0xb7, 0x95];
@@ -322,14 +329,7 @@ fn a_pinned_map_is_refused_naming_its_pin() {
     let w = start(&[]);
     let id: u32 = ok(&w, "id 60").parse().expect("map id");
     let _fs = cryo_tests::Mount::bpffs(&w.path("bpffs"));
-    let mut attr = [0u64; 16];
-    attr[0] = u64::from(id);
-    let map = bpf(14, &mut attr);
-    assert!(
-        map >= 0,
-        "BPF_MAP_GET_FD_BY_ID: {}",
-        std::io::Error::last_os_error()
-    );
+    let map = map_fd_by_id(id);
     let pin = w.path("bpffs/pinned");
     let pin_c = std::ffi::CString::new(pin.to_str().expect("a UTF-8 path")).unwrap();
     let mut attr = [0u64; 16];
@@ -347,14 +347,7 @@ fn a_pinned_map_is_refused_naming_its_pin() {
 fn a_map_held_in_a_map_of_maps_outside_the_dump_is_refused_naming_it() {
     let w = start(&[]);
     let id: u32 = ok(&w, "id 60").parse().expect("map id");
-    let mut attr = [0u64; 16];
-    attr[0] = u64::from(id);
-    let map = bpf(14, &mut attr);
-    assert!(
-        map >= 0,
-        "BPF_MAP_GET_FD_BY_ID: {}",
-        std::io::Error::last_os_error()
-    );
+    let map = map_fd_by_id(id);
     // An array of maps (1 slot, inner maps like fd `map`) holding the workload's hash map.
     let mut attr = [0u64; 16];
     attr[0] = 12 | 4 << 32; // BPF_MAP_TYPE_ARRAY_OF_MAPS, key_size 4

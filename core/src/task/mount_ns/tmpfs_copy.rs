@@ -23,11 +23,7 @@ pub(super) fn copy_tree(base: &Path, budget: &mut u64) -> Result<Vec<TreeEntry>,
     let mut links: HashMap<u64, (String, u64, u32)> = HashMap::new();
     let mut todo = vec![String::new()];
     while let Some(rel) = todo.pop() {
-        let path = if rel.is_empty() {
-            base.to_path_buf()
-        } else {
-            base.join(&rel)
-        };
+        let path = at(base, &rel);
         let err = |what: &str, e: io::Error| format!("{what} {}: {e}", shown(&rel));
         let meta = std::fs::symlink_metadata(&path).map_err(|e| err("read", e))?;
         let (atime_ns, mtime_ns) = crate::files::times_ns(&meta);
@@ -70,11 +66,7 @@ pub(super) fn copy_tree(base: &Path, budget: &mut u64) -> Result<Vec<TreeEntry>,
             names.sort();
             // Popped in order, so pushed reversed.
             for name in names.into_iter().rev() {
-                todo.push(if rel.is_empty() {
-                    name
-                } else {
-                    format!("{rel}/{name}")
-                });
+                todo.push(below(&rel, name));
             }
         } else if file_type.is_file() {
             if meta.len() > *budget {
@@ -116,16 +108,30 @@ pub(super) fn copy_tree(base: &Path, budget: &mut u64) -> Result<Vec<TreeEntry>,
     Ok(out)
 }
 
+/// The path of `rel` (relative to the tmpfs's root, empty for the root itself) under `base`.
+fn at(base: &Path, rel: &str) -> std::path::PathBuf {
+    if rel.is_empty() {
+        base.to_path_buf()
+    } else {
+        base.join(rel)
+    }
+}
+
+/// The relative path of `name` in directory `rel` (empty: the root).
+fn below(rel: &str, name: String) -> String {
+    if rel.is_empty() {
+        name
+    } else {
+        format!("{rel}/{name}")
+    }
+}
+
 /// A name (relative to `base`, a tmpfs's root as the process shows it) of the inode
 /// `dev`:`ino` on that tmpfs, found by a walk of it (not below other mounts), if it has one.
 pub(super) fn other_name(base: &Path, dev: u64, ino: u64) -> Option<String> {
     let mut todo = vec![String::new()];
     while let Some(rel) = todo.pop() {
-        let path = if rel.is_empty() {
-            base.to_path_buf()
-        } else {
-            base.join(&rel)
-        };
+        let path = at(base, &rel);
         let Ok(meta) = std::fs::symlink_metadata(&path) else {
             continue;
         };
@@ -141,11 +147,7 @@ pub(super) fn other_name(base: &Path, dev: u64, ino: u64) -> Option<String> {
                 .into_iter()
                 .filter(|n| !n.contains('\0'))
             {
-                todo.push(if rel.is_empty() {
-                    name
-                } else {
-                    format!("{rel}/{name}")
-                });
+                todo.push(below(&rel, name));
             }
         }
     }
