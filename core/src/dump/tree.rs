@@ -185,7 +185,7 @@ pub(crate) fn check_sessions(
             entries[k].group_leader_gone = true;
             continue;
         }
-        if pidns_init && find(e.pgid).is_none() {
+        if pidns_init && leader_gone {
             return Err(DumpError::GroupLeaderGoneInPidns {
                 pid: Pid::from_raw(e.pid),
                 pgid: e.pgid,

@@ -842,18 +842,15 @@ fn users_outside(members: &HashSet<i32>) -> std::io::Result<HashMap<u32, String>
 /// it. At most [`PIN_WALK_LIMIT`] entries are looked at per filesystem; what cannot be read
 /// is passed over.
 fn pinned_maps(members: &HashSet<i32>) -> Vec<(u32, std::path::PathBuf)> {
-    use crate::task::mount_ns::mountinfo;
-    use std::os::unix::fs::MetadataExt;
+    use crate::task::mount_ns::{as_seen_by, mountinfo};
     let mut roots: Vec<std::path::PathBuf> = Vec::new();
     let mut devs = HashSet::new();
     let mut spaces = HashSet::new();
-    let views = std::iter::once(("self".to_string(), std::path::PathBuf::from("/"))).chain(
-        members
-            .iter()
-            .map(|p| (p.to_string(), std::path::Path::new("/proc").join(p.to_string()).join("root"))),
-    );
-    for (who, root) in views {
-        let Ok(ns) = std::fs::metadata(format!("/proc/{who}/ns/mnt")).map(|m| m.ino()) else {
+    // cryo (None), then the processes of the dump.
+    let holders = std::iter::once(None).chain(members.iter().map(|&p| Some(nix::unistd::Pid::from_raw(p))));
+    for holder in holders {
+        let who = holder.map_or_else(|| "self".to_string(), |p| p.to_string());
+        let Ok(ns) = super::mount_views::namespace_of(&who) else {
             continue;
         };
         if !spaces.insert(ns) {
@@ -867,7 +864,10 @@ fn pinned_maps(members: &HashSet<i32>) -> Vec<(u32, std::path::PathBuf)> {
                 continue;
             }
             let point = mountinfo::unescape(&m.point);
-            roots.push(root.join(point.strip_prefix('/').unwrap_or(&point)));
+            roots.push(match holder {
+                Some(pid) => as_seen_by(pid, &point),
+                None => std::path::PathBuf::from(point),
+            });
         }
     }
     let mut pins = Vec::new();

@@ -191,7 +191,7 @@ fn linked_inode(id: u32, reg: &RegularFile, source: &Path) -> Result<LinkedInode
     };
     // The restore opens it in the process's mount namespace (made again): its path is the
     // process's, looked up through its root when that namespace is not cryo's.
-    let st = open_linked(reg, &linked, &view_of(source))
+    let st = open_linked(reg, &linked, holder_of(source))
         .map_err(|e| refuse(format!("{e}: a restore could not open it again, refused")))?;
     if (st.1.st_dev, st.1.st_ino) != (reg.dev, reg.ino) {
         return Err(refuse("its handle opens another inode: refused".into()));
@@ -199,35 +199,29 @@ fn linked_inode(id: u32, reg: &RegularFile, source: &Path) -> Result<LinkedInode
     Ok(linked)
 }
 
-/// Where the paths of the process whose fd `source` (/proc/PID/fd/N) is are looked up from:
-/// its root (/proc/PID/root) when it is in another mount namespace than cryo's, whose paths
-/// readlink gives as that namespace shows them; else cryo's own root.
-fn view_of(source: &Path) -> PathBuf {
-    let pid = source
-        .strip_prefix("/proc")
-        .ok()
-        .and_then(|rest| rest.components().next())
-        .and_then(|c| c.as_os_str().to_str())
-        .filter(|p| p.bytes().all(|b| b.is_ascii_digit()));
-    let own = super::mount_views::namespace_of;
-    match pid {
-        Some(pid) if own(pid).ok() != own("self").ok() => Path::new("/proc").join(pid).join("root"),
-        _ => PathBuf::from("/"),
-    }
+/// The process whose fd `source` (/proc/PID/fd/N) is.
+fn holder_of(source: &Path) -> Option<nix::unistd::Pid> {
+    let rest = source.strip_prefix("/proc").ok()?;
+    let pid = rest.components().next()?.as_os_str().to_str()?.parse().ok()?;
+    Some(nix::unistd::Pid::from_raw(pid))
 }
 
 /// Opens (O_PATH) the inode `linked` names, on the filesystem of the directory of `reg.path`
 /// (or of the nearest directory above it left: the deleted name's own directory may have
-/// been removed too, zdtm unlink_regular00), the path looked up under `root`; with its stat.
+/// been removed too, zdtm unlink_regular00); with its stat. The path is `holder`'s (at dump:
+/// its fd's link names it as its mount namespace shows it), else the caller's.
 fn open_linked(
     reg: &RegularFile,
     linked: &LinkedInode,
-    root: &Path,
+    holder: Option<nix::unistd::Pid>,
 ) -> io::Result<(OwnedFd, nix::sys::stat::FileStat)> {
     let dir = Path::new(&reg.path).parent().unwrap_or(Path::new("/"));
     let open_dir = |d: &Path| {
-        let under = root.join(d.strip_prefix("/").unwrap_or(d));
-        nix::fcntl::open(&under, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+        let seen = match holder {
+            Some(pid) => crate::task::mount_ns::as_seen_by(pid, &d.to_string_lossy()),
+            None => d.to_path_buf(),
+        };
+        nix::fcntl::open(&seen, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
     };
     let mount = dir
         .ancestors()
@@ -281,7 +275,7 @@ fn reopen_linked(
         same_file(desc, reg, &st, Identity::File, images)?;
         return Ok(fd);
     }
-    let (fd, st) = open_linked(reg, linked, Path::new("/")).map_err(|e| changed(desc, e.to_string()))?;
+    let (fd, st) = open_linked(reg, linked, None).map_err(|e| changed(desc, e.to_string()))?;
     if (st.st_dev, st.st_ino) != (reg.dev, reg.ino) {
         return Err(changed(desc, "its file handle opens another inode"));
     }

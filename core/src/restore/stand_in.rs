@@ -168,11 +168,21 @@ fn lead_group(pgid: i32, cryo: Pid) -> std::io::Result<()> {
         Forked::Parent(_) => {}
     }
     // Not the caller's child: the stand-in makes its group itself, seen here once done.
-    let started = Instant::now();
+    let pgid = Pid::from_raw(pgid);
+    await_in_group(pgid, pgid, Instant::now(), false)
+}
+
+/// Waits until process `pid` is in group `pgid`, until [`GROUP_PATIENCE`] after `started`
+/// (ETIMEDOUT then). `not_yet`: a process not there yet (ESRCH) is waited for too, one its
+/// forker makes meanwhile.
+fn await_in_group(pid: Pid, pgid: Pid, started: Instant, not_yet: bool) -> std::io::Result<()> {
     loop {
-        match nix::unistd::getpgid(Some(Pid::from_raw(pgid))) {
-            Ok(g) if g.as_raw() == pgid => return Ok(()),
+        match nix::unistd::getpgid(Some(pid)) {
+            Ok(g) if g == pgid => return Ok(()),
             Ok(_) if started.elapsed() < GROUP_PATIENCE => std::thread::yield_now(),
+            Err(nix::errno::Errno::ESRCH) if not_yet && started.elapsed() < GROUP_PATIENCE => {
+                std::thread::yield_now()
+            }
             Ok(_) => return Err(std::io::Error::from_raw_os_error(libc::ETIMEDOUT)),
             Err(e) => return Err(e.into()),
         }
@@ -193,16 +203,7 @@ pub(super) fn stand_in_for_group(leader: Pid) -> ! {
 pub(super) fn end_own_group(stand_in: Pid, members: &[i32]) -> std::io::Result<()> {
     let started = Instant::now();
     for &m in members {
-        loop {
-            match nix::unistd::getpgid(Some(Pid::from_raw(m))) {
-                Ok(g) if g == stand_in => break,
-                Ok(_) | Err(nix::errno::Errno::ESRCH) if started.elapsed() < GROUP_PATIENCE => {
-                    std::thread::yield_now()
-                }
-                Ok(_) => return Err(std::io::Error::from_raw_os_error(libc::ETIMEDOUT)),
-                Err(e) => return Err(e.into()),
-            }
-        }
+        await_in_group(Pid::from_raw(m), stand_in, started, true)?;
     }
     nix::sys::signal::kill(stand_in, nix::sys::signal::Signal::SIGKILL)?;
     nix::sys::wait::waitpid(stand_in, Some(nix::sys::wait::WaitPidFlag::__WALL))?;

@@ -641,12 +641,9 @@ fn placement(
     // from cryo's mounts and its own): its name must lead to the same file there too (a mount
     // of its own over the directory, made after the bind, would take the new file: it came
     // back there silently before).
-    let own = crate::files::mount_views::namespace_of;
-    if own(&pid.to_string()).ok() != own("self").ok() {
-        let full = dir.unwrap_or(Path::new("")).join(name);
-        let theirs = crate::proc::dir(pid)
-            .join("root")
-            .join(full.strip_prefix("/").unwrap_or(&full));
+    let full = dir.unwrap_or(Path::new("")).join(name);
+    let theirs = crate::task::mount_ns::as_seen_by(pid, &full.to_string_lossy());
+    if theirs != full {
         let same = std::fs::symlink_metadata(&theirs)
             .is_ok_and(|md| info.vfs.is_some_and(|v| v.matches(md.dev(), md.ino())));
         if !same {
