@@ -38,9 +38,8 @@
 //!            (which called setsid and forked a child that forked it and exited, reaped by
 //!            the leader; the leader's child in a group whose leader, another child of it,
 //!            was killed and reaped: zdtm session01), a zombie whose session's leader had
-//!            exited (reaped): each
-//!            reparented to the init (zdtm zombie_leader, session00, helper_zombie_child,
-//!            child_subreaper_and_reparent)
+//!            exited (reaped): each reparented to the init (zdtm zombie_leader, session00,
+//!            helper_zombie_child, child_subreaper_and_reparent)
 //! ```
 
 use std::io;
