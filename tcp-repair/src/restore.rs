@@ -123,9 +123,9 @@ impl RestoredSocket {
             // sent data restored in repair mode and a different packing into
             // buffers may not leave room for all of it: widen the buffer for
             // this write so it never waits for the peer, then put it back.
-            let widened = widen_sndbuf(fd, self.unsent.len(), ctx)?;
+            let widened = widen_buffer(fd, sys::TCP_SEND_QUEUE, self.unsent.len(), ctx)?;
             write_all_blocking(fd, &self.unsent).map_err(ctx.sys("send (unsent data)"))?;
-            narrow_sndbuf(fd, widened, ctx)?;
+            narrow_buffer(fd, sys::TCP_SEND_QUEUE, widened, ctx)?;
         }
         Ok(self.fd)
     }
@@ -173,14 +173,11 @@ fn fill_queue(fd: BorrowedFd<'_>, queue: libc::c_int, mut data: &[u8], ctx: Ctx)
     } else {
         "send (send queue refill)"
     };
-    // The send queue is charged by the buffers' true size, more than the bytes: a queue the
-    // original's (autotuned) buffer held may not fit a buffer of the size it reported. Widen
-    // it for the refill and put the dumped size back after.
-    let widened = if queue == sys::TCP_SEND_QUEUE {
-        widen_sndbuf(fd, data.len(), ctx)?
-    } else {
-        None
-    };
+    // A queue is charged by its buffers' true size, more than the bytes: a queue the
+    // original's (autotuned) buffer held may not fit a buffer of the size it reported (the
+    // receive queue's refill then fails with ENOBUFS). Widen it for the refill and put the
+    // dumped size back after.
+    let widened = widen_buffer(fd, queue, data.len(), ctx)?;
     let mut chunk = data.len();
     while !data.is_empty() {
         let n = chunk.min(data.len());
@@ -192,29 +189,57 @@ fn fill_queue(fd: BorrowedFd<'_>, queue: libc::c_int, mut data: &[u8], ctx: Ctx)
             Err(e) => return Err(ctx.sys(step)(e)),
         }
     }
-    narrow_sndbuf(fd, widened, ctx)
+    narrow_buffer(fd, queue, widened, ctx)
 }
 
-/// Widens the send buffer of `fd` by room for `len` more bytes (SO_SNDBUFFORCE), so a write
-/// of them never waits for the peer. Returns the size getsockopt reported before, for
-/// [`narrow_sndbuf`]; None when the widening was not allowed (no CAP_NET_ADMIN).
-fn widen_sndbuf(fd: BorrowedFd<'_>, len: usize, ctx: Ctx) -> Result<Option<i32>> {
-    let now = sys::get_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUF)
-        .map_err(ctx.sys("getsockopt SO_SNDBUF"))?;
+/// The buffer the refill of `queue` is charged to: (its option, the forcing one, the read
+/// step, the write step).
+fn buffer_of(queue: libc::c_int) -> (libc::c_int, libc::c_int, &'static str, &'static str) {
+    if queue == sys::TCP_RECV_QUEUE {
+        (
+            libc::SO_RCVBUF,
+            libc::SO_RCVBUFFORCE,
+            "getsockopt SO_RCVBUF",
+            "setsockopt SO_RCVBUFFORCE",
+        )
+    } else {
+        (
+            libc::SO_SNDBUF,
+            libc::SO_SNDBUFFORCE,
+            "getsockopt SO_SNDBUF",
+            "setsockopt SO_SNDBUFFORCE",
+        )
+    }
+}
+
+/// Widens the buffer `queue` is charged to by room for `len` more bytes (SO_*BUFFORCE), so a
+/// refill of them never waits nor fails. Returns the size getsockopt reported before, for
+/// [`narrow_buffer`]; None when the widening was not allowed (no CAP_NET_ADMIN).
+fn widen_buffer(
+    fd: BorrowedFd<'_>,
+    queue: libc::c_int,
+    len: usize,
+    ctx: Ctx,
+) -> Result<Option<i32>> {
+    let (plain, force, read, _) = buffer_of(queue);
+    let now = sys::get_int(fd, libc::SOL_SOCKET, plain).map_err(ctx.sys(read))?;
     let widened = (now / 2).saturating_add(len.min(i32::MAX as usize / 4) as i32 * 2);
-    Ok(
-        sys::set_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, widened)
-            .is_ok()
-            .then_some(now),
-    )
+    Ok(sys::set_int(fd, libc::SOL_SOCKET, force, widened)
+        .is_ok()
+        .then_some(now))
 }
 
-/// Gives `fd` back the send buffer [`widen_sndbuf`] found (getsockopt reports twice what
+/// Gives `fd` back the buffer [`widen_buffer`] found (getsockopt reports twice what
 /// setsockopt takes).
-fn narrow_sndbuf(fd: BorrowedFd<'_>, widened: Option<i32>, ctx: Ctx) -> Result<()> {
+fn narrow_buffer(
+    fd: BorrowedFd<'_>,
+    queue: libc::c_int,
+    widened: Option<i32>,
+    ctx: Ctx,
+) -> Result<()> {
     if let Some(before) = widened {
-        sys::set_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, before / 2)
-            .map_err(ctx.sys("setsockopt SO_SNDBUFFORCE"))?;
+        let (_, force, _, write) = buffer_of(queue);
+        sys::set_int(fd, libc::SOL_SOCKET, force, before / 2).map_err(ctx.sys(write))?;
     }
     Ok(())
 }

@@ -186,6 +186,57 @@ fn a_unix_listener_bound_before_the_namespace_was_made_comes_back_at_its_path_or
     w.assert_dump_refused("47", "before its mount namespace was made");
 }
 
+/// A unix listener bound inside a namespace with a root of its own, at a path that is not its
+/// path in cryo's namespace (/d/inside.sock there, DIR/inside.sock here, as a container's
+/// files are): it comes back bound at it, a client in cryo's namespace reaches it. Before,
+/// the dump was refused ("whose socket file is not the file at that path as cryo sees it").
+#[test]
+fn a_unix_listener_bound_inside_a_pivoted_namespace_comes_back_at_its_path_there() {
+    cryo_bin();
+    let _shared = CRYOS_MOUNTS.read().unwrap_or_else(|e| e.into_inner());
+    let mut w = Workload::spawn("mount-ns", &["pivot", "sock-inside"]);
+    let path = w.dir().join("inside.sock");
+    w.dump_and_restore();
+    let mut client = std::os::unix::net::UnixStream::connect(&path)
+        .unwrap_or_else(|e| panic!("connect to {}: {e}", path.display()));
+    assert_eq!(w.cmd("accept-before"), "ok");
+    let mut got = String::new();
+    std::io::Read::read_to_string(&mut client, &mut got).unwrap();
+    assert_eq!(got, "accepted", "the restored listener answers at its path");
+    w.kill_restored();
+}
+
+/// A pty of the namespace's own devpts instance on /dev/pts (a container's terminal): it comes
+/// back in the new instance the restore mounts there, with its index and its unread input,
+/// whatever cryo's /dev/pts holds (a pty of cryo's is held open meanwhile, perhaps with the
+/// same index). Before, the dump was refused ("is a devpts instance of the namespace's own
+/// holding ptys (0)").
+#[test]
+fn a_pty_of_the_namespaces_own_devpts_comes_back_in_the_new_instance() {
+    cryo_bin();
+    let _shared = CRYOS_MOUNTS.read().unwrap_or_else(|e| e.into_inner());
+    let mut w = Workload::spawn("mount-ns", &["pivot", "devpts-own"]);
+    let before = w.cmd("pty");
+    assert_eq!(before, "0 /dev/pts/0 same:true");
+    let cryos = std::fs::metadata("/dev/pts").unwrap().dev().to_string();
+    assert_ne!(w.cmd("pty-dev"), cryos, "of an instance of its own");
+    let img = w.path("img");
+    w.dump_ok(&img);
+    let ours = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/ptmx")
+        .unwrap();
+    w.restore_background(&img);
+    assert_eq!(w.cmd("pty"), before, "its index, name and instance");
+    assert_ne!(w.cmd("pty-dev"), cryos, "of an instance of its own");
+    assert_eq!(w.cmd("pty-read"), "typed before", "its unread input");
+    assert_eq!(w.cmd("pty-write after"), "ok");
+    assert_eq!(w.cmd("pty-read"), "after");
+    drop(ours);
+    w.kill_restored();
+}
+
 /// A deleted name of a file with another link, on the namespace's own tmpfs, its directory
 /// removed too (zdtm unlink_regular00): the inode comes back on the copy under its other name,
 /// the fd naming the deleted name, a write through it read through that name, the directory
@@ -736,8 +787,9 @@ fn a_namespace_with_a_root_of_its_own_comes_back_pivoted() {
 }
 
 /// A devpts instance of the namespace's own, holding no pty (a sandbox's /dev/pts): it comes
-/// back as a new instance with the same options, whose ptmx makes pty 0. One holding a pty is
-/// refused naming it (a new instance would number its ptys again). Before, both were refused
+/// back as a new instance with the same options, whose ptmx makes pty 0. One holding a pty,
+/// mounted elsewhere than on /dev/pts, is refused naming it (no restore would open the pty
+/// in it). Before, both were refused
 /// ("a devpts mount only the namespace has").
 #[test]
 fn a_devpts_instance_of_the_namespace_comes_back_new_and_one_with_ptys_is_refused() {
@@ -757,11 +809,8 @@ fn a_devpts_instance_of_the_namespace_comes_back_new_and_one_with_ptys_is_refuse
     let w = Workload::spawn("mount-ns", &["devpts-busy"]);
     let out = w.dump(&w.path("img"), &[]);
     assert!(!out.status.success(), "the dump should be refused\n{out}");
-    let want = format!(
-        "devpts devpts on {}: is a devpts instance of the namespace's own holding ptys (0)",
-        w.path("pts").display()
-    );
-    assert!(out.stderr.contains(&want), "want {want:?}\n{}", out.stderr);
+    let want = "fd 45: pty master of /dev/pts/0: no dumped process holds its slave";
+    assert!(out.stderr.contains(want), "want {want:?}\n{}", out.stderr);
     w.assert_untouched();
 }
 

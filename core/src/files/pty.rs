@@ -71,6 +71,10 @@ pub(super) struct Ptys;
 /// ptys go when their last fd closes, which can lag the dump's end a little).
 const INDEX_WAIT: Duration = Duration::from_secs(3);
 
+/// The device of cryo's /dev/pts, noted before the restore forks (validate) for the makers,
+/// which may be in a mount namespace with an instance of its own.
+static CRYO_DEVPTS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+
 /// The line discipline every restored pty has (N_TTY).
 const N_TTY: i32 = 0;
 
@@ -96,6 +100,8 @@ struct PairSeen {
     /// their queues once the whole dump is known (finish_dump).
     master_dup: Option<OwnedFd>,
     slave_dup: Option<(OwnedFd, Pid, RawFd)>,
+    /// The devpts instance (its device) of an end, with that end's holder.
+    instance: Option<(u64, Pid, RawFd)>,
 }
 
 /// The ptys of a dump, by index.
@@ -156,7 +162,7 @@ impl FileKind for Ptys {
         }
         if end == PtyEnd::Slave && p.hung_up {
             if cx.first(format!("pty hung up {}", p.index), desc.id).is_none() {
-                wait_index_free(desc, p.index)?;
+                wait_index_free(desc, p)?;
             }
             return Ok(());
         }
@@ -169,7 +175,7 @@ impl FileKind for Ptys {
                 detail: format!("file {other} is the master of /dev/pts/{} too", p.index),
             });
         }
-        wait_index_free(desc, p.index)
+        wait_index_free(desc, p)
     }
 
     fn open(&self, _desc: &FileDesc, _p: &Pty, _cx: &mut Opening<'_>) -> Result<Opened, FileError> {
@@ -340,7 +346,18 @@ fn dump(
     }
     let t = sys::tty::termios2(dup).map_err(ioctl_err("TCGETS2"))?;
     let w = sys::tty::winsize(dup).map_err(ioctl_err("TIOCGWINSZ"))?;
+    let instance = devpts_instance(open, end, dup, path)?;
     let pair = pairs.entry(index).or_default();
+    match (pair.instance, instance) {
+        (Some((known, pid, fd)), Some(dev)) if known != dev => {
+            return Err(open.dump_err(format!(
+                "pty {index} of another devpts instance than the pty {index} of pid {pid} fd \
+                 {fd}: two instances' ptys of one index are not made again"
+            )));
+        }
+        (None, Some(dev)) => pair.instance = Some((dev, open.pid, open.fd)),
+        _ => {}
+    }
     match end {
         PtyEnd::Master => {
             pair.packet =
@@ -393,6 +410,40 @@ fn dump(
     })
 }
 
+/// The devpts instance (its device number) end `end` of a pty is of (`dup`, opened by its
+/// holder as `path`): a slave's own; a master opened as devpts's own ptmx node, that
+/// instance; one opened through another ptmx node, the instance on `pts` beside it as its
+/// holder sees it (where the kernel looks when it opens one; a slave of the dump of another
+/// instance is refused for its index in [`dump`]). None for /dev/tty.
+fn devpts_instance(
+    open: &OpenFd,
+    end: PtyEnd,
+    dup: BorrowedFd<'_>,
+    path: &str,
+) -> Result<Option<u64>, FileError> {
+    let fstat = || {
+        nix::sys::stat::fstat(dup)
+            .map(|st| Some(st.st_dev))
+            .map_err(|e| open.inspect_err("fstat", open.proc_path(), e.into()))
+    };
+    match end {
+        PtyEnd::Slave => fstat(),
+        PtyEnd::Master => {
+            let on_devpts = nix::sys::statfs::fstatfs(dup)
+                .is_ok_and(|f| f.filesystem_type() == nix::sys::statfs::DEVPTS_SUPER_MAGIC);
+            if on_devpts {
+                return fstat();
+            }
+            let beside = Path::new(path).with_file_name("pts");
+            let seen = crate::task::mount_ns::as_seen_by(open.pid, &beside.to_string_lossy());
+            std::fs::metadata(&seen)
+                .map(|m| Some(m.dev()))
+                .map_err(|e| open.inspect_err("stat", seen, e))
+        }
+        _ => Ok(None),
+    }
+}
+
 /// Slave fd `open` (description `id`, on pty `index`, duplicated as `dup`) that failed a
 /// call with EIO: hung up, checked by poll (POLLHUP with POLLERR, as only a hung-up file
 /// polls), remembered in `pairs`.
@@ -413,7 +464,11 @@ fn hung_up_slave(
              up: not supported"
         )));
     }
-    pairs.entry(index).or_default().hung_up.push((id, open.pid, open.fd));
+    let pair = pairs.entry(index).or_default();
+    pair.hung_up.push((id, open.pid, open.fd));
+    if let Ok(st) = nix::sys::stat::fstat(dup) {
+        pair.instance.get_or_insert((st.st_dev, open.pid, open.fd));
+    }
     debug!(pid = %open.pid, fd = open.fd, index, "pty slave hung up");
     Ok(Pty {
         end: PtyEnd::Slave as i32,
@@ -635,6 +690,7 @@ pub(super) fn finish_dump(
             }
         }
     }
+    let in_namespace = namespace_instances(&pairs)?;
     // What neither end has read, read out and put back at once: on the master's record.
     let mut queued = BTreeMap::new();
     let mut stopped = BTreeMap::new();
@@ -661,6 +717,7 @@ pub(super) fn finish_dump(
                 p.master_output_stopped = master.to_image();
             }
         }
+        p.namespace_devpts = in_namespace.contains(&p.index);
         p.packet = pair.packet;
         p.locked = pair.locked;
         p.exclusive = pair.exclusive;
@@ -668,6 +725,42 @@ pub(super) fn finish_dump(
         (p.sid, p.foreground_pgid) = sessions.get(&p.index).copied().unwrap_or((0, 0));
     }
     Ok(lines.into_iter().map(|(sid, (t, _))| (sid, t)).collect())
+}
+
+/// The ptys of `pairs` of a devpts instance other than cryo's /dev/pts: the one mounted on
+/// /dev/pts of their holder's mount namespace (its own, made new by the restore), one such
+/// instance at most in a dump; any other refused.
+fn namespace_instances(
+    pairs: &BTreeMap<u32, PairSeen>,
+) -> Result<std::collections::BTreeSet<u32>, FileError> {
+    let ours = std::fs::metadata("/dev/pts").map(|m| m.dev()).ok();
+    let mut found: Option<(u64, Pid)> = None;
+    let mut out = std::collections::BTreeSet::new();
+    for (&index, pair) in pairs {
+        let Some((dev, pid, fd)) = pair.instance.filter(|&(dev, ..)| Some(dev) != ours) else {
+            continue;
+        };
+        let err = |detail: String| FileError::Dump { pid, fd, detail };
+        let theirs = crate::task::mount_ns::as_seen_by(pid, "/dev/pts");
+        if !std::fs::metadata(&theirs).is_ok_and(|m| m.dev() == dev) {
+            return Err(err(format!(
+                "pty {index} of a devpts instance that is neither cryo's nor the one on \
+                 /dev/pts of the process: not supported"
+            )));
+        }
+        match found {
+            Some((other, first)) if other != dev => {
+                return Err(err(format!(
+                    "pty {index} of the devpts instance on /dev/pts of the process, another \
+                     than pid {first}'s, whose ptys the dump holds too: one such instance per \
+                     dump is made again"
+                )));
+            }
+            _ => found = Some((dev, pid)),
+        }
+        out.insert(index);
+    }
+    Ok(out)
 }
 
 /// Line terminal `rdev`, the controlling terminal of `p`'s session, as a restore takes it
@@ -1050,8 +1143,19 @@ pub(crate) fn refill_queues(
     Ok(())
 }
 
-/// Waits (bounded) until /dev/pts/`index` is free; refuses the restore if it stays taken.
-fn wait_index_free(desc: &FileDesc, index: u32) -> Result<(), FileError> {
+/// Waits (bounded) until /dev/pts/`index` of cryo's devpts is free; refuses the restore if
+/// it stays taken. A pty of a namespace's own instance (`p.namespace_devpts`) comes back in
+/// the new instance its namespace's restore mounts: nothing to wait for. Notes cryo's
+/// instance for the makers ([`open_ptmx_at`]).
+fn wait_index_free(desc: &FileDesc, p: &Pty) -> Result<(), FileError> {
+    let ours = std::fs::metadata("/dev/pts")
+        .map_err(|e| restore_err(desc, "stat /dev/pts", e))?
+        .dev();
+    CRYO_DEVPTS.get_or_init(|| ours);
+    if p.namespace_devpts {
+        return Ok(());
+    }
+    let index = p.index;
     let path = format!("/dev/pts/{index}");
     let deadline = Instant::now() + INDEX_WAIT;
     while Path::new(&path).exists() {
@@ -1071,7 +1175,24 @@ fn wait_index_free(desc: &FileDesc, index: u32) -> Result<(), FileError> {
 
 /// Opens /dev/ptmx with `flags` until it gets pty `index` (devpts hands out the lowest free
 /// index: the lower ones got meanwhile are closed when this returns).
-fn open_ptmx_at(desc: &FileDesc, index: u32, flags: OFlag) -> Result<OwnedFd, FileError> {
+fn open_ptmx_at(desc: &FileDesc, p: &Pty, flags: OFlag) -> Result<OwnedFd, FileError> {
+    let index = p.index;
+    // The maker's /dev/ptmx leads to the instance on /dev/pts beside it: the one the pair was
+    // of, or the pair would come back in another (a maker outside the namespace).
+    let here = std::fs::metadata("/dev/pts")
+        .map_err(|e| restore_err(desc, "stat /dev/pts", e))?
+        .dev();
+    if CRYO_DEVPTS.get().is_some_and(|&ours| (here == ours) == p.namespace_devpts) {
+        let (was, is) = if p.namespace_devpts {
+            ("of its namespace's own devpts", "cryo's")
+        } else {
+            ("of cryo's devpts", "another instance")
+        };
+        return Err(super::error::changed(
+            desc,
+            format!("pty {index} was {was}, and its maker's /dev/pts is {is}: not made again"),
+        ));
+    }
     let mut lower = Vec::new();
     loop {
         let fd = nix::fcntl::open("/dev/ptmx", flags, Mode::empty())
@@ -1104,7 +1225,7 @@ fn open_pair(group: &[(&FileDesc, &Pty)]) -> Result<Vec<(u32, OwnedFd)>, FileErr
             id: group[0].0.id,
             detail: format!("pty /dev/pts/{}: no master description", group[0].1.index),
         })?;
-    let master = open_ptmx_at(mdesc, p.index, open_flags(mdesc.flags))?;
+    let master = open_ptmx_at(mdesc, p, open_flags(mdesc.flags))?;
     let m = master.as_fd();
     let step = |op: &'static str| move |e| restore_err(mdesc, op, e);
     sys::tty::set_int(m, libc::TIOCSPTLCK, 0).map_err(step("TIOCSPTLCK (unlock)"))?;
@@ -1220,7 +1341,7 @@ fn take_as_leader(
 /// slave opened with its flags, then the master closed, which hangs them up.
 fn open_hung_up(group: &[(&FileDesc, &Pty)]) -> Result<Vec<(u32, OwnedFd)>, FileError> {
     let &(first, p) = group.first().expect("a group is never empty");
-    let master = open_ptmx_at(first, p.index, OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)?;
+    let master = open_ptmx_at(first, p, OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)?;
     sys::tty::set_int(master.as_fd(), libc::TIOCSPTLCK, 0)
         .map_err(|e| restore_err(first, "TIOCSPTLCK (unlock)", e))?;
     let mut out = Vec::with_capacity(group.len());

@@ -404,22 +404,18 @@ pub fn dump(
                 }
                 let devpts_options = devpts_options(&m.super_options)
                     .map_err(|opt| refuse(m, format!("devpts option {opt:?} is not made again")))?;
-                // A new instance numbers its ptys from 0 again: it must hold none.
                 let ptys: Vec<String> = list_dir(&seen_at)
                     .map_err(read_err(&format!("the devpts on {point}")))?
                     .into_iter()
                     .filter(|n| n != "ptmx")
                     .collect();
-                if !ptys.is_empty() {
-                    return Err(refuse(
-                        m,
-                        format!(
-                        "is a devpts instance of the namespace's own holding ptys ({}): ptys of \
-                         an instance other than cryo's are not made again",
-                        ptys.join(" ")
-                    ),
-                    ));
-                }
+                // A new instance numbers its ptys from 0 again: each must be one of the
+                // dump's, made again in it (checked in mark_files, once the ptys are known).
+                let devpts_ptys = ptys
+                    .iter()
+                    .map(|n| n.parse::<u32>())
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|_| refuse(m, format!("holds a node other than ptys: {ptys:?}")))?;
                 NamespaceMount {
                     point,
                     options: m.options.clone(),
@@ -427,6 +423,7 @@ pub fn dump(
                     key: m.key(),
                     devpts: true,
                     devpts_options,
+                    devpts_ptys,
                     ..Default::default()
                 }
             } else if m.fstype == "mqueue" && m.root == "/" {
@@ -895,6 +892,26 @@ pub fn mark_files(
     }
     let root = proc::dir(pid).join("root");
     let own_mount = |path: &str| ns.mounts.iter().rev().find(|m| is_below(path, &m.point));
+    // A devpts of its own comes back new, holding only the ptys the dump makes again there.
+    for m in ns.mounts.iter().filter(|m| m.devpts) {
+        let made_again = |index: u32| {
+            descs.iter().any(|d| {
+                matches!(&d.kind, Some(file_desc::Kind::Pty(p))
+                    if p.index == index && p.namespace_devpts)
+            })
+        };
+        if let Some(index) = m.devpts_ptys.iter().copied().find(|&i| !made_again(i)) {
+            return Err(MountNsError::Refused {
+                pid,
+                inode: ns.inode,
+                mount: mount_name(m),
+                detail: format!(
+                    "holds pty {index}, which no process of the dump holds (an instance made \
+                     again would not have it)"
+                ),
+            });
+        }
+    }
     // Those opened in the parent's namespace are found there again (open.rs).
     for desc in descs
         .iter_mut()

@@ -28,7 +28,11 @@
 //! unix stream socket bound to DIR/WHERE/before.sock and listening, at fd 47, before the
 //! namespace is made: `tmp` puts it under the tmpfs the namespace mounts), `linked-deleted`
 //! (DIR/tmp/gone/f, "linked", with a second name DIR/tmp/other, open O_RDWR at fd 48, then
-//! DIR/tmp/gone/f and DIR/tmp/gone removed).
+//! DIR/tmp/gone/f and DIR/tmp/gone removed), `sock-inside` (with `pivot`: DIR bound on /d of
+//! the new root too, a unix stream socket bound to /d/inside.sock and listening, at fd 47: its
+//! path in the namespace is not its path in cryo's), `devpts-own` (with `pivot`: a new devpts
+//! instance on /dev/pts, ptmxmode=0666, as a container has; a pty made through /dev/ptmx, its
+//! master at fd 45, its slave at fd 46, "typed before" and a newline written to the master).
 //!
 //! ```text
 //! fd                  -> <pos> <contents of fd 40, from 0>
@@ -57,6 +61,11 @@
 //! accept-before       -> ok | errno N  (accepts on fd 47, writes "accepted", closes)
 //! linked              -> the link of fd 48 (/proc/self/fd/48)
 //! linked-write TEXT   -> ok               (TEXT written through fd 48 at offset 0)
+//! pty                 -> <TIOCGPTN of fd 45> <the link of fd 46> same:<bool> (same: fd 46
+//!                        is of the devpts on /dev/pts)
+//! pty-dev             -> the device of fd 46 (its devpts instance's)
+//! pty-read            -> what fd 46 reads now, non-blocking
+//! pty-write TEXT      -> ok   (TEXT and a newline written to fd 45)
 //! fifo                -> same:<bool> <what fd 43 reads now, non-blocking, written back>
 //!                        (same: fd 43 and DIR/tmp/fifo are one inode)
 //! ```
@@ -76,6 +85,9 @@ const HELD_BEFORE: i32 = 41;
 const SOCK_BEFORE: i32 = 47;
 /// The fd of the deleted name of a linked file on the tmpfs (`linked-deleted`).
 const LINKED_FD: i32 = 48;
+/// The fds of the master and the slave of the pty of the namespace's devpts (`devpts-own`).
+const PTY_MASTER: i32 = 45;
+const PTY_SLAVE: i32 = 46;
 /// The fd of the FIFO on the tmpfs (`fifo`).
 const FIFO_FD: i32 = 43;
 /// The fd of the device node on the tmpfs (`devnode`).
@@ -105,7 +117,7 @@ fn mount(
 /// Makes a tmpfs the root of this mount namespace, as a sandbox does (pivot_root), holding
 /// binds of /usr, /dev (alone) and of the directory of this program (its libraries and itself, at the paths
 /// they had), of DIR, and a proc on /proc; the old root detached.
-fn pivot(dir: &Path) -> Result<(), String> {
+fn pivot(dir: &Path, also_on_d: bool) -> Result<(), String> {
     let new_root = dir.join("newroot");
     std::fs::create_dir_all(&new_root).map_err(failed("mkdir newroot"))?;
     mount(
@@ -123,6 +135,17 @@ fn pivot(dir: &Path) -> Result<(), String> {
         mount(
             Some(&kept.to_string_lossy()),
             &at,
+            None,
+            MsFlags::MS_BIND,
+            None,
+        )?;
+    }
+    if also_on_d {
+        let d = new_root.join("d");
+        std::fs::create_dir_all(&d).map_err(failed("mkdir d"))?;
+        mount(
+            Some(&dir.to_string_lossy()),
+            &d,
             None,
             MsFlags::MS_BIND,
             None,
@@ -179,7 +202,7 @@ pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
     };
     mount(None, Path::new("/"), None, MsFlags::MS_REC | kind, None)?;
     if args.iter().any(|a| a == "pivot") {
-        pivot(dir)?;
+        pivot(dir, args.iter().any(|a| a == "sock-inside"))?;
     }
     let tmp = dir.join("tmp");
     let ro = dir.join("ro");
@@ -370,6 +393,34 @@ pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
                 std::fs::remove_dir(&gone).map_err(failed("rmdir gone"))?;
                 continue;
             }
+            "sock-inside" => {
+                let listener = std::os::unix::net::UnixListener::bind("/d/inside.sock")
+                    .map_err(failed("bind /d/inside.sock"))?;
+                sys::move_fd(std::os::fd::IntoRawFd::into_raw_fd(listener), SOCK_BEFORE)
+                    .map_err(failed("dup2"))?;
+                continue;
+            }
+            "devpts-own" => {
+                mount(
+                    Some("devpts"),
+                    Path::new("/dev/pts"),
+                    Some("devpts"),
+                    MsFlags::empty(),
+                    Some("newinstance,ptmxmode=0666"),
+                )?;
+                let master = sys::open(Path::new("/dev/ptmx"), libc::O_RDWR | libc::O_NOCTTY)
+                    .map_err(failed("open /dev/ptmx"))?;
+                sys::move_fd(master, PTY_MASTER).map_err(failed("dup2"))?;
+                // SAFETY: unlockpt on the master this process just opened.
+                if unsafe { libc::unlockpt(PTY_MASTER) } < 0 {
+                    return Err(format!("unlockpt: {}", std::io::Error::last_os_error()));
+                }
+                let slave = sys::open(Path::new(&pty_name()?), libc::O_RDWR | libc::O_NOCTTY)
+                    .map_err(failed("open the slave"))?;
+                sys::move_fd(slave, PTY_SLAVE).map_err(failed("dup2"))?;
+                sys::write_all(PTY_MASTER, b"typed before\n").map_err(failed("write"))?;
+                continue;
+            }
             "nested" | "held-before" | "pivot" => continue,
             _ if extra.starts_with("sock-before:") => continue,
             _ if extra.starts_with("umount:") => {
@@ -449,6 +500,17 @@ pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
         kids,
         dir: dir.to_path_buf(),
     }))
+}
+
+/// The path of the slave of the pty whose master is fd [`PTY_MASTER`].
+fn pty_name() -> Result<String, String> {
+    let mut n: libc::c_uint = 0;
+    // SAFETY: TIOCGPTN writes the pty's number into `n`, alive for the call.
+    let r = unsafe { libc::ioctl(PTY_MASTER, libc::TIOCGPTN, &mut n as *mut libc::c_uint) };
+    if r < 0 {
+        return Err(format!("TIOCGPTN: {}", std::io::Error::last_os_error()));
+    }
+    Ok(format!("/dev/pts/{n}"))
 }
 
 /// Forks a child that makes a mount namespace of its own inside this one, with a tmpfs
@@ -593,6 +655,31 @@ impl Mode for MountNs {
                 } else {
                     fields.join(" ")
                 })
+            }
+            ("pty", []) => {
+                let dev = |p: &str| {
+                    std::fs::metadata(p)
+                        .map(|m| m.dev())
+                        .map_err(|e| format!("stat {p}: {e}"))
+                };
+                let same = dev("/proc/self/fd/46")? == dev("/dev/pts")?;
+                let name = std::fs::read_link("/proc/self/fd/46").map_err(io_err)?;
+                let name = name.display();
+                Ok(format!(
+                    "{} {name} same:{same}",
+                    pty_name()?.trim_start_matches("/dev/pts/")
+                ))
+            }
+            ("pty-dev", []) => std::fs::metadata("/proc/self/fd/46")
+                .map(|m| m.dev().to_string())
+                .map_err(io_err),
+            ("pty-read", []) => {
+                let got = sys::read_available(PTY_SLAVE, 4096).map_err(io_err)?;
+                Ok(String::from_utf8_lossy(&got).trim_end().to_string())
+            }
+            ("pty-write", [text]) => {
+                sys::write_all(PTY_MASTER, format!("{text}\n").as_bytes()).map_err(io_err)?;
+                Ok("ok".into())
             }
             ("open-ptmx", [path]) => {
                 let fd =

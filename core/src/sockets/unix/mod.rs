@@ -619,34 +619,23 @@ fn placement(
         let depth = name.components().count();
         file.path.ancestors().nth(depth)
     };
-    let at_name = dir.is_some_and(|d| {
-        std::fs::symlink_metadata(d.join(name))
+    // The process's view of the name (in a mount namespace of its own the kernel shows the
+    // file's path from that namespace's root): the restore binds it there again.
+    let is_its_file = |p: &Path| {
+        std::fs::symlink_metadata(p)
             .is_ok_and(|md| info.vfs.is_some_and(|v| v.matches(md.dev(), md.ino())))
-    });
-    if !at_name && dir.is_some_and(|d| d.join(name) == file.path) {
-        return Err(refused(format!(
-            "bound to {}, whose socket file is not the file at that path as cryo sees it (a \
-             mount namespace of its own?): not supported",
-            name.display()
-        )));
-    }
-    if !at_name {
-        return Err(refused(format!(
-            "bound to {}, whose socket file was moved to {} since: not supported",
-            name.display(),
-            file.path.display()
-        )));
-    }
-    // In another mount namespace than cryo's the restore binds it again there (made again
-    // from cryo's mounts and its own): its name must lead to the same file there too (a mount
-    // of its own over the directory, made after the bind, would take the new file: it came
-    // back there silently before).
-    let full = dir.unwrap_or(Path::new("")).join(name);
-    let theirs = crate::task::mount_ns::as_seen_by(pid, &full.to_string_lossy());
-    if theirs != full {
-        let same = std::fs::symlink_metadata(&theirs)
-            .is_ok_and(|md| info.vfs.is_some_and(|v| v.matches(md.dev(), md.ino())));
-        if !same {
+    };
+    let full = dir.map(|d| d.join(name));
+    let theirs = full
+        .as_ref()
+        .map(|f| crate::task::mount_ns::as_seen_by(pid, &f.to_string_lossy()));
+    if !theirs.as_deref().is_some_and(is_its_file) {
+        // A mount of its own over the directory, made after the bind, would take the new
+        // file: it came back there silently before.
+        if full
+            .as_ref()
+            .is_some_and(|f| theirs.as_ref() != Some(f) && is_its_file(f))
+        {
             return Err(refused(format!(
                 "bound to {} before its mount namespace was made, where that path leads to \
                  another file now (a mount of its own over it): a restore would bind it there, \
@@ -654,8 +643,21 @@ fn placement(
                 name.display()
             )));
         }
+        if full.as_ref() == Some(&file.path) {
+            return Err(refused(format!(
+                "bound to {}, whose socket file is not the file at that path as the process \
+                 sees it: not supported",
+                name.display()
+            )));
+        }
+        return Err(refused(format!(
+            "bound to {}, whose socket file was moved to {} since: not supported",
+            name.display(),
+            file.path.display()
+        )));
     }
-    if crate::sys::mount::on_read_only_mount(&file.path) {
+    let theirs = theirs.expect("the file was found at it");
+    if crate::sys::mount::on_read_only_mount(&theirs) {
         return Err(refused(format!(
             "bound to {}, on a read-only mount: a restore binds it again (making its socket \
              file), which the mount does not allow",
