@@ -237,6 +237,46 @@ fn a_pty_of_the_namespaces_own_devpts_comes_back_in_the_new_instance() {
     w.kill_restored();
 }
 
+/// Files removed while held open in a namespace with a root of its own (zdtm rmdir_open,
+/// fifo-ghost, deleted_dev in the ns flavour), each made again for an instant by its holder
+/// in the namespace made again, then removed. A directory whose parent is gone too: in the
+/// nearest directory still there, on the same filesystem; before, made on another (the
+/// namespace's temporary directory), and with none there the restore failed after the dump
+/// had killed the process ("no free temporary name"). A FIFO with its bytes and a device node:
+/// before, refused ("found again in cryo's namespace, not in the one made").
+#[test]
+fn files_removed_in_a_pivoted_namespace_come_back_removed_on_their_filesystem() {
+    cryo_bin();
+    let _shared = CRYOS_MOUNTS.read().unwrap_or_else(|e| e.into_inner());
+    let mut w = Workload::spawn("mount-ns", &["pivot", "removed"]);
+    let null = w.cmd("removed-null");
+    assert!(
+        null.starts_with("1:3 0 ") && null.ends_with(" (deleted)"),
+        "{null}"
+    );
+    let before = w.cmd("removed-dir");
+    let dev = before.split(' ').next().unwrap().to_string();
+    assert!(before.contains(" 0 "), "no link left: {before}");
+    w.dump_and_restore();
+    let after = w.cmd("removed-dir");
+    assert!(
+        after.starts_with(&format!("{dev} 0 ")),
+        "{before} -> {after}"
+    );
+    assert!(after.ends_with(" (deleted)"), "{after}");
+    assert!(
+        !w.dir().join("gone").exists(),
+        "the directory made again is gone"
+    );
+    assert_eq!(
+        w.cmd("removed-fifo"),
+        "0 queued",
+        "the FIFO, removed, with its bytes"
+    );
+    assert_eq!(w.cmd("removed-null"), null, "the device node, removed");
+    w.kill_restored();
+}
+
 /// A deleted name of a file with another link, on the namespace's own tmpfs, its directory
 /// removed too (zdtm unlink_regular00): the inode comes back on the copy under its other name,
 /// the fd naming the deleted name, a write through it read through that name, the directory

@@ -925,8 +925,10 @@ pub(crate) fn make_dir_again(original: &Path) -> io::Result<PathBuf> {
 }
 
 /// Makes (with `made`) a new file of a kind for a removed one named `original`: there if
-/// nothing is, else at a hidden name beside it (in the temporary directory if its own is
-/// gone). Returns its path.
+/// nothing is, else at a hidden name beside it; its directory gone too, in the nearest
+/// directory on the way to it that is still there (on the filesystem the original was on,
+/// as its holders saw it: a mount namespace of its own may have no temporary directory),
+/// else in the temporary directory. Returns its path.
 pub(crate) fn make_beside(
     original: &Path,
     made: impl Fn(&Path) -> nix::Result<()>,
@@ -937,16 +939,19 @@ pub(crate) fn make_beside(
         Err(nix::errno::Errno::EEXIST | nix::errno::Errno::ENOENT) => {}
         Err(e) => return Err(e.into()),
     }
-    let dir = original
-        .parent()
-        .filter(|d| d.is_dir())
-        .map_or_else(std::env::temp_dir, Path::to_path_buf);
+    let nearest = original.ancestors().skip(1).find(|d| d.is_dir());
     let base = original
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    (0..100)
-        .map(|n| dir.join(hidden_name(&base, n)))
+    nearest
+        .map(Path::to_path_buf)
+        .into_iter()
+        .chain([std::env::temp_dir()])
+        .flat_map(|dir| {
+            let base = &base;
+            (0..100).map(move |n| dir.join(hidden_name(base, n)))
+        })
         .find(|p| made(p).is_ok())
         .ok_or_else(|| io::Error::other("no free temporary name"))
 }

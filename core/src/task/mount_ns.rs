@@ -940,6 +940,10 @@ pub fn mark_files(
                 p.in_mount_namespace = true;
                 continue;
             }
+            // A FIFO, device node or symlink removed while open: made again by its holder
+            // beside its path in the namespace made again (pipes.rs, removed_nodes.rs).
+            Some(file_desc::Kind::Pipe(p)) if p.deleted => continue,
+            Some(file_desc::Kind::RemovedNode(_)) => continue,
             // Reopened by path in the holder once the namespace is made: that path must lead
             // to cryo's /proc there too.
             // On the namespace's own proc mount (made again with it): opened there.
@@ -1076,7 +1080,6 @@ fn other_paths(kind: Option<&file_desc::Kind>) -> (&'static str, Vec<&str>) {
     match kind {
         Some(Kind::Pipe(p)) if !p.fifo_path.is_empty() => ("FIFO", vec![p.fifo_path.as_str()]),
         Some(Kind::CharDevice(path)) => ("device", vec![path.as_str()]),
-        Some(Kind::RemovedNode(n)) => ("removed node", vec![n.path.as_str()]),
         Some(Kind::Inotify(i)) => (
             "inotify watch on",
             i.watches.iter().map(|w| w.path.as_str()).collect(),

@@ -32,7 +32,10 @@
 //! the new root too, a unix stream socket bound to /d/inside.sock and listening, at fd 47: its
 //! path in the namespace is not its path in cryo's), `devpts-own` (with `pivot`: a new devpts
 //! instance on /dev/pts, ptmxmode=0666, as a container has; a pty made through /dev/ptmx, its
-//! master at fd 45, its slave at fd 46, "typed before" and a newline written to the master).
+//! master at fd 45, its slave at fd 46, "typed before" and a newline written to the master),
+//! `removed` (DIR/gone/sub open at fd 50, then removed, and DIR/gone with it; a FIFO
+//! DIR/fifo-gone open O_RDWR at fd 51, "queued" written to it, and a character device
+//! DIR/null-gone, 1:3, open O_RDWR at fd 52, both then removed).
 //!
 //! ```text
 //! fd                  -> <pos> <contents of fd 40, from 0>
@@ -64,6 +67,9 @@
 //! pty                 -> <TIOCGPTN of fd 45> <the link of fd 46> same:<bool> (same: fd 46
 //!                        is of the devpts on /dev/pts)
 //! pty-dev             -> the device of fd 46 (its devpts instance's)
+//! removed-dir         -> <device> <links> <the link of fd 50>
+//! removed-fifo        -> <links> <what fd 51 reads now, non-blocking>
+//! removed-null        -> <major>:<minor> <links> <the link of fd 52>
 //! pty-read            -> what fd 46 reads now, non-blocking
 //! pty-write TEXT      -> ok   (TEXT and a newline written to fd 45)
 //! fifo                -> same:<bool> <what fd 43 reads now, non-blocking, written back>
@@ -88,6 +94,10 @@ const LINKED_FD: i32 = 48;
 /// The fds of the master and the slave of the pty of the namespace's devpts (`devpts-own`).
 const PTY_MASTER: i32 = 45;
 const PTY_SLAVE: i32 = 46;
+/// The fds of the removed directory, FIFO and device node (`removed`).
+const REMOVED_DIR: i32 = 50;
+const REMOVED_FIFO: i32 = 51;
+const REMOVED_NULL: i32 = 52;
 /// The fd of the FIFO on the tmpfs (`fifo`).
 const FIFO_FD: i32 = 43;
 /// The fd of the device node on the tmpfs (`devnode`).
@@ -421,6 +431,28 @@ pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
                 sys::write_all(PTY_MASTER, b"typed before\n").map_err(failed("write"))?;
                 continue;
             }
+            "removed" => {
+                let fifo = dir.join("fifo-gone");
+                sys::mkfifo(&fifo).map_err(failed("mkfifo"))?;
+                let fd =
+                    sys::open(&fifo, libc::O_RDWR | libc::O_NONBLOCK).map_err(failed("open"))?;
+                sys::move_fd(fd, REMOVED_FIFO).map_err(failed("dup2"))?;
+                sys::write_all(REMOVED_FIFO, b"queued").map_err(failed("write"))?;
+                std::fs::remove_file(&fifo).map_err(failed("unlink fifo-gone"))?;
+                let null = dir.join("null-gone");
+                sys::mknod_char(&null, 1, 3).map_err(failed("mknod null-gone"))?;
+                let fd = sys::open(&null, libc::O_RDWR).map_err(failed("open null-gone"))?;
+                sys::move_fd(fd, REMOVED_NULL).map_err(failed("dup2"))?;
+                std::fs::remove_file(&null).map_err(failed("unlink null-gone"))?;
+                let gone = dir.join("gone");
+                std::fs::create_dir_all(gone.join("sub")).map_err(failed("mkdir gone/sub"))?;
+                let fd = sys::open(&gone.join("sub"), libc::O_RDONLY | libc::O_DIRECTORY)
+                    .map_err(failed("open gone/sub"))?;
+                sys::move_fd(fd, REMOVED_DIR).map_err(failed("dup2"))?;
+                std::fs::remove_dir(gone.join("sub")).map_err(failed("rmdir gone/sub"))?;
+                std::fs::remove_dir(&gone).map_err(failed("rmdir gone"))?;
+                continue;
+            }
             "nested" | "held-before" | "pivot" => continue,
             _ if extra.starts_with("sock-before:") => continue,
             _ if extra.starts_with("umount:") => {
@@ -668,6 +700,40 @@ impl Mode for MountNs {
                 Ok(format!(
                     "{} {name} same:{same}",
                     pty_name()?.trim_start_matches("/dev/pts/")
+                ))
+            }
+            ("removed-fifo", []) => {
+                let meta =
+                    std::fs::metadata(format!("/proc/self/fd/{REMOVED_FIFO}")).map_err(io_err)?;
+                let got = sys::read_available(REMOVED_FIFO, 4096).map_err(io_err)?;
+                Ok(format!(
+                    "{} {}",
+                    meta.nlink(),
+                    String::from_utf8_lossy(&got)
+                ))
+            }
+            ("removed-null", []) => {
+                let link = format!("/proc/self/fd/{REMOVED_NULL}");
+                let meta = std::fs::metadata(&link).map_err(io_err)?;
+                let name = std::fs::read_link(&link).map_err(io_err)?;
+                let rdev = meta.rdev();
+                Ok(format!(
+                    "{}:{} {} {}",
+                    nix::sys::stat::major(rdev),
+                    nix::sys::stat::minor(rdev),
+                    meta.nlink(),
+                    name.display()
+                ))
+            }
+            ("removed-dir", []) => {
+                let link = format!("/proc/self/fd/{REMOVED_DIR}");
+                let meta = std::fs::metadata(&link).map_err(io_err)?;
+                let name = std::fs::read_link(&link).map_err(io_err)?;
+                Ok(format!(
+                    "{} {} {}",
+                    meta.dev(),
+                    meta.nlink(),
+                    name.display()
                 ))
             }
             ("pty-dev", []) => std::fs::metadata("/proc/self/fd/46")
