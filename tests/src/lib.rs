@@ -461,6 +461,23 @@ pub fn parse_fds(reply: &str) -> BTreeMap<i32, String> {
         .collect()
 }
 
+/// Cryo's mount table, which the tests share (one test binary): a test that mounts in cryo's
+/// namespace holds it changing, one whose workload makes a mount namespace holds it kept. A
+/// namespace made while such a mount exists holds a copy of it, which becomes one of its own
+/// once cryo's is gone (and its mount point with it), so no restore could make it again.
+static CRYOS_MOUNTS: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// Holds cryo's mount table unchanged by the other tests while it lives ([`CRYOS_MOUNTS`]).
+pub fn cryos_mounts_kept() -> std::sync::RwLockReadGuard<'static, ()> {
+    CRYOS_MOUNTS.read().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Lets this test mount in cryo's namespace while it lives, no mount namespace being made by
+/// another test meanwhile ([`CRYOS_MOUNTS`]).
+pub fn cryos_mounts_changing() -> std::sync::RwLockWriteGuard<'static, ()> {
+    CRYOS_MOUNTS.write().unwrap_or_else(|e| e.into_inner())
+}
+
 /// The tests that open ptys of the host's devpts take turns: a restore makes a pty again at
 /// its index, which the dump freed, and a pty opened meanwhile by another test (they run in
 /// one test binary) would take it.

@@ -500,6 +500,7 @@ fn an_abstract_name_held_here_is_a_temporary_finding() {
 #[test]
 fn a_bind_source_missing_here_is_a_permanent_mount_finding() {
     cryo_bin();
+    let _shared = cryo_tests::cryos_mounts_kept();
     let mut w = Workload::spawn("mount-ns", &[]);
     let img = w.path("img");
     check_dump(&w, &img);

@@ -134,6 +134,38 @@ fn an_inotify_instance_with_unread_events_is_refused_until_they_are_read() {
     refused_while_events_are_queued("inotify", "8 wd1", "8 wd1");
 }
 
+/// Watch descriptors past 9, which fdinfo shows in hex ("wd:a"), with a gap below them: each
+/// watch comes back with its descriptor, an event read names it. Before, the dump was refused
+/// ("cannot parse fdinfo line"), and one shown as "10" (16) would have been taken for 10.
+#[test]
+fn inotify_watches_past_nine_come_back_with_their_descriptors() {
+    cryo_bin();
+    let mut w = Workload::spawn("notify", &["inotify-many"]);
+    let watches = |pid: i32| -> Vec<String> {
+        std::fs::read_to_string(format!("/proc/{pid}/fdinfo/47"))
+            .unwrap()
+            .lines()
+            .filter(|l| l.starts_with("inotify"))
+            .map(|l| {
+                l.split(' ')
+                    .take(5)
+                    .filter(|f| !f.starts_with("ino:"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect()
+    };
+    let before = watches(w.pid());
+    assert_eq!(before.len(), 12, "{before:?}");
+    assert!(before.iter().any(|l| l.contains("wd:10 ")), "{before:?}");
+    w.dump_and_restore();
+    assert_eq!(watches(w.pid()), before);
+    assert_eq!(w.cmd("touch w16"), "8 wd16");
+    assert_eq!(w.cmd("touch w10"), "8 wd10");
+    assert_eq!(w.cmd("touch w1"), "8 wd1");
+    w.kill_restored();
+}
+
 #[test]
 fn an_inotify_watch_on_an_unlinked_inode_comes_back_on_the_inode_its_fd_holds() {
     cryo_bin();

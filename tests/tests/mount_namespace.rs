@@ -12,11 +12,6 @@ use std::process::{Command, Stdio};
 
 use cryo_tests::{cryo_bin, Workload};
 
-/// Taken for writing by the test that mounts in cryo's namespace, for reading by the others:
-/// a namespace made while that mount exists holds a copy of it, which becomes one of its own
-/// once cryo's is gone (and its mount point with it), so no restore could make it again.
-static CRYOS_MOUNTS: std::sync::RwLock<()> = std::sync::RwLock::new(());
-
 /// The mtime the workload gives its tmpfs files (tests/src/workload/mount_ns.rs).
 const MTIME: i64 = 1_600_000_000;
 
@@ -128,7 +123,7 @@ fn mnt_ns(pid: i32) -> std::path::PathBuf {
 #[test]
 fn a_process_in_its_own_mount_namespace_comes_back_with_its_tmpfs_and_bind_mounts() {
     cryo_bin();
-    let _shared = CRYOS_MOUNTS.read().unwrap_or_else(|e| e.into_inner());
+    let _shared = cryo_tests::cryos_mounts_kept();
     let mut w = Workload::spawn("mount-ns", &[]);
     let before = observe(&w);
     check_observed(&w, &before);
@@ -147,7 +142,7 @@ fn a_process_in_its_own_mount_namespace_comes_back_with_its_tmpfs_and_bind_mount
 #[test]
 fn a_file_opened_before_the_namespace_was_made_comes_back_on_a_mount_of_cryos() {
     cryo_bin();
-    let _shared = CRYOS_MOUNTS.read().unwrap_or_else(|e| e.into_inner());
+    let _shared = cryo_tests::cryos_mounts_kept();
     let mut w = Workload::spawn("mount-ns", &["held-before"]);
     let before = w.cmd("held-before");
     assert_eq!(
@@ -170,7 +165,7 @@ fn a_file_opened_before_the_namespace_was_made_comes_back_on_a_mount_of_cryos() 
 #[test]
 fn a_unix_listener_bound_before_the_namespace_was_made_comes_back_at_its_path_or_is_refused() {
     cryo_bin();
-    let _shared = CRYOS_MOUNTS.read().unwrap_or_else(|e| e.into_inner());
+    let _shared = cryo_tests::cryos_mounts_kept();
     let mut w = Workload::spawn("mount-ns", &["sock-before:src"]);
     let path = w.dir().join("src/before.sock");
     w.dump_and_restore();
@@ -193,7 +188,7 @@ fn a_unix_listener_bound_before_the_namespace_was_made_comes_back_at_its_path_or
 #[test]
 fn a_unix_listener_bound_inside_a_pivoted_namespace_comes_back_at_its_path_there() {
     cryo_bin();
-    let _shared = CRYOS_MOUNTS.read().unwrap_or_else(|e| e.into_inner());
+    let _shared = cryo_tests::cryos_mounts_kept();
     let mut w = Workload::spawn("mount-ns", &["pivot", "sock-inside"]);
     let path = w.dir().join("inside.sock");
     w.dump_and_restore();
@@ -206,6 +201,20 @@ fn a_unix_listener_bound_inside_a_pivoted_namespace_comes_back_at_its_path_there
     w.kill_restored();
 }
 
+/// An inotify watch added inside a namespace with a root of its own, on a path that is not
+/// the file's path in cryo's namespace (/d/watched there): added again there, its events
+/// seen. Before, the dump was refused ("the inode ... is not reachable by path").
+#[test]
+fn an_inotify_watch_inside_a_pivoted_namespace_comes_back_on_its_path_there() {
+    cryo_bin();
+    let _shared = cryo_tests::cryos_mounts_kept();
+    let mut w = Workload::spawn("mount-ns", &["pivot", "inotify-inside"]);
+    assert_eq!(w.cmd("inotify-touch"), "8 wd1");
+    w.dump_and_restore();
+    assert_eq!(w.cmd("inotify-touch"), "8 wd1");
+    w.kill_restored();
+}
+
 /// A pty of the namespace's own devpts instance on /dev/pts (a container's terminal): it comes
 /// back in the new instance the restore mounts there, with its index and its unread input,
 /// whatever cryo's /dev/pts holds (a pty of cryo's is held open meanwhile, perhaps with the
@@ -214,7 +223,8 @@ fn a_unix_listener_bound_inside_a_pivoted_namespace_comes_back_at_its_path_there
 #[test]
 fn a_pty_of_the_namespaces_own_devpts_comes_back_in_the_new_instance() {
     cryo_bin();
-    let _shared = CRYOS_MOUNTS.read().unwrap_or_else(|e| e.into_inner());
+    let _shared = cryo_tests::cryos_mounts_kept();
+    let _one = cryo_tests::pty_turn();
     let mut w = Workload::spawn("mount-ns", &["pivot", "devpts-own"]);
     let before = w.cmd("pty");
     assert_eq!(before, "0 /dev/pts/0 same:true");
@@ -247,7 +257,7 @@ fn a_pty_of_the_namespaces_own_devpts_comes_back_in_the_new_instance() {
 #[test]
 fn files_removed_in_a_pivoted_namespace_come_back_removed_on_their_filesystem() {
     cryo_bin();
-    let _shared = CRYOS_MOUNTS.read().unwrap_or_else(|e| e.into_inner());
+    let _shared = cryo_tests::cryos_mounts_kept();
     let mut w = Workload::spawn("mount-ns", &["pivot", "removed"]);
     let null = w.cmd("removed-null");
     assert!(
@@ -284,7 +294,7 @@ fn files_removed_in_a_pivoted_namespace_come_back_removed_on_their_filesystem() 
 #[test]
 fn a_deleted_name_of_a_linked_file_on_the_namespaces_tmpfs_comes_back_the_same_inode() {
     cryo_bin();
-    let _shared = CRYOS_MOUNTS.read().unwrap_or_else(|e| e.into_inner());
+    let _shared = cryo_tests::cryos_mounts_kept();
     let mut w = Workload::spawn("mount-ns", &["linked-deleted"]);
     let tmp = w.dir().join("tmp");
     let before = w.cmd("linked");
@@ -313,7 +323,7 @@ fn a_deleted_name_of_a_linked_file_on_the_namespaces_tmpfs_comes_back_the_same_i
 #[test]
 fn a_mount_namespace_dumped_leaving_the_process_running_is_untouched_and_restores() {
     cryo_bin();
-    let _shared = CRYOS_MOUNTS.read().unwrap_or_else(|e| e.into_inner());
+    let _shared = cryo_tests::cryos_mounts_kept();
     let mut w = Workload::spawn("mount-ns", &[]);
     let before = observe(&w);
     let mountinfo = std::fs::read_to_string(format!("/proc/{}/mountinfo", w.pid())).unwrap();
@@ -362,7 +372,7 @@ fn a_child_in_a_mount_namespace_made_inside_its_parents_pivoted_one_comes_back_i
 /// parent's shared (one superblock).
 fn child_in_a_namespace_inside_its_parents(extras: &[&str]) {
     cryo_bin();
-    let _shared = CRYOS_MOUNTS.read().unwrap_or_else(|e| e.into_inner());
+    let _shared = cryo_tests::cryos_mounts_kept();
     let mut w = Workload::spawn("mount-ns", extras);
     let [kid] = w.kids()[..] else {
         panic!("one child: {:?}", w.kids())
@@ -403,7 +413,7 @@ fn child_in_a_namespace_inside_its_parents(extras: &[&str]) {
 #[test]
 fn a_mount_of_cryos_the_namespace_unmounted_stays_unmounted_in_the_restored_one() {
     cryo_bin();
-    let _only = CRYOS_MOUNTS.write().unwrap_or_else(|e| e.into_inner());
+    let _only = cryo_tests::cryos_mounts_changing();
     // Dropped in reverse: the workload, then the mount, then its directory.
     let host_dir = cryo_tests::control_dir();
     let host = cryo_tests::Mount::tmpfs(&host_dir.path().join("m"), "size=64k");
@@ -424,7 +434,7 @@ fn a_mount_of_cryos_the_namespace_unmounted_stays_unmounted_in_the_restored_one(
 #[test]
 fn a_proc_mounted_in_the_namespace_comes_back_showing_the_same_pid_namespace() {
     cryo_bin();
-    let _shared = CRYOS_MOUNTS.read().unwrap_or_else(|e| e.into_inner());
+    let _shared = cryo_tests::cryos_mounts_kept();
     let mut w = Workload::spawn("mount-ns", &["proc"]);
     let point = w.path("proc");
     let mount = format!("mount {}", point.display());
@@ -451,7 +461,7 @@ fn a_proc_mounted_in_the_namespace_comes_back_showing_the_same_pid_namespace() {
 #[test]
 fn a_sysfs_mounted_in_the_namespace_comes_back_showing_the_same_network_namespace() {
     cryo_bin();
-    let _shared = CRYOS_MOUNTS.read().unwrap_or_else(|e| e.into_inner());
+    let _shared = cryo_tests::cryos_mounts_kept();
     let mut w = Workload::spawn("mount-ns", &["sysfs"]);
     let point = w.path("sys");
     let mount = format!("mount {}", point.display());
@@ -467,7 +477,7 @@ fn a_sysfs_mounted_in_the_namespace_comes_back_showing_the_same_network_namespac
 #[test]
 fn a_mount_of_another_kind_only_the_namespace_has_is_refused_naming_it() {
     cryo_bin();
-    let _shared = CRYOS_MOUNTS.read().unwrap_or_else(|e| e.into_inner());
+    let _shared = cryo_tests::cryos_mounts_kept();
     let w = Workload::spawn("mount-ns", &["ramfs"]);
     let out = w.dump(&w.path("img"), &[]);
     assert!(
@@ -494,7 +504,7 @@ fn a_mount_of_another_kind_only_the_namespace_has_is_refused_naming_it() {
 #[test]
 fn binds_on_the_namespaces_own_proc_come_back_over_it() {
     cryo_bin();
-    let _shared = CRYOS_MOUNTS.read().unwrap_or_else(|e| e.into_inner());
+    let _shared = cryo_tests::cryos_mounts_kept();
     let mut w = Workload::spawn("mount-ns", &["masked-proc"]);
     let proc = w.path("proc");
     let probe = |w: &Workload| {
@@ -625,7 +635,7 @@ fn check_propagation(w: &Workload, outer: &str) {
 #[test]
 fn shared_slave_and_unbindable_mounts_come_back_in_their_peer_groups() {
     cryo_bin();
-    let _mounting = CRYOS_MOUNTS.write().unwrap_or_else(|e| e.into_inner());
+    let _mounting = cryo_tests::cryos_mounts_changing();
     let mut w = Workload::spawn("mount-ns", &["propagation", "shared"]);
     let _outer = cryo_tests::Unmount(w.path("outer"));
     let outer = shared_group_of(&w.path("outer"));
@@ -647,7 +657,7 @@ fn shared_slave_and_unbindable_mounts_come_back_in_their_peer_groups() {
 #[test]
 fn a_fifo_on_the_namespaces_own_tmpfs_comes_back_open_with_its_bytes() {
     cryo_bin();
-    let _shared = CRYOS_MOUNTS.read().unwrap_or_else(|e| e.into_inner());
+    let _shared = cryo_tests::cryos_mounts_kept();
     let mut w = Workload::spawn("mount-ns", &["fifo"]);
     assert_eq!(w.cmd("fifo"), "same:true queued in the fifo");
     w.dump_and_restore();
@@ -665,7 +675,7 @@ fn a_fifo_on_the_namespaces_own_tmpfs_comes_back_open_with_its_bytes() {
 #[test]
 fn device_nodes_on_the_namespaces_own_tmpfs_come_back_with_their_numbers_and_links() {
     cryo_bin();
-    let _shared = CRYOS_MOUNTS.read().unwrap_or_else(|e| e.into_inner());
+    let _shared = cryo_tests::cryos_mounts_kept();
     let mut w = Workload::spawn("mount-ns", &["devnode"]);
     let tmp = w.path("tmp");
     let node = |w: &Workload, name: &str| w.cmd(&format!("node {}/{name}", tmp.display()));
@@ -698,7 +708,7 @@ fn device_nodes_on_the_namespaces_own_tmpfs_come_back_with_their_numbers_and_lin
 #[test]
 fn a_bind_of_a_part_of_the_namespaces_own_tmpfs_comes_back_on_the_copy() {
     cryo_bin();
-    let _shared = CRYOS_MOUNTS.read().unwrap_or_else(|e| e.into_inner());
+    let _shared = cryo_tests::cryos_mounts_kept();
     let mut w = Workload::spawn("mount-ns", &["tmpfs-bind"]);
     let (part, tbind) = (w.path("tmp/part"), w.path("tbind"));
     let check = |w: &Workload, name: &str| {
@@ -731,7 +741,7 @@ fn a_bind_of_a_part_of_the_namespaces_own_tmpfs_comes_back_on_the_copy() {
 #[test]
 fn an_mqueue_mounted_in_the_namespace_comes_back_showing_the_same_ipc_namespace() {
     cryo_bin();
-    let _shared = CRYOS_MOUNTS.read().unwrap_or_else(|e| e.into_inner());
+    let _shared = cryo_tests::cryos_mounts_kept();
     let mut w = Workload::spawn("mount-ns", &["mqueue"]);
     let ls = format!("ls {}", w.path("mq").display());
     let name = format!("cryo-test-mq-{}", std::process::id());
@@ -790,7 +800,7 @@ fn an_mqueue_mounted_in_the_namespace_comes_back_showing_the_same_ipc_namespace(
 #[test]
 fn a_namespace_with_a_root_of_its_own_comes_back_pivoted() {
     cryo_bin();
-    let _shared = CRYOS_MOUNTS.read().unwrap_or_else(|e| e.into_inner());
+    let _shared = cryo_tests::cryos_mounts_kept();
     let mut w = Workload::spawn("mount-ns", &["pivot"]);
     let before = observe(&w);
     check_observed(&w, &before);
@@ -834,7 +844,7 @@ fn a_namespace_with_a_root_of_its_own_comes_back_pivoted() {
 #[test]
 fn a_devpts_instance_of_the_namespace_comes_back_new_and_one_with_ptys_is_refused() {
     cryo_bin();
-    let _shared = CRYOS_MOUNTS.read().unwrap_or_else(|e| e.into_inner());
+    let _shared = cryo_tests::cryos_mounts_kept();
     let mut w = Workload::spawn("mount-ns", &["devpts"]);
     let pts = w.path("pts");
     let mount = format!("mount {}", pts.display());
@@ -861,7 +871,7 @@ fn a_devpts_instance_of_the_namespace_comes_back_new_and_one_with_ptys_is_refuse
 #[test]
 fn a_cgroup2_mount_of_its_cgroup_namespace_comes_back_showing_the_same_cgroup() {
     cryo_bin();
-    let _shared = CRYOS_MOUNTS.read().unwrap_or_else(|e| e.into_inner());
+    let _shared = cryo_tests::cryos_mounts_kept();
     let mut w = Workload::spawn("mount-ns", &["cgroup2"]);
     let cg = w.path("cg");
     let probe = |w: &Workload| {
@@ -904,7 +914,7 @@ fn a_cgroup2_mount_of_its_cgroup_namespace_comes_back_showing_the_same_cgroup() 
 #[test]
 fn a_sandbox_with_every_kind_of_mount_comes_back_whole() {
     cryo_bin();
-    let _shared = CRYOS_MOUNTS.read().unwrap_or_else(|e| e.into_inner());
+    let _shared = cryo_tests::cryos_mounts_kept();
     let extras = [
         "pivot",
         "masked-proc",
@@ -949,7 +959,7 @@ fn a_sandbox_with_every_kind_of_mount_comes_back_whole() {
 #[test]
 fn a_covered_shared_mount_is_refused_naming_it() {
     cryo_bin();
-    let _shared = CRYOS_MOUNTS.read().unwrap_or_else(|e| e.into_inner());
+    let _shared = cryo_tests::cryos_mounts_kept();
     let w = Workload::spawn("mount-ns", &["covered"]);
     let out = w.dump(&w.path("img"), &[]);
     assert!(!out.status.success(), "the dump should be refused\n{out}");
@@ -973,7 +983,7 @@ fn a_covered_shared_mount_is_refused_naming_it() {
 #[test]
 fn a_mount_namespace_shared_with_a_process_outside_the_dump_is_refused_naming_it() {
     cryo_bin();
-    let _shared = CRYOS_MOUNTS.read().unwrap_or_else(|e| e.into_inner());
+    let _shared = cryo_tests::cryos_mounts_kept();
     let w = Workload::spawn("mount-ns", &[]);
     let ns = std::fs::File::open(format!("/proc/{}/ns/mnt", w.pid())).unwrap();
     let mut command = Command::new("sleep");
@@ -1015,7 +1025,7 @@ fn a_mount_namespace_shared_with_a_process_outside_the_dump_is_refused_naming_it
 #[test]
 fn a_bind_source_gone_at_restore_fails_it_naming_the_mount_and_a_retry_works() {
     cryo_bin();
-    let _shared = CRYOS_MOUNTS.read().unwrap_or_else(|e| e.into_inner());
+    let _shared = cryo_tests::cryos_mounts_kept();
     let mut w = Workload::spawn("mount-ns", &[]);
     let img = w.path("img");
     w.dump_ok(&img);
@@ -1185,7 +1195,7 @@ fn mounts_of(answer: &str, fstype: &str) -> Vec<String> {
 #[test]
 fn a_proc_of_the_pid_namespace_the_process_is_init_of_comes_back_showing_the_new_one() {
     cryo_bin();
-    let _shared = CRYOS_MOUNTS.read().unwrap_or_else(|e| e.into_inner());
+    let _shared = cryo_tests::cryos_mounts_kept();
     // A PID namespace, then (in its init) a mount namespace with a proc of that PID namespace
     // over /proc.
     let mut sandbox = Sandbox::start(
@@ -1232,7 +1242,7 @@ fn a_proc_of_the_pid_namespace_the_process_is_init_of_comes_back_showing_the_new
 #[test]
 fn a_sysfs_of_the_network_namespace_of_its_own_comes_back_showing_the_new_one() {
     cryo_bin();
-    let _shared = CRYOS_MOUNTS.read().unwrap_or_else(|e| e.into_inner());
+    let _shared = cryo_tests::cryos_mounts_kept();
     // A network namespace with a dummy interface and a mount namespace with its sysfs on /sys.
     let mut sandbox = Sandbox::start(
         &["--net", "--mount", "--propagation", "private", "setsid"],
@@ -1264,7 +1274,7 @@ fn a_sysfs_of_the_network_namespace_of_its_own_comes_back_showing_the_new_one() 
 #[test]
 fn an_external_mount_comes_back_bound_from_the_path_the_restore_gives() {
     cryo_bin();
-    let _shared = CRYOS_MOUNTS.read().unwrap_or_else(|e| e.into_inner());
+    let _shared = cryo_tests::cryos_mounts_kept();
     let mut w = Workload::spawn("mount-ns", &[]);
     let ro = w.path("ro");
     let read = |w: &Workload| w.cmd(&format!("read {}/host.txt", ro.display()));

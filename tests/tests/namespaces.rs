@@ -116,6 +116,7 @@ fn a_mount_namespace_with_cryos_mounts_or_a_tmpfs_of_its_own_comes_back_in_a_new
     cryo_bin();
     // Same mounts as cryo's, then a tmpfs only it sees (tests/tests/mount_namespace.rs has
     // the rest): each comes back in a mount namespace of its own.
+    let _shared = cryo_tests::cryos_mounts_kept();
     for settings in [&["unshare=mnt"][..], &["unshare=mnt", "tmpfs=mnt"]] {
         let mut w = Workload::spawn("attrs", settings);
         let ns = |pid: i32| std::fs::read_link(format!("/proc/{pid}/ns/mnt")).unwrap();

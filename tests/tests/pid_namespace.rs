@@ -364,6 +364,7 @@ fn a_killed_tree_in_a_pid_namespace_comes_back_with_its_pids() {
 #[test]
 fn a_file_of_the_namespaces_own_proc_comes_back_on_it_at_its_offset() {
     cryo_bin();
+    let _shared = cryo_tests::cryos_mounts_kept();
     let mut w = Workload::spawn("pid-ns", &["ownproc"]);
     let nsproc = w.dir().join("nsproc");
     let before = w.cmd("nsmaps");

@@ -106,7 +106,7 @@ fn parse_line(line: &str) -> Option<WatchLine> {
     };
     let handle = parse_handle(get("f_handle")?, get("fhandle-bytes")?)?;
     Some(WatchLine {
-        wd: get("wd")?.parse().ok()?,
+        wd: i32::from_str_radix(get("wd")?, 16).ok()?,
         ino: u64::from_str_radix(get("ino")?, 16).ok()?,
         sdev: u64::from_str_radix(get("sdev")?, 16).ok()?,
         mask: u32::from_str_radix(get("mask")?, 16).ok()?,
@@ -244,7 +244,9 @@ pub(super) fn find_handle(open: &OpenFd, what: &str, h: &Handle<'_>) -> Result<F
             .into_os_string()
             .into_string()
             .map_err(|p| bad(format!("path {p:?} is not valid UTF-8 (not supported)")))?;
-        match fs::symlink_metadata(&path) {
+        // The kernel shows the path from the root of the mount's namespace: the task's.
+        let seen = crate::task::mount_ns::as_seen_by(open.pid, &path);
+        match fs::symlink_metadata(&seen) {
             Ok(meta) if meta.ino() == h.ino => return Ok(Found::Path(path)),
             _ => last_err = format!("the inode {} is not reachable by path", h.ino),
         }

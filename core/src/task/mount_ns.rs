@@ -944,6 +944,9 @@ pub fn mark_files(
             // beside its path in the namespace made again (pipes.rs, removed_nodes.rs).
             Some(file_desc::Kind::Pipe(p)) if p.deleted => continue,
             Some(file_desc::Kind::RemovedNode(_)) => continue,
+            // Watches added again by the holder, by their paths in the namespace made again
+            // (inotify.rs found each there at dump).
+            Some(file_desc::Kind::Inotify(_)) => continue,
             // Reopened by path in the holder once the namespace is made: that path must lead
             // to cryo's /proc there too.
             // On the namespace's own proc mount (made again with it): opened there.
@@ -1080,10 +1083,6 @@ fn other_paths(kind: Option<&file_desc::Kind>) -> (&'static str, Vec<&str>) {
     match kind {
         Some(Kind::Pipe(p)) if !p.fifo_path.is_empty() => ("FIFO", vec![p.fifo_path.as_str()]),
         Some(Kind::CharDevice(path)) => ("device", vec![path.as_str()]),
-        Some(Kind::Inotify(i)) => (
-            "inotify watch on",
-            i.watches.iter().map(|w| w.path.as_str()).collect(),
-        ),
         Some(Kind::Fanotify(f)) => (
             "fanotify mark on",
             f.marks.iter().map(|m| m.path.as_str()).collect(),

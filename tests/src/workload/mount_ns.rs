@@ -30,7 +30,9 @@
 //! (DIR/tmp/gone/f, "linked", with a second name DIR/tmp/other, open O_RDWR at fd 48, then
 //! DIR/tmp/gone/f and DIR/tmp/gone removed), `sock-inside` (with `pivot`: DIR bound on /d of
 //! the new root too, a unix stream socket bound to /d/inside.sock and listening, at fd 47: its
-//! path in the namespace is not its path in cryo's), `devpts-own` (with `pivot`: a new devpts
+//! path in the namespace is not its path in cryo's), `inotify-inside` (with `pivot`: DIR
+//! bound on /d too, an inotify instance at fd 53 watching /d/watched, IN_CLOSE_WRITE),
+//! `devpts-own` (with `pivot`: a new devpts
 //! instance on /dev/pts, ptmxmode=0666, as a container has; a pty made through /dev/ptmx, its
 //! master at fd 45, its slave at fd 46, "typed before" and a newline written to the master),
 //! `removed` (DIR/gone/sub open at fd 50, then removed, and DIR/gone with it; a FIFO
@@ -68,6 +70,7 @@
 //!                        is of the devpts on /dev/pts)
 //! pty-dev             -> the device of fd 46 (its devpts instance's)
 //! removed-dir         -> <device> <links> <the link of fd 50>
+//! inotify-touch       -> <mask hex> wd<N>   (/d/watched written, the event fd 53 reads)
 //! removed-fifo        -> <links> <what fd 51 reads now, non-blocking>
 //! removed-null        -> <major>:<minor> <links> <the link of fd 52>
 //! pty-read            -> what fd 46 reads now, non-blocking
@@ -94,6 +97,8 @@ const LINKED_FD: i32 = 48;
 /// The fds of the master and the slave of the pty of the namespace's devpts (`devpts-own`).
 const PTY_MASTER: i32 = 45;
 const PTY_SLAVE: i32 = 46;
+/// The inotify instance watching /d/watched (`inotify-inside`).
+const INOTIFY_INSIDE: i32 = 53;
 /// The fds of the removed directory, FIFO and device node (`removed`).
 const REMOVED_DIR: i32 = 50;
 const REMOVED_FIFO: i32 = 51;
@@ -212,7 +217,10 @@ pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
     };
     mount(None, Path::new("/"), None, MsFlags::MS_REC | kind, None)?;
     if args.iter().any(|a| a == "pivot") {
-        pivot(dir, args.iter().any(|a| a == "sock-inside"))?;
+        let on_d = args
+            .iter()
+            .any(|a| a == "sock-inside" || a == "inotify-inside");
+        pivot(dir, on_d)?;
     }
     let tmp = dir.join("tmp");
     let ro = dir.join("ro");
@@ -408,6 +416,14 @@ pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
                     .map_err(failed("bind /d/inside.sock"))?;
                 sys::move_fd(std::os::fd::IntoRawFd::into_raw_fd(listener), SOCK_BEFORE)
                     .map_err(failed("dup2"))?;
+                continue;
+            }
+            "inotify-inside" => {
+                std::fs::write("/d/watched", b"").map_err(failed("create /d/watched"))?;
+                let fd = sys::inotify().map_err(failed("inotify_init1"))?;
+                sys::add_watch(fd, Path::new("/d/watched"), libc::IN_CLOSE_WRITE)
+                    .map_err(failed("add_watch"))?;
+                sys::move_fd(fd, INOTIFY_INSIDE).map_err(failed("dup2"))?;
                 continue;
             }
             "devpts-own" => {
@@ -701,6 +717,17 @@ impl Mode for MountNs {
                     "{} {name} same:{same}",
                     pty_name()?.trim_start_matches("/dev/pts/")
                 ))
+            }
+            ("inotify-touch", []) => {
+                std::fs::write("/d/watched", b"x").map_err(io_err)?;
+                sys::poll_in(INOTIFY_INSIDE, 2000).map_err(io_err)?;
+                let event = sys::read_available(INOTIFY_INSIDE, 4096).map_err(io_err)?;
+                if event.len() < 16 {
+                    return Ok("none".into());
+                }
+                let wd = i32::from_ne_bytes(event[0..4].try_into().expect("4 bytes"));
+                let mask = u32::from_ne_bytes(event[4..8].try_into().expect("4 bytes"));
+                Ok(format!("{mask:x} wd{wd}"))
             }
             ("removed-fifo", []) => {
                 let meta =

@@ -11,6 +11,10 @@
 //!                   fd 47: fanotify_init(FAN_CLASS_CONTENT), a FAN_OPEN_PERM mark on DIR/marked
 //!                   (nobody opens it: nobody waits for an answer)
 //! notify inotify    fd 47: inotify_init1(IN_NONBLOCK), watch 1 on DIR/marked (IN_CLOSE_WRITE)
+//! notify inotify-many
+//!                   fd 47: inotify_init1(IN_NONBLOCK), watches 1 to 20 on DIR/w1 to DIR/w20
+//!                   (IN_CLOSE_WRITE), then watches 2 to 9 removed: watch descriptors past 9
+//!                   (fdinfo shows them in hex) with a gap below
 //! notify inotify-unlinked
 //!                   watch 1 on DIR/watched/marked (IN_CLOSE_WRITE|IN_DELETE_SELF), watch 2
 //!                   on DIR/watched (IN_CREATE|IN_DELETE); DIR/watched/marked, written
@@ -80,6 +84,20 @@ pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
         "inotify" => {
             let fd = sys::inotify().map_err(failed("inotify_init1"))?;
             sys::add_watch(fd, &marked, libc::IN_CLOSE_WRITE).map_err(failed("add_watch"))?;
+            fd
+        }
+        "inotify-many" => {
+            let fd = sys::inotify().map_err(failed("inotify_init1"))?;
+            for n in 1..=20 {
+                let file = dir.join(format!("w{n}"));
+                std::fs::write(&file, b"").map_err(failed("create wN"))?;
+                sys::add_watch(fd, &file, libc::IN_CLOSE_WRITE).map_err(failed("add_watch"))?;
+            }
+            for wd in 2..=9 {
+                sys::rm_watch(fd, wd).map_err(failed("rm_watch"))?;
+            }
+            // The IN_IGNORED of each removal: read, so that nothing is queued.
+            sys::read_available(fd, 1 << 16).map_err(failed("read the removals' events"))?;
             fd
         }
         "inotify-unlinked" | "inotify-unlinked-mapped" => {
