@@ -577,3 +577,20 @@ fn a_landlocked_init_is_refused_and_its_namespace_left_as_it_was() {
     assert_eq!(status_field(init, "TracerPid").as_deref(), Some("0"));
     assert_eq!(w.cmd("ids"), IDS, "the original runs on");
 }
+
+/// An epoll only in flight on a unix socket of a process in a PID namespace of its own (zdtm
+/// scm05 in the ns flavour): its registration comes back with it. Before, the dump was
+/// refused ("its target fd ... is held by fd N of pid P, not an fd of a process of the
+/// image": the target's holder named by its pid in cryo's namespace, the holders by theirs
+/// in the image's).
+#[test]
+fn an_epoll_in_flight_in_a_pid_namespace_comes_back_with_its_registration() {
+    cryo_bin();
+    let mut w = Workload::spawn("pid-ns", &["epoll-sent"]);
+    let img = dump_killing_init(&w);
+    let root = restore_copy(&w, &img, &[]);
+    let _reaper = Reaper(vec![root]);
+    w.adopt_restored_at(root);
+    assert_eq!(w.cmd("ids"), IDS, "each restored process, from inside");
+    assert_eq!(w.cmd("epoll-recv"), "ready e1");
+}

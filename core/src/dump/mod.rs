@@ -776,13 +776,6 @@ fn dump_tree(
         let all: Vec<&cryo_proto::image::TaskCore> = cores.iter().map(|(c, _)| c).collect();
         crate::task::process::refuse_shared_removed_cwd(&all, &open_removed)?;
     }
-    // An epoll in flight the restore could not make is refused before the target is touched.
-    if descs.iter().any(|d| matches!(d.kind, Some(cryo_proto::image::file_desc::Kind::Epoll(_)))) {
-        let links = crate::sockets::UnixLinks::build(&descs)?;
-        let held: Vec<(i32, &[cryo_proto::image::FdEntry])> =
-            cores.iter().map(|(c, _)| (c.pid, c.fds.as_slice())).collect();
-        crate::files::epoll::check_in_flight(&descs, &held, &links)?;
-    }
     if let Some(ns) = &pidns {
         let holders: std::collections::HashMap<u32, i32> = live
             .iter()
@@ -790,6 +783,14 @@ fn dump_tree(
             .flat_map(|(m, (core, _))| core.fds.iter().map(move |f| (f.file_id, m.pid.as_raw())))
             .collect();
         ns.translate_descs(&mut descs, |id| holders.get(&id).copied().unwrap_or(0))?;
+    }
+    // An epoll in flight the restore could not make is refused before the target is touched
+    // (the pids of the image on both sides: its holders' and its targets').
+    if descs.iter().any(|d| matches!(d.kind, Some(cryo_proto::image::file_desc::Kind::Epoll(_)))) {
+        let links = crate::sockets::UnixLinks::build(&descs)?;
+        let held: Vec<(i32, &[cryo_proto::image::FdEntry])> =
+            cores.iter().map(|(c, _)| (c.pid, c.fds.as_slice())).collect();
+        crate::files::epoll::check_in_flight(&descs, &held, &links)?;
     }
     images.write(names::FILES, ImageKind::Files, &descs)?;
     images.write(names::PSTREE, ImageKind::Pstree, &pstree)?;

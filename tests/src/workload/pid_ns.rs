@@ -31,6 +31,10 @@
 //!            DIR/nsproc/self/maps read 200 bytes into:
 //!            nsmaps -> <its link> pos=<offset> on-nsproc|elsewhere same|differs: .. (100 bytes
 //!            read from its offset against those of a fresh open of DIR/nsproc/1/maps)
+//! pid-ns epoll-sent  the same, and an epoll of the init registering a pipe's read end
+//!            (data 0xe1), sent on a datagram socketpair to itself and closed: only in flight
+//!            epoll-recv -> ready <data hex>,...: the epoll received, a byte written to the
+//!            pipe, what it reports (epoll_wait, 2 s)
 //! pid-ns sessions  the same, and the init's orphans in sessions other processes started,
 //!            made last (after the thread): a daemon (its parent called setsid, forked it and
 //!            exited, reaped), the child of a zombie session leader (its parent called setsid,
@@ -59,7 +63,10 @@ pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
         .iter()
         .any(|a| a == "ownproc")
         .then(|| dir.join("nsproc"));
-    let me = PidNs::start(nested, landlock, own_proc).map_err(failed("pid-ns"))?;
+    let mut me = PidNs::start(nested, landlock, own_proc).map_err(failed("pid-ns"))?;
+    if args.iter().any(|a| a == "epoll-sent") {
+        me.epoll_sent = Some(epoll_in_flight().map_err(failed("pid-ns epoll-sent"))?);
+    }
     if args.iter().any(|a| a == "sessions") {
         orphans_in_sessions().map_err(failed("pid-ns sessions"))?;
     }
@@ -103,6 +110,15 @@ impl Mode for PidNs {
                 self.ask_tid.send(()).map_err(|e| e.to_string())?;
                 let tid = self.tid.recv().map_err(|e| e.to_string())?;
                 Ok(tid.to_string())
+            }
+            ("epoll-recv", []) => {
+                let (sock, wr) = self.epoll_sent.ok_or("no epoll-sent")?;
+                let (_, fds, _) = unix_msg::recvmsg(sock).map_err(io_err)?;
+                let epfd = *fds.first().ok_or("no epoll received")?;
+                sys::write_all(wr, b"x").map_err(io_err)?;
+                let ready = sys::epoll_wait(epfd, 2000).map_err(io_err)?;
+                let ready: Vec<String> = ready.iter().map(|d| format!("{d:x}")).collect();
+                Ok(format!("ready {}", ready.join(",")))
             }
             ("procstat", []) => {
                 let mut buf = [0u8; 512];
@@ -162,6 +178,22 @@ struct PidNs {
     procstat: i32,
     /// `ownproc`: an fd on DIR/nsproc/self/maps, and DIR/nsproc.
     ns_maps: Option<(i32, std::path::PathBuf)>,
+    /// `epoll-sent`: the socket the epoll waits in, and the write end of its pipe.
+    epoll_sent: Option<(i32, i32)>,
+}
+
+/// An epoll registering a pipe's read end, sent on a datagram socketpair to this process and
+/// closed: (the receiving socket, the pipe's write end).
+fn epoll_in_flight() -> io::Result<(i32, i32)> {
+    let (rd, wr) = sys::pipe()?;
+    let epfd = sys::epoll()?;
+    sys::epoll_add(epfd, rd, libc::EPOLLIN as u32, 0xe1)?;
+    let mut pair = [0; 2];
+    // SAFETY: socketpair writes two fds into `pair`, alive for the call.
+    sys::cvt(unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_DGRAM, 0, pair.as_mut_ptr()) })?;
+    unix_msg::sendmsg(pair[0], b"e", &[epfd], None)?;
+    sys::close(epfd);
+    Ok((pair[1], wr))
 }
 
 /// Forks a child that runs `then` and exits with its status (never returns in the child).
@@ -438,6 +470,7 @@ impl PidNs {
             sys::landlock(&readable, 0, 0)?;
         }
         Ok(PidNs {
+            epoll_sent: None,
             procstat,
             ns_maps,
             timer,
