@@ -293,10 +293,27 @@ fn files_removed_in_a_pivoted_namespace_come_back_removed_on_their_filesystem() 
 /// still gone. Before: refused at dump ("its inode is not found again on the copy").
 #[test]
 fn a_deleted_name_of_a_linked_file_on_the_namespaces_tmpfs_comes_back_the_same_inode() {
+    deleted_name_of_a_linked_file(&["linked-deleted"], "tmp");
+}
+
+/// The same on a bind of cryo's path in a namespace with a root of its own (zdtm
+/// unlink_fstat03 in the ns flavour): the inode found again by its handle. Before, refused
+/// ("has another link, not found on the namespace's own tmpfs").
+#[test]
+fn a_deleted_name_of_a_linked_file_on_a_bind_in_a_pivoted_namespace_comes_back_the_same_inode() {
+    deleted_name_of_a_linked_file(&["pivot", "linked-deleted-bind"], "");
+}
+
+/// A deleted name of a file with another link, its directory removed (`extras` of the
+/// mount-ns workload put them in DIR/`under`): the fd names it, the inode is the other name's.
+fn deleted_name_of_a_linked_file(extras: &[&str], under: &str) {
     cryo_bin();
     let _shared = cryo_tests::cryos_mounts_kept();
-    let mut w = Workload::spawn("mount-ns", &["linked-deleted"]);
-    let tmp = w.dir().join("tmp");
+    let mut w = Workload::spawn("mount-ns", extras);
+    let tmp = match under {
+        "" => w.dir().to_path_buf(),
+        under => w.dir().join(under),
+    };
     let before = w.cmd("linked");
     assert_eq!(before, format!("{}/gone/f (deleted)", tmp.display()));
     let not_there = |w: &Workload| {

@@ -1024,7 +1024,9 @@ pub fn mark_files(
             detail,
         };
         if reg.deleted {
-            if let Some(linked) = reg.linked.as_mut() {
+            // On a mount of a filesystem the namespace made again shares (a bind of cryo's
+            // path): its inode found again by its handle, by its holder, as in cryo's.
+            if let Some(linked) = reg.linked.as_mut().filter(|_| reg.on_copied_tmpfs) {
                 // Its inode comes back on the copy under another of its names, opened there at
                 // restore (a new tmpfs: its handle would not open it).
                 let other = m

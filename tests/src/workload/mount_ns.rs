@@ -28,7 +28,7 @@
 //! unix stream socket bound to DIR/WHERE/before.sock and listening, at fd 47, before the
 //! namespace is made: `tmp` puts it under the tmpfs the namespace mounts), `linked-deleted`
 //! (DIR/tmp/gone/f, "linked", with a second name DIR/tmp/other, open O_RDWR at fd 48, then
-//! DIR/tmp/gone/f and DIR/tmp/gone removed), `sock-inside` (with `pivot`: DIR bound on /d of
+//! DIR/tmp/gone/f and DIR/tmp/gone removed; `linked-deleted-bind`: the same in DIR), `sock-inside` (with `pivot`: DIR bound on /d of
 //! the new root too, a unix stream socket bound to /d/inside.sock and listening, at fd 47: its
 //! path in the namespace is not its path in cryo's), `inotify-inside` (with `pivot`: DIR
 //! bound on /d too, an inotify instance at fd 53 watching /d/watched, IN_CLOSE_WRITE),
@@ -399,8 +399,10 @@ pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
                 sys::move_fd(fd, 44).map_err(failed("dup2"))?;
                 continue;
             }
-            "linked-deleted" => {
-                // A name of an inode with another link, deleted with its directory.
+            "linked-deleted" | "linked-deleted-bind" => {
+                // A name of an inode with another link, deleted with its directory: on the
+                // tmpfs, or on DIR (a bind of cryo's path under `pivot`).
+                let tmp = if extra == "linked-deleted" { &tmp } else { dir };
                 let gone = tmp.join("gone");
                 std::fs::create_dir(&gone).map_err(failed("mkdir gone"))?;
                 std::fs::write(gone.join("f"), "linked").map_err(failed("write gone/f"))?;
