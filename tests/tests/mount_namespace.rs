@@ -215,6 +215,21 @@ fn an_inotify_watch_inside_a_pivoted_namespace_comes_back_on_its_path_there() {
     w.kill_restored();
 }
 
+/// An fd on the process's own network namespace opened through the namespace's own /proc (a
+/// container's /proc/self/ns/net, zdtm proc-self in the ns flavour): reopened as
+/// /proc/self/ns/net, whatever proc the process sees. Before, refused ("file /proc/N/ns/net of
+/// cryo's /proc ... reopened by its path, it would be found on this mount").
+#[test]
+fn a_namespace_fd_of_its_own_through_the_namespaces_proc_comes_back() {
+    cryo_bin();
+    let _shared = cryo_tests::cryos_mounts_kept();
+    let mut w = Workload::spawn("mount-ns", &["pivot", "ns-fd"]);
+    assert_eq!(w.cmd("ns-fd"), "same");
+    w.dump_and_restore();
+    assert_eq!(w.cmd("ns-fd"), "same", "its own namespace, restored");
+    w.kill_restored();
+}
+
 /// A pty of the namespace's own devpts instance on /dev/pts (a container's terminal): it comes
 /// back in the new instance the restore mounts there, with its index and its unread input,
 /// whatever cryo's /dev/pts holds (a pty of cryo's is held open meanwhile, perhaps with the

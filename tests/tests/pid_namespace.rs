@@ -360,13 +360,25 @@ fn a_killed_tree_in_a_pid_namespace_comes_back_with_its_pids() {
 
 /// A process in a mount namespace of its own holding a file of its PID namespace's proc (a
 /// container's /proc/self/maps, zdtm shm): reopened on the proc the restore mounts there, at
-/// its offset (refused before: "file of a proc mount other than cryo's /proc").
+/// its offset (refused before: "file of a proc mount other than cryo's /proc"); and a file of
+/// that proc itself (its sys/fs/nr_open, zdtm fd01 in the ns flavour): reopened there too
+/// (refused before: "not a file of a process (/PID/...) is not supported yet").
 #[test]
 fn a_file_of_the_namespaces_own_proc_comes_back_on_it_at_its_offset() {
     cryo_bin();
     let _shared = cryo_tests::cryos_mounts_kept();
     let mut w = Workload::spawn("pid-ns", &["ownproc"]);
     let nsproc = w.dir().join("nsproc");
+    let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open").unwrap();
+    let sys_before = w.cmd("nssys");
+    assert_eq!(
+        sys_before,
+        format!(
+            "{}/sys/fs/nr_open on-nsproc {}",
+            nsproc.display(),
+            nr_open.trim()
+        )
+    );
     let before = w.cmd("nsmaps");
     assert_eq!(
         before,
@@ -377,6 +389,11 @@ fn a_file_of_the_namespaces_own_proc_comes_back_on_it_at_its_offset() {
     let _reaper = Reaper(vec![root]);
     w.adopt_restored_at(root);
     assert_eq!(w.cmd("ids"), IDS, "each restored process, from inside");
+    assert_eq!(
+        w.cmd("nssys"),
+        sys_before,
+        "the file of that proc itself, on it"
+    );
     assert_eq!(w.cmd("nsmaps"), before, "the fd, from inside");
 }
 

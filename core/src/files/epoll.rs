@@ -257,7 +257,7 @@ pub(crate) fn check_holders(
                      of the image",
                     t.tfd
                 ),
-                Some(Some(Kind::ProcFile(p))) if p.pid != 0 => format!(
+                Some(Some(Kind::ProcFile(p))) if p.pid != 0 || !p.proc_mount.is_empty() => format!(
                     "epoll target fd {} is held by fd {fd} of pid {pid}, a /proc file opened \
                      after the targets are registered",
                     t.tfd
@@ -361,7 +361,7 @@ pub(crate) fn check_in_flight(
                         t.tfd
                     )))
                 }
-                Some(Some(Kind::ProcFile(p))) if p.pid != 0 => {
+                Some(Some(Kind::ProcFile(p))) if p.pid != 0 || !p.proc_mount.is_empty() => {
                     return Err(refuse(format!(
                         "its target fd {} (fd {fd} of pid {pid}) is a /proc file, opened after \
                          the queues are refilled",

@@ -136,8 +136,9 @@ impl FileKind for ProcFiles {
         rec: &ProcFile,
         cx: &mut Opening<'_>,
     ) -> Result<Opened, FileError> {
-        if rec.pid != 0 {
-            // Opened in finish, once what it names exists: a placeholder meanwhile.
+        if rec.pid != 0 || !rec.proc_mount.is_empty() {
+            // Opened in finish, once what it names exists (the namespace's own proc is
+            // mounted then): a placeholder meanwhile.
             return placeholder(desc).map(Opened::Now);
         }
         if !rec.namespace.is_empty() {
@@ -189,6 +190,9 @@ impl FileKind for ProcFiles {
                 format!("proc file /proc/{} (deleted: its process had ended)", p.gone_pid)
             }
             (true, 0) if !p.init.is_empty() => format!("proc file /proc/1{} (pid 1)", p.rest),
+            (true, 0) if !p.proc_mount.is_empty() => {
+                format!("proc file {}{} (its namespace's proc)", p.proc_mount, p.rest)
+            }
             (true, 0) => format!("proc file {}", p.rest),
             (true, pid) if p.tid != 0 => format!("proc file /proc/{pid}/task/{}{}", p.tid, p.rest),
             (true, pid) if !p.proc_mount.is_empty() => {
@@ -204,6 +208,20 @@ impl FileKind for ProcFiles {
     }
 }
 
+/// Whether `rest` (below a proc mount) is a file of proc itself, not of a process: its first
+/// component no pid, self or thread-self, no component leading elsewhere.
+fn of_proc_itself(rest: &str) -> bool {
+    let Some(below) = rest.strip_prefix('/') else {
+        return false;
+    };
+    let first = below.split('/').next().unwrap_or_default();
+    !first.is_empty()
+        && !first.starts_with(|c: char| c.is_ascii_digit())
+        && first != "self"
+        && first != "thread-self"
+        && !below.split('/').any(|c| c == "." || c == "..")
+}
+
 /// A record's shape: a known namespace kind, or a path that stays below /proc (a file of
 /// /proc itself, not of a process) or below /proc/PID.
 fn check_shape(rec: &ProcFile) -> Result<(), String> {
@@ -211,7 +229,8 @@ fn check_shape(rec: &ProcFile) -> Result<(), String> {
         return Err("a file of pid 1 outside the dump that names another process".into());
     }
     if !rec.proc_mount.is_empty()
-        && (rec.pid <= 0
+        && (rec.pid < 0
+            || rec.pid == 0 && !of_proc_itself(&rec.rest)
             || rec.tid != 0
             || !rec.namespace.is_empty()
             || !rec.init.is_empty()
@@ -223,6 +242,9 @@ fn check_shape(rec: &ProcFile) -> Result<(), String> {
             "a file of the proc mount at {:?} of its namespace without a process of it",
             rec.proc_mount
         ));
+    }
+    if !rec.proc_mount.is_empty() && rec.pid == 0 {
+        return Ok(());
     }
     if rec.gone_pid != 0 {
         if rec.gone_pid < 0 || rec.pid != 0 || rec.tid != 0 || !rec.rest.is_empty() || !rec.namespace.is_empty() || !rec.init.is_empty() {
@@ -396,7 +418,20 @@ fn dump_namespace_proc_file(
         return Err(refuse(format!("not below its mount point {mount}")));
     };
     let mut parts = below.splitn(3, '/').skip(1);
-    let Some(n) = parts.next().and_then(|c| c.parse::<i32>().ok()) else {
+    let first = parts.next().unwrap_or_default();
+    if !first.starts_with(|c: char| c.is_ascii_digit()) {
+        // A file of that proc itself (/sys/..., meminfo...): reopened there by its path.
+        if first == "self" || first == "thread-self" {
+            return Err(refuse("a link to a process (self, thread-self)".into()));
+        }
+        check_position(open, &format!("/proc/{}/root{path}", open.pid))?;
+        return Ok(ProcFile {
+            rest: below.to_string(),
+            proc_mount: mount,
+            ..Default::default()
+        });
+    }
+    let Some(n) = first.parse::<i32>().ok() else {
         return Err(refuse("not a file of a process (/PID/...)".into()));
     };
     let rest = parts.next().map(|r| format!("/{r}")).unwrap_or_default();
@@ -592,6 +627,10 @@ pub(crate) type OpenedLate = HashMap<u32, (i32, i32)>;
 /// The path the holder `h` opens for `p`, with the pids cryo's /proc names.
 fn late_path(h: &Late<'_>, desc: &FileDesc, p: &ProcFile) -> Result<String, FileError> {
     let invalid = |detail: String| FileError::Invalid { id: desc.id, detail };
+    if p.pid == 0 && !p.proc_mount.is_empty() {
+        // A file of the namespace's own proc itself.
+        return Ok(format!("{}{}", p.proc_mount.trim_end_matches('/'), p.rest));
+    }
     let pid = h
         .pids
         .get(&p.pid)
@@ -599,6 +638,11 @@ fn late_path(h: &Late<'_>, desc: &FileDesc, p: &ProcFile) -> Result<String, File
     if !p.namespace.is_empty() {
         if !NAMESPACES.contains(&p.namespace.as_str()) {
             return Err(invalid(format!("unknown namespace kind {:?}", p.namespace)));
+        }
+        // Its own through /proc/self, which every proc of its PID namespace (or of one above)
+        // resolves: its /proc may be its namespace's own, which names it otherwise than cryo.
+        if p.pid == h.image_pid {
+            return Ok(format!("/proc/self/ns/{}", p.namespace));
         }
         return Ok(format!("/proc/{pid}/ns/{}", p.namespace));
     }
@@ -634,7 +678,9 @@ pub(crate) fn open_late(
     let by_id: HashMap<u32, (&FileDesc, &ProcFile)> = descs
         .iter()
         .filter_map(|d| match &d.kind {
-            Some(Kind::ProcFile(p)) if p.pid != 0 => Some((d.id, (d, p))),
+            Some(Kind::ProcFile(p)) if p.pid != 0 || !p.proc_mount.is_empty() => {
+                Some((d.id, (d, p)))
+            }
             _ => None,
         })
         .collect();

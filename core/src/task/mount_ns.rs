@@ -951,6 +951,14 @@ pub fn mark_files(
             // to cryo's /proc there too.
             // On the namespace's own proc mount (made again with it): opened there.
             Some(file_desc::Kind::ProcFile(p)) if !p.proc_mount.is_empty() => continue,
+            // A namespace of its own: opened as /proc/self/ns/KIND, on any proc it sees
+            // (every holder of the description must be that process: another one would name
+            // it by cryo's pid, refused below).
+            Some(file_desc::Kind::ProcFile(p))
+                if !p.namespace.is_empty() && p.pid == pid.as_raw() =>
+            {
+                continue
+            }
             Some(file_desc::Kind::ProcFile(p)) => {
                 let path = match (p.pid, p.namespace.is_empty()) {
                     (0, true) => p.rest.clone(),

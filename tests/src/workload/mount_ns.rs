@@ -32,7 +32,8 @@
 //! the new root too, a unix stream socket bound to /d/inside.sock and listening, at fd 47: its
 //! path in the namespace is not its path in cryo's), `inotify-inside` (with `pivot`: DIR
 //! bound on /d too, an inotify instance at fd 53 watching /d/watched, IN_CLOSE_WRITE),
-//! `devpts-own` (with `pivot`: a new devpts
+//! `ns-fd` (with `pivot`: /proc/self/ns/net opened through the namespace's own /proc at fd
+//! 54), `devpts-own` (with `pivot`: a new devpts
 //! instance on /dev/pts, ptmxmode=0666, as a container has; a pty made through /dev/ptmx, its
 //! master at fd 45, its slave at fd 46, "typed before" and a newline written to the master),
 //! `removed` (DIR/gone/sub open at fd 50, then removed, and DIR/gone with it; a FIFO
@@ -71,6 +72,7 @@
 //! pty-dev             -> the device of fd 46 (its devpts instance's)
 //! removed-dir         -> <device> <links> <the link of fd 50>
 //! inotify-touch       -> <mask hex> wd<N>   (/d/watched written, the event fd 53 reads)
+//! ns-fd               -> same|other   (fd 54 and /proc/self/ns/net: one namespace)
 //! removed-fifo        -> <links> <what fd 51 reads now, non-blocking>
 //! removed-null        -> <major>:<minor> <links> <the link of fd 52>
 //! pty-read            -> what fd 46 reads now, non-blocking
@@ -97,6 +99,8 @@ const LINKED_FD: i32 = 48;
 /// The fds of the master and the slave of the pty of the namespace's devpts (`devpts-own`).
 const PTY_MASTER: i32 = 45;
 const PTY_SLAVE: i32 = 46;
+/// The fd on its own network namespace (`ns-fd`).
+const NS_FD: i32 = 54;
 /// The inotify instance watching /d/watched (`inotify-inside`).
 const INOTIFY_INSIDE: i32 = 53;
 /// The fds of the removed directory, FIFO and device node (`removed`).
@@ -420,6 +424,12 @@ pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
                     .map_err(failed("dup2"))?;
                 continue;
             }
+            "ns-fd" => {
+                let fd = sys::open(Path::new("/proc/self/ns/net"), libc::O_RDONLY)
+                    .map_err(failed("open /proc/self/ns/net"))?;
+                sys::move_fd(fd, NS_FD).map_err(failed("dup2"))?;
+                continue;
+            }
             "inotify-inside" => {
                 std::fs::write("/d/watched", b"").map_err(failed("create /d/watched"))?;
                 let fd = sys::inotify().map_err(failed("inotify_init1"))?;
@@ -719,6 +729,11 @@ impl Mode for MountNs {
                     "{} {name} same:{same}",
                     pty_name()?.trim_start_matches("/dev/pts/")
                 ))
+            }
+            ("ns-fd", []) => {
+                let ino = |p: &str| std::fs::metadata(p).map(|m| m.ino()).map_err(io_err);
+                let same = ino(&format!("/proc/self/fd/{NS_FD}"))? == ino("/proc/self/ns/net")?;
+                Ok(if same { "same" } else { "other" }.into())
             }
             ("inotify-touch", []) => {
                 std::fs::write("/d/watched", b"x").map_err(io_err)?;

@@ -31,6 +31,8 @@
 //!            DIR/nsproc/self/maps read 200 bytes into:
 //!            nsmaps -> <its link> pos=<offset> on-nsproc|elsewhere same|differs: .. (100 bytes
 //!            read from its offset against those of a fresh open of DIR/nsproc/1/maps)
+//!            and an fd on DIR/nsproc/sys/fs/nr_open, a file of that proc itself:
+//!            nssys -> <its link> on-nsproc|elsewhere <what it reads from 0>
 //! pid-ns epoll-sent  the same, and an epoll of the init registering a pipe's read end
 //!            (data 0xe1), sent on a datagram socketpair to itself and closed: only in flight
 //!            epoll-recv -> ready <data hex>,...: the epoll received, a byte written to the
@@ -126,6 +128,21 @@ impl Mode for PidNs {
                 let text = String::from_utf8_lossy(&buf[..n]).into_owned();
                 Ok(text.split(' ').take(2).collect::<Vec<_>>().join(" "))
             }
+            ("nssys", []) => {
+                let fd = self.ns_sys.ok_or("no ownproc")?;
+                let (_, dir) = self.ns_maps.as_ref().ok_or("no ownproc")?;
+                let link = std::fs::read_link(format!("/proc/self/fd/{fd}")).map_err(io_err)?;
+                let dev = |p: &Path| std::fs::metadata(p).map(|m| m.dev()).map_err(io_err);
+                let ours = dev(Path::new(&format!("/proc/self/fd/{fd}")))? == dev(dir)?;
+                let mut buf = [0u8; 64];
+                let n = sys::pread_all_at(fd, &mut buf, 0).map_err(io_err)?;
+                Ok(format!(
+                    "{} {} {}",
+                    link.display(),
+                    if ours { "on-nsproc" } else { "elsewhere" },
+                    String::from_utf8_lossy(&buf[..n]).trim_end()
+                ))
+            }
             ("nsmaps", []) => {
                 let (fd, dir) = self.ns_maps.as_ref().ok_or("no ownproc")?;
                 let link = std::fs::read_link(format!("/proc/self/fd/{fd}")).map_err(io_err)?;
@@ -178,6 +195,8 @@ struct PidNs {
     procstat: i32,
     /// `ownproc`: an fd on DIR/nsproc/self/maps, and DIR/nsproc.
     ns_maps: Option<(i32, std::path::PathBuf)>,
+    /// `ownproc`: an fd on DIR/nsproc/sys/fs/nr_open.
+    ns_sys: Option<i32>,
     /// `epoll-sent`: the socket the epoll waits in, and the write end of its pipe.
     epoll_sent: Option<(i32, i32)>,
 }
@@ -461,6 +480,10 @@ impl PidNs {
             }
             None => None,
         };
+        let ns_sys = match &ns_maps {
+            Some((_, at)) => Some(sys::open(&at.join("sys/fs/nr_open"), libc::O_RDONLY)?),
+            None => None,
+        };
         if landlock {
             let readable = ["/proc", "/usr", "/lib", "/lib64", "/etc"];
             let readable: Vec<&str> = readable
@@ -471,6 +494,7 @@ impl PidNs {
         }
         Ok(PidNs {
             epoll_sent: None,
+            ns_sys,
             procstat,
             ns_maps,
             timer,
