@@ -121,14 +121,18 @@ pub(super) fn is_line_terminal(rdev: u64) -> bool {
 }
 
 /// The node in /dev of line terminal `rdev` (/dev/ttyN, /dev/ttySN) when it is there and is
-/// that device: what a restore opens to make it a session's controlling terminal.
-pub(super) fn line_terminal_node(rdev: u64) -> Option<String> {
+/// that device, looked up where `seen` says the process taking it sees the path: what a
+/// restore opens (in that process) to make it a session's controlling terminal.
+pub(super) fn line_terminal_node(
+    rdev: u64,
+    seen: impl Fn(&str) -> std::path::PathBuf,
+) -> Option<String> {
     let minor = nix::sys::stat::minor(rdev);
     let path = match minor {
         1..=63 => format!("/dev/tty{minor}"),
         _ => format!("/dev/ttyS{}", minor - 64),
     };
-    let meta = fs::metadata(&path).ok()?;
+    let meta = fs::metadata(seen(&path)).ok()?;
     (meta.file_type().is_char_device() && meta.rdev() == rdev).then_some(path)
 }
 

@@ -791,20 +791,22 @@ fn line_terminal_of(
             p.sid
         )));
     }
+    // Paths as the leader sees them (a mount namespace of its own: a container's /dev).
+    let seen = |path: &str| crate::task::mount_ns::as_seen_by(Pid::from_raw(p.sid), path);
     let held = descs.iter().find_map(|d| match &d.kind {
-        Some(Kind::CharDevice(path)) => std::fs::metadata(path)
+        Some(Kind::CharDevice(path)) => std::fs::metadata(seen(path))
             .is_ok_and(|m| m.rdev() == rdev)
             .then(|| path.clone()),
         _ => None,
     });
-    let path = held.or_else(|| super::devices::line_terminal_node(rdev)).ok_or_else(|| {
+    let path = held.or_else(|| super::devices::line_terminal_node(rdev, seen)).ok_or_else(|| {
         err(format!(
             "its controlling terminal, device {major}:{minor}, has no node in /dev (/dev/ttyN, \
              /dev/ttySN) to take it again through: not supported"
         ))
     })?;
     let tty = nix::fcntl::open(
-        path.as_str(),
+        &seen(&path),
         OFlag::O_RDONLY | OFlag::O_NOCTTY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
         Mode::empty(),
     )
