@@ -169,12 +169,7 @@ fn a_unix_listener_bound_before_the_namespace_was_made_comes_back_at_its_path_or
     let mut w = Workload::spawn("mount-ns", &["sock-before:src"]);
     let path = w.dir().join("src/before.sock");
     w.dump_and_restore();
-    let mut client = std::os::unix::net::UnixStream::connect(&path)
-        .unwrap_or_else(|e| panic!("connect to {}: {e}", path.display()));
-    assert_eq!(w.cmd("accept-before"), "ok");
-    let mut got = String::new();
-    std::io::Read::read_to_string(&mut client, &mut got).unwrap();
-    assert_eq!(got, "accepted", "the restored listener answers at its path");
+    assert_listener_answers(&w, &path);
     w.kill_restored();
 
     let w = Workload::spawn("mount-ns", &["sock-before:tmp"]);
@@ -192,12 +187,7 @@ fn a_unix_listener_bound_inside_a_pivoted_namespace_comes_back_at_its_path_there
     let mut w = Workload::spawn("mount-ns", &["pivot", "sock-inside"]);
     let path = w.dir().join("inside.sock");
     w.dump_and_restore();
-    let mut client = std::os::unix::net::UnixStream::connect(&path)
-        .unwrap_or_else(|e| panic!("connect to {}: {e}", path.display()));
-    assert_eq!(w.cmd("accept-before"), "ok");
-    let mut got = String::new();
-    std::io::Read::read_to_string(&mut client, &mut got).unwrap();
-    assert_eq!(got, "accepted", "the restored listener answers at its path");
+    assert_listener_answers(&w, &path);
     w.kill_restored();
 }
 
@@ -206,13 +196,7 @@ fn a_unix_listener_bound_inside_a_pivoted_namespace_comes_back_at_its_path_there
 /// seen. Before, the dump was refused ("the inode ... is not reachable by path").
 #[test]
 fn an_inotify_watch_inside_a_pivoted_namespace_comes_back_on_its_path_there() {
-    cryo_bin();
-    let _shared = cryo_tests::cryos_mounts_kept();
-    let mut w = Workload::spawn("mount-ns", &["pivot", "inotify-inside"]);
-    assert_eq!(w.cmd("inotify-touch"), "8 wd1");
-    w.dump_and_restore();
-    assert_eq!(w.cmd("inotify-touch"), "8 wd1");
-    w.kill_restored();
+    answers_the_same_after_restore(&["pivot", "inotify-inside"], "inotify-touch", "8 wd1");
 }
 
 /// An fd on the process's own network namespace opened through the namespace's own /proc (a
@@ -221,13 +205,7 @@ fn an_inotify_watch_inside_a_pivoted_namespace_comes_back_on_its_path_there() {
 /// cryo's /proc ... reopened by its path, it would be found on this mount").
 #[test]
 fn a_namespace_fd_of_its_own_through_the_namespaces_proc_comes_back() {
-    cryo_bin();
-    let _shared = cryo_tests::cryos_mounts_kept();
-    let mut w = Workload::spawn("mount-ns", &["pivot", "ns-fd"]);
-    assert_eq!(w.cmd("ns-fd"), "same");
-    w.dump_and_restore();
-    assert_eq!(w.cmd("ns-fd"), "same", "its own namespace, restored");
-    w.kill_restored();
+    answers_the_same_after_restore(&["pivot", "ns-fd"], "ns-fd", "same");
 }
 
 /// A pty of the namespace's own devpts instance on /dev/pts (a container's terminal): it comes
@@ -299,6 +277,29 @@ fn files_removed_in_a_pivoted_namespace_come_back_removed_on_their_filesystem() 
         "the FIFO, removed, with its bytes"
     );
     assert_eq!(w.cmd("removed-null"), null, "the device node, removed");
+    w.kill_restored();
+}
+
+/// The workload's unix listener at fd 47 (bound to `path`) accepts a client of cryo's
+/// namespace connecting to `path`.
+fn assert_listener_answers(w: &Workload, path: &std::path::Path) {
+    let mut client = std::os::unix::net::UnixStream::connect(path)
+        .unwrap_or_else(|e| panic!("connect to {}: {e}", path.display()));
+    assert_eq!(w.cmd("accept-before"), "ok");
+    let mut got = String::new();
+    std::io::Read::read_to_string(&mut client, &mut got).unwrap();
+    assert_eq!(got, "accepted", "the restored listener answers at its path");
+}
+
+/// The mount-ns workload with `extras` answers `cmd` with `want` before a dump and after its
+/// restore.
+fn answers_the_same_after_restore(extras: &[&str], cmd: &str, want: &str) {
+    cryo_bin();
+    let _shared = cryo_tests::cryos_mounts_kept();
+    let mut w = Workload::spawn("mount-ns", extras);
+    assert_eq!(w.cmd(cmd), want, "before the dump");
+    w.dump_and_restore();
+    assert_eq!(w.cmd(cmd), want, "after the restore");
     w.kill_restored();
 }
 

@@ -337,12 +337,7 @@ pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
                 continue;
             }
             "fifo" => {
-                let fifo = tmp.join("fifo");
-                sys::mkfifo(&fifo).map_err(failed("mkfifo"))?;
-                let fd =
-                    sys::open(&fifo, libc::O_RDWR | libc::O_NONBLOCK).map_err(failed("open"))?;
-                sys::move_fd(fd, FIFO_FD).map_err(failed("dup2"))?;
-                sys::write_all(FIFO_FD, b"queued in the fifo").map_err(failed("write"))?;
+                fifo_at(&tmp.join("fifo"), FIFO_FD, b"queued in the fifo")?;
                 continue;
             }
             "devnode" => {
@@ -461,11 +456,7 @@ pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
             }
             "removed" => {
                 let fifo = dir.join("fifo-gone");
-                sys::mkfifo(&fifo).map_err(failed("mkfifo"))?;
-                let fd =
-                    sys::open(&fifo, libc::O_RDWR | libc::O_NONBLOCK).map_err(failed("open"))?;
-                sys::move_fd(fd, REMOVED_FIFO).map_err(failed("dup2"))?;
-                sys::write_all(REMOVED_FIFO, b"queued").map_err(failed("write"))?;
+                fifo_at(&fifo, REMOVED_FIFO, b"queued")?;
                 std::fs::remove_file(&fifo).map_err(failed("unlink fifo-gone"))?;
                 let null = dir.join("null-gone");
                 sys::mknod_char(&null, 1, 3).map_err(failed("mknod null-gone"))?;
@@ -560,6 +551,14 @@ pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
         kids,
         dir: dir.to_path_buf(),
     }))
+}
+
+/// Makes a FIFO at `path`, opens it O_RDWR|O_NONBLOCK at `fd` and writes `bytes` to it.
+fn fifo_at(path: &Path, fd: i32, bytes: &[u8]) -> Result<(), String> {
+    sys::mkfifo(path).map_err(failed("mkfifo"))?;
+    let opened = sys::open(path, libc::O_RDWR | libc::O_NONBLOCK).map_err(failed("open"))?;
+    sys::move_fd(opened, fd).map_err(failed("dup2"))?;
+    sys::write_all(fd, bytes).map_err(failed("write"))
 }
 
 /// The path of the slave of the pty whose master is fd [`PTY_MASTER`].
