@@ -945,8 +945,26 @@ pub fn mark_files(
             Some(file_desc::Kind::Pipe(p)) if p.deleted => continue,
             Some(file_desc::Kind::RemovedNode(_)) => continue,
             // Watches added again by the holder, by their paths in the namespace made again
-            // (inotify.rs found each there at dump).
-            Some(file_desc::Kind::Inotify(_)) => continue,
+            // (inotify.rs found each there at dump), before cryo makes the proc, sysfs and
+            // mqueue mounts: one on those would be added on what is there meanwhile.
+            Some(file_desc::Kind::Inotify(i)) => {
+                let late = i.watches.iter().find_map(|w| {
+                    own_mount(&w.path).filter(|m| made_by_cryo(m)).map(|m| (m, &w.path))
+                });
+                if let Some((m, path)) = late {
+                    return Err(MountNsError::Refused {
+                        pid,
+                        inode: ns.inode,
+                        mount: mount_name(m),
+                        detail: format!(
+                            "inotify watch on {path} (description {}) is on it: made after the \
+                             watches are added again, so not restored",
+                            desc.id
+                        ),
+                    });
+                }
+                continue;
+            }
             // Reopened by path in the holder once the namespace is made: that path must lead
             // to cryo's /proc there too.
             // On the namespace's own proc mount (made again with it): opened there.
