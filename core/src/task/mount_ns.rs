@@ -949,7 +949,9 @@ pub fn mark_files(
             // mqueue mounts: one on those would be added on what is there meanwhile.
             Some(file_desc::Kind::Inotify(i)) => {
                 let late = i.watches.iter().find_map(|w| {
-                    own_mount(&w.path).filter(|m| made_by_cryo(m)).map(|m| (m, &w.path))
+                    own_mount(&w.path)
+                        .filter(|m| made_by_cryo(m))
+                        .map(|m| (m, &w.path))
                 });
                 if let Some((m, path)) = late {
                     return Err(MountNsError::Refused {
