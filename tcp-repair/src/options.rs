@@ -151,26 +151,32 @@ pub(crate) fn bind_as_dumped(fd: BorrowedFd<'_>, addr: SocketAddr, ctx: Ctx) -> 
     Ok(())
 }
 
+/// A socket buffer's options: (SO_*BUFFORCE, SO_*BUF, the read step, the write step).
+pub(crate) type BufferOptions = (libc::c_int, libc::c_int, &'static str, &'static str);
+
+/// The send buffer's options.
+pub(crate) const SEND_BUFFER: BufferOptions = (
+    libc::SO_SNDBUFFORCE,
+    libc::SO_SNDBUF,
+    "getsockopt SO_SNDBUF",
+    "setsockopt SO_SNDBUF",
+);
+
+/// The receive buffer's options.
+pub(crate) const RECV_BUFFER: BufferOptions = (
+    libc::SO_RCVBUFFORCE,
+    libc::SO_RCVBUF,
+    "getsockopt SO_RCVBUF",
+    "setsockopt SO_RCVBUF",
+);
+
 /// The two buffers of `o`: (SO_*BUFFORCE, SO_*BUF, the size getsockopt reported, the read
 /// step, the write step).
-type Buffer = (libc::c_int, libc::c_int, i32, &'static str, &'static str);
-
-fn buffers(o: &SocketOptions) -> [Buffer; 2] {
+fn buffers(o: &SocketOptions) -> [(libc::c_int, libc::c_int, i32, &'static str, &'static str); 2] {
+    let with = |(force, plain, read, write): BufferOptions, size| (force, plain, size, read, write);
     [
-        (
-            libc::SO_SNDBUFFORCE,
-            libc::SO_SNDBUF,
-            o.send_buffer,
-            "getsockopt SO_SNDBUF",
-            "setsockopt SO_SNDBUF",
-        ),
-        (
-            libc::SO_RCVBUFFORCE,
-            libc::SO_RCVBUF,
-            o.recv_buffer,
-            "getsockopt SO_RCVBUF",
-            "setsockopt SO_RCVBUF",
-        ),
+        with(SEND_BUFFER, o.send_buffer),
+        with(RECV_BUFFER, o.recv_buffer),
     ]
 }
 

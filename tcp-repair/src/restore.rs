@@ -192,23 +192,12 @@ fn fill_queue(fd: BorrowedFd<'_>, queue: libc::c_int, mut data: &[u8], ctx: Ctx)
     narrow_buffer(fd, queue, widened, ctx)
 }
 
-/// The buffer the refill of `queue` is charged to: (its option, the forcing one, the read
-/// step, the write step).
-fn buffer_of(queue: libc::c_int) -> (libc::c_int, libc::c_int, &'static str, &'static str) {
+/// The buffer the refill of `queue` is charged to.
+fn buffer_of(queue: libc::c_int) -> options::BufferOptions {
     if queue == sys::TCP_RECV_QUEUE {
-        (
-            libc::SO_RCVBUF,
-            libc::SO_RCVBUFFORCE,
-            "getsockopt SO_RCVBUF",
-            "setsockopt SO_RCVBUFFORCE",
-        )
+        options::RECV_BUFFER
     } else {
-        (
-            libc::SO_SNDBUF,
-            libc::SO_SNDBUFFORCE,
-            "getsockopt SO_SNDBUF",
-            "setsockopt SO_SNDBUFFORCE",
-        )
+        options::SEND_BUFFER
     }
 }
 
@@ -221,7 +210,7 @@ fn widen_buffer(
     len: usize,
     ctx: Ctx,
 ) -> Result<Option<i32>> {
-    let (plain, force, read, _) = buffer_of(queue);
+    let (force, plain, read, _) = buffer_of(queue);
     let now = sys::get_int(fd, libc::SOL_SOCKET, plain).map_err(ctx.sys(read))?;
     let widened = (now / 2).saturating_add(len.min(i32::MAX as usize / 4) as i32 * 2);
     Ok(sys::set_int(fd, libc::SOL_SOCKET, force, widened)
@@ -238,7 +227,7 @@ fn narrow_buffer(
     ctx: Ctx,
 ) -> Result<()> {
     if let Some(before) = widened {
-        let (_, force, _, write) = buffer_of(queue);
+        let (force, _, _, write) = buffer_of(queue);
         sys::set_int(fd, libc::SOL_SOCKET, force, before / 2).map_err(ctx.sys(write))?;
     }
     Ok(())
