@@ -208,18 +208,13 @@ impl FileKind for ProcFiles {
     }
 }
 
-/// Whether `rest` (below a proc mount) is a file of proc itself, not of a process: its first
-/// component no pid, self or thread-self, no component leading elsewhere.
-fn of_proc_itself(rest: &str) -> bool {
-    let Some(below) = rest.strip_prefix('/') else {
-        return false;
-    };
-    let first = below.split('/').next().unwrap_or_default();
-    !first.is_empty()
-        && !first.starts_with(|c: char| c.is_ascii_digit())
-        && first != "self"
-        && first != "thread-self"
-        && !below.split('/').any(|c| c == "." || c == "..")
+/// Whether `below` (a path below a proc mount, without its leading '/') is a file of proc
+/// itself, not of a process: its first name no pid, self or thread-self.
+fn of_proc_itself(below: &str) -> bool {
+    !below.is_empty()
+        && !below.starts_with(|c: char| c.is_ascii_digit())
+        && !below.starts_with("self")
+        && !below.starts_with("thread-self")
 }
 
 /// A record's shape: a known namespace kind, or a path that stays below /proc (a file of
@@ -230,7 +225,6 @@ fn check_shape(rec: &ProcFile) -> Result<(), String> {
     }
     if !rec.proc_mount.is_empty()
         && (rec.pid < 0
-            || rec.pid == 0 && !of_proc_itself(&rec.rest)
             || rec.tid != 0
             || !rec.namespace.is_empty()
             || !rec.init.is_empty()
@@ -242,9 +236,6 @@ fn check_shape(rec: &ProcFile) -> Result<(), String> {
             "a file of the proc mount at {:?} of its namespace without a process of it",
             rec.proc_mount
         ));
-    }
-    if !rec.proc_mount.is_empty() && rec.pid == 0 {
-        return Ok(());
     }
     if rec.gone_pid != 0 {
         if rec.gone_pid < 0 || rec.pid != 0 || rec.tid != 0 || !rec.rest.is_empty() || !rec.namespace.is_empty() || !rec.init.is_empty() {
@@ -260,17 +251,17 @@ fn check_shape(rec: &ProcFile) -> Result<(), String> {
     }
     let not_of_proc = || format!("{:?} is no file of /proc itself", rec.rest);
     let path = if rec.pid == 0 && rec.init.is_empty() {
-        match rec.rest.strip_prefix("/proc") {
+        // Below cryo's /proc, or below the namespace's own proc mount.
+        let below = if rec.proc_mount.is_empty() {
+            rec.rest.strip_prefix("/proc")
+        } else {
+            Some(rec.rest.as_str())
+        };
+        match below {
             // /proc itself (a directory fd on it).
-            Some("") => "",
+            Some("") if rec.proc_mount.is_empty() => "",
             Some(below) => match below.strip_prefix('/') {
-                Some(below)
-                    if !below.starts_with(|c: char| c.is_ascii_digit())
-                        && !below.starts_with("self")
-                        && !below.starts_with("thread-self") =>
-                {
-                    below
-                }
+                Some(below) if of_proc_itself(below) => below,
                 _ => return Err(not_of_proc()),
             },
             None => return Err(not_of_proc()),
@@ -419,11 +410,8 @@ fn dump_namespace_proc_file(
     };
     let mut parts = below.splitn(3, '/').skip(1);
     let first = parts.next().unwrap_or_default();
-    if !first.starts_with(|c: char| c.is_ascii_digit()) {
+    if of_proc_itself(first) {
         // A file of that proc itself (/sys/..., meminfo...): reopened there by its path.
-        if first == "self" || first == "thread-self" {
-            return Err(refuse("a link to a process (self, thread-self)".into()));
-        }
         check_position(open, &format!("/proc/{}/root{path}", open.pid))?;
         return Ok(ProcFile {
             rest: below.to_string(),
@@ -432,7 +420,9 @@ fn dump_namespace_proc_file(
         });
     }
     let Some(n) = first.parse::<i32>().ok() else {
-        return Err(refuse("not a file of a process (/PID/...)".into()));
+        return Err(refuse(
+            "neither a file of a process (/PID/...) nor of that proc itself".into(),
+        ));
     };
     let rest = parts.next().map(|r| format!("/{r}")).unwrap_or_default();
     if rest.starts_with("/task/") || rest == "/mem" {

@@ -104,6 +104,34 @@ struct PairSeen {
     instance: Option<(u64, Pid, RawFd)>,
 }
 
+impl PairSeen {
+    /// Notes the devpts instance `instance` of an end (fd `open`) of pty `index`; refuses one
+    /// other than an earlier end's (two instances' ptys of one index).
+    fn note_instance(
+        &mut self,
+        open: &OpenFd,
+        index: u32,
+        instance: Option<u64>,
+    ) -> Result<(), FileError> {
+        match (self.instance, instance) {
+            (Some((known, pid, fd)), Some(dev)) if known != dev => Err(open.dump_err(format!(
+                "pty {index} of another devpts instance than the pty {index} of pid {pid} fd \
+                 {fd}: two instances' ptys of one index are not made again"
+            ))),
+            (None, Some(dev)) => {
+                self.instance = Some((dev, open.pid, open.fd));
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The device of the devpts instance on /dev/pts as the calling process sees it.
+fn devpts_here() -> std::io::Result<u64> {
+    std::fs::metadata("/dev/pts").map(|m| m.dev())
+}
+
 /// The ptys of a dump, by index.
 #[derive(Debug, Default)]
 struct PairsSeen(BTreeMap<u32, PairSeen>);
@@ -348,16 +376,7 @@ fn dump(
     let w = sys::tty::winsize(dup).map_err(ioctl_err("TIOCGWINSZ"))?;
     let instance = devpts_instance(open, end, dup, path)?;
     let pair = pairs.entry(index).or_default();
-    match (pair.instance, instance) {
-        (Some((known, pid, fd)), Some(dev)) if known != dev => {
-            return Err(open.dump_err(format!(
-                "pty {index} of another devpts instance than the pty {index} of pid {pid} fd \
-                 {fd}: two instances' ptys of one index are not made again"
-            )));
-        }
-        (None, Some(dev)) => pair.instance = Some((dev, open.pid, open.fd)),
-        _ => {}
-    }
+    pair.note_instance(open, index, instance)?;
     match end {
         PtyEnd::Master => {
             pair.packet =
@@ -464,11 +483,10 @@ fn hung_up_slave(
              up: not supported"
         )));
     }
+    let instance = devpts_instance(open, PtyEnd::Slave, dup, "")?;
     let pair = pairs.entry(index).or_default();
+    pair.note_instance(open, index, instance)?;
     pair.hung_up.push((id, open.pid, open.fd));
-    if let Ok(st) = nix::sys::stat::fstat(dup) {
-        pair.instance.get_or_insert((st.st_dev, open.pid, open.fd));
-    }
     debug!(pid = %open.pid, fd = open.fd, index, "pty slave hung up");
     Ok(Pty {
         end: PtyEnd::Slave as i32,
@@ -733,7 +751,7 @@ pub(super) fn finish_dump(
 fn namespace_instances(
     pairs: &BTreeMap<u32, PairSeen>,
 ) -> Result<std::collections::BTreeSet<u32>, FileError> {
-    let ours = std::fs::metadata("/dev/pts").map(|m| m.dev()).ok();
+    let ours = devpts_here().ok();
     let mut found: Option<(u64, Pid)> = None;
     let mut out = std::collections::BTreeSet::new();
     for (&index, pair) in pairs {
@@ -1150,10 +1168,10 @@ pub(crate) fn refill_queues(
 /// the new instance its namespace's restore mounts: nothing to wait for. Notes cryo's
 /// instance for the makers ([`open_ptmx_at`]).
 fn wait_index_free(desc: &FileDesc, p: &Pty) -> Result<(), FileError> {
-    let ours = std::fs::metadata("/dev/pts")
-        .map_err(|e| restore_err(desc, "stat /dev/pts", e))?
-        .dev();
-    CRYO_DEVPTS.get_or_init(|| ours);
+    if CRYO_DEVPTS.get().is_none() {
+        let ours = devpts_here().map_err(|e| restore_err(desc, "stat /dev/pts", e))?;
+        CRYO_DEVPTS.get_or_init(|| ours);
+    }
     if p.namespace_devpts {
         return Ok(());
     }
@@ -1181,9 +1199,7 @@ fn open_ptmx_at(desc: &FileDesc, p: &Pty, flags: OFlag) -> Result<OwnedFd, FileE
     let index = p.index;
     // The maker's /dev/ptmx leads to the instance on /dev/pts beside it: the one the pair was
     // of, or the pair would come back in another (a maker outside the namespace).
-    let here = std::fs::metadata("/dev/pts")
-        .map_err(|e| restore_err(desc, "stat /dev/pts", e))?
-        .dev();
+    let here = devpts_here().map_err(|e| restore_err(desc, "stat /dev/pts", e))?;
     if CRYO_DEVPTS.get().is_some_and(|&ours| (here == ours) == p.namespace_devpts) {
         let (was, is) = if p.namespace_devpts {
             ("of its namespace's own devpts", "cryo's")

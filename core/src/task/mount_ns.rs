@@ -892,6 +892,12 @@ pub fn mark_files(
     }
     let root = proc::dir(pid).join("root");
     let own_mount = |path: &str| ns.mounts.iter().rev().find(|m| is_below(path, &m.point));
+    let refused = |m: &NamespaceMount, detail: String| MountNsError::Refused {
+        pid,
+        inode: ns.inode,
+        mount: mount_name(m),
+        detail,
+    };
     // A devpts of its own comes back new, holding only the ptys the dump makes again there.
     for m in ns.mounts.iter().filter(|m| m.devpts) {
         let made_again = |index: u32| {
@@ -901,15 +907,13 @@ pub fn mark_files(
             })
         };
         if let Some(index) = m.devpts_ptys.iter().copied().find(|&i| !made_again(i)) {
-            return Err(MountNsError::Refused {
-                pid,
-                inode: ns.inode,
-                mount: mount_name(m),
-                detail: format!(
+            return Err(refused(
+                m,
+                format!(
                     "holds pty {index}, which no process of the dump holds (an instance made \
                      again would not have it)"
                 ),
-            });
+            ));
         }
     }
     // Those opened in the parent's namespace are found there again (open.rs).
@@ -927,15 +931,13 @@ pub fn mark_files(
                 };
                 let seen = std::fs::symlink_metadata(format!("{}{}", root.display(), p.fifo_path));
                 if !seen.is_ok_and(|s| s.file_type().is_fifo() && s.ino() == p.ino) {
-                    return Err(MountNsError::Refused {
-                        pid,
-                        inode: ns.inode,
-                        mount: mount_name(m),
-                        detail: format!(
+                    return Err(refused(
+                        m,
+                        format!(
                             "FIFO {} (description {}) is no longer at its path in the namespace",
                             p.fifo_path, desc.id
                         ),
-                    });
+                    ));
                 }
                 p.in_mount_namespace = true;
                 continue;
@@ -954,16 +956,14 @@ pub fn mark_files(
                         .map(|m| (m, &w.path))
                 });
                 if let Some((m, path)) = late {
-                    return Err(MountNsError::Refused {
-                        pid,
-                        inode: ns.inode,
-                        mount: mount_name(m),
-                        detail: format!(
+                    return Err(refused(
+                        m,
+                        format!(
                             "inotify watch on {path} (description {}) is on it: made after the \
                              watches are added again, so not restored",
                             desc.id
                         ),
-                    });
+                    ));
                 }
                 continue;
             }
@@ -986,16 +986,14 @@ pub fn mark_files(
                     (pid, false) => format!("/proc/{pid}/ns/{}", p.namespace),
                 };
                 if let Some(m) = own_mount(&path) {
-                    return Err(MountNsError::Refused {
-                        pid,
-                        inode: ns.inode,
-                        mount: mount_name(m),
-                        detail: format!(
+                    return Err(refused(
+                        m,
+                        format!(
                             "file {path} of cryo's /proc (description {}) is under it: \
                              reopened by its path, it would be found on this mount",
                             desc.id
                         ),
-                    });
+                    ));
                 }
                 continue;
             }
@@ -1005,52 +1003,44 @@ pub fn mark_files(
                 let seen = std::fs::metadata(format!("{}{}", root.display(), path));
                 if !seen.is_ok_and(|s| s.file_type().is_char_device()) {
                     let m = own_mount(path).expect("matched above");
-                    return Err(MountNsError::Refused {
-                        pid,
-                        inode: ns.inode,
-                        mount: mount_name(m),
-                        detail: format!(
+                    return Err(refused(
+                        m,
+                        format!(
                             "device {path} (description {}) is no longer at its path in the \
                              namespace",
                             desc.id
                         ),
-                    });
+                    ));
                 }
                 desc.in_mount_namespace = true;
                 continue;
             }
-            other => {
-                // Other kinds reached by path are found by cryo, or by their handles, in
-                // cryo's namespace.
-                let (what, paths) = other_paths(other.map(|k| &*k));
-                if let Some((m, path)) =
-                    paths.into_iter().find_map(|p| own_mount(p).map(|m| (m, p)))
-                {
-                    return Err(MountNsError::Refused {
-                        pid,
-                        inode: ns.inode,
-                        mount: mount_name(m),
-                        detail: format!(
-                            "{what} {path} (description {}) is on it: found again in cryo's \
-                             namespace, not in the one made, so not restored",
+            // Fanotify marks are found again by cryo, by their handles, in cryo's namespace.
+            Some(file_desc::Kind::Fanotify(f)) => {
+                let on_own = f
+                    .marks
+                    .iter()
+                    .find_map(|k| own_mount(&k.path).map(|m| (m, &k.path)));
+                if let Some((m, path)) = on_own {
+                    return Err(refused(
+                        m,
+                        format!(
+                            "fanotify mark on {path} (description {}) is on it: found again in \
+                             cryo's namespace, not in the one made, so not restored",
                             desc.id
                         ),
-                    });
+                    ));
                 }
                 continue;
             }
+            _ => continue,
         };
         let Some(m) = own_mount(&reg.path) else {
             continue;
         };
         reg.in_mount_namespace = true;
         reg.on_copied_tmpfs = m.tmpfs || m.bind_in_namespace && !m.late;
-        let refuse = |detail: String| MountNsError::Refused {
-            pid,
-            inode: ns.inode,
-            mount: mount_name(m),
-            detail,
-        };
+        let refuse = |detail: String| refused(m, detail);
         if reg.deleted {
             // On a mount of a filesystem the namespace made again shares (a bind of cryo's
             // path): its inode found again by its handle, by its holder, as in cryo's.
@@ -1103,21 +1093,6 @@ fn mount_name(m: &NamespaceMount) -> String {
         format!("tmpfs {} on {}", m.source, m.point)
     } else {
         format!("bind {} on {}", m.bind_source, m.point)
-    }
-}
-
-/// The paths by which the restore finds a description of a kind other than a regular file or
-/// directory (a FIFO, a device, an inotify watch, a fanotify mark...), with what they are.
-fn other_paths(kind: Option<&file_desc::Kind>) -> (&'static str, Vec<&str>) {
-    use file_desc::Kind;
-    match kind {
-        Some(Kind::Pipe(p)) if !p.fifo_path.is_empty() => ("FIFO", vec![p.fifo_path.as_str()]),
-        Some(Kind::CharDevice(path)) => ("device", vec![path.as_str()]),
-        Some(Kind::Fanotify(f)) => (
-            "fanotify mark on",
-            f.marks.iter().map(|m| m.path.as_str()).collect(),
-        ),
-        _ => ("", Vec::new()),
     }
 }
 

@@ -148,23 +148,20 @@ fn pivot(dir: &Path, also_on_d: bool) -> Result<(), String> {
     )?;
     let exe = std::env::current_exe().map_err(failed("current_exe"))?;
     let bin = exe.parent().ok_or("the program has no directory")?;
-    for kept in [Path::new("/usr"), Path::new("/dev"), bin, dir] {
-        let at = new_root.join(kept.strip_prefix("/").unwrap_or(kept));
+    // Each bound at its own path, and DIR also on /d when asked.
+    let mut binds: Vec<(&Path, &Path)> = [Path::new("/usr"), Path::new("/dev"), bin, dir]
+        .into_iter()
+        .map(|kept| (kept, kept.strip_prefix("/").unwrap_or(kept)))
+        .collect();
+    if also_on_d {
+        binds.push((dir, Path::new("d")));
+    }
+    for (source, below) in binds {
+        let at = new_root.join(below);
         std::fs::create_dir_all(&at).map_err(failed("mkdir in newroot"))?;
         mount(
-            Some(&kept.to_string_lossy()),
+            Some(&source.to_string_lossy()),
             &at,
-            None,
-            MsFlags::MS_BIND,
-            None,
-        )?;
-    }
-    if also_on_d {
-        let d = new_root.join("d");
-        std::fs::create_dir_all(&d).map_err(failed("mkdir d"))?;
-        mount(
-            Some(&dir.to_string_lossy()),
-            &d,
             None,
             MsFlags::MS_BIND,
             None,
