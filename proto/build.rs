@@ -17,6 +17,7 @@ const SHORT_REPEATED: &[(&str, &str, usize)] = &[
     ("IpcNamespace.sems", "SysvSem", 3),
     ("IpcNamespace.queues", "SysvMsgQueue", 3),
     ("SysvMsgQueue.messages", "SysvMessage", 4),
+    ("NetNamespace.links", "NetLink", 4),
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

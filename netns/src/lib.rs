@@ -8,13 +8,15 @@
 //! involved, and installs or releases in one transaction whatever the number of connections.
 //!
 //! [`ns`] creates fresh network namespaces with loopback up; [`state`] reads what a namespace
-//! shows (links, addresses, routes, rules, tables, sysctls) and makes loopback's part again.
+//! shows (links, addresses, routes, rules, tables, sysctls) and makes its interfaces, their
+//! addresses and the routes again; [`link`] reads and makes the interfaces.
 #![warn(missing_docs)]
 
 mod attr;
 pub mod conntrack;
 mod error;
 pub mod firewall;
+pub mod link;
 mod lock;
 mod netlink;
 mod nft;

@@ -186,6 +186,34 @@ impl NlSocket {
         }
     }
 
+    /// Sends a request that is answered by messages then an ACK (`request` asks for the ACK)
+    /// and returns the payloads of the messages, with their types.
+    pub(crate) fn get(&self, request: &[u8], seq: u32) -> Result<Vec<(u16, Vec<u8>)>, NlError> {
+        self.send_all(request)?;
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; RECV_BUF];
+        loop {
+            let data = self.recv_some(&mut buf)?;
+            for (hdr, payload) in nft::messages(data) {
+                if hdr.seq != seq {
+                    continue;
+                }
+                if hdr.ty != NLMSG_ERROR {
+                    out.push((hdr.ty, payload.to_vec()));
+                    continue;
+                }
+                return match parse_error(&hdr, payload)? {
+                    (None, _) => Ok(out),
+                    (Some(errno), message) => Err(NlError::Kernel {
+                        step: "request".into(),
+                        errno,
+                        message,
+                    }),
+                };
+            }
+        }
+    }
+
     /// Sends a dump request and returns the payloads of every answer, with their types.
     pub(crate) fn dump(&self, request: &[u8], seq: u32) -> Result<Vec<(u16, Vec<u8>)>, NlError> {
         self.send_all(request)?;

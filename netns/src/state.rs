@@ -1,34 +1,38 @@
 //! What a process can observe of its network namespace, read from the calling thread's one
-//! over netlink, and the part of it a restore makes again: loopback's state and addresses, the
-//! routes, and the namespace's sysctls.
+//! over netlink, and the part of it a restore makes again: its interfaces, their addresses,
+//! the routes, and the namespace's sysctls.
 //!
 //! ```text
-//! observe()         links (lo's admin flags, MTU, queue length, group, alias, address;
-//!                   any other by name and kind), addresses, routes (every table), policy
-//!                   rules, neighbours (and proxies), nexthops, qdiscs, XFRM states and
-//!                   policies, nf_tables tables, legacy iptables tables: each object as one
-//!                   line, kernel order, volatile parts (statistics, cache info) left out
-//! sysctls()         every readable file under /proc/sys/net, as (path, value)
-//! make_loopback()   lo's MTU and up/down, then sysctls, then its addresses: those it
-//!                   should not have removed, the missing ones added in order; then the
-//!                   routes the same way (those the addresses and lo's state did not make)
+//! observe()            links (crate::link: every attribute but counters and timers),
+//!                      addresses, routes (every table), policy rules, permanent neighbours
+//!                      (and proxies), nexthops, qdiscs, XFRM states and policies, nf_tables
+//!                      tables, legacy iptables tables: each object as one line, kernel
+//!                      order, volatile parts (statistics, cache info) left out
+//! sysctls()            every readable file under /proc/sys/net, as (path, value)
+//! make_interfaces()    the links (created, given masters; then up/down as dumped), then
+//!                      sysctls, then the addresses: those the namespace should not have
+//!                      removed, the missing ones added in order; then the routes the same
+//!                      way (those the addresses and the links' state did not make). IPv6
+//!                      duplicate address detection is held off while links come up and
+//!                      addresses are added (accept_dad 0, then as it was): an address the
+//!                      process saw ready is ready again at once, not tentative for a second
 //! ```
 //!
 //! A dump compares what the process's namespace shows with a fresh namespace that
-//! [`make_loopback`] made the same way: whatever differs is not restored.
+//! [`make_interfaces`] made the same way: whatever differs is not restored.
 
 use std::fmt::Write as _;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
 use nix::errno::Errno;
 use nix::sys::socket::SockProtocol;
 
 use crate::error::NetnsError;
+use crate::link::{self, push_attr, Link, OuterPeer};
 use crate::netlink::{NlError, NlSocket};
 use crate::nft::{self, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST};
 
-const RTM_NEWLINK: u16 = 16;
-const RTM_GETLINK: u16 = 18;
 const RTM_NEWADDR: u16 = 20;
 const RTM_DELADDR: u16 = 21;
 const RTM_GETADDR: u16 = 22;
@@ -44,26 +48,7 @@ const XFRM_MSG_GETPOLICY: u16 = 0x15;
 const NLM_F_CREATE: u16 = 0x400;
 const NLM_F_EXCL: u16 = 0x200;
 const NTF_PROXY: u8 = 0x08;
-const NUD_NOARP: u16 = 0x40;
-
-/// The index of loopback in every network namespace.
-const LO_INDEX: i32 = 1;
-const IFLA_ADDRESS: u16 = 1;
-const IFLA_IFNAME: u16 = 3;
-const IFLA_MTU: u16 = 4;
-const IFLA_TXQLEN: u16 = 13;
-const IFLA_LINKINFO: u16 = 18;
-const IFLA_IFALIAS: u16 = 20;
-const IFLA_GROUP: u16 = 27;
-const IFLA_INFO_KIND: u16 = 1;
-/// Link flags an administrator sets (the others follow them: RUNNING, LOWER_UP...).
-const ADMIN_FLAGS: u32 = (libc::IFF_UP
-    | libc::IFF_DEBUG
-    | libc::IFF_NOARP
-    | libc::IFF_PROMISC
-    | libc::IFF_ALLMULTI
-    | libc::IFF_MULTICAST
-    | libc::IFF_DYNAMIC) as u32;
+const NUD_PERMANENT: u16 = 0x80;
 
 const IFA_ADDRESS: u16 = 1;
 const IFA_LOCAL: u16 = 2;
@@ -92,9 +77,11 @@ const NDA_PROBES: u16 = 4;
 const TCA_KIND: u16 = 1;
 const TCA_OPTIONS: u16 = 2;
 
-/// One address of loopback, as RTM_NEWADDR takes it back.
+/// One address of a link, as RTM_NEWADDR takes it back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Address {
+    /// The link's index.
+    pub index: i32,
     /// AF_INET or AF_INET6.
     pub family: u8,
     /// The prefix length.
@@ -130,7 +117,8 @@ impl Address {
     }
 
     fn same_place(&self, other: &Address) -> bool {
-        self.family == other.family
+        self.index == other.index
+            && self.family == other.family
             && self.prefix_len == other.prefix_len
             && self.local == other.local
             && self.address == other.address
@@ -148,14 +136,16 @@ pub struct Route {
     pub line: String,
 }
 
-/// Loopback's state, and the routes over it: what a restore makes again.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Loopback {
-    /// IFF_UP.
-    pub up: bool,
-    /// Its MTU.
-    pub mtu: u32,
-    /// Its addresses, in the kernel's order.
+/// The interfaces of a namespace, their addresses and the routes: what a restore makes
+/// again.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Interfaces {
+    /// Its links (lo among them), in the kernel's order.
+    pub links: Vec<Link>,
+    /// The peer of each veth end whose peer is in the namespace the dump ran in, by the end's
+    /// index (filled by the dump: observe() does not see there).
+    pub peers: Vec<(i32, OuterPeer)>,
+    /// Their addresses, in the kernel's order.
     pub addresses: Vec<Address>,
     /// The namespace's routes, in the kernel's order (those the addresses make among them).
     pub routes: Vec<Route>,
@@ -164,10 +154,8 @@ pub struct Loopback {
 /// What the calling thread's network namespace shows.
 #[derive(Debug, Clone, Default)]
 pub struct Observed {
-    /// Loopback (None if it has none: never seen).
-    pub loopback: Option<Loopback>,
-    /// Every link other than lo: (name, kind).
-    pub other_links: Vec<(String, String)>,
+    /// Its interfaces.
+    pub interfaces: Interfaces,
     /// nf_tables tables (`FAMILY NAME`) and legacy iptables tables (`iptables NAME`).
     pub tables: Vec<String>,
     /// Every object, one line each, in the kernel's order per kind.
@@ -182,13 +170,26 @@ pub(crate) fn nl(step: impl Into<String>) -> impl Fn(NlError) -> NetnsError {
             step: format!("{step}: {what}"),
             errno,
         },
-        NlError::Kernel { errno, message, .. } => NetnsError::Netlink {
-            step: match message {
-                Some(m) if !m.is_empty() => format!("{step} ({m})"),
-                _ => step.clone(),
-            },
+        NlError::Kernel {
             errno,
-        },
+            message,
+            step: inner,
+        } => {
+            // The request's own step when it says more than a generic one.
+            let step = if inner.is_empty() || ["dump", "request", "batch"].contains(&inner.as_str())
+            {
+                step.clone()
+            } else {
+                format!("{step}: {inner}")
+            };
+            NetnsError::Netlink {
+                step: match message {
+                    Some(m) if !m.is_empty() => format!("{step} ({m})"),
+                    _ => step,
+                },
+                errno,
+            }
+        }
         NlError::Protocol(what, detail) => NetnsError::Netlink {
             step: format!("{step}: {what}: {detail}"),
             errno: Errno::EPROTO,
@@ -198,26 +199,11 @@ pub(crate) fn nl(step: impl Into<String>) -> impl Fn(NlError) -> NetnsError {
 
 /// A netlink request: header, the family's fixed struct, attributes.
 fn request(ty: u16, flags: u16, seq: u32, fixed: &[u8], attrs: &[(u16, &[u8])]) -> Vec<u8> {
-    let mut msg = vec![0u8; 16];
-    msg[4..6].copy_from_slice(&ty.to_ne_bytes());
-    msg[6..8].copy_from_slice(&flags.to_ne_bytes());
-    msg[8..12].copy_from_slice(&seq.to_ne_bytes());
-    msg.extend_from_slice(fixed);
-    msg.resize(msg.len().next_multiple_of(4), 0);
-    for (ty, value) in attrs {
-        push_attr(&mut msg, *ty, value);
-    }
-    let len = msg.len() as u32;
-    msg[0..4].copy_from_slice(&len.to_ne_bytes());
-    msg
-}
-
-/// Appends attribute `ty` of `value` to `msg`, padded to 4 bytes.
-fn push_attr(msg: &mut Vec<u8>, ty: u16, value: &[u8]) {
-    msg.extend_from_slice(&((4 + value.len()) as u16).to_ne_bytes());
-    msg.extend_from_slice(&ty.to_ne_bytes());
-    msg.extend_from_slice(value);
-    msg.resize(msg.len().next_multiple_of(4), 0);
+    let encoded = attrs.iter().fold(Vec::new(), |mut out, (ty, value)| {
+        push_attr(&mut out, *ty, value);
+        out
+    });
+    link::message(ty, flags, seq, fixed, &encoded)
 }
 
 /// Dumps `ty` with fixed struct `fixed`: the payloads answered.
@@ -259,20 +245,20 @@ fn ip_text(bytes: &[u8]) -> String {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().fold(String::new(), |mut s, b| {
         let _ = write!(s, "{b:02x}");
         s
     })
 }
 
-fn u32_of(v: &[u8]) -> u32 {
+pub(crate) fn u32_of(v: &[u8]) -> u32 {
     v.get(..4)
         .map(|b| u32::from_ne_bytes(b.try_into().expect("4 bytes")))
         .unwrap_or_default()
 }
 
-fn text_of(v: &[u8]) -> String {
+pub(crate) fn text_of(v: &[u8]) -> String {
     String::from_utf8_lossy(v.split(|b| *b == 0).next().unwrap_or_default()).into_owned()
 }
 
@@ -291,58 +277,16 @@ fn rest(payload: &[u8], fixed: usize, skip: &[u16]) -> String {
 pub fn observe() -> Result<Observed, NetnsError> {
     let sock = NlSocket::open(SockProtocol::NetlinkRoute).map_err(nl("open rtnetlink socket"))?;
     let mut out = Observed::default();
-    let mut lo_addresses = Vec::new();
-    let mut lo_state = None;
-    for (_, p) in dump(&sock, RTM_GETLINK, &[0u8; 16]).map_err(nl("dump links"))? {
-        if p.len() < 16 {
-            continue;
-        }
-        let index = i32::from_ne_bytes(p[4..8].try_into().expect("4 bytes"));
-        let flags = u32_of(&p[8..12]);
-        let (mut name, mut kind, mut mtu) = (String::new(), String::new(), 0);
-        let mut line = String::new();
-        for (ty, v) in nft::attrs(&p[16..]) {
-            match ty {
-                IFLA_IFNAME => name = text_of(v),
-                IFLA_MTU => mtu = u32_of(v),
-                IFLA_LINKINFO => {
-                    if let Some((_, k)) = nft::attrs(v).find(|(t, _)| *t == IFLA_INFO_KIND) {
-                        kind = text_of(k);
-                    }
-                }
-                IFLA_TXQLEN => {
-                    let _ = write!(line, " txqlen {}", u32_of(v));
-                }
-                IFLA_GROUP => {
-                    let _ = write!(line, " group {}", u32_of(v));
-                }
-                IFLA_IFALIAS => {
-                    let _ = write!(line, " alias {:?}", text_of(v));
-                }
-                IFLA_ADDRESS => {
-                    let _ = write!(line, " address {}", hex(v));
-                }
-                _ => {}
-            }
-        }
-        if index == LO_INDEX {
-            lo_state = Some((flags & libc::IFF_UP as u32 != 0, mtu));
-            out.objects.push(format!(
-                "interface {name} flags {:#x} mtu {mtu}{line}",
-                flags & ADMIN_FLAGS
-            ));
-        } else {
-            let kind = if kind.is_empty() { "?".into() } else { kind };
-            out.objects.push(format!("interface {name} ({kind})"));
-            out.other_links.push((name, kind));
-        }
-    }
+    let links = link::read_links(&sock).map_err(nl("dump links"))?;
+    out.objects.extend(links.iter().map(|l| l.line.clone()));
+    out.interfaces.links = links;
     for (_, p) in dump(&sock, RTM_GETADDR, &[0u8; 8]).map_err(nl("dump addresses"))? {
         if p.len() < 8 {
             continue;
         }
         let index = i32::from_ne_bytes(p[4..8].try_into().expect("4 bytes"));
         let mut a = Address {
+            index,
             family: p[0],
             prefix_len: p[1],
             flags: p[2] as u32,
@@ -383,9 +327,7 @@ pub fn observe() -> Result<Observed, NetnsError> {
             ip_text(&a.broadcast),
             a.label
         ));
-        if index == LO_INDEX {
-            lo_addresses.push(a);
-        }
+        out.interfaces.addresses.push(a);
     }
     let routes = read_routes(&sock)?;
     out.objects.extend(routes.iter().map(|r| r.line.clone()));
@@ -400,10 +342,10 @@ pub fn observe() -> Result<Observed, NetnsError> {
         let mut fixed = [0u8; 12];
         fixed[10] = proxy;
         for (_, p) in dump(&sock, RTM_GETNEIGH, &fixed).map_err(nl("dump neighbours"))? {
-            // A NOARP entry is the kernel's cache for a device without neighbours (lo's
-            // traffic makes them): nothing set, nothing to see.
+            // Entries but permanent ones are the kernel's cache (traffic makes them, time
+            // ages them, a restored namespace learns them again): nothing set.
             let state = p.get(8..10).map_or(0, |b| u16::from_ne_bytes([b[0], b[1]]));
-            if state == NUD_NOARP && proxy == 0 {
+            if state & NUD_PERMANENT == 0 && proxy == 0 {
                 continue;
             }
             // Family, ifindex, flags and type: the state (reachable, stale...) moves by itself.
@@ -448,14 +390,22 @@ pub fn observe() -> Result<Observed, NetnsError> {
     xfrm(&mut out)?;
     nf_tables(&mut out)?;
     legacy_tables(&mut out)?;
-    let (up, mtu) = lo_state.unwrap_or_default();
-    out.loopback = lo_state.map(|_| Loopback {
-        up,
-        mtu,
-        addresses: lo_addresses,
-        routes,
-    });
+    out.interfaces.routes = routes;
     Ok(out)
+}
+
+/// The number the calling thread's network namespace gives network namespace `ns` (None:
+/// none yet, so no link of it is over one there).
+pub fn nsid_of(ns: std::os::fd::BorrowedFd<'_>) -> Result<Option<i32>, NetnsError> {
+    let sock = NlSocket::open(SockProtocol::NetlinkRoute).map_err(nl("open rtnetlink socket"))?;
+    link::nsid_of(&sock, ns).map_err(nl("RTM_GETNSID"))
+}
+
+/// Link `index` of the calling thread's network namespace as the outside peer of a veth
+/// (None: it has no such link).
+pub fn outer_peer(index: i32) -> Result<Option<OuterPeer>, NetnsError> {
+    let sock = NlSocket::open(SockProtocol::NetlinkRoute).map_err(nl("open rtnetlink socket"))?;
+    link::outer_peer(&sock, index).map_err(nl(format!("read link {index}")))
 }
 
 /// The routes of every table of the calling thread's namespace, in the kernel's order.
@@ -681,58 +631,159 @@ pub(crate) fn set_link(
     ifinfo[8..12].copy_from_slice(&flags.to_ne_bytes());
     ifinfo[12..16].copy_from_slice(&(libc::IFF_UP as u32).to_ne_bytes());
     let mtu = mtu.map(u32::to_ne_bytes);
-    let attrs: Vec<(u16, &[u8])> = mtu.iter().map(|m| (IFLA_MTU, &m[..])).collect();
-    change(sock, RTM_NEWLINK, 0, &ifinfo, &attrs, "RTM_NEWLINK")
+    let attrs: Vec<(u16, &[u8])> = mtu.iter().map(|m| (link::IFLA_MTU, &m[..])).collect();
+    change(sock, link::RTM_NEWLINK, 0, &ifinfo, &attrs, "RTM_NEWLINK")
+}
+
+/// The namespace a restore runs in, where the peer of a veth end that was there at dump is
+/// made again (with its bridge), or a dump's stand-in for it (without).
+pub struct OuterSide {
+    ns: OwnedFd,
+    sock: NlSocket,
+    with_master: bool,
+}
+
+impl OuterSide {
+    /// The calling thread's network namespace becomes the outer side, and the thread moves to
+    /// a fresh one (the one to make). `with_master`: a peer is attached to its bridge there
+    /// (a restore), or not (a dump's stand-in, which has none).
+    pub fn here_then_unshare(with_master: bool) -> Result<OuterSide, NetnsError> {
+        let path = Path::new("/proc/thread-self/ns/net");
+        let ns: OwnedFd = std::fs::File::open(path)
+            .map_err(|error| NetnsError::Read {
+                path: path.into(),
+                error,
+            })?
+            .into();
+        let sock =
+            NlSocket::open(SockProtocol::NetlinkRoute).map_err(nl("open rtnetlink socket"))?;
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).map_err(NetnsError::Unshare)?;
+        Ok(OuterSide {
+            ns,
+            sock,
+            with_master,
+        })
+    }
 }
 
 /// Makes the calling thread's namespace, a fresh one, show `sysctls` (those that differ from
-/// a fresh namespace's, written in order) and loopback `lo`.
-pub fn make_loopback(lo: &Loopback, sysctls: &[(String, String)]) -> Result<(), NetnsError> {
-    make_loopback_with(lo, || {
+/// a fresh namespace's, written in order) and `interfaces`.
+pub fn make_interfaces(
+    interfaces: &Interfaces,
+    outer: Option<&OuterSide>,
+    sysctls: &[(String, String)],
+) -> Result<(), NetnsError> {
+    make_interfaces_with(interfaces, outer, || {
         sysctls
             .iter()
             .try_for_each(|(name, value)| write_sysctl(name, value))
     })
 }
 
-/// [`make_loopback`], the sysctls written by `write_sysctls`, called once lo has its MTU and
-/// state: a change of either sets some of lo's own sysctls (its IPv6 MTU follows its MTU),
-/// which the namespace may have set since.
-pub fn make_loopback_with(
-    lo: &Loopback,
+/// IPv6 duplicate address detection held off (accept_dad 0 for all and for each link) while
+/// links come up and addresses are added, then each value written back as it was.
+struct DadHeldOff(Vec<(String, String)>);
+
+impl DadHeldOff {
+    fn begin(links: &[Link]) -> Result<DadHeldOff, NetnsError> {
+        let mut held = Vec::new();
+        let names = std::iter::once("all").chain(links.iter().map(|l| l.name.as_str()));
+        for name in names {
+            let sysctl = format!("net/ipv6/conf/{name}/accept_dad");
+            // No IPv6 on the link (or in the kernel): no detection either.
+            let Ok(value) = read_sysctl(&Path::new("/proc/sys").join(&sysctl)) else {
+                continue;
+            };
+            write_sysctl(&sysctl, "0")?;
+            held.push((sysctl, value.trim_end().to_string()));
+        }
+        Ok(DadHeldOff(held))
+    }
+
+    /// Runs `write_sysctls` with detection as the namespace had it (it may set accept_dad),
+    /// then holds it off again until [`DadHeldOff::end`] writes back what it set.
+    fn during(
+        &mut self,
+        write_sysctls: impl FnOnce() -> Result<(), NetnsError>,
+    ) -> Result<(), NetnsError> {
+        for (name, value) in &self.0 {
+            write_sysctl(name, value)?;
+        }
+        write_sysctls()?;
+        for (name, value) in &mut self.0 {
+            *value = read_sysctl(&Path::new("/proc/sys").join(&*name))
+                .map_err(|error| NetnsError::Read {
+                    path: Path::new("/proc/sys").join(&*name),
+                    error,
+                })?
+                .trim_end()
+                .to_string();
+            write_sysctl(name, "0")?;
+        }
+        Ok(())
+    }
+
+    fn end(self) -> Result<(), NetnsError> {
+        self.0
+            .iter()
+            .try_for_each(|(name, value)| write_sysctl(name, value))
+    }
+}
+
+/// [`make_interfaces`], the sysctls written by `write_sysctls`, called once the links are
+/// made and up or down as dumped: a change of a link's MTU or state sets some of its own
+/// sysctls (its IPv6 MTU follows its MTU), which the namespace may have set since, and a
+/// link's sysctls exist once it does. `outer`: where the outside peers are made (needed
+/// when `interfaces` has any).
+pub fn make_interfaces_with(
+    interfaces: &Interfaces,
+    outer: Option<&OuterSide>,
     write_sysctls: impl FnOnce() -> Result<(), NetnsError>,
 ) -> Result<(), NetnsError> {
     let sock = NlSocket::open(SockProtocol::NetlinkRoute).map_err(nl("open rtnetlink socket"))?;
-    set_link(&sock, LO_INDEX, lo.up, Some(lo.mtu)).map_err(nl("RTM_NEWLINK lo"))?;
-    write_sysctls()?;
-    let now = observe()?.loopback.map(|l| l.addresses).unwrap_or_default();
+    let outer = outer.map(|o| link::Outer {
+        ns: o.ns.as_fd(),
+        sock: &o.sock,
+        with_master: o.with_master,
+    });
+    link::make_links(&sock, &interfaces.links, &interfaces.peers, outer.as_ref())
+        .map_err(nl("make the links"))?;
+    let mut held = DadHeldOff::begin(&interfaces.links)?;
+    bring_up(&sock, interfaces)?;
+    // The carrier changes that followed (a bridge's once its port is up) are the link
+    // watch's work, and so are the link-local addresses they make.
+    link::wait_operstates(&sock, &interfaces.links).map_err(nl("settle the links"))?;
+    held.during(write_sysctls)?;
+    make_addresses(&sock, &interfaces.addresses)?;
+    wait_addresses_ready(&sock, &interfaces.addresses)?;
+    make_routes(&sock, &interfaces.routes)?;
+    held.end()
+}
+
+/// Makes the calling thread's namespace have `addresses`: those it has and should not
+/// deleted, the missing ones added, in order.
+fn make_addresses(sock: &NlSocket, addresses: &[Address]) -> Result<(), NetnsError> {
+    let now = observe()?.interfaces.addresses;
     let fixed = |a: &Address| {
         let mut f = [0u8; 8];
         (f[0], f[1], f[2], f[3]) = (a.family, a.prefix_len, a.flags as u8, a.scope);
-        f[4..8].copy_from_slice(&LO_INDEX.to_ne_bytes());
+        f[4..8].copy_from_slice(&a.index.to_ne_bytes());
         f
     };
     for gone in now
         .iter()
-        .filter(|a| !lo.addresses.iter().any(|d| d.same_place(a)))
+        .filter(|a| !addresses.iter().any(|d| d.same_place(a)))
     {
         let mut attrs: Vec<(u16, &[u8])> = vec![(IFA_LOCAL, &gone.local)];
         if !gone.address.is_empty() {
             attrs.push((IFA_ADDRESS, &gone.address));
         }
         attrs.retain(|(_, v)| !v.is_empty());
-        change(
-            &sock,
-            RTM_DELADDR,
-            0,
-            &fixed(gone),
-            &attrs,
-            "delete address",
-        )
-        .map_err(nl("RTM_DELADDR on lo"))?;
+        change(sock, RTM_DELADDR, 0, &fixed(gone), &attrs, "delete address").map_err(nl(
+            format!("RTM_DELADDR {} on link {}", gone.describe(), gone.index),
+        ))?;
     }
-    for add in lo
-        .addresses
+    for add in addresses
         .iter()
         .filter(|d| !now.iter().any(|a| a.same_place(d)))
     {
@@ -751,16 +802,143 @@ pub fn make_loopback_with(
         let mut f = fixed(add);
         f[2] = (add.flags & SETTABLE_ADDR_FLAGS) as u8;
         change(
-            &sock,
+            sock,
             RTM_NEWADDR,
             NLM_F_CREATE | NLM_F_EXCL,
             &f,
             &attrs,
             "add address",
         )
-        .map_err(nl(format!("RTM_NEWADDR {} on lo", add.describe())))?;
+        .map_err(nl(format!(
+            "RTM_NEWADDR {} on link {}",
+            add.describe(),
+            add.index
+        )))?;
     }
-    make_routes(&sock, &lo.routes)
+    Ok(())
+}
+
+/// The head of the route line of a link's IPv6 link-local prefix, which the kernel adds when
+/// the link is ready (up, its carrier on).
+const LINK_LOCAL_ROUTE: &str = "route inet6 type 1 fe80::/64 table 254 ";
+
+/// The index of the link of `route` (0: none).
+fn route_dev(route: &str) -> i32 {
+    route
+        .split(" dev ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Sets the links' admin flags as dumped, in an order that makes them ready for IPv6 in the
+/// order they were (the order of their link-local routes, which the kernel lists in the
+/// order it made them): bridges first (one is ready when a port is), then each link in that
+/// order once the one before is ready (a veth end is ready when both are up: its peer is
+/// brought up first), then the others.
+fn bring_up(sock: &NlSocket, interfaces: &Interfaces) -> Result<(), NetnsError> {
+    let links = &interfaces.links;
+    let set = |l: &Link| link::set_flags(sock, l).map_err(nl(format!("set {}'s flags", l.name)));
+    let mut done = Vec::new();
+    for bridge in links
+        .iter()
+        .filter(|l| links.iter().any(|port| port.master == l.index))
+    {
+        set(bridge)?;
+        done.push(bridge.index);
+    }
+    let order = interfaces
+        .routes
+        .iter()
+        .filter(|r| r.line.starts_with(LINK_LOCAL_ROUTE))
+        .map(|r| route_dev(&r.line));
+    for index in order {
+        let Some(l) = links.iter().find(|l| l.index == index) else {
+            continue;
+        };
+        if !done.contains(&index) {
+            let peer = links
+                .iter()
+                .find(|p| l.kind == "veth" && l.link_netnsid.is_none() && p.index == l.link);
+            if let Some(peer) = peer.filter(|p| !done.contains(&p.index)) {
+                set(peer)?;
+                done.push(peer.index);
+            }
+            set(l)?;
+            done.push(index);
+        }
+        wait_ready(sock, l)?;
+    }
+    for l in links.iter().filter(|l| !done.contains(&l.index)) {
+        set(l)?;
+    }
+    Ok(())
+}
+
+/// Waits until `link` has its link-local route (the kernel's link watch makes it ready).
+fn wait_ready(sock: &NlSocket, link: &Link) -> Result<(), NetnsError> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while !read_routes(sock)?
+        .iter()
+        .any(|r| r.line.starts_with(LINK_LOCAL_ROUTE) && route_dev(&r.line) == link.index)
+    {
+        if std::time::Instant::now() > deadline {
+            return Err(NetnsError::Netlink {
+                step: format!("wait for link {} to be ready as dumped", link.name),
+                errno: Errno::ETIMEDOUT,
+            });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    Ok(())
+}
+
+/// IFA_F_TENTATIVE: duplicate address detection not over.
+const IFA_F_TENTATIVE: u32 = 0x40;
+
+/// Waits until each address of `wanted` the calling thread's namespace has is tentative or
+/// not as wanted, and each ready IPv6 one has its local route: the kernel's workers finish
+/// duplicate detection (held off, it ends at once) and add the route after the request that
+/// added the address (or brought its link up) was answered.
+fn wait_addresses_ready(sock: &NlSocket, wanted: &[Address]) -> Result<(), NetnsError> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    loop {
+        let addresses = observe()?.interfaces.addresses;
+        let routes = read_routes(sock)?;
+        let missing = addresses.iter().find(|a| {
+            let Some(w) = wanted.iter().find(|w| w.same_place(a)) else {
+                return false;
+            };
+            let ip = if a.local.is_empty() {
+                &a.address
+            } else {
+                &a.local
+            };
+            let head = format!("route inet6 type 2 {}/128 table 255 ", ip_text(ip));
+            let dev = format!(" dev {} ", a.index);
+            let ready = w.flags & IFA_F_TENTATIVE == 0;
+            (a.flags & IFA_F_TENTATIVE == 0) != ready
+                || (ready
+                    && a.family == libc::AF_INET6 as u8
+                    && !routes
+                        .iter()
+                        .any(|r| r.line.starts_with(&head) && r.line.contains(&dev)))
+        });
+        let Some(address) = missing else {
+            return Ok(());
+        };
+        if std::time::Instant::now() > deadline {
+            return Err(NetnsError::Netlink {
+                step: format!(
+                    "wait for {} on link {} to be ready as dumped",
+                    address.describe(),
+                    address.index
+                ),
+                errno: Errno::ETIMEDOUT,
+            });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
 }
 
 /// Makes the calling thread's namespace have `routes`: those it has and should not deleted,
@@ -819,6 +997,9 @@ fn make_routes(sock: &NlSocket, routes: &[Route]) -> Result<(), NetnsError> {
 mod tests {
     use super::*;
 
+    /// The index of loopback in every network namespace.
+    const LO_INDEX: i32 = 1;
+
     #[test]
     fn a_request_is_padded_and_sized() {
         let msg = request(
@@ -852,13 +1033,16 @@ mod tests {
     fn loopback_made_again_shows_the_same_objects() {
         let (original, fresh_sysctls) = in_fresh(|| {
             let fresh = sysctls().unwrap();
-            let seen = observe().unwrap();
-            assert!(!seen.loopback.as_ref().unwrap().up, "a fresh lo is down");
-            let mut lo = seen.loopback.unwrap();
-            lo.up = true;
+            let mut seen = observe().unwrap().interfaces;
+            let lo = &mut seen.links[0];
+            assert_eq!(lo.flags & libc::IFF_UP as u32, 0, "a fresh lo is down");
+            lo.flags |= libc::IFF_UP as u32;
             lo.mtu = 9000;
-            make_loopback(
-                &lo,
+            // An up loopback's operational state: unknown (it has no carrier to follow).
+            lo.operstate = 0;
+            make_interfaces(
+                &seen,
+                None,
                 &[("net/ipv4/ping_group_range".into(), "0\t100".into())],
             )
             .unwrap();
@@ -877,14 +1061,16 @@ mod tests {
             .unwrap();
             (observe().unwrap(), fresh)
         });
-        let lo = original.loopback.clone().unwrap();
-        assert!(lo.up);
+        let interfaces = original.interfaces.clone();
+        let lo = &interfaces.links[0];
+        assert_ne!(lo.flags & libc::IFF_UP as u32, 0);
         assert_eq!(lo.mtu, 9000);
         assert!(
-            lo.addresses
+            interfaces
+                .addresses
                 .iter()
-                .any(|a| a.describe() == "inet 10.9.9.9/32"),
-            "{lo:?}"
+                .any(|a| a.index == LO_INDEX && a.describe() == "inet 10.9.9.9/32"),
+            "{interfaces:?}"
         );
         let again = in_fresh(|| {
             let diff: Vec<_> = fresh_sysctls
@@ -892,7 +1078,7 @@ mod tests {
                 .filter(|s| s.0.contains("ping_group"))
                 .map(|(n, _)| (n.clone(), "0\t100".to_string()))
                 .collect();
-            make_loopback(&lo, &diff).unwrap();
+            make_interfaces(&interfaces, None, &diff).unwrap();
             assert_eq!(
                 sysctls()
                     .unwrap()

@@ -151,6 +151,8 @@ every_message!(
     NetNamespace,
     NetAddress,
     NetRoute,
+    NetLink,
+    NetLinkPeer,
     NetSysctl,
     NftObject,
     XtTable,

@@ -2,8 +2,11 @@
 //! back in a new one: lo's state, MTU and addresses, the namespace's sysctls, and its sockets
 //! over lo (a listener, a connection between two processes of the dump, a UDP socket with a
 //! datagram waiting), its firewall (nftables ruleset, legacy iptables tables, the tracked
-//! connections), its routes. What is not made again (another interface, the namespace shared with a
-//! process outside the dump, a chain bound to a rule) is refused at dump, by name.
+//! connections), its routes; a container's virtual interfaces (bridge, veth, macvlan, ifb) with
+//! their addresses, and a veth whose peer is on the host, the peer made again there with its
+//! bridge and a connection over it kept. What is not made again (an interface of another kind,
+//! the namespace shared with a process outside the dump, a chain bound to a rule) is refused
+//! at dump, by name.
 //!
 //! Needs the engine: `cryo` must be built (`cargo build -p cryo`).
 
@@ -121,10 +124,130 @@ fn a_namespace_with_lo_down_comes_back_down() {
     assert_eq!(w.cmd("ip -o addr show dev lo"), "");
 }
 
+/// A container's interfaces: a bridge (STP off, a short forward delay) with the end of a
+/// veth pair as its port, an ifb with an MTU and an alias, a macvlan over it, addresses
+/// (IPv6 too) on them, a route through a gateway on the bridge. (This kernel has no dummy,
+/// vlan or ipvlan.)
+const VIRTUAL: &[&str] = &[
+    "ip=link+add+cr-br0+type+bridge+stp_state+0+forward_delay+500",
+    "ip=link+add+cr-d0+mtu+1400+type+ifb",
+    "ip=link+set+cr-d0+alias+the-ifb",
+    "ip=link+add+cr-mv0+link+cr-d0+type+macvlan+mode+bridge",
+    "veth=cr-v0",
+    "ip=link+set+cr-v0-p+master+cr-br0",
+    "ip=link+set+cr-br0+up",
+    "ip=link+set+cr-v0-p+up",
+    "ip=link+set+cr-v0+up",
+    "ip=link+set+cr-d0+up",
+    "ip=link+set+cr-mv0+up",
+    "ip=addr+add+10.77.0.1/24+dev+cr-br0",
+    "ip=addr+add+fd77::1/64+dev+cr-br0",
+    "ip=addr+add+10.78.0.2/24+dev+cr-v0",
+    "ip=addr+add+10.79.0.1/24+dev+cr-mv0",
+    "ip=route+add+10.88.0.0/16+via+10.77.0.254",
+    "settled",
+];
+
+/// What the process reads of its interfaces: every link, address and route, the macvlan's
+/// details, the bridge's settings.
+fn links_view(w: &Workload) -> Vec<String> {
+    let mut view: Vec<String> = [
+        "ip -o link",
+        "ip -o addr",
+        "ip route show table all",
+        "ip -6 route show table all",
+        "ip -d -o link show cr-mv0",
+    ]
+    .iter()
+    .map(|c| routes_sorted(&w.cmd(c)))
+    .collect();
+    // The bridge's settings, not its timers.
+    let bridge = w.cmd("ip -d -o link show cr-br0");
+    let words: Vec<&str> = bridge.split_whitespace().collect();
+    let settings = [
+        "forward_delay",
+        "stp_state",
+        "priority",
+        "ageing_time",
+        "vlan_filtering",
+    ]
+    .iter()
+    .map(|key| {
+        let at = words.iter().position(|w| w == key);
+        format!(
+            "{key} {}",
+            at.and_then(|i| words.get(i + 1)).unwrap_or(&"?")
+        )
+    })
+    .collect::<Vec<_>>()
+    .join(" ");
+    view.push(settings);
+    view
+}
+
+/// `routes` (lines joined by `|`) with each run of routes to one destination over several
+/// links sorted: the kernel lists them in the order its workers made them, a race.
+fn routes_sorted(routes: &str) -> String {
+    let lines: Vec<&str> = routes.split('|').collect();
+    let key = |l: &str| l.split_once(" dev ").map(|(dest, _)| dest.to_string());
+    let mut out: Vec<&str> = Vec::new();
+    let mut start = 0;
+    for (i, l) in lines.iter().enumerate() {
+        if i > 0 && (key(l).is_none() || key(l) != key(lines[i - 1])) {
+            out[start..].sort();
+            start = i;
+        }
+        out.push(l);
+    }
+    out[start..].sort();
+    out.join("|")
+}
+
 #[test]
-fn a_veth_interface_in_the_namespace_is_refused_naming_pid_and_interface() {
+fn virtual_interfaces_of_the_namespace_come_back_with_their_addresses_and_routes() {
     cryo_bin();
-    let w = Workload::spawn("netns", &["veth=cryo-v0"]);
+    let mut w = Workload::spawn("netns", VIRTUAL);
+    let before = links_view(&w);
+    assert!(
+        before[0].contains("cr-v0-p@cr-v0") && before[0].contains("master cr-br0"),
+        "{}",
+        before[0]
+    );
+    assert!(
+        before[1].contains("fd77::1/64") && !before[1].contains("tentative"),
+        "{}",
+        before[1]
+    );
+    assert!(before[4].contains("macvlan mode bridge"), "{}", before[4]);
+    assert!(
+        before[5].starts_with("forward_delay 500 stp_state 0 "),
+        "{}",
+        before[5]
+    );
+
+    let left = w.path("left");
+    w.dump(&left, &["--tcp-established", "--leave-running"])
+        .assert_success();
+    w.assert_untouched();
+    assert_eq!(
+        links_view(&w),
+        before,
+        "--leave-running changed its interfaces"
+    );
+
+    dump_and_restore_established(&mut w);
+    assert_ne!(w.cmd("ns"), ours());
+    assert_eq!(links_view(&w), before, "the interfaces as dumped");
+    assert_eq!(w.cmd("talk 1000"), "1000");
+}
+
+#[test]
+fn an_interface_of_a_kind_not_made_again_is_refused_naming_pid_and_interface() {
+    cryo_bin();
+    let w = Workload::spawn(
+        "netns",
+        &["ip=link+add+cr-vx0+type+vxlan+id+42+dstport+4789"],
+    );
     let out = w.dump(&w.path("img"), &["--tcp-established"]);
     assert!(!out.status.success(), "the dump should be refused\n{out}");
     let pid = w.pid();
@@ -132,9 +255,8 @@ fn a_veth_interface_in_the_namespace_is_refused_naming_pid_and_interface() {
     let inode = inode.trim_start_matches("net:[").trim_end_matches(']');
     assert!(
         out.stderr.contains(&format!(
-            "pid {pid}: its network namespace (net:[{inode}]) holds network interface cryo-v0"
-        )) || out.stderr.contains(&format!(
-            "pid {pid}: its network namespace (net:[{inode}]) holds network interface cryo-v0-p"
+            "pid {pid}: its network namespace (net:[{inode}]) holds network interface cr-vx0 \
+             (vxlan): only those of kinds bridge, veth, macvlan, ifb are made again"
         )),
         "{}",
         out.stderr

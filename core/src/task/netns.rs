@@ -1,37 +1,47 @@
-//! The network namespace of a task when it is not cryo's: one with loopback only (a sandbox's:
-//! `unshare -n`, PrivateNetwork=yes, bwrap --unshare-net) is made again in a new one; anything
-//! else of it is refused, by name.
+//! The network namespace of a task when it is not cryo's: a sandbox's (`unshare -n`,
+//! PrivateNetwork=yes, bwrap --unshare-net) or a container's, its interfaces virtual ones
+//! (bridge, veth, macvlan, ifb; a veth's peer in it or in cryo's namespace:
+//! the host side of a container's link), is made again in a new one; anything else of it is
+//! refused, by name.
 //!
 //! ```text
 //! dump     once per namespace, the processes frozen:
 //!          refused: a process outside the dump in it (every thread of every process)
 //!          read by a short-lived thread of cryo that joins it (setns): what it shows over
-//!          netlink (cryo_netns::state::observe) and its sysctls (/proc/sys/net)
-//!          refused: an interface other than lo (or the fallback ones every fresh namespace
-//!          of this kernel has), an nftables or iptables table
-//!          a replica: a short-lived thread unshares a fresh namespace, reads its sysctls,
-//!          writes the ones that differ, makes lo again as dumped (MTU, up, addresses),
-//!          then shows the same? each object (route, rule, neighbour, nexthop, qdisc, xfrm
-//!          state or policy, address, lo's flags) and each sysctl compared: a difference
-//!          is refused, naming it (a sysctl that cannot be written too)
+//!          netlink (cryo_netns::state::observe), its sysctls (/proc/sys/net), and the
+//!          number it gives cryo's namespace; the peer of a veth end in cryo's namespace
+//!          read there (name, index, address, state, bridge)
+//!          refused: an interface of another kind (or not one every fresh namespace of this
+//!          kernel has), one over a link of another namespace but a veth's peer in cryo's,
+//!          an nftables or iptables table of a kind not made again
+//!          a replica: a short-lived thread unshares a fresh namespace (and one more, a
+//!          stand-in for cryo's, where veth peers go), makes the links again as dumped,
+//!          reads its sysctls, writes the ones that differ, makes the addresses and
+//!          routes, then shows the same? each object (link, route, rule, neighbour,
+//!          nexthop, qdisc, xfrm state or policy, address) and each sysctl compared: a
+//!          difference is refused, naming it (a sysctl that cannot be written too)
 //! restore  the topmost process of the dump in it, before its fds and its children:
-//!          unshare(CLONE_NEWNET), the same steps as the replica's; its children inherit it;
+//!          unshare(CLONE_NEWNET) (from the roots' namespace when a veth's peer goes back
+//!          there, with its bridge), the same steps as the replica's; its children inherit it;
 //!          a process back in cryo's below a parent in another joins (setns) the namespace of
 //!          the process the roots were forked from (cryo, or the `--netns` init)
 //! ```
 
 use std::fs::File;
+use std::os::fd::AsFd;
 use std::path::Path;
 use std::sync::atomic::{AtomicI32, Ordering};
 
 use cryo_netns::conntrack;
 use cryo_netns::firewall::{self, Firewall};
+use cryo_netns::link::{Link, OuterPeer, MADE_KINDS};
 use cryo_netns::ruleset::{self, Kind};
-use cryo_netns::state::{self, Address, Loopback, Observed, Route};
+use cryo_netns::state::{self, Address, Interfaces, Observed, OuterSide, Route};
 use cryo_netns::xtables::{LegacyFamily, LegacyTable};
 use cryo_netns::NetnsError;
 use cryo_proto::image::{
-    ConntrackEntry, NetAddress, NetNamespace, NetRoute, NetSysctl, NftObject, TaskCore, XtTable,
+    ConntrackEntry, NetAddress, NetLink, NetLinkPeer, NetNamespace, NetRoute, NetSysctl, NftObject,
+    TaskCore, XtTable,
 };
 use nix::sched::CloneFlags;
 use nix::unistd::Pid;
@@ -138,40 +148,57 @@ pub fn dump(pid: Pid, inode: u64, members: &[Pid]) -> Result<NetNamespace, NetNa
     let ns = File::open(crate::proc::dir(pid).join("ns/net"))
         .map_err(io)
         .map_err(failed("open it"))?;
-    let (theirs, their_sysctls, their_firewall) =
-        crate::sys::ns::run_in(&ns, CloneFlags::CLONE_NEWNET, observe_all)
-            .map_err(io)
-            .and_then(|r| r)
-            .map_err(|e| match e {
-                NetnsError::Unrestorable { what, why } => {
-                    refuse(format!("has {what}, which cannot be made again: {why}"))
-                }
-                other => failed("read it (setns)")(other),
-            })?;
-    let Some(lo) = theirs.loopback.clone() else {
+    let ours = File::open("/proc/thread-self/ns/net")
+        .map_err(io)
+        .map_err(failed("open cryo's"))?;
+    let ((mut theirs, their_sysctls, their_firewall), ours_there) =
+        crate::sys::ns::run_in(&ns, CloneFlags::CLONE_NEWNET, || {
+            Ok((observe_all()?, state::nsid_of(ours.as_fd())?))
+        })
+        .map_err(io)
+        .and_then(|r| r)
+        .map_err(|e| match e {
+            NetnsError::Unrestorable { what, why } => {
+                refuse(format!("has {what}, which cannot be made again: {why}"))
+            }
+            other => failed("read it (setns)")(other),
+        })?;
+    if !theirs.interfaces.links.iter().any(|l| l.name == "lo") {
         return Err(refuse("has no loopback interface".into()));
-    };
+    }
+    theirs.interfaces.peers = outer_peers(&theirs.interfaces.links, ours_there)
+        .map_err(|e| e.either(refuse, failed("read a veth's peer in cryo's")))?;
+    let interfaces = theirs.interfaces.clone();
     // The replica: a fresh namespace made as a restore would make it.
     let replica = crate::sys::ns::run_in_new(CloneFlags::CLONE_NEWNET, || {
-        let (fresh, fresh_sysctls, _) = observe_all()?;
+        let stand_in = if interfaces.peers.is_empty() {
+            None
+        } else {
+            Some(OuterSide::here_then_unshare(false)?)
+        };
+        let fresh = state::observe()?;
         let mut differing = Vec::new();
         let mut missing = None;
-        for (name, value) in &their_sysctls {
-            match fresh_sysctls.iter().find(|(n, _)| n == name) {
-                Some((_, v)) if v == value => {}
-                Some(_) if FOLLOWING_SYSCTLS.contains(&name.as_str()) => {}
-                Some(_) => differing.push((name.clone(), value.clone())),
-                // One a fresh namespace refuses to read until it is set (stable_secret).
-                None if Path::new("/proc/sys").join(name).exists() => {
-                    differing.push((name.clone(), value.clone()))
-                }
-                None => {
-                    missing.get_or_insert_with(|| name.clone());
+        let made = state::make_interfaces_with(&interfaces, stand_in.as_ref(), || {
+            // The sysctls of a fresh namespace with these links, as the restore will have.
+            let fresh_sysctls = state::sysctls()?;
+            for (name, value) in &their_sysctls {
+                match fresh_sysctls.iter().find(|(n, _)| n == name) {
+                    Some((_, v)) if v == value => {}
+                    Some(_) if FOLLOWING_SYSCTLS.contains(&name.as_str()) => {}
+                    Some(_) => differing.push((name.clone(), value.clone())),
+                    // One a fresh namespace refuses to read until it is set (stable_secret).
+                    None if Path::new("/proc/sys").join(name).exists() => {
+                        differing.push((name.clone(), value.clone()))
+                    }
+                    None => {
+                        missing.get_or_insert_with(|| name.clone());
+                    }
                 }
             }
-        }
-        let made = state::make_loopback_with(&lo, || write_sysctls(&their_sysctls, &mut differing))
-            .and_then(|()| firewall::restore(&their_firewall));
+            write_sysctls(&their_sysctls, &mut differing)
+        })
+        .and_then(|()| firewall::restore(&their_firewall));
         let after = observe_all()?;
         Ok::<_, NetnsError>((fresh, differing, missing, made, after))
     })
@@ -179,13 +206,28 @@ pub fn dump(pid: Pid, inode: u64, members: &[Pid]) -> Result<NetNamespace, NetNa
     .and_then(|r| r)
     .map_err(failed("make a fresh one to compare"))?;
     let (fresh, differing, missing, made, (again, again_sysctls, again_firewall)) = replica;
-    if let Some((name, kind)) = theirs
-        .other_links
+    let in_every_fresh = |l: &Link| {
+        fresh
+            .interfaces
+            .links
+            .iter()
+            .any(|f| (f.index, &f.name, &f.kind) == (l.index, &l.name, &l.kind))
+    };
+    if let Some(link) = theirs
+        .interfaces
+        .links
         .iter()
-        .find(|l| !fresh.other_links.contains(l))
+        .find(|l| !in_every_fresh(l) && !MADE_KINDS.contains(&l.kind.as_str()))
     {
+        let kind = if link.kind.is_empty() {
+            "a device"
+        } else {
+            &link.kind
+        };
         return Err(refuse(format!(
-            "holds network interface {name} ({kind}): only lo is made again"
+            "holds network interface {} ({kind}): only those of kinds {} are made again",
+            link.name,
+            MADE_KINDS.join(", ")
         )));
     }
     // Tables of kinds the firewall does not make again (arptables, ebtables).
@@ -247,17 +289,30 @@ pub fn dump(pid: Pid, inode: u64, members: &[Pid]) -> Result<NetNamespace, NetNa
             "has a firewall that cannot be made again: {difference}"
         )));
     }
-    if theirs.objects != again.objects {
-        return Err(refuse(
-            "lists its addresses or routes in another order than a namespace made again would"
-                .into(),
-        ));
+    if let Some((theirs, again)) = in_kernel_order(&theirs.objects)
+        .iter()
+        .zip(&in_kernel_order(&again.objects))
+        .find(|(t, a)| t != a)
+    {
+        return Err(refuse(format!(
+            "lists its objects in another order than a namespace made again would: {theirs} \
+             where that would list {again}"
+        )));
     }
     Ok(NetNamespace {
         inode,
-        lo_up: lo.up,
-        lo_mtu: lo.mtu,
-        lo_addresses: lo.addresses.iter().map(address_record).collect(),
+        links: theirs
+            .interfaces
+            .links
+            .iter()
+            .map(|l| link_record(l, &theirs.interfaces.peers))
+            .collect(),
+        addresses: theirs
+            .interfaces
+            .addresses
+            .iter()
+            .map(address_record)
+            .collect(),
         sysctls: differing
             .into_iter()
             .map(|(name, value)| NetSysctl { name, value })
@@ -271,7 +326,8 @@ pub fn dump(pid: Pid, inode: u64, members: &[Pid]) -> Result<NetNamespace, NetNa
                 attrs: i.attrs.clone(),
             })
             .collect(),
-        routes: lo
+        routes: theirs
+            .interfaces
             .routes
             .iter()
             .map(|r| NetRoute {
@@ -289,6 +345,113 @@ pub fn dump(pid: Pid, inode: u64, members: &[Pid]) -> Result<NetNamespace, NetNa
             })
             .collect(),
     })
+}
+
+/// `objects` with each run of routes to one destination in one table over several links
+/// sorted: the kernel lists them in the order it made them, which is a race between its
+/// workers (a link's link-local and multicast routes when its carrier comes on, which a
+/// bridge's does from its port's; a local route when duplicate detection ends, after a
+/// random delay). The restore brings links up in the order they became ready, which most
+/// often gives the same order, but does not promise it.
+fn in_kernel_order(objects: &[String]) -> Vec<String> {
+    let key = |o: &String| {
+        o.starts_with("route ")
+            .then(|| o.split(" tos ").next().unwrap_or(o).to_string())
+    };
+    let mut out: Vec<String> = Vec::with_capacity(objects.len());
+    let mut run_start = 0;
+    for (i, o) in objects.iter().enumerate() {
+        if i > 0 && (key(o).is_none() || key(o) != key(&objects[i - 1])) {
+            out[run_start..].sort();
+            run_start = i;
+        }
+        out.push(o.clone());
+    }
+    out[run_start..].sort();
+    out
+}
+
+/// Why a veth's peer outside cannot be recorded: the namespace is refused, or it could not
+/// be read.
+enum PeerError {
+    Refused(String),
+    Read(NetnsError),
+}
+
+impl PeerError {
+    fn either<E>(self, refused: impl FnOnce(String) -> E, read: impl FnOnce(NetnsError) -> E) -> E {
+        match self {
+            PeerError::Refused(detail) => refused(detail),
+            PeerError::Read(e) => read(e),
+        }
+    }
+}
+
+/// The peer, in cryo's namespace (which the dumped one numbers `ours_there`), of each veth
+/// end of `links` whose peer is outside; a link over one of another namespace is refused.
+fn outer_peers(
+    links: &[Link],
+    ours_there: Option<i32>,
+) -> Result<Vec<(i32, OuterPeer)>, PeerError> {
+    let mut peers = Vec::new();
+    for link in links {
+        let Some(nsid) = link.link_netnsid else {
+            continue;
+        };
+        if link.kind != "veth" || Some(nsid) != ours_there {
+            return Err(PeerError::Refused(format!(
+                "holds network interface {} ({}), over link {} of another network namespace \
+                 (nsid {nsid}){}: only a veth's peer in cryo's is made again",
+                link.name,
+                link.kind,
+                link.link,
+                if Some(nsid) == ours_there {
+                    ", cryo's"
+                } else {
+                    ""
+                }
+            )));
+        }
+        let peer = state::outer_peer(link.link)
+            .map_err(PeerError::Read)?
+            .ok_or_else(|| {
+                PeerError::Refused(format!(
+                    "holds veth {}, whose peer (index {}) is not in cryo's namespace",
+                    link.name, link.link
+                ))
+            })?;
+        peers.push((link.index, peer));
+    }
+    Ok(peers)
+}
+
+fn link_record(l: &Link, peers: &[(i32, OuterPeer)]) -> NetLink {
+    NetLink {
+        index: l.index,
+        name: l.name.clone(),
+        kind: l.kind.clone(),
+        flags: l.flags,
+        mtu: l.mtu,
+        create_attrs: l.create_attrs.clone(),
+        alias: l.alias.clone(),
+        info_data: l.info_data.clone(),
+        master: l.master,
+        port_data: l.port_data.clone(),
+        link: l.link,
+        link_outside: l.link_netnsid.is_some(),
+        link_netnsid: l.link_netnsid.unwrap_or_default(),
+        operstate: l.operstate.into(),
+        outer_peer: peers
+            .iter()
+            .find(|(i, _)| *i == l.index)
+            .map(|(_, p)| NetLinkPeer {
+                name: p.name.clone(),
+                index: p.index,
+                create_attrs: p.create_attrs.clone(),
+                flags: p.flags,
+                master: p.master.clone(),
+            }),
+    }
 }
 
 fn xt_record(t: &LegacyTable) -> XtTable {
@@ -367,6 +530,7 @@ fn firewall_of(ns: &NetNamespace) -> Result<Firewall, String> {
 
 fn address_record(a: &Address) -> NetAddress {
     NetAddress {
+        index: a.index,
         family: a.family.into(),
         prefix_len: a.prefix_len.into(),
         flags: a.flags,
@@ -378,15 +542,52 @@ fn address_record(a: &Address) -> NetAddress {
     }
 }
 
-/// Loopback as the image describes it.
-fn loopback(ns: &NetNamespace) -> Loopback {
-    Loopback {
-        up: ns.lo_up,
-        mtu: ns.lo_mtu,
+/// The interfaces the image describes.
+fn interfaces(ns: &NetNamespace) -> Interfaces {
+    Interfaces {
+        links: ns
+            .links
+            .iter()
+            .map(|l| Link {
+                index: l.index,
+                name: l.name.clone(),
+                kind: l.kind.clone(),
+                flags: l.flags,
+                mtu: l.mtu,
+                create_attrs: l.create_attrs.clone(),
+                alias: l.alias.clone(),
+                info_data: l.info_data.clone(),
+                master: l.master,
+                port_data: l.port_data.clone(),
+                link: l.link,
+                link_netnsid: l.link_outside.then_some(l.link_netnsid),
+                operstate: l.operstate as u8,
+                line: String::new(),
+            })
+            .collect(),
+        peers: ns
+            .links
+            .iter()
+            .filter_map(|l| {
+                let p = l.outer_peer.as_ref()?;
+                Some((
+                    l.index,
+                    OuterPeer {
+                        name: p.name.clone(),
+                        index: p.index,
+                        create_attrs: p.create_attrs.clone(),
+                        flags: p.flags,
+                        master: p.master.clone(),
+                    },
+                ))
+            })
+            .collect(),
         addresses: ns
-            .lo_addresses
+            .addresses
             .iter()
             .map(|a| Address {
+                // An image of before links were recorded has lo's only.
+                index: if a.index == 0 { 1 } else { a.index },
                 family: a.family as u8,
                 prefix_len: a.prefix_len as u8,
                 flags: a.flags,
@@ -455,18 +656,36 @@ pub fn restore_in_child(core: &TaskCore, parent: Option<&TaskCore>) -> Result<()
     if parent_ns.map(|n| n.inode) == Some(ns.inode) {
         return Ok(());
     }
-    nix::sched::unshare(CloneFlags::CLONE_NEWNET)
-        .map_err(ChildError::sys(ChildStep::NetNamespace))?;
+    let failed = |e: NetnsError| ChildError::SysOn {
+        step: ChildStep::NetNamespace,
+        object: e.to_string(),
+        errno: e.errno() as i32,
+    };
+    let interfaces = interfaces(ns);
+    let outer = if interfaces.peers.is_empty() {
+        nix::sched::unshare(CloneFlags::CLONE_NEWNET)
+            .map_err(ChildError::sys(ChildStep::NetNamespace))?;
+        None
+    } else {
+        // The veth peers go back to the roots' namespace: made from a socket opened there.
+        let outer = OUTER.load(Ordering::Relaxed);
+        let path = format!("/proc/{outer}/ns/net");
+        let join = || -> std::io::Result<()> {
+            if outer == 0 {
+                return Err(std::io::Error::from_raw_os_error(libc::ENOENT));
+            }
+            nix::sched::setns(File::open(&path)?, CloneFlags::CLONE_NEWNET)?;
+            Ok(())
+        };
+        join().map_err(ChildError::sys_on(ChildStep::NetNamespace, path.clone()))?;
+        Some(OuterSide::here_then_unshare(true).map_err(failed)?)
+    };
     let sysctls: Vec<(String, String)> = ns
         .sysctls
         .iter()
         .map(|s| (s.name.clone(), s.value.clone()))
         .collect();
-    state::make_loopback(&loopback(ns), &sysctls).map_err(|e| ChildError::SysOn {
-        step: ChildStep::NetNamespace,
-        object: e.to_string(),
-        errno: e.errno() as i32,
-    })
+    state::make_interfaces(&interfaces, outer.as_ref(), &sysctls).map_err(failed)
 }
 
 /// Once every process of the restore has made its sockets and refilled their queues (a
@@ -533,6 +752,7 @@ mod tests {
     #[test]
     fn an_address_goes_through_the_image_unchanged() {
         let a = Address {
+            index: 1,
             family: libc::AF_INET as u8,
             prefix_len: 32,
             flags: 0x80,
@@ -544,13 +764,11 @@ mod tests {
         };
         let ns = NetNamespace {
             inode: 1,
-            lo_up: true,
-            lo_mtu: 65536,
-            lo_addresses: vec![address_record(&a)],
+            addresses: vec![address_record(&a)],
             sysctls: Vec::new(),
             ..Default::default()
         };
-        assert_eq!(loopback(&ns).addresses, [a]);
+        assert_eq!(interfaces(&ns).addresses, [a]);
         assert_eq!(
             sysctl_name("net/ipv4/ping_group_range"),
             "net.ipv4.ping_group_range"

@@ -9,7 +9,8 @@
 //!                      CIDR dev lo)   sysctl=PATH=VALUE (below /proc/sys, `,` for a tab)
 //!                      route=CIDR (ip route add CIDR dev lo, once lo is up; route=ARG+ARG...:
 //!                      ip route add ARG..., `dev lo` added when no dev or via is given)   veth=NAME (a veth pair
-//!                      NAME, NAME-p)   nft=FILE (nft -f FILE)   ipt=ARG+ARG... and
+//!                      NAME, NAME-p)   ip=ARG+ARG... (ip ARG...)   settled (waits until
+//!                      no IPv6 address is tentative: duplicate detection over)   nft=FILE (nft -f FILE)   ipt=ARG+ARG... and
 //!                      ip6t=ARG+ARG... (iptables-legacy / ip6tables-legacy -w ARG...): rules in
 //!                      place before the sockets are made
 //! ns -> <inode of its network namespace>
@@ -20,6 +21,9 @@
 //! accept-new -> ok (a new client connects to the listener, is accepted, a byte goes both ways)
 //! udp-queued -> <the datagram queued before the dump>
 //! udp -> ok (a datagram to itself, received)
+//! listen ADDR -> <port> (a TCP listener on ADDR, port chosen by the kernel, kept)
+//! accept-one -> ok (accepts a client of that listener, kept)
+//! serve N -> <N> (reads N bytes from the accepted client, writes them back)
 //! kid -> <the child's pid>   early-fd -> <the fd of the early socket>
 //! back-kid -> <the pid of the child back in the namespace left>
 //! last-ack -> <port> (a connection over lo whose connecting end shuts first, then a rule
@@ -88,6 +92,18 @@ pub fn start(args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
                 let peer = format!("{value}-p");
                 ip(&["link", "add", value, "type", "veth", "peer", "name", &peer])?
             }
+            "ip" => ip(&value.split('+').collect::<Vec<_>>())?,
+            "settled" => {
+                // Bounded poll: the kernel tells the end of duplicate detection by no event
+                // a process can wait on without a netlink listener.
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+                while run_ip(&["-o", "addr"])?.contains("tentative") {
+                    if std::time::Instant::now() > deadline {
+                        return Err("IPv6 addresses still tentative after 10 s".into());
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+            }
             "nft" => run("nft", &["-f", value]).map(drop)?,
             "ipt" | "ip6t" => {
                 let tool = if key == "ipt" {
@@ -108,6 +124,7 @@ pub fn start(args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
             early,
             back,
             last_ack: None,
+            served: None,
         }));
     }
     ip(&["link", "set", "lo", "up"])?;
@@ -139,6 +156,7 @@ pub fn start(args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
         early,
         back,
         last_ack: None,
+        served: None,
     }))
 }
 
@@ -207,6 +225,8 @@ struct Netns {
     back: Option<i32>,
     /// The accepted and connecting ends of `last-ack`.
     last_ack: Option<(TcpStream, TcpStream)>,
+    /// The listener of `listen` and the client it accepted.
+    served: Option<(TcpListener, Option<TcpStream>)>,
 }
 
 /// `last-ack`: the accepted end in LAST_ACK, its FIN dropped on the way back; the port.
@@ -291,6 +311,30 @@ impl Mode for Netns {
                 ))
             }
             ("run", [program, args @ ..]) => run(program, args),
+            ("listen", [addr]) => {
+                let ip: std::net::IpAddr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
+                let listener = TcpListener::bind((ip, 0)).map_err(failed("listen"))?;
+                let port = listener.local_addr().map_err(io_err)?.port();
+                self.served = Some((listener, None));
+                Ok(port.to_string())
+            }
+            ("accept-one", []) => {
+                let (listener, client) = self.served.as_mut().ok_or("no listener")?;
+                *client = Some(listener.accept().map_err(failed("accept"))?.0);
+                Ok("ok".into())
+            }
+            ("serve", [n]) => {
+                let n = count(n)?;
+                let mut s = self
+                    .served
+                    .as_ref()
+                    .and_then(|(_, c)| c.as_ref())
+                    .ok_or("no client accepted")?;
+                let mut data = vec![0u8; n];
+                s.read_exact(&mut data).map_err(io_err)?;
+                s.write_all(&data).map_err(io_err)?;
+                Ok(n.to_string())
+            }
             ("sysctl", [path]) => std::fs::read_to_string(format!("/proc/sys/{path}"))
                 .map(|v| v.trim_end().to_string())
                 .map_err(io_err),
