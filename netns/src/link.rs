@@ -419,6 +419,30 @@ pub(crate) struct Outer<'a> {
     pub with_master: bool,
 }
 
+/// How long a restore waits for the name of a veth's peer to be free where it goes back: the
+/// dumped namespace, its processes gone, is torn down by a worker of the kernel's, which
+/// deletes the old pair shortly after.
+const NAME_FREE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Waits until the namespace of `sock` has no link named `name`.
+fn wait_name_free(sock: &NlSocket, name: &str) -> Result<(), NlError> {
+    let deadline = std::time::Instant::now() + NAME_FREE_TIMEOUT;
+    while read_links(sock)?.iter().any(|l| l.name == name) {
+        if std::time::Instant::now() > deadline {
+            return Err(NlError::Protocol(
+                "make a veth's peer again",
+                format!(
+                    "the namespace it goes back to still has a link named {name} after {} s \
+                     (the dumped process still runs, or another took the name)",
+                    NAME_FREE_TIMEOUT.as_secs()
+                ),
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    Ok(())
+}
+
 /// A link of `links` the calling thread's namespace is to have, made (`made`: the
 /// links it has); its peer outside is `peer`, made in `outer`.
 fn create(
@@ -497,7 +521,16 @@ fn create(
         nft::NLM_F_CREATE | nft::NLM_F_EXCL,
         &ifinfo(link.index, 0, 0),
         &attrs,
-        format!("create {} ({})", link.name, link.kind),
+        format!(
+            "create {} ({}, index {}{})",
+            link.name,
+            link.kind,
+            link.index,
+            peer.map_or(String::new(), |p| format!(
+                ", its peer {} index {} outside",
+                p.name, p.index
+            ))
+        ),
     )
 }
 
@@ -532,6 +565,9 @@ pub(crate) fn make_links(
                 continue;
             }
             let peer = peers.iter().find(|(i, _)| *i == link.index).map(|(_, p)| p);
+            if let (Some(p), Some(o)) = (peer, outer) {
+                wait_name_free(o.sock, &p.name)?;
+            }
             // A veth pair registers its peer first, which took the lower index: the end of
             // the higher one is the one asked for, so both come back in the kernel's lists
             // (qdiscs, ...) in the same order.

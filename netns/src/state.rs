@@ -318,11 +318,13 @@ pub fn observe() -> Result<Observed, NetnsError> {
                 IFA_CACHEINFO,
             ],
         );
+        // Tentative is a moment of duplicate detection, which a restore holds off: the
+        // address is ready at once, as it would have been shortly.
         out.objects.push(format!(
             "address {} dev {index} scope {} flags {:#x} peer {} broadcast {} label {:?}{other}",
             a.describe(),
             a.scope,
-            a.flags,
+            a.flags & !IFA_F_TENTATIVE,
             ip_text(&a.address),
             ip_text(&a.broadcast),
             a.label
@@ -753,6 +755,9 @@ pub fn make_interfaces_with(
     // The carrier changes that followed (a bridge's once its port is up) are the link
     // watch's work, and so are the link-local addresses they make.
     link::wait_operstates(&sock, &interfaces.links).map_err(nl("settle the links"))?;
+    // Their link-local addresses ready (detection held off, a worker of the kernel's still
+    // marks them) before the sysctls may set detection on again.
+    wait_addresses_ready(&sock, &interfaces.addresses)?;
     held.during(write_sysctls)?;
     make_addresses(&sock, &interfaces.addresses)?;
     wait_addresses_ready(&sock, &interfaces.addresses)?;
@@ -896,8 +901,8 @@ fn wait_ready(sock: &NlSocket, link: &Link) -> Result<(), NetnsError> {
 /// IFA_F_TENTATIVE: duplicate address detection not over.
 const IFA_F_TENTATIVE: u32 = 0x40;
 
-/// Waits until each address of `wanted` the calling thread's namespace has is tentative or
-/// not as wanted, and each ready IPv6 one has its local route: the kernel's workers finish
+/// Waits until each address of `wanted` the calling thread's namespace has that was ready
+/// (not tentative) is ready, and has its local route when IPv6: the kernel's workers finish
 /// duplicate detection (held off, it ends at once) and add the route after the request that
 /// added the address (or brought its link up) was answered.
 fn wait_addresses_ready(sock: &NlSocket, wanted: &[Address]) -> Result<(), NetnsError> {
@@ -916,13 +921,13 @@ fn wait_addresses_ready(sock: &NlSocket, wanted: &[Address]) -> Result<(), Netns
             };
             let head = format!("route inet6 type 2 {}/128 table 255 ", ip_text(ip));
             let dev = format!(" dev {} ", a.index);
-            let ready = w.flags & IFA_F_TENTATIVE == 0;
-            (a.flags & IFA_F_TENTATIVE == 0) != ready
-                || (ready
-                    && a.family == libc::AF_INET6 as u8
-                    && !routes
-                        .iter()
-                        .any(|r| r.line.starts_with(&head) && r.line.contains(&dev)))
+            // One still tentative at dump may be ready: its detection would have ended.
+            w.flags & IFA_F_TENTATIVE == 0
+                && (a.flags & IFA_F_TENTATIVE != 0
+                    || (a.family == libc::AF_INET6 as u8
+                        && !routes
+                            .iter()
+                            .any(|r| r.line.starts_with(&head) && r.line.contains(&dev))))
         });
         let Some(address) = missing else {
             return Ok(());

@@ -241,6 +241,117 @@ fn virtual_interfaces_of_the_namespace_come_back_with_their_addresses_and_routes
     assert_eq!(w.cmd("talk 1000"), "1000");
 }
 
+/// Links of cryo's namespace a test made, deleted on drop (a veth's peer with it).
+struct HostLinks(Vec<String>);
+
+impl Drop for HostLinks {
+    fn drop(&mut self) {
+        for link in &self.0 {
+            let _ = Command::new("ip").args(["link", "del", link]).output();
+        }
+    }
+}
+
+/// What cryo's namespace shows of link `name`: its state and master (not its index, which
+/// `ip` shows as the peer's, nor its statistics).
+fn host_link(name: &str) -> String {
+    let out = Command::new("ip")
+        .args(["-o", "link", "show", name])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace()
+        .skip(1)
+        .filter(|w| !w.contains("@if"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[test]
+fn a_containers_veth_to_the_host_comes_back_with_its_peer_on_the_hosts_bridge_and_connection() {
+    use std::io::{Read, Write};
+    cryo_bin();
+    let mut w = Workload::spawn("netns", &[]);
+    let pid = w.pid();
+    let (bridge, host, inside) = (
+        format!("cryb{pid}"),
+        format!("cryh{pid}"),
+        format!("cryc{pid}"),
+    );
+    let _links = HostLinks(vec![bridge.clone(), host.clone()]);
+    let ip = cryo_tests::hosts::ip;
+    ip(&["link", "add", &bridge, "type", "bridge"]);
+    ip(&["addr", "add", "10.213.47.1/24", "dev", &bridge]);
+    ip(&["link", "set", &bridge, "up"]);
+    ip(&[
+        "link", "add", &inside, "type", "veth", "peer", "name", &host,
+    ]);
+    ip(&["link", "set", &host, "master", &bridge, "up"]);
+    ip(&["link", "set", &inside, "netns", &pid.to_string()]);
+    for c in [
+        format!("ip link set {inside} name eth0"),
+        "ip link set eth0 up".into(),
+        "ip addr add 10.213.47.2/24 dev eth0".into(),
+        "ip route add default via 10.213.47.1".into(),
+    ] {
+        assert_eq!(w.cmd(&c), "", "{c}");
+    }
+    let port = w.cmd("listen 10.213.47.2");
+    let mut client = std::net::TcpStream::connect(format!("10.213.47.2:{port}")).unwrap();
+    assert_eq!(w.cmd("accept-one"), "ok");
+    let mut exchange = |w: &Workload, n: usize| {
+        let data: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
+        client.write_all(&data).unwrap();
+        assert_eq!(w.cmd(&format!("serve {n}")), n.to_string());
+        let mut back = vec![0u8; n];
+        client.read_exact(&mut back).unwrap();
+        assert_eq!(back, data);
+    };
+    exchange(&w, 1000);
+    assert_eq!(w.cmd("settled"), "ok");
+    let view = |w: &Workload| {
+        [
+            w.cmd("ip -o link show eth0"),
+            w.cmd("ip -o addr"),
+            w.cmd("ip route show table all"),
+        ]
+    };
+    let before = view(&w);
+    let host_before = host_link(&host);
+    assert!(
+        host_before.contains(&format!("master {bridge}")),
+        "{host_before}"
+    );
+
+    let left = w.path("left");
+    w.dump(&left, &["--tcp-established", "--leave-running"])
+        .assert_success();
+    w.assert_untouched();
+    assert_eq!(view(&w), before, "--leave-running changed its interfaces");
+    assert_eq!(
+        host_link(&host),
+        host_before,
+        "--leave-running changed the host's side"
+    );
+    exchange(&w, 2000);
+
+    let img = w.path("img");
+    w.dump(&img, &["--tcp-established"]).assert_success();
+    w.wait_original();
+    w.restore_background(&img);
+    assert_eq!(
+        view(&w),
+        before,
+        "the veth end, its addresses and routes as dumped"
+    );
+    assert_eq!(
+        host_link(&host),
+        host_before,
+        "the host's side again, on its bridge"
+    );
+    exchange(&w, 100_000);
+}
+
 #[test]
 fn an_interface_of_a_kind_not_made_again_is_refused_naming_pid_and_interface() {
     cryo_bin();

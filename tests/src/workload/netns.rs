@@ -21,6 +21,7 @@
 //! accept-new -> ok (a new client connects to the listener, is accepted, a byte goes both ways)
 //! udp-queued -> <the datagram queued before the dump>
 //! udp -> ok (a datagram to itself, received)
+//! settled -> ok (once no IPv6 address is tentative)
 //! listen ADDR -> <port> (a TCP listener on ADDR, port chosen by the kernel, kept)
 //! accept-one -> ok (accepts a client of that listener, kept)
 //! serve N -> <N> (reads N bytes from the accepted client, writes them back)
@@ -93,17 +94,7 @@ pub fn start(args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
                 ip(&["link", "add", value, "type", "veth", "peer", "name", &peer])?
             }
             "ip" => ip(&value.split('+').collect::<Vec<_>>())?,
-            "settled" => {
-                // Bounded poll: the kernel tells the end of duplicate detection by no event
-                // a process can wait on without a netlink listener.
-                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-                while run_ip(&["-o", "addr"])?.contains("tentative") {
-                    if std::time::Instant::now() > deadline {
-                        return Err("IPv6 addresses still tentative after 10 s".into());
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(50));
-                }
-            }
+            "settled" => settled()?,
             "nft" => run("nft", &["-f", value]).map(drop)?,
             "ipt" | "ip6t" => {
                 let tool = if key == "ipt" {
@@ -178,6 +169,20 @@ fn echo(fd: i32) -> ! {
         }
     };
     exit_child("netns echo", result)
+}
+
+/// Waits until no IPv6 address is tentative: duplicate detection over.
+fn settled() -> Result<(), String> {
+    // Bounded poll: the kernel tells the end of duplicate detection by no event a process
+    // can wait on without a netlink listener.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while run_ip(&["-o", "addr"])?.contains("tentative") {
+        if std::time::Instant::now() > deadline {
+            return Err("IPv6 addresses still tentative after 10 s".into());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Ok(())
 }
 
 /// Runs `ip ARGS` in this process's namespace (its child inherits it): its output.
@@ -311,6 +316,7 @@ impl Mode for Netns {
                 ))
             }
             ("run", [program, args @ ..]) => run(program, args),
+            ("settled", []) => settled().map(|()| "ok".into()),
             ("listen", [addr]) => {
                 let ip: std::net::IpAddr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
                 let listener = TcpListener::bind((ip, 0)).map_err(failed("listen"))?;
