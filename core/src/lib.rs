@@ -73,3 +73,4 @@ pub use restore::{restore, GateError, KeepLock, RestoreGate, RestoreOptions, Res
 pub use task::cgroup_roots::parse as parse_cgroup_root;
 pub use task::cgroups::CgroupMode;
 pub use task::mount_ns::{ExternalMount, ExternalPaths};
+pub use task::netns::ExternalLink;

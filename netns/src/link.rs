@@ -459,9 +459,41 @@ fn create(
         &[link.name.as_bytes(), &[0]].concat(),
     );
     attrs.extend_from_slice(&link.create_attrs);
-    if link.link != 0 && link.kind != "veth" {
-        push_attr(&mut attrs, IFLA_LINK, &(link.link as u32).to_ne_bytes());
-    }
+    // A link over one outside (a macvlan on the host's bridge) is asked for from there, over
+    // that one's index there, and sent here.
+    let mut asked_from = sock;
+    let lower_outside = link.kind != "veth" && link.link_netnsid.is_some();
+    let here = if lower_outside {
+        let (Some(p), Some(o)) = (peer, outer) else {
+            return Err(NlError::Protocol(
+                "make a link",
+                format!(
+                    "{}: the link it is over is outside and not described",
+                    link.name
+                ),
+            ));
+        };
+        asked_from = o.sock;
+        let lower = lower_index(o, p)?;
+        push_attr(&mut attrs, IFLA_LINK, &(lower as u32).to_ne_bytes());
+        let here = std::fs::File::open("/proc/thread-self/ns/net").map_err(|e| {
+            NlError::Socket(
+                "open this namespace",
+                nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+            )
+        })?;
+        push_attr(
+            &mut attrs,
+            IFLA_NET_NS_FD,
+            &(here.as_raw_fd() as u32).to_ne_bytes(),
+        );
+        Some(here)
+    } else {
+        if link.link != 0 && link.kind != "veth" {
+            push_attr(&mut attrs, IFLA_LINK, &(link.link as u32).to_ne_bytes());
+        }
+        None
+    };
     let mut info = Vec::new();
     push_attr(&mut info, IFLA_INFO_KIND, link.kind.as_bytes());
     // A bridge's data is set once it exists, only what differs from a new one's: a kernel
@@ -516,8 +548,8 @@ fn create(
         push_attr(&mut info, IFLA_INFO_DATA, &data);
     }
     push_attr(&mut attrs, IFLA_LINKINFO, &info);
-    new_link(
-        sock,
+    let made = new_link(
+        asked_from,
         nft::NLM_F_CREATE | nft::NLM_F_EXCL,
         &ifinfo(link.index, 0, 0),
         &attrs,
@@ -527,11 +559,50 @@ fn create(
             link.kind,
             link.index,
             peer.map_or(String::new(), |p| format!(
-                ", its peer {} index {} outside",
-                p.name, p.index
+                ", {} {} index {} outside",
+                if lower_outside { "over" } else { "its peer" },
+                p.name,
+                p.index
             ))
         ),
-    )
+    );
+    drop(here);
+    made
+}
+
+/// The index, in `outer`, of the link `lower` a link is over: in a restore, the one of that
+/// name there; in a dump's stand-in, a bridge made there with its name and index.
+fn lower_index(outer: &Outer<'_>, lower: &OuterPeer) -> Result<i32, NlError> {
+    let found = read_links(outer.sock)?
+        .into_iter()
+        .find(|l| l.name == lower.name)
+        .map(|l| l.index);
+    match found {
+        Some(index) => Ok(index),
+        None if !outer.with_master => {
+            let mut attrs = Vec::new();
+            push_attr(
+                &mut attrs,
+                IFLA_IFNAME,
+                &[lower.name.as_bytes(), &[0]].concat(),
+            );
+            let mut info = Vec::new();
+            push_attr(&mut info, IFLA_INFO_KIND, b"bridge");
+            push_attr(&mut attrs, IFLA_LINKINFO, &info);
+            new_link(
+                outer.sock,
+                nft::NLM_F_CREATE | nft::NLM_F_EXCL,
+                &ifinfo(lower.index, 0, 0),
+                &attrs,
+                format!("make a stand-in for {}", lower.name),
+            )?;
+            Ok(lower.index)
+        }
+        None => Err(NlError::Protocol(
+            "make a link over one outside",
+            format!("there is no link named {} to be over", lower.name),
+        )),
+    }
 }
 
 /// Makes the calling thread's namespace, a fresh one, have `links` (lo and those every
@@ -565,7 +636,7 @@ pub(crate) fn make_links(
                 continue;
             }
             let peer = peers.iter().find(|(i, _)| *i == link.index).map(|(_, p)| p);
-            if let (Some(p), Some(o)) = (peer, outer) {
+            if let (Some(p), Some(o), "veth") = (peer, outer, link.kind.as_str()) {
                 wait_name_free(o.sock, &p.name)?;
             }
             // A veth pair registers its peer first, which took the lower index: the end of
@@ -586,7 +657,7 @@ pub(crate) fn make_links(
             if link.kind == "veth" && link.link_netnsid.is_none() {
                 present.push(link.link);
             }
-            if let (Some(p), Some(o)) = (peer, outer) {
+            if let (Some(p), Some(o), "veth") = (peer, outer, link.kind.as_str()) {
                 if o.with_master && !p.master.is_empty() {
                     let master = read_links(o.sock)?
                         .into_iter()
@@ -748,13 +819,28 @@ pub(crate) fn set_flags(sock: &NlSocket, link: &Link) -> Result<(), NlError> {
     } else {
         ADMIN_FLAGS
     };
-    new_link(
-        sock,
-        0,
-        &ifinfo(link.index, link.flags & change, change),
-        &[],
-        format!("set {}'s flags", link.name),
-    )
+    let deadline = std::time::Instant::now() + NAME_FREE_TIMEOUT;
+    loop {
+        let set = new_link(
+            sock,
+            0,
+            &ifinfo(link.index, link.flags & change, change),
+            &[],
+            format!("set {}'s flags", link.name),
+        );
+        match set {
+            // A macvlan over a link outside takes its address there: the dumped one keeps
+            // it until its namespace is torn down, shortly after its processes are gone.
+            Err(NlError::Kernel { errno, .. })
+                if errno == nix::errno::Errno::EADDRINUSE
+                    && link.link_netnsid.is_some()
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            other => return other,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -827,6 +827,9 @@ fn make_addresses(sock: &NlSocket, addresses: &[Address]) -> Result<(), NetnsErr
 /// the link is ready (up, its carrier on).
 const LINK_LOCAL_ROUTE: &str = "route inet6 type 1 fe80::/64 table 254 ";
 
+/// RFC 2863's "up", as IFLA_OPERSTATE gives it.
+const IF_OPER_UP: u8 = 6;
+
 /// The index of the link of `route` (0: none).
 fn route_dev(route: &str) -> i32 {
     route
@@ -872,7 +875,11 @@ fn bring_up(sock: &NlSocket, interfaces: &Interfaces) -> Result<(), NetnsError> 
             set(l)?;
             done.push(index);
         }
-        wait_ready(sock, l)?;
+        // Its link-local prefix may be an address's (a bridge without ports has one, never
+        // ready): waited for only on a link that was operationally up.
+        if l.operstate == IF_OPER_UP {
+            wait_ready(sock, l)?;
+        }
     }
     for l in links.iter().filter(|l| !done.contains(&l.index)) {
         set(l)?;

@@ -353,6 +353,46 @@ fn a_containers_veth_to_the_host_comes_back_with_its_peer_on_the_hosts_bridge_an
 }
 
 #[test]
+fn a_containers_macvlan_over_a_host_link_comes_back_over_it() {
+    cryo_bin();
+    let mut w = Workload::spawn("netns", &[]);
+    let pid = w.pid();
+    let (lower, inside) = (format!("cryl{pid}"), format!("crym{pid}"));
+    let _links = HostLinks(vec![lower.clone()]);
+    let ip = cryo_tests::hosts::ip;
+    ip(&["link", "add", &lower, "type", "bridge"]);
+    ip(&["link", "set", &lower, "up"]);
+    ip(&[
+        "link", "add", &inside, "link", &lower, "type", "macvlan", "mode", "private",
+    ]);
+    ip(&["link", "set", &inside, "netns", &pid.to_string()]);
+    for c in [
+        format!("ip link set {inside} name eth0"),
+        "ip link set eth0 up".into(),
+        "ip addr add 10.214.47.2/24 dev eth0".into(),
+    ] {
+        assert_eq!(w.cmd(&c), "", "{c}");
+    }
+    assert_eq!(w.cmd("settled"), "ok");
+    let view = |w: &Workload| {
+        [
+            w.cmd("ip -d -o link show eth0"),
+            w.cmd("ip -o addr"),
+            routes_sorted(&w.cmd("ip route show table all")),
+        ]
+    };
+    let before = view(&w);
+    assert!(before[0].contains("macvlan mode private"), "{}", before[0]);
+    dump_and_restore_established(&mut w);
+    assert_ne!(w.cmd("ns"), ours());
+    assert_eq!(
+        view(&w),
+        before,
+        "the macvlan over the host's link as dumped"
+    );
+}
+
+#[test]
 fn an_interface_of_a_kind_not_made_again_is_refused_naming_pid_and_interface() {
     cryo_bin();
     let w = Workload::spawn(
@@ -369,6 +409,29 @@ fn an_interface_of_a_kind_not_made_again_is_refused_naming_pid_and_interface() {
             "pid {pid}: its network namespace (net:[{inode}]) holds network interface cr-vx0 \
              (vxlan): only those of kinds bridge, veth, macvlan, ifb are made again"
         )),
+        "{}",
+        out.stderr
+    );
+    w.assert_untouched();
+    assert_eq!(w.cmd("talk 10"), "10");
+}
+
+#[test]
+fn a_bridge_up_without_a_port_and_its_carrier_on_is_refused_naming_it() {
+    cryo_bin();
+    let w = Workload::spawn(
+        "netns",
+        &["ip=link+add+cr-br0+type+bridge", "ip=link+set+cr-br0+up"],
+    );
+    assert!(w.cmd("ip -o link show cr-br0").contains("LOWER_UP"));
+    let out = w.dump(&w.path("img"), &["--tcp-established"]);
+    assert!(!out.status.success(), "the dump should be refused\n{out}");
+    assert!(
+        out.stderr
+            .contains(&format!("pid {}: its network namespace (net:[", w.pid()))
+            && out
+                .stderr
+                .contains("holds bridge cr-br0, up without a port and its carrier on"),
         "{}",
         out.stderr
     );

@@ -104,7 +104,11 @@ pub struct CriuArgs {
     /// An external mount. Dump: `mnt[POINT]:KEY`, the mount at POINT of the processes' mount
     /// namespace recorded as KEY, nothing of it held. Restore: `mnt[KEY]:PATH`, that mount
     /// bound from PATH (a relative one taken from /, as CRIU's). `mnt[]` (CRIU's automatic mode) is what cryo does without it: a bind
-    /// of a path of cryo's namespace is recorded by that path. Other kinds than mnt are
+    /// of a path of cryo's namespace is recorded by that path. Restore:
+    /// `veth[INNER]:OUTER[@BRIDGE]`, the peer of veth INNER, which was in cryo's namespace,
+    /// made again named OUTER, on BRIDGE (without: on none); `macvlan[INNER]:OUTER`, macvlan
+    /// INNER made over link OUTER of cryo's namespace; without them the peer comes back with
+    /// the name and bridge it had, the macvlan over the link of its name. Other kinds are
     /// refused. Repeatable
     #[arg(long, value_name = "mnt[A]:B", value_parser = parse_external)]
     external: Vec<ExternalArg>,
@@ -136,14 +140,42 @@ pub enum ExternalArg {
     Mount(String, String),
     /// `mnt[]`, `mnt[]:FLAGS`, `--ext-mount-map auto`.
     Auto,
+    /// `veth[INNER]:OUTER[@BRIDGE]` or `macvlan[INNER]:OUTER`.
+    Link(cryo_core::ExternalLink),
 }
 
-/// `--external KIND[ID]:VALUE`: mnt only.
+/// `--external KIND[ID]:VALUE`: mnt and veth.
 fn parse_external(text: &str) -> Result<ExternalArg, String> {
+    let link = text
+        .strip_prefix("veth[")
+        .map(|rest| (rest, true))
+        .or_else(|| text.strip_prefix("macvlan[").map(|rest| (rest, false)));
+    if let Some((rest, veth)) = link {
+        let form = if veth {
+            "veth[INNER]:OUTER[@BRIDGE]"
+        } else {
+            "macvlan[INNER]:OUTER"
+        };
+        let (inner, value) = rest
+            .split_once("]:")
+            .filter(|(i, v)| !i.is_empty() && !v.is_empty())
+            .ok_or_else(|| format!("{text}: not {form}"))?;
+        let (outer, bridge) = match value.split_once('@') {
+            Some((o, b)) if veth && !o.is_empty() && !b.is_empty() => (o, Some(b.to_owned())),
+            Some(_) => return Err(format!("{text}: not {form}")),
+            None => (value, None),
+        };
+        return Ok(ExternalArg::Link(cryo_core::ExternalLink {
+            inner: inner.to_owned(),
+            outer: outer.to_owned(),
+            bridge,
+        }));
+    }
     let Some(rest) = text.strip_prefix("mnt[") else {
         let kind = text.split('[').next().unwrap_or(text);
         return Err(format!(
-            "{text}: external {kind} resources are not supported: cryo takes mnt[...] only"
+            "{text}: external {kind} resources are not supported: cryo takes mnt[...] and \
+             veth[...] only"
         ));
     };
     let (inside, value) = rest
@@ -197,6 +229,14 @@ impl CriuArgs {
                 .collect(),
             root: self.root.clone(),
         };
+        opts.external_links = self
+            .external
+            .iter()
+            .filter_map(|e| match e {
+                ExternalArg::Link(peer) => Some(peer.clone()),
+                _ => None,
+            })
+            .collect();
     }
 
     /// The (A, B) of every `--external mnt[A]:B` and `--ext-mount-map A:B`.
@@ -206,7 +246,7 @@ impl CriuArgs {
             .chain(&self.ext_mount_map)
             .filter_map(|e| match e {
                 ExternalArg::Mount(a, b) => Some((a, b)),
-                ExternalArg::Auto => None,
+                ExternalArg::Auto | ExternalArg::Link(_) => None,
             })
     }
 }
@@ -282,8 +322,24 @@ mod tests {
         assert_eq!(parse_external("mnt[]:s"), Ok(ExternalArg::Auto));
         assert_eq!(parse_ext_mount_map("auto"), Ok(ExternalArg::Auto));
         assert_eq!(parse_ext_mount_map("/mnt:K"), m("/mnt", "K"));
+        let veth = |outer: &str, bridge: Option<&str>| {
+            Ok(ExternalArg::Link(cryo_core::ExternalLink {
+                inner: "eth0".into(),
+                outer: outer.into(),
+                bridge: bridge.map(Into::into),
+            }))
+        };
+        assert_eq!(
+            parse_external("veth[eth0]:vh0@br0"),
+            veth("vh0", Some("br0"))
+        );
+        assert_eq!(parse_external("veth[eth0]:vh0"), veth("vh0", None));
+        assert_eq!(parse_external("macvlan[eth0]:vh0"), veth("vh0", None));
         for bad in [
-            "veth[a]:b",
+            "veth[a]",
+            "veth[]:b",
+            "veth[a]:b@",
+            "macvlan[a]:b@c",
             "tun[x]",
             "mnt[/x]",
             "mnt[/x]:",

@@ -83,6 +83,9 @@ pub struct RestoreOptions {
     /// The paths external mounts are bound from (CRIU's `--external mnt[KEY]:PATH`), and a
     /// pivoted mount namespace's root (`--root`).
     pub external: crate::task::mount_ns::ExternalPaths,
+    /// The names and bridges the peers of veths outside come back with (CRIU's `--external
+    /// veth[INNER]:OUTER@BRIDGE`), instead of the dumped ones.
+    pub external_links: Vec<crate::task::netns::ExternalLink>,
     /// Root restores an image directory another user owns, on purpose
     /// (`--trust-image-owner`); refused otherwise.
     pub trust_image_owner: bool,
@@ -209,6 +212,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored> {
     let mut loaded = Loaded::read(images)?;
     loaded.adopt_shell_job()?;
     crate::task::mount_ns::apply_externals(&mut loaded.tasks, &opts.external)?;
+    crate::task::netns::apply_external_links(&mut loaded.tasks, &opts.external_links)?;
     debug!(ms = started.elapsed().as_secs_f64() * 1e3, "images checked");
     let inventory = &loaded.inventory;
     let mut hooks = Hooks::new(opts.action_script.as_ref(), loaded.images.path());

@@ -62,6 +62,15 @@ pub enum NetNamespaceError {
         /// What is not made again, and why.
         detail: String,
     },
+    /// `--external veth[INNER]:...` names no veth whose peer was outside.
+    #[error(
+        "--external veth[{inner}] or macvlan[{inner}]: the image has no veth or macvlan \
+         {inner} whose peer or link was in the namespace the dump ran in"
+    )]
+    NoSuchExternalLink {
+        /// The name given.
+        inner: String,
+    },
     /// The namespace could not be read (or a fresh one made to compare).
     #[error("pid {pid}: its network namespace (net:[{inode}]): {step}: {source}")]
     Read {
@@ -82,6 +91,9 @@ type Shown = (Observed, Vec<(String, String)>, Firewall);
 fn observe_all() -> Result<Shown, NetnsError> {
     Ok((state::observe()?, state::sysctls()?, firewall::capture()?))
 }
+
+/// RFC 2863's "down", as IFLA_OPERSTATE gives it.
+const IF_OPER_DOWN: u8 = 2;
 
 /// Sysctls that follow from what is made again, not written: the number of tracked
 /// connections (the conntrack entries made again count themselves).
@@ -165,6 +177,19 @@ pub fn dump(pid: Pid, inode: u64, members: &[Pid]) -> Result<NetNamespace, NetNa
         })?;
     if !theirs.interfaces.links.iter().any(|l| l.name == "lo") {
         return Err(refuse("has no loopback interface".into()));
+    }
+    let links = &theirs.interfaces.links;
+    if let Some(bridge) = links.iter().find(|b| {
+        b.kind == "bridge"
+            && b.flags & libc::IFF_UP as u32 != 0
+            && b.operstate != IF_OPER_DOWN
+            && !links.iter().any(|port| port.master == b.index)
+    }) {
+        return Err(refuse(format!(
+            "holds bridge {}, up without a port and its carrier on (as a new bridge's until \
+             its address is set): made again with its address, it would have no carrier",
+            bridge.name
+        )));
     }
     theirs.interfaces.peers = outer_peers(&theirs.interfaces.links, ours_there)
         .map_err(|e| e.either(refuse, failed("read a veth's peer in cryo's")))?;
@@ -398,26 +423,25 @@ fn outer_peers(
         let Some(nsid) = link.link_netnsid else {
             continue;
         };
-        if link.kind != "veth" || Some(nsid) != ours_there {
+        if !["veth", "macvlan"].contains(&link.kind.as_str()) || Some(nsid) != ours_there {
+            let whose = if Some(nsid) == ours_there {
+                ", cryo's"
+            } else {
+                ""
+            };
             return Err(PeerError::Refused(format!(
                 "holds network interface {} ({}), over link {} of another network namespace \
-                 (nsid {nsid}){}: only a veth's peer in cryo's is made again",
-                link.name,
-                link.kind,
-                link.link,
-                if Some(nsid) == ours_there {
-                    ", cryo's"
-                } else {
-                    ""
-                }
+                 (nsid {nsid}){whose}: only a veth's peer and a macvlan's link in cryo's are \
+                 made again",
+                link.name, link.kind, link.link,
             )));
         }
         let peer = state::outer_peer(link.link)
             .map_err(PeerError::Read)?
             .ok_or_else(|| {
                 PeerError::Refused(format!(
-                    "holds veth {}, whose peer (index {}) is not in cryo's namespace",
-                    link.name, link.link
+                    "holds {} {}, whose link (index {}) is not in cryo's namespace",
+                    link.kind, link.name, link.link
                 ))
             })?;
         peers.push((link.index, peer));
@@ -608,6 +632,49 @@ fn interfaces(ns: &NetNamespace) -> Interfaces {
             })
             .collect(),
     }
+}
+
+/// CRIU's `--external veth[INNER]:OUTER[@BRIDGE]` at restore: the peer of veth INNER, which
+/// was outside, comes back named OUTER, attached to BRIDGE (to no bridge without one), in
+/// place of the name and bridge the dump saw; `macvlan[INNER]:OUTER`: macvlan INNER comes
+/// back over link OUTER outside.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExternalLink {
+    /// The veth end or macvlan in the namespace.
+    pub inner: String,
+    /// Its peer's (or the macvlan's link's) name outside.
+    pub outer: String,
+    /// The bridge the peer is attached to.
+    pub bridge: Option<String>,
+}
+
+/// Before a restore makes anything: the peers `peers` names given their names and bridges
+/// in every task's network namespace; one that names no veth with its peer outside refused.
+pub(crate) fn apply_external_links(
+    tasks: &mut [TaskImage],
+    peers: &[ExternalLink],
+) -> Result<(), NetNamespaceError> {
+    for wanted in peers {
+        let mut found = false;
+        for task in tasks.iter_mut() {
+            let Some(ns) = task.core.netns.as_mut() else {
+                continue;
+            };
+            for link in ns.links.iter_mut().filter(|l| l.name == wanted.inner) {
+                if let Some(peer) = link.outer_peer.as_mut() {
+                    peer.name = wanted.outer.clone();
+                    peer.master = wanted.bridge.clone().unwrap_or_default();
+                    found = true;
+                }
+            }
+        }
+        if !found {
+            return Err(NetNamespaceError::NoSuchExternalLink {
+                inner: wanted.inner.clone(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The pid (in cryo's /proc) of a process that stays, for the whole restore, in the network
