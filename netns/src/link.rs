@@ -261,6 +261,11 @@ fn new_link(
     sock.transact(&msg, None, &[(seq, step)])
 }
 
+/// Changes link `index` by `attrs` (RTM_NEWLINK on an existing link).
+fn change_link(sock: &NlSocket, index: i32, attrs: &[u8], step: String) -> Result<(), NlError> {
+    new_link(sock, 0, &ifinfo(index, 0, 0), attrs, step)
+}
+
 /// Every link of the namespace of `sock`, in the kernel's order.
 pub(crate) fn read_links(sock: &NlSocket) -> Result<Vec<Link>, NlError> {
     let seq = sock.next_seq();
@@ -674,10 +679,9 @@ pub(crate) fn make_links(
                         IFLA_MASTER,
                         &(master.index as u32).to_ne_bytes(),
                     );
-                    new_link(
+                    change_link(
                         o.sock,
-                        0,
-                        &ifinfo(p.index, 0, 0),
+                        p.index,
                         &attrs,
                         format!("attach {} to {}", p.name, p.master),
                     )?;
@@ -714,10 +718,9 @@ pub(crate) fn make_links(
         if !link.alias.is_empty() {
             push_attr(&mut attrs, IFLA_IFALIAS, link.alias.as_bytes());
         }
-        new_link(
+        change_link(
             sock,
-            0,
-            &ifinfo(link.index, 0, 0),
+            link.index,
             &attrs,
             format!("set {}'s master and alias", link.name),
         )?;
@@ -743,10 +746,9 @@ pub(crate) fn make_links(
         }
         let mut attrs = Vec::new();
         push_attr(&mut attrs, IFLA_LINKINFO, &info);
-        new_link(
+        change_link(
             sock,
-            0,
-            &ifinfo(link.index, 0, 0),
+            link.index,
             &attrs,
             format!(
                 "set {}'s data{}{}",
@@ -765,13 +767,7 @@ pub(crate) fn make_links(
         {
             let mut attrs = Vec::new();
             push_attr(&mut attrs, IFLA_MTU, &link.mtu.to_ne_bytes());
-            new_link(
-                sock,
-                0,
-                &ifinfo(link.index, 0, 0),
-                &attrs,
-                format!("set {}'s MTU", link.name),
-            )?;
+            change_link(sock, link.index, &attrs, format!("set {}'s MTU", link.name))?;
         }
     }
     Ok(())
