@@ -15,7 +15,8 @@
 //!
 //! Kinds made again: [`MADE_KINDS`]. A veth whose peer is in another namespace is made again
 //! only when that namespace is the one the restore runs in (the host side of a container's
-//! veth): the peer comes back there with its name, index, address, state and bridge.
+//! veth): the peer comes back there with its name, index, address, state and bridge. A
+//! macvlan over a link of that namespace comes back over the link of that name there.
 
 use std::fmt::Write as _;
 use std::os::fd::{AsRawFd, BorrowedFd};
@@ -169,7 +170,8 @@ pub struct Link {
     pub line: String,
 }
 
-/// The peer of a veth, in another namespace than its end's: what makes it again there.
+/// The peer of a veth, or the link a macvlan is over, in the namespace the dump ran in (not
+/// the link's own): what makes it again there, or finds it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct OuterPeer {
     /// Its name.
@@ -192,7 +194,7 @@ pub(crate) fn push_attr(msg: &mut Vec<u8>, ty: u16, value: &[u8]) {
     msg.resize(msg.len().next_multiple_of(4), 0);
 }
 
-/// The attributes of `attrs` whose type is in `keep` (or not in `drop`), encoded again.
+/// The attributes of `attrs` whose type `keep` keeps, encoded again.
 fn filtered(attrs: &[u8], keep: impl Fn(u16) -> bool) -> Vec<u8> {
     nft::attrs(attrs)
         .filter(|(ty, _)| keep(*ty))
@@ -413,8 +415,9 @@ pub(crate) fn outer_peer(sock: &NlSocket, index: i32) -> Result<Option<OuterPeer
     }))
 }
 
-/// Where a veth's peer, outside, is made: the namespace of the restore (`ns`) and a socket
-/// of it (its bridge is found there by name).
+/// Where a veth's peer, outside, is made and a macvlan's link found: the namespace of the
+/// restore (`ns`) or a dump's stand-in for it, and a socket of it (a peer's bridge is found
+/// there by name).
 pub(crate) struct Outer<'a> {
     /// The namespace.
     pub ns: BorrowedFd<'a>,
@@ -448,8 +451,8 @@ fn wait_name_free(sock: &NlSocket, name: &str) -> Result<(), NlError> {
     Ok(())
 }
 
-/// A link of `links` the calling thread's namespace is to have, made (`made`: the
-/// links it has); its peer outside is `peer`, made in `outer`.
+/// Makes `link`, one of `links`, in the calling thread's namespace; `peer`: its veth peer
+/// outside, made in `outer`, or the link outside it is over, found there.
 fn create(
     sock: &NlSocket,
     link: &Link,
@@ -612,8 +615,9 @@ fn lower_index(outer: &Outer<'_>, lower: &OuterPeer) -> Result<i32, NlError> {
 
 /// Makes the calling thread's namespace, a fresh one, have `links` (lo and those every
 /// fresh namespace has are changed, not created), all down: created, given their masters,
-/// port data and aliases. `peers`: the outside peer of each veth end whose peer was outside,
-/// by the end's index; they are made in `outer`. Links are brought up by [`set_flags`].
+/// port data and aliases. `peers`: by the link's index, the outside peer of each veth end
+/// whose peer was outside (made in `outer`) and the outside link of each macvlan over one
+/// (found there). Links are brought up by [`set_flags`].
 pub(crate) fn make_links(
     sock: &NlSocket,
     links: &[Link],
