@@ -403,6 +403,12 @@ pub fn nsid_of(ns: std::os::fd::BorrowedFd<'_>) -> Result<Option<i32>, NetnsErro
     link::nsid_of(&sock, ns).map_err(nl("RTM_GETNSID"))
 }
 
+/// The links of the calling thread's network namespace.
+pub fn links() -> Result<Vec<Link>, NetnsError> {
+    let sock = NlSocket::open(SockProtocol::NetlinkRoute).map_err(nl("open rtnetlink socket"))?;
+    link::read_links(&sock).map_err(nl("dump links"))
+}
+
 /// Link `index` of the calling thread's network namespace as the outside peer of a veth
 /// (None: it has no such link).
 pub fn outer_peer(index: i32) -> Result<Option<OuterPeer>, NetnsError> {

@@ -323,6 +323,48 @@ fn a_containers_veth_to_the_host_comes_back_with_its_peer_on_the_hosts_bridge_an
         "{host_before}"
     );
 
+    // A check image judged here: the peer's name is taken while the original runs
+    // (temporary), and a bridge renamed away is missing (permanent).
+    let check = w.path("check");
+    w.dump(&check, &["--check-only", "--tcp-established"])
+        .assert_success();
+    let judge = |w: &Workload| {
+        let out = w.cryo(&[
+            "restore".as_ref(),
+            "--check-only".as_ref(),
+            "--json".as_ref(),
+            "-D".as_ref(),
+            check.as_os_str(),
+        ]);
+        let verdict: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        let findings: Vec<(String, String)> = verdict["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["what"] == "network link")
+            .map(|f| {
+                (
+                    f["kind"].as_str().unwrap().to_string(),
+                    f["subject"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        (out.status.code(), findings)
+    };
+    assert_eq!(
+        judge(&w),
+        (Some(2), vec![("temporary".to_string(), host.clone())])
+    );
+    let away = format!("cryB{pid}");
+    ip(&["link", "set", &bridge, "name", &away]);
+    let (code, findings) = judge(&w);
+    ip(&["link", "set", &away, "name", &bridge]);
+    assert_eq!(code, Some(3), "{findings:?}");
+    assert!(
+        findings.contains(&("permanent".to_string(), bridge.clone())),
+        "{findings:?}"
+    );
+
     let left = w.path("left");
     w.dump(&left, &["--tcp-established", "--leave-running"])
         .assert_success();

@@ -131,7 +131,9 @@ pub fn check_only(dir: &Path, opts: CheckOptions) -> Result<Verdict> {
     ids(&check.gids, "group", &mut v);
     aio_rings(&check, &mut v);
     session_keyrings(&images, &inventory.root_pids, &mut v)?;
-    mount_namespaces(&images, &mut v)?;
+    let cores = live_cores(&images)?;
+    mount_namespaces(&cores, &mut v);
+    host_links(&cores, &mut v)?;
     if !opts.netns {
         abstract_names(&images, &mut v)?;
     }
@@ -161,22 +163,58 @@ fn abstract_names(images: &ImageDir, v: &mut Verdict) -> Result<()> {
     Ok(())
 }
 
+/// The cores of the image's processes but zombies.
+fn live_cores(images: &ImageDir) -> Result<Vec<cryo_proto::image::TaskCore>> {
+    let pstree: Vec<cryo_proto::image::ProcessEntry> =
+        images.read(names::PSTREE, ImageKind::Pstree)?;
+    pstree
+        .iter()
+        .filter(|e| !e.zombie)
+        .map(|entry| {
+            Ok(images.read_single(
+                &names::core(nix::unistd::Pid::from_raw(entry.pid)),
+                ImageKind::Core,
+            )?)
+        })
+        .collect()
+}
+
+/// Whether this host has what the image's network namespaces' links outside need
+/// (task/netns.rs): a veth's peer's name free, its bridge there, a macvlan's link there.
+fn host_links(cores: &[cryo_proto::image::TaskCore], v: &mut Verdict) -> Result<()> {
+    let mut seen = std::collections::HashSet::new();
+    for ns in cores
+        .iter()
+        .filter_map(|c| c.netns.as_ref())
+        .filter(|ns| seen.insert(ns.inode))
+    {
+        let findings = crate::task::netns::missing_here(ns)
+            .map_err(|e| Error::sys(nix::unistd::getpid(), "read this host's links", e.errno()))?;
+        for (temporary, subject, why) in findings {
+            let (kind, action) = if temporary {
+                (
+                    Temporary,
+                    "remove the link of that name (the dumped process still runs?)",
+                )
+            } else {
+                (Permanent, "make the link as the dumped host had it")
+            };
+            v.push(kind, "network link", subject, why, action);
+        }
+    }
+    Ok(())
+}
+
 /// Whether this host has what the image's mount namespaces are made again from: the paths
 /// of cryo's namespace their binds show, and cryo's mounts whose peer groups they join
 /// (task/mount_ns.rs).
-fn mount_namespaces(images: &ImageDir, v: &mut Verdict) -> Result<()> {
-    let pstree: Vec<cryo_proto::image::ProcessEntry> =
-        images.read(names::PSTREE, ImageKind::Pstree)?;
+fn mount_namespaces(cores: &[cryo_proto::image::TaskCore], v: &mut Verdict) {
     let mut seen = std::collections::HashSet::new();
-    for entry in pstree.iter().filter(|e| !e.zombie) {
-        let core: cryo_proto::image::TaskCore = images.read_single(
-            &names::core(nix::unistd::Pid::from_raw(entry.pid)),
-            ImageKind::Core,
-        )?;
-        let Some(ns) = core.mnt.filter(|ns| seen.insert(ns.inode)) else {
+    for core in cores {
+        let Some(ns) = core.mnt.as_ref().filter(|ns| seen.insert(ns.inode)) else {
             continue;
         };
-        for (subject, why) in crate::task::mount_ns::missing_here(&ns) {
+        for (subject, why) in crate::task::mount_ns::missing_here(ns) {
             v.push(
                 Permanent,
                 "mount",
@@ -186,7 +224,6 @@ fn mount_namespaces(images: &ImageDir, v: &mut Verdict) -> Result<()> {
             );
         }
     }
-    Ok(())
 }
 
 /// Whether each root can have its session keyring back from a `cryo restore` run as this

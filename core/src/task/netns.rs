@@ -677,6 +677,52 @@ pub(crate) fn apply_external_links(
     Ok(())
 }
 
+/// What this host (cryo's network namespace) lacks for the links of `ns` that are over one
+/// of it, as (temporary, subject, why): a veth's peer's name taken (temporary: the dumped
+/// process may still run), the peer's bridge or a macvlan's link missing.
+pub(crate) fn missing_here(ns: &NetNamespace) -> Result<Vec<(bool, String, String)>, NetnsError> {
+    let here = state::links()?;
+    let has = |name: &str| here.iter().any(|l| l.name == name);
+    let mut missing = Vec::new();
+    for link in &ns.links {
+        let Some(outer) = &link.outer_peer else {
+            continue;
+        };
+        if link.kind == "veth" {
+            if has(&outer.name) {
+                missing.push((
+                    true,
+                    outer.name.clone(),
+                    format!(
+                        "the peer of veth {} goes back here, and this host has a link of its name",
+                        link.name
+                    ),
+                ));
+            }
+            if !outer.master.is_empty() && !has(&outer.master) {
+                missing.push((
+                    false,
+                    outer.master.clone(),
+                    format!(
+                        "the peer of veth {} goes back on this bridge, which this host has not",
+                        link.name
+                    ),
+                ));
+            }
+        } else if !has(&outer.name) {
+            missing.push((
+                false,
+                outer.name.clone(),
+                format!(
+                    "{} {} is made over this link, which this host has not",
+                    link.kind, link.name
+                ),
+            ));
+        }
+    }
+    Ok(missing)
+}
+
 /// The pid (in cryo's /proc) of a process that stays, for the whole restore, in the network
 /// namespace the roots are forked into ("cryo's" for the tree: cryo's own, or the `--netns`
 /// one's init); 0 when none does (a tree's own PID namespace restored with `--netns`). A
