@@ -46,6 +46,7 @@ const IFLA_STATS64: u16 = 23;
 const IFLA_AF_SPEC: u16 = 26;
 const IFLA_GROUP: u16 = 27;
 const IFLA_NET_NS_FD: u16 = 28;
+const IFLA_PROMISCUITY: u16 = 30;
 const IFLA_NUM_TX_QUEUES: u16 = 31;
 const IFLA_NUM_RX_QUEUES: u16 = 32;
 const IFLA_CARRIER_CHANGES: u16 = 35;
@@ -57,6 +58,7 @@ const IFLA_EVENT: u16 = 44;
 const IFLA_CARRIER_UP_COUNT: u16 = 47;
 const IFLA_CARRIER_DOWN_COUNT: u16 = 48;
 const IFLA_GRO_MAX_SIZE: u16 = 58;
+const IFLA_ALLMULTI: u16 = 61;
 const IFLA_GSO_IPV4_MAX_SIZE: u16 = 63;
 const IFLA_GRO_IPV4_MAX_SIZE: u16 = 64;
 
@@ -78,9 +80,6 @@ pub(crate) const ADMIN_FLAGS: u32 = (libc::IFF_UP
     | libc::IFF_ALLMULTI
     | libc::IFF_MULTICAST
     | libc::IFF_DYNAMIC) as u32;
-
-/// Flags a bridge port gets from its bridge (a reference, not the administrator's setting).
-const FLAGS_OF_A_PORT: u32 = (libc::IFF_PROMISC | libc::IFF_ALLMULTI) as u32;
 
 /// The kinds of link made again: virtual ones whose whole state is in their attributes (and
 /// a test shows it: dummy, vlan and ipvlan are as simple, but the hosts here have none).
@@ -104,9 +103,13 @@ const CREATE_ATTRS: [u16; 13] = [
 ];
 
 /// Attributes the kernel moves by itself (counters, carrier events, the operational state
-/// linkwatch settles later, the per-family data whose settings are sysctls) or that repeat
-/// another (a bridge port's protocol info is its port data): not compared.
-const VOLATILE_ATTRS: [u16; 10] = [
+/// linkwatch settles later, the per-family data whose settings are sysctls), that repeat
+/// another (a bridge port's protocol info is its port data), or that count references other
+/// objects hold (promiscuity and allmulti: a packet socket's membership, a bridge's port; made
+/// again with them, the administrator's own setting is in the flags): not compared.
+const VOLATILE_ATTRS: [u16; 12] = [
+    IFLA_PROMISCUITY,
+    IFLA_ALLMULTI,
     IFLA_STATS,
     IFLA_STATS64,
     IFLA_OPERSTATE,
@@ -812,13 +815,10 @@ pub(crate) fn wait_operstates(sock: &NlSocket, links: &[Link]) -> Result<(), NlE
     }
 }
 
-/// Sets the admin flags of `link` as dumped, but those a port has from its bridge.
+/// Sets the admin flags of `link` as dumped (promisc and allmulti as the administrator set
+/// them: the kernel shows those, not the references of a port or a socket).
 pub(crate) fn set_flags(sock: &NlSocket, link: &Link) -> Result<(), NlError> {
-    let change = if link.master != 0 {
-        ADMIN_FLAGS & !FLAGS_OF_A_PORT
-    } else {
-        ADMIN_FLAGS
-    };
+    let change = ADMIN_FLAGS;
     let deadline = std::time::Instant::now() + NAME_FREE_TIMEOUT;
     loop {
         let set = new_link(
