@@ -280,55 +280,8 @@ pub fn observe() -> Result<Observed, NetnsError> {
     let links = link::read_links(&sock).map_err(nl("dump links"))?;
     out.objects.extend(links.iter().map(|l| l.line.clone()));
     out.interfaces.links = links;
-    for (_, p) in dump(&sock, RTM_GETADDR, &[0u8; 8]).map_err(nl("dump addresses"))? {
-        if p.len() < 8 {
-            continue;
-        }
-        let index = i32::from_ne_bytes(p[4..8].try_into().expect("4 bytes"));
-        let mut a = Address {
-            index,
-            family: p[0],
-            prefix_len: p[1],
-            flags: p[2] as u32,
-            scope: p[3],
-            local: Vec::new(),
-            address: Vec::new(),
-            broadcast: Vec::new(),
-            label: String::new(),
-        };
-        for (ty, v) in nft::attrs(&p[8..]) {
-            match ty {
-                IFA_ADDRESS => a.address = v.to_vec(),
-                IFA_LOCAL => a.local = v.to_vec(),
-                IFA_BROADCAST => a.broadcast = v.to_vec(),
-                IFA_LABEL => a.label = text_of(v),
-                IFA_FLAGS => a.flags = u32_of(v),
-                _ => {}
-            }
-        }
-        let other = rest(
-            &p,
-            8,
-            &[
-                IFA_ADDRESS,
-                IFA_LOCAL,
-                IFA_BROADCAST,
-                IFA_LABEL,
-                IFA_FLAGS,
-                IFA_CACHEINFO,
-            ],
-        );
-        // Tentative is a moment of duplicate detection, which a restore holds off: the
-        // address is ready at once, as it would have been shortly.
-        out.objects.push(format!(
-            "address {} dev {index} scope {} flags {:#x} peer {} broadcast {} label {:?}{other}",
-            a.describe(),
-            a.scope,
-            a.flags & !IFA_F_TENTATIVE,
-            ip_text(&a.address),
-            ip_text(&a.broadcast),
-            a.label
-        ));
+    for (a, line) in read_addresses(&sock)? {
+        out.objects.push(line);
         out.interfaces.addresses.push(a);
     }
     let routes = read_routes(&sock)?;
@@ -414,6 +367,64 @@ pub fn links() -> Result<Vec<Link>, NetnsError> {
 pub fn outer_peer(index: i32) -> Result<Option<OuterPeer>, NetnsError> {
     let sock = NlSocket::open(SockProtocol::NetlinkRoute).map_err(nl("open rtnetlink socket"))?;
     link::outer_peer(&sock, index).map_err(nl(format!("read link {index}")))
+}
+
+/// The addresses of every link of the calling thread's namespace, in the kernel's order,
+/// each with the line [`observe`] shows it as.
+fn read_addresses(sock: &NlSocket) -> Result<Vec<(Address, String)>, NetnsError> {
+    let mut out = Vec::new();
+    for (_, p) in dump(sock, RTM_GETADDR, &[0u8; 8]).map_err(nl("dump addresses"))? {
+        if p.len() < 8 {
+            continue;
+        }
+        let index = i32::from_ne_bytes(p[4..8].try_into().expect("4 bytes"));
+        let mut a = Address {
+            index,
+            family: p[0],
+            prefix_len: p[1],
+            flags: p[2] as u32,
+            scope: p[3],
+            local: Vec::new(),
+            address: Vec::new(),
+            broadcast: Vec::new(),
+            label: String::new(),
+        };
+        for (ty, v) in nft::attrs(&p[8..]) {
+            match ty {
+                IFA_ADDRESS => a.address = v.to_vec(),
+                IFA_LOCAL => a.local = v.to_vec(),
+                IFA_BROADCAST => a.broadcast = v.to_vec(),
+                IFA_LABEL => a.label = text_of(v),
+                IFA_FLAGS => a.flags = u32_of(v),
+                _ => {}
+            }
+        }
+        let other = rest(
+            &p,
+            8,
+            &[
+                IFA_ADDRESS,
+                IFA_LOCAL,
+                IFA_BROADCAST,
+                IFA_LABEL,
+                IFA_FLAGS,
+                IFA_CACHEINFO,
+            ],
+        );
+        // Tentative is a moment of duplicate detection, which a restore holds off: the
+        // address is ready at once, as it would have been shortly.
+        let line = format!(
+            "address {} dev {index} scope {} flags {:#x} peer {} broadcast {} label {:?}{other}",
+            a.describe(),
+            a.scope,
+            a.flags & !IFA_F_TENTATIVE,
+            ip_text(&a.address),
+            ip_text(&a.broadcast),
+            a.label
+        );
+        out.push((a, line));
+    }
+    Ok(out)
 }
 
 /// The routes of every table of the calling thread's namespace, in the kernel's order.
@@ -774,7 +785,10 @@ pub fn make_interfaces_with(
 /// Makes the calling thread's namespace have `addresses`: those it has and should not
 /// deleted, the missing ones added, in order.
 fn make_addresses(sock: &NlSocket, addresses: &[Address]) -> Result<(), NetnsError> {
-    let now = observe()?.interfaces.addresses;
+    let now = read_addresses(sock)?
+        .into_iter()
+        .map(|(a, _)| a)
+        .collect::<Vec<_>>();
     let fixed = |a: &Address| {
         let mut f = [0u8; 8];
         (f[0], f[1], f[2], f[3]) = (a.family, a.prefix_len, a.flags as u8, a.scope);
@@ -921,7 +935,10 @@ const IFA_F_TENTATIVE: u32 = 0x40;
 fn wait_addresses_ready(sock: &NlSocket, wanted: &[Address]) -> Result<(), NetnsError> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
     loop {
-        let addresses = observe()?.interfaces.addresses;
+        let addresses = read_addresses(sock)?
+            .into_iter()
+            .map(|(a, _)| a)
+            .collect::<Vec<_>>();
         let routes = read_routes(sock)?;
         let missing = addresses.iter().find(|a| {
             let Some(w) = wanted.iter().find(|w| w.same_place(a)) else {
