@@ -252,17 +252,25 @@ impl Drop for HostLinks {
     }
 }
 
-/// What cryo's namespace shows of link `name`: its state and master (not its index, which
-/// `ip` shows as the peer's, nor its statistics).
+/// What cryo's namespace shows of link `name`: its state, master and MAC (not its index,
+/// which `ip` shows as the peer's, nor the number cryo's namespace gives the peer's: the
+/// host's numbering of a namespace that is a new one after a restore).
 fn host_link(name: &str) -> String {
     let out = Command::new("ip")
         .args(["-o", "link", "show", name])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    text.split_whitespace()
-        .skip(1)
-        .filter(|w| !w.contains("@if"))
+    let words: Vec<&str> = text.split_whitespace().skip(1).collect();
+    words
+        .iter()
+        .enumerate()
+        .filter(|(i, w)| {
+            !w.contains("@if")
+                && **w != "link-netnsid"
+                && (*i == 0 || words[i - 1] != "link-netnsid")
+        })
+        .map(|(_, w)| *w)
         .collect::<Vec<_>>()
         .join(" ")
 }
