@@ -113,6 +113,22 @@ fn a_tree_in_a_network_namespace_of_its_own_comes_back_in_a_new_one_with_lo_sysc
 }
 
 #[test]
+fn a_promiscuous_membership_of_a_packet_socket_keeps_lo_promiscuous_in_its_namespace() {
+    cryo_bin();
+    // lo down, no other socket: a datagram queued beside a packet socket on lo is refused.
+    let mut w = Workload::spawn("netns", &["down", "promisc"]);
+    let before = w.cmd("ip -d -o link show lo");
+    assert!(before.contains("promiscuity 1"), "{before}");
+    w.dump_and_restore();
+    assert_ne!(w.cmd("ns"), ours());
+    assert_eq!(
+        w.cmd("ip -d -o link show lo"),
+        before,
+        "lo's promiscuity count"
+    );
+}
+
+#[test]
 fn a_namespace_with_lo_down_comes_back_down() {
     cryo_bin();
     let mut w = Workload::spawn("netns", &["down"]);

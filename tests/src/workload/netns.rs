@@ -9,7 +9,8 @@
 //!                      CIDR dev lo)   sysctl=PATH=VALUE (below /proc/sys, `,` for a tab)
 //!                      route=CIDR (ip route add CIDR dev lo, once lo is up; route=ARG+ARG...:
 //!                      ip route add ARG..., `dev lo` added when no dev or via is given)   veth=NAME (a veth pair
-//!                      NAME, NAME-p)   ip=ARG+ARG... (ip ARG...)   settled (waits until
+//!                      NAME, NAME-p)   promisc (a packet socket with a promiscuous
+//!                      membership of lo, kept)   ip=ARG+ARG... (ip ARG...)   settled (waits until
 //!                      no IPv6 address is tentative: duplicate detection over)   nft=FILE (nft -f FILE)   ipt=ARG+ARG... and
 //!                      ip6t=ARG+ARG... (iptables-legacy / ip6tables-legacy -w ARG...): rules in
 //!                      place before the sockets are made
@@ -36,7 +37,7 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
-use std::os::fd::{FromRawFd, IntoRawFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::path::Path;
 
 use super::kids::{exit_child, fork_holding};
@@ -76,11 +77,13 @@ pub fn start(args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
     drop(original);
     let mut up = true;
     let mut routes = Vec::new();
+    let mut promisc = None;
     for arg in args {
         let (key, value) = arg.split_once('=').unwrap_or((arg, ""));
         match key {
             "down" => up = false,
             "early" | "back" => {}
+            "promisc" => promisc = Some(promiscuous_on_lo()?),
             "mtu" => ip(&["link", "set", "lo", "mtu", value])?,
             "addr" => ip(&["addr", "add", value, "dev", "lo"])?,
             "sysctl" => {
@@ -116,6 +119,7 @@ pub fn start(args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
             back,
             last_ack: None,
             served: None,
+            promisc,
         }));
     }
     ip(&["link", "set", "lo", "up"])?;
@@ -148,7 +152,41 @@ pub fn start(args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
         back,
         last_ack: None,
         served: None,
+        promisc,
     }))
+}
+
+/// A packet socket with a promiscuous membership of lo (index 1): lo's promiscuity count
+/// goes up while it is held.
+fn promiscuous_on_lo() -> Result<OwnedFd, String> {
+    let protocol = (libc::ETH_P_ALL as u16).to_be() as libc::c_int;
+    // SAFETY: socket(2) with constant arguments.
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, protocol) };
+    if fd < 0 {
+        return Err(io_err(std::io::Error::last_os_error()));
+    }
+    // SAFETY: fd was just returned by socket(2); nothing else owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mreq = libc::packet_mreq {
+        mr_ifindex: 1,
+        mr_type: libc::PACKET_MR_PROMISC as libc::c_ushort,
+        mr_alen: 0,
+        mr_address: [0; 8],
+    };
+    // SAFETY: mreq is a packet_mreq, and its size is given.
+    let set = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_PACKET,
+            libc::PACKET_ADD_MEMBERSHIP,
+            (&mreq as *const libc::packet_mreq).cast(),
+            std::mem::size_of::<libc::packet_mreq>() as libc::socklen_t,
+        )
+    };
+    if set != 0 {
+        return Err(io_err(std::io::Error::last_os_error()));
+    }
+    Ok(fd)
 }
 
 /// The child's life: echoes what comes on `fd` until its end.
@@ -232,6 +270,9 @@ struct Netns {
     last_ack: Option<(TcpStream, TcpStream)>,
     /// The listener of `listen` and the client it accepted.
     served: Option<(TcpListener, Option<TcpStream>)>,
+    /// The packet socket of option `promisc`.
+    #[allow(dead_code)]
+    promisc: Option<OwnedFd>,
 }
 
 /// `last-ack`: the accepted end in LAST_ACK, its FIN dropped on the way back; the port.
