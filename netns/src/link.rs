@@ -238,6 +238,15 @@ pub(crate) fn message(ty: u16, flags: u16, seq: u32, fixed: &[u8], attrs: &[u8])
     msg
 }
 
+/// Dumps `ty` with fixed struct `fixed`: the payloads answered.
+pub(crate) fn dump(sock: &NlSocket, ty: u16, fixed: &[u8]) -> Result<Vec<(u16, Vec<u8>)>, NlError> {
+    let seq = sock.next_seq();
+    sock.dump(
+        &message(ty, nft::NLM_F_REQUEST | nft::NLM_F_DUMP, seq, fixed, &[]),
+        seq,
+    )
+}
+
 /// `struct ifinfomsg` for link `index`: flags `flags` of those in `change`.
 fn ifinfo(index: i32, flags: u32, change: u32) -> [u8; 16] {
     let mut f = [0u8; 16];
@@ -273,17 +282,7 @@ fn change_link(sock: &NlSocket, index: i32, attrs: &[u8], step: String) -> Resul
 
 /// Every link of the namespace of `sock`, in the kernel's order.
 pub(crate) fn read_links(sock: &NlSocket) -> Result<Vec<Link>, NlError> {
-    let seq = sock.next_seq();
-    let answers = sock.dump(
-        &message(
-            RTM_GETLINK,
-            nft::NLM_F_REQUEST | nft::NLM_F_DUMP,
-            seq,
-            &[0u8; 16],
-            &[],
-        ),
-        seq,
-    )?;
+    let answers = dump(sock, RTM_GETLINK, &[0u8; 16])?;
     Ok(answers.iter().filter_map(|(_, p)| parse_link(p)).collect())
 }
 
@@ -397,25 +396,22 @@ pub(crate) fn nsid_of(sock: &NlSocket, ns: BorrowedFd<'_>) -> Result<Option<i32>
     Ok(nsid.filter(|id| *id >= 0))
 }
 
-/// The peer at `index` of the namespace of `sock` (the one a dump runs in), as an
-/// [`OuterPeer`]; None when there is no such link.
-pub(crate) fn outer_peer(sock: &NlSocket, index: i32) -> Result<Option<OuterPeer>, NlError> {
-    let links = read_links(sock)?;
-    let Some(peer) = links.iter().find(|l| l.index == index) else {
-        return Ok(None);
-    };
+/// Link `index` of `links` (those of the namespace a dump runs in), as an [`OuterPeer`];
+/// None when there is no such link.
+pub fn outer_peer(links: &[Link], index: i32) -> Option<OuterPeer> {
+    let peer = links.iter().find(|l| l.index == index)?;
     let master = links
         .iter()
         .find(|l| peer.master != 0 && l.index == peer.master)
         .map(|l| l.name.clone())
         .unwrap_or_default();
-    Ok(Some(OuterPeer {
+    Some(OuterPeer {
         name: peer.name.clone(),
         index: peer.index,
         create_attrs: peer.create_attrs.clone(),
         flags: peer.flags,
         master,
-    }))
+    })
 }
 
 /// Where a veth's peer, outside, is made and a macvlan's link found: the namespace of the
@@ -437,21 +433,40 @@ const NAME_FREE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5)
 
 /// Waits until the namespace of `sock` has no link named `name`.
 fn wait_name_free(sock: &NlSocket, name: &str) -> Result<(), NlError> {
-    let deadline = std::time::Instant::now() + NAME_FREE_TIMEOUT;
-    while read_links(sock)?.iter().any(|l| l.name == name) {
-        if std::time::Instant::now() > deadline {
-            return Err(NlError::Protocol(
-                "make a veth's peer again",
-                format!(
-                    "the namespace it goes back to still has a link named {name} after {} s \
-                     (the dumped process still runs, or another took the name)",
-                    NAME_FREE_TIMEOUT.as_secs()
-                ),
-            ));
-        }
-        std::thread::sleep(std::time::Duration::from_millis(2));
+    let taken = poll(NAME_FREE_TIMEOUT, || {
+        Ok(read_links(sock)?
+            .iter()
+            .any(|l| l.name == name)
+            .then_some(()))
+    })?;
+    match taken {
+        None => Ok(()),
+        Some(()) => Err(NlError::Protocol(
+            "make a veth's peer again",
+            format!(
+                "the namespace it goes back to still has a link named {name} after {} s \
+                 (the dumped process still runs, or another took the name)",
+                NAME_FREE_TIMEOUT.as_secs()
+            ),
+        )),
     }
-    Ok(())
+}
+
+/// Calls `check` until it finds nothing left to wait for (None) or `timeout` passed, and
+/// returns what it found last then: for kernel state that settles by itself, after a worker
+/// of the kernel's ran, with no event to wait on.
+pub(crate) fn poll<T, E>(
+    timeout: std::time::Duration,
+    mut check: impl FnMut() -> Result<Option<T>, E>,
+) -> Result<Option<T>, E> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match check()? {
+            None => return Ok(None),
+            Some(left) if std::time::Instant::now() > deadline => return Ok(Some(left)),
+            Some(_) => std::thread::sleep(std::time::Duration::from_millis(1)),
+        }
+    }
 }
 
 /// Makes `link`, one of `links`, in the calling thread's namespace; `peer`: its veth peer
@@ -788,30 +803,23 @@ const SETTLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 /// carrier is, a qdisc attached: until then what it sends is dropped); an error names the
 /// first one that did not settle.
 pub(crate) fn wait_operstates(sock: &NlSocket, links: &[Link]) -> Result<(), NlError> {
-    let deadline = std::time::Instant::now() + SETTLE_TIMEOUT;
-    loop {
+    let unsettled = poll(SETTLE_TIMEOUT, || {
         let now = read_links(sock)?;
-        let unsettled = links.iter().find(|l| {
+        Ok(links.iter().find_map(|l| {
             now.iter()
-                .any(|n| n.index == l.index && n.operstate != l.operstate)
-        });
-        let Some(link) = unsettled else {
-            return Ok(());
-        };
-        if std::time::Instant::now() > deadline {
-            return Err(NlError::Protocol(
-                "wait for the links' operational states",
-                format!(
-                    "{} stays in state {}, not {} as dumped",
-                    link.name,
-                    now.iter()
-                        .find(|n| n.index == link.index)
-                        .map_or(0, |n| n.operstate),
-                    link.operstate
-                ),
-            ));
-        }
-        std::thread::sleep(std::time::Duration::from_millis(2));
+                .find(|n| n.index == l.index && n.operstate != l.operstate)
+                .map(|n| (l, n.operstate))
+        }))
+    })?;
+    match unsettled {
+        None => Ok(()),
+        Some((link, state)) => Err(NlError::Protocol(
+            "wait for the links' operational states",
+            format!(
+                "{} stays in state {state}, not {} as dumped",
+                link.name, link.operstate
+            ),
+        )),
     }
 }
 

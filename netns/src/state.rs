@@ -29,9 +29,9 @@ use nix::errno::Errno;
 use nix::sys::socket::SockProtocol;
 
 use crate::error::NetnsError;
-use crate::link::{self, push_attr, Link, OuterPeer};
+use crate::link::{self, dump, push_attr, Link, OuterPeer};
 use crate::netlink::{NlError, NlSocket};
-use crate::nft::{self, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST};
+use crate::nft::{self, NLM_F_ACK, NLM_F_REQUEST};
 
 const RTM_NEWADDR: u16 = 20;
 const RTM_DELADDR: u16 = 21;
@@ -206,15 +206,6 @@ fn request(ty: u16, flags: u16, seq: u32, fixed: &[u8], attrs: &[(u16, &[u8])]) 
     link::message(ty, flags, seq, fixed, &encoded)
 }
 
-/// Dumps `ty` with fixed struct `fixed`: the payloads answered.
-fn dump(sock: &NlSocket, ty: u16, fixed: &[u8]) -> Result<Vec<(u16, Vec<u8>)>, NlError> {
-    let seq = sock.next_seq();
-    sock.dump(
-        &request(ty, NLM_F_REQUEST | NLM_F_DUMP, seq, fixed, &[]),
-        seq,
-    )
-}
-
 /// Sends one change and waits for its ACK.
 fn change(
     sock: &NlSocket,
@@ -273,9 +264,14 @@ fn rest(payload: &[u8], fixed: usize, skip: &[u16]) -> String {
         })
 }
 
+/// An rtnetlink socket of the calling thread's network namespace.
+fn route_socket() -> Result<NlSocket, NetnsError> {
+    NlSocket::open(SockProtocol::NetlinkRoute).map_err(nl("open rtnetlink socket"))
+}
+
 /// Reads what the calling thread's network namespace shows.
 pub fn observe() -> Result<Observed, NetnsError> {
-    let sock = NlSocket::open(SockProtocol::NetlinkRoute).map_err(nl("open rtnetlink socket"))?;
+    let sock = route_socket()?;
     let mut out = Observed::default();
     let links = link::read_links(&sock).map_err(nl("dump links"))?;
     out.objects.extend(links.iter().map(|l| l.line.clone()));
@@ -352,21 +348,14 @@ pub fn observe() -> Result<Observed, NetnsError> {
 /// The number the calling thread's network namespace gives network namespace `ns` (None:
 /// none yet, so no link of it is over one there).
 pub fn nsid_of(ns: std::os::fd::BorrowedFd<'_>) -> Result<Option<i32>, NetnsError> {
-    let sock = NlSocket::open(SockProtocol::NetlinkRoute).map_err(nl("open rtnetlink socket"))?;
+    let sock = route_socket()?;
     link::nsid_of(&sock, ns).map_err(nl("RTM_GETNSID"))
 }
 
 /// The links of the calling thread's network namespace.
 pub fn links() -> Result<Vec<Link>, NetnsError> {
-    let sock = NlSocket::open(SockProtocol::NetlinkRoute).map_err(nl("open rtnetlink socket"))?;
+    let sock = route_socket()?;
     link::read_links(&sock).map_err(nl("dump links"))
-}
-
-/// Link `index` of the calling thread's network namespace as the outside peer of a veth
-/// (None: it has no such link).
-pub fn outer_peer(index: i32) -> Result<Option<OuterPeer>, NetnsError> {
-    let sock = NlSocket::open(SockProtocol::NetlinkRoute).map_err(nl("open rtnetlink socket"))?;
-    link::outer_peer(&sock, index).map_err(nl(format!("read link {index}")))
 }
 
 /// The addresses of every link of the calling thread's namespace, in the kernel's order,
@@ -674,8 +663,7 @@ impl OuterSide {
                 error,
             })?
             .into();
-        let sock =
-            NlSocket::open(SockProtocol::NetlinkRoute).map_err(nl("open rtnetlink socket"))?;
+        let sock = route_socket()?;
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).map_err(NetnsError::Unshare)?;
         Ok(OuterSide {
             ns,
@@ -759,7 +747,7 @@ pub fn make_interfaces_with(
     outer: Option<&OuterSide>,
     write_sysctls: impl FnOnce() -> Result<(), NetnsError>,
 ) -> Result<(), NetnsError> {
-    let sock = NlSocket::open(SockProtocol::NetlinkRoute).map_err(nl("open rtnetlink socket"))?;
+    let sock = route_socket()?;
     let outer = outer.map(|o| link::Outer {
         ns: o.ns.as_fd(),
         sock: &o.sock,
@@ -909,21 +897,23 @@ fn bring_up(sock: &NlSocket, interfaces: &Interfaces) -> Result<(), NetnsError> 
 
 /// Waits until `link` has its link-local route (the kernel's link watch makes it ready).
 fn wait_ready(sock: &NlSocket, link: &Link) -> Result<(), NetnsError> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
-    while !read_routes(sock)?
-        .iter()
-        .any(|r| r.line.starts_with(LINK_LOCAL_ROUTE) && route_dev(&r.line) == link.index)
-    {
-        if std::time::Instant::now() > deadline {
-            return Err(NetnsError::Netlink {
-                step: format!("wait for link {} to be ready as dumped", link.name),
-                errno: Errno::ETIMEDOUT,
-            });
-        }
-        std::thread::sleep(std::time::Duration::from_millis(1));
+    let not_ready = link::poll(READY_TIMEOUT, || {
+        let ready = read_routes(sock)?
+            .iter()
+            .any(|r| r.line.starts_with(LINK_LOCAL_ROUTE) && route_dev(&r.line) == link.index);
+        Ok::<_, NetnsError>((!ready).then_some(()))
+    })?;
+    match not_ready {
+        None => Ok(()),
+        Some(()) => Err(NetnsError::Netlink {
+            step: format!("wait for link {} to be ready as dumped", link.name),
+            errno: Errno::ETIMEDOUT,
+        }),
     }
-    Ok(())
 }
+
+/// How long a restore waits for the kernel's workers to make a link or an address ready.
+const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// IFA_F_TENTATIVE: duplicate address detection not over.
 const IFA_F_TENTATIVE: u32 = 0x40;
@@ -933,14 +923,10 @@ const IFA_F_TENTATIVE: u32 = 0x40;
 /// duplicate detection (held off, it ends at once) and add the route after the request that
 /// added the address (or brought its link up) was answered.
 fn wait_addresses_ready(sock: &NlSocket, wanted: &[Address]) -> Result<(), NetnsError> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
-    loop {
-        let addresses = read_addresses(sock)?
-            .into_iter()
-            .map(|(a, _)| a)
-            .collect::<Vec<_>>();
+    let unready = link::poll(READY_TIMEOUT, || {
+        let addresses = read_addresses(sock)?;
         let routes = read_routes(sock)?;
-        let missing = addresses.iter().find(|a| {
+        let missing = addresses.into_iter().map(|(a, _)| a).find(|a| {
             let Some(w) = wanted.iter().find(|w| w.same_place(a)) else {
                 return false;
             };
@@ -959,20 +945,18 @@ fn wait_addresses_ready(sock: &NlSocket, wanted: &[Address]) -> Result<(), Netns
                             .iter()
                             .any(|r| r.line.starts_with(&head) && r.line.contains(&dev))))
         });
-        let Some(address) = missing else {
-            return Ok(());
-        };
-        if std::time::Instant::now() > deadline {
-            return Err(NetnsError::Netlink {
-                step: format!(
-                    "wait for {} on link {} to be ready as dumped",
-                    address.describe(),
-                    address.index
-                ),
-                errno: Errno::ETIMEDOUT,
-            });
-        }
-        std::thread::sleep(std::time::Duration::from_millis(1));
+        Ok::<_, NetnsError>(missing)
+    })?;
+    match unready {
+        None => Ok(()),
+        Some(address) => Err(NetnsError::Netlink {
+            step: format!(
+                "wait for {} on link {} to be ready as dumped",
+                address.describe(),
+                address.index
+            ),
+            errno: Errno::ETIMEDOUT,
+        }),
     }
 }
 

@@ -34,7 +34,7 @@ use std::sync::atomic::{AtomicI32, Ordering};
 
 use cryo_netns::conntrack;
 use cryo_netns::firewall::{self, Firewall};
-use cryo_netns::link::{Link, OuterPeer, MADE_KINDS};
+use cryo_netns::link::{outer_peer, Link, OuterPeer, MADE_KINDS};
 use cryo_netns::ruleset::{self, Kind};
 use cryo_netns::state::{self, Address, Interfaces, Observed, OuterSide, Route};
 use cryo_netns::xtables::{LegacyFamily, LegacyTable};
@@ -419,6 +419,8 @@ fn outer_peers(
     ours_there: Option<i32>,
 ) -> Result<Vec<(i32, OuterPeer)>, PeerError> {
     let mut peers = Vec::new();
+    // cryo's links, read once for all the links over one of them.
+    let mut ours: Option<Vec<Link>> = None;
     for link in links {
         let Some(nsid) = link.link_netnsid else {
             continue;
@@ -436,14 +438,16 @@ fn outer_peers(
                 link.name, link.kind, link.link,
             )));
         }
-        let peer = state::outer_peer(link.link)
-            .map_err(PeerError::Read)?
-            .ok_or_else(|| {
-                PeerError::Refused(format!(
-                    "holds {} {}, whose link (index {}) is not in cryo's namespace",
-                    link.kind, link.name, link.link
-                ))
-            })?;
+        let ours = match &mut ours {
+            Some(read) => read,
+            empty => empty.insert(state::links().map_err(PeerError::Read)?),
+        };
+        let peer = outer_peer(ours, link.link).ok_or_else(|| {
+            PeerError::Refused(format!(
+                "holds {} {}, whose link (index {}) is not in cryo's namespace",
+                link.kind, link.name, link.link
+            ))
+        })?;
         peers.push((link.index, peer));
     }
     Ok(peers)
@@ -744,6 +748,21 @@ pub(crate) fn outer_unknown() {
     OUTER.store(0, Ordering::Relaxed);
 }
 
+/// Moves the calling process into the network namespace the roots are forked into
+/// ([`OUTER`]'s).
+fn join_outer() -> Result<(), ChildError> {
+    let outer = OUTER.load(Ordering::Relaxed);
+    let path = format!("/proc/{outer}/ns/net");
+    let join = || -> std::io::Result<()> {
+        if outer == 0 {
+            return Err(std::io::Error::from_raw_os_error(libc::ENOENT));
+        }
+        nix::sched::setns(File::open(&path)?, CloneFlags::CLONE_NEWNET)?;
+        Ok(())
+    };
+    join().map_err(ChildError::sys_on(ChildStep::NetNamespace, path))
+}
+
 /// In a forked process of the restore, before its fds and children: a new network namespace
 /// made as dumped, where its process was in one other than its parent's (`parent`: the
 /// parent's core, None for a root); back in the roots' one where it was in cryo's below a
@@ -752,17 +771,7 @@ pub fn restore_in_child(core: &TaskCore, parent: Option<&TaskCore>) -> Result<()
     let parent_ns = parent.and_then(|p| p.netns.as_ref());
     let Some(ns) = &core.netns else {
         if parent_ns.is_some() {
-            let outer = OUTER.load(Ordering::Relaxed);
-            let path = format!("/proc/{outer}/ns/net");
-            let back = || -> std::io::Result<()> {
-                if outer == 0 {
-                    return Err(std::io::Error::from_raw_os_error(libc::ENOENT));
-                }
-                let ns = File::open(&path)?;
-                nix::sched::setns(ns, CloneFlags::CLONE_NEWNET)?;
-                Ok(())
-            };
-            back().map_err(ChildError::sys_on(ChildStep::NetNamespace, path.clone()))?;
+            join_outer()?;
         }
         return Ok(());
     };
@@ -781,16 +790,7 @@ pub fn restore_in_child(core: &TaskCore, parent: Option<&TaskCore>) -> Result<()
         None
     } else {
         // The veth peers go back to the roots' namespace: made from a socket opened there.
-        let outer = OUTER.load(Ordering::Relaxed);
-        let path = format!("/proc/{outer}/ns/net");
-        let join = || -> std::io::Result<()> {
-            if outer == 0 {
-                return Err(std::io::Error::from_raw_os_error(libc::ENOENT));
-            }
-            nix::sched::setns(File::open(&path)?, CloneFlags::CLONE_NEWNET)?;
-            Ok(())
-        };
-        join().map_err(ChildError::sys_on(ChildStep::NetNamespace, path.clone()))?;
+        join_outer()?;
         Some(OuterSide::here_then_unshare(true).map_err(failed)?)
     };
     let sysctls: Vec<(String, String)> = ns
