@@ -400,6 +400,75 @@ fn a_child_in_a_mount_namespace_made_inside_its_parents_pivoted_one_comes_back_i
     child_in_a_namespace_inside_its_parents(&["pivot", "nested"]);
 }
 
+/// A child chrooted into a directory of its namespace's tmpfs (zdtm chroot and chroot-file
+/// in a container: a jail that is no mount of its own, so its mountinfo is empty) comes back
+/// in that jail: its root the jail of the namespace made again, its working directory, its
+/// open file and the same file reopened by its path inside the jail. A `--leave-running`
+/// dump leaves it as it was. Before: refused ("its root is ... (chroot) in a mount namespace
+/// of its own: not restored").
+#[test]
+fn a_chrooted_child_in_the_namespace_comes_back_in_its_jail() {
+    cryo_bin();
+    let _shared = cryo_tests::cryos_mounts_kept();
+    let mut w = Workload::spawn("mount-ns", &["jailed"]);
+    let jail = w.path("tmp").join("jail");
+    let view = |w: &Workload| {
+        let seen = w.cmd("jailed");
+        let (ino, rest) = seen.split_once(' ').unwrap();
+        let node = w.cmd(&format!("node {}", jail.display()));
+        assert_eq!(
+            ino.strip_prefix("root-ino:"),
+            node.rsplit(' ').next(),
+            "its root is the jail: {seen} / {node}"
+        );
+        rest.to_string()
+    };
+    let before = view(&w);
+    assert_eq!(
+        before,
+        "cwd:/sub fd:written in the jail open:written in the jail same:true"
+    );
+    w.dump(&w.path("left"), &["--leave-running"])
+        .assert_success();
+    assert_eq!(view(&w), before, "after a --leave-running dump");
+    w.dump_and_restore();
+    assert_eq!(view(&w), before, "the restored child");
+    assert_ne!(mnt_ns(w.pid()), mnt_ns(std::process::id() as i32));
+    w.kill_restored();
+}
+
+/// A child that made a mount namespace of its own, a tmpfs in it, and chrooted into a directory
+/// of that tmpfs: the namespace's only process is in a jail whose mountinfo shows no mount,
+/// so the namespace is read through a view of its root, not through the process's; it comes
+/// back in the jail of the namespace made again. Before: refused as above.
+#[test]
+fn a_namespace_whose_only_process_is_chrooted_comes_back_with_it_in_its_jail() {
+    cryo_bin();
+    let _shared = cryo_tests::cryos_mounts_kept();
+    let mut w = Workload::spawn("mount-ns", &["jailed-maker"]);
+    let [kid] = w.kids()[..] else {
+        panic!("one child: {:?}", w.kids())
+    };
+    let view = |w: &Workload| {
+        let seen = w.cmd("jailed");
+        let (ino, rest) = seen.split_once(' ').unwrap();
+        let root = std::fs::metadata(format!("/proc/{kid}/root")).unwrap();
+        assert_eq!(ino, format!("root-ino:{}", root.ino()), "{seen}");
+        rest.to_string()
+    };
+    let before = view(&w);
+    assert_eq!(
+        before,
+        "cwd:/sub fd:written in the jail open:written in the jail same:true"
+    );
+    w.dump_and_restore();
+    assert_eq!(view(&w), before, "the restored child");
+    let mounts = std::fs::read_to_string(format!("/proc/{kid}/mountinfo")).unwrap();
+    assert!(mounts.is_empty(), "its jail shows no mount: {mounts}");
+    assert!(mnt_ns(kid) != mnt_ns(w.pid()) && mnt_ns(w.pid()) != mnt_ns(std::process::id() as i32));
+    w.kill_restored();
+}
+
 /// A child in a mount namespace made inside its parent's (`extras` of the mount-ns
 /// workload) comes back in one made inside its parent's restored one: its own tmpfs, the
 /// parent's shared (one superblock).

@@ -34,6 +34,7 @@ pub(super) fn collect(
     pidns: Option<u64>,
     probes: &mut landlock::Probes,
     external_mounts: &[crate::task::mount_ns::ExternalMount],
+    mount_namespaces: &mut MountNamespaces,
 ) -> Result<cryo_proto::image::TaskCore> {
     // The stages' times in the debug log: all of this runs frozen (the downtime).
     let t = std::time::Instant::now();
@@ -54,10 +55,10 @@ pub(super) fn collect(
         inode,
         ..Default::default()
     });
-    core.mnt = made
-        .mnt
-        .map(|inode| crate::task::mount_ns::dump(pid, inode, external_mounts))
-        .transpose()?;
+    core.mnt = match made.mnt {
+        None => None,
+        Some(inode) => Some(mount_namespaces.dump(pid, inode, external_mounts)?),
+    };
     let mut process_attrs = attrs::dump_process(pid)?;
     stage("task, namespaces, cgroups, attributes");
     for &tid in frozen.tids() {
@@ -113,6 +114,32 @@ pub(super) fn collect(
         files.take_locks_and_owners(pid, members)?;
     stage("fds");
     Ok(core)
+}
+
+/// The mount namespaces of a dump's processes, each read once (by the first process of the
+/// tree in it, from the namespace's root) and given to every process in it.
+#[derive(Default)]
+pub(super) struct MountNamespaces(
+    std::collections::HashMap<(u64, bool), cryo_proto::image::MountNamespace>,
+);
+
+impl MountNamespaces {
+    /// Namespace `inode` of `pid`, read now unless read for another process (with the same
+    /// external mounts, which only the roots' namespaces have).
+    fn dump(
+        &mut self,
+        pid: Pid,
+        inode: u64,
+        external_mounts: &[crate::task::mount_ns::ExternalMount],
+    ) -> Result<cryo_proto::image::MountNamespace> {
+        let key = (inode, external_mounts.is_empty());
+        if let Some(ns) = self.0.get(&key) {
+            return Ok(ns.clone());
+        }
+        let ns = crate::task::mount_ns::dump(pid, inode, external_mounts)?;
+        self.0.insert(key, ns.clone());
+        Ok(ns)
+    }
 }
 
 /// The memory of task `pid` (frozen, as for [`collect`]): without its pages when `pages` is

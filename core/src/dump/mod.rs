@@ -437,6 +437,7 @@ fn dump_tree(
     // The processes the threads' Landlock checks name, made as needed (none for threads with
     // CAP_SYS_PTRACE in cryo's PID namespace), gone once every task is collected.
     let mut probes = crate::task::landlock::Probes::new(pidns.as_ref().and_then(|n| n.init()));
+    let mut mount_namespaces = collect::MountNamespaces::default();
     for ((m, frozen), sockets) in live.iter().zip(&frozen).zip(sockets_held.tasks()) {
         let pid = m.pid;
         let _span = info_span!("task", %pid).entered();
@@ -465,6 +466,7 @@ fn dump_tree(
                 } else {
                     &[]
                 },
+                &mut mount_namespaces,
             )?;
             Ok::<_, Error>((earlier.flatten(), core))
         });

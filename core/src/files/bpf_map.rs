@@ -843,7 +843,7 @@ fn users_outside(members: &HashSet<i32>) -> std::io::Result<HashMap<u32, String>
 /// is passed over.
 fn pinned_maps(members: &HashSet<i32>) -> Vec<(u32, std::path::PathBuf)> {
     use crate::task::mount_ns::{as_seen_by, mountinfo};
-    let mut roots: Vec<std::path::PathBuf> = Vec::new();
+    let mut roots: Vec<crate::task::mount_ns::NamespacePath> = Vec::new();
     let mut devs = HashSet::new();
     let mut spaces = HashSet::new();
     // cryo (None), then the processes of the dump.
@@ -856,7 +856,11 @@ fn pinned_maps(members: &HashSet<i32>) -> Vec<(u32, std::path::PathBuf)> {
         if !spaces.insert(ns) {
             continue;
         }
-        let Ok(text) = std::fs::read_to_string(format!("/proc/{who}/mountinfo")) else {
+        let text = match holder {
+            Some(pid) => crate::task::mount_ns::namespace_mountinfo(pid),
+            None => std::fs::read_to_string("/proc/self/mountinfo"),
+        };
+        let Ok(text) = text else {
             continue;
         };
         for m in mountinfo::parse(&text) {
@@ -866,13 +870,14 @@ fn pinned_maps(members: &HashSet<i32>) -> Vec<(u32, std::path::PathBuf)> {
             let point = mountinfo::unescape(&m.point);
             roots.push(match holder {
                 Some(pid) => as_seen_by(pid, &point),
-                None => std::path::PathBuf::from(point),
+                None => crate::task::mount_ns::NamespacePath::plain(point.into()),
             });
         }
     }
     let mut pins = Vec::new();
-    for root in roots {
-        let mut stack = vec![root];
+    // Each root held while its pins are walked (and their paths used: below, through it).
+    for root in &roots {
+        let mut stack = vec![root.to_path_buf()];
         let mut seen = 0;
         while let Some(dir) = stack.pop() {
             let Ok(entries) = std::fs::read_dir(&dir) else {

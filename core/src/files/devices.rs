@@ -125,14 +125,14 @@ pub(super) fn is_line_terminal(rdev: u64) -> bool {
 /// restore opens (in that process) to make it a session's controlling terminal.
 pub(super) fn line_terminal_node(
     rdev: u64,
-    seen: impl Fn(&str) -> std::path::PathBuf,
+    seen: impl Fn(&str) -> crate::task::mount_ns::NamespacePath,
 ) -> Option<String> {
     let minor = nix::sys::stat::minor(rdev);
     let path = match minor {
         1..=63 => format!("/dev/tty{minor}"),
         _ => format!("/dev/ttyS{}", minor - 64),
     };
-    let meta = fs::metadata(seen(&path)).ok()?;
+    let meta = fs::metadata(&*seen(&path)).ok()?;
     (meta.file_type().is_char_device() && meta.rdev() == rdev).then_some(path)
 }
 

@@ -52,9 +52,13 @@ fn parent_of(pid: Pid) -> Option<i32> {
     stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// The mount ids of the namespace of the process whose /proc directory is `who`.
+/// The mount ids of the namespace of the process whose /proc directory is `who` (the whole
+/// namespace's, a chrooted process's too).
 fn mount_ids(who: &str) -> std::io::Result<HashSet<u64>> {
-    let text = std::fs::read_to_string(format!("/proc/{who}/mountinfo"))?;
+    let text = match who.parse() {
+        Ok(pid) => crate::task::mount_ns::namespace_mountinfo(Pid::from_raw(pid))?,
+        Err(_) => std::fs::read_to_string(format!("/proc/{who}/mountinfo"))?,
+    };
     Ok(text
         .lines()
         .filter_map(|l| l.split(' ').next()?.parse().ok())

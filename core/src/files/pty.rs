@@ -457,7 +457,7 @@ fn devpts_instance(
             let seen = crate::task::mount_ns::as_seen_by(open.pid, &beside.to_string_lossy());
             std::fs::metadata(&seen)
                 .map(|m| Some(m.dev()))
-                .map_err(|e| open.inspect_err("stat", seen, e))
+                .map_err(|e| open.inspect_err("stat", seen.to_path_buf(), e))
         }
         _ => Ok(None),
     }
@@ -812,7 +812,7 @@ fn line_terminal_of(
     // Paths as the leader sees them (a mount namespace of its own: a container's /dev).
     let seen = |path: &str| crate::task::mount_ns::as_seen_by(Pid::from_raw(p.sid), path);
     let held = descs.iter().find_map(|d| match &d.kind {
-        Some(Kind::CharDevice(path)) => std::fs::metadata(seen(path))
+        Some(Kind::CharDevice(path)) => std::fs::metadata(&*seen(path))
             .is_ok_and(|m| m.rdev() == rdev)
             .then(|| path.clone()),
         _ => None,
@@ -824,7 +824,7 @@ fn line_terminal_of(
         ))
     })?;
     let tty = nix::fcntl::open(
-        &seen(&path),
+        &*seen(&path),
         OFlag::O_RDONLY | OFlag::O_NOCTTY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
         Mode::empty(),
     )

@@ -219,9 +219,9 @@ fn open_linked(
     let open_dir = |d: &Path| {
         let seen = match holder {
             Some(pid) => crate::task::mount_ns::as_seen_by(pid, &d.to_string_lossy()),
-            None => d.to_path_buf(),
+            None => crate::task::mount_ns::NamespacePath::plain(d.to_path_buf()),
         };
-        nix::fcntl::open(&seen, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+        nix::fcntl::open(&*seen, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
     };
     let mount = dir
         .ancestors()

@@ -338,17 +338,13 @@ pub(crate) fn set_group(from: BorrowedFd<'_>, to: BorrowedFd<'_>) -> io::Result<
     Ok(())
 }
 
-/// An O_PATH fd on `point` (absolute, free of symlinks, as mountinfo shows a mount point) in
-/// the mount namespace and root of process `pid` (cryo's own for None): the topmost mount
-/// there.
-pub(crate) fn open_point(pid: Option<nix::unistd::Pid>, point: &str) -> io::Result<OwnedFd> {
+/// An O_PATH fd on `point` (absolute, free of symlinks, as mountinfo shows a mount point)
+/// below directory `root` (a mount namespace's root as cryo reaches it, or "/"): the topmost
+/// mount there.
+pub(crate) fn open_point(root: &std::path::Path, point: &str) -> io::Result<OwnedFd> {
     use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
-    let root = match pid {
-        Some(pid) => format!("/proc/{pid}/root"),
-        None => "/".to_string(),
-    };
     let root = nix::fcntl::open(
-        root.as_str(),
+        root,
         OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
         nix::sys::stat::Mode::empty(),
     )?;

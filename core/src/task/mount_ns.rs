@@ -154,27 +154,15 @@ pub fn dump(
         mount: m.describe(),
         detail,
     };
-    let theirs = parse(
-        &std::fs::read_to_string(proc::dir(pid).join("mountinfo"))
-            .map_err(read_err("its mountinfo"))?,
-    );
+    // Read from the namespace's root: a chrooted process's own view shows only its jail
+    // (restored by a chroot of its own, task/process.rs).
+    let theirs = parse(&namespace_mountinfo(pid).map_err(read_err("its mountinfo"))?);
     let ours = parse(
         &std::fs::read_to_string("/proc/self/mountinfo").map_err(read_err("cryo's mountinfo"))?,
     );
-    let root_link = proc::dir(pid).join("root");
-    let root = std::fs::read_link(&root_link).map_err(read_err("its root"))?;
-    if root != Path::new("/") {
-        let top = theirs.first().cloned().unwrap_or_default();
-        return Err(refuse(
-            &top,
-            format!(
-                "its root is {} (chroot) in a mount namespace of its own: not restored",
-                root.display()
-            ),
-        ));
-    }
+    let root_link = namespace_root(pid).map_err(read_err("its namespace's root"))?;
     let (propagation, outer_groups) =
-        propagation::dump(pid, &theirs, &ours).map_err(|(m, detail)| refuse(m, detail))?;
+        propagation::dump(&root_link, &theirs, &ours).map_err(|(m, detail)| refuse(m, detail))?;
     // Its root mount: the one whose parent it does not show. Another than cryo's: a root of
     // its own (pivot_root), every mount then its own, the root first.
     let top = |table: &[Mount]| {
@@ -653,16 +641,105 @@ fn bind_source(m: &Mount, ours: &[Mount], seen_at: &Path) -> Option<String> {
         })
 }
 
-/// Absolute `path` as process `pid` finds it: through /proc/PID/root when it is in another
-/// mount namespace than cryo's (its fds' paths are that namespace's), else `path` itself.
-pub(crate) fn as_seen_by(pid: Pid, path: &str) -> PathBuf {
+/// Absolute `path` as process `pid` finds it: below the root of its mount namespace when it
+/// is in another than cryo's (its fds' paths are that namespace's, from its root, even when
+/// the process is chrooted), else `path` itself.
+pub(crate) fn as_seen_by(pid: Pid, path: &str) -> NamespacePath {
     let ns = |dir: PathBuf| std::fs::metadata(dir.join("ns/mnt")).map(|m| m.ino()).ok();
     let theirs = ns(proc::dir(pid));
     if theirs.is_some() && theirs != ns(PathBuf::from("/proc/self")) {
-        PathBuf::from(format!("{}{path}", proc::dir(pid).join("root").display()))
+        // Unreachable, the path leads nowhere, as /proc/PID/root would for a process gone.
+        namespace_root(pid)
+            .unwrap_or_else(|_| NamespacePath::plain(proc::dir(pid).join("root")))
+            .below(path)
     } else {
-        PathBuf::from(path)
+        NamespacePath::plain(PathBuf::from(path))
     }
+}
+
+/// A path in a mount namespace as cryo reaches it; below an fd on the namespace's root, held
+/// as long as the path, for a process whose own root is elsewhere (chrooted).
+#[derive(Debug)]
+pub(crate) struct NamespacePath {
+    path: PathBuf,
+    _root: Option<OwnedFd>,
+}
+
+impl NamespacePath {
+    /// `path` itself, reached without a namespace's root.
+    pub(crate) fn plain(path: PathBuf) -> Self {
+        Self { path, _root: None }
+    }
+
+    /// Absolute `path` below this one.
+    pub(crate) fn below(self, path: &str) -> Self {
+        Self {
+            path: PathBuf::from(format!("{}{path}", self.path.display())),
+            _root: self._root,
+        }
+    }
+}
+
+impl std::ops::Deref for NamespacePath {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl AsRef<Path> for NamespacePath {
+    fn as_ref(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Whether process `pid` is chrooted: its root another directory than its mount namespace's
+/// (/proc/PID/root, read from another namespace, shows its path from that namespace's root).
+fn chrooted(pid: Pid) -> io::Result<bool> {
+    Ok(std::fs::read_link(proc::dir(pid).join("root"))? != Path::new("/"))
+}
+
+/// The root of the mount namespace of `pid` (not cryo's) as cryo reaches it: /proc/PID/root,
+/// or for a chrooted process an fd on the namespace's root taken by a thread that joined it.
+pub(crate) fn namespace_root(pid: Pid) -> io::Result<NamespacePath> {
+    let root = proc::dir(pid).join("root");
+    if !chrooted(pid)? {
+        return Ok(NamespacePath::plain(root));
+    }
+    let ns = std::fs::File::open(proc::dir(pid).join("ns/mnt"))?;
+    let fd = sys::ns::run_in(&ns, nix::sched::CloneFlags::CLONE_NEWNS, || {
+        // Joined, the thread's root is the namespace's.
+        nix::fcntl::open(
+            "/",
+            nix::fcntl::OFlag::O_PATH
+                | nix::fcntl::OFlag::O_DIRECTORY
+                | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+    })??;
+    Ok(NamespacePath {
+        path: PathBuf::from(format!(
+            "/proc/self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&fd)
+        )),
+        _root: Some(fd),
+    })
+}
+
+/// The mount table of the namespace of `pid` (not cryo's) from its root: /proc/PID/mountinfo,
+/// or for a chrooted process (whose mountinfo shows only what its root reaches) that of a
+/// thread that joined the namespace, read through cryo's /proc.
+pub(crate) fn namespace_mountinfo(pid: Pid) -> io::Result<String> {
+    if !chrooted(pid)? {
+        return std::fs::read_to_string(proc::dir(pid).join("mountinfo"));
+    }
+    let ns = std::fs::File::open(proc::dir(pid).join("ns/mnt"))?;
+    // Opened before: the namespace's own /proc may show another PID namespace, or none.
+    let procfs = std::fs::File::open("/proc")?;
+    sys::ns::run_in(&ns, nix::sched::CloneFlags::CLONE_NEWNS, || {
+        let at = std::os::fd::AsRawFd::as_raw_fd(&procfs);
+        std::fs::read_to_string(format!("/proc/self/fd/{at}/thread-self/mountinfo"))
+    })?
 }
 
 /// What of namespace `ns` this host lacks to make it again (for `restore --check-only`):
@@ -890,7 +967,12 @@ pub fn mark_files(
     if ns.mounts.is_empty() {
         return Ok(());
     }
-    let root = proc::dir(pid).join("root");
+    let root = namespace_root(pid).map_err(|errno| MountNsError::Read {
+        pid,
+        inode: ns.inode,
+        what: "its namespace's root".into(),
+        errno,
+    })?;
     let own_mount = |path: &str| ns.mounts.iter().rev().find(|m| is_below(path, &m.point));
     let refused = |m: &NamespaceMount, detail: String| MountNsError::Refused {
         pid,
@@ -1430,8 +1512,8 @@ pub(crate) fn mount_procs_and_sysfs(
             .and_then(|r| r)
             .map_err(failed(format!("attach the {}", mount_name(m))))?;
         }
-        let text = std::fs::read_to_string(dir.join("mountinfo"))
-            .map_err(failed("its mountinfo".into()))?;
+        // Its whole table: the process may be chrooted by now.
+        let text = namespace_mountinfo(pid).map_err(failed("its mountinfo".into()))?;
         compare_table(&text, &ns.table).map_err(|detail| MountNsError::Refused {
             pid,
             inode: ns.inode,

@@ -38,10 +38,16 @@
 //! master at fd 45, its slave at fd 46, "typed before" and a newline written to the master),
 //! `removed` (DIR/gone/sub open at fd 50, then removed, and DIR/gone with it; a FIFO
 //! DIR/fifo-gone open O_RDWR at fd 51, "queued" written to it, and a character device
-//! DIR/null-gone, 1:3, open O_RDWR at fd 52, both then removed).
+//! DIR/null-gone, 1:3, open O_RDWR at fd 52, both then removed), `jailed` (a child chrooted
+//! into DIR/tmp/jail, a directory of the tmpfs, working in /sub, /inside.txt open at fd 60;
+//! `kids` names it, `jailed` asks it what it observes), `jailed-maker` (the same, the child
+//! first making a mount namespace of its own inside this one, a tmpfs cryo-jail on
+//! DIR/tmp/jail-ns, its jail DIR/tmp/jail-ns/jail: the namespace's maker chrooted).
 //!
 //! ```text
 //! fd                  -> <pos> <contents of fd 40, from 0>
+//! jailed              -> root-ino:N cwd:PATH fd:<fd 60 from 0> open:<read /inside.txt>
+//!                        same:<bool>   (asked of the jailed child)
 //! map                 -> the first 16 bytes of the mapping
 //! read PATH           -> the contents of PATH | errno N
 //! write PATH          -> ok | errno N            (creates or truncates PATH, writes "x")
@@ -107,6 +113,11 @@ const INOTIFY_INSIDE: i32 = 53;
 const REMOVED_DIR: i32 = 50;
 const REMOVED_FIFO: i32 = 51;
 const REMOVED_NULL: i32 = 52;
+/// The fd of /inside.txt in the jail (`jailed`, `jailed-maker`).
+const JAILED_FD: i32 = 60;
+/// The request and answer pipes of the jailed child (`jailed`).
+const JAIL_ASK: i32 = 61;
+const JAIL_ANSWER: i32 = 62;
 /// The fd of the FIFO on the tmpfs (`fifo`).
 const FIFO_FD: i32 = 43;
 /// The fd of the device node on the tmpfs (`devnode`).
@@ -469,7 +480,7 @@ pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
                 std::fs::remove_dir(&gone).map_err(failed("rmdir gone"))?;
                 continue;
             }
-            "nested" | "held-before" | "pivot" => continue,
+            "nested" | "held-before" | "pivot" | "jailed" | "jailed-maker" => continue,
             _ if extra.starts_with("sock-before:") => continue,
             _ if extra.starts_with("umount:") => {
                 let point = &extra["umount:".len()..];
@@ -543,11 +554,110 @@ pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
     if args.iter().any(|a| a == "nested") {
         kids.push(nested_child(&tmp)?);
     }
+    let jail = tmp.join("jail");
+    if args.iter().any(|a| a == "jailed") {
+        kids.push(jailed_child(&jail, false)?);
+    }
+    if args.iter().any(|a| a == "jailed-maker") {
+        kids.push(jailed_child(&jail, true)?);
+    }
     Ok(Box::new(MountNs {
         map,
         kids,
         dir: dir.to_path_buf(),
     }))
+}
+
+/// Makes JAIL (a directory of the tmpfs, no mount of its own) holding `sub` and
+/// `inside.txt` ("written in the jail", open O_RDWR at [`JAILED_FD`]), chroots there and
+/// moves to /sub.
+fn enter_jail(jail: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(jail.join("sub")).map_err(failed("mkdir jail/sub"))?;
+    nix::unistd::chroot(jail).map_err(|e| format!("chroot: {e}"))?;
+    std::env::set_current_dir("/sub").map_err(failed("chdir /sub"))?;
+    let fd = sys::open(
+        Path::new("/inside.txt"),
+        libc::O_RDWR | libc::O_CREAT | libc::O_TRUNC,
+    )
+    .map_err(failed("open /inside.txt"))?;
+    sys::move_fd(fd, JAILED_FD).map_err(failed("dup2"))?;
+    sys::write_all(JAILED_FD, b"written in the jail").map_err(failed("write"))
+}
+
+/// What a process in the jail observes: its root's inode, its working directory, what its
+/// fd [`JAILED_FD`] reads from 0, what /inside.txt reads and whether the two are one inode.
+fn jail_view() -> String {
+    let ino = |p: &str| std::fs::metadata(p).map(|m| m.ino()).unwrap_or(0);
+    let mut buf = vec![0u8; 64];
+    let n = sys::pread_all(JAILED_FD, &mut buf).unwrap_or(0);
+    let fd_ino = sys::fstat_ino(JAILED_FD).unwrap_or(1);
+    format!(
+        "root-ino:{} cwd:{} fd:{} open:{} same:{}",
+        ino("/"),
+        std::env::current_dir().map_or_else(|e| e.to_string(), |d| d.display().to_string()),
+        String::from_utf8_lossy(&buf[..n]),
+        std::fs::read_to_string("/inside.txt").unwrap_or_else(|e| e.to_string()),
+        fd_ino == ino("/inside.txt"),
+    )
+}
+
+/// Forks a child that chroots into JAIL ([`enter_jail`]) and answers [`jail_view`] to each
+/// byte on its request pipe (kept at [`JAIL_ASK`] here, the answers at [`JAIL_ANSWER`]).
+/// `own_ns`: it first makes a mount namespace of its own inside this one, a tmpfs
+/// (cryo-jail) mounted on JAIL/.. there, its only process chrooted.
+fn jailed_child(jail: &Path, own_ns: bool) -> Result<i32, String> {
+    let (ask_rd, ask_wr) = sys::pipe().map_err(failed("pipe"))?;
+    let (ans_rd, ans_wr) = sys::pipe().map_err(failed("pipe"))?;
+    match sys::fork().map_err(failed("fork"))? {
+        0 => {
+            sys::close(ask_wr);
+            sys::close(ans_rd);
+            let made = if own_ns {
+                let above = jail.parent().unwrap_or(jail).join("jail-ns");
+                nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
+                    .map_err(|e| e.to_string())
+                    .and_then(|()| std::fs::create_dir_all(&above).map_err(|e| e.to_string()))
+                    .and_then(|()| {
+                        mount(
+                            Some("cryo-jail"),
+                            &above,
+                            Some("tmpfs"),
+                            MsFlags::empty(),
+                            Some("size=64k"),
+                        )
+                    })
+                    .and_then(|()| enter_jail(&above.join("jail")))
+            } else {
+                enter_jail(jail)
+            };
+            let _ = sys::write_all(ans_wr, if made.is_ok() { b"y\n" } else { b"n\n" });
+            let mut b = [0u8; 1];
+            while sys::read(ask_rd, &mut b).is_ok_and(|n| n == 1) {
+                let _ = sys::write_all(ans_wr, format!("{}\n", jail_view()).as_bytes());
+            }
+            std::process::exit(0);
+        }
+        pid => {
+            sys::close(ask_rd);
+            sys::close(ans_wr);
+            sys::move_fd(ask_wr, JAIL_ASK).map_err(failed("dup2"))?;
+            sys::move_fd(ans_rd, JAIL_ANSWER).map_err(failed("dup2"))?;
+            if jail_answer()? != "y" {
+                return Err("the jailed child could not chroot".into());
+            }
+            Ok(pid)
+        }
+    }
+}
+
+/// One line the jailed child wrote.
+fn jail_answer() -> Result<String, String> {
+    let mut line = Vec::new();
+    let mut b = [0u8; 1];
+    while sys::read(JAIL_ANSWER, &mut b).map_err(failed("read"))? == 1 && b[0] != b'\n' {
+        line.push(b[0]);
+    }
+    Ok(String::from_utf8_lossy(&line).into_owned())
 }
 
 /// Makes a FIFO at `path`, opens it O_RDWR|O_NONBLOCK at `fd` and writes `bytes` to it.
@@ -680,6 +790,10 @@ impl Mode for MountNs {
                 .map_err(io_err)?
                 .to_string_lossy()
                 .into_owned()),
+            ("jailed", []) => {
+                sys::write_all(JAIL_ASK, b"?").map_err(failed("ask"))?;
+                jail_answer()
+            }
             ("kids", []) => Ok(self
                 .kids
                 .iter()

@@ -634,7 +634,7 @@ fn placement(
         // file: it came back there silently before.
         if full
             .as_ref()
-            .is_some_and(|f| theirs.as_ref() != Some(f) && is_its_file(f))
+            .is_some_and(|f| theirs.as_deref() != Some(f.as_path()) && is_its_file(f))
         {
             return Err(refused(format!(
                 "bound to {} before its mount namespace was made, where that path leads to \

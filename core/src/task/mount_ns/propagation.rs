@@ -24,6 +24,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::Path;
 
 use cryo_proto::image::{MountNamespace, MountPropagation, OuterGroup};
 use nix::unistd::Pid;
@@ -72,7 +73,7 @@ type Dumped = (Vec<MountPropagation>, Vec<OuterGroup>);
 /// not private, and the mounts of cryo's namespace (`ours`) in the peer groups they use: a
 /// group cryo shows a mount of is joined again there. Or the mount refused and why.
 pub(super) fn dump<'a>(
-    pid: Pid,
+    root: &Path,
     theirs: &'a [Mount],
     ours: &[Mount],
 ) -> Result<Dumped, (&'a Mount, String)> {
@@ -85,7 +86,7 @@ pub(super) fn dump<'a>(
         let point = unescape(&m.point);
         // Set again through its path, which must lead to it.
         let reached =
-            sys_mount::open_point(Some(pid), &point).and_then(|fd| sys_mount::mount_id(fd.as_fd()));
+            sys_mount::open_point(root, &point).and_then(|fd| sys_mount::mount_id(fd.as_fd()));
         match reached {
             Ok(id) if id == m.id => {}
             Ok(_) => {
@@ -304,7 +305,7 @@ pub(crate) fn restore(namespaces: &[(Pid, &MountNamespace)]) -> Result<(), Mount
                     ),
                 });
             };
-            let fd = sys_mount::open_point(None, &a.point).map_err(failed("open it"))?;
+            let fd = sys_mount::open_point(Path::new("/"), &a.point).map_err(failed("open it"))?;
             let id = sys_mount::mount_id(fd.as_fd()).map_err(failed("read its mount id"))?;
             if id != m.id {
                 return Err(failed("its mount point leads to another mount")(
@@ -335,9 +336,15 @@ pub(crate) fn restore(namespaces: &[(Pid, &MountNamespace)]) -> Result<(), Mount
         joined.push(mnt);
         let failed = |r: &MountPropagation, what: &str| set_err(*pid, ns.inode, describe(r), what);
         let table = table_of(*pid, ns)?;
+        let root = super::namespace_root(*pid).map_err(set_err(
+            *pid,
+            ns.inode,
+            "its root".into(),
+            "reach it",
+        ))?;
         let mut fds = Vec::new();
         for r in &ns.propagation {
-            let fd = sys_mount::open_point(Some(*pid), &r.point).map_err(failed(r, "open it"))?;
+            let fd = sys_mount::open_point(&root, &r.point).map_err(failed(r, "open it"))?;
             let id = sys_mount::mount_id(fd.as_fd()).map_err(failed(r, "read its mount id"))?;
             if !table.iter().any(|m| m.id == id && m.key() == r.key) {
                 return Err(MountNsError::Refused {
@@ -451,7 +458,7 @@ fn pick<'a>(list: Option<&Vec<(String, BorrowedFd<'a>)>>, root: &str) -> Option<
 
 /// The mount table of restored `pid`'s namespace `ns`.
 fn table_of(pid: Pid, ns: &MountNamespace) -> Result<Vec<Mount>, MountNsError> {
-    std::fs::read_to_string(crate::proc::dir(pid).join("mountinfo"))
+    super::namespace_mountinfo(pid)
         .map(|t| parse(&t))
         .map_err(|errno| MountNsError::Read {
             pid,
