@@ -11,7 +11,7 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -175,6 +175,9 @@ pub struct ImageDir {
     /// A check image (`dump --check-only`): the contents of shared memory, memfds and
     /// deleted files are measured, not copied.
     without_contents: bool,
+    /// The fd number a restore's processes keep the directory at too ([`ImageDir::keep_at`]):
+    /// one in a mount namespace whose root does not show its path reaches it there.
+    slot: Option<RawFd>,
 }
 
 /// What `st` is, for a refusal.
@@ -306,6 +309,7 @@ impl ImageDir {
             raw_checked: false,
             lazy_raw: false,
             without_contents: false,
+            slot: None,
         };
         // Other files may stay (a log, CRIU's dump.cropt: CRIU dumps beside them); an image
         // of cryo's or CRIU's (*.img) is never mixed with another.
@@ -378,6 +382,7 @@ impl ImageDir {
             raw_checked: false,
             lazy_raw: false,
             without_contents: false,
+            slot: None,
         })
     }
 
@@ -440,6 +445,17 @@ impl ImageDir {
         self.path.join(name)
     }
 
+    /// The directory fd, for a restore to keep it at [`ImageDir::keep_at`]'s slot.
+    pub(crate) fn dir_fd(&self) -> RawFd {
+        self.dir.as_raw_fd()
+    }
+
+    /// Says the restore's processes hold the directory at fd `slot` too (until they close
+    /// their slots): one whose own number for it was reused reopens it from there.
+    pub(crate) fn keep_at(&mut self, slot: RawFd) {
+        self.slot = Some(slot);
+    }
+
     /// /proc/self/fd/N of the directory fd: the directory cryo opened, whatever is at its
     /// path now.
     fn proc_path(&self) -> PathBuf {
@@ -455,6 +471,14 @@ impl ImageDir {
         };
         if nix::sys::stat::fstat(self.dir.as_fd()).is_ok_and(|st| same(&st)) {
             return Ok(None);
+        }
+        if let Some(slot) = self.slot {
+            let at = crate::sys::fd::borrow_raw(slot);
+            if nix::sys::stat::fstat(at).is_ok_and(|st| same(&st)) {
+                let fd = crate::sys::fd::dup_at_least(at, 0)
+                    .map_err(|e| ImageError::io(&self.path, "duplicate its slot", e))?;
+                return Ok(Some(fd));
+            }
         }
         let (fd, st) = open_dir(&self.path, "cannot reopen")?;
         if !same(&st) {

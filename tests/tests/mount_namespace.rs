@@ -469,6 +469,51 @@ fn a_namespace_whose_only_process_is_chrooted_comes_back_with_it_in_its_jail() {
     w.kill_restored();
 }
 
+/// A child that made a mount namespace of its own and pivoted into a tmpfs there, the old
+/// root detached (zdtm mntns_pivot_root: a nested container's init): no proc in it, and its
+/// executable and libraries are files of its parent's namespace it cannot reach by path. It
+/// comes back so: its root a new tmpfs with its files, its executable mapped from its
+/// parent's namespace (where the dump found it), nothing else mounted. Before: refused ("made
+/// inside its parent's namespace, one of the two with a root of its own"; then "is no longer
+/// at its path in the namespace").
+#[test]
+fn a_child_pivoted_into_a_tmpfs_of_its_own_comes_back_with_its_executable_from_outside() {
+    cryo_bin();
+    let _shared = cryo_tests::cryos_mounts_kept();
+    let mut w = Workload::spawn("mount-ns", &["pivoted-kid"]);
+    let [kid] = w.kids()[..] else {
+        panic!("one child: {:?}", w.kids())
+    };
+    let view = |w: &Workload| {
+        let seen = w.cmd("jailed");
+        let (ino, rest) = seen.split_once(' ').unwrap();
+        let root = std::fs::metadata(format!("/proc/{kid}/root")).unwrap();
+        assert_eq!(ino, format!("root-ino:{}", root.ino()), "{seen}");
+        rest.to_string()
+    };
+    let exe = || std::fs::read_link(format!("/proc/{kid}/exe")).unwrap();
+    let mounts = || {
+        std::fs::read_to_string(format!("/proc/{kid}/mountinfo"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let f: Vec<&str> = l.split(' ').collect();
+                let sep = f.iter().position(|&x| x == "-").unwrap();
+                format!("{} {} {}", f[4], f[sep + 1], f[sep + 2])
+            })
+            .collect::<Vec<_>>()
+    };
+    let before = (view(&w), exe(), mounts());
+    assert_eq!(
+        before.0,
+        "cwd:/sub fd:written in the jail open:written in the jail same:true"
+    );
+    assert_eq!(before.2, ["/ tmpfs cryo-jail"]);
+    w.dump_and_restore();
+    assert_eq!((view(&w), exe(), mounts()), before, "the restored child");
+    w.kill_restored();
+}
+
 /// A child in a mount namespace made inside its parent's (`extras` of the mount-ns
 /// workload) comes back in one made inside its parent's restored one: its own tmpfs, the
 /// parent's shared (one superblock).
@@ -936,6 +981,50 @@ fn a_namespace_with_a_root_of_its_own_comes_back_pivoted() {
     assert_eq!(table(&w), mounts, "its mount points");
     check_writes(&w);
     w.kill_restored();
+}
+
+/// A namespace pivoted into a tmpfs root with no proc and no /proc directory (zdtm
+/// mntns_pivot_root: a nested container that never mounted its proc), the root tmpfs
+/// read-only too (mntns_pivot_root_ro): it comes back with the same root, no /proc in it (the
+/// directory cryo makes for its own /proc meanwhile is gone, the root's times as dumped),
+/// read-only as dumped, the process's files and mapping there. Before: refused ("which has no
+/// proc on /proc").
+#[test]
+fn a_pivoted_namespace_without_a_proc_comes_back_without_one() {
+    for extras in [&["pivot", "no-proc"][..], &["pivot", "no-proc", "ro-root"]] {
+        cryo_bin();
+        let _shared = cryo_tests::cryos_mounts_kept();
+        let mut w = Workload::spawn("mount-ns", extras);
+        let tmp = w.path("tmp");
+        let seen = |w: &Workload| {
+            // The root's times first: a read of a directory made again moves its access time
+            // (relatime: its change time is the restore's).
+            [
+                "stat /".to_string(),
+                "ls /".to_string(),
+                "fd".to_string(),
+                "map".to_string(),
+                format!("read {}/data.txt", tmp.display()),
+                "cwd".to_string(),
+            ]
+            .map(|c| format!("{c} -> {}", w.cmd(&c)))
+        };
+        w.cmd("ls /");
+        let before = seen(&w);
+        assert!(!before[1].contains("proc"), "{before:?}");
+        w.dump_and_restore();
+        let after = seen(&w);
+        assert_eq!(after, before, "{extras:?}");
+        let ro = extras.contains(&"ro-root");
+        let wrote = w.cmd("write /new");
+        assert_eq!(wrote == "errno 30", ro, "{wrote}");
+        let table = std::fs::read_to_string(format!("/proc/{}/mountinfo", w.pid())).unwrap();
+        assert!(
+            !table.lines().any(|l| l.split(' ').nth(4) == Some("/proc")),
+            "no proc on /proc: {table}"
+        );
+        w.kill_restored();
+    }
 }
 
 /// A devpts instance of the namespace's own, holding no pty (a sandbox's /dev/pts): it comes

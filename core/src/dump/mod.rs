@@ -752,9 +752,18 @@ fn dump_tree(
     // Files on the mounts a mount namespace has of its own are found there at restore.
     for (m, (core, mm)) in live.iter().zip(&cores) {
         if let Some(ns) = &core.mnt {
+            let parent = Some(Pid::from_raw(m.stat.ppid)).filter(|p| live_pids.contains(p));
+            // What it shares with its parent it inherits (restore/plan.rs): opened there.
+            let parents_fds: std::collections::HashSet<u32> = live
+                .iter()
+                .zip(&cores)
+                .find(|(p, _)| Some(p.pid) == parent)
+                .map(|(_, (c, _))| c.fds.iter().map(|f| f.file_id).collect())
+                .unwrap_or_default();
             let ids = core.fds.iter().map(|f| f.file_id);
+            let ids = ids.filter(|id| !parents_fds.contains(id));
             let ids = ids.chain(mm.vmas.iter().map(|v| v.file_id)).chain([mm.exe_file_id]);
-            crate::task::mount_ns::mark_files(m.pid, ns, &ids.collect(), &mut descs)?;
+            crate::task::mount_ns::mark_files(m.pid, parent, ns, &ids.collect(), &mut descs)?;
         }
     }
     {

@@ -65,6 +65,14 @@ fn mount_ids(who: &str) -> std::io::Result<HashSet<u64>> {
         .collect())
 }
 
+/// The process whose mount namespace is the holder of `open`'s parent's ([`opened_in`] read
+/// it): a pid, or None for cryo (the holder is a root). None when not known.
+pub(super) fn parent_of_holder(state: &mut KindState, open: &OpenFd) -> Option<Option<Pid>> {
+    let views = state.get::<MountViews>();
+    let (_, _, parent) = views.spaces.get(&open.pid.as_raw())?;
+    Some(parent.parse().ok().map(Pid::from_raw))
+}
+
 /// Which namespace the mount of `open` (a description reached by path) is in: its holder's,
 /// or its parent's. Refused when neither has it.
 pub(super) fn opened_in(state: &mut KindState, open: &OpenFd) -> Result<OpenedIn, FileError> {

@@ -63,6 +63,7 @@ fn record(path: String, meta: &fs::Metadata) -> RegularFile {
         extents: Vec::new(),
         in_mount_namespace: false,
         on_copied_tmpfs: false,
+        through_parent_namespace: false,
     }
 }
 
@@ -1113,16 +1114,8 @@ fn open(
             None => nix::fcntl::open(&handle, reopen_flags(flags), Mode::empty())
                 .map_err(|e| restore_err(desc, "open the recreated file", e.into()))?,
         }
-    } else if desc.parent_mount_namespace {
-        super::open::open_in_parent_namespace(&reg.path, flags, o_path)
-            .map_err(|e| opened_err(desc, reg, "open in its parent's mount namespace", e))?
     } else {
-        let opened = if o_path {
-            nix::fcntl::open(Path::new(&reg.path), flags, Mode::empty())
-        } else {
-            open_no_symlinks(&reg.path, flags)
-        };
-        opened.map_err(|e| opened_err(desc, reg, "open", e))?
+        open_at_its_path(desc, reg, flags, o_path)?
     };
     if o_path {
         return Ok(fd);
@@ -1192,11 +1185,37 @@ fn open_for_mapping(
         return nix::fcntl::open(&handle, flags, Mode::empty())
             .map_err(|e| restore_err(desc, "open the recreated file", e.into()));
     }
-    let fd = open_no_symlinks(&reg.path, flags)
-        .map_err(|e| opened_err(desc, reg, "open for mapping", e))?;
+    let fd = open_at_its_path(desc, reg, flags, false)?;
     let st = nix::sys::stat::fstat(&fd).map_err(|e| restore_err(desc, "fstat", e.into()))?;
     same_file(desc, reg, &st, Identity::File, images)?;
     Ok(fd)
+}
+
+/// Opens `reg.path` (not deleted) with `flags` where its holder had it: in its parent's mount
+/// namespace when it was opened there, else in its own, without following symlinks (but an
+/// O_PATH one), and in its parent's again when its own does not show it and the dump found it
+/// there ([`RegularFile::through_parent_namespace`]: a root pivoted into since).
+fn open_at_its_path(
+    desc: &FileDesc,
+    reg: &RegularFile,
+    flags: OFlag,
+    o_path: bool,
+) -> Result<OwnedFd, FileError> {
+    let in_parents = |e| opened_err(desc, reg, "open in its parent's mount namespace", e);
+    if desc.parent_mount_namespace {
+        return super::open::open_in_parent_namespace(&reg.path, flags, o_path).map_err(in_parents);
+    }
+    let opened = if o_path {
+        nix::fcntl::open(Path::new(&reg.path), flags, Mode::empty())
+    } else {
+        open_no_symlinks(&reg.path, flags)
+    };
+    match opened {
+        Err(nix::errno::Errno::ENOENT) if reg.through_parent_namespace => {
+            super::open::open_in_parent_namespace(&reg.path, flags, o_path).map_err(in_parents)
+        }
+        other => other.map_err(|e| opened_err(desc, reg, "open", e)),
+    }
 }
 
 /// The error of opening `reg.path` without following symlinks.

@@ -231,7 +231,17 @@ impl FileTable {
         }
         let id = self.next_id();
         let parent_mount_namespace = match &classified {
-            Some((seen, _)) => opened_in_parent_namespace(&mut self.state, &open, seen)?,
+            Some((seen, meta)) => {
+                let parent = opened_in_parent_namespace(&mut self.state, &open, seen)?;
+                // Found where the restore opens it: in the holder's namespace, or in the
+                // parent's (a file inherited from before the holder made its own, which a
+                // pivoted root may not show at all).
+                let root_of = parent
+                    .then(|| super::mount_views::parent_of_holder(&mut self.state, &open))
+                    .flatten();
+                check_reachable(&open, seen, meta, root_of)?;
+                parent
+            }
             None => false,
         };
         let kind = match classified {
@@ -663,9 +673,6 @@ fn classify(open: &OpenFd) -> Result<(Seen, fs::Metadata), FileError> {
     } else {
         return Err(open.refuse(type_name(&meta), false));
     };
-    if !deleted {
-        check_reachable(open, &seen, &meta)?;
-    }
     Ok((seen, meta))
 }
 
@@ -713,10 +720,23 @@ fn unreachable_by_path(magic: i64) -> Option<&'static str> {
     KINDS.iter().find(|(m, _)| *m == magic).map(|&(_, kind)| kind)
 }
 
-/// A path-based file must still be found at its path, or a restore would open another one.
-fn check_reachable(open: &OpenFd, seen: &Seen, meta: &fs::Metadata) -> Result<(), FileError> {
+/// A path-based file must still be found at its path, or a restore would open another one:
+/// in its holder's mount namespace, or in that of `parent` (a pid, or None for cryo) when it
+/// was opened there.
+fn check_reachable(
+    open: &OpenFd,
+    seen: &Seen,
+    meta: &fs::Metadata,
+    parent: Option<Option<Pid>>,
+) -> Result<(), FileError> {
     let path = match seen {
+        Seen::Regular { deleted: true, .. } | Seen::Directory { deleted: true, .. } => {
+            return Ok(())
+        }
+        Seen::Pipe { deleted: true, .. } => return Ok(()),
         Seen::Regular { path, .. } | Seen::Directory { path, .. } => path,
+        // An anonymous pipe has no path.
+        Seen::Pipe { fifo_path, .. } if fifo_path.is_empty() => return Ok(()),
         Seen::Pipe { fifo_path, .. } => fifo_path,
         Seen::CharDevice { .. }
         | Seen::RemovedNode { .. }
@@ -734,8 +754,12 @@ fn check_reachable(open: &OpenFd, seen: &Seen, meta: &fs::Metadata) -> Result<()
         // until the restore has made PID.
         return Err(open.refuse(format!("file of {of}"), true));
     }
-    // As the process finds it: in its own mount namespace, if it has one.
-    let seen = crate::task::mount_ns::as_seen_by(open.pid, path);
+    // As the process finds it: in its own mount namespace, if it has one; or its parent's.
+    let seen = match parent {
+        None => crate::task::mount_ns::as_seen_by(open.pid, path),
+        Some(Some(pid)) => crate::task::mount_ns::as_seen_by(pid, path),
+        Some(None) => crate::task::mount_ns::NamespacePath::plain(PathBuf::from(path)),
+    };
     // An O_PATH|O_NOFOLLOW fd may hold a symlink itself.
     let at_path = if meta.file_type().is_symlink() {
         fs::symlink_metadata(&seen)

@@ -107,8 +107,9 @@ fn child_setup(tree: &Planned, i: usize) -> Result<(), ChildError> {
         .loaded
         .images
         .open_raw(&names::pages(pid))
-        .map_err(|e| {
-            ChildError::sys_on(ChildStep::OpenPages, names::pages(pid))(std::io::Error::other(e))
+        .map_err(|e| ChildError::Files {
+            what: ChildFiles::Pages,
+            message: e.to_string(),
         })?;
     place(OwnedFd::from(pages), mapping.pages)?;
     let files_error = |what| {

@@ -343,6 +343,8 @@ pub enum ChildStep {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[allow(missing_docs)]
 pub enum ChildFiles {
+    #[error("pages image")]
+    Pages,
     #[error("executable")]
     Executable,
     #[error("mapped file")]

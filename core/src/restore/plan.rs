@@ -12,7 +12,7 @@
 //!   extra_base ..               slots: descriptions passed down through tasks that do not
 //!                               hold them, then the shared objects, then the terminal,
 //!                               then the restore guardian's channel, the pid broker's
-//!                               socket, the IPC namespaces
+//!                               socket, the image directory, the IPC namespaces
 //! ```
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -85,6 +85,9 @@ pub(crate) struct TreePlan {
     pub guardian_slot: RawFd,
     /// The slot fd of the pid broker's socket (used when there is a broker).
     pub pid_broker_slot: RawFd,
+    /// The slot fd of the image directory (a process whose mount namespace does not show
+    /// its path reads the image through it).
+    pub images_slot: RawFd,
     /// The first slot fd of the IPC namespaces cryo made (crate::ipc::Restored::fds).
     pub ipc_slot: RawFd,
     /// The processes that stand in for session and group leaders that had exited.
@@ -286,7 +289,8 @@ impl TreePlan {
             terminal_slot,
             guardian_slot,
             pid_broker_slot: guardian_slot + 1,
-            ipc_slot: guardian_slot + 2,
+            images_slot: guardian_slot + 2,
+            ipc_slot: guardian_slot + 3,
         })
     }
 

@@ -127,7 +127,7 @@ impl Loaded {
         let mut tasks: Vec<(usize, TaskImage)> = position.into_iter().zip(self.tasks).collect();
         tasks.sort_by_key(|&(k, _)| k);
         let tasks: Vec<TaskImage> = tasks.into_iter().map(|(_, t)| t).collect();
-        let loaded = Loaded { tasks, ..self };
+        let mut loaded = Loaded { tasks, ..self };
         if !opts.cgroup_roots.is_empty() {
             crate::task::mount_ns::refuse_cgroup_binds_moved(&loaded.tasks)?;
         }
@@ -192,6 +192,7 @@ impl Loaded {
             let attach = t.attach_plan();
             (t, attach)
         });
+        loaded.images.keep_at(plan.images_slot);
         Ok(Planned {
             loaded,
             plan,
@@ -227,6 +228,7 @@ impl Planned {
         if let Some(broker) = &self.pid_broker {
             v.push((broker.tree_end(), self.plan.pid_broker_slot));
         }
+        v.push((self.loaded.images.dir_fd(), self.plan.images_slot));
         v.extend(self.ipc.fds().into_iter().zip(self.plan.ipc_slot..));
         v
     }

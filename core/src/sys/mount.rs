@@ -46,6 +46,13 @@ pub(crate) fn tmpfs_read_only(point: &Path, flags: MsFlags, data: &str) -> io::R
     Ok(())
 }
 
+/// Makes the tmpfs on `point` writable again (a remount of its superblock, `data` its options).
+pub(crate) fn tmpfs_writable(point: &Path, flags: MsFlags, data: &str) -> io::Result<()> {
+    let flags = (flags | MsFlags::MS_REMOUNT) - MsFlags::MS_RDONLY;
+    nix::mount::mount(None::<&str>, point, None::<&str>, flags, Some(data))?;
+    Ok(())
+}
+
 /// Binds `source` (a directory or file) on `point`.
 pub(crate) fn bind(source: &Path, point: &Path) -> io::Result<()> {
     nix::mount::mount(

@@ -196,18 +196,6 @@ pub fn dump(
             let root_mount = own.remove(i);
             own.insert(0, root_mount);
         }
-        if !theirs
-            .iter()
-            .any(|m| m.fstype == "proc" && unescape(&m.point) == "/proc")
-        {
-            return Err(refuse(
-                own[0],
-                "is the root of the namespace (pivot_root), which has no proc on /proc: not \
-                 made again (the restore reaches cryo's /proc there until the namespace's own \
-                 is made)"
-                    .into(),
-            ));
-        }
     }
     // Cryo's mounts it does not have (unmounted there, or mounted in cryo's since it was
     // made) are unmounted again in the restored one: the table it has is the image's.
@@ -521,6 +509,21 @@ pub fn dump(
         }
         if made_by_cryo(r) {
             late.insert(m.id);
+        }
+    }
+    if pivoted && !mounts.iter().any(|r| r.proc && r.point == "/proc") {
+        // Without a proc on /proc, the restore binds cryo's there while the processes make
+        // their files: on its /proc directory, or on one it makes for that in a tmpfs root
+        // of its own (removed again).
+        let proc_dir = std::fs::symlink_metadata(format!("{}/proc", root_link.display()));
+        if !proc_dir.as_ref().is_ok_and(|d| d.is_dir()) && (!mounts[0].tmpfs || proc_dir.is_ok()) {
+            return Err(refuse(
+                own[0],
+                "is the root of the namespace (pivot_root), which has neither a proc on /proc \
+                 nor a /proc directory: not made again (the restore reaches cryo's /proc \
+                 there until its processes are made)"
+                    .into(),
+            ));
         }
     }
     Ok(MountNamespace {
@@ -881,8 +884,10 @@ fn shares_pivoted_root(ns: &MountNamespace, parent: &MountNamespace) -> bool {
 }
 
 /// Refuses a mount namespace made inside another of the dump when either has a root of its
-/// own (pivot_root) but for an inner one sharing its parent's root (made from the parent's):
-/// the inner one would be made from cryo's, not from its parent's.
+/// own (pivot_root) but for an inner one sharing its parent's root (made from the parent's),
+/// or an inner one with a root of its own and no bind of cryo's paths (a nested container
+/// pivoted into a tmpfs of its own: nothing of it depends on where it is made): the inner
+/// one's binds of cryo's paths would be bound from its parent's namespace, not cryo's.
 /// `tasks`: each process's pid, its parent's and its namespace.
 pub fn refuse_nested_pivoted(
     tasks: &[(Pid, Pid, Option<&MountNamespace>)],
@@ -892,8 +897,15 @@ pub fn refuse_nested_pivoted(
         let parent = tasks.iter().find(|t| t.0 == ppid).and_then(|t| t.2);
         // One made inside a pivoted one without a pivot of its own shares its root: made
         // from its parent's (restore_nested_pivoted).
+        let binds_cryos = ns
+            .mounts
+            .iter()
+            .any(|m| !m.bind_source.is_empty() && !m.bind_in_namespace);
         if let Some(p) = parent.filter(|p| {
-            p.inode != ns.inode && (p.pivoted || ns.pivoted) && !shares_pivoted_root(ns, p)
+            p.inode != ns.inode
+                && (p.pivoted || ns.pivoted)
+                && !shares_pivoted_root(ns, p)
+                && (!ns.pivoted || binds_cryos)
         }) {
             return Err(MountNsError::Refused {
                 pid,
@@ -956,10 +968,12 @@ fn copy_tmpfs(pid: Pid, seen_at: &Path, budget: &mut u64) -> Result<Vec<TreeEntr
 /// Marks the files of a process in mount namespace `ns` that lie on mounts of its own: their
 /// paths lead there only in the namespace made again, so they are checked when the process
 /// opens them, and those on a copied tmpfs are a new inode of the same type, mode, owner, size
-/// and times. `ids`: the descriptions its fds and mappings use. Refuses one on such a mount
-/// that its path, seen by the process, no longer leads to.
+/// and times. `ids`: the descriptions its fds and mappings use. A file its path no longer leads
+/// to in the namespace (none there) but in its parent's (`parent`, None: cryo) is opened
+/// there; one that path leads to another file is refused.
 pub fn mark_files(
     pid: Pid,
+    parent: Option<Pid>,
     ns: &MountNamespace,
     ids: &HashSet<u32>,
     descs: &mut [FileDesc],
@@ -1121,9 +1135,10 @@ pub fn mark_files(
             continue;
         };
         reg.in_mount_namespace = true;
-        reg.on_copied_tmpfs = m.tmpfs || m.bind_in_namespace && !m.late;
+        let on_copied_tmpfs = m.tmpfs || m.bind_in_namespace && !m.late;
         let refuse = |detail: String| refused(m, detail);
         if reg.deleted {
+            reg.on_copied_tmpfs = on_copied_tmpfs;
             // On a mount of a filesystem the namespace made again shares (a bind of cryo's
             // path): its inode found again by its handle, by its holder, as in cryo's.
             if let Some(linked) = reg.linked.as_mut().filter(|_| reg.on_copied_tmpfs) {
@@ -1148,11 +1163,31 @@ pub fn mark_files(
             continue;
         }
         let seen = std::fs::symlink_metadata(format!("{}{}", root.display(), reg.path));
-        if !seen.is_ok_and(|s| (s.dev(), s.ino()) == (reg.dev, reg.ino)) {
-            return Err(refuse(format!(
-                "{} (description {}) is no longer at its path in the namespace",
-                reg.path, desc.id
-            )));
+        let is_it = |s: &std::fs::Metadata| (s.dev(), s.ino()) == (reg.dev, reg.ino);
+        match seen {
+            Ok(s) if is_it(&s) => reg.on_copied_tmpfs = on_copied_tmpfs,
+            // Not there at all (a root of its own pivoted into since): where its parent is.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let there = match parent {
+                    Some(p) => std::fs::symlink_metadata(&*as_seen_by(p, &reg.path)),
+                    None => std::fs::symlink_metadata(&reg.path),
+                };
+                if !there.is_ok_and(|s| is_it(&s)) {
+                    return Err(refuse(format!(
+                        "{} (description {}) is no longer at its path in the namespace, nor in \
+                         its parent's",
+                        reg.path, desc.id
+                    )));
+                }
+                // As its parent's namespace has it (marked with that namespace's processes).
+                reg.through_parent_namespace = true;
+            }
+            _ => {
+                return Err(refuse(format!(
+                    "{} (description {}) is no longer at its path in the namespace",
+                    reg.path, desc.id
+                )))
+            }
         }
     }
     Ok(())
@@ -1289,6 +1324,11 @@ fn restore_pivoted(ns: &MountNamespace) -> Result<(), ChildError> {
     })?;
     if root.tmpfs {
         fill(here, &root.files).map_err(|(path, e)| failed(format!("make {path}"))(e))?;
+        // A /proc directory for cryo's /proc, removed late (end_cryos_proc).
+        if proc_dir_made(ns) {
+            nix::unistd::mkdir("proc", nix::sys::stat::Mode::from_bits_truncate(0o555))
+                .map_err(|e| failed("make /proc for cryo's".into())(e.into()))?;
+        }
         if root.tmpfs_read_only {
             sys::mount::tmpfs_read_only(here, flags, &root.tmpfs_options)
                 .map_err(failed("make its root tmpfs read-only".into()))?;
@@ -1322,6 +1362,56 @@ fn compare_without_cryos_proc(ns: &MountNamespace) -> Result<(), ChildError> {
         .collect();
     compare_table(&text, &without_keys(&ns.table, &later_keys(ns)))
         .map_err(|detail| ChildError::Mounts { detail })
+}
+
+/// Whether the restore of pivoted `ns` makes a /proc directory in its root for cryo's /proc
+/// (bound there while the processes make their files): a tmpfs root without one, the
+/// namespace without a proc on /proc. Removed again by [`end_cryos_proc`].
+fn proc_dir_made(ns: &MountNamespace) -> bool {
+    let Some(root) = ns.mounts.first().filter(|_| ns.pivoted) else {
+        return false;
+    };
+    root.tmpfs
+        && !root.files.iter().any(|e| e.path == "proc")
+        && !ns.mounts.iter().any(|m| m.proc && m.point == "/proc")
+}
+
+/// In a thread joined to pivoted namespace `ns` made again, once its processes made their
+/// files: cryo's /proc unmounted from its /proc; the directory made for it removed (its root
+/// writable meanwhile), the root's times put back (the removal moved them), its flags as
+/// dumped.
+fn end_cryos_proc(ns: &MountNamespace) -> std::io::Result<()> {
+    let root = Path::new("/");
+    sys::mount::detach(Path::new("/proc"))?;
+    let Some(top) = ns.mounts.first().filter(|_| proc_dir_made(ns)) else {
+        return Ok(());
+    };
+    let flags = mount_flags(&top.options).map_err(|opt| {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, format!("option {opt:?}"))
+    })?;
+    let writable = flags - nix::mount::MsFlags::MS_RDONLY;
+    sys::mount::set_mount_flags(root, writable)?;
+    if top.tmpfs_read_only {
+        sys::mount::tmpfs_writable(root, writable, &top.tmpfs_options)?;
+    }
+    // Gone already where a namespace made inside this one shares its root.
+    match std::fs::remove_dir("/proc") {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        other => other?,
+    }
+    if let Some(e) = top.files.iter().find(|e| e.path.is_empty()) {
+        nix::sys::stat::utimensat(
+            nix::fcntl::AT_FDCWD,
+            root,
+            &crate::files::timespec_of_ns(e.atime_ns),
+            &crate::files::timespec_of_ns(e.mtime_ns),
+            nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+        )?;
+    }
+    if top.tmpfs_read_only {
+        sys::mount::tmpfs_read_only(root, flags, &top.tmpfs_options)?;
+    }
+    sys::mount::set_mount_flags(root, flags)
 }
 
 /// The keys of the mounts of `ns` cryo makes once every process made its files.
@@ -1466,7 +1556,7 @@ pub(crate) fn mount_procs_and_sysfs(
     pids: &[Pid],
 ) -> Result<(), MountNsError> {
     for (pid, ns) in made_namespaces(tasks, pids) {
-        if !ns.mounts.iter().any(made_by_cryo) {
+        if !ns.pivoted && !ns.mounts.iter().any(made_by_cryo) {
             continue;
         }
         let failed = |what: String| {
@@ -1491,7 +1581,7 @@ pub(crate) fn mount_procs_and_sysfs(
         if ns.pivoted {
             // Cryo's /proc, bound there while the processes made their files.
             crate::sys::ns::run_in(&mnt, nix::sched::CloneFlags::CLONE_NEWNS, || {
-                sys::mount::detach(Path::new("/proc"))
+                end_cryos_proc(ns)
             })
             .and_then(|r| r)
             .map_err(failed("unmount cryo's /proc from it".into()))?;

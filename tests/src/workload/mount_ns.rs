@@ -11,7 +11,8 @@
 //! hierarchy mounted on DIR/cg: its cgroup), `masked-proc` (a proc on DIR/proc, /dev/null bound on its uptime, its sys bound on itself
 //! read-only), `pivot` (before the rest: a tmpfs made the namespace's root
 //! with pivot_root, holding binds of /usr, /dev, of this program's directory and of DIR at their
-//! paths, and a proc on /proc), `shared` (the tmpfs made shared), `umount:PATH` (a
+//! paths, and a proc on /proc; `no-proc`: without the proc, the root holding no /proc;
+//! `ro-root`: its tmpfs remounted read-only last), `shared` (the tmpfs made shared), `umount:PATH` (a
 //! mount of cryo's at PATH unmounted in its namespace), `nested` (a child in a mount namespace made inside this one, with a tmpfs cryo-mnt-inner on
 //! DIR/tmp/inner holding `f`; `kids` names it), `held-before` (DIR/src/host.txt opened at
 //! fd 41 and /dev/null at fd 42 before the namespace is made: their mounts are cryo's
@@ -42,7 +43,9 @@
 //! into DIR/tmp/jail, a directory of the tmpfs, working in /sub, /inside.txt open at fd 60;
 //! `kids` names it, `jailed` asks it what it observes), `jailed-maker` (the same, the child
 //! first making a mount namespace of its own inside this one, a tmpfs cryo-jail on
-//! DIR/tmp/jail-ns, its jail DIR/tmp/jail-ns/jail: the namespace's maker chrooted).
+//! DIR/tmp/jail-ns, its jail DIR/tmp/jail-ns/jail: the namespace's maker chrooted),
+//! `pivoted-kid` (the same child pivoted into that tmpfs instead, the old root detached: no
+//! proc, its executable outside its namespace; its jail is its root).
 //!
 //! ```text
 //! fd                  -> <pos> <contents of fd 40, from 0>
@@ -147,7 +150,7 @@ fn mount(
 /// Makes a tmpfs the root of this mount namespace, as a sandbox does (pivot_root), holding
 /// binds of /usr, /dev (alone) and of the directory of this program (its libraries and itself, at the paths
 /// they had), of DIR, and a proc on /proc; the old root detached.
-fn pivot(dir: &Path, also_on_d: bool) -> Result<(), String> {
+fn pivot(dir: &Path, also_on_d: bool, with_proc: bool) -> Result<(), String> {
     let new_root = dir.join("newroot");
     std::fs::create_dir_all(&new_root).map_err(failed("mkdir newroot"))?;
     mount(
@@ -178,9 +181,11 @@ fn pivot(dir: &Path, also_on_d: bool) -> Result<(), String> {
             None,
         )?;
     }
-    let proc = new_root.join("proc");
-    std::fs::create_dir_all(&proc).map_err(failed("mkdir proc"))?;
-    mount(Some("proc"), &proc, Some("proc"), MsFlags::empty(), None)?;
+    if with_proc {
+        let proc = new_root.join("proc");
+        std::fs::create_dir_all(&proc).map_err(failed("mkdir proc"))?;
+        mount(Some("proc"), &proc, Some("proc"), MsFlags::empty(), None)?;
+    }
     std::env::set_current_dir(&new_root).map_err(failed("chdir newroot"))?;
     nix::unistd::pivot_root(".", ".").map_err(|e| format!("pivot_root: {e}"))?;
     nix::mount::umount2(".", nix::mount::MntFlags::MNT_DETACH)
@@ -232,7 +237,7 @@ pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
         let on_d = args
             .iter()
             .any(|a| a == "sock-inside" || a == "inotify-inside");
-        pivot(dir, on_d)?;
+        pivot(dir, on_d, !args.iter().any(|a| a == "no-proc"))?;
     }
     let tmp = dir.join("tmp");
     let ro = dir.join("ro");
@@ -480,7 +485,8 @@ pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
                 std::fs::remove_dir(&gone).map_err(failed("rmdir gone"))?;
                 continue;
             }
-            "nested" | "held-before" | "pivot" | "jailed" | "jailed-maker" => continue,
+            "nested" | "held-before" | "pivot" | "jailed" | "jailed-maker" | "pivoted-kid"
+            | "no-proc" | "ro-root" => continue,
             _ if extra.starts_with("sock-before:") => continue,
             _ if extra.starts_with("umount:") => {
                 let point = &extra["umount:".len()..];
@@ -550,22 +556,48 @@ pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
     // Ahead of now: its reads never move it (relatime), so it must come back as it is.
     sys::set_times(fd, (ATIME, 0), (MTIME, 0)).map_err(failed("times"))?;
     std::env::set_current_dir(&sub).map_err(failed("chdir"))?;
+    if args.iter().any(|a| a == "ro-root") {
+        // Its superblock, as a nested container's (zdtm mntns_pivot_root_ro).
+        mount(
+            None,
+            Path::new("/"),
+            None,
+            MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+            None,
+        )?;
+    }
     let mut kids = Vec::new();
     if args.iter().any(|a| a == "nested") {
         kids.push(nested_child(&tmp)?);
     }
     let jail = tmp.join("jail");
-    if args.iter().any(|a| a == "jailed") {
-        kids.push(jailed_child(&jail, false)?);
-    }
-    if args.iter().any(|a| a == "jailed-maker") {
-        kids.push(jailed_child(&jail, true)?);
+    for (arg, how) in [
+        ("jailed", Jail::Chroot),
+        ("jailed-maker", Jail::ChrootOwnNamespace),
+        ("pivoted-kid", Jail::PivotOwnNamespace),
+    ] {
+        if args.iter().any(|a| a == arg) {
+            kids.push(jailed_child(&jail, how)?);
+        }
     }
     Ok(Box::new(MountNs {
         map,
         kids,
         dir: dir.to_path_buf(),
     }))
+}
+
+/// How the jailed child gets into its jail.
+#[derive(Clone, Copy, PartialEq)]
+enum Jail {
+    /// chroot into JAIL, in this namespace.
+    Chroot,
+    /// A mount namespace of its own first, a tmpfs (cryo-jail) on JAIL/../jail-ns there,
+    /// then chroot into its directory `jail`.
+    ChrootOwnNamespace,
+    /// A mount namespace of its own, a tmpfs (cryo-jail) on JAIL/../jail-ns made its root
+    /// (pivot_root, the old root detached: no proc, its executable not there).
+    PivotOwnNamespace,
 }
 
 /// Makes JAIL (a directory of the tmpfs, no mount of its own) holding `sub` and
@@ -601,19 +633,18 @@ fn jail_view() -> String {
     )
 }
 
-/// Forks a child that chroots into JAIL ([`enter_jail`]) and answers [`jail_view`] to each
-/// byte on its request pipe (kept at [`JAIL_ASK`] here, the answers at [`JAIL_ANSWER`]).
-/// `own_ns`: it first makes a mount namespace of its own inside this one, a tmpfs
-/// (cryo-jail) mounted on JAIL/.. there, its only process chrooted.
-fn jailed_child(jail: &Path, own_ns: bool) -> Result<i32, String> {
+/// Forks a child that goes into JAIL as `how` says ([`enter_jail`]) and answers
+/// [`jail_view`] to each byte on its request pipe (kept at [`JAIL_ASK`] here, the answers at
+/// [`JAIL_ANSWER`]).
+fn jailed_child(jail: &Path, how: Jail) -> Result<i32, String> {
     let (ask_rd, ask_wr) = sys::pipe().map_err(failed("pipe"))?;
     let (ans_rd, ans_wr) = sys::pipe().map_err(failed("pipe"))?;
     match sys::fork().map_err(failed("fork"))? {
         0 => {
             sys::close(ask_wr);
             sys::close(ans_rd);
-            let made = if own_ns {
-                let above = jail.parent().unwrap_or(jail).join("jail-ns");
+            let above = jail.parent().unwrap_or(jail).join("jail-ns");
+            let own_ns = || {
                 nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
                     .map_err(|e| e.to_string())
                     .and_then(|()| std::fs::create_dir_all(&above).map_err(|e| e.to_string()))
@@ -626,9 +657,17 @@ fn jailed_child(jail: &Path, own_ns: bool) -> Result<i32, String> {
                             Some("size=64k"),
                         )
                     })
-                    .and_then(|()| enter_jail(&above.join("jail")))
-            } else {
-                enter_jail(jail)
+            };
+            let made = match how {
+                Jail::Chroot => enter_jail(jail),
+                Jail::ChrootOwnNamespace => own_ns().and_then(|()| enter_jail(&above.join("jail"))),
+                Jail::PivotOwnNamespace => own_ns().and_then(|()| {
+                    std::env::set_current_dir(&above).map_err(|e| e.to_string())?;
+                    nix::unistd::pivot_root(".", ".").map_err(|e| format!("pivot_root: {e}"))?;
+                    nix::mount::umount2(".", nix::mount::MntFlags::MNT_DETACH)
+                        .map_err(|e| format!("umount the old root: {e}"))?;
+                    enter_jail(Path::new("/"))
+                }),
             };
             let _ = sys::write_all(ans_wr, if made.is_ok() { b"y\n" } else { b"n\n" });
             let mut b = [0u8; 1];

@@ -110,6 +110,14 @@ pub(crate) fn apply(
             errno,
         })?;
     let ours = parse(&ours);
+    // `--root` is the root of the roots' namespaces (and of those made inside them sharing
+    // it), not of a namespace pivoted into a root of its own inside them.
+    let outer_roots: std::collections::HashSet<String> = tasks
+        .iter()
+        .filter(|t| t.parent_core(tasks).is_none())
+        .filter_map(|t| t.core.mnt.as_ref().filter(|ns| ns.pivoted))
+        .filter_map(|ns| ns.mounts.first().map(|m| m.key.clone()))
+        .collect();
     let mut rekeyed: Vec<(String, String)> = Vec::new();
     let mut rooted = false;
     for task in tasks.iter_mut() {
@@ -137,7 +145,11 @@ pub(crate) fn apply(
                         ),
                     )
                 })?
-            } else if let Some(root) = paths.root.as_ref().filter(|_| pivoted && n == 0) {
+            } else if let Some(root) = paths
+                .root
+                .as_ref()
+                .filter(|_| pivoted && n == 0 && outer_roots.contains(&m.key))
+            {
                 if m.tmpfs {
                     return Err(refuse(
                         m,
