@@ -514,6 +514,65 @@ fn a_child_pivoted_into_a_tmpfs_of_its_own_comes_back_with_its_executable_from_o
     w.kill_restored();
 }
 
+/// Stacked mounts (zdtm tempfs_overmounted): two tmpfs on one point, a third on a directory
+/// of the upper one. They come back stacked in the same order, each with its files: the
+/// lower one's are read at dump from a private copy of the namespace with the upper one
+/// unmounted (the namespace itself untouched), and found again once the process unmounts the
+/// upper one. Before: refused ("stacked mounts are not made again").
+#[test]
+fn stacked_tmpfs_mounts_come_back_stacked_with_the_files_of_each() {
+    cryo_bin();
+    let _shared = cryo_tests::cryos_mounts_kept();
+    let mut w = Workload::spawn("mount-ns", &["stacked"]);
+    let stack = w.path("stack");
+    let table = |w: &Workload| {
+        std::fs::read_to_string(format!("/proc/{}/mountinfo", w.pid()))
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains("/stack"))
+            .map(|l| {
+                let f: Vec<&str> = l.split(' ').collect();
+                let sep = f.iter().position(|&x| x == "-").unwrap();
+                format!("{} {}", f[4], f[sep + 2])
+            })
+            .collect::<Vec<_>>()
+    };
+    let seen = |w: &Workload| {
+        [
+            format!("ls {}", stack.display()),
+            format!("read {}/cryo-over.txt", stack.display()),
+            format!("read {}/c/cryo-inner.txt", stack.display()),
+        ]
+        .map(|c| w.cmd(&c))
+    };
+    let before = (table(&w), seen(&w));
+    assert_eq!(before.0.len(), 3, "{before:?}");
+    w.dump(&w.path("left"), &["--leave-running"])
+        .assert_success();
+    assert_eq!(
+        (table(&w), seen(&w)),
+        before,
+        "after a --leave-running dump"
+    );
+    w.dump_and_restore();
+    assert_eq!((table(&w), seen(&w)), before, "the restored process");
+    // The lower one, with its file, under the upper one (unmounted with what is on it).
+    let inner = stack.join("c");
+    assert_eq!(w.cmd(&format!("umount {}", inner.display())), "ok");
+    assert_eq!(w.cmd(&format!("umount {}", stack.display())), "ok");
+    assert_eq!(
+        w.cmd(&format!("ls {}", stack.display())),
+        "cryo-under.txt",
+        "{:?}",
+        table(&w)
+    );
+    assert_eq!(
+        w.cmd(&format!("read {}/cryo-under.txt", stack.display())),
+        "cryo-under"
+    );
+    w.kill_restored();
+}
+
 /// A child in a mount namespace made inside its parent's (`extras` of the mount-ns
 /// workload) comes back in one made inside its parent's restored one: its own tmpfs, the
 /// parent's shared (one superblock).

@@ -708,7 +708,8 @@ fn a_connected_raw_socket_still_sends_without_an_address() {
     assert_eq!(w.cmd(&format!("send {s} experiment")), "ok");
     // Over lo the socket hears its own packet: read it, a raw socket's queue with datagrams
     // waiting is refused.
-    assert!(w.cmd(&format!("recv-wait {s}")).ends_with("experiment"));
+    let heard = w.cmd(&format!("recv-wait {s}"));
+    assert!(heard.ends_with("experiment"), "{heard:?}");
     let unconnected = w.cmd("socket inet raw 253");
     assert!(
         w.cmd(&format!("send {unconnected} x"))

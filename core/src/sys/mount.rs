@@ -365,11 +365,30 @@ pub(crate) fn open_point(root: &std::path::Path, point: &str) -> io::Result<Owne
 
 /// The id of the mount `fd` was opened through (fdinfo's mnt_id, mountinfo's first field).
 pub(crate) fn mount_id(fd: BorrowedFd<'_>) -> io::Result<u32> {
-    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd()))?;
-    info.lines()
-        .find_map(|l| l.strip_prefix("mnt_id:"))
-        .and_then(|v| v.trim().parse().ok())
-        .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOTSUP))
+    // statx, not /proc/self/fdinfo: a thread in another mount namespace may see no /proc of
+    // cryo's.
+    const STATX_MNT_ID: libc::c_uint = 0x1000;
+    let mut stx = std::mem::MaybeUninit::<libc::statx>::zeroed();
+    // SAFETY: an empty NUL-terminated path with AT_EMPTY_PATH names `fd` itself; the kernel
+    // writes at most one `struct statx` into `stx`, which is that large.
+    let r = unsafe {
+        libc::statx(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            STATX_MNT_ID,
+            stx.as_mut_ptr(),
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: statx succeeded: it filled the zeroed struct.
+    let stx = unsafe { stx.assume_init() };
+    if stx.stx_mask & STATX_MNT_ID == 0 {
+        return Err(io::Error::from_raw_os_error(libc::ENOTSUP));
+    }
+    u32::try_from(stx.stx_mnt_id).map_err(|_| io::Error::from_raw_os_error(libc::EOVERFLOW))
 }
 
 /// Whether `path` is reached through a read-only mount, or is on a read-only filesystem

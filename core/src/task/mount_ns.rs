@@ -41,8 +41,8 @@ mod tmpfs_copy;
 pub use propagation::check as check_propagation;
 
 use mountinfo::{
-    devpts_options, is_below, mount_flags, parse, proc_options, table_keys, tmpfs_options,
-    unescape, Mount,
+    devpts_options, is_below, mount_flags, parse, proc_options, reached_by, table_keys,
+    tmpfs_options, unescape, Mount,
 };
 use tmpfs_copy::{copy_tree, fill, list_dir};
 
@@ -222,14 +222,6 @@ pub fn dump(
     for (n, m) in own.iter().enumerate() {
         mount_flags(&m.options)
             .map_err(|opt| refuse(m, format!("mount option {opt:?} is not made again")))?;
-        if own[..n].iter().any(|o| o.point == m.point) {
-            return Err(refuse(
-                m,
-                "is mounted on top of another mount of the namespace's own at the same point: \
-                 stacked mounts are not made again"
-                    .into(),
-            ));
-        }
         // Made again by its path, it must land on the mount that path leads to (the root of
         // a pivoted namespace is made first, on nothing of the namespace's).
         let at = theirs.iter().position(|t| t.id == m.id).unwrap_or(0);
@@ -246,11 +238,7 @@ pub fn dump(
                 ));
             }
         } else {
-            let leads_to = theirs[..at]
-                .iter()
-                .filter(|t| is_below(&m.point, &t.point))
-                .max_by_key(|t| t.point.len());
-            if leads_to.map(|t| t.id) != Some(m.parent) {
+            if reached_by(&m.point, &theirs[..at]) != Some(m.parent) {
                 return Err(refuse(
                     m,
                     "is mounted on a mount its path no longer leads to (over-mounted since): not \
@@ -325,8 +313,8 @@ pub fn dump(
                 }
                 let (tmpfs_options, read_only) = tmpfs_options(&m.super_options)
                     .map_err(|opt| refuse(m, format!("tmpfs option {opt:?} is not made again")))?;
-                let files =
-                    copy_tmpfs(pid, &seen_at, &mut budget).map_err(|detail| refuse(m, detail))?;
+                let files = copy_tmpfs(pid, &seen_at, (&theirs, at), &mut budget)
+                    .map_err(|detail| refuse(m, detail))?;
                 NamespaceMount {
                     point,
                     options: m.options.clone(),
@@ -729,6 +717,21 @@ pub(crate) fn namespace_root(pid: Pid) -> io::Result<NamespacePath> {
     })
 }
 
+/// The mountinfo of the calling thread, read through `procfs` (cryo's /proc, opened before the
+/// thread joined another namespace, whose own /proc may show another PID namespace or none).
+fn own_mountinfo(procfs: &std::fs::File) -> io::Result<String> {
+    use std::io::Read;
+    let fd = nix::fcntl::openat(
+        procfs.as_fd(),
+        "thread-self/mountinfo",
+        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )?;
+    let mut text = String::new();
+    std::fs::File::from(fd).read_to_string(&mut text)?;
+    Ok(text)
+}
+
 /// The mount table of the namespace of `pid` (not cryo's) from its root: /proc/PID/mountinfo,
 /// or for a chrooted process (whose mountinfo shows only what its root reaches) that of a
 /// thread that joined the namespace, read through cryo's /proc.
@@ -740,8 +743,7 @@ pub(crate) fn namespace_mountinfo(pid: Pid) -> io::Result<String> {
     // Opened before: the namespace's own /proc may show another PID namespace, or none.
     let procfs = std::fs::File::open("/proc")?;
     sys::ns::run_in(&ns, nix::sched::CloneFlags::CLONE_NEWNS, || {
-        let at = std::os::fd::AsRawFd::as_raw_fd(&procfs);
-        std::fs::read_to_string(format!("/proc/self/fd/{at}/thread-self/mountinfo"))
+        own_mountinfo(&procfs)
     })?
 }
 
@@ -939,17 +941,44 @@ pub fn refuse_outsiders(namespaces: &[(Pid, u64)], members: &[Pid]) -> Result<()
 /// directory before mounting over it is found again once that is unmounted): read from a
 /// detached copy of that mount alone, made by a thread of cryo in the namespace. An
 /// unbindable mount cannot be copied so: read through `seen_at`, where a submount's point is
-/// an empty placeholder.
-fn copy_tmpfs(pid: Pid, seen_at: &Path, budget: &mut u64) -> Result<Vec<TreeEntry>, String> {
+/// an empty placeholder. A mount covered by another (`mount`: the table and its position
+/// there; stacked on the same point, or below one mounted over a directory above it) is
+/// reached in a private copy of the namespace the thread makes, with what covers it unmounted
+/// there ([`uncovered`]).
+fn copy_tmpfs(
+    pid: Pid,
+    seen_at: &Path,
+    mount: (&[Mount], usize),
+    budget: &mut u64,
+) -> Result<Vec<TreeEntry>, String> {
     use std::os::fd::AsRawFd;
-    let at = nix::fcntl::open(
+    let (table, index) = mount;
+    let at = match nix::fcntl::open(
         seen_at,
         nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
         nix::sys::stat::Mode::empty(),
-    )
-    .map_err(|e| format!("open its root: {e}"))?;
+    ) {
+        Ok(fd) => {
+            let id = sys::mount::mount_id(fd.as_fd()).map_err(|e| format!("its mount id: {e}"))?;
+            Some(fd).filter(|_| id == table[index].id)
+        }
+        // Hidden by a mount over a directory above it.
+        Err(nix::errno::Errno::ENOENT) => None,
+        Err(e) => return Err(format!("open its root: {e}")),
+    };
     let ns = std::fs::File::open(proc::dir(pid).join("ns/mnt"))
         .map_err(|e| format!("open its mount namespace: {e}"))?;
+    let Some(at) = at else {
+        let procfs = std::fs::File::open("/proc").map_err(|e| format!("open /proc: {e}"))?;
+        let copy = sys::ns::run_in(&ns, nix::sched::CloneFlags::CLONE_NEWNS, || {
+            uncovered(table, index, &procfs)
+        })
+        .map_err(|e| format!("join its mount namespace: {e}"))??;
+        return copy_tree(
+            Path::new(&format!("/proc/self/fd/{}/.", copy.as_raw_fd())),
+            budget,
+        );
+    };
     let alone = sys::ns::run_in(&ns, nix::sched::CloneFlags::CLONE_NEWNS, || {
         sys::mount::clone_mount_alone(at.as_fd())
     })
@@ -963,6 +992,98 @@ fn copy_tmpfs(pid: Pid, seen_at: &Path, budget: &mut u64) -> Result<Vec<TreeEntr
         Err(e) if e.raw_os_error() == Some(libc::EINVAL) => copy_tree(seen_at, budget),
         Err(e) => Err(format!("copy its mount alone (open_tree): {e}")),
     }
+}
+
+/// In a thread that joined a mount namespace whose table is `table`: a detached copy of mount
+/// `table[index]`, which others cover, reached in a private copy of the namespace the thread
+/// makes (unshare), where whatever its path leads to instead is unmounted, the topmost first.
+/// The namespace itself is not touched: the copy goes with the thread. `procfs`: cryo's /proc.
+fn uncovered(table: &[Mount], index: usize, procfs: &std::fs::File) -> Result<OwnedFd, String> {
+    use nix::mount::{umount2, MntFlags, MsFlags};
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
+        .map_err(|e| format!("copy its mount namespace: {e}"))?;
+    // Private first: an unmount in the copy must not reach the namespace's peers.
+    nix::mount::mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|e| format!("make the copy private: {e}"))?;
+    let text = own_mountinfo(procfs).map_err(|e| format!("read the copy's mountinfo: {e}"))?;
+    // The copy has the same mounts under new ids, in the order of its tree: each found by its
+    // key below the copy of its parent.
+    let copy = parse(&text);
+    let mut copy_of: std::collections::HashMap<u32, u32> = std::collections::HashMap::new();
+    let ids: HashSet<u32> = table.iter().map(|m| m.id).collect();
+    let copy_ids: HashSet<u32> = copy.iter().map(|m| m.id).collect();
+    for m in table {
+        let parent = copy_of.get(&m.parent).copied();
+        let found = copy.iter().find(|c| {
+            c.key() == m.key()
+                && !copy_of.values().any(|&v| v == c.id)
+                && match parent {
+                    Some(p) => c.parent == p,
+                    None => !ids.contains(&m.parent) && !copy_ids.contains(&c.parent),
+                }
+        });
+        if let Some(c) = found {
+            copy_of.insert(m.id, c.id);
+        }
+    }
+    let target = copy_of
+        .get(&table[index].id)
+        .and_then(|id| copy.iter().find(|c| c.id == *id))
+        .ok_or_else(|| "its copy is not found in the namespace's copy".to_string())?;
+    let point = unescape(&target.point);
+    // The mounts its path must go through: those below which it is.
+    let mut below = HashSet::new();
+    let mut at = target.parent;
+    while let Some(p) = copy.iter().find(|c| c.id == at) {
+        below.insert(p.id);
+        at = p.parent;
+    }
+    let open = |path: &Path| {
+        nix::fcntl::open(
+            path,
+            nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+    };
+    let id_of =
+        |fd: &OwnedFd| sys::mount::mount_id(fd.as_fd()).map_err(|e| format!("its mount id: {e}"));
+    for _ in 0..=copy.len() {
+        // What its path reaches; where the path leads nowhere (a mount over a directory
+        // above it hides the directory), the mount of the deepest part that is there.
+        let reached = match open(Path::new(&point)) {
+            Ok(fd) => {
+                let id = id_of(&fd)?;
+                if id == target.id {
+                    return sys::mount::clone_mount_alone(fd.as_fd())
+                        .map_err(|e| format!("copy its mount alone (open_tree): {e}"));
+                }
+                id
+            }
+            Err(nix::errno::Errno::ENOENT) => {
+                let fd = Path::new(&point)
+                    .ancestors()
+                    .skip(1)
+                    .find_map(|a| open(a).ok())
+                    .ok_or_else(|| "none of its path is there in the copy".to_string())?;
+                id_of(&fd)?
+            }
+            Err(e) => return Err(format!("open its point in the copy: {e}")),
+        };
+        let top = copy
+            .iter()
+            .find(|c| c.id == reached)
+            .filter(|c| !below.contains(&c.id))
+            .ok_or_else(|| format!("its path reaches mount {reached} of the copy, not it"))?;
+        umount2(unescape(&top.point).as_str(), MntFlags::MNT_DETACH)
+            .map_err(|e| format!("unmount what covers it in the copy: {e}"))?;
+    }
+    Err("still covered in the copy".into())
 }
 
 /// Marks the files of a process in mount namespace `ns` that lie on mounts of its own: their

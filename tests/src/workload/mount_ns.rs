@@ -12,7 +12,9 @@
 //! read-only), `pivot` (before the rest: a tmpfs made the namespace's root
 //! with pivot_root, holding binds of /usr, /dev, of this program's directory and of DIR at their
 //! paths, and a proc on /proc; `no-proc`: without the proc, the root holding no /proc;
-//! `ro-root`: its tmpfs remounted read-only last), `shared` (the tmpfs made shared), `umount:PATH` (a
+//! `ro-root`: its tmpfs remounted read-only last), `shared` (the tmpfs made shared), `stacked` (tmpfs cryo-under on DIR/stack, tmpfs
+//! cryo-over on it at the same point, tmpfs cryo-inner on DIR/stack/c of the upper one, each
+//! holding NAME.txt), `umount:PATH` (a
 //! mount of cryo's at PATH unmounted in its namespace), `nested` (a child in a mount namespace made inside this one, with a tmpfs cryo-mnt-inner on
 //! DIR/tmp/inner holding `f`; `kids` names it), `held-before` (DIR/src/host.txt opened at
 //! fd 41 and /dev/null at fd 42 before the namespace is made: their mounts are cryo's
@@ -347,6 +349,29 @@ pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
                     MsFlags::empty(),
                     None,
                 )?;
+                continue;
+            }
+            "stacked" => {
+                // Two tmpfs on one point, a third on a directory of the upper one, and a
+                // fourth over their parent directory's own: each holding a file.
+                let stack = dir.join("stack");
+                std::fs::create_dir_all(&stack).map_err(failed("mkdir stack"))?;
+                for (name, at) in [
+                    ("cryo-under", stack.clone()),
+                    ("cryo-over", stack.clone()),
+                    ("cryo-inner", stack.join("c")),
+                ] {
+                    std::fs::create_dir_all(&at).map_err(failed("mkdir"))?;
+                    mount(
+                        Some(name),
+                        &at,
+                        Some("tmpfs"),
+                        MsFlags::empty(),
+                        Some("size=64k"),
+                    )?;
+                    std::fs::write(at.join(format!("{name}.txt")), name)
+                        .map_err(failed("write"))?;
+                }
                 continue;
             }
             "fifo" => {

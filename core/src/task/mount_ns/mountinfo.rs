@@ -106,6 +106,36 @@ pub(super) fn is_below(p: &str, prefix: &str) -> bool {
             .is_some_and(|rest| rest.starts_with('/'))
 }
 
+/// The mount `point` (as mountinfo writes it) reaches among `mounts`, mounted in that order,
+/// as a lookup of the path finds it: from the root mount, at each part of the path the last
+/// mount made on the one reached so far there, then the last on that one (stacked), and so
+/// on. None for a table without a root.
+pub(super) fn reached_by(point: &str, mounts: &[Mount]) -> Option<u32> {
+    let ids: std::collections::HashSet<u32> = mounts.iter().map(|m| m.id).collect();
+    let mut reached = mounts.iter().find(|m| !ids.contains(&m.parent))?.id;
+    let mut prefix = String::new();
+    let parts = std::iter::once("").chain(point.split('/').filter(|p| !p.is_empty()));
+    for part in parts {
+        if !part.is_empty() {
+            prefix.push('/');
+            prefix.push_str(part);
+        }
+        let here = if prefix.is_empty() {
+            "/"
+        } else {
+            prefix.as_str()
+        };
+        while let Some(m) = mounts
+            .iter()
+            .rev()
+            .find(|m| m.point == here && m.parent == reached && m.id != reached)
+        {
+            reached = m.id;
+        }
+    }
+    Some(reached)
+}
+
 /// The mount flags of per-mount options `options` (mountinfo's sixth field), or the first
 /// option the restore does not make (idmapped...).
 pub(super) fn mount_flags(options: &str) -> Result<MsFlags, String> {
@@ -187,6 +217,37 @@ pub(super) fn proc_options(super_options: &str) -> Result<String, String> {
 
 #[cfg(test)]
 mod tests {
+    /// zdtm tempfs_overmounted: two tmpfs stacked on a/b, one on a/b/c of the upper, two
+    /// stacked on a over all of it, one on a/b of the upper: each reached where it was made.
+    #[test]
+    fn a_path_reaches_the_last_mount_stacked_on_the_mount_it_reached_so_far() {
+        let line = |id: u32, parent: u32, point: &str| {
+            format!("{id} {parent} 0:{id} / {point} rw - tmpfs none rw\n")
+        };
+        let text: String = [
+            line(1, 0, "/"),
+            line(2, 1, "/t/a/b"),
+            line(3, 2, "/t/a/b"),
+            line(4, 3, "/t/a/b/c"),
+            line(5, 1, "/t/a"),
+            line(6, 5, "/t/a"),
+            line(7, 6, "/t/a/b"),
+        ]
+        .concat();
+        let table = super::parse(&text);
+        for (i, m) in table.iter().enumerate().skip(1) {
+            assert_eq!(
+                super::reached_by(&m.point, &table[..i]),
+                Some(m.parent),
+                "{}",
+                m.point
+            );
+        }
+        // Now the paths lead to the upper stack: the lower ones are covered.
+        assert_eq!(super::reached_by("/t/a/b/c", &table), Some(7));
+        assert_eq!(super::reached_by("/t/x", &table[..1]), Some(1));
+    }
+
     use super::*;
 
     #[test]
