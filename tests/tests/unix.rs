@@ -384,6 +384,45 @@ fn a_connection_waiting_in_a_listeners_accept_queue_comes_back_with_what_it_sent
     w.kill_restored();
 }
 
+/// A connection waiting in the accept queue whose client sent data and closed (zdtm
+/// sk-unix-listen02..04, which CRIU refuses): it comes back in its place in the queue, the
+/// accept reading what was sent, then end of file; the connection behind it still has its
+/// live client. Before: refused ("sock_diag query of a waiting client: ... inode 0").
+#[test]
+fn a_waiting_connection_whose_client_closed_comes_back_with_its_data_and_end_of_file() {
+    cryo_bin();
+    let dir = cryo_tests::control_dir();
+    let path = dir.path().join("l.sock");
+    let mut w = Workload::spawn_in(dir, "unix-listen", &[path.to_str().unwrap()]);
+    assert_eq!(w.cmd("connect gone-before"), "ok");
+    assert_eq!(w.cmd("close-client"), "ok");
+    assert_eq!(w.cmd("connect still-here"), "ok");
+    w.dump_and_restore();
+    assert_eq!(w.cmd("accept-drain"), "got gone-before|eof");
+    assert_eq!(w.cmd("accept-keep"), "got still-here");
+    assert_eq!(w.cmd("say client ping"), "ok");
+    assert_eq!(w.cmd("hear conn"), "ping");
+    w.kill_restored();
+}
+
+/// The same left running: what the closed client sent is seen only by accept(), so the dump
+/// refuses, as a temporary state, and the connection still waits with its data.
+#[test]
+fn a_waiting_connection_whose_client_closed_is_refused_by_a_dump_that_leaves_it_running() {
+    cryo_bin();
+    let dir = cryo_tests::control_dir();
+    let path = dir.path().join("l.sock");
+    let w = Workload::spawn_in(dir, "unix-listen", &[path.to_str().unwrap()]);
+    assert_eq!(w.cmd("connect gone-before"), "ok");
+    assert_eq!(w.cmd("close-client"), "ok");
+    w.dump(&w.path("img"), &["--leave-running"])
+        .assert_refused()
+        .assert_stderr_mentions("closed since")
+        .assert_stderr_mentions("retry");
+    w.assert_untouched();
+    assert_eq!(w.cmd("accept-drain"), "got gone-before|eof");
+}
+
 #[test]
 fn a_waiting_connection_with_data_is_refused_by_a_dump_that_leaves_it_running() {
     cryo_bin();

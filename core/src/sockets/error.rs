@@ -216,6 +216,21 @@ pub enum SocketError {
         /// Bytes it sent.
         sent: u32,
     },
+    /// A connection waits in a listener's accept queue from a client closed since, and the
+    /// dump leaves the targets running (what it sent is only seen by accept()).
+    #[error(
+        "pid {pid} fd {fd}: unix listener socket:[{ino}]: a connection from a client closed \
+         since waits in its accept queue; what it sent is seen only by accept(), which a \
+         --leave-running dump cannot undo: a temporary state, retry once it is accepted"
+    )]
+    EmbryoOfClosedClient {
+        /// The task.
+        pid: Pid,
+        /// The listener's fd.
+        fd: RawFd,
+        /// The listener.
+        ino: u64,
+    },
     /// Taking a listener's waiting connections (to capture what their clients sent) failed.
     #[error("pid {pid} fd {fd}: unix listener socket:[{ino}]: {problem}")]
     AcceptQueue {
@@ -365,6 +380,13 @@ pub enum AcceptProblem {
     /// The listener's record is gone.
     #[error("its record is gone")]
     NoRecord,
+    /// A connection whose client closed carries descriptors in flight, or its client was
+    /// bound to a name: a transient client would not send them again so.
+    #[error(
+        "the connection waiting in its accept queue from a client closed since {0}: not \
+         supported"
+    )]
+    ClosedClient(&'static str),
     /// The listener is itself in flight in what a client sent before being accepted.
     #[error(
         "in flight in what a client sent before being accepted, it has connections waiting \

@@ -7,6 +7,8 @@
 //!                            connect MSG -> ok (a client of its own listener at fd 52, MSG sent,
 //!                            not accepted)   accept-keep -> got <first message> (kept at fd 53)
 //!                            say client|conn MSG -> ok   hear client|conn -> <msgs> | empty
+//!                            close-client -> ok (fd 52 closed: a waiting connection's client
+//!                            gone)   accept-drain -> got <all it reads>|eof (until end of file)
 //! ```
 
 use std::io::{self, Read};
@@ -60,6 +62,16 @@ impl Mode for UnixListen {
                 .map(|()| "ok".into())
                 .map_err(io_err),
             ("accept-keep", []) => accept_keep(listener).map_err(io_err),
+            ("close-client", []) => {
+                sys::close(CLIENT);
+                Ok("ok".into())
+            }
+            ("accept-drain", []) => {
+                let (mut c, _) = self.0.accept().map_err(io_err)?;
+                let mut all = Vec::new();
+                c.read_to_end(&mut all).map_err(io_err)?;
+                Ok(format!("got {}|eof", String::from_utf8_lossy(&all)))
+            }
             ("say", [w, msg]) => unix::send(end(w), msg.as_bytes())
                 .map(|()| "ok".into())
                 .map_err(io_err),

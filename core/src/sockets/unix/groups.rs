@@ -51,11 +51,11 @@ enum Shape {
     Pair(u32, u32),
     /// A listener, the connections accepted from it that share its abstract name (the
     /// accepted end, its client: `None` when that is closed or outside the dump) and the
-    /// clients waiting in its accept queue.
+    /// clients waiting in its accept queue (`None`: closed since it connected).
     Listener {
         listener: u32,
         accepted: Vec<(u32, Option<u32>)>,
-        clients: Vec<u32>,
+        clients: Vec<Option<u32>>,
     },
     Single(u32),
     Dgram {
@@ -78,7 +78,7 @@ impl Shape {
                         .iter()
                         .flat_map(|&(a, c)| std::iter::once(a).chain(c)),
                 )
-                .chain(clients.iter().copied())
+                .chain(clients.iter().flatten().copied())
                 .collect(),
             Shape::Single(s) => vec![*s],
             Shape::Dgram { receiver, senders } => std::iter::once(*receiver)
@@ -190,7 +190,10 @@ impl UnixLinks {
                 .pending
                 .iter()
                 .map(|p| {
-                    by_ino.get(&p.client_ino).copied().ok_or_else(|| {
+                    if p.client_ino == 0 {
+                        return Ok(None);
+                    }
+                    by_ino.get(&p.client_ino).copied().map(Some).ok_or_else(|| {
                         invalid(
                             id,
                             format!(
@@ -500,7 +503,21 @@ impl UnixLinks {
                 }
                 let mut out = vec![(*listener, fd)];
                 out.extend(made);
-                for &c in clients {
+                for (p, &c) in ul.pending.iter().zip(clients) {
+                    let Some(c) = c else {
+                        // Closed since: a transient client connects, sends what it had sent
+                        // (no descriptors, the dump checked) and closes.
+                        let cfd = unix::restore::socket(ul.sock_type)
+                            .map_err(unix_err(dl, "socket (a closed waiting client)"))?;
+                        unix::restore::connect(&cfd, &to).map_err(unix_err(
+                            dl,
+                            "connect a closed waiting client to its listener again",
+                        ))?;
+                        let q = queue(dl, ul, &p.queue, &HashMap::new())?;
+                        unix::restore::refill_queue(&cfd, None, &q)
+                            .map_err(unix_err(dl, "refill what a closed waiting client sent"))?;
+                        continue;
+                    };
                     let dc = desc(c)?;
                     let uc = self.state(dc)?;
                     let cfd =
@@ -576,7 +593,8 @@ impl UnixLinks {
                 }
                 let dl = desc(*listener)?;
                 let ul = self.state(dl)?;
-                for (p, &c) in ul.pending.iter().zip(clients) {
+                for (p, c) in ul.pending.iter().zip(clients) {
+                    let Some(c) = *c else { continue };
                     let q = queue(dl, self.state(desc(c)?)?, &p.queue, opened)?;
                     unix::restore::refill_queue(fd(c)?, None, &q)
                         .map_err(unix_err(dl, "refill what a waiting client had sent"))?;
@@ -675,7 +693,7 @@ impl UnixLinks {
                         }
                     }
                 }
-                for &c in clients {
+                for &c in clients.iter().flatten() {
                     let d = desc(c)?;
                     unix::restore::restore_shutdown(fd(c)?, self.state(d)?.shutdown())
                         .map_err(unix_err(d, "shutdown"))?;

@@ -35,7 +35,7 @@ use tracing::debug;
 
 use cryo_unix_sockets as unix;
 
-use super::{split_queue, InFlightFds};
+use super::{split_queue, InFlightFds, CLOSED_CLIENT};
 use crate::files::{FileError, FileTable};
 use crate::image::ImageDir;
 use crate::sockets::{AcceptProblem, InFlightRefusal, RecordProblem, SocketDump, SocketError};
@@ -54,6 +54,14 @@ pub fn resolve(
     if leave_running {
         for q in dumps.iter().flat_map(|d| &d.accept_queues) {
             if let Some(&(client, sent)) = q.clients.iter().find(|(_, sent)| *sent > 0) {
+                if sent == CLOSED_CLIENT {
+                    return Err(SocketError::EmbryoOfClosedClient {
+                        pid: q.pid,
+                        fd: q.fd,
+                        ino: q.ino,
+                    }
+                    .into());
+                }
                 return Err(SocketError::EmbryoData {
                     pid: q.pid,
                     fd: q.fd,
@@ -114,7 +122,8 @@ pub fn capture_accept_queues(
                     .ok()
                     .and_then(|i| diag.query(i).ok().flatten())
                     .and_then(|info| info.peer);
-                if peer.map(u64::from) != Some(client) {
+                // A closed client: no peer inode.
+                if peer.map(u64::from).unwrap_or(0) != client {
                     return Err(bad(AcceptProblem::OutOfOrder {
                         client,
                         found: peer.map_or(0, u64::from),
@@ -124,6 +133,22 @@ pub fn capture_accept_queues(
                 let captured = unix::capture_queue(&conn)
                     .map_err(unix_err("capture what a client sent before accept"))?;
                 let (messages, carried) = split_queue(captured, &unix::UnixName::Unnamed);
+                if client == 0 {
+                    // Sent again by a transient client, unbound, without descriptors.
+                    if !carried.is_empty() {
+                        return Err(bad(AcceptProblem::ClosedClient(
+                            "carrying descriptors in flight",
+                        ))
+                        .into());
+                    }
+                    let named = nix::sys::socket::getpeername::<nix::sys::socket::UnixAddr>(
+                        conn.as_raw_fd(),
+                    )
+                    .is_ok_and(|a| a.path().is_some() || a.as_abstract().is_some());
+                    if named {
+                        return Err(bad(AcceptProblem::ClosedClient("bound to a name")).into());
+                    }
+                }
                 for (message, fds) in carried {
                     dump.in_flight.push(InFlightFds {
                         pid: q.pid,
@@ -294,7 +319,8 @@ fn resolve_in_flight(
 fn check_accept_queues(dumps: &[SocketDump]) -> Result<(), SocketError> {
     let mut waiting: HashSet<u64> = HashSet::new();
     for q in dumps.iter().flat_map(|d| &d.accept_queues) {
-        for &(client, _) in &q.clients {
+        // A closed client (0) is made again as a transient one.
+        for &(client, _) in q.clients.iter().filter(|(c, _)| *c != 0) {
             if !dumps.iter().any(|d| d.has_record(client)) {
                 return Err(SocketError::ExternalClient {
                     pid: q.pid,

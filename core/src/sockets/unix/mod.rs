@@ -120,10 +120,15 @@ impl UnixMessage {
     }
 }
 
+/// What a listener's waiting connection whose client closed since it connected (inode 0) is
+/// counted as having sent: unknown, only accepting it tells (its embryo's queue).
+pub(crate) const CLOSED_CLIENT: u32 = u32::MAX;
+
 /// A connection waiting in a listener's accept queue (not accepted yet).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingConnection {
-    /// The client socket (connected, held by a dumped process or in flight).
+    /// The client socket (connected, held by a dumped process or in flight); 0: closed since
+    /// it connected (a transient client connects, sends the queue and closes at restore).
     pub client_ino: u64,
     /// What the client sent before being accepted (the embryo's queue), in order.
     pub queue: Vec<UnixMessage>,
@@ -378,12 +383,17 @@ fn capture(
     }
     // A waiting client's unread output is what it sent the embryo: counted here, captured
     // (by accepting) only by a dump that ends the listener's owner.
+    // A client closed since it connected shows as inode 0: what it sent is only in the
+    // embryo ([`CLOSED_CLIENT`]).
     let mut waiting = Vec::with_capacity(info.pending.len());
     for &client in &info.pending {
-        let sent = diag
-            .query(client)
-            .map_err(bad("sock_diag query of a waiting client"))?
-            .map_or(0, |c| c.wqueue);
+        let sent = match client {
+            0 => CLOSED_CLIENT,
+            _ => diag
+                .query(client)
+                .map_err(bad("sock_diag query of a waiting client"))?
+                .map_or(0, |c| c.wqueue),
+        };
         waiting.push((u64::from(client), sent));
     }
     // Seen before the capture: peeking a seqpacket queue takes the error.
