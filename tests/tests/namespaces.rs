@@ -214,17 +214,72 @@ fn a_process_in_a_time_namespace_comes_back_in_one_whose_clocks_went_on_from_the
     }
 }
 
+/// A time namespace made for the process's children only (unshare(CLONE_NEWTIME), not
+/// entered: zdtm timens_for_kids, which CRIU refuses) comes back made for its children: the
+/// process stays in cryo's, a child forked after the restore reads clocks 100 s ahead that went
+/// on from the freeze. A `--leave-running` dump leaves it as it was. Before: refused ("made a
+/// time namespace for its children ... not restored").
 #[test]
-fn a_time_namespace_made_for_children_only_is_refused_naming_pid() {
+fn a_time_namespace_made_for_children_only_comes_back_made_for_them() {
     cryo_bin();
-    let w = Workload::spawn("attrs", &["timens-children=100"]);
+    const AHEAD_S: i64 = 100;
+    const AWAY: std::time::Duration = std::time::Duration::from_secs(2);
+    let mut w = Workload::spawn("attrs", &[&format!("timens-children={AHEAD_S}")]);
+    let for_kids =
+        |pid: i32| std::fs::read_link(format!("/proc/{pid}/ns/time_for_children")).expect("link");
+    let ahead = |w: &Workload| {
+        let reply = w.cmd("get kid-clocks");
+        let kid: i64 = reply.split(' ').next().unwrap().parse().expect(&reply);
+        let (own, _) = clocks(w, "get");
+        kid - own
+    };
+    assert_eq!(time_ns(w.pid()), time_ns("self"));
+    assert_ne!(for_kids(w.pid()), time_ns("self"));
+    let before = ahead(&w);
+    assert!(
+        (before - AHEAD_S * 1_000_000_000).abs() < 1_000_000_000,
+        "a child is {before} ns ahead"
+    );
+    let kids_ns = for_kids(w.pid());
+    w.dump(&w.path("left"), &["--leave-running"])
+        .assert_success();
+    assert_eq!(for_kids(w.pid()), kids_ns, "--leave-running changed it");
+    w.dump_ok(&w.path("img"));
+    std::thread::sleep(AWAY);
+    w.restore_background(&w.path("img"));
+    assert_eq!(
+        time_ns(w.pid()),
+        time_ns("self"),
+        "the process stays in cryo's"
+    );
+    assert_ne!(
+        for_kids(w.pid()),
+        time_ns("self"),
+        "made for its children again"
+    );
+    let after = ahead(&w);
+    // The children's clocks went on from the freeze: the time away is not in them.
+    let lost = before - after;
+    assert!(
+        lost > AWAY.as_nanos() as i64 / 2 && lost < AWAY.as_nanos() as i64 * 3,
+        "a child is {after} ns ahead after the restore, {before} before, {AWAY:?} away"
+    );
+    w.kill_restored();
+}
+
+/// With threads (the namespace made by one thread for its children) the process could not
+/// clone another (CLONE_VM across two time namespaces), nor could the restore: refused naming
+/// pid, thread and the namespace.
+#[test]
+fn a_time_namespace_made_for_children_by_a_threaded_process_is_refused_naming_pid() {
+    cryo_bin();
+    let w = Workload::spawn("attrs", &["thread", "timens-children=100"]);
     let out = w.dump(&w.path("img"), &[]);
     assert!(!out.status.success(), "the dump should be refused\n{out}");
     let pid = w.pid();
     assert!(
-        out.stderr.contains(&format!(
-            "pid {pid} thread {pid}: made a time namespace for its children (time:["
-        )),
+        out.stderr.contains(&format!("pid {pid} thread "))
+            && out.stderr.contains("time_for_children"),
         "{}",
         out.stderr
     );

@@ -405,6 +405,36 @@ fn a_waiting_connection_whose_client_closed_comes_back_with_its_data_and_end_of_
     w.kill_restored();
 }
 
+/// The same in a network namespace of its own (zdtm's ns flavour): the accepted connections
+/// are told apart by a sock_diag of that namespace. Before: refused after taking the waiting
+/// connections ("accept() returned the connection of socket:[0] where the accept queue named
+/// ..."), which left the process without them.
+#[test]
+fn a_waiting_connection_whose_client_closed_in_a_network_namespace_comes_back() {
+    use std::os::unix::process::CommandExt;
+    cryo_bin();
+    let dir = cryo_tests::control_dir();
+    let path = dir.path().join("l.sock");
+    let mut w = Workload::spawn_configured(dir, "unix-listen", &[path.to_str().unwrap()], |c| {
+        // SAFETY: unshare is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            c.pre_exec(|| {
+                nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+                    .map_err(std::io::Error::from)
+            });
+        }
+    });
+    let ns = |pid: i32| std::fs::read_link(format!("/proc/{pid}/ns/net")).unwrap();
+    assert_ne!(ns(w.pid()), ns(std::process::id() as i32));
+    assert_eq!(w.cmd("connect gone-before"), "ok");
+    assert_eq!(w.cmd("close-client"), "ok");
+    assert_eq!(w.cmd("connect still-here"), "ok");
+    w.dump_and_restore();
+    assert_eq!(w.cmd("accept-drain"), "got gone-before|eof");
+    assert_eq!(w.cmd("accept-keep"), "got still-here");
+    w.kill_restored();
+}
+
 /// The same left running: what the closed client sent is seen only by accept(), so the dump
 /// refuses, as a temporary state, and the connection still waits with its data.
 #[test]

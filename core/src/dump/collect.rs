@@ -42,6 +42,7 @@ pub(super) fn collect(
     let mut core = task::dump(pid, stat)?;
     let mut made = namespaces::dump(pid, frozen.tids(), pidns)?;
     (core.uts, core.time) = (made.uts.take(), made.time.take());
+    core.time_for_children = made.time_for_children.take();
     core.userns = made.user.take();
     let mut cgroups = crate::task::cgroups::dump(pid, frozen.tids())?;
     core.cgroups = std::mem::take(&mut cgroups.process);

@@ -666,14 +666,19 @@ fn dump_tree(
     }
     {
         use crate::task::namespaces::{
-            check_tree, CGROUP, MNT, NET, SESSION_KEYRING, TIME, USER, UTS,
+            check_tree, check_tree_given, CGROUP, MNT, NET, SESSION_KEYRING, TIME, USER, UTS,
         };
         let made = |inode: fn(&cryo_proto::image::TaskCore) -> Option<u64>| -> Vec<(i32, i32, Option<u64>)> {
             let tasks = pstree.iter().zip(&cores);
             tasks.map(|(e, (core, _))| (e.pid, e.ppid, inode(core))).collect()
         };
         check_tree(UTS, &made(|c| c.uts.as_ref().map(|u| u.inode)))?;
-        check_tree(TIME, &made(|c| c.time.as_ref().map(|t| t.inode)))?;
+        // Children get the time namespace made for them, if their parent made one.
+        let time_given = |pid: i32| {
+            let (_, (core, _)) = pstree.iter().zip(&cores).find(|(e, _)| e.pid == pid)?;
+            Some(core.time_for_children.as_ref().or(core.time.as_ref()).map(|t| t.inode))
+        };
+        check_tree_given(TIME, &made(|c| c.time.as_ref().map(|t| t.inode)), time_given)?;
         check_tree(CGROUP, &made(|c| c.cgroupns.as_ref().map(|n| n.inode)))?;
         check_tree(NET, &made(|c| c.netns.as_ref().map(|n| n.inode)))?;
         check_tree(SESSION_KEYRING, &made(|c| crate::task::keyrings::serial(c).map(|s| s as u64)))?;

@@ -46,19 +46,25 @@ fn sec_nsec(ns: i64) -> (i64, i64) {
     (ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000))
 }
 
-/// Moves the calling process (single-threaded) into a new time namespace whose monotonic and
-/// boot clocks read `monotonic_ns` and `boottime_ns` now.
-pub(crate) fn enter_new(monotonic_ns: i64, boottime_ns: i64) -> io::Result<()> {
-    let flag = CloneFlags::from_bits_retain(libc::CLONE_NEWTIME);
-    // The new namespace is for the children; its offsets can be set until a task enters it.
-    nix::sched::unshare(flag)?;
+/// Makes a new time namespace for the calling process's children (unshare: it stays in its
+/// own), whose monotonic and boot clocks read `monotonic_ns` and `boottime_ns` now.
+pub(crate) fn make_for_children(monotonic_ns: i64, boottime_ns: i64) -> io::Result<()> {
+    // Its offsets can be set until a task enters it.
+    nix::sched::unshare(CloneFlags::from_bits_retain(libc::CLONE_NEWTIME))?;
     let (host_mono, host_boot) = clocks_now()?;
     let (mono_sec, mono_nsec) = sec_nsec(monotonic_ns - host_mono);
     let (boot_sec, boot_nsec) = sec_nsec(boottime_ns - host_boot);
     std::fs::write(
         "/proc/self/timens_offsets",
         format!("monotonic {mono_sec} {mono_nsec}\nboottime {boot_sec} {boot_nsec}\n"),
-    )?;
+    )
+}
+
+/// Moves the calling process (single-threaded) into a new time namespace whose monotonic and
+/// boot clocks read `monotonic_ns` and `boottime_ns` now.
+pub(crate) fn enter_new(monotonic_ns: i64, boottime_ns: i64) -> io::Result<()> {
+    let flag = CloneFlags::from_bits_retain(libc::CLONE_NEWTIME);
+    make_for_children(monotonic_ns, boottime_ns)?;
     let ns = std::fs::File::open("/proc/self/ns/time_for_children")?;
     // setns into a time namespace moves the caller too (and its vdso's clock page).
     nix::sched::setns(ns.as_fd(), flag)?;

@@ -66,10 +66,11 @@ pub enum NamespaceError {
         /// The kind.
         kind: &'static str,
     },
-    /// The task made a time namespace for its children that it is not in itself.
+    /// The task made a time namespace for its children that it is not in itself, while in a
+    /// time namespace of its own, or with threads.
     #[error(
         "pid {pid} thread {tid}: made a time namespace for its children (time:[{inode}]) it \
-         is not in: a namespace no process entered yet is not restored"
+         is not in, {why}: not restored"
     )]
     TimeForChildren {
         /// The process.
@@ -78,6 +79,8 @@ pub enum NamespaceError {
         tid: Pid,
         /// The namespace's inode.
         inode: u64,
+        /// What makes it impossible.
+        why: &'static str,
     },
     /// A user namespace (or the ownership of another namespace by one) the restore cannot
     /// make again as it is.
@@ -145,6 +148,8 @@ pub struct MadeAgain {
     pub uts: Option<UtsNamespace>,
     /// Its time namespace, with its clocks at the freeze.
     pub time: Option<TimeNamespace>,
+    /// The time namespace it made for its children and is not in, with their clocks.
+    pub time_for_children: Option<TimeNamespace>,
     /// The inode of its cgroup namespace (read by [`crate::task::cgroups::namespace`]).
     pub cgroup: Option<u64>,
     /// The inode of its network namespace (read once per namespace by
@@ -248,14 +253,32 @@ pub fn dump(pid: Pid, tids: &[Pid], pidns: Option<u64>) -> Result<MadeAgain, Nam
         Some(uts_names(pid, uts)?)
     };
     let (time, for_children) = (ns_of("time"), ns_of("time_for_children"));
-    if for_children != time {
-        return Err(NamespaceError::TimeForChildren {
-            pid,
-            tid: pid,
-            inode: for_children,
-        });
-    }
-    let time = if time == read_ours("time")? {
+    let refuse_for_children = |why| NamespaceError::TimeForChildren {
+        pid,
+        tid: pid,
+        inode: for_children,
+        why,
+    };
+    let in_ours = time == read_ours("time")?;
+    // A namespace made for its children: its offsets are what timens_offsets shows (those of
+    // its own are then not shown: only cryo's is supported). No thread can be cloned then
+    // (CLONE_VM across two time namespaces is EINVAL), so neither can the restore's.
+    let time_for_children = if for_children != time {
+        if !in_ours {
+            return Err(refuse_for_children(
+                "while in a time namespace of its own (whose offsets /proc then does not show)",
+            ));
+        }
+        if tids.len() > 1 {
+            return Err(refuse_for_children(
+                "with threads (the restore makes them after its namespaces)",
+            ));
+        }
+        Some(time_clocks(pid, for_children)?)
+    } else {
+        None
+    };
+    let time = if in_ours {
         None
     } else {
         Some(time_clocks(pid, time)?)
@@ -273,6 +296,7 @@ pub fn dump(pid: Pid, tids: &[Pid], pidns: Option<u64>) -> Result<MadeAgain, Nam
     Ok(MadeAgain {
         uts,
         time,
+        time_for_children,
         cgroup,
         net,
         mnt,
@@ -460,7 +484,19 @@ pub(crate) fn check_tree(
     kind: MadeKind,
     tasks: &[(i32, i32, Option<u64>)],
 ) -> Result<(), NamespaceError> {
-    let ns_of = |pid: i32| tasks.iter().find(|t| t.0 == pid).map(|t| t.2);
+    check_tree_given(kind, tasks, |pid| {
+        tasks.iter().find(|t| t.0 == pid).map(|t| t.2)
+    })
+}
+
+/// [`check_tree`] where a process's children get the namespace `given(pid)` says (None: not
+/// a process of the dump): a time namespace made for them.
+pub(crate) fn check_tree_given(
+    kind: MadeKind,
+    tasks: &[(i32, i32, Option<u64>)],
+    given: impl Fn(i32) -> Option<Option<u64>>,
+) -> Result<(), NamespaceError> {
+    let ns_of = given;
     let MadeKind {
         name,
         link,
@@ -517,14 +553,22 @@ pub fn restore_in_child(core: &TaskCore, parent: Option<&TaskCore>) -> Result<()
         }
         _ => {}
     }
-    let parent_time = parent.and_then(|p| p.time.as_ref()).map(|t| t.inode);
+    // The time namespace its parent gives its children: the one made for them, or its own.
+    let parent_time = parent
+        .and_then(|p| p.time_for_children.as_ref().or(p.time.as_ref()))
+        .map(|t| t.inode);
     match &core.time {
         Some(time) if parent_time != Some(time.inode) => {
             sys::timens::enter_new(time.monotonic_ns, time.boottime_ns)
-                .map_err(failed(ChildStep::TimeNamespace))
+                .map_err(failed(ChildStep::TimeNamespace))?
         }
-        _ => Ok(()),
+        _ => {}
     }
+    if let Some(kids) = &core.time_for_children {
+        sys::timens::make_for_children(kids.monotonic_ns, kids.boottime_ns)
+            .map_err(failed(ChildStep::TimeNamespace))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -85,7 +85,6 @@ pub fn capture_accept_queues(
     files: &mut FileTable,
     images: &ImageDir,
 ) -> Result<(), FileError> {
-    let mut diag: Option<unix::DiagSocket> = None;
     let mut taken = HashSet::new();
     for dump in dumps.iter_mut() {
         let queues: Vec<_> = dump
@@ -103,10 +102,12 @@ pub fn capture_accept_queues(
             };
             let sys_err = |step| move |source| bad(AcceptProblem::Sys { step, source });
             let unix_err = |step| move |source| bad(AcceptProblem::Unix { step, source });
-            if diag.is_none() {
-                diag = Some(unix::DiagSocket::new().map_err(unix_err("sock_diag"))?);
-            }
-            let diag = diag.as_mut().expect("set above");
+            // Asked in the listener's network namespace: unix_diag answers for the asking
+            // socket's.
+            let mut diag = crate::sockets::in_netns_of(q.pid, || {
+                unix::DiagSocket::new().map_err(|e| unix_err("sock_diag")(e).into())
+            })?;
+            let diag = &mut diag;
             let pidfd = sys::pidfd::pidfd_open(q.pid).map_err(sys_err("pidfd_open"))?;
             let listener =
                 sys::pidfd::pidfd_getfd(pidfd.as_fd(), q.fd).map_err(sys_err("pidfd_getfd"))?;
