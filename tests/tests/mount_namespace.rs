@@ -514,6 +514,38 @@ fn a_child_pivoted_into_a_tmpfs_of_its_own_comes_back_with_its_executable_from_o
     w.kill_restored();
 }
 
+/// Socket files on the namespace's own tmpfs (zdtm sk-unix-mntns): a listener bound there
+/// answers at its path again, and a stale socket file (its socket closed) is still there, a
+/// socket file nobody listens on. Before: refused ("holds /tmpfs.sock of a type not copied").
+#[test]
+fn socket_files_on_the_namespaces_tmpfs_come_back_bound_or_stale() {
+    cryo_bin();
+    let _shared = cryo_tests::cryos_mounts_kept();
+    let mut w = Workload::spawn("mount-ns", &["sock-tmpfs"]);
+    let tmp = w.path("tmp");
+    let seen = |w: &Workload, name: &str| {
+        std::path::PathBuf::from(format!("/proc/{}/root{}/{name}", w.pid(), tmp.display()))
+    };
+    let stale = |w: &Workload| {
+        let path = seen(w, "stale.sock");
+        let kind = std::fs::symlink_metadata(&path).map(|m| {
+            use std::os::unix::fs::FileTypeExt;
+            (m.file_type().is_socket(), m.mode() & 0o7777)
+        });
+        let refused = std::os::unix::net::UnixStream::connect(&path)
+            .map_err(|e| e.raw_os_error())
+            .err();
+        (kind.ok(), refused)
+    };
+    let before = stale(&w);
+    assert_eq!(before.1, Some(Some(libc::ECONNREFUSED)), "{before:?}");
+    assert_listener_answers(&w, &seen(&w, "tmpfs.sock"));
+    w.dump_and_restore();
+    assert_eq!(stale(&w), before, "the stale socket file");
+    assert_listener_answers(&w, &seen(&w, "tmpfs.sock"));
+    w.kill_restored();
+}
+
 /// Stacked mounts (zdtm tempfs_overmounted): two tmpfs on one point, a third on a directory
 /// of the upper one. They come back stacked in the same order, each with its files: the
 /// lower one's are read at dump from a private copy of the namespace with the upper one

@@ -12,7 +12,9 @@
 //! read-only), `pivot` (before the rest: a tmpfs made the namespace's root
 //! with pivot_root, holding binds of /usr, /dev, of this program's directory and of DIR at their
 //! paths, and a proc on /proc; `no-proc`: without the proc, the root holding no /proc;
-//! `ro-root`: its tmpfs remounted read-only last), `shared` (the tmpfs made shared), `stacked` (tmpfs cryo-under on DIR/stack, tmpfs
+//! `ro-root`: its tmpfs remounted read-only last), `shared` (the tmpfs made shared), `sock-tmpfs` (a unix stream listener bound to
+//! DIR/tmp/tmpfs.sock at fd 47, and DIR/tmp/stale.sock, a socket file no socket holds),
+//! `stacked` (tmpfs cryo-under on DIR/stack, tmpfs
 //! cryo-over on it at the same point, tmpfs cryo-inner on DIR/stack/c of the upper one, each
 //! holding NAME.txt), `umount:PATH` (a
 //! mount of cryo's at PATH unmounted in its namespace), `nested` (a child in a mount namespace made inside this one, with a tmpfs cryo-mnt-inner on
@@ -448,6 +450,18 @@ pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
                 sys::move_fd(fd, LINKED_FD).map_err(failed("dup2"))?;
                 std::fs::remove_file(gone.join("f")).map_err(failed("unlink gone/f"))?;
                 std::fs::remove_dir(&gone).map_err(failed("rmdir gone"))?;
+                continue;
+            }
+            "sock-tmpfs" => {
+                // A listener bound on the tmpfs, and a stale socket file beside it.
+                let listener = std::os::unix::net::UnixListener::bind(tmp.join("tmpfs.sock"))
+                    .map_err(failed("bind tmpfs.sock"))?;
+                sys::move_fd(std::os::fd::IntoRawFd::into_raw_fd(listener), SOCK_BEFORE)
+                    .map_err(failed("dup2"))?;
+                drop(
+                    std::os::unix::net::UnixListener::bind(tmp.join("stale.sock"))
+                        .map_err(failed("bind stale.sock"))?,
+                );
                 continue;
             }
             "sock-inside" => {

@@ -90,12 +90,11 @@ pub(super) fn copy_tree(base: &Path, budget: &mut u64) -> Result<Vec<TreeEntry>,
             entry.data = target.as_os_str().as_bytes().to_vec();
         } else if file_type.is_char_device() || file_type.is_block_device() {
             entry.rdev = meta.rdev();
-        } else if !file_type.is_fifo() {
-            return Err(format!(
-                "holds {} of a type not copied (a socket)",
-                shown(&rel)
-            ));
+        } else if !file_type.is_fifo() && !file_type.is_socket() {
+            return Err(format!("holds {} of a type not copied", shown(&rel)));
         }
+        // A FIFO or a socket file: the node alone (a socket bound there binds it again at
+        // restore, the node taken as stale).
         out.push(entry);
     }
     if let Some((first, nlink, count)) = links.values().find(|(_, n, c)| *n != u64::from(*c)) {
@@ -221,6 +220,13 @@ pub(super) fn fill(point: &Path, files: &[TreeEntry]) -> Result<(), (String, io:
             }
             libc::S_IFIFO => nix::unistd::mkfifo(&path, Mode::from_bits_truncate(0o600))
                 .map_err(|err| fail(err.into()))?,
+            libc::S_IFSOCK => nix::sys::stat::mknod(
+                &path,
+                nix::sys::stat::SFlag::S_IFSOCK,
+                Mode::from_bits_truncate(0o600),
+                0,
+            )
+            .map_err(|err| fail(err.into()))?,
             libc::S_IFCHR | libc::S_IFBLK => nix::sys::stat::mknod(
                 &path,
                 nix::sys::stat::SFlag::from_bits_truncate(kind),
