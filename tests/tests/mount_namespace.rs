@@ -240,6 +240,36 @@ fn a_pty_of_the_namespaces_own_devpts_comes_back_in_the_new_instance() {
     w.kill_restored();
 }
 
+/// A pty of the namespace's own devpts bound on /console, as a container's /dev/console (zdtm
+/// pty-console): the bind comes back on the pty made again in the new instance, once the
+/// process made it (cryo binds it late). Before: refused ("is a devpts instance mounted more
+/// than once").
+#[test]
+fn a_pty_bound_on_the_console_comes_back_bound_to_the_new_instances_pty() {
+    cryo_bin();
+    let _shared = cryo_tests::cryos_mounts_kept();
+    let _one = cryo_tests::pty_turn();
+    let mut w = Workload::spawn("mount-ns", &["pivot", "devpts-own", "console"]);
+    let seen = |w: &Workload| {
+        let console = w.cmd("node /console");
+        let slave = w.cmd("node /dev/pts/0");
+        // Type and device: the same pty (inodes and times aside).
+        let kind = |n: &str| n.split(' ').take(2).collect::<Vec<_>>().join(" ");
+        (
+            kind(&console),
+            kind(&slave),
+            w.cmd("root /console"),
+            w.cmd("pty"),
+        )
+    };
+    let before = seen(&w);
+    assert_eq!(before.0, before.1, "/console is the pty: {before:?}");
+    w.dump_and_restore();
+    assert_eq!(seen(&w), before, "the restored process");
+    assert_eq!(w.cmd("pty-read"), "typed before", "its unread input");
+    w.kill_restored();
+}
+
 /// Files removed while held open in a namespace with a root of its own (zdtm rmdir_open,
 /// fifo-ghost, deleted_dev in the ns flavour), each made again for an instant by its holder
 /// in the namespace made again, then removed. A directory whose parent is gone too: in the

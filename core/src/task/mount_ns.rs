@@ -253,14 +253,13 @@ pub fn dump(
             continue;
         }
         let seen_at = PathBuf::from(format!("{}{}", root_link.display(), point));
-        let same_dev = theirs.iter().filter(|t| t.dev == m.dev).count();
         // The first mount of the namespace's own of this filesystem (a tmpfs, made and copied
         // before; a proc, sysfs or mqueue, made by cryo late), of which this one is a bind.
         let first_own = own[..n]
             .iter()
             .zip(&mounts)
             .find(|(o, r): &(&&Mount, &NamespaceMount)| {
-                o.dev == m.dev && (r.tmpfs || made_by_cryo(r) && !r.late)
+                o.dev == m.dev && (r.tmpfs || r.devpts || made_by_cryo(r) && !r.late)
             });
         let record =
             if let Some((first, first_record)) = first_own {
@@ -298,7 +297,9 @@ pub fn dump(
                     options: m.options.clone(),
                     bind_source: source,
                     bind_in_namespace: true,
-                    late: made_by_cryo(first_record),
+                    // On a devpts of its own: its ptys exist once the processes made their
+                    // files (a pty bound on /dev/console, as a container's).
+                    late: made_by_cryo(first_record) || first_record.devpts,
                     key: m.key(),
                     ..Default::default()
                 }
@@ -360,7 +361,13 @@ pub fn dump(
                     ..Default::default()
                 }
             } else if m.fstype == "devpts" && m.root == "/" && !our_devs.contains(m.dev.as_str()) {
-                if same_dev > 1 {
+                // Mounted whole more than once (binds of its ptys are binds of it).
+                if theirs
+                    .iter()
+                    .filter(|t| t.dev == m.dev && t.root == "/")
+                    .count()
+                    > 1
+                {
                     return Err(refuse(
                         m,
                         "is a devpts instance mounted more than once: not made again".into(),

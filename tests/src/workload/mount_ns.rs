@@ -40,7 +40,8 @@
 //! `ns-fd` (with `pivot`: /proc/self/ns/net opened through the namespace's own /proc at fd
 //! 54), `devpts-own` (with `pivot`: a new devpts
 //! instance on /dev/pts, ptmxmode=0666, as a container has; a pty made through /dev/ptmx, its
-//! master at fd 45, its slave at fd 46, "typed before" and a newline written to the master),
+//! master at fd 45, its slave at fd 46, "typed before" and a newline written to the master;
+//! `console`: that slave also bound on /console, as a container's /dev/console),
 //! `removed` (DIR/gone/sub open at fd 50, then removed, and DIR/gone with it; a FIFO
 //! DIR/fifo-gone open O_RDWR at fd 51, "queued" written to it, and a character device
 //! DIR/null-gone, 1:3, open O_RDWR at fd 52, both then removed), `jailed` (a child chrooted
@@ -504,6 +505,17 @@ pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
                     .map_err(failed("open the slave"))?;
                 sys::move_fd(slave, PTY_SLAVE).map_err(failed("dup2"))?;
                 sys::write_all(PTY_MASTER, b"typed before\n").map_err(failed("write"))?;
+                if args.iter().any(|a| a == "console") {
+                    // Its slave bound on /console, as a container's /dev/console.
+                    std::fs::write("/console", "").map_err(failed("make /console"))?;
+                    mount(
+                        Some(&pty_name()?),
+                        Path::new("/console"),
+                        None,
+                        MsFlags::MS_BIND,
+                        None,
+                    )?;
+                }
                 continue;
             }
             "removed" => {
@@ -525,7 +537,7 @@ pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
                 continue;
             }
             "nested" | "held-before" | "pivot" | "jailed" | "jailed-maker" | "pivoted-kid"
-            | "no-proc" | "ro-root" => continue,
+            | "no-proc" | "ro-root" | "console" => continue,
             _ if extra.starts_with("sock-before:") => continue,
             _ if extra.starts_with("umount:") => {
                 let point = &extra["umount:".len()..];
