@@ -576,6 +576,31 @@ fn socket_files_on_the_namespaces_tmpfs_come_back_bound_or_stale() {
     w.kill_restored();
 }
 
+/// A mount of cryo's remounted read-only in the namespace (its root: a service of systemd's
+/// with ProtectSystem=strict): it comes back read-only there, cryo's own still writable, the
+/// namespace's own mounts as before. Before: refused (the root taken for one of its own, then
+/// "a proc mount only the namespace has").
+#[test]
+fn a_mount_of_cryos_remounted_read_only_in_the_namespace_comes_back_read_only() {
+    cryo_bin();
+    let _shared = cryo_tests::cryos_mounts_kept();
+    let mut w = Workload::spawn("mount-ns", &["remount-ro:/"]);
+    let probe = w.path("probe");
+    let seen = |w: &Workload| {
+        let root = w.cmd("mount /");
+        let options = root.split(' ').next().unwrap_or("").to_string();
+        (options, w.cmd(&format!("write {}", probe.display())))
+    };
+    let before = seen(&w);
+    assert!(before.0.starts_with("ro,"), "{before:?}");
+    assert_eq!(before.1, "errno 30", "{before:?}");
+    w.dump_and_restore();
+    assert_eq!(seen(&w), before, "the restored process");
+    check_writes(&w);
+    std::fs::write(&probe, "x").expect("cryo's own root still writable");
+    w.kill_restored();
+}
+
 /// Stacked mounts (zdtm tempfs_overmounted): two tmpfs on one point, a third on a directory
 /// of the upper one. They come back stacked in the same order, each with its files: the
 /// lower one's are read at dump from a private copy of the namespace with the upper one

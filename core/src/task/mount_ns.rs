@@ -170,23 +170,48 @@ pub fn dump(
         table.iter().find(|m| !ids.contains(&m.parent)).cloned()
     };
     let their_top = top(&theirs);
+    // Cryo's root remounted with other flags is still cryo's root.
     let pivoted = their_top
         .as_ref()
-        .is_some_and(|t| Some(t.key()) != top(&ours).map(|o| o.key()));
-    // Cryo's mounts, each matched once; the rest are the namespace's own, in mount order.
+        .is_some_and(|t| Some(t.key_but_options()) != top(&ours).map(|o| o.key_but_options()));
+    // Cryo's mounts, each matched once (the same key, else the same but for its per-mount
+    // flags: remounted); the rest are the namespace's own, in mount order.
     let mut unmatched: Vec<(String, &Mount)> = if pivoted {
         Vec::new()
     } else {
         ours.iter().map(|o| (o.key(), o)).collect()
     };
     let mut inherited: HashSet<u32> = HashSet::new();
-    let mut own: Vec<&Mount> = Vec::new();
+    let mut not_exact: Vec<&Mount> = Vec::new();
     for m in &theirs {
         let key = m.key();
         match unmatched.iter().position(|(k, _)| *k == key) {
             Some(i) => {
                 unmatched.remove(i);
                 inherited.insert(m.id);
+            }
+            None => not_exact.push(m),
+        }
+    }
+    let mut own: Vec<&Mount> = Vec::new();
+    let mut remounts = Vec::new();
+    for m in not_exact {
+        let key = m.key_but_options();
+        match unmatched
+            .iter()
+            .position(|(_, o)| o.key_but_options() == key)
+        {
+            Some(i) => {
+                let (ours_key, _) = unmatched.remove(i);
+                mount_flags(&m.options)
+                    .map_err(|opt| refuse(m, format!("mount option {opt:?} is not made again")))?;
+                inherited.insert(m.id);
+                remounts.push(cryo_proto::image::MountRemount {
+                    point: unescape(&m.point),
+                    key: m.key(),
+                    ours_key,
+                    options: m.options.clone(),
+                });
             }
             None => own.push(m),
         }
@@ -528,6 +553,7 @@ pub fn dump(
         propagation,
         outer_groups,
         pivoted,
+        remounts,
     })
 }
 
@@ -1589,6 +1615,7 @@ fn reshape_copy(
     let failed = |what: String| ChildError::sys_on(ChildStep::MountNamespace, what);
     let mut there = Vec::new();
     let mut excess = Vec::new();
+    let mut remount = Vec::new();
     for m in copied {
         let key = m.key();
         match wanted.iter().position(|k| *k == key) {
@@ -1596,7 +1623,22 @@ fn reshape_copy(
                 wanted.swap_remove(i);
                 there.push(key);
             }
-            None => excess.push(m),
+            None => {
+                // One of cryo's the namespace has with other per-mount flags.
+                let r = ns
+                    .remounts
+                    .iter()
+                    .find(|r| r.ours_key == key && wanted.contains(&r.key) && !remount.contains(r));
+                match r {
+                    Some(r) => {
+                        let i = wanted.iter().position(|k| *k == r.key).expect("contained");
+                        wanted.swap_remove(i);
+                        there.push(r.key.clone());
+                        remount.push(r);
+                    }
+                    None => excess.push(m),
+                }
+            }
         }
     }
     for m in excess.iter().rev() {
@@ -1604,6 +1646,14 @@ fn reshape_copy(
             "unmount {} ({whose}, not the namespace's)",
             m.describe()
         )))?;
+    }
+    // Before its own mounts, which may cover them.
+    for r in &remount {
+        let flags = mount_flags(&r.options).map_err(|opt| ChildError::Mounts {
+            detail: format!("{}: option {opt:?}", r.point),
+        })?;
+        sys::mount::set_mount_flags(Path::new(&r.point), flags)
+            .map_err(failed(format!("set the flags of {} (remounted)", r.point)))?;
     }
     for m in ns.mounts.iter().filter(|m| !made_by_cryo(m)) {
         if parent_own.contains(&m.key.as_str()) {

@@ -23,6 +23,14 @@ pub(crate) struct Mount {
 }
 
 impl Mount {
+    /// The [`Mount::key`] of the same mount with other per-mount options (remounted).
+    pub(super) fn key_but_options(&self) -> String {
+        format!(
+            "{} {} ({} {}, {})",
+            self.point, self.root, self.fstype, self.source, self.super_options
+        )
+    }
+
     /// What two namespaces showing the same mount agree on (not ids, devices, propagation).
     pub(super) fn key(&self) -> String {
         format!(
