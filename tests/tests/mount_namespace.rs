@@ -601,6 +601,30 @@ fn a_mount_of_cryos_remounted_read_only_in_the_namespace_comes_back_read_only() 
     w.kill_restored();
 }
 
+/// Cryo's /proc/sys bound read-only on itself in the namespace (systemd's
+/// ProtectKernelTunables=): it comes back so, a write there refused (EROFS). Before: refused
+/// ("a proc mount only the namespace has").
+#[test]
+fn a_part_of_cryos_proc_bound_read_only_comes_back_bound_read_only() {
+    cryo_bin();
+    let _shared = cryo_tests::cryos_mounts_kept();
+    let mut w = Workload::spawn("mount-ns", &["protect-kernel"]);
+    let seen = |w: &Workload| {
+        (
+            w.cmd("mount /proc/sys"),
+            w.cmd("root /proc/sys"),
+            w.cmd("write /proc/sys/vm/drop_caches"),
+        )
+    };
+    let before = seen(&w);
+    assert!(before.0.starts_with("ro,"), "{before:?}");
+    assert_eq!(before.1, "/sys", "{before:?}");
+    assert_eq!(before.2, "errno 30", "{before:?}");
+    w.dump_and_restore();
+    assert_eq!(seen(&w), before, "the restored process");
+    w.kill_restored();
+}
+
 /// Stacked mounts (zdtm tempfs_overmounted): two tmpfs on one point, a third on a directory
 /// of the upper one. They come back stacked in the same order, each with its files: the
 /// lower one's are read at dump from a private copy of the namespace with the upper one

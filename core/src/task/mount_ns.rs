@@ -482,7 +482,12 @@ pub fn dump(
                     sysfs_own_netns: own,
                     ..Default::default()
                 }
-            } else if our_devs.contains(m.dev.as_str()) && !PSEUDO.contains(&m.fstype.as_str()) {
+            } else if our_devs.contains(m.dev.as_str())
+                && (!PSEUDO.contains(&m.fstype.as_str())
+                    // A part of cryo's proc (/proc/sys bound read-only on itself: systemd's
+                    // ProtectKernelTunables=): a bind, which no new mount of it shows.
+                    || m.fstype == "proc" && m.root != "/")
+            {
                 let source = bind_source(m, &ours, &seen_at).ok_or_else(|| {
                     refuse(
                         m,

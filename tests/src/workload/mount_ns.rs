@@ -16,7 +16,8 @@
 //! DIR/tmp/tmpfs.sock at fd 47, and DIR/tmp/stale.sock, a socket file no socket holds),
 //! `stacked` (tmpfs cryo-under on DIR/stack, tmpfs
 //! cryo-over on it at the same point, tmpfs cryo-inner on DIR/stack/c of the upper one, each
-//! holding NAME.txt), `remount-ro:PATH` (the mount of
+//! holding NAME.txt), `protect-kernel` (cryo's /proc/sys bound read-only
+//! on itself, as systemd's ProtectKernelTunables= does), `remount-ro:PATH` (the mount of
 //! cryo's at PATH remounted read-only in its namespace, as systemd's ProtectSystem= does),
 //! `umount:PATH` (a
 //! mount of cryo's at PATH unmounted in its namespace), `nested` (a child in a mount namespace made inside this one, with a tmpfs cryo-mnt-inner on
@@ -541,6 +542,19 @@ pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
             "nested" | "held-before" | "pivot" | "jailed" | "jailed-maker" | "pivoted-kid"
             | "no-proc" | "ro-root" | "console" => continue,
             _ if extra.starts_with("sock-before:") => continue,
+            "protect-kernel" => {
+                // /proc/sys bound read-only on itself, as systemd's ProtectKernelTunables=.
+                let sys = Path::new("/proc/sys");
+                mount(Some("/proc/sys"), sys, None, MsFlags::MS_BIND, None)?;
+                mount(
+                    None,
+                    sys,
+                    None,
+                    MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY,
+                    None,
+                )?;
+                continue;
+            }
             _ if extra.starts_with("remount-ro:") => {
                 // A mount of cryo's made read-only here, as systemd's ProtectSystem= does.
                 let point = &extra["remount-ro:".len()..];
