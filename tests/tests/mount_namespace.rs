@@ -430,6 +430,16 @@ fn a_child_in_a_mount_namespace_made_inside_its_parents_pivoted_one_comes_back_i
     child_in_a_namespace_inside_its_parents(&["pivot", "nested"]);
 }
 
+/// What the workload's jailed child `kid` observes ("jailed"), its root checked to be the
+/// one /proc shows for it (its inode taken off the answer).
+fn jail_view(w: &Workload, kid: i32) -> String {
+    let seen = w.cmd("jailed");
+    let (ino, rest) = seen.split_once(' ').unwrap();
+    let root = std::fs::metadata(format!("/proc/{kid}/root")).unwrap();
+    assert_eq!(ino, format!("root-ino:{}", root.ino()), "{seen}");
+    rest.to_string()
+}
+
 /// A child chrooted into a directory of its namespace's tmpfs (zdtm chroot and chroot-file
 /// in a container: a jail that is no mount of its own, so its mountinfo is empty) comes back
 /// in that jail: its root the jail of the namespace made again, its working directory, its
@@ -479,13 +489,7 @@ fn a_namespace_whose_only_process_is_chrooted_comes_back_with_it_in_its_jail() {
     let [kid] = w.kids()[..] else {
         panic!("one child: {:?}", w.kids())
     };
-    let view = |w: &Workload| {
-        let seen = w.cmd("jailed");
-        let (ino, rest) = seen.split_once(' ').unwrap();
-        let root = std::fs::metadata(format!("/proc/{kid}/root")).unwrap();
-        assert_eq!(ino, format!("root-ino:{}", root.ino()), "{seen}");
-        rest.to_string()
-    };
+    let view = |w: &Workload| jail_view(w, kid);
     let before = view(&w);
     assert_eq!(
         before,
@@ -514,13 +518,7 @@ fn a_child_pivoted_into_a_tmpfs_of_its_own_comes_back_with_its_executable_from_o
     let [kid] = w.kids()[..] else {
         panic!("one child: {:?}", w.kids())
     };
-    let view = |w: &Workload| {
-        let seen = w.cmd("jailed");
-        let (ino, rest) = seen.split_once(' ').unwrap();
-        let root = std::fs::metadata(format!("/proc/{kid}/root")).unwrap();
-        assert_eq!(ino, format!("root-ino:{}", root.ino()), "{seen}");
-        rest.to_string()
-    };
+    let view = |w: &Workload| jail_view(w, kid);
     let exe = || std::fs::read_link(format!("/proc/{kid}/exe")).unwrap();
     let mounts = || {
         std::fs::read_to_string(format!("/proc/{kid}/mountinfo"))

@@ -390,19 +390,7 @@ fn a_connection_waiting_in_a_listeners_accept_queue_comes_back_with_what_it_sent
 /// live client. Before: refused ("sock_diag query of a waiting client: ... inode 0").
 #[test]
 fn a_waiting_connection_whose_client_closed_comes_back_with_its_data_and_end_of_file() {
-    cryo_bin();
-    let dir = cryo_tests::control_dir();
-    let path = dir.path().join("l.sock");
-    let mut w = Workload::spawn_in(dir, "unix-listen", &[path.to_str().unwrap()]);
-    assert_eq!(w.cmd("connect gone-before"), "ok");
-    assert_eq!(w.cmd("close-client"), "ok");
-    assert_eq!(w.cmd("connect still-here"), "ok");
-    w.dump_and_restore();
-    assert_eq!(w.cmd("accept-drain"), "got gone-before|eof");
-    assert_eq!(w.cmd("accept-keep"), "got still-here");
-    assert_eq!(w.cmd("say client ping"), "ok");
-    assert_eq!(w.cmd("hear conn"), "ping");
-    w.kill_restored();
+    waiting_connection_whose_client_closed(false);
 }
 
 /// The same in a network namespace of its own (zdtm's ns flavour): the accepted connections
@@ -411,27 +399,38 @@ fn a_waiting_connection_whose_client_closed_comes_back_with_its_data_and_end_of_
 /// ..."), which left the process without them.
 #[test]
 fn a_waiting_connection_whose_client_closed_in_a_network_namespace_comes_back() {
+    waiting_connection_whose_client_closed(true);
+}
+
+/// A unix listener (in a network namespace of its own when `own_netns`) with a waiting
+/// connection whose client closed, then one whose client is still there: both come back in
+/// order, the first read to its end.
+fn waiting_connection_whose_client_closed(own_netns: bool) {
     use std::os::unix::process::CommandExt;
     cryo_bin();
     let dir = cryo_tests::control_dir();
     let path = dir.path().join("l.sock");
     let mut w = Workload::spawn_configured(dir, "unix-listen", &[path.to_str().unwrap()], |c| {
-        // SAFETY: unshare is async-signal-safe; nothing else runs between fork and exec.
-        unsafe {
-            c.pre_exec(|| {
-                nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
-                    .map_err(std::io::Error::from)
-            });
+        if own_netns {
+            // SAFETY: unshare is async-signal-safe; nothing else runs between fork and exec.
+            unsafe {
+                c.pre_exec(|| {
+                    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+                        .map_err(std::io::Error::from)
+                });
+            }
         }
     });
     let ns = |pid: i32| std::fs::read_link(format!("/proc/{pid}/ns/net")).unwrap();
-    assert_ne!(ns(w.pid()), ns(std::process::id() as i32));
+    assert_eq!(ns(w.pid()) != ns(std::process::id() as i32), own_netns);
     assert_eq!(w.cmd("connect gone-before"), "ok");
     assert_eq!(w.cmd("close-client"), "ok");
     assert_eq!(w.cmd("connect still-here"), "ok");
     w.dump_and_restore();
     assert_eq!(w.cmd("accept-drain"), "got gone-before|eof");
     assert_eq!(w.cmd("accept-keep"), "got still-here");
+    assert_eq!(w.cmd("say client ping"), "ok");
+    assert_eq!(w.cmd("hear conn"), "ping");
     w.kill_restored();
 }
 

@@ -1037,18 +1037,10 @@ fn copy_tmpfs(
 /// makes (unshare), where whatever its path leads to instead is unmounted, the topmost first.
 /// The namespace itself is not touched: the copy goes with the thread. `procfs`: cryo's /proc.
 fn uncovered(table: &[Mount], index: usize, procfs: &std::fs::File) -> Result<OwnedFd, String> {
-    use nix::mount::{umount2, MntFlags, MsFlags};
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
-        .map_err(|e| format!("copy its mount namespace: {e}"))?;
-    // Private first: an unmount in the copy must not reach the namespace's peers.
-    nix::mount::mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .map_err(|e| format!("make the copy private: {e}"))?;
+    use nix::mount::{umount2, MntFlags};
+    // Private: an unmount in the copy must not reach the namespace's peers.
+    sys::mount::enter_new_private()
+        .map_err(|e| format!("make a private copy of its mount namespace: {e}"))?;
     let text = own_mountinfo(procfs).map_err(|e| format!("read the copy's mountinfo: {e}"))?;
     // The copy has the same mounts under new ids, in the order of its tree: each found by its
     // key below the copy of its parent.
