@@ -419,7 +419,7 @@ fn a_mount_namespace_dumped_leaving_the_process_running_is_untouched_and_restore
 
 #[test]
 fn a_child_in_a_mount_namespace_made_inside_its_parents_comes_back_sharing_its_parents_mounts() {
-    child_in_a_namespace_inside_its_parents(&["nested"]);
+    child_in_a_namespace_inside_its_parents(&["nested"], |_, _| {});
 }
 
 /// The same inside a parent whose namespace has a root of its own (pivot_root), which the
@@ -427,7 +427,7 @@ fn a_child_in_a_mount_namespace_made_inside_its_parents_comes_back_sharing_its_p
 /// refused ("made inside its parent's namespace ..., one of the two with a root of its own").
 #[test]
 fn a_child_in_a_mount_namespace_made_inside_its_parents_pivoted_one_comes_back_in_it() {
-    child_in_a_namespace_inside_its_parents(&["pivot", "nested"]);
+    child_in_a_namespace_inside_its_parents(&["pivot", "nested"], |_, _| {});
 }
 
 /// What the workload's jailed child `kid` observes ("jailed"), its root checked to be the
@@ -682,10 +682,30 @@ fn stacked_tmpfs_mounts_come_back_stacked_with_the_files_of_each() {
     w.kill_restored();
 }
 
+/// The same, the child's root (its parent's, shared) remounted read-only in its namespace
+/// alone (zdtm mntns_ro_root): it comes back read-only there, writable in the parent's.
+/// Before: refused ("made inside its parent's namespace ..., one of the two with a root of its
+/// own").
+#[test]
+fn a_child_sharing_its_parents_pivoted_root_remounted_read_only_comes_back_so() {
+    let root_of = |pid: i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))
+            .unwrap()
+            .lines()
+            .find(|l| l.split(' ').nth(4) == Some("/"))
+            .map(|l| l.split(' ').nth(5).unwrap_or("").to_string())
+            .unwrap()
+    };
+    child_in_a_namespace_inside_its_parents(&["pivot", "nested", "nested-ro-root"], |w, kid| {
+        assert!(root_of(kid).starts_with("ro,"), "{}", root_of(kid));
+        assert!(root_of(w.pid()).starts_with("rw,"), "{}", root_of(w.pid()));
+    });
+}
+
 /// A child in a mount namespace made inside its parent's (`extras` of the mount-ns
 /// workload) comes back in one made inside its parent's restored one: its own tmpfs, the
 /// parent's shared (one superblock).
-fn child_in_a_namespace_inside_its_parents(extras: &[&str]) {
+fn child_in_a_namespace_inside_its_parents(extras: &[&str], also: impl FnOnce(&Workload, i32)) {
     cryo_bin();
     let _shared = cryo_tests::cryos_mounts_kept();
     let mut w = Workload::spawn("mount-ns", extras);
@@ -723,6 +743,7 @@ fn child_in_a_namespace_inside_its_parents(extras: &[&str]) {
     let in_child = format!("/proc/{kid}/root{}", after.display());
     assert_eq!(std::fs::read_to_string(in_child).unwrap(), "x");
     assert_eq!(observe(&w)[3], "fd -> 5 tmpfs file written before the dump");
+    also(&w, kid);
 }
 
 #[test]

@@ -916,11 +916,16 @@ pub fn bind_below_shared_roots(
 }
 
 /// Whether `ns`, made inside `parent`, shares its parent's root of its own (pivot_root): both
-/// pivoted, on the same root mount.
+/// pivoted, on the same root mount (its per-mount flags changed or not: a root remounted
+/// read-only in the inner one).
 fn shares_pivoted_root(ns: &MountNamespace, parent: &MountNamespace) -> bool {
-    parent.pivoted
-        && ns.pivoted
-        && parent.mounts.first().map(|m| &m.key) == ns.mounts.first().map(|m| &m.key)
+    let root = |n: &MountNamespace| n.mounts.first().map(key_but_options);
+    parent.pivoted && ns.pivoted && root(parent) == root(ns)
+}
+
+/// The key of mount `m` but for its per-mount options (mountinfo::Mount::key_but_options).
+fn key_but_options(m: &NamespaceMount) -> String {
+    m.key.replacen(&format!(", {} ", m.options), ", ", 1)
 }
 
 /// Refuses a mount namespace made inside another of the dump when either has a root of its
@@ -1589,11 +1594,25 @@ fn restore_nested_pivoted(ns: &MountNamespace, parent: &MountNamespace) -> Resul
     let text = std::fs::read_to_string("/proc/self/mountinfo")
         .map_err(failed("read the mountinfo copied".into()))?;
     let mut wanted = without_keys(&ns.table, &later_keys(ns));
+    let mut parent_own: Vec<&str> = parent.mounts.iter().map(|m| m.key.as_str()).collect();
+    // The shared root remounted with other flags: set so on the copy, then it is its own.
+    let text = match (ns.mounts.first(), parent.mounts.first()) {
+        (Some(root), Some(theirs)) if root.key != theirs.key => {
+            let flags = mount_flags(&root.options).map_err(|opt| ChildError::Mounts {
+                detail: format!("/: option {opt:?}"),
+            })?;
+            sys::mount::set_mount_flags(Path::new("/"), flags)
+                .map_err(failed("set the flags of its root (remounted)".into()))?;
+            parent_own.push(root.key.as_str());
+            std::fs::read_to_string("/proc/self/mountinfo")
+                .map_err(failed("read the mountinfo copied".into()))?
+        }
+        _ => text,
+    };
     let copied = parse(&text)
         .into_iter()
         .filter(|m| m.id != cryos_proc)
         .collect();
-    let parent_own: Vec<&str> = parent.mounts.iter().map(|m| m.key.as_str()).collect();
     reshape_copy(copied, &mut wanted, ns, &parent_own, "its parent's")?;
     compare_without_cryos_proc(ns)
 }

@@ -21,7 +21,7 @@
 //! cryo's at PATH remounted read-only in its namespace, as systemd's ProtectSystem= does),
 //! `umount:PATH` (a
 //! mount of cryo's at PATH unmounted in its namespace), `nested` (a child in a mount namespace made inside this one, with a tmpfs cryo-mnt-inner on
-//! DIR/tmp/inner holding `f`; `kids` names it), `held-before` (DIR/src/host.txt opened at
+//! DIR/tmp/inner holding `f`; `kids` names it; `nested-ro-root`: its root remounted read-only there), `held-before` (DIR/src/host.txt opened at
 //! fd 41 and /dev/null at fd 42 before the namespace is made: their mounts are cryo's
 //! namespace's), `propagation` (DIR/outer bound on itself and made shared in cryo's namespace
 //! before this one is made, which is made a slave of cryo's (`--make-rslave /`, as systemd
@@ -540,7 +540,7 @@ pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
                 continue;
             }
             "nested" | "held-before" | "pivot" | "jailed" | "jailed-maker" | "pivoted-kid"
-            | "no-proc" | "ro-root" | "console" => continue,
+            | "no-proc" | "ro-root" | "console" | "nested-ro-root" => continue,
             _ if extra.starts_with("sock-before:") => continue,
             "protect-kernel" => {
                 // /proc/sys bound read-only on itself, as systemd's ProtectKernelTunables=.
@@ -647,7 +647,10 @@ pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
     }
     let mut kids = Vec::new();
     if args.iter().any(|a| a == "nested") {
-        kids.push(nested_child(&tmp)?);
+        kids.push(nested_child(
+            &tmp,
+            args.iter().any(|a| a == "nested-ro-root"),
+        )?);
     }
     let jail = tmp.join("jail");
     for (arg, how) in [
@@ -799,7 +802,7 @@ fn pty_name() -> Result<String, String> {
 
 /// Forks a child that makes a mount namespace of its own inside this one, with a tmpfs
 /// (cryo-mnt-inner) on TMP/inner holding `f`, and waits there; returns once it did.
-fn nested_child(tmp: &Path) -> Result<i32, String> {
+fn nested_child(tmp: &Path, ro_root: bool) -> Result<i32, String> {
     let inner = tmp.join("inner");
     std::fs::create_dir(&inner).map_err(failed("mkdir inner"))?;
     let (rd, wr) = sys::pipe().map_err(failed("pipe"))?;
@@ -820,6 +823,17 @@ fn nested_child(tmp: &Path) -> Result<i32, String> {
                 .and_then(|()| {
                     std::fs::write(inner.join("f"), "only the child sees this")
                         .map_err(|e| e.to_string())
+                })
+                .and_then(|()| match ro_root {
+                    // Its root read-only in its namespace alone (zdtm mntns_ro_root).
+                    true => mount(
+                        None,
+                        Path::new("/"),
+                        None,
+                        MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY,
+                        None,
+                    ),
+                    false => Ok(()),
                 });
             let _ = sys::write_all(wr, if made.is_ok() { b"y" } else { b"n" });
             sys::close(wr);
