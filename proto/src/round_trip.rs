@@ -161,6 +161,7 @@ every_message!(
     UserNamespace,
     NamespaceMount,
     MountPropagation,
+    MountRemount,
     OuterGroup,
     TreeEntry,
     CgroupFile,
