@@ -285,8 +285,6 @@ pub enum ChildStep {
     Setsid,
     #[error("setpgid")]
     Setpgid,
-    #[error("open the pages image")]
-    OpenPages,
     #[error("place an fd")]
     PlaceFd,
     #[error("fork a child")]

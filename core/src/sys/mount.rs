@@ -41,15 +41,19 @@ pub(crate) fn new_filesystem(
 
 /// Makes the superblock of the tmpfs on `point` read-only (keeping `data`).
 pub(crate) fn tmpfs_read_only(point: &Path, flags: MsFlags, data: &str) -> io::Result<()> {
-    let flags = flags | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
-    nix::mount::mount(None::<&str>, point, None::<&str>, flags, Some(data))?;
-    Ok(())
+    remount_tmpfs(point, flags | MsFlags::MS_RDONLY, data)
 }
 
-/// Makes the tmpfs on `point` writable again (a remount of its superblock, `data` its options).
-pub(crate) fn tmpfs_writable(point: &Path, flags: MsFlags, data: &str) -> io::Result<()> {
-    let flags = (flags | MsFlags::MS_REMOUNT) - MsFlags::MS_RDONLY;
-    nix::mount::mount(None::<&str>, point, None::<&str>, flags, Some(data))?;
+/// Remounts the superblock of the tmpfs on `point` with `flags` (read-only with MS_RDONLY,
+/// else writable), `data` its options.
+pub(crate) fn remount_tmpfs(point: &Path, flags: MsFlags, data: &str) -> io::Result<()> {
+    nix::mount::mount(
+        None::<&str>,
+        point,
+        None::<&str>,
+        flags | MsFlags::MS_REMOUNT,
+        Some(data),
+    )?;
     Ok(())
 }
 

@@ -735,8 +735,7 @@ pub(crate) fn namespace_root(pid: Pid) -> io::Result<NamespacePath> {
     if !chrooted(pid)? {
         return Ok(NamespacePath::plain(root));
     }
-    let ns = std::fs::File::open(proc::dir(pid).join("ns/mnt"))?;
-    let fd = sys::ns::run_in(&ns, nix::sched::CloneFlags::CLONE_NEWNS, || {
+    let fd = in_namespace_of(pid, || {
         // Joined, the thread's root is the namespace's.
         nix::fcntl::open(
             "/",
@@ -745,7 +744,8 @@ pub(crate) fn namespace_root(pid: Pid) -> io::Result<NamespacePath> {
                 | nix::fcntl::OFlag::O_CLOEXEC,
             nix::sys::stat::Mode::empty(),
         )
-    })??;
+        .map_err(io::Error::from)
+    })?;
     Ok(NamespacePath {
         path: PathBuf::from(format!(
             "/proc/self/fd/{}",
@@ -777,12 +777,16 @@ pub(crate) fn namespace_mountinfo(pid: Pid) -> io::Result<String> {
     if !chrooted(pid)? {
         return std::fs::read_to_string(proc::dir(pid).join("mountinfo"));
     }
-    let ns = std::fs::File::open(proc::dir(pid).join("ns/mnt"))?;
     // Opened before: the namespace's own /proc may show another PID namespace, or none.
     let procfs = std::fs::File::open("/proc")?;
-    sys::ns::run_in(&ns, nix::sched::CloneFlags::CLONE_NEWNS, || {
-        own_mountinfo(&procfs)
-    })?
+    in_namespace_of(pid, || own_mountinfo(&procfs))
+}
+
+/// Runs `f` on a thread of cryo that joined the mount namespace of `pid` (its root and
+/// working directory the namespace's root).
+fn in_namespace_of<T: Send>(pid: Pid, f: impl FnOnce() -> io::Result<T> + Send) -> io::Result<T> {
+    let ns = std::fs::File::open(proc::dir(pid).join("ns/mnt"))?;
+    sys::ns::run_in(&ns, nix::sched::CloneFlags::CLONE_NEWNS, f)?
 }
 
 /// What of namespace `ns` this host lacks to make it again (for `restore --check-only`):
@@ -1424,9 +1428,7 @@ fn make_mount(m: &NamespaceMount, base: &Path) -> Result<(), ChildError> {
     let below = |path: &str| base.join(path.trim_start_matches('/'));
     let point = below(&m.point);
     let point = point.as_path();
-    let flags = mount_flags(&m.options).map_err(|opt| ChildError::Mounts {
-        detail: format!("{}: option {opt:?}", m.point),
-    })?;
+    let flags = flags_to_make(&m.point, &m.options)?;
     if m.devpts {
         sys::mount::new_filesystem("devpts", &m.source, point, flags, &m.devpts_options)
             .map_err(failed(format!("mount a devpts on {}", m.point)))?;
@@ -1475,9 +1477,7 @@ fn restore_pivoted(ns: &MountNamespace) -> Result<(), ChildError> {
         .and_then(|()| Ok(nix::unistd::fchdir(&made)?))
         .map_err(failed("enter its root mount".into()))?;
     let here = Path::new(".");
-    let flags = mount_flags(&root.options).map_err(|opt| ChildError::Mounts {
-        detail: format!("/: option {opt:?}"),
-    })?;
+    let flags = flags_to_make(&root.point, &root.options)?;
     if root.tmpfs {
         fill(here, &root.files).map_err(|(path, e)| failed(format!("make {path}"))(e))?;
         // A /proc directory for cryo's /proc, removed late (end_cryos_proc).
@@ -1520,6 +1520,14 @@ fn compare_without_cryos_proc(ns: &MountNamespace) -> Result<(), ChildError> {
         .map_err(|detail| ChildError::Mounts { detail })
 }
 
+/// The per-mount flags of options `options` of the mount on `point`, for a restore child to
+/// set; an option it does not make fails it naming the mount.
+fn flags_to_make(point: &str, options: &str) -> Result<nix::mount::MsFlags, ChildError> {
+    mount_flags(options).map_err(|opt| ChildError::Mounts {
+        detail: format!("{point}: option {opt:?}"),
+    })
+}
+
 /// Whether the restore of pivoted `ns` makes a /proc directory in its root for cryo's /proc
 /// (bound there while the processes make their files): a tmpfs root without one, the
 /// namespace without a proc on /proc. Removed again by [`end_cryos_proc`].
@@ -1548,7 +1556,7 @@ fn end_cryos_proc(ns: &MountNamespace) -> std::io::Result<()> {
     let writable = flags - nix::mount::MsFlags::MS_RDONLY;
     sys::mount::set_mount_flags(root, writable)?;
     if top.tmpfs_read_only {
-        sys::mount::tmpfs_writable(root, writable, &top.tmpfs_options)?;
+        sys::mount::remount_tmpfs(root, writable, &top.tmpfs_options)?;
     }
     // Gone already where a namespace made inside this one shares its root.
     match std::fs::remove_dir("/proc") {
@@ -1598,9 +1606,7 @@ fn restore_nested_pivoted(ns: &MountNamespace, parent: &MountNamespace) -> Resul
     // The shared root remounted with other flags: set so on the copy, then it is its own.
     let text = match (ns.mounts.first(), parent.mounts.first()) {
         (Some(root), Some(theirs)) if root.key != theirs.key => {
-            let flags = mount_flags(&root.options).map_err(|opt| ChildError::Mounts {
-                detail: format!("/: option {opt:?}"),
-            })?;
+            let flags = flags_to_make(&root.point, &root.options)?;
             sys::mount::set_mount_flags(Path::new("/"), flags)
                 .map_err(failed("set the flags of its root (remounted)".into()))?;
             parent_own.push(root.key.as_str());
@@ -1665,9 +1671,7 @@ fn reshape_copy(
     }
     // Before its own mounts, which may cover them.
     for r in &remount {
-        let flags = mount_flags(&r.options).map_err(|opt| ChildError::Mounts {
-            detail: format!("{}: option {opt:?}", r.point),
-        })?;
+        let flags = flags_to_make(&r.point, &r.options)?;
         sys::mount::set_mount_flags(Path::new(&r.point), flags)
             .map_err(failed(format!("set the flags of {} (remounted)", r.point)))?;
     }

@@ -155,6 +155,18 @@ fn mount(
         .map_err(|e| format!("mount {}: {e}", target.display()))
 }
 
+/// Makes the mount on `point` read-only in this namespace (a bind remount: its superblock
+/// stays as it is).
+fn remount_read_only(point: &Path) -> Result<(), String> {
+    mount(
+        None,
+        point,
+        None,
+        MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY,
+        None,
+    )
+}
+
 /// Makes a tmpfs the root of this mount namespace, as a sandbox does (pivot_root), holding
 /// binds of /usr, /dev (alone) and of the directory of this program (its libraries and itself, at the paths
 /// they had), of DIR, and a proc on /proc; the old root detached.
@@ -546,25 +558,12 @@ pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
                 // /proc/sys bound read-only on itself, as systemd's ProtectKernelTunables=.
                 let sys = Path::new("/proc/sys");
                 mount(Some("/proc/sys"), sys, None, MsFlags::MS_BIND, None)?;
-                mount(
-                    None,
-                    sys,
-                    None,
-                    MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY,
-                    None,
-                )?;
+                remount_read_only(sys)?;
                 continue;
             }
             _ if extra.starts_with("remount-ro:") => {
                 // A mount of cryo's made read-only here, as systemd's ProtectSystem= does.
-                let point = &extra["remount-ro:".len()..];
-                mount(
-                    None,
-                    Path::new(point),
-                    None,
-                    MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY,
-                    None,
-                )?;
+                remount_read_only(Path::new(&extra["remount-ro:".len()..]))?;
                 continue;
             }
             _ if extra.starts_with("umount:") => {
@@ -826,13 +825,7 @@ fn nested_child(tmp: &Path, ro_root: bool) -> Result<i32, String> {
                 })
                 .and_then(|()| match ro_root {
                     // Its root read-only in its namespace alone (zdtm mntns_ro_root).
-                    true => mount(
-                        None,
-                        Path::new("/"),
-                        None,
-                        MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY,
-                        None,
-                    ),
+                    true => remount_read_only(Path::new("/")),
                     false => Ok(()),
                 });
             let _ = sys::write_all(wr, if made.is_ok() { b"y" } else { b"n" });
