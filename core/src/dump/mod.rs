@@ -676,7 +676,7 @@ fn dump_tree(
         // Children get the time namespace made for them, if their parent made one.
         let time_given = |pid: i32| {
             let (_, (core, _)) = pstree.iter().zip(&cores).find(|(e, _)| e.pid == pid)?;
-            Some(core.time_for_children.as_ref().or(core.time.as_ref()).map(|t| t.inode))
+            Some(crate::task::namespaces::children_time(core))
         };
         check_tree_given(TIME, &made(|c| c.time.as_ref().map(|t| t.inode)), time_given)?;
         check_tree(CGROUP, &made(|c| c.cgroupns.as_ref().map(|n| n.inode)))?;

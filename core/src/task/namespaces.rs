@@ -489,14 +489,22 @@ pub(crate) fn check_tree(
     })
 }
 
-/// [`check_tree`] where a process's children get the namespace `given(pid)` says (None: not
+/// The time namespace (inode) a process's children get: the one it made for them, or its own
+/// (None: cryo's).
+pub(crate) fn children_time(core: &TaskCore) -> Option<u64> {
+    core.time_for_children
+        .as_ref()
+        .or(core.time.as_ref())
+        .map(|t| t.inode)
+}
+
+/// [`check_tree`] where a process's children get the namespace `ns_of(pid)` says (None: not
 /// a process of the dump): a time namespace made for them.
 pub(crate) fn check_tree_given(
     kind: MadeKind,
     tasks: &[(i32, i32, Option<u64>)],
-    given: impl Fn(i32) -> Option<Option<u64>>,
+    ns_of: impl Fn(i32) -> Option<Option<u64>>,
 ) -> Result<(), NamespaceError> {
-    let ns_of = given;
     let MadeKind {
         name,
         link,
@@ -553,10 +561,7 @@ pub fn restore_in_child(core: &TaskCore, parent: Option<&TaskCore>) -> Result<()
         }
         _ => {}
     }
-    // The time namespace its parent gives its children: the one made for them, or its own.
-    let parent_time = parent
-        .and_then(|p| p.time_for_children.as_ref().or(p.time.as_ref()))
-        .map(|t| t.inode);
+    let parent_time = parent.and_then(children_time);
     match &core.time {
         Some(time) if parent_time != Some(time.inode) => {
             sys::timens::enter_new(time.monotonic_ns, time.boottime_ns)
