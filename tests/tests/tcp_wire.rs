@@ -418,3 +418,69 @@ fn fin_wait1_with_a_full_send_queue_comes_back_and_delivers_it_then_the_fin() {
     read_eof(&mut client);
     w.kill_restored();
 }
+
+/// A connection in LAST_ACK whose FIN waits behind a full send queue (zdtm's
+/// socket-tcp-last-ack): the peer shut first and reads nothing, the server filled its queue in
+/// 17-byte writes, then shut too. It comes back in LAST_ACK and the peer gets every byte, then
+/// the end of the stream.
+#[test]
+fn last_ack_with_a_full_send_queue_comes_back_and_delivers_it_then_the_fin() {
+    cryo_bin();
+    let mut w = Workload::spawn("tcp", &["127.0.0.1:0"]);
+    let mut client = connect(server_addr(&w, "127.0.0.1"));
+    assert_eq!(w.cmd("accept"), "0");
+    client.shutdown(Shutdown::Write).unwrap();
+    wait_state(&w, 0, "CLOSE_WAIT");
+    let blasted: usize = w.cmd("blast-by 0 16000000 6 17").parse().unwrap();
+    assert!(blasted > 1_000_000, "only {blasted} bytes queued");
+    assert_eq!(w.cmd("shutdown 0"), "ok");
+    wait_state(&w, 0, "LAST_ACK");
+
+    let img = w.path("img");
+    w.dump(&img, &["--tcp-established"]).assert_success();
+    w.wait_original();
+    w.restore_background(&img);
+
+    assert_eq!(w.cmd("state 0"), "LAST_ACK");
+    let got = read_exactly(&mut client, blasted);
+    assert!(
+        got == pattern(16_000_000, 6)[..blasted],
+        "the send queue came back damaged"
+    );
+    read_eof(&mut client);
+    w.kill_restored();
+}
+
+/// The same with both ends in the dump (zdtm's socket-tcp-last-ack in its namespace flavour):
+/// the connecting end in FIN_WAIT2 with nothing read, the accepted one in LAST_ACK behind its
+/// full queue. Both come back, and the connecting end reads every byte, then the end.
+#[test]
+fn last_ack_with_a_full_send_queue_and_its_peer_in_the_dump_comes_back_and_delivers_it() {
+    cryo_bin();
+    let mut w = Workload::spawn("tcp", &["127.0.0.1:0"]);
+    let addr = server_addr(&w, "127.0.0.1");
+    assert_eq!(w.cmd(&format!("connect {addr}")), "0");
+    assert_eq!(w.cmd("accept"), "1");
+    assert_eq!(w.cmd("connected 0"), "ok");
+    assert_eq!(w.cmd("shutdown 0"), "ok");
+    wait_state(&w, 1, "CLOSE_WAIT");
+    let blasted: usize = w.cmd("blast-by 1 16000000 7 17").parse().unwrap();
+    assert!(blasted > 1_000_000, "only {blasted} bytes queued");
+    assert_eq!(w.cmd("shutdown 1"), "ok");
+    wait_state(&w, 1, "LAST_ACK");
+    wait_state(&w, 0, "FIN_WAIT2");
+
+    let img = w.path("img");
+    w.dump(&img, &["--tcp-established"]).assert_success();
+    w.wait_original();
+    w.restore_background(&img);
+
+    assert_eq!(w.cmd("state 1"), "LAST_ACK");
+    assert_eq!(w.cmd("state 0"), "FIN_WAIT2");
+    assert_eq!(
+        w.cmd(&format!("take 0 {blasted}")),
+        len_and_checksum(&pattern(16_000_000, 7)[..blasted])
+    );
+    assert_eq!(w.cmd("eof 0"), "eof");
+    w.kill_restored();
+}
