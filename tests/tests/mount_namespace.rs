@@ -1698,3 +1698,53 @@ fn an_external_mount_comes_back_bound_from_the_path_the_restore_gives() {
     assert!(line.starts_with("ro,"), "read-only as dumped: {line}");
     w.kill_restored();
 }
+
+/// Binds of a directory and a file of the namespace's tmpfs, both removed since (zdtm's
+/// mntns_deleted): they come back bound, their roots shown removed ("/rdir//deleted") at the
+/// same paths, the file's contents and both modes as they were, writable through the bind;
+/// neither name is in the tmpfs, whose directory times are those of the dump. Held open too,
+/// the file is refused, naming the bind (the fd would be another file). Before: refused, "whose
+/// path no longer leads to it".
+#[test]
+fn binds_of_a_removed_file_and_directory_come_back_bound_and_removed() {
+    cryo_bin();
+    let _shared = cryo_tests::cryos_mounts_kept();
+    let mut w = Workload::spawn("mount-ns", &["removed-binds"]);
+    let (tmp, rdir, rfile) = (
+        w.path("tmp"),
+        w.path("tmp/rdir-bound"),
+        w.path("tmp/rfile-bound"),
+    );
+    // Times first: a restored file's ctime is the restore's, so under relatime its next read
+    // moves its access time (LOST, as in CRIU). Taken twice before: the first reads move them.
+    let seen = |w: &Workload| {
+        [
+            w.cmd(&format!("stat {}", rdir.display())),
+            w.cmd(&format!("stat {}", rfile.display())),
+            w.cmd(&format!("stat {}", tmp.display())),
+            w.cmd(&format!("root {}", rdir.display())),
+            w.cmd(&format!("root {}", rfile.display())),
+            w.cmd(&format!("read {}", rfile.display())),
+            w.cmd(&format!("ls {}", tmp.display())),
+        ]
+    };
+    seen(&w);
+    let before = seen(&w);
+    assert_eq!(before[3], "/rdir//deleted");
+    assert_eq!(before[4], "/rfile//deleted");
+    w.dump_and_restore();
+    assert_eq!(seen(&w), before);
+    assert_eq!(w.cmd(&format!("write {}", rfile.display())), "ok");
+    assert_eq!(w.cmd(&format!("read {}", rfile.display())), "x");
+    assert_eq!(w.cmd(&format!("write {}/f", rdir.display())), "errno 2");
+    w.kill_restored();
+
+    let mut w = Workload::spawn("mount-ns", &["removed-bind-held"]);
+    w.dump(&w.path("img"), &[])
+        .assert_refused()
+        .assert_stderr_has_word(&w.pid().to_string())
+        .assert_stderr_mentions("rfile-bound")
+        .assert_stderr_mentions("the process holds too");
+    w.assert_untouched();
+    w.kill_original();
+}

@@ -288,14 +288,17 @@ pub fn dump(
             });
         let record =
             if let Some((first, first_record)) = first_own {
-                // Bound again from its path below that one, which must lead to it.
+                // Bound again from its path below that one, which must lead to it; or, removed
+                // since, made there again for the bind (mountinfo: "PATH//deleted").
+                let shown_root = unescape(&m.root);
+                let removed_root = shown_root.strip_suffix("//deleted");
                 let source = format!(
                     "{}{}",
                     unescape(&first.point).trim_end_matches('/'),
                     if m.root == "/" {
-                        String::new()
+                        ""
                     } else {
-                        unescape(&m.root)
+                        removed_root.unwrap_or(&shown_root)
                     }
                 );
                 let source = if source.is_empty() {
@@ -305,22 +308,36 @@ pub fn dump(
                 };
                 let there = |p: &Path| std::fs::metadata(p).map(|s| (s.dev(), s.ino())).ok();
                 let from = PathBuf::from(format!("{}{source}", root_link.display()));
-                if first.root != "/" || there(&from).is_none() || there(&from) != there(&seen_at) {
-                    return Err(refuse(
-                        m,
-                        format!(
-                            "is a bind of {} of the {} on {}, whose path no longer leads to it: \
-                         not made again",
-                            unescape(&m.root),
-                            first.fstype,
-                            unescape(&first.point)
-                        ),
-                    ));
-                }
+                let bind_removed = match removed_root {
+                    Some(rel) => Some(
+                        removed_bind_source(m, (first, first_record), &from, &seen_at, &mut budget)
+                            .map(|entry| TreeEntry {
+                                path: rel.trim_start_matches('/').to_string(),
+                                ..entry
+                            })
+                            .map_err(|detail| refuse(m, detail))?,
+                    ),
+                    None if first.root != "/"
+                        || there(&from).is_none()
+                        || there(&from) != there(&seen_at) =>
+                    {
+                        return Err(refuse(
+                            m,
+                            format!(
+                                "is a bind of {shown_root} of the {} on {}, whose path no longer \
+                                 leads to it: not made again",
+                                first.fstype,
+                                unescape(&first.point)
+                            ),
+                        ));
+                    }
+                    None => None,
+                };
                 NamespaceMount {
                     point,
                     options: m.options.clone(),
                     bind_source: source,
+                    bind_removed,
                     bind_in_namespace: true,
                     // On a devpts of its own: its ptys exist once the processes made their
                     // files (a pty bound on /dev/console, as a container's).
@@ -488,6 +505,19 @@ pub fn dump(
                     // ProtectKernelTunables=): a bind, which no new mount of it shows.
                     || m.fstype == "proc" && m.root != "/")
             {
+                if unescape(&m.root).ends_with("//deleted") {
+                    let (source, entry) = removed_bind_of_ours(m, &ours, &seen_at, &mut budget)
+                        .map_err(|detail| refuse(m, detail))?;
+                    mounts.push(NamespaceMount {
+                        point,
+                        options: m.options.clone(),
+                        bind_source: source,
+                        bind_removed: Some(entry),
+                        key: m.key(),
+                        ..Default::default()
+                    });
+                    continue;
+                }
                 let source = bind_source(m, &ours, &seen_at).ok_or_else(|| {
                     refuse(
                         m,
@@ -668,6 +698,55 @@ fn bind_source(m: &Mount, ours: &[Mount], seen_at: &Path) -> Option<String> {
             std::fs::metadata(source)
                 .is_ok_and(|s| (s.dev(), s.ino()) == (target.dev(), target.ino()))
         })
+}
+
+/// For bind `m` of a file or directory of one of cryo's mounts (`ours`) removed since (root
+/// "PATH//deleted"): its path in cryo's namespace, where the restore makes it again, binds it
+/// and removes it, and what it makes there (read through `seen_at`, from `budget`). That path
+/// must be free and its directory on that filesystem.
+fn removed_bind_of_ours(
+    m: &Mount,
+    ours: &[Mount],
+    seen_at: &Path,
+    budget: &mut u64,
+) -> Result<(String, TreeEntry), String> {
+    let shown_root = unescape(&m.root);
+    let removed = shown_root.trim_end_matches("//deleted");
+    let what = format!("is a bind of {removed}, removed from device {}", m.dev);
+    let not_made = |why: &str| format!("{what}, {why}: not made again");
+    let path = ours
+        .iter()
+        .filter(|o| o.dev == m.dev && o.fstype == m.fstype && o.super_options == m.super_options)
+        .filter(|o| is_below(removed, &unescape(&o.root)))
+        .map(|o| {
+            let root = unescape(&o.root);
+            let rest = if root == "/" {
+                removed
+            } else {
+                &removed[root.len()..]
+            };
+            PathBuf::from(format!(
+                "{}{rest}",
+                unescape(&o.point).trim_end_matches('/')
+            ))
+        })
+        .find(|p| {
+            p.parent()
+                .and_then(|d| std::fs::metadata(d).ok())
+                .is_some_and(|d| {
+                    d.is_dir()
+                        && format!("{}:{}", libc::major(d.dev()), libc::minor(d.dev())) == m.dev
+                })
+        })
+        .ok_or_else(|| not_made("whose directory cryo's namespace shows at no path"))?;
+    if std::fs::symlink_metadata(&path).is_ok() {
+        return Err(not_made(&format!(
+            "where another file has its path {} now",
+            path.display()
+        )));
+    }
+    let entry = removed_entry(m, seen_at, &what, budget)?;
+    Ok((path.to_string_lossy().into_owned(), entry))
 }
 
 /// Absolute `path` as process `pid` finds it: below the root of its mount namespace when it
@@ -983,6 +1062,84 @@ pub fn refuse_outsiders(namespaces: &[(Pid, u64)], members: &[Pid]) -> Result<()
     Ok(())
 }
 
+/// The file or directory removed from its path on `first` (a tmpfs of the namespace's own,
+/// whose record is `first_record`) that bind `m` shows at `seen_at` (mountinfo root
+/// "PATH//deleted"): its attributes and a file's contents (from `budget`), for the restore to
+/// make it again at `from` (that path, as the process sees it), bind it and remove it. What it
+/// cannot make so is refused: the tmpfs read-only, another file at the path now, the path's
+/// directory gone too, another link to it.
+fn removed_bind_source(
+    m: &Mount,
+    (first, first_record): (&Mount, &NamespaceMount),
+    from: &Path,
+    seen_at: &Path,
+    budget: &mut u64,
+) -> Result<TreeEntry, String> {
+    let what = format!(
+        "is a bind of {} removed from the {} on {}",
+        unescape(&m.root),
+        first.fstype,
+        unescape(&first.point)
+    );
+    let not_made = |why: &str| format!("{what}, {why}: not made again");
+    if !first_record.tmpfs || first.root != "/" {
+        return Err(not_made("which is not a tmpfs the namespace mounts whole"));
+    }
+    let read_only = mount_flags(&first.options)
+        .map(|f| f.contains(nix::mount::MsFlags::MS_RDONLY))
+        .unwrap_or(true);
+    if first_record.tmpfs_read_only || read_only {
+        return Err(not_made(
+            "which is read-only (the restore makes it there for the bind)",
+        ));
+    }
+    if std::fs::symlink_metadata(from).is_ok() {
+        return Err(not_made("where another file has that path now"));
+    }
+    if !from
+        .parent()
+        .is_some_and(|d| std::fs::metadata(d).is_ok_and(|d| d.is_dir()))
+    {
+        return Err(not_made("whose directory is gone too"));
+    }
+    removed_entry(m, seen_at, &what, budget)
+}
+
+/// The removed file or directory bind `m` shows at `seen_at` (`what` it is, for errors):
+/// its attributes and a file's contents (from `budget`). Refused: covered by another mount,
+/// of another type, linked elsewhere.
+fn removed_entry(
+    m: &Mount,
+    seen_at: &Path,
+    what: &str,
+    budget: &mut u64,
+) -> Result<TreeEntry, String> {
+    let not_made = |why: &str| format!("{what}, {why}: not made again");
+    let shown = nix::fcntl::open(
+        seen_at,
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| format!("{what}: open its mount point: {e}"))?;
+    let id =
+        sys::mount::mount_id(shown.as_fd()).map_err(|e| format!("{what}: its mount id: {e}"))?;
+    if id != m.id {
+        return Err(not_made("covered by another mount"));
+    }
+    let meta = std::fs::metadata(seen_at).map_err(|e| format!("{what}: read it: {e}"))?;
+    if !meta.is_dir() && !meta.is_file() {
+        return Err(not_made("neither a regular file nor a directory"));
+    }
+    if meta.nlink() != 0 {
+        return Err(not_made("with another link elsewhere"));
+    }
+    let mut entries = copy_tree(seen_at, budget).map_err(|detail| format!("{what}: {detail}"))?;
+    entries.truncate(1);
+    entries
+        .pop()
+        .ok_or_else(|| format!("{what}: nothing read at its mount point"))
+}
+
 /// The files of the tmpfs mounted at `seen_at` (through /proc/PID/root) in the mount
 /// namespace of `pid`, what its submounts cover included (a file a test made under a
 /// directory before mounting over it is found again once that is unmounted): read from a
@@ -1291,6 +1448,23 @@ pub fn mark_files(
             }
             _ => continue,
         };
+        // A removed file or directory a bind shows is made again for the bind alone.
+        let bound = ns.mounts.iter().find(|b| {
+            reg.deleted
+                && b.bind_removed.is_some()
+                && std::fs::metadata(format!("{}{}", root.display(), b.point))
+                    .is_ok_and(|s| (s.dev(), s.ino()) == (reg.dev, reg.ino))
+        });
+        if let Some(b) = bound {
+            return Err(refused(
+                b,
+                format!(
+                    "shows removed {} the process holds too (description {}): a bind of it made \
+                     again would be another file than the one the process holds",
+                    reg.path, desc.id
+                ),
+            ));
+        }
         let Some(m) = own_mount(&reg.path) else {
             continue;
         };
@@ -1446,11 +1620,107 @@ fn make_mount(m: &NamespaceMount, base: &Path) -> Result<(), ChildError> {
         } else {
             PathBuf::from(&m.bind_source)
         };
-        sys::mount::bind(&source, point)
-            .map_err(failed(format!("bind {} on {}", m.bind_source, m.point)))?;
+        let removed = m
+            .bind_removed
+            .as_ref()
+            .map(|entry| make_removed(&source, entry))
+            .transpose()
+            .map_err(failed(format!("make {} again for its bind", m.bind_source)))?;
+        let bound = sys::mount::bind(&source, point)
+            .map_err(failed(format!("bind {} on {}", m.bind_source, m.point)));
+        if let Some(removed) = removed {
+            removed
+                .finish()
+                .map_err(failed(format!("remove {} once bound", m.bind_source)))?;
+        }
+        bound?;
     }
     sys::mount::set_mount_flags(point, flags)
         .map_err(failed(format!("set the flags of {}", m.point)))
+}
+
+/// A file or directory removed at dump made again at its path for a bind of it.
+struct Removed<'a> {
+    path: &'a Path,
+    dir: bool,
+    /// Its directory's access and modification times before it was made.
+    times: (nix::sys::time::TimeSpec, nix::sys::time::TimeSpec),
+}
+
+impl Removed<'_> {
+    /// Removes it again, and puts its directory's times back.
+    fn finish(self) -> io::Result<()> {
+        if self.dir {
+            std::fs::remove_dir(self.path)?;
+        } else {
+            std::fs::remove_file(self.path)?;
+        }
+        let parent = self.path.parent().unwrap_or(Path::new("/"));
+        nix::sys::stat::utimensat(
+            nix::fcntl::AT_FDCWD,
+            parent,
+            &self.times.0,
+            &self.times.1,
+            nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+        )?;
+        Ok(())
+    }
+}
+
+/// Makes `entry` (NamespaceMount.bind_removed) at `path`, with its attributes and contents;
+/// never over anything there (a path of cryo's namespace may be taken since the dump).
+fn make_removed<'a>(path: &'a Path, entry: &TreeEntry) -> io::Result<Removed<'a>> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+    let parent = path
+        .parent()
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let (atime, mtime) = crate::files::times_ns(&std::fs::metadata(parent)?);
+    let dir = match entry.mode & libc::S_IFMT {
+        libc::S_IFDIR => {
+            std::fs::DirBuilder::new().mode(0o700).create(path)?;
+            true
+        }
+        libc::S_IFREG => {
+            use std::io::Write;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(path)?
+                .write_all(&entry.data)?;
+            false
+        }
+        _ => return Err(io::Error::from_raw_os_error(libc::EINVAL)),
+    };
+    let made = Removed {
+        path,
+        dir,
+        times: (
+            crate::files::timespec_of_ns(atime),
+            crate::files::timespec_of_ns(mtime),
+        ),
+    };
+    let attributes = || -> io::Result<()> {
+        std::os::unix::fs::lchown(path, Some(entry.uid), Some(entry.gid))?;
+        // After chown, which clears set-id bits.
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(entry.mode & 0o7777))?;
+        nix::sys::stat::utimensat(
+            nix::fcntl::AT_FDCWD,
+            path,
+            &crate::files::timespec_of_ns(entry.atime_ns),
+            &crate::files::timespec_of_ns(entry.mtime_ns),
+            nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+        )?;
+        Ok(())
+    };
+    match attributes() {
+        Ok(()) => Ok(made),
+        Err(e) => {
+            let _ = made.finish();
+            Err(e)
+        }
+    }
 }
 
 /// [`restore_in_child`] for a namespace whose root is a mount of its own (pivot_root): a

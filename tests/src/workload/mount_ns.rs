@@ -53,7 +53,10 @@
 //! first making a mount namespace of its own inside this one, a tmpfs cryo-jail on
 //! DIR/tmp/jail-ns, its jail DIR/tmp/jail-ns/jail: the namespace's maker chrooted),
 //! `pivoted-kid` (the same child pivoted into that tmpfs instead, the old root detached: no
-//! proc, its executable outside its namespace; its jail is its root).
+//! proc, its executable outside its namespace; its jail is its root), `removed-binds`
+//! (DIR/tmp/rdir, mode 0751, bound on DIR/tmp/rdir-bound and DIR/tmp/rfile, "removed but
+//! bound", mode 0640, on DIR/tmp/rfile-bound, both then removed; `removed-bind-held`: the
+//! same, the file open at fd 55 too).
 //!
 //! ```text
 //! fd                  -> <pos> <contents of fd 40, from 0>
@@ -452,6 +455,36 @@ pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
                 )?;
                 let fd = sys::open(&tbind.join("f"), libc::O_RDONLY).map_err(failed("open"))?;
                 sys::move_fd(fd, 44).map_err(failed("dup2"))?;
+                continue;
+            }
+            "removed-binds" | "removed-bind-held" => {
+                // Binds of a directory and a file of the tmpfs, both then removed (zdtm's
+                // mntns_deleted); `removed-bind-held`: the file open at fd 55 too.
+                let rdir = tmp.join("rdir");
+                std::fs::create_dir(&rdir).map_err(failed("mkdir rdir"))?;
+                std::fs::set_permissions(&rdir, std::fs::Permissions::from_mode(0o751))
+                    .map_err(failed("chmod rdir"))?;
+                let rfile = tmp.join("rfile");
+                std::fs::write(&rfile, "removed but bound").map_err(failed("write rfile"))?;
+                std::fs::set_permissions(&rfile, std::fs::Permissions::from_mode(0o640))
+                    .map_err(failed("chmod rfile"))?;
+                std::fs::create_dir(tmp.join("rdir-bound")).map_err(failed("mkdir"))?;
+                std::fs::write(tmp.join("rfile-bound"), "").map_err(failed("write"))?;
+                for (from, to) in [(&rdir, "rdir-bound"), (&rfile, "rfile-bound")] {
+                    mount(
+                        Some(&from.to_string_lossy()),
+                        &tmp.join(to),
+                        None,
+                        MsFlags::MS_BIND,
+                        None,
+                    )?;
+                }
+                if extra == "removed-bind-held" {
+                    let fd = sys::open(&rfile, libc::O_RDWR).map_err(failed("open rfile"))?;
+                    sys::move_fd(fd, 55).map_err(failed("dup2"))?;
+                }
+                std::fs::remove_dir(&rdir).map_err(failed("rmdir rdir"))?;
+                std::fs::remove_file(&rfile).map_err(failed("unlink rfile"))?;
                 continue;
             }
             "linked-deleted" | "linked-deleted-bind" => {
