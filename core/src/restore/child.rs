@@ -85,7 +85,12 @@ fn child_setup(tree: &Planned, i: usize) -> Result<(), ChildError> {
     }
     let parent = t.parent_core(&tree.loaded.tasks);
     namespaces::restore_in_child(&t.core, parent)?;
-    crate::task::netns::restore_in_child(&t.core, parent)?;
+    let tuples = || tree.loaded.lock_tuples();
+    let lock = (tree.loaded.inventory.network_lock.as_str(), &tuples as _);
+    if tree.netns_made && parent.is_none() && t.core.netns.is_none() {
+        crate::task::netns::hold_connections(lock)?;
+    }
+    crate::task::netns::restore_in_child(&t.core, parent, lock)?;
     crate::task::mount_ns::restore_in_child(&t.core, parent)?;
     crate::task::keyrings::restore_in_child(&t.core, parent, tree.session_keyring)?;
     crate::task::cgroups::enter(&tree.cgroups[i])

@@ -108,6 +108,20 @@ impl Reshaped {
         )
     }
 
+    /// Releases the dump's lock in every network namespace the restore made (installed there
+    /// before the sockets: netns::hold_connections); a failure fails the restore, which the
+    /// namespaces do not outlive.
+    pub fn release_namespace_locks(&self) -> Result<()> {
+        let s = &self.spawned;
+        crate::task::netns::release_locks(
+            &s.planned.loaded.tasks,
+            &s.pids,
+            s.roots().first().copied().filter(|_| s.planned.netns_made),
+            &s.planned.loaded.inventory.network_lock,
+        )?;
+        Ok(())
+    }
+
     /// Makes the restore go forward from here even if cryo dies: every thread loses
     /// PTRACE_O_EXITKILL (cryo's death detaches them, and they run), and the guardian is told
     /// they are to run (it undoes only if one of them is dying) and that the lock goes.

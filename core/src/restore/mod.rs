@@ -281,7 +281,11 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored> {
         processes = spawned.pids.len(),
         "processes created, fds open"
     );
-    crate::task::netns::make_firewalls(&spawned.planned.loaded.tasks, &spawned.pids)?;
+    crate::task::netns::make_firewalls(
+        &spawned.planned.loaded.tasks,
+        &spawned.pids,
+        &spawned.planned.loaded.inventory.network_lock,
+    )?;
     crate::task::mount_ns::mount_procs_and_sysfs(&spawned.planned.loaded.tasks, &spawned.pids)?;
     crate::task::mount_ns::set_propagation(&spawned.planned.loaded.tasks, &spawned.pids)?;
     crate::interrupt::pause_point("spawned");
@@ -307,6 +311,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored> {
     if unlock.holds() {
         hooks.run(Stage::NetworkUnlock, &roots)?;
     }
+    reshaped.release_namespace_locks()?;
     // The point of no return. Once the peers may talk to the restored sockets, going back
     // would drop what these acknowledged: from here on the restore goes forward whatever
     // happens to cryo (a SIGKILL leaves the processes to run, without their notifications).

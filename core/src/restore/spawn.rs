@@ -77,10 +77,11 @@ impl Planned {
     /// On failure every process created so far is killed.
     /// `guardian` (placed in the tree already) undoes before the processes are killed.
     pub fn spawn(
-        self,
+        mut self,
         ns: Option<Namespaces>,
         guardian: Option<RestoreGuardian>,
     ) -> Result<Spawned> {
+        self.netns_made = ns.is_some_and(|ns| ns.net);
         let own_pidns = self.loaded.inventory.pid_ns;
         // Its own PID namespace is made by the restore; a new network namespace may be asked.
         if own_pidns != 0 && ns.is_some_and(|ns| ns.pid) {

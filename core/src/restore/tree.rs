@@ -42,6 +42,9 @@ pub(crate) struct Planned {
     /// cryo's warm memory (a pre-copy migration's pages, memory/warm.rs) that the processes
     /// it forks inherit.
     pub warm: Option<WarmPlan>,
+    /// The roots are restored in a network namespace made for them (`--netns`): its root
+    /// holds the dump's connections there (netns::hold_connections) as a process's own does.
+    pub netns_made: bool,
     /// The pid broker, for processes in a user namespace that may not choose their children's
     /// pids (a tree in cryo's PID namespace): its end held at the plan's broker slot by every
     /// process until its children are forked.
@@ -207,6 +210,7 @@ impl Loaded {
             session_keyring,
             warm,
             pid_broker,
+            netns_made: false,
         })
     }
 }

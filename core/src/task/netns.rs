@@ -38,6 +38,7 @@ use cryo_netns::link::{outer_peer, Link, OuterPeer, MADE_KINDS};
 use cryo_netns::ruleset::{self, Kind};
 use cryo_netns::state::{self, Address, Interfaces, Observed, OuterSide, Route};
 use cryo_netns::xtables::{LegacyFamily, LegacyTable};
+use cryo_netns::ConnTuple;
 use cryo_netns::NetnsError;
 use cryo_proto::image::{
     ConntrackEntry, NetAddress, NetLink, NetLinkPeer, NetNamespace, NetRoute, NetSysctl, NftObject,
@@ -767,7 +768,13 @@ fn join_outer() -> Result<(), ChildError> {
 /// made as dumped, where its process was in one other than its parent's (`parent`: the
 /// parent's core, None for a root); back in the roots' one where it was in cryo's below a
 /// parent in another.
-pub fn restore_in_child(core: &TaskCore, parent: Option<&TaskCore>) -> Result<(), ChildError> {
+/// `lock`: the dump's network lock id and the connections it holds; in the namespace made, a
+/// lock of that id over them is installed before any socket is (see [`release_locks`]).
+pub fn restore_in_child(
+    core: &TaskCore,
+    parent: Option<&TaskCore>,
+    lock: (&str, &dyn Fn() -> Vec<ConnTuple>),
+) -> Result<(), ChildError> {
     let parent_ns = parent.and_then(|p| p.netns.as_ref());
     let Some(ns) = &core.netns else {
         if parent_ns.is_some() {
@@ -798,7 +805,74 @@ pub fn restore_in_child(core: &TaskCore, parent: Option<&TaskCore>) -> Result<()
         .iter()
         .map(|s| (s.name.clone(), s.value.clone()))
         .collect();
-    state::make_interfaces(&interfaces, outer.as_ref(), &sysctls).map_err(failed)
+    state::make_interfaces(&interfaces, outer.as_ref(), &sysctls).map_err(failed)?;
+    hold_connections(lock)
+}
+
+/// In a network namespace the restore just made (a process's, or `--netns`'s), before any
+/// socket: a network lock of id `lock.0` over the dump's connections `lock.1()`, as the dump's
+/// holds them in cryo's. Connections with both ends in the namespace (a server and its clients
+/// in one container) would otherwise talk as soon as one end leaves repair mode, before the
+/// other exists: a segment to a port not bound yet is answered with a reset, which ends the
+/// restored connection (zdtm socket-tcp-last-ack in the namespace flavour, one run in two).
+/// Released by cryo with the dump's lock ([`release_locks`]); gone with the namespace if the
+/// restore fails. Nothing without a lock (a dump without connections, --tcp-close).
+pub(crate) fn hold_connections(
+    lock: (&str, &dyn Fn() -> Vec<ConnTuple>),
+) -> Result<(), ChildError> {
+    let (id, tuples) = lock;
+    if id.is_empty() {
+        return Ok(());
+    }
+    cryo_netns::NetworkLock::install(id, &tuples())
+        .map(|held| {
+            held.keep();
+        })
+        .map_err(|e| ChildError::SysOn {
+            step: ChildStep::NetNamespace,
+            object: format!("install network lock {id} in the namespace made: {e}"),
+            errno: e.errno().map_or(libc::EIO, |n| n as i32),
+        })
+}
+
+/// Releases lock `id` in every network namespace the restore made ([`hold_connections`]):
+/// each process's not in its parent's (`tasks` and `pids`: the plan's tasks and their pids),
+/// and `root`'s (`--netns`), by a thread of cryo that joins it.
+pub(crate) fn release_locks(
+    tasks: &[TaskImage],
+    pids: &[Pid],
+    root: Option<Pid>,
+    id: &str,
+) -> Result<(), NetNamespaceError> {
+    if id.is_empty() {
+        return Ok(());
+    }
+    let made = tasks.iter().enumerate().filter_map(|(i, task)| {
+        let ns = task.core.netns.as_ref()?;
+        let parent_ns = task.parent_core(tasks).and_then(|p| p.netns.as_ref());
+        (parent_ns.map(|n| n.inode) != Some(ns.inode)).then_some((pids[i], ns.inode))
+    });
+    for (pid, inode) in made.chain(root.map(|p| (p, 0))) {
+        let path = crate::proc::dir(pid).join("ns/net");
+        File::open(&path)
+            .and_then(|handle| {
+                crate::sys::ns::run_in(&handle, CloneFlags::CLONE_NEWNET, || {
+                    cryo_netns::NetworkLock::release_by_id(id)
+                        .map_err(|e| std::io::Error::other(e.to_string()))
+                })
+            })
+            .and_then(|released| released)
+            .map_err(|error| NetNamespaceError::Read {
+                pid,
+                inode,
+                step: "release the network lock in it",
+                source: NetnsError::Read {
+                    path: path.clone(),
+                    error,
+                },
+            })?;
+    }
+    Ok(())
 }
 
 /// Once every process of the restore has made its sockets and refilled their queues (a
@@ -808,7 +882,13 @@ pub fn restore_in_child(core: &TaskCore, parent: Option<&TaskCore>) -> Result<()
 /// kernel made is read back and compared: the dump's replica showed the same, this host may
 /// not. Until then the namespace has no rule: only the kernel's own segments (a
 /// retransmission) can pass, untracked and uncounted, as after the restore.
-pub(crate) fn make_firewalls(tasks: &[TaskImage], pids: &[Pid]) -> Result<(), NetNamespaceError> {
+pub(crate) fn make_firewalls(
+    tasks: &[TaskImage],
+    pids: &[Pid],
+    lock_id: &str,
+) -> Result<(), NetNamespaceError> {
+    // The restore's own lock there (hold_connections) is no part of the namespace's.
+    let lock_table = (!lock_id.is_empty()).then(|| cryo_netns::table_name(lock_id));
     for (i, task) in tasks.iter().enumerate() {
         let Some(ns) = &task.core.netns else { continue };
         let parent_ns = task.parent_core(tasks).and_then(|p| p.netns.as_ref());
@@ -849,6 +929,8 @@ pub(crate) fn make_firewalls(tasks: &[TaskImage], pids: &[Pid]) -> Result<(), Ne
                 step: "make its firewall",
                 source,
             })?;
+        let mut made = made;
+        made.nft.retain(|item| Some(item.table()) != lock_table);
         if let Some(difference) = firewall::first_difference(&wanted, &made) {
             return Err(refuse(format!(
                 "has a firewall this host made otherwise: {difference}"

@@ -33,6 +33,12 @@
 //!             stays in LAST_ACK, its FIN never acknowledged, the other end closed; both held)
 //! last-ack-seen -> accepted=<state> read=<eof|..> write=<ok|errno> connecting=<state>
 //!             read=.. write=.. (the accepted end first)
+//! full-last-ack -> <bytes> (zdtm socket-tcp-last-ack: a connection over lo whose connecting
+//!             end a child holds and shuts first, reading nothing; this process fills the
+//!             accepted end's send queue with pattern(16000000, 8) in 17-byte writes, then
+//!             shuts it: LAST_ACK behind the bytes queued)
+//! full-last-ack-drain -> <len> <checksum> (the child reads its end to the end of the stream:
+//!             what it got)
 //! ```
 
 use std::io::{Read, Write};
@@ -118,6 +124,7 @@ pub fn start(args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
             early,
             back,
             last_ack: None,
+            full_last_ack: None,
             served: None,
             promisc,
         }));
@@ -151,6 +158,7 @@ pub fn start(args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
         early,
         back,
         last_ack: None,
+        full_last_ack: None,
         served: None,
         promisc,
     }))
@@ -268,6 +276,7 @@ struct Netns {
     back: Option<i32>,
     /// The accepted and connecting ends of `last-ack`.
     last_ack: Option<(TcpStream, TcpStream)>,
+    full_last_ack: Option<FullLastAck>,
     /// The listener of `listen` and the client it accepted.
     served: Option<(TcpListener, Option<TcpStream>)>,
     /// The packet socket of option `promisc`.
@@ -312,6 +321,82 @@ fn last_ack() -> Result<(TcpStream, TcpStream, u16), String> {
     }
 }
 
+/// `full-last-ack`: the accepted end (kept), the child's pipes, and the bytes queued.
+struct FullLastAck {
+    #[allow(dead_code)]
+    accepted: TcpStream,
+    /// A byte here tells the child to read its end.
+    go: OwnedFd,
+    /// What the child read: "<len> <checksum>".
+    result: OwnedFd,
+}
+
+/// Polls (bounded) until `s` is in `wanted`: the kernel moves it on a packet already sent.
+fn wait_state(s: &TcpStream, wanted: &str) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let now = state(s).map_err(io_err)?;
+        if now == wanted {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(format!("state {now}, not {wanted}"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+fn full_last_ack() -> Result<(FullLastAck, usize), String> {
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(failed("listen"))?;
+    let connecting =
+        TcpStream::connect(listener.local_addr().map_err(io_err)?).map_err(failed("connect"))?;
+    let (accepted, _) = listener.accept().map_err(failed("accept"))?;
+    let (go_rd, go) = nix::unistd::pipe().map_err(|e| format!("pipe: {e}"))?;
+    let (result, result_wr) = nix::unistd::pipe().map_err(|e| format!("pipe: {e}"))?;
+    if super::sys::fork().map_err(failed("fork"))? == 0 {
+        drop((accepted, go, result, listener));
+        let drained = (|| -> std::io::Result<()> {
+            let mut connecting = connecting;
+            connecting.shutdown(std::net::Shutdown::Write)?;
+            let mut byte = [0u8; 1];
+            std::fs::File::from(go_rd).read_exact(&mut byte)?;
+            let mut got = Vec::new();
+            connecting.read_to_end(&mut got)?;
+            std::fs::File::from(result_wr)
+                .write_all(crate::protocol::len_and_checksum(&got).as_bytes())
+        })();
+        exit_child("full-last-ack child", drained)
+    }
+    drop((connecting, go_rd, result_wr));
+    wait_state(&accepted, "CLOSE_WAIT")?;
+    accepted.set_nonblocking(true).map_err(io_err)?;
+    let data = crate::protocol::pattern(16_000_000, 8);
+    let mut sent = 0;
+    for chunk in data.chunks(17) {
+        match (&accepted).write(chunk) {
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(e.to_string()),
+        }
+        if sent % 17 != 0 {
+            break;
+        }
+    }
+    accepted.set_nonblocking(false).map_err(io_err)?;
+    accepted
+        .shutdown(std::net::Shutdown::Write)
+        .map_err(io_err)?;
+    wait_state(&accepted, "LAST_ACK")?;
+    Ok((
+        FullLastAck {
+            accepted,
+            go,
+            result,
+        },
+        sent,
+    ))
+}
+
 /// What an end of `last-ack` shows: its state, a non-blocking read, a 1-byte write.
 fn end_seen(mut s: &TcpStream) -> String {
     let state = state(s).unwrap_or_else(|e| e.to_string());
@@ -347,6 +432,21 @@ impl Mode for Netns {
                 let (accepted, connecting, port) = last_ack()?;
                 self.last_ack = Some((accepted, connecting));
                 Ok(port.to_string())
+            }
+            ("full-last-ack", []) => {
+                let (held, sent) = full_last_ack()?;
+                self.full_last_ack = Some(held);
+                Ok(sent.to_string())
+            }
+            ("full-last-ack-drain", []) => {
+                let held = self.full_last_ack.as_ref().ok_or("no full-last-ack")?;
+                let mut go = std::fs::File::from(held.go.try_clone().map_err(io_err)?);
+                go.write_all(b"g").map_err(io_err)?;
+                let mut got = String::new();
+                std::fs::File::from(held.result.try_clone().map_err(io_err)?)
+                    .read_to_string(&mut got)
+                    .map_err(io_err)?;
+                Ok(got)
             }
             ("last-ack-seen", []) => {
                 let (accepted, connecting) = self.last_ack.as_ref().ok_or("no last-ack")?;
