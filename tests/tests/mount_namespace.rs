@@ -430,6 +430,37 @@ fn a_child_in_a_mount_namespace_made_inside_its_parents_pivoted_one_comes_back_i
     child_in_a_namespace_inside_its_parents(&["pivot", "nested"], |_, _| {});
 }
 
+/// The same with a grandchild the child forked before it made its namespace (zdtm
+/// tempfs_subns): the grandchild comes back in the workload's namespace, not its parent's,
+/// seeing the workload's tmpfs and not the child's. Before: refused ("shares its mount
+/// namespace ... with pid N, which is not its ancestor in it").
+#[test]
+fn a_grandchild_left_in_its_grandparents_mount_namespace_comes_back_in_it() {
+    child_in_a_namespace_inside_its_parents(&["nested", "nested-back"], |w, kid| {
+        let children = std::fs::read_to_string(format!("/proc/{kid}/task/{kid}/children")).unwrap();
+        let [grandchild] = children
+            .split_whitespace()
+            .map(|p| p.parse::<i32>().unwrap())
+            .collect::<Vec<_>>()[..]
+        else {
+            panic!("one grandchild: {children:?}")
+        };
+        assert_eq!(mnt_ns(grandchild), mnt_ns(w.pid()));
+        assert_ne!(mnt_ns(grandchild), mnt_ns(kid));
+        let seen = |name: &str| {
+            std::fs::read_to_string(format!(
+                "/proc/{grandchild}/root{}",
+                w.path("tmp").join(name).display()
+            ))
+        };
+        assert_eq!(seen("after.txt").unwrap(), "x");
+        assert!(
+            seen("inner/f").is_err(),
+            "the child's tmpfs is not the grandchild's"
+        );
+    });
+}
+
 /// What the workload's jailed child `kid` observes ("jailed"), its root checked to be the
 /// one /proc shows for it (its inode taken off the answer).
 fn jail_view(w: &Workload, kid: i32) -> String {

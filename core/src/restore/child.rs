@@ -91,7 +91,11 @@ fn child_setup(tree: &Planned, i: usize) -> Result<(), ChildError> {
         crate::task::netns::hold_connections(lock)?;
     }
     crate::task::netns::restore_in_child(&t.core, parent, lock)?;
-    crate::task::mount_ns::restore_in_child(&t.core, parent)?;
+    crate::task::mount_ns::restore_in_child(
+        &t.core,
+        parent,
+        crate::task::mount_ns::joined_ancestor(&tree.loaded.tasks, i),
+    )?;
     crate::task::keyrings::restore_in_child(&t.core, parent, tree.session_keyring)?;
     crate::task::cgroups::enter(&tree.cgroups[i])
         .map_err(|(file, e)| ChildError::sys_on(ChildStep::Cgroup, file.display())(e))?;

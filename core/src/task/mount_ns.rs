@@ -1550,11 +1550,20 @@ fn mount_name(m: &NamespaceMount) -> String {
 /// In a forked process of the restore, before it opens its files and forks: a new mount
 /// namespace with the mounts its process's had beyond cryo's, where its process was in one
 /// other than its parent's (`parent`: the parent's core, None for a root).
-pub fn restore_in_child(core: &TaskCore, parent: Option<&TaskCore>) -> Result<(), ChildError> {
+pub fn restore_in_child(
+    core: &TaskCore,
+    parent: Option<&TaskCore>,
+    joined: Option<usize>,
+) -> Result<(), ChildError> {
+    let failed = |what: String| ChildError::sys_on(ChildStep::MountNamespace, what);
+    if let Some(generations) = joined {
+        return join_ancestors(generations).map_err(failed(format!(
+            "join the namespace of its ancestor {generations} generations up"
+        )));
+    }
     let Some(ns) = made_by(core, parent) else {
         return Ok(());
     };
-    let failed = |what: String| ChildError::sys_on(ChildStep::MountNamespace, what);
     if ns.pivoted {
         let parent_ns = parent.and_then(|p| p.mnt.as_ref());
         if let Some(p) = parent_ns.filter(|p| shares_pivoted_root(ns, p)) {
@@ -2157,6 +2166,47 @@ fn made_by<'a>(core: &'a TaskCore, parent: Option<&TaskCore>) -> Option<&'a Moun
     (parent_ns.map(|n| n.inode) != Some(ns.inode)).then_some(ns)
 }
 
+/// For the process at `i` of the plan's `tasks`: how many generations above it (2 or more) is
+/// the ancestor whose mount namespace it is in, not its parent's (a child forked before its
+/// parent made a namespace of its own, zdtm tempfs_subns), if it is so: it joins that one
+/// ([`join_ancestors`]) instead of making one.
+pub(crate) fn joined_ancestor(
+    tasks: &[crate::restore::load::TaskImage],
+    i: usize,
+) -> Option<usize> {
+    let ns = tasks[i].core.mnt.as_ref().map(|m| m.inode);
+    let mut at = &tasks[i];
+    let mut generations = 0;
+    loop {
+        let by = crate::restore::load::forked_by(&at.entry);
+        let parent = tasks.iter().find(|p| p.entry.pid == by)?;
+        generations += 1;
+        if parent.core.mnt.as_ref().map(|m| m.inode) == ns {
+            return (generations > 1).then_some(generations);
+        }
+        at = parent;
+    }
+}
+
+/// Joins (setns) the mount namespace of the calling process's ancestor `generations` up,
+/// found by the parent pids cryo's /proc shows (each made before its children, and running).
+/// Its root and working directory become the namespace's root; they are set later.
+fn join_ancestors(generations: usize) -> io::Result<()> {
+    let mut pid = "self".to_string();
+    for _ in 0..generations {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        pid = status
+            .lines()
+            .find_map(|l| l.strip_prefix("PPid:"))
+            .map(|p| p.trim().to_string())
+            .filter(|p| p != "0")
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::ESRCH))?;
+    }
+    let handle = std::fs::File::open(format!("/proc/{pid}/ns/mnt"))?;
+    nix::sched::setns(handle, nix::sched::CloneFlags::CLONE_NEWNS)?;
+    Ok(())
+}
+
 /// Each mount namespace the restore made, with the pid of the process that made it (`tasks`
 /// and `pids`: the plan's tasks and their pids).
 fn made_namespaces<'a>(
@@ -2166,5 +2216,7 @@ fn made_namespaces<'a>(
     tasks
         .iter()
         .zip(pids)
-        .filter_map(|(task, &pid)| Some((pid, made_by(&task.core, task.parent_core(tasks))?)))
+        .enumerate()
+        .filter(|&(i, _)| joined_ancestor(tasks, i).is_none())
+        .filter_map(|(_, (task, &pid))| Some((pid, made_by(&task.core, task.parent_core(tasks))?)))
 }

@@ -423,6 +423,9 @@ pub(crate) struct MadeKind {
     none: &'static str,
     /// A process below one in another namespace can go back to cryo's (it joins it again).
     goes_back: bool,
+    /// A process below one in another namespace can be in an ancestor's (it joins that one
+    /// with setns through the ancestor, made before it: [`ancestor_in`]).
+    joins_ancestor: bool,
 }
 
 /// UTS namespaces.
@@ -431,6 +434,7 @@ pub(crate) const UTS: MadeKind = MadeKind {
     link: "uts",
     none: "in cryo's UTS namespace",
     goes_back: false,
+    joins_ancestor: false,
 };
 /// Time namespaces.
 pub(crate) const TIME: MadeKind = MadeKind {
@@ -438,6 +442,7 @@ pub(crate) const TIME: MadeKind = MadeKind {
     link: "time",
     none: "in cryo's time namespace",
     goes_back: false,
+    joins_ancestor: false,
 };
 /// Network namespaces (task/netns.rs).
 pub(crate) const NET: MadeKind = MadeKind {
@@ -445,6 +450,7 @@ pub(crate) const NET: MadeKind = MadeKind {
     link: "net",
     none: "in cryo's network namespace",
     goes_back: true,
+    joins_ancestor: false,
 };
 /// Mount namespaces.
 pub(crate) const MNT: MadeKind = MadeKind {
@@ -452,6 +458,7 @@ pub(crate) const MNT: MadeKind = MadeKind {
     link: "mnt",
     none: "in cryo's mount namespace",
     goes_back: false,
+    joins_ancestor: true,
 };
 /// Cgroup namespaces.
 pub(crate) const CGROUP: MadeKind = MadeKind {
@@ -459,6 +466,7 @@ pub(crate) const CGROUP: MadeKind = MadeKind {
     link: "cgroup",
     none: "in cryo's cgroup namespace",
     goes_back: false,
+    joins_ancestor: false,
 };
 /// User namespaces (task/userns.rs).
 pub(crate) const USER: MadeKind = MadeKind {
@@ -466,6 +474,7 @@ pub(crate) const USER: MadeKind = MadeKind {
     link: "user",
     none: "in cryo's user namespace",
     goes_back: false,
+    joins_ancestor: false,
 };
 /// Session keyrings (task/keyrings.rs): made again by the fork that starts one, as these.
 pub(crate) const SESSION_KEYRING: MadeKind = MadeKind {
@@ -473,6 +482,7 @@ pub(crate) const SESSION_KEYRING: MadeKind = MadeKind {
     link: "keyring",
     none: "without a session keyring of its own",
     goes_back: false,
+    joins_ancestor: false,
 };
 
 /// Refuses a tree whose `kind` namespaces its forks cannot make again: a process makes a new
@@ -510,12 +520,16 @@ pub(crate) fn check_tree_given(
         link,
         none,
         goes_back,
+        joins_ancestor,
     } = kind;
     let mut tops: HashMap<u64, i32> = HashMap::new();
+    let parent_of = |pid: i32| tasks.iter().find(|t| t.0 == pid).map(|t| t.1);
     for &(pid, ppid, ns) in tasks {
         let parent = ns_of(ppid);
         match (ns, parent) {
             (Some(ns), Some(p)) if p == Some(ns) => {}
+            (Some(ns), Some(_))
+                if joins_ancestor && ancestor_in(ppid, &ns_of, parent_of, ns).is_some() => {}
             (Some(ns), _) => {
                 if let Some(other) = tops.insert(ns, pid) {
                     return Err(NamespaceError::NamespaceTree {
@@ -541,6 +555,26 @@ pub(crate) fn check_tree_given(
         }
     }
     Ok(())
+}
+
+/// How many generations above a process whose parent is `ppid` the nearest ancestor in
+/// namespace `ns` is (2: its grandparent), walking the dump's parents (`parent_of`) while
+/// `ns_of` knows them (processes of the dump); None without one.
+pub(crate) fn ancestor_in(
+    ppid: i32,
+    ns_of: impl Fn(i32) -> Option<Option<u64>>,
+    parent_of: impl Fn(i32) -> Option<i32>,
+    ns: u64,
+) -> Option<usize> {
+    let mut at = ppid;
+    let mut generations = 1;
+    loop {
+        if ns_of(at)? == Some(ns) {
+            return Some(generations);
+        }
+        at = parent_of(at)?;
+        generations += 1;
+    }
 }
 
 /// In a forked process of the restore, before its children: a new UTS namespace with the
@@ -601,5 +635,20 @@ mod tests {
         check_tree(TIME, &[(10, 1, None), (11, 10, None)]).unwrap();
         // A child back in cryo's network namespace: it joins it again.
         check_tree(NET, &[(10, 1, Some(7)), (11, 10, None)]).unwrap();
+        // A grandchild in its grandparent's mount namespace, its parent in another: it joins
+        // that one; not so for a UTS namespace, made by each process that starts one.
+        let left_behind = [(10, 1, Some(7)), (11, 10, Some(8)), (12, 11, Some(7))];
+        check_tree(MNT, &left_behind).unwrap();
+        let err = check_tree(UTS, &left_behind).unwrap_err();
+        assert!(err.to_string().contains("pid 12: shares its UTS"), "{err}");
+        assert_eq!(
+            ancestor_in(
+                11,
+                |p| left_behind.iter().find(|t| t.0 == p).map(|t| t.2),
+                |p| left_behind.iter().find(|t| t.0 == p).map(|t| t.1),
+                7
+            ),
+            Some(2)
+        );
     }
 }

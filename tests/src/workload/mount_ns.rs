@@ -21,7 +21,8 @@
 //! cryo's at PATH remounted read-only in its namespace, as systemd's ProtectSystem= does),
 //! `umount:PATH` (a
 //! mount of cryo's at PATH unmounted in its namespace), `nested` (a child in a mount namespace made inside this one, with a tmpfs cryo-mnt-inner on
-//! DIR/tmp/inner holding `f`; `kids` names it; `nested-ro-root`: its root remounted read-only there), `held-before` (DIR/src/host.txt opened at
+//! DIR/tmp/inner holding `f`; `kids` names it; `nested-ro-root`: its root remounted read-only there; `nested-back`: it forked a child of
+//! its own before making it, left in this one's, as zdtm tempfs_subns), `held-before` (DIR/src/host.txt opened at
 //! fd 41 and /dev/null at fd 42 before the namespace is made: their mounts are cryo's
 //! namespace's), `propagation` (DIR/outer bound on itself and made shared in cryo's namespace
 //! before this one is made, which is made a slave of cryo's (`--make-rslave /`, as systemd
@@ -585,7 +586,7 @@ pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
                 continue;
             }
             "nested" | "held-before" | "pivot" | "jailed" | "jailed-maker" | "pivoted-kid"
-            | "no-proc" | "ro-root" | "console" | "nested-ro-root" => continue,
+            | "no-proc" | "ro-root" | "console" | "nested-ro-root" | "nested-back" => continue,
             _ if extra.starts_with("sock-before:") => continue,
             "protect-kernel" => {
                 // /proc/sys bound read-only on itself, as systemd's ProtectKernelTunables=.
@@ -682,6 +683,7 @@ pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
         kids.push(nested_child(
             &tmp,
             args.iter().any(|a| a == "nested-ro-root"),
+            args.iter().any(|a| a == "nested-back"),
         )?);
     }
     let jail = tmp.join("jail");
@@ -834,13 +836,21 @@ fn pty_name() -> Result<String, String> {
 
 /// Forks a child that makes a mount namespace of its own inside this one, with a tmpfs
 /// (cryo-mnt-inner) on TMP/inner holding `f`, and waits there; returns once it did.
-fn nested_child(tmp: &Path, ro_root: bool) -> Result<i32, String> {
+fn nested_child(tmp: &Path, ro_root: bool, back: bool) -> Result<i32, String> {
     let inner = tmp.join("inner");
     std::fs::create_dir(&inner).map_err(failed("mkdir inner"))?;
     let (rd, wr) = sys::pipe().map_err(failed("pipe"))?;
     match sys::fork().map_err(failed("fork"))? {
         0 => {
             sys::close(rd);
+            // `nested-back`: a child of its own forked first, left in this one's namespace.
+            if back && sys::fork().map_err(failed("fork"))? == 0 {
+                sys::close(wr);
+                loop {
+                    // SAFETY: pause takes no arguments.
+                    unsafe { libc::pause() };
+                }
+            }
             let made = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
                 .map_err(|e| e.to_string())
                 .and_then(|()| {
