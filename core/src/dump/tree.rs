@@ -178,9 +178,13 @@ pub(crate) fn check_sessions(
         let session_stands_in = entries
             .iter()
             .any(|x| x.sid == e.sid && x.session_leader_gone);
-        let leader_forks = !e.forked_by_session_leader
-            && find(e.sid).is_some_and(|l| l.sid == l.pid && !l.zombie)
-            && descends_from(entries, e, e.sid);
+        let leader_alive = find(e.sid).is_some_and(|l| l.sid == l.pid && !l.zombie);
+        let leader_forks = leader_alive
+            && if e.forked_by_session_leader {
+                e.fork_parent == e.sid
+            } else {
+                descends_from(entries, e, e.sid)
+            };
         if (session_stands_in || leader_forks) && leader_gone {
             entries[k].group_leader_gone = true;
             continue;
@@ -304,12 +308,18 @@ fn forked_by_session_leaders(entries: &mut [cryo_proto::image::ProcessEntry], ro
     };
     for k in 0..entries.len() {
         let e = &entries[k];
-        let candidate = e.ppid == init
-            && e.sid != e.pid
-            && e.sid != init_sid
-            && (e.pgid == e.pid || e.pgid == e.sid);
+        let candidate = e.ppid == init && e.sid != e.pid && e.sid != init_sid;
+        // In its own group, its leader's, or (forked by the live leader, which then forks a
+        // stand-in for it: check_sessions) a group whose leader had exited (zdtm
+        // sk-unix-restore-fs-share: the leader's child made a group, forked it, and exited).
+        let group_made = |by: i32| {
+            e.pgid == e.pid
+                || e.pgid == e.sid
+                || by == e.sid && !entries.iter().any(|x| x.pid == e.pgid)
+        };
         // A zombie only by a stand-in (forked by the init: zdtm helper_zombie_child).
-        let by = forker(entries, e.sid).filter(|&by| candidate && (!e.zombie || by == init));
+        let by = forker(entries, e.sid)
+            .filter(|&by| candidate && group_made(by) && (!e.zombie || by == init));
         if let Some(by) = by {
             entries[k].forked_by_session_leader = true;
             if by != init {

@@ -43,7 +43,9 @@
 //!            forked it and exited, left unreaped), the grandchild of a live session leader
 //!            (which called setsid and forked a child that forked it and exited, reaped by
 //!            the leader; the leader's child in a group whose leader, another child of it,
-//!            was killed and reaped: zdtm session01), a zombie whose session's leader had
+//!            was killed and reaped: zdtm session01), the grandchild of that leader in a
+//!            group its parent made before forking it and exiting (zdtm
+//!            sk-unix-restore-fs-share), a zombie whose session's leader had
 //!            exited (reaped): each reparented to the init (zdtm zombie_leader, session00,
 //!            helper_zombie_child, child_subreaper_and_reparent)
 //! ```
@@ -269,6 +271,15 @@ fn orphans_in_sessions() -> io::Result<()> {
             Ok(0)
         })?;
         wait_child(helper, false)?;
+        // The grandchild of the leader in a group its parent made and left (it exited,
+        // reaped): zdtm sk-unix-restore-fs-share.
+        let group_maker = fork_running(|| {
+            // SAFETY: plain call, no pointers.
+            sys::cvt(unsafe { libc::setpgid(0, 0) })?;
+            fork_pausing()?;
+            Ok(0)
+        })?;
+        wait_child(group_maker, false)?;
         // A child in a group whose leader, its sibling, exited (killed, reaped).
         let group_leader = fork_pausing()?;
         let member = fork_pausing()?;
