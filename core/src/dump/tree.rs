@@ -451,9 +451,11 @@ mod tests {
                 zombie: true,
                 ..entry(11, 1, 11, 8)
             },
-            // The grandchild of live leader 10, in a group of its own.
+            // The grandchild of live leader 10, in a group of its own; another in group 13,
+            // whose leader (its parent) exited.
             entry(10, 1, 10, 10),
             entry(12, 1, 12, 10),
+            entry(14, 1, 13, 10),
         ];
         check_sessions(&mut tree, &root, false, alive, no_tty, true).unwrap();
         let marked: Vec<(i32, i32)> = tree
@@ -461,7 +463,9 @@ mod tests {
             .filter(|e| e.forked_by_session_leader)
             .map(|e| (e.pid, e.fork_parent))
             .collect();
-        assert_eq!(marked, [(7, 5), (9, 0), (11, 0), (12, 10)]);
+        assert_eq!(marked, [(7, 5), (9, 0), (11, 0), (12, 10), (14, 10)]);
+        // Leader 10 forks the stand-in of group 13.
+        assert!(tree.iter().all(|e| e.group_leader_gone == (e.pid == 14)));
         // Outside a PID namespace of its own: the same tree is refused.
         let mut plain = tree.clone().map(|e| ProcessEntry {
             forked_by_session_leader: false,
