@@ -44,6 +44,14 @@ pub fn restore(firewall: &Firewall) -> Result<(), NetnsError> {
     xtables::restore(&firewall.legacy)
 }
 
+/// [`restore`] in a namespace whose nf_tables tables [`ruleset::restore_tables`] made
+/// already (empty: they hold no chain yet, nothing is filtered or counted).
+pub fn restore_in_tables(firewall: &Firewall) -> Result<(), NetnsError> {
+    conntrack::restore(&firewall.conntrack)?;
+    ruleset::restore_members(&firewall.nft)?;
+    xtables::restore(&firewall.legacy)
+}
+
 /// The first difference between a captured firewall and the one a namespace made again from
 /// it shows, described; `None` when they are the same (what changes by itself left out: a
 /// set element's or a tracked connection's time left).

@@ -331,13 +331,37 @@ fn refuse_unrestorable(items: &[Item]) -> Result<(), NetnsError> {
 /// Makes `items` (a [`capture`]) in the calling thread's network namespace, which holds no
 /// nf_tables table yet, in one transaction (see the module's documentation for the order).
 pub fn restore(items: &[Item]) -> Result<(), NetnsError> {
+    apply(items, Phase::Whole)
+}
+
+/// [`restore`] in two steps: the tables alone first (their handles are the namespace's:
+/// whatever is made in it after them takes the handles that follow), then
+/// [`restore_members`] (handles of chains, sets and rules count per table).
+pub fn restore_tables(items: &[Item]) -> Result<(), NetnsError> {
+    apply(items, Phase::Tables)
+}
+
+/// The rest of [`restore`] once [`restore_tables`] made the tables.
+pub fn restore_members(items: &[Item]) -> Result<(), NetnsError> {
+    apply(items, Phase::Members)
+}
+
+/// What part of a ruleset a restore makes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Whole,
+    Tables,
+    Members,
+}
+
+fn apply(items: &[Item], phase: Phase) -> Result<(), NetnsError> {
     if items.is_empty() {
         return Ok(());
     }
     let sock =
         NlSocket::open(SockProtocol::NetlinkNetFilter).map_err(nl("open nfnetlink socket"))?;
     let mut batch = Batch::new(sock.next_seq());
-    replay(items, &mut batch)?;
+    replay(items, &mut batch, phase)?;
     let encoded = batch.finish();
     sock.transact(&encoded.bytes, Some(encoded.begin_seq), &encoded.steps)
         .map_err(|e| match e {
@@ -394,7 +418,7 @@ fn burn(
     }
 }
 
-fn replay(items: &[Item], batch: &mut Batch) -> Result<(), NetnsError> {
+fn replay(items: &[Item], batch: &mut Batch, phase: Phase) -> Result<(), NetnsError> {
     use nft::{NLM_F_CREATE, NLM_F_EXCL};
     let create = NLM_F_CREATE | NLM_F_EXCL;
     // Each chain's rule handles in chain order, each set's elements: gathered once.
@@ -434,25 +458,31 @@ fn replay(items: &[Item], batch: &mut Batch) -> Result<(), NetnsError> {
         if handle < next_table {
             return Err(unreachable_handle(table, next_table));
         }
-        // Table handles count per namespace.
-        let tables_msgs = (nft::NFT_MSG_NEWTABLE, nft::NFT_MSG_DELTABLE);
-        burn(batch, next_table..handle, tables_msgs, table.family, |n| {
-            let mut gap = Vec::new();
-            put_attr(
-                &mut gap,
-                NFTA_TABLE_NAME,
-                format!("cryo-gap-{n}\0").as_bytes(),
-            );
-            gap
-        });
+        let gap = next_table..handle;
         next_table = handle + 1;
-        batch.raw(
-            nft::NFT_MSG_NEWTABLE,
-            create,
-            table.family,
-            table.describe(),
-            &table.create_attrs(),
-        );
+        if phase != Phase::Members {
+            // Table handles count per namespace.
+            let tables_msgs = (nft::NFT_MSG_NEWTABLE, nft::NFT_MSG_DELTABLE);
+            burn(batch, gap, tables_msgs, table.family, |n| {
+                let mut gap = Vec::new();
+                put_attr(
+                    &mut gap,
+                    NFTA_TABLE_NAME,
+                    format!("cryo-gap-{n}\0").as_bytes(),
+                );
+                gap
+            });
+            batch.raw(
+                nft::NFT_MSG_NEWTABLE,
+                create,
+                table.family,
+                table.describe(),
+                &table.create_attrs(),
+            );
+        }
+        if phase == Phase::Tables {
+            continue;
+        }
 
         let mut members: Vec<&Item> = items
             .iter()

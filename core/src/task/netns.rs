@@ -806,6 +806,13 @@ pub fn restore_in_child(
         .map(|s| (s.name.clone(), s.value.clone()))
         .collect();
     state::make_interfaces(&interfaces, outer.as_ref(), &sysctls).map_err(failed)?;
+    if !lock.0.is_empty() {
+        // Its nf_tables tables before the lock's, which would take the first table handle
+        // (the rest of its firewall comes once the sockets are made: make_firewalls).
+        if let Ok(wanted) = firewall_of(ns) {
+            ruleset::restore_tables(&wanted.nft).map_err(failed)?;
+        }
+    }
     hold_connections(lock)
 }
 
@@ -910,7 +917,12 @@ pub(crate) fn make_firewalls(
         let made = File::open(&path)
             .and_then(|handle| {
                 crate::sys::ns::run_in(&handle, CloneFlags::CLONE_NEWNET, || {
-                    firewall::restore(&wanted)?;
+                    // Its tables made already where a lock was installed (hold_connections).
+                    if lock_table.is_some() {
+                        firewall::restore_in_tables(&wanted)?;
+                    } else {
+                        firewall::restore(&wanted)?;
+                    }
                     firewall::capture()
                 })
             })
