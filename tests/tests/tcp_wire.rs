@@ -394,29 +394,7 @@ fn fin_wait2_comes_back_and_still_receives() {
 /// with `send (send queue refill): Try again`; this one with the peer outside fits either way).
 #[test]
 fn fin_wait1_with_a_full_send_queue_comes_back_and_delivers_it_then_the_fin() {
-    cryo_bin();
-    let mut w = Workload::spawn("tcp", &["127.0.0.1:0"]);
-    let mut client = connect(server_addr(&w, "127.0.0.1"));
-    assert_eq!(w.cmd("accept"), "0");
-    // In writes of 17 bytes, as zdtm's test: more buffer per byte than large writes.
-    let blasted: usize = w.cmd("blast-by 0 16000000 5 17").parse().unwrap();
-    assert!(blasted > 1_000_000, "only {blasted} bytes queued");
-    assert_eq!(w.cmd("shutdown 0"), "ok");
-    wait_state(&w, 0, "FIN_WAIT1");
-
-    let img = w.path("img");
-    w.dump(&img, &["--tcp-established"]).assert_success();
-    w.wait_original();
-    w.restore_background(&img);
-
-    assert_eq!(w.cmd("state 0"), "FIN_WAIT1");
-    let got = read_exactly(&mut client, blasted);
-    assert!(
-        got == pattern(16_000_000, 5)[..blasted],
-        "the send queue came back damaged"
-    );
-    read_eof(&mut client);
-    w.kill_restored();
+    full_queue_behind_our_fin_comes_back(false, "FIN_WAIT1", 5);
 }
 
 /// A connection in LAST_ACK whose FIN waits behind a full send queue (zdtm's
@@ -425,26 +403,39 @@ fn fin_wait1_with_a_full_send_queue_comes_back_and_delivers_it_then_the_fin() {
 /// the end of the stream.
 #[test]
 fn last_ack_with_a_full_send_queue_comes_back_and_delivers_it_then_the_fin() {
+    full_queue_behind_our_fin_comes_back(true, "LAST_ACK", 6);
+}
+
+/// The workload's accepted connection fills its send queue with pattern(16000000, `seed`) in
+/// 17-byte writes (as zdtm's tests: more buffer per byte than large writes) while the test's
+/// client reads nothing (having shut its side first when `peer_shuts_first`), then shuts: it
+/// comes back in `state`, and the client gets every byte, then the end of the stream.
+fn full_queue_behind_our_fin_comes_back(peer_shuts_first: bool, state: &str, seed: u64) {
     cryo_bin();
     let mut w = Workload::spawn("tcp", &["127.0.0.1:0"]);
     let mut client = connect(server_addr(&w, "127.0.0.1"));
     assert_eq!(w.cmd("accept"), "0");
-    client.shutdown(Shutdown::Write).unwrap();
-    wait_state(&w, 0, "CLOSE_WAIT");
-    let blasted: usize = w.cmd("blast-by 0 16000000 6 17").parse().unwrap();
+    if peer_shuts_first {
+        client.shutdown(Shutdown::Write).unwrap();
+        wait_state(&w, 0, "CLOSE_WAIT");
+    }
+    let blasted: usize = w
+        .cmd(&format!("blast-by 0 16000000 {seed} 17"))
+        .parse()
+        .unwrap();
     assert!(blasted > 1_000_000, "only {blasted} bytes queued");
     assert_eq!(w.cmd("shutdown 0"), "ok");
-    wait_state(&w, 0, "LAST_ACK");
+    wait_state(&w, 0, state);
 
     let img = w.path("img");
     w.dump(&img, &["--tcp-established"]).assert_success();
     w.wait_original();
     w.restore_background(&img);
 
-    assert_eq!(w.cmd("state 0"), "LAST_ACK");
+    assert_eq!(w.cmd("state 0"), state);
     let got = read_exactly(&mut client, blasted);
     assert!(
-        got == pattern(16_000_000, 6)[..blasted],
+        got == pattern(16_000_000, seed)[..blasted],
         "the send queue came back damaged"
     );
     read_eof(&mut client);

@@ -1716,31 +1716,33 @@ impl Removed<'_> {
     }
 }
 
-/// Makes `entry` (NamespaceMount.bind_removed) at `path`, with its attributes and contents;
-/// never over anything there (a path of cryo's namespace may be taken since the dump).
+/// Makes `entry` (NamespaceMount.bind_removed) at `path`, with its attributes and contents.
 fn make_removed<'a>(path: &'a Path, entry: &TreeEntry) -> io::Result<Removed<'a>> {
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     let parent = path
         .parent()
         .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
     let (atime, mtime) = crate::files::times_ns(&std::fs::metadata(parent)?);
     let dir = match entry.mode & libc::S_IFMT {
-        libc::S_IFDIR => {
-            std::fs::DirBuilder::new().mode(0o700).create(path)?;
-            true
-        }
-        libc::S_IFREG => {
-            use std::io::Write;
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(path)?
-                .write_all(&entry.data)?;
-            false
-        }
+        libc::S_IFDIR => true,
+        libc::S_IFREG => false,
         _ => return Err(io::Error::from_raw_os_error(libc::EINVAL)),
+    };
+    // Made here (never over anything: a path of cryo's namespace may be taken since), so
+    // removed again on any failure from here on.
+    let opened = if dir {
+        std::fs::DirBuilder::new().mode(0o700).create(path)?;
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+            .open(path)
+    } else {
+        Ok(std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)?)
     };
     let made = Removed {
         path,
@@ -1750,20 +1752,17 @@ fn make_removed<'a>(path: &'a Path, entry: &TreeEntry) -> io::Result<Removed<'a>
             crate::files::timespec_of_ns(mtime),
         ),
     };
-    let attributes = || -> io::Result<()> {
-        std::os::unix::fs::lchown(path, Some(entry.uid), Some(entry.gid))?;
-        // After chown, which clears set-id bits.
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(entry.mode & 0o7777))?;
-        nix::sys::stat::utimensat(
-            nix::fcntl::AT_FDCWD,
-            path,
-            &crate::files::timespec_of_ns(entry.atime_ns),
-            &crate::files::timespec_of_ns(entry.mtime_ns),
-            nix::sys::stat::UtimensatFlags::NoFollowSymlink,
-        )?;
-        Ok(())
-    };
-    match attributes() {
+    // Contents, then owner, mode and times (set last: the others move the change time only).
+    let filled = opened.and_then(|mut file| {
+        if !dir {
+            std::io::Write::write_all(&mut file, &entry.data)?;
+        }
+        let fd = std::os::fd::OwnedFd::from(file);
+        let (mode, uid, gid) = (entry.mode, entry.uid, entry.gid);
+        crate::files::set_owner_mode_times(&fd, mode, uid, gid, entry.atime_ns, entry.mtime_ns)
+            .map_err(io::Error::from)
+    });
+    match filled {
         Ok(()) => Ok(made),
         Err(e) => {
             let _ = made.finish();
