@@ -703,7 +703,18 @@ fn a_connected_raw_socket_still_sends_without_an_address() {
     let mut w = socks();
     // IPPROTO_RAW's peer is not in getpeername: the restore reads it from /proc/net/raw.
     let s = w.cmd("socket inet raw 253");
-    assert_eq!(w.cmd(&format!("connect-inet {s} 127.0.0.1:0")), "ok");
+    // Bound and connected to an address of lo of this test's own: a raw socket hears every
+    // packet of its protocol, and other tests send some from 127.0.0.1; connected, it hears
+    // only its peer's (the kernel matches both addresses).
+    let pid = std::process::id();
+    let own = format!(
+        "127.{}.{}.{}",
+        100 + pid % 100,
+        (pid >> 8) % 256,
+        1 + pid % 250
+    );
+    assert_eq!(w.cmd(&format!("bind-inet {s} {own}:0")), "ok");
+    assert_eq!(w.cmd(&format!("connect-inet {s} {own}:0")), "ok");
     let name = w.cmd(&format!("name {s}"));
     assert_eq!(w.cmd(&format!("send {s} experiment")), "ok");
     // Over lo the socket hears its own packet: read it, a raw socket's queue with datagrams
