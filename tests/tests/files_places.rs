@@ -98,12 +98,15 @@ fn a_removed_directory_on_a_read_only_mount_is_refused() {
         let dir = control_dir();
         let base = dir.path().join("base");
         std::fs::create_dir(&base).unwrap();
-        let _unmount = Unmount(base.clone());
+        let unmount = Unmount(base.clone());
         let w = Workload::spawn_in(dir, "places", &[how, base.to_str().unwrap()]);
         let out = w.dump(&w.path("img"), &[]);
         assert!(!out.status.success(), "{how}: {out:?}");
         out.assert_refused().assert_stderr_mentions(needle);
         w.assert_untouched();
+        // Unmounted before the workload's directory is removed (with it).
+        drop(unmount);
+        drop(w);
     }
 }
 
