@@ -1022,6 +1022,16 @@ impl Workload {
         }
     }
 
+    /// [`dump_and_restore`](Self::dump_and_restore) with its TCP connections
+    /// (`--tcp-established`).
+    #[track_caller]
+    pub fn dump_and_restore_established(&mut self) {
+        let img = self.path("img");
+        self.dump(&img, &["--tcp-established"]).assert_success();
+        self.wait_original();
+        self.restore_background(&img);
+    }
+
     /// Dumps the workload into `img` under its control dir (killing it), then restores it in
     /// the background: the round trip most tests check the restored process after.
     #[track_caller]

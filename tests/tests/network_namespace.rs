@@ -37,14 +37,6 @@ fn view(w: &Workload) -> Vec<String> {
     .collect()
 }
 
-/// Dumps `w` with its connections (--tcp-established), then restores it in the background.
-fn dump_and_restore_established(w: &mut Workload) {
-    let img = w.path("img");
-    w.dump(&img, &["--tcp-established"]).assert_success();
-    w.wait_original();
-    w.restore_background(&img);
-}
-
 fn ours() -> String {
     std::fs::read_link("/proc/self/ns/net")
         .unwrap()
@@ -83,10 +75,7 @@ fn a_tree_in_a_network_namespace_of_its_own_comes_back_in_a_new_one_with_lo_sysc
     );
     assert_eq!(w.cmd("accept-new"), "ok", "--leave-running: the listener");
 
-    let img = w.path("img");
-    w.dump(&img, &["--tcp-established"]).assert_success();
-    w.wait_original();
-    w.restore_background(&img);
+    w.dump_and_restore_established();
     let ns = w.cmd("ns");
     assert_ne!(ns, ours(), "restored into cryo's network namespace");
     assert_ne!(
@@ -251,7 +240,7 @@ fn virtual_interfaces_of_the_namespace_come_back_with_their_addresses_and_routes
         "--leave-running changed its interfaces"
     );
 
-    dump_and_restore_established(&mut w);
+    w.dump_and_restore_established();
     assert_ne!(w.cmd("ns"), ours());
     assert_eq!(links_view(&w), before, "the interfaces as dumped");
     assert_eq!(w.cmd("talk 1000"), "1000");
@@ -401,10 +390,7 @@ fn a_containers_veth_to_the_host_comes_back_with_its_peer_on_the_hosts_bridge_an
     );
     exchange(&w, 2000);
 
-    let img = w.path("img");
-    w.dump(&img, &["--tcp-established"]).assert_success();
-    w.wait_original();
-    w.restore_background(&img);
+    w.dump_and_restore_established();
     assert_eq!(
         view(&w),
         before,
@@ -449,7 +435,7 @@ fn a_containers_macvlan_over_a_host_link_comes_back_over_it() {
     };
     let before = view(&w);
     assert!(before[0].contains("macvlan mode private"), "{}", before[0]);
-    dump_and_restore_established(&mut w);
+    w.dump_and_restore_established();
     assert_ne!(w.cmd("ns"), ours());
     assert_eq!(
         view(&w),
@@ -564,7 +550,7 @@ fn routes_of_every_table_come_back_with_the_namespace() {
         assert!(before[2].contains(route), "{route}: {}", before[2]);
     }
     assert!(before[3].contains("2001:db8::/64 dev lo"), "{}", before[3]);
-    dump_and_restore_established(&mut w);
+    w.dump_and_restore_established();
     assert_ne!(w.cmd("ns"), ours());
     assert_eq!(view(&w), before, "lo, routes and sysctls as dumped");
     assert_eq!(
@@ -621,7 +607,7 @@ fn sysctls_of_all_devices_and_of_lo_set_after_them_and_stable_secret_come_back()
         ]
     );
     assert!(before[6].contains("inet6 ::1/128"), "{}", before[6]);
-    dump_and_restore_established(&mut w);
+    w.dump_and_restore_established();
     assert_ne!(w.cmd("ns"), ours());
     assert_eq!(seen(&w), before);
 }
@@ -641,7 +627,7 @@ fn a_connection_in_last_ack_whose_peer_is_closed_and_a_rule_silences_comes_back_
         "accepted=LAST_ACK read=eof write=EPIPE: Broken pipe \
          connecting=CLOSE read=eof write=EPIPE: Broken pipe"
     );
-    dump_and_restore_established(&mut w);
+    w.dump_and_restore_established();
     assert_ne!(w.cmd("ns"), ours());
     assert_eq!(w.cmd("last-ack-seen"), before);
     assert_eq!(w.cmd("talk 10"), "10");
@@ -661,7 +647,7 @@ fn both_ends_of_a_connection_in_the_namespace_come_back_without_a_reset() {
         let mut w = Workload::spawn("netns", &[]);
         let queued: usize = w.cmd("full-last-ack").parse().expect("a count");
         assert!(queued > 1_000_000, "only {queued} bytes queued");
-        dump_and_restore_established(&mut w);
+        w.dump_and_restore_established();
         assert_eq!(
             w.cmd("full-last-ack-drain"),
             cryo_tests::protocol::len_and_checksum(
@@ -773,10 +759,7 @@ fn an_nftables_ruleset_and_the_tracked_connections_come_back_with_the_namespace(
     assert_eq!(w.cmd("talk 3000"), "3000");
 
     let before = firewall_view(&w);
-    let img = w.path("img");
-    w.dump(&img, &["--tcp-established"]).assert_success();
-    w.wait_original();
-    w.restore_background(&img);
+    w.dump_and_restore_established();
     assert_ne!(w.cmd("ns"), ours());
     assert_eq!(
         firewall_view(&w),
@@ -839,10 +822,7 @@ fn legacy_iptables_rules_and_their_counters_come_back_with_the_namespace() {
         "{before}"
     );
     let tracked = w.cmd("sysctl net/netfilter/nf_conntrack_count");
-    let img = w.path("img");
-    w.dump(&img, &["--tcp-established"]).assert_success();
-    w.wait_original();
-    w.restore_background(&img);
+    w.dump_and_restore_established();
     assert_eq!(saved(&w), before, "rules, policies and counters");
     assert_eq!(w.cmd("sysctl net/netfilter/nf_conntrack_count"), tracked);
     assert_eq!(w.cmd("talk 100000"), "100000", "the restored connection");

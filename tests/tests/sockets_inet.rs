@@ -683,10 +683,7 @@ fn a_connect_in_progress_comes_back_from_the_same_port_and_completes() {
     let mut w = Workload::spawn("tcp", &["127.0.0.1:0"]);
     let connect = ConnectInProgress::start(&w);
     let local = connect.local.clone();
-    let img = w.path("img");
-    w.dump(&img, &["--tcp-established"]).assert_success();
-    w.wait_original();
-    w.restore_background(&img);
+    w.dump_and_restore_established();
     assert_eq!(w.cmd("state 0"), "SYN_SENT", "still connecting");
     assert_eq!(w.cmd("local 0"), local, "from the same port");
     // Room in the queue: the next SYN is answered.

@@ -118,10 +118,7 @@ fn options_come_back(listen: &str, ip: &str) {
     assert_eq!(w.cmd("setopts 1"), "ok");
     assert_eq!(w.cmd("setopts listener"), "ok");
     let before = [w.cmd("opts 0"), w.cmd("opts 1"), w.cmd("opts listener")];
-    let img = w.path("img");
-    w.dump(&img, &["--tcp-established"]).assert_success();
-    w.wait_original();
-    w.restore_background(&img);
+    w.dump_and_restore_established();
     let after = [w.cmd("opts 0"), w.cmd("opts 1"), w.cmd("opts listener")];
     for (b, a) in before.iter().zip(&after) {
         let differ: Vec<(&str, &str)> = b

@@ -327,10 +327,7 @@ fn close_wait_comes_back_and_finishes_the_close() {
     client.shutdown(Shutdown::Write).unwrap();
     wait_state(&w, 0, "CLOSE_WAIT");
 
-    let img = w.path("img");
-    w.dump(&img, &["--tcp-established"]).assert_success();
-    w.wait_original();
-    w.restore_background(&img);
+    w.dump_and_restore_established();
 
     assert_eq!(w.cmd("state 0"), "CLOSE_WAIT");
     // The data before the FIN, then the FIN.
@@ -427,10 +424,7 @@ fn full_queue_behind_our_fin_comes_back(peer_shuts_first: bool, state: &str, see
     assert_eq!(w.cmd("shutdown 0"), "ok");
     wait_state(&w, 0, state);
 
-    let img = w.path("img");
-    w.dump(&img, &["--tcp-established"]).assert_success();
-    w.wait_original();
-    w.restore_background(&img);
+    w.dump_and_restore_established();
 
     assert_eq!(w.cmd("state 0"), state);
     let got = read_exactly(&mut client, blasted);
@@ -461,10 +455,7 @@ fn last_ack_with_a_full_send_queue_and_its_peer_in_the_dump_comes_back_and_deliv
     wait_state(&w, 1, "LAST_ACK");
     wait_state(&w, 0, "FIN_WAIT2");
 
-    let img = w.path("img");
-    w.dump(&img, &["--tcp-established"]).assert_success();
-    w.wait_original();
-    w.restore_background(&img);
+    w.dump_and_restore_established();
 
     assert_eq!(w.cmd("state 1"), "LAST_ACK");
     assert_eq!(w.cmd("state 0"), "FIN_WAIT2");

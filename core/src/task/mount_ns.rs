@@ -2213,18 +2213,17 @@ pub(crate) fn joined_ancestor(
     tasks: &[crate::restore::load::TaskImage],
     i: usize,
 ) -> Option<usize> {
-    let ns = tasks[i].core.mnt.as_ref().map(|m| m.inode);
-    let mut at = &tasks[i];
-    let mut generations = 0;
-    loop {
-        let by = crate::restore::load::forked_by(&at.entry);
-        let parent = tasks.iter().find(|p| p.entry.pid == by)?;
-        generations += 1;
-        if parent.core.mnt.as_ref().map(|m| m.inode) == ns {
-            return (generations > 1).then_some(generations);
-        }
-        at = parent;
-    }
+    use crate::restore::load::forked_by;
+    // In cryo's namespace below a parent in another: refused at dump (check_tree).
+    let ns = tasks[i].core.mnt.as_ref()?.inode;
+    let task = |pid: i32| tasks.iter().find(|t| t.entry.pid == pid);
+    crate::task::namespaces::ancestor_in(
+        forked_by(&tasks[i].entry),
+        |pid| task(pid).map(|t| t.core.mnt.as_ref().map(|m| m.inode)),
+        |pid| task(pid).map(|t| forked_by(&t.entry)),
+        ns,
+    )
+    .filter(|&generations| generations > 1)
 }
 
 /// Joins (setns) the mount namespace of the calling process's ancestor `generations` up,

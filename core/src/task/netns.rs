@@ -854,11 +854,7 @@ pub(crate) fn release_locks(
     if id.is_empty() {
         return Ok(());
     }
-    let made = tasks.iter().enumerate().filter_map(|(i, task)| {
-        let ns = task.core.netns.as_ref()?;
-        let parent_ns = task.parent_core(tasks).and_then(|p| p.netns.as_ref());
-        (parent_ns.map(|n| n.inode) != Some(ns.inode)).then_some((pids[i], ns.inode))
-    });
+    let made = made_namespaces(tasks, pids).map(|(pid, ns)| (pid, ns.inode));
     for (pid, inode) in made.chain(root.map(|p| (p, 0))) {
         let path = crate::proc::dir(pid).join("ns/net");
         File::open(&path)
@@ -882,6 +878,19 @@ pub(crate) fn release_locks(
     Ok(())
 }
 
+/// Each network namespace the restore made, with the pid of the process that made it (one
+/// not in its parent's; `tasks` and `pids`: the plan's tasks and their pids).
+fn made_namespaces<'a>(
+    tasks: &'a [TaskImage],
+    pids: &'a [Pid],
+) -> impl Iterator<Item = (Pid, &'a NetNamespace)> + 'a {
+    tasks.iter().zip(pids).filter_map(|(task, &pid)| {
+        let ns = task.core.netns.as_ref()?;
+        let parent_ns = task.parent_core(tasks).and_then(|p| p.netns.as_ref());
+        (parent_ns.map(|n| n.inode) != Some(ns.inode)).then_some((pid, ns))
+    })
+}
+
 /// Once every process of the restore has made its sockets and refilled their queues (a
 /// datagram put back goes through the namespace's hooks: counted, or dropped by a rule), the
 /// firewall of each network namespace made again, by a thread of cryo that joins it through
@@ -896,13 +905,7 @@ pub(crate) fn make_firewalls(
 ) -> Result<(), NetNamespaceError> {
     // The restore's own lock there (hold_connections) is no part of the namespace's.
     let lock_table = (!lock_id.is_empty()).then(|| cryo_netns::table_name(lock_id));
-    for (i, task) in tasks.iter().enumerate() {
-        let Some(ns) = &task.core.netns else { continue };
-        let parent_ns = task.parent_core(tasks).and_then(|p| p.netns.as_ref());
-        if parent_ns.map(|n| n.inode) == Some(ns.inode) {
-            continue;
-        }
-        let pid = pids[i];
+    for (pid, ns) in made_namespaces(tasks, pids) {
         let refuse = |detail: String| NetNamespaceError::Refused {
             pid,
             inode: ns.inode,
@@ -914,7 +917,7 @@ pub(crate) fn make_firewalls(
             continue;
         }
         let path = crate::proc::dir(pid).join("ns/net");
-        let made = File::open(&path)
+        let mut made = File::open(&path)
             .and_then(|handle| {
                 crate::sys::ns::run_in(&handle, CloneFlags::CLONE_NEWNET, || {
                     // Its tables made already where a lock was installed (hold_connections).
@@ -941,7 +944,6 @@ pub(crate) fn make_firewalls(
                 step: "make its firewall",
                 source,
             })?;
-        let mut made = made;
         made.nft.retain(|item| Some(item.table()) != lock_table);
         if let Some(difference) = firewall::first_difference(&wanted, &made) {
             return Err(refuse(format!(
