@@ -841,37 +841,6 @@ fn a_sysfs_mounted_in_the_namespace_comes_back_showing_the_same_network_namespac
     assert_eq!(w.cmd("fd"), "5 tmpfs file written before the dump");
 }
 
-/// A binfmt_misc mounted in the namespace (zdtm binfmt_misc, mountpoints): it comes back
-/// mounted with its options, the instance cryo's user namespace has (what a new mount shows:
-/// the same device, its status and the formats registered there). Before, the dump was
-/// refused ("a binfmt_misc mount only the namespace has").
-#[test]
-fn a_binfmt_misc_mounted_in_the_namespace_comes_back_mounted() {
-    cryo_bin();
-    let _shared = cryo_tests::cryos_mounts_kept();
-    let mut w = Workload::spawn("mount-ns", &["binfmt"]);
-    let point = w.path("binfmt");
-    let seen = |w: &Workload| {
-        [
-            w.cmd(&format!("mount {}", point.display())),
-            w.cmd(&format!("read {}/status", point.display())),
-            w.cmd(&format!("ls {}", point.display())),
-        ]
-    };
-    let before = seen(&w);
-    assert_eq!(before[1].trim_end(), "enabled", "{before:?}");
-    let dev = |pid: i32| {
-        std::fs::metadata(format!("/proc/{pid}/root{}", point.display()))
-            .unwrap()
-            .dev()
-    };
-    let dev_before = dev(w.pid());
-    w.dump_and_restore();
-    assert_eq!(seen(&w), before);
-    assert_eq!(dev(w.pid()), dev_before, "the same instance");
-    assert_eq!(w.cmd("fd"), "5 tmpfs file written before the dump");
-}
-
 #[test]
 fn a_mount_of_another_kind_only_the_namespace_has_is_refused_naming_it() {
     cryo_bin();

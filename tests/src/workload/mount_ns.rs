@@ -6,8 +6,7 @@
 //! DIR/src/host.txt read-only on DIR/tmp/bound (a file of the tmpfs). EXTRA: `proc` (a proc
 //! mounted on DIR/proc), `sysfs` (a sysfs on DIR/sys), `mqueue` (an mqueue on DIR/mq),
 //! `mqueue-own` (an IPC namespace of its own made, its mqueue on DIR/mq), `devpts` (a new
-//! devpts instance on DIR/pts; `devpts-busy`: the same, a pty of it open at fd 45), `binfmt`
-//! (a binfmt_misc on DIR/binfmt), `ramfs`
+//! devpts instance on DIR/pts; `devpts-busy`: the same, a pty of it open at fd 45), `ramfs`
 //! (a ramfs on DIR/ram), `cgroup2` (a cgroup namespace of its own made, the cgroup2
 //! hierarchy mounted on DIR/cg: its cgroup), `masked-proc` (a proc on DIR/proc, /dev/null bound on its uptime, its sys bound on itself
 //! read-only), `pivot` (before the rest: a tmpfs made the namespace's root
@@ -302,7 +301,6 @@ pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
             }
             "devpts" | "devpts-busy" => ("devpts", dir.join("pts")),
             "ramfs" => ("ramfs", dir.join("ram")),
-            "binfmt" => ("binfmt_misc", dir.join("binfmt")),
             "cgroup2" => {
                 nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
                     .map_err(|e| format!("unshare cgroup: {e}"))?;
