@@ -160,6 +160,8 @@ every_message!(
     MountNamespace,
     UserNamespace,
     NamespaceMount,
+    BinfmtMisc,
+    BinfmtFormat,
     MountPropagation,
     MountRemount,
     OuterGroup,

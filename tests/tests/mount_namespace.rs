@@ -841,6 +841,74 @@ fn a_sysfs_mounted_in_the_namespace_comes_back_showing_the_same_network_namespac
     assert_eq!(w.cmd("fd"), "5 tmpfs file written before the dump");
 }
 
+/// A binfmt_misc mounted in the namespace with formats registered (zdtm binfmt_misc,
+/// mountpoints): it comes back mounted with its options, its status and every format as the
+/// process reads them (one disabled, a magic with a mask, an extension with bytes that are no
+/// UTF-8). Its formats end with the instance's last mount: here the only one is the
+/// namespace's, so the restore mounts a new instance and registers them again. Then a second
+/// process mounts the instance too (and registers two formats of its own): the instance
+/// outlives the dump, the restore finds it holding the same formats, the same device. Before:
+/// refused ("a binfmt_misc mount only the namespace has").
+#[test]
+fn a_binfmt_misc_mounted_in_the_namespace_comes_back_with_its_formats() {
+    cryo_bin();
+    let _shared = cryo_tests::cryos_mounts_kept();
+    let mut w = Workload::spawn("mount-ns", &["binfmt"]);
+    let point = w.path("binfmt");
+    let seen = |w: &Workload| {
+        let at = point.display();
+        let mut seen = vec![
+            w.cmd(&format!("mount {at}")),
+            w.cmd(&format!("read {at}/status")),
+            w.cmd(&format!("ls {at}")),
+        ];
+        let listed = seen[2].clone();
+        for name in listed.split_whitespace().filter(|n| n.starts_with("cryo-")) {
+            seen.push(w.cmd(&format!("bytes {at}/{name}")));
+        }
+        seen
+    };
+    let before = seen(&w);
+    assert_eq!(before[1].trim_end(), "enabled", "{before:?}");
+    let own = |suffix: &str| format!("cryo-{}-{suffix}", w.pid());
+    assert!(
+        before[2].contains(&own("magic")) && before[2].contains(&own("ext")),
+        "{before:?}"
+    );
+    assert!(
+        before.iter().any(|s| s.starts_with("disabled")),
+        "{before:?}"
+    );
+    assert!(
+        before.iter().any(|s| s.contains("extension .cr:yo\\xff")),
+        "{before:?}"
+    );
+    w.dump_and_restore();
+    assert_eq!(seen(&w), before, "registered again in a new instance");
+
+    let holder = Workload::spawn("mount-ns", &["binfmt"]);
+    let dev = |pid: i32| {
+        std::fs::metadata(format!("/proc/{pid}/root{}", point.display()))
+            .unwrap()
+            .dev()
+    };
+    let (before, dev_before) = (seen(&w), dev(w.pid()));
+    assert!(
+        before[2].contains(&format!("cryo-{}-magic", holder.pid())),
+        "{before:?}"
+    );
+    let again = w.path("img-again");
+    w.dump_ok(&again);
+    w.restore_background(&again);
+    assert_eq!(
+        seen(&w),
+        before,
+        "found in the instance that outlived the dump"
+    );
+    assert_eq!(dev(w.pid()), dev_before, "the same instance");
+    assert_eq!(w.cmd("fd"), "5 tmpfs file written before the dump");
+}
+
 #[test]
 fn a_mount_of_another_kind_only_the_namespace_has_is_refused_naming_it() {
     cryo_bin();

@@ -5,6 +5,7 @@
 //! namespaces  UTS made again with its names; other kinds cryo's or refused
 //! userns    a user namespace one level below cryo's: its maps, made again by its top process
 //! mount_ns  a mount namespace's own tmpfs and bind mounts, made again
+//! binfmt_misc  a binfmt_misc instance's registered formats, registered again
 //! attrs     nice, policy, affinity, ioprio, slack, pdeathsig, MCE, oom, loginuid, dumpable...
 //! process   credentials, rlimits, umask, personality, name, cwd/root, session and group
 //! security  per-thread ids, capabilities, securebits, no_new_privs, seccomp (restored last)
@@ -15,6 +16,7 @@
 //! ```
 
 pub mod attrs;
+pub mod binfmt_misc;
 
 pub mod cgroup_roots;
 pub mod cgroup_settings;

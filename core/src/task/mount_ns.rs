@@ -439,6 +439,50 @@ pub fn dump(
                     devpts_ptys,
                     ..Default::default()
                 }
+            } else if m.fstype == "binfmt_misc" && m.root == "/" {
+                // One instance per user namespace: the one a new mount by cryo shows, or not
+                // made again. Its formats end with its last mount: read to be registered
+                // again if the instance ended by the time of the restore.
+                let fresh = sys::mount::detached("binfmt_misc", "none", None, "")
+                    .and_then(|made| Ok(nix::sys::stat::fstat(made.as_fd())?.st_dev));
+                let shown = std::fs::metadata(&seen_at).map(|s| s.dev());
+                match (fresh, shown) {
+                    (Ok(a), Ok(b)) if a == b => {}
+                    (Ok(_), Ok(_)) => {
+                        return Err(refuse(
+                            m,
+                            "is the binfmt_misc instance of another user namespace than \
+                             cryo's: not made again"
+                                .into(),
+                        ))
+                    }
+                    (Err(e), _) | (_, Err(e)) => {
+                        return Err(read_err(&format!("the binfmt_misc on {point}"))(e))
+                    }
+                }
+                if m.super_options != "rw" {
+                    return Err(refuse(
+                        m,
+                        format!(
+                            "binfmt_misc options {:?} are not made again",
+                            m.super_options
+                        ),
+                    ));
+                }
+                let formats = super::binfmt_misc::read(&seen_at).map_err(|e| match e {
+                    super::binfmt_misc::BinfmtError::Io { source, .. } => {
+                        read_err(&format!("the binfmt_misc on {point}"))(source)
+                    }
+                    other => refuse(m, other.to_string()),
+                })?;
+                NamespaceMount {
+                    point,
+                    options: m.options.clone(),
+                    source: unescape(&m.source),
+                    key: m.key(),
+                    binfmt_misc: Some(formats),
+                    ..Default::default()
+                }
             } else if m.fstype == "mqueue" && m.root == "/" {
                 // One mqueue superblock per IPC namespace, wherever it is mounted.
                 let own =
@@ -540,10 +584,10 @@ pub fn dump(
                 return Err(refuse(
                     m,
                     format!(
-                    "is a {} mount only the namespace has: only tmpfs, proc and sysfs mounts and \
-                     bind mounts of cryo's paths are made again",
-                    m.fstype
-                ),
+                        "is a {} mount only the namespace has: only tmpfs, proc, sysfs, mqueue, \
+                     devpts and binfmt_misc mounts and bind mounts of cryo's paths are made again",
+                        m.fstype
+                    ),
                 ));
             };
         mounts.push(record);
@@ -1615,6 +1659,12 @@ fn make_mount(m: &NamespaceMount, base: &Path) -> Result<(), ChildError> {
     if m.devpts {
         sys::mount::new_filesystem("devpts", &m.source, point, flags, &m.devpts_options)
             .map_err(failed(format!("mount a devpts on {}", m.point)))?;
+    } else if let Some(formats) = &m.binfmt_misc {
+        sys::mount::new_filesystem("binfmt_misc", &m.source, point, flags, "")
+            .map_err(failed(format!("mount a binfmt_misc on {}", m.point)))?;
+        super::binfmt_misc::restore(point, formats).map_err(|e| ChildError::Mounts {
+            detail: format!("the binfmt_misc on {}: {e}", m.point),
+        })?;
     } else if m.tmpfs {
         sys::mount::new_filesystem("tmpfs", &m.source, point, flags, &m.tmpfs_options)
             .map_err(failed(format!("mount a tmpfs on {}", m.point)))?;

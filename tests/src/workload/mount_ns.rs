@@ -6,7 +6,9 @@
 //! DIR/src/host.txt read-only on DIR/tmp/bound (a file of the tmpfs). EXTRA: `proc` (a proc
 //! mounted on DIR/proc), `sysfs` (a sysfs on DIR/sys), `mqueue` (an mqueue on DIR/mq),
 //! `mqueue-own` (an IPC namespace of its own made, its mqueue on DIR/mq), `devpts` (a new
-//! devpts instance on DIR/pts; `devpts-busy`: the same, a pty of it open at fd 45), `ramfs`
+//! devpts instance on DIR/pts; `devpts-busy`: the same, a pty of it open at fd 45), `binfmt`
+//! (a binfmt_misc on DIR/binfmt, two formats registered: `cryo-PID-magic`, `cryo-PID-ext`),
+//! `ramfs`
 //! (a ramfs on DIR/ram), `cgroup2` (a cgroup namespace of its own made, the cgroup2
 //! hierarchy mounted on DIR/cg: its cgroup), `masked-proc` (a proc on DIR/proc, /dev/null bound on its uptime, its sys bound on itself
 //! read-only), `pivot` (before the rest: a tmpfs made the namespace's root
@@ -301,6 +303,7 @@ pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
             }
             "devpts" | "devpts-busy" => ("devpts", dir.join("pts")),
             "ramfs" => ("ramfs", dir.join("ram")),
+            "binfmt" => ("binfmt_misc", dir.join("binfmt")),
             "cgroup2" => {
                 nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
                     .map_err(|e| format!("unshare cgroup: {e}"))?;
@@ -618,6 +621,23 @@ pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
             let ptmx = sys::open(&at.join("ptmx"), libc::O_RDWR | libc::O_NOCTTY)
                 .map_err(failed("open ptmx"))?;
             sys::move_fd(ptmx, 45).map_err(failed("dup2"))?;
+        }
+        if extra == "binfmt" {
+            // Two formats no file of the machine matches (the instance is the whole user
+            // namespace's): a magic with a mask, disabled, and an extension with a ':' and a
+            // byte that is no UTF-8 in it.
+            let pid = std::process::id();
+            let magic = format!(
+                "|cryo-{pid}-magic|M|7|\\x00cryo\\xfe{pid}|\\xff\\x0f\\xf0{}|/bin/cryo-interp|OCP",
+                "\\xff".repeat(pid.to_string().len() + 3)
+            );
+            let mut extension = format!("|cryo-{pid}-ext|E||cr:yo").into_bytes();
+            extension.extend_from_slice(b"\xff");
+            extension.extend_from_slice(format!("{pid}||/bin/cryo-interp|P").as_bytes());
+            for line in [magic.as_bytes(), &extension] {
+                std::fs::write(at.join("register"), line).map_err(failed("register"))?;
+            }
+            std::fs::write(at.join(format!("cryo-{pid}-magic")), "0").map_err(failed("disable"))?;
         }
     }
     // Files of its own on the tmpfs.
@@ -940,6 +960,9 @@ impl Mode for MountNs {
             }
             ("map", []) => Ok(String::from_utf8_lossy(&self.map[..16]).into_owned()),
             ("read", [path]) => Ok(std::fs::read_to_string(path).unwrap_or_else(errno)),
+            ("bytes", [path]) => Ok(std::fs::read(path)
+                .map(|b| b.escape_ascii().to_string())
+                .unwrap_or_else(errno)),
             ("write", [path]) => Ok(std::fs::write(path, "x")
                 .map(|()| "ok".to_string())
                 .unwrap_or_else(errno)),
