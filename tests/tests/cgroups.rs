@@ -744,3 +744,34 @@ fn empty_cgroups_below_a_process_come_back_with_their_settings_modes_and_owners(
     owners("after restore");
     w.kill_restored();
 }
+
+/// A process holding its cgroup's parent directory open (zdtm cgroup02): the restore makes
+/// the cgroups again (the parent with its mode, 0777 here) before the process opens its files,
+/// and the fd comes back on the new directory at the same path, its mode and owner as dumped.
+/// Before: the restore failed, "the file is gone" (or, kept, "inode differs").
+#[test]
+fn a_cgroup_directory_held_open_comes_back_open_on_the_cgroup_made_again() {
+    cryo_bin();
+    let (_, parent) = pids_or_unified();
+    let mut made = Made::new(&[parent.as_path()], "held");
+    made.below("inner");
+    let (outer, inner) = (made.0[0].clone(), made.0[1].clone());
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&outer, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    let settings = [
+        format!("cgroup={}", inner.display()),
+        format!("opendir={}", outer.display()),
+    ];
+    let settings: Vec<&str> = settings.iter().map(String::as_str).collect();
+    let mut w = Workload::spawn("attrs", &settings);
+    let before = w.cmd("get fd61");
+    assert_eq!(before, format!("{} 777 0 0", outer.display()));
+    let img = w.path("img");
+    w.dump_ok(&img);
+    assert!(made.remove(), "the cgroups could not be removed");
+    w.restore_background(&img);
+    assert_eq!(w.cmd("get fd61"), before, "fd 61 on the cgroup made again");
+    w.kill_restored();
+}

@@ -199,6 +199,8 @@ pub(crate) enum Seen {
         path: String,
         /// Removed while open.
         deleted: bool,
+        /// A cgroup's (on a cgroup or cgroup2 filesystem).
+        cgroup: bool,
     },
     /// An anonymous pipe (`fifo_path` empty) or a FIFO.
     Pipe {

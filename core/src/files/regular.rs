@@ -63,6 +63,7 @@ fn record(path: String, meta: &fs::Metadata) -> RegularFile {
         extents: Vec::new(),
         in_mount_namespace: false,
         on_copied_tmpfs: false,
+        cgroup_dir: false,
         through_parent_namespace: false,
     }
 }
@@ -547,7 +548,12 @@ impl FileKind for Directory {
     }
 
     fn dump(&self, fd: &mut Dumping<'_>) -> Result<Kind, FileError> {
-        let Seen::Directory { path, deleted } = &fd.seen else {
+        let Seen::Directory {
+            path,
+            deleted,
+            cgroup,
+        } = &fd.seen
+        else {
             return Err(fd.open.refuse("not a directory", false));
         };
         if *deleted {
@@ -555,6 +561,7 @@ impl FileKind for Directory {
         }
         Ok(Kind::Directory(RegularFile {
             deleted: *deleted,
+            cgroup_dir: *cgroup,
             ..record(path.clone(), fd.meta)
         }))
     }
@@ -565,9 +572,10 @@ impl FileKind for Directory {
         reg: &RegularFile,
         cx: &mut Checking<'_>,
     ) -> Result<(), FileError> {
-        if reg.deleted || reg.in_mount_namespace || desc.parent_mount_namespace {
-            // Made again at restore, or found in the process's mount namespace: nothing on
-            // this host to check now.
+        if reg.deleted || reg.in_mount_namespace || desc.parent_mount_namespace || reg.cgroup_dir
+        {
+            // Made again at restore (a cgroup's by the cgroup step, after this check), or
+            // found in the process's mount namespace: nothing on this host to check now.
             return Ok(());
         }
         let st = identify(desc, reg)?;

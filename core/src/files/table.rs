@@ -643,7 +643,13 @@ fn classify(open: &OpenFd) -> Result<(Seen, fs::Metadata), FileError> {
     let file_type = meta.file_type();
     let o_path = open.flags & libc::O_PATH as u32 != 0;
     let seen = if file_type.is_dir() {
-        Seen::Directory { path, deleted }
+        // A cgroup's directory: made again, a new inode, by the restore's cgroup step.
+        let cgroup = matches!(magic, Some(CGROUP_SUPER_MAGIC | CGROUP2_SUPER_MAGIC));
+        Seen::Directory {
+            path,
+            deleted,
+            cgroup,
+        }
     } else if file_type.is_file() {
         Seen::Regular { path, deleted }
     } else if deleted && file_type.is_fifo() {
@@ -708,6 +714,9 @@ fn opened_in_parent_namespace(
 
 /// PROC_SUPER_MAGIC from linux/magic.h: a file of /proc (procfs.rs).
 pub(super) const PROC_SUPER_MAGIC: i64 = 0x9fa0;
+/// CGROUP_SUPER_MAGIC and CGROUP2_SUPER_MAGIC from linux/magic.h: a cgroup's directory.
+const CGROUP_SUPER_MAGIC: i64 = 0x27e0eb;
+const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
 
 /// The kind of a file with a path that is no file of the process's tree (secret memory, a
 /// pinned BPF object), told by its filesystem's magic; None for the others.

@@ -102,7 +102,8 @@ pub(crate) fn same_file(
     if st.st_dev != reg.dev && !reg.on_copied_tmpfs {
         differ.push("device");
     }
-    if st.st_ino != reg.ino && !reg.on_copied_tmpfs {
+    // A cgroup made again is a new inode of its hierarchy.
+    if st.st_ino != reg.ino && !reg.on_copied_tmpfs && !reg.cgroup_dir {
         differ.push("inode");
     }
     if st.st_mode & libc::S_IFMT != reg.mode & libc::S_IFMT {

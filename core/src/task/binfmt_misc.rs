@@ -54,18 +54,14 @@ const CONTROL: [&str; 2] = ["register", "status"];
 /// Reads the instance mounted on `dir`: its status and every format, each with the line that
 /// registers it again.
 pub fn read(dir: &Path) -> Result<BinfmtMisc, BinfmtError> {
-    let mut formats = Vec::new();
-    for (name, shown) in formats_of(dir)? {
-        let register = register_line(&name, &shown).ok_or_else(|| BinfmtError::Unreadable {
-            name: String::from_utf8_lossy(&name).into_owned(),
-            shown: String::from_utf8_lossy(&shown).into_owned(),
-        })?;
-        formats.push(BinfmtFormat {
-            enabled: shown.starts_with(b"enabled\n"),
-            name,
-            register,
-            shown,
-        });
+    let mut formats = formats_of(dir)?;
+    for format in &mut formats {
+        format.register =
+            register_line(&format.name, &format.shown).ok_or_else(|| BinfmtError::Unreadable {
+                name: String::from_utf8_lossy(&format.name).into_owned(),
+                shown: String::from_utf8_lossy(&format.shown).into_owned(),
+            })?;
+        format.enabled = format.shown.starts_with(b"enabled\n");
     }
     Ok(BinfmtMisc {
         enabled: status_enabled(dir)?,
@@ -99,14 +95,7 @@ pub fn restore(dir: &Path, dumped: &BinfmtMisc) -> Result<(), BinfmtError> {
     }
     let now = BinfmtMisc {
         enabled: status_enabled(dir)?,
-        formats: formats_of(dir)?
-            .into_iter()
-            .map(|(name, shown)| BinfmtFormat {
-                name,
-                shown,
-                ..Default::default()
-            })
-            .collect(),
+        formats: formats_of(dir)?,
     };
     let summary = |m: &BinfmtMisc| {
         let names: Vec<_> = m
@@ -137,8 +126,8 @@ pub fn restore(dir: &Path, dumped: &BinfmtMisc) -> Result<(), BinfmtError> {
     }
 }
 
-/// Every format of the instance on `dir` (by name) and its file's text.
-fn formats_of(dir: &Path) -> Result<Vec<(Vec<u8>, Vec<u8>)>, BinfmtError> {
+/// Every format of the instance on `dir` by name, with its file's text (`name` and `shown`).
+fn formats_of(dir: &Path) -> Result<Vec<BinfmtFormat>, BinfmtError> {
     let io_err = |what, path: &Path| {
         let path = path.to_path_buf();
         move |source| BinfmtError::Io { what, path, source }
@@ -152,9 +141,13 @@ fn formats_of(dir: &Path) -> Result<Vec<(Vec<u8>, Vec<u8>)>, BinfmtError> {
         }
         let path = entry.path();
         let shown = fs::read(&path).map_err(io_err("read", &path))?;
-        formats.push((name.as_bytes().to_vec(), shown));
+        formats.push(BinfmtFormat {
+            name: name.as_bytes().to_vec(),
+            shown,
+            ..Default::default()
+        });
     }
-    formats.sort();
+    formats.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(formats)
 }
 
@@ -247,7 +240,7 @@ fn register_line(name: &[u8], shown: &[u8]) -> Option<Vec<u8>> {
 }
 
 fn decode_hex(hex: &[u8]) -> Option<Vec<u8>> {
-    if hex.len() % 2 != 0 {
+    if !hex.len().is_multiple_of(2) {
         return None;
     }
     hex.chunks(2)

@@ -67,6 +67,7 @@
 //! timens-children=SEC     the same namespace made for its children only    process
 //! cgroup=DIR              join cgroup DIR (write 0 to DIR/cgroup.procs)    process
 //! cgroup-thread=DIR       join cgroup DIR of a v1 hierarchy (DIR/tasks)     this thread
+//! opendir=DIR             open directory DIR at fd 61                      process
 //! unshare=KIND            unshare a namespace, KIND ipc|net|user|cgroup|mnt|pid process
 //!                         (mnt: then every mount made private)
 //! tmpfs=NAME              mount a tmpfs on DIR/NAME (after unshare=mnt)    process
@@ -118,6 +119,7 @@
 //! membarrier    registrations HEX private-expedited ok|errno N  (MEMBARRIER_CMD_GET_REGISTRATIONS,
 //!               then a MEMBARRIER_CMD_PRIVATE_EXPEDITED, which needs its registration)
 //! cgroup:HIER   PATH                  (/proc/thread-self/cgroup; HIER "" for v2)
+//! fd61          PATH MODE UID GID     fd 61's path, and its fstat: mode (octal), owner
 //! cgfile:HIER:FILE  VALUE             (FILE of its own cgroup of HIER, found from
 //!               /proc/thread-self/cgroup and the cgroup mounts; lines joined with ';')
 //! status:FIELD  the field of /proc/thread-self/status (CapBnd, CapAmb, NoNewPrivs...)
@@ -359,6 +361,9 @@ impl Strict {
 }
 
 /// Applies one `NAME=VALUE` setting to the calling thread (or the process).
+/// Where `opendir=DIR` keeps its directory.
+const OPENDIR_FD: i32 = 61;
+
 fn apply(setting: &str, dir: &Path) -> Result<(), String> {
     let (name, value) = setting
         .split_once('=')
@@ -610,6 +615,11 @@ fn apply(setting: &str, dir: &Path) -> Result<(), String> {
             };
             std::fs::write(Path::new(value).join(file), "0").map_err(fail)
         }
+        "opendir" => {
+            let fd =
+                sys::open(Path::new(value), libc::O_RDONLY | libc::O_DIRECTORY).map_err(fail)?;
+            sys::move_fd(fd, OPENDIR_FD).map(drop).map_err(fail)
+        }
         "timens" | "timens-children" => {
             let flag = nix::sched::CloneFlags::from_bits_retain(libc::CLONE_NEWTIME);
             nix::sched::unshare(flag).map_err(|e| fail(e.into()))?;
@@ -737,6 +747,19 @@ fn observe(key: &str) -> Result<String, String> {
             .ok_or_else(|| format!("no hierarchy {hierarchy:?} in {text:?}"));
     }
     match key {
+        "fd61" => {
+            use std::os::unix::fs::MetadataExt;
+            let fd = format!("/proc/self/fd/{OPENDIR_FD}");
+            let path = std::fs::read_link(&fd).map_err(fail)?;
+            let meta = std::fs::metadata(&fd).map_err(fail)?;
+            Ok(format!(
+                "{} {:o} {} {}",
+                path.display(),
+                meta.mode() & 0o7777,
+                meta.uid(),
+                meta.gid()
+            ))
+        }
         "nice" => sys::nice().map(|n| n.to_string()).map_err(fail),
         "sched" => {
             let (policy, priority) = sys::scheduler().map_err(fail)?;
