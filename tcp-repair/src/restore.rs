@@ -28,8 +28,15 @@
 //! send queue when the peer had acknowledged it, so it counts as sent), and
 //! the peer's FIN (or the peer's ACK of our FIN) is injected as a packet
 //! through a raw socket, addressed to the restored socket with the right
-//! sequence numbers. In those states the unsent data must precede our FIN, so
-//! it is written in repair mode as sent data (delivered on retransmission).
+//! sequence numbers. The unsent data must precede our FIN. In FIN_WAIT1 and
+//! LAST_ACK our FIN, behind unsent data, was not sent either: it is left out in
+//! repair mode (the socket stays ESTABLISHED or CLOSE_WAIT there) and the
+//! shutdown comes after the unsent data, written normally once repair mode is
+//! off, so both go out as soon as the peer's window opens. (Written as sent
+//! data instead, they went out only when the retransmission timer fired: 3 s
+//! for a peer restored beside it, whose window updates acknowledge nothing
+//! new.) In CLOSING the peer's FIN came after ours: the unsent data is written
+//! in repair mode as sent data (delivered on retransmission).
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
@@ -53,6 +60,8 @@ pub struct RestoredSocket {
     fd: OwnedFd,
     name: SocketName,
     unsent: Vec<u8>,
+    /// Our FIN, behind `unsent`, still to queue (`shutdown(SHUT_WR)`) once it is written.
+    fin_after_unsent: bool,
     /// SO_REUSEADDR as captured: leaving repair mode clears it, so it is set again then.
     reuse_addr: bool,
 }
@@ -108,10 +117,11 @@ impl RestoredSocket {
 
     /// Keeps repair mode on and hands the socket over; the caller leaves
     /// repair mode itself later (setting `TCP_REPAIR` to 0 or -1) and must
-    /// then send [`pending_unsent`](Self::pending_unsent) itself, and set SO_REUSEADDR
+    /// then send [`pending_unsent`](Self::pending_unsent) itself, then shut the socket
+    /// for writing when the third value says our FIN follows it, and set SO_REUSEADDR
     /// again if the state had it (see [`leave_repair`](crate::leave_repair)).
-    pub fn into_held(self) -> (OwnedFd, Vec<u8>) {
-        (self.fd, self.unsent)
+    pub fn into_held(self) -> (OwnedFd, Vec<u8>, bool) {
+        (self.fd, self.unsent, self.fin_after_unsent)
     }
 
     fn finish(self, how: libc::c_int) -> Result<OwnedFd> {
@@ -126,6 +136,11 @@ impl RestoredSocket {
             let widened = widen_buffer(fd, sys::TCP_SEND_QUEUE, self.unsent.len(), ctx)?;
             write_all_blocking(fd, &self.unsent).map_err(ctx.sys("send (unsent data)"))?;
             narrow_buffer(fd, sys::TCP_SEND_QUEUE, widened, ctx)?;
+        }
+        if self.fin_after_unsent {
+            socket2::SockRef::from(&fd)
+                .shutdown(std::net::Shutdown::Write)
+                .map_err(ctx.io("shutdown(SHUT_WR) after the unsent data"))?;
         }
         Ok(self.fd)
     }
@@ -372,9 +387,12 @@ pub fn restore(state: &TcpConnectionState) -> Result<RestoredSocket> {
 
     fill_queue(b, sys::TCP_RECV_QUEUE, &state.recv_queue, ctx)?;
     fill_queue(b, sys::TCP_SEND_QUEUE, &state.send_queue_sent, ctx)?;
-    // With our FIN in the picture the unsent data must precede it: queue it
-    // now, as sent data (it is delivered when the kernel retransmits).
-    let unsent = if state.state.fin_sent() {
+    // Our FIN behind unsent data went out neither: queued after it, once repair mode is off
+    // (FIN_WAIT1, LAST_ACK). Else, with our FIN in the picture, the unsent data must precede
+    // it: queued now, as sent data (delivered when the kernel retransmits).
+    let fin_after_unsent = !state.send_queue_unsent.is_empty()
+        && matches!(state.state, TcpState::FinWait1 | TcpState::LastAck);
+    let unsent = if state.state.fin_sent() && !fin_after_unsent {
         fill_queue(b, sys::TCP_SEND_QUEUE, &state.send_queue_unsent, ctx)?;
         Vec::new()
     } else {
@@ -407,7 +425,7 @@ pub fn restore(state: &TcpConnectionState) -> Result<RestoredSocket> {
     options::apply_socket(b, &state.socket, ipv6, ctx)?;
     options::apply_tcp(b, &state.tcp, ctx)?;
 
-    restore_fins(b, state, ctx)?;
+    restore_fins(b, state, fin_after_unsent, ctx)?;
     if state.reset_error != 0 {
         inject_reset(b, state, ctx)?;
     }
@@ -417,6 +435,7 @@ pub fn restore(state: &TcpConnectionState) -> Result<RestoredSocket> {
         fd,
         name,
         unsent,
+        fin_after_unsent,
         reuse_addr: state.socket.reuse_addr,
     })
 }
@@ -447,8 +466,14 @@ fn connect_in_repair(
     }
 }
 
-/// Puts the FINs of a half-closed connection back (libsoccr's order).
-fn restore_fins(fd: BorrowedFd<'_>, state: &TcpConnectionState, ctx: Ctx) -> Result<()> {
+/// Puts the FINs of a half-closed connection back (libsoccr's order); ours left for after
+/// the unsent data when `fin_after_unsent` (the socket is then in the state before it).
+fn restore_fins(
+    fd: BorrowedFd<'_>,
+    state: &TcpConnectionState,
+    fin_after_unsent: bool,
+    ctx: Ctx,
+) -> Result<()> {
     let s = state.state;
     if s == TcpState::Established {
         return Ok(());
@@ -484,7 +509,8 @@ fn restore_fins(fd: BorrowedFd<'_>, state: &TcpConnectionState, ctx: Ctx) -> Res
     if matches!(
         s,
         TcpState::FinWait1 | TcpState::FinWait2 | TcpState::Closing
-    ) {
+    ) && !fin_after_unsent
+    {
         shutdown_in_repair(fd, s.fin_acked(), ctx)?;
     }
     if s.fin_received() {
@@ -496,7 +522,7 @@ fn restore_fins(fd: BorrowedFd<'_>, state: &TcpConnectionState, ctx: Ctx) -> Res
     // Ours after the peer's. Closed at both ends: queued as sent (nothing goes out), so the
     // ACK injected next takes the socket from LAST_ACK to CLOSE as the peer's ACK took the
     // original (tcp_done: no RST, no error, both directions shut, the peer address kept).
-    if matches!(s, TcpState::LastAck | TcpState::Close) {
+    if matches!(s, TcpState::LastAck | TcpState::Close) && !fin_after_unsent {
         shutdown_in_repair(fd, s == TcpState::Close, ctx)?;
     }
     if s.fin_acked() {
@@ -509,13 +535,18 @@ fn restore_fins(fd: BorrowedFd<'_>, state: &TcpConnectionState, ctx: Ctx) -> Res
     if hears_no_reset {
         sys::detach_filter(fd).map_err(ctx.sys("setsockopt SO_DETACH_FILTER"))?;
     }
-    if got != s.kernel_number() {
+    let expected = match s {
+        TcpState::FinWait1 if fin_after_unsent => TcpState::Established,
+        TcpState::LastAck if fin_after_unsent => TcpState::CloseWait,
+        s => s,
+    };
+    if got != expected.kernel_number() {
         return Err(ctx.invalid(
             "FIN restore",
             format!(
                 "state is {} instead of {}",
                 crate::state::state_name(got),
-                crate::state::state_name(s.kernel_number())
+                crate::state::state_name(expected.kernel_number())
             ),
         ));
     }

@@ -639,7 +639,11 @@ fn a_connection_in_last_ack_whose_peer_is_closed_and_a_rule_silences_comes_back_
 /// the stream. Before, one restore in two reset the connection (the child read ECONNRESET):
 /// nothing held the namespace's connections while the restore made them, and a segment of the
 /// first end made reached the other's port before it was bound, which answered with a reset.
-/// Several rounds, each a new dump of a new workload.
+/// Several rounds, each a new dump of a new workload. The bytes queued behind the FIN were
+/// unsent at the dump (the child's window was full): they go out as new data as soon as the
+/// child's reads open its window, none sent twice. Before 2026-12-07 they were queued as sent
+/// and went out only when the retransmission timer fired, about 3 s later (tcpi_total_retrans
+/// counted them).
 #[test]
 fn both_ends_of_a_connection_in_the_namespace_come_back_without_a_reset() {
     cryo_bin();
@@ -654,6 +658,11 @@ fn both_ends_of_a_connection_in_the_namespace_come_back_without_a_reset() {
                 &cryo_tests::protocol::pattern(16_000_000, 8)[..queued]
             ),
             "round {round}"
+        );
+        assert_eq!(
+            w.cmd("full-last-ack-retrans"),
+            "0",
+            "round {round}: segments sent again"
         );
         w.kill_restored();
     }

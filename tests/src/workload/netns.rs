@@ -39,6 +39,7 @@
 //!             shuts it: LAST_ACK behind the bytes queued)
 //! full-last-ack-drain -> <len> <checksum> (the child reads its end to the end of the stream:
 //!             what it got)
+//! full-last-ack-retrans -> <n> (the accepted end's tcpi_total_retrans: segments it sent again)
 //! ```
 
 use std::io::{Read, Write};
@@ -447,6 +448,10 @@ impl Mode for Netns {
                     .read_to_string(&mut got)
                     .map_err(io_err)?;
                 Ok(got)
+            }
+            ("full-last-ack-retrans", []) => {
+                let held = self.full_last_ack.as_ref().ok_or("no full-last-ack")?;
+                super::tcp::total_retrans(&held.accepted).map(|n| n.to_string())
             }
             ("last-ack-seen", []) => {
                 let (accepted, connecting) = self.last_ack.as_ref().ok_or("no last-ack")?;

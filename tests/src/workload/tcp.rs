@@ -274,12 +274,22 @@ fn index(i: &str) -> Result<usize, String> {
 /// segment size, as they go on the wire, whatever the offloads).
 fn data_segs_out(s: &TcpStream) -> Result<u32, String> {
     // Offset of tcpi_data_segs_out in struct tcp_info (linux/tcp.h, since Linux 4.6).
-    const OFFSET: usize = 156;
+    tcp_info_u32(s, 156, "tcpi_data_segs_out")
+}
+
+/// `tcpi_total_retrans` of `s`: the segments it sent again (timeouts, loss probes, fast
+/// retransmits), counted since the socket was made.
+pub(super) fn total_retrans(s: &TcpStream) -> Result<u32, String> {
+    tcp_info_u32(s, 100, "tcpi_total_retrans")
+}
+
+/// The u32 at `offset` of `s`'s struct tcp_info (linux/tcp.h), field `name`.
+fn tcp_info_u32(s: &TcpStream, offset: usize, name: &str) -> Result<u32, String> {
     let info = sys::getsockopt_bytes(s.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_INFO, 256)
         .map_err(io_err)?;
     let b = info
-        .get(OFFSET..OFFSET + 4)
-        .ok_or("TCP_INFO without tcpi_data_segs_out")?;
+        .get(offset..offset + 4)
+        .ok_or(format!("TCP_INFO without {name}"))?;
     Ok(u32::from_ne_bytes(b.try_into().expect("4 bytes")))
 }
 
