@@ -1,6 +1,9 @@
 //! Freezing a task: every thread seized and interrupted (PTRACE_SEIZE + PTRACE_INTERRUPT);
 //! dropping the freeze detaches them, leaving the task running as before.
 
+use std::os::fd::{AsFd, OwnedFd};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::ptrace;
 use nix::sys::signal::Signal;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
@@ -10,6 +13,7 @@ use tracing::debug;
 use crate::dump::error::DumpError;
 use crate::error::{Error, Result};
 use crate::proc;
+use crate::sys::pidfd;
 use crate::sys::ptrace as pt;
 
 /// A task whose threads are all stopped under our ptrace.
@@ -269,20 +273,65 @@ pub struct Dying {
 impl Dying {
     /// Waits, as their tracer, until every thread has exited: once a dump returns, what it
     /// killed is dead (at most a zombie for its parent to reap), never still running.
+    ///
+    /// The other threads first, in whatever order they end (each reaped as it does: a pidfd
+    /// of each, polled), then the main one, whose exit waits for theirs. Not one by one: the
+    /// last thread of the init of a PID namespace to exit waits there for every other task of
+    /// the namespace to be reaped, its sibling threads that cryo traces included, so waiting
+    /// for it first never ended (a namespace whose init forked in a thread of its own).
     pub fn wait_gone(self) {
-        // Other threads before the main one, whose exit waits for theirs.
-        for &tid in self.tids.iter().rev() {
-            loop {
-                match waitpid(tid, Some(WaitPidFlag::__WALL)) {
-                    Ok(WaitStatus::Exited(..)) | Ok(WaitStatus::Signaled(..)) => break,
-                    // A stop reported before the kill landed: the exit follows.
-                    Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
-                    // ECHILD: already reaped or no longer ours to wait for.
-                    Err(e) => {
-                        debug!(pid = %self.pid, %tid, "wait for the killed thread: {e}");
-                        break;
+        let Some((&main, others)) = self.tids.split_first() else {
+            return;
+        };
+        let mut left: Vec<Pid> = others.to_vec();
+        while !left.is_empty() {
+            left.retain(|&tid| !reaped(self.pid, tid, WaitPidFlag::WNOHANG));
+            let pidfds: Vec<OwnedFd> = left
+                .iter()
+                .filter_map(|&tid| pidfd::pidfd_open_flags(tid, PIDFD_THREAD).ok())
+                .collect();
+            if left.is_empty() || pidfds.len() < left.len() {
+                // Gone meanwhile (reaped on the next pass) or no thread pidfds here: the next
+                // pass, or the old order for the last ones.
+                if pidfds.is_empty() {
+                    for &tid in left.iter().rev() {
+                        reaped(self.pid, tid, WaitPidFlag::empty());
                     }
+                    left.clear();
                 }
+                continue;
+            }
+            let mut polled: Vec<PollFd<'_>> = pidfds
+                .iter()
+                .map(|fd| PollFd::new(fd.as_fd(), PollFlags::POLLIN))
+                .collect();
+            // Bounded: a wakeup missed costs a tenth of a second, not the dump.
+            if let Err(e) = nix::poll::poll(&mut polled, PollTimeout::from(100u16)) {
+                if e != nix::errno::Errno::EINTR {
+                    debug!(pid = %self.pid, "poll the killed threads' pidfds: {e}");
+                }
+            }
+        }
+        reaped(self.pid, main, WaitPidFlag::empty());
+    }
+}
+
+/// PIDFD_THREAD (linux/pidfd.h): a pidfd of one thread, readable once that thread exits.
+const PIDFD_THREAD: u32 = libc::O_EXCL as u32;
+
+/// Reaps killed thread `tid` of `pid` as its tracer (waiting for it unless `flags` says
+/// WNOHANG): true once it is gone (exited, or no longer cryo's to wait for).
+fn reaped(pid: Pid, tid: Pid, flags: WaitPidFlag) -> bool {
+    loop {
+        match waitpid(tid, Some(WaitPidFlag::__WALL | flags)) {
+            Ok(WaitStatus::Exited(..)) | Ok(WaitStatus::Signaled(..)) => return true,
+            Ok(WaitStatus::StillAlive) => return false,
+            // A stop reported before the kill landed: the exit follows.
+            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+            // ECHILD: already reaped or no longer ours to wait for.
+            Err(e) => {
+                debug!(%pid, %tid, "wait for the killed thread: {e}");
+                return true;
             }
         }
     }

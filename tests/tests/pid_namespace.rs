@@ -358,6 +358,48 @@ fn a_killed_tree_in_a_pid_namespace_comes_back_with_its_pids() {
     );
 }
 
+/// A PID namespace whose init forks without pause a child that exits at once (zdtm
+/// transition/fork2): ten `--leave-running` dumps, then a killing one, each succeeds; restored,
+/// the init forks on. Before, the killing dump hung (cryo killed after 120 s): the init's
+/// forking thread, the last of its threads to exit, waits in its exit for every other task of
+/// the namespace to be reaped, its sibling threads included, and cryo, their tracer, waited
+/// for it before reaping them. (zdtm transition/fork2 was also refused now and then, "holds
+/// pid N, which is not in the dump": a child forked after the tree was read; now the freeze
+/// reads the tree again.)
+#[test]
+fn a_pid_namespace_whose_init_forks_without_pause_dumps_and_comes_back() {
+    cryo_bin();
+    let mut w = Workload::spawn("pid-ns", &["forking"]);
+    let (_, original) = new_namespace(w.dir(), &[]);
+    let init = original[&1].to_string();
+    for round in 0..10 {
+        let img = w.path(&format!("left-{round}"));
+        w.cryo(&[
+            "dump".as_ref(),
+            "-t".as_ref(),
+            init.as_ref(),
+            "-D".as_ref(),
+            img.as_os_str(),
+            "--leave-running".as_ref(),
+        ])
+        .assert_success();
+    }
+    let forked: u64 = w.cmd("forks").parse().unwrap();
+    assert!(forked > 0, "the init forked nothing");
+    let img = dump_killing_init(&w);
+    let root = restore_copy(&w, &img, &[]);
+    let _reaper = Reaper(vec![root]);
+    w.adopt_restored_at(root);
+    let at_restore: u64 = w.cmd("forks").parse().unwrap();
+    assert!(at_restore >= forked, "{at_restore} < {forked}");
+    let deadline = Instant::now() + CMD_TIMEOUT;
+    while w.cmd("forks").parse::<u64>().unwrap() == at_restore {
+        assert!(Instant::now() < deadline, "the restored init forks no more");
+        std::thread::yield_now();
+    }
+    assert_eq!(w.cmd("ids"), IDS, "each restored process, from inside");
+}
+
 /// A process in a mount namespace of its own holding a file of its PID namespace's proc (a
 /// container's /proc/self/maps, zdtm shm): reopened on the proc the restore mounts there, at
 /// its offset (refused before: "file of a proc mount other than cryo's /proc"); and a file of

@@ -296,6 +296,14 @@ pub fn find(members: &[(Pid, bool)], roots: &[Pid]) -> Result<Option<DumpPidNs>,
             continue;
         }
         if read(other, "pid").ok() == Some(inode) {
+            // Forked by a process of the tree since it was read (a server's new worker), or
+            // gone since: the freeze finds its parent's children changed and reads the tree
+            // again (the processes frozen stay frozen, so it settles).
+            match proc::stat(other) {
+                Err(_) => continue,
+                Ok(st) if map.contains_key(&st.ppid) => continue,
+                Ok(_) => {}
+            }
             let inside = nspid(other)
                 .ok()
                 .and_then(|l| l.last().copied())

@@ -37,6 +37,9 @@
 //!            (data 0xe1), sent on a datagram socketpair to itself and closed: only in flight
 //!            epoll-recv -> ready <data hex>,...: the epoll received, a byte written to the
 //!            pipe, what it reports (epoll_wait, 2 s)
+//! pid-ns forking  the same, and, made last, a thread of the init forking without pause a
+//!            child that exits at once, and reaping it (zdtm transition/fork2):
+//!            forks -> <how many so far>
 //! pid-ns sessions  the same, and the init's orphans in sessions other processes started,
 //!            made last (after the thread): a daemon (its parent called setsid, forked it and
 //!            exited, reaped), the child of a zombie session leader (its parent called setsid,
@@ -74,6 +77,9 @@ pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
     if args.iter().any(|a| a == "sessions") {
         orphans_in_sessions().map_err(failed("pid-ns sessions"))?;
     }
+    if args.iter().any(|a| a == "forking") {
+        me.forks = Some(forking_thread());
+    }
     Ok(Box::new(me))
 }
 
@@ -86,6 +92,12 @@ impl Mode for PidNs {
                 self.pipes.ask("ids").map_err(io_err)?
             )),
             ("reap", []) => Ok(reap_all()),
+            ("forks", []) => Ok(self
+                .forks
+                .as_ref()
+                .ok_or("no forking thread")?
+                .load(std::sync::atomic::Ordering::Relaxed)
+                .to_string()),
             ("refs", []) => {
                 // SAFETY: F_GETOWN takes no pointer.
                 let owner = unsafe { libc::fcntl(self.pipes.to_child, libc::F_GETOWN) };
@@ -201,6 +213,29 @@ struct PidNs {
     ns_sys: Option<i32>,
     /// `epoll-sent`: the socket the epoll waits in, and the write end of its pipe.
     epoll_sent: Option<(i32, i32)>,
+    /// `forking`: how many children the forking thread has forked and reaped.
+    forks: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
+}
+
+/// A thread of the init that forks, without pause, a child that exits at once and reaps it
+/// (zdtm transition/fork2): the namespace changes all the time. Its count of children.
+fn forking_thread() -> std::sync::Arc<std::sync::atomic::AtomicU64> {
+    let forks = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let count = forks.clone();
+    std::thread::spawn(move || loop {
+        // SAFETY: the child only calls _exit, which is async-signal-safe.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            // SAFETY: ends the child without running anything of the parent's.
+            unsafe { libc::_exit(0) };
+        }
+        if pid > 0 {
+            // Another waiter (`reap`) may take it first: ECHILD then.
+            let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+            count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    forks
 }
 
 /// An epoll registering a pipe's read end, sent on a datagram socketpair to this process and
@@ -505,6 +540,7 @@ impl PidNs {
         }
         Ok(PidNs {
             epoll_sent: None,
+            forks: None,
             ns_sys,
             procstat,
             ns_maps,
