@@ -328,14 +328,6 @@ mod tests {
             &["cryo", "restore", "-D", "img", "--network-lock", "iptables"],
             &[
                 "cryo",
-                "restore",
-                "-D",
-                "img",
-                "--cgroup-yard",
-                "/proc/self/exe",
-            ],
-            &[
-                "cryo",
                 "dump",
                 "-t",
                 "1",

@@ -11,32 +11,27 @@
 //!    ESTABLISHED at once);
 //! 5. `TCP_REPAIR_OPTIONS` (MSS, window scale, SACK, timestamps), then
 //!    `TCP_TIMESTAMP` (the timestamp offset);
-//! 6. the receive queue, written in repair mode into `TCP_RECV_QUEUE`; the
-//!    sent-but-unacknowledged data written in repair mode into
-//!    `TCP_SEND_QUEUE` (it counts as sent: the kernel retransmits it when its
-//!    timer fires);
+//! 6. the receive queue, written in repair mode into `TCP_RECV_QUEUE` (the
+//!    send queue only in CLOSING, into `TCP_SEND_QUEUE`: see below);
 //! 7. `TCP_REPAIR_WINDOW`, the MSS synced to it, then the other socket options;
 //! 8. for half-closed states, the FINs (see below);
 //! 9. leaving repair mode is a separate, explicit step on
 //!    [`RestoredSocket`]: [`RestoredSocket::finish_quiet`] or
-//!    [`RestoredSocket::finish_probe`]. The not-yet-sent data is written
-//!    then, normally, after repair mode is off, so the kernel sends it at
-//!    once (as CRIU's libsoccr does, which drops repair mode for it).
+//!    [`RestoredSocket::finish_probe`]. The send queue is written then,
+//!    normally, after repair mode is off, so the kernel sends it at once (as
+//!    CRIU's libsoccr does for the not-yet-sent part, dropping repair mode
+//!    for it).
 //!
 //! Half-closed states follow CRIU's libsoccr: a FIN of ours is re-queued with
 //! `shutdown(SHUT_WR)` in repair mode (with `TCP_REPAIR_QUEUE` set to the
 //! send queue when the peer had acknowledged it, so it counts as sent), and
 //! the peer's FIN (or the peer's ACK of our FIN) is injected as a packet
 //! through a raw socket, addressed to the restored socket with the right
-//! sequence numbers. The unsent data must precede our FIN. In FIN_WAIT1 and
-//! LAST_ACK our FIN, behind unsent data, was not sent either: it is left out in
-//! repair mode (the socket stays ESTABLISHED or CLOSE_WAIT there) and the
-//! shutdown comes after the unsent data, written normally once repair mode is
-//! off, so both go out as soon as the peer's window opens. (Written as sent
-//! data instead, they went out only when the retransmission timer fired: 3 s
-//! for a peer restored beside it, whose window updates acknowledge nothing
-//! new.) In CLOSING the peer's FIN came after ours: the unsent data is written
-//! in repair mode as sent data (delivered on retransmission).
+//! sequence numbers. The send queue, sent or not, is written after repair mode is
+//! off (step 9), so it goes out at once as new data; our FIN in FIN_WAIT1 and
+//! LAST_ACK follows it there (the socket stays ESTABLISHED or CLOSE_WAIT in repair
+//! mode). Only in CLOSING, where the peer's FIN came after ours, is the data queued
+//! as sent in repair mode (delivered when the kernel retransmits).
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
@@ -72,8 +67,8 @@ impl RestoredSocket {
         self.name
     }
 
-    /// Data to be sent when repair mode is left (the captured not-yet-sent
-    /// part of the send queue).
+    /// Data to be sent when repair mode is left: the captured send queue (but in CLOSING,
+    /// where it is queued as sent).
     pub fn pending_unsent(&self) -> &[u8] {
         &self.unsent
     }
@@ -217,36 +212,46 @@ fn buffer_of(queue: libc::c_int) -> options::BufferOptions {
 }
 
 /// Widens the buffer `queue` is charged to by room for `len` more bytes (SO_*BUFFORCE), so a
-/// refill of them never waits nor fails. Returns the size getsockopt reported before, for
-/// [`narrow_buffer`]; None when the widening was not allowed (no CAP_NET_ADMIN).
+/// refill of them never waits nor fails. Returns the size getsockopt reported before and the
+/// lock bits (SO_BUF_LOCK: forcing a size sets its bit), for [`narrow_buffer`]; None when the
+/// widening was not allowed (no CAP_NET_ADMIN).
 fn widen_buffer(
     fd: BorrowedFd<'_>,
     queue: libc::c_int,
     len: usize,
     ctx: Ctx,
-) -> Result<Option<i32>> {
+) -> Result<Option<(i32, Option<i32>)>> {
     let (force, plain, read, _) = buffer_of(queue);
     let now = sys::get_int(fd, libc::SOL_SOCKET, plain).map_err(ctx.sys(read))?;
+    // None before Linux 5.14, which has no SO_BUF_LOCK.
+    let locks = sys::get_int(fd, libc::SOL_SOCKET, SO_BUF_LOCK).ok();
     let widened = (now / 2).saturating_add(len.min(i32::MAX as usize / 4) as i32 * 2);
     Ok(sys::set_int(fd, libc::SOL_SOCKET, force, widened)
         .is_ok()
-        .then_some(now))
+        .then_some((now, locks)))
 }
 
-/// Gives `fd` back the buffer [`widen_buffer`] found (getsockopt reports twice what
-/// setsockopt takes).
+/// Gives `fd` back the buffer and lock bits [`widen_buffer`] found (getsockopt reports twice
+/// what setsockopt takes).
 fn narrow_buffer(
     fd: BorrowedFd<'_>,
     queue: libc::c_int,
-    widened: Option<i32>,
+    widened: Option<(i32, Option<i32>)>,
     ctx: Ctx,
 ) -> Result<()> {
-    if let Some(before) = widened {
+    if let Some((before, locks)) = widened {
         let (force, _, _, write) = buffer_of(queue);
         sys::set_int(fd, libc::SOL_SOCKET, force, before / 2).map_err(ctx.sys(write))?;
+        if let Some(locks) = locks {
+            sys::set_int(fd, libc::SOL_SOCKET, SO_BUF_LOCK, locks)
+                .map_err(ctx.sys("setsockopt SO_BUF_LOCK"))?;
+        }
     }
     Ok(())
 }
+
+/// SO_BUF_LOCK (linux 5.14): the SOCK_SNDBUF_LOCK/SOCK_RCVBUF_LOCK bits.
+const SO_BUF_LOCK: libc::c_int = 72;
 
 fn set_queue_seq(fd: BorrowedFd<'_>, queue: libc::c_int, seq: u32, ctx: Ctx) -> Result<()> {
     sys::set_int(fd, libc::SOL_TCP, libc::TCP_REPAIR_QUEUE, queue)
@@ -386,17 +391,27 @@ pub fn restore(state: &TcpConnectionState) -> Result<RestoredSocket> {
     }
 
     fill_queue(b, sys::TCP_RECV_QUEUE, &state.recv_queue, ctx)?;
-    fill_queue(b, sys::TCP_SEND_QUEUE, &state.send_queue_sent, ctx)?;
-    // Our FIN behind unsent data went out neither: queued after it, once repair mode is off
-    // (FIN_WAIT1, LAST_ACK). Else, with our FIN in the picture, the unsent data must precede
-    // it: queued now, as sent data (delivered when the kernel retransmits).
-    let fin_after_unsent = !state.send_queue_unsent.is_empty()
+    // The send queue, sent or not, is written normally once repair mode is off (our FIN in
+    // FIN_WAIT1 and LAST_ACK after it): the kernel sends it at once, as new data, from the
+    // first byte the peer has not acknowledged (what the peer had already received it drops
+    // and acknowledges). Queued as sent in repair mode, what was in flight went out only when
+    // the retransmission timer fired: without an RTT sample, 1 s, backed off; and the unsent
+    // data sent meanwhile reached a peer restored beside it (a namespace's) as a hole followed
+    // by segments out of order, which waited for that timer too (zdtm socket-tcpbuf-local:
+    // seconds). In CLOSING the peer's FIN came after ours, which must be in place before it:
+    // the data is queued as sent there (FIN_WAIT2 and CLOSE have none).
+    let queued_as_sent = matches!(
+        state.state,
+        TcpState::Closing | TcpState::FinWait2 | TcpState::Close
+    );
+    let fin_after_unsent = state.send_queue_len() != 0
         && matches!(state.state, TcpState::FinWait1 | TcpState::LastAck);
-    let unsent = if state.state.fin_sent() && !fin_after_unsent {
+    let unsent = if queued_as_sent {
+        fill_queue(b, sys::TCP_SEND_QUEUE, &state.send_queue_sent, ctx)?;
         fill_queue(b, sys::TCP_SEND_QUEUE, &state.send_queue_unsent, ctx)?;
         Vec::new()
     } else {
-        state.send_queue_unsent.clone()
+        [&state.send_queue_sent[..], &state.send_queue_unsent[..]].concat()
     };
     sys::set_int(b, libc::SOL_TCP, libc::TCP_REPAIR_QUEUE, sys::TCP_NO_QUEUE)
         .map_err(ctx.sys("setsockopt TCP_REPAIR_QUEUE"))?;

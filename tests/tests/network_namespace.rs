@@ -668,6 +668,71 @@ fn both_ends_of_a_connection_in_the_namespace_come_back_without_a_reset() {
     }
 }
 
+/// The nf_tables tables of the network namespace of `pid`, as `nft list tables` prints them.
+fn tables_in_namespace_of(pid: i32) -> String {
+    let out = std::process::Command::new("nsenter")
+        .args(["-t", &pid.to_string(), "-n", "nft", "list", "tables"])
+        .output()
+        .expect("nsenter");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The dump's network lock is installed in the process's own network namespace over the
+/// connections there (both ends of one between processes of the dump, the kernel
+/// acknowledging for them while they are frozen): seen there while the dump is paused with
+/// its connections captured, and gone once the dump is interrupted there (SIGTERM: its
+/// rollback; SIGKILL: its guardian), the connection echoing on. Before, nothing held them: the
+/// two ends went on exchanging while captured one after the other, and the restored
+/// connection had a hole (zdtm socket-tcpbuf-local in the namespace flavour stalled there).
+#[test]
+fn the_dump_holds_the_connections_of_a_namespace_in_it_and_lets_go_when_interrupted() {
+    use std::io::BufRead;
+    cryo_bin();
+    for signal in [libc::SIGTERM, libc::SIGKILL] {
+        let w = Workload::spawn("netns", &[]);
+        assert_eq!(w.cmd("talk 10"), "10");
+        let img = w.path(&format!("img-{signal}"));
+        let mut cryo = std::process::Command::new(cryo_bin())
+            .args(["dump", "-t", &w.pid().to_string(), "-D"])
+            .arg(&img)
+            .args(["--tcp-established", "--leave-running"])
+            .env("CRYO_TEST_PAUSE_AT", "locked")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn cryo");
+        let mut stderr = std::io::BufReader::new(cryo.stderr.take().unwrap());
+        let mut seen = String::new();
+        while !seen.contains("paused at locked") {
+            let n = stderr.read_line(&mut seen).expect("cryo stderr");
+            assert!(n > 0, "cryo ended before pausing:\n{seen}");
+        }
+        let during = tables_in_namespace_of(w.pid());
+        assert!(
+            during.contains("table inet cryo-"),
+            "signal {signal}: {during:?}"
+        );
+        let guardians: Vec<cryo_tests::Pidfd> = cryo_tests::children_of(cryo.id())
+            .into_iter()
+            .filter_map(|p| cryo_tests::Pidfd::open(p).ok())
+            .collect();
+        // SAFETY: kill takes plain values.
+        unsafe { libc::kill(cryo.id() as i32, signal) };
+        cryo.wait().expect("wait for cryo");
+        for g in &guardians {
+            assert!(
+                g.wait_exit(cryo_tests::CMD_TIMEOUT),
+                "the guardian did not end"
+            );
+        }
+        let after = tables_in_namespace_of(w.pid());
+        assert!(!after.contains("cryo-"), "signal {signal}: {after:?}");
+        assert_eq!(w.cmd("talk 10"), "10", "signal {signal}");
+    }
+}
+
 #[test]
 fn a_socket_made_before_the_process_left_cryos_namespace_is_refused_naming_pid_and_fd() {
     cryo_bin();

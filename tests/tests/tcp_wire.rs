@@ -384,6 +384,65 @@ fn fin_wait2_comes_back_and_still_receives() {
     w.kill_restored();
 }
 
+/// An nf_tables table of the test's own dropping, at the input hook, the segments from one
+/// port to another on lo; deleted when dropped.
+struct DropRule(String);
+
+impl DropRule {
+    fn new(from: u16, to: u16) -> Self {
+        let name = format!("cryo_test_{}_{from}", std::process::id());
+        let rules = format!(
+            "add table inet {name}; add chain inet {name} in {{ type filter hook input \
+             priority 0; }}; add rule inet {name} in tcp sport {from} tcp dport {to} drop"
+        );
+        let ok = std::process::Command::new("nft")
+            .arg(&rules)
+            .status()
+            .expect("nft");
+        assert!(ok.success(), "nft {rules}");
+        DropRule(name)
+    }
+}
+
+impl Drop for DropRule {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("nft")
+            .args(["delete", "table", "inet", &self.0])
+            .status();
+    }
+}
+
+/// Data sent but not acknowledged at the dump (the segments dropped on their way to the
+/// client, by a rule of the test's): restored, it goes out again at once, as soon as the
+/// client answers the restore's window probe, none of it counted as a retransmission. Before
+/// 2026-12-07 it was queued as sent and went out only when the retransmission timer fired
+/// (1 s without an RTT sample), counted in tcpi_total_retrans; a peer restored beside it
+/// then held the data sent after it out of order (zdtm socket-tcpbuf-local in the namespace
+/// flavour outlived its window).
+#[test]
+fn data_in_flight_at_the_dump_goes_out_again_at_once() {
+    cryo_bin();
+    let mut w = Workload::spawn("tcp", &["127.0.0.1:0"]);
+    let server = server_addr(&w, "127.0.0.1");
+    let mut client = connect(server);
+    assert_eq!(w.cmd("accept"), "0");
+    let client_port = client.local_addr().unwrap().port();
+    let rule = DropRule::new(server.port(), client_port);
+    let sent = pattern(100_000, 9);
+    assert_eq!(w.cmd("write 0 100000 9"), "100000");
+    let img = w.path("img");
+    w.dump(&img, &["--tcp-established"]).assert_success();
+    w.wait_original();
+    drop(rule);
+    w.restore_background(&img);
+    assert!(
+        read_exactly(&mut client, sent.len()) == sent,
+        "the data, in order"
+    );
+    assert_eq!(w.cmd("retrans 0"), "0", "segments sent again");
+    w.kill_restored();
+}
+
 /// A connection shut for writing while its send queue is full (the peer reads nothing, as in
 /// zdtm's socket-tcp-fin-wait1): its FIN waits behind megabytes the peer has not taken; the
 /// whole queue is refilled in repair mode before the FIN, in a send buffer widened for it

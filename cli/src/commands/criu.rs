@@ -72,7 +72,8 @@ pub struct CriuArgs {
 
     /// Accepted as CRIU's: cryo reaches each cgroup hierarchy through the mounts the host
     /// has (it mounts none of its own), so it needs no yard of them; PATH must be a directory
-    #[arg(long, value_name = "PATH", value_parser = parse_directory)]
+    /// (a relative one taken from the image directory, CRIU's default work directory)
+    #[arg(long, value_name = "PATH")]
     cgroup_yard: Option<PathBuf>,
 
     /// Accepted as CRIU's: cryo makes a mount namespace's mounts private, then sets their
@@ -205,6 +206,23 @@ fn parse_ext_mount_map(text: &str) -> Result<ExternalArg, String> {
 }
 
 impl CriuArgs {
+    /// Checks `--cgroup-yard` names a directory: a relative path is taken from `work_dir`
+    /// (the image directory), as CRIU, which changes into its work directory first.
+    pub fn check_yard(&self, work_dir: Option<&std::path::Path>) -> anyhow::Result<()> {
+        let Some(yard) = &self.cgroup_yard else {
+            return Ok(());
+        };
+        let path = match work_dir {
+            Some(dir) if yard.is_relative() => dir.join(yard),
+            _ => yard.clone(),
+        };
+        match std::fs::metadata(&path) {
+            Ok(m) if m.is_dir() => Ok(()),
+            Ok(_) => anyhow::bail!("--cgroup-yard {}: not a directory", path.display()),
+            Err(e) => anyhow::bail!("--cgroup-yard {}: {e}", path.display()),
+        }
+    }
+
     /// Sets what these flags change in a dump.
     pub fn apply_to_dump(&self, opts: &mut cryo_core::DumpOptions) {
         opts.ghost_limit = self.ghost_limit;
@@ -284,16 +302,6 @@ fn parse_cgroup_mode(text: &str) -> Result<CgroupMode, String> {
     }
 }
 
-/// `--cgroup-yard`: an existing directory.
-fn parse_directory(text: &str) -> Result<PathBuf, String> {
-    let path = PathBuf::from(text);
-    match std::fs::metadata(&path) {
-        Ok(m) if m.is_dir() => Ok(path),
-        Ok(_) => Err(format!("{text}: not a directory")),
-        Err(e) => Err(format!("{text}: {e}")),
-    }
-}
-
 /// `--network-lock`: cryo's lock is an nftables table; CRIU's iptables rules or no lock at
 /// all would be another behaviour, so they are refused rather than taken for it.
 fn parse_network_lock(text: &str) -> Result<String, String> {
@@ -348,6 +356,28 @@ mod tests {
         ] {
             assert!(parse_external(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn a_relative_cgroup_yard_is_taken_from_the_image_directory() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Probe {
+            #[command(flatten)]
+            criu: CriuArgs,
+        }
+        let yard = |path: &str| Probe::try_parse_from(["p", "--cgroup-yard", path]).unwrap();
+        let work = std::env::temp_dir();
+        let work = work.as_path();
+        assert!(yard("..").criu.check_yard(Some(work)).is_ok());
+        assert!(yard("/").criu.check_yard(Some(work)).is_ok());
+        let err = yard("/proc/self/exe").criu.check_yard(None).unwrap_err();
+        assert!(err.to_string().contains("not a directory"), "{err}");
+        let err = yard("no-such-yard")
+            .criu
+            .check_yard(Some(work))
+            .unwrap_err();
+        assert!(err.to_string().contains("no-such-yard"), "{err}");
     }
 
     #[test]

@@ -196,6 +196,7 @@ pub fn new_checkpoint_id() -> anyhow::Result<String> {
 
 /// Dumps, then prints a one-line summary on stderr.
 pub fn run(args: Args) -> anyhow::Result<i32> {
+    args.criu.check_yard(args.images_dir.as_deref())?;
     let mut opts = args.options();
     // --to: the images go to a private scratch directory, and from there to the receiver
     // before the point of no return (the dump's commit hook).

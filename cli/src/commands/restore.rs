@@ -145,6 +145,7 @@ impl Args {
 /// Restores; detached, prints the root pids; otherwise waits and returns the first root's
 /// exit status (128 + signal when it was killed).
 pub fn run(args: Args) -> anyhow::Result<i32> {
+    args.criu.check_yard(args.images_dir.as_deref())?;
     let mut opts = args.options();
     // --from: the image comes into a private scratch directory, kept until the processes run.
     let mut scratch = None;

@@ -19,7 +19,8 @@
 //!                                          mode leaves it quietly (TCP_REPAIR_OFF_NO_WP, on a
 //!                                          pidfd_getfd duplicate, SO_REUSEADDR set back
 //!                                          where it was), then the dump's network
-//!                                          lock is removed, and the inventory of a dump that
+//!                                          lock is removed (here and in the targets'
+//!                                          other namespaces), and the inventory of a dump that
 //!                                          was to kill them (no image of live processes); exits
 //! ```
 //!
@@ -33,6 +34,7 @@
 use std::collections::HashSet;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use nix::unistd::Pid;
@@ -275,6 +277,23 @@ fn undo(targets: &[Pid], lock_id: &str, reusing: &HashSet<u64>) {
         }
     }
     let _ = cryo_netns::NetworkLock::release_by_id(lock_id);
+    // And in the targets' other network namespaces, where the dump installed it too.
+    let ours = std::fs::metadata("/proc/self/ns/net").map(|m| m.ino()).ok();
+    let mut done = HashSet::new();
+    for &pid in targets {
+        let Ok(ns) = std::fs::File::open(format!("/proc/{pid}/ns/net")) else {
+            continue;
+        };
+        let Ok(inode) = ns.metadata().map(|m| m.ino()) else {
+            continue;
+        };
+        if Some(inode) == ours || !done.insert(inode) {
+            continue;
+        }
+        let _ = sys::ns::run_in(&ns, nix::sched::CloneFlags::CLONE_NEWNET, || {
+            cryo_netns::NetworkLock::release_by_id(lock_id)
+        });
+    }
 }
 
 /// In cryo, just after forking guardian `pid`: the guardian in a process group of its own

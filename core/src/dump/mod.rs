@@ -526,7 +526,7 @@ fn dump_tree(
         let ns = match net_namespaces.entry(inode) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(e) => {
-                e.insert(crate::task::netns::dump(m.pid, inode, &live_pids)?)
+                e.insert(crate::task::netns::dump(m.pid, inode, &live_pids, &lock_id)?)
             }
         };
         core.netns = Some(ns.clone());

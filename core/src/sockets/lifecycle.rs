@@ -6,12 +6,14 @@
 //! DumpSockets::collect   every task's sockets identified (refusals first, nothing touched),
 //!                        then one nftables batch over every connection of every task, each
 //!                        4-tuple once (segments cryo injects at restore carry the bypass
-//!                        mark), then each task's sockets captured; a TCP socket several
-//!                        tasks hold (fork, SCM_RIGHTS) is captured once
+//!                        mark), in cryo's namespace and, over theirs, in each other network
+//!                        namespace of the tasks; then each task's sockets captured; a TCP
+//!                        socket several tasks hold (fork, SCM_RIGHTS) is captured once
 //! capture                each connection left in repair mode (Held: its fd in the task)
 //! finish_killed          the tasks were killed: their sockets closed in repair mode, nothing
-//!                        sent; the lock stays installed, its id returned for the inventory
-//!                        (the restore or `cryo unlock` removes it)
+//!                        sent; the lock stays installed in cryo's namespace, its id returned
+//!                        for the inventory (the restore or `cryo unlock` removes it), and is
+//!                        released in the tasks' own (the restore makes new ones)
 //! finish_running         the tasks run on: repair left quietly (TCP_REPAIR_OFF_NO_WP) on a
 //!  or a failed dump      fresh duplicate of each held fd, SO_REUSEADDR set back as the task
 //!                        had it, then the lock released (Drop)
@@ -59,6 +61,10 @@ pub(super) struct Held {
 pub struct DumpSockets {
     tasks: Vec<SocketDump>,
     lock: Option<NetworkLock>,
+    /// The same lock in each other network namespace of the tasks, over the connections there
+    /// (both ends of one between two tasks there: nothing of cryo's namespace sees them). Its
+    /// netlink socket is that namespace's: released from here.
+    ns_locks: Vec<NetworkLock>,
 }
 
 impl DumpSockets {
@@ -74,8 +80,15 @@ impl DumpSockets {
     ) -> Result<DumpSockets, FileError> {
         let identified = pids
             .iter()
-            .map(|&pid| super::in_netns_of(pid, || SocketDump::identify_task(pid, opts)))
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|&pid| {
+                let mut ident = super::in_netns_of(pid, || SocketDump::identify_task(pid, opts))?;
+                // Asked on cryo's own thread: the one that identified them joined the task's
+                // namespace, where every task's looks like its own (before 2026-12-07 no
+                // other namespace's connections were ever locked).
+                ident.netns = super::foreign_netns(pid)?.map(|(inode, _)| inode);
+                Ok(ident)
+            })
+            .collect::<Result<Vec<_>, FileError>>()?;
         let reusing: Vec<u64> = identified
             .iter()
             .flat_map(|ident| &ident.found)
@@ -99,8 +112,47 @@ impl DumpSockets {
     }
 
     /// Installs the network lock over the connections among `identified`, each once (none:
-    /// no lock).
+    /// no lock): in cryo's namespace over those of the tasks there, and in each other
+    /// namespace of the tasks over theirs there. Without it there, the two ends of a
+    /// connection between tasks of one namespace went on exchanging (the kernel acknowledges
+    /// for a frozen process) while they were captured one after the other: the later one had
+    /// bytes acknowledged that the earlier one's queue lacked, and the restored connection
+    /// stalled on that hole (zdtm socket-tcpbuf-local in the namespace flavour).
     fn lock(
+        &mut self,
+        opts: &SocketDumpOptions,
+        identified: &[super::Identified],
+    ) -> Result<(), FileError> {
+        let mut by_namespace: std::collections::BTreeMap<u64, (Pid, Vec<ConnTuple>)> =
+            std::collections::BTreeMap::new();
+        let mut seen_there = HashSet::new();
+        for ident in identified {
+            let Some(ns) = ident.netns else { continue };
+            for f in &ident.found {
+                if let Some(tuple) = locked_tuple(&f.kind) {
+                    if seen_there.insert(f.ino) {
+                        by_namespace
+                            .entry(ns)
+                            .or_insert_with(|| (ident.pid, Vec::new()))
+                            .1
+                            .push(tuple);
+                    }
+                }
+            }
+        }
+        for (pid, tuples) in by_namespace.into_values() {
+            let lock = super::in_netns_of(pid, || {
+                NetworkLock::install(&opts.lock_id, &tuples)
+                    .map_err(|source| install_error(pid, &opts.lock_id, source).into())
+            })?;
+            debug!(id = opts.lock_id, %pid, conns = tuples.len(), "network lock installed in its namespace");
+            self.ns_locks.push(lock);
+        }
+        self.lock_ours(opts, identified).map_err(FileError::from)
+    }
+
+    /// [`lock`](Self::lock) in cryo's namespace.
+    fn lock_ours(
         &mut self,
         opts: &SocketDumpOptions,
         identified: &[super::Identified],
@@ -110,15 +162,10 @@ impl DumpSockets {
         let mut tuples: Vec<ConnTuple> = Vec::new();
         for ident in identified.iter().filter(|i| i.netns.is_none()) {
             for f in &ident.found {
-                // A connect in progress too: the peer's answer must not reach the frozen
-                // socket (the original would then be a connection the kill ends).
-                if let Found::Connection(l, r)
-                | Found::ClosedConnection(l, r, _)
-                | Found::Connecting(l, r) = f.kind
-                {
+                if let Some(tuple) = locked_tuple(&f.kind) {
                     if seen.insert(f.ino) {
                         first_pid.get_or_insert(ident.pid);
-                        tuples.push(ConnTuple::new(l, r));
+                        tuples.push(tuple);
                     }
                 }
             }
@@ -126,15 +173,8 @@ impl DumpSockets {
         let Some(pid) = first_pid else {
             return Ok(());
         };
-        let lock = NetworkLock::install(&opts.lock_id, &tuples).map_err(|source| {
-            match source.errno() {
-                Some(nix::errno::Errno::EEXIST) => SocketError::NetworkLockTaken {
-                    pid,
-                    id: opts.lock_id.clone(),
-                },
-                _ => SocketError::NetworkLock { pid, source },
-            }
-        })?;
+        let lock = NetworkLock::install(&opts.lock_id, &tuples)
+            .map_err(|source| install_error(pid, &opts.lock_id, source))?;
         debug!(
             id = opts.lock_id,
             conns = tuples.len(),
@@ -146,7 +186,7 @@ impl DumpSockets {
 
     /// True when connections were captured (and the network lock installed).
     pub fn has_connections(&self) -> bool {
-        self.lock.is_some()
+        self.lock.is_some() || !self.ns_locks.is_empty()
     }
 
     /// The sockets of each task, in the order of the pids collected.
@@ -167,7 +207,18 @@ impl DumpSockets {
             task.held.clear();
         }
         self.tasks.clear();
+        // Those of the tasks' own namespaces go: the restore makes new ones.
+        self.release_namespace_locks();
         self.lock.take().map(NetworkLock::keep)
+    }
+
+    /// Releases the lock in the tasks' other namespaces.
+    fn release_namespace_locks(&mut self) {
+        for mut lock in self.ns_locks.drain(..) {
+            if let Err(e) = lock.release() {
+                warn!(lock = lock.id(), error = %e, "network lock not released in its namespace");
+            }
+        }
     }
 
     /// The tasks go on running: leave repair mode quietly (SO_REUSEADDR as it was) and
@@ -178,6 +229,7 @@ impl DumpSockets {
     pub fn finish_running(mut self) -> Result<Option<NetworkLock>, SocketError> {
         // Connections out of repair mode first, while the lock still drops their packets.
         self.tasks.clear();
+        self.release_namespace_locks();
         let mut lock = self.lock.take();
         if let Some(lock) = &mut lock {
             if let Err(e) = lock.release() {
@@ -192,6 +244,7 @@ impl Drop for DumpSockets {
     fn drop(&mut self) {
         // Connections out of repair mode first, while the lock still drops their packets.
         self.tasks.clear();
+        self.release_namespace_locks();
         if let Some(mut lock) = self.lock.take() {
             if let Err(e) = lock.release() {
                 warn!(lock = lock.id(), error = %e, "network lock not released");
@@ -220,5 +273,28 @@ impl Drop for SocketDump {
                 );
             }
         }
+    }
+}
+
+/// The address pair the network lock holds for a socket found at dump: a connection (closed
+/// ones too), and a connect in progress, whose peer's answer must not reach the frozen socket
+/// (the original would then be a connection the kill ends).
+fn locked_tuple(kind: &Found) -> Option<ConnTuple> {
+    match *kind {
+        Found::Connection(l, r) | Found::ClosedConnection(l, r, _) | Found::Connecting(l, r) => {
+            Some(ConnTuple::new(l, r))
+        }
+        _ => None,
+    }
+}
+
+/// The error of installing lock `id` for the connections of `pid`.
+fn install_error(pid: Pid, id: &str, source: cryo_netns::LockError) -> SocketError {
+    match source.errno() {
+        Some(nix::errno::Errno::EEXIST) => SocketError::NetworkLockTaken {
+            pid,
+            id: id.to_string(),
+        },
+        _ => SocketError::NetworkLock { pid, source },
     }
 }

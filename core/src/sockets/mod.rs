@@ -158,7 +158,7 @@ enum Found {
 }
 
 /// The network namespace of `pid` when it is not cryo's: its inode and open nsfs file.
-fn foreign_netns(pid: Pid) -> Result<Option<(u64, std::fs::File)>, SocketError> {
+pub(super) fn foreign_netns(pid: Pid) -> Result<Option<(u64, std::fs::File)>, SocketError> {
     use std::os::unix::fs::MetadataExt;
     let err = |step| move |source| SocketError::NetNamespace { pid, step, source };
     let file = std::fs::File::open(crate::proc::dir(pid).join("ns/net")).map_err(err("open"))?;
@@ -212,8 +212,8 @@ fn netns_cookie_here() -> std::io::Result<Option<u64>> {
 struct Identified {
     pid: Pid,
     /// The inode of its network namespace when it is not cryo's: its connections have both
-    /// ends there (the dump refuses a namespace shared outside), so the network lock, which
-    /// works in cryo's, leaves them out.
+    /// ends there (the dump refuses a namespace shared outside), and the network lock holds
+    /// them there.
     netns: Option<u64>,
     /// None when the task has no fd at all.
     pidfd: Option<OwnedFd>,
@@ -441,7 +441,9 @@ impl SocketDump {
         }
         Ok(Identified {
             pid,
-            netns: foreign_netns(pid)?.map(|(inode, _)| inode),
+            // Set by the caller, from cryo's own namespace (this thread may have joined the
+            // task's).
+            netns: None,
             pidfd: Some(pidfd),
             found,
             socket_fds,

@@ -137,8 +137,15 @@ fn sysctl_name(path: &str) -> String {
     path.replace('/', ".")
 }
 
-/// Dumps network namespace `inode` of `pid` (frozen, as every process of `members`, the dump).
-pub fn dump(pid: Pid, inode: u64, members: &[Pid]) -> Result<NetNamespace, NetNamespaceError> {
+/// Dumps network namespace `inode` of `pid` (frozen, as every process of `members`, the dump);
+/// `lock_id` the dump's network lock, installed there too over its connections (no part of
+/// its firewall).
+pub fn dump(
+    pid: Pid,
+    inode: u64,
+    members: &[Pid],
+    lock_id: &str,
+) -> Result<NetNamespace, NetNamespaceError> {
     let refuse = |detail: String| NetNamespaceError::Refused { pid, inode, detail };
     let failed = |step| {
         move |source| NetNamespaceError::Read {
@@ -164,7 +171,7 @@ pub fn dump(pid: Pid, inode: u64, members: &[Pid]) -> Result<NetNamespace, NetNa
     let ours = File::open("/proc/thread-self/ns/net")
         .map_err(io)
         .map_err(failed("open cryo's"))?;
-    let ((mut theirs, their_sysctls, their_firewall), ours_there) =
+    let ((mut theirs, their_sysctls, mut their_firewall), ours_there) =
         crate::sys::ns::run_in(&ns, CloneFlags::CLONE_NEWNET, || {
             Ok((observe_all()?, state::nsid_of(ours.as_fd())?))
         })
@@ -176,6 +183,12 @@ pub fn dump(pid: Pid, inode: u64, members: &[Pid]) -> Result<NetNamespace, NetNa
             }
             other => failed("read it (setns)")(other),
         })?;
+    // The dump's own lock there (sockets/lifecycle.rs) is no part of the namespace's.
+    let lock_table = cryo_netns::table_name(lock_id);
+    their_firewall.nft.retain(|item| item.table() != lock_table);
+    let lock_listed = format!("nftables table inet {lock_table}");
+    theirs.tables.retain(|t| *t != lock_listed);
+    theirs.objects.retain(|o| *o != lock_listed);
     if !theirs.interfaces.links.iter().any(|l| l.name == "lo") {
         return Err(refuse("has no loopback interface".into()));
     }

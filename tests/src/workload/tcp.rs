@@ -14,6 +14,7 @@
 //!                            connected I -> ok | <error> (waits until the connect completes)
 //!                            local I -> <local address>   fd I -> <fd>   state I -> <TCP state name> (TCP_INFO)
 //!                            shutdown I -> ok (shuts the write side: sends a FIN)
+//!                            retrans I -> <tcpi_total_retrans> (segments sent again)
 //!                            take I N -> <len> <checksum> (reads N bytes, writes nothing)
 //!                            write I N SEED -> <len> (writes all of pattern(N, SEED), waiting)
 //!                            eof I -> eof | data <len> (waits for the peer's FIN)
@@ -119,6 +120,7 @@ impl Mode for Tcp {
                 Ok(t.conn(i)?.as_raw_fd().to_string())
             }
             ("state", [i]) => state(t.conn(i)?).map_err(io_err),
+            ("retrans", [i]) => total_retrans(t.conn(i)?).map(|n| n.to_string()),
             ("shutdown", [i]) => {
                 t.conn(i)?
                     .shutdown(std::net::Shutdown::Write)
