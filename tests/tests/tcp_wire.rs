@@ -25,6 +25,16 @@ fn connect(addr: SocketAddr) -> TcpStream {
     s
 }
 
+/// A `tcp` workload listening on 127.0.0.1, a client of ours connected and accepted there
+/// (its connection 0), and the server's address.
+fn served_client() -> (Workload, TcpStream, SocketAddr) {
+    let w = Workload::spawn("tcp", &["127.0.0.1:0"]);
+    let server = server_addr(&w, "127.0.0.1");
+    let client = connect(server);
+    assert_eq!(w.cmd("accept"), "0");
+    (w, client, server)
+}
+
 #[track_caller]
 fn read_eof(s: &mut TcpStream) {
     let mut buf = [0u8; 64];
@@ -225,10 +235,7 @@ fn setsockopt<T>(fd: &OwnedFd, level: i32, name: i32, value: &T) {
 #[test]
 fn the_client_sees_no_rst_and_no_fin_across_dump_and_restore() {
     cryo_bin();
-    let mut w = Workload::spawn("tcp", &["127.0.0.1:0"]);
-    let server = server_addr(&w, "127.0.0.1");
-    let mut client = connect(server);
-    assert_eq!(w.cmd("accept"), "0");
+    let (mut w, mut client, server) = served_client();
     let client_port = client.local_addr().unwrap().port();
 
     let capture = Capture::lo(server.port(), client_port);
@@ -319,9 +326,7 @@ fn a_connect_in_progress_is_refused_as_temporary_and_left_alone() {
 #[test]
 fn close_wait_comes_back_and_finishes_the_close() {
     cryo_bin();
-    let mut w = Workload::spawn("tcp", &["127.0.0.1:0"]);
-    let mut client = connect(server_addr(&w, "127.0.0.1"));
-    assert_eq!(w.cmd("accept"), "0");
+    let (mut w, mut client, _) = served_client();
     let a = pattern(3_000, 1);
     client.write_all(&a).unwrap();
     client.shutdown(Shutdown::Write).unwrap();
@@ -348,9 +353,7 @@ fn close_wait_comes_back_and_finishes_the_close() {
 #[test]
 fn fin_wait2_comes_back_and_still_receives() {
     cryo_bin();
-    let mut w = Workload::spawn("tcp", &["127.0.0.1:0"]);
-    let mut client = connect(server_addr(&w, "127.0.0.1"));
-    assert_eq!(w.cmd("accept"), "0");
+    let (mut w, mut client, _) = served_client();
     assert_eq!(w.cmd("write 0 2000 1"), "2000");
     assert_eq!(w.cmd("shutdown 0"), "ok");
     assert_eq!(read_exactly(&mut client, 2000), pattern(2000, 1));
@@ -422,10 +425,7 @@ impl Drop for DropRule {
 #[test]
 fn data_in_flight_at_the_dump_goes_out_again_at_once() {
     cryo_bin();
-    let mut w = Workload::spawn("tcp", &["127.0.0.1:0"]);
-    let server = server_addr(&w, "127.0.0.1");
-    let mut client = connect(server);
-    assert_eq!(w.cmd("accept"), "0");
+    let (mut w, mut client, server) = served_client();
     let client_port = client.local_addr().unwrap().port();
     let rule = DropRule::new(server.port(), client_port);
     let sent = pattern(100_000, 9);
@@ -468,9 +468,7 @@ fn last_ack_with_a_full_send_queue_comes_back_and_delivers_it_then_the_fin() {
 /// comes back in `state`, and the client gets every byte, then the end of the stream.
 fn full_queue_behind_our_fin_comes_back(peer_shuts_first: bool, state: &str, seed: u64) {
     cryo_bin();
-    let mut w = Workload::spawn("tcp", &["127.0.0.1:0"]);
-    let mut client = connect(server_addr(&w, "127.0.0.1"));
-    assert_eq!(w.cmd("accept"), "0");
+    let (mut w, mut client, _) = served_client();
     if peer_shuts_first {
         client.shutdown(Shutdown::Write).unwrap();
         wait_state(&w, 0, "CLOSE_WAIT");
