@@ -284,21 +284,24 @@ impl Dying {
             return;
         };
         let mut left: Vec<Pid> = others.to_vec();
-        while !left.is_empty() {
+        loop {
             left.retain(|&tid| !reaped(self.pid, tid, WaitPidFlag::WNOHANG));
+            if left.is_empty() {
+                break;
+            }
             let pidfds: Vec<OwnedFd> = left
                 .iter()
                 .filter_map(|&tid| pidfd::pidfd_open_flags(tid, PIDFD_THREAD).ok())
                 .collect();
-            if left.is_empty() || pidfds.len() < left.len() {
-                // Gone meanwhile (reaped on the next pass) or no thread pidfds here: the next
-                // pass, or the old order for the last ones.
-                if pidfds.is_empty() {
-                    for &tid in left.iter().rev() {
-                        reaped(self.pid, tid, WaitPidFlag::empty());
-                    }
-                    left.clear();
+            if pidfds.is_empty() {
+                // No thread pidfds here: the old order, each waited for in turn.
+                for &tid in left.iter().rev() {
+                    reaped(self.pid, tid, WaitPidFlag::empty());
                 }
+                break;
+            }
+            if pidfds.len() < left.len() {
+                // One gone meanwhile: reaped on the next pass.
                 continue;
             }
             let mut polled: Vec<PollFd<'_>> = pidfds

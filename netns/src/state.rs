@@ -533,12 +533,17 @@ fn nf_tables(out: &mut Observed) -> Result<(), NetnsError> {
         .iter()
         .filter_map(|(ty, p)| nft::parse_table(*ty, p))
     {
-        let family = crate::attr::family_name(family);
-        let table = format!("nftables table {family} {name}");
+        let table = nft_table_listed(crate::attr::family_name(family), &name);
         out.objects.push(table.clone());
         out.tables.push(table);
     }
     Ok(())
+}
+
+/// How [`Observed::tables`] and [`Observed::objects`] list nf_tables table `name` of
+/// `family` ("inet", "ip"...).
+pub fn nft_table_listed(family: &str, name: &str) -> String {
+    format!("nftables table {family} {name}")
 }
 
 /// The tables of the legacy iptables, ip6tables and arptables of the calling thread's

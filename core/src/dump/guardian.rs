@@ -34,7 +34,6 @@
 use std::collections::HashSet;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use nix::unistd::Pid;
@@ -278,16 +277,12 @@ fn undo(targets: &[Pid], lock_id: &str, reusing: &HashSet<u64>) {
     }
     let _ = cryo_netns::NetworkLock::release_by_id(lock_id);
     // And in the targets' other network namespaces, where the dump installed it too.
-    let ours = std::fs::metadata("/proc/self/ns/net").map(|m| m.ino()).ok();
     let mut done = HashSet::new();
     for &pid in targets {
-        let Ok(ns) = std::fs::File::open(format!("/proc/{pid}/ns/net")) else {
+        let Ok(Some((inode, ns))) = crate::sockets::foreign_netns(pid) else {
             continue;
         };
-        let Ok(inode) = ns.metadata().map(|m| m.ino()) else {
-            continue;
-        };
-        if Some(inode) == ours || !done.insert(inode) {
+        if !done.insert(inode) {
             continue;
         }
         let _ = sys::ns::run_in(&ns, nix::sched::CloneFlags::CLONE_NEWNET, || {

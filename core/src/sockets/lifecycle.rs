@@ -123,16 +123,16 @@ impl DumpSockets {
         opts: &SocketDumpOptions,
         identified: &[super::Identified],
     ) -> Result<(), FileError> {
-        let mut by_namespace: std::collections::BTreeMap<u64, (Pid, Vec<ConnTuple>)> =
+        // Per namespace (None: cryo's): the first task with a connection there, its tuples.
+        let mut by_namespace: std::collections::BTreeMap<Option<u64>, (Pid, Vec<ConnTuple>)> =
             std::collections::BTreeMap::new();
-        let mut seen_there = HashSet::new();
+        let mut seen = HashSet::new();
         for ident in identified {
-            let Some(ns) = ident.netns else { continue };
             for f in &ident.found {
                 if let Some(tuple) = locked_tuple(&f.kind) {
-                    if seen_there.insert(f.ino) {
+                    if seen.insert(f.ino) {
                         by_namespace
-                            .entry(ns)
+                            .entry(ident.netns)
                             .or_insert_with(|| (ident.pid, Vec::new()))
                             .1
                             .push(tuple);
@@ -140,47 +140,25 @@ impl DumpSockets {
                 }
             }
         }
-        for (pid, tuples) in by_namespace.into_values() {
-            let lock = super::in_netns_of(pid, || {
+        for (ns, (pid, tuples)) in by_namespace {
+            let install = || {
                 NetworkLock::install(&opts.lock_id, &tuples)
-                    .map_err(|source| install_error(pid, &opts.lock_id, source).into())
-            })?;
-            debug!(id = opts.lock_id, %pid, conns = tuples.len(), "network lock installed in its namespace");
-            self.ns_locks.push(lock);
-        }
-        self.lock_ours(opts, identified).map_err(FileError::from)
-    }
-
-    /// [`lock`](Self::lock) in cryo's namespace.
-    fn lock_ours(
-        &mut self,
-        opts: &SocketDumpOptions,
-        identified: &[super::Identified],
-    ) -> Result<(), SocketError> {
-        let mut seen = HashSet::new();
-        let mut first_pid = None;
-        let mut tuples: Vec<ConnTuple> = Vec::new();
-        for ident in identified.iter().filter(|i| i.netns.is_none()) {
-            for f in &ident.found {
-                if let Some(tuple) = locked_tuple(&f.kind) {
-                    if seen.insert(f.ino) {
-                        first_pid.get_or_insert(ident.pid);
-                        tuples.push(tuple);
-                    }
-                }
+                    .map_err(|source| install_error(pid, &opts.lock_id, source))
+            };
+            match ns {
+                None => self.lock = Some(install()?),
+                Some(_) => self.ns_locks.push(super::in_netns_of(pid, || {
+                    install().map_err(FileError::from)
+                })?),
             }
+            debug!(
+                id = opts.lock_id,
+                %pid,
+                in_namespace = ?ns,
+                conns = tuples.len(),
+                "network lock installed"
+            );
         }
-        let Some(pid) = first_pid else {
-            return Ok(());
-        };
-        let lock = NetworkLock::install(&opts.lock_id, &tuples)
-            .map_err(|source| install_error(pid, &opts.lock_id, source))?;
-        debug!(
-            id = opts.lock_id,
-            conns = tuples.len(),
-            "network lock installed"
-        );
-        self.lock = Some(lock);
         Ok(())
     }
 

@@ -158,7 +158,7 @@ enum Found {
 }
 
 /// The network namespace of `pid` when it is not cryo's: its inode and open nsfs file.
-pub(super) fn foreign_netns(pid: Pid) -> Result<Option<(u64, std::fs::File)>, SocketError> {
+pub(crate) fn foreign_netns(pid: Pid) -> Result<Option<(u64, std::fs::File)>, SocketError> {
     use std::os::unix::fs::MetadataExt;
     let err = |step| move |source| SocketError::NetNamespace { pid, step, source };
     let file = std::fs::File::open(crate::proc::dir(pid).join("ns/net")).map_err(err("open"))?;

@@ -186,7 +186,7 @@ pub fn dump(
     // The dump's own lock there (sockets/lifecycle.rs) is no part of the namespace's.
     let lock_table = cryo_netns::table_name(lock_id);
     their_firewall.nft.retain(|item| item.table() != lock_table);
-    let lock_listed = format!("nftables table inet {lock_table}");
+    let lock_listed = state::nft_table_listed("inet", &lock_table);
     theirs.tables.retain(|t| *t != lock_listed);
     theirs.objects.retain(|o| *o != lock_listed);
     if !theirs.interfaces.links.iter().any(|l| l.name == "lo") {
