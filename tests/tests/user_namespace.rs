@@ -3,8 +3,9 @@
 //! process sees them from inside, root's powers there (sethostname in the UTS namespace it
 //! owns); with the tree's own PID namespace owned by it (`unshare -Urpf`), threads and
 //! children too, and in ours (`unshare -Ur`: cryo gives their pids through ns_last_pid).
-//! Refused at dump, naming pid, thread, the user namespace and why: a nested one, one shared
-//! with a process outside the dump.
+//! Its network, IPC and mount namespaces made inside it (`unshare -Urnim`) come back owned by
+//! the new one, with their state. Refused at dump, naming pid, thread, the user namespace and
+//! why: a nested one, one shared with a process outside the dump.
 //!
 //! Needs the engine: `cryo` must be built (`cargo build -p cryo`).
 
@@ -231,14 +232,67 @@ fn a_leave_running_dump_leaves_the_process_in_its_user_namespace_working() {
     assert_eq!(w.cmd("hostname"), "cryo-still", "the original kept its own");
 }
 
+/// What a process of `w` (`user-ns net ipc mnt=DIR`) observes of the network, IPC and mount
+/// namespaces it made inside its user namespace.
+fn observed_inside(w: &Workload) -> Vec<String> {
+    [
+        "sysctl net/ipv4/ip_local_port_range",
+        "sysctl kernel/msgmax",
+        "ipc",
+        "mnt",
+    ]
+    .iter()
+    .map(|c| format!("{c}: {}", w.cmd(c)))
+    .collect()
+}
+
 #[test]
-fn a_network_namespace_made_inside_the_user_namespace_is_refused() {
+fn network_ipc_and_mount_namespaces_made_inside_the_user_namespace_come_back_owned_by_it() {
     cryo_bin();
-    // `unshare -Urn`: owned by the user namespace; its replica would be made in cryo's.
-    let w = Workload::spawn("user-ns", &["net"]);
-    let (owner, own) = owner_and_own(w.pid(), "net");
-    assert_eq!(owner, own);
-    assert_refused(&w, w.pid(), "its net namespace net:[");
+    // `unshare -Urnim` with a map beyond root (inside 1 is 100000 outside): a network
+    // namespace with a sysctl set, an IPC namespace with a segment, a queue and a sysctl, a
+    // mount namespace with a tmpfs whose root and file inside 1 owns.
+    let mut w = Workload::spawn(
+        "user-ns",
+        &[
+            MANY_LINES[0],
+            MANY_LINES[1],
+            "uts=cryo-userns-all",
+            "net",
+            "ipc",
+            "mnt=/srv",
+        ],
+    );
+    let before = observed_inside(&w);
+    assert_eq!(
+        before[..3],
+        [
+            "sysctl net/ipv4/ip_local_port_range: 40000 50000",
+            "sysctl kernel/msgmax: 4000",
+            "ipc: 0x5eed 640 0 0 0 0 cryo-userns-ipc; messages 1",
+        ]
+    );
+    assert!(
+        before[3].starts_with("mnt: cryo-tmpfs 1 1 640; ") && before[3].contains("mode=751"),
+        "{before:?}"
+    );
+    let kinds = ["net", "ipc", "mnt"];
+    let original: Vec<String> = kinds.iter().map(|k| w.cmd(&format!("ns {k}"))).collect();
+    dump_and_restore_in_a_new_one(&mut w);
+    assert_eq!(
+        observed_inside(&w),
+        before,
+        "observed from inside after the restore"
+    );
+    for (kind, original) in kinds.iter().zip(&original) {
+        let restored = w.cmd(&format!("ns {kind}"));
+        assert_ne!(&restored, original, "{kind}: the original's is gone");
+        let (owner, own) = owner_and_own(w.pid(), kind);
+        assert_eq!(
+            owner, own,
+            "its {kind} namespace is owned by its user namespace"
+        );
+    }
 }
 
 #[test]

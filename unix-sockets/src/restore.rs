@@ -461,8 +461,15 @@ pub fn refill_messages(
     let raised = need > orig as u64;
     if raised {
         let val = i32::try_from(need / 2 + 1).unwrap_or(i32::MAX / 2);
-        sys::set_int(from, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, val)
-            .map_err(|e| UnixSockError::fd("setsockopt SO_SNDBUFFORCE", raw, e))?;
+        match sys::set_int(from, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, val) {
+            // In a user namespace of its own: as far as the sysctl maximum lets it (a message
+            // that does not fit fails its send, naming it).
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+                sys::set_int(from, libc::SOL_SOCKET, libc::SO_SNDBUF, val)
+                    .map_err(|e| UnixSockError::fd("setsockopt SO_SNDBUF", raw, e))?
+            }
+            other => other.map_err(|e| UnixSockError::fd("setsockopt SO_SNDBUFFORCE", raw, e))?,
+        }
     }
     let result = messages
         .iter()
@@ -474,10 +481,36 @@ pub fn refill_messages(
 }
 
 /// Sets a buffer size so that getsockopt reads back `doubled` (the kernel
-/// doubles what setsockopt gives).
+/// doubles what setsockopt gives), with `opt` (SO_SNDBUFFORCE or
+/// SO_RCVBUFFORCE). Without CAP_NET_ADMIN in the initial user namespace (a
+/// process in a user namespace of its own) through the plain option, which
+/// stops at the sysctl maximum: the size read back must then be `doubled`.
 fn set_buf(fd: BorrowedFd<'_>, opt: i32, doubled: i32) -> Result<()> {
-    sys::set_int(fd, libc::SOL_SOCKET, opt, doubled / 2)
-        .map_err(|e| UnixSockError::fd("setsockopt buffer size", fd.as_raw_fd(), e))
+    let raw = fd.as_raw_fd();
+    match sys::set_int(fd, libc::SOL_SOCKET, opt, doubled / 2) {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => {}
+        other => return other.map_err(|e| UnixSockError::fd("setsockopt buffer size", raw, e)),
+    }
+    let plain = if opt == libc::SO_SNDBUFFORCE {
+        libc::SO_SNDBUF
+    } else {
+        libc::SO_RCVBUF
+    };
+    sys::set_int(fd, libc::SOL_SOCKET, plain, doubled / 2)
+        .map_err(|e| UnixSockError::fd("setsockopt buffer size", raw, e))?;
+    let got = sys::get_int(fd, libc::SOL_SOCKET, plain)
+        .map_err(|e| UnixSockError::fd("getsockopt buffer size", raw, e))?;
+    if got != doubled {
+        return Err(UnixSockError::fd(
+            "setsockopt buffer size",
+            raw,
+            std::io::Error::other(format!(
+                "{doubled} bytes is above the sysctl maximum ({got}), which only a process \
+                 with CAP_NET_ADMIN in the initial user namespace may pass"
+            )),
+        ));
+    }
+    Ok(())
 }
 
 /// Restores the shutdown state of a connected stream/seqpacket pair. For

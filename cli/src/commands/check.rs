@@ -61,6 +61,7 @@ const FEATURES: &[(&str, Answer)] = &[
     ("pagemap_scan_guard_pages", check::pagemap_scan_guard_pages),
     // kcmp(KCMP_EPOLL_TFD), linux 4.13: how cryo finds an epoll's targets.
     ("kcmp_epoll", || true),
+    ("userns", || true),
 ];
 
 /// Whether the fdinfo of a file cryo opens shows `field` (not fd 0's: it may be closed).

@@ -666,7 +666,8 @@ fn dump_tree(
     }
     {
         use crate::task::namespaces::{
-            check_tree, check_tree_given, CGROUP, MNT, NET, SESSION_KEYRING, TIME, USER, UTS,
+            check_tree, check_tree_given, CGROUP, IPC_IN_USER, MNT, NET, SESSION_KEYRING, TIME,
+            USER, UTS,
         };
         let made = |inode: fn(&cryo_proto::image::TaskCore) -> Option<u64>| -> Vec<(i32, i32, Option<u64>)> {
             let tasks = pstree.iter().zip(&cores);
@@ -684,6 +685,10 @@ fn dump_tree(
         check_tree(SESSION_KEYRING, &made(|c| crate::task::keyrings::serial(c).map(|s| s as u64)))?;
         check_tree(MNT, &made(|c| c.mnt.as_ref().map(|n| n.inode)))?;
         check_tree(USER, &made(|c| c.userns.as_ref().map(|n| n.inode)))?;
+        let ipc_in_user = |c: &cryo_proto::image::TaskCore| {
+            (c.userns.is_some() && c.ipc_ns != 0).then_some(c.ipc_ns)
+        };
+        check_tree(IPC_IN_USER, &made(ipc_in_user))?;
     }
     // A zombie still shows its user namespace (its credentials hold it): one of the dump's is
     // a member.

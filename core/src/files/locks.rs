@@ -446,6 +446,27 @@ fn describe_owner(o: &FdOwner) -> String {
     }
 }
 
+/// F_SETLEASE of `lock_type` on `fd` in restored process `pid`. A lease needs the file's
+/// owner as fsuid or CAP_LEASE in the initial user namespace: a process in a user namespace
+/// of its own, still root there, takes it as the owner (setfsuid around the call; the stat
+/// read through `scratch`, as the process sees the owner).
+fn set_lease(pid: Pid, remote: &Remote, scratch: u64, fd: u64, lock_type: u64) -> io::Result<u64> {
+    let setlease = || remote.call(libc::SYS_fcntl, &[fd, libc::F_SETLEASE as u64, lock_type]);
+    match setlease() {
+        Err(e) if e.raw_os_error() == Some(libc::EACCES) => {}
+        other => return other,
+    }
+    // struct stat's st_uid, x86_64: after st_dev, st_ino, st_nlink (8 bytes each), st_mode.
+    const ST_UID: u64 = 28;
+    remote.call(libc::SYS_fstat, &[fd, scratch])?;
+    let mut uid = [0u8; 4];
+    pt::read_mem(pid, scratch + ST_UID, &mut uid)?;
+    let before = remote.call(libc::SYS_setfsuid, &[u64::from(u32::from_ne_bytes(uid))])?;
+    let taken = setlease();
+    remote.call(libc::SYS_setfsuid, &[before])?;
+    taken
+}
+
 /// Takes every lock of `locks` back in the restored process `pid` (stopped under `remote`,
 /// `scratch` a writable page of it), through the fds they were recorded with.
 pub(crate) fn take_back(
@@ -476,8 +497,7 @@ pub(crate) fn take_back(
             // F_SETLEASE makes the process the owner of the file's signals: cleared, so that
             // a break started again sends no second signal (the owner of the dump is set
             // back afterwards, by set_owners).
-            Ok(FileLockKind::Lease) => remote
-                .call(libc::SYS_fcntl, &[fd, libc::F_SETLEASE as u64, lock_type])
+            Ok(FileLockKind::Lease) => set_lease(pid, remote, scratch, fd, lock_type)
                 .and_then(|_| remote.call(libc::SYS_fcntl, &[fd, libc::F_SETOWN as u64, 0]))
                 .and_then(|_| start_break(pid, l).map(|()| 0)),
             _ => Err(io::Error::from_raw_os_error(libc::EINVAL)),

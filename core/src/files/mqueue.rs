@@ -300,12 +300,8 @@ pub(super) fn recreate(desc: &FileDesc, q: &PosixMqueue) -> Result<OwnedFd, File
         // mq_open's mode went through cryo's umask.
         file.set_permissions(fs::Permissions::from_mode(q.mode & 0o7777))
             .map_err(|e| restore_err(desc, "fchmod", e))?;
-        nix::unistd::fchown(
-            &fd,
-            Some(nix::unistd::Uid::from_raw(q.uid)),
-            Some(nix::unistd::Gid::from_raw(q.gid)),
-        )
-        .map_err(|e| restore_err(desc, "fchown", e.into()))?;
+        crate::task::userns::chown_as_dumped(fd.as_fd(), q.uid, q.gid)
+            .map_err(|e| restore_err(desc, "fchown", e.into()))?;
         for m in &q.messages {
             sys::ipc::mq_send(fd.as_fd(), &m.data, m.priority)
                 .map_err(|e| restore_err(desc, "mq_send a message back", e))?;

@@ -95,23 +95,43 @@ pub(crate) fn open_no_symlinks(path: &str, flags: OFlag) -> nix::Result<OwnedFd>
     )
 }
 
+/// The fd of cryo's root directory a root process of a restore holds (the plan's slot), set
+/// at the start of its cryo phase ([`parent_root_at`]).
+static PARENT_ROOT: std::sync::OnceLock<RawFd> = std::sync::OnceLock::new();
+
+/// In a root process of a restore (cryo its parent): its parent's root is cryo's, at fd
+/// `slot`. A root in a user namespace of its own could not open /proc/CRYO/root (ptrace
+/// access to a process of the parent user namespace).
+pub(crate) fn parent_root_at(slot: RawFd) {
+    let _ = PARENT_ROOT.set(slot);
+}
+
 /// Opens absolute `path` as the parent of this process finds it (the parent as cryo's /proc
-/// shows it: PPid of /proc/self/status), through /proc/PARENT/root: the file on a mount of
-/// the parent's mount namespace, as the description the holder took along when it made its
-/// own. No symlink is followed on the way (as [`open_no_symlinks`]) but for an O_PATH one.
+/// shows it: PPid of /proc/self/status), through /proc/PARENT/root (cryo's root held at a
+/// slot for a root process: [`parent_root_at`]): the file on a mount of the parent's mount
+/// namespace, as the description the holder took along when it made its own. No symlink is
+/// followed on the way (as [`open_no_symlinks`]) but for an O_PATH one.
 pub(crate) fn open_in_parent_namespace(path: &str, flags: OFlag, o_path: bool) -> nix::Result<OwnedFd> {
     use nix::fcntl::{OpenHow, ResolveFlag};
-    let status = std::fs::read_to_string("/proc/self/status").map_err(|_| nix::errno::Errno::EIO)?;
-    let parent = status
-        .lines()
-        .find_map(|l| l.strip_prefix("PPid:"))
-        .map(str::trim)
-        .ok_or(nix::errno::Errno::EIO)?;
-    let root = nix::fcntl::open(
-        format!("/proc/{parent}/root").as_str(),
-        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::empty(),
-    )?;
+    let root = match PARENT_ROOT.get() {
+        Some(&slot) => sys::fd::borrow_raw(slot).try_clone_to_owned().map_err(|e| {
+            nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EBADF))
+        })?,
+        None => {
+            let status = std::fs::read_to_string("/proc/self/status")
+                .map_err(|_| nix::errno::Errno::EIO)?;
+            let parent = status
+                .lines()
+                .find_map(|l| l.strip_prefix("PPid:"))
+                .map(str::trim)
+                .ok_or(nix::errno::Errno::EIO)?;
+            nix::fcntl::open(
+                format!("/proc/{parent}/root").as_str(),
+                OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            )?
+        }
+    };
     let relative = path.trim_start_matches('/');
     let relative = if relative.is_empty() { "." } else { relative };
     let resolve = if o_path {

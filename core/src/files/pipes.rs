@@ -283,7 +283,7 @@ fn open_deleted_fifo(
     out: &mut Vec<(u32, OwnedFd)>,
 ) -> Result<(), FileError> {
     let (first, pipe) = group[0];
-    let path = make_fifo(Path::new(&pipe.fifo_path))
+    let path = make_fifo(Path::new(&pipe.fifo_path), (pipe.uid, pipe.gid))
         .map_err(|e| restore_err(first, "make the deleted fifo again", e))?;
     let from = out.len();
     let opened = open_fifo(&path.to_string_lossy(), group, out);
@@ -310,9 +310,10 @@ fn open_deleted_fifo(
     Ok(())
 }
 
-/// A new FIFO for a deleted one named `original` (regular.rs: make_beside).
-fn make_fifo(original: &Path) -> io::Result<PathBuf> {
-    super::regular::make_beside(original, |path| {
+/// A new FIFO for a deleted one named `original`, to be owned by `owner` (regular.rs:
+/// make_beside).
+fn make_fifo(original: &Path, owner: (u32, u32)) -> io::Result<PathBuf> {
+    super::regular::make_beside(original, owner, |path| {
         nix::unistd::mkfifo(path, Mode::from_bits_truncate(0o600))
     })
 }

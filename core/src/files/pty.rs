@@ -1243,7 +1243,10 @@ fn open_pair(group: &[(&FileDesc, &Pty)]) -> Result<Vec<(u32, OwnedFd)>, FileErr
             id: group[0].0.id,
             detail: format!("pty /dev/pts/{}: no master description", group[0].1.index),
         })?;
-    let master = open_ptmx_at(mdesc, p, open_flags(mdesc.flags))?;
+    // Its node made as its owner can be given it (in a user namespace: userns::make_for).
+    let master = crate::task::userns::make_for(p.slave_uid, p.slave_gid, || {
+        open_ptmx_at(mdesc, p, open_flags(mdesc.flags))
+    })?;
     let m = master.as_fd();
     let step = |op: &'static str| move |e| restore_err(mdesc, op, e);
     sys::tty::set_int(m, libc::TIOCSPTLCK, 0).map_err(step("TIOCSPTLCK (unlock)"))?;
@@ -1251,12 +1254,8 @@ fn open_pair(group: &[(&FileDesc, &Pty)]) -> Result<Vec<(u32, OwnedFd)>, FileErr
         // The node's owner first: a chown may clear permission bits.
         let node = sys::tty::open_peer(m, libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC)
             .map_err(step("TIOCGPTPEER"))?;
-        nix::unistd::fchown(
-            &node,
-            Some(nix::unistd::Uid::from_raw(p.slave_uid)),
-            Some(nix::unistd::Gid::from_raw(p.slave_gid)),
-        )
-        .map_err(|e| step("fchown /dev/pts/N")(e.into()))?;
+        crate::task::userns::chown_as_dumped(node.as_fd(), p.slave_uid, p.slave_gid)
+            .map_err(|e| step("fchown /dev/pts/N")(e.into()))?;
         nix::sys::stat::fchmod(&node, Mode::from_bits_truncate(p.slave_mode))
             .map_err(|e| step("fchmod /dev/pts/N")(e.into()))?;
     }

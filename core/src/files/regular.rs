@@ -32,7 +32,7 @@ use cryo_proto::image::{
 use nix::fcntl::{FcntlArg, OFlag};
 use nix::sys::stat::Mode;
 use nix::sys::time::TimeSpec;
-use nix::unistd::{Gid, Uid, Whence};
+use nix::unistd::Whence;
 use tracing::debug;
 
 use super::error::changed;
@@ -768,7 +768,11 @@ fn recreate(
     images: &ImageDir,
 ) -> Result<OwnedFd, FileError> {
     let original = Path::new(&reg.path);
-    let (mut file, linked) = match create_somewhere(original, images.path()) {
+    // Made as its owner can be given it (in a user namespace: userns::make_for).
+    let made = crate::task::userns::make_for(reg.uid, reg.gid, || {
+        create_somewhere(original, images.path())
+    });
+    let (mut file, linked) = match made {
         Err(e) if e.raw_os_error() == Some(libc::EROFS) => {
             return recreate_on_read_only_mount(desc, reg, raw, images)
         }
@@ -926,9 +930,10 @@ fn hidden_name(base: &str, n: u32) -> String {
     format!(".cryo-ghost-{}-{n}-{base}", std::process::id())
 }
 
-/// A new directory for a removed one named `original` ([`make_beside`]). Returns its path.
-pub(crate) fn make_dir_again(original: &Path) -> io::Result<PathBuf> {
-    make_beside(original, |path| {
+/// A new directory for a removed one named `original`, to be owned by `owner`
+/// ([`make_beside`]). Returns its path.
+pub(crate) fn make_dir_again(original: &Path, owner: (u32, u32)) -> io::Result<PathBuf> {
+    make_beside(original, owner, |path| {
         nix::unistd::mkdir(path, Mode::from_bits_truncate(0o700))
     })
 }
@@ -937,10 +942,20 @@ pub(crate) fn make_dir_again(original: &Path) -> io::Result<PathBuf> {
 /// nothing is, else at a hidden name beside it; its directory gone too, in the nearest
 /// directory on the way to it that is still there (on the filesystem the original was on,
 /// as its holders saw it: a mount namespace of its own may have no temporary directory),
-/// else in the temporary directory. Returns its path.
+/// else in the temporary directory. Returns its path. Made as its `owner` (uid, gid) can be
+/// given it from inside a user namespace (userns::make_for).
 pub(crate) fn make_beside(
     original: &Path,
-    made: impl Fn(&Path) -> nix::Result<()>,
+    (uid, gid): (u32, u32),
+    made: impl Fn(&Path) -> nix::Result<()> + Sync,
+) -> io::Result<PathBuf> {
+    crate::task::userns::make_for(uid, gid, || make_beside_here(original, &made))
+}
+
+/// [`make_beside`] by this thread.
+fn make_beside_here(
+    original: &Path,
+    made: &(impl Fn(&Path) -> nix::Result<()> + Sync),
 ) -> io::Result<PathBuf> {
     match made(original) {
         Ok(()) => return Ok(original.to_owned()),
@@ -989,7 +1004,7 @@ pub(crate) fn set_owner_mode_times(
     atime_ns: i64,
     mtime_ns: i64,
 ) -> nix::Result<()> {
-    nix::unistd::fchown(fd, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))?;
+    crate::task::userns::chown_as_dumped(fd.as_fd(), uid, gid)?;
     nix::sys::stat::fchmod(fd, Mode::from_bits_truncate(mode & 0o7777))?;
     nix::sys::stat::futimens(fd, &timespec_of_ns(atime_ns), &timespec_of_ns(mtime_ns))
 }
@@ -997,7 +1012,7 @@ pub(crate) fn set_owner_mode_times(
 /// Makes the directory of `reg`, removed while open, again ([`make_dir_again`]); opened,
 /// removed, then given its owner, mode and times. Returns the fd.
 fn recreate_dir(desc: &FileDesc, reg: &RegularFile) -> Result<OwnedFd, FileError> {
-    let path = make_dir_again(Path::new(&reg.path))
+    let path = make_dir_again(Path::new(&reg.path), (reg.uid, reg.gid))
         .map_err(|e| restore_err(desc, "make the removed directory again", e))?;
     let opened = nix::fcntl::open(
         &path,
@@ -1032,11 +1047,8 @@ fn fill(file: &mut File, reg: &RegularFile, raw: &RawFileRef, images: &ImageDir)
     file.set_len(reg.size)?;
     // Owner first: chown clears set-id bits.
     let mut mode = reg.mode & 0o7777;
-    if let Err(e) = nix::unistd::fchown(
-        file.as_fd(),
-        Some(Uid::from_raw(reg.uid)),
-        Some(Gid::from_raw(reg.gid)),
-    ) {
+    let chowned = crate::task::userns::chown_as_dumped(file.as_fd(), reg.uid, reg.gid);
+    if let Err(e) = chowned {
         debug!(path = %reg.path, error = %e, "chown of the recreated file failed, kept cryo's owner");
         // Never a set-id copy owned by someone else than the recorded owner.
         mode &= 0o1777;

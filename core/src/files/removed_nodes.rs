@@ -12,7 +12,6 @@ use std::path::Path;
 use cryo_proto::image::{file_desc::Kind, FileDesc, RemovedNode};
 use nix::fcntl::AtFlags;
 use nix::sys::stat::{Mode, SFlag};
-use nix::unistd::{Gid, Uid};
 use tracing::debug;
 
 use super::kind::{task_pidfd, Dumping, FileKind, Opened, Opening, Seen};
@@ -99,7 +98,8 @@ impl FileKind for RemovedNodes {
 /// Makes the node of `node` again, opens it for `desc`, removes it.
 fn open(desc: &FileDesc, node: &RemovedNode) -> Result<OwnedFd, FileError> {
     let symlink = !node.target.is_empty();
-    let path = super::regular::make_beside(Path::new(&node.path), |p| {
+    let owner = (node.uid, node.gid);
+    let path = super::regular::make_beside(Path::new(&node.path), owner, |p| {
         if symlink {
             nix::unistd::symlinkat(node.target.as_str(), nix::fcntl::AT_FDCWD, p)
         } else {
@@ -125,13 +125,15 @@ fn open(desc: &FileDesc, node: &RemovedNode) -> Result<OwnedFd, FileError> {
 
 /// Owner, mode (not a symbolic link's: it has none) and times of the node at `path`.
 fn give_attrs(path: &Path, node: &RemovedNode, symlink: bool) -> nix::Result<()> {
-    nix::unistd::fchownat(
-        nix::fcntl::AT_FDCWD,
-        path,
-        Some(Uid::from_raw(node.uid)),
-        Some(Gid::from_raw(node.gid)),
-        AtFlags::AT_SYMLINK_NOFOLLOW,
-    )?;
+    if let Some((uid, gid)) = crate::task::userns::own_owner(node.uid, node.gid)? {
+        nix::unistd::fchownat(
+            nix::fcntl::AT_FDCWD,
+            path,
+            Some(uid),
+            Some(gid),
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        )?;
+    }
     if !symlink {
         nix::sys::stat::fchmodat(
             nix::fcntl::AT_FDCWD,

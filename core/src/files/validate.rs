@@ -111,7 +111,10 @@ pub(crate) fn same_file(
     } else if st.st_mode & 0o7777 != reg.mode & 0o7777 {
         differ.push("mode");
     }
-    if (st.st_uid, st.st_gid) != (reg.uid, reg.gid) {
+    // Seen from a restored process in a user namespace of its own, as it names them.
+    let ids = crate::task::userns::own_ids();
+    let shown = |id: std::io::Result<u32>| id.unwrap_or(crate::task::userns::OVERFLOW_ID);
+    if (st.st_uid, st.st_gid) != (shown(ids.uid(reg.uid)), shown(ids.gid(reg.gid))) {
         differ.push("owner");
     }
     if identity == Identity::File {

@@ -307,18 +307,30 @@ pub(crate) struct Restored {
     namespaces: Vec<namespace::Made>,
     /// cryo's own IPC namespace, for a process back in it below one in another.
     own: Option<std::os::fd::OwnedFd>,
+    /// The IPC namespaces of the dump owned by a user namespace the restore makes: each
+    /// made by the clone of its topmost process (CLONE_NEWIPC), then filled by
+    /// [`Restored::fill`]: each with the segments the processes attach.
+    in_user_namespaces: Vec<(
+        cryo_proto::image::IpcNamespace,
+        Vec<cryo_proto::image::SysvShm>,
+    )>,
+    /// Those filled so far.
+    filled: std::sync::Mutex<Vec<namespace::Made>>,
 }
 
 impl Restored {
     /// Makes (or finds again) every segment that description ids `used` refer to, and every
     /// semaphore set and message queue of `ipc`; makes again each IPC namespace of `ipc`
-    /// with its objects. `wanted`: the namespaces the processes are in (0: cryo's).
+    /// with its objects. `wanted`: the namespaces the processes are in (0: cryo's);
+    /// `in_user_namespaces`: those of them a user namespace the restore makes owns, left to
+    /// [`Restored::fill`].
     pub(crate) fn create(
         descs: &[FileDesc],
         used: &BTreeSet<u32>,
         ipc: &SysvIpc,
         images: &ImageDir,
         wanted: &BTreeSet<u64>,
+        in_user_namespaces: &BTreeSet<u64>,
     ) -> Result<Self, IpcError> {
         let segments: Vec<(u64, &cryo_proto::image::SysvShm)> = descs
             .iter()
@@ -339,7 +351,22 @@ impl Restored {
         shm::create(of(0), images, &mut out)?;
         sem::create(&ipc.sems, &mut out)?;
         msg::create(&ipc.queues, &mut out)?;
-        for &inode in wanted.iter().filter(|&&n| n != 0) {
+        for &inode in in_user_namespaces {
+            let ns = ipc
+                .namespaces
+                .iter()
+                .find(|n| n.inode == inode)
+                .ok_or_else(|| IpcError::Taken {
+                    what: format!("IPC namespace ipc:[{inode}]"),
+                    detail: "a process is in it and ipc.img does not hold it".into(),
+                })?;
+            let attached = of(inode).into_iter().cloned().collect();
+            out.in_user_namespaces.push((ns.clone(), attached));
+        }
+        for &inode in wanted
+            .iter()
+            .filter(|&&n| n != 0 && !in_user_namespaces.contains(&n))
+        {
             let ns = ipc
                 .namespaces
                 .iter()
@@ -386,6 +413,35 @@ impl Restored {
         .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOENT))?;
         let fd = crate::sys::fd::borrow_raw(first_slot + k as std::os::fd::RawFd);
         nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWIPC)?;
+        Ok(())
+    }
+
+    /// Fills IPC namespace `inode` of the dump, made empty by the clone of `pid` in its user
+    /// namespace (whose root is `root`, as cryo sees it), with its objects and sysctls.
+    pub(crate) fn fill(
+        &self,
+        inode: u64,
+        pid: Pid,
+        root: (u32, u32),
+        images: &ImageDir,
+    ) -> Result<(), IpcError> {
+        let what = format!("IPC namespace ipc:[{inode}]");
+        let (ns, attached) = self
+            .in_user_namespaces
+            .iter()
+            .find(|(n, _)| n.inode == inode)
+            .ok_or_else(|| IpcError::Taken {
+                what: what.clone(),
+                detail: "not one the restore makes in a user namespace".into(),
+            })?;
+        let empty = std::fs::File::open(crate::proc::dir(pid).join("ns/ipc"))
+            .map_err(IpcError::step(&what, &format!("open that of pid {pid}")))?;
+        let attached: Vec<&cryo_proto::image::SysvShm> = attached.iter().collect();
+        let made = namespace::fill(ns, &attached, images, empty.into(), root)?;
+        self.filled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(made);
         Ok(())
     }
 
@@ -450,6 +506,9 @@ impl Restored {
                 .map_err(IpcError::step(&m.what, "IPC_RMID"))?;
         }
         for ns in &self.namespaces {
+            ns.finish()?;
+        }
+        for ns in self.filled.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             ns.finish()?;
         }
         self.finished.set(true);

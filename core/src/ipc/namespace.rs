@@ -185,6 +185,8 @@ pub(super) struct Made {
     destroyed: Vec<i32>,
     /// kernel.shm_rmid_forced, when set at dump.
     rmid_forced: Option<String>,
+    /// The uid and gid its sysctls are written as: its user namespace's root (0, 0: cryo's).
+    root: (u32, u32),
 }
 
 /// Raises sysctl `name` of the calling thread's namespace to `need` if it is below: the
@@ -202,19 +204,54 @@ fn raise(name: &str, need: u64) -> io::Result<()> {
 }
 
 /// Makes IPC namespace `ns` again, with its segments (`attached`: those in files.img, plus
-/// the record's) and other objects, and its sysctls.
+/// the record's) and other objects, and its sysctls: a new namespace of cryo's.
 pub(super) fn create(
     ns: &IpcNamespace,
     attached: &[&SysvShm],
     images: &ImageDir,
+) -> Result<Made, IpcError> {
+    make_whole(ns, attached, images, None)
+}
+
+/// [`create`] into `empty`, the new namespace a restored process was cloned into in its user
+/// namespace (which owns it), whose root is `root` (uid, gid as cryo sees them): the sysctls,
+/// which only that root may write, written as it.
+pub(super) fn fill(
+    ns: &IpcNamespace,
+    attached: &[&SysvShm],
+    images: &ImageDir,
+    empty: OwnedFd,
+    root: (u32, u32),
+) -> Result<Made, IpcError> {
+    make_whole(ns, attached, images, Some((empty, root)))
+}
+
+/// [`create`] (`into` None) or [`fill`].
+fn make_whole(
+    ns: &IpcNamespace,
+    attached: &[&SysvShm],
+    images: &ImageDir,
+    into: Option<(OwnedFd, (u32, u32))>,
 ) -> Result<Made, IpcError> {
     let what = format!("IPC namespace ipc:[{}]", ns.inode);
     let step = |op: &str| IpcError::step(&what, op);
     std::thread::scope(|s| {
         s.spawn(|| {
             // This thread only: cryo's others stay in cryo's namespace.
-            nix::sched::unshare(CloneFlags::CLONE_NEWIPC)
-                .map_err(|e| step("unshare CLONE_NEWIPC")(e.into()))?;
+            let (root_uid, root_gid) = match &into {
+                Some((empty, root)) => {
+                    nix::sched::setns(empty, CloneFlags::CLONE_NEWIPC)
+                        .map_err(|e| step("enter the new namespace (setns)")(e.into()))?;
+                    *root
+                }
+                None => {
+                    nix::sched::unshare(CloneFlags::CLONE_NEWIPC)
+                        .map_err(|e| step("unshare CLONE_NEWIPC")(e.into()))?;
+                    (0, 0)
+                }
+            };
+            let as_root =
+                |f: &dyn Fn() -> io::Result<()>| crate::sys::ipc::as_creator(root_uid, root_gid, f);
             let fd = OwnedFd::from(
                 File::open("/proc/thread-self/ns/ipc").map_err(step("open the new namespace"))?,
             );
@@ -229,7 +266,8 @@ pub(super) fn create(
                 ),
             ];
             for (name, need) in needs {
-                raise(name, need.unwrap_or(0)).map_err(step(&format!("raise {name}")))?;
+                as_root(&|| raise(name, need.unwrap_or(0)))
+                    .map_err(step(&format!("raise {name}")))?;
             }
             let mut made = Restored::default();
             shm::create(
@@ -251,7 +289,7 @@ pub(super) fn create(
                 // Tabs (kernel.sem) read back as written; only a change is written.
                 let same = now.split_whitespace().eq(s.value.split_whitespace());
                 if !same {
-                    std::fs::write(&path, &s.value)
+                    as_root(&|| std::fs::write(&path, &s.value))
                         .map_err(step(&format!("write {} = {}", s.name, s.value)))?;
                 }
             }
@@ -261,6 +299,7 @@ pub(super) fn create(
                 fd,
                 destroyed: made.keep(),
                 rmid_forced,
+                root: (root_uid, root_gid),
             })
         })
         .join()
@@ -281,8 +320,11 @@ impl Made {
                 ))?;
             }
             if let Some(v) = &self.rmid_forced {
-                std::fs::write(format!("/proc/sys/{RMID_FORCED}"), v)
-                    .map_err(IpcError::step(&what, "write kernel.shm_rmid_forced"))?;
+                let (uid, gid) = self.root;
+                crate::sys::ipc::as_creator(uid, gid, || {
+                    std::fs::write(format!("/proc/sys/{RMID_FORCED}"), v)
+                })
+                .map_err(IpcError::step(&what, "write kernel.shm_rmid_forced"))?;
             }
             Ok(())
         })

@@ -70,6 +70,10 @@ fn child_setup(tree: &Planned, i: usize) -> Result<(), ChildError> {
         return Err(ChildError::CryoGone);
     }
     let t = &tree.loaded.tasks[i];
+    crate::task::userns::set_own(t.core.userns.as_ref());
+    if plan.parent[i].is_none() {
+        crate::files::open::parent_root_at(plan.cryo_root_slot);
+    }
     let pid = Pid::from_raw(t.entry.pid);
     // A leader that forked children before its setsid forks them first, then leaves.
     let early = |entry: &cryo_proto::image::ProcessEntry| entry.forked_before_parent_setsid;
@@ -101,8 +105,9 @@ fn child_setup(tree: &Planned, i: usize) -> Result<(), ChildError> {
         .map_err(|(file, e)| ChildError::sys_on(ChildStep::Cgroup, file.display())(e))?;
     // The IPC namespace cryo made again, entered by each process not in its parent's (a
     // root's parent is cryo, in cryo's: 0).
+    // One in a user namespace the restore made was made by its clone, and filled by cryo.
     let parent_ipc = parent.map_or(0, |p| p.ipc_ns);
-    if t.core.ipc_ns != parent_ipc {
+    if t.core.ipc_ns != parent_ipc && !ipc_made_by_clone(&t.core, parent) {
         tree.ipc
             .enter(t.core.ipc_ns, plan.ipc_slot)
             .map_err(io_error(ChildStep::IpcNamespace))?;
@@ -304,11 +309,7 @@ fn fork_children(tree: &Planned, i: usize, children: &[usize]) -> Result<(), Chi
         if core.fs_of_parent {
             share |= libc::CLONE_FS as u64;
         }
-        // The topmost process of a user namespace is cloned into a new one; cryo writes its
-        // maps before it goes on.
-        if starts_user_namespace(core, Some(&t.core)) {
-            share |= libc::CLONE_NEWUSER as u64;
-        }
+        share |= clone_namespaces(core, Some(&t.core));
         match fork_child(tree, cpid, share) {
             Ok(Forked::Child) => child_main(tree, c),
             Ok(Forked::Parent(_)) => {
@@ -540,6 +541,34 @@ pub(super) fn starts_user_namespace(
 ) -> bool {
     let inode = |c: &cryo_proto::image::TaskCore| c.userns.as_ref().map(|n| n.inode);
     inode(core).is_some() && parent.and_then(inode) != inode(core)
+}
+
+/// Whether the IPC namespace of a process (`core`) below `parent` (None: a root) is made by
+/// its clone (CLONE_NEWIPC), empty, for cryo to fill ([`crate::ipc::Restored::fill`]): one
+/// other than its parent's, owned by the user namespace it is in, which the restore makes.
+pub(super) fn ipc_made_by_clone(
+    core: &cryo_proto::image::TaskCore,
+    parent: Option<&cryo_proto::image::TaskCore>,
+) -> bool {
+    core.userns.is_some() && core.ipc_ns != 0 && parent.map_or(0, |p| p.ipc_ns) != core.ipc_ns
+}
+
+/// The namespaces the clone of a process (`core`) below `parent` (None: a root) makes:
+/// CLONE_NEWUSER for the topmost process of a user namespace (cryo writes its maps before it
+/// goes on), CLONE_NEWIPC for an IPC namespace that user namespace owns
+/// ([`ipc_made_by_clone`]).
+pub(super) fn clone_namespaces(
+    core: &cryo_proto::image::TaskCore,
+    parent: Option<&cryo_proto::image::TaskCore>,
+) -> u64 {
+    let mut flags = 0;
+    if starts_user_namespace(core, parent) {
+        flags |= libc::CLONE_NEWUSER as u64;
+    }
+    if ipc_made_by_clone(core, parent) {
+        flags |= libc::CLONE_NEWIPC as u64;
+    }
+    flags
 }
 
 /// The parent whose fd table or fs_struct task `i` shares, if it does.

@@ -247,12 +247,11 @@ fn spawn_tree(tree: &Planned, ns: Option<Namespaces>) -> Result<(Vec<Pid>, Optio
                         continue;
                     }
                     let pid = Pid::from_raw(tree.loaded.tasks[r].entry.pid);
-                    let user =
-                        super::child::starts_user_namespace(&tree.loaded.tasks[r].core, None);
+                    let made = super::child::clone_namespaces(&tree.loaded.tasks[r].core, None);
                     let forked = if own_pidns {
-                        new_pid_namespace(pid, plan.roots.len(), new_net, user)
-                    } else if user {
-                        fork_with_pid_sharing(pid, libc::CLONE_NEWUSER as u64)
+                        new_pid_namespace(pid, plan.roots.len(), new_net, made)
+                    } else if made != 0 {
+                        fork_with_pid_sharing(pid, made)
                     } else {
                         fork_with_pid(pid)
                     };
@@ -336,6 +335,13 @@ fn spawn_tree(tree: &Planned, ns: Option<Namespaces>) -> Result<(Vec<Pid>, Optio
                 crate::task::userns::write_maps(seen, ns)
                     .map_err(|e| Error::sys(seen, "write the maps of its user namespace", e))?;
             }
+            // An IPC namespace its clone made in its user namespace: filled before it goes.
+            if super::child::ipc_made_by_clone(core, parent) {
+                let root = crate::task::userns::root_outside(core.userns.as_ref());
+                tree.ipc
+                    .fill(core.ipc_ns, seen, root, &tree.loaded.images)
+                    .map_err(Error::from)?;
+            }
             ptrace::seize(seen, ptrace::Options::PTRACE_O_EXITKILL)
                 .map_err(|e| Error::sys(seen, "seize the new process", e))?;
             let sync = ours[i].sync.take().map(std::fs::File::from);
@@ -388,7 +394,7 @@ fn spawn_tree(tree: &Planned, ns: Option<Namespaces>) -> Result<(Vec<Pid>, Optio
 /// into a new one (and a new network namespace with `net`, a new user namespace with
 /// `user`): it is PID 1 there, the
 /// namespace's reaper, and unkillable from inside.
-fn new_pid_namespace(pid: Pid, roots: usize, net: bool, user: bool) -> std::io::Result<Forked> {
+fn new_pid_namespace(pid: Pid, roots: usize, net: bool, made: u64) -> std::io::Result<Forked> {
     if pid.as_raw() != 1 || roots != 1 {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
@@ -396,10 +402,9 @@ fn new_pid_namespace(pid: Pid, roots: usize, net: bool, user: bool) -> std::io::
         ));
     }
     let net = if net { libc::CLONE_NEWNET as u64 } else { 0 };
-    // In a new user namespace too, which then owns the PID namespace: its processes and
-    // threads get their pids inside it.
-    let user = if user { libc::CLONE_NEWUSER as u64 } else { 0 };
-    crate::sys::process::fork_into_namespaces(libc::CLONE_NEWPID as u64 | net | user)
+    // In a new user namespace too (`made`: child::clone_namespaces), which then owns the PID
+    // namespace: its processes and threads get their pids inside it.
+    crate::sys::process::fork_into_namespaces(libc::CLONE_NEWPID as u64 | net | made)
 }
 
 /// The pid, as cryo sees it, of the child of `parent` whose pid in its own PID namespace is
@@ -551,10 +556,8 @@ fn session_stand_in(tree: &Planned, session: &super::stand_in::SessionStandIn) -
     let mut forked = 0;
     let result = super::stand_in::start_session(session, cryo, |r| {
         let pid = Pid::from_raw(tree.loaded.tasks[r].entry.pid);
-        let mut flags = libc::CLONE_PARENT as u64;
-        if super::child::starts_user_namespace(&tree.loaded.tasks[r].core, None) {
-            flags |= libc::CLONE_NEWUSER as u64;
-        }
+        let flags = libc::CLONE_PARENT as u64
+            | super::child::clone_namespaces(&tree.loaded.tasks[r].core, None);
         match fork_with_pid_sharing(pid, flags)? {
             Forked::Child => child_main(tree, r),
             Forked::Parent(_) => forked += 1,

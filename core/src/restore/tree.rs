@@ -3,7 +3,7 @@
 //! of a shell job), the processes in creation order.
 
 use std::ops::Range;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, RawFd};
 
 use super::load::{Loaded, TaskImage};
 use super::plan::{PlanInput, TreePlan};
@@ -49,6 +49,8 @@ pub(crate) struct Planned {
     /// pids (a tree in cryo's PID namespace): its end held at the plan's broker slot by every
     /// process until its children are forked.
     pub pid_broker: Option<super::pid_broker::PidBroker>,
+    /// cryo's root directory (O_PATH), held at the plan's root slot by the roots.
+    pub cryo_root: std::os::fd::OwnedFd,
 }
 
 /// The warm memory the processes cryo forks inherit.
@@ -85,12 +87,20 @@ impl Loaded {
             .collect();
         let shared = files::SharedObjects::create(&self.descs, &used, &self.images)?;
         let ipc_namespaces = self.tasks.iter().map(|t| t.core.ipc_ns).collect();
+        // Those a user namespace of the restore owns: made by a clone, filled then.
+        let in_user_namespaces = self
+            .tasks
+            .iter()
+            .filter(|t| t.core.userns.is_some() && t.core.ipc_ns != 0)
+            .map(|t| t.core.ipc_ns)
+            .collect();
         let ipc = crate::ipc::Restored::create(
             &self.descs,
             &used,
             &self.ipc,
             &self.images,
             &ipc_namespaces,
+            &in_user_namespaces,
         )?;
         let fds_of: Vec<(i32, &[cryo_proto::image::FdEntry])> = self
             .tasks
@@ -196,6 +206,20 @@ impl Loaded {
             (t, attach)
         });
         loaded.images.keep_at(plan.images_slot);
+        let cryo_root = nix::fcntl::open(
+            "/",
+            nix::fcntl::OFlag::O_PATH
+                | nix::fcntl::OFlag::O_DIRECTORY
+                | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|e| {
+            crate::Error::sys(
+                nix::unistd::getpid(),
+                "open its root directory",
+                std::io::Error::from(e),
+            )
+        })?;
         Ok(Planned {
             loaded,
             plan,
@@ -211,6 +235,7 @@ impl Loaded {
             warm,
             pid_broker,
             netns_made: false,
+            cryo_root,
         })
     }
 }
@@ -233,6 +258,7 @@ impl Planned {
             v.push((broker.tree_end(), self.plan.pid_broker_slot));
         }
         v.push((self.loaded.images.dir_fd(), self.plan.images_slot));
+        v.push((self.cryo_root.as_raw_fd(), self.plan.cryo_root_slot));
         v.extend(self.ipc.fds().into_iter().zip(self.plan.ipc_slot..));
         v
     }

@@ -69,6 +69,20 @@ pub(crate) fn bind(source: &Path, point: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Binds the mount tree at `source` (with its submounts) on `point`: MS_BIND | MS_REC. In a
+/// mount namespace owned by a user namespace, a mount with submounts locked to it (copied
+/// from a more privileged namespace) can be bound only so.
+pub(crate) fn bind_tree(source: &Path, point: &Path) -> io::Result<()> {
+    nix::mount::mount(
+        Some(source),
+        point,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )?;
+    Ok(())
+}
+
 /// Gives the mount on `point` exactly the per-mount `flags` (ro, nosuid, nodev, noexec, atime).
 pub(crate) fn set_mount_flags(point: &Path, flags: MsFlags) -> io::Result<()> {
     let flags = flags | MsFlags::MS_REMOUNT | MsFlags::MS_BIND;

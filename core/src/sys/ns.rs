@@ -1,7 +1,7 @@
 //! Working in another namespace: a short-lived thread of cryo joins it, the others stay out.
 
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 
 use nix::sched::CloneFlags;
 
@@ -38,6 +38,18 @@ pub(crate) fn run_in_new<T: Send>(kind: CloneFlags, f: impl FnOnce() -> T + Send
         .join()
         .unwrap_or_else(|_| Err(io::Error::other("the namespace thread panicked")))
     })
+}
+
+/// [`run_in`] namespace `ns` when given, else [`run_in_new`].
+pub(crate) fn run_in_or_new<T: Send>(
+    ns: Option<OwnedFd>,
+    kind: CloneFlags,
+    f: impl FnOnce() -> T + Send,
+) -> io::Result<T> {
+    match ns {
+        Some(ns) => run_in(ns, kind, f),
+        None => run_in_new(kind, f),
+    }
 }
 
 /// ioctl_ns(2) requests (linux/nsfs.h): _IO(0xb7, 1), _IO(0xb7, 2), _IO(0xb7, 4).
@@ -85,4 +97,24 @@ pub(crate) fn owner_uid(ns: impl AsFd) -> io::Result<u32> {
         )
     }))?;
     Ok(uid)
+}
+
+/// A new namespace of kind `kind` (CLONE_NEWNET, CLONE_NEWIPC...) owned by a new user
+/// namespace below cryo's (without maps): what a process in a user namespace of its own makes
+/// with unshare, as a replica to compare with (a network namespace owned by another user
+/// namespace than the initial one hides some sysctls and makes others read-only). Made by a
+/// forked child that is gone on return; the namespace lives on in the returned nsfs fd.
+pub(crate) fn new_in_user_namespace(kind: CloneFlags, link: &str) -> io::Result<OwnedFd> {
+    use super::process::Forked;
+    let flags = (CloneFlags::CLONE_NEWUSER | kind).bits() as u64;
+    let me = nix::unistd::getpid();
+    let child = match super::process::fork_into_namespaces(flags)? {
+        Forked::Child => super::process::park_child(me),
+        Forked::Parent(child) => child,
+    };
+    // Its namespaces are there from the clone on: no word from it is needed.
+    let opened = std::fs::File::open(format!("/proc/{child}/ns/{link}"));
+    let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+    let _ = nix::sys::wait::waitpid(child, None);
+    Ok(opened?.into())
 }

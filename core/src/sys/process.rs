@@ -75,12 +75,15 @@ pub fn fork_sharing(share: u64) -> io::Result<Forked> {
 }
 
 /// The clone_args of a fork sharing what `share` says (CLONE_FILES, CLONE_FS, CLONE_NEWUSER,
-/// CLONE_PARENT; nothing else of it is taken).
+/// CLONE_NEWIPC, CLONE_PARENT; nothing else of it is taken).
 fn sharing(share: u64) -> CloneArgs {
     CloneArgs {
         flags: share
-            & (libc::CLONE_FILES | libc::CLONE_FS | libc::CLONE_NEWUSER | libc::CLONE_PARENT)
-                as u64,
+            & (libc::CLONE_FILES
+                | libc::CLONE_FS
+                | libc::CLONE_NEWUSER
+                | libc::CLONE_NEWIPC
+                | libc::CLONE_PARENT) as u64,
         // A sibling (CLONE_PARENT) signals its parent as the caller does: clone3 takes no
         // signal of its own with it.
         exit_signal: if share & libc::CLONE_PARENT as u64 != 0 {

@@ -31,6 +31,7 @@ use nix::unistd::Pid;
 use crate::proc;
 use crate::restore::error::{ChildError, ChildStep};
 use crate::sys;
+use crate::task::userns::own_ids;
 
 mod external;
 pub(crate) mod mountinfo;
@@ -1652,13 +1653,25 @@ pub fn restore_in_child(
 /// is. Then its per-mount flags.
 fn make_mount(m: &NamespaceMount, base: &Path) -> Result<(), ChildError> {
     let failed = |what: String| ChildError::sys_on(ChildStep::MountNamespace, what);
+    // Ids in options as the process names them (in a user namespace of its own).
+    let options = |opts: &str| {
+        own_ids()
+            .mount_options(opts)
+            .map_err(failed(format!("the ids of the options of {}", m.point)))
+    };
     let below = |path: &str| base.join(path.trim_start_matches('/'));
     let point = below(&m.point);
     let point = point.as_path();
     let flags = flags_to_make(&m.point, &m.options)?;
     if m.devpts {
-        sys::mount::new_filesystem("devpts", &m.source, point, flags, &m.devpts_options)
-            .map_err(failed(format!("mount a devpts on {}", m.point)))?;
+        sys::mount::new_filesystem(
+            "devpts",
+            &m.source,
+            point,
+            flags,
+            &options(&m.devpts_options)?,
+        )
+        .map_err(failed(format!("mount a devpts on {}", m.point)))?;
     } else if let Some(formats) = &m.binfmt_misc {
         sys::mount::new_filesystem("binfmt_misc", &m.source, point, flags, "")
             .map_err(failed(format!("mount a binfmt_misc on {}", m.point)))?;
@@ -1666,11 +1679,12 @@ fn make_mount(m: &NamespaceMount, base: &Path) -> Result<(), ChildError> {
             detail: format!("the binfmt_misc on {}: {e}", m.point),
         })?;
     } else if m.tmpfs {
-        sys::mount::new_filesystem("tmpfs", &m.source, point, flags, &m.tmpfs_options)
+        let tmpfs_options = options(&m.tmpfs_options)?;
+        sys::mount::new_filesystem("tmpfs", &m.source, point, flags, &tmpfs_options)
             .map_err(failed(format!("mount a tmpfs on {}", m.point)))?;
         fill(point, &m.files).map_err(|(path, e)| failed(format!("make {path}"))(e))?;
         if m.tmpfs_read_only {
-            sys::mount::tmpfs_read_only(point, flags, &m.tmpfs_options)
+            sys::mount::tmpfs_read_only(point, flags, &tmpfs_options)
                 .map_err(failed(format!("make the tmpfs on {} read-only", m.point)))?;
         }
     } else {
@@ -1682,7 +1696,9 @@ fn make_mount(m: &NamespaceMount, base: &Path) -> Result<(), ChildError> {
         let removed = m
             .bind_removed
             .as_ref()
-            .map(|entry| make_removed(&source, entry))
+            .map(|entry| {
+                crate::task::userns::make_for(entry.uid, entry.gid, || make_removed(&source, entry))
+            })
             .transpose()
             .map_err(failed(format!("make {} again for its bind", m.bind_source)))?;
         let bound = sys::mount::bind(&source, point)
@@ -1795,8 +1811,12 @@ fn restore_pivoted(ns: &MountNamespace) -> Result<(), ChildError> {
         });
     };
     sys::mount::enter_new_private().map_err(failed("unshare".into()))?;
+    let ids = own_ids();
+    let root_options = ids
+        .mount_options(&root.tmpfs_options)
+        .map_err(failed("the ids of its root's options".into()))?;
     let made = if root.tmpfs {
-        sys::mount::detached("tmpfs", &root.source, None, &root.tmpfs_options)
+        sys::mount::detached("tmpfs", &root.source, None, &root_options)
     } else {
         sys::mount::clone_tree(Path::new(&root.bind_source))
     }
@@ -1814,7 +1834,7 @@ fn restore_pivoted(ns: &MountNamespace) -> Result<(), ChildError> {
                 .map_err(|e| failed("make /proc for cryo's".into())(e.into()))?;
         }
         if root.tmpfs_read_only {
-            sys::mount::tmpfs_read_only(here, flags, &root.tmpfs_options)
+            sys::mount::tmpfs_read_only(here, flags, &root_options)
                 .map_err(failed("make its root tmpfs read-only".into()))?;
         }
     }
@@ -1822,7 +1842,12 @@ fn restore_pivoted(ns: &MountNamespace) -> Result<(), ChildError> {
     for m in rest.iter().filter(|m| !made_by_cryo(m)) {
         make_mount(m, here)?;
     }
-    sys::mount::bind(Path::new("/proc"), Path::new("./proc"))
+    // In a user namespace of its own cryo's /proc comes with its submounts, locked to it.
+    let bind = match ids.0 {
+        None => sys::mount::bind,
+        Some(_) => sys::mount::bind_tree,
+    };
+    bind(Path::new("/proc"), Path::new("./proc"))
         .map_err(failed("bind cryo's /proc for the restore".into()))?;
     sys::mount::pivot_here().map_err(failed("pivot_root into its root".into()))?;
     compare_without_cryos_proc(ns)
@@ -1839,13 +1864,27 @@ fn compare_without_cryos_proc(ns: &MountNamespace) -> Result<(), ChildError> {
         .to_string();
     let text = std::fs::read_to_string("/proc/self/mountinfo")
         .map_err(failed("read the mountinfo made".into()))?;
-    let text: String = text
-        .lines()
-        .filter(|l| l.split(' ').next() != Some(cryos_proc.as_str()))
-        .map(|l| format!("{l}\n"))
-        .collect();
+    let text = without_tree_of(&text, &cryos_proc);
     compare_table(&text, &without_keys(&ns.table, &later_keys(ns)))
         .map_err(|detail| ChildError::Mounts { detail })
+}
+
+/// Mountinfo `text` without mount `id` and the mounts below it (cryo's /proc bound with its
+/// submounts, in a user namespace: listed after it).
+fn without_tree_of(text: &str, id: &str) -> String {
+    let mut tree = vec![id.to_owned()];
+    text.lines()
+        .filter(|l| {
+            let mut ids = l.split(' ');
+            let (id, parent) = (ids.next().unwrap_or(""), ids.next().unwrap_or(""));
+            if tree.iter().any(|t| t == id || t == parent) {
+                tree.push(id.to_owned());
+                return false;
+            }
+            true
+        })
+        .map(|l| format!("{l}\n"))
+        .collect()
 }
 
 /// The per-mount flags of options `options` of the mount on `point`, for a restore child to
@@ -1943,10 +1982,7 @@ fn restore_nested_pivoted(ns: &MountNamespace, parent: &MountNamespace) -> Resul
         }
         _ => text,
     };
-    let copied = parse(&text)
-        .into_iter()
-        .filter(|m| m.id != cryos_proc)
-        .collect();
+    let copied = parse(&without_tree_of(&text, &cryos_proc.to_string()));
     reshape_copy(copied, &mut wanted, ns, &parent_own, "its parent's")?;
     compare_without_cryos_proc(ns)
 }

@@ -305,10 +305,12 @@ pub fn dump(pid: Pid, tids: &[Pid], pidns: Option<u64>) -> Result<MadeAgain, Nam
 }
 
 /// Refuses a namespace of `pid` other than cryo's whose owner is not the user namespace the
-/// restore makes it in: the process's own (`user`, cryo's unless `own_user`), cryo's for an
-/// IPC namespace (cryo makes those, and a process in a user namespace of its own could not
-/// enter one of cryo's), the tree's own PID namespace (`pidns`) by its init's. In a user
-/// namespace of its own, only UTS and PID namespaces other than cryo's are taken.
+/// restore makes it in: the process's own (`user`, cryo's unless `own_user`: its topmost
+/// process makes its UTS, time, network, mount and PID namespaces, and its IPC namespace is
+/// made by a clone inside it, crate::ipc::Restored::fill), cryo's for an IPC namespace of a
+/// process in cryo's user namespace (cryo makes those), the tree's own PID namespace
+/// (`pidns`) by its init's. A cgroup namespace inside a user namespace is refused (its
+/// cgroups are entered by cryo's root, which that namespace does not see as its owner).
 fn check_owners(
     pid: Pid,
     user: u64,
@@ -334,30 +336,18 @@ fn check_owners(
         let ns = std::fs::File::open(&path).map_err(read_err(kind))?;
         let owner = sys::ns::owner_inode(&ns).map_err(read_err(kind))?;
         let (want, maker) = match kind {
-            "ipc" => (cryos_user, "cryo makes it in its own"),
+            "ipc" if !own_user => (cryos_user, "cryo makes it in its own"),
             _ if own_user => (user, "the restore makes it in the process's own"),
             _ => (user, "the restore makes it in cryo's"),
         };
-        if own_user && ["net", "mnt", "cgroup", "time"].contains(&kind) {
+        if own_user && kind == "cgroup" {
             return Err(NamespaceError::User {
                 pid,
                 tid: pid,
                 inode: user,
                 reason: format!(
-                    "its {kind} namespace {kind}:[{theirs}] is not cryo's: only UTS and PID \
-                     namespaces are made again inside a user namespace (a network namespace's \
-                     replica, a mount namespace's mounts are made from cryo's)"
-                ),
-            });
-        }
-        if kind == "ipc" && own_user {
-            return Err(NamespaceError::User {
-                pid,
-                tid: pid,
-                inode: user,
-                reason: format!(
-                    "its IPC namespace ipc:[{theirs}] is not cryo's: cryo makes IPC namespaces \
-                     in its own user namespace, which a process in another cannot enter"
+                    "its cgroup namespace cgroup:[{theirs}] is not cryo's: a cgroup namespace \
+                     is not made again inside a user namespace"
                 ),
             });
         }
@@ -441,6 +431,15 @@ pub(crate) const TIME: MadeKind = MadeKind {
     name: "time namespace",
     link: "time",
     none: "in cryo's time namespace",
+    goes_back: false,
+    joins_ancestor: false,
+};
+/// IPC namespaces owned by a user namespace the restore makes: made by the clone of their
+/// topmost process, which the others inherit (crate::ipc::Restored::fill).
+pub(crate) const IPC_IN_USER: MadeKind = MadeKind {
+    name: "IPC namespace owned by its user namespace",
+    link: "ipc",
+    none: "in another IPC namespace",
     goes_back: false,
     joins_ancestor: false,
 };

@@ -209,7 +209,20 @@ pub fn dump(
         .map_err(|e| e.either(refuse, failed("read a veth's peer in cryo's")))?;
     let interfaces = theirs.interfaces.clone();
     // The replica: a fresh namespace made as a restore would make it.
-    let replica = crate::sys::ns::run_in_new(CloneFlags::CLONE_NEWNET, || {
+    // Owned by another user namespace than cryo's, it is made again by its process there:
+    // the replica too (such a namespace hides some sysctls and makes others read-only).
+    let in_user_ns = crate::sys::ns::owner_inode(&ns)
+        .and_then(|owner| {
+            Ok(owner != crate::task::namespaces::inode(Path::new("/proc/self/ns/user"))?)
+        })
+        .map_err(io)
+        .map_err(failed("read its owner"))?;
+    let fresh_ns = in_user_ns
+        .then(|| crate::sys::ns::new_in_user_namespace(CloneFlags::CLONE_NEWNET, "net"))
+        .transpose()
+        .map_err(io)
+        .map_err(failed("make a fresh one in a user namespace"))?;
+    let replica = crate::sys::ns::run_in_or_new(fresh_ns, CloneFlags::CLONE_NEWNET, || {
         let stand_in = if interfaces.peers.is_empty() {
             None
         } else {
@@ -777,6 +790,27 @@ fn join_outer() -> Result<(), ChildError> {
     join().map_err(ChildError::sys_on(ChildStep::NetNamespace, path))
 }
 
+/// Sysctl `name`'s dumped `value` as the restored process writes it: ping_group_range holds
+/// group ids, read by cryo in its own view and written by a process in a user namespace of
+/// its own in that namespace's (an unmapped one as the overflow gid: the write then fails).
+fn as_written_here(name: &str, value: &str) -> String {
+    if name != "net/ipv4/ping_group_range" {
+        return value.to_owned();
+    }
+    let ids = crate::task::userns::own_ids();
+    value
+        .split_whitespace()
+        .map(|g| match g.parse::<u32>() {
+            Ok(g) => ids
+                .gid(g)
+                .unwrap_or(crate::task::userns::OVERFLOW_ID)
+                .to_string(),
+            Err(_) => g.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("\t")
+}
+
 /// In a forked process of the restore, before its fds and children: a new network namespace
 /// made as dumped, where its process was in one other than its parent's (`parent`: the
 /// parent's core, None for a root); back in the roots' one where it was in cryo's below a
@@ -816,7 +850,7 @@ pub fn restore_in_child(
     let sysctls: Vec<(String, String)> = ns
         .sysctls
         .iter()
-        .map(|s| (s.name.clone(), s.value.clone()))
+        .map(|s| (s.name.clone(), as_written_here(&s.name, &s.value)))
         .collect();
     state::make_interfaces(&interfaces, outer.as_ref(), &sysctls).map_err(failed)?;
     if !lock.0.is_empty() {

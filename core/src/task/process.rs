@@ -271,7 +271,7 @@ fn enter_removed(path: &str, removed: &RemovedDir) -> nix::Result<()> {
     if let Some(held) = crate::files::removed_dir_made(removed.dev, removed.ino) {
         return nix::unistd::chdir(&held);
     }
-    let made = crate::files::make_dir_again(std::path::Path::new(path))
+    let made = crate::files::make_dir_again(std::path::Path::new(path), (removed.uid, removed.gid))
         .map_err(|e| nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
     let entered = nix::unistd::chdir(&made);
     let _ = std::fs::remove_dir(&made);

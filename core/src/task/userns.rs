@@ -96,6 +96,160 @@ pub(crate) fn to_inside(map: &str, outside: u32) -> Option<u32> {
     })
 }
 
+/// How a restored process in user namespace `.0` (None: cryo's) names ids the image holds
+/// in cryo's view, when it passes them to the kernel (chown, a tmpfs's uid= option).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct IdsInside<'a>(pub(crate) Option<&'a UserNamespace>);
+
+impl IdsInside<'_> {
+    /// User id `outside` as the process names it; EOVERFLOW when its namespace does not map it.
+    pub(crate) fn uid(&self, outside: u32) -> io::Result<u32> {
+        self.inside(outside, |ns| &ns.uid_map)
+    }
+
+    /// Group id `outside` as the process names it, as [`IdsInside::uid`].
+    pub(crate) fn gid(&self, outside: u32) -> io::Result<u32> {
+        self.inside(outside, |ns| &ns.gid_map)
+    }
+
+    fn inside(&self, outside: u32, map: impl Fn(&UserNamespace) -> &String) -> io::Result<u32> {
+        match self.0 {
+            None => Ok(outside),
+            Some(ns) => to_inside(map(ns), outside)
+                .ok_or_else(|| io::Error::from_raw_os_error(libc::EOVERFLOW)),
+        }
+    }
+
+    /// Mount options `options` (a tmpfs's, a devpts's) with their `uid=` and `gid=` values
+    /// as the process names them.
+    pub(crate) fn mount_options(&self, options: &str) -> io::Result<String> {
+        if self.0.is_none() || options.is_empty() {
+            return Ok(options.to_owned());
+        }
+        let mut out = Vec::new();
+        for opt in options.split(',') {
+            let translated = match opt.split_once('=') {
+                Some(("uid", v)) => v.parse().ok().map(|id| self.uid(id)),
+                Some(("gid", v)) => v.parse().ok().map(|id| self.gid(id)),
+                _ => None,
+            };
+            match (translated, opt.split_once('=')) {
+                (Some(id), Some((key, _))) => out.push(format!("{key}={}", id?)),
+                _ => out.push(opt.to_owned()),
+            }
+        }
+        Ok(out.join(","))
+    }
+}
+
+/// The user namespace of this process of a restore (unset in cryo: its own), set once at the
+/// start of its cryo phase: what it inherits from cryo's image, the maps, is all it needs.
+static OWN: std::sync::OnceLock<UserNamespace> = std::sync::OnceLock::new();
+
+/// In a forked process of a restore: the user namespace it is restored in (None: cryo's).
+pub(crate) fn set_own(ns: Option<&UserNamespace>) {
+    if let Some(ns) = ns {
+        let _ = OWN.set(ns.clone());
+    }
+}
+
+/// How this process names ids of cryo's view: as [`set_own`] said (cryo's ids in cryo).
+pub(crate) fn own_ids() -> IdsInside<'static> {
+    IdsInside(OWN.get())
+}
+
+/// Owner `uid`, `gid` of the image (cryo's view) as this process names it for chown: in a
+/// user namespace of its own ([`set_own`]), translated; None when the file is to keep the
+/// owner it was made with ([`make_for`]: cryo's, which its namespace does not map);
+/// EOVERFLOW when the namespace maps neither.
+pub(crate) fn own_owner(
+    uid: u32,
+    gid: u32,
+) -> nix::Result<Option<(nix::unistd::Uid, nix::unistd::Gid)>> {
+    if made_as_cryo(uid, gid) {
+        return Ok(None);
+    }
+    let ids = own_ids();
+    let unmapped = |_| nix::Error::EOVERFLOW;
+    Ok(Some((
+        nix::unistd::Uid::from_raw(ids.uid(uid).map_err(unmapped)?),
+        nix::unistd::Gid::from_raw(ids.gid(gid).map_err(unmapped)?),
+    )))
+}
+
+/// fchown of `fd` to owner `uid`, `gid` of the image, as [`own_owner`] says.
+pub(crate) fn chown_as_dumped(
+    fd: std::os::fd::BorrowedFd<'_>,
+    uid: u32,
+    gid: u32,
+) -> nix::Result<()> {
+    match own_owner(uid, gid)? {
+        Some((uid, gid)) => nix::unistd::fchown(fd, Some(uid), Some(gid)),
+        None => Ok(()),
+    }
+}
+
+/// Whether this process is in a user namespace of its own that does not map cryo's root, which
+/// it still is outside (its credentials are set last): what it makes is owned by ids its
+/// namespace does not map, and cannot be given to another owner from inside.
+fn cryos_root_unmapped() -> bool {
+    OWN.get().is_some_and(|ns| {
+        to_inside(&ns.uid_map, 0).is_none() || to_inside(&ns.gid_map, 0).is_none()
+    })
+}
+
+/// Whether a file for owner `uid`, `gid` (cryo's view) is made as this process is (cryo's
+/// root) and kept so: that owner is cryo's root, unmapped in its user namespace.
+fn made_as_cryo(uid: u32, gid: u32) -> bool {
+    cryos_root_unmapped() && (uid, gid) == (0, 0)
+}
+
+/// Runs `f`, which makes a file for owner `uid`, `gid` (cryo's view) that is then given
+/// that owner ([`own_owner`]). In a user namespace that does not map cryo's root, a file this
+/// process makes is owned by ids the namespace does not map, which no one inside may give
+/// away: made on a short-lived thread whose filesystem ids are the namespace's root
+/// (setfsuid and setfsgid are per thread), unless it is to keep cryo's.
+pub(crate) fn make_for<T: Send>(uid: u32, gid: u32, f: impl FnOnce() -> T + Send) -> T {
+    if !cryos_root_unmapped() || made_as_cryo(uid, gid) {
+        return f();
+    }
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: setfsgid and setfsuid take ids and change this thread's credentials
+            // only; 0 is the namespace's root, which its maps map (as the uid_map's first).
+            unsafe {
+                libc::syscall(libc::SYS_setfsgid, 0);
+                libc::syscall(libc::SYS_setfsuid, 0);
+            }
+            f()
+        })
+        .join()
+        .unwrap_or_else(|p| std::panic::resume_unwind(p))
+    })
+}
+
+/// The id a process is shown for an id its user namespace does not map (kernel.overflowuid
+/// and overflowgid, at their defaults).
+pub(crate) const OVERFLOW_ID: u32 = 65534;
+
+/// The root (uid, gid 0) of user namespace `ns` (None: cryo's) as cryo sees it; cryo's root
+/// when the maps leave it unmapped.
+pub(crate) fn root_outside(ns: Option<&UserNamespace>) -> (u32, u32) {
+    let outside = |map: &str| {
+        map.lines().find_map(|line| {
+            let mut n = line.split_whitespace().map(|w| w.parse::<u32>().ok());
+            let (first, lower) = (n.next()??, n.next()??);
+            (first == 0).then_some(lower)
+        })
+    };
+    ns.map_or((0, 0), |ns| {
+        (
+            outside(&ns.uid_map).unwrap_or(0),
+            outside(&ns.gid_map).unwrap_or(0),
+        )
+    })
+}
+
 /// The first id of `ids` (cryo's view) that `map` does not map.
 pub(crate) fn first_unmapped(map: &str, ids: &[u32]) -> Option<u32> {
     ids.iter().copied().find(|&id| to_inside(map, id).is_none())
@@ -166,5 +320,26 @@ mod tests {
         assert_eq!(to_inside(&map, 5), None);
         assert_eq!(first_unmapped(&map, &[0, 100_001, 7]), Some(7));
         assert_eq!(to_inside("", 0), None);
+    }
+
+    #[test]
+    fn mount_options_name_ids_as_the_namespace_does() {
+        let ns = UserNamespace {
+            uid_map: "0 20000 20000\n".into(),
+            gid_map: "0 400000 50000\n".into(),
+            ..Default::default()
+        };
+        let inside = IdsInside(Some(&ns));
+        assert_eq!(
+            inside
+                .mount_options("size=4k,uid=20000,gid=400005,mode=755")
+                .unwrap(),
+            "size=4k,uid=0,gid=5,mode=755"
+        );
+        assert_eq!(
+            inside.mount_options("uid=7").unwrap_err().raw_os_error(),
+            Some(libc::EOVERFLOW)
+        );
+        assert_eq!(IdsInside(None).mount_options("uid=7").unwrap(), "uid=7");
     }
 }

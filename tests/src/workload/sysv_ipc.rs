@@ -43,7 +43,7 @@ fn semop(id: i32, num: u16, delta: i16, flags: i16) -> io::Result<()> {
     sys::cvt(unsafe { libc::semop(id, &mut op, 1) }).map(drop)
 }
 
-fn msgsnd(id: i32, mtype: i64, text: &[u8]) -> io::Result<()> {
+pub(super) fn msgsnd(id: i32, mtype: i64, text: &[u8]) -> io::Result<()> {
     let mut buf = mtype.to_ne_bytes().to_vec();
     buf.extend_from_slice(text);
     // SAFETY: `buf` holds a long and `text.len()` bytes.

@@ -10,7 +10,14 @@
 //! setgroups=allow      leave setgroups allowed (default: deny, written before gid_map)
 //! pidns                the namespace's init too (`unshare -Urpf`): it is pid 1
 //! uts=HOST             inside: unshare(CLONE_NEWUTS) (owned by the user namespace), sethostname
-//! net                  inside: unshare(CLONE_NEWNET) (owned by the user namespace), lo up
+//! net                  inside: unshare(CLONE_NEWNET) (owned by the user namespace), lo up,
+//!                      net.ipv4.ip_local_port_range 40000 50000
+//! ipc                  inside: unshare(CLONE_NEWIPC) (owned by the user namespace),
+//!                      kernel.msgmax 4000, a segment (key 0x5eed, 4096 bytes, mode 0640)
+//!                      holding "cryo-userns-ipc" and a queue (key 0x5eee) holding (1 "one")
+//! mnt=DIR              inside: unshare(CLONE_NEWNS) (owned by the user namespace), a tmpfs
+//!                      on DIR (size=1m,mode=0751,uid=1,gid=1) holding `file` ("cryo-tmpfs",
+//!                      owner 1:1, mode 0640)
 //! landlock             inside, last: a Landlock domain handling file reads (allowed beneath
 //!                      /proc /usr /lib /lib64 /etc)
 //! become=ID            inside: groups ID+1,ID+2, gids and uids ID (keeping the
@@ -29,6 +36,9 @@
 //! sethostname N  sethostname(N), then the nodename uname reads
 //! hostname       the nodename
 //! ns KIND        the link /proc/self/ns/KIND
+//! sysctl PATH    the value of /proc/sys/PATH
+//! ipc            the segment's key, mode, owner, creator and text; the queue's message count
+//! mnt            DIR/file's text, owner and mode; the tmpfs's options as mountinfo shows them
 //! outside        its pid as /proc (mounted outside) names it: the link /proc/self
 //! child          the child's getpid getppid and ids, from the child
 //! thread         the second thread's gettid and ids, from that thread
@@ -111,6 +121,22 @@ pub fn start(args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
             return Err(format!("ip link set lo up: {up}"));
         }
     }
+    if has("net") {
+        std::fs::write("/proc/sys/net/ipv4/ip_local_port_range", "40000 50000")
+            .map_err(failed("write ip_local_port_range"))?;
+    }
+    if has("ipc") {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWIPC)
+            .map_err(|e| format!("unshare ipc: {e}"))?;
+        make_ipc_objects().map_err(failed("ipc objects"))?;
+    }
+    let mnt = args
+        .iter()
+        .find_map(|a| a.strip_prefix("mnt="))
+        .map(String::from);
+    if let Some(dir) = &mnt {
+        make_tmpfs(dir).map_err(failed("tmpfs"))?;
+    }
     if let Some(id) = args.iter().find_map(|a| a.strip_prefix("become=")) {
         let id: u32 = id.parse().map_err(|_| format!("bad become={id}"))?;
         become_keeping_caps(id).map_err(failed("become"))?;
@@ -187,7 +213,109 @@ pub fn start(args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
         child,
         thread,
         zombie,
+        mnt,
     }))
+}
+
+const SHM_KEY: i32 = 0x5eed;
+const MSG_KEY: i32 = 0x5eee;
+const SHM_TEXT: &[u8] = b"cryo-userns-ipc";
+
+/// `ipc`: kernel.msgmax, the segment and the queue (see the module doc).
+fn make_ipc_objects() -> io::Result<()> {
+    std::fs::write("/proc/sys/kernel/msgmax", "4000")?;
+    // SAFETY: shmget takes no pointers.
+    let shm = sys::cvt(unsafe { libc::shmget(SHM_KEY, 4096, libc::IPC_CREAT | 0o640) })?;
+    // SAFETY: msgget takes no pointers.
+    let msg = sys::cvt(unsafe { libc::msgget(MSG_KEY, libc::IPC_CREAT | 0o600) })?;
+    // SAFETY: a new mapping of the segment, written within its 4096 bytes, then detached.
+    unsafe {
+        let at = libc::shmat(shm, std::ptr::null(), 0);
+        if at as isize == -1 {
+            return Err(io::Error::last_os_error());
+        }
+        std::ptr::copy_nonoverlapping(SHM_TEXT.as_ptr(), at.cast::<u8>(), SHM_TEXT.len());
+        libc::shmdt(at);
+    }
+    super::sysv_ipc::msgsnd(msg, 1, b"one")
+}
+
+/// `ipc`: `key mode uid gid cuid cgid TEXT; messages N` of the objects as seen from inside.
+fn ipc_objects() -> io::Result<String> {
+    // SAFETY: shmget and msgget take no pointers; IPC_STAT fills the structs we own; the
+    // segment is mapped read-only, read within its size and detached.
+    unsafe {
+        let shm = sys::cvt(libc::shmget(SHM_KEY, 0, 0))?;
+        let mut ds: libc::shmid_ds = std::mem::zeroed();
+        sys::cvt(libc::shmctl(shm, libc::IPC_STAT, &mut ds))?;
+        let at = libc::shmat(shm, std::ptr::null(), libc::SHM_RDONLY);
+        if at as isize == -1 {
+            return Err(io::Error::last_os_error());
+        }
+        let text = std::slice::from_raw_parts(at.cast::<u8>(), SHM_TEXT.len()).to_vec();
+        libc::shmdt(at);
+        let msg = sys::cvt(libc::msgget(MSG_KEY, 0))?;
+        let mut mds: libc::msqid_ds = std::mem::zeroed();
+        sys::cvt(libc::msgctl(msg, libc::IPC_STAT, &mut mds))?;
+        let p = ds.shm_perm;
+        Ok(format!(
+            "{:#x} {:o} {} {} {} {} {}; messages {}",
+            p.__key,
+            p.mode & 0o777,
+            p.uid,
+            p.gid,
+            p.cuid,
+            p.cgid,
+            String::from_utf8_lossy(&text),
+            mds.msg_qnum
+        ))
+    }
+}
+
+/// `mnt=DIR`: a mount namespace of its own (its mounts private), the tmpfs on `dir`.
+fn make_tmpfs(dir: &str) -> io::Result<()> {
+    use nix::mount::{mount, MsFlags};
+    use std::os::unix::fs::PermissionsExt;
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )?;
+    mount(
+        Some("cryo-userns-tmpfs"),
+        dir,
+        Some("tmpfs"),
+        MsFlags::empty(),
+        Some("size=1m,mode=0751,uid=1,gid=1"),
+    )?;
+    let file = Path::new(dir).join("file");
+    std::fs::write(&file, "cryo-tmpfs")?;
+    std::os::unix::fs::chown(&file, Some(1), Some(1))?;
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640))
+}
+
+/// `mnt`: `TEXT uid gid mode; OPTIONS` of DIR/file and DIR's tmpfs.
+fn tmpfs_state(dir: &str) -> io::Result<String> {
+    use std::os::unix::fs::MetadataExt;
+    let file = Path::new(dir).join("file");
+    let text = std::fs::read_to_string(&file)?;
+    let md = std::fs::metadata(&file)?;
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")?;
+    let options = mountinfo
+        .lines()
+        .rfind(|l| l.split(' ').nth(4) == Some(dir))
+        .and_then(|l| l.rsplit(' ').next())
+        .unwrap_or("")
+        .to_string();
+    Ok(format!(
+        "{text} {} {} {:o}; {options}",
+        md.uid(),
+        md.gid(),
+        md.mode() & 0o7777
+    ))
 }
 
 /// Waits for `inner` and ends as it ended: killed by the same signal, or with its code.
@@ -267,6 +395,8 @@ struct UserNs {
     )>,
     /// The unreaped child's pid.
     zombie: Option<i32>,
+    /// The tmpfs's mount point (`mnt=DIR`).
+    mnt: Option<String>,
 }
 
 impl Mode for UserNs {
@@ -306,6 +436,11 @@ impl Mode for UserNs {
             ("ns", [kind]) => std::fs::read_link(format!("/proc/self/ns/{kind}"))
                 .map(|l| l.to_string_lossy().into_owned())
                 .map_err(io_err),
+            ("sysctl", [path]) => std::fs::read_to_string(format!("/proc/sys/{path}"))
+                .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
+                .map_err(io_err),
+            ("ipc", []) => ipc_objects().map_err(io_err),
+            ("mnt", []) => tmpfs_state(self.mnt.as_deref().ok_or("no mnt=")?).map_err(io_err),
             ("outside", []) => std::fs::read_link("/proc/self")
                 .map(|l| l.to_string_lossy().into_owned())
                 .map_err(io_err),

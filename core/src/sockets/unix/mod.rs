@@ -242,10 +242,23 @@ impl UnixSocketState {
             && self.connect_to == self.name
     }
 
-    /// The socket file's mode and owner (bound to a path).
+    /// The socket file's mode and owner (bound to a path), the owner as the restored process
+    /// names it (in a user namespace of its own: its ids; one it does not map cannot be its).
     pub(super) fn attrs(&self) -> Option<unix::restore::SocketFileAttrs> {
-        self.file_attrs
-            .map(|(mode, uid, gid)| unix::restore::SocketFileAttrs { mode, uid, gid })
+        // Kept as made (-1: chown leaves it) where userns::own_owner says so; an id the
+        // namespace does not map as the kernel shows it (the chown then fails).
+        let owner = |uid, gid| match crate::task::userns::own_owner(uid, gid) {
+            Ok(Some((uid, gid))) => (uid.as_raw(), gid.as_raw()),
+            Ok(None) => (u32::MAX, u32::MAX),
+            Err(_) => (
+                crate::task::userns::OVERFLOW_ID,
+                crate::task::userns::OVERFLOW_ID,
+            ),
+        };
+        self.file_attrs.map(|(mode, uid, gid)| {
+            let (uid, gid) = owner(uid, gid);
+            unix::restore::SocketFileAttrs { mode, uid, gid }
+        })
     }
 
     pub(super) fn shutdown(&self) -> unix::Shutdown {
@@ -1123,8 +1136,13 @@ pub(super) fn bind(
             .map(Some)
             .map_err(unix_err(desc, "bind (its file unlinked)"));
     }
-    unix::restore::bind_name_in(fd, &u.name(), u.bind_dir(), u.attrs())
-        .map_err(unix_err(desc, "bind"))?;
+    let attrs = u.attrs();
+    let (uid, gid) = u.file_attrs.map_or((0, 0), |(_, uid, gid)| (uid, gid));
+    // Its file made as its owner can be given it (in a user namespace: userns::make_for).
+    crate::task::userns::make_for(uid, gid, || {
+        unix::restore::bind_name_in(fd, &u.name(), u.bind_dir(), attrs)
+    })
+    .map_err(unix_err(desc, "bind"))?;
     Ok(None)
 }
 

@@ -179,8 +179,7 @@ pub(super) fn shown(rel: &str) -> String {
 /// Makes the copied `files` of a tmpfs on `point` (its root first): contents, owners, modes,
 /// times (directories' last, once their entries are made). Fails with the path.
 pub(super) fn fill(point: &Path, files: &[TreeEntry]) -> Result<(), (String, io::Error)> {
-    use nix::sys::stat::{utimensat, Mode, UtimensatFlags};
-    use nix::unistd::{fchownat, Gid, Uid};
+    use nix::sys::stat::{utimensat, UtimensatFlags};
     let at = |rel: &str| {
         if rel.is_empty() {
             point.to_path_buf()
@@ -189,76 +188,8 @@ pub(super) fn fill(point: &Path, files: &[TreeEntry]) -> Result<(), (String, io:
         }
     };
     for e in files {
-        let path = at(&e.path);
-        let fail = |err: io::Error| (path.display().to_string(), err);
-        // Only names below the mount: no "..", no absolute path, from the image.
-        let plain = |p: &str| {
-            Path::new(p)
-                .components()
-                .all(|c| matches!(c, std::path::Component::Normal(_)))
-        };
-        if !plain(&e.path) || !plain(&e.link_to) {
-            return Err(fail(io::Error::from_raw_os_error(libc::EINVAL)));
-        }
-        let kind = e.mode & libc::S_IFMT;
-        let perms = Mode::from_bits_truncate(e.mode & 0o7777);
-        if !e.link_to.is_empty() {
-            std::fs::hard_link(at(&e.link_to), &path).map_err(fail)?;
-            continue;
-        }
-        match kind {
-            _ if e.path.is_empty() => {}
-            libc::S_IFDIR => nix::unistd::mkdir(&path, Mode::from_bits_truncate(0o700))
-                .map_err(|err| fail(err.into()))?,
-            libc::S_IFREG if e.mount_point => {
-                std::fs::File::create(&path).map_err(fail)?;
-            }
-            libc::S_IFREG => std::fs::write(&path, &e.data).map_err(fail)?,
-            libc::S_IFLNK => {
-                std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&e.data), &path)
-                    .map_err(fail)?
-            }
-            libc::S_IFIFO => nix::unistd::mkfifo(&path, Mode::from_bits_truncate(0o600))
-                .map_err(|err| fail(err.into()))?,
-            libc::S_IFSOCK => nix::sys::stat::mknod(
-                &path,
-                nix::sys::stat::SFlag::S_IFSOCK,
-                Mode::from_bits_truncate(0o600),
-                0,
-            )
-            .map_err(|err| fail(err.into()))?,
-            libc::S_IFCHR | libc::S_IFBLK => nix::sys::stat::mknod(
-                &path,
-                nix::sys::stat::SFlag::from_bits_truncate(kind),
-                Mode::from_bits_truncate(0o600),
-                e.rdev,
-            )
-            .map_err(|err| fail(err.into()))?,
-            _ => return Err(fail(io::Error::from_raw_os_error(libc::EINVAL))),
-        }
-        if e.mount_point {
-            // Below another mount: its own attributes are not seen there.
-            continue;
-        }
-        let owner = (Some(Uid::from_raw(e.uid)), Some(Gid::from_raw(e.gid)));
-        fchownat(
-            nix::fcntl::AT_FDCWD,
-            &path,
-            owner.0,
-            owner.1,
-            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-        )
-        .map_err(|err| fail(err.into()))?;
-        if kind != libc::S_IFLNK {
-            // After chown, which clears set-id bits.
-            nix::sys::stat::fchmodat(
-                nix::fcntl::AT_FDCWD,
-                &path,
-                perms,
-                nix::sys::stat::FchmodatFlags::FollowSymlink,
-            )
-            .map_err(|err| fail(err.into()))?;
-        }
+        // As its owner can be given it from inside a user namespace (userns::make_for).
+        crate::task::userns::make_for(e.uid, e.gid, || make_entry(&at, e))?;
     }
     // Times last, children before parents: making an entry changes its directory's.
     for e in files.iter().rev().filter(|e| !e.mount_point) {
@@ -273,6 +204,87 @@ pub(super) fn fill(point: &Path, files: &[TreeEntry]) -> Result<(), (String, io:
             UtimensatFlags::NoFollowSymlink,
         )
         .map_err(|err| (path.display().to_string(), err.into()))?;
+    }
+    Ok(())
+}
+
+/// Makes entry `e` of a copied tmpfs at `at(e.path)`, with its owner and mode (not its times).
+fn make_entry(
+    at: &(dyn Fn(&str) -> std::path::PathBuf + Sync),
+    e: &TreeEntry,
+) -> Result<(), (String, io::Error)> {
+    use nix::sys::stat::Mode;
+    use nix::unistd::fchownat;
+    let path = at(&e.path);
+    let fail = |err: io::Error| (path.display().to_string(), err);
+    // Only names below the mount: no "..", no absolute path, from the image.
+    let plain = |p: &str| {
+        Path::new(p)
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)))
+    };
+    if !plain(&e.path) || !plain(&e.link_to) {
+        return Err(fail(io::Error::from_raw_os_error(libc::EINVAL)));
+    }
+    let kind = e.mode & libc::S_IFMT;
+    let perms = Mode::from_bits_truncate(e.mode & 0o7777);
+    if !e.link_to.is_empty() {
+        std::fs::hard_link(at(&e.link_to), &path).map_err(fail)?;
+        return Ok(());
+    }
+    match kind {
+        _ if e.path.is_empty() => {}
+        libc::S_IFDIR => nix::unistd::mkdir(&path, Mode::from_bits_truncate(0o700))
+            .map_err(|err| fail(err.into()))?,
+        libc::S_IFREG if e.mount_point => {
+            std::fs::File::create(&path).map_err(fail)?;
+        }
+        libc::S_IFREG => std::fs::write(&path, &e.data).map_err(fail)?,
+        libc::S_IFLNK => {
+            std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&e.data), &path).map_err(fail)?
+        }
+        libc::S_IFIFO => nix::unistd::mkfifo(&path, Mode::from_bits_truncate(0o600))
+            .map_err(|err| fail(err.into()))?,
+        libc::S_IFSOCK => nix::sys::stat::mknod(
+            &path,
+            nix::sys::stat::SFlag::S_IFSOCK,
+            Mode::from_bits_truncate(0o600),
+            0,
+        )
+        .map_err(|err| fail(err.into()))?,
+        libc::S_IFCHR | libc::S_IFBLK => nix::sys::stat::mknod(
+            &path,
+            nix::sys::stat::SFlag::from_bits_truncate(kind),
+            Mode::from_bits_truncate(0o600),
+            e.rdev,
+        )
+        .map_err(|err| fail(err.into()))?,
+        _ => return Err(fail(io::Error::from_raw_os_error(libc::EINVAL))),
+    }
+    if e.mount_point {
+        // Below another mount: its own attributes are not seen there.
+        return Ok(());
+    }
+    let owner = crate::task::userns::own_owner(e.uid, e.gid).map_err(|err| fail(err.into()))?;
+    if let Some((uid, gid)) = owner {
+        fchownat(
+            nix::fcntl::AT_FDCWD,
+            &path,
+            Some(uid),
+            Some(gid),
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .map_err(|err| fail(err.into()))?;
+    }
+    if kind != libc::S_IFLNK {
+        // After chown, which clears set-id bits.
+        nix::sys::stat::fchmodat(
+            nix::fcntl::AT_FDCWD,
+            &path,
+            perms,
+            nix::sys::stat::FchmodatFlags::FollowSymlink,
+        )
+        .map_err(|err| fail(err.into()))?;
     }
     Ok(())
 }
