@@ -8,6 +8,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use cryo_proto::image::{FdEntry, FileDesc};
 use nix::fcntl::{FcntlArg, OFlag};
+use nix::unistd::Pid;
 
 use super::error::restore_err;
 use super::FileError;
@@ -96,14 +97,15 @@ pub(crate) fn open_no_symlinks(path: &str, flags: OFlag) -> nix::Result<OwnedFd>
 }
 
 /// The fd of cryo's root directory a root process of a restore holds (the plan's slot), set
-/// at the start of its cryo phase ([`parent_root_at`]).
-static PARENT_ROOT: std::sync::OnceLock<RawFd> = std::sync::OnceLock::new();
+/// at the start of its cryo phase ([`parent_root_at`]), with that process's pid: its
+/// children, which inherit the value, open through their own parent's root.
+static PARENT_ROOT: std::sync::OnceLock<(Pid, RawFd)> = std::sync::OnceLock::new();
 
 /// In a root process of a restore (cryo its parent): its parent's root is cryo's, at fd
 /// `slot`. A root in a user namespace of its own could not open /proc/CRYO/root (ptrace
 /// access to a process of the parent user namespace).
 pub(crate) fn parent_root_at(slot: RawFd) {
-    let _ = PARENT_ROOT.set(slot);
+    let _ = PARENT_ROOT.set((nix::unistd::getpid(), slot));
 }
 
 /// Opens absolute `path` as the parent of this process finds it (the parent as cryo's /proc
@@ -113,8 +115,8 @@ pub(crate) fn parent_root_at(slot: RawFd) {
 /// followed on the way (as [`open_no_symlinks`]) but for an O_PATH one.
 pub(crate) fn open_in_parent_namespace(path: &str, flags: OFlag, o_path: bool) -> nix::Result<OwnedFd> {
     use nix::fcntl::{OpenHow, ResolveFlag};
-    let root = match PARENT_ROOT.get() {
-        Some(&slot) => sys::fd::borrow_raw(slot).try_clone_to_owned().map_err(|e| {
+    let root = match PARENT_ROOT.get().filter(|(pid, _)| *pid == nix::unistd::getpid()) {
+        Some(&(_, slot)) => sys::fd::borrow_raw(slot).try_clone_to_owned().map_err(|e| {
             nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EBADF))
         })?,
         None => {

@@ -903,11 +903,14 @@ fn recreate_set_id(
             .open(dir)
     };
     let dir = Path::new(&reg.path).parent().unwrap_or(Path::new("/"));
-    let mut file = if dir.is_dir() {
-        unnamed(dir)
-    } else {
-        unnamed(images.path())
-    }
+    // Made as its owner can be given it (in a user namespace: userns::make_for).
+    let mut file = crate::task::userns::make_for(reg.uid, reg.gid, || {
+        if dir.is_dir() {
+            unnamed(dir)
+        } else {
+            unnamed(images.path())
+        }
+    })
     .map_err(err("make the set-id deleted file again unnamed (O_TMPFILE|O_EXCL)"))?;
     fill(&mut file, reg, raw, images).map_err(err("fill the recreated set-id deleted file"))?;
     let mode = file
@@ -1045,15 +1048,15 @@ fn fill(file: &mut File, reg: &RegularFile, raw: &RawFileRef, images: &ImageDir)
     }
     // The holes at the end, if any.
     file.set_len(reg.size)?;
-    // Owner first: chown clears set-id bits.
-    let mut mode = reg.mode & 0o7777;
-    let chowned = crate::task::userns::chown_as_dumped(file.as_fd(), reg.uid, reg.gid);
-    if let Err(e) = chowned {
-        debug!(path = %reg.path, error = %e, "chown of the recreated file failed, kept cryo's owner");
-        // Never a set-id copy owned by someone else than the recorded owner.
-        mode &= 0o1777;
-    }
-    file.set_permissions(fs::Permissions::from_mode(mode))?;
+    // Owner first: chown clears set-id bits. A copy owned by another than the recorded owner
+    // would be a silent difference (and a set-id one a hole): the restore fails instead.
+    crate::task::userns::chown_as_dumped(file.as_fd(), reg.uid, reg.gid).map_err(|e| {
+        io::Error::new(
+            io::Error::from(e).kind(),
+            format!("give it its owner {}:{}: {e}", reg.uid, reg.gid),
+        )
+    })?;
+    file.set_permissions(fs::Permissions::from_mode(reg.mode & 0o7777))?;
     // Last: every write above moved the modification time (chown and chmod move only ctime).
     let time = |ns: i64| {
         if ns == 0 {

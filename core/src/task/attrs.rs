@@ -680,7 +680,7 @@ pub fn refuse_unrestorable(pid: Pid, core: &TaskCore) -> Result<(), AttrError> {
         errno: e,
     })?;
     if let Some(p) = &core.attrs {
-        refuse_process(pid, p, &own)?;
+        refuse_process(pid, p, &own, core.userns.as_ref())?;
     }
     refuse_hard_limits(pid, &core.rlimits, &own)?;
     super::keyrings::refuse(pid, core, own.session_keyring)?;
@@ -878,7 +878,12 @@ fn refuse_thread(pid: Pid, tid: Pid, a: &ThreadAttrs) -> Result<(), AttrError> {
     Ok(())
 }
 
-fn refuse_process(pid: Pid, p: &ProcessAttrs, own: &Own) -> Result<(), AttrError> {
+fn refuse_process(
+    pid: Pid,
+    p: &ProcessAttrs,
+    own: &Own,
+    userns: Option<&cryo_proto::image::UserNamespace>,
+) -> Result<(), AttrError> {
     if p.dumpable == 2 {
         return Err(AttrError::SuidDumpable { pid });
     }
@@ -903,7 +908,16 @@ fn refuse_process(pid: Pid, p: &ProcessAttrs, own: &Own) -> Result<(), AttrError
             why: "a registration command this cryo does not know",
         });
     }
-    if p.loginuid != own.loginuid && own.cap_eff >> CAP_AUDIT_CONTROL & 1 == 0 {
+    // In a user namespace of its own the process sets it itself, without CAP_AUDIT_CONTROL
+    // (of the initial namespace): only once, from cryo's unset one, to an id its maps map.
+    let may_set = match userns {
+        None => own.cap_eff >> CAP_AUDIT_CONTROL & 1 != 0,
+        Some(ns) => {
+            own.loginuid == AUDIT_UNSET
+                && crate::task::userns::to_inside(&ns.uid_map, p.loginuid).is_some()
+        }
+    };
+    if p.loginuid != own.loginuid && !may_set {
         return Err(AttrError::Loginuid {
             pid,
             loginuid: p.loginuid,
@@ -930,8 +944,15 @@ fn refuse_process(pid: Pid, p: &ProcessAttrs, own: &Own) -> Result<(), AttrError
 pub fn restore_in_child(core: &TaskCore) -> Result<(), ChildError> {
     let fail = |what: &'static str| ChildError::sys_on(ChildStep::Attribute, what);
     if let Some(p) = &core.attrs {
-        if audit_id("self", "loginuid").map_err(fail("loginuid"))? != p.loginuid {
-            std::fs::write("/proc/self/loginuid", p.loginuid.to_string())
+        // As the process names it in a user namespace of its own (unset stays unset).
+        let loginuid = match p.loginuid {
+            AUDIT_UNSET => AUDIT_UNSET,
+            uid => crate::task::userns::own_ids()
+                .uid(uid)
+                .map_err(fail("loginuid"))?,
+        };
+        if audit_id("self", "loginuid").map_err(fail("loginuid"))? != loginuid {
+            std::fs::write("/proc/self/loginuid", loginuid.to_string())
                 .map_err(fail("loginuid"))?;
         }
         std::fs::write("/proc/self/oom_score_adj", p.oom_score_adj.to_string())
@@ -1305,7 +1326,7 @@ mod tests {
             loginuid: AUDIT_UNSET,
             ..Default::default()
         };
-        let err = refuse_process(pid, &suid, &own(0, !0)).unwrap_err();
+        let err = refuse_process(pid, &suid, &own(0, !0), None).unwrap_err();
         assert!(
             err.to_string().contains("pid 4242 thread 4242: dumpable 2"),
             "{err}"
@@ -1315,9 +1336,10 @@ mod tests {
             loginuid: 1000,
             ..Default::default()
         };
-        let err = refuse_process(pid, &login, &own(0, !(1 << CAP_AUDIT_CONTROL))).unwrap_err();
+        let err =
+            refuse_process(pid, &login, &own(0, !(1 << CAP_AUDIT_CONTROL)), None).unwrap_err();
         assert!(err.to_string().contains("loginuid 1000"), "{err}");
-        refuse_process(pid, &login, &own(0, !0)).unwrap();
+        refuse_process(pid, &login, &own(0, !0), None).unwrap();
     }
 
     #[test]
@@ -1336,7 +1358,7 @@ mod tests {
             ..Default::default()
         };
         let has_sys_resource = Own::read().unwrap().cap_eff >> CAP_SYS_RESOURCE & 1 != 0;
-        let got = refuse_process(Pid::from_raw(4242), &p, &own(current, !0));
+        let got = refuse_process(Pid::from_raw(4242), &p, &own(current, !0), None);
         if has_sys_resource {
             got.unwrap();
         } else {
