@@ -4,11 +4,12 @@
 //! business (through the registry); nothing here names a kind.
 
 use std::collections::HashMap;
+use std::io;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use cryo_proto::image::{FdEntry, FileDesc};
 use nix::fcntl::{FcntlArg, OFlag};
-use nix::unistd::Pid;
 
 use super::error::restore_err;
 use super::FileError;
@@ -96,16 +97,26 @@ pub(crate) fn open_no_symlinks(path: &str, flags: OFlag) -> nix::Result<OwnedFd>
     )
 }
 
-/// The fd of cryo's root directory a root process of a restore holds (the plan's slot), set
-/// at the start of its cryo phase ([`parent_root_at`]), with that process's pid: its
-/// children, which inherit the value, open through their own parent's root.
-static PARENT_ROOT: std::sync::OnceLock<(Pid, RawFd)> = std::sync::OnceLock::new();
+/// The fd of its parent's root directory a process of a restore holds (the plan's slot), and
+/// that process's pid ([`hold_parent_root`]): its children inherit the values, not the fd's
+/// meaning. Atomics: a lock could be held by another thread of cryo at a fork.
+static PARENT_ROOT_FD: AtomicI32 = AtomicI32::new(-1);
+static PARENT_ROOT_HOLDER: AtomicI32 = AtomicI32::new(0);
 
-/// In a root process of a restore (cryo its parent): its parent's root is cryo's, at fd
-/// `slot`. A root in a user namespace of its own could not open /proc/CRYO/root (ptrace
-/// access to a process of the parent user namespace).
-pub(crate) fn parent_root_at(slot: RawFd) {
-    let _ = PARENT_ROOT.set((nix::unistd::getpid(), slot));
+/// In a process of a restore, first thing (its root still the one it inherited, its
+/// parent's): holds its root directory at fd `slot`, for [`open_in_parent_namespace`].
+/// /proc/PARENT/root would need ptrace access to the parent, which a process in a user
+/// namespace of its own has not (to cryo, or to a parent whose memory cryo made).
+pub(crate) fn hold_parent_root(slot: RawFd) -> io::Result<()> {
+    let root = nix::fcntl::open(
+        "/",
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )?;
+    sys::fd::dup_to(root.as_fd(), slot, true)?;
+    PARENT_ROOT_FD.store(slot, Ordering::Relaxed);
+    PARENT_ROOT_HOLDER.store(nix::unistd::getpid().as_raw(), Ordering::Relaxed);
+    Ok(())
 }
 
 /// Opens absolute `path` as the parent of this process finds it (the parent as cryo's /proc
@@ -115,8 +126,9 @@ pub(crate) fn parent_root_at(slot: RawFd) {
 /// followed on the way (as [`open_no_symlinks`]) but for an O_PATH one.
 pub(crate) fn open_in_parent_namespace(path: &str, flags: OFlag, o_path: bool) -> nix::Result<OwnedFd> {
     use nix::fcntl::{OpenHow, ResolveFlag};
-    let root = match PARENT_ROOT.get().filter(|(pid, _)| *pid == nix::unistd::getpid()) {
-        Some(&(_, slot)) => sys::fd::borrow_raw(slot).try_clone_to_owned().map_err(|e| {
+    let held = PARENT_ROOT_HOLDER.load(Ordering::Relaxed) == nix::unistd::getpid().as_raw();
+    let root = match held.then(|| PARENT_ROOT_FD.load(Ordering::Relaxed)) {
+        Some(slot) => sys::fd::borrow_raw(slot).try_clone_to_owned().map_err(|e| {
             nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EBADF))
         })?,
         None => {

@@ -71,8 +71,13 @@ fn child_setup(tree: &Planned, i: usize) -> Result<(), ChildError> {
     }
     let t = &tree.loaded.tasks[i];
     crate::task::userns::set_own(t.core.userns.as_ref());
-    if plan.parent[i].is_none() {
-        crate::files::open::parent_root_at(plan.cryo_root_slot);
+    // Before any namespace of its own: the root it inherited is its parent's. One sharing
+    // its parent's fd table leaves the slot to it.
+    if !t.core.files_of_parent {
+        crate::files::open::hold_parent_root(plan.parent_root_slot).map_err(ChildError::sys_on(
+            ChildStep::MountNamespace,
+            "hold its parent's root",
+        ))?;
     }
     let pid = Pid::from_raw(t.entry.pid);
     // A leader that forked children before its setsid forks them first, then leaves.

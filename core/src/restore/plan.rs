@@ -88,10 +88,10 @@ pub(crate) struct TreePlan {
     /// The slot fd of the image directory (a process whose mount namespace does not show
     /// its path reads the image through it).
     pub images_slot: RawFd,
-    /// The slot fd of cryo's root directory, through which a root process opens the files
-    /// its holder had open in cryo's mount namespace before making its own
-    /// (files::open::open_in_parent_namespace).
-    pub cryo_root_slot: RawFd,
+    /// The slot fd where each process holds its parent's root directory, through which it
+    /// opens the files its holder had open in its parent's mount namespace before making its
+    /// own (files::open::hold_parent_root).
+    pub parent_root_slot: RawFd,
     /// The first slot fd of the IPC namespaces cryo made (crate::ipc::Restored::fds).
     pub ipc_slot: RawFd,
     /// The processes that stand in for session and group leaders that had exited.
@@ -294,7 +294,7 @@ impl TreePlan {
             guardian_slot,
             pid_broker_slot: guardian_slot + 1,
             images_slot: guardian_slot + 2,
-            cryo_root_slot: guardian_slot + 3,
+            parent_root_slot: guardian_slot + 3,
             ipc_slot: guardian_slot + 4,
         })
     }

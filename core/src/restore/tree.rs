@@ -3,7 +3,7 @@
 //! of a shell job), the processes in creation order.
 
 use std::ops::Range;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::RawFd;
 
 use super::load::{Loaded, TaskImage};
 use super::plan::{PlanInput, TreePlan};
@@ -49,8 +49,6 @@ pub(crate) struct Planned {
     /// pids (a tree in cryo's PID namespace): its end held at the plan's broker slot by every
     /// process until its children are forked.
     pub pid_broker: Option<super::pid_broker::PidBroker>,
-    /// cryo's root directory (O_PATH), held at the plan's root slot by the roots.
-    pub cryo_root: std::os::fd::OwnedFd,
 }
 
 /// The warm memory the processes cryo forks inherit.
@@ -206,20 +204,6 @@ impl Loaded {
             (t, attach)
         });
         loaded.images.keep_at(plan.images_slot);
-        let cryo_root = nix::fcntl::open(
-            "/",
-            nix::fcntl::OFlag::O_PATH
-                | nix::fcntl::OFlag::O_DIRECTORY
-                | nix::fcntl::OFlag::O_CLOEXEC,
-            nix::sys::stat::Mode::empty(),
-        )
-        .map_err(|e| {
-            crate::Error::sys(
-                nix::unistd::getpid(),
-                "open its root directory",
-                std::io::Error::from(e),
-            )
-        })?;
         Ok(Planned {
             loaded,
             plan,
@@ -235,7 +219,6 @@ impl Loaded {
             warm,
             pid_broker,
             netns_made: false,
-            cryo_root,
         })
     }
 }
@@ -258,7 +241,6 @@ impl Planned {
             v.push((broker.tree_end(), self.plan.pid_broker_slot));
         }
         v.push((self.loaded.images.dir_fd(), self.plan.images_slot));
-        v.push((self.cryo_root.as_raw_fd(), self.plan.cryo_root_slot));
         v.extend(self.ipc.fds().into_iter().zip(self.plan.ipc_slot..));
         v
     }

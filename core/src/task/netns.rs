@@ -217,6 +217,15 @@ pub fn dump(
         })
         .map_err(io)
         .map_err(failed("read its owner"))?;
+    if let (true, Some((index, peer))) = (in_user_ns, interfaces.peers.first()) {
+        let link = interfaces.links.iter().find(|l| l.index == *index);
+        return Err(refuse(format!(
+            "holds {}, joined to {} in another namespace: a link across namespaces is not made \
+             again inside a user namespace (its process could not enter the other)",
+            link.map_or("a link", |l| l.name.as_str()),
+            peer.name
+        )));
+    }
     let fresh_ns = in_user_ns
         .then(|| crate::sys::ns::new_in_user_namespace(CloneFlags::CLONE_NEWNET, "net"))
         .transpose()
