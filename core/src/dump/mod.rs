@@ -683,7 +683,14 @@ fn dump_tree(
         check_tree(CGROUP, &made(|c| c.cgroupns.as_ref().map(|n| n.inode)))?;
         check_tree(NET, &made(|c| c.netns.as_ref().map(|n| n.inode)))?;
         check_tree(SESSION_KEYRING, &made(|c| crate::task::keyrings::serial(c).map(|s| s as u64)))?;
-        check_tree(MNT, &made(|c| c.mnt.as_ref().map(|n| n.inode)))?;
+        let mounts = made(|c| c.mnt.as_ref().map(|n| n.inode));
+        check_tree(MNT, &mounts)?;
+        crate::task::mount_ns::refuse_rejoined_in_user_namespace(&mounts, |pid| {
+            pstree
+                .iter()
+                .zip(&cores)
+                .any(|(e, (core, _))| e.pid == pid && core.userns.is_some())
+        })?;
         check_tree(USER, &made(|c| c.userns.as_ref().map(|n| n.inode)))?;
         let ipc_in_user = |c: &cryo_proto::image::TaskCore| {
             (c.userns.is_some() && c.ipc_ns != 0).then_some(c.ipc_ns)

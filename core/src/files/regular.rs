@@ -184,6 +184,20 @@ fn linked_inode(id: u32, reg: &RegularFile, source: &Path) -> Result<LinkedInode
             source.display()
         ),
     };
+    // open_by_handle_at needs CAP_DAC_READ_SEARCH of the initial user namespace, which a
+    // restored process in a user namespace of its own has not.
+    let in_user_ns = holder_of(source).is_some_and(|pid| {
+        let user = |dir: &Path| std::fs::metadata(dir.join("ns/user")).map(|m| m.ino()).ok();
+        user(&crate::proc::dir(pid)) != user(Path::new("/proc/self"))
+    });
+    if in_user_ns {
+        return Err(refuse(
+            "its holder is in a user namespace of its own, where it could not be opened again \
+             by its file handle (open_by_handle_at needs CAP_DAC_READ_SEARCH of the initial \
+             user namespace): refused"
+                .into(),
+        ));
+    }
     let (h, _mount) = handle::name_to_handle(source)
         .map_err(|e| refuse(format!("its filesystem gives no file handle ({e}): refused")))?;
     let linked = LinkedInode {
@@ -819,22 +833,23 @@ fn recreate_on_read_only_mount(
         .map_err(err("recreate the deleted file (a writable copy of its read-only mount)"))?;
     let names = std::iter::once(base.clone())
         .chain((0..100).map(|n| hidden_name(&base, n)));
-    let mut made = None;
-    for name in names {
-        match nix::fcntl::openat(
-            &writable,
-            name.as_str(),
-            OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_RDWR | OFlag::O_CLOEXEC,
-            Mode::from_bits_truncate(0o600),
-        ) {
-            Ok(fd) => {
-                made = Some((File::from(fd), name));
-                break;
+    // Made as its owner can be given it (in a user namespace: userns::make_for).
+    let made = crate::task::userns::make_for(reg.uid, reg.gid, || {
+        for name in names {
+            match nix::fcntl::openat(
+                &writable,
+                name.as_str(),
+                OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_RDWR | OFlag::O_CLOEXEC,
+                Mode::from_bits_truncate(0o600),
+            ) {
+                Ok(fd) => return Ok(Some((File::from(fd), name))),
+                Err(nix::errno::Errno::EEXIST) => continue,
+                Err(e) => return Err(e),
             }
-            Err(nix::errno::Errno::EEXIST) => continue,
-            Err(e) => return Err(err("recreate the deleted file on its read-only mount")(e.into())),
         }
-    }
+        Ok(None)
+    })
+    .map_err(|e| err("recreate the deleted file on its read-only mount")(e.into()))?;
     let (mut file, name) = made.ok_or_else(|| {
         err("recreate the deleted file")(io::Error::other("no free temporary name"))
     })?;

@@ -1830,8 +1830,12 @@ fn restore_pivoted(ns: &MountNamespace) -> Result<(), ChildError> {
         fill(here, &root.files).map_err(|(path, e)| failed(format!("make {path}"))(e))?;
         // A /proc directory for cryo's /proc, removed late (end_cryos_proc).
         if proc_dir_made(ns) {
-            nix::unistd::mkdir("proc", nix::sys::stat::Mode::from_bits_truncate(0o555))
-                .map_err(|e| failed("make /proc for cryo's".into())(e.into()))?;
+            // Owned by its root (in a user namespace of its own: made as that root).
+            let (uid, gid) = crate::task::userns::root_outside(crate::task::userns::own_ns());
+            crate::task::userns::make_for(uid, gid, || {
+                nix::unistd::mkdir("proc", nix::sys::stat::Mode::from_bits_truncate(0o555))
+            })
+            .map_err(|e| failed("make /proc for cryo's".into())(e.into()))?;
         }
         if root.tmpfs_read_only {
             sys::mount::tmpfs_read_only(here, flags, &root_options)
@@ -2288,6 +2292,35 @@ fn join_ancestors(generations: usize) -> io::Result<()> {
     }
     let handle = std::fs::File::open(format!("/proc/{pid}/ns/mnt"))?;
     nix::sched::setns(handle, nix::sched::CloneFlags::CLONE_NEWNS)?;
+    Ok(())
+}
+
+/// Refuses a process in a user namespace of its own (`in_user_ns`) that is back in the mount
+/// namespace of an ancestor other than its parent (`tasks`: pid, parent pid, mount namespace
+/// inode, None for cryo's): the restore joins it through /proc/ANCESTOR/ns/mnt, which a
+/// process inside a user namespace may not reach once that ancestor is whole.
+pub(crate) fn refuse_rejoined_in_user_namespace(
+    tasks: &[(i32, i32, Option<u64>)],
+    in_user_ns: impl Fn(i32) -> bool,
+) -> Result<(), super::namespaces::NamespaceError> {
+    let ns_of = |pid: i32| tasks.iter().find(|t| t.0 == pid).map(|t| t.2);
+    let parent_of = |pid: i32| tasks.iter().find(|t| t.0 == pid).map(|t| t.1);
+    for &(pid, ppid, ns) in tasks {
+        let Some(ns) = ns else { continue };
+        if !in_user_ns(pid) || ns_of(ppid) == Some(Some(ns)) {
+            continue;
+        }
+        if let Some(generations) = super::namespaces::ancestor_in(ppid, ns_of, parent_of, ns) {
+            return Err(super::namespaces::NamespaceError::NamespaceTree {
+                pid: Pid::from_raw(pid),
+                detail: format!(
+                    "is back in the mount namespace mnt:[{ns}] of its ancestor {generations} \
+                     generations up, below a parent in another, inside a user namespace: not \
+                     made again (that ancestor is out of its reach at restore)"
+                ),
+            });
+        }
+    }
     Ok(())
 }
 

@@ -153,6 +153,11 @@ pub(crate) fn set_own(ns: Option<&UserNamespace>) {
     }
 }
 
+/// The user namespace of this process of a restore, as [`set_own`] said (None in cryo).
+pub(crate) fn own_ns() -> Option<&'static UserNamespace> {
+    OWN.get()
+}
+
 /// How this process names ids of cryo's view: as [`set_own`] said (cryo's ids in cryo).
 pub(crate) fn own_ids() -> IdsInside<'static> {
     IdsInside(OWN.get())
