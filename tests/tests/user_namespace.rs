@@ -273,7 +273,8 @@ fn network_ipc_and_mount_namespaces_made_inside_the_user_namespace_come_back_own
         ]
     );
     assert!(
-        before[3].starts_with("mnt: cryo-tmpfs 1 1 640; ") && before[3].contains("mode=751"),
+        before[3].starts_with("mnt: cryo-tmpfs 1 1 640; sock 1 1; ")
+            && before[3].contains("mode=751"),
         "{before:?}"
     );
     dump_and_restore_in_a_new_one(&mut w);
@@ -291,6 +292,51 @@ fn network_ipc_and_mount_namespaces_made_inside_the_user_namespace_come_back_own
             "its {kind} namespace is owned by its user namespace"
         );
     }
+}
+
+#[test]
+fn files_it_made_come_back_with_their_owners_where_its_maps_leave_our_root_unmapped() {
+    cryo_bin();
+    // As a container's (zdtm's uns flavour): inside 0 is 200000 outside, our root is no one
+    // there. The restored process is our root outside until its ids are set, last: what it
+    // makes again for its owners inside (the tmpfs's file, its socket file) is made as its
+    // namespace's root (before: the restore failed making the tmpfs's file, EOVERFLOW).
+    let dir = cryo_tests::control_dir();
+    let open_to_all = |path: &std::path::Path, mode| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    // The workload is root inside, 200000 outside: its control dir and fifos open to it.
+    open_to_all(dir.path(), 0o711);
+    let fifos = [dir.path().join("cmd"), dir.path().join("out")];
+    let mut w = Workload::spawn_configured(
+        dir,
+        "user-ns",
+        &[
+            "uid=0:200000:65536",
+            "gid=0:300000:65536",
+            "root",
+            "uts=cryo-userns-unmapped",
+            "ipc",
+            "mnt=/srv",
+        ],
+        |_| fifos.iter().for_each(|f| open_to_all(f, 0o666)),
+    );
+    let before = observed_inside(&w)[2..].to_vec();
+    assert_eq!(
+        before[0],
+        "ipc: 0x5eed 640 0 0 0 0 cryo-userns-ipc; messages 1"
+    );
+    assert!(
+        before[1].starts_with("mnt: cryo-tmpfs 1 1 640; sock 1 1; "),
+        "{before:?}"
+    );
+    dump_and_restore_in_a_new_one(&mut w);
+    assert_eq!(
+        observed_inside(&w)[2..],
+        before,
+        "observed from inside after the restore"
+    );
 }
 
 #[test]

@@ -9,6 +9,8 @@
 //! gid=IN:OUT:N[,...]   its gid_map (default 0:0:1)
 //! setgroups=allow      leave setgroups allowed (default: deny, written before gid_map)
 //! pidns                the namespace's init too (`unshare -Urpf`): it is pid 1
+//! root                 inside, first: uids and gids 0 there (`unshare -r`; where 0 is not
+//!                      our root, the control dir and fifos must be open to it)
 //! uts=HOST             inside: unshare(CLONE_NEWUTS) (owned by the user namespace), sethostname
 //! net                  inside: unshare(CLONE_NEWNET) (owned by the user namespace), lo up,
 //!                      net.ipv4.ip_local_port_range 40000 50000
@@ -17,7 +19,7 @@
 //!                      holding "cryo-userns-ipc" and a queue (key 0x5eee) holding (1 "one")
 //! mnt=DIR              inside: unshare(CLONE_NEWNS) (owned by the user namespace), a tmpfs
 //!                      on DIR (size=1m,mode=0751,uid=1,gid=1) holding `file` ("cryo-tmpfs",
-//!                      owner 1:1, mode 0640)
+//!                      owner 1:1, mode 0640) and `sock`, a listener's (owner 1:1)
 //! landlock             inside, last: a Landlock domain handling file reads (allowed beneath
 //!                      /proc /usr /lib /lib64 /etc)
 //! become=ID            inside: groups ID+1,ID+2, gids and uids ID (keeping the
@@ -38,7 +40,8 @@
 //! ns KIND        the link /proc/self/ns/KIND
 //! sysctl PATH    the value of /proc/sys/PATH
 //! ipc            the segment's key, mode, owner, creator and text; the queue's message count
-//! mnt            DIR/file's text, owner and mode; the tmpfs's options as mountinfo shows them
+//! mnt            DIR/file's text, owner and mode; DIR/sock's owner (connected to); the tmpfs's
+//!                options as mountinfo shows them
 //! outside        its pid as /proc (mounted outside) names it: the link /proc/self
 //! child          the child's getpid getppid and ids, from the child
 //! thread         the second thread's gettid and ids, from that thread
@@ -103,6 +106,13 @@ pub fn start(args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
         other => return Err(format!("no go from outside: {other:?}")),
     }
     sys::close(go_rd);
+    if has("root") {
+        // SAFETY: single-threaded here; setresgid and setresuid take numbers.
+        unsafe {
+            sys::cvt(libc::setresgid(0, 0, 0)).map_err(failed("setresgid 0"))?;
+            sys::cvt(libc::setresuid(0, 0, 0)).map_err(failed("setresuid 0"))?;
+        }
+    }
     // A session of its own: the dump takes it from its leader.
     sys::setsid().map_err(failed("setsid"))?;
     if let Some(host) = args.iter().find_map(|a| a.strip_prefix("uts=")) {
@@ -275,7 +285,6 @@ fn ipc_objects() -> io::Result<String> {
 /// `mnt=DIR`: a mount namespace of its own (its mounts private), the tmpfs on `dir`.
 fn make_tmpfs(dir: &str) -> io::Result<()> {
     use nix::mount::{mount, MsFlags};
-    use std::os::unix::fs::PermissionsExt;
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)?;
     mount(
         None::<&str>,
@@ -284,6 +293,13 @@ fn make_tmpfs(dir: &str) -> io::Result<()> {
         MsFlags::MS_REC | MsFlags::MS_PRIVATE,
         None::<&str>,
     )?;
+    fill_tmpfs(dir)
+}
+
+/// The tmpfs on `dir` and what it holds (see [`make_tmpfs`]).
+fn fill_tmpfs(dir: &str) -> io::Result<()> {
+    use nix::mount::{mount, MsFlags};
+    use std::os::unix::fs::PermissionsExt;
     mount(
         Some("cryo-userns-tmpfs"),
         dir,
@@ -294,15 +310,24 @@ fn make_tmpfs(dir: &str) -> io::Result<()> {
     let file = Path::new(dir).join("file");
     std::fs::write(&file, "cryo-tmpfs")?;
     std::os::unix::fs::chown(&file, Some(1), Some(1))?;
-    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640))
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640))?;
+    // A listener bound there, its file given to 1:1 too (leaked: it lives as long as we do).
+    let sock = std::os::unix::net::UnixListener::bind(Path::new(dir).join("sock"))?;
+    std::os::unix::fs::chown(Path::new(dir).join("sock"), Some(1), Some(1))?;
+    std::mem::forget(sock);
+    Ok(())
 }
 
-/// `mnt`: `TEXT uid gid mode; OPTIONS` of DIR/file and DIR's tmpfs.
+/// `mnt`: `TEXT uid gid mode; sock uid gid; OPTIONS` of DIR/file, DIR/sock (answering a
+/// connection) and DIR's tmpfs.
 fn tmpfs_state(dir: &str) -> io::Result<String> {
     use std::os::unix::fs::MetadataExt;
     let file = Path::new(dir).join("file");
     let text = std::fs::read_to_string(&file)?;
     let md = std::fs::metadata(&file)?;
+    let sock = Path::new(dir).join("sock");
+    std::os::unix::net::UnixStream::connect(&sock)?;
+    let smd = std::fs::metadata(&sock)?;
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")?;
     let options = mountinfo
         .lines()
@@ -311,10 +336,12 @@ fn tmpfs_state(dir: &str) -> io::Result<String> {
         .unwrap_or("")
         .to_string();
     Ok(format!(
-        "{text} {} {} {:o}; {options}",
+        "{text} {} {} {:o}; sock {} {}; {options}",
         md.uid(),
         md.gid(),
-        md.mode() & 0o7777
+        md.mode() & 0o7777,
+        smd.uid(),
+        smd.gid()
     ))
 }
 
