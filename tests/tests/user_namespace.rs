@@ -300,7 +300,8 @@ fn files_it_made_come_back_with_their_owners_where_its_maps_leave_our_root_unmap
     // As a container's (zdtm's uns flavour): inside 0 is 200000 outside, our root is no one
     // there. The restored process is our root outside until its ids are set, last: what it
     // makes again for its owners inside (the tmpfs's file, its socket file) is made as its
-    // namespace's root (before: the restore failed making the tmpfs's file, EOVERFLOW).
+    // namespace's root (before: the restore failed making the tmpfs's file, EOVERFLOW), its
+    // ping socket as its root group (before: refused at dump, cryo's group not in range).
     let dir = cryo_tests::control_dir();
     let open_to_all = |path: &std::path::Path, mode| {
         use std::os::unix::fs::PermissionsExt;
@@ -317,12 +318,15 @@ fn files_it_made_come_back_with_their_owners_where_its_maps_leave_our_root_unmap
             "gid=0:300000:65536",
             "root",
             "uts=cryo-userns-unmapped",
+            "net",
+            "ping",
             "ipc",
             "mnt=/srv",
         ],
         |_| fifos.iter().for_each(|f| open_to_all(f, 0o666)),
     );
-    let before = observed_inside(&w)[2..].to_vec();
+    let observed = |w: &Workload| [&observed_inside(w)[2..], &[w.cmd("ping-socket")]].concat();
+    let before = observed(&w);
     assert_eq!(
         before[0],
         "ipc: 0x5eed 640 0 0 0 0 cryo-userns-ipc; messages 1"
@@ -331,9 +335,11 @@ fn files_it_made_come_back_with_their_owners_where_its_maps_leave_our_root_unmap
         before[1].starts_with("mnt: cryo-tmpfs 1 1 640; sock 1 1; "),
         "{before:?}"
     );
+    // A ping socket, which only a group of ping_group_range (0 inside) may make.
+    assert_eq!(before[2], "type 2 protocol 1; range 0 0");
     dump_and_restore_in_a_new_one(&mut w);
     assert_eq!(
-        observed_inside(&w)[2..],
+        observed(&w),
         before,
         "observed from inside after the restore"
     );

@@ -36,7 +36,21 @@ pub(super) fn capture(
     groups: &[(u32, std::net::IpAddr)],
 ) -> Result<SocketState, SocketError> {
     let mut socket = repair::capture_udp(dup).map_err(repair_err(pid, fd))?;
-    let mut extras = repair::capture_udp_extras(dup).map_err(repair_err(pid, fd))?;
+    // The restore makes it (a ping socket is checked against ping_group_range) as its user
+    // namespace's root group (userns::as_root_group): so does the probe here.
+    let probe = || repair::capture_udp_extras(dup);
+    let mut extras = match crate::task::userns::root_group_of(pid) {
+        Some(gid) => {
+            crate::sys::ipc::as_creator(0, gid, || Ok(probe())).map_err(|e| SocketError::Sys {
+                pid,
+                fd,
+                step: "take its user namespace's root group",
+                source: e,
+            })?
+        }
+        None => probe(),
+    }
+    .map_err(repair_err(pid, fd))?;
     let (ty, proto) = extras.kind();
     if ty == libc::SOCK_RAW || proto == libc::IPPROTO_ICMP || proto == libc::IPPROTO_ICMPV6 {
         let table = match (ty == libc::SOCK_RAW, socket.local.is_ipv6()) {
@@ -95,7 +109,9 @@ pub(super) fn describe(u: &UdpState) -> String {
 
 /// Socket `u` made again: options, bound (and connected), corked and shut as it was.
 pub(super) fn restore(desc: &FileDesc, u: &UdpState) -> Result<OwnedFd, SocketError> {
-    repair::restore_udp_with(&u.socket, &u.extras)
+    // As its user namespace's root group (a ping socket is checked against ping_group_range,
+    // in that namespace's ids).
+    crate::task::userns::as_root_group(|| repair::restore_udp_with(&u.socket, &u.extras))
         .map_err(|e| restore_err(desc, "restore socket", e))
 }
 

@@ -255,6 +255,49 @@ pub(crate) fn root_outside(ns: Option<&UserNamespace>) -> (u32, u32) {
     })
 }
 
+/// The group of the root of `pid`'s user namespace as cryo sees it, when that namespace is
+/// not cryo's (and maps a root).
+pub(crate) fn root_group_of(pid: Pid) -> Option<u32> {
+    let dir = proc::dir(pid);
+    let ino = |p: &Path| {
+        std::fs::metadata(p)
+            .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+            .ok()
+    };
+    if ino(&dir.join("ns/user")) == ino(Path::new("/proc/self/ns/user")) {
+        return None;
+    }
+    let gid_map = normalized(&std::fs::read_to_string(dir.join("gid_map")).ok()?);
+    let ns = UserNamespace {
+        gid_map,
+        ..Default::default()
+    };
+    to_inside(&ns.gid_map, 0)
+        .is_none()
+        .then(|| root_outside(Some(&ns)).1)
+}
+
+/// Runs `f` on a short-lived thread whose effective group is its user namespace's root's
+/// (setresgid is per thread), in a process of a restore in one (else here): what the kernel
+/// checks against net.ipv4.ping_group_range when a ping socket is made, which the namespace
+/// writes in its own ids.
+pub(crate) fn as_root_group<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    if OWN.get().is_none() {
+        return f();
+    }
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let keep = u64::MAX; // -1: unchanged
+                                 // SAFETY: the raw setresgid takes numbers and changes this thread only; 0 is the
+                                 // namespace's root group.
+            unsafe { libc::syscall(libc::SYS_setresgid, keep, 0u64, keep) };
+            f()
+        })
+        .join()
+        .unwrap_or_else(|p| std::panic::resume_unwind(p))
+    })
+}
+
 /// The first id of `ids` (cryo's view) that `map` does not map.
 pub(crate) fn first_unmapped(map: &str, ids: &[u32]) -> Option<u32> {
     ids.iter().copied().find(|&id| to_inside(map, id).is_none())

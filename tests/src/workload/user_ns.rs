@@ -14,6 +14,7 @@
 //! uts=HOST             inside: unshare(CLONE_NEWUTS) (owned by the user namespace), sethostname
 //! net                  inside: unshare(CLONE_NEWNET) (owned by the user namespace), lo up,
 //!                      net.ipv4.ip_local_port_range 40000 50000
+//! ping                 inside, with `net`: net.ipv4.ping_group_range 0 0, a ping socket
 //! ipc                  inside: unshare(CLONE_NEWIPC) (owned by the user namespace),
 //!                      kernel.msgmax 4000, a segment (key 0x5eed, 4096 bytes, mode 0640)
 //!                      holding "cryo-userns-ipc" and a queue (key 0x5eee) holding (1 "one")
@@ -39,6 +40,7 @@
 //! hostname       the nodename
 //! ns KIND        the link /proc/self/ns/KIND
 //! sysctl PATH    the value of /proc/sys/PATH
+//! ping-socket    the ping socket's SO_TYPE and SO_PROTOCOL; ping_group_range
 //! ipc            the segment's key, mode, owner, creator and text; the queue's message count
 //! mnt            DIR/file's text, owner and mode; DIR/sock's owner (connected to); the tmpfs's
 //!                options as mountinfo shows them
@@ -135,6 +137,15 @@ pub fn start(args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
         std::fs::write("/proc/sys/net/ipv4/ip_local_port_range", "40000 50000")
             .map_err(failed("write ip_local_port_range"))?;
     }
+    let ping = if has("ping") {
+        std::fs::write("/proc/sys/net/ipv4/ping_group_range", "0 0")
+            .map_err(failed("write ping_group_range"))?;
+        // SAFETY: socket takes numbers; the fd is ours, kept for the `ping` command.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM, libc::IPPROTO_ICMP) };
+        Some(sys::cvt(fd).map_err(failed("ping socket"))?)
+    } else {
+        None
+    };
     if has("ipc") {
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWIPC)
             .map_err(|e| format!("unshare ipc: {e}"))?;
@@ -224,6 +235,7 @@ pub fn start(args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
         thread,
         zombie,
         mnt,
+        ping,
     }))
 }
 
@@ -424,6 +436,8 @@ struct UserNs {
     zombie: Option<i32>,
     /// The tmpfs's mount point (`mnt=DIR`).
     mnt: Option<String>,
+    /// The ping socket (`ping`).
+    ping: Option<i32>,
 }
 
 impl Mode for UserNs {
@@ -467,6 +481,33 @@ impl Mode for UserNs {
                 .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
                 .map_err(io_err),
             ("ipc", []) => ipc_objects().map_err(io_err),
+            ("ping-socket", []) => {
+                let fd = self.ping.ok_or("no ping socket")?;
+                let opt = |name| {
+                    let (mut v, mut len) = (0i32, 4 as libc::socklen_t);
+                    // SAFETY: v and len are ours, of the sizes passed.
+                    let r = unsafe {
+                        libc::getsockopt(
+                            fd,
+                            libc::SOL_SOCKET,
+                            name,
+                            (&mut v as *mut i32).cast(),
+                            &mut len,
+                        )
+                    };
+                    sys::cvt(r).map(|_| v).map_err(io_err)
+                };
+                Ok(format!(
+                    "type {} protocol {}; range {}",
+                    opt(libc::SO_TYPE)?,
+                    opt(libc::SO_PROTOCOL)?,
+                    std::fs::read_to_string("/proc/sys/net/ipv4/ping_group_range")
+                        .map_err(io_err)?
+                        .split_whitespace()
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                ))
+            }
             ("mnt", []) => tmpfs_state(self.mnt.as_deref().ok_or("no mnt=")?).map_err(io_err),
             ("outside", []) => std::fs::read_link("/proc/self")
                 .map(|l| l.to_string_lossy().into_owned())
