@@ -351,32 +351,24 @@ impl Restored {
         shm::create(of(0), images, &mut out)?;
         sem::create(&ipc.sems, &mut out)?;
         msg::create(&ipc.queues, &mut out)?;
-        for &inode in in_user_namespaces {
-            let ns = ipc
-                .namespaces
+        let record = |inode: u64| {
+            ipc.namespaces
                 .iter()
                 .find(|n| n.inode == inode)
                 .ok_or_else(|| IpcError::Taken {
                     what: format!("IPC namespace ipc:[{inode}]"),
                     detail: "a process is in it and ipc.img does not hold it".into(),
-                })?;
-            let attached = of(inode).into_iter().cloned().collect();
-            out.in_user_namespaces.push((ns.clone(), attached));
-        }
-        for &inode in wanted
-            .iter()
-            .filter(|&&n| n != 0 && !in_user_namespaces.contains(&n))
-        {
-            let ns = ipc
-                .namespaces
-                .iter()
-                .find(|n| n.inode == inode)
-                .ok_or_else(|| IpcError::Taken {
-                    what: format!("IPC namespace ipc:[{inode}]"),
-                    detail: "a process is in it and ipc.img does not hold it".into(),
-                })?;
-            out.namespaces
-                .push(namespace::create(ns, &of(inode), images)?);
+                })
+        };
+        for &inode in wanted.iter().filter(|&&n| n != 0) {
+            let ns = record(inode)?;
+            if in_user_namespaces.contains(&inode) {
+                let attached = of(inode).into_iter().cloned().collect();
+                out.in_user_namespaces.push((ns.clone(), attached));
+            } else {
+                out.namespaces
+                    .push(namespace::create(ns, &of(inode), images)?);
+            }
         }
         if !out.namespaces.is_empty() {
             let own = std::fs::File::open("/proc/self/ns/ipc")
