@@ -73,7 +73,7 @@ pub use multicast::{join as multicast_join, membership as multicast_membership, 
 pub use options::{apply_socket_level, capture_socket_level};
 pub use probe::{send_probe, PeerAnswer, PeerProbe};
 pub use repair::{capture_and_leave, disconnect, kernel_tcp_state, Repair};
-pub use restore::{close_silently, leave_repair, restore, RestoredSocket};
+pub use restore::{close_silently, enter_repair_to_close, leave_repair, restore, RestoredSocket};
 pub use state::{
     state_name, HandshakeOptions, ListenerState, QueuedDatagram, SocketOptions, TcpConnectionState,
     TcpSocketOptions, TcpState, TcpWindow, UdpSocketState, WindowScale,

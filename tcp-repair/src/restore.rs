@@ -642,6 +642,17 @@ pub fn leave_repair(fd: impl AsFd, probe: bool, reuse_addr: bool) -> Result<()> 
     )
 }
 
+/// Puts a connection captured earlier (and let out of repair mode since) back in repair mode,
+/// so that the death of its process, next, closes it without a word to the peer and frees
+/// its address pair at once.
+pub fn enter_repair_to_close(fd: impl AsFd) -> Result<()> {
+    let fd = fd.as_fd();
+    sys::set_int(fd, libc::SOL_TCP, libc::TCP_REPAIR, sys::TCP_REPAIR_ON).map_err(
+        Ctx::new(Operation::EnterRepair, crate::repair::socket_name(fd))
+            .sys("setsockopt TCP_REPAIR"),
+    )
+}
+
 /// Closes a connection while keeping it in repair mode (or putting it there
 /// first), so the kernel sends neither FIN nor RST to the peer, and frees its
 /// address pair at once even if another process holds a copy of the fd (see

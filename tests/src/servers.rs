@@ -421,20 +421,19 @@ pub fn read_until(
     Ok(got)
 }
 
-/// The signal owner (F_GETOWN_EX: type and pid) of every fd of `pid` that has one, read on a
-/// duplicate (pidfd_getfd) so nothing of the process changes.
-pub fn fd_owners(pid: i32) -> std::collections::BTreeMap<i32, (i32, i32)> {
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-    let mut out = std::collections::BTreeMap::new();
+/// Calls `f` with each fd number of process `pid` and a duplicate of it (pidfd_getfd), so
+/// nothing of the process changes; fds that cannot be duplicated are skipped.
+pub fn with_fd_dups(pid: i32, mut f: impl FnMut(i32, std::os::fd::BorrowedFd<'_>)) {
+    use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
     // SAFETY: pidfd_open takes a pid and flags, no pointers.
     let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     if pidfd < 0 {
-        return out;
+        return;
     }
     // SAFETY: the kernel just returned this fd to us.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as i32) };
     let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
-        return out;
+        return;
     };
     for fd in fds
         .flatten()
@@ -447,6 +446,16 @@ pub fn fd_owners(pid: i32) -> std::collections::BTreeMap<i32, (i32, i32)> {
         }
         // SAFETY: as above, a fresh fd of ours.
         let dup = unsafe { OwnedFd::from_raw_fd(dup as i32) };
+        f(fd, dup.as_fd());
+    }
+}
+
+/// The owners (F_GETOWN_EX: type, pid) of the fds of process `pid` that have one, read on a
+/// duplicate (pidfd_getfd) so nothing of the process changes.
+pub fn fd_owners(pid: i32) -> std::collections::BTreeMap<i32, (i32, i32)> {
+    use std::os::fd::AsRawFd;
+    let mut out = std::collections::BTreeMap::new();
+    with_fd_dups(pid, |fd, dup| {
         /// F_GETOWN_EX from linux/fcntl.h (libc lacks it).
         const F_GETOWN_EX: libc::c_int = 16;
         // struct f_owner_ex { int type; pid_t pid; }
@@ -456,6 +465,30 @@ pub fn fd_owners(pid: i32) -> std::collections::BTreeMap<i32, (i32, i32)> {
         if r == 0 && owner[1] != 0 {
             out.insert(fd, (owner[0], owner[1]));
         }
-    }
+    });
+    out
+}
+
+/// TCP_REPAIR as getsockopt reads it on each TCP socket fd of process `pid` (fd, 0 or 1),
+/// through duplicates.
+pub fn tcp_repair_modes(pid: i32) -> Vec<(i32, i32)> {
+    use std::os::fd::AsRawFd;
+    let mut out = Vec::new();
+    with_fd_dups(pid, |fd, dup| {
+        let (mut v, mut len) = (0i32, 4 as libc::socklen_t);
+        // SAFETY: v and len are ours, of the sizes passed; a non-TCP fd fails, skipped.
+        let r = unsafe {
+            libc::getsockopt(
+                dup.as_raw_fd(),
+                libc::SOL_TCP,
+                libc::TCP_REPAIR,
+                (&mut v as *mut i32).cast(),
+                &mut len,
+            )
+        };
+        if r == 0 {
+            out.push((fd, v));
+        }
+    });
     out
 }

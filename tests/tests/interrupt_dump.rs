@@ -15,7 +15,7 @@ use cryo_tests::{children_of, cryo_bin, Pidfd, Workload, CMD_TIMEOUT};
 
 const CLIENTS: usize = 120;
 
-/// Instants of a dump, in order: all frozen, lock installed and connections in repair mode,
+/// Instants of a dump, in order: all frozen, lock installed and connections captured,
 /// the first remote call about to run (the scratch mmap), a later one stopped at its exit,
 /// a call in the middle of the collection, the task collected, the images written.
 const POINTS: [&str; 7] = [
@@ -55,10 +55,24 @@ fn interrupt_at(point: &str, signal: i32, leave_running: bool) {
     interrupt_at_with(point, signal, leave_running, &[]);
 }
 
+/// What is checked of the server while cryo is paused, before the signal.
+type WhilePaused<'a> = &'a dyn Fn(&Workload, &str);
+
 /// [`interrupt_at`] with cryo in a process group of its own, the signal sent to the whole
 /// group (as a Ctrl-C or a service manager does) when `env` is not empty, and `env` set for
 /// cryo (test hooks).
 fn interrupt_at_with(point: &str, signal: i32, leave_running: bool, env: &[(&str, &str)]) {
+    interrupt_checking(point, signal, leave_running, env, &|_, _| {});
+}
+
+/// [`interrupt_at_with`], `while_paused` checking the server while cryo is paused.
+fn interrupt_checking(
+    point: &str,
+    signal: i32,
+    leave_running: bool,
+    env: &[(&str, &str)],
+    while_paused: WhilePaused<'_>,
+) {
     use std::os::unix::process::CommandExt;
     let mut server = Server::start();
     let img = server.w.path("img");
@@ -92,6 +106,7 @@ fn interrupt_at_with(point: &str, signal: i32, leave_running: bool, env: &[(&str
             break;
         }
     }
+    while_paused(&server.w, point);
     // The guardian (forked at dump start) must be done before anything is checked.
     let guardians: Vec<Pidfd> = children_of(cryo.id())
         .into_iter()
@@ -148,8 +163,29 @@ fn interrupt_at_with(point: &str, signal: i32, leave_running: bool, env: &[(&str
     server.echo_round(&format!("after a dump following {trial}"));
 }
 
-/// cryo's whole process group killed once the connections are in repair mode behind the
-/// lock, with the dump guardian slow to start (a loaded machine: it may not have run yet):
+/// A killing dump paused after its connections were captured, up to the images written: every
+/// connection of the server is out of repair mode (a thread whose blocking read resumed in
+/// repair mode, cryo killed there, got EPERM before the guardian was done), then cryo is
+/// killed and everything checked. Before: TCP_REPAIR read 1 on each.
+#[test]
+fn connections_captured_are_out_of_repair_mode_while_the_dump_goes_on() {
+    cryo_bin();
+    let out_of_repair: WhilePaused<'_> = &|w, point| {
+        let modes = cryo_tests::servers::tcp_repair_modes(w.pid());
+        assert!(
+            modes.len() > CLIENTS,
+            "{point}: {} TCP sockets",
+            modes.len()
+        );
+        let held: Vec<_> = modes.iter().filter(|(_, m)| *m != 0).collect();
+        assert!(held.is_empty(), "{point}: in repair mode: {held:?}");
+    };
+    for point in ["collected", "written"] {
+        interrupt_checking(point, libc::SIGKILL, false, &[], out_of_repair);
+    }
+}
+
+/// cryo's whole process group killed once the connections are captured behind the lock, with the dump guardian slow to start (a loaded machine: it may not have run yet):
 /// it is out of cryo's group from its fork, so it survives and gives the target back whole.
 #[test]
 fn sigkill_of_cryos_group_with_a_late_guardian_leaves_the_target_whole() {

@@ -900,7 +900,10 @@ fn dump_tree(
     let frozen_for = match (released_after, frozen, sockets_held) {
         // --check-only: let go before the files were hashed.
         (Some(after), _, _) => after,
-        (None, Some(frozen), Some(sockets_held)) if !leave_running => {
+        (None, Some(frozen), Some(mut sockets_held)) if !leave_running => {
+            // Back in repair mode to close silently with their processes; a failure lets the
+            // tree run on (the connections out of repair mode again).
+            sockets_held.silence_before_kill()?;
             // The point of no return: the guardian kills the tree too if cryo dies now.
             if let Some(guardian) = &guardian {
                 guardian.commit();

@@ -109,7 +109,7 @@ pub fn kill_left_running(dir: &Path) -> Result<Retired> {
         frozen.push(FrozenTask::freeze(pid)?);
     }
     let lock_id = lock_id_for(dir);
-    let held = DumpSockets::collect(
+    let mut held = DumpSockets::collect(
         &live,
         &SocketDumpOptions {
             tcp_established: true,
@@ -155,6 +155,7 @@ pub fn kill_left_running(dir: &Path) -> Result<Retired> {
     let network_lock = if seen > 0 { lock_id } else { String::new() };
     inventory.network_lock = network_lock.clone();
     images.replace(names::INVENTORY, ImageKind::Inventory, &[inventory])?;
+    held.silence_before_kill()?;
     let dying = crate::freeze::kill_tree(frozen)?;
     let _ = held.finish_killed();
     dying.into_iter().for_each(crate::freeze::Dying::wait_gone);

@@ -9,7 +9,12 @@
 //!                        mark), in cryo's namespace and, over theirs, in each other network
 //!                        namespace of the tasks; then each task's sockets captured; a TCP
 //!                        socket several tasks hold (fork, SCM_RIGHTS) is captured once
-//! capture                each connection left in repair mode (Held: its fd in the task)
+//! capture                each connection captured in repair mode, then out of it at once,
+//!                        quietly (Held: its fd in the task): a cryo that dies from here on
+//!                        leaves the tasks' sockets as they were (but the lock, which its
+//!                        guardian removes)
+//! silence_before_kill    a killing dump, just before the kill: each held connection back in
+//!                        repair mode, so that it closes silently with its process
 //! finish_killed          the tasks were killed: their sockets closed in repair mode, nothing
 //!                        sent; the lock stays installed in cryo's namespace, its id returned
 //!                        for the inventory (the restore or `cryo unlock` removes it), and is
@@ -39,10 +44,10 @@ use crate::sys;
 // must get through the network lock, which is still held then.
 const _: () = assert!(cryo_tcp_repair::INJECT_MARK == cryo_netns::BYPASS_MARK);
 
-/// A connection captured and left in repair mode, known by its fd in the task: when the task
-/// is killed, its socket closes in repair mode and sends nothing. No duplicate is kept (a
-/// server with 10,000 connections would double cryo's fds); leaving repair mode (dump failed
-/// or --leave-running) takes a fresh duplicate.
+/// A connection captured, known by its fd in the task: put back in repair mode before the
+/// task is killed, its socket closes and sends nothing. No duplicate is kept (a server with
+/// 10,000 connections would double cryo's fds); entering and leaving repair mode take fresh
+/// duplicates.
 #[derive(Debug)]
 pub(super) struct Held {
     pub fd: RawFd,
@@ -50,6 +55,8 @@ pub(super) struct Held {
     pub remote: SocketAddr,
     /// SO_REUSEADDR as the task had it (leaving repair mode clears it).
     pub reuse_addr: bool,
+    /// In repair mode now (silence_before_kill): a dump failing after leaves it again.
+    pub in_repair: bool,
 }
 
 /// The sockets of every task of a dump, and the one network lock over their connections.
@@ -177,6 +184,30 @@ impl DumpSockets {
         &mut self.tasks
     }
 
+    /// Just before the tasks are killed: every held connection back in repair mode (through a
+    /// fresh duplicate), so that it closes with its process without a word to the peer and
+    /// frees its address pair at once. A failure fails the dump (the tasks then run on, the
+    /// connections out of repair mode again).
+    pub fn silence_before_kill(&mut self) -> Result<(), SocketError> {
+        for task in &mut self.tasks {
+            let (Some(pidfd), Some(pid)) = (&task.pidfd, task.pid) else {
+                continue;
+            };
+            for held in &mut task.held {
+                let dup = super::socket_dup(pid, pidfd.as_fd(), held.fd)?;
+                cryo_tcp_repair::enter_repair_to_close(dup.as_fd()).map_err(|source| {
+                    SocketError::Repair {
+                        pid,
+                        fd: held.fd,
+                        source,
+                    }
+                })?;
+                held.in_repair = true;
+            }
+        }
+        Ok(())
+    }
+
     /// The tasks were killed: close the held connections in repair mode (nothing reaches the
     /// peers) and leave the network lock installed for the restore to remove. Returns its id.
     pub fn finish_killed(mut self) -> Option<String> {
@@ -233,7 +264,7 @@ impl Drop for DumpSockets {
 
 impl Drop for SocketDump {
     fn drop(&mut self) {
-        for held in self.held.drain(..) {
+        for held in self.held.drain(..).filter(|h| h.in_repair) {
             let Some(pidfd) = &self.pidfd else { break };
             let left = sys::pidfd::pidfd_getfd(pidfd.as_fd(), held.fd)
                 .map_err(|e| e.to_string())

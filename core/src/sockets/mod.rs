@@ -132,6 +132,8 @@ pub struct SocketDump {
     kept: Vec<OwnedFd>,
     held: Vec<lifecycle::Held>,
     pidfd: Option<OwnedFd>,
+    /// The task (with its pidfd).
+    pid: Option<Pid>,
     /// Every socket fd of the task (several may share one socket), with its inode.
     socket_fds: HashMap<RawFd, InodeKey>,
 }
@@ -471,6 +473,7 @@ impl SocketDump {
         let mut out = SocketDump::default();
         out.socket_fds = socket_fds;
         out.pidfd = pidfd;
+        out.pid = Some(pid);
         let Some(pidfd) = out.pidfd.as_ref() else {
             return Ok(out);
         };

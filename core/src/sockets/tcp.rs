@@ -269,8 +269,12 @@ pub(super) fn describe_unconnected(u: &repair::UnconnectedState) -> String {
 }
 
 /// Captures TCP connections (the network lock installed, the owner frozen) on up to one
-/// thread per core, returning each result in the order given. A connection captured is left
-/// in repair mode and comes back with its [`Held`]; one that fails is put back as it was.
+/// thread per core, returning each result in the order given. A connection captured leaves
+/// repair mode at once, quietly (the lock drops what it would send), and comes back with its
+/// [`Held`]: a dump that kills its process puts it back in repair mode just before the kill
+/// (DumpSockets::silence_before_kill). Out of repair mode meanwhile, it is as the process
+/// left it should cryo die (a blocking read resumed in repair mode fails EPERM). One that
+/// fails is put back as it was.
 pub(super) fn capture_connections(
     pid: Pid,
     pidfd: BorrowedFd<'_>,
@@ -291,12 +295,14 @@ pub(super) fn capture_connections(
         }
         .map_err(bad)?;
         let state = repair.capture().map_err(bad)?;
-        repair.hold();
+        // Out of repair mode, SO_REUSEADDR as it was.
+        drop(repair);
         let held = Held {
             fd,
             local: state.local,
             remote: state.remote,
             reuse_addr: state.socket.reuse_addr,
+            in_repair: false,
         };
         let state = SocketState::Connection(Box::new(state));
         Ok((held, socket_record(f.ino, f.family, &state)))
