@@ -184,20 +184,6 @@ fn linked_inode(id: u32, reg: &RegularFile, source: &Path) -> Result<LinkedInode
             source.display()
         ),
     };
-    // open_by_handle_at needs CAP_DAC_READ_SEARCH of the initial user namespace, which a
-    // restored process in a user namespace of its own has not.
-    let in_user_ns = holder_of(source).is_some_and(|pid| {
-        let user = |dir: &Path| std::fs::metadata(dir.join("ns/user")).map(|m| m.ino()).ok();
-        user(&crate::proc::dir(pid)) != user(Path::new("/proc/self"))
-    });
-    if in_user_ns {
-        return Err(refuse(
-            "its holder is in a user namespace of its own, where it could not be opened again \
-             by its file handle (open_by_handle_at needs CAP_DAC_READ_SEARCH of the initial \
-             user namespace): refused"
-                .into(),
-        ));
-    }
     let (h, _mount) = handle::name_to_handle(source)
         .map_err(|e| refuse(format!("its filesystem gives no file handle ({e}): refused")))?;
     let linked = LinkedInode {
