@@ -519,3 +519,28 @@ fn a_bind_source_missing_here_is_a_permanent_mount_finding() {
         "{f}"
     );
 }
+
+/// `cryo check --feature NAME` (CRIU's, which zdtm asks before choosing what to run): a
+/// feature cryo has answers yes and exits 0 (userns: a process in a user namespace of its own
+/// with the namespaces it made there), an unknown name exits 1 naming it.
+#[test]
+fn check_feature_answers_criu_names() {
+    let run = |name: &str| {
+        std::process::Command::new(cryo_bin())
+            .args(["check", "--feature", name])
+            .output()
+            .expect("run cryo check")
+    };
+    let userns = run("userns");
+    assert!(userns.status.success(), "{userns:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&userns.stdout).trim(),
+        "userns: yes"
+    );
+    let unknown = run("cryo-no-such-feature");
+    assert_eq!(unknown.status.code(), Some(1), "{unknown:?}");
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr).contains("\"cryo-no-such-feature\""),
+        "{unknown:?}"
+    );
+}

@@ -61,7 +61,9 @@ const FEATURES: &[(&str, Answer)] = &[
     ("pagemap_scan_guard_pages", check::pagemap_scan_guard_pages),
     // kcmp(KCMP_EPOLL_TFD), linux 4.13: how cryo finds an epoll's targets.
     ("kcmp_epoll", || true),
-    ("userns", || true),
+    // A process in a user namespace of its own, with the namespaces it made inside it
+    // (task/userns.rs, zdtm's uns flavour).
+    ("userns", || Path::new("/proc/self/ns/user").exists()),
 ];
 
 /// Whether the fdinfo of a file cryo opens shows `field` (not fd 0's: it may be closed).
