@@ -302,21 +302,36 @@ fn parse_cgroup_mode(text: &str) -> Result<CgroupMode, String> {
     }
 }
 
-/// `--network-lock`: cryo's lock is an nftables table; CRIU's iptables rules or no lock at
-/// all would be another behaviour, so they are refused rather than taken for it.
+/// `--network-lock`: cryo's lock is an nftables table. CRIU's `iptables` (rules dropping each
+/// connection's packets) is taken for it: the same packets are dropped, at the same hooks, by
+/// a table of its own (a drop in any table is final), so a script written for CRIU gets what
+/// it asked for; the rules are listed by `nft list ruleset`, not `iptables -L`. No lock at all
+/// (`skip`) would be another behaviour: refused.
 fn parse_network_lock(text: &str) -> Result<String, String> {
     match text {
-        "nftables" => Ok(text.to_owned()),
-        "iptables" | "skip" => Err(format!(
-            "{text}: not supported: cryo locks the network with nftables only"
+        "nftables" | "iptables" => Ok("nftables".to_owned()),
+        "skip" => Err(format!(
+            "{text}: not supported: cryo always locks the connections it dumps"
         )),
-        _ => Err(format!("{text:?} is not a network lock method (nftables)")),
+        _ => Err(format!(
+            "{text:?} is not a network lock method (nftables, or iptables: the same lock)"
+        )),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn criu_network_lock_methods_are_the_nftables_lock_or_refused() {
+        assert_eq!(parse_network_lock("nftables"), Ok("nftables".into()));
+        assert_eq!(parse_network_lock("iptables"), Ok("nftables".into()));
+        assert!(parse_network_lock("skip")
+            .unwrap_err()
+            .contains("always locks"));
+        assert!(parse_network_lock("ebtables").is_err());
+    }
 
     #[test]
     fn externals_read_as_criu_writes_them() {
