@@ -269,6 +269,26 @@ pub fn park_child(parent: Pid) -> ! {
     }
 }
 
+/// Sets the filesystem group and user ids of the calling thread only (the raw setfsgid and
+/// setfsuid: credentials are per thread in the kernel), named as its user namespace names
+/// them; an id the caller may not take leaves that one as it was (as the calls do).
+pub fn set_thread_fs_ids(uid: u32, gid: u32) {
+    // SAFETY: setfsgid and setfsuid take ids, no pointers, and change this thread only.
+    unsafe {
+        libc::syscall(libc::SYS_setfsgid, libc::c_long::from(gid));
+        libc::syscall(libc::SYS_setfsuid, libc::c_long::from(uid));
+    }
+}
+
+/// Sets the effective group id of the calling thread only (the raw setresgid, real and saved
+/// ones unchanged; glibc's wrapper would change every thread).
+pub fn set_thread_effective_gid(gid: u32) -> io::Result<()> {
+    let keep: libc::c_long = -1;
+    // SAFETY: setresgid takes ids, no pointers, and changes this thread only.
+    cvt(unsafe { libc::syscall(libc::SYS_setresgid, keep, libc::c_long::from(gid), keep) })
+        .map(drop)
+}
+
 /// In a forked child: exits at once with `code` (no atexit handlers, no flushing).
 pub fn exit_child(code: i32) -> ! {
     // SAFETY: _exit ends the process without touching any state shared with the parent.

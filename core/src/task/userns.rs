@@ -220,12 +220,8 @@ pub(crate) fn make_for<T: Send>(uid: u32, gid: u32, f: impl FnOnce() -> T + Send
     }
     std::thread::scope(|s| {
         s.spawn(|| {
-            // SAFETY: setfsgid and setfsuid take ids and change this thread's credentials
-            // only; 0 is the namespace's root, which its maps map (as the uid_map's first).
-            unsafe {
-                libc::syscall(libc::SYS_setfsgid, 0);
-                libc::syscall(libc::SYS_setfsuid, 0);
-            }
+            // 0: the namespace's root, which its maps map.
+            crate::sys::process::set_thread_fs_ids(0, 0);
             f()
         })
         .join()
@@ -287,10 +283,8 @@ pub(crate) fn as_root_group<T: Send>(f: impl FnOnce() -> T + Send) -> T {
     }
     std::thread::scope(|s| {
         s.spawn(|| {
-            let keep = u64::MAX; // -1: unchanged
-                                 // SAFETY: the raw setresgid takes numbers and changes this thread only; 0 is the
-                                 // namespace's root group.
-            unsafe { libc::syscall(libc::SYS_setresgid, keep, 0u64, keep) };
+            // 0: the namespace's root group.
+            let _ = crate::sys::process::set_thread_effective_gid(0);
             f()
         })
         .join()
