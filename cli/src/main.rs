@@ -325,7 +325,7 @@ mod tests {
         assert_eq!(opts.cgroup_roots[1].controller, "name=zdtmtst");
         for refused in [
             &["cryo", "restore", "-D", "img", "--manage-cgroups=props"][..],
-            &["cryo", "restore", "-D", "img", "--network-lock", "iptables"],
+            &["cryo", "restore", "-D", "img", "--network-lock", "skip"],
             &[
                 "cryo",
                 "dump",
