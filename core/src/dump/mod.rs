@@ -692,10 +692,10 @@ fn dump_tree(
                 .any(|(e, (core, _))| e.pid == pid && core.userns.is_some())
         })?;
         check_tree(USER, &made(|c| c.userns.as_ref().map(|n| n.inode)))?;
-        let ipc_in_user = |c: &cryo_proto::image::TaskCore| {
-            (c.userns.is_some() && c.ipc_ns != 0).then_some(c.ipc_ns)
-        };
-        check_tree(IPC_IN_USER, &made(ipc_in_user))?;
+        check_tree(
+            IPC_IN_USER,
+            &made(crate::task::namespaces::ipc_in_user_namespace),
+        )?;
     }
     // A zombie still shows its user namespace (its credentials hold it): one of the dump's is
     // a member.

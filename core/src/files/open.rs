@@ -120,8 +120,8 @@ pub(crate) fn hold_parent_root(slot: RawFd) -> io::Result<()> {
 }
 
 /// Opens absolute `path` as the parent of this process finds it (the parent as cryo's /proc
-/// shows it: PPid of /proc/self/status), through /proc/PARENT/root (cryo's root held at a
-/// slot for a root process: [`parent_root_at`]): the file on a mount of the parent's mount
+/// shows it: PPid of /proc/self/status), through its root held at a slot
+/// ([`hold_parent_root`]), else /proc/PARENT/root: the file on a mount of the parent's mount
 /// namespace, as the description the holder took along when it made its own. No symlink is
 /// followed on the way (as [`open_no_symlinks`]) but for an O_PATH one.
 pub(crate) fn open_in_parent_namespace(path: &str, flags: OFlag, o_path: bool) -> nix::Result<OwnedFd> {

@@ -112,9 +112,7 @@ pub(crate) fn same_file(
         differ.push("mode");
     }
     // Seen from a restored process in a user namespace of its own, as it names them.
-    let ids = crate::task::userns::own_ids();
-    let shown = |id: std::io::Result<u32>| id.unwrap_or(crate::task::userns::OVERFLOW_ID);
-    if (st.st_uid, st.st_gid) != (shown(ids.uid(reg.uid)), shown(ids.gid(reg.gid))) {
+    if (st.st_uid, st.st_gid) != crate::task::userns::own_ids().shown(reg.uid, reg.gid) {
         differ.push("owner");
     }
     if identity == Identity::File {

@@ -315,7 +315,7 @@ pub(crate) struct Restored {
         Vec<cryo_proto::image::SysvShm>,
     )>,
     /// Those filled so far.
-    filled: std::sync::Mutex<Vec<namespace::Made>>,
+    filled: std::cell::RefCell<Vec<namespace::Made>>,
 }
 
 impl Restored {
@@ -430,10 +430,7 @@ impl Restored {
             .map_err(IpcError::step(&what, &format!("open that of pid {pid}")))?;
         let attached: Vec<&cryo_proto::image::SysvShm> = attached.iter().collect();
         let made = namespace::fill(ns, &attached, images, empty.into(), root)?;
-        self.filled
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(made);
+        self.filled.borrow_mut().push(made);
         Ok(())
     }
 
@@ -500,7 +497,7 @@ impl Restored {
         for ns in &self.namespaces {
             ns.finish()?;
         }
-        for ns in self.filled.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        for ns in self.filled.borrow().iter() {
             ns.finish()?;
         }
         self.finished.set(true);

@@ -555,7 +555,8 @@ pub(super) fn ipc_made_by_clone(
     core: &cryo_proto::image::TaskCore,
     parent: Option<&cryo_proto::image::TaskCore>,
 ) -> bool {
-    core.userns.is_some() && core.ipc_ns != 0 && parent.map_or(0, |p| p.ipc_ns) != core.ipc_ns
+    crate::task::namespaces::ipc_in_user_namespace(core)
+        .is_some_and(|ns| parent.map_or(0, |p| p.ipc_ns) != ns)
 }
 
 /// The namespaces the clone of a process (`core`) below `parent` (None: a root) makes:

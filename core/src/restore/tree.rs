@@ -89,8 +89,7 @@ impl Loaded {
         let in_user_namespaces = self
             .tasks
             .iter()
-            .filter(|t| t.core.userns.is_some() && t.core.ipc_ns != 0)
-            .map(|t| t.core.ipc_ns)
+            .filter_map(|t| crate::task::namespaces::ipc_in_user_namespace(&t.core))
             .collect();
         let ipc = crate::ipc::Restored::create(
             &self.descs,

@@ -434,6 +434,13 @@ pub(crate) const TIME: MadeKind = MadeKind {
     goes_back: false,
     joins_ancestor: false,
 };
+/// The IPC namespace (inode) of a process (`core`) when a user namespace the restore makes
+/// owns it: one other than cryo's of a process in a user namespace of its own (the dump
+/// refuses any other owner).
+pub(crate) fn ipc_in_user_namespace(core: &TaskCore) -> Option<u64> {
+    (core.userns.is_some() && core.ipc_ns != 0).then_some(core.ipc_ns)
+}
+
 /// IPC namespaces owned by a user namespace the restore makes: made by the clone of their
 /// topmost process, which the others inherit (crate::ipc::Restored::fill).
 pub(crate) const IPC_IN_USER: MadeKind = MadeKind {

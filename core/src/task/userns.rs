@@ -120,6 +120,15 @@ impl IdsInside<'_> {
         }
     }
 
+    /// Owner `uid`, `gid` (cryo's view) as the process is shown it: an id its namespace does
+    /// not map as the overflow id.
+    pub(crate) fn shown(&self, uid: u32, gid: u32) -> (u32, u32) {
+        (
+            self.uid(uid).unwrap_or(OVERFLOW_ID),
+            self.gid(gid).unwrap_or(OVERFLOW_ID),
+        )
+    }
+
     /// Mount options `options` (a tmpfs's, a devpts's) with their `uid=` and `gid=` values
     /// as the process names them.
     pub(crate) fn mount_options(&self, options: &str) -> io::Result<String> {

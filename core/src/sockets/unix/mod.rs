@@ -250,10 +250,7 @@ impl UnixSocketState {
         let owner = |uid, gid| match crate::task::userns::own_owner(uid, gid) {
             Ok(Some((uid, gid))) => (uid.as_raw(), gid.as_raw()),
             Ok(None) => (u32::MAX, u32::MAX),
-            Err(_) => (
-                crate::task::userns::OVERFLOW_ID,
-                crate::task::userns::OVERFLOW_ID,
-            ),
+            Err(_) => crate::task::userns::own_ids().shown(uid, gid),
         };
         self.file_attrs.map(|(mode, uid, gid)| {
             let (uid, gid) = owner(uid, gid);
