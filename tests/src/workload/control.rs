@@ -96,7 +96,12 @@ fn reply_line(out: &Path, reply: &str) {
             return;
         }
     };
-    let mut line = reply.as_bytes().to_vec();
+    // A reply is one line: a newline in it (a received IP header's checksum, say) would cut it
+    // and leave the rest to be taken for the reply to a later command.
+    let mut line = reply
+        .trim_end_matches('\n')
+        .replace('\n', "\\n")
+        .into_bytes();
     line.push(b'\n');
     if let Err(e) = sys::write_all(fd, &line) {
         eprintln!("reply {reply:?} dropped: write: {e}");
