@@ -439,6 +439,35 @@ fn a_file_of_the_namespaces_own_proc_comes_back_on_it_at_its_offset() {
     assert_eq!(w.cmd("nsmaps"), before, "the fd, from inside");
 }
 
+/// fds on the directory of a process of the namespace's own proc that ended since, and on
+/// its mountinfo (zdtm remap_dead_pid, remap_dead_pid_root in the ns flavour): the restore
+/// makes that pid again in the holder's mount namespace for the open, then ends it; the
+/// directory is unhashed (listing it: ESRCH) and its mountinfo the init's namespace's, as before. Before:
+/// refused, "pid N there is no process of the dump in the holder's PID namespace" and
+/// "neither a file of a process (/PID/...) nor of that proc itself".
+#[test]
+fn files_of_a_process_of_the_namespaces_proc_that_ended_come_back_as_they_read() {
+    cryo_bin();
+    let _shared = cryo_tests::cryos_mounts_kept();
+    let mut w = Workload::spawn("pid-ns", &["ownproc"]);
+    let nsproc = w.dir().join("nsproc");
+    let n = w.cmd("gone-open");
+    let before = w.cmd("gone");
+    assert_eq!(
+        before,
+        format!(
+            "{p}/{n} (deleted) lists errno 3; {p}/{n}/mountinfo same as the init's",
+            p = nsproc.display()
+        )
+    );
+    let img = dump_killing_init(&w);
+    let root = restore_copy(&w, &img, &[]);
+    let _reaper = Reaper(vec![root]);
+    w.adopt_restored_at(root);
+    assert_eq!(w.cmd("ids"), IDS, "each restored process, from inside");
+    assert_eq!(w.cmd("gone"), before, "from inside");
+}
+
 /// The init's orphans in sessions other processes started (a daemon whose session's leader
 /// exited; the child of a zombie leader; the grandchild of a live leader; a zombie whose
 /// leader exited): each comes back the init's child in its session and group, the zombie

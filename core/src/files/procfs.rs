@@ -21,6 +21,8 @@
 //!          (its start time read through that mount is the one cryo sees): recorded with that
 //!          process and MOUNT (the restore keeps its pid there)
 //!          a position other than 0 must be settable again: cryo opens the path and seeks
+//!          MOUNT/N (deleted), MOUNT/N/REST with no process N there now (it ended since the
+//!          open): recorded with N (gone_pid), its mount table checked to be the holder's
 //!        a namespace fd (link `KIND:[INO]`): a process of the dump in it (the holder first)
 //!          -> recorded with that process; else cryo's own -> recorded as cryo's; else refused
 //!        pids are the image's (task/pidns.rs renames them for a dump of a PID namespace)
@@ -34,7 +36,9 @@
 //!                                     calls in the holder, openat of /proc/P'/REST (P' the
 //!                                     restored process as cryo's /proc names it) or
 //!                                     /proc/P'/ns/KIND (MOUNT/N/REST for a file of the
-//!                                     namespace's own proc), lseek, dup3 over the placeholders;
+//!                                     namespace's own proc; MOUNT/N/REST while a process
+//!                                     cryo forks holds pid N there), lseek, dup3 over the
+//!                                     placeholders;
 //!                                     a description held by several processes is opened by
 //!                                     the first one finished, the others take it with
 //!                                     pidfd_getfd (one description, one offset)
@@ -104,7 +108,11 @@ impl FileKind for ProcFiles {
             id: desc.id,
             detail,
         })?;
-        if rec.gone_pid != 0 && crate::proc::dir(Pid::from_raw(rec.gone_pid)).exists() {
+        // (One of the namespace's own proc: free there or not, the holder's fork says.)
+        if rec.gone_pid != 0
+            && rec.proc_mount.is_empty()
+            && crate::proc::dir(Pid::from_raw(rec.gone_pid)).exists()
+        {
             return Err(FileError::Invalid {
                 id: desc.id,
                 detail: format!(
@@ -186,6 +194,10 @@ impl FileKind for ProcFiles {
 
     fn describe(&self, _desc: &FileDesc, p: &ProcFile) -> String {
         match (p.namespace.is_empty(), p.pid) {
+            (true, 0) if p.gone_pid != 0 && !p.proc_mount.is_empty() => format!(
+                "proc file {}/{}{} (its namespace's proc; its process had ended)",
+                p.proc_mount, p.gone_pid, p.rest
+            ),
             (true, 0) if p.gone_pid != 0 => {
                 format!("proc file /proc/{} (deleted: its process had ended)", p.gone_pid)
             }
@@ -217,6 +229,16 @@ fn of_proc_itself(below: &str) -> bool {
         && !below.starts_with("thread-self")
 }
 
+/// Whether `rest` (what follows /N) names a file of /proc/N that, N ended, reads the same
+/// whichever process N was (an error, an end of file: what it holds of N went with it), or a
+/// mount table (what it shows is the mount namespace and root of N at the open: the dump
+/// checks they are the holder's, where the restore makes N): not its network files (they keep
+/// its network namespace), a thread's directory or its memory (refused as for any process).
+fn of_gone_process(rest: &str) -> bool {
+    let first = rest.split('/').nth(1).unwrap_or_default();
+    (rest.is_empty() || rest.starts_with('/')) && !matches!(first, "net" | "task" | "mem")
+}
+
 /// A record's shape: a known namespace kind, or a path that stays below /proc (a file of
 /// /proc itself, not of a process) or below /proc/PID.
 fn check_shape(rec: &ProcFile) -> Result<(), String> {
@@ -228,7 +250,7 @@ fn check_shape(rec: &ProcFile) -> Result<(), String> {
             || rec.tid != 0
             || !rec.namespace.is_empty()
             || !rec.init.is_empty()
-            || rec.gone_pid != 0
+            || (rec.gone_pid != 0 && (rec.pid != 0 || !of_gone_process(&rec.rest)))
             || !rec.proc_mount.starts_with('/')
             || rec.proc_mount.split('/').any(|c| c == "." || c == ".."))
     {
@@ -236,6 +258,16 @@ fn check_shape(rec: &ProcFile) -> Result<(), String> {
             "a file of the proc mount at {:?} of its namespace without a process of it",
             rec.proc_mount
         ));
+    }
+    if rec.gone_pid != 0 && !rec.proc_mount.is_empty() {
+        // Below the namespace's own proc: /N (deleted) or /N/REST, checked above.
+        if rec.gone_pid < 0 {
+            return Err(format!("/{} of a process that had ended", rec.gone_pid));
+        }
+        if rec.rest.split('/').skip(1).any(|c| c.is_empty() || c == "." || c == "..") {
+            return Err(format!("{:?} leaves its directory", rec.rest));
+        }
+        return Ok(());
     }
     if rec.gone_pid != 0 {
         if rec.gone_pid < 0 || rec.pid != 0 || rec.tid != 0 || !rec.rest.is_empty() || !rec.namespace.is_empty() || !rec.init.is_empty() {
@@ -419,6 +451,12 @@ fn dump_namespace_proc_file(
             ..Default::default()
         });
     }
+    if let Some(n) = first.strip_suffix(" (deleted)").and_then(|n| n.parse::<i32>().ok()) {
+        if parts.next().is_none() {
+            // The directory of a process that ended and was reaped.
+            return dump_gone_process_file(open, path, &mount, n, String::new(), ns_pids[1]);
+        }
+    }
     let Some(n) = first.parse::<i32>().ok() else {
         return Err(refuse(
             "neither a file of a process (/PID/...) nor of that proc itself".into(),
@@ -434,6 +472,11 @@ fn dump_namespace_proc_file(
         ns_inode(p) == ours
             && crate::task::pidns::nspid(Pid::from_raw(p)).is_ok_and(|ns| ns.last() == Some(&n))
     });
+    let through = |n: i32| PathBuf::from(format!("/proc/{}/root{mount}/{n}", open.pid));
+    if named.is_none() && through(n).symlink_metadata().is_err() {
+        // No process N there now: one that ended since the holder opened the file.
+        return dump_gone_process_file(open, path, &mount, n, rest, ns_pids[1]);
+    }
     let Some(host_pid) = named else {
         return Err(refuse(format!(
             "pid {n} there is no process of the dump in the holder's PID namespace"
@@ -457,6 +500,82 @@ fn dump_namespace_proc_file(
         proc_mount: mount,
         ..Default::default()
     })
+}
+
+/// The record of an fd on `path`, file `rest` (or the directory itself: "") of process `n` of
+/// the proc mount `mount` of the holder's own PID namespace (`ns_pid`: the holder's pid there),
+/// `n` having ended since it was opened: the restore makes `n` again for the open, in the
+/// holder's mount namespace under its root, then ends it. A mount table read through the fd
+/// must be the holder's (the mount namespace and root of `n` are then the ones made again);
+/// files that keep more of `n` (its network namespace) are refused.
+fn dump_gone_process_file(
+    open: &OpenFd,
+    path: &str,
+    mount: &str,
+    n: i32,
+    rest: String,
+    ns_pid: i32,
+) -> Result<ProcFile, FileError> {
+    let refuse = |why: String| {
+        open.refuse(
+            format!("file {path} of a process that has ended, of its namespace's proc: {why}"),
+            false,
+        )
+    };
+    if !of_gone_process(&rest) {
+        return Err(refuse(format!(
+            "{rest} keeps its network namespace, thread or memory, which went with it"
+        )));
+    }
+    if rest.is_empty() && open.pos != 0 && open.flags & libc::O_PATH as u32 == 0 {
+        return Err(refuse(format!("a directory at position {}", open.pos)));
+    }
+    // The mount is of the holder's PID namespace if the holder's pid there is the holder.
+    let witness = PathBuf::from(format!("/proc/{}/root{mount}/{ns_pid}/stat", open.pid));
+    let there = crate::proc::task_stat::read_at(&witness).map(|s| s.start_ticks);
+    let here = crate::proc::task_stat::read(open.pid).map(|s| s.start_ticks);
+    if there.is_err() || there.ok() != here.ok() {
+        return Err(refuse(format!(
+            "{mount} is not a proc of the holder's PID namespace (pid {n} would be made in \
+             another)"
+        )));
+    }
+    if matches!(rest.as_str(), "/mountinfo" | "/mounts" | "/mountstats") {
+        let read_err = |what: &'static str, at: PathBuf| move |e| open.inspect_err(what, at, e);
+        let holders = PathBuf::from(format!("/proc/{}{rest}", open.pid));
+        let its = read_held_file(open).map_err(read_err("read through the fd", open.proc_path()))?;
+        let holders_table =
+            std::fs::read(&holders).map_err(read_err("read the holder's mount table", holders.clone()))?;
+        if its != holders_table {
+            return Err(refuse(format!(
+                "it shows another mount namespace or root than the holder's {} (the one pid \
+                 {n} would be made in)",
+                holders.display()
+            )));
+        }
+    }
+    Ok(ProcFile {
+        gone_pid: n,
+        rest,
+        proc_mount: mount.to_string(),
+        ..Default::default()
+    })
+}
+
+/// What the description behind `open` reads from its start, through a duplicate of it (pread:
+/// its position stays; a seq_file reads its records again at the position it is at).
+fn read_held_file(open: &OpenFd) -> io::Result<Vec<u8>> {
+    let pidfd = sys::pidfd::pidfd_open(open.pid)?;
+    let fd = sys::pidfd::pidfd_getfd(std::os::fd::AsFd::as_fd(&pidfd), open.fd)?;
+    let mut all = Vec::new();
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let got = nix::sys::uio::pread(&fd, &mut buf, all.len() as i64)?;
+        if got == 0 {
+            return Ok(all);
+        }
+        all.extend_from_slice(&buf[..got]);
+    }
 }
 
 /// pid 1 of cryo's PID namespace as "BOOT_ID START_TIME": the same process has the same.
@@ -617,6 +736,11 @@ pub(crate) type OpenedLate = HashMap<u32, (i32, i32)>;
 /// The path the holder `h` opens for `p`, with the pids cryo's /proc names.
 fn late_path(h: &Late<'_>, desc: &FileDesc, p: &ProcFile) -> Result<String, FileError> {
     let invalid = |detail: String| FileError::Invalid { id: desc.id, detail };
+    if p.gone_pid != 0 && !p.proc_mount.is_empty() {
+        // Of a process that had ended: made again (open_late) while it is opened.
+        let mount = p.proc_mount.trim_end_matches('/');
+        return Ok(format!("{mount}/{}{}", p.gone_pid, p.rest));
+    }
     if p.pid == 0 && !p.proc_mount.is_empty() {
         // A file of the namespace's own proc itself.
         return Ok(format!("{}{}", p.proc_mount.trim_end_matches('/'), p.rest));
@@ -697,6 +821,13 @@ pub(crate) fn open_late(
                 sys::ptrace::write_mem(h.pid, h.scratch, &bytes)
                     .map_err(err(at, format!("write the path of its {what}")))?;
                 let flags = open_flags(desc.flags).bits() as u64;
+                // A process that had ended lives while it is opened (and sought), then ends.
+                let _gone = match p.gone_pid {
+                    0 => None,
+                    n => Some(sys::process::PidHolder::new(h.pid, Pid::from_raw(n)).map_err(
+                        err(at, format!("make pid {n}, ended at dump, for its {what}")),
+                    )?),
+                };
                 let fd = remote
                     .call(
                         libc::SYS_openat,
@@ -806,5 +937,22 @@ mod tests {
         assert_eq!(check_shape(&init("")), Ok(()));
         assert!(check_shape(&init("/../2/status")).is_err());
         assert!(check_shape(&ProcFile { pid: 7, ..init("/status") }).is_err());
+        // Of a process of the namespace's own proc that had ended: its directory or a file
+        // reading the same whoever it was, or its mount table; not its network files, threads,
+        // memory, nor a path out.
+        let gone = |rest: &str| ProcFile {
+            gone_pid: 6,
+            rest: rest.into(),
+            proc_mount: "/proc".into(),
+            ..Default::default()
+        };
+        for ok in ["", "/mountinfo", "/status", "/fd", "/ns"] {
+            assert_eq!(check_shape(&gone(ok)), Ok(()), "{ok:?}");
+        }
+        for bad in ["/net/tcp", "/net", "/task/6/stat", "/mem", "/../1/stat", "mountinfo"] {
+            assert!(check_shape(&gone(bad)).is_err(), "{bad:?}");
+        }
+        assert!(check_shape(&ProcFile { pid: 7, ..gone("") }).is_err());
+        assert!(check_shape(&ProcFile { gone_pid: -6, ..gone("") }).is_err());
     }
 }

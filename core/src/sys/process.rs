@@ -156,6 +156,101 @@ pub fn fork_into_namespaces(flags: u64) -> io::Result<Forked> {
     })
 }
 
+/// A process of cryo's holding a pid of another process's PID namespace, in that process's
+/// mount namespace under its root, until dropped (killed and reaped): what the other process
+/// opens of /proc/PID meanwhile names a process that ends, as one it held open of a process
+/// gone since did at dump (a mountinfo read through it shows the mount namespace it had).
+pub struct PidHolder {
+    pid: Pid,
+}
+
+impl PidHolder {
+    /// Forks the holder of pid `pid` of the PID namespace of process `of` (clone3 with set_tid
+    /// from this thread, its children's PID namespace set to that one for the fork and back);
+    /// returns once it is in `of`'s mount namespace and root. From the thread that traces
+    /// `of` (a long-lived one: the holder dies with it).
+    pub fn new(of: Pid, pid: Pid) -> io::Result<Self> {
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        let open = |path: String, flags: i32| {
+            nix::fcntl::open(
+                path.as_str(),
+                nix::fcntl::OFlag::from_bits_retain(flags | libc::O_CLOEXEC),
+                nix::sys::stat::Mode::empty(),
+            )
+            .map_err(io::Error::from)
+        };
+        let pid_ns = open(format!("/proc/{of}/ns/pid"), libc::O_RDONLY)?;
+        let mount_ns = open(format!("/proc/{of}/ns/mnt"), libc::O_RDONLY)?;
+        let root = open(format!("/proc/{of}/root"), libc::O_PATH | libc::O_DIRECTORY)?;
+        let own_pid_ns = open(
+            "/proc/thread-self/ns/pid_for_children".into(),
+            libc::O_RDONLY,
+        )?;
+        let mut ends = [0; 2];
+        // SAFETY: pipe2 writes two fds into `ends`, which has room for them.
+        cvt(unsafe { libc::pipe2(ends.as_mut_ptr(), libc::O_CLOEXEC) }.into())?;
+        // SAFETY: pipe2 just returned these two fds, owned by nothing else.
+        let (ready_read, ready_write) =
+            unsafe { (OwnedFd::from_raw_fd(ends[0]), OwnedFd::from_raw_fd(ends[1])) };
+        nix::sched::setns(&pid_ns, nix::sched::CloneFlags::CLONE_NEWPID)?;
+        let forked = fork_with_pid(pid);
+        let back = nix::sched::setns(&own_pid_ns, nix::sched::CloneFlags::CLONE_NEWPID);
+        match forked {
+            Ok(Forked::Child) => {
+                // Raw system calls only: cryo may have other threads. Failing, the errno
+                // goes up the pipe; done, a 0.
+                // SAFETY: setns, fchdir and chroot take fds and a static C string; write
+                // reads 4 bytes of a local.
+                let errno = unsafe {
+                    let done = libc::setns(mount_ns.as_raw_fd(), libc::CLONE_NEWNS) == 0
+                        && libc::fchdir(root.as_raw_fd()) == 0
+                        && libc::chroot(c".".as_ptr()) == 0;
+                    let errno: i32 = if done { 0 } else { *libc::__errno_location() };
+                    libc::write(ready_write.as_raw_fd(), (&errno as *const i32).cast(), 4);
+                    errno
+                };
+                if errno != 0 {
+                    exit_child(1);
+                }
+                // Its parent is outside its PID namespace: getppid() says 0 while it lives,
+                // the namespace's reaper once it is gone.
+                let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
+                if nix::unistd::getppid().as_raw() != 0 {
+                    exit_child(1);
+                }
+                loop {
+                    nix::unistd::pause();
+                }
+            }
+            Ok(Forked::Parent(child)) => {
+                let holder = PidHolder { pid: child };
+                back?;
+                drop(ready_write);
+                let mut errno = [0u8; 4];
+                let got = nix::unistd::read(&ready_read, &mut errno)?;
+                match (got, i32::from_ne_bytes(errno)) {
+                    (4, 0) => Ok(holder),
+                    (4, e) => Err(io::Error::from_raw_os_error(e)),
+                    _ => Err(io::Error::other(
+                        "the pid's holder ended before it was ready",
+                    )),
+                }
+            }
+            Err(e) => {
+                back?;
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Drop for PidHolder {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(self.pid, nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(self.pid, None);
+    }
+}
+
 /// Brings the loopback interface of the calling process's network namespace up.
 pub fn loopback_up() -> io::Result<()> {
     // SAFETY: a plain datagram socket, closed on drop; used only for interface ioctls.

@@ -33,6 +33,9 @@
 //!            read from its offset against those of a fresh open of DIR/nsproc/1/maps)
 //!            and an fd on DIR/nsproc/sys/fs/nr_open, a file of that proc itself:
 //!            nssys -> <its link> on-nsproc|elsewhere <what it reads from 0>
+//!            gone-open -> N: the init forks child N, opens DIR/nsproc/N and its mountinfo,
+//!            kills and reaps N (zdtm remap_dead_pid, remap_dead_pid_root)
+//!            gone -> <dir link> lists <entries>; <mountinfo link> same as the init's|differs
 //! pid-ns epoll-sent  the same, and an epoll of the init registering a pipe's read end
 //!            (data 0xe1), sent on a datagram socketpair to itself and closed: only in flight
 //!            epoll-recv -> ready <data hex>,...: the epoll received, a byte written to the
@@ -186,6 +189,56 @@ impl Mode for PidNs {
                     shown
                 ))
             }
+            ("gone-open", []) => {
+                let (_, dir) = self.ns_maps.as_ref().ok_or("no ownproc")?;
+                let dir = dir.clone();
+                // SAFETY: the child only pauses until killed (async-signal-safe calls).
+                let kid = unsafe { libc::fork() };
+                if kid == 0 {
+                    loop {
+                        // SAFETY: pause takes nothing.
+                        unsafe { libc::pause() };
+                    }
+                }
+                let opened = (|| {
+                    let flags = libc::O_RDONLY | libc::O_DIRECTORY;
+                    let at = dir.join(kid.to_string());
+                    Ok::<_, io::Error>((
+                        sys::open(&at, flags)?,
+                        sys::open(&at.join("mountinfo"), libc::O_RDONLY)?,
+                    ))
+                })();
+                sys::signal(kid, libc::SIGKILL).map_err(io_err)?;
+                // SAFETY: a null status pointer is allowed.
+                unsafe { libc::waitpid(kid, std::ptr::null_mut(), 0) };
+                self.gone = Some(opened.map_err(io_err)?);
+                Ok(kid.to_string())
+            }
+            ("gone", []) => {
+                let (dir_fd, table) = self.gone.ok_or("no gone-open")?;
+                let (_, dir) = self.ns_maps.as_ref().ok_or("no ownproc")?;
+                let link = |fd: i32| {
+                    std::fs::read_link(format!("/proc/self/fd/{fd}"))
+                        .map(|l| l.display().to_string())
+                        .map_err(io_err)
+                };
+                let mut buf = vec![0u8; 64 << 10];
+                let n = sys::pread_all_at(table, &mut buf, 0).map_err(io_err)?;
+                let own = std::fs::read(dir.join("1/mountinfo")).map_err(io_err)?;
+                let listed = std::fs::read_dir(format!("/proc/self/fd/{dir_fd}"))
+                    .map(|d| d.count().to_string())
+                    .unwrap_or_else(|e| format!("errno {}", e.raw_os_error().unwrap_or(0)));
+                Ok(format!(
+                    "{} lists {listed}; {} {}",
+                    link(dir_fd)?,
+                    link(table)?,
+                    if buf[..n] == own[..] {
+                        "same as the init's"
+                    } else {
+                        "differs"
+                    }
+                ))
+            }
             ("kill-self", []) => {
                 sys::signal(std::process::id() as i32, libc::SIGKILL).map_err(io_err)?;
                 Ok("alive".into())
@@ -211,6 +264,8 @@ struct PidNs {
     ns_maps: Option<(i32, std::path::PathBuf)>,
     /// `ownproc`: an fd on DIR/nsproc/sys/fs/nr_open.
     ns_sys: Option<i32>,
+    /// `gone-open`: fds on DIR/nsproc/N and DIR/nsproc/N/mountinfo, N a child ended since.
+    gone: Option<(i32, i32)>,
     /// `epoll-sent`: the socket the epoll waits in, and the write end of its pipe.
     epoll_sent: Option<(i32, i32)>,
     /// `forking`: how many children the forking thread has forked and reaped.
@@ -539,6 +594,7 @@ impl PidNs {
             sys::landlock(&readable, 0, 0)?;
         }
         Ok(PidNs {
+            gone: None,
             epoll_sent: None,
             forks: None,
             ns_sys,
