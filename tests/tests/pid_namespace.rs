@@ -440,13 +440,14 @@ fn a_file_of_the_namespaces_own_proc_comes_back_on_it_at_its_offset() {
 }
 
 /// fds on the directory of a process of the namespace's own proc that ended since, and on
-/// its mountinfo (zdtm remap_dead_pid, remap_dead_pid_root in the ns flavour): the restore
-/// makes that pid again in the holder's mount namespace for the open, then ends it; the
+/// its mountinfo (zdtm remap_dead_pid, remap_dead_pid_root in the ns flavour), and the
+/// working directory in another such directory (zdtm unhashed_proc): the restore makes that
+/// pid again in the holder's mount namespace for the open, then ends it; the
 /// directory is unhashed (listing it: ESRCH) and its mountinfo the init's namespace's, as before. Before:
 /// refused, "pid N there is no process of the dump in the holder's PID namespace" and
 /// "neither a file of a process (/PID/...) nor of that proc itself".
 #[test]
-fn files_of_a_process_of_the_namespaces_proc_that_ended_come_back_as_they_read() {
+fn files_and_cwd_in_a_process_of_the_namespaces_proc_that_ended_come_back_as_they_read() {
     cryo_bin();
     let _shared = cryo_tests::cryos_mounts_kept();
     let mut w = Workload::spawn("pid-ns", &["ownproc"]);
@@ -460,12 +461,22 @@ fn files_of_a_process_of_the_namespaces_proc_that_ended_come_back_as_they_read()
             p = nsproc.display()
         )
     );
+    let m = w.cmd("gone-cwd");
+    let cwd = w.cmd("cwd");
+    assert_eq!(
+        cwd,
+        format!(
+            "{}/{m} (deleted) statfs errno 3 getcwd errno 2",
+            nsproc.display()
+        )
+    );
     let img = dump_killing_init(&w);
     let root = restore_copy(&w, &img, &[]);
     let _reaper = Reaper(vec![root]);
     w.adopt_restored_at(root);
     assert_eq!(w.cmd("ids"), IDS, "each restored process, from inside");
     assert_eq!(w.cmd("gone"), before, "from inside");
+    assert_eq!(w.cmd("cwd"), cwd, "from inside");
 }
 
 /// The init's orphans in sessions other processes started (a daemon whose session's leader

@@ -530,11 +530,7 @@ fn dump_gone_process_file(
     if rest.is_empty() && open.pos != 0 && open.flags & libc::O_PATH as u32 == 0 {
         return Err(refuse(format!("a directory at position {}", open.pos)));
     }
-    // The mount is of the holder's PID namespace if the holder's pid there is the holder.
-    let witness = PathBuf::from(format!("/proc/{}/root{mount}/{ns_pid}/stat", open.pid));
-    let there = crate::proc::task_stat::read_at(&witness).map(|s| s.start_ticks);
-    let here = crate::proc::task_stat::read(open.pid).map(|s| s.start_ticks);
-    if there.is_err() || there.ok() != here.ok() {
+    if !shows_own_pid_namespace(open.pid, mount, ns_pid) {
         return Err(refuse(format!(
             "{mount} is not a proc of the holder's PID namespace (pid {n} would be made in \
              another)"
@@ -560,6 +556,59 @@ fn dump_gone_process_file(
         proc_mount: mount.to_string(),
         ..Default::default()
     })
+}
+
+/// Whether the proc mounted at `mount` (as process `pid` sees it) is of its PID namespace:
+/// its pid there (`ns_pid`) is it (the same start time).
+fn shows_own_pid_namespace(pid: Pid, mount: &str, ns_pid: i32) -> bool {
+    let witness = PathBuf::from(format!("/proc/{pid}/root{mount}/{ns_pid}/stat"));
+    let there = crate::proc::task_stat::read_at(&witness).map(|s| s.start_ticks);
+    let here = crate::proc::task_stat::read(pid).map(|s| s.start_ticks);
+    there.is_ok() && there.ok() == here.ok()
+}
+
+/// (MOUNT, N) when `path`, the working directory of `pid` (a process in a PID namespace one
+/// below cryo's), reads "MOUNT/N (deleted)": /proc/N of the proc mounted at MOUNT, of its own
+/// PID namespace, N having ended since it entered it (zdtm unhashed_proc in the ns flavour).
+/// The restore enters it in finish ([`enter_gone_dir`]).
+pub(crate) fn gone_namespace_process_dir(pid: Pid, path: &str) -> Option<(String, i32)> {
+    let (mount, n) = path.strip_suffix(" (deleted)")?.rsplit_once('/')?;
+    let n = n.parse::<i32>().ok().filter(|&n| n > 0)?;
+    let ns_pids = crate::task::pidns::nspid(pid).ok()?;
+    let [_, ns_pid] = ns_pids[..] else {
+        return None;
+    };
+    let table = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).ok()?;
+    let mounts = crate::task::mount_ns::mountinfo::parse(&table);
+    let is_proc_mount = mounts
+        .iter()
+        .any(|m| m.fstype == "proc" && crate::task::mount_ns::mountinfo::unescape(&m.point) == mount);
+    let free = PathBuf::from(format!("/proc/{pid}/root{mount}/{n}")).symlink_metadata().is_err();
+    (is_proc_mount && free && shows_own_pid_namespace(pid, mount, ns_pid))
+        .then(|| (mount.to_string(), n))
+}
+
+/// Makes the working directory of the stopped process traced by `remote` the directory of
+/// process `n` of the proc mounted at `mount`, unhashed: a holder of pid `n` cryo forks lives
+/// while the process opens it (remote openat, `scratch` a writable page of it) and enters it.
+pub(crate) fn enter_gone_dir(
+    remote: &Remote,
+    pid: Pid,
+    scratch: u64,
+    mount: &str,
+    n: i32,
+) -> io::Result<()> {
+    let path = format!("{}/{n}", mount.trim_end_matches('/'));
+    let mut bytes = path.into_bytes();
+    bytes.push(0);
+    sys::ptrace::write_mem(pid, scratch, &bytes)?;
+    let holder = sys::process::PidHolder::new(pid, Pid::from_raw(n))?;
+    let flags = (libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) as u64;
+    let fd = remote.call(libc::SYS_openat, &[libc::AT_FDCWD as u64, scratch, flags, 0])?;
+    let entered = remote.call(libc::SYS_fchdir, &[fd]);
+    let _ = remote.call(libc::SYS_close, &[fd]);
+    drop(holder);
+    entered.map(drop)
 }
 
 /// What the description behind `open` reads from its start, through a duplicate of it (pread:

@@ -314,6 +314,9 @@ pub enum Cwd {
     Path(String, bool),
     /// /proc/N of process N, gone since (reaped): the directory is unhashed.
     GoneProcess(i32),
+    /// MOUNT/N of process N of the proc mounted at MOUNT (the process's own PID namespace's),
+    /// gone since.
+    GoneNamespaceProcess(String, i32),
 }
 
 /// N when `path` (a link of `pid`: its cwd, an fd) reads "/proc/N (deleted)", the directory
@@ -342,6 +345,9 @@ pub fn cwd(pid: Pid) -> Result<Cwd> {
     let path = link(pid, "cwd")?.to_string_lossy().into_owned();
     if let Some(n) = gone_process_dir(pid, &path) {
         return Ok(Cwd::GoneProcess(n));
+    }
+    if let Some((mount, n)) = crate::files::procfs::gone_namespace_process_dir(pid, &path) {
+        return Ok(Cwd::GoneNamespaceProcess(mount, n));
     }
     refuse_process_directory(pid, "working directory", &path)?;
     Ok(match path.strip_suffix(" (deleted)") {

@@ -284,6 +284,23 @@ fn finish(
         scratch,
     };
     files::procfs::open_late(&tree.loaded.descs, &holder, &remote, &mut late.1)?;
+    let core = &task.core;
+    if core.cwd_gone_process > 0 && !core.cwd_gone_proc_mount.is_empty() && !core.fs_of_parent {
+        files::procfs::enter_gone_dir(
+            &remote,
+            child,
+            scratch,
+            &core.cwd_gone_proc_mount,
+            core.cwd_gone_process,
+        )
+        .map_err(|e| {
+            Error::sys(
+                child,
+                format!("enter its working directory {}", core.cwd),
+                e,
+            )
+        })?;
+    }
     // Security state last, just before the registers (DESIGN choice 11): ids first, then
     // (after what an id change resets) filters, capabilities, no_new_privs, strict mode.
     let remotes = std::iter::once(&remote).chain(&in_threads);

@@ -28,10 +28,11 @@ pub fn dump(pid: Pid, stat: &proc::Stat) -> Result<TaskCore> {
     let comm = std::fs::read_to_string(proc::dir(pid).join("comm"))
         .map(|s| s.trim_end_matches('\n').to_string())
         .unwrap_or_else(|_| stat.comm.clone());
-    let (cwd, cwd_removed, cwd_gone_process) = match proc::cwd(pid)? {
-        proc::Cwd::Path(cwd, true) => (cwd, Some(removed_dir(pid)?), 0),
-        proc::Cwd::Path(cwd, false) => (cwd, None, 0),
-        proc::Cwd::GoneProcess(n) => (format!("/proc/{n}"), None, n),
+    let (cwd, cwd_removed, cwd_gone_process, cwd_gone_proc_mount) = match proc::cwd(pid)? {
+        proc::Cwd::Path(cwd, true) => (cwd, Some(removed_dir(pid)?), 0, String::new()),
+        proc::Cwd::Path(cwd, false) => (cwd, None, 0, String::new()),
+        proc::Cwd::GoneProcess(n) => (format!("/proc/{n}"), None, n, String::new()),
+        proc::Cwd::GoneNamespaceProcess(mount, n) => (format!("{mount}/{n}"), None, n, mount),
     };
     Ok(TaskCore {
         pid: pid.as_raw(),
@@ -43,6 +44,7 @@ pub fn dump(pid: Pid, stat: &proc::Stat) -> Result<TaskCore> {
         cwd,
         cwd_removed,
         cwd_gone_process,
+        cwd_gone_proc_mount,
         root: proc::dir_link(pid, "root")?,
         ..Default::default()
     })
@@ -52,6 +54,18 @@ pub fn dump(pid: Pid, stat: &proc::Stat) -> Result<TaskCore> {
 fn removed_dir(pid: Pid) -> Result<RemovedDir> {
     use std::os::unix::fs::MetadataExt;
     let m = proc::stat_link(pid, "cwd")?;
+    // Made again by its name with mkdir: a directory of a filesystem that shows kernel state
+    // (a proc's process directory gone, a sysfs device's) would come back as one of files.
+    let kind = nix::sys::statfs::statfs(&proc::dir(pid).join("cwd")).map(|fs| fs.filesystem_type());
+    if !matches!(kind, Ok(t) if t != nix::sys::statfs::PROC_SUPER_MAGIC && t != nix::sys::statfs::SYSFS_MAGIC)
+    {
+        return Err(Error::target(
+            pid,
+            "its working directory was removed, on a proc or sysfs (or one that no longer \
+             answers statfs): a restore would make a directory of files in its place"
+                .to_string(),
+        ));
+    }
     if crate::sys::mount::on_read_only_mount(&proc::dir(pid).join("cwd")) {
         return Err(Error::target(
             pid,
@@ -210,6 +224,8 @@ pub fn restore_in_child(core: &TaskCore) -> Result<(), ChildError> {
         // The working directory first: both paths are as cryo sees them (from the real
         // root), and chroot keeps the working directory.
         match (&core.cwd_removed, core.cwd_gone_process) {
+            // Entered in finish, once the namespace's proc is mounted (files::procfs).
+            (_, n) if n > 0 && !core.cwd_gone_proc_mount.is_empty() => Ok(()),
             (_, n) if n > 0 => in_gone_process_dir(Pid::from_raw(n), nix::unistd::chdir::<str>),
             (None, _) => nix::unistd::chdir(core.cwd.as_str()),
             (Some(removed), _) => enter_removed(&core.cwd, removed),

@@ -36,6 +36,10 @@
 //!            gone-open -> N: the init forks child N, opens DIR/nsproc/N and its mountinfo,
 //!            kills and reaps N (zdtm remap_dead_pid, remap_dead_pid_root)
 //!            gone -> <dir link> lists <entries>; <mountinfo link> same as the init's|differs
+//!            gone-cwd -> N: the init forks child N, enters DIR/nsproc/N, kills and reaps N
+//!            (zdtm unhashed_proc)
+//!            cwd -> <its working directory's link> on a proc|on filesystem MAGIC getcwd <what
+//!            getcwd says or its errno>
 //! pid-ns epoll-sent  the same, and an epoll of the init registering a pipe's read end
 //!            (data 0xe1), sent on a datagram socketpair to itself and closed: only in flight
 //!            epoll-recv -> ready <data hex>,...: the epoll received, a byte written to the
@@ -213,6 +217,41 @@ impl Mode for PidNs {
                 unsafe { libc::waitpid(kid, std::ptr::null_mut(), 0) };
                 self.gone = Some(opened.map_err(io_err)?);
                 Ok(kid.to_string())
+            }
+            ("gone-cwd", []) => {
+                let (_, dir) = self.ns_maps.as_ref().ok_or("no ownproc")?;
+                let dir = dir.clone();
+                // SAFETY: the child only pauses until killed (async-signal-safe calls).
+                let kid = unsafe { libc::fork() };
+                if kid == 0 {
+                    loop {
+                        // SAFETY: pause takes nothing.
+                        unsafe { libc::pause() };
+                    }
+                }
+                let entered = std::env::set_current_dir(dir.join(kid.to_string()));
+                sys::signal(kid, libc::SIGKILL).map_err(io_err)?;
+                // SAFETY: a null status pointer is allowed.
+                unsafe { libc::waitpid(kid, std::ptr::null_mut(), 0) };
+                entered.map_err(io_err)?;
+                Ok(kid.to_string())
+            }
+            ("cwd", []) => {
+                let link = std::fs::read_link("/proc/self/cwd").map_err(io_err)?;
+                let getcwd = std::env::current_dir()
+                    .map(|d| d.display().to_string())
+                    .unwrap_or_else(|e| format!("errno {}", e.raw_os_error().unwrap_or(0)));
+                // SAFETY: statfs fills a struct statfs of the right size; the path is a C string.
+                let fs = unsafe {
+                    let mut fs: libc::statfs = std::mem::zeroed();
+                    sys::cvt(libc::statfs(c".".as_ptr(), &mut fs)).map(|_| fs.f_type)
+                };
+                let on = match fs {
+                    Ok(libc::PROC_SUPER_MAGIC) => "on a proc".to_string(),
+                    Ok(other) => format!("on filesystem {other:#x}"),
+                    Err(e) => format!("statfs errno {}", e.raw_os_error().unwrap_or(0)),
+                };
+                Ok(format!("{} {on} getcwd {getcwd}", link.display()))
             }
             ("gone", []) => {
                 let (dir_fd, table) = self.gone.ok_or("no gone-open")?;
