@@ -46,6 +46,28 @@ fn a_deleted_open_file_keeps_its_contents() {
     w.kill_restored();
 }
 
+/// A deleted file whose name another file took before the restore: made again unnamed, it
+/// must stay a file no one can link (a removed file's fd: linkat ENOENT), as before. Before:
+/// made with O_TMPFILE without O_EXCL, linkat of its fd gave it a name.
+#[test]
+fn a_deleted_file_whose_name_was_taken_comes_back_unlinkable() {
+    cryo_bin();
+    let mut w = Workload::spawn("deleted-file", &["5000", "21"]);
+    let want = protocol::len_and_checksum(&protocol::pattern(5000, 21));
+    let first = w.path("first-name");
+    let relink = |w: &Workload| w.cmd(&format!("relink {}", first.display()));
+    assert_eq!(relink(&w), "2", "a removed file has no way back (ENOENT)");
+    let img = w.path("img");
+    w.dump(&img, &[]).assert_success();
+    w.wait_original();
+    std::fs::write(w.path(protocol::DELETED_FILE), "another file").unwrap();
+    w.restore_detached_with(&img, &[]);
+    assert_eq!(w.cmd("read"), want);
+    assert_eq!(relink(&w), "2", "still none");
+    assert!(!first.exists());
+    w.kill_restored();
+}
+
 /// A deleted file on a mount made read-only after it was opened (a bind remount: the tmpfs
 /// itself stays writable; zdtm ghost_on_rofs): made again through a writable copy of the
 /// mount, its fd back on the read-only mount itself, contents and position as before.

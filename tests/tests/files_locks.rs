@@ -268,3 +268,43 @@ fn a_lock_on_a_description_also_held_outside_the_dump_is_refused() {
         );
     }
 }
+
+/// Sets (or clears, with 0) the inode attributes of `path` (chattr's flags).
+fn set_inode_flags(path: &Path, flags: libc::c_long) {
+    let file = OpenOptions::new().read(true).open(path).unwrap();
+    let mut value = flags;
+    // SAFETY: FS_IOC_SETFLAGS (_IOW('f', 2, long)) reads one long through the pointer.
+    let r = unsafe {
+        libc::ioctl(
+            file.as_raw_fd(),
+            0x4008_6602,
+            &mut value as *mut libc::c_long,
+        )
+    };
+    assert_eq!(r, 0, "FS_IOC_SETFLAGS: {}", std::io::Error::last_os_error());
+}
+
+/// A file open for writing made immutable since (chattr +i), or append-only (+a) with the fd
+/// not O_APPEND: the restore could not open it again (EPERM, even as root). Refused at dump,
+/// naming pid and the attribute, the process left running as it was. Before: dumped, the
+/// process killed, then the restore failed ("open: Operation not permitted").
+#[test]
+fn a_write_fd_on_a_file_made_immutable_or_append_only_since_is_refused_at_dump() {
+    cryo_bin();
+    let dir = control_dir();
+    let path = dir.path().join("locked");
+    write_file(&path, &[7u8; 4096]);
+    let w = Workload::spawn_in(dir, "locks", &["flock", path.to_str().unwrap()]);
+    assert_eq!(w.cmd("pid"), w.pid().to_string());
+    for (flags, attribute) in [(0x10, "immutable"), (0x20, "append-only")] {
+        set_inode_flags(&path, flags);
+        let dumped = w.dump(&w.path("img"), &[]);
+        set_inode_flags(&path, 0);
+        dumped
+            .assert_refused()
+            .assert_stderr_has_word(&w.pid().to_string())
+            .assert_stderr_mentions(attribute);
+        w.assert_untouched();
+    }
+    assert!(flock_refused(&path), "its lock still held");
+}

@@ -436,12 +436,16 @@ impl FileKind for Regular {
         if *deleted && matches!(crate::memory::hugetlb::page_size_at(&source), Ok(Some(_))) {
             return Err(fd.open.refuse("a deleted file on a hugetlbfs mount", true));
         }
+        let (path, deleted) = (path.clone(), *deleted);
+        if !deleted {
+            refuse_write_open_denied(fd)?;
+        }
         let reg = dump_file(
             fd.state,
             fd.id,
             fd.key,
-            path.clone(),
-            *deleted,
+            path,
+            deleted,
             fd.meta,
             &source,
             fd.images,
@@ -1070,8 +1074,36 @@ fn fill(file: &mut File, reg: &RegularFile, raw: &RawFileRef, images: &ImageDir)
     Ok(())
 }
 
+/// Refuses a description open for writing on a file made immutable since (chattr +i), or
+/// append-only (+a) without O_APPEND: the restore's open of it would fail (EPERM), even as
+/// root, after the dump killed the process.
+fn refuse_write_open_denied(fd: &mut Dumping<'_>) -> Result<(), FileError> {
+    let mode = fd.open.flags as i32 & (libc::O_ACCMODE | libc::O_PATH);
+    if mode == libc::O_RDONLY || mode & libc::O_PATH != 0 {
+        return Ok(());
+    }
+    let pidfd = super::kind::task_pidfd(fd.open, fd.pidfd)?;
+    let dup = crate::sys::pidfd::pidfd_getfd(pidfd, fd.open.fd)
+        .map_err(|e| fd.open.inspect_err("pidfd_getfd", fd.open.proc_path(), e))?;
+    let attrs = crate::sys::fcntl::inode_flags(dup.as_fd())
+        .map_err(|e| fd.open.inspect_err("ioctl FS_IOC_GETFLAGS", fd.open.proc_path(), e))?
+        .unwrap_or(0);
+    let append = fd.open.flags & libc::O_APPEND as u32 != 0;
+    let why = if attrs & crate::sys::fcntl::FS_IMMUTABLE_FL != 0 {
+        "open for writing on a file made immutable since (chattr +i)"
+    } else if attrs & crate::sys::fcntl::FS_APPEND_FL != 0 && !append {
+        "open for writing without O_APPEND on a file made append-only since (chattr +a)"
+    } else {
+        return Ok(());
+    };
+    Err(fd.open.refuse(
+        format!("{why}: a restore could not open it again"),
+        false,
+    ))
+}
+
 /// Creates a new empty file for a ghost: at `original` if nothing is there (returned as the
-/// path to unlink), else unnamed (O_TMPFILE) in the same directory, else a hidden temporary
+/// path to unlink), else unnamed (O_TMPFILE|O_EXCL) in the same directory, else a hidden temporary
 /// name there, and if the directory is gone, unnamed in the image directory.
 fn create_somewhere(original: &Path, images: &Path) -> io::Result<(File, Option<PathBuf>)> {
     let new = |path: &Path| {
@@ -1082,12 +1114,13 @@ fn create_somewhere(original: &Path, images: &Path) -> io::Result<(File, Option<
             .mode(0o600)
             .open(path)
     };
+    // O_EXCL: never to be linked, as a removed file cannot be (linkat of its fd: ENOENT).
     let tmpfile = |dir: &Path| {
         OpenOptions::new()
             .read(true)
             .write(true)
             .mode(0o600)
-            .custom_flags(libc::O_TMPFILE)
+            .custom_flags(libc::O_TMPFILE | libc::O_EXCL)
             .open(dir)
     };
     if let Ok(file) = new(original) {

@@ -78,3 +78,36 @@ mod tests {
         assert_eq!(i64::from_ne_bytes(raw[16..24].try_into().unwrap()), 10);
     }
 }
+
+/// FS_IOC_GETFLAGS (linux/fs.h: _IOR('f', 1, long)) and the inode attributes a write open
+/// of the file must respect: FS_IMMUTABLE_FL (no write open), FS_APPEND_FL (only O_APPEND).
+const FS_IOC_GETFLAGS: libc::c_ulong = 0x8008_6601;
+pub(crate) const FS_IMMUTABLE_FL: i32 = 0x10;
+pub(crate) const FS_APPEND_FL: i32 = 0x20;
+
+/// The inode attributes (chattr's flags) of the file behind `fd`; `None` where its filesystem
+/// keeps none (ENOTTY, EINVAL, EOPNOTSUPP).
+pub(crate) fn inode_flags(fd: BorrowedFd<'_>) -> io::Result<Option<i32>> {
+    let mut flags: libc::c_long = 0;
+    // SAFETY: FS_IOC_GETFLAGS writes one long (the kernel reads and writes an int's worth)
+    // through the pointer, which points at `flags`.
+    let r = unsafe {
+        libc::ioctl(
+            fd.as_raw_fd(),
+            FS_IOC_GETFLAGS,
+            &mut flags as *mut libc::c_long,
+        )
+    };
+    match check(libc::c_long::from(r)) {
+        Ok(_) => Ok(Some(flags as i32)),
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::ENOTTY | libc::EINVAL | libc::EOPNOTSUPP)
+            ) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}

@@ -71,8 +71,14 @@ pub(crate) fn timerfd_set_ticks(fd: BorrowedFd<'_>, ticks: u64) -> io::Result<()
     check(libc::c_long::from(ret)).map(drop)
 }
 
-/// The current time of `clockid` in nanoseconds.
+/// The current time of `clockid` in nanoseconds. An alarm clock reads as the clock it wakes
+/// on (clock_gettime of it needs an RTC to wake the system, which a timer on it does not).
 pub(crate) fn clock_now_ns(clockid: libc::c_int) -> io::Result<u64> {
+    let clockid = match clockid {
+        libc::CLOCK_REALTIME_ALARM => libc::CLOCK_REALTIME,
+        libc::CLOCK_BOOTTIME_ALARM => libc::CLOCK_BOOTTIME,
+        other => other,
+    };
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
