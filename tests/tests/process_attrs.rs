@@ -530,7 +530,7 @@ fn an_untouched_cpu_mask_comes_back_whole_in_every_thread() {
 }
 
 /// The alternate signal stacks of the main thread and of a second thread (per thread, at the
-/// same address, same size), the command line and an environment variable: as before after a
+/// same address, same size, the second's SS_AUTODISARM), the command line and an environment variable: as before after a
 /// restore.
 #[test]
 fn altstacks_per_thread_command_line_and_environment_come_back() {
@@ -538,7 +538,7 @@ fn altstacks_per_thread_command_line_and_environment_come_back() {
     let mut w = Workload::spawn_configured(
         cryo_tests::control_dir(),
         "attrs",
-        &["altstack=65536", "thread", "t.altstack=32768"],
+        &["altstack=65536", "thread", "t.altstack-autodisarm=32768"],
         |c| {
             c.env("CRYO_ATTRS_MARK", "kept");
         },
@@ -546,7 +546,11 @@ fn altstacks_per_thread_command_line_and_environment_come_back() {
     let main = w.cmd("get altstack");
     let second = w.cmd("tget altstack");
     assert!(main.starts_with("size 65536 flags 0 at "), "{main}");
-    assert!(second.starts_with("size 32768 flags 0 at "), "{second}");
+    // SS_AUTODISARM (before 2026-12-07 lost: flags 0 after restore).
+    assert!(
+        second.starts_with("size 32768 flags -2147483648 at "),
+        "{second}"
+    );
     let cmdline = w.cmd("get cmdline");
     assert!(cmdline.contains("attrs altstack=65536 thread"), "{cmdline}");
     assert_eq!(w.cmd("get environ-has"), "true");

@@ -581,14 +581,17 @@ pub fn restore_in_thread(
         .map_err(sys("set_tid_address"))?;
     let ss = thread.altstack.unwrap_or_default();
     // SS_ONSTACK only says the thread was running on it; it cannot be requested.
+    // SS_AUTODISARM (the stack given up while a handler runs on it) is the thread's choice.
+    const SS_AUTODISARM: i32 = 1 << 31;
     let flags = if ss.flags & libc::SS_DISABLE != 0 || ss.size == 0 {
         libc::SS_DISABLE
     } else {
-        0
+        ss.flags & SS_AUTODISARM
     };
     let mut raw = Vec::with_capacity(24);
     raw.extend_from_slice(&ss.sp.to_ne_bytes());
-    raw.extend_from_slice(&(flags as u64).to_ne_bytes());
+    // stack_t: int ss_flags, then 4 bytes of padding.
+    raw.extend_from_slice(&u64::from(flags as u32).to_ne_bytes());
     raw.extend_from_slice(&ss.size.to_ne_bytes());
     pt::write_mem(tid, args, &raw).map_err(sys("sigaltstack"))?;
     remote

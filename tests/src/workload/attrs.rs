@@ -19,6 +19,7 @@
 //! autogroup=N             write /proc/self/autogroup (its session's nice) process
 //! timerslack=NS           PR_SET_TIMERSLACK                                this thread
 //! altstack=SIZE           sigaltstack on a (leaked) buffer of SIZE bytes    this thread
+//! altstack-autodisarm=SIZE  the same, SS_AUTODISARM                        this thread
 //! dumpable=N              PR_SET_DUMPABLE                                  process
 //! pdeathsig=SIG           PR_SET_PDEATHSIG                                 this thread
 //! subreaper=1             PR_SET_CHILD_SUBREAPER                           process
@@ -408,13 +409,14 @@ fn apply(setting: &str, dir: &Path) -> Result<(), String> {
         "autogroup" => std::fs::write("/proc/self/autogroup", value).map_err(fail),
         "loginuid" => std::fs::write("/proc/self/loginuid", value).map_err(fail),
         "timerslack" => flag(libc::PR_SET_TIMERSLACK),
-        "altstack" => {
+        "altstack" | "altstack-autodisarm" => {
             // Leaked: the stack serves the thread for the rest of its life.
             let size = num(value)? as usize;
             let stack = Box::leak(vec![0u8; size].into_boxed_slice());
             let ss = libc::stack_t {
                 ss_sp: stack.as_mut_ptr().cast(),
-                ss_flags: 0,
+                // SS_AUTODISARM: given up while a handler runs on it.
+                ss_flags: if name == "altstack" { 0 } else { 1 << 31 },
                 ss_size: size,
             };
             // SAFETY: ss describes a live buffer of ss_size bytes that is never freed.
