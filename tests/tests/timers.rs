@@ -57,3 +57,24 @@ fn both_kinds_of_timers_keep_firing_after_restore() {
     );
     w.kill_restored();
 }
+
+/// A POSIX timer notifying a thread that has ended since (SIGEV_THREAD_ID: the timer stays
+/// with the process): timer_create refuses such a target, so a restore could not make it
+/// again. Refused at dump, naming pid, the timer and the thread; the process left running
+/// with it. Before: dumped and killed, then the restore failed ("timer_create (id 1):
+/// Invalid argument").
+#[test]
+fn a_timer_notifying_a_thread_that_ended_is_refused_at_dump() {
+    cryo_bin();
+    let w = Workload::spawn("timers", &[]);
+    let id = w.cmd("orphan-timer");
+    let timers = std::fs::read_to_string(format!("/proc/{}/timers", w.pid())).unwrap();
+    assert!(timers.contains(&format!("ID: {id}\n")), "{timers}");
+    w.dump(&w.path("img"), &[])
+        .assert_refused()
+        .assert_stderr_has_word(&w.pid().to_string())
+        .assert_stderr_mentions(&format!("POSIX timer {id} notifies thread"));
+    w.assert_untouched();
+    let after = std::fs::read_to_string(format!("/proc/{}/timers", w.pid())).unwrap();
+    assert_eq!(after, timers, "still there");
+}

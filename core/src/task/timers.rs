@@ -55,6 +55,7 @@ pub fn dump_posix(pid: Pid, remote: &Remote, scratch: &Scratch) -> Result<Vec<Po
         .map_err(|e| Error::sys(pid, "read /proc/PID/timers", e))?;
     let mut timers = parse_proc_timers(&text)
         .ok_or_else(|| Error::target(pid, format!("cannot parse /proc/{pid}/timers")))?;
+    refuse_gone_targets(pid, &timers)?;
     // struct itimerspec: it_interval {sec, nsec}, it_value {sec, nsec}.
     const ITIMERSPEC_LEN: usize = 32;
     let raw = scratch
@@ -74,6 +75,55 @@ pub fn dump_posix(pid: Pid, remote: &Remote, scratch: &Scratch) -> Result<Vec<Po
         t.value_ns = w[2] * 1_000_000_000 + w[3];
     }
     Ok(timers)
+}
+
+/// Refuses a timer a restore could not make again (timer_create: EINVAL): one notifying a
+/// thread of the process that has ended (SIGEV_THREAD_ID), one on the CPU-time clock of a
+/// process or thread that has ended (clock_getcpuclockid of a child reaped since). The pids
+/// are checked where the process's PID namespace is cryo's.
+fn refuse_gone_targets(pid: Pid, timers: &[PosixTimer]) -> Result<()> {
+    let dir = crate::proc::dir(pid);
+    use std::os::unix::fs::MetadataExt;
+    let in_cryos_pid_namespace = std::fs::metadata(dir.join("ns/pid"))
+        .ok()
+        .zip(std::fs::metadata("/proc/self/ns/pid").ok())
+        .is_some_and(|(theirs, ours)| theirs.ino() == ours.ino());
+    for t in timers {
+        if t.notify == SIGEV_THREAD_ID && !dir.join(format!("task/{}", t.notify_tid)).exists() {
+            return Err(Error::target(
+                pid,
+                format!(
+                    "POSIX timer {} notifies thread {}, which has ended: a restore could not \
+                     make it again (timer_create: EINVAL)",
+                    t.id, t.notify_tid
+                ),
+            ));
+        }
+        // A CPU-time clock of pid P: ~P << 3 | per-thread bit (4) | kind (the kernel's
+        // CPUCLOCK_*); negative.
+        if t.clockid < 0 && in_cryos_pid_namespace {
+            let of = !(t.clockid >> 3);
+            let thread = t.clockid & 4 != 0;
+            let there = if thread {
+                std::path::Path::new(&format!("/proc/{of}/task/{of}")).exists()
+                    || dir.join(format!("task/{of}")).exists()
+            } else {
+                crate::proc::dir(Pid::from_raw(of)).exists()
+            };
+            if of != 0 && !there {
+                return Err(Error::target(
+                    pid,
+                    format!(
+                        "POSIX timer {} is on the CPU-time clock of {} {of}, which has ended: a \
+                         restore could not make it again (timer_create: EINVAL)",
+                        t.id,
+                        if thread { "thread" } else { "process" }
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn parse_proc_timers(text: &str) -> Option<Vec<PosixTimer>> {

@@ -5,12 +5,14 @@
 //! timers                     ticks  -> alarm <SIGALRM count> rt <timer signals> id <timer id>
 //!                            (setitimer ITIMER_REAL every 20 ms; a POSIX timer on
 //!                            CLOCK_MONOTONIC every 15 ms signalling SIGRTMIN with value 0x1234)
+//!                            orphan-timer -> <id>: a timer a thread made notifying itself
+//!                            (SIGEV_THREAD_ID), armed an hour away, the thread ended since
 //! ```
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{failed, sys, unknown, Mode};
+use super::{failed, io_err, sys, unknown, Mode};
 
 static ALARMS: AtomicU64 = AtomicU64::new(0);
 static RT_TICKS: AtomicU64 = AtomicU64::new(0);
@@ -51,6 +53,35 @@ impl Mode for Timers {
                 self.id,
                 RT_BAD_VALUE.load(Ordering::SeqCst)
             )),
+            ("orphan-timer", []) => {
+                // A thread makes a timer notifying itself (SIGEV_THREAD_ID), armed an hour
+                // away, and ends: the timer stays, its thread gone.
+                let made = std::thread::spawn(|| {
+                    // SAFETY: sigevent is plain data; the fields set are the ones
+                    // SIGEV_THREAD_ID reads.
+                    let mut ev: libc::sigevent = unsafe { std::mem::zeroed() };
+                    ev.sigev_notify = libc::SIGEV_THREAD_ID;
+                    ev.sigev_signo = libc::SIGRTMIN() + 3;
+                    // SAFETY: gettid takes nothing.
+                    ev.sigev_notify_thread_id = unsafe { libc::gettid() };
+                    let mut timer: libc::timer_t = std::ptr::null_mut();
+                    // SAFETY: ev and timer are live for the calls; the itimerspec is ours.
+                    unsafe {
+                        if libc::timer_create(libc::CLOCK_MONOTONIC, &mut ev, &mut timer) < 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                        let mut when: libc::itimerspec = std::mem::zeroed();
+                        when.it_value.tv_sec = 3600;
+                        if libc::timer_settime(timer, 0, &when, std::ptr::null_mut()) < 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                    }
+                    Ok(timer as usize)
+                })
+                .join()
+                .map_err(|_| "the timer's thread panicked".to_string())?;
+                made.map(|t| t.to_string()).map_err(io_err)
+            }
             _ => unknown(verb),
         }
     }
