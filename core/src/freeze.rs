@@ -53,6 +53,19 @@ pub fn check_target(pid: Pid) -> Result<proc::Stat> {
         return Err(Error::target(pid, "cryo cannot dump itself"));
     }
     if stat.state == 'Z' || stat.state == 'X' {
+        // A zombie main thread with threads still running: the leader called pthread_exit.
+        let threads = std::fs::read_dir(proc::dir(pid).join("task")).map_or(0, |d| d.count());
+        if threads > 1 {
+            return Err(Error::target(
+                pid,
+                format!(
+                    "{}: its main thread has ended (pthread_exit) while {} other threads run: \
+                     a process whose leader is gone is not supported",
+                    stat.comm,
+                    threads - 1
+                ),
+            ));
+        }
         return Err(Error::target(pid, format!("{} is a zombie", stat.comm)));
     }
     Ok(stat)
