@@ -193,8 +193,40 @@ fn dump(
             path: path.to_string(),
         });
     }
+    if !is_terminal(path, meta.rdev()) {
+        if let Some(why) = held_state(meta.rdev(), open.flags) {
+            return Err(open.refuse(format!("character device {path}: {why}"), false));
+        }
+    }
     debug!(pid = %open.pid, fd = open.fd, path, flags = format_args!("{:o}", open.flags), "char device");
     Ok(path.to_string())
+}
+
+/// Why an open of character device `rdev` (not a terminal) holds state of its own that an
+/// open of its node by path, which is how a restore makes it again, would not have; `None`
+/// for the memory devices (/dev/null, zero, full, random, urandom, mem...: an offset at most,
+/// set again), /dev/kmsg open only for writing.
+fn held_state(rdev: u64, flags: u32) -> Option<&'static str> {
+    use nix::sys::stat::{major, minor};
+    /// /dev/kmsg: 1:11.
+    const KMSG: u64 = 11;
+    let read = flags as i32 & libc::O_ACCMODE != libc::O_WRONLY;
+    match (major(rdev), minor(rdev)) {
+        (1, KMSG) if read => Some(
+            "its reader's place in the kernel log (a sequence number, not an offset a reopen \
+             can be put at) would start again",
+        ),
+        (1, _) => None,
+        (10, _) => Some(
+            "a misc device (/dev/net/tun, /dev/fuse, /dev/cpu_dma_latency, /dev/uinput, /dev/kvm, \
+             a watchdog...), whose open carries its own state (an interface attached, a mount \
+             served, a request held) that a new open would not have",
+        ),
+        _ => Some(
+            "a device whose open may carry state of its own (a driver's, per open) that a new \
+             open by path would not have",
+        ),
+    }
 }
 
 /// Reopens character device `path` for description `desc`.

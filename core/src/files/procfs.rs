@@ -351,6 +351,7 @@ fn dump_file(
         };
     }
     let Ok(pid) = first.parse::<i32>() else {
+        refuse_pressure_trigger(open, first, path)?;
         check_position(open, path)?;
         return Ok(ProcFile {
             rest: path.to_string(),
@@ -398,6 +399,18 @@ fn dump_file(
         rest,
         ..Default::default()
     })
+}
+
+/// Refuses a file of /proc/pressure (`first` the name below /proc) open for writing: a PSI
+/// trigger written to it lives with the description, and a reopen by path has none.
+fn refuse_pressure_trigger(open: &OpenFd, first: &str, path: &str) -> Result<(), FileError> {
+    if first == "pressure" && open.flags as i32 & libc::O_ACCMODE != libc::O_RDONLY {
+        return Err(open.refuse(
+            format!("{path} open for writing (a PSI trigger written to it would be lost)"),
+            false,
+        ));
+    }
+    Ok(())
 }
 
 /// The record of an fd on a file of another proc mount than cryo's at `path`: one of the

@@ -1076,11 +1076,24 @@ fn fill(file: &mut File, reg: &RegularFile, raw: &RawFileRef, images: &ImageDir)
 
 /// Refuses a description open for writing on a file made immutable since (chattr +i), or
 /// append-only (+a) without O_APPEND: the restore's open of it would fail (EPERM), even as
-/// root, after the dump killed the process.
+/// root, after the dump killed the process; and on a cgroup's pressure file (a PSI trigger).
 fn refuse_write_open_denied(fd: &mut Dumping<'_>) -> Result<(), FileError> {
     let mode = fd.open.flags as i32 & (libc::O_ACCMODE | libc::O_PATH);
     if mode == libc::O_RDONLY || mode & libc::O_PATH != 0 {
         return Ok(());
+    }
+    // A cgroup's cpu/memory/io/irq.pressure: a PSI trigger written to it lives with the
+    // description.
+    if let Seen::Regular { path, .. } = &fd.seen {
+        if path.ends_with(".pressure")
+            && nix::sys::statfs::statfs(&fd.open.proc_path())
+                .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
+        {
+            return Err(fd.open.refuse(
+                format!("{path} open for writing (a PSI trigger written to it would be lost)"),
+                false,
+            ));
+        }
     }
     let pidfd = super::kind::task_pidfd(fd.open, fd.pidfd)?;
     let dup = crate::sys::pidfd::pidfd_getfd(pidfd, fd.open.fd)
