@@ -44,6 +44,20 @@ fn a_three_generation_tree_with_a_group_a_zombie_and_shared_pipes() {
     );
     assert_eq!(before[0].2, w.pid(), "the root leads the session");
     w.cmd("tick");
+    // The zombie's name and ids (before 2026-12-07: the restorer's, "cryo-workload" and 0).
+    let named = |pid: i32| {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        status
+            .lines()
+            .filter(|l| l.starts_with("Name:") || l.starts_with("Uid:") || l.starts_with("Gid:"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let zombie_named = named(zombie);
+    assert!(
+        zombie_named.starts_with("Name:\tzname Uid:\t1234"),
+        "{zombie_named}"
+    );
 
     let img = w.path("img");
     w.dump_ok(&img);
@@ -66,6 +80,7 @@ fn a_three_generation_tree_with_a_group_a_zombie_and_shared_pipes() {
     );
     assert_eq!(after[0].1, before[0].1);
     assert_eq!(after[0].2, before[0].2);
+    assert_eq!(named(zombie), zombie_named, "the zombie's name and ids");
     assert_eq!(w.cmd("tick"), "2", "the root goes on");
     // Both pipes still connect root and child, in both directions.
     assert_eq!(w.cmd("ask again"), "got again");

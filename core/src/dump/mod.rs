@@ -590,6 +590,16 @@ fn dump_tree(
         let mut entry = task::process_entry(m.pid, &m.stat, &[]);
         entry.zombie = true;
         entry.exit_status = m.stat.exit_code;
+        entry.zombie_comm = m.stat.comm.clone();
+        if let Ok(status) = crate::proc::status(m.pid) {
+            let ids = |key| {
+                crate::proc::status_field(&status, key)
+                    .map(|v| v.split_whitespace().take(3).filter_map(|n| n.parse().ok()).collect())
+                    .unwrap_or_default()
+            };
+            entry.zombie_uids = ids("Uid");
+            entry.zombie_gids = ids("Gid");
+        }
         pstree.push(entry);
     }
     // From here the images name processes as their PID namespace does (the host's pids stay

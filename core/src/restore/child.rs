@@ -515,6 +515,23 @@ fn fork_zombies(tree: &Planned, i: usize, zombies: &[usize]) -> Result<(), Child
                 if entry.sid == entry.pid && !fork_in_session(tree, &members) {
                     crate::sys::process::exit_child(70)
                 }
+                // Its name and ids, as its parent's waitid and /proc show them.
+                if !entry.zombie_comm.is_empty() {
+                    let _ = nix::sys::prctl::set_name(
+                        &std::ffi::CString::new(entry.zombie_comm.as_str()).unwrap_or_default(),
+                    );
+                }
+                if let ([rg, eg, sg], [ru, eu, su]) =
+                    (&entry.zombie_gids[..], &entry.zombie_uids[..])
+                {
+                    let gid = |g: &u32| nix::unistd::Gid::from_raw(*g);
+                    let uid = |u: &u32| nix::unistd::Uid::from_raw(*u);
+                    let set = nix::unistd::setresgid(gid(rg), gid(eg), gid(sg))
+                        .and_then(|()| nix::unistd::setresuid(uid(ru), uid(eu), uid(su)));
+                    if set.is_err() {
+                        crate::sys::process::exit_child(70)
+                    }
+                }
                 crate::sys::process::exit_as(entry.exit_status)
             }
             Ok(Forked::Parent(_)) => {}
@@ -522,11 +539,25 @@ fn fork_zombies(tree: &Planned, i: usize, zombies: &[usize]) -> Result<(), Child
         }
         // Dead, left unreaped for the restored parent.
         let id = nix::sys::wait::Id::Pid(zpid);
-        nix::sys::wait::waitid(
+        let died = nix::sys::wait::waitid(
             id,
             nix::sys::wait::WaitPidFlag::WEXITED | nix::sys::wait::WaitPidFlag::WNOWAIT,
         )
         .map_err(|e| ChildError::sys_on(ChildStep::WaitZombie, zpid)(e.into()))?;
+        // As it died (its core-dump flag aside: no core is made); else a step before failed.
+        let status = match died {
+            nix::sys::wait::WaitStatus::Exited(_, code) => code << 8,
+            nix::sys::wait::WaitStatus::Signaled(_, sig, _) => sig as i32,
+            _ => -1,
+        };
+        if status != entry.exit_status & !0x80 {
+            let e = std::io::Error::other(format!(
+                "it died with status {status:#x}, not {:#x} (its session, name or ids could not \
+                 be given back)",
+                entry.exit_status & !0x80
+            ));
+            return Err(ChildError::sys_on(ChildStep::WaitZombie, zpid)(e));
+        }
         let in_group = nix::unistd::getpgid(Some(zpid)).is_ok_and(|g| g.as_raw() == entry.pgid);
         let leads =
             entry.sid != entry.pid || nix::unistd::getsid(Some(zpid)).is_ok_and(|s| s == zpid);

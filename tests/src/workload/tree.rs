@@ -9,7 +9,7 @@
 //!                            stopped -> stopped <signal> | running (waitid WNOHANG|WNOWAIT)
 //!                            (a child in a process group of its own, talking to this
 //!                            process over two inherited pipes; its own child; a zombie
-//!                            child of it that exited with 7)
+//!                            child of it that exited with 7, named zname, uid 1234 gid 4321)
 //! ```
 
 use std::io;
@@ -95,6 +95,10 @@ impl Tree {
             }
             let z = libc::fork();
             if z == 0 {
+                // A name and ids of its own, which its parent's waitid and /proc show.
+                libc::prctl(libc::PR_SET_NAME, c"zname".as_ptr());
+                libc::setresgid(4321, 4321, 4321);
+                libc::setresuid(1234, 1234, 1234);
                 libc::_exit(7);
             }
             let _ = sys::write_all(wr, format!("{g} {z}").as_bytes());
