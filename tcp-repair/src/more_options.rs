@@ -11,26 +11,47 @@
 //!              SO_BUSY_POLL SO_PREFER_BUSY_POLL SO_RCVMARK SO_NO_CHECK SO_RXQ_OVFL
 //!              SO_SELECT_ERR_QUEUE SO_INCOMING_CPU
 //!              SO_BUF_LOCK (always)
+//!              SO_PEEK_OFF                      (TCP only: other families carry their own)
 //!              SO_RCVTIMEO SO_SNDTIMEO SO_OOBINLINE SO_KEEPALIVE SO_WIFI_STATUS SO_NOFCS
 //!              SO_PASSCRED SO_PASSSEC SO_PASSPIDFD SO_PASSRIGHTS   (every socket: datagram,
 //!              unix, packet, netlink too)
-//! IPPROTO_IP   IP_OPTIONS                                          (every inet socket)
-//!              IP_TTL IP_MTU_DISCOVER IP_RECVERR IP_FREEBIND IP_TRANSPARENT
-//!              IP_BIND_ADDRESS_NO_PORT IP_RECVTOS IP_PKTINFO IP_MINTTL (IPv4 sockets)
-//! IPPROTO_IPV6 IPV6_UNICAST_HOPS IPV6_MTU_DISCOVER IPV6_RECVERR
-//!              IPV6_HOPOPTS IPV6_RTHDR IPV6_DSTOPTS IPV6_RTHDRDSTOPTS
-//!              IPV6_MINHOPCOUNT IPV6_AUTOFLOWLABEL IPV6_DONTFRAG      (IPv6 sockets)
+//! IPPROTO_IP   IP_OPTIONS IP_MINTTL IP_UNICAST_IF IP_LOCAL_PORT_RANGE
+//!              IP_RECVFRAGSIZE IP_RECVERR_RFC4884               (every inet socket, both
+//!                                                                families)
+//!              IP_TOS                                       (IPv6 sockets, TCP and datagram:
+//!                                                            an IPv4 one's is traffic_class)
+//!              IP_TTL IP_RECVTOS IP_PKTINFO IP_RECVTTL IP_RECVOPTS IP_RETOPTS
+//!              IP_PASSSEC IP_RECVORIGDSTADDR IP_MULTICAST_LOOP IP_MULTICAST_ALL
+//!                                                (TCP, both families: datagram sockets keep
+//!                                                 them in udp.rs's integer table)
+//!              IP_MTU_DISCOVER IP_RECVERR IP_FREEBIND IP_TRANSPARENT
+//!              IP_BIND_ADDRESS_NO_PORT                                   (IPv4 TCP sockets)
+//! IPPROTO_IPV6 IPV6_HOPOPTS IPV6_RTHDR IPV6_DSTOPTS IPV6_RTHDRDSTOPTS IPV6_UNICAST_IF
+//!              IPV6_MINHOPCOUNT IPV6_AUTOFLOWLABEL IPV6_FLOWINFO IPV6_FLOWINFO_SEND
+//!              IPV6_ADDR_PREFERENCES IPV6_RECVERR_RFC4884 IPV6_RECVFRAGSIZE
+//!              IPV6_RECVHOPOPTS IPV6_RECVRTHDR IPV6_RECVDSTOPTS IPV6_RECVPATHMTU
+//!              IPV6_2292PKTINFO IPV6_2292HOPOPTS IPV6_2292DSTOPTS IPV6_2292RTHDR
+//!              IPV6_2292HOPLIMIT                    (IPv6 sockets, TCP and datagram)
+//!              IPV6_UNICAST_HOPS IPV6_MTU_DISCOVER IPV6_RECVERR IPV6_DONTFRAG
+//!              IPV6_RECVPKTINFO IPV6_RECVHOPLIMIT IPV6_RECVTCLASS   (IPv6 TCP sockets)
 //! IPPROTO_TCP  TCP_NOTSENT_LOWAT TCP_LINGER2 TCP_THIN_LINEAR_TIMEOUTS TCP_SYNCNT
 //!              TCP_DEFER_ACCEPT TCP_FASTOPEN TCP_SAVE_SYN TCP_TX_DELAY TCP_INQ
 //!              TCP_RTO_MAX_MS TCP_RTO_MIN_US TCP_DELACK_MAX_US
-//!              TCP_FASTOPEN_NO_COOKIE TCP_FASTOPEN_CONNECT         (listeners and sockets
+//!              TCP_FASTOPEN_NO_COOKIE TCP_FASTOPEN_CONNECT
+//!              TCP_FASTOPEN_KEY                                    (listeners and sockets
 //!                                                                   not connected only)
 //!              TCP_WINDOW_CLAMP (a connection's too: the kernel's own, or the application's,
 //!              always differs from a fresh socket's 0: set after TCP_REPAIR_WINDOW)
 //!              TCP_MAXSEG                                                 (listeners only)
 //! ```
 //!
+//! Setting IP_TOS sets SO_PRIORITY from it: [`apply`] puts the priority back after it, so
+//! the order of the two in an image does not matter.
+//!
 //! Not here, on purpose: TCP_QUICKACK (a transient mode the kernel leaves by itself),
+//! IP_MULTICAST_TTL / IPV6_MULTICAST_HOPS of a connection (the TTL of the SYN, or of the last
+//! segment received, kept there for IP_PKTOPTIONS: setsockopt refuses them on a stream
+//! socket),
 //! TCP_MAXSEG of a connection (getsockopt shows the MSS in use, which the kernel computes from
 //! the handshake: the MSS clamp travels with the repair options; setting it would make it the
 //! user MSS). The IPv6 sticky
@@ -82,6 +103,9 @@ enum On {
     /// Every socket of every family (TCP, the datagram sockets of udp.rs, unix, packet,
     /// netlink): the generic socket-level options udp.rs's integer table does not hold.
     Any,
+    /// TCP sockets only, never the other families [`capture`] reads: a socket-level option
+    /// those carry their own way (SO_PEEK_OFF: with their queues).
+    Tcp,
 }
 
 /// (level, name, name in messages, sockets, always stored).
@@ -111,6 +135,39 @@ const IPV6_AUTOFLOWLABEL: i32 = 70;
 /// SO_BUF_LOCK (linux 5.14): the SOCK_SNDBUF_LOCK/SOCK_RCVBUF_LOCK bits.
 const SO_BUF_LOCK: i32 = 72;
 
+/// IP_UNICAST_IF (linux 3.4: the ifindex, in network byte order), IP_LOCAL_PORT_RANGE
+/// (linux 6.3: two u16 bounds), IP_RECVFRAGSIZE (linux 4.14), IP_RECVERR_RFC4884 (linux
+/// 5.9): not in libc for every target.
+const IP_UNICAST_IF: i32 = 50;
+const IP_LOCAL_PORT_RANGE: i32 = 51;
+const IP_RECVFRAGSIZE: i32 = 25;
+const IP_RECVERR_RFC4884: i32 = 26;
+/// The IPv6 flags and values beside them: IPV6_FLOWINFO, IPV6_FLOWINFO_SEND,
+/// IPV6_RECVERR_RFC4884 (linux 5.9), IPV6_RECVFRAGSIZE (linux 4.14), IPV6_ADDR_PREFERENCES
+/// (linux 2.6.26), the RFC 3542 receive flags and their RFC 2292 forms.
+const IPV6_FLOWINFO: i32 = 11;
+const IPV6_FLOWINFO_SEND: i32 = 33;
+const IPV6_RECVERR_RFC4884: i32 = 31;
+const IPV6_RECVFRAGSIZE: i32 = 77;
+const IPV6_ADDR_PREFERENCES: i32 = 72;
+const IPV6_RECVHOPOPTS: i32 = 53;
+const IPV6_RECVRTHDR: i32 = 56;
+const IPV6_RECVDSTOPTS: i32 = 58;
+const IPV6_RECVPATHMTU: i32 = 60;
+const IPV6_2292PKTINFO: i32 = 2;
+const IPV6_2292HOPOPTS: i32 = 3;
+const IPV6_2292DSTOPTS: i32 = 4;
+const IPV6_2292RTHDR: i32 = 5;
+const IPV6_2292HOPLIMIT: i32 = 8;
+const IPV6_RECVPKTINFO: i32 = 49;
+const IPV6_RECVHOPLIMIT: i32 = 51;
+const IPV6_RECVTCLASS: i32 = 66;
+/// IPV6_UNICAST_IF (linux 3.4): the ifindex, in network byte order.
+const IPV6_UNICAST_IF: i32 = 76;
+/// TCP_FASTOPEN_KEY (linux 4.20 per socket): the listener's own cookie key(s), 16 or 32
+/// bytes; a socket without one reads its network namespace's.
+const TCP_FASTOPEN_KEY: i32 = 33;
+
 /// SO_TXTIME (linux 4.19): struct sock_txtime {clockid, flags}.
 const SO_TXTIME: i32 = 61;
 /// `SO_PREFER_BUSY_POLL` (linux 5.11) and `SO_RCVMARK` (linux 5.19): not in libc for every target.
@@ -123,6 +180,10 @@ const SO_PASSPIDFD: i32 = 76;
 const SO_PASSRIGHTS: i32 = 83;
 
 const TABLE: &[Entry] = &[
+    // IP_TOS of an IPv6 socket (its IPv4-mapped traffic; an IPv4 socket's is
+    // SocketOptions::traffic_class). Setting it sets SO_PRIORITY too: [`apply`] puts the
+    // priority back ([`crate::options::set_tos_keeping_priority`]).
+    (libc::IPPROTO_IP, libc::IP_TOS, "IP_TOS", On::InetV6, false),
     (
         libc::SOL_SOCKET,
         libc::SO_PRIORITY,
@@ -295,7 +356,7 @@ const TABLE: &[Entry] = &[
         On::Inet,
         false,
     ),
-    (libc::IPPROTO_IP, libc::IP_TTL, "IP_TTL", On::V4, false),
+    (libc::IPPROTO_IP, libc::IP_TTL, "IP_TTL", On::All, false),
     (
         libc::IPPROTO_IP,
         libc::IP_MTU_DISCOVER,
@@ -335,14 +396,14 @@ const TABLE: &[Entry] = &[
         libc::IPPROTO_IP,
         libc::IP_RECVTOS,
         "IP_RECVTOS",
-        On::V4,
+        On::All,
         false,
     ),
     (
         libc::IPPROTO_IP,
         libc::IP_PKTINFO,
         "IP_PKTINFO",
-        On::V4,
+        On::All,
         false,
     ),
     (
@@ -492,21 +553,21 @@ const TABLE: &[Entry] = &[
         libc::IPPROTO_IP,
         libc::IP_MINTTL,
         "IP_MINTTL",
-        On::V4,
+        On::Inet,
         false,
     ),
     (
         libc::IPPROTO_IPV6,
         IPV6_MINHOPCOUNT,
         "IPV6_MINHOPCOUNT",
-        On::V6,
+        On::InetV6,
         false,
     ),
     (
         libc::IPPROTO_IPV6,
         IPV6_AUTOFLOWLABEL,
         "IPV6_AUTOFLOWLABEL",
-        On::V6,
+        On::InetV6,
         false,
     ),
     (
@@ -546,6 +607,233 @@ const TABLE: &[Entry] = &[
         On::Listener,
         false,
     ),
+    // IPv4 options of every inet socket, both families (an IPv6 socket's act on its
+    // IPv4-mapped traffic); datagram sockets' too (not in udp.rs's integer table).
+    (
+        libc::IPPROTO_IP,
+        IP_UNICAST_IF,
+        "IP_UNICAST_IF",
+        On::Inet,
+        false,
+    ),
+    (
+        libc::IPPROTO_IP,
+        IP_LOCAL_PORT_RANGE,
+        "IP_LOCAL_PORT_RANGE",
+        On::Inet,
+        false,
+    ),
+    (
+        libc::IPPROTO_IP,
+        IP_RECVFRAGSIZE,
+        "IP_RECVFRAGSIZE",
+        On::Inet,
+        false,
+    ),
+    (
+        libc::IPPROTO_IP,
+        IP_RECVERR_RFC4884,
+        "IP_RECVERR_RFC4884",
+        On::Inet,
+        false,
+    ),
+    // IPv4 flags udp.rs's integer table keeps for datagram sockets: TCP's here, both families.
+    (
+        libc::IPPROTO_IP,
+        libc::IP_RECVTTL,
+        "IP_RECVTTL",
+        On::All,
+        false,
+    ),
+    (
+        libc::IPPROTO_IP,
+        libc::IP_RECVOPTS,
+        "IP_RECVOPTS",
+        On::All,
+        false,
+    ),
+    (
+        libc::IPPROTO_IP,
+        libc::IP_RETOPTS,
+        "IP_RETOPTS",
+        On::All,
+        false,
+    ),
+    (
+        libc::IPPROTO_IP,
+        libc::IP_PASSSEC,
+        "IP_PASSSEC",
+        On::All,
+        false,
+    ),
+    (
+        libc::IPPROTO_IP,
+        libc::IP_RECVORIGDSTADDR,
+        "IP_RECVORIGDSTADDR",
+        On::All,
+        false,
+    ),
+    (
+        libc::IPPROTO_IP,
+        libc::IP_MULTICAST_LOOP,
+        "IP_MULTICAST_LOOP",
+        On::All,
+        false,
+    ),
+    (
+        libc::IPPROTO_IP,
+        libc::IP_MULTICAST_ALL,
+        "IP_MULTICAST_ALL",
+        On::All,
+        false,
+    ),
+    // IPv6 flags and values of every IPv6 socket, TCP and datagram.
+    (
+        libc::IPPROTO_IPV6,
+        IPV6_UNICAST_IF,
+        "IPV6_UNICAST_IF",
+        On::InetV6,
+        false,
+    ),
+    (
+        libc::IPPROTO_IPV6,
+        IPV6_FLOWINFO,
+        "IPV6_FLOWINFO",
+        On::InetV6,
+        false,
+    ),
+    (
+        libc::IPPROTO_IPV6,
+        IPV6_FLOWINFO_SEND,
+        "IPV6_FLOWINFO_SEND",
+        On::InetV6,
+        false,
+    ),
+    (
+        libc::IPPROTO_IPV6,
+        IPV6_RECVERR_RFC4884,
+        "IPV6_RECVERR_RFC4884",
+        On::InetV6,
+        false,
+    ),
+    (
+        libc::IPPROTO_IPV6,
+        IPV6_RECVFRAGSIZE,
+        "IPV6_RECVFRAGSIZE",
+        On::InetV6,
+        false,
+    ),
+    (
+        libc::IPPROTO_IPV6,
+        IPV6_ADDR_PREFERENCES,
+        "IPV6_ADDR_PREFERENCES",
+        On::InetV6,
+        false,
+    ),
+    (
+        libc::IPPROTO_IPV6,
+        IPV6_RECVHOPOPTS,
+        "IPV6_RECVHOPOPTS",
+        On::InetV6,
+        false,
+    ),
+    (
+        libc::IPPROTO_IPV6,
+        IPV6_RECVRTHDR,
+        "IPV6_RECVRTHDR",
+        On::InetV6,
+        false,
+    ),
+    (
+        libc::IPPROTO_IPV6,
+        IPV6_RECVDSTOPTS,
+        "IPV6_RECVDSTOPTS",
+        On::InetV6,
+        false,
+    ),
+    (
+        libc::IPPROTO_IPV6,
+        IPV6_RECVPATHMTU,
+        "IPV6_RECVPATHMTU",
+        On::InetV6,
+        false,
+    ),
+    (
+        libc::IPPROTO_IPV6,
+        IPV6_2292PKTINFO,
+        "IPV6_2292PKTINFO",
+        On::InetV6,
+        false,
+    ),
+    (
+        libc::IPPROTO_IPV6,
+        IPV6_2292HOPOPTS,
+        "IPV6_2292HOPOPTS",
+        On::InetV6,
+        false,
+    ),
+    (
+        libc::IPPROTO_IPV6,
+        IPV6_2292DSTOPTS,
+        "IPV6_2292DSTOPTS",
+        On::InetV6,
+        false,
+    ),
+    (
+        libc::IPPROTO_IPV6,
+        IPV6_2292RTHDR,
+        "IPV6_2292RTHDR",
+        On::InetV6,
+        false,
+    ),
+    (
+        libc::IPPROTO_IPV6,
+        IPV6_2292HOPLIMIT,
+        "IPV6_2292HOPLIMIT",
+        On::InetV6,
+        false,
+    ),
+    // IPv6 flags udp.rs's integer table keeps for datagram sockets: TCP's here.
+    (
+        libc::IPPROTO_IPV6,
+        IPV6_RECVPKTINFO,
+        "IPV6_RECVPKTINFO",
+        On::V6,
+        false,
+    ),
+    (
+        libc::IPPROTO_IPV6,
+        IPV6_RECVHOPLIMIT,
+        "IPV6_RECVHOPLIMIT",
+        On::V6,
+        false,
+    ),
+    (
+        libc::IPPROTO_IPV6,
+        IPV6_RECVTCLASS,
+        "IPV6_RECVTCLASS",
+        On::V6,
+        false,
+    ),
+    // TCP's (udp_queue.rs carries a datagram socket's with its queue). Set after the
+    // receive queue is refilled; the capture reads the queue with it off and puts it back
+    // (repair.rs).
+    (
+        libc::SOL_SOCKET,
+        libc::SO_PEEK_OFF,
+        "SO_PEEK_OFF",
+        On::Tcp,
+        false,
+    ),
+    // A listener's own fast open key (the network namespace's when it has none: read the
+    // same on a fresh socket, so not stored).
+    (
+        libc::IPPROTO_TCP,
+        TCP_FASTOPEN_KEY,
+        "TCP_FASTOPEN_KEY",
+        On::Listener,
+        false,
+    ),
 ];
 
 /// The longest value of the table: an IPv6 extension header, (255 + 1) * 8 bytes (IP
@@ -555,7 +843,7 @@ const MAX_VALUE: usize = 2048;
 /// The table's entries read on a socket of this kind.
 fn entries(ipv6: bool, listener: bool) -> impl Iterator<Item = &'static Entry> {
     TABLE.iter().filter(move |e| match e.3 {
-        On::All | On::Inet | On::Any => true,
+        On::All | On::Inet | On::Any | On::Tcp => true,
         On::V4 => !ipv6,
         On::V6 | On::InetV6 => ipv6,
         On::Listener => listener,
@@ -600,7 +888,8 @@ pub(crate) fn capture(
     listener: bool,
     ctx: Ctx,
 ) -> Result<Vec<RawOption>> {
-    collect(fd, ipv6, entries(ipv6, listener), ctx)
+    let table = entries(ipv6, listener).filter(|e| e.3 != On::Tcp);
+    collect(fd, ipv6, table, ctx)
 }
 
 /// [`capture`] of a TCP socket: what a fresh TCP socket of the family refuses (ENOPROTOOPT,
@@ -631,8 +920,9 @@ pub(crate) fn capture_tcp(
 
 /// The table's options of datagram socket `fd` (those marked [`On::Inet`], [`On::InetV6`]
 /// and [`On::Any`]) that differ from a fresh socket's: the byte options the integer table of
-/// udp.rs cannot hold. A fresh TCP socket's defaults serve: these options start empty (or
-/// zero) on every kind of inet socket.
+/// udp.rs cannot hold, and the integer ones it does not (IP_UNICAST_IF, an IPv6 socket's
+/// IP_TOS, the IPv6 receive flags...). A fresh TCP socket's defaults serve: these options
+/// start the same (empty, zero, or the namespace's default) on every kind of inet socket.
 pub(crate) fn capture_datagram(fd: BorrowedFd<'_>, ipv6: bool, ctx: Ctx) -> Result<Vec<RawOption>> {
     let datagram = TABLE.iter().filter(move |e| match e.3 {
         On::Inet | On::Any => true,
@@ -708,7 +998,11 @@ pub(crate) fn apply(fd: BorrowedFd<'_>, options: &[RawOption], ctx: Ctx) -> Resu
         else {
             return Err(ctx.invalid("setsockopt", "an option outside the table (not restored)"));
         };
-        sys::set_bytes(fd, o.level, o.name, &o.value).map_err(ctx.sys(step))?;
+        if (o.level, o.name) == (libc::IPPROTO_IP, libc::IP_TOS) {
+            crate::options::set_tos_keeping_priority(fd, &o.value, ctx)?;
+        } else {
+            sys::set_bytes(fd, o.level, o.name, &o.value).map_err(ctx.sys(step))?;
+        }
     }
     Ok(())
 }
@@ -716,4 +1010,55 @@ pub(crate) fn apply(fd: BorrowedFd<'_>, options: &[RawOption], ctx: Ctx) -> Resu
 /// Whether (level, name) is an option of the table (an image naming another is refused).
 pub fn is_known(level: i32, name: i32) -> bool {
     TABLE.iter().any(|e| e.0 == level && e.1 == name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An option read twice for one socket would be set twice at restore, in two places of
+    /// its order: once in the table, and for a datagram socket not also in udp.rs's integer
+    /// table.
+    #[test]
+    fn no_option_is_carried_twice() {
+        let mut seen = std::collections::HashSet::new();
+        for e in TABLE {
+            assert!(seen.insert((e.0, e.1)), "{} twice in the table", e.2);
+        }
+        for &(level, name, what, _) in crate::udp::INT_OPTIONS {
+            let both = TABLE.iter().any(|e| {
+                (e.0, e.1) == (level, name) && matches!(e.3, On::Inet | On::InetV6 | On::Any)
+            });
+            assert!(!both, "{what} of datagram sockets in both tables");
+        }
+    }
+
+    /// Setting IP_TOS sets the priority from it (TOS 0x10: 6); an IP_TOS of the table is set
+    /// keeping the priority the socket had, before or after SO_PRIORITY in an image.
+    #[test]
+    fn ip_tos_of_the_table_keeps_the_priority() {
+        let ctx = Ctx::new(crate::error::Operation::Restore, Default::default());
+        let a = std::net::UdpSocket::bind("[::1]:0").unwrap();
+        let b = std::net::UdpSocket::bind("[::1]:0").unwrap();
+        let tos = RawOption {
+            level: libc::IPPROTO_IP,
+            name: libc::IP_TOS,
+            value: 0x10i32.to_ne_bytes().to_vec(),
+        };
+        let priority = RawOption {
+            level: libc::SOL_SOCKET,
+            name: libc::SO_PRIORITY,
+            value: 2i32.to_ne_bytes().to_vec(),
+        };
+        let read = |fd: BorrowedFd<'_>| {
+            (
+                sys::get_int(fd, libc::IPPROTO_IP, libc::IP_TOS).unwrap(),
+                sys::get_int(fd, libc::SOL_SOCKET, libc::SO_PRIORITY).unwrap(),
+            )
+        };
+        apply(a.as_fd(), std::slice::from_ref(&tos), ctx).unwrap();
+        assert_eq!(read(a.as_fd()), (0x10, 0), "the fresh socket's priority");
+        apply(b.as_fd(), &[priority, tos], ctx).unwrap();
+        assert_eq!(read(b.as_fd()), (0x10, 2), "the priority set before");
+    }
 }

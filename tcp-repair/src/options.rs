@@ -64,8 +64,28 @@ pub(crate) fn capture_socket(fd: BorrowedFd<'_>, ipv6: bool, ctx: Ctx) -> Result
     })
 }
 
-/// Reads the TCP-level options.
+/// TCP_SAVED_SYN (linux 4.2, not in libc for every target).
+const TCP_SAVED_SYN: i32 = 28;
+
+/// Refuses a connection holding a SYN saved for its owner (TCP_SAVE_SYN on the listener that
+/// accepted it) and not read yet: no call puts a saved SYN back, and reading it (the whole
+/// of it) frees it. A buffer shorter than the SYN is refused with EINVAL, the SYN kept
+/// (do_tcp_getsockopt): that is the sign of one.
+fn refuse_saved_syn(fd: BorrowedFd<'_>, ctx: Ctx) -> Result<()> {
+    let mut one = [0u8; 1];
+    match sys::get_bytes(fd, libc::SOL_TCP, TCP_SAVED_SYN, &mut one) {
+        Err(Errno::EINVAL) => Err(ctx.invalid(
+            "TCP_SAVED_SYN",
+            "the SYN saved for the owner (TCP_SAVE_SYN) is not read yet: the kernel gives no \
+             way to put it back, so it would be lost",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Reads the TCP-level options; refuses a SYN saved and not read yet ([`refuse_saved_syn`]).
 pub(crate) fn capture_tcp(fd: BorrowedFd<'_>, ctx: Ctx) -> Result<TcpSocketOptions> {
+    refuse_saved_syn(fd, ctx)?;
     let int = |level, name, step| sys::get_int(fd, level, name).map_err(ctx.sys(step));
     let mut name = [0u8; 16];
     let n = sys::get_bytes(fd, libc::SOL_TCP, libc::TCP_CONGESTION, &mut name)
@@ -252,8 +272,7 @@ pub(crate) fn apply_socket(
             sys::set_int(fd, libc::SOL_IPV6, libc::IPV6_TCLASS, o.traffic_class)
                 .map_err(ctx.sys("setsockopt IPV6_TCLASS"))?;
         } else {
-            sys::set_int(fd, libc::SOL_IP, libc::IP_TOS, o.traffic_class)
-                .map_err(ctx.sys("setsockopt IP_TOS"))?;
+            set_tos_keeping_priority(fd, &o.traffic_class.to_ne_bytes(), ctx)?;
         }
     }
     if o.broadcast {
@@ -262,6 +281,26 @@ pub(crate) fn apply_socket(
     }
     // After the buffer sizes: SO_BUF_LOCK among them puts the lock bits back as captured.
     crate::more_options::apply(fd, &o.more, ctx)
+}
+
+/// Sets IP_TOS to `value` (as getsockopt gave it) and puts SO_PRIORITY back as it was: the
+/// kernel sets the priority from the TOS (rt_tos2priority, IPv4 and IPv6 sockets alike),
+/// so without this a restored socket would have the TOS's priority, not the one dumped (a
+/// priority set after the TOS, or an accepted connection's, which inherits the listener's
+/// TOS but not the priority it gave the listener). The priority dumped, when it differs
+/// from a fresh socket's, is set anyway: before (udp.rs's integer table) or after (the
+/// table of more_options.rs).
+pub(crate) fn set_tos_keeping_priority(fd: BorrowedFd<'_>, value: &[u8], ctx: Ctx) -> Result<()> {
+    let priority = sys::get_int(fd, libc::SOL_SOCKET, libc::SO_PRIORITY)
+        .map_err(ctx.sys("getsockopt SO_PRIORITY"))?;
+    sys::set_bytes(fd, libc::SOL_IP, libc::IP_TOS, value).map_err(ctx.sys("setsockopt IP_TOS"))?;
+    let now = sys::get_int(fd, libc::SOL_SOCKET, libc::SO_PRIORITY)
+        .map_err(ctx.sys("getsockopt SO_PRIORITY"))?;
+    if now != priority {
+        sys::set_int(fd, libc::SOL_SOCKET, libc::SO_PRIORITY, priority)
+            .map_err(ctx.sys("setsockopt SO_PRIORITY (after IP_TOS)"))?;
+    }
+    Ok(())
 }
 
 /// The TCP-level options.

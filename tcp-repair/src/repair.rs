@@ -260,6 +260,9 @@ impl<'fd> Repair<'fd> {
         remote: SocketAddr,
     ) -> Result<Option<TcpConnectionState>> {
         let fd = self.fd;
+        // Off while the queues are peeked (from their first byte, the offset left where the
+        // owner had it), back on before the options are read.
+        let peek_offset = PeekOffsetOff::new(fd, ctx)?;
         let info = sys::tcp_info(fd).map_err(ctx.sys("getsockopt TCP_INFO"))?;
         let closed = classify_state(info.state, Operation::Capture, self.name)?;
         // A reset connection's queues are read as they were when the reset came.
@@ -272,6 +275,13 @@ impl<'fd> Repair<'fd> {
         let unsent =
             sys::ioctl_int(fd, libc::SIOCOUTQNSD as _).map_err(ctx.sys("ioctl SIOCOUTQNSD"))?;
         let inq = sys::ioctl_int(fd, libc::FIONREAD as _).map_err(ctx.sys("ioctl SIOCINQ"))?;
+        if urgent_data_queued(fd, ctx)? {
+            return Err(ctx.invalid(
+                "receive queue",
+                "urgent data (MSG_OOB) is queued, read or not: a peek stops at its mark and a \
+                 restored queue would hold it as ordinary bytes (SO_OOBINLINE, the urgent mark)",
+            ));
+        }
         let (mut outq, mut unsent, inq) = (outq as u32, unsent as u32, inq as u32);
         if state.fin_sent() {
             // The FIN takes a sequence number and is counted by SIOCOUTQ (and
@@ -319,6 +329,7 @@ impl<'fd> Repair<'fd> {
         if inq2 as u32 != inq || recv_end2 != recv_end {
             return Ok(None);
         }
+        peek_offset.put_back()?;
 
         // TCP_QUEUE_SEQ reports the END of each queue (write_seq, rcv_nxt),
         // FIN included: turn them into the sequence of the first byte.
@@ -347,6 +358,13 @@ impl<'fd> Repair<'fd> {
             None
         };
         let ipv6 = local.is_ipv6();
+        // RCV_SHUTDOWN before the peer's FIN came: the owner's shutdown(SHUT_RD) (tcp_poll
+        // reports POLLRDHUP for either). A reset shut it both ways, made again by the reset.
+        let shut_read = self.reset_error.is_none()
+            && !state.fin_received()
+            && sys::poll_now(fd, libc::POLLRDHUP).map_err(ctx.io("poll (shutdown state)"))?
+                & libc::POLLRDHUP
+                != 0;
         let state = TcpConnectionState {
             local,
             remote,
@@ -378,6 +396,7 @@ impl<'fd> Repair<'fd> {
                 ..options::capture_tcp_socket(fd, ipv6, false, ctx)?
             },
             tcp: options::capture_tcp(fd, ctx)?,
+            shut_read,
         };
         debug!(
             sock = %self.name,
@@ -459,6 +478,72 @@ impl<'fd> Repair<'fd> {
     pub fn abandon(mut self) -> Result<()> {
         self.held = true;
         disconnect_named(self.fd, self.name)
+    }
+}
+
+/// Whether the receive queue of `fd` holds urgent data (the byte a MSG_OOB send marks, still
+/// to be read or read out of band already, with bytes after it): SIOCINQ counts the bytes up
+/// to the mark without SO_OOBINLINE, all of them with it (tcp_inq). SO_OOBINLINE is set both
+/// ways and put back (the owner is frozen meanwhile).
+fn urgent_data_queued(fd: BorrowedFd<'_>, ctx: Ctx) -> Result<bool> {
+    let inline = sys::get_int(fd, libc::SOL_SOCKET, libc::SO_OOBINLINE)
+        .map_err(ctx.sys("getsockopt SO_OOBINLINE"))?;
+    let inq_with = |on: i32| -> Result<i32> {
+        sys::set_int(fd, libc::SOL_SOCKET, libc::SO_OOBINLINE, on)
+            .map_err(ctx.sys("setsockopt SO_OOBINLINE"))?;
+        sys::ioctl_int(fd, libc::FIONREAD as _).map_err(ctx.sys("ioctl SIOCINQ"))
+    };
+    let counts = inq_with(0).and_then(|without| Ok((without, inq_with(1)?)));
+    let back = sys::set_int(fd, libc::SOL_SOCKET, libc::SO_OOBINLINE, inline)
+        .map_err(ctx.sys("setsockopt SO_OOBINLINE"));
+    let (without, with) = counts?;
+    back?;
+    Ok(without != with)
+}
+
+/// SO_PEEK_OFF of a connection switched off (-1) for a capture, put back by
+/// [`PeekOffsetOff::put_back`] or when dropped. With an offset set (0 or more), a MSG_PEEK
+/// reads from it and moves it on: the capture would read the queue from there and leave the
+/// owner's offset at the end of what it peeked.
+struct PeekOffsetOff<'fd> {
+    fd: BorrowedFd<'fd>,
+    /// The owner's offset, when there is one to put back.
+    saved: Option<i32>,
+    ctx: Ctx,
+}
+
+impl<'fd> PeekOffsetOff<'fd> {
+    fn new(fd: BorrowedFd<'fd>, ctx: Ctx) -> Result<Self> {
+        let saved = match sys::get_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF) {
+            Ok(off) if off >= 0 => Some(off),
+            Ok(_) => None,
+            // No SO_PEEK_OFF on TCP before linux 6.10: nothing to switch off.
+            Err(nix::errno::Errno::EOPNOTSUPP | nix::errno::Errno::ENOPROTOOPT) => None,
+            Err(e) => return Err(ctx.sys("getsockopt SO_PEEK_OFF")(e)),
+        };
+        if saved.is_some() {
+            sys::set_int(fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, -1)
+                .map_err(ctx.sys("setsockopt SO_PEEK_OFF (off for the capture)"))?;
+        }
+        Ok(PeekOffsetOff { fd, saved, ctx })
+    }
+
+    fn put_back(mut self) -> Result<()> {
+        match self.saved.take() {
+            Some(off) => sys::set_int(self.fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, off)
+                .map_err(self.ctx.sys("setsockopt SO_PEEK_OFF (put back)")),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for PeekOffsetOff<'_> {
+    fn drop(&mut self) {
+        if let Some(off) = self.saved.take() {
+            if let Err(e) = sys::set_int(self.fd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, off) {
+                tracing::warn!(sock = %self.ctx.sock, %e, "SO_PEEK_OFF not put back");
+            }
+        }
     }
 }
 

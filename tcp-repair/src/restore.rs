@@ -444,6 +444,13 @@ pub fn restore(state: &TcpConnectionState) -> Result<RestoredSocket> {
     if state.reset_error != 0 {
         inject_reset(b, state, ctx)?;
     }
+    if state.shut_read {
+        // Only marks the socket (inet_shutdown: RCV_SHUTDOWN; tcp_shutdown sends nothing for
+        // it), in repair mode as out of it.
+        socket2::SockRef::from(&b)
+            .shutdown(std::net::Shutdown::Read)
+            .map_err(ctx.io("shutdown(SHUT_RD)"))?;
+    }
 
     debug!(sock = %name, state = ?state.state, "restored in repair mode");
     Ok(RestoredSocket {

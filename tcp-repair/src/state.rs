@@ -240,6 +240,11 @@ pub struct TcpConnectionState {
     /// FIN); 0: none. `state` is then [`TcpState::Close`] and the queues are as they were
     /// when the reset came ([`TcpState::before_reset`]).
     pub reset_error: i32,
+    /// Shut for reading by its owner (`shutdown(SHUT_RD)`) while the peer's FIN had not come:
+    /// reads return EOF, poll reports POLLRDHUP. (A FIN received shuts it the same way, and
+    /// comes back with `state`.)
+    #[serde(default)]
+    pub shut_read: bool,
 }
 
 impl TcpConnectionState {

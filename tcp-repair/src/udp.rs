@@ -200,6 +200,10 @@ const UDP_NO_CHECK6_RX: i32 = 102;
 /// The integer options a UDP application sets, carried over when they differ from a fresh
 /// socket's: (level, option, name, IPv6 sockets only / IPv4 only / both). Set before bind,
 /// so IP_FREEBIND and IP_TRANSPARENT let a bind to an address the host lacks succeed again.
+/// The IPv4 options of an IPv6 socket act on its IPv4-mapped traffic (an IPv6 raw socket
+/// has none: ENOPROTOOPT, skipped); the other integer options of both families (IP_TOS of
+/// an IPv6 socket, IP_UNICAST_IF, the IPv6 receive flags...) are in the table of
+/// more_options.rs, set after bind.
 pub const INT_OPTIONS: &[(i32, i32, &str, Family)] = &[
     (
         libc::SOL_SOCKET,
@@ -293,30 +297,30 @@ pub const INT_OPTIONS: &[(i32, i32, &str, Family)] = &[
         "IP_BIND_ADDRESS_NO_PORT",
         Family::Both,
     ),
-    (libc::SOL_IP, libc::IP_TTL, "IP_TTL", Family::V4),
+    (libc::SOL_IP, libc::IP_TTL, "IP_TTL", Family::Both),
     (
         libc::SOL_IP,
         libc::IP_MULTICAST_TTL,
         "IP_MULTICAST_TTL",
-        Family::V4,
+        Family::Both,
     ),
     (
         libc::SOL_IP,
         libc::IP_MULTICAST_LOOP,
         "IP_MULTICAST_LOOP",
-        Family::V4,
+        Family::Both,
     ),
     (
         libc::SOL_IP,
         libc::IP_MULTICAST_ALL,
         "IP_MULTICAST_ALL",
-        Family::V4,
+        Family::Both,
     ),
     (
         libc::SOL_IP,
         libc::IP_MULTICAST_IF,
         "IP_MULTICAST_IF",
-        Family::V4,
+        Family::Both,
     ),
     (libc::SOL_IP, libc::IP_PKTINFO, "IP_PKTINFO", Family::Both),
     (libc::SOL_IP, libc::IP_RECVERR, "IP_RECVERR", Family::Both),

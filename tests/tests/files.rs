@@ -68,6 +68,43 @@ fn a_deleted_file_whose_name_was_taken_comes_back_unlinkable() {
     w.kill_restored();
 }
 
+/// Character devices whose open holds state a reopen by path would not have: /dev/kmsg
+/// open for reading (its place in the kernel log, which restarted: every record read again),
+/// a misc device (/dev/cpu_dma_latency: its latency request; /dev/net/tun, /dev/fuse...), and
+/// /proc/pressure/* open for writing (a PSI trigger lives with the description). Refused,
+/// naming pid, fd and the device or file; /dev/kmsg open only for writing and /dev/null come
+/// back. Before: reopened by path, the state lost.
+#[test]
+fn devices_and_pressure_files_with_state_of_their_own_are_refused_naming_them() {
+    cryo_bin();
+    let mut w = Workload::spawn("socks", &[]);
+    for (path, mode, why) in [
+        ("/dev/kmsg", "r", "kernel log"),
+        ("/dev/cpu_dma_latency", "rw", "misc device"),
+        ("/proc/pressure/memory", "rw", "PSI trigger"),
+    ] {
+        if !std::path::Path::new(path).exists() {
+            continue;
+        }
+        let fd = w.cmd(&format!("open {path} {mode}"));
+        assert!(fd.parse::<i32>().is_ok(), "{path}: {fd}");
+        w.assert_dump_refused(&fd, why);
+        assert_eq!(w.cmd(&format!("close {fd}")), "ok");
+    }
+    let null = w.cmd("open /dev/null rw");
+    let kmsg_writer = w.cmd("open /dev/kmsg w");
+    w.dump_and_restore();
+    let fds = parse_fds(&w.cmd("fds"));
+    assert_eq!(
+        fds.get(&null.parse::<i32>().unwrap()).map(String::as_str),
+        Some("/dev/null")
+    );
+    if let Ok(fd) = kmsg_writer.parse::<i32>() {
+        assert_eq!(fds.get(&fd).map(String::as_str), Some("/dev/kmsg"));
+    }
+    w.kill_restored();
+}
+
 /// A deleted file on a mount made read-only after it was opened (a bind remount: the tmpfs
 /// itself stays writable; zdtm ghost_on_rofs): made again through a writable copy of the
 /// mount, its fd back on the read-only mount itself, contents and position as before.

@@ -46,6 +46,7 @@ mod shared_memory;
 mod shell_job;
 mod signals;
 mod sockets_inet;
+mod sockets_options;
 mod sockets_packet_netlink;
 mod sockets_packet_ring;
 mod sockets_udp;

@@ -695,6 +695,81 @@ fn a_connect_in_progress_comes_back_from_the_same_port_and_completes() {
     w.kill_restored();
 }
 
+/// A connected UDP socket that got an ICMP port unreachable: its error (SO_ERROR
+/// ECONNREFUSED) pending, which poll shows (POLLERR) and the next call returns. Refused,
+/// naming pid, fd and the error, which the process still reads. Before: dumped and restored
+/// without it (POLLERR 0x8 -> 0, the send that should fail succeeding).
+#[test]
+fn a_udp_socket_with_an_error_pending_is_refused_and_keeps_it() {
+    let w = socks();
+    let gone = w.cmd("socket inet dgram 0");
+    assert_eq!(w.cmd(&format!("bind-inet {gone} 127.0.0.1:0")), "ok");
+    let closed = w.cmd(&format!("name {gone}"));
+    assert_eq!(w.cmd(&format!("close {gone}")), "ok");
+    let s = w.cmd("socket inet dgram 0");
+    assert_eq!(w.cmd(&format!("connect-inet {s} {closed}")), "ok");
+    assert_eq!(w.cmd(&format!("send {s} x")), "ok");
+    assert_eq!(w.cmd(&format!("error-wait {s}")), "0x8", "POLLERR");
+    w.dump(&w.path("img"), &[])
+        .assert_refused()
+        .assert_stderr_has_word(&w.pid().to_string())
+        .assert_stderr_mentions(&format!("fd {s}"))
+        .assert_stderr_mentions("error pending (SO_ERROR");
+    w.assert_untouched();
+    let so_error = opt(libc::SOL_SOCKET, libc::SO_ERROR);
+    assert_eq!(
+        w.cmd(&format!("getopt {s} {so_error}")),
+        libc::ECONNREFUSED.to_string(),
+        "still pending"
+    );
+}
+
+/// Urgent data (MSG_OOB) in a connection's receive queue, its byte unread or read out of
+/// band already: a peek stops at its mark, and restored the queue would hold it as ordinary
+/// bytes. Refused, naming pid, fd and the urgent data, the connection left as it was (the
+/// bytes before the mark, the urgent byte, the bytes after). Before: dumped with the 3 bytes
+/// before the mark only, the rest lost, recv(MSG_OOB) EINVAL after restore.
+#[test]
+fn urgent_data_in_a_receive_queue_is_refused_naming_it_and_left_as_it_was() {
+    let w = socks();
+    let listener = w.cmd("socket inet stream 0");
+    assert_eq!(w.cmd(&format!("bind-inet {listener} 127.0.0.1:0")), "ok");
+    assert_eq!(w.cmd(&format!("listen {listener}")), "ok");
+    let at = w.cmd(&format!("name {listener}"));
+    let client = w.cmd("socket inet stream 0");
+    assert_eq!(w.cmd(&format!("connect-inet {client} {at}")), "ok");
+    let server = w.cmd(&format!("accept {listener}"));
+    assert_eq!(w.cmd(&format!("send {client} abc")), "ok");
+    assert_eq!(w.cmd(&format!("send-oob {client} X")), "ok");
+    assert_eq!(w.cmd(&format!("send {client} def")), "ok");
+    for read_first in [false, true] {
+        // First with the urgent byte unread, then read out of band.
+        w.dump(&w.path("img"), &["--tcp-established"])
+            .assert_refused()
+            .assert_stderr_has_word(&w.pid().to_string())
+            .assert_stderr_mentions(&format!("fd {server}"))
+            .assert_stderr_mentions("urgent data (MSG_OOB)");
+        w.assert_untouched();
+        if !read_first {
+            assert_eq!(w.cmd(&format!("recv-oob {server}")), "X", "the urgent byte");
+        }
+    }
+    // A read stops at the mark, the next goes on after it (the urgent byte was read).
+    let mut read = w.cmd(&format!("recv {server}"));
+    while read != "abc|def" {
+        assert!(["abc", "empty"].contains(&read.as_str()), "{read:?}");
+        std::thread::yield_now();
+        let more = w.cmd(&format!("recv {server}"));
+        if more != "empty" {
+            read = if read == "empty" {
+                more
+            } else {
+                format!("{read}|{more}")
+            };
+        }
+    }
+}
+
 #[test]
 fn a_connected_raw_socket_still_sends_without_an_address() {
     let mut w = socks();

@@ -331,3 +331,24 @@ fn a_zombie_leader_whose_session_holds_an_orphan_outside_the_dump_is_refused_and
         "the tree runs on"
     );
 }
+
+/// A child made by clone with an exit signal other than SIGCHLD (SIGUSR2; or none): a restore
+/// forks with SIGCHLD, and its parent would be told of its end with another signal (or could
+/// wait for it with a plain waitpid). Refused, naming its pid and the signal; the tree left
+/// running. Before: restored with SIGCHLD (exit signal 17 in its stat).
+#[test]
+fn a_child_cloned_with_another_exit_signal_is_refused_naming_it() {
+    cryo_bin();
+    for (sig, named) in [(libc::SIGUSR2, "SIGUSR2"), (0, "none")] {
+        let w = Workload::spawn("socks", &[]);
+        let child: i32 = w.cmd(&format!("clone-child {sig}")).parse().unwrap();
+        let _reaper = Reaper(vec![child]);
+        w.dump(&w.path("img"), &[])
+            .assert_refused()
+            .assert_stderr_has_word(&child.to_string())
+            .assert_stderr_mentions(&format!(
+                "its exit signal (clone's: what its parent gets when it ends) is {named}"
+            ));
+        w.assert_untouched();
+    }
+}

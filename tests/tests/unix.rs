@@ -506,3 +506,26 @@ fn a_pipe_a_parent_passed_to_its_child_comes_back_in_flight() {
     );
     w.kill_restored();
 }
+
+/// A MSG_OOB byte not read yet in a unix stream socket's queue: a peek reads it as an
+/// ordinary byte, restored it would be one. Refused, naming pid, fd and MSG_OOB, the queue
+/// left as it was (the byte still out of band). Before: dumped, the byte came back inline
+/// ("abcde" in one read where the process read "ab", then "de") and recv(MSG_OOB) EINVAL.
+#[test]
+fn a_unix_stream_msg_oob_byte_not_read_yet_is_refused_naming_it() {
+    cryo_bin();
+    let w = Workload::spawn("socks", &[]);
+    let pair = w.cmd("pair stream");
+    let (a, b) = pair.split_once(' ').unwrap();
+    assert_eq!(w.cmd(&format!("send {a} ab")), "ok");
+    assert_eq!(w.cmd(&format!("send-oob {a} c")), "ok");
+    assert_eq!(w.cmd(&format!("send {a} de")), "ok");
+    w.dump(&w.path("img"), &[])
+        .assert_refused()
+        .assert_stderr_has_word(&w.pid().to_string())
+        .assert_stderr_mentions(&format!("fd {b}"))
+        .assert_stderr_mentions("MSG_OOB");
+    w.assert_untouched();
+    assert_eq!(w.cmd(&format!("recv-oob {b}")), "c", "still out of band");
+    assert_eq!(w.cmd(&format!("recv {b}")), "ab|de", "the bytes around it");
+}

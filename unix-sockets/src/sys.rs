@@ -382,6 +382,11 @@ pub(crate) fn poll_err(fd: BorrowedFd<'_>) -> io::Result<bool> {
     Ok(poll_now(fd, 0)? & libc::POLLERR != 0)
 }
 
+/// Whether `poll` reports POLLPRI: a stream socket's MSG_OOB byte not read yet.
+pub(crate) fn poll_pri(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    Ok(poll_now(fd, libc::POLLPRI)? & libc::POLLPRI != 0)
+}
+
 /// Whether `poll` reports POLLIN (for a listener: a connection to accept).
 pub(crate) fn poll_in(fd: BorrowedFd<'_>) -> io::Result<bool> {
     Ok(poll_now(fd, libc::POLLIN)? & libc::POLLIN != 0)

@@ -623,6 +623,7 @@ fn dump_tree(
     if pidns.is_none() && !leave_running {
         tree::refuse_leaders_held_outside(tree, &opts.pids)?;
     }
+    tree::refuse_other_exit_signals(tree, &opts.pids)?;
     tree::check_sessions(
         &mut pstree,
         &roots,

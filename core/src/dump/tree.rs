@@ -224,6 +224,31 @@ fn descends_from(
     false
 }
 
+/// Refuses a process below a root (or a zombie) made by clone with an exit signal other
+/// than SIGCHLD (another signal, or none: its parent waits for it with __WALL/__WCLONE only):
+/// a restore forks it with SIGCHLD, and its parent would be told of its end otherwise. A
+/// root's goes to a parent outside the dump, which the restore replaces anyway.
+pub(crate) fn refuse_other_exit_signals(tree: &[Member], roots: &[Pid]) -> Result<()> {
+    match tree
+        .iter()
+        .find(|m| !roots.contains(&m.pid) && m.stat.exit_signal != libc::SIGCHLD)
+    {
+        Some(m) => Err(Error::target(
+            m.pid,
+            format!(
+                "its exit signal (clone's: what its parent gets when it ends) is {}, not \
+                 SIGCHLD: a restore would fork it with SIGCHLD",
+                match m.stat.exit_signal {
+                    0 => "none".to_string(),
+                    n => nix::sys::signal::Signal::try_from(n)
+                        .map_or_else(|_| format!("signal {n}"), |s| s.as_str().to_string()),
+                }
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Refuses a leader of a session or process group of the dump (`tree`) whose session or
 /// group also holds a process outside the dump: an orphan of the tree, reparented to init or
 /// to a subreaper above it, or a sibling of a root in its group (a shell's pipeline). Once the

@@ -49,6 +49,9 @@ pub struct Stat {
     pub exit_code: i32,
     /// When the process started, in clock ticks since boot (field 22).
     pub start_ticks: u64,
+    /// The signal its parent gets when it ends (clone's exit signal, field 38): SIGCHLD for a
+    /// fork.
+    pub exit_signal: i32,
 }
 
 /// Reads and parses /proc/PID/stat; a text that does not parse is `InvalidData`.
@@ -98,6 +101,7 @@ fn parse_stat(text: &str) -> Option<Stat> {
         env_end: f(51)?,
         exit_code: i(52).unwrap_or(0),
         start_ticks: f(22)?,
+        exit_signal: i(38).unwrap_or(libc::SIGCHLD),
     })
 }
 

@@ -159,6 +159,16 @@ enum Found {
     Connecting(std::net::SocketAddr, std::net::SocketAddr),
 }
 
+/// Whether poll reports POLLERR for socket `fd`: an error pending (sk_err) or its error queue
+/// not empty; poll takes neither.
+fn error_pending(fd: BorrowedFd<'_>) -> bool {
+    let mut fds = [nix::poll::PollFd::new(fd, nix::poll::PollFlags::empty())];
+    nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO).is_ok()
+        && fds[0]
+            .revents()
+            .is_some_and(|r| r.contains(nix::poll::PollFlags::POLLERR))
+}
+
 /// The network namespace of `pid` when it is not cryo's: its inode and open nsfs file.
 pub(crate) fn foreign_netns(pid: Pid) -> Result<Option<(u64, std::fs::File)>, SocketError> {
     use std::os::unix::fs::MetadataExt;
@@ -395,6 +405,15 @@ impl SocketDump {
                 }
             }
             let (family, kind) = identify(pid, fd, dup.as_fd(), inode.ino, opts)?;
+            if matches!(kind, Found::Udp | Found::Connection(..)) && error_pending(dup.as_fd()) {
+                // Neither is read (SO_ERROR would take the error) nor made again.
+                return Err(for_errors(pid, fd).refuse(
+                    "a socket with an error pending (SO_ERROR: an ICMP error a connected \
+                     datagram socket got, say) or queued (its error queue: IP_RECVERR reports, \
+                     MSG_ZEROCOPY completions, transmit timestamps), which a restore would lose,",
+                    false,
+                ));
+            }
             let filter = filter::capture(dup.as_fd()).map_err(|problem| {
                 let open = for_errors(pid, fd);
                 match problem {

@@ -218,6 +218,7 @@ fn connection_to(c: &tcp::TcpConnectionState) -> pb::TcpConnection {
         socket: Some(options_to(&c.socket)),
         tcp: Some(tcp_options_to(&c.tcp)),
         reset_error: c.reset_error,
+        shut_read: c.shut_read,
     }
 }
 
@@ -273,6 +274,7 @@ fn connection_from(c: &pb::TcpConnection) -> Result<tcp::TcpConnectionState, Rec
                 })
             }
         },
+        shut_read: c.shut_read,
     })
 }
 
@@ -940,6 +942,7 @@ mod tests {
                 ..tcp::TcpSocketOptions::default()
             },
             reset_error: 0,
+            shut_read: true,
         }
     }
 

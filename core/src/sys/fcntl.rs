@@ -65,20 +65,6 @@ pub(crate) fn flock_bytes(write: bool, start: i64, len: i64) -> [u8; 32] {
     raw
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn flock_layout_matches_libc() {
-        assert_eq!(std::mem::size_of::<libc::flock>(), 32);
-        let raw = flock_bytes(true, 5, 10);
-        assert_eq!(i16::from_ne_bytes([raw[0], raw[1]]), libc::F_WRLCK as i16);
-        assert_eq!(i64::from_ne_bytes(raw[8..16].try_into().unwrap()), 5);
-        assert_eq!(i64::from_ne_bytes(raw[16..24].try_into().unwrap()), 10);
-    }
-}
-
 /// FS_IOC_GETFLAGS (linux/fs.h: _IOR('f', 1, long)) and the inode attributes a write open
 /// of the file must respect: FS_IMMUTABLE_FL (no write open), FS_APPEND_FL (only O_APPEND).
 const FS_IOC_GETFLAGS: libc::c_ulong = 0x8008_6601;
@@ -109,5 +95,19 @@ pub(crate) fn inode_flags(fd: BorrowedFd<'_>) -> io::Result<Option<i32>> {
             Ok(None)
         }
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flock_layout_matches_libc() {
+        assert_eq!(std::mem::size_of::<libc::flock>(), 32);
+        let raw = flock_bytes(true, 5, 10);
+        assert_eq!(i16::from_ne_bytes([raw[0], raw[1]]), libc::F_WRLCK as i16);
+        assert_eq!(i64::from_ne_bytes(raw[8..16].try_into().unwrap()), 5);
+        assert_eq!(i64::from_ne_bytes(raw[16..24].try_into().unwrap()), 10);
     }
 }

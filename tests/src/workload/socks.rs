@@ -683,6 +683,60 @@ impl Mode for Socks {
             }
             ("send", [fd, msg]) => Ok(send_to(num(fd)?, msg, 0, None)),
             ("send-more", [fd, msg]) => Ok(send_to(num(fd)?, msg, libc::MSG_MORE, None)),
+            ("clone-child", [sig]) => {
+                // A child of clone with exit signal SIG (0: none), not fork's SIGCHLD; it
+                // pauses until killed.
+                let sig: libc::c_long = num(sig)?;
+                // SAFETY: clone without CLONE_VM is a fork: the child gets a copy of this
+                // address space and only pauses (async-signal-safe) until killed.
+                let pid = unsafe { libc::syscall(libc::SYS_clone, sig, 0, 0, 0, 0) };
+                if pid == 0 {
+                    loop {
+                        // SAFETY: pause takes nothing.
+                        unsafe { libc::pause() };
+                    }
+                }
+                cvt(pid as i32).map(|p| p.to_string()).map_err(io_err)
+            }
+            ("open", [path, mode]) => {
+                let flags = match *mode {
+                    "r" => libc::O_RDONLY,
+                    "w" => libc::O_WRONLY,
+                    "rw" => libc::O_RDWR,
+                    other => return Err(format!("bad mode {other:?}")),
+                };
+                let c = CString::new(*path).map_err(|_| "NUL in path".to_string())?;
+                // SAFETY: c is a NUL-terminated path.
+                let fd = cvt(unsafe { libc::open(c.as_ptr(), flags | libc::O_NONBLOCK) })
+                    .map_err(io_err)?;
+                Ok(fd.to_string())
+            }
+            ("error-wait", [fd]) => {
+                let mut pfd = libc::pollfd {
+                    fd: num(fd)?,
+                    events: 0,
+                    revents: 0,
+                };
+                // SAFETY: poll of our one pollfd; POLLERR is reported without being asked for.
+                cvt(unsafe { libc::poll(&mut pfd, 1, -1) }).map_err(io_err)?;
+                Ok(format!("{:#x}", pfd.revents))
+            }
+            ("send-oob", [fd, msg]) => Ok(send_to(num(fd)?, msg, libc::MSG_OOB, None)),
+            ("recv-oob", [fd]) => {
+                let mut byte = [0u8; 1];
+                // SAFETY: recv into our own one-byte buffer.
+                let n = unsafe {
+                    libc::recv(
+                        num(fd)?,
+                        byte.as_mut_ptr().cast(),
+                        1,
+                        libc::MSG_OOB | libc::MSG_DONTWAIT,
+                    )
+                };
+                cvt(n as i32)
+                    .map(|n| String::from_utf8_lossy(&byte[..n as usize]).into_owned())
+                    .map_err(io_err)
+            }
             ("sendto-inet", [fd, addr, msg]) => {
                 let (ss, len) = inet_addr(addr)?;
                 let to = (&ss as *const libc::sockaddr_storage).cast();
@@ -705,6 +759,23 @@ impl Mode for Socks {
                     )
                 };
                 cvt(n as i32).map(|n| n.to_string()).map_err(io_err)
+            }
+            ("peek-n", [fd, n]) => {
+                // MSG_PEEK of at most N bytes, which SO_PEEK_OFF (when set) reads from and
+                // moves on: the bytes as text.
+                let mut buf = vec![0u8; num(n)?];
+                // SAFETY: recv into our own buffer, at most its length.
+                let got = unsafe {
+                    libc::recv(
+                        num(fd)?,
+                        buf.as_mut_ptr().cast(),
+                        buf.len(),
+                        libc::MSG_PEEK | libc::MSG_DONTWAIT,
+                    )
+                };
+                cvt(got as i32)
+                    .map(|got| String::from_utf8_lossy(&buf[..got as usize]).into_owned())
+                    .map_err(io_err)
             }
             ("sendto-unix", [fd, path, msg]) => {
                 let (sa, len) = unix_addr(path)?;
