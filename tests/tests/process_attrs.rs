@@ -561,3 +561,20 @@ fn altstacks_per_thread_command_line_and_environment_come_back() {
     assert_eq!(w.cmd("get environ-has"), "true");
     w.kill_restored();
 }
+
+/// RLIMIT_DATA, and RLIMIT_AS, just above what the process uses: the restore maps its memory
+/// with the limits still its own and sets them after. Before: the restore, after the dump's
+/// kill, failed mapping the last areas ("mmap ...: Cannot allocate memory").
+#[test]
+fn tight_data_and_address_space_limits_come_back() {
+    cryo_bin();
+    for tight in ["data", "as"] {
+        let mut w = Workload::spawn("attrs", &[&format!("rlimit-tight={tight}")]);
+        let get = format!("get rlimit:{tight}");
+        let limit = w.cmd(&get);
+        assert!(!limit.starts_with("-1"), "{tight}: {limit}");
+        w.dump_and_restore();
+        assert_eq!(w.cmd(&get), limit, "{tight}");
+        w.kill_restored();
+    }
+}

@@ -239,7 +239,12 @@ pub fn restore_in_child(core: &TaskCore) -> Result<(), ChildError> {
     }
     // Exactly, or the restore fails: a hard limit above cryo's needs CAP_SYS_RESOURCE (the
     // dump refuses it when its cryo lacked that; an image from elsewhere may still have one).
-    for lim in &core.rlimits {
+    // The address-space limits once its memory is mapped (finish: set_memory_limits).
+    for lim in core
+        .rlimits
+        .iter()
+        .filter(|l| !MEMORY_LIMITS.contains(&l.resource))
+    {
         prlimit(me, lim.resource, Some((lim.cur, lim.max)))
             .map_err(ChildError::sys_on(ChildStep::Prlimit, lim.resource))?;
     }
@@ -277,6 +282,24 @@ pub(crate) fn in_gone_process_dir<T>(
     let made = f(&format!("/proc/{n}"));
     nix::sys::wait::waitpid(helper, None)?;
     made
+}
+
+/// RLIMIT_DATA and RLIMIT_AS: set once the process's memory is mapped again (the restore maps
+/// its areas one by one, with the trampoline's beside them: a limit just above what the
+/// process used refused the last ones).
+const MEMORY_LIMITS: [u32; 2] = [libc::RLIMIT_DATA as u32, libc::RLIMIT_AS as u32];
+
+/// Sets the address-space limits of `core` on restored process `pid`, its memory mapped.
+pub(crate) fn set_memory_limits(pid: Pid, core: &TaskCore) -> Result<()> {
+    for lim in core
+        .rlimits
+        .iter()
+        .filter(|l| MEMORY_LIMITS.contains(&l.resource))
+    {
+        prlimit(pid, lim.resource, Some((lim.cur, lim.max)))
+            .map_err(|e| Error::sys(pid, format!("prlimit({})", lim.resource), e))?;
+    }
+    Ok(())
 }
 
 /// Makes the removed working directory `path` again (files/regular.rs: at its path when free,

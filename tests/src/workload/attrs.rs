@@ -40,7 +40,8 @@
 //! seccomp-brk0=ERRNO      a filter: brk(0) fails with ERRNO (the process never calls it
 //!                         again once started; a remote call in it would)  this thread
 //! loginuid=UID            write /proc/self/loginuid (needs CAP_AUDIT_CONTROL) process
-//! rlimit=RES:SOFT:HARD    setrlimit, RES a number or nofile|stack|core|cpu|fsize|nproc|memlock
+//! rlimit=RES:SOFT:HARD    setrlimit, RES a number or nofile|stack|core|cpu|fsize|nproc|memlock|data|as
+//! rlimit-tight=data|as    RLIMIT_DATA (RLIMIT_AS) 64 KiB above VmData (VmSize) now
 //! umask=OCTAL             umask                                            process
 //! personality=HEX         personality                                      process
 //! mdwe=FLAGS              PR_SET_MDWE (1: refuse writable+executable)     process
@@ -505,6 +506,23 @@ fn apply(setting: &str, dir: &Path) -> Result<(), String> {
                 return Err(format!("bad rlimit {value:?}: RES:SOFT:HARD"));
             };
             sys::setrlimit(rlimit_number(res)?, num(soft)?, num(hard)?).map_err(fail)
+        }
+        "rlimit-tight" => {
+            // RLIMIT_DATA or RLIMIT_AS just above what the process uses now (VmData, VmSize):
+            // 64 KiB more.
+            let (res, field) = match value {
+                "data" => (libc::RLIMIT_DATA, "VmData:"),
+                "as" => (libc::RLIMIT_AS, "VmSize:"),
+                other => return Err(format!("bad rlimit-tight {other:?}: data|as")),
+            };
+            let status = std::fs::read_to_string("/proc/self/status").map_err(fail)?;
+            let kib: u64 = status
+                .lines()
+                .find_map(|l| l.strip_prefix(field))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                .ok_or_else(|| format!("no {field} in /proc/self/status"))?;
+            let limit = (kib + 64) * 1024;
+            sys::setrlimit(res as u32, limit, limit).map_err(fail)
         }
         "umask" => {
             let mask = u32::from_str_radix(value, 8).map_err(|_| format!("bad umask {value:?}"))?;
@@ -1026,6 +1044,8 @@ fn rlimit_number(name: &str) -> Result<u32, String> {
         ("nproc", libc::RLIMIT_NPROC),
         ("nofile", libc::RLIMIT_NOFILE),
         ("memlock", libc::RLIMIT_MEMLOCK),
+        ("data", libc::RLIMIT_DATA),
+        ("as", libc::RLIMIT_AS),
     ];
     match known.iter().find(|(n, _)| *n == name) {
         Some((_, r)) => Ok(*r),
