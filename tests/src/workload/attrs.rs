@@ -522,7 +522,7 @@ fn apply(setting: &str, dir: &Path) -> Result<(), String> {
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
                 .ok_or_else(|| format!("no {field} in /proc/self/status"))?;
             let limit = (kib + 64) * 1024;
-            sys::setrlimit(res as u32, limit, limit).map_err(fail)
+            sys::setrlimit(res, limit, limit).map_err(fail)
         }
         "umask" => {
             let mask = u32::from_str_radix(value, 8).map_err(|_| format!("bad umask {value:?}"))?;
