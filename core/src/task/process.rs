@@ -287,7 +287,7 @@ pub(crate) fn in_gone_process_dir<T>(
 /// RLIMIT_DATA and RLIMIT_AS: set once the process's memory is mapped again (the restore maps
 /// its areas one by one, with the trampoline's beside them: a limit just above what the
 /// process used refused the last ones).
-const MEMORY_LIMITS: [u32; 2] = [libc::RLIMIT_DATA as u32, libc::RLIMIT_AS as u32];
+const MEMORY_LIMITS: [u32; 2] = [libc::RLIMIT_DATA, libc::RLIMIT_AS];
 
 /// Sets the address-space limits of `core` on restored process `pid`, its memory mapped.
 pub(crate) fn set_memory_limits(pid: Pid, core: &TaskCore) -> Result<()> {
