@@ -195,45 +195,22 @@ impl Mode for PidNs {
             }
             ("gone-open", []) => {
                 let (_, dir) = self.ns_maps.as_ref().ok_or("no ownproc")?;
-                let dir = dir.clone();
-                // SAFETY: the child only pauses until killed (async-signal-safe calls).
-                let kid = unsafe { libc::fork() };
-                if kid == 0 {
-                    loop {
-                        // SAFETY: pause takes nothing.
-                        unsafe { libc::pause() };
-                    }
-                }
-                let opened = (|| {
+                let (kid, opened) = with_child_ended_after(|kid| {
                     let flags = libc::O_RDONLY | libc::O_DIRECTORY;
                     let at = dir.join(kid.to_string());
-                    Ok::<_, io::Error>((
+                    Ok((
                         sys::open(&at, flags)?,
                         sys::open(&at.join("mountinfo"), libc::O_RDONLY)?,
                     ))
-                })();
-                sys::signal(kid, libc::SIGKILL).map_err(io_err)?;
-                // SAFETY: a null status pointer is allowed.
-                unsafe { libc::waitpid(kid, std::ptr::null_mut(), 0) };
-                self.gone = Some(opened.map_err(io_err)?);
+                })?;
+                self.gone = Some(opened);
                 Ok(kid.to_string())
             }
             ("gone-cwd", []) => {
                 let (_, dir) = self.ns_maps.as_ref().ok_or("no ownproc")?;
-                let dir = dir.clone();
-                // SAFETY: the child only pauses until killed (async-signal-safe calls).
-                let kid = unsafe { libc::fork() };
-                if kid == 0 {
-                    loop {
-                        // SAFETY: pause takes nothing.
-                        unsafe { libc::pause() };
-                    }
-                }
-                let entered = std::env::set_current_dir(dir.join(kid.to_string()));
-                sys::signal(kid, libc::SIGKILL).map_err(io_err)?;
-                // SAFETY: a null status pointer is allowed.
-                unsafe { libc::waitpid(kid, std::ptr::null_mut(), 0) };
-                entered.map_err(io_err)?;
+                let (kid, ()) = with_child_ended_after(|kid| {
+                    std::env::set_current_dir(dir.join(kid.to_string()))
+                })?;
                 Ok(kid.to_string())
             }
             ("cwd", []) => {
@@ -285,6 +262,24 @@ impl Mode for PidNs {
             _ => unknown(verb),
         }
     }
+}
+
+/// Forks a child that pauses, runs `f` with its pid, then kills and reaps it: what `f` made
+/// of /proc/N is of a process that has ended.
+fn with_child_ended_after<T>(f: impl FnOnce(i32) -> io::Result<T>) -> Result<(i32, T), String> {
+    // SAFETY: the child only pauses until killed (async-signal-safe calls).
+    let kid = unsafe { libc::fork() };
+    if kid == 0 {
+        loop {
+            // SAFETY: pause takes nothing.
+            unsafe { libc::pause() };
+        }
+    }
+    let made = f(kid);
+    sys::signal(kid, libc::SIGKILL).map_err(io_err)?;
+    // SAFETY: a null status pointer is allowed.
+    unsafe { libc::waitpid(kid, std::ptr::null_mut(), 0) };
+    made.map(|m| (kid, m)).map_err(io_err)
 }
 
 /// The init's end of the pipes to its child.
