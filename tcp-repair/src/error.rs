@@ -117,6 +117,23 @@ pub enum TcpRepairError {
         /// Length of the accept queue.
         pending: u32,
     },
+    /// A listener with TCP_DEFER_ACCEPT holds connections whose handshake completed and that
+    /// wait for their first data, not in its accept queue yet (request sockets).
+    #[error(
+        "{op} {sock}: {waiting} connection(s) completed the handshake and wait for their first \
+         data (TCP_DEFER_ACCEPT): not in the accept queue yet, a restored listener would not \
+         know them and their clients' data would go unanswered (a temporary state: retry when \
+         their data came and the application accepted them; or skip them with \
+         `--skip-in-flight`)"
+    )]
+    DeferredConnections {
+        /// The operation.
+        op: Operation,
+        /// The socket.
+        sock: SocketName,
+        /// How many.
+        waiting: u32,
+    },
     /// Datagrams wait in a receive queue in a state they cannot be captured or delivered
     /// again in; it passes once the application has read them.
     #[error("{op} {sock}: receive queue: {what}: a temporary state, retry once the process has read them")]
@@ -158,6 +175,7 @@ impl TcpRepairError {
             self,
             TcpRepairError::TemporaryState { .. }
                 | TcpRepairError::PendingConnections { .. }
+                | TcpRepairError::DeferredConnections { .. }
                 | TcpRepairError::QueueTemporary { .. }
         )
     }

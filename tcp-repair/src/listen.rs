@@ -124,6 +124,20 @@ pub fn capture_listener(fd: impl AsFd, in_flight: InFlight) -> Result<ListenerSt
             pending,
         });
     }
+    if in_flight == InFlight::Refuse
+        && sys::get_int(fd, libc::SOL_TCP, libc::TCP_DEFER_ACCEPT)
+            .map_err(ctx.sys("getsockopt TCP_DEFER_ACCEPT"))?
+            > 0
+    {
+        let waiting = request_sockets(local).map_err(ctx.io("sock_diag"))?;
+        if waiting > 0 {
+            return Err(TcpRepairError::DeferredConnections {
+                op: Operation::Capture,
+                sock: name,
+                waiting,
+            });
+        }
+    }
     let socket = options::capture_tcp_socket(fd, local.is_ipv6(), true, ctx)?;
     Ok(ListenerState {
         local,
@@ -133,6 +147,28 @@ pub fn capture_listener(fd: impl AsFd, in_flight: InFlight) -> Result<ListenerSt
         socket,
         tcp: options::capture_tcp(fd, ctx)?,
     })
+}
+
+/// How many request sockets (SYN_RECV: a handshake under way, or done and waiting for data
+/// under TCP_DEFER_ACCEPT) the listener on `local` has, by sock_diag in the caller's network
+/// namespace.
+fn request_sockets(local: SocketAddr) -> std::io::Result<u32> {
+    let mut count = 0;
+    crate::diag::dump(
+        local.is_ipv6(),
+        IPPROTO_TCP,
+        StateFlags::SYN_RECV,
+        local.port(),
+        |r| {
+            let id = &r.header.socket_id;
+            if id.source_port == local.port()
+                && (local.ip().is_unspecified() || id.source_address == local.ip())
+            {
+                count += 1;
+            }
+        },
+    )?;
+    Ok(count)
 }
 
 pub(crate) fn inode_of(fd: BorrowedFd<'_>) -> std::io::Result<u64> {

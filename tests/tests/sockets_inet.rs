@@ -724,6 +724,38 @@ fn a_udp_socket_with_an_error_pending_is_refused_and_keeps_it() {
     );
 }
 
+/// A listener with TCP_DEFER_ACCEPT and a client whose handshake completed, its first data
+/// not sent yet: the connection waits as a request socket, not in the accept queue, and a
+/// restored listener would not know it (the client's data would go unanswered). Refused as a
+/// temporary state naming pid, fd and TCP_DEFER_ACCEPT; the listener accepts the connection
+/// once the data came. Before: dumped, the connection silently lost.
+#[test]
+fn a_deferred_accept_connection_waiting_for_data_is_refused_as_temporary() {
+    use std::io::{Read, Write};
+    let w = socks();
+    let listener = w.cmd("socket inet stream 0");
+    assert_eq!(w.cmd(&format!("bind-inet {listener} 127.0.0.1:0")), "ok");
+    let defer = opt(libc::SOL_TCP, libc::TCP_DEFER_ACCEPT);
+    assert_eq!(w.cmd(&format!("setopt {listener} {defer} 30")), "ok");
+    assert_eq!(w.cmd(&format!("listen {listener}")), "ok");
+    let at = w.cmd(&format!("name {listener}"));
+    let mut client = std::net::TcpStream::connect(&at).unwrap();
+    w.dump(&w.path("img"), &["--tcp-established"])
+        .assert_refused()
+        .assert_stderr_has_word(&w.pid().to_string())
+        .assert_stderr_mentions(&format!("fd {listener}"))
+        .assert_stderr_mentions("wait for their first data (TCP_DEFER_ACCEPT)");
+    w.assert_untouched();
+    client.write_all(b"first").unwrap();
+    assert_eq!(w.cmd(&format!("readable {listener}")), "ok");
+    let accepted = w.cmd(&format!("accept {listener}"));
+    assert_eq!(w.cmd(&format!("recv-wait {accepted}")), "first");
+    assert_eq!(w.cmd(&format!("send {accepted} back")), "ok");
+    let mut got = [0u8; 4];
+    client.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"back");
+}
+
 /// Urgent data (MSG_OOB) in a connection's receive queue, its byte unread or read out of
 /// band already: a peek stops at its mark, and restored the queue would hold it as ordinary
 /// bytes. Refused, naming pid, fd and the urgent data, the connection left as it was (the
