@@ -529,3 +529,30 @@ fn a_unix_stream_msg_oob_byte_not_read_yet_is_refused_naming_it() {
     assert_eq!(w.cmd(&format!("recv-oob {b}")), "c", "still out of band");
     assert_eq!(w.cmd(&format!("recv {b}")), "ab|de", "the bytes around it");
 }
+
+/// A unix datagram socket whose peer connected elsewhere, ECONNRESET pending (the kernel
+/// purges the peer's queue and marks this one): refused, and the refusal leaves the error to
+/// the process (recv: ECONNRESET). Before: the capture took it to peek the queue before the
+/// refusal, so a refused killing dump left the process without it (recv: EAGAIN).
+#[test]
+fn a_refused_dump_leaves_a_datagram_sockets_pending_reset_to_the_process() {
+    cryo_bin();
+    let w = Workload::spawn("socks", &[]);
+    let pair = w.cmd("pair dgram");
+    let (a, b) = pair.split_once(' ').unwrap();
+    let c = w.cmd("socket unix dgram 0");
+    let at = w.path("c.sock");
+    assert_eq!(w.cmd(&format!("bind-unix {c} {}", at.display())), "ok");
+    assert_eq!(w.cmd(&format!("send {b} toA")), "ok");
+    assert_eq!(w.cmd(&format!("connect-unix {a} {}", at.display())), "ok");
+    w.dump(&w.path("img"), &[])
+        .assert_refused()
+        .assert_stderr_has_word(&w.pid().to_string())
+        .assert_stderr_mentions("a pending socket error");
+    w.assert_untouched();
+    assert_eq!(
+        w.cmd(&format!("recv {b}")),
+        "<errno 104>",
+        "ECONNRESET still pending"
+    );
+}

@@ -429,6 +429,21 @@ fn capture(
                 .into(),
         });
     }
+    let both_shut = info.shutdown.read && info.shutdown.write;
+    // Connected with no peer inode: the peer is closed (its sock orphaned: inode 0), or (a
+    // stream or seqpacket client not shut down) it is an embryo in a listener's accept queue.
+    let connected_alone = info.state == unix::SockState::Established && info.peer_without_inode;
+    let awaiting_accept = connected_alone && !dgram && !both_shut;
+    let peer_closed = connected_alone && (dgram || both_shut);
+    // Only a stream or seqpacket peer's close with data unread can be made again.
+    let reset_by_closed_peer = peer_closed && !dgram;
+    // Before the queue is captured: the capture takes a pending error to peek (a refused
+    // dump would leave the process without it).
+    if error_pending && !reset_by_closed_peer {
+        return Err(not_yet(
+            "a pending socket error other than a closed peer's reset",
+        ));
+    }
     let (queue, in_flight) = if listening || (error_pending && empty_seqpacket) {
         (Vec::new(), Vec::new())
     } else {
@@ -449,19 +464,6 @@ fn capture(
         }
         split_queue(captured, &info.name)
     };
-    let both_shut = info.shutdown.read && info.shutdown.write;
-    // Connected with no peer inode: the peer is closed (its sock orphaned: inode 0), or (a
-    // stream or seqpacket client not shut down) it is an embryo in a listener's accept queue.
-    let connected_alone = info.state == unix::SockState::Established && info.peer_without_inode;
-    let awaiting_accept = connected_alone && !dgram && !both_shut;
-    let peer_closed = connected_alone && (dgram || both_shut);
-    // Only a stream or seqpacket peer's close with data unread can be made again.
-    let reset_by_closed_peer = peer_closed && !dgram;
-    if error_pending && !reset_by_closed_peer {
-        return Err(not_yet(
-            "a pending socket error other than a closed peer's reset",
-        ));
-    }
     let connect_to = match info.peer {
         Some(peer) if dgram => diag
             .query(peer)
