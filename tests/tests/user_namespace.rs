@@ -322,11 +322,25 @@ fn files_it_made_come_back_with_their_owners_where_its_maps_leave_our_root_unmap
             "ping",
             "ipc",
             "mnt=/srv",
+            "zombie",
         ],
         |_| fifos.iter().for_each(|f| open_to_all(f, 0o666)),
     );
     let observed = |w: &Workload| [&observed_inside(w)[2..], &[w.cmd("ping-socket")]].concat();
     let before = observed(&w);
+    // A zombie, root inside (200000 outside): made again with its ids as the namespace names
+    // them (before 2026-12-07's fix, the restore failed setting the host's ids inside).
+    let zombie = w.cmd("zombie");
+    let ids = |pid: &str| {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        status
+            .lines()
+            .filter(|l| l.starts_with("Uid:") || l.starts_with("Gid:"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let zombie_ids = ids(&zombie);
+    assert!(zombie_ids.starts_with("Uid:\t200000"), "{zombie_ids}");
     assert_eq!(
         before[0],
         "ipc: 0x5eed 640 0 0 0 0 cryo-userns-ipc; messages 1"
@@ -343,6 +357,8 @@ fn files_it_made_come_back_with_their_owners_where_its_maps_leave_our_root_unmap
         before,
         "observed from inside after the restore"
     );
+    assert_eq!(ids(&zombie), zombie_ids, "the zombie's ids");
+    assert_eq!(w.cmd("reap"), format!("{zombie} exited 7"), "reaped inside");
 }
 
 #[test]
