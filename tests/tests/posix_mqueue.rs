@@ -112,6 +112,24 @@ fn a_dump_leaves_the_messages_and_a_restore_is_refused_while_the_name_is_taken()
     assert!(unlink(&name));
 }
 
+/// A killing dump leaves a named queue where it is, with the messages it read and gave back
+/// (a queue lives in its filesystem, as a file does): the restore takes that queue as it is.
+/// Before: refused, "/NAME exists already ... remove it first", after the dump had killed the
+/// process.
+#[test]
+fn a_named_queue_a_killing_dump_left_is_taken_back_as_it_is() {
+    let name = name(8);
+    let _gone = UnlinkAfter(name.clone());
+    let mut w = start(&name, &[]);
+    let img = w.path("img");
+    w.dump_ok(&img);
+    w.restore_background(&img);
+    assert_eq!(ok(&w, "attr"), "5 64 3 true", "its messages, sizes");
+    receives_the_three(&w);
+    w.kill_restored();
+    assert!(unlink(&name), "the queue still has its name");
+}
+
 #[test]
 fn a_failed_restore_leaves_no_queue_and_a_retry_makes_it() {
     let name = name(7);

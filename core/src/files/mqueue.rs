@@ -17,10 +17,11 @@
 //!          slot (/proc/self/fd/SLOT) with its own flags (access mode, O_NONBLOCK)
 //! ```
 //!
-//! A queue's name still taken at restore (the original left by --leave-running, or another
-//! queue) is refused by the restore before anything is made: cryo cannot tell that queue's
-//! messages from the ones it would give back. The queue's times (atime, mtime, ctime) are
-//! those of the restore.
+//! A named queue still at its name at restore is taken as it is when it is the dumped one
+//! (its inode) with the same owner, mode, sizes and messages: a killing dump leaves it there,
+//! as a file (the messages it read, given back). Another queue at the name, or this one
+//! changed since, is refused before anything is made. A queue made again has the restore's
+//! times (atime, mtime, ctime).
 
 use std::collections::HashMap;
 use std::fs;
@@ -131,19 +132,9 @@ impl FileKind for Mqueues {
         if q.deleted || cx.first(format!("mqueue {}", q.ino), desc.id).is_some() {
             return Ok(());
         }
-        // Before anything is made: the name must be free in cryo's IPC namespace.
-        match sys::ipc::mq_open(&q.name, libc::O_RDONLY, 0, None) {
-            Ok(_) => Err(FileError::Invalid {
-                id: desc.id,
-                detail: format!(
-                    "POSIX message queue /{} exists already (the original left by \
-                     --leave-running, or another): remove it first",
-                    q.name
-                ),
-            }),
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
-            Err(e) => Err(restore_err(desc, format!("look for /{}", q.name), e)),
-        }
+        // Before anything is made: the name free in cryo's IPC namespace, or the dumped queue
+        // itself still there as it was.
+        dumped_one_still_there(desc, q).map(drop)
     }
 
     fn open(&self, desc: &FileDesc, q: &PosixMqueue, cx: &mut Opening<'_>) -> Result<Opened, FileError> {
@@ -155,7 +146,7 @@ impl FileKind for Mqueues {
                 let made = &mut cx.state.get::<Made>().0;
                 let holder = match made.entry(q.ino) {
                     std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                    std::collections::hash_map::Entry::Vacant(v) => v.insert(recreate(desc, q)?),
+                    std::collections::hash_map::Entry::Vacant(v) => v.insert(recreate(desc, q)?.0),
                 };
                 let path = PathBuf::from(format!("/proc/self/fd/{}", holder.as_raw_fd()));
                 reopen(desc, &path, flags)?
@@ -266,9 +257,51 @@ fn take_and_give_back(fd: std::os::fd::BorrowedFd<'_>, attr: MqAttr) -> io::Resu
     end.map(|()| taken)
 }
 
+/// The named queue `q` when it is still at its name as the dump left it: a killing dump
+/// leaves a named queue in place (it lives in the filesystem, as a file does), with the
+/// messages it read and gave back. The same queue (its inode) with the same owner, mode, sizes
+/// and messages (each received and sent back, in order) is taken as it is; `None` where the
+/// name is free; another queue there, or this one changed since, fails the restore.
+fn dumped_one_still_there(desc: &FileDesc, q: &PosixMqueue) -> Result<Option<OwnedFd>, FileError> {
+    if q.deleted {
+        return Ok(None);
+    }
+    let fd = match sys::ipc::mq_open(&q.name, libc::O_RDWR | libc::O_NONBLOCK, 0, None) {
+        Ok(fd) => fd,
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
+        Err(e) => return Err(restore_err(desc, format!("look for /{}", q.name), e)),
+    };
+    let err = |what: &'static str| move |e: io::Error| restore_err(desc, format!("{what} /{}", q.name), e);
+    let meta = nix::sys::stat::fstat(fd.as_fd()).map_err(|e| err("fstat")(e.into()))?;
+    let attr = sys::ipc::mq_getattr(fd.as_fd()).map_err(err("mq_getattr"))?;
+    let same_queue = meta.st_ino == q.ino
+        && meta.st_uid == q.uid
+        && meta.st_gid == q.gid
+        && meta.st_mode & 0o7777 == q.mode
+        && attr.maxmsg == q.maxmsg
+        && attr.msgsize == q.msgsize
+        && notify_pid(fd.as_fd()).map_err(err("read the state of"))? == 0;
+    if same_queue && take_and_give_back(fd.as_fd(), attr).map_err(err("read the messages of"))? == q.messages {
+        return Ok(Some(fd));
+    }
+    Err(FileError::Invalid {
+        id: desc.id,
+        detail: format!(
+            "POSIX message queue /{} exists already and is not the one dumped as it was (another \
+             queue, or the same changed since: its messages, sizes, owner or mode): remove it \
+             first",
+            q.name
+        ),
+    })
+}
+
 /// Makes queue `q` again (described by `desc`) in the calling process's IPC namespace, with
-/// its owner, mode and messages; unlinked at once if it was. The fd is O_RDWR.
-pub(super) fn recreate(desc: &FileDesc, q: &PosixMqueue) -> Result<OwnedFd, FileError> {
+/// its owner, mode and messages; unlinked at once if it was; or takes the named one the dump
+/// left, as it was ([`dumped_one_still_there`]: `false`, not made). The fd is O_RDWR.
+pub(super) fn recreate(desc: &FileDesc, q: &PosixMqueue) -> Result<(OwnedFd, bool), FileError> {
+    if let Some(fd) = dumped_one_still_there(desc, q)? {
+        return Ok((fd, false));
+    }
     let attr = MqAttr {
         flags: 0,
         maxmsg: q.maxmsg,
@@ -312,7 +345,7 @@ pub(super) fn recreate(desc: &FileDesc, q: &PosixMqueue) -> Result<OwnedFd, File
     if unlink || filled.is_err() {
         sys::ipc::mq_unlink(&name).map_err(|e| restore_err(desc, format!("mq_unlink /{name}"), e))?;
     }
-    filled.map(|()| fd)
+    filled.map(|()| (fd, true))
 }
 
 /// Unlinks the named queues of `descs` cryo made (a restore that failed).

@@ -121,8 +121,8 @@ impl SharedObjects {
             if self.objects.iter().any(|o| o.ino == key) {
                 continue;
             }
-            let fd = mqueue::recreate(desc, q)?;
-            if !q.deleted {
+            let (fd, made) = mqueue::recreate(desc, q)?;
+            if made && !q.deleted {
                 self.queues.push(q.name.clone());
             }
             debug!(id = desc.id, name = %q.name, "message queue made");
