@@ -105,6 +105,36 @@ fn devices_and_pressure_files_with_state_of_their_own_are_refused_naming_them() 
     w.kill_restored();
 }
 
+/// An fd just below the hard RLIMIT_NOFILE: the restore places fds of its own above a
+/// process's highest, so where cryo cannot go above that limit (no CAP_SYS_RESOURCE, as on
+/// these machines) the dump refuses, naming pid and fd, and the process runs on; where it can
+/// (raising its hard limit to fs.nr_open), the process comes back with the fd. Before: dumped,
+/// then the restore failed ("place a control pipe: Bad file descriptor") after the kill.
+#[test]
+fn an_fd_just_below_the_hard_nofile_limit_is_refused_or_comes_back() {
+    cryo_bin();
+    let mut w = Workload::spawn("socks", &[]);
+    let fd: i32 = w.cmd("dup-near-limit 5").parse().unwrap();
+    let out = w.dump(&w.path("img"), &[]);
+    if out.status.success() {
+        w.wait_original();
+        w.restore_detached_with(&w.path("img"), &[]);
+        let fds = parse_fds(&w.cmd("fds"));
+        assert_eq!(
+            fds.get(&fd).map(String::as_str),
+            Some("/dev/null"),
+            "{fds:?}"
+        );
+        w.kill_restored();
+    } else {
+        out.assert_refused()
+            .assert_stderr_has_word(&w.pid().to_string())
+            .assert_stderr_mentions(&format!("fd {fd} is within"));
+        w.assert_untouched();
+        assert_eq!(w.cmd("pid"), w.pid().to_string());
+    }
+}
+
 /// A deleted file on a mount made read-only after it was opened (a bind remount: the tmpfs
 /// itself stays writable; zdtm ghost_on_rofs): made again through a writable copy of the
 /// mount, its fd back on the read-only mount itself, contents and position as before.

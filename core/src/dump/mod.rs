@@ -531,6 +531,25 @@ fn dump_tree(
         };
         core.netns = Some(ns.clone());
     }
+    // The restore places fds of its own above each process's highest: room for them where
+    // cryo may number fds (a restore elsewhere checks again, failing before anything is made).
+    let ceiling = crate::sys::fd::fd_ceiling();
+    let room = crate::sys::fd::restore_fd_room(cores.len(), files.descs().len());
+    for (core, _) in &cores {
+        if let Some(high) = core.fds.iter().map(|e| e.fd).max() {
+            if high as u64 + room > ceiling {
+                return Err(Error::target(
+                    Pid::from_raw(core.pid),
+                    format!(
+                        "fd {high} is within {room} of the highest fd number a restore here can \
+                         use ({ceiling}: the hard RLIMIT_NOFILE, raised only with \
+                         CAP_SYS_RESOURCE up to fs.nr_open): the restore's own fds would find no \
+                         room"
+                    ),
+                ));
+            }
+        }
+    }
     // A lock on a description also held outside the dump would conflict with the restored one.
     let member_pids: std::collections::HashSet<i32> =
         live.iter().map(|m| m.pid.as_raw()).collect();

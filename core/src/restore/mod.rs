@@ -210,6 +210,15 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored> {
         (false, _) => {}
     }
     let mut loaded = Loaded::read(images)?;
+    let highest_fd = loaded
+        .tasks
+        .iter()
+        .flat_map(|t| t.core.fds.iter().map(|e| e.fd))
+        .max();
+    crate::sys::fd::make_room_above(
+        highest_fd.unwrap_or(0).max(0) as u64,
+        crate::sys::fd::restore_fd_room(loaded.tasks.len(), loaded.descs.len()),
+    );
     loaded.adopt_shell_job()?;
     crate::task::mount_ns::apply_externals(&mut loaded.tasks, &opts.external)?;
     crate::task::netns::apply_external_links(&mut loaded.tasks, &opts.external_links)?;

@@ -82,6 +82,58 @@ pub(crate) fn fionread(fd: BorrowedFd<'_>) -> io::Result<usize> {
     Ok(usize::try_from(n).unwrap_or(0))
 }
 
+/// The fds a restore places above a process's highest (control pipes: two per process;
+/// shared objects: at most one per description; namespaces and roots held: a few), for a dump
+/// of `processes` processes and `descriptions` open file descriptions.
+pub(crate) fn restore_fd_room(processes: usize, descriptions: usize) -> u64 {
+    64 + 2 * processes as u64 + descriptions as u64
+}
+
+/// The highest fd number plus one this process can reach: fs.nr_open with CAP_SYS_RESOURCE
+/// (it may raise its hard RLIMIT_NOFILE that far), else its hard limit.
+pub(crate) fn fd_ceiling() -> u64 {
+    use nix::sys::resource::{getrlimit, Resource};
+    let hard = getrlimit(Resource::RLIMIT_NOFILE).map_or(1024, |(_, hard)| hard);
+    let read = |path: &str| std::fs::read_to_string(path).ok();
+    let nr_open = read("/proc/sys/fs/nr_open")
+        .and_then(|t| t.trim().parse::<u64>().ok())
+        .unwrap_or(hard);
+    // CAP_SYS_RESOURCE is bit 24 of CapEff.
+    let can_raise = read("/proc/self/status")
+        .and_then(|s| {
+            let eff = s
+                .lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))?
+                .trim()
+                .to_string();
+            u64::from_str_radix(&eff, 16).ok()
+        })
+        .is_some_and(|eff| eff & (1 << 24) != 0);
+    if can_raise {
+        nr_open.max(hard)
+    } else {
+        hard
+    }
+}
+
+/// Raises this process's RLIMIT_NOFILE, hard limit too where it may ([`fd_ceiling`]), so
+/// that fds numbered up to `highest` and the restore's own above them fit: a restored process
+/// may hold fds just below a hard limit as high as cryo's, and its children inherit this
+/// limit until theirs is set, once those fds are closed.
+pub(crate) fn make_room_above(highest: u64, room: u64) {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    if highest + room <= soft {
+        return;
+    }
+    let want = (highest + room).min(fd_ceiling()).max(hard);
+    if setrlimit(Resource::RLIMIT_NOFILE, want, want).is_err() {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
+}
+
 /// Raises this process's soft RLIMIT_NOFILE to its hard limit, once: descriptors in flight
 /// arrive in cryo as duplicates (a peek installs them) and stay open while the dump lasts, and
 /// a restoring task holds them until its queues are refilled.

@@ -284,10 +284,12 @@ pub(crate) fn in_gone_process_dir<T>(
     made
 }
 
-/// RLIMIT_DATA and RLIMIT_AS: set once the process's memory is mapped again (the restore maps
+/// RLIMIT_DATA and RLIMIT_AS, set once the process's memory is mapped again (the restore maps
 /// its areas one by one, with the trampoline's beside them: a limit just above what the
-/// process used refused the last ones).
-const MEMORY_LIMITS: [u32; 2] = [libc::RLIMIT_DATA, libc::RLIMIT_AS];
+/// process used refused the last ones); RLIMIT_NOFILE too, once the restore's own fds, placed
+/// above the process's highest, are closed (a limit just above its highest fd left them no
+/// room).
+const MEMORY_LIMITS: [u32; 3] = [libc::RLIMIT_DATA, libc::RLIMIT_AS, libc::RLIMIT_NOFILE];
 
 /// Sets the address-space limits of `core` on restored process `pid`, its memory mapped.
 pub(crate) fn set_memory_limits(pid: Pid, core: &TaskCore) -> Result<()> {

@@ -683,6 +683,23 @@ impl Mode for Socks {
             }
             ("send", [fd, msg]) => Ok(send_to(num(fd)?, msg, 0, None)),
             ("send-more", [fd, msg]) => Ok(send_to(num(fd)?, msg, libc::MSG_MORE, None)),
+            ("dup-near-limit", [below]) => {
+                // /dev/null at fd (hard RLIMIT_NOFILE - BELOW), the soft limit raised to it.
+                let mut lim = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                // SAFETY: getrlimit fills our rlimit; setrlimit reads it.
+                cvt(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }).map_err(io_err)?;
+                lim.rlim_cur = lim.rlim_max;
+                // SAFETY: as above.
+                cvt(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) }).map_err(io_err)?;
+                let at = lim.rlim_max as i32 - num::<i32>(below)?;
+                // SAFETY: dup2 of our own stdin (/dev/null) to a free number.
+                cvt(unsafe { libc::dup2(0, at) })
+                    .map(|fd| fd.to_string())
+                    .map_err(io_err)
+            }
             ("clone-child", [sig]) => {
                 // A child of clone with exit signal SIG (0: none), not fork's SIGCHLD; it
                 // pauses until killed.
