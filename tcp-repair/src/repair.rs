@@ -275,7 +275,7 @@ impl<'fd> Repair<'fd> {
         let unsent =
             sys::ioctl_int(fd, libc::SIOCOUTQNSD as _).map_err(ctx.sys("ioctl SIOCOUTQNSD"))?;
         let inq = sys::ioctl_int(fd, libc::FIONREAD as _).map_err(ctx.sys("ioctl SIOCINQ"))?;
-        if urgent_data_queued(fd, ctx)? {
+        if urgent_data_queued(fd, inq, ctx)? {
             return Err(ctx.invalid(
                 "receive queue",
                 "urgent data (MSG_OOB) is queued, read or not: a peek stops at its mark and a \
@@ -483,22 +483,20 @@ impl<'fd> Repair<'fd> {
 
 /// Whether the receive queue of `fd` holds urgent data (the byte a MSG_OOB send marks, still
 /// to be read or read out of band already, with bytes after it): SIOCINQ counts the bytes up
-/// to the mark without SO_OOBINLINE, all of them with it (tcp_inq). SO_OOBINLINE is set both
-/// ways and put back (the owner is frozen meanwhile).
-fn urgent_data_queued(fd: BorrowedFd<'_>, ctx: Ctx) -> Result<bool> {
+/// to the mark without SO_OOBINLINE, all of them with it (tcp_inq). `inq` is SIOCINQ with the
+/// owner's SO_OOBINLINE; it is read again with the other, then the owner's put back (the owner
+/// is frozen meanwhile).
+fn urgent_data_queued(fd: BorrowedFd<'_>, inq: i32, ctx: Ctx) -> Result<bool> {
     let inline = sys::get_int(fd, libc::SOL_SOCKET, libc::SO_OOBINLINE)
         .map_err(ctx.sys("getsockopt SO_OOBINLINE"))?;
-    let inq_with = |on: i32| -> Result<i32> {
+    let set = |on: i32| {
         sys::set_int(fd, libc::SOL_SOCKET, libc::SO_OOBINLINE, on)
-            .map_err(ctx.sys("setsockopt SO_OOBINLINE"))?;
-        sys::ioctl_int(fd, libc::FIONREAD as _).map_err(ctx.sys("ioctl SIOCINQ"))
+            .map_err(ctx.sys("setsockopt SO_OOBINLINE"))
     };
-    let counts = inq_with(0).and_then(|without| Ok((without, inq_with(1)?)));
-    let back = sys::set_int(fd, libc::SOL_SOCKET, libc::SO_OOBINLINE, inline)
-        .map_err(ctx.sys("setsockopt SO_OOBINLINE"));
-    let (without, with) = counts?;
-    back?;
-    Ok(without != with)
+    set(i32::from(inline == 0))?;
+    let other = sys::ioctl_int(fd, libc::FIONREAD as _).map_err(ctx.sys("ioctl SIOCINQ"));
+    set(inline)?;
+    Ok(other? != inq)
 }
 
 /// SO_PEEK_OFF of a connection switched off (-1) for a capture, put back by
