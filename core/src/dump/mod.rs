@@ -613,19 +613,17 @@ fn dump_tree(
         if let Ok(status) = crate::proc::status(m.pid) {
             // As its user namespace names them (the one the restore forks it in): cryo's view
             // through the zombie's maps; none where one is not mapped.
-            let ids = |key, map: &str| -> Vec<u32> {
+            let c = crate::task::security::creds_from_status(&status);
+            let inside = |host: [u32; 3], map: &str| -> Vec<u32> {
                 let map = std::fs::read_to_string(proc::dir(m.pid).join(map)).unwrap_or_default();
-                let host: Vec<u32> = crate::proc::status_field(&status, key)
-                    .map(|v| v.split_whitespace().take(3).filter_map(|n| n.parse().ok()).collect())
-                    .unwrap_or_default();
                 let inside: Option<Vec<u32>> = host
                     .iter()
                     .map(|&id| crate::task::userns::to_inside(&map, id))
                     .collect();
                 inside.unwrap_or_default()
             };
-            entry.zombie_uids = ids("Uid", "uid_map");
-            entry.zombie_gids = ids("Gid", "gid_map");
+            entry.zombie_uids = inside([c.uid, c.euid, c.suid], "uid_map");
+            entry.zombie_gids = inside([c.gid, c.egid, c.sgid], "gid_map");
         }
         pstree.push(entry);
     }
