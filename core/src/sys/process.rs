@@ -170,7 +170,7 @@ impl PidHolder {
     /// returns once it is in `of`'s mount namespace and root. From the thread that traces
     /// `of` (a long-lived one: the holder dies with it).
     pub fn new(of: Pid, pid: Pid) -> io::Result<Self> {
-        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        use std::os::fd::AsRawFd;
         let open = |path: String, flags: i32| {
             nix::fcntl::open(
                 path.as_str(),
@@ -186,12 +186,7 @@ impl PidHolder {
             "/proc/thread-self/ns/pid_for_children".into(),
             libc::O_RDONLY,
         )?;
-        let mut ends = [0; 2];
-        // SAFETY: pipe2 writes two fds into `ends`, which has room for them.
-        cvt(unsafe { libc::pipe2(ends.as_mut_ptr(), libc::O_CLOEXEC) }.into())?;
-        // SAFETY: pipe2 just returned these two fds, owned by nothing else.
-        let (ready_read, ready_write) =
-            unsafe { (OwnedFd::from_raw_fd(ends[0]), OwnedFd::from_raw_fd(ends[1])) };
+        let (ready_read, ready_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
         nix::sched::setns(&pid_ns, nix::sched::CloneFlags::CLONE_NEWPID)?;
         let forked = fork_with_pid(pid);
         let back = nix::sched::setns(&own_pid_ns, nix::sched::CloneFlags::CLONE_NEWPID);
@@ -199,16 +194,18 @@ impl PidHolder {
             Ok(Forked::Child) => {
                 // Raw system calls only: cryo may have other threads. Failing, the errno
                 // goes up the pipe; done, a 0.
-                // SAFETY: setns, fchdir and chroot take fds and a static C string; write
-                // reads 4 bytes of a local.
+                // SAFETY: setns, fchdir and chroot take fds and a static C string.
                 let errno = unsafe {
                     let done = libc::setns(mount_ns.as_raw_fd(), libc::CLONE_NEWNS) == 0
                         && libc::fchdir(root.as_raw_fd()) == 0
                         && libc::chroot(c".".as_ptr()) == 0;
-                    let errno: i32 = if done { 0 } else { *libc::__errno_location() };
-                    libc::write(ready_write.as_raw_fd(), (&errno as *const i32).cast(), 4);
-                    errno
+                    if done {
+                        0
+                    } else {
+                        *libc::__errno_location()
+                    }
                 };
+                let _ = super::spawn::write_raw(ready_write.as_raw_fd(), &errno.to_ne_bytes());
                 if errno != 0 {
                     exit_child(1);
                 }
