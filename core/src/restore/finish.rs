@@ -224,7 +224,7 @@ fn finish(
     run_batch(child, &remote, batch, &control, |_| {
         "close the control pipes".into()
     })?;
-    crate::task::process::set_memory_limits(child, &task.core)?;
+    crate::task::process::set_late_limits(child, &task.core)?;
     // Every temporary fd is closed now: closing one would drop the process's POSIX locks.
     files::locks::take_back(child, &remote, scratch, &task.core.file_locks)?;
 

@@ -239,11 +239,12 @@ pub fn restore_in_child(core: &TaskCore) -> Result<(), ChildError> {
     }
     // Exactly, or the restore fails: a hard limit above cryo's needs CAP_SYS_RESOURCE (the
     // dump refuses it when its cryo lacked that; an image from elsewhere may still have one).
-    // The address-space limits once its memory is mapped (finish: set_memory_limits).
+    // The address-space and fd limits once its memory is mapped and the restore's own fds
+    // are closed (finish: set_late_limits).
     for lim in core
         .rlimits
         .iter()
-        .filter(|l| !MEMORY_LIMITS.contains(&l.resource))
+        .filter(|l| !LATE_LIMITS.contains(&l.resource))
     {
         prlimit(me, lim.resource, Some((lim.cur, lim.max)))
             .map_err(ChildError::sys_on(ChildStep::Prlimit, lim.resource))?;
@@ -289,14 +290,15 @@ pub(crate) fn in_gone_process_dir<T>(
 /// process used refused the last ones); RLIMIT_NOFILE too, once the restore's own fds, placed
 /// above the process's highest, are closed (a limit just above its highest fd left them no
 /// room).
-const MEMORY_LIMITS: [u32; 3] = [libc::RLIMIT_DATA, libc::RLIMIT_AS, libc::RLIMIT_NOFILE];
+const LATE_LIMITS: [u32; 3] = [libc::RLIMIT_DATA, libc::RLIMIT_AS, libc::RLIMIT_NOFILE];
 
-/// Sets the address-space limits of `core` on restored process `pid`, its memory mapped.
-pub(crate) fn set_memory_limits(pid: Pid, core: &TaskCore) -> Result<()> {
+/// Sets the limits of `core` kept for the end ([`LATE_LIMITS`]) on restored process `pid`,
+/// its memory mapped and the restore's own fds closed.
+pub(crate) fn set_late_limits(pid: Pid, core: &TaskCore) -> Result<()> {
     for lim in core
         .rlimits
         .iter()
-        .filter(|l| MEMORY_LIMITS.contains(&l.resource))
+        .filter(|l| LATE_LIMITS.contains(&l.resource))
     {
         prlimit(pid, lim.resource, Some((lim.cur, lim.max)))
             .map_err(|e| Error::sys(pid, format!("prlimit({})", lim.resource), e))?;
