@@ -521,14 +521,10 @@ fn fork_zombies(tree: &Planned, i: usize, zombies: &[usize]) -> Result<(), Child
                         &std::ffi::CString::new(entry.zombie_comm.as_str()).unwrap_or_default(),
                     );
                 }
-                if let ([rg, eg, sg], [ru, eu, su]) =
+                if let (&[rg, eg, sg], &[ru, eu, su]) =
                     (&entry.zombie_gids[..], &entry.zombie_uids[..])
                 {
-                    let gid = |g: &u32| nix::unistd::Gid::from_raw(*g);
-                    let uid = |u: &u32| nix::unistd::Uid::from_raw(*u);
-                    let set = nix::unistd::setresgid(gid(rg), gid(eg), gid(sg))
-                        .and_then(|()| nix::unistd::setresuid(uid(ru), uid(eu), uid(su)));
-                    if set.is_err() {
+                    if crate::sys::process::set_own_ids([rg, eg, sg], [ru, eu, su]).is_err() {
                         crate::sys::process::exit_child(70)
                     }
                 }

@@ -105,6 +105,25 @@ pub fn fork() -> io::Result<Forked> {
 /// what its getppid() says while that parent lives ([`die_with_parent`]).
 static FORKED_BY: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
 
+/// In a child of [`fork_with_pid`] (single-threaded): sets its real, effective and saved
+/// gids, then uids, by the raw calls. glibc's wrappers make every thread it knows of change
+/// too, and the thread list this child inherited from cryo names cryo's other threads: one
+/// that was being started at the fork (the pid broker's) is waited for forever.
+pub fn set_own_ids(gids: [u32; 3], uids: [u32; 3]) -> io::Result<()> {
+    let [rg, eg, sg] = gids;
+    let [ru, eu, su] = uids;
+    // SAFETY: setresgid and setresuid take plain integers, no pointers.
+    let set = unsafe {
+        libc::syscall(libc::SYS_setresgid, rg, eg, sg) == 0
+            && libc::syscall(libc::SYS_setresuid, ru, eu, su) == 0
+    };
+    if set {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// In a child of [`fork_with_pid`] or [`fork_into_namespaces`]: dies (SIGKILL) when its
 /// parent does, and at once if the parent is already gone. A process of a restore that
 /// cryo has not traced yet thus never outlives a killed cryo (PR_SET_PDEATHSIG, which the
@@ -409,7 +428,11 @@ pub fn exit_as(status: i32) -> ! {
 /// one's write with another's clone. For a process that may not choose its pids itself
 /// (clone3 set_tid needs CAP_CHECKPOINT_RESTORE over the PID namespace): cryo sets the last
 /// pid, the process clones, and gets the next one unless something else took it between.
-pub struct LastPid(nix::fcntl::Flock<std::fs::File>);
+pub struct LastPid {
+    file: nix::fcntl::Flock<std::fs::File>,
+    /// The last pid when the lock was taken, put back when it is let go ([`Drop`]).
+    found: Option<i32>,
+}
 
 impl LastPid {
     /// Opens ns_last_pid and takes its lock (waiting for another cryo to let it go).
@@ -418,20 +441,51 @@ impl LastPid {
             .read(true)
             .write(true)
             .open("/proc/sys/kernel/ns_last_pid")?;
-        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
-            .map(Self)
-            .map_err(|(_, errno)| errno.into())
+        let file = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, errno)| io::Error::from(errno))?;
+        let found = Self::read(&file);
+        Ok(Self { file, found })
+    }
+
+    fn read(file: &std::fs::File) -> Option<i32> {
+        use std::os::unix::fs::FileExt;
+        let mut text = [0u8; 16];
+        let len = file.read_at(&mut text, 0).ok()?;
+        std::str::from_utf8(&text[..len]).ok()?.trim().parse().ok()
     }
 
     /// Makes `pid` the next pid handed out, if it is free when the next process is made: a
-    /// process still holding it (the dumped one, dying) is waited for a moment first.
+    /// process still holding it (the dumped one, dying) is waited for a moment first. One
+    /// that holds it longer is named in the error: a clone now would only take the next free
+    /// pid, which may be one another restore is about to need.
     pub fn set_next(&self, pid: Pid) -> io::Result<()> {
         use std::os::unix::fs::FileExt;
         let started = std::time::Instant::now();
-        while nix::sys::signal::kill(pid, None).is_ok() && started.elapsed() < PATIENCE {
+        while nix::sys::signal::kill(pid, None).is_ok() {
+            if started.elapsed() >= PATIENCE {
+                let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+                return Err(io::Error::other(format!(
+                    "pid {pid} is taken by {} (still after {PATIENCE:?})",
+                    comm.trim_end()
+                )));
+            }
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
         let text = (pid.as_raw() - 1).to_string();
-        self.0.write_all_at(text.as_bytes(), 0)
+        self.file.write_all_at(text.as_bytes(), 0)
+    }
+}
+
+impl Drop for LastPid {
+    /// Puts the last pid back where it was, if cryo's writes left it lower: else every
+    /// process made afterwards, anywhere in the namespace, takes the pids just above the one
+    /// restored, freed a moment ago (a dumped process's, another restore's to come).
+    fn drop(&mut self) {
+        use std::os::unix::fs::FileExt;
+        if let (Some(found), Some(now)) = (self.found, Self::read(&self.file)) {
+            if now < found {
+                let _ = self.file.write_all_at(found.to_string().as_bytes(), 0);
+            }
+        }
     }
 }
