@@ -56,6 +56,8 @@ fn dump_and_restore_in_a_new_one(w: &mut Workload) -> Vec<String> {
         user_ns("self"),
         "the original is in one of its own"
     );
+    // Held so that its inode number is not given to the new one once the original is gone.
+    let _original_held = std::fs::File::open(format!("/proc/{}/ns/user", w.pid())).unwrap();
     let img = w.path("img");
     w.dump_ok(&img);
     w.restore_background(&img);
@@ -162,6 +164,11 @@ fn a_tree_in_a_user_namespace_owning_its_pid_namespace_comes_back_with_its_pids(
         .unwrap()
         .count();
     assert_eq!(tasks, 2, "its two threads");
+    // Its pid inside (1) names no process of ours: ended here, or the clean-up waits for it.
+    cryo_tests::Pidfd::open(restored.parse().unwrap())
+        .unwrap()
+        .signal(libc::SIGKILL)
+        .unwrap();
 }
 
 #[test]
