@@ -361,6 +361,23 @@ attr_tests! {
     /// assigns is not checked: no interface sets it).
     loginuid: ["loginuid=1000"] => [("get loginuid", "1000")];
 
+    /// The private futex hash sized by the process (PR_FUTEX_HASH_SET_SLOTS) before its
+    /// second thread: 4 slots, kept when threads come (before: 16, the kernel's own).
+    futex_hash_chosen: ["futex-hash=4", "thread"] => [
+        ("get futex-hash", "4"),
+        ("tget futex-hash", "4"),
+    ];
+
+    /// The global futex hash chosen (0) by a process with threads (before: 16), and 64 slots
+    /// chosen by a single-threaded one (before: 0, none yet).
+    futex_hash_global: ["thread", "futex-hash=0"] => [("get futex-hash", "0")];
+    futex_hash_single_thread: ["futex-hash=64"] => [("get futex-hash", "64")];
+
+    /// The hash the kernel made at the second thread (16), and none in a process without
+    /// threads (0): the same after the restore.
+    futex_hash_default: ["thread"] => [("get futex-hash", "16")];
+    futex_hash_none: ["umask=022"] => [("get futex-hash", "0")];
+
     /// membarrier registrations: private expedited and global expedited, registered by the
     /// main thread, seen (and the private expedited barrier working) in the second thread
     /// too: they belong to the mm.

@@ -266,6 +266,10 @@ fn finish(
         &task.core.itimers,
         &task.core.posix_timers,
     )?;
+    // Once its threads exist: the first one made a hash of the kernel's choosing.
+    if let Some(p) = &task.core.attrs {
+        attrs::restore_futex_hash(child, &remote, p)?;
+    }
     let main = &task.core.threads[0];
     threads::restore_in_thread(&remote, scratch, main, None)?;
     // Its threads exist now, and every process of the restore; before the credentials (they

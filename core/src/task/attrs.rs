@@ -1,16 +1,18 @@
 //! Process and thread attributes outside security state (issue 12): nice, scheduling policy
 //! and parameters, CPU affinity, ioprio, timer slack, parent-death signal, MCE kill policy
 //! (per thread); oom_score_adj, loginuid, dumpable, child subreaper, THP disable, membarrier
-//! registrations, coredump_filter (per process); a process with an LDT is refused. Each is restored exactly, or the dump refuses it naming pid, tid and attribute.
+//! registrations, coredump_filter, the futex hash size (per process); a process with an LDT is refused. Each is restored exactly, or the dump refuses it naming pid, tid and attribute.
 //!
 //! ```text
 //! dump     outside: sched_getattr, getpriority, sched_getaffinity, ioprio_get (by tid),
 //!                   /proc/PID/oom_score_adj, loginuid, sessionid
-//!          remote:  prctl getters, in the batch each thread runs anyway (threads.rs)
+//!          remote:  prctl getters, in the batch each thread runs anyway (threads.rs); the
+//!                   futex hash size (main thread, alone: older kernels answer EINVAL)
 //!          refuse:  what this host's cryo could not set (probed on a thread of cryo's own)
 //! restore  child:   oom_score_adj, loginuid, coredump_filter, subreaper, THP, the main
 //!                   thread's slack and MCE
 //!                   policy (the threads created later inherit the last two)
+//!          remote, its threads made: the futex hash size, where the kernel's differs
 //!          remote, after the credentials (an id change resets them): pdeathsig, dumpable,
 //!                   membarrier registrations, the other threads' own slack and MCE policy
 //!          outside, last (a real-time or idle thread would slow the restore's own calls):
@@ -336,6 +338,68 @@ const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: u32 = 1 << 4;
 /// The sync-core and rseq registrations, which mark the private expedited one as registered
 /// in the answer of MEMBARRIER_CMD_GET_REGISTRATIONS without enabling its barrier.
 const MEMBARRIER_IMPLY_PRIVATE: u32 = 1 << 6 | 1 << 8;
+
+/// `PR_FUTEX_HASH` (linux/prctl.h, 6.16) and its commands: the private futex hash of a
+/// process (per mm), made with 16 slots at its first thread unless the process chose.
+const PR_FUTEX_HASH: u64 = 78;
+const PR_FUTEX_HASH_SET_SLOTS: u64 = 1;
+const PR_FUTEX_HASH_GET_SLOTS: u64 = 2;
+
+/// Reads the size of the process's private futex hash into `p`, by `remote` (the main
+/// thread): none on a kernel without it (EINVAL).
+pub fn dump_futex_hash(pid: Pid, remote: &Remote, p: &mut ProcessAttrs) -> Result<(), AttrError> {
+    let answer = remote
+        .syscall(
+            libc::SYS_prctl,
+            &[PR_FUTEX_HASH, PR_FUTEX_HASH_GET_SLOTS, 0, 0, 0],
+        )
+        .map_err(AttrError::read(pid, remote.tid(), "futex hash slots"))?;
+    p.futex_hash_slots = match answer {
+        slots if slots >= 0 => Some(slots as u32),
+        e if e == -(libc::EINVAL as i64) => None,
+        e => {
+            return Err(AttrError::Read {
+                pid,
+                tid: remote.tid(),
+                attribute: "futex hash slots",
+                errno: io::Error::from_raw_os_error(-e as i32),
+            })
+        }
+    };
+    Ok(())
+}
+
+/// Gives the restored process (`remote`: its main thread, its threads made) the futex hash
+/// size it had, where the one it got differs: a size it chose (the global hash, 0, among
+/// them), which then stays as it was when more threads come. One it did not choose (16 with
+/// threads) is left to the kernel, to grow with the process as before.
+pub fn restore_futex_hash(pid: Pid, remote: &Remote, p: &ProcessAttrs) -> Result<(), AttrError> {
+    let Some(slots) = p.futex_hash_slots else {
+        return Ok(());
+    };
+    let set = AttrError::set(pid, remote.tid(), "futex hash slots");
+    let now = remote
+        .call(
+            libc::SYS_prctl,
+            &[PR_FUTEX_HASH, PR_FUTEX_HASH_GET_SLOTS, 0, 0, 0],
+        )
+        .map_err(&set)?;
+    if now != u64::from(slots) {
+        remote
+            .call(
+                libc::SYS_prctl,
+                &[
+                    PR_FUTEX_HASH,
+                    PR_FUTEX_HASH_SET_SLOTS,
+                    u64::from(slots),
+                    0,
+                    0,
+                ],
+            )
+            .map_err(&set)?;
+    }
+    Ok(())
+}
 
 /// Settles what MEMBARRIER_CMD_GET_REGISTRATIONS leaves ambiguous in `p` (read by the main
 /// thread's batch): with sync-core or rseq registered, the private expedited bit is set

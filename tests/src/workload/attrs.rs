@@ -58,6 +58,7 @@
 //! thread-keyring=1        make the thread keyring                          this thread
 //! tsc=sigsegv|enable      PR_SET_TSC: reading the time stamp counter faults this thread
 //! cpuid=on|off            ARCH_SET_CPUID: off makes cpuid fault (SIGSEGV) this thread
+//! futex-hash=N            PR_FUTEX_HASH_SET_SLOTS: N slots of its own (0: the global hash) process
 //! membarrier=CMD          MEMBARRIER_CMD_REGISTER_*, CMD global-expedited|private-expedited|
 //!                         sync-core|rseq                                   process
 //! anon-name=NAME          3 pages of private anonymous memory, filled, named NAME
@@ -118,6 +119,7 @@
 //! anon-names    NAME-IN-MAPS ok|changed; ...  (each named mapping: its /proc/self/maps name,
 //!               whether its bytes are still the fill), or `unsupported: ...` on a kernel
 //!               without CONFIG_ANON_VMA_NAME
+//! futex-hash    N                     (PR_FUTEX_HASH_GET_SLOTS)
 //! membarrier    registrations HEX private-expedited ok|errno N  (MEMBARRIER_CMD_GET_REGISTRATIONS,
 //!               then a MEMBARRIER_CMD_PRIVATE_EXPEDITED, which needs its registration)
 //! cgroup:HIER   PATH                  (/proc/thread-self/cgroup; HIER "" for v2)
@@ -132,6 +134,11 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
 use super::{arg, parse_u64, sys, unknown, Mode};
+
+/// `PR_FUTEX_HASH` (linux/prctl.h, 6.16) and its commands: the process's private futex hash.
+const PR_FUTEX_HASH: i32 = 78;
+const PR_FUTEX_HASH_SET_SLOTS: u64 = 1;
+const PR_FUTEX_HASH_GET_SLOTS: u64 = 2;
 
 /// `PR_SET_MDWE` (linux/prctl.h): memory-deny-write-execute.
 const PR_SET_MDWE: i32 = 65;
@@ -430,6 +437,12 @@ fn apply(setting: &str, dir: &Path) -> Result<(), String> {
         "pdeathsig" => flag(libc::PR_SET_PDEATHSIG),
         "subreaper" => flag(libc::PR_SET_CHILD_SUBREAPER),
         "thp-disable" => flag(libc::PR_SET_THP_DISABLE),
+        "futex-hash" => {
+            let slots = parse_u64(value)?;
+            sys::prctl(PR_FUTEX_HASH, PR_FUTEX_HASH_SET_SLOTS, slots)
+                .map(drop)
+                .map_err(fail)
+        }
         "nnp" => flag(libc::PR_SET_NO_NEW_PRIVS),
         "securebits" => flag(libc::PR_SET_SECUREBITS),
         "mce" => {
@@ -871,6 +884,9 @@ fn observe(key: &str) -> Result<String, String> {
         "subreaper" => int_getter(libc::PR_GET_CHILD_SUBREAPER),
         "pdeathsig" => int_getter(libc::PR_GET_PDEATHSIG),
         "thp-disable" => getter(libc::PR_GET_THP_DISABLE),
+        "futex-hash" => sys::prctl(PR_FUTEX_HASH, PR_FUTEX_HASH_GET_SLOTS, 0)
+            .map(|v| v.to_string())
+            .map_err(fail),
         "nnp" => getter(libc::PR_GET_NO_NEW_PRIVS),
         "securebits" => sys::prctl(libc::PR_GET_SECUREBITS, 0, 0)
             .map(|v| format!("{v:#x}"))
