@@ -452,3 +452,43 @@ fn a_child_forked_inside_a_user_namespace_in_cryos_pid_namespace_comes_back_with
         "the child in its parent's user namespace"
     );
 }
+
+#[test]
+fn a_removed_name_of_a_file_linked_in_its_directory_comes_back_in_a_new_user_namespace() {
+    cryo_bin();
+    // zdtm unlink_fstat03 in a user namespace: the restored process may not open the inode
+    // by its handle (open_by_handle_at wants CAP_DAC_READ_SEARCH over the initial user
+    // namespace); its other name in the same directory leads to it.
+    let mut w = Workload::spawn("user-ns", &["uts=cryo-userns-linked", "linked=near"]);
+    let before = w.cmd("linked");
+    let deleted = format!(" {} (deleted) ", w.path("linked").display());
+    assert!(
+        before.contains(" links 1 size 16 ") && before.contains(&deleted),
+        "{before}"
+    );
+    dump_and_restore_in_a_new_one(&mut w);
+    assert_eq!(
+        w.cmd("linked"),
+        before,
+        "the same inode, held by its removed name, seen from inside"
+    );
+}
+
+#[test]
+fn a_removed_name_of_a_file_linked_only_in_another_directory_is_refused_in_a_user_namespace() {
+    cryo_bin();
+    let w = Workload::spawn("user-ns", &["linked=far"]);
+    let out = w.dump(&w.path("img"), &[]);
+    assert!(!out.status.success(), "the dump should be refused\n{out}");
+    assert!(
+        out.stderr.contains(&format!("pid {}", w.pid()))
+            && out
+                .stderr
+                .contains("deleted name of a file linked elsewhere")
+            && out.stderr.contains("user namespace"),
+        "{}",
+        out.stderr
+    );
+    w.assert_untouched();
+    assert!(w.cmd("linked").ends_with(" cryo-linked+more"));
+}

@@ -198,7 +198,33 @@ fn linked_inode(id: u32, reg: &RegularFile, source: &Path) -> Result<LinkedInode
     if (st.1.st_dev, st.1.st_ino) != (reg.dev, reg.ino) {
         return Err(refuse("its handle opens another inode: refused".into()));
     }
+    // A process in a user namespace of its own opens it at restore from inside, where
+    // open_by_handle_at is refused (it needs CAP_DAC_READ_SEARCH over the initial one):
+    // another of its names in the same directory leads to it there (zdtm unlink_fstat03).
+    if let Some(pid) = holder_of(source).filter(|&p| crate::task::userns::in_other_than_cryos(p))
+    {
+        let dir = Path::new(&reg.path).parent().unwrap_or(Path::new("/"));
+        let seen = crate::task::mount_ns::as_seen_by(pid, &dir.to_string_lossy());
+        let Some(name) = other_name_in(&seen, reg.dev, reg.ino) else {
+            return Err(refuse(
+                "its process is in a user namespace of its own, where a restore may not open                  it by its handle (open_by_handle_at needs CAP_DAC_READ_SEARCH over the                  initial one), and no other name of it is in its directory: refused"
+                    .into(),
+            ));
+        };
+        return Ok(LinkedInode {
+            other_name: dir.join(name).to_string_lossy().into_owned(),
+            ..linked
+        });
+    }
     Ok(linked)
+}
+
+/// The name of an entry of directory `dir` that is inode `ino` of device `dev`.
+fn other_name_in(dir: &Path, dev: u64, ino: u64) -> Option<std::ffi::OsString> {
+    fs::read_dir(dir).ok()?.flatten().find_map(|entry| {
+        let meta = entry.metadata().ok()?;
+        ((meta.dev(), meta.ino()) == (dev, ino)).then(|| entry.file_name())
+    })
 }
 
 /// The process whose fd `source` (/proc/PID/fd/N) is.
@@ -277,9 +303,23 @@ fn reopen_linked(
         same_file(desc, reg, &st, Identity::File, images)?;
         return Ok(fd);
     }
-    let (fd, st) = open_linked(reg, linked, None).map_err(|e| changed(desc, e.to_string()))?;
+    let (fd, st) = match open_linked(reg, linked, None) {
+        // In a user namespace of its own (its handle is refused there): its other name.
+        Err(e) if !linked.other_name.is_empty() => {
+            let fd = open_no_symlinks(
+                &linked.other_name,
+                OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            )
+            .map_err(|n| {
+                changed(desc, format!("{e}; its other name {}: {n}", linked.other_name))
+            })?;
+            let st = nix::sys::stat::fstat(&fd).map_err(|e| restore_err(desc, "fstat", e.into()))?;
+            (fd, st)
+        }
+        opened => opened.map_err(|e| changed(desc, e.to_string()))?,
+    };
     if (st.st_dev, st.st_ino) != (reg.dev, reg.ino) {
-        return Err(changed(desc, "its file handle opens another inode"));
+        return Err(changed(desc, "its file handle or other name opens another inode"));
     }
     same_file(desc, reg, &st, Identity::File, images)?;
     Ok(fd)

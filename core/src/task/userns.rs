@@ -260,18 +260,24 @@ pub(crate) fn root_outside(ns: Option<&UserNamespace>) -> (u32, u32) {
     })
 }
 
-/// The group of the root of `pid`'s user namespace as cryo sees it, when that namespace is
-/// not cryo's (and maps a root).
-pub(crate) fn root_group_of(pid: Pid) -> Option<u32> {
-    let dir = proc::dir(pid);
+/// Whether `pid` is in a user namespace other than cryo's (false when that cannot be read).
+pub(crate) fn in_other_than_cryos(pid: Pid) -> bool {
     let ino = |p: &Path| {
         std::fs::metadata(p)
             .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
             .ok()
     };
-    if ino(&dir.join("ns/user")) == ino(Path::new("/proc/self/ns/user")) {
+    let theirs = ino(&proc::dir(pid).join("ns/user"));
+    theirs.is_some() && theirs != ino(Path::new("/proc/self/ns/user"))
+}
+
+/// The group of the root of `pid`'s user namespace as cryo sees it, when that namespace is
+/// not cryo's (and maps a root).
+pub(crate) fn root_group_of(pid: Pid) -> Option<u32> {
+    if !in_other_than_cryos(pid) {
         return None;
     }
+    let dir = proc::dir(pid);
     let gid_map = normalized(&std::fs::read_to_string(dir.join("gid_map")).ok()?);
     let ns = UserNamespace {
         gid_map,

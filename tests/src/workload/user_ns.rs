@@ -21,6 +21,9 @@
 //! mnt=DIR              inside: unshare(CLONE_NEWNS) (owned by the user namespace), a tmpfs
 //!                      on DIR (size=1m,mode=0751,uid=1,gid=1) holding `file` ("cryo-tmpfs",
 //!                      owner 1:1, mode 0640) and `sock`, a listener's (owner 1:1)
+//! linked=near|far      inside: DIR/linked (DIR: the control dir) written "cryo-linked", a
+//!                      second link to it (near: DIR/linked.other; far: DIR/far/linked.other),
+//!                      opened read-write, its first name removed, then "+more" appended
 //! landlock             inside, last: a Landlock domain handling file reads (allowed beneath
 //!                      /proc /usr /lib /lib64 /etc)
 //! become=ID            inside: groups ID+1,ID+2, gids and uids ID (keeping the
@@ -48,6 +51,7 @@
 //! child          the child's getpid getppid and ids, from the child
 //! thread         the second thread's gettid and ids, from that thread
 //! zombie         the zombie's pid
+//! linked         the held file's inode, links, size, its fd's link, and its text
 //! reap           waits for the zombie: PID exited CODE
 //! ```
 
@@ -57,7 +61,7 @@ use std::path::Path;
 use super::{failed, io_err, sys, unknown, Mode};
 
 /// `user-ns`
-pub fn start(args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
+pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
     let mut uid_map = "0 0 1\n".to_string();
     let mut gid_map = uid_map.clone();
     let mut deny = true;
@@ -223,6 +227,12 @@ pub fn start(args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
         });
         (ask, told)
     });
+    let linked = args
+        .iter()
+        .find_map(|a| a.strip_prefix("linked="))
+        .map(|far| hold_linked(dir, far == "far"))
+        .transpose()
+        .map_err(failed("linked"))?;
     if has("landlock") {
         let readable: Vec<&str> = ["/proc", "/usr", "/lib", "/lib64", "/etc"]
             .into_iter()
@@ -236,7 +246,30 @@ pub fn start(args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
         zombie,
         mnt,
         ping,
+        linked,
     }))
+}
+
+/// `linked=`: the file, held open by its removed name (see the module doc).
+fn hold_linked(dir: &Path, far: bool) -> io::Result<std::fs::File> {
+    use std::io::Write;
+    let name = dir.join("linked");
+    std::fs::write(&name, "cryo-linked")?;
+    let other = if far {
+        std::fs::create_dir(dir.join("far"))?;
+        dir.join("far/linked.other")
+    } else {
+        dir.join("linked.other")
+    };
+    std::fs::hard_link(&name, other)?;
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .append(true)
+        .open(&name)?;
+    std::fs::remove_file(&name)?;
+    file.write_all(b"+more")?;
+    Ok(file)
 }
 
 const SHM_KEY: i32 = 0x5eed;
@@ -434,6 +467,8 @@ struct UserNs {
     )>,
     /// The unreaped child's pid.
     zombie: Option<i32>,
+    /// The file held by its removed name (`linked=`).
+    linked: Option<std::fs::File>,
     /// The tmpfs's mount point (`mnt=DIR`).
     mnt: Option<String>,
     /// The ping socket (`ping`).
@@ -518,6 +553,25 @@ impl Mode for UserNs {
                 let mut buf = [0u8; 256];
                 let n = sys::read(answer, &mut buf).map_err(io_err)?;
                 Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+            }
+            ("linked", []) => {
+                use std::io::{Read, Seek};
+                use std::os::fd::AsRawFd;
+                use std::os::unix::fs::MetadataExt;
+                let mut file = self.linked.as_ref().ok_or("no linked file")?;
+                let meta = file.metadata().map_err(io_err)?;
+                let link = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
+                    .map_err(io_err)?;
+                let mut text = String::new();
+                file.rewind().map_err(io_err)?;
+                file.read_to_string(&mut text).map_err(io_err)?;
+                Ok(format!(
+                    "ino {} links {} size {} {} {text}",
+                    meta.ino(),
+                    meta.nlink(),
+                    meta.size(),
+                    link.display()
+                ))
             }
             ("zombie", []) => self
                 .zombie
