@@ -358,12 +358,10 @@ pub fn dump_futex_hash(pid: Pid, remote: &Remote, p: &mut ProcessAttrs) -> Resul
         slots if slots >= 0 => Some(slots as u32),
         e if e == -(libc::EINVAL as i64) => None,
         e => {
-            return Err(AttrError::Read {
-                pid,
-                tid: remote.tid(),
-                attribute: "futex hash slots",
-                errno: io::Error::from_raw_os_error(-e as i32),
-            })
+            let errno = io::Error::from_raw_os_error(-e as i32);
+            return Err(AttrError::read(pid, remote.tid(), "futex hash slots")(
+                errno,
+            ));
         }
     };
     Ok(())
@@ -428,12 +426,9 @@ pub fn settle_membarrier(pid: Pid, remote: &Remote, p: &mut ProcessAttrs) -> Res
             p.membarrier &= !MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED;
         }
         e => {
-            return Err(AttrError::Read {
-                pid,
-                tid: remote.tid(),
-                attribute: "membarrier registrations (private expedited barrier)",
-                errno: io::Error::from_raw_os_error(-e as i32),
-            })
+            let errno = io::Error::from_raw_os_error(-e as i32);
+            let attribute = "membarrier registrations (private expedited barrier)";
+            return Err(AttrError::read(pid, remote.tid(), attribute)(errno));
         }
     }
     Ok(())
