@@ -264,7 +264,6 @@ fn hold_linked(dir: &Path, far: bool) -> io::Result<std::fs::File> {
     std::fs::hard_link(&name, other)?;
     let mut file = std::fs::OpenOptions::new()
         .read(true)
-        .write(true)
         .append(true)
         .open(&name)?;
     std::fs::remove_file(&name)?;
