@@ -193,6 +193,7 @@ every_message!(
     AioRing,
     RegularFile,
     Pipe,
+    PipePacket,
     Socket,
     FileDesc,
     BpfMap,

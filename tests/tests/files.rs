@@ -260,3 +260,122 @@ fn an_empty_pipe_stays_empty_and_works() {
     assert_eq!(w.cmd("drain"), protocol::len_and_checksum(&[]));
     w.kill_restored();
 }
+
+/// The packets sent into the pipe in packet mode: `packets` and `stream` commands of the
+/// pipe mode, and the read(2) lengths they give, one packet per read at most. Packets 50
+/// and 3900 follow a stream that the kernel merges the first into; 10000 bytes in packet
+/// mode are a merged tail and two page packets. The buffers: 7P 5P 4000 250 3900P 1P 1811
+/// 4096P 4096P 2P.
+const PACKETS: &[&str] = &[
+    "packets 7 5",
+    "stream 4000",
+    "stream 200",
+    "packets 50 3900 1",
+    "stream 3",
+    "packets 10000 2",
+];
+const PACKET_READS: &str = "7 5 8150 1 5907 4096 2";
+
+/// A packet-mode pipe (O_DIRECT, pipe(7)) with packets and stream bytes queued: each read(2)
+/// returns at most one packet, before the dump, in the original after a `--leave-running`
+/// dump, and in the restored process, which writes packets still. Before: the restored pipe
+/// returned the 18168 bytes in one read.
+#[test]
+fn a_packet_mode_pipe_comes_back_with_its_packets_one_read_each() {
+    cryo_bin();
+    let mut w = Workload::spawn("pipe", &["0"]);
+    for line in PACKETS {
+        assert_eq!(w.cmd(line), "ok", "{line}");
+    }
+    let img = w.path("left");
+    w.dump(&img, &["--leave-running"]).assert_success();
+    assert_eq!(
+        w.cmd("reads 65536"),
+        PACKET_READS,
+        "the original's queue as it was"
+    );
+    w.kill_original();
+    w.restore_background(&img);
+    assert_eq!(w.cmd("reads 65536"), PACKET_READS, "the restored queue");
+    assert_eq!(w.cmd("packets 3 4"), "ok");
+    assert_eq!(w.cmd("stream 6"), "ok");
+    assert_eq!(w.cmd("reads 65536"), "3 4 6", "packet mode still");
+    w.kill_restored();
+}
+
+/// POLLHUP on read ends as the process sees it: a FIFO read end opened O_NONBLOCK with no
+/// writer and none since shows none (the kernel remembers the writers it saw), one whose
+/// writer came and went shows it, one with a writer open shows it once that one closes; an
+/// anonymous pipe shows it once its write end is closed, before or after a restore. Before:
+/// the FIFO ends that never saw a writer came back with POLLHUP.
+#[test]
+fn pipe_and_fifo_read_ends_come_back_with_pollhup_as_they_had_it() {
+    cryo_bin();
+    let mut w = Workload::spawn("pipe", &["0"]);
+    for f in ["never", "gone", "held", "both"] {
+        assert_eq!(w.cmd(&format!("fifo {f}")), "ok");
+    }
+    let never = w.cmd("open-fifo never r");
+    let gone = w.cmd("open-fifo gone r");
+    let gone_w = w.cmd("open-fifo gone w");
+    assert_eq!(w.cmd(&format!("close {gone_w}")), "ok");
+    let held = w.cmd("open-fifo held r");
+    let held_w = w.cmd("open-fifo held w");
+    // "both": one end that saw the writer, one opened after it left, 5 bytes queued.
+    let saw = w.cmd("open-fifo both r");
+    let both_w = w.cmd("open-fifo both w");
+    assert_eq!(w.cmd(&format!("put {both_w} 5")), "ok");
+    assert_eq!(w.cmd(&format!("close {both_w}")), "ok");
+    let after = w.cmd("open-fifo both r");
+    let polls = |w: &Workload| {
+        [&never, &gone, &held, &held_w, &saw, &after]
+            .map(|fd| w.cmd(&format!("poll {fd}")))
+            .join(" ")
+    };
+    // POLLIN 1, POLLOUT 4, POLLHUP 10; the anonymous pipe, empty, its writer open: 0.
+    let want = "0 10 0 4 11 1";
+    assert_eq!(polls(&w), want, "never gone held held_w saw after");
+    assert_eq!(w.cmd("poll"), "0");
+    let img = w.path("left");
+    w.dump(&img, &["--leave-running"]).assert_success();
+    assert_eq!(polls(&w), want, "the original after a --leave-running dump");
+    w.kill_original();
+    w.restore_background(&img);
+    assert_eq!(polls(&w), want, "restored");
+    assert_eq!(w.cmd("poll"), "0", "restored: the pipe's writer open");
+    assert_eq!(w.cmd(&format!("close {held_w}")), "ok");
+    assert_eq!(w.cmd(&format!("poll {held}")), "10", "its writer gone");
+    assert_eq!(w.cmd("close-writer"), "ok");
+    assert_eq!(w.cmd("poll"), "10", "the pipe's writer closed");
+    w.dump_and_restore();
+    assert_eq!(w.cmd("poll"), "10", "restored with its writer closed");
+    assert_eq!(w.cmd(&format!("poll {never}")), "0");
+    assert_eq!(w.cmd(&format!("poll {held}")), "10");
+    w.kill_restored();
+}
+
+/// The ends of one FIFO held apart by a parent and its child: the child's opened before a
+/// writer came and went (POLLHUP), the parent's opened after, with no writer since (none).
+/// They are made by one process, in that order, and the child's handed down to it. Before:
+/// the parent's came back with POLLHUP.
+#[test]
+fn fifo_ends_held_apart_by_a_parent_and_its_child_keep_their_pollhup() {
+    cryo_bin();
+    let mut w = Workload::spawn("pipe", &["0"]);
+    assert_eq!(w.cmd("fifo shared"), "ok");
+    assert_eq!(
+        w.cmd("kid-fifo shared"),
+        "10",
+        "the child's end saw a writer"
+    );
+    let mine = w.cmd("open-fifo shared r");
+    assert_eq!(w.cmd(&format!("poll {mine}")), "0");
+    w.dump_and_restore();
+    assert_eq!(
+        w.cmd(&format!("poll {mine}")),
+        "0",
+        "restored: the parent's end"
+    );
+    assert_eq!(w.cmd("kid-poll"), "10", "restored: the child's end");
+    w.kill_restored();
+}

@@ -3,13 +3,15 @@
 //! Every pipe end is a description of its own; the ends of one pipe share `Pipe.ino`. The
 //! unread data is captured once per pipe, without consuming it: a duplicate of a readable
 //! end (pidfd_getfd, or /proc/PID/fd/N reopened O_RDONLY when only a write end is held) is
-//! tee(2)d into a private pipe, which is read out. The data is stored on the first
-//! description of the pipe; the others carry none.
+//! tee(2)d into a private pipe, whose buffers are read out one by one, each found a packet
+//! (pipe(7) packet mode) or a stream. The data is stored on the first description of the
+//! pipe; the others carry none.
 //!
-//! Restore: one pipe(2) per ino (or, for a FIFO, one O_RDWR open of its path, which never
-//! blocks), resized to the dumped capacity when the kernel allows, refilled, then an fd per
-//! description: the first read (write) description gets the pipe's own read (write) end,
-//! others reopen it through /proc/self/fd; the ends nobody held are closed at the end.
+//! Restore: one pipe(2) per ino (or, for a FIFO, a non-blocking O_RDONLY open of its path,
+//! and a writer only when something needs one), resized to the dumped capacity when the
+//! kernel allows, refilled packet by packet, then an fd per description: the first read
+//! (write) description gets the pipe's own read (write) end, others reopen it through
+//! /proc/self/fd; the ends nobody held are closed at the end.
 //!
 //! A FIFO unlinked while open is made again (mkfifo at its name when free, else at a hidden
 //! name beside it), restored as a FIFO, unlinked, then given its owner, mode and times; its
@@ -22,9 +24,10 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
-use cryo_proto::image::{file_desc::Kind, FileDesc, Pipe};
+use cryo_proto::image::{file_desc::Kind, FileDesc, Pipe, PipePacket};
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, OFlag, SpliceFFlags};
+use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::stat::Mode;
 use tracing::debug;
 
@@ -91,6 +94,7 @@ impl FileKind for Pipes {
         if !pipe.fifo_path.is_empty() && here && !is_fifo(&pipe.fifo_path) {
             return Err(changed(desc, "the fifo is gone or is no longer a fifo"));
         }
+        check_packets(desc, pipe)?;
         if !pipe.data.is_empty() {
             let key = format!("pipe data {} {}", pipe.ino, pipe.fifo_path);
             if let Some(other) = cx.first(key, desc.id) {
@@ -142,8 +146,12 @@ impl FileKind for Pipes {
         } else {
             format!("fifo {} (pipe:[{}])", p.fifo_path, p.ino)
         };
+        let packets = match p.packets.len() {
+            0 => String::new(),
+            n => format!(" in {n} packet(s) and stream"),
+        };
         format!(
-            "{what}  {} bytes queued (capacity {})  flags {flags}",
+            "{what}  {} bytes queued{packets} (capacity {})  flags {flags}",
             p.data.len(),
             p.capacity
         )
@@ -181,27 +189,49 @@ fn dump(
     };
     let capacity = nix::fcntl::fcntl(&src, FcntlArg::F_GETPIPE_SZ)
         .map_err(|e| open.inspect_err("F_GETPIPE_SZ", open.proc_path(), e.into()))?;
-    let data = if with_data {
+    let (data, packets) = if with_data {
         peek(&src)
             .map_err(|e| open.inspect_err("capture the unread data (tee)", open.proc_path(), e))?
     } else {
-        Vec::new()
+        Default::default()
     };
-    debug!(pid = %open.pid, fd = open.fd, ino, capacity, queued = data.len(), fifo = %fifo_path, "pipe");
+    // Only a FIFO's read end opened O_NONBLOCK while no writer was can be without POLLHUP once
+    // no writer is open; an anonymous pipe's never is, an O_RDWR end is a writer itself.
+    let read_only = open.flags & libc::O_ACCMODE as u32 == libc::O_RDONLY as u32;
+    let no_hangup = !fifo_path.is_empty()
+        && read_only
+        && !hangup(&src).map_err(|e| open.inspect_err("poll", open.proc_path(), e))?;
+    debug!(pid = %open.pid, fd = open.fd, ino, capacity, queued = data.len(), packets = packets.len(), no_hangup, fifo = %fifo_path, "pipe");
     Ok(Pipe {
         ino,
         capacity: u32::try_from(capacity).unwrap_or(0),
         data,
         fifo_path,
+        packets,
+        no_hangup,
         ..Default::default()
     })
 }
 
-/// The bytes queued in the pipe `src` (a readable end), left in place.
-fn peek(src: &OwnedFd) -> io::Result<Vec<u8>> {
+/// True if poll(2) shows POLLHUP on `fd` (a duplicate of a read end: the same description).
+fn hangup(fd: &OwnedFd) -> io::Result<bool> {
+    let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+    nix::poll::poll(&mut fds, PollTimeout::ZERO)?;
+    Ok(fds[0]
+        .revents()
+        .is_some_and(|r| r.contains(PollFlags::POLLHUP)))
+}
+
+/// The bytes queued in the pipe `src` (a readable end), left in place, and the packets among
+/// them. A tee(2) copy holds the same buffers, each with its packet flag (tee drops only the
+/// flags that let a write append to a buffer's page); each buffer of the copy is then moved
+/// alone into a pipe of one slot (splice moves a whole buffer, flags and all) and read with
+/// one byte written behind it in a second slot: the read of a packet stops at its end, that
+/// of a stream goes on into the byte.
+fn peek(src: &OwnedFd) -> io::Result<(Vec<u8>, Vec<PipePacket>)> {
     let queued = sys::fd::fionread(src.as_fd())?;
     if queued == 0 {
-        return Ok(Vec::new());
+        return Ok(Default::default());
     }
     let (rd, wr) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?;
     // Room for every buffer of the source (best effort: limited by pipe-max-size).
@@ -217,33 +247,113 @@ fn peek(src: &OwnedFd) -> io::Result<Vec<u8>> {
         )));
     }
     drop(wr);
-    let mut data = vec![0u8; teed];
-    let mut got = 0;
-    while got < teed {
-        match nix::unistd::read(&rd, &mut data[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
+    let (one_rd, one_wr) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?;
+    let mut data = Vec::with_capacity(teed);
+    let mut packets = Vec::new();
+    let mut buf = Vec::new();
+    while data.len() < teed {
+        // The smallest size is one page, one slot; the pipe is empty here.
+        let page = nix::fcntl::fcntl(&one_wr, FcntlArg::F_SETPIPE_SZ(1))?;
+        let len = nix::fcntl::splice(
+            &rd,
+            None,
+            &one_wr,
+            None,
+            teed - data.len(),
+            SpliceFFlags::SPLICE_F_NONBLOCK,
+        )?;
+        if len == 0 {
+            break;
+        }
+        nix::fcntl::fcntl(&one_wr, FcntlArg::F_SETPIPE_SZ(2 * page))?;
+        if nix::unistd::write(&one_wr, b"-")? != 1 {
+            return Err(io::Error::other("the byte behind a buffer was not written"));
+        }
+        buf.resize(len + 1, 0);
+        let got = read_retrying(&one_rd, &mut buf)?;
+        let packet = if got == len {
+            // The byte behind stayed: the pipe must be empty for the next buffer.
+            read_retrying(&one_rd, &mut buf[len..])?;
+            true
+        } else if got == len + 1 {
+            false
+        } else {
+            return Err(io::Error::other(format!(
+                "a queued buffer of {len} bytes read back as {got}"
+            )));
+        };
+        if packet {
+            packets.push(PipePacket {
+                offset: data.len() as u64,
+                len: len as u32,
+            });
+        }
+        data.extend_from_slice(&buf[..len]);
+    }
+    if data.len() < teed {
+        return Err(io::Error::other(format!(
+            "read {} of {teed} duplicated bytes",
+            data.len()
+        )));
+    }
+    Ok((data, packets))
+}
+
+/// One read(2) of `fd` into `buf`, again when interrupted.
+fn read_retrying(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match nix::unistd::read(fd, buf) {
             Err(Errno::EINTR) => continue,
-            Err(e) => return Err(e.into()),
+            r => return Ok(r?),
         }
     }
-    data.truncate(got);
-    Ok(data)
+}
+
+/// The packets of `pipe` must lie in its data, in order, apart, none empty.
+fn check_packets(desc: &FileDesc, pipe: &Pipe) -> Result<(), FileError> {
+    let mut end = 0u64;
+    for p in &pipe.packets {
+        let next = p.offset.checked_add(u64::from(p.len));
+        if p.len == 0 || p.offset < end || next.is_none_or(|n| n > pipe.data.len() as u64) {
+            return Err(FileError::Invalid {
+                id: desc.id,
+                detail: format!(
+                    "pipe packet of {} bytes at {} out of order or outside its {} bytes of data",
+                    p.len,
+                    p.offset,
+                    pipe.data.len()
+                ),
+            });
+        }
+        end = next.unwrap_or(end);
+    }
+    Ok(())
 }
 
 /// The descriptions of each anonymous pipe (or deleted FIFO) that has more than one (its
 /// read and write ends, opened apart): made together, by one process, so both ends stay one
-/// pipe.
+/// pipe. Likewise those of a FIFO with a read end dumped without POLLHUP: one process orders
+/// the opens (see [`open_fifo`]), so no writer another process opens meanwhile gives that end
+/// a writer it never saw. FIFO ends opened in a mount namespace of their own are left out.
 fn components(descs: &[FileDesc]) -> Vec<Vec<u32>> {
-    let mut by_ino: BTreeMap<u64, Vec<u32>> = BTreeMap::new();
+    let mut by_pipe: BTreeMap<(u64, &str), (Vec<u32>, bool)> = BTreeMap::new();
     for d in descs {
         if let Some(Kind::Pipe(p)) = &d.kind {
-            if p.fifo_path.is_empty() || p.deleted {
-                by_ino.entry(p.ino).or_default().push(d.id);
+            let named = !p.fifo_path.is_empty() && !p.deleted;
+            if named && (p.in_mount_namespace || d.parent_mount_namespace) {
+                continue;
             }
+            let path = if named { p.fifo_path.as_str() } else { "" };
+            let (ids, together) = by_pipe.entry((p.ino, path)).or_default();
+            ids.push(d.id);
+            *together |= !named || p.no_hangup;
         }
     }
-    by_ino.into_values().filter(|ids| ids.len() > 1).collect()
+    by_pipe
+        .into_values()
+        .filter(|(ids, together)| *together && ids.len() > 1)
+        .map(|(ids, _)| ids)
+        .collect()
 }
 
 /// Opens every pipe description of one task: `(desc, pipe)` pairs. Returns an fd per id.
@@ -318,15 +428,47 @@ fn make_fifo(original: &Path, owner: (u32, u32)) -> io::Result<PathBuf> {
     })
 }
 
-/// The data of a pipe (stored on one of its descriptions) and its largest capacity.
-fn data_and_capacity<'a>(group: &[(&FileDesc, &'a Pipe)]) -> (&'a [u8], u32) {
-    let data = group
+/// The data of a pipe and its packets (stored on one of its descriptions), and its largest
+/// capacity.
+fn queued_and_capacity<'a>(group: &[(&FileDesc, &'a Pipe)]) -> (Queued<'a>, u32) {
+    let queued = group
         .iter()
-        .map(|(_, p)| p.data.as_slice())
-        .find(|d| !d.is_empty())
-        .unwrap_or(&[]);
+        .find(|(_, p)| !p.data.is_empty())
+        .map(|(_, p)| Queued {
+            data: &p.data,
+            packets: &p.packets,
+        })
+        .unwrap_or_default();
     let capacity = group.iter().map(|(_, p)| p.capacity).max().unwrap_or(0);
-    (data, capacity)
+    (queued, capacity)
+}
+
+/// A pipe's unread data as dumped.
+#[derive(Debug, Default, Clone, Copy)]
+struct Queued<'a> {
+    data: &'a [u8],
+    /// The packets among `data`, in order.
+    packets: &'a [PipePacket],
+}
+
+impl<'a> Queued<'a> {
+    /// `data` cut into stream runs and packets, in order: `(bytes, packet)`.
+    fn runs(&self) -> Vec<(&'a [u8], bool)> {
+        let mut runs = Vec::new();
+        let mut at = 0;
+        for p in self.packets {
+            let (start, end) = (p.offset as usize, p.offset as usize + p.len as usize);
+            if start > at {
+                runs.push((&self.data[at..start], false));
+            }
+            runs.push((&self.data[start..end], true));
+            at = end;
+        }
+        if at < self.data.len() {
+            runs.push((&self.data[at..], false));
+        }
+        runs
+    }
 }
 
 /// One anonymous pipe: created, resized, refilled, its ends handed out.
@@ -334,9 +476,10 @@ fn open_anon(group: &[(&FileDesc, &Pipe)], out: &mut Vec<(u32, OwnedFd)>) -> Res
     let first = group[0].0;
     let (rd, wr) =
         nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| restore_err(first, "pipe2", e.into()))?;
-    let (data, capacity) = data_and_capacity(group);
+    let (queued, capacity) = queued_and_capacity(group);
+    let data = queued.data;
     resize(first, &wr, capacity, data.len());
-    refill(first, &wr, data, capacity)?;
+    refill(first, &wr, queued, capacity)?;
     let (mut rd_used, mut wr_used) = (false, false);
     for &(desc, _) in group {
         let fd = match desc.flags & libc::O_ACCMODE as u32 {
@@ -370,49 +513,71 @@ fn open_anon(group: &[(&FileDesc, &Pipe)], out: &mut Vec<(u32, OwnedFd)>) -> Res
     Ok(())
 }
 
-/// One FIFO: held open O_RDWR (never blocks), refilled if empty, then opened by path once per
-/// description with its own access mode.
+/// One FIFO: held open by a reader (a non-blocking O_RDONLY open, which neither blocks nor
+/// counts as a writer), resized and refilled through a writer opened for that if it is empty,
+/// then opened by path once per description with its own access mode. A read end dumped
+/// without POLLHUP is opened last, once no writer but the dump's own is open: a non-blocking
+/// reader opened with no writer shows no POLLHUP until a writer comes (the kernel keeps the
+/// writer count it saw, f_pipe); any other read end is opened while a writer is, as it shows
+/// POLLHUP once the writers are gone.
 fn open_fifo(
     path: &str,
     group: &[(&FileDesc, &Pipe)],
     out: &mut Vec<(u32, OwnedFd)>,
 ) -> Result<(), FileError> {
     let first = group[0].0;
-    let holder = super::open::open_as_dumped(
-        first,
-        path,
-        OFlag::O_RDWR | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
-    )
-    .map_err(|e| {
+    let open = |desc: &FileDesc, access: OFlag| {
+        super::open::open_as_dumped(desc, path, access | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)
+    };
+    let keeper = open(first, OFlag::O_RDONLY).map_err(|e| {
         if e == Errno::ENOENT {
             changed(first, "the fifo is gone")
         } else {
             restore_err(first, "open", e.into())
         }
     })?;
-    let meta = nix::sys::stat::fstat(&holder).map_err(|e| restore_err(first, "fstat", e.into()))?;
+    let meta = nix::sys::stat::fstat(&keeper).map_err(|e| restore_err(first, "fstat", e.into()))?;
     if meta.st_mode & libc::S_IFMT != libc::S_IFIFO {
         return Err(changed(first, "is no longer a fifo"));
     }
-    let (data, capacity) = data_and_capacity(group);
-    let queued = sys::fd::fionread(holder.as_fd()).map_err(|e| restore_err(first, "FIONREAD", e))?;
-    if queued == 0 {
-        resize(first, &holder, capacity, data.len());
-        refill(first, &holder, data, capacity)?;
-    } else if !data.is_empty() {
+    let (queued, capacity) = queued_and_capacity(group);
+    let data = queued.data;
+    let access = |desc: &FileDesc| desc.flags & libc::O_ACCMODE as u32;
+    let last = |desc: &FileDesc, pipe: &Pipe| {
+        pipe.no_hangup && access(desc) == libc::O_RDONLY as u32
+    };
+    let now = sys::fd::fionread(keeper.as_fd()).map_err(|e| restore_err(first, "FIONREAD", e))?;
+    let refilled = now == 0 && !data.is_empty();
+    let writer = if refilled || group.iter().any(|&(d, p)| access(d) == libc::O_RDONLY as u32 && !last(d, p)) {
+        // The keeper reads: a non-blocking writer opens at once.
+        Some(open(first, OFlag::O_WRONLY).map_err(|e| restore_err(first, "open for writing", e.into()))?)
+    } else {
+        None
+    };
+    if now == 0 {
+        resize(first, &keeper, capacity, data.len());
+    }
+    if let (true, Some(wr)) = (refilled, &writer) {
+        refill(first, wr, queued, capacity)?;
+    } else if now != 0 && !data.is_empty() {
         // Someone else kept the fifo open: its buffers (and the data) outlived the dump.
         debug!(
             path,
-            queued,
+            queued = now,
             dumped = data.len(),
             "fifo still holds data, not refilled"
         );
     }
-    for &(desc, _) in group {
-        let access = OFlag::from_bits_retain((desc.flags & libc::O_ACCMODE as u32) as i32);
-        // Non-blocking open: the holder is both a reader and a writer, so it succeeds at once.
-        let fd = super::open::open_as_dumped(desc, path, access | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)
+    let (early, late): (Vec<_>, Vec<_>) = group.iter().partition(|&&(d, p)| !last(d, p));
+    for &(desc, _) in &early {
+        let fd = open(desc, OFlag::from_bits_retain(access(desc) as i32))
             .map_err(|e| restore_err(desc, "open", e.into()))?;
+        set_flags(desc, &fd)?;
+        out.push((desc.id, fd));
+    }
+    drop(writer);
+    for &(desc, _) in &late {
+        let fd = open(desc, OFlag::O_RDONLY).map_err(|e| restore_err(desc, "open", e.into()))?;
         set_flags(desc, &fd)?;
         out.push((desc.id, fd));
     }
@@ -420,6 +585,8 @@ fn open_fifo(
         path,
         descriptions = group.len(),
         queued = data.len(),
+        packets = queued.packets.len(),
+        without_hangup = late.len(),
         "fifo restored"
     );
     Ok(())
@@ -443,40 +610,121 @@ fn resize(desc: &FileDesc, fd: &OwnedFd, capacity: u32, queued: usize) {
     }
 }
 
-/// Writes `data` into the pipe through `wr` without ever blocking.
-fn refill(desc: &FileDesc, wr: &OwnedFd, data: &[u8], capacity: u32) -> Result<(), FileError> {
+/// Writes the unread data into the pipe through `wr` without ever blocking: each packet by a
+/// write(2) of its own with the end in packet mode (O_DIRECT), the stream between them
+/// without. A stream followed by a packet goes in by tee(2) from a staging pipe: the kernel
+/// appends a write (packet or not) to the page of a stream buffer written before it, never to
+/// a buffer tee made.
+fn refill(desc: &FileDesc, wr: &OwnedFd, queued: Queued<'_>, capacity: u32) -> Result<(), FileError> {
+    let data = queued.data;
     if data.is_empty() {
         return Ok(());
     }
+    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .unwrap_or(4096) as usize;
+    if let Some(p) = queued.packets.iter().find(|p| p.len as usize > page) {
+        return Err(changed(
+            desc,
+            format!(
+                "a queued packet of {} bytes is larger than a page here ({page}): a write \
+                 would queue it as several",
+                p.len
+            ),
+        ));
+    }
     let old = nix::fcntl::fcntl(wr, FcntlArg::F_GETFL)
         .map_err(|e| restore_err(desc, "F_GETFL", e.into()))?;
-    let nonblock = OFlag::from_bits_retain(old) | OFlag::O_NONBLOCK;
-    nix::fcntl::fcntl(wr, FcntlArg::F_SETFL(nonblock))
-        .map_err(|e| restore_err(desc, "F_SETFL", e.into()))?;
-    let mut done = 0;
-    while done < data.len() {
-        match nix::unistd::write(wr, &data[done..]) {
-            Ok(n) => done += n,
-            Err(Errno::EINTR) => continue,
-            Err(Errno::EAGAIN) => {
-                let now = nix::fcntl::fcntl(wr, FcntlArg::F_GETPIPE_SZ).unwrap_or(0);
-                let max = fs::read_to_string("/proc/sys/fs/pipe-max-size").unwrap_or_default();
-                return Err(changed(
-                    desc,
-                    format!(
-                        "{} unread bytes do not fit: the pipe held up to {capacity} bytes, here \
-                         it holds {now} (pipe-max-size {}, and no CAP_SYS_RESOURCE to exceed it)",
-                        data.len(),
-                        max.trim()
-                    ),
-                ));
-            }
+    let stream = (OFlag::from_bits_retain(old) | OFlag::O_NONBLOCK) - OFlag::O_DIRECT;
+    let setfl = |flags: OFlag| {
+        nix::fcntl::fcntl(wr, FcntlArg::F_SETFL(flags))
+            .map(drop)
+            .map_err(|e| restore_err(desc, "F_SETFL", e.into()))
+    };
+    let full = || {
+        let now = nix::fcntl::fcntl(wr, FcntlArg::F_GETPIPE_SZ).unwrap_or(0);
+        let max = fs::read_to_string("/proc/sys/fs/pipe-max-size").unwrap_or_default();
+        changed(
+            desc,
+            format!(
+                "{} unread bytes do not fit: the pipe held up to {capacity} bytes, here it \
+                 holds {now} (pipe-max-size {}, and no CAP_SYS_RESOURCE to exceed it)",
+                data.len(),
+                max.trim()
+            ),
+        )
+    };
+    let runs = queued.runs();
+    let mut mode = None;
+    for (i, &(bytes, packet)) in runs.iter().enumerate() {
+        let want = if packet { stream | OFlag::O_DIRECT } else { stream };
+        if mode != Some(want) {
+            setfl(want)?;
+            mode = Some(want);
+        }
+        let written = if packet {
+            // At most a page: one write, one buffer.
+            write_retrying(wr, bytes)
+        } else if runs.get(i + 1).is_some_and(|&(_, next)| next) {
+            tee_in(wr, bytes)
+        } else {
+            write_all(wr, bytes)
+        };
+        match written {
+            Ok(n) if n == bytes.len() => {}
+            Ok(_) | Err(Errno::EAGAIN) => return Err(full()),
             Err(e) => return Err(restore_err(desc, "refill", e.into())),
         }
     }
-    nix::fcntl::fcntl(wr, FcntlArg::F_SETFL(OFlag::from_bits_retain(old)))
-        .map_err(|e| restore_err(desc, "F_SETFL", e.into()))?;
-    Ok(())
+    setfl(OFlag::from_bits_retain(old))
+}
+
+/// One write(2) of `bytes` to `wr`, again when interrupted.
+fn write_retrying(wr: &OwnedFd, bytes: &[u8]) -> nix::Result<usize> {
+    loop {
+        match nix::unistd::write(wr, bytes) {
+            Err(Errno::EINTR) => continue,
+            r => return r,
+        }
+    }
+}
+
+/// Writes `bytes` to the non-blocking `wr`; EAGAIN when full.
+fn write_all(wr: &OwnedFd, bytes: &[u8]) -> nix::Result<usize> {
+    let mut done = 0;
+    while done < bytes.len() {
+        done += write_retrying(wr, &bytes[done..])?;
+    }
+    Ok(done)
+}
+
+/// Puts `bytes` into the pipe of `wr` as a stream no later write appends to: written into a
+/// staging pipe, tee(2)d from it (tee clears the buffers' merge flag), drained from it, as
+/// often as the staging pipe's room needs. EAGAIN when the pipe is full.
+fn tee_in(wr: &OwnedFd, bytes: &[u8]) -> nix::Result<usize> {
+    let (st_rd, st_wr) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?;
+    let mut scratch = vec![0u8; bytes.len().min(1 << 16)];
+    let mut done = 0;
+    while done < bytes.len() {
+        let n = write_retrying(&st_wr, &bytes[done..])?;
+        let teed = nix::fcntl::tee(&st_rd, wr, n, SpliceFFlags::SPLICE_F_NONBLOCK)?;
+        if teed < n {
+            return Err(Errno::EAGAIN);
+        }
+        let mut drained = 0;
+        while drained < n {
+            let want = (n - drained).min(scratch.len());
+            match nix::unistd::read(&st_rd, &mut scratch[..want]) {
+                Ok(0) => return Err(Errno::EIO),
+                Ok(k) => drained += k,
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        done += n;
+    }
+    Ok(done)
 }
 
 /// Sets the dumped O_NONBLOCK / O_DIRECT / O_ASYNC of a pipe end, clearing the others.
@@ -494,4 +742,76 @@ fn set_flags(desc: &FileDesc, fd: &OwnedFd) -> Result<(), FileError> {
 /// True if `path` is a FIFO now.
 fn is_fifo(path: &str) -> bool {
     fs::metadata(path).is_ok_and(|m| m.file_type().is_fifo())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn desc(id: u32, flags: i32, pipe: Pipe) -> FileDesc {
+        FileDesc {
+            id,
+            flags: flags as u32,
+            kind: Some(Kind::Pipe(pipe)),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn queued_data_is_cut_into_streams_and_packets_in_order() {
+        let data: Vec<u8> = (0..10).collect();
+        let packets = [
+            PipePacket { offset: 0, len: 2 },
+            PipePacket { offset: 5, len: 1 },
+            PipePacket { offset: 6, len: 2 },
+        ];
+        let q = Queued {
+            data: &data,
+            packets: &packets,
+        };
+        let runs: Vec<(Vec<u8>, bool)> = q.runs().into_iter().map(|(b, p)| (b.to_vec(), p)).collect();
+        assert_eq!(
+            runs,
+            vec![
+                (vec![0, 1], true),
+                (vec![2, 3, 4], false),
+                (vec![5], true),
+                (vec![6, 7], true),
+                (vec![8, 9], false),
+            ]
+        );
+    }
+
+    #[test]
+    fn packets_outside_the_data_or_out_of_order_are_invalid() {
+        let pipe = |packets: Vec<(u64, u32)>| Pipe {
+            data: vec![0; 8],
+            packets: packets.into_iter().map(|(offset, len)| PipePacket { offset, len }).collect(),
+            ..Default::default()
+        };
+        let d = FileDesc::default();
+        assert!(check_packets(&d, &pipe(vec![(0, 3), (3, 5)])).is_ok());
+        for bad in [vec![(0, 9)], vec![(2, 2), (1, 1)], vec![(0, 0)], vec![(u64::MAX, 2)]] {
+            assert!(check_packets(&d, &pipe(bad.clone())).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_ends_of_a_fifo_with_an_end_without_pollhup_are_made_together() {
+        let fifo = |path: &str, no_hangup: bool| Pipe {
+            ino: 9,
+            fifo_path: path.into(),
+            no_hangup,
+            ..Default::default()
+        };
+        let descs = [
+            desc(1, libc::O_RDONLY, fifo("/a", true)),
+            desc(2, libc::O_RDONLY, fifo("/a", false)),
+            desc(3, libc::O_RDONLY, fifo("/b", false)),
+            desc(4, libc::O_WRONLY, fifo("/b", false)),
+            desc(5, libc::O_RDONLY, Pipe { ino: 7, ..Default::default() }),
+            desc(6, libc::O_WRONLY, Pipe { ino: 7, ..Default::default() }),
+        ];
+        assert_eq!(components(&descs), vec![vec![5, 6], vec![1, 2]]);
+    }
 }

@@ -421,6 +421,24 @@ pub fn file_flags(fd: i32) -> io::Result<i32> {
     cvt(unsafe { libc::fcntl(fd, libc::F_GETFL) })
 }
 
+/// fcntl(fd, F_SETFL, flags).
+pub fn set_file_flags(fd: i32, flags: i32) -> io::Result<()> {
+    // SAFETY: fcntl on a number, no pointers.
+    cvt(unsafe { libc::fcntl(fd, libc::F_SETFL, flags) }).map(drop)
+}
+
+/// The revents poll(2) gives `fd` for POLLIN|POLLOUT now.
+pub fn poll_revents(fd: i32) -> io::Result<i16> {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN | libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: poll reads and writes one pollfd, `p`.
+    cvt(unsafe { libc::poll(&mut p, 1, 0) })?;
+    Ok(p.revents)
+}
+
 /// fanotify_init(flags, event_flags).
 pub fn fanotify_init(flags: u32, event_flags: u32) -> io::Result<i32> {
     // SAFETY: fanotify_init takes two numbers.
