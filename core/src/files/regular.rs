@@ -200,21 +200,35 @@ fn linked_inode(id: u32, reg: &RegularFile, source: &Path) -> Result<LinkedInode
     }
     // A process in a user namespace of its own opens it at restore from inside, where
     // open_by_handle_at is refused (it needs CAP_DAC_READ_SEARCH over the initial one):
-    // another of its names in the same directory leads to it there (zdtm unlink_fstat03).
+    // another of its names in its directory (or in the nearest one left above it, when that
+    // was removed too) leads to it there (zdtm unlink_fstat03).
     if let Some(pid) = holder_of(source).filter(|&p| crate::task::userns::in_other_than_cryos(p))
     {
-        let dir = Path::new(&reg.path).parent().unwrap_or(Path::new("/"));
-        let seen = crate::task::mount_ns::as_seen_by(pid, &dir.to_string_lossy());
-        let Some(name) = other_name_in(&seen, reg.dev, reg.ino) else {
-            return Err(refuse(
-                "its process is in a user namespace of its own, where a restore may not open                  it by its handle (open_by_handle_at needs CAP_DAC_READ_SEARCH over the                  initial one), and no other name of it is in its directory: refused"
-                    .into(),
-            ));
-        };
-        return Ok(LinkedInode {
-            other_name: dir.join(name).to_string_lossy().into_owned(),
-            ..linked
-        });
+        let seen = |d: &Path| crate::task::mount_ns::as_seen_by(pid, &d.to_string_lossy());
+        let other = Path::new(&reg.path)
+            .ancestors()
+            .skip(1)
+            .find(|d| fs::symlink_metadata(&*seen(d)).is_ok())
+            .and_then(|d| Some(d.join(other_name_in(&seen(d), reg.dev, reg.ino)?)));
+        match other {
+            Some(other) => {
+                return Ok(LinkedInode {
+                    other_name: other.to_string_lossy().into_owned(),
+                    ..linked
+                })
+            }
+            // In a mount namespace of its own the file may be on a tmpfs the restore copies,
+            // where another of its names is found (task::mount_ns): judged there.
+            None if crate::task::mount_ns::in_other_than_cryos(pid) => {}
+            None => {
+                return Err(refuse(
+                    "its process is in a user namespace of its own, where a restore may not \
+                     open it by its handle (open_by_handle_at needs CAP_DAC_READ_SEARCH over \
+                     the initial one), and no other name of it is in its directory: refused"
+                        .into(),
+                ))
+            }
+        }
     }
     Ok(linked)
 }
