@@ -25,6 +25,35 @@ fn patterned_256_mib_verified_by_the_restored_process() {
 }
 
 #[test]
+fn pages_only_read_come_back_as_the_zero_page_without_a_copy() {
+    cryo_bin();
+    // 128 MiB of anonymous memory only read (calloc'd and scanned, say): the kernel's zero
+    // page, no memory of the process's own. Before: 128 MiB in the image and in its VmRSS.
+    let mut w = Workload::spawn("memory", &["4"]);
+    let read = w.cmd("zero-read 128");
+    let rss = |reply: &str| -> u64 { reply.rsplit(' ').next().unwrap().parse().unwrap() };
+    assert!(read.starts_with("read 32768 rss "), "{read}");
+    let img = w.path("img");
+    w.dump_ok(&img);
+    let image_bytes: u64 = std::fs::read_dir(&img)
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    assert!(image_bytes < 32 << 20, "image of {image_bytes} bytes");
+    w.restore_detached(&img).assert_success();
+    let after = w.cmd("zero-check");
+    assert!(after.starts_with("zeros yes rss "), "{after}");
+    assert!(
+        rss(&after) < rss(&read) + 16 * 1024,
+        "VmRSS {} kB after the restore, {} kB before",
+        rss(&after),
+        rss(&read)
+    );
+    assert!(verified(&w).starts_with("ok "), "the written memory");
+    w.kill_restored();
+}
+
+#[test]
 fn rewritten_pages_come_back_as_last_written() {
     cryo_bin();
     let mut w = Workload::spawn("memory", &["32", "7"]);

@@ -106,7 +106,14 @@ pub fn page_wanted(kind: VmaKind, pm: u64) -> bool {
         return false;
     }
     match kind {
-        VmaKind::Anon | VmaKind::Heap | VmaKind::Stack => pm & (PM_PRESENT | PM_SWAPPED) != 0,
+        // A page only read maps a zero page: none of its own, it reads zeros again at
+        // restore (left unmapped), without a copy in the image or in memory.
+        VmaKind::Anon | VmaKind::Heap | VmaKind::Stack => {
+            pm & PM_SWAPPED != 0
+                || (pm & PM_PRESENT != 0
+                    && !crate::sys::pagemap::zero_pages()
+                        .holds(pm & crate::sys::pagemap::PM_PFN_MASK))
+        }
         // Only the private copies: pages still backed by the file (or a packet ring's pages,
         // in a private mapping of the rings) come back from the file (from the rings).
         VmaKind::FilePrivate | VmaKind::PacketRing => {

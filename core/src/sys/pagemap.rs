@@ -143,3 +143,95 @@ mod tests {
         assert!(knows_guard());
     }
 }
+
+/// The page frame numbers of the kernel's zero pages: a private anonymous page that was only
+/// read maps the shared zero page (or, where transparent huge pages are on, 512 pages of the
+/// huge zero page), which holds no data of the process's own.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ZeroPages {
+    /// The zero page's frame (0: not known).
+    small: u64,
+    /// The first frame of the huge zero page, and how many it has (0: not known).
+    huge: (u64, u64),
+}
+
+impl ZeroPages {
+    /// Whether frame `pfn` is a zero page's (never for 0: pagemap shows 0 to a reader without
+    /// CAP_SYS_ADMIN, and cryo then knows none).
+    pub fn holds(&self, pfn: u64) -> bool {
+        pfn != 0 && (pfn == self.small || (self.huge.0..self.huge.0 + self.huge.1).contains(&pfn))
+    }
+}
+
+/// The frame number field of a pagemap entry (bits 0-54).
+pub const PM_PFN_MASK: u64 = (1 << 55) - 1;
+
+/// The zero pages of this kernel, found once by reading pages of cryo's own and asking
+/// /proc/self/pagemap where they are.
+pub fn zero_pages() -> ZeroPages {
+    static FOUND: std::sync::OnceLock<ZeroPages> = std::sync::OnceLock::new();
+    *FOUND.get_or_init(|| find_zero_pages().unwrap_or_default())
+}
+
+fn find_zero_pages() -> io::Result<ZeroPages> {
+    use std::os::unix::fs::FileExt;
+    const PAGE: usize = 4096;
+    const HUGE: usize = 2 << 20;
+    let pagemap = std::fs::File::open("/proc/self/pagemap")?;
+    let entry = |addr: usize| -> io::Result<u64> {
+        let mut bytes = [0u8; 8];
+        pagemap.read_exact_at(&mut bytes, (addr / PAGE * 8) as u64)?;
+        let pm = u64::from_le_bytes(bytes);
+        Ok(if pm & (1 << 63) != 0 {
+            pm & PM_PFN_MASK
+        } else {
+            0
+        })
+    };
+    // SAFETY: new private anonymous mappings of our own, read (never written) within their
+    // lengths, their entries looked up, then unmapped; nothing else knows their addresses.
+    let map = |len: usize| unsafe {
+        let at = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        if at == libc::MAP_FAILED {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(at)
+        }
+    };
+    // SAFETY: as above: `at` and `len` are the mapping just made.
+    let unmap = |at: *mut libc::c_void, len: usize| unsafe { libc::munmap(at, len) };
+    let at = map(PAGE)?;
+    // SAFETY: as above; a page of our own mapping, read.
+    let small = unsafe {
+        libc::madvise(at, PAGE, libc::MADV_NOHUGEPAGE);
+        std::ptr::read_volatile(at as *const u8);
+        let small = entry(at as usize);
+        unmap(at, PAGE);
+        small?
+    };
+    let at = map(2 * HUGE)?;
+    let aligned = (at as usize + HUGE - 1) & !(HUGE - 1);
+    // SAFETY: as above; the aligned 2 MiB lie inside the 4 MiB mapping.
+    let huge = unsafe {
+        libc::madvise(aligned as *mut libc::c_void, HUGE, libc::MADV_HUGEPAGE);
+        std::ptr::read_volatile(aligned as *const u8);
+        let found = entry(aligned).and_then(|first| Ok((first, entry(aligned + PAGE)?)));
+        unmap(at, 2 * HUGE);
+        found?
+    };
+    // The huge zero page: consecutive frames under the aligned range, not the small one's.
+    let huge = match huge {
+        (first, second) if first != 0 && first != small && second == first + 1 => {
+            (first, (HUGE / PAGE) as u64)
+        }
+        _ => (0, 0),
+    };
+    Ok(ZeroPages { small, huge })
+}

@@ -4,6 +4,9 @@
 //! ```text
 //! memory SIZE_MIB [SEED]     verify -> ok <checksum> <pages> | bad <offset> <found> <want>
 //!                            touch  -> touched <pages>      addr -> <hex address>
+//!                            zero-read MIB -> read <pages> rss <VmRSS kB>  (a second area of
+//!                            MIB MiB, each page only read: the kernel's zero page)
+//!                            zero-check -> zeros <yes|no> rss <VmRSS kB>  (that area, read again)
 //! ```
 
 use std::path::Path;
@@ -26,6 +29,22 @@ impl Mode for Memory {
             ("verify", []) => Ok(self.verify()),
             ("touch", []) => Ok(format!("touched {}", self.touch())),
             ("addr", []) => Ok(format!("{:#x}", self.base as usize)),
+            ("zero-read", [mib]) => {
+                let len = mib.parse::<usize>().map_err(|e| e.to_string())? << 20;
+                let at = sys::mmap_anon(len).map_err(|e| e.to_string())?;
+                self.read_only = Some((at, len));
+                let zeros = all_zero(at, len);
+                Ok(format!(
+                    "read {} rss {}",
+                    len / PAGE * usize::from(zeros),
+                    rss_kib()
+                ))
+            }
+            ("zero-check", []) => {
+                let (at, len) = self.read_only.ok_or("no zero-read area")?;
+                let zeros = if all_zero(at, len) { "yes" } else { "no" };
+                Ok(format!("zeros {zeros} rss {}", rss_kib()))
+            }
             _ => unknown(verb),
         }
     }
@@ -38,6 +57,28 @@ struct Memory {
     seed: u64,
     /// Times each page was written: 0 for a hole (never written, reads zero).
     generations: Vec<u32>,
+    /// The area `zero-read` made: address and length.
+    read_only: Option<(*mut u8, usize)>,
+}
+
+/// Reads every byte of `len` bytes at `at` (a mapping of ours): whether all are zero.
+fn all_zero(at: *mut u8, len: usize) -> bool {
+    (0..len).step_by(64).all(|i| {
+        // SAFETY: `at` is a live mapping of `len` bytes; i < len.
+        unsafe { std::ptr::read_volatile(at.add(i)) == 0 }
+    })
+}
+
+/// This process's VmRSS in kB (/proc/self/status).
+fn rss_kib() -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .map(|v| v.trim().trim_end_matches(" kB").to_string())
+        })
+        .unwrap_or_default()
 }
 
 impl Memory {
@@ -49,6 +90,7 @@ impl Memory {
             len,
             seed,
             generations: vec![0; pages],
+            read_only: None,
         };
         for page in 0..pages {
             if !protocol::memory_page_is_hole(page) {
