@@ -275,7 +275,10 @@ impl<'fd> Repair<'fd> {
         let unsent =
             sys::ioctl_int(fd, libc::SIOCOUTQNSD as _).map_err(ctx.sys("ioctl SIOCOUTQNSD"))?;
         let inq = sys::ioctl_int(fd, libc::FIONREAD as _).map_err(ctx.sys("ioctl SIOCINQ"))?;
-        if urgent_data_queued(fd, inq, ctx)? {
+        let Some(urgent) = urgent_data_queued(fd, inq, ctx)? else {
+            return Ok(None);
+        };
+        if urgent {
             return Err(ctx.invalid(
                 "receive queue",
                 "urgent data (MSG_OOB) is queued, read or not: a peek stops at its mark and a \
@@ -485,8 +488,9 @@ impl<'fd> Repair<'fd> {
 /// to be read or read out of band already, with bytes after it): SIOCINQ counts the bytes up
 /// to the mark without SO_OOBINLINE, all of them with it (tcp_inq). `inq` is SIOCINQ with the
 /// owner's SO_OOBINLINE; it is read again with the other, then the owner's put back (the owner
-/// is frozen meanwhile).
-fn urgent_data_queued(fd: BorrowedFd<'_>, inq: i32, ctx: Ctx) -> Result<bool> {
+/// is frozen meanwhile). None when bytes arrived meanwhile (SIOCINQ with the owner's setting
+/// reads more after): the two counts then tell nothing, and the capture is made again.
+fn urgent_data_queued(fd: BorrowedFd<'_>, inq: i32, ctx: Ctx) -> Result<Option<bool>> {
     let inline = sys::get_int(fd, libc::SOL_SOCKET, libc::SO_OOBINLINE)
         .map_err(ctx.sys("getsockopt SO_OOBINLINE"))?;
     let set = |on: i32| {
@@ -496,7 +500,9 @@ fn urgent_data_queued(fd: BorrowedFd<'_>, inq: i32, ctx: Ctx) -> Result<bool> {
     set(i32::from(inline == 0))?;
     let other = sys::ioctl_int(fd, libc::FIONREAD as _).map_err(ctx.sys("ioctl SIOCINQ"));
     set(inline)?;
-    Ok(other? != inq)
+    let other = other?;
+    let again = sys::ioctl_int(fd, libc::FIONREAD as _).map_err(ctx.sys("ioctl SIOCINQ"))?;
+    Ok((again == inq).then_some(other != inq))
 }
 
 /// SO_PEEK_OFF of a connection switched off (-1) for a capture, put back by
