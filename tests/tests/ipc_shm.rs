@@ -283,3 +283,25 @@ fn an_attachment_reprotected_in_part_comes_back_in_the_same_pieces_and_may_be_ma
     assert_eq!(w.cmd("rmid s"), "ok");
     w.kill_restored();
 }
+
+#[test]
+fn a_private_mapping_of_a_segment_is_refused_naming_it() {
+    // The segment mapped again MAP_PRIVATE through /proc/self/map_files: its pages not written
+    // since follow the segment. Before: dumped as a deleted file, it came back a copy of it
+    // (a write through the attachment no longer showed there).
+    let (w, s, _, _) = start(9);
+    let at = w.cmd("map-private a");
+    let out = w.dump(&w.path("img"), &[]);
+    assert!(!out.status.success(), "the dump should be refused\n{out}");
+    assert!(
+        out.stderr.contains(&format!("pid {}", w.pid()))
+            && out.stderr.contains(&format!("the mapping {at}-"))
+            && out
+                .stderr
+                .contains("private mapping of a SysV shared memory segment"),
+        "{}",
+        out.stderr
+    );
+    w.assert_untouched();
+    assert_eq!(stat(&w, ME, "s"), s, "the segment as it was");
+}

@@ -141,6 +141,17 @@ pub fn dump(
         if kind == VmaKind::AioRing {
             aio_rings.push(crate::files::aio::dump(pid, entry, remote)?);
         }
+        // Its file is the segment's, on the kernel's own shm mount (no device of its own):
+        // dumped as a deleted file it would come back a copy, cut off from the segment.
+        if kind == VmaKind::FilePrivate && entry.dev.0 == 0 && entry.name.starts_with("/SYSV") {
+            return Err(MemoryError::PrivateSysvShm {
+                pid,
+                start: entry.start,
+                end: entry.end,
+                name: entry.name.clone(),
+            }
+            .into());
+        }
         let vm_flags = flags.get(&entry.start);
         if let Some((flag, what)) = super::vmflags::unrestorable(vm_flags) {
             return Err(MemoryError::UnrestorableFlag {

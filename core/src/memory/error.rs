@@ -65,6 +65,22 @@ pub enum MemoryError {
         /// The VMA's start.
         start: u64,
     },
+    /// A private mapping of a SysV segment (mapped again through /proc/PID/map_files).
+    #[error(
+        "pid {pid}: the mapping {start:#x}-{end:#x} ({name}) is a private mapping of a SysV \
+         shared memory segment: its pages not written since follow the segment, which a \
+         restored private copy would not: it cannot be restored"
+    )]
+    PrivateSysvShm {
+        /// The dumped task.
+        pid: Pid,
+        /// The mapping's start.
+        start: u64,
+        /// Its end.
+        end: u64,
+        /// Its name in the maps.
+        name: String,
+    },
     /// A mapping with a flag no call can give it again.
     #[error(
         "pid {pid}: the mapping {start:#x}-{end:#x} ({name}) is {what} (VmFlags {flag}): it \

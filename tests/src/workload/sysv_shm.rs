@@ -13,6 +13,8 @@
 //!                 pid -> <pid>    kid ... -> the child's answer to the same commands
 //!                 mprotect VIEW PAGE r|rw|none -> ok | ERRNO (one page of the view)
 //!                 prots VIEW -> PAGE:PERMS:OFFSET,... (the view's VMAs in /proc/self/maps)
+//!                 map-private VIEW -> <address> (the view's segment mapped again MAP_PRIVATE
+//!                 through /proc/self/map_files)
 //! ```
 
 use std::io;
@@ -200,6 +202,25 @@ impl SysvShm {
                     .map_err(|e| format!("err shmdt: {e}"))?;
                 self.views.retain(|x| x.0 != *v);
                 Ok("ok".into())
+            }
+            ("map-private", [v]) => {
+                // The view's segment mapped again, privately, through its map_files entry.
+                let (addr, len) = self.view(v)?;
+                let end = addr + len.div_ceil(PAGE) * PAGE;
+                let path = format!("/proc/self/map_files/{addr:x}-{end:x}");
+                let file = std::fs::File::open(&path).map_err(io_err)?;
+                // SAFETY: a new private mapping of the file, at an address the kernel picks.
+                let at = unsafe {
+                    libc::mmap(
+                        std::ptr::null_mut(),
+                        end - addr,
+                        libc::PROT_READ,
+                        libc::MAP_PRIVATE,
+                        std::os::fd::AsRawFd::as_raw_fd(&file),
+                        0,
+                    )
+                };
+                cvt_ptr(at).map(|at| format!("{at:#x}")).map_err(io_err)
             }
             ("mprotect", [v, page, prot]) => {
                 let (addr, _) = self.view(v)?;
