@@ -153,12 +153,17 @@ impl Client {
         let mut got = Vec::new();
         let mut buf = [0u8; 4096];
         while !got.ends_with(b"> ") {
-            let n = self.stream.read(&mut buf).unwrap_or_else(|e| {
-                panic!(
-                    "REPL reply: {e} (so far {:?})",
-                    String::from_utf8_lossy(&got)
-                )
-            });
+            let n = match self.stream.read(&mut buf) {
+                // A read with a timeout (SO_RCVTIMEO) is not restarted after a signal or a
+                // stop of this process: read again.
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                read => read.unwrap_or_else(|e| {
+                    panic!(
+                        "REPL reply: {e} (so far {:?})",
+                        String::from_utf8_lossy(&got)
+                    )
+                }),
+            };
             assert!(
                 n > 0,
                 "the REPL closed the connection after {:?}",
