@@ -412,7 +412,12 @@ fn new_pid_namespace(pid: Pid, roots: usize, net: bool, made: u64) -> std::io::R
 fn outside_pid(parent: Pid, inside: Pid) -> Result<Pid> {
     let children = crate::proc::children(parent)?;
     for &child in &children {
-        let status = crate::proc::status(child)?;
+        // A child that ended since it was listed (a session's stand-in leader, forked by the
+        // init for its orphans) is not the one.
+        let status = match crate::proc::status(child) {
+            Err(e) if e.vanished() => continue,
+            status => status?,
+        };
         let last = crate::proc::status_field(&status, "NSpid")
             .and_then(|v| v.split_whitespace().last())
             .and_then(|v| v.parse::<i32>().ok());
