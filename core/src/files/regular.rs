@@ -193,23 +193,21 @@ fn linked_inode(id: u32, reg: &RegularFile, source: &Path) -> Result<LinkedInode
     };
     // The restore opens it in the process's mount namespace (made again): its path is the
     // process's, looked up through its root when that namespace is not cryo's.
-    let st = open_linked(reg, &linked, holder_of(source))
+    let holder = holder_of(source);
+    let (_, st, dir) = open_linked(reg, &linked, holder)
         .map_err(|e| refuse(format!("{e}: a restore could not open it again, refused")))?;
-    if (st.1.st_dev, st.1.st_ino) != (reg.dev, reg.ino) {
+    if (st.st_dev, st.st_ino) != (reg.dev, reg.ino) {
         return Err(refuse("its handle opens another inode: refused".into()));
     }
     // A process in a user namespace of its own opens it at restore from inside, where
     // open_by_handle_at is refused (it needs CAP_DAC_READ_SEARCH over the initial one):
     // another of its names in its directory (or in the nearest one left above it, when that
     // was removed too) leads to it there (zdtm unlink_fstat03).
-    if let Some(pid) = holder_of(source).filter(|&p| crate::task::userns::in_other_than_cryos(p))
+    if let Some(pid) = holder.filter(|&p| crate::task::namespaces::other_than_cryos(p, "user"))
     {
-        let seen = |d: &Path| crate::task::mount_ns::as_seen_by(pid, &d.to_string_lossy());
-        let other = Path::new(&reg.path)
-            .ancestors()
-            .skip(1)
-            .find(|d| fs::symlink_metadata(&*seen(d)).is_ok())
-            .and_then(|d| Some(d.join(other_name_in(&seen(d), reg.dev, reg.ino)?)));
+        // The directory the handle was opened through: its own, or the nearest one left.
+        let seen = crate::task::mount_ns::as_seen_by(pid, &dir.to_string_lossy());
+        let other = other_name_in(&seen, reg.dev, reg.ino).map(|name| dir.join(name));
         match other {
             Some(other) => {
                 return Ok(LinkedInode {
@@ -219,7 +217,7 @@ fn linked_inode(id: u32, reg: &RegularFile, source: &Path) -> Result<LinkedInode
             }
             // In a mount namespace of its own the file may be on a tmpfs the restore copies,
             // where another of its names is found (task::mount_ns): judged there.
-            None if crate::task::mount_ns::in_other_than_cryos(pid) => {}
+            None if crate::task::namespaces::other_than_cryos(pid, "mnt") => {}
             None => {
                 return Err(refuse(
                     "its process is in a user namespace of its own, where a restore may not \
@@ -256,7 +254,7 @@ fn open_linked(
     reg: &RegularFile,
     linked: &LinkedInode,
     holder: Option<nix::unistd::Pid>,
-) -> io::Result<(OwnedFd, nix::sys::stat::FileStat)> {
+) -> io::Result<(OwnedFd, nix::sys::stat::FileStat, PathBuf)> {
     let dir = Path::new(&reg.path).parent().unwrap_or(Path::new("/"));
     let open_dir = |d: &Path| {
         let seen = match holder {
@@ -282,8 +280,9 @@ fn open_linked(
                     d.display()
                 )));
             }
-            Ok(fd)
+            Ok((fd, d.to_path_buf()))
         })?;
+    let (mount, found_in) = mount;
     let h = FileHandle {
         handle_type: linked.handle_type,
         bytes: linked.handle.clone(),
@@ -294,7 +293,7 @@ fn open_linked(
             _ => io::Error::other(format!("open_by_handle_at: {e}")),
         })?;
     let st = nix::sys::stat::fstat(&fd)?;
-    Ok((fd, st))
+    Ok((fd, st, found_in))
 }
 
 /// The inode of deleted file `reg` (linked elsewhere) opened again (O_PATH) and checked to be
@@ -317,7 +316,7 @@ fn reopen_linked(
         same_file(desc, reg, &st, Identity::File, images)?;
         return Ok(fd);
     }
-    let (fd, st) = match open_linked(reg, linked, None) {
+    let (fd, st) = match open_linked(reg, linked, None).map(|(fd, st, _)| (fd, st)) {
         // In a user namespace of its own (its handle is refused there): its other name.
         Err(e) if !linked.other_name.is_empty() => {
             let fd = open_no_symlinks(

@@ -794,18 +794,11 @@ fn removed_bind_of_ours(
     Ok((path.to_string_lossy().into_owned(), entry))
 }
 
-/// Whether `pid` is in a mount namespace other than cryo's (false when that cannot be read).
-pub(crate) fn in_other_than_cryos(pid: Pid) -> bool {
-    let ns = |dir: PathBuf| std::fs::metadata(dir.join("ns/mnt")).map(|m| m.ino()).ok();
-    let theirs = ns(proc::dir(pid));
-    theirs.is_some() && theirs != ns(PathBuf::from("/proc/self"))
-}
-
 /// Absolute `path` as process `pid` finds it: below the root of its mount namespace when it
 /// is in another than cryo's (its fds' paths are that namespace's, from its root, even when
 /// the process is chrooted), else `path` itself.
 pub(crate) fn as_seen_by(pid: Pid, path: &str) -> NamespacePath {
-    if in_other_than_cryos(pid) {
+    if super::namespaces::other_than_cryos(pid, "mnt") {
         // Unreachable, the path leads nowhere, as /proc/PID/root would for a process gone.
         namespace_root(pid)
             .unwrap_or_else(|_| NamespacePath::plain(proc::dir(pid).join("root")))

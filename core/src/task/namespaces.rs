@@ -131,6 +131,14 @@ const REFUSED: &[Kind] = &[
     },
 ];
 
+/// Whether `pid` is in a namespace of `kind` (a /proc/PID/ns link name: "user", "mnt"...)
+/// other than cryo's (false when that cannot be read).
+pub(crate) fn other_than_cryos(pid: Pid, kind: &str) -> bool {
+    let of = |dir: &Path| inode(&dir.join("ns").join(kind)).ok();
+    let theirs = of(&crate::proc::dir(pid));
+    theirs.is_some() && theirs != of(Path::new("/proc/self"))
+}
+
 /// The inode of namespace link `path` (`KIND:[INODE]`).
 pub(crate) fn inode(path: &Path) -> io::Result<u64> {
     let target = std::fs::read_link(path)?;

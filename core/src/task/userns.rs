@@ -260,21 +260,10 @@ pub(crate) fn root_outside(ns: Option<&UserNamespace>) -> (u32, u32) {
     })
 }
 
-/// Whether `pid` is in a user namespace other than cryo's (false when that cannot be read).
-pub(crate) fn in_other_than_cryos(pid: Pid) -> bool {
-    let ino = |p: &Path| {
-        std::fs::metadata(p)
-            .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
-            .ok()
-    };
-    let theirs = ino(&proc::dir(pid).join("ns/user"));
-    theirs.is_some() && theirs != ino(Path::new("/proc/self/ns/user"))
-}
-
 /// The group of the root of `pid`'s user namespace as cryo sees it, when that namespace is
 /// not cryo's (and maps a root).
 pub(crate) fn root_group_of(pid: Pid) -> Option<u32> {
-    if !in_other_than_cryos(pid) {
+    if !super::namespaces::other_than_cryos(pid, "user") {
         return None;
     }
     let dir = proc::dir(pid);
