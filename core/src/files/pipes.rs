@@ -270,10 +270,10 @@ fn peek(src: &OwnedFd) -> io::Result<(Vec<u8>, Vec<PipePacket>)> {
             return Err(io::Error::other("the byte behind a buffer was not written"));
         }
         buf.resize(len + 1, 0);
-        let got = read_retrying(&one_rd, &mut buf)?;
+        let got = uninterrupted(|| nix::unistd::read(&one_rd, &mut buf))?;
         let packet = if got == len {
             // The byte behind stayed: the pipe must be empty for the next buffer.
-            read_retrying(&one_rd, &mut buf[len..])?;
+            uninterrupted(|| nix::unistd::read(&one_rd, &mut buf[len..]))?;
             true
         } else if got == len + 1 {
             false
@@ -299,12 +299,12 @@ fn peek(src: &OwnedFd) -> io::Result<(Vec<u8>, Vec<PipePacket>)> {
     Ok((data, packets))
 }
 
-/// One read(2) of `fd` into `buf`, again when interrupted.
-fn read_retrying(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
+/// `call` (one read(2) or write(2)), made again when interrupted (EINTR).
+fn uninterrupted(mut call: impl FnMut() -> nix::Result<usize>) -> nix::Result<usize> {
     loop {
-        match nix::unistd::read(fd, buf) {
+        match call() {
             Err(Errno::EINTR) => continue,
-            r => return Ok(r?),
+            r => return r,
         }
     }
 }
@@ -665,7 +665,7 @@ fn refill(desc: &FileDesc, wr: &OwnedFd, queued: Queued<'_>, capacity: u32) -> R
         }
         let written = if packet {
             // At most a page: one write, one buffer.
-            write_retrying(wr, bytes)
+            uninterrupted(|| nix::unistd::write(wr, bytes))
         } else if runs.get(i + 1).is_some_and(|&(_, next)| next) {
             tee_in(wr, bytes)
         } else {
@@ -680,21 +680,12 @@ fn refill(desc: &FileDesc, wr: &OwnedFd, queued: Queued<'_>, capacity: u32) -> R
     setfl(OFlag::from_bits_retain(old))
 }
 
-/// One write(2) of `bytes` to `wr`, again when interrupted.
-fn write_retrying(wr: &OwnedFd, bytes: &[u8]) -> nix::Result<usize> {
-    loop {
-        match nix::unistd::write(wr, bytes) {
-            Err(Errno::EINTR) => continue,
-            r => return r,
-        }
-    }
-}
 
 /// Writes `bytes` to the non-blocking `wr`; EAGAIN when full.
 fn write_all(wr: &OwnedFd, bytes: &[u8]) -> nix::Result<usize> {
     let mut done = 0;
     while done < bytes.len() {
-        done += write_retrying(wr, &bytes[done..])?;
+        done += uninterrupted(|| nix::unistd::write(wr, &bytes[done..]))?;
     }
     Ok(done)
 }
@@ -707,7 +698,7 @@ fn tee_in(wr: &OwnedFd, bytes: &[u8]) -> nix::Result<usize> {
     let mut scratch = vec![0u8; bytes.len().min(1 << 16)];
     let mut done = 0;
     while done < bytes.len() {
-        let n = write_retrying(&st_wr, &bytes[done..])?;
+        let n = uninterrupted(|| nix::unistd::write(&st_wr, &bytes[done..]))?;
         let teed = nix::fcntl::tee(&st_rd, wr, n, SpliceFFlags::SPLICE_F_NONBLOCK)?;
         if teed < n {
             return Err(Errno::EAGAIN);
