@@ -30,8 +30,16 @@ use prost::Message;
 /// resume channel as a `ResumeChannel`, where format 1 stored serde_json; a 1.x image is
 /// refused ([`ImageError::OlderFormat`]) and must be dumped again.
 pub const FORMAT_MAJOR: u16 = 2;
-/// Format minor version written by this build.
-pub const FORMAT_MINOR: u16 = 0;
+/// Format minor version written by this build: raised with every change to the messages of
+/// image.proto, so that an older cryo, which would ignore fields it does not know (and restore
+/// a process without what they hold), refuses the image instead. 1: the fields added up to
+/// 2026-12-07 (pipe packets, linked files' other names, futex hash slots, zero pages...).
+pub const FORMAT_MINOR: u16 = 1;
+
+/// The fingerprint of image.proto's declarations (comments and spacing aside) that
+/// [`FORMAT_MINOR`] was last raised for: a test fails when they change and it was not raised.
+#[cfg(test)]
+const SCHEMA_FINGERPRINT: u64 = 0xda9d_1419_8555_e039;
 
 const MAGIC: &[u8; 8] = b"CRYOIMG\0";
 const HEADER_LEN: usize = 32;
@@ -515,6 +523,39 @@ mod tests {
             assert!(matches!(err, ImageError::Version { .. }), "{err}");
             assert!(err.to_string().contains("pstree.img"));
         }
+    }
+
+    /// image.proto without its comments, its declarations one space apart.
+    fn declarations(proto: &str) -> String {
+        proto
+            .lines()
+            .map(|l| l.split("//").next().unwrap_or(""))
+            .flat_map(str::split_whitespace)
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    #[test]
+    fn a_change_to_the_image_messages_raises_the_format_minor() {
+        let text = declarations(include_str!("../proto/image.proto"));
+        // FNV-1a: stable across builds and toolchains, unlike std's hasher.
+        let fingerprint = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        assert_eq!(
+            fingerprint, SCHEMA_FINGERPRINT,
+            "image.proto's messages changed: raise FORMAT_MINOR (an older cryo must refuse \
+             images it would restore without the new fields) and set SCHEMA_FINGERPRINT to \
+             {fingerprint:#x}"
+        );
+    }
+
+    #[test]
+    fn declarations_ignore_comments_and_spacing() {
+        assert_eq!(
+            declarations("message A { // why\n  uint32 x = 1;  \n}\n"),
+            "message A { uint32 x = 1; }"
+        );
     }
 
     #[test]
