@@ -33,13 +33,15 @@ pub const FORMAT_MAJOR: u16 = 2;
 /// Format minor version written by this build: raised with every change to the messages of
 /// image.proto, so that an older cryo, which would ignore fields it does not know (and restore
 /// a process without what they hold), refuses the image instead. 1: the fields added up to
-/// 2026-12-07 (pipe packets, linked files' other names, futex hash slots, zero pages...).
-pub const FORMAT_MINOR: u16 = 1;
+/// 2026-12-07 (pipe packets, linked files' other names, futex hash slots, zero pages...). 2:
+/// unix sockets' peer credentials (UnixSocket.peer_cred), and the fields added beside them
+/// on 2026-12-07 (threads' default timer slack, realtime timer deadlines, VMA flags...).
+pub const FORMAT_MINOR: u16 = 2;
 
 /// The fingerprint of image.proto's declarations (comments and spacing aside) that
 /// [`FORMAT_MINOR`] was last raised for: a test fails when they change and it was not raised.
 #[cfg(test)]
-const SCHEMA_FINGERPRINT: u64 = 0xda9d_1419_8555_e039;
+const SCHEMA_FINGERPRINT: u64 = 0xb471_1da5_c0fc_297f;
 
 const MAGIC: &[u8; 8] = b"CRYOIMG\0";
 const HEADER_LEN: usize = 32;

@@ -27,6 +27,7 @@ mod memory;
 mod memory_cow;
 mod memory_hugetlb;
 mod memory_mappings;
+mod memory_page_state;
 mod memory_pidns;
 mod migrate;
 mod mount_namespace;

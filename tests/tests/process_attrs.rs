@@ -210,6 +210,32 @@ attr_tests! {
         ("tget timerslack", "77000"),
     ];
 
+    /// A thread's default timer slack (what its PR_SET_TIMERSLACK 0 gives back) is its
+    /// creator's slack when it was made: 120000 here, the main thread's own since 90000 and
+    /// the thread's 77000. Before: the thread was made with the main thread's slack of then
+    /// (`tget timerslack-default` 90000).
+    timerslack_default: [
+        "timerslack=120000",
+        "thread",
+        "timerslack=90000",
+        "t.timerslack=77000",
+    ] => [
+        ("get timerslack", "90000"),
+        ("tget timerslack", "77000"),
+        ("tget timerslack-default", "120000"),
+        ("tget timerslack", "77000"),
+    ];
+
+    /// A thread made by a real-time thread (SCHED_FIFO with reset-on-fork: the thread is
+    /// SCHED_OTHER) starts with its creator's slack, 0, as its slack and its default. Before:
+    /// it came back with cryo's (`tget timerslack` 50000).
+    timerslack_of_a_thread_a_real_time_one_made: ["sched=fifo:10:reset", "thread"] => [
+        ("get timerslack", "0"),
+        ("tget timerslack", "0"),
+        ("tget timerslack-default", "0"),
+        ("tget sched", "other 0"),
+    ];
+
     /// PR_SET_DUMPABLE 0 (the dump itself then needs CAP_SYS_PTRACE, which root has).
     not_dumpable: ["dumpable=0"] => [("get dumpable", "0")];
 
@@ -594,4 +620,29 @@ fn tight_data_and_address_space_limits_come_back() {
         assert_eq!(w.cmd(&get), limit, "{tight}");
         w.kill_restored();
     }
+}
+
+/// The main thread's default timer slack is its creator's slack at the fork: here the test
+/// thread's 130000 (the workload's own slack is 90000). After a restore, and in the original
+/// after a `--leave-running` dump (cryo reads it by resetting the slack for a moment). Before:
+/// the restored main thread had cryo's slack as its default (`get timerslack-default` 50000).
+#[test]
+fn the_main_threads_default_timer_slack_is_the_one_it_was_made_with() {
+    cryo_bin();
+    // The spawned workload's main thread takes this thread's slack as its default.
+    nix::sys::prctl::set_timerslack(130_000).unwrap();
+    let w = Workload::spawn("attrs", &["timerslack=90000"]);
+    nix::sys::prctl::set_timerslack(0).unwrap();
+    let mut w = w;
+    let expect = owned(&[
+        ("get timerslack-default", "130000"),
+        ("get timerslack", "90000"),
+    ]);
+    check(&w, &expect, "as set, before the dump");
+    let img = w.path("img-left");
+    w.dump(&img, &["--leave-running"]).assert_success();
+    check(&w, &expect, "in the original after a --leave-running dump");
+    w.dump_and_restore();
+    check(&w, &expect, "after the restore");
+    w.kill_restored();
 }

@@ -999,3 +999,97 @@ fn socket_level_options_of_every_kind_of_socket_come_back_as_set() {
     }
     w.kill_restored();
 }
+
+/// A server (root, its listen() issued as euid 3000) and its child client (uid 1000, gid
+/// 1000, groups 1000 and 2000) connected through a listener on `name`: what each restored
+/// end shows as its peer (SO_PEERCRED, SO_PEERGROUPS) is what it showed at dump: the server's
+/// accepted end its client's connect(), the client's end the server's listen(), the listener
+/// its own listen(); and both ends of a socketpair the server made as euid 4000.
+fn peers_of_a_server_and_its_client(name: &str) {
+    cryo_bin();
+    let mut w = Workload::spawn("unix-peers", &[name, "1000", "1000", "1000,2000", "3000"]);
+    let (kid, server) = (w.cmd("kid"), w.pid());
+    assert_eq!(w.cmd("pair-as 4000"), "ok");
+    let ask = |w: &Workload| {
+        [
+            "peercred",
+            "kid-peercred",
+            "listener-peercred",
+            "pair-peercred",
+        ]
+        .map(|q| format!("{q}: {}", w.cmd(q)))
+    };
+    let before = ask(&w);
+    let listener = format!("pid {server} uid 3000 gid 3000 groups ");
+    assert_eq!(
+        before[0],
+        format!("peercred: pid {kid} uid 1000 gid 1000 groups 1000,2000")
+    );
+    assert!(
+        before[1].starts_with(&format!("kid-peercred: {listener}")),
+        "{before:?}"
+    );
+    assert!(
+        before[2].starts_with(&format!("listener-peercred: {listener}")),
+        "{before:?}"
+    );
+    let made = format!("pair-peercred: pid {server} uid 4000 gid 4000 groups ");
+    assert!(before[3].starts_with(&made), "{before:?}");
+    w.dump_and_restore();
+    assert_eq!(ask(&w), before, "after the restore");
+    w.kill_restored();
+}
+
+/// A listener bound to a path: the accepted connection is restored as a pair of its own.
+/// Before 2026-12-07 every end showed the server with uid 0 and no groups after the restore.
+#[test]
+fn a_server_and_its_client_of_other_uids_keep_their_peer_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    // The client, of another uid, reaches the socket file.
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o711),
+    )
+    .unwrap();
+    let path = dir.path().join("peers.sock");
+    peers_of_a_server_and_its_client(path.to_str().unwrap());
+}
+
+/// The same through a listener bound to an abstract name (the accepted end shares it: made
+/// by an accept from the restored listener).
+#[test]
+fn a_server_and_its_client_on_an_abstract_name_keep_their_peer_credentials() {
+    let name = format!(
+        "@cryo-peers-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    );
+    peers_of_a_server_and_its_client(&name.replace(['(', ')'], ""));
+}
+
+/// Two datagram sockets bound to paths and connected to each other by name show no peer
+/// (SO_PEERCRED pid 0: connect() stamps none on a datagram socket) and still exchange
+/// datagrams after the restore. Before 2026-12-07 they came back as a socketpair, showing the
+/// restored process as their peer.
+#[test]
+fn dgram_sockets_connected_to_each_other_by_name_still_show_no_peer() {
+    cryo_bin();
+    let mut w = Workload::spawn("socks", &[]);
+    let (pa, pb) = (w.path("a.sock"), w.path("b.sock"));
+    let a = w.cmd("socket unix dgram 0");
+    let b = w.cmd("socket unix dgram 0");
+    assert_eq!(w.cmd(&format!("bind-unix {a} {}", pa.display())), "ok");
+    assert_eq!(w.cmd(&format!("bind-unix {b} {}", pb.display())), "ok");
+    assert_eq!(w.cmd(&format!("connect-unix {a} {}", pb.display())), "ok");
+    assert_eq!(w.cmd(&format!("connect-unix {b} {}", pa.display())), "ok");
+    // SOL_SOCKET 1, SO_PEERCRED 17: its first int is the pid.
+    let peers = |w: &Workload| [&a, &b].map(|fd| w.cmd(&format!("getopt {fd} 1 17")));
+    assert_eq!(peers(&w), ["0", "0"]);
+    w.dump_and_restore();
+    assert_eq!(peers(&w), ["0", "0"], "SO_PEERCRED's pid after the restore");
+    assert_eq!(w.cmd(&format!("send {a} one")), "ok");
+    assert_eq!(w.cmd(&format!("recv-wait {b}")), "one");
+    assert_eq!(w.cmd(&format!("send {b} two")), "ok");
+    assert_eq!(w.cmd(&format!("recv-wait {a}")), "two");
+    w.kill_restored();
+}

@@ -78,3 +78,104 @@ fn a_timer_notifying_a_thread_that_ended_is_refused_at_dump() {
     let after = std::fs::read_to_string(format!("/proc/{}/timers", w.pid())).unwrap();
     assert_eq!(after, timers, "still there");
 }
+
+/// A timer's id and deadline (ns) from `realtime-timer HOW`.
+fn realtime_timer(w: &Workload, how: &str) -> (String, i128) {
+    let reply = w.cmd(&format!("realtime-timer {how}"));
+    let (id, deadline) = reply.split_once(' ').expect(&reply);
+    (id.to_string(), deadline.parse().expect(&reply))
+}
+
+/// The deadline of timer `id` as the workload sees it (CLOCK_REALTIME now + time left).
+fn deadline(w: &Workload, id: &str) -> i128 {
+    w.cmd(&format!("deadline {id}")).parse().unwrap()
+}
+
+/// A CLOCK_REALTIME timer armed with TIMER_ABSTIME keeps its deadline on the realtime clock
+/// (the time the process was away counts), a relative one its time left (the time away does
+/// not count), as a clock change would treat them. The kernel keeps no flag: a relative one
+/// runs on the monotonic base, an absolute one on the realtime base (/proc/timer_list). Before:
+/// the absolute one came back relative, its deadline later by the time away.
+#[test]
+fn an_absolute_realtime_timer_keeps_its_deadline_and_a_relative_one_its_time_left() {
+    cryo_bin();
+    let mut w = Workload::spawn("timers", &[]);
+    let (abs, abs_deadline) = realtime_timer(&w, "abs");
+    let (rel, _) = realtime_timer(&w, "rel");
+    const MS: i128 = 1_000_000;
+    let seen = deadline(&w, &abs);
+    assert!((seen - abs_deadline).abs() < MS, "{seen} {abs_deadline}");
+    let rel_before = deadline(&w, &rel);
+    let timers = std::fs::read_to_string(format!("/proc/{}/timers", w.pid())).unwrap();
+    let img = w.path("img");
+    w.dump_ok(&img);
+    // Time away (not a synchronisation): the relative timer must not count it.
+    let away = std::time::Duration::from_millis(300);
+    std::thread::sleep(away);
+    w.restore_background(&img);
+    let abs_after = deadline(&w, &abs);
+    let rel_after = deadline(&w, &rel);
+    assert!(
+        (abs_after - abs_deadline).abs() < 2 * MS,
+        "the absolute timer's deadline moved by {} ms",
+        (abs_after - abs_deadline) / MS
+    );
+    assert!(
+        rel_after - rel_before >= away.as_nanos() as i128,
+        "the relative timer counted the time away: its deadline moved by {} ms only",
+        (rel_after - rel_before) / MS
+    );
+    let restored = std::fs::read_to_string(format!("/proc/{}/timers", w.pid())).unwrap();
+    assert_eq!(restored, timers);
+    w.kill_restored();
+}
+
+/// An armed SIGEV_NONE timer on CLOCK_REALTIME is never queued on a clock base, so whether
+/// it was armed with TIMER_ABSTIME cannot be told: refused at dump, naming pid and timer; the
+/// process is left running. Before: dumped, and an absolute one came back relative.
+#[test]
+fn an_armed_sigev_none_realtime_timer_is_refused_at_dump() {
+    cryo_bin();
+    let w = Workload::spawn("timers", &[]);
+    let (id, _) = realtime_timer(&w, "none");
+    w.dump(&w.path("img"), &[])
+        .assert_refused()
+        .assert_stderr_has_word(&w.pid().to_string())
+        .assert_stderr_mentions(&format!("POSIX timer {id} on CLOCK_REALTIME"));
+    w.assert_untouched();
+}
+
+/// A timer's signal pending (blocked) stays tied to its timer: armed again, the timer drops
+/// it (as the kernel does: the signal is never delivered); taken, it carries the timer's id
+/// and overrun 0. The restore makes the timer expire at once so that the kernel queues its
+/// own signal again. Before: it came back a plain queued signal, still delivered after the
+/// timer was armed again (`a timer 1 overrun 0 ...`).
+#[test]
+fn a_pending_timer_signal_stays_tied_to_its_timer() {
+    cryo_bin();
+    let mut w = Workload::spawn("timers", &[]);
+    let reply = w.cmd("pending-timers");
+    let (a, b) = reply.split_once(' ').expect(&reply);
+    w.dump_and_restore();
+    assert_eq!(
+        w.cmd(&format!("rearm-take {a} {b}")),
+        format!("a none b timer {b} overrun 0 getoverrun 0")
+    );
+    w.kill_restored();
+}
+
+/// The signal of a periodic timer pending while blocked: the kernel keeps its overrun count
+/// to itself until the signal is delivered, so it cannot come back: refused at dump, naming
+/// pid, the timer and the signal; the process left running with it. Before: dumped, the
+/// signal came back a plain one (its overrun lost, not tied to the timer).
+#[test]
+fn a_blocked_pending_signal_of_a_periodic_timer_is_refused_at_dump() {
+    cryo_bin();
+    let w = Workload::spawn("timers", &[]);
+    let id = w.cmd("pending-periodic");
+    w.dump(&w.path("img"), &[])
+        .assert_refused()
+        .assert_stderr_has_word(&w.pid().to_string())
+        .assert_stderr_mentions(&format!("of periodic POSIX timer {id} is pending"));
+    w.assert_untouched();
+}

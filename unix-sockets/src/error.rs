@@ -84,6 +84,17 @@ impl UnixSockError {
         Self::Fd { step, fd, source }
     }
 
+    /// The errno of the system call that failed, when one did.
+    pub fn raw_os_error(&self) -> Option<i32> {
+        match self {
+            Self::Netlink { source, .. }
+            | Self::Query { source, .. }
+            | Self::Fd { source, .. }
+            | Self::Path { source, .. } => source.raw_os_error(),
+            _ => None,
+        }
+    }
+
     pub(crate) fn path(step: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
         Self::Path {
             step,

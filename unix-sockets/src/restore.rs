@@ -291,16 +291,54 @@ pub fn sender_named(name: &UnixName) -> Result<OwnedFd> {
 /// it. Fails when something holds the name. Holds the bind lock ([`crate::unlinked`]), so two
 /// processes of a restore making such connections on one name take turns.
 pub fn accepted_by_name(ty: SockType, name: &UnixName, client: impl AsFd) -> Result<OwnedFd> {
+    accepted_through(ty, name, client, &mut |_, call| call())
+}
+
+/// Which call of [`accepted_through`] is issued: each stamps peer credentials (SO_PEERCRED,
+/// SO_PEERGROUPS) from the task issuing it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stamp {
+    /// The transient listener's listen(): what the client shows as its peer.
+    Listen,
+    /// The client's connect(): what the accepted end shows as its peer.
+    Connect,
+}
+
+/// Issues one call of [`accepted_through`] (`call`), for the [`Stamp`] it is.
+pub type Issue<'a> = dyn FnMut(Stamp, &mut dyn FnMut() -> Result<()>) -> Result<()> + 'a;
+
+/// [`accepted_by_name`], each call that stamps peer credentials issued through `issue`, and
+/// `name` a path too: the transient listener is then bound to it without a file
+/// ([`crate::unlinked::bind_unlinked`], whatever is at the path stays) and reached through
+/// its socket file; the accepted end shows the path as its name.
+pub fn accepted_through(
+    ty: SockType,
+    name: &UnixName,
+    client: impl AsFd,
+    issue: &mut Issue<'_>,
+) -> Result<OwnedFd> {
     let client = client.as_fd();
-    let _lock = crate::unlinked::bind_lock()?;
     let listener = socket(ty)?;
-    sys::bind(listener.as_fd(), &name.to_sun_path()).map_err(|e| UnixSockError::Invalid {
-        step: "bind a transient listener",
-        fd: listener.as_raw_fd(),
-        detail: format!("to {name}: {e}"),
-    })?;
-    listen(&listener, 1)?;
-    connect(client, name)?;
+    let (_lock, _file, to) = match name {
+        UnixName::Path(_) => {
+            let file = crate::unlinked::bind_unlinked(&listener, name)?;
+            let to = crate::unlinked::reach(&file);
+            (None, Some(file), to)
+        }
+        _ => {
+            let lock = crate::unlinked::bind_lock()?;
+            sys::bind(listener.as_fd(), &name.to_sun_path()).map_err(|e| {
+                UnixSockError::Invalid {
+                    step: "bind a transient listener",
+                    fd: listener.as_raw_fd(),
+                    detail: format!("to {name}: {e}"),
+                }
+            })?;
+            (Some(lock), None, name.clone())
+        }
+    };
+    issue(Stamp::Listen, &mut || listen(&listener, 1))?;
+    issue(Stamp::Connect, &mut || connect(client, &to))?;
     accept(&listener)
 }
 
@@ -584,6 +622,37 @@ pub fn read_options(fd: impl AsFd) -> Result<SockOptions> {
         sndbuf: get(libc::SO_SNDBUF, "getsockopt SO_SNDBUF")?,
         rcvbuf: get(libc::SO_RCVBUF, "getsockopt SO_RCVBUF")?,
         peek_off: get(libc::SO_PEEK_OFF, "getsockopt SO_PEEK_OFF")?,
+    })
+}
+
+/// The credentials a unix socket shows as its peer's: SO_PEERCRED (pid, effective uid and
+/// gid) and SO_PEERGROUPS. A listener shows its own (those of the task that called listen()
+/// last), a connected end its peer's: for an accepted end, those of the task that connected;
+/// for the connecting end, its listener's; for the ends of a socketpair, its maker's.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PeerCred {
+    /// The pid, as the caller's PID namespace names it (0: none it can see).
+    pub pid: i32,
+    /// The effective uid (u32::MAX: none).
+    pub uid: u32,
+    /// The effective gid (u32::MAX: none).
+    pub gid: u32,
+    /// The supplementary groups, in the kernel's order.
+    pub groups: Vec<u32>,
+}
+
+/// Reads the peer credentials of `fd` (SO_PEERCRED, SO_PEERGROUPS).
+pub fn peer_cred(fd: impl AsFd) -> Result<PeerCred> {
+    let fd = fd.as_fd();
+    let raw = fd.as_raw_fd();
+    let c = sys::peer_cred(fd).map_err(|e| UnixSockError::fd("getsockopt SO_PEERCRED", raw, e))?;
+    let groups =
+        sys::peer_groups(fd).map_err(|e| UnixSockError::fd("getsockopt SO_PEERGROUPS", raw, e))?;
+    Ok(PeerCred {
+        pid: c.pid,
+        uid: c.uid,
+        gid: c.gid,
+        groups,
     })
 }
 

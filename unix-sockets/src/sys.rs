@@ -74,6 +74,61 @@ pub(crate) fn get_int(fd: BorrowedFd<'_>, level: i32, opt: i32) -> io::Result<i3
     Ok(val)
 }
 
+/// SO_PEERCRED: (pid, uid, gid) of the socket's peer as the caller's namespaces name them.
+pub(crate) fn peer_cred(fd: BorrowedFd<'_>) -> io::Result<RawCreds> {
+    // SAFETY: a zeroed ucred is a valid value of the plain C struct.
+    let mut cred: libc::ucred = unsafe { zeroed() };
+    let mut len = size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: cred and len are valid for writes of the sizes given.
+    cvt(unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    })?;
+    Ok(RawCreds {
+        pid: cred.pid,
+        uid: cred.uid,
+        gid: cred.gid,
+    })
+}
+
+/// SO_PEERGROUPS: the supplementary groups of the socket's peer (none without a peer).
+pub(crate) fn peer_groups(fd: BorrowedFd<'_>) -> io::Result<Vec<u32>> {
+    // NGROUPS_MAX is 65536; start small and grow to what the kernel says it needs.
+    let mut groups: Vec<libc::gid_t> = vec![0; 64];
+    loop {
+        let mut len = (groups.len() * size_of::<libc::gid_t>()) as libc::socklen_t;
+        // SAFETY: groups is valid for writes of len bytes, len for a write of its size.
+        let r = unsafe {
+            libc::getsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PEERGROUPS,
+                groups.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        if r == 0 {
+            groups.truncate(len as usize / size_of::<libc::gid_t>());
+            return Ok(groups);
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            // Too small: len says how much it needs.
+            Some(libc::ERANGE) if (len as usize) > groups.len() * size_of::<libc::gid_t>() => {
+                groups.resize(len as usize / size_of::<libc::gid_t>(), 0);
+            }
+            // No peer credentials at all (a socket never connected).
+            Some(libc::ENODATA) => return Ok(Vec::new()),
+            _ => return Err(e),
+        }
+    }
+}
+
 /// `setsockopt` of an int option.
 pub(crate) fn set_int(fd: BorrowedFd<'_>, level: i32, opt: i32, val: i32) -> io::Result<()> {
     // SAFETY: &val is valid for reads of size_of::<c_int>() bytes.

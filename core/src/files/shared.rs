@@ -55,10 +55,16 @@ fn map_of(d: &FileDesc) -> Option<&cryo_proto::image::BpfMap> {
 
 impl SharedObjects {
     /// Makes every memfd and shared anonymous memory object that description ids `used`
-    /// refer to (by an fd or a VMA), once per object, with its contents and size.
+    /// refer to (by an fd or a VMA), once per object, with its contents and size. The memfds
+    /// of descriptions `seal_first` (mapped shared through a writable fd yet never to be made
+    /// writable: only a write seal in place at mmap time does that) are sealed at once;
+    /// the others once every process is mapped ([`SharedObjects::seal`]), as are those a
+    /// shared mapping through descriptions `mapped_writable` may write.
     pub fn create(
         descs: &[FileDesc],
         used: &BTreeSet<u32>,
+        seal_first: &BTreeSet<u32>,
+        mapped_writable: &BTreeSet<u32>,
         images: &ImageDir,
     ) -> Result<Self, FileError> {
         let mut made = Self::default();
@@ -70,7 +76,14 @@ impl SharedObjects {
             if objects.iter().any(|o| o.ino == ino) {
                 continue;
             }
+            let of_object = |ids: &BTreeSet<u32>| {
+                descs
+                    .iter()
+                    .any(|d| ids.contains(&d.id) && object_of(d) == Some(ino))
+            };
+            let first = of_object(seal_first) && !of_object(mapped_writable);
             let (fd, seals) = match &desc.kind {
+                Some(Kind::Memfd(m)) if first => (memfd::recreate(desc, m, images, true)?, 0),
                 Some(Kind::Memfd(m)) => (memfd::recreate(desc, m, images, false)?, m.seals),
                 Some(Kind::Shmem(s)) => (
                     create_anon(s, images)

@@ -40,6 +40,8 @@ pub struct VmaViews {
     flags: std::collections::HashMap<u64, Vec<String>>,
     /// Policies other than the default, by VMA start.
     policies: std::collections::HashMap<u64, String>,
+    /// What smaps counts of the VMAs with huge or lazily freed pages, by VMA start.
+    usage: std::collections::HashMap<u64, super::vmflags::Usage>,
 }
 
 impl VmaViews {
@@ -54,16 +56,17 @@ impl VmaViews {
         beside: impl FnOnce() -> T,
     ) -> (Result<Self>, T) {
         if !overlap {
-            let views = super::vmflags::read(pid).and_then(|flags| {
+            let views = super::vmflags::read_with_usage(pid).and_then(|(flags, usage)| {
                 Ok(Self {
                     flags,
                     policies: super::numa::policies(pid)?,
+                    usage,
                 })
             });
             return (views, beside());
         }
         std::thread::scope(|scope| {
-            let flags = scope.spawn(move || super::vmflags::read(pid));
+            let flags = scope.spawn(move || super::vmflags::read_with_usage(pid));
             let policies = scope.spawn(move || super::numa::policies(pid));
             let got = beside();
             // A reader that panicked is a failed read (its panic was printed).
@@ -76,10 +79,11 @@ impl VmaViews {
                     ))
                 })
             }
-            let views = joined(pid, flags.join()).and_then(|flags| {
+            let views = joined(pid, flags.join()).and_then(|(flags, usage)| {
                 Ok(Self {
                     flags,
                     policies: joined(pid, policies.join())?,
+                    usage,
                 })
             });
             (views, got)
@@ -113,6 +117,7 @@ pub fn dump(
     let VmaViews {
         mut flags,
         policies,
+        usage,
     } = views;
     // The pre-copy's own registrations (closed once the images are out) are not the
     // process's: their "uw" is no state of its own.
@@ -195,6 +200,11 @@ pub fn dump(
         // VMAs (of however many processes) map them.
         let mut sysv_shmid = 0;
         let file_id = match kind {
+            // Shared anonymous memory mapped again MAP_PRIVATE (through its map_files link):
+            // a private mapping of that object, not of a file named /dev/zero.
+            VmaKind::FilePrivate if is_shmem_anon_name(&entry.name) => {
+                files.add_shmem(pid, &link(), images)?
+            }
             VmaKind::FilePrivate | VmaKind::FileShared => {
                 files.add_mapped_file(pid, &link(), images)?
             }
@@ -241,8 +251,11 @@ pub fn dump(
             may_write: entry.shared
                 && (entry.prot & libc::PROT_WRITE as u32 != 0
                     || super::vmflags::may_write(vm_flags)),
+            file_writable: entry.shared && super::vmflags::shared_writable(vm_flags),
+            apart: false,
         });
     }
+    mark_apart(&mut vmas);
 
     tracing::trace!("vmas classified");
     crate::ipc::shm::check_pieces(pid, &vmas, files)?;
@@ -253,6 +266,8 @@ pub fn dump(
         Some(earlier) => super::precopy::split_runs(runs, &earlier.pages),
         None => (runs, Vec::new()),
     };
+    let huge_pages = super::pagestate::huge_pages(pid, &vmas, &usage)?;
+    let lazy_free = super::pagestate::lazy_free(pid, &vmas, &usage, &runs)?;
     let total: u64 = runs.iter().map(|r| r.npages * PAGE).sum();
     let pages_file = if pages {
         let name = names::pages(pid);
@@ -285,9 +300,41 @@ pub fn dump(
         aio_rings,
         mlockall,
         guards,
+        huge_pages,
+        lazy_free,
         pages_file,
         ..mm_layout(stat, brk, proc::auxv(pid)?)
     })
+}
+
+/// Whether a maps name is that of shared anonymous memory (MAP_SHARED|MAP_ANONYMOUS), whose
+/// object the kernel names a deleted /dev/zero.
+fn is_shmem_anon_name(name: &str) -> bool {
+    name == "/dev/zero (deleted)"
+}
+
+/// Marks each private anonymous VMA that begins where the one before it ends and would
+/// merge with it if both were mapped fresh (same protection, flags, advice, lock and name):
+/// the kernel kept them apart (an area moved by mremap keeps its page offset, which then does
+/// not follow its neighbour's), so the restore must too.
+fn mark_apart(vmas: &mut [Vma]) {
+    let plain = |v: &Vma| {
+        matches!(VmaKind::try_from(v.kind), Ok(VmaKind::Anon | VmaKind::Heap))
+            && v.map_flags & (MAP_SHARED | libc::MAP_GROWSDOWN as u32) == 0
+            && v.hugetlb_page_size == 0
+            && !super::is_droppable(v)
+    };
+    for i in 1..vmas.len() {
+        let (prev, v) = (&vmas[i - 1], &vmas[i]);
+        vmas[i].apart = plain(prev)
+            && plain(v)
+            && prev.end == v.start
+            && prev.prot == v.prot
+            && prev.map_flags == v.map_flags
+            && prev.madvise == v.madvise
+            && prev.mlock == v.mlock
+            && super::anon_name(prev) == super::anon_name(v);
+    }
 }
 
 /// The address-space layout PR_SET_MM_MAP takes, from `/proc/PID/stat`, the current break

@@ -38,6 +38,26 @@ pub enum MemoryError {
         /// The name.
         name: String,
     },
+    /// Some lazily freed pages of a VMA (MADV_FREE) were written since and some not: the
+    /// kernel drops only the clean ones under memory pressure, and shows no page's dirty bit,
+    /// so which to free again at restore cannot be told.
+    #[error(
+        "pid {pid}: mapping {start:#x}-{end:#x}: {clean_kb} kB of its {freed_kb} kB of lazily \
+         freed pages (MADV_FREE) are still clean, the others written since, and which are \
+         which cannot be read (not supported)"
+    )]
+    LazyFreeMixed {
+        /// The dumped task.
+        pid: Pid,
+        /// The VMA's start.
+        start: u64,
+        /// Its end.
+        end: u64,
+        /// smaps LazyFree: the clean lazily freed pages.
+        clean_kb: u64,
+        /// The lazily freed pages, clean or written (no KPF_SWAPBACKED).
+        freed_kb: u64,
+    },
     /// The pages image is shorter than its page runs say.
     #[error("pid {pid}: pages image ends before page run at {addr:#x}")]
     PagesShort {

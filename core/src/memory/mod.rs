@@ -7,6 +7,7 @@ pub mod error;
 pub mod guard;
 pub mod hugetlb;
 pub mod numa;
+pub mod pagestate;
 pub mod precopy;
 pub mod premap;
 pub mod restore;

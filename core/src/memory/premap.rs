@@ -36,7 +36,7 @@ use super::PAGE;
 use crate::sys::mmap;
 
 /// Staging regions start here (16 TiB), far below where the kernel puts mappings it chooses.
-const STAGING_BASE: u64 = 1 << 44;
+pub(crate) const STAGING_BASE: u64 = 1 << 44;
 /// And end below the top of the user address space (47 bits).
 const STAGING_TOP: u64 = (1 << 47) - (1 << 32);
 /// Distance kept from every mapping to avoid.
@@ -219,7 +219,7 @@ pub(crate) fn same_pmd_offset(at: u64, like: u64) -> u64 {
 
 /// The lowest address from `from` where `len` bytes keep [`GUARD`] away from every range of
 /// `taken`, as far into its 2 MiB as `like` (where the region moves to at the end).
-fn place(from: u64, len: u64, like: u64, taken: &[Range<u64>]) -> Option<u64> {
+pub(crate) fn place(from: u64, len: u64, like: u64, taken: &[Range<u64>]) -> Option<u64> {
     let mut at = same_pmd_offset(from, like);
     while let Some(r) = taken
         .iter()

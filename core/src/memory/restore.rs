@@ -73,10 +73,12 @@ pub struct PageSources<'a> {
 }
 
 /// Whether a VMA needs its file opened writable: shared, and writable or allowed to become
-/// so (its file was opened for writing: a later mprotect(PROT_WRITE) must work again).
+/// so (its file was opened for writing: a later mprotect(PROT_WRITE) must work again), or
+/// mapped through a writable fd all the same (a write-sealed memfd: VmFlags "sh" without
+/// "mw", which a read-only fd would not give).
 pub fn needs_writable_file(vma: &Vma) -> bool {
     vma.map_flags & libc::MAP_SHARED as u32 != 0
-        && (vma.prot & libc::PROT_WRITE as u32 != 0 || vma.may_write)
+        && (vma.prot & libc::PROT_WRITE as u32 != 0 || vma.may_write || vma.file_writable)
 }
 
 /// Replaces the address space of stopped `child` (a fork of cryo running `remote` at its
@@ -162,6 +164,8 @@ pub fn reshape(
     }
     let mut maps: Vec<BatchCall> = Vec::with_capacity(mm.vmas.len());
     let mut mapped: Vec<&Vma> = Vec::with_capacity(mm.vmas.len());
+    // (VMA, protection, mmap flags) of the VMAs kept apart from the one before them.
+    let mut apart: Vec<(&Vma, u64, u64)> = Vec::new();
     for (vma, &fill) in mm.vmas.iter().zip(&filled) {
         let kind = VmaKind::try_from(vma.kind).unwrap_or(VmaKind::Invalid);
         // AIO rings are made by io_setup once the rest is in place (step 4b).
@@ -222,6 +226,10 @@ pub fn reshape(
             continue;
         }
         let mut flags = (vma.map_flags | libc::MAP_FIXED_NOREPLACE as u32) as u64;
+        if vma.apart && matches!(kind, VmaKind::Anon | VmaKind::Heap) {
+            apart.push((vma, prot, flags | libc::MAP_ANONYMOUS as u64));
+            continue;
+        }
         // Shared anonymous memory maps the one object cryo made for the tree (images before
         // format 1.1 have no object: fresh memory, filled from the pages).
         let from_file = matches!(kind, VmaKind::FilePrivate | VmaKind::FileShared)
@@ -266,6 +274,8 @@ pub fn reshape(
         .into());
     }
 
+    map_apart(child, remote, batch, keep, mm, &apart)?;
+
     tracing::trace!("mapped");
     // 4. Every dumped page: anonymous memory copied in through userfaultfd from the pages
     // image cryo already mapped to check it; the rest (and all of it if that fails) read
@@ -300,6 +310,8 @@ pub fn reshape(
     tracing::trace!("copied");
     fill_by_read(child, remote, batch, fds.pages, &by_read)?;
     tracing::debug!("pages filled");
+    // 4a. Transparent huge pages collapsed again, lazily freed pages freed again.
+    super::pagestate::restore(child, remote, batch, mm)?;
     // 4b. AIO contexts, their rings at their addresses (the pages image is the file their
     // zero-length reads read).
     crate::files::aio::restore(child, remote, batch.table, mm, fds.pages)?;
@@ -356,6 +368,82 @@ pub fn reshape(
     run_batch(child, remote, batch, &closes, |i| {
         format!("close fd {}", fds[i])
     })?;
+    Ok(())
+}
+
+/// Maps the VMAs the kernel had kept apart from the one before them (`apart`: each with
+/// its protection and mmap flags) at addresses clear of everything, and moves each into
+/// place with mremap: a moved VMA keeps the page offset of where it was made, which does not
+/// follow its neighbour's, so the kernel does not merge them (a fresh mapping beside it would
+/// be merged). Every other VMA is in place by now; the temporary addresses are a page apart,
+/// so no two moved VMAs' offsets follow each other either.
+fn map_apart(
+    child: Pid,
+    remote: &Remote,
+    batch: BatchSite,
+    keep: (u64, u64),
+    mm: &MmCore,
+    apart: &[(&Vma, u64, u64)],
+) -> Result<()> {
+    if apart.is_empty() {
+        return Ok(());
+    }
+    let mut taken: Vec<std::ops::Range<u64>> = mm.vmas.iter().map(|v| v.start..v.end).collect();
+    taken.push(keep.0..keep.1);
+    let mut next = super::premap::STAGING_BASE;
+    let mut calls: Vec<BatchCall> = Vec::with_capacity(5 * apart.len());
+    // (VMA, step) of each call, and where each VMA's mremap is.
+    let mut of_call: Vec<(usize, &str)> = Vec::with_capacity(5 * apart.len());
+    let mut moves: Vec<usize> = Vec::with_capacity(apart.len());
+    let rw = (libc::PROT_READ | libc::PROT_WRITE) as u64;
+    for (i, &(vma, prot, flags)) in apart.iter().enumerate() {
+        let len = vma.end - vma.start;
+        let at = super::premap::place(next, len, vma.start, &taken).ok_or(
+            MemoryError::NoStagingRoom {
+                pid: child,
+                start: vma.start,
+            },
+        )?;
+        next = at + len + PAGE;
+        // An anonymous VMA never written takes the page offset of where it is moved (to
+        // merge there): one page written and dropped gives it its anon_vma, and it keeps the
+        // offset of where it was made.
+        let how = (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64;
+        calls.push((libc::SYS_mmap, [at, len, prot | rw, flags, u64::MAX, 0]));
+        of_call.push((i, "mmap"));
+        calls.push((libc::SYS_madvise, [at, PAGE, MADV_POPULATE_WRITE, 0, 0, 0]));
+        of_call.push((i, "write a page of"));
+        calls.push((
+            libc::SYS_madvise,
+            [at, PAGE, libc::MADV_DONTNEED as u64, 0, 0, 0],
+        ));
+        of_call.push((i, "drop the page written in"));
+        moves.push(calls.len());
+        calls.push((libc::SYS_mremap, [at, len, len, how, vma.start, 0]));
+        of_call.push((i, "move into place"));
+        if prot | rw != prot {
+            calls.push((libc::SYS_mprotect, [vma.start, len, prot, 0, 0, 0]));
+            of_call.push((i, "mprotect"));
+        }
+    }
+    let got = run_batch(child, remote, batch, &calls, |c| {
+        let (i, what) = of_call[c];
+        let vma = apart[i].0;
+        format!(
+            "{what} {:#x}-{:#x}, kept apart from the VMA before it",
+            vma.start, vma.end
+        )
+    })?;
+    for (&(vma, _, _), &c) in apart.iter().zip(&moves) {
+        if got[c] != vma.start {
+            return Err(MemoryError::Misplaced {
+                pid: child,
+                start: vma.start,
+                at: got[c],
+            }
+            .into());
+        }
+    }
     Ok(())
 }
 

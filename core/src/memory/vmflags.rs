@@ -26,6 +26,65 @@ pub fn read(pid: Pid) -> Result<HashMap<u64, Vec<String>>> {
     Ok(parse(&crate::proc::read(pid, "smaps")?))
 }
 
+/// What smaps counts of a VMA's pages that the dump looks into page by page: its
+/// transparent huge pages and its lazily freed pages.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    /// `AnonHugePages`, in kB: anonymous memory mapped by transparent huge pages.
+    pub anon_huge_kb: u64,
+    /// `LazyFree`, in kB: pages freed with MADV_FREE, not written since, that the kernel
+    /// has not dropped yet.
+    pub lazy_free_kb: u64,
+}
+
+/// The VmFlags codes of each VMA, by start address.
+pub type FlagsByStart = HashMap<u64, Vec<String>>;
+
+/// [`read`], and the [`Usage`] of each VMA that has transparent huge pages or lazily freed
+/// pages, by start address, from the same smaps text.
+pub fn read_with_usage(pid: Pid) -> Result<(FlagsByStart, HashMap<u64, Usage>)> {
+    let smaps = crate::proc::read(pid, "smaps")?;
+    Ok((parse(&smaps), usage(&smaps)))
+}
+
+/// The [`Usage`] of each VMA of an smaps text with huge or lazily freed pages.
+fn usage(smaps: &str) -> HashMap<u64, Usage> {
+    let mut all = HashMap::new();
+    let mut at: Option<(u64, Usage)> = None;
+    let kb = |v: &str| -> u64 {
+        v.split_whitespace()
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    for line in smaps.lines() {
+        // A VMA's header line starts with its range; field lines with "Name:".
+        let header = line
+            .split_once(' ')
+            .and_then(|(range, _)| range.split_once('-'))
+            .and_then(|(s, _)| u64::from_str_radix(s, 16).ok());
+        if let Some(start) = header {
+            at = Some((start, Usage::default()));
+            continue;
+        }
+        let (Some((start, u)), Some((field, value))) = (at.as_mut(), line.split_once(':')) else {
+            continue;
+        };
+        match field {
+            "AnonHugePages" => u.anon_huge_kb = kb(value),
+            "LazyFree" => u.lazy_free_kb = kb(value),
+            "VmFlags" => {
+                if u.anon_huge_kb != 0 || u.lazy_free_kb != 0 {
+                    all.insert(*start, *u);
+                }
+                at = None;
+            }
+            _ => {}
+        }
+    }
+    all
+}
+
 /// The VmFlags of each VMA of an smaps text, by start address.
 fn parse(smaps: &str) -> HashMap<u64, Vec<String>> {
     let mut flags = HashMap::new();
@@ -144,6 +203,12 @@ pub fn hugetlb(flags: Option<&Vec<String>>) -> bool {
     has(flags, "ht")
 }
 
+/// Whether a shared mapping's file was opened for writing (VM_SHARED, "sh": mmap clears it
+/// for a file opened read-only), whether or not it may be made writable.
+pub fn shared_writable(flags: Option<&Vec<String>>) -> bool {
+    has(flags, "sh")
+}
+
 /// Whether the flags say the mapping may be made writable (VM_MAYWRITE).
 pub fn may_write(flags: Option<&Vec<String>>) -> bool {
     flags.is_some_and(|f| f.iter().any(|c| c == "mw"))
@@ -167,6 +232,32 @@ VmFlags: rd sh mr me ms
         assert!(may_write(flags.get(&0x7f00000000)));
         assert!(!may_write(flags.get(&0x7f00002000)));
         assert!(!may_write(flags.get(&0x1000)));
+    }
+
+    #[test]
+    fn huge_and_lazily_freed_pages_are_counted_per_vma() {
+        let smaps = "\
+7f00000000-7f00400000 rw-p 00000000 00:00 0
+Size:               4096 kB
+Shared_Clean:          4 kB
+Private_Clean:        16 kB
+LazyFree:             16 kB
+AnonHugePages:      2048 kB
+VmFlags: rd wr mr mw me ac hg
+7f00400000-7f00401000 rw-p 00000000 00:00 0
+LazyFree:              0 kB
+AnonHugePages:         0 kB
+VmFlags: rd wr mr mw me ac
+";
+        let all = usage(smaps);
+        assert_eq!(all.len(), 1);
+        assert_eq!(
+            all[&0x7f00000000],
+            Usage {
+                anon_huge_kb: 2048,
+                lazy_free_kb: 16,
+            }
+        );
     }
 
     #[test]

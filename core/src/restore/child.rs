@@ -176,6 +176,15 @@ fn child_setup(tree: &Planned, i: usize) -> Result<(), ChildError> {
     let inherited = plan.inherited[i].iter().map(|(&id, &fd)| (id, fd));
     let has_ctty = files::pty::take_controlling(&tree.loaded.descs, &t.entry, inherited, false)
         .map_err(files_error(ChildFiles::Terminal))?;
+    // The unix sockets it makes show the dumped peer credentials of itself and of the
+    // processes it forks later (sockets::unix::peers); not in a user namespace of its own,
+    // whose ids the dumped ones are not.
+    if t.core.userns.is_none() {
+        crate::sockets::unix::peers::set_issuers(
+            t.entry.pid,
+            descendants.iter().map(|&d| tree.loaded.tasks[d].entry.pid),
+        );
+    }
     // A process with its parent's fd table has its fds already: that table is complete.
     if !t.core.files_of_parent {
         files::restore_task_fds_with(
@@ -335,12 +344,19 @@ fn fork_children(tree: &Planned, i: usize, children: &[usize]) -> Result<(), Chi
 /// this process may not choose pids (EPERM: it is in a user namespace of its own, in cryo's
 /// PID namespace), through cryo's pid broker.
 fn fork_child(tree: &Planned, pid: Pid, share: u64) -> std::io::Result<Forked> {
-    match fork_with_pid_sharing(pid, share) {
+    // Its main thread's default timer slack is this thread's slack at the fork.
+    let default = tree
+        .loaded
+        .tasks
+        .iter()
+        .find(|t| t.entry.pid == pid.as_raw())
+        .and_then(|t| attrs::main_default_slack(&t.core));
+    attrs::fork_with_default_slack(default, || match fork_with_pid_sharing(pid, share) {
         Err(e) if e.raw_os_error() == Some(libc::EPERM) && tree.pid_broker.is_some() => {
             super::pid_broker::fork_asking(tree.plan.pid_broker_slot, pid, share)
         }
         forked => forked,
-    }
+    })
 }
 
 /// The children of task `i` (its PID namespace's init) in session `sid`, which its leader

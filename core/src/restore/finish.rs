@@ -238,8 +238,12 @@ fn finish(
     let mut created = vec![child];
     // Kept until the security state, which goes on last, in every thread.
     let mut in_threads = Vec::with_capacity(task.core.threads.len() - 1);
-    for thread in &task.core.threads[1..] {
+    let others = task.core.threads.len() - 1;
+    for (n, thread) in task.core.threads[1..].iter().enumerate() {
+        // Made with its default timer slack as the main thread's slack then.
+        let was = attrs::slack_for_thread(child, &remote, &task.core, thread)?;
         let tid = threads::create(&remote, scratch, Pid::from_raw(thread.tid))?;
+        attrs::slack_after_thread(child, &remote, &task.core, was, n + 1 == others)?;
         created.push(tid);
         let moves = tree.cgroups[i]
             .threads

@@ -197,8 +197,18 @@ fn spawn_tree(tree: &Planned, ns: Option<Namespaces>) -> Result<(Vec<Pid>, Optio
                 };
                 let pid = Pid::from_raw(tree.loaded.tasks[r].entry.pid);
                 let user = super::child::starts_user_namespace(&tree.loaded.tasks[r].core, None);
+                // The init is born with cryo's slack, which it gives the process as its main
+                // thread's default timer slack.
+                let default = crate::task::attrs::main_default_slack(&tree.loaded.tasks[r].core);
+                let creator = crate::task::attrs::slack_for_creation(default).map_err(|e| {
+                    Error::sys(pid, "set the default timer slack to fork it with", e)
+                })?;
                 let spawned =
-                    super::namespaces::spawn_init(pid, ns, &theirs, user, || child_main(tree, r))?;
+                    super::namespaces::spawn_init(pid, ns, &theirs, user, || child_main(tree, r));
+                creator
+                    .put_back()
+                    .map_err(|e| Error::sys(pid, "put cryo's timer slack back", e))?;
+                let spawned = spawned?;
                 init = Some(spawned.init);
                 created[r] = Some(spawned.child);
             }
@@ -248,13 +258,19 @@ fn spawn_tree(tree: &Planned, ns: Option<Namespaces>) -> Result<(Vec<Pid>, Optio
                     }
                     let pid = Pid::from_raw(tree.loaded.tasks[r].entry.pid);
                     let made = super::child::clone_namespaces(&tree.loaded.tasks[r].core, None);
-                    let forked = if own_pidns {
-                        new_pid_namespace(pid, plan.roots.len(), new_net, made)
-                    } else if made != 0 {
-                        fork_with_pid_sharing(pid, made)
-                    } else {
-                        fork_with_pid(pid)
-                    };
+                    // Its main thread's default timer slack is cryo's at the fork (through
+                    // the init of a new PID namespace: the init is born with it as its own).
+                    let default =
+                        crate::task::attrs::main_default_slack(&tree.loaded.tasks[r].core);
+                    let forked = crate::task::attrs::fork_with_default_slack(default, || {
+                        if own_pidns {
+                            new_pid_namespace(pid, plan.roots.len(), new_net, made)
+                        } else if made != 0 {
+                            fork_with_pid_sharing(pid, made)
+                        } else {
+                            fork_with_pid(pid)
+                        }
+                    });
                     match forked {
                         Ok(Forked::Child) => {
                             if new_net {
@@ -563,7 +579,11 @@ fn session_stand_in(tree: &Planned, session: &super::stand_in::SessionStandIn) -
         let pid = Pid::from_raw(tree.loaded.tasks[r].entry.pid);
         let flags = libc::CLONE_PARENT as u64
             | super::child::clone_namespaces(&tree.loaded.tasks[r].core, None);
-        match fork_with_pid_sharing(pid, flags)? {
+        let default = crate::task::attrs::main_default_slack(&tree.loaded.tasks[r].core);
+        let made = crate::task::attrs::fork_with_default_slack(default, || {
+            fork_with_pid_sharing(pid, flags)
+        });
+        match made? {
             Forked::Child => child_main(tree, r),
             Forked::Parent(_) => forked += 1,
         }

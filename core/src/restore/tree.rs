@@ -83,7 +83,26 @@ impl Loaded {
                     .chain([t.mm.exe_file_id])
             })
             .collect();
-        let shared = files::SharedObjects::create(&self.descs, &used, &self.images)?;
+        // Memfds mapped shared read-only through a writable fd after a write seal: sealed
+        // before they are mapped, so the mapping cannot be made writable, as it could not;
+        // unless a shared mapping of theirs may write (made before an F_SEAL_FUTURE_WRITE),
+        // which a sealed memfd would refuse (EPERM).
+        let vmas = || self.tasks.iter().flat_map(|t| t.mm.vmas.iter());
+        let ids = |f: &dyn Fn(&cryo_proto::image::Vma) -> bool| -> std::collections::BTreeSet<u32> {
+            vmas().filter(|v| f(v)).map(|v| v.file_id).collect()
+        };
+        let seal_first = ids(&|v| v.file_writable && !v.may_write);
+        let mapped_writable = ids(&|v| {
+            v.map_flags & libc::MAP_SHARED as u32 != 0
+                && (v.may_write || v.prot & libc::PROT_WRITE as u32 != 0)
+        });
+        let shared = files::SharedObjects::create(
+            &self.descs,
+            &used,
+            &seal_first,
+            &mapped_writable,
+            &self.images,
+        )?;
         let ipc_namespaces = self.tasks.iter().map(|t| t.core.ipc_ns).collect();
         // Those a user namespace of the restore owns: made by a clone, filled then.
         let in_user_namespaces = self

@@ -823,6 +823,12 @@ impl From<&UnixSocketState> for pb::UnixSocket {
             unlinked: u.unlinked,
             name_shared: u.name_shared,
             socket: u.socket.as_ref().map(options_to),
+            peer_cred: u.peer_cred.as_ref().map(|c| pb::UnixPeerCred {
+                pid: c.pid,
+                uid: c.uid,
+                gid: c.gid,
+                groups: c.groups.clone(),
+            }),
         }
     }
 }
@@ -863,6 +869,15 @@ impl TryFrom<&pb::UnixSocket> for UnixSocketState {
             unlinked: u.unlinked,
             name_shared: u.name_shared,
             socket: u.socket.as_ref().map(options_of),
+            peer_cred: u
+                .peer_cred
+                .as_ref()
+                .map(|c| cryo_unix_sockets::restore::PeerCred {
+                    pid: c.pid,
+                    uid: c.uid,
+                    gid: c.gid,
+                    groups: c.groups.clone(),
+                }),
         })
     }
 }
@@ -1078,6 +1093,12 @@ mod tests {
             bind_dir: b"/run".to_vec(),
             unlinked: true,
             name_shared: true,
+            peer_cred: Some(cryo_unix_sockets::restore::PeerCred {
+                pid: 7,
+                uid: 1000,
+                gid: 100,
+                groups: vec![100, 2000],
+            }),
         })));
         round_trip(SocketState::Packet(Box::new(PacketState {
             spkt_device: String::new(),

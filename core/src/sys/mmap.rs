@@ -233,6 +233,24 @@ pub fn unmap_staged(addr: u64, len: u64) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Applies every CPU's pending batch of LRU changes to its pages: the kernel batches them
+/// per CPU (a page freed with MADV_FREE is lazily freed, in smaps and under memory pressure,
+/// only then). mlock drains every CPU's batches first (lru_add_drain_all); the byte of ours
+/// it locks is unlocked at once.
+pub fn drain_lru_batches() -> std::io::Result<()> {
+    let byte = std::hint::black_box([0u8; 1]);
+    let at = byte.as_ptr().cast::<libc::c_void>();
+    // SAFETY: locks and unlocks the page of a local of ours; its contents do not change.
+    if unsafe { libc::mlock(at, 1) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    if unsafe { libc::munlock(at, 1) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// madvise(`addr`, `len`, `advice`) on staged memory.
 pub fn advise_staged(addr: u64, len: u64, advice: libc::c_int) -> std::io::Result<()> {
     // SAFETY: madvise on a staged region; MADV_DONTNEED there only zeroes memory no Rust

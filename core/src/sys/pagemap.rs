@@ -25,6 +25,8 @@ pub const PAGE_IS_PRESENT: u64 = 1 << 3;
 pub const PAGE_IS_SWAPPED: u64 = 1 << 4;
 /// `PAGE_IS_PFNZERO`: the shared zero page.
 pub const PAGE_IS_PFNZERO: u64 = 1 << 5;
+/// `PAGE_IS_HUGE`: mapped by a huge page (a PMD-mapped transparent huge page, or hugetlb).
+pub const PAGE_IS_HUGE: u64 = 1 << 6;
 /// `PAGE_IS_GUARD` (Linux 6.15): a guard page (madvise MADV_GUARD_INSTALL), which faults
 /// with SIGSEGV; the kernel also counts it as swapped.
 pub const PAGE_IS_GUARD: u64 = 1 << 8;

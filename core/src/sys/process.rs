@@ -489,3 +489,143 @@ impl Drop for LastPid {
         }
     }
 }
+
+/// The ids a system call that stamps credentials on an object (a unix socket's listen,
+/// connect, socketpair) is issued under: the effective uid and gid and the supplementary
+/// groups, as this process's user namespace names them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallIds {
+    /// The effective uid.
+    pub uid: u32,
+    /// The effective gid.
+    pub gid: u32,
+    /// The supplementary groups.
+    pub groups: Vec<u32>,
+}
+
+/// SECBIT_NO_SETUID_FIXUP (linux/securebits.h): a change of uid leaves the capabilities.
+const SECBIT_NO_SETUID_FIXUP: libc::c_ulong = 1 << 2;
+
+/// The effective ids of this thread now.
+pub fn effective_ids() -> io::Result<CallIds> {
+    let groups = nix::unistd::getgroups().map_err(io::Error::from)?;
+    Ok(CallIds {
+        uid: nix::unistd::geteuid().as_raw(),
+        gid: nix::unistd::getegid().as_raw(),
+        groups: groups.into_iter().map(|g| g.as_raw()).collect(),
+    })
+}
+
+/// setgroups of this thread only (the raw call: glibc's would change every thread).
+fn set_thread_groups(groups: &[u32]) -> io::Result<()> {
+    // SAFETY: setgroups reads groups.len() gids from a live slice.
+    cvt(unsafe {
+        libc::syscall(
+            libc::SYS_setgroups,
+            groups.len() as libc::c_long,
+            groups.as_ptr(),
+        )
+    })
+    .map(drop)
+}
+
+/// Sets this thread's effective uid and gid and groups to `ids` (real and saved ids kept),
+/// securebits to `bits` first: raw calls on this thread only.
+fn set_thread_effective(ids: &CallIds, bits: libc::c_ulong) -> io::Result<()> {
+    let keep: libc::c_long = -1;
+    // SAFETY: prctl PR_SET_SECUREBITS takes an integer.
+    cvt(unsafe { libc::prctl(libc::PR_SET_SECUREBITS, bits, 0, 0, 0) }.into())?;
+    set_thread_groups(&ids.groups)?;
+    // SAFETY: setresgid and setresuid take ids, no pointers, and change this thread only.
+    cvt(unsafe { libc::syscall(libc::SYS_setresgid, keep, libc::c_long::from(ids.gid), keep) })?;
+    // SAFETY: as above.
+    cvt(unsafe { libc::syscall(libc::SYS_setresuid, keep, libc::c_long::from(ids.uid), keep) })
+        .map(drop)
+}
+
+/// Runs `call` in this (single-threaded, privileged) process with its effective uid, gid and
+/// groups set to `ids`, its capabilities kept (SECBIT_NO_SETUID_FIXUP for the time of the
+/// call: it still reaches what cryo reaches), then puts its ids and securebits back.
+pub fn with_effective_ids<R>(ids: &CallIds, call: impl FnOnce() -> io::Result<R>) -> io::Result<R> {
+    let before = effective_ids()?;
+    if before == *ids {
+        return call();
+    }
+    // SAFETY: prctl PR_GET_SECUREBITS takes no pointer.
+    let bits =
+        cvt(unsafe { libc::prctl(libc::PR_GET_SECUREBITS, 0, 0, 0, 0) }.into())? as libc::c_ulong;
+    let switched = set_thread_effective(ids, bits | SECBIT_NO_SETUID_FIXUP);
+    let r = switched.and_then(|()| call());
+    // Back, the uid first (the capabilities kept all along allow the rest).
+    let keep: libc::c_long = -1;
+    // SAFETY: setresuid takes ids, no pointers, and changes this thread only.
+    let uid_back = cvt(unsafe {
+        libc::syscall(
+            libc::SYS_setresuid,
+            keep,
+            libc::c_long::from(before.uid),
+            keep,
+        )
+    });
+    let back = uid_back.and_then(|_| set_thread_effective(&before, bits));
+    match (r, back) {
+        (Ok(v), Ok(())) => Ok(v),
+        (Err(e), _) | (Ok(_), Err(e)) => Err(e),
+    }
+}
+
+/// Runs `call` in a short-lived child of this (single-threaded, privileged) process whose
+/// pid is `pid` (clone3 with set_tid: a pid no process holds now) and whose effective ids are
+/// `ids`, and waits for it: what `call` does to objects the child inherited (a socket's
+/// listen, connect) is stamped with that pid and those ids. The child sends no SIGCHLD and is
+/// reaped here, so its pid is free again on return. `call`'s error comes back as its errno
+/// (EIO when it has none).
+pub fn in_stand_in(
+    pid: Pid,
+    ids: &CallIds,
+    call: impl FnOnce() -> io::Result<()>,
+) -> io::Result<()> {
+    let tid: libc::pid_t = pid.as_raw();
+    let args = CloneArgs {
+        set_tid: &tid as *const libc::pid_t as u64,
+        set_tid_size: 1,
+        // No signal: nothing of it is left pending for the restored process.
+        exit_signal: 0,
+        ..Default::default()
+    };
+    let started = std::time::Instant::now();
+    let forked = loop {
+        match clone3(&args) {
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) && started.elapsed() < PATIENCE => {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            done => break done?,
+        }
+    };
+    match forked {
+        Forked::Child => {
+            let r = with_effective_ids(ids, call);
+            exit_child(match r {
+                Ok(()) => 0,
+                Err(e) => e.raw_os_error().unwrap_or(libc::EIO),
+            })
+        }
+        Forked::Parent(child) => {
+            let status = loop {
+                match nix::sys::wait::waitpid(child, Some(nix::sys::wait::WaitPidFlag::__WALL)) {
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    r => break r.map_err(io::Error::from)?,
+                }
+            };
+            match status {
+                nix::sys::wait::WaitStatus::Exited(_, 0) => Ok(()),
+                nix::sys::wait::WaitStatus::Exited(_, code) => {
+                    Err(io::Error::from_raw_os_error(code))
+                }
+                other => Err(io::Error::other(format!(
+                    "the stand-in with pid {pid} ended: {other:?}"
+                ))),
+            }
+        }
+    }
+}

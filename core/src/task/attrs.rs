@@ -5,11 +5,14 @@
 //!
 //! ```text
 //! dump     outside: sched_getattr, getpriority, sched_getaffinity, ioprio_get (by tid),
-//!                   /proc/PID/oom_score_adj, loginuid, sessionid
+//!                   /proc/PID/oom_score_adj, loginuid, sessionid, the default timer slack
+//!                   (/proc/TID/timerslack_ns written 0, read, written back)
 //!          remote:  prctl getters, in the batch each thread runs anyway (threads.rs); the
 //!                   futex hash size (main thread, alone: older kernels answer EINVAL)
 //!          refuse:  what this host's cryo could not set (probed on a thread of cryo's own)
-//! restore  child:   oom_score_adj, loginuid, coredump_filter, subreaper, THP, the main
+//! restore  fork, clone: the creator's slack set to the new task's default slack (the
+//!                   kernel's copy_process makes it so), then put back
+//!          child:   oom_score_adj, loginuid, coredump_filter, subreaper, THP, the main
 //!                   thread's slack and MCE
 //!                   policy (the threads created later inherit the last two)
 //!          remote, its threads made: the futex hash size, where the kernel's differs
@@ -32,6 +35,7 @@ use crate::sys::keyctl::{
     KEY_SPEC_SESSION_KEYRING, KEY_SPEC_THREAD_KEYRING, KEY_SPEC_USER_SESSION_KEYRING,
 };
 use crate::sys::prctl::set_own;
+use crate::sys::process::Forked;
 use crate::sys::ptrace::SudConfig;
 use crate::sys::sched::{self, SchedAttr};
 
@@ -550,6 +554,8 @@ pub fn dump_thread(
     };
     let value = |i: usize| values.get(i).copied().unwrap_or(0);
     attrs.timerslack_ns = value(0);
+    attrs.default_timerslack_ns = default_timerslack(tid, &attr, attrs.timerslack_ns)
+        .map_err(|e| io::Error::new(e.kind(), format!("default timer slack: {e}")))?;
     attrs.pdeathsig = value(1) as i32;
     attrs.mce_kill = value(2) as u32;
     // ARCH_GET_CPUID answers 1 where cpuid runs, 0 where it faults.
@@ -583,6 +589,50 @@ pub fn dump_thread(
         user_session = Some(thread_user_session);
     }
     Ok((attrs, user_session))
+}
+
+/// The default timer slack of stopped thread `tid` (what its PR_SET_TIMERSLACK(0) gives back:
+/// its creator's slack when it was made), `current` its slack now, `attr` its policy. Read
+/// through /proc/TID/timerslack_ns, whose 0 resets the slack to the default as the thread's
+/// prctl would: written 0, read, then the slack written back. A real-time thread ignores the
+/// write and reads 0; it takes its default back when it leaves the real-time class, so a FIFO
+/// or RR thread is made SCHED_OTHER for the read and put back. A SCHED_DEADLINE thread (its
+/// bandwidth would be given up and asked again) is not read: None.
+fn default_timerslack(tid: Pid, attr: &SchedAttr, current: u64) -> io::Result<Option<u64>> {
+    let path = crate::proc::dir(tid).join("timerslack_ns");
+    let read = || -> io::Result<u64> {
+        std::fs::read_to_string(&path)?
+            .trim()
+            .parse()
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidData))
+    };
+    match attr.policy as i32 {
+        libc::SCHED_DEADLINE => Ok(None),
+        libc::SCHED_FIFO | libc::SCHED_RR => {
+            let fair = SchedAttr {
+                policy: libc::SCHED_OTHER as u32,
+                nice: attr.nice,
+                ..Default::default()
+            };
+            let back = SchedAttr {
+                policy: attr.policy,
+                flags: attr.flags & POLICY_FLAGS,
+                priority: attr.priority,
+                ..Default::default()
+            };
+            sched::set_attr(tid, &fair)?;
+            let default = read();
+            sched::set_attr(tid, &back)?;
+            default.map(Some)
+        }
+        _ => {
+            std::fs::write(&path, "0")?;
+            let default = read();
+            // 0 (a default of 0, made by a real-time thread) resets to it again.
+            std::fs::write(&path, current.to_string())?;
+            default.map(Some)
+        }
+    }
 }
 
 /// The process attributes /proc shows from outside (the prctl ones come with the main
@@ -1060,6 +1110,162 @@ pub fn restore_in_child(core: &TaskCore) -> Result<(), ChildError> {
     Ok(())
 }
 
+/// The default timer slack the main thread of `core` is made with, where the image has it.
+pub fn main_default_slack(core: &TaskCore) -> Option<u64> {
+    core.threads.first()?.attrs.as_ref()?.default_timerslack_ns
+}
+
+/// What [`slack_for_creation`] changed in the creating thread, to be put back.
+#[derive(Debug, Default)]
+pub struct CreatorSlack {
+    /// Its scheduling attributes before it was made real-time for a default of 0.
+    sched: Option<SchedAttr>,
+    /// Its slack before.
+    slack: Option<u64>,
+}
+
+/// `sched_setattr` of a creator made real-time for one creation: SCHED_FIFO with
+/// SCHED_FLAG_RESET_ON_FORK, so that what it makes is born SCHED_OTHER, with a slack of 0.
+fn real_time_creator() -> SchedAttr {
+    SchedAttr {
+        policy: libc::SCHED_FIFO as u32,
+        flags: libc::SCHED_FLAG_RESET_ON_FORK as u64,
+        priority: 1,
+        ..Default::default()
+    }
+}
+
+/// Gives the calling thread the timer slack `default` for a fork or clone it makes next: the
+/// kernel (copy_process) makes the new task's default slack its creator's slack then. A
+/// default of 0 (the task was made by a real-time one) is a slack only a real-time thread
+/// has: the caller is made real-time ([`real_time_creator`]) for it. [`CreatorSlack::put_back`]
+/// in the caller (the parent) after the fork.
+pub fn slack_for_creation(default: Option<u64>) -> io::Result<CreatorSlack> {
+    let me = Pid::from_raw(0);
+    let Some(default) = default else {
+        return Ok(CreatorSlack::default());
+    };
+    let slack = crate::sys::prctl::get_own(libc::PR_GET_TIMERSLACK, 0)? as u64;
+    if default == slack {
+        return Ok(CreatorSlack::default());
+    }
+    if default == 0 {
+        let was = sched::get_attr(me)?;
+        sched::set_attr(me, &real_time_creator())?;
+        return Ok(CreatorSlack {
+            sched: Some(was),
+            slack: Some(slack),
+        });
+    }
+    set_own(libc::PR_SET_TIMERSLACK, default, 0)?;
+    Ok(CreatorSlack {
+        sched: None,
+        slack: Some(slack),
+    })
+}
+
+impl CreatorSlack {
+    /// Puts back the calling thread's policy and slack as they were before
+    /// [`slack_for_creation`].
+    pub fn put_back(self) -> io::Result<()> {
+        if let Some(was) = self.sched {
+            sched::set_attr(
+                Pid::from_raw(0),
+                &SchedAttr {
+                    flags: was.flags & POLICY_FLAGS,
+                    ..was
+                },
+            )?;
+        }
+        // A slack of 0 outside a real-time policy is a default of 0: 0 resets to it.
+        if let Some(slack) = self.slack {
+            set_own(libc::PR_SET_TIMERSLACK, slack, 0)?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs `fork` (a fork or clone3 by the calling thread) with the calling thread's slack set to
+/// `default` ([`slack_for_creation`]), put back after in the parent (and after a failure).
+pub fn fork_with_default_slack(
+    default: Option<u64>,
+    fork: impl FnOnce() -> io::Result<Forked>,
+) -> io::Result<Forked> {
+    let creator = slack_for_creation(default)?;
+    let forked = fork();
+    if !matches!(forked, Ok(Forked::Child)) {
+        creator.put_back()?;
+    }
+    forked
+}
+
+/// Gives the main thread of restored process `pid` (`main`, by remote calls, or from
+/// outside) the slack `thread` is to be created with as its default: before its clone (see
+/// [`slack_for_creation`]). Answers the main thread's policy to put back after the clone when
+/// it was made real-time for it. Without a default in the image (an older one), the thread is
+/// made with the main thread's own slack, as before.
+pub fn slack_for_thread(
+    pid: Pid,
+    main: &Remote,
+    task: &TaskCore,
+    thread: &ThreadCore,
+) -> Result<Option<SchedAttr>, AttrError> {
+    let tid = main.tid();
+    let set = |attribute| AttrError::set(pid, tid, attribute);
+    let own = task.threads.first().and_then(|t| t.attrs.as_ref());
+    let wanted = match thread.attrs.as_ref().and_then(|a| a.default_timerslack_ns) {
+        Some(d) => d,
+        None => match own {
+            Some(m) if !is_realtime(m.policy) && m.timerslack_ns != 0 => m.timerslack_ns,
+            _ => return Ok(None),
+        },
+    };
+    if wanted == 0 {
+        let was = sched::get_attr(tid).map_err(AttrError::read(pid, tid, "scheduling policy"))?;
+        sched::set_attr(tid, &real_time_creator()).map_err(set(
+            "scheduling policy (real-time, to make a thread with a default timer slack of 0)",
+        ))?;
+        return Ok(Some(was));
+    }
+    main.call(
+        libc::SYS_prctl,
+        &[libc::PR_SET_TIMERSLACK as u64, wanted, 0, 0, 0],
+    )
+    .map_err(set("timer slack (to make a thread with it as its default)"))?;
+    Ok(None)
+}
+
+/// After [`slack_for_thread`] and the clone: the main thread's policy back (`was`), and its
+/// own slack once every thread is made (`last`).
+pub fn slack_after_thread(
+    pid: Pid,
+    main: &Remote,
+    task: &TaskCore,
+    was: Option<SchedAttr>,
+    last: bool,
+) -> Result<(), AttrError> {
+    let tid = main.tid();
+    let set = |attribute| AttrError::set(pid, tid, attribute);
+    if let Some(was) = was {
+        let back = SchedAttr {
+            flags: was.flags & POLICY_FLAGS,
+            ..was
+        };
+        sched::set_attr(tid, &back).map_err(set("scheduling policy"))?;
+    }
+    if last {
+        // Its own (0 resets it to its default; a real-time one is 0 once its policy is set).
+        let own = task.threads.first().and_then(|t| t.attrs.as_ref());
+        let slack = own.map_or(0, |m| m.timerslack_ns);
+        main.call(
+            libc::SYS_prctl,
+            &[libc::PR_SET_TIMERSLACK as u64, slack, 0, 0, 0],
+        )
+        .map_err(set("timer slack"))?;
+    }
+    Ok(())
+}
+
 /// Whether restoring `creds` changes an id of the (root) restore child: that resets dumpable
 /// and the parent-death signal.
 fn ids_change(creds: Option<&Creds>) -> bool {
@@ -1119,7 +1325,13 @@ pub fn restore_after_creds(
             }
         }
     } else if let Some(main) = main {
-        let inherited = !is_realtime(main.policy) && main.timerslack_ns == a.timerslack_ns;
+        // A thread starts with its creator's slack, which was its default (slack_for_thread),
+        // or the main thread's own in an older image.
+        let created_with = match a.default_timerslack_ns {
+            Some(d) => Some(d),
+            None => (!is_realtime(main.policy)).then_some(main.timerslack_ns),
+        };
+        let inherited = created_with == Some(a.timerslack_ns);
         if !is_realtime(a.policy) && a.timerslack_ns != 0 && !inherited {
             calls.push((
                 "timer slack",

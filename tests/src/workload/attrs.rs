@@ -98,6 +98,7 @@
 //! oom           N                     (/proc/self/oom_score_adj)
 //! coredump-filter HEX                 (/proc/self/coredump_filter, as the kernel writes it)
 //! autogroup     N                     (the nice of /proc/self/autogroup)
+//! timerslack-default  N               (PR_SET_TIMERSLACK 0, PR_GET_TIMERSLACK, the slack set back)
 //! timerslack, dumpable, pdeathsig, subreaper, thp-disable, securebits (hex), nnp:  prctl getters
 //! mce           N                     (PR_MCE_KILL_GET)
 //! tsc           1 | 2                 (PR_GET_TSC: 2 where rdtsc raises SIGSEGV)
@@ -857,6 +858,17 @@ fn observe(key: &str) -> Result<String, String> {
             .map(|s| s.trim().to_string())
             .map_err(fail),
         "timerslack" => getter(libc::PR_GET_TIMERSLACK),
+        "timerslack-default" => {
+            // PR_SET_TIMERSLACK 0 gives the default back; the slack is then set back (a real-
+            // time thread ignores both and reads 0).
+            let slack = sys::prctl(libc::PR_GET_TIMERSLACK, 0, 0).map_err(fail)?;
+            sys::prctl(libc::PR_SET_TIMERSLACK, 0, 0).map_err(fail)?;
+            let default = sys::prctl(libc::PR_GET_TIMERSLACK, 0, 0).map_err(fail)?;
+            if slack != 0 {
+                sys::prctl(libc::PR_SET_TIMERSLACK, slack as u64, 0).map_err(fail)?;
+            }
+            Ok(default.to_string())
+        }
         "altstack" => {
             // SAFETY: stack_t is plain data; sigaltstack fills it.
             let mut old: libc::stack_t = unsafe { std::mem::zeroed() };

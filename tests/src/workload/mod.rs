@@ -47,6 +47,7 @@ mod mqueue;
 mod netns;
 mod notify;
 mod orphan_groups;
+mod page_state;
 mod pid_ns;
 mod pipe;
 mod pipe_split;
@@ -80,6 +81,7 @@ mod unix_ext;
 mod unix_listen;
 mod unix_pair;
 mod unix_pass;
+mod unix_peers;
 mod unix_split;
 mod unix_tree;
 mod unsupported;
@@ -137,6 +139,7 @@ pub const MODES: &[(&str, Start)] = &[
     ("udp", udp::start),
     ("unix-pair", unix_pair::start),
     ("unix-tree", unix_tree::start),
+    ("unix-peers", unix_peers::start),
     ("pipe-split", pipe_split::start),
     ("unix-split", unix_split::start),
     ("unix-listen", unix_listen::start),
@@ -167,6 +170,7 @@ pub const MODES: &[(&str, Start)] = &[
     ("pty-shell", pty_shell::start),
     ("advised", advised::start),
     ("special-maps", special_maps::start),
+    ("page-state", page_state::start),
     ("writer", writer::start),
     ("hugetlb", hugetlb::start),
     ("hugetlb-file", hugetlb::start_file),

@@ -20,6 +20,12 @@
 //!            taken from the task's open descriptions) -> shutdown -> options -> flags
 //! ```
 //!
+//! Peer credentials (SO_PEERCRED, SO_PEERGROUPS): every listen(), connect() and socketpair()
+//! that stamps them is issued as the dumped ones say ([`peers`]); a connected pair whose ends
+//! show different peers (an accepted connection) is made by an accept from a transient
+//! listener of the accepted end's path, not by socketpair(), and a listener listens again as
+//! each of its clients' peer before that client connects.
+//!
 //! [`UnixLinks::to_open`] says what a task opens: its fds' descriptions, plus the other members
 //! of the groups it makes and what their queues carry, recursively. The restore pipeline
 //! ([`crate::spawn`]) uses the same closure to plan what each process inherits.
@@ -38,7 +44,7 @@ use tracing::debug;
 use cryo_unix_sockets as unix;
 
 use super::{
-    bind, bind_connected, finish, finish_broken, make, make_broken, unix_err, UnixMessage,
+    bind, bind_connected, finish, finish_broken, make, make_broken, peers, unix_err, UnixMessage,
     UnixSocketState,
 };
 use crate::files::{above, describe, FileError};
@@ -438,23 +444,63 @@ impl UnixLinks {
                         detail: format!("its unix peer {} has another type", describe(db)),
                     });
                 }
-                if ua.name_shared || ub.name_shared {
+                let by_accept = if ua.name_shared || ub.name_shared {
                     // One end was accepted from a listener of an abstract name that is gone:
                     // the other connects to a transient listener of that name.
-                    let ((dacc, uacc), (dc, uc)) = if ua.name_shared {
+                    Some(ua.name_shared)
+                } else {
+                    // Ends showing different peers (an accepted connection): made by an
+                    // accept too, from a transient listener of the accepted end's path.
+                    accepted_role(ua, ub)
+                };
+                if let Some(a_accepted) = by_accept {
+                    let ((dacc, uacc), (dc, uc)) = if a_accepted {
                         ((da, ua), (db, ub))
                     } else {
                         ((db, ub), (da, ua))
                     };
                     let client = unix::restore::socket(ty).map_err(unix_err(dc, "socket"))?;
                     files.extend(bind_connected(dc, uc, &client)?.map(|f| (dc.id, f)));
-                    let acc = unix::restore::accepted_by_name(ty, &uacc.name(), &client).map_err(
-                        unix_err(dacc, "accept from a transient listener of its name"),
-                    )?;
+                    // The client shows the listen() caller as its peer, the accepted end the
+                    // connect() caller.
+                    let mut issue = stamped(uc.peer_cred.as_ref(), uacc.peer_cred.as_ref());
+                    let acc =
+                        unix::restore::accepted_through(ty, &uacc.name(), &client, &mut issue)
+                            .map_err(unix_err(
+                                dacc,
+                                "accept from a transient listener of its name",
+                            ))?;
                     debug!(id = dacc.id, peer = dc.id, what = %describe(dacc), "unix connection made by an accept");
                     return Ok(vec![(dacc.id, acc), (dc.id, client)]);
                 }
-                let (fa, fb) = unix::restore::socketpair(ty).map_err(unix_err(da, "socketpair"))?;
+                if connected_by_name(ua, ub) {
+                    // Datagram sockets connected to each other by name show no peer
+                    // credentials (a socketpair shows its maker): bound, then connected again.
+                    let (fa, file_a) = make(da, ua, 0)?;
+                    let (fb, file_b) = make(db, ub, 0)?;
+                    unix::restore::connect(&fa, &ub.reach(file_b.as_ref()))
+                        .map_err(unix_err(da, "connect to its peer's name again"))?;
+                    unix::restore::connect(&fb, &ua.reach(file_a.as_ref()))
+                        .map_err(unix_err(db, "connect to its peer's name again"))?;
+                    files.extend(file_a.map(|f| (*a, f)));
+                    files.extend(file_b.map(|f| (*b, f)));
+                    debug!(id = da.id, peer = db.id, what = %describe(da), "unix dgram sockets connected by name");
+                    return Ok(vec![(*a, fa), (*b, fb)]);
+                }
+                // Both ends show their maker: this process, as the dumped maker's ids.
+                let maker = ua
+                    .peer_cred
+                    .as_ref()
+                    .filter(|c| ub.peer_cred.as_ref() == Some(*c) && peers::is_own(c));
+                let mut made = None;
+                peers::issue(maker, || {
+                    made = Some(unix::restore::socketpair(ty)?);
+                    Ok(())
+                })
+                .map_err(unix_err(da, "socketpair"))?;
+                let (fa, fb) = made.ok_or_else(|| {
+                    unix_err(da, "socketpair")("the socketpair was made elsewhere".to_string())
+                })?;
                 // Each end's name (getsockname, the other's getpeername): an end of a
                 // socketpair is not bound yet, and can be.
                 for (d, u, fd, id) in [(da, ua, &fa, *a), (db, ub, &fb, *b)] {
@@ -473,6 +519,9 @@ impl UnixLinks {
                 // Room for every waiting connection while they connect again.
                 let room = ul.backlog.max(clients.len() as u32);
                 let (fd, file) = make(dl, ul, room)?;
+                // The peer credentials its listen() stamps now (each client connecting copies
+                // them): listened to again as a client's dumped peer where that differs.
+                let mut listen_stamp = ul.peer_cred.clone();
                 let to = ul.reach(file.as_ref());
                 files.extend(file.map(|f| (*listener, f)));
                 // The connections accepted from it before the dump, accepted again first (its
@@ -487,10 +536,15 @@ impl UnixLinks {
                         unix::restore::socket(ua.sock_type).map_err(unix_err(da, "socket"))?;
                     if let Some(c) = c {
                         let dc = desc(c)?;
-                        files.extend(bind_connected(dc, self.state(dc)?, &client)?.map(|f| (c, f)));
+                        let uc = self.state(dc)?;
+                        files.extend(bind_connected(dc, uc, &client)?.map(|f| (c, f)));
+                        listen_as(&fd, room, uc, dc, &mut listen_stamp)?;
                     }
-                    unix::restore::connect(&client, &to)
-                        .map_err(unix_err(da, "connect to its listener again"))?;
+                    // The accepted end shows the connect() caller as its peer.
+                    peers::issue(ua.peer_cred.as_ref(), || {
+                        unix::restore::connect(&client, &to)
+                    })
+                    .map_err(unix_err(da, "connect to its listener again"))?;
                     let acc = unix::restore::accept(&fd)
                         .map_err(unix_err(da, "accept from its listener again"))?;
                     made.push((a, acc));
@@ -523,13 +577,17 @@ impl UnixLinks {
                     let cfd =
                         unix::restore::socket(uc.sock_type).map_err(unix_err(dc, "socket"))?;
                     files.extend(bind(dc, uc, &cfd)?.map(|f| (c, f)));
+                    listen_as(&out[0].1, room, uc, dc, &mut listen_stamp)?;
                     unix::restore::connect(&cfd, &to)
                         .map_err(unix_err(dc, "connect to its listener again"))?;
                     out.push((c, cfd));
                 }
-                if room != ul.backlog.max(1) {
-                    unix::restore::listen(&out[0].1, ul.backlog.max(1))
-                        .map_err(unix_err(dl, "listen"))?;
+                if room != ul.backlog.max(1) || listen_stamp != ul.peer_cred {
+                    // Its own peer credentials last (those of its dumped listen() caller).
+                    peers::issue(ul.peer_cred.as_ref(), || {
+                        unix::restore::listen(&out[0].1, ul.backlog.max(1))
+                    })
+                    .map_err(unix_err(dl, "listen"))?;
                 }
                 debug!(id = dl.id, waiting = clients.len(), what = %describe(dl), "unix listener made with its waiting connections");
                 Ok(out)
@@ -741,6 +799,92 @@ impl UnixLinks {
             sockets::set_flags(d, owned)?;
         }
         Ok(())
+    }
+}
+
+/// Which end of a connected stream or seqpacket pair `a`, `b` (not sharing an abstract name
+/// with a listener) to make as the accepted one of a connection through a transient listener,
+/// so that each shows its dumped peer: `Some(true)`: `a`. Where their peers differ (an
+/// accepted connection: the client shows its listener's listen() caller, the accepted end the
+/// client's connect() caller; a socketpair shows its maker on both) and one of them can be
+/// stamped here ([`peers::can_issue`]): an end bound to a path (bound without a file, as every
+/// connected one is), which an accept gives the transient listener's name. `None`: a
+/// socketpair (no end bound to a path: an abstract name would be the transient listener's,
+/// held by nothing after).
+fn accepted_role(a: &UnixSocketState, b: &UnixSocketState) -> Option<bool> {
+    let (Some(pa), Some(pb)) = (&a.peer_cred, &b.peer_cred) else {
+        return None;
+    };
+    if a.sock_type == unix::SockType::Dgram || pa == pb {
+        return None;
+    }
+    if !peers::can_issue(pa) && !peers::can_issue(pb) {
+        return None;
+    }
+    let by_path = |u: &UnixSocketState| u.unlinked && matches!(u.name(), unix::UnixName::Path(_));
+    if by_path(a) {
+        Some(true)
+    } else if by_path(b) {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+/// Whether `a` and `b`, a connected pair, are datagram sockets each connected to the other by
+/// its name (connect() stamps no peer credentials on a datagram socket: each shows none, pid
+/// 0 and uid and gid -1), not the ends of a socketpair (which show their maker).
+fn connected_by_name(a: &UnixSocketState, b: &UnixSocketState) -> bool {
+    let none = |u: &UnixSocketState| {
+        u.peer_cred
+            .as_ref()
+            .is_some_and(|c| c.pid == 0 && c.uid == u32::MAX)
+    };
+    a.sock_type == unix::SockType::Dgram
+        && none(a)
+        && none(b)
+        && a.name().is_bound()
+        && b.name().is_bound()
+}
+
+/// Listens on `listener` (with `backlog`) again as the peer `client` (described by `d`)
+/// showed, the client of a connection about to connect to it, when that differs from what its
+/// listen() stamped last (`stamp`) and can be stamped here: the client copies it.
+fn listen_as(
+    listener: &OwnedFd,
+    backlog: u32,
+    client: &UnixSocketState,
+    d: &FileDesc,
+    stamp: &mut Option<unix::restore::PeerCred>,
+) -> Result<(), FileError> {
+    let Some(cred) = client.peer_cred.as_ref() else {
+        return Ok(());
+    };
+    if stamp.as_ref() == Some(cred) || !peers::can_issue(cred) {
+        return Ok(());
+    }
+    peers::issue(Some(cred), || unix::restore::listen(listener, backlog))
+        .map_err(unix_err(d, "listen as its client's peer"))?;
+    *stamp = Some(cred.clone());
+    Ok(())
+}
+
+/// Issues the calls of [`unix::restore::accepted_through`]: its listen() as `listen` (what the
+/// client shows as peer), its connect() as `connect` (what the accepted end shows).
+fn stamped<'a>(
+    listen: Option<&'a unix::restore::PeerCred>,
+    connect: Option<&'a unix::restore::PeerCred>,
+) -> impl FnMut(
+    unix::restore::Stamp,
+    &mut dyn FnMut() -> Result<(), unix::UnixSockError>,
+) -> Result<(), unix::UnixSockError>
+       + 'a {
+    move |which, call| {
+        let cred = match which {
+            unix::restore::Stamp::Listen => listen,
+            unix::restore::Stamp::Connect => connect,
+        };
+        peers::issue(cred, call)
     }
 }
 

@@ -12,8 +12,9 @@
 //!
 //! ```text
 //! capture   sock_diag (state, peer, name, accept queue), queue peeked (descriptors in
-//!           flight arrive in cryo as duplicates), options, the socket file of a bound path
-//!           (SIOCUNIXFILE: where it is, unlinked or not, its mode)
+//!           flight arrive in cryo as duplicates), options, peer credentials (SO_PEERCRED,
+//!           SO_PEERGROUPS), the socket file of a bound path (SIOCUNIXFILE: where it is,
+//!           unlinked or not, its mode)
 //! restore   alone: bound (or listening) again, a dgram queue refilled from itself
 //!           broken:  one end of a socketpair, the other closed once the queue went through
 //!           a name whose file is gone: bound without a file, peers reach it through the
@@ -24,6 +25,7 @@
 pub(crate) mod groups;
 pub(crate) mod in_flight;
 pub(crate) mod names;
+pub(crate) mod peers;
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -85,6 +87,9 @@ pub struct UnixSocketState {
     /// A connected stream or seqpacket socket whose abstract name is its listener's (an
     /// accepted socket): made again by an accept, never bound ([`shared_name`]).
     pub name_shared: bool,
+    /// SO_PEERCRED and SO_PEERGROUPS (a listener: its own, its listen() caller's; a connected
+    /// end: its peer's); None: an image made before they were kept.
+    pub peer_cred: Option<unix::restore::PeerCred>,
 }
 
 /// One message of a unix socket's receive queue.
@@ -472,6 +477,7 @@ fn capture(
         _ => Vec::new(),
     };
     let opts = unix::restore::read_options(dup).map_err(bad("options"))?;
+    let peer_cred = unix::restore::peer_cred(dup).map_err(bad("peer credentials"))?;
     let socket =
         tcp::capture_socket_level(dup).map_err(|source| SocketError::Repair { pid, fd, source })?;
     // Connected (an accepted socket, a client, a pair end): not listening, it can never be
@@ -510,6 +516,7 @@ fn capture(
         bind_dir: place.bind_dir,
         unlinked: place.unlinked,
         name_shared: owner != NameOwner::Itself,
+        peer_cred: Some(peer_cred),
     };
     Ok(UnixCapture {
         state,
@@ -1117,7 +1124,11 @@ fn make(
     let fd = unix::restore::socket(u.sock_type).map_err(unix_err(desc, "socket"))?;
     let file = bind(desc, u, &fd)?;
     if u.listening {
-        unix::restore::listen(&fd, backlog.max(1)).map_err(unix_err(desc, "listen"))?;
+        // Stamped with its dumped listen() caller's credentials (SO_PEERCRED of a listener).
+        peers::issue(u.peer_cred.as_ref(), || {
+            unix::restore::listen(&fd, backlog.max(1))
+        })
+        .map_err(unix_err(desc, "listen"))?;
     }
     Ok((fd, file))
 }

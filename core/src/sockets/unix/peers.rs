@@ -1,0 +1,119 @@
+//! The peer credentials of unix sockets made again (SO_PEERCRED: pid, effective uid and gid;
+//! SO_PEERGROUPS). The kernel stamps them from the calling task, so each call that stamps
+//! is issued as the dumped credentials say:
+//!
+//! ```text
+//! listen()      the listener's own (SO_PEERCRED of a listener), copied to each socket that
+//!               connects to it: the connecting end's peer
+//! connect()     the accepted end's peer: the connecting task's pid and ids
+//! socketpair()  both ends': the maker's
+//! ```
+//!
+//! A restored process makes its unix sockets in its cryo phase (uid 0, cryo's groups), before
+//! it forks its children. A call stamped with its own pid is issued by it with its effective
+//! ids switched for the call; one stamped with the pid of a process it forks later (a
+//! descendant) by a short-lived stand-in forked with that pid, which issues it on the socket
+//! it inherited and exits (the pid is free again for the real process; the socket keeps the
+//! stand-in's struct pid, whose number is the same). Any other pid (an ancestor, another tree,
+//! a process gone) cannot be given: the call is issued as is.
+
+use std::collections::BTreeSet;
+use std::io;
+use std::sync::OnceLock;
+
+use cryo_unix_sockets as unix;
+use nix::unistd::Pid;
+use tracing::debug;
+
+use crate::sys::process::{in_stand_in, with_effective_ids, CallIds};
+
+/// Who may issue stamping calls in this process of a restore.
+#[derive(Debug)]
+struct Issuers {
+    /// Its own pid.
+    own: i32,
+    /// The pids of the processes it forks later (its descendants): a stand-in may take them.
+    later: BTreeSet<i32>,
+}
+
+static ISSUERS: OnceLock<Issuers> = OnceLock::new();
+
+/// In a forked process of a restore (single-threaded, privileged, in cryo's user namespace),
+/// before it makes its sockets: its pid and the pids of its descendants. Unset (cryo itself,
+/// a process in a user namespace of its own), every call is issued as is.
+pub(crate) fn set_issuers(own: i32, later: impl IntoIterator<Item = i32>) {
+    let _ = ISSUERS.set(Issuers {
+        own,
+        later: later.into_iter().collect(),
+    });
+}
+
+/// Whether a call stamped `cred` can be issued so in this process.
+pub(crate) fn can_issue(cred: &unix::restore::PeerCred) -> bool {
+    ISSUERS
+        .get()
+        .is_some_and(|i| cred.pid != 0 && (cred.pid == i.own || i.later.contains(&cred.pid)))
+}
+
+/// Whether `cred` names this process of a restore (a call stamped so is issued by it).
+pub(crate) fn is_own(cred: &unix::restore::PeerCred) -> bool {
+    ISSUERS
+        .get()
+        .is_some_and(|i| cred.pid != 0 && cred.pid == i.own)
+}
+
+/// Issues `call` (a listen, connect or socketpair) so that what it stamps reads `cred`
+/// (None: an image without peer credentials; as is).
+pub(crate) fn issue(
+    cred: Option<&unix::restore::PeerCred>,
+    call: impl FnOnce() -> Result<(), unix::UnixSockError>,
+) -> Result<(), unix::UnixSockError> {
+    let (Some(cred), Some(issuers)) = (cred, ISSUERS.get()) else {
+        return call();
+    };
+    let ids = CallIds {
+        uid: cred.uid,
+        gid: cred.gid,
+        groups: cred.groups.clone(),
+    };
+    let own = cred.pid == issuers.own;
+    if !can_issue(cred) {
+        debug!(
+            pid = cred.pid,
+            own = issuers.own,
+            "unix peer credentials of a process this one does not fork: issued as is"
+        );
+        return call();
+    }
+    // The unix error of the call kept aside: only its errno crosses a stand-in.
+    let mut failed = None;
+    let kept = &mut failed;
+    let wrapped = move || {
+        call().map_err(|e| {
+            let errno = e.raw_os_error().unwrap_or(libc::EIO);
+            *kept = Some(e);
+            io::Error::from_raw_os_error(errno)
+        })
+    };
+    let issued = if own {
+        with_effective_ids(&ids, wrapped)
+    } else {
+        debug!(
+            pid = cred.pid,
+            "a stand-in issues a call stamping unix peer credentials"
+        );
+        in_stand_in(Pid::from_raw(cred.pid), &ids, wrapped)
+    };
+    match (issued, failed) {
+        (Ok(()), _) => Ok(()),
+        (Err(_), Some(e)) => Err(e),
+        (Err(e), None) => Err(unix::UnixSockError::Invalid {
+            step: "issue a call as the dumped peer credentials",
+            fd: -1,
+            detail: format!(
+                "as pid {} (uid {}, gid {}, groups {:?}): {e}",
+                cred.pid, cred.uid, cred.gid, cred.groups
+            ),
+        }),
+    }
+}

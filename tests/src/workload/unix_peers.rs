@@ -1,0 +1,226 @@
+//! `unix-peers NAME UID GID GROUPS LUID`: a server and its child client over a unix stream
+//! connection, each with other credentials, and what each end shows as its peer.
+//!
+//! ```text
+//! unix-peers NAME UID GID GROUPS LUID
+//!                            a stream listener at fd 50 on NAME (a path, or @name: abstract),
+//!                            listen() issued with effective uid and gid LUID (then back to
+//!                            0); the socket file (a path) mode 0777; a child takes uid UID, gid GID and groups GROUPS (comma-
+//!                            separated), connects and holds only its end; this process
+//!                            accepts it at fd 51
+//!   kid -> <child pid>
+//!   peercred -> "pid P uid U gid G groups A,B"   SO_PEERCRED + SO_PEERGROUPS of fd 51
+//!   listener-peercred -> the same of the listener (fd 50)
+//!   kid-peercred -> the same of the child's end, asked over the connection
+//!   pair-as ID -> ok   a stream socketpair at fds 52 and 53, made with effective uid and
+//!                      gid ID (then back to 0)
+//!   pair-peercred -> the peer credentials of both ends, ' | '-joined
+//! ```
+
+use std::ffi::CString;
+use std::io;
+use std::path::Path;
+
+use super::sys::{self, cvt};
+use super::{failed, io_err, unknown, Mode};
+
+/// The listener.
+const LISTENER: i32 = 50;
+/// The accepted end.
+const CONN: i32 = 51;
+/// The ends of the socketpair `pair-as` makes.
+const PAIR: [i32; 2] = [52, 53];
+
+struct UnixPeers {
+    kid: i32,
+}
+
+/// `sockaddr_un` of NAME (`@name`: abstract).
+fn address(name: &str) -> (libc::sockaddr_un, libc::socklen_t) {
+    // SAFETY: a zeroed sockaddr_un is a valid value.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    let bytes: Vec<u8> = match name.strip_prefix('@') {
+        Some(abs) => std::iter::once(0).chain(abs.bytes()).collect(),
+        None => name.as_bytes().to_vec(),
+    };
+    for (d, s) in addr.sun_path.iter_mut().zip(&bytes) {
+        *d = *s as libc::c_char;
+    }
+    let len = std::mem::size_of::<libc::sa_family_t>() + bytes.len();
+    (addr, len as libc::socklen_t)
+}
+
+/// "pid P uid U gid G groups A,B" of `fd`'s peer.
+fn peercred(fd: i32) -> io::Result<String> {
+    // SAFETY: a zeroed ucred is a valid value.
+    let mut cred: libc::ucred = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: cred and len are valid for writes of their sizes.
+    cvt(unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    })?;
+    let mut groups = [0 as libc::gid_t; 64];
+    let mut glen = std::mem::size_of_val(&groups) as libc::socklen_t;
+    // SAFETY: groups and glen are valid for writes of their sizes.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_PEERGROUPS,
+            groups.as_mut_ptr().cast(),
+            &mut glen,
+        )
+    };
+    let groups = if r < 0 {
+        format!("<{}>", io::Error::last_os_error())
+    } else {
+        groups[..glen as usize / std::mem::size_of::<libc::gid_t>()]
+            .iter()
+            .map(|g| g.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    Ok(format!(
+        "pid {} uid {} gid {} groups {groups}",
+        cred.pid, cred.uid, cred.gid
+    ))
+}
+
+/// Sets this process's effective uid and gid (real and saved kept).
+fn set_effective(uid: u32, gid: u32) -> io::Result<()> {
+    let keep = u32::MAX;
+    // SAFETY: plain integers.
+    cvt(unsafe { libc::setresgid(keep, gid, keep) })?;
+    // SAFETY: plain integers.
+    cvt(unsafe { libc::setresuid(keep, uid, keep) }).map(drop)
+}
+
+/// `unix-peers NAME UID GID GROUPS LUID`
+pub fn start(args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
+    let [name, uid, gid, groups, luid] = args else {
+        return Err("unix-peers needs NAME UID GID GROUPS LUID".into());
+    };
+    let num = |s: &str| s.parse::<u32>().map_err(|e| format!("{s}: {e}"));
+    let (uid, gid, luid) = (num(uid)?, num(gid)?, num(luid)?);
+    let groups: Vec<libc::gid_t> = groups.split(',').map(num).collect::<Result<_, _>>()?;
+    // SAFETY: a plain socket call.
+    let l = cvt(unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0) })
+        .map_err(failed("socket"))?;
+    let l = sys::move_fd(l, LISTENER).map_err(failed("dup2"))?;
+    let (addr, len) = address(name);
+    // SAFETY: addr is a valid sockaddr_un of len bytes.
+    cvt(unsafe { libc::bind(l, (&addr as *const libc::sockaddr_un).cast(), len) })
+        .map_err(failed(name))?;
+    if !name.starts_with('@') {
+        // The child, of another uid, connects: the socket writable by it (the test makes its
+        // directory searchable).
+        let sock = CString::new(name.as_bytes()).map_err(|e| e.to_string())?;
+        // SAFETY: a NUL-terminated path.
+        cvt(unsafe { libc::chmod(sock.as_ptr(), 0o777) }).map_err(failed("chmod"))?;
+    }
+    set_effective(luid, luid).map_err(failed("seteuid"))?;
+    // SAFETY: a plain listen.
+    let listened = cvt(unsafe { libc::listen(l, 8) });
+    set_effective(0, 0).map_err(failed("seteuid back"))?;
+    listened.map_err(failed("listen"))?;
+    // The workload is single-threaded here; the child only makes syscalls.
+    let kid = sys::fork().map_err(failed("fork"))?;
+    if kid == 0 {
+        client(l, addr, len, uid, gid, &groups);
+    }
+    // SAFETY: a plain accept (blocks until the child connected).
+    let c = cvt(unsafe { libc::accept(l, std::ptr::null_mut(), std::ptr::null_mut()) })
+        .map_err(failed("accept"))?;
+    sys::move_fd(c, CONN).map_err(failed("dup2"))?;
+    Ok(Box::new(UnixPeers { kid }))
+}
+
+/// The child: takes its ids, connects, then answers "cred" with its end's peer.
+fn client(
+    listener: i32,
+    addr: libc::sockaddr_un,
+    len: libc::socklen_t,
+    uid: u32,
+    gid: u32,
+    groups: &[libc::gid_t],
+) -> ! {
+    sys::close(listener);
+    let run = || -> io::Result<()> {
+        // SAFETY: groups is a live slice of gids.
+        cvt(unsafe { libc::setgroups(groups.len(), groups.as_ptr()) })?;
+        // SAFETY: plain integers.
+        cvt(unsafe { libc::setresgid(gid, gid, gid) })?;
+        // SAFETY: plain integers.
+        cvt(unsafe { libc::setresuid(uid, uid, uid) })?;
+        // SAFETY: a plain socket call.
+        let s = cvt(unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0) })?;
+        // SAFETY: addr is a valid sockaddr_un of len bytes.
+        cvt(unsafe { libc::connect(s, (&addr as *const libc::sockaddr_un).cast(), len) })?;
+        let mut buf = [0u8; 64];
+        loop {
+            // SAFETY: recv into our own buffer.
+            let n = unsafe { libc::recv(s, buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            if n <= 0 {
+                return Ok(());
+            }
+            let reply = peercred(s).unwrap_or_else(|e| format!("<{e}>"));
+            super::unix::send(s, reply.as_bytes())?;
+        }
+    };
+    super::kids::exit_child("unix-peers client", run())
+}
+
+impl Mode for UnixPeers {
+    fn command(&mut self, verb: &str, args: &[&str]) -> Result<String, String> {
+        match (verb, args) {
+            ("kid", []) => Ok(self.kid.to_string()),
+            ("peercred", []) => peercred(CONN).map_err(io_err),
+            ("listener-peercred", []) => peercred(LISTENER).map_err(io_err),
+            ("pair-as", [id]) => {
+                let id: u32 = id.parse().map_err(|e| format!("{id}: {e}"))?;
+                let mut fds = [0; 2];
+                set_effective(id, id).map_err(failed("seteuid"))?;
+                // SAFETY: fds is valid for two ints.
+                let made = cvt(unsafe {
+                    libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, fds.as_mut_ptr())
+                });
+                set_effective(0, 0).map_err(failed("seteuid back"))?;
+                made.map_err(failed("socketpair"))?;
+                for (fd, at) in fds.into_iter().zip(PAIR) {
+                    sys::move_fd(fd, at).map_err(failed("dup2"))?;
+                }
+                Ok("ok".into())
+            }
+            ("pair-peercred", []) => {
+                let ends = PAIR.map(|fd| peercred(fd).unwrap_or_else(|e| format!("<{e}>")));
+                Ok(ends.join(" | "))
+            }
+            ("kid-peercred", []) => {
+                super::unix::send(CONN, b"cred").map_err(io_err)?;
+                let mut buf = [0u8; 256];
+                loop {
+                    // SAFETY: recv into our own buffer (blocking: the child answers).
+                    let n = unsafe { libc::recv(CONN, buf.as_mut_ptr().cast(), buf.len(), 0) };
+                    if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                        continue;
+                    }
+                    if n <= 0 {
+                        return Err(format!("the child answered nothing ({n})"));
+                    }
+                    return Ok(String::from_utf8_lossy(&buf[..n as usize]).into_owned());
+                }
+            }
+            _ => unknown(verb),
+        }
+    }
+}
