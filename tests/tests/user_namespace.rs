@@ -492,3 +492,27 @@ fn a_removed_name_of_a_file_linked_only_in_another_directory_is_refused_in_a_use
     w.assert_untouched();
     assert!(w.cmd("linked").ends_with(" cryo-linked+more"));
 }
+
+#[test]
+fn a_removed_name_linked_only_in_another_directory_is_refused_in_a_user_and_mount_namespace() {
+    cryo_bin();
+    // As above, in a mount namespace of its own too, the file on a mount it shares with cryo
+    // (not its own tmpfs, which the restore copies and where another name would be found).
+    let w = Workload::spawn(
+        "user-ns",
+        &[MANY_LINES[0], MANY_LINES[1], "mnt=/srv", "linked=far"],
+    );
+    let out = w.dump(&w.path("img"), &[]);
+    assert!(!out.status.success(), "the dump should be refused\n{out}");
+    assert!(
+        out.stderr.contains(&format!("pid {}", w.pid()))
+            && out
+                .stderr
+                .contains("deleted name of a file linked elsewhere")
+            && out.stderr.contains("user namespace"),
+        "{}",
+        out.stderr
+    );
+    w.assert_untouched();
+    assert!(w.cmd("linked").ends_with(" cryo-linked+more"));
+}

@@ -103,6 +103,16 @@ pub enum MountNsError {
         /// Why.
         detail: String,
     },
+    /// A file of the namespace a restore could not open again.
+    #[error("pid {pid}: mount namespace mnt:[{inode}]: {detail}")]
+    FileRefused {
+        /// The process.
+        pid: Pid,
+        /// The namespace's inode.
+        inode: u64,
+        /// The file and why.
+        detail: String,
+    },
     /// A mount's propagation could not be set again.
     #[error("pid {pid}: mount namespace mnt:[{inode}]: {mount}: {what}: {errno}")]
     Propagation {
@@ -1354,6 +1364,30 @@ pub fn mark_files(
         mount: mount_name(m),
         detail,
     };
+    // A deleted name of a file linked elsewhere is opened at restore by its holder: in a user
+    // namespace of its own not by its handle (open_by_handle_at needs CAP_DAC_READ_SEARCH over
+    // the initial one), only by another name, in its directory (files/regular.rs) or on the
+    // namespace's own tmpfs (found below).
+    let in_own_user_namespace = crate::task::namespaces::other_than_cryos(pid, "user");
+    let unreachable_in_user_namespace = |reg: &cryo_proto::image::RegularFile| {
+        in_own_user_namespace
+            && reg.deleted
+            && reg
+                .linked
+                .as_ref()
+                .is_some_and(|l| l.other_name.is_empty() && l.path_in_namespace.is_empty())
+    };
+    let linked_refused =
+        |reg: &cryo_proto::image::RegularFile, id: u32| MountNsError::FileRefused {
+            pid,
+            inode: ns.inode,
+            detail: format!(
+            "{} (description {id}): deleted name of a file linked elsewhere: its process is in \
+             a user namespace of its own, where a restore may not open it by its handle, and \
+             no other name of it is in its directory or on the namespace's own tmpfs: refused",
+            reg.path
+        ),
+        };
     // A devpts of its own comes back new, holding only the ptys the dump makes again there.
     for m in ns.mounts.iter().filter(|m| m.devpts) {
         let made_again = |index: u32| {
@@ -1509,6 +1543,9 @@ pub fn mark_files(
             ));
         }
         let Some(m) = own_mount(&reg.path) else {
+            if unreachable_in_user_namespace(reg) {
+                return Err(linked_refused(reg, desc.id));
+            }
             continue;
         };
         reg.in_mount_namespace = true;
@@ -1536,6 +1573,9 @@ pub fn mark_files(
                     )));
                 };
                 linked.path_in_namespace = format!("{}/{rel}", m.point.trim_end_matches('/'));
+            }
+            if unreachable_in_user_namespace(reg) {
+                return Err(linked_refused(reg, desc.id));
             }
             continue;
         }
