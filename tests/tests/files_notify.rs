@@ -189,6 +189,41 @@ fn an_inotify_watch_on_an_unlinked_inode_comes_back_on_the_inode_its_fd_holds() 
     w.kill_restored();
 }
 
+/// The `inotify` lines of an fdinfo (one per watch: wd, inode, mask with its flags).
+fn inotify_lines(pid: i32, fd: i32) -> Vec<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}"))
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with("inotify"))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn a_dump_reading_a_watched_fifo_and_deleted_file_queues_no_inotify_event() {
+    cryo_bin();
+    let mut w = Workload::spawn("notify", &["inotify-reads"]);
+    assert_eq!(w.cmd("events"), "");
+    let watches = inotify_lines(w.pid(), 47);
+    assert_eq!(watches.len(), 2, "{watches:?}");
+    // The dump reads the FIFO's bytes (tee) and the deleted file's contents: the process,
+    // left running, has no event of it, and its watches are as they were (their flags too).
+    let out = w.dump(&w.path("left"), &["--leave-running"]);
+    assert!(out.status.success(), "{out}");
+    assert_eq!(w.cmd("events"), "", "events of the dump's own reads");
+    assert_eq!(inotify_lines(w.pid(), 47), watches);
+    // A killing dump: they come back watched, on what fds 48 and 49 hold.
+    w.dump_and_restore();
+    assert_eq!(w.cmd("events"), "");
+    assert_eq!(w.cmd("close-held"), "closed");
+    let (close_write, delete_self, ignored) = (0x8, 0x400, 0x8000);
+    assert_eq!(
+        w.cmd("events"),
+        format!("{:x} wd1", close_write | delete_self | ignored)
+    );
+    w.kill_restored();
+}
+
 #[test]
 fn an_inotify_watch_on_an_unlinked_inode_no_fd_of_the_process_holds_is_refused() {
     cryo_bin();

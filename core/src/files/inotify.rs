@@ -98,12 +98,15 @@ struct WatchLine {
     handle: Vec<u8>,
 }
 
+/// The value of field `key` ("key:value") of an fdinfo line.
+pub(super) fn fdinfo_field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(key)?.strip_prefix(':'))
+}
+
 fn parse_line(line: &str) -> Option<WatchLine> {
     let rest = line.strip_prefix("inotify ")?;
-    let get = |key: &str| {
-        rest.split_whitespace()
-            .find_map(|w| w.strip_prefix(key)?.strip_prefix(':'))
-    };
+    let get = |key: &str| fdinfo_field(rest, key);
     let handle = parse_handle(get("f_handle")?, get("fhandle-bytes")?)?;
     Some(WatchLine {
         wd: i32::from_str_radix(get("wd")?, 16).ok()?,

@@ -58,6 +58,7 @@ mod error;
 mod eventfd;
 mod fanotify;
 mod inotify;
+mod quiet_reads;
 pub(crate) mod locks;
 pub(crate) mod inspect;
 pub(crate) mod kind;

@@ -68,6 +68,10 @@ impl FileKind for Pipes {
             return Err(fd.open.refuse("not a pipe", false));
         };
         let with_data = fd.state.get::<Captured>().0.insert(fd.key);
+        // A FIFO may be watched by path: the capture's tee (and the open of a write end's
+        // pipe for reading) must not show in the watchers' queues.
+        let _quiet = (!fifo_path.is_empty())
+            .then(|| super::quiet_reads::quiet(fd.state, &fd.open.proc_path(), fd.meta));
         let pidfd = task_pidfd(fd.open, fd.pidfd)?;
         let mut pipe = dump(fd.open, pidfd, *ino, fifo_path.clone(), with_data)?;
         if *deleted {

@@ -16,7 +16,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::os::fd::{AsFd, OwnedFd, RawFd};
 
-use cryo_proto::image::{FdEntry, FileDesc};
+use cryo_proto::image::{file_desc::Kind, FdEntry, FileDesc};
 use tracing::debug;
 
 use super::error::restore_err;
@@ -114,8 +114,18 @@ pub(crate) fn restore_task_fds_with(
     cx.opened.reserve(to_open.len());
     let mut together = BTreeMap::new();
     let mut after = BTreeMap::new();
+    // inotify and fanotify instances are made last: each open, read and write of the others
+    // (a watched FIFO opened and refilled, a deleted file made again) would queue an event
+    // in them, and consume an IN_ONESHOT watch.
+    let mut watching = Vec::new();
     for id in &to_open {
         let desc = by_id[id];
+        if matches!(desc.kind, Some(Kind::Inotify(_) | Kind::Fanotify(_)))
+            && !opts.inherited.contains_key(id)
+        {
+            watching.push(desc);
+            continue;
+        }
         if let Some(&parent_fd) = opts.inherited.get(id) {
             // An fd this process inherited and keeps open until placing is over.
             let fd = sys::fd::dup_at_least(sys::fd::borrow_raw(parent_fd), min_high)
@@ -132,6 +142,9 @@ pub(crate) fn restore_task_fds_with(
     }
     // Unix sockets made together, their queues refilled with what they carry in flight.
     links.make_all(&by_id, &to_open, &mut cx.opened, fds, min_high)?;
+    for desc in watching {
+        open_by_kind(&mut cx, desc, &mut together, &mut after)?;
+    }
     let Opening {
         state,
         mut opened,

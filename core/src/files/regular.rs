@@ -94,6 +94,9 @@ pub(super) fn dump_file(
     if !deleted {
         return Ok(reg);
     }
+    // Its contents are read (and its handle opened) through its /proc link: not to be seen
+    // by a watch on it.
+    let _quiet = super::quiet_reads::quiet(state, source, meta);
     if reg.mode & 0o6000 != 0 && !images.only_root_writes() {
         return Err(FileError::Invalid {
             id,

@@ -22,6 +22,12 @@
 //!                   watch 1 holds an inode with no name
 //! notify inotify-unlinked-mapped
 //!                   as inotify-unlinked, DIR/marked mapped instead of open (fd 48 closed)
+//! notify inotify-reads
+//!                   what a dump reads, watched for every event (IN_ALL_EVENTS, and
+//!                   IN_ONESHOT on watch 2): watch 1 on
+//!                   DIR/watched/marked, written "hello", open read-write at fd 48 and
+//!                   unlinked; watch 2 on FIFO DIR/watched/fifo, open read-write at fd 49
+//!                   with "queued" in it; the events of setting them up read
 //!
 //! write NAME        -> ok                       (writes "x" to DIR/NAME; nothing read)
 //! events            -> <mask hex> <path>,...    (every event queued, one per file: masks
@@ -135,6 +141,28 @@ pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
             std::fs::remove_file(&marked).map_err(failed("unlink marked"))?;
             // The IN_DELETE of the unlink, on watch 2: read, so that nothing is queued.
             sys::read_available(fd, 1 << 16).map_err(failed("read the unlink's event"))?;
+            fd
+        }
+        "inotify-reads" => {
+            let fd = sys::inotify().map_err(failed("inotify_init1"))?;
+            let dir = &dir.join("watched");
+            std::fs::create_dir(dir).map_err(failed("mkdir watched"))?;
+            let marked = dir.join("marked");
+            let held = sys::open_mode(&marked, libc::O_RDWR | libc::O_CREAT, 0o644)
+                .map_err(failed("open marked"))?;
+            sys::write_all(held, b"hello").map_err(failed("write marked"))?;
+            sys::add_watch(fd, &marked, libc::IN_ALL_EVENTS).map_err(failed("add_watch marked"))?;
+            sys::move_fd(held, HELD).map_err(failed("dup2"))?;
+            let fifo = dir.join("fifo");
+            sys::mkfifo(&fifo).map_err(failed("mkfifo"))?;
+            let end = sys::open_mode(&fifo, libc::O_RDWR, 0).map_err(failed("open fifo"))?;
+            sys::write_all(end, b"queued").map_err(failed("write fifo"))?;
+            sys::add_watch(fd, &fifo, libc::IN_ALL_EVENTS | libc::IN_ONESHOT)
+                .map_err(failed("add_watch fifo"))?;
+            sys::move_fd(end, HELD + 1).map_err(failed("dup2"))?;
+            std::fs::remove_file(&marked).map_err(failed("unlink marked"))?;
+            // The unlink's IN_ATTRIB on watch 1: read, so that nothing is queued.
+            sys::read_available(fd, 1 << 16).map_err(failed("read the set-up's events"))?;
             fd
         }
         other => return Err(format!("unknown notify kind {other:?}")),
