@@ -10,12 +10,13 @@ use std::path::Path;
 
 use cryo_tests::{children_of, cryo_bin, parse_fds, Reaper, Unmount, Workload};
 
-/// The `fanotify` lines of an fdinfo (the group, then its marks).
-fn fanotify_lines(pid: i32, fd: i32) -> Vec<String> {
+/// The lines of an fdinfo starting with `kind` ("fanotify": the group, then its marks;
+/// "inotify": one per watch, its wd, inode and mask with its flags).
+fn notify_lines(pid: i32, fd: i32, kind: &str) -> Vec<String> {
     std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}"))
         .unwrap()
         .lines()
-        .filter(|l| l.starts_with("fanotify"))
+        .filter(|l| l.starts_with(kind))
         .map(str::to_string)
         .collect()
 }
@@ -56,12 +57,12 @@ fn a_fanotify_group_comes_back_with_its_inode_mount_and_filesystem_marks() {
     // The ignored FAN_MODIFY (surviving modification) leaves FAN_CLOSE_WRITE only.
     assert_eq!(w.cmd("touch marked"), event(close_write, &w.path("marked")));
     assert_eq!(w.cmd("touch fs/m"), event(both, &w.path("fs/m")));
-    let before = fanotify_lines(w.pid(), 47);
+    let before = notify_lines(w.pid(), 47, "fanotify");
     assert_eq!(before.len(), 4, "{before:?}");
     w.dump_and_restore();
 
     assert_eq!(
-        fanotify_lines(w.pid(), 47),
+        notify_lines(w.pid(), 47, "fanotify"),
         before,
         "the group's flags and marks (fdinfo)"
     );
@@ -189,29 +190,19 @@ fn an_inotify_watch_on_an_unlinked_inode_comes_back_on_the_inode_its_fd_holds() 
     w.kill_restored();
 }
 
-/// The `inotify` lines of an fdinfo (one per watch: wd, inode, mask with its flags).
-fn inotify_lines(pid: i32, fd: i32) -> Vec<String> {
-    std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}"))
-        .unwrap()
-        .lines()
-        .filter(|l| l.starts_with("inotify"))
-        .map(str::to_string)
-        .collect()
-}
-
 #[test]
 fn a_dump_reading_a_watched_fifo_and_deleted_file_queues_no_inotify_event() {
     cryo_bin();
     let mut w = Workload::spawn("notify", &["inotify-reads"]);
     assert_eq!(w.cmd("events"), "");
-    let watches = inotify_lines(w.pid(), 47);
+    let watches = notify_lines(w.pid(), 47, "inotify");
     assert_eq!(watches.len(), 2, "{watches:?}");
     // The dump reads the FIFO's bytes (tee) and the deleted file's contents: the process,
     // left running, has no event of it, and its watches are as they were (their flags too).
     let out = w.dump(&w.path("left"), &["--leave-running"]);
     assert!(out.status.success(), "{out}");
     assert_eq!(w.cmd("events"), "", "events of the dump's own reads");
-    assert_eq!(inotify_lines(w.pid(), 47), watches);
+    assert_eq!(notify_lines(w.pid(), 47, "inotify"), watches);
     // A killing dump: they come back watched, on what fds 48 and 49 hold.
     w.dump_and_restore();
     assert_eq!(w.cmd("events"), "");

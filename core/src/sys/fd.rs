@@ -98,18 +98,7 @@ pub(crate) fn fd_ceiling() -> u64 {
     let nr_open = read("/proc/sys/fs/nr_open")
         .and_then(|t| t.trim().parse::<u64>().ok())
         .unwrap_or(hard);
-    // CAP_SYS_RESOURCE is bit 24 of CapEff.
-    let can_raise = read("/proc/self/status")
-        .and_then(|s| {
-            let eff = s
-                .lines()
-                .find_map(|l| l.strip_prefix("CapEff:"))?
-                .trim()
-                .to_string();
-            u64::from_str_radix(&eff, 16).ok()
-        })
-        .is_some_and(|eff| eff & (1 << 24) != 0);
-    if can_raise {
+    if super::process::has_effective_cap(super::process::CAP_SYS_RESOURCE) {
         nr_open.max(hard)
     } else {
         hard

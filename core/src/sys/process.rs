@@ -629,3 +629,24 @@ pub fn in_stand_in(
         }
     }
 }
+
+/// CAP_SYS_NICE's bit (linux/capability.h).
+pub const CAP_SYS_NICE: u32 = 23;
+/// CAP_SYS_RESOURCE's bit.
+pub const CAP_SYS_RESOURCE: u32 = 24;
+
+/// Whether this thread has capability `cap` (a CAP_* bit) in its effective set (CapEff of
+/// /proc/thread-self/status).
+pub fn has_effective_cap(cap: u32) -> bool {
+    std::fs::read_to_string("/proc/thread-self/status")
+        .ok()
+        .and_then(|s| {
+            let eff = s
+                .lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))?
+                .trim()
+                .to_string();
+            u64::from_str_radix(&eff, 16).ok()
+        })
+        .is_some_and(|eff| eff & (1 << cap) != 0)
+}

@@ -108,13 +108,8 @@ pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
         }
         "inotify-unlinked" | "inotify-unlinked-mapped" => {
             let fd = sys::inotify().map_err(failed("inotify_init1"))?;
-            // Apart from the control files and the images the test writes into DIR.
-            let dir = &dir.join("watched");
-            std::fs::create_dir(dir).map_err(failed("mkdir watched"))?;
-            let marked = dir.join("marked");
-            let held = sys::open_mode(&marked, libc::O_RDWR | libc::O_CREAT, 0o644)
-                .map_err(failed("open marked"))?;
-            sys::write_all(held, b"hello").map_err(failed("write marked"))?;
+            let (watched, marked, held) = watched_file(dir)?;
+            let dir = watched.as_path();
             sys::add_watch(fd, &marked, libc::IN_CLOSE_WRITE | libc::IN_DELETE_SELF)
                 .map_err(failed("add_watch"))?;
             sys::add_watch(fd, dir, libc::IN_CREATE | libc::IN_DELETE)
@@ -145,12 +140,8 @@ pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
         }
         "inotify-reads" => {
             let fd = sys::inotify().map_err(failed("inotify_init1"))?;
-            let dir = &dir.join("watched");
-            std::fs::create_dir(dir).map_err(failed("mkdir watched"))?;
-            let marked = dir.join("marked");
-            let held = sys::open_mode(&marked, libc::O_RDWR | libc::O_CREAT, 0o644)
-                .map_err(failed("open marked"))?;
-            sys::write_all(held, b"hello").map_err(failed("write marked"))?;
+            let (watched, marked, held) = watched_file(dir)?;
+            let dir = watched.as_path();
             sys::add_watch(fd, &marked, libc::IN_ALL_EVENTS).map_err(failed("add_watch marked"))?;
             sys::move_fd(held, HELD).map_err(failed("dup2"))?;
             let fifo = dir.join("fifo");
@@ -172,6 +163,18 @@ pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
         dir: dir.to_owned(),
         fanotify: kind.starts_with("fanotify"),
     }))
+}
+
+/// DIR/watched (apart from the control files and the images the test writes into DIR) and
+/// in it `marked`, written "hello", open read-write: the directory, the file and its fd.
+fn watched_file(dir: &Path) -> Result<(PathBuf, PathBuf, i32), String> {
+    let dir = dir.join("watched");
+    std::fs::create_dir(&dir).map_err(failed("mkdir watched"))?;
+    let marked = dir.join("marked");
+    let held = sys::open_mode(&marked, libc::O_RDWR | libc::O_CREAT, 0o644)
+        .map_err(failed("open marked"))?;
+    sys::write_all(held, b"hello").map_err(failed("write marked"))?;
+    Ok((dir, marked, held))
 }
 
 impl Notify {
