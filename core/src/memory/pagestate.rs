@@ -20,6 +20,7 @@ use std::os::unix::fs::FileExt;
 
 use cryo_proto::image::{HugeRange, LazyFreeRange, MmCore, PageRun, Vma, VmaKind};
 use nix::unistd::Pid;
+use tracing::warn;
 
 use super::error::MemoryError;
 use super::vmflags::Usage;
@@ -210,13 +211,21 @@ pub fn restore(child: Pid, remote: &Remote, batch: BatchSite, mm: &MmCore) -> Re
             )
         })
         .collect();
-    super::restore::run_batch(child, remote, batch, &collapses, |i| {
-        let h = &mm.huge_pages[i];
-        format!(
-            "collapse {:#x}-{:#x} into transparent huge pages (MADV_COLLAPSE)",
-            h.start, h.end
-        )
-    })?;
+    // Best effort, as the kernel's own: a range it cannot collapse now (no free huge page
+    // on this host: EAGAIN, ENOMEM) comes back in base pages, as after a split under memory
+    // pressure, which the process could not tell from a dump; khugepaged may collapse it
+    // later. The rest of the batch goes on past it.
+    let mut next = 0;
+    while next < collapses.len() {
+        match remote.batch(batch, &collapses[next..]) {
+            Ok(_) => break,
+            Err(e) => {
+                let h = &mm.huge_pages[next + e.index];
+                warn!(pid = %child, start = h.start, end = h.end, error = %e.error, "transparent huge pages not collapsed again (MADV_COLLAPSE): base pages there");
+                next += e.index + 1;
+            }
+        }
+    }
     let frees: Vec<BatchCall> = mm
         .lazy_free
         .iter()
