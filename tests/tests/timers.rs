@@ -164,18 +164,18 @@ fn a_pending_timer_signal_stays_tied_to_its_timer() {
     w.kill_restored();
 }
 
-/// The signal of a periodic timer pending while blocked: the kernel keeps its overrun count
-/// to itself until the signal is delivered, so it cannot come back: refused at dump, naming
-/// pid, the timer and the signal; the process left running with it. Before: dumped, the
-/// signal came back a plain one (its overrun lost, not tied to the timer).
+/// The signal of a periodic timer pending while blocked (glibc's SIGEV_THREAD timers, a
+/// sigwaitinfo loop: a timer firing while the dump holds the process): the kernel keeps its
+/// overrun count to itself until the signal is delivered, so it is not tied to the timer but
+/// comes back a queued signal, as before (KNOWN GAP). A refusal (2026-12-07, briefly) refused
+/// every such process (zdtm pthread_timers).
 #[test]
-fn a_blocked_pending_signal_of_a_periodic_timer_is_refused_at_dump() {
+fn a_blocked_pending_signal_of_a_periodic_timer_comes_back_pending() {
     cryo_bin();
-    let w = Workload::spawn("timers", &[]);
+    let mut w = Workload::spawn("timers", &[]);
     let id = w.cmd("pending-periodic");
-    w.dump(&w.path("img"), &[])
-        .assert_refused()
-        .assert_stderr_has_word(&w.pid().to_string())
-        .assert_stderr_mentions(&format!("of periodic POSIX timer {id} is pending"));
-    w.assert_untouched();
+    w.dump_and_restore();
+    let taken = w.cmd(&format!("take-periodic {id}"));
+    assert!(taken.starts_with(&format!("timer {id} ")), "{taken}");
+    w.kill_restored();
 }

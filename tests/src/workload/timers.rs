@@ -18,6 +18,8 @@
 //!                            pending
 //!                            pending-periodic -> <id>: a periodic one (every second, on
 //!                            SIGRTMIN+7) expired at once, its signal blocked and pending
+//!                            take-periodic <id> -> `none` or `timer <id> overrun ...`: its
+//!                            SIGRTMIN+7 taken (sigtimedwait, no wait)
 //!                            rearm-take <a> <b> -> a <taken> b <taken>: timer a armed again
 //!                            (an hour away), then SIGRTMIN+5 and +6 taken (sigtimedwait, no
 //!                            wait): `none`, or `timer <si_timerid> overrun <si_overrun>
@@ -104,6 +106,10 @@ impl Mode for Timers {
                 Ok(format!("{a} {b}"))
             }
             ("pending-periodic", []) => expired_timer(7, 1).map(|c| c.to_string()).map_err(io_err),
+            ("take-periodic", [id]) => {
+                let id: usize = id.parse().map_err(|_| format!("bad timer id {id:?}"))?;
+                take(libc::SIGRTMIN() + 7, id).map_err(io_err)
+            }
             ("rearm-take", [a, b]) => {
                 let a: usize = a.parse().map_err(|_| format!("bad timer id {a:?}"))?;
                 let b: usize = b.parse().map_err(|_| format!("bad timer id {b:?}"))?;
