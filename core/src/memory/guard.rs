@@ -33,33 +33,27 @@ pub fn find(pid: Pid, vmas: &[Vma]) -> Result<Vec<GuardRegion>> {
     let pagemap = File::open(proc::dir(pid).join("pagemap"))
         .map_err(|e| Error::sys(pid, "open pagemap", e))?;
     let mut out = vec![PageRegion::default(); REGIONS_PER_CALL];
-    let mut guards: Vec<GuardRegion> = Vec::new();
-    let (mut at, end) = (first.start, last.end);
-    while at < end {
-        let scan = Scan {
-            start: at,
-            end,
-            category_mask: pagemap::PAGE_IS_GUARD,
-            return_mask: pagemap::PAGE_IS_GUARD,
-            ..Scan::default()
-        };
-        let (n, walk_end) = pagemap::scan_part(pagemap.as_fd(), scan, &mut out)
-            .map_err(|e| Error::sys(pid, format!("PAGEMAP_SCAN guard pages from {at:#x}"), e))?;
-        for r in &out[..n] {
-            match guards.last_mut() {
-                Some(g) if g.end == r.start => g.end = r.end,
-                _ => guards.push(GuardRegion {
-                    start: r.start,
-                    end: r.end,
-                }),
-            }
-        }
-        if walk_end <= at {
-            break;
-        }
-        at = walk_end;
-    }
-    Ok(guards)
+    let scan = Scan {
+        start: first.start,
+        end: last.end,
+        category_mask: pagemap::PAGE_IS_GUARD,
+        return_mask: pagemap::PAGE_IS_GUARD,
+        ..Scan::default()
+    };
+    let ranges = pagemap::matching_ranges(pagemap.as_fd(), scan, &mut out).map_err(|e| {
+        Error::sys(
+            pid,
+            format!("PAGEMAP_SCAN guard pages from {:#x}", first.start),
+            e,
+        )
+    })?;
+    Ok(ranges
+        .into_iter()
+        .map(|r| GuardRegion {
+            start: r.start,
+            end: r.end,
+        })
+        .collect())
 }
 
 /// Installs the guard regions `guards` again in the restore child, in as few stops as its

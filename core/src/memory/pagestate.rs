@@ -65,32 +65,31 @@ pub fn huge_pages(pid: Pid, vmas: &[Vma], usage: &HashMap<u64, Usage>) -> Result
                     .map_err(|e| Error::sys(pid, "open pagemap", e))?,
             ),
         };
-        let mut at = v.start;
-        while at < v.end {
-            let mask = pagemap::PAGE_IS_HUGE | pagemap::PAGE_IS_PRESENT | pagemap::PAGE_IS_PFNZERO;
-            let scan = Scan {
-                start: at,
-                end: v.end,
-                category_mask: mask,
-                category_inverted: pagemap::PAGE_IS_PFNZERO,
-                return_mask: pagemap::PAGE_IS_HUGE,
-                ..Scan::default()
-            };
-            let (n, walk_end) = pagemap::scan_part(pm.as_fd(), scan, &mut out)
-                .map_err(|e| Error::sys(pid, format!("PAGEMAP_SCAN huge pages from {at:#x}"), e))?;
-            for r in &out[..n] {
-                match huge.last_mut() {
-                    Some(h) if h.end == r.start => h.end = r.end,
-                    _ => huge.push(HugeRange {
-                        start: r.start,
-                        end: r.end,
-                    }),
-                }
+        let scan = Scan {
+            start: v.start,
+            end: v.end,
+            category_mask: pagemap::PAGE_IS_HUGE
+                | pagemap::PAGE_IS_PRESENT
+                | pagemap::PAGE_IS_PFNZERO,
+            category_inverted: pagemap::PAGE_IS_PFNZERO,
+            return_mask: pagemap::PAGE_IS_HUGE,
+            ..Scan::default()
+        };
+        let ranges = pagemap::matching_ranges(pm.as_fd(), scan, &mut out).map_err(|e| {
+            Error::sys(
+                pid,
+                format!("PAGEMAP_SCAN huge pages from {:#x}", v.start),
+                e,
+            )
+        })?;
+        for r in ranges {
+            match huge.last_mut() {
+                Some(h) if h.end == r.start => h.end = r.end,
+                _ => huge.push(HugeRange {
+                    start: r.start,
+                    end: r.end,
+                }),
             }
-            if walk_end <= at {
-                break;
-            }
-            at = walk_end;
         }
     }
     Ok(huge)

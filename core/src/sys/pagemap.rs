@@ -135,6 +135,32 @@ pub fn scan_part(
     Ok((n, arg.walk_end))
 }
 
+/// The address ranges `scan` matches (from `scan.start` to `scan.end`), the regions of
+/// every PAGEMAP_SCAN call it takes joined where they touch, in address order; `out` holds
+/// each call's regions.
+pub fn matching_ranges(
+    pagemap: BorrowedFd<'_>,
+    scan: Scan,
+    out: &mut [PageRegion],
+) -> io::Result<Vec<std::ops::Range<u64>>> {
+    let mut ranges: Vec<std::ops::Range<u64>> = Vec::new();
+    let mut at = scan.start;
+    while at < scan.end {
+        let (n, walk_end) = scan_part(pagemap, Scan { start: at, ..scan }, out)?;
+        for r in &out[..n] {
+            match ranges.last_mut() {
+                Some(last) if last.end == r.start => last.end = r.end,
+                _ => ranges.push(r.start..r.end),
+            }
+        }
+        if walk_end <= at {
+            break;
+        }
+        at = walk_end;
+    }
+    Ok(ranges)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
