@@ -51,11 +51,17 @@ pub fn fork_with_pid(pid: Pid) -> io::Result<Forked> {
 /// (CLONE_NEWUSER: its pid is still given here, where this process has the capability), or
 /// a child of this process's parent (CLONE_PARENT).
 pub fn fork_with_pid_sharing(pid: Pid, share: u64) -> io::Result<Forked> {
+    clone_with_pid(pid, sharing(share))
+}
+
+/// clone3 of `args` with pid `pid` (set_tid), EEXIST retried for a moment (see
+/// [`fork_with_pid`]).
+fn clone_with_pid(pid: Pid, args: CloneArgs) -> io::Result<Forked> {
     let tid: libc::pid_t = pid.as_raw();
     let args = CloneArgs {
         set_tid: &tid as *const libc::pid_t as u64,
         set_tid_size: 1,
-        ..sharing(share)
+        ..args
     };
     let started = std::time::Instant::now();
     loop {
@@ -400,6 +406,15 @@ pub fn set_thread_effective_gid(gid: u32) -> io::Result<()> {
         .map(drop)
 }
 
+/// Sets the effective user id of the calling thread only (the raw setresuid, as
+/// [`set_thread_effective_gid`]).
+fn set_thread_effective_uid(uid: u32) -> io::Result<()> {
+    let keep: libc::c_long = -1;
+    // SAFETY: setresuid takes ids, no pointers, and changes this thread only.
+    cvt(unsafe { libc::syscall(libc::SYS_setresuid, keep, libc::c_long::from(uid), keep) })
+        .map(drop)
+}
+
 /// In a forked child: exits at once with `code` (no atexit handlers, no flushing).
 pub fn exit_child(code: i32) -> ! {
     // SAFETY: _exit ends the process without touching any state shared with the parent.
@@ -532,15 +547,11 @@ fn set_thread_groups(groups: &[u32]) -> io::Result<()> {
 /// Sets this thread's effective uid and gid and groups to `ids` (real and saved ids kept),
 /// securebits to `bits` first: raw calls on this thread only.
 fn set_thread_effective(ids: &CallIds, bits: libc::c_ulong) -> io::Result<()> {
-    let keep: libc::c_long = -1;
     // SAFETY: prctl PR_SET_SECUREBITS takes an integer.
     cvt(unsafe { libc::prctl(libc::PR_SET_SECUREBITS, bits, 0, 0, 0) }.into())?;
     set_thread_groups(&ids.groups)?;
-    // SAFETY: setresgid and setresuid take ids, no pointers, and change this thread only.
-    cvt(unsafe { libc::syscall(libc::SYS_setresgid, keep, libc::c_long::from(ids.gid), keep) })?;
-    // SAFETY: as above.
-    cvt(unsafe { libc::syscall(libc::SYS_setresuid, keep, libc::c_long::from(ids.uid), keep) })
-        .map(drop)
+    set_thread_effective_gid(ids.gid)?;
+    set_thread_effective_uid(ids.uid)
 }
 
 /// Runs `call` in this (single-threaded, privileged) process with its effective uid, gid and
@@ -557,17 +568,8 @@ pub fn with_effective_ids<R>(ids: &CallIds, call: impl FnOnce() -> io::Result<R>
     let switched = set_thread_effective(ids, bits | SECBIT_NO_SETUID_FIXUP);
     let r = switched.and_then(|()| call());
     // Back, the uid first (the capabilities kept all along allow the rest).
-    let keep: libc::c_long = -1;
-    // SAFETY: setresuid takes ids, no pointers, and changes this thread only.
-    let uid_back = cvt(unsafe {
-        libc::syscall(
-            libc::SYS_setresuid,
-            keep,
-            libc::c_long::from(before.uid),
-            keep,
-        )
-    });
-    let back = uid_back.and_then(|_| set_thread_effective(&before, bits));
+    let back =
+        set_thread_effective_uid(before.uid).and_then(|()| set_thread_effective(&before, bits));
     match (r, back) {
         (Ok(v), Ok(())) => Ok(v),
         (Err(e), _) | (Ok(_), Err(e)) => Err(e),
@@ -585,24 +587,8 @@ pub fn in_stand_in(
     ids: &CallIds,
     call: impl FnOnce() -> io::Result<()>,
 ) -> io::Result<()> {
-    let tid: libc::pid_t = pid.as_raw();
-    let args = CloneArgs {
-        set_tid: &tid as *const libc::pid_t as u64,
-        set_tid_size: 1,
-        // No signal: nothing of it is left pending for the restored process.
-        exit_signal: 0,
-        ..Default::default()
-    };
-    let started = std::time::Instant::now();
-    let forked = loop {
-        match clone3(&args) {
-            Err(e) if e.raw_os_error() == Some(libc::EEXIST) && started.elapsed() < PATIENCE => {
-                std::thread::sleep(std::time::Duration::from_millis(1));
-            }
-            done => break done?,
-        }
-    };
-    match forked {
+    // No exit signal (0): nothing of it is left pending for the restored process.
+    match clone_with_pid(pid, CloneArgs::default())? {
         Forked::Child => {
             let r = with_effective_ids(ids, call);
             exit_child(match r {
