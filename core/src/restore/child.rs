@@ -324,7 +324,7 @@ fn fork_children(tree: &Planned, i: usize, children: &[usize]) -> Result<(), Chi
             share |= libc::CLONE_FS as u64;
         }
         share |= clone_namespaces(core, Some(&t.core));
-        match fork_child(tree, cpid, share) {
+        match fork_child(tree, cpid, share, Some(core)) {
             Ok(Forked::Child) => child_main(tree, c),
             Ok(Forked::Parent(_)) => {
                 // A group leader leads its group from here (as a shell does it for its jobs):
@@ -343,14 +343,15 @@ fn fork_children(tree: &Planned, i: usize, children: &[usize]) -> Result<(), Chi
 /// Forks a child with pid `pid` sharing what `share` says: with clone3 set_tid, or, where
 /// this process may not choose pids (EPERM: it is in a user namespace of its own, in cryo's
 /// PID namespace), through cryo's pid broker.
-fn fork_child(tree: &Planned, pid: Pid, share: u64) -> std::io::Result<Forked> {
-    // Its main thread's default timer slack is this thread's slack at the fork.
-    let default = tree
-        .loaded
-        .tasks
-        .iter()
-        .find(|t| t.entry.pid == pid.as_raw())
-        .and_then(|t| attrs::main_default_slack(&t.core));
+fn fork_child(
+    tree: &Planned,
+    pid: Pid,
+    share: u64,
+    task: Option<&cryo_proto::image::TaskCore>,
+) -> std::io::Result<Forked> {
+    // A task's main thread's default timer slack is this thread's slack at the fork (a
+    // stand-in or a zombie, `task` None, has none of its own).
+    let default = task.and_then(attrs::main_default_slack);
     attrs::fork_with_default_slack(default, || match fork_with_pid_sharing(pid, share) {
         Err(e) if e.raw_os_error() == Some(libc::EPERM) && tree.pid_broker.is_some() => {
             super::pid_broker::fork_asking(tree.plan.pid_broker_slot, pid, share)
@@ -378,7 +379,7 @@ fn forked_in_session(tree: &Planned, i: usize, sid: i32) -> Vec<usize> {
 fn fork_in_session(tree: &Planned, children: &[usize]) -> bool {
     children.iter().all(|&c| {
         let cpid = Pid::from_raw(tree.loaded.tasks[c].entry.pid);
-        match fork_child(tree, cpid, 0) {
+        match fork_child(tree, cpid, 0, Some(&tree.loaded.tasks[c].core)) {
             Ok(Forked::Child) => child_main(tree, c),
             Ok(Forked::Parent(_)) => true,
             Err(_) => false,
@@ -415,7 +416,7 @@ fn fork_group_stand_ins(tree: &Planned, i: usize) -> Result<Vec<Pid>, ChildError
     let mut made = Vec::new();
     for &pgid in &tree.plan.stand_ins.groups_of_task[i] {
         let failed = |e: std::io::Error| ChildError::sys_on(ChildStep::GroupStandIn, pgid)(e);
-        let stand_in = match fork_child(tree, Pid::from_raw(pgid), 0).map_err(failed)? {
+        let stand_in = match fork_child(tree, Pid::from_raw(pgid), 0, None).map_err(failed)? {
             Forked::Child => super::stand_in::stand_in_for_group(me),
             Forked::Parent(p) => p,
         };
@@ -492,7 +493,7 @@ fn fork_session_stand_ins(tree: &Planned, i: usize) -> Result<bool, ChildError> 
     for &sid in &sids {
         let spid = Pid::from_raw(sid);
         let failed = |e: std::io::Error| ChildError::sys_on(ChildStep::SessionStandIn, sid)(e);
-        match fork_child(tree, spid, 0).map_err(failed)? {
+        match fork_child(tree, spid, 0, None).map_err(failed)? {
             Forked::Child => {
                 let forked = nix::unistd::setsid().is_ok()
                     && fork_in_session(tree, &forked_in_session(tree, i, sid))
@@ -522,7 +523,7 @@ fn fork_zombies(tree: &Planned, i: usize, zombies: &[usize]) -> Result<(), Child
     for &z in zombies {
         let entry = &tree.loaded.zombies[z];
         let zpid = Pid::from_raw(entry.pid);
-        match fork_child(tree, zpid, 0) {
+        match fork_child(tree, zpid, 0, None) {
             Ok(Forked::Child) => {
                 // In the session and group it died in (it may have left its parent's): a
                 // failure shows in the check below.
