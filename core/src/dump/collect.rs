@@ -106,7 +106,7 @@ pub(super) fn collect(
     core.posix_timers = timers::dump_posix(pid, remote, scratch)?;
     core.shared_pending = threads::shared_pending(pid)?;
     // A timer's own signal goes back with the timer, not as a plain queued one.
-    timers::tie_pending_signals(pid, &mut core)?;
+    timers::tie_pending_signals(pid, &mut core);
     let listener = crate::notify::find_listeners_except(pid, |fd| sockets.is_socket_fd(fd))?;
     if let Some(listener) = listener.into_iter().next() {
         core.resume_channel = Some(crate::notify::channel_record(&listener));

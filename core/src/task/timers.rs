@@ -67,7 +67,6 @@ pub fn dump_posix(pid: Pid, remote: &Remote, scratch: &Scratch) -> Result<Vec<Po
         .ok_or_else(|| Error::target(pid, format!("cannot parse /proc/{pid}/timers")))?;
     refuse_gone_targets(pid, &timers)?;
     // The realtime clock around the reads, for the CLOCK_REALTIME timers' deadlines.
-    let on_realtime = timers.iter().any(|t| t.clockid == libc::CLOCK_REALTIME);
     let before = realtime_ns();
     // struct itimerspec: it_interval {sec, nsec}, it_value {sec, nsec}.
     const ITIMERSPEC_LEN: usize = 32;
@@ -89,10 +88,9 @@ pub fn dump_posix(pid: Pid, remote: &Remote, scratch: &Scratch) -> Result<Vec<Po
         t.value_ns = w[2] * 1_000_000_000 + w[3];
     }
     let armed = |t: &PosixTimer| t.value_ns != 0 || t.interval_ns != 0;
-    if on_realtime
-        && timers
-            .iter()
-            .any(|t| t.clockid == libc::CLOCK_REALTIME && armed(t))
+    if timers
+        .iter()
+        .any(|t| t.clockid == libc::CLOCK_REALTIME && armed(t))
     {
         let list = std::fs::read_to_string("/proc/timer_list")
             .map_err(|e| Error::sys(pid, "read /proc/timer_list", e))?;
@@ -234,7 +232,8 @@ fn realtime_deadline(
         Err(Error::target(
             pid,
             format!(
-                "POSIX timer {} on CLOCK_REALTIME: cannot tell whether it was armed with                  TIMER_ABSTIME (an absolute deadline) or relative: {why}",
+                "POSIX timer {} on CLOCK_REALTIME: cannot tell whether it was armed with \
+                 TIMER_ABSTIME (an absolute deadline) or relative: {why}",
                 t.id
             ),
         ))
@@ -283,9 +282,9 @@ fn phase_kept_on(clockid: i32) -> bool {
 /// signal (not tied): that of a periodic timer blocked in every thread it may go to (its
 /// overrun count, kept by the kernel until the delivery, cannot be read), or on a clock
 /// where its phase is not kept.
-pub fn tie_pending_signals(pid: Pid, core: &mut TaskCore) -> Result<()> {
+pub fn tie_pending_signals(pid: Pid, core: &mut TaskCore) {
     let timers = &mut core.posix_timers;
-    let mut take = |list: &mut Vec<SigInfo>, blocked: Option<u64>| -> Result<()> {
+    let mut take = |list: &mut Vec<SigInfo>, blocked: u64| {
         let mut kept = Vec::with_capacity(list.len());
         for info in list.drain(..) {
             let Some(id) = queued_by_timer(&info) else {
@@ -308,7 +307,7 @@ pub fn tie_pending_signals(pid: Pid, core: &mut TaskCore) -> Result<()> {
                 // while the dump holds the process), or on a clock where the timer's phase
                 // would not be kept. Refusing would refuse them all.
                 let bit = 1u64 << ((info.signo - 1) & 63);
-                if blocked.is_some_and(|b| b & bit != 0) || !phase_kept_on(t.clockid) {
+                if blocked & bit != 0 || !phase_kept_on(t.clockid) {
                     tracing::debug!(%pid, timer = t.id, signo = info.signo, "a periodic timer's pending signal restored as a queued one");
                     kept.push(info);
                     continue;
@@ -317,15 +316,13 @@ pub fn tie_pending_signals(pid: Pid, core: &mut TaskCore) -> Result<()> {
             t.signal_pending = true;
         }
         *list = kept;
-        Ok(())
     };
     // A process-directed signal may go to any thread: blocked if blocked in all.
     let all_blocked = core.threads.iter().fold(u64::MAX, |b, t| b & t.blocked);
-    take(&mut core.shared_pending, Some(all_blocked))?;
+    take(&mut core.shared_pending, all_blocked);
     for thread in &mut core.threads {
-        take(&mut thread.pending, Some(thread.blocked))?;
+        take(&mut thread.pending, thread.blocked);
     }
-    Ok(())
 }
 
 /// Refuses a timer a restore could not make again (timer_create: EINVAL): one notifying a
@@ -552,29 +549,21 @@ fn pending_again(pid: Pid, t: &PosixTimer) -> Result<(Vec<u8>, u64)> {
 /// The offset (ns) of `clockid` in the time namespace of `pid`: MONOTONIC and BOOTTIME have
 /// one, the others none.
 fn timens_offset(pid: Pid, clockid: i32) -> io::Result<i128> {
-    let name = match clockid {
-        libc::CLOCK_MONOTONIC => "monotonic",
-        libc::CLOCK_BOOTTIME => "boottime",
-        _ => return Ok(0),
-    };
+    if !matches!(clockid, libc::CLOCK_MONOTONIC | libc::CLOCK_BOOTTIME) {
+        return Ok(0);
+    }
     let text = match std::fs::read_to_string(crate::proc::dir(pid).join("timens_offsets")) {
         Ok(text) => text,
         // A kernel without time namespaces.
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
         Err(e) => return Err(e),
     };
-    for line in text.lines() {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        if let [clock, sec, nsec] = f[..] {
-            if clock == name || clock == (if name == "monotonic" { "1" } else { "7" }) {
-                let bad = |_| io::Error::from(io::ErrorKind::InvalidData);
-                let sec: i128 = sec.parse().map_err(bad)?;
-                let nsec: i128 = nsec.parse().map_err(bad)?;
-                return Ok(sec * 1_000_000_000 + nsec);
-            }
-        }
-    }
-    Ok(0)
+    let (monotonic, boottime) = crate::sys::timens::parse_offsets(&text)?;
+    Ok(i128::from(if clockid == libc::CLOCK_MONOTONIC {
+        monotonic
+    } else {
+        boottime
+    }))
 }
 
 /// How long a timer made to expire at once may take to queue its signal.
