@@ -43,13 +43,22 @@ pub type FlagsByStart = HashMap<u64, Vec<String>>;
 /// [`read`], and the [`Usage`] of each VMA that has transparent huge pages or lazily freed
 /// pages, by start address, from the same smaps text.
 pub fn read_with_usage(pid: Pid) -> Result<(FlagsByStart, HashMap<u64, Usage>)> {
-    let smaps = crate::proc::read(pid, "smaps")?;
-    Ok((parse(&smaps), usage(&smaps)))
+    Ok(parse_with_usage(&crate::proc::read(pid, "smaps")?))
 }
 
-/// The [`Usage`] of each VMA of an smaps text with huge or lazily freed pages.
-fn usage(smaps: &str) -> HashMap<u64, Usage> {
-    let mut all = HashMap::new();
+/// The start address of the VMA an smaps header line names (field lines start with
+/// "Name:").
+fn header_start(line: &str) -> Option<u64> {
+    let (range, _) = line.split_once(' ')?;
+    let (start, _) = range.split_once('-')?;
+    u64::from_str_radix(start, 16).ok()
+}
+
+/// The VmFlags of each VMA of an smaps text, and the [`Usage`] of those with huge or lazily
+/// freed pages, by start address: one pass.
+fn parse_with_usage(smaps: &str) -> (FlagsByStart, HashMap<u64, Usage>) {
+    let mut flags = HashMap::new();
+    let mut usage = HashMap::new();
     let mut at: Option<(u64, Usage)> = None;
     let kb = |v: &str| -> u64 {
         v.split_whitespace()
@@ -58,52 +67,29 @@ fn usage(smaps: &str) -> HashMap<u64, Usage> {
             .unwrap_or(0)
     };
     for line in smaps.lines() {
-        // A VMA's header line starts with its range; field lines with "Name:".
-        let header = line
-            .split_once(' ')
-            .and_then(|(range, _)| range.split_once('-'))
-            .and_then(|(s, _)| u64::from_str_radix(s, 16).ok());
-        if let Some(start) = header {
-            at = Some((start, Usage::default()));
-            continue;
-        }
-        let (Some((start, u)), Some((field, value))) = (at.as_mut(), line.split_once(':')) else {
-            continue;
-        };
-        match field {
-            "AnonHugePages" => u.anon_huge_kb = kb(value),
-            "LazyFree" => u.lazy_free_kb = kb(value),
-            "VmFlags" => {
+        if let Some(codes) = line.strip_prefix("VmFlags:") {
+            if let Some((start, u)) = at.take() {
+                flags.insert(start, codes.split_whitespace().map(String::from).collect());
                 if u.anon_huge_kb != 0 || u.lazy_free_kb != 0 {
-                    all.insert(*start, *u);
+                    usage.insert(start, u);
                 }
-                at = None;
             }
-            _ => {}
+        } else if let Some(start) = header_start(line) {
+            at = Some((start, Usage::default()));
+        } else if let (Some((_, u)), Some((field, value))) = (at.as_mut(), line.split_once(':')) {
+            match field {
+                "AnonHugePages" => u.anon_huge_kb = kb(value),
+                "LazyFree" => u.lazy_free_kb = kb(value),
+                _ => {}
+            }
         }
     }
-    all
+    (flags, usage)
 }
 
 /// The VmFlags of each VMA of an smaps text, by start address.
-fn parse(smaps: &str) -> HashMap<u64, Vec<String>> {
-    let mut flags = HashMap::new();
-    let mut start = None;
-    for line in smaps.lines() {
-        if let Some(codes) = line.strip_prefix("VmFlags:") {
-            if let Some(s) = start.take() {
-                flags.insert(s, codes.split_whitespace().map(String::from).collect());
-            }
-        } else if let Some((range, _)) = line.split_once(' ') {
-            // A VMA's header line starts with its range; field lines with "Name:".
-            if let Some((s, _)) = range.split_once('-') {
-                if let Ok(s) = u64::from_str_radix(s, 16) {
-                    start = Some(s);
-                }
-            }
-        }
-    }
-    flags
+fn parse(smaps: &str) -> FlagsByStart {
+    parse_with_usage(smaps).0
 }
 
 /// The VmFlags a process sets with madvise, each with the advice that sets it again.
@@ -249,7 +235,7 @@ LazyFree:              0 kB
 AnonHugePages:         0 kB
 VmFlags: rd wr mr mw me ac
 ";
-        let all = usage(smaps);
+        let all = parse_with_usage(smaps).1;
         assert_eq!(all.len(), 1);
         assert_eq!(
             all[&0x7f00000000],
