@@ -167,6 +167,17 @@ fn inotify_watches_past_nine_come_back_with_their_descriptors() {
     w.kill_restored();
 }
 
+/// Closes fd 48, the last holder of the unlinked inode watch 1 is on: its close is seen,
+/// then the inode goes (IN_CLOSE_WRITE, IN_DELETE_SELF, IN_IGNORED).
+fn closing_the_held_fd_ends_watch_1(w: &Workload) {
+    assert_eq!(w.cmd("close-held"), "closed");
+    let (close_write, delete_self, ignored) = (0x8, 0x400, 0x8000);
+    assert_eq!(
+        w.cmd("events"),
+        format!("{:x} wd1", close_write | delete_self | ignored)
+    );
+}
+
 #[test]
 fn an_inotify_watch_on_an_unlinked_inode_comes_back_on_the_inode_its_fd_holds() {
     cryo_bin();
@@ -179,12 +190,7 @@ fn an_inotify_watch_on_an_unlinked_inode_comes_back_on_the_inode_its_fd_holds() 
     // directory) is queued.
     assert_eq!(w.cmd("events"), "");
     // The watch is on the inode fd 48 holds: its close is seen, then the inode goes.
-    assert_eq!(w.cmd("close-held"), "closed");
-    let (close_write, delete_self, ignored) = (0x8, 0x400, 0x8000);
-    assert_eq!(
-        w.cmd("events"),
-        format!("{:x} wd1", close_write | delete_self | ignored)
-    );
+    closing_the_held_fd_ends_watch_1(&w);
     // The directory's watch sees a file made there.
     assert_eq!(w.cmd("touch watched/new"), "100 wd2");
     w.kill_restored();
@@ -206,12 +212,7 @@ fn a_dump_reading_a_watched_fifo_and_deleted_file_queues_no_inotify_event() {
     // A killing dump: they come back watched, on what fds 48 and 49 hold.
     w.dump_and_restore();
     assert_eq!(w.cmd("events"), "");
-    assert_eq!(w.cmd("close-held"), "closed");
-    let (close_write, delete_self, ignored) = (0x8, 0x400, 0x8000);
-    assert_eq!(
-        w.cmd("events"),
-        format!("{:x} wd1", close_write | delete_self | ignored)
-    );
+    closing_the_held_fd_ends_watch_1(&w);
     w.kill_restored();
 }
 

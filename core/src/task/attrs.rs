@@ -1182,13 +1182,7 @@ impl CreatorSlack {
     /// [`slack_for_creation`].
     pub fn put_back(self) -> io::Result<()> {
         if let Some(was) = self.sched {
-            sched::set_attr(
-                Pid::from_raw(0),
-                &SchedAttr {
-                    flags: was.flags & POLICY_FLAGS,
-                    ..was
-                },
-            )?;
+            sched::set_attr(Pid::from_raw(0), &settable(was))?;
         }
         // A slack of 0 outside a real-time policy is a default of 0: 0 resets to it.
         if let Some(slack) = self.slack {
@@ -1260,11 +1254,7 @@ pub fn slack_after_thread(
     let tid = main.tid();
     let set = |attribute| AttrError::set(pid, tid, attribute);
     if let Some(was) = was {
-        let back = SchedAttr {
-            flags: was.flags & POLICY_FLAGS,
-            ..was
-        };
-        sched::set_attr(tid, &back).map_err(set("scheduling policy"))?;
+        sched::set_attr(tid, &settable(was)).map_err(set("scheduling policy"))?;
     }
     if last {
         // Its own (0 resets it to its default; a real-time one is 0 once its policy is set).
@@ -1449,6 +1439,14 @@ pub fn restore_dispatch(pid: Pid, tid: Pid, thread: &ThreadCore) -> Result<(), A
 /// The SCHED_FLAG_* a thread's policy is set with: RESET_ON_FORK, and SCHED_DEADLINE's RECLAIM
 /// and DL_OVERRUN (the kernel reports them through sched_getattr).
 const POLICY_FLAGS: u64 = libc::SCHED_FLAG_RESET_ON_FORK as u64 | 0x02 | 0x04;
+
+/// Attributes sched_getattr read, as sched_setattr takes them back (only the policy's flags).
+fn settable(read: SchedAttr) -> SchedAttr {
+    SchedAttr {
+        flags: read.flags & POLICY_FLAGS,
+        ..read
+    }
+}
 
 /// The policy of thread attributes `a` as sched_setattr takes it (SCHED_DEADLINE's runtime,
 /// deadline and period; a fair policy's custom slice is left to the caller).
