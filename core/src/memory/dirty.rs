@@ -43,6 +43,27 @@ use crate::sys::uffd::{self, Userfault};
 /// Regions asked of the kernel per PAGEMAP_SCAN call.
 const REGIONS_PER_CALL: usize = 4096;
 
+/// A range of registered VMAs scanned as one: neighbours of the same class merged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Segment {
+    start: u64,
+    end: u64,
+    /// Whether its VMAs map a file (private file mappings): only there can a page be the
+    /// file's (PAGE_IS_FILE). Elsewhere the scan leaves that category out of its masks:
+    /// asking for it makes the kernel look up every page's struct page, which takes a
+    /// walk five times as long (23 ms instead of 4.5 for 1.5 GiB here).
+    file: bool,
+}
+
+/// Adds the VMA `start..end` to `segments` (VMAs come in address order), merged with the
+/// last segment when of the same class.
+fn add_segment(segments: &mut Vec<Segment>, start: u64, end: u64, file: bool) {
+    match segments.last_mut() {
+        Some(last) if last.file == file => last.end = end,
+        _ => segments.push(Segment { start, end, file }),
+    }
+}
+
 /// A page range `start..end` and its `PAGE_IS_*` categories.
 pub type Region = PageRegion;
 
@@ -52,8 +73,8 @@ pub struct Tracker {
     /// Held only for its registrations: closing it undoes them all.
     _uffd: Userfault,
     pagemap: File,
-    /// The address range covering every VMA registered at the start.
-    span: (u64, u64),
+    /// The ranges scanned: runs of the VMAs registered at the start, in address order.
+    segments: Vec<Segment>,
     /// The VMAs registered at the start (a VMA inside one of them that shows "uw" is
     /// cryo's: the process cannot register a range cryo holds).
     registered: Vec<(u64, u64)>,
@@ -95,7 +116,7 @@ impl std::fmt::Debug for Tracker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Tracker")
             .field("pid", &self.pid)
-            .field("span", &self.span)
+            .field("segments", &self.segments.len())
             .finish()
     }
 }
@@ -175,7 +196,7 @@ impl Tracker {
         )
         .map_err(|e| Error::sys(pid, "UFFDIO_API WP_ASYNC|WP_UNPOPULATED", e))?;
         // Registered while the target is stopped: its VMAs are the ones just read.
-        let mut span = (u64::MAX, 0);
+        let mut segments = Vec::new();
         let mut tracked_bytes = 0;
         let mut registered = Vec::new();
         // The anonymous ones registered, for plain_anon.
@@ -195,7 +216,7 @@ impl Tracker {
             }
             match uffd.register_write_protect(m.start, m.end - m.start) {
                 Ok(()) => {
-                    span = (span.0.min(m.start), span.1.max(m.end));
+                    add_segment(&mut segments, m.start, m.end, kind == VmaKind::FilePrivate);
                     tracked_bytes += m.end - m.start;
                     registered.push((m.start, m.end));
                     if matches!(kind, VmaKind::Anon | VmaKind::Heap) {
@@ -217,7 +238,7 @@ impl Tracker {
             pid,
             _uffd: uffd,
             pagemap,
-            span: if span.0 < span.1 { span } else { (0, 0) },
+            segments,
             registered,
             anon,
         })
@@ -226,23 +247,37 @@ impl Tracker {
     fn scan(&self, scan: Scan) -> Result<Vec<Region>> {
         let mut out = vec![PageRegion::default(); REGIONS_PER_CALL];
         let mut found = Vec::new();
-        let mut at = self.span.0;
-        while at < self.span.1 {
-            let (n, walk_end) = pagemap::scan_part(
-                self.pagemap.as_fd(),
+        for segment in &self.segments {
+            let scan = if segment.file {
+                scan
+            } else {
+                let anon = !pagemap::PAGE_IS_FILE;
                 Scan {
-                    start: at,
-                    end: self.span.1,
+                    category_inverted: scan.category_inverted & anon,
+                    category_mask: scan.category_mask & anon,
+                    category_anyof_mask: scan.category_anyof_mask & anon,
+                    return_mask: scan.return_mask & anon,
                     ..scan
-                },
-                &mut out,
-            )
-            .map_err(|e| Error::sys(self.pid, format!("PAGEMAP_SCAN from {at:#x}"), e))?;
-            found.extend_from_slice(&out[..n]);
-            if walk_end <= at {
-                break;
+                }
+            };
+            let mut at = segment.start;
+            while at < segment.end {
+                let (n, walk_end) = pagemap::scan_part(
+                    self.pagemap.as_fd(),
+                    Scan {
+                        start: at,
+                        end: segment.end,
+                        ..scan
+                    },
+                    &mut out,
+                )
+                .map_err(|e| Error::sys(self.pid, format!("PAGEMAP_SCAN from {at:#x}"), e))?;
+                found.extend_from_slice(&out[..n]);
+                if walk_end <= at {
+                    break;
+                }
+                at = walk_end;
             }
-            at = walk_end;
         }
         Ok(found)
     }
@@ -296,5 +331,33 @@ fn not_guard() -> u64 {
         pagemap::PAGE_IS_GUARD
     } else {
         0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn neighbours_of_a_class_are_scanned_as_one_segment() {
+        let mut segments = Vec::new();
+        for (start, end, file) in [
+            (0x1000, 0x2000, true),
+            (0x2000, 0x3000, true),
+            (0x5000, 0x9000, false),
+            (0xa000, 0xb000, false),
+            (0xc000, 0xd000, true),
+        ] {
+            add_segment(&mut segments, start, end, file);
+        }
+        let got: Vec<_> = segments.iter().map(|s| (s.start, s.end, s.file)).collect();
+        assert_eq!(
+            got,
+            [
+                (0x1000, 0x3000, true),
+                (0x5000, 0xb000, false),
+                (0xc000, 0xd000, true)
+            ]
+        );
     }
 }
