@@ -1067,6 +1067,34 @@ fn a_server_and_its_client_on_an_abstract_name_keep_their_peer_credentials() {
     peers_of_a_server_and_its_client(&name.replace(['(', ')'], ""));
 }
 
+/// A message the child (uid 1000) wrote to its parent, unread at the dump in a queue whose
+/// reader has SO_PASSCRED, comes back with its SCM_CREDENTIALS: the child's pid, uid and gid
+/// (sent at restore by a stand-in with the child's pid, before the child is made). Before
+/// 2026-12-07 it read the parent's pid.
+#[test]
+fn a_message_queued_by_a_child_keeps_its_credentials() {
+    cryo_bin();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o711),
+    )
+    .unwrap();
+    let path = dir.path().join("creds.sock");
+    let name = path.to_str().unwrap();
+    let mut w = Workload::spawn("unix-peers", &[name, "1000", "1000", "1000", "0"]);
+    let kid = w.cmd("kid");
+    assert_eq!(w.cmd("passcred"), "ok");
+    assert_eq!(w.cmd("kid-queues hello"), "ok");
+    w.dump_and_restore();
+    assert_eq!(
+        w.cmd("recv-creds"),
+        format!("hello pid {kid} uid 1000 gid 1000"),
+        "the queued message's credentials after the restore"
+    );
+    w.kill_restored();
+}
+
 /// Two datagram sockets bound to paths and connected to each other by name show no peer
 /// (SO_PEERCRED pid 0: connect() stamps none on a datagram socket) and still exchange
 /// datagrams after the restore. Before 2026-12-07 they came back as a socketpair, showing the

@@ -475,11 +475,26 @@ pub fn refill_queue(from: impl AsFd, dest: Option<&UnixName>, queue: &CapturedQu
     refill_messages(from, dest, &queue.messages)
 }
 
+/// How one message is sent: [`send_message`], or a caller's way around it (the sender's
+/// credentials given by a process of their pid).
+pub type SendMessage<'s> =
+    &'s mut dyn FnMut(BorrowedFd<'_>, Option<&UnixName>, &QueuedMessage) -> Result<()>;
+
 /// [`refill_queue`] of some of a queue's messages, in order.
 pub fn refill_messages(
     from: impl AsFd,
     dest: Option<&UnixName>,
     messages: &[QueuedMessage],
+) -> Result<()> {
+    refill_messages_with(from, dest, messages, &mut |f, d, m| send_message(f, d, m))
+}
+
+/// [`refill_messages`], each message sent by `send`.
+pub fn refill_messages_with(
+    from: impl AsFd,
+    dest: Option<&UnixName>,
+    messages: &[QueuedMessage],
+    send: SendMessage<'_>,
 ) -> Result<()> {
     let from = from.as_fd();
     if messages.is_empty() {
@@ -509,9 +524,7 @@ pub fn refill_messages(
             other => other.map_err(|e| UnixSockError::fd("setsockopt SO_SNDBUFFORCE", raw, e))?,
         }
     }
-    let result = messages
-        .iter()
-        .try_for_each(|m| send_message(from, dest, m));
+    let result = messages.iter().try_for_each(|m| send(from, dest, m));
     if raised {
         set_buf(from, libc::SO_SNDBUFFORCE, orig)?;
     }

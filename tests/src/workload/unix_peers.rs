@@ -15,6 +15,10 @@
 //!   pair-as ID -> ok   a stream socketpair at fds 52 and 53, made with effective uid and
 //!                      gid ID (then back to 0)
 //!   pair-peercred -> the peer credentials of both ends, ' | '-joined
+//!   passcred -> ok            SO_PASSCRED on fd 51: the child's messages carry its credentials
+//!   kid-queues TEXT -> ok     the child sends TEXT on its end; returns once it waits, unread,
+//!                             in fd 51's queue
+//!   recv-creds -> "TEXT pid P uid U gid G"   one message of fd 51 with its SCM_CREDENTIALS
 //! ```
 
 use std::ffi::CString;
@@ -91,6 +95,41 @@ fn peercred(fd: i32) -> io::Result<String> {
         "pid {} uid {} gid {} groups {groups}",
         cred.pid, cred.uid, cred.gid
     ))
+}
+
+/// "TEXT pid P uid U gid G": one message of `fd` and its SCM_CREDENTIALS ("none" without).
+fn recv_creds(fd: i32) -> io::Result<String> {
+    let mut data = [0u8; 256];
+    let mut control = [0u8; 128];
+    let mut iov = libc::iovec {
+        iov_base: data.as_mut_ptr().cast(),
+        iov_len: data.len(),
+    };
+    // SAFETY: a zeroed msghdr is a valid value; its buffers are set below.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = control.len();
+    // SAFETY: msg points at live buffers of the lengths it gives.
+    let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_DONTWAIT) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let text = String::from_utf8_lossy(&data[..n as usize]).into_owned();
+    let mut creds = "none".to_string();
+    // SAFETY: the control buffer was filled by recvmsg; CMSG_* walk it within its length.
+    unsafe {
+        let mut cm = libc::CMSG_FIRSTHDR(&msg);
+        while !cm.is_null() {
+            if (*cm).cmsg_level == libc::SOL_SOCKET && (*cm).cmsg_type == libc::SCM_CREDENTIALS {
+                let c = std::ptr::read_unaligned(libc::CMSG_DATA(cm).cast::<libc::ucred>());
+                creds = format!("pid {} uid {} gid {}", c.pid, c.uid, c.gid);
+            }
+            cm = libc::CMSG_NXTHDR(&msg, cm);
+        }
+    }
+    Ok(format!("{text} {creds}"))
 }
 
 /// Sets this process's effective uid and gid (real and saved kept).
@@ -173,8 +212,13 @@ fn client(
             if n <= 0 {
                 return Ok(());
             }
-            let reply = peercred(s).unwrap_or_else(|e| format!("<{e}>"));
-            super::unix::send(s, reply.as_bytes())?;
+            let reply = match buf[..n as usize].strip_prefix(b"say:") {
+                Some(text) => text.to_vec(),
+                None => peercred(s)
+                    .unwrap_or_else(|e| format!("<{e}>"))
+                    .into_bytes(),
+            };
+            super::unix::send(s, &reply)?;
         }
     };
     super::kids::exit_child("unix-peers client", run())
@@ -205,6 +249,23 @@ impl Mode for UnixPeers {
                 let ends = PAIR.map(|fd| peercred(fd).unwrap_or_else(|e| format!("<{e}>")));
                 Ok(ends.join(" | "))
             }
+            ("passcred", []) => {
+                sys::setsockopt_value(CONN, libc::SOL_SOCKET, libc::SO_PASSCRED, &1i32)
+                    .map_err(failed("SO_PASSCRED"))?;
+                Ok("ok".into())
+            }
+            ("kid-queues", [text]) => {
+                super::unix::send(CONN, format!("say:{text}").as_bytes()).map_err(io_err)?;
+                let mut pfd = libc::pollfd {
+                    fd: CONN,
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd; waits until the child's message is queued.
+                cvt(unsafe { libc::poll(&mut pfd, 1, -1) }).map_err(failed("poll"))?;
+                Ok("ok".into())
+            }
+            ("recv-creds", []) => recv_creds(CONN).map_err(io_err),
             ("kid-peercred", []) => {
                 super::unix::send(CONN, b"cred").map_err(io_err)?;
                 let mut buf = [0u8; 256];

@@ -31,9 +31,10 @@
 //! ([`crate::spawn`]) uses the same closure to plan what each process inherits.
 //!
 //! Credentials (SCM_CREDENTIALS) go back with their message; the kernel wants their pid to
-//! exist when the queue is refilled. One that does not (a process not restored, or restored
-//! after the task refilling the queue, such as its child) is sent with the refilling task's
-//! pid instead, uid and gid kept, and a warning.
+//! exist when the queue is refilled. One of a process the refilling task forks later (its
+//! child) is sent by a stand-in with that pid (peers.rs send_queued); any other that does not
+//! exist (a process not restored, or restored later in another tree) is sent with the
+//! refilling task's pid instead, uid and gid kept, and a warning.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
@@ -568,7 +569,7 @@ impl UnixLinks {
                             "connect a closed waiting client to its listener again",
                         ))?;
                         let q = queue(dl, ul, &p.queue, &HashMap::new())?;
-                        unix::restore::refill_queue(&cfd, None, &q)
+                        peers::refill(&cfd, None, &q.messages)
                             .map_err(unix_err(dl, "refill what a closed waiting client sent"))?;
                         continue;
                     };
@@ -654,7 +655,7 @@ impl UnixLinks {
                 for (p, c) in ul.pending.iter().zip(clients) {
                     let Some(c) = *c else { continue };
                     let q = queue(dl, self.state(desc(c)?)?, &p.queue, opened)?;
-                    unix::restore::refill_queue(fd(c)?, None, &q)
+                    peers::refill(fd(c)?, None, &q.messages)
                         .map_err(unix_err(dl, "refill what a waiting client had sent"))?;
                 }
             }
@@ -666,7 +667,7 @@ impl UnixLinks {
                     let q = queue(d, u, &u.queue, opened)?;
                     if !q.is_empty() {
                         let to = u.reach(files.get(&s));
-                        unix::restore::refill_queue(fd(*receiver)?, Some(&to), &q)
+                        peers::refill(fd(*receiver)?, Some(&to), &q.messages)
                             .map_err(unix_err(d, "refill the queue"))?;
                     }
                 }
@@ -687,7 +688,7 @@ impl UnixLinks {
             let d = desc(to)?;
             let u = self.state(d)?;
             let q = queue(d, u, &u.queue, opened)?;
-            unix::restore::refill_queue(borrow(opened, from)?, None, &q)
+            peers::refill(borrow(opened, from)?, None, &q.messages)
                 .map_err(unix_err(d, "refill the queue"))?;
         }
         Ok(())

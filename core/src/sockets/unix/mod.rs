@@ -1086,7 +1086,7 @@ pub(super) fn finish_broken(
         unix::restore::restore_shutdown(fd, u.shutdown()).map_err(unix_err(desc, "shutdown"))?;
         return u.apply_options(desc, fd);
     };
-    unix::restore::refill_queue(&gone, None, q).map_err(unix_err(desc, "refill the queue"))?;
+    peers::refill(&gone, None, &q.messages).map_err(unix_err(desc, "refill the queue"))?;
     if u.reset_pending {
         // Unread in the end that closes: the kernel gives the survivor ECONNRESET.
         let unread = unix::QueuedMessage {
@@ -1218,16 +1218,16 @@ fn refill_own(
                 );
             }
             let from = unnamed.as_ref().expect("made above");
-            unix::restore::refill_messages(from, Some(&to), messages)
+            peers::refill(from, Some(&to), messages)
         } else if !run[0].from_name.is_empty() {
             let name = unix::UnixName::from_sun_path(&run[0].from_name);
             let from = unix::restore::sender_named(&name).map_err(unix_err(
                 desc,
                 "a sender bound to the name datagrams came from",
             ))?;
-            unix::restore::refill_messages(&from, Some(&to), messages)
+            peers::refill(&from, Some(&to), messages)
         } else {
-            unix::restore::refill_messages(fd, Some(&to), messages)
+            peers::refill(fd, Some(&to), messages)
         };
         sent.map_err(unix_err(desc, "refill the queue"))?;
     }

@@ -85,30 +85,44 @@ pub(crate) fn issue(
         );
         return call();
     }
-    // The unix error of the call kept aside: only its errno crosses a stand-in.
-    let mut failed = None;
-    let kept = &mut failed;
-    let wrapped = move || {
-        call().map_err(|e| {
-            let errno = e.raw_os_error().unwrap_or(libc::EIO);
-            *kept = Some(e);
-            io::Error::from_raw_os_error(errno)
-        })
-    };
-    let issued = if own {
-        with_effective_ids(&ids, wrapped)
+    if own {
+        keeping_error(call, |wrapped| with_effective_ids(&ids, wrapped), cred)
     } else {
         debug!(
             pid = cred.pid,
             "a stand-in issues a call stamping unix peer credentials"
         );
-        in_stand_in(Pid::from_raw(cred.pid), &ids, wrapped)
-    };
+        keeping_error(
+            call,
+            |wrapped| in_stand_in(Pid::from_raw(cred.pid), &ids, wrapped),
+            cred,
+        )
+    }
+}
+
+/// Runs `call` through `runner` (which gives back only an io::Error: a stand-in's exit code
+/// carries an errno), keeping `call`'s own unix error; a failure of the runner itself names
+/// `cred`.
+fn keeping_error(
+    call: impl FnOnce() -> Result<(), unix::UnixSockError>,
+    runner: impl FnOnce(&mut dyn FnMut() -> io::Result<()>) -> io::Result<()>,
+    cred: &unix::restore::PeerCred,
+) -> Result<(), unix::UnixSockError> {
+    let mut failed = None;
+    let mut call = Some(call);
+    let issued = runner(&mut || {
+        let call = call.take().expect("run once");
+        call().map_err(|e| {
+            let errno = e.raw_os_error().unwrap_or(libc::EIO);
+            failed = Some(e);
+            io::Error::from_raw_os_error(errno)
+        })
+    });
     match (issued, failed) {
         (Ok(()), _) => Ok(()),
         (Err(_), Some(e)) => Err(e),
         (Err(e), None) => Err(unix::UnixSockError::Invalid {
-            step: "issue a call as the dumped peer credentials",
+            step: "issue a call as the dumped credentials",
             fd: -1,
             detail: format!(
                 "as pid {} (uid {}, gid {}, groups {:?}): {e}",
@@ -116,4 +130,55 @@ pub(crate) fn issue(
             ),
         }),
     }
+}
+
+/// Refills a queue with `messages`, sent from `from` (to `dest`) in order, each with the
+/// credentials it was queued with ([`send_queued`]).
+pub(crate) fn refill(
+    from: impl std::os::fd::AsFd,
+    dest: Option<&unix::UnixName>,
+    messages: &[unix::QueuedMessage],
+) -> Result<(), unix::UnixSockError> {
+    unix::restore::refill_messages_with(from, dest, messages, &mut |f, d, m| send_queued(f, d, m))
+}
+
+/// Sends queued message `msg` again from `from` (to `dest`) with the credentials it was
+/// queued with (SCM_CREDENTIALS: the kernel takes them only with the pid of a live process):
+/// by a stand-in with their pid when they name a process this one forks later (a child that
+/// wrote to its parent), else from here (its own pid, an ancestor's, one made already).
+pub(crate) fn send_queued(
+    from: std::os::fd::BorrowedFd<'_>,
+    dest: Option<&unix::UnixName>,
+    msg: &unix::QueuedMessage,
+) -> Result<(), unix::UnixSockError> {
+    let send = || unix::restore::send_message(from, dest, msg);
+    let Some(creds) = msg.creds else {
+        return send();
+    };
+    let later = ISSUERS
+        .get()
+        .is_some_and(|i| creds.pid != i.own && i.later.contains(&creds.pid));
+    if !later {
+        return send();
+    }
+    debug!(
+        pid = creds.pid,
+        "a stand-in sends a queued message with its credentials"
+    );
+    let cred = unix::restore::PeerCred {
+        pid: creds.pid,
+        uid: creds.uid,
+        gid: creds.gid,
+        groups: Vec::new(),
+    };
+    let ids = CallIds {
+        uid: creds.uid,
+        gid: creds.gid,
+        groups: Vec::new(),
+    };
+    keeping_error(
+        send,
+        |wrapped| in_stand_in(Pid::from_raw(creds.pid), &ids, wrapped),
+        &cred,
+    )
 }
