@@ -475,10 +475,10 @@ pub fn refill_queue(from: impl AsFd, dest: Option<&UnixName>, queue: &CapturedQu
     refill_messages(from, dest, &queue.messages)
 }
 
-/// How one message is sent: [`send_message`], or a caller's way around it (the sender's
-/// credentials given by a process of their pid).
-pub type SendMessage<'s> =
-    &'s mut dyn FnMut(BorrowedFd<'_>, Option<&UnixName>, &QueuedMessage) -> Result<()>;
+/// How messages are sent, in order: each by [`send_message`], or a caller's way around it
+/// (the sender's credentials given by a process of their pid).
+pub type SendMessages<'s> =
+    &'s mut dyn FnMut(BorrowedFd<'_>, Option<&UnixName>, &[QueuedMessage]) -> Result<()>;
 
 /// [`refill_queue`] of some of a queue's messages, in order.
 pub fn refill_messages(
@@ -486,15 +486,17 @@ pub fn refill_messages(
     dest: Option<&UnixName>,
     messages: &[QueuedMessage],
 ) -> Result<()> {
-    refill_messages_with(from, dest, messages, &mut |f, d, m| send_message(f, d, m))
+    refill_messages_with(from, dest, messages, &mut |f, d, all| {
+        all.iter().try_for_each(|m| send_message(f, d, m))
+    })
 }
 
-/// [`refill_messages`], each message sent by `send`.
+/// [`refill_messages`], the messages sent by `send`.
 pub fn refill_messages_with(
     from: impl AsFd,
     dest: Option<&UnixName>,
     messages: &[QueuedMessage],
-    send: SendMessage<'_>,
+    send: SendMessages<'_>,
 ) -> Result<()> {
     let from = from.as_fd();
     if messages.is_empty() {
@@ -524,7 +526,7 @@ pub fn refill_messages_with(
             other => other.map_err(|e| UnixSockError::fd("setsockopt SO_SNDBUFFORCE", raw, e))?,
         }
     }
-    let result = messages.iter().try_for_each(|m| send(from, dest, m));
+    let result = send(from, dest, messages);
     if raised {
         set_buf(from, libc::SO_SNDBUFFORCE, orig)?;
     }

@@ -133,52 +133,58 @@ fn keeping_error(
 }
 
 /// Refills a queue with `messages`, sent from `from` (to `dest`) in order, each with the
-/// credentials it was queued with ([`send_queued`]).
+/// credentials it was queued with (SCM_CREDENTIALS: the kernel takes them only with the pid
+/// of a live process): a run of messages naming a process this one forks later (a child that
+/// wrote to its parent) by one stand-in with that pid, the others from here (its own pid, an
+/// ancestor's, one made already).
 pub(crate) fn refill(
     from: impl std::os::fd::AsFd,
     dest: Option<&unix::UnixName>,
     messages: &[unix::QueuedMessage],
 ) -> Result<(), unix::UnixSockError> {
-    unix::restore::refill_messages_with(from, dest, messages, &mut |f, d, m| send_queued(f, d, m))
+    unix::restore::refill_messages_with(from, dest, messages, &mut |from, dest, all| {
+        let send = |run: &[unix::QueuedMessage]| {
+            run.iter()
+                .try_for_each(|m| unix::restore::send_message(from, dest, m))
+        };
+        for run in all.chunk_by(|a, b| stand_in_pid(a) == stand_in_pid(b)) {
+            match run.first().and_then(stand_in_pid) {
+                None => send(run)?,
+                Some((pid, uid, gid)) => {
+                    debug!(
+                        pid,
+                        messages = run.len(),
+                        "a stand-in sends queued messages with their credentials"
+                    );
+                    let cred = unix::restore::PeerCred {
+                        pid,
+                        uid,
+                        gid,
+                        groups: Vec::new(),
+                    };
+                    let ids = CallIds {
+                        uid,
+                        gid,
+                        groups: Vec::new(),
+                    };
+                    keeping_error(
+                        || send(run),
+                        |wrapped| in_stand_in(Pid::from_raw(pid), &ids, wrapped),
+                        &cred,
+                    )?;
+                }
+            }
+        }
+        Ok(())
+    })
 }
 
-/// Sends queued message `msg` again from `from` (to `dest`) with the credentials it was
-/// queued with (SCM_CREDENTIALS: the kernel takes them only with the pid of a live process):
-/// by a stand-in with their pid when they name a process this one forks later (a child that
-/// wrote to its parent), else from here (its own pid, an ancestor's, one made already).
-pub(crate) fn send_queued(
-    from: std::os::fd::BorrowedFd<'_>,
-    dest: Option<&unix::UnixName>,
-    msg: &unix::QueuedMessage,
-) -> Result<(), unix::UnixSockError> {
-    let send = || unix::restore::send_message(from, dest, msg);
-    let Some(creds) = msg.creds else {
-        return send();
-    };
-    let later = ISSUERS
+/// The credentials of `msg` when they name a process this one forks later: a stand-in with
+/// that pid sends it.
+fn stand_in_pid(msg: &unix::QueuedMessage) -> Option<(i32, u32, u32)> {
+    let creds = msg.creds?;
+    ISSUERS
         .get()
-        .is_some_and(|i| creds.pid != i.own && i.later.contains(&creds.pid));
-    if !later {
-        return send();
-    }
-    debug!(
-        pid = creds.pid,
-        "a stand-in sends a queued message with its credentials"
-    );
-    let cred = unix::restore::PeerCred {
-        pid: creds.pid,
-        uid: creds.uid,
-        gid: creds.gid,
-        groups: Vec::new(),
-    };
-    let ids = CallIds {
-        uid: creds.uid,
-        gid: creds.gid,
-        groups: Vec::new(),
-    };
-    keeping_error(
-        send,
-        |wrapped| in_stand_in(Pid::from_raw(creds.pid), &ids, wrapped),
-        &cred,
-    )
+        .is_some_and(|i| creds.pid != i.own && i.later.contains(&creds.pid))
+        .then_some((creds.pid, creds.uid, creds.gid))
 }
