@@ -32,7 +32,7 @@
 //!
 //! Credentials (SCM_CREDENTIALS) go back with their message; the kernel wants their pid to
 //! exist when the queue is refilled. One of a process the refilling task forks later (its
-//! child) is sent by a stand-in with that pid (peers.rs send_queued); any other that does not
+//! child) is sent by a stand-in with that pid (peers.rs refill); any other that does not
 //! exist (a process not restored, or restored later in another tree) is sent with the
 //! refilling task's pid instead, uid and gid kept, and a warning.
 
