@@ -1040,17 +1040,22 @@ fn peers_of_a_server_and_its_client(name: &str) {
     w.kill_restored();
 }
 
-/// A listener bound to a path: the accepted connection is restored as a pair of its own.
-/// Before 2026-12-07 every end showed the server with uid 0 and no groups after the restore.
-#[test]
-fn a_server_and_its_client_of_other_uids_keep_their_peer_credentials() {
+/// A directory the workload's child, of another uid, can reach a socket file in.
+fn reachable_by_other_uids() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    // The client, of another uid, reaches the socket file.
     std::fs::set_permissions(
         dir.path(),
         std::os::unix::fs::PermissionsExt::from_mode(0o711),
     )
     .unwrap();
+    dir
+}
+
+/// A listener bound to a path: the accepted connection is restored as a pair of its own.
+/// Before 2026-12-07 every end showed the server with uid 0 and no groups after the restore.
+#[test]
+fn a_server_and_its_client_of_other_uids_keep_their_peer_credentials() {
+    let dir = reachable_by_other_uids();
     let path = dir.path().join("peers.sock");
     peers_of_a_server_and_its_client(path.to_str().unwrap());
 }
@@ -1074,12 +1079,7 @@ fn a_server_and_its_client_on_an_abstract_name_keep_their_peer_credentials() {
 #[test]
 fn a_message_queued_by_a_child_keeps_its_credentials() {
     cryo_bin();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(
-        dir.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o711),
-    )
-    .unwrap();
+    let dir = reachable_by_other_uids();
     let path = dir.path().join("creds.sock");
     let name = path.to_str().unwrap();
     let mut w = Workload::spawn("unix-peers", &[name, "1000", "1000", "1000", "0"]);
