@@ -185,6 +185,8 @@ fn a_pair_a_pipe_and_a_file_shared_by_two_trees_dumped_together_stay_shared() {
     let _reaper = Reaper(d);
     let ppid = cryo_tests::status_field(d, "PPid").unwrap();
     assert_ne!(ppid, w.pid().to_string(), "D is not in the root's tree");
+    // The pair's maker (socketpair in the root) is each end's peer.
+    assert_eq!(w.cmd("peer-pid"), w.pid().to_string());
     // Unread both ways: D's hello waits at the root, the root's message waits at D.
     assert_eq!(w.cmd("push one"), "ok");
     let both = format!("{},{d}", w.pid());
@@ -196,6 +198,13 @@ fn a_pair_a_pipe_and_a_file_shared_by_two_trees_dumped_together_stay_shared() {
     assert!(gone, "the dump killed D too");
     w.restore_background(&img);
     assert!(cryo_tests::pid_exists(d), "D is back with its pid");
+    // Made by cryo for the two trees, by a stand-in with the root's pid (before 2026-12-07:
+    // cryo's own pid, gone once the restore ended).
+    assert_eq!(
+        w.cmd("peer-pid"),
+        w.pid().to_string(),
+        "SO_PEERCRED of the root's end after the restore"
+    );
     assert_eq!(w.cmd("recv"), "hello-from-D", "D's unread hello survived");
     // SAFETY: kill takes plain integers.
     assert_eq!(unsafe { libc::kill(d, libc::SIGUSR1) }, 0);

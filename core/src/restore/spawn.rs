@@ -216,12 +216,28 @@ fn spawn_tree(tree: &Planned, ns: Option<Namespaces>) -> Result<(Vec<Pid>, Optio
                 for set in &plan.cryo_sets {
                     let made = match set {
                         CryoSet::UnixPair(a, b) => {
-                            let (fa, fb) = files::open_unix_pair_by_ids(
-                                &tree.loaded.descs,
-                                &tree.loaded.links,
-                                *a,
-                                *b,
-                            )?;
+                            let open = || {
+                                files::open_unix_pair_by_ids(
+                                    &tree.loaded.descs,
+                                    &tree.loaded.links,
+                                    *a,
+                                    *b,
+                                )
+                            };
+                            // The pair of two trees: its ends show the processes of the dump
+                            // that stamped them (stand-ins with their pids, cryo forking the
+                            // trees after), where cryo can fork safely and names pids as
+                            // the dump did.
+                            let alone = crate::proc::tids(nix::unistd::getpid())
+                                .is_ok_and(|t| t.len() == 1);
+                            let (fa, fb) = if alone && !in_pidns {
+                                crate::sockets::unix::peers::with_issuers(
+                                    tree.loaded.tasks.iter().map(|t| t.entry.pid),
+                                    open,
+                                )?
+                            } else {
+                                open()?
+                            };
                             vec![(*a, fa), (*b, fb)]
                         }
                         CryoSet::Plain(ids) => {

@@ -587,8 +587,23 @@ pub fn in_stand_in(
     ids: &CallIds,
     call: impl FnOnce() -> io::Result<()>,
 ) -> io::Result<()> {
+    in_stand_in_sharing(pid, ids, 0, call)
+}
+
+/// [`in_stand_in`], the stand-in sharing this process's fd table when `share` has
+/// CLONE_FILES: the descriptors `call` makes there stay here (a socketpair it stamps).
+pub fn in_stand_in_sharing(
+    pid: Pid,
+    ids: &CallIds,
+    share: u64,
+    call: impl FnOnce() -> io::Result<()>,
+) -> io::Result<()> {
     // No exit signal (0): nothing of it is left pending for the restored process.
-    match clone_with_pid(pid, CloneArgs::default())? {
+    let args = CloneArgs {
+        flags: share & libc::CLONE_FILES as u64,
+        ..CloneArgs::default()
+    };
+    match clone_with_pid(pid, args)? {
         Forked::Child => {
             let r = with_effective_ids(ids, call);
             exit_child(match r {

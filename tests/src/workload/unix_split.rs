@@ -13,6 +13,7 @@
 //!                            recv-wait, ready (as unix-tree)   kid -> <D's pid>
 //!                            pipe-read -> <what the pipe holds> (waits up to 10 s)
 //!                            file-pos -> <offset of fd 54>
+//!                            peer-pid -> <SO_PEERCRED pid of end 50: the pair's maker>
 //! ```
 
 use std::io;
@@ -106,6 +107,15 @@ impl Mode for UnixSplit {
             ("kid", []) => Ok(self.kid.to_string()),
             ("pipe-read", []) => read_when_readable(SPLIT_PIPE_RD).map_err(io_err),
             ("file-pos", []) => Ok(sys::tell(SPLIT_FILE).map_err(io_err)?.to_string()),
+            ("peer-pid", []) => {
+                let cred = sys::getsockopt_bytes(UNIX_A, libc::SOL_SOCKET, libc::SO_PEERCRED, 12)
+                    .map_err(io_err)?;
+                let pid: [u8; 4] = cred
+                    .get(..4)
+                    .and_then(|b| b.try_into().ok())
+                    .ok_or("short")?;
+                Ok(i32::from_ne_bytes(pid).to_string())
+            }
             _ => unix::end_command(verb, args).unwrap_or_else(|| unknown(verb)),
         }
     }

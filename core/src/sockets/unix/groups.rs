@@ -488,20 +488,14 @@ impl UnixLinks {
                     debug!(id = da.id, peer = db.id, what = %describe(da), "unix dgram sockets connected by name");
                     return Ok(vec![(*a, fa), (*b, fb)]);
                 }
-                // Both ends show their maker: this process, as the dumped maker's ids.
+                // Both ends show their maker: this process, as the dumped maker's ids, or one
+                // it forks later, through a stand-in.
                 let maker = ua
                     .peer_cred
                     .as_ref()
-                    .filter(|c| ub.peer_cred.as_ref() == Some(*c) && peers::is_own(c));
-                let mut made = None;
-                peers::issue(maker, || {
-                    made = Some(unix::restore::socketpair(ty)?);
-                    Ok(())
-                })
-                .map_err(unix_err(da, "socketpair"))?;
-                let (fa, fb) = made.ok_or_else(|| {
-                    unix_err(da, "socketpair")("the socketpair was made elsewhere".to_string())
-                })?;
+                    .filter(|c| ub.peer_cred.as_ref() == Some(*c));
+                let (fa, fb) =
+                    peers::socketpair_of(maker, ty).map_err(unix_err(da, "socketpair"))?;
                 // Each end's name (getsockname, the other's getpeername): an end of a
                 // socketpair is not bound yet, and can be.
                 for (d, u, fd, id) in [(da, ua, &fa, *a), (db, ub, &fb, *b)] {

@@ -19,13 +19,14 @@
 
 use std::collections::BTreeSet;
 use std::io;
-use std::sync::OnceLock;
 
 use cryo_unix_sockets as unix;
 use nix::unistd::Pid;
 use tracing::debug;
 
-use crate::sys::process::{in_stand_in, with_effective_ids, CallIds};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+
+use crate::sys::process::{in_stand_in, in_stand_in_sharing, with_effective_ids, CallIds};
 
 /// Who may issue stamping calls in this process of a restore.
 #[derive(Debug)]
@@ -36,30 +37,49 @@ struct Issuers {
     later: BTreeSet<i32>,
 }
 
-static ISSUERS: OnceLock<Issuers> = OnceLock::new();
+thread_local! {
+    /// This thread's issuers: set once in a restored process, for a scope in cryo.
+    static ISSUERS: std::cell::RefCell<Option<Issuers>> = const { std::cell::RefCell::new(None) };
+}
+
+/// `f` of this thread's issuers (None: every call issued as is).
+fn issuers<R>(f: impl FnOnce(Option<&Issuers>) -> R) -> R {
+    ISSUERS.with(|i| f(i.borrow().as_ref()))
+}
 
 /// In a forked process of a restore (single-threaded, privileged, in cryo's user namespace),
-/// before it makes its sockets: its pid and the pids of its descendants. Unset (cryo itself,
-/// a process in a user namespace of its own), every call is issued as is.
+/// before it makes its sockets: its pid and the pids of its descendants. Unset (a process in
+/// a user namespace of its own), every call is issued as is.
 pub(crate) fn set_issuers(own: i32, later: impl IntoIterator<Item = i32>) {
-    let _ = ISSUERS.set(Issuers {
-        own,
-        later: later.into_iter().collect(),
+    ISSUERS.with(|i| {
+        *i.borrow_mut() = Some(Issuers {
+            own,
+            later: later.into_iter().collect(),
+        })
     });
+}
+
+/// Runs `make` with this thread (of cryo) as the issuer of stamping calls, every pid of
+/// `later` (processes it forks after: a restore's) given by a stand-in; unset again after.
+/// For the unix pairs cryo makes for two trees, only while cryo runs no other thread (a
+/// stand-in is forked without the allocator's fork handlers: safe in a single thread only).
+pub(crate) fn with_issuers<R>(later: impl IntoIterator<Item = i32>, make: impl FnOnce() -> R) -> R {
+    set_issuers(std::process::id() as i32, later);
+    let made = make();
+    ISSUERS.with(|i| *i.borrow_mut() = None);
+    made
 }
 
 /// Whether a call stamped `cred` can be issued so in this process.
 pub(crate) fn can_issue(cred: &unix::restore::PeerCred) -> bool {
-    ISSUERS
-        .get()
-        .is_some_and(|i| cred.pid != 0 && (cred.pid == i.own || i.later.contains(&cred.pid)))
+    issuers(|i| {
+        i.is_some_and(|i| cred.pid != 0 && (cred.pid == i.own || i.later.contains(&cred.pid)))
+    })
 }
 
 /// Whether `cred` names this process of a restore (a call stamped so is issued by it).
 pub(crate) fn is_own(cred: &unix::restore::PeerCred) -> bool {
-    ISSUERS
-        .get()
-        .is_some_and(|i| cred.pid != 0 && cred.pid == i.own)
+    issuers(|i| i.is_some_and(|i| cred.pid != 0 && cred.pid == i.own))
 }
 
 /// Issues `call` (a listen, connect or socketpair) so that what it stamps reads `cred`
@@ -68,7 +88,7 @@ pub(crate) fn issue(
     cred: Option<&unix::restore::PeerCred>,
     call: impl FnOnce() -> Result<(), unix::UnixSockError>,
 ) -> Result<(), unix::UnixSockError> {
-    let (Some(cred), Some(issuers)) = (cred, ISSUERS.get()) else {
+    let (Some(cred), Some(issuer)) = (cred, issuers(|i| i.map(|i| i.own))) else {
         return call();
     };
     let ids = CallIds {
@@ -76,11 +96,11 @@ pub(crate) fn issue(
         gid: cred.gid,
         groups: cred.groups.clone(),
     };
-    let own = cred.pid == issuers.own;
+    let own = cred.pid == issuer;
     if !can_issue(cred) {
         debug!(
             pid = cred.pid,
-            own = issuers.own,
+            own = issuer,
             "unix peer credentials of a process this one does not fork: issued as is"
         );
         return call();
@@ -98,6 +118,74 @@ pub(crate) fn issue(
             cred,
         )
     }
+}
+
+/// A socketpair of type `ty` whose ends both show `maker` as their peer (None: an image
+/// without peer credentials; as is): made here as the maker's ids when it names this
+/// process, else by a stand-in with the maker's pid sharing this process's fd table, when it
+/// names a process this one forks later; as is otherwise.
+pub(crate) fn socketpair_of(
+    maker: Option<&unix::restore::PeerCred>,
+    ty: unix::SockType,
+) -> Result<(OwnedFd, OwnedFd), unix::UnixSockError> {
+    let later = maker.filter(|c| can_issue(c) && !is_own(c));
+    let Some(cred) = later else {
+        let mut made = None;
+        issue(maker.filter(|c| is_own(c)), || {
+            made = Some(unix::restore::socketpair(ty)?);
+            Ok(())
+        })?;
+        return made.ok_or_else(|| unix::UnixSockError::Invalid {
+            step: "socketpair",
+            fd: -1,
+            detail: "the socketpair was made elsewhere".into(),
+        });
+    };
+    // Two descriptors reserved here, replaced in the shared table by the stand-in's ends.
+    let reserve = || {
+        std::fs::File::open("/dev/null")
+            .map(OwnedFd::from)
+            .map_err(|e| unix::UnixSockError::Fd {
+                step: "reserve a descriptor",
+                fd: -1,
+                source: e,
+            })
+    };
+    let (a, b) = (reserve()?, reserve()?);
+    let at = [a.as_raw_fd(), b.as_raw_fd()];
+    let ids = CallIds {
+        uid: cred.uid,
+        gid: cred.gid,
+        groups: cred.groups.clone(),
+    };
+    debug!(pid = cred.pid, "a stand-in makes a unix socketpair");
+    keeping_error(
+        || {
+            let (x, y) = unix::restore::socketpair(ty)?;
+            // Onto the reserved numbers, whose OwnedFds here then own the ends (dup3 swaps
+            // what a number refers to; nothing else holds them).
+            for (made, to) in [(x, at[0]), (y, at[1])] {
+                crate::sys::fd::dup_to(made.as_fd(), to, true).map_err(|e| {
+                    unix::UnixSockError::Fd {
+                        step: "dup3 a socketpair end",
+                        fd: to,
+                        source: e,
+                    }
+                })?;
+            }
+            Ok(())
+        },
+        |wrapped| {
+            in_stand_in_sharing(
+                Pid::from_raw(cred.pid),
+                &ids,
+                libc::CLONE_FILES as u64,
+                wrapped,
+            )
+        },
+        cred,
+    )?;
+    Ok((a, b))
 }
 
 /// Runs `call` through `runner` (which gives back only an io::Error: a stand-in's exit code
@@ -183,8 +271,6 @@ pub(crate) fn refill(
 /// that pid sends it.
 fn stand_in_pid(msg: &unix::QueuedMessage) -> Option<(i32, u32, u32)> {
     let creds = msg.creds?;
-    ISSUERS
-        .get()
-        .is_some_and(|i| creds.pid != i.own && i.later.contains(&creds.pid))
+    issuers(|i| i.is_some_and(|i| creds.pid != i.own && i.later.contains(&creds.pid)))
         .then_some((creds.pid, creds.uid, creds.gid))
 }
