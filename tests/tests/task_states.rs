@@ -233,3 +233,125 @@ fn a_process_forking_or_starting_threads_all_the_time_is_dumped_and_restored() {
         w.kill_restored();
     }
 }
+
+/// The `kin` workload after `command`, which answers `WORD PID`: the workload and the child.
+fn kin_child(command: &str) -> (Workload, i32) {
+    let w = Workload::spawn("kin", &[]);
+    let reply = w.cmd(command);
+    let child = reply
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("{command}: {reply}"));
+    (w, child)
+}
+
+/// A stopped child whose stop its parent already collected (waitpid WUNTRACED) comes back
+/// stopped with that stop still collected: its parent's waitid(WSTOPPED) reports nothing.
+/// Before: the restored child stopped anew, and its parent saw the stop (19) reported again.
+#[test]
+fn a_stopped_child_whose_stop_its_parent_collected_comes_back_collected() {
+    cryo_bin();
+    let (mut w, child) = kin_child("stop-collected");
+    w.dump_and_restore();
+    await_state(child, 'T');
+    assert_eq!(
+        w.cmd(&format!("stopped {child}")),
+        "none",
+        "the parent's waitid"
+    );
+    // It still continues and stops as before.
+    Pidfd::open(child).unwrap().signal(libc::SIGCONT).unwrap();
+    stop(child);
+    assert_eq!(
+        w.cmd(&format!("stopped {child}")),
+        format!("stopped {}", libc::SIGSTOP)
+    );
+    w.kill_restored();
+}
+
+/// The same with a child of three threads: each joins the stop made again at restore.
+#[test]
+fn a_stopped_threaded_child_whose_stop_its_parent_collected_comes_back_collected() {
+    cryo_bin();
+    let (mut w, child) = kin_child(&format!("stop-collected {} 2", libc::SIGSTOP));
+    w.dump_and_restore();
+    await_state(child, 'T');
+    assert_eq!(
+        w.cmd(&format!("stopped {child}")),
+        "none",
+        "the parent's waitid"
+    );
+    let tasks = std::fs::read_dir(format!("/proc/{child}/task")).unwrap();
+    for t in tasks {
+        let tid: i32 = t.unwrap().file_name().to_str().unwrap().parse().unwrap();
+        let stat = std::fs::read_to_string(format!("/proc/{child}/task/{tid}/stat")).unwrap();
+        let st = stat.rsplit_once(") ").unwrap().1.chars().next();
+        assert_eq!(st, Some('T'), "thread {tid}");
+    }
+    w.kill_restored();
+}
+
+/// A collected stop by another signal than SIGSTOP (SIGTSTP): the restore makes such stops
+/// again by SIGSTOP only. Refused, naming the child and the signal. Before: restored, the
+/// stop reported again.
+#[test]
+fn a_collected_stop_by_sigtstp_is_refused() {
+    cryo_bin();
+    let (w, child) = kin_child(&format!("stop-collected {}", libc::SIGTSTP));
+    let _reaper = cryo_tests::Reaper(vec![child]);
+    w.dump(&w.path("img"), &[])
+        .assert_refused()
+        .assert_stderr_has_word(&child.to_string())
+        .assert_stderr_mentions(&format!("stopped by signal {}, not SIGSTOP", libc::SIGTSTP));
+    w.assert_untouched();
+    assert_eq!(w.cmd(&format!("stopped {child}")), "none");
+}
+
+/// A child stopped and continued whose continue its parent has not collected (waitid
+/// WCONTINUED would report CLD_CONTINUED): a restored child runs with no such report. Refused,
+/// naming the child. Before: restored, and the parent's waitid(WCONTINUED) found nothing.
+#[test]
+fn a_continued_child_whose_continue_is_not_collected_is_refused() {
+    cryo_bin();
+    let (w, child) = kin_child("continued");
+    let _reaper = cryo_tests::Reaper(vec![child]);
+    w.dump(&w.path("img"), &[])
+        .assert_refused()
+        .assert_stderr_has_word(&child.to_string())
+        .assert_stderr_mentions("has not collected the continue");
+    w.assert_untouched();
+}
+
+/// A stopped child whose stop is not collected but whose SIGCHLD the parent's handler already
+/// took: after the restore the handler does not run again, and the stop is reported once.
+/// Before: the child's stop made again at restore ran the handler a second time.
+#[test]
+fn a_stopped_child_whose_sigchld_a_handler_took_signals_no_more() {
+    cryo_bin();
+    let (mut w, child) = kin_child("stop-caught");
+    assert_eq!(w.cmd("caught"), "1");
+    w.dump_and_restore();
+    await_state(child, 'T');
+    assert_eq!(w.cmd("caught"), "1", "the SIGCHLD handler ran again");
+    assert_eq!(
+        w.cmd(&format!("stopped {child}")),
+        format!("stopped {}", libc::SIGSTOP)
+    );
+    w.kill_restored();
+}
+
+/// A stopped child whose stop is not collected, SIGCHLD left at SIG_DFL (zdtm's stopped):
+/// not refused, and after the restore its parent's waitid reports the stop once.
+#[test]
+fn a_stopped_child_whose_stop_is_not_collected_is_restored_reported() {
+    cryo_bin();
+    let (mut w, child) = kin_child("stop-uncollected");
+    w.dump_and_restore();
+    await_state(child, 'T');
+    assert_eq!(
+        w.cmd(&format!("stopped {child}")),
+        format!("stopped {}", libc::SIGSTOP)
+    );
+    w.kill_restored();
+}

@@ -352,3 +352,48 @@ fn a_child_cloned_with_another_exit_signal_is_refused_naming_it() {
         w.assert_untouched();
     }
 }
+
+/// A child forked by a thread other than the main one, with a parent-death signal: the
+/// kernel sends it when that thread exits, but a restore forks the child from the main
+/// thread. Refused, naming the child and the thread; the tree runs on. Before: restored, and
+/// the thread's exit no longer signalled the child.
+#[test]
+fn a_child_with_a_parent_death_signal_forked_by_a_thread_is_refused() {
+    cryo_bin();
+    let w = Workload::spawn("kin", &[]);
+    let reply = w.cmd("pdeath-thread");
+    let child: i32 = reply
+        .strip_prefix("forked ")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("{reply}"));
+    let _reaper = Reaper(vec![child]);
+    w.dump(&w.path("img"), &[])
+        .assert_refused()
+        .assert_stderr_has_word(&child.to_string())
+        .assert_stderr_mentions("has a parent-death signal");
+    w.assert_untouched();
+}
+
+/// A zombie killed by a signal that dumped core (wait status 0x86: WCOREDUMP): made again
+/// at restore it dies without a core, and its parent would read CLD_KILLED. Refused, naming
+/// the zombie. Before: restored with status 0x6.
+#[test]
+fn a_zombie_that_dumped_core_is_refused_naming_it() {
+    cryo_bin();
+    let w = Workload::spawn("kin", &[]);
+    let reply = w.cmd("core-zombie");
+    let (zombie, code) = match reply.split_whitespace().collect::<Vec<_>>()[..] {
+        ["zombie", z, c] => (z.to_string(), c.to_string()),
+        _ => panic!("{reply}"),
+    };
+    // CLD_DUMPED only where this host writes the core (core_pattern, limits).
+    if code != libc::CLD_DUMPED.to_string() {
+        eprintln!("no core dumped here (si_code {code}): nothing to check");
+        return;
+    }
+    w.dump(&w.path("img"), &[])
+        .assert_refused()
+        .assert_stderr_has_word(&zombie)
+        .assert_stderr_mentions("shows a core dump");
+    w.assert_untouched();
+}

@@ -438,6 +438,11 @@ fn dump_tree(
     // CAP_SYS_PTRACE in cryo's PID namespace), gone once every task is collected.
     let mut probes = crate::task::landlock::Probes::new(pidns.as_ref().and_then(|n| n.init()));
     let mut mount_namespaces = collect::MountNamespaces::default();
+    // The stopped children whose stop their parent collected, and what a stop made again at
+    // restore would do to each parent's SIGCHLD.
+    let mut collected_stops: Vec<Pid> = Vec::new();
+    let mut stop_notices: std::collections::HashMap<Pid, crate::task::signals::StopNotice> =
+        Default::default();
     for ((m, frozen), sockets) in live.iter().zip(&frozen).zip(sockets_held.tasks()) {
         let pid = m.pid;
         let _span = info_span!("task", %pid).entered();
@@ -452,6 +457,7 @@ fn dump_tree(
         // numa_maps: the two walks of the page tables take a GiB's process 10-15 ms, the
         // task's calls (two ptrace stops each) as long, while the CPUs wait for the other.
         let overlap = precopy.is_some();
+        let mut collected_here = Vec::new();
         let (views, state) = memory::dump::VmaViews::read_beside(pid, overlap, || {
             let earlier = precopy.as_deref_mut().map(|p| p.finish(pid)).transpose()?;
             let core = collect(
@@ -468,6 +474,25 @@ fn dump_tree(
                 },
                 &mut mount_namespaces,
             )?;
+            // What its parent's waitid reads of its children's stops, asked of it while its
+            // main thread is borrowed (the children are frozen too), each child named as it
+            // sees it (in its PID namespace: NSpid at its depth).
+            let depth = crate::task::pidns::nspid(pid)?.len();
+            let children = tree
+                .iter()
+                .filter(|c| c.stat.ppid == pid.as_raw() && !c.is_zombie())
+                .map(|c| {
+                    let seen_as = crate::task::pidns::nspid(c.pid)?
+                        .get(depth.wrapping_sub(1))
+                        .copied()
+                        .unwrap_or(c.pid.as_raw());
+                    Ok((c.pid, seen_as, c.stat.state == 'T'))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            collected_here = tree::collected_stops(pid, &remote, &scratch, &children)?;
+            if !opts.pids.contains(&pid) {
+                tree::refuse_pdeath_of_thread_child(pid, Pid::from_raw(m.stat.ppid), &core)?;
+            }
             Ok::<_, Error>((earlier.flatten(), core))
         });
         debug!(%pid, us = frozen_at.elapsed().as_micros() as u64, "frozen: VMA views, pre-copy's last scan and the task's state read");
@@ -489,6 +514,8 @@ fn dump_tree(
         let unmapped = scratch.unmap(&remote);
         let released = remote.release();
         let (mut core, mm) = collected?;
+        collected_stops.extend(collected_here);
+        stop_notices.insert(pid, crate::task::signals::StopNotice::of(&core));
         crate::task::cgroups::check_roots(pid, &core, &opts.cgroup_roots)?;
         core.files_of_parent = shared_with_parent.files.contains(&pid);
         core.fs_of_parent = shared_with_parent.fs.contains(&pid);
@@ -508,6 +535,16 @@ fn dump_tree(
             .stop_signal()
             .filter(|_| entry.stopped)
             .map_or(0, |sig| sig as i32);
+        // A stop its parent collected, or whose SIGCHLD the parent would see again, is made
+        // again at restore while the parent is restored (its parent's notice read first:
+        // parents come before children).
+        let notice = stop_notices.get(&Pid::from_raw(m.stat.ppid));
+        if let (true, Some(&notice)) = (entry.stopped, notice) {
+            let collected = collected_stops.contains(&pid);
+            let signal = frozen.stop_signal().map_or(libc::SIGSTOP, |s| s as i32);
+            tree::refuse_unrepeatable_stop(pid, signal, collected, notice)?;
+            entry.stop_collected = collected;
+        }
         pstree.push(entry);
         ttys.push((stat.tty_nr, stat.tpgid));
         cores.push((core, mm));
@@ -649,6 +686,7 @@ fn dump_tree(
         tree::refuse_leaders_held_outside(tree, &opts.pids)?;
     }
     tree::refuse_other_exit_signals(tree, &opts.pids)?;
+    tree::refuse_core_dumped_zombies(tree)?;
     tree::check_sessions(
         &mut pstree,
         &roots,

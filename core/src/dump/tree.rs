@@ -249,6 +249,174 @@ pub(crate) fn refuse_other_exit_signals(tree: &[Member], roots: &[Pid]) -> Resul
     }
 }
 
+/// The core-dump flag of a wait status (WCOREDUMP).
+const WAIT_CORE_DUMPED: i32 = 0x80;
+
+/// Refuses a zombie whose wait status shows a core dump (killed by a signal, WCOREDUMP): the
+/// kernel sets that flag only when a core file was written (coredump_finish), and the zombie
+/// made again at restore dies by its signal without one, so its parent's wait would read
+/// CLD_KILLED instead of CLD_DUMPED. Making the stand-in really dump a core depends on the
+/// host's core_pattern (a pipe or a path elsewhere), its limits and suid_dumpable: refused.
+pub(crate) fn refuse_core_dumped_zombies(tree: &[Member]) -> Result<()> {
+    match tree
+        .iter()
+        .find(|m| m.is_zombie() && m.stat.exit_code & WAIT_CORE_DUMPED != 0)
+    {
+        Some(m) => Err(Error::target(
+            m.pid,
+            format!(
+                "zombie (killed by signal {}) whose wait status ({:#x}) shows a core dump: a \
+                 restore makes it die again without writing a core, and its parent would read \
+                 it killed, not dumped",
+                m.stat.exit_code & 0x7f,
+                m.stat.exit_code
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Refuses child `pid` (not a root) of `ppid` forked by a thread of its parent other than the
+/// main one while a thread of it has a parent-death signal (`core`'s PR_SET_PDEATHSIG): the
+/// kernel sends it when that forking thread exits (its real parent is the thread), but a
+/// restore forks the child from the parent's main thread, which sends it only when the main
+/// thread exits. Without a parent-death signal which thread forked it is not observable.
+pub(crate) fn refuse_pdeath_of_thread_child(
+    pid: Pid,
+    ppid: Pid,
+    core: &cryo_proto::image::TaskCore,
+) -> Result<()> {
+    let Some(signal) = core
+        .threads
+        .iter()
+        .filter_map(|t| t.attrs.as_ref())
+        .map(|a| a.pdeathsig)
+        .find(|&s| s != 0)
+    else {
+        return Ok(());
+    };
+    for tid in proc::tids(ppid)?.into_iter().filter(|&t| t != ppid) {
+        // A thread that ended meanwhile has handed its children on (the parent is frozen:
+        // none can end now, but read the tree as it is).
+        let Ok(children) = proc::read(ppid, &format!("task/{tid}/children")) else {
+            continue;
+        };
+        if children.split_whitespace().any(|c| c == pid.as_raw().to_string()) {
+            return Err(Error::target(
+                pid,
+                format!(
+                    "it has a parent-death signal ({signal}) and was forked by thread {tid} of \
+                     its parent {ppid}, not by the main one: the kernel sends that signal when \
+                     thread {tid} exits, and a restore forks it from the main thread"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// What parent `ppid` (frozen, `remote` its main thread, `scratch` mapped) sees of the stops
+/// of its children (`children`: each with its pid as the parent sees it, in its PID
+/// namespace, and whether it was stopped when dumped), as its own
+/// waitid (WNOHANG|WNOWAIT, which changes nothing) reads them: the stopped children whose
+/// stop it already collected (waitid WSTOPPED, waitpid WUNTRACED), which the restore stops
+/// again and has it collect. Refuses a child stopped and continued whose continue it has not
+/// collected (waitid WCONTINUED would report it): a restored child runs without that report.
+pub(crate) fn collected_stops(
+    ppid: Pid,
+    remote: &crate::remote::Remote,
+    scratch: &crate::remote::Scratch,
+    children: &[(Pid, i32, bool)],
+) -> Result<Vec<Pid>> {
+    if children.is_empty() {
+        return Ok(Vec::new());
+    }
+    // struct siginfo: si_signo, si_errno, si_code (ints), then the union of fields, 8-byte
+    // aligned: si_pid first.
+    const SIGINFO_LEN: usize = 128;
+    const SI_PID: usize = 16;
+    let flags = |stopped: bool| {
+        let report = if stopped {
+            libc::WSTOPPED
+        } else {
+            libc::WCONTINUED
+        };
+        (report | libc::WNOHANG | libc::WNOWAIT | libc::__WALL) as u32 as u64
+    };
+    let raw = scratch
+        .batch_reading(remote, children.len(), SIGINFO_LEN, |i, slot| {
+            let (_, seen_as, stopped) = children[i];
+            (
+                libc::SYS_waitid,
+                [libc::P_PID as u64, seen_as as u64, slot, flags(stopped), 0, 0],
+            )
+        })
+        .map_err(|e| {
+            let child = children.get(e.index).map_or(0, |c| c.0.as_raw());
+            Error::sys(ppid, format!("waitid(WNOWAIT) for its child {child}"), e.error)
+        })?;
+    let mut collected = Vec::new();
+    for (&(child, seen_as, stopped), info) in children.iter().zip(raw.chunks_exact(SIGINFO_LEN)) {
+        let reported = info[SI_PID..SI_PID + 4] == seen_as.to_ne_bytes();
+        match (stopped, reported) {
+            (true, false) => collected.push(child),
+            (false, true) => {
+                return Err(Error::target(
+                    child,
+                    format!(
+                        "it was stopped and continued, and its parent {ppid} has not collected \
+                         the continue (waitid WCONTINUED would report it): a restore makes it \
+                         running without that report"
+                    ),
+                ))
+            }
+            _ => {}
+        }
+    }
+    Ok(collected)
+}
+
+/// Refuses stopped child `pid` whose stop the restore could not make again as its parent
+/// sees it: one its parent collected (`collected`), or one whose SIGCHLD its parent would see
+/// again (`notice`, its parent's), is stopped again while the parent is still being
+/// restored, by SIGSTOP only (another stop signal a restored process group may discard), and
+/// the SIGCHLD held back by SA_NOCLDSTOP meanwhile, which a parent with SIG_DFL and a SIGCHLD
+/// pending to one of its threads cannot be given (that would discard it).
+pub(crate) fn refuse_unrepeatable_stop(
+    pid: Pid,
+    stop_signal: i32,
+    collected: bool,
+    notice: crate::task::signals::StopNotice,
+) -> Result<()> {
+    let how = if collected {
+        "its parent already collected that stop (waitid WSTOPPED, waitpid WUNTRACED)"
+    } else {
+        "its parent took that stop's SIGCHLD but catches or blocks SIGCHLD"
+    };
+    if !(collected || notice.seen) {
+        return Ok(());
+    }
+    if stop_signal != libc::SIGSTOP {
+        return Err(Error::target(
+            pid,
+            format!(
+                "it is stopped by signal {stop_signal}, not SIGSTOP, and {how}: a restore makes \
+                 such a stop again with SIGSTOP only"
+            ),
+        ));
+    }
+    if notice.seen && !notice.suppressible {
+        return Err(Error::target(
+            pid,
+            format!(
+                "it is stopped and {how}, and a SIGCHLD is pending to a thread of its parent \
+                 (SIG_DFL): a restore could not keep the stop made again from signalling it"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Refuses a leader of a session or process group of the dump (`tree`) whose session or
 /// group also holds a process outside the dump: an orphan of the tree, reparented to init or
 /// to a subreaper above it, or a sibling of a root in its group (a shell's pipeline). Once the

@@ -23,7 +23,9 @@ use crate::memory::restore::{reshape, run_batch, PageSources};
 use crate::memory::PAGE;
 use crate::remote::{BatchSite, Remote, BATCH_LOOP_OFFSET};
 use crate::sockets::peers::Probing;
+use crate::sys::signal::KernelSigaction;
 use crate::task::security::Threads;
+use crate::task::signals::{self, StopNotice};
 use crate::task::{attrs, threads, timers};
 
 /// Every process whole and stopped, the tree's seals and terminal modes set: nothing runs
@@ -70,10 +72,14 @@ impl Spawned {
             .map(|(i, &pid)| (tree.loaded.tasks[i].entry.pid, pid))
             .collect();
         let mut late = (image_pids, files::procfs::OpenedLate::new());
-        let mut stopped = Vec::with_capacity(self.pids.len());
+        // Per process (by position): its threads, main thread first.
+        let mut threads: Vec<Vec<Pid>> = vec![Vec::new(); self.pids.len()];
         for (i, &pid) in self.pids.iter().enumerate().rev() {
-            stopped.push(finish(pid, tree, i, &mut late)?);
+            let made = finish(pid, tree, i, &mut late, &threads)?;
+            threads[i] = made;
         }
+        // Children first, as they were finished.
+        let stopped: Vec<Vec<Pid>> = threads.into_iter().rev().collect();
         self.planned.before_run()?;
         let tables: Vec<(nix::unistd::Pid, &[cryo_proto::image::FdEntry])> = self
             .pids
@@ -191,6 +197,7 @@ fn finish(
         std::collections::HashMap<i32, Pid>,
         files::procfs::OpenedLate,
     ),
+    finished: &[Vec<Pid>],
 ) -> Result<Vec<Pid>> {
     let task = &tree.loaded.tasks[i];
     let tramp = tree.plan.tramps[i];
@@ -224,6 +231,9 @@ fn finish(
     run_batch(child, &remote, batch, &control, |_| {
         "close the control pipes".into()
     })?;
+    // Its children finished already, each stopped as dumped once let go: those whose stop
+    // it had collected, or whose SIGCHLD it would see again, stop now.
+    stop_children_as_seen(child, &remote, scratch, tree, i, &late.0, finished)?;
     crate::task::process::set_late_limits(child, &task.core)?;
     // Every temporary fd is closed now: closing one would drop the process's POSIX locks.
     files::locks::take_back(child, &remote, scratch, &task.core.file_locks)?;
@@ -365,6 +375,154 @@ fn finish(
             .map_err(|e| Error::sys(child, "stop it again (it was stopped when dumped)", e))?;
     }
     Ok(created)
+}
+
+/// In task `i` (`parent`, `remote` its main thread, `scratch` its scratch page), makes the
+/// stops of its children (`finished`: their threads, by position; `pids`: theirs by image
+/// pid) that it had collected (`stop_collected`), or whose SIGCHLD it would see again
+/// ([`StopNotice`]), now, while it is still being restored: each child's SIGSTOP, queued by
+/// its finish, is taken while traced ([`enter_group_stop`]); the parent's SIGCHLD disposition
+/// has SA_NOCLDSTOP meanwhile (the kernel still records the stop and wakes its waiters, but
+/// sends no SIGCHLD); then the parent collects the stops it had collected, by its own
+/// waitid. Let go later, a child stays in that group stop and tells its parent nothing new.
+/// Its other stopped children stop as they are let go, as before (their SIGCHLD, if any,
+/// unseen).
+fn stop_children_as_seen(
+    parent: Pid,
+    remote: &Remote,
+    scratch: u64,
+    tree: &Planned,
+    i: usize,
+    pids: &std::collections::HashMap<i32, Pid>,
+    finished: &[Vec<Pid>],
+) -> Result<()> {
+    let core = &tree.loaded.tasks[i].core;
+    let notice = StopNotice::of(core);
+    let quiet: Vec<usize> = tree.plan.children[i]
+        .iter()
+        .copied()
+        .filter(|&c| {
+            let e = &tree.loaded.tasks[c].entry;
+            e.stopped && (e.stop_collected || notice.seen)
+        })
+        .collect();
+    if quiet.is_empty() {
+        return Ok(());
+    }
+    let sys = |op: String| move |e: std::io::Error| Error::sys(parent, op, e);
+    let action = signals::sigchld_action(core);
+    let set_action = |act: &KernelSigaction| -> Result<()> {
+        let raw = [act.handler, act.flags, act.restorer, act.mask];
+        let bytes: Vec<u8> = raw.iter().flat_map(|w| w.to_ne_bytes()).collect();
+        crate::sys::process::vm_write(parent, scratch, &bytes)
+            .map_err(sys("write a SIGCHLD disposition".into()))?;
+        let args = [libc::SIGCHLD as u64, scratch, 0, 8];
+        remote
+            .call(libc::SYS_rt_sigaction, &args)
+            .map_err(sys("set its SIGCHLD disposition".into()))?;
+        Ok(())
+    };
+    let hold_back = notice.sent && notice.suppressible;
+    if hold_back {
+        let flags = action.flags | libc::SA_NOCLDSTOP as u64;
+        set_action(&KernelSigaction { flags, ..action })?;
+    }
+    let stopped = quiet.iter().try_for_each(|&c| {
+        let entry = &tree.loaded.tasks[c].entry;
+        let pid = *pids
+            .get(&entry.pid)
+            .ok_or_else(|| Error::target(parent, format!("child {} not restored", entry.pid)))?;
+        if !matches!(entry.stop_signal, 0 | libc::SIGSTOP) {
+            return Err(Error::target(
+                pid,
+                format!(
+                    "the image gives its stop (collected by its parent, or seen by it again) \
+                     signal {}: only a SIGSTOP is made again so",
+                    entry.stop_signal
+                ),
+            ));
+        }
+        let child = &tree.loaded.tasks[c].core;
+        let pending =
+            child.shared_pending.len() + child.threads.first().map_or(0, |t| t.pending.len());
+        enter_group_stop(pid, &finished[c], pending)?;
+        if entry.stop_collected {
+            // Taken by the parent's own waitid, as the dumped one had taken it; the child named
+            // as the parent sees it (the image's pid, its PID namespace's).
+            const SI_PID: u64 = 16;
+            let flags = (libc::WSTOPPED | libc::WNOHANG | libc::__WALL) as u32 as u64;
+            let args = [libc::P_PID as u64, entry.pid as u64, scratch, flags, 0];
+            remote
+                .call(libc::SYS_waitid, &args)
+                .map_err(sys(format!("collect the stop of its child {pid}")))?;
+            let mut got = [0u8; 4];
+            crate::sys::process::vm_read(parent, scratch + SI_PID, &mut got)
+                .map_err(sys(format!("read the stop of its child {pid}")))?;
+            if i32::from_ne_bytes(got) != entry.pid {
+                return Err(Error::target(
+                    parent,
+                    format!("its waitid did not report the stop of its child {pid}"),
+                ));
+            }
+        }
+        Ok(())
+    });
+    // Its own disposition back, whatever happened.
+    let restored = if hold_back {
+        set_action(&action)
+    } else {
+        Ok(())
+    };
+    stopped.and(restored)
+}
+
+/// Makes `pid` (every thread, `tids`, main first, traced and stopped, a SIGSTOP queued)
+/// enter its group stop while still traced, as it would once let go: the main thread runs
+/// until it takes the SIGSTOP (each of the `pending` signals its image queued that it takes
+/// first is handed back to it, as a release would: no instruction of its own runs
+/// meanwhile), which starts the group stop;
+/// each thread then traps in it (PTRACE_EVENT_STOP). The last one completes the stop, which
+/// its parent's waitid then reports. Detached later, the threads stay in that stop.
+fn enter_group_stop(pid: Pid, tids: &[Pid], pending: usize) -> Result<()> {
+    use nix::sys::signal::Signal;
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    let (&main, others) = tids
+        .split_first()
+        .ok_or_else(|| Error::target(pid, "no threads to stop"))?;
+    let sys = |tid: Pid, op: &'static str| move |e: nix::errno::Errno| Error::sys(tid, op, e);
+    let trapped = |tid: Pid| -> Result<()> {
+        match waitpid(tid, Some(WaitPidFlag::__WALL)).map_err(sys(tid, "wait for its stop"))? {
+            WaitStatus::PtraceEvent(_, _, libc::PTRACE_EVENT_STOP) => Ok(()),
+            other => Err(Error::target(
+                pid,
+                format!("thread {tid} did not enter the group stop: {other:?}"),
+            )),
+        }
+    };
+    let mut handed: Option<Signal> = None;
+    // Bounded: each pending signal is taken once, then the SIGSTOP.
+    for _ in 0..=pending {
+        ptrace::cont(main, handed).map_err(sys(main, "let it take its stop"))?;
+        match waitpid(main, Some(WaitPidFlag::__WALL)).map_err(sys(main, "wait for its stop"))? {
+            WaitStatus::Stopped(_, Signal::SIGSTOP) => {
+                ptrace::cont(main, Signal::SIGSTOP).map_err(sys(main, "stop it"))?;
+                trapped(main)?;
+                for &tid in others {
+                    ptrace::cont(tid, None).map_err(sys(tid, "let it join the stop"))?;
+                    trapped(tid)?;
+                }
+                return Ok(());
+            }
+            WaitStatus::Stopped(_, other) => handed = Some(other),
+            other => {
+                return Err(Error::target(
+                    pid,
+                    format!("it did not take its SIGSTOP: {other:?}"),
+                ))
+            }
+        }
+    }
+    Err(Error::target(pid, "it did not take its SIGSTOP"))
 }
 
 /// Detaches the threads `tids` of a process [`finish`] made whole, so it runs.

@@ -91,3 +91,133 @@ pub fn requeue(shared: &[SigInfo], thread: &[SigInfo]) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+/// The SIGCHLD disposition of a process (its core): SIG_DFL with no flags where the image
+/// lists none.
+pub fn sigchld_action(core: &cryo_proto::image::TaskCore) -> KernelSigaction {
+    core.sigactions
+        .iter()
+        .find(|a| a.signo == libc::SIGCHLD as u32)
+        .map(|a| KernelSigaction {
+            handler: a.handler,
+            flags: a.flags,
+            restorer: a.restorer,
+            mask: a.mask,
+        })
+        .unwrap_or_default()
+}
+
+/// What the SIGCHLD of a child's stop, made again at restore, does to its parent (`parent`,
+/// its core as dumped).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StopNotice {
+    /// A SIGCHLD would be queued: the disposition is not SIG_IGN, has no SA_NOCLDSTOP, and
+    /// none is pending to the process already (which would absorb it).
+    pub sent: bool,
+    /// ...and the parent would see it: it is caught (the handler runs again), or blocked in
+    /// every thread (it stays pending); SIG_DFL unblocked somewhere drops it unseen.
+    pub seen: bool,
+    /// The restore can hold it back by giving the disposition SA_NOCLDSTOP meanwhile:
+    /// setting SIG_DFL again discards a pending SIGCHLD, so not with one pending to a thread.
+    pub suppressible: bool,
+}
+
+impl StopNotice {
+    /// The notice a stop would give `parent`.
+    pub fn of(parent: &cryo_proto::image::TaskCore) -> Self {
+        let act = sigchld_action(parent);
+        let is = |s: &SigInfo| s.signo == libc::SIGCHLD;
+        let shared = parent.shared_pending.iter().any(is);
+        let to_thread = parent.threads.iter().flat_map(|t| &t.pending).any(is);
+        let caught = act.handler != libc::SIG_DFL as u64 && act.handler != libc::SIG_IGN as u64;
+        let sent = act.handler != libc::SIG_IGN as u64
+            && act.flags & libc::SA_NOCLDSTOP as u64 == 0
+            && !shared;
+        let bit = 1u64 << (libc::SIGCHLD - 1);
+        let all_block = parent.threads.iter().all(|t| t.blocked & bit != 0);
+        StopNotice {
+            sent,
+            seen: sent && (caught || all_block),
+            suppressible: caught || !to_thread,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cryo_proto::image::{TaskCore, ThreadCore};
+
+    /// A parent with SIGCHLD's `handler` and `flags`, threads blocking SIGCHLD as `blocked`
+    /// says, and a SIGCHLD pending to the process (`shared`) or to its first thread.
+    fn parent(
+        handler: u64,
+        flags: u64,
+        blocked: &[bool],
+        shared: bool,
+        to_thread: bool,
+    ) -> TaskCore {
+        let sigchld = || SigInfo {
+            signo: libc::SIGCHLD,
+            ..Default::default()
+        };
+        let bit = 1u64 << (libc::SIGCHLD - 1);
+        TaskCore {
+            sigactions: vec![SigAction {
+                signo: libc::SIGCHLD as u32,
+                handler,
+                flags,
+                ..Default::default()
+            }],
+            shared_pending: if shared { vec![sigchld()] } else { vec![] },
+            threads: blocked
+                .iter()
+                .enumerate()
+                .map(|(k, &b)| ThreadCore {
+                    blocked: if b { bit } else { 0 },
+                    pending: if k == 0 && to_thread {
+                        vec![sigchld()]
+                    } else {
+                        vec![]
+                    },
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_stops_sigchld_is_seen_where_caught_or_blocked_everywhere_and_not_absorbed() {
+        let handler = 0x40_1000;
+        let nocldstop = libc::SA_NOCLDSTOP as u64;
+        let notice = |core: &TaskCore| {
+            let n = StopNotice::of(core);
+            (n.sent, n.seen, n.suppressible)
+        };
+        // Caught: seen, held back by SA_NOCLDSTOP.
+        assert_eq!(
+            notice(&parent(handler, 0, &[false], false, false)),
+            (true, true, true)
+        );
+        // SIG_DFL with a thread that does not block it: dropped unseen.
+        assert_eq!(
+            notice(&parent(0, 0, &[true, false], false, false)),
+            (true, false, true)
+        );
+        // SIG_DFL blocked everywhere: it would stay pending.
+        assert_eq!(
+            notice(&parent(0, 0, &[true, true], false, false)),
+            (true, true, true)
+        );
+        // ...and with one pending to a thread, SIG_DFL set again would discard it.
+        assert_eq!(
+            notice(&parent(0, 0, &[true], false, true)),
+            (true, true, false)
+        );
+        // One pending to the process absorbs it; SIG_IGN and SA_NOCLDSTOP send none.
+        assert!(!notice(&parent(handler, 0, &[true], true, false)).1);
+        assert!(!notice(&parent(1, 0, &[true], false, false)).0);
+        assert!(!notice(&parent(handler, nocldstop, &[true], false, false)).0);
+    }
+}

@@ -39,6 +39,7 @@ mod file;
 mod file_locks;
 mod held;
 mod hugetlb;
+mod kin;
 mod mapping_access;
 mod mappings;
 mod memory;
@@ -123,6 +124,7 @@ pub const MODES: &[(&str, Start)] = &[
     ("churn", churn::start),
     ("unsupported", unsupported::start),
     ("tree", tree::start),
+    ("kin", kin::start),
     ("orphan-groups", orphan_groups::start),
     ("setsid-after-fork", setsid_after_fork::start),
     ("zombie-leader", zombie_leader::start),
