@@ -35,13 +35,15 @@ pub const FORMAT_MAJOR: u16 = 2;
 /// a process without what they hold), refuses the image instead. 1: the fields added up to
 /// 2026-12-07 (pipe packets, linked files' other names, futex hash slots, zero pages...). 2:
 /// unix sockets' peer credentials (UnixSocket.peer_cred), and the fields added beside them
-/// on 2026-12-07 (threads' default timer slack, realtime timer deadlines, VMA flags...).
-pub const FORMAT_MINOR: u16 = 2;
+/// on 2026-12-07 (threads' default timer slack, realtime timer deadlines, VMA flags...). 3:
+/// mounts of a mount namespace made through their parent's fd (NamespaceMount.parent,
+/// .bind_first), the propagation of covered ones (MountPropagation.mount, .covered).
+pub const FORMAT_MINOR: u16 = 3;
 
 /// The fingerprint of image.proto's declarations (comments and spacing aside) that
 /// [`FORMAT_MINOR`] was last raised for: a test fails when they change and it was not raised.
 #[cfg(test)]
-const SCHEMA_FINGERPRINT: u64 = 0xb471_1da5_c0fc_297f;
+const SCHEMA_FINGERPRINT: u64 = 0xc3f6_d64a_1b08_516f;
 
 const MAGIC: &[u8; 8] = b"CRYOIMG\0";
 const HEADER_LEN: usize = 32;
