@@ -36,13 +36,15 @@ pub const FORMAT_MAJOR: u16 = 2;
 /// 2026-12-07 (pipe packets, linked files' other names, futex hash slots, zero pages...). 2:
 /// unix sockets' peer credentials (UnixSocket.peer_cred), and the fields added beside them
 /// on 2026-12-07 (threads' default timer slack, realtime timer deadlines, VMA flags...). 3:
-/// a stopped child's stop its parent had collected (ProcessEntry.stop_collected).
+/// a stopped child's stop its parent had collected (ProcessEntry.stop_collected); mounts of a
+/// mount namespace made through their parent's fd (NamespaceMount.parent, .bind_first), the
+/// propagation of covered ones (MountPropagation.mount, .covered).
 pub const FORMAT_MINOR: u16 = 3;
 
 /// The fingerprint of image.proto's declarations (comments and spacing aside) that
 /// [`FORMAT_MINOR`] was last raised for: a test fails when they change and it was not raised.
 #[cfg(test)]
-const SCHEMA_FINGERPRINT: u64 = 0xe0d0_d43e_9e80_633d;
+const SCHEMA_FINGERPRINT: u64 = 0x6c77_399e_7334_0fd9;
 
 const MAGIC: &[u8; 8] = b"CRYOIMG\0";
 const HEADER_LEN: usize = 32;

@@ -8,8 +8,9 @@
 //! ```text
 //! dump (frozen)                        restore (the forked process, before its fds)
 //! /proc/PID/mountinfo vs cryo's        unshare(CLONE_NEWNS), / made rprivate
-//!   same key (root, point, options,    each mount only it had, in mountinfo order:
-//!   type, source, superblock options)    tmpfs: mount, fill from the copy, set ro after
+//!   same key (root, point, options,    each mount only it had, parents first,
+//!   type, source, superblock options)    through an fd on its parent (make_order):
+//!                                        tmpfs: mount, fill from the copy, set ro after
 //!   = one of cryo's, copied by unshare   bind:  mount --bind SOURCE, remount its flags
 //!   the rest: tmpfs (read through      /proc/self/mountinfo compared with the dumped
 //!   /proc/PID/root/POINT), binds,      table (procs, sysfs left out): any difference fails
@@ -172,7 +173,7 @@ pub fn dump(
         &std::fs::read_to_string("/proc/self/mountinfo").map_err(read_err("cryo's mountinfo"))?,
     );
     let root_link = namespace_root(pid).map_err(read_err("its namespace's root"))?;
-    let (propagation, outer_groups) =
+    let (mut propagation, outer_groups, propagated) =
         propagation::dump(&root_link, &theirs, &ours).map_err(|(m, detail)| refuse(m, detail))?;
     // Its root mount: the one whose parent it does not show. Another than cryo's: a root of
     // its own (pivot_root), every mount then its own, the root first.
@@ -258,30 +259,21 @@ pub fn dump(
     for (n, m) in own.iter().enumerate() {
         mount_flags(&m.options)
             .map_err(|opt| refuse(m, format!("mount option {opt:?} is not made again")))?;
-        // Made again by its path, it must land on the mount that path leads to (the root of
-        // a pivoted namespace is made first, on nothing of the namespace's).
+        // Where it lands is judged once every mount is known (make_order); the root of a
+        // pivoted namespace is made first, on nothing of the namespace's.
         let at = theirs.iter().position(|t| t.id == m.id).unwrap_or(0);
-        if pivoted && n == 0 {
-            if m.point != "/"
+        if pivoted
+            && n == 0
+            && (m.point != "/"
                 || m.fstype != "tmpfs"
-                    && (!our_devs.contains(m.dev.as_str()) || PSEUDO.contains(&m.fstype.as_str()))
-            {
-                return Err(refuse(
-                    m,
-                    "is the root of the namespace (pivot_root): only a tmpfs or a bind of cryo's \
-                     path is made again as its root"
-                        .into(),
-                ));
-            }
-        } else {
-            if reached_by(&m.point, &theirs[..at]) != Some(m.parent) {
-                return Err(refuse(
-                    m,
-                    "is mounted on a mount its path no longer leads to (over-mounted since): not \
-                 made again"
-                        .into(),
-                ));
-            }
+                    && (!our_devs.contains(m.dev.as_str()) || PSEUDO.contains(&m.fstype.as_str())))
+        {
+            return Err(refuse(
+                m,
+                "is the root of the namespace (pivot_root): only a tmpfs or a bind of cryo's \
+                 path is made again as its root"
+                    .into(),
+            ));
         }
         let point = unescape(&m.point);
         if let Some(key) = external::key_of(externals, &point) {
@@ -289,6 +281,25 @@ pub fn dump(
             continue;
         }
         let seen_at = PathBuf::from(format!("{}{}", root_link.display(), point));
+        // What is read through its path must be it: a covered mount is read so only where it
+        // is a tmpfs (copied from a private copy of the namespace) or a bind (found through
+        // another mount of its filesystem).
+        let covered = !leads_to(&seen_at, m.id);
+        let kinds = ["tmpfs", "proc", "sysfs", "mqueue", "devpts", "binfmt_misc"];
+        if covered
+            && kinds[1..].contains(&m.fstype.as_str())
+            && m.root == "/"
+            && !our_devs.contains(m.dev.as_str())
+        {
+            return Err(refuse(
+                m,
+                format!(
+                    "is covered by another mount: a {} mount whose path leads elsewhere is not \
+                     read, not made again",
+                    m.fstype
+                ),
+            ));
+        }
         // The first mount of the namespace's own of this filesystem (a tmpfs, made and copied
         // before; a proc, sysfs or mqueue, made by cryo late), of which this one is a bind.
         let first_own = own[..n]
@@ -297,310 +308,326 @@ pub fn dump(
             .find(|(o, r): &(&&Mount, &NamespaceMount)| {
                 o.dev == m.dev && (r.tmpfs || r.devpts || made_by_cryo(r) && !r.late)
             });
-        let record =
-            if let Some((first, first_record)) = first_own {
-                // Bound again from its path below that one, which must lead to it; or, removed
-                // since, made there again for the bind (mountinfo: "PATH//deleted").
-                let shown_root = unescape(&m.root);
-                let removed_root = shown_root.strip_suffix("//deleted");
-                let source = format!(
-                    "{}{}",
-                    unescape(&first.point).trim_end_matches('/'),
-                    if m.root == "/" {
-                        ""
-                    } else {
-                        removed_root.unwrap_or(&shown_root)
-                    }
-                );
-                let source = if source.is_empty() {
-                    "/".to_string()
+        let record = if let Some((first, first_record)) = first_own {
+            // Bound again from its path below that one, which must lead to it; or, removed
+            // since, made there again for the bind (mountinfo: "PATH//deleted").
+            let shown_root = unescape(&m.root);
+            let removed_root = shown_root.strip_suffix("//deleted");
+            let source = format!(
+                "{}{}",
+                unescape(&first.point).trim_end_matches('/'),
+                if m.root == "/" {
+                    ""
                 } else {
-                    source
-                };
-                let there = |p: &Path| std::fs::metadata(p).map(|s| (s.dev(), s.ino())).ok();
-                let from = PathBuf::from(format!("{}{source}", root_link.display()));
-                let bind_removed = match removed_root {
-                    Some(rel) => Some(
-                        removed_bind_source(m, (first, first_record), &from, &seen_at, &mut budget)
-                            .map(|entry| TreeEntry {
-                                path: rel.trim_start_matches('/').to_string(),
-                                ..entry
-                            })
-                            .map_err(|detail| refuse(m, detail))?,
-                    ),
-                    None if first.root != "/"
-                        || there(&from).is_none()
-                        || there(&from) != there(&seen_at) =>
-                    {
-                        return Err(refuse(
-                            m,
-                            format!(
-                                "is a bind of {shown_root} of the {} on {}, whose path no longer \
-                                 leads to it: not made again",
-                                first.fstype,
-                                unescape(&first.point)
-                            ),
-                        ));
-                    }
-                    None => None,
-                };
-                NamespaceMount {
-                    point,
-                    options: m.options.clone(),
-                    bind_source: source,
-                    bind_removed,
-                    bind_in_namespace: true,
-                    // On a devpts of its own: its ptys exist once the processes made their
-                    // files (a pty bound on /dev/console, as a container's).
-                    late: made_by_cryo(first_record) || first_record.devpts,
-                    key: m.key(),
-                    ..Default::default()
+                    removed_root.unwrap_or(&shown_root)
                 }
-            } else if m.fstype == "tmpfs" && !our_devs.contains(m.dev.as_str()) {
-                if m.root != "/" {
-                    return Err(refuse(
-                        m,
-                        "is a part of a tmpfs whose whole the namespace does not mount first: not \
-                     made again"
-                            .into(),
-                    ));
-                }
-                let (tmpfs_options, read_only) = tmpfs_options(&m.super_options)
-                    .map_err(|opt| refuse(m, format!("tmpfs option {opt:?} is not made again")))?;
-                let files = copy_tmpfs(pid, &seen_at, (&theirs, at), &mut budget)
-                    .map_err(|detail| refuse(m, detail))?;
-                NamespaceMount {
-                    point,
-                    options: m.options.clone(),
-                    tmpfs: true,
-                    source: unescape(&m.source),
-                    tmpfs_options,
-                    tmpfs_read_only: read_only,
-                    files,
-                    bind_source: String::new(),
-                    key: m.key(),
-                    ..Default::default()
-                }
-            } else if m.fstype == "proc" && !our_devs.contains(m.dev.as_str()) {
-                if m.root != "/" {
-                    return Err(refuse(
-                        m,
-                        "is a part of a proc whose whole the namespace does not mount first: not \
-                     made again"
-                            .into(),
-                    ));
-                }
-                let proc_options = proc_options(&m.super_options)
-                    .map_err(|opt| refuse(m, format!("proc option {opt:?} is not made again")))?;
-                let own =
-                    match proc_shows(pid, &seen_at) {
-                        Ok(Some(own)) => own,
-                        Ok(None) => return Err(refuse(
-                            m,
-                            "shows a PID namespace that is neither the process's own nor cryo's: \
-                         not made again"
-                                .into(),
-                        )),
-                        Err(e) => return Err(read_err(&format!("the proc on {point}"))(e)),
-                    };
-                NamespaceMount {
-                    point,
-                    options: m.options.clone(),
-                    source: unescape(&m.source),
-                    key: m.key(),
-                    proc: true,
-                    proc_options,
-                    proc_own_pidns: own,
-                    ..Default::default()
-                }
-            } else if m.fstype == "devpts" && m.root == "/" && !our_devs.contains(m.dev.as_str()) {
-                // Mounted whole more than once (binds of its ptys are binds of it).
-                if theirs
-                    .iter()
-                    .filter(|t| t.dev == m.dev && t.root == "/")
-                    .count()
-                    > 1
+            );
+            let source = if source.is_empty() {
+                "/".to_string()
+            } else {
+                source
+            };
+            let there = |p: &Path| std::fs::metadata(p).map(|s| (s.dev(), s.ino())).ok();
+            let from = PathBuf::from(format!("{}{source}", root_link.display()));
+            let bind_removed = match removed_root {
+                Some(rel) => Some(
+                    removed_bind_source(m, (first, first_record), &from, &seen_at, &mut budget)
+                        .map(|entry| TreeEntry {
+                            path: rel.trim_start_matches('/').to_string(),
+                            ..entry
+                        })
+                        .map_err(|detail| refuse(m, detail))?,
+                ),
+                // A part of a tmpfs is bound from a copy of that mount alone, where
+                // its path leads to it whatever covers it (NamespaceMount.bind_first).
+                None if first_record.tmpfs && first.root == "/" => None,
+                None if first.root != "/"
+                    || there(&from).is_none()
+                    || there(&from) != there(&seen_at) =>
                 {
                     return Err(refuse(
                         m,
-                        "is a devpts instance mounted more than once: not made again".into(),
-                    ));
-                }
-                let devpts_options = devpts_options(&m.super_options)
-                    .map_err(|opt| refuse(m, format!("devpts option {opt:?} is not made again")))?;
-                let ptys: Vec<String> = list_dir(&seen_at)
-                    .map_err(read_err(&format!("the devpts on {point}")))?
-                    .into_iter()
-                    .filter(|n| n != "ptmx")
-                    .collect();
-                // A new instance numbers its ptys from 0 again: each must be one of the
-                // dump's, made again in it (checked in mark_files, once the ptys are known).
-                let devpts_ptys = ptys
-                    .iter()
-                    .map(|n| n.parse::<u32>())
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|_| refuse(m, format!("holds a node other than ptys: {ptys:?}")))?;
-                NamespaceMount {
-                    point,
-                    options: m.options.clone(),
-                    source: unescape(&m.source),
-                    key: m.key(),
-                    devpts: true,
-                    devpts_options,
-                    devpts_ptys,
-                    ..Default::default()
-                }
-            } else if m.fstype == "binfmt_misc" && m.root == "/" {
-                // One instance per user namespace: the one a new mount by cryo shows, or not
-                // made again. Its formats end with its last mount: read to be registered
-                // again if the instance ended by the time of the restore.
-                let fresh = sys::mount::detached("binfmt_misc", "none", None, "")
-                    .and_then(|made| Ok(nix::sys::stat::fstat(made.as_fd())?.st_dev));
-                let shown = std::fs::metadata(&seen_at).map(|s| s.dev());
-                match (fresh, shown) {
-                    (Ok(a), Ok(b)) if a == b => {}
-                    (Ok(_), Ok(_)) => {
-                        return Err(refuse(
-                            m,
-                            "is the binfmt_misc instance of another user namespace than \
-                             cryo's: not made again"
-                                .into(),
-                        ))
-                    }
-                    (Err(e), _) | (_, Err(e)) => {
-                        return Err(read_err(&format!("the binfmt_misc on {point}"))(e))
-                    }
-                }
-                if m.super_options != "rw" {
-                    return Err(refuse(
-                        m,
                         format!(
-                            "binfmt_misc options {:?} are not made again",
-                            m.super_options
+                            "is a bind of {shown_root} of the {} on {}, whose path no longer \
+                                 leads to it: not made again",
+                            first.fstype,
+                            unescape(&first.point)
                         ),
                     ));
                 }
-                let formats = super::binfmt_misc::read(&seen_at).map_err(|e| match e {
-                    super::binfmt_misc::BinfmtError::Io { source, .. } => {
-                        read_err(&format!("the binfmt_misc on {point}"))(source)
-                    }
-                    other => refuse(m, other.to_string()),
-                })?;
-                NamespaceMount {
-                    point,
-                    options: m.options.clone(),
-                    source: unescape(&m.source),
-                    key: m.key(),
-                    binfmt_misc: Some(formats),
-                    ..Default::default()
+                None => None,
+            };
+            let bind_first = match own[..n].iter().position(|o| o.id == first.id) {
+                Some(i) if first_record.tmpfs && first.root == "/" && bind_removed.is_none() => {
+                    i as u32 + 1
                 }
-            } else if m.fstype == "mqueue" && m.root == "/" {
-                // One mqueue superblock per IPC namespace, wherever it is mounted.
-                let own =
-                    match mqueue_shows(pid, &seen_at) {
-                        Ok(Some(own)) => own,
-                        Ok(None) => return Err(refuse(
-                            m,
-                            "shows an IPC namespace that is neither the process's own nor cryo's: \
+                _ => 0,
+            };
+            NamespaceMount {
+                point,
+                options: m.options.clone(),
+                bind_source: source,
+                bind_removed,
+                bind_in_namespace: true,
+                bind_first,
+                // On a devpts of its own: its ptys exist once the processes made their
+                // files (a pty bound on /dev/console, as a container's).
+                late: made_by_cryo(first_record) || first_record.devpts,
+                key: m.key(),
+                ..Default::default()
+            }
+        } else if m.fstype == "tmpfs" && !our_devs.contains(m.dev.as_str()) {
+            if m.root != "/" {
+                return Err(refuse(
+                    m,
+                    "is a part of a tmpfs whose whole the namespace does not mount first: not \
+                     made again"
+                        .into(),
+                ));
+            }
+            let (tmpfs_options, read_only) = tmpfs_options(&m.super_options)
+                .map_err(|opt| refuse(m, format!("tmpfs option {opt:?} is not made again")))?;
+            let files = copy_tmpfs(pid, (&root_link, &seen_at), (&theirs, at), &mut budget)
+                .map_err(|detail| refuse(m, detail))?;
+            NamespaceMount {
+                point,
+                options: m.options.clone(),
+                tmpfs: true,
+                source: unescape(&m.source),
+                tmpfs_options,
+                tmpfs_read_only: read_only,
+                files,
+                bind_source: String::new(),
+                key: m.key(),
+                ..Default::default()
+            }
+        } else if m.fstype == "proc" && !our_devs.contains(m.dev.as_str()) {
+            if m.root != "/" {
+                return Err(refuse(
+                    m,
+                    "is a part of a proc whose whole the namespace does not mount first: not \
+                     made again"
+                        .into(),
+                ));
+            }
+            let proc_options = proc_options(&m.super_options)
+                .map_err(|opt| refuse(m, format!("proc option {opt:?} is not made again")))?;
+            let own = match proc_shows(pid, &seen_at) {
+                Ok(Some(own)) => own,
+                Ok(None) => {
+                    return Err(refuse(
+                        m,
+                        "shows a PID namespace that is neither the process's own nor cryo's: \
                          not made again"
-                                .into(),
-                        )),
-                        Err(e) => return Err(read_err(&format!("the mqueue on {point}"))(e)),
-                    };
-                if m.super_options != "rw" {
-                    return Err(refuse(
-                        m,
-                        format!("mqueue options {:?} are not made again", m.super_options),
-                    ));
-                }
-                NamespaceMount {
-                    point,
-                    options: m.options.clone(),
-                    source: unescape(&m.source),
-                    key: m.key(),
-                    mqueue: true,
-                    mqueue_own_ipcns: own,
-                    ..Default::default()
-                }
-            } else if m.fstype == "sysfs" && m.root == "/" {
-                // A sysfs of a network namespace is one superblock wherever it is mounted: on
-                // cryo's, it shows cryo's namespace.
-                let own = if our_devs.contains(m.dev.as_str()) {
-                    false
-                } else if sysfs_shows_own(pid, &seen_at)
-                    .map_err(read_err(&format!("the sysfs on {point}")))?
-                {
-                    true
-                } else {
-                    return Err(refuse(
-                        m,
-                        "shows a network namespace that is neither the process's own nor cryo's: \
-                     not made again"
                             .into(),
-                    ));
-                };
-                if m.super_options != "rw" {
+                    ))
+                }
+                Err(e) => return Err(read_err(&format!("the proc on {point}"))(e)),
+            };
+            NamespaceMount {
+                point,
+                options: m.options.clone(),
+                source: unescape(&m.source),
+                key: m.key(),
+                proc: true,
+                proc_options,
+                proc_own_pidns: own,
+                ..Default::default()
+            }
+        } else if m.fstype == "devpts" && m.root == "/" && !our_devs.contains(m.dev.as_str()) {
+            // Mounted whole more than once (binds of its ptys are binds of it).
+            if theirs
+                .iter()
+                .filter(|t| t.dev == m.dev && t.root == "/")
+                .count()
+                > 1
+            {
+                return Err(refuse(
+                    m,
+                    "is a devpts instance mounted more than once: not made again".into(),
+                ));
+            }
+            let devpts_options = devpts_options(&m.super_options)
+                .map_err(|opt| refuse(m, format!("devpts option {opt:?} is not made again")))?;
+            let ptys: Vec<String> = list_dir(&seen_at)
+                .map_err(read_err(&format!("the devpts on {point}")))?
+                .into_iter()
+                .filter(|n| n != "ptmx")
+                .collect();
+            // A new instance numbers its ptys from 0 again: each must be one of the
+            // dump's, made again in it (checked in mark_files, once the ptys are known).
+            let devpts_ptys = ptys
+                .iter()
+                .map(|n| n.parse::<u32>())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|_| refuse(m, format!("holds a node other than ptys: {ptys:?}")))?;
+            NamespaceMount {
+                point,
+                options: m.options.clone(),
+                source: unescape(&m.source),
+                key: m.key(),
+                devpts: true,
+                devpts_options,
+                devpts_ptys,
+                ..Default::default()
+            }
+        } else if m.fstype == "binfmt_misc" && m.root == "/" {
+            // One instance per user namespace: the one a new mount by cryo shows, or not
+            // made again. Its formats end with its last mount: read to be registered
+            // again if the instance ended by the time of the restore.
+            let fresh = sys::mount::detached("binfmt_misc", "none", None, "")
+                .and_then(|made| Ok(nix::sys::stat::fstat(made.as_fd())?.st_dev));
+            let shown = std::fs::metadata(&seen_at).map(|s| s.dev());
+            match (fresh, shown) {
+                (Ok(a), Ok(b)) if a == b => {}
+                (Ok(_), Ok(_)) => {
                     return Err(refuse(
                         m,
-                        format!("sysfs options {:?} are not made again", m.super_options),
-                    ));
+                        "is the binfmt_misc instance of another user namespace than \
+                             cryo's: not made again"
+                            .into(),
+                    ))
                 }
-                NamespaceMount {
-                    point,
-                    options: m.options.clone(),
-                    source: unescape(&m.source),
-                    key: m.key(),
-                    sysfs: true,
-                    sysfs_own_netns: own,
-                    ..Default::default()
+                (Err(e), _) | (_, Err(e)) => {
+                    return Err(read_err(&format!("the binfmt_misc on {point}"))(e))
                 }
-            } else if our_devs.contains(m.dev.as_str())
-                && (!PSEUDO.contains(&m.fstype.as_str())
+            }
+            if m.super_options != "rw" {
+                return Err(refuse(
+                    m,
+                    format!(
+                        "binfmt_misc options {:?} are not made again",
+                        m.super_options
+                    ),
+                ));
+            }
+            let formats = super::binfmt_misc::read(&seen_at).map_err(|e| match e {
+                super::binfmt_misc::BinfmtError::Io { source, .. } => {
+                    read_err(&format!("the binfmt_misc on {point}"))(source)
+                }
+                other => refuse(m, other.to_string()),
+            })?;
+            NamespaceMount {
+                point,
+                options: m.options.clone(),
+                source: unescape(&m.source),
+                key: m.key(),
+                binfmt_misc: Some(formats),
+                ..Default::default()
+            }
+        } else if m.fstype == "mqueue" && m.root == "/" {
+            // One mqueue superblock per IPC namespace, wherever it is mounted.
+            let own = match mqueue_shows(pid, &seen_at) {
+                Ok(Some(own)) => own,
+                Ok(None) => {
+                    return Err(refuse(
+                        m,
+                        "shows an IPC namespace that is neither the process's own nor cryo's: \
+                         not made again"
+                            .into(),
+                    ))
+                }
+                Err(e) => return Err(read_err(&format!("the mqueue on {point}"))(e)),
+            };
+            if m.super_options != "rw" {
+                return Err(refuse(
+                    m,
+                    format!("mqueue options {:?} are not made again", m.super_options),
+                ));
+            }
+            NamespaceMount {
+                point,
+                options: m.options.clone(),
+                source: unescape(&m.source),
+                key: m.key(),
+                mqueue: true,
+                mqueue_own_ipcns: own,
+                ..Default::default()
+            }
+        } else if m.fstype == "sysfs" && m.root == "/" {
+            // A sysfs of a network namespace is one superblock wherever it is mounted: on
+            // cryo's, it shows cryo's namespace.
+            let own = if our_devs.contains(m.dev.as_str()) {
+                false
+            } else if sysfs_shows_own(pid, &seen_at)
+                .map_err(read_err(&format!("the sysfs on {point}")))?
+            {
+                true
+            } else {
+                return Err(refuse(
+                    m,
+                    "shows a network namespace that is neither the process's own nor cryo's: \
+                     not made again"
+                        .into(),
+                ));
+            };
+            if m.super_options != "rw" {
+                return Err(refuse(
+                    m,
+                    format!("sysfs options {:?} are not made again", m.super_options),
+                ));
+            }
+            NamespaceMount {
+                point,
+                options: m.options.clone(),
+                source: unescape(&m.source),
+                key: m.key(),
+                sysfs: true,
+                sysfs_own_netns: own,
+                ..Default::default()
+            }
+        } else if our_devs.contains(m.dev.as_str())
+            && (!PSEUDO.contains(&m.fstype.as_str())
                     // A part of cryo's proc (/proc/sys bound read-only on itself: systemd's
                     // ProtectKernelTunables=): a bind, which no new mount of it shows.
                     || m.fstype == "proc" && m.root != "/")
-            {
-                if unescape(&m.root).ends_with("//deleted") {
-                    let (source, entry) = removed_bind_of_ours(m, &ours, &seen_at, &mut budget)
-                        .map_err(|detail| refuse(m, detail))?;
-                    mounts.push(NamespaceMount {
-                        point,
-                        options: m.options.clone(),
-                        bind_source: source,
-                        bind_removed: Some(entry),
-                        key: m.key(),
-                        ..Default::default()
-                    });
-                    continue;
-                }
-                let source = bind_source(m, &ours, &seen_at).ok_or_else(|| {
-                    refuse(
-                        m,
-                        format!(
+        {
+            if unescape(&m.root).ends_with("//deleted") {
+                let (source, entry) = removed_bind_of_ours(m, &ours, &seen_at, &mut budget)
+                    .map_err(|detail| refuse(m, detail))?;
+                mounts.push(NamespaceMount {
+                    point,
+                    options: m.options.clone(),
+                    bind_source: source,
+                    bind_removed: Some(entry),
+                    key: m.key(),
+                    ..Default::default()
+                });
+                continue;
+            }
+            let shown = if covered {
+                shown_elsewhere(m, &theirs, &root_link).unwrap_or_else(|| seen_at.clone())
+            } else {
+                seen_at.clone()
+            };
+            let source = bind_source(m, &ours, &shown).ok_or_else(|| {
+                refuse(
+                    m,
+                    format!(
                         "is a bind mount of {} of device {}, which cryo's namespace shows at no \
                          path: not made again",
                         unescape(&m.root),
                         m.dev
                     ),
-                    )
-                })?;
-                NamespaceMount {
-                    point,
-                    options: m.options.clone(),
-                    bind_source: source,
-                    key: m.key(),
-                    ..Default::default()
-                }
-            } else {
-                return Err(refuse(
-                    m,
-                    format!(
-                        "is a {} mount only the namespace has: only tmpfs, proc, sysfs, mqueue, \
+                )
+            })?;
+            NamespaceMount {
+                point,
+                options: m.options.clone(),
+                bind_source: source,
+                key: m.key(),
+                ..Default::default()
+            }
+        } else {
+            return Err(refuse(
+                m,
+                format!(
+                    "is a {} mount only the namespace has: only tmpfs, proc, sysfs, mqueue, \
                      devpts and binfmt_misc mounts and bind mounts of cryo's paths are made again",
-                        m.fstype
-                    ),
-                ));
-            };
+                    m.fstype
+                ),
+            ));
+        };
         mounts.push(record);
     }
     // What lies on a mount cryo makes late is made by cryo too, after it: binds only.
@@ -621,6 +648,48 @@ pub fn dump(
             late.insert(m.id);
         }
     }
+    // Each mount on a mount of the namespace's own is made through an fd on that one; the
+    // others by their paths, which must lead to their parents when they are made.
+    for (n, m) in own.iter().enumerate() {
+        let parent = own.iter().position(|p| p.id == m.parent);
+        if let Some(p) = parent.filter(|_| !(pivoted && n == 0)) {
+            if place_below(&mounts[p].point, &mounts[n].point).is_none() {
+                return Err(refuse(
+                    m,
+                    "is mounted at a path that is not below its parent's: not made again".into(),
+                ));
+            }
+            mounts[n].parent = p as u32 + 1;
+        }
+    }
+    let order = make_order(&mounts).map_err(|i| {
+        refuse(
+            own[i],
+            "is over-mounted in a way no order of making the mounts gives: not made again".into(),
+        )
+    })?;
+    for (k, &i) in order.iter().enumerate() {
+        let m = own[i];
+        if mounts[i].parent != 0 && !made_by_cryo(&mounts[i]) || pivoted && i == 0 {
+            continue;
+        }
+        // The mounts there when it is made: cryo's the namespace has, then its own in the
+        // order they are made.
+        let made_before: HashSet<u32> = order[..k].iter().map(|&j| own[j].id).collect();
+        let there: Vec<Mount> = theirs
+            .iter()
+            .filter(|t| inherited.contains(&t.id) || made_before.contains(&t.id))
+            .cloned()
+            .collect();
+        if reached_by(&m.point, &there) != Some(m.parent) {
+            return Err(refuse(
+                m,
+                "is mounted on a mount its path no longer leads to (over-mounted since): not \
+                 made again"
+                    .into(),
+            ));
+        }
+    }
     if pivoted && !mounts.iter().any(|r| r.proc && r.point == "/proc") {
         // Without a proc on /proc, the restore binds cryo's there while the processes make
         // their files: on its /proc directory, or on one it makes for that in a tmpfs root
@@ -636,7 +705,13 @@ pub fn dump(
             ));
         }
     }
-    Ok(MountNamespace {
+    for (r, id) in propagation.iter_mut().zip(&propagated) {
+        r.mount = own
+            .iter()
+            .position(|o| o.id == *id)
+            .map_or(0, |i| i as u32 + 1);
+    }
+    let ns = MountNamespace {
         inode,
         mounts,
         table: table_keys(&theirs),
@@ -644,7 +719,38 @@ pub fn dump(
         outer_groups,
         pivoted,
         remounts,
-    })
+    };
+    // A covered mount's propagation is set by the process that makes the namespace.
+    let shared_ids: HashSet<u32> = theirs
+        .iter()
+        .filter(|t| {
+            t.optional
+                .split_whitespace()
+                .any(|f| f.starts_with("shared:"))
+        })
+        .map(|t| t.id)
+        .collect();
+    propagation::judge_by_maker(
+        &ns,
+        |i| made_by_cryo(&ns.mounts[i]),
+        |i| shared_ids.contains(&own[i].parent),
+    )
+    .map_err(|(r, detail)| {
+        let id = propagated[r];
+        refuse(
+            theirs.iter().find(|t| t.id == id).unwrap_or(&theirs[0]),
+            detail,
+        )
+    })?;
+    if ns.pivoted && propagation::by_maker(&ns) && shared_ids.contains(&own[0].id) {
+        return Err(refuse(
+            own[0],
+            "is the root of the namespace (pivot_root), shared, in a namespace with a covered \
+             mount whose propagation its maker sets: not made again"
+                .into(),
+        ));
+    }
+    Ok(ns)
 }
 
 /// Which PID namespace the proc process `pid` shows at `seen_at` (/proc/PID/root/POINT) is:
@@ -725,6 +831,44 @@ fn sysfs_shows_own(pid: Pid, seen_at: &Path) -> io::Result<bool> {
     theirs.sort();
     shown.sort();
     Ok(theirs == shown)
+}
+
+/// Whether path `path` leads to mount `id` (a mount over it, or over a directory above it,
+/// leads it elsewhere).
+fn leads_to(path: &Path, id: u32) -> bool {
+    nix::fcntl::open(
+        path,
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .ok()
+    .and_then(|fd| sys::mount::mount_id(fd.as_fd()).ok())
+        == Some(id)
+}
+
+/// For covered mount `m` of the namespace whose table is `theirs` and root `root`: a path of
+/// the namespace through another mount of its filesystem (one its path leads to) that shows
+/// the root of `m`, the same file.
+fn shown_elsewhere(m: &Mount, theirs: &[Mount], root: &Path) -> Option<PathBuf> {
+    theirs
+        .iter()
+        .filter(|t| t.id != m.id && t.dev == m.dev && is_below(&m.root, &t.root))
+        .find_map(|t| {
+            let (t_root, m_root) = (unescape(&t.root), unescape(&m.root));
+            let rest = if t_root == "/" {
+                m_root.as_str()
+            } else {
+                &m_root[t_root.len()..]
+            };
+            let point = unescape(&t.point);
+            let path = PathBuf::from(format!(
+                "{}{}{rest}",
+                root.display(),
+                point.trim_end_matches('/')
+            ));
+            // Reached through `t` itself, not a mount below the path.
+            leads_to(&path, t.id).then_some(path)
+        })
 }
 
 /// The path in cryo's namespace of what bind mount `m` shows (seen by the process at
@@ -1200,11 +1344,13 @@ fn removed_entry(
 /// unbindable mount cannot be copied so: read through `seen_at`, where a submount's point is
 /// an empty placeholder. A mount covered by another (`mount`: the table and its position
 /// there; stacked on the same point, or below one mounted over a directory above it) is
-/// reached in a private copy of the namespace the thread makes, with what covers it unmounted
-/// there ([`uncovered`]).
+/// read through another mount of the whole tmpfs its path leads to (`root`: the namespace's
+/// root as cryo reaches it), else reached in a private copy of the namespace the thread makes,
+/// with what covers it unmounted there ([`uncovered`]; in a namespace of a user namespace of
+/// its own the copy's mounts are locked: refused).
 fn copy_tmpfs(
     pid: Pid,
-    seen_at: &Path,
+    (root, seen_at): (&Path, &Path),
     mount: (&[Mount], usize),
     budget: &mut u64,
 ) -> Result<Vec<TreeEntry>, String> {
@@ -1222,6 +1368,23 @@ fn copy_tmpfs(
         // Hidden by a mount over a directory above it.
         Err(nix::errno::Errno::ENOENT) => None,
         Err(e) => return Err(format!("open its root: {e}")),
+    };
+    // Covered: another mount of the whole tmpfs its path leads to shows the same files.
+    let mut read_at = seen_at.to_path_buf();
+    let at = match at {
+        Some(fd) => Some(fd),
+        None => shown_elsewhere(&table[index], table, root).and_then(|path| {
+            let fd = nix::fcntl::open(
+                &path,
+                nix::fcntl::OFlag::O_PATH
+                    | nix::fcntl::OFlag::O_DIRECTORY
+                    | nix::fcntl::OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            )
+            .ok()?;
+            read_at = path;
+            Some(fd)
+        }),
     };
     let ns = std::fs::File::open(proc::dir(pid).join("ns/mnt"))
         .map_err(|e| format!("open its mount namespace: {e}"))?;
@@ -1246,7 +1409,7 @@ fn copy_tmpfs(
             Path::new(&format!("/proc/self/fd/{}/.", copy.as_raw_fd())),
             budget,
         ),
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => copy_tree(seen_at, budget),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => copy_tree(&read_at, budget),
         Err(e) => Err(format!("copy its mount alone (open_tree): {e}")),
     }
 }
@@ -1669,7 +1832,7 @@ pub fn restore_in_child(
         .and_then(|p| p.mnt.as_ref())
         .map(|p| p.mounts.iter().map(|m| m.key.as_str()).collect())
         .unwrap_or_default();
-    reshape_copy(parse(&text), &mut wanted, ns, &parent_own, "cryo's")?;
+    let made = reshape_copy(parse(&text), &mut wanted, ns, &parent_own, "cryo's")?;
     let text = std::fs::read_to_string("/proc/self/mountinfo")
         .map_err(failed("read the mountinfo made".into()))?;
     // A namespace made inside this one shares its proc mounts, which are not there yet.
@@ -1681,15 +1844,161 @@ pub fn restore_in_child(
     compare_table(
         &text,
         &without_keys(&ns.table, &[later, inner_later].concat()),
+        true,
     )
-    .map_err(|detail| ChildError::Mounts { detail })
+    .map_err(|detail| ChildError::Mounts { detail })?;
+    set_propagation_by_maker(ns, &made)
 }
 
-/// Makes mount `m` (a tmpfs, filled, or a bind) of a namespace being made again, below `base`
-/// ("/", or "." for the tree of a pivoted one, built in the working directory): its point and
-/// a bind's source within the namespace are taken below `base`, a bind of cryo's path as it
-/// is. Then its per-mount flags.
-fn make_mount(m: &NamespaceMount, base: &Path) -> Result<(), ChildError> {
+/// Makes the mounts of `ns` its restoring process makes (not those cryo makes later) below
+/// `base` ("/", or "." for the tree of a pivoted one, built in the working directory, whose
+/// root mount, made already, is `root`), in [`make_order`]. One on a mount made before is
+/// made through an O_PATH fd on that mount, held from when it was made, at its place below
+/// it (/proc/self/fd/N/PLACE): a mount over its path since does not hide it; a bind of a part
+/// of a tmpfs of its own from a copy of that mount alone. The others by their paths below
+/// `base`. `found(m)`: one of its parent's namespace already there, not made (its fd taken
+/// through its path). Then every mount made through its parent is checked to be on it.
+fn make_own_mounts(
+    ns: &MountNamespace,
+    base: &Path,
+    root: Option<OwnedFd>,
+    found: &mut dyn FnMut(&NamespaceMount) -> bool,
+) -> Result<Made, ChildError> {
+    use std::os::fd::AsRawFd;
+    let failed = |what: String| ChildError::sys_on(ChildStep::MountNamespace, what);
+    let order = make_order(&ns.mounts).map_err(|i| ChildError::Mounts {
+        detail: format!(
+            "{}: no order of making the mounts gives it",
+            ns.mounts[i].point
+        ),
+    })?;
+    let open = |path: &Path| {
+        nix::fcntl::open(
+            path,
+            nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(io::Error::from)
+    };
+    let mut made: Vec<Option<(OwnedFd, u32)>> = ns.mounts.iter().map(|_| None).collect();
+    if let Some(fd) = root {
+        let id = sys::mount::mount_id(fd.as_fd()).map_err(failed("its root's mount id".into()))?;
+        made[0] = Some((fd, id));
+    }
+    let below = |path: &str| base.join(path.trim_start_matches('/'));
+    // Made through its parent: (its index, its parent's).
+    let mut placed = Vec::new();
+    for i in order.into_iter().filter(|&i| !made_by_cryo(&ns.mounts[i])) {
+        if made[i].is_some() {
+            continue;
+        }
+        let m = &ns.mounts[i];
+        let through = |index: u32| {
+            let j = index.checked_sub(1)? as usize;
+            let (fd, _) = made.get(j)?.as_ref()?;
+            Some((j, format!("/proc/self/fd/{}", fd.as_raw_fd())))
+        };
+        if let Some((p, _)) = through(m.parent) {
+            placed.push((i, p));
+        }
+        // The path to its place: below its parent's fd; on its parent's root (which that fd
+        // reaches, not what is on it), the place of the lowest of the mounts it is stacked on,
+        // where the topmost is reached: the one made last.
+        let mut k = i;
+        let point = loop {
+            let at = &ns.mounts[k];
+            match through(at.parent) {
+                Some((p, fd)) => match place_below(&ns.mounts[p].point, &at.point) {
+                    Some("") => k = p,
+                    place => break PathBuf::from(fd).join(place.unwrap_or_default()),
+                },
+                None => break below(&at.point),
+            }
+        };
+        if !found(m) {
+            // A copy of the tmpfs's mount alone, where the part's path leads to it.
+            let alone = through(m.bind_first)
+                .map(|(f, _)| {
+                    let (fd, _) = made[f].as_ref().expect("through found it");
+                    let copy = sys::mount::clone_mount_alone(fd.as_fd())?;
+                    let base = ns.mounts[f].point.trim_end_matches('/');
+                    let part = m.bind_source.strip_prefix(base).unwrap_or_default();
+                    let source = PathBuf::from(format!("/proc/self/fd/{}", copy.as_raw_fd()))
+                        .join(part.trim_start_matches('/'));
+                    Ok::<_, io::Error>((copy, source))
+                })
+                .transpose()
+                .map_err(failed(format!(
+                    "copy the mount {} binds a part of",
+                    m.point
+                )))?;
+            make_mount(
+                m,
+                base,
+                &point,
+                alone.as_ref().map(|(_, source)| source.as_path()),
+            )?;
+        }
+        let fd = open(&point).map_err(failed(format!("open the mount on {}", m.point)))?;
+        let id = sys::mount::mount_id(fd.as_fd())
+            .map_err(failed(format!("the mount id of {}", m.point)))?;
+        made[i] = Some((fd, id));
+    }
+    if placed.is_empty() {
+        return Ok(made);
+    }
+    let text = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(failed("read the mountinfo made".into()))?;
+    let table = parse(&text);
+    for (i, p) in placed {
+        let id_of = |j: usize| made[j].as_ref().map(|(_, id)| *id);
+        let on = table
+            .iter()
+            .find(|t| Some(t.id) == id_of(i))
+            .map(|t| t.parent);
+        if on.is_none() || on != id_of(p) {
+            return Err(ChildError::Mounts {
+                detail: format!(
+                    "{} came out on another mount than the one on {} (mount {:?}, not {:?})",
+                    ns.mounts[i].point,
+                    ns.mounts[p].point,
+                    on,
+                    id_of(p)
+                ),
+            });
+        }
+    }
+    Ok(made)
+}
+
+/// An O_PATH fd on each mount of a namespace's `mounts` its maker made or found, and its id.
+type Made = Vec<Option<(OwnedFd, u32)>>;
+
+/// In the process that made `ns`, its table checked: the propagation of its mounts, when it
+/// is the one to set it (propagation::by_maker), through `made`.
+fn set_propagation_by_maker(ns: &MountNamespace, made: &Made) -> Result<(), ChildError> {
+    if !propagation::by_maker(ns) {
+        return Ok(());
+    }
+    let table = || std::fs::read_to_string("/proc/self/mountinfo").map(|t| parse(&t));
+    propagation::set_by_maker(nix::unistd::getpid(), ns, made, table).map_err(|e| {
+        ChildError::Mounts {
+            detail: e.to_string(),
+        }
+    })
+}
+
+/// Makes mount `m` (a tmpfs, filled, or a bind) of a namespace being made again at `point`:
+/// a bind's source within the namespace is taken below `base` ("/", or "." for the tree of a
+/// pivoted one), a bind of cryo's path as it is; a bind from `alone` (a path in a detached
+/// copy of the mount it binds a part of) is copied from there and attached. Then its
+/// per-mount flags.
+fn make_mount(
+    m: &NamespaceMount,
+    base: &Path,
+    point: &Path,
+    alone: Option<&Path>,
+) -> Result<(), ChildError> {
     let failed = |what: String| ChildError::sys_on(ChildStep::MountNamespace, what);
     // Ids in options as the process names them (in a user namespace of its own).
     let options = |opts: &str| {
@@ -1698,8 +2007,6 @@ fn make_mount(m: &NamespaceMount, base: &Path) -> Result<(), ChildError> {
             .map_err(failed(format!("the ids of the options of {}", m.point)))
     };
     let below = |path: &str| base.join(path.trim_start_matches('/'));
-    let point = below(&m.point);
-    let point = point.as_path();
     let flags = flags_to_make(&m.point, &m.options)?;
     if m.devpts {
         sys::mount::new_filesystem(
@@ -1726,7 +2033,9 @@ fn make_mount(m: &NamespaceMount, base: &Path) -> Result<(), ChildError> {
                 .map_err(failed(format!("make the tmpfs on {} read-only", m.point)))?;
         }
     } else {
-        let source = if m.bind_in_namespace {
+        let source = if let Some(alone) = alone {
+            alone.to_path_buf()
+        } else if m.bind_in_namespace {
             below(&m.bind_source)
         } else {
             PathBuf::from(&m.bind_source)
@@ -1739,8 +2048,14 @@ fn make_mount(m: &NamespaceMount, base: &Path) -> Result<(), ChildError> {
             })
             .transpose()
             .map_err(failed(format!("make {} again for its bind", m.bind_source)))?;
-        let bound = sys::mount::bind(&source, point)
-            .map_err(failed(format!("bind {} on {}", m.bind_source, m.point)));
+        // A detached copy's part cannot be bound (mount(2) takes only the caller's
+        // namespace's mounts): copied (open_tree) and attached.
+        let bound = match alone {
+            Some(_) => sys::mount::clone_tree(&source)
+                .and_then(|copy| sys::mount::attach(copy.as_fd(), point)),
+            None => sys::mount::bind(&source, point),
+        }
+        .map_err(failed(format!("bind {} on {}", m.bind_source, m.point)));
         if let Some(removed) = removed {
             removed
                 .finish()
@@ -1843,7 +2158,7 @@ fn make_removed<'a>(path: &'a Path, entry: &TreeEntry) -> io::Result<Removed<'a>
 /// the namespace's own (mount_procs_and_sysfs).
 fn restore_pivoted(ns: &MountNamespace) -> Result<(), ChildError> {
     let failed = |what: String| ChildError::sys_on(ChildStep::MountNamespace, what);
-    let Some((root, rest)) = ns.mounts.split_first() else {
+    let Some((root, _)) = ns.mounts.split_first() else {
         return Err(ChildError::Mounts {
             detail: "a pivoted namespace without its root mount".into(),
         });
@@ -1881,9 +2196,13 @@ fn restore_pivoted(ns: &MountNamespace) -> Result<(), ChildError> {
         }
     }
     sys::mount::set_mount_flags(here, flags).map_err(failed("set the flags of its root".into()))?;
-    for m in rest.iter().filter(|m| !made_by_cryo(m)) {
-        make_mount(m, here)?;
-    }
+    let root_fd = nix::fcntl::open(
+        here,
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| failed("open its root mount".into())(e.into()))?;
+    let made = make_own_mounts(ns, here, Some(root_fd), &mut |_| false)?;
     // In a user namespace of its own cryo's /proc comes with its submounts, locked to it.
     let bind = match ids.0 {
         None => sys::mount::bind,
@@ -1892,7 +2211,8 @@ fn restore_pivoted(ns: &MountNamespace) -> Result<(), ChildError> {
     bind(Path::new("/proc"), Path::new("./proc"))
         .map_err(failed("bind cryo's /proc for the restore".into()))?;
     sys::mount::pivot_here().map_err(failed("pivot_root into its root".into()))?;
-    compare_without_cryos_proc(ns)
+    compare_without_cryos_proc(ns)?;
+    set_propagation_by_maker(ns, &made)
 }
 
 /// The mountinfo of the calling process's namespace, a pivoted one made again, without
@@ -1907,7 +2227,7 @@ fn compare_without_cryos_proc(ns: &MountNamespace) -> Result<(), ChildError> {
     let text = std::fs::read_to_string("/proc/self/mountinfo")
         .map_err(failed("read the mountinfo made".into()))?;
     let text = without_tree_of(&text, &cryos_proc);
-    compare_table(&text, &without_keys(&ns.table, &later_keys(ns)))
+    compare_table(&text, &without_keys(&ns.table, &later_keys(ns)), true)
         .map_err(|detail| ChildError::Mounts { detail })
 }
 
@@ -2025,8 +2345,9 @@ fn restore_nested_pivoted(ns: &MountNamespace, parent: &MountNamespace) -> Resul
         _ => text,
     };
     let copied = parse(&without_tree_of(&text, &cryos_proc.to_string()));
-    reshape_copy(copied, &mut wanted, ns, &parent_own, "its parent's")?;
-    compare_without_cryos_proc(ns)
+    let made = reshape_copy(copied, &mut wanted, ns, &parent_own, "its parent's")?;
+    compare_without_cryos_proc(ns)?;
+    set_propagation_by_maker(ns, &made)
 }
 
 /// In a namespace just copied (unshare) from cryo's or its parent's, whose mounts are
@@ -2039,7 +2360,7 @@ fn reshape_copy(
     ns: &MountNamespace,
     parent_own: &[&str],
     whose: &str,
-) -> Result<(), ChildError> {
+) -> Result<Made, ChildError> {
     let failed = |what: String| ChildError::sys_on(ChildStep::MountNamespace, what);
     let mut there = Vec::new();
     let mut excess = Vec::new();
@@ -2081,16 +2402,15 @@ fn reshape_copy(
         sys::mount::set_mount_flags(Path::new(&r.point), flags)
             .map_err(failed(format!("set the flags of {} (remounted)", r.point)))?;
     }
-    for m in ns.mounts.iter().filter(|m| !made_by_cryo(m)) {
+    make_own_mounts(ns, Path::new("/"), None, &mut |m| {
         if parent_own.contains(&m.key.as_str()) {
             if let Some(i) = there.iter().position(|k| *k == m.key) {
                 there.swap_remove(i);
-                continue;
+                return true;
             }
         }
-        make_mount(m, Path::new("/"))?;
-    }
-    Ok(())
+        false
+    })
 }
 
 /// Path `source` of cryo's namespace as a pivoted namespace whose mounts are `mounts` shows
@@ -2105,6 +2425,64 @@ fn below_root(mounts: &[NamespaceMount], source: &str) -> Option<String> {
         rest if rest.starts_with('/') => Some(rest.to_string()),
         _ => None,
     }
+}
+
+/// The place of mount point `point` below its parent's `parent` (both as mountinfo shows
+/// them, unescaped): "" for a mount on its parent's root, else the path from there without a
+/// leading "/"; None when it is not below it.
+fn place_below<'a>(parent: &str, point: &'a str) -> Option<&'a str> {
+    match point.strip_prefix(parent.trim_end_matches('/'))? {
+        "" => Some(""),
+        rest => rest.strip_prefix('/'),
+    }
+}
+
+/// The order the mounts of a namespace (`mounts`, NamespaceMount.parent and .bind_first set)
+/// are made in at restore: first those its process makes, each after its parent, after the
+/// tmpfs it binds a part of and after the mounts on the same parent whose places are below
+/// its own (made after it, they would be reached through it), otherwise by index; then those
+/// cryo makes, by index. Err: the index of a mount no order makes.
+fn make_order(mounts: &[NamespaceMount]) -> Result<Vec<usize>, usize> {
+    let by_process: Vec<usize> = (0..mounts.len())
+        .filter(|&i| !made_by_cryo(&mounts[i]))
+        .collect();
+    let place = |i: usize| {
+        let p = mounts[i].parent.checked_sub(1)? as usize;
+        place_below(&mounts.get(p)?.point, &mounts[i].point)
+    };
+    let waits_for = |i: usize, j: usize| {
+        let (m, other) = (&mounts[i], &mounts[j]);
+        if m.parent as usize == j + 1 || m.bind_first as usize == j + 1 {
+            return true;
+        }
+        m.parent != 0
+            && other.parent == m.parent
+            && match (place(i), place(j)) {
+                (Some(a), Some(b)) => !a.is_empty() && b.starts_with(&format!("{a}/")),
+                _ => false,
+            }
+    };
+    let mut done = vec![false; mounts.len()];
+    let mut out = Vec::with_capacity(mounts.len());
+    while out.len() < by_process.len() {
+        let next = by_process.iter().copied().find(|&i| {
+            !done[i]
+                && by_process
+                    .iter()
+                    .all(|&j| done[j] || j == i || !waits_for(i, j))
+        });
+        let Some(i) = next else {
+            return Err(by_process
+                .iter()
+                .copied()
+                .find(|&i| !done[i])
+                .unwrap_or_default());
+        };
+        done[i] = true;
+        out.push(i);
+    }
+    out.extend((0..mounts.len()).filter(|&i| made_by_cryo(&mounts[i])));
+    Ok(out)
 }
 
 /// Whether mount `m` is made by cryo once every process made its files (a proc or a sysfs:
@@ -2125,9 +2503,9 @@ fn without_keys(table: &[String], keys: &[&str]) -> Vec<String> {
     out
 }
 
-/// Compares mountinfo `text` with the keys `wanted` (sorted): the first difference, or a
-/// mount that is not private.
-fn compare_table(text: &str, wanted: &[String]) -> Result<(), String> {
+/// Compares mountinfo `text` with the keys `wanted` (sorted): the first difference, or (with
+/// `private`: its propagation is not set yet) a mount that is not private.
+fn compare_table(text: &str, wanted: &[String], private: bool) -> Result<(), String> {
     let made = parse(text);
     let keys = table_keys(&made);
     if keys != wanted {
@@ -2140,7 +2518,7 @@ fn compare_table(text: &str, wanted: &[String]) -> Result<(), String> {
             .or_else(|| only(&keys, wanted, "the restored namespace's"))
             .unwrap_or_else(|| "a mount is there more times in one table".into()));
     }
-    if let Some(m) = made.iter().find(|m| !m.optional.is_empty()) {
+    if let Some(m) = made.iter().find(|m| private && !m.optional.is_empty()) {
         return Err(format!(
             "{} came out {:?}, not private",
             m.describe(),
@@ -2208,7 +2586,9 @@ pub(crate) fn mount_procs_and_sysfs(
         }
         // Its whole table: the process may be chrooted by now.
         let text = namespace_mountinfo(pid).map_err(failed("its mountinfo".into()))?;
-        compare_table(&text, &ns.table).map_err(|detail| MountNsError::Refused {
+        // Its propagation set already where its maker set it.
+        let private = !propagation::by_maker(ns);
+        compare_table(&text, &ns.table, private).map_err(|detail| MountNsError::Refused {
             pid,
             inode: ns.inode,
             mount: "its mount table".into(),
@@ -2374,4 +2754,61 @@ fn made_namespaces<'a>(
         .enumerate()
         .filter(|&(i, _)| joined_ancestor(tasks, i).is_none())
         .filter_map(|(_, (task, &pid))| Some((pid, made_by(&task.core, task.parent_core(tasks))?)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mount(point: &str, parent: u32) -> NamespaceMount {
+        NamespaceMount {
+            point: point.into(),
+            parent,
+            tmpfs: true,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_place_is_the_path_below_the_parents_point() {
+        assert_eq!(place_below("/", "/a/b"), Some("a/b"));
+        assert_eq!(place_below("/a", "/a"), Some(""));
+        assert_eq!(place_below("/a", "/a/c"), Some("c"));
+        assert_eq!(place_below("/a", "/ab"), None);
+        assert_eq!(place_below("/", "/"), Some(""));
+    }
+
+    #[test]
+    fn mounts_are_made_parents_first_and_below_a_siblings_path_before_it() {
+        // zdtm tempfs_overmounted01: a bind (2) on the bind (3) made after it, on the
+        // tmpfs (1) at its root.
+        let mut mounts = vec![
+            mount("/d", 0),
+            mount("/d/a", 1),
+            mount("/d/a/c", 4),
+            mount("/d/a", 2),
+        ];
+        assert_eq!(make_order(&mounts), Ok(vec![0, 1, 3, 2]));
+        // Two on one parent, one below the other's path: the deeper first.
+        mounts = vec![mount("/d", 0), mount("/d/x", 1), mount("/d/x/y", 1)];
+        assert_eq!(make_order(&mounts), Ok(vec![0, 2, 1]));
+        // A bind of a part of a tmpfs made after it; cryo's own (a proc) last.
+        mounts = vec![
+            NamespaceMount {
+                bind_first: 3,
+                tmpfs: false,
+                ..mount("/b", 0)
+            },
+            NamespaceMount {
+                proc: true,
+                tmpfs: false,
+                ..mount("/proc", 0)
+            },
+            mount("/t", 0),
+        ];
+        assert_eq!(make_order(&mounts), Ok(vec![2, 0, 1]));
+        // A loop: none gives it.
+        mounts = vec![mount("/a", 2), mount("/a", 1)];
+        assert!(make_order(&mounts).is_err());
+    }
 }

@@ -16,7 +16,8 @@
 //! paths, and a proc on /proc; `no-proc`: without the proc, the root holding no /proc;
 //! `ro-root`: its tmpfs remounted read-only last), `shared` (the tmpfs made shared), `sock-tmpfs` (a unix stream listener bound to
 //! DIR/tmp/tmpfs.sock at fd 47, and DIR/tmp/stale.sock, a socket file no socket holds),
-//! `stacked` (tmpfs cryo-under on DIR/stack, tmpfs
+//! `overmounted` (zdtm tempfs_overmounted01's two chains of over-mounted mounts on a tmpfs
+//! cryo-om on DIR/om: see its setup), `stacked` (tmpfs cryo-under on DIR/stack, tmpfs
 //! cryo-over on it at the same point, tmpfs cryo-inner on DIR/stack/c of the upper one, each
 //! holding NAME.txt), `protect-kernel` (cryo's /proc/sys bound read-only
 //! on itself, as systemd's ProtectKernelTunables= does), `remount-ro:PATH` (the mount of
@@ -397,6 +398,60 @@ pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
                     std::fs::write(at.join(format!("{name}.txt")), name)
                         .map_err(failed("write"))?;
                 }
+                continue;
+            }
+            "overmounted" => {
+                // zdtm tempfs_overmounted01, on a tmpfs cryo-om on DIR/om: a tmpfs cryo-om1 on
+                // om/a (holding one.txt and b/c), bound on om/b; its /b bound over om/a; that
+                // bind of om/b moved onto om/a/c, on the bind made after it. A tmpfs cryo-om2
+                // on om/b (holding b/z), bound on om/b/b, its /b bound over that one.
+                let om = dir.join("om");
+                std::fs::create_dir_all(&om).map_err(failed("mkdir om"))?;
+                mount(Some("cryo-om"), &om, Some("tmpfs"), MsFlags::empty(), None)?;
+                let (a, b) = (om.join("a"), om.join("b"));
+                std::fs::create_dir(&a).map_err(failed("mkdir a"))?;
+                std::fs::create_dir(&b).map_err(failed("mkdir b"))?;
+                mount(Some("cryo-om1"), &a, Some("tmpfs"), MsFlags::empty(), None)?;
+                std::fs::write(a.join("one.txt"), "one").map_err(failed("write"))?;
+                mount(
+                    Some(&*a.to_string_lossy()),
+                    &b,
+                    None,
+                    MsFlags::MS_BIND,
+                    None,
+                )?;
+                std::fs::create_dir_all(a.join("b/c")).map_err(failed("mkdir a/b/c"))?;
+                std::fs::write(a.join("b/two.txt"), "two").map_err(failed("write"))?;
+                mount(
+                    Some(&*a.join("b").to_string_lossy()),
+                    &a,
+                    None,
+                    MsFlags::MS_BIND,
+                    None,
+                )?;
+                mount(
+                    Some(&*b.to_string_lossy()),
+                    &a.join("c"),
+                    None,
+                    MsFlags::MS_MOVE,
+                    None,
+                )?;
+                mount(Some("cryo-om2"), &b, Some("tmpfs"), MsFlags::empty(), None)?;
+                std::fs::create_dir_all(b.join("b/z")).map_err(failed("mkdir b/b/z"))?;
+                mount(
+                    Some(&*b.to_string_lossy()),
+                    &b.join("b"),
+                    None,
+                    MsFlags::MS_BIND,
+                    None,
+                )?;
+                mount(
+                    Some(&*b.join("b/b").to_string_lossy()),
+                    &b.join("b"),
+                    None,
+                    MsFlags::MS_BIND,
+                    None,
+                )?;
                 continue;
             }
             "fifo" => {

@@ -3,7 +3,9 @@
 //! must be found again: among cryo's mounts, or made anew from a mount of the dump whose root
 //! holds every other's); made again by cryo once every mount of every namespace exists, all
 //! private until then, with MOVE_MOUNT_SET_GROUP and mount_setattr: nothing is mounted or
-//! propagated by it, here or in cryo's namespace.
+//! propagated by it, here or in cryo's namespace. Where a mount is covered (its path leads to
+//! another), its namespace's maker sets them all instead, through the fds it made its mounts
+//! with ([`by_maker`]; its groups its own alone).
 //!
 //! ```text
 //! dump (frozen)                          restore (cryo; every mount made, all private)
@@ -66,8 +68,8 @@ fn describe(r: &MountPropagation) -> String {
 }
 
 /// What a namespace's propagation is dumped as: its mounts that are not private, and the
-/// mounts of cryo's in the peer groups they use.
-type Dumped = (Vec<MountPropagation>, Vec<OuterGroup>);
+/// mounts of cryo's in the peer groups they use; the mount ids of the first.
+type Dumped = (Vec<MountPropagation>, Vec<OuterGroup>, Vec<u32>);
 
 /// The propagation of the mounts of `theirs` (the table of frozen `pid`'s namespace) that are
 /// not private, and the mounts of cryo's namespace (`ours`) in the peer groups they use: a
@@ -78,34 +80,28 @@ pub(super) fn dump<'a>(
     ours: &[Mount],
 ) -> Result<Dumped, (&'a Mount, String)> {
     let mut records = Vec::new();
+    let mut ids = Vec::new();
     for m in theirs {
         let (shared, master, unbindable) = fields(&m.optional);
         if shared == 0 && master == 0 && !unbindable {
             continue;
         }
         let point = unescape(&m.point);
-        // Set again through its path, which must lead to it.
+        // Set again by cryo through its path where that leads to it; else by the process
+        // that makes the namespace, through the fd it made it with (mount_ns::dump judges).
         let reached =
             sys_mount::open_point(root, &point).and_then(|fd| sys_mount::mount_id(fd.as_fd()));
-        match reached {
-            Ok(id) if id == m.id => {}
-            Ok(_) => {
-                return Err((
-                    m,
-                    format!(
-                        "propagation {:?}: its mount point leads to another mount (covered): \
-                         its propagation could not be set again",
-                        m.optional
-                    ),
-                ))
-            }
+        let covered = match reached {
+            Ok(id) => id != m.id,
+            // A mount over a directory above it hides its path.
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => true,
             Err(e) => {
                 return Err((
                     m,
                     format!("propagation {:?}: open its mount point: {e}", m.optional),
                 ))
             }
-        }
+        };
         records.push(MountPropagation {
             key: m.key(),
             point,
@@ -113,7 +109,10 @@ pub(super) fn dump<'a>(
             shared,
             master,
             unbindable,
+            mount: 0,
+            covered,
         });
+        ids.push(m.id);
     }
     let groups: BTreeSet<u32> = records
         .iter()
@@ -146,7 +145,61 @@ pub(super) fn dump<'a>(
             );
         }
     }
-    Ok((records, outer))
+    Ok((records, outer, ids))
+}
+
+/// Whether the propagation of namespace `ns` is set by the process that makes it (a mount of
+/// it is covered: only an fd held from its making reaches it), not by cryo.
+pub(crate) fn by_maker(ns: &MountNamespace) -> bool {
+    ns.propagation.iter().any(|r| r.covered)
+}
+
+/// Why the propagation of namespace `ns` (a mount of it covered) could not be set by the
+/// process that makes it, if it could not: what that process reaches and does is its own
+/// mounts alone, with nothing mounted after it sets them on a shared mount (it would
+/// propagate). `made_late(i)`: mount `i` is made by cryo after; `shared_parent(i)`: the parent
+/// of mount `i` is shared; the first covered record names the refusal.
+pub(super) fn judge_by_maker(
+    ns: &MountNamespace,
+    made_late: impl Fn(usize) -> bool,
+    shared_parent: impl Fn(usize) -> bool,
+) -> Result<(), (usize, String)> {
+    let Some(first) = ns.propagation.iter().position(|r| r.covered) else {
+        return Ok(());
+    };
+    let why = |what: String| {
+        Err((
+            first,
+            format!(
+                "propagation {}: its mount point leads to another mount (covered), and {what}: \
+                 its propagation could not be set again",
+                describe(&ns.propagation[first])
+            ),
+        ))
+    };
+    if let Some(r) = ns.propagation.iter().find(|r| r.mount == 0) {
+        return why(format!("{} is one of cryo's mounts", describe(r)));
+    }
+    if let Some(r) = ns
+        .propagation
+        .iter()
+        .find(|r| made_late(r.mount as usize - 1))
+    {
+        return why(format!("{} is made by cryo after the others", describe(r)));
+    }
+    if let Some(a) = ns.outer_groups.first() {
+        return why(format!(
+            "its peer group {} is also cryo's namespace's (on {})",
+            a.group, a.point
+        ));
+    }
+    if let Some(i) = (0..ns.mounts.len()).find(|&i| made_late(i) && shared_parent(i)) {
+        return why(format!(
+            "the mount on {}, made by cryo after, is on a shared mount (it would propagate)",
+            ns.mounts[i].point
+        ));
+    }
+    Ok(())
 }
 
 /// How the restore makes a peer group used by the dump's mounts again.
@@ -235,7 +288,85 @@ fn sources(namespaces: &[(Pid, &MountNamespace)]) -> Result<HashMap<u32, Source>
 /// Refuses, at dump, a mount of `namespaces` (each with the pid of its topmost process) whose
 /// propagation the restore could not make again.
 pub fn check(namespaces: &[(Pid, &MountNamespace)]) -> Result<(), MountNsError> {
-    sources(&dedup(namespaces)).map(drop)
+    let namespaces = dedup(namespaces);
+    // A namespace whose maker sets its propagation holds its groups alone.
+    for (pid, ns) in namespaces.iter().filter(|(_, ns)| by_maker(ns)) {
+        let groups: BTreeSet<u32> = ns
+            .propagation
+            .iter()
+            .flat_map(|r| [r.shared, r.master])
+            .filter(|&g| g != 0)
+            .collect();
+        let other = namespaces.iter().find_map(|(_, o)| {
+            let r = o
+                .propagation
+                .iter()
+                .find(|r| groups.contains(&r.shared) || groups.contains(&r.master))?;
+            (o.inode != ns.inode).then_some((o.inode, r))
+        });
+        if let Some((inode, r)) = other {
+            let covered = ns.propagation.iter().find(|r| r.covered).expect("by_maker");
+            return Err(MountNsError::Refused {
+                pid: *pid,
+                inode: ns.inode,
+                mount: describe(covered),
+                detail: format!(
+                    "its mount point leads to another mount (covered), and a peer group of the \
+                     namespace is also namespace mnt:[{inode}]'s ({}): its propagation could not \
+                     be set again",
+                    describe(r)
+                ),
+            });
+        }
+    }
+    sources(&namespaces).map(drop)
+}
+
+/// In the process that made namespace `ns` (its propagation [`by_maker`]), once every mount
+/// of it is made (all private) and the table checked: the propagation of each as dumped, set
+/// through `made` (an O_PATH fd on each mount of `ns.mounts` it made, and its id), then its
+/// table read back (`table`) and checked. Nothing else is mounted in it after but mounts on
+/// private ones (judge_by_maker).
+pub(crate) fn set_by_maker(
+    pid: Pid,
+    ns: &MountNamespace,
+    made: &[Option<(OwnedFd, u32)>],
+    table: impl Fn() -> std::io::Result<Vec<Mount>>,
+) -> Result<(), MountNsError> {
+    let namespaces = [(pid, ns)];
+    let sources = sources(&namespaces)?;
+    let mut fds = Vec::new();
+    for r in &ns.propagation {
+        let Some((fd, id)) = (r.mount as usize)
+            .checked_sub(1)
+            .and_then(|i| made.get(i)?.as_ref())
+        else {
+            return Err(MountNsError::Refused {
+                pid,
+                inode: ns.inode,
+                mount: describe(r),
+                detail: "not made by the process that made the namespace".into(),
+            });
+        };
+        fds.push((fd.as_fd(), *id));
+    }
+    let targets = vec![fds.iter().map(|(fd, _)| *fd).collect::<Vec<_>>()];
+    set_all(
+        &namespaces,
+        &sources,
+        &targets,
+        HashMap::new(),
+        HashMap::new(),
+        &|_, to, kind| sys_mount::set_propagation(to, kind),
+    )?;
+    let read = table().map_err(|errno| MountNsError::Read {
+        pid,
+        inode: ns.inode,
+        what: "its mountinfo".into(),
+        errno,
+    })?;
+    let ids: Vec<(BorrowedFd<'_>, u32)> = fds;
+    verify(&namespaces, &[read], &[ids], &HashMap::new())
 }
 
 /// `namespaces` with each namespace once (its first process).
@@ -252,7 +383,11 @@ fn dedup<'a>(namespaces: &[(Pid, &'a MountNamespace)]) -> Vec<(Pid, &'a MountNam
 /// propagation of each as dumped (`namespaces`: each made namespace with the pid of the
 /// restored process that made it), then every table checked.
 pub(crate) fn restore(namespaces: &[(Pid, &MountNamespace)]) -> Result<(), MountNsError> {
-    let namespaces = dedup(namespaces);
+    // Those whose maker set theirs (with groups of their own alone) are left out.
+    let namespaces: Vec<(Pid, &MountNamespace)> = dedup(namespaces)
+        .into_iter()
+        .filter(|(_, ns)| !by_maker(ns))
+        .collect();
     if namespaces.iter().all(|(_, ns)| ns.propagation.is_empty()) {
         return Ok(());
     }
@@ -359,8 +494,8 @@ pub(crate) fn restore(namespaces: &[(Pid, &MountNamespace)]) -> Result<(), Mount
         targets.push(fds);
     }
     // Members of each group set so far (root, fd); cryo's pure slaves of a group.
-    let mut members: HashMap<u32, Vec<(String, BorrowedFd<'_>)>> = HashMap::new();
-    let mut slaves: HashMap<u32, Vec<(String, BorrowedFd<'_>)>> = HashMap::new();
+    let mut members: Groups<'_> = HashMap::new();
+    let mut slaves: Groups<'_> = HashMap::new();
     for (g, list) in &anchors {
         let peer = sources.get(g) == Some(&Source::Outer { peer: true });
         let into = if peer { &mut members } else { &mut slaves };
@@ -368,6 +503,44 @@ pub(crate) fn restore(namespaces: &[(Pid, &MountNamespace)]) -> Result<(), Mount
             .or_default()
             .extend(list.iter().map(|(root, fd, _)| (root.clone(), fd.as_fd())));
     }
+    let fds: Vec<Vec<BorrowedFd<'_>>> = targets
+        .iter()
+        .map(|t| t.iter().map(|(fd, _)| fd.as_fd()).collect())
+        .collect();
+    set_all(
+        &namespaces,
+        &sources,
+        &fds,
+        members,
+        slaves,
+        &|n, to, kind| set_in(&joined[n], to, kind),
+    )?;
+    let mut tables = Vec::new();
+    for (pid, ns) in &namespaces {
+        tables.push(table_of(*pid, ns)?);
+    }
+    let ids: Vec<Vec<(BorrowedFd<'_>, u32)>> = targets
+        .iter()
+        .map(|t| t.iter().map(|(fd, id)| (fd.as_fd(), *id)).collect())
+        .collect();
+    verify(&namespaces, &tables, &ids, &anchors)
+}
+
+/// Members of each peer group set so far (their roots and fds).
+type Groups<'a> = HashMap<u32, Vec<(String, BorrowedFd<'a>)>>;
+
+/// Sets the propagation of every mount of `namespaces` (`targets`: an fd on each, record by
+/// record), each group from `sources`, `members` and `slaves` of it found so far (cryo's),
+/// `set_in(n, fd, kind)` giving the mount `fd` of namespace `n` propagation `kind`: a group's
+/// master before it, a group's first mount before its peers.
+fn set_all<'a>(
+    namespaces: &[(Pid, &MountNamespace)],
+    sources: &HashMap<u32, Source>,
+    targets: &[Vec<BorrowedFd<'a>>],
+    mut members: Groups<'a>,
+    slaves: Groups<'a>,
+    set_in: &dyn Fn(usize, BorrowedFd<'_>, Propagation) -> std::io::Result<()>,
+) -> Result<(), MountNsError> {
     let mut pending: Vec<(usize, usize)> = namespaces
         .iter()
         .enumerate()
@@ -379,15 +552,14 @@ pub(crate) fn restore(namespaces: &[(Pid, &MountNamespace)]) -> Result<(), Mount
         for (n, i) in pending {
             let (pid, ns) = namespaces[n];
             let r = &ns.propagation[i];
-            let to = targets[n][i].0.as_fd();
+            let to = targets[n][i];
             let failed = |what: &str| set_err(pid, ns.inode, describe(r), what);
             // Joins the group `from` is a member (else a pure slave) of, and leaves it for
             // a slave of it.
             let join_master = |(from, member): (BorrowedFd<'_>, bool)| {
                 sys_mount::set_group(from, to).map_err(failed("join its master's group"))?;
                 if member {
-                    set_in(&joined[n], to, Propagation::Slave)
-                        .map_err(failed("make it a slave"))?;
+                    set_in(n, to, Propagation::Slave).map_err(failed("make it a slave"))?;
                 }
                 Ok::<(), MountNsError>(())
             };
@@ -409,8 +581,7 @@ pub(crate) fn restore(namespaces: &[(Pid, &MountNamespace)]) -> Result<(), Mount
                     if let Some(Some(master)) = master_from {
                         join_master(master)?;
                     }
-                    set_in(&joined[n], to, Propagation::Shared)
-                        .map_err(failed("make it shared"))?;
+                    set_in(n, to, Propagation::Shared).map_err(failed("make it shared"))?;
                 } else {
                     waiting.push((n, i));
                     continue;
@@ -423,8 +594,7 @@ pub(crate) fn restore(namespaces: &[(Pid, &MountNamespace)]) -> Result<(), Mount
                 join_master(master)?;
             }
             if r.unbindable {
-                set_in(&joined[n], to, Propagation::Unbindable)
-                    .map_err(failed("make it unbindable"))?;
+                set_in(n, to, Propagation::Unbindable).map_err(failed("make it unbindable"))?;
             }
         }
         if waiting.len() == before {
@@ -439,7 +609,7 @@ pub(crate) fn restore(namespaces: &[(Pid, &MountNamespace)]) -> Result<(), Mount
         }
         pending = waiting;
     }
-    verify(&namespaces, &targets, &anchors)
+    Ok(())
 }
 
 /// Gives mount `to` of the namespace `ns` (an open /proc/PID/ns/mnt) propagation `kind`,
@@ -491,7 +661,8 @@ fn set_err(
 /// namespace those of its mounts, the masters the same, every other mount private.
 fn verify(
     namespaces: &[(Pid, &MountNamespace)],
-    targets: &[Vec<(OwnedFd, u32)>],
+    tables: &[Vec<Mount>],
+    targets: &[Vec<(BorrowedFd<'_>, u32)>],
     anchors: &HashMap<u32, Vec<(String, OwnedFd, u32)>>,
 ) -> Result<(), MountNsError> {
     // Dumped group -> restored group, and back.
@@ -500,14 +671,13 @@ fn verify(
         .filter_map(|(g, list)| Some((*g, list.first()?.2)))
         .collect();
     let mut back: HashMap<u32, u32> = to.iter().map(|(a, b)| (*b, *a)).collect();
-    for ((pid, ns), fds) in namespaces.iter().zip(targets) {
-        let table = table_of(*pid, ns)?;
+    for (((pid, ns), fds), table) in namespaces.iter().zip(targets).zip(tables) {
         let set: HashMap<u32, &MountPropagation> = fds
             .iter()
             .zip(&ns.propagation)
             .map(|((_, id), r)| (*id, r))
             .collect();
-        for m in &table {
+        for m in table {
             let made = fields(&m.optional);
             let dumped = set
                 .get(&m.id)
@@ -550,6 +720,8 @@ mod tests {
             shared,
             master,
             unbindable: false,
+            mount: 0,
+            covered: false,
         }
     }
 
