@@ -166,6 +166,17 @@ pub fn dump(
         mount: m.describe(),
         detail,
     };
+    // A pseudo filesystem made again by a plain mount: only with a new mount's options.
+    let plain_options = |m: &Mount, kind: &str| {
+        if m.super_options == "rw" {
+            Ok(())
+        } else {
+            Err(refuse(
+                m,
+                format!("{kind} options {:?} are not made again", m.super_options),
+            ))
+        }
+    };
     // Read from the namespace's root: a chrooted process's own view shows only its jail
     // (restored by a chroot of its own, task/process.rs).
     let theirs = parse(&namespace_mountinfo(pid).map_err(read_err("its mountinfo"))?);
@@ -492,15 +503,7 @@ pub fn dump(
                     return Err(read_err(&format!("the binfmt_misc on {point}"))(e))
                 }
             }
-            if m.super_options != "rw" {
-                return Err(refuse(
-                    m,
-                    format!(
-                        "binfmt_misc options {:?} are not made again",
-                        m.super_options
-                    ),
-                ));
-            }
+            plain_options(m, "binfmt_misc")?;
             let formats = super::binfmt_misc::read(&seen_at).map_err(|e| match e {
                 super::binfmt_misc::BinfmtError::Io { source, .. } => {
                     read_err(&format!("the binfmt_misc on {point}"))(source)
@@ -529,12 +532,7 @@ pub fn dump(
                 }
                 Err(e) => return Err(read_err(&format!("the mqueue on {point}"))(e)),
             };
-            if m.super_options != "rw" {
-                return Err(refuse(
-                    m,
-                    format!("mqueue options {:?} are not made again", m.super_options),
-                ));
-            }
+            plain_options(m, "mqueue")?;
             NamespaceMount {
                 point,
                 options: m.options.clone(),
@@ -561,12 +559,7 @@ pub fn dump(
                         .into(),
                 ));
             };
-            if m.super_options != "rw" {
-                return Err(refuse(
-                    m,
-                    format!("sysfs options {:?} are not made again", m.super_options),
-                ));
-            }
+            plain_options(m, "sysfs")?;
             NamespaceMount {
                 point,
                 options: m.options.clone(),
