@@ -477,10 +477,18 @@ fn dump_tree(
             // What its parent's waitid reads of its children's stops, asked of it while its
             // main thread is borrowed (the children are frozen too), each child named as it
             // sees it (in its PID namespace: NSpid at its depth).
-            let depth = crate::task::pidns::nspid(pid)?.len();
-            let children = tree
+            let kids: Vec<_> = tree
                 .iter()
                 .filter(|c| c.stat.ppid == pid.as_raw() && !c.is_zombie())
+                .collect();
+            // Its NSpid read only for a parent (one /proc read per task otherwise).
+            let depth = if kids.is_empty() {
+                0
+            } else {
+                crate::task::pidns::nspid(pid)?.len()
+            };
+            let children = kids
+                .into_iter()
                 .map(|c| {
                     let seen_as = crate::task::pidns::nspid(c.pid)?
                         .get(depth.wrapping_sub(1))

@@ -331,10 +331,7 @@ pub(crate) fn collected_stops(
     if children.is_empty() {
         return Ok(Vec::new());
     }
-    // struct siginfo: si_signo, si_errno, si_code (ints), then the union of fields, 8-byte
-    // aligned: si_pid first.
-    const SIGINFO_LEN: usize = 128;
-    const SI_PID: usize = 16;
+    use crate::sys::signal::{SIGINFO_LEN, SIGINFO_PID_OFFSET as SI_PID};
     let flags = |stopped: bool| {
         let report = if stopped {
             libc::WSTOPPED

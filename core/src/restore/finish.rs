@@ -449,14 +449,14 @@ fn stop_children_as_seen(
         if entry.stop_collected {
             // Taken by the parent's own waitid, as the dumped one had taken it; the child named
             // as the parent sees it (the image's pid, its PID namespace's).
-            const SI_PID: u64 = 16;
             let flags = (libc::WSTOPPED | libc::WNOHANG | libc::__WALL) as u32 as u64;
             let args = [libc::P_PID as u64, entry.pid as u64, scratch, flags, 0];
             remote
                 .call(libc::SYS_waitid, &args)
                 .map_err(sys(format!("collect the stop of its child {pid}")))?;
             let mut got = [0u8; 4];
-            crate::sys::process::vm_read(parent, scratch + SI_PID, &mut got)
+            let si_pid = scratch + crate::sys::signal::SIGINFO_PID_OFFSET as u64;
+            crate::sys::process::vm_read(parent, si_pid, &mut got)
                 .map_err(sys(format!("read the stop of its child {pid}")))?;
             if i32::from_ne_bytes(got) != entry.pid {
                 return Err(Error::target(

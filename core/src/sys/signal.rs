@@ -17,6 +17,12 @@ pub struct KernelSigaction {
     pub mask: u64,
 }
 
+/// The size of the kernel's struct siginfo.
+pub const SIGINFO_LEN: usize = 128;
+/// Where si_pid lies in a siginfo: after si_signo, si_errno and si_code, in the union
+/// aligned to 8 bytes.
+pub const SIGINFO_PID_OFFSET: usize = 16;
+
 fn cvt(r: libc::c_long) -> io::Result<()> {
     if r < 0 {
         Err(io::Error::last_os_error())

@@ -63,17 +63,7 @@ pub fn restore_actions(actions: &[SigAction]) -> std::io::Result<()> {
         if signo == libc::SIGKILL as u32 || signo == libc::SIGSTOP as u32 {
             continue;
         }
-        let act = actions
-            .iter()
-            .find(|a| a.signo == signo)
-            .map(|a| KernelSigaction {
-                handler: a.handler,
-                flags: a.flags,
-                restorer: a.restorer,
-                mask: a.mask,
-            })
-            .unwrap_or_default();
-        signal::set_action(signo, &act)?;
+        signal::set_action(signo, &action_of(actions, signo))?;
     }
     Ok(())
 }
@@ -83,7 +73,7 @@ pub fn restore_actions(actions: &[SigAction]) -> std::io::Result<()> {
 pub fn requeue(shared: &[SigInfo], thread: &[SigInfo]) -> std::io::Result<()> {
     for (infos, is_thread) in [(shared, false), (thread, true)] {
         for info in infos {
-            let raw: [u8; 128] = info.raw.as_slice().try_into().map_err(|_| {
+            let raw: [u8; signal::SIGINFO_LEN] = info.raw.as_slice().try_into().map_err(|_| {
                 std::io::Error::other(format!("signal {}: siginfo is not 128 bytes", info.signo))
             })?;
             signal::queue_to_self(&raw, is_thread)?;
@@ -92,12 +82,12 @@ pub fn requeue(shared: &[SigInfo], thread: &[SigInfo]) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The SIGCHLD disposition of a process (its core): SIG_DFL with no flags where the image
-/// lists none.
-pub fn sigchld_action(core: &cryo_proto::image::TaskCore) -> KernelSigaction {
-    core.sigactions
+/// The disposition of `signo` among the dumped `actions`: SIG_DFL with no flags where they
+/// list none.
+fn action_of(actions: &[SigAction], signo: u32) -> KernelSigaction {
+    actions
         .iter()
-        .find(|a| a.signo == libc::SIGCHLD as u32)
+        .find(|a| a.signo == signo)
         .map(|a| KernelSigaction {
             handler: a.handler,
             flags: a.flags,
@@ -105,6 +95,11 @@ pub fn sigchld_action(core: &cryo_proto::image::TaskCore) -> KernelSigaction {
             mask: a.mask,
         })
         .unwrap_or_default()
+}
+
+/// The SIGCHLD disposition of a process (its core).
+pub fn sigchld_action(core: &cryo_proto::image::TaskCore) -> KernelSigaction {
+    action_of(&core.sigactions, libc::SIGCHLD as u32)
 }
 
 /// What the SIGCHLD of a child's stop, made again at restore, does to its parent (`parent`,
