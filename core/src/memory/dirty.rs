@@ -260,24 +260,18 @@ impl Tracker {
                     ..scan
                 }
             };
-            let mut at = segment.start;
-            while at < segment.end {
-                let (n, walk_end) = pagemap::scan_part(
-                    self.pagemap.as_fd(),
-                    Scan {
-                        start: at,
-                        end: segment.end,
-                        ..scan
-                    },
-                    &mut out,
-                )
-                .map_err(|e| Error::sys(self.pid, format!("PAGEMAP_SCAN from {at:#x}"), e))?;
-                found.extend_from_slice(&out[..n]);
-                if walk_end <= at {
-                    break;
-                }
-                at = walk_end;
-            }
+            let scan = Scan {
+                start: segment.start,
+                end: segment.end,
+                ..scan
+            };
+            pagemap::scan_all(self.pagemap.as_fd(), scan, &mut out, |regions| {
+                found.extend_from_slice(regions)
+            })
+            .map_err(|e| {
+                let at = segment.start;
+                Error::sys(self.pid, format!("PAGEMAP_SCAN from {at:#x}"), e)
+            })?;
         }
         Ok(found)
     }

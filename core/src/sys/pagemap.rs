@@ -104,7 +104,7 @@ pub fn scan(pagemap: BorrowedFd<'_>, scan: Scan, out: &mut [PageRegion]) -> io::
 /// `ioctl(pagemap, PAGEMAP_SCAN)` once: fills `out`, returns the number of regions and where
 /// the walk stopped (`scan.end` when done; earlier when `out` filled up: go on from there).
 /// With `PM_SCAN_WP_MATCHING`, only the pages reported were write-protected.
-pub fn scan_part(
+fn scan_part(
     pagemap: BorrowedFd<'_>,
     scan: Scan,
     out: &mut [PageRegion],
@@ -135,6 +135,27 @@ pub fn scan_part(
     Ok((n, arg.walk_end))
 }
 
+/// Walks `scan` from `scan.start` to `scan.end`, as many PAGEMAP_SCAN calls as it takes
+/// (each resumed where the last one's walk ended), handing `each` the regions of every call
+/// in address order; `out` holds them.
+pub fn scan_all(
+    pagemap: BorrowedFd<'_>,
+    scan: Scan,
+    out: &mut [PageRegion],
+    mut each: impl FnMut(&[PageRegion]),
+) -> io::Result<()> {
+    let mut at = scan.start;
+    while at < scan.end {
+        let (n, walk_end) = scan_part(pagemap, Scan { start: at, ..scan }, out)?;
+        each(&out[..n]);
+        if walk_end <= at {
+            break;
+        }
+        at = walk_end;
+    }
+    Ok(())
+}
+
 /// The address ranges `scan` matches (from `scan.start` to `scan.end`), the regions of
 /// every PAGEMAP_SCAN call it takes joined where they touch, in address order; `out` holds
 /// each call's regions.
@@ -144,20 +165,14 @@ pub fn matching_ranges(
     out: &mut [PageRegion],
 ) -> io::Result<Vec<std::ops::Range<u64>>> {
     let mut ranges: Vec<std::ops::Range<u64>> = Vec::new();
-    let mut at = scan.start;
-    while at < scan.end {
-        let (n, walk_end) = scan_part(pagemap, Scan { start: at, ..scan }, out)?;
-        for r in &out[..n] {
+    scan_all(pagemap, scan, out, |regions| {
+        for r in regions {
             match ranges.last_mut() {
                 Some(last) if last.end == r.start => last.end = r.end,
                 _ => ranges.push(r.start..r.end),
             }
         }
-        if walk_end <= at {
-            break;
-        }
-        at = walk_end;
-    }
+    })?;
     Ok(ranges)
 }
 
