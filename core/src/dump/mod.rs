@@ -453,9 +453,9 @@ fn dump_tree(
         let scratch =
             Scratch::map(&mut remote).map_err(|e| Error::sys(pid, "map a scratch page", e))?;
         // The pre-copy's last scan (the pages it sent unchanged, and which "uw" VmFlags are
-        // cryo's), then the task's state but its memory, beside the reading of smaps and
-        // numa_maps: the two walks of the page tables take a GiB's process 10-15 ms, the
-        // task's calls (two ptrace stops each) as long, while the CPUs wait for the other.
+        // cryo's), then the task's state but its memory, beside the reading of smaps: its
+        // walk of the page tables takes a GiB's process 10-15 ms, the task's calls (two
+        // ptrace stops each) as long, while the CPUs wait for the other.
         let overlap = precopy.is_some();
         let mut collected_here = Vec::new();
         let (views, state) = memory::dump::VmaViews::read_beside(pid, overlap, || {

@@ -31,60 +31,44 @@ const PAGEMAP_CHUNK: usize = 64 * 1024;
 const CHECKSUM_BUF: usize = 256 << 10;
 
 /// What /proc tells of a frozen task's VMAs at the cost of a walk of its page tables (tens of
-/// milliseconds each for a process of a GiB): smaps' VmFlags and numa_maps' policies, each
-/// read on a thread of its own beside the pre-copy's last scan (a third walk), so that the
-/// three overlap instead of adding up in the downtime.
+/// milliseconds for a process of a GiB): smaps' VmFlags and page counts, read on a thread of
+/// its own beside the pre-copy's last scan (a second walk) and the task's state, so that
+/// they overlap instead of adding up in the downtime.
 #[derive(Debug, Default)]
 pub struct VmaViews {
     /// VmFlags codes by VMA start.
     flags: std::collections::HashMap<u64, Vec<String>>,
-    /// Policies other than the default, by VMA start.
-    policies: std::collections::HashMap<u64, String>,
     /// What smaps counts of the VMAs with huge or lazily freed pages, by VMA start.
     usage: std::collections::HashMap<u64, super::vmflags::Usage>,
 }
 
 impl VmaViews {
-    /// Reads both views of `pid` (frozen, its scratch page mapped: smaps tells the mm's
+    /// Reads the views of `pid` (frozen, its scratch page mapped: smaps tells the mm's
     /// default flags by it) and runs `beside`; with `overlap` (a pre-copy's last scan to run
-    /// beside), the views on two threads while this one runs `beside`, returning when all
-    /// three are done (the threads are joined: the caller is single-threaded again). Without,
-    /// one after the other: two thread starts cost a small process more than its walks.
+    /// beside), the views on a thread while this one runs `beside`, returning when both are
+    /// done (the thread is joined: the caller is single-threaded again). Without, one after
+    /// the other: a thread's start costs a small process more than its walk.
     pub fn read_beside<T>(
         pid: Pid,
         overlap: bool,
         beside: impl FnOnce() -> T,
     ) -> (Result<Self>, T) {
+        let read = move || {
+            super::vmflags::read_with_usage(pid).map(|(flags, usage)| Self { flags, usage })
+        };
         if !overlap {
-            let views = super::vmflags::read_with_usage(pid).and_then(|(flags, usage)| {
-                Ok(Self {
-                    flags,
-                    policies: super::numa::policies(pid)?,
-                    usage,
-                })
-            });
-            return (views, beside());
+            return (read(), beside());
         }
         std::thread::scope(|scope| {
-            let flags = scope.spawn(move || super::vmflags::read_with_usage(pid));
-            let policies = scope.spawn(move || super::numa::policies(pid));
+            let views = scope.spawn(read);
             let got = beside();
             // A reader that panicked is a failed read (its panic was printed).
-            fn joined<V>(pid: Pid, r: std::thread::Result<Result<V>>) -> Result<V> {
-                r.unwrap_or_else(|_| {
-                    Err(Error::sys(
-                        pid,
-                        "read /proc",
-                        std::io::Error::other("reader panicked"),
-                    ))
-                })
-            }
-            let views = joined(pid, flags.join()).and_then(|(flags, usage)| {
-                Ok(Self {
-                    flags,
-                    policies: joined(pid, policies.join())?,
-                    usage,
-                })
+            let views = views.join().unwrap_or_else(|_| {
+                Err(Error::sys(
+                    pid,
+                    "read /proc",
+                    std::io::Error::other("reader panicked"),
+                ))
             });
             (views, got)
         })
@@ -114,11 +98,17 @@ pub fn dump(
     // The flags only smaps shows: whether a shared mapping without write permission may get
     // it back, the madvise and mlock state of each VMA, and (on the scratch page, mapped
     // fresh) the mm's default flags.
-    let VmaViews {
-        mut flags,
-        policies,
-        usage,
-    } = views;
+    let VmaViews { mut flags, usage } = views;
+    let policies = super::numa::policies(
+        pid,
+        remote,
+        scratch,
+        &maps
+            .iter()
+            .filter(|m| classify(m) != VmaKind::Vsyscall)
+            .map(|m| m.start)
+            .collect::<Vec<_>>(),
+    )?;
     // The pre-copy's own registrations (closed once the images are out) are not the
     // process's: their "uw" is no state of its own.
     if let Some(earlier) = earlier {
