@@ -1095,6 +1095,29 @@ fn a_message_queued_by_a_child_keeps_its_credentials() {
     w.kill_restored();
 }
 
+/// A message a child queued on its parent's connection before it exited (reaped since, its
+/// end closed), unread, keeps the child's credentials: a stand-in with the gone child's pid
+/// sends it at restore. Before 2026-12-07 it read the parent's pid (the kernel refused the
+/// dead pid, ESRCH, and the refill sent it as the refilling process, with a warning).
+#[test]
+fn a_message_queued_by_a_child_gone_since_keeps_its_credentials() {
+    cryo_bin();
+    let dir = reachable_by_other_uids();
+    let path = dir.path().join("creds.sock");
+    let name = path.to_str().unwrap();
+    let mut w = Workload::spawn("unix-peers", &[name, "1000", "1000", "1000", "0"]);
+    let kid = w.cmd("kid");
+    assert_eq!(w.cmd("passcred"), "ok");
+    assert_eq!(w.cmd("kid-queues-and-exits bye"), "ok");
+    w.dump_and_restore();
+    assert_eq!(
+        w.cmd("recv-creds"),
+        format!("bye pid {kid} uid 1000 gid 1000"),
+        "the queued message's credentials after the restore"
+    );
+    w.kill_restored();
+}
+
 /// Two datagram sockets bound to paths and connected to each other by name show no peer
 /// (SO_PEERCRED pid 0: connect() stamps none on a datagram socket) and still exchange
 /// datagrams after the restore. Before 2026-12-07 they came back as a socketpair, showing the

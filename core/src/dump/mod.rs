@@ -680,10 +680,7 @@ fn dump_tree(
     };
     // A leader that exited has a free pid (in cryo's PID namespace: a tree in one of its own
     // names no process outside it).
-    let gone = |pid: i32| {
-        pidns.is_none()
-            && nix::sys::signal::kill(Pid::from_raw(pid), None) == Err(nix::errno::Errno::ESRCH)
-    };
+    let gone = |pid: i32| pidns.is_none() && !crate::sys::process::exists(pid);
     let with_ctty: std::collections::HashSet<i32> = pstree
         .iter()
         .zip(&ttys)

@@ -631,6 +631,12 @@ pub fn in_stand_in_sharing(
     }
 }
 
+/// Whether a process (or thread) `pid` of this PID namespace exists: kill(pid, 0) does not
+/// fail ESRCH (EPERM: it exists, another user's).
+pub fn exists(pid: i32) -> bool {
+    nix::sys::signal::kill(Pid::from_raw(pid), None) != Err(nix::errno::Errno::ESRCH)
+}
+
 /// CAP_SYS_NICE's bit (linux/capability.h).
 pub const CAP_SYS_NICE: u32 = 23;
 /// CAP_SYS_RESOURCE's bit.

@@ -18,6 +18,8 @@
 //!   passcred -> ok            SO_PASSCRED on fd 51: the child's messages carry its credentials
 //!   kid-queues TEXT -> ok     the child sends TEXT on its end; returns once it waits, unread,
 //!                             in fd 51's queue
+//!   kid-queues-and-exits TEXT -> ok   the same, then the child exits (its end closed) and
+//!                             is reaped: the message names a process that is gone
 //!   recv-creds -> "TEXT pid P uid U gid G"   one message of fd 51 with its SCM_CREDENTIALS
 //! ```
 
@@ -212,6 +214,10 @@ fn client(
             if n <= 0 {
                 return Ok(());
             }
+            if let Some(text) = buf[..n as usize].strip_prefix(b"bye:") {
+                super::unix::send(s, text)?;
+                return Ok(());
+            }
             let reply = match buf[..n as usize].strip_prefix(b"say:") {
                 Some(text) => text.to_vec(),
                 None => peercred(s)
@@ -263,6 +269,14 @@ impl Mode for UnixPeers {
                 };
                 // SAFETY: one valid pollfd; waits until the child's message is queued.
                 cvt(unsafe { libc::poll(&mut pfd, 1, -1) }).map_err(failed("poll"))?;
+                Ok("ok".into())
+            }
+            ("kid-queues-and-exits", [text]) => {
+                super::unix::send(CONN, format!("bye:{text}").as_bytes()).map_err(io_err)?;
+                let mut status = 0;
+                // SAFETY: waits for our own child (it exits once its message is sent).
+                cvt(unsafe { libc::waitpid(self.kid, &mut status, 0) })
+                    .map_err(failed("waitpid"))?;
                 Ok("ok".into())
             }
             ("recv-creds", []) => recv_creds(CONN).map_err(io_err),

@@ -223,8 +223,8 @@ fn keeping_error(
 /// Refills a queue with `messages`, sent from `from` (to `dest`) in order, each with the
 /// credentials it was queued with (SCM_CREDENTIALS: the kernel takes them only with the pid
 /// of a live process): a run of messages naming a process this one forks later (a child that
-/// wrote to its parent) by one stand-in with that pid, the others from here (its own pid, an
-/// ancestor's, one made already).
+/// wrote to its parent) or one gone (see [`stand_in_pid`]) by one stand-in with that pid, the
+/// others from here (its own pid, an ancestor's, one made already, one outside that runs).
 pub(crate) fn refill(
     from: impl std::os::fd::AsFd,
     dest: Option<&unix::UnixName>,
@@ -267,10 +267,18 @@ pub(crate) fn refill(
     })
 }
 
-/// The credentials of `msg` when they name a process this one forks later: a stand-in with
-/// that pid sends it.
+/// The credentials of `msg` when a stand-in with their pid sends it: they name a process
+/// this one forks later (a child that wrote to its parent), or one that is gone (a sender
+/// that exited since, or a process of another tree not made yet: the kernel takes
+/// SCM_CREDENTIALS only with the pid of a live process, and its skb keeps the number).
 fn stand_in_pid(msg: &unix::QueuedMessage) -> Option<(i32, u32, u32)> {
     let creds = msg.creds?;
-    issuers(|i| i.is_some_and(|i| creds.pid != i.own && i.later.contains(&creds.pid)))
-        .then_some((creds.pid, creds.uid, creds.gid))
+    issuers(|i| {
+        i.is_some_and(|i| {
+            creds.pid > 0
+                && creds.pid != i.own
+                && (i.later.contains(&creds.pid) || !crate::sys::process::exists(creds.pid))
+        })
+    })
+    .then_some((creds.pid, creds.uid, creds.gid))
 }
