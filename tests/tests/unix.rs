@@ -323,8 +323,11 @@ fn credentials_stay_with_their_messages() {
     w.kill_restored();
 }
 
+/// Credentials naming a process outside the dump that is gone by the restore keep its pid:
+/// a stand-in with that pid sends the message. Before 2026-12-07 the kernel refused the dead
+/// pid (ESRCH) and the restored process's own was sent instead, with a warning.
 #[test]
-fn credentials_naming_a_process_gone_at_restore_name_the_receiver_instead() {
+fn credentials_naming_a_process_gone_at_restore_keep_its_pid() {
     cryo_bin();
     let mut w = Workload::spawn("unix-pair", &["dgram"]);
     let mut other = std::process::Command::new("sleep")
@@ -338,11 +341,7 @@ fn credentials_naming_a_process_gone_at_restore_name_the_receiver_instead() {
     other.kill().unwrap();
     other.wait().unwrap();
     w.restore_background(&img);
-    // The kernel refuses a pid that does not exist: the restored process's own is sent.
-    assert_eq!(
-        w.cmd("recv-creds 1"),
-        format!("other {} 1234 5678", pid_of(&w))
-    );
+    assert_eq!(w.cmd("recv-creds 1"), format!("other {gone} 1234 5678"));
     w.kill_restored();
 }
 
@@ -390,6 +389,35 @@ fn a_connection_waiting_in_a_listeners_accept_queue_comes_back_with_what_it_sent
     let mut c = std::os::unix::net::UnixStream::connect(&path).unwrap();
     std::io::Write::write_all(&mut c, b"hi").unwrap();
     assert_eq!(w.cmd("accept"), "got hi");
+    w.kill_restored();
+}
+
+/// The same with the listener and the client held by a child too (forked after listen and
+/// connect): the queue is taken once for both holders. Before 2026-12-07 the killing dump
+/// took the connection through the parent's listener, found the queue empty through the
+/// child's and was refused ("left the accept queue during the dump"), the waiting connection
+/// gone from the running original.
+#[test]
+fn a_waiting_connection_of_a_listener_a_child_holds_too_comes_back_with_what_it_sent() {
+    cryo_bin();
+    let dir = cryo_tests::control_dir();
+    let path = dir.path().join("l.sock");
+    let mut w = Workload::spawn_in(dir, "unix-listen", &[path.to_str().unwrap()]);
+    assert_eq!(w.cmd("connect early"), "ok");
+    let holder: i32 = w.cmd("fork-holder").parse().unwrap();
+    assert!(holder > 0);
+    w.dump_and_restore();
+    assert!(
+        std::path::Path::new(&format!("/proc/{holder}")).exists(),
+        "the child holding the listener too is back"
+    );
+    assert_eq!(
+        w.cmd("accept-keep"),
+        "got early",
+        "the waiting connection, with what its client sent before accept"
+    );
+    assert_eq!(w.cmd("say client ping"), "ok");
+    assert_eq!(w.cmd("hear conn"), "ping");
     w.kill_restored();
 }
 

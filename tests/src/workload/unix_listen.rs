@@ -8,7 +8,8 @@
 //!                            not accepted)   accept-keep -> got <first message> (kept at fd 53)
 //!                            say client|conn MSG -> ok   hear client|conn -> <msgs> | empty
 //!                            close-client -> ok (fd 52 closed: a waiting connection's client
-//!                            gone)   accept-drain -> got <all it reads>|eof (until end of file)
+//!                            gone)   fork-holder -> <pid> (a paused child holding the listener
+//!                            and the client too)   accept-drain -> got <all it reads>|eof (until end of file)
 //! ```
 
 use std::io::{self, Read};
@@ -62,6 +63,7 @@ impl Mode for UnixListen {
                 .map(|()| "ok".into())
                 .map_err(io_err),
             ("accept-keep", []) => accept_keep(listener).map_err(io_err),
+            ("fork-holder", []) => sys::fork_paused().map(|p| p.to_string()).map_err(io_err),
             ("close-client", []) => {
                 sys::close(CLIENT);
                 Ok("ok".into())

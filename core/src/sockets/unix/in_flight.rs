@@ -86,7 +86,13 @@ pub fn capture_accept_queues(
     images: &ImageDir,
 ) -> Result<(), FileError> {
     let mut taken = HashSet::new();
-    for dump in dumps.iter_mut() {
+    // A listener held by several processes (one forked after listen()) is in each one's
+    // dump: its queue is taken once, by the first, and the others' records get what that one
+    // captured once its descriptors in flight are resolved (accepting again would find the
+    // queue empty, the connections already in cryo).
+    let mut captured_by: std::collections::HashMap<u64, usize> = Default::default();
+    let mut also_held: Vec<(usize, u64)> = Vec::new();
+    for (at, dump) in dumps.iter_mut().enumerate() {
         let queues: Vec<_> = dump
             .accept_queues
             .iter()
@@ -94,6 +100,11 @@ pub fn capture_accept_queues(
             .cloned()
             .collect();
         for q in queues {
+            if captured_by.contains_key(&q.ino) {
+                also_held.push((at, q.ino));
+                continue;
+            }
+            captured_by.insert(q.ino, at);
             let bad = |problem| SocketError::AcceptQueue {
                 pid: q.pid,
                 fd: q.fd,
@@ -193,6 +204,12 @@ pub fn capture_accept_queues(
     // What the embryos' queues carried in flight: dumped like the rest, checked like the rest
     // (by a dump that ends the processes).
     resolve_in_flight(dumps, files, images, false)?;
+    for (at, ino) in also_held {
+        let captured = dumps[captured_by[&ino]].records.get(&ino).cloned();
+        if let (Some(rec), Some(held)) = (captured, dumps[at].records.get_mut(&ino)) {
+            *held = rec;
+        }
+    }
     // Peers outside the dump are judged by the caller's check, which knows --ext-unix-sk.
     crate::sockets::check_unix_peers(dumps, true)?;
     check_accept_queues(dumps)?;
