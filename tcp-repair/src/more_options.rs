@@ -42,14 +42,14 @@
 //!                                                                   not connected only)
 //!              TCP_WINDOW_CLAMP (a connection's too: the kernel's own, or the application's,
 //!              always differs from a fresh socket's 0: set after TCP_REPAIR_WINDOW)
+//!              TCP_QUICKACK (0: in delayed-ACK mode, entered again by setting 0)
 //!              TCP_MAXSEG                                                 (listeners only)
 //! ```
 //!
 //! Setting IP_TOS sets SO_PRIORITY from it: [`apply`] puts the priority back after it, so
 //! the order of the two in an image does not matter.
 //!
-//! Not here, on purpose: TCP_QUICKACK (a transient mode the kernel leaves by itself),
-//! IP_MULTICAST_TTL / IPV6_MULTICAST_HOPS of a connection (the TTL of the SYN, or of the last
+//! Not here, on purpose: IP_MULTICAST_TTL / IPV6_MULTICAST_HOPS of a connection (the TTL of the SYN, or of the last
 //! segment received, kept there for IP_PKTOPTIONS: setsockopt refuses them on a stream
 //! socket),
 //! TCP_MAXSEG of a connection (getsockopt shows the MSS in use, which the kernel computes from
@@ -597,6 +597,16 @@ const TABLE: &[Entry] = &[
         libc::IPPROTO_TCP,
         libc::TCP_WINDOW_CLAMP,
         "TCP_WINDOW_CLAMP",
+        On::All,
+        false,
+    ),
+    // 0: the connection is in the delayed-ACK ("pingpong") mode the kernel enters on
+    // interactive traffic or the application asks for; setting 0 enters it again (a fresh
+    // socket reads 1: never stored then).
+    (
+        libc::IPPROTO_TCP,
+        libc::TCP_QUICKACK,
+        "TCP_QUICKACK",
         On::All,
         false,
     ),

@@ -387,16 +387,24 @@ const LISTENER: &[Opt] = &[
     ),
 ];
 
-/// Whether socket `fd` is IPv6.
 /// A connection's own (a listener's are in [`LISTENER`]): a window clamp the application set
-/// on the established connection.
-const CONNECTION: &[Opt] = &[(
-    "TCP_WINDOW_CLAMP",
-    libc::IPPROTO_TCP,
-    libc::TCP_WINDOW_CLAMP,
-    Value::Int(30000),
-)];
+/// on the established connection, and its delayed-ACK mode (TCP_QUICKACK 0).
+const CONNECTION: &[Opt] = &[
+    (
+        "TCP_WINDOW_CLAMP",
+        libc::IPPROTO_TCP,
+        libc::TCP_WINDOW_CLAMP,
+        Value::Int(30000),
+    ),
+    (
+        "TCP_QUICKACK",
+        libc::IPPROTO_TCP,
+        libc::TCP_QUICKACK,
+        Value::Int(0),
+    ),
+];
 
+/// Whether socket `fd` is IPv6.
 fn is_v6(fd: i32) -> io::Result<bool> {
     let domain = sys::getsockopt_bytes(fd, libc::SOL_SOCKET, libc::SO_DOMAIN, 4)?;
     Ok(domain.len() == 4
