@@ -930,3 +930,50 @@ fn a_chain_bound_to_a_rule_is_refused_naming_it() {
     w.assert_untouched();
     assert_eq!(w.cmd("talk 10"), "10");
 }
+
+/// A name `ip netns` gives a namespace (a bind of it under /run/netns), removed when dropped.
+struct NetnsName(String);
+
+impl Drop for NetnsName {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
+    }
+}
+
+/// A process in a namespace `ip netns` names (`ip netns add` then `ip netns exec`, or `ip
+/// netns attach`) comes back in a new namespace under the same name: `ip netns identify`
+/// finds it, and the name leads to the restored namespace (the dumped one, kept alive by its
+/// name alone, given up). Before 2026-12-07 the name stayed on the dumped namespace, empty,
+/// and `ip netns identify` found nothing.
+#[test]
+fn a_namespace_ip_netns_names_comes_back_under_its_name() {
+    cryo_bin();
+    let mut w = Workload::spawn("netns", &[]);
+    let pid = w.pid();
+    let name = NetnsName(format!("cryo-t{pid}"));
+    cryo_tests::hosts::ip(&["netns", "attach", &name.0, &pid.to_string()]);
+    let identify = |pid: i32| {
+        let out = Command::new("ip")
+            .args(["netns", "identify", &pid.to_string()])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(identify(pid), name.0);
+    w.dump_and_restore_established();
+    let restored = w.pid();
+    assert_eq!(
+        identify(restored),
+        name.0,
+        "ip netns identify after the restore"
+    );
+    use std::os::unix::fs::MetadataExt;
+    let inode = |path: String| std::fs::metadata(path).unwrap().ino();
+    assert_eq!(
+        inode(format!("/run/netns/{}", name.0)),
+        inode(format!("/proc/{restored}/ns/net")),
+        "the name leads to the restored namespace"
+    );
+    assert!(w.cmd("ip -o link show lo").contains("lo:"));
+    w.kill_restored();
+}

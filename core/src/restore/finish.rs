@@ -128,6 +128,14 @@ impl Reshaped {
         Ok(())
     }
 
+    /// Binds each network namespace the restore made where the dumped one was bound (`ip
+    /// netns` names): netns::bind_handles.
+    pub fn bind_namespace_handles(&self) -> Result<()> {
+        let s = &self.spawned;
+        crate::task::netns::bind_handles(&s.planned.loaded.tasks, &s.pids)?;
+        Ok(())
+    }
+
     /// Makes the restore go forward from here even if cryo dies: every thread loses
     /// PTRACE_O_EXITKILL (cryo's death detaches them, and they run), and the guardian is told
     /// they are to run (it undoes only if one of them is dying) and that the lock goes.

@@ -321,6 +321,8 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored> {
         hooks.run(Stage::NetworkUnlock, &roots)?;
     }
     reshaped.release_namespace_locks()?;
+    // `ip netns` names the restored network namespaces as it named the dumped ones.
+    reshaped.bind_namespace_handles()?;
     // The point of no return. Once the peers may talk to the restored sockets, going back
     // would drop what these acknowledged: from here on the restore goes forward whatever
     // happens to cryo (a SIGKILL leaves the processes to run, without their notifications).

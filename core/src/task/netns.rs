@@ -29,6 +29,7 @@
 
 use std::fs::File;
 use std::os::fd::AsFd;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicI32, Ordering};
 
@@ -362,6 +363,9 @@ pub fn dump(
     }
     Ok(NetNamespace {
         inode,
+        handles: handles_of(inode)
+            .map_err(io)
+            .map_err(failed("find its nsfs mounts"))?,
         links: theirs
             .interfaces
             .links
@@ -944,6 +948,95 @@ fn made_namespaces<'a>(
         let ns = task.core.netns.as_ref()?;
         let parent_ns = task.parent_core(tasks).and_then(|p| p.netns.as_ref());
         (parent_ns.map(|n| n.inode) != Some(ns.inode)).then_some((pid, ns))
+    })
+}
+
+/// The paths where cryo's mount namespace binds network namespace `inode` (nsfs mounts whose
+/// root is `net:[INODE]`: `ip netns add NAME` makes /run/netns/NAME).
+fn handles_of(inode: u64) -> std::io::Result<Vec<String>> {
+    let root = format!("net:[{inode}]");
+    Ok(
+        crate::task::mount_ns::mountinfo::parse_with_nsfs(&std::fs::read_to_string(
+            "/proc/self/mountinfo",
+        )?)
+        .into_iter()
+        .filter(|m| m.fstype == "nsfs" && m.root == root)
+        .map(|m| m.point)
+        .collect(),
+    )
+}
+
+/// Binds each network namespace the restore made where the dumped one was bound (its
+/// `handles`: `ip netns` names it again), in place of what is bound there: the dumped
+/// namespace itself (kept alive by its handle after a dump that ended its processes) or one a
+/// failed restore left, each given up once no process is in it. A namespace some process
+/// still runs in (a `--leave-running` original) keeps its name: the restore fails, naming it.
+/// A handle missing on this host is made (an empty file, its directory 0755).
+pub(crate) fn bind_handles(tasks: &[TaskImage], pids: &[Pid]) -> Result<(), NetNamespaceError> {
+    let bound: Vec<(Pid, u64, &String)> = made_namespaces(tasks, pids)
+        .flat_map(|(pid, ns)| ns.handles.iter().map(move |h| (pid, ns.inode, h)))
+        .collect();
+    if bound.is_empty() {
+        return Ok(());
+    }
+    let mounts = crate::task::mount_ns::mountinfo::parse_with_nsfs(
+        &std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default(),
+    );
+    for &(pid, inode, handle) in &bound {
+        let failed = |step: &'static str| {
+            move |error: std::io::Error| NetNamespaceError::Read {
+                pid,
+                inode,
+                step,
+                source: NetnsError::Read {
+                    path: handle.into(),
+                    error,
+                },
+            }
+        };
+        let path = Path::new(handle);
+        let covered = mounts.iter().rev().find(|m| m.point == *handle);
+        if let Some(m) = covered.filter(|m| m.fstype == "nsfs") {
+            let held = m
+                .root
+                .strip_prefix("net:[")
+                .and_then(|r| r.strip_suffix(']'))
+                .and_then(|r| r.parse::<u64>().ok());
+            if let Some(user) = held.and_then(process_in_net_namespace) {
+                return Err(NetNamespaceError::Refused {
+                    pid,
+                    inode,
+                    detail: format!(
+                        "was bound at {handle}, where {} still is, with pid {user} in it: its \
+                         name cannot go to the restored one",
+                        m.root
+                    ),
+                });
+            }
+            crate::sys::mount::detach(path).map_err(failed("unmount the namespace bound there"))?;
+        } else if covered.is_none() && !path.exists() {
+            if let Some(dir) = path.parent() {
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o755)
+                    .create(dir)
+                    .map_err(failed("make the directory of its handle"))?;
+            }
+            File::create(path).map_err(failed("make its handle"))?;
+        }
+        crate::sys::mount::bind(&crate::proc::dir(pid).join("ns/net"), path)
+            .map_err(failed("bind the restored namespace there"))?;
+    }
+    Ok(())
+}
+
+/// A process whose network namespace is `inode`, if any (/proc/PID/ns/net of each).
+fn process_in_net_namespace(inode: u64) -> Option<i32> {
+    let link = format!("net:[{inode}]");
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+        let ns = std::fs::read_link(e.path().join("ns/net")).ok()?;
+        (ns.to_str()? == link).then_some(pid)
     })
 }
 

@@ -13,7 +13,7 @@ pub(crate) struct Mount {
     pub(crate) id: u32,
     pub(super) parent: u32,
     pub(crate) dev: String,
-    pub(super) root: String,
+    pub(crate) root: String,
     pub(crate) point: String,
     pub(super) options: String,
     pub(super) optional: String,
@@ -54,6 +54,15 @@ impl Mount {
 /// add binds them; they come and go with other tools' namespaces and are handles, not a view
 /// of files).
 pub(crate) fn parse(text: &str) -> Vec<Mount> {
+    parse_with_nsfs(text)
+        .into_iter()
+        .filter(|m| m.fstype != "nsfs")
+        .collect()
+}
+
+/// Every mount of `text`, the nsfs mounts (namespace handles, which [`parse`] leaves out)
+/// among them.
+pub(crate) fn parse_with_nsfs(text: &str) -> Vec<Mount> {
     text.lines()
         .filter_map(|line| {
             let fields: Vec<&str> = line.split(' ').collect();
@@ -70,7 +79,7 @@ pub(crate) fn parse(text: &str) -> Vec<Mount> {
                 source: fields.get(sep + 2)?.to_string(),
                 super_options: fields.get(sep + 3)?.to_string(),
             };
-            (m.fstype != "nsfs").then_some(m)
+            Some(m)
         })
         .collect()
 }
