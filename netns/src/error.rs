@@ -86,6 +86,9 @@ pub enum NetnsError {
     /// unshare(CLONE_NEWNET) failed.
     #[error("netns: unshare(CLONE_NEWNET): {0}")]
     Unshare(Errno),
+    /// setns(CLONE_NEWNET) failed.
+    #[error("netns: setns(CLONE_NEWNET): {0}")]
+    Join(Errno),
     /// A link could not be found or brought up.
     #[error("netns: bring {link} up: {step}: {errno}")]
     LinkUp {
@@ -138,6 +141,7 @@ impl NetnsError {
     pub fn errno(&self) -> Errno {
         match self {
             NetnsError::Unshare(errno)
+            | NetnsError::Join(errno)
             | NetnsError::LinkUp { errno, .. }
             | NetnsError::Netlink { errno, .. } => *errno,
             NetnsError::Read { error, .. }

@@ -49,6 +49,7 @@ const IFLA_NET_NS_FD: u16 = 28;
 const IFLA_PROMISCUITY: u16 = 30;
 const IFLA_NUM_TX_QUEUES: u16 = 31;
 const IFLA_NUM_RX_QUEUES: u16 = 32;
+const IFLA_CARRIER: u16 = 33;
 const IFLA_CARRIER_CHANGES: u16 = 35;
 const IFLA_LINK_NETNSID: u16 = 37;
 const IFLA_GSO_MAX_SEGS: u16 = 40;
@@ -169,6 +170,8 @@ pub struct Link {
     /// IFLA_OPERSTATE (RFC 2863: 6 up, 2 down...): not set but waited for, the kernel's link
     /// watch settles it shortly after the link's carrier moves.
     pub operstate: u8,
+    /// IFLA_CARRIER: whether its carrier is on (the kernel answers it, up or down).
+    pub carrier: bool,
     /// What a comparison reads.
     pub line: String,
 }
@@ -308,6 +311,7 @@ fn parse_link(p: &[u8]) -> Option<Link> {
             IFLA_LINK => link.link = u32_of(v) as i32,
             IFLA_LINK_NETNSID => link.link_netnsid = Some(u32_of(v) as i32),
             IFLA_OPERSTATE => link.operstate = v.first().copied().unwrap_or_default(),
+            IFLA_CARRIER => link.carrier = v.first().is_some_and(|c| *c != 0),
             IFLA_LINKINFO => {
                 let (mut kind, mut data, mut port_kind, mut port) =
                     (String::new(), &[][..], String::new(), &[][..]);

@@ -676,6 +676,27 @@ impl OuterSide {
             with_master,
         })
     }
+
+    /// The calling thread's network namespace becomes the outer side, and the thread joins
+    /// network namespace `ns` (an open /proc/PID/ns/net), where the links are made: one
+    /// owned by a user namespace, whose processes could not make a link across the two
+    /// (their capabilities end at their own), made by cryo from outside.
+    pub fn here_then_join(ns: impl AsFd, with_master: bool) -> Result<OuterSide, NetnsError> {
+        let path = Path::new("/proc/thread-self/ns/net");
+        let outer: OwnedFd = std::fs::File::open(path)
+            .map_err(|error| NetnsError::Read {
+                path: path.into(),
+                error,
+            })?
+            .into();
+        let sock = route_socket()?;
+        nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(NetnsError::Join)?;
+        Ok(OuterSide {
+            ns: outer,
+            sock,
+            with_master,
+        })
+    }
 }
 
 /// Makes the calling thread's namespace, a fresh one, show `sysctls` (those that differ from

@@ -468,27 +468,54 @@ fn an_interface_of_a_kind_not_made_again_is_refused_naming_pid_and_interface() {
     assert_eq!(w.cmd("talk 10"), "10");
 }
 
+/// A bridge without a port keeps the carrier it was made with until the kernel first chooses
+/// its ports' states (a new address, a port leaving): its random address and that carrier
+/// cannot both be had again (see task/netns.rs). Refused, up or down (its carrier shows in
+/// IFLA_CARRIER either way); one whose carrier went off comes back.
 #[test]
-fn a_bridge_up_without_a_port_and_its_carrier_on_is_refused_naming_it() {
+fn a_bridge_without_a_port_and_its_carrier_on_is_refused_naming_it_up_or_down() {
     cryo_bin();
-    let w = Workload::spawn(
+    for (state, options) in [
+        (
+            "up",
+            &["ip=link+add+cr-br0+type+bridge", "ip=link+set+cr-br0+up"][..],
+        ),
+        ("down", &["ip=link+add+cr-br0+type+bridge"][..]),
+    ] {
+        let w = Workload::spawn("netns", options);
+        let out = w.dump(&w.path("img"), &["--tcp-established"]);
+        assert!(!out.status.success(), "the dump should be refused\n{out}");
+        assert!(
+            out.stderr
+                .contains(&format!("pid {}: its network namespace (net:[", w.pid()))
+                && out.stderr.contains(&format!(
+                    "holds bridge cr-br0 ({state}), without a port and its carrier on, as a \
+                     new bridge's with the random address the kernel gave it: a bridge made \
+                     again with its address has its carrier off until a port forwards"
+                )),
+            "{}",
+            out.stderr
+        );
+        w.assert_untouched();
+        assert_eq!(w.cmd("talk 10"), "10");
+    }
+    // Its address set (its carrier off for good): made again as it is.
+    let mut w = Workload::spawn(
         "netns",
-        &["ip=link+add+cr-br0+type+bridge", "ip=link+set+cr-br0+up"],
+        &[
+            "ip=link+add+cr-br0+type+bridge",
+            "ip=link+set+cr-br0+address+02:00:00:00:aa:01",
+            "ip=link+set+cr-br0+up",
+        ],
     );
-    assert!(w.cmd("ip -o link show cr-br0").contains("LOWER_UP"));
-    let out = w.dump(&w.path("img"), &["--tcp-established"]);
-    assert!(!out.status.success(), "the dump should be refused\n{out}");
+    let view = |w: &Workload| w.cmd("ip -o link show cr-br0");
+    let before = view(&w);
     assert!(
-        out.stderr
-            .contains(&format!("pid {}: its network namespace (net:[", w.pid()))
-            && out
-                .stderr
-                .contains("holds bridge cr-br0, up without a port and its carrier on"),
-        "{}",
-        out.stderr
+        before.contains("NO-CARRIER") && before.contains("state DOWN"),
+        "{before}"
     );
-    w.assert_untouched();
-    assert_eq!(w.cmd("talk 10"), "10");
+    w.dump_and_restore_established();
+    assert_eq!(view(&w), before, "its carrier off, as dumped");
 }
 
 #[test]
@@ -976,4 +1003,129 @@ fn a_namespace_ip_netns_names_comes_back_under_its_name() {
     );
     assert!(w.cmd("ip -o link show lo").contains("lo:"));
     w.kill_restored();
+}
+
+/// A workload in a user namespace of its own (`unshare -Urn`) whose network namespace, owned
+/// by it, holds link `inside` made outside and moved in, renamed eth0 and brought up by the
+/// process, with address `addr`: its view of eth0, its addresses and routes, settled.
+fn in_user_namespace_with(
+    inside: &str,
+    addr: &str,
+) -> (Workload, impl Fn(&Workload) -> [String; 3]) {
+    let w = Workload::spawn("user-ns", &["net"]);
+    cryo_tests::hosts::ip(&["link", "set", inside, "netns", &w.pid().to_string()]);
+    for c in [
+        format!("link set {inside} name eth0"),
+        "link set eth0 up".into(),
+        format!("addr add {addr} dev eth0"),
+    ] {
+        assert_eq!(w.cmd(&format!("ip {c}")), "", "{c}");
+    }
+    assert_eq!(w.cmd("settled"), "ok");
+    let view = |w: &Workload| {
+        [
+            w.cmd("ip -d -o link show eth0"),
+            w.cmd("ip -o addr"),
+            routes_sorted(&w.cmd("ip route show table all")),
+        ]
+    };
+    (w, view)
+}
+
+/// Dumps `w` (killed) and restores it: in a new user namespace, its network namespace a new
+/// one owned by it.
+fn dump_and_restore_in_user_namespace(w: &mut Workload) {
+    let user = w.cmd("ns user");
+    // Held so that its inode number is not given to the new one (the network namespace is
+    // not: its links must go with it, their names free for the new ones).
+    let _held = std::fs::File::open(format!("/proc/{}/ns/user", w.pid())).unwrap();
+    let img = w.path("img");
+    w.dump_ok(&img);
+    w.restore_background(&img);
+    assert_ne!(w.cmd("ns user"), user, "a new user namespace");
+    let (owner, own) = crate::user_namespace::owner_and_own(w.pid(), "net");
+    assert_eq!(
+        owner, own,
+        "its network namespace is owned by its user namespace"
+    );
+}
+
+#[test]
+fn a_veth_to_the_host_in_a_user_namespace_comes_back_with_its_peer_on_the_hosts_bridge() {
+    cryo_bin();
+    let tag = std::process::id() % 100_000;
+    let (bridge, host, inside) = (
+        format!("cryub{tag}"),
+        format!("cryuh{tag}"),
+        format!("cryuc{tag}"),
+    );
+    let _links = HostLinks(vec![bridge.clone(), host.clone(), inside.clone()]);
+    let ip = cryo_tests::hosts::ip;
+    ip(&["link", "add", &bridge, "type", "bridge"]);
+    ip(&["addr", "add", "10.215.47.1/24", "dev", &bridge]);
+    ip(&["link", "set", &bridge, "up"]);
+    ip(&[
+        "link", "add", &inside, "type", "veth", "peer", "name", &host,
+    ]);
+    ip(&["link", "set", &host, "master", &bridge, "up"]);
+    let (mut w, view) = in_user_namespace_with(&inside, "10.215.47.2/24");
+    let before = view(&w);
+    assert!(
+        before[0].contains("state UP") && before[0].contains("LOWER_UP"),
+        "{}",
+        before[0]
+    );
+    let host_before = host_link(&host);
+    assert!(
+        host_before.contains(&format!("master {bridge}")) && host_before.contains("state UP"),
+        "{host_before}"
+    );
+    assert_eq!(w.cmd("ip neigh flush all"), "");
+    dump_and_restore_in_user_namespace(&mut w);
+    assert_eq!(
+        view(&w),
+        before,
+        "the veth end: its peer, carrier, state, addresses and routes as dumped"
+    );
+    assert_eq!(
+        host_link(&host),
+        host_before,
+        "the host's side again, up on its bridge"
+    );
+    // The link carries: a connection to a port nobody listens on is answered with a reset.
+    let refused = std::net::TcpStream::connect_timeout(
+        &"10.215.47.2:9".parse().unwrap(),
+        std::time::Duration::from_secs(5),
+    );
+    assert_eq!(
+        refused.map_err(|e| e.kind()).err(),
+        Some(std::io::ErrorKind::ConnectionRefused)
+    );
+}
+
+#[test]
+fn a_macvlan_over_a_host_link_in_a_user_namespace_comes_back_over_it() {
+    cryo_bin();
+    let tag = std::process::id() % 100_000;
+    let (lower, inside) = (format!("cryul{tag}"), format!("cryum{tag}"));
+    let _links = HostLinks(vec![lower.clone(), inside.clone()]);
+    let ip = cryo_tests::hosts::ip;
+    ip(&["link", "add", &lower, "type", "bridge"]);
+    ip(&["link", "set", &lower, "up"]);
+    ip(&[
+        "link", "add", &inside, "link", &lower, "type", "macvlan", "mode", "private",
+    ]);
+    let (mut w, view) = in_user_namespace_with(&inside, "10.216.47.2/24");
+    let before = view(&w);
+    assert!(
+        before[0].contains("macvlan mode private") && before[0].contains("state UP"),
+        "{}",
+        before[0]
+    );
+    dump_and_restore_in_user_namespace(&mut w);
+    assert_eq!(
+        view(&w),
+        before,
+        "the macvlan over the host's link, its carrier, state and addresses as dumped"
+    );
 }

@@ -29,7 +29,7 @@ fn user_ns(pid: impl std::fmt::Display) -> String {
 
 /// The inode of the user namespace that owns namespace `kind` of process `pid`
 /// (NS_GET_USERNS), and that of the user namespace `pid` is in.
-fn owner_and_own(pid: impl std::fmt::Display, kind: &str) -> (u64, u64) {
+pub(crate) fn owner_and_own(pid: impl std::fmt::Display, kind: &str) -> (u64, u64) {
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     use std::os::unix::fs::MetadataExt;
     let ns = std::fs::File::open(format!("/proc/{pid}/ns/{kind}")).unwrap();

@@ -606,7 +606,8 @@ pub(super) fn ipc_made_by_clone(
 /// The namespaces the clone of a process (`core`) below `parent` (None: a root) makes:
 /// CLONE_NEWUSER for the topmost process of a user namespace (cryo writes its maps before it
 /// goes on), CLONE_NEWIPC for an IPC namespace that user namespace owns
-/// ([`ipc_made_by_clone`]).
+/// ([`ipc_made_by_clone`]), CLONE_NEWNET for a network namespace whose interfaces cryo makes
+/// (crate::task::netns::made_by_clone).
 pub(super) fn clone_namespaces(
     core: &cryo_proto::image::TaskCore,
     parent: Option<&cryo_proto::image::TaskCore>,
@@ -617,6 +618,9 @@ pub(super) fn clone_namespaces(
     }
     if ipc_made_by_clone(core, parent) {
         flags |= libc::CLONE_NEWIPC as u64;
+    }
+    if crate::task::netns::made_by_clone(core, parent) {
+        flags |= libc::CLONE_NEWNET as u64;
     }
     flags
 }

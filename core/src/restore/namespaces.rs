@@ -42,12 +42,13 @@ pub struct InitSpawn {
 
 /// Forks an init into new namespaces; it forks `pid` there, which runs `child_main`.
 /// `child_main` does not return. `inherited` are fds of cryo meant for the restored process that the init must not keep.
-/// `user`: the process starts a user namespace (cryo writes its maps once it says hello).
+/// `share`: the namespaces its clone makes (child::clone_namespaces: a user namespace, whose
+/// maps cryo writes once it says hello, a network namespace whose interfaces cryo makes).
 pub fn spawn_init(
     pid: Pid,
     ns: Namespaces,
     inherited: &[RawFd],
-    user: bool,
+    share: u64,
     child_main: impl FnOnce(),
 ) -> Result<InitSpawn> {
     let mut flags = 0u64;
@@ -66,8 +67,6 @@ pub fn spawn_init(
             let up = if ns.net { loopback_up() } else { Ok(()) };
             // The restored processes back in "cryo's" network namespace join this one's.
             crate::task::netns::outer_is_here();
-            // The process in a user namespace of its own is cloned into a new one.
-            let share = if user { libc::CLONE_NEWUSER as u64 } else { 0 };
             let child = up.and_then(|()| fork_with_pid_sharing(pid, share));
             match child {
                 Ok(Forked::Child) => {

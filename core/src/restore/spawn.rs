@@ -196,7 +196,16 @@ fn spawn_tree(tree: &Planned, ns: Option<Namespaces>) -> Result<(Vec<Pid>, Optio
                     return Err(RestoreError::NamespacesHoldOneProcess.into());
                 };
                 let pid = Pid::from_raw(tree.loaded.tasks[r].entry.pid);
-                let user = super::child::starts_user_namespace(&tree.loaded.tasks[r].core, None);
+                let core = &tree.loaded.tasks[r].core;
+                // The process in a user namespace of its own is cloned into a new one (and
+                // a network namespace whose interfaces cryo makes).
+                let mut share = 0;
+                if super::child::starts_user_namespace(core, None) {
+                    share |= libc::CLONE_NEWUSER as u64;
+                }
+                if crate::task::netns::made_by_clone(core, None) {
+                    share |= libc::CLONE_NEWNET as u64;
+                }
                 // The init is born with cryo's slack, which it gives the process as its main
                 // thread's default timer slack.
                 let default = crate::task::attrs::main_default_slack(&tree.loaded.tasks[r].core);
@@ -204,7 +213,7 @@ fn spawn_tree(tree: &Planned, ns: Option<Namespaces>) -> Result<(Vec<Pid>, Optio
                     Error::sys(pid, "set the default timer slack to fork it with", e)
                 })?;
                 let spawned =
-                    super::namespaces::spawn_init(pid, ns, &theirs, user, || child_main(tree, r));
+                    super::namespaces::spawn_init(pid, ns, &theirs, share, || child_main(tree, r));
                 creator
                     .put_back()
                     .map_err(|e| Error::sys(pid, "put cryo's timer slack back", e))?;
@@ -373,6 +382,12 @@ fn spawn_tree(tree: &Planned, ns: Option<Namespaces>) -> Result<(Vec<Pid>, Optio
                 tree.ipc
                     .fill(core.ipc_ns, seen, root, &tree.loaded.images)
                     .map_err(Error::from)?;
+            }
+            // A network namespace its clone made: its interfaces made before it goes on, the
+            // other ends of its links where the roots are (the `--netns` init's namespace).
+            if crate::task::netns::made_by_clone(core, parent) {
+                let roots_ns = helper_ns.filter(|ns| ns.net).and(init);
+                crate::task::netns::make_from_outside(core, seen, roots_ns).map_err(Error::from)?;
             }
             ptrace::seize(seen, ptrace::Options::PTRACE_O_EXITKILL)
                 .map_err(|e| Error::sys(seen, "seize the new process", e))?;

@@ -81,7 +81,7 @@ pub fn fork_sharing(share: u64) -> io::Result<Forked> {
 }
 
 /// The clone_args of a fork sharing what `share` says (CLONE_FILES, CLONE_FS, CLONE_NEWUSER,
-/// CLONE_NEWIPC, CLONE_PARENT; nothing else of it is taken).
+/// CLONE_NEWIPC, CLONE_NEWNET, CLONE_PARENT; nothing else of it is taken).
 fn sharing(share: u64) -> CloneArgs {
     CloneArgs {
         flags: share
@@ -89,6 +89,7 @@ fn sharing(share: u64) -> CloneArgs {
                 | libc::CLONE_FS
                 | libc::CLONE_NEWUSER
                 | libc::CLONE_NEWIPC
+                | libc::CLONE_NEWNET
                 | libc::CLONE_PARENT) as u64,
         // A sibling (CLONE_PARENT) signals its parent as the caller does: clone3 takes no
         // signal of its own with it.

@@ -25,6 +25,10 @@
 //!          there, with its bridge), the same steps as the replica's; its children inherit it;
 //!          a process back in cryo's below a parent in another joins (setns) the namespace of
 //!          the process the roots were forked from (cryo, or the `--netns` init)
+//!          in a user namespace, with a link across it and the roots' (a veth's peer, a
+//!          macvlan's link): made by the process's clone (CLONE_NEWNET), its interfaces by a
+//!          thread of cryo that joins it before the process goes on (make_from_outside): the
+//!          process's capabilities end at its user namespace; the replica made so too
 //! ```
 
 use std::fs::File;
@@ -93,9 +97,6 @@ type Shown = (Observed, Vec<(String, String)>, Firewall);
 fn observe_all() -> Result<Shown, NetnsError> {
     Ok((state::observe()?, state::sysctls()?, firewall::capture()?))
 }
-
-/// RFC 2863's "down", as IFLA_OPERSTATE gives it.
-const IF_OPER_DOWN: u8 = 2;
 
 /// Sysctls that follow from what is made again, not written: the number of tracked
 /// connections (the conntrack entries made again count themselves).
@@ -194,15 +195,26 @@ pub fn dump(
         return Err(refuse("has no loopback interface".into()));
     }
     let links = &theirs.interfaces.links;
-    if let Some(bridge) = links.iter().find(|b| {
-        b.kind == "bridge"
-            && b.flags & libc::IFF_UP as u32 != 0
-            && b.operstate != IF_OPER_DOWN
-            && !links.iter().any(|port| port.master == b.index)
-    }) {
+    // A bridge's carrier is on from its creation until the kernel first chooses its ports'
+    // states (br_port_state_selection): then it is on only while a port forwards. That choice
+    // follows a new address (at creation too: IFLA_ADDRESS), a port leaving, the bridge's
+    // ports going down; nothing turns the carrier of a bridge without a port on again. Its
+    // address then is the random one the kernel gave it, which no request sets: made again
+    // with it, the bridge would have no carrier (its IPv6 link-local address, routes and
+    // operational state with it).
+    if let Some(bridge) = links
+        .iter()
+        .find(|b| b.kind == "bridge" && b.carrier && !links.iter().any(|p| p.master == b.index))
+    {
+        let up = if bridge.flags & libc::IFF_UP as u32 != 0 {
+            "up"
+        } else {
+            "down"
+        };
         return Err(refuse(format!(
-            "holds bridge {}, up without a port and its carrier on (as a new bridge's until \
-             its address is set): made again with its address, it would have no carrier",
+            "holds bridge {} ({up}), without a port and its carrier on, as a new bridge's \
+             with the random address the kernel gave it: a bridge made again with its \
+             address has its carrier off until a port forwards",
             bridge.name
         )));
     }
@@ -210,34 +222,20 @@ pub fn dump(
         .map_err(|e| e.either(refuse, failed("read a veth's peer in cryo's")))?;
     let interfaces = theirs.interfaces.clone();
     // The replica: a fresh namespace made as a restore would make it.
-    // Owned by another user namespace than cryo's, it is made again by its process there:
-    // the replica too (such a namespace hides some sysctls and makes others read-only).
+    // Owned by another user namespace than cryo's, it is made again in one there: the
+    // replica too (such a namespace hides some sysctls and makes others read-only).
     let in_user_ns = crate::sys::ns::owner_inode(&ns)
         .and_then(|owner| {
             Ok(owner != crate::task::namespaces::inode(Path::new("/proc/self/ns/user"))?)
         })
         .map_err(io)
         .map_err(failed("read its owner"))?;
-    if let (true, Some((index, peer))) = (in_user_ns, interfaces.peers.first()) {
-        let link = interfaces.links.iter().find(|l| l.index == *index);
-        return Err(refuse(format!(
-            "holds {}, joined to {} in another namespace: a link across namespaces is not made \
-             again inside a user namespace (its process could not enter the other)",
-            link.map_or("a link", |l| l.name.as_str()),
-            peer.name
-        )));
-    }
     let fresh_ns = in_user_ns
         .then(|| crate::sys::ns::new_in_user_namespace(CloneFlags::CLONE_NEWNET, "net"))
         .transpose()
         .map_err(io)
         .map_err(failed("make a fresh one in a user namespace"))?;
-    let replica = crate::sys::ns::run_in_or_new(fresh_ns, CloneFlags::CLONE_NEWNET, || {
-        let stand_in = if interfaces.peers.is_empty() {
-            None
-        } else {
-            Some(OuterSide::here_then_unshare(false)?)
-        };
+    let replica_in = |stand_in: Option<OuterSide>| {
         let fresh = state::observe()?;
         let mut differing = Vec::new();
         let mut missing = None;
@@ -263,7 +261,24 @@ pub fn dump(
         .and_then(|()| firewall::restore(&their_firewall));
         let after = observe_all()?;
         Ok::<_, NetnsError>((fresh, differing, missing, made, after))
-    })
+    };
+    // With links across it and cryo's, in a user namespace: made from outside, as the
+    // restore makes it (make_from_outside), the stand-in for cryo's the thread's own.
+    let replica = match fresh_ns {
+        Some(fresh_ns) if !interfaces.peers.is_empty() => {
+            crate::sys::ns::run_in_new(CloneFlags::CLONE_NEWNET, || {
+                replica_in(Some(OuterSide::here_then_join(&fresh_ns, false)?))
+            })
+        }
+        fresh_ns => crate::sys::ns::run_in_or_new(fresh_ns, CloneFlags::CLONE_NEWNET, || {
+            let stand_in = if interfaces.peers.is_empty() {
+                None
+            } else {
+                Some(OuterSide::here_then_unshare(false)?)
+            };
+            replica_in(stand_in)
+        }),
+    }
     .map_err(io)
     .and_then(|r| r)
     .map_err(failed("make a fresh one to compare"))?;
@@ -630,6 +645,7 @@ fn interfaces(ns: &NetNamespace) -> Interfaces {
                 link: l.link,
                 link_netnsid: l.link_outside.then_some(l.link_netnsid),
                 operstate: l.operstate as u8,
+                carrier: false,
                 line: String::new(),
             })
             .collect(),
@@ -824,6 +840,69 @@ fn as_written_here(name: &str, value: &str) -> String {
         .join("\t")
 }
 
+/// Whether the network namespace of a process (`core`) below `parent` (None: a root) is made
+/// by its clone (CLONE_NEWNET, with its user namespace when it starts one) and its interfaces
+/// by cryo ([`make_from_outside`]) before it goes on: one other than its parent's, owned by
+/// the user namespace the process is in (the dump refuses any other owner), with a link
+/// across it and the namespace the roots are forked into (a veth's peer, a macvlan's link
+/// there). The process could not make that link: its capabilities end at its user namespace,
+/// and the link's other end is in a namespace the initial one owns.
+pub(crate) fn made_by_clone(core: &TaskCore, parent: Option<&TaskCore>) -> bool {
+    let Some(ns) = &core.netns else {
+        return false;
+    };
+    core.userns.is_some()
+        && parent.and_then(|p| p.netns.as_ref()).map(|n| n.inode) != Some(ns.inode)
+        && ns.links.iter().any(|l| l.outer_peer.is_some())
+}
+
+/// Before a process whose clone made its network namespace ([`made_by_clone`]; `pid`, as cryo
+/// sees it) goes on: its interfaces, sysctls, addresses and routes made by a thread of cryo
+/// that joins it, as the dump's replica made them; the veth peers made and the macvlans'
+/// links found in the namespace the roots are forked into: cryo's, or that of `outer` (the
+/// init of `--netns`).
+pub(crate) fn make_from_outside(
+    core: &TaskCore,
+    pid: Pid,
+    outer: Option<Pid>,
+) -> Result<(), NetNamespaceError> {
+    let Some(ns) = &core.netns else {
+        return Ok(());
+    };
+    let failed = |step| {
+        move |source| NetNamespaceError::Read {
+            pid,
+            inode: ns.inode,
+            step,
+            source,
+        }
+    };
+    let open = |p: Pid| {
+        let path = crate::proc::dir(p).join("ns/net");
+        File::open(&path).map_err(|error| NetnsError::Read { path, error })
+    };
+    let theirs = open(pid).map_err(failed("open it"))?;
+    let roots = open(outer.unwrap_or_else(nix::unistd::getpid))
+        .map_err(failed("open the one the roots are forked into"))?;
+    let interfaces = interfaces(ns);
+    // Written by cryo, as read at dump: in its own view (ping_group_range's groups).
+    let sysctls: Vec<(String, String)> = ns
+        .sysctls
+        .iter()
+        .map(|s| (s.name.clone(), s.value.clone()))
+        .collect();
+    crate::sys::ns::run_in(roots, CloneFlags::CLONE_NEWNET, || {
+        let outer = OuterSide::here_then_join(&theirs, true)?;
+        state::make_interfaces(&interfaces, Some(&outer), &sysctls)
+    })
+    .map_err(|error| NetnsError::Read {
+        path: crate::proc::dir(pid).join("ns/net"),
+        error,
+    })
+    .and_then(|made| made)
+    .map_err(failed("make its interfaces from cryo's"))
+}
+
 /// In a forked process of the restore, before its fds and children: a new network namespace
 /// made as dumped, where its process was in one other than its parent's (`parent`: the
 /// parent's core, None for a root); back in the roots' one where it was in cryo's below a
@@ -850,22 +929,25 @@ pub fn restore_in_child(
         object: e.to_string(),
         errno: e.errno() as i32,
     };
-    let interfaces = interfaces(ns);
-    let outer = if interfaces.peers.is_empty() {
-        nix::sched::unshare(CloneFlags::CLONE_NEWNET)
-            .map_err(ChildError::sys(ChildStep::NetNamespace))?;
-        None
-    } else {
-        // The veth peers go back to the roots' namespace: made from a socket opened there.
-        join_outer()?;
-        Some(OuterSide::here_then_unshare(true).map_err(failed)?)
-    };
-    let sysctls: Vec<(String, String)> = ns
-        .sysctls
-        .iter()
-        .map(|s| (s.name.clone(), as_written_here(&s.name, &s.value)))
-        .collect();
-    state::make_interfaces(&interfaces, outer.as_ref(), &sysctls).map_err(failed)?;
+    // One its clone made has its interfaces from cryo already (make_from_outside).
+    if !made_by_clone(core, parent) {
+        let interfaces = interfaces(ns);
+        let outer = if interfaces.peers.is_empty() {
+            nix::sched::unshare(CloneFlags::CLONE_NEWNET)
+                .map_err(ChildError::sys(ChildStep::NetNamespace))?;
+            None
+        } else {
+            // The veth peers go back to the roots' namespace: made from a socket opened there.
+            join_outer()?;
+            Some(OuterSide::here_then_unshare(true).map_err(failed)?)
+        };
+        let sysctls: Vec<(String, String)> = ns
+            .sysctls
+            .iter()
+            .map(|s| (s.name.clone(), as_written_here(&s.name, &s.value)))
+            .collect();
+        state::make_interfaces(&interfaces, outer.as_ref(), &sysctls).map_err(failed)?;
+    }
     if !lock.0.is_empty() {
         // Its nf_tables tables before the lock's, which would take the first table handle
         // (the rest of its firewall comes once the sockets are made: make_firewalls).
@@ -1131,5 +1213,36 @@ mod tests {
             sysctl_name("net/ipv4/ping_group_range"),
             "net.ipv4.ping_group_range"
         );
+    }
+
+    #[test]
+    fn cryo_makes_the_links_of_a_namespace_across_to_its_own_inside_a_user_namespace() {
+        let across = NetLink {
+            name: "eth0".into(),
+            outer_peer: Some(NetLinkPeer::default()),
+            ..Default::default()
+        };
+        let core = |user: bool, inode: u64, links: Vec<NetLink>| TaskCore {
+            userns: user.then(Default::default),
+            netns: Some(NetNamespace {
+                inode,
+                links,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let root = core(true, 7, vec![across.clone()]);
+        assert!(made_by_clone(&root, None));
+        // Its children inherit it.
+        assert!(!made_by_clone(
+            &core(true, 7, vec![across.clone()]),
+            Some(&root)
+        ));
+        // Made by the process itself: cryo's user namespace, or no link across.
+        assert!(!made_by_clone(&core(false, 7, vec![across]), None));
+        assert!(!made_by_clone(
+            &core(true, 7, vec![NetLink::default()]),
+            None
+        ));
     }
 }

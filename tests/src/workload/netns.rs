@@ -219,7 +219,7 @@ fn echo(fd: i32) -> ! {
 }
 
 /// Waits until no IPv6 address is tentative: duplicate detection over.
-fn settled() -> Result<(), String> {
+pub(super) fn settled() -> Result<(), String> {
     // Bounded poll: the kernel tells the end of duplicate detection by no event a process
     // can wait on without a netlink listener.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -237,7 +237,7 @@ fn ip(args: &[&str]) -> Result<(), String> {
     run_ip(args).map(drop)
 }
 
-fn run_ip(args: &[&str]) -> Result<String, String> {
+pub(super) fn run_ip(args: &[&str]) -> Result<String, String> {
     run("ip", args)
 }
 

@@ -43,6 +43,8 @@
 //! hostname       the nodename
 //! ns KIND        the link /proc/self/ns/KIND
 //! sysctl PATH    the value of /proc/sys/PATH
+//! ip ARGS        the output of `ip ARGS` run inside, lines joined by `|`
+//! settled        waits until no IPv6 address is tentative: ok
 //! ping-socket    the ping socket's SO_TYPE and SO_PROTOCOL; ping_group_range
 //! ipc            the segment's key, mode, owner, creator and text; the queue's message count
 //! mnt            DIR/file's text, owner and mode; DIR/sock's owner (connected to); the tmpfs's
@@ -478,6 +480,8 @@ impl Mode for UserNs {
     fn command(&mut self, verb: &str, args: &[&str]) -> Result<String, String> {
         match (verb, args) {
             ("ids", []) => Ok(ids()),
+            ("ip", args) => super::netns::run_ip(args),
+            ("settled", []) => super::netns::settled().map(|()| "ok".into()),
             ("maps", []) => Ok(format!(
                 "{};{};{}",
                 collapsed("uid_map").map_err(io_err)?,
