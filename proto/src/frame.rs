@@ -38,13 +38,16 @@ pub const FORMAT_MAJOR: u16 = 2;
 /// on 2026-12-07 (threads' default timer slack, realtime timer deadlines, VMA flags...). 3:
 /// a stopped child's stop its parent had collected (ProcessEntry.stop_collected); mounts of a
 /// mount namespace made through their parent's fd (NamespaceMount.parent, .bind_first), the
-/// propagation of covered ones (MountPropagation.mount, .covered).
+/// propagation of covered ones (MountPropagation.mount, .covered). 4: removed files a bind of
+/// a mount namespace shows and its maker holds (NamespaceMount.removed_held_at,
+/// RegularFile.removed_bound); the names `ip netns` gives a network namespace
+/// (NetNamespace.handles).
 pub const FORMAT_MINOR: u16 = 4;
 
 /// The fingerprint of image.proto's declarations (comments and spacing aside) that
 /// [`FORMAT_MINOR`] was last raised for: a test fails when they change and it was not raised.
 #[cfg(test)]
-const SCHEMA_FINGERPRINT: u64 = 0xc2a3_59a4_3490_1c41;
+const SCHEMA_FINGERPRINT: u64 = 0xe8c2_e0a6_e502_f3ca;
 
 const MAGIC: &[u8; 8] = b"CRYOIMG\0";
 const HEADER_LEN: usize = 32;

@@ -1891,9 +1891,8 @@ fn an_external_mount_comes_back_bound_from_the_path_the_restore_gives() {
 /// Binds of a directory and a file of the namespace's tmpfs, both removed since (zdtm's
 /// mntns_deleted): they come back bound, their roots shown removed ("/rdir//deleted") at the
 /// same paths, the file's contents and both modes as they were, writable through the bind;
-/// neither name is in the tmpfs, whose directory times are those of the dump. Held open too,
-/// the file is refused, naming the bind (the fd would be another file). Before: refused, "whose
-/// path no longer leads to it".
+/// neither name is in the tmpfs, whose directory times are those of the dump. Before: refused,
+/// "whose path no longer leads to it".
 #[test]
 fn binds_of_a_removed_file_and_directory_come_back_bound_and_removed() {
     cryo_bin();
@@ -1927,13 +1926,88 @@ fn binds_of_a_removed_file_and_directory_come_back_bound_and_removed() {
     assert_eq!(w.cmd(&format!("read {}", rfile.display())), "x");
     assert_eq!(w.cmd(&format!("write {}/f", rdir.display())), "errno 2");
     w.kill_restored();
+}
 
+/// The same held by a child of the namespace's maker alone (zdtm mntns_deleted: its daemon):
+/// the maker's fd on the file made again is inherited by the child, which opens fd 55
+/// through it. Seen through the child's /proc: fd 55 and the bind in its namespace one inode,
+/// the fd on the tmpfs's mount, named "PATH (deleted)", with the contents. Before: refused.
+#[test]
+fn a_removed_file_bound_and_held_by_a_child_comes_back_one_inode_with_its_bind() {
+    cryo_bin();
+    let _shared = cryo_tests::cryos_mounts_kept();
+    let mut w = Workload::spawn("mount-ns", &["removed-bind-held-kid"]);
+    let kid: i32 = w.cmd("kids").parse().unwrap();
+    let seen = |w: &Workload| {
+        let fd = format!("/proc/{kid}/fd/55");
+        let held = std::fs::metadata(&fd).unwrap();
+        let bound = format!("/proc/{kid}/root{}", w.path("tmp/rfile-bound").display());
+        let shown = std::fs::metadata(&bound).unwrap();
+        let fdinfo = std::fs::read_to_string(format!("/proc/{kid}/fdinfo/55")).unwrap();
+        let mnt_id = fdinfo
+            .lines()
+            .find_map(|l| l.strip_prefix("mnt_id:"))
+            .unwrap()
+            .trim()
+            .to_string();
+        let table = std::fs::read_to_string(format!("/proc/{kid}/mountinfo")).unwrap();
+        let on = table
+            .lines()
+            .find(|l| l.split(' ').next() == Some(mnt_id.as_str()))
+            .and_then(|l| l.split(' ').nth(4))
+            .unwrap_or("?")
+            .to_string();
+        format!(
+            "same:{} {} on:{on} {} {}",
+            (held.dev(), held.ino()) == (shown.dev(), shown.ino()),
+            held.nlink(),
+            std::fs::read_link(&fd).unwrap().display(),
+            std::fs::read_to_string(&fd).unwrap()
+        )
+    };
+    let before = seen(&w);
+    assert_eq!(
+        before,
+        format!(
+            "same:true 0 on:{} {} (deleted) removed but bound",
+            w.path("tmp").display(),
+            w.path("tmp/rfile").display()
+        )
+    );
+    w.dump_and_restore();
+    assert_eq!(seen(&w), before);
+    w.kill_restored();
+}
+
+/// A removed file bound and held open too (zdtm's mntns_deleted, its fd): the process making
+/// the namespace takes its fd again on the file made again for the bind, where it was opened,
+/// so after the restore fd 55 and the bind are one inode (fstat of both), the fd on the
+/// tmpfs's mount as before and named "PATH (deleted)", with the contents, and a write through
+/// the bind is read through the fd. Before: refused ("the process holds too: a bind of it made
+/// again would be another file").
+#[test]
+fn a_removed_file_bound_and_held_open_comes_back_one_inode_with_its_bind() {
+    cryo_bin();
+    let _shared = cryo_tests::cryos_mounts_kept();
     let mut w = Workload::spawn("mount-ns", &["removed-bind-held"]);
-    w.dump(&w.path("img"), &[])
-        .assert_refused()
-        .assert_stderr_has_word(&w.pid().to_string())
-        .assert_stderr_mentions("rfile-bound")
-        .assert_stderr_mentions("the process holds too");
-    w.assert_untouched();
-    w.kill_original();
+    let bound = w.path("tmp/rfile-bound");
+    let ask = format!("removed-bound {}", bound.display());
+    let before = w.cmd(&ask);
+    assert_eq!(
+        before,
+        format!(
+            "same:true 0 on:{} {} (deleted) removed but bound",
+            w.path("tmp").display(),
+            w.path("tmp/rfile").display()
+        )
+    );
+    w.dump_and_restore();
+    assert_eq!(w.cmd(&ask), before);
+    assert_eq!(w.cmd(&format!("write {}", bound.display())), "ok");
+    let after = w.cmd(&ask);
+    assert!(
+        after.starts_with("same:true ") && after.ends_with(" (deleted) x"),
+        "a write through the bind is read through fd 55: {after}"
+    );
+    w.kill_restored();
 }

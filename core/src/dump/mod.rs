@@ -834,11 +834,8 @@ fn dump_tree(
     crate::ipc::dump(&live_pids, &attached, images)?;
     let vdso = memory::vdso_identity(live[0].pid)?;
     let mut aio_watch = crate::files::aio::Watch::default();
-    for (m, (core, mm)) in live.iter().zip(&cores) {
+    for (m, (_, mm)) in live.iter().zip(&cores) {
         aio_watch.add(m.pid, mm);
-        let pid = Pid::from_raw(core.pid);
-        images.write(&names::core(pid), ImageKind::Core, std::slice::from_ref(core))?;
-        images.write(&names::mm(pid), ImageKind::Mm, std::slice::from_ref(mm))?;
     }
     if !leave_running {
         // What clients sent before being accepted: reached by accept(), so only now.
@@ -846,6 +843,7 @@ fn dump_tree(
     }
     let mut descs = files.into_descs();
     // Files on the mounts a mount namespace has of its own are found there at restore.
+    let mut held_through_binds = Vec::new();
     for (m, (core, mm)) in live.iter().zip(&cores) {
         if let Some(ns) = &core.mnt {
             let parent = Some(Pid::from_raw(m.stat.ppid)).filter(|p| live_pids.contains(p));
@@ -859,8 +857,64 @@ fn dump_tree(
             let ids = core.fds.iter().map(|f| f.file_id);
             let ids = ids.filter(|id| !parents_fds.contains(id));
             let ids = ids.chain(mm.vmas.iter().map(|v| v.file_id)).chain([mm.exe_file_id]);
-            crate::task::mount_ns::mark_files(m.pid, parent, ns, &ids.collect(), &mut descs)?;
+            let held =
+                crate::task::mount_ns::mark_files(m.pid, parent, ns, &ids.collect(), &mut descs)?;
+            if !held.is_empty() {
+                held_through_binds.push((m.pid, held));
+            }
         }
+    }
+    // The paths where the process making a namespace again holds removed objects its binds
+    // show: it opens them there while it makes them again for the binds.
+    for (pid, held) in held_through_binds {
+        // The process making its namespace: its topmost ancestor in it (itself, or the first
+        // one up whose parent is in another namespace or not in the dump).
+        let ns_of = |pid: i32| {
+            let at = live.iter().position(|m| m.pid.as_raw() == pid)?;
+            Some((at, cores[at].0.mnt.as_ref().map(|n| n.inode)))
+        };
+        let mut maker = ns_of(pid.as_raw()).map(|(at, _)| at);
+        while let Some(at) = maker {
+            let inode = cores[at].0.mnt.as_ref().map(|n| n.inode);
+            match ns_of(live[at].stat.ppid) {
+                Some((up, theirs)) if theirs == inode => maker = Some(up),
+                _ => break,
+            }
+        }
+        // A bind its parent's namespace has too is found there, not made: refused.
+        let parents_keys: Vec<String> = maker
+            .and_then(|at| ns_of(live[at].stat.ppid))
+            .and_then(|(up, _)| cores[up].0.mnt.as_ref())
+            .map(|n| n.mounts.iter().map(|m| m.key.clone()).collect())
+            .unwrap_or_default();
+        let core = maker.map(|at| &mut cores[at]);
+        if let Some(ns) = core.and_then(|(c, _)| c.mnt.as_mut()) {
+            if let Some(&(index, ref path)) = held
+                .iter()
+                .find(|(i, _)| parents_keys.contains(&ns.mounts[*i].key))
+            {
+                let b = &ns.mounts[index];
+                return Err(crate::task::mount_ns::MountNsError::Refused {
+                    pid,
+                    inode: ns.inode,
+                    mount: format!("bind {} on {}", b.bind_source, b.point),
+                    detail: format!(
+                        "shows removed {path} the process holds too, and is its parent's \
+                         namespace's bind, found there at restore, not made again with it: not \
+                         made again"
+                    ),
+                }
+                .into());
+            }
+            for (index, path) in held {
+                ns.mounts[index].removed_held_at.push(path);
+            }
+        }
+    }
+    for (core, mm) in &cores {
+        let pid = Pid::from_raw(core.pid);
+        images.write(&names::core(pid), ImageKind::Core, std::slice::from_ref(core))?;
+        images.write(&names::mm(pid), ImageKind::Mm, std::slice::from_ref(mm))?;
     }
     {
         use cryo_proto::image::file_desc::Kind;

@@ -91,7 +91,7 @@ pub use error::FileError;
 pub use inspect::InodeKey;
 pub(crate) use open::above;
 pub(crate) use regular::{
-    make_dir_again, removed_dir_made, set_owner_mode_times, times_ns, timespec_of_ns,
+    close_removed_bound, hold_removed_bound, make_dir_again, raise_removed_bound, removed_bound_fds, removed_dir_made, set_owner_mode_times, times_ns, timespec_of_ns,
 };
 pub use open::FdRestoreOptions;
 pub(crate) use place::{

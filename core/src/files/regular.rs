@@ -22,7 +22,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -65,6 +65,7 @@ fn record(path: String, meta: &fs::Metadata) -> RegularFile {
         on_copied_tmpfs: false,
         cgroup_dir: false,
         through_parent_namespace: false,
+        removed_bound: false,
     }
 }
 
@@ -700,6 +701,89 @@ thread_local! {
         RefCell::new(HashMap::new());
 }
 
+thread_local! {
+    /// Removed files and directories a bind of this process's mount namespace shows, made
+    /// again for the bind by this process (task/mount_ns.rs): the path in the namespace of each
+    /// description of them it holds -> the fd number it holds it at (O_PATH, taken at that path
+    /// while the object was there), its inode and its mount's id.
+    static REMOVED_BOUND: RefCell<HashMap<String, (i32, InodeKey, u32)>> =
+        RefCell::new(HashMap::new());
+}
+
+/// Takes `fd` (O_PATH on a removed object a bind shows, opened at `path` in the mount
+/// namespace being made while it was made again there) as the one through which this
+/// process opens its descriptions of `path` marked `removed_bound`. The fd stays open on
+/// purpose, unowned (restore/child.rs moves it above every slot, keeps it while the process
+/// and its children open their fds, then closes it), and checked to be still the same when
+/// used.
+pub(crate) fn hold_removed_bound(path: &str, fd: OwnedFd) -> io::Result<()> {
+    use std::os::fd::IntoRawFd;
+    let meta = fs::metadata(self_fd(fd.as_raw_fd()))?;
+    let mount = crate::sys::mount::mount_id(fd.as_fd())?;
+    let raw = fd.into_raw_fd();
+    REMOVED_BOUND.with(|r| {
+        r.borrow_mut()
+            .insert(path.to_owned(), (raw, InodeKey::of(&meta), mount))
+    });
+    Ok(())
+}
+
+/// Moves the fds [`hold_removed_bound`] took to numbers at least `min` (above every fd and
+/// slot of the restore's tree), where no process of it places anything: each process keeps
+/// them ([`removed_bound_fds`]) until it opened its own fds and forked its children, which
+/// open theirs through the copies they inherit.
+pub(crate) fn raise_removed_bound(min: RawFd) -> io::Result<()> {
+    use std::os::fd::IntoRawFd;
+    REMOVED_BOUND.with(|r| {
+        for (raw, _, _) in r.borrow_mut().values_mut().filter(|(raw, _, _)| *raw < min) {
+            let moved = crate::sys::fd::dup_at_least(crate::sys::fd::borrow_raw(*raw), min)?;
+            let _ = nix::unistd::close(*raw);
+            *raw = moved.into_raw_fd();
+        }
+        Ok(())
+    })
+}
+
+/// The fd numbers [`hold_removed_bound`] took (here or in an ancestor of the restore).
+pub(crate) fn removed_bound_fds() -> Vec<RawFd> {
+    REMOVED_BOUND.with(|r| r.borrow().values().map(|(raw, _, _)| *raw).collect())
+}
+
+/// Closes the fds [`hold_removed_bound`] took, once the process and its children are done
+/// with them.
+pub(crate) fn close_removed_bound() {
+    REMOVED_BOUND.with(|r| {
+        for (_, (raw, _, _)) in r.borrow_mut().drain() {
+            let _ = nix::unistd::close(raw);
+        }
+    });
+}
+
+/// /proc/self/fd/N of the fd [`hold_removed_bound`] took for `reg` (`removed_bound`), checked
+/// to be still open on that inode and mount.
+fn removed_bound_handle(desc: &FileDesc, reg: &RegularFile) -> Result<PathBuf, FileError> {
+    let held = REMOVED_BOUND.with(|r| r.borrow().get(&reg.path).copied());
+    let refused = |why: &str| FileError::Invalid {
+        id: desc.id,
+        detail: format!(
+            "removed {} shown by a bind of its mount namespace: {why}",
+            reg.path
+        ),
+    };
+    let (raw, inode, mount) =
+        held.ok_or_else(|| refused("not made again for the bind by this process"))?;
+    let path = self_fd(raw);
+    let still = fs::metadata(&path).ok().map(|m| InodeKey::of(&m))
+        == Some(inode)
+        // Open (stat found it): borrowed for the statx alone.
+        && crate::sys::mount::mount_id(crate::sys::fd::borrow_raw(raw)).ok() == Some(mount);
+    if !still {
+        return Err(refused("the fd held on it since it was made is gone"));
+    }
+    debug!(id = desc.id, path = %reg.path, via = %path.display(), "removed file opened through the bind's");
+    Ok(path)
+}
+
 /// The ghost files one restore call is working with; created files are held open here until
 /// the call is done (they are already unlinked).
 #[derive(Debug, Default)]
@@ -731,6 +815,9 @@ impl Ghosts {
         images: &ImageDir,
         tmpfile: Option<OFlag>,
     ) -> Result<(PathBuf, Option<OwnedFd>), FileError> {
+        if reg.removed_bound {
+            return removed_bound_handle(desc, reg).map(|path| (path, None));
+        }
         let directory = reg.mode & libc::S_IFMT == libc::S_IFDIR;
         let name = match (&reg.linked, &reg.contents) {
             _ if directory => format!("directory {}:{}", reg.dev, reg.ino),

@@ -105,6 +105,18 @@ fn child_setup(tree: &Planned, i: usize) -> Result<(), ChildError> {
         parent,
         crate::task::mount_ns::joined_ancestor(&tree.loaded.tasks, i),
     )?;
+    // What it took on removed objects its binds show: above every fd and slot of the tree.
+    let slots_top = tree
+        .object_slots()
+        .iter()
+        .map(|&(_, s)| s)
+        .chain([plan.ipc_slot, plan.parent_root_slot])
+        .max()
+        .unwrap_or(plan.ipc_slot);
+    files::raise_removed_bound(slots_top + 1).map_err(ChildError::sys_on(
+        ChildStep::MountNamespace,
+        "move the fds on removed objects its binds show",
+    ))?;
     crate::task::keyrings::restore_in_child(&t.core, parent, tree.session_keyring)?;
     crate::task::cgroups::enter(&tree.cgroups[i])
         .map_err(|(file, e)| ChildError::sys_on(ChildStep::Cgroup, file.display())(e))?;
@@ -171,6 +183,8 @@ fn child_setup(tree: &Planned, i: usize) -> Result<(), ChildError> {
     keep.extend(mapping.all().iter().map(|&fd| fd as RawFd));
     let object_slots: Vec<RawFd> = tree.object_slots().iter().map(|&(_, s)| s).collect();
     keep.extend(&object_slots);
+    // Removed objects its mount namespace's binds show, for it and its children to open.
+    keep.extend(files::removed_bound_fds());
     // A session leader on a pty slave its parent made takes it as controlling terminal
     // before opening its fds (a /dev/tty among them reopens it) and before forking.
     let inherited = plan.inherited[i].iter().map(|(&id, &fd)| (id, fd));
@@ -280,6 +294,7 @@ fn child_setup(tree: &Planned, i: usize) -> Result<(), ChildError> {
         for &fd in plan.extra[i].values().chain(&object_slots) {
             let _ = nix::unistd::close(fd);
         }
+        files::close_removed_bound();
     }
 
     signals::restore_actions(&t.core.sigactions).map_err(io_error(ChildStep::SignalHandlers))?;

@@ -1496,16 +1496,20 @@ fn uncovered(table: &[Mount], index: usize, procfs: &std::fs::File) -> Result<Ow
 /// opens them, and those on a copied tmpfs are a new inode of the same type, mode, owner, size
 /// and times. `ids`: the descriptions its fds and mappings use. A file its path no longer leads
 /// to in the namespace (none there) but in its parent's (`parent`, None: cryo) is opened
-/// there; one that path leads to another file is refused.
+/// there; one that path leads to another file is refused. Returns the removed objects its
+/// binds show that it holds (the bind's index in `ns.mounts`, the path it holds each at), for
+/// NamespaceMount.removed_held_at.
 pub fn mark_files(
     pid: Pid,
     parent: Option<Pid>,
     ns: &MountNamespace,
     ids: &HashSet<u32>,
     descs: &mut [FileDesc],
-) -> Result<(), MountNsError> {
+) -> Result<Vec<(usize, String)>, MountNsError> {
+    // The removed objects its binds show that it holds: (the bind's index, the path).
+    let mut held = Vec::new();
     if ns.mounts.is_empty() {
-        return Ok(());
+        return Ok(held);
     }
     let root = namespace_root(pid).map_err(|errno| MountNsError::Read {
         pid,
@@ -1681,22 +1685,30 @@ pub fn mark_files(
             }
             _ => continue,
         };
-        // A removed file or directory a bind shows is made again for the bind alone.
-        let bound = ns.mounts.iter().find(|b| {
+        // A removed file or directory a bind shows is made again for the bind: the process
+        // making the namespace opens its descriptions of it through that one.
+        let bound = ns.mounts.iter().enumerate().find(|(_, b)| {
             reg.deleted
                 && b.bind_removed.is_some()
                 && std::fs::metadata(format!("{}{}", root.display(), b.point))
                     .is_ok_and(|s| (s.dev(), s.ino()) == (reg.dev, reg.ino))
         });
-        if let Some(b) = bound {
-            return Err(refused(
-                b,
-                format!(
-                    "shows removed {} the process holds too (description {}): a bind of it made \
-                     again would be another file than the one the process holds",
-                    reg.path, desc.id
-                ),
-            ));
+        if let Some((index, b)) = bound {
+            let why = held_through_bind(&root, b, reg, desc.flags);
+            if let Some(why) = why {
+                return Err(refused(
+                    b,
+                    format!(
+                        "shows removed {} the process holds too (description {}): {why}: not \
+                         made again",
+                        reg.path, desc.id
+                    ),
+                ));
+            }
+            reg.removed_bound = true;
+            if !held.contains(&(index, reg.path.clone())) {
+                held.push((index, reg.path.clone()));
+            }
         }
         let Some(m) = own_mount(&reg.path) else {
             if unreachable_in_user_namespace(reg) {
@@ -1763,7 +1775,47 @@ pub fn mark_files(
             }
         }
     }
-    Ok(())
+    Ok(held)
+}
+
+/// Why a process of a mount namespace (its root as cryo reaches it: `root`) cannot hold
+/// removed `reg` (a description of it with open flags `flags`) through the object the restore
+/// makes again for bind `b`, which shows it; None when it can: `reg`'s path is where that
+/// object is made (the bind's source, in the same directory under the same name) or the
+/// bind's own point, where the process making the namespace takes an fd on it for itself and
+/// the processes it forks (restore/child.rs).
+fn held_through_bind(
+    root: &Path,
+    b: &NamespaceMount,
+    reg: &cryo_proto::image::RegularFile,
+    flags: u32,
+) -> Option<String> {
+    if flags & (libc::O_TMPFILE & !libc::O_DIRECTORY) as u32 != 0 {
+        return Some("it was made by open(O_TMPFILE), which a reopen does not show".into());
+    }
+    if reg.path == b.point {
+        return None;
+    }
+    let source = if b.bind_in_namespace {
+        format!("{}{}", root.display(), b.bind_source)
+    } else {
+        b.bind_source.clone()
+    };
+    let held = PathBuf::from(format!("{}{}", root.display(), reg.path));
+    let source = Path::new(&source);
+    let dir = |p: &Path| {
+        p.parent()
+            .and_then(|d| std::fs::metadata(d).ok())
+            .map(|d| (d.dev(), d.ino()))
+    };
+    if held.file_name() != source.file_name() || dir(&held).is_none() || dir(&held) != dir(source) {
+        return Some(format!(
+            "its path is neither where the object is made again for the bind ({}) nor the \
+             bind's point",
+            b.bind_source
+        ));
+    }
+    None
 }
 
 /// A mount of the image as messages name it: "tmpfs SOURCE on POINT" or "bind SOURCE on
@@ -2049,15 +2101,62 @@ fn make_mount(
             None => sys::mount::bind(&source, point),
         }
         .map_err(failed(format!("bind {} on {}", m.bind_source, m.point)));
+        // Its holder's descriptions are opened through the object made now, where they
+        // were opened: taken there before it is removed again.
+        let held = match bound {
+            Ok(()) if removed.is_some() => hold_removed(m, base, point),
+            _ => Ok(()),
+        };
         if let Some(removed) = removed {
             removed
                 .finish()
                 .map_err(failed(format!("remove {} once bound", m.bind_source)))?;
         }
         bound?;
+        held?;
     }
     sys::mount::set_mount_flags(point, flags)
         .map_err(failed(format!("set the flags of {}", m.point)))
+}
+
+/// For bind `m` of a removed object made again and bound on `point`: an O_PATH fd taken at
+/// each path in the namespace (below `base`) where the process holds it
+/// (NamespaceMount.removed_held_at), checked to be the inode the bind shows, kept for the
+/// descriptions opened through it (files/regular.rs).
+fn hold_removed(m: &NamespaceMount, base: &Path, point: &Path) -> Result<(), ChildError> {
+    let failed = |what: String| ChildError::sys_on(ChildStep::MountNamespace, what);
+    let shown = nix::sys::stat::stat(point)
+        .map_err(|e| failed(format!("stat the bind on {}", m.point))(e.into()))?;
+    for path in &m.removed_held_at {
+        let at = base.join(path.trim_start_matches('/'));
+        let fd = nix::fcntl::open(
+            &at,
+            nix::fcntl::OFlag::O_PATH
+                | nix::fcntl::OFlag::O_NOFOLLOW
+                | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|e| {
+            failed(format!(
+                "open {path}, made again for the bind on {}",
+                m.point
+            ))(e.into())
+        })?;
+        let held =
+            nix::sys::stat::fstat(&fd).map_err(|e| failed(format!("stat {path}"))(e.into()))?;
+        if (held.st_dev, held.st_ino) != (shown.st_dev, shown.st_ino) {
+            return Err(ChildError::Mounts {
+                detail: format!(
+                    "{path}, where the process held the removed object the bind on {} shows, \
+                     leads to another file than the one made again for it",
+                    m.point
+                ),
+            });
+        }
+        crate::files::hold_removed_bound(path, fd)
+            .map_err(failed(format!("hold {path} for the descriptions of it")))?;
+    }
+    Ok(())
 }
 
 /// A file or directory removed at dump made again at its path for a bind of it.

@@ -60,7 +60,8 @@
 //! proc, its executable outside its namespace; its jail is its root), `removed-binds`
 //! (DIR/tmp/rdir, mode 0751, bound on DIR/tmp/rdir-bound and DIR/tmp/rfile, "removed but
 //! bound", mode 0640, on DIR/tmp/rfile-bound, both then removed; `removed-bind-held`: the
-//! same, the file open at fd 55 too).
+//! same, the file open at fd 55 too; `removed-bind-held-kid`: fd 55 then held by a child
+//! alone, which `kids` names).
 //!
 //! ```text
 //! fd                  -> <pos> <contents of fd 40, from 0>
@@ -95,6 +96,9 @@
 //!                        is of the devpts on /dev/pts)
 //! pty-dev             -> the device of fd 46 (its devpts instance's)
 //! removed-dir         -> <device> <links> <the link of fd 50>
+//! removed-bound POINT -> same:<bool> <links> on:<point of its mount> <the link of fd 55>
+//!                        <its contents from 0>  (same: fd 55 and the bind on POINT are one
+//!                        inode)
 //! inotify-touch       -> <mask hex> wd<N>   (/d/watched written, the event fd 53 reads)
 //! ns-fd               -> same|other   (fd 54 and /proc/self/ns/net: one namespace)
 //! removed-fifo        -> <links> <what fd 51 reads now, non-blocking>
@@ -516,7 +520,7 @@ pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
                 sys::move_fd(fd, 44).map_err(failed("dup2"))?;
                 continue;
             }
-            "removed-binds" | "removed-bind-held" => {
+            "removed-binds" | "removed-bind-held" | "removed-bind-held-kid" => {
                 // Binds of a directory and a file of the tmpfs, both then removed (zdtm's
                 // mntns_deleted); `removed-bind-held`: the file open at fd 55 too.
                 let rdir = tmp.join("rdir");
@@ -538,7 +542,7 @@ pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
                         None,
                     )?;
                 }
-                if extra == "removed-bind-held" {
+                if extra != "removed-binds" {
                     let fd = sys::open(&rfile, libc::O_RDWR).map_err(failed("open rfile"))?;
                     sys::move_fd(fd, 55).map_err(failed("dup2"))?;
                 }
@@ -769,6 +773,19 @@ pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
     ] {
         if args.iter().any(|a| a == arg) {
             kids.push(jailed_child(&jail, how)?);
+        }
+    }
+    if args.iter().any(|a| a == "removed-bind-held-kid") {
+        // Fd 55 held by a child alone (zdtm mntns_deleted: the test's daemon holds it).
+        match sys::fork().map_err(failed("fork"))? {
+            0 => loop {
+                // SAFETY: pause takes no arguments.
+                unsafe { libc::pause() };
+            },
+            pid => {
+                sys::close(55);
+                kids.push(pid);
+            }
         }
     }
     Ok(Box::new(MountNs {
@@ -1123,6 +1140,35 @@ impl Mode for MountNs {
                     nix::sys::stat::minor(rdev),
                     meta.nlink(),
                     name.display()
+                ))
+            }
+            ("removed-bound", [point]) => {
+                // Fd 55 (`removed-bind-held`) against the bind on POINT.
+                let link = "/proc/self/fd/55";
+                let held = std::fs::metadata(link).map_err(io_err)?;
+                let shown = std::fs::metadata(point).map_err(io_err)?;
+                let same = (held.dev(), held.ino()) == (shown.dev(), shown.ino());
+                let name = std::fs::read_link(link).map_err(io_err)?;
+                let fdinfo = std::fs::read_to_string("/proc/self/fdinfo/55").map_err(io_err)?;
+                let mnt_id = fdinfo
+                    .lines()
+                    .find_map(|l| l.strip_prefix("mnt_id:"))
+                    .map(|v| v.trim().to_string())
+                    .unwrap_or_default();
+                let table = std::fs::read_to_string("/proc/self/mountinfo").map_err(io_err)?;
+                let on = table
+                    .lines()
+                    .find(|l| l.split(' ').next() == Some(mnt_id.as_str()))
+                    .and_then(|l| l.split(' ').nth(4))
+                    .unwrap_or("?")
+                    .to_string();
+                let mut buf = [0u8; 64];
+                let n = sys::pread_all(55, &mut buf).map_err(io_err)?;
+                Ok(format!(
+                    "same:{same} {} on:{on} {} {}",
+                    held.nlink(),
+                    name.display(),
+                    String::from_utf8_lossy(&buf[..n])
                 ))
             }
             ("removed-dir", []) => {
