@@ -71,13 +71,26 @@ fn register(letter: char) -> io::Result<()> {
 fn register_e_held_by_a_child() -> io::Result<()> {
     register('e')?;
     sys::close(63);
-    super::kids::fork_holding(59, 58, |_| {
+    // The child says when it has closed its copy of the epoll: until then a dump would find
+    // the epoll held by two processes.
+    let (ready_r, ready_w) = sys::pipe()?;
+    // The workload is single-threaded here; the child only makes syscalls.
+    if sys::fork()? == 0 {
+        sys::close(59);
+        sys::close(ready_r);
         sys::close(EPOLL);
+        sys::close(ready_w);
         loop {
             // SAFETY: pause takes no arguments; the child waits to be killed.
             unsafe { libc::pause() };
         }
-    })?;
+    }
+    sys::close(58);
+    sys::close(ready_w);
+    // End of file once the child closed its end, after the epoll.
+    let mut byte = [0u8; 1];
+    while sys::read(ready_r, &mut byte)? != 0 {}
+    sys::close(ready_r);
     Ok(())
 }
 
