@@ -288,3 +288,33 @@ fn a_restore_from_a_session_keyring_of_its_own_is_refused_for_a_process_without_
     w.restore_detached(&img);
     assert_eq!(w.cmd("get session-keyring"), "user");
 }
+
+/// A root with a parent-death signal restored with --detach: cryo, its parent after the
+/// restore, ends at once and would send it (SIGHUP ended the process as soon as `cryo
+/// restore --detach` returned). Refused at restore before anything is made, naming pid,
+/// thread and signal; the image stays, and a restore without --detach (cryo stays its
+/// parent) brings it back with its signal. Before 2026-12-07 the detached restore succeeded
+/// and the process died of its signal (probe prctl_misc PD=1).
+#[test]
+fn a_detached_restore_of_a_root_with_a_parent_death_signal_is_refused_naming_it() {
+    cryo_bin();
+    let mut w = Workload::spawn("attrs", &["pdeathsig=1"]);
+    let img = w.path("img");
+    w.dump_ok(&img);
+    let img_arg = img.to_str().unwrap();
+    let out = w.cryo(&["restore", "-D", img_arg, "--detach"]);
+    assert!(
+        !out.status.success(),
+        "the detached restore should be refused\n{out}"
+    );
+    assert!(
+        out.stderr.contains(&format!("pid {}", w.pid()))
+            && out.stderr.contains("parent-death signal (1)"),
+        "{}",
+        out.stderr
+    );
+    assert!(!cryo_tests::pid_exists(w.pid()), "nothing was made");
+    w.restore_background(&img);
+    assert_eq!(w.cmd("get pdeathsig"), "1");
+    w.kill_restored();
+}

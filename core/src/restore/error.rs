@@ -153,6 +153,21 @@ pub enum RestoreError {
         /// Which root, which keyring and what to do.
         why: String,
     },
+    /// `--detach` with a root that has a parent-death signal: cryo, its parent after the
+    /// restore, would end at once and send it.
+    #[error(
+        "pid {pid} thread {tid}: a parent-death signal ({signal}) whose parent is cryo after \
+         the restore: with --detach cryo ends at once, sending it (restore without --detach: \
+         cryo stays its parent while it runs)"
+    )]
+    DetachedDeathSignal {
+        /// The root.
+        pid: i32,
+        /// Its thread with the signal.
+        tid: i32,
+        /// PR_SET_PDEATHSIG's signal.
+        signal: i32,
+    },
     /// New namespaces hold one tree (one root) for now.
     #[error("--pidns/--netns restore a single tree (one root) for now")]
     NamespacesHoldOneProcess,

@@ -220,6 +220,22 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored> {
         crate::sys::fd::restore_fd_room(loaded.tasks.len(), loaded.descs.len()),
     );
     loaded.adopt_shell_job()?;
+    // A root cryo forks itself has cryo as its parent: gone at once with --detach.
+    if opts.detach && !opts.pidns && !opts.netns {
+        let roots = &loaded.inventory.root_pids;
+        if let Some((pid, tid, signal)) = loaded
+            .tasks
+            .iter()
+            .filter(|t| roots.contains(&t.entry.pid))
+            .flat_map(|t| t.core.threads.iter().map(move |th| (t.entry.pid, th)))
+            .find_map(|(pid, th)| {
+                let signal = th.attrs.as_ref()?.pdeathsig;
+                (signal != 0).then_some((pid, th.tid, signal))
+            })
+        {
+            return Err(error::RestoreError::DetachedDeathSignal { pid, tid, signal }.into());
+        }
+    }
     crate::task::mount_ns::apply_externals(&mut loaded.tasks, &opts.external)?;
     crate::task::netns::apply_external_links(&mut loaded.tasks, &opts.external_links)?;
     debug!(ms = started.elapsed().as_secs_f64() * 1e3, "images checked");
