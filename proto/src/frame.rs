@@ -38,13 +38,14 @@ pub const FORMAT_MAJOR: u16 = 2;
 /// on 2026-12-07 (threads' default timer slack, realtime timer deadlines, VMA flags...). 3:
 /// a stopped child's stop its parent had collected (ProcessEntry.stop_collected); mounts of a
 /// mount namespace made through their parent's fd (NamespaceMount.parent, .bind_first), the
-/// propagation of covered ones (MountPropagation.mount, .covered).
-pub const FORMAT_MINOR: u16 = 3;
+/// propagation of covered ones (MountPropagation.mount, .covered). 4: the network namespace
+/// a socket was made in when not its holder's (Socket.netns_inode, .netns_outer).
+pub const FORMAT_MINOR: u16 = 4;
 
 /// The fingerprint of image.proto's declarations (comments and spacing aside) that
 /// [`FORMAT_MINOR`] was last raised for: a test fails when they change and it was not raised.
 #[cfg(test)]
-const SCHEMA_FINGERPRINT: u64 = 0x6c77_399e_7334_0fd9;
+const SCHEMA_FINGERPRINT: u64 = 0x9fad_81e8_a9cb_afe6;
 
 const MAGIC: &[u8; 8] = b"CRYOIMG\0";
 const HEADER_LEN: usize = 32;
