@@ -41,13 +41,14 @@ pub const FORMAT_MAJOR: u16 = 2;
 /// propagation of covered ones (MountPropagation.mount, .covered). 4: removed files a bind of
 /// a mount namespace shows and its maker holds (NamespaceMount.removed_held_at,
 /// RegularFile.removed_bound); the names `ip netns` gives a network namespace
-/// (NetNamespace.handles).
+/// (NetNamespace.handles); the network namespace a socket was made in when not its holder's
+/// (Socket.netns_inode, .netns_outer).
 pub const FORMAT_MINOR: u16 = 4;
 
 /// The fingerprint of image.proto's declarations (comments and spacing aside) that
 /// [`FORMAT_MINOR`] was last raised for: a test fails when they change and it was not raised.
 #[cfg(test)]
-const SCHEMA_FINGERPRINT: u64 = 0xe8c2_e0a6_e502_f3ca;
+const SCHEMA_FINGERPRINT: u64 = 0x21bd_f94e_f7ad_f9cd;
 
 const MAGIC: &[u8; 8] = b"CRYOIMG\0";
 const HEADER_LEN: usize = 32;

@@ -576,6 +576,30 @@ fn dump_tree(
         };
         core.netns = Some(ns.clone());
     }
+    // Sockets made in another network namespace than their holder's: made there again, or
+    // refused (sockets/home.rs).
+    let socket_homes = {
+        use crate::sockets::home;
+        use std::os::unix::fs::MetadataExt;
+        let holders: Vec<home::Holder<'_>> = pstree
+            .iter()
+            .zip(&cores)
+            .map(|(e, (core, _))| home::Holder {
+                pid: e.pid,
+                forker: e.ppid,
+                netns: core.netns.as_ref().map(|n| n.inode),
+                fds: &core.fds,
+            })
+            .collect();
+        let homes = crate::sockets::foreign_homes(sockets_held.tasks());
+        let cryo_netns = match homes.is_empty() {
+            true => 0,
+            false => std::fs::metadata("/proc/self/ns/net")
+                .map_err(|e| Error::target(live[0].pid, format!("stat /proc/self/ns/net: {e}")))?
+                .ino(),
+        };
+        home::place(files.descs(), &holders, &homes, cryo_netns).map_err(crate::files::FileError::from)?
+    };
     // The restore places fds of its own above each process's highest: room for them where
     // cryo may number fds (a restore elsewhere checks again, failing before anything is made).
     let ceiling = crate::sys::fd::fd_ceiling();
@@ -842,6 +866,7 @@ fn dump_tree(
         crate::sockets::capture_accept_queues(sockets_held.tasks_mut(), &mut files, images)?;
     }
     let mut descs = files.into_descs();
+    crate::sockets::home::apply(&mut descs, &socket_homes);
     // Files on the mounts a mount namespace has of its own are found there at restore.
     let mut held_through_binds = Vec::new();
     for (m, (core, mm)) in live.iter().zip(&cores) {

@@ -141,7 +141,14 @@ pub(crate) fn restore_task_fds_with(
         registry::KINDS[*at].open_together(group, &mut cx)?;
     }
     // Unix sockets made together, their queues refilled with what they carry in flight.
-    links.make_all(&by_id, &to_open, &mut cx.opened, fds, min_high)?;
+    links.make_all(
+        &by_id,
+        &to_open,
+        &mut cx.opened,
+        fds,
+        min_high,
+        opts.homes.as_deref(),
+    )?;
     for desc in watching {
         open_by_kind(&mut cx, desc, &mut together, &mut after)?;
     }
@@ -233,7 +240,9 @@ pub(crate) fn open_unix_pair_by_ids(
     let by_id = index(descs)?;
     let both: BTreeSet<u32> = [a, b].into();
     let mut opened = HashMap::new();
-    links.make_all(&by_id, &both, &mut opened, &[], 0)?;
+    // cryo makes it in its own namespace, the roots' (one made elsewhere has no maker).
+    let homes = crate::sockets::home::Homes::in_roots();
+    links.make_all(&by_id, &both, &mut opened, &[], 0, Some(&homes))?;
     let mut end = |id: u32| {
         opened.remove(&id).ok_or(FileError::Invalid {
             id,

@@ -191,8 +191,13 @@ pub(crate) fn record(
                     _ => continue,
                 };
                 // A port in a network namespace of the process's own is made in a new one at
-                // restore: never busy.
-                let own_netns = cores.iter().any(|(c, _)| c.pid == pid && c.netns.is_some());
+                // restore: never busy. So is one of a socket made in a dumped process's
+                // (sockets/home.rs); one made in cryo's is in the roots' then.
+                let own_netns = match crate::sockets::home::Home::of(s) {
+                    Some(crate::sockets::home::Home::Dumped(_)) => true,
+                    Some(crate::sockets::home::Home::Roots) => false,
+                    None => cores.iter().any(|(c, _)| c.pid == pid && c.netns.is_some()),
+                };
                 if let Some(local) = local.filter(|l| l.port != 0 && !own_netns) {
                     ports.push(CheckedPort {
                         protocol: protocol as u32,

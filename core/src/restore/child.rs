@@ -99,7 +99,53 @@ fn child_setup(tree: &Planned, i: usize) -> Result<(), ChildError> {
     if tree.netns_made && parent.is_none() && t.core.netns.is_none() {
         crate::task::netns::hold_connections(lock)?;
     }
-    crate::task::netns::restore_in_child(&t.core, parent, lock)?;
+    crate::task::netns::restore_in_child(
+        &t.core,
+        parent,
+        crate::task::netns::joined_ancestor(&tree.loaded.tasks, i),
+        lock,
+    )?;
+    let mapping = &plan.mappings[i];
+    let descendants = plan.descendants(i);
+    let mut keep: Vec<RawFd> = vec![sync, err];
+    // The pipe on which it tells its parent it forked its children.
+    if let Some(p) = shares_with(tree, i) {
+        let (r, w) = plan.done_pipe(p);
+        keep.extend([r, w]);
+    }
+    for &d in &descendants {
+        let (s, e) = plan.ctl(d);
+        keep.extend([s, e]);
+    }
+    keep.extend(mapping.all().iter().map(|&fd| fd as RawFd));
+    let object_slots: Vec<RawFd> = tree.object_slots().iter().map(|&(_, s)| s).collect();
+    keep.extend(&object_slots);
+    // The network namespaces it makes sockets of another namespace in (sockets/home.rs),
+    // opened while /proc is still its parent's (the mount namespace it makes next may show
+    // another), held above every fd it places.
+    let homes = if t.core.files_of_parent {
+        None
+    } else {
+        let above = t
+            .core
+            .fds
+            .iter()
+            .map(|e| e.fd)
+            .chain(keep.iter().copied())
+            .chain(plan.extra[i].values().copied())
+            .chain(plan.inherited[i].values().copied())
+            .chain([plan.parent_root_slot, plan.images_slot, plan.ipc_slot])
+            .max()
+            .map_or(0, |m| m + 1);
+        let homes =
+            crate::task::netns::socket_homes(&tree.loaded.tasks, i, &tree.loaded.descs, above)
+                .map_err(ChildError::sys_on(
+                    ChildStep::NetNamespace,
+                    "open the namespaces of its sockets",
+                ))?;
+        keep.extend(homes.fds());
+        Some(std::sync::Arc::new(homes))
+    };
     crate::task::mount_ns::restore_in_child(
         &t.core,
         parent,
@@ -117,6 +163,8 @@ fn child_setup(tree: &Planned, i: usize) -> Result<(), ChildError> {
         ChildStep::MountNamespace,
         "move the fds on removed objects its binds show",
     ))?;
+    // Removed objects its mount namespace's binds show, for it and its children to open.
+    keep.extend(files::removed_bound_fds());
     crate::task::keyrings::restore_in_child(&t.core, parent, tree.session_keyring)?;
     crate::task::cgroups::enter(&tree.cgroups[i])
         .map_err(|(file, e)| ChildError::sys_on(ChildStep::Cgroup, file.display())(e))?;
@@ -133,7 +181,6 @@ fn child_setup(tree: &Planned, i: usize) -> Result<(), ChildError> {
         files::tty::attach(slot, &t.entry, attach);
     }
 
-    let mapping = &plan.mappings[i];
     let pages = tree
         .loaded
         .images
@@ -169,22 +216,6 @@ fn child_setup(tree: &Planned, i: usize) -> Result<(), ChildError> {
         .map_err(files_error(ChildFiles::MappedFile))?;
         place(file, fd)?;
     }
-    let descendants = plan.descendants(i);
-    let mut keep: Vec<RawFd> = vec![sync, err];
-    // The pipe on which it tells its parent it forked its children.
-    if let Some(p) = shares_with(tree, i) {
-        let (r, w) = plan.done_pipe(p);
-        keep.extend([r, w]);
-    }
-    for &d in &descendants {
-        let (s, e) = plan.ctl(d);
-        keep.extend([s, e]);
-    }
-    keep.extend(mapping.all().iter().map(|&fd| fd as RawFd));
-    let object_slots: Vec<RawFd> = tree.object_slots().iter().map(|&(_, s)| s).collect();
-    keep.extend(&object_slots);
-    // Removed objects its mount namespace's binds show, for it and its children to open.
-    keep.extend(files::removed_bound_fds());
     // A session leader on a pty slave its parent made takes it as controlling terminal
     // before opening its fds (a /dev/tty among them reopens it) and before forking.
     let inherited = plan.inherited[i].iter().map(|(&id, &fd)| (id, fd));
@@ -212,11 +243,14 @@ fn child_setup(tree: &Planned, i: usize) -> Result<(), ChildError> {
                 extra: plan.extra[i].clone(),
                 shared: plan.shared_slots.clone(),
                 terminal: plan.terminal_slot,
+                homes: homes.clone(),
             },
             &tree.loaded.links,
         )
         .map_err(files_error(ChildFiles::Fds))?;
     }
+    // Closed here: every socket is made.
+    drop(homes);
     crate::interrupt::pause_point("child-fds");
     if !has_ctty {
         let own = t.core.fds.iter().map(|e| (e.file_id, e.fd));
@@ -258,6 +292,18 @@ fn child_setup(tree: &Planned, i: usize) -> Result<(), ChildError> {
         .iter()
         .filter(|&&z| !tree.loaded.zombies[z].forked_by_session_leader)
         .partition(|&&z| early(&tree.loaded.zombies[z]));
+    // Its children open its network namespace through /proc/PID/ns/net to make sockets of it
+    // (sockets/home.rs): an access check that fails on a process not dumpable (as one in a
+    // user namespace of the restore's may be here) for a child without CAP_SYS_PTRACE in
+    // cryo's user namespace. Its dumped value is set by cryo when it is not 1.
+    if !plan.children[i].is_empty() && tree.socket_homes {
+        nix::sys::prctl::set_dumpable(true).map_err(|e| {
+            ChildError::sys_on(
+                ChildStep::NetNamespace,
+                "PR_SET_DUMPABLE (for its children)",
+            )(e.into())
+        })?;
+    }
     fork_children(tree, i, &early_children)?;
     fork_zombies(tree, i, &early_zombies)?;
     if setsid_after_early {

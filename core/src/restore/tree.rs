@@ -45,6 +45,9 @@ pub(crate) struct Planned {
     /// The roots are restored in a network namespace made for them (`--netns`): its root
     /// holds the dump's connections there (netns::hold_connections) as a process's own does.
     pub netns_made: bool,
+    /// A process opens an ancestor's network namespace through /proc (a socket of it, or
+    /// back in it): each parent is dumpable while it forks its children (child.rs).
+    pub socket_homes: bool,
     /// The pid broker, for processes in a user namespace that may not choose their children's
     /// pids (a tree in cryo's PID namespace): its end held at the plan's broker slot by every
     /// process until its children are forked.
@@ -222,6 +225,9 @@ impl Loaded {
             (t, attach)
         });
         loaded.images.keep_at(plan.images_slot);
+        let socket_homes = !crate::sockets::home::wanted(&loaded.descs).is_empty()
+            || (0..loaded.tasks.len())
+                .any(|i| crate::task::netns::joined_ancestor(&loaded.tasks, i).is_some());
         Ok(Planned {
             loaded,
             plan,
@@ -237,6 +243,7 @@ impl Loaded {
             warm,
             pid_broker,
             netns_made: false,
+            socket_homes,
         })
     }
 }

@@ -130,6 +130,33 @@ pub enum SocketError {
         /// The TCP state.
         state: &'static str,
     },
+    /// A socket made in another network namespace than its holder's that cannot be made
+    /// there again (home.rs).
+    #[error("pid {pid} fd {fd}: socket:[{ino}] of network namespace net:[{netns}], not its process's: {what}")]
+    ForeignNamespace {
+        /// The task.
+        pid: Pid,
+        /// The fd.
+        fd: RawFd,
+        /// The socket.
+        ino: u64,
+        /// The namespace it was made in.
+        netns: u64,
+        /// What is not made again, and why.
+        what: String,
+    },
+    /// A socket record to be made in a network namespace the restoring process cannot reach.
+    #[error("{what} (description {id}): made in network namespace {home} at dump, which {why}")]
+    HomeUnreachable {
+        /// The description.
+        id: u32,
+        /// The socket in words.
+        what: String,
+        /// The namespace ("net:[INODE]", or the roots').
+        home: String,
+        /// Why it cannot be reached.
+        why: String,
+    },
     /// The network lock over the connections of a task could not be installed.
     #[error("pid {pid}: network lock: {source}")]
     NetworkLock {

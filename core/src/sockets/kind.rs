@@ -124,7 +124,13 @@ impl FileKind for Sockets {
         }
         decoded.sort_by_key(|(_, d)| d.order());
         for (desc, d) in &decoded {
-            let fd = sockets::open(desc, d, cx.opts.tcp_close)?;
+            let Some(s) = desc.kind.as_ref().and_then(Self::record) else {
+                continue;
+            };
+            let homes = cx.opts.homes.as_deref();
+            let fd = sockets::home::Homes::made_in(homes, desc, s, || {
+                sockets::open(desc, d, cx.opts.tcp_close)
+            })?;
             cx.place_or_hold(desc, fd)?;
         }
         if !decoded.is_empty() {

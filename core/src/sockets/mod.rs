@@ -15,6 +15,8 @@
 //! unix/           unix sockets: mod.rs one socket (its queue, options, broken external
 //!                 peers), groups.rs the sockets made together at restore, in_flight.rs the
 //!                 descriptors in flight and accept queues resolved across the dump
+//! home.rs         sockets of another network namespace than their holder's: read there,
+//!                 made there again by their maker (setns and back)
 //! lifecycle.rs    network lock, connections held in repair mode, finish after kill or
 //!                 leave-running (or failure)
 //! peers.rs        after restore: probe every connection, the verdict on silent peers
@@ -53,6 +55,7 @@
 
 mod error;
 mod filter;
+pub(crate) mod home;
 pub(crate) mod kind;
 mod lifecycle;
 mod multicast;
@@ -136,6 +139,9 @@ pub struct SocketDump {
     pid: Option<Pid>,
     /// Every socket fd of the task (several may share one socket), with its inode.
     socket_fds: HashMap<RawFd, InodeKey>,
+    /// Its sockets made in another network namespace than its own: socket inode -> that
+    /// namespace's inode (home.rs).
+    homes: HashMap<u64, u64>,
 }
 
 /// What one socket fd is.
@@ -245,6 +251,8 @@ struct FoundSocket {
     /// SO_REUSEADDR of a connection, read before repair mode (which forces it, and clears
     /// it on the way out): the dump guardian sets it back if cryo dies.
     reuse_addr: bool,
+    /// The network namespace it was made in, when not the task's (home.rs).
+    foreign: Option<home::Foreign>,
 }
 
 /// A duplicate of socket fd `fd` of `pid`, to capture it through.
@@ -362,9 +370,9 @@ impl SocketDump {
         let pidfd = sys::pidfd::pidfd_open(pid).map_err(|e| {
             for_errors(pid, first_fd).inspect_err("pidfd_open", format!("/proc/{pid}").into(), e)
         })?;
-        // The namespace a socket of the task must be of: its own (this thread is in it). A
-        // socket made before the task changed namespace, or passed from another, would be made
-        // again in the task's.
+        // The namespace a socket of the task is of: its own (this thread is in it), or another
+        // (made before the task changed namespace, or passed from another): that one's is
+        // noted, and the socket read there (home.rs).
         let own_cookie = netns_cookie_here().map_err(|e| {
             for_errors(pid, first_fd).inspect_err(
                 "socket (its network namespace's cookie)",
@@ -374,7 +382,14 @@ impl SocketDump {
         })?;
         // Each fd on its own (a server has thousands): duplicated, checked for a socket and,
         // if it is one, identified, on every core.
-        type FdIdentity = (InodeKey, u32, Found, Option<filter::Captured>, bool);
+        type FdIdentity = (
+            InodeKey,
+            u32,
+            Found,
+            Option<filter::Captured>,
+            bool,
+            Option<home::Foreign>,
+        );
         let identify_fd = |&fd: &RawFd| -> Result<Option<FdIdentity>, FileError> {
             let dup = match sys::pidfd::pidfd_getfd(pidfd.as_fd(), fd) {
                 Ok(dup) => dup,
@@ -394,17 +409,22 @@ impl SocketDump {
             let Some(inode) = inode else {
                 return Ok(None);
             };
-            if let (Some(own), Some(its)) = (own_cookie, netns_cookie(dup.as_fd()).ok().flatten()) {
-                if own != its {
-                    return Err(for_errors(pid, fd).refuse(
-                        "socket of another network namespace than its process's (made before \
-                         the process changed namespace, or passed from another): it would be \
-                         made again in the process's",
-                        false,
-                    ));
+            let foreign = match (own_cookie, netns_cookie(dup.as_fd()).ok().flatten()) {
+                (Some(own), Some(its)) if own != its => {
+                    Some(home::Foreign::of(pid, fd, dup.as_fd())?)
                 }
+                _ => None,
+            };
+            // sock_diag (packet, netlink) answers for its own namespace's sockets.
+            let (family, kind) = match &foreign {
+                None => identify(pid, fd, dup.as_fd(), inode.ino, opts)?,
+                Some(f) => {
+                    f.run_in(pid, fd, || identify(pid, fd, dup.as_fd(), inode.ino, opts))??
+                }
+            };
+            if let Some(f) = &foreign {
+                f.refuse_kind(pid, fd, inode.ino, &kind)?;
             }
-            let (family, kind) = identify(pid, fd, dup.as_fd(), inode.ino, opts)?;
             if matches!(kind, Found::Udp | Found::Connection(..)) && error_pending(dup.as_fd()) {
                 // Neither is read (SO_ERROR would take the error) nor made again.
                 return Err(for_errors(pid, fd).refuse(
@@ -430,7 +450,7 @@ impl SocketDump {
                 }
                 _ => false,
             };
-            Ok(Some((inode, family, kind, filter, reuse_addr)))
+            Ok(Some((inode, family, kind, filter, reuse_addr, foreign)))
         };
         let identified = crate::parallel::map_on_cores(&fds, PER_THREAD_MIN, identify_fd).ok_or(
             SocketError::Panicked {
@@ -443,7 +463,7 @@ impl SocketDump {
         let mut socket_fds = HashMap::new();
         let mut filters = Vec::new();
         for (&fd, identified) in fds.iter().zip(identified) {
-            let Some((inode, family, kind, filter, reuse_addr)) = identified? else {
+            let Some((inode, family, kind, filter, reuse_addr, foreign)) = identified? else {
                 continue;
             };
             if let Some(f) = filter {
@@ -457,6 +477,7 @@ impl SocketDump {
                     family,
                     kind,
                     reuse_addr,
+                    foreign,
                 });
             }
         }
@@ -501,6 +522,12 @@ impl SocketDump {
         // depends on another. The rest (listeners, UDP, unix) is captured here in order.
         let mut connections = Vec::new();
         let mut others = Vec::new();
+        // Noted for every socket of another namespace, captured here or by another task.
+        for f in &found {
+            if let Some(foreign) = &f.foreign {
+                out.homes.insert(f.ino, foreign.inode);
+            }
+        }
         for f in found {
             let tcp = matches!(
                 f.kind,
@@ -554,54 +581,19 @@ impl SocketDump {
         }
         let mut diag = None;
         let mut groups = None;
-        for FoundSocket {
-            fd,
-            ino,
-            family,
-            kind,
-            ..
-        } in others
-        {
-            let kind = match kind {
-                Found::Packet(p) => {
-                    let state = SocketState::Packet(p);
-                    out.records.insert(ino, socket_record(ino, family, &state));
-                    continue;
+        let at = pid.to_string();
+        for mut f in others {
+            match f.foreign.take() {
+                None => out.capture_other(pid, f, opts, &mut diag, &mut groups, &at)?,
+                // Read in its own namespace: sock_diag and /proc/thread-self/net answer for
+                // the asker's.
+                Some(foreign) => {
+                    let fd = f.fd;
+                    foreign.run_in(pid, fd, || {
+                        out.capture_other(pid, f, opts, &mut None, &mut None, "thread-self")
+                    })??;
                 }
-                Found::Netlink(n) => {
-                    let state = SocketState::Netlink(n);
-                    out.records.insert(ino, socket_record(ino, family, &state));
-                    continue;
-                }
-                kind => kind,
-            };
-            let pidfd = out.pidfd.as_ref().expect("checked above");
-            let dup = socket_dup(pid, pidfd.as_fd(), fd)?;
-            let state = match kind {
-                Found::Unix => {
-                    out.record_unix(pid, fd, ino, dup.as_fd(), &mut diag, opts.leave_running)?;
-                    continue;
-                }
-                // Split out and captured above.
-                Found::Connection(..)
-                | Found::ClosedConnection(..)
-                | Found::Packet(_)
-                | Found::Netlink(_) => continue,
-                Found::Listener => {
-                    tcp::capture_listener(pid, fd, dup.as_fd(), opts.skip_in_flight)?
-                }
-                Found::Udp => {
-                    // Read once per task, and only for a task with datagram sockets.
-                    let groups = groups.get_or_insert_with(|| multicast::candidates(pid, true));
-                    udp::capture(pid, fd, ino, dup.as_fd(), groups)?
-                }
-                Found::TcpUnconnected => tcp::capture_unconnected(pid, fd, dup.as_fd())?,
-                Found::TcpClosed => tcp::capture_closed(pid, fd, dup.as_fd())?,
-                Found::Connecting(_, remote) => {
-                    tcp::capture_connecting(pid, fd, dup.as_fd(), remote)?
-                }
-            };
-            out.records.insert(ino, socket_record(ino, family, &state));
+            }
         }
         for (ino, f) in filters {
             if let Some(rec) = out.records.get_mut(&ino) {
@@ -616,6 +608,74 @@ impl SocketDump {
             "sockets captured"
         );
         Ok(out)
+    }
+
+    /// Captures socket `f` of task `pid`, not a connection (a listener, UDP, unix, packet
+    /// and netlink (captured when identified), not connected TCP): `diag` the unix_diag
+    /// socket and `groups` the multicast groups of its namespace, read once there, `at` the
+    /// /proc entry whose net/ shows that namespace.
+    fn capture_other(
+        &mut self,
+        pid: Pid,
+        f: FoundSocket,
+        opts: &SocketDumpOptions,
+        diag: &mut Option<cryo_unix_sockets::DiagSocket>,
+        groups: &mut Option<Vec<(u32, std::net::IpAddr)>>,
+        at: &str,
+    ) -> Result<(), FileError> {
+        let FoundSocket {
+            fd,
+            ino,
+            family,
+            kind,
+            ..
+        } = f;
+        let kind = match kind {
+            Found::Packet(p) => {
+                let state = SocketState::Packet(p);
+                self.records.insert(ino, socket_record(ino, family, &state));
+                return Ok(());
+            }
+            Found::Netlink(n) => {
+                let state = SocketState::Netlink(n);
+                self.records.insert(ino, socket_record(ino, family, &state));
+                return Ok(());
+            }
+            kind => kind,
+        };
+        let pidfd = self
+            .pidfd
+            .as_ref()
+            .expect("a task with sockets has a pidfd");
+        let dup = socket_dup(pid, pidfd.as_fd(), fd)?;
+        let state = match kind {
+            Found::Unix => {
+                self.record_unix(pid, fd, ino, dup.as_fd(), diag, opts.leave_running)?;
+                return Ok(());
+            }
+            // Split out and captured before.
+            Found::Connection(..)
+            | Found::ClosedConnection(..)
+            | Found::Packet(_)
+            | Found::Netlink(_) => return Ok(()),
+            Found::Listener => tcp::capture_listener(pid, fd, dup.as_fd(), opts.skip_in_flight)?,
+            Found::Udp => {
+                // Read once per namespace, and only for a task with datagram sockets.
+                let groups = groups.get_or_insert_with(|| multicast::candidates(at, true));
+                udp::capture(pid, fd, ino, dup.as_fd(), groups, at)?
+            }
+            Found::TcpUnconnected => tcp::capture_unconnected(pid, fd, dup.as_fd())?,
+            Found::TcpClosed => tcp::capture_closed(pid, fd, dup.as_fd())?,
+            Found::Connecting(_, remote) => tcp::capture_connecting(pid, fd, dup.as_fd(), remote)?,
+        };
+        self.records.insert(ino, socket_record(ino, family, &state));
+        Ok(())
+    }
+
+    /// The sockets of the task made in another network namespace than its own: socket inode
+    /// -> that namespace's inode.
+    pub(crate) fn homes(&self) -> &HashMap<u64, u64> {
+        &self.homes
     }
 
     /// True if fd `fd` of the task is a socket.
@@ -692,6 +752,26 @@ fn identify(
         }
     };
     Ok((domain as u32, kind))
+}
+
+/// The sockets of `tasks` made in another network namespace than their holder's: socket
+/// inode -> (a holder, its fd, the namespace's inode).
+pub(crate) fn foreign_homes(tasks: &[SocketDump]) -> HashMap<u64, (Pid, RawFd, u64)> {
+    let mut out = HashMap::new();
+    for t in tasks {
+        let Some(pid) = t.pid else { continue };
+        for (&ino, &ns) in t.homes() {
+            let fd = t
+                .socket_fds
+                .iter()
+                .filter(|(_, k)| k.ino == ino)
+                .map(|(&fd, _)| fd)
+                .min()
+                .unwrap_or(-1);
+            out.entry(ino).or_insert((pid, fd, ns));
+        }
+    }
+    out
 }
 
 /// Whether `s` is an established (or closing) TCP connection's record.

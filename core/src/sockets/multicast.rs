@@ -14,13 +14,13 @@ use super::SocketError;
 
 /// (interface index, group) of every group joined in the network namespace of `pid`, IPv4
 /// only unless `ipv6` (an IPv6 socket may join groups of both families).
-pub(super) fn candidates(pid: Pid, ipv6: bool) -> Vec<(u32, IpAddr)> {
+pub(super) fn candidates(at: &str, ipv6: bool) -> Vec<(u32, IpAddr)> {
     let mut out = Vec::new();
-    if let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/igmp")) {
+    if let Ok(text) = std::fs::read_to_string(format!("/proc/{at}/net/igmp")) {
         out.extend(parse_igmp(&text));
     }
     if ipv6 {
-        if let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/igmp6")) {
+        if let Ok(text) = std::fs::read_to_string(format!("/proc/{at}/net/igmp6")) {
             out.extend(parse_igmp6(&text));
         }
     }

@@ -442,18 +442,20 @@ pub(crate) fn connection_moved(live: &Socket, image: &Socket) -> Option<String> 
 
 /// The remote address of TCP socket `ino` as /proc/PID/net/tcp{,6} lists it.
 fn proc_net_peer(pid: Pid, ino: u64) -> Option<SocketAddr> {
-    proc_net_entry(pid, ino, &[("tcp", false), ("tcp6", true)]).map(|(remote, _)| remote)
+    proc_net_entry(&pid.to_string(), ino, &[("tcp", false), ("tcp6", true)])
+        .map(|(remote, _)| remote)
 }
 
 /// The remote address and state ("st") of socket `ino` in the first of the tables
-/// /proc/PID/net/NAME (IPv6 or not) that lists it.
+/// /proc/AT/net/NAME (IPv6 or not) that lists it (`at`: a pid, or "thread-self" on a thread
+/// in the socket's network namespace).
 pub(super) fn proc_net_entry(
-    pid: Pid,
+    at: &str,
     ino: u64,
     tables: &[(&str, bool)],
 ) -> Option<(SocketAddr, u8)> {
     for &(file, v6) in tables {
-        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/{file}")) else {
+        let Ok(text) = std::fs::read_to_string(format!("/proc/{at}/net/{file}")) else {
             continue;
         };
         for line in text.lines().skip(1) {
@@ -504,11 +506,13 @@ pub(super) fn refuse_md5_keys(identified: &[super::Identified]) -> Result<(), Fi
             )
         });
         for f in tcp {
-            let keyed = match keyed_in.entry(task.netns) {
+            // A socket of another namespace than its task's is listed in its own (home.rs).
+            let ns = f.foreign.as_ref().map_or(task.netns, |h| Some(h.inode));
+            let keyed = match keyed_in.entry(ns) {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                 std::collections::hash_map::Entry::Vacant(e) => {
                     let (pid, fd) = (task.pid, f.fd);
-                    let keyed = super::in_netns_of(pid, || {
+                    let ask = || -> Result<_, FileError> {
                         repair::md5_keyed_sockets().map_err(|source| {
                             SocketError::Sys {
                                 pid,
@@ -518,7 +522,11 @@ pub(super) fn refuse_md5_keys(identified: &[super::Identified]) -> Result<(), Fi
                             }
                             .into()
                         })
-                    })?;
+                    };
+                    let keyed = match &f.foreign {
+                        Some(h) => h.run_in(pid, fd, ask)??,
+                        None => super::in_netns_of(pid, ask)?,
+                    };
                     e.insert(keyed)
                 }
             };

@@ -27,13 +27,15 @@ pub struct UdpState {
 }
 
 /// Captures datagram socket `dup` (fd `fd` of `pid`, inode `ino`); `groups` are the
-/// multicast groups of its network namespace (multicast::candidates).
+/// multicast groups of its network namespace (multicast::candidates), `at` the /proc entry
+/// whose net/ shows that namespace (a pid, or "thread-self").
 pub(super) fn capture(
     pid: Pid,
     fd: RawFd,
     ino: u64,
     dup: BorrowedFd<'_>,
     groups: &[(u32, std::net::IpAddr)],
+    at: &str,
 ) -> Result<SocketState, SocketError> {
     let mut socket = repair::capture_udp(dup).map_err(repair_err(pid, fd))?;
     // The restore makes it (a ping socket is checked against ping_group_range) as its user
@@ -59,7 +61,7 @@ pub(super) fn capture(
             (false, false) => "icmp",
             (false, true) => "icmp6",
         };
-        socket.remote = super::tcp::proc_net_entry(pid, ino, &[(table, socket.local.is_ipv6())])
+        socket.remote = super::tcp::proc_net_entry(at, ino, &[(table, socket.local.is_ipv6())])
             .filter(|&(_, state)| state == 1)
             .map(|(remote, _)| remote);
     }

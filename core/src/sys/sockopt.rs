@@ -45,6 +45,15 @@ pub(crate) fn socket(family: i32, ty: i32, protocol: i32) -> io::Result<OwnedFd>
     owned_fd(ret.into())
 }
 
+/// The network namespace socket `fd` was made in, as an nsfs fd (SIOCGSKNS, linux/sockios.h):
+/// the namespace may be one no process is in, or another than its holder's.
+pub(crate) fn netns_of(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    const SIOCGSKNS: libc::c_ulong = 0x894C;
+    // SAFETY: SIOCGSKNS takes no argument and answers a new fd, owned by owned_fd.
+    let ret = unsafe { libc::ioctl(fd.as_raw_fd(), SIOCGSKNS) };
+    owned_fd(ret.into())
+}
+
 /// The link-layer address of interface `ifindex` and protocol `protocol` (host order).
 fn sockaddr_ll(ifindex: i32, protocol: u16) -> libc::sockaddr_ll {
     // SAFETY: sockaddr_ll is plain data; all zeroes is a valid value.

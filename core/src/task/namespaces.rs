@@ -464,7 +464,7 @@ pub(crate) const NET: MadeKind = MadeKind {
     link: "net",
     none: "in cryo's network namespace",
     goes_back: true,
-    joins_ancestor: false,
+    joins_ancestor: true,
 };
 /// Mount namespaces.
 pub(crate) const MNT: MadeKind = MadeKind {

@@ -912,6 +912,7 @@ pub(crate) fn make_from_outside(
 pub fn restore_in_child(
     core: &TaskCore,
     parent: Option<&TaskCore>,
+    joined: Option<usize>,
     lock: (&str, &dyn Fn() -> Vec<ConnTuple>),
 ) -> Result<(), ChildError> {
     let parent_ns = parent.and_then(|p| p.netns.as_ref());
@@ -923,6 +924,15 @@ pub fn restore_in_child(
     };
     if parent_ns.map(|n| n.inode) == Some(ns.inode) {
         return Ok(());
+    }
+    // Back in an ancestor's, made (and locked) by it: joined.
+    if let Some(generations) = joined {
+        let handle = crate::sockets::home::open_ancestors(generations).map_err(
+            ChildError::sys_on(ChildStep::NetNamespace, "an ancestor's namespace"),
+        )?;
+        return nix::sched::setns(handle, CloneFlags::CLONE_NEWNET).map_err(|e| {
+            ChildError::sys_on(ChildStep::NetNamespace, "join an ancestor's namespace")(e.into())
+        });
     }
     let failed = |e: NetnsError| ChildError::SysOn {
         step: ChildStep::NetNamespace,
@@ -1021,16 +1031,73 @@ pub(crate) fn release_locks(
 }
 
 /// Each network namespace the restore made, with the pid of the process that made it (one
-/// not in its parent's; `tasks` and `pids`: the plan's tasks and their pids).
+/// not in its parent's nor back in an ancestor's; `tasks` and `pids`: the plan's tasks and
+/// their pids).
 fn made_namespaces<'a>(
     tasks: &'a [TaskImage],
     pids: &'a [Pid],
 ) -> impl Iterator<Item = (Pid, &'a NetNamespace)> + 'a {
-    tasks.iter().zip(pids).filter_map(|(task, &pid)| {
-        let ns = task.core.netns.as_ref()?;
-        let parent_ns = task.parent_core(tasks).and_then(|p| p.netns.as_ref());
-        (parent_ns.map(|n| n.inode) != Some(ns.inode)).then_some((pid, ns))
-    })
+    tasks
+        .iter()
+        .zip(pids)
+        .enumerate()
+        .filter_map(|(i, (task, &pid))| {
+            let ns = task.core.netns.as_ref()?;
+            let parent_ns = task.parent_core(tasks).and_then(|p| p.netns.as_ref());
+            (parent_ns.map(|n| n.inode) != Some(ns.inode) && joined_ancestor(tasks, i).is_none())
+                .then_some((pid, ns))
+        })
+}
+
+/// How many generations up (more than one) is the ancestor of task `i` (of `tasks`) whose
+/// network namespace it is back in, below a parent in another (zdtm netns_sub): it joins that
+/// one instead of making one.
+pub(crate) fn joined_ancestor(tasks: &[TaskImage], i: usize) -> Option<usize> {
+    let ns = tasks[i].core.netns.as_ref()?.inode;
+    ancestor_generations(tasks, crate::restore::load::forked_by(&tasks[i].entry), ns)
+        .filter(|&generations| generations > 1)
+}
+
+/// How many generations up from the child of `forker` (1: `forker` itself) the nearest
+/// process in network namespace `ns` of `tasks` is.
+fn ancestor_generations(tasks: &[TaskImage], forker: i32, ns: u64) -> Option<usize> {
+    let task = |pid: i32| tasks.iter().find(|t| t.entry.pid == pid);
+    crate::task::namespaces::ancestor_in(
+        forker,
+        |pid| task(pid).map(|t| t.core.netns.as_ref().map(|n| n.inode)),
+        |pid| task(pid).map(|t| crate::restore::load::forked_by(&t.entry)),
+        ns,
+    )
+}
+
+/// In restored process `i` of `tasks`, before its fds: an fd of each network namespace a
+/// socket of `descs` is made in (sockets/home.rs) that it reaches besides its own (an
+/// ancestor's, the roots'), at or above fd `min`.
+pub(crate) fn socket_homes(
+    tasks: &[TaskImage],
+    i: usize,
+    descs: &[cryo_proto::image::FileDesc],
+    min: i32,
+) -> std::io::Result<crate::sockets::home::Homes> {
+    use crate::sockets::home::{self, Home};
+    let own = match &tasks[i].core.netns {
+        Some(ns) => Home::Dumped(ns.inode),
+        None => Home::Roots,
+    };
+    let forker = crate::restore::load::forked_by(&tasks[i].entry);
+    home::Homes::open(
+        own,
+        &home::wanted(descs),
+        |ns| ancestor_generations(tasks, forker, ns),
+        || {
+            let outer = OUTER.load(Ordering::Relaxed);
+            if outer == 0 {
+                return Err(std::io::Error::from_raw_os_error(libc::ENOENT));
+            }
+            File::open(format!("/proc/{outer}/ns/net"))
+        },
+        min,
+    )
 }
 
 /// The paths where cryo's mount namespace binds network namespace `inode` (nsfs mounts whose

@@ -35,6 +35,7 @@
 //! unsupported KIND [FD]      an fd cryo refuses (io_uring, packet socket)
 //! events                     epoll, eventfd, timerfd, signalfd, memfd, inotify
 //! notify KIND                fanotify with marks of every kind (a tmpfs of its own), inotify
+//! netns-home [conn]          sockets of its network namespace a child in another keeps
 //! tcp ADDR                   a listener and its connections
 //! udp ADDR                   a bound UDP socket
 //! unix-pair TYPE             a socketpair in this process; fds in flight, credentials

@@ -46,6 +46,7 @@ mod memory;
 mod mount_ns;
 mod mqueue;
 mod netns;
+mod netns_home;
 mod notify;
 mod orphan_groups;
 mod page_state;
@@ -158,6 +159,7 @@ pub const MODES: &[(&str, Start)] = &[
     ("bpf", bpf::start),
     ("sysv-ns", sysv_ns::start),
     ("netns", netns::start),
+    ("netns-home", netns_home::start),
     ("aio", aio::start),
     ("cow-tree", cow_tree::start),
     ("cow-file", cow_file::start),

@@ -27,6 +27,8 @@
 //! accept-one -> ok (accepts a client of that listener, kept)
 //! serve N -> <N> (reads N bytes from the accepted client, writes them back)
 //! kid -> <the child's pid>   early-fd -> <the fd of the early socket>
+//! early-ns -> <net:[INODE] of the namespace the early socket is of (SIOCGSKNS)>
+//! early-addr -> <its address>   early-recv -> <a datagram it got (waits up to 10 s)>
 //! back-kid -> <the pid of the child back in the namespace left>
 //! last-ack -> <port> (a connection over lo whose connecting end shuts first, then a rule
 //!             dropping what comes to the listening port, then the accepted end shuts: it
@@ -233,7 +235,7 @@ pub(super) fn settled() -> Result<(), String> {
 }
 
 /// Runs `ip ARGS` in this process's namespace (its child inherits it): its output.
-fn ip(args: &[&str]) -> Result<(), String> {
+pub(super) fn ip(args: &[&str]) -> Result<(), String> {
     run_ip(args).map(drop)
 }
 
@@ -499,6 +501,34 @@ impl Mode for Netns {
                 .early
                 .map(|fd| fd.to_string())
                 .ok_or("no early socket".into()),
+            ("early-ns", []) => {
+                let fd = self.early.ok_or("no early socket")?;
+                let ino = super::sys::socket_netns(fd).map_err(io_err)?;
+                Ok(format!("net:[{ino}]"))
+            }
+            ("early-addr", []) => {
+                let fd = self.early.ok_or("no early socket")?;
+                let addr: nix::sys::socket::SockaddrIn =
+                    nix::sys::socket::getsockname(fd).map_err(|e| e.to_string())?;
+                Ok(addr.to_string())
+            }
+            ("early-recv", []) => {
+                let fd = self.early.ok_or("no early socket")?;
+                // SAFETY: the early socket stays open (this borrow ends here).
+                let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+                let mut fds = [nix::poll::PollFd::new(fd, nix::poll::PollFlags::POLLIN)];
+                if !matches!(nix::poll::poll(&mut fds, 10_000u16), Ok(1)) {
+                    return Err("nothing came to the early socket".into());
+                }
+                let mut buf = [0u8; 64];
+                let n = nix::sys::socket::recv(
+                    fd.as_raw_fd(),
+                    &mut buf,
+                    nix::sys::socket::MsgFlags::empty(),
+                )
+                .map_err(|e| e.to_string())?;
+                Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+            }
             ("talk", [n]) => {
                 let n = count(n)?;
                 let data: Vec<u8> = (0..n).map(|i| (i * 7 % 251) as u8).collect();

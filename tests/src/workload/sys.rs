@@ -1937,3 +1937,13 @@ pub fn make_mounts_private() -> io::Result<()> {
     )
     .map_err(io::Error::from)
 }
+
+/// The inode of the network namespace socket `fd` was made in (SIOCGSKNS).
+pub fn socket_netns(fd: i32) -> io::Result<u64> {
+    const SIOCGSKNS: libc::c_ulong = 0x894C;
+    // SAFETY: SIOCGSKNS takes no argument and answers a new fd, closed below.
+    let ns = cvt(unsafe { libc::ioctl(fd, SIOCGSKNS) })?;
+    // SAFETY: `ns` is the fd the ioctl just made, owned here.
+    let ns = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(ns) };
+    Ok(std::os::unix::fs::MetadataExt::ino(&ns.metadata()?))
+}

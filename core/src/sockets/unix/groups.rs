@@ -369,6 +369,7 @@ impl UnixLinks {
         opened: &mut HashMap<u32, OwnedFd>,
         fds: &[cryo_proto::image::FdEntry],
         min_high: RawFd,
+        homes: Option<&sockets::home::Homes>,
     ) -> Result<(), FileError> {
         let mine: Vec<&Group> = self
             .groups
@@ -403,7 +404,13 @@ impl UnixLinks {
                     ),
                 });
             }
-            for (id, fd) in self.make(g, &desc, &mut closing, &mut files)? {
+            // Made, refilled and finished in the network namespace its members were made in
+            // (sockets/home.rs), which the dump checked is one.
+            let (first, home) = self.home(g, &desc)?;
+            let made = sockets::home::Homes::made_in_home(homes, first, home, || {
+                self.make(g, &desc, &mut closing, &mut files)
+            })?;
+            for (id, fd) in made {
                 let d = desc(id)?;
                 opened.insert(id, above(d, fd, min_high)?);
             }
@@ -416,12 +423,47 @@ impl UnixLinks {
             }
         }
         for g in &mine {
-            self.refill(g, &desc, opened, &files)?;
+            let (first, home) = self.home(g, &desc)?;
+            sockets::home::Homes::made_in_home(homes, first, home, || {
+                self.refill(g, &desc, opened, &files)
+            })?;
         }
         for g in &mine {
-            self.finish(g, &desc, opened, &mut closing, &files)?;
+            let (first, home) = self.home(g, &desc)?;
+            sockets::home::Homes::made_in_home(homes, first, home, || {
+                self.finish(g, &desc, opened, &mut closing, &files)
+            })?;
         }
         Ok(())
+    }
+
+    /// The first member of group `g` and the network namespace its members were made in
+    /// when not their maker's (one for all, or the image is refused).
+    fn home<'a>(
+        &self,
+        g: &Group,
+        desc: &impl Fn(u32) -> Result<&'a FileDesc, FileError>,
+    ) -> Result<(&'a FileDesc, Option<sockets::home::Home>), FileError> {
+        let members = g.shape.members();
+        let first = desc(members[0])?;
+        let home_of = |d: &FileDesc| match &d.kind {
+            Some(Kind::Socket(s)) => sockets::home::Home::of(s),
+            _ => None,
+        };
+        let home = home_of(first);
+        for &m in &members[1..] {
+            let d = desc(m)?;
+            if home_of(d) != home {
+                return Err(FileError::Invalid {
+                    id: first.id,
+                    detail: format!(
+                        "it is made with {}, made in another network namespace at dump",
+                        describe(d)
+                    ),
+                });
+            }
+        }
+        Ok((first, home))
     }
 
     /// Creates the sockets of group `g`: (description id, fd) each; a socket whose peer is

@@ -29,7 +29,18 @@ pub(crate) fn check_abstract_names_free(
     links: &UnixLinks,
     descs: &[FileDesc],
 ) -> Result<(), SocketError> {
-    let names = links.bound_abstract_names();
+    // A socket made in a namespace of a dumped process (sockets/home.rs) binds its name
+    // there, not here.
+    let elsewhere: std::collections::HashSet<u32> = descs
+        .iter()
+        .filter(|d| {
+            matches!(&d.kind, Some(Kind::Socket(s))
+                if matches!(crate::sockets::home::Home::of(s), Some(crate::sockets::home::Home::Dumped(_))))
+        })
+        .map(|d| d.id)
+        .collect();
+    let mut names = links.bound_abstract_names();
+    names.retain(|(id, _, _)| !elsewhere.contains(id));
     if names.is_empty() {
         return Ok(());
     }
