@@ -661,19 +661,8 @@ impl OuterSide {
     /// a fresh one (the one to make). `with_master`: a peer is attached to its bridge there
     /// (a restore), or not (a dump's stand-in, which has none).
     pub fn here_then_unshare(with_master: bool) -> Result<OuterSide, NetnsError> {
-        let path = Path::new("/proc/thread-self/ns/net");
-        let ns: OwnedFd = std::fs::File::open(path)
-            .map_err(|error| NetnsError::Read {
-                path: path.into(),
-                error,
-            })?
-            .into();
-        let sock = route_socket()?;
-        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).map_err(NetnsError::Unshare)?;
-        Ok(OuterSide {
-            ns,
-            sock,
-            with_master,
+        Self::here_then(with_master, || {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).map_err(NetnsError::Unshare)
         })
     }
 
@@ -682,17 +671,28 @@ impl OuterSide {
     /// owned by a user namespace, whose processes could not make a link across the two
     /// (their capabilities end at their own), made by cryo from outside.
     pub fn here_then_join(ns: impl AsFd, with_master: bool) -> Result<OuterSide, NetnsError> {
+        Self::here_then(with_master, || {
+            nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(NetnsError::Join)
+        })
+    }
+
+    /// The calling thread's network namespace (and a route socket there) as the outer side,
+    /// then `enter` moves the thread to the namespace to make.
+    fn here_then(
+        with_master: bool,
+        enter: impl FnOnce() -> Result<(), NetnsError>,
+    ) -> Result<OuterSide, NetnsError> {
         let path = Path::new("/proc/thread-self/ns/net");
-        let outer: OwnedFd = std::fs::File::open(path)
+        let ns: OwnedFd = std::fs::File::open(path)
             .map_err(|error| NetnsError::Read {
                 path: path.into(),
                 error,
             })?
             .into();
         let sock = route_socket()?;
-        nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(NetnsError::Join)?;
+        enter()?;
         Ok(OuterSide {
-            ns: outer,
+            ns,
             sock,
             with_master,
         })

@@ -1078,21 +1078,7 @@ fn a_server_and_its_client_on_an_abstract_name_keep_their_peer_credentials() {
 /// 2026-12-07 it read the parent's pid.
 #[test]
 fn a_message_queued_by_a_child_keeps_its_credentials() {
-    cryo_bin();
-    let dir = reachable_by_other_uids();
-    let path = dir.path().join("creds.sock");
-    let name = path.to_str().unwrap();
-    let mut w = Workload::spawn("unix-peers", &[name, "1000", "1000", "1000", "0"]);
-    let kid = w.cmd("kid");
-    assert_eq!(w.cmd("passcred"), "ok");
-    assert_eq!(w.cmd("kid-queues hello"), "ok");
-    w.dump_and_restore();
-    assert_eq!(
-        w.cmd("recv-creds"),
-        format!("hello pid {kid} uid 1000 gid 1000"),
-        "the queued message's credentials after the restore"
-    );
-    w.kill_restored();
+    queued_by_the_child_keeps_its_credentials("kid-queues", "hello");
 }
 
 /// A message a child queued on its parent's connection before it exited (reaped since, its
@@ -1101,6 +1087,13 @@ fn a_message_queued_by_a_child_keeps_its_credentials() {
 /// dead pid, ESRCH, and the refill sent it as the refilling process, with a warning).
 #[test]
 fn a_message_queued_by_a_child_gone_since_keeps_its_credentials() {
+    queued_by_the_child_keeps_its_credentials("kid-queues-and-exits", "bye");
+}
+
+/// The unix-peers child (uid and gid 1000) queues `text` on its connection to the parent
+/// (SO_PASSCRED on) by `verb`; after the restore the parent reads it with the child's
+/// credentials.
+fn queued_by_the_child_keeps_its_credentials(verb: &str, text: &str) {
     cryo_bin();
     let dir = reachable_by_other_uids();
     let path = dir.path().join("creds.sock");
@@ -1108,11 +1101,11 @@ fn a_message_queued_by_a_child_gone_since_keeps_its_credentials() {
     let mut w = Workload::spawn("unix-peers", &[name, "1000", "1000", "1000", "0"]);
     let kid = w.cmd("kid");
     assert_eq!(w.cmd("passcred"), "ok");
-    assert_eq!(w.cmd("kid-queues-and-exits bye"), "ok");
+    assert_eq!(w.cmd(&format!("{verb} {text}")), "ok");
     w.dump_and_restore();
     assert_eq!(
         w.cmd("recv-creds"),
-        format!("bye pid {kid} uid 1000 gid 1000"),
+        format!("{text} pid {kid} uid 1000 gid 1000"),
         "the queued message's credentials after the restore"
     );
     w.kill_restored();

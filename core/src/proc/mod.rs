@@ -96,6 +96,23 @@ pub enum ProcError {
 /// A `Result` of reading /proc.
 pub type Result<T> = std::result::Result<T, ProcError>;
 
+/// An fd of namespace `kind` ("net", "mnt") of the calling process's ancestor `generations`
+/// up, found by the parent pids /proc shows (each ancestor made before its children, and
+/// running): /proc/PPID.../ns/KIND.
+pub(crate) fn ancestors_namespace(generations: usize, kind: &str) -> io::Result<std::fs::File> {
+    let mut pid = "self".to_string();
+    for _ in 0..generations {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        pid = status
+            .lines()
+            .find_map(|l| l.strip_prefix("PPid:"))
+            .map(|p| p.trim().to_string())
+            .filter(|p| p != "0")
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::ESRCH))?;
+    }
+    std::fs::File::open(format!("/proc/{pid}/ns/{kind}"))
+}
+
 /// The text of `/proc/PID/NAME`.
 pub(crate) fn read(pid: Pid, name: &str) -> Result<String> {
     fs::read_to_string(dir(pid).join(name)).map_err(|e| read_err(pid, name, e))

@@ -420,20 +420,9 @@ pub(crate) fn wanted(descs: &[FileDesc]) -> HashSet<Home> {
         .collect()
 }
 
-/// An fd of the network namespace of the calling process's ancestor `generations` up, found
-/// by the parent pids /proc shows (each ancestor made before its children, and running).
+/// An fd of the network namespace of the calling process's ancestor `generations` up.
 pub(crate) fn open_ancestors(generations: usize) -> std::io::Result<std::fs::File> {
-    let mut pid = "self".to_string();
-    for _ in 0..generations {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-        pid = status
-            .lines()
-            .find_map(|l| l.strip_prefix("PPid:"))
-            .map(|p| p.trim().to_string())
-            .filter(|p| p != "0")
-            .ok_or_else(|| std::io::Error::from_raw_os_error(libc::ESRCH))?;
-    }
-    std::fs::File::open(format!("/proc/{pid}/ns/net"))
+    crate::proc::ancestors_namespace(generations, "net")
 }
 
 #[cfg(test)]

@@ -2790,17 +2790,7 @@ pub(crate) fn joined_ancestor(
 /// found by the parent pids cryo's /proc shows (each made before its children, and running).
 /// Its root and working directory become the namespace's root; they are set later.
 fn join_ancestors(generations: usize) -> io::Result<()> {
-    let mut pid = "self".to_string();
-    for _ in 0..generations {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-        pid = status
-            .lines()
-            .find_map(|l| l.strip_prefix("PPid:"))
-            .map(|p| p.trim().to_string())
-            .filter(|p| p != "0")
-            .ok_or_else(|| io::Error::from_raw_os_error(libc::ESRCH))?;
-    }
-    let handle = std::fs::File::open(format!("/proc/{pid}/ns/mnt"))?;
+    let handle = crate::proc::ancestors_namespace(generations, "mnt")?;
     nix::sched::setns(handle, nix::sched::CloneFlags::CLONE_NEWNS)?;
     Ok(())
 }
