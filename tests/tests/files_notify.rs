@@ -130,6 +130,17 @@ fn a_fanotify_mark_asking_for_permission_events_is_refused_naming_it() {
     w.assert_dump_refused("47", "asks for permission events (mask 0x10000)");
 }
 
+/// A dnotify watch (fcntl F_NOTIFY on a directory fd): its events mask cannot be read back,
+/// the directory's owner (F_GETOWN, set by F_NOTIFY) shows it is there. Refused at dump,
+/// naming pid, fd and dnotify, the process left as it was. Before 2026-12-07 it came back
+/// without the watch: no signal for a file made in the directory (probe dnotify).
+#[test]
+fn a_dnotify_watch_is_refused_naming_it() {
+    cryo_bin();
+    let w = Workload::spawn("notify", &["dnotify"]);
+    w.assert_dump_refused("47", "dnotify watch (fcntl F_NOTIFY)");
+}
+
 #[test]
 fn an_inotify_instance_with_unread_events_is_refused_until_they_are_read() {
     refused_while_events_are_queued("inotify", "8 wd1", "8 wd1");

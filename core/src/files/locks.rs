@@ -203,6 +203,18 @@ pub(super) fn owner_of(
     if owner == 0 && signal == 0 {
         return Ok(None);
     }
+    // fcntl(F_NOTIFY) makes its caller the directory's owner (dnotify signals it), and
+    // nothing reads its mask back: an owner of a directory is taken for a dnotify watch
+    // (F_SETOWN on a directory does nothing else).
+    let directory = nix::sys::stat::fstat(dup.as_fd())
+        .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR);
+    if directory && owner != 0 {
+        return Err(open.refuse(
+            "a directory with a signal owner: a dnotify watch (fcntl F_NOTIFY), whose events \
+             mask cannot be read back",
+            false,
+        ));
+    }
     Ok(Some(FdOwner {
         fd: open.fd,
         owner_type,

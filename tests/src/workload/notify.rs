@@ -29,6 +29,9 @@
 //!                   unlinked; watch 2 on FIFO DIR/watched/fifo, open read-write at fd 49
 //!                   with "queued" in it; the events of setting them up read
 //!
+//! notify dnotify   fd 47: DIR/watched open, fcntl(F_NOTIFY, DN_CREATE|DN_MULTISHOT): its
+//!                   owner (F_GETOWN) is this process
+//!
 //! write NAME        -> ok                       (writes "x" to DIR/NAME; nothing read)
 //! events            -> <mask hex> <path>,...    (every event queued, one per file: masks
 //!                                                ORed; fanotify: the event fd's path)
@@ -154,6 +157,19 @@ pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
             std::fs::remove_file(&marked).map_err(failed("unlink marked"))?;
             // The unlink's IN_ATTRIB on watch 1: read, so that nothing is queued.
             sys::read_available(fd, 1 << 16).map_err(failed("read the set-up's events"))?;
+            fd
+        }
+        "dnotify" => {
+            let watched = dir.join("watched");
+            std::fs::create_dir(&watched).map_err(failed("mkdir watched"))?;
+            let fd = sys::open_mode(&watched, libc::O_RDONLY | libc::O_DIRECTORY, 0)
+                .map_err(failed("open watched"))?;
+            // DN_CREATE | DN_MULTISHOT (linux/fcntl.h; not in libc).
+            let mask: libc::c_int = 0x4 | 0x8000_0000_u32 as libc::c_int;
+            // SAFETY: F_NOTIFY takes an int mask.
+            if unsafe { libc::fcntl(fd, libc::F_NOTIFY, mask) } < 0 {
+                return Err(format!("F_NOTIFY: {}", std::io::Error::last_os_error()));
+            }
             fd
         }
         other => return Err(format!("unknown notify kind {other:?}")),
