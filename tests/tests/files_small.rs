@@ -405,6 +405,35 @@ fn a_removed_symlink_held_open_comes_back_removed_with_its_target() {
     w.kill_restored();
 }
 
+/// An O_PATH fd on a unix socket's file names the file, not a socket: it comes back on the
+/// same path, a socket file still. Before 2026-12-07 the dump took it for a socket and
+/// failed on its first socket call ("getsockopt SO_DOMAIN ... Bad file descriptor").
+#[test]
+fn an_o_path_fd_on_a_unix_sockets_file_comes_back_on_it() {
+    cryo_bin();
+    let mut w = Workload::spawn("held", &["o-path-socket"]);
+    let before = w.cmd("stat 47");
+    let flags = w.cmd("flags");
+    w.dump_and_restore();
+    let fds = parse_fds(&w.cmd("fds"));
+    assert!(fds[&47].ends_with("/sock"), "{fds:?}");
+    assert_eq!(
+        w.cmd("stat 47").split(' ').next(),
+        before.split(' ').next(),
+        "a socket file"
+    );
+    assert_eq!(w.cmd("flags"), flags, "O_PATH kept");
+    w.kill_restored();
+}
+
+/// An O_PATH fd on a removed FIFO: no name leads to it, and no FIFO of it can be opened:
+/// refused naming the fd and what it holds. Before 2026-12-07 refused with the raw error of
+/// a pipe call ("F_GETPIPE_SZ ... Bad file descriptor").
+#[test]
+fn an_o_path_fd_on_a_removed_fifo_is_refused_naming_it() {
+    refused_at_dump("o-path-deleted-fifo", "an O_PATH fd on a removed fifo");
+}
+
 #[test]
 fn a_symlink_held_open_by_o_path_comes_back_as_the_link_itself() {
     cryo_bin();

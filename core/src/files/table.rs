@@ -652,6 +652,12 @@ fn classify(open: &OpenFd) -> Result<(Seen, fs::Metadata), FileError> {
         }
     } else if file_type.is_file() {
         Seen::Regular { path, deleted }
+    } else if deleted && o_path && (file_type.is_fifo() || file_type.is_socket()) {
+        // Names a node no path leads to any more: no FIFO or socket of it can be opened.
+        return Err(open.refuse(
+            format!("an O_PATH fd on a removed {}", type_name(&meta)),
+            true,
+        ));
     } else if deleted && file_type.is_fifo() {
         Seen::Pipe {
             ino: meta.ino(),

@@ -333,8 +333,13 @@ fn for_errors(pid: Pid, fd: RawFd) -> OpenFd {
     }
 }
 
-/// The socket inode behind `dup` (a duplicate of a task's fd), `None` if it is no socket.
+/// The socket inode behind `dup` (a duplicate of a task's fd), `None` if it is no socket (an
+/// O_PATH fd on a socket's file only names it: a file of files/).
 fn socket_inode(dup: BorrowedFd<'_>) -> std::io::Result<Option<InodeKey>> {
+    let flags = nix::fcntl::fcntl(dup, nix::fcntl::FcntlArg::F_GETFL)?;
+    if flags & libc::O_PATH != 0 {
+        return Ok(None);
+    }
     let st = nix::sys::stat::fstat(dup)?;
     Ok(
         (st.st_mode & libc::S_IFMT == libc::S_IFSOCK).then_some(InodeKey {

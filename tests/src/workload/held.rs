@@ -25,6 +25,8 @@
 //!       | deleted-dir-in-deleted-dir (parent/gone, both removed) | deleted-dev | deleted-symlink | symlink
 //!       | linked-in-removed-dir (sub/f, "before", opened O_RDWR, linked as `other`, then
 //!         sub/f and sub removed: its name deleted, the file linked elsewhere)
+//!       | o-path-socket (the file of a closed unix socket, DIR/sock, held O_PATH)
+//!       | o-path-deleted-fifo (a FIFO held O_PATH, then removed)
 //!       | console (a node 5:1 made in the control dir, opened read-only)
 //!       | vt (a node 4:5, virtual console 5, made there, opened read-only) | vt-excl (the same
 //!       of console 6, then TIOCEXCL) | serial (a node 4:64, the first serial port, O_RDONLY|O_NONBLOCK)
@@ -138,6 +140,18 @@ fn hold(kind: &str, dir: &Path) -> std::io::Result<i32> {
             sys::mknod_char(&at("null"), 1, 3)?;
             let fd = sys::open(&at("null"), libc::O_RDWR)?;
             std::fs::remove_file(at("null"))?;
+            fd
+        }
+        "o-path-socket" => {
+            // A unix socket's file (the socket closed), held by an O_PATH fd.
+            let l = std::os::unix::net::UnixListener::bind(at("sock"))?;
+            drop(l);
+            sys::open(&at("sock"), libc::O_PATH)?
+        }
+        "o-path-deleted-fifo" => {
+            sys::mkfifo(&at("fifo"))?;
+            let fd = sys::open(&at("fifo"), libc::O_PATH)?;
+            std::fs::remove_file(at("fifo"))?;
             fd
         }
         "deleted-symlink" | "symlink" => {
