@@ -974,3 +974,17 @@ fn a_listener_that_cleared_so_reuseport_after_joining_a_group_comes_back_in_it()
     TcpStream::connect(name.as_str()).expect("the group listens");
     w.kill_restored();
 }
+
+/// An MPTCP socket (IPPROTO_MPTCP) is refused at dump naming pid, fd and MPTCP. Before
+/// 2026-12-07 the refusal called it "(sctp...)".
+#[test]
+fn an_mptcp_socket_is_refused_naming_mptcp() {
+    cryo_bin();
+    let w = Workload::spawn("socks", &[]);
+    let fd = w.cmd("socket inet stream 262");
+    if fd.contains("os error") {
+        eprintln!("no MPTCP here: {fd}");
+        return;
+    }
+    w.assert_dump_refused(&fd, "MPTCP inet socket of type 1 protocol 262");
+}

@@ -751,9 +751,16 @@ fn identify(
         // UDP-lite, ping and raw sockets: restored as UDP is (udp.rs).
         (ty, proto) if cryo_tcp_repair::is_datagram_kind(ty, proto) => Found::Udp,
         _ => {
+            // IPPROTO_MPTCP (linux/in.h: 262), IPPROTO_SCTP, IPPROTO_DCCP by name.
+            let named = match proto {
+                262 => "MPTCP ",
+                libc::IPPROTO_SCTP => "SCTP ",
+                33 => "DCCP ",
+                _ => "",
+            };
             return Err(refuse(format!(
-                "inet socket of type {ty} protocol {proto} (sctp...)"
-            )))
+                "{named}inet socket of type {ty} protocol {proto}"
+            )));
         }
     };
     Ok((domain as u32, kind))
