@@ -426,6 +426,17 @@ fn an_o_path_fd_on_a_unix_sockets_file_comes_back_on_it() {
     w.kill_restored();
 }
 
+/// A file held open on a tmpfs unmounted lazily since (MNT_DETACH): no path leads to it,
+/// its mount is in no table: refused naming the fd and the mount. Before 2026-12-07 refused
+/// with "find it by its path /f: No such file or directory" (probe lazyumount).
+#[test]
+fn a_file_on_a_lazily_unmounted_mount_is_refused_naming_the_mount() {
+    refused_at_dump(
+        "lazy-unmounted",
+        "which is not in its mount namespace (unmounted lazily",
+    );
+}
+
 /// An O_PATH fd on a removed FIFO: no name leads to it, and no FIFO of it can be opened:
 /// refused naming the fd and what it holds. Before 2026-12-07 refused with the raw error of
 /// a pipe call ("F_GETPIPE_SZ ... Bad file descriptor").

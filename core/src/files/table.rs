@@ -781,6 +781,19 @@ fn check_reachable(
     } else {
         fs::metadata(&seen)
     };
+    if at_path
+        .as_ref()
+        .map_or(true, |at| InodeKey::of(at) != InodeKey::of(meta))
+        && open.mnt_id != 0
+        && !mount_listed(open.pid, open.mnt_id)
+    {
+        return Err(open.dump_err(format!(
+            "{path} is on mount {}, which is not in its mount namespace (unmounted lazily, \
+             MNT_DETACH, while the file was open, or of another namespace): no path leads to \
+             it, not supported",
+            open.mnt_id
+        )));
+    }
     match at_path {
         Ok(at_path) if InodeKey::of(&at_path) == InodeKey::of(meta) => Ok(()),
         Ok(_) => Err(open.dump_err(format!(
@@ -788,6 +801,16 @@ fn check_reachable(
         ))),
         Err(e) => Err(open.inspect_err("find it by its path", PathBuf::from(path), e)),
     }
+}
+
+/// Whether mount `mnt_id` is in the mount table of `pid` (/proc/PID/mountinfo); true when
+/// the table cannot be read (the caller's own error then tells what is wrong).
+fn mount_listed(pid: Pid, mnt_id: u64) -> bool {
+    crate::proc::read(pid, "mountinfo").map_or(true, |table| {
+        crate::task::mount_ns::mountinfo::parse_with_nsfs(&table)
+            .iter()
+            .any(|m| u64::from(m.id) == mnt_id)
+    })
 }
 
 /// `/proc/PID` if `path` lies in the /proc directory of a process.

@@ -25,6 +25,8 @@
 //!       | deleted-dir-in-deleted-dir (parent/gone, both removed) | deleted-dev | deleted-symlink | symlink
 //!       | linked-in-removed-dir (sub/f, "before", opened O_RDWR, linked as `other`, then
 //!         sub/f and sub removed: its name deleted, the file linked elsewhere)
+//!       | lazy-unmounted (DIR/m/f of a tmpfs at DIR/m, open read-write, the tmpfs then
+//!         unmounted with MNT_DETACH)
 //!       | o-path-socket (the file of a closed unix socket, DIR/sock, held O_PATH)
 //!       | o-path-deleted-fifo (a FIFO held O_PATH, then removed)
 //!       | console (a node 5:1 made in the control dir, opened read-only)
@@ -140,6 +142,15 @@ fn hold(kind: &str, dir: &Path) -> std::io::Result<i32> {
             sys::mknod_char(&at("null"), 1, 3)?;
             let fd = sys::open(&at("null"), libc::O_RDWR)?;
             std::fs::remove_file(at("null"))?;
+            fd
+        }
+        "lazy-unmounted" => {
+            // A file of a tmpfs held open, the tmpfs then unmounted lazily (MNT_DETACH).
+            std::fs::create_dir(at("m"))?;
+            sys::mount_tmpfs(&at("m"))?;
+            std::fs::write(at("m/f"), b"detached")?;
+            let fd = sys::open(&at("m/f"), libc::O_RDWR)?;
+            nix::mount::umount2(&at("m"), nix::mount::MntFlags::MNT_DETACH)?;
             fd
         }
         "o-path-socket" => {
