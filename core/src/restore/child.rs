@@ -120,23 +120,25 @@ fn child_setup(tree: &Planned, i: usize) -> Result<(), ChildError> {
     keep.extend(mapping.all().iter().map(|&fd| fd as RawFd));
     let object_slots: Vec<RawFd> = tree.object_slots().iter().map(|&(_, s)| s).collect();
     keep.extend(&object_slots);
+    // A number above every fd it places and every slot it keeps: where what it holds for
+    // itself alone goes (F_DUPFD: the first free one from there).
+    let above = t
+        .core
+        .fds
+        .iter()
+        .map(|e| e.fd)
+        .chain(keep.iter().copied())
+        .chain(plan.extra[i].values().copied())
+        .chain(plan.inherited[i].values().copied())
+        .chain([plan.parent_root_slot, plan.images_slot, plan.ipc_slot])
+        .max()
+        .map_or(0, |m| m + 1);
     // The network namespaces it makes sockets of another namespace in (sockets/home.rs),
     // opened while /proc is still its parent's (the mount namespace it makes next may show
     // another), held above every fd it places.
     let homes = if t.core.files_of_parent {
         None
     } else {
-        let above = t
-            .core
-            .fds
-            .iter()
-            .map(|e| e.fd)
-            .chain(keep.iter().copied())
-            .chain(plan.extra[i].values().copied())
-            .chain(plan.inherited[i].values().copied())
-            .chain([plan.parent_root_slot, plan.images_slot, plan.ipc_slot])
-            .max()
-            .map_or(0, |m| m + 1);
         let homes =
             crate::task::netns::socket_homes(&tree.loaded.tasks, i, &tree.loaded.descs, above)
                 .map_err(ChildError::sys_on(
@@ -151,15 +153,8 @@ fn child_setup(tree: &Planned, i: usize) -> Result<(), ChildError> {
         parent,
         crate::task::mount_ns::joined_ancestor(&tree.loaded.tasks, i),
     )?;
-    // What it took on removed objects its binds show: above every fd and slot of the tree.
-    let slots_top = tree
-        .object_slots()
-        .iter()
-        .map(|&(_, s)| s)
-        .chain([plan.ipc_slot, plan.parent_root_slot])
-        .max()
-        .unwrap_or(plan.ipc_slot);
-    files::raise_removed_bound(slots_top + 1).map_err(ChildError::sys_on(
+    // What it took on removed objects its binds show: above every fd and slot, as the homes.
+    files::raise_removed_bound(above).map_err(ChildError::sys_on(
         ChildStep::MountNamespace,
         "move the fds on removed objects its binds show",
     ))?;

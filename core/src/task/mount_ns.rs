@@ -166,6 +166,22 @@ pub fn dump(
         mount: m.describe(),
         detail,
     };
+    // A filesystem of the namespace's own (a tmpfs, a proc) is made again whole: a mount of
+    // a part of it only where the namespace mounts the whole first (a bind of it then).
+    let refuse_part = |m: &Mount| {
+        if m.root == "/" {
+            Ok(())
+        } else {
+            Err(refuse(
+                m,
+                format!(
+                    "is a part of a {} whose whole the namespace does not mount first: not \
+                     made again",
+                    m.fstype
+                ),
+            ))
+        }
+    };
     // A pseudo filesystem made again by a plain mount: only with a new mount's options.
     let plain_options = |m: &Mount, kind: &str| {
         if m.super_options == "rw" {
@@ -388,14 +404,7 @@ pub fn dump(
                 ..Default::default()
             }
         } else if m.fstype == "tmpfs" && !our_devs.contains(m.dev.as_str()) {
-            if m.root != "/" {
-                return Err(refuse(
-                    m,
-                    "is a part of a tmpfs whose whole the namespace does not mount first: not \
-                     made again"
-                        .into(),
-                ));
-            }
+            refuse_part(m)?;
             let (tmpfs_options, read_only) = tmpfs_options(&m.super_options)
                 .map_err(|opt| refuse(m, format!("tmpfs option {opt:?} is not made again")))?;
             let files = copy_tmpfs(pid, (&root_link, &seen_at), (&theirs, at), &mut budget)
@@ -413,14 +422,7 @@ pub fn dump(
                 ..Default::default()
             }
         } else if m.fstype == "proc" && !our_devs.contains(m.dev.as_str()) {
-            if m.root != "/" {
-                return Err(refuse(
-                    m,
-                    "is a part of a proc whose whole the namespace does not mount first: not \
-                     made again"
-                        .into(),
-                ));
-            }
+            refuse_part(m)?;
             let proc_options = proc_options(&m.super_options)
                 .map_err(|opt| refuse(m, format!("proc option {opt:?} is not made again")))?;
             let own = match proc_shows(pid, &seen_at) {

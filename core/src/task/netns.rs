@@ -1151,7 +1151,9 @@ pub(crate) fn bind_handles(tasks: &[TaskImage], pids: &[Pid]) -> Result<(), NetN
                 .strip_prefix("net:[")
                 .and_then(|r| r.strip_suffix(']'))
                 .and_then(|r| r.parse::<u64>().ok());
-            if let Some(user) = held.and_then(process_in_net_namespace) {
+            if let Some(user) =
+                held.and_then(|ns| crate::proc::outsider_in_namespace("net", ns, &[]))
+            {
                 return Err(NetNamespaceError::Refused {
                     pid,
                     inode,
@@ -1177,16 +1179,6 @@ pub(crate) fn bind_handles(tasks: &[TaskImage], pids: &[Pid]) -> Result<(), NetN
             .map_err(failed("bind the restored namespace there"))?;
     }
     Ok(())
-}
-
-/// A process whose network namespace is `inode`, if any (/proc/PID/ns/net of each).
-fn process_in_net_namespace(inode: u64) -> Option<i32> {
-    let link = format!("net:[{inode}]");
-    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
-        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
-        let ns = std::fs::read_link(e.path().join("ns/net")).ok()?;
-        (ns.to_str()? == link).then_some(pid)
-    })
 }
 
 /// Once every process of the restore has made its sockets and refilled their queues (a
