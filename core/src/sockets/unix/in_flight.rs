@@ -27,7 +27,7 @@
 //! closed). Waiting connections whose clients sent nothing are not touched: restore connects
 //! the clients again.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 
 use nix::unistd::Pid;
@@ -85,12 +85,11 @@ pub fn capture_accept_queues(
     files: &mut FileTable,
     images: &ImageDir,
 ) -> Result<(), FileError> {
-    let mut taken = HashSet::new();
     // A listener held by several processes (one forked after listen()) is in each one's
     // dump: its queue is taken once, by the first, and the others' records get what that one
     // captured once its descriptors in flight are resolved (accepting again would find the
     // queue empty, the connections already in cryo).
-    let mut captured_by: std::collections::HashMap<u64, usize> = Default::default();
+    let mut captured_by: HashMap<u64, usize> = HashMap::new();
     let mut also_held: Vec<(usize, u64)> = Vec::new();
     for (at, dump) in dumps.iter_mut().enumerate() {
         let queues: Vec<_> = dump
@@ -195,10 +194,9 @@ pub fn capture_accept_queues(
                 })?
                 .ok_or_else(|| bad(AcceptProblem::NoRecord))?;
             files.update_socket(&rec);
-            taken.insert(q.ino);
         }
     }
-    if taken.is_empty() {
+    if captured_by.is_empty() {
         return Ok(());
     }
     // What the embryos' queues carried in flight: dumped like the rest, checked like the rest
@@ -214,7 +212,7 @@ pub fn capture_accept_queues(
     crate::sockets::check_unix_peers(dumps, true)?;
     check_accept_queues(dumps)?;
     for q in dumps.iter().flat_map(|d| &d.accept_queues) {
-        if !taken.contains(&q.ino) && q.clients.iter().any(|&(_, sent)| sent > 0) {
+        if !captured_by.contains_key(&q.ino) && q.clients.iter().any(|&(_, sent)| sent > 0) {
             return Err(SocketError::AcceptQueue {
                 pid: q.pid,
                 fd: q.fd,
