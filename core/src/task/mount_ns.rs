@@ -2775,14 +2775,12 @@ pub(crate) fn joined_ancestor(
     tasks: &[crate::restore::load::TaskImage],
     i: usize,
 ) -> Option<usize> {
-    use crate::restore::load::forked_by;
     // In cryo's namespace below a parent in another: refused at dump (check_tree).
     let ns = tasks[i].core.mnt.as_ref()?.inode;
-    let task = |pid: i32| tasks.iter().find(|t| t.entry.pid == pid);
-    crate::task::namespaces::ancestor_in(
-        forked_by(&tasks[i].entry),
-        |pid| task(pid).map(|t| t.core.mnt.as_ref().map(|m| m.inode)),
-        |pid| task(pid).map(|t| forked_by(&t.entry)),
+    crate::task::namespaces::task_ancestor_in(
+        tasks,
+        crate::restore::load::forked_by(&tasks[i].entry),
+        |core| core.mnt.as_ref().map(|m| m.inode),
         ns,
     )
     .filter(|&generations| generations > 1)

@@ -591,6 +591,25 @@ pub(crate) fn ancestor_in(
     }
 }
 
+/// [`ancestor_in`] over the restore's `tasks`, their forkers as parents: how many generations
+/// up from the child of `forker` (1: `forker` itself) the nearest task whose namespace
+/// `inode_of` tells is `ns`.
+pub(crate) fn task_ancestor_in(
+    tasks: &[crate::restore::load::TaskImage],
+    forker: i32,
+    inode_of: impl Fn(&TaskCore) -> Option<u64>,
+    ns: u64,
+) -> Option<usize> {
+    use crate::restore::load::forked_by;
+    let task = |pid: i32| tasks.iter().find(|t| t.entry.pid == pid);
+    ancestor_in(
+        forker,
+        |pid| task(pid).map(|t| inode_of(&t.core)),
+        |pid| task(pid).map(|t| forked_by(&t.entry)),
+        ns,
+    )
+}
+
 /// In a forked process of the restore, before its children: a new UTS namespace with the
 /// dumped names, and a new time namespace with the clocks of the freeze, where its process was
 /// in one other than its parent's (`parent`: the parent's core, None for a root).

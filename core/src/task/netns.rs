@@ -1061,11 +1061,10 @@ pub(crate) fn joined_ancestor(tasks: &[TaskImage], i: usize) -> Option<usize> {
 /// How many generations up from the child of `forker` (1: `forker` itself) the nearest
 /// process in network namespace `ns` of `tasks` is.
 fn ancestor_generations(tasks: &[TaskImage], forker: i32, ns: u64) -> Option<usize> {
-    let task = |pid: i32| tasks.iter().find(|t| t.entry.pid == pid);
-    crate::task::namespaces::ancestor_in(
+    crate::task::namespaces::task_ancestor_in(
+        tasks,
         forker,
-        |pid| task(pid).map(|t| t.core.netns.as_ref().map(|n| n.inode)),
-        |pid| task(pid).map(|t| crate::restore::load::forked_by(&t.entry)),
+        |core| core.netns.as_ref().map(|n| n.inode),
         ns,
     )
 }
