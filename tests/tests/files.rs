@@ -354,6 +354,51 @@ fn pipe_and_fifo_read_ends_come_back_with_pollhup_as_they_had_it() {
     w.kill_restored();
 }
 
+/// A FIFO holding unread bytes keeps its node's access and modification times: the restore's
+/// refill writes them again, which moved the modification time to the restore's (before
+/// 2026-12-07: probe fifotimes). A FIFO the restore does not write keeps them too.
+#[test]
+fn a_fifo_with_unread_bytes_keeps_its_times() {
+    use std::os::unix::fs::MetadataExt;
+    cryo_bin();
+    let mut w = Workload::spawn("pipe", &["0"]);
+    assert_eq!(w.cmd("fifo timed"), "ok");
+    assert_eq!(w.cmd("fifo empty"), "ok");
+    let timed = w.cmd("open-fifo timed r");
+    let writer = w.cmd("open-fifo timed w");
+    assert_eq!(w.cmd(&format!("put {writer} 7")), "ok");
+    let _empty = w.cmd("open-fifo empty r");
+    let (atime, mtime) = (
+        nix::sys::time::TimeSpec::new(1_500_000_000, 123),
+        nix::sys::time::TimeSpec::new(1_600_000_000, 456),
+    );
+    let dir = w.path("");
+    let times = |name: &str| {
+        let m = std::fs::metadata(dir.join(name)).unwrap();
+        (m.atime(), m.atime_nsec(), m.mtime(), m.mtime_nsec())
+    };
+    for name in ["timed", "empty"] {
+        nix::sys::stat::utimensat(
+            nix::fcntl::AT_FDCWD,
+            &w.path(name),
+            &atime,
+            &mtime,
+            nix::sys::stat::UtimensatFlags::FollowSymlink,
+        )
+        .unwrap();
+    }
+    let before = (times("timed"), times("empty"));
+    assert_eq!(before.0, (1_500_000_000, 123, 1_600_000_000, 456));
+    w.dump_and_restore();
+    assert_eq!((times("timed"), times("empty")), before, "the nodes' times");
+    assert_eq!(
+        w.cmd(&format!("poll {timed}")),
+        "1",
+        "the bytes are back, a writer open"
+    );
+    w.kill_restored();
+}
+
 /// The ends of one FIFO held apart by a parent and its child: the child's opened before a
 /// writer came and went (POLLHUP), the parent's opened after, with no writer since (none).
 /// They are made by one process, in that order, and the child's handed down to it. Before:

@@ -1054,6 +1054,38 @@ fn a_namespace_ip_netns_names_comes_back_under_its_name() {
     w.kill_restored();
 }
 
+/// `restore --check-only` of a process in a namespace `ip netns` names, judged while the
+/// process still runs in it (a check dump leaves it running): the restore would fail on the
+/// name (it cannot go to the restored namespace), so the judge says so, a temporary finding
+/// naming the path and the pid in it (exit 2); once the process is gone, nothing. Before
+/// 2026-12-07 the judge said nothing.
+#[test]
+fn a_namespace_name_held_by_a_running_process_is_a_temporary_finding() {
+    cryo_bin();
+    let mut w = Workload::spawn("netns", &[]);
+    let pid = w.pid();
+    let name = NetnsName(format!("cryo-t{pid}"));
+    cryo_tests::hosts::ip(&["netns", "attach", &name.0, &pid.to_string()]);
+    let img = w.path("check");
+    w.dump(&img, &["--check-only", "--tcp-established"])
+        .assert_success();
+    let img_arg = img.to_str().unwrap();
+    let judged = w.cryo(&["restore", "--check-only", "-D", img_arg]);
+    assert_eq!(judged.status.code(), Some(2), "{judged}");
+    assert!(
+        judged.stdout.contains("network namespace name")
+            && judged.stdout.contains(&format!("/run/netns/{}", name.0))
+            && judged.stdout.contains(&format!("pid {pid} in it")),
+        "{judged}"
+    );
+    w.kill_original();
+    let judged = w.cryo(&["restore", "--check-only", "-D", img_arg]);
+    assert!(
+        !judged.stdout.contains("network namespace name"),
+        "{judged}"
+    );
+}
+
 /// A workload in a user namespace of its own (`unshare -Urn`) whose network namespace, owned
 /// by it, holds link `inside` made outside and moved in, renamed eth0 and brought up by the
 /// process, with address `addr`: its view of eth0, its addresses and routes, settled.

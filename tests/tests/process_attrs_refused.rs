@@ -299,6 +299,20 @@ fn a_restore_from_a_session_keyring_of_its_own_is_refused_for_a_process_without_
 fn a_detached_restore_of_a_root_with_a_parent_death_signal_is_refused_naming_it() {
     cryo_bin();
     let mut w = Workload::spawn("attrs", &["pdeathsig=1"]);
+    // `restore --check-only --detach` says so first, as a permanent finding (exit 3); the same
+    // judge without --detach finds nothing of it. Before 2026-12-07 it said nothing.
+    let check = w.path("check");
+    w.dump(&check, &["--check-only"]).assert_success();
+    let check_arg = check.to_str().unwrap();
+    let judged = w.cryo(&["restore", "--check-only", "-D", check_arg, "--detach"]);
+    assert_eq!(judged.status.code(), Some(3), "{judged}");
+    assert!(
+        judged.stdout.contains("parent-death signal")
+            && judged.stdout.contains(&format!("{} thread", w.pid())),
+        "{judged}"
+    );
+    let judged = w.cryo(&["restore", "--check-only", "-D", check_arg]);
+    assert!(!judged.stdout.contains("parent-death"), "{judged}");
     let img = w.path("img");
     w.dump_ok(&img);
     let img_arg = img.to_str().unwrap();

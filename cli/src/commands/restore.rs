@@ -184,6 +184,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
             pidns: opts.pidns,
             netns: opts.netns,
             accept_changed_files: opts.accept_changed_files,
+            detach: opts.detach,
         };
         let verdict = cryo_core::precheck::check_only(&opts.images_dir, check)
             .with_context(|| format!("check of {dir}"))?;

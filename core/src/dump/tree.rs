@@ -286,13 +286,7 @@ pub(crate) fn refuse_pdeath_of_thread_child(
     ppid: Pid,
     core: &cryo_proto::image::TaskCore,
 ) -> Result<()> {
-    let Some(signal) = core
-        .threads
-        .iter()
-        .filter_map(|t| t.attrs.as_ref())
-        .map(|a| a.pdeathsig)
-        .find(|&s| s != 0)
-    else {
+    let Some((_, signal)) = crate::task::attrs::death_signal(core) else {
         return Ok(());
     };
     for tid in proc::tids(ppid)?.into_iter().filter(|&t| t != ppid) {

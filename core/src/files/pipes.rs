@@ -74,6 +74,10 @@ impl FileKind for Pipes {
             .then(|| super::quiet_reads::quiet(fd.state, &fd.open.proc_path(), fd.meta));
         let pidfd = task_pidfd(fd.open, fd.pidfd)?;
         let mut pipe = dump(fd.open, pidfd, *ino, fifo_path.clone(), with_data)?;
+        if !fifo_path.is_empty() {
+            // Its node's: the refill's writes move the modification time (open_fifo).
+            (pipe.atime_ns, pipe.mtime_ns) = super::regular::times_ns(fd.meta);
+        }
         if *deleted {
             use std::os::unix::fs::MetadataExt;
             fd.open.refuse_on_read_only_mount("deleted FIFO")?;
@@ -82,7 +86,6 @@ impl FileKind for Pipes {
             pipe.mode = m.mode() & 0o7777;
             pipe.uid = m.uid();
             pipe.gid = m.gid();
-            (pipe.atime_ns, pipe.mtime_ns) = super::regular::times_ns(m);
         }
         Ok(Kind::Pipe(pipe))
     }
@@ -563,6 +566,15 @@ fn open_fifo(
     }
     if let (true, Some(wr)) = (refilled, &writer) {
         refill(first, wr, queued, capacity)?;
+        // The writes moved the node's modification time to now: put back what the dump read
+        // (an image of before 2026-12-07 has none). Its change time stays moved: no call sets
+        // it.
+        let pipe = group[0].1;
+        if pipe.mtime_ns != 0 {
+            let time = super::regular::timespec_of_ns;
+            nix::sys::stat::futimens(&keeper, &time(pipe.atime_ns), &time(pipe.mtime_ns))
+                .map_err(|e| restore_err(first, "give the fifo its times back", e.into()))?;
+        }
     } else if now != 0 && !data.is_empty() {
         // Someone else kept the fifo open: its buffers (and the data) outlived the dump.
         debug!(

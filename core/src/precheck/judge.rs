@@ -7,7 +7,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 
-use cryo_proto::image::{CheckedId, CheckedPort, Inventory, MigrationCheck};
+use cryo_proto::image::{CheckedId, CheckedPort, Inventory, MigrationCheck, TaskCore};
 use cryo_proto::ImageKind;
 use serde::Serialize;
 
@@ -95,6 +95,8 @@ pub struct CheckOptions {
     pub netns: bool,
     /// `--accept-changed-files`: a file that differs is used anyway (a missing one is not).
     pub accept_changed_files: bool,
+    /// `--detach`: cryo ends once the processes run, so a root's parent is gone at once.
+    pub detach: bool,
 }
 
 /// `cryo restore --check-only -D DIR`: judges this host against the check image in `dir`.
@@ -130,10 +132,15 @@ pub fn check_only(dir: &Path, opts: CheckOptions) -> Result<Verdict> {
     ids(&check.uids, "user", &mut v);
     ids(&check.gids, "group", &mut v);
     aio_rings(&check, &mut v);
-    session_keyrings(&images, &inventory.root_pids, &mut v)?;
+    let roots = root_cores(&images, &inventory.root_pids)?;
+    session_keyrings(&roots, &mut v)?;
     let cores = live_cores(&images)?;
     mount_namespaces(&cores, &mut v);
     host_links(&cores, &mut v)?;
+    namespace_names(&cores, &mut v);
+    if opts.detach && !opts.pidns && !opts.netns {
+        death_signals(&roots, &mut v);
+    }
     if !opts.netns {
         abstract_names(&images, &mut v)?;
     }
@@ -161,6 +168,20 @@ fn abstract_names(images: &ImageDir, v: &mut Verdict) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The cores of the image's roots, with their pids.
+fn root_cores(images: &ImageDir, roots: &[i32]) -> Result<Vec<(i32, TaskCore)>> {
+    roots
+        .iter()
+        .map(|&root| {
+            let core = images.read_single(
+                &names::core(nix::unistd::Pid::from_raw(root)),
+                ImageKind::Core,
+            )?;
+            Ok((root, core))
+        })
+        .collect()
 }
 
 /// The cores of the image's processes but zombies.
@@ -205,6 +226,45 @@ fn host_links(cores: &[cryo_proto::image::TaskCore], v: &mut Verdict) -> Result<
     Ok(())
 }
 
+/// Whether the names (`ip netns`) the image's network namespaces had are free to go to the
+/// restored ones (task/netns.rs bind_handles): not held by a namespace a process still runs in.
+fn namespace_names(cores: &[cryo_proto::image::TaskCore], v: &mut Verdict) {
+    let mut seen = std::collections::HashSet::new();
+    for ns in cores
+        .iter()
+        .filter_map(|c| c.netns.as_ref())
+        .filter(|ns| seen.insert(ns.inode))
+    {
+        for (handle, why) in crate::task::netns::handles_in_use(ns) {
+            v.push(
+                Temporary,
+                "network namespace name",
+                handle,
+                format!("the namespace bound there is in use, {why}"),
+                "end the process in it (the dumped one, left running?) or `ip netns delete` the name",
+            );
+        }
+    }
+}
+
+/// Whether a root has a parent-death signal, which a detached restore would send at once
+/// (restore/mod.rs refuses it before making anything).
+fn death_signals(roots: &[(i32, TaskCore)], v: &mut Verdict) {
+    for (root, core) in roots {
+        if let Some((tid, signal)) = crate::task::attrs::death_signal(core) {
+            v.push(
+                Permanent,
+                "parent-death signal",
+                format!("{root} thread {tid}"),
+                format!(
+                    "signal {signal} when its parent ends: with --detach its parent, cryo, ends at once"
+                ),
+                "restore without --detach (cryo stays its parent while it runs)",
+            );
+        }
+    }
+}
+
 /// Whether this host has what the image's mount namespaces are made again from: the paths
 /// of cryo's namespace their binds show, and cryo's mounts whose peer groups they join
 /// (task/mount_ns.rs).
@@ -228,15 +288,11 @@ fn mount_namespaces(cores: &[cryo_proto::image::TaskCore], v: &mut Verdict) {
 
 /// Whether each root can have its session keyring back from a `cryo restore` run as this
 /// one is (task/keyrings.rs): a restore refuses what it cannot, before making anything.
-fn session_keyrings(images: &ImageDir, roots: &[i32], v: &mut Verdict) -> Result<()> {
+fn session_keyrings(roots: &[(i32, TaskCore)], v: &mut Verdict) -> Result<()> {
     let own = crate::sys::keyctl::own_session_keyring()
         .map_err(|e| Error::sys(nix::unistd::getpid(), "read cryo's session keyring", e))?;
-    for &root in roots {
-        let core: cryo_proto::image::TaskCore = images.read_single(
-            &names::core(nix::unistd::Pid::from_raw(root)),
-            ImageKind::Core,
-        )?;
-        if let Some(why) = crate::task::keyrings::refuse_root(&core, own) {
+    for (root, core) in roots {
+        if let Some(why) = crate::task::keyrings::refuse_root(core, own) {
             v.push(
                 Temporary,
                 "session keyring",

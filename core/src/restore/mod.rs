@@ -223,15 +223,11 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored> {
     // A root cryo forks itself has cryo as its parent: gone at once with --detach.
     if opts.detach && !opts.pidns && !opts.netns {
         let roots = &loaded.inventory.root_pids;
-        if let Some((pid, tid, signal)) = loaded
+        if let Some((pid, (tid, signal))) = loaded
             .tasks
             .iter()
             .filter(|t| roots.contains(&t.entry.pid))
-            .flat_map(|t| t.core.threads.iter().map(move |th| (t.entry.pid, th)))
-            .find_map(|(pid, th)| {
-                let signal = th.attrs.as_ref()?.pdeathsig;
-                (signal != 0).then_some((pid, th.tid, signal))
-            })
+            .find_map(|t| Some((t.entry.pid, crate::task::attrs::death_signal(&t.core)?)))
         {
             return Err(error::RestoreError::DetachedDeathSignal { pid, tid, signal }.into());
         }

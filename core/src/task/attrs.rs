@@ -1123,6 +1123,15 @@ pub fn restore_in_child(core: &TaskCore) -> Result<(), ChildError> {
     Ok(())
 }
 
+/// The first thread of `core` with a parent-death signal (PR_SET_PDEATHSIG), and that signal:
+/// the kernel sends it when the thread's parent ends, so a restore must keep that parent.
+pub(crate) fn death_signal(core: &TaskCore) -> Option<(i32, i32)> {
+    core.threads.iter().find_map(|thread| {
+        let signal = thread.attrs.as_ref()?.pdeathsig;
+        (signal != 0).then_some((thread.tid, signal))
+    })
+}
+
 /// The default timer slack the main thread of `core` is made with, where the image has it.
 pub fn main_default_slack(core: &TaskCore) -> Option<u64> {
     core.threads.first()?.attrs.as_ref()?.default_timerslack_ns

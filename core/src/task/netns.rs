@@ -1114,6 +1114,46 @@ fn handles_of(inode: u64) -> std::io::Result<Vec<String>> {
     )
 }
 
+/// Why the name `handle` (a path where cryo's mount namespace binds a network namespace, in
+/// `mounts`) cannot go to a restored namespace: the namespace bound there now has a process
+/// in it (a `--leave-running` original). None when nothing is bound there or no one is in it.
+fn handle_in_use(
+    mounts: &[crate::task::mount_ns::mountinfo::Mount],
+    handle: &str,
+) -> Option<String> {
+    let bound = mounts
+        .iter()
+        .rev()
+        .find(|m| m.point == handle)
+        .filter(|m| m.fstype == "nsfs")?;
+    let inode = bound
+        .root
+        .strip_prefix("net:[")
+        .and_then(|r| r.strip_suffix(']'))
+        .and_then(|r| r.parse::<u64>().ok())?;
+    let user = crate::proc::outsider_in_namespace("net", inode, &[])?;
+    Some(format!(
+        "where {} still is, with pid {user} in it: its name cannot go to the restored one",
+        bound.root
+    ))
+}
+
+/// The names (`ip netns` handles) network namespace `ns` of an image was bound at that this
+/// host's namespaces in use hold, each with why (`restore --check-only`: the restore would
+/// fail on them, bind_handles).
+pub(crate) fn handles_in_use(ns: &NetNamespace) -> Vec<(String, String)> {
+    if ns.handles.is_empty() {
+        return Vec::new();
+    }
+    let mounts = crate::task::mount_ns::mountinfo::parse_with_nsfs(
+        &std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default(),
+    );
+    ns.handles
+        .iter()
+        .filter_map(|h| Some((h.clone(), handle_in_use(&mounts, h)?)))
+        .collect()
+}
+
 /// Binds each network namespace the restore made where the dumped one was bound (its
 /// `handles`: `ip netns` names it again), in place of what is bound there: the dumped
 /// namespace itself (kept alive by its handle after a dump that ended its processes) or one a
@@ -1144,23 +1184,12 @@ pub(crate) fn bind_handles(tasks: &[TaskImage], pids: &[Pid]) -> Result<(), NetN
         };
         let path = Path::new(handle);
         let covered = mounts.iter().rev().find(|m| m.point == *handle);
-        if let Some(m) = covered.filter(|m| m.fstype == "nsfs") {
-            let held = m
-                .root
-                .strip_prefix("net:[")
-                .and_then(|r| r.strip_suffix(']'))
-                .and_then(|r| r.parse::<u64>().ok());
-            if let Some(user) =
-                held.and_then(|ns| crate::proc::outsider_in_namespace("net", ns, &[]))
-            {
+        if covered.is_some_and(|m| m.fstype == "nsfs") {
+            if let Some(why) = handle_in_use(&mounts, handle) {
                 return Err(NetNamespaceError::Refused {
                     pid,
                     inode,
-                    detail: format!(
-                        "was bound at {handle}, where {} still is, with pid {user} in it: its \
-                         name cannot go to the restored one",
-                        m.root
-                    ),
+                    detail: format!("was bound at {handle}, {why}"),
                 });
             }
             crate::sys::mount::detach(path).map_err(failed("unmount the namespace bound there"))?;
