@@ -392,6 +392,17 @@ pub enum ChildError {
         /// The errno.
         errno: i32,
     },
+    /// A step on a numbered object failed for a reason no errno tells (the pid broker's:
+    /// the pid taken, by whom).
+    #[error("{step} {object}: {message}")]
+    StepOn {
+        /// The step.
+        step: ChildStep,
+        /// The fd, pid or path.
+        object: String,
+        /// Why.
+        message: String,
+    },
     /// Opening or placing the process's files failed.
     #[error("{what}: {message}")]
     Files {
@@ -437,10 +448,17 @@ impl ChildError {
 
     /// A failed system call at `step` on `object` (an fd, a pid, a path).
     pub fn sys_on(step: ChildStep, object: impl ToString) -> impl FnOnce(std::io::Error) -> Self {
-        move |e| Self::SysOn {
-            step,
-            object: object.to_string(),
-            errno: e.raw_os_error().unwrap_or(libc::EIO),
+        move |e| match e.raw_os_error() {
+            Some(errno) => Self::SysOn {
+                step,
+                object: object.to_string(),
+                errno,
+            },
+            None => Self::StepOn {
+                step,
+                object: object.to_string(),
+                message: e.to_string(),
+            },
         }
     }
 
@@ -491,5 +509,15 @@ mod tests {
             shown.starts_with("fork a child 4242: File exists"),
             "{shown}"
         );
+        // A reason with no errno (the pid broker's) crosses whole, not as EIO.
+        let said = ChildError::sys_on(ChildStep::ForkZombie, 4243)(std::io::Error::other(
+            "cryo's pid broker could not set the last pid: pid 4243 is taken by timeout",
+        ));
+        assert_eq!(
+            said.to_string(),
+            "fork a zombie 4243: cryo's pid broker could not set the last pid: pid 4243 is \
+             taken by timeout"
+        );
+        assert_eq!(ChildError::decode(&said.encode()), Some(said));
     }
 }

@@ -29,6 +29,8 @@ const ATTEMPTS: usize = 8;
 /// What the broker answers when the last pid is set; what the process says once it forked.
 const SET: &[u8] = b"y";
 const FORKED: &[u8] = b"d";
+/// What the broker answers, followed by why, when it cannot set the last pid.
+const FAILED: char = 'n';
 
 /// The broker thread, and the end of its socket the tree's processes hold (at a slot).
 pub(crate) struct PidBroker {
@@ -91,8 +93,9 @@ fn serve(sock: &OwnedFd) {
         };
         let pid = Pid::from_raw(i32::from_ne_bytes(buf));
         if let Err(e) = set_for(pid, &reply) {
-            // The process finds its end closed and reports the failure itself.
-            tracing::warn!(%pid, "pid broker: {e}");
+            // The process reports it, with the pid it was forking.
+            tracing::debug!(%pid, "pid broker: {e}");
+            let _ = nix::unistd::write(&reply, format!("{FAILED}{e}").as_bytes());
         }
     }
 }
@@ -116,11 +119,14 @@ pub(super) fn fork_asking(slot: RawFd, pid: Pid, share: u64) -> io::Result<Forke
         let (mine, theirs) = seqpacket_pair()?;
         scm::send_with_fd(slot, &pid.as_raw().to_ne_bytes(), theirs.as_fd())?;
         drop(theirs);
-        let mut said = [0u8; 1];
-        if nix::unistd::read(&mine, &mut said)? != 1 || said != SET {
-            return Err(io::Error::other(
-                "cryo's pid broker did not set the last pid",
-            ));
+        let mut said = [0u8; 512];
+        let len = nix::unistd::read(&mine, &mut said)?;
+        if &said[..len] != SET {
+            let why = String::from_utf8_lossy(&said[..len]);
+            return Err(io::Error::other(match why.strip_prefix(FAILED) {
+                Some(why) => format!("cryo's pid broker could not set the last pid: {why}"),
+                None => "cryo's pid broker did not set the last pid".into(),
+            }));
         }
         let forked = crate::sys::process::fork_sharing(share);
         match forked {
