@@ -1111,6 +1111,35 @@ fn queued_by_the_child_keeps_its_credentials(verb: &str, text: &str) {
     w.kill_restored();
 }
 
+/// A socketpair made by a child of another uid and gid that passed both ends to its parent and
+/// exited (reaped: its pid free), as zdtm sock_peercred's: both ends still show the child's
+/// pid, uid and gid after the restore (a stand-in with the gone pid makes the pair), and after
+/// a `--leave-running` dump in the original. Before 2026-12-07 they showed the restored
+/// process's pid and uid 0.
+#[test]
+fn a_socketpair_whose_maker_is_gone_keeps_its_makers_credentials() {
+    cryo_bin();
+    let dir = reachable_by_other_uids();
+    let path = dir.path().join("gone-pair.sock");
+    let name = path.to_str().unwrap();
+    let mut w = Workload::spawn("unix-peers", &[name, "1000", "1000", "1000", "0"]);
+    let maker = w.cmd("pair-by-gone 1001 1002");
+    let want = format!("pid {maker} uid 1001 gid 1002 groups ");
+    let want = format!("{want} | {want}");
+    assert_eq!(w.cmd("pair-peercred"), want);
+    let img = w.path("left");
+    w.dump(&img, &["--leave-running"]).assert_success();
+    assert_eq!(
+        w.cmd("pair-peercred"),
+        want,
+        "the original after --leave-running"
+    );
+    w.kill_original();
+    w.restore_background(&img);
+    assert_eq!(w.cmd("pair-peercred"), want, "restored");
+    w.kill_restored();
+}
+
 /// Two datagram sockets bound to paths and connected to each other by name show no peer
 /// (SO_PEERCRED pid 0: connect() stamps none on a datagram socket) and still exchange
 /// datagrams after the restore. Before 2026-12-07 they came back as a socketpair, showing the

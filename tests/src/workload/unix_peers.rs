@@ -15,6 +15,9 @@
 //!   pair-as ID -> ok   a stream socketpair at fds 52 and 53, made with effective uid and
 //!                      gid ID (then back to 0)
 //!   pair-peercred -> the peer credentials of both ends, ' | '-joined
+//!   pair-by-gone UID GID -> <the maker's pid>   a datagram socketpair at fds 52 and 53,
+//!                      made by a child with uid UID and gid GID (no groups), which passes
+//!                      both ends here (SCM_RIGHTS) and exits, reaped (zdtm sock_peercred)
 //!   passcred -> ok            SO_PASSCRED on fd 51: the child's messages carry its credentials
 //!   kid-queues TEXT -> ok     the child sends TEXT on its end; returns once it waits, unread,
 //!                             in fd 51's queue
@@ -250,6 +253,52 @@ impl Mode for UnixPeers {
                     sys::move_fd(fd, at).map_err(failed("dup2"))?;
                 }
                 Ok("ok".into())
+            }
+            ("pair-by-gone", [uid, gid]) => {
+                let num = |s: &str| s.parse::<u32>().map_err(|e| format!("{s}: {e}"));
+                let (uid, gid) = (num(uid)?, num(gid)?);
+                let mut channel = [0; 2];
+                // SAFETY: channel is valid for two ints.
+                cvt(unsafe {
+                    libc::socketpair(libc::AF_UNIX, libc::SOCK_DGRAM, 0, channel.as_mut_ptr())
+                })
+                .map_err(failed("socketpair"))?;
+                let maker = sys::fork().map_err(failed("fork"))?;
+                if maker == 0 {
+                    let run = || -> io::Result<()> {
+                        // SAFETY: an empty group list.
+                        cvt(unsafe { libc::setgroups(0, std::ptr::null()) })?;
+                        // SAFETY: plain integers.
+                        cvt(unsafe { libc::setresgid(gid, gid, gid) })?;
+                        // SAFETY: plain integers.
+                        cvt(unsafe { libc::setresuid(uid, uid, uid) })?;
+                        let mut ends = [0; 2];
+                        // SAFETY: ends is valid for two ints.
+                        cvt(unsafe {
+                            libc::socketpair(
+                                libc::AF_UNIX,
+                                libc::SOCK_DGRAM | libc::SOCK_NONBLOCK,
+                                0,
+                                ends.as_mut_ptr(),
+                            )
+                        })?;
+                        super::unix_msg::sendmsg(channel[1], b"ends", &ends, None)
+                    };
+                    super::kids::exit_child("unix-peers pair maker", run());
+                }
+                let got = super::unix_msg::recvmsg(channel[0]);
+                let mut status = 0;
+                // SAFETY: waits for our own child (it exits once the ends are sent).
+                cvt(unsafe { libc::waitpid(maker, &mut status, 0) }).map_err(failed("waitpid"))?;
+                channel.into_iter().for_each(sys::close);
+                let (_, ends, _) = got.map_err(failed("recvmsg"))?;
+                let [a, b] = ends[..] else {
+                    return Err(format!("the maker passed {} fds", ends.len()));
+                };
+                for (fd, at) in [a, b].into_iter().zip(PAIR) {
+                    sys::move_fd(fd, at).map_err(failed("dup2"))?;
+                }
+                Ok(maker.to_string())
             }
             ("pair-peercred", []) => {
                 let ends = PAIR.map(|fd| peercred(fd).unwrap_or_else(|e| format!("<{e}>")));

@@ -14,8 +14,10 @@
 //! ids switched for the call; one stamped with the pid of a process it forks later (a
 //! descendant) by a short-lived stand-in forked with that pid, which issues it on the socket
 //! it inherited and exits (the pid is free again for the real process; the socket keeps the
-//! stand-in's struct pid, whose number is the same). Any other pid (an ancestor, another tree,
-//! a process gone) cannot be given: the call is issued as is.
+//! stand-in's struct pid, whose number is the same). So is one stamped with the pid of a
+//! process gone (free at the restore: its maker exited, as zdtm sock_peercred's). Any other pid
+//! (an ancestor, a process that runs outside the restore) cannot be given: the call is issued
+//! as is.
 
 use std::collections::BTreeSet;
 use std::io;
@@ -70,10 +72,21 @@ pub(crate) fn with_issuers<R>(later: impl IntoIterator<Item = i32>, make: impl F
     made
 }
 
-/// Whether a call stamped `cred` can be issued so in this process.
+/// Whether a call stamped `cred` can be issued so in this process: by itself, or by a
+/// stand-in ([`stand_in_may_take`]).
 pub(crate) fn can_issue(cred: &unix::restore::PeerCred) -> bool {
+    is_own(cred) || stand_in_may_take(cred.pid)
+}
+
+/// Whether a stand-in of this process of a restore may take `pid` for a call or a message:
+/// a process it forks later (a child that wrote to its parent, made a pair, connected), or
+/// one that is gone (exited since: the socket or message keeps the number of a dead pid; or
+/// a process of another tree not made yet: the stand-in has exited when it is made).
+fn stand_in_may_take(pid: i32) -> bool {
     issuers(|i| {
-        i.is_some_and(|i| cred.pid != 0 && (cred.pid == i.own || i.later.contains(&cred.pid)))
+        i.is_some_and(|i| {
+            pid > 0 && pid != i.own && (i.later.contains(&pid) || !crate::sys::process::exists(pid))
+        })
     })
 }
 
@@ -273,12 +286,5 @@ pub(crate) fn refill(
 /// SCM_CREDENTIALS only with the pid of a live process, and its skb keeps the number).
 fn stand_in_pid(msg: &unix::QueuedMessage) -> Option<(i32, u32, u32)> {
     let creds = msg.creds?;
-    issuers(|i| {
-        i.is_some_and(|i| {
-            creds.pid > 0
-                && creds.pid != i.own
-                && (i.later.contains(&creds.pid) || !crate::sys::process::exists(creds.pid))
-        })
-    })
-    .then_some((creds.pid, creds.uid, creds.gid))
+    stand_in_may_take(creds.pid).then_some((creds.pid, creds.uid, creds.gid))
 }
