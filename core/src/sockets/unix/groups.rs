@@ -600,7 +600,11 @@ impl UnixLinks {
                         // (no descriptors, the dump checked) and closes.
                         let cfd = unix::restore::socket(ul.sock_type)
                             .map_err(unix_err(dl, "socket (a closed waiting client)"))?;
-                        unix::restore::connect(&cfd, &to).map_err(unix_err(
+                        // The accepted end shows the gone client's connect() caller.
+                        peers::issue_waiting_connect(p.peer_cred.as_ref(), || {
+                            unix::restore::connect(&cfd, &to)
+                        })
+                        .map_err(unix_err(
                             dl,
                             "connect a closed waiting client to its listener again",
                         ))?;
@@ -615,8 +619,11 @@ impl UnixLinks {
                         unix::restore::socket(uc.sock_type).map_err(unix_err(dc, "socket"))?;
                     files.extend(bind(dc, uc, &cfd)?.map(|f| (c, f)));
                     listen_as(&out[0].1, room, uc, dc, &mut listen_stamp)?;
-                    unix::restore::connect(&cfd, &to)
-                        .map_err(unix_err(dc, "connect to its listener again"))?;
+                    // The accepted end will show the client's connect() caller.
+                    peers::issue_waiting_connect(p.peer_cred.as_ref(), || {
+                        unix::restore::connect(&cfd, &to)
+                    })
+                    .map_err(unix_err(dc, "connect to its listener again"))?;
                     out.push((c, cfd));
                 }
                 if room != ul.backlog.max(1) || listen_stamp != ul.peer_cred {

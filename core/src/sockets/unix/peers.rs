@@ -14,8 +14,11 @@
 //! ids switched for the call; one stamped with the pid of a process it forks later (a
 //! descendant) by a short-lived stand-in forked with that pid, which issues it on the socket
 //! it inherited and exits (the pid is free again for the real process; the socket keeps the
-//! stand-in's struct pid, whose number is the same). Any other pid (an ancestor, another tree,
-//! a process gone) cannot be given: the call is issued as is.
+//! stand-in's struct pid, whose number is the same). The connect() of a connection that waited
+//! in an accept queue at dump ([`issue_waiting_connect`]) naming a process gone (no process
+//! has its pid now: a client that exited since) is issued by a stand-in with that pid too. Any
+//! other pid (an ancestor, another tree, a running process) cannot be given: the call is
+//! issued as is.
 
 use std::collections::BTreeSet;
 use std::io;
@@ -88,6 +91,26 @@ pub(crate) fn issue(
     cred: Option<&unix::restore::PeerCred>,
     call: impl FnOnce() -> Result<(), unix::UnixSockError>,
 ) -> Result<(), unix::UnixSockError> {
+    issue_as(cred, false, call)
+}
+
+/// Issues the connect() of a connection that waited in an accept queue at dump so that its
+/// accepted end shows `cred` (None: not read at dump; as is): as [`issue`], and where `cred`
+/// names a process that is gone (a client that exited since, its end closed with what it
+/// sent), by a stand-in with that pid too, as [`refill`] sends a gone sender's messages.
+pub(crate) fn issue_waiting_connect(
+    cred: Option<&unix::restore::PeerCred>,
+    call: impl FnOnce() -> Result<(), unix::UnixSockError>,
+) -> Result<(), unix::UnixSockError> {
+    issue_as(cred, true, call)
+}
+
+/// [`issue`]; with `gone_too`, a pid no process has now is given by a stand-in too.
+fn issue_as(
+    cred: Option<&unix::restore::PeerCred>,
+    gone_too: bool,
+    call: impl FnOnce() -> Result<(), unix::UnixSockError>,
+) -> Result<(), unix::UnixSockError> {
     let (Some(cred), Some(issuer)) = (cred, issuers(|i| i.map(|i| i.own))) else {
         return call();
     };
@@ -97,7 +120,8 @@ pub(crate) fn issue(
         groups: cred.groups.clone(),
     };
     let own = cred.pid == issuer;
-    if !can_issue(cred) {
+    let gone = gone_too && issuers(|i| i.is_some_and(|i| is_gone(i, cred.pid)));
+    if !can_issue(cred) && !gone {
         debug!(
             pid = cred.pid,
             own = issuer,
@@ -277,8 +301,14 @@ fn stand_in_pid(msg: &unix::QueuedMessage) -> Option<(i32, u32, u32)> {
         i.is_some_and(|i| {
             creds.pid > 0
                 && creds.pid != i.own
-                && (i.later.contains(&creds.pid) || !crate::sys::process::exists(creds.pid))
+                && (i.later.contains(&creds.pid) || is_gone(i, creds.pid))
         })
     })
     .then_some((creds.pid, creds.uid, creds.gid))
+}
+
+/// Whether `pid` names a process that is gone, which a stand-in may take: no process has it
+/// now (one that exited since, or of another tree not made yet), and it is not `i`'s own.
+fn is_gone(i: &Issuers, pid: i32) -> bool {
+    pid > 0 && pid != i.own && !crate::sys::process::exists(pid)
 }
