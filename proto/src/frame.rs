@@ -42,13 +42,14 @@ pub const FORMAT_MAJOR: u16 = 2;
 /// a mount namespace shows and its maker holds (NamespaceMount.removed_held_at,
 /// RegularFile.removed_bound); the names `ip netns` gives a network namespace
 /// (NetNamespace.handles); the network namespace a socket was made in when not its holder's
-/// (Socket.netns_inode, .netns_outer).
-pub const FORMAT_MINOR: u16 = 4;
+/// (Socket.netns_inode, .netns_outer). 5: the peer credentials a connection waiting in a
+/// unix listener's accept queue shows once accepted (UnixPendingConnection.peer_cred).
+pub const FORMAT_MINOR: u16 = 5;
 
 /// The fingerprint of image.proto's declarations (comments and spacing aside) that
 /// [`FORMAT_MINOR`] was last raised for: a test fails when they change and it was not raised.
 #[cfg(test)]
-const SCHEMA_FINGERPRINT: u64 = 0x21bd_f94e_f7ad_f9cd;
+const SCHEMA_FINGERPRINT: u64 = 0x9cf4_cc35_963f_5187;
 
 const MAGIC: &[u8; 8] = b"CRYOIMG\0";
 const HEADER_LEN: usize = 32;

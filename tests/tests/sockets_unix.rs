@@ -1072,6 +1072,71 @@ fn a_server_and_its_client_on_an_abstract_name_keep_their_peer_credentials() {
     peers_of_a_server_and_its_client(&name.replace(['(', ')'], ""));
 }
 
+/// A connection a child client (uid 1000, gid 1000, groups 1000 and 2000) made to its
+/// server's listener, still waiting in the accept queue at the dump, its client having sent
+/// nothing: once the restored server accepts it, the accepted end shows the child's pid and
+/// ids as its peer, as it would have before the dump (the killing dump accepts it on a
+/// duplicate and reads them; the restore's connect is issued by a stand-in with the child's
+/// pid). Before: the server's pid with uid 0 (`"pid <server> uid 0 gid 0 groups "`).
+#[test]
+fn a_waiting_connection_of_a_child_of_another_uid_shows_it_once_accepted() {
+    waiting_connection_shows_its_client("silent");
+}
+
+/// The same with what the child sent before being accepted: read after the accept.
+#[test]
+fn a_waiting_connection_with_data_of_a_child_of_another_uid_shows_it_once_accepted() {
+    waiting_connection_shows_its_client("sent");
+}
+
+/// The same through a seqpacket listener.
+#[test]
+fn a_waiting_seqpacket_connection_with_data_of_a_child_of_another_uid_shows_it_once_accepted() {
+    waiting_connection_shows_its_client("sent-seqpacket");
+}
+
+/// The same whose client sent data, then exited (reaped, its end closed): the accepted end
+/// shows the gone child's pid and ids (the restore's transient client connects from a
+/// stand-in with that pid), reads what was sent, then end of file.
+#[test]
+fn a_waiting_connection_whose_child_client_is_gone_shows_it_once_accepted() {
+    waiting_connection_shows_its_client("gone");
+}
+
+/// The unix-peers child connects to its server as uid 1000 and is left waiting in the accept
+/// queue (`wait`: silent, sent, sent-seqpacket, gone); after the restore the server accepts it and reads its
+/// peer credentials.
+fn waiting_connection_shows_its_client(wait: &str) {
+    cryo_bin();
+    let dir = reachable_by_other_uids();
+    let path = dir.path().join("waiting.sock");
+    let name = path.to_str().unwrap();
+    let mut w = Workload::spawn(
+        "unix-peers",
+        &[name, "1000", "1000", "1000,2000", "3000", wait],
+    );
+    let (kid, server) = (w.cmd("kid"), w.pid());
+    w.dump_and_restore();
+    assert_eq!(w.cmd("accept"), "ok");
+    assert_eq!(
+        w.cmd("peercred"),
+        format!("pid {kid} uid 1000 gid 1000 groups 1000,2000"),
+        "the accepted end's peer: the child that connected"
+    );
+    match wait {
+        "silent" => {
+            let kid_sees = w.cmd("kid-peercred");
+            assert!(
+                kid_sees.starts_with(&format!("pid {server} uid 3000 gid 3000 groups ")),
+                "the child's end still shows the listen() caller: {kid_sees}"
+            );
+        }
+        "sent" | "sent-seqpacket" => assert_eq!(w.cmd("recv-creds"), "early none"),
+        _ => assert_eq!(w.cmd("recv-creds"), "bye none"),
+    }
+    w.kill_restored();
+}
+
 /// A message the child (uid 1000) wrote to its parent, unread at the dump in a queue whose
 /// reader has SO_PASSCRED, comes back with its SCM_CREDENTIALS: the child's pid, uid and gid
 /// (sent at restore by a stand-in with the child's pid, before the child is made). Before

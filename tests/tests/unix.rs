@@ -509,6 +509,34 @@ fn a_waiting_connection_with_data_is_refused_by_a_dump_that_leaves_it_running() 
     );
 }
 
+/// A listener the process and its child hold, with a connection waiting from a client outside
+/// the dump that sent data: the killing dump is refused (an external client), and the
+/// running target still has the connection, with what was sent, and its client.
+#[test]
+fn a_refused_dump_of_a_shared_listener_leaves_its_waiting_connection_to_the_target() {
+    cryo_bin();
+    let dir = cryo_tests::control_dir();
+    let path = dir.path().join("l.sock");
+    let w = Workload::spawn_in(dir, "unix-listen", &[path.to_str().unwrap()]);
+    let holder: i32 = w.cmd("fork-holder").parse().unwrap();
+    let _reaper = Reaper(holder);
+    let mut outside = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    std::io::Write::write_all(&mut outside, b"outside").unwrap();
+    w.dump(&w.path("img"), &[])
+        .assert_refused()
+        .assert_stderr_mentions("external client");
+    w.assert_untouched();
+    assert_eq!(
+        w.cmd("accept-keep"),
+        "got outside",
+        "the connection still waits, with what its client sent"
+    );
+    assert_eq!(w.cmd("say conn pong"), "ok");
+    let mut got = [0u8; 4];
+    std::io::Read::read_exact(&mut outside, &mut got).unwrap();
+    assert_eq!(&got, b"pong", "its client is still connected");
+}
+
 #[test]
 fn a_connection_accepted_from_a_listener_keeps_its_data_both_ways() {
     cryo_bin();

@@ -814,6 +814,7 @@ impl From<&UnixSocketState> for pb::UnixSocket {
                 .map(|p| pb::UnixPendingConnection {
                     client_ino: p.client_ino,
                     queue: p.queue.iter().map(pb::UnixMessage::from).collect(),
+                    peer_cred: p.peer_cred.as_ref().map(peer_cred_to),
                 })
                 .collect(),
             peer_closed: u.peer_closed,
@@ -823,12 +824,7 @@ impl From<&UnixSocketState> for pb::UnixSocket {
             unlinked: u.unlinked,
             name_shared: u.name_shared,
             socket: u.socket.as_ref().map(options_to),
-            peer_cred: u.peer_cred.as_ref().map(|c| pb::UnixPeerCred {
-                pid: c.pid,
-                uid: c.uid,
-                gid: c.gid,
-                groups: c.groups.clone(),
-            }),
+            peer_cred: u.peer_cred.as_ref().map(peer_cred_to),
         }
     }
 }
@@ -860,6 +856,7 @@ impl TryFrom<&pb::UnixSocket> for UnixSocketState {
                 .map(|p| PendingConnection {
                     client_ino: p.client_ino,
                     queue: p.queue.iter().map(UnixMessage::from).collect(),
+                    peer_cred: p.peer_cred.as_ref().map(peer_cred_of),
                 })
                 .collect(),
             peer_closed: u.peer_closed,
@@ -869,16 +866,28 @@ impl TryFrom<&pb::UnixSocket> for UnixSocketState {
             unlinked: u.unlinked,
             name_shared: u.name_shared,
             socket: u.socket.as_ref().map(options_of),
-            peer_cred: u
-                .peer_cred
-                .as_ref()
-                .map(|c| cryo_unix_sockets::restore::PeerCred {
-                    pid: c.pid,
-                    uid: c.uid,
-                    gid: c.gid,
-                    groups: c.groups.clone(),
-                }),
+            peer_cred: u.peer_cred.as_ref().map(peer_cred_of),
         })
+    }
+}
+
+/// The image's record of peer credentials `c`.
+fn peer_cred_to(c: &cryo_unix_sockets::restore::PeerCred) -> pb::UnixPeerCred {
+    pb::UnixPeerCred {
+        pid: c.pid,
+        uid: c.uid,
+        gid: c.gid,
+        groups: c.groups.clone(),
+    }
+}
+
+/// The peer credentials image record `c` holds.
+fn peer_cred_of(c: &pb::UnixPeerCred) -> cryo_unix_sockets::restore::PeerCred {
+    cryo_unix_sockets::restore::PeerCred {
+        pid: c.pid,
+        uid: c.uid,
+        gid: c.gid,
+        groups: c.groups.clone(),
     }
 }
 
@@ -1086,6 +1095,12 @@ mod tests {
             pending: vec![PendingConnection {
                 client_ino: 9,
                 queue: vec![message],
+                peer_cred: Some(cryo_unix_sockets::restore::PeerCred {
+                    pid: 8,
+                    uid: 65534,
+                    gid: 65534,
+                    groups: vec![65534],
+                }),
             }],
             peer_closed: true,
             reset_pending: true,

@@ -516,7 +516,9 @@ impl DumpPidNs {
                 Some(Kind::Socket(s)) => {
                     if let Some(State::Unix(u)) = &mut s.state {
                         // A peer the namespace cannot see reads as pid 0 inside it.
-                        if let Some(c) = &mut u.peer_cred {
+                        let creds = std::iter::once(&mut u.peer_cred)
+                            .chain(u.pending.iter_mut().map(|p| &mut p.peer_cred));
+                        for c in creds.flatten() {
                             c.pid = self.inside(c.pid).unwrap_or(0);
                         }
                         let queues = std::iter::once(&mut u.queue)

@@ -1,13 +1,18 @@
-//! `unix-peers NAME UID GID GROUPS LUID`: a server and its child client over a unix stream
-//! connection, each with other credentials, and what each end shows as its peer.
+//! `unix-peers NAME UID GID GROUPS LUID [WAIT]`: a server and its child client over a unix
+//! stream connection, each with other credentials, and what each end shows as its peer.
 //!
 //! ```text
-//! unix-peers NAME UID GID GROUPS LUID
+//! unix-peers NAME UID GID GROUPS LUID [WAIT]
 //!                            a stream listener at fd 50 on NAME (a path, or @name: abstract),
 //!                            listen() issued with effective uid and gid LUID (then back to
 //!                            0); the socket file (a path) mode 0777; a child takes uid UID, gid GID and groups GROUPS (comma-
 //!                            separated), connects and holds only its end; this process
-//!                            accepts it at fd 51
+//!                            accepts it at fd 51. With WAIT the connection is left waiting
+//!                            in the accept queue (`accept` takes it): `silent` the child
+//!                            sent nothing, `sent` it sent "early", `gone` it sent "bye" and
+//!                            exited (reaped); a `-seqpacket` suffix (`sent-seqpacket`): the
+//!                            listener and the child's socket are SOCK_SEQPACKET
+//!   accept -> ok              (WAIT) the waiting connection accepted at fd 51
 //!   kid -> <child pid>
 //!   peercred -> "pid P uid U gid G groups A,B"   SO_PEERCRED + SO_PEERGROUPS of fd 51
 //!   listener-peercred -> the same of the listener (fd 50)
@@ -146,17 +151,45 @@ fn set_effective(uid: u32, gid: u32) -> io::Result<()> {
     cvt(unsafe { libc::setresuid(keep, uid, keep) }).map(drop)
 }
 
-/// `unix-peers NAME UID GID GROUPS LUID`
+/// How the child's connection is left at start (`WAIT`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    /// Accepted at start.
+    No,
+    /// Waiting in the accept queue, nothing sent.
+    Silent,
+    /// Waiting, "early" sent.
+    Sent,
+    /// Waiting, "bye" sent, the child gone.
+    Gone,
+}
+
+/// `unix-peers NAME UID GID GROUPS LUID [WAIT]`
 pub fn start(args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
+    let (args, wait, ty) = match args {
+        [rest @ .., w] if args.len() == 6 => {
+            let (w, ty) = match w.strip_suffix("-seqpacket") {
+                Some(w) => (w, libc::SOCK_SEQPACKET),
+                None => (w.as_str(), libc::SOCK_STREAM),
+            };
+            let wait = match w {
+                "silent" => Wait::Silent,
+                "sent" => Wait::Sent,
+                "gone" => Wait::Gone,
+                other => return Err(format!("unix-peers: WAIT {other}?")),
+            };
+            (rest, wait, ty)
+        }
+        _ => (args, Wait::No, libc::SOCK_STREAM),
+    };
     let [name, uid, gid, groups, luid] = args else {
-        return Err("unix-peers needs NAME UID GID GROUPS LUID".into());
+        return Err("unix-peers needs NAME UID GID GROUPS LUID [WAIT]".into());
     };
     let num = |s: &str| s.parse::<u32>().map_err(|e| format!("{s}: {e}"));
     let (uid, gid, luid) = (num(uid)?, num(gid)?, num(luid)?);
     let groups: Vec<libc::gid_t> = groups.split(',').map(num).collect::<Result<_, _>>()?;
     // SAFETY: a plain socket call.
-    let l = cvt(unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0) })
-        .map_err(failed("socket"))?;
+    let l = cvt(unsafe { libc::socket(libc::AF_UNIX, ty, 0) }).map_err(failed("socket"))?;
     let l = sys::move_fd(l, LISTENER).map_err(failed("dup2"))?;
     let (addr, len) = address(name);
     // SAFETY: addr is a valid sockaddr_un of len bytes.
@@ -174,19 +207,45 @@ pub fn start(args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
     let listened = cvt(unsafe { libc::listen(l, 8) });
     set_effective(0, 0).map_err(failed("seteuid back"))?;
     listened.map_err(failed("listen"))?;
+    // The child tells through it that it connected (and sent).
+    let (ready_r, ready_w) = sys::pipe().map_err(failed("pipe"))?;
     // The workload is single-threaded here; the child only makes syscalls.
     let kid = sys::fork().map_err(failed("fork"))?;
     if kid == 0 {
-        client(l, addr, len, uid, gid, &groups);
+        sys::close(ready_r);
+        client(l, addr, len, uid, gid, &groups, (wait, ty), ready_w);
     }
-    // SAFETY: a plain accept (blocks until the child connected).
-    let c = cvt(unsafe { libc::accept(l, std::ptr::null_mut(), std::ptr::null_mut()) })
-        .map_err(failed("accept"))?;
-    sys::move_fd(c, CONN).map_err(failed("dup2"))?;
+    sys::close(ready_w);
+    let mut byte = [0u8; 1];
+    let got = sys::read(ready_r, &mut byte).map_err(failed("read the child's word"))?;
+    sys::close(ready_r);
+    if got != 1 {
+        return Err("the child did not connect".into());
+    }
+    match wait {
+        Wait::No => accept(l)?,
+        Wait::Gone => {
+            let mut status = 0;
+            // SAFETY: waits for our own child (it exits once it sent).
+            cvt(unsafe { libc::waitpid(kid, &mut status, 0) }).map_err(failed("waitpid"))?;
+        }
+        Wait::Silent | Wait::Sent => {}
+    }
     Ok(Box::new(UnixPeers { kid }))
 }
 
-/// The child: takes its ids, connects, then answers "cred" with its end's peer.
+/// Accepts a connection of `listener` at fd 51.
+fn accept(listener: i32) -> Result<(), String> {
+    // SAFETY: a plain accept (blocks until a client connected).
+    let c = cvt(unsafe { libc::accept(listener, std::ptr::null_mut(), std::ptr::null_mut()) })
+        .map_err(failed("accept"))?;
+    sys::move_fd(c, CONN).map_err(failed("dup2"))?;
+    Ok(())
+}
+
+/// The child: takes its ids, connects with a socket of type `ty` (and sends as `wait` says),
+/// says so on `ready`, then answers "cred" with its end's peer.
+#[allow(clippy::too_many_arguments)]
 fn client(
     listener: i32,
     addr: libc::sockaddr_un,
@@ -194,6 +253,8 @@ fn client(
     uid: u32,
     gid: u32,
     groups: &[libc::gid_t],
+    (wait, ty): (Wait, i32),
+    ready: i32,
 ) -> ! {
     sys::close(listener);
     let run = || -> io::Result<()> {
@@ -204,9 +265,19 @@ fn client(
         // SAFETY: plain integers.
         cvt(unsafe { libc::setresuid(uid, uid, uid) })?;
         // SAFETY: a plain socket call.
-        let s = cvt(unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0) })?;
+        let s = cvt(unsafe { libc::socket(libc::AF_UNIX, ty, 0) })?;
         // SAFETY: addr is a valid sockaddr_un of len bytes.
         cvt(unsafe { libc::connect(s, (&addr as *const libc::sockaddr_un).cast(), len) })?;
+        match wait {
+            Wait::Sent => super::unix::send(s, b"early")?,
+            Wait::Gone => super::unix::send(s, b"bye")?,
+            Wait::No | Wait::Silent => {}
+        }
+        sys::write_all(ready, b"c")?;
+        sys::close(ready);
+        if wait == Wait::Gone {
+            return Ok(());
+        }
         let mut buf = [0u8; 64];
         loop {
             // SAFETY: recv into our own buffer.
@@ -237,6 +308,7 @@ impl Mode for UnixPeers {
     fn command(&mut self, verb: &str, args: &[&str]) -> Result<String, String> {
         match (verb, args) {
             ("kid", []) => Ok(self.kid.to_string()),
+            ("accept", []) => accept(LISTENER).map(|()| "ok".into()),
             ("peercred", []) => peercred(CONN).map_err(io_err),
             ("listener-peercred", []) => peercred(LISTENER).map_err(io_err),
             ("pair-as", [id]) => {

@@ -600,10 +600,12 @@ impl UnixLinks {
                         // (no descriptors, the dump checked) and closes.
                         let cfd = unix::restore::socket(ul.sock_type)
                             .map_err(unix_err(dl, "socket (a closed waiting client)"))?;
-                        unix::restore::connect(&cfd, &to).map_err(unix_err(
-                            dl,
-                            "connect a closed waiting client to its listener again",
-                        ))?;
+                        // The accepted end shows the gone client's connect() caller.
+                        peers::issue(p.peer_cred.as_ref(), || unix::restore::connect(&cfd, &to))
+                            .map_err(unix_err(
+                                dl,
+                                "connect a closed waiting client to its listener again",
+                            ))?;
                         let q = queue(dl, ul, &p.queue, &HashMap::new())?;
                         peers::refill(&cfd, None, &q.messages)
                             .map_err(unix_err(dl, "refill what a closed waiting client sent"))?;
@@ -615,7 +617,8 @@ impl UnixLinks {
                         unix::restore::socket(uc.sock_type).map_err(unix_err(dc, "socket"))?;
                     files.extend(bind(dc, uc, &cfd)?.map(|f| (c, f)));
                     listen_as(&out[0].1, room, uc, dc, &mut listen_stamp)?;
-                    unix::restore::connect(&cfd, &to)
+                    // The accepted end will show the client's connect() caller.
+                    peers::issue(p.peer_cred.as_ref(), || unix::restore::connect(&cfd, &to))
                         .map_err(unix_err(dc, "connect to its listener again"))?;
                     out.push((c, cfd));
                 }

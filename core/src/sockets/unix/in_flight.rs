@@ -16,16 +16,19 @@
 //!   accept queues                    every waiting client is a dumped socket, every dumped
 //!                                    client without a peer waits in a dumped listener
 //! capture_accept_queues (a dump that kills, just before files.img is written):
-//!   listener whose clients sent data accept() on a duplicate, in queue order, each embryo's
-//!                                    queue peeked into pending[k].queue; resolve again
+//!   listener with waiting clients    accept() on a duplicate, in queue order, each embryo's
+//!                                    queue peeked into pending[k].queue, its SO_PEERCRED and
+//!                                    SO_PEERGROUPS (its client's connect() caller) into
+//!                                    pending[k].peer_cred; resolve again
 //! ```
 //!
 //! Reaching an embryo's queue takes accept(), which cannot be undone: a `--leave-running` dump
 //! meeting such a connection is refused as temporary (retry once it is accepted), and a
 //! killing dump accepts only after the task images are written (should the last images then
 //! fail to be written, the targets run on without those connections: their clients see them
-//! closed). Waiting connections whose clients sent nothing are not touched: restore connects
-//! the clients again.
+//! closed). A `--leave-running` dump leaves the connections whose clients sent nothing in
+//! place, without the peer credentials their accepted ends will show (the restore connects
+//! the clients again as is: those credentials are lost).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::fd::{AsFd, AsRawFd, RawFd};
@@ -33,8 +36,10 @@ use std::os::fd::{AsFd, AsRawFd, RawFd};
 use nix::unistd::Pid;
 use tracing::debug;
 
+use cryo_proto::image::Socket;
 use cryo_unix_sockets as unix;
 
+use super::AcceptQueue;
 use super::{split_queue, InFlightFds, CLOSED_CLIENT};
 use crate::files::{FileError, FileTable};
 use crate::image::ImageDir;
@@ -77,152 +82,171 @@ pub fn resolve(
 }
 
 /// A dump that ends its targets, just before files.img: takes every connection waiting in a
-/// dumped listener whose clients sent data before being accepted, in queue order, and records
-/// what each embryo holds (its descriptors in flight resolved like the rest). The accepted
-/// sockets stay open in cryo until the dump ends.
+/// dumped listener, in queue order, and records what each embryo holds (what its client sent
+/// before being accepted, its descriptors in flight resolved like the rest) and the peer
+/// credentials it shows (the client's connect() caller, which the restore's connect is issued
+/// as). The accepted sockets stay open in cryo until the dump ends.
+///
+/// The queues whose clients sent data are taken first, and what they carry checked (a
+/// refusal may come from it); those whose clients sent nothing only then, which nothing
+/// refuses: a refused dump has not taken them from the running processes.
 pub fn capture_accept_queues(
     dumps: &mut Vec<SocketDump>,
     files: &mut FileTable,
     images: &ImageDir,
 ) -> Result<(), FileError> {
+    let with_data = |q: &AcceptQueue| q.clients.iter().any(|&(_, sent)| sent > 0);
     // A listener held by several processes (one forked after listen()) is in each one's
     // dump: its queue is taken once, by the first, and the others' records get what that one
     // captured once its descriptors in flight are resolved (accepting again would find the
     // queue empty, the connections already in cryo).
     let mut captured_by: HashMap<u64, usize> = HashMap::new();
     let mut also_held: Vec<(usize, u64)> = Vec::new();
-    for (at, dump) in dumps.iter_mut().enumerate() {
-        let queues: Vec<_> = dump
-            .accept_queues
-            .iter()
-            .filter(|q| q.clients.iter().any(|&(_, sent)| sent > 0))
-            .cloned()
-            .collect();
-        for q in queues {
-            if captured_by.contains_key(&q.ino) {
-                also_held.push((at, q.ino));
-                continue;
+    for silent in [false, true] {
+        for (at, dump) in dumps.iter_mut().enumerate() {
+            let queues: Vec<_> = dump
+                .accept_queues
+                .iter()
+                .filter(|q| !q.clients.is_empty() && with_data(q) != silent)
+                .cloned()
+                .collect();
+            for q in queues {
+                if captured_by.contains_key(&q.ino) {
+                    also_held.push((at, q.ino));
+                    continue;
+                }
+                captured_by.insert(q.ino, at);
+                let rec = take_queue(dump, &q)?;
+                files.update_socket(&rec);
             }
-            captured_by.insert(q.ino, at);
-            let bad = |problem| SocketError::AcceptQueue {
-                pid: q.pid,
-                fd: q.fd,
-                ino: q.ino,
-                problem,
-            };
-            let sys_err = |step| move |source| bad(AcceptProblem::Sys { step, source });
-            let unix_err = |step| move |source| bad(AcceptProblem::Unix { step, source });
-            // Asked in the listener's network namespace: unix_diag answers for the asking
-            // socket's.
-            let mut diag = crate::sockets::in_netns_of(q.pid, || {
-                unix::DiagSocket::new().map_err(|e| unix_err("sock_diag")(e).into())
-            })?;
-            let diag = &mut diag;
-            let pidfd = sys::pidfd::pidfd_open(q.pid).map_err(sys_err("pidfd_open"))?;
-            let listener =
-                sys::pidfd::pidfd_getfd(pidfd.as_fd(), q.fd).map_err(sys_err("pidfd_getfd"))?;
-            let mut queues = Vec::with_capacity(q.clients.len());
-            for (k, &(client, _)) in q.clients.iter().enumerate() {
-                let conn = unix::accept_waiting(&listener)
-                    .map_err(unix_err("accept"))?
-                    .ok_or_else(|| bad(AcceptProblem::Left { client }))?;
-                let ino = nix::sys::stat::fstat(&conn)
-                    .map_err(|e| sys_err("fstat an accepted connection")(e.into()))?
-                    .st_ino;
-                let peer = u32::try_from(ino)
-                    .ok()
-                    .and_then(|i| diag.query(i).ok().flatten())
-                    .and_then(|info| info.peer);
-                // A closed client: no peer inode.
-                if peer.map(u64::from).unwrap_or(0) != client {
-                    return Err(bad(AcceptProblem::OutOfOrder {
-                        client,
-                        found: peer.map_or(0, u64::from),
-                    })
-                    .into());
+        }
+        if silent || captured_by.is_empty() {
+            continue;
+        }
+        // What the embryos' queues carried in flight: dumped like the rest, checked like the
+        // rest (by a dump that ends the processes).
+        resolve_in_flight(dumps, files, images, false)?;
+        // Peers outside the dump are judged by the caller's check, which knows --ext-unix-sk.
+        crate::sockets::check_unix_peers(dumps, true)?;
+        check_accept_queues(dumps)?;
+        for q in dumps.iter().flat_map(|d| &d.accept_queues) {
+            // A listener in flight in what a client sent: its own waiting connections'
+            // clients connect again at restore (as is), unless they sent data.
+            if !captured_by.contains_key(&q.ino) && with_data(q) {
+                return Err(SocketError::AcceptQueue {
+                    pid: q.pid,
+                    fd: q.fd,
+                    ino: q.ino,
+                    problem: AcceptProblem::InFlightWithData,
                 }
-                let captured = unix::capture_queue(&conn)
-                    .map_err(unix_err("capture what a client sent before accept"))?;
-                let (messages, carried) = split_queue(captured, &unix::UnixName::Unnamed);
-                if client == 0 {
-                    // Sent again by a transient client, unbound, without descriptors.
-                    if !carried.is_empty() {
-                        return Err(bad(AcceptProblem::ClosedClient(
-                            "carrying descriptors in flight",
-                        ))
-                        .into());
-                    }
-                    let named = nix::sys::socket::getpeername::<nix::sys::socket::UnixAddr>(
-                        conn.as_raw_fd(),
-                    )
-                    .is_ok_and(|a| a.path().is_some() || a.as_abstract().is_some());
-                    if named {
-                        return Err(bad(AcceptProblem::ClosedClient("bound to a name")).into());
-                    }
-                }
-                for (message, fds) in carried {
-                    dump.in_flight.push(InFlightFds {
-                        pid: q.pid,
-                        fd: q.fd,
-                        ino: q.ino,
-                        pending: Some(k),
-                        message,
-                        fds,
-                    });
-                }
-                debug!(
-                    listener = q.ino,
-                    client,
-                    messages = messages.len(),
-                    "accept queue entry captured"
-                );
-                queues.push(messages);
-                dump.kept.push(conn);
+                .into());
             }
-            let rec = dump
-                .patch_unix(q.ino, |state| {
-                    if state.pending.len() != queues.len() {
-                        return Err(bad(AcceptProblem::Count {
-                            recorded: state.pending.len(),
-                            accepted: queues.len(),
-                        }));
-                    }
-                    for (p, messages) in state.pending.iter_mut().zip(queues) {
-                        p.queue = messages;
-                    }
-                    Ok(())
-                })?
-                .ok_or_else(|| bad(AcceptProblem::NoRecord))?;
-            files.update_socket(&rec);
         }
     }
-    if captured_by.is_empty() {
-        return Ok(());
-    }
-    // What the embryos' queues carried in flight: dumped like the rest, checked like the rest
-    // (by a dump that ends the processes).
-    resolve_in_flight(dumps, files, images, false)?;
     for (at, ino) in also_held {
         let captured = dumps[captured_by[&ino]].records.get(&ino).cloned();
         if let (Some(rec), Some(held)) = (captured, dumps[at].records.get_mut(&ino)) {
             *held = rec;
         }
     }
-    // Peers outside the dump are judged by the caller's check, which knows --ext-unix-sk.
-    crate::sockets::check_unix_peers(dumps, true)?;
-    check_accept_queues(dumps)?;
-    for q in dumps.iter().flat_map(|d| &d.accept_queues) {
-        if !captured_by.contains_key(&q.ino) && q.clients.iter().any(|&(_, sent)| sent > 0) {
-            return Err(SocketError::AcceptQueue {
+    Ok(())
+}
+
+/// Takes the connections waiting in listener `q` of `dump` (accept() on a duplicate, in queue
+/// order): what each client sent (its descriptors in flight noted in `dump.in_flight`) and the
+/// peer credentials each shows go into the listener's record, which is returned.
+fn take_queue(dump: &mut SocketDump, q: &AcceptQueue) -> Result<Socket, FileError> {
+    let bad = |problem| SocketError::AcceptQueue {
+        pid: q.pid,
+        fd: q.fd,
+        ino: q.ino,
+        problem,
+    };
+    let sys_err = |step| move |source| bad(AcceptProblem::Sys { step, source });
+    let unix_err = |step| move |source| bad(AcceptProblem::Unix { step, source });
+    // Asked in the listener's network namespace: unix_diag answers for the asking socket's.
+    let mut diag = crate::sockets::in_netns_of(q.pid, || {
+        unix::DiagSocket::new().map_err(|e| unix_err("sock_diag")(e).into())
+    })?;
+    let diag = &mut diag;
+    let pidfd = sys::pidfd::pidfd_open(q.pid).map_err(sys_err("pidfd_open"))?;
+    let listener = sys::pidfd::pidfd_getfd(pidfd.as_fd(), q.fd).map_err(sys_err("pidfd_getfd"))?;
+    let mut queues = Vec::with_capacity(q.clients.len());
+    for (k, &(client, _)) in q.clients.iter().enumerate() {
+        let conn = unix::accept_waiting(&listener)
+            .map_err(unix_err("accept"))?
+            .ok_or_else(|| bad(AcceptProblem::Left { client }))?;
+        let ino = nix::sys::stat::fstat(&conn)
+            .map_err(|e| sys_err("fstat an accepted connection")(e.into()))?
+            .st_ino;
+        let peer = u32::try_from(ino)
+            .ok()
+            .and_then(|i| diag.query(i).ok().flatten())
+            .and_then(|info| info.peer);
+        // A closed client: no peer inode.
+        if peer.map(u64::from).unwrap_or(0) != client {
+            return Err(bad(AcceptProblem::OutOfOrder {
+                client,
+                found: peer.map_or(0, u64::from),
+            })
+            .into());
+        }
+        let captured = unix::capture_queue(&conn)
+            .map_err(unix_err("capture what a client sent before accept"))?;
+        let peer_cred = unix::restore::peer_cred(&conn)
+            .map_err(unix_err("peer credentials of a waiting connection"))?;
+        let (messages, carried) = split_queue(captured, &unix::UnixName::Unnamed);
+        if client == 0 {
+            // Sent again by a transient client, unbound, without descriptors.
+            if !carried.is_empty() {
+                return Err(bad(AcceptProblem::ClosedClient(
+                    "carrying descriptors in flight",
+                ))
+                .into());
+            }
+            let named =
+                nix::sys::socket::getpeername::<nix::sys::socket::UnixAddr>(conn.as_raw_fd())
+                    .is_ok_and(|a| a.path().is_some() || a.as_abstract().is_some());
+            if named {
+                return Err(bad(AcceptProblem::ClosedClient("bound to a name")).into());
+            }
+        }
+        for (message, fds) in carried {
+            dump.in_flight.push(InFlightFds {
                 pid: q.pid,
                 fd: q.fd,
                 ino: q.ino,
-                problem: AcceptProblem::InFlightWithData,
-            }
-            .into());
+                pending: Some(k),
+                message,
+                fds,
+            });
         }
+        debug!(
+            listener = q.ino,
+            client,
+            messages = messages.len(),
+            peer_pid = peer_cred.pid,
+            "accept queue entry captured"
+        );
+        queues.push((messages, peer_cred));
+        dump.kept.push(conn);
     }
-    Ok(())
+    let rec = dump
+        .patch_unix(q.ino, |state| {
+            if state.pending.len() != queues.len() {
+                return Err(bad(AcceptProblem::Count {
+                    recorded: state.pending.len(),
+                    accepted: queues.len(),
+                }));
+            }
+            for (p, (messages, peer_cred)) in state.pending.iter_mut().zip(queues) {
+                p.queue = messages;
+                p.peer_cred = Some(peer_cred);
+            }
+            Ok(())
+        })?
+        .ok_or_else(|| bad(AcceptProblem::NoRecord))?;
+    Ok(rec)
 }
 
 /// Turns the descriptors in flight noted so far into descriptions of `files` and writes

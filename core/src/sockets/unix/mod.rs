@@ -137,6 +137,10 @@ pub struct PendingConnection {
     pub client_ino: u64,
     /// What the client sent before being accepted (the embryo's queue), in order.
     pub queue: Vec<UnixMessage>,
+    /// SO_PEERCRED and SO_PEERGROUPS its accepted end shows (the client's connect() caller),
+    /// read by a dump that ends the processes once it accepted it; None: not read (a
+    /// `--leave-running` dump cannot accept it, an image made before they were kept).
+    pub peer_cred: Option<unix::restore::PeerCred>,
 }
 
 /// Descriptors in flight in one message of a captured queue (duplicates installed in cryo).
@@ -508,6 +512,7 @@ fn capture(
             .map(|&(client_ino, _)| PendingConnection {
                 client_ino,
                 queue: Vec::new(),
+                peer_cred: None,
             })
             .collect(),
         peer_closed,
