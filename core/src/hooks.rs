@@ -95,7 +95,8 @@ pub enum Stage {
     /// Dump: the network lock is installed over the captured connections (only when there
     /// are connections).
     NetworkLock,
-    /// Dump: the image is complete; the targets are still frozen, not killed or let go.
+    /// Dump: the image is complete; the targets are still frozen, not killed or let go (a
+    /// killing dump then adds the signals queued to them since to their cores).
     PostDump,
     /// Restore: the image is checked; no process is created yet.
     PreRestore,

@@ -18,7 +18,8 @@ use crate::{memory, proc};
 
 /// Everything of task `pid` but its memory (frozen, its main thread `remote` borrowed,
 /// `scratch` mapped): its core with threads, signals, timers and fds; each thread checked for
-/// a Landlock domain against `probes`.
+/// a Landlock domain against `probes`; and the signal queues as read (for a killing dump's
+/// last look at them, dump/late_signals.rs).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn collect(
     pid: Pid,
@@ -35,7 +36,7 @@ pub(super) fn collect(
     probes: &mut landlock::Probes,
     external_mounts: &[crate::task::mount_ns::ExternalMount],
     mount_namespaces: &mut MountNamespaces,
-) -> Result<cryo_proto::image::TaskCore> {
+) -> Result<(cryo_proto::image::TaskCore, signals::Queued)> {
     // The stages' times in the debug log: all of this runs frozen (the downtime).
     let t = std::time::Instant::now();
     let stage = |name: &str| tracing::debug!(%pid, us = t.elapsed().as_micros() as u64, "collected {name}");
@@ -104,7 +105,12 @@ pub(super) fn collect(
     core.sigactions = signals::dump_actions(pid, remote, scratch)?;
     core.itimers = timers::dump_itimers(pid, remote, scratch)?;
     core.posix_timers = timers::dump_posix(pid, remote, scratch)?;
-    core.shared_pending = threads::shared_pending(pid)?;
+    // After the timers: one a timer queues later is queued again by the restored timer.
+    let queued = signals::read_queued(pid, frozen.tids())?;
+    core.shared_pending = queued.shared.clone();
+    for (thread, pending) in core.threads.iter_mut().zip(&queued.threads) {
+        thread.pending = pending.clone();
+    }
     // A timer's own signal goes back with the timer, not as a plain queued one.
     timers::tie_pending_signals(pid, &mut core);
     let listener = crate::notify::find_listeners_except(pid, |fd| sockets.is_socket_fd(fd))?;
@@ -117,7 +123,7 @@ pub(super) fn collect(
     (core.file_locks, core.fd_owners) =
         files.take_locks_and_owners(pid, members)?;
     stage("fds");
-    Ok(core)
+    Ok((core, queued))
 }
 
 /// The mount namespaces of a dump's processes, each read once (by the first process of the

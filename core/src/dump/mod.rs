@@ -7,6 +7,7 @@
 //! mod.rs      freeze, per task: sockets (network lock) -> collect.rs -> images; shared
 //!             objects once; inventory last; kill or let run
 //! guardian.rs the process that undoes repair mode and the lock if cryo dies mid-dump
+//! late_signals.rs  a killing dump's last read of the signal queues, right before the kill
 //! unlock.rs   the dump's network lock id, `cryo unlock`
 //! retire.rs   `cryo kill` of a --leave-running dump
 //! error.rs    DumpError, KillError
@@ -24,6 +25,7 @@ use tracing::{debug, info, info_span};
 pub(crate) mod collect;
 pub mod error;
 pub(crate) mod guardian;
+mod late_signals;
 pub mod retire;
 pub(crate) mod tree;
 pub mod unlock;
@@ -443,6 +445,8 @@ fn dump_tree(
     let mut collected_stops: Vec<Pid> = Vec::new();
     let mut stop_notices: std::collections::HashMap<Pid, crate::task::signals::StopNotice> =
         Default::default();
+    // Each live task's signal queues as its state was collected (in `live`'s order).
+    let mut signals_read = Vec::with_capacity(live.len());
     for ((m, frozen), sockets) in live.iter().zip(&frozen).zip(sockets_held.tasks()) {
         let pid = m.pid;
         let _span = info_span!("task", %pid).entered();
@@ -460,7 +464,7 @@ fn dump_tree(
         let mut collected_here = Vec::new();
         let (views, state) = memory::dump::VmaViews::read_beside(pid, overlap, || {
             let earlier = precopy.as_deref_mut().map(|p| p.finish(pid)).transpose()?;
-            let core = collect(
+            let (core, queued) = collect(
                 pid, &stat, images, &fd_opts, frozen, &remote, &scratch, sockets, &mut files,
                 &members,
                 pidns.as_ref().map(|n| n.inode),
@@ -501,10 +505,10 @@ fn dump_tree(
             if !opts.pids.contains(&pid) {
                 tree::refuse_pdeath_of_thread_child(pid, Pid::from_raw(m.stat.ppid), &core)?;
             }
-            Ok::<_, Error>((earlier.flatten(), core))
+            Ok::<_, Error>((earlier.flatten(), core, queued))
         });
         debug!(%pid, us = frozen_at.elapsed().as_micros() as u64, "frozen: VMA views, pre-copy's last scan and the task's state read");
-        let collected = state.and_then(|(earlier, core)| {
+        let collected = state.and_then(|(earlier, core, queued)| {
             let mm = collect_memory(
                 pid,
                 &stat,
@@ -516,12 +520,13 @@ fn dump_tree(
                 earlier.as_ref(),
                 views?,
             )?;
-            Ok((core, mm))
+            Ok((core, mm, queued))
         });
         // Whatever happened, the task gets its own state back before anything else.
         let unmapped = scratch.unmap(&remote);
         let released = remote.release();
-        let (mut core, mm) = collected?;
+        let (mut core, mm, queued) = collected?;
+        signals_read.push(queued);
         collected_stops.extend(collected_here);
         stop_notices.insert(pid, crate::task::signals::StopNotice::of(&core));
         crate::task::cgroups::check_roots(pid, &core, &opts.cgroup_roots)?;
@@ -1000,7 +1005,24 @@ fn dump_tree(
         let check = crate::precheck::record(&cores, &pstree, &descs);
         images.write(names::CHECK, ImageKind::MigrationCheck, &[check])?;
     }
-    drop(cores);
+    // A killing dump reads the signal queues once more right before its kill.
+    let mut late_signals = match (&frozen, leave_running) {
+        // `live`'s order: cores, queues, frozen tasks, and the first entries of pstree.
+        (Some(frozen), false) => Some(late_signals::LateSignals::new(
+            cores
+                .into_iter()
+                .zip(signals_read)
+                .zip(frozen)
+                .zip(&pstree)
+                .map(|((((core, _), seen), f), entry)| {
+                    (f.pid(), f.tids().to_vec(), entry.stopped, core, seen)
+                }),
+        )),
+        _ => {
+            drop(cores);
+            None
+        }
+    };
     drop(descs);
     let checkpoint_id = opts.checkpoint_id.clone().unwrap_or_else(checkpoint_id);
     // The inventory last: a directory without one is not an image.
@@ -1042,6 +1064,13 @@ fn dump_tree(
     if frozen.is_some() {
         aio_watch.check()?;
     }
+    // The signals queued since the processes' state was read, into the image (before it
+    // leaves), as late as a refusal still rolls back.
+    if let Some(late) = &mut late_signals {
+        let t = Instant::now();
+        late.take(images)?;
+        debug!(us = t.elapsed().as_micros() as u64, "frozen: signal queues read again");
+    }
     // The images leave (a stream to a receiver): until it confirms them, any failure rolls
     // the dump back here like every other (the guards below drop in order).
     if let Some(commit) = &opts.commit {
@@ -1050,6 +1079,9 @@ fn dump_tree(
         };
         (commit.0)(images.path(), &checkpoint_id, &commitment)
             .map_err(|why| DumpError::Commit { why })?;
+        if let Some(late) = &late_signals {
+            late.warn_lost();
+        }
         debug!(us = frozen_at.elapsed().as_micros() as u64, "frozen: images committed");
     }
     // The point of no return (the receiver holds the images): a signal from here on waits

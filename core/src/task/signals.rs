@@ -1,12 +1,15 @@
 //! Signal dispositions: read from a frozen task by remote rt_sigaction, installed by the
-//! restore child itself; queued signals put back with everything blocked.
+//! restore child itself; queued signals (the process's queue and each thread's) read after
+//! the timers, read again right before a killing dump's kill for those that arrived
+//! meanwhile ([`take_arrived`]), put back with everything blocked.
 
-use cryo_proto::image::{SigAction, SigInfo};
+use cryo_proto::image::{SigAction, SigInfo, TaskCore};
 use nix::unistd::Pid;
 
 use crate::error::{Error, Result};
 use crate::remote::{Remote, Scratch};
 use crate::sys::signal::{self, KernelSigaction};
+use crate::task::{threads, timers};
 
 const NSIG: u32 = 64;
 
@@ -54,6 +57,152 @@ pub fn dump_actions(pid: Pid, remote: &Remote, scratch: &Scratch) -> Result<Vec<
         }
     }
     Ok(out)
+}
+
+/// The signals queued to a frozen task, as PTRACE_PEEKSIGINFO reads them: its process-wide
+/// queue and each thread's (in the order of the tids read).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Queued {
+    /// The process-wide queue.
+    pub shared: Vec<SigInfo>,
+    /// Each thread's own queue.
+    pub threads: Vec<Vec<SigInfo>>,
+}
+
+/// Reads the queues of frozen task `pid`, threads `tids`. The dump reads them after the
+/// timers: a timer's signal queued after this read was queued after its timer's state was
+/// read, and the restored timer queues it again ([`timers::queues_again`]).
+pub fn read_queued(pid: Pid, tids: &[Pid]) -> Result<Queued> {
+    let threads = tids
+        .iter()
+        .map(|&tid| threads::thread_pending(tid))
+        .collect::<Result<_>>()?;
+    Ok(Queued {
+        shared: threads::shared_pending(pid)?,
+        threads,
+    })
+}
+
+/// Brings `core`'s queued signals (as dumped from the queues `seen`) up to the queues read
+/// `now`, later: the signals that arrived meanwhile are added after the others (those a
+/// timer queues again itself left out), the ones that went away taken out (a SIGCONT
+/// discards the queued stop signals, a stop signal the queued SIGCONT). Refused: a signal
+/// that arrived and would stop the process (SIGSTOP; SIGTSTP, SIGTTIN, SIGTTOU at their
+/// default action) or continue it (SIGCONT, `stopped`): its stop or continuation would not
+/// be in the image. Returns whether `core` changed.
+pub fn take_arrived(
+    pid: Pid,
+    core: &mut TaskCore,
+    seen: &Queued,
+    now: &Queued,
+    stopped: bool,
+) -> Result<bool> {
+    let judge = Judge { core, stopped };
+    let mut queues = vec![(pid, arrivals(&seen.shared, &now.shared))];
+    for ((seen, now), t) in seen.threads.iter().zip(&now.threads).zip(&core.threads) {
+        queues.push((Pid::from_raw(t.tid), arrivals(seen, now)));
+    }
+    for (tid, a) in &mut queues {
+        for info in &a.arrived {
+            judge.refuse_stop_or_continue(pid, *tid, info)?;
+        }
+        // A timer's, queued after the timer's state was read: the restored timer queues it.
+        a.arrived.retain(|info| !timers::queues_again(core, info));
+    }
+    let lists = std::iter::once(&mut core.shared_pending)
+        .chain(core.threads.iter_mut().map(|t| &mut t.pending));
+    let mut changed = false;
+    for (list, (_, a)) in lists.zip(queues) {
+        for gone in &a.gone {
+            if let Some(at) = list.iter().position(|x| same_queued(x, gone)) {
+                list.remove(at);
+                changed = true;
+            }
+        }
+        changed |= !a.arrived.is_empty();
+        list.extend(a.arrived);
+    }
+    Ok(changed)
+}
+
+/// What changed in one queue between two reads.
+struct Arrivals {
+    /// Queued since, in their order.
+    arrived: Vec<SigInfo>,
+    /// Read the first time, gone the second.
+    gone: Vec<SigInfo>,
+}
+
+/// The signals of `now` not in `seen`, and those of `seen` not in `now` (each matched once).
+fn arrivals(seen: &[SigInfo], now: &[SigInfo]) -> Arrivals {
+    let mut matched = vec![false; seen.len()];
+    let mut arrived = Vec::new();
+    for info in now {
+        match (0..seen.len()).find(|&k| !matched[k] && same_queued(&seen[k], info)) {
+            Some(k) => matched[k] = true,
+            None => arrived.push(info.clone()),
+        }
+    }
+    let gone = seen
+        .iter()
+        .zip(&matched)
+        .filter(|(_, &m)| !m)
+        .map(|(s, _)| s.clone())
+        .collect();
+    Arrivals { arrived, gone }
+}
+
+/// Whether two reads of a queue show the same queued signal: the same bytes, or a timer's
+/// signal of the same timer (the kernel counts the timer's overruns in it while it waits).
+fn same_queued(a: &SigInfo, b: &SigInfo) -> bool {
+    match (timers::queued_by_timer(a), timers::queued_by_timer(b)) {
+        (Some(x), Some(y)) => x == y && a.signo == b.signo,
+        _ => a.raw == b.raw,
+    }
+}
+
+/// What a signal that arrived during the dump does to the process (its core as dumped).
+struct Judge<'a> {
+    core: &'a TaskCore,
+    /// The process was stopped (a group stop) when frozen.
+    stopped: bool,
+}
+
+impl Judge<'_> {
+    /// Refuses `info`, queued to `tid` (`pid`: to the process) during the dump, when it
+    /// stops or continues the process.
+    fn refuse_stop_or_continue(&self, pid: Pid, tid: Pid, info: &SigInfo) -> Result<()> {
+        let default =
+            action_of(&self.core.sigactions, info.signo as u32).handler == libc::SIG_DFL as u64;
+        let effect = match info.signo {
+            libc::SIGSTOP => "stops it",
+            libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU if default => "stops it",
+            libc::SIGCONT if self.stopped => "continues it (it was stopped)",
+            _ => return Ok(()),
+        };
+        let name =
+            nix::sys::signal::Signal::try_from(info.signo).map_or("a signal", |s| s.as_str());
+        let to = if tid == pid {
+            String::new()
+        } else {
+            format!(" to thread {tid}")
+        };
+        // kill, sigqueue, tgkill (SI_USER, SI_QUEUE, SI_TKILL...) say who sent it.
+        let from = match info.raw.get(16..20) {
+            Some(b) if info.code <= 0 => {
+                format!(" from pid {}", i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+            }
+            _ => String::new(),
+        };
+        Err(Error::target(
+            pid,
+            format!(
+                "{name} ({}){from} was sent{to} during the dump and {effect}: that change is \
+                 not in the image; refused (the process runs on and takes it; dump again)",
+                info.signo
+            ),
+        ))
+    }
 }
 
 /// Installs the dumped dispositions in the calling process (the restore child, signals
@@ -180,6 +329,100 @@ mod tests {
                 .collect(),
             ..Default::default()
         }
+    }
+
+    /// A queued siginfo: `signo`, `code`, and at offset 16 `word` (si_pid, or a timer's id).
+    fn queued(signo: i32, code: i32, word: i32) -> SigInfo {
+        let mut raw = vec![0u8; 128];
+        raw[0..4].copy_from_slice(&signo.to_ne_bytes());
+        raw[8..12].copy_from_slice(&code.to_ne_bytes());
+        raw[16..20].copy_from_slice(&word.to_ne_bytes());
+        SigInfo { signo, code, raw }
+    }
+
+    #[test]
+    fn signals_queued_during_the_dump_are_added_but_those_a_timer_queues_again() {
+        const SI_QUEUE: i32 = -1;
+        const SI_TIMER: i32 = -2;
+        const SI_KERNEL: i32 = 0x80;
+        let rt = 35;
+        let first = queued(rt, SI_QUEUE, 7);
+        let mut core = TaskCore {
+            threads: vec![ThreadCore {
+                tid: 10,
+                ..Default::default()
+            }],
+            posix_timers: vec![cryo_proto::image::PosixTimer {
+                id: 3,
+                value_ns: 1_000,
+                ..Default::default()
+            }],
+            itimers: vec![cryo_proto::image::ITimer {
+                which: 0,
+                value_us: 5,
+                interval_us: 0,
+            }],
+            shared_pending: vec![first.clone()],
+            ..Default::default()
+        };
+        let seen = Queued {
+            shared: vec![first.clone()],
+            threads: vec![vec![]],
+        };
+        let same = seen.clone();
+        let pid = Pid::from_raw(10);
+        assert!(!take_arrived(pid, &mut core, &seen, &same, false).unwrap());
+        // The armed timer's signal and the real-time interval timer's SIGALRM are queued again
+        // by the restored timers; a SIGALRM someone sent is not.
+        let alarm_sent = queued(libc::SIGALRM, 0, 99);
+        let now = Queued {
+            shared: vec![
+                first.clone(),
+                queued(rt, SI_QUEUE, 8),
+                queued(rt + 1, SI_TIMER, 3),
+                queued(libc::SIGALRM, SI_KERNEL, 0),
+            ],
+            threads: vec![vec![alarm_sent.clone()]],
+        };
+        assert!(take_arrived(pid, &mut core, &seen, &now, false).unwrap());
+        assert_eq!(core.shared_pending, vec![first, queued(rt, SI_QUEUE, 8)]);
+        assert_eq!(core.threads[0].pending, vec![alarm_sent]);
+    }
+
+    #[test]
+    fn a_stop_or_continue_signal_queued_during_the_dump_is_refused_and_one_discarded_goes() {
+        let pid = Pid::from_raw(10);
+        let core = || TaskCore {
+            threads: vec![ThreadCore {
+                tid: 10,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let none = Queued {
+            shared: vec![],
+            threads: vec![vec![]],
+        };
+        let with = |s: SigInfo| Queued {
+            shared: vec![s],
+            threads: vec![vec![]],
+        };
+        let stop = queued(libc::SIGSTOP, 0, 42);
+        let err = take_arrived(pid, &mut core(), &none, &with(stop.clone()), false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("SIGSTOP") && err.contains("from pid 42"),
+            "{err}"
+        );
+        let cont = queued(libc::SIGCONT, 0, 42);
+        assert!(take_arrived(pid, &mut core(), &none, &with(cont.clone()), true).is_err());
+        // Not stopped: SIGCONT is a signal like another; the stop signal it discarded goes.
+        let mut c = core();
+        c.shared_pending = vec![queued(libc::SIGTSTP, 0, 1)];
+        let seen = with(queued(libc::SIGTSTP, 0, 1));
+        assert!(take_arrived(pid, &mut c, &seen, &with(cont.clone()), false).unwrap());
+        assert_eq!(c.shared_pending, vec![cont]);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Threads: registers (general, fs/gs base, XSAVE), the syscall-restart fixup, and the
-//! per-thread state a dump keeps (mask, queued signals, altstack, robust list, rseq).
+//! per-thread state a dump keeps (mask, altstack, robust list, rseq; its queued signals are
+//! read with the process's: task::signals).
 
 use std::io;
 
@@ -289,6 +290,13 @@ pub fn shared_pending(tid: Pid) -> Result<Vec<SigInfo>> {
     Ok(siginfos(raw))
 }
 
+/// The queue of signals pending to thread `tid` alone (stopped under our ptrace).
+pub fn thread_pending(tid: Pid) -> Result<Vec<SigInfo>> {
+    let raw =
+        pt::peek_siginfo(tid, false).map_err(|e| Error::sys(tid, "read pending signals", e))?;
+    Ok(siginfos(raw))
+}
+
 /// Everything about one stopped thread. `remote` runs in this thread (its registers as taken
 /// are the ones dumped) and `scratch` is a page of the tracee for the calls' results. For the
 /// main thread, `process` gets the process attributes its calls read too. `domain` is the
@@ -312,7 +320,6 @@ pub fn dump_thread(
     } else {
         pt::get_sigmask(tid).map_err(sys("read signal mask"))?
     };
-    let pending = siginfos(pt::peek_siginfo(tid, false).map_err(sys("read pending signals"))?);
     let (robust_list, robust_list_len) = get_robust_list(tid).map_err(sys("get_robust_list"))?;
     let rseq = pt::get_rseq(tid).map_err(sys("read rseq registration"))?;
 
@@ -371,7 +378,8 @@ pub fn dump_thread(
         regs: Some(regs_to_image(&regs)),
         xstate,
         blocked,
-        pending,
+        // Read with the process's, after its timers (task::signals::read_queued).
+        pending: Vec::new(),
         altstack: Some(SigAltStack {
             sp: word(&ss[0..8]),
             flags: i32::from_ne_bytes([ss[8], ss[9], ss[10], ss[11]]),

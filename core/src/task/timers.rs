@@ -7,7 +7,9 @@
 //! ```text
 //! dump     /proc/PID/timers (id, signal, notify, clock), timer_gettime in the task,
 //!          /proc/timer_list (CLOCK_REALTIME timers: which base), the SI_TIMER siginfos of
-//!          the pending lists taken out (tie_pending_signals)
+//!          the pending lists (read after) taken out (tie_pending_signals); at a killing
+//!          dump's last read of the queues, a timer's signal queued since left out: the
+//!          restored timer queues it again (queues_again)
 //! restore  timer_create with the id, timer_settime: time left, TIMER_ABSTIME deadline, or
 //!          at once (pending signal: then cryo waits until it is queued)
 //! ```
@@ -260,9 +262,27 @@ const SI_TIMER: i32 = -2;
 
 /// The timer id of a pending signal a POSIX timer queued (`si_timerid`, after si_signo,
 /// si_errno, si_code and padding), None for another signal.
-fn queued_by_timer(info: &SigInfo) -> Option<i32> {
+pub(crate) fn queued_by_timer(info: &SigInfo) -> Option<i32> {
     let id = info.raw.get(16..20)?;
     (info.code == SI_TIMER).then(|| i32::from_ne_bytes([id[0], id[1], id[2], id[3]]))
+}
+
+/// Whether `info`, queued to the process after its timers were read (`core`), is a signal
+/// its restored timers queue again themselves: a POSIX timer's (SI_TIMER), or the SIGALRM
+/// of the real-time interval timer (SI_KERNEL), each armed when read (one that was not could
+/// not expire since). It comes back with the time it had left then, so it expires once more
+/// after the restore: the signal kept too would come twice.
+pub fn queues_again(core: &TaskCore, info: &SigInfo) -> bool {
+    const SI_KERNEL: i32 = 0x80;
+    if let Some(id) = queued_by_timer(info) {
+        return core
+            .posix_timers
+            .iter()
+            .any(|t| t.id == id && t.value_ns != 0);
+    }
+    info.signo == libc::SIGALRM
+        && info.code == SI_KERNEL
+        && core.itimers.iter().any(|t| t.which == 0 && t.value_us != 0)
 }
 
 /// The clocks on which a periodic timer whose signal is pending comes back with its phase

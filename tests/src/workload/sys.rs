@@ -1071,6 +1071,20 @@ pub fn install_sigusr1(handler: extern "C" fn(libc::c_int)) -> io::Result<()> {
     Ok(())
 }
 
+/// Takes one pending `sig` (blocked), without waiting: its siginfo, or None.
+pub fn take_pending(sig: i32) -> Option<libc::siginfo_t> {
+    let set = sigset(sig);
+    let zero = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: siginfo_t is plain data that sigtimedwait fills.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid set, a live siginfo_t and timespec.
+    let got = unsafe { libc::sigtimedwait(&set, &mut info, &zero) };
+    (got == sig).then_some(info)
+}
+
 pub fn sigusr2_pending() -> bool {
     // SAFETY: sigset_t is plain data, filled by sigpending.
     let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };

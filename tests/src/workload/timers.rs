@@ -11,6 +11,11 @@
 //!                            CLOCK_REALTIME an hour away (SIGRTMIN+4, a handler doing
 //!                            nothing), armed with TIMER_ABSTIME at a whole second (abs),
 //!                            relative (rel), or relative with SIGEV_NONE (none)
+//!                            arm-once <ms> -> <id>: a one-shot CLOCK_MONOTONIC timer
+//!                            (SIGRTMIN+8, blocked) armed ms milliseconds away
+//!                            take-once <id> -> `<taken>; then <taken>; armed <bool>`: its
+//!                            signal waited for (up to 10 s), then taken again (no wait), and
+//!                            whether the timer is still armed
 //!                            deadline <id> -> <ns>: the timer's deadline as the process sees
 //!                            it: CLOCK_REALTIME now plus timer_gettime's time left
 //!                            pending-timers -> <a> <b>: two one-shot CLOCK_MONOTONIC timers
@@ -119,6 +124,18 @@ impl Mode for Timers {
                     take(libc::SIGRTMIN() + 5, a).map_err(io_err)?,
                     take(libc::SIGRTMIN() + 6, b).map_err(io_err)?
                 ))
+            }
+            ("arm-once", [ms]) => {
+                let ms: i64 = ms.parse().map_err(|_| format!("bad delay {ms:?}"))?;
+                once_timer(8, ms).map(|id| id.to_string()).map_err(io_err)
+            }
+            ("take-once", [id]) => {
+                let id: usize = id.parse().map_err(|_| format!("bad timer id {id:?}"))?;
+                let sig = libc::SIGRTMIN() + 8;
+                let first = take_within(sig, id, 10).map_err(io_err)?;
+                let then = take(sig, id).map_err(io_err)?;
+                let left = deadline(id).map_err(io_err)? - realtime_now().map_err(io_err)?;
+                Ok(format!("{first}; then {then}; armed {}", left > 0))
             }
             ("deadline", [id]) => {
                 let id: usize = id.parse().map_err(|_| format!("bad timer id {id:?}"))?;
@@ -249,8 +266,29 @@ fn expired_timer(n: i32, period: i64) -> std::io::Result<usize> {
     }
 }
 
+/// A one-shot CLOCK_MONOTONIC timer on SIGRTMIN+`n` (blocked), armed `ms` milliseconds away.
+fn once_timer(n: i32, ms: i64) -> std::io::Result<usize> {
+    super::sys::block_signal(libc::SIGRTMIN() + n)?;
+    // SAFETY: sigevent is plain data; zeroed is a valid starting value.
+    let mut ev: libc::sigevent = unsafe { std::mem::zeroed() };
+    ev.sigev_notify = libc::SIGEV_SIGNAL;
+    ev.sigev_signo = libc::SIGRTMIN() + n;
+    let mut timer: libc::timer_t = std::ptr::null_mut();
+    // SAFETY: ev and timer are live for the call.
+    if unsafe { libc::timer_create(libc::CLOCK_MONOTONIC, &mut ev, &mut timer) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    arm(timer as usize, 0, ms / 1000, ms % 1000 * 1_000_000)?;
+    Ok(timer as usize)
+}
+
 /// Takes `sig` if pending (no wait): `none`, or what its siginfo and timer `id` say.
 fn take(sig: i32, id: usize) -> std::io::Result<String> {
+    take_within(sig, id, 0)
+}
+
+/// [`take`], waiting up to `secs` seconds for it.
+fn take_within(sig: i32, id: usize, secs: i64) -> std::io::Result<String> {
     // SAFETY: sigset_t is plain data, emptied by sigemptyset before use.
     let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
     // SAFETY: a live sigset_t and a valid signal number.
@@ -260,13 +298,21 @@ fn take(sig: i32, id: usize) -> std::io::Result<String> {
     }
     // SAFETY: siginfo_t is plain data that sigtimedwait fills.
     let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-    let zero = libc::timespec {
-        tv_sec: 0,
+    let wait = libc::timespec {
+        tv_sec: secs as libc::time_t,
         tv_nsec: 0,
     };
-    // SAFETY: a live set, siginfo and timespec.
-    if unsafe { libc::sigtimedwait(&set, &mut info, &zero) } < 0 {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(secs as u64);
+    loop {
+        // SAFETY: a live set, siginfo and timespec.
+        if unsafe { libc::sigtimedwait(&set, &mut info, &wait) } >= 0 {
+            break;
+        }
         let e = std::io::Error::last_os_error();
+        // The mode's handlers (its interval timers) interrupt a wait.
+        if e.raw_os_error() == Some(libc::EINTR) && std::time::Instant::now() < until {
+            continue;
+        }
         return if e.raw_os_error() == Some(libc::EAGAIN) {
             Ok("none".into())
         } else {
