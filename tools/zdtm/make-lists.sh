@@ -1,0 +1,35 @@
+#!/bin/bash
+# Write lists/h.txt, lists/ns.txt, lists/uns.txt: every zdtm static test built in ZDTM whose
+# .desc allows that flavour (zdtm.py's `-a` set: the executables of the directory but the
+# .checkskip and .hook scripts, route_rules and criu-rtc.so). Skips (noauto, arch, feature,
+# checkskip) are left to run1.sh, which reports each.
+#
+#   tools/zdtm/make-lists.sh ZDTM_STATIC_DIR
+set -eu
+ZDTM=${1:?usage: make-lists.sh ZDTM_STATIC_DIR}
+OUT=$(cd "$(dirname "$0")" && pwd)/lists
+mkdir -p "$OUT"
+python3 - "$ZDTM" "$OUT" <<'PY'
+import os, stat, sys
+zdtm, out = sys.argv[1], sys.argv[2]
+names = []
+for f in sorted(os.listdir(zdtm)):
+    p = os.path.join(zdtm, f)
+    st = os.lstat(p)
+    if not stat.S_ISREG(st.st_mode) or not st.st_mode & stat.S_IXUSR:
+        continue
+    if f.endswith(".checkskip") or f.endswith(".hook") or f in ("route_rules", "criu-rtc.so"):
+        continue
+    names.append(f)
+def desc(n):
+    p = os.path.join(zdtm, n + ".desc")
+    if os.access(p, os.F_OK) and os.path.getsize(p) > 0:
+        with open(p) as fd:
+            return eval(fd.read())
+    return {}
+for flav in ("h", "ns", "uns"):
+    l = [n for n in names if flav in desc(n).get("flavor", "h ns uns").split()]
+    with open(os.path.join(out, flav + ".txt"), "w") as fd:
+        fd.write("".join(n + "\n" for n in l))
+    print(flav, len(l))
+PY
