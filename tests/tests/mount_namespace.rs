@@ -1190,6 +1190,84 @@ fn a_fifo_on_the_namespaces_own_tmpfs_comes_back_open_with_its_bytes() {
     w.kill_restored();
 }
 
+/// A fanotify group with a mount mark (FAN_MARK_MOUNT) on the namespace's own tmpfs and an
+/// inode mark on a file there ignoring FAN_MODIFY (as zdtm fanotify00 in its ns flavour): the
+/// holder adds them again by their paths in the namespace made again (the copy's mount and
+/// file). After a `--leave-running` dump and after a restore, a write to that file shows only
+/// its close (the inode mark, FAN_MODIFY ignored), a write to another file of the tmpfs its
+/// FAN_MODIFY (the mount mark), a write elsewhere nothing. Before, the dump was refused
+/// ("found again in cryo's namespace, not in the one made").
+#[test]
+fn fanotify_marks_on_the_namespaces_own_tmpfs_come_back_reporting_its_events() {
+    cryo_bin();
+    let _shared = cryo_tests::cryos_mounts_kept();
+    let mut w = Workload::spawn("mount-ns", &["fanotify"]);
+    let tmp = w.path("tmp");
+    let events = |w: &Workload| w.cmd("fan-write tmp/fan.txt tmp/other.txt outside.txt");
+    let expected = format!("8 {}/fan.txt,2 {}/other.txt", tmp.display(), tmp.display());
+    // The group's fdinfo lines but what a new tmpfs and mount change (inode numbers,
+    // device, file handle, mount id): its flags, then each mark's flags, mask and ignored
+    // mask, newest first.
+    let marks = |w: &Workload| -> Vec<String> {
+        let text = std::fs::read_to_string(format!("/proc/{}/fdinfo/57", w.pid())).unwrap();
+        text.lines()
+            .filter(|l| l.starts_with("fanotify"))
+            .map(|l| {
+                let kept = [
+                    "flags:",
+                    "event-flags:",
+                    "mflags:",
+                    "mask:",
+                    "ignored_mask:",
+                ];
+                let words = l.split_whitespace().skip(1);
+                let words = words.filter(|w| kept.iter().any(|k| w.starts_with(k)));
+                words.collect::<Vec<_>>().join(" ")
+            })
+            .collect()
+    };
+    let before = marks(&w);
+    assert_eq!(before.len(), 3, "the group and its two marks: {before:?}");
+    // The events of the workload's setting up its tmpfs after the marks: read.
+    w.cmd("fan-write");
+    assert_eq!(events(&w), expected, "before the dump");
+    w.dump(&w.path("left"), &["--leave-running"])
+        .assert_success();
+    assert_eq!(events(&w), expected, "after a --leave-running dump");
+    w.dump_and_restore();
+    assert_eq!(marks(&w), before, "the restored group's fdinfo");
+    assert_eq!(events(&w), expected, "the restored group");
+    assert_eq!(w.cmd("fd"), "5 tmpfs file written before the dump");
+    w.kill_restored();
+}
+
+/// A fanotify mount mark on the namespace's own proc: cryo makes that proc after the holder
+/// added its marks again, so the dump is refused naming the mark and the mount (not a mark on
+/// whatever is at that path meanwhile).
+#[test]
+fn a_fanotify_mark_on_the_namespaces_own_proc_is_refused_naming_it() {
+    cryo_bin();
+    let _shared = cryo_tests::cryos_mounts_kept();
+    let w = Workload::spawn("mount-ns", &["proc", "fanotify-proc"]);
+    let out = w.dump(&w.path("img"), &[]);
+    assert!(!out.status.success(), "the dump should be refused\n{out}");
+    let proc = w.path("proc");
+    let want = format!(
+        "proc on {}: fanotify mark on {} (description ",
+        proc.display(),
+        proc.display()
+    );
+    assert!(out.stderr.contains(&want), "want {want:?}\n{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("made after the marks are added again, so not restored"),
+        "{}",
+        out.stderr
+    );
+    w.assert_untouched();
+    assert_eq!(w.cmd("fd"), "5 tmpfs file written before the dump");
+}
+
 /// Device nodes on the namespace's own tmpfs (as systemd's PrivateDevices makes /dev): the
 /// copy has them with their type, device number, mode, owner and second name. Before, the dump
 /// was refused ("a socket or a device node"). One held open comes back open on the copy's

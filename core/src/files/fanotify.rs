@@ -18,6 +18,11 @@
 //!          |FAN_MARK_FILESYSTEM] [|FAN_MARK_EVICTABLE], K, path), then its ignored mask
 //!          with FAN_MARK_IGNORED_MASK (or FAN_MARK_IGNORE, as it was added)
 //!          [|FAN_MARK_IGNORED_SURV_MODIFY]
+//!          a group with a mark on a mount of its holder's mount namespace's own (marked at
+//!          dump by task/mount_ns.rs mark_files: FileDesc.in_mount_namespace): not checked
+//!          by cryo but by the holder, which makes it after making that namespace: each
+//!          path leads to the inode marked (on a copied tmpfs: one of its type), or to a
+//!          mount's root (check_in_namespace)
 //! ```
 
 use std::fs;
@@ -63,6 +68,11 @@ impl FileKind for Fanotifies {
         f: &Fanotify,
         _cx: &mut Checking<'_>,
     ) -> Result<(), FileError> {
+        // A mark's path leads to what it marked only in the mount namespace the restore makes
+        // for the holder: checked there when the holder makes the group (check_in_namespace).
+        if desc.in_mount_namespace {
+            return Ok(());
+        }
         for m in &f.marks {
             if m.kind() == FanotifyMarkKind::FanotifyMarkInode {
                 // The inode number only, as the dump checked it: st_dev is not always the
@@ -280,6 +290,9 @@ fn dump(open: &OpenFd) -> Result<Fanotify, FileError> {
                 mflags,
                 mask,
                 ignored_mask,
+                // Set for a holder in a mount namespace of its own (task/mount_ns.rs).
+                on_copied_tmpfs: false,
+                file_type: 0,
             }
         };
         marks.push(match on {
@@ -317,8 +330,62 @@ fn dump(open: &OpenFd) -> Result<Fanotify, FileError> {
     })
 }
 
+/// In the holder, in the mount namespace the restore made for it (`desc.in_mount_namespace`):
+/// each mark's path leads to what it marked. An inode mark's to inode `ino`, or on a tmpfs
+/// made again from its copy (new inode numbers) to an inode of the type marked; a mount or
+/// filesystem mark's to the root of a mount (the one the namespace made at its mount point).
+fn check_in_namespace(desc: &FileDesc, m: &FanotifyMark) -> Result<(), FileError> {
+    let bad = |detail: String| FileError::Invalid {
+        id: desc.id,
+        detail: format!(
+            "fanotify mark on {} (in the mount namespace made again): {detail}",
+            m.path
+        ),
+    };
+    match m.kind() {
+        FanotifyMarkKind::FanotifyMarkInode => {
+            let meta = fs::symlink_metadata(&m.path).map_err(|e| bad(format!("stat: {e}")))?;
+            let file_type = meta.mode() & libc::S_IFMT;
+            if m.on_copied_tmpfs && file_type != m.file_type {
+                return Err(bad(format!(
+                    "an inode of type {file_type:o} is there, not of the type marked ({:o})",
+                    m.file_type
+                )));
+            }
+            if !m.on_copied_tmpfs && meta.ino() != m.ino {
+                return Err(bad(format!(
+                    "that path no longer names the inode marked at dump ({} on {})",
+                    m.ino,
+                    kdev_name(m.dev)
+                )));
+            }
+        }
+        FanotifyMarkKind::FanotifyMarkMount | FanotifyMarkKind::FanotifyMarkFilesystem => {
+            let open_path = |p: &str| {
+                nix::fcntl::open(p, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())
+                    .map_err(|e| bad(format!("open {p}: {e}")))
+            };
+            let here = open_path(&m.path)?;
+            let above = open_path(&format!("{}/..", m.path.trim_end_matches('/')))?;
+            let id = |fd: &OwnedFd| {
+                sys::mount::mount_id(fd.as_fd()).map_err(|e| bad(format!("its mount id: {e}")))
+            };
+            // The root's ".." is itself: always a mount's root.
+            if m.path != "/" && id(&here)? == id(&above)? {
+                return Err(bad("it is no longer a mount point".into()));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Makes the group again with its marks.
 fn open(desc: &FileDesc, f: &Fanotify) -> Result<OwnedFd, FileError> {
+    if desc.in_mount_namespace {
+        for m in &f.marks {
+            check_in_namespace(desc, m)?;
+        }
+    }
     let fd = sys::fanotify::fanotify_init(f.flags, f.event_flags)
         .map_err(|e| restore_err(desc, "fanotify_init", e))?;
     // fdinfo lists the newest mark first: added oldest first, they list as they did.
@@ -365,6 +432,49 @@ fn open(desc: &FileDesc, f: &Fanotify) -> Result<OwnedFd, FileError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The holder's checks of its marks' paths in the namespace made again: an inode mark by
+    /// its inode (by its type on a copied tmpfs), a mount mark by its path being a mount's
+    /// root.
+    #[test]
+    fn marks_are_checked_by_their_paths_in_the_namespace() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("marked");
+        fs::write(&file, b"").unwrap();
+        let ino = fs::metadata(&file).unwrap().ino();
+        let desc = FileDesc {
+            id: 7,
+            in_mount_namespace: true,
+            ..Default::default()
+        };
+        let mark = |kind: FanotifyMarkKind, path: &Path| FanotifyMark {
+            kind: kind as i32,
+            path: path.to_str().unwrap().into(),
+            ino,
+            ..Default::default()
+        };
+        let inode = mark(FanotifyMarkKind::FanotifyMarkInode, &file);
+        assert!(check_in_namespace(&desc, &inode).is_ok());
+        let other = FanotifyMark {
+            ino: ino + 1,
+            ..inode.clone()
+        };
+        let err = check_in_namespace(&desc, &other).unwrap_err().to_string();
+        assert!(err.contains("no longer names the inode marked"), "{err}");
+        let copied = |file_type: u32| FanotifyMark {
+            on_copied_tmpfs: true,
+            file_type,
+            ..other.clone()
+        };
+        assert!(check_in_namespace(&desc, &copied(libc::S_IFREG)).is_ok());
+        let err = check_in_namespace(&desc, &copied(libc::S_IFDIR)).unwrap_err().to_string();
+        assert!(err.contains("not of the type marked"), "{err}");
+        let mount = mark(FanotifyMarkKind::FanotifyMarkMount, Path::new("/proc"));
+        assert!(check_in_namespace(&desc, &mount).is_ok());
+        let not_mount = mark(FanotifyMarkKind::FanotifyMarkMount, dir.path());
+        let err = check_in_namespace(&desc, &not_mount).unwrap_err().to_string();
+        assert!(err.contains("no longer a mount point"), "{err}");
+    }
 
     #[test]
     fn mark_lines_are_parsed() {

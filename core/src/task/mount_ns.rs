@@ -26,7 +26,9 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use cryo_proto::image::{file_desc, FileDesc, MountNamespace, NamespaceMount, TaskCore, TreeEntry};
+use cryo_proto::image::{
+    file_desc, FanotifyMarkKind, FileDesc, MountNamespace, NamespaceMount, TaskCore, TreeEntry,
+};
 use nix::unistd::Pid;
 
 use crate::proc;
@@ -1667,21 +1669,56 @@ pub fn mark_files(
                 desc.in_mount_namespace = true;
                 continue;
             }
-            // Fanotify marks are found again by cryo, by their handles, in cryo's namespace.
+            // Marks added again by the holder, by their paths in the namespace made again
+            // (fanotify.rs found each there at dump), before cryo makes the proc, sysfs and
+            // mqueue mounts; checked there by the holder (fanotify.rs check_in_namespace).
             Some(file_desc::Kind::Fanotify(f)) => {
-                let on_own = f
-                    .marks
-                    .iter()
-                    .find_map(|k| own_mount(&k.path).map(|m| (m, &k.path)));
-                if let Some((m, path)) = on_own {
-                    return Err(refused(
-                        m,
-                        format!(
-                            "fanotify mark on {path} (description {}) is on it: found again in \
-                             cryo's namespace, not in the one made, so not restored",
-                            desc.id
-                        ),
-                    ));
+                let mut on_own = false;
+                for k in &mut f.marks {
+                    let Some(m) = own_mount(&k.path) else {
+                        continue;
+                    };
+                    let refuse = |detail: &str| {
+                        refused(
+                            m,
+                            format!(
+                                "fanotify mark on {} (description {}): {detail}",
+                                k.path, desc.id
+                            ),
+                        )
+                    };
+                    if made_by_cryo(m) {
+                        return Err(refuse(
+                            "made after the marks are added again, so not restored",
+                        ));
+                    }
+                    on_own = true;
+                    if k.kind() != FanotifyMarkKind::FanotifyMarkInode {
+                        // On the mount the namespace makes at that point (its own mount, or a
+                        // filesystem it has a mount of: the one made again there).
+                        if unescape(&m.point) != k.path {
+                            return Err(refuse(
+                                "its path is not the mount point of a mount the namespace makes \
+                                 again, so not restored",
+                            ));
+                        }
+                        continue;
+                    }
+                    let seen = std::fs::symlink_metadata(format!("{}{}", root.display(), k.path));
+                    match seen {
+                        Ok(s) if s.ino() == k.ino => {
+                            k.on_copied_tmpfs = m.tmpfs || m.bind_in_namespace && !m.late;
+                            k.file_type = s.mode() & libc::S_IFMT;
+                        }
+                        _ => {
+                            return Err(refuse(
+                                "the inode marked is no longer at its path in the namespace",
+                            ))
+                        }
+                    }
+                }
+                if on_own {
+                    desc.in_mount_namespace = true;
                 }
                 continue;
             }

@@ -35,7 +35,10 @@
 //! on DIR/cov, made shared, a tmpfs mounted over it), `fifo` (a FIFO DIR/tmp/fifo on the
 //! tmpfs, open O_RDWR at fd 43, "queued in the fifo" written to it), `devnode` (on the
 //! tmpfs: DIR/tmp/null, a character device 1:3, mode 0640, owner 1234:5678, with a second
-//! name DIR/tmp/null2; a block device DIR/tmp/loop, 7:0), `tmpfs-bind` (DIR/tmp/part, holding
+//! name DIR/tmp/null2; a block device DIR/tmp/loop, 7:0), `fanotify` (a fanotify group at
+//! fd 57: FAN_MODIFY on the tmpfs's mount, FAN_CLOSE_WRITE on DIR/tmp/fan.txt, which ignores
+//! FAN_MODIFY; `fanotify-proc`, after `proc`: one with a mount mark FAN_MODIFY on DIR/proc),
+//! `tmpfs-bind` (DIR/tmp/part, holding
 //! `f` ("in part"), bound on DIR/tbind; DIR/tbind/f open at fd 44), `sock-before:WHERE` (a
 //! unix stream socket bound to DIR/WHERE/before.sock and listening, at fd 47, before the
 //! namespace is made: `tmp` puts it under the tmpfs the namespace mounts), `linked-deleted`
@@ -105,6 +108,8 @@
 //! removed-null        -> <major>:<minor> <links> <the link of fd 52>
 //! pty-read            -> what fd 46 reads now, non-blocking
 //! pty-write TEXT      -> ok   (TEXT and a newline written to fd 45)
+//! fan-write NAME...   -> the events fd 57 reads then: <mask hex> <path>,... (fanotify)
+//!                        ("x" written to each DIR/NAME first)
 //! fifo                -> same:<bool> <what fd 43 reads now, non-blocking, written back>
 //!                        (same: fd 43 and DIR/tmp/fifo are one inode)
 //! ```
@@ -144,6 +149,8 @@ const JAIL_ANSWER: i32 = 62;
 const FIFO_FD: i32 = 43;
 /// The fd of the device node on the tmpfs (`devnode`).
 const DEVICE_FD: i32 = 46;
+/// The fanotify group marking the tmpfs (`fanotify`).
+const FANOTIFY_FD: i32 = 57;
 /// The mtime (seconds) its files are given, to be found again.
 pub const MTIME: i64 = 1_600_000_000;
 /// The access time of the open file (2096).
@@ -222,6 +229,33 @@ fn pivot(dir: &Path, also_on_d: bool, with_proc: bool) -> Result<(), String> {
     nix::mount::umount2(".", nix::mount::MntFlags::MNT_DETACH)
         .map_err(|e| format!("umount the old root: {e}"))?;
     std::env::set_current_dir("/").map_err(failed("chdir /"))?;
+    Ok(())
+}
+
+/// A fanotify group at FANOTIFY_FD (FAN_CLASS_NOTIF|FAN_NONBLOCK, O_RDONLY|O_LARGEFILE) marking
+/// the tmpfs on `tmp`: FAN_MODIFY on its mount (FAN_MARK_MOUNT), FAN_CLOSE_WRITE on the inode
+/// of `tmp`/fan.txt (empty), which ignores FAN_MODIFY (FAN_MARK_IGNORED_SURV_MODIFY). No mark
+/// asks for what reading a file makes (a dump copies the tmpfs).
+fn fanotify_on(tmp: &Path) -> Result<(), String> {
+    let marked = tmp.join("fan.txt");
+    std::fs::write(&marked, b"").map_err(failed("create fan.txt"))?;
+    let fd = sys::fanotify_init(
+        libc::FAN_CLASS_NOTIF | libc::FAN_NONBLOCK,
+        (libc::O_RDONLY | libc::O_LARGEFILE) as u32,
+    )
+    .map_err(failed("fanotify_init"))?;
+    let mark = |flags: u32, mask: u64, path: &Path| {
+        sys::fanotify_mark(fd, libc::FAN_MARK_ADD | flags, mask, path)
+    };
+    mark(libc::FAN_MARK_MOUNT, libc::FAN_MODIFY, tmp).map_err(failed("mount mark"))?;
+    mark(0, libc::FAN_CLOSE_WRITE, &marked).map_err(failed("inode mark"))?;
+    mark(
+        libc::FAN_MARK_IGNORED_MASK | libc::FAN_MARK_IGNORED_SURV_MODIFY,
+        libc::FAN_MODIFY,
+        &marked,
+    )
+    .map_err(failed("ignored mask"))?;
+    sys::move_fd(fd, FANOTIFY_FD).map_err(failed("dup2"))?;
     Ok(())
 }
 
@@ -460,6 +494,19 @@ pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
             }
             "fifo" => {
                 fifo_at(&tmp.join("fifo"), FIFO_FD, b"queued in the fifo")?;
+                continue;
+            }
+            "fanotify" => {
+                fanotify_on(&tmp)?;
+                continue;
+            }
+            "fanotify-proc" => {
+                let fd = sys::fanotify_init(libc::FAN_CLASS_NOTIF | libc::FAN_NONBLOCK, 0)
+                    .map_err(failed("fanotify_init"))?;
+                let flags = libc::FAN_MARK_ADD | libc::FAN_MARK_MOUNT;
+                sys::fanotify_mark(fd, flags, libc::FAN_MODIFY, &dir.join("proc"))
+                    .map_err(failed("mount mark on proc"))?;
+                sys::move_fd(fd, FANOTIFY_FD).map_err(failed("dup2"))?;
                 continue;
             }
             "devnode" => {
@@ -1260,6 +1307,12 @@ impl Mode for MountNs {
                     m.nlink(),
                     m.ino()
                 ))
+            }
+            ("fan-write", names) => {
+                for name in names {
+                    std::fs::write(self.dir.join(name), b"x").map_err(io_err)?;
+                }
+                super::notify::fanotify_events(FANOTIFY_FD)
             }
             ("fifo", []) => {
                 let at = std::fs::metadata(self.dir.join("tmp/fifo")).map_err(io_err)?;

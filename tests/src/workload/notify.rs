@@ -193,41 +193,55 @@ fn watched_file(dir: &Path) -> Result<(PathBuf, PathBuf, i32), String> {
     Ok((dir, marked, held))
 }
 
+/// Every event queued now on fanotify group `fd`, one entry per file (masks ORed, each with
+/// the path of its event fd, which is closed), sorted: "<mask hex> <path>,...".
+pub(super) fn fanotify_events(fd: i32) -> Result<String, String> {
+    let data = sys::read_available(fd, 1 << 16).map_err(io_err)?;
+    let mut per_file: std::collections::BTreeMap<String, u64> = Default::default();
+    let mut off = 0;
+    // struct fanotify_event_metadata: event_len u32, vers u8, reserved u8, metadata_len u16,
+    // mask u64, fd i32, pid i32.
+    while off + 24 <= data.len() {
+        let len = u32::from_ne_bytes(data[off..off + 4].try_into().expect("4")) as usize;
+        let mask = u64::from_ne_bytes(data[off + 8..off + 16].try_into().expect("8"));
+        let event_fd = i32::from_ne_bytes(data[off + 16..off + 20].try_into().expect("4"));
+        let path = if event_fd >= 0 {
+            let p = std::fs::read_link(format!("/proc/self/fd/{event_fd}"))
+                .map_or_else(|e| format!("?{e}"), |p| p.display().to_string());
+            sys::close(event_fd);
+            p
+        } else {
+            format!("fd{event_fd}")
+        };
+        *per_file.entry(path).or_default() |= mask;
+        off += len.max(24);
+    }
+    Ok(joined(&per_file))
+}
+
+/// "<mask hex> <name>,..." of `per_file`.
+fn joined(per_file: &std::collections::BTreeMap<String, u64>) -> String {
+    let list: Vec<String> = per_file.iter().map(|(p, m)| format!("{m:x} {p}")).collect();
+    list.join(",")
+}
+
 impl Notify {
     /// Every event queued now, one entry per file (masks ORed), sorted.
     fn events(&self) -> Result<String, String> {
+        if self.fanotify {
+            return fanotify_events(FD);
+        }
         let data = sys::read_available(FD, 1 << 16).map_err(io_err)?;
         let mut per_file: std::collections::BTreeMap<String, u64> = Default::default();
         let mut off = 0;
-        if self.fanotify {
-            // struct fanotify_event_metadata: event_len u32, vers u8, reserved u8,
-            // metadata_len u16, mask u64, fd i32, pid i32.
-            while off + 24 <= data.len() {
-                let len = u32::from_ne_bytes(data[off..off + 4].try_into().expect("4")) as usize;
-                let mask = u64::from_ne_bytes(data[off + 8..off + 16].try_into().expect("8"));
-                let fd = i32::from_ne_bytes(data[off + 16..off + 20].try_into().expect("4"));
-                let path = if fd >= 0 {
-                    let p = std::fs::read_link(format!("/proc/self/fd/{fd}"))
-                        .map_or_else(|e| format!("?{e}"), |p| p.display().to_string());
-                    sys::close(fd);
-                    p
-                } else {
-                    format!("fd{fd}")
-                };
-                *per_file.entry(path).or_default() |= mask;
-                off += len.max(24);
-            }
-        } else {
-            while off + 16 <= data.len() {
-                let wd = i32::from_ne_bytes(data[off..off + 4].try_into().expect("4"));
-                let mask = u32::from_ne_bytes(data[off + 4..off + 8].try_into().expect("4"));
-                let len = u32::from_ne_bytes(data[off + 12..off + 16].try_into().expect("4"));
-                *per_file.entry(format!("wd{wd}")).or_default() |= u64::from(mask);
-                off += 16 + len as usize;
-            }
+        while off + 16 <= data.len() {
+            let wd = i32::from_ne_bytes(data[off..off + 4].try_into().expect("4"));
+            let mask = u32::from_ne_bytes(data[off + 4..off + 8].try_into().expect("4"));
+            let len = u32::from_ne_bytes(data[off + 12..off + 16].try_into().expect("4"));
+            *per_file.entry(format!("wd{wd}")).or_default() |= u64::from(mask);
+            off += 16 + len as usize;
         }
-        let list: Vec<String> = per_file.iter().map(|(p, m)| format!("{m:x} {p}")).collect();
-        Ok(list.join(","))
+        Ok(joined(&per_file))
     }
 
     fn write(&self, name: &str) -> Result<(), String> {
