@@ -17,9 +17,23 @@
 //!          holding the epoll, pidfd_open(P), pidfd_getfd(H), F_DUPFD above, N lent as above
 //! ```
 //!
-//! Ready lists are not saved: after restore, level-triggered targets report what is ready
-//! again at the first epoll_wait; an edge-triggered (EPOLLET) target that was ready but not
-//! yet reported is reported once (registration with a ready file queues an event).
+//!
+//! The ready list (nothing shows it but epoll_wait), when a target is EPOLLET or EPOLLONESHOT:
+//!
+//! ```text
+//! dump     epoll_wait(duplicate, timeout 0): the targets on the list, in order (by their
+//!          data) -> EpollTarget.ready_rank; the EPOLLET/EPOLLONESHOT ones it took put back
+//!          by EPOLL_CTL_MOD (their file at their number, on a thread with its own fd table)
+//! restore  ADD the targets off the list; epoll_wait(timeout 0) takes the edges of those
+//!          ready (an edge already reported); ADD the others in their order (ADD of a ready
+//!          file queues it)
+//! ```
+//!
+//! Not saved (every target ready at restore is queued, an edge already reported reported
+//! again) for an epoll in flight, one with a target another process holds, or with an
+//! EPOLLET/EPOLLONESHOT target that is EPOLLEXCLUSIVE or has the data of another target.
+//! A `--leave-running` dump leaves the list with its level-triggered targets before the
+//! edge-triggered ones (the kernel queues them again first).
 
 use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsFd, RawFd};
@@ -135,6 +149,7 @@ fn parse_target(line: &str) -> Option<EpollTarget> {
         data,
         holder: None,
         holder_pid: None,
+        ready_rank: None,
     })
 }
 
@@ -189,7 +204,145 @@ fn dump(open: &OpenFd, dumped: &HashSet<i32>) -> Result<Epoll, FileError> {
         }
         targets.push(t);
     }
-    Ok(Epoll { targets })
+    let mut ep = Epoll {
+        targets,
+        ready_list_saved: false,
+    };
+    if !in_flight {
+        save_ready_list(open, &mut ep)?;
+    }
+    Ok(ep)
+}
+
+/// The bits of an epoll registration that are flags, not events (EP_PRIVATE_BITS).
+const PRIVATE_BITS: u32 = (libc::EPOLLWAKEUP
+    | libc::EPOLLONESHOT
+    | libc::EPOLLET
+    | libc::EPOLLEXCLUSIVE) as u32;
+
+/// Whether target `t` keeps an edge: EPOLLET or EPOLLONESHOT, armed (a reported EPOLLONESHOT
+/// target shows no event bits until EPOLL_CTL_MOD arms it again).
+fn keeps_an_edge(t: &EpollTarget) -> bool {
+    t.events & (libc::EPOLLET | libc::EPOLLONESHOT) as u32 != 0 && t.events & !PRIVATE_BITS != 0
+}
+
+/// Reads the ready list of the epoll `open` (its process stopped) into `ep`: which targets
+/// are on it, in what order (EpollTarget.ready_rank), so that an EPOLLET target whose edge
+/// was reported and not read is not reported again after the restore.
+///
+/// Nothing shows the list but epoll_wait, on a duplicate (pidfd_getfd): it takes the reported
+/// EPOLLET targets off the list and disarms EPOLLONESHOT ones, so each is put back by
+/// EPOLL_CTL_MOD with its own events and data (re-armed, queued again at the tail: ready),
+/// made with the target's file at its number, on a thread with an fd table of its own.
+/// Level-triggered targets are queued again by the kernel, before the ones put back.
+///
+/// Left as before (every target ready at restore queued as it is registered) for an epoll
+/// with no armed EPOLLET/EPOLLONESHOT target, or one of them with EPOLLEXCLUSIVE (MOD
+/// refuses it) or with the data of another target (the reported one unknown), or with a
+/// target another process holds (registered late by the restore).
+fn save_ready_list(open: &OpenFd, ep: &mut Epoll) -> Result<(), FileError> {
+    let edged: Vec<&EpollTarget> = ep.targets.iter().filter(|t| keeps_an_edge(t)).collect();
+    if edged.is_empty() {
+        return Ok(());
+    }
+    let why_not = if edged.iter().any(|t| t.events & libc::EPOLLEXCLUSIVE as u32 != 0) {
+        Some("an EPOLLET/EPOLLONESHOT target is EPOLLEXCLUSIVE".to_string())
+    } else if ep.targets.iter().any(|t| t.holder_pid.is_some()) {
+        Some("a target is held by another process".to_string())
+    } else {
+        edged
+            .iter()
+            .find(|t| ep.targets.iter().filter(|o| o.data == t.data).count() > 1)
+            .map(|t| format!("target fd {} has the data {:#x} of another target", t.tfd, t.data))
+    };
+    if let Some(why) = why_not {
+        tracing::warn!(
+            pid = open.pid.as_raw(),
+            fd = open.fd,
+            "epoll: ready list not saved ({why}): an EPOLLET edge already reported comes \
+             back reported again"
+        );
+        return Ok(());
+    }
+    let pidfd =
+        sys::pidfd::pidfd_open(open.pid).map_err(|e| open.inspect_err("pidfd_open", open.proc_path(), e))?;
+    let dup = sys::pidfd::pidfd_getfd(pidfd.as_fd(), open.fd)
+        .map_err(|e| open.inspect_err("pidfd_getfd", open.proc_path(), e))?;
+    let reported = sys::epoll::epoll_wait_now(dup.as_fd(), ep.targets.len() + 1)
+        .map_err(|e| open.inspect_err("epoll_wait", open.proc_path(), e))?;
+    let mut put_back = Vec::new();
+    let mut unmatched = Vec::new();
+    for (rank, &(data, _)) in reported.iter().enumerate() {
+        // Level-triggered targets may share data: they are alike to a reader.
+        let Some(t) = ep.targets.iter_mut().find(|t| t.data == data && t.ready_rank.is_none())
+        else {
+            unmatched.push(data);
+            continue;
+        };
+        t.ready_rank = Some(rank as u32);
+        if keeps_an_edge(t) {
+            put_back.push(*t);
+        }
+    }
+    put_back_reported(open, pidfd.as_fd(), dup.as_fd(), &put_back)?;
+    if let Some(data) = unmatched.first() {
+        return Err(open.dump_err(format!(
+            "epoll: epoll_wait reported data {data:#x}, which no target of its fdinfo has"
+        )));
+    }
+    ep.ready_list_saved = true;
+    Ok(())
+}
+
+/// Puts the EPOLLET/EPOLLONESHOT targets `reported` (in their order) back on the ready list
+/// of the epoll `dup` (a duplicate of `open`) after an epoll_wait took them:
+/// EPOLL_CTL_MOD with their events and data, each target's file (from the process of
+/// `pidfd`) at its number on a thread with an fd table of its own.
+fn put_back_reported(
+    open: &OpenFd,
+    pidfd: std::os::fd::BorrowedFd<'_>,
+    dup: std::os::fd::BorrowedFd<'_>,
+    reported: &[EpollTarget],
+) -> Result<(), FileError> {
+    if reported.is_empty() {
+        return Ok(());
+    }
+    let mut files = Vec::new();
+    for t in reported {
+        let fd = holder_of(t);
+        let file = sys::pidfd::pidfd_getfd(pidfd, fd).map_err(|e| {
+            open.inspect_err("pidfd_getfd", super::inspect::proc_fd(open.pid, fd), e)
+        })?;
+        files.push(file);
+    }
+    let high = reported
+        .iter()
+        .map(|t| t.tfd)
+        .chain(files.iter().map(std::os::fd::AsRawFd::as_raw_fd))
+        .chain([std::os::fd::AsRawFd::as_raw_fd(&dup)])
+        .max()
+        .unwrap_or(0)
+        .saturating_add(1);
+    let borrowed: Vec<_> = files.iter().map(|f| f.as_fd()).collect();
+    sys::fd::with_own_fd_table(|| {
+        // Above every number put to use: placing a file at one closes nothing needed.
+        let ep = sys::fd::dup_at_least(dup, high)?;
+        let moved = borrowed
+            .iter()
+            .map(|f| sys::fd::dup_at_least(*f, high))
+            .collect::<std::io::Result<Vec<_>>>()?;
+        for (t, file) in reported.iter().zip(&moved) {
+            sys::fd::dup_to(file.as_fd(), t.tfd, true)?;
+            sys::epoll::epoll_modify(ep.as_fd(), t.tfd, t.events, t.data)?;
+        }
+        Ok(())
+    })
+    .map_err(|e| {
+        open.dump_err(format!(
+            "epoll: put back on its ready list the EPOLLET/EPOLLONESHOT targets epoll_wait \
+             reported (EPOLL_CTL_MOD): {e}"
+        ))
+    })
 }
 
 /// The process among `dumped` (other than the epoll's own) and its fd that holds the file
@@ -496,27 +649,72 @@ fn place_all(
         let (desc, ep) = *pending.swap_remove(i);
         let fd = sys::epoll::epoll_create().map_err(|e| restore_err(desc, "epoll_create1", e))?;
         let fd = above(desc, fd, high)?;
-        for t in own_targets(ep) {
-            let add = || sys::epoll::epoll_add(fd.as_fd(), t.tfd, t.events, t.data);
-            let added = match t.holder {
-                None => add(),
-                // The kernel keys a registration by file and number: the holder's file is
-                // registered under the number it was added with, lent for the call.
-                Some(h) => sys::fd::lend_number(sys::fd::borrow_raw(h), t.tfd, high, add),
+        // The kernel keys a registration by file and number: a holder's file is registered
+        // (or changed) under the number it was added with, lent for the call.
+        let ctl = |t: &EpollTarget, op: &str| {
+            let call = || match op {
+                "ADD" => sys::epoll::epoll_add(fd.as_fd(), t.tfd, t.events, t.data),
+                _ => sys::epoll::epoll_modify(fd.as_fd(), t.tfd, t.events, t.data),
             };
-            added.map_err(|e| {
+            let done = match t.holder {
+                None => call(),
+                Some(h) => sys::fd::lend_number(sys::fd::borrow_raw(h), t.tfd, high, call),
+            };
+            done.map_err(|e| {
                 let by = t.holder.map(|h| format!(" (the file of fd {h})")).unwrap_or_default();
                 restore_err(
                     desc,
-                    format!("epoll_ctl ADD fd {}{by} events {:#x}", t.tfd, t.events),
+                    format!("epoll_ctl {op} fd {}{by} events {:#x}", t.tfd, t.events),
                     e,
                 )
-            })?;
+            })
+        };
+        if ep.ready_list_saved && ep.targets.iter().all(|t| t.holder_pid.is_none()) {
+            remake_ready_list(desc, fd.as_fd(), ep, ctl)?;
+        } else {
+            for t in own_targets(ep) {
+                ctl(t, "ADD")?;
+            }
         }
         for e in numbers_of.get(&desc.id).into_iter().flatten() {
             place_at(fd.as_fd(), e)?;
             placed.insert(e.fd);
         }
+    }
+    Ok(())
+}
+
+/// Registers the targets of `ep` (by `ctl`: EPOLL_CTL_ADD or MOD of a target) in the new epoll
+/// `fd` so that its ready list holds what it held at dump (EpollTarget.ready_rank), in that
+/// order: ADD of a ready file queues it at the tail. First the targets that were not on it,
+/// then one epoll_wait without waiting takes off the edges of those that are ready (an
+/// EPOLLET edge already reported; an EPOLLONESHOT target it disarms, armed at dump, is armed
+/// again by MOD), then the others in their order.
+fn remake_ready_list(
+    desc: &FileDesc,
+    fd: std::os::fd::BorrowedFd<'_>,
+    ep: &Epoll,
+    ctl: impl Fn(&EpollTarget, &str) -> Result<(), FileError>,
+) -> Result<(), FileError> {
+    let (mut on_list, off_list): (Vec<&EpollTarget>, Vec<&EpollTarget>) =
+        ep.targets.iter().partition(|t| t.ready_rank.is_some());
+    for t in &off_list {
+        ctl(t, "ADD")?;
+    }
+    let taken = sys::epoll::epoll_wait_now(fd, ep.targets.len() + 1)
+        .map_err(|e| restore_err(desc, "epoll_wait", e))?;
+    for (data, _) in taken {
+        // The dump saved no list when an EPOLLET/EPOLLONESHOT target shares its data.
+        let disarmed = off_list
+            .iter()
+            .find(|t| t.data == data && t.events & libc::EPOLLONESHOT as u32 != 0);
+        if let Some(t) = disarmed.filter(|t| keeps_an_edge(t)) {
+            ctl(t, "MOD")?;
+        }
+    }
+    on_list.sort_by_key(|t| t.ready_rank);
+    for t in on_list {
+        ctl(t, "ADD")?;
     }
     Ok(())
 }
@@ -624,6 +822,19 @@ mod tests {
     }
 
     #[test]
+    fn only_armed_edge_triggered_and_oneshot_targets_keep_an_edge() {
+        let target = |events: i32| EpollTarget {
+            events: events as u32,
+            ..Default::default()
+        };
+        assert!(keeps_an_edge(&target(libc::EPOLLIN | libc::EPOLLET)));
+        assert!(keeps_an_edge(&target(libc::EPOLLIN | libc::EPOLLONESHOT)));
+        assert!(!keeps_an_edge(&target(libc::EPOLLIN | libc::EPOLLERR | libc::EPOLLHUP)));
+        // A reported EPOLLONESHOT target: only its flags left until MOD arms it.
+        assert!(!keeps_an_edge(&target(libc::EPOLLONESHOT)));
+    }
+
+    #[test]
     fn a_target_held_elsewhere_names_a_process_and_fd_of_the_image() {
         let target = |pid: i32, fd: i32| EpollTarget {
             tfd: 63,
@@ -631,12 +842,16 @@ mod tests {
             data: 0xe63,
             holder: Some(fd),
             holder_pid: Some(pid),
+            ready_rank: None,
         };
         let descs = |t: EpollTarget| {
             vec![
                 FileDesc {
                     id: 1,
-                    kind: Some(Kind::Epoll(Epoll { targets: vec![t] })),
+                    kind: Some(Kind::Epoll(Epoll {
+                        targets: vec![t],
+                        ready_list_saved: false,
+                    })),
                     ..Default::default()
                 },
                 FileDesc {

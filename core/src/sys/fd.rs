@@ -73,6 +73,27 @@ pub(crate) fn lend_number<T>(
     Ok(out)
 }
 
+/// Runs `f` on a short-lived thread with an fd table of its own (unshare CLONE_FILES: a copy
+/// of this process's), so that it may put any file at any number (an epoll target's) without
+/// touching this process's fds. What `f` opens or places is closed with that table when the
+/// thread ends; `f` must not close fds it borrows (their numbers stay open here).
+pub(crate) fn with_own_fd_table<T: Send>(
+    f: impl FnOnce() -> io::Result<T> + Send,
+) -> io::Result<T> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: unshare takes flags, no pointers; CLONE_FILES gives this thread a copy of
+            // the fd table, which the thread's exit drops.
+            check(libc::c_long::from(unsafe {
+                libc::unshare(libc::CLONE_FILES)
+            }))?;
+            f()
+        })
+        .join()
+        .map_err(|_| io::Error::other("the thread with an fd table of its own panicked"))?
+    })
+}
+
 /// Bytes queued in a pipe or socket (FIONREAD).
 pub(crate) fn fionread(fd: BorrowedFd<'_>) -> io::Result<usize> {
     let mut n: libc::c_int = 0;

@@ -33,6 +33,7 @@ mod cow_file;
 mod cow_tree;
 mod deleted_file;
 mod deleted_sparse;
+mod epoll_edges;
 mod epoll_stale;
 mod events;
 mod file;
@@ -136,6 +137,7 @@ pub const MODES: &[(&str, Start)] = &[
     ("threads", threads::start),
     ("mappings", mappings::start),
     ("events", events::start),
+    ("epoll-edges", epoll_edges::start),
     ("epoll-stale", epoll_stale::start),
     ("notify", notify::start),
     ("tcp", tcp::start),
