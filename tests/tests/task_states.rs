@@ -56,6 +56,27 @@ fn a_stopped_process_comes_back_stopped_and_continues_on_sigcont() {
     w.kill_restored();
 }
 
+/// A stopped process sent SIGSTOP again (pending: zdtm stopped01, stopped02, stopped12): a
+/// killing dump takes it, the restored process is stopped and continues on SIGCONT. Before
+/// the fix of 2026-12-07 the dump's last read of the signal queues found that SIGSTOP, which
+/// the seize had taken into the stop it reported, and refused it as "sent during the dump".
+#[test]
+fn a_stopped_process_with_a_sigstop_pending_comes_back_stopped() {
+    cryo_bin();
+    let mut w = Workload::spawn("counter", &[]);
+    assert_eq!(w.cmd("tick"), "1");
+    stop(w.pid());
+    Pidfd::open(w.pid()).unwrap().signal(libc::SIGSTOP).unwrap();
+    let img = w.path("img");
+    w.dump_ok(&img);
+    w.start_restore(&img);
+    await_state(w.pid(), 'T');
+    Pidfd::open(w.pid()).unwrap().signal(libc::SIGCONT).unwrap();
+    w.await_restored();
+    assert_eq!(w.cmd("tick"), "2");
+    w.kill_restored();
+}
+
 #[test]
 fn a_stopped_process_stays_stopped_after_a_leave_running_dump() {
     cryo_bin();

@@ -103,6 +103,11 @@ pub fn take_arrived(
         queues.push((Pid::from_raw(t.tid), arrivals(seen, now)));
     }
     for (tid, a) in &mut queues {
+        // A stop signal for a process stopped already changes nothing it can see but its
+        // pending set, which the dump's first read may not have shown either: the seize of a
+        // stopped task takes its pending SIGSTOP into the stop it reports (zdtm stopped01,
+        // stopped02, stopped12: refused as "sent during the dump" otherwise).
+        a.arrived.retain(|info| !judge.stops_the_stopped(info));
         for info in &a.arrived {
             judge.refuse_stop_or_continue(pid, *tid, info)?;
         }
@@ -169,14 +174,28 @@ struct Judge<'a> {
 }
 
 impl Judge<'_> {
+    /// Whether `info` would stop the process (SIGSTOP; SIGTSTP, SIGTTIN, SIGTTOU at their
+    /// default action).
+    fn stops(&self, info: &SigInfo) -> bool {
+        let default =
+            action_of(&self.core.sigactions, info.signo as u32).handler == libc::SIG_DFL as u64;
+        match info.signo {
+            libc::SIGSTOP => true,
+            libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU => default,
+            _ => false,
+        }
+    }
+
+    /// Whether `info` is a stop signal for a process stopped already (it stays stopped).
+    fn stops_the_stopped(&self, info: &SigInfo) -> bool {
+        self.stopped && self.stops(info)
+    }
+
     /// Refuses `info`, queued to `tid` (`pid`: to the process) during the dump, when it
     /// stops or continues the process.
     fn refuse_stop_or_continue(&self, pid: Pid, tid: Pid, info: &SigInfo) -> Result<()> {
-        let default =
-            action_of(&self.core.sigactions, info.signo as u32).handler == libc::SIG_DFL as u64;
         let effect = match info.signo {
-            libc::SIGSTOP => "stops it",
-            libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU if default => "stops it",
+            _ if self.stops(info) => "stops it",
             libc::SIGCONT if self.stopped => "continues it (it was stopped)",
             _ => return Ok(()),
         };
