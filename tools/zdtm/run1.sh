@@ -123,11 +123,22 @@ zdtm_links() { # the names of the zdtm* links of our network namespace
 	ip -o link show 2>/dev/null | awk -F': ' '{ sub(/@.*/, "", $2); if ($2 ~ /^zdtm/) print $2 }'
 }
 
+# The propagation of our root as the test found it: a test or its hook that makes / shared
+# leaves every later mount of ours in a peer group (cryo's own mount namespace tests, run on
+# the same host afterwards, then see a "master:" they do not expect).
+ROOT_PROPAGATION=$(findmnt -no PROPAGATION / 2>/dev/null)
+
 cleanup() {
 	# What the test left mounted in our namespace would change the next tests' (zdtm.py leaves
 	# it: a later mnt_ext_* run finds its mount point covered).
 	left_mounts | while IFS= read -r m; do umount -l "$m" 2>/dev/null; done
 	MNT_BEFORE=
+	case "$ROOT_PROPAGATION" in
+	private | shared | slave | unbindable)
+		[ "$(findmnt -no PROPAGATION /)" = "$ROOT_PROPAGATION" ] ||
+			mount --make-"$ROOT_PROPAGATION" / 2>/dev/null
+		;;
+	esac
 	# Likewise the zdtm* links a hook made in our network namespace and left (cr_veth.hook's
 	# bridge zdtmbr0: macvlan.hook, run later, fails to make it again).
 	if [ -n "$LINKS_BEFORE" ]; then
