@@ -207,7 +207,8 @@ impl Judge<'_> {
             format!(" to thread {tid}")
         };
         // kill, sigqueue, tgkill (SI_USER, SI_QUEUE, SI_TKILL...) say who sent it.
-        let from = match info.raw.get(16..20) {
+        let at = crate::sys::signal::SIGINFO_PID_OFFSET;
+        let from = match info.raw.get(at..at + 4) {
             Some(b) if info.code <= 0 => {
                 format!(" from pid {}", i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
             }
