@@ -363,61 +363,94 @@ if [ "${NOCR:-}" = 1 ]; then
 	finish PASS "(nocr)"
 fi
 
-# zdtm.py's image directory: dump/zdtm/static/NAME/PID/1 in criu/test, mode 0777.
-IMG=$DUMPS/$PID/1
-mkdir -p "$IMG" && chmod 777 "$IMG" || fail "cannot make $IMG"
+# The visible state (visible-state.py: zdtm.py's check_visible_state, and more) before and
+# after each cycle; a difference fails the test, however the test's own check ends.
+case " $D_opts $D_dopts $D_ropts " in *cgroup*) export VISIBLE_IGNORE=cgroup ;; esac
+visible() { # FILE
+	"$(dirname "$0")/visible-state.py" "$PID" "$FLAV" >"$1" 2>>"$WORK/visible.err"
+}
+check_visible() { # BEFORE AFTER WHAT
+	local d
+	[ "${VISIBLE:-1}" = 1 ] || return 0
+	d=$(diff -a "$1" "$2" | grep '^[<>]' | head -n 6)
+	[ -z "$d" ] || fail "visible state after $3: $d"
+}
 
 CROPTS=($D_opts --pidfile "$PIDF")
 [ "$FLAV" != h ] && CROPTS+=(--root "$ROOT")
-
-# Dump (killing), as zdtm.py's criu.dump.
-export ZDTM_TEST_PID=$PID
-hook --pre-dump || fail "hook --pre-dump"
 DOPTS=("${CROPTS[@]}" $D_dopts)
 [ "$FLAV" != h ] && DOPTS+=(--external "mnt[/dev]:ZDTM_DEV")
-echo "$CRYO dump --log-file dump.log --images-dir $IMG --verbosity=4 --tree $PID ${DOPTS[*]} --timeout 10" >"$WORK/dump.cmd"
-run_cryo "$WORK/dump.out" dump --log-file dump.log --images-dir "$IMG" --verbosity=4 --tree "$PID" \
-	"${DOPTS[@]}" --timeout 10
-rc=$?
-if [ $rc != 0 ]; then
-	if [ -n "$CRFAIL" ] && [ $rc -lt 128 ]; then
-		# Expected by zdtm.py: the test must go on unharmed and pass.
-		kill -TERM "$PID" 2>/dev/null
-		wait_gone "$PID" "$D_timeout" || fail "crfail: dump refused, then the test did not stop"
-		PID=
-		hook --clean
-		r=$(test_result)
-		grep -qw PASS <<<"$r" && [ -f "$OUTF" ] || finish FAIL "crfail: dump refused, then the test failed: $r"
-		finish PASS "(crfail: dump refused: $(cryo_error "$WORK/dump.out"))"
-	fi
-	fail "dump (rc $rc): $(cryo_error "$WORK/dump.out")"
-fi
-wait_gone "$PID" "$D_timeout" || fail "dump: the test still runs after a killing dump"
-rm -f "$PIDF"
-DUMPED=$PID
-PID=
-
-# Restore, as zdtm.py's criu.restore.
-hook --pre-restore || fail "hook --pre-restore"
 ROPTS=("${CROPTS[@]}" $D_ropts)
 [ "$FLAV" != h ] && ROPTS+=(--external "mnt[ZDTM_DEV]:$DEVP")
-echo "$CRYO restore --log-file restore.log --images-dir $IMG --verbosity=4 ${ROPTS[*]} --restore-detached" >"$WORK/restore.cmd"
-run_cryo "$WORK/restore.out" restore --log-file restore.log --images-dir "$IMG" --verbosity=4 \
-	"${ROPTS[@]}" --restore-detached
-rc=$?
-PID=$(head -n1 "$PIDF" 2>/dev/null)
-if [ $rc != 0 ]; then
-	if [ -n "$CRFAIL" ] && [ $rc -lt 128 ]; then
-		kill_tree "$PID"
-		hook --clean
-		finish PASS "(crfail: restore refused: $(cryo_error "$WORK/restore.out"))"
+# NORST=1: zdtm.py's --norst: a dump that leaves the test running, no restore.
+# ITERS=N: zdtm.py's --iters: N cycles, each dumping what the last one restored.
+NORST=${NORST:-}
+ITERS=${ITERS:-1}
+[ -n "$NORST" ] && { ITERS=1; DOPTS+=(--leave-running); }
+
+for ((ITER = 1; ITER <= ITERS; ITER++)); do
+	# zdtm.py's image directory: dump/zdtm/static/NAME/PID/ITER in criu/test, mode 0777.
+	IMG=$DUMPS/$PID/$ITER
+	mkdir -p "$IMG" && chmod 777 "$IMG" || fail "cannot make $IMG"
+	[ "${VISIBLE:-1}" = 1 ] && visible "$WORK/state.$ITER.before"
+
+	# Dump, as zdtm.py's criu.dump.
+	export ZDTM_TEST_PID=$PID
+	hook --pre-dump || fail "hook --pre-dump"
+	echo "$CRYO dump --log-file dump.log --images-dir $IMG --verbosity=4 --tree $PID ${DOPTS[*]} --timeout 10" >>"$WORK/dump.cmd"
+	run_cryo "$WORK/dump.out" dump --log-file dump.log --images-dir "$IMG" --verbosity=4 --tree "$PID" \
+		"${DOPTS[@]}" --timeout 10
+	rc=$?
+	if [ $rc != 0 ]; then
+		if [ -n "$CRFAIL" ] && [ $rc -lt 128 ]; then
+			# Expected by zdtm.py: the test must go on unharmed and pass.
+			kill -TERM "$PID" 2>/dev/null
+			wait_gone "$PID" "$D_timeout" || fail "crfail: dump refused, then the test did not stop"
+			PID=
+			hook --clean
+			r=$(test_result)
+			grep -qw PASS <<<"$r" && [ -f "$OUTF" ] || finish FAIL "crfail: dump refused, then the test failed: $r"
+			finish PASS "(crfail: dump refused: $(cryo_error "$WORK/dump.out"))"
+		fi
+		fail "dump (rc $rc): $(cryo_error "$WORK/dump.out")"
 	fi
-	fail "restore (rc $rc): $(cryo_error "$WORK/restore.out")"
-fi
-alive "$PID" || fail "restore: no restored process ${PID:-(no pid file)}"
-[ "$FLAV" = h ] && [ "$PID" != "$DUMPED" ] && fail "restore: pid $PID, dumped as $DUMPED"
-export ZDTM_TEST_PID=$PID ZDTM_IMG_DIR=$IMG
-hook --post-restore || fail "hook --post-restore"
+	if [ -n "$NORST" ]; then
+		alive "$PID" || fail "dump --leave-running: the test is gone"
+		if [ "${VISIBLE:-1}" = 1 ]; then
+			visible "$WORK/state.$ITER.after"
+			check_visible "$WORK/state.$ITER.before" "$WORK/state.$ITER.after" "dump --leave-running"
+		fi
+		break
+	fi
+	wait_gone "$PID" "$D_timeout" || fail "dump: the test still runs after a killing dump"
+	rm -f "$PIDF"
+	DUMPED=$PID
+	PID=
+
+	# Restore, as zdtm.py's criu.restore.
+	hook --pre-restore || fail "hook --pre-restore"
+	echo "$CRYO restore --log-file restore.log --images-dir $IMG --verbosity=4 ${ROPTS[*]} --restore-detached" >>"$WORK/restore.cmd"
+	run_cryo "$WORK/restore.out" restore --log-file restore.log --images-dir "$IMG" --verbosity=4 \
+		"${ROPTS[@]}" --restore-detached
+	rc=$?
+	PID=$(head -n1 "$PIDF" 2>/dev/null)
+	if [ $rc != 0 ]; then
+		if [ -n "$CRFAIL" ] && [ $rc -lt 128 ]; then
+			kill_tree "$PID"
+			hook --clean
+			finish PASS "(crfail: restore refused: $(cryo_error "$WORK/restore.out"))"
+		fi
+		fail "restore (rc $rc): $(cryo_error "$WORK/restore.out")"
+	fi
+	alive "$PID" || fail "restore: no restored process ${PID:-(no pid file)}"
+	[ "$FLAV" = h ] && [ "$PID" != "$DUMPED" ] && fail "restore: pid $PID, dumped as $DUMPED"
+	export ZDTM_TEST_PID=$PID ZDTM_IMG_DIR=$IMG
+	hook --post-restore || fail "hook --post-restore"
+	if [ "${VISIBLE:-1}" = 1 ]; then
+		visible "$WORK/state.$ITER.after"
+		check_visible "$WORK/state.$ITER.before" "$WORK/state.$ITER.after" "restore $ITER"
+	fi
+done
 
 # Stop: SIGTERM, the test checks its state and writes PASS or FAIL.
 kill -TERM "$PID" 2>/dev/null || fail "stop: kill $PID"
