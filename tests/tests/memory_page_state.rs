@@ -110,3 +110,35 @@ fn shared_anonymous_memory_mapped_private_comes_back_a_private_mapping_of_it() {
     );
     w.kill_restored();
 }
+
+#[test]
+fn private_file_mappings_keep_the_access_mode_of_their_files() {
+    cryo_bin();
+    let mut w = Workload::spawn("page-state", &["private-files"]);
+    let before = w.cmd("modes");
+    assert_eq!(before, "rw=600 ro=400 m=600", "before the dump");
+    w.dump_and_restore();
+    // zdtm's comparison of the maps (map_files' modes) saw 400 where 600 was dumped.
+    assert_eq!(w.cmd("modes"), before, "after restore");
+    assert_eq!(w.cmd("data"), "intact", "after restore");
+    w.kill_restored();
+}
+
+#[test]
+fn an_fd_on_shared_anonymous_memory_comes_back_on_the_mapped_object() {
+    cryo_bin();
+    let mut w = Workload::spawn("page-state", &["shmem-fd"]);
+    let link = w.cmd("link");
+    assert_eq!(link, "/dev/zero (deleted) 3", "before the dump");
+    w.dump_and_restore();
+    // Before: a deleted file named /dev/zero, apart from the memory it was opened on.
+    assert_eq!(w.cmd("link"), link, "after restore");
+    assert_eq!(w.cmd("data"), "intact", "after restore");
+    let poked = w.cmd("poke");
+    let (written, seen) = poked.split_once(' ').unwrap();
+    assert_eq!(
+        written, seen,
+        "a byte written through the fd, seen in the mapping"
+    );
+    w.kill_restored();
+}

@@ -211,6 +211,9 @@ pub(crate) enum Seen {
         /// A FIFO unlinked while open.
         deleted: bool,
     },
+    /// Shared anonymous memory (MAP_SHARED|MAP_ANONYMOUS) held by an fd: its map_files link
+    /// opened ("/dev/zero (deleted)", a file of the kernel's internal shmem mount).
+    SharedAnon,
     /// A character device.
     CharDevice {
         /// Its path.

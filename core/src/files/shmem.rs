@@ -27,14 +27,23 @@ use std::path::{Path, PathBuf};
 use cryo_proto::image::{file_desc::Kind, FileDesc, FileExtent, RawFileRef, Shmem};
 use nix::sys::stat::Mode;
 
-use super::kind::{Checking, Dumping, FileKind, MapOpen, Opened, Opening};
+use super::kind::{Checking, Dumping, FileKind, MapOpen, Opened, Opening, Seen};
+use super::inspect::InodeKey;
 use super::open::open_flags;
 use super::{describe, restore_err, FileError};
 use crate::sys;
 use crate::image::ImageDir;
 
-/// Shared anonymous memory: mapped, never held by an fd (dumped by `FileTable::add_shmem`).
+/// Shared anonymous memory: mapped (dumped by `FileTable::add_shmem`), or held by an fd
+/// opened through a mapping's /proc/PID/map_files link (zdtm shmemfd): each fd a description
+/// of its own on the one object, made once with the mappings' ([`SharedObjects`]).
+///
+/// [`SharedObjects`]: super::shared::SharedObjects
 pub(super) struct SharedAnon;
+
+/// The shared anonymous memory objects the dump has saved, by inode (their contents once).
+#[derive(Debug, Default)]
+struct Saved(HashMap<InodeKey, Shmem>);
 
 impl FileKind for SharedAnon {
     type Record = Shmem;
@@ -46,30 +55,38 @@ impl FileKind for SharedAnon {
         }
     }
 
-    fn claims(&self, _fd: &Dumping<'_>) -> bool {
-        false
+    fn claims(&self, fd: &Dumping<'_>) -> bool {
+        matches!(fd.seen, Seen::SharedAnon)
     }
 
     fn dump(&self, fd: &mut Dumping<'_>) -> Result<Kind, FileError> {
-        Err(fd
-            .open
-            .refuse("shared anonymous memory held by an fd", false))
+        let Saved(saved) = fd.state.get::<Saved>();
+        if let Some(s) = saved.get(&fd.key) {
+            return Ok(Kind::Shmem(s.clone()));
+        }
+        let source = fd.open.proc_path();
+        let s = dump(fd.id, fd.open.pid, &source, fd.images)
+            .map_err(|e| fd.open.inspect_err("save the shared memory", source.clone(), e))?;
+        saved.insert(fd.key, s.clone());
+        Ok(Kind::Shmem(s))
     }
 
     fn validate(&self, desc: &FileDesc, s: &Shmem, cx: &mut Checking<'_>) -> Result<(), FileError> {
         validate(desc, s, cx.images)
     }
 
-    fn open(
-        &self,
-        desc: &FileDesc,
-        _s: &Shmem,
-        _cx: &mut Opening<'_>,
-    ) -> Result<Opened, FileError> {
-        Err(FileError::Invalid {
-            id: desc.id,
-            detail: "shared anonymous memory is mapped, never held by an fd".into(),
-        })
+    fn open(&self, desc: &FileDesc, _s: &Shmem, cx: &mut Opening<'_>) -> Result<Opened, FileError> {
+        let fd = reopen(desc, &cx.opts.shared, open_flags(desc.flags)).unwrap_or_else(|| {
+            Err(FileError::Invalid {
+                id: desc.id,
+                detail: format!("{} is held but cryo did not make it", describe(desc)),
+            })
+        })?;
+        if desc.pos != 0 {
+            nix::unistd::lseek(&fd, desc.pos as i64, nix::unistd::Whence::SeekSet)
+                .map_err(|e| restore_err(desc, "seek the shared memory", e.into()))?;
+        }
+        Ok(Opened::Now(fd))
     }
 
     fn open_for_mapping(
@@ -84,6 +101,14 @@ impl FileKind for SharedAnon {
     fn describe(&self, _desc: &FileDesc, s: &Shmem) -> String {
         format!("shared anonymous memory ({} bytes)", s.size)
     }
+}
+
+/// Whether a file whose link reads `path` " (deleted)" is shared anonymous memory: named
+/// "/dev/zero" by the kernel, a regular file of the internal shmem mount (whose device
+/// memfds share), not a file some tmpfs /dev held under that name.
+pub(super) fn is_shared_anon(path: &str, meta: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    path == "/dev/zero" && sys::memfd::internal_shmem_dev().is_some_and(|dev| dev == meta.dev())
 }
 
 /// The contents image of the shared anonymous memory first dumped as description `id`.

@@ -491,6 +491,12 @@ impl FileTable {
             Mapped::Known(id) => return Ok(id),
             Mapped::New(_, key) => key,
         };
+        // Held by an fd too (fds are dumped before memory): the mapping and the fds come
+        // back on one object.
+        if let Some(held) = self.by_inode.get(&key).and_then(|h| h.first()) {
+            self.mapped.insert(key, held.id);
+            return Ok(held.id);
+        }
         let id = self.next_id();
         let s = shmem::dump(id, pid, link, images).map_err(mapped_step(
             pid,
@@ -650,6 +656,8 @@ fn classify(open: &OpenFd) -> Result<(Seen, fs::Metadata), FileError> {
             deleted,
             cgroup,
         }
+    } else if file_type.is_file() && deleted && shmem::is_shared_anon(&path, &meta) {
+        Seen::SharedAnon
     } else if file_type.is_file() {
         Seen::Regular { path, deleted }
     } else if deleted && o_path && (file_type.is_fifo() || file_type.is_socket()) {
@@ -757,6 +765,7 @@ fn check_reachable(
         | Seen::RemovedNode { .. }
         | Seen::Anon { .. }
         | Seen::Memfd
+        | Seen::SharedAnon
         | Seen::Mqueue { .. }
         | Seen::Socket { .. }
         | Seen::Proc { .. }

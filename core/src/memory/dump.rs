@@ -241,7 +241,11 @@ pub fn dump(
             may_write: entry.shared
                 && (entry.prot & libc::PROT_WRITE as u32 != 0
                     || super::vmflags::may_write(vm_flags)),
-            file_writable: entry.shared && super::vmflags::shared_writable(vm_flags),
+            file_writable: if entry.shared {
+                super::vmflags::shared_writable(vm_flags)
+            } else {
+                kind == VmaKind::FilePrivate && opened_for_writing(&link())
+            },
             apart: false,
         });
     }
@@ -691,6 +695,15 @@ fn copy_through_mem(pid: Pid, file: &File, run: &PageRun, from: u64) -> std::io:
         done += n as u64;
     }
     Ok(())
+}
+
+/// Whether the file a private file mapping maps was opened for writing: its map_files link's
+/// mode shows the mapping's file's FMODE_READ and FMODE_WRITE as owner read and write (the
+/// only place they show for a private mapping: VmFlags "mw" is set for every one). A reader of
+/// /proc/PID/map_files sees it, and zdtm's comparison of the maps before and after checks it.
+fn opened_for_writing(link: &std::path::Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::symlink_metadata(link).is_ok_and(|m| m.permissions().mode() & 0o200 != 0)
 }
 
 #[cfg(test)]

@@ -429,7 +429,7 @@ fn map_region(s: &Staged, vma: &Vma, files: &MappingFds) -> std::io::Result<()> 
     let prot = (vma.prot | (libc::PROT_READ | libc::PROT_WRITE) as u32) as libc::c_int;
     let fd = if of_file(vma) {
         let fd = files
-            .file(vma.file_id, false)
+            .file(vma.file_id, super::restore::needs_writable_file(vma))
             .ok_or_else(|| std::io::Error::from_raw_os_error(libc::EBADF))?;
         Some(fd as std::os::fd::RawFd)
     } else {

@@ -75,10 +75,12 @@ pub struct PageSources<'a> {
 /// Whether a VMA needs its file opened writable: shared, and writable or allowed to become
 /// so (its file was opened for writing: a later mprotect(PROT_WRITE) must work again), or
 /// mapped through a writable fd all the same (a write-sealed memfd: VmFlags "sh" without
-/// "mw", which a read-only fd would not give).
+/// "mw", which a read-only fd would not give); or private, its file opened for writing (its
+/// map_files link shows it).
 pub fn needs_writable_file(vma: &Vma) -> bool {
-    vma.map_flags & libc::MAP_SHARED as u32 != 0
-        && (vma.prot & libc::PROT_WRITE as u32 != 0 || vma.may_write || vma.file_writable)
+    vma.file_writable
+        || vma.map_flags & libc::MAP_SHARED as u32 != 0
+            && (vma.prot & libc::PROT_WRITE as u32 != 0 || vma.may_write)
 }
 
 /// Replaces the address space of stopped `child` (a fork of cryo running `remote` at its

@@ -94,7 +94,8 @@ impl Loaded {
         let ids = |f: &dyn Fn(&cryo_proto::image::Vma) -> bool| -> std::collections::BTreeSet<u32> {
             vmas().filter(|v| f(v)).map(|v| v.file_id).collect()
         };
-        let seal_first = ids(&|v| v.file_writable && !v.may_write);
+        let seal_first =
+            ids(&|v| v.map_flags & libc::MAP_SHARED as u32 != 0 && v.file_writable && !v.may_write);
         let mapped_writable = ids(&|v| {
             v.map_flags & libc::MAP_SHARED as u32 != 0
                 && (v.may_write || v.prot & libc::PROT_WRITE as u32 != 0)

@@ -13,6 +13,16 @@ pub(crate) fn memfd_create(name: &str, flags: libc::c_uint) -> io::Result<OwnedF
     Ok(nix::sys::memfd::memfd_create(name, flags)?)
 }
 
+/// The device of the kernel's internal shmem mount, on which memfds and shared anonymous
+/// memory live (read once, from a memfd of cryo's); None if no memfd can be made.
+pub(crate) fn internal_shmem_dev() -> Option<u64> {
+    static DEV: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    *DEV.get_or_init(|| {
+        let fd = memfd_create("cryo-shmem-dev", libc::MFD_CLOEXEC).ok()?;
+        nix::sys::stat::fstat(&fd).ok().map(|st| st.st_dev)
+    })
+}
+
 /// New shared anonymous memory of `size` bytes, as an fd on its shmem file: a
 /// MAP_SHARED|MAP_ANONYMOUS mapping is made, its /proc/self/map_files link opened O_RDWR and
 /// the mapping removed (the fd keeps the object; the kernel names it "/dev/zero").

@@ -26,6 +26,17 @@
 //!     name -> the /proc/self/maps name of p
 //!     poke -> the byte at s+PAGE+1 bumped, then p's (the page not copied: the same byte)
 //!     data -> intact | bad
+//! page-state private-files  a file of the test's directory mapped MAP_PRIVATE twice, as rw
+//!                       through an O_RDWR fd and as ro through an O_RDONLY one, and a memfd
+//!                       (opened read-write) as m; each page 0 written (a private copy)
+//! page-state shmem-fd   shared anonymous memory s (2 pages, pattern) and an fd opened on
+//!                       it through /proc/self/map_files, at offset 3
+//!     link -> the fd's /proc/self/fd link, its offset
+//!     poke -> a byte written through the fd at PAGE+1, then s's byte there ("W S")
+//!     data -> intact | bad
+//!     modes -> rw=MODE ro=MODE m=MODE (the mode of each one's /proc/self/map_files link:
+//!              its file's FMODE_READ/FMODE_WRITE as owner r and w)
+//!     data  -> intact | bad
 //! ```
 
 use std::io;
@@ -37,7 +48,7 @@ use crate::protocol;
 const HUGE: usize = 2 << 20;
 
 /// `page-state thp|lazy|apart|sealed|shmem-private`
-pub fn start(args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
+pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
     let what = args.first().map(String::as_str).unwrap_or("");
     let state = match what {
         "thp" => PageState::thp(),
@@ -46,6 +57,8 @@ pub fn start(args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
         "apart" => PageState::apart(),
         "sealed" => PageState::sealed(),
         "shmem-private" => PageState::shmem_private(),
+        "private-files" => PageState::private_files(dir),
+        "shmem-fd" => PageState::shmem_fd(),
         other => return Err(format!("bad argument {other:?}")),
     };
     Ok(Box::new(state.map_err(failed("page-state"))?))
@@ -53,6 +66,8 @@ pub fn start(args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
 
 /// Each area: (name, address, length, pattern seed); the mode's own.
 struct PageState {
+    /// An fd the mode holds (shmem-fd), else -1.
+    fd: i32,
     what: &'static str,
     areas: Vec<(&'static str, usize, usize, u64)>,
 }
@@ -132,6 +147,7 @@ impl PageState {
             madvise(at, HUGE, 25)?; // MADV_COLLAPSE
         }
         Ok(Self {
+            fd: -1,
             what: "thp",
             areas: vec![("h", at, HUGE, 0x7e9)],
         })
@@ -161,6 +177,7 @@ impl PageState {
             sys::cvt(libc::munlock(byte.as_ptr().cast(), 1))?;
         }
         Ok(Self {
+            fd: -1,
             what: "lazy",
             areas: vec![("a", a, 8 * PAGE, 0xa), ("b", b, 8 * PAGE, 0xb)],
         })
@@ -188,6 +205,7 @@ impl PageState {
             return Err(io::Error::last_os_error());
         }
         Ok(Self {
+            fd: -1,
             what: "apart",
             areas: vec![("x", p, len, 0x1), ("y", p + len, len, 0x2)],
         })
@@ -220,6 +238,7 @@ impl PageState {
             areas.push((name, p as usize, 2 * PAGE, seed));
         }
         Ok(Self {
+            fd: -1,
             what: "sealed",
             areas,
         })
@@ -236,8 +255,54 @@ impl PageState {
         // Page 0 of p: a private copy.
         fill(p, PAGE, 0x5b);
         Ok(Self {
+            fd: -1,
             what: "shmem-private",
             areas: vec![("s", s, len, 0x5a), ("p", p, len, 0x5b)],
+        })
+    }
+
+    fn shmem_fd() -> io::Result<Self> {
+        let len = 2 * PAGE;
+        let s = sys::map(len, libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1)?.as_mut_ptr() as usize;
+        fill(s, len, 0x5c);
+        let link = format!("/proc/self/map_files/{:x}-{:x}", s, s + len);
+        let fd = sys::open(Path::new(&link), libc::O_RDWR)?;
+        // SAFETY: lseek on our own fd.
+        sys::cvt(unsafe { libc::lseek(fd, 3, libc::SEEK_SET) } as i32)?;
+        Ok(Self {
+            fd,
+            what: "shmem-fd",
+            areas: vec![("s", s, len, 0x5c)],
+        })
+    }
+
+    fn private_files(dir: &Path) -> io::Result<Self> {
+        let len = 2 * PAGE;
+        let path = dir.join("private-files");
+        std::fs::write(&path, protocol::pattern(len, 0x9a))?;
+        let mut areas = Vec::new();
+        for (name, flags) in [("rw", libc::O_RDWR), ("ro", libc::O_RDONLY)] {
+            let fd = sys::open(&path, flags)?;
+            let p = sys::map(len, libc::MAP_PRIVATE, fd)?.as_mut_ptr() as usize;
+            sys::close(fd);
+            areas.push((name, p, len, 0x9a));
+        }
+        // SAFETY: a fresh memfd of ours.
+        let fd = sys::cvt(unsafe { libc::memfd_create(c"private".as_ptr(), 0) })?;
+        sys::write_all(fd, &protocol::pattern(len, 0x9a))?;
+        let p = sys::map(len, libc::MAP_PRIVATE, fd)?.as_mut_ptr() as usize;
+        sys::close(fd);
+        areas.push(("m", p, len, 0x9a));
+        // Page 0 of each: a private copy (its first byte written as it was), page 1 still
+        // the file's.
+        for &(_, at, _, _) in &areas {
+            // SAFETY: page 0 of a private writable mapping of ours.
+            unsafe { (at as *mut u8).write_volatile((at as *const u8).read_volatile()) };
+        }
+        Ok(Self {
+            fd: -1,
+            what: "private-files",
+            areas,
         })
     }
 
@@ -320,6 +385,41 @@ impl Mode for PageState {
                         }
                     };
                     out.push(format!("{name}={got}"));
+                }
+                Ok(out.join(" "))
+            }
+            ("link", []) if self.fd >= 0 => {
+                let link = std::fs::read_link(format!("/proc/self/fd/{}", self.fd)).map_err(io)?;
+                // SAFETY: lseek on our own fd, not moving it.
+                let pos = unsafe { libc::lseek(self.fd, 0, libc::SEEK_CUR) };
+                Ok(format!("{} {pos}", link.display()))
+            }
+            ("poke", []) if self.fd >= 0 => {
+                let s = self.areas[0].1;
+                let at = s + PAGE + 1;
+                // SAFETY: s's page 1 is ours, readable.
+                let now = unsafe { (at as *const u8).read_volatile() };
+                let byte = [now.wrapping_add(1)];
+                // SAFETY: pwrite of one byte of ours to our own fd.
+                let n =
+                    unsafe { libc::pwrite(self.fd, byte.as_ptr().cast(), 1, (PAGE + 1) as i64) };
+                if n != 1 {
+                    return Err(io::Error::last_os_error().to_string());
+                }
+                // SAFETY: as above.
+                let seen = unsafe { (at as *const u8).read_volatile() };
+                Ok(format!("{} {seen}", byte[0]))
+            }
+            ("modes", []) => {
+                use std::os::unix::fs::PermissionsExt;
+                let mut out = Vec::new();
+                for &(name, at, len, _) in &self.areas {
+                    let link = format!("/proc/self/map_files/{:x}-{:x}", at, at + len);
+                    let mode = std::fs::symlink_metadata(&link)
+                        .map_err(io)?
+                        .permissions()
+                        .mode();
+                    out.push(format!("{name}={:o}", mode & 0o777));
                 }
                 Ok(out.join(" "))
             }
