@@ -240,6 +240,8 @@ flag crfail && CRFAIL=1
 # Skips, in zdtm.py's order.
 [ "$D_arch" = "$(uname -m)" ] || { line SKIP "arch $D_arch"; exit 0; }
 [ "${NOAUTO:-}" = 1 ] || { flag noauto && { line SKIP "noauto (manual run only)"; exit 0; }; }
+# zdtm.py --norst skips the tests that need a restore to pass.
+[ -n "${NORST:-}" ] && flag reqrst && { line SKIP "reqrst (NORST)"; exit 0; }
 for f in $D_feature; do
 	"$CRYO" check --no-default-config -verbosity=0 --feature "$f" >/dev/null 2>&1 ||
 		{ line SKIP "no $f feature"; exit 0; }
