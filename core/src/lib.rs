@@ -56,6 +56,7 @@ pub use dump::{
     DumpOptions, DumpSummary,
 };
 pub use error::{Error, Result};
+pub use files::{parse_inherit_fd, InheritFd};
 pub use hooks::{
     env as hook_env, ActionScript, HookError, HookStatus, Hooks, Stage,
     DEFAULT_TIMEOUT as DEFAULT_HOOK_TIMEOUT,

@@ -300,8 +300,23 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
+    run_cryo_with(log_dir, tag, args, |_| {})
+}
+
+/// As [`run_cryo`], with cryo's command adjusted by `configure` first (an fd given it on its
+/// stdin, say).
+pub fn run_cryo_with<I, S>(
+    log_dir: &Path,
+    tag: &str,
+    args: I,
+    configure: impl FnOnce(&mut Command),
+) -> CryoOutput
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
     let args: Vec<OsString> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
-    let (mut child, out_path, err_path) = spawn_cryo(log_dir, tag, &args);
+    let (mut child, out_path, err_path) = spawn_cryo_with(log_dir, tag, &args, configure);
     let pidfd = Pidfd::open(child.id() as i32).expect("pidfd of cryo");
     let waited = wait_child(&mut child, &pidfd, CRYO_TIMEOUT);
     let output = CryoOutput {
@@ -317,10 +332,6 @@ where
         panic!("cryo hung: {e}\n{output}");
     }
     output
-}
-
-fn spawn_cryo(log_dir: &Path, tag: &str, args: &[OsString]) -> (Child, PathBuf, PathBuf) {
-    spawn_cryo_with(log_dir, tag, args, |_| {})
 }
 
 fn spawn_cryo_with(
@@ -742,6 +753,19 @@ impl Workload {
             .map(|a| a.as_ref().to_string_lossy().into_owned())
             .unwrap_or_default();
         run_cryo(self.dir(), &self.next_tag(&verb), args)
+    }
+
+    /// As [`Workload::cryo`], with cryo's command adjusted by `configure` first.
+    pub fn cryo_with<S: AsRef<OsStr>>(
+        &self,
+        args: &[S],
+        configure: impl FnOnce(&mut Command),
+    ) -> CryoOutput {
+        let verb = args
+            .first()
+            .map(|a| a.as_ref().to_string_lossy().into_owned())
+            .unwrap_or_default();
+        run_cryo_with(self.dir(), &self.next_tag(&verb), args, configure)
     }
 
     /// `cryo dump -t PID -D IMG EXTRA...`, whatever its outcome.

@@ -10,6 +10,7 @@ mod cgroups;
 mod check_only;
 mod events;
 mod files;
+mod files_inherit;
 mod files_locks;
 mod files_notify;
 mod files_places;

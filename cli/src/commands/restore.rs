@@ -114,6 +114,16 @@ pub struct Args {
     #[arg(long, help_heading = "CRIU's flags")]
     skip_in_flight: bool,
 
+    /// CRIU's: take the dumped description RESOURCE names from fd N of `cryo restore` (the
+    /// caller's) instead of making it, for an object the processes shared with one outside
+    /// the dump (`producer | app`, a container's stdio): `pipe:[INODE]`, the end of that
+    /// anonymous pipe the image held, or a regular file by the path the dump saw (`tmp/log`
+    /// for /tmp/log). Each holder gets a duplicate of N (its flags set as dumped); a pipe's
+    /// queue is the live one (the dumped bytes are not written back), a file's offset N's. N
+    /// must have the dumped access mode; cryo closes it when the restore ends. Repeatable
+    #[arg(long, value_name = "fd[N]:RESOURCE", value_parser = cryo_core::parse_inherit_fd, conflicts_with = "on_receiver", help_heading = "CRIU's flags")]
+    inherit_fd: Vec<cryo_core::InheritFd>,
+
     #[command(flatten)]
     criu: super::criu::CriuArgs,
 }
@@ -137,6 +147,7 @@ impl Args {
         opts.notify_signal = self.notify_signal;
         opts.trust_image_owner = self.trust_image_owner;
         opts.accept_changed_files = self.accept_changed_files;
+        opts.inherit_fds = self.inherit_fd.clone();
         self.criu.apply_to_restore(&mut opts);
         opts
     }
@@ -185,6 +196,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
             netns: opts.netns,
             accept_changed_files: opts.accept_changed_files,
             detach: opts.detach,
+            inherit_fds: opts.inherit_fds.clone(),
         };
         let verdict = cryo_core::precheck::check_only(&opts.images_dir, check)
             .with_context(|| format!("check of {dir}"))?;

@@ -662,6 +662,8 @@ fn dump_tree(
     // Both ends of every unix connection must be in the dump (or be let go: --ext-unix-sk).
     let external = crate::sockets::check_unix_peers(sockets_held.tasks(), opts.ext_unix_sk)?;
     files.mark_external_peers(&external);
+    // Every end is known now, those in flight too.
+    files.warn_pipes_shared_outside();
     {
         let parent: std::collections::HashMap<Pid, Pid> = live
             .iter()

@@ -202,6 +202,14 @@ pub enum FileError {
         /// The kernel's answer.
         source: io::Error,
     },
+    /// An `--inherit-fd fd[N]:RESOURCE` the restore cannot use (files/inherit.rs).
+    #[error("--inherit-fd {arg}: {detail}")]
+    InheritFd {
+        /// The argument, as `fd[N]:RESOURCE`.
+        arg: String,
+        /// Why.
+        detail: String,
+    },
     /// An fd could not be put at its number.
     #[error("fd {fd} (file {id}): {op}: {source}")]
     Place {

@@ -58,6 +58,7 @@ mod error;
 mod eventfd;
 mod fanotify;
 mod inotify;
+pub(crate) mod inherit;
 mod quiet_reads;
 pub(crate) mod locks;
 pub(crate) mod inspect;
@@ -88,6 +89,7 @@ mod validate;
 pub use crate::sockets::UnixLinks;
 pub(crate) use error::restore_err;
 pub use error::FileError;
+pub use inherit::{parse_inherit_fd, InheritFd, Resource as InheritedResource};
 pub use inspect::InodeKey;
 pub(crate) use open::above;
 pub(crate) use regular::{
@@ -106,4 +108,6 @@ pub(crate) use shmem::object_of as shmem_object_of;
 #[cfg(any(test, feature = "internals"))]
 pub use table::same_description;
 pub use table::{FdDumpOptions, FileTable};
+#[cfg(any(test, feature = "internals"))]
 pub use validate::validate;
+pub(crate) use validate::validate_except;

@@ -32,6 +32,9 @@ pub struct FdRestoreOptions {
     pub shared: HashMap<u64, RawFd>,
     /// The terminal of `cryo restore` (inherited), which the shell job's terminal fds reopen.
     pub terminal: Option<RawFd>,
+    /// Descriptions taken from an fd of cryo's caller (`--inherit-fd`, files/inherit.rs):
+    /// id -> the fd number this process holds that fd at.
+    pub(crate) given: HashMap<u32, RawFd>,
     /// The network namespaces its sockets of another namespace than its own are made in
     /// (sockets/home.rs).
     pub homes: Option<std::sync::Arc<crate::sockets::home::Homes>>,

@@ -44,6 +44,48 @@ pub(super) struct Pipes;
 #[derive(Debug, Default)]
 struct Captured(std::collections::HashSet<InodeKey>);
 
+/// The ends of each anonymous pipe the dump holds (by inode), and whether one of them showed
+/// the other end open: with no end of that other kind in the dump, a process outside holds
+/// it ([`outside_ends`]).
+#[derive(Debug, Default)]
+struct HeldEnds(BTreeMap<u64, Ends>);
+
+/// What the dump saw of one anonymous pipe's ends.
+#[derive(Debug, Clone, Copy)]
+struct Ends {
+    /// The first holder: (pid, fd).
+    first: (i32, i32),
+    /// Whether the dump holds a read end, a write end.
+    read: bool,
+    write: bool,
+    /// Whether a read end showed a writer open (no POLLHUP), a write end a reader (no
+    /// POLLERR).
+    writer_open: bool,
+    reader_open: bool,
+}
+
+/// The anonymous pipes only one end of which the dump holds while a process outside holds
+/// the other (`producer | app`, `app | logger`): (pid, fd, inode, what the outside end does)
+/// of the first holder each. The restore makes such a pipe a private one unless given the
+/// outside's with `--inherit-fd`.
+pub(crate) fn outside_ends(state: &mut super::kind::KindState) -> Vec<(i32, i32, u64, &'static str)> {
+    state
+        .get::<HeldEnds>()
+        .0
+        .iter()
+        .filter_map(|(&ino, e)| {
+            let what = if e.read && !e.write && e.writer_open {
+                "writes into it"
+            } else if e.write && !e.read && e.reader_open {
+                "reads it"
+            } else {
+                return None;
+            };
+            Some((e.first.0, e.first.1, ino, what))
+        })
+        .collect()
+}
+
 impl FileKind for Pipes {
     type Record = Pipe;
 
@@ -73,7 +115,29 @@ impl FileKind for Pipes {
         let _quiet = (!fifo_path.is_empty())
             .then(|| super::quiet_reads::quiet(fd.state, &fd.open.proc_path(), fd.meta));
         let pidfd = task_pidfd(fd.open, fd.pidfd)?;
-        let mut pipe = dump(fd.open, pidfd, *ino, fifo_path.clone(), with_data)?;
+        let (mut pipe, other_open) = dump(fd.open, pidfd, *ino, fifo_path.clone(), with_data)?;
+        if fifo_path.is_empty() {
+            let access = fd.open.flags & libc::O_ACCMODE as u32;
+            let first = (fd.open.pid.as_raw(), fd.open.fd);
+            let e = fd.state.get::<HeldEnds>().0.entry(*ino).or_insert(Ends {
+                first,
+                read: false,
+                write: false,
+                writer_open: false,
+                reader_open: false,
+            });
+            match access {
+                a if a == libc::O_RDONLY as u32 => {
+                    e.read = true;
+                    e.writer_open |= other_open;
+                }
+                a if a == libc::O_WRONLY as u32 => {
+                    e.write = true;
+                    e.reader_open |= other_open;
+                }
+                _ => (e.read, e.write) = (true, true),
+            }
+        }
         if !fifo_path.is_empty() {
             // Its node's: the refill's writes move the modification time (open_fifo).
             (pipe.atime_ns, pipe.mtime_ns) = super::regular::times_ns(fd.meta);
@@ -173,19 +237,33 @@ impl FileKind for Pipes {
 const SETFL_PIPE: u32 = (libc::O_NONBLOCK | libc::O_DIRECT | libc::O_ASYNC) as u32;
 
 /// Captures capacity and unread data of the pipe behind `open`; the data only if `with_data`
-/// (it is stored once per pipe).
+/// (it is stored once per pipe). With it, for an anonymous pipe's read (write) end, whether a
+/// writer (reader) is open: poll(2) of the end without POLLHUP (POLLERR).
 fn dump(
     open: &OpenFd,
     pidfd: BorrowedFd<'_>,
     ino: u64,
     fifo_path: String,
     with_data: bool,
-) -> Result<Pipe, FileError> {
+) -> Result<(Pipe, bool), FileError> {
     let readable = open.flags & libc::O_ACCMODE as u32 != libc::O_WRONLY as u32;
+    let anonymous = fifo_path.is_empty();
+    let mut other_open = false;
     let src = if readable {
         sys::pidfd::pidfd_getfd(pidfd, open.fd)
             .map_err(|e| open.inspect_err("pidfd_getfd", open.proc_path(), e))?
     } else {
+        if anonymous {
+            // Before the reader opened below is one.
+            let end = sys::pidfd::pidfd_getfd(pidfd, open.fd)
+                .map_err(|e| open.inspect_err("pidfd_getfd", open.proc_path(), e))?;
+            let mut fds = [PollFd::new(end.as_fd(), PollFlags::POLLOUT)];
+            nix::poll::poll(&mut fds, PollTimeout::ZERO)
+                .map_err(|e| open.inspect_err("poll", open.proc_path(), e.into()))?;
+            other_open = !fds[0]
+                .revents()
+                .is_some_and(|r| r.contains(PollFlags::POLLERR));
+        }
         // Only a write end: a read end of the same pipe, opened anew, sees the same buffers.
         nix::fcntl::open(
             &open.proc_path(),
@@ -205,19 +283,25 @@ fn dump(
     // Only a FIFO's read end opened O_NONBLOCK while no writer was can be without POLLHUP once
     // no writer is open; an anonymous pipe's never is, an O_RDWR end is a writer itself.
     let read_only = open.flags & libc::O_ACCMODE as u32 == libc::O_RDONLY as u32;
-    let no_hangup = !fifo_path.is_empty()
-        && read_only
+    let no_hangup = read_only
         && !hangup(&src).map_err(|e| open.inspect_err("poll", open.proc_path(), e))?;
+    if anonymous && read_only {
+        other_open = no_hangup;
+    }
+    let no_hangup = no_hangup && !anonymous;
     debug!(pid = %open.pid, fd = open.fd, ino, capacity, queued = data.len(), packets = packets.len(), no_hangup, fifo = %fifo_path, "pipe");
-    Ok(Pipe {
-        ino,
-        capacity: u32::try_from(capacity).unwrap_or(0),
-        data,
-        fifo_path,
-        packets,
-        no_hangup,
-        ..Default::default()
-    })
+    Ok((
+        Pipe {
+            ino,
+            capacity: u32::try_from(capacity).unwrap_or(0),
+            data,
+            fifo_path,
+            packets,
+            no_hangup,
+            ..Default::default()
+        },
+        other_open,
+    ))
 }
 
 /// True if poll(2) shows POLLHUP on `fd` (a duplicate of a read end: the same description).

@@ -63,6 +63,11 @@ fn open_by_kind<'a>(
     after: &mut BTreeMap<usize, Vec<&'a FileDesc>>,
 ) -> Result<(), FileError> {
     let (at, k) = registry::position_of(desc)?;
+    if let Some(&from) = cx.opts.given.get(&desc.id) {
+        // Taken from an fd of cryo's caller (`--inherit-fd`), not made.
+        let fd = super::inherit::open(desc, from)?;
+        return cx.hold(desc, fd);
+    }
     match k.open(desc, cx)? {
         Opened::Now(fd) => {
             debug!(id = desc.id, what = %k.describe(desc), "description opened");
@@ -99,7 +104,12 @@ pub(crate) fn restore_task_fds_with(
     let mut to_open = links.to_open(&wanted, |id| opts.inherited.contains_key(&id));
     // What is made together here is made whole (the ends of an anonymous pipe): its other
     // members go to whoever holds them.
+    // (An end taken from an fd of cryo's caller is not made: it is no member.)
     for ends in registry::made_together(descs) {
+        let ends: Vec<u32> = ends
+            .into_iter()
+            .filter(|id| !opts.given.contains_key(id))
+            .collect();
         if ends
             .iter()
             .any(|id| to_open.contains(id) && !opts.inherited.contains_key(id))
@@ -275,14 +285,19 @@ pub(crate) fn can_hand_down(desc: &FileDesc) -> bool {
 }
 
 /// Opens, in cryo itself, the descriptions of `ids` (all of kinds [`can_hand_down`]) for
-/// processes in different trees that share them: (id, fd) each.
+/// processes in different trees that share them: (id, fd) each. `given`: those taken from
+/// cryo's own fds (`--inherit-fd`), at those fds.
 pub(crate) fn open_in_cryo(
     descs: &[FileDesc],
     ids: &[u32],
     images: &ImageDir,
+    given: &super::inherit::Given,
 ) -> Result<Vec<(u32, OwnedFd)>, FileError> {
     let by_id = index(descs)?;
-    let opts = FdRestoreOptions::default();
+    let opts = FdRestoreOptions {
+        given: given.at(|k| given.fds()[k]),
+        ..FdRestoreOptions::default()
+    };
     let links = UnixLinks::default();
     let mut cx = Opening::new(images, &opts, &links, &[], 0);
     let mut together = BTreeMap::new();

@@ -577,6 +577,21 @@ impl FileTable {
         super::pty::finish_dump(&mut self.descs, &mut self.state, procs, opts.shell_job)
     }
 
+    /// Once every process is dumped: the anonymous pipes only one end of which the dump
+    /// holds, the other held by a process outside, each warned about with its first holder
+    /// and the `--inherit-fd` that keeps it connected at restore (else it comes back a
+    /// private pipe).
+    pub fn warn_pipes_shared_outside(&mut self) {
+        for (pid, fd, ino, what) in super::pipes::outside_ends(&mut self.state) {
+            tracing::warn!(
+                "pid {pid} fd {fd}: pipe:[{ino}] is shared with a process outside the dump, which {what}: \
+                 restore with --inherit-fd fd[N]:pipe:[{ino}] (N: an fd of `cryo restore` on \
+                 that pipe, the same end) to keep it connected; without, it comes back a \
+                 pipe of its own"
+            );
+        }
+    }
+
     /// The descriptions collected so far, in id order.
     pub fn descs(&self) -> &[FileDesc] {
         &self.descs

@@ -87,7 +87,7 @@ impl Verdict {
 use FindingKind::{Permanent, Temporary};
 
 /// How the restore would run, which makes some findings moot.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct CheckOptions {
     /// `--pidns`: the processes get a PID namespace of their own, so no pid can be taken.
     pub pidns: bool,
@@ -97,6 +97,9 @@ pub struct CheckOptions {
     pub accept_changed_files: bool,
     /// `--detach`: cryo ends once the processes run, so a root's parent is gone at once.
     pub detach: bool,
+    /// `--inherit-fd`: what the fds of cryo's caller stand for; a file an fd had open that
+    /// one of them stands for is the caller's, not judged here.
+    pub inherit_fds: Vec<crate::files::InheritFd>,
 }
 
 /// `cryo restore --check-only -D DIR`: judges this host against the check image in `dir`.
@@ -128,7 +131,15 @@ pub fn check_only(dir: &Path, opts: CheckOptions) -> Result<Verdict> {
     huge_pages(&check, &mut v);
     cpu_features(&check, &mut v);
     kernel(&check, &inventory, &mut v);
-    files(&check, opts.accept_changed_files, &mut v);
+    let given: Vec<&str> = opts
+        .inherit_fds
+        .iter()
+        .filter_map(|i| match &i.resource {
+            crate::files::InheritedResource::Path(path) => Some(path.as_str()),
+            crate::files::InheritedResource::Pipe(_) => None,
+        })
+        .collect();
+    files(&check, opts.accept_changed_files, &given, &mut v);
     ids(&check.uids, "user", &mut v);
     ids(&check.gids, "group", &mut v);
     aio_rings(&check, &mut v);
@@ -551,8 +562,12 @@ fn kernel(check: &MigrationCheck, inventory: &Inventory, v: &mut Verdict) {
     }
 }
 
-fn files(check: &MigrationCheck, accept_changed: bool, v: &mut Verdict) {
-    for f in &check.files {
+fn files(check: &MigrationCheck, accept_changed: bool, given: &[&str], v: &mut Verdict) {
+    // A file an fd had open that an --inherit-fd stands for: the restore takes the fd given.
+    let taken = |f: &cryo_proto::image::CheckedFile| {
+        f.used_as.starts_with("fd ") && given.contains(&f.path.as_str())
+    };
+    for f in check.files.iter().filter(|f| !taken(f)) {
         let used = format!("(pid {}, {})", f.pid, f.used_as);
         let Some((size, sha256, build_id)) = super::record::hash_file(&f.path) else {
             v.push(

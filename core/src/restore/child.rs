@@ -238,6 +238,7 @@ fn child_setup(tree: &Planned, i: usize) -> Result<(), ChildError> {
                 extra: plan.extra[i].clone(),
                 shared: plan.shared_slots.clone(),
                 terminal: plan.terminal_slot,
+                given: tree.loaded.given.at(|k| plan.given_slots[k]),
                 homes: homes.clone(),
             },
             &tree.loaded.links,

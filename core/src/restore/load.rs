@@ -53,6 +53,8 @@ pub(crate) struct Loaded {
     pub links: crate::sockets::UnixLinks,
     /// The SysV semaphore sets and message queues (ipc.img), checked against this machine.
     pub ipc: cryo_proto::image::SysvIpc,
+    /// The descriptions taken from fds of cryo's caller (`--inherit-fd`).
+    pub given: files::inherit::Given,
 }
 
 impl Loaded {
@@ -63,7 +65,9 @@ impl Loaded {
 
     /// Reads every image and checks it against the others and this machine, before anything
     /// is created.
-    pub fn read(images: ImageDir) -> Result<Self> {
+    /// The descriptions `inherit` names are taken from fds of cryo's caller (`--inherit-fd`):
+    /// matched and checked against those fds instead of this machine.
+    pub fn read(images: ImageDir, inherit: &[files::InheritFd]) -> Result<Self> {
         let inventory: Inventory = images.read_single(names::INVENTORY, ImageKind::Inventory)?;
         if inventory.check_only {
             return Err(Error::ImageDir {
@@ -159,11 +163,12 @@ impl Loaded {
         }
         let fds: Vec<&[cryo_proto::image::FdEntry]> =
             tasks.iter().map(|t| t.core.fds.as_slice()).collect();
-        let links = files::validate(&descs, &fds, &images)?;
         let held: Vec<(i32, &[cryo_proto::image::FdEntry])> = tasks
             .iter()
             .map(|t| (t.entry.pid, t.core.fds.as_slice()))
             .collect();
+        let given = files::inherit::resolve(inherit, &descs, &held)?;
+        let links = files::validate_except(&descs, &fds, &images, |id| given.contains(id))?;
         files::epoll::check_holders(&descs, &held)?;
         files::epoll::check_in_flight(&descs, &held, &links)?;
         let ipc = crate::ipc::read(&images)?;
@@ -188,6 +193,7 @@ impl Loaded {
             descs,
             links,
             ipc,
+            given,
         })
     }
 

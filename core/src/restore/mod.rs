@@ -109,6 +109,10 @@ pub struct RestoreOptions {
     /// memory/warm.rs): the processes it forks inherit those pages instead of having them
     /// copied in.
     pub warm: Option<Arc<crate::memory::warm::WarmMemory>>,
+    /// Descriptions taken from fds of cryo's caller instead of made (CRIU's `--inherit-fd
+    /// fd[N]:RESOURCE`, files/inherit.rs): an anonymous pipe or a file shared with a process
+    /// outside the dump comes back connected to fd N.
+    pub inherit_fds: Vec<crate::files::InheritFd>,
 }
 
 /// The error a [`RestoreGate`] answers with: it says which step failed.
@@ -188,7 +192,17 @@ impl Restored {
 }
 
 /// Restores the image directory `opts.images_dir`; the processes run when this returns.
+/// The fds given with [`RestoreOptions::inherit_fds`] are released once it ends, whatever the
+/// outcome (closed; 0, 1 and 2 made /dev/null), as CRIU closes its own: a pipe's reader sees
+/// its end of file once the restored processes close their ends, not when cryo exits.
 pub fn restore(opts: &RestoreOptions) -> Result<Restored> {
+    let restored = restore_tree(opts);
+    crate::files::inherit::release(&opts.inherit_fds);
+    restored
+}
+
+/// [`restore`], but for the release of the fds given.
+fn restore_tree(opts: &RestoreOptions) -> Result<Restored> {
     let started = Instant::now();
     // Answered between steps (`interrupted`), before the point of no return.
     let _held = crate::interrupt::Held::new();
@@ -209,7 +223,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored> {
         (true, None) => images.raw_checked(),
         (false, _) => {}
     }
-    let mut loaded = Loaded::read(images)?;
+    let mut loaded = Loaded::read(images, &opts.inherit_fds)?;
     let highest_fd = loaded
         .tasks
         .iter()

@@ -11,6 +11,7 @@
 //!   first_mapping ..            per task: pages, exe, mapped files (MappingFds)
 //!   extra_base ..               slots: descriptions passed down through tasks that do not
 //!                               hold them, then the shared objects, then the terminal,
+//!                               then the fds of cryo's caller (--inherit-fd),
 //!                               then the restore guardian's channel, the pid broker's
 //!                               socket, the image directory, the IPC namespaces
 //! ```
@@ -48,6 +49,9 @@ pub(crate) struct PlanInput<'a> {
     pub shared_inodes: &'a [u64],
     /// Whether cryo holds a terminal for a shell job.
     pub terminal: bool,
+    /// The descriptions taken from fds of cryo's caller (`--inherit-fd`): made by no process
+    /// (each holder opens them from a slot), each fd given held at a slot.
+    pub given: &'a files::inherit::Given,
 }
 
 /// What every process of the tree needs. Task indices are positions in [`order`]
@@ -81,6 +85,9 @@ pub(crate) struct TreePlan {
     pub shared_slots: HashMap<u64, RawFd>,
     /// The slot fd of the shell job's terminal.
     pub terminal_slot: Option<RawFd>,
+    /// The slot fds of the fds of cryo's caller that descriptions are taken from
+    /// (`--inherit-fd`), in their order.
+    pub given_slots: Vec<RawFd>,
     /// The slot fd of the restore guardian's channel (used when there is a guardian).
     pub guardian_slot: RawFd,
     /// The slot fd of the pid broker's socket (used when there is a broker).
@@ -197,7 +204,17 @@ impl TreePlan {
                 }
             }
         }
-        let together = files::made_together(descs, links);
+        // An end of a pipe taken from an fd of cryo's caller is made by nobody: no member of
+        // a set made together (it is handed down as a single when several processes share it).
+        let together: Vec<Vec<u32>> = files::made_together(descs, links)
+            .into_iter()
+            .map(|set| {
+                set.into_iter()
+                    .filter(|&id| !input.given.contains(id))
+                    .collect::<Vec<u32>>()
+            })
+            .filter(|set| !set.is_empty())
+            .collect();
         let (inherited, extra_slots, cryo_sets) =
             plan_inheritance(&ordered, &parent, &table_owner, links, &together, descs)?;
         // Above every fd of the image and every fd cryo holds now.
@@ -254,7 +271,11 @@ impl TreePlan {
         let terminal_slot = input
             .terminal
             .then_some(shared_base + input.shared_inodes.len() as RawFd);
-        let guardian_slot = shared_base + input.shared_inodes.len() as RawFd + 1;
+        let given_base = shared_base + input.shared_inodes.len() as RawFd + 1;
+        let given_slots: Vec<RawFd> = (0..input.given.fds().len() as RawFd)
+            .map(|k| given_base + k)
+            .collect();
+        let guardian_slot = given_base + given_slots.len() as RawFd;
         let mut extra = vec![HashMap::new(); n];
         let mut cryo_slots = HashMap::new();
         for (k, &(p, id)) in extra_slots.iter().enumerate() {
@@ -291,6 +312,7 @@ impl TreePlan {
             cryo_slots,
             shared_slots,
             terminal_slot,
+            given_slots,
             guardian_slot,
             pid_broker_slot: guardian_slot + 1,
             images_slot: guardian_slot + 2,
@@ -700,6 +722,7 @@ mod tests {
                 cryo_maps,
                 shared_inodes,
                 terminal,
+                given: &files::inherit::Given::default(),
             })
         }
     }
@@ -897,6 +920,44 @@ mod tests {
         // The slots lie above every control and mapping fd.
         let highest = plan.mappings.iter().flat_map(|m| m.all()).max().unwrap();
         assert!(slots.values().all(|&s| s as u64 > highest));
+    }
+
+    #[test]
+    fn a_pipe_end_given_by_cryos_caller_is_handed_down_from_a_slot_after_the_terminal() {
+        // 110 and 120 share the read end 10, which stands for an fd of cryo's caller
+        // (--inherit-fd): their parent takes it from the slot every process holds and hands
+        // it down as any description siblings share.
+        let image = Image::new(
+            &[100],
+            vec![
+                task(100, 1, &[]),
+                task(110, 100, &[(3, 10)]),
+                task(120, 100, &[(4, 10)]),
+            ],
+            vec![pipe_end(10, 7)],
+        );
+        let given = files::inherit::Given::for_tests(&[(10, 0)], &[0]);
+        let plan = TreePlan::new(&PlanInput {
+            roots: &image.roots,
+            tasks: &image.tasks,
+            zombies: &image.zombies,
+            descs: &image.descs,
+            links: &image.links,
+            cryo_max_fd: 10,
+            cryo_maps: &[],
+            shared_inodes: &[77],
+            terminal: true,
+            given: &given,
+        })
+        .unwrap();
+        let slot = plan.extra[0][&10];
+        assert_eq!(plan.inherited[1], HashMap::from([(10, slot)]));
+        assert_eq!(plan.inherited[2], HashMap::from([(10, slot)]));
+        // After the shared object and the terminal; the guardian's channel after it.
+        let terminal = plan.terminal_slot.unwrap();
+        assert_eq!(plan.shared_slots[&77], terminal - 1);
+        assert_eq!(plan.given_slots, [terminal + 1]);
+        assert_eq!(plan.guardian_slot, terminal + 2);
     }
 
     #[test]

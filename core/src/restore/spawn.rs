@@ -249,9 +249,12 @@ fn spawn_tree(tree: &Planned, ns: Option<Namespaces>) -> Result<(Vec<Pid>, Optio
                             };
                             vec![(*a, fa), (*b, fb)]
                         }
-                        CryoSet::Plain(ids) => {
-                            files::open_in_cryo(&tree.loaded.descs, ids, &tree.loaded.images)?
-                        }
+                        CryoSet::Plain(ids) => files::open_in_cryo(
+                            &tree.loaded.descs,
+                            ids,
+                            &tree.loaded.images,
+                            &tree.loaded.given,
+                        )?,
                     };
                     for (id, fd) in made {
                         if let Some(&at) = plan.cryo_slots.get(&id) {

@@ -151,6 +151,7 @@ impl Loaded {
             cryo_maps: &cryo_maps,
             shared_inodes: &shared_inodes,
             terminal: terminal.is_some(),
+            given: &self.given,
         })?;
         // The processes in creation order: the plan's positions index them from here on.
         let mut position = vec![0; plan.order.len()];
@@ -260,6 +261,14 @@ impl Planned {
         if let (Some((t, _)), Some(slot)) = (&self.terminal, self.plan.terminal_slot) {
             v.push((t.fd(), slot));
         }
+        v.extend(
+            self.loaded
+                .given
+                .fds()
+                .iter()
+                .copied()
+                .zip(self.plan.given_slots.iter().copied()),
+        );
         if let Some(fd) = self.guardian_channel {
             v.push((fd, self.plan.guardian_slot));
         }

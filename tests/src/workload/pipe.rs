@@ -20,6 +20,10 @@
 //!                              child opens NAME O_RDONLY|O_NONBLOCK, then a writer it
 //!                              closes: its end saw one)
 //!                            kid-poll -> <poll revents of the child's FIFO end, hex>
+//!                            read-fd FD -> <the text a read of what FD holds gives (up
+//!                              to 4096 bytes, without blocking)> | empty
+//!                            say FD TEXT -> ok  (TEXT written to FD)
+//!                            flags-of FD -> <F_GETFL of FD, octal>
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -143,6 +147,24 @@ impl Mode for Pipe {
                 let fd = fd.parse().map_err(|_| format!("bad fd {fd:?}"))?;
                 sys::write_all(fd, &protocol::pattern(count(n)?, 9)).map_err(io_err)?;
                 Ok("ok".into())
+            }
+            ("read-fd", [fd]) => {
+                let fd = fd.parse().map_err(|_| format!("bad fd {fd:?}"))?;
+                let data = sys::read_available(fd, 4096).map_err(io_err)?;
+                Ok(if data.is_empty() {
+                    "empty".into()
+                } else {
+                    String::from_utf8_lossy(&data).into_owned()
+                })
+            }
+            ("say", [fd, text]) => {
+                let fd = fd.parse().map_err(|_| format!("bad fd {fd:?}"))?;
+                sys::write_all(fd, text.as_bytes()).map_err(io_err)?;
+                Ok("ok".into())
+            }
+            ("flags-of", [fd]) => {
+                let fd = fd.parse().map_err(|_| format!("bad fd {fd:?}"))?;
+                Ok(format!("{:o}", sys::file_flags(fd).map_err(io_err)?))
             }
             ("kid-fifo", [name]) => {
                 let path = self.dir.join(name);
