@@ -195,17 +195,7 @@ pub fn capture_unconnected(fd: impl AsFd) -> Result<UnconnectedState> {
     let local = name
         .local
         .unwrap_or_else(|| SocketAddr::new(unspecified(ipv6), 0));
-    let diag = if local.port() != 0 {
-        crate::diag::find(
-            fd,
-            ipv6,
-            libc::IPPROTO_TCP as u8,
-            crate::diag::BOUND_INACTIVE,
-        )
-        .map_err(ctx.io("sock_diag (bound port)"))?
-    } else {
-        None
-    };
+    let diag = bound_shutdown(fd, ipv6, local, ctx)?;
     // A bound socket's shutdown state is in its diag entry (an unbound one has none: shut
     // for reading, poll tells, see closed_history; shut for writing only, nothing does).
     if diag.is_some_and(|shutdown| shutdown != 0) {
@@ -226,6 +216,27 @@ pub fn capture_unconnected(fd: impl AsFd) -> Result<UnconnectedState> {
     })
 }
 
+/// The shutdown state (SHUT_RD 1, SHUT_WR 2) inet_diag gives for TCP socket `fd` named
+/// `local` when its port is bound and it is not connected (the bound-inactive table); None
+/// when it is not listed there.
+fn bound_shutdown(
+    fd: BorrowedFd<'_>,
+    ipv6: bool,
+    local: SocketAddr,
+    ctx: Ctx,
+) -> Result<Option<u8>> {
+    if local.port() == 0 {
+        return Ok(None);
+    }
+    crate::diag::find(
+        fd,
+        ipv6,
+        libc::IPPROTO_TCP as u8,
+        crate::diag::BOUND_INACTIVE,
+    )
+    .map_err(ctx.io("sock_diag (bound port)"))
+}
+
 /// Captures TCP socket `fd`, connected or closed after a connection, to be made again closed
 /// (`--tcp-close`): its name and options as a connection's (not TCP_MAXSEG: it reads the MSS
 /// the handshake set); nothing of the connection itself.
@@ -234,10 +245,19 @@ pub fn capture_closed(fd: impl AsFd) -> Result<UnconnectedState> {
     let name = socket_name(fd);
     let ctx = Ctx::new(Operation::Capture, name);
     let ipv6 = crate::repair::is_ipv6(fd, ctx)?;
+    let local = name
+        .local
+        .unwrap_or_else(|| SocketAddr::new(unspecified(ipv6), 0));
+    // A socket closed (as a restore with `--tcp-close` leaves one) is shut both ways; a bound
+    // one shut one way only before any connection is not that (its diag entry tells).
+    if bound_shutdown(fd, ipv6, local, ctx)?.is_some_and(|shutdown| shutdown != 3) {
+        return Err(ctx.invalid(
+            "sock_diag (shutdown state)",
+            "a bound TCP socket shut one way only before any connection: not restored",
+        ));
+    }
     Ok(UnconnectedState {
-        local: name
-            .local
-            .unwrap_or_else(|| SocketAddr::new(unspecified(ipv6), 0)),
+        local,
         bound: false,
         local_port_range: local_port_range(fd, ctx)?,
         socket: options::capture_tcp_socket(fd, ipv6, false, ctx)?,

@@ -549,6 +549,16 @@ fn a_bound_tcp_socket_shut_down_before_any_connection_is_refused() {
 }
 
 #[test]
+fn a_bound_tcp_socket_shut_for_reading_only_before_any_connection_is_refused() {
+    let w = socks();
+    let s = w.cmd("socket inet stream 6");
+    assert_eq!(w.cmd(&format!("bind-inet {s} 127.0.0.1:0")), "ok");
+    assert!(w.cmd(&format!("shut {s} rd")).contains("os error 107"));
+    // Not the closed socket a restore with --tcp-close leaves (shut both ways).
+    w.assert_dump_refused(&s, "shut one way only");
+}
+
+#[test]
 fn a_ping_socket_cryo_could_not_make_again_is_refused_at_dump() {
     let allowed = PingGroups::allow();
     let w = socks();

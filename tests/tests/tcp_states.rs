@@ -44,6 +44,30 @@ fn tcp_close_restores_connections_closed_not_reset() {
 }
 
 #[test]
+fn a_connection_restored_closed_is_dumped_and_restored_closed_again() {
+    cryo_bin();
+    let mut w = Workload::spawn("tcp", &["127.0.0.1:0"]);
+    let _client = connect(&w, "127.0.0.1");
+    assert_eq!(w.cmd("accept"), "0");
+    let local = w.cmd("local 0");
+    let img = w.path("img");
+    w.dump(&img, &["--tcp-established"]).assert_success();
+    w.wait_original();
+    w.restore_detached_with(&img, &["--tcp-close"]);
+    let closed = w.cmd("probe 0");
+    assert!(closed.starts_with("read=eof "), "read: {closed}");
+    // Dumped again as it is now: closed, shut both ways, its name kept (before: refused,
+    // "TCP socket not connected but shut for reading (SHUT_RD) is not supported").
+    let again = w.path("img-again");
+    w.dump_ok(&again);
+    w.restore_detached_with(&again, &[]);
+    assert_eq!(w.cmd("probe 0"), closed, "after the second restore");
+    assert_eq!(w.cmd("state 0"), "CLOSE");
+    assert_eq!(w.cmd("local 0"), local, "the local address is kept");
+    w.kill_restored();
+}
+
+#[test]
 fn dump_with_tcp_close_takes_no_lock_and_brings_connections_back_closed() {
     cryo_bin();
     let mut w = Workload::spawn("tcp", &["127.0.0.1:0"]);
