@@ -325,20 +325,107 @@ fn the_two_ends_of_a_deleted_fifo_come_back_on_one_fifo_with_its_owner_and_mode(
     w.kill_restored();
 }
 
-/// The directory of a removed directory held open is gone too: the restore makes it again
-/// under a hidden name (its own place is gone) and removes it. Before: the restore failed,
-/// after the dump had killed the process.
+/// The directory of a removed directory held open is gone too (zdtm rmdir_open): the restore
+/// makes both again at their paths and removes them, so the fd reads the same name. Before:
+/// the restore failed, after the dump had killed the process; then it was made under a hidden
+/// name beside its removed directory.
 #[test]
 fn a_removed_directory_whose_parent_was_removed_too_comes_back_removed() {
     cryo_bin();
     let mut w = Workload::spawn("held", &["deleted-dir-in-deleted-dir"]);
     let stat = w.cmd("stat 47");
     assert!(stat.ends_with(" 0"), "no link left: {stat}");
+    let link = parse_fds(&w.cmd("fds"))[&47].clone();
+    assert!(link.ends_with("/parent/gone (deleted)"), "{link}");
     w.dump_and_restore();
     assert_eq!(w.cmd("stat 47"), stat, "mode, owner, mtime, no link");
-    let link = parse_fds(&w.cmd("fds"))[&47].clone();
-    assert!(link.ends_with("gone (deleted)"), "{link}");
+    assert_eq!(
+        parse_fds(&w.cmd("fds"))[&47],
+        link,
+        "the same name, made again with its removed directory (before: a hidden name beside it)"
+    );
+    assert!(
+        !w.dir().join("parent").exists(),
+        "the directory made again is gone"
+    );
     assert_eq!(w.cmd("create-in 47"), format!("errno {}", libc::ENOENT));
+    w.kill_restored();
+}
+
+/// A deleted file with two hard links, an fd opened by each name, both names unlinked (zdtm
+/// link10): each fd reads its own name, "(deleted)", after the restore as before, and both
+/// are still one file. Before: the second fd read the first one's name.
+#[test]
+fn the_fds_of_a_deleted_file_opened_by_two_hard_links_keep_their_own_names() {
+    cryo_bin();
+    let mut w = Workload::spawn("held", &["deleted-hard-links"]);
+    let fds = parse_fds(&w.cmd("fds"));
+    let names = [fds[&47].clone(), fds[&49].clone()];
+    assert!(names[0].ends_with("/a (deleted)"), "{names:?}");
+    assert!(names[1].ends_with("/a.lnk (deleted)"), "{names:?}");
+    let ino = w.cmd("ino 47");
+    assert_eq!(w.cmd("ino 49"), ino);
+    let stat = w.cmd("stat 47");
+    assert!(stat.ends_with(" 0"), "no link left: {stat}");
+    w.dump(&w.path("left"), &["--leave-running"])
+        .assert_success();
+    let fds = parse_fds(&w.cmd("fds"));
+    assert_eq!(
+        [fds[&47].clone(), fds[&49].clone()],
+        names,
+        "the original, left running"
+    );
+    assert_eq!(w.cmd("stat 47"), stat, "the original, left running");
+    w.dump_and_restore();
+    let fds = parse_fds(&w.cmd("fds"));
+    assert_eq!(
+        [fds[&47].clone(), fds[&49].clone()],
+        names,
+        "each fd its own deleted name"
+    );
+    assert_eq!(w.cmd("ino 47"), w.cmd("ino 49"), "one file");
+    assert_eq!(w.cmd("stat 47"), stat, "mode, owner, mtime, no link");
+    assert_eq!(w.cmd("take 49"), "both", "its contents");
+    for name in ["a", "a.lnk"] {
+        assert!(
+            !w.dir().join(name).exists(),
+            "the restore left {name} behind"
+        );
+    }
+    w.kill_restored();
+}
+
+/// A file still linked elsewhere, opened by two names since unlinked: each fd reads its own
+/// deleted name after the restore, on the very same file. Before: the second fd read the first
+/// one's name.
+#[test]
+fn the_fds_of_a_file_linked_elsewhere_opened_by_two_deleted_names_keep_their_own_names() {
+    cryo_bin();
+    let mut w = Workload::spawn("held", &["linked-two-names"]);
+    let fds = parse_fds(&w.cmd("fds"));
+    let names = [fds[&47].clone(), fds[&49].clone()];
+    assert!(names[0].ends_with("/f (deleted)"), "{names:?}");
+    assert!(names[1].ends_with("/g (deleted)"), "{names:?}");
+    let ino = w.cmd("ino 47");
+    w.dump_and_restore();
+    let fds = parse_fds(&w.cmd("fds"));
+    assert_eq!(
+        [fds[&47].clone(), fds[&49].clone()],
+        names,
+        "each fd its own deleted name"
+    );
+    assert_eq!(
+        [w.cmd("ino 47"), w.cmd("ino 49")],
+        [ino.clone(), ino],
+        "the same file"
+    );
+    assert_eq!(w.cmd("take 49"), "kept");
+    for name in ["f", "g"] {
+        assert!(
+            !w.dir().join(name).exists(),
+            "the restore left {name} behind"
+        );
+    }
     w.kill_restored();
 }
 

@@ -3,7 +3,7 @@
 //! replaced by another are refused, naming the path and what differs, unless
 //! --accept-changed-files says to use them; a forged deleted-file record in an image another
 //! user could write never yields a set-uid copy, and a deleted set-id file of root's comes
-//! back from root's image as an unnamed copy no one can link.
+//! back from root's image as a copy by its deleted name that no one can link.
 //!
 //! Needs the engine: `cryo` must be built (`cargo build -p cryo`).
 
@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use cryo_proto::image::{file_desc::Kind, FileDesc};
 use cryo_proto::ImageKind;
 use cryo_tests::protocol;
-use cryo_tests::{control_dir, cryo_bin, pid_exists, write_file, Workload};
+use cryo_tests::{control_dir, cryo_bin, parse_fds, pid_exists, write_file, Workload};
 
 /// A "file" workload reading `data` (4096 pattern bytes at `rel` in its control dir), five
 /// bytes read, dumped and killed; returns it, the data file and the bytes.
@@ -169,14 +169,14 @@ fn a_forged_set_uid_deleted_file_record_in_another_users_image_is_refused() {
 }
 
 #[test]
-fn a_deleted_set_id_file_of_roots_comes_back_unnamed_with_its_mode() {
+fn a_deleted_set_id_file_of_roots_comes_back_by_its_deleted_name_with_its_mode() {
     deleted_set_id_file_comes_back("setid", "6755 0 0 0");
 }
 
 /// The same, owned by another user (zdtm file_attr's): before, refused at dump ("done only for
 /// a file of root's").
 #[test]
-fn a_deleted_set_id_file_of_another_users_comes_back_unnamed_with_its_mode_and_owner() {
+fn a_deleted_set_id_file_of_another_users_comes_back_by_its_deleted_name_with_its_mode_and_owner() {
     deleted_set_id_file_comes_back("setid-other", "6755 18943 18943 0");
 }
 
@@ -191,13 +191,25 @@ fn deleted_set_id_file_comes_back(kind: &str, stat: &str) {
     let relink = w.path("relinked").display().to_string();
     // Unlinked, it cannot be given a name again.
     assert_eq!(w.cmd(&format!("relink {relink}")), libc::ENOENT.to_string());
+    let names = deleted_names(&w);
+    assert_eq!(names.len(), 1, "{names:?}");
     w.dump_and_restore();
     assert_eq!(w.cmd("read"), contents);
     assert_eq!(w.cmd("stat"), stat);
-    // Nor can its copy (O_TMPFILE|O_EXCL): no name ever leads to a set-id copy.
+    // Made at its path, unlinked before it was made set-id (before: unnamed, "DIR/#INO").
+    assert_eq!(deleted_names(&w), names, "the fd's deleted name");
+    // Nor can its copy (unlinked before it was set-id): no name ever leads to a set-id copy.
     assert_eq!(w.cmd(&format!("relink {relink}")), libc::ENOENT.to_string());
     assert!(!Path::new(&relink).exists());
     w.kill_restored();
+}
+
+/// What the fds of `w` that read "... (deleted)" read.
+fn deleted_names(w: &Workload) -> Vec<String> {
+    parse_fds(&w.cmd("fds"))
+        .into_values()
+        .filter(|t| t.ends_with(" (deleted)"))
+        .collect()
 }
 
 /// A "unix-listen" workload bound to `sub/l.sock` in a temp dir, dumped (its socket file

@@ -474,6 +474,51 @@ fn a_removed_name_of_a_file_linked_in_its_directory_comes_back_in_a_new_user_nam
     );
 }
 
+/// A removed name of a file linked elsewhere on its tmpfs, in a directory removed too (zdtm
+/// unlink_regular00 in the uns flavour), where the maps leave our root unmapped: the fd reads
+/// its removed name again. Before: it read the other name, not deleted (the directory and the
+/// link made back by our root, unmapped there, failed EOVERFLOW; the link by AT_EMPTY_PATH
+/// wants CAP_DAC_READ_SEARCH over the initial user namespace).
+#[test]
+fn a_removed_name_in_a_removed_directory_of_its_tmpfs_comes_back_where_our_root_is_unmapped() {
+    cryo_bin();
+    let dir = cryo_tests::control_dir();
+    let open_to_all = |path: &std::path::Path, mode| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    open_to_all(dir.path(), 0o711);
+    let fifos = [dir.path().join("cmd"), dir.path().join("out")];
+    let mut w = Workload::spawn_configured(
+        dir,
+        "user-ns",
+        &[
+            "uid=0:200000:65536",
+            "gid=0:300000:65536",
+            "root",
+            "uts=cryo-userns-linked-tmpfs",
+            "mnt=/srv",
+            "linked=tmpfs",
+        ],
+        |_| fifos.iter().for_each(|f| open_to_all(f, 0o666)),
+    );
+    // Past the inode number (a new tmpfs is made): links, size, the fd's link, the text.
+    let seen = |w: &Workload| {
+        let linked = w.cmd("linked");
+        linked
+            .split_once(" links ")
+            .map(|(_, rest)| rest.to_owned())
+            .unwrap_or(linked)
+    };
+    let before = seen(&w);
+    assert_eq!(
+        before, "1 size 11 /srv/sub/linked (deleted) cryo-linked",
+        "{before}"
+    );
+    dump_and_restore_in_a_new_one(&mut w);
+    assert_eq!(seen(&w), before, "seen from inside after the restore");
+}
+
 /// The dump of `w` (a `linked=far` file, no other name in its directory) refused naming its
 /// pid, the file and the user namespace; the process untouched, its file as it was.
 fn refused_for_its_linked_file(w: &Workload) {

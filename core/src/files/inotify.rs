@@ -76,7 +76,8 @@ impl FileKind for Inotifies {
         cx: &mut Opening<'_>,
     ) -> Result<Opened, FileError> {
         let images = cx.images;
-        open(desc, i, cx.state.get::<Ghosts>(), images).map(Opened::Now)
+        let descs = cx.descs;
+        open(desc, i, cx.state.get::<Ghosts>(), images, descs).map(Opened::Now)
     }
 
     fn describe(&self, _desc: &FileDesc, i: &Inotify) -> String {
@@ -346,13 +347,14 @@ fn open(
     ino: &Inotify,
     ghosts: &mut Ghosts,
     images: &crate::image::ImageDir,
+    descs: &[FileDesc],
 ) -> Result<OwnedFd, FileError> {
     let fd = sys::inotify::inotify_init(libc::IN_CLOEXEC | libc::IN_NONBLOCK)
         .map_err(|e| restore_err(desc, "inotify_init1", e))?;
     let mut paths = Vec::with_capacity(ino.watches.len());
     for w in &ino.watches {
         paths.push(match &w.removed {
-            Some(reg) => ghosts.handle(desc, reg, images)?.display().to_string(),
+            Some(reg) => ghosts.handle(desc, reg, images, descs)?.display().to_string(),
             None => w.path.clone(),
         });
     }

@@ -338,6 +338,8 @@ pub(crate) struct Opening<'a> {
     pub opts: &'a FdRestoreOptions,
     /// The unix sockets made together.
     pub links: &'a UnixLinks,
+    /// Every description of the dump (the deleted names of a ghost: regular.rs).
+    pub descs: &'a [FileDesc],
     /// What the kinds keep for this call (recreated ghosts, memfds): dropped before placing,
     /// since its fds may sit on target numbers.
     pub state: KindState,
@@ -357,6 +359,7 @@ impl<'a> Opening<'a> {
         images: &'a ImageDir,
         opts: &'a FdRestoreOptions,
         links: &'a UnixLinks,
+        descs: &'a [FileDesc],
         fds: &'a [FdEntry],
         min_high: RawFd,
     ) -> Self {
@@ -368,6 +371,7 @@ impl<'a> Opening<'a> {
             images,
             opts,
             links,
+            descs,
             state: KindState::default(),
             opened: HashMap::new(),
             min_high,
@@ -427,6 +431,8 @@ pub(crate) struct MapOpen<'a> {
     pub writable: bool,
     /// The image directory (ghost contents).
     pub images: &'a ImageDir,
+    /// Every description of the dump (the deleted names of a ghost: regular.rs).
+    pub descs: &'a [FileDesc],
     /// The shared memory objects cryo made for the tree: dumped inode -> fd.
     pub shared: &'a HashMap<u64, RawFd>,
 }

@@ -120,7 +120,7 @@ pub(crate) fn restore_task_fds_with(
     if to_open.len() > used.len() {
         sys::fd::raise_nofile();
     }
-    let mut cx = Opening::new(images, opts, links, fds, min_high);
+    let mut cx = Opening::new(images, opts, links, descs, fds, min_high);
     cx.opened.reserve(to_open.len());
     let mut together = BTreeMap::new();
     let mut after = BTreeMap::new();
@@ -299,7 +299,7 @@ pub(crate) fn open_in_cryo(
         ..FdRestoreOptions::default()
     };
     let links = UnixLinks::default();
-    let mut cx = Opening::new(images, &opts, &links, &[], 0);
+    let mut cx = Opening::new(images, &opts, &links, descs, &[], 0);
     let mut together = BTreeMap::new();
     let mut after = BTreeMap::new();
     for id in ids {
@@ -426,6 +426,7 @@ pub fn open_for_mapping_with(
     let to = MapOpen {
         writable,
         images,
+        descs,
         shared,
     };
     registry::of_desc(desc)?.open_for_mapping(desc, &to)

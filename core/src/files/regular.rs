@@ -10,6 +10,12 @@
 //! then owner, mode, access and modification times. Every later open of the same ghost
 //! (another fd, a mapping) reopens the recreated inode through /proc/self/fd, found by its
 //! dev+ino among the fds the process holds; so the fds and the mappings share one inode.
+//! Before the unlink it is linked for an instant at the other deleted names the dump's
+//! descriptions of it carry (a file with two hard links, an fd opened by each: zdtm link10),
+//! and held there by an O_PATH fd: each description reopens through the fd that reads its
+//! own name, so it reads "NAME (deleted)" as at the dump. A set-id one is made at its path
+//! too, but given its set-id mode only once unlinked (then never to be linked again).
+//! A removed directory is made again at its path, with the directories above it removed too.
 //!
 //! A deleted name of an inode that still has another link (st_nlink > 0: linked elsewhere,
 //! then unlinked) is not copied: the inode lives on, and a copy would part from it. Its file
@@ -349,7 +355,23 @@ fn renamed_deleted(desc: &FileDesc, reg: &RegularFile, inode: OwnedFd) -> Result
     let path = Path::new(&reg.path);
     // Its directory removed too (zdtm unlink_regular00): made for the instant, removed after
     // (the fds read "DIR/NAME (deleted)" through the removed directory, as at the dump).
-    let made = make_missing_dirs(path.parent().unwrap_or(Path::new("/")));
+    // The link through its /proc link (AT_SYMLINK_FOLLOW), not AT_EMPTY_PATH: that one needs
+    // CAP_DAC_READ_SEARCH over the initial user namespace. Both as its owner can be given
+    // them: in a user namespace where cryo's root is unmapped, a link or a directory made by
+    // cryo's root on the namespace's tmpfs fails EOVERFLOW (zdtm unlink_regular00 in the uns
+    // flavour: its fd read the other name, not deleted, before 2026-12-07).
+    let proc_link = self_fd(inode.as_raw_fd());
+    let (made, linked) = crate::task::userns::make_for(reg.uid, reg.gid, || {
+        let made = make_missing_dirs(path.parent().unwrap_or(Path::new("/")));
+        let linked = nix::unistd::linkat(
+            nix::fcntl::AT_FDCWD,
+            &proc_link,
+            nix::fcntl::AT_FDCWD,
+            path,
+            nix::fcntl::AtFlags::AT_SYMLINK_FOLLOW,
+        );
+        (made, linked)
+    });
     let remove_made = || {
         for d in made.iter().rev() {
             if let Err(e) = fs::remove_dir(d) {
@@ -357,7 +379,7 @@ fn renamed_deleted(desc: &FileDesc, reg: &RegularFile, inode: OwnedFd) -> Result
             }
         }
     };
-    if let Err(e) = nix::unistd::linkat(&inode, "", nix::fcntl::AT_FDCWD, path, nix::fcntl::AtFlags::AT_EMPTY_PATH) {
+    if let Err(e) = linked {
         remove_made();
         debug!(id = desc.id, path = %reg.path, error = %e, "original name not free: the fds name the file by another link");
         return Ok(inode);
@@ -548,8 +570,8 @@ impl FileKind for Regular {
         reg: &RegularFile,
         cx: &mut Opening<'_>,
     ) -> Result<Opened, FileError> {
-        let images = cx.images;
-        open(desc, reg, false, cx.state.get::<Ghosts>(), images).map(Opened::Now)
+        let (images, descs) = (cx.images, cx.descs);
+        open(desc, reg, false, cx.state.get::<Ghosts>(), images, descs).map(Opened::Now)
     }
 
     fn hand_down(&self) -> bool {
@@ -562,7 +584,7 @@ impl FileKind for Regular {
         reg: &RegularFile,
         to: &MapOpen<'_>,
     ) -> Result<OwnedFd, FileError> {
-        open_for_mapping(desc, reg, to.writable, to.images)
+        open_for_mapping(desc, reg, to)
     }
 
     fn describe(&self, _desc: &FileDesc, r: &RegularFile) -> String {
@@ -652,8 +674,8 @@ impl FileKind for Directory {
         reg: &RegularFile,
         cx: &mut Opening<'_>,
     ) -> Result<Opened, FileError> {
-        let images = cx.images;
-        open(desc, reg, true, cx.state.get::<Ghosts>(), images).map(Opened::Now)
+        let (images, descs) = (cx.images, cx.descs);
+        open(desc, reg, true, cx.state.get::<Ghosts>(), images, descs).map(Opened::Now)
     }
 
     fn hand_down(&self) -> bool {
@@ -788,19 +810,25 @@ fn removed_bound_handle(desc: &FileDesc, reg: &RegularFile) -> Result<PathBuf, F
 /// the call is done (they are already unlinked).
 #[derive(Debug, Default)]
 pub(super) struct Ghosts {
-    made: HashMap<String, OwnedFd>,
+    /// By ghost: O_PATH fds on its recreated inode, the one it was made through first, then
+    /// one on each other deleted name of it the dump saw (made for an instant, see
+    /// [`link_other_names`]): a description reopens through the one that reads its own name.
+    made: HashMap<String, Vec<OwnedFd>>,
 }
 
 impl Ghosts {
     /// A path through which the recreated ghost of `reg` can be opened: /proc/self/fd/N of an
-    /// fd holding it (recreating it first if this process holds none).
+    /// fd holding it (recreating it first if this process holds none), by the deleted name of
+    /// `reg` when one can be had. `descs`: every description of the dump, whose other deleted
+    /// names of the same file the recreation gives it too.
     pub(super) fn handle(
         &mut self,
         desc: &FileDesc,
         reg: &RegularFile,
         images: &ImageDir,
+        descs: &[FileDesc],
     ) -> Result<PathBuf, FileError> {
-        self.handle_or_tmpfile(desc, reg, images, None)
+        self.handle_or_tmpfile(desc, reg, images, None, descs)
             .map(|(path, _)| path)
     }
 
@@ -814,6 +842,7 @@ impl Ghosts {
         reg: &RegularFile,
         images: &ImageDir,
         tmpfile: Option<OFlag>,
+        descs: &[FileDesc],
     ) -> Result<(PathBuf, Option<OwnedFd>), FileError> {
         if reg.removed_bound {
             return removed_bound_handle(desc, reg).map(|path| (path, None));
@@ -830,24 +859,44 @@ impl Ghosts {
                 })
             }
         };
-        if let Some(fd) = self.made.get(&name) {
-            return Ok((self_fd(fd.as_raw_fd()), None));
+        // A file linked elsewhere can be linked back at each of its deleted names, whenever:
+        // one this process holds by another name is not taken for it.
+        let any_name = reg.linked.is_none();
+        if let Some(held) = self.made.get(&name) {
+            let named = held
+                .iter()
+                .map(|fd| self_fd(fd.as_raw_fd()))
+                .find(|path| reads_deleted(path, &reg.path));
+            match named {
+                Some(path) => return Ok((path, None)),
+                None if any_name => return Ok((self_fd(held[0].as_raw_fd()), None)),
+                None => {}
+            }
         }
         let key = (images.path().to_owned(), name.clone());
         if let Some(inode) = RECREATED.with(|r| r.borrow().get(&key).copied()) {
-            if let Some(path) = find_open(inode) {
-                debug!(id = desc.id, ghost = %name, via = %path.display(), "ghost file reused");
-                return Ok((path, None));
+            match find_open(inode, &reg.path) {
+                Some((path, named)) if named || any_name => {
+                    debug!(id = desc.id, ghost = %name, via = %path.display(), named, "ghost file reused");
+                    return Ok((path, None));
+                }
+                _ => {}
             }
         }
         let mut own = None;
+        let mut others = Vec::new();
         let fd = match (&reg.linked, &reg.contents) {
             _ if directory => recreate_dir(desc, reg)?,
             (Some(linked), _) => {
                 let inode = reopen_linked(desc, reg, linked, images)?;
                 renamed_deleted(desc, reg, inode)?
             }
-            (None, Some(raw)) if reg.mode & 0o6000 != 0 => recreate_set_id(desc, reg, raw, images)?,
+            (None, Some(raw)) if reg.mode & 0o6000 != 0 => {
+                let names = other_names(descs, reg, raw);
+                let (fd, also) = recreate_set_id(desc, reg, raw, images, &names)?;
+                others = also;
+                fd
+            }
             (None, Some(raw)) => match tmpfile.map(|flags| recreate_tmpfile(desc, reg, raw, images, flags)) {
                 Some(Ok((fd, desc_fd))) => {
                     own = Some(desc_fd);
@@ -855,9 +904,14 @@ impl Ghosts {
                 }
                 Some(Err(e)) => {
                     debug!(id = desc.id, path = %reg.path, error = %e, "no O_TMPFILE in the directory: a ghost made elsewhere");
-                    recreate(desc, reg, raw, images)?
+                    recreate(desc, reg, raw, images, &[])?.0
                 }
-                None => recreate(desc, reg, raw, images)?,
+                None => {
+                    let names = other_names(descs, reg, raw);
+                    let (fd, also) = recreate(desc, reg, raw, images, &names)?;
+                    others = also;
+                    fd
+                }
             },
             (None, None) => unreachable!("refused above"),
         };
@@ -873,9 +927,88 @@ impl Ghosts {
             .map_err(|e| restore_err(desc, "stat the recreated file", e))?;
         RECREATED.with(|r| r.borrow_mut().insert(key, InodeKey::of(&meta)));
         let path = self_fd(fd.as_raw_fd());
-        self.made.insert(name, fd);
+        let held = self.made.entry(name).or_default();
+        held.push(fd);
+        held.extend(others);
         Ok((path, own))
     }
+}
+
+/// Whether the fd at `fd_path` (/proc/self/fd/N) reads "`path` (deleted)": it holds the
+/// removed dentry of that name.
+fn reads_deleted(fd_path: &Path, path: &str) -> bool {
+    fs::read_link(fd_path).is_ok_and(|text| {
+        text.as_os_str().as_encoded_bytes().strip_suffix(b" (deleted)") == Some(path.as_bytes())
+    })
+}
+
+/// The other deleted names of the file of `reg` (a ghost, contents image `raw`) the dump saw:
+/// the paths of its other descriptions (fds, mappings, in any process), each once.
+fn other_names<'d>(descs: &'d [FileDesc], reg: &RegularFile, raw: &RawFileRef) -> Vec<&'d str> {
+    let mut names: Vec<&str> = descs
+        .iter()
+        // One made by open(O_TMPFILE) has no name, but "#INO".
+        .filter(|d| d.flags & TMPFILE_BIT == 0)
+        .filter_map(|d| match &d.kind {
+            Some(Kind::Regular(r))
+                if r.deleted
+                    && r.linked.is_none()
+                    && !r.removed_bound
+                    && r.path != reg.path
+                    && r.contents.as_ref().is_some_and(|c| c.name == raw.name) =>
+            {
+                Some(r.path.as_str())
+            }
+            _ => None,
+        })
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    names
+}
+
+/// Links the recreated file `file`, still linked at its first name, at each of `names` that
+/// is free, opens it there (O_PATH) and unlinks that name again at once: a description of
+/// that deleted name reopens through that fd and reads "NAME (deleted)", as at the dump (zdtm
+/// link10: two hard links, an fd opened by each, both unlinked). A name that is taken, or
+/// whose directory is gone, is left: its descriptions read the first name. Returns the fds.
+fn link_other_names(desc: &FileDesc, reg: &RegularFile, file: &File, names: &[&str]) -> Vec<OwnedFd> {
+    let from = self_fd(file.as_raw_fd());
+    let inode = file.metadata().ok().map(|m| (m.dev(), m.ino()));
+    let mut held = Vec::new();
+    for &name in names {
+        let path = Path::new(name);
+        // As its owner can (a link made by cryo's root where a user namespace leaves it
+        // unmapped fails EOVERFLOW on the namespace's tmpfs).
+        let linked = crate::task::userns::make_for(reg.uid, reg.gid, || {
+            nix::unistd::linkat(
+                nix::fcntl::AT_FDCWD,
+                &from,
+                nix::fcntl::AT_FDCWD,
+                path,
+                nix::fcntl::AtFlags::AT_SYMLINK_FOLLOW,
+            )
+        });
+        if let Err(e) = linked {
+            debug!(id = desc.id, name, error = %e, "other deleted name not free: its descriptions read the first one");
+            continue;
+        }
+        let opened = nix::fcntl::open(path, OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty());
+        // Unlinked at once, whatever the open did: the name was free before the link.
+        if let Err(e) = fs::remove_file(path) {
+            debug!(id = desc.id, name, error = %e, "other deleted name not unlinked");
+        }
+        match opened {
+            Ok(fd)
+                if fs::metadata(self_fd(fd.as_raw_fd()))
+                    .is_ok_and(|m| Some((m.dev(), m.ino())) == inode) =>
+            {
+                held.push(fd)
+            }
+            _ => debug!(id = desc.id, name, "other deleted name not held: replaced meanwhile"),
+        }
+    }
+    held
 }
 
 /// /proc/self/fd/N of an fd of this process on the removed directory `dev`:`ino` of the dump,
@@ -888,7 +1021,7 @@ pub(crate) fn removed_dir_made(dev: u64, ino: u64) -> Option<PathBuf> {
             .iter()
             .find_map(|((_, n), inode)| (*n == name).then_some(*inode))
     })?;
-    find_open(inode)
+    find_open(inode, "").map(|(path, _)| path)
 }
 
 /// /proc/self/fd/N.
@@ -896,24 +1029,34 @@ fn self_fd(fd: i32) -> PathBuf {
     PathBuf::from(format!("/proc/self/fd/{fd}"))
 }
 
-/// /proc/self/fd/N of an fd of this process open on `inode`, if any.
-fn find_open(inode: InodeKey) -> Option<PathBuf> {
+/// /proc/self/fd/N of an fd of this process open on `inode`, if any: one that reads
+/// "`name` (deleted)" if there is one (then true), else any.
+fn find_open(inode: InodeKey, name: &str) -> Option<(PathBuf, bool)> {
     let entries = fs::read_dir("/proc/self/fd").ok()?;
-    entries.flatten().find_map(|entry| {
+    let mut any = None;
+    for entry in entries.flatten() {
         let path = entry.path();
-        let meta = fs::metadata(&path).ok()?;
-        (InodeKey::of(&meta) == inode).then_some(path)
-    })
+        if fs::metadata(&path).ok().map(|m| InodeKey::of(&m)) != Some(inode) {
+            continue;
+        }
+        if reads_deleted(&path, name) {
+            return Some((path, true));
+        }
+        any.get_or_insert(path);
+    }
+    any.map(|path| (path, false))
 }
 
 /// Recreates the deleted file of `reg` with its contents, owner and mode, unlinked; returns
-/// an O_RDWR fd on it.
+/// an O_RDWR fd on it, and O_PATH fds on it by each of `others` (its other deleted names:
+/// [`link_other_names`]) that was free.
 fn recreate(
     desc: &FileDesc,
     reg: &RegularFile,
     raw: &RawFileRef,
     images: &ImageDir,
-) -> Result<OwnedFd, FileError> {
+    others: &[&str],
+) -> Result<(OwnedFd, Vec<OwnedFd>), FileError> {
     let original = Path::new(&reg.path);
     // Made as its owner can be given it (in a user namespace: userns::make_for).
     let made = crate::task::userns::make_for(reg.uid, reg.gid, || {
@@ -921,7 +1064,7 @@ fn recreate(
     });
     let (mut file, linked) = match made {
         Err(e) if e.raw_os_error() == Some(libc::EROFS) => {
-            return recreate_on_read_only_mount(desc, reg, raw, images)
+            return recreate_on_read_only_mount(desc, reg, raw, images).map(|fd| (fd, Vec::new()))
         }
         made => made.map_err(|e| restore_err(desc, "recreate the deleted file", e))?,
     };
@@ -931,6 +1074,11 @@ fn recreate(
         }
     };
     let filled = fill(&mut file, reg, raw, images);
+    // Its other names while it still has one (an unnamed one can get none).
+    let held = match (&filled, &linked) {
+        (Ok(()), Some(_)) => link_other_names(desc, reg, &file, others),
+        _ => Vec::new(),
+    };
     // Unlinked as soon as it is filled (or failed): it never outlives the restore.
     unlink(&linked);
     filled.map_err(|e| restore_err(desc, "fill the recreated deleted file", e))?;
@@ -939,9 +1087,10 @@ fn recreate(
         path = %reg.path,
         at = %linked.as_deref().map_or("O_TMPFILE".into(), |p| p.display().to_string()),
         size = raw.size,
+        other_names = held.len(),
         "deleted file recreated"
     );
-    Ok(file.into())
+    Ok((file.into(), held))
 }
 
 /// [`recreate`] in a directory on a mount that is read-only where its filesystem is not (a
@@ -1031,17 +1180,24 @@ fn recreate_tmpfile(
 }
 
 /// Recreates the deleted set-uid or set-gid file of `reg` (root's, from an image only root
-/// writes: checked by validate_ghost) where no one can reach it by a name, ever: unnamed with
+/// writes: checked by validate_ghost) so that no name ever leads to it while it is set-id: at
+/// its original path when that is free (O_CREAT|O_EXCL, mode 0600, its maker's), filled,
+/// linked at its other deleted names `others` for an instant ([`link_other_names`]), unlinked
+/// (checked: no link left; an unlinked inode can never be linked again, linkat gives ENOENT),
+/// and only then given its owner and its mode with the set-id bits, through the fd: its fds
+/// read "PATH (deleted)" as at the dump. The path taken or its directory gone: unnamed with
 /// O_TMPFILE|O_EXCL (never to be linked) in its directory, or in the image directory if that is
-/// gone, filled, given its owner and its mode with the set-id bits (checked: never a copy
-/// that lost them). Returns an O_RDWR fd on it.
+/// gone. Its mode is checked: never a copy that lost its set-id bits. Returns an O_RDWR fd on
+/// it and the O_PATH fds on its other names.
 fn recreate_set_id(
     desc: &FileDesc,
     reg: &RegularFile,
     raw: &RawFileRef,
     images: &ImageDir,
-) -> Result<OwnedFd, FileError> {
+    others: &[&str],
+) -> Result<(OwnedFd, Vec<OwnedFd>), FileError> {
     let err = |step: &'static str| move |e: io::Error| restore_err(desc, step, e);
+    let original = Path::new(&reg.path);
     let unnamed = |dir: &Path| {
         OpenOptions::new()
             .read(true)
@@ -1050,17 +1206,56 @@ fn recreate_set_id(
             .custom_flags(libc::O_TMPFILE | libc::O_EXCL)
             .open(dir)
     };
-    let dir = Path::new(&reg.path).parent().unwrap_or(Path::new("/"));
+    let dir = original.parent().unwrap_or(Path::new("/"));
     // Made as its owner can be given it (in a user namespace: userns::make_for).
-    let mut file = crate::task::userns::make_for(reg.uid, reg.gid, || {
-        if dir.is_dir() {
-            unnamed(dir)
-        } else {
-            unnamed(images.path())
+    let (mut file, named) = crate::task::userns::make_for(reg.uid, reg.gid, || {
+        // O_EXCL: never through a symbolic link put there.
+        let at_its_path = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(original);
+        match at_its_path {
+            Ok(file) => Ok((file, true)),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EEXIST | libc::ENOENT)) => {
+                if dir.is_dir() {
+                    unnamed(dir)
+                } else {
+                    unnamed(images.path())
+                }
+                .map(|file| (file, false))
+            }
+            Err(e) => Err(e),
         }
     })
-    .map_err(err("make the set-id deleted file again unnamed (O_TMPFILE|O_EXCL)"))?;
-    fill(&mut file, reg, raw, images).map_err(err("fill the recreated set-id deleted file"))?;
+    .map_err(err("make the set-id deleted file again"))?;
+    let mut held = Vec::new();
+    if named {
+        let filled = fill_data(&mut file, reg, raw, images);
+        if filled.is_ok() {
+            held = link_other_names(desc, reg, &file, others);
+        }
+        // Unlinked as soon as it is filled (or failed), before it is set-id: it never
+        // outlives the restore.
+        let unlinked = fs::remove_file(original);
+        filled.map_err(err("fill the recreated set-id deleted file"))?;
+        unlinked.map_err(err("unlink the recreated set-id deleted file"))?;
+        let links = file
+            .metadata()
+            .map_err(err("stat the recreated set-id deleted file"))?
+            .nlink();
+        if links != 0 {
+            return Err(restore_err(
+                desc,
+                "unlink the recreated set-id deleted file",
+                io::Error::other(format!("it has {links} links left: linked by another meanwhile")),
+            ));
+        }
+        give_attrs(&file, reg).map_err(err("give the recreated set-id deleted file its owner and mode"))?;
+    } else {
+        fill(&mut file, reg, raw, images).map_err(err("fill the recreated set-id deleted file"))?;
+    }
     let mode = file
         .metadata()
         .map_err(err("stat the recreated set-id deleted file"))?
@@ -1072,8 +1267,8 @@ fn recreate_set_id(
             io::Error::other(format!("its mode is {:o}, not {:o}", mode & 0o7777, reg.mode & 0o7777)),
         ));
     }
-    debug!(id = desc.id, path = %reg.path, mode = format!("{:o}", reg.mode & 0o7777), "set-id deleted file recreated unnamed");
-    Ok(file.into())
+    debug!(id = desc.id, path = %reg.path, named, mode = format!("{:o}", reg.mode & 0o7777), "set-id deleted file recreated");
+    Ok((file.into(), held))
 }
 
 /// The `n`th hidden name for an object made again beside a name (`base`) that is taken.
@@ -1081,11 +1276,50 @@ fn hidden_name(base: &str, n: u32) -> String {
     format!(".cryo-ghost-{}-{n}-{base}", std::process::id())
 }
 
-/// A new directory for a removed one named `original`, to be owned by `owner`
-/// ([`make_beside`]). Returns its path.
-pub(crate) fn make_dir_again(original: &Path, owner: (u32, u32)) -> io::Result<PathBuf> {
-    make_beside(original, owner, |path| {
-        nix::unistd::mkdir(path, Mode::from_bits_truncate(0o700))
+/// A directory made again for a removed one ([`make_dir_again`]), with the directories above
+/// it made for it.
+#[derive(Debug)]
+pub(crate) struct DirMadeAgain {
+    /// Where it was made.
+    pub(crate) path: PathBuf,
+    /// The missing directories above it made for it, the topmost first.
+    above: Vec<PathBuf>,
+}
+
+impl DirMadeAgain {
+    /// Removes it, then the directories made for it, the lowest first: an fd on it then
+    /// reads "PATH (deleted)" through them, as one on the original did.
+    pub(crate) fn remove(&self) {
+        for d in std::iter::once(&self.path).chain(self.above.iter().rev()) {
+            if let Err(e) = fs::remove_dir(d) {
+                debug!(dir = %d.display(), error = %e, "directory made again not removed");
+            }
+        }
+    }
+}
+
+/// A new directory for a removed one named `original`, to be owned by `owner`: at its path
+/// when that is free, the missing directories above it made too when they were removed as
+/// well (zdtm rmdir_open: mode 0700, to be removed right after, [`DirMadeAgain::remove`]);
+/// else [`make_beside`].
+pub(crate) fn make_dir_again(original: &Path, (uid, gid): (u32, u32)) -> io::Result<DirMadeAgain> {
+    let mkdir = |path: &Path| nix::unistd::mkdir(path, Mode::from_bits_truncate(0o700));
+    crate::task::userns::make_for(uid, gid, || {
+        let parent = original.parent().unwrap_or(Path::new("/"));
+        let above = make_missing_dirs(parent);
+        if mkdir(original).is_ok() {
+            return Ok(DirMadeAgain {
+                path: original.to_owned(),
+                above,
+            });
+        }
+        for d in above.iter().rev() {
+            let _ = fs::remove_dir(d);
+        }
+        make_beside_here(original, &mkdir).map(|path| DirMadeAgain {
+            path,
+            above: Vec::new(),
+        })
     })
 }
 
@@ -1163,15 +1397,16 @@ pub(crate) fn set_owner_mode_times(
 /// Makes the directory of `reg`, removed while open, again ([`make_dir_again`]); opened,
 /// removed, then given its owner, mode and times. Returns the fd.
 fn recreate_dir(desc: &FileDesc, reg: &RegularFile) -> Result<OwnedFd, FileError> {
-    let path = make_dir_again(Path::new(&reg.path), (reg.uid, reg.gid))
+    let made = make_dir_again(Path::new(&reg.path), (reg.uid, reg.gid))
         .map_err(|e| restore_err(desc, "make the removed directory again", e))?;
+    let path = &made.path;
     let opened = nix::fcntl::open(
-        &path,
+        path,
         OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
         Mode::empty(),
     );
     // Removed whatever happened: it never outlives the restore.
-    let _ = fs::remove_dir(&path);
+    made.remove();
     let fd = opened.map_err(|e| restore_err(desc, "open the directory made again", e.into()))?;
     set_owner_mode_times(&fd, reg.mode, reg.uid, reg.gid, reg.atime_ns, reg.mtime_ns)
         .map_err(|e| restore_err(desc, "give the directory made again its owner, mode and times", e.into()))?;
@@ -1182,6 +1417,13 @@ fn recreate_dir(desc: &FileDesc, reg: &RegularFile) -> Result<OwnedFd, FileError
 /// Writes the ghost contents (its extents at their offsets, the holes left holes), size,
 /// owner, mode and times into `file`.
 fn fill(file: &mut File, reg: &RegularFile, raw: &RawFileRef, images: &ImageDir) -> io::Result<()> {
+    fill_data(file, reg, raw, images)?;
+    give_attrs(file, reg)
+}
+
+/// Writes the ghost contents (its extents at their offsets, the holes left holes) and size
+/// into `file`.
+fn fill_data(file: &mut File, reg: &RegularFile, raw: &RawFileRef, images: &ImageDir) -> io::Result<()> {
     if reg.sparse {
         shmem::write_extents(file, raw, &reg.extents, images)?;
     } else {
@@ -1195,7 +1437,11 @@ fn fill(file: &mut File, reg: &RegularFile, raw: &RawFileRef, images: &ImageDir)
         }
     }
     // The holes at the end, if any.
-    file.set_len(reg.size)?;
+    file.set_len(reg.size)
+}
+
+/// Gives `file` (a ghost made again and filled) the owner, mode and times of `reg`.
+fn give_attrs(file: &File, reg: &RegularFile) -> io::Result<()> {
     // Owner first: chown clears set-id bits. A copy owned by another than the recorded owner
     // would be a silent difference (and a set-id one a hole): the restore fails instead.
     crate::task::userns::chown_as_dumped(file.as_fd(), reg.uid, reg.gid).map_err(|e| {
@@ -1312,13 +1558,14 @@ fn open(
     directory: bool,
     ghosts: &mut Ghosts,
     images: &ImageDir,
+    descs: &[FileDesc],
 ) -> Result<OwnedFd, FileError> {
     let flags = open_flags(desc.flags);
     let o_path = desc.flags & libc::O_PATH as u32 != 0;
     let fd = if reg.deleted {
         let made_by_tmpfile = desc.flags & TMPFILE_BIT != 0 && !directory;
         let (handle, own) =
-            ghosts.handle_or_tmpfile(desc, reg, images, made_by_tmpfile.then_some(flags))?;
+            ghosts.handle_or_tmpfile(desc, reg, images, made_by_tmpfile.then_some(flags), descs)?;
         match own {
             Some(fd) => fd,
             // The magic link is followed on purpose, whatever O_NOFOLLOW said. A description
@@ -1381,20 +1628,16 @@ fn reopen_flags(flags: OFlag) -> OFlag {
 }
 
 /// Opens the regular file `reg` of description `desc` for a mapping.
-fn open_for_mapping(
-    desc: &FileDesc,
-    reg: &RegularFile,
-    writable: bool,
-    images: &ImageDir,
-) -> Result<OwnedFd, FileError> {
-    let flags = if writable {
+fn open_for_mapping(desc: &FileDesc, reg: &RegularFile, to: &MapOpen<'_>) -> Result<OwnedFd, FileError> {
+    let images = to.images;
+    let flags = if to.writable {
         OFlag::O_RDWR
     } else {
         OFlag::O_RDONLY
     } | OFlag::O_CLOEXEC;
     if reg.deleted {
         let mut ghosts = Ghosts::default();
-        let handle = ghosts.handle(desc, reg, images)?;
+        let handle = ghosts.handle(desc, reg, images, to.descs)?;
         return nix::fcntl::open(&handle, flags, Mode::empty())
             .map_err(|e| restore_err(desc, "open the recreated file", e.into()));
     }

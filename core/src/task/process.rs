@@ -316,8 +316,8 @@ fn enter_removed(path: &str, removed: &RemovedDir) -> nix::Result<()> {
     }
     let made = crate::files::make_dir_again(std::path::Path::new(path), (removed.uid, removed.gid))
         .map_err(|e| nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
-    let entered = nix::unistd::chdir(&made);
-    let _ = std::fs::remove_dir(&made);
+    let entered = nix::unistd::chdir(&made.path);
+    made.remove();
     entered?;
     let here = nix::fcntl::open(
         ".",

@@ -25,6 +25,10 @@
 //!       | deleted-dir-in-deleted-dir (parent/gone, both removed) | deleted-dev | deleted-symlink | symlink
 //!       | linked-in-removed-dir (sub/f, "before", opened O_RDWR, linked as `other`, then
 //!         sub/f and sub removed: its name deleted, the file linked elsewhere)
+//!       | deleted-hard-links (`a`, "both", opened O_RDWR; linked as `a.lnk`, opened by that
+//!         name O_RDONLY at 49; both names unlinked: zdtm link10)
+//!       | linked-two-names (`f`, "kept", opened O_RDWR; linked as `g`, opened by that name
+//!         O_RDONLY at 49, and as `other`; `f` and `g` unlinked: the file linked elsewhere)
 //!       | lazy-unmounted (DIR/m/f of a tmpfs at DIR/m, open read-write, the tmpfs then
 //!         unmounted with MNT_DETACH)
 //!       | o-path-socket (the file of a closed unix socket, DIR/sock, held O_PATH)
@@ -105,6 +109,27 @@ fn hold(kind: &str, dir: &Path) -> std::io::Result<i32> {
             std::fs::hard_link(at("sub/f"), at("other"))?;
             std::fs::remove_file(at("sub/f"))?;
             std::fs::remove_dir(at("sub"))?;
+            fd
+        }
+        "deleted-hard-links" => {
+            std::fs::write(at("a"), "both")?;
+            let fd = sys::open(&at("a"), libc::O_RDWR)?;
+            std::fs::hard_link(at("a"), at("a.lnk"))?;
+            let second = sys::open(&at("a.lnk"), libc::O_RDONLY)?;
+            sys::move_fd(second, 49)?;
+            std::fs::remove_file(at("a.lnk"))?;
+            std::fs::remove_file(at("a"))?;
+            fd
+        }
+        "linked-two-names" => {
+            std::fs::write(at("f"), "kept")?;
+            let fd = sys::open(&at("f"), libc::O_RDWR)?;
+            std::fs::hard_link(at("f"), at("g"))?;
+            std::fs::hard_link(at("f"), at("other"))?;
+            let second = sys::open(&at("g"), libc::O_RDONLY)?;
+            sys::move_fd(second, 49)?;
+            std::fs::remove_file(at("g"))?;
+            std::fs::remove_file(at("f"))?;
             fd
         }
         "console" => {

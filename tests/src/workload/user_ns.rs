@@ -24,6 +24,8 @@
 //! linked=near|far      inside: DIR/linked (DIR: the control dir) written "cryo-linked", a
 //!                      second link to it (near: DIR/linked.other; far: DIR/far/linked.other),
 //!                      opened read-write, its first name removed, then "+more" appended
+//! linked=tmpfs         with `mnt=DIR`, inside: DIR/sub/linked written "cryo-linked", a second
+//!                      link DIR/linked.other, opened, then DIR/sub/linked and DIR/sub removed
 //! landlock             inside, last: a Landlock domain handling file reads (allowed beneath
 //!                      /proc /usr /lib /lib64 /etc)
 //! become=ID            inside: groups ID+1,ID+2, gids and uids ID (keeping the
@@ -232,7 +234,11 @@ pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
     let linked = args
         .iter()
         .find_map(|a| a.strip_prefix("linked="))
-        .map(|far| hold_linked(dir, far == "far"))
+        .map(|kind| match (kind, &mnt) {
+            ("tmpfs", Some(on)) => hold_linked_in_removed_dir(Path::new(on)),
+            ("tmpfs", None) => Err(io::Error::other("linked=tmpfs wants mnt=DIR")),
+            (far, _) => hold_linked(dir, far == "far"),
+        })
         .transpose()
         .map_err(failed("linked"))?;
     if has("landlock") {
@@ -270,6 +276,22 @@ fn hold_linked(dir: &Path, far: bool) -> io::Result<std::fs::File> {
         .open(&name)?;
     std::fs::remove_file(&name)?;
     file.write_all(b"+more")?;
+    Ok(file)
+}
+
+/// `linked=tmpfs`: the file, held open by its removed name in a removed directory of the
+/// tmpfs (see the module doc).
+fn hold_linked_in_removed_dir(on: &Path) -> io::Result<std::fs::File> {
+    std::fs::create_dir(on.join("sub"))?;
+    let name = on.join("sub/linked");
+    std::fs::write(&name, "cryo-linked")?;
+    std::fs::hard_link(&name, on.join("linked.other"))?;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .append(true)
+        .open(&name)?;
+    std::fs::remove_file(&name)?;
+    std::fs::remove_dir(on.join("sub"))?;
     Ok(file)
 }
 
