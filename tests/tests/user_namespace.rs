@@ -519,6 +519,39 @@ fn a_removed_name_in_a_removed_directory_of_its_tmpfs_comes_back_where_our_root_
     assert_eq!(seen(&w), before, "seen from inside after the restore");
 }
 
+#[test]
+fn a_file_made_by_o_tmpfile_on_its_tmpfs_comes_back_so_where_our_root_is_unmapped() {
+    cryo_bin();
+    let dir = cryo_tests::control_dir();
+    let open_to_all = |path: &std::path::Path, mode| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    open_to_all(dir.path(), 0o711);
+    let fifos = [dir.path().join("cmd"), dir.path().join("out")];
+    let mut w = Workload::spawn_configured(
+        dir,
+        "user-ns",
+        &[
+            "uid=0:200000:65536",
+            "gid=0:300000:65536",
+            "root",
+            "uts=cryo-userns-tmpfile",
+            "mnt=/srv",
+            "linked=tmpfile",
+        ],
+        |_| fifos.iter().for_each(|f| open_to_all(f, 0o666)),
+    );
+    let flags = w.cmd("linked-flags");
+    let text = |w: &Workload| w.cmd("linked").rsplit(' ').next().unwrap().to_owned();
+    assert_eq!(text(&w), "cryo-linked");
+    dump_and_restore_in_a_new_one(&mut w);
+    // Before: reopened (O_TMPFILE cannot be made there by cryo's unmapped root: EOVERFLOW),
+    // its flags without O_TMPFILE (zdtm fd01, unlink_fstat041 in the uns flavour).
+    assert_eq!(w.cmd("linked-flags"), flags, "its flags after the restore");
+    assert_eq!(text(&w), "cryo-linked");
+}
+
 /// The dump of `w` (a `linked=far` file, no other name in its directory) refused naming its
 /// pid, the file and the user namespace; the process untouched, its file as it was.
 fn refused_for_its_linked_file(w: &Workload) {

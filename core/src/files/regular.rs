@@ -1168,7 +1168,12 @@ fn recreate_tmpfile(
 ) -> io::Result<(OwnedFd, OwnedFd)> {
     let dir = Path::new(&reg.path).parent().unwrap_or(Path::new("/"));
     let append = flags.contains(OFlag::O_APPEND);
-    let own = nix::fcntl::open(dir, (flags - OFlag::O_APPEND) | OFlag::O_TMPFILE, Mode::from_bits_truncate(0o600))?;
+    // Made as its owner can be given it (in a user namespace that does not map cryo's root,
+    // an inode of cryo's ids cannot be made there: EOVERFLOW, zdtm fd01 and unlink_fstat041
+    // in the uns flavour came back reopened, without O_TMPFILE).
+    let own = crate::task::userns::make_for(reg.uid, reg.gid, || {
+        nix::fcntl::open(dir, (flags - OFlag::O_APPEND) | OFlag::O_TMPFILE, Mode::from_bits_truncate(0o600))
+    })?;
     let mut file: File = nix::fcntl::open(&self_fd(own.as_raw_fd()), OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty())?.into();
     fill(&mut file, reg, raw, images)?;
     if append {

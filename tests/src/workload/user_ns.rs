@@ -26,6 +26,9 @@
 //!                      opened read-write, its first name removed, then "+more" appended
 //! linked=tmpfs         with `mnt=DIR`, inside: DIR/sub/linked written "cryo-linked", a second
 //!                      link DIR/linked.other, opened, then DIR/sub/linked and DIR/sub removed
+//! linked=tmpfile       with `mnt=DIR`, inside: a file made by open(DIR, O_TMPFILE|O_RDWR),
+//!                      written "cryo-linked"
+//!     linked-flags -> its description's F_GETFL, octal
 //! landlock             inside, last: a Landlock domain handling file reads (allowed beneath
 //!                      /proc /usr /lib /lib64 /etc)
 //! become=ID            inside: groups ID+1,ID+2, gids and uids ID (keeping the
@@ -237,6 +240,8 @@ pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
         .map(|kind| match (kind, &mnt) {
             ("tmpfs", Some(on)) => hold_linked_in_removed_dir(Path::new(on)),
             ("tmpfs", None) => Err(io::Error::other("linked=tmpfs wants mnt=DIR")),
+            ("tmpfile", Some(on)) => hold_tmpfile(Path::new(on)),
+            ("tmpfile", None) => Err(io::Error::other("linked=tmpfile wants mnt=DIR")),
             (far, _) => hold_linked(dir, far == "far"),
         })
         .transpose()
@@ -292,6 +297,20 @@ fn hold_linked_in_removed_dir(on: &Path) -> io::Result<std::fs::File> {
         .open(&name)?;
     std::fs::remove_file(&name)?;
     std::fs::remove_dir(on.join("sub"))?;
+    Ok(file)
+}
+
+/// `linked=tmpfile`: an unnamed file of the tmpfs (see the module doc).
+fn hold_tmpfile(on: &Path) -> io::Result<std::fs::File> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_TMPFILE)
+        .mode(0o600)
+        .open(on)?;
+    file.write_all(b"cryo-linked")?;
     Ok(file)
 }
 
@@ -597,6 +616,13 @@ impl Mode for UserNs {
                     meta.size(),
                     link.display()
                 ))
+            }
+            ("linked-flags", []) => {
+                use std::os::fd::AsRawFd;
+                let file = self.linked.as_ref().ok_or("no linked file")?;
+                // SAFETY: F_GETFL on our own fd.
+                let flags = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETFL) };
+                Ok(format!("{flags:o}"))
             }
             ("zombie", []) => self
                 .zombie
