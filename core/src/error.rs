@@ -47,6 +47,9 @@ pub enum Error {
     /// A PID namespace that cannot come back, or a pid of the image outside it.
     #[error(transparent)]
     PidNs(#[from] crate::task::pidns::PidNsError),
+    /// The pid_max or last pid of a restored PID namespace.
+    #[error(transparent)]
+    PidNsNumbers(#[from] crate::task::pidns::PidNsNumbersError),
     /// The cgroups of a task.
     #[error(transparent)]
     Cgroups(#[from] crate::task::cgroups::CgroupError),

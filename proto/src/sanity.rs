@@ -25,7 +25,9 @@ const COMM_MAX: usize = 16;
 /// What this machine allows, read once per restore.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// /proc/sys/kernel/pid_max.
+    /// /proc/sys/kernel/pid_max of the restorer's PID namespace; for the pids of a PID
+    /// namespace the restore makes, the most any namespace may have (each has its own since
+    /// Linux 6.14).
     pub pid_max: i64,
     /// The hard RLIMIT_NOFILE of the restorer: the highest fd number it can place, plus one.
     pub nofile: u64,

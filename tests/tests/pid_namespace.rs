@@ -694,3 +694,50 @@ fn an_epoll_in_flight_in_a_pid_namespace_comes_back_with_its_registration() {
     assert_eq!(w.cmd("ids"), IDS, "each restored process, from inside");
     assert_eq!(w.cmd("epoll-recv"), "ready e1");
 }
+
+/// Whether this kernel keeps a pid_max per PID namespace (Linux 6.14).
+fn pid_max_per_namespace() -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut parts = release
+        .split(['.', '-'])
+        .map(|p| p.trim().parse::<u32>().ok());
+    matches!(
+        (parts.next().flatten(), parts.next().flatten()),
+        (Some(major), Some(minor)) if (major, minor) >= (6, 14)
+    )
+}
+
+/// A PID namespace whose init has a child with a pid above the pid_max of cryo's namespace
+/// (a new namespace's own starts at 4194304 since Linux 6.14: zdtm transition/thread-bomb in
+/// the ns flavour had tids past 32768), and whose own pid_max was set (to that pid + 10):
+/// restored, the child has its pid, the namespace its pid_max and its last pid. Before: the
+/// restore refused the image ("pid N is outside 1..32768 (pid_max)"); the namespace came
+/// back with 4194304 and the next pid of a fresh one.
+#[test]
+fn a_pid_namespace_comes_back_with_its_pid_max_last_pid_and_pids_above_cryos_pid_max() {
+    cryo_bin();
+    if !pid_max_per_namespace() {
+        eprintln!("skipped: this kernel has one pid_max for every namespace (before 6.14)");
+        return;
+    }
+    let ours: i32 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // Above ours where it can be (4194304 is the most any namespace may have).
+    let high = (ours + 1000).min(4_194_304 - 20);
+    let mut w = Workload::spawn("pid-ns", &[&format!("highpid={high}")]);
+    let numbers = format!("pid_max={} last={high} kid={high} alive", high + 10);
+    assert_eq!(w.cmd("numbers"), numbers, "before the dump");
+    let img = dump_killing_init(&w);
+    let root = restore_copy(&w, &img, &[]);
+    let _reaper = Reaper(vec![root]);
+    w.adopt_restored_at(root);
+    assert_eq!(
+        w.cmd("numbers"),
+        numbers,
+        "the namespace's pid_max, last pid and the child, from inside the restored init"
+    );
+    assert_eq!(w.cmd("ids"), IDS, "each restored process, from inside");
+}

@@ -44,12 +44,24 @@ fn a_three_generation_tree_with_a_group_a_zombie_and_shared_pipes() {
     );
     assert_eq!(before[0].2, w.pid(), "the root leads the session");
     w.cmd("tick");
-    // The zombie's name and ids (before 2026-12-07: the restorer's, "cryo-workload" and 0).
+    // The zombie's name and ids (before 2026-12-07: the restorer's, "cryo-workload" and 0),
+    // its groups, signal masks and CPU mask (before: the restorer's; zdtm transition/fork's
+    // zombies, compared by tools/zdtm VIS=1).
     let named = |pid: i32| {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let shown = [
+            "Name:",
+            "Uid:",
+            "Gid:",
+            "Groups:",
+            "SigBlk:",
+            "SigIgn:",
+            "SigCgt:",
+            "Cpus_allowed_list:",
+        ];
         status
             .lines()
-            .filter(|l| l.starts_with("Name:") || l.starts_with("Uid:") || l.starts_with("Gid:"))
+            .filter(|l| shown.iter().any(|k| l.starts_with(k)))
             .collect::<Vec<_>>()
             .join(" ")
     };
@@ -58,6 +70,9 @@ fn a_three_generation_tree_with_a_group_a_zombie_and_shared_pipes() {
         zombie_named.starts_with("Name:\tzname Uid:\t1234"),
         "{zombie_named}"
     );
+    for shown in ["Groups:\t555 4321", "SigBlk:\t0000000000000800"] {
+        assert!(zombie_named.contains(shown), "{zombie_named}");
+    }
 
     let img = w.path("img");
     w.dump_ok(&img);
@@ -80,7 +95,11 @@ fn a_three_generation_tree_with_a_group_a_zombie_and_shared_pipes() {
     );
     assert_eq!(after[0].1, before[0].1);
     assert_eq!(after[0].2, before[0].2);
-    assert_eq!(named(zombie), zombie_named, "the zombie's name and ids");
+    assert_eq!(
+        named(zombie),
+        zombie_named,
+        "the zombie's name, ids, groups, signal masks and CPU mask"
+    );
     assert_eq!(w.cmd("tick"), "2", "the root goes on");
     // Both pipes still connect root and child, in both directions.
     assert_eq!(w.cmd("ask again"), "got again");

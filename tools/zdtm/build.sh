@@ -1,15 +1,17 @@
 #!/bin/bash
-# Build CRIU's zdtm static tests (our harness's test suite) out of a CRIU source tree.
+# Build CRIU's zdtm static and transition tests (our harness's test suite) out of a CRIU
+# source tree.
 #
 #   tools/zdtm/build.sh CRIU_DIR [OUT]
 #
 # CRIU_DIR: a CRIU checkout (its test/zdtm, lib/pycriu, images/*.proto, scripts/magic-gen.py
 # and criu/include/magic.h are used; it is never modified).
-# OUT (default /tmp/zdtm-build) gets CRIU's layout: OUT/test/zdtm/{lib,static} (OUT/test is
+# OUT (default /tmp/zdtm-build) gets CRIU's layout: OUT/test/zdtm/{lib,static,transition} (OUT/test is
 # zdtm.py's working directory, where hooks run, and the root the ns and uns flavours pivot
 # into, as zdtm.py binds criu/test) and OUT/lib/pycriu (some hooks import it from ../lib).
-# Prints `ZDTM=OUT/test/zdtm/static` (the value run1.sh and run-list.sh take) on its last
-# line; tests that do not build are listed on stderr; everything else builds (make -k).
+# Prints `ZDTM=OUT/test/zdtm/static` and `ZDTM=OUT/test/zdtm/transition` (the values run1.sh
+# and run-list.sh take) on its last lines; tests that do not build are listed on stderr;
+# everything else builds (make -k).
 # Needs: gcc, make, the -dev packages of libaio, libcap, libseccomp, libnl-3, libnl-route-3;
 # for pycriu: protoc and python3's protobuf (Debian: protobuf-compiler, python3-protobuf).
 set -u
@@ -24,6 +26,7 @@ cp -a "$CRIU_DIR/test/zdtm" "$OUT/test/"
 # Objects and pid/out files of a build in CRIU_DIR would be taken as up to date: start clean.
 make -s -C "$OUT/test/zdtm/lib" clean >/dev/null 2>&1
 make -s -C "$OUT/test/zdtm/static" clean >/dev/null 2>&1
+make -s -C "$OUT/test/zdtm/transition" clean >/dev/null 2>&1
 
 # pycriu (CRIU's lib/pycriu/Makefile, without CRIU's build system): the socket-tcp-* hooks
 # import it; with cryo's images they find none of CRIU's to compare.
@@ -49,15 +52,18 @@ fi
 
 # As CRIU's CI (scripts/ci/run-ci-tests.sh): tests that run as uid 18943 write there (in the
 # ns flavours test/ is their /).
-chmod 0777 "$OUT/test" "$OUT/test/zdtm/static"
+chmod 0777 "$OUT/test" "$OUT/test/zdtm/static" "$OUT/test/zdtm/transition"
 
 JOBS=${JOBS:-2}
 make -C "$OUT/test/zdtm/lib" -j"$JOBS" >"$OUT/build-lib.log" 2>&1 || { echo "zdtm/lib failed: $OUT/build-lib.log" >&2; exit 1; }
 # -k: build what builds (criu-rtc.so needs protoc and CRIU's headers: rtc is not run anyway).
-make -k -C "$OUT/test/zdtm/static" -j"$JOBS" >"$OUT/build-static.log" 2>&1
-missing=0
-for t in $(make -s --no-print-directory -C "$OUT/test/zdtm/static" --eval 'zdtm-print-tst: ; @echo $(TST)' zdtm-print-tst 2>/dev/null); do
-	[ -x "$OUT/test/zdtm/static/$t" ] || { echo "not built: $t" >&2; missing=$((missing + 1)); }
+for d in static transition; do
+	make -k -C "$OUT/test/zdtm/$d" -j"$JOBS" >"$OUT/build-$d.log" 2>&1
+	n=0
+	for t in $(make -s --no-print-directory -C "$OUT/test/zdtm/$d" --eval 'zdtm-print-tst: ; @echo $(TST)' zdtm-print-tst 2>/dev/null); do
+		[ -x "$OUT/test/zdtm/$d/$t" ] || { echo "not built: $d/$t" >&2; n=$((n + 1)); }
+	done
+	echo "$d: $n test(s) not built; log: $OUT/build-$d.log" >&2
 done
-echo "$missing test(s) not built; log: $OUT/build-static.log" >&2
 echo "ZDTM=$OUT/test/zdtm/static"
+echo "ZDTM=$OUT/test/zdtm/transition"

@@ -3,8 +3,11 @@
 # .desc allows that flavour (zdtm.py's `-a` set: the executables of the directory but the
 # .checkskip and .hook scripts, route_rules and criu-rtc.so). Skips (noauto, arch, feature,
 # checkskip) are left to run1.sh, which reports each.
+# Given the transition directory, it writes lists/transition.txt instead: every transition
+# test built (a few are h only: run1.sh skips them in the other flavours, naming the .desc's).
 #
 #   tools/zdtm/make-lists.sh ZDTM_STATIC_DIR
+#   tools/zdtm/make-lists.sh ZDTM_TRANSITION_DIR
 set -eu
 ZDTM=${1:?usage: make-lists.sh ZDTM_STATIC_DIR}
 OUT=$(cd "$(dirname "$0")" && pwd)/lists
@@ -27,6 +30,11 @@ def desc(n):
         with open(p) as fd:
             return eval(fd.read())
     return {}
+if os.path.basename(os.path.normpath(zdtm)) == "transition":
+    with open(os.path.join(out, "transition.txt"), "w") as fd:
+        fd.write("".join(n + "\n" for n in names))
+    print("transition", len(names))
+    sys.exit(0)
 for flav in ("h", "ns", "uns"):
     l = [n for n in names if flav in desc(n).get("flavor", "h ns uns").split()]
     with open(os.path.join(out, flav + ".txt"), "w") as fd:

@@ -1,6 +1,6 @@
 #!/bin/bash
-# Run one CRIU zdtm static test through a killing `cryo dump` and a `cryo restore`, the way
-# CRIU's test/zdtm.py does it with criu, and print exactly one line:
+# Run one CRIU zdtm static or transition test through a killing `cryo dump` and a `cryo
+# restore`, the way CRIU's test/zdtm.py does it with criu, and print exactly one line:
 #   NAME PASS            (crfail tests whose dump or restore cryo refused, as CRIU does:
 #                         NAME PASS (crfail: ...))
 #   NAME FAIL <reason>
@@ -8,8 +8,11 @@
 #
 #   CRYO=/abs/cryo ZDTM=/abs/.../zdtm/static FLAV=h|ns|uns [LOGSFX=.x] tools/zdtm/run1.sh NAME
 #
-# ZDTM: the static test directory build.sh made (its parent's parent is zdtm.py's working
-# directory, criu/test: hooks run there and the ns flavours use it as their root).
+# ZDTM: the static or transition test directory build.sh made (its parent's parent is
+# zdtm.py's working directory, criu/test: hooks run there and the ns flavours use it as their
+# root). A transition test (a directory not named static) is dumped, as zdtm.py does, a random
+# time under a second after its pid file appears, while it works (forks, writes pipes,
+# sockets); NAP=SECONDS fixes that time (to repeat a run).
 # LOGDIR (default /tmp/zdtm-logs): NAME.FLAV$LOGSFX/ there keeps cryo's dump.log and
 # restore.log, their stderr, the test's output and, for a failure, the images (made, as
 # zdtm.py's, in criu/test/dump/zdtm/static/NAME/PID/1: some .desc options are relative to it).
@@ -30,7 +33,7 @@
 # 'feature' (asked of `cryo check --feature`) and NAME.checkskip skip.
 set -u
 NAME=${1:?usage: run1.sh NAME}
-: "${CRYO:?CRYO: absolute path of the cryo binary}" "${ZDTM:?ZDTM: the built zdtm/static directory}"
+: "${CRYO:?CRYO: absolute path of the cryo binary}" "${ZDTM:?ZDTM: the built zdtm/static or zdtm/transition directory}"
 FLAV=${FLAV:-h}
 LOGSFX=${LOGSFX:-}
 LOGDIR=${LOGDIR:-/tmp/zdtm-logs}
@@ -269,6 +272,9 @@ MNT_BEFORE=$(awk '{ printf "%s ", $1 }' /proc/self/mountinfo)
 LINKS_BEFORE=" $(zdtm_links | tr '\n' ' ')"
 
 export ZDTM_THREAD_BOMB=5
+# zdtm.py's pre-dump-notify tests (pid_reuse, pidfd_store_sk) talk to it on fds 100 and 101
+# between pre-dumps; with none (as here and in zdtm.py's default run) they wait on them.
+flag pre-dump-notify && export ZDTM_NOTIFY_FDIN=100 ZDTM_NOTIFY_FDOUT=101
 if ! flag suid; then
 	# Numbers as in criu and zdtm.py.
 	export ZDTM_UID=18943 ZDTM_GID=58467 ZDTM_GROUPS="27495 48244"
@@ -354,6 +360,13 @@ PID=$(head -n1 "$PIDF" 2>/dev/null)
 [ $rc = 0 ] || fail "start: make $NAME.pid exited $rc: $(tail -n1 "$OUTF" 2>/dev/null)"
 alive "$PID" || fail "start: no process ${PID:-(no pid file)}"
 [ "$FLAV" != h ] && chmod 700 "$TROOT/root"
+if [ "$(basename "$ZDTM")" != static ]; then
+	# zdtm.py's start for a test that is not static: "Wait less than a second to give the
+	# test chance to move into some semi-random state" (time.sleep(random.random())).
+	nap=${NAP:-$(printf '0.%03d' $((RANDOM % 1000)))}
+	echo "transition: dump $nap s after the start" >>"$WORK/make.log"
+	sleep "$nap"
+fi
 
 if [ "${NOCR:-}" = 1 ]; then
 	kill -TERM "$PID" 2>/dev/null

@@ -384,6 +384,9 @@ fn dump_tree(
         for (m, f) in live.iter().zip(&frozen) {
             ns.add_threads(m.pid, f.tids())?;
         }
+        // Before the Landlock checks' probes fork there (they put back the last pid they
+        // find).
+        ns.read_numbers()?;
     }
     let fd_opts = FdDumpOptions {
         shell_job: opts.shell_job,
@@ -700,6 +703,27 @@ fn dump_tree(
             };
             entry.zombie_uids = inside([c.uid, c.euid, c.suid], "uid_map");
             entry.zombie_gids = inside([c.gid, c.egid, c.sgid], "gid_map");
+            // The rest of what its /proc/PID/status shows.
+            let gid_map =
+                std::fs::read_to_string(proc::dir(m.pid).join("gid_map")).unwrap_or_default();
+            let groups: Option<Vec<u32>> = c
+                .groups
+                .iter()
+                .map(|&g| crate::task::userns::to_inside(&gid_map, g))
+                .collect();
+            let mask = |key: &str| {
+                crate::proc::status_field(&status, key)
+                    .and_then(|v| u64::from_str_radix(v, 16).ok())
+                    .unwrap_or(0)
+            };
+            if let Some(groups) = groups {
+                entry.zombie_status = true;
+                entry.zombie_groups = groups;
+                entry.zombie_sig_blocked = mask("SigBlk");
+                entry.zombie_sig_ignored = mask("SigIgn");
+                entry.zombie_sig_caught = mask("SigCgt");
+                entry.zombie_affinity = crate::sys::sched::get_affinity(m.pid).unwrap_or_default();
+            }
         }
         pstree.push(entry);
     }
@@ -1042,6 +1066,8 @@ fn dump_tree(
             cryo_version: env!("CARGO_PKG_VERSION").into(),
             root_pids: roots.iter().map(|p| p.as_raw()).collect(),
             pid_ns: pidns.as_ref().map_or(0, |n| n.inode),
+            pid_ns_pid_max: pidns.as_ref().map_or(0, |n| n.pid_max),
+            pid_ns_last_pid: pidns.as_ref().map_or(0, |n| n.last_pid),
             cgroup_roots: opts.cgroup_roots.clone(),
             vdso_size: vdso.0,
             vdso_crc32c: vdso.1,

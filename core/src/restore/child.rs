@@ -573,6 +573,48 @@ fn fork_session_stand_ins(tree: &Planned, i: usize) -> Result<bool, ChildError> 
     Ok(!sids.is_empty())
 }
 
+/// The handler a made-again zombie's caught signals point at: it dies with every signal
+/// blocked but its own death's, so none is delivered.
+extern "C" fn zombie_handler_never_run(_: libc::c_int) {}
+
+/// The groups, CPU mask and signal dispositions a zombie's /proc showed, given to the one
+/// made again before it dies (its blocked mask as it dies: exit_as_blocking); every signal
+/// blocked meanwhile.
+fn give_zombie_status(entry: &cryo_proto::image::ProcessEntry) -> std::io::Result<()> {
+    use crate::sys::signal::{set_action, set_mask, KernelSigaction};
+    set_mask(!0)?;
+    // Only when they differ: a process of a user namespace whose setgroups is denied (or
+    // without CAP_SETGID there) may not set even the groups it has.
+    let now: Vec<u32> = nix::unistd::getgroups()
+        .map(|g| g.into_iter().map(|g| g.as_raw()).collect())
+        .unwrap_or_default();
+    if now != entry.zombie_groups {
+        crate::sys::process::set_thread_groups(&entry.zombie_groups)?;
+    }
+    if !entry.zombie_affinity.is_empty() {
+        crate::sys::sched::set_affinity(Pid::from_raw(0), &entry.zombie_affinity)?;
+    }
+    let caught = zombie_handler_never_run as extern "C" fn(libc::c_int) as usize as u64;
+    for signo in (1..=64u32).filter(|&s| s != libc::SIGKILL as u32 && s != libc::SIGSTOP as u32) {
+        let bit = 1u64 << (signo - 1);
+        let handler = if entry.zombie_sig_ignored & bit != 0 {
+            libc::SIG_IGN as u64
+        } else if entry.zombie_sig_caught & bit != 0 {
+            caught
+        } else {
+            libc::SIG_DFL as u64
+        };
+        set_action(
+            signo,
+            &KernelSigaction {
+                handler,
+                ..Default::default()
+            },
+        )?;
+    }
+    Ok(())
+}
+
 /// Forks `zombies` (indices into the tree's zombies) of task `i`, each with its pid, in the
 /// session and group it died in (a leader first forks the children of `i` in its session);
 /// each dies at once and is left unreaped for the restored parent.
@@ -595,12 +637,21 @@ fn fork_zombies(tree: &Planned, i: usize, zombies: &[usize]) -> Result<(), Child
                         &std::ffi::CString::new(entry.zombie_comm.as_str()).unwrap_or_default(),
                     );
                 }
+                if entry.zombie_status && give_zombie_status(entry).is_err() {
+                    crate::sys::process::exit_child(70)
+                }
                 if let (&[rg, eg, sg], &[ru, eu, su]) =
                     (&entry.zombie_gids[..], &entry.zombie_uids[..])
                 {
                     if crate::sys::process::set_own_ids([rg, eg, sg], [ru, eu, su]).is_err() {
                         crate::sys::process::exit_child(70)
                     }
+                }
+                if entry.zombie_status {
+                    crate::sys::process::exit_as_blocking(
+                        entry.exit_status,
+                        entry.zombie_sig_blocked,
+                    )
                 }
                 crate::sys::process::exit_as(entry.exit_status)
             }

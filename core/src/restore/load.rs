@@ -88,7 +88,7 @@ impl Loaded {
         };
         let mut tasks = Vec::new();
         let mut zombies = Vec::new();
-        let limits = limits_here();
+        let limits = limits_here(inventory.pid_ns != 0);
         for (index, entry) in pstree.into_iter().enumerate() {
             sanity::check_entry(&entry, &limits).map_err(|detail| {
                 Error::Image(cryo_proto::ImageError::Invalid {
@@ -215,11 +215,20 @@ fn read_sys(path: &str) -> Option<u64> {
 }
 
 /// The limits of this machine and of this process that the records are checked against.
-fn limits_here() -> sanity::Limits {
+/// The pids of a tree in a PID namespace of its own (`own_pid_namespace`) are that
+/// namespace's, made again in a new one: since Linux 6.14 each has its own pid_max, a new
+/// one the most there may be, so they may exceed cryo's (zdtm transition/thread-bomb in a
+/// namespace: tids past 32768 were refused). A pid beyond what the new namespace takes
+/// fails its clone3 instead.
+fn limits_here(own_pid_namespace: bool) -> sanity::Limits {
     let nofile = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
         .map_or(1 << 20, |(_, hard)| hard);
     sanity::Limits {
-        pid_max: read_sys("/proc/sys/kernel/pid_max").map_or(1 << 22, |v| v as i64),
+        pid_max: if own_pid_namespace {
+            i64::from(crate::task::pidns::PID_MAX_LIMIT)
+        } else {
+            read_sys("/proc/sys/kernel/pid_max").map_or(1 << 22, |v| v as i64)
+        },
         nofile,
         max_map_count: read_sys("/proc/sys/vm/max_map_count").map_or(1 << 16, |v| v as usize),
     }

@@ -224,6 +224,8 @@ fn restore_tree(opts: &RestoreOptions) -> Result<Restored> {
         (false, _) => {}
     }
     let mut loaded = Loaded::read(images, &opts.inherit_fds)?;
+    crate::task::pidns::check_numbers(&loaded.inventory)?;
+    let loaded_inventory = loaded.inventory.clone();
     let highest_fd = loaded
         .tasks
         .iter()
@@ -327,6 +329,10 @@ fn restore_tree(opts: &RestoreOptions) -> Result<Restored> {
     interrupted("after creating the processes")?;
     let reshaped = spawned.reshape()?;
     let roots = reshaped.roots();
+    // Every process and thread of a PID namespace of the image made: its pid_max and last pid.
+    if let [root] = roots[..] {
+        crate::task::pidns::restore_numbers(&loaded_inventory, root)?;
+    }
     hooks.run(Stage::PostRestore, &roots)?;
     crate::interrupt::pause_point("reshaped");
     interrupted("after rebuilding the processes")?;

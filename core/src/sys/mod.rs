@@ -51,6 +51,7 @@ pub mod mount;
 pub mod ns;
 pub mod pagemap;
 pub mod pidfd;
+pub mod pidns;
 pub mod prctl;
 pub mod probe;
 pub mod process;

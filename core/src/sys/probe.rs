@@ -234,54 +234,6 @@ pub fn start(
     }
 }
 
-/// Sets the last pid handed out in PID namespace `pidns` (an open /proc/PID/ns/pid) to `last`
-/// (/proc/sys/kernel/ns_last_pid, which names the namespace of whoever writes it: a child
-/// forked into it writes it, after its own pid was taken): the next process made there gets
-/// `last + 1` again, or the first free pid after it.
-pub fn set_last_pid(pidns: BorrowedFd<'_>, last: i32) -> io::Result<()> {
-    // The text written, made before the fork (the child may not allocate).
-    let text = format!("{last}");
-    let path = c"/proc/sys/kernel/ns_last_pid";
-    let own = nix::fcntl::open(
-        "/proc/thread-self/ns/pid",
-        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::empty(),
-    )?;
-    nix::sched::setns(pidns, CloneFlags::CLONE_NEWPID)?;
-    let forked = super::process::fork();
-    if let Ok(Forked::Child) = forked {
-        // SAFETY: open and write take our own NUL-terminated path and bytes; _exit ends the
-        // child with the errno as its status (0: done).
-        unsafe {
-            let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-            let errno = if fd < 0 || libc::write(fd, text.as_ptr().cast(), text.len()) < 0 {
-                io::Error::last_os_error()
-                    .raw_os_error()
-                    .unwrap_or(libc::EIO)
-            } else {
-                0
-            };
-            super::process::exit_child(errno)
-        }
-    }
-    let back = nix::sched::setns(own, CloneFlags::CLONE_NEWPID);
-    let Forked::Parent(pid) = forked? else {
-        unreachable!("the child never returns")
-    };
-    let status = loop {
-        match nix::sys::wait::waitpid(pid, None) {
-            Err(nix::errno::Errno::EINTR) => {}
-            other => break other?,
-        }
-    };
-    back?;
-    match status {
-        nix::sys::wait::WaitStatus::Exited(_, 0) => Ok(()),
-        nix::sys::wait::WaitStatus::Exited(_, errno) => Err(io::Error::from_raw_os_error(errno)),
-        other => Err(io::Error::other(format!("ns_last_pid writer: {other:?}"))),
-    }
-}
-
 /// The error a child reported: `errno` at `step` (-1: the exec).
 fn failed(errno: i32, step: i32) -> io::Error {
     let what = usize::try_from(step)

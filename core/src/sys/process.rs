@@ -426,15 +426,27 @@ pub fn exit_child(code: i32) -> ! {
 /// dumped process died: a zombie of the image, the process behind a pidfd of an exited one.
 /// Only async-signal-safe calls: the parent may have threads.
 pub fn exit_as(status: i32) -> ! {
+    end_as(status, None)
+}
+
+/// [`exit_as`] with signal mask `blocked` set last, as a zombie's /proc shows it (its death
+/// signal left out: a blocked one would not kill).
+pub fn exit_as_blocking(status: i32, blocked: u64) -> ! {
+    end_as(status, Some(blocked))
+}
+
+fn end_as(status: i32, blocked: Option<u64>) -> ! {
     let sig = status & 0x7f;
     if sig != 0 {
         // No core dump (a file, or a core_pattern handler): only the status is wanted.
         // SAFETY: PR_SET_DUMPABLE takes integers, no pointers.
         unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
         let _ = super::signal::set_action(sig as u32, &Default::default());
-        let _ = super::signal::set_mask(0);
+        let _ = super::signal::set_mask(blocked.unwrap_or(0) & !(1u64 << (sig - 1)));
         // SAFETY: kill takes a pid and a signal number, no pointers.
         unsafe { libc::kill(libc::getpid(), sig) };
+    } else if let Some(blocked) = blocked {
+        let _ = super::signal::set_mask(blocked);
     }
     exit_child((status >> 8) & 0xff)
 }
@@ -533,7 +545,7 @@ pub fn effective_ids() -> io::Result<CallIds> {
 }
 
 /// setgroups of this thread only (the raw call: glibc's would change every thread).
-fn set_thread_groups(groups: &[u32]) -> io::Result<()> {
+pub fn set_thread_groups(groups: &[u32]) -> io::Result<()> {
     // SAFETY: setgroups reads groups.len() gids from a live slice.
     cvt(unsafe {
         libc::syscall(

@@ -225,7 +225,7 @@ impl Drop for Probes {
     fn drop(&mut self) {
         self.running.clear();
         if let (Some(ns), Some(first)) = (&self.pidns, self.first_inside) {
-            if let Err(e) = probe::set_last_pid(ns.as_fd(), first - 1) {
+            if let Err(e) = crate::sys::pidns::set_last_pid(ns.as_fd(), first - 1) {
                 tracing::warn!(
                     "the last pid of the dumped PID namespace could not be put back to {} after \
                      the Landlock checks' probes: {e}",

@@ -157,6 +157,12 @@ pub struct DumpPidNs {
     pub inode: u64,
     /// Host pid (or tid) -> its pid in the namespace.
     map: HashMap<i32, i32>,
+    /// Its pid_max when the kernel keeps one per namespace (0: not read, or one for all) and
+    /// the last pid it handed out (0: not read), read once the tree is frozen
+    /// ([`DumpPidNs::read_numbers`]).
+    pub pid_max: u32,
+    /// See `pid_max`.
+    pub last_pid: i32,
 }
 
 impl DumpPidNs {
@@ -316,7 +322,116 @@ pub fn find(members: &[(Pid, bool)], roots: &[Pid]) -> Result<Option<DumpPidNs>,
             });
         }
     }
-    Ok(Some(DumpPidNs { inode, map }))
+    Ok(Some(DumpPidNs {
+        inode,
+        map,
+        pid_max: 0,
+        last_pid: 0,
+    }))
+}
+
+/// The most pid_max may be (PID_MAX_LIMIT, 64-bit): what a new PID namespace starts with
+/// since Linux 6.14, so its pids may exceed the pid_max of cryo's.
+pub const PID_MAX_LIMIT: u32 = 4 * 1024 * 1024;
+
+/// Whether this kernel keeps a pid_max per PID namespace (Linux 6.14 and later: a process
+/// reads and sets its own namespace's in /proc/sys/kernel/pid_max; before, one for all).
+pub fn pid_max_per_namespace() -> bool {
+    nix::sys::utsname::uname()
+        .is_ok_and(|u| release_at_least(&u.release().to_string_lossy(), (6, 14)))
+}
+
+/// Whether kernel release `release` ("6.18.4-200.fc43.x86_64") is `at_least` (major, minor).
+fn release_at_least(release: &str, at_least: (u32, u32)) -> bool {
+    let mut parts = release.split(['.', '-']).map(|p| {
+        p.chars()
+            .take_while(char::is_ascii_digit)
+            .collect::<String>()
+            .parse::<u32>()
+            .ok()
+    });
+    match (parts.next().flatten(), parts.next().flatten()) {
+        (Some(major), Some(minor)) => (major, minor) >= at_least,
+        _ => false,
+    }
+}
+
+/// Why the numbers of a restored PID namespace cannot be what they were.
+#[derive(Debug, thiserror::Error)]
+pub enum PidNsNumbersError {
+    /// The dumped namespace had a pid_max of its own and this kernel has one for all.
+    #[error(
+        "the image's pid namespace had pid_max {max} of its own; this kernel keeps one \
+         pid_max for every namespace ({here}; one per namespace since Linux 6.14): refused"
+    )]
+    NotPerNamespace {
+        /// The dumped namespace's.
+        max: u32,
+        /// This machine's.
+        here: u32,
+    },
+    /// Setting one failed.
+    #[error("pid {root}: set {what} of its new pid namespace to {value}: {errno}")]
+    Set {
+        /// The restored init, as cryo sees it.
+        root: Pid,
+        /// pid_max or ns_last_pid.
+        what: &'static str,
+        /// The value.
+        value: i64,
+        /// The kernel's answer.
+        errno: io::Error,
+    },
+}
+
+/// Before anything is made: refuses an image whose PID namespace had a pid_max of its own
+/// (other than the machine's) on a kernel that keeps one for every namespace.
+pub fn check_numbers(inventory: &cryo_proto::image::Inventory) -> Result<(), PidNsNumbersError> {
+    let max = inventory.pid_ns_pid_max;
+    if max == 0 || pid_max_per_namespace() {
+        return Ok(());
+    }
+    let here = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(0);
+    if here == max {
+        return Ok(());
+    }
+    Err(PidNsNumbersError::NotPerNamespace { max, here })
+}
+
+/// Gives the new PID namespace of restored init `root` (as cryo sees it) the pid_max and the
+/// last pid the dumped one had, once every process and thread of it is made (a pid_max
+/// lowered below pids in use after they were taken comes back the same way); an image
+/// without them (an older cryo's, a kernel with one pid_max for all) leaves the new one's.
+pub fn restore_numbers(
+    inventory: &cryo_proto::image::Inventory,
+    root: Pid,
+) -> Result<(), PidNsNumbersError> {
+    if inventory.pid_ns == 0 {
+        return Ok(());
+    }
+    let fail = |what: &'static str, value: i64| {
+        move |errno: io::Error| PidNsNumbersError::Set {
+            root,
+            what,
+            value,
+            errno,
+        }
+    };
+    let max = inventory.pid_ns_pid_max;
+    let ns = std::fs::File::open(proc::dir(root).join("ns/pid"))
+        .map_err(fail("pid_max", i64::from(max)))?;
+    let ns = std::os::fd::AsFd::as_fd(&ns);
+    if max != 0 && pid_max_per_namespace() {
+        crate::sys::pidns::set_pid_max(ns, max).map_err(fail("pid_max", i64::from(max)))?;
+    }
+    let last = inventory.pid_ns_last_pid;
+    if last > 0 {
+        crate::sys::pidns::set_last_pid(ns, last).map_err(fail("ns_last_pid", i64::from(last)))?;
+    }
+    Ok(())
 }
 
 /// Every process of the host cryo sees.
@@ -341,6 +456,23 @@ fn init_of(ns: u64) -> Option<i32> {
 }
 
 impl DumpPidNs {
+    /// Reads the namespace's pid_max (where the kernel keeps one per namespace) and the last
+    /// pid it handed out, the tree frozen (none of it forks meanwhile), by a child forked into
+    /// it that puts that last pid back (sys/pidns.rs): the next process there gets the pid it
+    /// would have had, after a `--leave-running` dump too.
+    pub fn read_numbers(&mut self) -> Result<(), PidNsError> {
+        let Some(init) = self.init() else {
+            return Ok(());
+        };
+        let read = |errno: io::Error| PidNsError::Read { pid: init, errno };
+        let ns = std::fs::File::open(proc::dir(init).join("ns/pid")).map_err(read)?;
+        let (max, last) =
+            crate::sys::pidns::numbers(std::os::fd::AsFd::as_fd(&ns)).map_err(read)?;
+        self.pid_max = if pid_max_per_namespace() { max } else { 0 };
+        self.last_pid = last;
+        Ok(())
+    }
+
     /// Adds the threads of frozen `pid` (their tids there).
     pub fn add_threads(&mut self, pid: Pid, tids: &[Pid]) -> Result<(), PidNsError> {
         for &tid in tids {
@@ -554,10 +686,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn kernel_releases_are_compared_by_major_and_minor() {
+        assert!(release_at_least("6.18.44-fc-v1300", (6, 14)));
+        assert!(release_at_least("6.14.0", (6, 14)));
+        assert!(release_at_least("7.0.1-200.fc45.x86_64", (6, 14)));
+        assert!(!release_at_least("6.13.12-arch1", (6, 14)));
+        assert!(!release_at_least("5.15.0-91-generic", (6, 14)));
+        assert!(!release_at_least("garbage", (6, 14)));
+    }
+
+    #[test]
     fn a_tree_is_renamed_as_its_namespace_sees_it() {
         let ns = DumpPidNs {
             inode: 7,
             map: HashMap::from([(100, 1), (101, 2), (102, 3)]),
+            pid_max: 0,
+            last_pid: 0,
         };
         let mut root = ProcessEntry {
             pid: 100,

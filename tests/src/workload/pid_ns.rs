@@ -47,6 +47,10 @@
 //! pid-ns forking  the same, and, made last, a thread of the init forking without pause a
 //!            child that exits at once, and reaping it (zdtm transition/fork2):
 //!            forks -> <how many so far>
+//! pid-ns highpid=N  the same, and, made last, a child of the init with pid N (ns_last_pid
+//!            set before its fork; N may exceed the host's pid_max), then the namespace's own
+//!            pid_max (Linux 6.14) set to N + 10:
+//!            numbers -> pid_max=<the namespace's> last=<its ns_last_pid> kid=N alive|gone
 //! pid-ns sessions  the same, and the init's orphans in sessions other processes started,
 //!            made last (after the thread): a daemon (its parent called setsid, forked it and
 //!            exited, reaped), the child of a zombie session leader (its parent called setsid,
@@ -87,6 +91,10 @@ pub fn start(args: &[String], dir: &Path) -> Result<Box<dyn Mode>, String> {
     if args.iter().any(|a| a == "forking") {
         me.forks = Some(forking_thread());
     }
+    if let Some(n) = args.iter().find_map(|a| a.strip_prefix("highpid=")) {
+        let n: i32 = n.parse().map_err(|_| format!("pid-ns: highpid={n}"))?;
+        me.high = Some(high_pid_child(n).map_err(failed("pid-ns highpid"))?);
+    }
     Ok(Box::new(me))
 }
 
@@ -99,6 +107,24 @@ impl Mode for PidNs {
                 self.pipes.ask("ids").map_err(io_err)?
             )),
             ("reap", []) => Ok(reap_all()),
+            ("numbers", []) => {
+                let read = |p: &str| {
+                    std::fs::read_to_string(p)
+                        .map(|t| t.trim().to_string())
+                        .map_err(io_err)
+                };
+                let kid = self.high.ok_or("no highpid")?;
+                Ok(format!(
+                    "pid_max={} last={} kid={kid} {}",
+                    read("/proc/sys/kernel/pid_max")?,
+                    read("/proc/sys/kernel/ns_last_pid")?,
+                    if sys::signal(kid, 0).is_ok() {
+                        "alive"
+                    } else {
+                        "gone"
+                    }
+                ))
+            }
             ("forks", []) => Ok(self
                 .forks
                 .as_ref()
@@ -304,6 +330,27 @@ struct PidNs {
     epoll_sent: Option<(i32, i32)>,
     /// `forking`: how many children the forking thread has forked and reaped.
     forks: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
+    /// `highpid=N`: the child with pid N.
+    high: Option<i32>,
+}
+
+/// `highpid=N`: a child of the init with pid N (ns_last_pid set to N - 1 before its fork),
+/// that pauses; then the namespace's own pid_max (Linux 6.14) lowered to N + 10.
+fn high_pid_child(n: i32) -> io::Result<i32> {
+    std::fs::write("/proc/sys/kernel/ns_last_pid", (n - 1).to_string())?;
+    // SAFETY: the child only pauses until killed (async-signal-safe calls).
+    let kid = unsafe { libc::fork() };
+    if kid == 0 {
+        loop {
+            // SAFETY: pause takes nothing.
+            unsafe { libc::pause() };
+        }
+    }
+    if kid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    std::fs::write("/proc/sys/kernel/pid_max", (n + 10).to_string())?;
+    Ok(kid)
 }
 
 /// A thread of the init that forks, without pause, a child that exits at once and reaps it
@@ -631,6 +678,7 @@ impl PidNs {
             gone: None,
             epoll_sent: None,
             forks: None,
+            high: None,
             ns_sys,
             procstat,
             ns_maps,

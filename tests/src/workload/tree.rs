@@ -9,7 +9,9 @@
 //!                            stopped -> stopped <signal> | running (waitid WNOHANG|WNOWAIT)
 //!                            (a child in a process group of its own, talking to this
 //!                            process over two inherited pipes; its own child; a zombie
-//!                            child of it that exited with 7, named zname, uid 1234 gid 4321)
+//!                            child of it that exited with 7, named zname, uid 1234 gid 4321,
+//!                            groups 555 4321, SIGUSR2 blocked, SIGHUP ignored, SIGUSR1
+//!                            caught, on CPU 0 only)
 //! ```
 
 use std::io;
@@ -17,6 +19,9 @@ use std::path::Path;
 
 use super::kids::{answer_each, ChildPipes};
 use super::{failed, io_err, sys, unknown, Mode};
+
+/// The zombie's SIGUSR1 handler (never run: it exits at once).
+extern "C" fn zombie_handler(_: libc::c_int) {}
 
 /// `tree`
 pub fn start(_args: &[String], _dir: &Path) -> Result<Box<dyn Mode>, String> {
@@ -95,8 +100,22 @@ impl Tree {
             }
             let z = libc::fork();
             if z == 0 {
-                // A name and ids of its own, which its parent's waitid and /proc show.
+                // A name and ids of its own, which its parent's waitid and /proc show; groups,
+                // signal masks and a CPU mask of its own, which /proc shows.
                 libc::prctl(libc::PR_SET_NAME, c"zname".as_ptr());
+                let groups: [libc::gid_t; 2] = [4321, 555];
+                libc::setgroups(2, groups.as_ptr());
+                libc::signal(libc::SIGHUP, libc::SIG_IGN);
+                libc::signal(
+                    libc::SIGUSR1,
+                    zombie_handler as extern "C" fn(libc::c_int) as usize,
+                );
+                let mut blocked: libc::sigset_t = std::mem::zeroed();
+                libc::sigaddset(&mut blocked, libc::SIGUSR2);
+                libc::sigprocmask(libc::SIG_BLOCK, &blocked, std::ptr::null_mut());
+                let mut cpus: libc::cpu_set_t = std::mem::zeroed();
+                libc::CPU_SET(0, &mut cpus);
+                libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &cpus);
                 libc::setresgid(4321, 4321, 4321);
                 libc::setresuid(1234, 1234, 1234);
                 libc::_exit(7);
