@@ -309,30 +309,14 @@ fn files_it_made_come_back_with_their_owners_where_its_maps_leave_our_root_unmap
     // makes again for its owners inside (the tmpfs's file, its socket file) is made as its
     // namespace's root (before: the restore failed making the tmpfs's file, EOVERFLOW), its
     // ping socket as its root group (before: refused at dump, cryo's group not in range).
-    let dir = cryo_tests::control_dir();
-    let open_to_all = |path: &std::path::Path, mode| {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
-    };
-    // The workload is root inside, 200000 outside: its control dir and fifos open to it.
-    open_to_all(dir.path(), 0o711);
-    let fifos = [dir.path().join("cmd"), dir.path().join("out")];
-    let mut w = Workload::spawn_configured(
-        dir,
-        "user-ns",
-        &[
-            "uid=0:200000:65536",
-            "gid=0:300000:65536",
-            "root",
-            "uts=cryo-userns-unmapped",
-            "net",
-            "ping",
-            "ipc",
-            "mnt=/srv",
-            "zombie",
-        ],
-        |_| fifos.iter().for_each(|f| open_to_all(f, 0o666)),
-    );
+    let mut w = spawn_root_unmapped(&[
+        "uts=cryo-userns-unmapped",
+        "net",
+        "ping",
+        "ipc",
+        "mnt=/srv",
+        "zombie",
+    ]);
     let observed = |w: &Workload| [&observed_inside(w)[2..], &[w.cmd("ping-socket")]].concat();
     let before = observed(&w);
     // A zombie, root inside (200000 outside): made again with its ids as the namespace names
@@ -482,26 +466,7 @@ fn a_removed_name_of_a_file_linked_in_its_directory_comes_back_in_a_new_user_nam
 #[test]
 fn a_removed_name_in_a_removed_directory_of_its_tmpfs_comes_back_where_our_root_is_unmapped() {
     cryo_bin();
-    let dir = cryo_tests::control_dir();
-    let open_to_all = |path: &std::path::Path, mode| {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
-    };
-    open_to_all(dir.path(), 0o711);
-    let fifos = [dir.path().join("cmd"), dir.path().join("out")];
-    let mut w = Workload::spawn_configured(
-        dir,
-        "user-ns",
-        &[
-            "uid=0:200000:65536",
-            "gid=0:300000:65536",
-            "root",
-            "uts=cryo-userns-linked-tmpfs",
-            "mnt=/srv",
-            "linked=tmpfs",
-        ],
-        |_| fifos.iter().for_each(|f| open_to_all(f, 0o666)),
-    );
+    let mut w = spawn_root_unmapped(&["uts=cryo-userns-linked-tmpfs", "mnt=/srv", "linked=tmpfs"]);
     // Past the inode number (a new tmpfs is made): links, size, the fd's link, the text.
     let seen = |w: &Workload| {
         let linked = w.cmd("linked");
@@ -522,26 +487,7 @@ fn a_removed_name_in_a_removed_directory_of_its_tmpfs_comes_back_where_our_root_
 #[test]
 fn a_file_made_by_o_tmpfile_on_its_tmpfs_comes_back_so_where_our_root_is_unmapped() {
     cryo_bin();
-    let dir = cryo_tests::control_dir();
-    let open_to_all = |path: &std::path::Path, mode| {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
-    };
-    open_to_all(dir.path(), 0o711);
-    let fifos = [dir.path().join("cmd"), dir.path().join("out")];
-    let mut w = Workload::spawn_configured(
-        dir,
-        "user-ns",
-        &[
-            "uid=0:200000:65536",
-            "gid=0:300000:65536",
-            "root",
-            "uts=cryo-userns-tmpfile",
-            "mnt=/srv",
-            "linked=tmpfile",
-        ],
-        |_| fifos.iter().for_each(|f| open_to_all(f, 0o666)),
-    );
+    let mut w = spawn_root_unmapped(&["uts=cryo-userns-tmpfile", "mnt=/srv", "linked=tmpfile"]);
     let flags = w.cmd("linked-flags");
     let text = |w: &Workload| w.cmd("linked").rsplit(' ').next().unwrap().to_owned();
     assert_eq!(text(&w), "cryo-linked");
@@ -587,4 +533,22 @@ fn a_removed_name_linked_only_in_another_directory_is_refused_in_a_user_and_moun
         &[MANY_LINES[0], MANY_LINES[1], "mnt=/srv", "linked=far"],
     );
     refused_for_its_linked_file(&w);
+}
+
+/// The `user-ns` workload as root of a user namespace whose maps leave our root unmapped
+/// (inside 0 is 200000 and 300000 outside, as a container's: zdtm's uns flavour), with
+/// `args` besides: its control dir and fifos opened to it.
+fn spawn_root_unmapped(args: &[&str]) -> Workload {
+    let dir = cryo_tests::control_dir();
+    let open_to_all = |path: &std::path::Path, mode| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    open_to_all(dir.path(), 0o711);
+    let fifos = [dir.path().join("cmd"), dir.path().join("out")];
+    let mut all = vec!["uid=0:200000:65536", "gid=0:300000:65536", "root"];
+    all.extend_from_slice(args);
+    Workload::spawn_configured(dir, "user-ns", &all, |_| {
+        fifos.iter().for_each(|f| open_to_all(f, 0o666))
+    })
 }
