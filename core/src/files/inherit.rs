@@ -29,7 +29,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use cryo_proto::image::{file_desc::Kind, FdEntry, FileDesc};
-use nix::fcntl::{FcntlArg, OFlag};
+use nix::fcntl::FcntlArg;
 use nix::sys::stat::SFlag;
 
 use super::error::restore_err;
@@ -373,13 +373,7 @@ const SETFL: u32 =
 pub(crate) fn open(desc: &FileDesc, from: RawFd) -> Result<OwnedFd, FileError> {
     let fd = sys::fd::dup_at_least(sys::fd::borrow_raw(from), 0)
         .map_err(|e| restore_err(desc, format!("dup inherited fd {from}"), e))?;
-    let old = nix::fcntl::fcntl(&fd, FcntlArg::F_GETFL)
-        .map_err(|e| restore_err(desc, "F_GETFL", e.into()))?;
-    let new = (old as u32 & !SETFL) | (desc.flags & SETFL);
-    if new != old as u32 {
-        nix::fcntl::fcntl(&fd, FcntlArg::F_SETFL(OFlag::from_bits_retain(new as i32)))
-            .map_err(|e| restore_err(desc, "F_SETFL (the dumped flags)", e.into()))?;
-    }
+    super::open::set_status_flags(desc, &fd, SETFL)?;
     tracing::debug!(id = desc.id, from, fd = fd.as_raw_fd(), "description taken from an inherited fd");
     Ok(fd)
 }

@@ -66,6 +66,19 @@ pub(crate) fn open_flags(flags: u32) -> OFlag {
     OFlag::from_bits_retain((flags as i32 & !drop) | libc::O_NOCTTY | libc::O_CLOEXEC)
 }
 
+/// Sets the file status flags of `settable` (a subset of what F_SETFL changes) on `fd` as
+/// description `desc` had them, set or cleared; the others left as they are.
+pub(crate) fn set_status_flags(desc: &FileDesc, fd: &OwnedFd, settable: u32) -> Result<(), FileError> {
+    let old = nix::fcntl::fcntl(fd, FcntlArg::F_GETFL)
+        .map_err(|e| restore_err(desc, "F_GETFL", e.into()))?;
+    let new = (old as u32 & !settable) | (desc.flags & settable);
+    if new != old as u32 {
+        nix::fcntl::fcntl(fd, FcntlArg::F_SETFL(OFlag::from_bits_retain(new as i32)))
+            .map_err(|e| restore_err(desc, "F_SETFL", e.into()))?;
+    }
+    Ok(())
+}
+
 /// Sets O_ASYNC through F_SETFL (open(2) ignores it) when the description had it.
 pub(crate) fn set_async(desc: &FileDesc, fd: &OwnedFd) -> Result<(), FileError> {
     if desc.flags & libc::O_ASYNC as u32 == 0 {

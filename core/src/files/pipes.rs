@@ -820,14 +820,7 @@ fn tee_in(wr: &OwnedFd, bytes: &[u8]) -> nix::Result<usize> {
 
 /// Sets the dumped O_NONBLOCK / O_DIRECT / O_ASYNC of a pipe end, clearing the others.
 fn set_flags(desc: &FileDesc, fd: &OwnedFd) -> Result<(), FileError> {
-    let old = nix::fcntl::fcntl(fd, FcntlArg::F_GETFL)
-        .map_err(|e| restore_err(desc, "F_GETFL", e.into()))?;
-    let new = (old as u32 & !SETFL_PIPE) | (desc.flags & SETFL_PIPE);
-    if new != old as u32 {
-        nix::fcntl::fcntl(fd, FcntlArg::F_SETFL(OFlag::from_bits_retain(new as i32)))
-            .map_err(|e| restore_err(desc, "F_SETFL", e.into()))?;
-    }
-    Ok(())
+    super::open::set_status_flags(desc, fd, SETFL_PIPE)
 }
 
 /// True if `path` is a FIFO now.

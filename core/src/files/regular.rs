@@ -354,18 +354,49 @@ fn reopen_linked(
 fn renamed_deleted(desc: &FileDesc, reg: &RegularFile, inode: OwnedFd) -> Result<OwnedFd, FileError> {
     let path = Path::new(&reg.path);
     // Its directory removed too (zdtm unlink_regular00): made for the instant, removed after
-    // (the fds read "DIR/NAME (deleted)" through the removed directory, as at the dump).
-    // The link through its /proc link (AT_SYMLINK_FOLLOW), not AT_EMPTY_PATH: that one needs
-    // CAP_DAC_READ_SEARCH over the initial user namespace. Both as its owner can be given
-    // them: in a user namespace where cryo's root is unmapped, a link or a directory made by
-    // cryo's root on the namespace's tmpfs fails EOVERFLOW (zdtm unlink_regular00 in the uns
-    // flavour: its fd read the other name, not deleted, before 2026-12-07).
-    let proc_link = self_fd(inode.as_raw_fd());
+    // (in the uns flavour its fd read the other name, not deleted, before 2026-12-07).
+    let Ok((named, unlinked)) = hold_by_name(desc, reg, &self_fd(inode.as_raw_fd()), path, true)
+    else {
+        debug!(id = desc.id, path = %reg.path, "original name not free: the fds name the file by another link");
+        return Ok(inode);
+    };
+    let named = named.map_err(|e| restore_err(desc, "open the file linked back", e.into()))?;
+    unlinked.map_err(|e| restore_err(desc, "unlink the file linked back", e))?;
+    // The inode linked (on a copied tmpfs a new one: not the dump's device and inode).
+    let stat = |fd: &OwnedFd| nix::sys::stat::fstat(fd).map_err(|e| restore_err(desc, "fstat", e.into()));
+    let (st, linked) = (stat(&named)?, stat(&inode)?);
+    if (st.st_dev, st.st_ino) != (linked.st_dev, linked.st_ino) {
+        return Err(changed(desc, format!("{} was replaced while linked back", reg.path)));
+    }
+    Ok(named)
+}
+
+/// Links the file `from` (/proc/self/fd/N of an fd on it: AT_SYMLINK_FOLLOW, where
+/// AT_EMPTY_PATH would need CAP_DAC_READ_SEARCH over the initial user namespace) at `path`
+/// for an instant, opens it there O_PATH and unlinks the name at once, whatever the open did
+/// (the name was free before the link): the fd reads "PATH (deleted)". With `make_dirs`, the
+/// missing directories above `path` are made for the instant too (removed after: the fd
+/// reads the name through them, as when they were removed with it). Link and directories are
+/// made as `reg`'s owner can be given them: in a user namespace where cryo's root is
+/// unmapped, ones made by cryo's root on the namespace's tmpfs fail EOVERFLOW. Err: the link
+/// failed (the name not free, its directory gone), nothing is left; else the open's and the
+/// unlink's outcomes.
+fn hold_by_name(
+    desc: &FileDesc,
+    reg: &RegularFile,
+    from: &Path,
+    path: &Path,
+    make_dirs: bool,
+) -> Result<(nix::Result<OwnedFd>, io::Result<()>), nix::Error> {
     let (made, linked) = crate::task::userns::make_for(reg.uid, reg.gid, || {
-        let made = make_missing_dirs(path.parent().unwrap_or(Path::new("/")));
+        let made = if make_dirs {
+            make_missing_dirs(path.parent().unwrap_or(Path::new("/")))
+        } else {
+            Vec::new()
+        };
         let linked = nix::unistd::linkat(
             nix::fcntl::AT_FDCWD,
-            &proc_link,
+            from,
             nix::fcntl::AT_FDCWD,
             path,
             nix::fcntl::AtFlags::AT_SYMLINK_FOLLOW,
@@ -381,22 +412,13 @@ fn renamed_deleted(desc: &FileDesc, reg: &RegularFile, inode: OwnedFd) -> Result
     };
     if let Err(e) = linked {
         remove_made();
-        debug!(id = desc.id, path = %reg.path, error = %e, "original name not free: the fds name the file by another link");
-        return Ok(inode);
+        debug!(id = desc.id, path = %path.display(), error = %e, "deleted name not free");
+        return Err(e);
     }
     let named = nix::fcntl::open(path, OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty());
-    // Unlinked at once, whatever the open did: the name was free before the link.
     let unlinked = fs::remove_file(path);
     remove_made();
-    let named = named.map_err(|e| restore_err(desc, "open the file linked back", e.into()))?;
-    unlinked.map_err(|e| restore_err(desc, "unlink the file linked back", e))?;
-    // The inode linked (on a copied tmpfs a new one: not the dump's device and inode).
-    let stat = |fd: &OwnedFd| nix::sys::stat::fstat(fd).map_err(|e| restore_err(desc, "fstat", e.into()));
-    let (st, linked) = (stat(&named)?, stat(&inode)?);
-    if (st.st_dev, st.st_ino) != (linked.st_dev, linked.st_ino) {
-        return Err(changed(desc, format!("{} was replaced while linked back", reg.path)));
-    }
-    Ok(named)
+    Ok((named, unlinked))
 }
 
 /// Makes the directories of `dir` that are missing (mode 0700, root's: for an instant), the
@@ -977,25 +999,11 @@ fn link_other_names(desc: &FileDesc, reg: &RegularFile, file: &File, names: &[&s
     let inode = file.metadata().ok().map(|m| (m.dev(), m.ino()));
     let mut held = Vec::new();
     for &name in names {
-        let path = Path::new(name);
-        // As its owner can (a link made by cryo's root where a user namespace leaves it
-        // unmapped fails EOVERFLOW on the namespace's tmpfs).
-        let linked = crate::task::userns::make_for(reg.uid, reg.gid, || {
-            nix::unistd::linkat(
-                nix::fcntl::AT_FDCWD,
-                &from,
-                nix::fcntl::AT_FDCWD,
-                path,
-                nix::fcntl::AtFlags::AT_SYMLINK_FOLLOW,
-            )
-        });
-        if let Err(e) = linked {
-            debug!(id = desc.id, name, error = %e, "other deleted name not free: its descriptions read the first one");
+        let Ok((opened, unlinked)) = hold_by_name(desc, reg, &from, Path::new(name), false) else {
+            debug!(id = desc.id, name, "its descriptions read the first name");
             continue;
-        }
-        let opened = nix::fcntl::open(path, OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty());
-        // Unlinked at once, whatever the open did: the name was free before the link.
-        if let Err(e) = fs::remove_file(path) {
+        };
+        if let Err(e) = unlinked {
             debug!(id = desc.id, name, error = %e, "other deleted name not unlinked");
         }
         match opened {
