@@ -263,6 +263,8 @@ every_message!(
     PreCopyRound,
     RemovedDir,
     RemovedNode,
+    InodeAttrs,
+    Xattr,
     PosixMqueue,
     PosixMqMessage,
     SessionKeyring,

@@ -1358,6 +1358,54 @@ pub fn write_file(path: &Path, data: &[u8]) {
     f.write_all(data).expect("write");
 }
 
+/// Sets (or clears, with 0) the inode attributes of `path` (chattr's flags; a /proc/PID/fd/N
+/// link leads to the process's file).
+pub fn set_inode_flags(path: &Path, flags: libc::c_long) {
+    let file = OpenOptions::new().read(true).open(path).unwrap();
+    let mut value = flags;
+    // SAFETY: FS_IOC_SETFLAGS (_IOW('f', 2, long)) reads one long through the pointer.
+    let r = unsafe {
+        libc::ioctl(
+            file.as_raw_fd(),
+            0x4008_6602,
+            &mut value as *mut libc::c_long,
+        )
+    };
+    assert_eq!(
+        r,
+        0,
+        "FS_IOC_SETFLAGS {flags:#x} on {}: {}",
+        path.display(),
+        io::Error::last_os_error()
+    );
+}
+
+/// Sets extended attribute `name` of the file at `path` (followed: a /proc/PID/fd/N link
+/// leads to the process's file) to `value`.
+pub fn set_xattr(path: &Path, name: &str, value: &[u8]) {
+    let (p, n) = (
+        CString::new(path.as_os_str().as_bytes()).unwrap(),
+        CString::new(name).unwrap(),
+    );
+    // SAFETY: both strings are NUL-terminated; `value` is read for its length.
+    let r = unsafe {
+        libc::setxattr(
+            p.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    assert_eq!(
+        r,
+        0,
+        "setxattr {name} on {}: {}",
+        path.display(),
+        io::Error::last_os_error()
+    );
+}
+
 /// A pre-shared key file for `--psk-file`: `key` written to `dir/name`, mode 0600.
 pub fn key_file(dir: &Path, name: &str, key: &str) -> PathBuf {
     let p = dir.join(name);

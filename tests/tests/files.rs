@@ -3,7 +3,9 @@
 //! Needs the engine: `cryo` must be built (`cargo build -p cryo`).
 
 use cryo_tests::protocol::{self, DEFAULT_SEED};
-use cryo_tests::{control_dir, cryo_bin, parse_fds, write_file, Unmount, Workload};
+use cryo_tests::{
+    control_dir, cryo_bin, parse_fds, set_inode_flags, set_xattr, write_file, Unmount, Workload,
+};
 
 #[test]
 fn a_regular_file_read_continues_at_the_next_byte() {
@@ -65,6 +67,103 @@ fn a_deleted_file_whose_name_was_taken_comes_back_unlinkable() {
     assert_eq!(w.cmd("read"), want);
     assert_eq!(relink(&w), "2", "still none");
     assert!(!first.exists());
+    w.kill_restored();
+}
+
+/// The fd of the workload's file whose link reads " (deleted)".
+fn deleted_fd(w: &Workload) -> i32 {
+    let fds = parse_fds(&w.cmd("fds"));
+    *fds.iter()
+        .find(|(_, t)| t.ends_with(" (deleted)"))
+        .unwrap_or_else(|| panic!("no deleted file among {fds:?}"))
+        .0
+}
+
+/// A deleted file's extended attributes (user and trusted namespaces, a binary value) and
+/// inode flags (chattr +d +A: no dump, no access time) come back on its copy with its owner,
+/// mode and times, as the process reads them through its fd. Before: the copy had none
+/// (`flags=0x0`, no attribute), silently.
+#[test]
+fn a_deleted_files_extended_attributes_and_inode_flags_come_back() {
+    cryo_bin();
+    let mut w = Workload::spawn("deleted-file", &["5000", "31"]);
+    let fd = deleted_fd(&w);
+    let link = std::path::PathBuf::from(format!("/proc/{}/fd/{fd}", w.pid()));
+    set_xattr(&link, "user.color", b"blue");
+    set_xattr(&link, "trusted.cryo", b"\0\x01\xff");
+    // FS_NODUMP_FL | FS_NOATIME_FL.
+    set_inode_flags(&link, 0x40 | 0x80);
+    let before = w.cmd(&format!("inode {fd}"));
+    let flags = before
+        .split(" flags=0x")
+        .nth(1)
+        .and_then(|f| f.split(' ').next());
+    let flags = flags
+        .and_then(|f| u32::from_str_radix(f, 16).ok())
+        .unwrap_or(0);
+    assert!(
+        before.contains(" user.color=626c7565") && flags & 0xc0 == 0xc0,
+        "{before}"
+    );
+    w.dump_and_restore();
+    assert_eq!(
+        w.cmd(&format!("inode {fd}")),
+        before,
+        "owner, mode, times, flags, attributes"
+    );
+    assert_eq!(
+        w.cmd("read"),
+        protocol::len_and_checksum(&protocol::pattern(5000, 31))
+    );
+    w.kill_restored();
+}
+
+/// A deleted file open for writing, made immutable since (chattr +i): its copy gets the flag
+/// before its descriptions are opened, which no open for writing then passes (EPERM): refused
+/// at dump, naming pid, fd and the attribute, the process left as it was. Before: the dump
+/// did not look (the copy came back without the flag, writable).
+#[test]
+fn a_deleted_file_open_for_writing_and_made_immutable_is_refused() {
+    cryo_bin();
+    let w = Workload::spawn("deleted-file", &["5000", "32"]);
+    let fd = deleted_fd(&w);
+    let link = std::path::PathBuf::from(format!("/proc/{}/fd/{fd}", w.pid()));
+    set_inode_flags(&link, 0x10);
+    let dumped = w.dump(&w.path("img"), &[]);
+    set_inode_flags(&link, 0);
+    dumped
+        .assert_refused()
+        .assert_stderr_has_word(&w.pid().to_string())
+        .assert_stderr_has_word(&format!("fd {fd}"))
+        .assert_stderr_mentions("immutable");
+    w.assert_untouched();
+}
+
+/// A memfd's owner (chowned to ids of no user here), times, extended attribute and its seals
+/// come back: fstat and fgetxattr through its fd read what they read before; a
+/// `--leave-running` dump leaves its access time as it was (the dump reads it O_NOATIME).
+/// Before: owned by root, the restore's times, no attribute; the dump's read set the access
+/// time of the original.
+#[test]
+fn a_memfds_owner_times_and_extended_attributes_come_back() {
+    cryo_bin();
+    let mut w = Workload::spawn("events", &[]);
+    let link = std::path::PathBuf::from(format!("/proc/{}/fd/44", w.pid()));
+    std::os::unix::fs::chown(&link, Some(18944), Some(18945)).unwrap();
+    set_xattr(&link, "user.kind", b"cache");
+    // Read first: its read moves the access time (the chown moved the change time past it).
+    let memfd = w.cmd("memfd");
+    let before = w.cmd("inode 44");
+    assert!(
+        before.starts_with("18944 18945 ") && before.contains(" user.kind=6361636865"),
+        "{before}"
+    );
+    w.dump(&w.path("img-running"), &["--leave-running"])
+        .assert_success();
+    assert_eq!(w.cmd("inode 44"), before, "left running");
+    w.dump_and_restore();
+    assert_eq!(w.cmd("inode 44"), before, "owner, mode, times, attributes");
+    assert_eq!(w.cmd("memfd"), memfd, "contents and seals");
     w.kill_restored();
 }
 

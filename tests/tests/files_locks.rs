@@ -11,7 +11,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::process::Command;
 
-use cryo_tests::{control_dir, cryo_bin, write_file, Workload};
+use cryo_tests::{control_dir, cryo_bin, set_inode_flags, write_file, Workload};
 
 const F_OFD_GETLK: i32 = 36;
 
@@ -267,21 +267,6 @@ fn a_lock_on_a_description_also_held_outside_the_dump_is_refused() {
             "{kind}: the lock is still held"
         );
     }
-}
-
-/// Sets (or clears, with 0) the inode attributes of `path` (chattr's flags).
-fn set_inode_flags(path: &Path, flags: libc::c_long) {
-    let file = OpenOptions::new().read(true).open(path).unwrap();
-    let mut value = flags;
-    // SAFETY: FS_IOC_SETFLAGS (_IOW('f', 2, long)) reads one long through the pointer.
-    let r = unsafe {
-        libc::ioctl(
-            file.as_raw_fd(),
-            0x4008_6602,
-            &mut value as *mut libc::c_long,
-        )
-    };
-    assert_eq!(r, 0, "FS_IOC_SETFLAGS: {}", std::io::Error::last_os_error());
 }
 
 /// A file open for writing made immutable since (chattr +i), or append-only (+a) with the fd

@@ -4,7 +4,7 @@
 //!
 //! Needs the engine: `cryo` must be built (`cargo build -p cryo`).
 
-use cryo_tests::{control_dir, cryo_bin, Unmount, Workload};
+use cryo_tests::{control_dir, cryo_bin, set_inode_flags, set_xattr, Unmount, Workload};
 
 #[test]
 fn a_chrooted_process_comes_back_in_its_chroot() {
@@ -69,6 +69,46 @@ fn a_removed_working_directory_also_held_open_comes_back_one_with_its_fd() {
     );
     assert_eq!(w.cmd("create-here"), format!("errno {}", libc::ENOENT));
     w.kill_restored();
+}
+
+/// A removed directory's extended attributes and inode flags (chattr +A) come back, for one
+/// held open (the fd reads them) and for a working directory only (an open of "." reads
+/// them). Before: the directory made again had none.
+#[test]
+fn a_removed_directorys_extended_attributes_and_flags_come_back() {
+    cryo_bin();
+    for (how, link, probe) in [
+        ("deleted-cwd-held", "fd/41", "inode 41"),
+        ("deleted-cwd", "cwd", "cwd-inode"),
+    ] {
+        let dir = control_dir();
+        let base = dir.path().join("base");
+        std::fs::create_dir(&base).unwrap();
+        let mut w = Workload::spawn_in(dir, "places", &[how, base.to_str().unwrap()]);
+        let link = std::path::PathBuf::from(format!("/proc/{}/{link}", w.pid()));
+        set_xattr(&link, "user.owner-app", b"cache");
+        // FS_NOATIME_FL.
+        set_inode_flags(&link, 0x80);
+        let before = w.cmd(probe);
+        let flags = before
+            .split(" flags=0x")
+            .nth(1)
+            .and_then(|f| f.split(' ').next());
+        let flags = flags
+            .and_then(|f| u32::from_str_radix(f, 16).ok())
+            .unwrap_or(0);
+        assert!(
+            flags & 0x80 != 0 && before.contains(" user.owner-app="),
+            "{how}: {before}"
+        );
+        w.dump_and_restore();
+        assert_eq!(
+            w.cmd(probe),
+            before,
+            "{how}: owner, mode, times, flags, attributes"
+        );
+        w.kill_restored();
+    }
 }
 
 /// A removed working directory, or a removed directory held open, on a mount made read-only

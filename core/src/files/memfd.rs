@@ -18,7 +18,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use cryo_proto::image::{file_desc::Kind, FileDesc, Memfd};
@@ -104,6 +104,8 @@ fn name_of(link: &str) -> &str {
 /// Why a memfd could not be recorded.
 enum Failure {
     Step(&'static str, io::Error),
+    /// Its extended attributes or inode flags (inode_attrs.rs).
+    Attrs(super::inode_attrs::ReadAttrsError),
 }
 
 /// The record of the memfd open at `source` (an fd or a map_files link of `pid` whose text is
@@ -122,7 +124,12 @@ fn record(
     if let Some(m) = saved.get(&key) {
         return Ok(m.clone());
     }
-    let file = File::open(source).map_err(|e| Failure::Step("open", e))?;
+    // O_NOATIME: the copy leaves the access time as the process left it (--leave-running).
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOATIME)
+        .open(source)
+        .map_err(|e| Failure::Step("open", e))?;
     let huge = crate::memory::hugetlb::page_size_of(&file).map_err(|e| Failure::Step("fstatfs", e))?;
     let seals = sys::memfd::get_seals(file.as_fd()).map_err(|e| Failure::Step("F_GET_SEALS", e))?;
     let (contents, extents) = match huge {
@@ -137,7 +144,14 @@ fn record(
         None => shmem::save_extents(&file, meta.size(), image_name(id), images),
     }
     .map_err(|e| Failure::Step("save the memfd contents", e))?;
+    let attrs = super::inode_attrs::read(source, true).map_err(Failure::Attrs)?;
+    let (atime_ns, mtime_ns) = super::regular::times_ns(meta);
     let m = Memfd {
+        uid: meta.uid(),
+        gid: meta.gid(),
+        atime_ns,
+        mtime_ns,
+        attrs: Some(attrs),
         name: name_of(link).to_string(),
         size: meta.size(),
         seals,
@@ -164,6 +178,7 @@ fn dump(
     let path = open.proc_path();
     record(id, open.pid, &path, &open.link, meta, images, saved).map_err(|f| match f {
         Failure::Step(op, e) => open.inspect_err(op, path.clone(), e),
+        Failure::Attrs(e) => open.dump_err(format!("memfd {}: {e}", open.link)),
     })
 }
 
@@ -181,6 +196,11 @@ pub(super) fn dump_mapped(
     let saved = &mut state.get::<Saved>().0;
     record(id, pid, link, text, meta, images, saved).map_err(|f| match f {
         Failure::Step(step, e) => mapped_step(pid, link, step)(e),
+        Failure::Attrs(e) => FileError::Mapped {
+            pid,
+            link: link.to_owned(),
+            detail: format!("memfd {text}: {e}"),
+        },
     })
 }
 
@@ -317,8 +337,24 @@ pub(super) fn recreate(
             });
         }
     }
+    // Owner first: chown clears set-id bits.
+    crate::task::userns::chown_as_dumped(file.as_fd(), m.uid, m.gid)
+        .map_err(|e| restore_err(desc, format!("give it its owner {}:{}", m.uid, m.gid), e.into()))?;
     file.set_permissions(fs::Permissions::from_mode(m.mode & 0o7777))
         .map_err(|e| restore_err(desc, "fchmod", e))?;
+    // Its times once written (an older image has none: the restore's then).
+    if m.mtime_ns != 0 {
+        nix::sys::stat::futimens(
+            file.as_fd(),
+            &super::regular::timespec_of_ns(m.atime_ns),
+            &super::regular::timespec_of_ns(m.mtime_ns),
+        )
+        .map_err(|e| restore_err(desc, "give it its times", e.into()))?;
+    }
+    if let Some(attrs) = &m.attrs {
+        super::inode_attrs::give(file.as_fd(), attrs)
+            .map_err(|e| restore_err(desc, "give it its extended attributes and inode flags", e))?;
+    }
     if seal && m.seals != 0 {
         sys::memfd::add_seals(file.as_fd(), m.seals)
             .map_err(|e| restore_err(desc, format!("F_ADD_SEALS {:#x}", m.seals), e))?;

@@ -35,6 +35,7 @@
 //!   locks.rs     file locks, leases and signal owners: fdinfo at dump, remote calls at restore
 //!   outside.rs   a process outside the dump holding the same inode or description (locks, ptys)
 //!   mount_views.rs the mount namespace a description was opened in (its holder's, its parent's)
+//!   inode_attrs.rs extended attributes and inode flags of an inode made again (ghosts, memfds)
 //! ```
 //!
 //! eventfd, timerfd, signalfd (a module each), epoll (epoll.rs: restored last, once its targets
@@ -57,6 +58,7 @@ pub(crate) mod epoll;
 mod error;
 mod eventfd;
 mod fanotify;
+pub(crate) mod inode_attrs;
 mod inotify;
 pub(crate) mod inherit;
 mod quiet_reads;

@@ -150,6 +150,9 @@ impl FileKind for Pipes {
             pipe.mode = m.mode() & 0o7777;
             pipe.uid = m.uid();
             pipe.gid = m.gid();
+            let attrs = super::inode_attrs::read(&fd.open.proc_path(), false)
+                .map_err(|e| fd.open.dump_err(format!("deleted FIFO {fifo_path}: {e}")))?;
+            pipe.attrs = Some(attrs);
         }
         Ok(Kind::Pipe(pipe))
     }
@@ -507,6 +510,10 @@ fn open_deleted_fifo(
             e.into(),
         )
     })?;
+    if let Some(attrs) = &pipe.attrs {
+        super::inode_attrs::give_xattrs(out[from].1.as_fd(), attrs)
+            .map_err(|e| restore_err(first, "give the deleted fifo made again its extended attributes", e))?;
+    }
     debug!(path = %pipe.fifo_path, at = %path.display(), "deleted fifo made again");
     Ok(())
 }

@@ -72,6 +72,7 @@ fn record(path: String, meta: &fs::Metadata) -> RegularFile {
         cgroup_dir: false,
         through_parent_namespace: false,
         removed_bound: false,
+        attrs: None,
     }
 }
 
@@ -174,11 +175,16 @@ pub(super) fn dump_file(
             saved_now
         }
     };
+    let attrs = super::inode_attrs::read(source, true).map_err(|e| FileError::Invalid {
+        id,
+        detail: format!("deleted file {}: {e}", reg.path),
+    })?;
     Ok(RegularFile {
         deleted: true,
         contents: Some(raw),
         sparse: true,
         extents,
+        attrs: Some(attrs),
         ..reg
     })
 }
@@ -538,9 +544,8 @@ impl FileKind for Regular {
             return Err(fd.open.refuse("a deleted file on a hugetlbfs mount", true));
         }
         let (path, deleted) = (path.clone(), *deleted);
-        if !deleted {
-            refuse_write_open_denied(fd)?;
-        }
+        // A deleted file's copy gets its inode flags before its descriptions are opened.
+        refuse_write_open_denied(fd)?;
         let reg = dump_file(
             fd.state,
             fd.id,
@@ -661,12 +666,21 @@ impl FileKind for Directory {
         else {
             return Err(fd.open.refuse("not a directory", false));
         };
-        if *deleted {
+        let attrs = if *deleted {
             fd.open.refuse_on_read_only_mount("removed directory")?;
-        }
+            let source = fd.open.proc_path();
+            // Read through an open of its own: not to be seen by a watch on it.
+            let _quiet = super::quiet_reads::quiet(fd.state, &source, fd.meta);
+            let attrs = super::inode_attrs::read(&source, true)
+                .map_err(|e| fd.open.refuse(format!("removed directory {path}: {e}"), false))?;
+            Some(attrs)
+        } else {
+            None
+        };
         Ok(Kind::Directory(RegularFile {
             deleted: *deleted,
             cgroup_dir: *cgroup,
+            attrs,
             ..record(path.clone(), fd.meta)
         }))
     }
@@ -937,6 +951,15 @@ impl Ghosts {
             },
             (None, None) => unreachable!("refused above"),
         };
+        // Last, once it is filled, named and unlinked: an immutable or append-only inode
+        // takes none of that. (One held O_PATH on a read-only mount was given them through
+        // its writable copy: recreate_on_read_only_mount.)
+        let held_by_path = nix::fcntl::fcntl(&fd, FcntlArg::F_GETFL)
+            .is_ok_and(|f| f & libc::O_PATH != 0);
+        if let Some(attrs) = reg.attrs.as_ref().filter(|_| !held_by_path) {
+            super::inode_attrs::give_flags(fd.as_fd(), attrs)
+                .map_err(|e| restore_err(desc, "give the recreated file its inode flags", e))?;
+        }
         // Held as O_PATH until the call is done: its close then sends no event (an inotify
         // watch on it or on its directory would see an IN_CLOSE_WRITE no process did).
         let fd = nix::fcntl::open(
@@ -1159,6 +1182,9 @@ fn recreate_on_read_only_mount(
     // Unlinked as soon as it is filled (or failed): it never outlives the restore.
     let _ = nix::unistd::unlinkat(&writable, name.as_str(), nix::unistd::UnlinkatFlags::NoRemoveDir);
     let held = held?;
+    if let Some(attrs) = &reg.attrs {
+        super::inode_attrs::give_flags(file.as_fd(), attrs).map_err(err("give the recreated deleted file its inode flags"))?;
+    }
     debug!(id = desc.id, path = %reg.path, size = raw.size, "deleted file recreated through a writable copy of its read-only mount");
     Ok(held)
 }
@@ -1423,6 +1449,10 @@ fn recreate_dir(desc: &FileDesc, reg: &RegularFile) -> Result<OwnedFd, FileError
     let fd = opened.map_err(|e| restore_err(desc, "open the directory made again", e.into()))?;
     set_owner_mode_times(&fd, reg.mode, reg.uid, reg.gid, reg.atime_ns, reg.mtime_ns)
         .map_err(|e| restore_err(desc, "give the directory made again its owner, mode and times", e.into()))?;
+    if let Some(attrs) = &reg.attrs {
+        super::inode_attrs::give_xattrs(fd.as_fd(), attrs)
+            .map_err(|e| restore_err(desc, "give the directory made again its extended attributes", e))?;
+    }
     debug!(id = desc.id, path = %reg.path, at = %path.display(), "removed directory made again");
     Ok(fd)
 }
@@ -1473,7 +1503,11 @@ fn give_attrs(file: &File, reg: &RegularFile) -> io::Result<()> {
         }
     };
     nix::sys::stat::futimens(file.as_fd(), &time(reg.atime_ns), &time(reg.mtime_ns))?;
-    Ok(())
+    // Its inode flags once it has its names: Ghosts::handle_or_tmpfile.
+    match &reg.attrs {
+        Some(attrs) => super::inode_attrs::give_xattrs(file.as_fd(), attrs),
+        None => Ok(()),
+    }
 }
 
 /// Refuses a description open for writing on a file made immutable since (chattr +i), or

@@ -65,7 +65,10 @@ impl FileKind for RemovedNodes {
         };
         debug!(pid = %open.pid, fd = open.fd, path, symlink, "removed node");
         let (atime_ns, mtime_ns) = super::regular::times_ns(m);
+        let attrs = super::inode_attrs::read(&open.proc_path(), false)
+            .map_err(|e| open.dump_err(format!("removed node {path}: {e}")))?;
         Ok(Kind::RemovedNode(RemovedNode {
+            attrs: Some(attrs),
             path: path.clone(),
             rdev: if symlink { 0 } else { m.rdev() },
             target,
@@ -109,6 +112,11 @@ fn open(desc: &FileDesc, node: &RemovedNode) -> Result<OwnedFd, FileError> {
     .map_err(|e| restore_err(desc, "make the removed node again", e))?;
     let opened = give_attrs(&path, node, symlink)
         .map_err(|e| restore_err(desc, "give the node made again its owner, mode and times", e.into()))
+        .and_then(|()| match &node.attrs {
+            Some(attrs) => super::inode_attrs::give_at(&path, attrs)
+                .map_err(|e| restore_err(desc, "give the node made again its extended attributes", e)),
+            None => Ok(()),
+        })
         .and_then(|()| {
             if symlink {
                 nix::fcntl::open(&path, open_flags(desc.flags), Mode::empty())

@@ -98,6 +98,48 @@ pub(crate) fn inode_flags(fd: BorrowedFd<'_>) -> io::Result<Option<i32>> {
     }
 }
 
+/// FS_IOC_SETFLAGS (linux/fs.h: _IOW('f', 2, long)).
+const FS_IOC_SETFLAGS: libc::c_ulong = 0x4008_6602;
+
+/// Sets the inode attributes (chattr's flags) of the file behind `fd` to `flags`.
+pub(crate) fn set_inode_flags(fd: BorrowedFd<'_>, flags: i32) -> io::Result<()> {
+    let value = libc::c_long::from(flags);
+    // SAFETY: FS_IOC_SETFLAGS reads one int through the pointer, which points at a long.
+    let r = unsafe {
+        libc::ioctl(
+            fd.as_raw_fd(),
+            FS_IOC_SETFLAGS,
+            &value as *const libc::c_long,
+        )
+    };
+    check(libc::c_long::from(r)).map(drop)
+}
+
+/// FS_IOC_FSGETXATTR (linux/fs.h: _IOR('X', 31, struct fsxattr), 28 bytes).
+const FS_IOC_FSGETXATTR: libc::c_ulong = 0x801c_581f;
+
+/// The project id (struct fsxattr's fsx_projid: project quotas) of the file behind `fd`;
+/// `None` where its filesystem keeps none.
+pub(crate) fn project_id(fd: BorrowedFd<'_>) -> io::Result<Option<u32>> {
+    // fsx_xflags, fsx_extsize, fsx_nextents, fsx_projid, fsx_cowextsize, 8 bytes of padding.
+    let mut raw = [0u32; 7];
+    // SAFETY: FS_IOC_FSGETXATTR writes a 28-byte struct fsxattr through the pointer, which
+    // points at 28 writable bytes.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), FS_IOC_FSGETXATTR, raw.as_mut_ptr()) };
+    match check(libc::c_long::from(r)) {
+        Ok(_) => Ok(Some(raw[3])),
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::ENOTTY | libc::EINVAL | libc::EOPNOTSUPP)
+            ) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -27,6 +27,7 @@
 //! sockfilter classic BPF socket filters: read back, attached
 //! sockopt   options at any level, sockets of any family, packet bind (packet, netlink)
 //! uts       host and domain names of another UTS namespace; a new one with given names
+//! xattr     extended attributes: listed, read through a path, written
 //! eventfd, timerfd, signalfd, epoll, inotify, fanotify, memfd, tty: the fd kinds files/ restores
 //! ```
 
@@ -70,6 +71,7 @@ pub mod timerfd;
 pub mod tty;
 pub mod uffd;
 pub mod uts;
+pub mod xattr;
 
 /// Checks a raw call's integer result: negative is the errno error.
 pub(crate) fn check(ret: libc::c_long) -> io::Result<libc::c_long> {

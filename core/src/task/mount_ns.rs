@@ -1744,6 +1744,21 @@ pub fn mark_files(
                     ),
                 ));
             }
+            if reg
+                .attrs
+                .as_ref()
+                .is_some_and(crate::files::inode_attrs::any)
+            {
+                return Err(refused(
+                    b,
+                    format!(
+                        "shows removed {} the process holds too (description {}), which has \
+                         extended attributes or inode flags: the copy made for the bind would \
+                         not have them",
+                        reg.path, desc.id
+                    ),
+                ));
+            }
             reg.removed_bound = true;
             if !held.contains(&(index, reg.path.clone())) {
                 held.push((index, reg.path.clone()));

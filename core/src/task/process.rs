@@ -75,7 +75,10 @@ fn removed_dir(pid: Pid) -> Result<RemovedDir> {
         ));
     }
     let (atime_ns, mtime_ns) = crate::files::times_ns(&m);
+    let attrs = crate::files::inode_attrs::read(&proc::dir(pid).join("cwd"), true)
+        .map_err(|e| Error::target(pid, format!("its working directory was removed: {e}")))?;
     Ok(RemovedDir {
+        attrs: Some(attrs),
         mode: m.mode() & 0o7777,
         uid: m.uid(),
         gid: m.gid(),
@@ -331,7 +334,12 @@ fn enter_removed(path: &str, removed: &RemovedDir) -> nix::Result<()> {
         removed.gid,
         removed.atime_ns,
         removed.mtime_ns,
-    )
+    )?;
+    match &removed.attrs {
+        Some(attrs) => crate::files::inode_attrs::give(std::os::fd::AsFd::as_fd(&here), attrs)
+            .map_err(|e| nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))),
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]

@@ -11,7 +11,8 @@
 //! Stdin is /dev/null, stdout and stderr go to `DIR/workload.log`.
 //!
 //! Every mode answers `ping` (`pong`), `pid`, `ppid`, `session` (`PGID SID`), `tick` (counter += 1,
-//! replies it), `get`, `fds` (`N=target` for every open fd, sorted, tab-separated),
+//! replies it), `get`, `fds` (`N=target` for every open fd, sorted, tab-separated), `inode N` (owner, mode,
+//! times, inode flags and extended attributes fd N shows: sys::inode_line),
 //! `exit CODE` (replies `bye`, then exits) and the broken-peer commands of
 //! `tests/src/workload_peers.rs` (`sigwatch`, `signext`, `resume-open`, `resume-next`,
 //! `reader FD`, `reader-result FD`). A command may start with `#TAG`;

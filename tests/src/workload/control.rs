@@ -66,6 +66,10 @@ pub fn serve(dir: &Path, cmd_fd: i32, mut mode: Box<dyn Mode>) -> ! {
             }
             ("get", []) => counter.to_string(),
             ("fds", []) => fds().unwrap_or_else(|e| format!("err fds: {e}")),
+            ("inode", [fd]) => match fd.parse() {
+                Ok(fd) => sys::inode_line(fd).unwrap_or_else(|e| format!("err inode: {e}")),
+                Err(_) => format!("err inode: bad fd {fd}"),
+            },
             ("exit", [code]) => {
                 let code: i32 = code.parse().unwrap_or(1);
                 reply_line(&out, &out_line("bye"));

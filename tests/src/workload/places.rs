@@ -25,6 +25,7 @@
 //!                          where -> <working directory> (getcwd, as the process sees it)
 //!                          root  -> whether / holds the marker file DIR/jail/marker
 //!                          cwd   -> <the link /proc/self/cwd> <mode, octal> <nlink> <mtime ns>
+//!                          cwd-inode -> the `inode` line of an fd on "." (sys::inode_line)
 //!                          create-here -> created | errno N  (open("x", O_CREAT) in the cwd)
 //!                          same-as-41 -> whether fd 41 and the working directory are one
 //!                                        directory (device and inode)
@@ -148,6 +149,17 @@ impl Mode for Places {
                 .map(|d| d.display().to_string())
                 .map_err(|e| e.to_string()),
             "root" => Ok(Path::new("/marker").exists().to_string()),
+            "cwd-inode" => {
+                let here = sys::open_mode(
+                    std::path::Path::new("."),
+                    libc::O_RDONLY | libc::O_DIRECTORY,
+                    0,
+                )
+                .map_err(|e| e.to_string())?;
+                let line = sys::inode_line(here).map_err(|e| e.to_string());
+                sys::close(here);
+                line
+            }
             "cwd" => {
                 use std::os::unix::fs::MetadataExt;
                 let link = std::fs::read_link("/proc/self/cwd").map_err(|e| e.to_string())?;

@@ -1961,3 +1961,47 @@ pub fn socket_netns(fd: i32) -> io::Result<u64> {
     let ns = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(ns) };
     Ok(std::os::unix::fs::MetadataExt::ino(&ns.metadata()?))
 }
+
+/// What fd `fd` shows of its inode: `<uid> <gid> <mode, octal> <atime ns> <mtime ns>
+/// flags=<FS_IOC_GETFLAGS, hex, or -> <name>=<value, hex>...` (its extended attributes in
+/// listxattr's order, read through /proc/self/fd/N: an O_PATH fd's too).
+pub fn inode_line(fd: i32) -> io::Result<String> {
+    use std::os::unix::fs::MetadataExt;
+    let link = std::ffi::CString::new(format!("/proc/self/fd/{fd}")).expect("no NUL");
+    let meta = std::fs::metadata(format!("/proc/self/fd/{fd}"))?;
+    let mut flags: libc::c_long = 0;
+    // SAFETY: FS_IOC_GETFLAGS writes one long through the pointer, which points at `flags`.
+    let flags = match unsafe { libc::ioctl(fd, 0x8008_6601, &mut flags as *mut libc::c_long) } {
+        0 => format!("{flags:#x}"),
+        _ => "-".to_string(),
+    };
+    let mut line = format!(
+        "{} {} {:o} {} {} flags={flags}",
+        meta.uid(),
+        meta.gid(),
+        meta.mode() & 0o7777,
+        meta.atime() * 1_000_000_000 + meta.atime_nsec(),
+        meta.mtime() * 1_000_000_000 + meta.mtime_nsec()
+    );
+    let mut names = vec![0u8; 65536];
+    // SAFETY: `link` is NUL-terminated; `names` has the length given.
+    let len = unsafe { libc::listxattr(link.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
+    let len = usize::try_from(len).map_err(|_| io::Error::last_os_error())?;
+    for name in names[..len].split(|&b| b == 0).filter(|n| !n.is_empty()) {
+        let c = std::ffi::CString::new(name).expect("no NUL");
+        let mut value = vec![0u8; 65536];
+        // SAFETY: `link` and `c` are NUL-terminated; `value` has the length given.
+        let n = unsafe {
+            libc::getxattr(
+                link.as_ptr(),
+                c.as_ptr(),
+                value.as_mut_ptr().cast(),
+                value.len(),
+            )
+        };
+        let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
+        let hex: String = value[..n].iter().map(|b| format!("{b:02x}")).collect();
+        line.push_str(&format!(" {}={hex}", String::from_utf8_lossy(name)));
+    }
+    Ok(line)
+}
