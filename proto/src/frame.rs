@@ -45,13 +45,14 @@ pub const FORMAT_MAJOR: u16 = 2;
 /// (Socket.netns_inode, .netns_outer). 5: the peer credentials a connection waiting in a
 /// unix listener's accept queue shows once accepted (UnixPendingConnection.peer_cred). 6: the
 /// pid_max and last pid of a dumped PID namespace (Inventory.pid_ns_pid_max, .pid_ns_last_pid);
-/// a zombie's groups, signal masks and CPU mask (ProcessEntry.zombie_status...).
-pub const FORMAT_MINOR: u16 = 6;
+/// a zombie's groups, signal masks and CPU mask (ProcessEntry.zombie_status...). 7: the stop
+/// signals pending to a stopped process (ProcessEntry.stop_pending_shared, _threads).
+pub const FORMAT_MINOR: u16 = 7;
 
 /// The fingerprint of image.proto's declarations (comments and spacing aside) that
 /// [`FORMAT_MINOR`] was last raised for: a test fails when they change and it was not raised.
 #[cfg(test)]
-const SCHEMA_FINGERPRINT: u64 = 0xf9fc_449e_6400_02e4;
+const SCHEMA_FINGERPRINT: u64 = 0xbed2_5c5c_fa49_1bb3;
 
 const MAGIC: &[u8; 8] = b"CRYOIMG\0";
 const HEADER_LEN: usize = 32;
